@@ -1,0 +1,46 @@
+"""edgeseg: take image-segmentation models to the edge.
+
+``import edgeseg`` is cheap: it imports neither torch nor any runtime nor GStreamer. The entry
+points below are resolved lazily on first use.
+
+    predictor = edgeseg.load("road")                 # a bundle path or a shipped name
+    result = predictor(rgb_image)                    # -> SemanticResult at the image's size
+    for frame, result in edgeseg.stream("file:///path/video.mp4", "road"):
+        ...
+"""
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from .errors import EdgesegError
+from .structures import ImageShape, InputSpec
+
+__version__ = "0.1.0"
+
+# public name -> "module:attribute", imported on first access
+_LAZY = {
+    "load": "edgeseg.predictor:load",
+    "Predictor": "edgeseg.predictor:Predictor",
+    "Bundle": "edgeseg.bundle:Bundle",
+    "stream": "edgeseg.stream:stream",
+    "Pipeline": "edgeseg.stream:Pipeline",
+}
+
+__all__ = ["EdgesegError", "ImageShape", "InputSpec", "__version__", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    target = _LAZY.get(name)
+    if target is None:
+        raise AttributeError(f"module 'edgeseg' has no attribute {name!r}")
+    module, attr = target.split(":")
+    value = getattr(importlib.import_module(module), attr)
+    globals()[name] = value
+    return value
+
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .bundle import Bundle
+    from .predictor import Predictor, load
+    from .stream import Pipeline, stream

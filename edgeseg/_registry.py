@@ -1,0 +1,76 @@
+"""A small name -> object registry, used for models, encoders, backends, sources, sinks, stages.
+
+Adding an entry touches one file: the one that defines it (``@REGISTRY.register("name")``).
+"""
+from __future__ import annotations
+
+import difflib
+import fnmatch
+from dataclasses import dataclass, field
+from typing import Any, Callable, Generic, Iterator, TypeVar
+
+from .errors import EdgesegError
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Entry(Generic[T]):
+    name: str
+    obj: T
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+class Registry(Generic[T]):
+    """Named objects of one kind. ``get`` fails with the closest names when a name is unknown."""
+
+    def __init__(self, kind: str, error: type[EdgesegError] = EdgesegError):
+        self.kind = kind
+        self._error = error
+        self._entries: dict[str, Entry[T]] = {}
+
+    def register(self, name: str | None = None, **meta: Any) -> Callable[[T], T]:
+        def deco(obj: T) -> T:
+            key = name or getattr(obj, "__name__")
+            if key in self._entries and self._entries[key].obj is not obj:
+                raise self._error(f"{self.kind} {key!r} is registered twice")
+            self._entries[key] = Entry(key, obj, dict(meta))
+            return obj
+
+        return deco
+
+    def add(self, name: str, obj: T, **meta: Any) -> T:
+        return self.register(name, **meta)(obj)
+
+    def entry(self, name: str) -> Entry[T]:
+        try:
+            return self._entries[name]
+        except KeyError:
+            close = difflib.get_close_matches(name, list(self._entries), n=3)
+            hint = f"did you mean {', '.join(close)}?" if close else f"known: {', '.join(sorted(self._entries)) or 'none'}"
+            raise self._error(f"unknown {self.kind} {name!r}", fix=hint) from None
+
+    def get(self, name: str) -> T:
+        return self.entry(name).obj
+
+    def names(self, pattern: str = "*", **meta: Any) -> list[str]:
+        out = []
+        for key, e in self._entries.items():
+            if not fnmatch.fnmatch(key, pattern):
+                continue
+            if any(v is not None and e.meta.get(k) != v for k, v in meta.items()):
+                continue
+            out.append(key)
+        return sorted(out)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(sorted(self._entries))
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __getitem__(self, name: str) -> T:
+        return self.get(name)

@@ -1,0 +1,145 @@
+"""The backend contract (Polygraphy-style runners).
+
+::
+
+    runner = BACKENDS.get("onnxruntime").load(bundle, precision="int8", device="cpu")   # lazy, cheap
+    with runner:                                # activate: session/engine, buffers, warm-up
+        outputs = runner.infer({"images": x})   # dict of numpy in, dict of numpy out
+        runner.input_specs, runner.output_specs, runner.last_latency_s
+    BACKENDS.get("tensorrt").is_available()     # (ok, reason); never raises
+
+Public methods validate; ``_activate_impl`` / ``_infer_impl`` / ``_deactivate_impl`` do the work.
+Runtimes are imported inside the ``_impl`` methods, never at module import.
+"""
+from __future__ import annotations
+
+import abc
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar, Mapping
+
+import numpy as np
+
+from .._registry import Registry
+from ..errors import BackendUnavailable, EdgesegError, InputError
+
+if TYPE_CHECKING:
+    from ..bundle import Bundle
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """Name, dtype (numpy name) and shape (ints; strings or -1 for dynamic axes) of a model IO."""
+
+    name: str
+    dtype: str
+    shape: tuple[int | str, ...]
+
+    def matches(self, array: np.ndarray) -> str | None:
+        """None if ``array`` fits, else a sentence saying why not."""
+        if str(array.dtype) != self.dtype:
+            return f"dtype {array.dtype}, expected {self.dtype}"
+        if len(array.shape) != len(self.shape):
+            return f"rank {array.ndim} {list(array.shape)}, expected {list(self.shape)}"
+        for got, want in zip(array.shape, self.shape):
+            if isinstance(want, int) and want > 0 and got != want:
+                return f"shape {list(array.shape)}, expected {list(self.shape)}"
+        return None
+
+
+class Runner(abc.ABC):
+    """Base of every backend runner. Subclasses set ``name`` and implement the ``_impl`` methods."""
+
+    name: ClassVar[str] = "base"
+
+    def __init__(self, model_path: Path, *, precision: str = "fp32", device: str = "auto", threads: int = 0,
+                 bundle: "Bundle | None" = None):
+        self.model_path = Path(model_path)
+        self.precision = precision
+        self.device = device
+        self.threads = threads
+        self.bundle = bundle
+        self.input_specs: tuple[TensorSpec, ...] = ()
+        self.output_specs: tuple[TensorSpec, ...] = ()
+        self.last_latency_s: float = float("nan")
+        self._active = False
+
+    # ---- construction ------------------------------------------------------------------------
+    @classmethod
+    def is_available(cls) -> tuple[bool, str]:
+        """(True, "") when this backend can run here, else (False, why). Never raises."""
+        return True, ""
+
+    @classmethod
+    def load(cls, bundle: "Bundle | str | Path", precision: str = "fp32", device: str = "auto", threads: int = 0,
+             target: str | None = None) -> "Runner":
+        """A lazy runner for a bundle's model (nothing heavy happens until activation)."""
+        from ..bundle import Bundle
+
+        ok, why = cls.is_available()
+        if not ok:
+            raise BackendUnavailable(f"backend {cls.name!r} is not available: {why}")
+        b = bundle if isinstance(bundle, Bundle) else Bundle.open(bundle)
+        return cls(b.model_path(precision, target), precision=precision, device=device, threads=threads, bundle=b)
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+    def activate(self) -> "Runner":
+        if not self._active:
+            self._activate_impl()
+            self._active = True
+        return self
+
+    def deactivate(self) -> None:
+        if self._active:
+            self._deactivate_impl()
+            self._active = False
+
+    def __enter__(self) -> "Runner":
+        return self.activate()
+
+    def __exit__(self, *exc) -> None:
+        self.deactivate()
+
+    @property
+    def is_active(self) -> bool:
+        return self._active
+
+    # ---- inference ---------------------------------------------------------------------------
+    def infer(self, feed: Mapping[str, np.ndarray], check: bool = True) -> dict[str, np.ndarray]:
+        if not self._active:
+            raise EdgesegError(f"{self.name} runner for {self.model_path.name} is not active", fix="use it inside 'with runner:'")
+        if check:
+            self._check_feed(feed)
+        t0 = time.perf_counter()
+        out = self._infer_impl(feed)
+        self.last_latency_s = time.perf_counter() - t0
+        return out
+
+    def _check_feed(self, feed: Mapping[str, np.ndarray]) -> None:
+        names = {s.name for s in self.input_specs}
+        missing = names - set(feed)
+        if missing:
+            raise InputError(f"{self.model_path.name}: missing input(s) {sorted(missing)}; the model takes {sorted(names)}")
+        for spec in self.input_specs:
+            arr = feed[spec.name]
+            if not isinstance(arr, np.ndarray):
+                raise InputError(f"{self.model_path.name}: input {spec.name!r} must be a numpy array, got {type(arr).__name__}")
+            why = spec.matches(arr)
+            if why:
+                raise InputError(f"{self.model_path.name}: input {spec.name!r} has {why}")
+
+    # ---- to implement ------------------------------------------------------------------------
+    @abc.abstractmethod
+    def _activate_impl(self) -> None:
+        """Create the session/engine, allocate buffers, fill input_specs/output_specs, warm up."""
+
+    @abc.abstractmethod
+    def _infer_impl(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run one inference on a validated feed."""
+
+    def _deactivate_impl(self) -> None:
+        pass
+
+
+BACKENDS: Registry[type[Runner]] = Registry("backend", error=BackendUnavailable)

@@ -1,0 +1,377 @@
+"""The bundle: one directory (or a ``.zip`` of it) that carries everything a device needs.
+
+::
+
+    road.edgeseg/
+      manifest.json      schema, task, classes, palette, input spec, outputs, models, sha256 of files
+      model.onnx         FP32, fused
+      model.int8.*.onnx  Q/DQ INT8 per target profile
+      calibration.json   ranges and how they were obtained
+      report.json        accuracy, parity, latency, size
+      engines/           TensorRT engines built on the device (cache; not hashed)
+
+Loading verifies the schema and the sha256 of every listed file, never unpickles anything, and fails
+with a :class:`~edgeseg.errors.BundleError` naming the file and the problem.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+import zipfile
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from .errors import BundleError, InputError
+from .structures.input_spec import InputSpec
+from .structures.palette import default_palette
+
+SCHEMA_VERSION = 1
+MANIFEST = "manifest.json"
+REPORT = "report.json"
+TASKS = ("semantic", "instance", "panoptic", "vos")
+PRECISIONS = ("fp32", "fp16", "int8")
+_UNHASHED_DIRS = ("engines",)
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """One model output. kind: ``logits`` (float ``[N, C, H, W]``), ``labels`` (uint8 ``[N, H, W]``),
+    or a task-specific name the task's decoder knows. ``shape`` uses strings for dynamic axes."""
+
+    name: str
+    kind: str
+    dtype: str = "float32"
+    shape: tuple[int | str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "kind": self.kind, "dtype": self.dtype, "shape": list(self.shape)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "OutputSpec":
+        return cls(d["name"], d["kind"], d.get("dtype", "float32"), tuple(d.get("shape", ())))
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    """A model file in the bundle. ``target`` tells INT8 variants apart (tensorrt, cpu, openvino)."""
+
+    file: str
+    precision: str = "fp32"
+    target: str | None = None
+    opset: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"file": self.file, "precision": self.precision, "target": self.target, "opset": self.opset}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ModelFile":
+        if d.get("precision", "fp32") not in PRECISIONS:
+            raise BundleError(f"model {d.get('file')!r} has unknown precision {d.get('precision')!r}")
+        return cls(d["file"], d.get("precision", "fp32"), d.get("target"), d.get("opset"))
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """What ``manifest.json`` holds, typed."""
+
+    name: str
+    task: str
+    classes: tuple[str, ...]
+    input: InputSpec
+    outputs: tuple[OutputSpec, ...]
+    models: tuple[ModelFile, ...] = ()
+    palette: tuple[tuple[int, int, int], ...] = ()
+    decoder: dict[str, Any] = field(default_factory=dict)  # task decoder options (thresholds, void id, ...)
+    files: dict[str, str] = field(default_factory=dict)  # relative path -> sha256
+    provenance: dict[str, Any] = field(default_factory=dict)
+    schema_version: int = SCHEMA_VERSION
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise BundleError(f"unknown task {self.task!r}", fix=f"use one of {', '.join(TASKS)}")
+        if not self.palette:
+            object.__setattr__(self, "palette", tuple(map(tuple, default_palette(len(self.classes)).tolist())))
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def palette_array(self) -> np.ndarray:
+        return np.asarray(self.palette, np.uint8).reshape(-1, 3)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema_version": self.schema_version,
+            "name": self.name,
+            "task": self.task,
+            "classes": list(self.classes),
+            "palette": [list(c) for c in self.palette],
+            "input": self.input.to_dict(),
+            "outputs": [o.to_dict() for o in self.outputs],
+            "models": [m.to_dict() for m in self.models],
+            "decoder": self.decoder,
+            "files": dict(sorted(self.files.items())),
+            "provenance": self.provenance,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], where: str = MANIFEST) -> "Manifest":
+        if not isinstance(d, dict):
+            raise BundleError(f"{where}: expected a JSON object at the top level")
+        version = d.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise BundleError(
+                f"{where}: unknown schema_version {version!r} (this edgeseg reads {SCHEMA_VERSION})",
+                fix="re-export the bundle with this edgeseg version, or upgrade edgeseg",
+            )
+        try:
+            return cls(
+                name=str(d["name"]),
+                task=str(d["task"]),
+                classes=tuple(str(c) for c in d["classes"]),
+                input=InputSpec.from_dict(d["input"]),
+                outputs=tuple(OutputSpec.from_dict(o) for o in d["outputs"]),
+                models=tuple(ModelFile.from_dict(m) for m in d.get("models", [])),
+                palette=tuple(tuple(int(v) for v in c) for c in d.get("palette", [])),
+                decoder=dict(d.get("decoder", {})),
+                files={str(k): str(v) for k, v in d.get("files", {}).items()},
+                provenance=dict(d.get("provenance", {})),
+                schema_version=int(version),
+            )
+        except KeyError as e:
+            raise BundleError(f"{where}: missing field {e.args[0]!r}") from None
+        except (TypeError, ValueError, InputError) as e:
+            raise BundleError(f"{where}: invalid content: {e}") from None
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+class Bundle:
+    """A bundle on disk. Open with :meth:`open` (verifies) or make one with :meth:`create`."""
+
+    def __init__(self, root: Path, manifest: Manifest, source: Path | None = None):
+        self.root = Path(root)
+        self.manifest = manifest
+        self.source = source or self.root  # the .zip it came from, if any
+
+    # ---- opening -----------------------------------------------------------------------------
+    @classmethod
+    def open(cls, path_or_name: str | os.PathLike, verify: bool = True) -> "Bundle":
+        """Open a bundle directory, a ``.zip`` of one, or the name of a bundle shipped with edgeseg."""
+        from .paths import shipped_bundle, shipped_bundle_names
+
+        p = Path(path_or_name)
+        if not p.exists():
+            shipped = shipped_bundle(str(path_or_name)) if os.sep not in str(path_or_name) else None
+            if shipped is None:
+                names = ", ".join(shipped_bundle_names()) or "none installed"
+                raise BundleError(
+                    f"bundle {str(path_or_name)!r} not found",
+                    fix=f"give the path of a bundle directory or .zip, or a shipped name ({names})",
+                )
+            p = shipped
+        source = p
+        if p.is_file():
+            if not zipfile.is_zipfile(p):
+                raise BundleError(f"{p}: not a bundle (neither a directory nor a .zip)")
+            p = cls._extract(p)
+        mpath = p / MANIFEST
+        if not mpath.is_file():
+            raise BundleError(f"{p}: no {MANIFEST}; this is not an edgeseg bundle", fix="create one with 'edgeseg export' or 'edgeseg import'")
+        try:
+            data = json.loads(mpath.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise BundleError(f"{mpath}: not valid JSON ({e})") from None
+        bundle = cls(p, Manifest.from_dict(data, where=str(mpath)), source=source)
+        if verify:
+            bundle.verify()
+        return bundle
+
+    @staticmethod
+    def _extract(zpath: Path) -> Path:
+        digest = sha256_file(zpath)[:16]
+        cache = Path(os.environ.get("EDGESEG_CACHE", Path.home() / ".cache" / "edgeseg")) / "bundles" / digest
+        if (cache / MANIFEST).is_file():
+            return cache
+        tmp = Path(tempfile.mkdtemp(prefix="bundle-", dir=cache.parent if cache.parent.exists() else None))
+        with zipfile.ZipFile(zpath) as zf:
+            for member in zf.namelist():
+                target = (tmp / member).resolve()
+                if not str(target).startswith(str(tmp.resolve())):
+                    raise BundleError(f"{zpath}: unsafe path {member!r} in zip")
+            zf.extractall(tmp)
+        inner = [d for d in tmp.iterdir() if d.is_dir() and (d / MANIFEST).is_file()]
+        root = tmp if (tmp / MANIFEST).is_file() else (inner[0] if len(inner) == 1 else tmp)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        if cache.exists():
+            shutil.rmtree(cache)
+        shutil.move(str(root), cache)
+        shutil.rmtree(tmp, ignore_errors=True)
+        return cache
+
+    def verify(self) -> None:
+        """Check every listed file exists and matches its sha256."""
+        if not self.manifest.files:
+            raise BundleError(f"{self.root / MANIFEST}: lists no files")
+        for rel, want in self.manifest.files.items():
+            f = self.root / rel
+            if not f.is_file():
+                raise BundleError(f"{self.root}: file {rel!r} listed in the manifest is missing")
+            got = sha256_file(f)
+            if got != want:
+                raise BundleError(
+                    f"{f}: sha256 mismatch (manifest {want[:12]}..., file {got[:12]}...): the file was changed or is corrupt",
+                    fix="re-create the bundle, or restore the original file",
+                )
+        for m in self.manifest.models:
+            if m.file not in self.manifest.files:
+                raise BundleError(f"{self.root / MANIFEST}: model {m.file!r} is not in the hashed file list")
+
+    # ---- creating and editing ---------------------------------------------------------------
+    @classmethod
+    def create(cls, path: str | os.PathLike, manifest: Manifest, overwrite: bool = False) -> "Bundle":
+        root = Path(path)
+        if root.exists():
+            if not overwrite:
+                raise BundleError(f"{root} already exists", fix="choose another --out, or pass --overwrite")
+            if root.is_dir() and not (root / MANIFEST).exists() and any(root.iterdir()):
+                raise BundleError(f"{root} is a non-empty directory that is not a bundle; refusing to overwrite it")
+            shutil.rmtree(root) if root.is_dir() else root.unlink()
+        root.mkdir(parents=True)
+        provenance = {"edgeseg_version": _version(), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        provenance.update(manifest.provenance)
+        b = cls(root, replace(manifest, provenance=provenance, files={}))
+        b._write_manifest()
+        return b
+
+    def add_file(self, rel: str, src: str | os.PathLike | bytes | None = None) -> Path:
+        """Copy ``src`` (a path or bytes) to ``rel`` in the bundle — or, with ``src=None``, adopt a file
+        already written there — and record its sha256."""
+        dst = self.root / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(src, (bytes, bytearray)):
+            tmp = dst.with_name(dst.name + ".tmp")
+            tmp.write_bytes(src)
+            os.replace(tmp, dst)
+        elif src is not None and Path(src).resolve() != dst.resolve():
+            tmp = dst.with_name(dst.name + ".tmp")
+            shutil.copyfile(src, tmp)
+            os.replace(tmp, dst)
+        if not dst.is_file():
+            raise BundleError(f"cannot add {rel!r} to {self.root}: no such file")
+        files = dict(self.manifest.files)
+        files[rel] = sha256_file(dst)
+        self.manifest = replace(self.manifest, files=files)
+        self._write_manifest()
+        return dst
+
+    def add_model(self, model: ModelFile, src: str | os.PathLike | bytes | None = None) -> Path:
+        """Add (or replace) a model file; replaces an entry with the same precision and target."""
+        dst = self.add_file(model.file, src)
+        models = [m for m in self.manifest.models if not (m.precision == model.precision and m.target == model.target) and m.file != model.file]
+        self.manifest = replace(self.manifest, models=tuple(models) + (model,))
+        self._write_manifest()
+        return dst
+
+    def update(self, **fields: Any) -> None:
+        """Replace manifest fields (e.g. ``decoder=...``) and rewrite it."""
+        self.manifest = replace(self.manifest, **fields)
+        self._write_manifest()
+
+    def write_json(self, rel: str, data: Any) -> Path:
+        return self.add_file(rel, (json.dumps(data, indent=2, default=_json_default) + "\n").encode())
+
+    def read_json(self, rel: str, default: Any = None) -> Any:
+        f = self.root / rel
+        if not f.is_file():
+            return default
+        try:
+            return json.loads(f.read_text())
+        except json.JSONDecodeError as e:
+            raise BundleError(f"{f}: not valid JSON ({e})") from None
+
+    @property
+    def report(self) -> dict[str, Any]:
+        return self.read_json(REPORT, {}) or {}
+
+    def update_report(self, section: str, data: Any) -> None:
+        """Set one top-level section of ``report.json`` (``parity``, ``accuracy``, ``int8``, ...)."""
+        report = self.report
+        report[section] = data
+        self.write_json(REPORT, report)
+
+    def _write_manifest(self) -> None:
+        _atomic_write_text(self.root / MANIFEST, json.dumps(self.manifest.to_dict(), indent=2, default=_json_default) + "\n")
+
+    # ---- reading ----------------------------------------------------------------------------
+    def model_entry(self, precision: str = "fp32", target: str | None = None) -> ModelFile:
+        cands = [m for m in self.manifest.models if m.precision == precision]
+        if target is not None:
+            cands = [m for m in cands if m.target == target]
+        if not cands:
+            have = ", ".join(f"{m.precision}" + (f"/{m.target}" if m.target else "") for m in self.manifest.models) or "none"
+            fix = "run 'edgeseg quantize' to add an INT8 model" if precision == "int8" else None
+            raise BundleError(
+                f"bundle {self.root} has no {precision}{'/' + target if target else ''} model (it has: {have})", fix=fix
+            )
+        return cands[0]
+
+    def model_path(self, precision: str = "fp32", target: str | None = None) -> Path:
+        return self.root / self.model_entry(precision, target).file
+
+    @property
+    def name(self) -> str:
+        return self.manifest.name
+
+    def zip(self, out: str | os.PathLike) -> Path:
+        """Write the bundle (without the engine cache) as a ``.zip``."""
+        out = Path(out)
+        tmp = out.with_name(out.name + ".tmp")
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
+            for rel in [MANIFEST, *self.manifest.files]:
+                zf.write(self.root / rel, rel)
+        os.replace(tmp, out)
+        return out
+
+    def __repr__(self) -> str:
+        return f"Bundle({str(self.root)!r}, task={self.manifest.task!r}, classes={self.manifest.num_classes})"
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def iter_files(bundle: Bundle) -> Iterable[Path]:
+    return (bundle.root / rel for rel in bundle.manifest.files)

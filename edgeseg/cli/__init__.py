@@ -1,0 +1,84 @@
+"""The ``edgeseg`` command. Each sub-command lives in its own module in this package and is found
+by discovery: a module defines ``NAME``, ``HELP``, ``EXAMPLES``, ``add_arguments(parser)`` and
+``run(args) -> int``. Modules import only the standard library at top level, so ``--help`` is fast;
+the real work is imported inside ``run``.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+from types import ModuleType
+
+from ..errors import EdgesegError
+
+_EPILOG = """examples:
+  edgeseg demo                                   # the whole product on a generated stream
+  edgeseg models 'deeplab*'                      # list the model family
+  edgeseg export deeplabv3plus_mobilenetv3_large --num-classes 11 --size 480x360 --out road.edgeseg
+  edgeseg predict road.edgeseg street.png --out preds/
+  edgeseg eval road.edgeseg --data camvid:../shared/data/camvid --split val
+
+run 'edgeseg COMMAND --help' for a command's options and examples."""
+
+
+def _command_modules() -> list[ModuleType]:
+    mods = []
+    for info in pkgutil.iter_modules(__path__):
+        if info.name.startswith("_"):
+            continue
+        mod = importlib.import_module(f"{__name__}.{info.name}")
+        if hasattr(mod, "NAME") and hasattr(mod, "run"):
+            mods.append(mod)
+    return sorted(mods, key=lambda m: m.NAME)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .. import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="edgeseg",
+        description="Segmentation models to the edge: export, compress (INT8), deploy, stream.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"edgeseg {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show tracebacks and debug logs")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for mod in _command_modules():
+        p = sub.add_parser(
+            mod.NAME,
+            help=mod.HELP,
+            description=mod.HELP,
+            epilog="examples:\n" + "\n".join(f"  {e}" for e in getattr(mod, "EXAMPLES", ())),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        mod.add_arguments(p)
+        p.set_defaults(_run=mod.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 0
+    import logging
+
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args._run(args) or 0)
+    except EdgesegError as e:
+        if args.verbose:
+            raise
+        print(f"edgeseg {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"edgeseg {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

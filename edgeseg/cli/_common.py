@@ -1,0 +1,68 @@
+"""Options and helpers shared by the commands (standard library only at import time)."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+
+def add_runtime_options(p: argparse.ArgumentParser) -> None:
+    """The options of every command that runs a bundle: backend, precision, target, threads."""
+    g = p.add_argument_group("runtime")
+    g.add_argument("--backend", default="auto", help="torch | onnxruntime | openvino | tensorrt | auto (default)")
+    g.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"], help="model precision (default fp32)")
+    g.add_argument("--target", default=None, help="which INT8 model when a bundle has several (tensorrt, cpu, openvino)")
+    g.add_argument("--threads", type=int, default=0, help="intra-op CPU threads (0: runtime default)")
+    g.add_argument("--device", default="auto", help="cpu | cuda | auto (default)")
+
+
+def add_json_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", metavar="PATH", default=None, help="also write the numbers to this JSON file")
+
+
+def write_json(path: str | None, data: Any) -> None:
+    """Write ``data`` atomically (never leaves a half-written file)."""
+    if not path:
+        return
+    dst = Path(path)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(dst.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=_jsonable) + "\n")
+    os.replace(tmp, dst)
+
+
+def _jsonable(o: Any) -> Any:
+    try:
+        import numpy as np
+
+        if isinstance(o, np.generic):
+            return o.item()
+        if isinstance(o, np.ndarray):
+            return o.tolist()
+    except ImportError:  # pragma: no cover
+        pass
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def print_table(rows: list[dict[str, Any]], columns: list[str] | None = None) -> None:
+    """A plain aligned text table."""
+    if not rows:
+        print("(nothing)")
+        return
+    cols = columns or list(rows[0])
+    cells = [[_fmt(r.get(c, "")) for c in cols] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
+    print("  ".join(c.ljust(w) for c, w in zip(cols, widths)))
+    print("  ".join("-" * w for w in widths))
+    for row in cells:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths)))
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}" if abs(v) < 1e4 else f"{v:.0f}"
+    return str(v)

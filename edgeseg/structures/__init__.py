@@ -1,0 +1,13 @@
+"""Plain data types shared by every part of edgeseg (numpy only)."""
+from .frame import Frame
+from .input_spec import InputSpec, PreprocessMeta
+from .palette import CAMVID_CLASSES, CAMVID_PALETTE, colorize, default_palette
+from .results import InstanceResult, PanopticResult, Segment, SemanticResult, TrackResult
+from .rle import rle_area, rle_decode, rle_encode
+from .shapes import ImageShape
+
+__all__ = [
+    "Frame", "ImageShape", "InputSpec", "PreprocessMeta", "SemanticResult", "InstanceResult",
+    "PanopticResult", "Segment", "TrackResult", "rle_encode", "rle_decode", "rle_area",
+    "CAMVID_CLASSES", "CAMVID_PALETTE", "default_palette", "colorize",
+]

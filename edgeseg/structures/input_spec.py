@@ -1,0 +1,166 @@
+"""What a model expects as input, and the one preprocessing function that honours it.
+
+Training, export, calibration and every runtime share :meth:`InputSpec.preprocess`, so a model
+sees exactly the same tensor everywhere. A bundle imported from someone else's ONNX carries that
+exporter's conventions here (NHWC, BGR, 0-255 means, ...).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from ..errors import InputError
+from .shapes import ImageShape
+
+Layout = Literal["NCHW", "NHWC"]
+Color = Literal["RGB", "BGR"]
+SizeRule = Literal["fixed", "multiple", "any"]
+ResizeMode = Literal["resize", "letterbox"]
+_DTYPES = ("float32", "float16", "uint8")
+
+
+@dataclass(frozen=True)
+class PreprocessMeta:
+    """How an image became a network input, so outputs can be mapped back.
+
+    original: the image as given. network: the tensor's spatial size. content: the part of the
+    network input covered by the image (smaller than ``network`` when letterboxed), whose top-left
+    corner is at (pad_top, pad_left).
+    """
+
+    original: ImageShape
+    network: ImageShape
+    content: ImageShape
+    pad_top: int = 0
+    pad_left: int = 0
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """A model's input convention.
+
+    Pixel normalisation is ``(pixel * scale - mean) / std`` per channel, in ``color`` order.
+    ``size`` is the network size for ``size_rule="fixed"``; with ``"multiple"`` the image is
+    resized to the nearest multiple of ``multiple`` on each side; with ``"any"`` it is fed as is.
+    """
+
+    name: str = "images"
+    layout: Layout = "NCHW"
+    color: Color = "RGB"
+    dtype: str = "float32"
+    size: ImageShape | None = None
+    size_rule: SizeRule = "fixed"
+    multiple: int = 32
+    resize: ResizeMode = "resize"
+    pad_value: int = 0
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    scale: float = 1.0 / 255.0
+    dynamic_batch: bool = False
+
+    def __post_init__(self) -> None:
+        if self.layout not in ("NCHW", "NHWC"):
+            raise InputError(f"input layout must be NCHW or NHWC, got {self.layout!r}")
+        if self.color not in ("RGB", "BGR"):
+            raise InputError(f"input colour order must be RGB or BGR, got {self.color!r}")
+        if self.dtype not in _DTYPES:
+            raise InputError(f"input dtype must be one of {', '.join(_DTYPES)}, got {self.dtype!r}")
+        if self.size_rule not in ("fixed", "multiple", "any"):
+            raise InputError(f"size rule must be fixed, multiple or any, got {self.size_rule!r}")
+        if self.resize not in ("resize", "letterbox"):
+            raise InputError(f"resize mode must be resize or letterbox, got {self.resize!r}")
+        if self.size_rule == "fixed" and self.size is None:
+            raise InputError("a fixed-size input spec needs a size", fix="pass size=ImageShape(h, w)")
+        for key in ("mean", "std"):
+            v = tuple(float(x) for x in getattr(self, key))
+            if len(v) != 3:
+                raise InputError(f"input {key} needs 3 values (one per channel), got {v}")
+            object.__setattr__(self, key, v)
+        if any(s == 0 for s in self.std):
+            raise InputError(f"input std has a zero: {self.std}")
+        if self.size is not None and not isinstance(self.size, ImageShape):
+            object.__setattr__(self, "size", ImageShape(*self.size))
+
+    # ---- sizes -------------------------------------------------------------------------------
+    def network_shape(self, image: ImageShape) -> ImageShape:
+        """The spatial size of the network input for an image of this size."""
+        if self.size_rule == "fixed":
+            assert self.size is not None
+            return self.size
+        if self.size_rule == "multiple":
+            m = self.multiple
+            return ImageShape(max(m, int(round(image.height / m)) * m), max(m, int(round(image.width / m)) * m))
+        return image
+
+    def tensor_shape(self, image: ImageShape, batch: int = 1) -> tuple[int, ...]:
+        s = self.network_shape(image)
+        return (batch, 3, s.height, s.width) if self.layout == "NCHW" else (batch, s.height, s.width, 3)
+
+    # ---- the one preprocessing path ---------------------------------------------------------
+    def preprocess(self, image: np.ndarray) -> tuple[np.ndarray, PreprocessMeta]:
+        """RGB ``uint8 [H, W, 3]`` -> network tensor ``[1, ...]`` (layout, colour, dtype as spec'd)."""
+        import cv2
+
+        if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3:
+            raise InputError(
+                f"expected an RGB image uint8 [H, W, 3], got {getattr(image, 'shape', type(image).__name__)}"
+            )
+        if image.dtype != np.uint8:
+            raise InputError(f"expected a uint8 image, got {image.dtype}", fix="convert with image.astype(np.uint8)")
+        original = ImageShape.of(image)
+        net = self.network_shape(original)
+        if self.resize == "letterbox" and net != original:
+            r = min(net.height / original.height, net.width / original.width)
+            content = ImageShape(max(1, round(original.height * r)), max(1, round(original.width * r)))
+            top, left = (net.height - content.height) // 2, (net.width - content.width) // 2
+            canvas = np.full((net.height, net.width, 3), self.pad_value, np.uint8)
+            canvas[top : top + content.height, left : left + content.width] = cv2.resize(
+                image, content.wh, interpolation=cv2.INTER_LINEAR
+            )
+            resized = canvas
+        else:
+            content, top, left = net, 0, 0
+            resized = image if net == original else cv2.resize(image, net.wh, interpolation=cv2.INTER_LINEAR)
+        if self.color == "BGR":
+            resized = resized[..., ::-1]
+        if self.dtype == "uint8":
+            x = np.ascontiguousarray(resized)
+        else:
+            mul, add = self._affine()
+            x = resized.astype(np.float32) * mul + add
+            if self.dtype == "float16":
+                x = x.astype(np.float16)
+        if self.layout == "NCHW":
+            x = x.transpose(2, 0, 1)
+        x = np.ascontiguousarray(x[None])
+        return x, PreprocessMeta(original, net, content, top, left)
+
+    def _affine(self) -> tuple[np.ndarray, np.ndarray]:
+        std = np.asarray(self.std, np.float32)
+        mul = np.float32(self.scale) / std
+        add = -np.asarray(self.mean, np.float32) / std
+        return mul.astype(np.float32), add.astype(np.float32)
+
+    # ---- serialisation ----------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["size"] = None if self.size is None else {"height": self.size.height, "width": self.size.width}
+        d["mean"], d["std"] = list(self.mean), list(self.std)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "InputSpec":
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = set(d) - known
+        if unknown:
+            raise InputError(f"unknown input spec field(s): {', '.join(sorted(unknown))}")
+        d = dict(d)
+        if d.get("size") is not None:
+            s = d["size"]
+            d["size"] = ImageShape(int(s["height"]), int(s["width"])) if isinstance(s, dict) else ImageShape(*s)
+        for key in ("mean", "std"):
+            if key in d:
+                d[key] = tuple(d[key])
+        return cls(**d)

@@ -1,0 +1,34 @@
+"""Shared fixtures and marker handling.
+
+Markers: gpu, tensorrt, gst, slow, data, openvino. ``data`` tests need the real-data folder
+(``$EDGESEG_DATA`` or ``../shared/data``) and skip with the reason when it is absent.
+"""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+
+def _data_root():
+    from edgeseg.paths import data_root
+
+    return data_root()
+
+
+@pytest.fixture(scope="session")
+def data_root():
+    root = _data_root()
+    if root is None:
+        pytest.skip("real data not found: set EDGESEG_DATA or place it at ../shared/data")
+    return root
+
+
+def pytest_collection_modifyitems(config, items):
+    root = _data_root()
+    skip_data = pytest.mark.skip(reason="real data not found: set EDGESEG_DATA or place it at ../shared/data")
+    for item in items:
+        if "data" in item.keywords and root is None:
+            item.add_marker(skip_data)
