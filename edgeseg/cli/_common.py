@@ -8,10 +8,15 @@ from pathlib import Path
 from typing import Any
 
 
-def add_runtime_options(p: argparse.ArgumentParser) -> None:
-    """The options of every command that runs a bundle: backend, precision, target, threads."""
+def add_runtime_options(p: argparse.ArgumentParser, multi_backend: bool = False) -> None:
+    """The options of every command that runs a bundle: backend, precision, target, threads.
+    ``multi_backend``: ``--backend`` may be repeated or comma-separated (a list; None when not given)."""
     g = p.add_argument_group("runtime")
-    g.add_argument("--backend", default="auto", help="torch | onnxruntime | openvino | tensorrt | auto (default)")
+    if multi_backend:
+        g.add_argument("--backend", action="append", default=None,
+                       help="backend(s): torch, onnxruntime, openvino, tensorrt, auto; repeat or comma-separate (default auto)")
+    else:
+        g.add_argument("--backend", default="auto", help="torch | onnxruntime | openvino | tensorrt | auto (default)")
     g.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"], help="model precision (default fp32)")
     g.add_argument("--target", default=None, help="which INT8 model when a bundle has several (tensorrt, cpu, openvino)")
     g.add_argument("--threads", type=int, default=0, help="intra-op CPU threads (0: runtime default)")

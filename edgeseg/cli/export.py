@@ -1,0 +1,98 @@
+"""``edgeseg export``: a registered model or a checkpoint -> a verified bundle."""
+from __future__ import annotations
+
+import argparse
+
+from ._common import add_json_option, write_json
+
+NAME = "export"
+HELP = "export a model or checkpoint to a bundle (ONNX opset 19, Conv-BN folded, parity-checked)"
+EXAMPLES = (
+    "edgeseg export deeplabv3plus_mobilenetv3_large --classes camvid --size 480x360 --out road.edgeseg",
+    "edgeseg export runs/best.safetensors --out road.edgeseg --argmax-in-graph",
+    "edgeseg export pspnet_resnet18 --num-classes 19 --size 512x256 --dynamic-batch --out city.edgeseg --json parity.json",
+)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", metavar="MODEL_OR_CHECKPOINT",
+                   help="a registered model name (random weights; see 'edgeseg models') or a checkpoint file")
+    p.add_argument("--out", required=True, help="bundle directory to create")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--num-classes", type=int, default=None, help="number of classes (names class_0..)")
+    g.add_argument("--classes", default=None, help="'camvid', or a file with one class name per line")
+    p.add_argument("--size", default=None, help="network input size WxH (default: the checkpoint's, else 480x360)")
+    p.add_argument("--name", default=None, help="bundle name (default: from --out)")
+    p.add_argument("--argmax-in-graph", action="store_true", help="output uint8 labels [N,H,W] instead of logits")
+    p.add_argument("--dynamic-batch", action="store_true", help="make the batch axis dynamic")
+    p.add_argument("--deform-conv", choices=["onnx", "decomposed"], default="onnx", help="ONNX form of deformable convs")
+    p.add_argument("--roi-align", choices=["onnx", "decomposed"], default="onnx", help="ONNX form of RoIAlign")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing bundle at --out")
+    add_json_option(p)
+
+
+def read_classes(value: str) -> tuple[tuple[str, ...], object]:
+    """(names, palette or None) from 'camvid' or a text file (one name per line; '#' comments)."""
+    from pathlib import Path
+
+    from ..errors import InputError
+    from ..structures import CAMVID_CLASSES, CAMVID_PALETTE
+
+    if value.lower() == "camvid":
+        return tuple(CAMVID_CLASSES), CAMVID_PALETTE
+    path = Path(value)
+    if not path.is_file():
+        raise InputError(f"class file {path} not found", fix="give 'camvid', a number (import) or a text file with one name per line")
+    try:
+        lines = [ln.split("#", 1)[0].strip() for ln in path.read_text().splitlines()]
+    except UnicodeDecodeError:
+        raise InputError(f"class file {path} is not text") from None
+    names = tuple(ln for ln in lines if ln)
+    if not names:
+        raise InputError(f"class file {path} lists no classes")
+    return names, None
+
+
+def _source(args: argparse.Namespace, num_classes: int | None):
+    """(model, checkpoint metadata extra or {}, provenance)."""
+    from pathlib import Path
+
+    from ..models import create_model, load_checkpoint
+
+    if Path(args.model).is_file():
+        model = load_checkpoint(args.model)
+        return model, dict(model.checkpoint_meta.extra), {"checkpoint": Path(args.model).name}
+    import logging
+
+    logging.getLogger("edgeseg.export").warning("exporting %s with random weights (no checkpoint given)", args.model)
+    return create_model(args.model, num_classes=num_classes), {}, {"weights": "random"}
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ..export import export_bundle
+    from ..structures import ImageShape, InputSpec
+
+    names, palette = read_classes(args.classes) if args.classes else (None, None)
+    num_classes = len(names) if names else args.num_classes
+    model, extra, provenance = _source(args, num_classes)
+    if names is None:
+        names = tuple(extra.get("classes") or ()) or model.num_classes
+        palette = extra.get("palette")
+    spec = InputSpec.from_dict(extra["input_spec"]) if extra.get("input_spec") else InputSpec(size=ImageShape(360, 480))
+    if args.size:
+        spec = InputSpec.from_dict({**spec.to_dict(), "size": ImageShape.parse(args.size).hw, "size_rule": "fixed"})
+    out = Path(args.out)
+    bundle = export_bundle(
+        model, out, name=args.name or out.name.removesuffix(".edgeseg"), classes=names, input_spec=spec,
+        palette=palette, argmax_in_graph=args.argmax_in_graph, dynamic_batch=args.dynamic_batch,
+        deform_conv=args.deform_conv, roi_align=args.roi_align, overwrite=args.overwrite, provenance=provenance,
+    )
+    parity = bundle.report["parity"]
+    rel = parity["max_rel_logit_error"]
+    print(f"wrote {bundle.root} ({model.model_name}, {len(bundle.manifest.classes)} classes, input {spec.size})")
+    print(f"parity vs PyTorch on {parity['images']} frames: argmax agreement {parity['argmax_agreement']:.4%}"
+          + (f", max relative logit error {rel:.2e}" if rel is not None else ""))
+    write_json(args.json, {"bundle": str(bundle.root), "model": model.model_name, "parity": parity})
+    return 0

@@ -1,0 +1,75 @@
+"""``edgeseg info BUNDLE``: what a bundle holds."""
+from __future__ import annotations
+
+import argparse
+
+from ._common import add_json_option, write_json
+
+NAME = "info"
+HELP = "show a bundle's task, classes, input spec, models, files and report summary"
+EXAMPLES = (
+    "edgeseg info road.edgeseg",
+    "edgeseg info road --json info.json        # a shipped bundle, also as JSON",
+)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("bundle", help="bundle directory, .zip, or shipped name")
+    add_json_option(p)
+
+
+def describe(bundle) -> dict:
+    """The bundle as plain data (what --json writes)."""
+    m = bundle.manifest
+    report = bundle.report
+    return {
+        "name": m.name,
+        "path": str(bundle.source),
+        "task": m.task,
+        "schema_version": m.schema_version,
+        "classes": list(m.classes),
+        "input": m.input.to_dict(),
+        "outputs": [o.to_dict() for o in m.outputs],
+        "models": [mf.to_dict() for mf in m.models],
+        "files": {rel: {"sha256": sha, "bytes": (bundle.root / rel).stat().st_size} for rel, sha in sorted(m.files.items())},
+        "report": {k: _summary(v) for k, v in report.items()},
+        "provenance": m.provenance,
+    }
+
+
+def _summary(section):
+    if isinstance(section, dict):
+        return {k: v for k, v in section.items() if isinstance(v, (int, float, str, bool)) or v is None}
+    return section if isinstance(section, (int, float, str, bool)) else None
+
+
+def _print(info: dict) -> None:
+    spec = info["input"]
+    size = spec["size"]
+    size_text = f"{size['width']}x{size['height']}" if size else "any"
+    print(f"bundle   {info['name']}  ({info['path']})")
+    print(f"task     {info['task']}, {len(info['classes'])} classes: {', '.join(info['classes'])}")
+    print(f"input    {spec['name']}: {spec['layout']} {spec['color']} {spec['dtype']}, size {size_text} "
+          f"({spec['size_rule']}, {spec['resize']}), mean {spec['mean']}, std {spec['std']}, scale {spec['scale']:.6g}"
+          + (", dynamic batch" if spec["dynamic_batch"] else ""))
+    for o in info["outputs"]:
+        print(f"output   {o['name']}: {o['kind']} {o['dtype']} {o['shape']}")
+    for mf in info["models"]:
+        extra = "".join(f", {k} {mf[k]}" for k in ("target", "opset") if mf[k] is not None)
+        print(f"model    {mf['file']}: {mf['precision']}{extra}")
+    print("files")
+    for rel, f in info["files"].items():
+        print(f"  {rel:<28} {f['bytes']:>12,d} B  sha256 {f['sha256'][:16]}")
+    for section, data in info["report"].items():
+        text = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in (data or {}).items()) \
+            if isinstance(data, dict) else str(data)
+        print(f"report   {section}: {text}")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..bundle import Bundle
+
+    info = describe(Bundle.open(args.bundle))
+    _print(info)
+    write_json(args.json, info)
+    return 0

@@ -1,0 +1,60 @@
+"""edgeseg quantize: INT8 post-training quantization of a bundle for a target runtime."""
+from __future__ import annotations
+
+import argparse
+
+NAME = "quantize"
+HELP = "compress a bundle to INT8 (Q/DQ ONNX per target), gated by the task metric"
+EXAMPLES = (
+    "edgeseg quantize road.edgeseg --calib calibration/camvid.toml --target tensorrt",
+    "edgeseg quantize road.edgeseg --calib camvid --target cpu --eval camvid:../shared/data/camvid --split val --max-drop 1.0",
+    "edgeseg quantize road.edgeseg --calib ../shared/data/video/dashcam_960x540.mp4 --frames 100 --method percentile --target tensorrt",
+    "edgeseg quantize road.edgeseg --calib synthetic:64 --target cpu --sensitivity --json int8.json",
+)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from ._common import add_json_option
+
+    p.add_argument("bundle", help="bundle directory (or .zip / shipped name)")
+    p.add_argument("--calib", required=True, metavar="RECIPE_OR_SOURCE",
+                   help="calibration/*.toml recipe, a recipe name (camvid, dashcam, synthetic), an image folder, a video, or a dataset spec")
+    p.add_argument("--target", default="tensorrt", help="tensorrt | cpu | openvino (default tensorrt)")
+    p.add_argument("--method", default=None, choices=["entropy", "percentile", "minmax", "mse"], help="range algorithm (default: the recipe's)")
+    p.add_argument("--frames", type=int, default=None, help="number of calibration frames (default: the recipe's)")
+    p.add_argument("--eval", default=None, metavar="DATASET", help="labelled set for the task metric, e.g. camvid:ROOT")
+    p.add_argument("--split", default="val", help="split of --eval (default val)")
+    p.add_argument("--max-drop", type=float, default=None, metavar="D",
+                   help="keep the most sensitive layers in float until the metric is within D of FP32; exit 2 if impossible")
+    p.add_argument("--sensitivity", action="store_true", help="rank layers by INT8 sensitivity and plot metric vs float layers")
+    p.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads for scoring and latency (0: default)")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_json_option(p)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..quant import quantize_bundle
+    from ._common import print_table, write_json
+
+    eval_ds = None
+    if args.eval:
+        from ..data import open_dataset
+
+        eval_ds = open_dataset(args.eval, split=args.split)
+    r = quantize_bundle(args.bundle, args.calib, target=args.target, method=args.method, eval_dataset=eval_ds,
+                        max_drop=args.max_drop, sensitivity=args.sensitivity, frames=args.frames,
+                        threads=args.threads, progress=not args.no_progress)
+    if r.sensitivity:
+        print(f"per-layer sensitivity ({r.metric} gained with the layer alone in float):")
+        print_table([{"rank": i + 1, "layer": s.name, "op": s.op_type, "score": s.score, "gain": s.gain}
+                     for i, s in enumerate(r.sensitivity)])
+    rows = [{"": "fp32", r.metric or "metric": r.fp32_score, "latency ms": r.latency_ms.get("fp32"), "MB": r.size_bytes["fp32"] / 1e6},
+            {"": f"int8/{r.target}", r.metric or "metric": r.int8_score, "latency ms": r.latency_ms.get("int8"), "MB": r.size_bytes["int8"] / 1e6}]
+    print_table(rows)
+    if r.speedup:
+        print(f"speed-up {r.speedup:.2f}x (ONNX Runtime CPU)")
+    for f in r.float_nodes:
+        print(f"float: {f.name} ({f.op_type}): {f.reason}")
+    print(f"wrote {', '.join(r.files)} to {args.bundle}")
+    write_json(args.json, r.to_dict())
+    return 0

@@ -1,0 +1,105 @@
+"""``edgeseg train``: train a registered model on a labelled dataset, resumably, and optionally export it."""
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+
+from ._common import add_json_option, write_json
+
+NAME = "train"
+HELP = "train a model from the family on a labelled dataset (CE/Lovasz/..., SGD + poly, checkpoints, resume)"
+EXAMPLES = (
+    "edgeseg train deeplabv3plus_mobilenetv2 --data camvid:../shared/data/camvid --epochs 100 --out runs/road",
+    "edgeseg train deeplabv3plus_mobilenetv2 --data camvid:../shared/data/camvid --epochs 100 --out runs/road --resume",
+    "edgeseg train test_fcn8s --data synthetic:200,size=160x120 --size 160x120 --epochs 5 --out runs/shapes "
+    "--loss ce+0.5*lovasz --export shapes.edgeseg",
+)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="a registered model name (see 'edgeseg models')")
+    p.add_argument("--data", required=True, metavar="SPEC",
+                   help="camvid:ROOT | folder:IMAGES_DIR,MASKS_DIR[,...] | synthetic:N[,seed=S,size=WxH]")
+    p.add_argument("--val-data", default=None, metavar="SPEC", help="validation dataset spec (default: --data)")
+    p.add_argument("--train-split", default="train", help="split of --data to train on (default train)")
+    p.add_argument("--val-split", default="val", help="split to evaluate on (default val)")
+    p.add_argument("--epochs", type=int, required=True, help="number of epochs")
+    p.add_argument("--out", required=True, metavar="DIR", help="run folder: last.pt (resume), best/model weights, history.json")
+    p.add_argument("--size", default="480x360", metavar="WxH", help="training crop / network input size (default 480x360)")
+    p.add_argument("--batch", type=int, default=8, help="batch size (default 8)")
+    p.add_argument("--lr", type=float, default=0.01, help="base learning rate (default 0.01)")
+    p.add_argument("--momentum", type=float, default=0.9)
+    p.add_argument("--weight-decay", type=float, default=1e-4, help="on conv/linear weights only (default 1e-4)")
+    p.add_argument("--warmup", type=float, default=1.0, metavar="EPOCHS", help="linear warm-up length in epochs (default 1)")
+    p.add_argument("--power", type=float, default=0.9, help="poly schedule power (default 0.9)")
+    p.add_argument("--loss", default="ce", help="loss spec, e.g. ce, wce, focal, dice, lovasz, ce+0.5*lovasz (default ce)")
+    p.add_argument("--class-weighting", default="enet", choices=["enet", "median"], help="class weights for wce")
+    p.add_argument("--scale", default="0.5,2.0", metavar="MIN,MAX", help="random scale range (default 0.5,2.0)")
+    p.add_argument("--jitter", type=float, default=0.25, help="colour jitter amplitude (default 0.25; 0 turns it off)")
+    p.add_argument("--eval-every", type=int, default=1, metavar="K", help="evaluate every K epochs and at the end")
+    p.add_argument("--num-classes", type=int, default=None, help="model outputs (default: the dataset's classes)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
+    p.add_argument("--device", default="cpu", help="cpu | cuda | auto (default cpu); mixed precision on cuda")
+    p.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
+    p.add_argument("--workers", type=int, default=0, help="data loader worker processes (default 0)")
+    p.add_argument("--threads", type=int, default=0, help="torch intra-op CPU threads (0: torch default)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cache", action="store_true", help="decode the datasets once and keep them in memory")
+    p.add_argument("--weights-format", default="safetensors", choices=["safetensors", "pt"])
+    p.add_argument("--export", default=None, metavar="BUNDLE", help="export the trained model to this bundle (FP32)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_json_option(p)
+
+
+def _scale(text: str) -> tuple[float, float]:
+    from ..errors import InputError
+
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise InputError(f"--scale {text!r}: write MIN,MAX, e.g. 0.5,2.0") from None
+    return lo, hi
+
+
+def build_job(args: argparse.Namespace):
+    from pathlib import Path
+
+    from ..structures import ImageShape
+    from ..train.job import TrainJob
+    from ..train.trainer import TrainConfig
+
+    size = ImageShape.parse(args.size)
+    config = TrainConfig(
+        epochs=args.epochs, size=size, batch_size=args.batch, lr=args.lr, momentum=args.momentum,
+        weight_decay=args.weight_decay, poly_power=args.power, warmup_epochs=args.warmup, loss=args.loss,
+        class_weighting=args.class_weighting, scale=_scale(args.scale), jitter=args.jitter,
+        eval_every=args.eval_every, seed=args.seed, workers=args.workers, device=args.device, amp=not args.no_amp,
+        threads=args.threads, progress=not args.no_progress and sys.stderr.isatty(),
+        weights_format=args.weights_format,
+    )
+    export = Path(args.export) if args.export else None
+    return TrainJob(
+        model=args.model, data=args.data, out=Path(args.out), config=config, val_data=args.val_data,
+        train_split=args.train_split, val_split=args.val_split, num_classes=args.num_classes, export=export,
+        cache=args.cache, command="edgeseg " + shlex.join(sys.argv[1:]) if sys.argv[1:] else "",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..train.job import run_job
+
+    job = build_job(args)
+    res = run_job(job, resume=args.resume)
+    rec = res.training_record
+    final = rec["final"]
+    miou = "n/a" if final["miou"] is None else f"{100 * final['miou']:.2f}"
+    print(f"trained {job.model}: {rec['epochs']} epochs in {rec['seconds_total']:.0f} s on {rec['device']}, "
+          f"final loss {final['loss']:.4f}, val mIoU {miou}")
+    print(f"  run folder: {job.out} (resume with the same command plus --resume)")
+    if res.bundle is not None:
+        b = res.bundle_scores or {}
+        print(f"  bundle: {res.bundle} (ONNX Runtime FP32 mIoU {100 * (b.get('miou') or 0):.2f})")
+    write_json(args.json, {"training": rec, "bundle": None if res.bundle is None else str(res.bundle),
+                           "bundle_accuracy": res.bundle_scores})
+    return 0

@@ -1,0 +1,18 @@
+"""Datasets: CamVid, image+mask folders and a synthetic scene generator with exact ground truth.
+
+``open_dataset("camvid:ROOT" | "folder:IMAGES,MASKS" | "synthetic:N", split="val")`` returns a
+sequence of :class:`Sample` (RGB image, uint8 labels with :data:`IGNORE` for void, name) with
+``classes``, ``palette`` and ``ignore_index``.
+"""
+from .base import DATASETS, IGNORE, DatasetSpec, Sample, SegmentationDataset, open_dataset
+from .camvid import CamVid
+from .coco_panoptic import CocoPanoptic, PanopticSample, read_panoptic_png
+from .folder import FolderDataset, read_class_names
+from .io import read_image, read_label, write_image, write_label
+from .synthetic import SceneGenerator, SyntheticDataset, SyntheticFrame
+
+__all__ = [
+    "IGNORE", "Sample", "SegmentationDataset", "DATASETS", "DatasetSpec", "open_dataset", "CamVid", "FolderDataset",
+    "read_class_names", "read_image", "read_label", "write_image", "write_label", "SceneGenerator", "SyntheticDataset",
+    "SyntheticFrame", "CocoPanoptic", "PanopticSample", "read_panoptic_png",
+]

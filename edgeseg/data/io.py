@@ -1,0 +1,97 @@
+"""Reading images and label masks with errors that name the file and the problem.
+
+``cv2.imread`` returns ``None`` for a missing, unreadable or non-image file; these helpers turn
+that into an :class:`~edgeseg.errors.InputError` (images) or :class:`~edgeseg.errors.DataError`
+(label masks). Files are read through ``np.fromfile`` + ``cv2.imdecode`` so non-ASCII paths work.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DataError, EdgesegError, InputError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+
+
+def _read_bytes(path: Path, error: type[EdgesegError], what: str) -> np.ndarray:
+    if not path.exists():
+        raise error(f"{what} not found: {path}", fix="check the path")
+    if path.is_dir():
+        raise error(f"{what} {path} is a directory, not a file")
+    try:
+        data = np.fromfile(str(path), dtype=np.uint8)
+    except OSError as e:
+        raise error(f"cannot read {what} {path}: {e.strerror or e}") from None
+    if data.size == 0:
+        raise error(f"{what} {path} is empty (0 bytes)")
+    return data
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read a colour image as RGB ``uint8 [H, W, 3]`` (grey and 16-bit images are converted)."""
+    import cv2
+
+    p = Path(path)
+    data = _read_bytes(p, InputError, "image")
+    img = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    if img is None:
+        raise InputError(
+            f"cannot decode image {p}: not an image or a corrupt file",
+            fix=f"give a PNG/JPEG/BMP/TIFF/WebP image ({', '.join(IMAGE_SUFFIXES)})",
+        )
+    return np.ascontiguousarray(img[..., ::-1])
+
+
+def read_label(path: str | Path) -> np.ndarray:
+    """Read a single-channel label mask as ``uint8 [H, W]`` class ids.
+
+    A 3-channel mask whose channels are equal (grey saved as RGB) is accepted; a colour-coded mask
+    is refused (convert it to class ids first). Values above 255 (16-bit masks) are refused.
+    """
+    import cv2
+
+    p = Path(path)
+    data = _read_bytes(p, DataError, "label mask")
+    lab = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    if lab is None:
+        raise DataError(f"cannot decode label mask {p}: not an image or a corrupt file", fix="masks are PNGs of class ids")
+    if lab.ndim == 3:
+        if lab.shape[2] == 4:
+            lab = lab[..., :3]
+        if not (np.array_equal(lab[..., 0], lab[..., 1]) and np.array_equal(lab[..., 0], lab[..., 2])):
+            raise DataError(
+                f"label mask {p} is a colour image; masks must hold one class id per pixel",
+                fix="convert colour-coded masks to single-channel PNGs of class ids",
+            )
+        lab = lab[..., 0]
+    if lab.dtype != np.uint8:
+        if lab.size and (lab.min() < 0 or lab.max() > 255):
+            raise DataError(f"label mask {p} has class ids outside 0..255 (max {lab.max()})")
+        lab = lab.astype(np.uint8)
+    return np.ascontiguousarray(lab)
+
+
+def write_label(path: str | Path, labels: np.ndarray) -> None:
+    """Write ``uint8 [H, W]`` class ids as a single-channel PNG (lossless)."""
+    import cv2
+
+    p = Path(path)
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(labels, np.uint8))
+    if not ok:  # pragma: no cover - cv2 only fails here on absurd input
+        raise DataError(f"cannot encode label mask for {p}")
+    p.parent.mkdir(parents=True, exist_ok=True)
+    buf.tofile(str(p))
+
+
+def write_image(path: str | Path, rgb: np.ndarray) -> None:
+    """Write an RGB ``uint8 [H, W, 3]`` image; the format follows the suffix."""
+    import cv2
+
+    p = Path(path)
+    ok, buf = cv2.imencode(p.suffix or ".png", np.ascontiguousarray(rgb[..., ::-1]))
+    if not ok:
+        raise InputError(f"cannot encode image {p}", fix=f"use one of {', '.join(IMAGE_SUFFIXES)}")
+    p.parent.mkdir(parents=True, exist_ok=True)
+    buf.tofile(str(p))
