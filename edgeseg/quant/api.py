@@ -1,0 +1,229 @@
+"""``quantize_bundle``: the whole INT8 flow on a bundle, and its typed report.
+
+prepare -> calibrate once -> quantize for the target -> score FP32 and INT8 -> (sensitivity) ->
+(mixed precision within ``max_drop``) -> latency -> write ``model.int8.<target>.onnx``,
+``calibration.json``, TensorRT calibration caches (target ``tensorrt``) and ``report.json["int8"][target]``.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from ..errors import QuantizationError
+from . import accuracy as acc
+from .calibration import CalibrationRecipe, FeedReader, collect_frames, resolve_calibration, split_holdout
+from .prepare import model_opset, prepare_model
+from .profiles import get_profile
+from .quantize import FloatNode, compute_nodes, quantize_model
+from .ranges import calibrate
+
+TRT_CACHE_VERSIONS = ("8.5.2", "10.3.0")
+
+
+@dataclass(frozen=True)
+class QuantReport:
+    """What ``quantize_bundle`` did and measured (also written to ``report.json["int8"][target]``)."""
+
+    target: str
+    method: str
+    model_file: str | None
+    frames: int
+    metric: str | None
+    fp32_score: float | None
+    int8_score: float | None
+    met_budget: bool
+    max_drop: float | None
+    float_nodes: tuple[FloatNode, ...]
+    sensitivity: tuple[acc.LayerSensitivity, ...] = ()
+    curve: tuple[tuple[int, float], ...] = ()
+    latency_ms: dict[str, float] = field(default_factory=dict)
+    size_bytes: dict[str, int] = field(default_factory=dict)
+    prepare: dict[str, Any] = field(default_factory=dict)
+    files: tuple[str, ...] = ()
+
+    @property
+    def drop(self) -> float | None:
+        if self.fp32_score is None or self.int8_score is None:
+            return None
+        return self.fp32_score - self.int8_score
+
+    @property
+    def speedup(self) -> float | None:
+        f, q = self.latency_ms.get("fp32"), self.latency_ms.get("int8")
+        return f / q if f and q else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "target": self.target, "method": self.method, "model": self.model_file, "frames": self.frames,
+            "metric": self.metric, "fp32": self.fp32_score, "int8": self.int8_score, "drop": self.drop,
+            "max_drop": self.max_drop, "met_budget": self.met_budget,
+            "float_nodes": [f.to_dict() for f in self.float_nodes],
+            "sensitivity": [s.to_dict() for s in self.sensitivity],
+            "curve": [list(c) for c in self.curve],
+            "latency_ms": self.latency_ms, "speedup": self.speedup, "size_bytes": self.size_bytes,
+            "prepare": self.prepare, "files": list(self.files),
+        }
+
+
+def quantize_bundle(bundle, calib: str | CalibrationRecipe | Sequence, target: str = "tensorrt", method: str | None = None,
+                    eval_dataset=None, max_drop: float | None = None, sensitivity: bool = False, *,
+                    frames: int | None = None, threads: int = 0, progress: bool = True, latency: bool = True) -> QuantReport:
+    """Quantize ``bundle``'s FP32 model for ``target`` and record the result in the bundle.
+
+    calib: a recipe (``.toml``, recipe name, folder, video, dataset spec, :class:`CalibrationRecipe`)
+    or a list of RGB frames (a live source already sampled). eval_dataset: labelled samples (a
+    dataset from :func:`edgeseg.data.open_dataset`) for the task metric. Raises
+    :class:`QuantizationError` (after writing the report) when ``max_drop`` cannot be met.
+    """
+    from ..bundle import Bundle
+
+    b = bundle if isinstance(bundle, Bundle) else Bundle.open(bundle)
+    profile = get_profile(target)
+    recipe, calib_frames = _calibration_frames(calib, frames, method, progress)
+    method = method or recipe.method
+    need_holdout = sensitivity or (max_drop is not None and eval_dataset is None)
+    cal_frames, held = split_holdout(calib_frames, recipe.holdout or (0.2 if need_holdout else 0.0))
+    spec = b.manifest.input
+    out_name = b.manifest.outputs[0].name if b.manifest.outputs else None
+    work = Path(tempfile.mkdtemp(prefix="edgeseg-int8-"))
+    try:
+        fp32 = b.model_path("fp32")
+        prepared = work / "prepared.onnx"
+        prep = prepare_model(fp32, prepared)
+        reader = FeedReader(cal_frames, spec, progress=progress, desc=recipe.name or "calibration")
+        table = calibrate(prepared, reader, method, symmetric=profile.activation_symmetric, percentile=recipe.percentile)
+
+        def quantize(keep: dict[str, str], out: Path) -> Path:
+            return quantize_model(prepared, out, profile, table, keep).path
+
+        full = quantize_model(prepared, work / "int8.onnx", profile, table)
+        scorer = _scorer(eval_dataset, held, spec, prepared, out_name, b.manifest.num_classes, threads)
+        fp32_score = scorer(prepared) if scorer else None
+        int8_score = scorer(full.path) if scorer else None
+        sens: list[acc.LayerSensitivity] = []
+        final, float_nodes, met, curve = full.path, full.float_nodes, True, [(0, int8_score)] if scorer else []
+        import onnx
+
+        layers = [(n, op) for n, op in compute_nodes(onnx.load(str(prepared)), profile)
+                  if n not in {f.name for f in full.float_nodes}]
+        if sensitivity or max_drop is not None:
+            if scorer is None:
+                raise QuantizationError("sensitivity and --max-drop need an evaluation set or held-out calibration frames",
+                                        fix="pass --eval DATASET, or calibrate on more than one frame")
+            sens_scorer = _sens_scorer(held, spec, prepared, out_name, threads) or scorer
+            base = sens_scorer(full.path)
+            sens = acc.layer_sensitivity(layers, quantize, sens_scorer, base, work, progress)
+        if max_drop is not None:
+            mixed = acc.mixed_precision([s.name for s in sens], quantize, scorer, fp32_score, int8_score, max_drop, work)
+            met, curve = mixed.met, list(mixed.curve)
+            if mixed.model is not None:
+                final, int8_score = mixed.model, mixed.score
+                float_nodes = quantize_model(prepared, work / "final.onnx", profile, table,
+                                             {n: f"mixed precision (--max-drop {max_drop:g}): among the most INT8-sensitive layers"
+                                              for n in mixed.float_layers}).float_nodes
+                final = work / "final.onnx"
+        elif sens:
+            curve = _sensitivity_curve(sens, quantize, scorer, int8_score, work)
+        lat = _latency(prepared, final, spec, calib_frames[0], threads) if latency else {}
+        report = QuantReport(
+            target=target, method=method, model_file=None, frames=len(cal_frames), metric=scorer.name if scorer else None,
+            fp32_score=fp32_score, int8_score=int8_score, met_budget=met, max_drop=max_drop, float_nodes=tuple(float_nodes),
+            sensitivity=tuple(sens), curve=tuple(curve), latency_ms=lat,
+            size_bytes={"fp32": os.path.getsize(fp32), "int8": os.path.getsize(final)}, prepare=prep.to_dict())
+        return _write(b, report, final, table, recipe, fp32, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _calibration_frames(calib, frames: int | None, method: str | None, progress: bool):
+    if isinstance(calib, (str, os.PathLike)):
+        recipe = resolve_calibration(str(calib), frames=frames, method=method)
+        return recipe, collect_frames(recipe, progress=progress)
+    if isinstance(calib, CalibrationRecipe):
+        return calib, collect_frames(calib, progress=progress)
+    from .calibration import take_frames
+
+    got = take_frames(iter(calib), frames or 10**9)
+    return CalibrationRecipe(source="frames", frames=len(got), name="frames", method=method or "entropy"), got
+
+
+def _scorer(eval_dataset, held, spec, reference, out_name, num_classes, threads):
+    if eval_dataset is not None:
+        return acc.DatasetScorer(list(eval_dataset), spec, num_classes, out_name, threads)
+    return _sens_scorer(held, spec, reference, out_name, threads)
+
+
+def _sens_scorer(held, spec, reference, out_name, threads):
+    return acc.AgreementScorer(held, spec, reference, out_name, threads) if held else None
+
+
+def _sensitivity_curve(sens, quantize, scorer, int8_score, work: Path) -> list[tuple[int, float]]:
+    """Score with the top-k most sensitive layers in float, k = 0, 1, 2, 4, ... (for the plot)."""
+    curve, k = [(0, int8_score)], 1
+    names = [s.name for s in sens]
+    while k <= len(names):
+        curve.append((k, scorer(quantize({n: "sensitivity curve" for n in names[:k]}, work / f"curve_{k}.onnx"))))
+        k = k * 2 if k * 2 <= len(names) or k == len(names) else len(names)
+    return curve
+
+
+def _latency(fp32: Path, int8: Path, spec, frame, threads: int) -> dict[str, float]:
+    feed = {spec.name: spec.preprocess(frame)[0]}
+    return {"fp32": acc.measure_latency_ms(fp32, feed, threads), "int8": acc.measure_latency_ms(int8, feed, threads),
+            "threads": threads, "runtime": "onnxruntime-cpu"}
+
+
+def _write(b, report: QuantReport, model: Path, table, recipe: CalibrationRecipe, fp32: Path, work: Path) -> QuantReport:
+    import onnx
+
+    from ..bundle import ModelFile
+    from .trt_cache import write_cache
+
+    files = []
+    if report.met_budget:
+        name = f"model.int8.{report.target}.onnx"
+        b.add_model(ModelFile(name, "int8", target=report.target, opset=model_opset(onnx.load(str(model), load_external_data=False))), model)
+        files.append(name)
+    calib = b.read_json("calibration.json", {}) or {}
+    calib.setdefault("targets", {})[report.target] = {**table.to_dict(), "recipe": recipe.to_dict()}
+    b.write_json("calibration.json", calib)
+    files.append("calibration.json")
+    if report.target == "tensorrt":
+        names = _tensor_names(fp32)
+        from .ranges import CalibrationTable
+
+        sub = CalibrationTable(table.method, {k: v for k, v in table.ranges.items() if k in names}, table.frames, table.options)
+        for v in TRT_CACHE_VERSIONS:
+            rel = f"calibration.tensorrt-{'.'.join(v.split('.')[:2])}.cache"
+            write_cache(sub, work / rel, v)
+            b.add_file(rel, work / rel)
+            files.append(rel)
+    if report.curve and len(report.curve) > 1:
+        png = acc.plot_curve(report.curve, report.fp32_score or 0.0, report.max_drop, work / "sens.png", report.metric or "score")
+        if png:
+            rel = f"sensitivity.{report.target}.png"
+            b.add_file(rel, png)
+            files.append(rel)
+    from dataclasses import replace
+
+    report = replace(report, model_file=files[0] if report.met_budget else None, files=tuple(files))
+    section = b.report.get("int8", {})
+    section[report.target] = report.to_dict()
+    b.update_report("int8", section)
+    if not report.met_budget:
+        raise QuantizationError(
+            f"INT8 ({report.target}) cannot stay within {report.max_drop:g} {report.metric} of FP32: "
+            f"FP32 {report.fp32_score:.2f}, best INT8 {report.int8_score:.2f} with {len(report.float_nodes)} layers in float",
+            fix="raise --max-drop, calibrate on more or more typical frames, try --method percentile|mse, or use QAT")
+    return report
+
+
+def _tensor_names(path: Path) -> set[str]:
+    import onnx
+
+    m = onnx.load(str(path), load_external_data=False)
+    return {i.name for i in m.graph.input} | {o for n in m.graph.node for o in n.output}

@@ -1,0 +1,354 @@
+"""Calibration data: which frames INT8 ranges are measured on, and the reader that feeds them.
+
+Frames come from an image folder, a dataset reader (``open_dataset`` spec), a video file (uniform
+or scene-change sampling) or a live source (any iterator of RGB frames). Every frame goes through
+the bundle's own :meth:`InputSpec.preprocess`, so calibration sees exactly what inference sees.
+A recipe (``calibration/*.toml``) names the source, the number of frames, the sampling and the
+range algorithm; :func:`load_recipe` parses it into a :class:`CalibrationRecipe`.
+
+    recipe = resolve_calibration("calibration/camvid.toml")          # or a folder / video / spec
+    frames = collect_frames(recipe)                                   # list of RGB uint8 [H, W, 3]
+    reader = FeedReader(frames, bundle.manifest.input)                # an ORT CalibrationDataReader
+"""
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+
+from .._registry import Registry
+from ..errors import DataError, InputError
+from ..structures import InputSpec
+
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg")
+METHODS = ("entropy", "percentile", "minmax", "mse")
+SAMPLINGS = ("uniform", "scene", "first")
+
+
+@dataclass(frozen=True)
+class CalibrationRecipe:
+    """Which frames to calibrate on and how to turn them into ranges.
+
+    source:    a folder of images, a video file, or a dataset spec (``camvid:ROOT``, ``synthetic:64``).
+               Relative paths are resolved against ``base_dir`` (the recipe's folder), and
+               ``${EDGESEG_DATA}`` expands to the real-data folder.
+    split:     dataset split for dataset specs.
+    frames:    how many frames to use (at most).
+    sampling:  ``uniform`` (evenly spread over the source), ``scene`` (video: frames after the
+               largest scene changes), ``first`` (the first N).
+    method:    range algorithm: entropy | percentile | minmax | mse.
+    percentile: for ``method="percentile"``.
+    scene_threshold: mean absolute grey-level change (0-255) between kept frames for ``scene``.
+    holdout:   fraction of frames held out from calibration for the sensitivity analysis.
+    seed:      shuffling seed for datasets with ``sampling="uniform"`` (deterministic).
+    """
+
+    source: str
+    frames: int = 200
+    split: str = "train"
+    sampling: str = "uniform"
+    method: str = "entropy"
+    percentile: float = 99.999
+    scene_threshold: float = 12.0
+    holdout: float = 0.0
+    seed: int = 0
+    name: str = ""
+    base_dir: str = ""
+
+    def __post_init__(self) -> None:
+        if self.frames <= 0:
+            raise InputError(f"calibration recipe {self.name or self.source!r}: frames must be > 0, got {self.frames}")
+        if self.method not in METHODS:
+            raise InputError(f"calibration method {self.method!r} is unknown", fix=f"use one of {', '.join(METHODS)}")
+        if self.sampling not in SAMPLINGS:
+            raise InputError(f"calibration sampling {self.sampling!r} is unknown", fix=f"use one of {', '.join(SAMPLINGS)}")
+        if not 0.0 <= self.holdout < 1.0:
+            raise InputError(f"calibration holdout must be in [0, 1), got {self.holdout}")
+        if not 0.0 < self.percentile <= 100.0:
+            raise InputError(f"calibration percentile must be in (0, 100], got {self.percentile}")
+
+    def resolved_source(self) -> str:
+        """The source with ``${EDGESEG_DATA}`` expanded and relative paths made absolute."""
+        src = self.source
+        if "${EDGESEG_DATA}" in src:
+            from ..paths import data_root
+
+            root = data_root()
+            if root is None:
+                raise DataError(
+                    f"calibration recipe {self.name!r} needs the real-data folder (${{EDGESEG_DATA}})",
+                    fix="set EDGESEG_DATA or place the data at ../shared/data",
+                )
+            src = src.replace("${EDGESEG_DATA}", str(root))
+        kind, sep, rest = src.partition(":")
+        if sep and kind.isidentifier() and len(kind) > 1:
+            return f"{kind}:{self._abs(rest)}" if rest and not rest[0].isdigit() else src
+        return self._abs(src)
+
+    def _abs(self, path: str) -> str:
+        first, sep, tail = path.partition(",")
+        p = Path(os.path.expanduser(first))
+        if not p.is_absolute() and self.base_dir:
+            cand = Path(self.base_dir) / p
+            p = cand if cand.exists() or not p.exists() else p
+        return str(p) + (sep + tail if sep else "")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def load_recipe(path: str | os.PathLike) -> CalibrationRecipe:
+    """Parse a ``calibration/*.toml`` recipe (a ``[calibration]`` table, or the keys at the top)."""
+    p = Path(path)
+    try:
+        data = tomllib.loads(p.read_text())
+    except FileNotFoundError:
+        raise DataError(f"calibration recipe not found: {p}", fix="see calibration/README.md for the recipes") from None
+    except tomllib.TOMLDecodeError as e:
+        raise DataError(f"{p}: not valid TOML ({e})") from None
+    table = data.get("calibration", data)
+    known = {f.name for f in fields(CalibrationRecipe)} - {"base_dir", "name"}
+    unknown = sorted(set(table) - known - {"description"})
+    if unknown:
+        raise DataError(f"{p}: unknown key(s) {', '.join(unknown)}", fix=f"known keys: {', '.join(sorted(known))}")
+    if "source" not in table:
+        raise DataError(f"{p}: missing key 'source'", fix="e.g. source = \"camvid:${EDGESEG_DATA}/camvid\"")
+    kw = {k: v for k, v in table.items() if k in known}
+    try:
+        return CalibrationRecipe(**kw, name=p.stem, base_dir=str(p.resolve().parent))
+    except TypeError as e:
+        raise DataError(f"{p}: {e}") from None
+
+
+def resolve_calibration(arg: str, *, frames: int | None = None, method: str | None = None) -> CalibrationRecipe:
+    """A recipe from the ``--calib`` argument: a ``.toml`` recipe, a recipe name from ``calibration/``,
+    an image folder, a video file or a dataset spec. ``frames``/``method`` override the recipe's."""
+    p = Path(arg)
+    if arg.endswith(".toml"):
+        recipe = load_recipe(p)
+    elif not p.exists() and (_recipes_dir() / f"{arg}.toml").is_file():
+        recipe = load_recipe(_recipes_dir() / f"{arg}.toml")
+    else:
+        recipe = CalibrationRecipe(source=arg, name=p.name or arg, sampling="uniform")
+    over = {k: v for k, v in (("frames", frames), ("method", method)) if v is not None}
+    return replace(recipe, **over) if over else recipe
+
+
+def _recipes_dir() -> Path:
+    return Path(__file__).resolve().parents[2] / "calibration"
+
+
+# ---- frame sources ---------------------------------------------------------------------------
+FrameSourceFn = Callable[[str, CalibrationRecipe], Iterator[np.ndarray]]
+FRAME_SOURCES: Registry[FrameSourceFn] = Registry("calibration source kind", DataError)
+
+
+def source_kind(source: str) -> str:
+    p = Path(source)
+    if p.is_dir():
+        return "folder"
+    if p.suffix.lower() in VIDEO_SUFFIXES:
+        return "video"
+    kind, sep, _ = source.partition(":")
+    if sep and len(kind) > 1:
+        return "dataset"
+    if not p.exists():
+        raise DataError(
+            f"calibration source {source!r} not found",
+            fix="give an image folder, a video file, a dataset spec (camvid:ROOT, synthetic:64) or a calibration/*.toml recipe",
+        )
+    raise DataError(f"calibration source {source!r} is neither a folder, a video nor a dataset spec")
+
+
+def _spread(n_total: int, n: int) -> list[int]:
+    """``n`` indices evenly spread over ``range(n_total)`` (all of them when n >= n_total)."""
+    if n >= n_total:
+        return list(range(n_total))
+    return sorted({int(round(i)) for i in np.linspace(0, n_total - 1, n)})
+
+
+@FRAME_SOURCES.register("folder")
+def _folder_frames(source: str, recipe: CalibrationRecipe) -> Iterator[np.ndarray]:
+    from ..data.io import IMAGE_SUFFIXES, read_image
+
+    files = sorted(f for f in Path(source).iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise DataError(f"calibration folder {source} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+    pick = range(min(recipe.frames, len(files))) if recipe.sampling == "first" else _spread(len(files), recipe.frames)
+    for i in pick:
+        yield read_image(files[i])
+
+
+@FRAME_SOURCES.register("dataset")
+def _dataset_frames(source: str, recipe: CalibrationRecipe) -> Iterator[np.ndarray]:
+    from ..data import open_dataset
+
+    ds = open_dataset(source, split=recipe.split)
+    if len(ds) == 0:
+        raise DataError(f"calibration dataset {source} ({recipe.split}) is empty")
+    if recipe.sampling == "first":
+        pick = list(range(min(recipe.frames, len(ds))))
+    else:
+        rng = np.random.default_rng(recipe.seed)
+        pick = sorted(rng.permutation(len(ds))[: recipe.frames].tolist())
+    for i in pick:
+        yield ds[i].image
+
+
+@FRAME_SOURCES.register("video")
+def _video_frames(source: str, recipe: CalibrationRecipe) -> Iterator[np.ndarray]:
+    if recipe.sampling == "scene":
+        wanted = set(scene_change_indices(source, recipe.frames, recipe.scene_threshold))
+    else:
+        total = _count_frames(source)
+        wanted = set(range(min(recipe.frames, total))) if recipe.sampling == "first" else set(_spread(total, recipe.frames))
+    for i, rgb in _decode(source):
+        if i in wanted:
+            yield rgb
+        if i >= max(wanted, default=-1):
+            break
+
+
+def _decode(path: str) -> Iterator[tuple[int, np.ndarray]]:
+    import cv2
+
+    cap = cv2.VideoCapture(path)
+    if not cap.isOpened():
+        raise DataError(f"cannot open calibration video {path}", fix="check the path and that OpenCV can decode it")
+    try:
+        i = 0
+        while True:
+            ok, bgr = cap.read()
+            if not ok:
+                break
+            yield i, np.ascontiguousarray(bgr[..., ::-1])
+            i += 1
+    finally:
+        cap.release()
+
+
+def _count_frames(path: str) -> int:
+    """Decoded frame count (the container's count can be wrong, so count by decoding)."""
+    n = sum(1 for _ in _decode(path))
+    if n == 0:
+        raise DataError(f"calibration video {path} has no decodable frames")
+    return n
+
+
+def scene_change_indices(path: str, n: int, threshold: float = 12.0) -> list[int]:
+    """Frame indices that start new scenes: a frame is kept when its 64x36 grey thumbnail differs
+    from the last kept one by more than ``threshold`` (mean absolute difference, 0-255). When more
+    than ``n`` are kept, the ``n`` largest changes win; when fewer, the rest is filled uniformly."""
+    import cv2
+
+    kept: list[tuple[int, float]] = []
+    last: np.ndarray | None = None
+    total = 0
+    for i, rgb in _decode(path):
+        thumb = cv2.resize(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), (64, 36), interpolation=cv2.INTER_AREA).astype(np.float32)
+        change = float("inf") if last is None else float(np.abs(thumb - last).mean())
+        if change > threshold:
+            kept.append((i, change))
+            last = thumb
+        total = i + 1
+    if total == 0:
+        raise DataError(f"calibration video {path} has no decodable frames")
+    if len(kept) > n:
+        kept = sorted(kept, key=lambda t: -t[1])[:n]
+    idx = {i for i, _ in kept}
+    for j in _spread(total, n):
+        if len(idx) >= min(n, total):
+            break
+        idx.add(j)
+    return sorted(idx)
+
+
+def collect_frames(recipe: CalibrationRecipe, *, progress: bool = True) -> list[np.ndarray]:
+    """The recipe's RGB ``uint8 [H, W, 3]`` frames, read once (with a progress bar)."""
+    source = recipe.resolved_source()
+    fn = FRAME_SOURCES.get(source_kind(source))
+    return take_frames(fn(source, recipe), recipe.frames, progress=progress, desc=f"calibration frames ({recipe.name or source})")
+
+
+def take_frames(frames: Iterable[np.ndarray], n: int, *, progress: bool = False, desc: str = "frames") -> list[np.ndarray]:
+    """Up to ``n`` RGB frames from any iterator (a live source: a camera, a stream of ``Frame``)."""
+    from tqdm import tqdm
+
+    out: list[np.ndarray] = []
+    with tqdm(total=n, desc=desc, unit="frame", disable=not progress, leave=False) as bar:
+        for f in frames:
+            img = getattr(f, "image", f)
+            if not isinstance(img, np.ndarray) or img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
+                raise DataError(f"calibration frame {len(out)} is not an RGB uint8 [H, W, 3] array: {getattr(img, 'shape', type(img).__name__)}")
+            out.append(img)
+            bar.update(1)
+            if len(out) >= n:
+                break
+    if not out:
+        raise DataError("the calibration source gave no frames")
+    return out
+
+
+def split_holdout(frames: Sequence[np.ndarray], fraction: float) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """(calibration, held-out) frames: every k-th frame is held out so both cover the whole source."""
+    if fraction <= 0 or len(frames) < 2:
+        return list(frames), []
+    k = max(2, int(round(1.0 / fraction)))
+    held = [f for i, f in enumerate(frames) if i % k == k - 1]
+    return [f for i, f in enumerate(frames) if i % k != k - 1], held
+
+
+# ---- the reader --------------------------------------------------------------------------------
+class FeedReader:
+    """ONNX Runtime ``CalibrationDataReader`` over RGB frames: yields ``{input_name: tensor}``,
+    each made by the bundle's ``InputSpec.preprocess``. Iterate again after :meth:`rewind`."""
+
+    def __init__(self, frames: Sequence[np.ndarray], spec: InputSpec, *, input_name: str | None = None,
+                 progress: bool = False, desc: str = "calibrating"):
+        self.frames = list(frames)
+        self.spec = spec
+        self.input_name = input_name or spec.name
+        self.progress = progress
+        self.desc = desc
+        self._pos = 0
+        self._bar = None
+        self._start, self._end = 0, len(self.frames)
+
+    def feed(self, i: int) -> dict[str, np.ndarray]:
+        x, _ = self.spec.preprocess(self.frames[i])
+        return {self.input_name: x}
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        if self._pos == 0 and self.progress and self._bar is None:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=self._end - self._start, desc=self.desc, unit="frame", leave=False)
+        i = self._start + self._pos
+        if i >= self._end:
+            if self._bar is not None:
+                self._bar.close()
+                self._bar = None
+            return None
+        self._pos += 1
+        if self._bar is not None:
+            self._bar.update(1)
+        return self.feed(i)
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        self._start, self._end = start_index, min(end_index, len(self.frames))
+        self._pos = 0
+
+    def rewind(self) -> None:
+        self.set_range(0, len(self.frames))
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
+        for i in range(len(self.frames)):
+            yield self.feed(i)
+

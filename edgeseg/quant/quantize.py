@@ -1,0 +1,155 @@
+"""Post-training static INT8 quantization of a prepared ONNX model into Q/DQ ONNX.
+
+ONNX Runtime's ``quantize_static`` does the graph rewriting (QDQ format, per-channel weights); the
+ranges come from a :class:`~edgeseg.quant.ranges.CalibrationTable` measured once, and the target
+profile (:mod:`edgeseg.quant.profiles`) decides types, symmetry, where Q/DQ go and what stays in
+float. Every node left in float is returned with the reason, for the report.
+"""
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Mapping
+
+from ..errors import QuantizationError
+from .profiles import QuantProfile
+from .ranges import CalibrationTable, quiet
+
+#: op types that carry the arithmetic: the layers sensitivity analysis and mixed precision act on
+COMPUTE_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
+
+
+@dataclass(frozen=True)
+class FloatNode:
+    """A node left in float, and why."""
+
+    name: str
+    op_type: str
+    reason: str
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "op_type": self.op_type, "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class QuantizedModel:
+    """A quantized model file and what was left in float."""
+
+    path: Path
+    target: str
+    float_nodes: tuple[FloatNode, ...]
+    quantized_compute_nodes: int
+
+
+def conv_macs_per_pixel(model, node) -> int | None:
+    """Multiply-adds per output pixel of a Conv (``C_out * C_in/groups * kH * kW``), from its weight."""
+    if node.op_type != "Conv" or len(node.input) < 2:
+        return None
+    for t in model.graph.initializer:
+        if t.name == node.input[1]:
+            dims = list(t.dims)
+            prod = 1
+            for d in dims:
+                prod *= int(d)
+            return prod
+    return None
+
+
+def plan_float_nodes(model, profile: QuantProfile, keep_float: Mapping[str, str] | None = None) -> list[FloatNode]:
+    """Which nodes stay in float for ``profile``: its float op types, convs too cheap for INT8 to pay
+    off (profile threshold), grouped ConvTranspose (no per-channel axis that TensorRT and ONNX Runtime
+    agree on), plus ``keep_float`` (node name -> reason, e.g. from mixed precision)."""
+    keep_float = dict(keep_float or {})
+    out: list[FloatNode] = []
+    for node in model.graph.node:
+        reason = keep_float.pop(node.name, None)
+        if reason is None:
+            reason = profile.float_ops.get(node.op_type)
+        if reason is None and node.op_type == "ConvTranspose" and _attr(node, "group", 1) != 1:
+            reason = "grouped ConvTranspose: per-channel weight scales would not follow its output channels"
+        if reason is None and profile.min_conv_macs_per_pixel:
+            macs = conv_macs_per_pixel(model, node)
+            if macs is not None and macs < profile.min_conv_macs_per_pixel:
+                reason = (f"tiny Conv ({macs} MACs per output pixel < {profile.min_conv_macs_per_pixel}): "
+                          f"INT8 was measured slower than float on {profile.name}")
+        if reason is not None:
+            out.append(FloatNode(node.name, node.op_type, reason))
+    if keep_float:
+        raise QuantizationError(f"cannot keep unknown node(s) in float: {', '.join(sorted(keep_float))}",
+                                fix="use node names from the sensitivity table (edgeseg quantize --sensitivity)")
+    return out
+
+
+def _attr(node, name: str, default):
+    for a in node.attribute:
+        if a.name == name:
+            return a.i
+    return default
+
+
+def compute_nodes(model, profile: QuantProfile | None = None) -> list[tuple[str, str]]:
+    """(name, op type) of the quantizable compute nodes, in graph order."""
+    ops = COMPUTE_OPS if profile is None or profile.op_types is None else tuple(o for o in COMPUTE_OPS if o in profile.op_types)
+    return [(n.name, n.op_type) for n in model.graph.node if n.op_type in ops]
+
+
+def quantize_model(prepared: str | Path, out: str | Path, profile: QuantProfile, table: CalibrationTable,
+                   keep_float: Mapping[str, str] | None = None) -> QuantizedModel:
+    """Quantize the prepared model at ``prepared`` into ``out`` (Q/DQ ONNX) for ``profile``."""
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, quantize_static
+
+    model = onnx.load(str(prepared), load_external_data=False)
+    float_nodes = plan_float_nodes(model, profile, keep_float)
+    excluded = {f.name for f in float_nodes}
+    kwargs = profile.ort_kwargs()
+    with tempfile.TemporaryDirectory(prefix="edgeseg-quant-") as tmp:
+        cache = table.write_ort_cache(Path(tmp) / "ranges.json")
+        try:
+            with quiet():
+                quantize_static(str(prepared), str(out), calibration_data_reader=None,
+                                calibrate_method=CalibrationMethod.MinMax, calibration_cache_path=str(cache),
+                                nodes_to_exclude=sorted(excluded), **kwargs)
+        except Exception as e:  # ORT raises bare ValueError/KeyError naming the tensor
+            raise QuantizationError(f"ONNX Runtime could not quantize {Path(prepared).name} for {profile.name}: {e}",
+                                    fix="check the graph with 'edgeseg check BUNDLE --target onnxruntime'") from None
+    if excluded and profile.extra_options.get("QDQKeepRemovableActivations"):
+        # only safe when ONNX Runtime kept every Relu/Clip: otherwise a Q/DQ pair *is* the activation
+        _feed_float(Path(out), excluded)
+    n_compute = sum(1 for name, _ in compute_nodes(model, profile) if name not in excluded)
+    return QuantizedModel(Path(out), profile.name, tuple(float_nodes), n_compute)
+
+
+def _feed_float(path: Path, names: set[str]) -> None:
+    """Nodes left in float read the original float tensor, not a quantize-dequantize copy of it
+    (ONNX Runtime shares one Q/DQ pair among a tensor's consumers); dangling Q/DQ are removed."""
+    import onnx
+
+    model = onnx.load(str(path))
+    g = model.graph
+    producer = {o: n for n in g.node for o in n.output}
+    changed = False
+    for node in g.node:
+        if node.name not in names:
+            continue
+        for i, t in enumerate(node.input):
+            dq = producer.get(t)
+            q = producer.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
+            if q is not None and q.op_type == "QuantizeLinear":
+                node.input[i] = q.input[0]
+                changed = True
+    if not changed:
+        return
+    while True:
+        used = {i for n in g.node for i in n.input} | {o.name for o in g.output}
+        dead = [n for n in g.node if n.op_type in ("QuantizeLinear", "DequantizeLinear") and not any(o in used for o in n.output)]
+        if not dead:
+            break
+        for n in dead:
+            g.node.remove(n)
+    onnx.save(model, str(path))
+
+
+def float_node_names(nodes: Iterable[FloatNode]) -> list[str]:
+    return [f.name for f in nodes]

@@ -1,0 +1,113 @@
+"""Calibration readers: image folders, videos (uniform and scene-change sampling), recipes, live frames."""
+import numpy as np
+import pytest
+
+from edgeseg.errors import DataError, InputError
+from edgeseg.quant.calibration import (CalibrationRecipe, FeedReader, collect_frames, load_recipe, resolve_calibration,
+                                       scene_change_indices, split_holdout, take_frames)
+from edgeseg.structures import ImageShape, InputSpec
+
+SPEC = InputSpec(size=ImageShape(24, 32), mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+
+
+def _png_folder(tmp_path, n=6):
+    import cv2
+
+    d = tmp_path / "imgs"
+    d.mkdir()
+    imgs = []
+    for i in range(n):
+        rgb = np.full((30, 40, 3), (10 * i, 5, 200 - 10 * i), np.uint8)
+        cv2.imwrite(str(d / f"{i:02d}.png"), rgb[..., ::-1])
+        imgs.append(rgb)
+    (d / "notes.txt").write_text("not an image")
+    return d, imgs
+
+
+def test_folder_reader_feeds_exactly_what_inference_sees(tmp_path):
+    d, imgs = _png_folder(tmp_path)
+    frames = collect_frames(CalibrationRecipe(source=str(d), frames=3), progress=False)
+    assert len(frames) == 3
+    # uniform sampling over 6 files: indices 0, 2 (round(2.5) = 2), 5
+    for got, want in zip(frames, [imgs[0], imgs[2], imgs[5]]):
+        np.testing.assert_array_equal(got, want)
+    reader = FeedReader(frames, SPEC)
+    feed = reader.get_next()
+    assert list(feed) == ["images"] and feed["images"].shape == (1, 3, 24, 32)
+    # pixel value 0 in channel R -> (0/255 - 0.5)/0.25 = -2
+    np.testing.assert_allclose(feed["images"][0, 0], -2.0)
+    np.testing.assert_array_equal(feed["images"], SPEC.preprocess(frames[0])[0])
+    assert sum(1 for _ in iter(reader.get_next, None)) == 2
+    reader.rewind()
+    assert reader.get_next() is not None
+
+
+def _video(tmp_path, scenes=(40, 200, 120), per_scene=5):
+    import cv2
+
+    path = tmp_path / "clip.mp4"
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10, (64, 48))
+    assert w.isOpened()
+    for level in scenes:
+        for k in range(per_scene):
+            w.write(np.full((48, 64, 3), level + k, np.uint8))
+    w.release()
+    return path
+
+
+def test_video_uniform_sampling(tmp_path):
+    path = _video(tmp_path)
+    frames = collect_frames(CalibrationRecipe(source=str(path), frames=3, sampling="uniform"), progress=False)
+    # 15 frames, uniform picks 0, 7, 14: grey levels ~40, ~202, ~124 (mp4v is lossy: +-4)
+    means = [f.mean() for f in frames]
+    np.testing.assert_allclose(means, [40, 202, 124], atol=4)
+
+
+def test_video_scene_change_sampling(tmp_path):
+    path = _video(tmp_path)
+    assert scene_change_indices(str(path), 3, threshold=20) == [0, 5, 10]
+    frames = collect_frames(CalibrationRecipe(source=str(path), frames=3, sampling="scene", scene_threshold=20), progress=False)
+    np.testing.assert_allclose([f.mean() for f in frames], [40, 200, 120], atol=4)
+
+
+def test_recipe_toml_and_resolution(tmp_path):
+    d, _ = _png_folder(tmp_path)
+    rec = tmp_path / "mine.toml"
+    rec.write_text('[calibration]\nsource = "imgs"\nframes = 4\nmethod = "percentile"\npercentile = 99.9\n')
+    r = load_recipe(rec)
+    assert (r.frames, r.method, r.percentile, r.name) == (4, "percentile", 99.9, "mine")
+    assert r.resolved_source() == str(d)
+    r2 = resolve_calibration(str(rec), frames=2, method="mse")
+    assert (r2.frames, r2.method) == (2, "mse")
+    bad = tmp_path / "bad.toml"
+    bad.write_text('source = "x"\nframs = 3\n')
+    with pytest.raises(DataError, match="unknown key"):
+        load_recipe(bad)
+    with pytest.raises(InputError, match="method"):
+        CalibrationRecipe(source="x", method="kl")
+
+
+def test_shipped_recipes_parse():
+    for name in ("camvid", "dashcam", "synthetic"):
+        r = resolve_calibration(name)
+        assert r.frames > 0 and r.method in ("entropy", "percentile", "minmax", "mse")
+    assert resolve_calibration("camvid").frames == 200 and resolve_calibration("camvid").method == "entropy"
+
+
+def test_live_frames_and_holdout():
+    live = (np.full((8, 8, 3), i, np.uint8) for i in range(100))
+    got = take_frames(live, 10)
+    assert [int(f[0, 0, 0]) for f in got] == list(range(10))
+    cal, held = split_holdout(got, 0.2)
+    assert [int(f[0, 0, 0]) for f in held] == [4, 9] and len(cal) == 8
+    with pytest.raises(DataError, match="RGB uint8"):
+        take_frames([np.zeros((8, 8), np.uint8)], 1)
+
+
+@pytest.mark.data
+def test_camvid_and_dashcam_recipes_on_real_data(data_root):
+    r = resolve_calibration("camvid", frames=3)
+    frames = collect_frames(r, progress=False)
+    assert len(frames) == 3 and all(f.shape == (360, 480, 3) for f in frames)
+    v = collect_frames(resolve_calibration("dashcam", frames=4), progress=False)
+    assert len(v) == 4 and v[0].shape == (540, 960, 3)

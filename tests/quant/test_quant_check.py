@@ -1,0 +1,80 @@
+"""Deployability check: op support by TensorRT version, Q/DQ conformance, CLI exit codes."""
+import onnx
+
+from edgeseg.quant.check import check_model
+from edgeseg.quant.trt_ops import max_opset, supported
+
+from quant_graphs import conv_bn_relu, with_deform_conv
+
+
+def test_trt_table_versions():
+    assert not supported("RoiAlign", (8, 4)) and supported("RoiAlign", (8, 5))
+    assert not supported("DeformConv", (10, 0)) and supported("DeformConv", (10, 1))
+    assert supported("GridSample", (8, 5)) and supported("Conv", (8, 5))
+    assert not supported("QLinearConv", (10, 3))
+    assert max_opset((8, 5)) == 17 and max_opset((10, 3)) == 20
+
+
+def test_deform_conv_blocks_tensorrt_8_5_with_the_fix(tmp_path):
+    p = tmp_path / "dcn.onnx"
+    onnx.save(with_deform_conv(), str(p))
+    r = check_model(p, "tensorrt-8.5")
+    assert not r.ok
+    codes = {f.code: f for f in r.errors}
+    assert set(codes) == {"unsupported-op", "opset"}  # DeformConv, and opset 19 > 17
+    assert codes["unsupported-op"].nodes == ("dcn",)
+    assert "deform_conv='decomposed'" in codes["unsupported-op"].fix
+    assert "10.1" in codes["unsupported-op"].message
+    r10 = check_model(p, "tensorrt-10.3")
+    assert r10.ok, r10.format()
+    assert any(f.code == "precision-cap" and "FP16" in f.message for f in r10.findings)
+    assert check_model(p, "onnxruntime").ok
+
+
+def test_qdq_conformance(tmp_path):
+    from edgeseg.quant.calibration import FeedReader
+    from edgeseg.quant.prepare import prepare_model
+    from edgeseg.quant.profiles import get_profile
+    from edgeseg.quant.quantize import quantize_model
+    from edgeseg.quant.ranges import calibrate
+    from edgeseg.structures import ImageShape, InputSpec
+    import numpy as np
+
+    prepare_model(conv_bn_relu(), tmp_path / "p.onnx")
+    frames = [np.random.default_rng(i).integers(0, 256, (16, 16, 3), dtype=np.uint8) for i in range(4)]
+    spec = InputSpec(name="x", size=ImageShape(16, 16))
+    for target in ("tensorrt", "cpu"):
+        prof = get_profile(target)
+        table = calibrate(tmp_path / "p.onnx", FeedReader(frames, spec), "minmax", symmetric=prof.activation_symmetric)
+        quantize_model(tmp_path / "p.onnx", tmp_path / f"{target}.onnx", prof, table)
+    assert check_model(tmp_path / "tensorrt.onnx", "tensorrt-10.3").ok
+    bad = check_model(tmp_path / "cpu.onnx", "tensorrt-10.3")
+    assert {f.code for f in bad.errors} == {"qdq-uint8", "qdq-zero-point", "qdq-int32"}
+    # a per-channel weight DQ moved to the wrong axis is caught
+    m = onnx.load(str(tmp_path / "tensorrt.onnx"))
+    for n in m.graph.node:
+        if n.op_type == "DequantizeLinear":
+            for a in n.attribute:
+                if a.name == "axis" and a.i == 1:
+                    a.i = 0
+    onnx.save(m, str(tmp_path / "axis.onnx"))
+    assert [f.code for f in check_model(tmp_path / "axis.onnx", "tensorrt-10.3").errors] == ["qdq-axis"]
+
+
+def test_check_cli_exit_codes(tmp_path, capsys):
+    from edgeseg.bundle import Bundle, Manifest, ModelFile, OutputSpec
+    from edgeseg.cli import main
+    from edgeseg.structures import ImageShape, InputSpec
+
+    p = tmp_path / "dcn.onnx"
+    onnx.save(with_deform_conv(), str(p))
+    man = Manifest(name="dcn", task="semantic", classes=tuple("abcd"), input=InputSpec(name="x", size=ImageShape(16, 16)),
+                   outputs=(OutputSpec("y", "logits"),))
+    b = Bundle.create(tmp_path / "b.edgeseg", man)
+    b.add_model(ModelFile("model.onnx", "fp32", opset=19), p)
+    assert main(["check", str(b.root), "--target", "tensorrt-8.5", "--json", str(tmp_path / "c.json")]) == 1
+    out = capsys.readouterr().out
+    assert "BLOCKED" in out and "deform_conv='decomposed'" in out
+    assert main(["check", str(b.root), "--target", "tensorrt-10.3"]) == 0
+    assert main(["check", str(b.root), "--target", "tensorrt-10.3", "--precision", "int8"]) == 1
+    assert "edgeseg quantize" in capsys.readouterr().out

@@ -1,0 +1,49 @@
+"""Graph preparation: BN folding, opset upgrade, NHWC models - numerically equivalent to the source."""
+import numpy as np
+import onnx
+import pytest
+
+from edgeseg.quant.prepare import fold_batchnorm, prepare_model
+
+from quant_graphs import conv_bn_relu, run
+
+
+def _x(shape, seed=1):
+    return np.random.default_rng(seed).normal(0, 1, shape).astype(np.float32)
+
+
+def test_fold_batchnorm_matches_reference_formula():
+    m = conv_bn_relu()
+    x = _x((1, 3, 16, 16))
+    ref = run(m, x)
+    folded = onnx.ModelProto.FromString(m.SerializeToString())
+    names = fold_batchnorm(folded)
+    assert len(names) == 1
+    assert [n.op_type for n in folded.graph.node] == ["Conv", "Relu", "ConvTranspose", "Conv"]
+    # the folded weight is W * g / sqrt(v + eps), computed here by hand for output channel 0
+    init = {t.name: onnx.numpy_helper.to_array(t) for t in m.graph.initializer}
+    new = {t.name: onnx.numpy_helper.to_array(t) for t in folded.graph.initializer}
+    w_name = folded.graph.node[0].input[1]
+    k0 = init["g"][0] / np.sqrt(init["var"][0] + 1e-3)
+    np.testing.assert_allclose(new[w_name][0], init["W1"][0] * k0, rtol=1e-6)
+    np.testing.assert_allclose(run(folded, x), ref, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("opset", [11, 17])
+def test_prepare_upgrades_old_opsets_and_keeps_outputs(tmp_path, opset):
+    m = conv_bn_relu(opset=opset)
+    x = _x((1, 3, 16, 16))
+    rep = prepare_model(m, tmp_path / "p.onnx")
+    assert rep.opset_before == opset and rep.opset_after == max(opset, 13)
+    assert rep.folded_batchnorms and rep.nodes_after < rep.nodes_before
+    prepared = onnx.load(str(tmp_path / "p.onnx"))
+    assert "BatchNormalization" not in {n.op_type for n in prepared.graph.node}
+    assert all(n.name for n in prepared.graph.node)
+    np.testing.assert_allclose(run(str(tmp_path / "p.onnx"), x), run(m, x), rtol=1e-4, atol=1e-5)
+
+
+def test_prepare_nhwc_model(tmp_path):
+    m = conv_bn_relu(nhwc=True)
+    x = _x((1, 16, 16, 3))
+    prepare_model(m, tmp_path / "p.onnx")
+    np.testing.assert_allclose(run(str(tmp_path / "p.onnx"), x), run(m, x), rtol=1e-4, atol=1e-5)
