@@ -1,0 +1,184 @@
+"""The public streaming API: options (from code, the CLI or a TOML recipe), pipeline assembly, and
+the ``for frame, result in edgeseg.stream(source, bundle)`` generator.
+"""
+from __future__ import annotations
+
+import dataclasses
+import queue
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from ..errors import InputError, StreamError
+from .base import Packet, Sink
+from .overlay import Renderer
+from .pipeline import Pipeline
+from .sinks import CallbackSink, DisplaySink, JsonLinesSink, LabelPngSink, Mp4Sink, RtspServerSink
+from .sources import open_source
+from .stages import predictor_stages
+
+
+@dataclass(frozen=True)
+class StreamOptions:
+    """Everything ``edgeseg run`` and ``edgeseg.stream`` accept. Paths are relative to the working directory."""
+
+    source: Any = ""  # a URI / path / launch string, or a Source
+    bundle: str | None = None
+    backend: str = "auto"
+    precision: str = "fp32"
+    target: str | None = None
+    device: str = "auto"
+    threads: int = 0
+    source_backend: str = "auto"  # auto | gstreamer | opencv
+    realtime: bool = False
+    sink: str | None = None  # MP4 path
+    encoder: str = "x264enc"
+    rtsp_port: int | None = None
+    rtsp_address: str = "127.0.0.1"
+    rtsp_mount: str = "/edgeseg"
+    show: bool = False
+    json_out: str | None = None
+    png_dir: str | None = None
+    stats_json: str | None = None
+    fps: float | None = None  # output frame rate (default: the source's, else 25)
+    alpha: float = 0.5
+    max_frames: int | None = None
+    on_error: str = "skip"
+    queue_size: int = 4
+    log_interval_s: float = 10.0
+
+    def replace(self, **changes: Any) -> "StreamOptions":
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+# recipe section -> {key in the recipe: StreamOptions field}
+RECIPE_KEYS: dict[str, dict[str, str]] = {
+    "source": {"uri": "source", "realtime": "realtime", "backend": "source_backend"},
+    "model": {"bundle": "bundle", "backend": "backend", "precision": "precision", "target": "target",
+              "device": "device", "threads": "threads"},
+    "sinks": {"mp4": "sink", "encoder": "encoder", "rtsp_port": "rtsp_port", "rtsp_address": "rtsp_address",
+              "rtsp_mount": "rtsp_mount", "show": "show", "json": "json_out", "png_dir": "png_dir",
+              "stats_json": "stats_json", "fps": "fps", "alpha": "alpha"},
+    "pipeline": {"max_frames": "max_frames", "on_error": "on_error", "queue_size": "queue_size",
+                 "log_interval_s": "log_interval_s"},
+}
+
+
+def load_recipe(path: str | Path) -> StreamOptions:
+    """A TOML recipe (``pipelines/*.toml``) -> :class:`StreamOptions`."""
+    import tomllib
+
+    p = Path(path)
+    try:
+        data = tomllib.loads(p.read_text())
+    except FileNotFoundError:
+        raise InputError(f"pipeline recipe {p} does not exist", fix="see pipelines/ for examples") from None
+    except tomllib.TOMLDecodeError as e:
+        raise InputError(f"pipeline recipe {p} is not valid TOML: {e}") from None
+    values: dict[str, Any] = {}
+    for section, table in data.items():
+        keys = RECIPE_KEYS.get(section)
+        if keys is None or not isinstance(table, dict):
+            raise InputError(f"{p}: unknown section [{section}]", fix=f"sections are {', '.join(RECIPE_KEYS)}")
+        for key, value in table.items():
+            if key not in keys:
+                raise InputError(f"{p}: unknown key {key!r} in [{section}]", fix=f"known keys: {', '.join(keys)}")
+            values[keys[key]] = value
+    if not values.get("source"):
+        raise InputError(f"{p}: the recipe needs [source] uri = \"...\"")
+    return StreamOptions(**values)
+
+
+def _is_predictor(obj: Any) -> bool:
+    return all(hasattr(obj, a) for a in ("preprocess", "runner", "postprocess"))
+
+
+def load_predictor(bundle: Any, opts: StreamOptions) -> Any:
+    if _is_predictor(bundle):
+        return bundle
+    if bundle is None:
+        raise InputError("a stream needs a bundle", fix="pass --bundle PATH (or a shipped name such as 'road')")
+    from ..predictor import load
+
+    return load(bundle, backend=opts.backend, precision=opts.precision, target=opts.target, device=opts.device,
+                threads=opts.threads)
+
+
+def build_sinks(opts: StreamOptions, fps: float | None) -> list[Sink]:
+    sinks: list[Sink] = []
+    fps = opts.fps or fps
+    if opts.sink:
+        sinks.append(Mp4Sink(opts.sink, fps=fps, encoder=opts.encoder))
+    if opts.rtsp_port:
+        sinks.append(RtspServerSink(opts.rtsp_port, opts.rtsp_mount, fps=fps, address=opts.rtsp_address))
+    if opts.show:
+        sinks.append(DisplaySink(fps=fps))
+    if opts.json_out:
+        sinks.append(JsonLinesSink(opts.json_out))
+    if opts.png_dir:
+        sinks.append(LabelPngSink(opts.png_dir))
+    return sinks
+
+
+def build_pipeline(opts: StreamOptions, predictor: Any = None, extra_sinks: tuple[Sink, ...] = (),
+                   handle_signals: bool = True) -> Pipeline:
+    """Source -> preprocess -> inference -> decode (-> render when a video sink needs it) -> sinks."""
+    predictor = load_predictor(predictor if predictor is not None else opts.bundle, opts)
+    source = open_source(opts.source, backend=opts.source_backend, realtime=opts.realtime)
+    sinks = build_sinks(opts, source.fps)
+    video = any(isinstance(s, (Mp4Sink, RtspServerSink, DisplaySink)) for s in sinks)
+    manifest = getattr(predictor, "manifest", None)
+    renderer = Renderer(manifest.palette_array if manifest else None, manifest.classes if manifest else (),
+                        alpha=opts.alpha) if video else None
+    stages = predictor_stages(predictor, renderer)
+    return Pipeline([source, *stages, *sinks, *extra_sinks], queue_size=opts.queue_size, on_error=opts.on_error,
+                    max_frames=opts.max_frames, log_interval_s=opts.log_interval_s, handle_signals=handle_signals)
+
+
+def stream(source: Any, bundle: Any = None, **options: Any) -> Iterator[tuple[Any, Any]]:
+    """``for frame, result in edgeseg.stream("rtsp://cam/1", "road.edgeseg"): ...``
+
+    Runs the whole pipeline (decode, preprocess, inference, decode, sinks) in background threads and
+    yields ``(Frame, result)`` in source order; ``result`` is None for a frame a stage failed on
+    (``on_error="skip"``). ``bundle`` is a bundle path/name or a loaded Predictor. ``options`` are
+    :class:`StreamOptions` fields (``sink="out.mp4"``, ``json_out=...``, ``realtime=True``, ``max_frames``,
+    ``backend``, ...). Breaking out of the loop stops the stream and finalizes every sink.
+    """
+    unknown = set(options) - {f.name for f in dataclasses.fields(StreamOptions)}
+    if unknown:
+        raise InputError(f"edgeseg.stream: unknown option(s) {', '.join(sorted(unknown))}",
+                         fix=f"options are the fields of StreamOptions: {', '.join(f.name for f in dataclasses.fields(StreamOptions))}")
+    opts = StreamOptions(source=source, **options)
+    out: queue.Queue = queue.Queue(maxsize=max(2, opts.queue_size))
+    done = object()
+    pipe = build_pipeline(opts, predictor=bundle, extra_sinks=(CallbackSink(lambda f, r: out.put((f, r))),),
+                          handle_signals=False)
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            pipe.run()
+        except BaseException as e:  # handed to the consumer below
+            failure.append(e)
+        finally:
+            out.put(done)
+
+    thread = threading.Thread(target=run, name="edgeseg-stream", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = out.get()
+            if item is done:
+                break
+            yield item
+    finally:
+        pipe.stop()
+        while thread.is_alive():  # let the sink thread finish: drain what it still hands over
+            try:
+                out.get(timeout=0.05)
+            except queue.Empty:
+                pass
+        thread.join()
+    if failure:
+        raise failure[0]

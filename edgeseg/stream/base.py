@@ -1,0 +1,176 @@
+"""The stream contract: Source, Stage, Sink, the Packet that travels between them, and registries.
+
+::
+
+    Source: iterator of Frame; open()/close(); live sources drop the oldest frame under back-pressure
+            (counted in ``dropped``), file sources block.
+    Stage:  open(); process(packet) -> packet | None; close(); reset()
+    Sink:   open(); write(frame, result); close()   # close() leaves complete, playable files
+
+Sources are chosen by URI scheme (:data:`SOURCES`), sinks by kind (:data:`SINKS`), stages by name
+(:data:`STAGES`). Adding one touches only the file that defines it.
+"""
+from __future__ import annotations
+
+import abc
+import collections
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+from .._registry import Registry
+from ..errors import StreamError
+from ..structures.frame import Frame
+
+SOURCES: Registry[type["Source"]] = Registry("stream source", error=StreamError)
+SINKS: Registry[type["Sink"]] = Registry("stream sink", error=StreamError)
+STAGES: Registry[type["Stage"]] = Registry("stream stage", error=StreamError)
+
+
+@dataclass
+class Packet:
+    """One frame on its way through the pipeline (internal, mutable; owned by one thread at a time).
+
+    feed/meta: the network input and how it was made (preprocess stage); outputs: raw runner outputs
+    (inference stage); result: the typed result (decode stage); rendered: the overlay image (render
+    stage); error: why a stage failed on this frame (the frame still reaches the sinks, without result).
+    """
+
+    frame: Frame
+    t_created: float = field(default_factory=time.perf_counter)
+    feed: Any = None
+    meta: Any = None
+    outputs: Any = None
+    result: Any = None
+    rendered: Any = None
+    error: str | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class Source(abc.ABC):
+    """An iterator of :class:`Frame`. ``live`` sources never block their producer: when the consumer is
+    slow they drop the oldest buffered frame and count it in ``dropped``."""
+
+    live: bool = False
+    uri: str = ""
+
+    def __init__(self) -> None:
+        self.dropped = 0
+        self.reconnect_gaps_s: list[float] = []
+        self.expected_frames: int | None = None  # for progress bars (files), None when unknown
+        self.fps: float | None = None  # nominal frame rate when known
+
+    def open(self) -> "Source":
+        return self
+
+    def close(self) -> None:
+        pass
+
+    @abc.abstractmethod
+    def __iter__(self) -> Iterator[Frame]:
+        """Yield frames until the end of the stream; raise StreamError when it breaks."""
+
+    def stop(self) -> None:
+        """Ask a running iterator to finish soon (called from another thread); default: close."""
+        self.close()
+
+    def __enter__(self) -> "Source":
+        return self.open()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+class Stage(abc.ABC):
+    """One processing step, run in its own thread. ``process`` returns the packet (or None to drop it)."""
+
+    name: str = "stage"
+
+    def open(self) -> None:
+        pass
+
+    @abc.abstractmethod
+    def process(self, packet: Packet) -> Packet | None:
+        """Do this stage's work on one packet."""
+
+    def close(self) -> None:
+        pass
+
+    def reset(self) -> None:
+        """Forget state carried across frames (called on stream discontinuities)."""
+
+
+class Sink(abc.ABC):
+    """Where results go. The only place that touches disk, network or display."""
+
+    name: str = "sink"
+
+    def open(self) -> None:
+        pass
+
+    @abc.abstractmethod
+    def write(self, frame: Frame, result: Any, packet: Packet | None = None) -> None:
+        """Consume one frame and its result (``None`` when a stage failed on this frame)."""
+
+    def close(self) -> None:
+        """Flush and finalize; after this every file the sink wrote is complete."""
+
+
+class FrameBuffer:
+    """A bounded hand-over buffer between a producer thread and the consumer.
+
+    ``drop_oldest=True`` (live sources): ``put`` never blocks; a full buffer loses its oldest frame and
+    counts it. ``drop_oldest=False`` (files): ``put`` blocks until there is room or the buffer closes.
+    """
+
+    def __init__(self, capacity: int = 4, drop_oldest: bool = False):
+        self.capacity = max(1, int(capacity))
+        self.drop_oldest = drop_oldest
+        self.dropped = 0
+        self._items: collections.deque = collections.deque()
+        self._cond = threading.Condition()
+        self._closed = False
+
+    def put(self, item: Any) -> bool:
+        """Add an item; False when the buffer was closed (the producer should stop)."""
+        with self._cond:
+            while not self._closed and len(self._items) >= self.capacity:
+                if self.drop_oldest:
+                    self._items.popleft()
+                    self.dropped += 1
+                    break
+                self._cond.wait(0.1)
+            if self._closed:
+                return False
+            self._items.append(item)
+            self._cond.notify_all()
+            return True
+
+    def get(self, timeout: float | None = None) -> Any:
+        """The oldest item, or raise ``TimeoutError`` (nothing within ``timeout``) / ``EOFError`` (closed and empty)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while not self._items:
+                if self._closed:
+                    raise EOFError
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise TimeoutError
+                self._cond.wait(left if left is not None else 0.1)
+            item = self._items.popleft()
+            self._cond.notify_all()
+            return item
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def reopen(self) -> None:
+        with self._cond:
+            self._closed = False
+            self._items.clear()
+
+    def __len__(self) -> int:
+        return len(self._items)

@@ -1,0 +1,140 @@
+"""GStreamer access through PyGObject, imported only when a GStreamer source or sink is used.
+
+:func:`gst` returns the initialised ``Gst`` module or raises :class:`~edgeseg.errors.StreamError`
+saying how to install it; :func:`available` answers without raising.
+"""
+from __future__ import annotations
+
+import functools
+import threading
+from typing import Any
+
+import numpy as np
+
+from ..errors import StreamError
+
+_FIX = ("install GStreamer with its Python bindings: apt install gir1.2-gstreamer-1.0 gstreamer1.0-plugins-good "
+        "gstreamer1.0-plugins-bad gstreamer1.0-libav, and pip install 'edgeseg[gst]' (PyGObject==3.50.2 on Debian 12)")
+_init_lock = threading.Lock()
+
+
+@functools.lru_cache(maxsize=None)
+def _load(extra: tuple[str, ...] = ()) -> Any:
+    with _init_lock:
+        try:
+            import gi
+
+            gi.require_version("Gst", "1.0")
+            for ns in extra:
+                gi.require_version(ns, "1.0")
+            from gi.repository import Gst
+        except (ImportError, ValueError) as e:
+            raise StreamError(f"GStreamer is not available from Python ({e})", fix=_FIX) from None
+        if not Gst.is_initialized():
+            Gst.init(None)
+        return Gst
+
+
+def gst() -> Any:
+    """The initialised ``Gst`` module."""
+    return _load()
+
+
+def gst_module(name: str) -> Any:
+    """Another GStreamer namespace (``GstApp``, ``GstRtspServer``, ``GstBase``), initialised."""
+    _load((name,))
+    import importlib
+
+    return importlib.import_module(f"gi.repository.{name}")
+
+
+def available() -> tuple[bool, str]:
+    """(True, "") when GStreamer works from Python, else (False, why). Never raises."""
+    try:
+        gst()
+        return True, ""
+    except StreamError as e:
+        return False, str(e)
+
+
+def has_element(factory: str) -> bool:
+    try:
+        return gst().ElementFactory.find(factory) is not None
+    except StreamError:
+        return False
+
+
+def prefer_hardware_decoders() -> list[str]:
+    """Raise the rank of NVIDIA decoders that exist here so decodebin picks them; returns their names."""
+    Gst = gst()
+    picked = []
+    for name in ("nvv4l2decoder", "nvh264dec", "nvh265dec", "nvjpegdec", "vaapih264dec", "vah264dec"):
+        f = Gst.ElementFactory.find(name)
+        if f is not None:
+            f.set_rank(Gst.Rank.PRIMARY + 100)
+            picked.append(name)
+    return picked
+
+
+def sample_to_rgb(sample: Any) -> np.ndarray:
+    """An RGB ``GstSample`` -> ``uint8 [H, W, 3]`` (a copy; GStreamer pads RGB rows to 4 bytes)."""
+    Gst = gst()
+    caps = sample.get_caps().get_structure(0)
+    ok_w, w = caps.get_int("width")
+    ok_h, h = caps.get_int("height")
+    if not (ok_w and ok_h):
+        raise StreamError(f"GStreamer sample without a frame size: {caps.to_string()}")
+    buf = sample.get_buffer()
+    ok, info = buf.map(Gst.MapFlags.READ)
+    if not ok:
+        raise StreamError("cannot map a GStreamer buffer for reading")
+    try:
+        stride = info.size // h if h else 0
+        if stride < w * 3:
+            raise StreamError(f"GStreamer buffer of {info.size} bytes is too small for {w}x{h} RGB")
+        arr = np.frombuffer(info.data, np.uint8, count=stride * h).reshape(h, stride)[:, : w * 3]
+        return np.ascontiguousarray(arr.reshape(h, w, 3))
+    finally:
+        buf.unmap(info)
+
+
+def pts_ns(buffer: Any) -> int:
+    Gst = gst()
+    pts = buffer.pts
+    return -1 if pts == Gst.CLOCK_TIME_NONE else int(pts)
+
+
+def bus_error_text(message: Any) -> str:
+    err, debug = message.parse_error()
+    src = message.src.get_name() if message.src is not None else "?"
+    text = f"{err.message} (from element {src})"
+    if debug:
+        text += f"; debug: {debug.splitlines()[-1][:300]}"
+    return text
+
+
+class GLibLoop:
+    """A GLib main loop in a daemon thread (for gst-rtsp-server and bus watches)."""
+
+    def __init__(self) -> None:
+        from gi.repository import GLib
+
+        self.context = GLib.MainContext.new()
+        self.loop = GLib.MainLoop.new(self.context, False)
+        self._thread = threading.Thread(target=self._run, name="edgeseg-glib", daemon=True)
+
+    def _run(self) -> None:
+        self.context.push_thread_default()
+        try:
+            self.loop.run()
+        finally:
+            self.context.pop_thread_default()
+
+    def start(self) -> "GLibLoop":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self.loop.is_running():
+            self.loop.quit()
+        self._thread.join(2.0)

@@ -1,0 +1,142 @@
+"""Stream metrics: per-stage and end-to-end latency percentiles, throughput, drops, errors, reconnects.
+
+Latencies are kept in a bounded ring per stage (the last ``window`` samples), so memory stays flat on
+endless camera streams; totals (frames, errors, drops) are exact counters.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Latency:
+    """Latency percentiles in milliseconds over ``count`` samples."""
+
+    count: int
+    mean_ms: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    max_ms: float
+
+    @classmethod
+    def of(cls, seconds: np.ndarray) -> "Latency":
+        if len(seconds) == 0:
+            nan = float("nan")
+            return cls(0, nan, nan, nan, nan, nan)
+        ms = np.asarray(seconds, np.float64) * 1e3
+        p50, p95, p99 = np.percentile(ms, [50, 95, 99])
+        return cls(len(ms), float(ms.mean()), float(p50), float(p95), float(p99), float(ms.max()))
+
+
+@dataclass(frozen=True)
+class Stats:
+    """What a pipeline run did.
+
+    frames: frames the source delivered; processed: frames that reached every sink; fps: processed per
+    second of wall time; stages: latency per stage (name -> Latency); end_to_end: from the source
+    handing a frame over to the last sink finishing with it; drops: frames a live source discarded
+    under back-pressure; errors: frames a stage failed on (they still reach the sinks, without result);
+    reconnect_gaps_s: the time without frames around each reconnection of a live source.
+    """
+
+    frames: int
+    processed: int
+    wall_s: float
+    fps: float
+    stages: dict[str, Latency]
+    end_to_end: Latency
+    drops: int
+    errors: int
+    error_messages: tuple[str, ...] = ()
+    reconnect_gaps_s: tuple[float, ...] = ()
+    stopped_by: str = "eos"  # eos | stop | max_frames | error
+    fatal_error: str | None = None
+
+    @property
+    def reconnects(self) -> int:
+        return len(self.reconnect_gaps_s)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["reconnects"] = self.reconnects
+        return d
+
+    def summary(self) -> str:
+        e = self.end_to_end
+        return (f"{self.processed} frames in {self.wall_s:.1f}s = {self.fps:.1f} fps, end-to-end p50 {e.p50_ms:.1f} ms "
+                f"p99 {e.p99_ms:.1f} ms, drops {self.drops}, errors {self.errors}, reconnects {self.reconnects}")
+
+
+@dataclass
+class _Ring:
+    size: int
+    values: np.ndarray = field(init=False)
+    n: int = 0
+
+    def __post_init__(self) -> None:
+        self.values = np.zeros(self.size, np.float64)
+
+    def add(self, v: float) -> None:
+        self.values[self.n % self.size] = v
+        self.n += 1
+
+    def snapshot(self) -> np.ndarray:
+        return self.values[: min(self.n, self.size)].copy()
+
+
+class Recorder:
+    """Thread-safe collector the pipeline threads report into; :meth:`stats` freezes it."""
+
+    def __init__(self, window: int = 20000, max_messages: int = 20):
+        self._lock = threading.Lock()
+        self._window = window
+        self._stages: dict[str, _Ring] = {}
+        self._e2e = _Ring(window)
+        self._max_messages = max_messages
+        self.frames = 0
+        self.processed = 0
+        self.errors = 0
+        self.messages: list[str] = []
+        self.t_start = time.perf_counter()
+        self.t_first_out: float | None = None
+
+    def stage(self, name: str, seconds: float) -> None:
+        with self._lock:
+            ring = self._stages.get(name)
+            if ring is None:
+                ring = self._stages[name] = _Ring(self._window)
+            ring.add(seconds)
+
+    def frame_in(self) -> None:
+        with self._lock:
+            self.frames += 1
+
+    def frame_out(self, e2e_seconds: float) -> None:
+        with self._lock:
+            self.processed += 1
+            self._e2e.add(e2e_seconds)
+
+    def error(self, message: str) -> None:
+        with self._lock:
+            self.errors += 1
+            if len(self.messages) < self._max_messages:
+                self.messages.append(message)
+
+    def stats(self, *, drops: int = 0, gaps: tuple[float, ...] = (), stopped_by: str = "eos",
+              fatal: str | None = None) -> Stats:
+        with self._lock:
+            wall = time.perf_counter() - self.t_start
+            stages = {k: Latency.of(v.snapshot()) for k, v in self._stages.items()}
+            return Stats(
+                frames=self.frames, processed=self.processed, wall_s=wall,
+                fps=self.processed / wall if wall > 0 else 0.0, stages=stages,
+                end_to_end=Latency.of(self._e2e.snapshot()), drops=drops, errors=self.errors,
+                error_messages=tuple(self.messages), reconnect_gaps_s=tuple(gaps), stopped_by=stopped_by,
+                fatal_error=fatal,
+            )

@@ -1,0 +1,175 @@
+"""Overlay rendering: results drawn onto the frame (RGB ``uint8 [H, W, 3]``), a copy each time.
+
+* semantic: the class colour alpha-blended over every pixel (``out = (1 - a) * image + a * colour``);
+* instance: each mask blended in its class colour, its contour, box and ``class score`` label;
+* panoptic: stuff segments in their class colour, thing segments in a shade of it, contours between;
+* a heads-up line (fps, latency) and a legend of the classes present.
+
+One renderer per result type in :data:`RENDERERS`; :class:`Renderer` dispatches on the type.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from .._registry import Registry
+from ..errors import StreamError
+from ..structures import InstanceResult, PanopticResult, SemanticResult, TrackResult
+from ..structures.palette import default_palette
+
+RENDERERS: Registry[Callable[..., np.ndarray]] = Registry("overlay renderer", error=StreamError)
+_FONT_SCALE = 0.45
+
+
+def _lut(palette: np.ndarray, void=(0, 0, 0)) -> np.ndarray:
+    lut = np.zeros((256, 3), np.uint8)
+    lut[:] = void
+    lut[: min(256, len(palette))] = palette[:256]
+    return lut
+
+
+def blend(image: np.ndarray, colour: np.ndarray, alpha: float, where: np.ndarray | None = None) -> np.ndarray:
+    """``(1 - alpha) * image + alpha * colour`` (rounded), everywhere or only where ``where`` is true."""
+    import cv2
+
+    mixed = cv2.addWeighted(image, 1.0 - alpha, colour, alpha, 0.0)
+    if where is None:
+        return mixed
+    out = image.copy()
+    out[where] = mixed[where]
+    return out
+
+
+@RENDERERS.register("SemanticResult")
+def render_semantic(image: np.ndarray, result: SemanticResult, palette: np.ndarray, alpha: float, **_: Any) -> np.ndarray:
+    labels = result.labels
+    if labels.shape != image.shape[:2]:
+        raise StreamError(f"semantic labels {list(labels.shape)} do not match the frame {list(image.shape[:2])}")
+    if labels.dtype == np.uint8:
+        colour = _lut(palette)[labels]
+    else:
+        colour = np.asarray(palette, np.uint8)[np.clip(labels, 0, len(palette) - 1)]
+    return blend(image, colour, alpha)
+
+
+def _text(img: np.ndarray, text: str, org: tuple[int, int], colour=(255, 255, 255)) -> None:
+    import cv2
+
+    (w, h), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, _FONT_SCALE, 1)
+    x, y = org
+    cv2.rectangle(img, (x, y - h - 3), (x + w + 4, y + base), (0, 0, 0), -1)
+    cv2.putText(img, text, (x + 2, y - 1), cv2.FONT_HERSHEY_SIMPLEX, _FONT_SCALE, colour, 1, cv2.LINE_AA)
+
+
+def _draw_masks(out: np.ndarray, masks: np.ndarray, colours: np.ndarray, alpha: float) -> np.ndarray:
+    import cv2
+
+    for mask, c in zip(masks, colours):
+        if not mask.any():
+            continue
+        layer = np.empty_like(out)
+        layer[:] = c
+        out = blend(out, layer, alpha, mask)
+        contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        cv2.drawContours(out, contours, -1, tuple(int(v) for v in c), 2)
+    return out
+
+
+@RENDERERS.register("InstanceResult")
+def render_instance(image: np.ndarray, result: InstanceResult, palette: np.ndarray, alpha: float,
+                    classes: tuple[str, ...] = (), **_: Any) -> np.ndarray:
+    import cv2
+
+    colours = np.asarray(palette, np.uint8)[np.clip(result.classes, 0, len(palette) - 1)] if len(result) else np.zeros((0, 3), np.uint8)
+    out = image.copy()
+    if result.masks is not None:
+        out = _draw_masks(out, result.masks, colours, alpha)
+    names = result.class_names or classes
+    for box, cls, score, c in zip(result.boxes, result.classes, result.scores, colours):
+        x1, y1, x2, y2 = (int(round(v)) for v in box)
+        cv2.rectangle(out, (x1, y1), (x2, y2), tuple(int(v) for v in c), 1)
+        name = names[int(cls)] if 0 <= int(cls) < len(names) else str(int(cls))
+        _text(out, f"{name} {float(score):.2f}", (x1, max(12, y1)))
+    return out
+
+
+@RENDERERS.register("PanopticResult")
+def render_panoptic(image: np.ndarray, result: PanopticResult, palette: np.ndarray, alpha: float, **_: Any) -> np.ndarray:
+    import cv2
+
+    ids = result.segment_ids
+    lut = np.zeros((int(ids.max(initial=0)) + 1, 3), np.uint8)
+    pal = np.asarray(palette, np.int32)
+    for k, s in enumerate(result.segments):
+        if s.id >= len(lut):
+            continue
+        c = pal[min(max(s.category_id, 0), len(pal) - 1)]
+        if s.isthing:  # shade instances of one class apart, deterministically
+            c = np.clip(c + ((k * 37) % 61 - 30), 0, 255)
+        lut[s.id] = c
+    out = blend(image, lut[ids], alpha, ids > 0)
+    edges = cv2.morphologyEx(ids.astype(np.int32).astype(np.float32), cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8)) > 0
+    out[edges] = (255, 255, 255)
+    return out
+
+
+@RENDERERS.register("TrackResult")
+def render_track(image: np.ndarray, result: TrackResult, palette: np.ndarray, alpha: float, **_: Any) -> np.ndarray:
+    colours = np.asarray(palette, np.uint8)[np.asarray(result.object_ids) % max(1, len(palette))] \
+        if len(result.object_ids) else np.zeros((0, 3), np.uint8)
+    return _draw_masks(image.copy(), result.masks, colours, alpha)
+
+
+def present_classes(result: Any) -> list[int]:
+    if isinstance(result, SemanticResult):
+        counts = np.bincount(result.labels.ravel().astype(np.int64), minlength=1)
+        return [int(i) for i in np.flatnonzero(counts)]
+    if isinstance(result, InstanceResult):
+        return sorted({int(c) for c in result.classes})
+    if isinstance(result, PanopticResult):
+        return sorted({s.category_id for s in result.segments})
+    return []
+
+
+@dataclass
+class Renderer:
+    """Draws any result type on a frame. ``alpha`` is the overlay opacity; ``legend``/``hud`` toggle the
+    class legend and the fps/latency line."""
+
+    palette: np.ndarray | None = None
+    classes: tuple[str, ...] = ()
+    alpha: float = 0.5
+    legend: bool = True
+    hud: bool = True
+
+    def __post_init__(self) -> None:
+        if self.palette is None:
+            self.palette = default_palette(max(1, len(self.classes) or 256))
+        self.palette = np.asarray(self.palette, np.uint8).reshape(-1, 3)
+
+    def __call__(self, image: np.ndarray, result: Any, hud_text: str | None = None) -> np.ndarray:
+        if result is None:
+            out = image.copy()
+        else:
+            fn = RENDERERS.get(type(result).__name__)
+            out = fn(image, result, palette=self.palette, alpha=self.alpha, classes=self.classes)
+        if self.legend and result is not None:
+            self._legend(out, present_classes(result))
+        if self.hud and hud_text:
+            _text(out, hud_text, (4, 16), (255, 255, 0))
+        return out
+
+    def _legend(self, out: np.ndarray, ids: list[int]) -> None:
+        import cv2
+
+        y = 36
+        for i in ids[:24]:
+            if y > out.shape[0] - 4:
+                break
+            c = tuple(int(v) for v in self.palette[min(i, len(self.palette) - 1)])
+            cv2.rectangle(out, (4, y - 10), (16, y + 1), c, -1)
+            name = self.classes[i] if i < len(self.classes) else str(i)
+            _text(out, name, (18, y + 1))
+            y += 15

@@ -1,0 +1,313 @@
+"""The pipeline runner: one thread per element, bounded queues between them.
+
+::
+
+    source ─q─> stage 1 ─q─> stage 2 ─q─> ... ─q─> sinks
+    (decode)    (preprocess) (inference)  (decode, render)  (encode, write)
+
+Every element runs concurrently, so throughput approaches the slowest element alone; the bounded
+queues (``queue_size``) give back-pressure, which a file source feels as blocking and a live source
+answers by dropping its oldest frame. One thread per element keeps the output in source order.
+
+A stage that raises on a frame: with ``on_error="skip"`` the error is counted and the frame goes on to
+the sinks without a result; with ``"stop"`` the pipeline drains and stops. :meth:`Pipeline.stop` (also
+wired to SIGINT/SIGTERM while :meth:`run` runs in the main thread) stops the source and drains every
+frame already read, so sinks finalize complete files holding every processed frame.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import signal
+import sys
+import threading
+import time
+from typing import Any, Callable, Iterable, Sequence
+
+from ..errors import InputError, StreamError
+from .base import Packet, Sink, Source, Stage
+from .metrics import Recorder, Stats
+
+log = logging.getLogger("edgeseg.stream")
+_END = object()
+ON_ERROR = ("skip", "stop")
+
+
+class Pipeline:
+    """``Pipeline([source, stage..., sink...]).run() -> Stats``.
+
+    The first element is a :class:`Source` (or a URI / launch string, opened with
+    :func:`edgeseg.stream.sources.open_source`), then :class:`Stage` objects, then :class:`Sink` objects.
+    """
+
+    def __init__(self, elements: Sequence[Any], *, queue_size: int = 4, on_error: str = "skip",
+                 max_frames: int | None = None, log_interval_s: float = 10.0, progress: bool | None = None,
+                 handle_signals: bool = True):
+        if not elements:
+            raise InputError("a pipeline needs at least a source")
+        if on_error not in ON_ERROR:
+            raise InputError(f"on_error must be one of {', '.join(ON_ERROR)}, got {on_error!r}")
+        first = elements[0]
+        if isinstance(first, str):
+            from .sources import open_source
+
+            first = open_source(first)
+        if not isinstance(first, Source):
+            raise InputError(f"a pipeline starts with a Source or a URI, got {type(first).__name__}")
+        self.source: Source = first
+        self.stages: list[Stage] = []
+        self.sinks: list[Sink] = []
+        for el in elements[1:]:
+            if isinstance(el, Stage) and not self.sinks:
+                self.stages.append(el)
+            elif isinstance(el, Sink):
+                self.sinks.append(el)
+            else:
+                raise InputError(f"pipeline element {el!r}: expected stages then sinks (a Stage after a Sink, or neither)")
+        self.queue_size = max(1, int(queue_size))
+        self.on_error = on_error
+        self.max_frames = max_frames
+        self.log_interval_s = log_interval_s
+        self.progress = progress
+        self.handle_signals = handle_signals
+        self.stats: Stats | None = None
+        self._stop = threading.Event()
+        self._stopped_by = "eos"
+        self._fatal: BaseException | None = None
+        self._lock = threading.Lock()
+        self._rec = Recorder()
+
+    # ---- control ---------------------------------------------------------------------------------
+    def stop(self, reason: str = "stop") -> None:
+        """Stop reading new frames; every frame already read is still processed and written."""
+        with self._lock:
+            if self._stop.is_set():
+                return
+            self._stopped_by = reason
+            self._stop.set()
+        try:
+            self.source.stop()
+        except Exception as e:  # a source that fails to stop must not stop the drain
+            log.warning("stopping the source failed: %s", e)
+
+    def _fail(self, exc: BaseException) -> None:
+        with self._lock:
+            if self._fatal is None:
+                self._fatal = exc
+        self.stop("error")
+
+    # ---- threads ---------------------------------------------------------------------------------
+    def _source_loop(self, out: queue.Queue) -> None:
+        n = 0
+        it = iter(self.source)
+        try:
+            while not self._stop.is_set():
+                t0 = time.perf_counter()
+                try:
+                    frame = next(it)
+                except StopIteration:
+                    break
+                packet = Packet(frame)
+                packet.timings["source"] = packet.t_created - t0
+                self._rec.stage("source", packet.t_created - t0)
+                self._rec.frame_in()
+                out.put(packet)
+                n += 1
+                if self.max_frames is not None and n >= self.max_frames:
+                    self.stop("max_frames")
+        except Exception as e:  # StreamError from a broken stream, or anything a source raises
+            log.error("source %s failed after %d frames: %s", self.source.uri or type(self.source).__name__, n, e)
+            self._fail(e if isinstance(e, StreamError) else StreamError(f"source {self.source.uri!r} failed: {e}"))
+        finally:
+            out.put(_END)
+
+    def _stage_loop(self, stage: Stage, inq: queue.Queue, out: queue.Queue) -> None:
+        name = getattr(stage, "name", type(stage).__name__)
+        while True:
+            packet = inq.get()
+            if packet is _END:
+                out.put(_END)
+                return
+            if packet.error is None:
+                t0 = time.perf_counter()
+                try:
+                    result = stage.process(packet)
+                except Exception as e:
+                    self._stage_error(name, packet, e)
+                    result = packet
+                dt = time.perf_counter() - t0
+                self._rec.stage(name, dt)
+                if result is None:  # the stage filtered this frame out
+                    continue
+                result.timings[name] = dt
+                packet = result
+            out.put(packet)
+
+    def _batch_loop(self, stage: Stage, inq: queue.Queue, out: queue.Queue) -> None:
+        """Like :meth:`_stage_loop` for stages with ``max_batch > 1``: collect up to ``max_batch`` packets,
+        waiting at most ``batch_timeout_s`` after the first (a stream muxer's batching), then
+        ``stage.process_batch(packets)`` once; packets leave in their arrival order."""
+        name = getattr(stage, "name", type(stage).__name__)
+        ended = False
+        while not ended:
+            first = inq.get()
+            if first is _END:
+                break
+            batch = [first]
+            deadline = time.perf_counter() + stage.batch_timeout_s
+            while len(batch) < stage.max_batch:
+                try:
+                    item = inq.get(timeout=max(0.0, deadline - time.perf_counter()))
+                except queue.Empty:
+                    break
+                if item is _END:
+                    ended = True
+                    break
+                batch.append(item)
+            good = [p for p in batch if p.error is None]
+            if good:
+                t0 = time.perf_counter()
+                try:
+                    stage.process_batch(good)
+                except Exception as e:
+                    for p in good:
+                        self._stage_error(name, p, e)
+                dt = time.perf_counter() - t0
+                for p in good:
+                    self._rec.stage(name, dt)
+                    p.timings[name] = dt
+            for p in batch:
+                out.put(p)
+        out.put(_END)
+
+    def _stage_error(self, name: str, packet: Packet, exc: Exception) -> None:
+        msg = f"{name} failed on frame {packet.frame.index} of {packet.frame.source_id or 'the source'}: {type(exc).__name__}: {exc}"
+        packet.error = msg
+        packet.result = None
+        self._rec.error(msg)
+        log.warning("%s", msg)
+        if self.on_error == "stop":
+            self._fail(StreamError(msg, fix="pass on_error='skip' (--on-error skip) to count such frames and go on"))
+
+    def _sink_loop(self, inq: queue.Queue) -> None:
+        while True:
+            packet = inq.get()
+            if packet is _END:
+                return
+            if self._fatal is not None and isinstance(self._fatal, _SinkFailure):
+                continue  # keep consuming so upstream never blocks on a dead sink
+            for sink in self.sinks:
+                t0 = time.perf_counter()
+                try:
+                    sink.write(packet.frame, packet.result, packet)
+                except Exception as e:
+                    self._fail(_SinkFailure(f"sink {getattr(sink, 'name', type(sink).__name__)} failed: {e}"))
+                    break
+                self._rec.stage(f"sink:{getattr(sink, 'name', type(sink).__name__)}", time.perf_counter() - t0)
+            else:
+                self._rec.frame_out(time.perf_counter() - packet.t_created)
+
+    # ---- run -------------------------------------------------------------------------------------
+    def run(self, raise_on_error: bool = True) -> Stats:
+        """Run to the end of the stream (or :meth:`stop`); returns the :class:`Stats`.
+
+        When the source breaks, a stage fails with ``on_error="stop"``, or a sink fails, every sink is
+        still closed (files stay complete) and then the error is raised (``raise_on_error``) with
+        :attr:`stats` set; otherwise it is recorded in ``Stats.fatal_error``.
+        """
+        opened: list[Any] = []
+        restore = self._install_signals()
+        try:
+            for el in (*self.stages, *self.sinks):
+                el.open()
+                opened.append(el)
+            self.source.open()
+            opened.append(self.source)
+            self._rec = Recorder()
+            self._run_threads()
+        finally:
+            self._close_all(opened)
+            restore()
+        fatal = self._fatal
+        self.stats = self._rec.stats(drops=self.source.dropped, gaps=tuple(self.source.reconnect_gaps_s),
+                                     stopped_by=self._stopped_by, fatal=None if fatal is None else str(fatal))
+        log.info("stream done: %s", self.stats.summary())
+        if fatal is not None and raise_on_error:
+            raise fatal
+        return self.stats
+
+    def _run_threads(self) -> None:
+        queues = [queue.Queue(self.queue_size) for _ in range(len(self.stages) + 1)]
+        threads = [threading.Thread(target=self._source_loop, args=(queues[0],), name="edgeseg-source", daemon=True)]
+        for i, stage in enumerate(self.stages):
+            loop = self._batch_loop if getattr(stage, "max_batch", 1) > 1 else self._stage_loop
+            threads.append(threading.Thread(target=loop, args=(stage, queues[i], queues[i + 1]),
+                                            name=f"edgeseg-{getattr(stage, 'name', i)}", daemon=True))
+        threads.append(threading.Thread(target=self._sink_loop, args=(queues[-1],), name="edgeseg-sinks", daemon=True))
+        for t in threads:
+            t.start()
+        bar = self._progress_bar()
+        last_log = time.perf_counter()
+        try:
+            while threads[-1].is_alive():
+                threads[-1].join(0.1)
+                if bar is not None:
+                    bar.update(self._rec.processed - bar.n)
+                if self.log_interval_s and time.perf_counter() - last_log >= self.log_interval_s:
+                    last_log = time.perf_counter()
+                    log.info("stream: %s", self._rec.stats(drops=self.source.dropped).summary())
+        finally:
+            if bar is not None:
+                bar.close()
+        for t in threads:
+            t.join(5.0)
+
+    def _progress_bar(self):
+        total = self.source.expected_frames
+        show = self.progress if self.progress is not None else (total is not None and sys.stderr.isatty())
+        if not show:
+            return None
+        from tqdm import tqdm
+
+        if self.max_frames is not None and total is not None:
+            total = min(total, self.max_frames)
+        return tqdm(total=total, unit="frame", desc=self.source.uri or "stream", leave=False)
+
+    def _close_all(self, opened: Iterable[Any]) -> None:
+        for el in [self.source, *self.stages, *self.sinks]:
+            if el in opened or el is self.source:
+                try:
+                    el.close()
+                except Exception as e:
+                    log.error("closing %s failed: %s", getattr(el, "name", type(el).__name__), e)
+                    if isinstance(el, Sink):
+                        self._fail(StreamError(f"sink {getattr(el, 'name', type(el).__name__)} could not finalize: {e}"))
+
+    def _install_signals(self) -> Callable[[], None]:
+        if not self.handle_signals or threading.current_thread() is not threading.main_thread():
+            return lambda: None
+        previous = {}
+
+        def handler(signum, _frame):
+            name = signal.Signals(signum).name
+            if self._stop.is_set():
+                log.warning("%s again: still draining (frames in flight are being finished)", name)
+                return
+            log.warning("%s: stopping the source and draining the pipeline", name)
+            self.stop("signal")
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                previous[sig] = signal.signal(sig, handler)
+            except (ValueError, OSError):  # not allowed here
+                pass
+
+        def restore() -> None:
+            for sig, h in previous.items():
+                signal.signal(sig, h)
+
+        return restore
+
+
+class _SinkFailure(StreamError):
+    """A sink failed to write: the run stops, the other frames are consumed and discarded."""

@@ -1,0 +1,177 @@
+"""Result sinks: per-frame label PNGs, JSON lines (COCO RLE masks), and a callback for applications.
+
+JSON lines, one object per frame, flushed per line (a killed process keeps every line written)::
+
+    {"source": "...", "index": 7, "pts_ns": 280000000, "task": "semantic", "height": 540, "width": 960,
+     "segments": [{"class_id": 3, "class": "road", "area": 120345, "score": 1.0,
+                   "rle": {"size": [540, 960], "counts": "..."}}]}
+
+Instances add ``"box": [x1, y1, x2, y2]`` and their score; panoptic segments add ``id`` and
+``isthing``; a frame a stage failed on has ``"error"`` and no segments.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from ..._registry import Registry
+from ...errors import InputError, StreamError
+from ...structures import InstanceResult, PanopticResult, SemanticResult, TrackResult, rle_encode
+from ...structures.frame import Frame
+from ..base import SINKS, Packet, Sink
+
+RECORDS: Registry[Callable[[Any], dict]] = Registry("JSON record", error=StreamError)
+
+
+def _name(names: tuple[str, ...], i: int) -> str:
+    return names[i] if 0 <= i < len(names) else str(i)
+
+
+@RECORDS.register("SemanticResult")
+def semantic_record(r: SemanticResult) -> dict:
+    labels = r.labels
+    counts = np.bincount(labels.ravel().astype(np.int64))
+    segs = []
+    for c in np.flatnonzero(counts):
+        mask = labels == c
+        score = float(r.confidence[mask].mean()) if r.confidence is not None else 1.0
+        segs.append({"class_id": int(c), "class": _name(r.classes, int(c)), "area": int(counts[c]),
+                     "score": score, "rle": rle_encode(mask)})
+    return {"task": "semantic", "segments": segs}
+
+
+@RECORDS.register("InstanceResult")
+def instance_record(r: InstanceResult) -> dict:
+    segs = []
+    for i in range(len(r)):
+        c = int(r.classes[i])
+        d = {"class_id": c, "class": _name(r.class_names, c), "score": float(r.scores[i]),
+             "box": [float(v) for v in r.boxes[i]]}
+        if r.masks is not None:
+            d["area"] = int(r.masks[i].sum())
+            d["rle"] = rle_encode(r.masks[i])
+        if r.track_ids is not None:
+            d["track_id"] = int(r.track_ids[i])
+        segs.append(d)
+    return {"task": "instance", "segments": segs}
+
+
+@RECORDS.register("PanopticResult")
+def panoptic_record(r: PanopticResult) -> dict:
+    segs = []
+    for s in r.segments:
+        mask = r.segment_ids == s.id
+        segs.append({"id": s.id, "class_id": s.category_id, "class": _name(r.class_names, s.category_id),
+                     "isthing": s.isthing, "area": int(mask.sum()), "score": float(s.score), "rle": rle_encode(mask)})
+    return {"task": "panoptic", "segments": segs}
+
+
+@RECORDS.register("TrackResult")
+def track_record(r: TrackResult) -> dict:
+    segs = [{"object_id": int(o), "score": float(r.scores[i]) if i < len(r.scores) else 1.0,
+             "area": int(m.sum()), "rle": rle_encode(m)} for i, (o, m) in enumerate(zip(r.object_ids, r.masks))]
+    return {"task": "vos", "segments": segs}
+
+
+def frame_record(frame: Frame, result: Any, packet: Packet | None = None) -> dict:
+    """The JSON object for one frame (see the module docstring)."""
+    d: dict[str, Any] = {"source": frame.source_id, "index": frame.index, "pts_ns": frame.pts_ns,
+                         "height": frame.shape.height, "width": frame.shape.width}
+    if result is None:
+        d["error"] = packet.error if packet is not None and packet.error else "no result"
+        d["segments"] = []
+        return d
+    d.update(RECORDS.get(type(result).__name__)(result))
+    return d
+
+
+@SINKS.register("jsonl")
+class JsonLinesSink(Sink):
+    name = "jsonl"
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self._f: Any = None
+        self.lines = 0
+
+    def open(self) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise InputError(f"cannot write {self.path}: {e}") from None
+        self._f = open(self.path, "w", buffering=1)
+
+    def write(self, frame: Frame, result: Any, packet: Packet | None = None) -> None:
+        self._f.write(json.dumps(frame_record(frame, result, packet), separators=(",", ":")) + "\n")
+        self.lines += 1
+
+    def close(self) -> None:
+        f, self._f = self._f, None
+        if f is not None:
+            f.close()
+
+
+def label_image(result: Any) -> np.ndarray:
+    """The PNG payload of a result: semantic labels (uint8, or uint16 beyond 256 classes); instance index
+    map (0 = none, i + 1 = instance i, uint16, later instances on top); panoptic ids as COCO-panoptic RGB
+    (id = R + 256 G + 256^2 B); tracks as object ids (uint16)."""
+    if isinstance(result, SemanticResult):
+        return result.labels.astype(np.uint8 if result.labels.max(initial=0) < 256 else np.uint16)
+    if isinstance(result, PanopticResult):
+        ids = result.segment_ids.astype(np.uint32)
+        return np.stack([ids % 256, (ids // 256) % 256, ids // 65536], axis=-1).astype(np.uint8)
+    masks, values = (result.masks, np.arange(1, len(result) + 1)) if isinstance(result, InstanceResult) \
+        else (result.masks, np.asarray(result.object_ids))
+    h, w = (result.image_shape.height, result.image_shape.width) if isinstance(result, InstanceResult) else result.shape.hw
+    out = np.zeros((h, w), np.uint16)
+    if masks is not None:
+        for m, v in zip(masks, values):
+            out[m] = v
+    return out
+
+
+@SINKS.register("png")
+class LabelPngSink(Sink):
+    """``DIR/<index:06d>.png`` per frame (see :func:`label_image`); frames without a result are skipped."""
+
+    name = "png"
+
+    def __init__(self, directory: str | os.PathLike, prefix: str = ""):
+        self.directory = Path(directory)
+        self.prefix = prefix
+        self.written = 0
+
+    def open(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+
+    def write(self, frame: Frame, result: Any, packet: Packet | None = None) -> None:
+        import cv2
+
+        if result is None:
+            return
+        img = label_image(result)
+        if img.ndim == 3:
+            img = img[..., ::-1]  # RGB -> OpenCV's BGR
+        path = self.directory / f"{self.prefix}{frame.index:06d}.png"
+        if not cv2.imwrite(str(path), np.ascontiguousarray(img)):
+            raise StreamError(f"cannot write {path}")
+        self.written += 1
+
+
+@SINKS.register("callback")
+class CallbackSink(Sink):
+    """Calls ``fn(frame, result)`` for every frame, in order, from the pipeline's sink thread."""
+
+    name = "callback"
+
+    def __init__(self, fn: Callable[[Frame, Any], Any]):
+        if not callable(fn):
+            raise InputError(f"CallbackSink needs a callable, got {type(fn).__name__}")
+        self.fn = fn
+
+    def write(self, frame: Frame, result: Any, packet: Packet | None = None) -> None:
+        self.fn(frame, result)

@@ -1,0 +1,111 @@
+"""An RTSP server sink (gst-rtsp-server): watch results live at ``rtsp://HOST:PORT/MOUNT``.
+
+The media factory is shared (every client sees the same stream) and fed through an ``appsrc``; the
+server runs in its own GLib main loop thread. Frames written while no client watches are dropped
+(that is what live means). It binds ``127.0.0.1`` unless ``address`` says otherwise (``0.0.0.0``
+to serve the network).
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+import numpy as np
+
+from ...errors import StreamError
+from ...structures.frame import Frame
+from .. import gst as _gst
+from ..base import SINKS, Packet, Sink
+from .video import ENCODERS, _FixedSize, _fraction, image_of
+
+log = logging.getLogger("edgeseg.stream")
+
+
+@SINKS.register("rtsp")
+class RtspServerSink(Sink):
+    name = "rtsp"
+
+    def __init__(self, port: int = 8554, mount: str = "/edgeseg", fps: float | None = None, address: str = "127.0.0.1",
+                 encoder: str = "x264enc-live"):
+        self.port = int(port)
+        self.mount = mount if mount.startswith("/") else "/" + mount
+        self.fps = fps
+        self.address = address
+        self.encoder = ENCODERS.get(encoder)
+        self._fix = _FixedSize("rtsp")
+        self._loop: Any = None
+        self._server: Any = None
+        self._source_id: int | None = None
+        self._appsrc: Any = None
+        self._lock = threading.Lock()
+        self._n = 0
+        self.sent = 0
+
+    @property
+    def url(self) -> str:
+        return f"rtsp://{self.address}:{self.port}{self.mount}"
+
+    def open(self) -> None:
+        _gst.gst_module("GstRtspServer")
+
+    def _start(self, shape: tuple[int, int]) -> None:
+        GstRtspServer = _gst.gst_module("GstRtspServer")
+        h, w = shape
+        num, den = _fraction(self.fps or 25.0)
+        caps = f"video/x-raw,format=RGB,width={w},height={h},framerate={num}/{den}"
+        factory = GstRtspServer.RTSPMediaFactory()
+        factory.set_launch(f"( appsrc name=edgeseg_src is-live=true format=time do-timestamp=true caps={caps} "
+                           f"! {self.encoder} ! rtph264pay name=pay0 pt=96 config-interval=1 )")
+        factory.set_shared(True)
+        factory.connect("media-configure", self._on_media)
+        server = GstRtspServer.RTSPServer()
+        server.set_address(self.address)
+        server.set_service(str(self.port))
+        server.get_mount_points().add_factory(self.mount, factory)
+        self._loop = _gst.GLibLoop()
+        self._source_id = server.attach(self._loop.context)
+        if not self._source_id:
+            raise StreamError(f"cannot serve RTSP on {self.address}:{self.port} (port in use?)",
+                              fix="choose another --rtsp-port")
+        self._server = server
+        self._loop.start()
+        log.info("serving the annotated stream at %s", self.url)
+
+    def _on_media(self, _factory: Any, media: Any) -> None:
+        src = media.get_element().get_child_by_name("edgeseg_src")
+        with self._lock:
+            self._appsrc = src
+        media.connect("unprepared", self._on_unprepared)
+
+    def _on_unprepared(self, _media: Any) -> None:
+        with self._lock:
+            self._appsrc = None
+
+    def write(self, frame: Frame, result: Any, packet: Packet | None = None) -> None:
+        image = self._fix(image_of(frame, packet))
+        if self._server is None:
+            self._start(image.shape[:2])
+        with self._lock:
+            src = self._appsrc
+        if src is None:
+            return
+        Gst = _gst.gst()
+        buf = Gst.Buffer.new_wrapped(np.ascontiguousarray(image).tobytes())
+        buf.duration = int(round(1e9 / (self.fps or 25.0)))
+        if src.emit("push-buffer", buf) == Gst.FlowReturn.OK:
+            self.sent += 1
+
+    def close(self) -> None:
+        with self._lock:
+            src, self._appsrc = self._appsrc, None
+        if src is not None:
+            src.emit("end-of-stream")
+        if self._loop is not None:
+            if self._source_id:
+                src_obj = self._loop.context.find_source_by_id(self._source_id)
+                if src_obj is not None:
+                    src_obj.destroy()
+            self._loop.stop()
+            self._loop = None
+        self._server = None

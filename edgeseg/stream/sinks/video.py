@@ -1,0 +1,221 @@
+"""Video sinks: MP4 files (GStreamer ``x264enc``/hardware encoders + ``mp4mux``, OpenCV ``mp4v`` fallback)
+and an on-screen display.
+
+The MP4 is written to ``NAME.part.mp4`` and renamed when the muxer has finalized it (EOS reached the file),
+so ``NAME`` is always a complete, playable file. Frames whose size differs from the first are resized
+to it (a video track has one size). Timestamps are ``index / fps``: a constant-rate file holding every
+frame written.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..._registry import Registry
+from ...errors import InputError, StreamError
+from ...structures.frame import Frame
+from .. import gst as _gst
+from ..base import SINKS, Packet, Sink
+
+log = logging.getLogger("edgeseg.stream")
+
+#: H.264 encoder fragments: from RGB appsrc to an H.264 byte stream
+ENCODERS: Registry[str] = Registry("H.264 encoder", error=InputError)
+ENCODERS.add("x264enc", "videoconvert ! video/x-raw,format=I420 ! x264enc speed-preset=superfast ! h264parse")
+ENCODERS.add("x264enc-live", "videoconvert ! video/x-raw,format=I420 ! x264enc tune=zerolatency speed-preset=ultrafast "
+             "key-int-max=30 ! h264parse")
+ENCODERS.add("nvv4l2h264enc", "videoconvert ! video/x-raw,format=RGBA ! nvvidconv ! video/x-raw(memory:NVMM),format=I420 "
+             "! nvv4l2h264enc insert-sps-pps=true ! h264parse")
+ENCODERS.add("nvh264enc", "videoconvert ! video/x-raw,format=NV12 ! nvh264enc ! h264parse")
+
+
+def image_of(frame: Frame, packet: Packet | None) -> np.ndarray:
+    """What a video sink shows: the rendered overlay when there is one, else the frame."""
+    if packet is not None and packet.rendered is not None:
+        return packet.rendered
+    return frame.image
+
+
+class _FixedSize:
+    """Resizes frames to the first frame's size (logged once)."""
+
+    def __init__(self, what: str):
+        self.what = what
+        self.size: tuple[int, int] | None = None  # (height, width)
+        self._warned = False
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        if self.size is None:
+            self.size = image.shape[:2]
+        if image.shape[:2] == self.size:
+            return image
+        import cv2
+
+        if not self._warned:
+            log.warning("%s: frame size changed from %s to %s; resizing to the first size",
+                        self.what, self.size[::-1], image.shape[1::-1])
+            self._warned = True
+        return cv2.resize(image, (self.size[1], self.size[0]), interpolation=cv2.INTER_LINEAR)
+
+
+class GstAppSrcWriter:
+    """``appsrc ! <tail>`` fed with RGB frames; ``close()`` sends EOS and waits until it reaches the sink."""
+
+    def __init__(self, tail: str, shape: tuple[int, int], fps: float, what: str, live: bool = False):
+        Gst = _gst.gst()
+        h, w = shape
+        num, den = _fraction(fps)
+        caps = f"video/x-raw,format=RGB,width={w},height={h},framerate={num}/{den}"
+        launch = (f"appsrc name=edgeseg_src format=time is-live={'true' if live else 'false'} block=true "
+                  f"max-bytes={4 * w * h * 3} caps={caps} ! {tail}")
+        self.what = what
+        self.fps = fps
+        self._n = 0
+        try:
+            self.pipeline = Gst.parse_launch(launch)
+        except Exception as e:
+            raise StreamError(f"{what}: cannot build the GStreamer pipeline: {e}", fix=f"launch string: {launch}") from None
+        self.src = self.pipeline.get_by_name("edgeseg_src")
+        if self.pipeline.set_state(Gst.State.PLAYING) == Gst.StateChangeReturn.FAILURE:
+            raise StreamError(f"{what}: the GStreamer pipeline does not start ({self._error(0) or 'state change failed'})")
+
+    def _error(self, timeout_ns: int) -> str | None:
+        Gst = _gst.gst()
+        msg = self.pipeline.get_bus().timed_pop_filtered(timeout_ns, Gst.MessageType.ERROR)
+        return None if msg is None else _gst.bus_error_text(msg)
+
+    def push(self, image: np.ndarray) -> None:
+        Gst = _gst.gst()
+        buf = Gst.Buffer.new_wrapped(np.ascontiguousarray(image).tobytes())
+        dur = int(round(1e9 / self.fps))
+        buf.pts = buf.dts = self._n * dur
+        buf.duration = dur
+        self._n += 1
+        ret = self.src.emit("push-buffer", buf)
+        if ret != Gst.FlowReturn.OK:
+            raise StreamError(f"{self.what}: GStreamer refused a frame ({ret.value_nick}): {self._error(0) or ''}")
+
+    def close(self, timeout_s: float = 60.0) -> None:
+        Gst = _gst.gst()
+        try:
+            self.src.emit("end-of-stream")
+            msg = self.pipeline.get_bus().timed_pop_filtered(int(timeout_s * 1e9), Gst.MessageType.EOS | Gst.MessageType.ERROR)
+            if msg is None:
+                raise StreamError(f"{self.what}: the encoder did not finish within {timeout_s:.0f} s")
+            if msg.type == Gst.MessageType.ERROR:
+                raise StreamError(f"{self.what}: {_gst.bus_error_text(msg)}")
+        finally:
+            self.pipeline.set_state(Gst.State.NULL)
+
+
+def _fraction(fps: float) -> tuple[int, int]:
+    from fractions import Fraction
+
+    f = Fraction(fps).limit_denominator(1001)
+    return f.numerator, f.denominator
+
+
+@SINKS.register("mp4")
+class Mp4Sink(Sink):
+    """An MP4 file of the rendered frames. ``backend``: ``auto`` (GStreamer when present), ``gstreamer``
+    or ``opencv`` (``mp4v``, since OpenCV wheels cannot write H.264). ``encoder``: a name in :data:`ENCODERS`."""
+
+    name = "mp4"
+
+    def __init__(self, path: str | os.PathLike, fps: float | None = None, encoder: str = "x264enc", backend: str = "auto"):
+        self.path = Path(path)
+        self.fps = fps
+        self.encoder = ENCODERS.get(encoder)
+        self.backend = backend
+        self.frames = 0
+        self._writer: Any = None
+        self._fix = _FixedSize(str(self.path))
+
+    @property
+    def part(self) -> Path:
+        return self.path.with_name(f"{self.path.stem}.part{self.path.suffix or '.mp4'}")
+
+    def open(self) -> None:
+        if self.backend == "auto":
+            self.backend = "gstreamer" if _gst.available()[0] else "opencv"
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise InputError(f"cannot write {self.path}: {e}") from None
+
+    def _start(self, shape: tuple[int, int]) -> None:
+        fps = self.fps or 25.0
+        if self.backend == "gstreamer":
+            tail = f"{self.encoder} ! mp4mux ! filesink location=\"{self.part}\""
+            self._writer = GstAppSrcWriter(tail, shape, fps, str(self.path))
+        else:
+            import cv2
+
+            w = cv2.VideoWriter(str(self.part), cv2.VideoWriter_fourcc(*"mp4v"), fps, (shape[1], shape[0]))
+            if not w.isOpened():
+                raise StreamError(f"OpenCV cannot write {self.path}")
+            self._writer = w
+
+    def write(self, frame: Frame, result: Any, packet: Packet | None = None) -> None:
+        image = self._fix(image_of(frame, packet))
+        if self._writer is None:
+            self._start(image.shape[:2])
+        if self.backend == "gstreamer":
+            self._writer.push(image)
+        else:
+            self._writer.write(np.ascontiguousarray(image[..., ::-1]))
+        self.frames += 1
+
+    def close(self) -> None:
+        w, self._writer = self._writer, None
+        if w is None:
+            return
+        if self.backend == "gstreamer":
+            w.close()
+        else:
+            w.release()
+        os.replace(self.part, self.path)
+        log.info("wrote %s (%d frames)", self.path, self.frames)
+
+
+def has_screen() -> tuple[bool, str]:
+    if os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"):
+        return True, ""
+    return False, "no screen: neither DISPLAY nor WAYLAND_DISPLAY is set"
+
+
+@SINKS.register("display")
+class DisplaySink(Sink):
+    """Shows the rendered frames in a window (GStreamer ``autovideosink``; ``nveglglessink`` on Jetson)."""
+
+    name = "display"
+
+    def __init__(self, fps: float | None = None, video_sink: str | None = None):
+        self.fps = fps
+        self.video_sink = video_sink
+        self._writer: GstAppSrcWriter | None = None
+        self._fix = _FixedSize("display")
+
+    def open(self) -> None:
+        ok, why = has_screen()
+        if not ok:
+            raise StreamError(f"cannot show the video: {why}",
+                              fix="run on a machine with a desktop, or write a file (--sink out.mp4) or serve RTSP (--rtsp-port)")
+        _gst.gst()
+
+    def write(self, frame: Frame, result: Any, packet: Packet | None = None) -> None:
+        image = self._fix(image_of(frame, packet))
+        if self._writer is None:
+            sink = self.video_sink or ("nveglglessink" if _gst.has_element("nveglglessink") else "autovideosink")
+            self._writer = GstAppSrcWriter(f"videoconvert ! {sink} sync=false", image.shape[:2], self.fps or 30.0,
+                                           "display", live=True)
+        self._writer.push(image)
+
+    def close(self) -> None:
+        w, self._writer = self._writer, None
+        if w is not None:
+            w.close(timeout_s=5.0)

@@ -1,0 +1,299 @@
+"""GStreamer sources: any URI or launch string, decoded to RGB frames through an ``appsink``.
+
+The launch description for each scheme comes from :data:`LAUNCHERS` (one small function per scheme).
+Decoding runs in GStreamer's threads; the ``new-sample`` callback converts each sample to a
+:class:`Frame` and hands it over through a :class:`FrameBuffer`: blocking for files (back-pressure),
+dropping the oldest frame for live sources (counted). Live network sources reconnect with back-off
+when the stream errors, ends, or stalls, and record each gap.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from ..._registry import Registry
+from ...errors import InputError, StreamError
+from ...structures.frame import Frame
+from ..base import SOURCES, FrameBuffer, Source
+from .. import gst as _gst
+from .uri import SourceURI, parse_source
+
+log = logging.getLogger("edgeseg.stream")
+APPSINK = "videoconvert ! video/x-raw,format=RGB ! appsink name=edgeseg_sink emit-signals=true max-buffers=2"
+LAUNCHERS: Registry[Callable[[SourceURI], str]] = Registry("GStreamer source scheme", error=InputError)
+
+
+def _q(s: str) -> str:
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _caps(u: SourceURI, kind: str = "video/x-raw") -> str:
+    parts = [kind]
+    for key in ("width", "height"):
+        if u.opt(key):
+            parts.append(f"{key}={u.int_opt(key)}")
+    if u.opt("fps"):
+        parts.append(f"framerate={u.int_opt('fps')}/1")
+    return ",".join(parts)
+
+
+@LAUNCHERS.register("file")
+def _file(u: SourceURI) -> str:
+    p = Path(u.target)
+    if not p.is_file():
+        raise InputError(f"video file {p} does not exist", fix="check the path (relative paths are from the current directory)")
+    return f"filesrc location={_q(str(p))} ! decodebin ! {APPSINK}"
+
+
+@LAUNCHERS.register("http")
+def _http(u: SourceURI) -> str:
+    return f"uridecodebin uri={_q(u.target)} ! {APPSINK}"
+
+
+@LAUNCHERS.register("rtsp")
+def _rtsp(u: SourceURI) -> str:
+    transport = (u.opt("transport") or "tcp").lower()
+    if transport not in ("tcp", "udp"):
+        raise InputError(f"source {u.text!r}: transport must be tcp or udp, got {transport!r}")
+    latency = u.int_opt("latency", 200)
+    return (f"rtspsrc location={_q(u.target)} latency={latency} protocols={transport} tcp-timeout=5000000 "
+            f"! decodebin ! {APPSINK}")
+
+
+@LAUNCHERS.register("v4l2")
+def _v4l2(u: SourceURI) -> str:
+    return f"v4l2src device={_q(u.target)} ! {_caps(u)} ! {APPSINK}"
+
+
+@LAUNCHERS.register("csi")
+def _csi(u: SourceURI) -> str:
+    caps = _caps(u, "video/x-raw(memory:NVMM)")
+    return (f"nvarguscamerasrc sensor-id={int(u.target)} ! {caps} ! nvvidconv ! video/x-raw,format=BGRx ! {APPSINK}")
+
+
+@LAUNCHERS.register("test")
+def _test(u: SourceURI) -> str:
+    frames = u.int_opt("frames", -1)
+    live = "true" if u.bool_opt("live") else "false"
+    caps = _caps(SourceURI(u.text, u.scheme, u.target, {"width": "320", "height": "240", "fps": "30", **u.options}))
+    return f"videotestsrc pattern={u.target} is-live={live} num-buffers={frames} ! {caps} ! {APPSINK}"
+
+
+@LAUNCHERS.register("launch")
+def _launch(u: SourceURI) -> str:
+    return u.target if "edgeseg_sink" in u.target else f"{u.target} ! {APPSINK}"
+
+
+_LIVE_SCHEMES = {"rtsp", "v4l2", "csi"}
+_RECONNECT_SCHEMES = {"rtsp", "http"}
+
+
+class GstSource(Source):
+    """Frames from GStreamer. ``realtime=True`` paces a file at its frame rate and makes it behave like a
+    camera (drop oldest). ``reconnect`` (default on for rtsp/http) retries with back-off from
+    ``backoff_s[0]`` doubling up to ``backoff_s[1]``, giving up after ``reconnect_timeout_s`` (None: never)."""
+
+    def __init__(self, uri: str, *, name: str | None = None, realtime: bool = False, buffer_size: int = 4,
+                 reconnect: bool | None = None, backoff_s: tuple[float, float] = (0.25, 4.0),
+                 reconnect_timeout_s: float | None = None, stall_timeout_s: float = 5.0):
+        super().__init__()
+        self.spec = parse_source(uri)
+        self.uri = str(uri)
+        self.source_id = name or self.uri
+        self.launch = LAUNCHERS.get(self.spec.scheme)(self.spec)
+        live_test = self.spec.scheme == "test" and self.spec.bool_opt("live")
+        self.live = realtime or live_test or self.spec.scheme in _LIVE_SCHEMES or (
+            self.spec.scheme == "launch" and "is-live=true" in self.spec.target)
+        self.realtime = realtime
+        self.reconnect = self.spec.bool_opt("reconnect", self.spec.scheme in _RECONNECT_SCHEMES) \
+            if reconnect is None else reconnect
+        self.backoff_s = backoff_s
+        self.reconnect_timeout_s = reconnect_timeout_s
+        self.stall_timeout_s = stall_timeout_s
+        self._buf = FrameBuffer(buffer_size, drop_oldest=self.live)
+        self._pipeline: Any = None
+        self._stopping = False
+        self._index = 0
+        self._started_at = 0.0
+        if self.spec.scheme == "test" and self.spec.int_opt("frames", -1) > 0:
+            self.expected_frames = self.spec.int_opt("frames")
+
+    @property
+    def dropped(self) -> int:  # type: ignore[override]
+        return self._buf.dropped if hasattr(self, "_buf") else 0
+
+    @dropped.setter
+    def dropped(self, value: int) -> None:
+        pass  # counted by the buffer
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+    def open(self) -> "GstSource":
+        if self._pipeline is None:
+            self._start()
+        return self
+
+    def _start(self) -> None:
+        Gst = _gst.gst()
+        if self.spec.scheme in ("file", "http"):
+            _gst.prefer_hardware_decoders()
+        try:
+            pipe = Gst.parse_launch(self.launch)
+        except Exception as e:  # GLib.Error: no such element, bad syntax
+            raise StreamError(f"cannot build a GStreamer pipeline for {self.uri!r}: {e}",
+                              fix=f"check the source; the launch string was: {self.launch}") from None
+        sink = pipe.get_by_name("edgeseg_sink")
+        if sink is None:
+            raise StreamError(f"launch string for {self.uri!r} has no appsink named edgeseg_sink")
+        sink.set_property("sync", self.realtime or self.live)
+        sink.connect("new-sample", self._on_sample)
+        self._buf.reopen()
+        self._pipeline = pipe
+        self._started_at = time.perf_counter()
+        if pipe.set_state(Gst.State.PLAYING) == Gst.StateChangeReturn.FAILURE:
+            err = self._pop_error(timeout_ns=0)
+            self._teardown()
+            raise StreamError(f"cannot start source {self.uri!r}: {err or 'state change failed'}")
+        self._probe_file_info()
+
+    def _probe_file_info(self) -> None:
+        if self.spec.scheme != "file" or self.expected_frames is not None:
+            return
+        try:  # a cheap count for the progress bar; never fatal
+            import cv2
+
+            cap = cv2.VideoCapture(self.spec.target)
+            n, fps = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)), float(cap.get(cv2.CAP_PROP_FPS))
+            cap.release()
+            self.expected_frames = n if n > 0 else None
+            self.fps = fps if fps > 0 else None
+        except Exception:
+            pass
+
+    def _on_sample(self, sink: Any) -> Any:
+        Gst = _gst.gst()
+        sample = sink.emit("pull-sample")
+        if sample is None:
+            return Gst.FlowReturn.EOS
+        try:
+            image = _gst.sample_to_rgb(sample)
+        except StreamError as e:
+            log.warning("%s: skipping an unreadable sample: %s", self.uri, e)
+            return Gst.FlowReturn.OK
+        pts = _gst.pts_ns(sample.get_buffer())
+        return Gst.FlowReturn.OK if self._buf.put((image, pts)) else Gst.FlowReturn.FLUSHING
+
+    def _teardown(self) -> None:
+        pipe, self._pipeline = self._pipeline, None
+        if pipe is not None:
+            self._buf.close()  # unblock a streaming thread waiting in put()
+            pipe.set_state(_gst.gst().State.NULL)
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._buf.close()
+
+    def close(self) -> None:
+        self._stopping = True
+        self._teardown()
+
+    # ---- reading -----------------------------------------------------------------------------
+    def _pop_error(self, timeout_ns: int = 0) -> str | None:
+        msg = self._pop_bus(timeout_ns)
+        return None if msg is None else msg[1]
+
+    def _pop_bus(self, timeout_ns: int = 0) -> tuple[str, str] | None:
+        Gst = _gst.gst()
+        if self._pipeline is None:
+            return None
+        msg = self._pipeline.get_bus().timed_pop_filtered(timeout_ns, Gst.MessageType.ERROR | Gst.MessageType.EOS)
+        if msg is None:
+            return None
+        if msg.type == Gst.MessageType.EOS:
+            return ("eos", "end of stream")
+        return ("error", _gst.bus_error_text(msg))
+
+    def __iter__(self) -> Iterator[Frame]:
+        self.open()
+        last_frame = time.perf_counter()
+        lost_at: float | None = None
+        while not self._stopping:
+            try:
+                image, pts = self._buf.get(timeout=0.05)
+            except EOFError:
+                return
+            except TimeoutError:
+                image = None
+            if image is not None:
+                now = time.perf_counter()
+                if lost_at is not None:
+                    self.reconnect_gaps_s.append(now - last_frame)
+                    log.warning("%s: reconnected after a %.2f s gap", self.uri, now - last_frame)
+                    lost_at = None
+                last_frame = now
+                yield self._frame(image, pts)
+                continue
+            event = self._pop_bus(0)
+            quiet = time.perf_counter() - max(last_frame, self._started_at)
+            if event is None and self.live and self.reconnect and quiet > self.stall_timeout_s:
+                event = ("error", f"no frame for {self.stall_timeout_s:.1f} s")
+            if event is None:
+                continue
+            yield from self._drain()
+            kind, text = event
+            if not self.reconnect or self._stopping:
+                if kind == "eos":
+                    self._check_complete()
+                    return
+                raise StreamError(f"source {self.uri!r} failed after {self._index} frames: {text}",
+                                  fix="frames before the failure were processed; check that the file is complete "
+                                      "and not corrupt (e.g. play it with gst-play-1.0)")
+            lost_at = lost_at or time.perf_counter()
+            self._reconnect(kind, text, lost_at)
+
+    def _check_complete(self) -> None:
+        """A file that ends well before the frame count its container announces is truncated."""
+        want = self.expected_frames
+        if self.spec.scheme != "file" or self._stopping or not want:
+            return
+        if self._index < want - max(2, want // 100):
+            raise StreamError(f"video file {self.spec.target} ended after {self._index} of the {want} frames its "
+                              "container announces: the file is truncated or corrupt",
+                              fix="frames before the damage were processed; re-copy or re-record the file")
+
+    def _drain(self) -> Iterator[Frame]:
+        while True:
+            try:
+                image, pts = self._buf.get(timeout=0)
+            except (TimeoutError, EOFError):
+                return
+            yield self._frame(image, pts)
+
+    def _frame(self, image: Any, pts: int) -> Frame:
+        f = Frame(image, pts, self._index, self.source_id)
+        self._index += 1
+        return f
+
+    def _reconnect(self, kind: str, text: str, lost_at: float) -> None:
+        delay = self.backoff_s[0]
+        while not self._stopping:
+            waited = time.perf_counter() - lost_at
+            if self.reconnect_timeout_s is not None and waited > self.reconnect_timeout_s:
+                raise StreamError(f"source {self.uri!r} lost ({text}) and not back after {waited:.1f} s",
+                                  fix="check the camera/server, or raise reconnect_timeout_s")
+            log.warning("%s: stream lost (%s); reconnecting in %.2f s", self.uri, text, delay)
+            self._teardown()
+            end = time.perf_counter() + delay
+            while not self._stopping and time.perf_counter() < end:
+                time.sleep(0.02)
+            delay = min(delay * 2, self.backoff_s[1])
+            try:
+                self._start()
+            except StreamError as e:
+                text = str(e)
+                continue
+            got = self._pop_bus(int(0.3e9))  # an immediate refusal shows up fast
+            if got is None:
+                return  # started; frames (or a stall) will tell
+            text = got[1]

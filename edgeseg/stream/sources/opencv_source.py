@@ -1,0 +1,160 @@
+"""OpenCV sources: video files, V4L2 devices and image-folder sequences (used when GStreamer is absent).
+
+Devices are live: a reader thread keeps grabbing and a :class:`FrameBuffer` drops the oldest frame
+when the pipeline is slower than the camera. Files and folders block (nothing is lost).
+"""
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from ...errors import InputError, StreamError
+from ...structures.frame import Frame
+from ..base import FrameBuffer, Source
+from .uri import parse_source
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+
+class OpenCVSource(Source):
+    """``OpenCVSource("clip.mp4")``, ``OpenCVSource("v4l2:///dev/video0")``, ``OpenCVSource("frames/")``.
+
+    ``realtime=True`` replays a file or folder at ``fps`` (the file's rate, else 25) with live semantics.
+    """
+
+    def __init__(self, uri: str, *, name: str | None = None, realtime: bool = False, buffer_size: int = 4,
+                 fps: float | None = None):
+        super().__init__()
+        self.spec = parse_source(uri)
+        self.uri = str(uri)
+        self.source_id = name or self.uri
+        if self.spec.scheme not in ("file", "folder", "v4l2"):
+            raise InputError(f"OpenCVSource reads files, image folders and V4L2 devices, not {self.spec.scheme!r} ({uri})",
+                             fix="install GStreamer for rtsp://, test://, csi:// and launch strings")
+        self.realtime = realtime
+        self.live = realtime or self.spec.scheme == "v4l2"
+        self.fps = fps
+        self._buf = FrameBuffer(buffer_size, drop_oldest=True)
+        self._cap: Any = None
+        self._files: list[Path] = []
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def open(self) -> "OpenCVSource":
+        import cv2
+
+        if self._cap is not None or self._files:
+            return self
+        if self.spec.scheme == "folder":
+            root = Path(self.spec.target)
+            self._files = sorted(p for p in root.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            if not self._files:
+                raise InputError(f"image folder {root} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+            self.expected_frames = len(self._files)
+            return self
+        target: Any = self.spec.target
+        if self.spec.scheme == "file" and not Path(target).is_file():
+            raise InputError(f"video file {target} does not exist", fix="check the path")
+        if self.spec.scheme == "v4l2":
+            target = int(target.rsplit("video", 1)[-1]) if target.rsplit("video", 1)[-1].isdigit() else target
+        cap = cv2.VideoCapture(target)
+        if not cap.isOpened():
+            raise StreamError(f"OpenCV cannot open {self.uri!r}", fix="check the path/device and that the codec is supported")
+        self._cap = cap
+        n, fps = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)), float(cap.get(cv2.CAP_PROP_FPS))
+        self.expected_frames = n if n > 0 and self.spec.scheme == "file" else None
+        self.fps = self.fps or (fps if fps > 0 else None)
+        return self
+
+    def _read_all(self) -> Iterator[tuple[np.ndarray, int]]:
+        import cv2
+
+        if self._files:
+            period = 1e9 / (self.fps or 25.0)
+            for i, p in enumerate(self._files):
+                img = cv2.imread(str(p), cv2.IMREAD_COLOR)
+                if img is None:
+                    raise StreamError(f"cannot read image {p} (corrupt or not an image)")
+                yield cv2.cvtColor(img, cv2.COLOR_BGR2RGB), int(i * period)
+            return
+        n = 0
+        while not self._stopping.is_set():
+            ok, img = self._cap.read()
+            if not ok:
+                self._check_truncated(n)
+                return
+            pts = int(self._cap.get(cv2.CAP_PROP_POS_MSEC) * 1e6)
+            n += 1
+            yield cv2.cvtColor(img, cv2.COLOR_BGR2RGB), pts
+
+    def _check_truncated(self, n: int) -> None:
+        if self.spec.scheme == "file" and self.expected_frames and n < self.expected_frames - 1:
+            raise StreamError(f"video file {self.spec.target} ended after {n} of {self.expected_frames} frames "
+                              "(truncated or corrupt)", fix="frames before the damage were processed; re-copy the file")
+
+    def _pace(self) -> Iterator[tuple[np.ndarray, int]]:
+        t0, pts0 = time.perf_counter(), None
+        for image, pts in self._read_all():
+            if self.realtime and self.spec.scheme != "v4l2":
+                pts0 = pts if pts0 is None else pts0
+                wait = (pts - pts0) / 1e9 - (time.perf_counter() - t0)
+                if wait > 0:
+                    time.sleep(wait)
+            yield image, pts
+
+    def _reader(self) -> None:
+        try:
+            for item in self._pace():
+                if self._stopping.is_set() or not self._buf.put(item):
+                    break
+        except BaseException as e:
+            self._error = e
+        finally:
+            self._buf.close()
+
+    def __iter__(self) -> Iterator[Frame]:
+        self.open()
+        index = 0
+        if not self.live:
+            for image, pts in self._read_all():
+                if self._stopping.is_set():
+                    return
+                yield Frame(image, pts, index, self.source_id)
+                index += 1
+            return
+        self._thread = threading.Thread(target=self._reader, name="edgeseg-opencv-source", daemon=True)
+        self._thread.start()
+        while True:
+            try:
+                image, pts = self._buf.get()
+            except EOFError:
+                break
+            yield Frame(image, pts, index, self.source_id)
+            index += 1
+        if self._error is not None:
+            raise self._error
+
+    @property
+    def dropped(self) -> int:  # type: ignore[override]
+        return self._buf.dropped if hasattr(self, "_buf") else 0
+
+    @dropped.setter
+    def dropped(self, value: int) -> None:
+        pass
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._buf.close()
+
+    def close(self) -> None:
+        self.stop()
+        if self._thread is not None:
+            self._thread.join(2.0)
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None

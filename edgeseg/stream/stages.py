@@ -1,0 +1,144 @@
+"""The pipeline's processing stages, each run in its own thread.
+
+``preprocess`` (image -> network feed), ``inference`` (any :class:`~edgeseg.backends.Runner`),
+``decode`` (raw outputs -> typed result), ``render`` (overlay for video sinks). They take the pieces of
+a :class:`~edgeseg.predictor.Predictor` (or any object with ``preprocess``, ``runner`` and
+``postprocess``), so everything that belongs at load time happens once, in ``open()``.
+"""
+from __future__ import annotations
+
+import collections
+import time
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from .base import STAGES, Packet, Stage
+from .overlay import Renderer
+
+
+@STAGES.register("preprocess")
+class PreprocessStage(Stage):
+    """``packet.frame.image`` -> ``packet.feed, packet.meta`` with ``preprocess(rgb) -> (feed, meta)``."""
+
+    name = "preprocess"
+
+    def __init__(self, preprocess: Callable[[np.ndarray], tuple[Any, Any]]):
+        self._fn = preprocess
+
+    def process(self, packet: Packet) -> Packet:
+        packet.feed, packet.meta = self._fn(packet.frame.image)
+        return packet
+
+
+@STAGES.register("inference")
+class InferenceStage(Stage):
+    """``packet.feed`` -> ``packet.outputs`` with ``runner.infer``. Activates the runner in ``open()``
+    (session creation and warm-up stay out of the per-frame path) unless it is already active.
+
+    ``max_batch > 1`` batches frames (from one or several sources) like DeepStream's stream muxer:
+    up to ``max_batch`` frames, waiting at most ``batch_timeout_s`` after the first; feeds of equal
+    shape are concatenated along the batch axis when the model's batch axis is dynamic, else run one
+    by one. ``batch_sizes`` counts the batches actually run."""
+
+    name = "inference"
+
+    def __init__(self, runner: Any, max_batch: int = 1, batch_timeout_s: float = 0.01):
+        self.runner = runner
+        self.max_batch = max(1, int(max_batch))
+        self.batch_timeout_s = batch_timeout_s
+        self.batch_sizes: collections.Counter = collections.Counter()
+        self._activated = False
+
+    def open(self) -> None:
+        if hasattr(self.runner, "is_active") and not self.runner.is_active:
+            self.runner.activate()
+            self._activated = True
+
+    def process(self, packet: Packet) -> Packet:
+        feed: Mapping[str, np.ndarray] = packet.feed
+        packet.outputs = self.runner.infer(feed)
+        return packet
+
+    def _batchable(self) -> bool:
+        specs = getattr(self.runner, "input_specs", ())
+        return bool(specs) and all(not (isinstance(s.shape[0], int) and s.shape[0] > 0) for s in specs if s.shape)
+
+    def process_batch(self, packets: list[Packet]) -> None:
+        groups: list[list[Packet]] = []
+        for p in packets:  # consecutive packets with the same feed shapes run together
+            key = {k: v.shape for k, v in p.feed.items()}
+            if groups and self._batchable() and {k: v.shape for k, v in groups[-1][0].feed.items()} == key:
+                groups[-1].append(p)
+            else:
+                groups.append([p])
+        for group in groups:
+            self.batch_sizes[len(group)] += 1
+            if len(group) == 1:
+                group[0].outputs = self.runner.infer(group[0].feed)
+                continue
+            feed = {k: np.concatenate([p.feed[k] for p in group]) for k in group[0].feed}
+            outputs = self.runner.infer(feed)
+            for i, p in enumerate(group):
+                p.outputs = {k: (v[i : i + 1] if getattr(v, "ndim", 0) and v.shape[0] == len(group) else v)
+                             for k, v in outputs.items()}
+
+    def close(self) -> None:
+        if self._activated:
+            self.runner.deactivate()
+            self._activated = False
+
+
+@STAGES.register("decode")
+class DecodeStage(Stage):
+    """``packet.outputs`` -> ``packet.result`` with ``postprocess(outputs, meta)``; frees the tensors."""
+
+    name = "decode"
+
+    def __init__(self, postprocess: Callable[[Any, Any], Any]):
+        self._fn = postprocess
+
+    def process(self, packet: Packet) -> Packet:
+        packet.result = self._fn(packet.outputs, packet.meta)
+        packet.feed = packet.outputs = None  # large tensors are not needed downstream
+        return packet
+
+
+@STAGES.register("render")
+class RenderStage(Stage):
+    """Draws the result on the frame into ``packet.rendered`` (for video, RTSP and display sinks), with a
+    heads-up line: output fps (moving average) and the latency of this frame so far."""
+
+    name = "render"
+
+    def __init__(self, renderer: Renderer | None = None, hud: bool = True):
+        self.renderer = renderer or Renderer()
+        self.hud = hud
+        self._last = None
+        self._interval = None
+
+    def reset(self) -> None:
+        self._last = self._interval = None
+
+    def process(self, packet: Packet) -> Packet:
+        now = time.perf_counter()
+        text = None
+        if self.hud:
+            if self._last is not None:
+                dt = now - self._last
+                self._interval = dt if self._interval is None else 0.9 * self._interval + 0.1 * dt
+            self._last = now
+            fps = 1.0 / self._interval if self._interval else 0.0
+            text = f"{fps:5.1f} fps  {1e3 * (now - packet.t_created):6.1f} ms"
+        packet.rendered = self.renderer(packet.frame.image, packet.result, text)
+        return packet
+
+
+def predictor_stages(predictor: Any, render: Renderer | None = None, max_batch: int = 1,
+                     batch_timeout_s: float = 0.01) -> list[Stage]:
+    """preprocess -> inference -> decode (-> render) for a predictor."""
+    stages: list[Stage] = [PreprocessStage(predictor.preprocess), InferenceStage(predictor.runner, max_batch, batch_timeout_s),
+                           DecodeStage(predictor.postprocess)]
+    if render is not None:
+        stages.append(RenderStage(render))
+    return stages

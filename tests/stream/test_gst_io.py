@@ -1,0 +1,156 @@
+"""GStreamer sources and sinks against real GStreamer: frames, pts, EOS, truncated files, size changes,
+MP4 finalization, live drops."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from edgeseg.errors import StreamError
+from edgeseg.stream import (CallbackSink, GstSource, JsonLinesSink, Mp4Sink, Packet, Pipeline, Stage,
+                            predictor_stages)
+from edgeseg.structures import Frame
+from stream_helpers import ListSource, decode_mp4_frames
+
+pytestmark = pytest.mark.gst
+
+
+class Sleep(Stage):
+    def __init__(self, seconds: float):
+        self.name, self.seconds = "sleep", seconds
+
+    def process(self, packet: Packet) -> Packet:
+        import time
+
+        time.sleep(self.seconds)
+        return packet
+
+
+def test_test_source_frames_and_pts(gst):
+    src = GstSource("test://smpte?frames=12&width=64&height=48&fps=25")
+    frames = list(src)
+    src.close()
+    assert len(frames) == 12 and src.dropped == 0
+    assert [f.pts_ns for f in frames] == [i * 40_000_000 for i in range(12)]
+    assert [f.index for f in frames] == list(range(12))
+    assert frames[0].image.shape == (48, 64, 3) and frames[0].image.dtype == np.uint8
+    # SMPTE bars left to right: white, yellow, cyan, green, magenta, red, blue -- in RGB order
+    bars = [[255, 255, 255], [255, 255, 0], [0, 255, 255], [0, 255, 0], [255, 0, 255], [255, 0, 0], [0, 0, 255]]
+    np.testing.assert_allclose(frames[0].image[5, 4:64:9], bars, atol=3)
+
+
+@pytest.mark.data
+def test_file_source_matches_opencv_decode(gst, data_root):
+    path = data_root / "video" / "dashcam_960x540.mp4"
+    src = GstSource(str(path))
+    keep, n, last_pts = {0: None, 110: None, 220: None}, 0, None
+    for f in src:
+        if f.index in keep:
+            keep[f.index] = f.image
+        n, last_pts = n + 1, f.pts_ns
+    src.close()
+    assert n == 221 == src.expected_frames  # EOS ends the stream cleanly, nothing missing
+    assert last_pts == 220 * 40_000_000
+    import cv2
+
+    cap = cv2.VideoCapture(str(path))
+    for i in range(221):
+        ok, img = cap.read()
+        if i in keep:  # same decoder output up to YUV->RGB rounding
+            diff = np.abs(keep[i].astype(int) - img[..., ::-1].astype(int))
+            assert diff.mean() < 2.5, (i, diff.mean())
+
+
+@pytest.mark.data
+def test_truncated_file_raises_naming_it_and_keeps_earlier_results(gst, data_root, tmp_path, predictor):
+    bad = tmp_path / "cut.mp4"
+    bad.write_bytes((data_root / "video" / "dashcam_960x540.mp4").read_bytes()[:1_300_000])
+    out = tmp_path / "cut.jsonl"
+    pipe = Pipeline([GstSource(str(bad)), *predictor_stages(predictor), JsonLinesSink(out)], handle_signals=False)
+    with pytest.raises(StreamError, match="truncated") as err:
+        pipe.run()
+    assert str(bad) in str(err.value)
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    n = pipe.stats.processed
+    assert 50 < n < 221 and len(lines) == n == pipe.stats.frames  # every result before the damage kept
+    assert [r["index"] for r in lines] == list(range(n)) and all(r["segments"] for r in lines)
+
+
+def test_garbage_file_is_a_clear_error(gst, tmp_path):
+    bad = tmp_path / "noise.mp4"
+    bad.write_bytes(np.random.default_rng(0).integers(0, 256, 50_000, dtype=np.uint8).tobytes())
+    with pytest.raises(StreamError, match="noise.mp4"):
+        list(GstSource(str(bad)))
+
+
+def test_frame_size_change_mid_stream(gst, tmp_path, predictor):
+    import cv2
+
+    for i in range(6):
+        h, w = (40, 64) if i < 3 else (60, 80)
+        cv2.imwrite(str(tmp_path / f"img{i:03d}.png"), np.full((h, w, 3), 40 * i, np.uint8))
+    src = GstSource(f"multifilesrc location={tmp_path}/img%03d.png index=0 stop-index=5 caps=image/png,framerate=10/1 ! pngdec")
+    got = []
+    mp4 = tmp_path / "sizes.mp4"
+    stats = Pipeline([src, *predictor_stages(predictor), Mp4Sink(mp4, fps=10),
+                      CallbackSink(lambda f, r: got.append((f.image.shape, r.labels.shape, int(f.image[0, 0, 0]))))],
+                     handle_signals=False).run()
+    assert stats.errors == 0 and stats.processed == 6
+    assert got == [((40, 64, 3), (40, 64), 0), ((40, 64, 3), (40, 64), 40), ((40, 64, 3), (40, 64), 80),
+                   ((60, 80, 3), (60, 80), 120), ((60, 80, 3), (60, 80), 160), ((60, 80, 3), (60, 80), 200)]
+    frames = decode_mp4_frames(mp4)
+    assert len(frames) == 6 and all(f.shape == (40, 64, 3) for f in frames)  # one track size, all frames
+
+
+def _gradient_frames(n: int, h: int = 64, w: int = 96) -> list[np.ndarray]:
+    y, x = np.mgrid[0:h, 0:w]
+    return [np.stack([(x * 2 + 3 * i) % 256, (y * 3) % 256, np.full_like(x, 8 * i % 256)], -1).astype(np.uint8)
+            for i in range(n)]
+
+
+@pytest.mark.parametrize("backend", ["gstreamer", "opencv"])
+def test_mp4_sink_holds_every_frame(gst, tmp_path, backend):
+    images = _gradient_frames(20)
+    out = tmp_path / f"{backend}.mp4"
+    sink = Mp4Sink(out, fps=25, backend=backend)
+    sink.open()
+    for i, img in enumerate(images):
+        sink.write(Frame(img, index=i), None)
+    assert not out.exists()  # written to .part until finalized
+    sink.close()
+    assert out.exists() and not sink.part.exists()
+    frames = decode_mp4_frames(out)
+    assert len(frames) == 20
+    for got, want in zip(frames, images):
+        assert np.abs(got.astype(int) - want.astype(int)).mean() < 6
+
+
+def test_live_source_drops_oldest_and_counts(gst):
+    frames = []
+    src = GstSource("test://ball?live=1&frames=30&fps=60&width=64&height=48", buffer_size=2)
+    stats = Pipeline([src, Sleep(0.05), CallbackSink(lambda f, r: frames.append(f.pts_ns))], queue_size=1,
+                     handle_signals=False).run()
+    assert stats.drops > 5
+    assert stats.frames + stats.drops == 30  # every generated frame is either processed or counted as dropped
+    assert frames == sorted(frames) and len(frames) == stats.processed
+
+
+def test_realtime_replay_paces_a_file(gst, tmp_path):
+    out = tmp_path / "clip.mp4"
+    sink = Mp4Sink(out, fps=25, backend="gstreamer")
+    sink.open()
+    for i, img in enumerate(_gradient_frames(10)):
+        sink.write(Frame(img, index=i), None)
+    sink.close()
+    src = GstSource(str(out), realtime=True)
+    assert src.live
+    stats = Pipeline([src, Sleep(0.0)], handle_signals=False).run()
+    assert stats.frames == 10 and stats.drops == 0
+    assert stats.wall_s >= 0.3  # 10 frames at 25 fps take 0.36 s of pts
+
+
+def test_unknown_element_in_launch_string(gst):
+    with pytest.raises(StreamError, match="nosuchelement"):
+        GstSource("nosuchelement ! videoconvert").open()

@@ -1,0 +1,50 @@
+"""OpenCV sources (used without GStreamer): image folders and video files."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from edgeseg.errors import InputError
+from edgeseg.stream import CallbackSink, Mp4Sink, OpenCVSource, Pipeline, open_source
+from edgeseg.structures import Frame
+from stream_helpers import make_images
+
+
+def test_image_folder_in_name_order(tmp_path):
+    images = make_images(5, shape=(20, 30))
+    for i, img in enumerate(images):
+        cv2.imwrite(str(tmp_path / f"f{i:02d}.png"), img[..., ::-1])
+    (tmp_path / "notes.txt").write_text("not an image")
+    src = open_source(str(tmp_path))
+    assert isinstance(src, OpenCVSource)
+    frames = list(src)
+    assert [f.index for f in frames] == list(range(5)) and src.expected_frames == 5
+    for f, img in zip(frames, images):
+        np.testing.assert_array_equal(f.image, img)  # PNG is lossless; RGB order restored
+
+
+def test_video_file_with_opencv_and_realtime_pacing(tmp_path):
+    path = tmp_path / "v.mp4"
+    sink = Mp4Sink(path, fps=50, backend="opencv")
+    sink.open()
+    for i in range(10):
+        sink.write(Frame(np.full((32, 48, 3), 20 * i, np.uint8), index=i), None)
+    sink.close()
+    frames = list(OpenCVSource(str(path)))
+    assert len(frames) == 10
+    assert [round(f.pts_ns / 1e6) for f in frames] == [20 * i for i in range(10)]
+    assert abs(float(frames[5].image.mean()) - 100) <= 6  # mp4v is lossy
+    src = OpenCVSource(str(path), realtime=True)
+    got = []
+    stats = Pipeline([src, CallbackSink(lambda f, r: got.append(f.index))], handle_signals=False).run()
+    assert got == list(range(10)) and stats.drops == 0 and stats.wall_s >= 0.17  # 9 frame periods of 20 ms
+
+
+def test_missing_inputs_are_clear(tmp_path):
+    with pytest.raises(InputError, match="does not exist"):
+        OpenCVSource(str(tmp_path / "nope.mp4")).open()
+    with pytest.raises(InputError, match="holds no images"):
+        OpenCVSource(str(tmp_path)).open()
+    with pytest.raises(InputError, match="rtsp"):
+        OpenCVSource("rtsp://127.0.0.1/x")

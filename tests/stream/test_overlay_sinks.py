@@ -1,0 +1,107 @@
+"""Overlay rendering and result sinks, checked against hand-computed pixels and decoded files."""
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+
+from edgeseg.stream import JsonLinesSink, LabelPngSink, Packet, Renderer
+from edgeseg.stream.overlay import blend, render_instance, render_panoptic, render_semantic
+from edgeseg.stream.sinks import frame_record, label_image
+from edgeseg.structures import (Frame, ImageShape, InstanceResult, PanopticResult, Segment, SemanticResult,
+                                rle_decode)
+
+PALETTE = np.array([[0, 0, 0], [255, 0, 0], [0, 200, 0], [0, 0, 100]], np.uint8)
+
+
+def test_semantic_blend_matches_the_formula():
+    img = np.full((4, 6, 3), 100, np.uint8)
+    labels = np.array([[0, 1, 2, 3, 1, 1]] * 4, np.uint8)
+    out = render_semantic(img, SemanticResult(labels), palette=PALETTE, alpha=0.25)
+    want = np.round(0.75 * 100 + 0.25 * PALETTE[labels].astype(np.float64)).astype(np.uint8)
+    np.testing.assert_array_equal(out, want)
+    assert out[0, 1].tolist() == [139, 75, 75]  # 0.75 * 100 + 0.25 * 255 = 138.75
+
+
+def test_instance_masks_contours_and_labels():
+    img = np.zeros((40, 60, 3), np.uint8)
+    masks = np.zeros((1, 40, 60), bool)
+    masks[0, 10:30, 20:40] = True
+    r = InstanceResult(np.array([[20, 10, 39, 29]], np.float32), np.array([0.9], np.float32), np.array([1], np.int32),
+                       ImageShape(40, 60), masks, class_names=("bg", "car"))
+    out = render_instance(img, r, palette=PALETTE, alpha=0.5)
+    assert out[20, 30].tolist() == [128, 0, 0]  # inside: half red over black
+    assert out[29, 30].tolist() == [255, 0, 0] and out[20, 20].tolist() == [255, 0, 0]  # contour: class colour
+    assert (out[2:10, 20:40] != 0).any()  # the "car 0.90" label above the box
+    assert out[35, 5].tolist() == [0, 0, 0]  # untouched outside
+
+
+def test_panoptic_stuff_colour_and_boundaries():
+    ids = np.zeros((20, 20), np.int32)
+    ids[:, :10], ids[:, 10:] = 1, 2
+    r = PanopticResult(ids, (Segment(1, 2, False), Segment(2, 3, False)))
+    out = render_panoptic(np.zeros((20, 20, 3), np.uint8), r, palette=PALETTE, alpha=1.0)
+    assert out[5, 2].tolist() == [0, 200, 0] and out[5, 17].tolist() == [0, 0, 100]
+    assert out[5, 9].tolist() == [255, 255, 255] and out[5, 10].tolist() == [255, 255, 255]  # boundary
+
+
+def test_renderer_passes_frames_without_result_and_draws_hud():
+    img = np.full((60, 120, 3), 30, np.uint8)
+    r = Renderer(PALETTE, ("a", "b", "c", "d"))
+    np.testing.assert_array_equal(r(img, None), img)
+    out = r(img, SemanticResult(np.zeros((60, 120), np.uint8)), "12.0 fps")
+    assert (out[2:18, :60] != blend(img, np.zeros_like(img), 0.5)[2:18, :60]).any()  # text drawn
+    assert out[59, 119].tolist() == [15, 15, 15]  # 0.5 * 30 blended with black class 0
+
+
+def test_jsonl_records_decode_back_to_the_masks(tmp_path):
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, (30, 40)).astype(np.uint8)
+    result = SemanticResult(labels, classes=("a", "b", "c"))
+    sink = JsonLinesSink(tmp_path / "out" / "r.jsonl")
+    sink.open()
+    frame = Frame(np.zeros((30, 40, 3), np.uint8), pts_ns=123, index=4, source_id="cam")
+    sink.write(frame, result)
+    bad = Packet(frame)
+    bad.error = "inference failed on frame 5"
+    sink.write(Frame(frame.image, 160, 5, "cam"), None, bad)
+    sink.close()
+    first, second = (json.loads(x) for x in (tmp_path / "out" / "r.jsonl").read_text().splitlines())
+    assert (first["index"], first["pts_ns"], first["source"], first["task"]) == (4, 123, "cam", "semantic")
+    assert [s["class"] for s in first["segments"]] == ["a", "b", "c"]
+    for s in first["segments"]:
+        mask = rle_decode(s["rle"])
+        np.testing.assert_array_equal(mask, labels == s["class_id"])
+        assert s["area"] == int(mask.sum())
+    assert second["error"] == "inference failed on frame 5" and second["segments"] == []
+
+
+def test_instance_record_and_rle_matches_pycocotools():
+    from pycocotools import mask as mask_util
+
+    masks = np.zeros((2, 25, 30), bool)
+    masks[0, 2:9, 3:17] = True
+    masks[1, 10:24, 0:5] = True
+    r = InstanceResult(np.array([[3, 2, 16, 8], [0, 10, 4, 23]], np.float32), np.array([0.8, 0.6], np.float32),
+                       np.array([2, 1], np.int32), ImageShape(25, 30), masks, class_names=("bg", "person", "car"))
+    rec = frame_record(Frame(np.zeros((25, 30, 3), np.uint8)), r)
+    assert [s["class"] for s in rec["segments"]] == ["car", "person"]
+    for s, m in zip(rec["segments"], masks):
+        ref = mask_util.encode(np.asfortranarray(m.astype(np.uint8)))
+        assert s["rle"]["counts"] == ref["counts"].decode() and s["area"] == int(mask_util.area(ref))
+
+
+def test_label_pngs_round_trip(tmp_path):
+    labels = np.arange(12, dtype=np.uint8).reshape(3, 4) % 5
+    sink = LabelPngSink(tmp_path / "png")
+    sink.open()
+    sink.write(Frame(np.zeros((3, 4, 3), np.uint8), index=7), SemanticResult(labels))
+    sink.write(Frame(np.zeros((3, 4, 3), np.uint8), index=8), None)  # no result: skipped
+    got = cv2.imread(str(tmp_path / "png" / "000007.png"), cv2.IMREAD_UNCHANGED)
+    np.testing.assert_array_equal(got, labels)
+    assert sink.written == 1
+    ids = np.array([[0, 1], [300, 70000]], np.int32)
+    pan = label_image(PanopticResult(ids, (Segment(1, 1, True), Segment(300, 2, False), Segment(70000, 3, True))))
+    rgb = pan.astype(np.int64)
+    np.testing.assert_array_equal(rgb[..., 0] + 256 * rgb[..., 1] + 65536 * rgb[..., 2], ids)

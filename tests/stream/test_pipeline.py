@@ -1,0 +1,164 @@
+"""Pipeline core: order, results equal to the sequential predictor, overlap, error policy, drops, stop."""
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from edgeseg.errors import InputError, StreamError
+from edgeseg.stream import CallbackSink, FrameBuffer, Packet, Pipeline, Stage, predictor_stages, stream
+from stream_helpers import ListSource, make_images
+
+
+class Sleep(Stage):
+    """A stage that takes a fixed time (like a model of known latency)."""
+
+    def __init__(self, name: str, seconds: float):
+        self.name, self.seconds = name, seconds
+
+    def process(self, packet: Packet) -> Packet:
+        time.sleep(self.seconds)
+        return packet
+
+
+class FailOn(Stage):
+    """Raises on chosen frame indices (fault injection)."""
+
+    name = "inference"
+
+    def __init__(self, bad: set[int]):
+        self.bad = bad
+
+    def process(self, packet: Packet) -> Packet:
+        if packet.frame.index in self.bad:
+            raise RuntimeError(f"boom on {packet.frame.index}")
+        return packet
+
+
+def test_stream_results_equal_sequential_predictor(bundle, predictor):
+    images = make_images(12)
+    got = list(stream(ListSource(images), predictor))
+    assert [f.index for f, _ in got] == list(range(12))  # order preserved
+    for (frame, result), img in zip(got, images):
+        assert frame.image is img
+        ref = predictor(img)
+        np.testing.assert_array_equal(result.labels, ref.labels)
+        assert result.labels.shape == (48, 64)
+
+
+def test_stream_with_bundle_path_and_stats(bundle):
+    images = make_images(8, seed=3)
+    seen = []
+    pipe_results = list(stream(ListSource(images), str(bundle.root), backend="onnxruntime", threads=1))
+    for f, r in pipe_results:
+        seen.append(f.index)
+        assert r.classes == bundle.manifest.classes
+    assert seen == list(range(8))
+
+
+def test_stages_overlap_so_throughput_follows_the_slowest_stage():
+    n, dt = 24, 0.02
+    out = []
+    stages = [Sleep("a", dt), Sleep("b", dt), Sleep("c", dt)]
+    stats = Pipeline([ListSource(make_images(n)), *stages, CallbackSink(lambda f, r: out.append(f.index))],
+                     handle_signals=False).run()
+    assert out == list(range(n))
+    assert stats.frames == stats.processed == n
+    sequential = n * 3 * dt
+    # overlapped: about n * dt + pipeline fill (2 * dt); sequential would be 3x that
+    assert stats.wall_s < 0.6 * sequential, (stats.wall_s, sequential)
+    for name in "abc":
+        assert stats.stages[name].count == n
+        assert dt * 0.9 <= stats.stages[name].p50_ms / 1e3 < dt * 3
+    assert stats.end_to_end.p50_ms >= 3 * dt * 1e3 * 0.9  # at least the three stages
+
+
+def test_error_in_one_frame_is_counted_and_the_stream_goes_on():
+    out = []
+    stats = Pipeline([ListSource(make_images(10)), FailOn({3, 7}), Sleep("after", 0.0),
+                      CallbackSink(lambda f, r: out.append((f.index, r)))], handle_signals=False).run()
+    assert [i for i, _ in out] == list(range(10))  # failed frames still reach the sinks
+    assert stats.errors == 2 and stats.processed == 10
+    assert "boom on 3" in stats.error_messages[0] and "frame 3" in stats.error_messages[0]
+    assert stats.stages["after"].count == 8  # later stages skip the failed frames
+
+
+def test_on_error_stop_drains_and_raises():
+    out = []
+    pipe = Pipeline([ListSource(make_images(200)), FailOn({5}), CallbackSink(lambda f, r: out.append(f.index))],
+                    on_error="stop", handle_signals=False, queue_size=2)
+    with pytest.raises(StreamError, match="frame 5"):
+        pipe.run()
+    assert pipe.stats.errors == 1 and pipe.stats.stopped_by == "error"
+    assert out == list(range(len(out))) and 6 <= len(out) < 200  # drained in order, then stopped
+
+
+def test_stop_from_another_thread_drains_everything_read():
+    out = []
+    pipe = Pipeline([ListSource(make_images(500)), Sleep("slow", 0.005), CallbackSink(lambda f, r: out.append(f.index))],
+                    handle_signals=False)
+    threading.Timer(0.1, pipe.stop).start()
+    stats = pipe.run()
+    assert stats.stopped_by == "stop"
+    assert 0 < stats.processed < 500
+    assert stats.frames == stats.processed == len(out)  # nothing read was lost
+    assert out == list(range(len(out)))
+
+
+def test_max_frames():
+    stats = Pipeline([ListSource(make_images(50)), Sleep("s", 0.0)], max_frames=7, handle_signals=False).run()
+    assert stats.frames == stats.processed == 7 and stats.stopped_by == "max_frames"
+
+
+def test_frame_buffer_drops_oldest_and_counts():
+    buf = FrameBuffer(3, drop_oldest=True)
+    for i in range(10):
+        assert buf.put(i)
+    assert buf.dropped == 7
+    assert [buf.get(0), buf.get(0), buf.get(0)] == [7, 8, 9]  # the newest survive
+    buf.close()
+    with pytest.raises(EOFError):
+        buf.get(0)
+
+
+def test_frame_buffer_blocks_for_files():
+    buf = FrameBuffer(2, drop_oldest=False)
+    buf.put(0), buf.put(1)
+    t = threading.Thread(target=buf.put, args=(2,))
+    t.start()
+    time.sleep(0.05)
+    assert t.is_alive() and len(buf) == 2  # the producer waits
+    assert buf.get(0) == 0
+    t.join(1)
+    assert not t.is_alive() and buf.dropped == 0 and [buf.get(0), buf.get(0)] == [1, 2]
+
+
+def test_pipeline_checks_its_elements(predictor):
+    with pytest.raises(InputError, match="on_error"):
+        Pipeline([ListSource([])], on_error="ignore")
+    with pytest.raises(InputError, match="Stage after a Sink"):
+        Pipeline([ListSource([]), CallbackSink(print), *predictor_stages(predictor)])
+    with pytest.raises(InputError, match="unknown option"):
+        next(stream(ListSource([]), predictor, colour="red"))
+
+
+def test_batching_across_sources_matches_single_frame_results(predictor):
+    from edgeseg.stream import InferenceStage, MultiSource
+
+    a, b = make_images(9, seed=1), make_images(7, seed=2)
+    mux = MultiSource([ListSource(a, "cam-a"), ListSource(b, "cam-b")])
+    stages = predictor_stages(predictor, max_batch=4, batch_timeout_s=0.05)
+    inference = next(s for s in stages if isinstance(s, InferenceStage))
+    got = []
+    stats = Pipeline([mux, *stages, CallbackSink(lambda f, r: got.append((f.source_id, f.index, r)))],
+                     handle_signals=False).run()
+    assert stats.processed == 16 and stats.errors == 0
+    for sid, images in (("cam-a", a), ("cam-b", b)):
+        mine = [(i, r) for s, i, r in got if s == sid]
+        assert [i for i, _ in mine] == list(range(len(images)))  # per-source order kept
+        for i, r in mine:
+            np.testing.assert_array_equal(r.labels, predictor(images[i]).labels)
+    assert sum(k * v for k, v in inference.batch_sizes.items()) == 16
+    assert max(inference.batch_sizes) > 1  # frames really ran as batches
