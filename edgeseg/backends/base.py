@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, ClassVar, Mapping
 import numpy as np
 
 from .._registry import Registry
-from ..errors import BackendUnavailable, EdgesegError, InputError
+from ..errors import BackendUnavailable, BundleError, EdgesegError, InputError
 
 if TYPE_CHECKING:
     from ..bundle import Bundle
@@ -52,6 +52,9 @@ class Runner(abc.ABC):
     """Base of every backend runner. Subclasses set ``name`` and implement the ``_impl`` methods."""
 
     name: ClassVar[str] = "base"
+    #: model file suffixes this backend runs, and the INT8 targets it prefers (in order) when none is asked for
+    file_suffixes: ClassVar[tuple[str, ...]] = (".onnx",)
+    model_targets: ClassVar[tuple[str | None, ...]] = (None,)
 
     def __init__(self, model_path: Path, *, precision: str = "fp32", device: str = "auto", threads: int = 0,
                  bundle: "Bundle | None" = None):
@@ -81,7 +84,27 @@ class Runner(abc.ABC):
         if not ok:
             raise BackendUnavailable(f"backend {cls.name!r} is not available: {why}")
         b = bundle if isinstance(bundle, Bundle) else Bundle.open(bundle)
-        return cls(b.model_path(precision, target), precision=precision, device=device, threads=threads, bundle=b)
+        return cls(cls.select_model(b, precision, target), precision=precision, device=device, threads=threads, bundle=b)
+
+    @classmethod
+    def select_model(cls, bundle: "Bundle", precision: str = "fp32", target: str | None = None) -> Path:
+        """The bundle's model file this backend should run: the asked target if given, else the first of
+        ``model_targets`` present, else any model of that precision with one of ``file_suffixes``."""
+        if target is not None:
+            return bundle.model_path(precision, target)
+        cands = [m for m in bundle.manifest.models
+                 if m.precision == precision and m.file.endswith(cls.file_suffixes)]
+        for want in cls.model_targets:
+            for m in cands:
+                if m.target == want:
+                    return bundle.root / m.file
+        if cands:
+            return bundle.root / cands[0].file
+        bundle.model_entry(precision, target)  # raises BundleError listing what the bundle has
+        raise BundleError(  # pragma: no cover - model_entry found a model of another file type
+            f"bundle {bundle.root} has no {precision} model that the {cls.name} backend runs "
+            f"(it needs a {' or '.join(cls.file_suffixes)} file)"
+        )
 
     # ---- lifecycle ---------------------------------------------------------------------------
     def activate(self) -> "Runner":

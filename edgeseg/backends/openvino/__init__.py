@@ -1,0 +1,4 @@
+"""OpenVINO backend (CPU plugin)."""
+from .runner import OpenVinoRunner
+
+__all__ = ["OpenVinoRunner"]

@@ -1,0 +1,233 @@
+"""The TensorRT backend's logic, as plain functions that run (and are tested) without TensorRT.
+
+- :func:`builder_plan`: network creation mode and ``IBuilderConfig`` flags per precision.
+- :func:`profile_shapes`: optimization-profile (min, opt, max) shapes from the model's input and
+  the bundle's :class:`~edgeseg.structures.InputSpec` (dynamic batch, size rules).
+- :class:`EngineKey` / :func:`engine_cache_path`: engines are cached under ``bundle/engines/`` keyed
+  by (ONNX sha256, TensorRT version, GPU name and compute capability, precision, build options).
+- :func:`io_plan`: names, numpy dtypes and shapes of the engine's IO tensors (TensorRT dtype names
+  mapped to numpy), and byte sizes for the device buffers.
+- :func:`describe_parser_errors`: the ONNX parser's errors as one message naming ops and nodes.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from ...errors import UnsupportedError
+from ...structures import InputSpec
+from ..base import TensorSpec
+
+# ---- builder configuration ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BuilderPlan:
+    """How to build an engine for one precision.
+
+    strongly_typed: create the network with ``NetworkDefinitionCreationFlag.STRONGLY_TYPED`` (tensor
+    types follow the ONNX graph; builder precision flags are then not allowed).
+    flags: names of ``trt.BuilderFlag`` members to set.
+    """
+
+    precision: str
+    strongly_typed: bool
+    flags: tuple[str, ...]
+    workspace_bytes: int
+
+
+# precision -> (strongly typed, builder flags). fp32: types exactly as exported (no TF32 surprises
+# in the graph's types; TensorRT may still use TF32 math unless disabled). fp16: weakly typed with
+# FP16 kernels allowed. int8: the Q/DQ graph fixes where INT8 runs (explicit quantization); FP16 is
+# allowed for the layers left in float.
+_PRECISIONS: dict[str, tuple[bool, tuple[str, ...]]] = {
+    "fp32": (True, ()),
+    "fp16": (False, ("FP16",)),
+    "int8": (False, ("INT8", "FP16")),
+}
+
+
+def builder_plan(precision: str, workspace_mib: int = 1024) -> BuilderPlan:
+    if precision not in _PRECISIONS:
+        raise UnsupportedError(f"TensorRT backend: unknown precision {precision!r}", fix=f"use one of {', '.join(_PRECISIONS)}")
+    if workspace_mib <= 0:
+        raise UnsupportedError(f"TensorRT workspace must be positive, got {workspace_mib} MiB")
+    strongly, flags = _PRECISIONS[precision]
+    return BuilderPlan(precision, strongly, flags, int(workspace_mib) << 20)
+
+
+# ---- optimization profiles ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProfileShape:
+    """``IOptimizationProfile.set_shape(name, min, opt, max)`` for one input."""
+
+    name: str
+    min: tuple[int, ...]
+    opt: tuple[int, ...]
+    max: tuple[int, ...]
+
+
+def _spatial_range(spec: InputSpec, axis_hw: int, max_side: int) -> tuple[int, int, int]:
+    """(min, opt, max) for the height (0) or width (1) axis of a dynamic-size input."""
+    if spec.size is not None and spec.size_rule == "fixed":
+        v = spec.size.hw[axis_hw]
+        return v, v, v
+    step = spec.multiple if spec.size_rule == "multiple" else 1
+    lo = max(step, 32 if step == 1 else step)
+    opt = spec.size.hw[axis_hw] if spec.size is not None else 512
+    opt = max(lo, (opt // step) * step)
+    hi = max(opt, (max_side // step) * step)
+    return lo, opt, hi
+
+
+def profile_shapes(inputs: Sequence[TensorSpec], input_spec: InputSpec, *, max_batch: int = 8,
+                   opt_batch: int = 1, max_side: int = 2048) -> tuple[ProfileShape, ...]:
+    """One optimization profile's shapes for the model's inputs; empty when every axis is static.
+
+    Axis 0 is the batch (dynamic: 1 .. ``max_batch``, optimised for ``opt_batch``); the spatial axes
+    of a 4-D image input follow ``input_spec.layout`` and its size rule."""
+    if not 1 <= opt_batch <= max_batch:
+        raise UnsupportedError(f"TensorRT profile: need 1 <= opt_batch ({opt_batch}) <= max_batch ({max_batch})")
+    if all(isinstance(d, int) and d > 0 for s in inputs for d in s.shape):
+        return ()
+    spatial = (2, 3) if input_spec.layout == "NCHW" else (1, 2)
+    out = []
+    for s in inputs:
+        lo, opt, hi = [], [], []
+        for axis, d in enumerate(s.shape):
+            if isinstance(d, int) and d > 0:
+                r = (d, d, d)
+            elif axis == 0:
+                r = (1, opt_batch, max_batch)
+            elif len(s.shape) == 4 and axis in spatial:
+                r = _spatial_range(input_spec, spatial.index(axis), max_side)
+            elif len(s.shape) == 4:
+                r = (3, 3, 3)  # the colour axis
+            else:
+                raise UnsupportedError(
+                    f"TensorRT profile: input {s.name!r} {list(s.shape)} has a dynamic axis {axis} edgeseg cannot size",
+                    fix="export with static shapes except the batch axis",
+                )
+            lo.append(r[0]); opt.append(r[1]); hi.append(r[2])  # noqa: E702
+        out.append(ProfileShape(s.name, tuple(lo), tuple(opt), tuple(hi)))
+    return tuple(out)
+
+
+# ---- engine cache ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GpuInfo:
+    """The GPU an engine is built for (engines are not portable across GPU models or TRT versions)."""
+
+    name: str
+    major: int
+    minor: int
+
+    @property
+    def compute_capability(self) -> str:
+        return f"{self.major}.{self.minor}"
+
+    @property
+    def slug(self) -> str:
+        base = re.sub(r"[^a-z0-9]+", "_", self.name.lower()).strip("_") or "gpu"
+        return f"{base}-sm{self.major}{self.minor}"
+
+
+@dataclass(frozen=True)
+class EngineKey:
+    onnx_sha256: str
+    trt_version: str
+    gpu: GpuInfo
+    precision: str
+    options: tuple[tuple[str, str], ...] = ()  # build options that change the engine (max batch, workspace)
+
+    @property
+    def digest(self) -> str:
+        doc = {"onnx": self.onnx_sha256, "trt": self.trt_version, "gpu": self.gpu.name,
+               "cc": self.gpu.compute_capability, "precision": self.precision, "options": list(map(list, self.options))}
+        return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
+
+    @property
+    def filename(self) -> str:
+        return f"{self.precision}-{self.gpu.slug}-trt{self.trt_version}-{self.digest}.engine"
+
+
+def _writable(path: Path) -> bool:
+    return os.access(path, os.W_OK)
+
+
+def engine_cache_path(bundle_root: Path, key: EngineKey, fallback: Path | None = None,
+                      writable: Callable[[Path], bool] = _writable) -> Path:
+    """``bundle/engines/<key>.engine``; when the bundle is read-only (shipped inside a package), a
+    per-user cache ``~/.cache/edgeseg/engines/<bundle dir name>/`` instead."""
+    engines = Path(bundle_root) / "engines"
+    if writable(engines if engines.is_dir() else Path(bundle_root)):
+        return engines / key.filename
+    base = fallback or Path(os.environ.get("EDGESEG_CACHE", Path.home() / ".cache" / "edgeseg")) / "engines"
+    return base / Path(bundle_root).name / key.filename
+
+
+# ---- IO bindings -------------------------------------------------------------------------------
+
+# trt.DataType member names -> numpy dtype names (BF16/FP8/INT4 have no numpy type)
+TRT_TO_NUMPY = {"FLOAT": "float32", "HALF": "float16", "INT8": "int8", "INT32": "int32", "INT64": "int64",
+                "BOOL": "bool", "UINT8": "uint8"}
+
+
+@dataclass(frozen=True)
+class IOBinding:
+    """One engine IO tensor: numpy dtype name and shape (-1 on dynamic axes)."""
+
+    name: str
+    is_input: bool
+    dtype: str
+    shape: tuple[int, ...]
+
+    def nbytes(self, shape: Sequence[int] | None = None) -> int:
+        s = tuple(shape) if shape is not None else self.shape
+        if any(d < 0 for d in s):
+            raise UnsupportedError(f"TensorRT tensor {self.name!r}: shape {list(s)} is not resolved yet")
+        return int(np.prod(s, dtype=np.int64)) * np.dtype(self.dtype).itemsize
+
+    @property
+    def spec(self) -> TensorSpec:
+        return TensorSpec(self.name, self.dtype, tuple(d if d >= 0 else f"d{i}" for i, d in enumerate(self.shape)))
+
+
+def io_plan(tensors: Sequence[tuple[str, bool, str, Sequence[int]]]) -> tuple[IOBinding, ...]:
+    """``(name, is_input, trt dtype name, shape)`` per engine tensor -> bindings, inputs first."""
+    out = []
+    for name, is_input, trt_dtype, shape in tensors:
+        key = str(trt_dtype).split(".")[-1].upper()
+        if key not in TRT_TO_NUMPY:
+            raise UnsupportedError(
+                f"TensorRT tensor {name!r} has type {key}, which has no numpy equivalent",
+                fix="export the model's inputs and outputs as float32, float16, int32/int64 or uint8",
+            )
+        out.append(IOBinding(name, bool(is_input), TRT_TO_NUMPY[key], tuple(int(d) for d in shape)))
+    return tuple(sorted(out, key=lambda b: not b.is_input))
+
+
+# ---- parser errors -----------------------------------------------------------------------------
+
+
+def describe_parser_errors(model: str, errors: Sequence[tuple[str, str, str]]) -> UnsupportedError:
+    """``(op type, node name, description)`` per ONNX-parser error -> one error naming them."""
+    ops = sorted({op for op, _, _ in errors if op})
+    lines = [f"{op or '?'} (node {node or '?'}): {desc}" for op, node, desc in errors[:5]]
+    what = f"op(s) {', '.join(ops)}" if ops else "the graph"
+    return UnsupportedError(
+        f"{model}: TensorRT's ONNX parser cannot take {what}:\n    " + "\n    ".join(lines),
+        fix="export with standard ops TensorRT supports (edgeseg check --target tensorrt lists them), "
+        "or load the plugin library that implements the op",
+    )

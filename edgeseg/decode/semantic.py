@@ -1,0 +1,174 @@
+"""Semantic segmentation decoding: logits or in-graph labels -> :class:`SemanticResult` at the
+original image size.
+
+Steps: pick the semantic output (by the manifest's output specs: kind ``logits`` float ``[1, C, h, w]``
+or ``[1, h, w, C]``, kind ``labels`` integer ``[1, h, w]``); undo the letterbox by cropping the content
+region (``meta.content`` at ``(pad_top, pad_left)`` in network pixels, scaled to the output's
+resolution); resize to the original size.
+
+Resizing choice: when the crop is smaller than the image (the usual case: a fixed network size, or a
+stride-8 output), the **logits are resized bilinearly** (OpenCV, half-pixel centres as PyTorch's
+``align_corners=False``) and the argmax is taken after — smooth boundaries, as the models are trained.
+Otherwise (crop at or above the image size) the argmax is taken first and the **labels resized with
+nearest-exact** sampling, which is cheaper and loses nothing. ``manifest.decoder["upsample"] = "labels"``
+forces the cheap path everywhere. Labels outputs are always resized nearest-exact.
+The optional confidence is the softmax probability of the chosen class, ``1 / sum_c exp(l_c - max)``.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Mapping
+
+import numpy as np
+
+from ..errors import InputError, UnsupportedError
+from ..structures import ImageShape, SemanticResult
+from . import DECODERS
+
+if TYPE_CHECKING:
+    from ..bundle import Manifest
+    from ..structures import PreprocessMeta
+
+_CV_MAX_CHANNELS = 128  # cv2.resize takes at most this many channels at once (OpenCV 5: CV_CN_MAX)
+
+
+def semantic_output(outputs: Mapping[str, np.ndarray], manifest: "Manifest") -> tuple[str, str, np.ndarray]:
+    """(name, kind, array) of the semantic output: by the manifest's specs, then by the names
+    ``logits``/``labels`` (the torch backend's), then the only output by its dtype."""
+    for spec in manifest.outputs:
+        if spec.kind in ("logits", "labels") and spec.name in outputs:
+            return spec.name, spec.kind, np.asarray(outputs[spec.name])
+    for kind in ("logits", "labels"):
+        if kind in outputs:
+            return kind, kind, np.asarray(outputs[kind])
+    if len(outputs) == 1:
+        name, arr = next(iter(outputs.items()))
+        arr = np.asarray(arr)
+        return name, "logits" if np.issubdtype(arr.dtype, np.floating) else "labels", arr
+    want = [s.name for s in manifest.outputs]
+    raise UnsupportedError(
+        f"bundle {manifest.name!r}: no semantic output among {sorted(outputs)} (the manifest lists {want})",
+        fix="the manifest's outputs must name the model's logits or labels output",
+    )
+
+
+def _crop_box(out: ImageShape, meta: "PreprocessMeta") -> tuple[int, int, int, int]:
+    """(y0, y1, x0, x1) of the image content in an output of size ``out``."""
+    sy, sx = out.height / meta.network.height, out.width / meta.network.width
+    y0 = min(out.height - 1, int(round(meta.pad_top * sy)))
+    x0 = min(out.width - 1, int(round(meta.pad_left * sx)))
+    y1 = max(y0 + 1, min(out.height, int(round((meta.pad_top + meta.content.height) * sy))))
+    x1 = max(x0 + 1, min(out.width, int(round((meta.pad_left + meta.content.width) * sx))))
+    return y0, y1, x0, x1
+
+
+def _logits_3d(arr: np.ndarray, manifest: "Manifest") -> tuple[np.ndarray, int]:
+    """``[1, C, h, w]`` / ``[1, h, w, C]`` / ``[C, h, w]`` -> (a 3-D view, its channel axis: 0 or 2)."""
+    if arr.ndim == 4:
+        if arr.shape[0] != 1:
+            raise InputError(f"decode_semantic decodes one image at a time; got a batch of {arr.shape[0]}")
+        arr = arr[0]
+    if arr.ndim != 3:
+        raise UnsupportedError(f"logits must be [1, C, h, w], got shape {list(arr.shape)}")
+    layout = manifest.decoder.get("logits_layout")
+    if layout is None:  # infer: channels are the axis that matches the class count (NCHW on ties)
+        c = manifest.num_classes
+        layout = "NHWC" if arr.shape[0] != c and arr.shape[2] == c else "NCHW"
+    return arr, (2 if layout == "NHWC" else 0)
+
+
+def _argmax_chw(chw: np.ndarray, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+    """(argmax over axis 0, max) by a running maximum over the channel planes: contiguous passes,
+    faster than ``argmax(axis=0)`` for the tens of classes segmentation has; first index wins ties."""
+    best = chw[0].astype(np.float32, copy=True)
+    idx = np.zeros(best.shape, dtype)
+    for k in range(1, chw.shape[0]):
+        better = chw[k] > best
+        np.maximum(best, chw[k], out=best)
+        idx[better] = k
+    return idx, best
+
+
+def _resize_linear(hwc: np.ndarray, size: ImageShape) -> np.ndarray:
+    import cv2
+
+    x = np.ascontiguousarray(hwc, dtype=np.float32)
+    if x.shape[2] <= _CV_MAX_CHANNELS:
+        out = cv2.resize(x, size.wh, interpolation=cv2.INTER_LINEAR)
+        return out[..., None] if out.ndim == 2 else out
+    parts = [_resize_linear(x[..., i : i + _CV_MAX_CHANNELS], size) for i in range(0, x.shape[2], _CV_MAX_CHANNELS)]
+    return np.concatenate(parts, axis=2)
+
+
+def resize_labels(labels: np.ndarray, size: ImageShape) -> np.ndarray:
+    """Nearest-exact resize (pixel centres: ``src = floor((dst + 0.5) * in / out)``)."""
+    import cv2
+
+    if ImageShape.of(labels) == size:
+        return labels
+    dtype = labels.dtype
+    work = labels if dtype in (np.uint8, np.int32, np.uint16, np.int16) else labels.astype(np.int32)
+    return cv2.resize(np.ascontiguousarray(work), size.wh, interpolation=cv2.INTER_NEAREST_EXACT).astype(dtype, copy=False)
+
+
+def _label_dtype(num: int) -> np.dtype:
+    return np.dtype(np.uint8) if num <= 256 else np.dtype(np.int32)
+
+
+def _confidence(x: np.ndarray, axis: int, mx: np.ndarray | None = None) -> np.ndarray:
+    m = x.max(axis=axis, keepdims=True) if mx is None else np.expand_dims(mx, axis)
+    return (1.0 / np.exp(x - m).sum(axis=axis)).astype(np.float32)
+
+
+def logits_to_labels(logits: np.ndarray, meta: "PreprocessMeta", manifest: "Manifest",
+                     confidence: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+    x, caxis = _logits_3d(logits, manifest)
+    hw = x.shape[1:] if caxis == 0 else x.shape[:2]
+    y0, y1, x0, x1 = _crop_box(ImageShape(*hw), meta)
+    x = x[:, y0:y1, x0:x1] if caxis == 0 else x[y0:y1, x0:x1]
+    size, crop = meta.original, ImageShape(y1 - y0, x1 - x0)
+    dtype = _label_dtype(x.shape[caxis])
+    upsample_logits = manifest.decoder.get("upsample", "logits") == "logits"
+    if crop != size and upsample_logits and (crop.height < size.height or crop.width < size.width):
+        hwc = _resize_linear(x.transpose(1, 2, 0) if caxis == 0 else x, size)
+        labels = hwc.argmax(axis=2).astype(dtype)
+        return labels, (_confidence(hwc, 2) if confidence else None)
+    if caxis == 0:
+        labels, mx = _argmax_chw(x, dtype)
+        conf = _confidence(x, 0, mx) if confidence else None
+    else:
+        labels = x.argmax(axis=2).astype(dtype)
+        conf = _confidence(x, 2) if confidence else None
+    if crop != size:
+        labels = resize_labels(labels, size)
+        if conf is not None:
+            conf = resize_labels(conf.view(np.int32), size).view(np.float32)  # nearest on the raw bits
+    return labels, conf
+
+
+def labels_to_labels(labels: np.ndarray, meta: "PreprocessMeta", manifest: "Manifest") -> np.ndarray:
+    arr = np.asarray(labels)
+    while arr.ndim > 2 and arr.shape[0] == 1:
+        arr = arr[0]
+    if arr.ndim != 2:
+        raise UnsupportedError(f"labels output must be [1, h, w], got shape {list(labels.shape)}")
+    if not np.issubdtype(arr.dtype, np.integer):
+        raise UnsupportedError(f"labels output must be integer, got {arr.dtype}")
+    y0, y1, x0, x1 = _crop_box(ImageShape.of(arr), meta)
+    arr = arr[y0:y1, x0:x1]
+    dtype = _label_dtype(manifest.num_classes)
+    if arr.dtype != dtype:
+        arr = arr.astype(dtype)
+    return resize_labels(arr, meta.original)
+
+
+@DECODERS.register("semantic")
+def decode_semantic(outputs: Mapping[str, np.ndarray], meta: "PreprocessMeta", manifest: "Manifest",
+                    *, confidence: bool | None = None) -> SemanticResult:
+    """Model outputs for one image -> labels ``[H, W]`` at ``meta.original`` (see the module doc)."""
+    _, kind, arr = semantic_output(outputs, manifest)
+    want_conf = bool(manifest.decoder.get("confidence", False)) if confidence is None else confidence
+    if kind == "logits":
+        labels, conf = logits_to_labels(arr, meta, manifest, want_conf)
+    else:
+        labels, conf = labels_to_labels(arr, meta, manifest), None
+    return SemanticResult(labels=np.ascontiguousarray(labels), classes=tuple(manifest.classes), confidence=conf)

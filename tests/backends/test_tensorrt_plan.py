@@ -1,0 +1,164 @@
+"""The TensorRT backend's logic (no TensorRT needed): builder plans, profiles, cache keys, IO plans."""
+from __future__ import annotations
+
+import pytest
+
+from edgeseg.backends import BACKENDS, TensorSpec
+from edgeseg.backends.trt.plan import (
+    EngineKey, GpuInfo, IOBinding, ProfileShape, builder_plan, describe_parser_errors, engine_cache_path, io_plan,
+    profile_shapes,
+)
+from edgeseg.errors import UnsupportedError
+from edgeseg.structures import ImageShape, InputSpec
+
+H100 = GpuInfo("NVIDIA H100 80GB HBM3", 9, 0)
+ORIN = GpuInfo("Orin", 8, 7)
+
+
+@pytest.mark.parametrize("precision,strongly,flags", [
+    ("fp32", True, ()), ("fp16", False, ("FP16",)), ("int8", False, ("INT8", "FP16")),
+])
+def test_builder_plan(precision, strongly, flags):
+    plan = builder_plan(precision, workspace_mib=512)
+    assert (plan.strongly_typed, plan.flags, plan.workspace_bytes) == (strongly, flags, 512 * 1024 * 1024)
+
+
+def test_builder_plan_rejects():
+    with pytest.raises(UnsupportedError, match="unknown precision 'int4'"):
+        builder_plan("int4")
+    with pytest.raises(UnsupportedError, match="workspace"):
+        builder_plan("fp32", workspace_mib=0)
+
+
+def test_profile_static_is_empty():
+    specs = [TensorSpec("images", "float32", (1, 3, 360, 480))]
+    assert profile_shapes(specs, InputSpec(size=ImageShape(360, 480))) == ()
+
+
+def test_profile_dynamic_batch_fixed_size():
+    specs = [TensorSpec("images", "float32", ("N", 3, 360, 480))]
+    (p,) = profile_shapes(specs, InputSpec(size=ImageShape(360, 480), dynamic_batch=True), max_batch=4, opt_batch=2)
+    assert p == ProfileShape("images", (1, 3, 360, 480), (2, 3, 360, 480), (4, 3, 360, 480))
+
+
+def test_profile_dynamic_spatial_nchw_fixed_rule():
+    specs = [TensorSpec("images", "float32", ("N", 3, "H", "W"))]
+    (p,) = profile_shapes(specs, InputSpec(size=ImageShape(360, 480)), max_batch=8)
+    assert p.min == (1, 3, 360, 480) and p.opt == (1, 3, 360, 480) and p.max == (8, 3, 360, 480)
+
+
+def test_profile_multiple_rule_nhwc():
+    specs = [TensorSpec("x", "uint8", (1, "h", "w", 3))]
+    spec = InputSpec(layout="NHWC", dtype="uint8", size=ImageShape(360, 480), size_rule="multiple", multiple=32)
+    (p,) = profile_shapes(specs, spec, max_side=1000)
+    # height: min 32, opt 360 -> 352 (multiple of 32), max 1000 -> 992; width: 32, 480, 992
+    assert p.min == (1, 32, 32, 3) and p.opt == (1, 352, 480, 3) and p.max == (1, 992, 992, 3)
+
+
+def test_profile_any_rule_without_size():
+    specs = [TensorSpec("images", "float32", (1, 3, "H", "W"))]
+    (p,) = profile_shapes(specs, InputSpec(size_rule="any"), max_side=1024)
+    assert p.min == (1, 3, 32, 32) and p.opt == (1, 3, 512, 512) and p.max == (1, 3, 1024, 1024)
+
+
+def test_profile_rejects_unsizable_axis():
+    with pytest.raises(UnsupportedError, match=r"input 'tokens'.*dynamic axis 1"):
+        profile_shapes([TensorSpec("tokens", "int64", (1, "T"))], InputSpec(size_rule="any"))
+    with pytest.raises(UnsupportedError, match="opt_batch"):
+        profile_shapes([TensorSpec("images", "float32", ("N", 3, 8, 8))], InputSpec(size_rule="any"), max_batch=2, opt_batch=3)
+
+
+def test_engine_key_changes_with_every_component():
+    base = EngineKey("a" * 64, "10.3.0", H100, "fp16", (("max_batch", "8"),))
+    variants = [
+        EngineKey("b" * 64, "10.3.0", H100, "fp16", (("max_batch", "8"),)),
+        EngineKey("a" * 64, "10.4.0", H100, "fp16", (("max_batch", "8"),)),
+        EngineKey("a" * 64, "10.3.0", ORIN, "fp16", (("max_batch", "8"),)),
+        EngineKey("a" * 64, "10.3.0", GpuInfo("NVIDIA H100 80GB HBM3", 9, 1), "fp16", (("max_batch", "8"),)),
+        EngineKey("a" * 64, "10.3.0", H100, "int8", (("max_batch", "8"),)),
+        EngineKey("a" * 64, "10.3.0", H100, "fp16", (("max_batch", "4"),)),
+    ]
+    digests = {base.digest, *(v.digest for v in variants)}
+    assert len(digests) == 7 and all(len(d) == 16 for d in digests)
+    assert base.digest == EngineKey("a" * 64, "10.3.0", H100, "fp16", (("max_batch", "8"),)).digest  # stable
+    assert base.filename == f"fp16-nvidia_h100_80gb_hbm3-sm90-trt10.3.0-{base.digest}.engine"
+    assert ORIN.compute_capability == "8.7" and ORIN.slug == "orin-sm87"
+
+
+def test_engine_cache_path(tmp_path):
+    key = EngineKey("a" * 64, "10.3.0", ORIN, "int8")
+    root = tmp_path / "road.edgeseg"
+    root.mkdir()
+    assert engine_cache_path(root, key) == root / "engines" / key.filename
+    read_only = engine_cache_path(root, key, fallback=tmp_path / "cache", writable=lambda p: False)
+    assert read_only == tmp_path / "cache" / "road.edgeseg" / key.filename
+
+
+def test_runner_engine_key_uses_the_bundle_hash(tmp_path):
+    from edgeseg.backends.trt import TensorRTRunner
+    from edgeseg.bundle import sha256_file
+    from handmade_bundles import conv_bundle
+
+    bundle = conv_bundle(tmp_path, input_spec=InputSpec(size=ImageShape(8, 12)))
+    runner = TensorRTRunner(bundle.model_path(), bundle=bundle, precision="int8")  # construction imports nothing
+    key = runner.engine_key(ORIN, "10.3.0")
+    assert key.onnx_sha256 == bundle.manifest.files["model.onnx"] == sha256_file(bundle.model_path())
+    assert key.precision == "int8" and engine_cache_path(bundle.root, key).parent == bundle.root / "engines"
+
+
+def test_io_plan_maps_dtypes_and_orders_inputs_first():
+    plan = io_plan([
+        ("logits", False, "HALF", (1, 11, 360, 480)),
+        ("images", True, "DataType.FLOAT", (-1, 3, 360, 480)),
+        ("labels", False, "UINT8", (1, 360, 480)),
+        ("count", False, "INT64", (1,)),
+    ])
+    assert [b.name for b in plan] == ["images", "logits", "labels", "count"]
+    assert [b.dtype for b in plan] == ["float32", "float16", "uint8", "int64"]
+    assert plan[1].nbytes() == 11 * 360 * 480 * 2 and plan[2].nbytes() == 360 * 480
+    assert plan[0].nbytes((2, 3, 360, 480)) == 2 * 3 * 360 * 480 * 4
+    assert plan[0].spec == TensorSpec("images", "float32", ("d0", 3, 360, 480))
+    with pytest.raises(UnsupportedError, match="not resolved"):
+        plan[0].nbytes()
+
+
+def test_io_plan_rejects_types_without_numpy():
+    with pytest.raises(UnsupportedError, match=r"'x' has type BF16"):
+        io_plan([("x", True, "BF16", (1,))])
+    assert IOBinding("b", True, "bool", (2, 2)).nbytes() == 4
+
+
+def test_describe_parser_errors():
+    err = describe_parser_errors("m.onnx", [("DeformConv", "dcn_1", "no importer"), ("", "n2", "bad attr")])
+    text = str(err)
+    assert "op(s) DeformConv" in text and "node dcn_1" in text and "bad attr" in text and "fix:" in text
+
+
+def test_is_available_says_why_and_never_raises():
+    ok, why = BACKENDS.get("tensorrt").is_available()
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        assert not ok and "tensorrt" in why
+    else:  # pragma: no cover - only on machines with TensorRT
+        assert ok or "CUDA" in why
+
+
+@pytest.mark.tensorrt
+def test_engine_matches_onnxruntime(tmp_path):  # pragma: no cover - needs TensorRT and a GPU
+    import numpy as np
+
+    from edgeseg.backends.trt import TensorRTRunner
+    from handmade_bundles import conv_bundle, reference_logits
+
+    ok, why = TensorRTRunner.is_available()
+    if not ok:
+        pytest.skip(why)
+    bundle = conv_bundle(tmp_path, 5, input_spec=InputSpec(size=ImageShape(8, 12), dynamic_batch=True))
+    x = np.random.default_rng(0).normal(size=(2, 3, 8, 12)).astype(np.float32)
+    with TensorRTRunner.load(bundle) as runner:
+        out = runner.infer({"images": x})["logits"]
+        assert runner.engine_path.parent == bundle.root / "engines" and runner.engine_path.is_file()
+    np.testing.assert_allclose(out, reference_logits(x, 5), rtol=1e-3, atol=1e-3)
+    with TensorRTRunner.load(bundle) as again:  # from the cache
+        np.testing.assert_allclose(again.infer({"images": x})["logits"], out, rtol=0, atol=0)

@@ -1,0 +1,73 @@
+"""PyTorch runner: a live module and a bundle's checkpoint, against numpy and the model itself."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgeseg.backends import BACKENDS
+from edgeseg.bundle import ModelFile
+from edgeseg.errors import BundleError, UnsupportedError
+from edgeseg.structures import ImageShape, InputSpec
+from handmade_bundles import conv_bundle, conv_weights, reference_logits
+
+torch = pytest.importorskip("torch")
+
+
+class Conv1x1(torch.nn.Module):
+    """The handmade ONNX graph's computation, in PyTorch, returning the model-family dict."""
+
+    def __init__(self, num_classes: int):
+        super().__init__()
+        w, b = conv_weights(num_classes)
+        self.conv = torch.nn.Conv2d(3, num_classes, 1)
+        with torch.no_grad():
+            self.conv.weight.copy_(torch.from_numpy(w.reshape(num_classes, 3, 1, 1)))
+            self.conv.bias.copy_(torch.from_numpy(b))
+
+    def forward(self, x):
+        return {"logits": self.conv(x)}
+
+
+def test_from_module_matches_numpy():
+    runner = BACKENDS.get("torch").from_module(Conv1x1(5), InputSpec(size=ImageShape(8, 12)), threads=1)
+    x = np.random.default_rng(0).normal(size=(1, 3, 8, 12)).astype(np.float32)
+    with runner:
+        assert runner.input_specs[0].shape == (1, 3, 8, 12)
+        out = runner.infer({"images": x})
+        assert runner.output_specs[0].name == "logits" and runner.output_specs[0].shape == (1, 5, 8, 12)
+    np.testing.assert_allclose(out["logits"], reference_logits(x, 5), rtol=1e-5, atol=1e-5)
+
+
+def test_bundle_without_checkpoint_says_so(tmp_path):
+    bundle = conv_bundle(tmp_path)
+    with pytest.raises(BundleError, match="carries no PyTorch checkpoint") as e:
+        BACKENDS.get("torch").load(bundle)
+    assert "--backend onnxruntime" in str(e.value)
+    with pytest.raises(UnsupportedError, match="not INT8"):
+        BACKENDS.get("torch").load(bundle, precision="int8")
+
+
+def test_nhwc_bundle_refused():
+    with pytest.raises(UnsupportedError, match="NHWC"):
+        BACKENDS.get("torch").from_module(Conv1x1(3), InputSpec(layout="NHWC", size_rule="any"))
+
+
+def test_bundle_checkpoint_rebuilds_the_model(tmp_path):
+    models = pytest.importorskip("edgeseg.models")
+    pytest.importorskip("safetensors")
+    torch.manual_seed(0)
+    model = models.create_model("test_fcn8s", num_classes=4).eval()
+    spec = InputSpec(size=ImageShape(32, 48))
+    bundle = conv_bundle(tmp_path, 4, input_spec=spec)
+    ckpt = models.save_checkpoint(model, tmp_path / "model.safetensors", model_name="test_fcn8s", num_classes=4)
+    bundle.add_model(ModelFile("model.safetensors", "fp32", "torch"), ckpt)
+    x = np.random.default_rng(1).normal(size=(1, 3, 32, 48)).astype(np.float32)
+    with torch.inference_mode():
+        ref = model(torch.from_numpy(x))["logits"].numpy()
+    runner = BACKENDS.get("torch").load(bundle)
+    assert runner.model_path.name == "model.safetensors"
+    with runner:
+        out = runner.infer({"images": x})["logits"]
+    np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5)
+    # the ONNX backends skip the checkpoint when choosing their model file
+    assert BACKENDS.get("onnxruntime").load(bundle).model_path.name == "model.onnx"

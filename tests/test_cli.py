@@ -1,0 +1,95 @@
+"""edgeseg info / predict / bench on hand-built bundles (in-process: edgeseg.cli.main)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from edgeseg.cli import main
+from edgeseg.data.io import read_image, read_label, write_image
+from edgeseg.structures import ImageShape, InputSpec, colorize
+from handmade_bundles import conv_bundle, reference_logits
+
+MEAN, STD = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+
+
+@pytest.fixture()
+def bundle(tmp_path):
+    return conv_bundle(tmp_path / "b", 4, input_spec=InputSpec(size=ImageShape(8, 12)))
+
+
+def test_info(bundle, tmp_path, capsys):
+    assert main(["info", str(bundle.root), "--json", str(tmp_path / "info.json")]) == 0
+    text = capsys.readouterr().out
+    assert "task     semantic, 4 classes: c0, c1, c2, c3" in text
+    assert "images: NCHW RGB float32, size 12x8" in text and "model    model.onnx: fp32" in text
+    info = json.loads((tmp_path / "info.json").read_text())
+    assert info["files"]["model.onnx"]["sha256"] == bundle.manifest.files["model.onnx"]
+    assert info["report"]["parity"]["argmax_agreement"] == 1.0 and info["input"]["size"] == {"height": 8, "width": 12}
+
+
+def test_info_bad_bundle(tmp_path, capsys):
+    assert main(["info", str(tmp_path / "nope")]) == 2
+    assert "edgeseg info: error: bundle" in capsys.readouterr().err
+
+
+def test_predict_writes_labels_and_overlay(bundle, tmp_path, capsys):
+    img = np.random.default_rng(0).integers(0, 256, (8, 12, 3), dtype=np.uint8)
+    write_image(tmp_path / "street.png", img)
+    out = tmp_path / "preds"
+    rc = main(["predict", str(bundle.root), str(tmp_path / "street.png"), "--out", str(out), "--backend", "onnxruntime",
+               "--threads", "1", "--json", str(tmp_path / "p.json")])
+    assert rc == 0
+    x = ((img / 255.0 - MEAN) / STD).transpose(2, 0, 1)[None].astype(np.float32)
+    want = reference_logits(x, 4)[0].argmax(0)
+    labels = read_label(out / "street_labels.png")
+    assert np.array_equal(labels, want)
+    blend = np.clip(0.5 * img + 0.5 * colorize(want.astype(np.uint8), bundle.manifest.palette_array) + 0.5, 0, 255).astype(np.uint8)
+    assert np.abs(read_image(out / "street_overlay.png").astype(int) - blend).max() <= 1
+    rep = json.loads((tmp_path / "p.json").read_text())
+    assert rep["backend"] == "onnxruntime" and sum(rep["images"][0]["class_pixels"].values()) == 96
+
+
+def test_predict_bad_inputs(bundle, tmp_path, capsys):
+    (tmp_path / "notes.png").write_text("this is not an image")
+    (tmp_path / "empty.png").write_bytes(b"")
+    for name, msg in [("missing.png", "image not found"), ("notes.png", "not an image or a corrupt file"),
+                      ("empty.png", "empty")]:
+        assert main(["predict", str(bundle.root), str(tmp_path / name), "--out", str(tmp_path / "o"),
+                     "--backend", "onnxruntime"]) == 2
+        assert msg in capsys.readouterr().err
+
+
+def test_bench(bundle, tmp_path, capsys):
+    rc = main(["bench", str(bundle.root), "--backend", "onnxruntime", "--runs", "5", "--warmup", "1",
+               "--threads", "1", "--json", str(tmp_path / "bench.json")])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "median_ms" in out and "onnxruntime" in out
+    res = json.loads((tmp_path / "bench.json").read_text())
+    row = res["results"][0]
+    assert res["runs"] == 5 and row["input"] == "1x3x8x12"
+    assert 0 < row["min_ms"] <= row["median_ms"] <= row["p90_ms"] and row["fps"] == pytest.approx(1e3 / row["median_ms"])
+
+
+def test_bench_helpers():
+    from edgeseg.cli.bench import backends_of, stats
+
+    assert backends_of(None) == ["auto"]
+    assert backends_of(["onnxruntime,torch", "openvino", "torch"]) == ["onnxruntime", "torch", "openvino"]
+    s = stats([0.001, 0.002, 0.003, 0.004, 0.010])
+    assert s["median_ms"] == pytest.approx(3.0) and s["p90_ms"] == pytest.approx(7.6) and s["fps"] == pytest.approx(1e3 / 3)
+
+
+def test_predict_explains_unsupported_op_and_bad_bundle(tmp_path, capsys):
+    from handmade_bundles import custom_op_model, make_bundle
+
+    bundle = make_bundle(tmp_path / "c.edgeseg", custom_op_model(tmp_path / "c.onnx"),
+                         input_spec=InputSpec(size=ImageShape(4, 4)), num_classes=3)
+    write_image(tmp_path / "a.png", np.zeros((4, 4, 3), np.uint8))
+    assert main(["predict", str(bundle.root), str(tmp_path / "a.png"), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "com.example:FancyOp" in err and "fix:" in err
+    assert main(["predict", str(tmp_path / "nope.edgeseg"), str(tmp_path / "a.png"), "--out", str(tmp_path / "o")]) == 2
+    assert "not found" in capsys.readouterr().err

@@ -1,0 +1,40 @@
+"""``import edgeseg`` stays light and ``edgeseg --help`` answers quickly."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HEAVY = ("torch", "onnxruntime", "onnx", "gi", "openvino", "tensorrt", "cv2")
+BIN = Path(sys.executable).parent
+
+
+def _modules_after(code: str) -> set[str]:
+    out = subprocess.run([sys.executable, "-c", f"{code}\nimport sys, json; print(json.dumps(sorted(sys.modules)))"],
+                         capture_output=True, text=True, check=True, timeout=60)
+    return set(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def test_import_edgeseg_imports_no_runtime():
+    mods = _modules_after("import edgeseg")
+    assert not [m for m in HEAVY if m in mods]
+
+
+def test_backend_registry_and_cli_discovery_stay_light():
+    mods = _modules_after("import edgeseg.backends, edgeseg.decode, edgeseg.predictor, edgeseg.cli\n"
+                          "edgeseg.cli.build_parser()")
+    assert not [m for m in HEAVY if m in mods]
+
+
+def test_help_is_fast():
+    cmd = [str(BIN / "edgeseg"), "--help"] if (BIN / "edgeseg").exists() else [sys.executable, "-m", "edgeseg.cli", "--help"]
+    best = float("inf")
+    for _ in range(3):  # best of 3: this machine is shared
+        t0 = time.perf_counter()
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+        best = min(best, time.perf_counter() - t0)
+        assert out.returncode == 0 and "predict" in out.stdout
+    print(f"edgeseg --help: {best:.3f} s")
+    assert best < 2.0, f"edgeseg --help took {best:.2f} s (target < 1 s; 2 s allowed on a loaded machine)"

@@ -1,0 +1,139 @@
+"""Structures against hand computations and references (pycocotools for RLE)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgeseg.errors import InputError
+from edgeseg.structures import ImageShape, InputSpec, InstanceResult, SemanticResult, rle_area, rle_decode, rle_encode
+
+
+# ---- ImageShape -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("text,hw", [("480x360", (360, 480)), (" 640 X 480 ", (480, 640)), ("32*16", (16, 32)), ("7,5", (5, 7))])
+def test_image_shape_parse_is_width_first(text, hw):
+    s = ImageShape.parse(text)
+    assert s.hw == hw and s.wh == hw[::-1] and str(s) == f"{hw[1]}x{hw[0]}"
+
+
+@pytest.mark.parametrize("bad", ["480", "x360", "480x", "-4x3", "axb", ""])
+def test_image_shape_parse_rejects(bad):
+    with pytest.raises(InputError, match="WIDTHxHEIGHT"):
+        ImageShape.parse(bad)
+
+
+def test_image_shape_validates_and_of():
+    with pytest.raises(InputError):
+        ImageShape(0, 3)
+    with pytest.raises(InputError):
+        ImageShape(2.5, 3)
+    assert ImageShape.of(np.zeros((5, 7, 3))) == ImageShape(5, 7)
+    assert ImageShape(5, 7).area == 35
+
+
+# ---- InputSpec.preprocess vs numpy by hand --------------------------------------------------------
+def _img(h=6, w=10, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def test_preprocess_nchw_rgb_matches_numpy():
+    img = _img()
+    spec = InputSpec(size=ImageShape(6, 10), mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.5))
+    x, meta = spec.preprocess(img)
+    ref = ((img / 255.0 - np.array([0.5, 0.4, 0.3])) / np.array([0.2, 0.25, 0.5])).transpose(2, 0, 1)[None]
+    assert x.shape == (1, 3, 6, 10) and x.dtype == np.float32
+    np.testing.assert_allclose(x, ref, rtol=1e-5, atol=1e-5)
+    assert meta.original == meta.network == meta.content == ImageShape(6, 10) and (meta.pad_top, meta.pad_left) == (0, 0)
+
+
+def test_preprocess_nhwc_bgr_255_means_matches_numpy():
+    img = _img()
+    spec = InputSpec(layout="NHWC", color="BGR", size_rule="any", mean=(103.5, 116.3, 123.7), std=(1, 1, 1), scale=1.0)
+    x, _ = spec.preprocess(img)
+    ref = img[..., ::-1].astype(np.float64) - np.array([103.5, 116.3, 123.7])
+    assert x.shape == (1, 6, 10, 3)
+    np.testing.assert_allclose(x[0], ref, rtol=1e-6, atol=1e-4)
+
+
+def test_preprocess_uint8_nhwc_is_raw_pixels():
+    img = _img()
+    x, _ = InputSpec(layout="NHWC", dtype="uint8", size_rule="any").preprocess(img)
+    assert x.dtype == np.uint8 and np.array_equal(x[0], img)
+
+
+def test_preprocess_letterbox_geometry_and_padding():
+    img = np.full((4, 8, 3), 200, np.uint8)  # 2:1 image into an 8x8 square
+    spec = InputSpec(size=ImageShape(8, 8), resize="letterbox", pad_value=0, mean=(0, 0, 0), std=(1, 1, 1), scale=1.0)
+    x, meta = spec.preprocess(img)
+    assert meta.content == ImageShape(4, 8) and (meta.pad_top, meta.pad_left) == (2, 0)
+    assert np.all(x[0, :, :2] == 0) and np.all(x[0, :, 6:] == 0) and np.all(x[0, :, 2:6] == 200)
+
+
+def test_preprocess_multiple_rule_rounds_to_multiple():
+    spec = InputSpec(size_rule="multiple", multiple=32)
+    assert spec.network_shape(ImageShape(360, 480)) == ImageShape(352, 480)
+    assert spec.tensor_shape(ImageShape(10, 10)) == (1, 3, 32, 32)
+
+
+def test_preprocess_rejects_bad_images():
+    spec = InputSpec(size_rule="any")
+    with pytest.raises(InputError, match="uint8"):
+        spec.preprocess(np.zeros((4, 4, 3), np.float32))
+    with pytest.raises(InputError, match=r"\[H, W, 3\]"):
+        spec.preprocess(np.zeros((4, 4), np.uint8))
+
+
+def test_input_spec_round_trip_and_validation():
+    spec = InputSpec(layout="NHWC", color="BGR", size=ImageShape(360, 480), mean=(1, 2, 3), std=(4, 5, 6))
+    assert InputSpec.from_dict(spec.to_dict()) == spec
+    with pytest.raises(InputError, match="layout"):
+        InputSpec(layout="CHW", size_rule="any")
+    with pytest.raises(InputError, match="unknown input spec field"):
+        InputSpec.from_dict({"bogus": 1})
+
+
+# ---- RLE vs pycocotools -----------------------------------------------------------------------------
+@pytest.mark.parametrize("seed", range(4))
+def test_rle_matches_pycocotools(seed):
+    mask_util = pytest.importorskip("pycocotools.mask")
+    rng = np.random.default_rng(seed)
+    h, w = rng.integers(1, 40, 2)
+    mask = rng.random((h, w)) < rng.random()
+    ours = rle_encode(mask)
+    ref = mask_util.encode(np.asfortranarray(mask.astype(np.uint8)))
+    assert ours["size"] == list(ref["size"]) and ours["counts"] == ref["counts"].decode("ascii")
+    assert np.array_equal(rle_decode(ours), mask)
+    assert np.array_equal(rle_decode(ref), mask)
+    assert rle_area(ours) == int(mask_util.area(ref)) == int(mask.sum())
+
+
+def test_rle_edge_cases():
+    full = np.ones((3, 4), bool)
+    assert np.array_equal(rle_decode(rle_encode(full)), full)
+    assert rle_decode({"size": [2, 2], "counts": [1, 2, 1]}).tolist() == [[False, True], [True, False]]
+    with pytest.raises(InputError, match="corrupt"):
+        rle_decode({"size": [2, 2], "counts": [1, 1]})
+
+
+# ---- results ------------------------------------------------------------------------------------------
+def test_instance_result_boolean_indexing():
+    shape = ImageShape(4, 5)
+    masks = np.zeros((3, 4, 5), bool)
+    masks[1, 1:3, 1:4] = True
+    r = InstanceResult(boxes=np.arange(12, dtype=np.float32).reshape(3, 4), scores=np.array([0.2, 0.9, 0.6], np.float32),
+                       classes=np.array([1, 2, 3], np.int32), image_shape=shape, masks=masks)
+    keep = r[r.scores > 0.5]
+    assert len(keep) == 2 and keep.classes.tolist() == [2, 3]
+    assert keep.boxes.tolist() == [[4, 5, 6, 7], [8, 9, 10, 11]] and keep.masks[0].sum() == 6
+    one = r[1]
+    assert len(one) == 1 and one.scores[0] == np.float32(0.9)
+    assert len(InstanceResult.empty(shape)) == 0
+    with pytest.raises(InputError, match="boxes"):
+        InstanceResult(boxes=np.zeros((2, 4), np.float32), scores=np.zeros(3, np.float32),
+                       classes=np.zeros(3, np.int32), image_shape=shape)
+
+
+def test_semantic_result_checks():
+    r = SemanticResult(labels=np.zeros((3, 4), np.uint8), classes=("a",))
+    assert r.shape == ImageShape(3, 4)
+    with pytest.raises(InputError):
+        SemanticResult(labels=np.zeros((3, 4), np.float32))
