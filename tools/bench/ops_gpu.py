@@ -1,0 +1,146 @@
+"""GPU benchmark: edgeseg's CUDA kernels vs torchvision.ops on the same inputs (float32 and float16).
+
+    python tools/bench/ops_gpu.py --json /tmp/ops_gpu.json
+
+Needs a CUDA GPU, PyTorch with CUDA, torchvision and CuPy (the kernels are compiled with NVRTC on
+first use). Shapes are those of tools/bench/ops_cpu.py: DCNv2 3x3 layers of a 512x1024 panoptic
+head, and 1000 RoIs over a 4-level FPN. Times are the median of --repeat runs measured with CUDA
+events after --warmup runs; each row also reports the largest difference from torchvision.
+For RoIAlign torchvision has no multi-level op, so both sides pool each FPN level's boxes from that
+level (the level assignment is done once, outside the timing).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from ops_cpu import DCN_SHAPES, ROI_SHAPES, dcn_inputs, roi_inputs  # noqa: E402
+
+
+def _cuda_ms(fn, warmup: int, repeat: int) -> float:
+    import torch
+
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return statistics.median(times)
+
+
+def _row(name, dtype, ours, theirs, warmup, repeat) -> dict:
+    import torch
+
+    with torch.no_grad():
+        diff = float((ours().float() - theirs().float()).abs().max())
+        ours_ms, tv_ms = _cuda_ms(ours, warmup, repeat), _cuda_ms(theirs, warmup, repeat)
+    return {"op": name, "dtype": str(dtype).replace("torch.", ""), "edgeseg_ms": ours_ms, "torchvision_ms": tv_ms,
+            "speedup": tv_ms / ours_ms, "max_abs_diff": diff}
+
+
+def bench_dcn(shape, dtype, warmup, repeat) -> dict:
+    import torchvision
+
+    import edgeseg.ops as ops
+
+    x, offset, weight, bias, mask = dcn_inputs(shape, "cuda", dtype)
+    return _row(shape.name, dtype,
+                lambda: ops.deform_conv2d(x, offset, weight, bias, mask, 1, 1, 1),
+                lambda: torchvision.ops.deform_conv2d(x, offset, weight, bias, padding=1, mask=mask),
+                warmup, repeat)
+
+
+def bench_roi(shape, dtype, warmup, repeat) -> dict:
+    import torch
+    import torchvision
+
+    import edgeseg.ops as ops
+
+    feats, boxes, scales = roi_inputs(shape, "cuda", dtype)
+    levels = [round(-torch.log2(torch.tensor(s)).item()) for s in scales]
+    assigned = ops.assign_fpn_levels(boxes[:, 1:].float(), levels[0], levels[-1])
+    per_level = [boxes[assigned == i] for i in range(len(feats))]
+    size, sr = (shape.output, shape.output), shape.sampling_ratio
+
+    def ours():
+        return torch.cat([ops.roi_align(f, b, size, s, sr, True) for f, b, s in zip(feats, per_level, scales)])
+
+    def theirs():
+        return torch.cat([torchvision.ops.roi_align(f, b, size, s, sr, True)
+                          for f, b, s in zip(feats, per_level, scales)])
+
+    return _row(shape.name, dtype, ours, theirs, warmup, repeat)
+
+
+COLUMNS = ["op", "dtype", "edgeseg_ms", "torchvision_ms", "speedup", "max_abs_diff"]
+
+
+def print_table(rows: list[dict]) -> None:
+    def fmt(c, v):
+        return v if isinstance(v, str) else (f"{v:.1e}" if c == "max_abs_diff" else f"{v:.3f}")
+
+    cells = [[fmt(c, r[c]) for c in COLUMNS] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(COLUMNS)]
+    print(" | ".join(c.ljust(w) for c, w in zip(COLUMNS, widths)))
+    print("-|-".join("-" * w for w in widths))
+    for row in cells:
+        print(" | ".join(v.ljust(w) for v, w in zip(row, widths)))
+
+
+def _missing() -> str | None:
+    try:
+        import torch
+    except ImportError:
+        return "PyTorch is not installed"
+    if not torch.cuda.is_available():
+        return "no CUDA device is visible to PyTorch (this benchmark needs an NVIDIA GPU)"
+    for name, hint in (("torchvision", "pip install torchvision matching your torch"),
+                       ("cupy", "pip install cupy-cuda12x (cupy-cuda11x on JetPack 5)")):
+        try:
+            __import__(name)
+        except ImportError:
+            return f"{name} is not installed: {hint}"
+    from edgeseg.ops import _cuda
+
+    if not _cuda.kernels_usable(torch.zeros(1, device="cuda")):
+        return "edgeseg's CUDA kernels could not be compiled for this GPU (see the warning above)"
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--repeat", type=int, default=100, help="timed runs per case (median)")
+    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    args = parser.parse_args(argv)
+    why = _missing()
+    if why:
+        print(f"ops_gpu: cannot run: {why}.", file=sys.stderr)
+        return 2
+    import torch
+
+    rows = []
+    for dtype in (torch.float32, torch.float16):
+        rows += [bench_dcn(s, dtype, args.warmup, args.repeat) for s in DCN_SHAPES]
+        rows += [bench_roi(s, dtype, args.warmup, args.repeat) for s in ROI_SHAPES]
+    print_table(rows)
+    if args.json:
+        meta = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__,
+                "cuda": torch.version.cuda, "warmup": args.warmup, "repeat": args.repeat}
+        Path(args.json).write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
