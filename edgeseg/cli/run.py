@@ -13,19 +13,22 @@ EXAMPLES = (
     "edgeseg run --bundle road --source v4l2:///dev/video0 --show                          # webcam to screen",
     "edgeseg run --bundle road --source 'test://ball?live=1' --max-frames 300 --json-out r.jsonl",
     "edgeseg run pipelines/file_semantic.toml --max-frames 50                             # a recipe (+ overrides)",
+    "edgeseg run --bundle road --source rtsp://cam1/s --source rtsp://cam2/s --max-batch 2 --json-out r.jsonl",
 )
 
 # CLI option -> StreamOptions field (None means: keep the recipe's value / the default)
 _FIELDS = ("bundle", "source", "sink", "rtsp_port", "rtsp_address", "show", "json_out", "png_dir", "stats_json",
            "realtime", "max_frames", "on_error", "backend", "precision", "target", "threads", "device",
-           "queue_size", "fps", "encoder", "source_backend", "alpha")
+           "queue_size", "fps", "encoder", "source_backend", "alpha", "max_batch", "batch_timeout_ms")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("recipe", nargs="?", help="a pipeline recipe (pipelines/NAME.toml); options below override it")
     p.add_argument("--bundle", help="bundle directory, .zip, or shipped name")
-    p.add_argument("--source", help="file path, file://, rtsp://, http(s)://, v4l2:///dev/videoN, csi://N, "
-                                    "test://PATTERN?width=&height=&fps=&frames=&live=1, or a GStreamer launch string")
+    p.add_argument("--source", action="append", default=None,
+                   help="file path, file://, rtsp://, http(s)://, v4l2:///dev/videoN, csi://N, "
+                        "test://PATTERN?width=&height=&fps=&frames=&live=1, synthetic://?seed=&size=&frames=, or a "
+                        "GStreamer launch string; repeat for several sources (frames interleaved, batched with --max-batch)")
     p.add_argument("--source-backend", choices=["auto", "gstreamer", "opencv"], default=None, help="how to read the source")
     p.add_argument("--realtime", action="store_true", default=None, help="replay a file at its frame rate, like a camera")
     g = p.add_argument_group("sinks")
@@ -44,6 +47,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g2.add_argument("--on-error", choices=["skip", "stop"], default=None,
                     help="a frame a stage fails on: count it and go on (skip, default) or stop")
     g2.add_argument("--queue-size", type=int, default=None, help="frames buffered between stages (default 4)")
+    g2.add_argument("--max-batch", type=int, default=None, metavar="N",
+                    help="run up to N frames (from all sources) as one inference batch, like DeepStream's "
+                         "nvstreammux batch-size (default 1; needs a dynamic batch axis, else frames run one by one)")
+    g2.add_argument("--batch-timeout-ms", type=float, default=None, metavar="T",
+                    help="wait at most T ms after a batch's first frame for the rest (default 10)")
     add_runtime_options(p)
     for action in p._actions:  # recipe values win over the runtime options' defaults unless given
         if action.dest in ("backend", "precision", "threads", "device"):
@@ -56,6 +64,8 @@ def run(args: argparse.Namespace) -> int:
 
     opts = load_recipe(args.recipe) if args.recipe else StreamOptions()
     opts = opts.replace(**{f: getattr(args, f, None) for f in _FIELDS})
+    if isinstance(opts.source, list) and len(opts.source) == 1:
+        opts = opts.replace(source=opts.source[0])
     if not opts.source:
         raise InputError("no source", fix="pass --source URI or a recipe (edgeseg run pipelines/file_semantic.toml)")
     if not opts.bundle:
@@ -65,9 +75,18 @@ def run(args: argparse.Namespace) -> int:
         stats = pipe.run()
     finally:
         if pipe.stats is not None:
-            write_json(opts.stats_json, {"source": opts.source, "bundle": str(opts.bundle), **pipe.stats.to_dict()})
+            write_json(opts.stats_json, {"source": opts.source, "bundle": str(opts.bundle), **pipe.stats.to_dict(),
+                                         "batch_sizes": _batch_sizes(pipe)})
     rows = [{"stage": k, "count": v.count, "p50_ms": v.p50_ms, "p95_ms": v.p95_ms, "p99_ms": v.p99_ms}
             for k, v in {**stats.stages, "end_to_end": stats.end_to_end}.items()]
     print_table(rows)
     print(stats.summary())
+    if opts.max_batch > 1:
+        print("inference batches (size: count):", ", ".join(f"{k}: {v}" for k, v in sorted(_batch_sizes(pipe).items())))
     return 0
+
+
+def _batch_sizes(pipe) -> dict[int, int]:
+    """How many inference batches of each size ran (``{1: n}`` without batching)."""
+    counts = next((getattr(s, "batch_sizes", None) for s in pipe.stages if getattr(s, "name", "") == "inference"), None)
+    return {int(k): int(v) for k, v in sorted(counts.items())} if counts else {}

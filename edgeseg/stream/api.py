@@ -15,7 +15,7 @@ from .base import Packet, Sink
 from .overlay import Renderer
 from .pipeline import Pipeline
 from .sinks import CallbackSink, DisplaySink, JsonLinesSink, LabelPngSink, Mp4Sink, RtspServerSink
-from .sources import open_source
+from .sources import MultiSource, open_source
 from .stages import predictor_stages
 
 
@@ -23,7 +23,7 @@ from .stages import predictor_stages
 class StreamOptions:
     """Everything ``edgeseg run`` and ``edgeseg.stream`` accept. Paths are relative to the working directory."""
 
-    source: Any = ""  # a URI / path / launch string, or a Source
+    source: Any = ""  # a URI / path / launch string, a Source, or a list of them (batched across sources)
     bundle: str | None = None
     backend: str = "auto"
     precision: str = "fp32"
@@ -47,6 +47,8 @@ class StreamOptions:
     on_error: str = "skip"
     queue_size: int = 4
     log_interval_s: float = 10.0
+    max_batch: int = 1  # frames per inference batch, across sources (like nvstreammux batch-size)
+    batch_timeout_ms: float = 10.0  # wait at most this long after a batch's first frame
 
     def replace(self, **changes: Any) -> "StreamOptions":
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
@@ -61,7 +63,7 @@ RECIPE_KEYS: dict[str, dict[str, str]] = {
               "rtsp_mount": "rtsp_mount", "show": "show", "json": "json_out", "png_dir": "png_dir",
               "stats_json": "stats_json", "fps": "fps", "alpha": "alpha"},
     "pipeline": {"max_frames": "max_frames", "on_error": "on_error", "queue_size": "queue_size",
-                 "log_interval_s": "log_interval_s"},
+                 "log_interval_s": "log_interval_s", "max_batch": "max_batch", "batch_timeout_ms": "batch_timeout_ms"},
 }
 
 
@@ -121,17 +123,38 @@ def build_sinks(opts: StreamOptions, fps: float | None) -> list[Sink]:
     return sinks
 
 
+def open_sources(opts: StreamOptions) -> Any:
+    """One :class:`Source`, or a :class:`MultiSource` when ``opts.source`` lists several (each keeps its
+    URI as ``source_id``; repeated URIs get ``#2``, ``#3``, ...)."""
+    many = opts.source if isinstance(opts.source, (list, tuple)) else [opts.source]
+    if not many:
+        raise InputError("no source", fix="pass --source URI (repeat it for several sources)")
+    if len(many) == 1:
+        return open_source(many[0], backend=opts.source_backend, realtime=opts.realtime)
+    names: list[str] = []
+    seen: dict[str, int] = {}
+    for s in many:
+        base = s if isinstance(s, str) else getattr(s, "uri", type(s).__name__)
+        seen[base] = seen.get(base, 0) + 1
+        names.append(base if seen[base] == 1 else f"{base}#{seen[base]}")
+    return MultiSource([s if not isinstance(s, str) else open_source(s, backend=opts.source_backend,
+                                                                       realtime=opts.realtime, name=n)
+                        for s, n in zip(many, names)])
+
+
 def build_pipeline(opts: StreamOptions, predictor: Any = None, extra_sinks: tuple[Sink, ...] = (),
                    handle_signals: bool = True) -> Pipeline:
     """Source -> preprocess -> inference -> decode (-> render when a video sink needs it) -> sinks."""
     predictor = load_predictor(predictor if predictor is not None else opts.bundle, opts)
-    source = open_source(opts.source, backend=opts.source_backend, realtime=opts.realtime)
+    if opts.max_batch < 1 or opts.batch_timeout_ms < 0:
+        raise InputError(f"max_batch must be >= 1 and batch_timeout_ms >= 0, got {opts.max_batch} and {opts.batch_timeout_ms}")
+    source = open_sources(opts)
     sinks = build_sinks(opts, source.fps)
     video = any(isinstance(s, (Mp4Sink, RtspServerSink, DisplaySink)) for s in sinks)
     manifest = getattr(predictor, "manifest", None)
     renderer = Renderer(manifest.palette_array if manifest else None, manifest.classes if manifest else (),
                         alpha=opts.alpha) if video else None
-    stages = predictor_stages(predictor, renderer)
+    stages = predictor_stages(predictor, renderer, max_batch=opts.max_batch, batch_timeout_s=opts.batch_timeout_ms / 1e3)
     return Pipeline([source, *stages, *sinks, *extra_sinks], queue_size=opts.queue_size, on_error=opts.on_error,
                     max_frames=opts.max_frames, log_interval_s=opts.log_interval_s, handle_signals=handle_signals)
 

@@ -9,10 +9,22 @@ from ..base import SOURCES, Source
 from .gst_source import LAUNCHERS, GstSource
 from .mux import MultiSource
 from .opencv_source import OpenCVSource
+from .synthetic import SyntheticSource
 from .uri import SourceURI, parse_source
 
 SOURCES.add("gstreamer", GstSource, schemes=tuple(LAUNCHERS))
 SOURCES.add("opencv", OpenCVSource, schemes=("file", "folder", "v4l2"))
+# generated in Python: no GStreamer/OpenCV backend choice; picked by scheme before parse_source
+SOURCES.add("synthetic", SyntheticSource, schemes=("synthetic",), standalone=True)
+
+
+def _standalone(uri: str) -> type[Source] | None:
+    """The source class registered ``standalone=True`` for this URI's scheme, if any."""
+    scheme = uri.strip().split("://", 1)[0].lower() if "://" in uri else ""
+    for name in SOURCES.names(standalone=True):
+        if scheme in SOURCES.entry(name).meta["schemes"]:
+            return SOURCES.get(name)
+    return None
 
 
 def open_source(uri: str | Source, *, backend: str = "auto", **options: Any) -> Source:
@@ -20,6 +32,9 @@ def open_source(uri: str | Source, *, backend: str = "auto", **options: Any) -> 
     ``gstreamer`` or ``opencv``. ``options`` go to the source (``realtime``, ``name``, ``buffer_size``, ...)."""
     if isinstance(uri, Source):
         return uri
+    standalone = _standalone(str(uri))
+    if standalone is not None:
+        return standalone(str(uri), **options)
     spec = parse_source(uri)
     if backend == "auto":
         from ..gst import available
@@ -37,4 +52,4 @@ def open_source(uri: str | Source, *, backend: str = "auto", **options: Any) -> 
     return cls(str(uri), **options)
 
 
-__all__ = ["GstSource", "MultiSource", "OpenCVSource", "open_source", "parse_source", "SourceURI", "LAUNCHERS"]
+__all__ = ["GstSource", "MultiSource", "OpenCVSource", "SyntheticSource", "open_source", "parse_source", "SourceURI", "LAUNCHERS"]
