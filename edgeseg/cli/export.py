@@ -59,8 +59,9 @@ def _source(args: argparse.Namespace, num_classes: int | None):
 
     from ..models import create_model, load_checkpoint
 
-    if Path(args.model).is_file():
-        model = load_checkpoint(args.model)
+    looks_like_file = "/" in args.model or Path(args.model).suffix in (".safetensors", ".pt", ".pth")
+    if Path(args.model).is_file() or looks_like_file:
+        model = load_checkpoint(args.model)  # raises "checkpoint ... not found" for a missing file
         return model, dict(model.checkpoint_meta.extra), {"checkpoint": Path(args.model).name}
     import logging
 
@@ -77,6 +78,11 @@ def run(args: argparse.Namespace) -> int:
     names, palette = read_classes(args.classes) if args.classes else (None, None)
     num_classes = len(names) if names else args.num_classes
     model, extra, provenance = _source(args, num_classes)
+    if num_classes is not None and num_classes != model.num_classes:
+        from ..errors import InputError
+
+        raise InputError(f"{args.model} has {model.num_classes} classes, but {num_classes} were given",
+                         fix="drop --num-classes/--classes, or give matching ones")
     if names is None:
         names = tuple(extra.get("classes") or ()) or model.num_classes
         palette = extra.get("palette")
@@ -93,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
     rel = parity["max_rel_logit_error"]
     print(f"wrote {bundle.root} ({model.model_name}, {len(bundle.manifest.classes)} classes, input {spec.size})")
     print(f"parity vs PyTorch on {parity['images']} frames: argmax agreement {parity['argmax_agreement']:.4%}"
-          + (f", max relative logit error {rel:.2e}" if rel is not None else ""))
+          + (f", max relative logit error {rel:.2e}" if rel is not None else "")
+          + f" (unfolded model: {parity['source_argmax_agreement']:.4%})")
     write_json(args.json, {"bundle": str(bundle.root), "model": model.model_name, "parity": parity})
     return 0

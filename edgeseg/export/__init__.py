@@ -1,0 +1,27 @@
+"""Export and import: PyTorch -> ONNX (opset 19, Conv-BN folded, parity-checked) and ONNX made
+elsewhere -> bundle. Importing this package imports torch (export) lazily per function."""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY = {
+    "export_bundle": "edgeseg.export.bundle_export:export_bundle",
+    "export_onnx": "edgeseg.export.onnx_export:export_onnx",
+    "fold_conv_bn": "edgeseg.export.fold:fold_conv_bn",
+    "check_parity": "edgeseg.export.parity:check_parity",
+    "ParityReport": "edgeseg.export.parity:ParityReport",
+    "import_onnx": "edgeseg.export.importer:import_onnx",
+}
+
+__all__ = list(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    target = _LAZY.get(name)
+    if target is None:
+        raise AttributeError(f"module 'edgeseg.export' has no attribute {name!r}")
+    module, attr = target.split(":")
+    value = getattr(importlib.import_module(module), attr)
+    globals()[name] = value
+    return value

@@ -1,0 +1,84 @@
+"""ONNX graph helpers shared by export and import: clean-up, opset, IO description."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import ExportError
+
+ONNX_DTYPES = {1: "float32", 2: "uint8", 3: "int8", 5: "int16", 6: "int32", 7: "int64", 9: "bool", 10: "float16", 11: "float64"}
+
+
+def default_opset(model) -> int:
+    """The version of the default ONNX domain the model imports (0 if none)."""
+    for imp in model.opset_import:
+        if imp.domain in ("", "ai.onnx"):
+            return int(imp.version)
+    return 0
+
+
+def dims(value_info) -> tuple[int | str, ...]:
+    """Shape of a graph input/output: ints, or the symbolic name (``"?"`` when unnamed)."""
+    shape = value_info.type.tensor_type.shape
+    return tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in shape.dim)
+
+
+def elem_dtype(value_info) -> str:
+    t = value_info.type.tensor_type.elem_type
+    return ONNX_DTYPES.get(t, f"onnx-type-{t}")
+
+
+def graph_inputs(model) -> list:
+    """Real inputs (initializers listed as inputs by old exporters are not inputs)."""
+    inits = {i.name for i in model.graph.initializer}
+    return [i for i in model.graph.input if i.name not in inits]
+
+
+def remove_unused_initializers(model) -> int:
+    """Drop initializers no node (or subgraph, or graph output) reads; returns how many."""
+    used = {name for node in model.graph.node for name in node.input}
+    used |= {o.name for o in model.graph.output}
+    _subgraph_inputs(model.graph, used)
+    unused = {i.name for i in model.graph.initializer if i.name not in used}
+    if unused:
+        keep = [i for i in model.graph.initializer if i.name not in unused]
+        del model.graph.initializer[:]
+        model.graph.initializer.extend(keep)
+        inputs = [i for i in model.graph.input if i.name not in unused]
+        del model.graph.input[:]
+        model.graph.input.extend(inputs)
+    return len(unused)
+
+
+def _subgraph_inputs(graph, used: set[str]) -> None:
+    for node in graph.node:
+        for attr in node.attribute:
+            for g in list(attr.graphs) + ([attr.g] if attr.HasField("g") else []):
+                used.update(n for sub in g.node for n in sub.input)
+                _subgraph_inputs(g, used)
+
+
+def clean_graph(model):
+    """Remove unused initializers, run shape inference (fails softly on exotic graphs)."""
+    import onnx
+
+    remove_unused_initializers(model)
+    try:
+        model = onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
+    except Exception:  # noqa: BLE001 - shape inference is an optimisation; the graph stays valid
+        pass
+    return model
+
+
+def save_single_file(model, path: Path) -> Path:
+    """Save with weights inside the file (models < 2 GB), via a temp file and rename."""
+    import onnx
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        onnx.save_model(model, str(tmp), save_as_external_data=False)
+    except ValueError as e:
+        raise ExportError(f"cannot write {path}: {e}", fix="models over 2 GB are not supported in a bundle") from None
+    tmp.replace(path)
+    return path

@@ -1,0 +1,304 @@
+"""``import_onnx``: an ONNX model made elsewhere (any exporter, opset >= 9) -> a bundle.
+
+What happens:
+
+1. load and check the file (a corrupt file or a non-ONNX file fails with the path named);
+2. opset < 9 is refused; 9..12 is upgraded to 13 with ``onnx.version_converter`` (INT8 Q/DQ with
+   per-channel scales needs 13), keeping the original if the converter cannot;
+3. the single image input is checked against the declared :class:`InputSpec` (layout NCHW/NHWC,
+   3 channels, fixed size, batch 1 or dynamic); its dtype is taken from the graph;
+4. ONNX Runtime loads the graph (an op it lacks fails here, named) and runs it once on a
+   real-looking frame preprocessed with ``InputSpec.preprocess`` — exactly the runtime's path;
+5. the output kind is detected from that run: float ``[N, C, H, W]`` logits, ``[N, H, W, C]``
+   logits (a Transpose is appended), or integer labels ``[N, H, W]`` / ``[N, 1, H, W]`` (Squeeze and
+   Cast to uint8 are appended). The bundle's graph always reads ``images`` and writes ``logits`` or
+   ``labels`` (Identity nodes keep the original names inside); the original names go to provenance.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+import tempfile
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from ..bundle import Bundle, Manifest, ModelFile, OutputSpec
+from ..errors import ExportError, InputError, UnsupportedError
+from ..structures import ImageShape, InputSpec
+from .graph import clean_graph, default_opset, dims, elem_dtype, graph_inputs, save_single_file
+
+log = logging.getLogger(__name__)
+MIN_OPSET = 9
+TARGET_OPSET = 13
+_INPUT_DTYPES = ("float32", "float16", "uint8")
+_LABEL_DTYPES = ("uint8", "int8", "int16", "int32", "int64")
+
+
+def load_onnx_checked(path: Path):
+    """Load and structurally check an ONNX file, or raise ExportError naming it."""
+    import onnx
+
+    if not path.is_file():
+        raise InputError(f"ONNX file {path} not found")
+    try:
+        model = onnx.load(str(path))
+    except Exception as e:  # protobuf DecodeError and friends
+        raise ExportError(f"{path}: not a valid ONNX file ({type(e).__name__}: {str(e)[:200]})",
+                          fix="check the file was copied completely; re-export it") from None
+    if not model.graph.node:
+        raise ExportError(f"{path}: the ONNX graph is empty (not a model, or a corrupt file)")
+    try:
+        onnx.checker.check_model(model)
+    except Exception as e:  # onnx.checker.ValidationError
+        raise ExportError(f"{path}: the ONNX model is invalid: {str(e).splitlines()[0][:300]}") from None
+    return model
+
+
+def upgrade_opset(model, path: Path) -> tuple[object, int, str | None]:
+    """(model, opset, note): refuse < 9, upgrade 9..12 to 13 where the converter can."""
+    opset = default_opset(model)
+    if opset < MIN_OPSET:
+        raise ExportError(f"{path}: opset {opset} is too old (edgeseg imports opset {MIN_OPSET} or newer)",
+                          fix="re-export the model with a newer opset (e.g. opset_version=13 or later)")
+    if opset >= TARGET_OPSET:
+        return model, opset, None
+    from onnx import version_converter
+
+    try:
+        converted = version_converter.convert_version(model, TARGET_OPSET)
+        import onnx
+
+        onnx.checker.check_model(converted)
+        return converted, TARGET_OPSET, None
+    except Exception as e:  # the converter lacks adapters for some ops
+        note = f"kept opset {opset}: the upgrade to {TARGET_OPSET} failed ({str(e).splitlines()[0][:200]})"
+        log.warning("%s: %s", path, note)
+        return model, opset, note
+
+
+def onnx_input_size(path: str | os.PathLike, layout: str) -> ImageShape | None:
+    """The static (height, width) of a model's image input for ``layout``, or None when dynamic."""
+    model = load_onnx_checked(Path(path))
+    d = dims(graph_inputs(model)[0])
+    if len(d) != 4:
+        return None
+    h, w = (d[2], d[3]) if layout == "NCHW" else (d[1], d[2])
+    return ImageShape(h, w) if isinstance(h, int) and isinstance(w, int) and h > 0 and w > 0 else None
+
+
+def _reconcile_spec(model, spec: InputSpec, path: Path) -> tuple[InputSpec, str]:
+    inputs = graph_inputs(model)
+    if len(inputs) != 1:
+        raise ExportError(f"{path}: a segmentation model takes one image input, this one takes {[i.name for i in inputs]}")
+    inp = inputs[0]
+    shape, dtype = dims(inp), elem_dtype(inp)
+    if dtype not in _INPUT_DTYPES:
+        raise ExportError(f"{path}: input {inp.name!r} is {dtype}; edgeseg feeds {', '.join(_INPUT_DTYPES)}")
+    if len(shape) != 4:
+        raise ExportError(f"{path}: input {inp.name!r} has shape {list(shape)}; expected a 4-D image batch ({spec.layout})")
+    c, (h, w) = (shape[1], shape[2:]) if spec.layout == "NCHW" else (shape[3], shape[1:3])
+    if isinstance(c, int) and c != 3:
+        other = "NHWC" if spec.layout == "NCHW" else "NCHW"
+        raise InputError(f"{path}: input {inp.name!r} {list(shape)} does not have 3 channels in {spec.layout} layout",
+                         fix=f"is it {other}? pass --layout {other}")
+    fixed = [isinstance(v, int) and v > 0 for v in (h, w)]
+    if all(fixed) and spec.size_rule == "fixed" and spec.size != ImageShape(h, w):
+        raise InputError(f"{path}: input {inp.name!r} is fixed at {w}x{h} (WxH) but the declared size is {spec.size}",
+                         fix=f"pass --size {w}x{h}")
+    if all(fixed) and spec.size_rule != "fixed":
+        raise InputError(f"{path}: input {inp.name!r} is fixed at {w}x{h}; size rule {spec.size_rule!r} would feed other sizes",
+                         fix="use a fixed size rule")
+    batch = shape[0]
+    if isinstance(batch, int) and batch > 1:
+        raise ExportError(f"{path}: input {inp.name!r} has a fixed batch of {batch}; edgeseg feeds one image at a time",
+                          fix="re-export with batch 1 or a dynamic batch axis")
+    if dtype != spec.dtype:
+        log.info("%s: input dtype taken from the graph: %s (declared %s)", path, dtype, spec.dtype)
+    return replace(spec, name="images", dtype=dtype, dynamic_batch=not isinstance(batch, int) or batch <= 0), inp.name
+
+
+def _session_for(model, path: Path):
+    """An ORT session for ``model``; a model saved by a newer onnx package whose IR version this
+    ONNX Runtime does not know is retried at the highest IR version it reads (the opset decides
+    which ops exist, the IR version only the file format)."""
+    try:
+        return _ort_session(model.SerializeToString(), path)
+    except UnsupportedError as e:
+        m = re.search(r"IR version: (\d+), max supported IR version: (\d+)", str(e))
+        if not m:
+            raise
+        log.info("%s: IR version %s lowered to %s for this ONNX Runtime", path, m.group(1), m.group(2))
+        model.ir_version = int(m.group(2))
+        return _ort_session(model.SerializeToString(), path)
+
+
+def _ort_session(data: bytes, path: Path):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    threads = int(os.environ.get("OMP_NUM_THREADS", "0") or 0)
+    opts.intra_op_num_threads = max(0, threads)
+    try:
+        return ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
+    except Exception as e:  # ORT raises Fail / NotImplemented / InvalidGraph with text only
+        msg = str(e)
+        m = re.search(r"implementation for (\w+)\(", msg) or re.search(r"([\w.:]+)\(-?\d*\) is not a registered", msg) \
+            or re.search(r"op_type=(\w+)", msg) or re.search(r"[Oo]p type[^\w]+(\w+)", msg)
+        op = m.group(1) if m else None
+        what = f"op {op!r}" if op else "this graph"
+        detail = " ".join(msg.split())
+        detail = detail.split(") ", 1)[-1] if "onnxruntime::" in detail else detail
+        raise UnsupportedError(f"{path}: ONNX Runtime {ort.__version__} cannot load {what}: {detail[:400]}",
+                               fix="re-export the model without that op (or with standard ONNX ops only)") from None
+
+
+def _detect_output(y: np.ndarray, name: str, num_classes: int, path: Path) -> tuple[str, list[tuple[str, dict]]]:
+    """(kind, nodes to append) for an output sample ``y`` from a batch-1 run."""
+    dt = str(y.dtype)
+    if dt.startswith("float") and y.ndim == 4:
+        if y.shape[1] == num_classes:
+            return "logits", []
+        if y.shape[3] == num_classes:
+            return "logits", [("Transpose", {"perm": [0, 3, 1, 2]})]
+    if dt in _LABEL_DTYPES and y.ndim in (3, 4):
+        if num_classes > 256:
+            raise ExportError(f"{path}: label output {name!r} with {num_classes} classes does not fit uint8")
+        nodes: list[tuple[str, dict]] = []
+        if y.ndim == 4:
+            if y.shape[1] == 1:
+                nodes.append(("Squeeze", {"axes": 1}))
+            elif y.shape[3] == 1:
+                nodes.append(("Squeeze", {"axes": 3}))
+            else:
+                raise ExportError(f"{path}: integer output {name!r} {list(y.shape)} is not a label map [N, H, W]")
+        if dt != "uint8":
+            nodes.append(("Cast", {"to": 2}))
+        return "labels", nodes
+    raise ExportError(
+        f"{path}: output {name!r} ({dt} {list(y.shape)}) is neither logits [N, {num_classes}, H, W] / [N, H, W, {num_classes}] "
+        f"nor integer labels [N, H, W]",
+        fix="check --classes matches the model's number of classes",
+    )
+
+
+def _rewire(model, in_name: str, out_name: str, kind: str, appended: list[tuple[str, dict]], elem: int,
+            shape: list[int | str], opset: int) -> None:
+    """Make the graph read ``images`` and write ``kind``: Identity/appended nodes at the edges."""
+    import onnx
+    from onnx import helper
+
+    taken = {o for n in model.graph.node for o in n.output} | {i.name for i in model.graph.initializer}
+    for new in ("images", kind):
+        if new in taken and new not in (in_name, out_name):
+            raise ExportError(f"the graph already has an internal tensor named {new!r}; cannot rename its IO to edgeseg's")
+    if in_name != "images":
+        inp = next(i for i in model.graph.input if i.name == in_name)
+        inp.name = "images"
+        model.graph.node.insert(0, helper.make_node("Identity", ["images"], [in_name], name="edgeseg_input"))
+    current = out_name
+    for i, (op, attrs) in enumerate(appended):
+        target = kind if i == len(appended) - 1 else f"edgeseg_{op.lower()}_{i}"
+        inputs = [current]
+        if op == "Squeeze" and opset < 13:
+            attrs = {"axes": [attrs["axes"]]}
+        elif op == "Squeeze":  # opset >= 13 takes axes as an input
+            axes = f"edgeseg_squeeze_axes_{i}"
+            model.graph.initializer.append(onnx.numpy_helper.from_array(np.array([attrs["axes"]], np.int64), axes))
+            inputs, attrs = [current, axes], {}
+        model.graph.node.append(helper.make_node(op, inputs, [target], name=f"edgeseg_{op.lower()}_{i}", **attrs))
+        current = target
+    if current != kind:
+        model.graph.node.append(helper.make_node("Identity", [current], [kind], name="edgeseg_output"))
+    del model.graph.output[:]
+    model.graph.output.append(helper.make_tensor_value_info(kind, onnx.TensorProto.UINT8 if kind == "labels" else elem, shape))
+
+
+def _out_elem(session) -> int:
+    import onnx
+
+    return {"tensor(float)": onnx.TensorProto.FLOAT, "tensor(float16)": onnx.TensorProto.FLOAT16,
+            "tensor(double)": onnx.TensorProto.DOUBLE}.get(session.get_outputs()[0].type, onnx.TensorProto.FLOAT)
+
+
+def _out_shape(y: np.ndarray, kind: str, appended: list[tuple[str, dict]], spec: InputSpec) -> list[int | str]:
+    """The final output's shape (batch symbolic when dynamic; spatial symbolic unless the size is fixed)."""
+    s: list[int | str] = list(y.shape)
+    ops = [op for op, _ in appended]
+    if "Transpose" in ops:  # NHWC logits -> NCHW
+        s = [s[0], s[3], s[1], s[2]]
+    if "Squeeze" in ops:  # [N, 1, H, W] or [N, H, W, 1] -> [N, H, W]
+        s = [s[0], s[2], s[3]] if s[1] == 1 else [s[0], s[1], s[2]]
+    if spec.dynamic_batch:
+        s[0] = "batch"
+    if spec.size_rule != "fixed":
+        s[-2:] = ["height", "width"]
+    return s
+
+
+def _smoke_feed(spec: InputSpec) -> np.ndarray:
+    from .parity import parity_images
+
+    size = spec.size or ImageShape(256, 256)
+    return spec.preprocess(parity_images(size, 1, seed=3)[0])[0]
+
+
+def import_onnx(onnx_path: str | os.PathLike, out: str | os.PathLike, *, task: str = "semantic",
+                classes: int | Sequence[str], input_spec: InputSpec, palette=None, name: str | None = None,
+                overwrite: bool = False) -> Bundle:
+    """Turn an ONNX segmentation model made elsewhere into a bundle (see the module docstring)."""
+    import onnx
+
+    from .bundle_export import _palette, normalize_classes
+
+    path = Path(onnx_path)
+    if task != "semantic":
+        raise UnsupportedError(f"import of {task!r} models is not supported yet", fix="use --task semantic")
+    names = normalize_classes(classes, None, f"import of {path}")
+    model = load_onnx_checked(path)
+    original_opset = default_opset(model)
+    model, opset, note = upgrade_opset(model, path)
+    spec, in_name = _reconcile_spec(model, input_spec, path)
+    session = _session_for(model, path)
+    feed = _smoke_feed(spec)
+    outputs = session.run(None, {in_name: feed})
+    out_name = session.get_outputs()[0].name
+    kind, appended = _detect_output(outputs[0], out_name, len(names), path)
+    shape = _out_shape(outputs[0], kind, appended, spec)
+    _rewire(model, in_name, out_name, kind, appended, _out_elem(session), shape, opset)
+    model = clean_graph(model)
+    session = _session_for(model, path)
+    y = session.run(None, {"images": feed})[0]
+    smoke = _smoke_report(y, kind, len(names), path)
+    batch: int | str = "batch" if spec.dynamic_batch else 1
+    manifest = Manifest(
+        name=name or path.stem, task=task, classes=names, input=spec,
+        outputs=(OutputSpec(kind, kind, str(y.dtype), (batch, *y.shape[1:])),), palette=_palette(palette, len(names)),
+        provenance={"source": "onnx", "file": path.name, "original_opset": original_opset, "opset": opset,
+                    "original_input": in_name, "original_output": out_name,
+                    "producer": f"{model.producer_name} {model.producer_version}".strip()},
+    )
+    with tempfile.TemporaryDirectory(prefix="edgeseg-import-") as tmp:
+        saved = save_single_file(model, Path(tmp) / "model.onnx")
+        onnx.checker.check_model(str(saved))
+        bundle = Bundle.create(out, manifest, overwrite=overwrite)
+        bundle.add_model(ModelFile("model.onnx", "fp32", opset=opset), saved)
+    bundle.update_report("import", {"smoke": smoke, "opset_note": note, "appended_nodes": [op for op, _ in appended]})
+    return bundle
+
+
+def _smoke_report(y: np.ndarray, kind: str, num_classes: int, path: Path) -> dict:
+    if kind == "logits":
+        if not np.isfinite(y).all():
+            raise ExportError(f"{path}: the model produced non-finite logits on a test frame")
+        labels = y.argmax(1)
+    else:
+        labels = y
+        if int(labels.max(initial=0)) >= num_classes:
+            raise ExportError(f"{path}: the model predicted label {int(labels.max())} but only {num_classes} classes were declared",
+                              fix="check --classes")
+    return {"output_shape": list(y.shape), "dtype": str(y.dtype), "classes_seen": int(len(np.unique(labels)))}

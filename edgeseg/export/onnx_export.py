@@ -1,0 +1,134 @@
+"""PyTorch -> ONNX: Conv-BN folding, ``torch.onnx.export(dynamo=True, opset_version=19)``, optional
+in-graph argmax (uint8 labels) and dynamic batch, edgeseg custom ops through their translation
+table, graph clean-up, one self-contained ``.onnx`` file.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import ExportError
+from ..structures import InputSpec
+from .fold import fold_conv_bn
+from .graph import clean_graph, save_single_file
+
+OPSET = 19
+INPUT_NAME = "images"
+log = logging.getLogger(__name__)
+
+
+class _ExportHead(nn.Module):
+    """Wraps a model: images -> logits tensor, or -> uint8 labels (ArgMax + Cast in the graph)."""
+
+    def __init__(self, model: nn.Module, argmax: bool):
+        super().__init__()
+        self.model = model
+        self.argmax = argmax
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        logits = self.model(images)["logits"]
+        return logits.argmax(1).to(torch.uint8) if self.argmax else logits
+
+
+def output_name(argmax_in_graph: bool) -> str:
+    return "labels" if argmax_in_graph else "logits"
+
+
+def check_export_spec(spec: InputSpec) -> None:
+    if spec.layout != "NCHW" or spec.dtype != "float32":
+        raise ExportError(f"PyTorch models export with NCHW float32 input; the input spec says {spec.layout} {spec.dtype}",
+                          fix="use InputSpec(layout='NCHW', dtype='float32', ...)")
+    if spec.size is None or spec.size_rule != "fixed":
+        raise ExportError(f"export needs a fixed input size; the input spec has size_rule={spec.size_rule!r}, size={spec.size}",
+                          fix="pass InputSpec(size=ImageShape(h, w)) (on the command line: --size WxH)")
+
+
+def _translation_table(model: nn.Module, deform_conv: str, roi_align: str) -> dict | None:
+    """edgeseg.ops' translation table, only when the model uses one of its modules."""
+    if not any(type(m).__module__.startswith("edgeseg.ops") for m in model.modules()):
+        return None
+    try:
+        from ..ops import onnx_translation_table
+    except ImportError as e:  # pragma: no cover - edgeseg.ops ships with the package
+        raise ExportError(f"the model uses edgeseg.ops but they cannot be imported ({e})") from None
+    return onnx_translation_table(deform_conv=deform_conv, roi_align=roi_align)
+
+
+def export_onnx(model: nn.Module, path: str | os.PathLike, input_spec: InputSpec, *, argmax_in_graph: bool = False,
+                dynamic_batch: bool = False, deform_conv: str = "onnx", roi_align: str = "onnx") -> Path:
+    """Fold Conv-BN and export ``model`` to ``path`` (opset 19, input ``images``, output ``logits``
+    float ``[N, C, H, W]`` or, with ``argmax_in_graph``, ``labels`` uint8 ``[N, H, W]``)."""
+    import onnx
+
+    check_export_spec(input_spec)
+    num_classes = getattr(model, "num_classes", None)
+    if argmax_in_graph and num_classes is not None and num_classes > 256:
+        raise ExportError(f"in-graph argmax writes uint8 labels; the model has {num_classes} classes", fix="export logits")
+    folded = fold_conv_bn(model)
+    head = _ExportHead(folded, argmax_in_graph).eval()
+    size = input_spec.size
+    example = torch.zeros(2 if dynamic_batch else 1, 3, size.height, size.width)
+    dynamic = ({0: torch.export.Dim("batch", min=1, max=1024)},) if dynamic_batch else None
+    table = _translation_table(model, deform_conv, roi_align)
+    with tempfile.TemporaryDirectory(prefix="edgeseg-export-") as tmp:
+        raw = Path(tmp) / "raw.onnx"
+        progress = io.StringIO()
+        try:
+            with torch.no_grad(), contextlib.redirect_stdout(progress), _quiet_exporter_logs():
+                torch.onnx.export(
+                    head, (example,), str(raw), dynamo=True, opset_version=OPSET, input_names=[INPUT_NAME],
+                    output_names=[output_name(argmax_in_graph)], dynamic_shapes=dynamic,
+                    custom_translation_table=table, optimize=True, verbose=False, report=False,
+                )
+        except Exception as e:  # the exporter raises many types; keep the first line for the user
+            name = getattr(model, "model_name", type(model).__name__)
+            first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+            raise ExportError(f"torch.onnx.export failed for model {name!r} at {size}: {first}",
+                              fix="run with -v for the full trace; check the model traces with torch.export") from e
+        finally:
+            log.debug("torch.onnx.export:\n%s", progress.getvalue())
+        graph = onnx.load(str(raw), load_external_data=True)
+    graph = clean_graph(graph)
+    _describe(graph, model)
+    return save_single_file(graph, Path(path))
+
+
+@contextlib.contextmanager
+def _quiet_exporter_logs():
+    """The exporter's libraries log every pass at INFO and warn about torchvision ops (unused
+    here, "ambiguous attribute" from max-unpooling); keep errors only, unless run with -v (DEBUG)."""
+    names = {"torch.onnx._internal.exporter._registration": logging.ERROR, "onnx_ir": logging.ERROR,
+             "onnxscript": logging.WARNING}
+    if logging.getLogger().isEnabledFor(logging.DEBUG):
+        names = {}
+    loggers = {n: logging.getLogger(n) for n in names}
+    old = {n: lg.level for n, lg in loggers.items()}
+    for n, lg in loggers.items():
+        lg.setLevel(names[n])
+    try:
+        with warnings.catch_warnings():  # torch-internal deprecation notices (pytree LeafSpec)
+            warnings.simplefilter("ignore", FutureWarning)
+            yield
+    finally:
+        for n, lg in loggers.items():
+            lg.setLevel(old[n])
+
+
+def _describe(graph, model: nn.Module) -> None:
+    """Self-describing artifact: the source model's name travels in the ONNX metadata."""
+    import onnx
+
+    graph.producer_name = "edgeseg"
+    meta = {"edgeseg.model": str(getattr(model, "model_name", type(model).__name__)),
+            "edgeseg.num_classes": str(getattr(model, "num_classes", "")), "torch": torch.__version__}
+    keep = [p for p in graph.metadata_props if p.key not in meta]
+    del graph.metadata_props[:]
+    graph.metadata_props.extend(keep + [onnx.StringStringEntryProto(key=k, value=v) for k, v in meta.items()])

@@ -1,0 +1,20 @@
+"""The semantic segmentation model family (PyTorch).
+
+::
+
+    from edgeseg.models import create_model, list_models
+    model = create_model("deeplabv3plus_mobilenetv3_large", num_classes=11)
+    out = model(images)            # {"logits": float32 [N, 11, H, W]}
+
+Importing this package imports torch; ``import edgeseg`` does not import it.
+"""
+from .base import SemanticModel
+from .checkpoint import CheckpointMeta, load_checkpoint, read_checkpoint_meta, save_checkpoint
+from .encoders import ENCODERS, Encoder, create_encoder, list_encoders
+from .registry import MODELS, ModelInfo, create_model, list_models, model_info, register_model
+
+__all__ = [
+    "SemanticModel", "Encoder", "ENCODERS", "MODELS", "ModelInfo", "create_encoder", "list_encoders",
+    "create_model", "list_models", "model_info", "register_model",
+    "CheckpointMeta", "save_checkpoint", "load_checkpoint", "read_checkpoint_meta",
+]

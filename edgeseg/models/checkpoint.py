@@ -1,0 +1,160 @@
+"""Checkpoints: weights plus the metadata needed to rebuild the model — never a pickle.
+
+Format (version 1), chosen by the file suffix:
+
+* ``*.safetensors`` (recommended): the model's ``state_dict`` as safetensors tensors; the
+  header's string metadata holds ``format = "edgeseg.checkpoint"``, ``format_version = "1"``,
+  ``model_name``, ``num_classes``, and JSON strings ``model_kwargs`` and ``extra``.
+* anything else (``*.pt``, ``*.pth``): a plain ``state_dict`` (a dict of tensors) written with
+  ``torch.save`` and read with ``torch.load(weights_only=True)``, plus a sibling JSON file
+  ``<file>.json`` (``best.pt`` -> ``best.pt.json``) holding the same fields as a JSON object.
+
+``model_kwargs`` are extra keyword arguments of :func:`~edgeseg.models.create_model` (e.g.
+``output_stride``). ``extra`` is free-form JSON; keys edgeseg reads when exporting: ``classes``
+(list of class names), ``palette`` (list of [r, g, b]), ``input_spec`` (``InputSpec.to_dict()``).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import ModelError
+
+FORMAT = "edgeseg.checkpoint"
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class CheckpointMeta:
+    model_name: str
+    num_classes: int
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_strings(self) -> dict[str, str]:
+        return {
+            "format": FORMAT, "format_version": str(FORMAT_VERSION), "model_name": self.model_name,
+            "num_classes": str(self.num_classes), "model_kwargs": json.dumps(self.model_kwargs),
+            "extra": json.dumps(self.extra),
+        }
+
+    @classmethod
+    def from_strings(cls, d: dict[str, Any], where: str) -> "CheckpointMeta":
+        if d.get("format") != FORMAT:
+            raise ModelError(f"{where}: not an edgeseg checkpoint (metadata 'format' is {d.get('format')!r})",
+                             fix="write checkpoints with edgeseg.models.save_checkpoint")
+        if str(d.get("format_version")) != str(FORMAT_VERSION):
+            raise ModelError(f"{where}: checkpoint format version {d.get('format_version')!r}, this edgeseg reads {FORMAT_VERSION}")
+        try:
+            kwargs, extra = d.get("model_kwargs", {}), d.get("extra", {})
+            return cls(
+                model_name=str(d["model_name"]), num_classes=int(d["num_classes"]),
+                model_kwargs=json.loads(kwargs) if isinstance(kwargs, str) else dict(kwargs),
+                extra=json.loads(extra) if isinstance(extra, str) else dict(extra),
+            )
+        except (KeyError, ValueError, TypeError) as e:
+            raise ModelError(f"{where}: bad checkpoint metadata ({type(e).__name__}: {e})") from None
+
+
+def sidecar_path(path: Path) -> Path:
+    return path.with_name(path.name + ".json")
+
+
+def save_checkpoint(model: nn.Module, path: str | Path, *, model_name: str, num_classes: int,
+                    extra: dict[str, Any] | None = None, model_kwargs: dict[str, Any] | None = None) -> Path:
+    """Write ``model``'s weights and metadata (format in the module docstring). Returns the path."""
+    path = Path(path)
+    meta = CheckpointMeta(model_name, int(num_classes), dict(model_kwargs or {}), dict(extra or {}))
+    try:
+        strings = meta.to_strings()
+    except TypeError as e:
+        raise ModelError(f"checkpoint {path}: extra/model_kwargs must be JSON-serialisable ({e})") from None
+    state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import save_file
+
+        save_file(state, str(tmp), metadata=strings)
+    else:
+        torch.save(state, tmp)
+        sidecar_path(path).write_text(json.dumps({**strings, "model_kwargs": meta.model_kwargs, "extra": meta.extra}, indent=2) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def read_checkpoint_meta(path: str | Path) -> CheckpointMeta:
+    """The metadata of a checkpoint, without loading its weights."""
+    path = _existing(path)
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = f.metadata() or {}
+        except Exception as e:  # safetensors raises its own error types for corrupt headers
+            raise ModelError(f"{path}: not a readable safetensors file ({e})") from None
+        return CheckpointMeta.from_strings(meta, str(path))
+    side = sidecar_path(path)
+    if not side.is_file():
+        raise ModelError(f"{path}: no metadata file {side.name} next to it (it names the model and its classes)",
+                         fix="save with edgeseg.models.save_checkpoint, or write that JSON (see edgeseg/models/checkpoint.py)")
+    try:
+        data = json.loads(side.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ModelError(f"{side}: not valid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise ModelError(f"{side}: expected a JSON object")
+    return CheckpointMeta.from_strings(data, str(side))
+
+
+def _read_state(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # corrupt zip/pickle, or a pickle with objects weights_only refuses
+        raise ModelError(f"{path}: cannot read the weights ({type(e).__name__}: {str(e).splitlines()[0][:200]})",
+                         fix="the file is corrupt or is not a plain state dict; re-save it with save_checkpoint") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ModelError(f"{path}: expected a plain state dict (name -> tensor), got {type(state).__name__}")
+    return state
+
+
+def load_checkpoint(path: str | Path) -> nn.Module:
+    """Rebuild the model a checkpoint names and load its weights (eval mode, CPU). The model gets
+    ``model_name`` and ``checkpoint_meta`` attributes."""
+    from .registry import create_model
+
+    path = _existing(path)
+    meta = read_checkpoint_meta(path)
+    model = create_model(meta.model_name, num_classes=meta.num_classes, **meta.model_kwargs)
+    state = _read_state(path)
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong = [f"{k} {list(state[k].shape)} vs {list(v.shape)}" for k, v in own.items() if k in state and state[k].shape != v.shape]
+    if missing or unexpected or wrong:
+        parts = [f"{what}: {', '.join(items[:4])}{' ...' if len(items) > 4 else ''}"
+                 for what, items in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", wrong)) if items]
+        raise ModelError(f"{path}: weights do not fit model {meta.model_name!r} with {meta.num_classes} classes ({'; '.join(parts)})",
+                         fix="check model_name/num_classes in the checkpoint metadata")
+    model.load_state_dict(state)
+    model.eval()
+    model.checkpoint_meta = meta
+    return model
+
+
+def _existing(path: str | Path) -> Path:
+    p = Path(path)
+    if not p.is_file():
+        raise ModelError(f"checkpoint {p} not found")
+    return p

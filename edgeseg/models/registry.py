@@ -1,0 +1,79 @@
+"""The model registry, timm style: a model variant is a tiny registered function.
+
+::
+
+    @register_model(task="semantic", arch="pspnet", encoder="resnet50")
+    def pspnet_resnet50(num_classes: int = 21, **kw):
+        return PSPNet(create_encoder("resnet50", output_stride=8), num_classes, **kw)
+
+    model = create_model("pspnet_resnet50", num_classes=11)
+    list_models("deeplab*", task="semantic")
+
+Variants whose names start with ``test_`` are tiny (a few channels) and exist for fast tests.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from .._registry import Registry
+from ..errors import ModelError
+
+MODELS: Registry[Callable[..., Any]] = Registry("model", error=ModelError)
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the registry knows about a variant without building it."""
+
+    name: str
+    task: str
+    arch: str
+    encoder: str
+    tiny: bool
+    doc: str
+
+
+def register_model(fn: Callable | None = None, **meta: Any):
+    """Register a model-building function under its own name (usable bare or with metadata:
+    ``task`` (default "semantic"), ``arch``, ``encoder``)."""
+
+    def deco(f: Callable) -> Callable:
+        m = {"task": "semantic", "arch": "", "encoder": "", **meta}
+        m["tiny"] = f.__name__.startswith("test_")
+        return MODELS.register(f.__name__, **m)(f)
+
+    return deco(fn) if fn is not None else deco
+
+
+def create_model(name: str, num_classes: int | None = None, **kwargs: Any):
+    """Build a registered model (random weights). ``num_classes`` defaults to the variant's own."""
+    _import_all()
+    fn = MODELS.get(name)
+    if num_classes is not None:
+        if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
+            raise ModelError(f"model {name!r}: num_classes must be a positive integer, got {num_classes!r}")
+        kwargs["num_classes"] = num_classes
+    try:
+        model = fn(**kwargs)
+    except TypeError as e:
+        raise ModelError(f"model {name!r} cannot be built with {sorted(kwargs)}: {e}") from None
+    model.model_name = name
+    return model
+
+
+def list_models(pattern: str = "*", task: str | None = None) -> list[str]:
+    """Registered model names matching a shell-style ``pattern``, optionally of one ``task``."""
+    _import_all()
+    return MODELS.names(pattern, task=task)
+
+
+def model_info(name: str) -> ModelInfo:
+    _import_all()
+    e = MODELS.entry(name)
+    doc = (e.obj.__doc__ or "").strip().splitlines()
+    return ModelInfo(name, e.meta["task"], e.meta["arch"], e.meta["encoder"], bool(e.meta["tiny"]), doc[0] if doc else "")
+
+
+def _import_all() -> None:
+    from . import deeplabv3, deeplabv3plus, fcn, pspnet, segnet, unet  # noqa: F401  (register)

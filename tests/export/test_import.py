@@ -1,0 +1,178 @@
+"""import_onnx with ONNX made by hand (onnx.helper) and by the legacy opset-11 exporter: the
+runtime path (InputSpec.preprocess + ONNX Runtime on the bundle) must equal a hand-computed
+reference, conventions included; bad files fail with clear errors."""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from onnx import TensorProto, helper, numpy_helper
+
+from edgeseg.bundle import Bundle
+from edgeseg.errors import ExportError, InputError, UnsupportedError
+from edgeseg.export import import_onnx
+from edgeseg.structures import ImageShape, InputSpec
+
+H, W, C = 24, 32, 4
+RNG = np.random.default_rng(0)
+WEIGHTS = RNG.normal(size=(3, C)).astype(np.float32)
+BGR_MEAN = (103.94, 116.78, 123.68)
+
+
+def _model(nodes, inputs, outputs, inits=(), opset=11, ir_version=None):
+    graph = helper.make_graph(nodes, "g", inputs, outputs, list(inits))
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="hand")
+    if ir_version:
+        m.ir_version = ir_version
+    return m
+
+
+def _nhwc_logits_model(path, opset=11):
+    """NHWC float input -> per-pixel linear map to C logits, NHWC output (a 1x1 conv as MatMul)."""
+    m = _model([helper.make_node("MatMul", ["input_1", "w"], ["scores"])],
+               [helper.make_tensor_value_info("input_1", TensorProto.FLOAT, ["N", H, W, 3])],
+               [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["N", H, W, C])],
+               [numpy_helper.from_array(WEIGHTS, "w")], opset=opset)
+    onnx.save(m, path)
+    return path
+
+
+def _image(seed=1):
+    return np.random.default_rng(seed).integers(0, 256, (H, W, 3), dtype=np.uint8)
+
+
+def _run(bundle: Bundle, image: np.ndarray) -> np.ndarray:
+    x, _ = bundle.manifest.input.preprocess(image)
+    sess = ort.InferenceSession(str(bundle.model_path()), providers=["CPUExecutionProvider"])
+    return sess.run(None, {"images": x})[0]
+
+
+def test_nhwc_bgr_0_255_mean_model_is_honoured_exactly(tmp_path):
+    src = _nhwc_logits_model(tmp_path / "tf.onnx")
+    spec = InputSpec(layout="NHWC", color="BGR", mean=BGR_MEAN, std=(1, 1, 1), scale=1.0, size=ImageShape(H, W))
+    b = import_onnx(src, tmp_path / "tf.edgeseg", classes=C, input_spec=spec)
+    b = Bundle.open(tmp_path / "tf.edgeseg")
+    m = b.manifest
+    assert (m.input.layout, m.input.color, m.input.mean, m.input.scale, m.input.dynamic_batch) == ("NHWC", "BGR", BGR_MEAN, 1.0, True)
+    assert m.outputs[0].kind == "logits" and list(m.outputs[0].shape) == ["batch", C, H, W]
+    assert m.models[0].opset == 13 and m.provenance["original_opset"] == 11 and m.provenance["original_input"] == "input_1"
+    assert b.report["import"]["appended_nodes"] == ["Transpose"]
+    img = _image()
+    ref = ((img[..., ::-1].astype(np.float32) - np.float32(BGR_MEAN)) @ WEIGHTS).transpose(2, 0, 1)[None]
+    np.testing.assert_allclose(_run(b, img), ref, rtol=1e-5, atol=1e-3)
+
+
+def test_opset11_torch_export_is_upgraded_and_matches_torch(tmp_path):
+    from edgeseg.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("test_unet", num_classes=3).eval()
+    src = tmp_path / "legacy.onnx"
+    torch.onnx.export(model, (torch.zeros(1, 3, H, W),), str(src), dynamo=False, opset_version=11,
+                      input_names=["input.1"], output_names=["out"])
+    assert onnx.load(str(src)).opset_import[0].version == 11
+    b = import_onnx(src, tmp_path / "u.edgeseg", classes=["a", "b", "c"], input_spec=InputSpec(size=ImageShape(H, W)))
+    assert b.manifest.models[0].opset == 13 and b.manifest.provenance["original_output"] == "out"
+    img = _image(2)
+    x, _ = InputSpec(size=ImageShape(H, W)).preprocess(img)
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x))["logits"].numpy()
+    got = _run(b, img)
+    assert np.abs(got - ref).max() <= 1e-4 * np.abs(ref).max()
+
+
+def test_label_output_int64_keepdims_becomes_uint8(tmp_path):
+    """NCHW uint8 input (the model casts and normalises itself), ArgMax keepdims -> int64 [N,1,H,W]."""
+    nodes = [helper.make_node("Cast", ["x"], ["xf"], to=TensorProto.FLOAT),
+             helper.make_node("Conv", ["xf", "w"], ["s"]),
+             helper.make_node("ArgMax", ["s"], ["lab"], axis=1, keepdims=1)]
+    w = RNG.normal(size=(C, 3, 1, 1)).astype(np.float32)
+    m = _model(nodes, [helper.make_tensor_value_info("x", TensorProto.UINT8, [1, 3, H, W])],
+               [helper.make_tensor_value_info("lab", TensorProto.INT64, [1, 1, H, W])], [numpy_helper.from_array(w, "w")],
+               opset=13, ir_version=7)
+    onnx.save(m, tmp_path / "lab.onnx")
+    b = import_onnx(tmp_path / "lab.onnx", tmp_path / "lab.edgeseg", classes=C,
+                    input_spec=InputSpec(size=ImageShape(H, W)))  # declared float32: the graph says uint8
+    assert b.manifest.input.dtype == "uint8" and not b.manifest.input.dynamic_batch
+    out = b.manifest.outputs[0]
+    assert (out.name, out.kind, out.dtype, list(out.shape)) == ("labels", "labels", "uint8", [1, H, W])
+    img = _image(3)
+    ref = np.einsum("hwc,kc->khw", img.astype(np.float32), w[:, :, 0, 0]).argmax(0)[None]
+    got = _run(b, img)
+    assert got.dtype == np.uint8 and np.array_equal(got, ref)
+
+
+def test_corrupt_and_missing_files(tmp_path):
+    spec = InputSpec(size=ImageShape(H, W))
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"\x08\x07garbage" * 50)
+    with pytest.raises(ExportError, match="bad.onnx"):
+        import_onnx(bad, tmp_path / "o", classes=2, input_spec=spec)
+    with pytest.raises(InputError, match="not found"):
+        import_onnx(tmp_path / "missing.onnx", tmp_path / "o", classes=2, input_spec=spec)
+    assert not (tmp_path / "o").exists()
+
+
+def test_opset_7_is_refused(tmp_path):
+    m = _model([helper.make_node("Relu", ["x"], ["y"])], [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, H, W])],
+               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, H, W])], opset=7, ir_version=3)
+    onnx.save(m, tmp_path / "old.onnx")
+    with pytest.raises(ExportError, match="opset 7 is too old"):
+        import_onnx(tmp_path / "old.onnx", tmp_path / "o", classes=3, input_spec=InputSpec(size=ImageShape(H, W)))
+
+
+def test_op_onnxruntime_lacks_is_named(tmp_path):
+    nodes = [helper.make_node("FancySegment", ["x"], ["y"], domain="com.example")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, H, W])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, H, W])])
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)])
+    m.ir_version = 8
+    onnx.save(m, tmp_path / "custom.onnx")
+    with pytest.raises(UnsupportedError, match="FancySegment"):
+        import_onnx(tmp_path / "custom.onnx", tmp_path / "o", classes=3, input_spec=InputSpec(size=ImageShape(H, W)))
+
+
+def test_declared_conventions_are_checked_against_the_graph(tmp_path):
+    src = _nhwc_logits_model(tmp_path / "tf.onnx")
+    with pytest.raises(InputError, match="--layout NHWC"):
+        import_onnx(src, tmp_path / "o", classes=C, input_spec=InputSpec(size=ImageShape(H, W)))  # declared NCHW
+    with pytest.raises(InputError, match=f"--size {W}x{H}"):
+        import_onnx(src, tmp_path / "o", classes=C, input_spec=InputSpec(layout="NHWC", size=ImageShape(H + 8, W)))
+    with pytest.raises(ExportError, match="--classes"):
+        import_onnx(src, tmp_path / "o", classes=C + 3, input_spec=InputSpec(layout="NHWC", size=ImageShape(H, W)))
+    with pytest.raises(UnsupportedError, match="instance"):
+        import_onnx(src, tmp_path / "o", task="instance", classes=C, input_spec=InputSpec(layout="NHWC", size=ImageShape(H, W)))
+
+
+def test_opset9_upsample_model_is_converted_and_exact(tmp_path):
+    """Old exporters wrote Upsample (removed in opset 10); the converter turns it into Resize."""
+    w = RNG.normal(size=(3, 3, 1, 1)).astype(np.float32)
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], strides=[2, 2]),
+             helper.make_node("Upsample", ["c", "s"], ["y"], mode="nearest")]
+    m = _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
+               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 16, 16])],
+               [numpy_helper.from_array(w, "w"), numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "s")],
+               opset=9, ir_version=4)
+    onnx.save(m, tmp_path / "up9.onnx")
+    spec = InputSpec(size=ImageShape(16, 16))
+    b = import_onnx(tmp_path / "up9.onnx", tmp_path / "up9.edgeseg", classes=3, input_spec=spec)
+    assert b.manifest.models[0].opset == 13 and b.manifest.provenance["original_opset"] == 9
+    assert "Upsample" not in {n.op_type for n in onnx.load(str(b.model_path())).graph.node}
+    img = np.random.default_rng(4).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    x = spec.preprocess(img)[0][0]
+    ref = np.einsum("kc,chw->khw", w[:, :, 0, 0], x[:, ::2, ::2]).repeat(2, 1).repeat(2, 2)[None]
+    np.testing.assert_allclose(_run(b, img), ref, rtol=1e-5, atol=1e-5)
+
+
+def test_predictor_on_imported_bundle_honours_its_conventions(tmp_path):
+    import edgeseg
+
+    src = _nhwc_logits_model(tmp_path / "tf.onnx")
+    spec = InputSpec(layout="NHWC", color="BGR", mean=BGR_MEAN, std=(1, 1, 1), scale=1.0, size=ImageShape(H, W))
+    import_onnx(src, tmp_path / "tf.edgeseg", classes=C, input_spec=spec)
+    img = _image(7)
+    ref = ((img[..., ::-1].astype(np.float32) - np.float32(BGR_MEAN)) @ WEIGHTS).argmax(-1)
+    result = edgeseg.load(tmp_path / "tf.edgeseg", backend="onnxruntime")(img)
+    assert result.labels.shape == (H, W) and np.array_equal(result.labels, ref)

@@ -1,0 +1,41 @@
+"""Every registered model through the shared tester: forward shapes at two sizes, Conv-BN fold
+equivalence, ONNX export and ONNX Runtime parity. Tiny ``test_*`` variants run by default; the
+real variants run under ``-m slow``."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from edgeseg.models import create_model, list_models, model_info
+
+from .tester import check_export, check_fold, check_forward, randomize_batchnorm
+
+ALL = list_models()
+PARAMS = [pytest.param(n, marks=() if n.startswith("test_") else pytest.mark.slow) for n in ALL]
+
+
+def test_every_architecture_has_a_tiny_variant():
+    archs = {model_info(n).arch for n in ALL}
+    tiny = {model_info(n).arch for n in ALL if model_info(n).tiny}
+    assert archs == tiny
+    assert {"fcn32s", "fcn16s", "fcn8s", "unet", "segnet", "pspnet", "deeplabv3", "deeplabv3plus"} <= archs
+
+
+def _build(name: str):
+    torch.manual_seed(0)
+    return randomize_batchnorm(create_model(name, num_classes=5))
+
+
+@pytest.mark.parametrize("name", PARAMS)
+def test_forward_shapes(name):
+    check_forward(_build(name))
+
+
+@pytest.mark.parametrize("name", PARAMS)
+def test_conv_bn_fold(name):
+    check_fold(_build(name))
+
+
+@pytest.mark.parametrize("name", PARAMS)
+def test_export_parity(name, tmp_path):
+    check_export(_build(name), tmp_path)
