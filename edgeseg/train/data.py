@@ -1,0 +1,110 @@
+"""Feeding datasets (sequences of :class:`edgeseg.data.Sample`) to the training loop.
+
+:class:`TrainSet` augments (seeded by ``(seed, epoch, index)``) and normalises with the model's
+:class:`~edgeseg.structures.InputSpec` mean/std/scale, so training sees the tensor every runtime
+will feed. :class:`EvalSet` resizes the image to the network size and keeps the labels at their
+original size (metrics are computed at the labels' resolution).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..structures import ImageShape, InputSpec
+from .augment import AugmentConfig, augment
+
+
+def normalise(image: np.ndarray, spec: InputSpec) -> np.ndarray:
+    """RGB ``uint8 [H, W, 3]`` -> ``float32 [3, H, W]`` with the spec's ``(x * scale - mean) / std``."""
+    x = image[..., ::-1] if spec.color == "BGR" else image
+    mul = np.float32(spec.scale) / np.asarray(spec.std, np.float32)
+    add = -np.asarray(spec.mean, np.float32) / np.asarray(spec.std, np.float32)
+    x = x.astype(np.float32) * mul + add
+    return np.ascontiguousarray(x.transpose(2, 0, 1))
+
+
+class TrainSet:
+    """Augmented training samples as ``(float32 [3, h, w], int64 [h, w])``; call :meth:`set_epoch` per epoch."""
+
+    def __init__(self, dataset: Sequence, augment_cfg: AugmentConfig, spec: InputSpec, seed: int = 0):
+        self.dataset, self.cfg, self.spec, self.seed = dataset, augment_cfg, spec, int(seed)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int):
+        sample = self.dataset[i]
+        rng = np.random.default_rng([self.seed, self.epoch, int(i)])
+        image, labels = augment(sample.image, sample.labels, self.cfg, rng)
+        return normalise(image, self.spec), labels.astype(np.int64)
+
+
+class EvalSet:
+    """Evaluation samples as ``(float32 [3, H', W'] at the network size, uint8 [H, W] original labels)``."""
+
+    def __init__(self, dataset: Sequence, size: ImageShape | None, spec: InputSpec):
+        self.dataset, self.size, self.spec = dataset, size, spec
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int):
+        import cv2
+
+        sample = self.dataset[i]
+        image = sample.image
+        if self.size is not None and ImageShape.of(image) != self.size:
+            image = cv2.resize(image, self.size.wh, interpolation=cv2.INTER_LINEAR)
+        return normalise(image, self.spec), sample.labels
+
+
+def collate_train(batch: list[tuple[np.ndarray, np.ndarray]]):
+    import torch
+
+    return torch.from_numpy(np.stack([b[0] for b in batch])), torch.from_numpy(np.stack([b[1] for b in batch]))
+
+
+def collate_eval(batch: list[tuple[np.ndarray, np.ndarray]]):
+    import torch
+
+    return torch.from_numpy(np.stack([b[0] for b in batch])), [b[1] for b in batch]
+
+
+@dataclass(frozen=True)
+class LoaderConfig:
+    batch_size: int = 8
+    workers: int = 0
+    seed: int = 0
+    drop_last: bool = True
+
+
+def train_loader(train_set: TrainSet, cfg: LoaderConfig, epoch: int) -> Any:
+    """A DataLoader for one epoch: the shuffle order and augmentation depend only on (seed, epoch)."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    train_set.set_epoch(epoch)
+    g = torch.Generator().manual_seed(cfg.seed * 100003 + epoch)
+    drop = cfg.drop_last and len(train_set) >= cfg.batch_size
+    return DataLoader(
+        train_set,
+        batch_size=cfg.batch_size,
+        shuffle=True,
+        generator=g,
+        num_workers=cfg.workers,
+        collate_fn=collate_train,
+        drop_last=drop,
+        persistent_workers=False,
+    )
+
+
+def eval_loader(eval_set: EvalSet, batch_size: int, workers: int = 0) -> Any:
+    from torch.utils.data import DataLoader
+
+    return DataLoader(eval_set, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=collate_eval)

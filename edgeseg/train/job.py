@@ -1,0 +1,172 @@
+"""A whole training job: open the data, build the model, train (resumable), export a bundle, record it.
+
+Used by ``edgeseg train`` and ``tools/train_default.py``. The bundle's ``report.json`` gets a
+``training`` section (command, data, config, epochs, time, device, history, final metrics) and an
+``accuracy.fp32`` section measured on the exported ONNX model with ONNX Runtime.
+"""
+from __future__ import annotations
+
+import logging
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from ..errors import InputError
+from ..structures import InputSpec
+from .trainer import LAST, TrainConfig, Trainer, TrainResult, seed_everything
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainJob:
+    """What to train on what, and where the results go.
+
+    data:      dataset spec (``camvid:ROOT``, ``synthetic:N,size=WxH``, ``folder:...``), read with
+               ``train_split``; ``val_data`` (default: the same spec) is read with ``val_split``.
+    export:    a bundle path to export to after training (None: no export).
+    cache:     hold the decoded datasets in memory (fast epochs for small sets and generated scenes).
+    command:   the command line that started the job, recorded in the report.
+    """
+
+    model: str
+    data: str
+    out: Path
+    config: TrainConfig
+    val_data: str | None = None
+    train_split: str = "train"
+    val_split: str = "val"
+    num_classes: int | None = None
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    export: Path | None = None
+    bundle_name: str | None = None
+    cache: bool = False
+    command: str = ""
+
+
+@dataclass(frozen=True)
+class JobResult:
+    train: TrainResult
+    training_record: dict[str, Any]
+    bundle: Path | None
+    bundle_scores: dict[str, Any] | None
+
+
+class InMemory(list):
+    """A dataset's samples decoded once and kept (with its ``classes``, ``palette``, ``ignore_index``)."""
+
+    def __init__(self, dataset: Sequence):
+        super().__init__(dataset[i] for i in range(len(dataset)))
+        self.classes = tuple(dataset.classes)
+        self.palette = getattr(dataset, "palette", None)
+        self.ignore_index = getattr(dataset, "ignore_index", 255)
+
+
+def open_datasets(job: TrainJob):
+    """(train, val) datasets of the job, cached in memory when asked."""
+    from ..data import open_dataset
+
+    train = open_dataset(job.data, split=job.train_split)
+    val = open_dataset(job.val_data or job.data, split=job.val_split)
+    if len(train) == 0:
+        raise InputError(f"the training set {job.data!r} [{job.train_split}] is empty")
+    if tuple(val.classes) != tuple(train.classes):
+        raise InputError(f"validation classes {tuple(val.classes)} differ from training classes {tuple(train.classes)}")
+    if job.cache:
+        train, val = InMemory(train), InMemory(val)
+    return train, val
+
+
+def run_job(job: TrainJob, resume: bool = False) -> JobResult:
+    """Train (resuming from ``out/last.pt`` when ``resume``), then export and record."""
+    from ..models import create_model
+
+    train, val = open_datasets(job)
+    n = job.num_classes or len(train.classes)
+    seed_everything(job.config.seed)
+    model = create_model(job.model, num_classes=n, **job.model_kwargs)
+    spec = InputSpec(size=job.config.size)
+    trainer = Trainer(model, train, job.config, val_data=val, input_spec=spec, num_classes=n, out_dir=job.out,
+                      model_name=job.model)
+    start = None
+    if resume:
+        if not (job.out / LAST).is_file():
+            raise InputError(f"--resume: no {LAST} in {job.out}", fix="start without --resume, or give the run's --out")
+        start = job.out
+    log.info("training %s on %s (%d images) for %d epochs at %s on %s", job.model, job.data, len(train),
+             job.config.epochs, job.config.size, trainer.device)
+    result = trainer.fit(resume=start)
+    record = training_record(job, trainer, result, len(train), len(val))
+    bundle_path, bundle_scores = None, None
+    if job.export is not None:
+        bundle_path, bundle_scores = export_and_record(job, trainer.model, train, val, spec, record)
+    return JobResult(result, record, bundle_path, bundle_scores)
+
+
+def training_record(job: TrainJob, trainer: Trainer, result: TrainResult, n_train: int, n_val: int) -> dict[str, Any]:
+    """The ``report.json["training"]`` section."""
+    from .flops import count_flops
+
+    final = result.final
+    fc = count_flops(trainer.model, job.config.size)
+    trainer.model.to(trainer.device)
+    scores = final.scores or {}
+    return {
+        "command": job.command,
+        "model": job.model,
+        "model_kwargs": job.model_kwargs,
+        "data": job.data,
+        "val_data": job.val_data or job.data,
+        "splits": {"train": job.train_split, "val": job.val_split},
+        "images": {"train": n_train, "val": n_val},
+        "epochs": trainer.epoch,
+        "steps": trainer.step,
+        "seconds_total": round(sum(r.seconds for r in result.history), 1),
+        "device": str(trainer.device),
+        "host": f"{platform.machine()} {platform.processor() or platform.system()}",
+        "threads": _threads(),
+        "config": job.config.to_dict(),
+        "params": fc.params,
+        "gflops": round(fc.gflops, 4),
+        "final": {"epoch": final.epoch, "loss": final.loss, "miou": final.miou, "macc": scores.get("macc"),
+                  "pixel_acc": scores.get("pixel_acc"),
+                  "per_class_iou": {k: v.get("iou") for k, v in (scores.get("per_class") or {}).items()}},
+        "best": {"miou": result.best_miou, "epoch": result.best_epoch},
+        "history": [{"epoch": r.epoch, "loss": round(r.loss, 5), "lr": r.lr, "seconds": round(r.seconds, 2),
+                     "miou": r.miou} for r in result.history],
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def _threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+def export_and_record(job: TrainJob, model, train, val, spec: InputSpec, record: dict[str, Any]):
+    """Export FP32 to ``job.export``, score the ONNX model on ``val`` and write both report sections."""
+    from ..eval import evaluate
+    from ..export import export_bundle
+    from ..predictor import load
+
+    model = model.eval().to("cpu")
+    palette = getattr(train, "palette", None)
+    bundle = export_bundle(
+        model, job.export, name=job.bundle_name or Path(job.export).name.removesuffix(".edgeseg"),
+        classes=tuple(train.classes), input_spec=spec, palette=None if palette is None else list(palette),
+        overwrite=True, provenance={"trained_by": "edgeseg.train", "train_data": job.data},
+    )
+    bundle.update_report("training", record)
+    with load(str(job.export), backend="onnxruntime", precision="fp32", device="cpu") as predictor:
+        scores = evaluate(predictor, val, progress=False, boundary=True)
+    accuracy = {"fp32": {"data": job.val_data or job.data, "split": job.val_split, "backend": "onnxruntime",
+                         **{k: scores.to_dict()[k] for k in ("miou", "macc", "pixel_acc", "boundary_f1", "num_images")},
+                         "per_class_iou": {k: v["iou"] for k, v in scores.to_dict()["per_class"].items()}}}
+    report = bundle.report
+    merged = dict(report.get("accuracy") or {})
+    merged.update(accuracy)
+    bundle.update_report("accuracy", merged)
+    return Path(job.export), accuracy["fp32"]

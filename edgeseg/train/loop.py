@@ -1,0 +1,154 @@
+"""The generic training step and evaluation pass: model, loss, optimizer, data — nothing else.
+
+These functions are what :class:`edgeseg.train.Trainer` runs each epoch, and what quantization-aware
+fine-tuning reuses with a fake-quantized model. A model returns ``{"logits": [N, C, H, W]}`` (the
+edgeseg model contract) or a bare tensor; logits smaller than the target are upsampled bilinearly.
+"""
+from __future__ import annotations
+
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Iterable
+
+from ..errors import InputError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+    from .optim import PolySchedule
+
+
+@dataclass(frozen=True)
+class EpochResult:
+    """What one pass over the training data did: mean loss, optimizer steps, seconds, last lr."""
+
+    loss: float
+    steps: int
+    seconds: float
+    lr: float
+
+
+def logits_of(output: Any, size: tuple[int, int] | None = None) -> "torch.Tensor":
+    """The logits tensor of a model output, resized to ``size`` (H, W) when it differs."""
+    import torch
+    import torch.nn.functional as F
+
+    t = output["logits"] if isinstance(output, dict) else output
+    if not isinstance(t, torch.Tensor) or t.ndim != 4:
+        raise InputError(
+            f"model output must be {{'logits': [N, C, H, W]}} or a 4-D tensor, got {type(output).__name__}",
+            fix="make forward(images) return {'logits': tensor}",
+        )
+    if size is not None and tuple(t.shape[-2:]) != tuple(size):
+        t = F.interpolate(t, size=size, mode="bilinear", align_corners=False)
+    return t
+
+
+def autocast_for(device: "torch.device", amp: bool):
+    """``torch.autocast`` in float16 on CUDA when ``amp``; a no-op context elsewhere."""
+    import torch
+
+    if amp and device.type == "cuda":
+        return torch.autocast(device_type="cuda", dtype=torch.float16)
+    return nullcontext()
+
+
+def train_one_epoch(
+    model: "torch.nn.Module",
+    batches: Iterable,
+    loss_fn: Callable,
+    optimizer: "torch.optim.Optimizer",
+    *,
+    device: "torch.device",
+    schedule: "PolySchedule | None" = None,
+    step: int = 0,
+    scaler: Any = None,
+    amp: bool = False,
+    grad_clip: float | None = None,
+    progress: Any = None,
+) -> EpochResult:
+    """One epoch: forward, loss, backward, optimizer step; the schedule is set from the global ``step``.
+
+    ``progress`` is an optional tqdm bar (updated per batch with the running loss and lr).
+    """
+    model.train()
+    total, n, t0, lr = 0.0, 0, time.perf_counter(), optimizer.param_groups[0]["lr"]
+    for images, target in batches:
+        if schedule is not None:
+            schedule.apply(optimizer, step + n)
+        lr = optimizer.param_groups[0]["lr"]
+        images = images.to(device, non_blocking=True)
+        target = target.to(device, non_blocking=True)
+        with autocast_for(device, amp):
+            logits = logits_of(model(images), tuple(target.shape[-2:]))
+        loss = loss_fn(logits.float(), target)
+        if not math.isfinite(float(loss.detach())):
+            raise InputError(
+                f"training diverged: loss is {float(loss.detach())} at step {step + n}",
+                fix="lower the learning rate (--lr) or add warm-up",
+            )
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            if grad_clip:
+                scaler.unscale_(optimizer)
+                _clip(model, grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            if grad_clip:
+                _clip(model, grad_clip)
+            optimizer.step()
+        total += float(loss.detach())
+        n += 1
+        if progress is not None:
+            progress.update(1)
+            progress.set_postfix(loss=f"{total / n:.4f}", lr=f"{lr:.2e}")
+    if n == 0:
+        raise InputError("the training set gave no batch", fix="use a smaller --batch or more training images")
+    return EpochResult(total / n, n, time.perf_counter() - t0, float(lr))
+
+
+def _clip(model, max_norm: float) -> None:
+    import torch
+
+    torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+
+
+def evaluate_model(
+    model: "torch.nn.Module",
+    batches: Iterable,
+    num_classes: int,
+    *,
+    device: "torch.device",
+    amp: bool = False,
+    ignore_index: int = 255,
+    boundary: bool = False,
+    classes: tuple[str, ...] = (),
+    progress: Any = None,
+):
+    """mIoU & co. with :class:`edgeseg.eval.SemanticMetric`; logits are upsampled to each label map's size.
+
+    ``boundary`` also scores boundary F1 (slower; off for per-epoch evaluation)."""
+    import numpy as np
+    import torch
+
+    from ..eval import SemanticMetric
+
+    metric = SemanticMetric(num_classes, ignore_index=ignore_index, boundary=boundary, classes=tuple(classes))
+    model.eval()
+    with torch.inference_mode():
+        for images, labels in batches:
+            with autocast_for(device, amp):
+                out = model(images.to(device))
+            logits = logits_of(out).float()
+            for i, gt in enumerate(labels):
+                li = logits_of(logits[i : i + 1], tuple(gt.shape))
+                pred = li.argmax(1)[0].to("cpu").numpy().astype(np.uint8)
+                metric.update(pred, np.asarray(gt))
+            if progress is not None:
+                progress.update(1)
+    return metric.compute()

@@ -1,0 +1,82 @@
+"""SGD with momentum and decoupled-from-norm weight decay, and the poly learning-rate schedule.
+
+Weight decay applies to conv/linear weights only (tensors with more than one dimension); biases
+and normalisation scales/shifts are not decayed, as in "Bag of Tricks" (He et al., 2019).
+
+The poly schedule (Chen et al., DeepLab, 2017) with a linear warm-up::
+
+    factor(step) = (1 - step / total) ** power * warm(step)
+    warm(step)   = start + (1 - start) * step / warmup    for step < warmup, else 1
+
+The schedule is a pure function of the global step, so resuming only needs the step number.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from ..errors import InputError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+
+@dataclass(frozen=True)
+class PolySchedule:
+    """Poly decay over ``total`` steps with a linear warm-up of ``warmup`` steps from ``start``."""
+
+    total: int
+    power: float = 0.9
+    warmup: int = 0
+    start: float = 0.1
+    min_factor: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.total <= 0:
+            raise InputError(f"PolySchedule: total steps must be positive, got {self.total}")
+        if not 0 <= self.warmup <= self.total:
+            raise InputError(f"PolySchedule: warm-up {self.warmup} must be in [0, total={self.total}]")
+
+    def factor(self, step: int) -> float:
+        """The learning-rate multiplier at ``step`` (0-based; clamped to the last step)."""
+        s = min(max(int(step), 0), self.total)
+        f = (1.0 - s / self.total) ** self.power
+        if s < self.warmup:
+            f *= self.start + (1.0 - self.start) * s / self.warmup
+        return max(f, self.min_factor)
+
+    def apply(self, optimizer: "torch.optim.Optimizer", step: int) -> float:
+        """Set every param group's ``lr`` to ``initial_lr * factor(step)``; returns the factor."""
+        f = self.factor(step)
+        for group in optimizer.param_groups:
+            group.setdefault("initial_lr", group["lr"])
+            group["lr"] = group["initial_lr"] * f
+        return f
+
+
+def param_groups(model: "torch.nn.Module", weight_decay: float) -> list[dict]:
+    """Two groups: weights with decay, and biases / norm parameters (ndim <= 1) without."""
+    decay, no_decay = [], []
+    for _, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (decay if p.ndim > 1 else no_decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay}]
+    if no_decay:
+        groups.append({"params": no_decay, "weight_decay": 0.0})
+    return groups
+
+
+def build_sgd(
+    model: "torch.nn.Module", lr: float, momentum: float = 0.9, weight_decay: float = 1e-4, nesterov: bool = False
+) -> "torch.optim.SGD":
+    """SGD with momentum; no weight decay on biases and norm layers."""
+    import torch
+
+    if lr <= 0:
+        raise InputError(f"learning rate must be positive, got {lr}")
+    groups = param_groups(model, weight_decay)
+    opt = torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov and momentum > 0)
+    for g in opt.param_groups:
+        g["initial_lr"] = lr
+    return opt

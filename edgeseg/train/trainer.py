@@ -1,0 +1,373 @@
+"""The trainer: epochs of :func:`~edgeseg.train.loop.train_one_epoch`, evaluation, checkpoints, resume.
+
+::
+
+    trainer = Trainer(model, train_set, TrainConfig(epochs=30, size=ImageShape(360, 480)),
+                      val_data=val_set, out_dir="runs/road", model_name="road_net")
+    result = trainer.fit()                  # or fit(resume="runs/road/last.pt")
+
+Reproducibility: the model is built after :func:`seed_everything`; each epoch's shuffle order,
+augmentation and dropout depend only on ``(seed, epoch)``; the learning rate is a pure function of
+the global step. So stopping after epoch k and resuming from ``last.pt`` gives the same epoch k+1
+as an uninterrupted run. ``last.pt`` is a plain dict of tensors and numbers (``torch.load(...,
+weights_only=True)``); the model weights are also written with :mod:`edgeseg.models.checkpoint`.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from ..errors import InputError, ModelError
+from ..structures import ImageShape, InputSpec
+from .augment import AugmentConfig
+from .data import EvalSet, LoaderConfig, TrainSet, eval_loader, train_loader
+from .loop import EpochResult, evaluate_model, train_one_epoch
+from .optim import PolySchedule, build_sgd
+
+log = logging.getLogger(__name__)
+STATE_FORMAT = "edgeseg.train/1"
+LAST = "last.pt"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that decides a training run (recorded in checkpoints and reports)."""
+
+    epochs: int
+    size: ImageShape
+    batch_size: int = 8
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    nesterov: bool = False
+    poly_power: float = 0.9
+    warmup_epochs: float = 1.0
+    warmup_start: float = 0.1
+    loss: str = "ce"
+    class_weighting: str = "enet"
+    focal_gamma: float = 2.0
+    scale: tuple[float, float] = (0.5, 2.0)
+    hflip: bool = True
+    jitter: float = 0.25
+    eval_every: int = 1
+    eval_size: ImageShape | None = None
+    crop: ImageShape | None = None
+    seed: int = 0
+    workers: int = 0
+    device: str = "cpu"
+    amp: bool = True
+    grad_clip: float | None = None
+    threads: int = 0
+    progress: bool = True
+    weights_format: str = "safetensors"
+
+    def __post_init__(self) -> None:
+        if self.epochs <= 0 or self.batch_size <= 0:
+            raise InputError(f"epochs and batch size must be positive, got {self.epochs} and {self.batch_size}")
+        if not isinstance(self.size, ImageShape):
+            raise InputError(f"TrainConfig.size must be an ImageShape, got {self.size!r}")
+        if self.weights_format not in ("safetensors", "pt"):
+            raise InputError(f"weights_format must be safetensors or pt, got {self.weights_format!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["size"] = str(self.size)
+        d["eval_size"] = None if self.eval_size is None else str(self.eval_size)
+        d["crop"] = None if self.crop is None else str(self.crop)
+        d["scale"] = list(self.scale)
+        return d
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    """One epoch of history. ``miou`` (0..1) and ``scores`` are set on evaluated epochs."""
+
+    epoch: int
+    loss: float
+    lr: float
+    seconds: float
+    steps: int
+    miou: float | None = None
+    scores: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What :meth:`Trainer.fit` did."""
+
+    history: tuple[EpochRecord, ...]
+    best_miou: float | None
+    best_epoch: int | None
+    seconds: float
+    last_checkpoint: Path | None
+    weights: Path | None
+
+    @property
+    def final(self) -> EpochRecord:
+        return self.history[-1]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "history": [asdict(r) for r in self.history],
+            "best_miou": self.best_miou,
+            "best_epoch": self.best_epoch,
+            "seconds": self.seconds,
+            "last_checkpoint": None if self.last_checkpoint is None else str(self.last_checkpoint),
+            "weights": None if self.weights is None else str(self.weights),
+        }
+
+
+def seed_everything(seed: int, deterministic: bool = True) -> None:
+    """Seed Python, numpy and torch (CPU and CUDA); make cuDNN deterministic when asked."""
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+
+
+def resolve_device(name: str):
+    import torch
+
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError("--device cuda asked but torch finds no CUDA GPU", fix="use --device cpu")
+    return torch.device(name)
+
+
+class Trainer:
+    """Trains a segmentation model on a dataset of :class:`edgeseg.data.Sample`.
+
+    model:       an ``nn.Module``; ``forward(images) -> {"logits": ...}`` (or a tensor).
+    train_data:  a sequence of samples with ``classes`` (or pass ``num_classes``).
+    val_data:    evaluated every ``eval_every`` epochs and after the last one.
+    input_spec:  normalisation (mean/std/scale, colour order); defaults to ImageNet mean/std, RGB.
+    loss:        a callable ``(logits, target) -> scalar`` overriding ``config.loss``.
+    out_dir:     where ``last.pt``, the model weights and ``history.json`` go (None: nowhere).
+    model_name:  the registered model name, stored with the weights so they can be rebuilt.
+    """
+
+    def __init__(
+        self,
+        model,
+        train_data: Sequence,
+        config: TrainConfig,
+        *,
+        val_data: Sequence | None = None,
+        input_spec: InputSpec | None = None,
+        num_classes: int | None = None,
+        loss: Callable | None = None,
+        out_dir: str | os.PathLike | None = None,
+        model_name: str | None = None,
+    ):
+        import torch
+
+        self.config = config
+        self.device = resolve_device(config.device)
+        if config.threads > 0:
+            torch.set_num_threads(config.threads)
+        self.model = model.to(self.device)
+        self.num_classes = int(num_classes or len(getattr(train_data, "classes", ())))
+        if self.num_classes <= 0:
+            raise InputError("Trainer: cannot tell the number of classes", fix="pass num_classes=")
+        names = tuple(str(c) for c in getattr(train_data, "classes", ()))
+        self.classes = names if len(names) == self.num_classes else ()
+        self.spec = input_spec or InputSpec(size=config.size)
+        self.train_set = TrainSet(train_data, self._augment_config(), self.spec, seed=config.seed)
+        self.val_data = val_data
+        self.loss_fn = loss or self._build_loss(train_data)
+        self.optimizer = build_sgd(self.model, config.lr, config.momentum, config.weight_decay, config.nesterov)
+        self.amp = bool(config.amp and self.device.type == "cuda")
+        self.scaler = torch.amp.GradScaler("cuda") if self.amp else None
+        self.loader_cfg = LoaderConfig(config.batch_size, config.workers, config.seed)
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.model_name = model_name
+        self.epoch = 0  # epochs completed
+        self.step = 0  # optimizer steps done
+        self.history: list[EpochRecord] = []
+        self.best: tuple[float, int] | None = None
+
+    # ---- construction helpers -----------------------------------------------------------------
+    def _augment_config(self) -> AugmentConfig:
+        c = self.config
+        return AugmentConfig(c.size, c.scale, c.hflip, c.jitter, c.jitter, c.jitter, crop=c.crop)
+
+    def _build_loss(self, train_data) -> Callable:
+        from .class_weights import class_weights
+        from .losses import LossConfig, build_loss
+
+        weights = None
+        if "wce" in self.config.loss:
+            weights = class_weights(train_data, self.config.class_weighting, self.num_classes)
+        cfg = LossConfig.parse(self.config.loss, class_weights=weights, focal_gamma=self.config.focal_gamma)
+        return build_loss(cfg)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        n, b = len(self.train_set), self.config.batch_size
+        return n // b if n >= b else 1
+
+    @property
+    def schedule(self) -> PolySchedule:
+        total = self.config.epochs * self.steps_per_epoch
+        warm = min(total, round(self.config.warmup_epochs * self.steps_per_epoch))
+        return PolySchedule(total, self.config.poly_power, warm, self.config.warmup_start)
+
+    # ---- one epoch, one evaluation ----------------------------------------------------------
+    def train_epoch(self) -> EpochResult:
+        """Train epoch ``self.epoch`` (0-based) and advance the counters."""
+        import torch
+
+        torch.manual_seed(self.config.seed * 1000003 + self.epoch)  # dropout & co. depend on (seed, epoch)
+        loader = train_loader(self.train_set, self.loader_cfg, self.epoch)
+        with self._bar(len(loader), f"epoch {self.epoch + 1}/{self.config.epochs}") as bar:
+            res = train_one_epoch(
+                self.model, loader, self.loss_fn, self.optimizer, device=self.device, schedule=self.schedule,
+                step=self.step, scaler=self.scaler, amp=self.amp, grad_clip=self.config.grad_clip, progress=bar,
+            )
+        self.step += res.steps
+        self.epoch += 1
+        return res
+
+    def evaluate(self, data: Sequence | None = None):
+        """Scores (:class:`edgeseg.eval.SemanticScores`) on ``data`` (default: the validation set)."""
+        data = self.val_data if data is None else data
+        if data is None:
+            raise InputError("Trainer.evaluate: no validation data", fix="pass val_data=")
+        ev = EvalSet(data, self.config.eval_size or self.config.size, self.spec)
+        loader = eval_loader(ev, self.config.batch_size, self.config.workers)
+        with self._bar(len(loader), "eval") as bar:
+            return evaluate_model(self.model, loader, self.num_classes, device=self.device, amp=self.amp,
+                                  classes=self.classes, progress=bar)
+
+    def _bar(self, total: int, desc: str):
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, desc=desc, disable=not self.config.progress, leave=False, dynamic_ncols=True)
+
+    # ---- the run --------------------------------------------------------------------------------
+    def fit(self, resume: str | os.PathLike | None = None, epochs: int | None = None) -> TrainResult:
+        """Train until ``config.epochs`` (or ``epochs``, to stop early) epochs are done."""
+        if resume is not None:
+            self.load(resume)
+        stop = min(self.config.epochs, epochs or self.config.epochs)
+        t0 = time.perf_counter()
+        while self.epoch < stop:
+            res = self.train_epoch()
+            rec = EpochRecord(self.epoch, res.loss, res.lr, res.seconds, res.steps)
+            if self.val_data is not None and (self.epoch % max(1, self.config.eval_every) == 0 or self.epoch == self.config.epochs):
+                scores = self.evaluate()
+                rec = replace(rec, miou=float(scores.miou), scores=_scores_dict(scores))
+                if self.best is None or rec.miou > self.best[0]:
+                    self.best = (rec.miou, self.epoch)
+                    self._save_weights("best", rec.miou)
+            self.history.append(rec)
+            log.info("epoch %d/%d loss %.4f lr %.3g %.1fs%s", rec.epoch, self.config.epochs, rec.loss, rec.lr,
+                     rec.seconds, "" if rec.miou is None else f" mIoU {100 * rec.miou:.2f}")
+            self.save_checkpoint()
+        weights = self._save_weights("model")
+        return TrainResult(
+            tuple(self.history), None if self.best is None else self.best[0], None if self.best is None else self.best[1],
+            time.perf_counter() - t0, None if self.out_dir is None else self.out_dir / LAST, weights,
+        )
+
+    # ---- checkpoints ----------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Everything resume needs, as tensors, numbers, strings, lists and dicts only."""
+        return {
+            "format": STATE_FORMAT,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": None if self.scaler is None else self.scaler.state_dict(),
+            "epoch": self.epoch,
+            "step": self.step,
+            "history": [asdict(r) for r in self.history],
+            "best": None if self.best is None else list(self.best),
+            "config": self.config.to_dict(),
+            "model_name": self.model_name,
+            "num_classes": self.num_classes,
+        }
+
+    def load_state_dict(self, state: dict[str, Any], where: str = "state") -> None:
+        if state.get("format") != STATE_FORMAT:
+            raise ModelError(f"{where}: not an edgeseg training checkpoint (format {state.get('format')!r})")
+        try:
+            self.model.load_state_dict(state["model"])
+        except RuntimeError as e:
+            raise ModelError(f"{where}: weights do not fit this model: {str(e).splitlines()[0]}",
+                             fix="resume with the same MODEL and --num-classes as the run that wrote it") from None
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        self.epoch, self.step = int(state["epoch"]), int(state["step"])
+        self.history = [EpochRecord(**r) for r in state.get("history", [])]
+        self.best = None if state.get("best") is None else (float(state["best"][0]), int(state["best"][1]))
+
+    def save_checkpoint(self, path: str | os.PathLike | None = None) -> Path | None:
+        """Write the training state (atomically) to ``path`` or ``out_dir/last.pt``; also ``history.json``."""
+        import torch
+
+        if path is None:
+            if self.out_dir is None:
+                return None
+            path = self.out_dir / LAST
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save(self.state_dict(), tmp)
+        os.replace(tmp, path)
+        if self.out_dir is not None:
+            hist = {"config": self.config.to_dict(), "history": [asdict(r) for r in self.history]}
+            (self.out_dir / "history.json").write_text(json.dumps(hist, indent=2) + "\n")
+        return path
+
+    def load(self, path: str | os.PathLike) -> None:
+        """Resume from a checkpoint written by :meth:`save_checkpoint` (a file, or a run folder)."""
+        import torch
+
+        p = Path(path)
+        if p.is_dir():
+            p = p / LAST
+        if not p.is_file():
+            raise InputError(f"cannot resume: no checkpoint at {p}", fix="give the run's --out folder or its last.pt")
+        try:
+            state = torch.load(p, map_location=self.device, weights_only=True)
+        except Exception as e:  # noqa: BLE001 - torch raises many kinds for a bad file
+            raise ModelError(f"cannot read checkpoint {p}: {e}") from None
+        self.load_state_dict(state, where=str(p))
+
+    def _save_weights(self, stem: str, miou: float | None = None) -> Path | None:
+        """The model weights alone, through :func:`edgeseg.models.checkpoint.save_checkpoint`."""
+        if self.out_dir is None or self.model_name is None:
+            return None
+        from ..models.checkpoint import save_checkpoint
+
+        path = self.out_dir / f"{stem}.{self.config.weights_format}"
+        extra = {"epoch": self.epoch, "step": self.step, "loss_spec": self.config.loss}
+        if miou is None and self.history:
+            miou = self.history[-1].miou
+        if miou is not None:
+            extra["miou"] = miou
+        save_checkpoint(self.model, path, model_name=self.model_name, num_classes=self.num_classes, extra=extra)
+        return path
+
+
+def _scores_dict(scores) -> dict[str, Any]:
+    d = scores.to_dict() if hasattr(scores, "to_dict") else dict(vars(scores))
+    out = {}
+    for k, v in d.items():
+        if hasattr(v, "tolist"):
+            v = v.tolist()
+        out[k] = v
+    return out

@@ -1,0 +1,56 @@
+"""``edgeseg train`` end to end on generated scenes: train, resume, export, and the recorded report."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from edgeseg.cli import main  # noqa: E402
+
+DATA = "synthetic:16,size=64x48,seed=1"
+BASE = ["train", "test_fcn8s", "--data", DATA, "--size", "64x48", "--batch", "8", "--lr", "0.2",
+        "--loss", "ce+0.5*lovasz", "--threads", "1", "--no-progress", "--cache", "--warmup", "0.5"]
+
+
+def test_cli_trains_and_resumes(tmp_path):
+    out = tmp_path / "run"
+    assert main([*BASE, "--epochs", "2", "--out", str(out), "--json", str(tmp_path / "a.json")]) == 0
+    a = json.loads((tmp_path / "a.json").read_text())["training"]
+    assert a["epochs"] == 2 and len(a["history"]) == 2 and a["final"]["miou"] is not None
+    assert (out / "last.pt").is_file() and (out / "model.safetensors").is_file()
+    # resuming a finished run trains nothing more and reports the same history
+    assert main([*BASE, "--epochs", "2", "--out", str(out), "--resume", "--json", str(tmp_path / "b.json")]) == 0
+    b = json.loads((tmp_path / "b.json").read_text())["training"]
+    assert b["history"] == a["history"]
+
+
+def test_cli_resume_without_checkpoint_is_a_clear_error(tmp_path, capsys):
+    assert main([*BASE, "--epochs", "1", "--out", str(tmp_path / "none"), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "edgeseg train: error: --resume: no last.pt in" in err
+
+
+def test_cli_rejects_bad_loss_and_size(tmp_path, capsys):
+    assert main([*BASE, "--epochs", "1", "--out", str(tmp_path / "x"), "--loss", "ce+lovaz"]) == 2
+    assert "unknown loss 'lovaz'" in capsys.readouterr().err
+    assert main([*BASE, "--epochs", "1", "--out", str(tmp_path / "x"), "--size", "64by48"]) == 2
+    assert "cannot read image size" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_export_records_training_and_onnx_accuracy(tmp_path):
+    from edgeseg.bundle import Bundle
+
+    out, bundle = tmp_path / "run", tmp_path / "shapes.edgeseg"
+    assert main([*BASE, "--epochs", "2", "--out", str(out), "--export", str(bundle)]) == 0
+    b = Bundle.open(bundle)  # verifies hashes
+    assert b.manifest.classes == ("sky", "ground", "road", "circle", "rectangle", "triangle")
+    report = b.report
+    tr = report["training"]
+    assert tr["model"] == "test_fcn8s" and tr["epochs"] == 2 and tr["command"].startswith("edgeseg ")
+    assert tr["params"] == sum(p.numel() for p in __import__("edgeseg.models", fromlist=["x"]).create_model("test_fcn8s", num_classes=6).parameters())
+    # the ONNX model scores what the PyTorch model scored on the same validation scenes
+    assert report["accuracy"]["fp32"]["miou"] == pytest.approx(tr["final"]["miou"], abs=0.01)
+    assert report["parity"]

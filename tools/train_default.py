@@ -1,0 +1,160 @@
+#!/usr/bin/env python
+"""Reproduce edgeseg's default models (seeded, resumable) and ship them as bundles in the package.
+
+    python tools/train_default.py shapes                       # CPU, a few minutes
+    python tools/train_default.py road --device cuda           # GPU schedule (lent machine)
+    python tools/train_default.py road --device cpu            # CPU schedule (hours; resumable)
+    python tools/train_default.py road --device cpu --resume   # continue runs/road after an interruption
+
+Each recipe trains with :mod:`edgeseg.train` into ``runs/<name>/`` (``last.pt`` for resume,
+``history.json``), exports FP32 to ``edgeseg/zoo/<name>.edgeseg`` with ``export_bundle``, scores the
+exported ONNX model with ONNX Runtime, and records how it was trained in ``report.json["training"]``.
+INT8 variants are added afterwards by ``edgeseg quantize``. ``--epochs`` overrides the schedule
+(the poly schedule stretches to it, so change it only for a fresh run).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shlex
+import sys
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from edgeseg._registry import Registry  # noqa: E402
+from edgeseg.errors import EdgesegError, InputError  # noqa: E402
+from edgeseg.structures import ImageShape  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Device-dependent part of a recipe."""
+
+    epochs: int
+    batch: int
+    workers: int
+    eval_every: int
+    crop: ImageShape | None = None  # training crop smaller than the network size (CPU schedules)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How one default model is trained. ``data``/``val_data`` may contain ``{data_root}``."""
+
+    name: str
+    model: str
+    data: str
+    val_data: str | None
+    size: ImageShape
+    lr: float
+    loss: str
+    cpu: Schedule
+    cuda: Schedule
+    cache: bool = False
+    warmup_epochs: float = 1.0
+    scale: tuple[float, float] = (0.5, 2.0)
+    weight_decay: float = 1e-4
+    class_weighting: str = "enet"
+    description: str = ""
+
+
+RECIPES: Registry[Recipe] = Registry("default model recipe", InputError)
+
+RECIPES.add("shapes", Recipe(
+    name="shapes",
+    model="deeplabv3plus_mobilenetv3_small",
+    data="synthetic:600,size=160x120,seed=0",
+    val_data="synthetic:100,size=160x120,seed=0",  # the val split uses its own seed stream: unseen scenes
+    size=ImageShape(120, 160),
+    lr=0.05,
+    loss="ce+0.5*lovasz",
+    cpu=Schedule(epochs=12, batch=16, workers=0, eval_every=3),
+    cuda=Schedule(epochs=40, batch=32, workers=4, eval_every=5),
+    cache=True,
+    warmup_epochs=0.5,
+    scale=(0.75, 1.5),
+    description="synthetic scenes (sky, ground, road + moving circles, rectangles, triangles) for the demo and tests",
+))
+
+RECIPES.add("road", Recipe(
+    name="road",
+    model="deeplabv3plus_mobilenetv3_small",
+    data="camvid:{data_root}/camvid",
+    val_data=None,
+    size=ImageShape(360, 480),
+    lr=0.05,
+    loss="wce+0.5*lovasz",
+    cpu=Schedule(epochs=120, batch=8, workers=1, eval_every=10, crop=ImageShape(192, 256)),
+    cuda=Schedule(epochs=300, batch=16, workers=8, eval_every=10),
+    cache=True,
+    warmup_epochs=2.0,
+    scale=(0.5, 2.0),
+    weight_decay=4e-5,
+    class_weighting="enet",
+    description="CamVid road scenes, 11 classes, trained from scratch at 480x360",
+))
+
+
+def build_job(recipe: Recipe, args: argparse.Namespace):
+    from edgeseg.paths import data_root
+    from edgeseg.train.job import TrainJob
+    from edgeseg.train.trainer import TrainConfig
+
+    root = data_root()
+    if "{data_root}" in recipe.data and root is None:
+        raise InputError(f"recipe {recipe.name!r} needs the real-data folder", fix="set EDGESEG_DATA or place it at ../shared/data")
+    fill = (lambda s: s.format(data_root=root)) if root is not None else (lambda s: s)
+    sched = recipe.cuda if args.device.startswith("cuda") else recipe.cpu
+    sched = replace(sched, epochs=args.epochs or sched.epochs, workers=sched.workers if args.workers is None else args.workers)
+    config = TrainConfig(
+        epochs=sched.epochs, size=recipe.size, batch_size=sched.batch, lr=recipe.lr, weight_decay=recipe.weight_decay,
+        warmup_epochs=recipe.warmup_epochs, loss=recipe.loss, class_weighting=recipe.class_weighting,
+        scale=recipe.scale, crop=sched.crop, eval_every=sched.eval_every, seed=args.seed, workers=sched.workers, device=args.device,
+        threads=args.threads, progress=sys.stderr.isatty(),
+    )
+    out = Path(args.runs) / recipe.name
+    export = None if args.no_export else REPO / "edgeseg" / "zoo" / f"{recipe.name}.edgeseg"
+    return TrainJob(
+        model=recipe.model, data=fill(recipe.data), out=out, config=config,
+        val_data=fill(recipe.val_data) if recipe.val_data else None, export=export, bundle_name=recipe.name,
+        cache=recipe.cache, command="python tools/train_default.py " + shlex.join(sys.argv[1:]),
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("name", help=f"which default model: {', '.join(RECIPES.names())}")
+    p.add_argument("--device", default="cpu", help="cpu (default) or cuda (mixed precision, the GPU schedule)")
+    p.add_argument("--resume", action="store_true", help="continue runs/<name>/last.pt")
+    p.add_argument("--epochs", type=int, default=None, help="override the schedule's epochs (fresh runs only)")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
+    p.add_argument("--workers", type=int, default=None, help="override the data loader workers")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--runs", default=str(REPO / "runs"), help="where run folders go (default runs/, git-ignored)")
+    p.add_argument("--no-export", action="store_true", help="train only; do not write edgeseg/zoo/<name>.edgeseg")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        from edgeseg.train.job import run_job
+
+        recipe = RECIPES.get(args.name)
+        job = build_job(recipe, args)
+        res = run_job(job, resume=args.resume)
+    except EdgesegError as e:
+        print(f"train_default: error: {e}", file=sys.stderr)
+        return 2
+    rec = res.training_record
+    summary = {"name": recipe.name, "model": recipe.model, "epochs": rec["epochs"], "seconds": rec["seconds_total"],
+               "device": rec["device"], "params": rec["params"], "gflops": rec["gflops"],
+               "val_miou_torch": rec["final"]["miou"], "bundle": None if res.bundle is None else str(res.bundle),
+               "val_miou_onnx": None if res.bundle_scores is None else res.bundle_scores.get("miou")}
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
