@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from edgeseg.backends import BACKENDS, TensorSpec
-from edgeseg.backends.trt.plan import (
+from edgeseg.backends.tensorrt.plan import (
     EngineKey, GpuInfo, IOBinding, ProfileShape, builder_plan, describe_parser_errors, engine_cache_path, io_plan,
     profile_shapes,
 )
@@ -95,7 +95,7 @@ def test_engine_cache_path(tmp_path):
 
 
 def test_runner_engine_key_uses_the_bundle_hash(tmp_path):
-    from edgeseg.backends.trt import TensorRTRunner
+    from edgeseg.backends.tensorrt import TensorRTRunner
     from edgeseg.bundle import sha256_file
     from handmade_bundles import conv_bundle
 
@@ -148,7 +148,7 @@ def test_is_available_says_why_and_never_raises():
 def test_engine_matches_onnxruntime(tmp_path):  # pragma: no cover - needs TensorRT and a GPU
     import numpy as np
 
-    from edgeseg.backends.trt import TensorRTRunner
+    from edgeseg.backends.tensorrt import TensorRTRunner
     from handmade_bundles import conv_bundle, reference_logits
 
     ok, why = TensorRTRunner.is_available()
