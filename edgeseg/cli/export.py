@@ -11,6 +11,7 @@ EXAMPLES = (
     "edgeseg export deeplabv3plus_mobilenetv3_large --classes camvid --size 480x360 --out road.edgeseg",
     "edgeseg export runs/best.safetensors --out road.edgeseg --argmax-in-graph",
     "edgeseg export pspnet_resnet18 --num-classes 19 --size 512x256 --dynamic-batch --out city.edgeseg --json parity.json",
+    "edgeseg export runs/best.safetensors --out small.edgeseg --no-checkpoint   # ONNX only, no torch backend",
 )
 
 
@@ -27,6 +28,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dynamic-batch", action="store_true", help="make the batch axis dynamic")
     p.add_argument("--deform-conv", choices=["onnx", "decomposed"], default="onnx", help="ONNX form of deformable convs")
     p.add_argument("--roi-align", choices=["onnx", "decomposed"], default="onnx", help="ONNX form of RoIAlign")
+    p.add_argument("--no-checkpoint", dest="checkpoint", action="store_false",
+                   help="leave the PyTorch weights (model.safetensors) out of the bundle: smaller, but "
+                        "'--backend torch' cannot run it")
     p.add_argument("--overwrite", action="store_true", help="replace an existing bundle at --out")
     add_json_option(p)
 
@@ -94,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
         model, out, name=args.name or out.name.removesuffix(".edgeseg"), classes=names, input_spec=spec,
         palette=palette, argmax_in_graph=args.argmax_in_graph, dynamic_batch=args.dynamic_batch,
         deform_conv=args.deform_conv, roi_align=args.roi_align, overwrite=args.overwrite, provenance=provenance,
+        include_checkpoint=args.checkpoint,
     )
     parity = bundle.report["parity"]
     rel = parity["max_rel_logit_error"]
@@ -101,5 +106,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"parity vs PyTorch on {parity['images']} frames: argmax agreement {parity['argmax_agreement']:.4%}"
           + (f", max relative logit error {rel:.2e}" if rel is not None else "")
           + f" (unfolded model: {parity['source_argmax_agreement']:.4%})")
-    write_json(args.json, {"bundle": str(bundle.root), "model": model.model_name, "parity": parity})
+    checkpoint = bundle.report.get("checkpoint")
+    if checkpoint:
+        print(f"PyTorch weights: {checkpoint['file']} ({checkpoint['bytes'] / 1e6:.2f} MB, for --backend torch)")
+    write_json(args.json, {"bundle": str(bundle.root), "model": model.model_name, "parity": parity,
+                           "checkpoint": checkpoint})
     return 0

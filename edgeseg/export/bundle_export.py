@@ -1,7 +1,20 @@
-"""``export_bundle``: a PyTorch semantic model -> a verified bundle (model.onnx + manifest + report).
+"""``export_bundle``: a PyTorch semantic model -> a verified bundle (model.onnx + manifest + report,
+and by default the source weights as ``model.safetensors`` for the ``torch`` backend).
 
 The parity check always runs; its numbers go to ``report.json["parity"]``, and a failing check
 raises :class:`~edgeseg.errors.ExportError` before anything is written to ``out``.
+
+The PyTorch checkpoint (``include_checkpoint=True``) holds the **unfolded** source model — the one
+``edgeseg.models.create_model`` builds, BatchNorms included — in the format of
+:mod:`edgeseg.models.checkpoint` (safetensors, never a pickle; model name, class count, model kwargs,
+classes, palette and input spec in its metadata). Unfolded, because that is the only form
+``load_checkpoint`` can rebuild (folding replaces BNs by identities and gives convs new biases);
+the parity check already holds the ONNX graph to it (``source_argmax_agreement``,
+``source_max_rel_logit_error``). Before anything is written, the checkpoint is rebuilt exactly as
+the torch runner will rebuild it and its logits are compared with the source model's on a parity
+frame; the result goes to ``report.json["checkpoint"]``. It is listed in the manifest as
+``ModelFile("model.safetensors", "fp32", target="torch")``; ONNX backends choose their model by the
+``.onnx`` suffix and never pick it.
 """
 from __future__ import annotations
 
@@ -21,7 +34,10 @@ from ..errors import ExportError
 from ..structures import InputSpec
 from .fold import fold_conv_bn
 from .onnx_export import OPSET, export_onnx, output_name
-from .parity import check_parity
+from .parity import check_parity, parity_images
+
+CHECKPOINT_FILE = "model.safetensors"
+CHECKPOINT_MAX_REL_DIFF = 1e-5   # the rebuilt checkpoint vs the source model (both PyTorch, same ops)
 
 
 def normalize_classes(classes: int | Sequence[str], num_classes: int | None, where: str) -> tuple[str, ...]:
@@ -47,9 +63,15 @@ def _palette(palette: Any, n: int) -> tuple[tuple[int, int, int], ...]:
 def export_bundle(model: nn.Module, out: str | os.PathLike, *, name: str, classes: int | Sequence[str],
                   input_spec: InputSpec, palette=None, argmax_in_graph: bool = False, dynamic_batch: bool = False,
                   deform_conv: str = "onnx", roi_align: str = "onnx", overwrite: bool = False,
-                  provenance: dict[str, Any] | None = None) -> Bundle:
+                  provenance: dict[str, Any] | None = None, include_checkpoint: bool = True,
+                  model_kwargs: dict[str, Any] | None = None) -> Bundle:
     """Export ``model`` into a new bundle at ``out``: Conv-BN folded ONNX (opset 19), manifest
-    (task semantic, classes, palette, input spec, outputs), parity numbers in the report."""
+    (task semantic, classes, palette, input spec, outputs), parity numbers in the report.
+
+    ``include_checkpoint``: also store the unfolded weights as ``model.safetensors`` (target
+    ``torch``) so ``--backend torch`` can run the bundle. It needs a registered edgeseg model;
+    ``model_kwargs`` are the extra ``create_model`` arguments it was built with (default: those of
+    the checkpoint it was loaded from, else ``model.model_kwargs`` if set, else none)."""
     model_name = str(getattr(model, "model_name", type(model).__name__))
     names = normalize_classes(classes, getattr(model, "num_classes", None), f"export of {model_name}")
     spec = replace(input_spec, name="images", dynamic_batch=dynamic_batch)
@@ -67,11 +89,77 @@ def export_bundle(model: nn.Module, out: str | os.PathLike, *, name: str, classe
                 f"{parity.source_argmax_agreement:.4%}",
                 fix="the ONNX graph computes something else than the PyTorch model; report this with the model name",
             )
+        checkpoint = None
+        if include_checkpoint:
+            extra = {"classes": list(names), "input_spec": spec.to_dict(),
+                     **({"palette": [list(c) for c in _palette(palette, len(names))]} if palette is not None else {})}
+            checkpoint = write_checkpoint(model, Path(tmp) / CHECKPOINT_FILE, spec, extra=extra, model_kwargs=model_kwargs)
         bundle = Bundle.create(out, _manifest(name, names, spec, kind, palette, model_name, argmax_in_graph,
                                               deform_conv, roi_align, provenance), overwrite=overwrite)
         bundle.add_model(ModelFile("model.onnx", "fp32", opset=OPSET), onnx_path)
+        if checkpoint is not None:
+            bundle.add_model(ModelFile(CHECKPOINT_FILE, "fp32", target="torch"), Path(tmp) / CHECKPOINT_FILE)
     bundle.update_report("parity", parity.to_dict())
+    if checkpoint is not None:
+        bundle.update_report("checkpoint", checkpoint)
     return bundle
+
+
+def _checkpoint_meta_source(model: nn.Module, model_kwargs: dict[str, Any] | None) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """(registered model name, create_model kwargs, extra metadata of the checkpoint it came from)."""
+    from ..models import list_models
+
+    model_name = str(getattr(model, "model_name", type(model).__name__))
+    if model_name not in list_models():
+        raise ExportError(
+            f"cannot store a PyTorch checkpoint for {model_name}: it is not a registered edgeseg model, so the "
+            "torch backend could not rebuild it",
+            fix="register it with edgeseg.models.register_model, or pass include_checkpoint=False (--no-checkpoint)",
+        )
+    meta = getattr(model, "checkpoint_meta", None)
+    if model_kwargs is None:
+        model_kwargs = dict(meta.model_kwargs) if meta is not None else dict(getattr(model, "model_kwargs", None) or {})
+    return model_name, dict(model_kwargs), dict(meta.extra) if meta is not None else {}
+
+
+def write_checkpoint(model: nn.Module, path: Path, spec: InputSpec, *, extra: dict[str, Any],
+                     model_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Save ``model`` (unfolded) as an edgeseg safetensors checkpoint at ``path``, rebuild it with
+    ``load_checkpoint`` and check it computes the same logits as ``model`` on a parity frame.
+    Returns the numbers for ``report.json["checkpoint"]``; raises ExportError if the rebuild differs."""
+    from ..errors import ModelError
+    from ..models import load_checkpoint, save_checkpoint
+
+    model_name, kwargs, source_extra = _checkpoint_meta_source(model, model_kwargs)
+    num_classes = int(getattr(model, "num_classes", len(extra["classes"])))
+    try:
+        save_checkpoint(model, path, model_name=model_name, num_classes=num_classes,
+                        extra={**source_extra, **extra}, model_kwargs=kwargs)
+        rebuilt = load_checkpoint(path)
+    except ModelError as e:
+        why = str(e).splitlines()[0]
+        raise ExportError(f"export of {model_name}: the PyTorch checkpoint does not rebuild the model: {why}",
+                          fix="pass model_kwargs= with the create_model arguments the model was built with, "
+                              "or include_checkpoint=False (--no-checkpoint)") from None
+    assert spec.size is not None
+    x = torch.from_numpy(spec.preprocess(parity_images(spec.size, count=1)[0])[0])
+    param = next(model.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
+    with torch.no_grad():
+        ref = model.eval()(x.to(device))["logits"].float().cpu()
+        got = rebuilt.to(device)(x.to(device))["logits"].float().cpu()
+    scale = max(float(ref.abs().max()), 1e-12)
+    rel = float((got - ref).abs().max()) / scale if got.shape == ref.shape else float("inf")
+    if not rel <= CHECKPOINT_MAX_REL_DIFF:
+        raise ExportError(
+            f"export of {model_name}: the model rebuilt from its checkpoint computes other logits than the source "
+            f"(max relative difference {rel:.3g}, shapes {list(got.shape)} vs {list(ref.shape)})",
+            fix="pass model_kwargs= with the create_model arguments the model was built with (e.g. output_stride), "
+                "or include_checkpoint=False (--no-checkpoint)",
+        )
+    return {"file": CHECKPOINT_FILE, "format": "edgeseg.checkpoint v1 (safetensors)", "model": model_name,
+            "num_classes": num_classes, "model_kwargs": kwargs, "weights": "unfolded (Conv-BN as trained)",
+            "bytes": path.stat().st_size, "rebuild_max_rel_logit_diff": rel}
 
 
 def _manifest(name: str, classes: tuple[str, ...], spec: InputSpec, kind: str, palette, model_name: str,

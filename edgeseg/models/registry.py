@@ -59,6 +59,8 @@ def create_model(name: str, num_classes: int | None = None, **kwargs: Any):
     except TypeError as e:
         raise ModelError(f"model {name!r} cannot be built with {sorted(kwargs)}: {e}") from None
     model.model_name = name
+    # what rebuilds it (the bundle's checkpoint records these)
+    model.model_kwargs = {k: v for k, v in kwargs.items() if k != "num_classes"}
     return model
 
 

@@ -158,6 +158,7 @@ def export_and_record(job: TrainJob, model, train, val, spec: InputSpec, record:
         model, job.export, name=job.bundle_name or Path(job.export).name.removesuffix(".edgeseg"),
         classes=tuple(train.classes), input_spec=spec, palette=None if palette is None else list(palette),
         overwrite=True, provenance={"trained_by": "edgeseg.train", "train_data": job.data},
+        include_checkpoint=False,  # shipped zoo bundles stay small (< 10 MB); the weights are in the run dir
     )
     bundle.update_report("training", record)
     with load(str(job.export), backend="onnxruntime", precision="fp32", device="cpu") as predictor:

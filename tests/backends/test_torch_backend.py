@@ -42,7 +42,7 @@ def test_bundle_without_checkpoint_says_so(tmp_path):
     bundle = conv_bundle(tmp_path)
     with pytest.raises(BundleError, match="carries no PyTorch checkpoint") as e:
         BACKENDS.get("torch").load(bundle)
-    assert "--backend onnxruntime" in str(e.value)
+    assert "--backend onnxruntime" in str(e.value) and "--no-checkpoint" in str(e.value)
     with pytest.raises(UnsupportedError, match="not INT8"):
         BACKENDS.get("torch").load(bundle, precision="int8")
 
@@ -71,3 +71,32 @@ def test_bundle_checkpoint_rebuilds_the_model(tmp_path):
     np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5)
     # the ONNX backends skip the checkpoint when choosing their model file
     assert BACKENDS.get("onnxruntime").load(bundle).model_path.name == "model.onnx"
+
+
+def test_exported_labels_bundle_runs_on_torch(tmp_path):
+    """An --argmax-in-graph bundle: the torch runner returns logits, ONNX Runtime uint8 labels; the
+    predictor decodes both to the same label map."""
+    models = pytest.importorskip("edgeseg.models")
+    pytest.importorskip("safetensors")
+    import edgeseg
+    from edgeseg.data.synthetic import SceneGenerator
+    from edgeseg.export import export_bundle
+    from models.tester import randomize_batchnorm
+
+    torch.manual_seed(0)
+    model = randomize_batchnorm(models.create_model("test_fcn8s", num_classes=4))
+    spec = InputSpec(size=ImageShape(48, 64))
+    bundle = export_bundle(model, tmp_path / "lab.edgeseg", name="lab", classes=4, input_spec=spec, argmax_in_graph=True)
+    assert bundle.manifest.outputs[0].kind == "labels"
+    image = SceneGenerator(ImageShape(48, 64), seed=2).render_semantic(9)[0]
+    with edgeseg.load(bundle, backend="torch", device="cpu") as pt, edgeseg.load(bundle, backend="onnxruntime") as ort:
+        feed, _ = pt.preprocess(image)
+        logits = pt.runner.infer(feed)["logits"]
+        labels = ort.runner.infer(feed)["labels"]
+        a, b = pt(image), ort(image)
+    with torch.no_grad():
+        ref = model(torch.from_numpy(feed["images"]))["logits"].numpy()
+    np.testing.assert_allclose(logits, ref, rtol=1e-5, atol=1e-5 * float(np.abs(ref).max()))
+    assert labels.dtype == np.uint8 and (labels == ref.argmax(1)).mean() >= 0.999
+    assert len(np.unique(b.labels)) > 1  # a non-trivial map
+    assert (a.labels == b.labels).mean() >= 0.999

@@ -2,7 +2,9 @@
 
 A bundle may carry its source checkpoint (``model.pt`` or ``model.safetensors``, listed in the
 manifest as a ``ModelFile`` with precision ``fp32`` and target ``torch``); the runner rebuilds it
-with :mod:`edgeseg.models` (``load_checkpoint``). For export parity checks and benchmarks a runner can
+with :mod:`edgeseg.models` (``load_checkpoint``). ``edgeseg export`` writes ``model.safetensors``
+by default: the unfolded source model (BatchNorms as trained), checked at export to rebuild to the
+same logits, and held to the ONNX graph by the export's parity check (``source_*`` numbers). For export parity checks and benchmarks a runner can
 also wrap a live module: ``TorchRunner.from_module(model, input_spec)``.
 
 The model's ``forward(images) -> dict[str, Tensor]`` outputs are returned as numpy under the same
@@ -68,8 +70,10 @@ class TorchRunner(Runner):
         ckpts = [m for m in b.manifest.models if m.file.endswith(CHECKPOINT_SUFFIXES)]
         if not ckpts:
             raise BundleError(
-                f"bundle {b.root} carries no PyTorch checkpoint (model.pt or model.safetensors), so the torch backend cannot run it",
-                fix="re-export it with 'edgeseg export' from a model or checkpoint, or use --backend onnxruntime",
+                f"bundle {b.root} carries no PyTorch checkpoint (model.pt or model.safetensors), so the torch backend "
+                "cannot run it (it was exported with --no-checkpoint / include_checkpoint=False, or imported from ONNX)",
+                fix="re-export it with 'edgeseg export' (without --no-checkpoint) from a model or checkpoint, "
+                    "or use --backend onnxruntime",
             )
         return cls(b.root / ckpts[0].file, precision=precision, device=device, threads=threads, bundle=b)
 
