@@ -10,6 +10,7 @@ EXAMPLES = (
     "edgeseg quantize road.edgeseg --calib camvid --target cpu --eval camvid:../shared/data/camvid --split val --max-drop 1.0",
     "edgeseg quantize road.edgeseg --calib ../shared/data/video/dashcam_960x540.mp4 --frames 100 --method percentile --target tensorrt",
     "edgeseg quantize road.edgeseg --calib synthetic:64 --target cpu --sensitivity --json int8.json",
+    "edgeseg quantize road.edgeseg --calib calibration/camvid.toml --target openvino --eval camvid:../shared/data/camvid",
 )
 
 
@@ -21,6 +22,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="calibration/*.toml recipe, a recipe name (camvid, dashcam, synthetic), an image folder, a video, or a dataset spec")
     p.add_argument("--target", default="tensorrt", help="tensorrt | cpu | openvino (default tensorrt)")
     p.add_argument("--method", default=None, choices=["entropy", "percentile", "minmax", "mse"], help="range algorithm (default: the recipe's)")
+    p.add_argument("--engine", default=None, choices=["ort", "nncf"],
+                   help="who places Q/DQ: ort (edgeseg's ranges + ONNX Runtime's quantizer) or nncf (OpenVINO's NNCF; "
+                        "default for --target openvino when installed)")
     p.add_argument("--frames", type=int, default=None, help="number of calibration frames (default: the recipe's)")
     p.add_argument("--eval", default=None, metavar="DATASET", help="labelled set for the task metric, e.g. camvid:ROOT")
     p.add_argument("--split", default="val", help="split of --eval (default val)")
@@ -43,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
         eval_ds = open_dataset(args.eval, split=args.split)
     r = quantize_bundle(args.bundle, args.calib, target=args.target, method=args.method, eval_dataset=eval_ds,
                         max_drop=args.max_drop, sensitivity=args.sensitivity, frames=args.frames,
-                        threads=args.threads, progress=not args.no_progress)
+                        threads=args.threads, progress=not args.no_progress, engine=args.engine)
     if r.sensitivity:
         print(f"per-layer sensitivity ({r.metric} gained with the layer alone in float):")
         print_table([{"rank": i + 1, "layer": s.name, "op": s.op_type, "score": s.score, "gain": s.gain}
@@ -52,7 +56,10 @@ def run(args: argparse.Namespace) -> int:
             {"": f"int8/{r.target}", r.metric or "metric": r.int8_score, "latency ms": r.latency_ms.get("int8"), "MB": r.size_bytes["int8"] / 1e6}]
     print_table(rows)
     if r.speedup:
-        print(f"speed-up {r.speedup:.2f}x (ONNX Runtime CPU)")
+        runtime = "OpenVINO CPU" if r.latency_ms.get("runtime") == "openvino-cpu" else "ONNX Runtime CPU"
+        print(f"speed-up {r.speedup:.2f}x ({runtime})")
+    if r.execution:
+        print(f"OpenVINO runs {r.execution['int8_layers']} compute layers in INT8 (others: {r.execution['other_layers']})")
     for f in r.float_nodes:
         print(f"float: {f.name} ({f.op_type}): {f.reason}")
     print(f"wrote {', '.join(r.files)} to {args.bundle}")

@@ -22,6 +22,7 @@ _LAZY = {
     "PROFILES": "profiles", "QuantProfile": "profiles", "get_profile": "profiles",
     "check_model": "check", "check_bundle": "check", "CheckReport": "check", "Finding": "check",
     "write_cache": "trt_cache", "read_cache": "trt_cache", "CalibrationCache": "trt_cache",
+    "nncf_quantize_onnx": "openvino", "int8_execution": "openvino", "NncfOptions": "openvino",
 }
 
 __all__ = sorted(_LAZY)

@@ -29,7 +29,13 @@ class Scorer(Protocol):
     def __call__(self, model_path: Path) -> float: ...
 
 
-def make_session(model_path: str | Path, threads: int = 0):
+def make_session(model_path: str | Path, threads: int = 0, runtime: str = "onnxruntime"):
+    """An inference session on ``runtime``: ``onnxruntime`` (CPU) or ``openvino`` (CPU plugin, same
+    ``get_inputs``/``get_outputs``/``run`` slice: :class:`edgeseg.quant.openvino.OpenVinoSession`)."""
+    if runtime == "openvino":
+        from .openvino import OpenVinoSession
+
+        return OpenVinoSession(model_path, threads)
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -76,9 +82,10 @@ class DatasetScorer:
     threads: int = 0
     ignore_index: int = 255
     name: str = "mIoU"
+    runtime: str = "onnxruntime"
 
     def __call__(self, model_path: Path) -> float:
-        sess = make_session(model_path, self.threads)
+        sess = make_session(model_path, self.threads, self.runtime)
         inp = sess.get_inputs()[0].name
         out_name = self.output or sess.get_outputs()[0].name
         k = self.num_classes
@@ -102,12 +109,13 @@ class AgreementScorer:
     output: str | None = None
     threads: int = 0
     name: str = "agreement with FP32 (%)"
+    runtime: str = "onnxruntime"
 
     def __post_init__(self) -> None:
         self._ref = self._predict(self.reference)
 
     def _predict(self, model_path: Path) -> list[np.ndarray]:
-        sess = make_session(model_path, self.threads)
+        sess = make_session(model_path, self.threads, self.runtime)
         inp = sess.get_inputs()[0].name
         out_name = self.output or sess.get_outputs()[0].name
         return [labels_from_output(sess.run([out_name], {inp: self.spec.preprocess(f)[0]})[0]) for f in self.frames]

@@ -3,6 +3,10 @@
 prepare -> calibrate once -> quantize for the target -> score FP32 and INT8 -> (sensitivity) ->
 (mixed precision within ``max_drop``) -> latency -> write ``model.int8.<target>.onnx``,
 ``calibration.json``, TensorRT calibration caches (target ``tensorrt``) and ``report.json["int8"][target]``.
+
+Two engines place the Q/DQ: ``ort`` (ONNX Runtime's quantizer with ranges from
+:mod:`edgeseg.quant.ranges`) and ``nncf`` (:mod:`edgeseg.quant.openvino`, the ``openvino`` target's
+default; scored and timed in OpenVINO). Both see the same calibration feeds and the same accuracy gate.
 """
 from __future__ import annotations
 
@@ -13,12 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..errors import QuantizationError
+from ..errors import InputError, QuantizationError
 from . import accuracy as acc
 from .calibration import CalibrationRecipe, FeedReader, collect_frames, resolve_calibration, split_holdout
 from .prepare import model_opset, prepare_model
-from .profiles import get_profile
-from .quantize import FloatNode, compute_nodes, quantize_model
+from .profiles import ENGINES, QuantProfile, get_profile
+from .quantize import FloatNode, QuantizedModel, compute_nodes, quantize_model
 from .ranges import calibrate
 
 TRT_CACHE_VERSIONS = ("8.5.2", "10.3.0")
@@ -44,6 +48,8 @@ class QuantReport:
     size_bytes: dict[str, int] = field(default_factory=dict)
     prepare: dict[str, Any] = field(default_factory=dict)
     files: tuple[str, ...] = ()
+    engine: str = "ort"
+    execution: dict[str, Any] = field(default_factory=dict)  # openvino: layers OpenVINO runs in INT8
 
     @property
     def drop(self) -> float | None:
@@ -65,26 +71,29 @@ class QuantReport:
             "sensitivity": [s.to_dict() for s in self.sensitivity],
             "curve": [list(c) for c in self.curve],
             "latency_ms": self.latency_ms, "speedup": self.speedup, "size_bytes": self.size_bytes,
-            "prepare": self.prepare, "files": list(self.files),
+            "prepare": self.prepare, "files": list(self.files), "engine": self.engine, "execution": self.execution,
         }
 
 
 def quantize_bundle(bundle, calib: str | CalibrationRecipe | Sequence, target: str = "tensorrt", method: str | None = None,
                     eval_dataset=None, max_drop: float | None = None, sensitivity: bool = False, *,
-                    frames: int | None = None, threads: int = 0, progress: bool = True, latency: bool = True) -> QuantReport:
+                    frames: int | None = None, threads: int = 0, progress: bool = True, latency: bool = True,
+                    engine: str | None = None) -> QuantReport:
     """Quantize ``bundle``'s FP32 model for ``target`` and record the result in the bundle.
 
     calib: a recipe (``.toml``, recipe name, folder, video, dataset spec, :class:`CalibrationRecipe`)
     or a list of RGB frames (a live source already sampled). eval_dataset: labelled samples (a
     dataset from :func:`edgeseg.data.open_dataset`) for the task metric. Raises
     :class:`QuantizationError` (after writing the report) when ``max_drop`` cannot be met.
+    engine: ``ort`` | ``nncf`` (default: the profile's; ``openvino`` uses NNCF when it is installed).
     """
     from ..bundle import Bundle
 
     b = bundle if isinstance(bundle, Bundle) else Bundle.open(bundle)
-    profile = get_profile(target)
+    profile = _engine_profile(get_profile(target), engine, method)
     recipe, calib_frames = _calibration_frames(calib, frames, method, progress)
-    method = method or recipe.method
+    method = "nncf" if profile.engine == "nncf" else method or recipe.method
+    runtime = "openvino" if profile.name == "openvino" and _has_openvino() else "onnxruntime"
     need_holdout = sensitivity or (max_drop is not None and eval_dataset is None)
     cal_frames, held = split_holdout(calib_frames, recipe.holdout or (0.2 if need_holdout else 0.0))
     spec = b.manifest.input
@@ -93,15 +102,23 @@ def quantize_bundle(bundle, calib: str | CalibrationRecipe | Sequence, target: s
     try:
         fp32 = b.model_path("fp32")
         prepared = work / "prepared.onnx"
-        prep = prepare_model(fp32, prepared)
+        prep = prepare_model(fp32, prepared, optimize=profile.optimize_graph)
         reader = FeedReader(cal_frames, spec, progress=progress, desc=recipe.name or "calibration")
-        table = calibrate(prepared, reader, method, symmetric=profile.activation_symmetric, percentile=recipe.percentile)
+        table = None if profile.engine == "nncf" else calibrate(prepared, reader, method, symmetric=profile.activation_symmetric,
+                                                                  percentile=recipe.percentile)
+
+        def quantize_full(keep: dict[str, str] | None, out: Path) -> QuantizedModel:
+            if profile.engine == "nncf":
+                from .openvino import nncf_quantize_onnx
+
+                return nncf_quantize_onnx(prepared, out, FeedReader(cal_frames, spec), profile, keep)
+            return quantize_model(prepared, out, profile, table, keep)
 
         def quantize(keep: dict[str, str], out: Path) -> Path:
-            return quantize_model(prepared, out, profile, table, keep).path
+            return quantize_full(keep, out).path
 
-        full = quantize_model(prepared, work / "int8.onnx", profile, table)
-        scorer = _scorer(eval_dataset, held, spec, prepared, out_name, b.manifest.num_classes, threads)
+        full = quantize_full(None, work / "int8.onnx")
+        scorer = _scorer(eval_dataset, held, spec, prepared, out_name, b.manifest.num_classes, threads, runtime)
         fp32_score = scorer(prepared) if scorer else None
         int8_score = scorer(full.path) if scorer else None
         sens: list[acc.LayerSensitivity] = []
@@ -114,7 +131,7 @@ def quantize_bundle(bundle, calib: str | CalibrationRecipe | Sequence, target: s
             if scorer is None:
                 raise QuantizationError("sensitivity and --max-drop need an evaluation set or held-out calibration frames",
                                         fix="pass --eval DATASET, or calibrate on more than one frame")
-            sens_scorer = _sens_scorer(held, spec, prepared, out_name, threads) or scorer
+            sens_scorer = _sens_scorer(held, spec, prepared, out_name, threads, runtime) or scorer
             base = sens_scorer(full.path)
             sens = acc.layer_sensitivity(layers, quantize, sens_scorer, base, work, progress)
         if max_drop is not None:
@@ -122,21 +139,58 @@ def quantize_bundle(bundle, calib: str | CalibrationRecipe | Sequence, target: s
             met, curve = mixed.met, list(mixed.curve)
             if mixed.model is not None:
                 final, int8_score = mixed.model, mixed.score
-                float_nodes = quantize_model(prepared, work / "final.onnx", profile, table,
-                                             {n: f"mixed precision (--max-drop {max_drop:g}): among the most INT8-sensitive layers"
-                                              for n in mixed.float_layers}).float_nodes
+                float_nodes = quantize_full({n: f"mixed precision (--max-drop {max_drop:g}): among the most INT8-sensitive layers"
+                                             for n in mixed.float_layers}, work / "final.onnx").float_nodes
                 final = work / "final.onnx"
         elif sens:
             curve = _sensitivity_curve(sens, quantize, scorer, int8_score, work)
-        lat = _latency(prepared, final, spec, calib_frames[0], threads) if latency else {}
+        lat = _latency(prepared, final, spec, calib_frames[0], threads, runtime) if latency else {}
         report = QuantReport(
             target=target, method=method, model_file=None, frames=len(cal_frames), metric=scorer.name if scorer else None,
             fp32_score=fp32_score, int8_score=int8_score, met_budget=met, max_drop=max_drop, float_nodes=tuple(float_nodes),
             sensitivity=tuple(sens), curve=tuple(curve), latency_ms=lat,
-            size_bytes={"fp32": os.path.getsize(fp32), "int8": os.path.getsize(final)}, prepare=prep.to_dict())
+            size_bytes={"fp32": os.path.getsize(fp32), "int8": os.path.getsize(final)}, prepare=prep.to_dict(),
+            engine=profile.engine, execution=_execution(final, runtime))
         return _write(b, report, final, table, recipe, fp32, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _engine_profile(profile: QuantProfile, engine: str | None, method: str | None) -> QuantProfile:
+    """The profile with the engine that will place Q/DQ: the asked one, else the profile's (NNCF
+    falls back to ``ort`` when NNCF/OpenVINO are not installed and nobody asked for it)."""
+    from dataclasses import replace
+
+    if engine is not None and engine not in ENGINES:
+        raise InputError(f"quantization engine {engine!r} is unknown", fix=f"use one of {', '.join(ENGINES)}")
+    chosen = engine or profile.engine
+    if engine == "nncf" and profile.name != "openvino":
+        raise InputError(f"the nncf engine quantizes for OpenVINO only, not for target {profile.name!r}",
+                         fix="use --target openvino, or drop --engine")
+    if chosen == "nncf":
+        from .openvino import nncf_available
+
+        ok, _ = nncf_available()
+        if not ok and engine is None:
+            chosen = "ort"
+        if method is not None and chosen == "nncf":
+            raise InputError(f"--method {method} sets edgeseg's range algorithm; the nncf engine uses NNCF's statistics",
+                             fix="drop --method, or add --engine ort to use edgeseg's ranges")
+    return replace(profile, engine=chosen) if chosen != profile.engine else profile
+
+
+def _has_openvino() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("openvino") is not None
+
+
+def _execution(model: Path, runtime: str) -> dict[str, Any]:
+    if runtime != "openvino":
+        return {}
+    from .openvino import int8_execution
+
+    return {"runtime": "openvino-cpu", **int8_execution(model).to_dict()}
 
 
 def _calibration_frames(calib, frames: int | None, method: str | None, progress: bool):
@@ -151,14 +205,14 @@ def _calibration_frames(calib, frames: int | None, method: str | None, progress:
     return CalibrationRecipe(source="frames", frames=len(got), name="frames", method=method or "entropy"), got
 
 
-def _scorer(eval_dataset, held, spec, reference, out_name, num_classes, threads):
+def _scorer(eval_dataset, held, spec, reference, out_name, num_classes, threads, runtime="onnxruntime"):
     if eval_dataset is not None:
-        return acc.DatasetScorer(list(eval_dataset), spec, num_classes, out_name, threads)
-    return _sens_scorer(held, spec, reference, out_name, threads)
+        return acc.DatasetScorer(list(eval_dataset), spec, num_classes, out_name, threads, runtime=runtime)
+    return _sens_scorer(held, spec, reference, out_name, threads, runtime)
 
 
-def _sens_scorer(held, spec, reference, out_name, threads):
-    return acc.AgreementScorer(held, spec, reference, out_name, threads) if held else None
+def _sens_scorer(held, spec, reference, out_name, threads, runtime="onnxruntime"):
+    return acc.AgreementScorer(held, spec, reference, out_name, threads, runtime=runtime) if held else None
 
 
 def _sensitivity_curve(sens, quantize, scorer, int8_score, work: Path) -> list[tuple[int, float]]:
@@ -171,8 +225,13 @@ def _sensitivity_curve(sens, quantize, scorer, int8_score, work: Path) -> list[t
     return curve
 
 
-def _latency(fp32: Path, int8: Path, spec, frame, threads: int) -> dict[str, float]:
+def _latency(fp32: Path, int8: Path, spec, frame, threads: int, runtime: str = "onnxruntime") -> dict[str, float]:
     feed = {spec.name: spec.preprocess(frame)[0]}
+    if runtime == "openvino":
+        from .openvino import openvino_latency_ms
+
+        return {"fp32": openvino_latency_ms(fp32, feed, threads, precision="fp32"),
+                "int8": openvino_latency_ms(int8, feed, threads), "threads": threads, "runtime": "openvino-cpu"}
     return {"fp32": acc.measure_latency_ms(fp32, feed, threads), "int8": acc.measure_latency_ms(int8, feed, threads),
             "threads": threads, "runtime": "onnxruntime-cpu"}
 
@@ -189,10 +248,10 @@ def _write(b, report: QuantReport, model: Path, table, recipe: CalibrationRecipe
         b.add_model(ModelFile(name, "int8", target=report.target, opset=model_opset(onnx.load(str(model), load_external_data=False))), model)
         files.append(name)
     calib = b.read_json("calibration.json", {}) or {}
-    calib.setdefault("targets", {})[report.target] = {**table.to_dict(), "recipe": recipe.to_dict()}
+    calib.setdefault("targets", {})[report.target] = {**_table_dict(table, model, report), "recipe": recipe.to_dict()}
     b.write_json("calibration.json", calib)
     files.append("calibration.json")
-    if report.target == "tensorrt":
+    if report.target == "tensorrt" and table is not None:
         names = _tensor_names(fp32)
         from .ranges import CalibrationTable
 
@@ -220,6 +279,16 @@ def _write(b, report: QuantReport, model: Path, table, recipe: CalibrationRecipe
             f"FP32 {report.fp32_score:.2f}, best INT8 {report.int8_score:.2f} with {len(report.float_nodes)} layers in float",
             fix="raise --max-drop, calibrate on more or more typical frames, try --method percentile|mse, or use QAT")
     return report
+
+
+def _table_dict(table, model: Path, report: QuantReport) -> dict[str, Any]:
+    """Our ranges (ort engine), or the scales NNCF chose, read back from its Q/DQ model."""
+    if table is not None:
+        return table.to_dict()
+    from .openvino import EDGESEG_NNCF, qdq_scales
+
+    return {"method": "nncf", "engine": "nncf", "options": EDGESEG_NNCF.to_dict(), "frames": report.frames,
+            "tensors": qdq_scales(model)}
 
 
 def _tensor_names(path: Path) -> set[str]:

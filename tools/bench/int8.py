@@ -9,6 +9,15 @@ Accuracy counts only on trained weights: pass --latency-only for untrained bundl
 says "untrained: latency only"). --cpu-variants also times the CPU quantization choices (U8S8,
 S8S8, U8S8 with reduced-range weights) against FP32 and reports their output agreement with FP32.
 --make exports untrained models from the registry (latency work before the trained models exist).
+
+--openvino-compare: on the same model, calibration frames and evaluation set, OpenVINO/NNCF's own
+default INT8 flow (OpenVINO reads the ONNX, ``nncf.quantize(ov_model, dataset)`` with default
+parameters) against edgeseg's ``openvino`` target (NNCF with edgeseg's options and graph
+preparation) and edgeseg's own Q/DQ (``--engine ort``); mIoU measured in OpenVINO, latency in
+OpenVINO interleaved over rounds (min and median of per-round medians: the VM is shared):
+
+    python tools/bench/int8.py /tmp/shapes.edgeseg --calib calibration/synthetic.toml \
+        --eval synthetic:100,size=160x120,seed=0 --openvino-compare --threads 1 --json ov.json
 """
 from __future__ import annotations
 
@@ -92,6 +101,63 @@ def cpu_variants(bundle, frames, threads: int, runs: int) -> list[dict]:
     return rows
 
 
+def interleaved_latency(compiled: dict, feed: dict, rounds: int, iters: int) -> dict[str, dict[str, float]]:
+    """Per model: min and median over rounds of the median latency of ``iters`` runs, the models
+    taking turns each round so that load from other processes hits them alike."""
+    reqs = {n: c.create_infer_request() for n, c in compiled.items()}
+    for r in reqs.values():
+        for _ in range(3):
+            r.infer(feed)
+    meds: dict[str, list[float]] = {n: [] for n in reqs}
+    for _ in range(rounds):
+        for n, r in reqs.items():
+            t = []
+            for _ in range(iters):
+                t0 = time.perf_counter()
+                r.infer(feed)
+                t.append(time.perf_counter() - t0)
+            meds[n].append(float(np.median(t) * 1000))
+    return {n: {"min_ms": float(np.min(v)), "median_ms": float(np.median(v))} for n, v in meds.items()}
+
+
+def openvino_compare(path: Path, frames, eval_ds, method: str, args) -> list[dict]:
+    """NNCF's default flow vs edgeseg's openvino target (and its ort engine) on one bundle."""
+    import shutil
+
+    import openvino as ov
+
+    from edgeseg.bundle import Bundle
+    from edgeseg.quant import accuracy as acc
+    from edgeseg.quant import openvino as eov
+    from edgeseg.quant import quantize_bundle
+    from edgeseg.quant.calibration import FeedReader
+    tmp = Path(tempfile.mkdtemp(prefix="edgeseg-ovcmp-"))
+    try:
+        b = Bundle.open(shutil.copytree(path, tmp / "b.edgeseg"))
+        spec = b.manifest.input
+        # the baseline starts from the bundle's FP32 ONNX as a user would hand it to OpenVINO
+        ov.save_model(eov.nncf_default_openvino(b.model_path("fp32"), FeedReader(frames, spec)), str(tmp / "nncf_default.xml"))
+        models = {"fp32 (OpenVINO, f32)": b.model_path("fp32"), "NNCF default (OpenVINO flow)": tmp / "nncf_default.xml"}
+        for engine in ("nncf", "ort"):
+            quantize_bundle(b, frames, target="openvino", engine=engine, method=None if engine == "nncf" else method,
+                                eval_dataset=None, threads=args.threads, progress=False, latency=False)
+            dst = tmp / f"edgeseg_{engine}.onnx"
+            shutil.copy(Bundle.open(b.root).model_path("int8", "openvino"), dst)
+            models[f"edgeseg openvino (engine {engine})"] = dst
+        compiled = {n: eov.compile_cpu(p, args.threads, "fp32" if n.startswith("fp32") else "int8") for n, p in models.items()}
+        feed = {spec.name: spec.preprocess(frames[0])[0]}
+        lat = interleaved_latency(compiled, feed, args.rounds, args.runs)
+        rows = []
+        for n, p in models.items():
+            row = {"bundle": b.name, "flow": n, **lat[n], "int8": eov.int8_execution(p, compiled[n]).to_dict()}
+            if eval_ds is not None:
+                row["miou"] = acc.DatasetScorer(eval_ds, spec, b.manifest.num_classes, threads=args.threads, runtime="openvino")(p)
+            rows.append(row)
+        return rows
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def bench_one(path: Path, args) -> dict:
     from edgeseg.bundle import Bundle
     from edgeseg.quant import quantize_bundle
@@ -106,9 +172,13 @@ def bench_one(path: Path, args) -> dict:
     recipe = resolve_calibration(args.calib, frames=args.frames, method=args.method)
     frames = collect_frames(recipe, progress=False)
     row: dict = {"bundle": b.name, "weights": "untrained: latency only" if args.latency_only else "trained"}
+    if args.openvino_compare:
+        row["openvino_compare"] = openvino_compare(path, frames, list(eval_ds) if eval_ds is not None else None, recipe.method, args)
+        print_compare(row["openvino_compare"])
+        return row
     for target in args.targets.split(","):
-        r = quantize_bundle(b, frames, target=target, method=recipe.method, eval_dataset=eval_ds, max_drop=args.max_drop,
-                            threads=args.threads, progress=False)
+        r = quantize_bundle(b, frames, target=target, method=None if target == "openvino" else recipe.method,
+                            eval_dataset=eval_ds, max_drop=args.max_drop, threads=args.threads, progress=False)
         row[target] = {"fp32_ms": r.latency_ms["fp32"], "int8_ms": r.latency_ms["int8"], "speedup": r.speedup,
                        "fp32_miou": r.fp32_score if eval_ds else None, "int8_miou": r.int8_score if eval_ds else None,
                        "float_nodes": len(r.float_nodes)}
@@ -120,6 +190,14 @@ def bench_one(path: Path, args) -> dict:
     if args.cpu_variants:
         row["cpu_variants"] = cpu_variants(b, frames[: min(len(frames), 16)], args.threads, args.runs)
     return row
+
+
+def print_compare(rows: list[dict]) -> None:
+    print(f"{'flow':34s} {'min ms':>8s} {'median ms':>10s} {'mIoU':>7s}  INT8 layers in OpenVINO")
+    for r in rows:
+        miou = f"{r['miou']:7.2f}" if r.get("miou") is not None else "      -"
+        print(f"{r['flow']:34s} {r['min_ms']:8.3f} {r['median_ms']:10.3f} {miou}  {r['int8']['int8_layers']} "
+              f"(others {r['int8']['other_layers']})", flush=True)
 
 
 def main(argv=None) -> int:
@@ -138,6 +216,8 @@ def main(argv=None) -> int:
     p.add_argument("--runs", type=int, default=10)
     p.add_argument("--latency-only", action="store_true", help="weights are untrained: report latency only")
     p.add_argument("--cpu-variants", action="store_true")
+    p.add_argument("--openvino-compare", action="store_true", help="NNCF default flow vs edgeseg's openvino target")
+    p.add_argument("--rounds", type=int, default=15, help="interleaved latency rounds (--openvino-compare)")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
     paths = list(args.bundles)
