@@ -10,9 +10,9 @@ points below are resolved lazily on first use.
 """
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from ._lazy import lazy_module
 from .errors import EdgesegError
 from .structures import ImageShape, InputSpec
 
@@ -30,14 +30,7 @@ _LAZY = {
 __all__ = ["EdgesegError", "ImageShape", "InputSpec", "__version__", *_LAZY]
 
 
-def __getattr__(name: str) -> Any:
-    target = _LAZY.get(name)
-    if target is None:
-        raise AttributeError(f"module 'edgeseg' has no attribute {name!r}")
-    module, attr = target.split(":")
-    value = getattr(importlib.import_module(module), attr)
-    globals()[name] = value
-    return value
+__getattr__, __dir__ = lazy_module(__name__, _LAZY)
 
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -23,11 +23,12 @@ import tempfile
 import time
 import zipfile
 from dataclasses import dataclass, field, replace
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any, Iterable
 
 import numpy as np
 
+from ._io import atomic_copy_file, atomic_write_bytes, atomic_write_text, dumps_json
 from .errors import BundleError, InputError
 from .structures.input_spec import InputSpec
 from .structures.palette import default_palette
@@ -71,10 +72,15 @@ class ModelFile:
         return {"file": self.file, "precision": self.precision, "target": self.target, "opset": self.opset}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ModelFile":
+    def from_dict(cls, d: dict[str, Any], where: str = MANIFEST) -> "ModelFile":
+        if not isinstance(d, dict):
+            raise BundleError(f"{where}: each 'models' entry must be an object with a 'file', got {d!r}")
         if d.get("precision", "fp32") not in PRECISIONS:
             raise BundleError(f"model {d.get('file')!r} has unknown precision {d.get('precision')!r}")
-        return cls(d["file"], d.get("precision", "fp32"), d.get("target"), d.get("opset"))
+        target = d.get("target")
+        if target is not None and not isinstance(target, str):
+            raise BundleError(f"{where}: model {d.get('file')!r} has a non-string target {target!r}")
+        return cls(check_relpath(d["file"], "models", where), d.get("precision", "fp32"), target, d.get("opset"))
 
 
 @dataclass(frozen=True)
@@ -136,13 +142,13 @@ class Manifest:
             return cls(
                 name=str(d["name"]),
                 task=str(d["task"]),
-                classes=tuple(str(c) for c in d["classes"]),
+                classes=tuple(str(c) for c in _list(d, "classes", where)),
                 input=InputSpec.from_dict(d["input"]),
-                outputs=tuple(OutputSpec.from_dict(o) for o in d["outputs"]),
-                models=tuple(ModelFile.from_dict(m) for m in d.get("models", [])),
+                outputs=tuple(OutputSpec.from_dict(o) for o in _list(d, "outputs", where)),
+                models=tuple(ModelFile.from_dict(m, where) for m in _list(d, "models", where, [])),
                 palette=tuple(tuple(int(v) for v in c) for c in d.get("palette", [])),
                 decoder=dict(d.get("decoder", {})),
-                files={str(k): str(v) for k, v in d.get("files", {}).items()},
+                files=_files(d.get("files", {}), where),
                 provenance=dict(d.get("provenance", {})),
                 schema_version=int(version),
             )
@@ -152,18 +158,49 @@ class Manifest:
             raise BundleError(f"{where}: invalid content: {e}") from None
 
 
+def check_relpath(rel: Any, section: str, where: str = MANIFEST) -> str:
+    """``rel`` if it is a path inside the bundle (relative, no ``..``), else a :class:`BundleError`
+    naming the manifest section and the entry. Both ``/`` and ``\\`` count as separators."""
+    if not isinstance(rel, str) or not rel.strip():
+        raise BundleError(f"{where}: {section} entry {rel!r} is not a file name")
+    parts = PurePosixPath(rel.replace("\\", "/")).parts
+    if PurePosixPath(rel).is_absolute() or PureWindowsPath(rel).is_absolute() or PureWindowsPath(rel).drive \
+            or rel.startswith(("/", "\\")) or ".." in parts:
+        raise BundleError(
+            f"{where}: {section} entry {rel!r} points outside the bundle (absolute or with '..')",
+            fix="bundle files are named relative to the bundle folder, e.g. 'model.onnx'; re-create the bundle",
+        )
+    return rel
+
+
+def _list(d: dict[str, Any], key: str, where: str, default: Any = KeyError) -> list:
+    if key not in d and default is not KeyError:
+        return default
+    v = d[key]  # KeyError -> "missing field" in Manifest.from_dict
+    if not isinstance(v, list):
+        raise BundleError(f"{where}: {key!r} must be a JSON list, got {type(v).__name__}")
+    return v
+
+
+def _files(files: Any, where: str) -> dict[str, str]:
+    if not isinstance(files, dict):
+        raise BundleError(f"{where}: 'files' must be an object mapping file name -> sha256, got {type(files).__name__}",
+                          fix="re-create the bundle with 'edgeseg export' or 'edgeseg import'")
+    out = {}
+    for rel, digest in files.items():
+        check_relpath(rel, "files", where)
+        if not isinstance(digest, str):
+            raise BundleError(f"{where}: files entry {rel!r} has a non-string sha256 {digest!r}")
+        out[rel] = digest
+    return out
+
+
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 class Bundle:
@@ -267,16 +304,12 @@ class Bundle:
     def add_file(self, rel: str, src: str | os.PathLike | bytes | None = None) -> Path:
         """Copy ``src`` (a path or bytes) to ``rel`` in the bundle — or, with ``src=None``, adopt a file
         already written there — and record its sha256."""
-        dst = self.root / rel
+        dst = self.root / check_relpath(rel, "files", str(self.root))
         dst.parent.mkdir(parents=True, exist_ok=True)
         if isinstance(src, (bytes, bytearray)):
-            tmp = dst.with_name(dst.name + ".tmp")
-            tmp.write_bytes(src)
-            os.replace(tmp, dst)
+            atomic_write_bytes(dst, bytes(src))
         elif src is not None and Path(src).resolve() != dst.resolve():
-            tmp = dst.with_name(dst.name + ".tmp")
-            shutil.copyfile(src, tmp)
-            os.replace(tmp, dst)
+            atomic_copy_file(src, dst)
         if not dst.is_file():
             raise BundleError(f"cannot add {rel!r} to {self.root}: no such file")
         files = dict(self.manifest.files)
@@ -299,7 +332,7 @@ class Bundle:
         self._write_manifest()
 
     def write_json(self, rel: str, data: Any) -> Path:
-        return self.add_file(rel, (json.dumps(data, indent=2, default=_json_default) + "\n").encode())
+        return self.add_file(rel, dumps_json(data).encode())
 
     def read_json(self, rel: str, default: Any = None) -> Any:
         f = self.root / rel
@@ -321,13 +354,18 @@ class Bundle:
         self.write_json(REPORT, report)
 
     def _write_manifest(self) -> None:
-        _atomic_write_text(self.root / MANIFEST, json.dumps(self.manifest.to_dict(), indent=2, default=_json_default) + "\n")
+        atomic_write_text(self.root / MANIFEST, dumps_json(self.manifest.to_dict()))
 
     # ---- reading ----------------------------------------------------------------------------
     def model_entry(self, precision: str = "fp32", target: str | None = None) -> ModelFile:
+        """The model file of ``precision`` (and ``target``, when given). Without a target the untargeted
+        entry wins (the ONNX graph, not e.g. the torch checkpoint ``model.safetensors``), whatever
+        the manifest's order; then the first entry of that precision."""
         cands = [m for m in self.manifest.models if m.precision == precision]
         if target is not None:
             cands = [m for m in cands if m.target == target]
+        else:
+            cands = [m for m in cands if m.target is None] + [m for m in cands if m.target is not None]
         if not cands:
             have = ", ".join(f"{m.precision}" + (f"/{m.target}" if m.target else "") for m in self.manifest.models) or "none"
             fix = "run 'edgeseg quantize' to add an INT8 model" if precision == "int8" else None
@@ -361,16 +399,6 @@ def _version() -> str:
     from . import __version__
 
     return __version__
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
 def iter_files(bundle: Bundle) -> Iterable[Path]:

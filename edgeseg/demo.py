@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from ._io import write_json
 from .bundle import Bundle
 from .errors import BundleError, InputError
 from .structures import ImageShape
@@ -223,7 +224,6 @@ def hints(opts: DemoOptions, video: Path, bundle: str, scored: bool) -> tuple[st
 
 def run_demo(opts: DemoOptions = DemoOptions()) -> DemoResult:
     """Run the demo (see the module docstring); writes ``OUT/demo.mp4`` and ``OUT/stats.json``."""
-    from .cli._common import write_json
     from .predictor import load
     from .stream.api import StreamOptions, build_pipeline
     from .stream.sinks import Mp4Sink
@@ -250,7 +250,7 @@ def run_demo(opts: DemoOptions = DemoOptions()) -> DemoResult:
                         backend=predictor.backend, source=source, video=video, video_frames=mp4.frames,
                         video_writer=mp4.backend, stats_json=stats_json, stats=stats, accuracy=scores, notes=notes,
                         live=pipe.source.live)
-    write_json(str(stats_json), result.to_dict())
+    write_json(stats_json, result.to_dict())
     return result
 
 

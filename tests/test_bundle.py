@@ -98,3 +98,83 @@ def test_add_model_replaces_same_precision_and_target(bundle, tmp_path):
     assert [m.file for m in bundle.manifest.models] == ["model.onnx", "model.int8.cpu2.onnx"]
     assert Bundle.open(bundle.root).model_path("int8", "cpu").name == "model.int8.cpu2.onnx"
     assert np.array_equal(Bundle.open(bundle.root).manifest.palette_array, bundle.manifest.palette_array)
+
+
+# ---- which model file: the untargeted ONNX graph wins over the torch checkpoint -------------------
+def _reorder_models(bundle, first: str) -> Bundle:
+    """Rewrite the manifest with ``first`` listed first (the manifest itself is not hashed)."""
+    data = json.loads((bundle.root / "manifest.json").read_text())
+    data["models"].sort(key=lambda m: m["file"] != first)
+    (bundle.root / "manifest.json").write_text(json.dumps(data))
+    return Bundle.open(bundle.root)
+
+
+def test_fp32_model_is_the_onnx_graph_whatever_the_manifest_order(bundle):
+    bundle.add_model(ModelFile("model.safetensors", "fp32", "torch"), b"not read here")
+    again = _reorder_models(bundle, "model.safetensors")
+    assert [m.file for m in again.manifest.models] == ["model.safetensors", "model.onnx"]
+    assert again.model_entry("fp32") == ModelFile("model.onnx", "fp32", None, 19)
+    assert again.model_path("fp32") == again.root / "model.onnx"
+    assert again.model_path("fp32", "torch") == again.root / "model.safetensors"
+    from edgeseg.backends import BACKENDS
+
+    assert BACKENDS.get("onnxruntime").select_model(again, "fp32") == again.root / "model.onnx"
+
+
+def test_without_an_untargeted_entry_the_first_of_that_precision_is_used(bundle, tmp_path):
+    bundle.add_model(ModelFile("model.int8.tensorrt.onnx", "int8", "tensorrt", 19), bundle.root / "model.onnx")
+    bundle.add_model(ModelFile("model.int8.cpu.onnx", "int8", "cpu", 19), bundle.root / "model.onnx")
+    assert bundle.model_entry("int8").target == "tensorrt"
+    assert bundle.model_entry("int8", "cpu").file == "model.int8.cpu.onnx"
+
+
+# ---- manifest types and paths that escape the bundle ---------------------------------------------
+def _with(bundle, **fields):
+    data = json.loads((bundle.root / "manifest.json").read_text())
+    data.update(fields)
+    (bundle.root / "manifest.json").write_text(json.dumps(data))
+    return bundle.root
+
+
+@pytest.mark.parametrize("files, match", [
+    (["model.onnx"], r"'files' must be an object mapping file name -> sha256, got list"),
+    ("model.onnx", r"'files' must be an object .* got str"),
+    ({"model.onnx": 7}, r"files entry 'model\.onnx' has a non-string sha256 7"),
+])
+def test_files_of_the_wrong_type_are_named(bundle, files, match):
+    with pytest.raises(BundleError, match=match):
+        Bundle.open(_with(bundle, files=files))
+
+
+@pytest.mark.parametrize("rel", ["../outside.onnx", "/etc/passwd", "sub/../../x.onnx", "..\\x.onnx", "C:\\x.onnx",
+                                 "\\\\server\\share\\x.onnx", ""])
+def test_files_entries_escaping_the_bundle_are_refused(bundle, rel):
+    files = dict(json.loads((bundle.root / "manifest.json").read_text())["files"])
+    files[rel] = "0" * 64
+    with pytest.raises(BundleError, match="files entry") as e:
+        Bundle.open(_with(bundle, files=files))
+    assert repr(rel) in str(e.value) and "manifest.json" in str(e.value)
+
+
+@pytest.mark.parametrize("rel", ["../model.onnx", "/tmp/model.onnx"])
+def test_models_entries_escaping_the_bundle_are_refused(bundle, rel):
+    models = [{"file": rel, "precision": "fp32", "target": None, "opset": 19}]
+    with pytest.raises(BundleError, match=r"models entry .* points outside the bundle") as e:
+        Bundle.open(_with(bundle, models=models))
+    assert repr(rel) in str(e.value)
+
+
+def test_models_and_classes_of_the_wrong_type(bundle):
+    with pytest.raises(BundleError, match="'models' must be a JSON list, got dict"):
+        Bundle.open(_with(bundle, models={"file": "model.onnx"}))
+    with pytest.raises(BundleError, match="each 'models' entry must be an object"):
+        Bundle.open(_with(bundle, models=["model.onnx"]))
+    with pytest.raises(BundleError, match="'classes' must be a JSON list, got str"):
+        Bundle.open(_with(bundle, models=[], classes="c0c1c2c3"))
+
+
+def test_add_file_refuses_paths_outside_the_bundle(bundle, tmp_path):
+    with pytest.raises(BundleError, match=r"'\.\./evil\.json' points outside the bundle"):
+        bundle.add_file("../evil.json", b"{}")
+    assert not (bundle.root.parent / "evil.json").exists()
+    assert bundle.add_file("sub/ok.json", b"{}") == bundle.root / "sub" / "ok.json"

@@ -143,10 +143,16 @@ def test_shipped_shapes_demo(tmp_path):
         pytest.skip("the shapes bundle is not built yet (python tools/train_default.py shapes)")
     from edgeseg.bundle import Bundle
 
+    from edgeseg.backends.auto import availability, choose_int8_backend
+
     bundle = Bundle.open("shapes")
-    has_int8 = any(m.precision == "int8" for m in bundle.manifest.models)
+    int8_targets = {m.target for m in bundle.manifest.models if m.precision == "int8"}
+    assert {"cpu", "tensorrt"} <= int8_targets  # the shipped default carries INT8 for both profiles
     r = run_demo(DemoOptions(frames=20, out=str(tmp_path), threads=1))
-    assert r.precision == ("int8" if has_int8 else "fp32") and (has_int8 or "no INT8 model" in r.notes[0])
+    assert r.precision == "int8" and not any("no INT8 model" in n for n in r.notes)
+    # auto follows the INT8 model's target: ONNX Runtime runs the cpu profile unless TensorRT is here
+    assert r.backend == choose_int8_backend(availability(), int8_targets)
+    assert json.loads((tmp_path / "stats.json").read_text())["precision"] == "int8"
     assert r.stats.processed == r.video_frames == 20 and r.stats.errors == 0
     # a trained model: on held-out generated scenes (another seed stream, 3x the training resolution)
     # it scores close to the held-out mIoU recorded when the bundle was trained

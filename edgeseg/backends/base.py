@@ -88,9 +88,13 @@ class Runner(abc.ABC):
 
     @classmethod
     def select_model(cls, bundle: "Bundle", precision: str = "fp32", target: str | None = None) -> Path:
-        """The bundle's model file this backend should run: the asked target if given, else the first of
-        ``model_targets`` present, else any model of that precision with one of ``file_suffixes``."""
-        if target is not None:
+        """The bundle's model file this backend should run.
+
+        ``target`` names one of several INT8 models (tensorrt, cpu, openvino), so it only counts for
+        ``precision="int8"``: an FP32 model is the same graph for every target and is chosen as if no
+        target were given. Otherwise: the first of ``model_targets`` present, else any model of that
+        precision with one of ``file_suffixes``."""
+        if target is not None and precision == "int8":
             return bundle.model_path(precision, target)
         cands = [m for m in bundle.manifest.models
                  if m.precision == precision and m.file.endswith(cls.file_suffixes)]
@@ -100,8 +104,8 @@ class Runner(abc.ABC):
                     return bundle.root / m.file
         if cands:
             return bundle.root / cands[0].file
-        bundle.model_entry(precision, target)  # raises BundleError listing what the bundle has
-        raise BundleError(  # pragma: no cover - model_entry found a model of another file type
+        bundle.model_entry(precision)  # raises BundleError listing what the bundle has
+        raise BundleError(  # a model of that precision exists, but in another file type
             f"bundle {bundle.root} has no {precision} model that the {cls.name} backend runs "
             f"(it needs a {' or '.join(cls.file_suffixes)} file)"
         )

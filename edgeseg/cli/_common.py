@@ -1,11 +1,12 @@
-"""Options and helpers shared by the commands (standard library only at import time)."""
+"""Options and helpers shared by the commands (standard library only at import time).
+
+``write_json`` is :func:`edgeseg._io.write_json` (atomic; ``None`` writes nothing), re-exported here."""
 from __future__ import annotations
 
 import argparse
-import json
-import os
-from pathlib import Path
 from typing import Any
+
+from .._io import write_json  # noqa: F401  (re-exported: commands write --json through it)
 
 
 def add_runtime_options(p: argparse.ArgumentParser, multi_backend: bool = False) -> None:
@@ -25,32 +26,6 @@ def add_runtime_options(p: argparse.ArgumentParser, multi_backend: bool = False)
 
 def add_json_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", metavar="PATH", default=None, help="also write the numbers to this JSON file")
-
-
-def write_json(path: str | None, data: Any) -> None:
-    """Write ``data`` atomically (never leaves a half-written file)."""
-    if not path:
-        return
-    dst = Path(path)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(dst.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=_jsonable) + "\n")
-    os.replace(tmp, dst)
-
-
-def _jsonable(o: Any) -> Any:
-    try:
-        import numpy as np
-
-        if isinstance(o, np.generic):
-            return o.item()
-        if isinstance(o, np.ndarray):
-            return o.tolist()
-    except ImportError:  # pragma: no cover
-        pass
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
 def print_table(rows: list[dict[str, Any]], columns: list[str] | None = None) -> None:

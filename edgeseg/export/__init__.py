@@ -2,8 +2,7 @@
 elsewhere -> bundle. Importing this package imports torch (export) lazily per function."""
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from .._lazy import lazy_module
 
 _LAZY = {
     "export_bundle": "edgeseg.export.bundle_export:export_bundle",
@@ -17,11 +16,4 @@ _LAZY = {
 __all__ = list(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    target = _LAZY.get(name)
-    if target is None:
-        raise AttributeError(f"module 'edgeseg.export' has no attribute {name!r}")
-    module, attr = target.split(":")
-    value = getattr(importlib.import_module(module), attr)
-    globals()[name] = value
-    return value
+__getattr__, __dir__ = lazy_module(__name__, _LAZY)

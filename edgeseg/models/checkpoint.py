@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .._io import write_json
 from ..errors import ModelError
 
 FORMAT = "edgeseg.checkpoint"
@@ -83,7 +84,7 @@ def save_checkpoint(model: nn.Module, path: str | Path, *, model_name: str, num_
         save_file(state, str(tmp), metadata=strings)
     else:
         torch.save(state, tmp)
-        sidecar_path(path).write_text(json.dumps({**strings, "model_kwargs": meta.model_kwargs, "extra": meta.extra}, indent=2) + "\n")
+        write_json(sidecar_path(path), {**strings, "model_kwargs": meta.model_kwargs, "extra": meta.extra})
     tmp.replace(path)
     return path
 

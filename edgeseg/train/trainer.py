@@ -14,7 +14,6 @@ weights_only=True)``); the model weights are also written with :mod:`edgeseg.mod
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import random
@@ -23,6 +22,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from .._io import write_json
 from ..errors import InputError, ModelError
 from ..structures import ImageShape, InputSpec
 from .augment import AugmentConfig
@@ -329,7 +329,7 @@ class Trainer:
         os.replace(tmp, path)
         if self.out_dir is not None:
             hist = {"config": self.config.to_dict(), "history": [asdict(r) for r in self.history]}
-            (self.out_dir / "history.json").write_text(json.dumps(hist, indent=2) + "\n")
+            write_json(self.out_dir / "history.json", hist)
         return path
 
     def load(self, path: str | os.PathLike) -> None:

@@ -53,3 +53,79 @@ def test_select_backend_here(tmp_path):
         custom = make_bundle(tmp_path / "c.edgeseg", custom_op_model(tmp_path / "c.onnx"),
                              input_spec=InputSpec(size=ImageShape(4, 4)), num_classes=3)
         assert select_backend(custom) == "onnxruntime"  # OpenVINO cannot take FancyOp
+
+
+# ---- INT8: the backend follows the target the model was quantized and timed for -------------------
+def test_int8_follows_the_model_target():
+    assert choose_backend(ALL, precision="int8", int8_targets=["cpu"]) == "onnxruntime"  # never OpenVINO for cpu
+    assert choose_backend(ALL, precision="int8", int8_targets=[None]) == "onnxruntime"
+    assert choose_backend(ALL, precision="int8", int8_targets=["openvino"]) == "openvino"
+    assert choose_backend(ALL, precision="int8", int8_targets=["tensorrt"]) == "tensorrt"
+    assert choose_backend(NO_TRT, precision="int8", int8_targets=["tensorrt"]) == "onnxruntime"
+    assert choose_backend(ALL, precision="int8", int8_targets=["tensorrt"], device="cpu") == "onnxruntime"
+    assert choose_backend(ORT_ONLY, precision="int8", int8_targets=["openvino"]) == "onnxruntime"
+    # OpenVINO runs its own INT8 model on any machine (the x86 rule is for the FP32 automatic choice)
+    assert choose_backend(NO_TRT, precision="int8", int8_targets=["openvino"], machine="aarch64") == "openvino"
+
+
+def test_int8_without_a_target_prefers_a_usable_accelerated_model():
+    shipped = ("cpu", "tensorrt")  # what the shapes bundle carries
+    assert choose_backend(ALL, precision="int8", int8_targets=shipped) == "tensorrt"
+    assert choose_backend(NO_TRT, precision="int8", int8_targets=shipped) == "onnxruntime"
+    assert choose_backend(NO_TRT, precision="int8", int8_targets=("cpu", "openvino")) == "openvino"
+    assert choose_backend(ALL, precision="int8", int8_targets=()) == "onnxruntime"  # none: ORT says why later
+    assert choose_backend(ALL, "openvino", precision="int8", int8_targets=shipped) == "openvino"  # asked for
+    with pytest.raises(BackendUnavailable, match=r"(?s)INT8.*tensorrt: no tensorrt module.*onnxruntime: gone"):
+        choose_backend({**NO_TRT, "onnxruntime": (False, "gone")}, precision="int8", int8_targets=["tensorrt"])
+
+
+def test_shipped_int8_runs_the_cpu_model_on_onnxruntime_here():
+    import edgeseg
+    from edgeseg.backends.auto import availability, choose_int8_backend
+
+    bundle = edgeseg.Bundle.open("shapes")
+    targets = {m.target for m in bundle.manifest.models if m.precision == "int8"}
+    assert {"cpu", "tensorrt"} <= targets
+    avail = availability()
+    want = choose_int8_backend(avail, targets)
+    p = edgeseg.load(bundle, precision="int8")
+    assert p.backend == want
+    if want == "onnxruntime":
+        assert p.runner.model_path.name == "model.int8.cpu.onnx"
+    cpu = edgeseg.load(bundle, precision="int8", target="cpu")
+    assert cpu.backend == "onnxruntime" and cpu.runner.model_path.name == "model.int8.cpu.onnx"
+
+
+def test_openvino_support_is_asked_once_per_model_file(tmp_path, monkeypatch):
+    """The graph query (OpenVINO read_model + query_model) runs once per model sha256 in a process:
+    the same bundle loaded again, or a copy of it elsewhere, does not re-read the model."""
+    import platform
+    import shutil
+
+    from edgeseg.backends import BACKENDS, select_backend
+    from edgeseg.backends import auto
+    from edgeseg.bundle import Bundle
+    from edgeseg.structures import ImageShape, InputSpec
+    from handmade_bundles import conv_bundle
+
+    avail = auto.availability()
+    if not avail["openvino"][0] or avail["tensorrt"][0] or platform.machine().lower() not in auto.X86:
+        pytest.skip("needs OpenVINO on x86 without TensorRT (the case where auto asks OpenVINO about the graph)")
+    ov = BACKENDS.get("openvino")
+    calls = []
+    real = ov.supports.__func__
+
+    def counting(cls, path):
+        calls.append(path)
+        return real(cls, path)
+
+    monkeypatch.setattr(ov, "supports", classmethod(counting))
+    monkeypatch.setattr(auto, "_SUPPORT_CACHE", {})
+    bundle = conv_bundle(tmp_path / "a", input_spec=InputSpec(size=ImageShape(8, 12)), seed=5)
+    copy = Bundle.open(shutil.copytree(bundle.root, tmp_path / "copy.edgeseg"))
+    assert [select_backend(b) for b in (bundle, bundle, copy)] == ["openvino"] * 3
+    assert calls == [bundle.root / "model.onnx"]
+    assert auto._SUPPORT_CACHE == {bundle.manifest.files["model.onnx"]: (True, "")}
+    other = conv_bundle(tmp_path / "b", input_spec=InputSpec(size=ImageShape(8, 12)), seed=6)  # other weights
+    assert select_backend(other) == "openvino" and len(calls) == 2
+    assert select_backend(bundle, precision="int8") == "onnxruntime" and len(calls) == 2  # INT8: by target, no query

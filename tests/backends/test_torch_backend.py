@@ -100,3 +100,33 @@ def test_exported_labels_bundle_runs_on_torch(tmp_path):
     assert labels.dtype == np.uint8 and (labels == ref.argmax(1)).mean() >= 0.999
     assert len(np.unique(b.labels)) > 1  # a non-trivial map
     assert (a.labels == b.labels).mean() >= 0.999
+
+
+def test_pickled_checkpoint_in_a_bundle_is_refused_unread(tmp_path):
+    """A bundle never unpickles anything: a .pt listed there is refused by name, before any torch.load."""
+    models = pytest.importorskip("edgeseg.models")
+    from edgeseg.backends.pytorch.runner import TorchRunner
+
+    bundle = conv_bundle(tmp_path, 4)
+    model = models.create_model("test_fcn8s", num_classes=4).eval()
+    ckpt = models.save_checkpoint(model, tmp_path / "model.pt", model_name="test_fcn8s", num_classes=4)
+    bundle.add_model(ModelFile("model.pt", "fp32", "torch"), ckpt)
+    bundle.add_file("model.pt.json", tmp_path / "model.pt.json")
+    loads = []
+    monkey = pytest.MonkeyPatch()
+    monkey.setattr(torch, "load", lambda *a, **k: loads.append(a) or pytest.fail("torch.load called on a bundle file"))
+    try:
+        with pytest.raises(BundleError, match=r"torch checkpoint 'model\.pt' is not a safetensors file") as e:
+            BACKENDS.get("torch").load(bundle)
+        assert "never unpickles" in str(e.value) and f"edgeseg export {bundle.root / 'model.pt'}" in str(e.value)
+        runner = TorchRunner(bundle.root / "model.pt", bundle=bundle)  # built by hand: refused when activated
+        with pytest.raises(BundleError, match=r"model\.pt: not a safetensors file"):
+            runner.activate()
+    finally:
+        monkey.undo()
+    assert loads == []
+    # outside a bundle, a .pt checkpoint still loads (edgeseg export reads it and stores safetensors)
+    rebuilt = models.load_checkpoint(ckpt)
+    x = torch.from_numpy(np.random.default_rng(2).normal(size=(1, 3, 32, 48)).astype(np.float32))
+    with torch.inference_mode():
+        np.testing.assert_allclose(rebuilt(x)["logits"].numpy(), model(x)["logits"].numpy(), rtol=1e-5, atol=1e-5)

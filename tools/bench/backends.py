@@ -23,7 +23,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from edgeseg.cli._common import print_table, write_json  # noqa: E402
+from edgeseg._io import write_json  # noqa: E402
+from edgeseg.cli._common import print_table  # noqa: E402
 from edgeseg.structures import ImageShape, InputSpec  # noqa: E402
 
 

@@ -1,11 +1,18 @@
 """PyTorch runner: ``BACKENDS.get("torch")``.
 
-A bundle may carry its source checkpoint (``model.pt`` or ``model.safetensors``, listed in the
-manifest as a ``ModelFile`` with precision ``fp32`` and target ``torch``); the runner rebuilds it
-with :mod:`edgeseg.models` (``load_checkpoint``). ``edgeseg export`` writes ``model.safetensors``
-by default: the unfolded source model (BatchNorms as trained), checked at export to rebuild to the
-same logits, and held to the ONNX graph by the export's parity check (``source_*`` numbers). For export parity checks and benchmarks a runner can
-also wrap a live module: ``TorchRunner.from_module(model, input_spec)``.
+A bundle may carry its source checkpoint (``model.safetensors``, listed in the manifest as a
+``ModelFile`` with precision ``fp32`` and target ``torch``); the runner rebuilds it with
+:mod:`edgeseg.models` (``load_checkpoint``). ``edgeseg export`` writes it by default: the unfolded
+source model (BatchNorms as trained), checked at export to rebuild to the same logits, and held to
+the ONNX graph by the export's parity check (``source_*`` numbers).
+
+A bundle never unpickles anything, so inside a bundle only safetensors checkpoints are accepted: a
+``.pt``/``.pth`` listed there is refused with a :class:`~edgeseg.errors.BundleError` naming it
+(``torch.load(weights_only=True)`` still runs the unpickler). ``.pt`` checkpoints given directly to
+``edgeseg export`` are read there, outside bundles, and stored as safetensors.
+
+For export parity checks and benchmarks a runner can also wrap a live module:
+``TorchRunner.from_module(model, input_spec)``.
 
 The model's ``forward(images) -> dict[str, Tensor]`` outputs are returned as numpy under the same
 names (``logits``). torch is imported only when the runner is activated.
@@ -26,7 +33,32 @@ if TYPE_CHECKING:
     from ...bundle import Bundle
     from ...structures import InputSpec
 
-CHECKPOINT_SUFFIXES = (".pt", ".safetensors")
+CHECKPOINT_SUFFIXES = (".safetensors",)  # the only checkpoint format a bundle may carry
+PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".pkl", ".ckpt")  # torch.save files: refused inside bundles
+
+
+def bundle_checkpoint(b: "Bundle") -> Path:
+    """The safetensors checkpoint a bundle carries for the torch backend, or a :class:`BundleError`:
+    none there, or one in a pickle format (never unpickled from a bundle)."""
+    torch_models = [m for m in b.manifest.models
+                    if m.target == "torch" or m.file.endswith(CHECKPOINT_SUFFIXES + PICKLE_SUFFIXES)]
+    pickled = [m.file for m in torch_models if not m.file.endswith(CHECKPOINT_SUFFIXES)]
+    ckpts = [m for m in torch_models if m.file.endswith(CHECKPOINT_SUFFIXES)]
+    if pickled and not ckpts:
+        raise BundleError(
+            f"bundle {b.root}: the torch checkpoint {pickled[0]!r} is not a safetensors file; a bundle never "
+            "unpickles anything (torch.load runs the unpickler even with weights_only=True), so it is not loaded",
+            fix=f"convert it: edgeseg export {b.root / pickled[0]} --out NEW.edgeseg (a .pt given to export "
+                "directly is read there and stored as model.safetensors), or use --backend onnxruntime",
+        )
+    if not ckpts:
+        raise BundleError(
+            f"bundle {b.root} carries no PyTorch checkpoint (model.safetensors), so the torch backend "
+            "cannot run it (it was exported with --no-checkpoint / include_checkpoint=False, or imported from ONNX)",
+            fix="re-export it with 'edgeseg export' (without --no-checkpoint) from a model or checkpoint, "
+                "or use --backend onnxruntime",
+        )
+    return b.root / ckpts[0].file
 
 
 @BACKENDS.register("torch", family="torch")
@@ -67,15 +99,7 @@ class TorchRunner(Runner):
             raise UnsupportedError("the torch backend runs the fp32 source checkpoint, not INT8",
                                    fix="use --backend onnxruntime (or tensorrt) for --precision int8")
         b = bundle if isinstance(bundle, Bundle) else Bundle.open(bundle)
-        ckpts = [m for m in b.manifest.models if m.file.endswith(CHECKPOINT_SUFFIXES)]
-        if not ckpts:
-            raise BundleError(
-                f"bundle {b.root} carries no PyTorch checkpoint (model.pt or model.safetensors), so the torch backend "
-                "cannot run it (it was exported with --no-checkpoint / include_checkpoint=False, or imported from ONNX)",
-                fix="re-export it with 'edgeseg export' (without --no-checkpoint) from a model or checkpoint, "
-                    "or use --backend onnxruntime",
-            )
-        return cls(b.root / ckpts[0].file, precision=precision, device=device, threads=threads, bundle=b)
+        return cls(bundle_checkpoint(b), precision=precision, device=device, threads=threads, bundle=b)
 
     @classmethod
     def from_module(cls, module: Any, input_spec: "InputSpec | None" = None, *, device: str = "cpu",
@@ -108,6 +132,9 @@ class TorchRunner(Runner):
             self.output_specs = tuple(TensorSpec(n, "float32", ("N", "C", "H", "W")) for n in ("logits",))
 
     def _load_checkpoint(self):
+        if self.bundle is not None and not self.model_path.name.endswith(CHECKPOINT_SUFFIXES):
+            raise BundleError(f"{self.model_path}: not a safetensors file; nothing is unpickled from a bundle",
+                              fix="store the weights as model.safetensors (edgeseg export does)")
         try:
             from ...models.checkpoint import load_checkpoint
         except ImportError as e:  # the model family needs torch; say what is missing

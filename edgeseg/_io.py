@@ -1,0 +1,91 @@
+"""The one atomic file writer: a reader never sees a half-written file.
+
+Data goes to a temporary file in the destination's directory (same filesystem), is flushed to disk,
+and is renamed over the destination with :func:`os.replace` (atomic on POSIX and Windows). A failed
+write leaves the old file as it was and no temporary behind.
+
+    atomic_write_bytes(path, data)
+    atomic_write_text(path, text)
+    write_json(path, obj)          # indented, numpy scalars/arrays and Paths converted
+
+Standard library only at import time (the CLI imports this); numpy is looked up only when an object
+needs converting.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+__all__ = ["atomic_copy_file", "atomic_write_bytes", "atomic_write_text", "dumps_json", "json_default", "write_json"]
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (parent folders are created). Returns the path."""
+    dst = Path(path)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, dst)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return dst
+
+
+def atomic_write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8") -> Path:
+    """Write ``text`` to ``path`` atomically."""
+    return atomic_write_bytes(path, text.encode(encoding))
+
+
+def json_default(o: Any) -> Any:
+    """``json.dumps(default=...)`` for what edgeseg writes: numpy scalars and arrays, paths, tuples of them."""
+    import sys
+
+    np = sys.modules.get("numpy")  # only convert numpy objects if numpy is already in use
+    if np is not None:
+        if isinstance(o, np.generic):
+            return o.item()
+        if isinstance(o, np.ndarray):
+            return o.tolist()
+    if isinstance(o, os.PathLike):
+        return os.fspath(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def dumps_json(obj: Any) -> str:
+    """``obj`` as indented JSON text with a trailing newline (raises TypeError for what cannot be written)."""
+    return json.dumps(obj, indent=2, default=json_default) + "\n"
+
+
+def write_json(path: str | os.PathLike | None, obj: Any) -> Path | None:
+    """Write ``obj`` as indented JSON to ``path`` atomically; ``path=None`` writes nothing (``--json`` not given).
+
+    The JSON is built before anything is written, so an object that cannot be serialised leaves the
+    destination untouched."""
+    if path is None or path == "":
+        return None
+    return atomic_write_text(path, dumps_json(obj))
+
+
+def atomic_copy_file(src: str | os.PathLike, path: str | os.PathLike) -> Path:
+    """Copy the file ``src`` to ``path`` atomically (the copy appears whole or not at all)."""
+    import shutil
+
+    dst = Path(path)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
+    os.close(fd)
+    try:
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return dst

@@ -1,0 +1,73 @@
+"""edgeseg._io: the one atomic writer (bundle manifest, --json files, checkpoint sidecars, histories)."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgeseg._io import atomic_copy_file, atomic_write_bytes, atomic_write_text, dumps_json, write_json
+
+
+def test_write_json_converts_numpy_and_paths(tmp_path):
+    obj = {"f": np.float32(0.5), "i": np.int64(3), "a": np.arange(3, dtype=np.uint8), "p": Path("/x/y"),
+           "nested": [{"m": np.array([[1.5]])}]}
+    out = write_json(tmp_path / "deep" / "r.json", obj)
+    assert out == tmp_path / "deep" / "r.json"
+    assert json.loads(out.read_text()) == {"f": 0.5, "i": 3, "a": [0, 1, 2], "p": "/x/y", "nested": [{"m": [[1.5]]}]}
+    assert out.read_text().endswith("}\n") and out.read_text().startswith("{\n  ")
+    assert write_json(None, obj) is None and write_json("", obj) is None  # --json not given
+
+
+def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
+    dst = tmp_path / "stats.json"
+    write_json(dst, {"ok": 1})
+    with pytest.raises(TypeError, match="not JSON serialisable: object"):
+        write_json(dst, {"bad": object()})
+    assert json.loads(dst.read_text()) == {"ok": 1}
+    assert sorted(os.listdir(tmp_path)) == ["stats.json"]
+
+
+def test_bytes_text_and_copy_replace_whole_files(tmp_path):
+    dst = tmp_path / "f.bin"
+    atomic_write_bytes(dst, b"\x00" * 1000)
+    atomic_write_bytes(dst, b"short")
+    assert dst.read_bytes() == b"short"
+    atomic_write_text(tmp_path / "t.txt", "héllo")
+    assert (tmp_path / "t.txt").read_bytes() == "héllo".encode()
+    atomic_copy_file(dst, tmp_path / "sub" / "copy.bin")
+    assert (tmp_path / "sub" / "copy.bin").read_bytes() == b"short"
+    with pytest.raises(FileNotFoundError):
+        atomic_copy_file(tmp_path / "missing", tmp_path / "sub" / "copy.bin")
+    assert (tmp_path / "sub" / "copy.bin").read_bytes() == b"short" and os.listdir(tmp_path / "sub") == ["copy.bin"]
+    assert dumps_json({"a": (1, 2)}) == '{\n  "a": [\n    1,\n    2\n  ]\n}\n'
+
+
+def test_library_modules_write_json_without_the_cli():
+    """A library module must not import the CLI: demo, bundle, checkpoint and trainer use edgeseg._io."""
+    import ast
+
+    root = Path(__file__).resolve().parents[1] / "edgeseg"
+    for rel in ("demo.py", "bundle.py", "models/checkpoint.py", "train/trainer.py"):
+        tree = ast.parse((root / rel).read_text())
+        mods = {(n.module or "") for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+        assert not any("cli" in m.split(".") for m in mods), rel
+        assert "_io" in {m.rsplit(".", 1)[-1] for m in mods}, rel
+    from edgeseg.cli import _common
+
+    assert _common.write_json is write_json
+
+
+def test_pt_checkpoint_sidecar_is_written_atomically(tmp_path):
+    torch = pytest.importorskip("torch")
+    from edgeseg.models.checkpoint import read_checkpoint_meta, save_checkpoint, sidecar_path
+
+    path = save_checkpoint(torch.nn.Conv2d(3, 2, 1), tmp_path / "best.pt", model_name="test_unet", num_classes=2,
+                           extra={"classes": ["a", "b"]}, model_kwargs={"width": 8})
+    meta = read_checkpoint_meta(path)
+    assert (meta.model_name, meta.num_classes, meta.model_kwargs, meta.extra) == ("test_unet", 2, {"width": 8},
+                                                                                  {"classes": ["a", "b"]})
+    assert json.loads(sidecar_path(path).read_text())["model_kwargs"] == {"width": 8}
+    assert sorted(os.listdir(tmp_path)) == ["best.pt", "best.pt.json"]
