@@ -83,12 +83,40 @@ def test_preprocess_rejects_bad_images():
 
 
 def test_input_spec_round_trip_and_validation():
-    spec = InputSpec(layout="NHWC", color="BGR", size=ImageShape(360, 480), mean=(1, 2, 3), std=(4, 5, 6))
+    spec = InputSpec(layout="NHWC", color="BGR", size=ImageShape(360, 480), mean=(1, 2, 3), std=(4, 5, 6), scale=1.0)
     assert InputSpec.from_dict(spec.to_dict()) == spec
     with pytest.raises(InputError, match="layout"):
         InputSpec(layout="CHW", size_rule="any")
     with pytest.raises(InputError, match="unknown input spec field"):
         InputSpec.from_dict({"bogus": 1})
+
+
+def test_input_spec_refuses_a_0_255_mean_with_the_0_1_scale():
+    """(pixel/255 - 103.94)/1 would feed values near -100: refused, with the fix."""
+    caffe = (103.94, 116.78, 123.68)
+    with pytest.raises(InputError, match=r"mean \(103\.94, 116\.78, 123\.68\) is in 0-255 units but scale is 0\.00392") as e:
+        InputSpec(size_rule="any", mean=caffe, std=(1, 1, 1))
+    assert "pass --scale 1 (mean/std in 0-255 units" in str(e.value)
+    with pytest.raises(InputError, match="0-255 units"):
+        InputSpec.from_dict({"size_rule": "any", "mean": list(caffe), "scale": 0.05})
+    ok = InputSpec(size_rule="any", mean=caffe, std=(58.4, 57.1, 57.4), scale=1.0)
+    px = np.array([[[200, 100, 50]]], np.uint8)
+    np.testing.assert_allclose(ok.preprocess(px)[0][0, :, 0, 0], (np.array([200, 100, 50]) - caffe) / (58.4, 57.1, 57.4),
+                               rtol=1e-5)
+    # the boundary: 0-1 means (even a little above 1) and scales >= 0.1 are fine
+    assert InputSpec(size_rule="any", mean=(1.5, 0.5, 0.5)).mean == (1.5, 0.5, 0.5)
+    assert InputSpec(size_rule="any", mean=(127.5,) * 3, std=(127.5,) * 3, scale=0.1).scale == 0.1
+
+
+def test_affine_is_cached_per_normalisation_and_read_only():
+    a, b = InputSpec(size=ImageShape(4, 4)), InputSpec(size=ImageShape(8, 8))
+    mul, add = a._affine()
+    assert mul is b._affine()[0] and add is b._affine()[1]  # same (mean, std, scale): computed once
+    np.testing.assert_allclose(mul, np.float32(1 / 255) / np.float32([0.229, 0.224, 0.225]), rtol=1e-7)
+    np.testing.assert_allclose(add, -np.float32([0.485, 0.456, 0.406]) / np.float32([0.229, 0.224, 0.225]), rtol=1e-7)
+    assert not mul.flags.writeable
+    c = InputSpec(size=ImageShape(4, 4), mean=(0, 0, 0), std=(1, 1, 1), scale=1.0)
+    assert c._affine()[0].tolist() == [1.0, 1.0, 1.0] and c._affine()[1].tolist() == [0.0, 0.0, 0.0]
 
 
 # ---- RLE vs pycocotools -----------------------------------------------------------------------------
@@ -104,6 +132,33 @@ def test_rle_matches_pycocotools(seed):
     assert np.array_equal(rle_decode(ours), mask)
     assert np.array_equal(rle_decode(ref), mask)
     assert rle_area(ours) == int(mask_util.area(ref)) == int(mask.sum())
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_rle_encode_labels_matches_pycocotools_per_class(seed):
+    from edgeseg.structures.rle import rle_encode_labels
+
+    mask_util = pytest.importorskip("pycocotools.mask")
+    rng = np.random.default_rng(seed)
+    h, w = rng.integers(1, 60, 2)
+    labels = rng.integers(0, 5, (h // 3 + 1, w // 3 + 1)).astype(np.uint8).repeat(3, 0).repeat(3, 1)[:h, :w]
+    labels[rng.random((h, w)) < 0.1] = 7  # scattered single pixels, class 7
+    classes = np.arange(9)  # 5, 6 and 8 absent: one run of 0s
+    got = rle_encode_labels(labels, classes)
+    assert set(rle_encode_labels(labels)) == set(np.unique(labels).tolist())
+    for c in classes:
+        ref = mask_util.encode(np.asfortranarray((labels == c).astype(np.uint8)))
+        assert got[c] == {"size": [int(h), int(w)], "counts": ref["counts"].decode("ascii")}, c
+
+
+def test_rle_counts_needing_many_groups_and_empty_masks():
+    mask_util = pytest.importorskip("pycocotools.mask")
+    big = np.zeros((3000, 4000), bool)  # runs of ~12e6: five and six 5-bit groups
+    big[0, 0] = big[-1, -1] = big[1500, 2000] = True
+    for m in (big, np.zeros((0, 5), bool), np.zeros((4, 0), bool), np.ones((1, 1), bool)):
+        ref = mask_util.encode(np.asfortranarray(m.astype(np.uint8)))["counts"].decode("ascii")
+        assert rle_encode(m)["counts"] == ref
+    assert np.array_equal(rle_decode(rle_encode(big)), big)
 
 
 def test_rle_edge_cases():

@@ -14,6 +14,7 @@ from ..errors import InputError, StreamError
 from .base import Packet, Sink
 from .overlay import Renderer
 from .pipeline import Pipeline
+from .recipe import RECIPE_KEYS, load_recipe  # noqa: F401  (re-exported: edgeseg.stream.load_recipe)
 from .sinks import CallbackSink, DisplaySink, JsonLinesSink, LabelPngSink, Mp4Sink, RtspServerSink
 from .sources import MultiSource, open_source
 from .stages import predictor_stages
@@ -21,7 +22,8 @@ from .stages import predictor_stages
 
 @dataclass(frozen=True)
 class StreamOptions:
-    """Everything ``edgeseg run`` and ``edgeseg.stream`` accept. Paths are relative to the working directory."""
+    """Everything ``edgeseg run`` and ``edgeseg.stream`` accept. Paths are relative to the working directory
+    (in a recipe, to the recipe file: see :mod:`edgeseg.stream.recipe`)."""
 
     source: Any = ""  # a URI / path / launch string, a Source, or a list of them (batched across sources)
     bundle: str | None = None
@@ -30,6 +32,7 @@ class StreamOptions:
     target: str | None = None
     device: str = "auto"
     threads: int = 0
+    upsample: str | None = None  # semantic decoder: None (the bundle's), "logits" (accurate) or "labels" (fast)
     source_backend: str = "auto"  # auto | gstreamer | opencv
     realtime: bool = False
     sink: str | None = None  # MP4 path
@@ -54,44 +57,6 @@ class StreamOptions:
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
 
 
-# recipe section -> {key in the recipe: StreamOptions field}
-RECIPE_KEYS: dict[str, dict[str, str]] = {
-    "source": {"uri": "source", "realtime": "realtime", "backend": "source_backend"},
-    "model": {"bundle": "bundle", "backend": "backend", "precision": "precision", "target": "target",
-              "device": "device", "threads": "threads"},
-    "sinks": {"mp4": "sink", "encoder": "encoder", "rtsp_port": "rtsp_port", "rtsp_address": "rtsp_address",
-              "rtsp_mount": "rtsp_mount", "show": "show", "json": "json_out", "png_dir": "png_dir",
-              "stats_json": "stats_json", "fps": "fps", "alpha": "alpha"},
-    "pipeline": {"max_frames": "max_frames", "on_error": "on_error", "queue_size": "queue_size",
-                 "log_interval_s": "log_interval_s", "max_batch": "max_batch", "batch_timeout_ms": "batch_timeout_ms"},
-}
-
-
-def load_recipe(path: str | Path) -> StreamOptions:
-    """A TOML recipe (``pipelines/*.toml``) -> :class:`StreamOptions`."""
-    import tomllib
-
-    p = Path(path)
-    try:
-        data = tomllib.loads(p.read_text())
-    except FileNotFoundError:
-        raise InputError(f"pipeline recipe {p} does not exist", fix="see pipelines/ for examples") from None
-    except tomllib.TOMLDecodeError as e:
-        raise InputError(f"pipeline recipe {p} is not valid TOML: {e}") from None
-    values: dict[str, Any] = {}
-    for section, table in data.items():
-        keys = RECIPE_KEYS.get(section)
-        if keys is None or not isinstance(table, dict):
-            raise InputError(f"{p}: unknown section [{section}]", fix=f"sections are {', '.join(RECIPE_KEYS)}")
-        for key, value in table.items():
-            if key not in keys:
-                raise InputError(f"{p}: unknown key {key!r} in [{section}]", fix=f"known keys: {', '.join(keys)}")
-            values[keys[key]] = value
-    if not values.get("source"):
-        raise InputError(f"{p}: the recipe needs [source] uri = \"...\"")
-    return StreamOptions(**values)
-
-
 def _is_predictor(obj: Any) -> bool:
     return all(hasattr(obj, a) for a in ("preprocess", "runner", "postprocess"))
 
@@ -107,7 +72,9 @@ def load_predictor(bundle: Any, opts: StreamOptions) -> Any:
                 threads=opts.threads)
 
 
-def build_sinks(opts: StreamOptions, fps: float | None) -> list[Sink]:
+def build_sinks(opts: StreamOptions, fps: float | None = None) -> list[Sink]:
+    """The sinks ``opts`` asks for. ``fps`` (or ``opts.fps``) fixes the video frame rate; left None,
+    video sinks use the source's, read once it is open (:meth:`Sink.bind_source`)."""
     sinks: list[Sink] = []
     fps = opts.fps or fps
     if opts.sink:
@@ -145,16 +112,22 @@ def open_sources(opts: StreamOptions) -> Any:
 def build_pipeline(opts: StreamOptions, predictor: Any = None, extra_sinks: tuple[Sink, ...] = (),
                    handle_signals: bool = True) -> Pipeline:
     """Source -> preprocess -> inference -> decode (-> render when a video sink needs it) -> sinks."""
-    predictor = load_predictor(predictor if predictor is not None else opts.bundle, opts)
     if opts.max_batch < 1 or opts.batch_timeout_ms < 0:
         raise InputError(f"max_batch must be >= 1 and batch_timeout_ms >= 0, got {opts.max_batch} and {opts.batch_timeout_ms}")
     source = open_sources(opts)
-    sinks = build_sinks(opts, source.fps)
+    source.open()  # before the bundle: a bad URI or a missing file fails first (Pipeline.run reopens: a no-op)
+    try:
+        predictor = load_predictor(predictor if predictor is not None else opts.bundle, opts)
+    except BaseException:
+        source.close()
+        raise
+    sinks = build_sinks(opts)  # video sinks take the source's frame rate when the pipeline binds them
     video = any(isinstance(s, (Mp4Sink, RtspServerSink, DisplaySink)) for s in sinks)
     manifest = getattr(predictor, "manifest", None)
     renderer = Renderer(manifest.palette_array if manifest else None, manifest.classes if manifest else (),
                         alpha=opts.alpha) if video else None
-    stages = predictor_stages(predictor, renderer, max_batch=opts.max_batch, batch_timeout_s=opts.batch_timeout_ms / 1e3)
+    stages = predictor_stages(predictor, renderer, max_batch=opts.max_batch, batch_timeout_s=opts.batch_timeout_ms / 1e3,
+                              upsample=opts.upsample)
     return Pipeline([source, *stages, *sinks, *extra_sinks], queue_size=opts.queue_size, on_error=opts.on_error,
                     max_frames=opts.max_frames, log_interval_s=opts.log_interval_s, handle_signals=handle_signals)
 

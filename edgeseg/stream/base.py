@@ -106,6 +106,10 @@ class Sink(abc.ABC):
 
     name: str = "sink"
 
+    def bind_source(self, source: "Source") -> None:
+        """Called by the pipeline with its source, already opened (so ``source.fps`` is known for files),
+        before :meth:`open`. Video sinks read the frame rate from it when none was given."""
+
     def open(self) -> None:
         pass
 

@@ -98,6 +98,15 @@ def sample_to_rgb(sample: Any) -> np.ndarray:
         buf.unmap(info)
 
 
+def caps_fps(sample: Any) -> float | None:
+    """The frame rate in a sample's caps (``framerate=30/1``), or None when absent or variable (0/1)."""
+    try:
+        ok, num, den = sample.get_caps().get_structure(0).get_fraction("framerate")
+    except Exception:  # no caps
+        return None
+    return num / den if ok and num > 0 and den > 0 else None
+
+
 def pts_ns(buffer: Any) -> int:
     Gst = gst()
     pts = buffer.pts

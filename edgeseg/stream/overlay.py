@@ -24,9 +24,12 @@ _FONT_SCALE = 0.45
 
 
 def _lut(palette: np.ndarray, void=(0, 0, 0)) -> np.ndarray:
+    """``uint8 [256, 3]``: the colour of every uint8 label (``void`` beyond the palette). Built once per
+    palette by :class:`Renderer`, not per frame."""
     lut = np.zeros((256, 3), np.uint8)
     lut[:] = void
     lut[: min(256, len(palette))] = palette[:256]
+    lut.setflags(write=False)
     return lut
 
 
@@ -43,12 +46,14 @@ def blend(image: np.ndarray, colour: np.ndarray, alpha: float, where: np.ndarray
 
 
 @RENDERERS.register("SemanticResult")
-def render_semantic(image: np.ndarray, result: SemanticResult, palette: np.ndarray, alpha: float, **_: Any) -> np.ndarray:
+def render_semantic(image: np.ndarray, result: SemanticResult, palette: np.ndarray, alpha: float,
+                    lut: np.ndarray | None = None, **_: Any) -> np.ndarray:
+    """``lut``: :func:`_lut` of ``palette``, when the caller keeps one (the :class:`Renderer` does)."""
     labels = result.labels
     if labels.shape != image.shape[:2]:
         raise StreamError(f"semantic labels {list(labels.shape)} do not match the frame {list(image.shape[:2])}")
     if labels.dtype == np.uint8:
-        colour = _lut(palette)[labels]
+        colour = (_lut(palette) if lut is None else lut)[labels]
     else:
         colour = np.asarray(palette, np.uint8)[np.clip(labels, 0, len(palette) - 1)]
     return blend(image, colour, alpha)
@@ -148,13 +153,19 @@ class Renderer:
         if self.palette is None:
             self.palette = default_palette(max(1, len(self.classes) or 256))
         self.palette = np.asarray(self.palette, np.uint8).reshape(-1, 3)
+        self._lut = _lut(self.palette)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        super().__setattr__(name, value)
+        if name == "palette" and value is not None and "_lut" in self.__dict__:  # a new palette: a new table
+            super().__setattr__("_lut", _lut(np.asarray(value, np.uint8).reshape(-1, 3)))
 
     def __call__(self, image: np.ndarray, result: Any, hud_text: str | None = None) -> np.ndarray:
         if result is None:
             out = image.copy()
         else:
             fn = RENDERERS.get(type(result).__name__)
-            out = fn(image, result, palette=self.palette, alpha=self.alpha, classes=self.classes)
+            out = fn(image, result, palette=self.palette, alpha=self.alpha, classes=self.classes, lut=self._lut)
         if self.legend and result is not None:
             self._legend(out, present_classes(result))
         if self.hud and hud_text:

@@ -218,11 +218,15 @@ class Pipeline:
         opened: list[Any] = []
         restore = self._install_signals()
         try:
+            # the source first: a bad URI or a missing file fails before the model is activated and warmed up,
+            # and a file's frame rate is known when the sinks are bound to it
+            self.source.open()
+            opened.append(self.source)
+            for sink in self.sinks:
+                sink.bind_source(self.source)
             for el in (*self.stages, *self.sinks):
                 el.open()
                 opened.append(el)
-            self.source.open()
-            opened.append(self.source)
             self._rec = Recorder()
             self._run_threads()
         finally:

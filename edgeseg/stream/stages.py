@@ -8,11 +8,13 @@ a :class:`~edgeseg.predictor.Predictor` (or any object with ``preprocess``, ``ru
 from __future__ import annotations
 
 import collections
+import functools
 import time
 from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from ..errors import InputError
 from .base import STAGES, Packet, Stage
 from .overlay import Renderer
 
@@ -49,11 +51,13 @@ class InferenceStage(Stage):
         self.batch_timeout_s = batch_timeout_s
         self.batch_sizes: collections.Counter = collections.Counter()
         self._activated = False
+        self._can_batch = False
 
     def open(self) -> None:
         if hasattr(self.runner, "is_active") and not self.runner.is_active:
             self.runner.activate()
             self._activated = True
+        self._can_batch = self._batchable()  # input specs are known once active; fixed for the run
 
     def process(self, packet: Packet) -> Packet:
         feed: Mapping[str, np.ndarray] = packet.feed
@@ -61,6 +65,7 @@ class InferenceStage(Stage):
         return packet
 
     def _batchable(self) -> bool:
+        """Whether every input's batch axis is dynamic (then equal-shape feeds may be concatenated)."""
         specs = getattr(self.runner, "input_specs", ())
         return bool(specs) and all(not (isinstance(s.shape[0], int) and s.shape[0] > 0) for s in specs if s.shape)
 
@@ -68,7 +73,7 @@ class InferenceStage(Stage):
         groups: list[list[Packet]] = []
         for p in packets:  # consecutive packets with the same feed shapes run together
             key = {k: v.shape for k, v in p.feed.items()}
-            if groups and self._batchable() and {k: v.shape for k, v in groups[-1][0].feed.items()} == key:
+            if groups and self._can_batch and {k: v.shape for k, v in groups[-1][0].feed.items()} == key:
                 groups[-1].append(p)
             else:
                 groups.append([p])
@@ -135,10 +140,22 @@ class RenderStage(Stage):
 
 
 def predictor_stages(predictor: Any, render: Renderer | None = None, max_batch: int = 1,
-                     batch_timeout_s: float = 0.01) -> list[Stage]:
-    """preprocess -> inference -> decode (-> render) for a predictor."""
+                     batch_timeout_s: float = 0.01, upsample: str | None = None) -> list[Stage]:
+    """preprocess -> inference -> decode (-> render) for a predictor. ``upsample`` overrides a semantic
+    bundle's decoder upsampling (``"logits"``: bilinear logits, accurate; ``"labels"``: nearest labels, fast)."""
+    postprocess = predictor.postprocess
+    if upsample is not None:
+        manifest = getattr(predictor, "manifest", None)
+        if manifest is None or manifest.task != "semantic":
+            raise InputError(f"upsample={upsample!r} applies to semantic bundles only",
+                             fix="leave upsample unset for this bundle")
+        from ..decode.semantic import UPSAMPLE_MODES, decode_semantic
+
+        if upsample not in UPSAMPLE_MODES:
+            raise InputError(f"upsample must be one of {', '.join(UPSAMPLE_MODES)}, got {upsample!r}")
+        postprocess = functools.partial(decode_semantic, manifest=manifest, upsample=upsample)
     stages: list[Stage] = [PreprocessStage(predictor.preprocess), InferenceStage(predictor.runner, max_batch, batch_timeout_s),
-                           DecodeStage(predictor.postprocess)]
+                           DecodeStage(postprocess)]
     if render is not None:
         stages.append(RenderStage(render))
     return stages

@@ -6,6 +6,7 @@ exporter's conventions here (NHWC, BGR, 0-255 means, ...).
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -19,6 +20,16 @@ Color = Literal["RGB", "BGR"]
 SizeRule = Literal["fixed", "multiple", "any"]
 ResizeMode = Literal["resize", "letterbox"]
 _DTYPES = ("float32", "float16", "uint8")
+
+
+@functools.lru_cache(maxsize=64)
+def _affine(mean: tuple[float, ...], std: tuple[float, ...], scale: float) -> tuple[np.ndarray, np.ndarray]:
+    sd = np.asarray(std, np.float32)
+    mul = (np.float32(scale) / sd).astype(np.float32)
+    add = (-np.asarray(mean, np.float32) / sd).astype(np.float32)
+    mul.setflags(write=False)
+    add.setflags(write=False)
+    return mul, add
 
 
 @dataclass(frozen=True)
@@ -80,6 +91,13 @@ class InputSpec:
             object.__setattr__(self, key, v)
         if any(s == 0 for s in self.std):
             raise InputError(f"input std has a zero: {self.std}")
+        if max(self.mean) > 1.5 and float(self.scale) < 0.1:
+            raise InputError(
+                f"input mean {self.mean} is in 0-255 units but scale is {self.scale:g}: pixels would be scaled to "
+                "0-1 before subtracting it, giving garbage inputs",
+                fix="pass --scale 1 (mean/std in 0-255 units; scale=1.0 in InputSpec), or give mean/std in 0-1 units "
+                "(e.g. 0.485,0.456,0.406)",
+            )
         if self.size is not None and not isinstance(self.size, ImageShape):
             object.__setattr__(self, "size", ImageShape(*self.size))
 
@@ -138,10 +156,9 @@ class InputSpec:
         return x, PreprocessMeta(original, net, content, top, left)
 
     def _affine(self) -> tuple[np.ndarray, np.ndarray]:
-        std = np.asarray(self.std, np.float32)
-        mul = np.float32(self.scale) / std
-        add = -np.asarray(self.mean, np.float32) / std
-        return mul.astype(np.float32), add.astype(np.float32)
+        """``(mul, add)`` float32 ``[3]`` with ``x * mul + add == (x * scale - mean) / std``; cached per
+        (mean, std, scale), read-only."""
+        return _affine(self.mean, self.std, float(self.scale))
 
     # ---- serialisation ----------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

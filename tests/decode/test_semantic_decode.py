@@ -147,3 +147,29 @@ def test_many_classes_use_int32_and_chunked_resize():
     r = decode_semantic({"logits": logits}, meta((4, 4)), manifest(600))
     ref = bilinear_half_pixel(logits[0].astype(np.float64), 4, 4)
     assert r.labels.dtype == np.int32 and np.array_equal(r.labels, ref.argmax(0))
+
+
+@pytest.mark.parametrize("shape,out", [((6, 30, 40), (135, 240)), ((19, 17, 23), (100, 61)), ((3, 8, 8), (8, 30))])
+def test_per_class_plane_resize_equals_one_multichannel_resize_and_the_float64_reference(shape, out):
+    import cv2
+
+    rng = np.random.default_rng(7)
+    logits = rng.normal(size=(1, *shape)).astype(np.float32) * 4
+    r = decode_semantic({"logits": logits}, meta(out), manifest(shape[0]))
+    hwc = cv2.resize(np.ascontiguousarray(logits[0].transpose(1, 2, 0)), (out[1], out[0]), interpolation=cv2.INTER_LINEAR)
+    hwc = hwc[..., None] if hwc.ndim == 2 else hwc
+    assert np.array_equal(r.labels, hwc.argmax(axis=2))  # the previous implementation's result
+    ref = bilinear_half_pixel(logits[0].astype(np.float64), *out).argmax(0)
+    assert (r.labels == ref).mean() == 1.0
+
+
+def test_upsample_argument_overrides_the_bundle_and_is_checked():
+    from edgeseg.errors import InputError
+
+    logits = np.random.default_rng(1).normal(size=(1, 3, 3, 5)).astype(np.float32)
+    fast = decode_semantic({"logits": logits}, meta((6, 10)), manifest(), upsample="labels")
+    assert np.array_equal(fast.labels, np.repeat(np.repeat(logits[0].argmax(0), 2, 0), 2, 1))
+    accurate = decode_semantic({"logits": logits}, meta((6, 10)), manifest(upsample="labels"), upsample="logits")
+    assert np.array_equal(accurate.labels, bilinear_half_pixel(logits[0].astype(np.float64), 6, 10).argmax(0))
+    with pytest.raises(InputError, match="upsample must be one of logits, labels"):
+        decode_semantic({"logits": logits}, meta((6, 10)), manifest(), upsample="bicubic")

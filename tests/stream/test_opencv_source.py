@@ -48,3 +48,30 @@ def test_missing_inputs_are_clear(tmp_path):
         OpenCVSource(str(tmp_path)).open()
     with pytest.raises(InputError, match="rtsp"):
         OpenCVSource("rtsp://127.0.0.1/x")
+
+
+def test_image_folder_with_non_ascii_path_and_shared_suffixes(tmp_path):
+    from edgeseg.data.io import write_image
+
+    folder = tmp_path / "caméra_дорога"
+    folder.mkdir()
+    images = make_images(3, shape=(12, 16), seed=5)
+    write_image(folder / "a.png", images[0])
+    write_image(folder / "b.ppm", images[1])  # a suffix the data readers know, and now the source too
+    write_image(folder / "c.png", images[2])
+    frames = list(OpenCVSource(str(folder)))
+    assert len(frames) == 3
+    for f, img in zip(frames, images):
+        np.testing.assert_array_equal(f.image, img)
+
+
+def test_corrupt_image_in_folder_names_the_file(tmp_path):
+    from edgeseg.data.io import write_image
+
+    write_image(tmp_path / "0.png", make_images(1, shape=(8, 8))[0])
+    (tmp_path / "1.png").write_bytes(b"not a png")
+    src = OpenCVSource(str(tmp_path))
+    it = iter(src)
+    assert next(it).index == 0
+    with pytest.raises(InputError, match=r"1\.png"):
+        next(it)

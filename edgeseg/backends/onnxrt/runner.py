@@ -105,6 +105,7 @@ class OnnxRuntimeRunner(Runner):
         self.input_specs = tuple(self._spec(a) for a in self.session.get_inputs())
         self.output_specs = tuple(self._spec(a) for a in self.session.get_outputs())
         self._output_names = [s.name for s in self.output_specs]
+        self._input_names = frozenset(s.name for s in self.input_specs)
         warm_up(self)
 
     @staticmethod
@@ -112,8 +113,9 @@ class OnnxRuntimeRunner(Runner):
         return TensorSpec(arg.name, ORT_TYPES.get(arg.type, arg.type), dims(arg.shape))
 
     def _infer_impl(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        names = {s.name for s in self.input_specs}
-        values = self.session.run(self._output_names, {k: v for k, v in feed.items() if k in names})
+        names = self._input_names
+        values = self.session.run(self._output_names, feed if feed.keys() <= names else
+                                  {k: v for k, v in feed.items() if k in names})
         return dict(zip(self._output_names, values))
 
     def _deactivate_impl(self) -> None:

@@ -80,6 +80,7 @@ class OpenVinoRunner(Runner):
             raise explain_read_error(str(self.model_path), str(e)) from None
         self.input_specs = tuple(self._spec(p) for p in self.compiled.inputs)
         self.output_specs = tuple(self._spec(p) for p in self.compiled.outputs)
+        self._input_names = frozenset(s.name for s in self.input_specs)
         self._outputs = [(p, p.get_any_name()) for p in self.compiled.outputs]
         self.request = self.compiled.create_infer_request()
         warm_up(self)
@@ -90,8 +91,8 @@ class OpenVinoRunner(Runner):
         return TensorSpec(port.get_any_name(), np.dtype(port.get_element_type().to_dtype()).name, dims(shape))
 
     def _infer_impl(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        names = {s.name for s in self.input_specs}
-        res = self.request.infer({k: v for k, v in feed.items() if k in names})
+        names = self._input_names
+        res = self.request.infer(feed if feed.keys() <= names else {k: v for k, v in feed.items() if k in names})
         return {name: np.array(res[port]) for port, name in self._outputs}
 
     def _deactivate_impl(self) -> None:

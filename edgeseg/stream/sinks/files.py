@@ -22,6 +22,7 @@ from ..._registry import Registry
 from ...errors import InputError, StreamError
 from ...structures import InstanceResult, PanopticResult, SemanticResult, TrackResult, rle_encode
 from ...structures.frame import Frame
+from ...structures.rle import rle_encode_labels
 from ..base import SINKS, Packet, Sink
 
 RECORDS: Registry[Callable[[Any], dict]] = Registry("JSON record", error=StreamError)
@@ -33,14 +34,18 @@ def _name(names: tuple[str, ...], i: int) -> str:
 
 @RECORDS.register("SemanticResult")
 def semantic_record(r: SemanticResult) -> dict:
-    labels = r.labels
-    counts = np.bincount(labels.ravel().astype(np.int64))
-    segs = []
-    for c in np.flatnonzero(counts):
-        mask = labels == c
-        score = float(r.confidence[mask].mean()) if r.confidence is not None else 1.0
-        segs.append({"class_id": int(c), "class": _name(r.classes, int(c)), "area": int(counts[c]),
-                     "score": score, "rle": rle_encode(mask)})
+    """One segment per class present: area and mean confidence from one ``bincount`` each, every
+    class's RLE from one column-major pass over the label map (:func:`rle_encode_labels`)."""
+    flat = r.labels.ravel()
+    counts = np.bincount(flat)
+    present = np.flatnonzero(counts)
+    rles = rle_encode_labels(r.labels, present)
+    scores = np.ones(len(counts))
+    if r.confidence is not None:
+        sums = np.bincount(flat, weights=r.confidence.ravel(), minlength=len(counts))
+        scores[present] = sums[present] / counts[present]
+    segs = [{"class_id": int(c), "class": _name(r.classes, int(c)), "area": int(counts[c]),
+             "score": float(scores[c]), "rle": rles[int(c)]} for c in present]
     return {"task": "semantic", "segments": segs}
 
 
@@ -62,11 +67,13 @@ def instance_record(r: InstanceResult) -> dict:
 
 @RECORDS.register("PanopticResult")
 def panoptic_record(r: PanopticResult) -> dict:
-    segs = []
-    for s in r.segments:
-        mask = r.segment_ids == s.id
-        segs.append({"id": s.id, "class_id": s.category_id, "class": _name(r.class_names, s.category_id),
-                     "isthing": s.isthing, "area": int(mask.sum()), "score": float(s.score), "rle": rle_encode(mask)})
+    ids = np.array([s.id for s in r.segments], np.int64)
+    rles = rle_encode_labels(r.segment_ids, ids)
+    present, areas = np.unique(r.segment_ids, return_counts=True)
+    area = dict(zip(present.tolist(), areas.tolist()))
+    segs = [{"id": s.id, "class_id": s.category_id, "class": _name(r.class_names, s.category_id),
+             "isthing": s.isthing, "area": int(area.get(s.id, 0)), "score": float(s.score), "rle": rles[s.id]}
+            for s in r.segments]
     return {"task": "panoptic", "segments": segs}
 
 

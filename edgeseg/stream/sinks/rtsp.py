@@ -17,7 +17,7 @@ from ...errors import StreamError
 from ...structures.frame import Frame
 from .. import gst as _gst
 from ..base import SINKS, Packet, Sink
-from .video import ENCODERS, _FixedSize, _fraction, image_of
+from .video import ENCODERS, _FixedSize, _fraction, image_of, output_fps
 
 log = logging.getLogger("edgeseg.stream")
 
@@ -41,6 +41,10 @@ class RtspServerSink(Sink):
         self._lock = threading.Lock()
         self._n = 0
         self.sent = 0
+        self._source: Any = None
+
+    def bind_source(self, source: Any) -> None:
+        self._source = source
 
     @property
     def url(self) -> str:
@@ -52,7 +56,8 @@ class RtspServerSink(Sink):
     def _start(self, shape: tuple[int, int]) -> None:
         GstRtspServer = _gst.gst_module("GstRtspServer")
         h, w = shape
-        num, den = _fraction(self.fps or 25.0)
+        self.fps = output_fps(self.fps, self._source)
+        num, den = _fraction(self.fps)
         caps = f"video/x-raw,format=RGB,width={w},height={h},framerate={num}/{den}"
         factory = GstRtspServer.RTSPMediaFactory()
         factory.set_launch(f"( appsrc name=edgeseg_src is-live=true format=time do-timestamp=true caps={caps} "
@@ -92,7 +97,7 @@ class RtspServerSink(Sink):
             return
         Gst = _gst.gst()
         buf = Gst.Buffer.new_wrapped(np.ascontiguousarray(image).tobytes())
-        buf.duration = int(round(1e9 / (self.fps or 25.0)))
+        buf.duration = int(round(1e9 / self.fps))
         if src.emit("push-buffer", buf) == Gst.FlowReturn.OK:
             self.sent += 1
 

@@ -134,6 +134,10 @@ class Mp4Sink(Sink):
         self.frames = 0
         self._writer: Any = None
         self._fix = _FixedSize(str(self.path))
+        self._source: Any = None
+
+    def bind_source(self, source: Any) -> None:
+        self._source = source
 
     @property
     def part(self) -> Path:
@@ -148,7 +152,8 @@ class Mp4Sink(Sink):
             raise InputError(f"cannot write {self.path}: {e}") from None
 
     def _start(self, shape: tuple[int, int]) -> None:
-        fps = self.fps or 25.0
+        fps = output_fps(self.fps, self._source)
+        self.fps = fps
         if self.backend == "gstreamer":
             tail = f"{self.encoder} ! mp4mux ! filesink location=\"{self.part}\""
             self._writer = GstAppSrcWriter(tail, shape, fps, str(self.path))
@@ -182,6 +187,18 @@ class Mp4Sink(Sink):
         log.info("wrote %s (%d frames)", self.path, self.frames)
 
 
+def output_fps(fps: float | None, source: Any = None, default: float = 25.0) -> float:
+    """The frame rate a video sink writes at: the one asked for, else the source's (read when the first
+    frame arrives, so sources that learn it from the stream have it), else ``default``."""
+    if fps:
+        return float(fps)
+    src = getattr(source, "fps", None)
+    if src:
+        return float(src)
+    log.info("frame rate unknown; writing at %g fps", default)
+    return default
+
+
 def has_screen() -> tuple[bool, str]:
     if os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"):
         return True, ""
@@ -199,6 +216,10 @@ class DisplaySink(Sink):
         self.video_sink = video_sink
         self._writer: GstAppSrcWriter | None = None
         self._fix = _FixedSize("display")
+        self._source: Any = None
+
+    def bind_source(self, source: Any) -> None:
+        self._source = source
 
     def open(self) -> None:
         ok, why = has_screen()
@@ -211,7 +232,7 @@ class DisplaySink(Sink):
         image = self._fix(image_of(frame, packet))
         if self._writer is None:
             sink = self.video_sink or ("nveglglessink" if _gst.has_element("nveglglessink") else "autovideosink")
-            self._writer = GstAppSrcWriter(f"videoconvert ! {sink} sync=false", image.shape[:2], self.fps or 30.0,
+            self._writer = GstAppSrcWriter(f"videoconvert ! {sink} sync=false", image.shape[:2], output_fps(self.fps, self._source, 30.0),
                                            "display", live=True)
         self._writer.push(image)
 

@@ -119,6 +119,8 @@ class GstSource(Source):
         self._started_at = 0.0
         if self.spec.scheme == "test" and self.spec.int_opt("frames", -1) > 0:
             self.expected_frames = self.spec.int_opt("frames")
+        if self.spec.opt("fps") or self.spec.scheme == "test":  # the caps the launch string asks for
+            self.fps = float(self.spec.int_opt("fps", 30))
 
     @property
     def dropped(self) -> int:  # type: ignore[override]
@@ -167,7 +169,7 @@ class GstSource(Source):
             n, fps = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)), float(cap.get(cv2.CAP_PROP_FPS))
             cap.release()
             self.expected_frames = n if n > 0 else None
-            self.fps = fps if fps > 0 else None
+            self.fps = fps if fps > 0 else self.fps
         except Exception:
             pass
 
@@ -181,6 +183,8 @@ class GstSource(Source):
         except StreamError as e:
             log.warning("%s: skipping an unreadable sample: %s", self.uri, e)
             return Gst.FlowReturn.OK
+        if self.fps is None:  # rtsp, http, launch strings: the negotiated caps say
+            self.fps = _gst.caps_fps(sample)
         pts = _gst.pts_ns(sample.get_buffer())
         return Gst.FlowReturn.OK if self._buf.put((image, pts)) else Gst.FlowReturn.FLUSHING
 

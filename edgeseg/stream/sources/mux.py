@@ -55,6 +55,7 @@ class MultiSource(Source):
     def open(self) -> "MultiSource":
         for s in self.sources:
             s.open()
+        self.fps = max((s.fps for s in self.sources if s.fps), default=None)
         return self
 
     def _read(self, source: Source) -> None:

@@ -12,12 +12,11 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from ...data.io import IMAGE_SUFFIXES, read_image
 from ...errors import InputError, StreamError
 from ...structures.frame import Frame
 from ..base import FrameBuffer, Source
 from .uri import parse_source
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
 class OpenCVSource(Source):
@@ -77,10 +76,7 @@ class OpenCVSource(Source):
         if self._files:
             period = 1e9 / (self.fps or 25.0)
             for i, p in enumerate(self._files):
-                img = cv2.imread(str(p), cv2.IMREAD_COLOR)
-                if img is None:
-                    raise StreamError(f"cannot read image {p} (corrupt or not an image)")
-                yield cv2.cvtColor(img, cv2.COLOR_BGR2RGB), int(i * period)
+                yield read_image(p), int(i * period)  # InputError naming the file; non-ASCII paths work
             return
         n = 0
         while not self._stopping.is_set():

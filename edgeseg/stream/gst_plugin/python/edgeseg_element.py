@@ -27,7 +27,8 @@ import gi  # noqa: E402
 
 gi.require_version("Gst", "1.0")
 gi.require_version("GstBase", "1.0")
-from gi.repository import GLib, GObject, Gst, GstBase  # noqa: E402
+gi.require_version("GstVideo", "1.0")
+from gi.repository import GLib, GObject, Gst, GstBase, GstVideo  # noqa: E402
 
 Gst.init(None)
 _CAPS = Gst.Caps.from_string("video/x-raw,format=RGB")
@@ -53,7 +54,7 @@ class EdgesegFilter(GstBase.BaseTransform):
         self.errors = 0
         self.predictor = None
         self.renderer = None
-        self.width = self.height = self.stride = 0
+        self.width = self.height = self.stride = self.offset = 0
 
     def do_get_property(self, prop):
         return self.errors if prop.name == "errors" else self.props_[prop.name]
@@ -89,21 +90,35 @@ class EdgesegFilter(GstBase.BaseTransform):
         return True
 
     def do_set_caps(self, incaps, outcaps) -> bool:
-        s = incaps.get_structure(0)
-        self.width, self.height = s.get_value("width"), s.get_value("height")
-        self.stride = (self.width * 3 + 3) & ~3  # GStreamer pads RGB rows to 4 bytes
+        info = GstVideo.VideoInfo.new_from_caps(incaps)  # the layout the caps imply (row stride, plane offset)
+        if info is None:
+            return self._fail(f"edgeseg: cannot read video caps {incaps.to_string()}")
+        self.width, self.height = info.width, info.height
+        self.stride, self.offset = info.stride[0], info.offset[0]
         return True
+
+    def _layout(self, buf) -> tuple[int, int]:
+        """(row stride, offset) of this buffer: its GstVideoMeta when upstream attached one, else the caps'."""
+        meta = GstVideo.buffer_get_video_meta(buf)
+        if meta is not None:
+            return meta.stride[0], meta.offset[0]
+        return self.stride, self.offset
 
     def do_transform_ip(self, buf):
         import numpy as np
 
-        h, w, stride = self.height, self.width, self.stride
+        h, w = self.height, self.width
+        stride, offset = self._layout(buf)
         ok, info = buf.map(Gst.MapFlags.READ)
         if not ok:
             return Gst.FlowReturn.ERROR
         try:
-            rows = np.frombuffer(info.data, np.uint8, count=stride * h).reshape(h, stride)
-            image = np.ascontiguousarray(rows[:, : w * 3].reshape(h, w, 3))
+            if info.size < offset + stride * (h - 1) + w * 3:
+                Gst.warning(f"edgeseg: buffer of {info.size} bytes is too small for {w}x{h} RGB (stride {stride})")
+                return Gst.FlowReturn.ERROR
+            flat = np.frombuffer(info.data, np.uint8)
+            rows = np.lib.stride_tricks.as_strided(flat[offset:], (h, w * 3), (stride, 1))
+            image = np.ascontiguousarray(rows).reshape(h, w, 3)
         finally:
             buf.unmap(info)
         try:
@@ -116,7 +131,8 @@ class EdgesegFilter(GstBase.BaseTransform):
             padded = np.zeros((h, stride), np.uint8)
             padded[:, : w * 3] = out.reshape(h, w * 3)
             out = padded
-        buf.fill(0, out.tobytes())
+        data = out.tobytes()
+        buf.fill(offset, data[: buf.get_size() - offset])  # the last row's padding may lie past the buffer's end
         return Gst.FlowReturn.OK
 
 

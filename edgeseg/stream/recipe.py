@@ -1,0 +1,119 @@
+"""Stream recipes (``pipelines/*.toml``) -> :class:`~edgeseg.stream.api.StreamOptions`.
+
+Paths in a recipe do not depend on the directory ``edgeseg run`` is started from:
+
+* ``${VAR}`` / ``$VAR`` are expanded from the environment; ``${EDGESEG_DATA}`` falls back to the
+  data folder :func:`edgeseg.paths.data_root` finds (``../shared/data`` next to the checkout);
+  ``~`` is the home directory;
+* a relative path is relative to **the recipe file's directory**.
+
+That applies to the source (or each of a list of sources: a plain path or a ``file://`` URI; network URIs and launch strings only
+get variables expanded), a bundle given as a path (a bare name such as ``road`` stays a shipped
+bundle name unless such a file sits next to the recipe), and the output files.
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from ..errors import InputError
+
+# recipe section -> {key in the recipe: StreamOptions field}
+RECIPE_KEYS: dict[str, dict[str, str]] = {
+    "source": {"uri": "source", "realtime": "realtime", "backend": "source_backend"},
+    "model": {"bundle": "bundle", "backend": "backend", "precision": "precision", "target": "target",
+              "device": "device", "threads": "threads", "upsample": "upsample"},
+    "sinks": {"mp4": "sink", "encoder": "encoder", "rtsp_port": "rtsp_port", "rtsp_address": "rtsp_address",
+              "rtsp_mount": "rtsp_mount", "show": "show", "json": "json_out", "png_dir": "png_dir",
+              "stats_json": "stats_json", "fps": "fps", "alpha": "alpha"},
+    "pipeline": {"max_frames": "max_frames", "on_error": "on_error", "queue_size": "queue_size",
+                 "log_interval_s": "log_interval_s", "max_batch": "max_batch", "batch_timeout_ms": "batch_timeout_ms"},
+}
+#: StreamOptions fields holding file paths (resolved against the recipe's directory)
+PATH_FIELDS = ("sink", "json_out", "png_dir", "stats_json")
+_VAR = re.compile(r"\$\{(\w+)\}|\$(\w+)")
+
+
+def expand_vars(text: str, recipe: Path) -> str:
+    """``${VAR}``/``$VAR`` from the environment (``EDGESEG_DATA`` defaults to the data folder found)."""
+
+    def sub(m: re.Match) -> str:
+        name = m.group(1) or m.group(2)
+        value = os.environ.get(name)
+        if value is None and name == "EDGESEG_DATA":
+            from ..paths import data_root
+
+            root = data_root()
+            value = None if root is None else str(root)
+        if value is None:
+            raise InputError(f"{recipe}: ${{{name}}} is not set (in {text!r})",
+                             fix=f"export {name}=... before running the recipe" +
+                                 (" (the folder of the shared data; see DEVELOPERS.md)" if name == "EDGESEG_DATA" else ""))
+        return value
+
+    return _VAR.sub(sub, text)
+
+
+def resolve_path(text: str, recipe: Path) -> str:
+    """Expand variables and ``~``; a relative path becomes relative to the recipe's directory."""
+    p = Path(expand_vars(text, recipe)).expanduser()
+    return str(p if p.is_absolute() else (recipe.parent / p))
+
+
+def resolve_source(text: str, recipe: Path) -> str:
+    if "!" in text:  # a GStreamer launch string: variables only
+        return expand_vars(text, recipe)
+    if "://" not in text:
+        return resolve_path(text, recipe)
+    scheme, rest = text.split("://", 1)
+    if scheme.lower() != "file":
+        return expand_vars(text, recipe)
+    path, sep, query = rest.partition("?")
+    return f"file://{resolve_path(path, recipe)}{sep}{query}"
+
+
+def resolve_bundle(text: str, recipe: Path) -> str:
+    """A path-like value (a separator, ``~``, ``$``, ``.edgeseg``/``.zip``, or an existing file next to
+    the recipe) is resolved; a bare name stays a shipped bundle name."""
+    looks_like_path = any(c in text for c in ("/", os.sep, "~", "$")) or text.endswith((".edgeseg", ".zip"))
+    if looks_like_path or (recipe.parent / text).exists():
+        return resolve_path(text, recipe)
+    return text
+
+
+def load_recipe(path: str | Path) -> Any:
+    """A TOML recipe -> :class:`~edgeseg.stream.api.StreamOptions`, paths resolved (module doc)."""
+    import tomllib
+
+    from .api import StreamOptions
+
+    p = Path(path)
+    try:
+        data = tomllib.loads(p.read_text())
+    except FileNotFoundError:
+        raise InputError(f"pipeline recipe {p} does not exist", fix="see pipelines/ for examples") from None
+    except tomllib.TOMLDecodeError as e:
+        raise InputError(f"pipeline recipe {p} is not valid TOML: {e}") from None
+    values: dict[str, Any] = {}
+    for section, table in data.items():
+        keys = RECIPE_KEYS.get(section)
+        if keys is None or not isinstance(table, dict):
+            raise InputError(f"{p}: unknown section [{section}]", fix=f"sections are {', '.join(RECIPE_KEYS)}")
+        for key, value in table.items():
+            if key not in keys:
+                raise InputError(f"{p}: unknown key {key!r} in [{section}]", fix=f"known keys: {', '.join(keys)}")
+            values[keys[key]] = value
+    if not values.get("source"):
+        raise InputError(f"{p}: the recipe needs [source] uri = \"...\"")
+    recipe = p.resolve()
+    src = values["source"]
+    values["source"] = [resolve_source(str(u), recipe) for u in src] if isinstance(src, list) else \
+        resolve_source(str(src), recipe)  # a list: several sources batched together
+    if isinstance(values.get("bundle"), str):
+        values["bundle"] = resolve_bundle(values["bundle"], recipe)
+    for key in PATH_FIELDS:
+        if isinstance(values.get(key), str):
+            values[key] = resolve_path(values[key], recipe)
+    return StreamOptions(**values)

@@ -1,0 +1,63 @@
+"""Recipe paths: relative to the recipe file, ${VAR} and ~ expanded, shipped bundle names kept."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from edgeseg.errors import InputError
+from edgeseg.stream import load_recipe
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_relative_paths_resolve_against_the_recipe_not_the_cwd(tmp_path, monkeypatch):
+    d = tmp_path / "recipes"
+    d.mkdir()
+    (tmp_path / "my.edgeseg").mkdir()
+    recipe = d / "r.toml"
+    recipe.write_text('[source]\nuri = "clips/a.mp4"\n[model]\nbundle = "../my.edgeseg"\n'
+                      '[sinks]\nmp4 = "../out/a.mp4"\njson = "/abs/a.jsonl"\npng_dir = "~/pngs"\nstats_json = "s.json"\n')
+    monkeypatch.chdir(tmp_path.parent)  # somewhere else entirely
+    o = load_recipe(recipe)
+    assert o.source == str(d / "clips" / "a.mp4")
+    assert Path(o.bundle).resolve() == (tmp_path / "my.edgeseg").resolve()
+    assert Path(o.sink).resolve() == tmp_path / "out" / "a.mp4"
+    assert o.json_out == "/abs/a.jsonl"
+    assert o.png_dir == str(Path.home() / "pngs")
+    assert o.stats_json == str(d / "s.json")
+
+
+def test_variables_and_uris(tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGESEG_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("CAM_HOST", "10.0.0.7")
+    r = tmp_path / "r.toml"
+    r.write_text('[source]\nuri = "file://${EDGESEG_DATA}/v.mp4?x=1"\n[model]\nbundle = "road"\n')
+    o = load_recipe(r)
+    assert o.source == f"file://{tmp_path / 'data' / 'v.mp4'}?x=1" and o.bundle == "road"  # a shipped name stays a name
+    r.write_text('[source]\nuri = "rtsp://$CAM_HOST:554/s?latency=100"\n')
+    assert load_recipe(r).source == "rtsp://10.0.0.7:554/s?latency=100"
+    r.write_text('[source]\nuri = "videotestsrc num-buffers=${N_FRAMES}"\n')
+    with pytest.raises(InputError, match=r"r\.toml: \$\{N_FRAMES\} is not set"):
+        load_recipe(r)
+
+
+def test_edgeseg_data_defaults_to_the_data_folder(tmp_path, monkeypatch):
+    from edgeseg.paths import data_root
+
+    monkeypatch.delenv("EDGESEG_DATA", raising=False)
+    root = data_root()
+    o = load_recipe(REPO / "pipelines" / "file_semantic.toml")
+    if root is None:
+        pytest.skip("no data folder: ${EDGESEG_DATA} has no default here")
+    assert o.source == str(root / "video" / "dashcam_960x540.mp4")
+    assert o.bundle == "road"
+    assert Path(o.sink).resolve() == (REPO / "out" / "dashcam_semantic.mp4").resolve()
+
+
+@pytest.mark.data
+def test_shipped_file_recipe_points_at_the_real_clip(data_root, monkeypatch):
+    monkeypatch.setenv("EDGESEG_DATA", str(data_root))
+    monkeypatch.chdir(Path("/"))
+    assert Path(load_recipe(REPO / "pipelines" / "file_semantic.toml").source).is_file()
