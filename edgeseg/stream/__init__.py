@@ -25,3 +25,15 @@ __all__ = [
     "PreprocessStage", "InferenceStage", "DecodeStage", "RenderStage", "predictor_stages", "Renderer",
     "Mp4Sink", "DisplaySink", "RtspServerSink", "JsonLinesSink", "LabelPngSink", "CallbackSink",
 ]
+
+
+class _CallableModule(type(__import__("sys"))):
+    """``edgeseg.stream`` is both this package and the :func:`stream` function: once the package is
+    imported, Python binds the attribute ``edgeseg.stream`` to the module, so the module itself
+    must be callable for ``edgeseg.stream(source, bundle)`` to keep working."""
+
+    def __call__(self, *args, **kwargs):
+        return stream(*args, **kwargs)
+
+
+__import__("sys").modules[__name__].__class__ = _CallableModule
