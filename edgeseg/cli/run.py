@@ -19,7 +19,7 @@ EXAMPLES = (
 # CLI option -> StreamOptions field (None means: keep the recipe's value / the default)
 _FIELDS = ("bundle", "source", "sink", "rtsp_port", "rtsp_address", "show", "json_out", "png_dir", "stats_json",
            "realtime", "max_frames", "on_error", "backend", "precision", "target", "threads", "device",
-           "queue_size", "fps", "encoder", "source_backend", "alpha", "max_batch", "batch_timeout_ms")
+           "queue_size", "fps", "encoder", "source_backend", "alpha", "max_batch", "batch_timeout_ms", "upsample")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -42,6 +42,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--stats-json", metavar="F", help="write the run's Stats (fps, latency percentiles, drops, errors)")
     g.add_argument("--fps", type=float, default=None, help="output frame rate (default: the source's, else 25)")
     g.add_argument("--alpha", type=float, default=None, help="overlay opacity (default 0.5)")
+    g.add_argument("--upsample", choices=["logits", "labels"], default=None,
+                   help="semantic decode: upsample logits then argmax (exact, default) or argmax then upsample labels (fast)")
     g2 = p.add_argument_group("pipeline")
     g2.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
     g2.add_argument("--on-error", choices=["skip", "stop"], default=None,
