@@ -35,7 +35,7 @@ def _pct(x: float) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from ..data import open_dataset
-    from ..eval import evaluate
+    from ..eval import class_map, evaluate
     from ..predictor import load
 
     dataset = open_dataset(args.data, split=args.split)
@@ -44,10 +44,11 @@ def run(args: argparse.Namespace) -> int:
         device=args.device, threads=args.threads,
     )
     with predictor:
-        model_classes = tuple(getattr(getattr(predictor, "manifest", None), "classes", ()) or ())
-        _warn_class_mismatch(model_classes, tuple(dataset.classes))
+        cmap = class_map(predictor.classes, tuple(dataset.classes))
+        _warn_class_mismatch(cmap, predictor.classes, tuple(dataset.classes))
         scores = evaluate(
-            predictor, dataset, progress=not args.no_progress, limit=args.limit, boundary=not args.no_boundary
+            lambda rgb: cmap(predictor(rgb).labels), dataset,
+            progress=not args.no_progress, limit=args.limit, boundary=not args.no_boundary,
         )
     print(f"{args.bundle} on {args.data} [{args.split}], {scores.num_images} images, {len(dataset.classes)} classes")
     print(f"  mIoU        {_pct(scores.miou)}")
@@ -62,15 +63,17 @@ def run(args: argparse.Namespace) -> int:
     print()
     print_table(rows, ["class", "IoU %", "Acc %", "BF1 %"] if not args.no_boundary else ["class", "IoU %", "Acc %"])
     data = scores.to_dict()
-    data.update(bundle=str(args.bundle), data=args.data, split=args.split, backend=args.backend, precision=args.precision)
+    data.update(bundle=str(args.bundle), data=args.data, split=args.split, backend=args.backend, precision=args.precision,
+                class_match=cmap.by, unmatched_model_classes=list(cmap.unmatched))
     write_json(args.json, data)
     return 0
 
 
-def _warn_class_mismatch(model: tuple[str, ...], data: tuple[str, ...]) -> None:
-    if not model or not data:
-        return
-    if len(model) < len(data):
-        print(f"warning: the model has {len(model)} classes, the dataset {len(data)}: classes it cannot predict score 0")
-    elif model[: len(data)] != data:
-        print(f"warning: class names differ: model {list(model[: len(data)])} vs dataset {list(data)}; scoring by class id")
+def _warn_class_mismatch(cmap, model: tuple[str, ...], data: tuple[str, ...]) -> None:
+    """Say how model classes were matched to the dataset's when it is not one-to-one by the same names."""
+    if cmap.by == "id":
+        print(f"warning: no class name is shared: model {list(model)} vs dataset {list(data)}; scoring by class id")
+    if cmap.unmatched:
+        print(f"note: model classes the dataset does not have count as misses: {', '.join(cmap.unmatched)}")
+    if cmap.unpredictable:
+        print(f"warning: dataset classes the model cannot predict score 0: {', '.join(cmap.unpredictable)}")

@@ -4,11 +4,12 @@ Each agrees with its benchmark's reference implementation (cityscapesScripts for
 panopticapi for PQ); see the module docstrings for the exact definitions.
 """
 from .boundary import DEFAULT_TOLERANCE, boundary, class_boundary_f1, image_boundary_f1, tolerance_px
+from .classes import ClassMap, class_map
 from .evaluate import evaluate
 from .panoptic import PanopticMetric, PanopticScores, PQClass, PQGroup
 from .semantic import SemanticMetric, SemanticScores
 
 __all__ = [
-    "SemanticMetric", "SemanticScores", "evaluate", "DEFAULT_TOLERANCE", "boundary", "class_boundary_f1",
-    "image_boundary_f1", "tolerance_px", "PanopticMetric", "PanopticScores", "PQClass", "PQGroup",
+    "SemanticMetric", "SemanticScores", "evaluate", "ClassMap", "class_map", "DEFAULT_TOLERANCE", "boundary",
+    "class_boundary_f1", "image_boundary_f1", "tolerance_px", "PanopticMetric", "PanopticScores", "PQClass", "PQGroup",
 ]

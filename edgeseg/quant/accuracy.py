@@ -1,12 +1,17 @@
 """Accuracy control: score a model file, rank layers by INT8 sensitivity, and find the fewest float
 layers that keep the task metric within a budget of FP32.
 
-Scores are "higher is better", in percent:
+Scores are "higher is better", in percent, and are computed the way ``edgeseg eval`` computes them:
+the bundle's :meth:`InputSpec.preprocess`, the runtime decoder :func:`edgeseg.decode.decode` (crop
+the letterbox at the output's own stride, upsample, argmax, at each image's own size), model classes
+matched to the dataset's by :func:`edgeseg.eval.class_map`, and :class:`edgeseg.eval.SemanticMetric`.
 
-* :class:`DatasetScorer` - the task metric (mIoU x 100 at each image's own resolution) on labelled
-  samples, predictions made with the bundle's input spec exactly as at inference.
-* :class:`AgreementScorer` - when no labelled set is given: the share of pixels whose class agrees
-  with FP32's on held-out calibration frames (FP32 scores 100 by definition).
+* :class:`DatasetScorer` - the task metric (mIoU x 100) on labelled samples.
+* :class:`AgreementScorer` - when no labelled set is given: the share of pixels whose decoded class
+  agrees with the FP32 model's on held-out calibration frames (FP32 scores 100 by definition).
+
+Both preprocess their frames (and hold the ground truth / FP32 labels) once: the gate scores many
+models (one per layer for the sensitivity analysis), each pays only inference and decoding.
 
 Sensitivity of a layer = score with that layer alone in float - score of the full INT8 model.
 Mixed precision keeps the most sensitive layers in float, growing their number 1, 2, 4, ... then
@@ -16,11 +21,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Protocol, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Protocol, Sequence
 
 import numpy as np
 
-from ..structures import InputSpec
+if TYPE_CHECKING:
+    from ..bundle import Manifest
+    from ..structures import PreprocessMeta
 
 
 class Scorer(Protocol):
@@ -45,86 +52,73 @@ def make_session(model_path: str | Path, threads: int = 0, runtime: str = "onnxr
     return ort.InferenceSession(str(model_path), so, providers=["CPUExecutionProvider"])
 
 
-def labels_from_output(out: np.ndarray) -> np.ndarray:
-    """``[1, C, H, W]`` logits or ``[1, H, W]`` labels -> ``int [H, W]`` class ids."""
-    if out.ndim == 4:
-        return out[0].argmax(axis=0)
-    return out[0].astype(np.int64)
+class _Decoded:
+    """Frames preprocessed once by the bundle's input spec; :meth:`labels` runs a model file on all
+    of them and decodes each output exactly as the runtime does."""
+
+    def __init__(self, images: Sequence[np.ndarray], manifest: "Manifest", threads: int, runtime: str):
+        self.manifest, self.threads, self.runtime = manifest, threads, runtime
+        spec = manifest.input
+        self.feeds: list[tuple[dict[str, np.ndarray], "PreprocessMeta"]] = []
+        for img in images:
+            x, meta = spec.preprocess(img)
+            self.feeds.append(({spec.name: x}, meta))
+
+    def labels(self, model_path: Path) -> Iterator[np.ndarray]:
+        from ..decode import decode
+
+        sess = make_session(model_path, self.threads, self.runtime)
+        names = [o.name for o in sess.get_outputs()]
+        for feed, meta in self.feeds:
+            outputs = dict(zip(names, sess.run(names, feed)))
+            yield decode(outputs, meta, self.manifest).labels
 
 
-def to_original(labels: np.ndarray, meta) -> np.ndarray:
-    """Network-resolution labels -> the original image's resolution (undoing letterbox padding)."""
-    import cv2
-
-    c = meta.content
-    crop = labels[meta.pad_top: meta.pad_top + c.height, meta.pad_left: meta.pad_left + c.width]
-    if crop.shape == (meta.original.height, meta.original.width):
-        return crop
-    return cv2.resize(crop.astype(np.uint8), meta.original.wh, interpolation=cv2.INTER_NEAREST).astype(np.int64)
-
-
-def miou_percent(confusion: np.ndarray) -> float:
-    """Mean IoU x 100 over classes that occur in the ground truth or the prediction."""
-    tp = np.diag(confusion).astype(np.float64)
-    union = confusion.sum(0) + confusion.sum(1) - tp
-    valid = union > 0
-    return float(100.0 * np.mean(tp[valid] / union[valid])) if valid.any() else 0.0
-
-
-@dataclass
 class DatasetScorer:
-    """mIoU (%) of a model file on labelled samples (``Sample`` objects with ``image`` and ``labels``)."""
+    """mIoU (%) of a model file on labelled samples (``Sample`` objects with ``image`` and ``labels``),
+    over the dataset's own classes (``dataset.classes``; the model's when the samples carry none),
+    void = ``dataset.ignore_index`` (255 by default). Equal to ``edgeseg eval`` on the same model."""
 
-    samples: Sequence
-    spec: InputSpec
-    num_classes: int
-    output: str | None = None
-    threads: int = 0
-    ignore_index: int = 255
-    name: str = "mIoU"
-    runtime: str = "onnxruntime"
+    name = "mIoU"
+
+    def __init__(self, dataset, manifest: "Manifest", *, threads: int = 0, runtime: str = "onnxruntime"):
+        from ..eval import class_map
+
+        samples = list(dataset)
+        self.classes = tuple(getattr(dataset, "classes", ()) or manifest.classes)
+        self.ignore_index = int(getattr(dataset, "ignore_index", 255))
+        self.class_map = class_map(manifest.classes, self.classes)
+        self._truth = [np.asarray(s.labels) for s in samples]
+        self._frames = _Decoded([s.image for s in samples], manifest, threads, runtime)
+
+    def scores(self, model_path: Path):
+        """The full :class:`~edgeseg.eval.SemanticScores` (boundary F1 off: the gate needs IoU only)."""
+        from ..eval import SemanticMetric
+
+        metric = SemanticMetric(len(self.classes), self.ignore_index, boundary=False, classes=self.classes)
+        for labels, gt in zip(self._frames.labels(model_path), self._truth):
+            metric.update(self.class_map(labels), gt)
+        return metric.compute()
 
     def __call__(self, model_path: Path) -> float:
-        sess = make_session(model_path, self.threads, self.runtime)
-        inp = sess.get_inputs()[0].name
-        out_name = self.output or sess.get_outputs()[0].name
-        k = self.num_classes
-        conf = np.zeros((k, k), np.int64)
-        for s in self.samples:
-            x, meta = self.spec.preprocess(s.image)
-            pred = to_original(labels_from_output(sess.run([out_name], {inp: x})[0]), meta)
-            gt = s.labels.astype(np.int64)
-            valid = (gt != self.ignore_index) & (gt < k) & (pred >= 0) & (pred < k)
-            conf += np.bincount(gt[valid] * k + pred[valid], minlength=k * k).reshape(k, k)
-        return miou_percent(conf)
+        miou = self.scores(model_path).miou
+        return 0.0 if np.isnan(miou) else 100.0 * miou
 
 
-@dataclass
 class AgreementScorer:
-    """Pixel agreement (%) with the FP32 model's classes on held-out frames."""
+    """Pixel agreement (%) of the decoded classes with the FP32 model's (``reference``) on held-out frames."""
 
-    frames: Sequence[np.ndarray]
-    spec: InputSpec
-    reference: Path
-    output: str | None = None
-    threads: int = 0
-    name: str = "agreement with FP32 (%)"
-    runtime: str = "onnxruntime"
+    name = "agreement with FP32 (%)"
 
-    def __post_init__(self) -> None:
-        self._ref = self._predict(self.reference)
-
-    def _predict(self, model_path: Path) -> list[np.ndarray]:
-        sess = make_session(model_path, self.threads, self.runtime)
-        inp = sess.get_inputs()[0].name
-        out_name = self.output or sess.get_outputs()[0].name
-        return [labels_from_output(sess.run([out_name], {inp: self.spec.preprocess(f)[0]})[0]) for f in self.frames]
+    def __init__(self, frames: Sequence[np.ndarray], manifest: "Manifest", reference: Path, *, threads: int = 0,
+                 runtime: str = "onnxruntime"):
+        self._frames = _Decoded(frames, manifest, threads, runtime)
+        self._ref = list(self._frames.labels(reference))
+        self._total = max(sum(r.size for r in self._ref), 1)
 
     def __call__(self, model_path: Path) -> float:
-        got = self._predict(model_path)
-        same = sum(int((a == b).sum()) for a, b in zip(got, self._ref))
-        total = sum(a.size for a in self._ref)
-        return 100.0 * same / max(total, 1)
+        same = sum(int(np.count_nonzero(a == b)) for a, b in zip(self._frames.labels(model_path), self._ref))
+        return 100.0 * same / self._total
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """``quantize_bundle``: the whole INT8 flow on a bundle, and its typed report.
 
-prepare -> calibrate once -> quantize for the target -> score FP32 and INT8 -> (sensitivity) ->
-(mixed precision within ``max_drop``) -> latency -> write ``model.int8.<target>.onnx``,
+prepare -> calibrate once -> quantize for the target -> score FP32 (the bundle's own model) and INT8,
+exactly as ``edgeseg eval`` scores them (:mod:`edgeseg.quant.accuracy`) -> (sensitivity) ->
+(mixed precision within ``max_drop``: :func:`_accuracy_control`) -> latency -> write ``model.int8.<target>.onnx``,
 ``calibration.json``, TensorRT calibration caches (target ``tensorrt``) and ``report.json["int8"][target]``.
 
 Two engines place the Q/DQ: ``ort`` (ONNX Runtime's quantizer with ranges from
@@ -18,12 +19,13 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..errors import InputError, QuantizationError
+from ..structures import InputSpec
 from . import accuracy as acc
 from .calibration import CalibrationRecipe, FeedReader, collect_frames, resolve_calibration, split_holdout
 from .prepare import model_opset, prepare_model
 from .profiles import ENGINES, QuantProfile, get_profile
 from .quantize import FloatNode, QuantizedModel, compute_nodes, quantize_model
-from .ranges import calibrate
+from .ranges import CalibrationTable, calibrate
 
 TRT_CACHE_VERSIONS = ("8.5.2", "10.3.0")
 
@@ -83,7 +85,8 @@ def quantize_bundle(bundle, calib: str | CalibrationRecipe | Sequence, target: s
 
     calib: a recipe (``.toml``, recipe name, folder, video, dataset spec, :class:`CalibrationRecipe`)
     or a list of RGB frames (a live source already sampled). eval_dataset: labelled samples (a
-    dataset from :func:`edgeseg.data.open_dataset`) for the task metric. Raises
+    dataset from :func:`edgeseg.data.open_dataset`) for the task metric, scored as ``edgeseg eval``
+    scores (the FP32 score is the bundle's FP32 model's ``edgeseg eval`` mIoU). Raises
     :class:`QuantizationError` (after writing the report) when ``max_drop`` cannot be met.
     engine: ``ort`` | ``nncf`` (default: the profile's; ``openvino`` uses NNCF when it is installed).
     """
@@ -97,63 +100,93 @@ def quantize_bundle(bundle, calib: str | CalibrationRecipe | Sequence, target: s
     need_holdout = sensitivity or (max_drop is not None and eval_dataset is None)
     cal_frames, held = split_holdout(calib_frames, recipe.holdout or (0.2 if need_holdout else 0.0))
     spec = b.manifest.input
-    out_name = b.manifest.outputs[0].name if b.manifest.outputs else None
     work = Path(tempfile.mkdtemp(prefix="edgeseg-int8-"))
     try:
         fp32 = b.model_path("fp32")
         prepared = work / "prepared.onnx"
         prep = prepare_model(fp32, prepared, optimize=profile.optimize_graph)
-        reader = FeedReader(cal_frames, spec, progress=progress, desc=recipe.name or "calibration")
-        table = None if profile.engine == "nncf" else calibrate(prepared, reader, method, symmetric=profile.activation_symmetric,
-                                                                  percentile=recipe.percentile)
-
-        def quantize_full(keep: dict[str, str] | None, out: Path) -> QuantizedModel:
-            if profile.engine == "nncf":
-                from .openvino import nncf_quantize_onnx
-
-                return nncf_quantize_onnx(prepared, out, FeedReader(cal_frames, spec), profile, keep)
-            return quantize_model(prepared, out, profile, table, keep)
-
-        def quantize(keep: dict[str, str], out: Path) -> Path:
-            return quantize_full(keep, out).path
-
-        full = quantize_full(None, work / "int8.onnx")
-        scorer = _scorer(eval_dataset, held, spec, prepared, out_name, b.manifest.num_classes, threads, runtime)
-        fp32_score = scorer(prepared) if scorer else None
+        table = None if profile.engine == "nncf" else calibrate(
+            prepared, FeedReader(cal_frames, spec, progress=progress, desc=recipe.name or "calibration"), method,
+            symmetric=profile.activation_symmetric, percentile=recipe.percentile)
+        q = _Quantizer(prepared, profile, table, cal_frames, spec)
+        full = q.model(None, work / "int8.onnx")
+        scorer, sens_scorer = _scorers(eval_dataset, held, b.manifest, fp32, threads, runtime)
+        fp32_score = scorer(fp32) if scorer else None
         int8_score = scorer(full.path) if scorer else None
-        sens: list[acc.LayerSensitivity] = []
-        final, float_nodes, met, curve = full.path, full.float_nodes, True, [(0, int8_score)] if scorer else []
-        import onnx
-
-        layers = [(n, op) for n, op in compute_nodes(onnx.load(str(prepared)), profile)
-                  if n not in {f.name for f in full.float_nodes}]
-        if sensitivity or max_drop is not None:
-            if scorer is None:
-                raise QuantizationError("sensitivity and --max-drop need an evaluation set or held-out calibration frames",
-                                        fix="pass --eval DATASET, or calibrate on more than one frame")
-            sens_scorer = _sens_scorer(held, spec, prepared, out_name, threads, runtime) or scorer
-            base = sens_scorer(full.path)
-            sens = acc.layer_sensitivity(layers, quantize, sens_scorer, base, work, progress)
-        if max_drop is not None:
-            mixed = acc.mixed_precision([s.name for s in sens], quantize, scorer, fp32_score, int8_score, max_drop, work)
-            met, curve = mixed.met, list(mixed.curve)
-            if mixed.model is not None:
-                final, int8_score = mixed.model, mixed.score
-                float_nodes = quantize_full({n: f"mixed precision (--max-drop {max_drop:g}): among the most INT8-sensitive layers"
-                                             for n in mixed.float_layers}, work / "final.onnx").float_nodes
-                final = work / "final.onnx"
-        elif sens:
-            curve = _sensitivity_curve(sens, quantize, scorer, int8_score, work)
-        lat = _latency(prepared, final, spec, calib_frames[0], threads, runtime) if latency else {}
+        gate = _accuracy_control(q, full, scorer, sens_scorer, fp32_score, int8_score, sensitivity=sensitivity,
+                                 max_drop=max_drop, work=work, progress=progress)
+        lat = _latency(prepared, gate.model, spec, calib_frames[0], threads, runtime) if latency else {}
         report = QuantReport(
             target=target, method=method, model_file=None, frames=len(cal_frames), metric=scorer.name if scorer else None,
-            fp32_score=fp32_score, int8_score=int8_score, met_budget=met, max_drop=max_drop, float_nodes=tuple(float_nodes),
-            sensitivity=tuple(sens), curve=tuple(curve), latency_ms=lat,
-            size_bytes={"fp32": os.path.getsize(fp32), "int8": os.path.getsize(final)}, prepare=prep.to_dict(),
-            engine=profile.engine, execution=_execution(final, runtime))
-        return _write(b, report, final, table, recipe, fp32, work)
+            fp32_score=fp32_score, int8_score=gate.int8_score, met_budget=gate.met, max_drop=max_drop,
+            float_nodes=gate.float_nodes, sensitivity=gate.sensitivity, curve=gate.curve, latency_ms=lat,
+            size_bytes={"fp32": os.path.getsize(fp32), "int8": os.path.getsize(gate.model)}, prepare=prep.to_dict(),
+            engine=profile.engine, execution=_execution(gate.model, runtime))
+        return _write(b, report, gate.model, table, recipe, fp32, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class _Quantizer:
+    """The prepared model and its calibration: quantizes it with any set of layers kept in float
+    (called as ``q(keep, out) -> path`` by the sensitivity analysis and the mixed-precision search)."""
+
+    prepared: Path
+    profile: QuantProfile
+    table: CalibrationTable | None  # None for the nncf engine (NNCF gathers its own statistics)
+    frames: Sequence
+    spec: InputSpec
+
+    def model(self, keep: dict[str, str] | None, out: Path) -> QuantizedModel:
+        if self.profile.engine == "nncf":
+            from .openvino import nncf_quantize_onnx
+
+            return nncf_quantize_onnx(self.prepared, out, FeedReader(self.frames, self.spec), self.profile, keep)
+        return quantize_model(self.prepared, out, self.profile, self.table, keep)
+
+    def __call__(self, keep: dict[str, str], out: Path) -> Path:
+        return self.model(keep, out).path
+
+
+@dataclass(frozen=True)
+class _Gate:
+    """What accuracy control settled on: the model to ship and its numbers."""
+
+    model: Path
+    float_nodes: tuple[FloatNode, ...]
+    int8_score: float | None
+    met: bool
+    curve: tuple[tuple[int, float], ...]
+    sensitivity: tuple[acc.LayerSensitivity, ...] = ()
+
+
+def _accuracy_control(q: _Quantizer, full: QuantizedModel, scorer, sens_scorer, fp32_score: float | None,
+                      int8_score: float | None, *, sensitivity: bool, max_drop: float | None, work: Path,
+                      progress: bool) -> _Gate:
+    """Per-layer sensitivity (ranked on ``sens_scorer``, else ``scorer``) and, with ``max_drop``, the
+    fewest most-sensitive layers in float that keep ``scorer`` within ``max_drop`` of FP32."""
+    curve = ((0, int8_score),) if scorer else ()
+    if not sensitivity and max_drop is None:
+        return _Gate(full.path, full.float_nodes, int8_score, True, curve)
+    if scorer is None:
+        raise QuantizationError("sensitivity and --max-drop need an evaluation set or held-out calibration frames",
+                                fix="pass --eval DATASET, or calibrate on more than one frame")
+    import onnx
+
+    fixed = {f.name for f in full.float_nodes}
+    layers = [(n, op) for n, op in compute_nodes(onnx.load(str(q.prepared)), q.profile) if n not in fixed]
+    sens_scorer = sens_scorer or scorer
+    base = int8_score if sens_scorer is scorer else sens_scorer(full.path)
+    sens = tuple(acc.layer_sensitivity(layers, q, sens_scorer, base, work, progress))
+    if max_drop is None:
+        return _Gate(full.path, full.float_nodes, int8_score, True, tuple(_sensitivity_curve(sens, q, scorer, int8_score, work)), sens)
+    mixed = acc.mixed_precision([s.name for s in sens], q, scorer, fp32_score, int8_score, max_drop, work)
+    if mixed.model is None:
+        return _Gate(full.path, full.float_nodes, int8_score, mixed.met, mixed.curve, sens)
+    reason = f"mixed precision (--max-drop {max_drop:g}): among the most INT8-sensitive layers"
+    final = q.model({n: reason for n in mixed.float_layers}, work / "final.onnx")
+    return _Gate(final.path, final.float_nodes, mixed.score, mixed.met, mixed.curve, sens)
 
 
 def _engine_profile(profile: QuantProfile, engine: str | None, method: str | None) -> QuantProfile:
@@ -205,14 +238,13 @@ def _calibration_frames(calib, frames: int | None, method: str | None, progress:
     return CalibrationRecipe(source="frames", frames=len(got), name="frames", method=method or "entropy"), got
 
 
-def _scorer(eval_dataset, held, spec, reference, out_name, num_classes, threads, runtime="onnxruntime"):
+def _scorers(eval_dataset, held, manifest, fp32: Path, threads: int, runtime: str):
+    """(the gate's scorer, the sensitivity ranking's scorer): the task metric on ``eval_dataset``
+    and agreement with FP32 on the held-out frames; either is None when its data is missing."""
+    agree = acc.AgreementScorer(held, manifest, fp32, threads=threads, runtime=runtime) if held else None
     if eval_dataset is not None:
-        return acc.DatasetScorer(list(eval_dataset), spec, num_classes, out_name, threads, runtime=runtime)
-    return _sens_scorer(held, spec, reference, out_name, threads, runtime)
-
-
-def _sens_scorer(held, spec, reference, out_name, threads, runtime="onnxruntime"):
-    return acc.AgreementScorer(held, spec, reference, out_name, threads, runtime=runtime) if held else None
+        return acc.DatasetScorer(eval_dataset, manifest, threads=threads, runtime=runtime), agree
+    return agree, agree
 
 
 def _sensitivity_curve(sens, quantize, scorer, int8_score, work: Path) -> list[tuple[int, float]]:
@@ -253,8 +285,6 @@ def _write(b, report: QuantReport, model: Path, table, recipe: CalibrationRecipe
     files.append("calibration.json")
     if report.target == "tensorrt" and table is not None:
         names = _tensor_names(fp32)
-        from .ranges import CalibrationTable
-
         sub = CalibrationTable(table.method, {k: v for k, v in table.ranges.items() if k in names}, table.frames, table.options)
         for v in TRT_CACHE_VERSIONS:
             rel = f"calibration.tensorrt-{'.'.join(v.split('.')[:2])}.cache"

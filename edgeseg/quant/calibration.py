@@ -13,6 +13,7 @@ range algorithm; :func:`load_recipe` parses it into a :class:`CalibrationRecipe`
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -125,21 +126,55 @@ def load_recipe(path: str | os.PathLike) -> CalibrationRecipe:
 
 
 def resolve_calibration(arg: str, *, frames: int | None = None, method: str | None = None) -> CalibrationRecipe:
-    """A recipe from the ``--calib`` argument: a ``.toml`` recipe, a recipe name from ``calibration/``,
-    an image folder, a video file or a dataset spec. ``frames``/``method`` override the recipe's."""
+    """A recipe from the ``--calib`` argument: a ``.toml`` recipe, a recipe name (``camvid``, looked up
+    by :func:`find_recipe`), an image folder, a video file or a dataset spec. ``frames``/``method``
+    override the recipe's."""
     p = Path(arg)
+    named = None if arg.endswith(".toml") or p.exists() else find_recipe(arg)
     if arg.endswith(".toml"):
         recipe = load_recipe(p)
-    elif not p.exists() and (_recipes_dir() / f"{arg}.toml").is_file():
-        recipe = load_recipe(_recipes_dir() / f"{arg}.toml")
+    elif named is not None:
+        recipe = load_recipe(named)
+    elif _NAME.fullmatch(arg):
+        known = ", ".join(recipe_names()) or "none"
+        raise DataError(f"calibration recipe or source {arg!r} not found (recipes looked up in "
+                        f"{', '.join(str(d) for d in recipe_dirs())})",
+                        fix=f"use a recipe name ({known}), a .toml recipe, an image folder, a video or a dataset spec")
     else:
         recipe = CalibrationRecipe(source=arg, name=p.name or arg, sampling="uniform")
     over = {k: v for k, v in (("frames", frames), ("method", method)) if v is not None}
     return replace(recipe, **over) if over else recipe
 
 
-def _recipes_dir() -> Path:
-    return Path(__file__).resolve().parents[2] / "calibration"
+_NAME = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def recipe_dirs() -> list[Path]:
+    """Where recipe names resolve, first match wins: ``./calibration`` (the working directory), the
+    repository's ``calibration/`` next to the package (a source checkout), then the copies shipped
+    inside the package (``edgeseg/quant/recipes/``, identical to the repository's: a test checks)."""
+    from ..paths import PACKAGE_DIR
+
+    out: list[Path] = []
+    for d in (Path.cwd() / "calibration", PACKAGE_DIR.parent / "calibration", Path(__file__).resolve().parent / "recipes"):
+        if d.resolve() not in [o.resolve() for o in out]:
+            out.append(d)
+    return out
+
+
+def find_recipe(name: str) -> Path | None:
+    """The ``NAME.toml`` recipe for a recipe name (``camvid``, ``dashcam``, ``synthetic``), or None."""
+    if not _NAME.fullmatch(name):
+        return None
+    for d in recipe_dirs():
+        if (d / f"{name}.toml").is_file():
+            return d / f"{name}.toml"
+    return None
+
+
+def recipe_names() -> list[str]:
+    """Every recipe name that :func:`find_recipe` resolves."""
+    return sorted({f.stem for d in recipe_dirs() if d.is_dir() for f in d.glob("*.toml")})
 
 
 # ---- frame sources ---------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ExportError
+from ..errors import QuantizationError
 
 MIN_QDQ_OPSET = 13
 
@@ -92,7 +92,7 @@ def upgrade_opset(model, opset: int):
     try:
         return version_converter.convert_version(model, opset)
     except Exception as e:  # the converter raises bare RuntimeErrors naming the op
-        raise ExportError(
+        raise QuantizationError(
             f"cannot convert the model from opset {model_opset(model)} to {opset} for INT8 (Q/DQ per-channel needs >= 13): {e}",
             fix="re-export the model at opset 13 or newer",
         ) from None
@@ -182,8 +182,8 @@ def ort_basic_optimize(model):
         try:
             ort.InferenceSession(str(src), so, providers=["CPUExecutionProvider"])
         except Exception as e:
-            raise ExportError(f"ONNX Runtime cannot load the model to optimise it: {e}",
-                              fix="check the model with 'edgeseg check BUNDLE --target onnxruntime'") from None
+            raise QuantizationError(f"ONNX Runtime cannot load the model to optimise it for INT8: {e}",
+                                    fix="check the model with 'edgeseg check BUNDLE --target onnxruntime'") from None
         return onnx.load(str(out))
 
 

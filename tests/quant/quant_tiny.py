@@ -11,12 +11,21 @@ import numpy as np
 from edgeseg.structures import ImageShape, InputSpec
 
 COLOURS = np.array([[20, 20, 20], [220, 40, 40], [40, 200, 60], [50, 70, 230]], np.uint8)
+CLASSES = ("bg", "red", "green", "blue")
 SIZE = 32
 
 
 class Sample:
     def __init__(self, image, labels, name=""):
         self.image, self.labels, self.name = image, labels, name
+
+
+class Dataset(list):
+    """Samples with the dataset attributes ``edgeseg.eval.evaluate`` reads (``classes``, ``ignore_index``)."""
+
+    def __init__(self, samples, classes=CLASSES, ignore_index=255):
+        super().__init__(samples)
+        self.classes, self.ignore_index = tuple(classes), ignore_index
 
 
 def scenes(n: int, seed: int, size: int = SIZE, noise: float = 12.0) -> list[Sample]:
@@ -74,21 +83,25 @@ def train_tiny(steps: int = 150, seed: int = 0, width: int = 16):
     return net.eval()
 
 
-def export_bundle(net, out: Path, opset: int = 17) -> Path:
-    """Write ``net`` as an FP32 bundle (legacy exporter: fast, keeps BN folded by torch)."""
+def export_bundle(net, out: Path, opset: int = 17, spec: InputSpec = SPEC, stride: int = 1) -> Path:
+    """Write ``net`` as an FP32 bundle (legacy exporter: fast, keeps BN folded by torch). ``stride``
+    > 1 exports logits average-pooled to 1/stride of the input (as models whose head runs at stride
+    4 or 8 output them; the decoder upsamples)."""
+    import warnings
+
     import torch
 
     from edgeseg.bundle import Bundle, Manifest, ModelFile, OutputSpec
 
+    if stride > 1:
+        net = torch.nn.Sequential(net, torch.nn.AvgPool2d(stride)).eval()
     onnx_path = out.with_suffix(".onnx")
-    import warnings
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(net, torch.zeros(1, 3, SIZE, SIZE), str(onnx_path), dynamo=False, opset_version=opset,
                           input_names=["images"], output_names=["logits"])
-    manifest = Manifest(name="tiny", task="semantic", classes=("bg", "red", "green", "blue"), input=SPEC,
-                        outputs=(OutputSpec("logits", "logits", "float32", (1, len(COLOURS), SIZE, SIZE)),))
+    manifest = Manifest(name="tiny", task="semantic", classes=CLASSES, input=spec,
+                        outputs=(OutputSpec("logits", "logits", "float32", (1, len(COLOURS), SIZE // stride, SIZE // stride)),))
     b = Bundle.create(out, manifest, overwrite=True)
     b.add_model(ModelFile("model.onnx", "fp32", opset=opset), onnx_path)
     return out

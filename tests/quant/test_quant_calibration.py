@@ -1,4 +1,6 @@
 """Calibration readers: image folders, videos (uniform and scene-change sampling), recipes, live frames."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -111,3 +113,39 @@ def test_camvid_and_dashcam_recipes_on_real_data(data_root):
     assert len(frames) == 3 and all(f.shape == (360, 480, 3) for f in frames)
     v = collect_frames(resolve_calibration("dashcam", frames=4), progress=False)
     assert len(v) == 4 and v[0].shape == (540, 960, 3)
+
+
+def test_recipe_names_resolve_from_any_working_directory(tmp_path, monkeypatch):
+    import edgeseg.paths
+    from edgeseg.quant.calibration import find_recipe, recipe_names
+
+    repo = Path(edgeseg.paths.PACKAGE_DIR).parent / "calibration"
+    shipped = Path(edgeseg.paths.PACKAGE_DIR) / "quant" / "recipes"
+    monkeypatch.chdir(tmp_path)  # no calibration/ here
+    assert find_recipe("synthetic") == repo / "synthetic.toml"
+    r = resolve_calibration("synthetic")
+    assert (r.source, r.frames, r.method, r.name) == ("synthetic:64", 64, "minmax", "synthetic")
+    # an installed package (no repository next to it): the copies shipped in edgeseg/quant/recipes/
+    monkeypatch.setattr(edgeseg.paths, "PACKAGE_DIR", tmp_path / "site-packages" / "edgeseg")
+    assert find_recipe("camvid") == shipped / "camvid.toml"
+    assert resolve_calibration("camvid").frames == 200 and recipe_names() == ["camvid", "dashcam", "synthetic"]
+    # ./calibration in the working directory comes first
+    (tmp_path / "calibration").mkdir()
+    (tmp_path / "calibration" / "camvid.toml").write_text('[calibration]\nsource = "synthetic:8"\nframes = 7\n')
+    assert resolve_calibration("camvid").frames == 7
+    with pytest.raises(DataError, match="camvd.*not found") as e:
+        resolve_calibration("camvd")
+    assert "camvid, dashcam, synthetic" in e.value.fix
+
+
+def test_shipped_recipe_copies_equal_the_repository_recipes():
+    import edgeseg.paths
+
+    repo = Path(edgeseg.paths.PACKAGE_DIR).parent / "calibration"
+    shipped = Path(edgeseg.paths.PACKAGE_DIR) / "quant" / "recipes"
+    if not repo.is_dir():
+        pytest.skip("not a source checkout")
+    names = sorted(f.name for f in repo.glob("*.toml"))
+    assert names == sorted(f.name for f in shipped.glob("*.toml")) == ["camvid.toml", "dashcam.toml", "synthetic.toml"]
+    for n in names:
+        assert (shipped / n).read_bytes() == (repo / n).read_bytes(), f"copy calibration/{n} to edgeseg/quant/recipes/{n}"

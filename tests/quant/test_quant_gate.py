@@ -18,13 +18,6 @@ from edgeseg.quant.trt_cache import read_cache
 import quant_tiny as qt
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    pytest.importorskip("torch")
-    root = tmp_path_factory.mktemp("tiny")
-    return qt.export_bundle(qt.train_tiny(steps=60, width=8), root / "tiny.edgeseg")
-
-
 @pytest.fixture
 def bundle(trained, tmp_path):
     dst = tmp_path / "b.edgeseg"

@@ -22,13 +22,6 @@ import quant_tiny as qt  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    pytest.importorskip("torch")
-    root = tmp_path_factory.mktemp("tiny_ov")
-    return qt.export_bundle(qt.train_tiny(steps=60, width=8), root / "tiny.edgeseg")
-
-
-@pytest.fixture(scope="module")
 def quantized(trained, tmp_path_factory):
     """One NNCF run shared by the structural and accuracy tests (NNCF takes a few seconds)."""
     dst = tmp_path_factory.mktemp("q") / "b.edgeseg"

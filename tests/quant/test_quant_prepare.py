@@ -47,3 +47,19 @@ def test_prepare_nhwc_model(tmp_path):
     x = _x((1, 16, 16, 3))
     prepare_model(m, tmp_path / "p.onnx")
     np.testing.assert_allclose(run(str(tmp_path / "p.onnx"), x), run(m, x), rtol=1e-4, atol=1e-5)
+
+
+def test_failed_opset_upgrade_is_a_quantization_error(tmp_path):
+    from onnx import TensorProto as T
+    from onnx import helper as h
+
+    from edgeseg.errors import ExportError, QuantizationError
+
+    g = h.make_graph([h.make_node("Foo", ["x"], ["y"])], "g", [h.make_tensor_value_info("x", T.FLOAT, [1, 3, 4, 4])],
+                     [h.make_tensor_value_info("y", T.FLOAT, [1, 3, 4, 4])])
+    m = h.make_model(g, opset_imports=[h.make_opsetid("", 11)])
+    with pytest.raises(QuantizationError, match="from opset 11 to 13") as e:
+        prepare_model(m, tmp_path / "p.onnx")
+    assert not isinstance(e.value, ExportError)
+    assert e.value.fix == "re-export the model at opset 13 or newer"
+    assert not (tmp_path / "p.onnx").exists()

@@ -5,9 +5,11 @@
     python tools/bench/int8.py --make deeplabv3plus_resnet18,pspnet_resnet18,fcn8s_vgg16,unet --size 480x360 \
         --calib synthetic:32 --latency-only --cpu-variants
 
-Accuracy counts only on trained weights: pass --latency-only for untrained bundles (the table then
-says "untrained: latency only"). --cpu-variants also times the CPU quantization choices (U8S8,
-S8S8, U8S8 with reduced-range weights) against FP32 and reports their output agreement with FP32.
+Accuracy counts only on trained weights: models made with --make are untrained, so their rows say
+"untrained (--make)" and carry no accuracy figures even with --eval; --latency-only skips the
+evaluation for bundles given by path too. mIoU is scored as ``edgeseg eval`` scores it.
+--cpu-variants also times the CPU quantization choices (U8S8, S8S8, U8S8 with reduced-range
+weights) against FP32 and reports their output agreement with FP32.
 --make exports untrained models from the registry (latency work before the trained models exist).
 
 --openvino-compare: on the same model, calibration frames and evaluation set, OpenVINO/NNCF's own
@@ -151,27 +153,34 @@ def openvino_compare(path: Path, frames, eval_ds, method: str, args) -> list[dic
         for n, p in models.items():
             row = {"bundle": b.name, "flow": n, **lat[n], "int8": eov.int8_execution(p, compiled[n]).to_dict()}
             if eval_ds is not None:
-                row["miou"] = acc.DatasetScorer(eval_ds, spec, b.manifest.num_classes, threads=args.threads, runtime="openvino")(p)
+                row["miou"] = acc.DatasetScorer(eval_ds, b.manifest, threads=args.threads, runtime="openvino")(p)
             rows.append(row)
         return rows
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def bench_one(path: Path, args) -> dict:
+def weights_label(made: bool) -> str:
+    """What the row's weights are: models exported by --make are untrained (registry defaults)."""
+    return "untrained (--make)" if made else "trained"
+
+
+def bench_one(path: Path, args, made: bool = False) -> dict:
+    """One bundle: FP32 vs INT8 per target. ``made``: the bundle came from --make (untrained weights,
+    so no accuracy figures)."""
     from edgeseg.bundle import Bundle
     from edgeseg.quant import quantize_bundle
     from edgeseg.quant.calibration import collect_frames, resolve_calibration
 
     b = Bundle.open(path)
     eval_ds = None
-    if args.eval and not args.latency_only:
+    if args.eval and not args.latency_only and not made:
         from edgeseg.data import open_dataset
 
         eval_ds = open_dataset(args.eval, split=args.split)
     recipe = resolve_calibration(args.calib, frames=args.frames, method=args.method)
     frames = collect_frames(recipe, progress=False)
-    row: dict = {"bundle": b.name, "weights": "untrained: latency only" if args.latency_only else "trained"}
+    row: dict = {"bundle": b.name, "weights": weights_label(made), "accuracy": eval_ds is not None}
     if args.openvino_compare:
         row["openvino_compare"] = openvino_compare(path, frames, list(eval_ds) if eval_ds is not None else None, recipe.method, args)
         print_compare(row["openvino_compare"])
@@ -200,7 +209,7 @@ def print_compare(rows: list[dict]) -> None:
               f"(others {r['int8']['other_layers']})", flush=True)
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("bundles", nargs="*", type=Path)
     p.add_argument("--make", default=None, help="comma-separated registry model names to export (untrained)")
@@ -214,22 +223,26 @@ def main(argv=None) -> int:
     p.add_argument("--max-drop", type=float, default=None)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--runs", type=int, default=10)
-    p.add_argument("--latency-only", action="store_true", help="weights are untrained: report latency only")
+    p.add_argument("--latency-only", action="store_true", help="skip the accuracy evaluation: report latency only")
     p.add_argument("--cpu-variants", action="store_true")
     p.add_argument("--openvino-compare", action="store_true", help="NNCF default flow vs edgeseg's openvino target")
     p.add_argument("--rounds", type=int, default=15, help="interleaved latency rounds (--openvino-compare)")
     p.add_argument("--json", default=None)
+    return p
+
+
+def main(argv=None) -> int:
+    p = build_parser()
     args = p.parse_args(argv)
-    paths = list(args.bundles)
-    tmp = None
+    paths = [(path, False) for path in args.bundles]
     if args.make:
         tmp = tempfile.mkdtemp(prefix="edgeseg-bench-")
-        paths += make_bundles(args.make, args.size, Path(tmp))
+        paths += [(path, True) for path in make_bundles(args.make, args.size, Path(tmp))]
     if not paths:
         p.error("give bundles, or --make MODEL[,MODEL...]")
     rows = []
-    for path in paths:
-        row = bench_one(path, args)
+    for path, made in paths:
+        row = bench_one(path, args, made)
         rows.append(row)
         print(json.dumps(row, indent=1, default=float), flush=True)
     if args.json:
