@@ -61,23 +61,20 @@ class GroundTruthSink(Sink):
         self.frames_scored = 0
         self.frames_failed = 0
         self.frames_without_truth = 0
-        self._lut: np.ndarray | None = None
+        self.class_map: Any = None
 
     def _start(self, truth_classes: tuple[str, ...]) -> None:
-        from .eval import SemanticMetric
+        from .eval import SemanticMetric, class_map
 
         self.truth_classes = tuple(truth_classes)
-        k = len(self.truth_classes)
-        index = {n: i for i, n in enumerate(self.truth_classes)}
-        lut = np.full(256, k, np.int64)  # unknown / extra classes -> column k (a miss)
-        for i, n in enumerate(self.model_classes[:256]):
-            lut[i] = index.get(n, k)
-        self._lut = lut
-        self.metric = SemanticMetric(k, boundary=self.boundary, classes=self.truth_classes)
+        self.class_map = class_map(self.model_classes, self.truth_classes)  # by name; unmatched -> a miss
+        self.metric = SemanticMetric(len(self.truth_classes), boundary=self.boundary, classes=self.truth_classes)
 
     @property
     def shared_classes(self) -> tuple[str, ...]:
-        return tuple(n for n in self.model_classes if n in self.truth_classes)
+        if self.class_map is None or self.class_map.by != "name":
+            return ()
+        return tuple(n for n in self.model_classes if n not in self.class_map.unmatched)
 
     def write(self, frame: Frame, result: Any, packet: Packet | None = None) -> None:
         gt = frame.meta.get("labels")
@@ -94,7 +91,7 @@ class GroundTruthSink(Sink):
             if labels.shape != gt.shape:
                 raise InputError(f"result {list(labels.shape)} and ground truth {list(gt.shape)} of frame "
                                  f"{frame.index} of {frame.source_id} differ in size")
-            pred = self._lut[np.minimum(labels, 255)]
+            pred = self.class_map(labels)
         self.metric.update(pred, gt)
         self.frames_scored += 1
 
@@ -245,7 +242,8 @@ def run_demo(opts: DemoOptions = DemoOptions()) -> DemoResult:
     scores = truth.scores()
     notes = ((note,) if note else ()) + hints(opts, video, opts.bundle, scores is not None)
     if scores is not None and not truth.shared_classes:
-        notes += (f"the bundle's classes share no name with the ground truth's ({', '.join(truth.truth_classes)})",)
+        notes += (f"the bundle's classes share no name with the ground truth's ({', '.join(truth.truth_classes)}): "
+                  "scored by class id",)
     result = DemoResult(bundle=bundle.name, bundle_path=str(bundle.root), precision=precision,
                         backend=predictor.backend, source=source, video=video, video_frames=mp4.frames,
                         video_writer=mp4.backend, stats_json=stats_json, stats=stats, accuracy=scores, notes=notes,
