@@ -12,6 +12,7 @@ EXAMPLES = (
     "edgeseg export runs/best.safetensors --out road.edgeseg --argmax-in-graph",
     "edgeseg export pspnet_resnet18 --num-classes 19 --size 512x256 --dynamic-batch --out city.edgeseg --json parity.json",
     "edgeseg export runs/best.safetensors --out small.edgeseg --no-checkpoint   # ONNX only, no torch backend",
+    "edgeseg export pspnet_mobilenetv2 --num-classes 11 --opset 17 --out jp5.edgeseg   # TensorRT 8.5 (JetPack 5)",
 )
 
 
@@ -28,6 +29,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dynamic-batch", action="store_true", help="make the batch axis dynamic")
     p.add_argument("--deform-conv", choices=["onnx", "decomposed"], default="onnx", help="ONNX form of deformable convs")
     p.add_argument("--roi-align", choices=["onnx", "decomposed"], default="onnx", help="ONNX form of RoIAlign")
+    p.add_argument("--opset", type=int, default=19, choices=[17, 18, 19],
+                   help="ONNX opset (default 19; 17 for TensorRT 8.5 / JetPack 5, with --deform-conv decomposed)")
     p.add_argument("--no-checkpoint", dest="checkpoint", action="store_false",
                    help="leave the PyTorch weights (model.safetensors) out of the bundle: smaller, but "
                         "'--backend torch' cannot run it")
@@ -98,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
         model, out, name=args.name or out.name.removesuffix(".edgeseg"), classes=names, input_spec=spec,
         palette=palette, argmax_in_graph=args.argmax_in_graph, dynamic_batch=args.dynamic_batch,
         deform_conv=args.deform_conv, roi_align=args.roi_align, overwrite=args.overwrite, provenance=provenance,
-        include_checkpoint=args.checkpoint,
+        include_checkpoint=args.checkpoint, opset=args.opset,
     )
     parity = bundle.report["parity"]
     rel = parity["max_rel_logit_error"]

@@ -64,8 +64,8 @@ def export_bundle(model: nn.Module, out: str | os.PathLike, *, name: str, classe
                   input_spec: InputSpec, palette=None, argmax_in_graph: bool = False, dynamic_batch: bool = False,
                   deform_conv: str = "onnx", roi_align: str = "onnx", overwrite: bool = False,
                   provenance: dict[str, Any] | None = None, include_checkpoint: bool = True,
-                  model_kwargs: dict[str, Any] | None = None) -> Bundle:
-    """Export ``model`` into a new bundle at ``out``: Conv-BN folded ONNX (opset 19), manifest
+                  model_kwargs: dict[str, Any] | None = None, opset: int = OPSET) -> Bundle:
+    """Export ``model`` into a new bundle at ``out``: Conv-BN folded ONNX (opset 19, or ``opset``), manifest
     (task semantic, classes, palette, input spec, outputs), parity numbers in the report.
 
     ``include_checkpoint``: also store the unfolded weights as ``model.safetensors`` (target
@@ -80,7 +80,8 @@ def export_bundle(model: nn.Module, out: str | os.PathLike, *, name: str, classe
     folded = fold_conv_bn(model)
     with tempfile.TemporaryDirectory(prefix="edgeseg-bundle-") as tmp:
         onnx_path = export_onnx(folded, Path(tmp) / "model.onnx", spec, argmax_in_graph=argmax_in_graph,
-                                dynamic_batch=dynamic_batch, deform_conv=deform_conv, roi_align=roi_align)
+                                dynamic_batch=dynamic_batch, deform_conv=deform_conv, roi_align=roi_align,
+                                opset=opset)
         parity = check_parity(folded, onnx_path, spec, kind=kind, batch=2 if dynamic_batch else 1, source_model=model)
         if parity.failed_badly:
             raise ExportError(
@@ -95,8 +96,8 @@ def export_bundle(model: nn.Module, out: str | os.PathLike, *, name: str, classe
                      **({"palette": [list(c) for c in _palette(palette, len(names))]} if palette is not None else {})}
             checkpoint = write_checkpoint(model, Path(tmp) / CHECKPOINT_FILE, spec, extra=extra, model_kwargs=model_kwargs)
         bundle = Bundle.create(out, _manifest(name, names, spec, kind, palette, model_name, argmax_in_graph,
-                                              deform_conv, roi_align, provenance), overwrite=overwrite)
-        bundle.add_model(ModelFile("model.onnx", "fp32", opset=OPSET), onnx_path)
+                                              deform_conv, roi_align, provenance, opset), overwrite=overwrite)
+        bundle.add_model(ModelFile("model.onnx", "fp32", opset=opset), onnx_path)
         if checkpoint is not None:
             bundle.add_model(ModelFile(CHECKPOINT_FILE, "fp32", target="torch"), Path(tmp) / CHECKPOINT_FILE)
     bundle.update_report("parity", parity.to_dict())
@@ -163,7 +164,8 @@ def write_checkpoint(model: nn.Module, path: Path, spec: InputSpec, *, extra: di
 
 
 def _manifest(name: str, classes: tuple[str, ...], spec: InputSpec, kind: str, palette, model_name: str,
-              argmax: bool, deform_conv: str, roi_align: str, extra: dict[str, Any] | None) -> Manifest:
+              argmax: bool, deform_conv: str, roi_align: str, extra: dict[str, Any] | None,
+              opset: int = OPSET) -> Manifest:
     size = spec.size
     assert size is not None
     batch: int | str = "batch" if spec.dynamic_batch else 1
@@ -172,7 +174,7 @@ def _manifest(name: str, classes: tuple[str, ...], spec: InputSpec, kind: str, p
     else:
         output = OutputSpec("logits", "logits", "float32", (batch, len(classes), size.height, size.width))
     provenance = {
-        "source": "pytorch", "model": model_name, "torch": torch.__version__, "opset": OPSET,
+        "source": "pytorch", "model": model_name, "torch": torch.__version__, "opset": opset,
         "exporter": "torch.onnx.export(dynamo=True)", "conv_bn_folded": True, "argmax_in_graph": argmax,
         "deform_conv": deform_conv, "roi_align": roi_align, **(extra or {}),
     }

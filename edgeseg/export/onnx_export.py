@@ -20,7 +20,8 @@ from ..structures import InputSpec
 from .fold import fold_conv_bn
 from .graph import clean_graph, save_single_file
 
-OPSET = 19
+OPSET = 19  # default: DeformConv needs 19; TensorRT 8.5 (JetPack 5) parses up to 17
+MIN_OPSET = 17
 INPUT_NAME = "images"
 log = logging.getLogger(__name__)
 
@@ -51,10 +52,8 @@ def check_export_spec(spec: InputSpec) -> None:
                           fix="pass InputSpec(size=ImageShape(h, w)) (on the command line: --size WxH)")
 
 
-def _translation_table(model: nn.Module, deform_conv: str, roi_align: str) -> dict | None:
-    """edgeseg.ops' translation table, only when the model uses one of its modules."""
-    if not any(type(m).__module__.startswith("edgeseg.ops") for m in model.modules()):
-        return None
+def _translation_table(deform_conv: str, roi_align: str) -> dict:
+    """edgeseg.ops' translation table (always passed: a model may call the op functions directly)."""
     try:
         from ..ops import onnx_translation_table
     except ImportError as e:  # pragma: no cover - edgeseg.ops ships with the package
@@ -63,12 +62,15 @@ def _translation_table(model: nn.Module, deform_conv: str, roi_align: str) -> di
 
 
 def export_onnx(model: nn.Module, path: str | os.PathLike, input_spec: InputSpec, *, argmax_in_graph: bool = False,
-                dynamic_batch: bool = False, deform_conv: str = "onnx", roi_align: str = "onnx") -> Path:
-    """Fold Conv-BN and export ``model`` to ``path`` (opset 19, input ``images``, output ``logits``
-    float ``[N, C, H, W]`` or, with ``argmax_in_graph``, ``labels`` uint8 ``[N, H, W]``)."""
+                dynamic_batch: bool = False, deform_conv: str = "onnx", roi_align: str = "onnx",
+                opset: int = OPSET) -> Path:
+    """Fold Conv-BN and export ``model`` to ``path`` (opset 19 unless ``opset`` says otherwise, input
+    ``images``, output ``logits`` float ``[N, C, H, W]`` or, with ``argmax_in_graph``, ``labels``
+    uint8 ``[N, H, W]``)."""
     import onnx
 
     check_export_spec(input_spec)
+    check_opset(opset)
     num_classes = getattr(model, "num_classes", None)
     if argmax_in_graph and num_classes is not None and num_classes > 256:
         raise ExportError(f"in-graph argmax writes uint8 labels; the model has {num_classes} classes", fix="export logits")
@@ -77,14 +79,14 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, input_spec: InputSpec
     size = input_spec.size
     example = torch.zeros(2 if dynamic_batch else 1, 3, size.height, size.width)
     dynamic = ({0: torch.export.Dim("batch", min=1, max=1024)},) if dynamic_batch else None
-    table = _translation_table(model, deform_conv, roi_align)
+    table = _translation_table(deform_conv, roi_align)
     with tempfile.TemporaryDirectory(prefix="edgeseg-export-") as tmp:
         raw = Path(tmp) / "raw.onnx"
         progress = io.StringIO()
         try:
             with torch.no_grad(), contextlib.redirect_stdout(progress), _quiet_exporter_logs():
                 torch.onnx.export(
-                    head, (example,), str(raw), dynamo=True, opset_version=OPSET, input_names=[INPUT_NAME],
+                    head, (example,), str(raw), dynamo=True, opset_version=opset, input_names=[INPUT_NAME],
                     output_names=[output_name(argmax_in_graph)], dynamic_shapes=dynamic,
                     custom_translation_table=table, optimize=True, verbose=False, report=False,
                 )
@@ -97,8 +99,29 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, input_spec: InputSpec
             log.debug("torch.onnx.export:\n%s", progress.getvalue())
         graph = onnx.load(str(raw), load_external_data=True)
     graph = clean_graph(graph)
+    if opset < 19:
+        _strip_opset19_attributes(graph)
+    if opset < 19 and any(n.op_type == "DeformConv" for n in graph.graph.node):
+        raise ExportError(f"the model has a deformable convolution; ONNX DeformConv needs opset 19, not {opset}",
+                          fix="export with --deform-conv decomposed (GridSample + Conv), which runs at opset 17")
     _describe(graph, model)
     return save_single_file(graph, Path(path))
+
+
+def _strip_opset19_attributes(model) -> None:
+    """Cast's ``saturate`` (opset 19) only affects float8 targets; the custom-op translations write it,
+    and the version converter leaves it behind, which opset-17 runtimes reject."""
+    for node in model.graph.node:
+        if node.op_type == "Cast":
+            keep = [a for a in node.attribute if a.name != "saturate"]
+            del node.attribute[:]
+            node.attribute.extend(keep)
+
+
+def check_opset(opset: int) -> None:
+    if not MIN_OPSET <= opset <= OPSET:
+        raise ExportError(f"opset {opset} is not supported for export (edgeseg exports opset {MIN_OPSET} to {OPSET})",
+                          fix=f"use --opset {OPSET} (default), or {MIN_OPSET} for TensorRT 8.5 / JetPack 5")
 
 
 @contextlib.contextmanager
