@@ -1,0 +1,56 @@
+"""The bundles shipped in ``edgeseg/zoo``: they verify, stay small, and reproduce the accuracy their
+reports record (FP32 and every INT8 target) on the data available here."""
+from __future__ import annotations
+
+import pytest
+
+import edgeseg
+from edgeseg.bundle import Bundle
+from edgeseg.data import open_dataset
+from edgeseg.eval import class_map, evaluate
+from edgeseg.paths import data_root, shipped_bundle_names
+from edgeseg.structures import SemanticResult
+
+NAMES = shipped_bundle_names()
+MAX_BYTES = 10 * 1024 * 1024
+
+
+def _dataset(spec: str, split: str):
+    kind = spec.split(":", 1)[0]
+    if kind == "camvid":  # recorded with the trainer's absolute path: use this machine's data folder
+        if data_root() is None:
+            pytest.skip("CamVid not found: set EDGESEG_DATA or place it at ../shared/data")
+        spec = "camvid:"
+    return open_dataset(spec, split=split)
+
+
+def _score(bundle: Bundle, dataset, **load) -> float:
+    predictor = edgeseg.load(bundle, backend="onnxruntime", **load)
+    cmap = class_map(predictor.classes, dataset.classes)
+    with predictor:
+        scores = evaluate(lambda rgb: SemanticResult(cmap(predictor(rgb).labels)), dataset, progress=False,
+                          boundary=False)
+    return 100.0 * scores.miou
+
+
+def test_shipped_bundles_exist():
+    assert "shapes" in NAMES, "edgeseg/zoo/shapes.edgeseg is missing: python tools/train_default.py shapes"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_shipped_bundle_verifies_and_is_small(name):
+    b = Bundle.open(name)  # verifies every sha256
+    size = sum((b.root / rel).stat().st_size for rel in b.manifest.files)
+    assert size < MAX_BYTES, f"{name}: {size / 1e6:.1f} MB"
+    assert {(m.precision, m.target) for m in b.manifest.models} >= {("fp32", None), ("int8", "cpu"), ("int8", "tensorrt")}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_shipped_bundle_reproduces_its_report(name):
+    b = Bundle.open(name)
+    acc = b.report["accuracy"]["fp32"]
+    data = _dataset(acc["data"], acc["split"])
+    assert _score(b, data) == pytest.approx(100 * acc["miou"], abs=0.05)
+    for target, rec in b.report["int8"].items():
+        assert rec["met_budget"] and rec["int8"] >= rec["fp32"] - rec["max_drop"]
+        assert _score(b, data, precision="int8", target=target) == pytest.approx(rec["int8"], abs=0.05), target
