@@ -32,36 +32,36 @@ def backends_of(values: list[str] | None) -> list[str]:
 
 def stats(times_s: list[float]) -> dict[str, float]:
     """Median, p90 (linear interpolation) and mean in ms, and throughput (images/s from the median)."""
-    import numpy as np
+    from .._timing import Latency
 
-    t = np.asarray(times_s, np.float64) * 1e3
-    med = float(np.median(t))
-    return {"median_ms": med, "p90_ms": float(np.percentile(t, 90)), "mean_ms": float(t.mean()),
-            "min_ms": float(t.min()), "fps": 1e3 / med if med > 0 else float("inf")}
+    return row_of(Latency.of(times_s))
+
+
+def row_of(lat) -> dict[str, float]:
+    """A :class:`edgeseg._timing.Latency` as this command's table columns."""
+    return {"median_ms": lat.p50_ms, "p90_ms": lat.p90_ms, "mean_ms": lat.mean_ms, "min_ms": lat.min_ms, "fps": lat.fps}
 
 
 def bench_one(bundle, backend: str, args: argparse.Namespace, image) -> dict:
-    import time
-
+    from .._timing import Latency, time_runs
     from ..predictor import load
 
     predictor = load(bundle, backend=backend, precision=args.precision, target=args.target,
                      device=args.device, threads=args.threads)
-    with predictor:
+    model: list[float] = []  # the runner's own inference time of every call, warm-up included
+
+    def once():
         feed, meta = predictor.preprocess(image)
-        for _ in range(args.warmup):
-            predictor(image)
-        model, e2e = [], []
-        for _ in range(args.runs):
-            t0 = time.perf_counter()
-            feed, meta = predictor.preprocess(image)
-            outputs = predictor.runner.infer(feed)
-            predictor.postprocess(outputs, meta)
-            e2e.append(time.perf_counter() - t0)
-            model.append(predictor.runner.last_latency_s)
+        outputs = predictor.runner.infer(feed)
+        predictor.postprocess(outputs, meta)
+        model.append(predictor.runner.last_latency_s)
+
+    with predictor:
+        feed, _ = predictor.preprocess(image)
+        e2e = time_runs(once, args.runs, args.warmup)
     row = {"backend": predictor.backend, "precision": args.precision, "input": "x".join(map(str, next(iter(feed.values())).shape))}
-    row.update(stats(model))
-    row["e2e_median_ms"] = stats(e2e)["median_ms"]
+    row.update(row_of(Latency.of(model[args.warmup:])))
+    row["e2e_median_ms"] = e2e.p50_ms
     return row
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import tempfile
 from collections.abc import Sequence
 from dataclasses import replace
@@ -26,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._ort import ir_version_limit, make_session
 from ..bundle import Bundle, Manifest, ModelFile, OutputSpec
 from ..errors import ExportError, InputError, UnsupportedError
 from ..structures import ImageShape, InputSpec
@@ -122,39 +122,18 @@ def _reconcile_spec(model, spec: InputSpec, path: Path) -> tuple[InputSpec, str]
 
 
 def _session_for(model, path: Path):
-    """An ORT session for ``model``; a model saved by a newer onnx package whose IR version this
-    ONNX Runtime does not know is retried at the highest IR version it reads (the opset decides
-    which ops exist, the IR version only the file format)."""
+    """An ORT session for ``model`` (:func:`edgeseg._ort.make_session`, CPU); a model saved by a newer
+    onnx package whose IR version this ONNX Runtime does not know is retried at the highest IR version
+    it reads (the opset decides which ops exist, the IR version only the file format)."""
     try:
-        return _ort_session(model.SerializeToString(), path)
+        return make_session(model.SerializeToString(), name=str(path))
     except UnsupportedError as e:
-        m = re.search(r"IR version: (\d+), max supported IR version: (\d+)", str(e))
-        if not m:
+        limit = ir_version_limit(e)
+        if limit is None:
             raise
-        log.info("%s: IR version %s lowered to %s for this ONNX Runtime", path, m.group(1), m.group(2))
-        model.ir_version = int(m.group(2))
-        return _ort_session(model.SerializeToString(), path)
-
-
-def _ort_session(data: bytes, path: Path):
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    threads = int(os.environ.get("OMP_NUM_THREADS", "0") or 0)
-    opts.intra_op_num_threads = max(0, threads)
-    try:
-        return ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
-    except Exception as e:  # ORT raises Fail / NotImplemented / InvalidGraph with text only
-        msg = str(e)
-        m = re.search(r"implementation for (\w+)\(", msg) or re.search(r"([\w.:]+)\(-?\d*\) is not a registered", msg) \
-            or re.search(r"op_type=(\w+)", msg) or re.search(r"[Oo]p type[^\w]+(\w+)", msg)
-        op = m.group(1) if m else None
-        what = f"op {op!r}" if op else "this graph"
-        detail = " ".join(msg.split())
-        detail = detail.split(") ", 1)[-1] if "onnxruntime::" in detail else detail
-        raise UnsupportedError(f"{path}: ONNX Runtime {ort.__version__} cannot load {what}: {detail[:400]}",
-                               fix="re-export the model without that op (or with standard ONNX ops only)") from None
+        log.info("%s: IR version %s lowered to %s for this ONNX Runtime", path, *limit)
+        model.ir_version = limit[1]
+        return make_session(model.SerializeToString(), name=str(path))
 
 
 def _detect_output(y: np.ndarray, name: str, num_classes: int, path: Path) -> tuple[str, list[tuple[str, dict]]]:

@@ -14,12 +14,12 @@ Conv-BN-folded copy — and, when given, the original (unfolded) model too:
 """
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
+from .._ort import make_session
 from ..errors import ExportError
 from ..structures import ImageShape, InputSpec
 
@@ -73,13 +73,8 @@ def smooth_random_images(size: ImageShape, count: int = 2, seed: int = 0) -> lis
 
 
 def ort_session(path: Path):
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    threads = int(os.environ.get("OMP_NUM_THREADS", "0") or 0)
-    opts.intra_op_num_threads = max(0, threads)
-    opts.log_severity_level = 3
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    """A CPU ONNX Runtime session for the exported file (:func:`edgeseg._ort.make_session`)."""
+    return make_session(path)
 
 
 def _torch_logits(model, x: np.ndarray) -> np.ndarray:

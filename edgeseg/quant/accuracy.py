@@ -37,19 +37,16 @@ class Scorer(Protocol):
 
 
 def make_session(model_path: str | Path, threads: int = 0, runtime: str = "onnxruntime"):
-    """An inference session on ``runtime``: ``onnxruntime`` (CPU) or ``openvino`` (CPU plugin, same
-    ``get_inputs``/``get_outputs``/``run`` slice: :class:`edgeseg.quant.openvino.OpenVinoSession`)."""
+    """An inference session on ``runtime``: ``onnxruntime`` (CPU, :func:`edgeseg._ort.make_session`
+    and its thread rule) or ``openvino`` (CPU plugin, same ``get_inputs``/``get_outputs``/``run``
+    slice: :class:`edgeseg.quant.openvino.OpenVinoSession`)."""
     if runtime == "openvino":
         from .openvino import OpenVinoSession
 
         return OpenVinoSession(model_path, threads)
-    import onnxruntime as ort
+    from .._ort import make_session as ort_session
 
-    so = ort.SessionOptions()
-    if threads:
-        so.intra_op_num_threads = threads
-    so.log_severity_level = 3
-    return ort.InferenceSession(str(model_path), so, providers=["CPUExecutionProvider"])
+    return ort_session(model_path, threads=threads)
 
 
 class _Decoded:
@@ -220,15 +217,8 @@ def plot_curve(curve: Sequence[tuple[int, float]], fp32_score: float, max_drop: 
 
 
 def measure_latency_ms(model_path: str | Path, feed: dict[str, np.ndarray], threads: int = 0, runs: int = 20, warmup: int = 3) -> float:
-    """Median wall time of one ONNX Runtime CPU inference, in milliseconds."""
-    import time
+    """Median wall time of one ONNX Runtime CPU inference, in milliseconds (:func:`edgeseg._timing.time_runs`)."""
+    from .._timing import time_runs
 
     sess = make_session(model_path, threads)
-    for _ in range(warmup):
-        sess.run(None, feed)
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        sess.run(None, feed)
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times) * 1000.0)
+    return time_runs(lambda: sess.run(None, feed), runs, warmup).p50_ms

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import os
 import re
-import tomllib
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from .._recipes import expand_path, expand_vars, load_toml_recipe
 from .._registry import Registry
 from ..errors import DataError, InputError
 from ..structures import InputSpec
@@ -35,8 +35,9 @@ class CalibrationRecipe:
     """Which frames to calibrate on and how to turn them into ranges.
 
     source:    a folder of images, a video file, or a dataset spec (``camvid:ROOT``, ``synthetic:64``).
-               Relative paths are resolved against ``base_dir`` (the recipe's folder), and
-               ``${EDGESEG_DATA}`` expands to the real-data folder.
+               Paths follow the recipe rules of :mod:`edgeseg._recipes` (the same as stream
+               recipes): relative to ``base_dir`` (the recipe's folder), ``$VAR`` and ``~``
+               expanded, ``${EDGESEG_DATA}`` defaulting to the real-data folder.
     split:     dataset split for dataset specs.
     frames:    how many frames to use (at most).
     sampling:  ``uniform`` (evenly spread over the source), ``scene`` (video: frames after the
@@ -73,30 +74,19 @@ class CalibrationRecipe:
             raise InputError(f"calibration percentile must be in (0, 100], got {self.percentile}")
 
     def resolved_source(self) -> str:
-        """The source with ``${EDGESEG_DATA}`` expanded and relative paths made absolute."""
-        src = self.source
-        if "${EDGESEG_DATA}" in src:
-            from ..paths import data_root
-
-            root = data_root()
-            if root is None:
-                raise DataError(
-                    f"calibration recipe {self.name!r} needs the real-data folder (${{EDGESEG_DATA}})",
-                    fix="set EDGESEG_DATA or place the data at ../shared/data",
-                )
-            src = src.replace("${EDGESEG_DATA}", str(root))
-        kind, sep, rest = src.partition(":")
+        """The source with the recipe path rules of :mod:`edgeseg._recipes` applied: ``$VAR`` /
+        ``${EDGESEG_DATA}`` and ``~`` expanded, a relative path made absolute against ``base_dir`` (the
+        recipe's folder; a source given without a recipe stays relative to the working directory). In a
+        dataset spec ``kind:PATH[,options]`` the path is resolved; ``synthetic:64`` is left as it is."""
+        where = self.name or None
+        base = self.base_dir or None
+        kind, sep, rest = self.source.partition(":")
         if sep and kind.isidentifier() and len(kind) > 1:
-            return f"{kind}:{self._abs(rest)}" if rest and not rest[0].isdigit() else src
-        return self._abs(src)
-
-    def _abs(self, path: str) -> str:
-        first, sep, tail = path.partition(",")
-        p = Path(os.path.expanduser(first))
-        if not p.is_absolute() and self.base_dir:
-            cand = Path(self.base_dir) / p
-            p = cand if cand.exists() or not p.exists() else p
-        return str(p) + (sep + tail if sep else "")
+            if not rest or rest[0].isdigit():
+                return expand_vars(self.source, where)
+            first, comma, tail = rest.partition(",")
+            return f"{kind}:{expand_path(first, base, where=where)}{comma}{expand_vars(tail, where)}"
+        return expand_path(self.source, base, where=where)
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -105,12 +95,8 @@ class CalibrationRecipe:
 def load_recipe(path: str | os.PathLike) -> CalibrationRecipe:
     """Parse a ``calibration/*.toml`` recipe (a ``[calibration]`` table, or the keys at the top)."""
     p = Path(path)
-    try:
-        data = tomllib.loads(p.read_text())
-    except FileNotFoundError:
-        raise DataError(f"calibration recipe not found: {p}", fix="see calibration/README.md for the recipes") from None
-    except tomllib.TOMLDecodeError as e:
-        raise DataError(f"{p}: not valid TOML ({e})") from None
+    data, base_dir = load_toml_recipe(p, kind="calibration recipe", error=DataError,
+                                      fix="see calibration/README.md for the recipes")
     table = data.get("calibration", data)
     known = {f.name for f in fields(CalibrationRecipe)} - {"base_dir", "name"}
     unknown = sorted(set(table) - known - {"description"})
@@ -120,7 +106,7 @@ def load_recipe(path: str | os.PathLike) -> CalibrationRecipe:
         raise DataError(f"{p}: missing key 'source'", fix="e.g. source = \"camvid:${EDGESEG_DATA}/camvid\"")
     kw = {k: v for k, v in table.items() if k in known}
     try:
-        return CalibrationRecipe(**kw, name=p.stem, base_dir=str(p.resolve().parent))
+        return CalibrationRecipe(**kw, name=p.stem, base_dir=str(base_dir))
     except TypeError as e:
         raise DataError(f"{p}: {e}") from None
 

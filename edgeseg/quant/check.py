@@ -20,7 +20,8 @@ from typing import Callable
 import numpy as np
 
 from .._registry import Registry
-from ..errors import UnsupportedError
+from .._ort import make_session
+from ..errors import EdgesegError, UnsupportedError
 from . import trt_ops
 
 LEVELS = ("error", "warning", "info")
@@ -222,12 +223,11 @@ def _shape_findings(model, target: str) -> list[Finding]:
 def _check_onnxruntime(model, path: str) -> list[Finding]:
     import onnxruntime as ort
 
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     try:
-        ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
-    except Exception as e:
-        return [Finding("error", "load", f"ONNX Runtime {ort.__version__} cannot load the model: {str(e).splitlines()[0]}",
+        make_session(path, optimization="disabled")
+    except EdgesegError as e:  # ORT's own message (the chained cause) says best which op and opset
+        first = str(e.__cause__ or e).splitlines()[0]
+        return [Finding("error", "load", f"ONNX Runtime {ort.__version__} cannot load the model: {first}",
                         fix="check the op and opset named above")]
     return [Finding("info", "load", f"ONNX Runtime {ort.__version__} loads the model on CPU")]
 

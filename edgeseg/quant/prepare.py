@@ -26,7 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import QuantizationError
+from .._ort import make_session
+from ..errors import EdgesegError, QuantizationError
 
 MIN_QDQ_OPSET = 13
 
@@ -170,19 +171,14 @@ def _drop_unused_initializers(model) -> None:
 def ort_basic_optimize(model):
     """ONNX Runtime's basic-level graph optimisations applied offline (result is standard ONNX)."""
     import onnx
-    import onnxruntime as ort
 
     with tempfile.TemporaryDirectory(prefix="edgeseg-prep-") as tmp:
         src, out = Path(tmp) / "in.onnx", Path(tmp) / "out.onnx"
         onnx.save(model, str(src))
-        so = ort.SessionOptions()
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-        so.optimized_model_filepath = str(out)
-        so.intra_op_num_threads = 1
         try:
-            ort.InferenceSession(str(src), so, providers=["CPUExecutionProvider"])
-        except Exception as e:
-            raise QuantizationError(f"ONNX Runtime cannot load the model to optimise it for INT8: {e}",
+            make_session(src, threads=1, optimization="basic", optimized_model_path=out)
+        except EdgesegError as e:
+            raise QuantizationError(f"ONNX Runtime cannot load the model to optimise it for INT8: {e.__cause__ or e}",
                                     fix="check the model with 'edgeseg check BUNDLE --target onnxruntime'") from None
         return onnx.load(str(out))
 

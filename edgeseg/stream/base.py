@@ -17,7 +17,7 @@ import collections
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 from .._registry import Registry
 from ..errors import StreamError
@@ -56,10 +56,26 @@ class Source(abc.ABC):
     uri: str = ""
 
     def __init__(self) -> None:
-        self.dropped = 0
-        self.reconnect_gaps_s: list[float] = []
+        self._buf: FrameBuffer | None = None  # the hand-over buffer of a threaded source (counts drops)
+        self._reconnect_gaps: list[float] = []  # appended by sources that reconnect
         self.expected_frames: int | None = None  # for progress bars (files), None when unknown
         self.fps: float | None = None  # nominal frame rate when known
+
+    @property
+    def parts(self) -> Sequence["Source"]:
+        """The sources this one merges (a multiplexer); none for a plain source."""
+        return ()
+
+    @property
+    def dropped(self) -> int:
+        """Frames dropped under back-pressure: this source's :class:`FrameBuffer` count plus its parts'."""
+        buf = getattr(self, "_buf", None)
+        return (buf.dropped if buf is not None else 0) + sum(s.dropped for s in self.parts)
+
+    @property
+    def reconnect_gaps_s(self) -> list[float]:
+        """Seconds without frames around each reconnection, this source's and then its parts'."""
+        return list(getattr(self, "_reconnect_gaps", ())) + [g for s in self.parts for g in s.reconnect_gaps_s]
 
     def open(self) -> "Source":
         return self

@@ -1,7 +1,8 @@
 """Stream metrics: per-stage and end-to-end latency percentiles, throughput, drops, errors, reconnects.
 
 Latencies are kept in a bounded ring per stage (the last ``window`` samples), so memory stays flat on
-endless camera streams; totals (frames, errors, drops) are exact counters.
+endless camera streams; totals (frames, errors, drops) are exact counters. Percentiles are computed by
+:class:`edgeseg._timing.Latency` (re-exported here), the one implementation the benchmarks use too.
 """
 from __future__ import annotations
 
@@ -12,26 +13,9 @@ from typing import Any
 
 import numpy as np
 
+from .._timing import Latency
 
-@dataclass(frozen=True)
-class Latency:
-    """Latency percentiles in milliseconds over ``count`` samples."""
-
-    count: int
-    mean_ms: float
-    p50_ms: float
-    p95_ms: float
-    p99_ms: float
-    max_ms: float
-
-    @classmethod
-    def of(cls, seconds: np.ndarray) -> "Latency":
-        if len(seconds) == 0:
-            nan = float("nan")
-            return cls(0, nan, nan, nan, nan, nan)
-        ms = np.asarray(seconds, np.float64) * 1e3
-        p50, p95, p99 = np.percentile(ms, [50, 95, 99])
-        return cls(len(ms), float(ms.mean()), float(p50), float(p95), float(p99), float(ms.max()))
+__all__ = ["Latency", "Recorder", "Stats"]  # Latency lives in edgeseg._timing, shared with the benchmarks
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,9 @@
 """Stream recipes (``pipelines/*.toml``) -> :class:`~edgeseg.stream.api.StreamOptions`.
 
-Paths in a recipe do not depend on the directory ``edgeseg run`` is started from:
-
-* ``${VAR}`` / ``$VAR`` are expanded from the environment; ``${EDGESEG_DATA}`` falls back to the
-  data folder :func:`edgeseg.paths.data_root` finds (``../shared/data`` next to the checkout);
-  ``~`` is the home directory;
-* a relative path is relative to **the recipe file's directory**.
+Paths in a recipe do not depend on the directory ``edgeseg run`` is started from. The rules are
+:mod:`edgeseg._recipes`' (shared with the calibration recipes): ``${VAR}``/``$VAR`` and ``~``
+expanded (``${EDGESEG_DATA}`` falls back to :func:`edgeseg.paths.data_root`), a relative path is
+relative to **the recipe file's directory**.
 
 That applies to the source (or each of a list of sources: a plain path or a ``file://`` URI; network URIs and launch strings only
 get variables expanded), a bundle given as a path (a bare name such as ``road`` stays a shipped
@@ -14,10 +12,10 @@ bundle name unless such a file sits next to the recipe), and the output files.
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Any
 
+from .. import _recipes
 from ..errors import InputError
 
 # recipe section -> {key in the recipe: StreamOptions field}
@@ -33,43 +31,21 @@ RECIPE_KEYS: dict[str, dict[str, str]] = {
 }
 #: StreamOptions fields holding file paths (resolved against the recipe's directory)
 PATH_FIELDS = ("sink", "json_out", "png_dir", "stats_json")
-_VAR = re.compile(r"\$\{(\w+)\}|\$(\w+)")
-
-
-def expand_vars(text: str, recipe: Path) -> str:
-    """``${VAR}``/``$VAR`` from the environment (``EDGESEG_DATA`` defaults to the data folder found)."""
-
-    def sub(m: re.Match) -> str:
-        name = m.group(1) or m.group(2)
-        value = os.environ.get(name)
-        if value is None and name == "EDGESEG_DATA":
-            from ..paths import data_root
-
-            root = data_root()
-            value = None if root is None else str(root)
-        if value is None:
-            raise InputError(f"{recipe}: ${{{name}}} is not set (in {text!r})",
-                             fix=f"export {name}=... before running the recipe" +
-                                 (" (the folder of the shared data; see DEVELOPERS.md)" if name == "EDGESEG_DATA" else ""))
-        return value
-
-    return _VAR.sub(sub, text)
 
 
 def resolve_path(text: str, recipe: Path) -> str:
     """Expand variables and ``~``; a relative path becomes relative to the recipe's directory."""
-    p = Path(expand_vars(text, recipe)).expanduser()
-    return str(p if p.is_absolute() else (recipe.parent / p))
+    return _recipes.expand_path(text, recipe.parent, where=recipe)
 
 
 def resolve_source(text: str, recipe: Path) -> str:
     if "!" in text:  # a GStreamer launch string: variables only
-        return expand_vars(text, recipe)
+        return _recipes.expand_vars(text, recipe)
     if "://" not in text:
         return resolve_path(text, recipe)
     scheme, rest = text.split("://", 1)
     if scheme.lower() != "file":
-        return expand_vars(text, recipe)
+        return _recipes.expand_vars(text, recipe)
     path, sep, query = rest.partition("?")
     return f"file://{resolve_path(path, recipe)}{sep}{query}"
 
@@ -85,17 +61,10 @@ def resolve_bundle(text: str, recipe: Path) -> str:
 
 def load_recipe(path: str | Path) -> Any:
     """A TOML recipe -> :class:`~edgeseg.stream.api.StreamOptions`, paths resolved (module doc)."""
-    import tomllib
-
     from .api import StreamOptions
 
     p = Path(path)
-    try:
-        data = tomllib.loads(p.read_text())
-    except FileNotFoundError:
-        raise InputError(f"pipeline recipe {p} does not exist", fix="see pipelines/ for examples") from None
-    except tomllib.TOMLDecodeError as e:
-        raise InputError(f"pipeline recipe {p} is not valid TOML: {e}") from None
+    data, _ = _recipes.load_toml_recipe(p, kind="pipeline recipe", fix="see pipelines/ for examples")
     values: dict[str, Any] = {}
     for section, table in data.items():
         keys = RECIPE_KEYS.get(section)

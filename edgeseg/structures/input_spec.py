@@ -141,19 +141,24 @@ class InputSpec:
         else:
             content, top, left = net, 0, 0
             resized = image if net == original else cv2.resize(image, net.wh, interpolation=cv2.INTER_LINEAR)
-        if self.color == "BGR":
-            resized = resized[..., ::-1]
         if self.dtype == "uint8":
-            x = np.ascontiguousarray(resized)
+            x = np.ascontiguousarray(resized[..., ::-1] if self.color == "BGR" else resized)
         else:
-            mul, add = self._affine()
-            x = resized.astype(np.float32) * mul + add
+            x = self.normalize(resized)
             if self.dtype == "float16":
                 x = x.astype(np.float16)
         if self.layout == "NCHW":
             x = x.transpose(2, 0, 1)
         x = np.ascontiguousarray(x[None])
         return x, PreprocessMeta(original, net, content, top, left)
+
+    def normalize(self, image: np.ndarray) -> np.ndarray:
+        """RGB ``uint8 [H, W, 3]`` -> ``float32 [H, W, 3]`` in the spec's colour order, each channel
+        ``(pixel * scale - mean) / std``: the pixel step of :meth:`preprocess` without resizing, layout
+        or batch axis (the trainer feeds its augmented crops through it)."""
+        x = image[..., ::-1] if self.color == "BGR" else image
+        mul, add = self._affine()
+        return x.astype(np.float32) * mul + add
 
     def _affine(self) -> tuple[np.ndarray, np.ndarray]:
         """``(mul, add)`` float32 ``[3]`` with ``x * mul + add == (x * scale - mean) / std``; cached per

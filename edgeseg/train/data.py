@@ -1,28 +1,20 @@
 """Feeding datasets (sequences of :class:`edgeseg.data.Sample`) to the training loop.
 
 :class:`TrainSet` augments (seeded by ``(seed, epoch, index)``) and normalises with the model's
-:class:`~edgeseg.structures.InputSpec` mean/std/scale, so training sees the tensor every runtime
-will feed. :class:`EvalSet` resizes the image to the network size and keeps the labels at their
-original size (metrics are computed at the labels' resolution).
+:meth:`InputSpec.normalize <edgeseg.structures.InputSpec.normalize>` (colour order, mean/std/scale), the
+pixel step of :meth:`InputSpec.preprocess`, so training sees the tensor every runtime will feed.
+:class:`EvalSet` runs ``preprocess`` itself (resized to the network size) and keeps the labels at
+their original size (metrics are computed at the labels' resolution).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Sequence
 
 import numpy as np
 
 from ..structures import ImageShape, InputSpec
 from .augment import AugmentConfig, augment
-
-
-def normalise(image: np.ndarray, spec: InputSpec) -> np.ndarray:
-    """RGB ``uint8 [H, W, 3]`` -> ``float32 [3, H, W]`` with the spec's ``(x * scale - mean) / std``."""
-    x = image[..., ::-1] if spec.color == "BGR" else image
-    mul = np.float32(spec.scale) / np.asarray(spec.std, np.float32)
-    add = -np.asarray(spec.mean, np.float32) / np.asarray(spec.std, np.float32)
-    x = x.astype(np.float32) * mul + add
-    return np.ascontiguousarray(x.transpose(2, 0, 1))
 
 
 class TrainSet:
@@ -42,26 +34,28 @@ class TrainSet:
         sample = self.dataset[i]
         rng = np.random.default_rng([self.seed, self.epoch, int(i)])
         image, labels = augment(sample.image, sample.labels, self.cfg, rng)
-        return normalise(image, self.spec), labels.astype(np.int64)
+        return np.ascontiguousarray(self.spec.normalize(image).transpose(2, 0, 1)), labels.astype(np.int64)
 
 
 class EvalSet:
-    """Evaluation samples as ``(float32 [3, H', W'] at the network size, uint8 [H, W] original labels)``."""
+    """Evaluation samples as ``(float32 [3, H', W'] at the network size, uint8 [H, W] original labels)``.
+
+    Images go through :meth:`InputSpec.preprocess`, the runtime's own path, with the spec as the model
+    under training takes it: float32 NCHW, stretched to ``size`` (``None``: each image at its own size).
+    """
 
     def __init__(self, dataset: Sequence, size: ImageShape | None, spec: InputSpec):
-        self.dataset, self.size, self.spec = dataset, size, spec
+        self.dataset, self.size = dataset, size
+        self.spec = replace(spec, layout="NCHW", dtype="float32", resize="resize", size=size,
+                            size_rule="any" if size is None else "fixed")
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def __getitem__(self, i: int):
-        import cv2
-
         sample = self.dataset[i]
-        image = sample.image
-        if self.size is not None and ImageShape.of(image) != self.size:
-            image = cv2.resize(image, self.size.wh, interpolation=cv2.INTER_LINEAR)
-        return normalise(image, self.spec), sample.labels
+        x, _ = self.spec.preprocess(sample.image)
+        return x[0], sample.labels
 
 
 def collate_train(batch: list[tuple[np.ndarray, np.ndarray]]):

@@ -41,15 +41,20 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def time_runner(runner, feed, runs: int, warmup: int) -> tuple[dict, np.ndarray]:
+    """Median and p90 of the runner's own inference time (``last_latency_s``) over ``runs`` calls."""
+    from edgeseg._timing import Latency, time_runs
+
+    out: dict[str, np.ndarray] = {}
+    model: list[float] = []
+
+    def once() -> None:
+        out.update(runner.infer(feed))
+        model.append(runner.last_latency_s)
+
     with runner:
-        for _ in range(warmup):
-            runner.infer(feed)
-        times = []
-        for _ in range(runs):
-            out = runner.infer(feed)
-            times.append(runner.last_latency_s * 1e3)
-    t = np.asarray(times)
-    return {"median_ms": float(np.median(t)), "p90_ms": float(np.percentile(t, 90))}, out["logits"]
+        time_runs(once, runs, warmup)
+    lat = Latency.of(model[warmup:])
+    return {"median_ms": lat.p50_ms, "p90_ms": lat.p90_ms}, out["logits"]
 
 
 def bench_model(name: str, args, spec: InputSpec, feed: dict, tmp: Path) -> dict:

@@ -27,11 +27,12 @@ import argparse
 import json
 import sys
 import tempfile
-import time
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+
+from edgeseg._timing import time_runs
 
 CPU_VARIANTS = {
     "u8s8": {},
@@ -63,14 +64,7 @@ def openvino_latency(model: Path, feed: dict, threads: int, runs: int) -> float 
     compiled = core.compile_model(str(model), "CPU", cfg)
     req = compiled.create_infer_request()
     x = next(iter(feed.values()))
-    for _ in range(3):
-        req.infer([x])
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        req.infer([x])
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times) * 1000)
+    return time_runs(lambda: req.infer([x]), runs, 3).p50_ms
 
 
 def cpu_variants(bundle, frames, threads: int, runs: int) -> list[dict]:
@@ -108,17 +102,11 @@ def interleaved_latency(compiled: dict, feed: dict, rounds: int, iters: int) -> 
     taking turns each round so that load from other processes hits them alike."""
     reqs = {n: c.create_infer_request() for n, c in compiled.items()}
     for r in reqs.values():
-        for _ in range(3):
-            r.infer(feed)
+        time_runs(lambda r=r: r.infer(feed), 0, 3)  # warm-up only
     meds: dict[str, list[float]] = {n: [] for n in reqs}
     for _ in range(rounds):
         for n, r in reqs.items():
-            t = []
-            for _ in range(iters):
-                t0 = time.perf_counter()
-                r.infer(feed)
-                t.append(time.perf_counter() - t0)
-            meds[n].append(float(np.median(t) * 1000))
+            meds[n].append(time_runs(lambda r=r: r.infer(feed), iters).p50_ms)
     return {n: {"min_ms": float(np.min(v)), "median_ms": float(np.median(v))} for n, v in meds.items()}
 
 

@@ -15,10 +15,8 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
 import sys
 import tempfile
-import time
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -84,13 +82,10 @@ def roi_inputs(shape: RoiShape, device="cpu", dtype=None, seed=0):
 
 
 def _median_ms(fn, repeat: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
+    """Median of ``repeat`` timed calls after one warm-up (:func:`edgeseg._timing.time_runs`)."""
+    from edgeseg._timing import time_runs
+
+    return time_runs(fn, repeat, 1).p50_ms
 
 
 def _export(module, args, path: Path, dynamic_shapes=None, **forms) -> None:
@@ -105,11 +100,9 @@ def _export(module, args, path: Path, dynamic_shapes=None, **forms) -> None:
 
 
 def _ort_runner(path: Path, arrays, threads: int):
-    import onnxruntime as ort
+    from edgeseg._ort import make_session
 
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    sess = make_session(path, threads=threads)
     feeds = {i.name: a for i, a in zip(sess.get_inputs(), arrays)}
     return lambda: sess.run(None, feeds)[0]
 

@@ -21,7 +21,6 @@ import argparse
 import platform
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -92,18 +91,11 @@ def bench_bundle(root: Path, height: int = 272, width: int = 480, classes: int =
 
 
 def runner_only(predictor, image: np.ndarray, runs: int) -> dict:
+    from edgeseg._timing import time_runs
+
     feed, _ = predictor.preprocess(image)
-    for _ in range(3):
-        predictor.runner.infer(feed)
-    times = []
-    t0 = time.perf_counter()
-    for _ in range(runs):
-        t = time.perf_counter()
-        predictor.runner.infer(feed)
-        times.append(time.perf_counter() - t)
-    wall = time.perf_counter() - t0
-    ms = np.asarray(times) * 1e3
-    return {"fps": runs / wall, "p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99))}
+    lat = time_runs(lambda: predictor.runner.infer(feed), runs, 3)
+    return {"fps": 1e3 / lat.mean_ms, "p50_ms": lat.p50_ms, "p99_ms": lat.p99_ms}  # back to back: runs / their total time
 
 
 def end_to_end(predictor, args) -> "Stats":

@@ -88,18 +88,13 @@ class TorchRunner(Runner):
         return True, ""
 
     @classmethod
-    def load(cls, bundle: "Bundle | str | Path", precision: str = "fp32", device: str = "auto", threads: int = 0,
-             target: str | None = None) -> "TorchRunner":
-        from ...bundle import Bundle
-
-        ok, why = cls.is_available()
-        if not ok:
-            raise BackendUnavailable(f"backend 'torch' is not available: {why}")
+    def select_model(cls, bundle: "Bundle", precision: str = "fp32", target: str | None = None) -> Path:
+        """The bundle's safetensors checkpoint (:func:`bundle_checkpoint`); ``Runner.load`` calls this.
+        INT8 is refused: the checkpoint is the FP32 source model."""
         if precision == "int8":
             raise UnsupportedError("the torch backend runs the fp32 source checkpoint, not INT8",
                                    fix="use --backend onnxruntime (or tensorrt) for --precision int8")
-        b = bundle if isinstance(bundle, Bundle) else Bundle.open(bundle)
-        return cls(bundle_checkpoint(b), precision=precision, device=device, threads=threads, bundle=b)
+        return bundle_checkpoint(bundle)
 
     @classmethod
     def from_module(cls, module: Any, input_spec: "InputSpec | None" = None, *, device: str = "cpu",

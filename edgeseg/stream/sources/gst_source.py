@@ -122,14 +122,6 @@ class GstSource(Source):
         if self.spec.opt("fps") or self.spec.scheme == "test":  # the caps the launch string asks for
             self.fps = float(self.spec.int_opt("fps", 30))
 
-    @property
-    def dropped(self) -> int:  # type: ignore[override]
-        return self._buf.dropped if hasattr(self, "_buf") else 0
-
-    @dropped.setter
-    def dropped(self, value: int) -> None:
-        pass  # counted by the buffer
-
     # ---- lifecycle ---------------------------------------------------------------------------
     def open(self) -> "GstSource":
         if self._pipeline is None:
@@ -232,7 +224,7 @@ class GstSource(Source):
             if image is not None:
                 now = time.perf_counter()
                 if lost_at is not None:
-                    self.reconnect_gaps_s.append(now - last_frame)
+                    self._reconnect_gaps.append(now - last_frame)
                     log.warning("%s: reconnected after a %.2f s gap", self.uri, now - last_frame)
                     lost_at = None
                 last_frame = now

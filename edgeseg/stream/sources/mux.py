@@ -36,21 +36,9 @@ class MultiSource(Source):
         self.expected_frames = sum(counts) if all(c is not None for c in counts) else None  # type: ignore[arg-type]
 
     @property
-    def dropped(self) -> int:  # type: ignore[override]
-        own = self._buf.dropped if hasattr(self, "_buf") else 0
-        return own + sum(s.dropped for s in getattr(self, "sources", ()))
-
-    @dropped.setter
-    def dropped(self, value: int) -> None:
-        pass
-
-    @property
-    def reconnect_gaps_s(self) -> list[float]:  # type: ignore[override]
-        return [g for s in getattr(self, "sources", ()) for g in s.reconnect_gaps_s]
-
-    @reconnect_gaps_s.setter
-    def reconnect_gaps_s(self, value: list[float]) -> None:
-        pass
+    def parts(self) -> Sequence[Source]:
+        """The merged sources: ``dropped`` and ``reconnect_gaps_s`` (from :class:`Source`) add theirs."""
+        return getattr(self, "sources", ())
 
     def open(self) -> "MultiSource":
         for s in self.sources:

@@ -135,14 +135,6 @@ class OpenCVSource(Source):
         if self._error is not None:
             raise self._error
 
-    @property
-    def dropped(self) -> int:  # type: ignore[override]
-        return self._buf.dropped if hasattr(self, "_buf") else 0
-
-    @dropped.setter
-    def dropped(self, value: int) -> None:
-        pass
-
     def stop(self) -> None:
         self._stopping.set()
         self._buf.close()

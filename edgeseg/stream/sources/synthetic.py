@@ -133,14 +133,6 @@ class SyntheticSource(Source):
             t += 1
 
     @property
-    def dropped(self) -> int:  # type: ignore[override]
-        return self._buf.dropped if getattr(self, "_buf", None) is not None else 0
-
-    @dropped.setter
-    def dropped(self, value: int) -> None:
-        pass
-
-    @property
     def generated(self) -> int:
         """Frames rendered so far (delivered + dropped)."""
         return self._generated
