@@ -56,7 +56,7 @@ def expand_vars(text: str, where: str | os.PathLike | None = None) -> str:
             prefix = f"{where}: " if where is not None else ""
             raise InputError(f"{prefix}${{{name}}} is not set (in {text!r})",
                              fix=f"export {name}=... before running the recipe" +
-                                 (" (the folder of the shared data; see DEVELOPERS.md)" if name == "EDGESEG_DATA" else ""))
+                                 (" (the folder of the real data, e.g. ../shared/data)" if name == "EDGESEG_DATA" else ""))
         return value
 
     return _VAR.sub(sub, text)
