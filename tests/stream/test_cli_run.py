@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from edgeseg.cli import main
+from edgeseg.errors import InputError
 from edgeseg.stream import StreamOptions, load_recipe
 from stream_helpers import decode_mp4_frames
 
