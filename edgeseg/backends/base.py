@@ -166,7 +166,7 @@ class Runner(abc.ABC):
         """Run one inference on a validated feed."""
 
     def _deactivate_impl(self) -> None:
-        pass
+        """Free the session/engine and buffers (default: let garbage collection do it)."""
 
 
 BACKENDS: Registry[type[Runner]] = Registry("backend", error=BackendUnavailable)

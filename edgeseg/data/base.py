@@ -66,10 +66,10 @@ class SegmentationDataset(Sequence):
         return len(self.classes)
 
     def __len__(self) -> int:  # pragma: no cover - abstract
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define __len__ (a SegmentationDataset subclass)")
 
     def _load(self, index: int) -> Sample:  # pragma: no cover - abstract
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define _load(index) -> Sample")
 
     @overload
     def __getitem__(self, index: int) -> Sample: ...

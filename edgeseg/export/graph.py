@@ -1,11 +1,13 @@
 """ONNX graph helpers shared by export and import: clean-up, opset, IO description."""
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from ..errors import ExportError
 
 ONNX_DTYPES = {1: "float32", 2: "uint8", 3: "int8", 5: "int16", 6: "int32", 7: "int64", 9: "bool", 10: "float16", 11: "float64"}
+log = logging.getLogger(__name__)
 
 
 def default_opset(model) -> int:
@@ -64,8 +66,8 @@ def clean_graph(model):
     remove_unused_initializers(model)
     try:
         model = onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
-    except Exception:  # noqa: BLE001 - shape inference is an optimisation; the graph stays valid
-        pass
+    except Exception as e:  # noqa: BLE001 - shape inference is an optimisation; the graph stays valid
+        log.debug("shape inference skipped: %s", e)
     return model
 
 

@@ -20,7 +20,7 @@ class SemanticModel(nn.Module):
         self.model_name = type(self).__name__
 
     def forward_logits(self, images: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define forward_logits(images) -> [N, C, H, W]")
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         logits = self.forward_logits(images)

@@ -81,7 +81,7 @@ class Source(abc.ABC):
         return self
 
     def close(self) -> None:
-        pass
+        """Release the device, file or connection (default: nothing to release)."""
 
     @abc.abstractmethod
     def __iter__(self) -> Iterator[Frame]:
@@ -104,14 +104,14 @@ class Stage(abc.ABC):
     name: str = "stage"
 
     def open(self) -> None:
-        pass
+        """Load what the stage needs (models, buffers) before the first packet (default: nothing)."""
 
     @abc.abstractmethod
     def process(self, packet: Packet) -> Packet | None:
         """Do this stage's work on one packet."""
 
     def close(self) -> None:
-        pass
+        """Release what :meth:`open` loaded (default: nothing)."""
 
     def reset(self) -> None:
         """Forget state carried across frames (called on stream discontinuities)."""
@@ -127,7 +127,7 @@ class Sink(abc.ABC):
         before :meth:`open`. Video sinks read the frame rate from it when none was given."""
 
     def open(self) -> None:
-        pass
+        """Create files, servers or windows before the first frame (default: nothing)."""
 
     @abc.abstractmethod
     def write(self, frame: Frame, result: Any, packet: Packet | None = None) -> None:

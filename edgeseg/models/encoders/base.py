@@ -30,7 +30,7 @@ class Encoder(nn.Module):
         return self.reductions[-1]
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:  # pragma: no cover - abstract
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define forward(x) -> one feature map per stage")
 
 
 def check_output_stride(output_stride: int, name: str) -> None:
