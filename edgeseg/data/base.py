@@ -7,6 +7,8 @@ Datasets are opened from a one-line spec (``"camvid:ROOT"``, ``"folder:IMAGES,MA
 """
 from __future__ import annotations
 
+import abc
+
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Callable, Iterator, overload
@@ -65,11 +67,13 @@ class SegmentationDataset(Sequence):
     def num_classes(self) -> int:
         return len(self.classes)
 
-    def __len__(self) -> int:  # pragma: no cover - abstract
-        raise NotImplementedError(f"{type(self).__name__} must define __len__ (a SegmentationDataset subclass)")
+    @abc.abstractmethod
+    def __len__(self) -> int:
+        """Number of samples."""
 
-    def _load(self, index: int) -> Sample:  # pragma: no cover - abstract
-        raise NotImplementedError(f"{type(self).__name__} must define _load(index) -> Sample")
+    @abc.abstractmethod
+    def _load(self, index: int) -> Sample:
+        """Read sample ``index`` (0 <= index < len)."""
 
     @overload
     def __getitem__(self, index: int) -> Sample: ...

@@ -167,7 +167,8 @@ def _manifest(name: str, classes: tuple[str, ...], spec: InputSpec, kind: str, p
               argmax: bool, deform_conv: str, roi_align: str, extra: dict[str, Any] | None,
               opset: int = OPSET) -> Manifest:
     size = spec.size
-    assert size is not None
+    if size is None:  # export_onnx already requires a fixed size; keep the manifest honest if that changes
+        raise ExportError("a bundle's manifest needs the fixed input size the model was exported at")
     batch: int | str = "batch" if spec.dynamic_batch else 1
     if kind == "labels":
         output = OutputSpec("labels", "labels", "uint8", (batch, size.height, size.width))

@@ -2,13 +2,15 @@
 input resolution. Subclasses implement ``forward_features`` returning low-resolution logits."""
 from __future__ import annotations
 
+import abc
+
 import torch
 from torch import nn
 
 from .layers import resize_to
 
 
-class SemanticModel(nn.Module):
+class SemanticModel(nn.Module, metaclass=abc.ABCMeta):
     """images ``float32 [N, 3, H, W]`` (normalised per the bundle's InputSpec) ->
     ``{"logits": float32 [N, num_classes, H, W]}``. Traceable; no Python objects in the output."""
 
@@ -19,8 +21,9 @@ class SemanticModel(nn.Module):
         self.num_classes = int(num_classes)
         self.model_name = type(self).__name__
 
-    def forward_logits(self, images: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
-        raise NotImplementedError(f"{type(self).__name__} must define forward_logits(images) -> [N, C, H, W]")
+    @abc.abstractmethod
+    def forward_logits(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits ``[N, C, h, w]``, possibly at a lower resolution than the input."""
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         logits = self.forward_logits(images)

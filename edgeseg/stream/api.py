@@ -3,6 +3,8 @@ the ``for frame, result in edgeseg.stream(source, bundle)`` generator.
 """
 from __future__ import annotations
 
+import contextlib
+
 import dataclasses
 import queue
 import threading
@@ -171,10 +173,8 @@ def stream(source: Any, bundle: Any = None, **options: Any) -> Iterator[tuple[An
     finally:
         pipe.stop()
         while thread.is_alive():  # let the sink thread finish: drain what it still hands over
-            try:
+            with contextlib.suppress(queue.Empty):
                 out.get(timeout=0.05)
-            except queue.Empty:
-                pass
         thread.join()
     if failure:
         raise failure[0]

@@ -303,8 +303,8 @@ class Pipeline:
         for sig in (signal.SIGINT, signal.SIGTERM):
             try:
                 previous[sig] = signal.signal(sig, handler)
-            except (ValueError, OSError):  # not allowed here
-                pass
+            except (ValueError, OSError) as e:  # refused by the interpreter: the embedding application owns signals
+                log.debug("no %s handler installed (%s)", signal.Signals(sig).name, e)
 
         def restore() -> None:
             for sig, h in previous.items():

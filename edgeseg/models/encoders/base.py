@@ -7,6 +7,7 @@ dilation, so any encoder fits any decoder that reads these declarations.
 """
 from __future__ import annotations
 
+import abc
 from typing import Any, Callable
 
 import torch
@@ -19,7 +20,7 @@ ENCODERS: Registry[Callable[..., "Encoder"]] = Registry("encoder", error=ModelEr
 OUTPUT_STRIDES = (8, 16, 32)
 
 
-class Encoder(nn.Module):
+class Encoder(nn.Module, metaclass=abc.ABCMeta):
     """Base class. Subclasses set ``out_channels`` and ``reductions`` and implement ``forward``."""
 
     out_channels: tuple[int, ...] = ()
@@ -29,8 +30,9 @@ class Encoder(nn.Module):
     def output_stride(self) -> int:
         return self.reductions[-1]
 
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:  # pragma: no cover - abstract
-        raise NotImplementedError(f"{type(self).__name__} must define forward(x) -> one feature map per stage")
+    @abc.abstractmethod
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """One feature map per stage, shallow to deep (``out_channels[i]`` channels each)."""
 
 
 def check_output_stride(output_stride: int, name: str) -> None:

@@ -162,8 +162,8 @@ class GstSource(Source):
             cap.release()
             self.expected_frames = n if n > 0 else None
             self.fps = fps if fps > 0 else self.fps
-        except Exception:
-            pass
+        except Exception as e:  # noqa: BLE001 - the count only feeds the progress bar
+            log.debug("%s: no frame count for the progress bar (%s)", self.spec.target, e)
 
     def _on_sample(self, sink: Any) -> Any:
         Gst = _gst.gst()
