@@ -2,7 +2,10 @@
 
 :class:`Latency` summarises wall times (seconds in, milliseconds out; percentiles by linear
 interpolation, ``numpy.percentile``'s default, so ``p50_ms`` is the median). :func:`time_runs` calls a
-function ``warmup`` times untimed, then ``runs`` times under ``time.perf_counter``.
+function ``warmup`` times untimed, then ``runs`` times under ``time.perf_counter``. Asynchronous work
+(CUDA kernels, which return before the GPU has run them) is timed by passing ``sync`` (e.g.
+``torch.cuda.synchronize``): it is called before each timed call starts and inside its timing, after
+the call, so every sample covers the device work of exactly that call.
 
 Used by ``edgeseg bench``, the INT8 latency numbers, the stream metrics (re-exported as
 ``edgeseg.stream.metrics.Latency``) and the scripts in ``tools/bench``. numpy only.
@@ -55,15 +58,22 @@ class Latency:
         return 1e3 / self.p50_ms if self.p50_ms > 0 else float("inf")
 
 
-def time_runs(fn: Callable[[], Any], runs: int, warmup: int = 0) -> Latency:
-    """Call ``fn()`` ``warmup`` times untimed, then ``runs`` times timed one by one; their latency."""
+def time_runs(fn: Callable[[], Any], runs: int, warmup: int = 0, *, sync: Callable[[], Any] | None = None) -> Latency:
+    """Call ``fn()`` ``warmup`` times untimed, then ``runs`` times timed one by one; their latency.
+
+    sync: waits for work ``fn`` queued asynchronously (``torch.cuda.synchronize``); called untimed
+    before each timed call (so earlier work, warm-up included, is not counted) and timed after it."""
     if runs < 0 or warmup < 0:
         raise InputError(f"time_runs: runs and warmup must be >= 0, got {runs} and {warmup}")
     for _ in range(warmup):
         fn()
     times = np.empty(runs, np.float64)
     for i in range(runs):
+        if sync is not None:
+            sync()
         t0 = time.perf_counter()
         fn()
+        if sync is not None:
+            sync()
         times[i] = time.perf_counter() - t0
     return Latency.of(times)

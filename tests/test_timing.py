@@ -51,3 +51,33 @@ def test_stream_metrics_and_bench_share_it():
     assert StreamLatency is Latency
     assert stats([0.001, 0.002, 0.003, 0.004, 0.010]) == pytest.approx(
         {"median_ms": 3.0, "p90_ms": 7.6, "mean_ms": 4.0, "min_ms": 1.0, "fps": 1e3 / 3.0})
+
+
+def test_time_runs_sync_hook_order():
+    events = []
+    lat = time_runs(lambda: events.append("fn"), runs=2, warmup=1, sync=lambda: events.append("sync"))
+    # warm-up untimed and unsynced; each timed call is fenced by sync before (untimed) and after (timed)
+    assert events == ["fn", "sync", "fn", "sync", "sync", "fn", "sync"] and lat.count == 2
+
+
+def test_time_runs_sync_covers_asynchronous_work():
+    """Work queued by fn (a thread here, a CUDA stream on a GPU) counts only when sync waits for it."""
+    import threading
+    import time
+
+    pending: list[threading.Thread] = []
+
+    def launch():  # returns at once, like a CUDA kernel launch
+        t = threading.Thread(target=time.sleep, args=(0.03,))
+        t.start()
+        pending.append(t)
+
+    def sync():
+        while pending:
+            pending.pop().join()
+
+    unsynced = time_runs(launch, runs=3)
+    sync()
+    synced = time_runs(launch, runs=3, sync=sync)
+    assert unsynced.max_ms < 25.0  # the launch alone
+    assert 30.0 <= synced.min_ms < 300.0  # the 30 ms of work, every sample

@@ -11,7 +11,10 @@ OpenVINO model wins over the ``cpu`` one.
 
 The choice itself is the pure function :func:`choose_backend`; :func:`select_backend` gathers the
 facts for a bundle. Whether OpenVINO takes a graph is asked once per model file (keyed by its sha256)
-in a process, so loading the same bundle again does not re-read the model.
+in a process, so loading the same bundle again does not re-read the model for the check; and the
+model that check reads is the one the OpenVINO runner then compiles (handed over by
+:meth:`OpenVinoRunner.supports <edgeseg.backends.openvino.runner.OpenVinoRunner.supports>`), so the
+first ``backend="auto"`` load reads it once, not twice.
 """
 from __future__ import annotations
 

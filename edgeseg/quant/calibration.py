@@ -235,26 +235,18 @@ def _video_frames(source: str, recipe: CalibrationRecipe) -> Iterator[np.ndarray
 
 
 def _decode(path: str) -> Iterator[tuple[int, np.ndarray]]:
-    import cv2
+    """``(index, RGB frame)`` in decode order, from the shared OpenCV reader (:mod:`edgeseg.data.video`)."""
+    from ..data.video import read_video
 
-    cap = cv2.VideoCapture(path)
-    if not cap.isOpened():
-        raise DataError(f"cannot open calibration video {path}", fix="check the path and that OpenCV can decode it")
-    try:
-        i = 0
-        while True:
-            ok, bgr = cap.read()
-            if not ok:
-                break
-            yield i, np.ascontiguousarray(bgr[..., ::-1])
-            i += 1
-    finally:
-        cap.release()
+    for f in read_video(path, name=f"calibration video {path}"):
+        yield f.index, f.image
 
 
 def _count_frames(path: str) -> int:
     """Decoded frame count (the container's count can be wrong, so count by decoding)."""
-    n = sum(1 for _ in _decode(path))
+    from ..data.video import count_frames
+
+    n = count_frames(path, name=f"calibration video {path}")
     if n == 0:
         raise DataError(f"calibration video {path} has no decodable frames")
     return n

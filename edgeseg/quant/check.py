@@ -20,7 +20,6 @@ from typing import Callable
 import numpy as np
 
 from .._registry import Registry
-from .._ort import make_session
 from ..errors import EdgesegError, UnsupportedError
 from . import trt_ops
 
@@ -130,17 +129,18 @@ def check_tensorrt(model, version: tuple[int, int]) -> list[Finding]:
         by_op.setdefault(n.op_type, []).append(n.name or n.op_type)
     for op, nodes in sorted(by_op.items()):
         if not trt_ops.supported(op, version):
-            since = trt_ops.ADDED_IN.get(op)
-            why = f"added in TensorRT {since[0]}.{since[1]}" if since else trt_ops.NEVER.get(op, "not in the ONNX-TensorRT support table")
-            out.append(Finding("error", "unsupported-op", f"{op} is not supported by {vtxt} ({why})",
+            level = "warning" if trt_ops.unconfirmed(op, version) else "error"
+            out.append(Finding(level, "unsupported-op", f"{op} is not supported by {vtxt} ({trt_ops.why_unsupported(op, version)})",
                                fix=trt_ops.FIXES.get(op, trt_ops.NEVER.get(op, "replace the op before export")), nodes=tuple(nodes)))
         elif op in trt_ops.MAX_PRECISION:
             out.append(Finding("info", "precision-cap", f"{op} runs in {trt_ops.MAX_PRECISION[op].upper()} at most on {vtxt}",
                                nodes=tuple(nodes)))
-    opset = model_opset(model)
-    if opset > trt_ops.max_opset(version):
-        out.append(Finding("error", "opset", f"opset {opset} is newer than {vtxt} parses (<= {trt_ops.max_opset(version)})",
-                           fix=f"export with opset {trt_ops.max_opset(version)}"))
+    out += [Finding(h.level, "op-restriction", h.message, nodes=h.nodes) for h in trt_ops.restriction_hits(model.graph.node, version)]
+    opset, (lo, hi) = model_opset(model), trt_ops.opset_bounds(version)
+    if opset > lo:
+        sure = lo == hi or (hi is not None and opset > hi)  # else: between the caps of the tables read
+        out.append(Finding("error" if sure else "warning", "opset", f"opset {opset} is newer than {vtxt} parses "
+                           f"(<= {lo}{'' if sure else ', unconfirmed above'})", fix=f"export with opset {lo}"))
     elif opset < trt_ops.MIN_OPSET:
         out.append(Finding("error", "opset", f"opset {opset} is older than TensorRT parses (>= {trt_ops.MIN_OPSET})",
                            fix="upgrade the model's opset (edgeseg import does it)"))
@@ -223,10 +223,11 @@ def _shape_findings(model, target: str) -> list[Finding]:
 def _check_onnxruntime(model, path: str) -> list[Finding]:
     import onnxruntime as ort
 
-    try:
-        make_session(path, optimization="disabled")
-    except EdgesegError as e:  # ORT's own message (the chained cause) says best which op and opset
-        first = str(e.__cause__ or e).splitlines()[0]
+    from ..backends.onnxrt import load_error  # the backend's own answer: one source of truth
+
+    err = load_error(path)
+    if err is not None:  # ORT's own message (the chained cause) says best which op and opset
+        first = str(err.__cause__ or err).splitlines()[0]
         return [Finding("error", "load", f"ONNX Runtime {ort.__version__} cannot load the model: {first}",
                         fix="check the op and opset named above")]
     return [Finding("info", "load", f"ONNX Runtime {ort.__version__} loads the model on CPU")]
@@ -234,18 +235,17 @@ def _check_onnxruntime(model, path: str) -> list[Finding]:
 
 @TARGETS.register("openvino")
 def _check_openvino(model, path: str) -> list[Finding]:
-    try:
-        import openvino as ov
-    except ImportError:
+    from ..backends.openvino import OpenVinoRunner, unsupported_ops  # the backend's own answer
+
+    if not OpenVinoRunner.is_available()[0]:
         return [Finding("warning", "not-installed", "OpenVINO is not installed: op support not checked",
                         fix="pip install 'edgeseg[openvino]'")]
-    core = ov.Core()
+    import openvino as ov
+
     try:
-        ovm = core.read_model(path)
-    except Exception as e:
-        return [Finding("error", "load", f"OpenVINO cannot read the model: {str(e).splitlines()[0]}")]
-    supported = set(core.query_model(ovm, "CPU"))
-    missing = [op.get_friendly_name() for op in ovm.get_ops() if op.get_friendly_name() not in supported]
+        missing = unsupported_ops(path, Path(path).name)
+    except EdgesegError as e:  # names the model and the ops OpenVINO has no conversion rule for
+        return [Finding("error", "load", str(e).splitlines()[0], fix=e.fix or "")]
     if missing:
         return [Finding("error", "unsupported-op", "OpenVINO's CPU plugin does not support these operations", nodes=tuple(missing))]
     return [Finding("info", "load", f"OpenVINO {ov.get_version()} supports every operation on CPU")]

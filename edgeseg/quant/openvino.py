@@ -23,7 +23,6 @@ NNCF and OpenVINO are imported inside the functions (``pip install 'edgeseg[open
 from __future__ import annotations
 
 import importlib.util
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -143,10 +142,9 @@ def nncf_default_openvino(prepared: str | Path, feeds: Sequence[Mapping[str, np.
     ``nncf.quantize(ov_model, dataset)`` with default parameters. Returns an ``openvino.Model``."""
     _require()
     import nncf
-    import openvino as ov
 
     _quiet_nncf()
-    model = ov.Core().read_model(str(prepared))
+    model = _core().read_model(str(prepared))
     names = [p.get_any_name() for p in model.inputs]
     return nncf.quantize(model, nncf.Dataset([[f[n] for n in names] for f in feeds]))
 
@@ -174,8 +172,6 @@ def compile_cpu(model, threads: int = 0, precision: str = "int8", perf_count: bo
     """Compile a model (path or ``openvino.Model``) for the CPU plugin. ``precision="fp32"`` pins
     float layers to f32 as the ``openvino`` backend does for FP32; INT8 models keep OpenVINO's default."""
     _require_openvino()
-    import openvino as ov
-
     cfg: dict[str, Any] = {}
     if threads:
         cfg["INFERENCE_NUM_THREADS"] = int(threads)
@@ -183,8 +179,15 @@ def compile_cpu(model, threads: int = 0, precision: str = "int8", perf_count: bo
         cfg["INFERENCE_PRECISION_HINT"] = "f32"
     if perf_count:
         cfg["PERF_COUNT"] = True
-    core = ov.Core()
-    return core.compile_model(model if not isinstance(model, (str, Path)) else str(model), "CPU", cfg)
+    return _core().compile_model(model if not isinstance(model, (str, Path)) else str(model), "CPU", cfg)
+
+
+def _core():
+    """The process's one OpenVINO Core (shared with the openvino backend): a model must not outlive
+    the Core that read it."""
+    from ..backends.openvino.runner import core
+
+    return core()
 
 
 def _require_openvino() -> None:
@@ -207,17 +210,13 @@ def int8_execution(model, compiled=None) -> Int8Execution:
 
 def openvino_latency_ms(model, feed: Mapping[str, np.ndarray], threads: int = 0, runs: int = 20, warmup: int = 3,
                         precision: str = "int8") -> float:
-    """Median wall time of one OpenVINO CPU inference, in milliseconds."""
+    """Median wall time of one OpenVINO CPU inference, in milliseconds (:func:`edgeseg._timing.time_runs`)."""
+    from .._timing import time_runs
+
     compiled = compile_cpu(model, threads, precision)
     req = compiled.create_infer_request()
-    for _ in range(warmup):
-        req.infer(dict(feed))
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        req.infer(dict(feed))
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times) * 1000.0)
+    inputs = dict(feed)
+    return time_runs(lambda: req.infer(inputs), runs, warmup).p50_ms
 
 
 class OpenVinoSession:
@@ -226,9 +225,7 @@ class OpenVinoSession:
 
     def __init__(self, model_path: str | Path, threads: int = 0, precision: str | None = None):
         _require_openvino()
-        import openvino as ov
-
-        model = ov.Core().read_model(str(model_path))
+        model = _core().read_model(str(model_path))
         if precision is None:  # FP32 models pinned to f32 (as the openvino backend runs FP32)
             precision = "int8" if any(op.get_type_name() == "FakeQuantize" for op in model.get_ops()) else "fp32"
         self.compiled = compile_cpu(model, threads, precision)

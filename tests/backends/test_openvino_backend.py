@@ -38,3 +38,59 @@ def test_unsupported_op(tmp_path):
     assert not ok and "FancyOp" in why
     with pytest.raises(UnsupportedError, match="FancyOp"):
         runner_cls(path).activate()
+
+
+def test_auto_reads_the_model_once_on_the_first_load(tmp_path, monkeypatch):
+    """backend="auto": the support check's read (read_model + query_model) is the runner's read too."""
+    import platform
+
+    import openvino as ov
+
+    import edgeseg
+    from edgeseg.backends import auto
+    from edgeseg.backends.openvino import runner as ov_runner
+
+    avail = auto.availability()
+    if avail["tensorrt"][0] or platform.machine().lower() not in auto.X86:
+        pytest.skip("needs x86 without TensorRT (the case where auto asks OpenVINO about the graph)")
+    reads = []
+    real = ov.Core.read_model
+
+    def counting(self, model, *args, **kw):
+        reads.append(str(model))
+        return real(self, model, *args, **kw)
+
+    monkeypatch.setattr(ov.Core, "read_model", counting)
+    monkeypatch.setattr(auto, "_SUPPORT_CACHE", {})
+    monkeypatch.setattr(ov_runner, "_READ_MODELS", ov_runner._ReadModels())
+    bundle = conv_bundle(tmp_path, 5, input_spec=InputSpec(size=ImageShape(8, 12)), seed=3)
+    x = np.random.default_rng(2).normal(size=(1, 3, 8, 12)).astype(np.float32)
+    with edgeseg.load(bundle, threads=1) as p:
+        assert p.backend == "openvino"
+        out = p.runner.infer({"images": x})["logits"]
+    assert reads == [str(bundle.root / "model.onnx")]  # one read: the check's model compiled by the runner
+    np.testing.assert_allclose(out, reference_logits(x, 5, seed=3), rtol=1e-4, atol=1e-4)
+    assert len(ov_runner._READ_MODELS._items) == 0  # handed over, not kept
+    with edgeseg.load(bundle, threads=1) as p:  # support is cached by sha256: the runner reads it
+        np.testing.assert_allclose(p.runner.infer({"images": x})["logits"], out, rtol=0, atol=0)
+    assert len(reads) == 2
+
+
+def test_read_models_hand_over_once_evict_oldest_and_see_changed_files(tmp_path):
+    import os
+
+    from edgeseg.backends.openvino.runner import _ReadModels
+
+    files = [tmp_path / f"m{i}.onnx" for i in range(3)]
+    for i, f in enumerate(files):
+        f.write_bytes(bytes([i]) * 10)
+    cache = _ReadModels(size=2)
+    for i, f in enumerate(files):
+        cache.put(f, f"model-{i}")
+    assert cache.take(files[0]) is None  # evicted: at most 2 kept
+    assert cache.take(files[2]) == "model-2" and cache.take(files[2]) is None  # handed over once
+    st = files[1].stat()
+    os.utime(files[1], ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))  # the file changed since it was read
+    assert cache.take(files[1]) is None
+    cache.put(tmp_path / "missing.onnx", "x")
+    assert len(cache._items) == 0

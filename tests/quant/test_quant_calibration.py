@@ -72,6 +72,45 @@ def test_video_scene_change_sampling(tmp_path):
     np.testing.assert_allclose([f.mean() for f in frames], [40, 200, 120], atol=4)
 
 
+def _cv2_decode_rgb(path) -> list[np.ndarray]:
+    """The reference: calibration's own reader before it used edgeseg.data.video (raw cv2, BGR flipped)."""
+    import cv2
+
+    cap = cv2.VideoCapture(str(path))
+    out = []
+    while True:
+        ok, bgr = cap.read()
+        if not ok:
+            break
+        out.append(np.ascontiguousarray(bgr[..., ::-1]))
+    cap.release()
+    return out
+
+
+@pytest.mark.parametrize("sampling, n, want", [
+    ("uniform", 4, [0, 5, 9, 14]),   # linspace(0, 14, 4) = 0, 4.67, 9.33, 14 -> rounded
+    ("first", 3, [0, 1, 2]),
+    ("scene", 3, [0, 5, 10]),        # the scene cuts
+    ("scene", 5, [0, 4, 5, 7, 10]),  # 3 cuts + the first new ones of the uniform spread 0, 4, 7, 10, 14
+])
+def test_video_sampling_gives_the_same_frames_as_a_plain_opencv_decode(tmp_path, sampling, n, want):
+    path = _video(tmp_path)
+    ref = _cv2_decode_rgb(path)
+    assert len(ref) == 15
+    frames = collect_frames(CalibrationRecipe(source=str(path), frames=n, sampling=sampling, scene_threshold=20),
+                            progress=False)
+    assert len(frames) == len(want)
+    for got, i in zip(frames, want):
+        np.testing.assert_array_equal(got, ref[i])  # bit-identical decoded pixels, RGB order
+
+
+def test_unreadable_calibration_video_names_it(tmp_path):
+    bad = tmp_path / "noise.mp4"
+    bad.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    with pytest.raises(DataError, match="calibration video .*noise.mp4"):
+        collect_frames(CalibrationRecipe(source=str(bad), frames=2), progress=False)
+
+
 def test_recipe_toml_and_resolution(tmp_path):
     d, _ = _png_folder(tmp_path)
     rec = tmp_path / "mine.toml"

@@ -1,5 +1,6 @@
 """Deployability check: op support by TensorRT version, Q/DQ conformance, CLI exit codes."""
 import onnx
+import pytest
 
 from edgeseg.quant.check import check_model
 from edgeseg.quant.trt_ops import max_opset, supported
@@ -78,3 +79,43 @@ def test_check_cli_exit_codes(tmp_path, capsys):
     assert main(["check", str(b.root), "--target", "tensorrt-10.3"]) == 0
     assert main(["check", str(b.root), "--target", "tensorrt-10.3", "--precision", "int8"]) == 1
     assert "edgeseg quantize" in capsys.readouterr().out
+
+
+# ---- ONNX Runtime and OpenVINO: the backends' own support answers -----------------------------------
+def test_onnxruntime_target_is_the_backends_answer(tmp_path):
+    from edgeseg.backends import BACKENDS
+    from edgeseg.backends.onnxrt import load_error
+    from handmade_bundles import conv_model, custom_op_model
+
+    good = conv_model(tmp_path / "conv.onnx", 3)
+    bad = custom_op_model(tmp_path / "custom.onnx")
+    assert load_error(good) is None and BACKENDS.get("onnxruntime").supports(good) == (True, "")
+    ok_report = check_model(good, "onnxruntime")
+    assert ok_report.ok and [(f.level, f.code) for f in ok_report.findings] == [("info", "load"), ("info", "dynamic-shape")]
+    report = check_model(bad, "onnxruntime")
+    assert [(f.level, f.code) for f in report.errors] == [("error", "load")]
+    err = load_error(bad)
+    assert "FancyOp" in str(err) and "FancyOp" in report.errors[0].message  # ORT's own line names the op
+    assert report.errors[0].message.endswith(str(err.__cause__).splitlines()[0])
+    ok, why = BACKENDS.get("onnxruntime").supports(bad)
+    assert not ok and why == str(err)
+
+
+def test_openvino_target_is_the_backends_answer(tmp_path):
+    pytest.importorskip("openvino")
+    from edgeseg.backends import BACKENDS
+    from edgeseg.backends.openvino import unsupported_ops
+    from handmade_bundles import conv_model, custom_op_model
+
+    good = conv_model(tmp_path / "conv.onnx", 3)
+    assert unsupported_ops(good) == [] and BACKENDS.get("openvino").supports(good) == (True, "")
+    report = check_model(good, "openvino")
+    assert report.ok and [(f.level, f.code) for f in report.findings] == [("info", "load"), ("info", "dynamic-shape")]
+    assert "supports every operation on CPU" in report.findings[0].message
+    bad = check_model(custom_op_model(tmp_path / "custom.onnx"), "openvino")
+    assert [(f.level, f.code) for f in bad.errors] == [("error", "load")]
+    # the model and the op without a conversion rule are named (not OpenVINO's 'Exception from src/...' line)
+    assert bad.errors[0].message == "custom.onnx: OpenVINO cannot convert op(s) com.example.FancyOp"
+    assert "--backend onnxruntime" in bad.errors[0].fix
+    ok, why = BACKENDS.get("openvino").supports(tmp_path / "custom.onnx")
+    assert not ok and why.splitlines()[0] == bad.errors[0].message

@@ -128,3 +128,25 @@ def test_engine_errors(trained):
         quantize_bundle(trained, GOOD, target="openvino", method="entropy", progress=False)
     with pytest.raises(InputError, match="unknown"):
         quantize_bundle(trained, GOOD, target="openvino", engine="tflite", progress=False)
+
+
+def test_openvino_latency_is_the_median_of_the_shared_timing_loop(tmp_path, monkeypatch):
+    """openvino_latency_ms times with edgeseg._timing.time_runs (runs, warm-up) and reports its p50."""
+    from edgeseg import _timing
+    from handmade_bundles import conv_model
+
+    seen = []
+    real = _timing.time_runs
+
+    def recording(fn, runs, warmup=0, **kw):
+        lat = real(fn, runs, warmup, **kw)
+        seen.append((runs, warmup, lat))
+        return lat
+
+    monkeypatch.setattr(_timing, "time_runs", recording)
+    path = conv_model(tmp_path / "conv.onnx", 3)
+    x = np.random.default_rng(0).normal(size=(1, 3, 16, 16)).astype(np.float32)
+    ms = eov.openvino_latency_ms(path, {"images": x}, threads=1, runs=7, warmup=2, precision="fp32")
+    assert [(r, w, lat.count) for r, w, lat in seen] == [(7, 2, 7)]
+    lat = seen[0][2]
+    assert ms == lat.p50_ms and lat.min_ms <= ms <= lat.max_ms and 0.0 < ms < 1000.0

@@ -154,3 +154,25 @@ def test_realtime_replay_paces_a_file(gst, tmp_path):
 def test_unknown_element_in_launch_string(gst):
     with pytest.raises(StreamError, match="nosuchelement"):
         GstSource("nosuchelement ! videoconvert").open()
+
+
+@pytest.mark.parametrize("n, fps", [(23, 25.0), (19, 30000 / 1001), (1, 10.0)])
+def test_file_total_comes_from_gstreamers_duration_query(gst, tmp_path, n, fps):
+    """expected_frames (the progress bar's total) = the duration GStreamer reports x the negotiated rate."""
+    import cv2
+
+    path = tmp_path / "clip.mp4"
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (64, 48))
+    for i in range(n):
+        w.write(np.full((48, 64, 3), 10 * i % 256, np.uint8))
+    w.release()
+    src = GstSource(str(path))
+    src.open()
+    assert src.expected_frames == n and src.fps == pytest.approx(fps, rel=1e-6)  # known before the first frame
+    frames = list(src)
+    src.close()
+    assert len(frames) == n == src.expected_frames  # the real frame count
+    cap = cv2.VideoCapture(str(path))
+    decoded = sum(1 for _ in iter(lambda: cap.read()[0] or None, None))
+    cap.release()
+    assert decoded == n

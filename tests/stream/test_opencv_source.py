@@ -75,3 +75,12 @@ def test_corrupt_image_in_folder_names_the_file(tmp_path):
     assert next(it).index == 0
     with pytest.raises(InputError, match=r"1\.png"):
         next(it)
+
+
+def test_unopenable_video_is_a_stream_error_naming_the_source(tmp_path):
+    from edgeseg.errors import StreamError
+
+    bad = tmp_path / "noise.mp4"
+    bad.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    with pytest.raises(StreamError, match=r"OpenCV cannot open '.*noise\.mp4'"):
+        OpenCVSource(str(bad)).open()

@@ -4,8 +4,10 @@
 
 Needs a CUDA GPU, PyTorch with CUDA, torchvision and CuPy (the kernels are compiled with NVRTC on
 first use). Shapes are those of tools/bench/ops_cpu.py: DCNv2 3x3 layers of a 512x1024 panoptic
-head, and 1000 RoIs over a 4-level FPN. Times are the median of --repeat runs measured with CUDA
-events after --warmup runs; each row also reports the largest difference from torchvision.
+head, and 1000 RoIs over a 4-level FPN. Times are the median of --repeat runs after --warmup runs,
+timed by edgeseg's shared loop (``edgeseg._timing.time_runs`` with ``sync=torch.cuda.synchronize``:
+wall time of one call, launch included, up to the end of its GPU work); each row also reports the
+largest difference from torchvision.
 For RoIAlign torchvision has no multi-level op, so both sides pool each FPN level's boxes from that
 level (the level assignment is done once, outside the timing).
 """
@@ -13,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 from pathlib import Path
 
@@ -23,19 +24,12 @@ from ops_cpu import DCN_SHAPES, ROI_SHAPES, dcn_inputs, roi_inputs  # noqa: E402
 
 
 def _cuda_ms(fn, warmup: int, repeat: int) -> float:
+    """Median milliseconds of ``fn`` (CUDA work): the shared timing loop, synchronising the device."""
     import torch
 
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeat):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
+    from edgeseg._timing import time_runs
+
+    return time_runs(fn, repeat, warmup, sync=torch.cuda.synchronize).p50_ms
 
 
 def _row(name, dtype, ours, theirs, warmup, repeat) -> dict:

@@ -5,9 +5,13 @@ threads by its rule (``threads`` > 0, else ``$OMP_NUM_THREADS``, else ORT's defa
 loaded from its file path. Providers: CUDA when ORT has it and ``device`` allows, then CPU.
 A session that cannot be created because the graph uses an op ORT lacks raises
 :class:`~edgeseg.errors.UnsupportedError` naming the op and the fix.
+
+Whether ONNX Runtime loads a model at all has one answer here, :func:`load_error` (used by
+:meth:`OnnxRuntimeRunner.supports` and ``edgeseg check --target onnxruntime``).
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Mapping
 
 import numpy as np
@@ -32,6 +36,17 @@ def explain_session_error(model: str, message: str) -> EdgesegError:
     return _ort.explain_session_error(message, model)
 
 
+def load_error(model_path: str | Path) -> EdgesegError | None:
+    """Why ONNX Runtime cannot load this model on its CPU provider (graph optimisation off, so the
+    answer is about the graph as written), or None when it loads. The error is
+    :func:`edgeseg._ort.explain_session_error`'s, with ORT's own exception as its ``__cause__``."""
+    try:
+        _ort.make_session(model_path, threads=1, optimization="disabled")
+    except EdgesegError as e:
+        return e
+    return None
+
+
 @BACKENDS.register("onnxruntime", family="onnx")
 class OnnxRuntimeRunner(Runner):
     """Runs a bundle's ONNX model in ONNX Runtime."""
@@ -46,6 +61,13 @@ class OnnxRuntimeRunner(Runner):
         except Exception as e:  # ImportError, or a broken install
             return False, f"onnxruntime does not import ({e}); pip install onnxruntime"
         return True, ""
+
+    @classmethod
+    def supports(cls, model_path: str | Path) -> tuple[bool, str]:
+        """Whether ONNX Runtime loads this model (:func:`load_error`): ``(True, "")`` or ``(False, why)``.
+        Never raises for a model ORT rejects."""
+        err = load_error(model_path)
+        return (True, "") if err is None else (False, str(err))
 
     def providers(self) -> list[str]:
         """The execution providers this runner asks for, best first."""

@@ -1,4 +1,4 @@
 """OpenVINO backend (CPU plugin)."""
-from .runner import OpenVinoRunner
+from .runner import OpenVinoRunner, read_model, unsupported_ops
 
-__all__ = ["OpenVinoRunner"]
+__all__ = ["OpenVinoRunner", "read_model", "unsupported_ops"]

@@ -3,13 +3,21 @@
 Reads the bundle's ONNX with OpenVINO's ONNX frontend and compiles it for the CPU plugin. fp32
 models run with ``INFERENCE_PRECISION_HINT=f32`` so results match ONNX Runtime (OpenVINO would
 otherwise pick bf16 on CPUs that have it); INT8 Q/DQ models run as quantised by the graph.
+
+Op support has one source of truth here: :func:`unsupported_ops` (what the CPU plugin does not take),
+used by :meth:`OpenVinoRunner.supports` (``--backend auto``) and by ``edgeseg check --target openvino``.
+A model read by :meth:`OpenVinoRunner.supports` that OpenVINO takes is handed to the first runner of
+that file to activate (:data:`_READ_MODELS`), so ``--backend auto`` reads the model once, not twice.
 """
 from __future__ import annotations
 
+import functools
 import importlib.util
 import re
+import threading
+from collections import OrderedDict
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -32,6 +40,78 @@ def explain_read_error(model: str, message: str) -> EdgesegError:
     return EdgesegError(f"{model}: OpenVINO cannot load the model: {first}")
 
 
+@functools.lru_cache(maxsize=1)
+def core() -> Any:
+    """The process's one ``openvino.Core``: models are read, queried and compiled by the same Core,
+    which outlives them (a model kept after the Core that read it is gone has crashed the process
+    at a later fork)."""
+    import openvino as ov
+
+    return ov.Core()
+
+
+def read_model(model_path: str | Path, name: str | None = None) -> Any:
+    """OpenVINO's ``Model`` for an ONNX file. A file it cannot read raises :func:`explain_read_error`'s
+    error (naming ``name``, default the path, and the ops without a conversion rule); OpenVINO's own
+    exception is chained as ``__cause__``."""
+    try:
+        return core().read_model(str(model_path))
+    except Exception as e:  # OpenVINO raises RuntimeError with a long report
+        raise explain_read_error(name or str(model_path), str(e)) from e
+
+
+def unsupported_ops(model: Any, name: str | None = None) -> list[str]:
+    """Friendly names of the operations of ``model`` (an ``openvino.Model``, or an ONNX path that is
+    read with :func:`read_model`, which raises if OpenVINO cannot read it) that the CPU plugin does not
+    take; empty when it takes every one."""
+    if isinstance(model, (str, Path)):
+        model = read_model(model, name)
+    placed = core().query_model(model, DEVICE)
+    return [op.get_friendly_name() for op in model.get_ops() if op.get_friendly_name() not in placed]
+
+
+class _ReadModels:
+    """Models read by a support check, waiting for the runner that activates them: at most ``size``
+    (oldest evicted), keyed by the file's resolved path and stamped with its size and mtime, so a file
+    changed since it was read is read again. :meth:`take` removes the entry: a model is handed over
+    once, then belongs to that runner."""
+
+    def __init__(self, size: int = 2):
+        self.size = size
+        self._items: OrderedDict[str, tuple[tuple[int, int], Any]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _stamp(path: str | Path) -> tuple[str, tuple[int, int]] | None:
+        try:
+            st = Path(path).stat()
+            return str(Path(path).resolve()), (st.st_size, st.st_mtime_ns)
+        except OSError:
+            return None
+
+    def put(self, path: str | Path, model: Any) -> None:
+        stamped = self._stamp(path)
+        if stamped is None:
+            return
+        with self._lock:
+            self._items[stamped[0]] = (stamped[1], model)
+            self._items.move_to_end(stamped[0])
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+    def take(self, path: str | Path) -> Any | None:
+        """The model read from ``path`` if it is still the same file, else None; the entry goes either way."""
+        stamped = self._stamp(path)
+        if stamped is None:
+            return None
+        with self._lock:
+            stamp, model = self._items.pop(stamped[0], (None, None))
+        return model if stamp == stamped[1] else None
+
+
+_READ_MODELS = _ReadModels()
+
+
 @BACKENDS.register("openvino", family="onnx")
 class OpenVinoRunner(Runner):
     """Runs a bundle's ONNX model through OpenVINO's CPU plugin."""
@@ -47,35 +127,34 @@ class OpenVinoRunner(Runner):
 
     @classmethod
     def supports(cls, model_path: str | Path) -> tuple[bool, str]:
-        """Whether OpenVINO reads this ONNX and its CPU plugin takes every op. Never raises."""
+        """Whether OpenVINO reads this ONNX and its CPU plugin takes every op (:func:`unsupported_ops`).
+        Never raises. A model it takes is kept for the next runner of this file to activate."""
         try:
-            import openvino as ov
-
-            core = ov.Core()
-            model = core.read_model(str(model_path))
-            placed = core.query_model(model, DEVICE)
-            missing = [op.get_friendly_name() for op in model.get_ops() if op.get_friendly_name() not in placed]
-            if missing:
-                return False, f"the {DEVICE} plugin does not take {', '.join(missing[:5])}"
-            return True, ""
+            model = read_model(model_path, Path(model_path).name)
+            missing = unsupported_ops(model)
+        except EdgesegError as e:
+            return False, str(e)
         except Exception as e:  # never raises: a reason instead
             return False, str(explain_read_error(Path(model_path).name, str(e)))
+        if missing:
+            return False, f"the {DEVICE} plugin does not take {', '.join(missing[:5])}"
+        _READ_MODELS.put(model_path, model)
+        return True, ""
 
     def _activate_impl(self) -> None:
-        import openvino as ov
-
-        core = ov.Core()
-        try:
-            model = core.read_model(str(self.model_path))
-        except Exception as e:  # OpenVINO raises RuntimeError with a long report
-            raise explain_read_error(str(self.model_path), str(e)) from None
+        model = _READ_MODELS.take(self.model_path)
+        if model is None:
+            try:
+                model = read_model(self.model_path)
+            except EdgesegError as e:
+                raise e from None  # ours names the file and the ops; OpenVINO's long report stays out
         config: dict[str, object] = {}
         if self.threads > 0:
             config["INFERENCE_NUM_THREADS"] = int(self.threads)
         if self.precision == "fp32":
             config["INFERENCE_PRECISION_HINT"] = "f32"
         try:
-            self.compiled = core.compile_model(model, DEVICE, config)
+            self.compiled = core().compile_model(model, DEVICE, config)
         except Exception as e:
             raise explain_read_error(str(self.model_path), str(e)) from None
         self.input_specs = tuple(self._spec(p) for p in self.compiled.inputs)

@@ -86,6 +86,27 @@ def _launch(u: SourceURI) -> str:
     return u.target if "edgeseg_sink" in u.target else f"{u.target} ! {APPSINK}"
 
 
+PREROLL_TIMEOUT_S = 3.0  # how long opening a file waits for GStreamer to preroll before giving up on its total
+
+
+def file_frame_total(pipeline: Any, sink_name: str = "edgeseg_sink") -> tuple[int | None, float | None]:
+    """``(frames, fps)`` of a prerolled file pipeline: GStreamer's duration query (``Gst.Format.TIME``)
+    times the frame rate negotiated on the appsink's pad, rounded to whole frames. ``None`` for what
+    GStreamer does not know (no duration, a variable frame rate)."""
+    Gst = _gst.gst()
+    sink = pipeline.get_by_name(sink_name)
+    caps = sink.get_static_pad("sink").get_current_caps() if sink is not None else None
+    fps = None
+    if caps is not None and caps.get_size() > 0:
+        ok, num, den = caps.get_structure(0).get_fraction("framerate")
+        fps = num / den if ok and num > 0 and den > 0 else None
+    ok, duration_ns = pipeline.query_duration(Gst.Format.TIME)
+    if not ok or duration_ns <= 0 or fps is None:
+        return None, fps
+    frames = int(round(duration_ns * fps / 1e9))
+    return (frames if frames > 0 else None), fps
+
+
 _LIVE_SCHEMES = {"rtsp", "v4l2", "csi"}
 _RECONNECT_SCHEMES = {"rtsp", "http"}
 
@@ -152,18 +173,22 @@ class GstSource(Source):
         self._probe_file_info()
 
     def _probe_file_info(self) -> None:
+        """For a file: its frame total (the progress bar, the truncation check) and frame rate, from
+        GStreamer itself once the pipeline has prerolled: the duration query (the container's
+        duration) times the negotiated frame rate. No total when either is unknown; never fatal."""
         if self.spec.scheme != "file" or self.expected_frames is not None:
             return
-        try:  # a cheap count for the progress bar; never fatal
-            import cv2
-
-            cap = cv2.VideoCapture(self.spec.target)
-            n, fps = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)), float(cap.get(cv2.CAP_PROP_FPS))
-            cap.release()
-            self.expected_frames = n if n > 0 else None
-            self.fps = fps if fps > 0 else self.fps
+        Gst = _gst.gst()
+        try:
+            ret, _, _ = self._pipeline.get_state(int(PREROLL_TIMEOUT_S * Gst.SECOND))
+            if ret not in (Gst.StateChangeReturn.SUCCESS, Gst.StateChangeReturn.NO_PREROLL):
+                return  # an error (the bus will say it) or too slow to preroll: no total
+            total, fps = file_frame_total(self._pipeline)
         except Exception as e:  # noqa: BLE001 - the count only feeds the progress bar
             log.debug("%s: no frame count for the progress bar (%s)", self.spec.target, e)
+            return
+        self.expected_frames = total
+        self.fps = fps or self.fps
 
     def _on_sample(self, sink: Any) -> Any:
         Gst = _gst.gst()

@@ -1,7 +1,8 @@
 """OpenCV sources: video files, V4L2 devices and image-folder sequences (used when GStreamer is absent).
 
 Devices are live: a reader thread keeps grabbing and a :class:`FrameBuffer` drops the oldest frame
-when the pipeline is slower than the camera. Files and folders block (nothing is lost).
+when the pipeline is slower than the camera. Files and folders block (nothing is lost). Videos and
+devices are read by :class:`edgeseg.data.video.VideoReader`, the OpenCV reader calibration uses too.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from ...data.io import IMAGE_SUFFIXES, read_image
+from ...data.video import VideoReader
 from ...errors import InputError, StreamError
 from ...structures.frame import Frame
 from ..base import FrameBuffer, Source
@@ -38,16 +40,14 @@ class OpenCVSource(Source):
         self.live = realtime or self.spec.scheme == "v4l2"
         self.fps = fps
         self._buf = FrameBuffer(buffer_size, drop_oldest=True)
-        self._cap: Any = None
+        self._video: VideoReader | None = None
         self._files: list[Path] = []
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
 
     def open(self) -> "OpenCVSource":
-        import cv2
-
-        if self._cap is not None or self._files:
+        if self._video is not None or self._files:
             return self
         if self.spec.scheme == "folder":
             root = Path(self.spec.target)
@@ -61,32 +61,25 @@ class OpenCVSource(Source):
             raise InputError(f"video file {target} does not exist", fix="check the path")
         if self.spec.scheme == "v4l2":
             target = int(target.rsplit("video", 1)[-1]) if target.rsplit("video", 1)[-1].isdigit() else target
-        cap = cv2.VideoCapture(target)
-        if not cap.isOpened():
-            raise StreamError(f"OpenCV cannot open {self.uri!r}", fix="check the path/device and that the codec is supported")
-        self._cap = cap
-        n, fps = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)), float(cap.get(cv2.CAP_PROP_FPS))
-        self.expected_frames = n if n > 0 and self.spec.scheme == "file" else None
-        self.fps = self.fps or (fps if fps > 0 else None)
+        self._video = VideoReader(target, error=StreamError, name=repr(self.uri),
+                                  fix="check the path/device and that the codec is supported")
+        self.expected_frames = self._video.frame_count if self.spec.scheme == "file" else None
+        self.fps = self.fps or self._video.fps
         return self
 
     def _read_all(self) -> Iterator[tuple[np.ndarray, int]]:
-        import cv2
-
         if self._files:
             period = 1e9 / (self.fps or 25.0)
             for i, p in enumerate(self._files):
                 yield read_image(p), int(i * period)  # InputError naming the file; non-ASCII paths work
             return
+        assert self._video is not None  # opened by __iter__
         n = 0
-        while not self._stopping.is_set():
-            ok, img = self._cap.read()
-            if not ok:
-                self._check_truncated(n)
-                return
-            pts = int(self._cap.get(cv2.CAP_PROP_POS_MSEC) * 1e6)
+        for f in self._video.frames(stop=self._stopping.is_set):
             n += 1
-            yield cv2.cvtColor(img, cv2.COLOR_BGR2RGB), pts
+            yield f.image, f.pts_ns
+        if not self._stopping.is_set():
+            self._check_truncated(n)
 
     def _check_truncated(self, n: int) -> None:
         if self.spec.scheme == "file" and self.expected_frames and n < self.expected_frames - 1:
@@ -143,6 +136,6 @@ class OpenCVSource(Source):
         self.stop()
         if self._thread is not None:
             self._thread.join(2.0)
-        if self._cap is not None:
-            self._cap.release()
-            self._cap = None
+        if self._video is not None:
+            self._video.close()
+            self._video = None

@@ -1,0 +1,93 @@
+"""The one OpenCV video reader: RGB frames and their presentation times from a file or a capture device.
+
+Shared by the calibration readers (:mod:`edgeseg.quant.calibration`, uniform and scene-change
+sampling of video files) and the OpenCV stream source (:mod:`edgeseg.stream.sources.opencv_source`);
+it lives in ``data`` because that is the lowest package both may import (tests/test_layering.py).
+
+    with VideoReader("clip.mp4") as video:        # raises DataError (or the error asked for) if unopenable
+        video.frame_count, video.fps               # what the container announces (None when it does not)
+        for f in video.frames():                   # VideoFrame(index, image RGB uint8 [H, W, 3], pts_ns)
+            ...
+    count_frames("clip.mp4")                       # frames that really decode (containers can be wrong)
+
+OpenCV is imported when a reader is opened (``import edgeseg`` stays light).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from ..errors import DataError, EdgesegError
+
+
+@dataclass(frozen=True)
+class VideoFrame:
+    """One decoded frame: ``index`` (0-based decode order), ``image`` RGB ``uint8 [H, W, 3]``,
+    ``pts_ns`` (the capture's position in nanoseconds when the frame was read)."""
+
+    index: int
+    image: np.ndarray
+    pts_ns: int
+
+
+class VideoReader:
+    """``cv2.VideoCapture`` on a file path, a device path or a device index, giving RGB frames.
+
+    error/name/fix: the exception type, how its message names the thing (default ``video TARGET``) and
+    the fix, so each caller's error names what the user gave it (calibration: ``DataError`` naming the
+    calibration video; the stream source: ``StreamError`` naming the source URI).
+    """
+
+    def __init__(self, target: str | int | Path, *, error: type[EdgesegError] = DataError, name: str | None = None,
+                 fix: str = "check the path (or device) and that OpenCV can decode it (codec, container)"):
+        import cv2
+
+        self.target = target
+        self._cap: Any = cv2.VideoCapture(target if isinstance(target, int) else str(target))
+        if not self._cap.isOpened():
+            self._cap.release()
+            self._cap = None
+            raise error(f"OpenCV cannot open {name or f'video {target}'}", fix=fix)
+        n, fps = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT)), float(self._cap.get(cv2.CAP_PROP_FPS))
+        #: frames the container announces (None when it does not say; live devices say nothing useful)
+        self.frame_count: int | None = n if n > 0 else None
+        #: the stream's nominal frame rate, or None
+        self.fps: float | None = fps if fps > 0 else None
+
+    def frames(self, stop: Callable[[], bool] | None = None) -> Iterator[VideoFrame]:
+        """Frames in decode order until the end of the video (or until ``stop()`` is true)."""
+        import cv2
+
+        index = 0
+        while self._cap is not None and not (stop is not None and stop()):
+            ok, bgr = self._cap.read()
+            if not ok:
+                return
+            pts = int(self._cap.get(cv2.CAP_PROP_POS_MSEC) * 1e6)
+            yield VideoFrame(index, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), pts)
+            index += 1
+
+    def close(self) -> None:
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None
+
+    def __enter__(self) -> "VideoReader":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def read_video(path: str | Path, **kw: Any) -> Iterator[VideoFrame]:
+    """Every frame of a video file, opened and closed around the iteration (``kw``: :class:`VideoReader`'s)."""
+    with VideoReader(path, **kw) as video:
+        yield from video.frames()
+
+
+def count_frames(path: str | Path, **kw: Any) -> int:
+    """How many frames of the file really decode (the container's count can be wrong)."""
+    return sum(1 for _ in read_video(path, **kw))
