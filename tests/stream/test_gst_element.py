@@ -51,3 +51,12 @@ def test_element_without_bundle_fails_clearly(launch_env):
     done = subprocess.run(cmd, env=launch_env, capture_output=True, text=True, timeout=120)
     assert done.returncode != 0
     assert "needs bundle=PATH" in done.stdout + done.stderr
+
+
+def test_environment_takes_virtualenv_bins_off_path(tmp_path):
+    """The loader's embedded Python would take an activated venv's prefix from PATH and fail."""
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "pyvenv.cfg").write_text("home = /usr/bin\n")
+    env = environment(path=f"{venv / 'bin'}:/usr/local/bin:/usr/bin")
+    assert env["PATH"] == "/usr/local/bin:/usr/bin"

@@ -6,10 +6,13 @@
     export PYTHONPATH=<repo>:<venv site-packages>
 
 The loader embeds the system's libpython (Debian 12: 3.11.2), so the packages on PYTHONPATH must be
-built for the same CPython minor version (3.11); see docs/streaming.md.
+built for the same CPython minor version (3.11); see docs/streaming.md. That embedded interpreter
+also finds its prefix through the ``python3`` on ``PATH``: run gst-launch-1.0 with a virtual
+environment's ``bin`` off ``PATH`` (``deactivate`` first, or ``env PATH=... gst-launch-1.0``).
 """
 from __future__ import annotations
 
+import os
 import site
 import sys
 from pathlib import Path
@@ -18,8 +21,14 @@ PLUGIN_DIR = Path(__file__).resolve().parent
 REPO = PLUGIN_DIR.parents[2]
 
 
-def environment() -> dict[str, str]:
-    """``GST_PLUGIN_PATH`` and ``PYTHONPATH`` that let gst-launch-1.0 load the element with this Python's packages."""
+def environment(path: str | None = None) -> dict[str, str]:
+    """``GST_PLUGIN_PATH`` and ``PYTHONPATH`` that let gst-launch-1.0 load the element with this
+    Python's packages, and a ``PATH`` without virtual-environment ``bin`` folders: the interpreter
+    embedded in GStreamer's Python loader takes its prefix from the ``python3`` it finds on ``PATH``,
+    and an activated venv's (another Python build) breaks it ("gi.repository.Gst is no dict")."""
     paths = [str(REPO), *site.getsitepackages()]
+    bins = (path if path is not None else os.environ.get("PATH", "")).split(os.pathsep)
+    clean = [b for b in bins if b and not (Path(b).parent / "pyvenv.cfg").is_file()]
     return {"GST_PLUGIN_PATH": str(PLUGIN_DIR), "PYTHONPATH": ":".join(dict.fromkeys(paths)),
+            "PATH": os.pathsep.join(clean),
             "PYTHON_VERSION_NEEDED": f"{sys.version_info.major}.{sys.version_info.minor}"}

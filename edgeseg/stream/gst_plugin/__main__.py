@@ -1,4 +1,5 @@
 """``python -m edgeseg.stream.gst_plugin [--plugin-path | --python-path]``: the environment the element needs."""
+import os
 import sys
 
 from . import environment
@@ -12,3 +13,6 @@ else:
     print(f"export GST_PLUGIN_PATH={env['GST_PLUGIN_PATH']}")
     print(f"export PYTHONPATH={env['PYTHONPATH']}")
     print(f"# the plugin loader's libpython must be CPython {env['PYTHON_VERSION_NEEDED']} (Debian 12: 3.11.2)")
+    if env["PATH"] != os.environ.get("PATH", ""):
+        print("# a virtual environment is active: run gst-launch-1.0 after 'deactivate', or as")
+        print(f"#   env PATH={env['PATH']} gst-launch-1.0 ...")
