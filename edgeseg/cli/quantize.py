@@ -32,6 +32,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="keep the most sensitive layers in float until the metric is within D of FP32; exit 2 if impossible")
     p.add_argument("--sensitivity", action="store_true", help="rank layers by INT8 sensitivity and plot metric vs float layers")
     p.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads for scoring and latency (0: default)")
+    p.add_argument("--no-latency-guard", action="store_true",
+                   help="cpu target: do not time layers to leave those INT8 makes slower in float")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     add_json_option(p)
 
@@ -47,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
         eval_ds = open_dataset(args.eval, split=args.split)
     r = quantize_bundle(args.bundle, args.calib, target=args.target, method=args.method, eval_dataset=eval_ds,
                         max_drop=args.max_drop, sensitivity=args.sensitivity, frames=args.frames,
-                        threads=args.threads, progress=not args.no_progress, engine=args.engine)
+                        threads=args.threads, progress=not args.no_progress, engine=args.engine,
+                        latency_guard=not args.no_latency_guard)
     if r.sensitivity:
         print(f"per-layer sensitivity ({r.metric} gained with the layer alone in float):")
         print_table([{"rank": i + 1, "layer": s.name, "op": s.op_type, "score": s.score, "gain": s.gain}
@@ -60,6 +63,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"speed-up {r.speedup:.2f}x ({runtime})")
     if r.execution:
         print(f"OpenVINO runs {r.execution['int8_layers']} compute layers in INT8 (others: {r.execution['other_layers']})")
+    if r.layer_latency.get("decision"):
+        print(f"per-layer latency: {r.layer_latency['decision']}")
     for f in r.float_nodes:
         print(f"float: {f.name} ({f.op_type}): {f.reason}")
     print(f"wrote {', '.join(r.files)} to {args.bundle}")

@@ -52,6 +52,7 @@ class QuantReport:
     files: tuple[str, ...] = ()
     engine: str = "ort"
     execution: dict[str, Any] = field(default_factory=dict)  # openvino: layers OpenVINO runs in INT8
+    layer_latency: dict[str, Any] = field(default_factory=dict)  # cpu: per-layer INT8 vs float timings
 
     @property
     def drop(self) -> float | None:
@@ -74,13 +75,14 @@ class QuantReport:
             "curve": [list(c) for c in self.curve],
             "latency_ms": self.latency_ms, "speedup": self.speedup, "size_bytes": self.size_bytes,
             "prepare": self.prepare, "files": list(self.files), "engine": self.engine, "execution": self.execution,
+            "layer_latency": self.layer_latency,
         }
 
 
 def quantize_bundle(bundle, calib: str | CalibrationRecipe | Sequence, target: str = "tensorrt", method: str | None = None,
                     eval_dataset=None, max_drop: float | None = None, sensitivity: bool = False, *,
                     frames: int | None = None, threads: int = 0, progress: bool = True, latency: bool = True,
-                    engine: str | None = None) -> QuantReport:
+                    engine: str | None = None, latency_guard: bool = True) -> QuantReport:
     """Quantize ``bundle``'s FP32 model for ``target`` and record the result in the bundle.
 
     calib: a recipe (``.toml``, recipe name, folder, video, dataset spec, :class:`CalibrationRecipe`)
@@ -89,6 +91,8 @@ def quantize_bundle(bundle, calib: str | CalibrationRecipe | Sequence, target: s
     scores (the FP32 score is the bundle's FP32 model's ``edgeseg eval`` mIoU). Raises
     :class:`QuantizationError` (after writing the report) when ``max_drop`` cannot be met.
     engine: ``ort`` | ``nncf`` (default: the profile's; ``openvino`` uses NNCF when it is installed).
+    latency_guard: on the ``cpu`` target, time every layer in float and INT8 on this CPU and leave the
+    ones INT8 makes slower in float, when that makes the whole model faster (:func:`_latency_guard`).
     """
     from ..bundle import Bundle
 
@@ -110,6 +114,9 @@ def quantize_bundle(bundle, calib: str | CalibrationRecipe | Sequence, target: s
             symmetric=profile.activation_symmetric, percentile=recipe.percentile)
         q = _Quantizer(prepared, profile, table, cal_frames, spec)
         full = q.model(None, work / "int8.onnx")
+        guard: dict[str, Any] = {}
+        if latency_guard and profile.name == "cpu" and profile.engine == "ort" and runtime == "onnxruntime":
+            q, full, guard = _latency_guard(q, full, {spec.name: spec.preprocess(calib_frames[0])[0]}, threads, work, progress)
         scorer, sens_scorer = _scorers(eval_dataset, held, b.manifest, fp32, threads, runtime)
         fp32_score = scorer(fp32) if scorer else None
         int8_score = scorer(full.path) if scorer else None
@@ -121,7 +128,7 @@ def quantize_bundle(bundle, calib: str | CalibrationRecipe | Sequence, target: s
             fp32_score=fp32_score, int8_score=gate.int8_score, met_budget=gate.met, max_drop=max_drop,
             float_nodes=gate.float_nodes, sensitivity=gate.sensitivity, curve=gate.curve, latency_ms=lat,
             size_bytes={"fp32": os.path.getsize(fp32), "int8": os.path.getsize(gate.model)}, prepare=prep.to_dict(),
-            engine=profile.engine, execution=_execution(gate.model, runtime))
+            engine=profile.engine, execution=_execution(gate.model, runtime), layer_latency=guard)
         return _write(b, report, gate.model, table, recipe, fp32, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -137,8 +144,10 @@ class _Quantizer:
     table: CalibrationTable | None  # None for the nncf engine (NNCF gathers its own statistics)
     frames: Sequence
     spec: InputSpec
+    base_keep: dict[str, str] = field(default_factory=dict)  # always in float (the latency guard's layers)
 
     def model(self, keep: dict[str, str] | None, out: Path) -> QuantizedModel:
+        keep = {**self.base_keep, **(keep or {})} or None
         if self.profile.engine == "nncf":
             from .openvino import nncf_quantize_onnx
 
@@ -187,6 +196,47 @@ def _accuracy_control(q: _Quantizer, full: QuantizedModel, scorer, sens_scorer, 
     reason = f"mixed precision (--max-drop {max_drop:g}): among the most INT8-sensitive layers"
     final = q.model({n: reason for n in mixed.float_layers}, work / "final.onnx")
     return _Gate(final.path, final.float_nodes, mixed.score, mixed.met, mixed.curve, sens)
+
+
+def _latency_guard(q: _Quantizer, full: QuantizedModel, feed: dict, threads: int, work: Path, progress: bool,
+                   max_trials: int = 6):
+    """Time every layer in float and INT8 on this CPU (:mod:`edgeseg.quant.layer_latency`); for the
+    layers INT8 makes slower (most time lost first, at most ``max_trials``), quantize again with the
+    layer left in float and keep it so only if the *whole* model is then measured faster, side by side
+    (a float layer can also push its neighbours out of INT8). Returns (quantizer, model, report section)."""
+    from dataclasses import replace
+
+    import onnx
+
+    from .layer_latency import measure_layers, slow_int8_layers, time_models_interleaved
+
+    timings = measure_layers(onnx.load(str(q.prepared)), threads=max(threads, 0), skip=[f.name for f in full.float_nodes],
+                             progress=progress)
+    slow = slow_int8_layers(timings)
+    loss = {t.name: t.int8_ms - t.float_ms - t.convert_ms for t in timings}
+    section: dict[str, Any] = {"threads": threads, "layers": [t.to_dict() for t in timings],
+                               "slower_in_int8": sorted(slow, key=lambda n: -loss[n]), "trials": [], "kept_float": []}
+    best_q, best, best_ms = q, full, None
+    for k, name in enumerate(section["slower_in_int8"][:max_trials]):
+        trial_q = replace(best_q, base_keep={**best_q.base_keep, name: slow[name]})
+        trial = trial_q.model(None, work / f"int8_guard_{k}.onnx")
+        cur_ms, trial_ms = time_models_interleaved([best.path, trial.path], feed, threads)
+        best_ms = cur_ms if best_ms is None else min(best_ms, cur_ms)
+        faster = trial_ms < cur_ms * 0.99
+        section["trials"].append({"layer": name, "whole_model_ms": round(cur_ms, 3), "with_layer_float_ms": round(trial_ms, 3),
+                                  "kept_float": faster})
+        if faster:
+            best_q, best, best_ms = trial_q, trial, trial_ms
+            section["kept_float"].append(name)
+    if not slow:
+        section["decision"] = "every timed layer is faster in INT8 (within 10%): nothing left in float for speed"
+    elif section["kept_float"]:
+        section["decision"] = (f"{len(section['kept_float'])} of {len(slow)} layer(s) slower in INT8 left in float: "
+                               f"each made the whole model faster (measured side by side)")
+    else:
+        section["decision"] = (f"{len(slow)} layer(s) are slower in INT8 alone, but leaving any of them in float did not "
+                               f"make the whole model faster: all kept in INT8")
+    return best_q, best, section
 
 
 def _engine_profile(profile: QuantProfile, engine: str | None, method: str | None) -> QuantProfile:
