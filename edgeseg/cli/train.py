@@ -14,6 +14,8 @@ EXAMPLES = (
     "edgeseg train deeplabv3plus_mobilenetv2 --data camvid:../shared/data/camvid --epochs 100 --out runs/road --resume",
     "edgeseg train test_fcn8s --data synthetic:200,size=160x120 --size 160x120 --epochs 5 --out runs/shapes "
     "--loss ce+0.5*lovasz --export shapes.edgeseg",
+    "edgeseg train deeplabv3plus_mobilenetv2 --data camvid:../shared/data/camvid --epochs 30 --lr 0.01 "
+    "--init runs/road/model.safetensors --crop 384x288 --out runs/road-ft   # fine-tune",
 )
 
 
@@ -26,7 +28,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val-split", default="val", help="split to evaluate on (default val)")
     p.add_argument("--epochs", type=int, required=True, help="number of epochs")
     p.add_argument("--out", required=True, metavar="DIR", help="run folder: last.pt (resume), best/model weights, history.json")
-    p.add_argument("--size", default="480x360", metavar="WxH", help="training crop / network input size (default 480x360)")
+    p.add_argument("--size", default="480x360", metavar="WxH", help="network input size (default 480x360)")
+    p.add_argument("--crop", default=None, metavar="WxH",
+                   help="train on random crops of this size from the --size image (cheaper steps; default: no crop)")
+    p.add_argument("--init", default=None, metavar="WEIGHTS",
+                   help="start from these weights (safetensors or state-dict .pt) with a fresh schedule: fine-tuning")
     p.add_argument("--batch", type=int, default=8, help="batch size (default 8)")
     p.add_argument("--lr", type=float, default=0.01, help="base learning rate (default 0.01)")
     p.add_argument("--momentum", type=float, default=0.9)
@@ -76,13 +82,13 @@ def build_job(args: argparse.Namespace):
         class_weighting=args.class_weighting, scale=_scale(args.scale), jitter=args.jitter,
         eval_every=args.eval_every, seed=args.seed, workers=args.workers, device=args.device, amp=not args.no_amp,
         threads=args.threads, progress=not args.no_progress and sys.stderr.isatty(),
-        weights_format=args.weights_format,
+        weights_format=args.weights_format, crop=ImageShape.parse(args.crop) if args.crop else None,
     )
     export = Path(args.export) if args.export else None
     return TrainJob(
         model=args.model, data=args.data, out=Path(args.out), config=config, val_data=args.val_data,
         train_split=args.train_split, val_split=args.val_split, num_classes=args.num_classes, export=export,
-        cache=args.cache, command="edgeseg " + shlex.join(sys.argv[1:]) if sys.argv[1:] else "",
+        cache=args.cache, init=Path(args.init) if args.init else None, command="edgeseg " + shlex.join(sys.argv[1:]) if sys.argv[1:] else "",
     )
 
 

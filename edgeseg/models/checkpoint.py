@@ -138,6 +138,16 @@ def load_checkpoint(path: str | Path) -> nn.Module:
     path = _existing(path)
     meta = read_checkpoint_meta(path)
     model = create_model(meta.model_name, num_classes=meta.num_classes, **meta.model_kwargs)
+    load_weights(model, path, what=f"model {meta.model_name!r} with {meta.num_classes} classes")
+    model.eval()
+    model.checkpoint_meta = meta
+    return model
+
+
+def load_weights(model: nn.Module, path: str | Path, what: str = "the model") -> nn.Module:
+    """Load a weights file (safetensors or a plain state-dict ``.pt``) into ``model`` in place;
+    every tensor must match by name and shape."""
+    path = _existing(path)
     state = _read_state(path)
     own = model.state_dict()
     missing = [k for k in own if k not in state]
@@ -146,11 +156,9 @@ def load_checkpoint(path: str | Path) -> nn.Module:
     if missing or unexpected or wrong:
         parts = [f"{what}: {', '.join(items[:4])}{' ...' if len(items) > 4 else ''}"
                  for what, items in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", wrong)) if items]
-        raise ModelError(f"{path}: weights do not fit model {meta.model_name!r} with {meta.num_classes} classes ({'; '.join(parts)})",
+        raise ModelError(f"{path}: weights do not fit {what} ({'; '.join(parts)})",
                          fix="check model_name/num_classes in the checkpoint metadata")
     model.load_state_dict(state)
-    model.eval()
-    model.checkpoint_meta = meta
     return model
 
 

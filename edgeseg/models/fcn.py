@@ -35,13 +35,14 @@ class Upsample2x(nn.ConvTranspose2d):
 class FCN(SemanticModel):
     """``skips``: 0 for FCN-32s, 1 for FCN-16s (pool4), 2 for FCN-8s (pool4 and pool3)."""
 
-    def __init__(self, encoder: Encoder, num_classes: int, skips: int = 2, fc_channels: int = 4096, dropout: float = 0.5):
+    def __init__(self, encoder: Encoder, num_classes: int, skips: int = 2, fc_channels: int = 4096, dropout: float = 0.5,
+                 fc_kernel: int = 7):
         super().__init__(num_classes)
         self.encoder = encoder
         self.skips = skips
         c = encoder.out_channels
         self.fc = nn.Sequential(
-            nn.Conv2d(c[-1], fc_channels, 7, padding=3), nn.ReLU(inplace=True), nn.Dropout2d(dropout),
+            nn.Conv2d(c[-1], fc_channels, fc_kernel, padding=fc_kernel // 2), nn.ReLU(inplace=True), nn.Dropout2d(dropout),
             nn.Conv2d(fc_channels, fc_channels, 1), nn.ReLU(inplace=True), nn.Dropout2d(dropout),
         )
         self.score_fr = nn.Conv2d(fc_channels, num_classes, 1)
@@ -62,8 +63,10 @@ class FCN(SemanticModel):
         return score
 
 
-def _fcn(skips: int, encoder: str, num_classes: int, fc_channels: int = 4096, **kw) -> FCN:
-    return FCN(create_encoder(encoder, **kw), num_classes, skips=skips, fc_channels=fc_channels)
+def _fcn(skips: int, encoder: str, num_classes: int, fc_channels: int = 4096, fc_kernel: int = 7, dropout: float = 0.5,
+         **kw) -> FCN:
+    return FCN(create_encoder(encoder, **kw), num_classes, skips=skips, fc_channels=fc_channels, fc_kernel=fc_kernel,
+               dropout=dropout)
 
 
 @register_model(arch="fcn32s", encoder="vgg16")
@@ -84,6 +87,16 @@ def fcn8s_vgg16(num_classes: int = 21, **kw) -> FCN:
     return _fcn(2, "vgg16", num_classes, **kw)
 
 
+@register_model(arch="fcn8s", encoder="mobilenetv2")
+def fcn8s_mobilenetv2(num_classes: int = 21, **kw) -> FCN:
+    """FCN-8s on MobileNetV2 (the edge-sized FCN-8s: fc6 3x3 and fc7 1x1 with 512 channels on the
+    320-channel stride-32 features; skips from the stride-16 and stride-8 stages, as on VGG-16)."""
+    kw.setdefault("fc_channels", 512)
+    kw.setdefault("fc_kernel", 3)
+    kw.setdefault("dropout", 0.1)
+    return _fcn(2, "mobilenetv2", num_classes, **kw)
+
+
 @register_model(arch="fcn32s", encoder="test_vgg")
 def test_fcn32s(num_classes: int = 5, **kw) -> FCN:
     """Tiny FCN-32s for tests."""
@@ -100,3 +113,9 @@ def test_fcn16s(num_classes: int = 5, **kw) -> FCN:
 def test_fcn8s(num_classes: int = 5, **kw) -> FCN:
     """Tiny FCN-8s for tests."""
     return _fcn(2, "test_vgg", num_classes, fc_channels=16, **kw)
+
+
+@register_model(arch="fcn8s", encoder="test_mobilenetv2")
+def test_fcn8s_mobilenetv2(num_classes: int = 5, **kw) -> FCN:
+    """Tiny FCN-8s with the edge head (fc6 3x3) of ``fcn8s_mobilenetv2``, for tests."""
+    return _fcn(2, "test_mobilenetv2", num_classes, fc_channels=16, fc_kernel=3, dropout=0.1, **kw)

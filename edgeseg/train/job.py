@@ -28,6 +28,8 @@ class TrainJob:
                ``train_split``; ``val_data`` (default: the same spec) is read with ``val_split``.
     export:    a bundle path to export to after training (None: no export).
     cache:     hold the decoded datasets in memory (fast epochs for small sets and generated scenes).
+    init:      a weights file (safetensors or state-dict ``.pt``) to start from, with a fresh optimizer
+               and schedule (fine-tuning; a second training stage).
     command:   the command line that started the job, recorded in the report.
     """
 
@@ -43,6 +45,7 @@ class TrainJob:
     export: Path | None = None
     bundle_name: str | None = None
     cache: bool = False
+    init: Path | None = None
     command: str = ""
 
 
@@ -87,6 +90,11 @@ def run_job(job: TrainJob, resume: bool = False) -> JobResult:
     n = job.num_classes or len(train.classes)
     seed_everything(job.config.seed)
     model = create_model(job.model, num_classes=n, **job.model_kwargs)
+    if job.init is not None and not resume:  # on resume, last.pt holds the fine-tuned weights already
+        from ..models.checkpoint import load_weights
+
+        load_weights(model, job.init, what=f"model {job.model!r} with {n} classes")
+        log.info("starting from the weights in %s", job.init)
     spec = InputSpec(size=job.config.size)
     trainer = Trainer(model, train, job.config, val_data=val, input_spec=spec, num_classes=n, out_dir=job.out,
                       model_name=job.model)
@@ -119,6 +127,7 @@ def training_record(job: TrainJob, trainer: Trainer, result: TrainResult, n_trai
         "model_kwargs": job.model_kwargs,
         "data": job.data,
         "val_data": job.val_data or job.data,
+        "init": None if job.init is None else str(job.init),
         "splits": {"train": job.train_split, "val": job.val_split},
         "images": {"train": n_train, "val": n_val},
         "epochs": trainer.epoch,

@@ -39,3 +39,11 @@ def test_conv_bn_fold(name):
 @pytest.mark.parametrize("name", PARAMS)
 def test_export_parity(name, tmp_path):
     check_export(_build(name), tmp_path)
+
+
+
+def test_fcn8s_edge_head_is_3x3():
+    """fcn8s_mobilenetv2 (and its tiny twin, run through the shared tester above) use a 3x3 fc6."""
+    for name in ("fcn8s_mobilenetv2", "test_fcn8s_mobilenetv2"):
+        fc6 = create_model(name, num_classes=5).fc[0]
+        assert fc6.kernel_size == (3, 3) and fc6.padding == (1, 1)

@@ -54,3 +54,27 @@ def test_export_records_training_and_onnx_accuracy(tmp_path):
     # the ONNX model scores what the PyTorch model scored on the same validation scenes
     assert report["accuracy"]["fp32"]["miou"] == pytest.approx(tr["final"]["miou"], abs=0.01)
     assert report["parity"]
+
+
+def test_cli_init_starts_from_weights_with_a_fresh_schedule(tmp_path, capsys):
+    """--init loads the weights (fine-tuning): with lr 1e-12 every learned tensor stays what the first run
+    left; the record names the init file; weights of another model are refused, naming the mismatch."""
+    from safetensors.torch import load_file
+
+    first = tmp_path / "first"
+    assert main([*BASE, "--epochs", "1", "--out", str(first)]) == 0
+    init = first / "model.safetensors"
+    second = tmp_path / "second"
+    assert main([*BASE, "--epochs", "1", "--lr", "1e-12", "--crop", "48x32", "--init", str(init), "--out", str(second),
+                 "--json", str(tmp_path / "b.json")]) == 0
+    rec = json.loads((tmp_path / "b.json").read_text())["training"]
+    assert rec["init"] == str(init) and rec["config"]["crop"] == "48x32"
+    a, b = load_file(str(init)), load_file(str(second / "model.safetensors"))
+    learned = [k for k in a if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
+    assert learned and all(torch.allclose(a[k], b[k], rtol=0, atol=1e-9) for k in learned)
+    capsys.readouterr()
+    other = [*BASE, "--epochs", "1", "--init", str(init), "--out", str(tmp_path / "x")]
+    other[1] = "test_unet"
+    assert main(other) == 2
+    err = capsys.readouterr().err
+    assert "weights do not fit model 'test_unet'" in err and "model.safetensors" in err
