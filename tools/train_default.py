@@ -6,6 +6,7 @@
     python tools/train_default.py road --device cpu            # CPU schedule (hours; resumable)
     python tools/train_default.py road --device cpu --resume   # continue runs/road after an interruption
     python tools/train_default.py road --stage finetune        # second stage: runs/road-ft from runs/road
+    python tools/train_default.py road --stage finetune2       # third stage: runs/road-ft2 from runs/road-ft
 
 Each recipe trains with :mod:`edgeseg.train` into ``runs/<name>/`` (``last.pt`` for resume,
 ``history.json``), exports FP32 to ``edgeseg/zoo/<name>.edgeseg`` with ``export_bundle``, scores the
@@ -44,7 +45,7 @@ class Schedule:
 
 @dataclass(frozen=True)
 class Finetune:
-    """A second stage: start from the first stage's final weights with a fresh, lower poly schedule."""
+    """A later stage: start from the previous stage's final weights with a fresh, lower poly schedule."""
 
     epochs: int
     lr: float
@@ -52,6 +53,7 @@ class Finetune:
     loss: str
     warmup_epochs: float = 0.5
     eval_every: int = 5
+    scale: tuple[float, float] | None = None  # random scale range (default: the recipe's)
 
 
 @dataclass(frozen=True)
@@ -72,7 +74,7 @@ class Recipe:
     scale: tuple[float, float] = (0.5, 2.0)
     weight_decay: float = 1e-4
     class_weighting: str = "enet"
-    finetune: Finetune | None = None
+    finetune: tuple[Finetune, ...] = ()
     description: str = ""
 
 
@@ -111,9 +113,22 @@ RECIPES.add("road", Recipe(
     class_weighting="enet",
     # CPU stage 2: the 80-epoch stage-1 run plateaued at ~51.4 with the LR at zero; a warm restart
     # with larger crops and more Lovasz weight (it optimises IoU directly) trains further.
-    finetune=Finetune(epochs=40, lr=0.01, crop=ImageShape(240, 320), loss="wce+lovasz"),
+    # Stage 3: the full 480x360 image (no crop) at scales near the evaluation scale, for the thin
+    # classes (pole, sign) that small crops of down-scaled images barely show.
+    finetune=(Finetune(epochs=40, lr=0.01, crop=ImageShape(240, 320), loss="wce+lovasz"),
+              Finetune(epochs=15, lr=0.005, crop=None, loss="wce+lovasz", scale=(0.75, 1.5))),
     description="CamVid road scenes, 11 classes, trained from scratch at 480x360",
 ))
+
+
+def stage_names(recipe: Recipe) -> list[str]:
+    """``main``, then ``finetune``, ``finetune2``, ... for the recipe's later stages."""
+    return ["main"] + [f"finetune{'' if i == 0 else i + 1}" for i in range(len(recipe.finetune))]
+
+
+def stage_dir(recipe: Recipe, k: int, runs: str) -> Path:
+    """The run folder of stage ``k`` (0: main -> runs/<name>, 1 -> runs/<name>-ft, 2 -> runs/<name>-ft2)."""
+    return Path(runs) / (recipe.name if k == 0 else f"{recipe.name}-ft{'' if k == 1 else k}")
 
 
 def build_job(recipe: Recipe, args: argparse.Namespace):
@@ -127,21 +142,26 @@ def build_job(recipe: Recipe, args: argparse.Namespace):
     fill = (lambda s: s.format(data_root=root)) if root is not None else (lambda s: s)
     sched = recipe.cuda if args.device.startswith("cuda") else recipe.cpu
     lr, warmup, loss, init, out = recipe.lr, recipe.warmup_epochs, recipe.loss, None, Path(args.runs) / recipe.name
-    if args.stage == "finetune":
-        ft = recipe.finetune
-        if ft is None:
-            raise InputError(f"recipe {recipe.name!r} has no fine-tuning stage", fix="train it with --stage main")
-        init = Path(args.init) if args.init else out / "model.safetensors"
+    scale = recipe.scale
+    if args.stage != "main":
+        k = stage_names(recipe).index(args.stage) if args.stage in stage_names(recipe) else None
+        if k is None:
+            raise InputError(f"recipe {recipe.name!r} has no stage {args.stage!r}",
+                             fix=f"use one of {', '.join(stage_names(recipe))}")
+        ft = recipe.finetune[k - 1]
+        previous = stage_dir(recipe, k - 1, args.runs)
+        init = Path(args.init) if args.init else previous / "model.safetensors"
         if not init.is_file():
-            raise InputError(f"--stage finetune starts from {init}, which does not exist",
-                             fix=f"run the main stage first (python tools/train_default.py {recipe.name}) or give --init")
+            raise InputError(f"--stage {args.stage} starts from {init}, which does not exist",
+                             fix=f"run --stage {stage_names(recipe)[k - 1]} first, or give --init")
         sched = replace(sched, epochs=ft.epochs, crop=ft.crop, eval_every=ft.eval_every)
-        lr, warmup, loss, out = ft.lr, ft.warmup_epochs, ft.loss, Path(args.runs) / f"{recipe.name}-ft"
+        lr, warmup, loss, out = ft.lr, ft.warmup_epochs, ft.loss, stage_dir(recipe, k, args.runs)
+        scale = ft.scale or recipe.scale
     sched = replace(sched, epochs=args.epochs or sched.epochs, workers=sched.workers if args.workers is None else args.workers)
     config = TrainConfig(
         epochs=sched.epochs, size=recipe.size, batch_size=sched.batch, lr=lr, weight_decay=recipe.weight_decay,
         warmup_epochs=warmup, loss=loss, class_weighting=recipe.class_weighting,
-        scale=recipe.scale, crop=sched.crop, eval_every=sched.eval_every, seed=args.seed, workers=sched.workers, device=args.device,
+        scale=scale, crop=sched.crop, eval_every=sched.eval_every, seed=args.seed, workers=sched.workers, device=args.device,
         threads=args.threads, progress=sys.stderr.isatty(),
     )
     export = None if args.no_export else REPO / "edgeseg" / "zoo" / f"{recipe.name}.edgeseg"
@@ -156,11 +176,11 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("name", help=f"which default model: {', '.join(RECIPES.names())}")
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda (mixed precision, the GPU schedule)")
-    p.add_argument("--stage", default="main", choices=["main", "finetune"],
-                   help="main: train from scratch into runs/<name>; finetune: the recipe's second stage into "
-                        "runs/<name>-ft, starting from runs/<name>/model.safetensors (or --init)")
-    p.add_argument("--init", default=None, help="weights the finetune stage starts from (default runs/<name>/model.safetensors)")
-    p.add_argument("--resume", action="store_true", help="continue runs/<name>/last.pt (or runs/<name>-ft with --stage finetune)")
+    p.add_argument("--stage", default="main",
+                   help="main: train from scratch into runs/<name>; finetune, finetune2, ...: the recipe's later "
+                        "stages, each starting from the previous one's final weights (runs/<name>-ft, runs/<name>-ft2, ...)")
+    p.add_argument("--init", default=None, help="weights a later stage starts from (default: the previous stage's model.safetensors)")
+    p.add_argument("--resume", action="store_true", help="continue the stage's run folder from its last.pt")
     p.add_argument("--epochs", type=int, default=None, help="override the schedule's epochs (fresh runs only)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
     p.add_argument("--workers", type=int, default=None, help="override the data loader workers")

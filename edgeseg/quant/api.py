@@ -314,8 +314,10 @@ def _latency(fp32: Path, int8: Path, spec, frame, threads: int, runtime: str = "
 
         return {"fp32": openvino_latency_ms(fp32, feed, threads, precision="fp32"),
                 "int8": openvino_latency_ms(int8, feed, threads), "threads": threads, "runtime": "openvino-cpu"}
-    return {"fp32": acc.measure_latency_ms(fp32, feed, threads), "int8": acc.measure_latency_ms(int8, feed, threads),
-            "threads": threads, "runtime": "onnxruntime-cpu"}
+    from .layer_latency import time_models_interleaved
+
+    f, q = time_models_interleaved([fp32, int8], feed, threads, runs=10, rounds=3)  # side by side: the host is shared
+    return {"fp32": f, "int8": q, "threads": threads, "runtime": "onnxruntime-cpu"}
 
 
 def _write(b, report: QuantReport, model: Path, table, recipe: CalibrationRecipe, fp32: Path, work: Path) -> QuantReport:

@@ -1,0 +1,66 @@
+"""``tools/train_default.py``: the default models' recipes and their stages (main, then fine-tuning
+stages that start from the previous stage's weights with their own schedule)."""
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+from edgeseg.errors import InputError
+from edgeseg.structures import ImageShape
+
+SCRIPT = Path(__file__).resolve().parent.parent / "tools" / "train_default.py"
+
+
+@pytest.fixture(scope="module")
+def td():
+    spec = importlib.util.spec_from_file_location("train_default", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["train_default"] = mod  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(mod)
+    yield mod
+    sys.modules.pop("train_default", None)
+
+
+def _args(td, tmp_path, *argv):
+    import argparse
+
+    p = argparse.ArgumentParser()
+    p.add_argument("name")
+    for flag, default in (("--device", "cpu"), ("--stage", "main"), ("--init", None), ("--runs", str(tmp_path)),
+                          ("--epochs", None), ("--threads", 0), ("--workers", None), ("--seed", 0)):
+        p.add_argument(flag, default=default, type=int if flag in ("--epochs", "--threads", "--workers", "--seed") else None)
+    p.add_argument("--no-export", action="store_true")
+    return p.parse_args(list(argv))
+
+
+def test_road_stages_chain_their_run_folders(td, tmp_path):
+    road = td.RECIPES.get("road")
+    assert td.stage_names(road) == ["main", "finetune", "finetune2"]
+    assert [td.stage_dir(road, k, str(tmp_path)).name for k in range(3)] == ["road", "road-ft", "road-ft2"]
+
+
+def test_finetune2_starts_from_the_first_finetune_with_its_own_schedule(td, tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGESEG_DATA", str(tmp_path))
+    road = td.RECIPES.get("road")
+    (tmp_path / "road-ft").mkdir()
+    (tmp_path / "road-ft" / "model.safetensors").write_bytes(b"")
+    job = td.build_job(road, _args(td, tmp_path, "road", "--stage", "finetune2", "--no-export"))
+    ft = road.finetune[1]
+    assert job.init == tmp_path / "road-ft" / "model.safetensors" and job.out == tmp_path / "road-ft2"
+    c = job.config
+    assert (c.epochs, c.lr, c.crop, c.loss, c.scale) == (ft.epochs, ft.lr, None, ft.loss, (0.75, 1.5))
+    assert c.size == ImageShape(360, 480)
+    main = td.build_job(road, _args(td, tmp_path, "road", "--no-export"))
+    assert main.init is None and main.config.crop == ImageShape(192, 256) and main.config.scale == road.scale
+
+
+def test_a_stage_needs_the_previous_one(td, tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGESEG_DATA", str(tmp_path))
+    road = td.RECIPES.get("road")
+    with pytest.raises(InputError, match="run --stage finetune first"):
+        td.build_job(road, _args(td, tmp_path, "road", "--stage", "finetune2", "--no-export"))
+    with pytest.raises(InputError, match="has no stage 'finetune3'"):
+        td.build_job(road, _args(td, tmp_path, "road", "--stage", "finetune3", "--no-export"))
