@@ -181,6 +181,8 @@ def _accuracy_control(q: _Quantizer, full: QuantizedModel, scorer, sens_scorer, 
     if scorer is None:
         raise QuantizationError("sensitivity and --max-drop need an evaluation set or held-out calibration frames",
                                 fix="pass --eval DATASET, or calibrate on more than one frame")
+    if not sensitivity and fp32_score is not None and int8_score is not None and fp32_score - int8_score <= max_drop:
+        return _Gate(full.path, full.float_nodes, int8_score, True, curve)  # within budget: nothing to rank
     import onnx
 
     fixed = {f.name for f in full.float_nodes}

@@ -83,8 +83,40 @@ def prepare_model(src, dst: str | Path, *, optimize: bool = True) -> PrepareRepo
         name_nodes(model)
     model = infer_shapes(model)
     steps.append("shape inference")
+    pooled = global_pools(model)
+    if pooled:
+        steps.append(f"{len(pooled)} spatial ReduceMean -> GlobalAveragePool (it has an INT8 kernel)")
     onnx.save(model, str(dst))
     return PrepareReport(opset_before, model_opset(model), tuple(folded), renamed, nodes_before, len(model.graph.node), tuple(steps))
+
+
+def global_pools(model) -> list[str]:
+    """Turn ``ReduceMean`` over both spatial axes of a 4-D tensor with ``keepdims=1`` (how many
+    exporters write a squeeze-excitation block's or a pooling branch's global mean) into the
+    equivalent ``GlobalAveragePool``, which ONNX Runtime and TensorRT run in INT8 (a ReduceMean sits
+    between a DequantizeLinear and a QuantizeLinear in float). Returns the rewritten node names."""
+    from onnx import helper, numpy_helper
+
+    g = model.graph
+    inits = {t.name: t for t in g.initializer}
+    rank = {vi.name: len(vi.type.tensor_type.shape.dim) for vi in list(g.value_info) + list(g.input) + list(g.output)
+            if vi.type.tensor_type.HasField("shape")}
+    done = []
+    for i, node in enumerate(list(g.node)):
+        if node.op_type != "ReduceMean" or rank.get(node.input[0]) != 4:
+            continue
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        axes = attrs.get("axes")
+        if axes is None and len(node.input) > 1 and node.input[1] in inits:
+            axes = numpy_helper.to_array(inits[node.input[1]]).tolist()
+        if attrs.get("keepdims", 1) != 1 or axes is None or sorted(a % 4 for a in axes) != [2, 3]:
+            continue
+        g.node.remove(node)
+        g.node.insert(i, helper.make_node("GlobalAveragePool", [node.input[0]], list(node.output), name=node.name))
+        done.append(node.name)
+    if done:
+        _drop_unused_initializers(model)
+    return done
 
 
 def upgrade_opset(model, opset: int):

@@ -63,3 +63,42 @@ def test_failed_opset_upgrade_is_a_quantization_error(tmp_path):
     assert not isinstance(e.value, ExportError)
     assert e.value.fix == "re-export the model at opset 13 or newer"
     assert not (tmp_path / "p.onnx").exists()
+
+
+def test_spatial_reducemean_becomes_global_average_pool(tmp_path):
+    """ReduceMean over H and W with keepdims (attribute axes at opset 17, input axes at opset 18, negative
+    axes) -> GlobalAveragePool, outputs unchanged; other reductions are left alone."""
+    import onnx
+    from onnx import TensorProto as T
+    from onnx import helper as h
+    from onnx import numpy_helper as nh
+
+    from edgeseg.quant.prepare import global_pools, infer_shapes
+
+    x = np.random.default_rng(0).normal(0, 1, (1, 3, 5, 7)).astype(np.float32)
+    for opset in (17, 18):
+        axes_in = opset >= 18
+        def rm(name, axes, keep=1):
+            if axes_in:
+                return h.make_node("ReduceMean", ["x", f"{name}_axes"], [name], name=name, keepdims=keep)
+            return h.make_node("ReduceMean", ["x"], [name], name=name, axes=axes, keepdims=keep)
+        specs = {"a": ([2, 3], 1), "b": ([-1, -2], 1), "c": ([1], 1), "d": ([2, 3], 0)}
+        nodes = [rm(n, ax, k) for n, (ax, k) in specs.items()]
+        inits = [nh.from_array(np.array(ax, np.int64), f"{n}_axes") for n, (ax, _) in specs.items()] if axes_in else []
+        outs = [h.make_tensor_value_info(n, T.FLOAT, None) for n in specs]
+        g = h.make_graph(nodes, "g", [h.make_tensor_value_info("x", T.FLOAT, [1, 3, 5, 7])], outs, inits)
+        m = infer_shapes(h.make_model(g, opset_imports=[h.make_opsetid("", opset)], ir_version=8))
+        before = _run_all(m, x)
+        assert global_pools(m) == ["a", "b"]
+        assert [n.op_type for n in m.graph.node] == ["GlobalAveragePool", "GlobalAveragePool", "ReduceMean", "ReduceMean"]
+        onnx.checker.check_model(m)
+        after = _run_all(m, x)
+        for b, a in zip(before, after):
+            np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def _run_all(model, x):
+    import onnxruntime as ort
+
+    s = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return s.run(None, {"x": x})
