@@ -24,17 +24,10 @@ def _clip(tmp_path, n=12, fps=25):
 
 
 def test_frames_pts_and_rgb_order_match_a_plain_opencv_decode(tmp_path):
-    import cv2
+    from video_ref import decode_video_rgb
 
     path = _clip(tmp_path)
-    cap = cv2.VideoCapture(str(path))
-    ref = []
-    while True:
-        ok, bgr = cap.read()
-        if not ok:
-            break
-        ref.append(bgr[..., ::-1])
-    cap.release()
+    ref = decode_video_rgb(path)
     with VideoReader(path) as video:
         assert video.frame_count == 12 and video.fps == pytest.approx(25.0)
         frames = list(video.frames())

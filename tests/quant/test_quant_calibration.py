@@ -72,21 +72,6 @@ def test_video_scene_change_sampling(tmp_path):
     np.testing.assert_allclose([f.mean() for f in frames], [40, 200, 120], atol=4)
 
 
-def _cv2_decode_rgb(path) -> list[np.ndarray]:
-    """The reference: calibration's own reader before it used edgeseg.data.video (raw cv2, BGR flipped)."""
-    import cv2
-
-    cap = cv2.VideoCapture(str(path))
-    out = []
-    while True:
-        ok, bgr = cap.read()
-        if not ok:
-            break
-        out.append(np.ascontiguousarray(bgr[..., ::-1]))
-    cap.release()
-    return out
-
-
 @pytest.mark.parametrize("sampling, n, want", [
     ("uniform", 4, [0, 5, 9, 14]),   # linspace(0, 14, 4) = 0, 4.67, 9.33, 14 -> rounded
     ("first", 3, [0, 1, 2]),
@@ -95,7 +80,9 @@ def _cv2_decode_rgb(path) -> list[np.ndarray]:
 ])
 def test_video_sampling_gives_the_same_frames_as_a_plain_opencv_decode(tmp_path, sampling, n, want):
     path = _video(tmp_path)
-    ref = _cv2_decode_rgb(path)
+    from video_ref import decode_video_rgb
+
+    ref = decode_video_rgb(path)
     assert len(ref) == 15
     frames = collect_frames(CalibrationRecipe(source=str(path), frames=n, sampling=sampling, scene_threshold=20),
                             progress=False)

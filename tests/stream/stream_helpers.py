@@ -37,14 +37,6 @@ class ListSource(Source):
 
 def decode_mp4_frames(path: Path) -> list[np.ndarray]:
     """Every frame of a video file, decoded by OpenCV (FFmpeg), RGB."""
-    import cv2
+    from video_ref import decode_video_rgb
 
-    cap = cv2.VideoCapture(str(path))
-    frames = []
-    while True:
-        ok, img = cap.read()
-        if not ok:
-            break
-        frames.append(img[..., ::-1])
-    cap.release()
-    return frames
+    return decode_video_rgb(path)
