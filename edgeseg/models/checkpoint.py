@@ -165,5 +165,6 @@ def load_weights(model: nn.Module, path: str | Path, what: str = "the model") ->
 def _existing(path: str | Path) -> Path:
     p = Path(path)
     if not p.is_file():
-        raise ModelError(f"checkpoint {p} not found")
+        raise ModelError(f"checkpoint {p} not found",
+                         fix="give a weights file: a run folder's model.safetensors / best.safetensors, or a state-dict .pt")
     return p

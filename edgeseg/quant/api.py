@@ -114,15 +114,16 @@ def quantize_bundle(bundle, calib: str | CalibrationRecipe | Sequence, target: s
             symmetric=profile.activation_symmetric, percentile=recipe.percentile)
         q = _Quantizer(prepared, profile, table, cal_frames, spec)
         full = q.model(None, work / "int8.onnx")
+        feed = {spec.name: spec.preprocess(calib_frames[0])[0]}  # the input every latency figure is timed on
         guard: dict[str, Any] = {}
         if latency_guard and profile.name == "cpu" and profile.engine == "ort" and runtime == "onnxruntime":
-            q, full, guard = _latency_guard(q, full, {spec.name: spec.preprocess(calib_frames[0])[0]}, threads, work, progress)
+            q, full, guard = _latency_guard(q, full, feed, threads, work, progress)
         scorer, sens_scorer = _scorers(eval_dataset, held, b.manifest, fp32, threads, runtime)
         fp32_score = scorer(fp32) if scorer else None
         int8_score = scorer(full.path) if scorer else None
         gate = _accuracy_control(q, full, scorer, sens_scorer, fp32_score, int8_score, sensitivity=sensitivity,
                                  max_drop=max_drop, work=work, progress=progress)
-        lat = _latency(prepared, gate.model, spec, calib_frames[0], threads, runtime) if latency else {}
+        lat = _latency(prepared, gate.model, feed, threads, runtime) if latency else {}
         report = QuantReport(
             target=target, method=method, model_file=None, frames=len(cal_frames), metric=scorer.name if scorer else None,
             fp32_score=fp32_score, int8_score=gate.int8_score, met_budget=gate.met, max_drop=max_drop,
@@ -213,24 +214,25 @@ def _latency_guard(q: _Quantizer, full: QuantizedModel, feed: dict, threads: int
     from .layer_latency import measure_layers, slow_int8_layers, time_models_interleaved
 
     timings = measure_layers(onnx.load(str(q.prepared)), threads=max(threads, 0), skip=[f.name for f in full.float_nodes],
-                             progress=progress)
+                             progress=progress, input_shapes={k: v.shape for k, v in feed.items()})
     slow = slow_int8_layers(timings)
     loss = {t.name: t.int8_ms - t.float_ms - t.convert_ms for t in timings}
     section: dict[str, Any] = {"threads": threads, "layers": [t.to_dict() for t in timings],
                                "slower_in_int8": sorted(slow, key=lambda n: -loss[n]), "trials": [], "kept_float": []}
-    best_q, best, best_ms = q, full, None
+    best_q, best = q, full
     for k, name in enumerate(section["slower_in_int8"][:max_trials]):
         trial_q = replace(best_q, base_keep={**best_q.base_keep, name: slow[name]})
         trial = trial_q.model(None, work / f"int8_guard_{k}.onnx")
         cur_ms, trial_ms = time_models_interleaved([best.path, trial.path], feed, threads)
-        best_ms = cur_ms if best_ms is None else min(best_ms, cur_ms)
         faster = trial_ms < cur_ms * 0.99
         section["trials"].append({"layer": name, "whole_model_ms": round(cur_ms, 3), "with_layer_float_ms": round(trial_ms, 3),
                                   "kept_float": faster})
         if faster:
-            best_q, best, best_ms = trial_q, trial, trial_ms
+            best_q, best = trial_q, trial
             section["kept_float"].append(name)
-    if not slow:
+    if not timings:
+        section["decision"] = "no layer could be timed (shapes unknown after shape inference): nothing left in float for speed"
+    elif not slow:
         section["decision"] = "every timed layer is faster in INT8 (within 10%): nothing left in float for speed"
     elif section["kept_float"]:
         section["decision"] = (f"{len(section['kept_float'])} of {len(slow)} layer(s) slower in INT8 left in float: "
@@ -309,8 +311,7 @@ def _sensitivity_curve(sens, quantize, scorer, int8_score, work: Path) -> list[t
     return curve
 
 
-def _latency(fp32: Path, int8: Path, spec, frame, threads: int, runtime: str = "onnxruntime") -> dict[str, float]:
-    feed = {spec.name: spec.preprocess(frame)[0]}
+def _latency(fp32: Path, int8: Path, feed: dict, threads: int, runtime: str = "onnxruntime") -> dict[str, float]:
     if runtime == "openvino":
         from .openvino import openvino_latency_ms
 

@@ -22,7 +22,7 @@ then measured faster (both models timed side by side); the report lists each lay
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -44,10 +44,6 @@ class LayerTiming:
     convert_ms: float  # DQ of its input + Q of its output, paid when it alone stays in float
     shape: tuple[int, ...]  # its output shape
 
-    @property
-    def int8_pays(self) -> bool:
-        return self.int8_ms < self.float_ms + self.convert_ms
-
     def float_wins(self, margin: float) -> bool:
         """Float, conversions included, is faster than INT8 by more than ``margin`` (fraction)."""
         return self.float_ms + self.convert_ms < self.int8_ms * (1.0 - margin)
@@ -62,12 +58,16 @@ class LayerTiming:
 
 
 def measure_layers(model, threads: int = 1, *, runs: int = 15, rounds: int = 3, skip: Sequence[str] = (),
-                   progress: bool = False) -> list[LayerTiming]:
-    """Time every timed layer of ``model`` (an ``onnx.ModelProto`` with static input shapes) in float
-    and INT8 on this CPU. ``skip``: node names not to time (already kept in float)."""
+                   progress: bool = False, input_shapes: Mapping[str, Sequence[int]] | None = None) -> list[LayerTiming]:
+    """Time every timed layer of ``model`` (an ``onnx.ModelProto``) in float and INT8 on this CPU.
+    ``input_shapes`` fixes the graph inputs' dynamic dimensions (e.g. the batch axis) to the shapes
+    inference will feed; layers whose shapes stay unknown are not timed. ``skip``: node names not to
+    time (already kept in float)."""
     import onnx
     from tqdm import tqdm
 
+    if input_shapes:
+        model = _with_input_shapes(model, input_shapes)
     inferred = onnx.shape_inference.infer_shapes(model)
     shapes = _value_shapes(inferred)
     inits = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
@@ -75,12 +75,26 @@ def measure_layers(model, threads: int = 1, *, runs: int = 15, rounds: int = 3, 
     for n in model.graph.node:
         for i in n.input:
             consumers.setdefault(i, []).append(n)
-    todo = [n for n in model.graph.node if n.op_type in TIMED_OPS and n.name not in set(skip)]
+    skip = set(skip)
+    todo = [n for n in model.graph.node if n.op_type in TIMED_OPS and n.name not in skip]
     out = []
     for node in tqdm(todo, desc="per-layer latency", unit="layer", disable=not progress, leave=False):
         layer = _Layer.of(node, inits, shapes, consumers)
         if layer is not None:
             out.append(_time_layer(layer, threads, runs, rounds))
+    return out
+
+
+def _with_input_shapes(model, shapes: Mapping[str, Sequence[int]]):
+    import onnx
+
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    for inp in out.graph.input:
+        if inp.name in shapes:
+            for d, v in zip(inp.type.tensor_type.shape.dim, shapes[inp.name]):
+                d.Clear()
+                d.dim_value = int(v)
     return out
 
 
@@ -105,7 +119,7 @@ class _Layer:
         if len(node.input) < 2 or node.input[1] not in inits or node.input[0] in inits:
             return None  # activation x activation MatMul, or weights computed in-graph: not a weight layer
         w = inits[node.input[1]]
-        if node.op_type == "Gemm" and any(a.name in ("transA",) and a.i for a in node.attribute):
+        if node.op_type == "Gemm" and any(a.name == "transA" and a.i for a in node.attribute):
             return None
         bias = inits.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
         if len(node.input) > 2 and node.input[2] and bias is None:

@@ -72,6 +72,9 @@ class TrainConfig:
             raise InputError(f"epochs and batch size must be positive, got {self.epochs} and {self.batch_size}")
         if not isinstance(self.size, ImageShape):
             raise InputError(f"TrainConfig.size must be an ImageShape, got {self.size!r}")
+        if self.crop is not None and (self.crop.height > self.size.height or self.crop.width > self.size.width):
+            raise InputError(f"training crop {self.crop} is larger than the network size {self.size}",
+                             fix="give a --crop no larger than --size (or leave --crop out)")
         if self.weights_format not in ("safetensors", "pt"):
             raise InputError(f"weights_format must be safetensors or pt, got {self.weights_format!r}")
 

@@ -120,3 +120,12 @@ def test_cpu_target_reports_per_layer_latency_and_acts_on_its_own_numbers(traine
     # the tensorrt target is not timed here (the host is not the target)
     r2 = quantize_bundle(dst, frames, target="tensorrt", method="minmax", threads=1, progress=False, latency=False)
     assert r2.layer_latency == {}
+
+
+def test_dynamic_batch_is_fixed_to_the_feed_shape():
+    """Exported bundles have a dynamic batch axis: the layers are timed at the shapes inference feeds."""
+    model = _conv_relu_graph()
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "batch"
+    assert ll.measure_layers(model, threads=1, runs=1, rounds=1) == []  # unknown shapes: nothing timed
+    timings = ll.measure_layers(model, threads=1, runs=1, rounds=1, input_shapes={"x": (2, 4, 12, 12)})
+    assert [(t.name, t.shape) for t in timings] == [("conv", (2, 6, 12, 12))]

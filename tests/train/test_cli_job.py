@@ -78,3 +78,11 @@ def test_cli_init_starts_from_weights_with_a_fresh_schedule(tmp_path, capsys):
     assert main(other) == 2
     err = capsys.readouterr().err
     assert "weights do not fit model 'test_unet'" in err and "model.safetensors" in err
+
+
+def test_cli_crop_larger_than_size_and_missing_init_are_clear_errors(tmp_path, capsys):
+    assert main([*BASE, "--epochs", "1", "--out", str(tmp_path / "a"), "--crop", "96x64"]) == 2
+    assert "training crop 96x64 is larger than the network size 64x48" in capsys.readouterr().err
+    assert main([*BASE, "--epochs", "1", "--out", str(tmp_path / "b"), "--init", str(tmp_path / "none.safetensors")]) == 2
+    err = capsys.readouterr().err
+    assert "none.safetensors not found" in err and "model.safetensors" in err

@@ -55,16 +55,14 @@ def make_bundles(names: str, size: str, out: Path) -> list[Path]:
 
 
 def openvino_latency(model: Path, feed: dict, threads: int, runs: int) -> float | None:
-    try:
-        import openvino as ov
-    except ImportError:
+    """Median OpenVINO CPU latency with OpenVINO's default precision hints (None without OpenVINO)."""
+    import importlib.util
+
+    if importlib.util.find_spec("openvino") is None:
         return None
-    core = ov.Core()
-    cfg = {"INFERENCE_NUM_THREADS": threads} if threads else {}
-    compiled = core.compile_model(str(model), "CPU", cfg)
-    req = compiled.create_infer_request()
-    x = next(iter(feed.values()))
-    return time_runs(lambda: req.infer([x]), runs, 3).p50_ms
+    from edgeseg.quant.openvino import openvino_latency_ms
+
+    return openvino_latency_ms(model, feed, threads, runs, warmup=3, precision="int8")  # "int8": no f32 pinning
 
 
 def cpu_variants(bundle, frames, threads: int, runs: int) -> list[dict]:
