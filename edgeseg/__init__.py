@@ -13,10 +13,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ._lazy import lazy_module
+from ._unwind import pin_gcc_unwinder
 from .errors import EdgesegError
 from .structures import ImageShape, InputSpec
 
 __version__ = "0.1.0"
+
+# before anything can load GStreamer: GCC's C++ unwinder must precede GStreamer's libunwind in the
+# process's global symbol scope, or OpenVINO / ONNX Runtime abort on their first exception (_unwind.py)
+pin_gcc_unwinder()
 
 # public name -> "module:attribute", imported on first access
 _LAZY = {

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from .._unwind import pin_gcc_unwinder
 from ..errors import StreamError
 
 _FIX = ("install GStreamer with its Python bindings: apt install gir1.2-gstreamer-1.0 gstreamer1.0-plugins-good "
@@ -21,6 +22,7 @@ _init_lock = threading.Lock()
 @functools.lru_cache(maxsize=None)
 def _load(extra: tuple[str, ...] = ()) -> Any:
     with _init_lock:
+        pin_gcc_unwinder()  # GStreamer brings libunwind into the global scope: GCC's unwinder must come first
         try:
             import gi
 

@@ -60,3 +60,18 @@ def test_environment_takes_virtualenv_bins_off_path(tmp_path):
     (venv / "pyvenv.cfg").write_text("home = /usr/bin\n")
     env = environment(path=f"{venv / 'bin'}:/usr/local/bin:/usr/bin")
     assert env["PATH"] == "/usr/local/bin:/usr/bin"
+
+
+@pytest.mark.openvino
+def test_element_runs_openvino_inside_gst_launch(launch_env, tmp_path):
+    """gst-launch-1.0 links libgstreamer and so libunwind before any Python runs: environment()'s
+    LD_PRELOAD puts GCC's unwinder first, and OpenVINO compiles (it aborted the process before)."""
+    pytest.importorskip("openvino")
+    cmd = ["gst-launch-1.0", "-q", "videotestsrc", "num-buffers=2", "!", "video/x-raw,width=96,height=64", "!",
+           "videoconvert", "!", "video/x-raw,format=RGB", "!", "edgeseg", "bundle=road", "backend=openvino", "!", "fakesink"]
+    done = subprocess.run(cmd, env=launch_env, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-2000:]
+    without = {k: v for k, v in launch_env.items() if k != "LD_PRELOAD"}
+    done = subprocess.run(cmd, env=without, capture_output=True, text=True, timeout=180)
+    assert done.returncode not in (-6, -11, 134, 139), done.stderr[-2000:]  # a clear error, never an abort
+    assert done.returncode != 0 and "LD_PRELOAD=libgcc_s.so.1" in done.stdout + done.stderr

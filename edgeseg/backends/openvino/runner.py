@@ -21,6 +21,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from ..._unwind import FIX as UNWIND_FIX
+from ..._unwind import unwinder_hazard
 from ...errors import EdgesegError, UnsupportedError
 from ..base import BACKENDS, Runner, TensorSpec
 from .._util import dims, warm_up
@@ -123,6 +125,9 @@ class OpenVinoRunner(Runner):
     def is_available(cls) -> tuple[bool, str]:
         if importlib.util.find_spec("openvino") is None:
             return False, "openvino is not installed; pip install 'edgeseg[openvino]'"
+        hazard = unwinder_hazard()
+        if hazard is not None:  # OpenVINO throws inside every compile_model: it would abort the process
+            return False, f"{hazard}; fix: {UNWIND_FIX}"
         return True, ""
 
     @classmethod

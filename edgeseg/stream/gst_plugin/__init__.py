@@ -25,10 +25,21 @@ def environment(path: str | None = None) -> dict[str, str]:
     """``GST_PLUGIN_PATH`` and ``PYTHONPATH`` that let gst-launch-1.0 load the element with this
     Python's packages, and a ``PATH`` without virtual-environment ``bin`` folders: the interpreter
     embedded in GStreamer's Python loader takes its prefix from the ``python3`` it finds on ``PATH``,
-    and an activated venv's (another Python build) breaks it ("gi.repository.Gst is no dict")."""
+    and an activated venv's (another Python build) breaks it ("gi.repository.Gst is no dict").
+    ``LD_PRELOAD`` puts GCC's unwinder ahead of the ``libunwind`` that ``gst-launch-1.0`` links through
+    libgstreamer, so OpenVINO and ONNX Runtime inside the element do not abort on their first exception
+    (see ``edgeseg/_unwind.py``)."""
     paths = [str(REPO), *site.getsitepackages()]
     bins = (path if path is not None else os.environ.get("PATH", "")).split(os.pathsep)
     clean = [b for b in bins if b and not (Path(b).parent / "pyvenv.cfg").is_file()]
     return {"GST_PLUGIN_PATH": str(PLUGIN_DIR), "PYTHONPATH": ":".join(dict.fromkeys(paths)),
-            "PATH": os.pathsep.join(clean),
+            "PATH": os.pathsep.join(clean), "LD_PRELOAD": _preload(),
             "PYTHON_VERSION_NEEDED": f"{sys.version_info.major}.{sys.version_info.minor}"}
+
+
+def _preload() -> str:
+    """``LD_PRELOAD`` with GCC's unwinder first (what the caller's environment preloads is kept)."""
+    from ..._unwind import LIBGCC
+
+    have = [p for p in os.environ.get("LD_PRELOAD", "").replace(":", " ").split() if p and p != LIBGCC]
+    return " ".join([LIBGCC, *have])
