@@ -51,6 +51,7 @@ class Predictor:
     def __init__(self, bundle: Bundle, runner: Runner):
         self.bundle = bundle
         self.runner = runner
+        self.choice = None  # set by load(): edgeseg.backends.choice.Choice (what was chosen, how and why)
 
     @property
     def manifest(self) -> Manifest:
@@ -101,17 +102,29 @@ class Predictor:
         return f"Predictor({self.bundle.root.name!r}, backend={self.backend!r}, precision={self.runner.precision!r})"
 
 
-def load(bundle: Bundle | str | os.PathLike, backend: str = "auto", precision: str = "fp32", target: str | None = None,
+def load(bundle: Bundle | str | os.PathLike, backend: str = "auto", precision: str = "auto", target: str | None = None,
          device: str = "auto", threads: int = 0) -> Predictor:
     """A predictor for a bundle (a :class:`Bundle`, a path, or a shipped name such as ``"road"``).
 
-    backend: ``auto`` (TensorRT on an NVIDIA GPU, else OpenVINO on x86 when installed and the graph
-    is supported, else ONNX Runtime), or ``torch``, ``onnxruntime``, ``openvino``, ``tensorrt``.
-    Nothing heavy happens until the first call or ``with``.
+    backend: ``torch``, ``onnxruntime``, ``openvino``, ``tensorrt`` or ``auto``. precision: ``fp32``,
+    ``bf16`` (OpenVINO on CPUs with BF16), ``fp16`` (TensorRT), ``int8`` or ``auto``. Whatever is
+    ``auto`` is chosen on this device (:mod:`edgeseg.backends.choice`): the fastest of what the bundle
+    verifiably supports here, INT8 only where its accuracy passed the gate, by a short side-by-side
+    timing that is cached per device and model; giving both a backend and a precision pins the choice.
+    ``predictor.choice`` says what was chosen and why. Nothing else heavy happens until the first call
+    or ``with`` (a just-timed winner stays active).
     """
+    from .backends.choice import choose
+
     if threads < 0:
         raise InputError(f"threads must be >= 0 (0: the runtime's default), got {threads}")
     b = bundle if isinstance(bundle, Bundle) else Bundle.open(Path(bundle) if not isinstance(bundle, str) else bundle)
-    name = select_backend(b, backend, precision, target, device)
-    runner = BACKENDS.get(name).load(b, precision=precision, device=device, threads=threads, target=target)
-    return Predictor(b, runner)
+    choice, runner = choose(b, backend, precision, target, device, threads)
+    if runner is None:
+        c = choice.candidate
+        if choice.how == "pinned":  # validated as before: unknown or unusable backends are clear errors
+            select_backend(b, c.backend, c.precision, c.target, device)
+        runner = BACKENDS.get(c.backend).load(b, precision=c.precision, device=device, threads=threads, target=c.target)
+    predictor = Predictor(b, runner)
+    predictor.choice = choice
+    return predictor

@@ -6,10 +6,13 @@ Markers: gpu, tensorrt, gst, slow, data, openvino. ``data`` tests need the real-
 from __future__ import annotations
 
 import os
+import tempfile
 
 import pytest
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+# the automatic backend choice's cache (edgeseg.backends.choice): one per test session, never the user's
+os.environ.setdefault("EDGESEG_CACHE_DIR", tempfile.mkdtemp(prefix="edgeseg-test-cache-"))
 
 
 def _data_root():

@@ -25,7 +25,7 @@ def _dataset(spec: str, split: str):
 
 
 def _score(bundle: Bundle, dataset, **load) -> float:
-    predictor = edgeseg.load(bundle, backend="onnxruntime", **load)
+    predictor = edgeseg.load(bundle, backend="onnxruntime", **{"precision": "fp32", **load})
     cmap = class_map(predictor.classes, dataset.classes)
     with predictor:
         scores = evaluate(lambda rgb: SemanticResult(cmap(predictor(rgb).labels)), dataset, progress=False,

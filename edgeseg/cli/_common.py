@@ -9,16 +9,20 @@ from typing import Any
 from .._io import write_json  # noqa: F401  (re-exported: commands write --json through it)
 
 
-def add_runtime_options(p: argparse.ArgumentParser, multi_backend: bool = False) -> None:
+def add_runtime_options(p: argparse.ArgumentParser, multi_backend: bool = False, precision: str = "auto") -> None:
     """The options of every command that runs a bundle: backend, precision, target, threads.
-    ``multi_backend``: ``--backend`` may be repeated or comma-separated (a list; None when not given)."""
+    ``multi_backend``: ``--backend`` may be repeated or comma-separated (a list; None when not given).
+    ``precision``: the default of ``--precision``."""
     g = p.add_argument_group("runtime")
     if multi_backend:
         g.add_argument("--backend", action="append", default=None,
                        help="backend(s): torch, onnxruntime, openvino, tensorrt, auto; repeat or comma-separate (default auto)")
     else:
         g.add_argument("--backend", default="auto", help="torch | onnxruntime | openvino | tensorrt | auto (default)")
-    g.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"], help="model precision (default fp32)")
+    g.add_argument("--precision", default=precision, choices=["auto", "fp32", "bf16", "fp16", "int8"],
+                   help=f"model precision (default {precision}); auto, like --backend auto, is chosen on this device by a short "
+                        "side-by-side timing of what the bundle verifiably supports (INT8 only where its accuracy passed the gate), "
+                        "cached per device; giving both --backend and --precision pins the choice")
     g.add_argument("--target", default=None, help="which INT8 model when a bundle has several (tensorrt, cpu, openvino)")
     g.add_argument("--threads", type=int, default=0, help="intra-op CPU threads (0: runtime default)")
     g.add_argument("--device", default="auto", help="cpu | cuda | auto (default)")

@@ -6,9 +6,10 @@ import argparse
 from ._common import add_json_option, add_runtime_options, print_table, write_json
 
 NAME = "bench"
-HELP = "latency table (median/p90 over warm runs, throughput) of a bundle on one or more backends"
+HELP = "latency of a bundle: what edgeseg run would use here (default), given backends, or the whole matrix (--all)"
 EXAMPLES = (
-    "edgeseg bench road.edgeseg",
+    "edgeseg bench road.edgeseg                          # times and names what 'edgeseg run' would use here",
+    "edgeseg bench road.edgeseg --all --json matrix.json # every backend x precision x INT8 target, side by side",
     "edgeseg bench road.edgeseg --backend onnxruntime,openvino --runs 50 --json bench.json",
     "edgeseg bench road.edgeseg --backend onnxruntime --backend torch --threads 2 --size 960x720",
 )
@@ -20,6 +21,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup", type=int, default=3, help="untimed runs first (default 3)")
     p.add_argument("--size", default=None, metavar="WxH",
                    help="image size fed to the predictor (default: the bundle's network size, else 480x360)")
+    p.add_argument("--all", action="store_true",
+                   help="time every (backend, precision, INT8 target) the bundle supports here side by side, with accuracy "
+                        "and gate, and mark the one the automatic choice takes")
     add_runtime_options(p, multi_backend=True)
     add_json_option(p)
 
@@ -59,7 +63,10 @@ def bench_one(bundle, backend: str, args: argparse.Namespace, image) -> dict:
     with predictor:
         feed, _ = predictor.preprocess(image)
         e2e = time_runs(once, args.runs, args.warmup)
-    row = {"backend": predictor.backend, "precision": args.precision, "input": "x".join(map(str, next(iter(feed.values())).shape))}
+    c = predictor.choice.candidate if predictor.choice is not None else None
+    row = {"backend": predictor.backend, "precision": predictor.runner.precision,
+           "target": c.target if c is not None else args.target, "input": "x".join(map(str, next(iter(feed.values())).shape)),
+           "how": predictor.choice.how if predictor.choice is not None else "pinned"}
     row.update(row_of(Latency.of(model[args.warmup:])))
     row["e2e_median_ms"] = e2e.p50_ms
     return row
@@ -77,9 +84,50 @@ def run(args: argparse.Namespace) -> int:
     bundle = Bundle.open(args.bundle)
     size = ImageShape.parse(args.size) if args.size else (bundle.manifest.input.size or ImageShape(360, 480))
     image = np.random.default_rng(0).integers(0, 256, (size.height, size.width, 3), dtype=np.uint8)
+    if args.all:
+        return run_matrix(bundle, args)
     rows = [bench_one(bundle, b, args, image) for b in backends_of(args.backend)]
     print(f"{bundle.name}: image {size}, {args.runs} warm runs after {args.warmup} warm-up, threads {args.threads or 'default'}")
-    print_table(rows, ["backend", "precision", "input", "median_ms", "p90_ms", "fps", "e2e_median_ms"])
+    print_table(rows, ["backend", "precision", "target", "how", "input", "median_ms", "p90_ms", "fps", "e2e_median_ms"])
     write_json(args.json, {"bundle": str(bundle.source), "image": str(size), "runs": args.runs,
                            "warmup": args.warmup, "threads": args.threads, "results": rows})
+    return 0
+
+
+def run_matrix(bundle, args: argparse.Namespace) -> int:
+    """``--all``: every candidate timed side by side (interleaved rounds), the ones left out with the
+    reason, and the automatic choice's pick (decided from these very timings)."""
+    from ..backends.choice import (Candidate, activate_candidates, decide, gather_facts, int8_gate, list_candidates,
+                                   time_side_by_side, timing_feed)
+    from ..backends.device import device_info
+
+    backend = backends_of(args.backend)[0] if args.backend else "auto"
+    facts = gather_facts(bundle, backend, args.precision, args.threads)
+    cands, excluded = list_candidates(facts, backend, args.precision, args.target, args.device)
+    runners, failed = activate_candidates(bundle, cands, args.device, args.threads)
+    timings = time_side_by_side(runners, timing_feed(bundle), rounds=args.runs, warmup=args.warmup, budget_s=600) if runners else {}
+    for r in runners.values():
+        r.deactivate()
+    best, reason = decide(timings) if timings else (None, "nothing could run")
+    floats = [ms for c, ms in timings.items() if c.precision == "fp32"]
+    fastest_fp32 = min(floats) if floats else float("nan")
+    accuracy = bundle.report.get("accuracy", {}).get("fp32", {})
+    rows = []
+    for c, ms in sorted(timings.items(), key=lambda kv: kv[1]):
+        gate = int8_gate(bundle, c.target)[1] if c.precision == "int8" else \
+            (facts.bf16[1] if c.precision == "bf16" else (f"mIoU {100 * accuracy['miou']:.2f}" if "miou" in accuracy else "-"))
+        rows.append({**c.to_dict(), "median_ms": ms, "vs_fastest_fp32": fastest_fp32 / ms, "accuracy": gate,
+                     "chosen": "<-" if c == best else ""})
+    left = [{**c.to_dict(), "why": why} for c, why in (*excluded, *failed)]
+    dev = device_info()
+    print(f"{bundle.name} on {dev.describe()}: {len(timings)} candidates, {args.runs} interleaved rounds after "
+          f"{args.warmup} warm-up, threads {args.threads or 'default'}")
+    print_table(rows, ["backend", "precision", "target", "median_ms", "vs_fastest_fp32", "accuracy", "chosen"])
+    for row in left:
+        print(f"  left out {Candidate(row['backend'], row['precision'], row['target']).label}: {row['why']}")
+    if best is not None:
+        print(f"automatic choice: {best.label} ({reason})")
+    write_json(args.json, {"bundle": str(bundle.source), "device": dev.to_dict(), "runs": args.runs, "warmup": args.warmup,
+                           "threads": args.threads, "results": rows, "left_out": left,
+                           "choice": None if best is None else {**best.to_dict(), "reason": reason}})
     return 0

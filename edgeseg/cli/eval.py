@@ -25,7 +25,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=int, default=None, metavar="N", help="score only the first N images")
     p.add_argument("--no-boundary", action="store_true", help="skip boundary F1 (faster)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_runtime_options(p)
+    add_runtime_options(p, precision="fp32")
     add_json_option(p)
 
 

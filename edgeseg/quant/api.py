@@ -53,6 +53,9 @@ class QuantReport:
     engine: str = "ort"
     execution: dict[str, Any] = field(default_factory=dict)  # openvino: layers OpenVINO runs in INT8
     layer_latency: dict[str, Any] = field(default_factory=dict)  # cpu: per-layer INT8 vs float timings
+    #: the machine every latency figure and decision above was made on (edgeseg.backends.device);
+    #: a bundle run on another CPU re-times instead of trusting them (edgeseg.backends.choice)
+    device: dict[str, Any] = field(default_factory=lambda: _device())
 
     @property
     def drop(self) -> float | None:
@@ -75,7 +78,7 @@ class QuantReport:
             "curve": [list(c) for c in self.curve],
             "latency_ms": self.latency_ms, "speedup": self.speedup, "size_bytes": self.size_bytes,
             "prepare": self.prepare, "files": list(self.files), "engine": self.engine, "execution": self.execution,
-            "layer_latency": self.layer_latency,
+            "layer_latency": self.layer_latency, "device": self.device,
         }
 
 
@@ -241,6 +244,12 @@ def _latency_guard(q: _Quantizer, full: QuantizedModel, feed: dict, threads: int
         section["decision"] = (f"{len(slow)} layer(s) are slower in INT8 alone, but leaving any of them in float did not "
                                f"make the whole model faster: all kept in INT8")
     return best_q, best, section
+
+
+def _device() -> dict[str, Any]:
+    from ..backends.device import device_info
+
+    return device_info().to_dict()
 
 
 def _engine_profile(profile: QuantProfile, engine: str | None, method: str | None) -> QuantProfile:

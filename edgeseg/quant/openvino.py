@@ -169,16 +169,12 @@ class Int8Execution:
 
 
 def compile_cpu(model, threads: int = 0, precision: str = "int8", perf_count: bool = False):
-    """Compile a model (path or ``openvino.Model``) for the CPU plugin. ``precision="fp32"`` pins
-    float layers to f32 as the ``openvino`` backend does for FP32; INT8 models keep OpenVINO's default."""
+    """Compile a model (path or ``openvino.Model``) for the CPU plugin with the settings every OpenVINO
+    path uses (:func:`edgeseg.backends.openvino.settings.compile_config`)."""
     _require_openvino()
-    cfg: dict[str, Any] = {}
-    if threads:
-        cfg["INFERENCE_NUM_THREADS"] = int(threads)
-    if precision == "fp32":
-        cfg["INFERENCE_PRECISION_HINT"] = "f32"
-    if perf_count:
-        cfg["PERF_COUNT"] = True
+    from ..backends.openvino.settings import compile_config
+
+    cfg = compile_config(precision, threads, perf_count)
     return _core().compile_model(model if not isinstance(model, (str, Path)) else str(model), "CPU", cfg)
 
 

@@ -30,7 +30,7 @@ class StreamOptions:
     source: Any = ""  # a URI / path / launch string, a Source, or a list of them (batched across sources)
     bundle: str | None = None
     backend: str = "auto"
-    precision: str = "fp32"
+    precision: str = "auto"
     target: str | None = None
     device: str = "auto"
     threads: int = 0

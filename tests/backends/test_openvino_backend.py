@@ -65,13 +65,13 @@ def test_auto_reads_the_model_once_on_the_first_load(tmp_path, monkeypatch):
     monkeypatch.setattr(ov_runner, "_READ_MODELS", ov_runner._ReadModels())
     bundle = conv_bundle(tmp_path, 5, input_spec=InputSpec(size=ImageShape(8, 12)), seed=3)
     x = np.random.default_rng(2).normal(size=(1, 3, 8, 12)).astype(np.float32)
-    with edgeseg.load(bundle, threads=1) as p:
+    with edgeseg.load(bundle, backend="openvino", threads=1) as p:  # precision auto: the graph check reads it
         assert p.backend == "openvino"
         out = p.runner.infer({"images": x})["logits"]
     assert reads == [str(bundle.root / "model.onnx")]  # one read: the check's model compiled by the runner
     np.testing.assert_allclose(out, reference_logits(x, 5, seed=3), rtol=1e-4, atol=1e-4)
     assert len(ov_runner._READ_MODELS._items) == 0  # handed over, not kept
-    with edgeseg.load(bundle, threads=1) as p:  # support is cached by sha256: the runner reads it
+    with edgeseg.load(bundle, backend="openvino", threads=1) as p:  # support is cached by sha256: the runner reads it
         np.testing.assert_allclose(p.runner.infer({"images": x})["logits"], out, rtol=0, atol=0)
     assert len(reads) == 2
 

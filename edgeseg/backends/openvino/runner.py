@@ -1,8 +1,9 @@
 """OpenVINO runner: ``BACKENDS.get("openvino")``.
 
-Reads the bundle's ONNX with OpenVINO's ONNX frontend and compiles it for the CPU plugin. fp32
-models run with ``INFERENCE_PRECISION_HINT=f32`` so results match ONNX Runtime (OpenVINO would
-otherwise pick bf16 on CPUs that have it); INT8 Q/DQ models run as quantised by the graph.
+Reads the bundle's ONNX with OpenVINO's ONNX frontend and compiles it for the CPU plugin with the
+settings of :func:`~edgeseg.backends.openvino.settings.compile_config` (the one place they are
+made): ``fp32`` pins f32 (results match ONNX Runtime), ``bf16`` runs the FP32 model in bf16 where the
+CPU has it, ``int8`` runs a Q/DQ model's quantized layers in INT8 and the rest in f32.
 
 Op support has one source of truth here: :func:`unsupported_ops` (what the CPU plugin does not take),
 used by :meth:`OpenVinoRunner.supports` (``--backend auto``) and by ``edgeseg check --target openvino``.
@@ -26,6 +27,7 @@ from ..._unwind import unwinder_hazard
 from ...errors import EdgesegError, UnsupportedError
 from ..base import BACKENDS, Runner, TensorSpec
 from .._util import dims, warm_up
+from .settings import compile_config, precisions_here
 
 DEVICE = "CPU"
 
@@ -146,6 +148,18 @@ class OpenVinoRunner(Runner):
         _READ_MODELS.put(model_path, model)
         return True, ""
 
+    @classmethod
+    def select_model(cls, bundle, precision: str = "fp32", target: str | None = None) -> Path:
+        """bf16 is OpenVINO running the FP32 model at reduced precision (on CPUs with BF16 only)."""
+        if precision == "bf16":
+            if "bf16" not in precisions_here():
+                from ...errors import BackendUnavailable
+
+                raise BackendUnavailable("this CPU has no bf16 support (OpenVINO's CPU plugin lists no BF16 capability)",
+                                         fix="use --precision fp32 or int8, or --precision auto")
+            return super().select_model(bundle, "fp32", None)
+        return super().select_model(bundle, precision, target)
+
     def _activate_impl(self) -> None:
         model = _READ_MODELS.take(self.model_path)
         if model is None:
@@ -153,11 +167,7 @@ class OpenVinoRunner(Runner):
                 model = read_model(self.model_path)
             except EdgesegError as e:
                 raise e from None  # ours names the file and the ops; OpenVINO's long report stays out
-        config: dict[str, object] = {}
-        if self.threads > 0:
-            config["INFERENCE_NUM_THREADS"] = int(self.threads)
-        if self.precision == "fp32":
-            config["INFERENCE_PRECISION_HINT"] = "f32"
+        config = compile_config(self.precision, self.threads)
         try:
             self.compiled = core().compile_model(model, DEVICE, config)
         except Exception as e:

@@ -1,0 +1,412 @@
+"""Backend and precision chosen on the device that runs the model (``backend="auto"``, ``precision="auto"``).
+
+1. :func:`list_candidates` (pure): every (backend, precision, INT8 target) this bundle verifiably
+   supports here. FP32 on each usable runtime; bf16 on OpenVINO where the CPU has BF16 (and its
+   outputs agree with FP32 on this device, :func:`bf16_gate`); fp16 on TensorRT; each INT8 model
+   whose accuracy passed the gate recorded by ``edgeseg quantize`` (:func:`int8_gate`) on the runtimes
+   that run it. What is left out is listed with the reason.
+2. :func:`time_side_by_side`: a short timing of every candidate on this device, interleaved round by
+   round so that load changes hit all alike.
+3. :func:`decide` (pure): the fastest, except that a higher precision within ``margin`` (3%) of the
+   fastest wins. So the choice is never more than 3% slower than the fastest FP32 runtime, and INT8 is
+   chosen only when it is faster than every float candidate.
+4. The decision is cached per device (:class:`~edgeseg.backends.device.DeviceInfo`: CPU model, ISA
+   flags, runtime versions) and model sha256s in ``$EDGESEG_CACHE_DIR/choices.json`` (default
+   ``~/.cache/edgeseg``; ``EDGESEG_CACHE_DIR=off`` disables it), like TensorRT's timing cache, and
+   logged with its reason. Passing both a backend and a precision pins the choice (nothing is timed).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
+
+from ..errors import BackendUnavailable, EdgesegError
+from .device import DeviceInfo, device_info
+
+if TYPE_CHECKING:
+    from ..bundle import Bundle
+    from .base import Runner
+
+log = logging.getLogger("edgeseg.backends")
+
+AUTO_BACKENDS = ("tensorrt", "openvino", "onnxruntime")
+PRECISIONS = ("fp32", "bf16", "fp16", "int8")
+#: lower is more precise; a lower precision must beat every more precise candidate by ``margin``
+PRECISION_RANK = {"fp32": 0, "bf16": 1, "fp16": 1, "int8": 2}
+#: the runtimes that run an INT8 model of each quantization target, its own runtime first
+INT8_RUNTIMES = {"cpu": ("onnxruntime", "openvino"), "openvino": ("openvino", "onnxruntime"), "tensorrt": ("tensorrt",)}
+X86 = ("x86_64", "amd64", "i386", "i686", "x86")
+MARGIN = 0.03
+BF16_MIN_AGREEMENT = 0.99  # the export parity check's failure threshold
+
+
+@dataclass(frozen=True, order=True)
+class Candidate:
+    """One way to run a bundle: backend, precision and (INT8) the quantization target of the model."""
+
+    backend: str
+    precision: str
+    target: str | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.backend}/{self.precision}" + (f":{self.target}" if self.target else "")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"backend": self.backend, "precision": self.precision, "target": self.target}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Candidate":
+        return cls(str(d["backend"]), str(d["precision"]), d.get("target"))
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What :func:`list_candidates` needs to know about the machine and the bundle."""
+
+    available: Mapping[str, tuple[bool, str]]  # backend -> is_available()
+    int8_models: Mapping[str, tuple[bool, str]] = field(default_factory=dict)  # target -> (gate passed, why)
+    openvino_graph: tuple[bool, str] = (True, "")  # whether OpenVINO takes every op of the FP32 graph
+    bf16: tuple[bool, str] = (False, "this CPU has no BF16")  # bf16 on OpenVINO: supported here and accurate
+    machine: str = "x86_64"
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The decision: the candidate, why, how it was reached and the figures behind it."""
+
+    candidate: Candidate
+    reason: str
+    how: str  # pinned | only candidate | measured | cached
+    timings_ms: tuple[tuple[Candidate, float], ...] = ()
+    excluded: tuple[tuple[Candidate, str], ...] = ()
+    device: DeviceInfo | None = None
+    notes: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"choice": self.candidate.to_dict(), "label": self.candidate.label, "reason": self.reason,
+                "how": self.how, "timings_ms": [{**c.to_dict(), "median_ms": ms} for c, ms in self.timings_ms],
+                "excluded": [{**c.to_dict(), "why": why} for c, why in self.excluded],
+                "device": self.device.to_dict() if self.device else None, "notes": list(self.notes)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], how: str = "cached") -> "Choice":
+        return cls(Candidate.from_dict(d["choice"]), d["reason"], how,
+                   tuple((Candidate.from_dict(t), float(t["median_ms"])) for t in d.get("timings_ms", ())),
+                   tuple((Candidate.from_dict(t), t["why"]) for t in d.get("excluded", ())), notes=tuple(d.get("notes", ())))
+
+
+# ---- 1. candidates (pure) ---------------------------------------------------------------------------
+def list_candidates(facts: Facts, backend: str = "auto", precision: str = "auto", target: str | None = None,
+                    device: str = "auto") -> tuple[list[Candidate], list[tuple[Candidate, str]]]:
+    """(candidates, [(left out, why)]) for the request. ``backend``/``precision`` other than ``auto``
+    restrict the set; an explicitly asked ``int8`` keeps INT8 models without a passed gate (the user
+    asked for them), ``auto`` does not."""
+    if backend != "auto" and backend not in facts.available:
+        raise BackendUnavailable(f"unknown backend {backend!r}", fix=f"use one of auto, {', '.join(sorted(facts.available))}")
+    if precision != "auto" and precision not in PRECISIONS:
+        raise BackendUnavailable(f"unknown precision {precision!r}", fix=f"use one of auto, {', '.join(PRECISIONS)}")
+    backends = (backend,) if backend != "auto" else AUTO_BACKENDS
+    precisions = (precision,) if precision != "auto" else PRECISIONS
+    out: list[Candidate] = []
+    excluded: list[tuple[Candidate, str]] = []
+
+    def usable(c: Candidate) -> str | None:
+        ok, why = facts.available.get(c.backend, (False, "not registered"))
+        if not ok:
+            return why
+        if c.backend == "tensorrt" and device == "cpu":
+            return "device 'cpu' asked"
+        if c.backend == "openvino" and backend == "auto" and facts.machine.lower() not in X86:
+            return f"chosen automatically only on x86 (this is {facts.machine})"
+        if c.backend == "openvino" and c.precision in ("fp32", "bf16") and not facts.openvino_graph[0]:
+            return f"it does not take this graph: {facts.openvino_graph[1]}"
+        return None
+
+    def add(c: Candidate, gate: str | None = None) -> None:
+        why = usable(c) or gate
+        (excluded.append((c, why)) if why else out.append(c))
+
+    for b in backends:
+        for p in precisions:
+            if p == "fp32" and b in ("onnxruntime", "openvino", "tensorrt", "torch"):
+                add(Candidate(b, "fp32"))
+            elif p == "bf16" and b == "openvino":
+                add(Candidate(b, "bf16"), None if facts.bf16[0] else facts.bf16[1])
+            elif p == "fp16" and b == "tensorrt":
+                add(Candidate(b, "fp16"))
+            elif p == "int8":
+                targets = (target,) if target is not None else tuple(facts.int8_models)
+                for t in targets:
+                    if b not in INT8_RUNTIMES.get(t or "cpu", ("onnxruntime",)):
+                        continue
+                    passed, why = facts.int8_models.get(t, (False, f"the bundle has no INT8 model for target {t!r}"))
+                    asked = precision == "int8" and t in facts.int8_models
+                    add(Candidate(b, "int8", t), None if passed or asked else why)
+    return out, excluded
+
+
+# ---- 3. decision (pure) -----------------------------------------------------------------------------
+def decide(timings_ms: Mapping[Candidate, float], margin: float = MARGIN) -> tuple[Candidate, str]:
+    """The fastest candidate, unless a more precise one is within ``margin`` of it (then that one).
+    Returns (choice, reason)."""
+    if not timings_ms:
+        raise BackendUnavailable("no candidate could be timed")
+    fastest_ms = min(timings_ms.values())
+    close = [c for c, ms in timings_ms.items() if ms <= fastest_ms * (1 + margin)]
+    chosen = min(close, key=lambda c: (PRECISION_RANK.get(c.precision, 9), timings_ms[c]))
+    ms = timings_ms[chosen]
+    floats = {c: t for c, t in timings_ms.items() if c.precision == "fp32"}
+    parts = [f"{chosen.label} {ms:.2f} ms"]
+    if floats and chosen.precision != "fp32":
+        best_f = min(floats, key=floats.get)
+        parts.append(f"{floats[best_f] / ms:.2f}x the fastest FP32 ({best_f.label} {floats[best_f]:.2f} ms)")
+    others = sorted((t, c) for c, t in timings_ms.items() if c != chosen)
+    if others:
+        t, c = others[0]
+        parts.append(f"next {c.label} {t:.2f} ms" + (" (within the margin; more precise wins)"
+                                                     if t < ms and PRECISION_RANK.get(chosen.precision, 9) < PRECISION_RANK.get(c.precision, 9) else ""))
+    return chosen, "; ".join(parts)
+
+
+# ---- facts about a bundle ---------------------------------------------------------------------------
+def int8_gate(bundle: "Bundle", target: str | None) -> tuple[bool, str]:
+    """Whether the INT8 model of ``target`` passed the accuracy gate ``edgeseg quantize`` recorded."""
+    entry = (bundle.report.get("int8") or {}).get(target or "cpu")
+    if not isinstance(entry, dict) or "met_budget" not in entry:
+        return False, f"no accuracy measured for the {target} INT8 model (edgeseg quantize ... --eval DATA records it)"
+    metric = entry.get("metric", "metric")
+    fig = f"{metric} {entry.get('fp32', float('nan')):.2f} -> {entry.get('int8', float('nan')):.2f}"
+    if not entry["met_budget"]:
+        return False, f"the {target} INT8 model failed its accuracy gate ({fig}, budget {entry.get('max_drop')})"
+    return True, fig
+
+
+def bf16_gate(bundle: "Bundle", threads: int = 0) -> tuple[bool, str]:
+    """bf16 on OpenVINO: offered where the CPU plugin has BF16, and accepted when its labels agree with
+    FP32 on >= 99% of the pixels of the bundle's parity images (synthetic scenes at the network size),
+    measured on this device. Never raises."""
+    from .openvino.settings import precisions_here
+
+    if "bf16" not in precisions_here():
+        return False, "this CPU has no BF16 (OpenVINO lists no BF16 capability)"
+    try:
+        import numpy as np
+
+        from ..data.synthetic import SceneGenerator
+        from .base import BACKENDS
+
+        size = bundle.manifest.input.size
+        gen = SceneGenerator(size, seed=0) if size else None
+        images = [gen.render_semantic(t * 37)[0] for t in range(2)] if gen else []
+        if not images:
+            return False, "no fixed network size to check bf16 against FP32 on"
+        labels = {}
+        for prec in ("fp32", "bf16"):
+            with BACKENDS.get("openvino").load(bundle, precision=prec, threads=threads) as r:
+                labels[prec] = [np.argmax(next(iter(r.infer(_feed(bundle, im)).values())), axis=1) for im in images]
+        agree = float(np.mean([np.mean(a == b) for a, b in zip(labels["fp32"], labels["bf16"])]))
+    except Exception as e:  # a failed check leaves bf16 out, with the reason
+        return False, f"bf16 check failed: {e}"
+    if agree < BF16_MIN_AGREEMENT:
+        return False, f"bf16 labels agree with FP32 on {agree:.2%} of pixels (< {BF16_MIN_AGREEMENT:.0%})"
+    return True, f"bf16 labels agree with FP32 on {agree:.2%} of pixels"
+
+
+def _feed(bundle: "Bundle", image) -> dict:
+    spec = bundle.manifest.input
+    x, _ = spec.preprocess(image)
+    return {spec.name: x}
+
+
+def gather_facts(bundle: "Bundle", backend: str = "auto", precision: str = "auto", threads: int = 0) -> Facts:
+    """:class:`Facts` for this bundle on this machine (the OpenVINO graph and bf16 checks only when
+    OpenVINO could be a candidate)."""
+    from .auto import availability, openvino_supports
+
+    avail = availability()
+    ov_ok = avail.get("openvino", (False, ""))[0] and backend in ("auto", "openvino")
+    graph = openvino_supports(bundle, "fp32") if ov_ok and precision in ("auto", "fp32", "bf16") else (True, "")
+    bf16 = bf16_gate(bundle, threads) if ov_ok and graph[0] and precision in ("auto", "bf16") else (False, "not asked")
+    targets = {m.target: int8_gate(bundle, m.target) for m in bundle.manifest.models if m.precision == "int8"}
+    return Facts(avail, targets, graph, bf16, platform.machine())
+
+
+# ---- 2. timing --------------------------------------------------------------------------------------
+def time_side_by_side(runners: Mapping[Candidate, "Runner"], feed: Mapping[str, Any], rounds: int = 10,
+                      warmup: int = 2, budget_s: float = 20.0) -> dict[Candidate, float]:
+    """Median ms of ``runner.infer(feed)`` per (active) runner, timed round-robin: each round runs every
+    runner once, starting one later each round. Stops after ``budget_s`` once 3 rounds are in."""
+    import numpy as np
+
+    order = list(runners)
+    for c in order:
+        for _ in range(warmup):
+            runners[c].infer(feed, check=False)
+    samples: dict[Candidate, list[float]] = {c: [] for c in order}
+    start = time.perf_counter()
+    for r in range(rounds):
+        for i in range(len(order)):
+            c = order[(r + i) % len(order)]
+            t0 = time.perf_counter()
+            runners[c].infer(feed, check=False)
+            samples[c].append(time.perf_counter() - t0)
+        if r >= 2 and time.perf_counter() - start > budget_s:
+            break
+    return {c: float(np.median(s)) * 1e3 for c, s in samples.items()}
+
+
+def activate_candidates(bundle: "Bundle", cands: Iterable[Candidate], device: str, threads: int
+                        ) -> tuple[dict[Candidate, "Runner"], list[tuple[Candidate, str]]]:
+    """Active runners for the candidates; one that fails to load or compile is left out with the reason."""
+    from .base import BACKENDS
+
+    runners, failed = {}, []
+    for c in cands:
+        try:
+            r = BACKENDS.get(c.backend).load(bundle, precision=c.precision, device=device, threads=threads, target=c.target)
+            r.activate()
+            runners[c] = r
+        except EdgesegError as e:
+            failed.append((c, f"failed to load here: {e}"))
+        except Exception as e:  # a runtime's own error while compiling: leave it out, never crash
+            failed.append((c, f"failed to load here: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"))
+    return runners, failed
+
+
+def timing_feed(bundle: "Bundle") -> dict[str, Any]:
+    """The network input every candidate is timed on: a preprocessed random image at the network size."""
+    import numpy as np
+
+    from ..structures import ImageShape
+
+    size = bundle.manifest.input.size or ImageShape(360, 480)
+    image = np.random.default_rng(0).integers(0, 256, (size.height, size.width, 3), dtype=np.uint8)
+    return _feed(bundle, image)
+
+
+# ---- 4. cache ---------------------------------------------------------------------------------------
+def cache_path() -> Path | None:
+    """``$EDGESEG_CACHE_DIR/choices.json`` (default ``~/.cache/edgeseg``); None when set to ``off``/empty."""
+    env = os.environ.get("EDGESEG_CACHE_DIR")
+    if env is not None and env.strip().lower() in ("", "off", "0", "none"):
+        return None
+    base = Path(env) if env else Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "edgeseg"
+    return base / "choices.json"
+
+
+def cache_key(bundle: "Bundle", dev: DeviceInfo, request: Mapping[str, Any]) -> str:
+    """Device, model sha256s and the request (backend, precision, target, device, threads)."""
+    models = sorted((m.file, bundle.manifest.files.get(m.file, "")) for m in bundle.manifest.models)
+    report = bundle.manifest.files.get("report.json", "")
+    blob = json.dumps({"device": dev.key, "models": models, "report": report, "request": dict(request)}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+def _read_cache(path: Path | None) -> dict[str, Any]:
+    if path is None or not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError) as e:
+        log.warning("ignoring the unreadable choice cache %s (%s): timing again", path, e)
+        return {}
+
+
+def _write_cache(path: Path | None, key: str, choice: Choice) -> None:
+    if path is None:
+        return
+    from .._io import write_json
+
+    data = _read_cache(path)
+    data[key] = {**choice.to_dict(), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    try:
+        write_json(path, data)
+    except OSError as e:
+        log.warning("cannot write the choice cache %s (%s); the choice is not remembered", path, e)
+
+
+# ---- all together -----------------------------------------------------------------------------------
+def choose(bundle: "Bundle", backend: str = "auto", precision: str = "auto", target: str | None = None,
+           device: str = "auto", threads: int = 0, use_cache: bool = True,
+           facts: Facts | None = None) -> tuple[Choice, "Runner | None"]:
+    """The (backend, precision, target) to run ``bundle`` with here, and, when it was just timed, its
+    already active runner (else None: load it lazily). Raises :class:`BackendUnavailable` when nothing
+    can run."""
+    dev = device_info()
+    if backend != "auto" and precision != "auto":
+        c = Candidate(backend, precision, target if precision == "int8" else None)
+        return Choice(c, "pinned by the caller", "pinned", device=dev), None
+    request = {"backend": backend, "precision": precision, "target": target, "device": device, "threads": threads}
+    path = cache_path() if use_cache else None
+    key = cache_key(bundle, dev, request)
+    hit = _read_cache(path).get(key)
+    if isinstance(hit, dict):
+        try:
+            choice = Choice.from_dict(hit)
+            choice = Choice(choice.candidate, choice.reason, "cached", choice.timings_ms, choice.excluded, dev, choice.notes)
+            log.info("backend choice for %s: %s (cached for this device: %s)", bundle.name, choice.candidate.label, choice.reason)
+            return choice, None
+        except (KeyError, TypeError, ValueError):
+            log.warning("ignoring a malformed entry in the choice cache %s", path)
+    facts = facts or gather_facts(bundle, backend, precision, threads)
+    cands, excluded = list_candidates(facts, backend, precision, target, device)
+    notes = tuple(_device_notes(bundle, dev))
+    if not cands:
+        raise BackendUnavailable(f"nothing can run {bundle.name} here (backend {backend}, precision {precision}):\n    "
+                                 + "\n    ".join(f"{c.label}: {why}" for c, why in excluded),
+                                 fix="pip install onnxruntime, or ask for another precision")
+    if len(cands) == 1:
+        choice = Choice(cands[0], "the only candidate", "only candidate", excluded=tuple(excluded), device=dev, notes=notes)
+        return _log(bundle, choice), None
+    runners, failed = activate_candidates(bundle, cands, device, threads)
+    excluded += failed
+    if not runners:
+        raise BackendUnavailable(f"no candidate could be loaded for {bundle.name}:\n    "
+                                 + "\n    ".join(f"{c.label}: {why}" for c, why in failed))
+    timings = time_side_by_side(runners, timing_feed(bundle)) if len(runners) > 1 else {next(iter(runners)): float("nan")}
+    best, reason = decide(timings) if len(runners) > 1 else (next(iter(runners)), "the only candidate that loaded")
+    for c, r in runners.items():
+        if c != best:
+            r.deactivate()
+    choice = Choice(best, reason + " (measured here, side by side)", "measured", tuple(sorted(timings.items(), key=lambda kv: kv[1])),
+                    tuple(excluded), dev, notes)
+    _write_cache(path, key, choice)
+    return _log(bundle, choice), runners[best]
+
+
+def _log(bundle: "Bundle", choice: Choice) -> Choice:
+    log.info("backend choice for %s: %s (%s)", bundle.name, choice.candidate.label, choice.reason)
+    for note in choice.notes:
+        log.info("%s", note)
+    return choice
+
+
+def _device_notes(bundle: "Bundle", dev: DeviceInfo) -> Iterable[str]:
+    """Say when INT8 latency decisions recorded in the bundle were made on another CPU (re-timed here)."""
+    for target, entry in (bundle.report.get("int8") or {}).items():
+        if target != "cpu":  # only the cpu target makes per-layer latency decisions (edgeseg quantize)
+            continue
+        made_on = entry.get("device") if isinstance(entry, dict) else None
+        if isinstance(made_on, dict) and not dev.same_cpu(made_on):
+            yield (f"the {target} INT8 model's latency decisions were made on {made_on.get('cpu')} "
+                   f"({', '.join(made_on.get('isa', ()))}); this is {dev.cpu}: re-timed here instead of trusted")
+        elif isinstance(entry, dict) and "latency_ms" in entry and made_on is None:
+            yield (f"the {target} INT8 model's latency decisions do not say which CPU made them: re-timed here")
+
+
+def describe(choice: Choice) -> Sequence[str]:
+    """Lines for a person: the choice, the timing table and what was left out."""
+    lines = [f"{choice.candidate.label}: {choice.reason} [{choice.how}]"]
+    lines += [f"  {c.label:<28} {ms:8.2f} ms" for c, ms in choice.timings_ms]
+    lines += [f"  {c.label:<28} left out: {why}" for c, why in choice.excluded]
+    return lines
+
