@@ -175,7 +175,7 @@ def resolve_bundle(name_or_path: str) -> Bundle:
 def choose_precision(bundle: Bundle, wanted: str) -> tuple[str, str | None]:
     """``wanted`` if the bundle has a model of that precision, else fp32 with a note saying so."""
     have = {m.precision for m in bundle.manifest.models}
-    if wanted in have:
+    if wanted == "auto" or wanted in have or (wanted == "bf16" and "fp32" in have):
         return wanted, None
     if "fp32" in have:
         return "fp32", (f"bundle {bundle.name!r} has no {wanted.upper()} model; running FP32 instead "
@@ -244,7 +244,7 @@ def run_demo(opts: DemoOptions = DemoOptions()) -> DemoResult:
     if scores is not None and not truth.shared_classes:
         notes += (f"the bundle's classes share no name with the ground truth's ({', '.join(truth.truth_classes)}): "
                   "scored by class id",)
-    result = DemoResult(bundle=bundle.name, bundle_path=str(bundle.root), precision=precision,
+    result = DemoResult(bundle=bundle.name, bundle_path=str(bundle.root), precision=predictor.runner.precision,
                         backend=predictor.backend, source=source, video=video, video_frames=mp4.frames,
                         video_writer=mp4.backend, stats_json=stats_json, stats=stats, accuracy=scores, notes=notes,
                         live=pipe.source.live)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 
 import edgeseg
+from edgeseg.backends.choice import CROSS_CPU_ALLOWANCE
+from edgeseg.backends.device import device_info, int8_arithmetic
 from edgeseg.bundle import Bundle
 from edgeseg.data import open_dataset
 from edgeseg.eval import class_map, evaluate
@@ -25,7 +27,7 @@ def _dataset(spec: str, split: str):
 
 
 def _score(bundle: Bundle, dataset, **load) -> float:
-    predictor = edgeseg.load(bundle, backend="onnxruntime", **{"precision": "fp32", **load})
+    predictor = edgeseg.load(bundle, **{"backend": "onnxruntime", "precision": "fp32", **load})
     cmap = class_map(predictor.classes, dataset.classes)
     with predictor:
         scores = evaluate(lambda rgb: SemanticResult(cmap(predictor(rgb).labels)), dataset, progress=False,
@@ -53,4 +55,12 @@ def test_shipped_bundle_reproduces_its_report(name):
     assert _score(b, data) == pytest.approx(100 * acc["miou"], abs=0.05)
     for target, rec in b.report["int8"].items():
         assert rec["met_budget"] and rec["int8"] >= rec["fp32"] - rec["max_drop"]
-        assert _score(b, data, precision="int8", target=target) == pytest.approx(rec["int8"], abs=0.05), target
+        gated = int8_arithmetic(rec.get("device", {}).get("isa"))
+        if gated == "unknown" or gated == device_info().int8_arithmetic:
+            assert _score(b, data, precision="int8", target=target) == pytest.approx(rec["int8"], abs=0.05), target
+            continue
+        # gated with VNNI (exact int32 sums), run here without (int16 pair sums): results move a little
+        # (measured here: road 55.61 -> 55.46, shapes 88.36 -> 87.97); the choice allows CROSS_CPU_ALLOWANCE
+        score = _score(b, data, precision="int8", target=target)
+        assert score == pytest.approx(rec["int8"], abs=CROSS_CPU_ALLOWANCE), target
+        assert score >= rec["fp32"] - rec["max_drop"], target

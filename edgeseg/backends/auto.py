@@ -1,4 +1,8 @@
-"""``backend="auto"``: pick the best runtime available here.
+"""The static backend rule and the availability facts.
+
+``edgeseg.load`` and ``edgeseg run`` choose by measuring on the device (:mod:`edgeseg.backends.choice`);
+this module gives that choice its facts (:func:`availability`, :func:`openvino_supports`) and keeps the
+static rule below, which validates a pinned backend and serves callers that must not time anything.
 
 FP32 (DESIGN.md): TensorRT when it is available (it needs an NVIDIA GPU and driver); else OpenVINO on
 x86 when it is installed and takes every op of the graph; else ONNX Runtime.

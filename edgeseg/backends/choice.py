@@ -45,6 +45,8 @@ INT8_RUNTIMES = {"cpu": ("onnxruntime", "openvino"), "openvino": ("openvino", "o
 X86 = ("x86_64", "amd64", "i386", "i686", "x86")
 MARGIN = 0.03
 BF16_MIN_AGREEMENT = 0.99  # the export parity check's failure threshold
+#: metric points an INT8 result may move between CPUs with and without VNNI (measured <= 0.39, see int8_arithmetic_risk)
+CROSS_CPU_ALLOWANCE = 0.5
 
 
 @dataclass(frozen=True, order=True)
@@ -73,6 +75,8 @@ class Facts:
 
     available: Mapping[str, tuple[bool, str]]  # backend -> is_available()
     int8_models: Mapping[str, tuple[bool, str]] = field(default_factory=dict)  # target -> (gate passed, why)
+    #: target -> why the gate's INT8 accuracy does not hold on this CPU (another INT8 arithmetic, too little margin)
+    int8_unverified: Mapping[str, str] = field(default_factory=dict)
     openvino_graph: tuple[bool, str] = (True, "")  # whether OpenVINO takes every op of the FP32 graph
     bf16: tuple[bool, str] = (False, "this CPU has no BF16")  # bf16 on OpenVINO: supported here and accurate
     machine: str = "x86_64"
@@ -148,6 +152,8 @@ def list_candidates(facts: Facts, backend: str = "auto", precision: str = "auto"
                     if b not in INT8_RUNTIMES.get(t or "cpu", ("onnxruntime",)):
                         continue
                     passed, why = facts.int8_models.get(t, (False, f"the bundle has no INT8 model for target {t!r}"))
+                    if passed and t in facts.int8_unverified:
+                        passed, why = False, facts.int8_unverified[t]
                     asked = precision == "int8" and t in facts.int8_models
                     add(Candidate(b, "int8", t), None if passed or asked else why)
     return out, excluded
@@ -236,7 +242,38 @@ def gather_facts(bundle: "Bundle", backend: str = "auto", precision: str = "auto
     graph = openvino_supports(bundle, "fp32") if ov_ok and precision in ("auto", "fp32", "bf16") else (True, "")
     bf16 = bf16_gate(bundle, threads) if ov_ok and graph[0] and precision in ("auto", "bf16") else (False, "not asked")
     targets = {m.target: int8_gate(bundle, m.target) for m in bundle.manifest.models if m.precision == "int8"}
-    return Facts(avail, targets, graph, bf16, platform.machine())
+    unverified = {t: why for t in targets if (why := int8_arithmetic_risk(bundle, t, device_info())) is not None}
+    return Facts(avail, targets, int8_unverified=unverified, openvino_graph=graph, bf16=bf16, machine=platform.machine())
+
+
+def int8_arithmetic_risk(bundle: "Bundle", target: str | None, dev: DeviceInfo) -> str | None:
+    """Why the INT8 accuracy recorded for ``target`` does not hold on this CPU, or None.
+
+    INT8 kernels add products differently by CPU: with VNNI (``vpdpbusd``, AMX) in exact int32, without
+    it (``vpmaddubsw``) pairs of u8*s8 products in int16, which ONNX Runtime saturates and OpenVINO
+    compensates for in its own way. A gate measured on a VNNI CPU is therefore only approximately
+    this CPU's result when it has none: measured here (AMD EPYC, AVX2 only) on the shipped bundles,
+    ONNX Runtime 55.61 -> 55.46 (road) and 88.36 -> 87.97 (shapes), OpenVINO 55.47 and 88.32. Such a
+    model stays a candidate only when its recorded margin to the budget (``max_drop - drop``) covers
+    :data:`CROSS_CPU_ALLOWANCE`; a gate measured without VNNI holds on VNNI CPUs (exact sums), and one
+    with no recorded device is trusted as before."""
+    from .device import int8_arithmetic
+
+    entry = (bundle.report.get("int8") or {}).get(target or "cpu")
+    made_on = entry.get("device") if isinstance(entry, dict) else None
+    if not isinstance(made_on, dict):
+        return None
+    gated, here = int8_arithmetic(made_on.get("isa")), dev.int8_arithmetic
+    if not (gated == "vnni" and here == "saturating"):
+        return None
+    drop, budget = entry.get("drop"), entry.get("max_drop")
+    slack = (budget - drop) if isinstance(drop, (int, float)) and isinstance(budget, (int, float)) else None
+    if slack is not None and slack >= CROSS_CPU_ALLOWANCE:
+        return None
+    return (f"its accuracy gate ran on a CPU with VNNI ({made_on.get('cpu')}) and this one has none (int16 sums), "
+            f"which moves INT8 results by up to {CROSS_CPU_ALLOWANCE} points; its margin to the budget "
+            f"({'unknown' if slack is None else f'{slack:.2f}'}) does not cover that: re-quantize on such a CPU "
+            "(edgeseg quantize --target cpu --eval ...) to gate it here")
 
 
 # ---- 2. timing --------------------------------------------------------------------------------------
@@ -359,6 +396,9 @@ def choose(bundle: "Bundle", backend: str = "auto", precision: str = "auto", tar
             log.warning("ignoring a malformed entry in the choice cache %s", path)
     facts = facts or gather_facts(bundle, backend, precision, threads)
     cands, excluded = list_candidates(facts, backend, precision, target, device)
+    for c, why in excluded:
+        if "_Unwind_Resume" in why:  # edgeseg._unwind: the combination cannot work in this process
+            log.warning("not using %s: %s", c.label, why)
     notes = tuple(_device_notes(bundle, dev))
     if not cands:
         raise BackendUnavailable(f"nothing can run {bundle.name} here (backend {backend}, precision {precision}):\n    "
@@ -398,7 +438,8 @@ def _device_notes(bundle: "Bundle", dev: DeviceInfo) -> Iterable[str]:
         made_on = entry.get("device") if isinstance(entry, dict) else None
         if isinstance(made_on, dict) and not dev.same_cpu(made_on):
             yield (f"the {target} INT8 model's latency decisions were made on {made_on.get('cpu')} "
-                   f"({', '.join(made_on.get('isa', ()))}); this is {dev.cpu}: re-timed here instead of trusted")
+                   f"({', '.join(made_on.get('isa', ()))}); this is {dev.cpu} ({', '.join(dev.isa)}): re-timed here "
+                   "instead of trusted")
         elif isinstance(entry, dict) and "latency_ms" in entry and made_on is None:
             yield (f"the {target} INT8 model's latency decisions do not say which CPU made them: re-timed here")
 

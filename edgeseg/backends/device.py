@@ -19,6 +19,19 @@ from importlib import metadata
 ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_fp16",
              "amx_tile", "amx_int8", "amx_bf16", "amx_fp16")
 RUNTIMES = ("onnxruntime", "openvino", "tensorrt", "torch")
+#: ISA flags with an INT8 dot product that accumulates u8*s8 pairs in 32 bits (no int16 saturation)
+VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
+
+
+def int8_arithmetic(isa) -> str:
+    """How ONNX Runtime's U8S8 kernels add INT8 products on a CPU with these ISA flags: ``vnni``
+    (``vpdpbusd``/AMX, exact int32 sums) or ``saturating`` (x86 without VNNI: ``vpmaddubsw`` adds
+    pairs of u8*s8 products in int16 and saturates, so full-range INT8 weights can lose accuracy; see
+    ONNX Runtime's quantization docs). ``unknown`` when no flags were recorded."""
+    isa = tuple(isa or ())
+    if not isa:
+        return "unknown"
+    return "vnni" if any(f in isa for f in VNNI_FLAGS) else "saturating"
 
 
 @dataclass(frozen=True)
@@ -31,6 +44,10 @@ class DeviceInfo:
     cores: int
     machine: str
     runtimes: tuple[str, ...]
+
+    @property
+    def int8_arithmetic(self) -> str:
+        return int8_arithmetic(self.isa)
 
     @property
     def key(self) -> str:

@@ -77,11 +77,16 @@ def run(args: argparse.Namespace) -> int:
         stats = pipe.run()
     finally:
         if pipe.stats is not None:
+            choice = getattr(pipe, "choice", None)
             write_json(opts.stats_json, {"source": opts.source, "bundle": str(opts.bundle), **pipe.stats.to_dict(),
-                                         "batch_sizes": _batch_sizes(pipe)})
+                                         "batch_sizes": _batch_sizes(pipe),
+                                         "choice": choice.to_dict() if choice is not None else None})
     rows = [{"stage": k, "count": v.count, "p50_ms": v.p50_ms, "p95_ms": v.p95_ms, "p99_ms": v.p99_ms}
             for k, v in {**stats.stages, "end_to_end": stats.end_to_end}.items()]
     print_table(rows)
+    choice = getattr(pipe, "choice", None)
+    if choice is not None:
+        print(f"model: {choice.candidate.label} ({choice.how}: {choice.reason})")
     print(stats.summary())
     if opts.max_batch > 1:
         print("inference batches (size: count):", ", ".join(f"{k}: {v}" for k, v in sorted(_batch_sizes(pipe).items())))

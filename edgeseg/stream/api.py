@@ -130,8 +130,10 @@ def build_pipeline(opts: StreamOptions, predictor: Any = None, extra_sinks: tupl
                         alpha=opts.alpha) if video else None
     stages = predictor_stages(predictor, renderer, max_batch=opts.max_batch, batch_timeout_s=opts.batch_timeout_ms / 1e3,
                               upsample=opts.upsample)
-    return Pipeline([source, *stages, *sinks, *extra_sinks], queue_size=opts.queue_size, on_error=opts.on_error,
+    pipe = Pipeline([source, *stages, *sinks, *extra_sinks], queue_size=opts.queue_size, on_error=opts.on_error,
                     max_frames=opts.max_frames, log_interval_s=opts.log_interval_s, handle_signals=handle_signals)
+    pipe.choice = getattr(predictor, "choice", None)  # the backend/precision decision (edgeseg.backends.choice)
+    return pipe
 
 
 def stream(source: Any, bundle: Any = None, **options: Any) -> Iterator[tuple[Any, Any]]:

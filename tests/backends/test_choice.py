@@ -46,6 +46,29 @@ def test_int8_models_that_failed_or_skipped_the_gate_run_only_when_asked():
     assert labels(cands) == ["onnxruntime/int8:cpu", "openvino/int8:cpu"]
 
 
+def test_int8_whose_gate_does_not_hold_here_is_left_out():
+    facts = Facts(ORT_OV, GATED, int8_unverified={"cpu": "gated with VNNI; too little margin"})
+    cands, excluded = list_candidates(facts)
+    assert labels(cands) == ["onnxruntime/fp32", "openvino/fp32"]
+    assert dict((c.label, w) for c, w in excluded)["openvino/int8:cpu"] == "gated with VNNI; too little margin"
+
+
+@pytest.mark.parametrize("gated_isa, here_isa, drop, risky", [
+    (["avx2", "avx512_vnni"], ("avx2", "fma"), 0.7, True),  # gated exact, run saturating, margin 0.3 < 0.5
+    (["avx2", "avx512_vnni"], ("avx2", "fma"), -0.35, False),  # road: margin 1.35 covers it
+    (["avx2", "fma"], ("avx2", "avx512_vnni"), 0.9, False),  # gated saturating, run exact: holds
+    (["avx2", "amx_int8"], ("avx2", "avx_vnni"), 0.9, False),
+    (None, ("avx2",), 0.9, False),  # no device recorded (older bundles): trusted as before
+])
+def test_int8_arithmetic_risk(gated_isa, here_isa, drop, risky):
+    class FakeBundle:
+        report = {"int8": {"cpu": {"met_budget": True, "drop": drop, "max_drop": 1.0,
+                                   **({"device": {"cpu": "X", "isa": gated_isa}} if gated_isa else {})}}}
+
+    here = DeviceInfo("Y", here_isa, 2, "x86_64", ())
+    assert (ch.int8_arithmetic_risk(FakeBundle(), "cpu", here) is not None) == risky
+
+
 def test_restrictions_backend_device_machine_and_graph():
     assert labels(list_candidates(Facts(ORT_OV, GATED), backend="onnxruntime")[0]) == \
         ["onnxruntime/fp32", "onnxruntime/int8:cpu"]
@@ -181,7 +204,7 @@ def test_bench_all_writes_the_matrix_and_marks_the_choice(road, cache, tmp_path,
     assert main(["bench", "road", "--all", "--runs", "3", "--warmup", "1", "--threads", "1", "--json", str(out)]) == 0
     data = json.loads(out.read_text())
     rows = {Candidate(r["backend"], r["precision"], r["target"]): r for r in data["results"]}
-    assert {F_ORT, I_ORT} <= set(rows)
+    assert F_ORT in set(rows) and any(c.precision == "int8" for c in rows)
     chosen = [c for c, r in rows.items() if r["chosen"]]
     assert len(chosen) == 1 and chosen[0] == Candidate.from_dict(data["choice"])
     assert chosen[0] == decide({c: r["median_ms"] for c, r in rows.items()})[0]
