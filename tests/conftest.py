@@ -41,11 +41,15 @@ def pytest_collection_modifyitems(config, items):
 def _gstreamer_tests_last(items):
     """Run the tests that start GStreamer pipelines in this process after all others.
 
-    Once a GStreamer pipeline has run in a process (PyGObject 3.50, GStreamer 1.22), torch 2.13's
-    *legacy* TorchScript ONNX exporter aborts (``pybind11::stop_iteration``); the dynamo exporter that
-    edgeseg uses is unaffected. Some tests use the legacy exporter on purpose, to make opset-11
-    models like other tools do, so they must not follow an in-process pipeline.
+    This once hid a crash: after a GStreamer pipeline ran in the process, torch 2.13's legacy
+    TorchScript ONNX exporter aborted (``pybind11::stop_iteration``). The cause was GStreamer's
+    ``libunwind`` taking over the C++ unwinder (``edgeseg/_unwind.py``), fixed at ``import edgeseg``;
+    ``tests/test_unwind.py`` runs the real combinations. The order stays only to keep the suite's
+    slow GStreamer tests together; set ``EDGESEG_TEST_ORDER=plain`` to run in file order.
     """
+    if os.environ.get("EDGESEG_TEST_ORDER") == "plain":
+        return
+
     def uses_gst(item) -> bool:
         path = str(item.fspath)
         return item.get_closest_marker("gst") is not None or "/tests/stream/" in path or path.endswith("test_demo.py")

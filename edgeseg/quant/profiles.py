@@ -11,7 +11,8 @@ goes into the report.
   and RoiAlign left in float (TensorRT runs them in FP16 at most).
 * ``cpu`` - what measured fastest *and* accurate with ONNX Runtime on the host CPU (see
   docs/quantization.md for the numbers): U8 activations (asymmetric), S8 per-channel weights,
-  full-range weights.
+  full-range weights. PRelu (with the BatchNormalization before it) is rewritten into ops ORT runs
+  in INT8 (``int8_prelu``); ConvTranspose stays float (no INT8 kernel in ORT's CPU provider).
 * ``openvino`` - Q/DQ ONNX that OpenVINO imports (its ONNX frontend turns Q/DQ into FakeQuantize).
   Engine ``nncf`` (default when NNCF is installed, :mod:`edgeseg.quant.openvino`): NNCF places the
   quantizers for OpenVINO's CPU plugin (options measured, docs/quantization.md). Engine ``ort``
@@ -51,6 +52,7 @@ class QuantProfile:
     min_conv_macs_per_pixel: int = 0  # convs cheaper than this per output pixel stay in float
     engine: str = "ort"  # who places Q/DQ: ort (ONNX Runtime's quantize_static) | nncf (edgeseg.quant.openvino)
     optimize_graph: bool = True  # run ONNX Runtime's basic optimiser while preparing the graph
+    int8_prelu: bool = False  # rewrite PRelu into ops ORT runs in INT8 before quantizing (prepare.int8_prelu)
     extra_options: dict[str, Any] = field(default_factory=dict)
 
     def ort_kwargs(self) -> dict[str, Any]:
@@ -109,10 +111,17 @@ PROFILES.add("cpu", QuantProfile(
               "GlobalAveragePool", "Resize", "Relu", "Clip", "LeakyRelu", "Sigmoid"),
     float_ops={
         **TRT_FLOAT_OPS,
+        # PRelu that int8_prelu cannot rewrite (slope > 1, computed slope, not per channel)
         "PRelu": "ONNX Runtime CPU has no INT8 PRelu kernel: Q/DQ around it only adds conversions",
+        # ORT 1.32's CPU provider does not fuse DQ -> ConvTranspose -> Q (QLinearConvTranspose is not
+        # registered there); Conv 1x1 + DepthToSpace (for kernel == stride) measured slower (docs/quantization.md)
         "ConvTranspose": "ONNX Runtime CPU has no INT8 ConvTranspose kernel: it would run DQ -> float -> Q",
     },
     min_conv_macs_per_pixel=0,
+    # PRelu -> LeakyRelu, or depthwise 1x1 Conv + Relu + Add (the BatchNormalization before it absorbed):
+    # ESPNet-like 480x360, ORT, 1 thread, AVX2: INT8 86.4 -> 76.2 ms (FP32 90.9), same argmax agreement
+    # (docs/quantization.md, "Why INT8 can be slower, per layer")
+    int8_prelu=True,
 ))
 
 PROFILES.add("openvino", QuantProfile(

@@ -3,12 +3,14 @@
 ONNX Runtime's ``quantize_static`` does the graph rewriting (QDQ format, per-channel weights); the
 ranges come from a :class:`~edgeseg.quant.ranges.CalibrationTable` measured once, and the target
 profile (:mod:`edgeseg.quant.profiles`) decides types, symmetry, where Q/DQ go and what stays in
-float. Every node left in float is returned with the reason, for the report.
+float. Every node left in float is returned with the reason, for the report. Profiles with
+``int8_prelu`` (``cpu``) get their PRelu rewritten into INT8-fusable ops first
+(:func:`edgeseg.quant.prepare.int8_prelu`), on a copy: the prepared FP32 model is not changed.
 """
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterable, Mapping
 
@@ -40,6 +42,7 @@ class QuantizedModel:
     target: str
     float_nodes: tuple[FloatNode, ...]
     quantized_compute_nodes: int
+    rewrites: tuple = ()  # prepare.PreluRewrite: PRelu nodes rewritten for INT8 (profile.int8_prelu)
 
 
 def conv_macs_per_pixel(model, node) -> int | None:
@@ -101,14 +104,16 @@ def quantize_model(prepared: str | Path, out: str | Path, profile: QuantProfile,
     from onnxruntime.quantization import CalibrationMethod, quantize_static
 
     model = onnx.load(str(prepared), load_external_data=False)
-    float_nodes = plan_float_nodes(model, profile, keep_float)
-    excluded = {f.name for f in float_nodes}
-    kwargs = profile.ort_kwargs()
+    n_compute = len(compute_nodes(model, profile))
     with tempfile.TemporaryDirectory(prefix="edgeseg-quant-") as tmp:
+        src, table, rewrites, kept = _rewrite_prelu(model, Path(prepared), profile, table, Path(tmp), keep_float or {})
+        float_nodes = plan_float_nodes(model, profile, {**kept, **dict(keep_float or {})})
+        excluded = {f.name for f in float_nodes}
+        kwargs = profile.ort_kwargs()
         cache = table.write_ort_cache(Path(tmp) / "ranges.json")
         try:
             with quiet():
-                quantize_static(str(prepared), str(out), calibration_data_reader=None,
+                quantize_static(str(src), str(out), calibration_data_reader=None,
                                 calibrate_method=CalibrationMethod.MinMax, calibration_cache_path=str(cache),
                                 nodes_to_exclude=sorted(excluded), **kwargs)
         except Exception as e:  # ORT raises bare ValueError/KeyError naming the tensor
@@ -117,8 +122,32 @@ def quantize_model(prepared: str | Path, out: str | Path, profile: QuantProfile,
     if excluded and profile.extra_options.get("QDQKeepRemovableActivations"):
         # only safe when ONNX Runtime kept every Relu/Clip: otherwise a Q/DQ pair *is* the activation
         _feed_float(Path(out), excluded)
-    n_compute = sum(1 for name, _ in compute_nodes(model, profile) if name not in excluded)
-    return QuantizedModel(Path(out), profile.name, tuple(float_nodes), n_compute)
+    n_compute -= sum(1 for name, _ in compute_nodes(model, profile) if name in excluded)
+    return QuantizedModel(Path(out), profile.name, tuple(float_nodes), n_compute, tuple(rewrites))
+
+
+def _rewrite_prelu(model, prepared: Path, profile: QuantProfile, table: CalibrationTable, tmp: Path,
+                   keep_float: Mapping[str, str]):
+    """With ``profile.int8_prelu``: rewrite ``model``'s PRelu in place (:func:`edgeseg.quant.prepare.int8_prelu`),
+    save it under ``tmp`` and extend ``table`` with the new tensors' ranges. Returns (model path to
+    quantize, table, rewrites, {PRelu left in float: reason})."""
+    if not profile.int8_prelu or not any(n.op_type == "PRelu" for n in model.graph.node):
+        return prepared, table, [], {}
+    import onnx
+
+    from .prepare import infer_shapes, int8_prelu
+    from .ranges import TensorRange
+
+    int8_ops = None if profile.op_types is None else set(profile.op_types) - set(profile.float_ops)
+    rewrites, derived, kept = int8_prelu(model, {k: (r.low, r.high) for k, r in table.ranges.items()}, int8_ops,
+                                         keep=set(keep_float))
+    if not rewrites:
+        return prepared, table, [], kept
+    model.CopyFrom(infer_shapes(model))
+    path = tmp / "prelu_int8.onnx"
+    onnx.save(model, str(path))
+    ranges = {**table.ranges, **{k: TensorRange(lo, hi) for k, (lo, hi) in derived.items()}}
+    return path, replace(table, ranges=ranges), rewrites, kept
 
 
 def _feed_float(path: Path, names: set[str]) -> None:
