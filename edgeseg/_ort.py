@@ -126,6 +126,9 @@ def explain_session_error(exc: BaseException | str, model_name: str) -> EdgesegE
             fix="upgrade onnxruntime, or export with an older opset (edgeseg uses 19)",
         )
     first = message.strip().splitlines()[0] if message.strip() else "unknown error"
+    if "INVALID_PROTOBUF" in message or "Protobuf parsing failed" in message:
+        return EdgesegError(f"{model_name}: not a valid ONNX file (ONNX Runtime: {first})",
+                            fix="check the file was copied completely; re-export or re-import the model")
     return EdgesegError(f"{model_name}: ONNX Runtime cannot load the model: {first}")
 
 

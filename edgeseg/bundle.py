@@ -254,7 +254,7 @@ class Bundle:
         with zipfile.ZipFile(zpath) as zf:
             for member in zf.namelist():
                 target = (tmp / member).resolve()
-                if not str(target).startswith(str(tmp.resolve())):
+                if not target.is_relative_to(tmp.resolve()):  # not a string prefix: bundle-ab would admit bundle-abc/
                     raise BundleError(f"{zpath}: unsafe path {member!r} in zip")
             zf.extractall(tmp)
         inner = [d for d in tmp.iterdir() if d.is_dir() and (d / MANIFEST).is_file()]

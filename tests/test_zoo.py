@@ -5,8 +5,13 @@ from __future__ import annotations
 import pytest
 
 import edgeseg
-from edgeseg.backends.choice import CROSS_CPU_ALLOWANCE
+from edgeseg.backends.choice import int8_arithmetic_risk, weights_fit_7bit
 from edgeseg.backends.device import device_info, int8_arithmetic
+
+
+def ort_arithmetic_risk_known(bundle, target) -> bool:
+    """The automatic choice knows this model's gate does not hold here (and leaves it out)."""
+    return int8_arithmetic_risk(bundle, target, device_info()) is not None
 from edgeseg.bundle import Bundle
 from edgeseg.data import open_dataset
 from edgeseg.eval import class_map, evaluate
@@ -56,11 +61,10 @@ def test_shipped_bundle_reproduces_its_report(name):
     for target, rec in b.report["int8"].items():
         assert rec["met_budget"] and rec["int8"] >= rec["fp32"] - rec["max_drop"]
         gated = int8_arithmetic(rec.get("device", {}).get("isa"))
-        if gated == "unknown" or gated == device_info().int8_arithmetic:
-            assert _score(b, data, precision="int8", target=target) == pytest.approx(rec["int8"], abs=0.05), target
-            continue
-        # gated with VNNI (exact int32 sums), run here without (int16 pair sums): results move a little
-        # (measured here: road 55.61 -> 55.46, shapes 88.36 -> 87.97); the choice allows CROSS_CPU_ALLOWANCE
+        same = gated in ("unknown", device_info().int8_arithmetic) or weights_fit_7bit(b.model_path("int8", target))
         score = _score(b, data, precision="int8", target=target)
-        assert score == pytest.approx(rec["int8"], abs=CROSS_CPU_ALLOWANCE), target
-        assert score >= rec["fp32"] - rec["max_drop"], target
+        if same:  # the same INT8 sums as where the gate ran
+            assert score == pytest.approx(rec["int8"], abs=0.05), target
+        else:  # 8-bit weights gated with VNNI, run here without it: int16 saturation moves the result
+            assert ort_arithmetic_risk_known(b, target), target
+            assert abs(score - rec["int8"]) < 1.0, target

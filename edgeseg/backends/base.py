@@ -145,6 +145,9 @@ class Runner(abc.ABC):
 
     def _check_feed(self, feed: Mapping[str, np.ndarray]) -> None:
         names = {s.name for s in self.input_specs}
+        if not isinstance(feed, Mapping):
+            raise InputError(f"{self.model_path.name}: infer takes a dict {{input name: array}}, got {type(feed).__name__}",
+                             fix=f"pass {{{next(iter(sorted(names)), 'images')!r}: array}} (inputs: {sorted(names)})")
         missing = names - set(feed)
         if missing:
             raise InputError(f"{self.model_path.name}: missing input(s) {sorted(missing)}; the model takes {sorted(names)}")

@@ -6,6 +6,7 @@ the real work is imported inside ``run``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import pkgutil
 import sys
@@ -66,8 +67,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     import logging
+    import signal
 
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+    def terminated(signum, _frame):  # before a stream installs its own draining handler: end cleanly
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    with contextlib.suppress(ValueError, OSError):  # not the main thread: the embedding program owns signals
+        signal.signal(signal.SIGTERM, terminated)
     try:
         return int(args._run(args) or 0)
     except EdgesegError as e:
@@ -75,9 +83,10 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"edgeseg {args.command}: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"edgeseg {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        name = str(e) or "SIGINT"
+        print(f"edgeseg {args.command}: interrupted ({name})", file=sys.stderr)
+        return 143 if name == "SIGTERM" else 130
     except BrokenPipeError:  # output piped into `head` and closed early
         import os
 

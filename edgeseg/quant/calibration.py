@@ -121,7 +121,7 @@ def resolve_calibration(arg: str, *, frames: int | None = None, method: str | No
         recipe = load_recipe(p)
     elif named is not None:
         recipe = load_recipe(named)
-    elif _NAME.fullmatch(arg):
+    elif _NAME.fullmatch(arg) and not p.exists():  # an existing folder or file named like a recipe is a source
         known = ", ".join(recipe_names()) or "none"
         raise DataError(f"calibration recipe or source {arg!r} not found (recipes looked up in "
                         f"{', '.join(str(d) for d in recipe_dirs())})",
@@ -198,7 +198,9 @@ def _folder_frames(source: str, recipe: CalibrationRecipe) -> Iterator[np.ndarra
 
     files = sorted(f for f in Path(source).iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
-        raise DataError(f"calibration folder {source} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+        raise DataError(f"calibration folder {source} holds no images ({', '.join(IMAGE_SUFFIXES)})",
+                        fix="put representative frames from the deployment in it (e.g. 100-500), or pass a video, "
+                            "a dataset spec (camvid:ROOT) or a recipe name")
     pick = range(min(recipe.frames, len(files))) if recipe.sampling == "first" else _spread(len(files), recipe.frames)
     for i in pick:
         yield read_image(files[i])

@@ -213,7 +213,8 @@ class Pipeline:
 
         When the source breaks, a stage fails with ``on_error="stop"``, or a sink fails, every sink is
         still closed (files stay complete) and then the error is raised (``raise_on_error``) with
-        :attr:`stats` set; otherwise it is recorded in ``Stats.fatal_error``.
+        :attr:`stats` set; otherwise it is recorded in ``Stats.fatal_error``. An element that cannot open
+        (an unwritable sink path) raises before the first frame is read, also with :attr:`stats` set.
         """
         opened: list[Any] = []
         restore = self._install_signals()
@@ -229,16 +230,23 @@ class Pipeline:
                 opened.append(el)
             self._rec = Recorder()
             self._run_threads()
+        except BaseException as e:  # e.g. a sink that cannot open: raised before any frame is read, stats say so
+            self._stopped_by = "error"
+            self.stats = self._stats(e)
+            raise
         finally:
             self._close_all(opened)
             restore()
         fatal = self._fatal
-        self.stats = self._rec.stats(drops=self.source.dropped, gaps=tuple(self.source.reconnect_gaps_s),
-                                     stopped_by=self._stopped_by, fatal=None if fatal is None else str(fatal))
+        self.stats = self._stats(fatal)
         log.info("stream done: %s", self.stats.summary())
         if fatal is not None and raise_on_error:
             raise fatal
         return self.stats
+
+    def _stats(self, fatal: BaseException | None) -> Stats:
+        return self._rec.stats(drops=self.source.dropped, gaps=tuple(self.source.reconnect_gaps_s),
+                               stopped_by=self._stopped_by, fatal=None if fatal is None else str(fatal))
 
     def _run_threads(self) -> None:
         queues = [queue.Queue(self.queue_size) for _ in range(len(self.stages) + 1)]

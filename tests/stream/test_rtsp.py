@@ -7,6 +7,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -74,34 +75,62 @@ def test_rtsp_server_sink_serves_the_frames(gst):
     assert np.abs(last[:, 72:120]).mean() < 25
 
 
-def test_rtsp_source_reconnects_and_records_the_gap(gst):
+@dataclass
+class Outage:
+    """A run through a server outage: arrival times of the frames, and when the server went and came back."""
+
+    pipe: Pipeline
+    times: list[float]
+    n_down: int  # frames that arrived before the server came back
+    t_down: float
+    t_back: float
+
+
+def run_through_outage(outage_s: float, frames: int = 10, **source_options) -> Outage:
+    """A GstSource on the loopback server: ``frames`` frames, the server killed for ``outage_s``, restarted,
+    ``frames`` frames more, then the pipeline stopped."""
     port = free_port()
     server = start_server(port)
     times: list[float] = []
-    src = GstSource(f"rtsp://127.0.0.1:{port}/cam?latency=0", backoff_s=(0.1, 0.5), stall_timeout_s=2.0)
+    src = GstSource(f"rtsp://127.0.0.1:{port}/cam?latency=0", stall_timeout_s=2.0, **source_options)
     pipe = Pipeline([src, CallbackSink(lambda f, r: times.append(time.monotonic()))], handle_signals=False)
     runner = threading.Thread(target=pipe.run, daemon=True)
     runner.start()
     try:
-        assert wait_for(lambda: len(times) >= 10, 20), "no frames from the RTSP server"
+        assert wait_for(lambda: len(times) >= frames, 20), "no frames from the RTSP server"
         server.kill()
         server.wait()
         t_down = time.monotonic()
-        time.sleep(1.0)
+        time.sleep(outage_s)
         n_down = len(times)
         server = start_server(port)
-        assert wait_for(lambda: len(times) >= n_down + 10, 20), "no frames after the server came back"
+        t_back = time.monotonic()
+        assert wait_for(lambda: len(times) >= n_down + frames, 20), "no frames after the server came back"
     finally:
         pipe.stop()
         runner.join(10)
         server.kill()
         server.wait()
-    stats = pipe.stats
+    return Outage(pipe, times, n_down, t_down, t_back)
+
+
+def test_rtsp_source_reconnects_and_records_the_gap(gst):
+    run = run_through_outage(1.0, backoff_s=(0.1, 0.5))
+    stats = run.pipe.stats
     assert stats is not None and stats.fatal_error is None and stats.stopped_by == "stop"
     assert stats.reconnects >= 1
     gap = max(stats.reconnect_gaps_s)
     assert 1.0 <= gap < 10.0  # at least the time the server was away
     # frames resumed after the outage: there is a hole of about `gap` in the arrival times
-    holes = np.diff(times)
+    holes = np.diff(run.times)
     assert holes.max() == pytest.approx(gap, abs=0.5)
-    assert t_down < times[-1]
+    assert run.t_down < run.times[-1]
+
+
+def test_default_backoff_reconnects_within_a_second_of_the_server_coming_back(gst):
+    """Retries (with their 0.3 s wait for a refusal) come 0.25, 1.05, 2.35, 4.65, 8.95 s after the loss with
+    the old 4 s back-off ceiling, so a server back after ~5.5 s was not asked again for ~3.5 s; with the
+    1 s ceiling a retry comes within 1.3 s."""
+    run = run_through_outage(4.8, frames=5)  # the default back-off; + ~0.7 s for the server to start
+    assert run.pipe.stats.reconnects == 1
+    assert run.times[run.n_down] - run.t_back < 2.3  # a retry within 1.3 s of it being back, + connect and keyframe

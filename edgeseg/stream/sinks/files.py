@@ -24,6 +24,7 @@ from ...structures import InstanceResult, PanopticResult, SemanticResult, TrackR
 from ...structures.frame import Frame
 from ...structures.rle import rle_encode_labels
 from ..base import SINKS, Packet, Sink
+from ._output import writable_file, writable_folder
 
 RECORDS: Registry[Callable[[Any], dict]] = Registry("JSON record", error=StreamError)
 
@@ -106,11 +107,11 @@ class JsonLinesSink(Sink):
         self.lines = 0
 
     def open(self) -> None:
+        writable_file(self.path)
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._f = open(self.path, "w", buffering=1)
         except OSError as e:
-            raise InputError(f"cannot write {self.path}: {e}") from None
-        self._f = open(self.path, "w", buffering=1)
+            raise InputError(f"cannot write {self.path}: {e.strerror or e}") from None
 
     def write(self, frame: Frame, result: Any, packet: Packet | None = None) -> None:
         self._f.write(json.dumps(frame_record(frame, result, packet), separators=(",", ":")) + "\n")
@@ -153,7 +154,7 @@ class LabelPngSink(Sink):
         self.written = 0
 
     def open(self) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
+        writable_folder(self.directory, self.directory)
 
     def write(self, frame: Frame, result: Any, packet: Packet | None = None) -> None:
         import cv2

@@ -20,6 +20,7 @@ from ...errors import InputError, StreamError
 from ...structures.frame import Frame
 from .. import gst as _gst
 from ..base import SINKS, Packet, Sink
+from ._output import writable_file
 
 log = logging.getLogger("edgeseg.stream")
 
@@ -146,10 +147,7 @@ class Mp4Sink(Sink):
     def open(self) -> None:
         if self.backend == "auto":
             self.backend = "gstreamer" if _gst.available()[0] else "opencv"
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise InputError(f"cannot write {self.path}: {e}") from None
+        writable_file(self.path)  # before the first frame is read: a bad path loses nothing
 
     def _start(self, shape: tuple[int, int]) -> None:
         fps = output_fps(self.fps, self._source)

@@ -114,10 +114,12 @@ _RECONNECT_SCHEMES = {"rtsp", "http"}
 class GstSource(Source):
     """Frames from GStreamer. ``realtime=True`` paces a file at its frame rate and makes it behave like a
     camera (drop oldest). ``reconnect`` (default on for rtsp/http) retries with back-off from
-    ``backoff_s[0]`` doubling up to ``backoff_s[1]``, giving up after ``reconnect_timeout_s`` (None: never)."""
+    ``backoff_s[0]`` doubling up to ``backoff_s[1]``, giving up after ``reconnect_timeout_s`` (None: never).
+    The 1 s ceiling bounds the frames lost after a camera comes back to about one second's worth (a
+    4 s ceiling turned a 2 s outage into a 4.2 s gap); a refused connection costs the camera nothing."""
 
     def __init__(self, uri: str, *, name: str | None = None, realtime: bool = False, buffer_size: int = 4,
-                 reconnect: bool | None = None, backoff_s: tuple[float, float] = (0.25, 4.0),
+                 reconnect: bool | None = None, backoff_s: tuple[float, float] = (0.25, 1.0),
                  reconnect_timeout_s: float | None = None, stall_timeout_s: float = 5.0):
         super().__init__()
         self.spec = parse_source(uri)
@@ -279,9 +281,9 @@ class GstSource(Source):
         if self.spec.scheme != "file" or self._stopping or not want:
             return
         if self._index < want - max(2, want // 100):
-            raise StreamError(f"video file {self.spec.target} ended after {self._index} of the {want} frames its "
+            raise StreamError(f"video file {self.spec.target} decoded {self._index} of the {want} frames its "
                               "container announces: the file is truncated or corrupt",
-                              fix="frames before the damage were processed; re-copy or re-record the file")
+                              fix="every frame that decoded was processed; re-copy or re-record the file")
 
     def _drain(self) -> Iterator[Frame]:
         while True:

@@ -20,6 +20,8 @@ from ...structures.frame import Frame
 from ..base import FrameBuffer, Source
 from .uri import parse_source
 
+MAX_SKIPPED = 300  # failed reads in a row tried past a damaged stretch of a file before giving up
+
 
 class OpenCVSource(Source):
     """``OpenCVSource("clip.mp4")``, ``OpenCVSource("v4l2:///dev/video0")``, ``OpenCVSource("frames/")``.
@@ -74,17 +76,30 @@ class OpenCVSource(Source):
                 yield read_image(p), int(i * period)  # InputError naming the file; non-ASCII paths work
             return
         assert self._video is not None  # opened by __iter__
-        n = 0
-        for f in self._video.frames(stop=self._stopping.is_set):
-            n += 1
-            yield f.image, f.pts_ns
+        n = misses = 0
+        while not self._stopping.is_set():
+            got = 0
+            for f in self._video.frames(stop=self._stopping.is_set):
+                got += 1
+                yield f.image, f.pts_ns
+            n, misses = n + got, (0 if got else misses + 1)
+            if not self._skips_damage(n, misses):
+                break
         if not self._stopping.is_set():
             self._check_truncated(n)
 
+    def _skips_damage(self, n: int, misses: int) -> bool:
+        """Whether to read on after a failed read: a file that announces more frames may only be damaged
+        there (a corrupt stretch), and FFmpeg decodes the frames after it. Reads past the real end fail
+        at once, so trying up to the announced count (at most ``MAX_SKIPPED``) costs nothing."""
+        want = self.expected_frames
+        return self.spec.scheme == "file" and bool(want) and n < want and misses <= min(want - n, MAX_SKIPPED)
+
     def _check_truncated(self, n: int) -> None:
         if self.spec.scheme == "file" and self.expected_frames and n < self.expected_frames - 1:
-            raise StreamError(f"video file {self.spec.target} ended after {n} of {self.expected_frames} frames "
-                              "(truncated or corrupt)", fix="frames before the damage were processed; re-copy the file")
+            raise StreamError(f"video file {self.spec.target} decoded {n} of the {self.expected_frames} frames its "
+                              "container announces: the file is truncated or corrupt",
+                              fix="every frame that decoded was processed; re-copy or re-record the file")
 
     def _pace(self) -> Iterator[tuple[np.ndarray, int]]:
         t0, pts0 = time.perf_counter(), None
