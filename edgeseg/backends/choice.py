@@ -45,7 +45,7 @@ PRECISION_RANK = {"fp32": 0, "bf16": 1, "fp16": 1, "int8": 2}
 INT8_RUNTIMES = {"cpu": ("onnxruntime", "openvino"), "openvino": ("openvino", "onnxruntime"), "tensorrt": ("tensorrt",)}
 X86 = ("x86_64", "amd64", "i386", "i686", "x86")
 MARGIN = 0.03
-BF16_MIN_AGREEMENT = 0.99  # the export parity check's failure threshold
+MIN_AGREEMENT = 0.99  # label agreement that carries a measured accuracy over (the export parity check's threshold)
 
 
 @dataclass(frozen=True, order=True)
@@ -194,35 +194,61 @@ def int8_gate(bundle: "Bundle", target: str | None) -> tuple[bool, str]:
     return True, fig
 
 
+def label_agreement(bundle: "Bundle", a: Candidate, b: Candidate, threads: int = 0) -> float:
+    """Fraction of pixels whose labels two ways of running ``bundle`` agree on, over its parity images
+    (two synthetic scenes at the network size), measured on this device. Raises when either cannot run."""
+    import numpy as np
+
+    from ..data.synthetic import SceneGenerator
+    from ..errors import InputError
+    from .base import BACKENDS
+
+    size = bundle.manifest.input.size
+    if size is None:
+        raise InputError("the bundle has no fixed network size to compare runtimes on")
+    gen = SceneGenerator(size, seed=0)
+    feeds = [_feed(bundle, gen.render_semantic(t * 37)[0]) for t in range(2)]
+    labels = []
+    for c in (a, b):
+        with BACKENDS.get(c.backend).load(bundle, precision=c.precision, threads=threads, target=c.target) as r:
+            outs = [next(iter(r.infer(f).values())) for f in feeds]
+        labels.append([o.argmax(axis=1) if o.ndim == 4 else o for o in outs])
+    return float(np.mean([np.mean(x == y) for x, y in zip(*labels)]))
+
+
 def bf16_gate(bundle: "Bundle", threads: int = 0) -> tuple[bool, str]:
     """bf16 on OpenVINO: offered where the CPU plugin has BF16, and accepted when its labels agree with
-    FP32 on >= 99% of the pixels of the bundle's parity images (synthetic scenes at the network size),
-    measured on this device. Never raises."""
+    FP32 on >= 99% of the pixels of the bundle's parity images, measured on this device. Never raises."""
     from .openvino.settings import precisions_here
 
     if "bf16" not in precisions_here():
         return False, "this CPU has no BF16 (OpenVINO lists no BF16 capability)"
     try:
-        import numpy as np
-
-        from ..data.synthetic import SceneGenerator
-        from .base import BACKENDS
-
-        size = bundle.manifest.input.size
-        gen = SceneGenerator(size, seed=0) if size else None
-        images = [gen.render_semantic(t * 37)[0] for t in range(2)] if gen else []
-        if not images:
-            return False, "no fixed network size to check bf16 against FP32 on"
-        labels = {}
-        for prec in ("fp32", "bf16"):
-            with BACKENDS.get("openvino").load(bundle, precision=prec, threads=threads) as r:
-                labels[prec] = [np.argmax(next(iter(r.infer(_feed(bundle, im)).values())), axis=1) for im in images]
-        agree = float(np.mean([np.mean(a == b) for a, b in zip(labels["fp32"], labels["bf16"])]))
+        agree = label_agreement(bundle, Candidate("openvino", "fp32"), Candidate("openvino", "bf16"), threads)
     except Exception as e:  # a failed check leaves bf16 out, with the reason
         return False, f"bf16 check failed: {e}"
-    if agree < BF16_MIN_AGREEMENT:
-        return False, f"bf16 labels agree with FP32 on {agree:.2%} of pixels (< {BF16_MIN_AGREEMENT:.0%})"
+    if agree < MIN_AGREEMENT:
+        return False, f"bf16 labels agree with FP32 on {agree:.2%} of pixels (< {MIN_AGREEMENT:.0%})"
     return True, f"bf16 labels agree with FP32 on {agree:.2%} of pixels"
+
+
+def other_runtime_gate(bundle: "Bundle", target: str, backend: str, threads: int = 0) -> str | None:
+    """None when ``backend`` runs the INT8 model of ``target`` as its gated runtime does (labels agree on
+    >= 99% of the parity images' pixels, measured here), else why not. The gate scored the model on
+    the target's own runtime (:data:`INT8_RUNTIMES`, first); another runtime inherits the gate only
+    when it computes the same labels (an NNCF model agreed 58% between OpenVINO and ONNX Runtime on
+    an AVX2-only CPU). Never raises."""
+    native = INT8_RUNTIMES.get(target, ("onnxruntime",))[0]
+    if backend == native:
+        return None
+    try:
+        agree = label_agreement(bundle, Candidate(native, "int8", target), Candidate(backend, "int8", target), threads)
+    except Exception as e:  # a failed check leaves it out, with the reason
+        return f"could not compare it with {native}, which its accuracy gate scored: {e}"
+    if agree < MIN_AGREEMENT:
+        return (f"its labels agree with {native}'s (which the accuracy gate scored) on {agree:.2%} of pixels here "
+                f"(< {MIN_AGREEMENT:.0%})")
+    return None
 
 
 def _feed(bundle: "Bundle", image) -> dict:
@@ -243,6 +269,11 @@ def gather_facts(bundle: "Bundle", backend: str = "auto", precision: str = "auto
     targets = {m.target: int8_gate(bundle, m.target) for m in bundle.manifest.models if m.precision == "int8"}
     unverified = {(t, b): why for t in targets for b in INT8_RUNTIMES.get(t or "cpu", ())
                   if (why := int8_arithmetic_risk(bundle, t, device_info(), b)) is not None}
+    for t, (passed, _) in targets.items():  # a runtime other than the gate's inherits it only if it agrees
+        for b in INT8_RUNTIMES.get(t or "cpu", ())[1:]:
+            if passed and (t, b) not in unverified and avail.get(b, (False, ""))[0] and backend in ("auto", b) \
+                    and precision in ("auto", "int8") and (why := other_runtime_gate(bundle, t, b, threads)) is not None:
+                unverified[(t, b)] = why
     return Facts(avail, targets, int8_unverified=unverified, openvino_graph=graph, bf16=bf16, machine=platform.machine())
 
 

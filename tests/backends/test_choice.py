@@ -232,3 +232,18 @@ def test_bench_all_writes_the_matrix_and_marks_the_choice(road, cache, tmp_path,
     assert chosen[0] == decide({c: r["median_ms"] for c, r in rows.items()})[0]
     assert any(r["precision"] == "bf16" for r in data["left_out"]) or any(c.precision == "bf16" for c in rows)
     assert "automatic choice:" in capsys.readouterr().out
+
+
+def test_another_runtime_inherits_an_int8_gate_only_when_its_labels_agree(monkeypatch):
+    pytest.importorskip("openvino")
+    from edgeseg.bundle import Bundle
+
+    shapes = Bundle.open("shapes")
+    same = ch.label_agreement(shapes, I_ORT, I_ORT, threads=1)
+    assert same == 1.0
+    assert ch.label_agreement(shapes, I_ORT, I_OV, threads=1) >= ch.MIN_AGREEMENT  # measured 99.8%
+    assert ch.other_runtime_gate(shapes, "cpu", "onnxruntime") is None  # the gate's own runtime
+    assert ch.other_runtime_gate(shapes, "cpu", "openvino", threads=1) is None
+    monkeypatch.setattr(ch, "label_agreement", lambda *a, **k: 0.58)  # an NNCF model on an AVX2-only CPU
+    why = ch.other_runtime_gate(shapes, "cpu", "openvino")
+    assert why == "its labels agree with onnxruntime's (which the accuracy gate scored) on 58.00% of pixels here (< 99%)"
