@@ -1,15 +1,15 @@
 """Backend and precision chosen on the device that runs the model (``backend="auto"``, ``precision="auto"``).
 
 1. :func:`list_candidates` (pure): every (backend, precision, INT8 target) this bundle verifiably
-   supports here. FP32 on each usable runtime; bf16 on OpenVINO where the CPU has BF16 (and its
-   outputs agree with FP32 on this device, :func:`bf16_gate`); fp16 on TensorRT; each INT8 model
-   whose accuracy passed the gate recorded by ``edgeseg quantize`` (:func:`int8_gate`) on the runtimes
-   that run it. What is left out is listed with the reason.
+   supports here. FP32 on each usable runtime; bf16 on OpenVINO where the CPU has BF16 and its labels
+   agree with FP32 here; fp16 on TensorRT; each INT8 model whose accuracy gate passed, on the runtimes
+   whose result here that gate covers (the evidence is gathered by :mod:`edgeseg.backends.gates`).
+   What is left out is listed with the reason.
 2. :func:`time_side_by_side`: a short timing of every candidate on this device, interleaved round by
    round so that load changes hit all alike.
-3. :func:`decide` (pure): the fastest, except that a higher precision within ``margin`` (3%) of the
-   fastest wins. So the choice is never more than 3% slower than the fastest FP32 runtime, and INT8 is
-   chosen only when it is faster than every float candidate.
+3. :func:`decide` (pure): the fastest, except that a more precise candidate within ``margin`` (3%) of
+   the fastest wins. So the choice is never more than 3% slower than the fastest FP32 runtime, and
+   INT8 is chosen only when it is faster than every float candidate.
 4. The decision is cached per device (:class:`~edgeseg.backends.device.DeviceInfo`: CPU model, ISA
    flags, runtime versions) and model sha256s in ``$EDGESEG_CACHE_DIR/choices.json`` (default
    ``~/.cache/edgeseg``; ``EDGESEG_CACHE_DIR=off`` disables it), like TensorRT's timing cache, and
@@ -17,7 +17,6 @@
 """
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import logging
@@ -30,6 +29,8 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 from ..errors import BackendUnavailable, EdgesegError
 from .device import DeviceInfo, device_info
+from .gates import (INT8_RUNTIMES, MIN_AGREEMENT, bf16_gate, int8_arithmetic_risk, int8_gate, label_agreement,  # noqa: F401
+                    network_feed, other_runtime_gate, weights_fit_7bit)
 
 if TYPE_CHECKING:
     from ..bundle import Bundle
@@ -41,11 +42,8 @@ AUTO_BACKENDS = ("tensorrt", "openvino", "onnxruntime")
 PRECISIONS = ("fp32", "bf16", "fp16", "int8")
 #: lower is more precise; a lower precision must beat every more precise candidate by ``margin``
 PRECISION_RANK = {"fp32": 0, "bf16": 1, "fp16": 1, "int8": 2}
-#: the runtimes that run an INT8 model of each quantization target, its own runtime first
-INT8_RUNTIMES = {"cpu": ("onnxruntime", "openvino"), "openvino": ("openvino", "onnxruntime"), "tensorrt": ("tensorrt",)}
 X86 = ("x86_64", "amd64", "i386", "i686", "x86")
 MARGIN = 0.03
-MIN_AGREEMENT = 0.99  # label agreement that carries a measured accuracy over (the export parity check's threshold)
 
 
 @dataclass(frozen=True, order=True)
@@ -182,81 +180,6 @@ def decide(timings_ms: Mapping[Candidate, float], margin: float = MARGIN) -> tup
 
 
 # ---- facts about a bundle ---------------------------------------------------------------------------
-def int8_gate(bundle: "Bundle", target: str | None) -> tuple[bool, str]:
-    """Whether the INT8 model of ``target`` passed the accuracy gate ``edgeseg quantize`` recorded."""
-    entry = (bundle.report.get("int8") or {}).get(target or "cpu")
-    if not isinstance(entry, dict) or "met_budget" not in entry:
-        return False, f"no accuracy measured for the {target} INT8 model (edgeseg quantize ... --eval DATA records it)"
-    metric = entry.get("metric", "metric")
-    fig = f"{metric} {entry.get('fp32', float('nan')):.2f} -> {entry.get('int8', float('nan')):.2f}"
-    if not entry["met_budget"]:
-        return False, f"the {target} INT8 model failed its accuracy gate ({fig}, budget {entry.get('max_drop')})"
-    return True, fig
-
-
-def label_agreement(bundle: "Bundle", a: Candidate, b: Candidate, threads: int = 0) -> float:
-    """Fraction of pixels whose labels two ways of running ``bundle`` agree on, over its parity images
-    (two synthetic scenes at the network size), measured on this device. Raises when either cannot run."""
-    import numpy as np
-
-    from ..data.synthetic import SceneGenerator
-    from ..errors import InputError
-    from .base import BACKENDS
-
-    size = bundle.manifest.input.size
-    if size is None:
-        raise InputError("the bundle has no fixed network size to compare runtimes on")
-    gen = SceneGenerator(size, seed=0)
-    feeds = [_feed(bundle, gen.render_semantic(t * 37)[0]) for t in range(2)]
-    labels = []
-    for c in (a, b):
-        with BACKENDS.get(c.backend).load(bundle, precision=c.precision, threads=threads, target=c.target) as r:
-            outs = [next(iter(r.infer(f).values())) for f in feeds]
-        labels.append([o.argmax(axis=1) if o.ndim == 4 else o for o in outs])
-    return float(np.mean([np.mean(x == y) for x, y in zip(*labels)]))
-
-
-def bf16_gate(bundle: "Bundle", threads: int = 0) -> tuple[bool, str]:
-    """bf16 on OpenVINO: offered where the CPU plugin has BF16, and accepted when its labels agree with
-    FP32 on >= 99% of the pixels of the bundle's parity images, measured on this device. Never raises."""
-    from .openvino.settings import precisions_here
-
-    if "bf16" not in precisions_here():
-        return False, "this CPU has no BF16 (OpenVINO lists no BF16 capability)"
-    try:
-        agree = label_agreement(bundle, Candidate("openvino", "fp32"), Candidate("openvino", "bf16"), threads)
-    except Exception as e:  # a failed check leaves bf16 out, with the reason
-        return False, f"bf16 check failed: {e}"
-    if agree < MIN_AGREEMENT:
-        return False, f"bf16 labels agree with FP32 on {agree:.2%} of pixels (< {MIN_AGREEMENT:.0%})"
-    return True, f"bf16 labels agree with FP32 on {agree:.2%} of pixels"
-
-
-def other_runtime_gate(bundle: "Bundle", target: str, backend: str, threads: int = 0) -> str | None:
-    """None when ``backend`` runs the INT8 model of ``target`` as its gated runtime does (labels agree on
-    >= 99% of the parity images' pixels, measured here), else why not. The gate scored the model on
-    the target's own runtime (:data:`INT8_RUNTIMES`, first); another runtime inherits the gate only
-    when it computes the same labels (an NNCF model agreed 58% between OpenVINO and ONNX Runtime on
-    an AVX2-only CPU). Never raises."""
-    native = INT8_RUNTIMES.get(target, ("onnxruntime",))[0]
-    if backend == native:
-        return None
-    try:
-        agree = label_agreement(bundle, Candidate(native, "int8", target), Candidate(backend, "int8", target), threads)
-    except Exception as e:  # a failed check leaves it out, with the reason
-        return f"could not compare it with {native}, which its accuracy gate scored: {e}"
-    if agree < MIN_AGREEMENT:
-        return (f"its labels agree with {native}'s (which the accuracy gate scored) on {agree:.2%} of pixels here "
-                f"(< {MIN_AGREEMENT:.0%})")
-    return None
-
-
-def _feed(bundle: "Bundle", image) -> dict:
-    spec = bundle.manifest.input
-    x, _ = spec.preprocess(image)
-    return {spec.name: x}
-
-
 def gather_facts(bundle: "Bundle", backend: str = "auto", precision: str = "auto", threads: int = 0) -> Facts:
     """:class:`Facts` for this bundle on this machine (the OpenVINO graph and bf16 checks only when
     OpenVINO could be a candidate)."""
@@ -275,76 +198,6 @@ def gather_facts(bundle: "Bundle", backend: str = "auto", precision: str = "auto
                     and precision in ("auto", "int8") and (why := other_runtime_gate(bundle, t, b, threads)) is not None:
                 unverified[(t, b)] = why
     return Facts(avail, targets, int8_unverified=unverified, openvino_graph=graph, bf16=bf16, machine=platform.machine())
-
-
-def int8_arithmetic_risk(bundle: "Bundle", target: str | None, dev: DeviceInfo, backend: str = "onnxruntime") -> str | None:
-    """Why the INT8 accuracy recorded for ``target`` does not hold for ``backend`` on this CPU, or None.
-
-    INT8 kernels add products differently by CPU: with VNNI (``vpdpbusd``, AMX) in exact int32; without
-    it (``vpmaddubsw``) pairs of u8*s8 products go through int16. Measured on this AVX2-only EPYC against
-    the VNNI machine the shipped bundles were gated on: ONNX Runtime ``shapes`` 88.36 -> 87.97 and
-    ``road`` 55.61 -> 55.46 (its int16 sums saturate with full-range weights), OpenVINO 88.32 and 55.47;
-    and an NNCF model of an ESPNet-like network ran at 58% label agreement with FP32 on OpenVINO here
-    (97% on ONNX Runtime), with or without NNCF's 7-bit overflow fix. So:
-
-    * ONNX Runtime: a gate from a VNNI CPU does not hold on a CPU without it, unless the model's weights
-      fit in 7 bits (:func:`weights_fit_7bit`): then no pair can saturate and both compute the same sums.
-      A gate from a CPU without VNNI holds on VNNI CPUs (exact sums).
-    * OpenVINO: a gate holds only on the INT8 arithmetic it was measured on.
-
-    A gate with no recorded device is trusted as before (bundles made before edgeseg recorded it)."""
-    from .device import int8_arithmetic
-
-    entry = (bundle.report.get("int8") or {}).get(target or "cpu")
-    made_on = entry.get("device") if isinstance(entry, dict) else None
-    if not isinstance(made_on, dict):
-        return None
-    gated, here = int8_arithmetic(made_on.get("isa")), dev.int8_arithmetic
-    if "unknown" in (gated, here) or gated == here:
-        return None
-    where = f"its accuracy gate ran on {made_on.get('cpu')} ({gated} INT8 sums); this CPU's are {here}"
-    if backend == "openvino":
-        return f"{where}, and OpenVINO's INT8 results differ between the two: re-quantize on such a CPU to gate it here"
-    if gated == "saturating":
-        return None  # exact sums here: at least as accurate as what the gate measured
-    try:
-        path = bundle.model_path("int8", target)
-    except EdgesegError:
-        return None
-    if weights_fit_7bit(path):
-        return None
-    return (f"{where}, and with 8-bit weights ONNX Runtime's int16 sums saturate here, so that accuracy does not "
-            "hold: re-quantize (edgeseg quantize --target cpu, whose weights fit 7 bits) to make it valid on every CPU")
-
-
-@functools.lru_cache(maxsize=32)
-def _weights_fit_7bit(path: str, stamp: tuple[int, int]) -> bool:
-    import numpy as np
-    import onnx
-    from onnx import numpy_helper
-
-    model = onnx.load(path, load_external_data=False)
-    inits = {t.name: t for t in model.graph.initializer}
-    weights = [inits[n.input[0]] for n in model.graph.node
-               if n.op_type == "DequantizeLinear" and n.input[0] in inits and inits[n.input[0]].data_type == onnx.TensorProto.INT8]
-    if not weights:
-        return False
-    for w in weights:
-        a = numpy_helper.to_array(w)
-        if a.size and (int(a.max()) > 64 or int(a.min()) < -64):
-            return False
-    return True
-
-
-def weights_fit_7bit(path: str | Path) -> bool:
-    """Whether every int8 weight of a Q/DQ model lies in [-64, 64] (ONNX Runtime's ``reduce_range``, which the
-    ``cpu`` profile uses): then a pair of ``u8 * s8`` products is at most 255 * 64 * 2 = 32640 in magnitude and
-    never saturates int16. Never raises."""
-    try:
-        st = Path(path).stat()
-        return _weights_fit_7bit(str(path), (st.st_size, st.st_mtime_ns))
-    except Exception:  # unreadable model: not known to be safe
-        return False
 
 
 # ---- 2. timing --------------------------------------------------------------------------------------
@@ -397,7 +250,7 @@ def timing_feed(bundle: "Bundle") -> dict[str, Any]:
 
     size = bundle.manifest.input.size or ImageShape(360, 480)
     image = np.random.default_rng(0).integers(0, 256, (size.height, size.width, 3), dtype=np.uint8)
-    return _feed(bundle, image)
+    return network_feed(bundle, image)
 
 
 # ---- 4. cache ---------------------------------------------------------------------------------------

@@ -244,6 +244,8 @@ def test_another_runtime_inherits_an_int8_gate_only_when_its_labels_agree(monkey
     assert ch.label_agreement(shapes, I_ORT, I_OV, threads=1) >= ch.MIN_AGREEMENT  # measured 99.8%
     assert ch.other_runtime_gate(shapes, "cpu", "onnxruntime") is None  # the gate's own runtime
     assert ch.other_runtime_gate(shapes, "cpu", "openvino", threads=1) is None
-    monkeypatch.setattr(ch, "label_agreement", lambda *a, **k: 0.58)  # an NNCF model on an AVX2-only CPU
+    from edgeseg.backends import gates
+
+    monkeypatch.setattr(gates, "label_agreement", lambda *a, **k: 0.58)  # an NNCF model on an AVX2-only CPU
     why = ch.other_runtime_gate(shapes, "cpu", "openvino")
     assert why == "its labels agree with onnxruntime's (which the accuracy gate scored) on 58.00% of pixels here (< 99%)"
