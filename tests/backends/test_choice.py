@@ -249,3 +249,18 @@ def test_another_runtime_inherits_an_int8_gate_only_when_its_labels_agree(monkey
     monkeypatch.setattr(gates, "label_agreement", lambda *a, **k: 0.58)  # an NNCF model on an AVX2-only CPU
     why = ch.other_runtime_gate(shapes, "cpu", "openvino")
     assert why == "its labels agree with onnxruntime's (which the accuracy gate scored) on 58.00% of pixels here (< 99%)"
+
+
+def test_close_candidates_are_timed_again_for_longer(monkeypatch):
+    calls = []
+    first = {F_ORT: 10.0, I_ORT: 11.0, F_OV: 30.0}
+
+    def fake(runners, feed, rounds=10, warmup=2, budget_s=20.0):
+        calls.append((sorted(c.label for c in runners), rounds))
+        return dict(first) if len(calls) == 1 else {F_ORT: 12.0, I_ORT: 9.0}
+
+    monkeypatch.setattr(ch, "time_side_by_side", fake)
+    got = ch.timed({c: object() for c in first}, {})
+    assert calls == [(["onnxruntime/fp32", "onnxruntime/int8:cpu", "openvino/fp32"], 10),
+                     (["onnxruntime/fp32", "onnxruntime/int8:cpu"], 20)]  # within 15% of the fastest: again
+    assert got == {F_ORT: 12.0, I_ORT: 9.0, F_OV: 30.0} and decide(got)[0] == I_ORT
