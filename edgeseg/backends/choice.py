@@ -28,6 +28,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 from ..errors import BackendUnavailable, EdgesegError
+from .auto import AUTO_ORDER as AUTO_BACKENDS  # one automatic order and one x86 list, in auto.py
+from .auto import X86
 from .device import DeviceInfo, device_info
 from .gates import (INT8_RUNTIMES, MIN_AGREEMENT, bf16_gate, int8_arithmetic_risk, int8_gate, label_agreement,  # noqa: F401
                     network_feed, other_runtime_gate, weights_fit_7bit)
@@ -38,12 +40,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("edgeseg.backends")
 
-AUTO_BACKENDS = ("tensorrt", "openvino", "onnxruntime")
 PRECISIONS = ("fp32", "bf16", "fp16", "int8")
 #: lower is more precise; a lower precision must beat every more precise candidate by ``margin``
 PRECISION_RANK = {"fp32": 0, "bf16": 1, "fp16": 1, "int8": 2}
-X86 = ("x86_64", "amd64", "i386", "i686", "x86")
 MARGIN = 0.03
+#: bump when the candidate or decision rules change: cached decisions made under older rules are not reused
+RULES_VERSION = 2
 TIE_BREAK = 0.15  # candidates this close to the fastest are timed again for longer
 
 
@@ -205,13 +207,17 @@ def gather_facts(bundle: "Bundle", backend: str = "auto", precision: str = "auto
 def time_side_by_side(runners: Mapping[Candidate, "Runner"], feed: Mapping[str, Any], rounds: int = 10,
                       warmup: int = 2, budget_s: float = 20.0) -> dict[Candidate, float]:
     """Median ms of ``runner.infer(feed)`` per (active) runner, timed round-robin: each round runs every
-    runner once, starting one later each round. Stops after ``budget_s`` once 3 rounds are in."""
+    runner once, starting one later each round. Stops after ``budget_s`` once 3 rounds are in. A runner
+    that fails in its warm-up raises :class:`CandidateFailed` naming it."""
     import numpy as np
 
     order = list(runners)
     for c in order:
-        for _ in range(warmup):
-            runners[c].infer(feed, check=False)
+        try:
+            for _ in range(warmup):
+                runners[c].infer(feed, check=False)
+        except Exception as e:  # a runtime error at inference: that candidate cannot run here
+            raise CandidateFailed(c, e) from e
     samples: dict[Candidate, list[float]] = {c: [] for c in order}
     start = time.perf_counter()
     for r in range(rounds):
@@ -225,11 +231,32 @@ def time_side_by_side(runners: Mapping[Candidate, "Runner"], feed: Mapping[str, 
     return {c: float(np.median(s)) * 1e3 for c, s in samples.items()}
 
 
+class CandidateFailed(EdgesegError):
+    """A candidate that loaded but failed to run (its warm-up inference raised)."""
+
+    def __init__(self, candidate: Candidate, error: BaseException):
+        first = str(error).splitlines()[0] if str(error) else type(error).__name__
+        super().__init__(f"{candidate.label} failed to run here: {first}")
+        self.candidate = candidate
+
+
 def timed(runners: Mapping[Candidate, "Runner"], feed: Mapping[str, Any], rounds: int = 10,
-          close: float = TIE_BREAK) -> dict[Candidate, float]:
+          close: float = TIE_BREAK, excluded: list | None = None, warmup: int = 2,
+          budget_s: float = 20.0) -> dict[Candidate, float]:
     """:func:`time_side_by_side`, then a tie-break: the candidates within ``close`` (15%) of the fastest
-    are timed again, side by side, for twice the rounds, and those figures replace theirs."""
-    timings = time_side_by_side(runners, feed, rounds=rounds)
+    are timed again, side by side, for twice the rounds, and those figures replace theirs. A candidate
+    that fails to run is dropped (and added to ``excluded`` with the reason)."""
+    runners = dict(runners)
+    while True:
+        try:
+            timings = time_side_by_side(runners, feed, rounds=rounds, warmup=warmup, budget_s=budget_s)
+            break
+        except CandidateFailed as e:
+            runners.pop(e.candidate).deactivate()
+            if excluded is not None:
+                excluded.append((e.candidate, str(e)))
+            if not runners:
+                raise BackendUnavailable(f"no candidate could run: {e}") from None
     best = min(timings.values())
     near = [c for c, ms in sorted(timings.items(), key=lambda kv: kv[1]) if ms <= best * (1 + close)]
     if len(near) > 1:
@@ -280,7 +307,8 @@ def cache_key(bundle: "Bundle", dev: DeviceInfo, request: Mapping[str, Any]) -> 
     """Device, model sha256s and the request (backend, precision, target, device, threads)."""
     models = sorted((m.file, bundle.manifest.files.get(m.file, "")) for m in bundle.manifest.models)
     report = bundle.manifest.files.get("report.json", "")
-    blob = json.dumps({"device": dev.key, "models": models, "report": report, "request": dict(request)}, sort_keys=True)
+    blob = json.dumps({"device": dev.key, "models": models, "report": report, "request": dict(request),
+                       "rules": RULES_VERSION}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
@@ -326,11 +354,18 @@ def choose(bundle: "Bundle", backend: str = "auto", precision: str = "auto", tar
     if isinstance(hit, dict):
         try:
             choice = Choice.from_dict(hit)
+            ok, why = _still_usable(choice.candidate)
+            if not ok:  # e.g. GStreamer loaded before edgeseg in this process, or a GPU driver gone
+                log.warning("the cached choice %s cannot run in this process (%s): choosing again",
+                            choice.candidate.label, why)
+                raise ValueError(why)
             choice = Choice(choice.candidate, choice.reason, "cached", choice.timings_ms, choice.excluded, dev, choice.notes)
             log.info("backend choice for %s: %s (cached for this device: %s)", bundle.name, choice.candidate.label, choice.reason)
             return choice, None
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError):
             log.warning("ignoring a malformed entry in the choice cache %s", path)
+        except ValueError:
+            pass
     facts = facts or gather_facts(bundle, backend, precision, threads)
     cands, excluded = list_candidates(facts, backend, precision, target, device)
     for c, why in excluded:
@@ -349,15 +384,33 @@ def choose(bundle: "Bundle", backend: str = "auto", precision: str = "auto", tar
     if not runners:
         raise BackendUnavailable(f"no candidate could be loaded for {bundle.name}:\n    "
                                  + "\n    ".join(f"{c.label}: {why}" for c, why in failed))
-    timings = timed(runners, timing_feed(bundle)) if len(runners) > 1 else {next(iter(runners)): float("nan")}
-    best, reason = decide(timings) if len(runners) > 1 else (next(iter(runners)), "the only candidate that loaded")
-    for c, r in runners.items():
-        if c != best:
-            r.deactivate()
+    best = None
+    try:
+        if len(runners) > 1:
+            timings = timed(runners, timing_feed(bundle), excluded=excluded)
+            best, reason = decide(timings)
+        else:
+            timings, best = {next(iter(runners)): float("nan")}, next(iter(runners))
+            reason = "the only candidate that loaded"
+    finally:
+        for c, r in runners.items():
+            if c != best:
+                r.deactivate()
     choice = Choice(best, reason + " (measured here, side by side)", "measured", tuple(sorted(timings.items(), key=lambda kv: kv[1])),
                     tuple(excluded), dev, notes)
     _write_cache(path, key, choice)
     return _log(bundle, choice), runners[best]
+
+
+def _still_usable(c: Candidate) -> tuple[bool, str]:
+    """Whether a cached candidate's backend can run in this process (availability can change between
+    processes with the same device: the GStreamer import order, a GPU driver)."""
+    from .base import BACKENDS
+
+    try:
+        return BACKENDS.get(c.backend).is_available()
+    except EdgesegError as e:
+        return False, str(e)
 
 
 def _log(bundle: "Bundle", choice: Choice) -> Choice:

@@ -31,10 +31,10 @@ MIN_AGREEMENT = 0.99  # label agreement that carries a measured accuracy over (t
 def int8_gate(bundle: "Bundle", target: str | None) -> tuple[bool, str]:
     """Whether the INT8 model of ``target`` passed the accuracy gate ``edgeseg quantize`` recorded."""
     entry = (bundle.report.get("int8") or {}).get(target or "cpu")
-    if not isinstance(entry, dict) or "met_budget" not in entry:
+    scores = (entry.get("fp32"), entry.get("int8")) if isinstance(entry, dict) else (None, None)
+    if "met_budget" not in (entry or {}) or not all(isinstance(v, (int, float)) for v in scores):
         return False, f"no accuracy measured for the {target} INT8 model (edgeseg quantize ... --eval DATA records it)"
-    metric = entry.get("metric", "metric")
-    fig = f"{metric} {entry.get('fp32', float('nan')):.2f} -> {entry.get('int8', float('nan')):.2f}"
+    fig = f"{entry.get('metric') or 'metric'} {scores[0]:.2f} -> {scores[1]:.2f}"
     if not entry["met_budget"]:
         return False, f"the {target} INT8 model failed its accuracy gate ({fig}, budget {entry.get('max_drop')})"
     return True, fig
@@ -125,6 +125,8 @@ def int8_arithmetic_risk(bundle: "Bundle", target: str | None, dev: DeviceInfo, 
     A gate with no recorded device is trusted as before (bundles made before edgeseg recorded it)."""
     from .device import int8_arithmetic
 
+    if backend not in ("onnxruntime", "openvino"):  # a GPU runtime: the host CPU's arithmetic does not matter
+        return None
     entry = (bundle.report.get("int8") or {}).get(target or "cpu")
     made_on = entry.get("device") if isinstance(entry, dict) else None
     if not isinstance(made_on, dict):

@@ -98,16 +98,19 @@ def run_matrix(bundle, args: argparse.Namespace) -> int:
     """``--all``: every candidate timed side by side (interleaved rounds), the ones left out with the
     reason, and the automatic choice's pick (decided from these very timings)."""
     from ..backends.choice import (Candidate, activate_candidates, decide, gather_facts, int8_gate, list_candidates,
-                                   time_side_by_side, timing_feed)
+                                   timed, timing_feed)
     from ..backends.device import device_info
 
     backend = backends_of(args.backend)[0] if args.backend else "auto"
     facts = gather_facts(bundle, backend, args.precision, args.threads)
     cands, excluded = list_candidates(facts, backend, args.precision, args.target, args.device)
     runners, failed = activate_candidates(bundle, cands, args.device, args.threads)
-    timings = time_side_by_side(runners, timing_feed(bundle), rounds=args.runs, warmup=args.warmup, budget_s=600) if runners else {}
-    for r in runners.values():
-        r.deactivate()
+    try:  # close=0: no tie-break rounds, every row gets the same --runs
+        timings = timed(runners, timing_feed(bundle), rounds=args.runs, close=0.0, excluded=failed,
+                        warmup=args.warmup, budget_s=600) if runners else {}
+    finally:
+        for r in runners.values():
+            r.deactivate()
     best, reason = decide(timings) if timings else (None, "nothing could run")
     floats = [ms for c, ms in timings.items() if c.precision == "fp32"]
     fastest_fp32 = min(floats) if floats else float("nan")
