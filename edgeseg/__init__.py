@@ -21,7 +21,14 @@ __version__ = "0.1.0"
 
 # before anything can load GStreamer: GCC's C++ unwinder must precede GStreamer's libunwind in the
 # process's global symbol scope, or OpenVINO / ONNX Runtime abort on their first exception (_unwind.py)
-pin_gcc_unwinder()
+if not pin_gcc_unwinder():  # GStreamer was loaded first (gi imported before edgeseg): say so once, with the fix
+    import logging as _logging
+
+    from ._unwind import FIX as _FIX
+    from ._unwind import unwinder_hazard as _hazard
+
+    _logging.getLogger("edgeseg").warning("%s. OpenVINO and torch are disabled in this process and ONNX Runtime "
+                                          "would abort on its first error; fix: %s", _hazard(), _FIX)
 
 # public name -> "module:attribute", imported on first access
 _LAZY = {

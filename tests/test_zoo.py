@@ -61,10 +61,11 @@ def test_shipped_bundle_reproduces_its_report(name):
     for target, rec in b.report["int8"].items():
         assert rec["met_budget"] and rec["int8"] >= rec["fp32"] - rec["max_drop"]
         gated = int8_arithmetic(rec.get("device", {}).get("isa"))
-        same = gated in ("unknown", device_info().int8_arithmetic) or weights_fit_7bit(b.model_path("int8", target))
         score = _score(b, data, precision="int8", target=target)
-        if same:  # the same INT8 sums as where the gate ran
+        if gated in ("unknown", device_info().int8_arithmetic):  # the INT8 arithmetic the gate ran on
             assert score == pytest.approx(rec["int8"], abs=0.05), target
-        else:  # 8-bit weights gated with VNNI, run here without it: int16 saturation moves the result
+        elif weights_fit_7bit(b.model_path("int8", target)):  # the same int32 sums; requantization may round apart
+            assert score == pytest.approx(rec["int8"], abs=0.15), target
+        else:  # 8-bit weights gated on other arithmetic: int16 saturation moves the result, and the choice knows
             assert ort_arithmetic_risk_known(b, target), target
             assert abs(score - rec["int8"]) < 1.0, target

@@ -74,8 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     def terminated(signum, _frame):  # before a stream installs its own draining handler: end cleanly
         raise KeyboardInterrupt(signal.Signals(signum).name)
 
+    previous = None
     with contextlib.suppress(ValueError, OSError):  # not the main thread: the embedding program owns signals
-        signal.signal(signal.SIGTERM, terminated)
+        previous = signal.signal(signal.SIGTERM, terminated)
     try:
         return int(args._run(args) or 0)
     except EdgesegError as e:
@@ -92,6 +93,9 @@ def main(argv: list[str] | None = None) -> int:
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":  # pragma: no cover

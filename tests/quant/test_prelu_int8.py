@@ -160,4 +160,5 @@ def test_cpu_target_runs_prelu_in_int8_and_loses_nothing(tmp_path):
     agree = {k: float((out[k].argmax(1) == out["fp32"].argmax(1)).mean()) for k in ("after", "before")}
     # untrained weights on noise frames: 9.3% mean error, 92% agreement either way (measured)
     assert err["after"] < 0.15 and agree["after"] > 0.85
-    assert err["after"] <= err["before"] * 1.05 and agree["after"] >= agree["before"]
+    # a tolerance: requantize/QLinearAdd rounding differs between CPUs' INT8 kernels
+    assert err["after"] <= err["before"] * 1.05 and agree["after"] >= agree["before"] - 0.005

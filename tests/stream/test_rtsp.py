@@ -133,4 +133,5 @@ def test_default_backoff_reconnects_within_a_second_of_the_server_coming_back(gs
     1 s ceiling a retry comes within 1.3 s."""
     run = run_through_outage(4.8, frames=5)  # the default back-off; + ~0.7 s for the server to start
     assert run.pipe.stats.reconnects == 1
-    assert run.times[run.n_down] - run.t_back < 2.3  # a retry within 1.3 s of it being back, + connect and keyframe
+    # a retry within 1.3 s of it being back, + connect and keyframe (the old 4 s ceiling gave ~3.5 s + that)
+    assert run.times[run.n_down] - run.t_back < 3.0

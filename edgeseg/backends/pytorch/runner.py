@@ -20,6 +20,7 @@ names (``logits``). torch is imported only when the runner is activated.
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
@@ -85,6 +86,11 @@ class TorchRunner(Runner):
     def is_available(cls) -> tuple[bool, str]:
         if importlib.util.find_spec("torch") is None:
             return False, "torch is not installed; pip install torch==2.13.0 and 'edgeseg[torch]'"
+        from ..._unwind import FIX, unwinder_hazard
+
+        hazard = unwinder_hazard()
+        if hazard is not None and "torch" not in sys.modules:  # torch throws internally (pybind11 iteration)
+            return False, f"{hazard}; fix: {FIX}"
         return True, ""
 
     @classmethod

@@ -42,7 +42,8 @@ class EdgesegFilter(GstBase.BaseTransform):
     __gproperties__ = {
         "bundle": (str, "bundle", "bundle directory, .zip, or shipped name", "", GObject.ParamFlags.READWRITE),
         "backend": (str, "backend", "auto | onnxruntime | openvino | tensorrt | torch", "auto", GObject.ParamFlags.READWRITE),
-        "precision": (str, "precision", "fp32 | fp16 | int8", "fp32", GObject.ParamFlags.READWRITE),
+        "precision": (str, "precision", "auto | fp32 | bf16 | fp16 | int8 (auto: chosen on this device)", "auto",
+                      GObject.ParamFlags.READWRITE),
         "threads": (int, "threads", "intra-op CPU threads (0: runtime default)", 0, 256, 0, GObject.ParamFlags.READWRITE),
         "alpha": (float, "alpha", "overlay opacity", 0.0, 1.0, 0.5, GObject.ParamFlags.READWRITE),
         "errors": (int, "errors", "frames the model failed on", 0, 2**31 - 1, 0, GObject.ParamFlags.READABLE),
@@ -50,7 +51,7 @@ class EdgesegFilter(GstBase.BaseTransform):
 
     def __init__(self) -> None:
         super().__init__()
-        self.props_ = {"bundle": "", "backend": "auto", "precision": "fp32", "threads": 0, "alpha": 0.5}
+        self.props_ = {"bundle": "", "backend": "auto", "precision": "auto", "threads": 0, "alpha": 0.5}
         self.errors = 0
         self.predictor = None
         self.renderer = None
