@@ -8,8 +8,10 @@
 2. :func:`time_side_by_side`: a short timing of every candidate on this device, interleaved round by
    round so that load changes hit all alike.
 3. :func:`decide` (pure): the fastest, except that a more precise candidate within ``margin`` (3%) of
-   the fastest wins. So the choice is never more than 3% slower than the fastest FP32 runtime, and
-   INT8 is chosen only when it is faster than every float candidate.
+   the fastest wins. So, whenever FP32 candidates were timed (precision ``auto``), the choice is never
+   more than 3% slower than the fastest FP32 runtime in that timing, and INT8 is chosen only when it
+   is faster than every float candidate. Candidates within 15% of the fastest are timed again for
+   longer first (:func:`timed`).
 4. The decision is cached per device (:class:`~edgeseg.backends.device.DeviceInfo`: CPU model, ISA
    flags, runtime versions) and model sha256s in ``$EDGESEG_CACHE_DIR/choices.json`` (default
    ``~/.cache/edgeseg``; ``EDGESEG_CACHE_DIR=off`` disables it), like TensorRT's timing cache, and
