@@ -48,3 +48,7 @@ class StreamError(EdgesegError):
 
 class QuantizationError(EdgesegError):
     """Quantization failed or could not meet its accuracy budget."""
+
+
+class ServerUnavailable(BackendUnavailable, StreamError):
+    """An ``edgeseg serve`` server did not answer (refused, timed out, overloaded) after the retries."""

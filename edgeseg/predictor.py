@@ -114,6 +114,10 @@ def load(bundle: Bundle | str | os.PathLike, backend: str = "auto", precision: s
     ``predictor.choice`` says what was chosen and why. Nothing else heavy happens until the first call
     or ``with`` (a just-timed winner stays active).
     """
+    if isinstance(bundle, str) and bundle.startswith(("http://", "https://")):  # an `edgeseg serve` server
+        from .remote import RemotePredictor
+
+        return RemotePredictor(bundle)
     from .backends.choice import choose
 
     if threads < 0:

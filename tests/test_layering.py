@@ -24,12 +24,16 @@ ALLOWED: dict[str, set[str]] = {
     # models only inside the torch backend, lazily; data for the synthetic frames the bf16 check runs on
     "backends": {"structures", "bundle", "models", "data"},
     "export": {"structures", "bundle", "data", "ops", "models"},
-    "predictor": {"structures", "bundle", "backends", "decode"},
+    # remote: the client of `edgeseg serve` (no Ray); load("http://...") returns it, lazily
+    "remote": {"structures"},
+    "predictor": {"structures", "bundle", "backends", "decode", "remote"},
     "quant": {"structures", "bundle", "data", "eval", "decode", "backends", "predictor", "export"},
     "video": {"structures", "decode"},
     "stream": {"structures", "bundle", "data", "decode", "backends", "predictor", "video"},
     "train": {"structures", "bundle", "data", "eval", "models", "ops", "export", "predictor"},
     "demo": {"structures", "bundle", "data", "eval", "predictor", "stream", "paths"},
+    # the Ray Serve side of scale-out; nothing imports it but the CLI
+    "serve": {"structures", "bundle", "backends", "predictor", "decode", "stream", "remote"},
 }
 TOP_ONLY = {"cli", "<root>", "__main__"}  # the CLI and edgeseg/__init__ may import anything
 # applications of the SDK that live inside the package (loaded by GStreamer, not imported by it)

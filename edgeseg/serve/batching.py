@@ -1,0 +1,49 @@
+"""Run a batch of frames through one predictor: the replica's work, without Ray (tests call it directly).
+
+The replica gathers frames from many clients (``@serve.batch``) and hands them here. A bundle whose
+model takes a dynamic batch gets one stacked ``runner.infer`` call per batch (frames of equal
+preprocessed shape); a fixed batch-1 model (the shipped ones) gets one call per frame, which still
+amortises the request hops and keeps results bit-identical to local inference.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+
+def infer_batch(predictor: Any, frames: Sequence[np.ndarray]) -> list[Any]:
+    """RGB ``uint8 [H, W, 3]`` frames -> one task result per frame, in order (same steps as ``predictor(rgb)``)."""
+    prepared = [predictor.preprocess(rgb) for rgb in frames]
+    spec = predictor.manifest.input
+    feeds = [feed for feed, _ in prepared]
+    if len(feeds) > 1 and spec.dynamic_batch and len({feed[spec.name].shape for feed in feeds}) == 1:
+        stacked = predictor.runner.infer({spec.name: np.concatenate([feed[spec.name] for feed in feeds])})
+        outputs = [{k: v[i:i + 1] for k, v in stacked.items()} for i in range(len(feeds))]
+    else:
+        outputs = [predictor.runner.infer(feed) for feed in feeds]
+    return [predictor.postprocess(out, meta) for out, (_, meta) in zip(outputs, prepared)]
+
+
+@dataclass
+class BatchStats:
+    """What one replica has done: frames, batches, the largest batch and a histogram of batch sizes."""
+
+    frames: int = 0
+    batches: int = 0
+    max_batch: int = 0
+    sizes: dict[int, int] = field(default_factory=dict)
+    busy_s: float = 0.0
+
+    def record(self, size: int, seconds: float) -> None:
+        self.frames += size
+        self.batches += 1
+        self.max_batch = max(self.max_batch, size)
+        self.sizes[size] = self.sizes.get(size, 0) + 1
+        self.busy_s += seconds
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"frames": self.frames, "batches": self.batches, "max_batch": self.max_batch,
+                "mean_batch": self.frames / self.batches if self.batches else 0.0,
+                "batch_sizes": {str(k): v for k, v in sorted(self.sizes.items())}, "busy_s": self.busy_s}

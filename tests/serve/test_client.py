@@ -1,0 +1,109 @@
+"""The client side of scale-out (edgeseg.remote): wire format, URLs, a lost server. Needs no Ray."""
+from __future__ import annotations
+
+import socket
+import time
+
+import numpy as np
+import pytest
+
+import edgeseg
+from edgeseg.errors import BackendUnavailable, InputError, ServerUnavailable, StreamError
+from edgeseg.remote import Endpoint, RemotePredictor, decode_frame, decode_result, encode_frame, encode_result
+from edgeseg.structures import SemanticResult
+
+
+def _rgb(h=37, w=53, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("encoding", ["raw", "png"])
+def test_frames_travel_losslessly(encoding):
+    rgb = _rgb()
+    body, headers = encode_frame(rgb, encoding)
+    back = decode_frame(body, headers["Content-Type"], headers.get("X-Edgeseg-Shape"))
+    np.testing.assert_array_equal(back, rgb)
+
+
+def test_jpeg_frames_decode_to_rgb_of_the_same_shape():
+    rgb = np.zeros((16, 24, 3), np.uint8)
+    rgb[..., 0] = 255  # pure red survives JPEG closely; a BGR/RGB swap would not
+    body, headers = encode_frame(rgb, "jpeg")
+    back = decode_frame(body, headers["Content-Type"], None)
+    assert back.shape == rgb.shape and back[..., 0].min() > 240 and back[..., 2].max() < 15
+
+
+@pytest.mark.parametrize("content_type, shape, body, match", [
+    ("application/octet-stream", None, b"\0" * 12, "X-Edgeseg-Shape"),
+    ("application/octet-stream", "2,2,3", b"\0" * 11, "does not match"),
+    ("image/png", None, b"not a png", "could not decode"),
+    ("text/plain", None, b"x", "unsupported Content-Type"),
+])
+def test_bad_request_bodies_are_input_errors(content_type, shape, body, match):
+    with pytest.raises(InputError, match=match):
+        decode_frame(body, content_type, shape)
+
+
+@pytest.mark.parametrize("dtype, k", [(np.uint8, 6), (np.int32, 300)])
+def test_results_round_trip(dtype, k):
+    labels = np.random.default_rng(1).integers(0, k, (9, 11)).astype(dtype)
+    r = decode_result(encode_result(SemanticResult(labels=labels, classes=tuple(map(str, range(k))))))
+    assert r.labels.dtype == dtype and r.classes == tuple(map(str, range(k)))
+    np.testing.assert_array_equal(r.labels, labels)
+
+
+@pytest.mark.parametrize("url, base, bundle", [
+    ("http://127.0.0.1:8000", "http://127.0.0.1:8000", None),
+    ("http://10.0.0.5:9000/road", "http://10.0.0.5:9000", "road"),
+    ("http://head/v1/bundles/road/", "http://head:80", "road"),
+])
+def test_endpoints(url, base, bundle):
+    e = Endpoint.parse(url)
+    assert (e.base, e.bundle) == (base, bundle)
+
+
+@pytest.mark.parametrize("url", ["ftp://x", "http://", "http://h:1/a/b"])
+def test_bad_urls(url):
+    with pytest.raises(InputError):
+        Endpoint.parse(url)
+
+
+def test_load_of_a_url_is_a_remote_predictor_and_touches_nothing():
+    p = edgeseg.load("http://127.0.0.1:9/shapes")
+    assert isinstance(p, RemotePredictor) and p.endpoint.bundle == "shapes"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_no_server_is_a_clear_error_after_bounded_retries():
+    url = f"http://127.0.0.1:{_free_port()}/shapes"
+    p = RemotePredictor(url, timeout_s=1.0, retries=2, backoff_s=0.05)
+    t0 = time.monotonic()
+    with pytest.raises(ServerUnavailable) as info:
+        p(_rgb())
+    assert time.monotonic() - t0 < 5  # 3 attempts, 0.05 + 0.1 s of back-off
+    err = info.value
+    assert isinstance(err, BackendUnavailable) and isinstance(err, StreamError)
+    assert url.rsplit("/", 1)[0] in str(err) and "3 attempt" in str(err) and "edgeseg serve" in err.fix
+
+
+def test_a_server_that_stops_answering_times_out_clearly():
+    with socket.socket() as srv:  # accepts connections, never answers
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(8)
+        p = RemotePredictor(f"http://127.0.0.1:{srv.getsockname()[1]}/shapes", timeout_s=0.3, retries=1, backoff_s=0.0)
+        with pytest.raises(ServerUnavailable, match="timed out|TimeoutError"):
+            p(_rgb())
+
+
+def test_bad_arguments():
+    with pytest.raises(InputError):
+        RemotePredictor("http://127.0.0.1:1", timeout_s=0)
+    with pytest.raises(InputError, match="encoding"):
+        RemotePredictor("http://127.0.0.1:1", encoding="webp")
+    with pytest.raises(InputError, match="uint8"):
+        RemotePredictor("http://127.0.0.1:1")(np.zeros((4, 4, 3), np.float32))

@@ -1,0 +1,140 @@
+"""edgeseg serve against a real local Ray cluster on this machine (one per module, ~30 s to start).
+
+Replicas run the shipped ``shapes`` bundle with ONNX Runtime FP32, as does the local reference, so
+labels must be equal, not close.
+"""
+from __future__ import annotations
+
+import inspect
+import json
+import shutil
+import socket
+import subprocess
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+ray = pytest.importorskip("ray", reason="Ray Serve is not installed: pip install 'edgeseg[serve]'")
+
+import edgeseg  # noqa: E402
+from edgeseg.data.synthetic import SceneGenerator  # noqa: E402
+from edgeseg.errors import InputError, ServerUnavailable  # noqa: E402
+from edgeseg.remote import RemotePredictor  # noqa: E402
+from edgeseg.structures import ImageShape  # noqa: E402
+
+pytestmark = pytest.mark.serve
+
+MAX_BATCH = 8
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server():
+    from edgeseg.serve import serve
+
+    if ray.is_initialized():
+        pytest.skip("a Ray instance is already running in this process")
+    # a generous batch wait so that concurrent clients reliably share batches on a loaded 2-core machine
+    s = serve(["shapes"], port=_free_port(), replicas=1, max_batch=MAX_BATCH, batch_wait_s=0.05,
+              backend="onnxruntime", precision="fp32", threads=1, num_cpus=2)
+    yield s
+    s.shutdown()
+
+
+@pytest.fixture(scope="module")
+def local():
+    with edgeseg.load("shapes", backend="onnxruntime", precision="fp32", threads=1) as p:
+        yield p
+
+
+def _frames(n: int, size=ImageShape(120, 160)):
+    return [f.image for f in SceneGenerator(size, seed=3).frames(n)]
+
+
+def _get(url: str):
+    try:
+        with urllib.request.urlopen(url, timeout=10) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def test_health_and_readiness(server):
+    assert _get(server.url + "/healthz") == (200, b"ok")
+    status, body = _get(server.url + "/readyz")
+    assert status == 200 and json.loads(body) == {"ready": True, "bundles": {"shapes": "ready"}}
+    status, body = _get(server.url + "/v1/bundles")
+    (info,) = json.loads(body)["bundles"]
+    assert (info["name"], info["backend"], info["precision"]) == ("shapes", "onnxruntime", "fp32")
+    assert _get(server.url + "/nowhere")[0] == 404
+
+
+@pytest.mark.parametrize("encoding, size", [("raw", ImageShape(120, 160)), ("png", ImageShape(97, 131))])
+def test_remote_labels_equal_local_inference(server, local, encoding, size):
+    remote = edgeseg.load(server.url)  # the only bundle; also as server.url + "/shapes"
+    assert isinstance(remote, RemotePredictor) and remote.classes == local.classes
+    remote = RemotePredictor(server.url + "/shapes", encoding=encoding)
+    for rgb in _frames(3, size):
+        got, want = remote(rgb), local(rgb)
+        assert got.classes == want.classes and got.labels.dtype == want.labels.dtype
+        np.testing.assert_array_equal(got.labels, want.labels)
+    assert len(np.unique(want.labels)) > 1  # a real scene, not one class everywhere
+
+
+def test_concurrent_clients_are_batched_and_each_gets_its_own_answer(server, local):
+    frames = _frames(24)
+    remote = RemotePredictor(server.url + "/shapes")
+    before = remote.stats()
+    with ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(remote, frames))
+    for rgb, got in zip(frames, results):
+        np.testing.assert_array_equal(got.labels, local(rgb).labels)
+    after = remote.stats()
+    assert after["frames"] - before["frames"] == len(frames)
+    assert after["max_batch"] > 1 and after["batches"] - before["batches"] < len(frames), after
+    assert after["max_batch"] <= MAX_BATCH
+
+
+def test_bad_frames_are_input_errors_and_do_not_hurt_the_server(server, local):
+    remote = RemotePredictor(server.url + "/shapes")
+    req = urllib.request.Request(server.url + "/v1/bundles/shapes/predict", data=b"\0" * 10, method="POST",
+                                 headers={"Content-Type": "application/octet-stream", "X-Edgeseg-Shape": "2,2,3"})
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(req, timeout=10)
+    assert info.value.code == 400 and "does not match" in json.loads(info.value.read())["error"]
+    with pytest.raises(InputError, match="does not serve a bundle 'road'"):
+        RemotePredictor(server.url + "/road")(_frames(1)[0])
+    rgb = _frames(1)[0]
+    np.testing.assert_array_equal(remote(rgb).labels, local(rgb).labels)
+
+
+def test_binds_loopback_by_default(server):
+    from edgeseg.cli import build_parser
+    from edgeseg.serve import serve
+
+    assert inspect.signature(serve).parameters["address"].default == "127.0.0.1"
+    assert build_parser().parse_args(["serve", "shapes"]).address == "127.0.0.1"
+    port = server.url.rsplit(":", 1)[1]
+    if shutil.which("ss") is None:
+        pytest.skip("ss (iproute2) is not installed: cannot list listening sockets")
+    listening = [line.split()[3] for line in subprocess.run(["ss", "-ltnH"], capture_output=True, text=True).stdout.splitlines()]
+    assert f"127.0.0.1:{port}" in listening
+    assert not [a for a in listening if a.endswith(f":{port}") and not a.startswith("127.0.0.1:")], listening
+
+
+def test_a_stopped_server_is_a_clear_error(server):  # last: stops the module's server
+    remote = RemotePredictor(server.url + "/shapes", timeout_s=2.0, retries=1, backoff_s=0.05)
+    rgb = _frames(1)[0]
+    remote(rgb)
+    server.shutdown()
+    with pytest.raises(ServerUnavailable) as info:
+        remote(rgb)
+    assert server.url in str(info.value) and "edgeseg serve" in info.value.fix
