@@ -95,5 +95,22 @@ def device_info() -> DeviceInfo:
             runtimes.append(f"{dist}=={metadata.version(dist)}")
         except metadata.PackageNotFoundError:
             continue
-    return DeviceInfo(name or platform.processor() or platform.machine(), isa, os.cpu_count() or 1,
+    return DeviceInfo(name or platform.processor() or platform.machine(), isa, usable_cores(),
                       platform.machine(), tuple(runtimes))
+
+
+def usable_cores() -> int:
+    """CPUs this process may use: its affinity mask (``taskset``), capped by a cgroup v2 CPU quota
+    (containers), which set the runtimes' default thread counts and so which candidate is fastest."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        n = os.cpu_count() or 1
+    try:
+        with open("/sys/fs/cgroup/cpu.max", encoding="ascii") as f:
+            quota, period = f.read().split()[:2]
+        if quota != "max" and int(period) > 0:
+            n = min(n, max(1, -(-int(quota) // int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, n)

@@ -42,7 +42,11 @@ def int8_gate(bundle: "Bundle", target: str | None) -> tuple[bool, str]:
 
 def label_agreement(bundle: "Bundle", a: Candidate, b: Candidate, threads: int = 0) -> float:
     """Fraction of pixels whose labels two ways of running ``bundle`` agree on, over its parity images
-    (two synthetic scenes at the network size), measured on this device. Raises when either cannot run."""
+    (two synthetic scenes at the network size), measured on this device. Raises when either cannot run.
+
+    Semantic bundles only: the first output is read as logits ``[N, C, H, W]`` (argmax over C) or labels.
+    For instance/panoptic bundles (other outputs) the agreement is low and those candidates are left
+    out, which is safe; their own comparison belongs with their decoders."""
     import numpy as np
 
     from ..data.synthetic import SceneGenerator
