@@ -16,7 +16,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from ..errors import InputError, QuantizationError
 from ..structures import InputSpec
@@ -26,6 +26,9 @@ from .prepare import model_opset, prepare_model
 from .profiles import ENGINES, QuantProfile, get_profile
 from .quantize import FloatNode, QuantizedModel, compute_nodes, quantize_model
 from .ranges import CalibrationTable, calibrate
+
+if TYPE_CHECKING:
+    from ..backends.device import DeviceInfo
 
 TRT_CACHE_VERSIONS = ("8.5.2", "10.3.0")
 
@@ -55,7 +58,7 @@ class QuantReport:
     layer_latency: dict[str, Any] = field(default_factory=dict)  # cpu: per-layer INT8 vs float timings
     #: the machine every latency figure and decision above was made on (edgeseg.backends.device);
     #: a bundle run on another CPU re-times instead of trusting them (edgeseg.backends.choice)
-    device: dict[str, Any] = field(default_factory=lambda: _device())
+    device: "DeviceInfo" = field(default_factory=lambda: _device())
 
     @property
     def drop(self) -> float | None:
@@ -78,7 +81,7 @@ class QuantReport:
             "curve": [list(c) for c in self.curve],
             "latency_ms": self.latency_ms, "speedup": self.speedup, "size_bytes": self.size_bytes,
             "prepare": self.prepare, "files": list(self.files), "engine": self.engine, "execution": self.execution,
-            "layer_latency": self.layer_latency, "device": self.device,
+            "layer_latency": self.layer_latency, "device": self.device.to_dict(),
         }
 
 
@@ -246,10 +249,10 @@ def _latency_guard(q: _Quantizer, full: QuantizedModel, feed: dict, threads: int
     return best_q, best, section
 
 
-def _device() -> dict[str, Any]:
+def _device() -> "DeviceInfo":
     from ..backends.device import device_info
 
-    return device_info().to_dict()
+    return device_info()
 
 
 def _engine_profile(profile: QuantProfile, engine: str | None, method: str | None) -> QuantProfile:

@@ -55,6 +55,9 @@ def test_gate_scores_equal_edgeseg_eval(stride2, tmp_path):
     assert r.fp32_score > 65
     rep = Bundle.open(dst).report["int8"]["cpu"]
     assert rep["fp32"] == r.fp32_score and rep["int8"] == r.int8_score
+    from edgeseg.backends.device import device_info
+
+    assert rep["device"] == device_info().to_dict()  # where the gate and latency decisions were made
 
 
 def test_scorer_matches_classes_by_name(stride2):
