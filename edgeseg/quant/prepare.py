@@ -152,18 +152,22 @@ def name_nodes(model) -> int:
     return count
 
 
-def fold_batchnorm(model) -> list[str]:
-    """Fold ``Conv -> BatchNormalization`` pairs in place; return the names of the folded BN nodes."""
-    from onnx import numpy_helper
-
-    g = model.graph
+def _graph_index(g):
+    """(initializers by name, consumer count per tensor, producing node per tensor, graph output names)."""
     inits = {t.name: t for t in g.initializer}
     consumers: dict[str, int] = {}
     for n in g.node:
         for i in n.input:
             consumers[i] = consumers.get(i, 0) + 1
-    graph_outputs = {o.name for o in g.output}
-    producer = {o: n for n in g.node for o in n.output}
+    return inits, consumers, {o: n for n in g.node for o in n.output}, {o.name for o in g.output}
+
+
+def fold_batchnorm(model) -> list[str]:
+    """Fold ``Conv -> BatchNormalization`` pairs in place; return the names of the folded BN nodes."""
+    from onnx import numpy_helper
+
+    g = model.graph
+    inits, consumers, producer, graph_outputs = _graph_index(g)
     folded, remove = [], []
     for bn in g.node:
         if bn.op_type != "BatchNormalization" or len(bn.output) != 1:
@@ -281,15 +285,9 @@ def int8_prelu(model, ranges: Mapping[str, tuple[float, float]], int8_ops: Colle
     from onnx import helper, numpy_helper
 
     g = model.graph
-    inits = {t.name: t for t in g.initializer}
+    inits, consumers, producer, outputs = _graph_index(g)
     rank = {vi.name: len(vi.type.tensor_type.shape.dim) for vi in list(g.value_info) + list(g.input) + list(g.output)
             if vi.type.tensor_type.HasField("shape")}
-    consumers: dict[str, int] = {}
-    for n in g.node:
-        for i in n.input:
-            consumers[i] = consumers.get(i, 0) + 1
-    outputs = {o.name for o in g.output}
-    producer = {o: n for n in g.node for o in n.output}
     done, derived, kept = [], {}, {}
     depth = _prelu_int8_depth(g, int8_ops)
     for node in [n for n in g.node if n.op_type == "PRelu"]:

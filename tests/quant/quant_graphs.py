@@ -65,3 +65,22 @@ def run(model_or_path, x):
     src = model_or_path if isinstance(model_or_path, str) else model_or_path.SerializeToString()
     s = ort.InferenceSession(src, providers=["CPUExecutionProvider"])
     return s.run(None, {s.get_inputs()[0].name: x})[0]
+
+
+def load_bench_script(name: str, module: str):
+    """``tools/bench/<name>`` imported as ``module`` (registered in ``sys.modules``, which dataclasses
+    need), or a pytest skip when the script is not in this checkout."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    import pytest
+
+    script = Path(__file__).resolve().parents[2] / "tools" / "bench" / name
+    if not script.is_file():
+        pytest.skip(f"tools/bench/{name} is not in this checkout")
+    spec = importlib.util.spec_from_file_location(module, script)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[module] = mod
+    spec.loader.exec_module(mod)
+    return mod

@@ -1,9 +1,7 @@
 """tools/bench/int8_profile.py: per-layer FP32 vs INT8 profiles (ONNX Runtime trace, OpenVINO counters),
 grouped by op family, and the ESPNet-like model of issue 10."""
-import importlib.util
 import sys
 from datetime import timedelta
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -11,19 +9,12 @@ import pytest
 
 pytest.importorskip("onnxruntime")
 
-from quant_graphs import conv_bn_relu  # noqa: E402
-
-SCRIPT = Path(__file__).resolve().parents[2] / "tools" / "bench" / "int8_profile.py"
+from quant_graphs import conv_bn_relu, load_bench_script  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def prof():
-    if not SCRIPT.is_file():
-        pytest.skip("tools/bench/int8_profile.py is not in this checkout")
-    spec = importlib.util.spec_from_file_location("int8_profile", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["int8_profile"] = mod  # dataclasses look their module up
-    spec.loader.exec_module(mod)
+    mod = load_bench_script("int8_profile.py", "int8_profile")
     yield mod
     sys.modules.pop("int8_profile", None)
 

@@ -1,9 +1,7 @@
 """tools/bench/int8.py: bundles made with --make are labelled untrained and get no accuracy figures;
 a trained bundle's mIoU equals ``edgeseg eval``'s."""
-import importlib.util
 import json
 import shutil
-from pathlib import Path
 
 import pytest
 
@@ -14,17 +12,12 @@ from edgeseg.data import open_dataset, write_image, write_label  # noqa: E402
 from edgeseg.eval import evaluate  # noqa: E402
 
 import quant_tiny as qt  # noqa: E402
-
-SCRIPT = Path(__file__).resolve().parents[2] / "tools" / "bench" / "int8.py"
+from quant_graphs import load_bench_script  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def bench():
-    if not SCRIPT.is_file():
-        pytest.skip("tools/bench/int8.py is not in this checkout")
-    spec = importlib.util.spec_from_file_location("bench_int8", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_bench_script("int8.py", "bench_int8")
     return mod
 
 
