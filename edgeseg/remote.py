@@ -164,6 +164,7 @@ class RemotePredictor:
         self.timeout_s, self.retries, self.backoff_s, self.encoding = timeout_s, retries, backoff_s, encoding
         self._local = threading.local()
         self._info: dict[str, Any] | None = None
+        self.runner = RemoteRunner(self)
 
     # ---- what a Predictor offers ---------------------------------------------------------------
     @property
@@ -198,14 +199,22 @@ class RemotePredictor:
         return self._info
 
     def __call__(self, rgb: np.ndarray) -> SemanticResult:
-        if not isinstance(rgb, np.ndarray) or rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
-            what = f"{rgb.dtype} {list(rgb.shape)}" if isinstance(rgb, np.ndarray) else type(rgb).__name__
-            raise InputError(f"expected an RGB image as a numpy array uint8 [H, W, 3], got {what}")
-        body, headers = encode_frame(rgb, self.encoding)
-        return decode_result(self._request("POST", f"/v1/bundles/{self.bundle_name}/predict", body, headers))
+        body, headers = encode_frame(_check(rgb), self.encoding)
+        t0 = time.perf_counter()
+        result = decode_result(self._request("POST", f"/v1/bundles/{self.bundle_name}/predict", body, headers))
+        self.runner.last_latency_s = time.perf_counter() - t0
+        return result
+
+    # ---- the three steps of a Predictor, so a stream runs it like one (edgeseg run --remote URL) --
+    def preprocess(self, rgb: np.ndarray) -> tuple[dict[str, np.ndarray], None]:
+        """Nothing to do here: the frame travels as it is (the replica preprocesses)."""
+        return {"rgb": _check(rgb)}, None
+
+    def postprocess(self, outputs: dict[str, Any], meta: None) -> SemanticResult:
+        return outputs["result"]
 
     def stats(self) -> dict[str, Any]:
-        """Counters of the replica that answers (requests, batches, batch sizes seen)."""
+        """Batch counts over every replica of the bundle (frames, batches, sizes; ``replicas``: per replica)."""
         return self._request("GET", f"/v1/bundles/{self.bundle_name}/stats")
 
     def ready(self) -> bool:
@@ -277,3 +286,37 @@ class RemotePredictor:
             raise InputError(f"edgeseg server {self.endpoint.base}{path} refused the request (HTTP {status}): {message}")
         raise EdgesegError(f"edgeseg server {self.endpoint.base}{path} failed (HTTP {status}): {message}",
                            fix="see the server's log (the replica's traceback)")
+
+
+class RemoteRunner:
+    """The runner face of a :class:`RemotePredictor` for stream stages: ``infer({"rgb": frame}) -> {"result": ...}``.
+    Always active (a server needs no activation); ``input_specs`` is empty, so streams send frame by frame
+    and the server's replicas do the batching."""
+
+    name = "remote"
+    is_active = True
+    input_specs: tuple = ()
+
+    def __init__(self, predictor: RemotePredictor):
+        self._predictor = predictor
+        self.last_latency_s = float("nan")
+
+    @property
+    def precision(self) -> str:
+        return str(self._predictor.info.get("precision", "?"))
+
+    def infer(self, feed: dict[str, np.ndarray]) -> dict[str, Any]:
+        return {"result": self._predictor(feed["rgb"])}
+
+    def activate(self) -> None:
+        pass
+
+    def deactivate(self) -> None:
+        self._predictor.close()
+
+
+def _check(rgb: Any) -> np.ndarray:
+    if not isinstance(rgb, np.ndarray) or rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        what = f"{rgb.dtype} {list(rgb.shape)}" if isinstance(rgb, np.ndarray) else type(rgb).__name__
+        raise InputError(f"expected an RGB image as a numpy array uint8 [H, W, 3], got {what}")
+    return rgb

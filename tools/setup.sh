@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 VENV=${EDGESEG_VENV:-$ROOT/.venv}
 PY=${PYTHON:-python3}
-EXTRAS=${EDGESEG_EXTRAS:-torch,gst,openvino,dev}
+EXTRAS=${EDGESEG_EXTRAS:-torch,gst,openvino,serve,dev}
 log() { printf '[setup] %s\n' "$*"; }
 
 APT_PKGS=(

@@ -14,6 +14,7 @@ EXAMPLES = (
     "edgeseg run --bundle road --source 'test://ball?live=1' --max-frames 300 --json-out r.jsonl",
     "edgeseg run pipelines/file_semantic.toml --max-frames 50                             # a recipe (+ overrides)",
     "edgeseg run --bundle road --source rtsp://cam1/s --source rtsp://cam2/s --max-batch 2 --json-out r.jsonl",
+    "edgeseg run --remote http://10.0.0.5:8000/road --source rtsp://cam1/s --json-out r.jsonl   # inference on a cluster",
 )
 
 # CLI option -> StreamOptions field (None means: keep the recipe's value / the default)
@@ -25,6 +26,8 @@ _FIELDS = ("bundle", "source", "sink", "rtsp_port", "rtsp_address", "show", "jso
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("recipe", nargs="?", help="a pipeline recipe (pipelines/NAME.toml); options below override it")
     p.add_argument("--bundle", help="bundle directory, .zip, or shipped name")
+    p.add_argument("--remote", metavar="URL", help="send frames to an `edgeseg serve` server instead of running a bundle "
+                   "here: http://HOST:PORT[/BUNDLE] (a lost server: frames counted as errors, retried, nothing crashes)")
     p.add_argument("--source", action="append", default=None,
                    help="file path, file://, rtsp://, http(s)://, v4l2:///dev/videoN, csi://N, "
                         "test://PATTERN?width=&height=&fps=&frames=&live=1, synthetic://?seed=&size=&frames=, or a "
@@ -68,6 +71,10 @@ def run(args: argparse.Namespace) -> int:
     opts = opts.replace(**{f: getattr(args, f, None) for f in _FIELDS})
     if isinstance(opts.source, list) and len(opts.source) == 1:
         opts = opts.replace(source=opts.source[0])
+    if args.remote:
+        if args.bundle:
+            raise InputError("pass --bundle (run here) or --remote URL (run on a server), not both")
+        opts = opts.replace(bundle=args.remote)  # predictor.load(URL) returns a RemotePredictor
     if not opts.source:
         raise InputError("no source", fix="pass --source URI or a recipe (edgeseg run pipelines/file_semantic.toml)")
     if not opts.bundle:

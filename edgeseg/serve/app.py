@@ -10,6 +10,7 @@ Imports Ray at module level: only :func:`edgeseg.serve.serve` (and Ray's workers
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import socket
 import time
@@ -25,27 +26,31 @@ from ..remote import SHAPE_HEADER, decode_frame, encode_result
 from .batching import BatchStats, infer_batch
 
 READY_TIMEOUT_S = 5.0
+log = logging.getLogger(__name__)
 
 
 @serve.deployment
 class BundleReplica:
     """One replica: a predictor for one bundle, fed batches of frames from many clients."""
 
-    def __init__(self, bundle: str, backend: str, precision: str, threads: int, max_batch: int, batch_wait_s: float):
+    def __init__(self, bundle: str, backend: str, precision: str, threads: int, max_batch: int, batch_wait_s: float,
+                 board: Any = None):
         from ..predictor import load
 
         self.predictor = load(bundle, backend=backend, precision=precision, threads=threads)
         self.predictor.runner.activate()
         self.predict_batch.set_max_batch_size(max_batch)
         self.predict_batch.set_batch_wait_timeout_s(batch_wait_s)
-        self.stats = BatchStats()
         self.replica = f"{socket.gethostname()}:{os.getpid()}"
+        self.board = board  # StatsBoard handle: counts of every replica, for /v1/bundles/NAME/stats
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.005)
     async def predict_batch(self, frames: list[np.ndarray]) -> list[dict[str, Any]]:
         t0 = time.perf_counter()
         results = await asyncio.to_thread(self._run, frames)  # keeps the replica's event loop free to gather the next batch
-        self.stats.record(len(frames), time.perf_counter() - t0)
+        seconds = time.perf_counter() - t0
+        if self.board is not None:  # not awaited: counting never delays an answer
+            self.board.record.remote(self.predictor.manifest.name, self.replica, len(frames), seconds)
         return results
 
     def _run(self, frames: list[np.ndarray]) -> list[dict[str, Any]]:
@@ -71,16 +76,32 @@ class BundleReplica:
         return {"name": p.manifest.name, "task": p.manifest.task, "classes": list(p.classes), "backend": p.backend,
                 "precision": p.runner.precision, "input": p.manifest.input.to_dict()}
 
-    def get_stats(self) -> dict[str, Any]:
-        return {"replica": self.replica, **self.stats.to_dict()}
+
+@serve.deployment
+class StatsBoard:
+    """Batch counts of every replica of every bundle (one replica of this deployment holds them all)."""
+
+    def __init__(self):
+        self.boards: dict[tuple[str, str], BatchStats] = {}
+
+    def record(self, bundle: str, replica: str, size: int, seconds: float) -> None:
+        self.boards.setdefault((bundle, replica), BatchStats()).record(size, seconds)
+
+    def get(self, bundle: str) -> dict[str, Any]:
+        mine = {r: s for (b, r), s in self.boards.items() if b == bundle}
+        total = BatchStats()
+        for s in mine.values():
+            total.merge(s)
+        return {**total.to_dict(), "replicas": {r: s.to_dict() for r, s in sorted(mine.items())}}
 
 
 @serve.deployment
 class Ingress:
     """The HTTP routes: ``/healthz``, ``/readyz``, ``/v1/bundles``, ``/v1/bundles/{name}/predict|stats``."""
 
-    def __init__(self, replicas: dict[str, Any]):
+    def __init__(self, replicas: dict[str, Any], board: Any):
         self.replicas = replicas  # bundle name -> DeploymentHandle of its BundleReplica deployment
+        self.board = board
 
     async def __call__(self, request: Request):
         parts = [p for p in request.url.path.split("/") if p]
@@ -97,7 +118,7 @@ class Ingress:
                 if handle is None:
                     return JSONResponse({"error": f"no bundle {parts[2]!r} here; served: {sorted(self.replicas)}"}, 404)
                 if parts[3] == "stats":
-                    return JSONResponse(await handle.get_stats.remote())
+                    return JSONResponse(await self.board.get.remote(parts[2]))
                 if request.method != "POST":
                     return JSONResponse({"error": "predict takes POST with an image body"}, 405)
                 rgb = decode_frame(await request.body(), request.headers.get("content-type", ""), request.headers.get(SHAPE_HEADER))
@@ -108,6 +129,9 @@ class Ingress:
             return JSONResponse({"error": str(e)}, 400)
         except EdgesegError as e:
             return JSONResponse({"error": str(e)}, 500)
+        except Exception as e:  # noqa: BLE001  (a replica's failure, wrapped by Ray: answer it, keep serving)
+            log.exception("%s %s failed", request.method, request.url.path)
+            return JSONResponse({"error": f"{type(e).__name__}: {e}"}, 500)
 
     async def _ready(self):
         async def ask(name: str, handle: Any) -> tuple[str, str | None]:
@@ -126,10 +150,12 @@ class Ingress:
 def build_app(bundles: dict[str, str], *, replicas: int, max_batch: int, batch_wait_s: float, backend: str,
               precision: str, threads: int, cpus_per_replica: float, gpus_per_replica: float):
     """The bound application: ``bundles`` maps each served name to what ``predictor.load`` opens."""
+    board = StatsBoard.options(name="stats", num_replicas=1, max_ongoing_requests=1024,
+                               ray_actor_options={"num_cpus": 0}).bind()
     handles = {}
     for name, source in bundles.items():
         handles[name] = BundleReplica.options(
             name=f"bundle-{name}", num_replicas=replicas, max_ongoing_requests=max(4 * max_batch, 16),
             ray_actor_options={"num_cpus": cpus_per_replica, "num_gpus": gpus_per_replica},
-        ).bind(source, backend, precision, threads, max_batch, batch_wait_s)
-    return Ingress.options(name="ingress", max_ongoing_requests=1024, ray_actor_options={"num_cpus": 0}).bind(handles)
+        ).bind(source, backend, precision, threads, max_batch, batch_wait_s, board)
+    return Ingress.options(name="ingress", max_ongoing_requests=1024, ray_actor_options={"num_cpus": 0}).bind(handles, board)

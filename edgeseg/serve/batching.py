@@ -43,6 +43,14 @@ class BatchStats:
         self.sizes[size] = self.sizes.get(size, 0) + 1
         self.busy_s += seconds
 
+    def merge(self, other: "BatchStats") -> None:
+        self.frames += other.frames
+        self.batches += other.batches
+        self.max_batch = max(self.max_batch, other.max_batch)
+        for k, v in other.sizes.items():
+            self.sizes[k] = self.sizes.get(k, 0) + v
+        self.busy_s += other.busy_s
+
     def to_dict(self) -> dict[str, Any]:
         return {"frames": self.frames, "batches": self.batches, "max_batch": self.max_batch,
                 "mean_batch": self.frames / self.batches if self.batches else 0.0,

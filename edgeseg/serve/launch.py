@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..bundle import Bundle
-from ..errors import BackendUnavailable, InputError
+from ..errors import BackendUnavailable, InputError, UnsupportedError
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,8 @@ class Server:
         import ray
         from ray import serve
 
+        if not ray.is_initialized():  # already stopped (a second call is a no-op)
+            return
         serve.shutdown()
         if self.started_ray:
             ray.shutdown()
@@ -53,7 +55,11 @@ def _names(bundles: Sequence[str | os.PathLike]) -> dict[str, str]:
     for spec in bundles:
         text = os.fspath(spec)
         source = text if not Path(text).exists() else str(Path(text).resolve())  # workers may run elsewhere: no relative paths
-        name = Bundle.open(Path(source) if Path(source).exists() else source).manifest.name
+        manifest = Bundle.open(Path(source) if Path(source).exists() else source).manifest
+        if manifest.task != "semantic":
+            raise UnsupportedError(f"edgeseg serve answers semantic results only; {text} is a {manifest.task} bundle",
+                                   fix="run it locally (edgeseg run / edgeseg.load) for now")
+        name = manifest.name
         if name in out:
             raise InputError(f"two bundles are both named {name!r} ({out[name]} and {source})",
                              fix="serve them from separate servers, or rename one bundle")

@@ -107,3 +107,23 @@ def test_bad_arguments():
         RemotePredictor("http://127.0.0.1:1", encoding="webp")
     with pytest.raises(InputError, match="uint8"):
         RemotePredictor("http://127.0.0.1:1")(np.zeros((4, 4, 3), np.float32))
+
+
+def test_run_takes_a_bundle_or_a_remote_not_both(capsys):
+    from edgeseg.cli import main
+
+    assert main(["run", "--bundle", "shapes", "--remote", "http://127.0.0.1:9", "--source", "synthetic://?frames=1"]) == 2
+    assert "not both" in capsys.readouterr().err
+
+
+def test_a_stream_against_a_lost_server_counts_errors_and_ends(tmp_path):  # like a lost camera: nothing crashes
+    import json
+
+    from edgeseg.cli import main
+
+    stats = tmp_path / "stats.json"
+    url = f"http://127.0.0.1:{_free_port()}/shapes"
+    client = ["--remote", url, "--source", "synthetic://?size=32x24&frames=3", "--stats-json", str(stats)]
+    assert main(["run", *client]) == 0  # each frame: 4 refused attempts, counted, then on
+    s = json.loads(stats.read_text())
+    assert (s["processed"], s["errors"]) == (3, 3), s

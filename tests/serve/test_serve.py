@@ -1,4 +1,4 @@
-"""edgeseg serve against a real local Ray cluster on this machine (one per module, ~30 s to start).
+"""edgeseg serve against a real local Ray cluster on this machine (one per module, two replicas, ~20 s to start).
 
 Replicas run the shipped ``shapes`` bundle with ONNX Runtime FP32, as does the local reference, so
 labels must be equal, not close.
@@ -10,6 +10,7 @@ import json
 import shutil
 import socket
 import subprocess
+import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -43,7 +44,7 @@ def server():
     if ray.is_initialized():
         pytest.skip("a Ray instance is already running in this process")
     # a generous batch wait so that concurrent clients reliably share batches on a loaded 2-core machine
-    s = serve(["shapes"], port=_free_port(), replicas=1, max_batch=MAX_BATCH, batch_wait_s=0.05,
+    s = serve(["shapes"], port=_free_port(), replicas=2, max_batch=MAX_BATCH, batch_wait_s=0.05,
               backend="onnxruntime", precision="fp32", threads=1, num_cpus=2)
     yield s
     s.shutdown()
@@ -89,6 +90,14 @@ def test_remote_labels_equal_local_inference(server, local, encoding, size):
     assert len(np.unique(want.labels)) > 1  # a real scene, not one class everywhere
 
 
+def _stats_once_counted(remote, frames: int, timeout_s: float = 5.0) -> dict:
+    """The replicas report counts without delaying answers: wait until ``frames`` are counted."""
+    deadline = time.monotonic() + timeout_s
+    while (stats := remote.stats())["frames"] < frames and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return stats
+
+
 def test_concurrent_clients_are_batched_and_each_gets_its_own_answer(server, local):
     frames = _frames(24)
     remote = RemotePredictor(server.url + "/shapes")
@@ -97,8 +106,10 @@ def test_concurrent_clients_are_batched_and_each_gets_its_own_answer(server, loc
         results = list(pool.map(remote, frames))
     for rgb, got in zip(frames, results):
         np.testing.assert_array_equal(got.labels, local(rgb).labels)
-    after = remote.stats()
+    after = _stats_once_counted(remote, before["frames"] + len(frames))
     assert after["frames"] - before["frames"] == len(frames)
+    print("per replica:", {r: (v["frames"], v["batch_sizes"]) for r, v in after["replicas"].items()})
+    assert 1 <= len(after["replicas"]) <= 2  # two replicas; the router may favour one under a short burst
     assert after["max_batch"] > 1 and after["batches"] - before["batches"] < len(frames), after
     assert after["max_batch"] <= MAX_BATCH
 
@@ -128,6 +139,21 @@ def test_binds_loopback_by_default(server):
     listening = [line.split()[3] for line in subprocess.run(["ss", "-ltnH"], capture_output=True, text=True).stdout.splitlines()]
     assert f"127.0.0.1:{port}" in listening
     assert not [a for a in listening if a.endswith(f":{port}") and not a.startswith("127.0.0.1:")], listening
+
+
+def test_a_stream_runs_on_the_server_and_equals_local(server, local, tmp_path):
+    n = 0
+    for frame, result in edgeseg.stream("synthetic://?seed=5&size=160x120&frames=6", server.url + "/shapes"):
+        np.testing.assert_array_equal(result.labels, local(frame.image).labels)
+        n += 1
+    assert n == 6
+    from edgeseg.cli import main
+
+    stats = tmp_path / "stats.json"
+    assert main(["run", "--remote", server.url, "--source", "synthetic://?seed=5&size=160x120&frames=4",
+                 "--stats-json", str(stats)]) == 0
+    s = json.loads(stats.read_text())
+    assert (s["processed"], s["errors"]) == (4, 0), s
 
 
 def test_a_stopped_server_is_a_clear_error(server):  # last: stops the module's server
