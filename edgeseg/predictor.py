@@ -117,6 +117,12 @@ def load(bundle: Bundle | str | os.PathLike, backend: str = "auto", precision: s
     if isinstance(bundle, str) and bundle.startswith(("http://", "https://")):  # an `edgeseg serve` server
         from .remote import RemotePredictor
 
+        if (backend, precision, target, device, threads) != ("auto", "auto", None, "auto", 0):
+            import logging
+
+            logging.getLogger("edgeseg").warning(
+                "%s: backend/precision/target/device/threads are chosen by the server (edgeseg serve --backend ...), "
+                "not by the client; ignoring them", bundle)
         return RemotePredictor(bundle)
     from .backends.choice import choose
 
