@@ -309,7 +309,7 @@ class RemoteRunner:
         return {"result": self._predictor(feed["rgb"])}
 
     def activate(self) -> None:
-        pass
+        """Nothing to do here: the server's replicas hold the active model."""
 
     def deactivate(self) -> None:
         self._predictor.close()

@@ -511,14 +511,7 @@ def unwritable_sink(ctx: Ctx) -> Row:
 
 # ---- 13: soak -------------------------------------------------------------------------------------
 def rss_kb(pid: int) -> int | None:
-    try:
-        import psutil
-
-        return psutil.Process(pid).memory_info().rss // 1024
-    except ImportError:
-        pass
-    except Exception:  # noqa: BLE001 - the process just ended
-        return None
+    """Resident memory of a process in KiB (/proc, Linux), or None once it has ended."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):

@@ -352,22 +352,10 @@ def choose(bundle: "Bundle", backend: str = "auto", precision: str = "auto", tar
     request = {"backend": backend, "precision": precision, "target": target, "device": device, "threads": threads}
     path = cache_path() if use_cache else None
     key = cache_key(bundle, dev, request)
-    hit = _read_cache(path).get(key)
-    if isinstance(hit, dict):
-        try:
-            choice = Choice.from_dict(hit)
-            ok, why = _still_usable(choice.candidate)
-            if not ok:  # e.g. GStreamer loaded before edgeseg in this process, or a GPU driver gone
-                log.warning("the cached choice %s cannot run in this process (%s): choosing again",
-                            choice.candidate.label, why)
-                raise ValueError(why)
-            choice = Choice(choice.candidate, choice.reason, "cached", choice.timings_ms, choice.excluded, dev, choice.notes)
-            log.info("backend choice for %s: %s (cached for this device: %s)", bundle.name, choice.candidate.label, choice.reason)
-            return choice, None
-        except (KeyError, TypeError):
-            log.warning("ignoring a malformed entry in the choice cache %s", path)
-        except ValueError:
-            pass
+    cached = _cached_choice(_read_cache(path).get(key), path, dev)
+    if cached is not None:
+        log.info("backend choice for %s: %s (cached for this device: %s)", bundle.name, cached.candidate.label, cached.reason)
+        return cached, None
     facts = facts or gather_facts(bundle, backend, precision, threads)
     cands, excluded = list_candidates(facts, backend, precision, target, device)
     for c, why in excluded:
@@ -402,6 +390,24 @@ def choose(bundle: "Bundle", backend: str = "auto", precision: str = "auto", tar
                     tuple(excluded), dev, notes)
     _write_cache(path, key, choice)
     return _log(bundle, choice), runners[best]
+
+
+def _cached_choice(hit: Any, path: Path | None, dev: DeviceInfo) -> Choice | None:
+    """The cache entry as a :class:`Choice`, or None when there is none, it is malformed, or its backend
+    cannot run in this process (availability changes between processes on one device: the GStreamer
+    import order, a GPU driver)."""
+    if not isinstance(hit, dict):
+        return None
+    try:
+        choice = Choice.from_dict(hit)
+    except (KeyError, TypeError, ValueError):
+        log.warning("ignoring a malformed entry in the choice cache %s", path)
+        return None
+    ok, why = _still_usable(choice.candidate)
+    if not ok:
+        log.warning("the cached choice %s cannot run in this process (%s): choosing again", choice.candidate.label, why)
+        return None
+    return Choice(choice.candidate, choice.reason, "cached", choice.timings_ms, choice.excluded, dev, choice.notes)
 
 
 def _still_usable(c: Candidate) -> tuple[bool, str]:

@@ -7,6 +7,7 @@ with AVX-512 VNNI ran 0.8x on an Intel Xeon with AMX), so every speed decision r
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -106,11 +107,9 @@ def usable_cores() -> int:
         n = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         n = os.cpu_count() or 1
-    try:
+    with contextlib.suppress(OSError, ValueError):  # no cgroup v2 file, or an unlimited/odd quota: no cap
         with open("/sys/fs/cgroup/cpu.max", encoding="ascii") as f:
             quota, period = f.read().split()[:2]
         if quota != "max" and int(period) > 0:
             n = min(n, max(1, -(-int(quota) // int(period))))
-    except (OSError, ValueError):
-        pass
     return max(1, n)

@@ -40,10 +40,10 @@ def test_backend_and_quant_paths_compile_with_the_same_settings(monkeypatch):
     road = Bundle.open("road")
     fp32, int8 = road.model_path("fp32"), road.model_path("int8", "cpu")
     x = {"images": np.zeros((1, 3, 360, 480), np.float32)}
-    with BACKENDS.get("openvino").load(road, precision="fp32", threads=1):
-        pass
-    with BACKENDS.get("openvino").load(road, precision="int8", target="cpu", threads=1):
-        pass
+    with BACKENDS.get("openvino").load(road, precision="fp32", threads=1) as r:
+        assert r.model_path == fp32
+    with BACKENDS.get("openvino").load(road, precision="int8", target="cpu", threads=1) as r:
+        assert r.model_path == int8
     qov.compile_cpu(int8, threads=1)
     qov.OpenVinoSession(int8, threads=1)
     qov.openvino_latency_ms(fp32, x, threads=1, runs=1, warmup=0, precision="fp32")

@@ -29,14 +29,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from edgeseg.structures import InputSpec
 
 from edgeseg._timing import time_runs
 
@@ -477,13 +479,9 @@ def _models(args) -> tuple[list[tuple[str, str]], "InputSpec"]:
 
 
 def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return f"{line.split(':', 1)[1].strip()}, {os.cpu_count()} cores"
-    except OSError:
-        pass
-    return "unknown"
+    from edgeseg.backends.device import device_info
+
+    return device_info().describe()
 
 
 if __name__ == "__main__":

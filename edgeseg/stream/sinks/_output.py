@@ -35,8 +35,7 @@ def writable_folder(folder: str | os.PathLike, target: str | os.PathLike) -> Pat
     except OSError as e:
         raise InputError(f"cannot write {target}: cannot create the folder {folder} ({e.strerror or e})", fix=_FIX) from None
     try:
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".edgeseg-probe-"):
-            pass
+        tempfile.NamedTemporaryFile(dir=folder, prefix=".edgeseg-probe-").close()  # created, then removed
     except OSError as e:
         raise InputError(f"cannot write {target}: the folder {folder} does not take new files ({e.strerror or e})",
                          fix=_FIX) from None
