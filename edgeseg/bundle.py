@@ -30,6 +30,7 @@ import numpy as np
 
 from ._io import atomic_copy_file, atomic_write_bytes, atomic_write_text, dumps_json
 from .errors import BundleError, InputError
+from .structures.decoder_options import DecoderOptions, decoder_options
 from .structures.input_spec import InputSpec
 from .structures.palette import default_palette
 
@@ -98,10 +99,15 @@ class Manifest:
     files: dict[str, str] = field(default_factory=dict)  # relative path -> sha256
     provenance: dict[str, Any] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
+    decoder_options: DecoderOptions = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
             raise BundleError(f"unknown task {self.task!r}", fix=f"use one of {', '.join(TASKS)}")
+        try:  # typed and validated once: decoders read manifest.decoder_options, never loose keys
+            object.__setattr__(self, "decoder_options", decoder_options(self.task, self.decoder))
+        except InputError as e:
+            raise BundleError(f"manifest of {self.name!r}: {e.args[0].splitlines()[0]}", fix=e.fix) from None
         if not self.palette:
             object.__setattr__(self, "palette", tuple(map(tuple, default_palette(len(self.classes)).tolist())))
 

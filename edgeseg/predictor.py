@@ -23,7 +23,7 @@ from .backends import BACKENDS, Runner, select_backend
 from .bundle import Bundle, Manifest
 from .decode import decode
 from .errors import InputError
-from .structures import PreprocessMeta
+from .structures import DecoderOptions, PreprocessMeta
 
 
 def check_image(image: Any) -> np.ndarray:
@@ -52,6 +52,13 @@ class Predictor:
         self.bundle = bundle
         self.runner = runner
         self.choice = None  # set by load(): edgeseg.backends.choice.Choice (what was chosen, how and why)
+        self.options: DecoderOptions = bundle.manifest.decoder_options  # the task's decoder options
+
+    def set_options(self, **overrides: Any) -> "Predictor":
+        """Change decoder options for this predictor only (``score_threshold=0.5`` for instance
+        bundles, ``upsample="labels"`` for semantic ones); ``None`` values are ignored."""
+        self.options = self.options.replace(**overrides)
+        return self
 
     @property
     def manifest(self) -> Manifest:
@@ -79,7 +86,7 @@ class Predictor:
 
     def postprocess(self, outputs: Mapping[str, np.ndarray], meta: PreprocessMeta):
         """Raw outputs -> the task's result at the original image size."""
-        return decode(outputs, meta, self.manifest)
+        return decode(outputs, meta, self.manifest, self.options)
 
     def __call__(self, rgb: np.ndarray):
         if not self.runner.is_active:

@@ -23,7 +23,8 @@ ALLOWED: dict[str, set[str]] = {
     "decode": {"structures", "bundle"},
     # models only inside the torch backend, lazily; data for the synthetic frames the bf16 check runs on
     "backends": {"structures", "bundle", "models", "data"},
-    "export": {"structures", "bundle", "data", "ops", "models"},
+    # decode: an imported instance model is decoded once on a test frame before its bundle is written
+    "export": {"structures", "bundle", "data", "ops", "models", "decode"},
     # remote: the client of `edgeseg serve` (no Ray); load("http://...") returns it, lazily
     "remote": {"structures"},
     "predictor": {"structures", "bundle", "backends", "decode", "remote"},

@@ -12,22 +12,31 @@ EXAMPLES = (
     "edgeseg import seg.onnx --classes 21 --size 512x512 --out voc.edgeseg",
     "edgeseg import tf_deeplab.onnx --classes labels.txt --layout NHWC --color BGR "
     "--mean 103.94,116.78,123.68 --std 1,1,1 --scale 1 --size 513x513 --out tf.edgeseg",
+    "edgeseg import yolov8n-seg.onnx --task instance --out yolo.edgeseg   # names, size, letterbox from its metadata",
+    "edgeseg import yolact.onnx --task instance --classes coco.txt --size 550x550 --out yolact.edgeseg",
 )
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("onnx", metavar="MODEL.onnx", help="the ONNX file")
     p.add_argument("--out", required=True, help="bundle directory to create")
-    p.add_argument("--task", default="semantic", choices=["semantic"], help="what the model does (default semantic)")
-    p.add_argument("--classes", required=True, help="number of classes, 'camvid', or a file with one name per line")
+    p.add_argument("--task", default="semantic", choices=["semantic", "instance"],
+                   help="what the model does (default semantic); instance: prototype-mask models (YOLACT, "
+                        "Ultralytics YOLOv5/v8/v11-seg), recognised from their output shapes")
+    p.add_argument("--classes", default=None,
+                   help="number of classes, 'camvid', or a file with one name per line (required for semantic; "
+                        "instance models exported by Ultralytics carry their names)")
     p.add_argument("--layout", default="NCHW", choices=["NCHW", "NHWC"], help="input layout (default NCHW)")
     p.add_argument("--color", default="RGB", choices=["RGB", "BGR"], help="channel order the model expects (default RGB)")
     p.add_argument("--mean", default=None,
                    help="per-channel mean, in --color order, in the units of pixel*scale (default ImageNet 0.485,0.456,0.406)")
     p.add_argument("--std", default=None, help="per-channel std (default ImageNet 0.229,0.224,0.225)")
-    p.add_argument("--scale", type=float, default=1.0 / 255.0,
+    p.add_argument("--scale", type=float, default=None,
                    help="pixel multiplier before mean/std: input = (pixel*scale - mean)/std (default 1/255; "
                         "pass 1 with a mean/std in 0-255 units such as 103.94,116.78,123.68)")
+    p.add_argument("--resize", default=None, choices=["resize", "letterbox"],
+                   help="how images reach the network size (default: resize; instance imports: letterbox)")
+    p.add_argument("--pad-value", type=int, default=None, help="letterbox padding grey level (default 0; instance imports: 114)")
     p.add_argument("--size", default=None, help="network input size WxH (default: the model's fixed size)")
     p.add_argument("--name", default=None, help="bundle name (default: from --out)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing bundle at --out")
@@ -54,12 +63,26 @@ def run(args: argparse.Namespace) -> int:
     from ..structures import ImageShape, InputSpec
     from .export import read_classes
 
-    classes, palette = (int(args.classes), None) if args.classes.isdigit() else read_classes(args.classes)
-    size = ImageShape.parse(args.size) if args.size else onnx_input_size(args.onnx, args.layout)
-    if size is None:
-        raise InputError(f"{args.onnx}: the model's input size is dynamic", fix="pass --size WxH")
+    if args.classes is None and args.task == "semantic":
+        raise InputError("--classes is required for a semantic model", fix="e.g. --classes 21, --classes camvid or --classes names.txt")
+    classes, palette = (None, None) if args.classes is None else (
+        (int(args.classes), None) if args.classes.isdigit() else read_classes(args.classes))
     norm = {k: _triple(v, k) for k, v in (("mean", args.mean), ("std", args.std)) if v is not None}
-    spec = InputSpec(layout=args.layout, color=args.color, size=size, scale=args.scale, **norm)
+    explicit = {k: v for k, v in (("scale", args.scale), ("resize", args.resize), ("pad_value", args.pad_value)) if v is not None}
+    spec = None
+    if args.task == "semantic" or norm or explicit or args.size or args.layout != "NCHW" or args.color != "RGB":
+        size = ImageShape.parse(args.size) if args.size else onnx_input_size(args.onnx, args.layout)
+        if size is None:
+            raise InputError(f"{args.onnx}: the model's input size is dynamic", fix="pass --size WxH")
+        if args.task == "instance":  # start from the prototype models' conventions, override what was given
+            from ..export.import_instance import ULTRALYTICS_INPUT
+
+            base = dict(ULTRALYTICS_INPUT)
+            base.update(norm)
+            base.update(explicit)
+            spec = InputSpec(layout=args.layout, **{**base, "color": args.color}, size=size)
+        else:
+            spec = InputSpec(layout=args.layout, color=args.color, size=size, **norm, **explicit)
     out = Path(args.out)
     bundle = import_onnx(args.onnx, out, task=args.task, classes=classes, input_spec=spec, palette=palette,
                          name=args.name or out.name.removesuffix(".edgeseg"), overwrite=args.overwrite)
@@ -68,7 +91,8 @@ def run(args: argparse.Namespace) -> int:
         logging.getLogger("edgeseg.import").warning(
             "%s: the model takes uint8 pixels, so --%s %s ignored: edgeseg feeds raw 0-255 pixels and the model "
             "normalises them itself", args.onnx, " and --".join(norm), "are" if len(norm) > 1 else "is")
-    print(f"wrote {bundle.root}: input {m.input.layout} {m.input.color} {m.input.dtype} {m.input.size}, "
-          f"output {m.outputs[0].kind} {list(m.outputs[0].shape)}, opset {m.models[0].opset}")
+    outs = ", ".join(f"{o.kind} {list(o.shape)}" for o in m.outputs)
+    print(f"wrote {bundle.root}: {m.task}, {m.num_classes} classes, input {m.input.layout} {m.input.color} {m.input.dtype} "
+          f"{m.input.size} ({m.input.resize}), outputs {outs}, opset {m.models[0].opset}")
     write_json(args.json, {"bundle": str(bundle.root), "manifest": m.to_dict(), "import": bundle.report.get("import")})
     return 0

@@ -20,7 +20,8 @@ EXAMPLES = (
 # CLI option -> StreamOptions field (None means: keep the recipe's value / the default)
 _FIELDS = ("bundle", "source", "sink", "rtsp_port", "rtsp_address", "show", "json_out", "png_dir", "stats_json",
            "realtime", "max_frames", "on_error", "backend", "precision", "target", "threads", "device",
-           "queue_size", "fps", "encoder", "source_backend", "alpha", "max_batch", "batch_timeout_ms", "upsample")
+           "queue_size", "fps", "encoder", "source_backend", "alpha", "max_batch", "batch_timeout_ms", "upsample",
+           "score_threshold")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -47,6 +48,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--alpha", type=float, default=None, help="overlay opacity (default 0.5)")
     g.add_argument("--upsample", choices=["logits", "labels"], default=None,
                    help="semantic decode: upsample logits then argmax (exact, default) or argmax then upsample labels (fast)")
+    g.add_argument("--score-threshold", type=float, default=None, metavar="T",
+                   help="instance decode: drop detections scoring below T (default: the bundle's)")
     g2 = p.add_argument_group("pipeline")
     g2.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
     g2.add_argument("--on-error", choices=["skip", "stop"], default=None,

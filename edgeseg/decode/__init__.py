@@ -16,17 +16,22 @@ from ..errors import UnsupportedError
 
 if TYPE_CHECKING:
     from ..bundle import Manifest
-    from ..structures import PreprocessMeta
+    from ..structures import DecoderOptions, PreprocessMeta
 
-Decoder = Callable[[Mapping[str, np.ndarray], "PreprocessMeta", "Manifest"], Any]
+Decoder = Callable[..., Any]  # (outputs, meta, manifest, options=None) -> result
 DECODERS: Registry[Decoder] = Registry("decoder", error=UnsupportedError)
 
 from .semantic import decode_semantic  # noqa: E402  (registers "semantic")
+from .instance import decode_instance  # noqa: E402  (registers "instance")
+from .geometry import boxes_to_image, boxes_to_network, content_box, image_affine  # noqa: E402
 
 
-def decode(outputs: Mapping[str, np.ndarray], meta: "PreprocessMeta", manifest: "Manifest") -> Any:
-    """Decode with the decoder registered for ``manifest.task``."""
-    return DECODERS.get(manifest.task)(outputs, meta, manifest)
+def decode(outputs: Mapping[str, np.ndarray], meta: "PreprocessMeta", manifest: "Manifest",
+           options: "DecoderOptions | None" = None) -> Any:
+    """Decode with the decoder registered for ``manifest.task``, with ``options`` (the task's
+    :class:`~edgeseg.structures.DecoderOptions`) or the bundle's own."""
+    return DECODERS.get(manifest.task)(outputs, meta, manifest, options)
 
 
-__all__ = ["DECODERS", "decode", "decode_semantic"]
+__all__ = ["DECODERS", "decode", "decode_semantic", "decode_instance", "boxes_to_image", "boxes_to_network",
+           "content_box", "image_affine"]

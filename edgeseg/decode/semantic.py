@@ -6,7 +6,7 @@ or ``[1, h, w, C]``, kind ``labels`` integer ``[1, h, w]``); undo the letterbox 
 region (``meta.content`` at ``(pad_top, pad_left)`` in network pixels, scaled to the output's
 resolution); resize to the original size.
 
-Resizing choice (``decoder["upsample"]`` in the manifest, or the ``upsample`` argument):
+Resizing choice (:class:`~edgeseg.structures.SemanticOptions` ``upsample`` in the manifest, or the ``upsample`` argument):
 
 * ``"logits"`` (default, the accurate path used by evaluation): when the crop is smaller than the
   image (a fixed network size, or a stride-8 output) the **logits are resized bilinearly** (OpenCV,
@@ -27,8 +27,9 @@ from typing import TYPE_CHECKING, Mapping
 import numpy as np
 
 from ..errors import InputError, UnsupportedError
-from ..structures import ImageShape, SemanticResult
+from ..structures import ImageShape, SemanticOptions, SemanticResult
 from . import DECODERS
+from .geometry import content_box
 
 if TYPE_CHECKING:
     from ..bundle import Manifest
@@ -54,17 +55,7 @@ def semantic_output(outputs: Mapping[str, np.ndarray], manifest: "Manifest") -> 
     )
 
 
-def _crop_box(out: ImageShape, meta: "PreprocessMeta") -> tuple[int, int, int, int]:
-    """(y0, y1, x0, x1) of the image content in an output of size ``out``."""
-    sy, sx = out.height / meta.network.height, out.width / meta.network.width
-    y0 = min(out.height - 1, int(round(meta.pad_top * sy)))
-    x0 = min(out.width - 1, int(round(meta.pad_left * sx)))
-    y1 = max(y0 + 1, min(out.height, int(round((meta.pad_top + meta.content.height) * sy))))
-    x1 = max(x0 + 1, min(out.width, int(round((meta.pad_left + meta.content.width) * sx))))
-    return y0, y1, x0, x1
-
-
-def _logits_3d(arr: np.ndarray, manifest: "Manifest") -> tuple[np.ndarray, int]:
+def _logits_3d(arr: np.ndarray, manifest: "Manifest", layout: str | None = None) -> tuple[np.ndarray, int]:
     """``[1, C, h, w]`` / ``[1, h, w, C]`` / ``[C, h, w]`` -> (a 3-D view, its channel axis: 0 or 2)."""
     if arr.ndim == 4:
         if arr.shape[0] != 1:
@@ -72,7 +63,6 @@ def _logits_3d(arr: np.ndarray, manifest: "Manifest") -> tuple[np.ndarray, int]:
         arr = arr[0]
     if arr.ndim != 3:
         raise UnsupportedError(f"logits must be [1, C, h, w], got shape {list(arr.shape)}")
-    layout = manifest.decoder.get("logits_layout")
     if layout is None:  # infer: channels are the axis that matches the class count (NCHW on ties)
         c = manifest.num_classes
         layout = "NHWC" if arr.shape[0] != c and arr.shape[2] == c else "NCHW"
@@ -127,17 +117,18 @@ UPSAMPLE_MODES = ("logits", "labels")
 
 
 def _upsample_mode(manifest: "Manifest", upsample: str | None) -> str:
-    mode = upsample or manifest.decoder.get("upsample", "logits")
+    mode = upsample or "logits"
     if mode not in UPSAMPLE_MODES:
         raise InputError(f"bundle {manifest.name!r}: decoder upsample must be one of {', '.join(UPSAMPLE_MODES)}, got {mode!r}")
     return mode
 
 
 def logits_to_labels(logits: np.ndarray, meta: "PreprocessMeta", manifest: "Manifest",
-                     confidence: bool = False, upsample: str | None = None) -> tuple[np.ndarray, np.ndarray | None]:
-    x, caxis = _logits_3d(logits, manifest)
+                     confidence: bool = False, upsample: str | None = None,
+                     layout: str | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    x, caxis = _logits_3d(logits, manifest, layout)
     hw = x.shape[1:] if caxis == 0 else x.shape[:2]
-    y0, y1, x0, x1 = _crop_box(ImageShape(*hw), meta)
+    y0, y1, x0, x1 = content_box(meta, ImageShape(*hw))
     x = x[:, y0:y1, x0:x1] if caxis == 0 else x[y0:y1, x0:x1]
     size, crop = meta.original, ImageShape(y1 - y0, x1 - x0)
     dtype = _label_dtype(x.shape[caxis])
@@ -167,7 +158,7 @@ def labels_to_labels(labels: np.ndarray, meta: "PreprocessMeta", manifest: "Mani
         raise UnsupportedError(f"labels output must be [1, h, w], got shape {list(labels.shape)}")
     if not np.issubdtype(arr.dtype, np.integer):
         raise UnsupportedError(f"labels output must be integer, got {arr.dtype}")
-    y0, y1, x0, x1 = _crop_box(ImageShape.of(arr), meta)
+    y0, y1, x0, x1 = content_box(meta, ImageShape.of(arr))
     arr = arr[y0:y1, x0:x1]
     dtype = _label_dtype(manifest.num_classes)
     if arr.dtype != dtype:
@@ -177,13 +168,17 @@ def labels_to_labels(labels: np.ndarray, meta: "PreprocessMeta", manifest: "Mani
 
 @DECODERS.register("semantic")
 def decode_semantic(outputs: Mapping[str, np.ndarray], meta: "PreprocessMeta", manifest: "Manifest",
-                    *, confidence: bool | None = None, upsample: str | None = None) -> SemanticResult:
+                    options: SemanticOptions | None = None, *, confidence: bool | None = None,
+                    upsample: str | None = None) -> SemanticResult:
     """Model outputs for one image -> labels ``[H, W]`` at ``meta.original`` (see the module doc).
-    ``upsample`` overrides the bundle's ``decoder["upsample"]`` (``logits`` or ``labels``)."""
+    ``upsample`` overrides the bundle's ``SemanticOptions.upsample`` (``logits`` or ``labels``)."""
+    opts = options or manifest.decoder_options
+    if not isinstance(opts, SemanticOptions):
+        raise UnsupportedError(f"bundle {manifest.name!r} is a {manifest.task} bundle, not a semantic one")
     _, kind, arr = semantic_output(outputs, manifest)
-    want_conf = bool(manifest.decoder.get("confidence", False)) if confidence is None else confidence
+    want_conf = opts.confidence if confidence is None else confidence
     if kind == "logits":
-        labels, conf = logits_to_labels(arr, meta, manifest, want_conf, upsample)
+        labels, conf = logits_to_labels(arr, meta, manifest, want_conf, upsample or opts.upsample, opts.logits_layout)
     else:
         labels, conf = labels_to_labels(arr, meta, manifest), None
     return SemanticResult(labels=np.ascontiguousarray(labels), classes=tuple(manifest.classes), confidence=conf)

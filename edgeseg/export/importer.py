@@ -227,16 +227,25 @@ def _smoke_feed(spec: InputSpec) -> np.ndarray:
 
 
 def import_onnx(onnx_path: str | os.PathLike, out: str | os.PathLike, *, task: str = "semantic",
-                classes: int | Sequence[str], input_spec: InputSpec, palette=None, name: str | None = None,
+                classes: int | Sequence[str] | None, input_spec: InputSpec | None, palette=None, name: str | None = None,
                 overwrite: bool = False) -> Bundle:
-    """Turn an ONNX segmentation model made elsewhere into a bundle (see the module docstring)."""
+    """Turn an ONNX segmentation model made elsewhere into a bundle (see the module docstring;
+    ``task="instance"``: :func:`edgeseg.export.import_instance.import_instance_onnx`)."""
     import onnx
 
     from .bundle_export import _palette, normalize_classes
 
     path = Path(onnx_path)
+    if task == "instance":
+        from .import_instance import import_instance_onnx
+
+        return import_instance_onnx(path, out, classes=classes, input_spec=input_spec, palette=palette, name=name,
+                                    overwrite=overwrite)
     if task != "semantic":
-        raise UnsupportedError(f"import of {task!r} models is not supported yet", fix="use --task semantic")
+        raise UnsupportedError(f"import of {task!r} models is not supported yet", fix="use --task semantic or instance")
+    if classes is None or input_spec is None:
+        raise InputError(f"import of {path}: a semantic model needs its classes and input spec",
+                         fix="pass --classes N (or a names file) and --size WxH")
     names = normalize_classes(classes, None, f"import of {path}")
     model = load_onnx_checked(path)
     original_opset = default_opset(model)

@@ -35,6 +35,7 @@ class StreamOptions:
     device: str = "auto"
     threads: int = 0
     upsample: str | None = None  # semantic decoder: None (the bundle's), "logits" (accurate) or "labels" (fast)
+    score_threshold: float | None = None  # instance decoder: None (the bundle's) or the minimum detection score
     source_backend: str = "auto"  # auto | gstreamer | opencv
     realtime: bool = False
     sink: str | None = None  # MP4 path
@@ -129,7 +130,7 @@ def build_pipeline(opts: StreamOptions, predictor: Any = None, extra_sinks: tupl
     renderer = Renderer(manifest.palette_array if manifest else None, manifest.classes if manifest else (),
                         alpha=opts.alpha) if video else None
     stages = predictor_stages(predictor, renderer, max_batch=opts.max_batch, batch_timeout_s=opts.batch_timeout_ms / 1e3,
-                              upsample=opts.upsample)
+                              upsample=opts.upsample, score_threshold=opts.score_threshold)
     pipe = Pipeline([source, *stages, *sinks, *extra_sinks], queue_size=opts.queue_size, on_error=opts.on_error,
                     max_frames=opts.max_frames, log_interval_s=opts.log_interval_s, handle_signals=handle_signals)
     pipe.choice = getattr(predictor, "choice", None)  # the backend/precision decision (edgeseg.backends.choice)

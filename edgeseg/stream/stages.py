@@ -14,6 +14,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from ..decode import decode
 from ..errors import InputError
 from .base import STAGES, Packet, Stage
 from .overlay import Renderer
@@ -140,20 +141,27 @@ class RenderStage(Stage):
 
 
 def predictor_stages(predictor: Any, render: Renderer | None = None, max_batch: int = 1,
-                     batch_timeout_s: float = 0.01, upsample: str | None = None) -> list[Stage]:
+                     batch_timeout_s: float = 0.01, upsample: str | None = None,
+                     score_threshold: float | None = None) -> list[Stage]:
     """preprocess -> inference -> decode (-> render) for a predictor. ``upsample`` overrides a semantic
-    bundle's decoder upsampling (``"logits"``: bilinear logits, accurate; ``"labels"``: nearest labels, fast)."""
+    bundle's decoder upsampling (``"logits"``: bilinear logits, accurate; ``"labels"``: nearest labels, fast);
+    ``score_threshold`` an instance bundle's. Each is a field of the task's decoder options: asking for
+    one the bundle's task does not have is an error naming the task."""
     postprocess = predictor.postprocess
-    if upsample is not None:
+    overrides = {k: v for k, v in (("upsample", upsample), ("score_threshold", score_threshold)) if v is not None}
+    if overrides:
         manifest = getattr(predictor, "manifest", None)
-        if manifest is None or manifest.task != "semantic":
-            raise InputError(f"upsample={upsample!r} applies to semantic bundles only",
-                             fix="leave upsample unset for this bundle")
-        from ..decode.semantic import UPSAMPLE_MODES, decode_semantic
-
-        if upsample not in UPSAMPLE_MODES:
-            raise InputError(f"upsample must be one of {', '.join(UPSAMPLE_MODES)}, got {upsample!r}")
-        postprocess = functools.partial(decode_semantic, manifest=manifest, upsample=upsample)
+        options = getattr(predictor, "options", None)
+        if manifest is None or options is None:
+            raise InputError(f"{', '.join(overrides)} cannot be changed for this predictor (a remote one decodes on the server)",
+                             fix="set them on the server's bundle, or leave them unset")
+        fields = set(options.to_dict())
+        wrong = [k for k in overrides if k not in fields]
+        if wrong:
+            raise InputError(f"{', '.join(wrong)} does not apply to {manifest.task} bundles",
+                             fix=f"leave it unset for {manifest.name!r}")
+        opts = options.replace(**overrides)
+        postprocess = functools.partial(decode, manifest=manifest, options=opts)
     stages: list[Stage] = [PreprocessStage(predictor.preprocess), InferenceStage(predictor.runner, max_batch, batch_timeout_s),
                            DecodeStage(postprocess)]
     if render is not None:

@@ -142,7 +142,7 @@ def test_declared_conventions_are_checked_against_the_graph(tmp_path):
         import_onnx(src, tmp_path / "o", classes=C, input_spec=InputSpec(layout="NHWC", size=ImageShape(H + 8, W)))
     with pytest.raises(ExportError, match="--classes"):
         import_onnx(src, tmp_path / "o", classes=C + 3, input_spec=InputSpec(layout="NHWC", size=ImageShape(H, W)))
-    with pytest.raises(UnsupportedError, match="instance"):
+    with pytest.raises(ExportError, match=r"outputs \(scores \[1, \d+, \d+, \d+\]\) are not a prototype-mask instance layout"):
         import_onnx(src, tmp_path / "o", task="instance", classes=C, input_spec=InputSpec(layout="NHWC", size=ImageShape(H, W)))
 
 

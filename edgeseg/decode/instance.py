@@ -1,0 +1,321 @@
+"""Instance segmentation decoding: raw outputs -> :class:`InstanceResult` in original-image pixels.
+
+Three output layouts (:class:`~edgeseg.structures.InstanceOptions` ``layout``):
+
+* ``prototype`` (YOLACT, Ultralytics YOLOv5/v8/v11-seg): a detection output of ``F = 4 + nc + nm``
+  features per anchor (``yolov5``: ``5 + nc + nm``, an objectness after the box), as ``[1, F, N]``
+  or ``[1, N, F]``, and prototypes ``[1, nm, h, w]``. Each anchor takes its best class (score =
+  class score, times objectness for yolov5); scores at or below ``score_threshold`` go; the best
+  ``pre_nms_top_k`` remain; greedy NMS per class (all classes with ``class_agnostic``); the best
+  ``max_detections`` remain. A mask is ``coefficients @ prototypes`` (logits), sampled bilinearly
+  at the original image's pixel centres, thresholded at ``logit(mask_threshold)`` and cropped to
+  the box (pixels ``x1 <= x < x2``, ``y1 <= y < y2``, as Ultralytics crops).
+* ``dense`` (SOLO): ``scores [1, K]``, ``classes [1, K]``, ``masks [1, K, h, w]`` probabilities
+  over the whole network input; NMS ran in the graph. Boxes are the masks' tight boxes.
+* ``roi`` (Mask R-CNN): ``boxes [1, K, 4]`` (network pixels), ``scores``, ``classes`` and
+  ``masks [1, K, M, M]`` probabilities covering each box, pasted as Detectron2 does (bilinear,
+  zero outside the box, half-pixel centres).
+
+Speed: masks are sampled only inside each instance's region (an exact affine warp of the low
+resolution map's sub-window, :func:`cv2.warpAffine`), never as full-frame upsampled planes, so
+decoding costs what the instances cover, not ``N x H x W``.
+"""
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Mapping
+
+import numpy as np
+
+from ..errors import UnsupportedError
+from ..structures import ImageShape, InstanceOptions, InstanceResult
+from . import DECODERS
+from .geometry import boxes_to_image, image_affine
+
+if TYPE_CHECKING:
+    from ..bundle import Manifest
+    from ..structures import PreprocessMeta
+
+
+# ---- NMS ---------------------------------------------------------------------------------------
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU ``[len(a), len(b)]`` of xyxy boxes (continuous coordinates, area = w * h)."""
+    a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
+    area_a = np.prod(np.clip(a[:, 2:] - a[:, :2], 0, None), axis=1)
+    area_b = np.prod(np.clip(b[:, 2:] - b[:, :2], 0, None), axis=1)
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0).astype(np.float32)
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, classes: np.ndarray | None = None,
+        max_out: int | None = None) -> np.ndarray:
+    """Greedy non-maximum suppression: indices of kept boxes, best score first (stable on ties).
+    With ``classes`` only boxes of the same class suppress each other (boxes are offset per class
+    by more than the whole coordinate range, as torchvision's ``batched_nms`` does)."""
+    boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+    if len(boxes) == 0:
+        return np.zeros(0, np.int64)
+    if classes is not None:
+        span = float(np.abs(boxes).max()) * 2 + 1
+        boxes = boxes + (np.asarray(classes, np.float32) * span)[:, None]
+    order = np.argsort(-np.asarray(scores, np.float32), kind="stable")
+    b = boxes[order]
+    area = np.prod(np.clip(b[:, 2:] - b[:, :2], 0, None), axis=1)
+    alive = np.ones(len(b), bool)
+    keep: list[int] = []
+    limit = len(b) if max_out is None else max_out
+    for i in range(len(b)):
+        if not alive[i]:
+            continue
+        keep.append(i)
+        if len(keep) >= limit:
+            break
+        rest = np.flatnonzero(alive[i + 1:]) + i + 1
+        if len(rest) == 0:
+            break
+        lt = np.maximum(b[i, :2], b[rest, :2])
+        rb = np.minimum(b[i, 2:], b[rest, 2:])
+        inter = np.prod(np.clip(rb - lt, 0, None), axis=1)
+        iou = inter / np.maximum(area[i] + area[rest] - inter, 1e-12)
+        alive[rest[iou > iou_threshold]] = False
+    return order[np.asarray(keep, np.int64)]
+
+
+# ---- mask sampling -----------------------------------------------------------------------------
+def _pixel_span(lo: float, hi: float, size: int) -> tuple[int, int]:
+    """Pixel indices ``i`` with ``lo <= i < hi`` inside ``[0, size)``, as ``(start, stop)``."""
+    start = max(0, min(size, math.ceil(lo)))
+    stop = max(start, min(size, math.ceil(hi)))
+    return start, stop
+
+
+def _warp_window(src: np.ndarray, m: np.ndarray, size_wh: tuple[int, int], border: int) -> np.ndarray:
+    import cv2
+
+    return cv2.warpAffine(np.ascontiguousarray(src, np.float32), m, size_wh,
+                          flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=border, borderValue=0.0)
+
+
+def sample_full_map(window, map_shape: ImageShape, meta: "PreprocessMeta", rows: tuple[int, int],
+                    cols: tuple[int, int]) -> np.ndarray | None:
+    """Bilinear samples (half-pixel centres) of a map spanning the whole network input, at image
+    pixels ``rows x cols``. ``window(r0, r1, c0, c1)`` returns the map's sub-window: only the
+    source pixels those image pixels need are computed. None when the span is empty."""
+    import cv2
+
+    (r0, r1), (c0, c1) = rows, cols
+    if r1 <= r0 or c1 <= c0:
+        return None
+    sx, sy, tx, ty = image_affine(meta, map_shape)
+    # image pixel centre (c + 0.5) -> map index u = (c + 0.5 - tx) / sx - 0.5
+    u0, u1 = (c0 + 0.5 - tx) / sx - 0.5, (c1 - 0.5 - tx) / sx - 0.5
+    v0, v1 = (r0 + 0.5 - ty) / sy - 0.5, (r1 - 0.5 - ty) / sy - 0.5
+    sc0 = max(0, min(map_shape.width - 1, math.floor(u0)))
+    sc1 = max(sc0 + 1, min(map_shape.width, math.floor(u1) + 2))
+    sr0 = max(0, min(map_shape.height - 1, math.floor(v0)))
+    sr1 = max(sr0 + 1, min(map_shape.height, math.floor(v1) + 2))
+    src = window(sr0, sr1, sc0, sc1)
+    m = np.array([[1.0 / sx, 0.0, u0 - sc0], [0.0, 1.0 / sy, v0 - sr0]], np.float64)
+    return _warp_window(src, m, (c1 - c0, r1 - r0), cv2.BORDER_REPLICATE)
+
+
+def paste_roi_mask(mask: np.ndarray, box: np.ndarray, image: ImageShape) -> tuple[np.ndarray, tuple[int, int], tuple[int, int]]:
+    """An ``[M, M]`` probability map covering ``box`` (xyxy, image pixels) sampled at the image
+    pixels the box touches (zero outside the box): ``(values, rows, cols)``."""
+    import cv2
+
+    x1, y1, x2, y2 = (float(v) for v in box)
+    rows = (max(0, math.floor(y1)), min(image.height, math.ceil(y2)))
+    cols = (max(0, math.floor(x1)), min(image.width, math.ceil(x2)))
+    if rows[1] <= rows[0] or cols[1] <= cols[0]:
+        return np.zeros((0, 0), np.float32), rows, cols
+    mh, mw = mask.shape
+    kx, ky = mw / max(x2 - x1, 1e-6), mh / max(y2 - y1, 1e-6)
+    m = np.array([[kx, 0.0, (cols[0] + 0.5 - x1) * kx - 0.5], [0.0, ky, (rows[0] + 0.5 - y1) * ky - 0.5]], np.float64)
+    return _warp_window(mask, m, (cols[1] - cols[0], rows[1] - rows[0]), cv2.BORDER_CONSTANT), rows, cols
+
+
+# ---- outputs -----------------------------------------------------------------------------------
+def _named(outputs: Mapping[str, np.ndarray], manifest: "Manifest", kind: str, ndim: int | None = None,
+           required: bool = True) -> np.ndarray | None:
+    """The output of ``kind``: by the manifest's output specs, then by name, then (``ndim``) the only
+    output of that rank."""
+    for spec in manifest.outputs:
+        if spec.kind == kind and spec.name in outputs:
+            return np.asarray(outputs[spec.name])
+    if kind in outputs:
+        return np.asarray(outputs[kind])
+    if ndim is not None:
+        same = [np.asarray(v) for v in outputs.values() if np.asarray(v).ndim == ndim]
+        if len(same) == 1:
+            return same[0]
+    if required:
+        raise UnsupportedError(
+            f"bundle {manifest.name!r}: no {kind!r} output among "
+            f"{', '.join(f'{k} {list(np.shape(v))}' for k, v in outputs.items())}",
+            fix=f"the manifest's outputs must give the {kind} output (kind {kind!r})")
+    return None
+
+
+def _one(arr: np.ndarray, name: str, ndim: int) -> np.ndarray:
+    if arr.ndim == ndim + 1:
+        if arr.shape[0] != 1:
+            raise UnsupportedError(f"instance outputs decode one image at a time; {name} has a batch of {arr.shape[0]}")
+        arr = arr[0]
+    if arr.ndim != ndim:
+        raise UnsupportedError(f"instance output {name} must have {ndim + 1} axes [1, ...], got shape {list(arr.shape)}")
+    return arr
+
+
+def _layout_error(manifest: "Manifest", outputs: Mapping[str, np.ndarray], why: str) -> UnsupportedError:
+    shapes = ", ".join(f"{k} {list(np.shape(v))}" for k, v in outputs.items())
+    return UnsupportedError(f"bundle {manifest.name!r}: outputs ({shapes}) do not fit the {why}",
+                            fix="re-import the model with the right --task/--classes, or fix the manifest's decoder layout")
+
+
+def prototype_candidates(det: np.ndarray, nc: int, nm: int, fmt: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``[F, N]`` or ``[N, F]`` detections -> (cxcywh boxes ``[N, 4]``, best-class scores ``[N]``,
+    classes ``[N]``, coefficients ``[N, nm]``). Raises ValueError when neither axis is ``F``."""
+    head = 5 if fmt == "yolov5" else 4
+    f = head + nc + nm
+    if det.shape[0] == f and det.shape[1] != f:
+        det = det.T
+    elif det.shape[1] != f:
+        raise ValueError(f"expected {f} = {head} + {nc} classes + {nm} mask coefficients features per anchor")
+    cls = det[:, head:head + nc]
+    classes = cls.argmax(axis=1)
+    scores = np.take_along_axis(cls, classes[:, None], axis=1)[:, 0]
+    if fmt == "yolov5":
+        scores = scores * det[:, 4]
+    return det[:, :4], scores.astype(np.float32), classes.astype(np.int32), det[:, head + nc:]
+
+
+def _cxcywh_to_xyxy(b: np.ndarray) -> np.ndarray:
+    out = np.empty_like(b, dtype=np.float32)
+    out[:, :2] = b[:, :2] - b[:, 2:] / 2
+    out[:, 2:] = b[:, :2] + b[:, 2:] / 2
+    return out
+
+
+def _logit(p: float) -> float:
+    p = min(max(p, 1e-7), 1 - 1e-7)
+    return math.log(p / (1 - p))
+
+
+def decode_prototype(outputs: Mapping[str, np.ndarray], meta: "PreprocessMeta", manifest: "Manifest",
+                     opts: InstanceOptions) -> InstanceResult:
+    det = _one(_named(outputs, manifest, "detections", ndim=3), "detections", 2)
+    protos = _one(_named(outputs, manifest, "prototypes", ndim=4), "prototypes", 3)
+    nm = protos.shape[0]
+    try:
+        boxes, scores, classes, coeffs = prototype_candidates(det, manifest.num_classes, nm, opts.prototype_format)
+    except ValueError as e:
+        raise _layout_error(manifest, outputs, f"prototype layout ({opts.prototype_format}): {e}") from None
+    keep = np.flatnonzero(scores > opts.score_threshold)
+    if len(keep) > opts.pre_nms_top_k:
+        keep = keep[np.argsort(-scores[keep], kind="stable")[: opts.pre_nms_top_k]]
+    xyxy = _cxcywh_to_xyxy(boxes[keep].astype(np.float32))
+    order = nms(xyxy, scores[keep], opts.iou_threshold, None if opts.class_agnostic else classes[keep],
+                max_out=opts.max_detections)
+    keep, xyxy = keep[order], xyxy[order]
+    image = meta.original
+    img_boxes = boxes_to_image(xyxy, meta)
+    masks = np.zeros((len(keep), image.height, image.width), bool)
+    proto_shape = ImageShape(protos.shape[1], protos.shape[2])
+    thr = _logit(opts.mask_threshold)
+    for i, k in enumerate(keep):
+        rows = _pixel_span(img_boxes[i, 1], img_boxes[i, 3], image.height)
+        cols = _pixel_span(img_boxes[i, 0], img_boxes[i, 2], image.width)
+        c = coeffs[k].astype(np.float32)
+
+        def window(r0, r1, c0, c1, c=c):
+            return (c @ protos[:, r0:r1, c0:c1].reshape(nm, -1)).reshape(r1 - r0, c1 - c0)
+
+        vals = sample_full_map(window, proto_shape, meta, rows, cols)
+        if vals is not None:
+            masks[i, rows[0]:rows[1], cols[0]:cols[1]] = vals > thr
+    return InstanceResult(boxes=img_boxes, scores=scores[keep].astype(np.float32), classes=classes[keep].astype(np.int32),
+                          image_shape=image, masks=masks, class_names=tuple(manifest.classes))
+
+
+def _tight_boxes(masks: np.ndarray) -> np.ndarray:
+    boxes = np.zeros((len(masks), 4), np.float32)
+    for i, m in enumerate(masks):
+        ys, xs = np.flatnonzero(m.any(axis=1)), np.flatnonzero(m.any(axis=0))
+        if len(ys):
+            boxes[i] = (xs[0], ys[0], xs[-1] + 1, ys[-1] + 1)
+    return boxes
+
+
+def _dense_common(outputs, manifest, opts) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    scores = _one(_named(outputs, manifest, "scores"), "scores", 1).astype(np.float32)
+    classes = _one(_named(outputs, manifest, "classes"), "classes", 1).astype(np.int32)
+    masks = _one(_named(outputs, manifest, "masks"), "masks", 3)
+    if not (len(scores) == len(classes) == len(masks)):
+        raise _layout_error(manifest, outputs, "dense/roi layout: scores, classes and masks must have the same K")
+    bad = (classes < 0) | (classes >= max(1, manifest.num_classes))
+    keep = np.flatnonzero((scores > opts.score_threshold) & ~bad)
+    keep = keep[np.argsort(-scores[keep], kind="stable")][: opts.max_detections]
+    return keep, scores, classes
+
+
+def decode_dense(outputs: Mapping[str, np.ndarray], meta: "PreprocessMeta", manifest: "Manifest",
+                 opts: InstanceOptions) -> InstanceResult:
+    keep, scores, classes = _dense_common(outputs, manifest, opts)
+    maps = _one(_named(outputs, manifest, "masks"), "masks", 3)
+    map_shape = ImageShape(maps.shape[1], maps.shape[2])
+    image = meta.original
+    sx, sy, tx, ty = image_affine(meta, map_shape)
+    masks = np.zeros((len(keep), image.height, image.width), bool)
+    for i, k in enumerate(keep):
+        low = maps[k] > opts.mask_threshold
+        ys, xs = np.flatnonzero(low.any(axis=1)), np.flatnonzero(low.any(axis=0))
+        if not len(ys):
+            continue
+        # the image pixels whose sample can exceed the threshold: one map pixel of margin
+        rows = _pixel_span((ys[0] - 1) * sy + ty, (ys[-1] + 2) * sy + ty, image.height)
+        cols = _pixel_span((xs[0] - 1) * sx + tx, (xs[-1] + 2) * sx + tx, image.width)
+        vals = sample_full_map(lambda r0, r1, c0, c1, k=k: maps[k, r0:r1, c0:c1], map_shape, meta, rows, cols)
+        if vals is not None:
+            masks[i, rows[0]:rows[1], cols[0]:cols[1]] = vals > opts.mask_threshold
+    nonempty = masks.reshape(len(masks), -1).any(axis=1)
+    keep, masks = keep[nonempty], masks[nonempty]
+    return InstanceResult(boxes=_tight_boxes(masks), scores=scores[keep], classes=classes[keep], image_shape=image,
+                          masks=masks, class_names=tuple(manifest.classes))
+
+
+def decode_roi(outputs: Mapping[str, np.ndarray], meta: "PreprocessMeta", manifest: "Manifest",
+               opts: InstanceOptions) -> InstanceResult:
+    keep, scores, classes = _dense_common(outputs, manifest, opts)
+    boxes = _one(_named(outputs, manifest, "boxes"), "boxes", 2)
+    roi = _one(_named(outputs, manifest, "masks"), "masks", 3)
+    if len(boxes) != len(scores):
+        raise _layout_error(manifest, outputs, "roi layout: boxes must have the same K as scores")
+    image = meta.original
+    img_boxes = boxes_to_image(boxes[keep], meta)
+    masks = np.zeros((len(keep), image.height, image.width), bool)
+    for i, k in enumerate(keep):
+        vals, rows, cols = paste_roi_mask(roi[k], img_boxes[i], image)
+        if vals.size:
+            masks[i, rows[0]:rows[1], cols[0]:cols[1]] = vals > opts.mask_threshold
+    return InstanceResult(boxes=img_boxes, scores=scores[keep], classes=classes[keep], image_shape=image,
+                          masks=masks, class_names=tuple(manifest.classes))
+
+
+_LAYOUTS = {"prototype": decode_prototype, "dense": decode_dense, "roi": decode_roi}
+
+
+@DECODERS.register("instance")
+def decode_instance(outputs: Mapping[str, np.ndarray], meta: "PreprocessMeta", manifest: "Manifest",
+                    options: InstanceOptions | None = None, **overrides) -> InstanceResult:
+    """Model outputs for one image -> :class:`InstanceResult` at ``meta.original`` (module doc).
+    ``options`` replaces the bundle's options; keyword ``overrides`` change single fields
+    (``score_threshold=0.5``)."""
+    opts = options or manifest.decoder_options
+    if not isinstance(opts, InstanceOptions):
+        raise UnsupportedError(f"bundle {manifest.name!r} is a {manifest.task} bundle, not an instance one")
+    opts = opts.replace(**overrides)
+    return _LAYOUTS[opts.layout](outputs, meta, manifest, opts)

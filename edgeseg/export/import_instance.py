@@ -1,0 +1,210 @@
+"""Instance models made elsewhere -> a bundle: the prototype-mask layout (YOLACT-style heads,
+Ultralytics YOLOv5/v8/v11-seg exports).
+
+Recognised from the output shapes of one run on a test frame: a rank-4 output ``[1, nm, h, w]`` is
+the prototypes; a rank-3 output holds ``F`` features for each of ``N`` anchors, as ``[1, F, N]``
+(Ultralytics' layout) or ``[1, N, F]``, with ``F = 4 + nc + nm`` (YOLOv8/v11: box ``cx, cy, w, h``
+in network pixels, ``nc`` class scores, ``nm`` mask coefficients) or ``F = 5 + nc + nm`` (YOLOv5:
+an objectness score after the box). ``nc`` comes from the class names: Ultralytics' ONNX metadata
+(``names``, also ``imgsz`` and ``stride``) or ``--classes`` / ``--names``. The anchor axis is the
+one equal to the anchor count of the input size (``sum (H/s)(W/s)`` over strides 8, 16, 32, times 3
+for YOLOv5), which tells ``[1, F, N]`` from ``[1, N, F]`` even when ``F`` and ``N`` are close.
+
+Pre-processing of an Ultralytics export is reproduced exactly: letterbox to the export size,
+centred, pad value 114, RGB, ``pixel / 255`` (no mean/std), as ``ultralytics.data.augment.LetterBox``
+and the exporter's predictor do.
+"""
+from __future__ import annotations
+
+import ast
+import logging
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ..bundle import Bundle, Manifest, ModelFile, OutputSpec
+from ..errors import ExportError, InputError
+from ..structures import ImageShape, InputSpec, InstanceOptions
+from .graph import clean_graph, save_single_file
+
+log = logging.getLogger(__name__)
+
+#: Ultralytics' pre-processing: letterbox (centred, grey 114), RGB, pixel / 255.
+ULTRALYTICS_INPUT = dict(resize="letterbox", pad_value=114, color="RGB", mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0),
+                         scale=1.0 / 255.0)
+
+
+def onnx_metadata(model) -> dict[str, str]:
+    return {p.key: p.value for p in model.metadata_props}
+
+
+def ultralytics_names(meta: dict[str, str]) -> tuple[str, ...] | None:
+    """Class names from Ultralytics' ``names`` metadata (a Python dict literal ``{0: 'person', ...}``)."""
+    text = meta.get("names")
+    if not text:
+        return None
+    try:
+        names = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return None
+    if isinstance(names, dict):
+        return tuple(str(names[k]) for k in sorted(names))
+    if isinstance(names, (list, tuple)):
+        return tuple(str(n) for n in names)
+    return None
+
+
+def ultralytics_imgsz(meta: dict[str, str]) -> ImageShape | None:
+    try:
+        v = ast.literal_eval(meta.get("imgsz", ""))
+    except (ValueError, SyntaxError):
+        return None
+    if isinstance(v, int):
+        return ImageShape(v, v)
+    if isinstance(v, (list, tuple)) and len(v) == 2:
+        return ImageShape(int(v[0]), int(v[1]))
+    return None
+
+
+def is_ultralytics(meta: dict[str, str]) -> bool:
+    return meta.get("author", "").lower().startswith("ultralytics") or meta.get("task") == "segment"
+
+
+def anchor_count(size: ImageShape, strides: Sequence[int] = (8, 16, 32), per_cell: int = 1) -> int:
+    return per_cell * sum(-(-size.height // s) * -(-size.width // s) for s in strides)
+
+
+def detect_prototype_layout(shapes: dict[str, tuple[int, ...]], nc: int | None, net: ImageShape,
+                            where: str) -> tuple[str, str, str, int, int]:
+    """``(detections name, prototypes name, format, nc, nm)`` from the outputs' shapes, or an
+    :class:`ExportError` naming every output and its shape."""
+    listing = ", ".join(f"{k} {list(v)}" for k, v in shapes.items())
+
+    def fail(why: str) -> ExportError:
+        return ExportError(f"{where}: outputs ({listing}) are not a prototype-mask instance layout: {why}",
+                           fix="expected [1, 4+nc+nm, N] (or [1, N, 4+nc+nm]) detections and [1, nm, h, w] "
+                               "prototypes; pass --classes N if the class count is not in the model's metadata")
+
+    protos = [k for k, s in shapes.items() if len(s) == 4]
+    dets = [k for k, s in shapes.items() if len(s) == 3]
+    if len(protos) != 1 or len(dets) != 1:
+        raise fail("need exactly one rank-3 and one rank-4 output")
+    p, d = shapes[protos[0]], shapes[dets[0]]
+    if p[0] != 1 or d[0] != 1:
+        raise fail("batch must be 1")
+    nm = int(p[1])
+    candidates = []
+    for f_axis, n_axis in ((1, 2), (2, 1)):
+        f, n = int(d[f_axis]), int(d[n_axis])
+        for fmt, head, per_cell in (("yolov8", 4, 1), ("yolov5", 5, 3)):
+            k = f - head - nm
+            if k < 1 or (nc is not None and k != nc):
+                continue
+            score = 2 if n == anchor_count(net, per_cell=per_cell) else (1 if n > f else 0)
+            candidates.append((score, fmt, k))
+    if not candidates:
+        raise fail(f"no split of the features into box + {nc if nc is not None else 'nc'} classes + {nm} coefficients")
+    candidates.sort(key=lambda c: (-c[0], c[1] != "yolov8"))
+    best = candidates[0]
+    if nc is None and len({c[2] for c in candidates if c[0] == best[0]}) > 1:
+        raise fail("the class count is ambiguous")
+    return dets[0], protos[0], best[1], best[2], nm
+
+
+def _rename_io(model, renames: dict[str, str], in_name: str) -> None:
+    """The graph reads ``images`` and writes the outputs under edgeseg's names (Identity nodes keep
+    the original names inside)."""
+    from onnx import helper
+
+    taken = {o for n in model.graph.node for o in n.output} | {i.name for i in model.graph.initializer}
+    for new in ("images", *renames.values()):
+        if new in taken and new not in (in_name, *renames):
+            raise ExportError(f"the graph already has an internal tensor named {new!r}; cannot rename its IO to edgeseg's")
+    if in_name != "images":
+        inp = next(i for i in model.graph.input if i.name == in_name)
+        inp.name = "images"
+        model.graph.node.insert(0, helper.make_node("Identity", ["images"], [in_name], name="edgeseg_input"))
+    for out in model.graph.output:
+        new = renames.get(out.name)
+        if new and new != out.name:
+            model.graph.node.append(helper.make_node("Identity", [out.name], [new], name=f"edgeseg_{new}"))
+            out.name = new
+
+
+def import_instance_onnx(onnx_path: str | os.PathLike, out: str | os.PathLike, *, classes: int | Sequence[str] | None,
+                         input_spec: InputSpec | None, palette=None, name: str | None = None,
+                         overwrite: bool = False, options: InstanceOptions | None = None) -> Bundle:
+    """Import a prototype-mask instance model (module doc). ``input_spec`` None: the exporter's
+    conventions (Ultralytics: letterbox 114, /255, the metadata's ``imgsz``)."""
+    import onnx
+
+    from ..decode.instance import decode_instance
+    from .bundle_export import _palette, normalize_classes
+    from .graph import default_opset
+    from .importer import _reconcile_spec, _session_for, _smoke_feed, load_onnx_checked, onnx_input_size, upgrade_opset
+
+    path = Path(onnx_path)
+    model = load_onnx_checked(path)
+    meta = onnx_metadata(model)
+    meta_names = ultralytics_names(meta)
+    names: tuple[str, ...] | None = None
+    if classes is not None:
+        names = normalize_classes(classes, None, f"import of {path}")
+        if meta_names is not None and len(meta_names) != len(names):
+            raise InputError(f"{path}: the model's metadata names {len(meta_names)} classes, --classes gives {len(names)}",
+                             fix="drop --classes to use the model's own names, or give the right count")
+    elif meta_names is not None:
+        names = meta_names
+    if input_spec is None:
+        size = onnx_input_size(path, "NCHW") or ultralytics_imgsz(meta)
+        if size is None:
+            raise InputError(f"{path}: the model's input size is dynamic and its metadata has no imgsz", fix="pass --size WxH")
+        input_spec = InputSpec(size=size, **ULTRALYTICS_INPUT)
+        if not is_ultralytics(meta):
+            log.warning("%s: no exporter metadata; assuming Ultralytics' pre-processing (letterbox 114, RGB, /255) — "
+                        "pass --mean/--std/--scale/--resize to override", path)
+    original_opset = default_opset(model)
+    model, opset, note = upgrade_opset(model, path)
+    spec, in_name = _reconcile_spec(model, input_spec, path)
+    session = _session_for(model, path)
+    feed = _smoke_feed(spec)
+    ys = session.run(None, {in_name: feed})
+    shapes = {o.name: tuple(y.shape) for o, y in zip(session.get_outputs(), ys)}
+    det, proto, fmt, nc, nm = detect_prototype_layout(shapes, None if names is None else len(names), spec.size, str(path))
+    if names is None:
+        names = tuple(f"class{i}" for i in range(nc))
+        log.warning("%s: no class names; using class0..class%d (pass --classes with a names file)", path, nc - 1)
+    _rename_io(model, {det: "detections", proto: "prototypes"}, in_name)
+    model = clean_graph(model)
+    opts = (options or InstanceOptions()).replace(layout="prototype", prototype_format=fmt, num_masks=nm)
+    d_shape, p_shape = shapes[det], shapes[proto]
+    manifest = Manifest(
+        name=name or path.stem, task="instance", classes=tuple(names), input=spec,
+        outputs=(OutputSpec("detections", "detections", "float32", d_shape),
+                 OutputSpec("prototypes", "prototypes", "float32", p_shape)),
+        palette=_palette(palette, len(names)), decoder=opts.to_dict(),
+        provenance={"source": "onnx", "file": path.name, "original_opset": original_opset, "opset": opset,
+                    "original_input": in_name, "original_outputs": {"detections": det, "prototypes": proto},
+                    "exporter": {k: meta[k] for k in ("author", "version", "task", "imgsz", "stride") if k in meta},
+                    "producer": f"{model.producer_name} {model.producer_version}".strip()},
+    )
+    session = _session_for(model, path)
+    y = dict(zip([o.name for o in session.get_outputs()], session.run(None, {"images": feed})))
+    image = np.zeros((spec.size.height, spec.size.width, 3), np.uint8)
+    _, pmeta = spec.preprocess(image)
+    smoke = decode_instance(y, pmeta, manifest)  # the decoder runs on the real outputs before anything is written
+    with tempfile.TemporaryDirectory(prefix="edgeseg-import-") as tmp:
+        saved = save_single_file(model, Path(tmp) / "model.onnx")
+        onnx.checker.check_model(str(saved))
+        bundle = Bundle.create(out, manifest, overwrite=overwrite)
+        bundle.add_model(ModelFile("model.onnx", "fp32", opset=opset), saved)
+    bundle.update_report("import", {"layout": "prototype", "format": fmt, "classes": nc, "mask_coefficients": nm,
+                                    "outputs": {k: list(v) for k, v in shapes.items()}, "opset_note": note,
+                                    "smoke_detections": len(smoke)})
+    return bundle
+
+
+__all__ = ["import_instance_onnx", "detect_prototype_layout", "ultralytics_names", "ULTRALYTICS_INPUT"]
