@@ -1,4 +1,9 @@
-"""``edgeseg predict BUNDLE IMAGES... --out DIR``: label PNGs and colour overlays."""
+"""``edgeseg predict BUNDLE IMAGES... [--out DIR] [--json OUT]``: segment image files.
+
+Semantic bundles: ``<stem>_labels.png`` (uint8 class ids) and ``<stem>_overlay.png``. Instance bundles:
+``<stem>_instances.png`` (uint16, 0 = none, i + 1 = instance i) and ``<stem>_overlay.png`` (masks,
+boxes, class names and scores); ``--json`` lists every instance with its class, score, box ``xyxy``
+and COCO RLE mask, in original-image pixels."""
 from __future__ import annotations
 
 import argparse
@@ -7,8 +12,9 @@ from pathlib import Path
 from ._common import add_json_option, add_runtime_options, print_table, write_json
 
 NAME = "predict"
-HELP = "segment images: writes <stem>_labels.png (uint8 class ids) and <stem>_overlay.png per image"
+HELP = "segment images: label or instance PNGs and overlays per image, and/or a JSON of the results"
 EXAMPLES = (
+    "edgeseg predict yolo.edgeseg street.jpg --score-threshold 0.4 --json instances.json   # masks as COCO RLE",
     "edgeseg predict road.edgeseg street.png --out preds/",
     "edgeseg predict road frames/*.jpg --out preds/ --backend onnxruntime --threads 2 --json preds.json",
     "edgeseg predict road.edgeseg img.png --out preds/ --alpha 0.6",
@@ -18,8 +24,10 @@ EXAMPLES = (
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("bundle", help="a bundle path or the name of a bundle shipped with the package")
     p.add_argument("images", nargs="+", help="image files (PNG, JPEG, BMP, TIFF, WebP)")
-    p.add_argument("--out", required=True, metavar="DIR", help="output folder (created if needed)")
+    p.add_argument("--out", default=None, metavar="DIR", help="output folder for PNGs (created if needed)")
     p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity of the class colours (default 0.5)")
+    p.add_argument("--score-threshold", type=float, default=None, metavar="T",
+                   help="instance bundles: drop detections scoring below T (default: the bundle's)")
     add_runtime_options(p)
     add_json_option(p)
 
@@ -34,6 +42,30 @@ def overlay(rgb, labels, palette, alpha: float):
     return np.clip((1.0 - alpha) * rgb.astype(np.float32) + alpha * colour + 0.5, 0, 255).astype(np.uint8)
 
 
+def _instance_row(path: Path, result, out: Path | None, rgb, alpha: float, palette) -> dict:
+    """One image's JSON entry (issue format: class, score, box xyxy, COCO RLE mask) and its PNGs."""
+    from ..data.io import write_image, write_label
+    from ..stream.overlay import Renderer
+    from ..stream.sinks.files import label_image
+    from ..structures import rle_encode
+
+    instances = []
+    for i in range(len(result)):
+        c = int(result.classes[i])
+        d = {"class": result.class_names[c] if c < len(result.class_names) else str(c), "class_id": c,
+             "score": round(float(result.scores[i]), 5), "box": [round(float(v), 2) for v in result.boxes[i]]}
+        if result.masks is not None:
+            d["mask"] = rle_encode(result.masks[i])
+        instances.append(d)
+    row = {"file": str(path), "height": result.image_shape.height, "width": result.image_shape.width, "instances": instances}
+    if out is not None:
+        ids_png, overlay_png = out / f"{path.stem}_instances.png", out / f"{path.stem}_overlay.png"
+        write_label(ids_png, label_image(result))
+        write_image(overlay_png, Renderer(palette, result.class_names, alpha=alpha, hud=False)(rgb, result))
+        row.update(instances_png=str(ids_png), overlay=str(overlay_png))
+    return row
+
+
 def run(args: argparse.Namespace) -> int:
     import time
 
@@ -45,30 +77,50 @@ def run(args: argparse.Namespace) -> int:
 
     if not 0.0 <= args.alpha <= 1.0:
         raise InputError(f"--alpha must be within 0..1, got {args.alpha}")
+    if args.out is None and args.json is None:
+        raise InputError("nothing to write", fix="pass --out DIR (PNGs), --json OUT (results), or both")
     missing = [p for p in args.images if not Path(p).is_file()]
     if missing:
         raise InputError(f"image not found: {', '.join(missing)}", fix="check the paths")
-    out = Path(args.out)
+    out = Path(args.out) if args.out is not None else None
     predictor = load(args.bundle, backend=args.backend, precision=args.precision, target=args.target,
                      device=args.device, threads=args.threads)
-    rows = []
+    task = predictor.manifest.task
+    if args.score_threshold is not None:
+        if task != "instance":
+            raise InputError(f"--score-threshold applies to instance bundles; {args.bundle} is a {task} bundle")
+        predictor.set_options(score_threshold=args.score_threshold)
+    rows, table = [], []
     with predictor:
         for path in map(Path, args.images):
             rgb = read_image(path)
             t0 = time.perf_counter()
             result = predictor(rgb)
             dt = time.perf_counter() - t0
-            labels_png, overlay_png = out / f"{path.stem}_labels.png", out / f"{path.stem}_overlay.png"
-            write_label(labels_png, result.labels.astype(np.uint8))
-            write_image(overlay_png, overlay(rgb, result.labels, predictor.palette, args.alpha))
+            size = f"{rgb.shape[1]}x{rgb.shape[0]}"
+            if task == "instance":
+                row = _instance_row(path, result, out, rgb, args.alpha, predictor.palette)
+                names = [d["class"] for d in row["instances"]]
+                table.append({"image": str(path), "size": size, "ms": 1e3 * dt, "instances": len(names),
+                              "classes": ", ".join(sorted(set(names)))[:60]})
+                rows.append(row)
+                continue
             counts = np.bincount(result.labels.ravel(), minlength=len(predictor.classes))
             top = int(counts.argmax())
-            rows.append({"image": str(path), "size": f"{rgb.shape[1]}x{rgb.shape[0]}", "ms": 1e3 * dt,
-                         "top class": predictor.classes[top] if top < len(predictor.classes) else str(top),
-                         "labels": str(labels_png), "overlay": str(overlay_png),
-                         "class_pixels": {predictor.classes[i] if i < len(predictor.classes) else str(i): int(c)
-                                          for i, c in enumerate(counts) if c}})
-    print(f"{predictor!r}: {len(rows)} image(s) -> {out}")
-    print_table(rows, ["image", "size", "ms", "top class", "labels"])
-    write_json(args.json, {"bundle": args.bundle, "backend": predictor.backend, "precision": args.precision, "images": rows})
+            row = {"image": str(path), "size": size, "ms": 1e3 * dt,
+                   "top class": predictor.classes[top] if top < len(predictor.classes) else str(top),
+                   "class_pixels": {predictor.classes[i] if i < len(predictor.classes) else str(i): int(c)
+                                    for i, c in enumerate(counts) if c}}
+            if out is not None:
+                labels_png, overlay_png = out / f"{path.stem}_labels.png", out / f"{path.stem}_overlay.png"
+                write_label(labels_png, result.labels.astype(np.uint8))
+                write_image(overlay_png, overlay(rgb, result.labels, predictor.palette, args.alpha))
+                row.update(labels=str(labels_png), overlay=str(overlay_png))
+            rows.append(row)
+            table.append(row)
+    print(f"{predictor!r}: {len(rows)} image(s)" + (f" -> {out}" if out is not None else ""))
+    print_table(table, ["image", "size", "ms", "instances", "classes"] if task == "instance"
+                else ["image", "size", "ms", "top class", "labels"])
+    write_json(args.json, {"bundle": args.bundle, "task": task, "backend": predictor.backend,
+                           "precision": predictor.runner.precision, "images": rows})
     return 0

@@ -54,7 +54,9 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, classes: np
         max_out: int | None = None) -> np.ndarray:
     """Greedy non-maximum suppression: indices of kept boxes, best score first (stable on ties).
     With ``classes`` only boxes of the same class suppress each other (boxes are offset per class
-    by more than the whole coordinate range, as torchvision's ``batched_nms`` does)."""
+    by more than the whole coordinate range, as torchvision's ``batched_nms`` does). Up to
+    :data:`NMS_MATRIX_MAX` candidates the IoU matrix is computed at once and the greedy pass is one
+    boolean row operation per kept box; beyond, one IoU row per kept box."""
     boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
     if len(boxes) == 0:
         return np.zeros(0, np.int64)
@@ -63,10 +65,21 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, classes: np
         boxes = boxes + (np.asarray(classes, np.float32) * span)[:, None]
     order = np.argsort(-np.asarray(scores, np.float32), kind="stable")
     b = boxes[order]
+    limit = len(b) if max_out is None else max_out
+    keep: list[int] = []
+    if len(b) <= NMS_MATRIX_MAX:
+        over = box_iou(b, b) > iou_threshold
+        removed = np.zeros(len(b), bool)
+        for i in range(len(b)):
+            if removed[i]:
+                continue
+            keep.append(i)
+            if len(keep) >= limit:
+                break
+            removed |= over[i]
+        return order[np.asarray(keep, np.int64)]
     area = np.prod(np.clip(b[:, 2:] - b[:, :2], 0, None), axis=1)
     alive = np.ones(len(b), bool)
-    keep: list[int] = []
-    limit = len(b) if max_out is None else max_out
     for i in range(len(b)):
         if not alive[i]:
             continue
@@ -82,6 +95,9 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, classes: np
         iou = inter / np.maximum(area[i] + area[rest] - inter, 1e-12)
         alive[rest[iou > iou_threshold]] = False
     return order[np.asarray(keep, np.int64)]
+
+
+NMS_MATRIX_MAX = 2048
 
 
 # ---- mask sampling -----------------------------------------------------------------------------
@@ -138,6 +154,32 @@ def paste_roi_mask(mask: np.ndarray, box: np.ndarray, image: ImageShape) -> tupl
     return _warp_window(mask, m, (cols[1] - cols[0], rows[1] - rows[0]), cv2.BORDER_CONSTANT), rows, cols
 
 
+class _Masks:
+    """Full-size boolean masks written region by region, with each mask's tight pixel bounds
+    (``InstanceResult.mask_boxes``) computed on the region, never on the full frame."""
+
+    def __init__(self, n: int, image: ImageShape):
+        self.masks = np.zeros((n, image.height, image.width), bool)
+        self.bounds = np.zeros((n, 4), np.int32)
+
+    def put(self, i: int, region: np.ndarray, rows: tuple[int, int], cols: tuple[int, int], tight: bool = True) -> None:
+        """Write ``region`` at ``rows x cols``; its bounds are the region's (``tight=False``, cheaper:
+        they contain the mask, which is all ``mask_boxes`` promises) or its true pixels' tight box."""
+        if not tight:
+            self.masks[i, rows[0]:rows[1], cols[0]:cols[1]] = region
+            self.bounds[i] = (cols[0], rows[0], cols[1], rows[1])
+            return
+        ys, xs = np.flatnonzero(region.any(axis=1)), np.flatnonzero(region.any(axis=0))
+        if not len(ys):
+            return
+        y0, y1, x0, x1 = ys[0], ys[-1] + 1, xs[0], xs[-1] + 1
+        self.masks[i, rows[0] + y0:rows[0] + y1, cols[0] + x0:cols[0] + x1] = region[y0:y1, x0:x1]
+        self.bounds[i] = (cols[0] + x0, rows[0] + y0, cols[0] + x1, rows[0] + y1)
+
+    def nonempty(self) -> np.ndarray:
+        return (self.bounds[:, 2] > self.bounds[:, 0]) & (self.bounds[:, 3] > self.bounds[:, 1])
+
+
 # ---- outputs -----------------------------------------------------------------------------------
 def _named(outputs: Mapping[str, np.ndarray], manifest: "Manifest", kind: str, ndim: int | None = None,
            required: bool = True) -> np.ndarray | None:
@@ -176,21 +218,29 @@ def _layout_error(manifest: "Manifest", outputs: Mapping[str, np.ndarray], why: 
                             fix="re-import the model with the right --task/--classes, or fix the manifest's decoder layout")
 
 
-def prototype_candidates(det: np.ndarray, nc: int, nm: int, fmt: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """``[F, N]`` or ``[N, F]`` detections -> (cxcywh boxes ``[N, 4]``, best-class scores ``[N]``,
-    classes ``[N]``, coefficients ``[N, nm]``). Raises ValueError when neither axis is ``F``."""
+def prototype_candidates(det: np.ndarray, nc: int, nm: int, fmt: str,
+                         threshold: float = -1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``[F, N]`` or ``[N, F]`` detections -> the anchors whose best class score is above
+    ``threshold``: (cxcywh boxes ``[K, 4]``, best-class scores ``[K]``, classes ``[K]``, coefficients
+    ``[K, nm]``). The best score is taken over the class block in its stored layout (contiguous rows
+    for ``[F, N]``), before any gather. Raises ValueError when neither axis is ``F``."""
     head = 5 if fmt == "yolov5" else 4
     f = head + nc + nm
     if det.shape[0] == f and det.shape[1] != f:
-        det = det.T
-    elif det.shape[1] != f:
+        features_first = True
+    elif det.shape[1] == f:
+        features_first = False
+    else:
         raise ValueError(f"expected {f} = {head} + {nc} classes + {nm} mask coefficients features per anchor")
-    cls = det[:, head:head + nc]
-    classes = cls.argmax(axis=1)
-    scores = np.take_along_axis(cls, classes[:, None], axis=1)[:, 0]
+    cls = det[head:head + nc] if features_first else det[:, head:head + nc]
+    best = cls.max(axis=0 if features_first else 1)
     if fmt == "yolov5":
-        scores = scores * det[:, 4]
-    return det[:, :4], scores.astype(np.float32), classes.astype(np.int32), det[:, head + nc:]
+        best = best * (det[4] if features_first else det[:, 4])
+    keep = np.flatnonzero(best > threshold)
+    rows = det[:, keep].T if features_first else det[keep]
+    rows = np.asarray(rows, np.float32)
+    classes = rows[:, head:head + nc].argmax(axis=1).astype(np.int32)
+    return rows[:, :4], best[keep].astype(np.float32), classes, rows[:, head + nc:]
 
 
 def _cxcywh_to_xyxy(b: np.ndarray) -> np.ndarray:
@@ -211,43 +261,35 @@ def decode_prototype(outputs: Mapping[str, np.ndarray], meta: "PreprocessMeta", 
     protos = _one(_named(outputs, manifest, "prototypes", ndim=4), "prototypes", 3)
     nm = protos.shape[0]
     try:
-        boxes, scores, classes, coeffs = prototype_candidates(det, manifest.num_classes, nm, opts.prototype_format)
+        boxes, scores, classes, coeffs = prototype_candidates(det, manifest.num_classes, nm, opts.prototype_format,
+                                                              opts.score_threshold)
     except ValueError as e:
         raise _layout_error(manifest, outputs, f"prototype layout ({opts.prototype_format}): {e}") from None
-    keep = np.flatnonzero(scores > opts.score_threshold)
-    if len(keep) > opts.pre_nms_top_k:
-        keep = keep[np.argsort(-scores[keep], kind="stable")[: opts.pre_nms_top_k]]
-    xyxy = _cxcywh_to_xyxy(boxes[keep].astype(np.float32))
-    order = nms(xyxy, scores[keep], opts.iou_threshold, None if opts.class_agnostic else classes[keep],
-                max_out=opts.max_detections)
-    keep, xyxy = keep[order], xyxy[order]
+    if len(scores) > opts.pre_nms_top_k:
+        top = np.argsort(-scores, kind="stable")[: opts.pre_nms_top_k]
+        boxes, scores, classes, coeffs = boxes[top], scores[top], classes[top], coeffs[top]
+    xyxy = _cxcywh_to_xyxy(boxes)
+    keep = nms(xyxy, scores, opts.iou_threshold, None if opts.class_agnostic else classes, max_out=opts.max_detections)
     image = meta.original
-    img_boxes = boxes_to_image(xyxy, meta)
-    masks = np.zeros((len(keep), image.height, image.width), bool)
+    img_boxes = boxes_to_image(xyxy[keep], meta)
+    out = _Masks(len(keep), image)
     proto_shape = ImageShape(protos.shape[1], protos.shape[2])
     thr = _logit(opts.mask_threshold)
+    # channels last, once per frame: each window is then a strided [h, w, nm] @ [nm] product, no copy
+    protos_t = np.ascontiguousarray(protos.transpose(1, 2, 0), np.float32) if len(keep) else protos
     for i, k in enumerate(keep):
         rows = _pixel_span(img_boxes[i, 1], img_boxes[i, 3], image.height)
         cols = _pixel_span(img_boxes[i, 0], img_boxes[i, 2], image.width)
-        c = coeffs[k].astype(np.float32)
+        c = coeffs[k]
 
         def window(r0, r1, c0, c1, c=c):
-            return (c @ protos[:, r0:r1, c0:c1].reshape(nm, -1)).reshape(r1 - r0, c1 - c0)
+            return protos_t[r0:r1, c0:c1] @ c
 
         vals = sample_full_map(window, proto_shape, meta, rows, cols)
         if vals is not None:
-            masks[i, rows[0]:rows[1], cols[0]:cols[1]] = vals > thr
-    return InstanceResult(boxes=img_boxes, scores=scores[keep].astype(np.float32), classes=classes[keep].astype(np.int32),
-                          image_shape=image, masks=masks, class_names=tuple(manifest.classes))
-
-
-def _tight_boxes(masks: np.ndarray) -> np.ndarray:
-    boxes = np.zeros((len(masks), 4), np.float32)
-    for i, m in enumerate(masks):
-        ys, xs = np.flatnonzero(m.any(axis=1)), np.flatnonzero(m.any(axis=0))
-        if len(ys):
-            boxes[i] = (xs[0], ys[0], xs[-1] + 1, ys[-1] + 1)
-    return boxes
+            out.put(i, vals > thr, rows, cols, tight=False)
+    return InstanceResult(boxes=img_boxes, scores=scores[keep], classes=classes[keep], image_shape=image,
+                          masks=out.masks, class_names=tuple(manifest.classes), mask_boxes=out.bounds)
 
 
 def _dense_common(outputs, manifest, opts) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -269,7 +311,7 @@ def decode_dense(outputs: Mapping[str, np.ndarray], meta: "PreprocessMeta", mani
     map_shape = ImageShape(maps.shape[1], maps.shape[2])
     image = meta.original
     sx, sy, tx, ty = image_affine(meta, map_shape)
-    masks = np.zeros((len(keep), image.height, image.width), bool)
+    out = _Masks(len(keep), image)
     for i, k in enumerate(keep):
         low = maps[k] > opts.mask_threshold
         ys, xs = np.flatnonzero(low.any(axis=1)), np.flatnonzero(low.any(axis=0))
@@ -280,11 +322,11 @@ def decode_dense(outputs: Mapping[str, np.ndarray], meta: "PreprocessMeta", mani
         cols = _pixel_span((xs[0] - 1) * sx + tx, (xs[-1] + 2) * sx + tx, image.width)
         vals = sample_full_map(lambda r0, r1, c0, c1, k=k: maps[k, r0:r1, c0:c1], map_shape, meta, rows, cols)
         if vals is not None:
-            masks[i, rows[0]:rows[1], cols[0]:cols[1]] = vals > opts.mask_threshold
-    nonempty = masks.reshape(len(masks), -1).any(axis=1)
-    keep, masks = keep[nonempty], masks[nonempty]
-    return InstanceResult(boxes=_tight_boxes(masks), scores=scores[keep], classes=classes[keep], image_shape=image,
-                          masks=masks, class_names=tuple(manifest.classes))
+            out.put(i, vals > opts.mask_threshold, rows, cols)
+    ok = out.nonempty()  # SOLO boxes are the masks' tight boxes: an empty mask is no detection
+    return InstanceResult(boxes=out.bounds[ok].astype(np.float32), scores=scores[keep][ok], classes=classes[keep][ok],
+                          image_shape=image, masks=out.masks[ok], class_names=tuple(manifest.classes),
+                          mask_boxes=out.bounds[ok])
 
 
 def decode_roi(outputs: Mapping[str, np.ndarray], meta: "PreprocessMeta", manifest: "Manifest",
@@ -296,13 +338,13 @@ def decode_roi(outputs: Mapping[str, np.ndarray], meta: "PreprocessMeta", manife
         raise _layout_error(manifest, outputs, "roi layout: boxes must have the same K as scores")
     image = meta.original
     img_boxes = boxes_to_image(boxes[keep], meta)
-    masks = np.zeros((len(keep), image.height, image.width), bool)
+    out = _Masks(len(keep), image)
     for i, k in enumerate(keep):
         vals, rows, cols = paste_roi_mask(roi[k], img_boxes[i], image)
         if vals.size:
-            masks[i, rows[0]:rows[1], cols[0]:cols[1]] = vals > opts.mask_threshold
+            out.put(i, vals > opts.mask_threshold, rows, cols, tight=False)
     return InstanceResult(boxes=img_boxes, scores=scores[keep], classes=classes[keep], image_shape=image,
-                          masks=masks, class_names=tuple(manifest.classes))
+                          masks=out.masks, class_names=tuple(manifest.classes), mask_boxes=out.bounds)
 
 
 _LAYOUTS = {"prototype": decode_prototype, "dense": decode_dense, "roi": decode_roi}

@@ -68,18 +68,43 @@ def _text(img: np.ndarray, text: str, org: tuple[int, int], colour=(255, 255, 25
     cv2.putText(img, text, (x + 2, y - 1), cv2.FONT_HERSHEY_SIMPLEX, _FONT_SCALE, colour, 1, cv2.LINE_AA)
 
 
-def _draw_masks(out: np.ndarray, masks: np.ndarray, colours: np.ndarray, alpha: float) -> np.ndarray:
+def _mask_bounds(mask: np.ndarray) -> tuple[int, int, int, int]:
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if not len(rows):
+        return 0, 0, 0, 0
+    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
+
+
+def _draw_masks(out: np.ndarray, masks: np.ndarray, colours: np.ndarray, alpha: float,
+                bounds=None) -> np.ndarray:
+    """Blend each mask's colour and outline it, touching only the mask's bounds (``bounds(i)``
+    -> ``(x0, y0, x1, y1)``, e.g. ``InstanceResult.mask_bounds``; else computed): a frame with 100
+    small instances costs what they cover, not 100 full-frame blends."""
     import cv2
 
-    for mask, c in zip(masks, colours):
-        if not mask.any():
+    out = out.copy() if not out.flags.writeable else out
+    for i, (mask, c) in enumerate(zip(masks, colours)):
+        c0, r0, c1, r1 = bounds(i) if bounds is not None else _mask_bounds(mask)
+        if r1 <= r0 or c1 <= c0:
             continue
-        layer = np.empty_like(out)
-        layer[:] = c
-        out = blend(out, layer, alpha, mask)
-        contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        roi, m = out[r0:r1, c0:c1], mask[r0:r1, c0:c1]
+        if not m.any():
+            continue
+        mixed = cv2.addWeighted(roi, 1.0 - alpha, np.full(roi.shape, c, np.uint8), alpha, 0.0)
+        np.copyto(roi, mixed, where=m[..., None])
+        contours, _ = cv2.findContours(m.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE, offset=(int(c0), int(r0)))
         cv2.drawContours(out, contours, -1, tuple(int(v) for v in c), 2)
     return out
+
+
+def instance_colours(palette: np.ndarray, classes: np.ndarray, ids: np.ndarray | None = None) -> np.ndarray:
+    """The class colour of each instance, shaded per instance (by track id when there is one) so that
+    neighbours of one class stay apart, deterministically."""
+    if not len(classes):
+        return np.zeros((0, 3), np.uint8)
+    base = np.asarray(palette, np.int32)[np.clip(classes, 0, len(palette) - 1)]
+    k = np.arange(len(classes)) if ids is None else np.asarray(ids, np.int64)
+    return np.clip(base + ((k * 37 + 30) % 61 - 30)[:, None], 0, 255).astype(np.uint8)  # instance 0: the class colour
 
 
 @RENDERERS.register("InstanceResult")
@@ -87,16 +112,17 @@ def render_instance(image: np.ndarray, result: InstanceResult, palette: np.ndarr
                     classes: tuple[str, ...] = (), **_: Any) -> np.ndarray:
     import cv2
 
-    colours = np.asarray(palette, np.uint8)[np.clip(result.classes, 0, len(palette) - 1)] if len(result) else np.zeros((0, 3), np.uint8)
+    colours = instance_colours(palette, result.classes, result.track_ids)
     out = image.copy()
     if result.masks is not None:
-        out = _draw_masks(out, result.masks, colours, alpha)
+        out = _draw_masks(out, result.masks, colours, alpha, result.mask_bounds)
     names = result.class_names or classes
-    for box, cls, score, c in zip(result.boxes, result.classes, result.scores, colours):
+    for i, (box, cls, score, c) in enumerate(zip(result.boxes, result.classes, result.scores, colours)):
         x1, y1, x2, y2 = (int(round(v)) for v in box)
         cv2.rectangle(out, (x1, y1), (x2, y2), tuple(int(v) for v in c), 1)
         name = names[int(cls)] if 0 <= int(cls) < len(names) else str(int(cls))
-        _text(out, f"{name} {float(score):.2f}", (x1, max(12, y1)))
+        tid = f"#{int(result.track_ids[i])} " if result.track_ids is not None and result.track_ids[i] >= 0 else ""
+        _text(out, f"{tid}{name} {float(score):.2f}", (x1, max(12, y1)))
     return out
 
 

@@ -52,6 +52,9 @@ class InstanceResult:
     masks:   ``bool [N, H, W]`` at image size, or None for box-only detectors.
     image_shape: the image the pixels refer to.
     track_ids: optional ``int64 [N]`` identities across frames (video), -1 when unassigned.
+    mask_boxes: optional ``int32 [N, 4]`` integer pixel bounds ``(x0, y0, x1, y1)`` (end-exclusive)
+      that contain every true pixel of each mask, set by decoders so that consumers (RLE, overlays)
+      touch only those pixels instead of ``N x H x W``; None: compute them from the masks.
     """
 
     boxes: np.ndarray
@@ -61,6 +64,7 @@ class InstanceResult:
     masks: np.ndarray | None = None
     class_names: tuple[str, ...] = ()
     track_ids: np.ndarray | None = None
+    mask_boxes: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = len(self.scores)
@@ -72,6 +76,22 @@ class InstanceResult:
             _check(self.masks.dtype == np.bool_, "InstanceResult.masks must be bool")
         if self.track_ids is not None:
             _check(self.track_ids.shape == (n,), "InstanceResult.track_ids must be [N]")
+        if self.mask_boxes is not None:
+            _check(self.mask_boxes.shape == (n, 4), f"InstanceResult.mask_boxes must be [{n}, 4]")
+
+    def mask_bounds(self, i: int) -> tuple[int, int, int, int]:
+        """``(x0, y0, x1, y1)`` end-exclusive pixel bounds of mask ``i``'s true pixels (from
+        ``mask_boxes`` when the decoder gave them, else from the mask; ``(0, 0, 0, 0)`` if empty)."""
+        if self.mask_boxes is not None:
+            x0, y0, x1, y1 = (int(v) for v in self.mask_boxes[i])
+            return x0, y0, x1, y1
+        if self.masks is None:
+            return 0, 0, 0, 0
+        m = self.masks[i]
+        rows, cols = np.flatnonzero(m.any(axis=1)), np.flatnonzero(m.any(axis=0))
+        if not len(rows):
+            return 0, 0, 0, 0
+        return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
 
     def __len__(self) -> int:
         return int(len(self.scores))
@@ -88,6 +108,7 @@ class InstanceResult:
             masks=None if self.masks is None else self.masks[idx],
             class_names=self.class_names,
             track_ids=None if self.track_ids is None else self.track_ids[idx],
+            mask_boxes=None if self.mask_boxes is None else self.mask_boxes[idx],
         )
 
     @classmethod

@@ -81,12 +81,31 @@ def _string_to_counts(s: str) -> list[int]:
     return counts
 
 
-def rle_encode(mask: np.ndarray) -> dict:
-    """``bool [H, W]`` -> COCO compressed RLE ``{"size": [H, W], "counts": str}``."""
+def rle_encode(mask: np.ndarray, bounds: tuple[int, int, int, int] | None = None) -> dict:
+    """``bool [H, W]`` -> COCO compressed RLE ``{"size": [H, W], "counts": str}``.
+
+    ``bounds``: ``(x0, y0, x1, y1)`` end-exclusive pixel bounds known to contain every true pixel
+    (``InstanceResult.mask_boxes``): only columns ``x0..x1`` are scanned, the columns left and right
+    of them become one run of 0s each (a small object in a large frame costs its columns, not the
+    frame). The result is identical to encoding the whole mask."""
     mask = np.asarray(mask)
     if mask.ndim != 2:
         raise InputError(f"rle_encode takes one [H, W] mask, got shape {list(mask.shape)}")
-    return {"size": [int(mask.shape[0]), int(mask.shape[1])], "counts": _counts_to_string(_runs(mask))}
+    h, w = int(mask.shape[0]), int(mask.shape[1])
+    if bounds is None:
+        return {"size": [h, w], "counts": _counts_to_string(_runs(mask))}
+    x0, x1 = max(0, min(w, int(bounds[0]))), max(0, min(w, int(bounds[2])))
+    if x1 <= x0:
+        return {"size": [h, w], "counts": _counts_to_string([h * w])}
+    runs = _runs(mask[:, x0:x1])
+    runs[0] += x0 * h  # the columns before: 0s joining the first run of 0s
+    tail = (w - x1) * h
+    if tail:
+        if len(runs) % 2:  # the last run is of 0s
+            runs[-1] += tail
+        else:
+            runs = np.concatenate((runs, [tail]))
+    return {"size": [h, w], "counts": _counts_to_string(runs)}
 
 
 def label_runs(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -58,8 +58,9 @@ def instance_record(r: InstanceResult) -> dict:
         d = {"class_id": c, "class": _name(r.class_names, c), "score": float(r.scores[i]),
              "box": [float(v) for v in r.boxes[i]]}
         if r.masks is not None:
-            d["area"] = int(r.masks[i].sum())
-            d["rle"] = rle_encode(r.masks[i])
+            x0, y0, x1, y1 = r.mask_bounds(i)
+            d["area"] = int(np.count_nonzero(r.masks[i, y0:y1, x0:x1]))
+            d["rle"] = rle_encode(r.masks[i], (x0, y0, x1, y1))
         if r.track_ids is not None:
             d["track_id"] = int(r.track_ids[i])
         segs.append(d)

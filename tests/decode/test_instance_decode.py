@@ -1,0 +1,200 @@
+"""The instance decoder against hand-computed cases and an independent numpy reference: NMS, the
+letterbox geometry, prototype masks (sampled per instance vs the full-frame bilinear map), dense
+(SOLO) masks and RoI (Mask R-CNN) pastes, zero and thousands of detections, masks on the border,
+and layouts that do not fit."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgeseg.bundle import Manifest, OutputSpec
+from edgeseg.decode import boxes_to_image, boxes_to_network, content_box, decode
+from edgeseg.decode.instance import box_iou, decode_instance, nms
+from edgeseg.errors import BundleError, UnsupportedError
+from edgeseg.structures import ImageShape, InputSpec, InstanceOptions
+
+LETTERBOX = InputSpec(size=ImageShape(64, 64), resize="letterbox", pad_value=114, mean=(0, 0, 0), std=(1, 1, 1))
+
+
+def manifest(layout: str, nc: int = 3, spec: InputSpec = LETTERBOX, **opts) -> Manifest:
+    kinds = {"prototype": ("detections", "prototypes"), "dense": ("scores", "classes", "masks"),
+             "roi": ("boxes", "scores", "classes", "masks")}[layout]
+    return Manifest(name="t", task="instance", classes=tuple(f"c{i}" for i in range(nc)), input=spec,
+                    outputs=tuple(OutputSpec(k, k, "float32", (1,)) for k in kinds),
+                    decoder=InstanceOptions(layout=layout, **opts).to_dict())
+
+
+def meta_for(h: int, w: int, spec: InputSpec = LETTERBOX):
+    return spec.preprocess(np.zeros((h, w, 3), np.uint8))[1]
+
+
+# ---- NMS -----------------------------------------------------------------------------------------
+def reference_nms(boxes, scores, thr):
+    order = sorted(range(len(scores)), key=lambda i: -scores[i])
+    keep = []
+    for i in order:
+        if all(box_iou(boxes[i:i + 1], boxes[j:j + 1])[0, 0] <= thr for j in keep):
+            keep.append(i)
+    return keep
+
+
+def test_nms_hand_case():
+    boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [20, 20, 30, 30], [0, 0, 10, 10]], np.float32)
+    scores = np.array([0.9, 0.8, 0.7, 0.6], np.float32)
+    # IoU(0,1) = 81 / 119 = 0.68: suppressed at 0.5, kept at 0.7
+    assert nms(boxes, scores, 0.5).tolist() == [0, 2]
+    assert nms(boxes, scores, 0.7).tolist() == [0, 1, 2]
+    # per class: box 3 is the same box as 0 but another class
+    assert nms(boxes, scores, 0.5, classes=np.array([0, 0, 0, 1])).tolist() == [0, 2, 3]
+    assert nms(boxes, scores, 0.5, max_out=1).tolist() == [0]
+    assert nms(np.zeros((0, 4)), np.zeros(0), 0.5).tolist() == []
+
+
+def test_nms_matches_reference_on_random_boxes():
+    rng = np.random.default_rng(0)
+    xy = rng.uniform(0, 100, (300, 2))
+    wh = rng.uniform(5, 40, (300, 2))
+    boxes = np.concatenate([xy, xy + wh], 1).astype(np.float32)
+    scores = rng.permutation(300).astype(np.float32) / 300  # distinct scores
+    assert nms(boxes, scores, 0.45).tolist() == reference_nms(boxes, scores, 0.45)
+
+
+# ---- geometry ------------------------------------------------------------------------------------
+def test_letterbox_geometry_hand_computed():
+    m = meta_for(32, 64)  # 64x32 image -> 64x64 canvas: content 64x32 at top 16
+    assert (m.content, m.pad_top, m.pad_left) == (ImageShape(32, 64), 16, 0)
+    b = boxes_to_image(np.array([[0, 16, 64, 48], [10, 20, 30, 40]]), m)
+    np.testing.assert_allclose(b, [[0, 0, 64, 32], [10, 4, 30, 24]])
+    np.testing.assert_allclose(boxes_to_network(b, m), [[0, 16, 64, 48], [10, 20, 30, 40]])
+    # a stride-4 output: 16x16 -> content rows 4..12
+    assert content_box(m, ImageShape(16, 16)) == (4, 12, 0, 16)
+    m2 = meta_for(100, 200)  # scale 0.32: content 64x32 (rounded) at top 16; image = (net - pad) * 200/64
+    np.testing.assert_allclose(boxes_to_image(np.array([[32, 32, 64, 48]]), m2), [[100, 50, 200, 100]])
+    # clipping to the image
+    np.testing.assert_allclose(boxes_to_image(np.array([[-5, 0, 70, 70]]), m), [[0, 0, 64, 32]])
+
+
+# ---- prototype layout ----------------------------------------------------------------------------
+def full_map_reference(protos, coeff, meta, shape):
+    """Bilinear (half-pixel centres, edge clamp) samples of coeff @ protos at every image pixel."""
+    nm, ph, pw = protos.shape
+    lowres = np.tensordot(coeff, protos, axes=1)
+    sx = meta.network.width / pw * meta.original.width / meta.content.width
+    sy = meta.network.height / ph * meta.original.height / meta.content.height
+    tx = -meta.pad_left * meta.original.width / meta.content.width
+    ty = -meta.pad_top * meta.original.height / meta.content.height
+    xs = (np.arange(shape.width) + 0.5 - tx) / sx - 0.5
+    ys = (np.arange(shape.height) + 0.5 - ty) / sy - 0.5
+    x0 = np.clip(np.floor(xs).astype(int), 0, pw - 1)
+    y0 = np.clip(np.floor(ys).astype(int), 0, ph - 1)
+    x1, y1 = np.clip(x0 + 1, 0, pw - 1), np.clip(y0 + 1, 0, ph - 1)
+    fx = np.clip(xs - np.floor(xs), 0, 1) * (xs >= 0) * (xs <= pw - 1)
+    fy = np.clip(ys - np.floor(ys), 0, 1) * (ys >= 0) * (ys <= ph - 1)
+    fx, fy = fx[None, :], fy[:, None]
+    top = lowres[np.ix_(y0, x0)] * (1 - fx) + lowres[np.ix_(y0, x1)] * fx
+    bot = lowres[np.ix_(y1, x0)] * (1 - fx) + lowres[np.ix_(y1, x1)] * fx
+    return top * (1 - fy) + bot * fy
+
+
+def yolo_outputs(boxes_cxcywh, cls_scores, coeffs, protos, transpose=False):
+    det = np.concatenate([boxes_cxcywh, cls_scores, coeffs], axis=1).T[None].astype(np.float32)  # [1, F, N]
+    return {"detections": det.transpose(0, 2, 1) if transpose else det, "prototypes": protos[None].astype(np.float32)}
+
+
+@pytest.mark.parametrize("transpose", [False, True])
+def test_prototype_masks_equal_full_frame_reference(transpose):
+    rng = np.random.default_rng(1)
+    nm, nc = 4, 3
+    protos = rng.normal(size=(nm, 16, 16)).astype(np.float32)
+    boxes = np.array([[20, 30, 20, 12], [40, 32, 30, 30], [8, 20, 16, 10]], np.float32)  # cx, cy, w, h (network px)
+    scores = np.array([[0.9, 0.1, 0.0], [0.2, 0.8, 0.1], [0.1, 0.1, 0.6]], np.float32)
+    coeffs = rng.normal(size=(3, nm)).astype(np.float32)
+    m = meta_for(48, 96)  # letterboxed: content 64x32 at top 16
+    man = manifest("prototype", nc, num_masks=nm, score_threshold=0.25)
+    r = decode(yolo_outputs(boxes, scores, coeffs, protos, transpose), m, man)
+    assert len(r) == 3 and r.scores.tolist() == pytest.approx([0.9, 0.8, 0.6])
+    assert r.classes.tolist() == [0, 1, 2]
+    xyxy = np.concatenate([boxes[:, :2] - boxes[:, 2:] / 2, boxes[:, :2] + boxes[:, 2:] / 2], 1)
+    np.testing.assert_allclose(r.boxes, boxes_to_image(xyxy, m), atol=1e-5)
+    yy, xx = np.mgrid[0:48, 0:96]
+    for i in range(3):
+        ref = full_map_reference(protos, coeffs[i], m, m.original) > 0
+        x1, y1, x2, y2 = r.boxes[i]
+        ref &= (xx >= x1) & (xx < x2) & (yy >= y1) & (yy < y2)
+        differ = int((ref != r.masks[i]).sum())
+        assert differ <= max(2, ref.sum() // 200), f"instance {i}: {differ} of {ref.sum()} pixels differ"
+
+
+def test_prototype_zero_and_thousands_of_detections_and_border():
+    rng = np.random.default_rng(2)
+    nm, nc, n = 2, 2, 3000
+    protos = np.ones((nm, 16, 16), np.float32)
+    m = meta_for(64, 64, InputSpec(size=ImageShape(64, 64), mean=(0, 0, 0), std=(1, 1, 1)))
+    man = manifest("prototype", nc, num_masks=nm, max_detections=100)
+    none = decode(yolo_outputs(np.full((n, 4), 10.0), np.zeros((n, nc)), np.zeros((n, nm)), protos), m, man)
+    assert len(none) == 0 and none.masks.shape == (0, 64, 64)
+    cxcy = rng.uniform(0, 64, (n, 2))
+    boxes = np.concatenate([cxcy, rng.uniform(4, 30, (n, 2))], 1)
+    many = decode(yolo_outputs(boxes, rng.uniform(0.3, 1, (n, nc)), np.ones((n, nm)), protos), m, man)
+    assert len(many) == 100 and np.all(np.diff(many.scores) <= 0)
+    # masks touching the border: a box hanging over every edge is clipped, its mask fills the image part
+    edge = decode(yolo_outputs(np.array([[32, 32, 90, 90]]), np.array([[0.9, 0]]), np.ones((1, nm)), protos), m, man)
+    np.testing.assert_allclose(edge.boxes, [[0, 0, 64, 64]])
+    assert edge.masks.all()
+
+
+def test_layout_that_does_not_fit_names_outputs_and_shapes():
+    m = meta_for(64, 64)
+    man = manifest("prototype", 80, num_masks=32)
+    bad = {"detections": np.zeros((1, 50, 2100), np.float32), "prototypes": np.zeros((1, 32, 16, 16), np.float32)}
+    with pytest.raises(UnsupportedError, match=r"detections \[1, 50, 2100\], prototypes \[1, 32, 16, 16\]"):
+        decode(bad, m, man)
+    with pytest.raises(UnsupportedError, match=r"no 'detections' output among a \[1, 116, 10\], b \[1, 2, 3\]"):
+        decode({"a": np.zeros((1, 116, 10)), "b": np.zeros((1, 2, 3))}, m, man)
+
+
+def test_options_are_validated_and_overridable():
+    with pytest.raises(BundleError, match="score_threshold"):
+        Manifest(name="t", task="instance", classes=("a",), input=LETTERBOX, outputs=(),
+                 decoder={"layout": "dense", "score_threshold": 2})
+    with pytest.raises(BundleError, match="unknown instance decoder option"):
+        Manifest(name="t", task="instance", classes=("a",), input=LETTERBOX, outputs=(), decoder={"nms": 0.5})
+    man = manifest("dense", 2)
+    assert man.decoder_options.replace(score_threshold=0.5).score_threshold == 0.5
+    assert InstanceOptions.from_dict(man.decoder_options.to_dict()) == man.decoder_options
+
+
+# ---- dense (SOLO) layout -------------------------------------------------------------------------
+def test_dense_masks_boxes_and_thresholds():
+    spec = InputSpec(size=ImageShape(32, 32), mean=(0, 0, 0), std=(1, 1, 1))
+    m = meta_for(64, 128, spec)  # plain resize: a 16x16 map px covers 4 image rows and 8 columns
+    masks = np.zeros((1, 3, 16, 16), np.float32)
+    masks[0, 0, 4:8, 2:6] = 1.0  # -> image rows 16..32, cols 16..48
+    masks[0, 1, 0:16, 15] = 0.9  # touches the right border
+    out = {"scores": np.array([[0.9, 0.6, 0.1]], np.float32), "classes": np.array([[1, 0, 1]], np.int64), "masks": masks}
+    r = decode(out, m, manifest("dense", 2, spec, score_threshold=0.3))
+    assert len(r) == 2 and r.classes.tolist() == [1, 0]
+    # a hard-edged block: bilinear samples exceed 0.5 on the block's pixels but its four corners'
+    # 3 (0.625 * 0.5625 < 0.5, hand-computed), exactly as the full-frame bilinear reference
+    ref = full_map_reference(masks[0, :1], np.ones(1, np.float32), m, m.original) > 0.5
+    assert np.array_equal(r.masks[0], ref) and r.masks[0].sum() == 16 * 32 - 4 * 3
+    np.testing.assert_allclose(r.boxes[0], [16, 16, 48, 32])
+    assert r.masks[1][:, -1].all() and r.boxes[1][2] == 128
+    assert len(decode(out, m, manifest("dense", 2, spec, score_threshold=0.95))) == 0
+
+
+# ---- roi (Mask R-CNN) layout ---------------------------------------------------------------------
+def test_roi_paste_fills_the_box_and_nothing_else():
+    spec = InputSpec(size=ImageShape(64, 64), mean=(0, 0, 0), std=(1, 1, 1))
+    m = meta_for(64, 64, spec)
+    out = {"boxes": np.array([[[10, 20, 30, 50], [0, 0, 8, 8]]], np.float32), "scores": np.array([[0.9, 0.8]], np.float32),
+           "classes": np.array([[0, 1]], np.int64), "masks": np.ones((1, 2, 28, 28), np.float32)}
+    r = decode_instance(out, m, manifest("roi", 2, spec))
+    expect = np.zeros((64, 64), bool)
+    expect[20:50, 10:30] = True
+    assert np.array_equal(r.masks[0], expect)
+    # left half of the RoI mask on: the left half of the box
+    half = out["masks"].copy()
+    half[0, 0, :, 14:] = 0
+    r = decode_instance({**out, "masks": half}, m, manifest("roi", 2, spec))
+    assert np.array_equal(r.masks[0], expect & (np.arange(64)[None, :] < 20))

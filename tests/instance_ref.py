@@ -1,0 +1,125 @@
+"""An independent decode of Ultralytics YOLO-seg ONNX exports, written from Ultralytics' documented
+post-processing (``ultralytics.utils.ops``: ``LetterBox``, ``non_max_suppression``,
+``process_mask`` with ``upsample=True``, ``scale_masks``, ``scale_boxes``) in torch, sharing no
+code with :mod:`edgeseg.decode.instance`. Used by the tests and by ``tools/bench/instance.py`` as
+the reference the SDK's decode is compared with (mask AP within 0.3)."""
+from __future__ import annotations
+
+import numpy as np
+
+
+def letterbox(image: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, float, tuple[float, float]]:
+    """Ultralytics' ``LetterBox(auto=False, scaleup=True, center=True)``: (canvas, gain, (pad_w, pad_h))."""
+    import cv2
+
+    h, w = image.shape[:2]
+    r = min(size[0] / h, size[1] / w)
+    new_w, new_h = int(round(w * r)), int(round(h * r))
+    dw, dh = (size[1] - new_w) / 2, (size[0] - new_h) / 2
+    if (w, h) != (new_w, new_h):
+        image = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+    top, bottom = int(round(dh - 0.1)), int(round(dh + 0.1))
+    left, right = int(round(dw - 0.1)), int(round(dw + 0.1))
+    canvas = cv2.copyMakeBorder(image, top, bottom, left, right, cv2.BORDER_CONSTANT, value=(114, 114, 114))
+    return canvas, r, (dw, dh)
+
+
+def _nms(boxes, scores, iou):
+    import torch
+
+    order = torch.argsort(scores, descending=True, stable=True)
+    keep = []
+    while order.numel():
+        i = order[0]
+        keep.append(int(i))
+        if order.numel() == 1:
+            break
+        rest = order[1:]
+        lt = torch.maximum(boxes[i, :2], boxes[rest, :2])
+        rb = torch.minimum(boxes[i, 2:], boxes[rest, 2:])
+        inter = (rb - lt).clamp(min=0).prod(1)
+        a = (boxes[i, 2:] - boxes[i, :2]).prod()
+        b = (boxes[rest, 2:] - boxes[rest, :2]).prod(1)
+        order = rest[inter / (a + b - inter) <= iou]
+    return torch.tensor(keep, dtype=torch.long)
+
+
+def yolo_seg_reference(session, image: np.ndarray, conf: float = 0.25, iou: float = 0.7, max_det: int = 300,
+                       nc: int = 80, retina: bool = False) -> dict:
+    """``{"boxes": [N, 4] xyxy, "scores", "classes", "masks": bool [N, H, W]}`` for an RGB image.
+    ``retina``: Ultralytics' ``retina_masks=True`` path (``process_mask_native``: prototype masks
+    scaled to the image, then cropped by the image-pixel boxes), else its default ``process_mask``
+    (cropped at prototype resolution, upsampled to the network size, then scaled to the image)."""
+    import torch
+    import torch.nn.functional as F
+
+    inp = session.get_inputs()[0]
+    size = tuple(inp.shape[2:])
+    canvas, gain, (dw, dh) = letterbox(image, size)
+    x = torch.from_numpy(canvas).permute(2, 0, 1)[None].float() / 255.0
+    pred, protos = (torch.from_numpy(o) for o in session.run(None, {inp.name: x.numpy()}))
+    p = pred[0].T  # [N, 4 + nc + nm]
+    box, cls, coef = p[:, :4], p[:, 4:4 + nc], p[:, 4 + nc:]
+    score, j = cls.max(1)
+    keep = score > conf
+    box, score, j, coef = box[keep], score[keep], j[keep], coef[keep]
+    xyxy = torch.cat([box[:, :2] - box[:, 2:] / 2, box[:, :2] + box[:, 2:] / 2], 1)
+    order = torch.argsort(score, descending=True, stable=True)[:30000]
+    xyxy, score, j, coef = xyxy[order], score[order], j[order], coef[order]
+    k = _nms(xyxy + j[:, None].float() * 7680, score, iou)[:max_det]
+    xyxy, score, j, coef = xyxy[k], score[k], j[k], coef[k]
+    h, w = image.shape[:2]
+    b = xyxy.clone()  # scale_boxes: remove the padding, divide by the gain, clip
+    b[:, [0, 2]] -= round(dw - 0.1)
+    b[:, [1, 3]] -= round(dh - 0.1)
+    b /= gain
+    b[:, [0, 2]] = b[:, [0, 2]].clamp(0, w)
+    b[:, [1, 3]] = b[:, [1, 3]].clamp(0, h)
+    if retina:
+        return {"boxes": b.numpy(), "scores": score.numpy(), "classes": j.numpy().astype(np.int32),
+                "masks": _native_masks(protos[0], coef, b, (h, w))}
+    # process_mask(upsample=True): masks at prototype resolution, cropped by the downscaled boxes,
+    # upsampled to the network size, thresholded at 0 (logits)
+    c, mh, mw = protos[0].shape
+    masks = (coef @ protos[0].float().view(c, -1)).view(-1, mh, mw)
+    down = xyxy.clone()
+    down[:, [0, 2]] *= mw / size[1]
+    down[:, [1, 3]] *= mh / size[0]
+    r = torch.arange(mw, dtype=down.dtype)[None, None, :]
+    cc = torch.arange(mh, dtype=down.dtype)[None, :, None]
+    x1, y1, x2, y2 = (down[:, i, None, None] for i in range(4))
+    masks = masks * ((r >= x1) * (r < x2) * (cc >= y1) * (cc < y2))
+    if len(masks):
+        masks = F.interpolate(masks[None], size, mode="bilinear", align_corners=False)[0]
+    masks = masks > 0.0
+    # scale_masks: cut the letterbox padding, resize to the image, threshold at 0.5
+    top, left = int(round(dh - 0.1)), int(round(dw - 0.1))
+    bottom, right = size[0] - int(round(dh + 0.1)), size[1] - int(round(dw + 0.1))
+    m = masks[:, top:bottom, left:right].float()
+    if len(m):
+        m = F.interpolate(m[None], (h, w), mode="bilinear", align_corners=False)[0]
+    return {"boxes": b.numpy(), "scores": score.numpy(), "classes": j.numpy().astype(np.int32),
+            "masks": (m > 0.5).numpy() if len(m) else np.zeros((0, h, w), bool)}
+
+
+def _native_masks(protos, coef, boxes, shape: tuple[int, int]) -> np.ndarray:
+    """``process_mask_native``: logits at prototype resolution, the letterbox padding cut at that
+    resolution (``scale_masks``), bilinear to the image, cropped by the boxes, thresholded at 0."""
+    import torch.nn.functional as F
+    import torch
+
+    c, mh, mw = protos.shape
+    if not len(coef):
+        return np.zeros((0, *shape), bool)
+    masks = (coef @ protos.float().view(c, -1)).view(-1, mh, mw)
+    h, w = shape
+    gain = min(mh / h, mw / w)
+    pad_w, pad_h = (mw - w * gain) / 2, (mh - h * gain) / 2
+    top, left = int(round(pad_h - 0.1)), int(round(pad_w - 0.1))
+    bottom, right = mh - int(round(pad_h + 0.1)), mw - int(round(pad_w + 0.1))
+    masks = F.interpolate(masks[None, :, top:bottom, left:right], shape, mode="bilinear", align_corners=False)[0]
+    r = torch.arange(w, dtype=boxes.dtype)[None, None, :]
+    cc = torch.arange(h, dtype=boxes.dtype)[None, :, None]
+    x1, y1, x2, y2 = (boxes[:, i, None, None] for i in range(4))
+    masks = masks * ((r >= x1) * (r < x2) * (cc >= y1) * (cc < y2))
+    return (masks > 0.0).numpy()
