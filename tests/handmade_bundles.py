@@ -104,3 +104,42 @@ def reference_logits(x_nchw: np.ndarray, num_classes: int = 4, seed: int = 0, st
     w, b = conv_weights(num_classes, seed)
     x = x_nchw[:, :, ::stride, ::stride].astype(np.float64)
     return (np.einsum("ck,nkhw->nchw", w.astype(np.float64), x) + b[None, :, None, None]).astype(np.float32)
+
+
+def red_instance_bundle(tmp: Path, size: int = 64) -> Bundle:
+    """A dense-layout (SOLO-like) instance bundle: instance 0 ("red", score 0.9) is where the image is
+    red (the red channel average-pooled by 4, a probability), instance 1 ("rest", score 0.6) is
+    everywhere else. Plain resize, pixels / 255."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    s = size
+    nodes = [
+        helper.make_node("Slice", ["images", "starts", "ends", "axes"], ["red"]),
+        helper.make_node("AveragePool", ["red"], ["p"], kernel_shape=[4, 4], strides=[4, 4]),
+        helper.make_node("Sub", ["one", "p"], ["q"]),
+        helper.make_node("Concat", ["p", "q"], ["masks"], axis=1),
+        helper.make_node("Identity", ["score_values"], ["scores"]),
+        helper.make_node("Identity", ["class_values"], ["classes"]),
+    ]
+    inits = [numpy_helper.from_array(np.array(v, np.int64), n) for n, v in (("starts", [0]), ("ends", [1]), ("axes", [1]))]
+    inits += [numpy_helper.from_array(np.ones((1, 1, 1, 1), np.float32), "one"),
+              numpy_helper.from_array(np.array([[0.9, 0.6]], np.float32), "score_values"),
+              numpy_helper.from_array(np.array([[0, 1]], np.int64), "class_values")]
+    graph = helper.make_graph(nodes, "red_instances", [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, s, s])],
+                              [helper.make_tensor_value_info("scores", TensorProto.FLOAT, [1, 2]),
+                               helper.make_tensor_value_info("classes", TensorProto.INT64, [1, 2]),
+                               helper.make_tensor_value_info("masks", TensorProto.FLOAT, [1, 2, s // 4, s // 4])],
+                              initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])
+    model.ir_version = IR_VERSION
+    onnx.checker.check_model(model)
+    path = tmp / "red_instances.onnx"
+    onnx.save(model, str(path))
+    spec = InputSpec(size=ImageShape(s, s), mean=(0, 0, 0), std=(1, 1, 1))
+    outs = (OutputSpec("scores", "scores", "float32", (1, 2)), OutputSpec("classes", "classes", "int64", (1, 2)),
+            OutputSpec("masks", "masks", "float32", (1, 2, s // 4, s // 4)))
+    b = Bundle.create(tmp / "red.edgeseg", Manifest(name="red", task="instance", classes=("red", "rest"), input=spec,
+                                                    outputs=outs, decoder={"layout": "dense", "score_threshold": 0.3}))
+    b.add_model(ModelFile("model.onnx", "fp32", None, 19), path)
+    return b

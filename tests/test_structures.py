@@ -192,3 +192,20 @@ def test_semantic_result_checks():
     assert r.shape == ImageShape(3, 4)
     with pytest.raises(InputError):
         SemanticResult(labels=np.zeros((3, 4), np.float32))
+
+
+def test_rle_encode_with_bounds_equals_pycocotools():
+    """Encoding only the columns inside known bounds gives pycocotools' bytes for the whole mask."""
+    from pycocotools import mask as coco_mask
+
+    from edgeseg.structures import rle_encode
+
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        h, w = (int(v) for v in rng.integers(1, 40, 2))
+        m = np.zeros((h, w), bool)
+        x0, y0 = int(rng.integers(0, w)), int(rng.integers(0, h))
+        x1, y1 = int(rng.integers(x0, w + 1)), int(rng.integers(y0, h + 1))
+        m[y0:y1, x0:x1] = rng.random((y1 - y0, x1 - x0)) > 0.5
+        ref = coco_mask.encode(np.asfortranarray(m.astype(np.uint8)))
+        assert rle_encode(m, (x0, y0, x1, y1)) == {"size": [h, w], "counts": ref["counts"].decode()}
