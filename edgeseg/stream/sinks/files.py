@@ -124,23 +124,46 @@ class JsonLinesSink(Sink):
             f.close()
 
 
-def label_image(result: Any) -> np.ndarray:
-    """The PNG payload of a result: semantic labels (uint8, or uint16 beyond 256 classes); instance index
-    map (0 = none, i + 1 = instance i, uint16, later instances on top); panoptic ids as COCO-panoptic RGB
-    (id = R + 256 G + 256^2 B); tracks as object ids (uint16)."""
-    if isinstance(result, SemanticResult):
-        return result.labels.astype(np.uint8 if result.labels.max(initial=0) < 256 else np.uint16)
-    if isinstance(result, PanopticResult):
-        ids = result.segment_ids.astype(np.uint32)
-        return np.stack([ids % 256, (ids // 256) % 256, ids // 65536], axis=-1).astype(np.uint8)
-    masks, values = (result.masks, np.arange(1, len(result) + 1)) if isinstance(result, InstanceResult) \
-        else (result.masks, np.asarray(result.object_ids))
-    h, w = (result.image_shape.height, result.image_shape.width) if isinstance(result, InstanceResult) else result.shape.hw
-    out = np.zeros((h, w), np.uint16)
+LABEL_IMAGES: Registry[Callable[[Any], np.ndarray]] = Registry("label image", error=StreamError)
+
+
+@LABEL_IMAGES.register("SemanticResult")
+def _semantic_png(result: SemanticResult) -> np.ndarray:
+    return result.labels.astype(np.uint8 if result.labels.max(initial=0) < 256 else np.uint16)
+
+
+@LABEL_IMAGES.register("PanopticResult")
+def _panoptic_png(result: PanopticResult) -> np.ndarray:
+    ids = result.segment_ids.astype(np.uint32)
+    return np.stack([ids % 256, (ids // 256) % 256, ids // 65536], axis=-1).astype(np.uint8)
+
+
+def _paint(shape: tuple[int, int], masks, values, bounds) -> np.ndarray:
+    out = np.zeros(shape, np.uint16)
     if masks is not None:
-        for m, v in zip(masks, values):
-            out[m] = v
+        for i, (m, v) in enumerate(zip(masks, values)):
+            x0, y0, x1, y1 = bounds(i)
+            out[y0:y1, x0:x1][m[y0:y1, x0:x1]] = v
     return out
+
+
+@LABEL_IMAGES.register("InstanceResult")
+def _instance_png(result: InstanceResult) -> np.ndarray:
+    return _paint(result.image_shape.hw, result.masks, np.arange(1, len(result) + 1), result.mask_bounds)
+
+
+@LABEL_IMAGES.register("TrackResult")
+def _track_png(result: TrackResult) -> np.ndarray:
+    full = lambda i: (0, 0, result.shape.width, result.shape.height)  # noqa: E731
+    return _paint(result.shape.hw, result.masks, np.asarray(result.object_ids), full)
+
+
+def label_image(result: Any) -> np.ndarray:
+    """The PNG payload of a result (:data:`LABEL_IMAGES`, by result type): semantic labels (uint8, or
+    uint16 beyond 256 classes); instance index map (0 = none, i + 1 = instance i, uint16, later
+    instances on top); panoptic ids as COCO-panoptic RGB (id = R + 256 G + 256^2 B); tracks as object
+    ids (uint16)."""
+    return LABEL_IMAGES.get(type(result).__name__)(result)
 
 
 @SINKS.register("png")
