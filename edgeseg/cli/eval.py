@@ -1,17 +1,22 @@
-"""``edgeseg eval``: score a bundle on a labelled dataset (mIoU, mAcc, pixel accuracy, boundary F1)."""
+"""``edgeseg eval``: score a bundle on a labelled dataset: mIoU, mAcc, pixel accuracy, boundary F1 for
+semantic bundles; COCO mask AP (the 12 COCOeval stats, per-class AP) for instance bundles on
+``coco-instance:`` / ``yolo-seg:`` data."""
 from __future__ import annotations
 
 import argparse
 import math
 
+from ..errors import InputError
 from ._common import add_json_option, add_runtime_options, print_table, write_json
 
 NAME = "eval"
-HELP = "score a bundle on a labelled dataset: mIoU, mAcc, pixel accuracy, per-class IoU, boundary F1"
+HELP = "score a bundle on a labelled dataset: mIoU, mAcc, pixel accuracy, boundary F1; mask AP for instance bundles"
 EXAMPLES = (
     "edgeseg eval road.edgeseg --data camvid:../shared/data/camvid --split val",
     "edgeseg eval road.edgeseg --data folder:images/,masks/,classes=classes.txt --json scores.json",
     "edgeseg eval shapes --data synthetic:50 --limit 20 --backend onnxruntime --threads 2",
+    "edgeseg eval inst.edgeseg --data coco-instance:../shared/data/cityscapes_panoptic/instances_val.json --json ap.json",
+    "edgeseg eval inst.edgeseg --data yolo-seg:datasets/mine --class-map rider=person --save-predictions dets.json",
 )
 
 
@@ -19,12 +24,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("bundle", help="a bundle path or the name of a bundle shipped with the package")
     p.add_argument(
         "--data", required=True, metavar="SPEC",
-        help="camvid:ROOT | folder:IMAGES_DIR,MASKS_DIR[,classes=FILE][,void=ID] | synthetic:N[,seed=S,size=WxH]",
+        help="camvid:ROOT | folder:IMAGES_DIR,MASKS_DIR[,classes=FILE][,void=ID] | synthetic:N[,seed=S,size=WxH] | "
+             "coco-instance:INSTANCES_JSON[,images=DIR] | yolo-seg:ROOT_OR_DATA_YAML[,names=FILE]",
     )
     p.add_argument("--split", default="val", help="dataset split (default val)")
     p.add_argument("--limit", type=int, default=None, metavar="N", help="score only the first N images")
     p.add_argument("--no-boundary", action="store_true", help="skip boundary F1 (faster)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g = p.add_argument_group("instance bundles (mask AP)")
+    g.add_argument("--images", metavar="DIR", default=None,
+                   help="coco-instance: the image folder (default: the folder named after the split beside the JSON)")
+    g.add_argument("--class-map", metavar="MODEL=DATASET,...", default=None,
+                   help="map model classes to dataset categories by name, e.g. person=person,rider=person; "
+                        "other classes match by equal name, unmatched ones are dropped")
+    g.add_argument("--save-predictions", metavar="FILE", default=None,
+                   help="write the detections as a COCO results JSON (image_id, category_id, RLE segmentation, "
+                        "score, bbox xywh) that pycocotools' loadRes reads")
     add_runtime_options(p, precision="fp32")
     add_json_option(p)
 
@@ -38,7 +53,12 @@ def run(args: argparse.Namespace) -> int:
     from ..eval import class_map, evaluate
     from ..predictor import load
 
-    dataset = open_dataset(args.data, split=args.split)
+    spec = args.data if args.images is None else f"{args.data},images={args.images}"
+    dataset = open_dataset(spec, split=args.split)
+    if getattr(dataset, "task", "semantic") == "instance":
+        return _run_instance(args, dataset)
+    if args.class_map or args.save_predictions:
+        raise InputError("--class-map and --save-predictions apply to instance datasets (coco-instance:, yolo-seg:)")
     predictor = load(
         args.bundle, backend=args.backend, precision=args.precision, target=args.target,
         device=args.device, threads=args.threads,
@@ -77,3 +97,57 @@ def _warn_class_mismatch(cmap, model: tuple[str, ...], data: tuple[str, ...]) ->
         print(f"note: model classes the dataset does not have count as misses: {', '.join(cmap.unmatched)}")
     if cmap.unpredictable:
         print(f"warning: dataset classes the model cannot predict score 0: {', '.join(cmap.unpredictable)}")
+
+
+def parse_class_map(text: str | None) -> dict[str, str]:
+    """``"person=person,rider=person"`` -> ``{"person": "person", "rider": "person"}``."""
+    out: dict[str, str] = {}
+    for part in (p.strip() for p in (text or "").split(",")):
+        if not part:
+            continue
+        src, eq, dst = part.partition("=")
+        if not eq or not src.strip() or not dst.strip():
+            raise InputError(f"cannot read class map entry {part!r}", fix="write MODEL_CLASS=DATASET_CATEGORY,...")
+        out[src.strip()] = dst.strip()
+    return out
+
+
+def _run_instance(args: argparse.Namespace, dataset) -> int:
+    import json
+
+    from .._io import atomic_write_text
+    from ..eval import category_map, evaluate_instances
+    from ..predictor import load
+
+    predictor = load(
+        args.bundle, backend=args.backend, precision=args.precision, target=args.target,
+        device=args.device, threads=args.threads,
+    )
+    with predictor:
+        task = predictor.manifest.task
+        if task != "instance":
+            raise InputError(f"{args.bundle} is a {task} bundle; {args.data} holds instance masks",
+                             fix="score an instance bundle on it (or a semantic bundle on a semantic dataset)")
+        cmap = category_map(predictor.classes, dataset.categories, parse_class_map(args.class_map))
+        if cmap.by == "index":
+            print(f"warning: no class name is shared: model {list(predictor.classes)} vs dataset {list(dataset.classes)}; "
+                  "mapping by class index")
+        if cmap.dropped:
+            print(f"note: model classes without a dataset category are dropped: {', '.join(cmap.dropped)}")
+        records: list[dict] | None = [] if args.save_predictions else None
+        scores = evaluate_instances(predictor, dataset, cmap.to_category, progress=not args.no_progress,
+                                    limit=args.limit, results=records)
+    print(f"{args.bundle} on {args.data} [{args.split}], {scores.num_images} images, {len(dataset.classes)} categories")
+    for name, value in scores.named().items():
+        print(f"  {name:<6} {_pct(value) if value >= 0 else 'n/a'}")
+    print()
+    print_table([{"class": c.name, "id": c.category_id, "AP %": _pct(c.ap) if c.ap >= 0 else "n/a",
+                  "AP50 %": _pct(c.ap50) if c.ap50 >= 0 else "n/a", "GT": c.num_gt} for c in scores.per_class])
+    if records is not None:
+        atomic_write_text(args.save_predictions, json.dumps(records))  # compact: one record per detection
+        print(f"wrote {len(records)} detections to {args.save_predictions}")
+    data = scores.to_dict()
+    data.update(bundle=str(args.bundle), data=args.data, split=args.split, backend=args.backend, precision=args.precision,
+                class_match=cmap.by, class_map={m: c for m, c in cmap.pairs}, dropped_model_classes=list(cmap.dropped))
+    write_json(args.json, data)
+    return 0

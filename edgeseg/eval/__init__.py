@@ -1,15 +1,21 @@
-"""Metrics: mIoU / mAcc / pixel accuracy / boundary F1 for semantic segmentation, PQ for panoptic.
+"""Metrics: mIoU / mAcc / pixel accuracy / boundary F1 for semantic segmentation, PQ for panoptic,
+COCO mask AP for instances.
 
 Each agrees with its benchmark's reference implementation (cityscapesScripts for IoU, the COCO
-panopticapi for PQ); see the module docstrings for the exact definitions.
+panopticapi for PQ, pycocotools for mask AP); see the module docstrings for the exact definitions.
 """
 from .boundary import DEFAULT_TOLERANCE, boundary, class_boundary_f1, image_boundary_f1, tolerance_px
 from .classes import ClassMap, class_map
-from .evaluate import evaluate
+from .evaluate import evaluate, evaluate_instances
+from .instance import (
+    STAT_NAMES, CategoryMap, ClassAP, MaskAPAccumulator, MaskAPScores, category_map, coco_results, mask_ap, mask_iou,
+)
 from .panoptic import PanopticMetric, PanopticScores, PQClass, PQGroup
 from .semantic import SemanticMetric, SemanticScores
 
 __all__ = [
     "SemanticMetric", "SemanticScores", "evaluate", "ClassMap", "class_map", "DEFAULT_TOLERANCE", "boundary",
     "class_boundary_f1", "image_boundary_f1", "tolerance_px", "PanopticMetric", "PanopticScores", "PQClass", "PQGroup",
+    "evaluate_instances", "MaskAPAccumulator", "MaskAPScores", "ClassAP", "mask_ap", "mask_iou", "coco_results",
+    "category_map", "CategoryMap", "STAT_NAMES",
 ]

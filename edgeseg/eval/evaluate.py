@@ -1,4 +1,5 @@
-"""Run a predictor over a dataset and score it."""
+"""Run a predictor over a dataset and score it: :func:`evaluate` for semantic label maps,
+:func:`evaluate_instances` for instance masks (COCO mask AP)."""
 from __future__ import annotations
 
 import itertools
@@ -7,6 +8,8 @@ from collections.abc import Sequence
 from typing import Any, Callable
 
 from ..errors import InputError
+from ..structures import InstanceResult
+from .instance import MaskAPAccumulator, MaskAPScores, coco_results
 from .semantic import SemanticMetric, SemanticScores
 
 Predictor = Callable[[Any], Any]  # RGB uint8 [H, W, 3] -> SemanticResult (or an integer [H, W] label map)
@@ -51,3 +54,45 @@ def evaluate(
             )
         metric.update(labels, sample.labels)
     return metric.compute()
+
+
+def evaluate_instances(
+    predictor: Predictor,
+    dataset: Sequence,
+    class_to_category: Sequence[int],
+    *,
+    progress: bool = True,
+    limit: int | None = None,
+    prediction_area: str = "mask",
+    results: list[dict] | None = None,
+) -> MaskAPScores:
+    """COCO mask AP of ``predictor`` (RGB ``uint8 [H, W, 3]`` -> :class:`InstanceResult` at the
+    image's size) on an instance dataset (``InstanceSample``s with ``image_id``, ``image()`` and
+    ``truth``; ``categories`` id -> name). ``class_to_category``: model class index -> category id
+    (-1 drops it; see :func:`~edgeseg.eval.instance.category_map`). ``limit`` scores the first N
+    images. When ``results`` is a list, each image's detections are appended to it as COCO result
+    records (:func:`~edgeseg.eval.instance.coco_results`)."""
+    from tqdm import tqdm
+
+    if limit is not None and limit < 0:
+        raise InputError(f"limit must be >= 0, got {limit}")
+    acc = MaskAPAccumulator(dataset.categories, class_to_category=class_to_category, prediction_area=prediction_area)
+    total = len(dataset) if limit is None else min(limit, len(dataset))
+    show = progress and sys.stderr.isatty()
+    for sample in tqdm(itertools.islice(iter(dataset), total), total=total, desc="eval", unit="img", disable=not show,
+                       leave=False):
+        image = sample.image()
+        result = predictor(image)
+        if not isinstance(result, InstanceResult):
+            raise InputError(f"prediction for {sample.name!r} is a {type(result).__name__}, not an InstanceResult",
+                             fix="mask AP needs an instance bundle (manifest task 'instance')")
+        if (result.image_shape.height, result.image_shape.width) != image.shape[:2]:
+            raise InputError(
+                f"prediction for {sample.name!r} is {result.image_shape.width}x{result.image_shape.height}, "
+                f"the image is {image.shape[1]}x{image.shape[0]}",
+                fix="the predictor must return masks at the image's own size",
+            )
+        acc.add(sample.image_id, result, sample.truth)
+        if results is not None:
+            results.extend(coco_results(sample.image_id, result, class_to_category))
+    return acc.compute()

@@ -1,0 +1,382 @@
+"""COCO instance ground truth (Lin et al., "Microsoft COCO: Common Objects in Context", ECCV 2014).
+
+``instances_*.json`` lists ``images`` (id, file_name, height, width), ``categories`` (id, name) and
+``annotations`` (image_id, category_id, segmentation, area, bbox xywh, iscrowd). A segmentation is
+a compressed RLE (``counts`` a string), an uncompressed RLE (``counts`` a list) or a list of
+polygons ``[x1, y1, x2, y2, ...]`` in pixel coordinates.
+
+Polygons are rasterised exactly as pycocotools does it (``frPyObjects`` + ``merge`` + ``decode``,
+i.e. ``annToMask``; maskApi.c ``rleFrPoly``), in numpy:
+
+1. vertices are scaled by 5 and rounded with C's ``(int)(5 * v + .5)`` (truncation toward zero);
+2. each edge (the last closes the ring) is walked one step per unit along its longer axis, the
+   other coordinate rounded as ``(int)(start + slope * t + .5)``, always from the edge's start;
+3. wherever consecutive boundary points change x, the crossing is mapped back to pixel column
+   ``x = (min(u) + .5) / 5 - .5`` (kept only when that is a whole column inside the image) and
+   row ``y = ceil(clamp((min(v) + .5) / 5 - .5, 0, h))``; each such point toggles the mask at
+   column-major position ``x * h + y``;
+4. the mask is the running parity of the toggles; the parts of a multi-polygon are OR-ed.
+
+Category ids need not be contiguous (Cityscapes: 24..33): classes are indexed by sorted category
+id (:attr:`CocoInstances.category_ids` maps index -> id), as detectron2 and COCOeval order them.
+``open_dataset("coco-instance:PATH/instances_val.json[,images=DIR]")`` opens it; images come from
+the folder named after the split (``instances_val.json`` -> ``val/`` beside the JSON or beside its
+folder, COCO's ``annotations/`` layout) unless ``images=DIR`` is given.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import DataError, EdgesegError
+from ..structures import ImageShape
+from ..structures.rle import rle_decode
+from .base import DATASETS, check_options
+from .io import read_image
+
+
+@dataclass(frozen=True)
+class InstanceTruth:
+    """Ground-truth instances of one image, laid out like :class:`~edgeseg.structures.InstanceResult`.
+
+    masks:        ``bool [N, H, W]`` at the image size.
+    classes:      ``int32 [N]`` contiguous class index (into the dataset's ``classes``).
+    category_ids: ``int64 [N]`` the dataset's own category ids (what COCOeval matches on).
+    boxes:        ``float32 [N, 4]`` xyxy absolute pixels.
+    iscrowd:      ``bool [N]`` crowd regions: never counted as misses, detections on them are ignored.
+    area:         ``float64 [N]`` the annotation's ``area`` (COCOeval's small/medium/large uses it).
+    ids:          ``int64 [N]`` annotation ids.
+    """
+
+    masks: np.ndarray
+    classes: np.ndarray
+    category_ids: np.ndarray
+    boxes: np.ndarray
+    iscrowd: np.ndarray
+    area: np.ndarray
+    image_shape: ImageShape
+    ids: np.ndarray
+
+    def __post_init__(self) -> None:
+        n = len(self.category_ids)
+        want = (n, self.image_shape.height, self.image_shape.width)
+        if self.masks.shape != want or self.masks.dtype != np.bool_:
+            raise DataError(f"InstanceTruth.masks must be bool {list(want)}, got {self.masks.dtype} {list(self.masks.shape)}")
+        for name, shape in (("classes", (n,)), ("boxes", (n, 4)), ("iscrowd", (n,)), ("area", (n,)), ("ids", (n,))):
+            if getattr(self, name).shape != shape:
+                raise DataError(f"InstanceTruth.{name} must be {list(shape)}, got {list(getattr(self, name).shape)}")
+
+    def __len__(self) -> int:
+        return int(len(self.category_ids))
+
+
+@dataclass(frozen=True)
+class InstanceSample:
+    """One image of an instance dataset: where the image is and its :class:`InstanceTruth`.
+    ``preloaded``: the decoded image when the reader had to read it anyway (YOLO labels need its size)."""
+
+    name: str
+    image_id: int
+    image_path: Path | None
+    truth: InstanceTruth
+    preloaded: np.ndarray | None = field(default=None, repr=False, compare=False)
+
+    def image(self) -> np.ndarray:
+        """RGB ``uint8 [H, W, 3]``."""
+        if self.preloaded is not None:
+            return self.preloaded
+        if self.image_path is None:
+            raise DataError(f"instance sample {self.name!r} has no image folder", fix="open the dataset with images=DIR")
+        if not self.image_path.is_file():
+            raise DataError(f"image {self.image_path} of {self.name!r} not found", fix="check the images=DIR folder")
+        img = read_image(self.image_path)
+        if img.shape[:2] != self.truth.masks.shape[1:]:
+            raise DataError(
+                f"image {self.image_path} is {img.shape[1]}x{img.shape[0]} but its annotations say "
+                f"{self.truth.image_shape.width}x{self.truth.image_shape.height}",
+                fix="use the images the annotations were made for (same size)",
+            )
+        return img
+
+
+class InstanceDataset(Sequence):
+    """Base of the instance readers: a sequence of :class:`InstanceSample` with ``classes`` and
+    ``category_ids`` (index -> the dataset's category id). ``task`` tells scorers which metric applies."""
+
+    task = "instance"
+    classes: tuple[str, ...] = ()
+    category_ids: tuple[int, ...] = ()
+
+    @property
+    def categories(self) -> dict[int, str]:
+        """Category id -> name."""
+        return dict(zip(self.category_ids, self.classes))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(len={len(self)}, classes={len(self.classes)})"
+
+
+# ---- polygons and RLE -------------------------------------------------------------------------
+
+
+def _c_int(x: np.ndarray) -> np.ndarray:
+    """C's ``(int)x`` for doubles: truncation toward zero."""
+    return np.trunc(x).astype(np.int64)
+
+
+def polygon_toggles(xy: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Column-major positions where pycocotools' ``rleFrPoly`` toggles the mask (see the module doc)."""
+    scale = 5.0
+    x = _c_int(scale * xy[:, 0] + 0.5)
+    y = _c_int(scale * xy[:, 1] + 0.5)
+    xn, yn = np.roll(x, -1), np.roll(y, -1)
+    dx, dy = np.abs(xn - x), np.abs(y - yn)
+    horiz = dx >= dy
+    flip = (horiz & (x > xn)) | (~horiz & (y > yn))
+    xs, xe = np.where(flip, xn, x), np.where(flip, x, xn)
+    ys, ye = np.where(flip, yn, y), np.where(flip, y, yn)
+    with np.errstate(divide="ignore", invalid="ignore"):  # a repeated vertex: 0/0, as in C (its point is never used)
+        s = np.where(horiz, (ye - ys) / dx, (xe - xs) / dy)
+    n = np.maximum(dx, dy) + 1  # points per edge
+    edge = np.repeat(np.arange(len(x)), n)
+    d = np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n)
+    span = (n - 1)[edge]
+    t = np.where(flip[edge], span - d, d)
+    se, h_e = s[edge], horiz[edge]
+    with np.errstate(invalid="ignore"):
+        rounded = np.where(h_e, ys[edge], xs[edge]) + se * t + 0.5
+        rounded = np.where(np.isfinite(rounded), rounded, 0.0)
+    u = np.where(h_e, t + xs[edge], _c_int(rounded))
+    v = np.where(h_e, _c_int(rounded), t + ys[edge])
+    # crossings of x between consecutive boundary points, mapped back to pixel columns and rows
+    j = np.flatnonzero(u[1:] != u[:-1]) + 1
+    xd = np.where(u[j] < u[j - 1], u[j], u[j] - 1).astype(np.float64)
+    xd = (xd + 0.5) / scale - 0.5
+    keep = (np.floor(xd) == xd) & (xd >= 0) & (xd <= width - 1)
+    j, xd = j[keep], xd[keep]
+    yd = np.minimum(v[j], v[j - 1]).astype(np.float64)
+    yd = np.ceil(np.clip((yd + 0.5) / scale - 0.5, 0, height))
+    return xd.astype(np.int64) * height + yd.astype(np.int64)
+
+
+def polygon_to_mask(polygon: Sequence[float] | np.ndarray, height: int, width: int) -> np.ndarray:
+    """One polygon ``[x1, y1, x2, y2, ...]`` (pixel coordinates, at least 3 points) -> ``bool [H, W]``,
+    equal to pycocotools' ``decode(frPyObjects([polygon], h, w)[0])``."""
+    xy = np.asarray(polygon, np.float64).reshape(-1)
+    if xy.size % 2 or xy.size < 6 or not np.isfinite(xy).all():
+        raise DataError(f"a polygon needs at least 3 finite (x, y) points, got {xy.size} numbers")
+    toggles = polygon_toggles(xy.reshape(-1, 2), height, width)
+    total = height * width
+    flat = np.bincount(toggles, minlength=total + 1)[:total].cumsum() % 2  # position total = the sentinel
+    return flat.astype(bool).reshape(width, height).T
+
+
+def segmentation_to_mask(segm: Any, height: int, width: int) -> np.ndarray:
+    """A COCO ``segmentation`` (polygons, uncompressed or compressed RLE) -> ``bool [H, W]``,
+    as pycocotools' ``annToMask``. Raises :class:`DataError` on anything malformed."""
+    if isinstance(segm, list):
+        if not segm:
+            raise DataError("empty polygon list")
+        mask = np.zeros((height, width), bool)
+        for i, poly in enumerate(segm):
+            if not isinstance(poly, (list, tuple)):
+                raise DataError(f"polygon {i} is a {type(poly).__name__}, not a list of coordinates")
+            if len(poly) < 6 or len(poly) % 2:
+                raise DataError(f"polygon {i} has {len(poly)} numbers: a polygon needs at least 3 (x, y) points")
+            try:
+                mask |= polygon_to_mask(poly, height, width)
+            except (TypeError, ValueError) as e:
+                raise DataError(f"polygon {i} is not numeric: {e}") from None
+        return mask
+    if isinstance(segm, dict):
+        try:
+            mask = rle_decode(segm)
+        except EdgesegError as e:
+            raise DataError(str(e)) from None
+        if mask.shape != (height, width):
+            raise DataError(f"RLE size {list(mask.shape)} does not match the image's [{height}, {width}]")
+        return mask
+    raise DataError(f"segmentation is a {type(segm).__name__}: expected polygons (a list) or an RLE dict")
+
+
+def mask_boxes(masks: np.ndarray) -> np.ndarray:
+    """``bool [N, H, W]`` -> ``float32 [N, 4]`` tight xyxy boxes (x2, y2 exclusive); zeros for empty masks."""
+    n = len(masks)
+    boxes = np.zeros((n, 4), np.float32)
+    for i in range(n):
+        rows, cols = np.flatnonzero(masks[i].any(1)), np.flatnonzero(masks[i].any(0))
+        if rows.size:
+            boxes[i] = (cols[0], rows[0], cols[-1] + 1, rows[-1] + 1)
+    return boxes
+
+
+# ---- the reader ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Image:
+    id: int
+    file_name: str
+    height: int
+    width: int
+
+
+class CocoInstances(InstanceDataset):
+    """COCO instance annotations: ``CocoInstances(json_path, image_dir=None)[i] -> InstanceSample``.
+
+    Images are in the JSON's order; masks are decoded when a sample is read. ``check_images``
+    checks up front that every listed image file exists in ``image_dir``."""
+
+    def __init__(self, json_path: str | Path, image_dir: str | Path | None = None, *, check_images: bool = False):
+        self.json_path = Path(json_path)
+        self.image_dir = Path(image_dir) if image_dir is not None else None
+        data = self._read_json()
+        where = str(self.json_path)
+        try:
+            cats = sorted((int(c["id"]), str(c["name"])) for c in data["categories"])
+            self.images = [_Image(int(im["id"]), str(im["file_name"]), int(im["height"]), int(im["width"]))
+                           for im in data["images"]]
+            anns = list(data["annotations"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise DataError(f"{where}: malformed images/categories ({type(e).__name__}: {e})",
+                            fix="each image needs id, file_name, height, width; each category id and name") from None
+        self.category_ids = tuple(c for c, _ in cats)
+        self.classes = tuple(n for _, n in cats)
+        self._index = {c: i for i, c in enumerate(self.category_ids)}
+        if len(self._index) != len(cats):
+            raise DataError(f"{where}: repeated category ids")
+        known = {im.id for im in self.images}
+        self._anns: dict[int, list[dict]] = {im.id: [] for im in self.images}
+        for n, ann in enumerate(anns):
+            self._check_annotation(ann, n, known)
+            self._anns[int(ann["image_id"])].append(ann)
+        if self.image_dir is not None and check_images:
+            self._check_images()
+
+    def _read_json(self) -> dict:
+        if not self.json_path.is_file():
+            raise DataError(f"COCO instance annotations not found: {self.json_path}",
+                            fix="give the path of an instances_*.json file")
+        try:
+            data = json.loads(self.json_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise DataError(f"cannot read COCO instance annotations {self.json_path}: {e}") from None
+        if not isinstance(data, dict) or not {"images", "annotations", "categories"} <= set(data):
+            raise DataError(f"{self.json_path} is not a COCO instance file",
+                            fix="it needs 'images', 'annotations' and 'categories' lists")
+        return data
+
+    def _check_annotation(self, ann: Any, n: int, known: set[int]) -> None:
+        what = f"{self.json_path}: annotation {ann.get('id', f'#{n}') if isinstance(ann, dict) else f'#{n}'}"
+        if not isinstance(ann, dict) or not {"image_id", "category_id", "segmentation"} <= set(ann):
+            raise DataError(f"{what} is malformed", fix="each annotation needs image_id, category_id and segmentation")
+        try:
+            image_id, cat = int(ann["image_id"]), int(ann["category_id"])
+        except (TypeError, ValueError):
+            raise DataError(f"{what}: image_id and category_id must be integers") from None
+        if image_id not in known:
+            raise DataError(f"{what} refers to image {image_id}, which 'images' does not list")
+        if cat not in self._index:
+            raise DataError(f"{what} has category {cat}, which 'categories' does not list",
+                            fix=f"known categories: {', '.join(map(str, self.category_ids))}")
+
+    def _check_images(self) -> None:
+        missing = [im.file_name for im in self.images if not (self.image_dir / im.file_name).is_file()]
+        if missing:
+            raise DataError(
+                f"{len(missing)} of {len(self.images)} images listed in {self.json_path} are not in {self.image_dir}: "
+                f"{', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}",
+                fix="give the folder that holds them with images=DIR (--images DIR)",
+            )
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @property
+    def image_ids(self) -> tuple[int, ...]:
+        return tuple(im.id for im in self.images)
+
+    def annotations(self, index: int) -> list[dict]:
+        """The raw annotation dicts of image ``index``."""
+        return list(self._anns[self.images[index].id])
+
+    def __getitem__(self, index: int) -> InstanceSample:  # type: ignore[override]
+        n = len(self)
+        i = int(index) + (n if int(index) < 0 else 0)
+        if not 0 <= i < n:
+            raise IndexError(f"CocoInstances index {index} out of range (len {n})")
+        im = self.images[i]
+        truth = self._truth(im)
+        path = self.image_dir / im.file_name if self.image_dir is not None else None
+        return InstanceSample(Path(im.file_name).stem, im.id, path, truth)
+
+    def _truth(self, im: _Image) -> InstanceTruth:
+        anns = self._anns[im.id]
+        masks = np.zeros((len(anns), im.height, im.width), bool)
+        boxes = np.zeros((len(anns), 4), np.float32)
+        area = np.zeros(len(anns), np.float64)
+        for k, ann in enumerate(anns):
+            what = f"{self.json_path}: annotation {ann.get('id', '?')} of image {im.id} ({im.file_name})"
+            try:
+                masks[k] = segmentation_to_mask(ann["segmentation"], im.height, im.width)
+                area[k] = float(ann["area"]) if "area" in ann else float(masks[k].sum())
+                if "bbox" in ann:
+                    bx, by, bw, bh = (float(v) for v in ann["bbox"])
+                    boxes[k] = (bx, by, bx + bw, by + bh)
+            except DataError as e:
+                raise DataError(f"{what}: {e}", fix="fix or remove that annotation") from None
+            except (TypeError, ValueError) as e:
+                raise DataError(f"{what}: malformed area or bbox ({e})", fix="area is a number, bbox [x, y, w, h]") from None
+            if "bbox" not in ann:
+                boxes[k] = mask_boxes(masks[k : k + 1])[0]
+        cats = np.array([int(a["category_id"]) for a in anns], np.int64)
+        return InstanceTruth(
+            masks=masks,
+            classes=np.array([self._index[c] for c in cats.tolist()], np.int32),
+            category_ids=cats,
+            boxes=boxes,
+            iscrowd=np.array([bool(a.get("iscrowd", 0)) for a in anns], bool),
+            area=area,
+            image_shape=ImageShape(im.height, im.width),
+            ids=np.array([int(a.get("id", 0)) for a in anns], np.int64),
+        )
+
+
+def default_image_dir(json_path: Path) -> Path | None:
+    """``.../instances_val.json`` -> ``.../val/`` (or ``../val/`` for COCO's ``annotations/`` folder)."""
+    split = json_path.stem.removeprefix("instances_")
+    for cand in (json_path.parent / split, json_path.parent.parent / split):
+        if cand.is_dir():
+            return cand
+    return None
+
+
+@DATASETS.register("coco-instance")
+def _open_coco_instance(args: list[str], options: dict[str, str], split: str) -> CocoInstances:
+    check_options("coco-instance", options, ("images",))
+    if len(args) != 1:
+        raise DataError("coco-instance spec takes one instances JSON (or its folder)",
+                        fix="write coco-instance:PATH/instances_val.json[,images=DIR]")
+    path = Path(args[0])
+    if path.is_dir():
+        path = path / f"instances_{split}.json"
+    if not path.is_file():
+        raise DataError(f"COCO instance annotations not found: {path}", fix="give the path of an instances_*.json file")
+    if "images" in options:
+        image_dir = Path(options["images"])
+        if not image_dir.is_dir():
+            raise DataError(f"coco-instance: images folder {image_dir} not found", fix="check images=DIR")
+    else:
+        image_dir = default_image_dir(path)
+        if image_dir is None:
+            split_name = path.stem.removeprefix("instances_")
+            raise DataError(
+                f"coco-instance: no image folder {split_name!r} beside {path}",
+                fix="give it with images=DIR (edgeseg eval: --images DIR)",
+            )
+    return CocoInstances(path, image_dir, check_images=True)
