@@ -37,6 +37,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--class-map", metavar="MODEL=DATASET,...", default=None,
                    help="map model classes to dataset categories by name, e.g. person=person,rider=person; "
                         "other classes match by equal name, unmatched ones are dropped")
+    g.add_argument("--score-threshold", type=float, default=0.001, metavar="T",
+                   help="keep detections scoring above T (default 0.001, as Ultralytics' val does: AP integrates the "
+                        "whole precision/recall curve, so the bundle's display threshold would cut it short)")
     g.add_argument("--save-predictions", metavar="FILE", default=None,
                    help="write the detections as a COCO results JSON (image_id, category_id, RLE segmentation, "
                         "score, bbox xywh) that pycocotools' loadRes reads")
@@ -84,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     print_table(rows, ["class", "IoU %", "Acc %", "BF1 %"] if not args.no_boundary else ["class", "IoU %", "Acc %"])
     data = scores.to_dict()
     data.update(bundle=str(args.bundle), data=args.data, split=args.split, backend=args.backend, precision=args.precision,
-                class_match=cmap.by, unmatched_model_classes=list(cmap.unmatched))
+                score_threshold=args.score_threshold, class_match=cmap.by, unmatched_model_classes=list(cmap.unmatched))
     write_json(args.json, data)
     return 0
 
@@ -128,6 +131,7 @@ def _run_instance(args: argparse.Namespace, dataset) -> int:
         if task != "instance":
             raise InputError(f"{args.bundle} is a {task} bundle; {args.data} holds instance masks",
                              fix="score an instance bundle on it (or a semantic bundle on a semantic dataset)")
+        predictor.set_options(score_threshold=args.score_threshold)
         cmap = category_map(predictor.classes, dataset.categories, parse_class_map(args.class_map))
         if cmap.by == "index":
             print(f"warning: no class name is shared: model {list(predictor.classes)} vs dataset {list(dataset.classes)}; "
@@ -148,6 +152,6 @@ def _run_instance(args: argparse.Namespace, dataset) -> int:
         print(f"wrote {len(records)} detections to {args.save_predictions}")
     data = scores.to_dict()
     data.update(bundle=str(args.bundle), data=args.data, split=args.split, backend=args.backend, precision=args.precision,
-                class_match=cmap.by, class_map={m: c for m, c in cmap.pairs}, dropped_model_classes=list(cmap.dropped))
+                score_threshold=args.score_threshold, class_match=cmap.by, class_map={m: c for m, c in cmap.pairs}, dropped_model_classes=list(cmap.dropped))
     write_json(args.json, data)
     return 0
