@@ -11,7 +11,7 @@ import abc
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Callable, Iterator, overload
+from typing import Any, Callable, Iterator, overload
 
 import numpy as np
 
@@ -100,7 +100,7 @@ class SegmentationDataset(Sequence):
         return f"{type(self).__name__}(len={len(self)}, classes={len(self.classes)})"
 
 
-DatasetFactory = Callable[[list[str], dict[str, str], str], SegmentationDataset]
+DatasetFactory = Callable[[list[str], dict[str, str], str], Any]  # a SegmentationDataset, or an instance dataset
 DATASETS: Registry[DatasetFactory] = Registry("dataset kind", DataError)
 """Spec kind -> factory ``(positional args, key=value options, split) -> dataset``."""
 
@@ -140,12 +140,24 @@ def open_dataset(spec: str, split: str = "val") -> SegmentationDataset:
                                                        (``camvid:`` alone: the data folder's ``camvid/``)
     ``folder:IMAGES_DIR,MASKS_DIR[,classes=FILE][,void=ID][,num_classes=K]``  image+mask pairs by file stem
     ``synthetic:N[,seed=S][,size=WxH]``                N independent synthetic scenes (``split`` picks the seed stream)
+    ``coco-instance:JSON|DIR[,images=DIR]``            COCO instance masks (RLE/polygons): an instance dataset
+    ``yolo-seg:ROOT|data.yaml[,names=FILE]``           Ultralytics YOLO-seg polygon labels: an instance dataset
     """
-    from . import camvid, folder, synthetic  # noqa: F401  (each registers its kind)
+    from . import camvid, coco_instances, folder, synthetic, yolo_seg  # noqa: F401  (each registers its kind)
 
     parsed = DatasetSpec.parse(spec)
     factory = DATASETS.get(parsed.kind)
     return factory(list(parsed.args), dict(parsed.options), split)
+
+
+def open_semantic_dataset(spec: str, split: str = "val", purpose: str = "this") -> SegmentationDataset:
+    """:func:`open_dataset`, refusing instance datasets with an error that names ``purpose``
+    (calibration with labels, semantic training and evaluation read label maps)."""
+    ds = open_dataset(spec, split)
+    if not isinstance(ds, SegmentationDataset):
+        raise DataError(f"{spec} is an instance dataset ({type(ds).__name__}); {purpose} needs semantic label maps",
+                        fix="use a semantic dataset spec (camvid:, folder:, synthetic:) here")
+    return ds
 
 
 def check_options(kind: str, options: dict[str, str], allowed: tuple[str, ...]) -> None:

@@ -219,7 +219,8 @@ def _dataset_frames(source: str, recipe: CalibrationRecipe) -> Iterator[np.ndarr
         rng = np.random.default_rng(recipe.seed)
         pick = sorted(rng.permutation(len(ds))[: recipe.frames].tolist())
     for i in pick:
-        yield ds[i].image
+        sample = ds[i]  # semantic samples hold the image; instance samples read it on demand
+        yield sample.image() if callable(sample.image) else sample.image
 
 
 @FRAME_SOURCES.register("video")

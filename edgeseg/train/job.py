@@ -69,10 +69,10 @@ class InMemory(list):
 
 def open_datasets(job: TrainJob):
     """(train, val) datasets of the job, cached in memory when asked."""
-    from ..data import open_dataset
+    from ..data.base import open_semantic_dataset
 
-    train = open_dataset(job.data, split=job.train_split)
-    val = open_dataset(job.val_data or job.data, split=job.val_split)
+    train = open_semantic_dataset(job.data, split=job.train_split, purpose="semantic training")
+    val = open_semantic_dataset(job.val_data or job.data, split=job.val_split, purpose="semantic training")
     if len(train) == 0:
         raise InputError(f"the training set {job.data!r} [{job.train_split}] is empty")
     if tuple(val.classes) != tuple(train.classes):
