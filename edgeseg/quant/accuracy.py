@@ -61,14 +61,19 @@ class _Decoded:
             x, meta = spec.preprocess(img)
             self.feeds.append(({spec.name: x}, meta))
 
-    def labels(self, model_path: Path) -> Iterator[np.ndarray]:
+    def results(self, model_path: Path, options=None) -> Iterator:
+        """The decoded result of every frame (``options``: the task's decoder options, else the bundle's)."""
         from ..decode import decode
 
         sess = make_session(model_path, self.threads, self.runtime)
         names = [o.name for o in sess.get_outputs()]
         for feed, meta in self.feeds:
             outputs = dict(zip(names, sess.run(names, feed)))
-            yield decode(outputs, meta, self.manifest).labels
+            yield decode(outputs, meta, self.manifest, options)
+
+    def labels(self, model_path: Path) -> Iterator[np.ndarray]:
+        for r in self.results(model_path):
+            yield r.labels
 
 
 class DatasetScorer:
@@ -116,6 +121,66 @@ class AgreementScorer:
     def __call__(self, model_path: Path) -> float:
         same = sum(int(np.count_nonzero(a == b)) for a, b in zip(self._frames.labels(model_path), self._ref))
         return 100.0 * same / self._total
+
+
+#: instance scorers keep every detection above this score, as ``edgeseg eval`` does for mask AP
+AP_SCORE_THRESHOLD = 0.001
+
+
+class InstanceDatasetScorer:
+    """Mask AP (%) of a model file on an instance dataset (``InstanceSample``s: ``image()``,
+    ``truth``, ``image_id``; ``categories``), model classes matched to categories by name, detections
+    above :data:`AP_SCORE_THRESHOLD`: the number ``edgeseg eval`` prints for the same model."""
+
+    name = "mask AP"
+
+    def __init__(self, dataset, manifest: "Manifest", *, threads: int = 0, runtime: str = "onnxruntime"):
+        from ..eval import category_map
+
+        samples = list(dataset)
+        self.categories = dataset.categories
+        self.cmap = category_map(manifest.classes, dataset.categories)
+        self._truth = [(s.image_id, s.truth) for s in samples]
+        self._frames = _Decoded([s.image() for s in samples], manifest, threads, runtime)
+        self._options = manifest.decoder_options.replace(score_threshold=AP_SCORE_THRESHOLD)
+
+    def __call__(self, model_path: Path) -> float:
+        from ..eval import MaskAPAccumulator
+
+        acc = MaskAPAccumulator(self.categories, class_to_category=self.cmap.to_category)
+        for (image_id, truth), result in zip(self._truth, self._frames.results(model_path, self._options)):
+            acc.add(image_id, result, truth)
+        ap = acc.compute().stats[0]
+        return 0.0 if ap < 0 else 100.0 * ap
+
+
+class InstanceAgreementScorer:
+    """Mask AP (%) of a model file's detections against the FP32 model's (``reference``) taken as
+    ground truth (those above the bundle's score threshold), on held-out frames: FP32 scores 100;
+    missed, extra, moved or reshaped instances lower it, like AP against real truth."""
+
+    name = "mask AP against FP32 (%)"
+
+    def __init__(self, frames: Sequence[np.ndarray], manifest: "Manifest", reference: Path, *, threads: int = 0,
+                 runtime: str = "onnxruntime"):
+        self._frames = _Decoded(frames, manifest, threads, runtime)
+        self.num_classes = max(1, manifest.num_classes)
+        self._truth = [self._as_truth(r) for r in self._frames.results(reference)]
+
+    def _as_truth(self, r) -> list[dict]:
+        from ..structures import rle_encode
+
+        return [{"id": i + 1, "category_id": int(r.classes[i]), "iscrowd": 0, "area": float(r.masks[i].sum()),
+                 "segmentation": rle_encode(r.masks[i], r.mask_bounds(i))} for i in range(len(r))]
+
+    def __call__(self, model_path: Path) -> float:
+        from ..eval import MaskAPAccumulator
+
+        acc = MaskAPAccumulator(range(self.num_classes), class_to_category=list(range(self.num_classes)))
+        for image_id, (truth, result) in enumerate(zip(self._truth, self._frames.results(model_path))):
+            acc.add(image_id, result, truth, image_shape=result.image_shape)
+        ap = acc.compute().stats[0]
+        return 100.0 if ap < 0 else 100.0 * ap  # no instance anywhere in FP32 or INT8: nothing to disagree on
 
 
 @dataclass(frozen=True)

@@ -307,9 +307,12 @@ def _calibration_frames(calib, frames: int | None, method: str | None, progress:
 def _scorers(eval_dataset, held, manifest, fp32: Path, threads: int, runtime: str):
     """(the gate's scorer, the sensitivity ranking's scorer): the task metric on ``eval_dataset``
     and agreement with FP32 on the held-out frames; either is None when its data is missing."""
-    agree = acc.AgreementScorer(held, manifest, fp32, threads=threads, runtime=runtime) if held else None
+    instance = manifest.task == "instance"
+    agreement = acc.InstanceAgreementScorer if instance else acc.AgreementScorer
+    agree = agreement(held, manifest, fp32, threads=threads, runtime=runtime) if held else None
     if eval_dataset is not None:
-        return acc.DatasetScorer(eval_dataset, manifest, threads=threads, runtime=runtime), agree
+        dataset_scorer = acc.InstanceDatasetScorer if instance else acc.DatasetScorer
+        return dataset_scorer(eval_dataset, manifest, threads=threads, runtime=runtime), agree
     return agree, agree
 
 
