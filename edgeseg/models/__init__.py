@@ -12,6 +12,8 @@ from .base import SemanticModel
 from .checkpoint import CheckpointMeta, load_checkpoint, read_checkpoint_meta, save_checkpoint
 from .encoders import ENCODERS, Encoder, create_encoder, list_encoders
 from .registry import MODELS, ModelInfo, create_model, list_models, model_info, register_model
+from . import solov2  # noqa: F401,E402  (registers the SOLOv2 instance models)
+from . import mask_rcnn  # noqa: F401,E402  (registers the Mask R-CNN instance models)
 
 __all__ = [
     "SemanticModel", "Encoder", "ENCODERS", "MODELS", "ModelInfo", "create_encoder", "list_encoders",

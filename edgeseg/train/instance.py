@@ -1,0 +1,502 @@
+"""Training instance models with SOLO targets (Wang et al., SOLO, ECCV 2020; SOLOv2, NeurIPS 2020).
+
+::
+
+    trainer = InstanceTrainer(create_model("solov2_resnet18", num_classes=3, thing_classes=THINGS),
+                              InstanceTrainConfig(size=ImageShape(240, 320), epochs=10), out_dir="runs/solo")
+    trainer.fit(lambda start: synthetic_instances(ImageShape(240, 320), seed=0, start=start))
+
+Data is an iterable of ``(image uint8 [H, W, 3] RGB, InstanceResult)``; classes are mapped to the
+model's thing classes by name (``InstanceResult.class_names``), or taken as thing indices when the
+result names none. Each sample is augmented (resize to the network size, random scale with crop or
+pad, horizontal flip), normalised with the model's :class:`~edgeseg.structures.InputSpec`, and
+turned into SOLO targets:
+
+* an instance goes to every level whose scale range holds ``sqrt(box w * box h)``
+  (:func:`edgeseg.models.solov2.scale_ranges`: the paper's ranges scaled to the input);
+* on a level with grid S, the positive cells are those under the centre region — the box scaled by
+  ``sigma`` = 0.2 around the mask's centre of mass — clipped to the 3 x 3 cells around the centre
+  cell; a cell claimed by two instances goes to the smaller one;
+* each positive cell's mask target is the instance mask at stride 4.
+
+Losses: sigmoid focal loss on the categories (alpha 0.25, gamma 2, normalised by positives + 1)
+plus 3 x Dice loss on the masks of the positive cells (``1 - 2 sum(pq) / (sum p^2 + sum q^2)``).
+Optimiser SGD (momentum) or AdamW, poly or cosine schedule with linear warm-up; checkpoints are
+resumable and the sample stream is a function of the sample index, so a resumed run sees the same
+frames and augmentations as an uninterrupted one.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .._io import write_json
+from ..errors import InputError, ModelError
+from ..structures import ImageShape, InputSpec, InstanceResult
+from .optim import PolySchedule, build_sgd, param_groups
+
+log = logging.getLogger(__name__)
+STATE_FORMAT = "edgeseg.train.instance/1"
+LAST = "last.pt"
+Sample = tuple[np.ndarray, InstanceResult]
+
+
+# ---- samples ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class InstanceSample:
+    """One training sample at the network size: ``image`` uint8 ``[H, W, 3]`` RGB, ``masks`` bool
+    ``[n, H, W]``, ``labels`` int64 ``[n]`` thing-class indices."""
+
+    image: np.ndarray
+    masks: np.ndarray
+    labels: np.ndarray
+
+
+def thing_labels(result: InstanceResult, thing_classes: tuple[str, ...]) -> np.ndarray:
+    """``int64 [n]`` indices into ``thing_classes`` of ``result``'s instances (matched by name)."""
+    classes = np.asarray(result.classes, np.int64)
+    if not result.class_names:
+        if len(classes) and (classes.min() < 0 or classes.max() >= len(thing_classes)):
+            raise InputError(f"instance classes {sorted(set(classes.tolist()))} are not thing indices "
+                             f"0..{len(thing_classes) - 1}",
+                             fix="give InstanceResult.class_names so classes can be matched by name")
+        return classes
+    out = []
+    for c in classes.tolist():
+        name = result.class_names[c]
+        if name not in thing_classes:
+            raise InputError(f"instance class {name!r} is not one of the model's thing classes {list(thing_classes)}",
+                             fix="build the model with thing_classes naming every class in the data")
+        out.append(thing_classes.index(name))
+    return np.asarray(out, np.int64)
+
+
+def augment_sample(image: np.ndarray, result: InstanceResult, thing_classes: tuple[str, ...], size: ImageShape,
+                   rng: np.random.Generator | None, scale: tuple[float, float] = (0.8, 1.25), hflip: bool = True,
+                   pad_value: int = 0) -> InstanceSample:
+    """Resize to ``size``, then (with ``rng``) scale by a random factor, crop/pad back to ``size`` and
+    flip; instances left with no pixel are dropped. ``rng`` None: resize only."""
+    import cv2
+
+    if result.masks is None:
+        raise InputError("instance training needs masks; the InstanceResult has none")
+    labels = thing_labels(result, thing_classes)
+    masks = result.masks.astype(np.uint8)
+    s = float(rng.uniform(*scale)) if rng is not None else 1.0
+    h, w = max(1, round(size.height * s)), max(1, round(size.width * s))
+    img = cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR)
+    ms = [cv2.resize(m, (w, h), interpolation=cv2.INTER_NEAREST_EXACT) for m in masks]  # centre-aligned, like LINEAR
+    out_img = np.full((size.height, size.width, 3), pad_value, np.uint8)
+    out_ms = np.zeros((len(ms), size.height, size.width), bool)
+    # crop offset when larger, paste offset when smaller
+    y0 = int(rng.integers(0, h - size.height + 1)) if rng is not None and h > size.height else 0
+    x0 = int(rng.integers(0, w - size.width + 1)) if rng is not None and w > size.width else 0
+    ch, cw = min(h, size.height), min(w, size.width)
+    out_img[:ch, :cw] = img[y0:y0 + ch, x0:x0 + cw]
+    for i, m in enumerate(ms):
+        out_ms[i, :ch, :cw] = m[y0:y0 + ch, x0:x0 + cw] > 0
+    if hflip and rng is not None and rng.random() < 0.5:
+        out_img, out_ms = out_img[:, ::-1], out_ms[:, :, ::-1]
+    keep = out_ms.any(axis=(1, 2))
+    return InstanceSample(np.ascontiguousarray(out_img), np.ascontiguousarray(out_ms[keep]), labels[keep])
+
+
+# ---- SOLO targets -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SoloTargets:
+    """One image's targets: ``labels`` int64 ``[N]`` per grid cell (``num_classes`` = background),
+    ``positive`` int64 ``[P]`` the positive cells, ``masks`` float32 ``[P, h, w]`` their mask targets."""
+
+    labels: np.ndarray
+    positive: np.ndarray
+    masks: np.ndarray
+
+
+def _grid_index(v: float, extent: int, grid: int) -> int:
+    return min(grid - 1, max(0, int(math.floor(v / extent * grid))))
+
+
+def solo_targets(masks: np.ndarray, labels: np.ndarray, *, num_grids: tuple[int, ...], num_classes: int,
+                 ranges: tuple[tuple[float, float], ...], mask_size: tuple[int, int], sigma: float = 0.2) -> SoloTargets:
+    """SOLO target assignment (module docstring) for bool ``masks [n, H, W]`` and ``labels [n]``."""
+    import cv2
+
+    n_img, height, width = masks.shape
+    areas = masks.sum(axis=(1, 2))
+    order = np.argsort(-areas, kind="stable")  # large first: smaller instances overwrite shared cells
+    cell_labels = [np.full(s * s, num_classes, np.int64) for s in num_grids]
+    cell_owner = [np.full(s * s, -1, np.int64) for s in num_grids]
+    for i in order:
+        if areas[i] == 0:
+            continue
+        ys, xs = np.nonzero(masks[i])
+        bw, bh = float(xs.max() + 1 - xs.min()), float(ys.max() + 1 - ys.min())
+        scale = math.sqrt(bw * bh)
+        cy, cx = float(ys.mean()) + 0.5, float(xs.mean()) + 0.5  # centre of mass, pixel centres
+        half_w, half_h = 0.5 * sigma * bw, 0.5 * sigma * bh
+        for level, (grid, (lo, hi)) in enumerate(zip(num_grids, ranges)):
+            if not lo <= scale <= hi:
+                continue
+            gy, gx = _grid_index(cy, height, grid), _grid_index(cx, width, grid)
+            top = max(_grid_index(cy - half_h, height, grid), gy - 1)
+            down = min(_grid_index(cy + half_h, height, grid), gy + 1)
+            left = max(_grid_index(cx - half_w, width, grid), gx - 1)
+            right = min(_grid_index(cx + half_w, width, grid), gx + 1)
+            cells = (np.arange(top, down + 1)[:, None] * grid + np.arange(left, right + 1)[None, :]).ravel()
+            cell_labels[level][cells] = labels[i]
+            cell_owner[level][cells] = i
+    owner = np.concatenate(cell_owner)
+    positive = np.flatnonzero(owner >= 0)
+    small = {}
+    for i in np.unique(owner[positive]):
+        m = cv2.resize(masks[i].astype(np.float32), (mask_size[1], mask_size[0]), interpolation=cv2.INTER_AREA)
+        small[int(i)] = (m >= 0.5).astype(np.float32)
+    mask_targets = np.stack([small[int(owner[c])] for c in positive]) if len(positive) else np.zeros((0, *mask_size), np.float32)
+    return SoloTargets(np.concatenate(cell_labels), positive.astype(np.int64), mask_targets)
+
+
+# ---- losses -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SoloLossConfig:
+    """Loss weights and focal-loss parameters (the paper's values)."""
+
+    focal_alpha: float = 0.25
+    focal_gamma: float = 2.0
+    category_weight: float = 1.0
+    mask_weight: float = 3.0
+
+
+def sigmoid_focal_loss(logits: torch.Tensor, targets: torch.Tensor, alpha: float, gamma: float) -> torch.Tensor:
+    """Summed sigmoid focal loss (Lin et al., 2017) of ``logits`` against 0/1 ``targets``."""
+    p = torch.sigmoid(logits)
+    ce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    p_t = p * targets + (1 - p) * (1 - targets)
+    a_t = alpha * targets + (1 - alpha) * (1 - targets)
+    return (a_t * (1 - p_t) ** gamma * ce).sum()
+
+
+def dice_loss(probs: torch.Tensor, targets: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
+    """Per-mask Dice loss ``[P]`` for ``probs``/``targets`` ``[P, hw]``."""
+    a = (probs * targets).sum(1)
+    b = (probs * probs).sum(1) + eps
+    c = (targets * targets).sum(1) + eps
+    return 1.0 - 2.0 * a / (b + c)
+
+
+def solo_loss(outputs: dict[str, torch.Tensor], targets: list[SoloTargets],
+              cfg: SoloLossConfig = SoloLossConfig()) -> dict[str, torch.Tensor]:
+    """``{"loss", "category", "mask"}`` for a training-mode model output and one target per image."""
+    cates, kernels, feats = outputs["categories"], outputs["kernels"], outputs["mask_features"]
+    b, n, c = cates.shape
+    device = cates.device
+    labels = torch.stack([torch.as_tensor(t.labels, device=device) for t in targets])
+    onehot = F.one_hot(labels, c + 1)[..., :c].to(cates.dtype)
+    num_pos = sum(len(t.positive) for t in targets)
+    loss_cate = sigmoid_focal_loss(cates, onehot, cfg.focal_alpha, cfg.focal_gamma) / (num_pos + 1)
+    dices = []
+    for i, t in enumerate(targets):
+        if len(t.positive) == 0:
+            continue
+        k = kernels[i, torch.as_tensor(t.positive, device=device)]  # [P, E]
+        probs = torch.sigmoid(k @ feats[i].flatten(1))
+        dices.append(dice_loss(probs, torch.as_tensor(t.masks, device=device).flatten(1)))
+    loss_mask = torch.cat(dices).mean() if dices else feats.sum() * 0.0
+    total = cfg.category_weight * loss_cate + cfg.mask_weight * loss_mask
+    return {"loss": total, "category": loss_cate.detach(), "mask": loss_mask.detach()}
+
+
+# ---- schedule and optimiser ---------------------------------------------------------------------
+@dataclass(frozen=True)
+class CosineSchedule:
+    """Cosine decay to ``min_factor`` over ``total`` steps after a linear warm-up from ``start``."""
+
+    total: int
+    warmup: int = 0
+    start: float = 0.1
+    min_factor: float = 0.0
+
+    def factor(self, step: int) -> float:
+        s = min(max(int(step), 0), self.total)
+        f = self.min_factor + (1 - self.min_factor) * 0.5 * (1 + math.cos(math.pi * s / self.total))
+        if s < self.warmup:
+            f *= self.start + (1.0 - self.start) * s / self.warmup
+        return f
+
+    def apply(self, optimizer: torch.optim.Optimizer, step: int) -> float:
+        f = self.factor(step)
+        for group in optimizer.param_groups:
+            group.setdefault("initial_lr", group["lr"])
+            group["lr"] = group["initial_lr"] * f
+        return f
+
+
+@dataclass(frozen=True)
+class InstanceTrainConfig:
+    """Everything that decides an instance training run (recorded in checkpoints and history)."""
+
+    size: ImageShape
+    epochs: int = 10
+    steps_per_epoch: int = 50
+    batch_size: int = 4
+    optimizer: str = "sgd"  # or "adamw"
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    schedule: str = "poly"  # or "cosine"
+    warmup_steps: int = 50
+    scale: tuple[float, float] = (0.8, 1.25)
+    hflip: bool = True
+    sigma: float = 0.2
+    grad_clip: float | None = 35.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in ("sgd", "adamw") or self.schedule not in ("poly", "cosine"):
+            raise InputError(f"optimizer must be sgd|adamw and schedule poly|cosine, got {self.optimizer!r}, {self.schedule!r}")
+        if min(self.epochs, self.steps_per_epoch, self.batch_size) <= 0:
+            raise InputError("epochs, steps_per_epoch and batch_size must be positive")
+
+    @property
+    def total_steps(self) -> int:
+        return self.epochs * self.steps_per_epoch
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["size"], d["scale"] = str(self.size), list(self.scale)
+        return d
+
+
+def build_optimizer(model: torch.nn.Module, cfg: InstanceTrainConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "sgd":
+        return build_sgd(model, cfg.lr, cfg.momentum, cfg.weight_decay)
+    opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr)
+    for g in opt.param_groups:
+        g["initial_lr"] = cfg.lr
+    return opt
+
+
+def build_schedule(cfg: InstanceTrainConfig) -> PolySchedule | CosineSchedule:
+    warm = min(cfg.warmup_steps, cfg.total_steps)
+    if cfg.schedule == "poly":
+        return PolySchedule(cfg.total_steps, 0.9, warm)
+    return CosineSchedule(cfg.total_steps, warm)
+
+
+# ---- data ---------------------------------------------------------------------------------------
+def synthetic_instances(size: ImageShape, seed: int = 0, start: int = 0, *, scenes: int = 256, max_t: int = 400,
+                        max_objects: int = 6) -> Iterator[Sample]:
+    """An endless stream of ``(image, InstanceResult)`` from :class:`edgeseg.data.synthetic.SceneGenerator`:
+    sample k is frame ``t_k`` of scene ``k % scenes`` (scene seed ``(seed, scene)``); a pure function of
+    ``(seed, k)``, so a resumed run continues the same stream from ``start``."""
+    from functools import lru_cache
+
+    from ..data.synthetic import SceneGenerator
+
+    @lru_cache(maxsize=64)
+    def scene(i: int) -> SceneGenerator:
+        return SceneGenerator(size, (seed, 17, i), max_objects)
+
+    k = start
+    while True:
+        t = int(np.random.default_rng((seed, 23, k)).integers(0, max_t + 1))
+        frame = scene(k % scenes).render(t)
+        yield frame.image, frame.instances
+        k += 1
+
+
+# ---- the trainer --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class InstanceEpoch:
+    """One epoch of history: mean losses over its steps, the last learning rate, wall seconds."""
+
+    epoch: int
+    loss: float
+    category: float
+    mask: float
+    lr: float
+    seconds: float
+    steps: int
+
+
+class InstanceTrainer:
+    """Trains a SOLO-style instance model (``categories``/``kernels``/``mask_features`` in train mode).
+
+    model:      e.g. ``create_model("solov2_resnet18", num_classes=3, thing_classes=...)``.
+    input_spec: normalisation; defaults to ``InputSpec(size=config.size)`` (ImageNet mean/std, RGB).
+    out_dir:    where ``last.pt`` (resume), ``history.json`` and ``model.safetensors`` go (None: nowhere).
+    """
+
+    def __init__(self, model: torch.nn.Module, config: InstanceTrainConfig, *, input_spec: InputSpec | None = None,
+                 out_dir: str | os.PathLike | None = None, model_name: str | None = None,
+                 loss: SoloLossConfig = SoloLossConfig()):
+        from ..models.solov2 import scale_ranges
+
+        self.model, self.config, self.loss_cfg = model, config, loss
+        self.spec = input_spec or InputSpec(size=config.size)
+        self.classes = tuple(getattr(model, "classes", ()))
+        self.ranges = scale_ranges(config.size, len(model.num_grids))
+        self.optimizer = build_optimizer(model, config)
+        self.schedule = build_schedule(config)
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.model_name = model_name or getattr(model, "model_name", None)
+        self.epoch, self.step = 0, 0
+        self.history: list[InstanceEpoch] = []
+
+    def prepare(self, samples: list[Sample], first_index: int, augment: bool = True) -> tuple[torch.Tensor, list[InstanceSample]]:
+        """Augmented, normalised batch ``[B, 3, H, W]`` and the samples it came from."""
+        c = self.config
+        out = []
+        for j, (image, result) in enumerate(samples):
+            rng = np.random.default_rng((c.seed, 31, first_index + j)) if augment else None
+            out.append(augment_sample(image, result, self.classes, c.size, rng, c.scale, c.hflip))
+        x = np.stack([self.spec.normalize(s.image).transpose(2, 0, 1) for s in out])
+        return torch.from_numpy(np.ascontiguousarray(x)), out
+
+    def targets(self, samples: list[InstanceSample], mask_size: tuple[int, int]) -> list[SoloTargets]:
+        m = self.model
+        return [solo_targets(s.masks, s.labels, num_grids=m.num_grids, num_classes=m.num_classes, ranges=self.ranges,
+                             mask_size=mask_size, sigma=self.config.sigma) for s in samples]
+
+    def train_step(self, samples: list[Sample], first_index: int) -> dict[str, float]:
+        """One optimiser step on ``samples`` (sample indices ``first_index...``)."""
+        self.model.train()
+        lr = self.schedule.apply(self.optimizer, self.step) * self.config.lr
+        x, batch = self.prepare(samples, first_index)
+        out = self.model(x)
+        losses = solo_loss(out, self.targets(batch, tuple(out["mask_features"].shape[-2:])), self.loss_cfg)
+        self.optimizer.zero_grad(set_to_none=True)
+        losses["loss"].backward()
+        if self.config.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+        self.optimizer.step()
+        self.step += 1
+        return {k: float(v.detach()) for k, v in losses.items()} | {"lr": lr}
+
+    def fit(self, data: Callable[[int], Iterable[Sample]], resume: str | os.PathLike | None = None,
+            epochs: int | None = None, on_epoch: Callable[[InstanceEpoch], None] | None = None) -> list[InstanceEpoch]:
+        """Train until ``config.epochs`` (or ``epochs``) are done. ``data(start)`` is the sample stream
+        from sample index ``start`` (so resume continues it)."""
+        if resume is not None:
+            self.load(resume)
+        c = self.config
+        stop = min(c.epochs, epochs or c.epochs)
+        stream = iter(data(self.step * c.batch_size))
+        while self.epoch < stop:
+            torch.manual_seed(c.seed * 1000003 + self.epoch)
+            t0, sums = time.perf_counter(), {"loss": 0.0, "category": 0.0, "mask": 0.0}
+            for _ in range(c.steps_per_epoch):
+                first = self.step * c.batch_size
+                res = self.train_step([next(stream) for _ in range(c.batch_size)], first)
+                for k in sums:
+                    sums[k] += res[k]
+            n = c.steps_per_epoch
+            self.epoch += 1
+            rec = InstanceEpoch(self.epoch, sums["loss"] / n, sums["category"] / n, sums["mask"] / n, res["lr"],
+                                time.perf_counter() - t0, n)
+            self.history.append(rec)
+            log.info("epoch %d/%d loss %.4f (category %.4f, mask %.4f) lr %.3g %.1fs", rec.epoch, c.epochs, rec.loss,
+                     rec.category, rec.mask, rec.lr, rec.seconds)
+            self.save_checkpoint()
+            if on_epoch is not None:
+                on_epoch(rec)
+        self.save_weights()
+        return self.history
+
+    # ---- checkpoints ----------------------------------------------------------------------------
+    def save_checkpoint(self, path: str | os.PathLike | None = None) -> Path | None:
+        """The training state (atomically) at ``path`` or ``out_dir/last.pt``, plus ``history.json``."""
+        if path is None and self.out_dir is None:
+            return None
+        p = Path(path) if path is not None else self.out_dir / LAST
+        p.parent.mkdir(parents=True, exist_ok=True)
+        state = {"format": STATE_FORMAT, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                 "epoch": self.epoch, "step": self.step, "history": [asdict(r) for r in self.history],
+                 "config": self.config.to_dict(), "model_name": self.model_name}
+        tmp = p.with_name(p.name + ".tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, p)
+        if self.out_dir is not None:
+            write_json(self.out_dir / "history.json", {"config": self.config.to_dict(), "history": state["history"]})
+        return p
+
+    def load(self, path: str | os.PathLike) -> None:
+        """Resume from :meth:`save_checkpoint`'s file (or the run folder holding ``last.pt``)."""
+        p = Path(path)
+        p = p / LAST if p.is_dir() else p
+        if not p.is_file():
+            raise InputError(f"cannot resume: no checkpoint at {p}", fix="give the run's --out folder or its last.pt")
+        try:
+            state = torch.load(p, map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001 - torch raises many kinds for a bad file
+            raise ModelError(f"cannot read checkpoint {p}: {e}") from None
+        if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+            raise ModelError(f"{p}: not an edgeseg instance-training checkpoint")
+        try:
+            self.model.load_state_dict(state["model"])
+        except RuntimeError as e:
+            raise ModelError(f"{p}: weights do not fit this model: {str(e).splitlines()[0]}",
+                             fix="resume with the same --model and classes as the run that wrote it") from None
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.epoch, self.step = int(state["epoch"]), int(state["step"])
+        self.history = [InstanceEpoch(**r) for r in state.get("history", [])]
+
+    def save_weights(self, stem: str = "model") -> Path | None:
+        """The weights alone through :func:`edgeseg.models.save_checkpoint` (thing classes and input
+        spec in ``extra``, so the model can be exported and decoded)."""
+        if self.out_dir is None or self.model_name is None:
+            return None
+        from ..models.checkpoint import save_checkpoint
+
+        kwargs = dict(getattr(self.model, "model_kwargs", None) or {})
+        extra = {"task": "instance", "classes": list(self.classes), "input_spec": self.spec.to_dict(),
+                 "epoch": self.epoch, "step": self.step}
+        return save_checkpoint(self.model, self.out_dir / f"{stem}.safetensors", model_name=self.model_name,
+                               num_classes=self.model.num_classes, extra=extra, model_kwargs=kwargs)
+
+
+# ---- a quick check of what was learnt -----------------------------------------------------------
+@torch.no_grad()
+def mask_iou_check(model: torch.nn.Module, samples: Iterable[Sample], spec: InputSpec,
+                   score_threshold: float = 0.3) -> dict[str, float]:
+    """Match ground-truth instances with the model's detections (score >= ``score_threshold``, mask
+    > 0.5 upsampled to the input, same class): mean best IoU per ground truth, recall and precision
+    at IoU 0.5, and the highest score on frames without objects. Not an AP; a sanity check."""
+    model.eval()
+    size = spec.size
+    ious, matched_dets, n_dets, empty_max = [], 0, 0, 0.0
+    classes = tuple(getattr(model, "classes", ()))
+    for image, result in samples:
+        s = augment_sample(image, result, classes, size, None)
+        out = model(torch.from_numpy(spec.normalize(s.image).transpose(2, 0, 1).copy())[None])
+        keep = out["scores"][0] >= score_threshold
+        if bool(keep.any()):
+            probs = F.interpolate(out["masks"][:, keep], scale_factor=4, mode="bilinear", align_corners=False)
+            det = (probs[0, :, : size.height, : size.width] > 0.5).flatten(1).float()
+        else:
+            det = torch.zeros(0, size.height * size.width)
+        det_cls = out["classes"][0, keep]
+        n_dets += int(keep.sum())
+        if len(s.labels) == 0:
+            empty_max = max(empty_max, float(out["scores"][0].max()))
+            continue
+        gt = torch.from_numpy(s.masks).flatten(1).float()
+        inter = gt @ det.T
+        iou = inter / (gt.sum(1, keepdim=True) + det.sum(1)[None] - inter).clamp(min=1)
+        iou = iou * (torch.from_numpy(s.labels)[:, None] == det_cls[None]).float()
+        best = iou.max(1).values if det.shape[0] else torch.zeros(len(gt))
+        ious.extend(best.tolist())
+        matched_dets += int((iou.max(0).values >= 0.5).sum()) if det.shape[0] else 0
+    n_gt = len(ious)
+    return {"instances": n_gt, "mean_best_iou": float(np.mean(ious)) if ious else 0.0,
+            "recall@0.5": float(np.mean(np.asarray(ious) >= 0.5)) if ious else 0.0,
+            "precision@0.5": matched_dets / n_dets if n_dets else 0.0, "detections": n_dets,
+            "max_score_on_empty_frames": empty_max}
