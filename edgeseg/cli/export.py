@@ -97,6 +97,8 @@ def run(args: argparse.Namespace) -> int:
     if args.size:
         spec = InputSpec.from_dict({**spec.to_dict(), "size": ImageShape.parse(args.size).hw, "size_rule": "fixed"})
     out = Path(args.out)
+    if extra.get("task") == "instance" or getattr(model, "task", None) == "instance" or _is_instance(model):
+        return _run_instance(args, model, names, palette, spec, out, provenance)
     bundle = export_bundle(
         model, out, name=args.name or out.name.removesuffix(".edgeseg"), classes=names, input_spec=spec,
         palette=palette, argmax_in_graph=args.argmax_in_graph, dynamic_batch=args.dynamic_batch,
@@ -114,4 +116,36 @@ def run(args: argparse.Namespace) -> int:
         print(f"PyTorch weights: {checkpoint['file']} ({checkpoint['bytes'] / 1e6:.2f} MB, for --backend torch)")
     write_json(args.json, {"bundle": str(bundle.root), "model": model.model_name, "parity": parity,
                            "checkpoint": checkpoint})
+    return 0
+
+
+def _is_instance(model) -> bool:
+    from ..models import model_info
+
+    try:
+        return model_info(str(getattr(model, "model_name", ""))).task == "instance"
+    except Exception:  # not a registered name (a custom module): the semantic path
+        return False
+
+
+def _run_instance(args: argparse.Namespace, model, names, palette, spec, out, provenance) -> int:
+    from ..export.instance_export import export_instance_bundle
+
+    if args.argmax_in_graph or args.dynamic_batch:
+        from ..errors import InputError
+
+        raise InputError("--argmax-in-graph and --dynamic-batch apply to semantic models",
+                         fix=f"drop them for the instance model {model.model_name}")
+    bundle = export_instance_bundle(model, out, name=args.name or out.name.removesuffix(".edgeseg"),
+                                    classes=names if not isinstance(names, int) else None, input_spec=spec,
+                                    palette=palette, overwrite=args.overwrite, opset=args.opset,
+                                    provenance=provenance, include_checkpoint=args.checkpoint)
+    parity = bundle.report["parity"]
+    m = bundle.manifest
+    print(f"wrote {bundle.root} ({model.model_name}, instance, {m.decoder_options.layout} layout, "
+          f"{len(m.classes)} classes, input {spec.size})")
+    print(f"parity vs PyTorch on {parity['images']} frames: instances {parity['instances_torch_onnx']}, "
+          f"max score difference {parity['max_score_diff']:.2e}, smallest mask IoU {parity['min_mask_iou']:.4f}")
+    write_json(args.json, {"bundle": str(bundle.root), "model": model.model_name, "parity": parity,
+                           "checkpoint": bundle.report.get("checkpoint")})
     return 0

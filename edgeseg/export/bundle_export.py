@@ -124,9 +124,10 @@ def _checkpoint_meta_source(model: nn.Module, model_kwargs: dict[str, Any] | Non
 
 
 def write_checkpoint(model: nn.Module, path: Path, spec: InputSpec, *, extra: dict[str, Any],
-                     model_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
+                     model_kwargs: dict[str, Any] | None = None, compare: str = "logits") -> dict[str, Any]:
     """Save ``model`` (unfolded) as an edgeseg safetensors checkpoint at ``path``, rebuild it with
-    ``load_checkpoint`` and check it computes the same logits as ``model`` on a parity frame.
+    ``load_checkpoint`` and check it computes the same ``compare`` output (``logits``; instance
+    models: ``scores``) as ``model`` on a parity frame.
     Returns the numbers for ``report.json["checkpoint"]``; raises ExportError if the rebuild differs."""
     from ..errors import ModelError
     from ..models import load_checkpoint, save_checkpoint
@@ -146,9 +147,10 @@ def write_checkpoint(model: nn.Module, path: Path, spec: InputSpec, *, extra: di
     x = torch.from_numpy(spec.preprocess(parity_images(spec.size, count=1)[0])[0])
     param = next(model.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
+    key = compare
     with torch.no_grad():
-        ref = model.eval()(x.to(device))["logits"].float().cpu()
-        got = rebuilt.to(device)(x.to(device))["logits"].float().cpu()
+        ref = model.eval()(x.to(device))[key].float().cpu()
+        got = rebuilt.to(device)(x.to(device))[key].float().cpu()
     scale = max(float(ref.abs().max()), 1e-12)
     rel = float((got - ref).abs().max()) / scale if got.shape == ref.shape else float("inf")
     if not rel <= CHECKPOINT_MAX_REL_DIFF:

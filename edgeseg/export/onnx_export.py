@@ -27,15 +27,20 @@ log = logging.getLogger(__name__)
 
 
 class _ExportHead(nn.Module):
-    """Wraps a model: images -> logits tensor, or -> uint8 labels (ArgMax + Cast in the graph)."""
+    """Wraps a model: images -> logits tensor, or -> uint8 labels (ArgMax + Cast in the graph), or
+    (``outputs``) the named entries of the model's output dict, in that order (instance models)."""
 
-    def __init__(self, model: nn.Module, argmax: bool):
+    def __init__(self, model: nn.Module, argmax: bool, outputs: tuple[str, ...] | None = None):
         super().__init__()
         self.model = model
         self.argmax = argmax
+        self.outputs = outputs
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        logits = self.model(images)["logits"]
+    def forward(self, images: torch.Tensor):
+        out = self.model(images)
+        if self.outputs is not None:
+            return tuple(out[k] for k in self.outputs)
+        logits = out["logits"]
         return logits.argmax(1).to(torch.uint8) if self.argmax else logits
 
 
@@ -63,10 +68,10 @@ def _translation_table(deform_conv: str, roi_align: str) -> dict:
 
 def export_onnx(model: nn.Module, path: str | os.PathLike, input_spec: InputSpec, *, argmax_in_graph: bool = False,
                 dynamic_batch: bool = False, deform_conv: str = "onnx", roi_align: str = "onnx",
-                opset: int = OPSET) -> Path:
+                opset: int = OPSET, outputs: tuple[str, ...] | None = None) -> Path:
     """Fold Conv-BN and export ``model`` to ``path`` (opset 19 unless ``opset`` says otherwise, input
     ``images``, output ``logits`` float ``[N, C, H, W]`` or, with ``argmax_in_graph``, ``labels``
-    uint8 ``[N, H, W]``)."""
+    uint8 ``[N, H, W]``; ``outputs``: these entries of the model's output dict, under their names)."""
     import onnx
 
     check_export_spec(input_spec)
@@ -75,7 +80,7 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, input_spec: InputSpec
     if argmax_in_graph and num_classes is not None and num_classes > 256:
         raise ExportError(f"in-graph argmax writes uint8 labels; the model has {num_classes} classes", fix="export logits")
     folded = fold_conv_bn(model)
-    head = _ExportHead(folded, argmax_in_graph).eval()
+    head = _ExportHead(folded, argmax_in_graph, outputs).eval()
     size = input_spec.size
     example = torch.zeros(2 if dynamic_batch else 1, 3, size.height, size.width)
     dynamic = ({0: torch.export.Dim("batch", min=1, max=1024)},) if dynamic_batch else None
@@ -87,7 +92,7 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, input_spec: InputSpec
             with torch.no_grad(), contextlib.redirect_stdout(progress), _quiet_exporter_logs():
                 torch.onnx.export(
                     head, (example,), str(raw), dynamo=True, opset_version=opset, input_names=[INPUT_NAME],
-                    output_names=[output_name(argmax_in_graph)], dynamic_shapes=dynamic,
+                    output_names=list(outputs) if outputs else [output_name(argmax_in_graph)], dynamic_shapes=dynamic,
                     custom_translation_table=table, optimize=True, verbose=False, report=False,
                 )
         except Exception as e:  # the exporter raises many types; keep the first line for the user

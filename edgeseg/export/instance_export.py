@@ -1,0 +1,134 @@
+"""Instance models (``task="instance"`` in the registry: SOLOv2, Mask R-CNN) -> a bundle.
+
+The model's eval-mode output dict is exported under its own names: the ``dense`` layout
+(``scores``, ``classes``, ``masks`` over the whole input: SOLOv2) or the ``roi`` layout (``boxes``,
+``scores``, ``classes``, ``masks`` over each box: Mask R-CNN), told apart by a ``boxes`` output.
+The manifest stores :class:`~edgeseg.structures.InstanceOptions` with that layout.
+
+Parity: the ONNX graph (ONNX Runtime) and the Conv-BN-folded model (PyTorch) run on the same
+parity frames; both outputs go through the runtime decoder, and the report gives the number of
+instances on each side, the largest score difference and the smallest mask IoU between matched
+instances (same rank after the decoder's sort). A different instance count or a mask IoU below
+:data:`FAIL_MASK_IOU` fails the export.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .._ort import make_session
+from ..bundle import Bundle, Manifest, ModelFile, OutputSpec
+from ..errors import ExportError
+from ..structures import InputSpec, InstanceOptions
+from .bundle_export import CHECKPOINT_FILE, _palette, normalize_classes, write_checkpoint
+from .fold import fold_conv_bn
+from .onnx_export import OPSET, export_onnx
+from .parity import parity_images
+
+FAIL_MASK_IOU = 0.95
+PARITY_SCORE = 0.02
+DENSE_OUTPUTS = ("scores", "classes", "masks")
+ROI_OUTPUTS = ("boxes", "scores", "classes", "masks")
+
+
+def instance_outputs(model: nn.Module, spec: InputSpec) -> tuple[str, tuple[str, ...]]:
+    """``(layout, output names)`` from one eval-mode forward pass."""
+    assert spec.size is not None
+    with torch.no_grad():
+        out = model.eval()(torch.zeros(1, 3, spec.size.height, spec.size.width))
+    if not isinstance(out, dict) or not set(DENSE_OUTPUTS) <= set(out):
+        raise ExportError(f"an instance model must return a dict with {', '.join(DENSE_OUTPUTS)} (and boxes for the roi "
+                          f"layout) in eval mode; got {sorted(out) if isinstance(out, dict) else type(out).__name__}")
+    return ("roi", ROI_OUTPUTS) if "boxes" in out else ("dense", DENSE_OUTPUTS)
+
+
+def _manifest(name: str, names: tuple[str, ...], spec: InputSpec, shapes: dict[str, tuple], dtypes: dict[str, str],
+              layout: str, palette, model_name: str, opset: int, provenance: dict[str, Any] | None,
+              options: InstanceOptions) -> Manifest:
+    outs = tuple(OutputSpec(k, k, dtypes[k], shapes[k]) for k in shapes)
+    prov = {"source": "pytorch", "model": model_name, "opset": opset, **(provenance or {})}
+    return Manifest(name=name, task="instance", classes=names, input=spec, outputs=outs,
+                    palette=_palette(palette, len(names)), decoder=options.to_dict(), provenance=prov)
+
+
+def _mask_iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = np.logical_or(a, b).sum()
+    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
+
+
+def instance_parity(folded: nn.Module, onnx_path: Path, manifest: Manifest, images: list[np.ndarray]) -> dict[str, Any]:
+    """Decoded torch vs ONNX Runtime results on ``images`` (module doc)."""
+    from ..decode.instance import decode_instance
+
+    session = make_session(str(onnx_path))
+    names = [o.name for o in session.get_outputs()]
+    # a low threshold: an untrained or lightly trained model still yields instances to compare
+    options = manifest.decoder_options.replace(score_threshold=min(manifest.decoder_options.score_threshold, PARITY_SCORE))
+    counts, score_diff, min_iou = [], 0.0, 1.0
+    for img in images:
+        x, meta = manifest.input.preprocess(img)
+        with torch.no_grad():
+            ref = {k: v.numpy() for k, v in folded.eval()(torch.from_numpy(x)).items() if k in names}
+        got = dict(zip(names, session.run(names, {"images": x})))
+        a, b = decode_instance(ref, meta, manifest, options), decode_instance(got, meta, manifest, options)
+        counts.append((len(a), len(b)))
+        if len(a) == len(b) and len(a):
+            score_diff = max(score_diff, float(np.abs(a.scores - b.scores).max()))
+            min_iou = min(min_iou, min(_mask_iou(a.masks[i], b.masks[i]) for i in range(len(a))))
+    same = all(x == y for x, y in counts)
+    return {"images": len(images), "instances_torch_onnx": counts, "same_instance_count": same,
+            "max_score_diff": score_diff, "min_mask_iou": min_iou,
+            "passed": bool(same and min_iou >= FAIL_MASK_IOU), "thresholds": {"min_mask_iou": FAIL_MASK_IOU}}
+
+
+def export_instance_bundle(model: nn.Module, out: str | os.PathLike, *, name: str, input_spec: InputSpec,
+                           classes=None, palette=None, overwrite: bool = False, opset: int = OPSET,
+                           provenance: dict[str, Any] | None = None, include_checkpoint: bool = True,
+                           model_kwargs: dict[str, Any] | None = None,
+                           options: InstanceOptions | None = None) -> Bundle:
+    """Export an instance model into a new bundle at ``out`` (module doc). ``classes``: the thing
+    class names (default: ``model.classes``)."""
+    model_name = str(getattr(model, "model_name", type(model).__name__))
+    names = normalize_classes(classes if classes is not None else getattr(model, "classes", None) or model.num_classes,
+                              getattr(model, "num_classes", None), f"export of {model_name}")
+    spec = replace(input_spec, name="images", dynamic_batch=False)
+    model = model.eval()
+    folded = fold_conv_bn(model)
+    layout, outputs = instance_outputs(folded, spec)
+    options = (options or InstanceOptions()).replace(layout=layout)
+    max_det = getattr(model, "max_detections", None)
+    if max_det:
+        options = options.replace(max_detections=int(max_det))
+    with tempfile.TemporaryDirectory(prefix="edgeseg-bundle-") as tmp:
+        onnx_path = export_onnx(folded, Path(tmp) / "model.onnx", spec, opset=opset, outputs=outputs)
+        session = make_session(str(onnx_path))
+        x, _ = spec.preprocess(parity_images(spec.size, count=1)[0])
+        ys = session.run(None, {"images": x})
+        shapes = {o.name: tuple(d if isinstance(d, int) else str(d) for d in o.shape) for o in session.get_outputs()}
+        dtypes = {o.name: str(y.dtype) for o, y in zip(session.get_outputs(), ys)}
+        manifest = _manifest(name, names, spec, shapes, dtypes, layout, palette, model_name, opset, provenance, options)
+        parity = instance_parity(folded, onnx_path, manifest, parity_images(spec.size, count=3))
+        if not parity["passed"]:
+            raise ExportError(f"parity check failed for {model_name}: torch/ONNX instances {parity['instances_torch_onnx']}, "
+                              f"smallest mask IoU {parity['min_mask_iou']:.3f}",
+                              fix="the ONNX graph computes something else than the PyTorch model; report this with the model name")
+        checkpoint = None
+        if include_checkpoint:
+            extra = {"task": "instance", "classes": list(names), "input_spec": spec.to_dict()}
+            checkpoint = write_checkpoint(model, Path(tmp) / CHECKPOINT_FILE, spec, extra=extra, model_kwargs=model_kwargs,
+                                          compare="scores")
+        bundle = Bundle.create(out, manifest, overwrite=overwrite)
+        bundle.add_model(ModelFile("model.onnx", "fp32", opset=opset), onnx_path)
+        if checkpoint is not None:
+            bundle.add_model(ModelFile(CHECKPOINT_FILE, "fp32", target="torch"), Path(tmp) / CHECKPOINT_FILE)
+    bundle.update_report("parity", parity)
+    if checkpoint is not None:
+        bundle.update_report("checkpoint", checkpoint)
+    return bundle
