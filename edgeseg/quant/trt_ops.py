@@ -19,6 +19,14 @@ Sources read (``docs/operators.md`` of onnx/onnx-tensorrt unless said otherwise)
   maximum opset 25, minimum 9); the 11.x migration guide (BuilderFlag::kINT8 and setInt8Calibrator
   removed: implicit INT8 calibration is gone, explicit Q/DQ only; calibrators deprecated since 10.1).
 * 8.6 opset cap: NVIDIA's Orin DLA operator doc ("TensorRT 8.6 supports operators up to Opset 17").
+* NMS (:data:`PLUGINS`, ``NonMaxSuppression`` in :data:`ADDED_IN`): NVIDIA/TensorRT ``CHANGELOG.md``
+  "8.0.1 - 2021-07-02" ("Added ``EfficientNMS_TRT``, ``EfficientNMS_ONNX_TRT`` plugins and experimental
+  support for ONNX ``NonMaxSuppression`` operator"); the 8.4 table's NonMaxSuppression row ("Y
+  [EXPERIMENTAL] ... Output has fixed shape and is padded to [max_output_boxes_per_class, 3]"); the
+  onnx-tensorrt Changelog "TensorRT 8.5 GA Release" ("Added native support for the
+  ``NonMaxSuppression`` operator"; the 8.5 table: "Y", no restriction); NVIDIA/TensorRT
+  ``plugin/efficientNMSPlugin/README.md`` (inputs, attributes, outputs) and ``CHANGELOG.md`` "10.10.0
+  GA" ("Plugin fallback importer now also reads its namespace from a Node's domain field").
 
 Not confirmed (no source found): the tables of 8.6, 9.0-9.1, 10.1-10.14 and 11.x themselves; hence
 the opset cap of 9.0-9.1, 9.3 and 10.1-10.14 (only bounded by the neighbours read, see
@@ -40,6 +48,7 @@ from typing import Callable
 Version = tuple[int, int]
 
 # The "Y" rows of the 8.4 table (commit 009d654): supported by every TensorRT this project targets (8.5+).
+# NonMaxSuppression is one of them ("Y [EXPERIMENTAL]"), but ADDED_IN dates it to 8.5, where it became native.
 BASE_OPS = frozenset("""
 Abs Acos Acosh Add And ArgMax ArgMin Asin Asinh Atan Atanh AveragePool BatchNormalization Cast Ceil Celu
 Clip Concat Constant ConstantOfShape Conv ConvTranspose Cos Cosh CumSum DepthToSpace DequantizeLinear Div
@@ -61,6 +70,10 @@ ADDED_IN: dict[str, Version] = {
                      "RandomNormal", "RandomNormalLike", "Reciprocal", "RoiAlign", "Shrink", "Trilu"), (8, 5)),
     # Changelog "TensorRT 8.6 EA": GroupNormalization, LayerNormalization, IsInf (8.5 table: "N" or absent)
     **dict.fromkeys(("GroupNormalization", "LayerNormalization", "IsInf"), (8, 6)),
+    # 8.4 table: "Y [EXPERIMENTAL]", its output padded to a fixed [max_output_boxes_per_class, 3] (a graph
+    # that takes the box count from the output shape reads padding: PARTIAL);
+    # onnx-tensorrt Changelog "TensorRT 8.5 GA": "Added native support for the NonMaxSuppression operator"
+    "NonMaxSuppression": (8, 5),
     "CastLike": (9, 2),  # 9.2 table "Y"; absent from the 8.5 table (8.6 table not read: ABSENT_AT)
     "Hardmax": (9, 2),  # Changelog "TensorRT 9.2 GA": "Added support for Hardmax"; 8.5 table "N"
     "DeformConv": (10, 1),  # Changelog "TensorRT 10.1 GA": "Added support for DeformConv operation"
@@ -71,6 +84,14 @@ ADDED_IN: dict[str, Version] = {
     **dict.fromkeys(("Gelu", "Mish"), (10, 15)),  # 10.15 table "Y"; absent from 9.2 (ABSENT_AT)
     "Swish": (11, 0),  # NVIDIA/TensorRT v11.0 release: "Parsers: Added support for Swish operator"
 }
+
+# TensorRT plugins that ship with TensorRT (libnvinfer_plugin) and that the ONNX parser imports for a node of
+# that op_type in the default domain (an op it does not know natively falls back to the plugin registry; from
+# 10.10 the node's domain is read as the plugin namespace, and the shipped plugins live in namespace "").
+# plugin -> first version: NVIDIA/TensorRT CHANGELOG.md "8.0.1": "Added EfficientNMS_TRT, EfficientNMS_ONNX_TRT
+# plugins" (dynamic input shapes: "21.10", TensorRT 8.0.3). The runtime must load the plugin library first
+# (trtexec does; Python: trt.init_libnvinfer_plugins(logger, "")).
+PLUGINS: dict[str, Version] = {"EfficientNMS_TRT": (8, 0)}
 
 # op -> last version whose table read lacks it, where ADDED_IN is only the first table read that lists
 # it: versions strictly between are unconfirmed (reported as a warning, not a blocker)
@@ -103,6 +124,9 @@ MAX_PRECISION = {"DeformConv": "fp16", "RoiAlign": "fp16", "GridSample": "fp16",
 FIXES = {
     "DeformConv": "export with deform_conv='decomposed' (GridSample + Conv), or target TensorRT >= 10.1",
     "RoiAlign": "export with roi_align='decomposed', or target TensorRT >= 8.5",
+    "NonMaxSuppression": "export with --nms tensorrt (the EfficientNMS_TRT plugin, TensorRT >= 8.0), or target "
+                         "TensorRT >= 8.5",
+    "EfficientNMS_TRT": "export with --nms onnx (ONNX NonMaxSuppression, TensorRT >= 8.5), or target TensorRT >= 8.0",
     "GridSample": "target TensorRT >= 8.5",
     "LayerNormalization": "target TensorRT >= 8.6, or export at opset < 17 (LayerNorm decomposed)",
     "GroupNormalization": "target TensorRT >= 8.6, or export at opset < 18 (decomposed)",
@@ -111,10 +135,18 @@ FIXES = {
 }
 
 
+# ops an older table lists with a limitation that ADDED_IN counts as unsupported: why, for the report
+PARTIAL = {"NonMaxSuppression": "native from TensorRT 8.5; the 8.4 table lists it 'Y [EXPERIMENTAL]' with its output "
+                                "padded to a fixed [max_output_boxes_per_class, 3], so a graph that takes the "
+                                "detection count from that shape reads padding"}
+
+
 def supported(op: str, version: Version) -> bool:
     """True where a source confirms that ``version``'s ONNX parser imports ``op``."""
     if op in NEVER:
         return False
+    if op in PLUGINS:
+        return version >= PLUGINS[op]
     if op in ADDED_IN:
         return version >= ADDED_IN[op]
     return op in BASE_OPS
@@ -133,6 +165,10 @@ def why_unsupported(op: str, version: Version) -> str:
     if op in ABSENT_AT:
         a, b = ABSENT_AT[op], ADDED_IN[op]
         return f"absent from the TensorRT {a[0]}.{a[1]} table; first listed in the {b[0]}.{b[1]} table read"
+    if op in PLUGINS:
+        return f"a TensorRT plugin shipped from TensorRT {PLUGINS[op][0]}.{PLUGINS[op][1]}"
+    if op in PARTIAL:
+        return PARTIAL[op]
     if op in ADDED_IN:
         return f"added in TensorRT {ADDED_IN[op][0]}.{ADDED_IN[op][1]}"
     return NEVER.get(op, "not in the ONNX-TensorRT support table")
