@@ -13,6 +13,8 @@ EXAMPLES = (
     "edgeseg export pspnet_resnet18 --num-classes 19 --size 512x256 --dynamic-batch --out city.edgeseg --json parity.json",
     "edgeseg export runs/best.safetensors --out small.edgeseg --no-checkpoint   # ONNX only, no torch backend",
     "edgeseg export pspnet_mobilenetv2 --num-classes 11 --opset 17 --out jp5.edgeseg   # TensorRT 8.5 (JetPack 5)",
+    "edgeseg export runs/solo/model.safetensors --size 320x240 --out shapes-instance.edgeseg   # an instance model",
+    "edgeseg export mask_rcnn_r18_fpn --num-classes 8 --size 640x320 --nms tensorrt --out street.edgeseg",
 )
 
 
@@ -29,6 +31,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dynamic-batch", action="store_true", help="make the batch axis dynamic")
     p.add_argument("--deform-conv", choices=["onnx", "decomposed"], default="onnx", help="ONNX form of deformable convs")
     p.add_argument("--roi-align", choices=["onnx", "decomposed"], default="onnx", help="ONNX form of RoIAlign")
+    p.add_argument("--nms", choices=["onnx", "tensorrt"], default="onnx",
+                   help="detectors (Mask R-CNN): tensorrt also writes model.trt.onnx with TensorRT's EfficientNMS_TRT "
+                        "plugin (TensorRT >= 8.0) next to the ONNX NonMaxSuppression graph (TensorRT >= 8.5, CPU runtimes)")
     p.add_argument("--opset", type=int, default=19, choices=[17, 18, 19],
                    help="ONNX opset (default 19; 17 for TensorRT 8.5 / JetPack 5, with --deform-conv decomposed)")
     p.add_argument("--no-checkpoint", dest="checkpoint", action="store_false",
@@ -99,6 +104,10 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if extra.get("task") == "instance" or getattr(model, "task", None) == "instance" or _is_instance(model):
         return _run_instance(args, model, names, palette, spec, out, provenance)
+    if args.nms != "onnx":
+        from ..errors import InputError
+
+        raise InputError(f"--nms applies to detectors; {args.model} is a semantic model", fix="drop --nms")
     bundle = export_bundle(
         model, out, name=args.name or out.name.removesuffix(".edgeseg"), classes=names, input_spec=spec,
         palette=palette, argmax_in_graph=args.argmax_in_graph, dynamic_batch=args.dynamic_batch,
@@ -139,7 +148,7 @@ def _run_instance(args: argparse.Namespace, model, names, palette, spec, out, pr
     bundle = export_instance_bundle(model, out, name=args.name or out.name.removesuffix(".edgeseg"),
                                     classes=names if not isinstance(names, int) else None, input_spec=spec,
                                     palette=palette, overwrite=args.overwrite, opset=args.opset,
-                                    provenance=provenance, include_checkpoint=args.checkpoint)
+                                    provenance=provenance, include_checkpoint=args.checkpoint, nms=args.nms)
     parity = bundle.report["parity"]
     m = bundle.manifest
     print(f"wrote {bundle.root} ({model.model_name}, instance, {m.decoder_options.layout} layout, "

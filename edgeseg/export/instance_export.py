@@ -92,9 +92,18 @@ def export_instance_bundle(model: nn.Module, out: str | os.PathLike, *, name: st
                            classes=None, palette=None, overwrite: bool = False, opset: int = OPSET,
                            provenance: dict[str, Any] | None = None, include_checkpoint: bool = True,
                            model_kwargs: dict[str, Any] | None = None,
-                           options: InstanceOptions | None = None) -> Bundle:
+                           options: InstanceOptions | None = None, nms: str = "onnx") -> Bundle:
     """Export an instance model into a new bundle at ``out`` (module doc). ``classes``: the thing
-    class names (default: ``model.classes``)."""
+    class names (default: ``model.classes``). ``nms="tensorrt"`` (Mask R-CNN): the bundle also gets
+    ``model.trt.onnx`` (target ``tensorrt``), the same weights with TensorRT's ``EfficientNMS_TRT``
+    plugin in place of ONNX ``NonMaxSuppression``; that graph cannot run in ONNX Runtime, so parity
+    is checked on ``model.onnx`` (the ONNX form), which CPU runtimes use."""
+    if nms not in ("onnx", "tensorrt"):
+        raise ExportError(f"nms must be onnx or tensorrt, got {nms!r}")
+    cfg = getattr(model, "cfg", None)
+    if nms == "tensorrt" and not (cfg is not None and hasattr(cfg, "nms")):
+        raise ExportError(f"--nms tensorrt applies to models with an NMS in the graph (Mask R-CNN), not "
+                          f"{getattr(model, 'model_name', type(model).__name__)}", fix="drop --nms tensorrt")
     model_name = str(getattr(model, "model_name", type(model).__name__))
     names = normalize_classes(classes if classes is not None else getattr(model, "classes", None) or model.num_classes,
                               getattr(model, "num_classes", None), f"export of {model_name}")
@@ -111,7 +120,7 @@ def export_instance_bundle(model: nn.Module, out: str | os.PathLike, *, name: st
         session = make_session(str(onnx_path))
         x, _ = spec.preprocess(parity_images(spec.size, count=1)[0])
         ys = session.run(None, {"images": x})
-        shapes = {o.name: tuple(d if isinstance(d, int) else str(d) for d in o.shape) for o in session.get_outputs()}
+        shapes = {o.name: tuple(d if isinstance(d, int) else "detections" for d in o.shape) for o in session.get_outputs()}
         dtypes = {o.name: str(y.dtype) for o, y in zip(session.get_outputs(), ys)}
         manifest = _manifest(name, names, spec, shapes, dtypes, layout, palette, model_name, opset, provenance, options)
         parity = instance_parity(folded, onnx_path, manifest, parity_images(spec.size, count=3))
@@ -124,8 +133,17 @@ def export_instance_bundle(model: nn.Module, out: str | os.PathLike, *, name: st
             extra = {"task": "instance", "classes": list(names), "input_spec": spec.to_dict()}
             checkpoint = write_checkpoint(model, Path(tmp) / CHECKPOINT_FILE, spec, extra=extra, model_kwargs=model_kwargs,
                                           compare="scores")
+        trt_path = None
+        if nms == "tensorrt":
+            import copy
+
+            plugin = copy.deepcopy(folded)
+            plugin.cfg = replace(cfg, nms="tensorrt")
+            trt_path = export_onnx(plugin, Path(tmp) / "model.trt.onnx", spec, opset=opset, outputs=outputs)
         bundle = Bundle.create(out, manifest, overwrite=overwrite)
         bundle.add_model(ModelFile("model.onnx", "fp32", opset=opset), onnx_path)
+        if trt_path is not None:
+            bundle.add_model(ModelFile("model.trt.onnx", "fp32", target="tensorrt", opset=opset), trt_path)
         if checkpoint is not None:
             bundle.add_model(ModelFile(CHECKPOINT_FILE, "fp32", target="torch"), Path(tmp) / CHECKPOINT_FILE)
     bundle.update_report("parity", parity)

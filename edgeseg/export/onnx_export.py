@@ -63,7 +63,9 @@ def _translation_table(deform_conv: str, roi_align: str) -> dict:
         from ..ops import onnx_translation_table
     except ImportError as e:  # pragma: no cover - edgeseg.ops ships with the package
         raise ExportError(f"the model uses edgeseg.ops but they cannot be imported ({e})") from None
-    return onnx_translation_table(deform_conv=deform_conv, roi_align=roi_align)
+    from ..models.detection import detection_translation_table  # NMS of detectors (Mask R-CNN)
+
+    return {**onnx_translation_table(deform_conv=deform_conv, roi_align=roi_align), **detection_translation_table()}
 
 
 def export_onnx(model: nn.Module, path: str | os.PathLike, input_spec: InputSpec, *, argmax_in_graph: bool = False,
@@ -106,6 +108,9 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, input_spec: InputSpec
     graph = clean_graph(graph)
     if opset < 19:
         _strip_opset19_attributes(graph)
+    from ..models.detection import finalize_plugin_nodes
+
+    finalize_plugin_nodes(graph)  # TensorRT plugin nodes (EfficientNMS_TRT) into the default domain
     if opset < 19 and any(n.op_type == "DeformConv" for n in graph.graph.node):
         raise ExportError(f"the model has a deformable convolution; ONNX DeformConv needs opset 19, not {opset}",
                           fix="export with --deform-conv decomposed (GridSample + Conv), which runs at opset 17")

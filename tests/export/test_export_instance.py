@@ -57,3 +57,24 @@ def test_export_cli_routes_instance_models(tmp_path):
 
     assert Bundle.open(tmp_path / "cli.edgeseg").manifest.classes == ("a", "b", "c")
     assert main(["export", str(ckpt), "--size", "96x64", "--argmax-in-graph", "--out", str(tmp_path / "x")]) != 0
+
+
+def test_mask_rcnn_bundle_dynamic_k_and_tensorrt_nms_graph(tmp_path):
+    import onnx
+
+    from edgeseg.export.instance_export import export_instance_bundle
+    from edgeseg.models import create_model
+    from edgeseg.structures import ImageShape, InputSpec
+
+    torch.manual_seed(0)
+    model = create_model("test_mask_rcnn", num_classes=3)
+    b = export_instance_bundle(model, tmp_path / "m.edgeseg", name="m", input_spec=InputSpec(size=ImageShape(96, 128)),
+                               nms="tensorrt", include_checkpoint=False)
+    m = b.manifest
+    assert m.decoder_options.layout == "roi" and [o.name for o in m.outputs] == ["boxes", "scores", "classes", "masks"]
+    assert m.outputs[0].shape == (1, "detections", 4)  # K is dynamic
+    assert b.report["parity"]["passed"]
+    trt = onnx.load(str(b.root / "model.trt.onnx"))
+    ops = [n.op_type for n in trt.graph.node]
+    assert "EfficientNMS_TRT" in ops and "NonMaxSuppression" not in ops
+    assert {mf.file: mf.target for mf in m.models} == {"model.onnx": None, "model.trt.onnx": "tensorrt"}
