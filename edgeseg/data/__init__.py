@@ -8,14 +8,16 @@ from .base import DATASETS, IGNORE, DatasetSpec, Sample, SegmentationDataset, op
 from .camvid import CamVid
 from .coco_instances import CocoInstances, InstanceDataset, InstanceSample, InstanceTruth  # registers coco-instance
 from .coco_panoptic import CocoPanoptic, PanopticSample, read_panoptic_png
+from .davis import Davis, DavisFrame, DavisSequence, read_id_mask  # frame-sequence data (not a DATASETS kind)
 from .folder import FolderDataset, read_class_names
 from .io import read_image, read_label, write_image, write_label
 from .synthetic import SceneGenerator, SyntheticDataset, SyntheticFrame
+from .synthetic_instances import SyntheticInstances  # registers synthetic-instance
 from .yolo_seg import YoloSeg  # registers yolo-seg
 
 __all__ = [
     "IGNORE", "Sample", "SegmentationDataset", "DATASETS", "DatasetSpec", "open_dataset", "CamVid", "FolderDataset",
     "read_class_names", "read_image", "read_label", "write_image", "write_label", "SceneGenerator", "SyntheticDataset",
     "SyntheticFrame", "CocoPanoptic", "PanopticSample", "read_panoptic_png",
-    "CocoInstances", "InstanceDataset", "InstanceSample", "InstanceTruth", "YoloSeg",
+    "CocoInstances", "InstanceDataset", "InstanceSample", "InstanceTruth", "YoloSeg", "SyntheticInstances",
 ]

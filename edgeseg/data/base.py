@@ -142,8 +142,9 @@ def open_dataset(spec: str, split: str = "val") -> SegmentationDataset:
     ``synthetic:N[,seed=S][,size=WxH]``                N independent synthetic scenes (``split`` picks the seed stream)
     ``coco-instance:JSON|DIR[,images=DIR]``            COCO instance masks (RLE/polygons): an instance dataset
     ``yolo-seg:ROOT|data.yaml[,names=FILE]``           Ultralytics YOLO-seg polygon labels: an instance dataset
+    ``synthetic-instance:N[,seed=S][,size=WxH]``       synthetic scenes' exact instance masks: an instance dataset
     """
-    from . import camvid, coco_instances, folder, synthetic, yolo_seg  # noqa: F401  (each registers its kind)
+    from . import camvid, coco_instances, folder, synthetic, synthetic_instances, yolo_seg  # noqa: F401  (registers)
 
     parsed = DatasetSpec.parse(spec)
     factory = DATASETS.get(parsed.kind)
