@@ -1,6 +1,7 @@
 """The ``edgeseg`` command. Each sub-command lives in its own module in this package and is found
 by discovery: a module defines ``NAME``, ``HELP``, ``EXAMPLES``, ``add_arguments(parser)`` and
-``run(args) -> int``. Modules import only the standard library at top level, so ``--help`` is fast;
+``run(args) -> int``, and may list further commands (objects with the same attributes) in
+``EXTRA_COMMANDS``. Modules import only the standard library at top level, so ``--help`` is fast;
 the real work is imported inside ``run``.
 """
 from __future__ import annotations
@@ -32,6 +33,7 @@ def _command_modules() -> list[ModuleType]:
         mod = importlib.import_module(f"{__name__}.{info.name}")
         if hasattr(mod, "NAME") and hasattr(mod, "run"):
             mods.append(mod)
+        mods.extend(getattr(mod, "EXTRA_COMMANDS", ()))  # a module may define more commands (vos: eval-vos)
     return sorted(mods, key=lambda m: m.NAME)
 
 

@@ -20,4 +20,5 @@ __all__ = [
     "read_class_names", "read_image", "read_label", "write_image", "write_label", "SceneGenerator", "SyntheticDataset",
     "SyntheticFrame", "CocoPanoptic", "PanopticSample", "read_panoptic_png",
     "CocoInstances", "InstanceDataset", "InstanceSample", "InstanceTruth", "YoloSeg", "SyntheticInstances",
+    "Davis", "DavisFrame", "DavisSequence", "read_id_mask",
 ]

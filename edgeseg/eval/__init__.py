@@ -12,10 +12,12 @@ from .instance import (
 )
 from .panoptic import PanopticMetric, PanopticScores, PQClass, PQGroup
 from .semantic import SemanticMetric, SemanticScores
+from .vos import VOSMetric, VOSScores, boundary_measure, evaluate_sequence, region_similarity
 
 __all__ = [
     "SemanticMetric", "SemanticScores", "evaluate", "ClassMap", "class_map", "DEFAULT_TOLERANCE", "boundary",
     "class_boundary_f1", "image_boundary_f1", "tolerance_px", "PanopticMetric", "PanopticScores", "PQClass", "PQGroup",
     "evaluate_instances", "MaskAPAccumulator", "MaskAPScores", "ClassAP", "mask_ap", "mask_iou", "coco_results",
-    "category_map", "CategoryMap", "STAT_NAMES",
+    "category_map", "CategoryMap", "STAT_NAMES", "VOSMetric", "VOSScores", "evaluate_sequence", "region_similarity",
+    "boundary_measure",
 ]

@@ -1,0 +1,263 @@
+"""DAVIS video object segmentation data (Perazzi et al., CVPR 2016; Pont-Tuset et al., arXiv 2017).
+
+::
+
+    ROOT/JPEGImages/480p/SEQ/00000.jpg ...     frames, sorted by name
+    ROOT/Annotations/480p/SEQ/00000.png ...    object-id masks (every frame for train/val, the
+                                               first only for test-dev)
+    ROOT/ImageSets/2017/val.txt                optional: one sequence name per line (DAVIS-2017)
+    ROOT/ImageSets/480p/val.txt                optional: "/JPEGImages/480p/SEQ/x.jpg /Annotations/..." (DAVIS-2016)
+
+Masks are read as ``uint8 [H, W]`` object ids, 0 = background, by :func:`read_id_mask`:
+
+* DAVIS-2016: single-object greyscale PNGs holding 0/255. A mask whose values are all in {0, 255}
+  becomes 0/1 (the object is id 1).
+* DAVIS-2017: palette PNGs whose *palette indices* are the object ids (1..K, 255 = void). OpenCV
+  decodes palette PNGs to colours, so the colours are mapped back to indices through the file's
+  own ``PLTE`` chunk (no Pillow needed).
+
+Frames are RGB ``uint8 [H, W, 3]``. ``Davis(root)`` lists the sequences; ``davis["blackswan"]`` is
+a :class:`DavisSequence`, iterated as :class:`DavisFrame` (index, name, image, mask or None).
+``Davis.from_spec("davis:ROOT[,resolution=480p][,subset=val][,sequences=a+b]")`` opens it from the
+one-line spec the CLI takes. DAVIS is frame-sequence data, so it is not a :data:`DATASETS` kind
+(that contract is one labelled image per sample).
+"""
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from ..errors import DataError
+from ..structures import ImageShape
+from .base import DatasetSpec, check_options
+from .io import _read_bytes, read_image, read_label
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _png_palette(data: bytes) -> np.ndarray | None:
+    """``uint8 [N, 3]`` palette of an indexed-colour PNG (colour type 3), else None."""
+    if data[:8] != _PNG_SIGNATURE or len(data) < 33 or data[12:16] != b"IHDR" or data[25] != 3:
+        return None
+    pos = 8
+    while pos + 8 <= len(data):
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        kind = data[pos + 4 : pos + 8]
+        if kind == b"PLTE":
+            return np.frombuffer(data[pos + 8 : pos + 8 + length], np.uint8).reshape(-1, 3)
+        if kind in (b"IDAT", b"IEND"):
+            return None
+        pos += 12 + length
+    return None
+
+
+def _palette_indices(rgb: np.ndarray, palette: np.ndarray, path: Path) -> np.ndarray:
+    """Map decoded colours back to palette indices (the lowest index wins for a repeated colour)."""
+    keys = (palette[:, 0].astype(np.int64) << 16) | (palette[:, 1].astype(np.int64) << 8) | palette[:, 2]
+    uniq, first = np.unique(keys, return_index=True)  # index of the first occurrence: the lowest wins
+    pix = (rgb[..., 0].astype(np.int64) << 16) | (rgb[..., 1].astype(np.int64) << 8) | rgb[..., 2]
+    colours, inverse = np.unique(pix, return_inverse=True)
+    pos = np.clip(np.searchsorted(uniq, colours), 0, len(uniq) - 1)
+    if not np.array_equal(uniq[pos], colours):
+        raise DataError(f"mask {path}: a pixel colour is not in the PNG's palette", fix="re-save the mask as an indexed PNG")
+    return first[pos].astype(np.uint8)[inverse.reshape(pix.shape)]
+
+
+def read_id_mask(path: str | Path) -> np.ndarray:
+    """Read a DAVIS annotation (or a prediction) as ``uint8 [H, W]`` object ids (see the module docstring)."""
+    import cv2
+
+    p = Path(path)
+    data = _read_bytes(p, DataError, "mask")
+    palette = _png_palette(data.tobytes())
+    if palette is None:
+        ids = read_label(p)
+        if ids.size and ids.max() == 255 and not np.any((ids != 0) & (ids != 255)):
+            ids = (ids == 255).astype(np.uint8)  # DAVIS-2016: binary 0/255
+        return ids
+    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise DataError(f"cannot decode mask {p}: not an image or a corrupt file")
+    return _palette_indices(bgr[..., ::-1], palette, p)
+
+
+@dataclass(frozen=True)
+class DavisFrame:
+    """One frame of a sequence: ``image`` RGB ``uint8 [H, W, 3]``; ``mask`` ``uint8 [H, W]`` ids or None."""
+
+    index: int
+    name: str
+    image: np.ndarray
+    mask: np.ndarray | None
+
+
+class DavisSequence:
+    """The frames and annotations of one sequence (paths only; files are read when iterated)."""
+
+    def __init__(self, name: str, frames: list[Path], masks: dict[str, Path]):
+        self.name = name
+        self.frame_paths = frames
+        self.mask_paths = masks  # frame stem -> annotation path
+        if not frames:
+            raise DataError(f"DAVIS sequence {name!r} has no frames", fix="check JPEGImages/<resolution>/<sequence>/")
+
+    def __len__(self) -> int:
+        return len(self.frame_paths)
+
+    def __repr__(self) -> str:
+        return f"DavisSequence({self.name!r}, frames={len(self)}, annotated={len(self.mask_paths)})"
+
+    @property
+    def frame_names(self) -> list[str]:
+        return [p.stem for p in self.frame_paths]
+
+    def read_mask(self, index: int) -> np.ndarray | None:
+        """Object ids of frame ``index``, or None when that frame has no annotation."""
+        path = self.mask_paths.get(self.frame_paths[index].stem)
+        return None if path is None else read_id_mask(path)
+
+    def prompt(self) -> np.ndarray:
+        """The first frame's annotation (the semi-supervised prompt)."""
+        m = self.read_mask(0)
+        if m is None:
+            raise DataError(f"DAVIS sequence {self.name!r}: the first frame {self.frame_paths[0].name} has no annotation")
+        return m
+
+    @property
+    def num_objects(self) -> int:
+        """Objects of the sequence: the largest id of the first annotation (255, void, excluded)."""
+        m = self.prompt()
+        return int(np.where(m == 255, 0, m).max())
+
+    def masks(self) -> list[np.ndarray]:
+        """Every frame's annotation (a DataError when one is missing)."""
+        out = []
+        for i in range(len(self)):
+            m = self.read_mask(i)
+            if m is None:
+                raise DataError(f"DAVIS sequence {self.name!r}: frame {self.frame_paths[i].name} has no annotation",
+                                fix="score only sequences annotated on every frame (train/val)")
+            out.append(m)
+        return out
+
+    def frames(self) -> Iterator[DavisFrame]:
+        """Frames in order with their annotations; a mask whose size differs from its frame is a DataError."""
+        shape = None
+        for i, path in enumerate(self.frame_paths):
+            img = read_image(path)
+            mask = self.read_mask(i)
+            if mask is not None and mask.shape != img.shape[:2]:
+                raise DataError(
+                    f"DAVIS sequence {self.name!r}: mask {self.mask_paths[path.stem].name} is {_wxh(mask.shape)} "
+                    f"but frame {path.name} is {_wxh(img.shape)}", fix="use annotations of the same resolution as the frames")
+            if shape is not None and img.shape != shape:
+                raise DataError(f"DAVIS sequence {self.name!r}: frame {path.name} is {_wxh(img.shape)}, "
+                                f"earlier ones {_wxh(shape)}")
+            shape = img.shape
+            yield DavisFrame(i, path.stem, img, mask)
+
+    def __iter__(self) -> Iterator[DavisFrame]:
+        return self.frames()
+
+    @property
+    def shape(self) -> ImageShape:
+        return ImageShape.of(read_image(self.frame_paths[0]))
+
+
+def _wxh(shape: tuple[int, ...]) -> str:
+    return f"{shape[1]}x{shape[0]}"
+
+
+class Davis:
+    """A DAVIS root: ``Davis(root, resolution="480p", subset=None, sequences=None)``.
+
+    subset: read the sequence names from ``ImageSets/2017/{subset}.txt`` (or the DAVIS-2016
+    ``ImageSets/{resolution}/{subset}.txt``); without it, every folder under ``JPEGImages/{resolution}``.
+    sequences: keep only these names (in this order).
+    """
+
+    def __init__(self, root: str | Path, resolution: str = "480p", subset: str | None = None,
+                 sequences: list[str] | tuple[str, ...] | None = None):
+        self.root = Path(root)
+        self.resolution = resolution
+        if not self.root.is_dir():
+            raise DataError(f"DAVIS root {self.root} is not a directory",
+                            fix="pass davis:PATH/TO/DAVIS (it holds JPEGImages/ and Annotations/)")
+        self.image_dir = self.root / "JPEGImages" / resolution
+        self.mask_dir = self.root / "Annotations" / resolution
+        if not self.image_dir.is_dir():
+            have = sorted(p.name for p in (self.root / "JPEGImages").iterdir()) if (self.root / "JPEGImages").is_dir() else []
+            raise DataError(f"DAVIS root {self.root} has no JPEGImages/{resolution}/",
+                            fix=f"resolutions found: {', '.join(have)}" if have else "is this a DAVIS root?")
+        names = self._subset_names(subset) if subset else sorted(p.name for p in self.image_dir.iterdir() if p.is_dir())
+        if sequences:
+            unknown = [s for s in sequences if not (self.image_dir / s).is_dir()]
+            if unknown:
+                raise DataError(f"DAVIS root {self.root}: no sequence {', '.join(map(repr, unknown))}",
+                                fix=f"known: {', '.join(names[:20])}{' ...' if len(names) > 20 else ''}")
+            names = list(sequences)
+        if not names:
+            raise DataError(f"DAVIS root {self.root} holds no sequences under JPEGImages/{resolution}/")
+        self.sequence_names = names
+
+    def _subset_names(self, subset: str) -> list[str]:
+        list17 = self.root / "ImageSets" / "2017" / f"{subset}.txt"
+        list16 = self.root / "ImageSets" / self.resolution / f"{subset}.txt"
+        if list17.is_file():
+            return [ln.strip() for ln in list17.read_text().splitlines() if ln.strip()]
+        if list16.is_file():
+            names: list[str] = []
+            for ln in list16.read_text().splitlines():
+                parts = Path(ln.split()[0]).parts if ln.strip() else ()
+                if len(parts) >= 2 and parts[-2] not in names:
+                    names.append(parts[-2])
+            return names
+        raise DataError(f"DAVIS subset {subset!r} not found: neither {list17} nor {list16}")
+
+    def __len__(self) -> int:
+        return len(self.sequence_names)
+
+    def __iter__(self) -> Iterator[DavisSequence]:
+        return (self[n] for n in self.sequence_names)
+
+    def __repr__(self) -> str:
+        return f"Davis({str(self.root)!r}, sequences={len(self)})"
+
+    def __getitem__(self, name: str) -> DavisSequence:
+        folder = self.image_dir / name
+        if not folder.is_dir():
+            raise DataError(f"DAVIS root {self.root}: no sequence {name!r}", fix=f"known: {', '.join(self.sequence_names[:20])}")
+        frames = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+        mask_folder = self.mask_dir / name
+        masks = {p.stem: p for p in sorted(mask_folder.glob("*.png"))} if mask_folder.is_dir() else {}
+        if not frames:
+            raise DataError(f"DAVIS sequence {name!r} is empty: no frames in {folder}")
+        return DavisSequence(name, frames, masks)
+
+    @classmethod
+    def from_spec(cls, spec: str) -> "Davis":
+        """``davis:ROOT[,resolution=480p][,subset=val][,sequences=a+b+c]``; ``davis:`` alone opens the data
+        folder's ``davis2016/``."""
+        parsed = DatasetSpec.parse(spec)
+        if parsed.kind != "davis":
+            raise DataError(f"{spec!r} is not a DAVIS spec", fix="write davis:PATH/TO/DAVIS")
+        opts = dict(parsed.options)
+        check_options("davis", opts, ("resolution", "subset", "sequences"))
+        if len(parsed.args) > 1:
+            raise DataError(f"davis spec {spec!r}: one root expected, got {len(parsed.args)}")
+        root = parsed.args[0] if parsed.args else _default_root()
+        seqs = [s for s in opts.get("sequences", "").split("+") if s] or None
+        return cls(root, resolution=opts.get("resolution", "480p"), subset=opts.get("subset"), sequences=seqs)
+
+
+def _default_root() -> Path:
+    from ..paths import data_root
+
+    root = data_root()
+    if root is None or not (root / "davis2016").is_dir():
+        raise DataError("davis: without a root needs the data folder's davis2016/", fix="write davis:PATH/TO/DAVIS")
+    return root / "davis2016"

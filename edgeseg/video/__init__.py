@@ -1,0 +1,11 @@
+"""Video object segmentation: masks given on one frame carried through a video (classical, CPU).
+
+``Propagator`` (explicit per-source state: ``start``, ``step``, ``add_prompt``, ``reset``) and its
+``PropagatorConfig``; ``CopyFirstMask`` and ``FlowWarp`` are the two reference baselines with the
+same interface. Importing this package imports neither OpenCV nor anything heavy.
+"""
+from .baselines import CopyFirstMask, FlowWarp
+from .prompt import frame_image, prompt_ids
+from .propagate import Propagator, PropagatorConfig, StepInfo
+
+__all__ = ["Propagator", "PropagatorConfig", "StepInfo", "CopyFirstMask", "FlowWarp", "prompt_ids", "frame_image"]
