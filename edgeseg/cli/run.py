@@ -15,22 +15,27 @@ EXAMPLES = (
     "edgeseg run pipelines/file_semantic.toml --max-frames 50                             # a recipe (+ overrides)",
     "edgeseg run --bundle road --source rtsp://cam1/s --source rtsp://cam2/s --max-batch 2 --json-out r.jsonl",
     "edgeseg run --remote http://10.0.0.5:8000/road --source rtsp://cam1/s --json-out r.jsonl   # inference on a cluster",
+    "edgeseg run --source frames/ --prompt first_mask.png --sink tracks.mp4 --png-dir ids/   # propagate objects, no bundle",
 )
 
 # CLI option -> StreamOptions field (None means: keep the recipe's value / the default)
 _FIELDS = ("bundle", "source", "sink", "rtsp_port", "rtsp_address", "show", "json_out", "png_dir", "stats_json",
            "realtime", "max_frames", "on_error", "backend", "precision", "target", "threads", "device",
            "queue_size", "fps", "encoder", "source_backend", "alpha", "max_batch", "batch_timeout_ms", "upsample",
-           "score_threshold")
+           "score_threshold", "prompt")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("recipe", nargs="?", help="a pipeline recipe (pipelines/NAME.toml); options below override it")
     p.add_argument("--bundle", help="bundle directory, .zip, or shipped name")
+    p.add_argument("--prompt", metavar="MASK.png",
+                   help="propagate the objects of this id mask (0 background, k object k; drawn on the first frame) "
+                        "through the stream instead of running a bundle (not with --bundle/--remote); after a "
+                        "reconnect or seek the objects restart from this prompt")
     p.add_argument("--remote", metavar="URL", help="send frames to an `edgeseg serve` server instead of running a bundle "
                    "here: http://HOST:PORT[/BUNDLE] (a lost server: frames counted as errors, retried, nothing crashes)")
     p.add_argument("--source", action="append", default=None,
-                   help="file path, file://, rtsp://, http(s)://, v4l2:///dev/videoN, csi://N, "
+                   help="file path, a folder of images (or dir://PATH; sorted by name, pts from --fps), file://, rtsp://, http(s)://, v4l2:///dev/videoN, csi://N, "
                         "test://PATTERN?width=&height=&fps=&frames=&live=1, synthetic://?seed=&size=&frames=, or a "
                         "GStreamer launch string; repeat for several sources (frames interleaved, batched with --max-batch)")
     p.add_argument("--source-backend", choices=["auto", "gstreamer", "opencv"], default=None, help="how to read the source")
@@ -80,15 +85,20 @@ def run(args: argparse.Namespace) -> int:
         opts = opts.replace(bundle=args.remote)  # predictor.load(URL) returns a RemotePredictor
     if not opts.source:
         raise InputError("no source", fix="pass --source URI or a recipe (edgeseg run pipelines/file_semantic.toml)")
-    if not opts.bundle:
-        raise InputError("no bundle", fix="pass --bundle PATH (or a shipped name such as 'road')")
+    if opts.prompt is not None and opts.bundle:
+        raise InputError("--prompt (propagate objects) and --bundle/--remote (run a model) cannot run in one stream",
+                         fix="pass one of them")
+    if not opts.bundle and opts.prompt is None:
+        raise InputError("no bundle", fix="pass --bundle PATH (or a shipped name such as 'road'), or --prompt MASK.png")
     pipe = build_pipeline(opts)
     try:
         stats = pipe.run()
     finally:
         if pipe.stats is not None:
             choice = getattr(pipe, "choice", None)
-            write_json(opts.stats_json, {"source": opts.source, "bundle": str(opts.bundle), **pipe.stats.to_dict(),
+            write_json(opts.stats_json, {"source": opts.source, "bundle": None if opts.bundle is None else str(opts.bundle),
+                                         "prompt": opts.prompt if isinstance(opts.prompt, str) else None,
+                                         **pipe.stats.to_dict(),
                                          "batch_sizes": _batch_sizes(pipe),
                                          "choice": choice.to_dict() if choice is not None else None})
     rows = [{"stage": k, "count": v.count, "p50_ms": v.p50_ms, "p95_ms": v.p95_ms, "p99_ms": v.p99_ms}

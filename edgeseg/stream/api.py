@@ -19,7 +19,7 @@ from .pipeline import Pipeline
 from .recipe import RECIPE_KEYS, load_recipe  # noqa: F401  (re-exported: edgeseg.stream.load_recipe)
 from .sinks import CallbackSink, DisplaySink, JsonLinesSink, LabelPngSink, Mp4Sink, RtspServerSink
 from .sources import MultiSource, open_source
-from .stages import predictor_stages
+from .stages import RenderStage, predictor_stages
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,7 @@ class StreamOptions:
     threads: int = 0
     upsample: str | None = None  # semantic decoder: None (the bundle's), "logits" (accurate) or "labels" (fast)
     score_threshold: float | None = None  # instance decoder: None (the bundle's) or the minimum detection score
+    prompt: Any = None  # video object propagation instead of a bundle: an id mask PNG path or array (VosStage)
     source_backend: str = "auto"  # auto | gstreamer | opencv
     realtime: bool = False
     sink: str | None = None  # MP4 path
@@ -100,7 +101,7 @@ def open_sources(opts: StreamOptions) -> Any:
     if not many:
         raise InputError("no source", fix="pass --source URI (repeat it for several sources)")
     if len(many) == 1:
-        return open_source(many[0], backend=opts.source_backend, realtime=opts.realtime)
+        return open_source(many[0], backend=opts.source_backend, realtime=opts.realtime, fps=opts.fps)
     names: list[str] = []
     seen: dict[str, int] = {}
     for s in many:
@@ -108,15 +109,18 @@ def open_sources(opts: StreamOptions) -> Any:
         seen[base] = seen.get(base, 0) + 1
         names.append(base if seen[base] == 1 else f"{base}#{seen[base]}")
     return MultiSource([s if not isinstance(s, str) else open_source(s, backend=opts.source_backend,
-                                                                       realtime=opts.realtime, name=n)
+                                                                       realtime=opts.realtime, name=n, fps=opts.fps)
                         for s, n in zip(many, names)])
 
 
 def build_pipeline(opts: StreamOptions, predictor: Any = None, extra_sinks: tuple[Sink, ...] = (),
                    handle_signals: bool = True) -> Pipeline:
-    """Source -> preprocess -> inference -> decode (-> render when a video sink needs it) -> sinks."""
+    """Source -> preprocess -> inference -> decode (-> render when a video sink needs it) -> sinks; with
+    ``opts.prompt``, source -> vos (:class:`~edgeseg.stream.vos_stage.VosStage`) (-> render) -> sinks."""
     if opts.max_batch < 1 or opts.batch_timeout_ms < 0:
         raise InputError(f"max_batch must be >= 1 and batch_timeout_ms >= 0, got {opts.max_batch} and {opts.batch_timeout_ms}")
+    if opts.prompt is not None:
+        return _vos_pipeline(opts, predictor, extra_sinks, handle_signals)
     source = open_sources(opts)
     source.open()  # before the bundle: a bad URI or a missing file fails first (Pipeline.run reopens: a no-op)
     try:
@@ -137,6 +141,26 @@ def build_pipeline(opts: StreamOptions, predictor: Any = None, extra_sinks: tupl
     return pipe
 
 
+def _vos_pipeline(opts: StreamOptions, predictor: Any, extra_sinks: tuple[Sink, ...], handle_signals: bool) -> Pipeline:
+    """Propagation only: a prompt and a bundle together are refused (one result per frame)."""
+    from .vos_stage import VosStage
+
+    if predictor is not None or opts.bundle:
+        raise InputError("a prompt (video object propagation) and a bundle cannot run in one stream",
+                         fix="pass --prompt MASK.png without --bundle/--remote, or --bundle without --prompt")
+    stage = VosStage(opts.prompt)  # an empty or unreadable prompt fails before the source opens
+    source = open_sources(opts)
+    source.open()
+    sinks = build_sinks(opts)
+    stages: list[Any] = [stage]
+    if any(isinstance(s, (Mp4Sink, RtspServerSink, DisplaySink)) for s in sinks):
+        stages.append(RenderStage(Renderer(alpha=opts.alpha)))  # per-object colours (render_track)
+    pipe = Pipeline([source, *stages, *sinks, *extra_sinks], queue_size=opts.queue_size, on_error=opts.on_error,
+                    max_frames=opts.max_frames, log_interval_s=opts.log_interval_s, handle_signals=handle_signals)
+    pipe.choice = None
+    return pipe
+
+
 def stream(source: Any, bundle: Any = None, **options: Any) -> Iterator[tuple[Any, Any]]:
     """``for frame, result in edgeseg.stream("rtsp://cam/1", "road.edgeseg"): ...``
 
@@ -144,7 +168,9 @@ def stream(source: Any, bundle: Any = None, **options: Any) -> Iterator[tuple[An
     yields ``(Frame, result)`` in source order; ``result`` is None for a frame a stage failed on
     (``on_error="skip"``). ``bundle`` is a bundle path/name or a loaded Predictor. ``options`` are
     :class:`StreamOptions` fields (``sink="out.mp4"``, ``json_out=...``, ``realtime=True``, ``max_frames``,
-    ``backend``, ...). Breaking out of the loop stops the stream and finalizes every sink.
+    ``backend``, ...). Breaking out of the loop stops the stream and finalizes every sink. With
+    ``prompt=MASK`` (a path or an id array) and no bundle, results are the propagated
+    :class:`~edgeseg.structures.TrackResult` of the prompt's objects.
     """
     unknown = set(options) - {f.name for f in dataclasses.fields(StreamOptions)}
     if unknown:

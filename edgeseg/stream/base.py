@@ -4,11 +4,19 @@
 
     Source: iterator of Frame; open()/close(); live sources drop the oldest frame under back-pressure
             (counted in ``dropped``), file sources block.
-    Stage:  open(); process(packet) -> packet | None; close(); reset()
+    Stage:  open(); process(packet) -> packet | None; close(); reset(); on_discontinuity(frame)
     Sink:   open(); write(frame, result); close()   # close() leaves complete, playable files
 
 Sources are chosen by URI scheme (:data:`SOURCES`), sinks by kind (:data:`SINKS`), stages by name
 (:data:`STAGES`). Adding one touches only the file that defines it.
+
+Discontinuities: the first frame of each source (each ``source_id``), and the first frame after a
+reconnect, a seek or a new file, carry ``frame.meta["discontinuity"] = True`` (:data:`DISCONTINUITY`;
+sources may set it, the pipeline sets it on first frames and after a source's reconnect). Before
+such a frame the pipeline calls :meth:`Stage.on_discontinuity` on every stage, whose default is
+:meth:`Stage.reset`: state carried across frames must not survive a jump in the video.
+A source that cannot read one frame yields it with ``frame.meta["error"]`` (:data:`FRAME_ERROR`) set:
+the pipeline counts it as an error frame (``on_error``).
 """
 from __future__ import annotations
 
@@ -22,6 +30,11 @@ from typing import Any, Iterator, Sequence
 from .._registry import Registry
 from ..errors import StreamError
 from ..structures.frame import Frame
+
+DISCONTINUITY = "discontinuity"
+"""``frame.meta`` key: True on the first frame after a jump (new source, reconnect, seek, new file)."""
+FRAME_ERROR = "error"
+"""``frame.meta`` key: why the source could not read this frame (its image is a placeholder)."""
 
 SOURCES: Registry[type["Source"]] = Registry("stream source", error=StreamError)
 SINKS: Registry[type["Sink"]] = Registry("stream sink", error=StreamError)
@@ -114,7 +127,13 @@ class Stage(abc.ABC):
         """Release what :meth:`open` loaded (default: nothing)."""
 
     def reset(self) -> None:
-        """Forget state carried across frames (called on stream discontinuities)."""
+        """Forget state carried across frames (every source's)."""
+
+    def on_discontinuity(self, frame: Frame) -> None:
+        """Called by the pipeline before ``frame`` when it follows a jump (``frame.meta["discontinuity"]``),
+        (not before a frame that merely failed to read). Default: :meth:`reset`; a stage holding per-source
+        state may forget only ``frame.source_id``'s."""
+        self.reset()
 
 
 class Sink(abc.ABC):

@@ -13,6 +13,11 @@ A stage that raises on a frame: with ``on_error="skip"`` the error is counted an
 the sinks without a result; with ``"stop"`` the pipeline drains and stops. :meth:`Pipeline.stop` (also
 wired to SIGINT/SIGTERM while :meth:`run` runs in the main thread) stops the source and drains every
 frame already read, so sinks finalize complete files holding every processed frame.
+
+Discontinuities (:data:`~edgeseg.stream.base.DISCONTINUITY`): the source thread marks the first frame
+of each ``source_id``, and the first frame after its source reconnects; each stage thread calls
+``stage.on_discontinuity(frame)`` (default ``reset()``) before a marked frame. A frame the source
+could not read (``frame.meta["error"]``) is an error frame, like one a stage failed on.
 """
 from __future__ import annotations
 
@@ -25,7 +30,7 @@ import time
 from typing import Any, Callable, Iterable, Sequence
 
 from ..errors import InputError, StreamError
-from .base import Packet, Sink, Source, Stage
+from .base import DISCONTINUITY, FRAME_ERROR, Packet, Sink, Source, Stage
 from .metrics import Recorder, Stats
 
 log = logging.getLogger("edgeseg.stream")
@@ -99,6 +104,7 @@ class Pipeline:
     # ---- threads ---------------------------------------------------------------------------------
     def _source_loop(self, out: queue.Queue) -> None:
         n = 0
+        marks = _Discontinuities(self.source)
         it = iter(self.source)
         try:
             while not self._stop.is_set():
@@ -107,10 +113,13 @@ class Pipeline:
                     frame = next(it)
                 except StopIteration:
                     break
+                marks.mark(frame)
                 packet = Packet(frame)
                 packet.timings["source"] = packet.t_created - t0
                 self._rec.stage("source", packet.t_created - t0)
                 self._rec.frame_in()
+                if frame.meta.get(FRAME_ERROR):
+                    self._stage_error("source", packet, StreamError(str(frame.meta[FRAME_ERROR])))
                 out.put(packet)
                 n += 1
                 if self.max_frames is not None and n >= self.max_frames:
@@ -128,6 +137,7 @@ class Pipeline:
             if packet is _END:
                 out.put(_END)
                 return
+            self._discontinuity(stage, name, packet)
             if packet.error is None:
                 t0 = time.perf_counter()
                 try:
@@ -164,6 +174,8 @@ class Pipeline:
                     ended = True
                     break
                 batch.append(item)
+            for p in batch:
+                self._discontinuity(stage, name, p)
             good = [p for p in batch if p.error is None]
             if good:
                 t0 = time.perf_counter()
@@ -179,6 +191,15 @@ class Pipeline:
             for p in batch:
                 out.put(p)
         out.put(_END)
+
+    def _discontinuity(self, stage: Stage, name: str, packet: Packet) -> None:
+        """``stage.on_discontinuity(frame)`` before a frame after a jump (even one that failed to read)."""
+        if not packet.frame.meta.get(DISCONTINUITY):
+            return
+        try:
+            stage.on_discontinuity(packet.frame)
+        except Exception as e:
+            self._stage_error(name, packet, e)
 
     def _stage_error(self, name: str, packet: Packet, exc: Exception) -> None:
         msg = f"{name} failed on frame {packet.frame.index} of {packet.frame.source_id or 'the source'}: {type(exc).__name__}: {exc}"
@@ -319,6 +340,25 @@ class Pipeline:
                 signal.signal(sig, h)
 
         return restore
+
+
+class _Discontinuities:
+    """Sets ``frame.meta["discontinuity"]`` on the first frame of each ``source_id`` and on the first
+    frame after its source's reconnect count (``reconnect_gaps_s``) grew. Sources that know better
+    (a seek, a new file) set the flag themselves; it is never cleared here."""
+
+    def __init__(self, source: Source):
+        parts = list(source.parts) or [source]
+        self._by_id = {getattr(s, "source_id", getattr(s, "uri", "")): s for s in parts}
+        self._seen: dict[str, int] = {}  # source_id -> reconnects seen
+
+    def mark(self, frame: Any) -> None:
+        sid = frame.source_id
+        src = self._by_id.get(sid)
+        reconnects = len(src.reconnect_gaps_s) if src is not None else 0
+        if sid not in self._seen or reconnects > self._seen[sid]:
+            frame.meta[DISCONTINUITY] = True
+        self._seen[sid] = reconnects
 
 
 class _SinkFailure(StreamError):

@@ -5,8 +5,8 @@ Paths in a recipe do not depend on the directory ``edgeseg run`` is started from
 expanded (``${EDGESEG_DATA}`` falls back to :func:`edgeseg.paths.data_root`), a relative path is
 relative to **the recipe file's directory**.
 
-That applies to the source (or each of a list of sources: a plain path or a ``file://`` URI; network URIs and launch strings only
-get variables expanded), a bundle given as a path (a bare name such as ``road`` stays a shipped
+That applies to the source (or each of a list of sources: a plain path, a ``file://`` or ``dir://`` URI; network URIs and launch strings only
+get variables expanded), ``[model] prompt`` (an id mask: propagation instead of a bundle), a bundle given as a path (a bare name such as ``road`` stays a shipped
 bundle name unless such a file sits next to the recipe), and the output files.
 """
 from __future__ import annotations
@@ -23,7 +23,7 @@ RECIPE_KEYS: dict[str, dict[str, str]] = {
     "source": {"uri": "source", "realtime": "realtime", "backend": "source_backend"},
     "model": {"bundle": "bundle", "backend": "backend", "precision": "precision", "target": "target",
               "device": "device", "threads": "threads", "upsample": "upsample",
-              "score_threshold": "score_threshold"},
+              "score_threshold": "score_threshold", "prompt": "prompt"},
     "sinks": {"mp4": "sink", "encoder": "encoder", "rtsp_port": "rtsp_port", "rtsp_address": "rtsp_address",
               "rtsp_mount": "rtsp_mount", "show": "show", "json": "json_out", "png_dir": "png_dir",
               "stats_json": "stats_json", "fps": "fps", "alpha": "alpha"},
@@ -31,7 +31,7 @@ RECIPE_KEYS: dict[str, dict[str, str]] = {
                  "log_interval_s": "log_interval_s", "max_batch": "max_batch", "batch_timeout_ms": "batch_timeout_ms"},
 }
 #: StreamOptions fields holding file paths (resolved against the recipe's directory)
-PATH_FIELDS = ("sink", "json_out", "png_dir", "stats_json")
+PATH_FIELDS = ("sink", "json_out", "png_dir", "stats_json", "prompt")
 
 
 def resolve_path(text: str, recipe: Path) -> str:
@@ -45,10 +45,10 @@ def resolve_source(text: str, recipe: Path) -> str:
     if "://" not in text:
         return resolve_path(text, recipe)
     scheme, rest = text.split("://", 1)
-    if scheme.lower() != "file":
+    if scheme.lower() not in ("file", "dir"):
         return _recipes.expand_vars(text, recipe)
     path, sep, query = rest.partition("?")
-    return f"file://{resolve_path(path, recipe)}{sep}{query}"
+    return f"{scheme.lower()}://{resolve_path(path, recipe)}{sep}{query}"
 
 
 def resolve_bundle(text: str, recipe: Path) -> str:

@@ -391,6 +391,10 @@ class _FakeBundle:
     def __call__(self, rgb):
         return self.predict(rgb)
 
+    def set_options(self, **overrides):
+        self.options = overrides  # `edgeseg eval` lowers the score threshold for AP
+        return self
+
     def __enter__(self):
         return self
 

@@ -17,7 +17,9 @@ def test_image_folder_in_name_order(tmp_path):
         cv2.imwrite(str(tmp_path / f"f{i:02d}.png"), img[..., ::-1])
     (tmp_path / "notes.txt").write_text("not an image")
     src = open_source(str(tmp_path))
-    assert isinstance(src, OpenCVSource)
+    from edgeseg.stream.sources import FolderSource
+
+    assert isinstance(src, FolderSource)  # image folders are read by FolderSource (sorted, stems kept)
     frames = list(src)
     assert [f.index for f in frames] == list(range(5)) and src.expected_frames == 5
     for f, img in zip(frames, images):

@@ -6,6 +6,7 @@ from typing import Any
 
 from ...errors import StreamError
 from ..base import SOURCES, Source
+from .folder import FolderSource
 from .gst_source import LAUNCHERS, GstSource
 from .mux import MultiSource
 from .opencv_source import OpenCVSource
@@ -14,6 +15,7 @@ from .uri import SourceURI, parse_source
 
 SOURCES.add("gstreamer", GstSource, schemes=tuple(LAUNCHERS))
 SOURCES.add("opencv", OpenCVSource, schemes=("file", "folder", "v4l2"))
+SOURCES.add("folder", FolderSource, schemes=("folder",))  # every image folder (a directory or dir://), any backend
 # generated in Python: no GStreamer/OpenCV backend choice; picked by scheme before parse_source
 SOURCES.add("synthetic", SyntheticSource, schemes=("synthetic",), standalone=True)
 
@@ -29,27 +31,28 @@ def _standalone(uri: str) -> type[Source] | None:
 
 def open_source(uri: str | Source, *, backend: str = "auto", **options: Any) -> Source:
     """A :class:`Source` for ``uri``. ``backend``: ``auto`` (GStreamer when it works, else OpenCV),
-    ``gstreamer`` or ``opencv``. ``options`` go to the source (``realtime``, ``name``, ``buffer_size``, ...)."""
+    ``gstreamer`` or ``opencv``. ``options`` go to the source (``realtime``, ``name``, ``buffer_size``, ...);
+    ``fps`` only to an image folder (its frames' timestamps). An image folder is always a :class:`FolderSource`."""
     if isinstance(uri, Source):
         return uri
+    fps = options.pop("fps", None)
     standalone = _standalone(str(uri))
     if standalone is not None:
         return standalone(str(uri), **options)
     spec = parse_source(uri)
+    if spec.scheme == "folder":
+        return FolderSource(str(uri), fps=fps, **options)
     if backend == "auto":
         from ..gst import available
 
-        if spec.scheme == "folder":
-            backend = "opencv"
-        else:
-            ok, why = available()
-            backend = "gstreamer" if ok else "opencv"
-            if not ok and spec.scheme not in SOURCES.entry("opencv").meta["schemes"]:
-                raise StreamError(f"source {uri!r} needs GStreamer, which is not available: {why}")
+        ok, why = available()
+        backend = "gstreamer" if ok else "opencv"
+        if not ok and spec.scheme not in SOURCES.entry("opencv").meta["schemes"]:
+            raise StreamError(f"source {uri!r} needs GStreamer, which is not available: {why}")
     cls = SOURCES.get(backend)
     if spec.scheme not in SOURCES.entry(backend).meta["schemes"]:
         raise StreamError(f"the {backend} source cannot read {spec.scheme!r} sources ({uri})")
     return cls(str(uri), **options)
 
 
-__all__ = ["GstSource", "MultiSource", "OpenCVSource", "SyntheticSource", "open_source", "parse_source", "SourceURI", "LAUNCHERS"]
+__all__ = ["FolderSource", "GstSource", "MultiSource", "OpenCVSource", "SyntheticSource", "open_source", "parse_source", "SourceURI", "LAUNCHERS"]

@@ -1,5 +1,6 @@
 """Source URIs: ``file://``, ``rtsp://``, ``v4l2:///dev/videoN``, ``csi://N``, ``test://PATTERN``,
-``http(s)://``, a plain path, an image folder, or a raw GStreamer launch string (anything with ``!``).
+``http(s)://``, a plain path, an image folder (a directory, or ``dir://PATH``), or a raw GStreamer
+launch string (anything with ``!``).
 
 Options ride in the query string: ``test://ball?width=320&height=240&fps=30&frames=100&live=1``,
 ``rtsp://cam/stream?latency=100&transport=udp``, ``csi://0?width=1920&height=1080&fps=30``.
@@ -59,6 +60,8 @@ def parse_source(text: str | os.PathLike) -> SourceURI:
     opts = dict(parse_qsl(parts.query, keep_blank_values=True))
     if scheme == "file":
         return SourceURI(s, "file", unquote(parts.netloc + parts.path), opts)
+    if scheme == "dir":
+        return SourceURI(s, "folder", str(Path(unquote(parts.netloc + parts.path)).expanduser()), opts)
     if scheme in ("rtsp", "rtsps", "http", "https"):
         ours = {k: v for k, v in opts.items() if k in _NET_OPTS}
         rest = "&".join(f"{k}={v}" for k, v in opts.items() if k not in _NET_OPTS)
@@ -72,5 +75,5 @@ def parse_source(text: str | os.PathLike) -> SourceURI:
         return SourceURI(s, "test", parts.netloc or "smpte", opts)
     raise InputError(
         f"unknown source scheme {scheme!r} in {s!r}",
-        fix="use file://, rtsp://, http(s)://, v4l2:///dev/videoN, csi://N, test://PATTERN, a path or a launch string",
+        fix="use file://, dir://, rtsp://, http(s)://, v4l2:///dev/videoN, csi://N, test://PATTERN, a path or a launch string",
     )

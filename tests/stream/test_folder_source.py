@@ -1,0 +1,84 @@
+"""A folder of images as a stream source: order, timestamps, stems, unreadable files, empty folders."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgeseg.data.io import write_image
+from edgeseg.errors import InputError, StreamError
+from edgeseg.stream import CallbackSink, Pipeline, StreamOptions, build_pipeline, open_source
+from edgeseg.stream.sources import FolderSource
+from stream_helpers import make_images
+
+
+def _folder(tmp_path, n=5, shape=(20, 30), names=None):
+    images = make_images(n, shape=shape, seed=1)
+    names = names or [f"f{i:02d}" for i in range(n)]
+    for name, img in zip(names, images):
+        write_image(tmp_path / f"{name}.png", img)
+    return images, names
+
+
+def test_frames_in_name_order_with_stem_pts_and_first_discontinuity(tmp_path):
+    images, _ = _folder(tmp_path, names=["b10", "a2", "c", "a1", "b9"])
+    (tmp_path / "notes.txt").write_text("not an image")
+    src = open_source(str(tmp_path), fps=10.0)
+    assert isinstance(src, FolderSource)
+    frames = list(src.open())
+    assert src.expected_frames == 5 and src.fps == 10.0
+    assert [f.meta["stem"] for f in frames] == ["a1", "a2", "b10", "b9", "c"]  # sorted by file name
+    assert [f.index for f in frames] == list(range(5))
+    assert [f.pts_ns for f in frames] == [i * 100_000_000 for i in range(5)]
+    assert [bool(f.meta.get("discontinuity")) for f in frames] == [True, False, False, False, False]
+    by_name = dict(zip(["b10", "a2", "c", "a1", "b9"], images))
+    for f in frames:
+        np.testing.assert_array_equal(f.image, by_name[f.meta["stem"]])  # lossless, RGB
+
+
+def test_dir_uri_default_fps_and_fps_option(tmp_path):
+    _folder(tmp_path, n=3)
+    src = open_source(f"dir://{tmp_path}")
+    assert isinstance(src, FolderSource) and src.fps == 25.0
+    assert [f.pts_ns for f in src] == [0, 40_000_000, 80_000_000]
+    assert open_source(f"dir://{tmp_path}?fps=50").fps == 50.0
+    assert not src.live
+
+
+def test_unreadable_image_in_the_middle_is_an_error_frame(tmp_path):
+    images, _ = _folder(tmp_path, n=4)
+    (tmp_path / "f01.png").write_bytes(b"not a png")  # replaces frame 1
+    got = []
+    pipe = Pipeline([FolderSource(str(tmp_path)), CallbackSink(lambda f, r: got.append(f))], handle_signals=False)
+    stats = pipe.run()
+    assert [f.index for f in got] == [0, 1, 2, 3]  # every frame reaches the sinks, in order
+    assert stats.errors == 1 and "f01.png" in stats.error_messages[0]
+    assert "f01.png" in got[1].meta["error"] and got[1].image.shape == images[0].shape and not got[1].image.any()
+    np.testing.assert_array_equal(got[2].image, images[2])
+    pipe = Pipeline([FolderSource(str(tmp_path)), CallbackSink(lambda f, r: None)], on_error="stop", handle_signals=False)
+    with pytest.raises(StreamError, match=r"f01\.png"):
+        pipe.run()
+
+
+def test_unreadable_first_image_takes_the_size_of_the_next(tmp_path):
+    images, _ = _folder(tmp_path, n=3, shape=(10, 14))
+    (tmp_path / "f00.png").write_bytes(b"broken")
+    frames = list(FolderSource(str(tmp_path)))
+    assert frames[0].meta["error"] and frames[0].image.shape == (10, 14, 3) and frames[0].meta["discontinuity"]
+    np.testing.assert_array_equal(frames[1].image, images[1])
+
+
+def test_empty_missing_and_all_broken_folders_are_clear_errors(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "readme.txt").write_text("x")
+    with pytest.raises(InputError, match=r"image folder .*empty holds no images"):
+        open_source(str(empty)).open()
+    with pytest.raises(InputError, match=r"empty holds no images"):  # before any model is loaded
+        build_pipeline(StreamOptions(source=str(empty), bundle="no-such-bundle"))
+    with pytest.raises(InputError, match=r"image folder .*nowhere does not exist"):
+        FolderSource(f"dir://{tmp_path / 'nowhere'}").open()
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "a.png").write_bytes(b"x")
+    with pytest.raises(InputError, match="none of its 1 images can be decoded"):
+        FolderSource(str(broken)).open()
