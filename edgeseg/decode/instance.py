@@ -275,15 +275,14 @@ def decode_prototype(outputs: Mapping[str, np.ndarray], meta: "PreprocessMeta", 
     out = _Masks(len(keep), image)
     proto_shape = ImageShape(protos.shape[1], protos.shape[2])
     thr = _logit(opts.mask_threshold)
-    # channels last, once per frame: each window is then a strided [h, w, nm] @ [nm] product, no copy
-    protos_t = np.ascontiguousarray(protos.transpose(1, 2, 0), np.float32) if len(keep) else protos
+    protos = np.asarray(protos, np.float32)
     for i, k in enumerate(keep):
         rows = _pixel_span(img_boxes[i, 1], img_boxes[i, 3], image.height)
         cols = _pixel_span(img_boxes[i, 0], img_boxes[i, 2], image.width)
         c = coeffs[k]
 
-        def window(r0, r1, c0, c1, c=c):
-            return protos_t[r0:r1, c0:c1] @ c
+        def window(r0, r1, c0, c1, c=c):  # the sub-window copied once (faster than a transposed copy per frame)
+            return (c @ np.ascontiguousarray(protos[:, r0:r1, c0:c1]).reshape(nm, -1)).reshape(r1 - r0, c1 - c0)
 
         vals = sample_full_map(window, proto_shape, meta, rows, cols)
         if vals is not None:
