@@ -143,3 +143,11 @@ def red_instance_bundle(tmp: Path, size: int = 64) -> Bundle:
                                                     outputs=outs, decoder={"layout": "dense", "score_threshold": 0.3}))
     b.add_model(ModelFile("model.onnx", "fp32", None, 19), path)
     return b
+
+
+def red_square_image(h: int = 96, w: int = 128) -> np.ndarray:
+    """Black with a pure-red rectangle (rows 24..72, columns 32..96): :func:`red_instance_bundle`'s
+    instance 0."""
+    img = np.zeros((h, w, 3), np.uint8)
+    img[24:72, 32:96, 0] = 255
+    return img

@@ -8,13 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from handmade_bundles import red_instance_bundle
+from handmade_bundles import red_instance_bundle, red_square_image
 
-
-def red_square_image(h: int = 96, w: int = 128) -> np.ndarray:
-    img = np.zeros((h, w, 3), np.uint8)
-    img[24:72, 32:96, 0] = 255
-    return img
 
 
 def test_predict_json_rle_and_pngs(tmp_path):

@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from .._io import write_json
 from ..errors import InputError, ModelError
 from ..structures import ImageShape, InputSpec, InstanceResult
-from .optim import PolySchedule, build_sgd, param_groups
+from .optim import CosineSchedule, PolySchedule, build_sgd, param_groups
 
 log = logging.getLogger(__name__)
 STATE_FORMAT = "edgeseg.train.instance/1"
@@ -215,30 +215,6 @@ def solo_loss(outputs: dict[str, torch.Tensor], targets: list[SoloTargets],
 
 
 # ---- schedule and optimiser ---------------------------------------------------------------------
-@dataclass(frozen=True)
-class CosineSchedule:
-    """Cosine decay to ``min_factor`` over ``total`` steps after a linear warm-up from ``start``."""
-
-    total: int
-    warmup: int = 0
-    start: float = 0.1
-    min_factor: float = 0.0
-
-    def factor(self, step: int) -> float:
-        s = min(max(int(step), 0), self.total)
-        f = self.min_factor + (1 - self.min_factor) * 0.5 * (1 + math.cos(math.pi * s / self.total))
-        if s < self.warmup:
-            f *= self.start + (1.0 - self.start) * s / self.warmup
-        return f
-
-    def apply(self, optimizer: torch.optim.Optimizer, step: int) -> float:
-        f = self.factor(step)
-        for group in optimizer.param_groups:
-            group.setdefault("initial_lr", group["lr"])
-            group["lr"] = group["initial_lr"] * f
-        return f
-
-
 @dataclass(frozen=True)
 class InstanceTrainConfig:
     """Everything that decides an instance training run (recorded in checkpoints and history)."""

@@ -12,6 +12,7 @@ The schedule is a pure function of the global step, so resuming only needs the s
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -47,6 +48,30 @@ class PolySchedule:
 
     def apply(self, optimizer: "torch.optim.Optimizer", step: int) -> float:
         """Set every param group's ``lr`` to ``initial_lr * factor(step)``; returns the factor."""
+        f = self.factor(step)
+        for group in optimizer.param_groups:
+            group.setdefault("initial_lr", group["lr"])
+            group["lr"] = group["initial_lr"] * f
+        return f
+
+
+@dataclass(frozen=True)
+class CosineSchedule:
+    """Cosine decay to ``min_factor`` over ``total`` steps after a linear warm-up from ``start``."""
+
+    total: int
+    warmup: int = 0
+    start: float = 0.1
+    min_factor: float = 0.0
+
+    def factor(self, step: int) -> float:
+        s = min(max(int(step), 0), self.total)
+        f = self.min_factor + (1 - self.min_factor) * 0.5 * (1 + math.cos(math.pi * s / self.total))
+        if s < self.warmup:
+            f *= self.start + (1.0 - self.start) * s / self.warmup
+        return f
+
+    def apply(self, optimizer: "torch.optim.Optimizer", step: int) -> float:
         f = self.factor(step)
         for group in optimizer.param_groups:
             group.setdefault("initial_lr", group["lr"])

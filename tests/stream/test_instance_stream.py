@@ -6,13 +6,8 @@ import json
 
 import numpy as np
 
-from handmade_bundles import red_instance_bundle
+from handmade_bundles import red_instance_bundle, red_square_image
 
-
-def red_square_image(h: int = 96, w: int = 128) -> np.ndarray:
-    img = np.zeros((h, w, 3), np.uint8)
-    img[24:72, 32:96, 0] = 255
-    return img
 
 
 def test_stream_instance_json_lines_and_threshold(tmp_path):
