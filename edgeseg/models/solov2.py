@@ -274,6 +274,14 @@ def solov2_mobilenetv2(num_classes: int = 80, **kw) -> SOLOv2:
     return _solov2("mobilenetv2", num_classes, **kw)
 
 
+@register_model(task="instance", arch="solov2", encoder="mobilenetv3_small")
+def solov2_mobilenetv3_small(num_classes: int = 80, **kw) -> SOLOv2:
+    """SOLOv2 on MobileNetV3-Small, sized for a shipped bundle: FPN 48, head 2x64 GN convs, E = 32,
+    mask branch 32 (1.28 M parameters with 3 classes)."""
+    kw = {"fpn_channels": 48, "head_channels": 64, "mask_channels": 32, "mask_inner_channels": 32, **kw}
+    return _solov2("mobilenetv3_small", num_classes, **kw)
+
+
 @register_model(task="instance", arch="solov2", encoder="test_resnet")
 def test_solov2(num_classes: int = 3, **kw) -> SOLOv2:
     """Tiny SOLOv2 for tests: 8 channels everywhere, grids (6, 5, 4, 3, 2), 40 candidates, K = 12."""
