@@ -348,14 +348,14 @@ class _Discontinuities:
     (a seek, a new file) set the flag themselves; it is never cleared here."""
 
     def __init__(self, source: Source):
-        parts = list(source.parts) or [source]
+        parts = list(getattr(source, "parts", ()) or ()) or [source]
         self._by_id = {getattr(s, "source_id", getattr(s, "uri", "")): s for s in parts}
         self._seen: dict[str, int] = {}  # source_id -> reconnects seen
 
     def mark(self, frame: Any) -> None:
         sid = frame.source_id
         src = self._by_id.get(sid)
-        reconnects = len(src.reconnect_gaps_s) if src is not None else 0
+        reconnects = len(getattr(src, "reconnect_gaps_s", ()) or ()) if src is not None else 0
         if sid not in self._seen or reconnects > self._seen[sid]:
             frame.meta[DISCONTINUITY] = True
         self._seen[sid] = reconnects
