@@ -5,7 +5,7 @@ targets with mask AP as the gate, and optionally copy it into ``edgeseg/zoo``.
     python tools/train_instance.py --model solov2_mobilenetv3_small --size 192x144 --epochs 60 \\
         --steps-per-epoch 25 --batch 8 --threads 1 --out runs/solo_mbv3s_192
     python tools/make_instance_bundle.py runs/solo_mbv3s_192/model.safetensors --name shapes-instance \\
-        --eval synthetic-instance:100 --zoo
+        --eval synthetic-instance:100 --pre-nms 200 --zoo
 """
 from __future__ import annotations
 
@@ -38,11 +38,18 @@ def main(argv=None) -> int:
     p.add_argument("--calib", default=str(ROOT / "calibration" / "synthetic.toml"))
     p.add_argument("--frames", type=int, default=32)
     p.add_argument("--max-drop", type=float, default=1.0)
+    p.add_argument("--pre-nms", type=int, default=None,
+                   help="SOLOv2: candidates kept before Matrix NMS (its [n, n] constants grow with n^2; default: the "
+                        "checkpoint's)")
     p.add_argument("--zoo", action="store_true", help="copy the result to edgeseg/zoo/NAME.edgeseg")
     args = p.parse_args(argv)
 
     out = Path(args.out or f"/tmp/{args.name}.edgeseg")
     model = load_checkpoint(args.checkpoint)
+    if args.pre_nms is not None:
+        if not hasattr(model, "pre_nms"):
+            raise SystemExit(f"--pre-nms: {model.model_name} has no pre-NMS candidate count")
+        model.pre_nms = int(args.pre_nms)
     extra = model.checkpoint_meta.extra
     spec = InputSpec.from_dict(extra["input_spec"])
     bundle = export_instance_bundle(model, out, name=args.name, input_spec=spec, classes=extra.get("classes"),
