@@ -34,7 +34,7 @@ def _frame(size: ImageShape = SIZE, max_objects: int = 6, t: int = 40) -> torch.
 # ---- registry and contract ----------------------------------------------------------------------
 def test_registered_as_instance_models():
     names = list_models("solov2*", task="instance")
-    assert names == ["solov2_mobilenetv2", "solov2_resnet18"]
+    assert names == ["solov2_mobilenetv2", "solov2_mobilenetv3_small", "solov2_resnet18"]
     assert "test_solov2" in list_models(task="instance") and model_info("test_solov2").tiny
     assert {model_info(n).arch for n in names} == {"solov2"} and model_info("solov2_resnet18").encoder == "resnet18"
     m = create_model("test_solov2", num_classes=3, thing_classes=list(THING_CLASSES))
