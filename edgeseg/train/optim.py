@@ -22,29 +22,29 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
 
 
-@dataclass(frozen=True)
-class PolySchedule:
-    """Poly decay over ``total`` steps with a linear warm-up of ``warmup`` steps from ``start``."""
+def _warmup(f: float, s: int, warmup: int, start: float) -> float:
+    """``f`` scaled by a linear warm-up from ``start`` over the first ``warmup`` steps."""
+    return f * (start + (1.0 - start) * s / warmup) if s < warmup else f
+
+
+class _Schedule:
+    """What every schedule shares: ``factor(step)`` (the subclass's), clamping, :meth:`apply`."""
 
     total: int
-    power: float = 0.9
-    warmup: int = 0
-    start: float = 0.1
-    min_factor: float = 0.0
+    warmup: int
 
     def __post_init__(self) -> None:
+        name = type(self).__name__
         if self.total <= 0:
-            raise InputError(f"PolySchedule: total steps must be positive, got {self.total}")
+            raise InputError(f"{name}: total steps must be positive, got {self.total}")
         if not 0 <= self.warmup <= self.total:
-            raise InputError(f"PolySchedule: warm-up {self.warmup} must be in [0, total={self.total}]")
+            raise InputError(f"{name}: warm-up {self.warmup} must be in [0, total={self.total}]")
 
-    def factor(self, step: int) -> float:
-        """The learning-rate multiplier at ``step`` (0-based; clamped to the last step)."""
-        s = min(max(int(step), 0), self.total)
-        f = (1.0 - s / self.total) ** self.power
-        if s < self.warmup:
-            f *= self.start + (1.0 - self.start) * s / self.warmup
-        return max(f, self.min_factor)
+    def _step(self, step: int) -> int:
+        return min(max(int(step), 0), self.total)
+
+    def factor(self, step: int) -> float:  # pragma: no cover - overridden
+        raise NotImplementedError
 
     def apply(self, optimizer: "torch.optim.Optimizer", step: int) -> float:
         """Set every param group's ``lr`` to ``initial_lr * factor(step)``; returns the factor."""
@@ -56,7 +56,23 @@ class PolySchedule:
 
 
 @dataclass(frozen=True)
-class CosineSchedule:
+class PolySchedule(_Schedule):
+    """Poly decay over ``total`` steps with a linear warm-up of ``warmup`` steps from ``start``."""
+
+    total: int
+    power: float = 0.9
+    warmup: int = 0
+    start: float = 0.1
+    min_factor: float = 0.0
+
+    def factor(self, step: int) -> float:
+        """The learning-rate multiplier at ``step`` (0-based; clamped to the last step)."""
+        s = self._step(step)
+        return max(_warmup((1.0 - s / self.total) ** self.power, s, self.warmup, self.start), self.min_factor)
+
+
+@dataclass(frozen=True)
+class CosineSchedule(_Schedule):
     """Cosine decay to ``min_factor`` over ``total`` steps after a linear warm-up from ``start``."""
 
     total: int
@@ -65,18 +81,9 @@ class CosineSchedule:
     min_factor: float = 0.0
 
     def factor(self, step: int) -> float:
-        s = min(max(int(step), 0), self.total)
+        s = self._step(step)
         f = self.min_factor + (1 - self.min_factor) * 0.5 * (1 + math.cos(math.pi * s / self.total))
-        if s < self.warmup:
-            f *= self.start + (1.0 - self.start) * s / self.warmup
-        return f
-
-    def apply(self, optimizer: "torch.optim.Optimizer", step: int) -> float:
-        f = self.factor(step)
-        for group in optimizer.param_groups:
-            group.setdefault("initial_lr", group["lr"])
-            group["lr"] = group["initial_lr"] * f
-        return f
+        return _warmup(f, s, self.warmup, self.start)
 
 
 def param_groups(model: "torch.nn.Module", weight_decay: float) -> list[dict]:
