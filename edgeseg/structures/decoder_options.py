@@ -31,8 +31,8 @@ class DecoderOptions:
     def __post_init__(self) -> None:
         self.validate()
 
-    def validate(self) -> None:  # overridden per task
-        pass
+    def validate(self) -> None:
+        """Range checks of the task's fields (the base class has no fields to check)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}

@@ -13,6 +13,7 @@ The schedule is a pure function of the global step, so resuming only needs the s
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -27,7 +28,7 @@ def _warmup(f: float, s: int, warmup: int, start: float) -> float:
     return f * (start + (1.0 - start) * s / warmup) if s < warmup else f
 
 
-class _Schedule:
+class _Schedule(ABC):
     """What every schedule shares: ``factor(step)`` (the subclass's), clamping, :meth:`apply`."""
 
     total: int
@@ -43,8 +44,9 @@ class _Schedule:
     def _step(self, step: int) -> int:
         return min(max(int(step), 0), self.total)
 
-    def factor(self, step: int) -> float:  # pragma: no cover - overridden
-        raise NotImplementedError
+    @abstractmethod
+    def factor(self, step: int) -> float:
+        """The learning-rate multiplier at ``step`` (0-based; clamped to the last step)."""
 
     def apply(self, optimizer: "torch.optim.Optimizer", step: int) -> float:
         """Set every param group's ``lr`` to ``initial_lr * factor(step)``; returns the factor."""

@@ -7,6 +7,7 @@
 """
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Any
 
 import numpy as np
@@ -18,7 +19,7 @@ from .prompt import frame_image, prompt_ids
 from .propagate import StepInfo
 
 
-class _Baseline:
+class _Baseline(ABC):
     def __init__(self) -> None:
         self.reset()
 
@@ -66,8 +67,9 @@ class _Baseline:
                 self._soft[int(k)] = (ids == k).astype(np.float32)
         self._ids = sorted(self._soft)
 
+    @abstractmethod
     def _advance(self, rgb: np.ndarray) -> None:
-        raise NotImplementedError
+        """Update the soft masks ``self._soft`` for the new frame ``rgb``."""
 
     def result(self) -> TrackResult:
         h, w = self._shape.height, self._shape.width
@@ -83,7 +85,7 @@ class CopyFirstMask(_Baseline):
     """Every frame gets the last prompt's masks."""
 
     def _advance(self, rgb: np.ndarray) -> None:
-        pass
+        """The masks stay as prompted: nothing to update."""
 
 
 class FlowWarp(_Baseline):
