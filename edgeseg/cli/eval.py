@@ -1,6 +1,9 @@
 """``edgeseg eval``: score a bundle on a labelled dataset: mIoU, mAcc, pixel accuracy, boundary F1 for
 semantic bundles; COCO mask AP (the 12 COCOeval stats, per-class AP) for instance bundles on
-``coco-instance:`` / ``yolo-seg:`` data."""
+``coco-instance:`` / ``yolo-seg:`` data; PQ / SQ / RQ (all, things, stuff, per category, as
+panopticapi's ``pq_compute``) for panoptic bundles on ``coco-panoptic:`` data, with the predictor's
+time per frame; ``--save-predictions DIR`` writes them as COCO-panoptic PNGs + JSON
+(:mod:`edgeseg.eval.panoptic_io`) that panopticapi and cityscapesScripts' ``evaluatePanoptic`` read."""
 from __future__ import annotations
 
 import argparse
@@ -10,13 +13,16 @@ from ..errors import InputError
 from ._common import add_json_option, add_runtime_options, print_table, write_json
 
 NAME = "eval"
-HELP = "score a bundle on a labelled dataset: mIoU, mAcc, pixel accuracy, boundary F1; mask AP for instance bundles"
+HELP = ("score a bundle on a labelled dataset: mIoU, mAcc, pixel accuracy, boundary F1; mask AP for instance bundles; "
+        "PQ for panoptic bundles")
 EXAMPLES = (
     "edgeseg eval road.edgeseg --data camvid:../shared/data/camvid --split val",
     "edgeseg eval road.edgeseg --data folder:images/,masks/,classes=classes.txt --json scores.json",
     "edgeseg eval shapes --data synthetic:50 --limit 20 --backend onnxruntime --threads 2",
     "edgeseg eval inst.edgeseg --data coco-instance:../shared/data/cityscapes_panoptic/instances_val.json --json ap.json",
     "edgeseg eval inst.edgeseg --data yolo-seg:datasets/mine --class-map rider=person --save-predictions dets.json",
+    "edgeseg eval pan.edgeseg --data coco-panoptic:../shared/data/cityscapes_panoptic/panoptic_val.json "
+    "--save-predictions preds/ --json pq.json",
 )
 
 
@@ -25,24 +31,29 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--data", required=True, metavar="SPEC",
         help="camvid:ROOT | folder:IMAGES_DIR,MASKS_DIR[,classes=FILE][,void=ID] | synthetic:N[,seed=S,size=WxH] | "
-             "coco-instance:INSTANCES_JSON[,images=DIR] | yolo-seg:ROOT_OR_DATA_YAML[,names=FILE]",
+             "coco-instance:INSTANCES_JSON[,images=DIR] | yolo-seg:ROOT_OR_DATA_YAML[,names=FILE] | "
+             "coco-panoptic:PANOPTIC_JSON[,images=DIR] (PNGs in the folder named like the JSON without .json)",
     )
     p.add_argument("--split", default="val", help="dataset split (default val)")
     p.add_argument("--limit", type=int, default=None, metavar="N", help="score only the first N images")
     p.add_argument("--no-boundary", action="store_true", help="skip boundary F1 (faster)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    g = p.add_argument_group("instance bundles (mask AP)")
+    g = p.add_argument_group("instance bundles (mask AP) and panoptic bundles (PQ)")
     g.add_argument("--images", metavar="DIR", default=None,
-                   help="coco-instance: the image folder (default: the folder named after the split beside the JSON)")
+                   help="coco-instance, coco-panoptic: the image folder (default: the folder named after the split "
+                        "beside the JSON: instances_val.json or panoptic_val.json -> val/)")
     g.add_argument("--class-map", metavar="MODEL=DATASET,...", default=None,
                    help="map model classes to dataset categories by name, e.g. person=person,rider=person; "
                         "other classes match by equal name, unmatched ones are dropped")
     g.add_argument("--score-threshold", type=float, default=0.001, metavar="T",
                    help="keep detections scoring above T (default 0.001, as Ultralytics' val does: AP integrates the "
                         "whole precision/recall curve, so the bundle's display threshold would cut it short)")
-    g.add_argument("--save-predictions", metavar="FILE", default=None,
-                   help="write the detections as a COCO results JSON (image_id, category_id, RLE segmentation, "
-                        "score, bbox xywh) that pycocotools' loadRes reads")
+    g.add_argument("--save-predictions", metavar="FILE|DIR", default=None,
+                   help="instance: write the detections as a COCO results JSON (image_id, category_id, RLE "
+                        "segmentation, score, bbox xywh) that pycocotools' loadRes reads; panoptic: a folder that "
+                        "gets <gt json stem>_pred.json and the PNGs in <gt json stem>_pred/ (COCO panoptic results) "
+                        "that panopticapi's pq_compute and cityscapesScripts' evaluatePanoptic read (with --limit, "
+                        "only the images scored)")
     add_runtime_options(p, precision="fp32")
     add_json_option(p)
 
@@ -60,8 +71,11 @@ def run(args: argparse.Namespace) -> int:
     dataset = open_dataset(spec, split=args.split)
     if getattr(dataset, "task", "semantic") == "instance":
         return _run_instance(args, dataset)
+    if getattr(dataset, "task", "semantic") == "panoptic":
+        return _run_panoptic(args, dataset)
     if args.class_map or args.save_predictions:
-        raise InputError("--class-map and --save-predictions apply to instance datasets (coco-instance:, yolo-seg:)")
+        raise InputError("--class-map and --save-predictions apply to instance datasets (coco-instance:, yolo-seg:); "
+                         "--save-predictions also to panoptic ones (coco-panoptic:)")
     predictor = load(
         args.bundle, backend=args.backend, precision=args.precision, target=args.target,
         device=args.device, threads=args.threads,
@@ -155,3 +169,74 @@ def _run_instance(args: argparse.Namespace, dataset) -> int:
                 score_threshold=args.score_threshold, class_match=cmap.by, class_map={m: c for m, c in cmap.pairs}, dropped_model_classes=list(cmap.dropped))
     write_json(args.json, data)
     return 0
+
+
+def _run_panoptic(args: argparse.Namespace, dataset) -> int:
+    import time
+
+    from .._timing import Latency
+    from ..eval.panoptic import evaluate_panoptic
+    from ..eval.panoptic_io import PanopticWriter, prediction_paths
+    from ..predictor import load
+
+    if args.class_map:
+        raise InputError("--class-map applies to instance datasets",
+                         fix="a panoptic bundle maps its classes to the dataset's categories with its decoder option "
+                             "category_ids")
+    predictor = load(args.bundle, backend=args.backend, precision=args.precision, target=args.target,
+                     device=args.device, threads=args.threads)
+    seconds: list[float] = []
+
+    def timed(rgb):
+        start = time.perf_counter()
+        result = predictor(rgb)
+        seconds.append(time.perf_counter() - start)
+        return result
+
+    with predictor:
+        if predictor.manifest.task != "panoptic":
+            raise InputError(f"{args.bundle} is a {predictor.manifest.task} bundle; "
+                             f"{args.data} holds panoptic segments", fix="score a panoptic bundle on it (or a semantic bundle on a semantic dataset)")
+        _check_panoptic_categories(args.bundle, predictor, dataset)
+        writer = None
+        if args.save_predictions:
+            writer = PanopticWriter(*prediction_paths(args.save_predictions, dataset.json_path),
+                                    categories=dataset.categories)
+        save = None if writer is None else (lambda s, r: writer.add(s.image_id, s.file_name, r))
+        scores = evaluate_panoptic(timed, dataset, progress=not args.no_progress, limit=args.limit, on_prediction=save)
+        if writer is not None:
+            writer.close()
+    latency = Latency.of(seconds)
+    print(f"{args.bundle} on {args.data} [{args.split}], {scores.num_images} images, "
+          f"{len(dataset.categories)} categories")
+    for name, g in (("all", scores.all), ("things", scores.things), ("stuff", scores.stuff)):
+        print(f"  {name:<7} PQ {_pct(g.pq)}  SQ {_pct(g.sq)}  RQ {_pct(g.rq)}  ({g.n} categories)")
+    print(f"  time    {latency.mean_ms:.1f} ms per frame (median {latency.p50_ms:.1f}; preprocess, inference, decode)")
+    print()
+    print_table([{"class": c.name, "id": c.category_id, "thing": "yes" if c.isthing else "no", "PQ %": _pct(c.pq),
+                  "SQ %": _pct(c.sq), "RQ %": _pct(c.rq), "TP": c.tp, "FP": c.fp, "FN": c.fn} for c in scores.per_class])
+    data = scores.to_dict()
+    data.update(bundle=str(args.bundle), data=args.data, split=args.split, backend=args.backend, precision=args.precision,
+                ms_per_frame=latency.mean_ms, latency={"mean_ms": latency.mean_ms, "p50_ms": latency.p50_ms,
+                                                       "p95_ms": latency.p95_ms, "max_ms": latency.max_ms})
+    if writer is not None:
+        print(f"wrote {len(writer.annotations)} panoptic predictions to {writer.json_path} (PNGs in {writer.png_dir})")
+        data.update(predictions={"json": str(writer.json_path), "png_dir": str(writer.png_dir)})
+    write_json(args.json, data)
+    return 0
+
+
+def _check_panoptic_categories(bundle, predictor, dataset) -> None:
+    """Refuse a bundle whose classes map to category ids the dataset does not list (panopticapi
+    refuses such predictions); note classes whose thing/stuff kind differs from the dataset's."""
+    classes = predictor.classes
+    ids = tuple(getattr(predictor.options, "category_ids", ()) or range(len(classes)))
+    unknown = [f"{n}={c}" for n, c in zip(classes, ids) if c not in dataset.categories]
+    if unknown:
+        known = ", ".join(f"{c.id} {c.name}" for c in dataset.categories.values())
+        raise InputError(f"{bundle} writes category ids the dataset does not list: {', '.join(unknown)}",
+                         fix=f"set the bundle's decoder option category_ids to the dataset's ids ({known})")
+    things = set(getattr(predictor.options, "thing_classes", ()))
+    differ = [n for k, (n, c) in enumerate(zip(classes, ids)) if (k in things) != dataset.categories[c].isthing]
+    if differ:
+        print(f"note: thing/stuff differs from the dataset for {', '.join(differ)}; PQ uses the dataset's")

@@ -15,6 +15,7 @@ EXAMPLES = (
     "edgeseg export pspnet_mobilenetv2 --num-classes 11 --opset 17 --out jp5.edgeseg   # TensorRT 8.5 (JetPack 5)",
     "edgeseg export runs/solo/model.safetensors --size 320x240 --out shapes-instance.edgeseg   # an instance model",
     "edgeseg export mask_rcnn_r18_fpn --num-classes 8 --size 640x320 --nms tensorrt --out street.edgeseg",
+    "edgeseg export runs/panoptic/model.safetensors --out street-panoptic.edgeseg   # a panoptic model",
 )
 
 
@@ -102,8 +103,11 @@ def run(args: argparse.Namespace) -> int:
     if args.size:
         spec = InputSpec.from_dict({**spec.to_dict(), "size": ImageShape.parse(args.size).hw, "size_rule": "fixed"})
     out = Path(args.out)
-    if extra.get("task") == "instance" or getattr(model, "task", None) == "instance" or _is_instance(model):
+    task = extra.get("task") or getattr(model, "task", None) or _registered_task(model)
+    if task == "instance":
         return _run_instance(args, model, names, palette, spec, out, provenance)
+    if task == "panoptic":
+        return _run_panoptic(args, model, names, palette, spec, out, provenance, extra.get("category_ids"))
     if args.nms != "onnx":
         from ..errors import InputError
 
@@ -128,23 +132,50 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _is_instance(model) -> bool:
+def _registered_task(model) -> str | None:
     from ..models import model_info
 
     try:
-        return model_info(str(getattr(model, "model_name", ""))).task == "instance"
+        return model_info(str(getattr(model, "model_name", ""))).task
     except Exception:  # not a registered name (a custom module): the semantic path
-        return False
+        return None
+
+
+def _only_semantic_flags(args: argparse.Namespace, model, task: str, nms: bool = True) -> None:
+    from ..errors import InputError
+
+    if args.argmax_in_graph or args.dynamic_batch:
+        raise InputError("--argmax-in-graph and --dynamic-batch apply to semantic models",
+                         fix=f"drop them for the {task} model {model.model_name}")
+    if nms and args.nms != "onnx":
+        raise InputError(f"--nms applies to detectors with NMS in the graph; {model.model_name} is a {task} model",
+                         fix="drop --nms")
+
+
+def _run_panoptic(args: argparse.Namespace, model, names, palette, spec, out, provenance, category_ids) -> int:
+    from ..export.panoptic_export import export_panoptic_bundle
+
+    _only_semantic_flags(args, model, "panoptic")
+    bundle = export_panoptic_bundle(model, out, name=args.name or out.name.removesuffix(".edgeseg"),
+                                    classes=names if not isinstance(names, int) else None, input_spec=spec,
+                                    palette=palette, category_ids=category_ids or None, overwrite=args.overwrite,
+                                    opset=args.opset, provenance=provenance, include_checkpoint=args.checkpoint)
+    parity = bundle.report["parity"]
+    m = bundle.manifest
+    print(f"wrote {bundle.root} ({model.model_name}, panoptic, {m.decoder_options.layout} layout, "
+          f"{len(m.classes)} classes, input {spec.size})")
+    print(f"parity vs PyTorch on {parity['images']} frames: segments {parity['segments_torch_onnx']}, "
+          f"smallest segment IoU {parity['min_segment_iou']:.4f}, "
+          f"smallest pixel agreement {parity['min_pixel_agreement']:.4%}")
+    write_json(args.json, {"bundle": str(bundle.root), "model": model.model_name, "parity": parity,
+                           "checkpoint": bundle.report.get("checkpoint")})
+    return 0
 
 
 def _run_instance(args: argparse.Namespace, model, names, palette, spec, out, provenance) -> int:
     from ..export.instance_export import export_instance_bundle
 
-    if args.argmax_in_graph or args.dynamic_batch:
-        from ..errors import InputError
-
-        raise InputError("--argmax-in-graph and --dynamic-batch apply to semantic models",
-                         fix=f"drop them for the instance model {model.model_name}")
+    _only_semantic_flags(args, model, "instance", nms=False)
     bundle = export_instance_bundle(model, out, name=args.name or out.name.removesuffix(".edgeseg"),
                                     classes=names if not isinstance(names, int) else None, input_spec=spec,
                                     palette=palette, overwrite=args.overwrite, opset=args.opset,

@@ -143,8 +143,9 @@ def open_dataset(spec: str, split: str = "val") -> SegmentationDataset:
     ``coco-instance:JSON|DIR[,images=DIR]``            COCO instance masks (RLE/polygons): an instance dataset
     ``yolo-seg:ROOT|data.yaml[,names=FILE]``           Ultralytics YOLO-seg polygon labels: an instance dataset
     ``synthetic-instance:N[,seed=S][,size=WxH]``       synthetic scenes' exact instance masks: an instance dataset
+    ``coco-panoptic:JSON|DIR[,images=DIR]``            COCO-panoptic PNGs + JSON: a panoptic dataset
     """
-    from . import camvid, coco_instances, folder, synthetic, synthetic_instances, yolo_seg  # noqa: F401  (registers)
+    from . import camvid, coco_instances, coco_panoptic, folder, synthetic, synthetic_instances, yolo_seg  # noqa: F401
 
     parsed = DatasetSpec.parse(spec)
     factory = DATASETS.get(parsed.kind)

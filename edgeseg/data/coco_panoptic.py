@@ -1,7 +1,16 @@
 """COCO-panoptic ground truth (Kirillov et al., "Panoptic Segmentation", CVPR 2019; COCO format).
 
-``annotations.json`` lists per image a PNG file and its ``segments_info``; the PNG encodes each
-pixel's segment id as ``R + 256 * G + 256**2 * B`` (0 = unlabelled / void).
+``panoptic_*.json`` lists ``categories`` (id, name, isthing), ``images`` (id, file_name) and, per
+image, an annotation with its PNG's ``file_name``, its ``image_id`` and its ``segments_info`` (id,
+category_id, iscrowd, area, bbox); the PNG encodes each pixel's segment id as
+``R + 256 * G + 256**2 * B`` (0 = unlabelled / void), panopticapi's ``rgb2id``.
+
+``open_dataset("coco-panoptic:PATH/panoptic_val.json[,images=DIR]")`` opens it as panopticapi's
+``pq_compute`` finds the files: the PNGs in the folder named like the JSON without its extension
+(``panoptic_val/``); the images in the folder named after the split, the JSON's stem after
+``panoptic_`` (``val/``), beside the JSON or beside its folder (COCO's ``annotations/`` layout),
+unless ``images=DIR`` is given. An annotation whose ``image_id`` has no ``images`` entry takes the
+image named like its PNG (any image suffix). Every PNG and image is checked up front.
 """
 from __future__ import annotations
 
@@ -9,12 +18,14 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from ..errors import DataError
+from ..errors import DataError, InputError
 from ..structures import PanopticResult, Segment
-from .io import read_image
+from .base import DATASETS, check_options
+from .io import IMAGE_SUFFIXES, read_image
 
 
 @dataclass(frozen=True)
@@ -27,17 +38,30 @@ class Category:
 
 @dataclass(frozen=True)
 class PanopticSample:
-    """One image's panoptic truth. ``crowd_ids`` are the segment ids marked ``iscrowd``."""
+    """One image's panoptic truth. ``crowd_ids`` are the segment ids marked ``iscrowd``;
+    ``image_id`` and ``file_name`` (the PNG's) are the annotation's, as a prediction file repeats them."""
 
     name: str
     image_path: Path | None
     panoptic: PanopticResult
     crowd_ids: frozenset[int] = frozenset()
+    image_id: int | str = -1
+    file_name: str = ""
 
     def image(self) -> np.ndarray:
+        """RGB ``uint8 [H, W, 3]``, checked to be the size of the ground truth."""
         if self.image_path is None:
-            raise DataError(f"panoptic sample {self.name!r} has no image folder")
-        return read_image(self.image_path)
+            raise DataError(f"panoptic sample {self.name!r} has no image",
+                            fix="open the dataset with an image folder (images=DIR) holding the images the JSON's "
+                                "'images' list names, or named like the PNGs")
+        if not self.image_path.is_file():
+            raise DataError(f"image {self.image_path} of {self.name!r} not found", fix="check the images=DIR folder")
+        img = read_image(self.image_path)
+        h, w = self.panoptic.segment_ids.shape
+        if img.shape[:2] != (h, w):
+            raise DataError(f"image {self.image_path} is {img.shape[1]}x{img.shape[0]} but its panoptic PNG is {w}x{h}",
+                            fix="use the images the annotations were made for (same size)")
+        return img
 
 
 def rgb_to_id(rgb: np.ndarray) -> np.ndarray:
@@ -47,50 +71,177 @@ def rgb_to_id(rgb: np.ndarray) -> np.ndarray:
 
 
 def id_to_rgb(ids: np.ndarray) -> np.ndarray:
-    ids = np.asarray(ids, np.int64)
-    return np.stack([ids % 256, (ids // 256) % 256, (ids // 65536) % 256], -1).astype(np.uint8)
+    """``[H, W]`` ids in ``0 .. 256^3 - 1`` -> ``uint8 [H, W, 3]`` RGB (panopticapi's id2rgb)."""
+    u = np.ascontiguousarray(ids, dtype="<u4")  # little-endian bytes: R = id % 256, G, B, then a 4th byte
+    return np.ascontiguousarray(u.view(np.uint8).reshape(*u.shape, 4)[..., :3])
 
 
 def read_panoptic_png(path: str | Path) -> np.ndarray:
     """A COCO-panoptic PNG as ``int32 [H, W]`` segment ids."""
-    return rgb_to_id(read_image(path))
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"panoptic PNG not found: {p}", fix="check the PNG folder (named like the JSON without .json)")
+    return rgb_to_id(read_image(p))
+
+
+def read_categories(data: dict[str, Any], where: str) -> dict[int, Category]:
+    """The ``categories`` of a COCO-panoptic JSON, id -> :class:`Category`, in the file's order."""
+    try:
+        cats = [Category(int(c["id"]), str(c["name"]), bool(c.get("isthing", 0)), tuple(c.get("color", (0, 0, 0))))
+                for c in data["categories"]]
+    except (KeyError, TypeError, ValueError) as e:
+        raise DataError(f"{where}: malformed categories ({type(e).__name__}: {e})",
+                        fix="each category needs id, name and isthing") from None
+    out = {c.id: c for c in cats}
+    if len(out) != len(cats):
+        raise DataError(f"{where}: repeated category ids")
+    return out
 
 
 class CocoPanoptic(Sequence):
-    """COCO-panoptic annotations: ``CocoPanoptic(json_path, png_dir, image_dir=None)[i] -> PanopticSample``."""
+    """COCO-panoptic annotations: ``CocoPanoptic(json_path, png_dir=None, image_dir=None)[i] -> PanopticSample``.
 
-    def __init__(self, json_path: str | Path, png_dir: str | Path, image_dir: str | Path | None = None):
-        self.json_path, self.png_dir = Path(json_path), Path(png_dir)
+    ``png_dir`` defaults to the JSON's path without ``.json``. ``categories``: id -> :class:`Category`
+    in the file's order; ``category_ids`` / ``classes``: sorted by id. ``check_files`` checks up front
+    that every PNG (and, with ``image_dir``, every image) exists."""
+
+    task = "panoptic"
+
+    def __init__(self, json_path: str | Path, png_dir: str | Path | None = None, image_dir: str | Path | None = None,
+                 *, check_files: bool = False):
+        self.json_path = Path(json_path)
+        self.png_dir = Path(png_dir) if png_dir is not None else self.json_path.with_suffix("")
         self.image_dir = Path(image_dir) if image_dir is not None else None
+        data = self._read_json()
+        where = str(self.json_path)
+        self.categories = read_categories(data, where)
+        self.category_ids = tuple(sorted(self.categories))
+        self.classes = tuple(self.categories[c].name for c in self.category_ids)
+        try:
+            self._images = {im["id"]: str(im["file_name"]) for im in data.get("images") or []}
+        except (KeyError, TypeError) as e:
+            raise DataError(f"{where}: malformed images ({type(e).__name__}: {e})",
+                            fix="each image needs id and file_name") from None
+        self.annotations = list(data["annotations"])
+        for n, ann in enumerate(self.annotations):
+            self._check_annotation(ann, n)
+        if check_files:
+            self._check_files()
+
+    def _read_json(self) -> dict:
+        if not self.json_path.is_file():
+            raise DataError(f"COCO panoptic annotations not found: {self.json_path}",
+                            fix="give the path of a panoptic_*.json file")
         try:
             data = json.loads(self.json_path.read_text())
-            self.categories = {
-                int(c["id"]): Category(int(c["id"]), c["name"], bool(c["isthing"]), tuple(c.get("color", (0, 0, 0))))
-                for c in data["categories"]
-            }
-            self.annotations = list(data["annotations"])
-            images = {int(im["id"]): im["file_name"] for im in data.get("images", [])}
-        except FileNotFoundError:
-            raise DataError(f"COCO panoptic annotations not found: {self.json_path}") from None
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise DataError(f"cannot read COCO panoptic annotations {self.json_path}: {e}") from None
-        self._images = images
+        if not isinstance(data, dict) or not {"annotations", "categories"} <= set(data):
+            raise DataError(f"{self.json_path} is not a COCO panoptic file",
+                            fix="it needs 'annotations' and 'categories' lists (and 'images')")
+        return data
+
+    def _check_annotation(self, ann: Any, n: int) -> None:
+        what = f"{self.json_path}: annotation #{n}"
+        if not isinstance(ann, dict) or not {"file_name", "segments_info"} <= set(ann):
+            raise DataError(f"{what} is malformed", fix="each annotation needs image_id, file_name and segments_info")
+        for s in ann["segments_info"]:
+            try:
+                sid, cat = int(s["id"]), int(s["category_id"])
+            except (KeyError, TypeError, ValueError):
+                raise DataError(f"{what} ({ann['file_name']}): a segment without integer id and category_id") from None
+            if cat not in self.categories:
+                raise DataError(f"{what} ({ann['file_name']}): segment {sid} has category {cat}, which 'categories' "
+                                "does not list", fix=f"known categories: {', '.join(map(str, self.category_ids))}")
+
+    def _check_files(self) -> None:
+        if not self.png_dir.is_dir():
+            raise DataError(f"panoptic PNG folder {self.png_dir} not found "
+                            f"(named like {self.json_path.name} without .json)",
+                            fix="place the PNGs there (panopticapi's layout)")
+        missing = [a["file_name"] for a in self.annotations if not (self.png_dir / a["file_name"]).is_file()]
+        _missing(missing, len(self.annotations), "panoptic PNGs", self.json_path, self.png_dir,
+                 "place them there; the PNG folder is named like the JSON without .json")
+        if self.image_dir is not None:
+            missing = [a["file_name"] for a in self.annotations if self._image_path(a) is None]
+            _missing(missing, len(self.annotations), "images of the annotations", self.json_path, self.image_dir,
+                     "give the folder that holds them with images=DIR (edgeseg eval: --images DIR)")
+
+    def _image_path(self, ann: dict) -> Path | None:
+        if self.image_dir is None:
+            return None
+        name = self._images.get(ann.get("image_id"))
+        if name is not None:
+            p = self.image_dir / name
+            return p if p.is_file() else None
+        stem = Path(ann["file_name"]).stem
+        return next((p for p in (self.image_dir / f"{stem}{s}" for s in IMAGE_SUFFIXES) if p.is_file()), None)
 
     def __len__(self) -> int:
         return len(self.annotations)
 
     def __getitem__(self, index: int) -> PanopticSample:  # type: ignore[override]
-        ann = self.annotations[index]
-        png = self.png_dir / ann["file_name"]
-        ids = read_panoptic_png(png)
+        n = len(self)
+        i = int(index) + (n if int(index) < 0 else 0)
+        if not 0 <= i < n:
+            raise IndexError(f"CocoPanoptic index {index} out of range (len {n})")
+        ann = self.annotations[i]
+        ids = read_panoptic_png(self.png_dir / ann["file_name"])
         segments, crowd = [], set()
         for s in ann["segments_info"]:
-            cat = self.categories.get(int(s["category_id"]))
-            if cat is None:
-                raise DataError(f"{self.json_path}: segment {s['id']} of {png.name} has unknown category {s['category_id']}")
+            cat = self.categories[int(s["category_id"])]
             segments.append(Segment(int(s["id"]), cat.id, cat.isthing, int(s.get("area", 0))))
             if s.get("iscrowd", 0):
                 crowd.add(int(s["id"]))
-        file_name = self._images.get(int(ann.get("image_id", -1)))
-        image_path = self.image_dir / file_name if self.image_dir is not None and file_name else None
-        return PanopticSample(Path(ann["file_name"]).stem, image_path, PanopticResult(ids, tuple(segments)), frozenset(crowd))
+        try:
+            panoptic = PanopticResult(ids, tuple(segments))
+        except InputError as e:  # duplicate or zero segment ids
+            raise DataError(f"{self.json_path}: annotation {ann['file_name']}: {e}") from None
+        return PanopticSample(Path(ann["file_name"]).stem, self._image_path(ann), panoptic, frozenset(crowd),
+                              ann.get("image_id", -1), str(ann["file_name"]))
+
+    def __repr__(self) -> str:
+        return f"CocoPanoptic(len={len(self)}, categories={len(self.categories)})"
+
+
+def _missing(missing: list[str], total: int, what: str, json_path: Path, folder: Path, fix: str) -> None:
+    if missing:
+        raise DataError(f"{len(missing)} of {total} {what} listed in {json_path} are not in {folder}: "
+                        f"{', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}", fix=fix)
+
+
+def default_image_dir(json_path: Path) -> Path | None:
+    """``.../panoptic_val.json`` -> ``.../val/`` (or ``../val/`` for COCO's ``annotations/`` folder)."""
+    split = json_path.stem.removeprefix("panoptic_")
+    for cand in (json_path.parent / split, json_path.parent.parent / split):
+        if cand.is_dir():
+            return cand
+    return None
+
+
+@DATASETS.register("coco-panoptic")
+def _open_coco_panoptic(args: list[str], options: dict[str, str], split: str) -> CocoPanoptic:
+    check_options("coco-panoptic", options, ("images",))
+    if len(args) != 1:
+        raise DataError("coco-panoptic spec takes one panoptic JSON (or its folder)",
+                        fix="write coco-panoptic:PATH/panoptic_val.json[,images=DIR]")
+    path = Path(args[0])
+    if path.is_dir():
+        path = path / f"panoptic_{split}.json"
+    if not path.is_file():
+        raise DataError(f"COCO panoptic annotations not found: {path}", fix="give the path of a panoptic_*.json file")
+    png_dir = path.with_suffix("")
+    if not png_dir.is_dir():
+        raise DataError(f"coco-panoptic: PNG folder {png_dir} not found (named like {path.name} without .json)",
+                        fix=f"place the panoptic PNGs in {png_dir}")
+    if "images" in options:
+        image_dir = Path(options["images"])
+        if not image_dir.is_dir():
+            raise DataError(f"coco-panoptic: images folder {image_dir} not found", fix="check images=DIR (--images DIR)")
+    else:
+        image_dir = default_image_dir(path)
+        if image_dir is None:
+            split_name = path.stem.removeprefix("panoptic_")
+            raise DataError(f"coco-panoptic: no image folder {split_name!r} beside {path}",
+                            fix="give it with images=DIR (edgeseg eval: --images DIR)")
+    return CocoPanoptic(path, png_dir, image_dir, check_files=True)

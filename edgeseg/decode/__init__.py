@@ -23,6 +23,7 @@ DECODERS: Registry[Decoder] = Registry("decoder", error=UnsupportedError)
 
 from .semantic import decode_semantic  # noqa: E402  (registers "semantic")
 from .instance import decode_instance  # noqa: E402  (registers "instance")
+from .panoptic import decode_panoptic, fuse_panoptic  # noqa: E402  (registers "panoptic")
 from .geometry import boxes_to_image, boxes_to_network, content_box, image_affine  # noqa: E402
 
 
@@ -33,5 +34,5 @@ def decode(outputs: Mapping[str, np.ndarray], meta: "PreprocessMeta", manifest: 
     return DECODERS.get(manifest.task)(outputs, meta, manifest, options)
 
 
-__all__ = ["DECODERS", "decode", "decode_semantic", "decode_instance", "boxes_to_image", "boxes_to_network",
-           "content_box", "image_affine"]
+__all__ = ["DECODERS", "decode", "decode_semantic", "decode_instance", "decode_panoptic", "fuse_panoptic",
+           "boxes_to_image", "boxes_to_network", "content_box", "image_affine"]

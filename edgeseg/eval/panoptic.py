@@ -5,17 +5,52 @@ Per image: segment areas are pixel counts of the id maps (id 0 = void). A ground
 predicted segment of the same category match when ``IoU > 0.5``, where the union leaves out the
 predicted segment's pixels on void ground truth; crowd ground-truth segments never match. Unmatched
 non-crowd ground-truth segments are false negatives. An unmatched predicted segment is a false
-positive unless more than half of it lies on void or on a crowd region of its own category.
+positive unless more than half of it lies on void or on a crowd region of its own category (with
+several crowd regions of one category in an image, the last one listed, as panopticapi does).
 Per category, over all images: ``PQ = sum(IoU of TP) / (TP + FP/2 + FN/2)``, ``SQ = sum IoU / TP``
 (0 without TP), ``RQ = TP / (TP + FP/2 + FN/2)``. Averages (all / things / stuff) are over the
 categories with ``TP + FP + FN > 0``.
+
+Reference: panopticapi's ``panopticapi/evaluation.py`` (cocodataset/panopticapi: ``PQStat``,
+``pq_compute_single_core``, ``pq_compute``) and the Cityscapes benchmark's
+``cityscapesscripts/evaluation/evalPanopticSemanticLabeling.py`` (cityscapesScripts 2.3, a port of
+it: ``evaluatePanoptic``, ``average_pq``) are the same algorithm line for line; they differ only in
+I/O (progress printed every 100 vs 30 images; ``evaluatePanoptic`` also writes a results file and
+prints per-class rows; a missing folder raises vs exits). Here pixel pairs are enumerated in the
+same (ground-truth id, prediction id) order and the averages add the classes in the dataset's
+order, so every sum is formed in the same order and the scores equal ``pq_compute_single_core`` +
+``average_pq``'s to the last bit (its multi-core sum may differ in the last bits);
+``tests/eval/test_eval_panoptic_reference.py`` checks this on Cityscapes and synthetic scenes.
+
+Where this module departs from them, on inputs they do not accept or do not define:
+
+* ground-truth areas are pixel counts of the ground-truth id map; panopticapi reads them from the
+  JSON's ``area`` field (the same number whenever the JSON describes its PNGs, as COCO's and
+  Cityscapes' do);
+* a predicted id in the map without a :class:`~edgeseg.structures.Segment` raises
+  :class:`InputError` naming the id and the image (panopticapi: ``KeyError``);
+* with ``categories`` given (the dataset's), a predicted segment with pixels whose category the
+  dataset does not list raises :class:`InputError` naming the category and the image (panopticapi:
+  ``KeyError``), and scores are reported only for the dataset's categories; without ``categories``
+  any category id counts and ``isthing`` comes from the segments;
+* a predicted segment without pixels is skipped (panopticapi refuses the file with ``KeyError``;
+  :mod:`edgeseg.eval.panoptic_io` never writes one);
+* ``per_class`` lists the categories with ``TP + FP + FN > 0`` (panopticapi also lists the others,
+  as zeros); an average over no category is 0 with ``n = 0`` (panopticapi divides by zero).
+
+    metric = PanopticMetric({c.id: c.isthing for c in dataset.categories.values()})
+    for sample in dataset:
+        metric.update(predictor(sample.image()), sample.panoptic, sample.crowd_ids, name=sample.name)
+    scores = metric.compute()       # scores.pq, scores.things.sq, scores.per_class[i].tp, ...
 """
 from __future__ import annotations
 
+import itertools
+import sys
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -35,6 +70,7 @@ class PQClass:
     tp: int
     fp: int
     fn: int
+    name: str = ""
 
 
 @dataclass(frozen=True)
@@ -49,10 +85,14 @@ class PQGroup:
 
 @dataclass(frozen=True)
 class PanopticScores:
+    """PQ/SQ/RQ (fractions in [0, 1]) of ``num_images`` images: averages and one :class:`PQClass`
+    per category with ``TP + FP + FN > 0``, by category id."""
+
     all: PQGroup
     things: PQGroup
     stuff: PQGroup
     per_class: tuple[PQClass, ...]
+    num_images: int = 0
 
     @property
     def pq(self) -> float:
@@ -62,16 +102,20 @@ class PanopticScores:
         group = lambda g: {"pq": g.pq, "sq": g.sq, "rq": g.rq, "n": g.n}  # noqa: E731
         return {
             "all": group(self.all), "things": group(self.things), "stuff": group(self.stuff),
-            "per_class": {str(c.category_id): {"pq": c.pq, "sq": c.sq, "rq": c.rq, "tp": c.tp, "fp": c.fp, "fn": c.fn}
+            "num_images": self.num_images,
+            "per_class": {str(c.category_id): {"name": c.name, "isthing": c.isthing, "pq": c.pq, "sq": c.sq, "rq": c.rq,
+                                               "tp": c.tp, "fp": c.fp, "fn": c.fn}
                           for c in self.per_class},
         }
 
 
 class PanopticMetric:
-    """Accumulates PQ statistics. ``categories`` maps category id -> isthing (else taken from segments)."""
+    """Accumulates PQ statistics. ``categories`` maps category id -> isthing (the dataset's; else
+    taken from the segments), ``names`` category id -> name (for the report)."""
 
-    def __init__(self, categories: Mapping[int, bool] | None = None):
-        self.categories = dict(categories or {})
+    def __init__(self, categories: Mapping[int, bool] | None = None, names: Mapping[int, str] | None = None):
+        self.categories = {int(k): bool(v) for k, v in (categories or {}).items()}
+        self.names = {int(k): str(v) for k, v in (names or {}).items()}
         self.reset()
 
     def reset(self) -> None:
@@ -80,24 +124,30 @@ class PanopticMetric:
         self._fp: dict[int, int] = defaultdict(int)
         self._fn: dict[int, int] = defaultdict(int)
         self._isthing: dict[int, bool] = dict(self.categories)
+        self._images = 0
 
-    def update(self, pred: PanopticResult, gt: PanopticResult, gt_crowd_ids: Iterable[int] = ()) -> None:
+    def update(self, pred: PanopticResult, gt: PanopticResult, gt_crowd_ids: Iterable[int] = (), *,
+               name: str = "") -> None:
+        """Add one image; ``name`` names it in error messages."""
+        where = f" of {name}" if name else ""
         if pred.segment_ids.shape != gt.segment_ids.shape:
-            raise InputError(f"panoptic prediction {list(pred.segment_ids.shape)} and ground truth "
-                             f"{list(gt.segment_ids.shape)} differ in size")
+            raise InputError(f"panoptic prediction{where} is {list(pred.segment_ids.shape)} and its ground truth "
+                             f"{list(gt.segment_ids.shape)}: they differ in size",
+                             fix="predict at the ground truth's size (the image's own size)")
         gt_cat, pred_cat = _categories(gt), _categories(pred)
-        for seg in (*gt.segments, *pred.segments):
-            self._isthing.setdefault(seg.category_id, seg.isthing)
         crowd = set(int(i) for i in gt_crowd_ids)
-        pairs, counts = np.unique(
-            gt.segment_ids.astype(np.int64).ravel() * _OFFSET + pred.segment_ids.astype(np.int64).ravel(), return_counts=True
-        )
+        packed = gt.segment_ids.astype(np.int64).ravel() * _OFFSET + pred.segment_ids.astype(np.int64).ravel()
+        pairs, counts = np.unique(packed, return_counts=True)
         inter = {(int(p // _OFFSET), int(p % _OFFSET)): int(n) for p, n in zip(pairs, counts)}
         gt_area, pred_area = defaultdict(int), defaultdict(int)
         for (g, p), n in inter.items():
             gt_area[g] += n
             pred_area[p] += n
-        _check_ids(pred_area, pred_cat, "prediction")
+        _check_ids(pred_area, pred_cat, f"panoptic prediction{where}")
+        self._check_categories(pred, pred_area, where)
+        for seg in (*gt.segments, *pred.segments):
+            self._isthing.setdefault(seg.category_id, seg.isthing)
+        self._images += 1
         matched_gt, matched_pred = set(), set()
         for (g, p), n in inter.items():
             if g not in gt_cat or p not in pred_cat or g in crowd or gt_cat[g] != pred_cat[p]:
@@ -124,17 +174,34 @@ class PanopticMetric:
                 continue
             self._fp[cat] += 1
 
+    def _check_categories(self, pred: PanopticResult, pred_area: Mapping[int, int], where: str) -> None:
+        if not self.categories:
+            return
+        for s in pred.segments:
+            if pred_area.get(int(s.id), 0) and int(s.category_id) not in self.categories:
+                raise InputError(
+                    f"panoptic prediction{where}: segment {s.id} has category {s.category_id}, which the dataset's "
+                    f"categories ({', '.join(map(str, sorted(self.categories)))}) do not list",
+                    fix="predict the dataset's category ids (the panoptic decoder's category_ids option maps "
+                        "model classes to them)",
+                )
+
     def compute(self) -> PanopticScores:
+        """Scores so far. Averages add the classes in the order ``categories`` lists them (the
+        dataset JSON's, as panopticapi does), then any others by id; ``per_class`` is by id."""
+        seen = set(self._tp) | set(self._fp) | set(self._fn)
         per = []
-        for cat in sorted(set(self._tp) | set(self._fp) | set(self._fn)):
+        for cat in [c for c in self.categories if c in seen] + sorted(seen - set(self.categories)):
             tp, fp, fn = self._tp[cat], self._fp[cat], self._fn[cat]
-            if tp + fp + fn == 0:
+            if tp + fp + fn == 0 or (self.categories and cat not in self.categories):
                 continue
             iou = self._iou[cat]
             denom = tp + 0.5 * fp + 0.5 * fn
-            per.append(PQClass(cat, self._isthing.get(cat, False), iou / denom, iou / tp if tp else 0.0, tp / denom, tp, fp, fn))
+            per.append(PQClass(cat, self._isthing.get(cat, False), iou / denom, iou / tp if tp else 0.0, tp / denom,
+                               tp, fp, fn, self.names.get(cat, "")))
         return PanopticScores(
-            _group(per), _group([c for c in per if c.isthing]), _group([c for c in per if not c.isthing]), tuple(per)
+            _group(per), _group([c for c in per if c.isthing]), _group([c for c in per if not c.isthing]),
+            tuple(sorted(per, key=lambda c: c.category_id)), self._images,
         )
 
 
@@ -152,4 +219,39 @@ def _categories(r: PanopticResult) -> dict[int, int]:
 def _check_ids(areas: Mapping[int, int], segments: Mapping[int, int], what: str) -> None:
     unknown = sorted(i for i in areas if i != 0 and i not in segments)
     if unknown:
-        raise InputError(f"{what} id map has segment ids {unknown[:5]} with no Segment entry")
+        raise InputError(f"{what}: the id map has segment id(s) {unknown[:5]} with no Segment entry",
+                         fix="describe every non-zero id of segment_ids in segments (0 is void)")
+
+
+def evaluate_panoptic(
+    predictor: Callable[[np.ndarray], Any],
+    dataset: Sequence,
+    *,
+    progress: bool = True,
+    limit: int | None = None,
+    on_prediction: Callable[[Any, PanopticResult], None] | None = None,
+) -> PanopticScores:
+    """PQ of ``predictor`` (RGB ``uint8 [H, W, 3]`` -> :class:`PanopticResult` at the image's size,
+    segments carrying the dataset's category ids) on a panoptic dataset (``PanopticSample``s with
+    ``name``, ``image()``, ``panoptic``, ``crowd_ids``; ``categories`` id -> object with ``id``,
+    ``name``, ``isthing``). ``limit`` scores the first N images; ``on_prediction(sample, result)`` is
+    called for each scored image (to save it). The tqdm bar shows when ``progress`` and stderr is a
+    terminal."""
+    from tqdm import tqdm
+
+    if limit is not None and limit < 0:
+        raise InputError(f"limit must be >= 0, got {limit}")
+    cats = list(getattr(dataset, "categories", {}).values())
+    metric = PanopticMetric({c.id: c.isthing for c in cats}, {c.id: c.name for c in cats})
+    total = len(dataset) if limit is None else min(limit, len(dataset))
+    show = progress and sys.stderr.isatty()
+    for sample in tqdm(itertools.islice(iter(dataset), total), total=total, desc="eval", unit="img", disable=not show,
+                       leave=False):
+        result = predictor(sample.image())
+        if not isinstance(result, PanopticResult):
+            raise InputError(f"prediction for {sample.name!r} is a {type(result).__name__}, not a PanopticResult",
+                             fix="PQ needs a panoptic bundle (manifest task 'panoptic')")
+        metric.update(result, sample.panoptic, sample.crowd_ids, name=repr(sample.name))
+        if on_prediction is not None:
+            on_prediction(sample, result)
+    return metric.compute()

@@ -14,6 +14,8 @@ from .encoders import ENCODERS, Encoder, create_encoder, list_encoders
 from .registry import MODELS, ModelInfo, create_model, list_models, model_info, register_model
 from . import solov2  # noqa: F401,E402  (registers the SOLOv2 instance models)
 from . import mask_rcnn  # noqa: F401,E402  (registers the Mask R-CNN instance models)
+from . import panoptic_deeplab  # noqa: F401,E402  (registers the Panoptic-DeepLab panoptic models)
+from . import lpsnet  # noqa: F401,E402  (registers the LPSNet panoptic models)
 
 __all__ = [
     "SemanticModel", "Encoder", "ENCODERS", "MODELS", "ModelInfo", "create_encoder", "list_encoders",

@@ -183,6 +183,58 @@ class InstanceAgreementScorer:
         return 100.0 if ap < 0 else 100.0 * ap  # no instance anywhere in FP32 or INT8: nothing to disagree on
 
 
+class PanopticDatasetScorer:
+    """PQ (%) of a model file on a panoptic dataset (``PanopticSample``s: ``image()``, ``panoptic``,
+    ``crowd_ids``; ``categories``), as ``edgeseg eval`` computes it: the decoder writes the
+    dataset's category ids (``PanopticOptions.category_ids``) into each segment."""
+
+    name = "PQ"
+
+    def __init__(self, dataset, manifest: "Manifest", *, threads: int = 0, runtime: str = "onnxruntime"):
+        samples = list(dataset)
+        self.categories = {int(c.id): bool(c.isthing) for c in getattr(dataset, "categories", {}).values()}
+        self._truth = [(s.panoptic, s.crowd_ids) for s in samples]
+        self._frames = _Decoded([s.image() for s in samples], manifest, threads, runtime)
+
+    def __call__(self, model_path: Path) -> float:
+        from ..eval import PanopticMetric
+
+        metric = PanopticMetric(self.categories)
+        for (truth, crowd), result in zip(self._truth, self._frames.results(model_path)):
+            metric.update(result, truth, crowd)
+        return 100.0 * metric.compute().pq
+
+
+class PanopticAgreementScorer:
+    """PQ (%) of a model file's panoptic output against the FP32 model's (``reference``) taken as
+    ground truth, on held-out frames: FP32 scores 100; merged, split, missed or reshaped segments
+    lower it as they would against real truth."""
+
+    name = "PQ against FP32 (%)"
+
+    def __init__(self, frames: Sequence[np.ndarray], manifest: "Manifest", reference: Path, *, threads: int = 0,
+                 runtime: str = "onnxruntime"):
+        self._frames = _Decoded(frames, manifest, threads, runtime)
+        self._truth = list(self._frames.results(reference))
+
+    def __call__(self, model_path: Path) -> float:
+        from ..eval import PanopticMetric
+
+        metric = PanopticMetric()
+        for truth, result in zip(self._truth, self._frames.results(model_path)):
+            metric.update(result, truth)
+        scores = metric.compute()
+        return 100.0 if scores.all.n == 0 else 100.0 * scores.pq  # nothing segmented anywhere: nothing to disagree on
+
+
+#: the gate's scorers per task: (agreement with FP32 on held-out frames, the task metric on a dataset)
+TASK_SCORERS = {
+    "semantic": (AgreementScorer, DatasetScorer),
+    "instance": (InstanceAgreementScorer, InstanceDatasetScorer),
+    "panoptic": (PanopticAgreementScorer, PanopticDatasetScorer),
+}
+
+
 @dataclass(frozen=True)
 class LayerSensitivity:
     name: str

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
-from ..errors import InputError, QuantizationError
+from ..errors import InputError, QuantizationError, UnsupportedError
 from ..structures import InputSpec
 from . import accuracy as acc
 from .calibration import CalibrationRecipe, FeedReader, collect_frames, resolve_calibration, split_holdout
@@ -307,11 +307,12 @@ def _calibration_frames(calib, frames: int | None, method: str | None, progress:
 def _scorers(eval_dataset, held, manifest, fp32: Path, threads: int, runtime: str):
     """(the gate's scorer, the sensitivity ranking's scorer): the task metric on ``eval_dataset``
     and agreement with FP32 on the held-out frames; either is None when its data is missing."""
-    instance = manifest.task == "instance"
-    agreement = acc.InstanceAgreementScorer if instance else acc.AgreementScorer
+    if manifest.task not in acc.TASK_SCORERS:
+        raise UnsupportedError(f"no INT8 accuracy gate for {manifest.task} bundles",
+                               fix=f"quantize a bundle of task {', '.join(acc.TASK_SCORERS)}")
+    agreement, dataset_scorer = acc.TASK_SCORERS[manifest.task]
     agree = agreement(held, manifest, fp32, threads=threads, runtime=runtime) if held else None
     if eval_dataset is not None:
-        dataset_scorer = acc.InstanceDatasetScorer if instance else acc.DatasetScorer
         return dataset_scorer(eval_dataset, manifest, threads=threads, runtime=runtime), agree
     return agree, agree
 

@@ -133,16 +133,26 @@ def render_panoptic(image: np.ndarray, result: PanopticResult, palette: np.ndarr
     ids = result.segment_ids
     lut = np.zeros((int(ids.max(initial=0)) + 1, 3), np.uint8)
     pal = np.asarray(palette, np.int32)
+    things = []
     for k, s in enumerate(result.segments):
         if s.id >= len(lut):
             continue
-        c = pal[min(max(s.category_id, 0), len(pal) - 1)]
+        c = pal[min(max(result.class_index(s.category_id), 0), len(pal) - 1)]
         if s.isthing:  # shade instances of one class apart, deterministically
             c = np.clip(c + ((k * 37) % 61 - 30), 0, 255)
+            things.append(s)
         lut[s.id] = c
     out = blend(image, lut[ids], alpha, ids > 0)
     edges = cv2.morphologyEx(ids.astype(np.int32).astype(np.float32), cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8)) > 0
     out[edges] = (255, 255, 255)
+    if things:  # instance ids at each thing segment's top-left corner
+        ys, xs = np.nonzero(np.isin(ids, [s.id for s in things]))
+        order = np.argsort(ids[ys, xs], kind="stable")
+        seg_of = ids[ys[order], xs[order]]
+        first = np.searchsorted(seg_of, [s.id for s in things])
+        for s, f in zip(things, first):
+            if f < len(seg_of) and seg_of[f] == s.id:
+                _text(out, f"{result.class_name(s.category_id)} {s.id}", (int(xs[order][f]), max(12, int(ys[order][f]) + 12)))
     return out
 
 

@@ -1,5 +1,5 @@
 """Plain data types shared by every part of edgeseg (numpy only)."""
-from .decoder_options import DECODER_OPTIONS, DecoderOptions, InstanceOptions, SemanticOptions, decoder_options
+from .decoder_options import DECODER_OPTIONS, DecoderOptions, InstanceOptions, PanopticOptions, SemanticOptions, decoder_options
 from .frame import Frame
 from .input_spec import InputSpec, PreprocessMeta
 from .palette import CAMVID_CLASSES, CAMVID_PALETTE, colorize, default_palette
@@ -10,6 +10,6 @@ from .shapes import ImageShape
 __all__ = [
     "Frame", "ImageShape", "InputSpec", "PreprocessMeta", "SemanticResult", "InstanceResult",
     "PanopticResult", "Segment", "TrackResult", "rle_encode", "rle_decode", "rle_area",
-    "DECODER_OPTIONS", "DecoderOptions", "SemanticOptions", "InstanceOptions", "decoder_options",
+    "DECODER_OPTIONS", "DecoderOptions", "SemanticOptions", "InstanceOptions", "PanopticOptions", "decoder_options",
     "CAMVID_CLASSES", "CAMVID_PALETTE", "default_palette", "colorize",
 ]

@@ -13,6 +13,7 @@ options from ``manifest.decoder_options`` and never from loose dictionary keys.
 from __future__ import annotations
 
 import dataclasses
+import operator
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -128,6 +129,106 @@ class InstanceOptions(DecoderOptions):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise InputError(f"decoder option {name} must be a positive integer, got {v!r}")
+
+
+PANOPTIC_LAYOUTS = ("center", "paste", "fusion")
+
+
+def _int_tuple(name: str, value: Any) -> tuple[int, ...]:
+    """A JSON list (or tuple) of non-negative integers -> a tuple, else an InputError naming ``name``."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+        raise InputError(f"decoder option {name} must be a list of integers, got {value!r}")
+    out = []
+    for v in value:
+        try:
+            if isinstance(v, bool):
+                raise TypeError
+            i = operator.index(v)
+        except TypeError:
+            raise InputError(f"decoder option {name} must hold integers, got {v!r} in {list(value)!r}") from None
+        if i < 0:
+            raise InputError(f"decoder option {name} must hold non-negative integers, got {i} in {list(value)!r}")
+        out.append(int(i))
+    return tuple(out)
+
+
+def _positive_int(name: str, value: Any, lo: int = 1) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < lo:
+        raise InputError(f"decoder option {name} must be an integer >= {lo}, got {value!r}")
+
+
+@DECODER_OPTIONS.register("panoptic")
+@dataclass(frozen=True)
+class PanopticOptions(DecoderOptions):
+    """How raw panoptic outputs become a :class:`PanopticResult` (``edgeseg.decode.panoptic``).
+
+    layout:
+      ``center`` (Panoptic-DeepLab): ``semantic [1, C, h, w]`` logits, ``center [1, 1, h, w]``
+      heatmap, ``offset [1, 2, h, w]`` (dy, dx in network-input pixels), optionally the in-graph
+      grouping ``centers [1, K, 3]`` (score, y, x) and ``instance`` int64 ``[1, h, w]``.
+      ``paste`` (LPSNet): ``semantic`` logits plus ``boxes [1, K, 4]`` (xyxy network pixels),
+      ``scores [1, K]``, ``classes [1, K]``, optionally ``masks [1, K, M, M]`` probabilities per box.
+    thing_classes: class indices (into the manifest's classes) that are things; all others are stuff.
+    category_ids: the dataset category id of each class, written into ``Segment.category_id``
+      (empty: the class index). Segment id 0 is void.
+    center_threshold: a centre peak counts when its score is above it (Panoptic-DeepLab's ``>``).
+    nms_kernel: odd max-pool window of the centre NMS (output pixels). top_k: most centres kept.
+    stuff_area: smallest stuff segment, in pixels of the **original image** (smaller ones become void).
+    score_threshold: boxes (paste) scoring at or below it are dropped.
+    overlap_threshold: a box (paste) or instance (fusion) is dropped when more than this share of
+      its pixels is already taken by better ones.
+    mask_threshold: probability above which a pixel of a paste layout's optional per-box mask counts.
+    ``fusion`` (``edgeseg fuse``: a semantic and an instance model in one graph, outputs ``sem/...``
+    and ``inst/...``): ``branches`` holds each branch's manifest (``semantic``, ``instance``),
+    ``fusion_semantic`` maps each semantic class to a class of this bundle (-1: not kept) and
+    ``fusion_instance`` each instance class (-1: dropped); see :mod:`edgeseg.decode.panoptic_fusion`.
+    """
+
+    task: ClassVar[str] = "panoptic"
+    layout: Literal["center", "paste"] = "center"
+    thing_classes: tuple[int, ...] = ()
+    category_ids: tuple[int, ...] = ()
+    center_threshold: float = 0.1
+    nms_kernel: int = 7
+    top_k: int = 100
+    stuff_area: int = 128
+    score_threshold: float = 0.3
+    overlap_threshold: float = 0.5
+    mask_threshold: float = 0.5
+    fusion_semantic: tuple[int, ...] = ()
+    fusion_instance: tuple[int, ...] = ()
+    branches: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:  # JSON lists -> tuples, before the range checks
+        object.__setattr__(self, "thing_classes", _int_tuple("thing_classes", self.thing_classes))
+        object.__setattr__(self, "category_ids", _int_tuple("category_ids", self.category_ids))
+        for name in ("fusion_semantic", "fusion_instance"):  # -1 = not kept: shift to reuse the check
+            shifted = _int_tuple(name, [v + 1 if isinstance(v, int) and not isinstance(v, bool) else v
+                                        for v in getattr(self, name)])
+            object.__setattr__(self, name, tuple(v - 1 for v in shifted))
+        if not isinstance(self.branches, dict):
+            raise InputError(f"decoder option branches must be an object, got {type(self.branches).__name__}")
+        super().__post_init__()
+
+    def validate(self) -> None:
+        if self.layout not in PANOPTIC_LAYOUTS:
+            raise InputError(f"decoder option layout must be one of {', '.join(PANOPTIC_LAYOUTS)}, got {self.layout!r}")
+        if len(set(self.thing_classes)) != len(self.thing_classes):
+            raise InputError(f"decoder option thing_classes repeats a class: {list(self.thing_classes)}")
+        if len(set(self.category_ids)) != len(self.category_ids):
+            raise InputError(f"decoder option category_ids repeats an id: {list(self.category_ids)}",
+                             fix="give each class its own dataset category id")
+        for name in ("center_threshold", "score_threshold", "overlap_threshold", "mask_threshold"):
+            _in_range(name, getattr(self, name), 0.0, 1.0)
+        _positive_int("nms_kernel", self.nms_kernel)
+        if self.nms_kernel % 2 == 0:
+            raise InputError(f"decoder option nms_kernel must be odd, got {self.nms_kernel}", fix="use 3, 5, 7, ...")
+        _positive_int("top_k", self.top_k)
+        _positive_int("stuff_area", self.stuff_area, lo=0)
+        if self.layout == "fusion" and not (self.fusion_semantic and self.fusion_instance and
+                                            {"semantic", "instance"} <= set(self.branches)):
+            raise InputError("a fusion layout needs fusion_semantic, fusion_instance and both branch manifests",
+                             fix="create fused bundles with 'edgeseg fuse SEMANTIC INSTANCE --out OUT'")
 
 
 def decoder_options(task: str, d: dict[str, Any] | None = None) -> DecoderOptions:

@@ -138,11 +138,14 @@ class PanopticResult:
     """Panoptic segmentation: every pixel belongs to one segment (0 = void / unassigned).
 
     segment_ids: ``int32 [H, W]`` segment ids; ``segments`` describes each id.
+    class_names: the model's classes; ``category_ids``: the dataset category id of each class (a
+    ``Segment.category_id`` is one of them), empty when category ids are the class indices.
     """
 
     segment_ids: np.ndarray
     segments: tuple[Segment, ...] = ()
     class_names: tuple[str, ...] = ()
+    category_ids: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         _check(self.segment_ids.ndim == 2, "PanopticResult.segment_ids must be [H, W]")
@@ -153,6 +156,19 @@ class PanopticResult:
     @property
     def shape(self) -> ImageShape:
         return ImageShape.of(self.segment_ids)
+
+    def class_index(self, category_id: int) -> int:
+        """The class index of a category id (the id itself without ``category_ids``; -1 if unknown)."""
+        if not self.category_ids:
+            return int(category_id)
+        try:
+            return self.category_ids.index(int(category_id))
+        except ValueError:
+            return -1
+
+    def class_name(self, category_id: int) -> str:
+        i = self.class_index(category_id)
+        return self.class_names[i] if 0 <= i < len(self.class_names) else str(category_id)
 
     def semantic(self, void: int = 255) -> np.ndarray:
         """``int32 [H, W]`` category id per pixel (``void`` where unassigned)."""

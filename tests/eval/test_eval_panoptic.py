@@ -1,13 +1,16 @@
-"""PQ / SQ / RQ as the COCO panopticapi defines them: GT vs GT, and perturbed predictions by hand."""
+"""PQ / SQ / RQ as the COCO panopticapi defines them: GT vs GT, perturbed predictions by hand, bad
+input (clear errors naming the image), the COCO-panoptic writer and the ``coco-panoptic:`` spec."""
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 import numpy as np
 import pytest
 
 from edgeseg.data import CocoPanoptic, SceneGenerator
-from edgeseg.eval import PanopticMetric
+from edgeseg.errors import DataError, InputError
+from edgeseg.eval import PanopticMetric, PQGroup
 from edgeseg.structures import ImageShape, PanopticResult, Segment
 
 
@@ -83,3 +86,158 @@ def test_synthetic_panoptic_truth_scores_one():
         m.update(p, p)
     r = m.compute()
     assert r.pq == 1.0 and r.things.n == 3 and r.stuff.n == 3
+
+
+# ---- bad input: clear errors, or the reference's counting ----------------------------------------
+def _tiny():
+    gt = PanopticResult(np.array([[1, 1, 0], [2, 2, 2]], np.int32), (Segment(1, 5, True), Segment(2, 9, False)))
+    return gt, {5: True, 9: False}
+
+
+def test_unknown_category_is_refused_naming_it_and_the_image():
+    gt, cats = _tiny()
+    pred = PanopticResult(gt.segment_ids, (Segment(1, 7, True), Segment(2, 9, False)))
+    m = PanopticMetric(cats)
+    with pytest.raises(InputError, match=r"'frame_7'.*segment 1 has category 7.*\(5, 9\)"):
+        m.update(pred, gt, name="'frame_7'")
+    # a listed segment without pixels is skipped, whatever its category (panopticapi never sees it)
+    m.update(PanopticResult(gt.segment_ids, (*gt.segments, Segment(3, 7, True))), gt)
+    assert [(c.category_id, c.tp, c.fp, c.fn) for c in m.compute().per_class] == [(5, 1, 0, 0), (9, 1, 0, 0)]
+    # without the dataset's categories any category counts (as a false positive here)
+    m = PanopticMetric()
+    m.update(pred, gt)
+    got = {c.category_id: (c.tp, c.fp, c.fn) for c in m.compute().per_class}
+    assert got == {5: (0, 0, 1), 7: (0, 1, 0), 9: (1, 0, 0)}
+
+
+def test_unknown_category_reference_raises_too(tmp_path):
+    ref = pytest.importorskip("cityscapesscripts.evaluation.evalPanopticSemanticLabeling")
+    from edgeseg.data.coco_panoptic import Category
+    from edgeseg.eval.panoptic_io import PanopticWriter
+
+    gt, _ = _tiny()
+    cats = {5: Category(5, "thing", True), 9: Category(9, "stuff", False)}
+    pred = PanopticResult(gt.segment_ids, (Segment(1, 7, True), Segment(2, 9, False)))
+    with pytest.raises(InputError, match=r"image 1 \(a\.png\).*segment 1 has category 7"):
+        PanopticWriter(tmp_path / "p.json", categories=cats).add(1, "a.png", pred)
+    with PanopticWriter(tmp_path / "gt.json", categories=cats) as w:
+        w.add(1, "a.png", gt)
+    with PanopticWriter(tmp_path / "p.json") as w:  # no categories given: written as is
+        w.add(1, "a.png", pred)
+    gt_ann, pred_ann = (json.loads((tmp_path / f).read_text())["annotations"][0] for f in ("gt.json", "p.json"))
+    with pytest.raises(KeyError, match="unknown category_id 7"):
+        ref.pq_compute_single_core(0, [(gt_ann, pred_ann)], str(tmp_path / "gt"), str(tmp_path / "p"),
+                                   {5: {"isthing": 1}, 9: {"isthing": 0}})
+
+
+def test_void_only_truth_and_empty_prediction_by_hand():
+    gt, cats = _tiny()
+    void = PanopticResult(np.zeros((2, 3), np.int32))
+    m = PanopticMetric(cats)
+    m.update(gt, void)  # every predicted pixel on void: nothing is a false positive
+    assert m.compute().per_class == () and m.compute().all == PQGroup(0.0, 0.0, 0.0, 0)
+    m.update(void, gt)  # nothing predicted: each truth segment a miss
+    r = m.compute()
+    assert [(c.category_id, c.tp, c.fp, c.fn, c.pq) for c in r.per_class] == [(5, 0, 0, 1, 0.0), (9, 0, 0, 1, 0.0)]
+    assert r.num_images == 2 and (r.things.n, r.stuff.n) == (1, 1)
+
+
+def test_ids_without_segment_and_size_mismatch_name_the_image(tmp_path):
+    from edgeseg.eval.panoptic_io import PanopticWriter, read_panoptic_results, write_panoptic_png
+
+    gt, cats = _tiny()
+    stray = PanopticResult(np.array([[1, 1, 4], [2, 2, 2]], np.int32), gt.segments)
+    with pytest.raises(InputError, match=r"of 'x'.*segment id\(s\) \[4\]"):
+        PanopticMetric(cats).update(stray, gt, name="'x'")
+    with pytest.raises(InputError, match=r"image 3 \(x\.png\).*segment id\(s\) \[4\]"):
+        PanopticWriter(tmp_path / "w.json").add(3, "x.png", stray)
+    # a results file by someone else: the PNG has an id its segments_info does not list
+    write_panoptic_png(tmp_path / "r" / "x.png", stray.segment_ids)
+    (tmp_path / "r.json").write_text(json.dumps({"annotations": [{"image_id": 3, "file_name": "x.png", "segments_info": [
+        {"id": 1, "category_id": 5, "iscrowd": 0}, {"id": 2, "category_id": 9, "iscrowd": 0}]}]}))
+    with pytest.raises(InputError, match=r"image 3 \(x\.png\) has segment id\(s\) \[4\]"):
+        read_panoptic_results(tmp_path / "r.json")
+    big = PanopticResult(np.zeros((3, 3), np.int32))
+    with pytest.raises(InputError, match=r"of 'x' is \[3, 3\] and its ground truth \[2, 3\]"):
+        PanopticMetric(cats).update(big, gt, name="'x'")
+
+
+def test_writer_is_atomic_and_writes_json_only_after_a_clean_run(tmp_path):
+    from edgeseg.data import read_panoptic_png
+    from edgeseg.eval.panoptic_io import PanopticWriter
+
+    gt, _ = _tiny()
+    with pytest.raises(RuntimeError):
+        with PanopticWriter(tmp_path / "p.json") as w:
+            w.add(1, "a.png", gt)
+            raise RuntimeError("interrupted")
+    assert not (tmp_path / "p.json").exists() and not list(tmp_path.rglob("*.tmp"))
+    np.testing.assert_array_equal(read_panoptic_png(tmp_path / "p" / "a.png"), gt.segment_ids)
+    with pytest.raises(InputError, match="relative path"):
+        PanopticWriter(tmp_path / "q.json").add(1, "../escape.png", gt)
+
+
+# ---- the coco-panoptic: dataset spec ---------------------------------------------------------
+def _panoptic_files(root, *, images=True):
+    from edgeseg.data import write_image
+    from edgeseg.data.coco_panoptic import Category
+    from edgeseg.eval.panoptic_io import PanopticWriter
+
+    gt, _ = _tiny()
+    cats = {5: Category(5, "thing", True), 9: Category(9, "stuff", False)}
+    with PanopticWriter(root / "panoptic_val.json", categories=cats) as w:
+        for k in (1, 2):
+            w.add(k, f"im{k}.png", gt, image_file_name=f"im{k}.jpg" if images else None)
+    for k in (1, 2):
+        write_image(root / "val" / (f"im{k}.jpg" if images else f"im{k}.png"), np.full((2, 3, 3), 40 * k, np.uint8))
+    return root / "panoptic_val.json"
+
+
+def test_spec_opens_the_panopticapi_layout(tmp_path):
+    from edgeseg.data import open_dataset
+
+    path = _panoptic_files(tmp_path)
+    for spec in (f"coco-panoptic:{path}", f"coco-panoptic:{tmp_path}", f"coco-panoptic:{path},images={tmp_path / 'val'}"):
+        ds = open_dataset(spec, split="val")
+        assert (ds.task, len(ds), ds.category_ids, ds.classes) == ("panoptic", 2, (5, 9), ("thing", "stuff"))
+        s = ds[1]
+        assert (s.image_id, s.file_name, s.name, s.image_path.name) == (2, "im2.png", "im2", "im2.jpg")
+        assert s.image().shape == (2, 3, 3)
+        np.testing.assert_array_equal(s.panoptic.segment_ids, _tiny()[0].segment_ids)
+
+
+def test_spec_without_images_entries_finds_images_by_png_name(tmp_path):
+    from edgeseg.data import open_dataset
+
+    path = _panoptic_files(tmp_path, images=False)
+    assert "images" not in json.loads(path.read_text())
+    ds = open_dataset(f"coco-panoptic:{path}")
+    assert ds[0].image_path == tmp_path / "val" / "im1.png" and int(ds[0].image()[0, 0, 0]) == 40
+    (tmp_path / "val" / "im2.png").unlink()
+    with pytest.raises(DataError, match=r"1 of 2 images.*not in .*val: im2\.png(.|\n)*--images DIR"):
+        open_dataset(f"coco-panoptic:{path}")
+
+
+def test_spec_missing_files_and_folders_name_the_path_and_the_fix(tmp_path):
+    from edgeseg.data import open_dataset
+
+    path = _panoptic_files(tmp_path)
+    (tmp_path / "panoptic_val" / "im1.png").unlink()
+    with pytest.raises(DataError, match=r"1 of 2 panoptic PNGs .* are not in .*panoptic_val: im1\.png"):
+        open_dataset(f"coco-panoptic:{path}")
+    with pytest.raises(DataError, match=r"panoptic PNG not found: .*im1\.png"):
+        CocoPanoptic(path)[0]
+    with pytest.raises(DataError, match=r"images folder .*nowhere not found(.|\n)*--images DIR"):
+        open_dataset(f"coco-panoptic:{path},images={tmp_path / 'nowhere'}")
+    (tmp_path / "val" / "im1.jpg").rename(tmp_path / "im1.jpg")
+    (tmp_path / "val" / "im2.jpg").unlink()
+    (tmp_path / "val").rmdir()
+    with pytest.raises(DataError, match=r"no image folder 'val' beside(.|\n)*--images DIR"):
+        open_dataset(f"coco-panoptic:{path}")
+    for p in (tmp_path / "panoptic_val").iterdir():
+        p.unlink()
+    (tmp_path / "panoptic_val").rmdir()
+    with pytest.raises(DataError, match=r"PNG folder .*panoptic_val not found \(named like panoptic_val\.json"):
+        open_dataset(f"coco-panoptic:{path}")
+    with pytest.raises(DataError, match=r"annotations not found: .*panoptic_test\.json"):
+        open_dataset(f"coco-panoptic:{tmp_path}", split="test")

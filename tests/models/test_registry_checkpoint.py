@@ -13,9 +13,11 @@ from edgeseg.models import create_model, list_models, load_checkpoint, model_inf
 def test_list_models_patterns_and_task():
     names = list_models("deeplabv3plus_*")
     assert "deeplabv3plus_mobilenetv3_large" in names and all(n.startswith("deeplabv3plus_") for n in names)
-    assert set(list_models(task="semantic")) | set(list_models(task="instance")) == set(list_models())
-    assert all(model_info(n).task == "instance" for n in list_models(task="instance"))
-    assert list_models(task="panoptic") == [] or all(model_info(n).task == "panoptic" for n in list_models(task="panoptic"))
+    tasks = ("semantic", "instance", "panoptic")
+    assert set().union(*(list_models(task=t) for t in tasks)) == set(list_models())
+    for t in tasks:
+        assert all(model_info(n).task == t for n in list_models(task=t))
+    assert {"lpsnet_mobilenetv3_small", "panoptic_deeplab_mobilenetv3_small"} <= set(list_models(task="panoptic"))
     assert model_info("segnet_vgg16").arch == "segnet" and model_info("test_segnet").tiny
 
 

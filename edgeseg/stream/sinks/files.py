@@ -73,7 +73,7 @@ def panoptic_record(r: PanopticResult) -> dict:
     rles = rle_encode_labels(r.segment_ids, ids)
     present, areas = np.unique(r.segment_ids, return_counts=True)
     area = dict(zip(present.tolist(), areas.tolist()))
-    segs = [{"id": s.id, "class_id": s.category_id, "class": _name(r.class_names, s.category_id),
+    segs = [{"id": s.id, "class_id": s.category_id, "class": r.class_name(s.category_id),
              "isthing": s.isthing, "area": int(area.get(s.id, 0)), "score": float(s.score), "rle": rles[s.id]}
             for s in r.segments]
     return {"task": "panoptic", "segments": segs}

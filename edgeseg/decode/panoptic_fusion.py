@@ -1,0 +1,82 @@
+"""The ``fusion`` panoptic layout: a fused bundle's two branches (``edgeseg fuse``,
+:mod:`edgeseg.export.fuse`) decoded as their own bundles would, then combined by
+:func:`edgeseg.decode.panoptic.fuse_panoptic` (panopticapi's heuristics: instances by score, then
+stuff on what is left).
+
+The fused manifest's :class:`~edgeseg.structures.PanopticOptions` carry each branch's manifest
+(``branches``), the semantic class -> fused class table (``fusion_semantic``, -1 = not a stuff
+class of the fused bundle) and the instance class -> fused class table (``fusion_instance``, -1 =
+dropped). Outputs of the semantic branch are named ``sem/<name>``, of the instance branch
+``inst/<name>``.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any, Mapping
+
+import numpy as np
+
+from ..errors import UnsupportedError
+
+if TYPE_CHECKING:
+    from ..bundle import Manifest
+    from ..structures import InstanceResult, PanopticOptions, PanopticResult, PreprocessMeta, SemanticResult
+
+SEM, INST = "sem/", "inst/"
+
+
+@lru_cache(maxsize=16)
+def _branch(manifest_json: str) -> "Manifest":
+    import json
+
+    from ..bundle import SCHEMA_VERSION, Manifest
+
+    return Manifest.from_dict({"schema_version": SCHEMA_VERSION, **json.loads(manifest_json)}, where="fused branch")
+
+
+def branch_manifests(options: "PanopticOptions") -> tuple["Manifest", "Manifest"]:
+    """(semantic, instance) manifests of a fused bundle's branches."""
+    import json
+
+    b = options.branches or {}
+    if "semantic" not in b or "instance" not in b:
+        raise UnsupportedError("a fusion panoptic bundle must carry its semantic and instance branch manifests",
+                               fix="re-create it with 'edgeseg fuse SEMANTIC INSTANCE --out OUT'")
+    return (_branch(json.dumps(b["semantic"], sort_keys=True)), _branch(json.dumps(b["instance"], sort_keys=True)))
+
+
+def _category(options: "PanopticOptions", cls: int) -> int:
+    return int(options.category_ids[cls]) if options.category_ids else int(cls)
+
+
+def fuse_results(semantic: "SemanticResult", instances: "InstanceResult", options: "PanopticOptions",
+                 manifest: "Manifest") -> "PanopticResult":
+    """A semantic and an instance result of one frame -> the fused bundle's panoptic result."""
+    from dataclasses import replace
+
+    from .panoptic import fuse_panoptic
+
+    stuff_map = {k: _category(options, j) for k, j in enumerate(options.fusion_semantic) if j >= 0}
+    thing_map = {k: _category(options, j) for k, j in enumerate(options.fusion_instance) if j >= 0}
+    result = fuse_panoptic(np.asarray(semantic.labels), instances, stuff_map=stuff_map, thing_map=thing_map,
+                           score_threshold=options.score_threshold, overlap_threshold=options.overlap_threshold,
+                           stuff_area=options.stuff_area)
+    return replace(result, class_names=tuple(manifest.classes), category_ids=tuple(options.category_ids))
+
+
+def decode_fusion(outputs: Mapping[str, np.ndarray], meta: "PreprocessMeta", manifest: "Manifest",
+                  options: "PanopticOptions") -> "PanopticResult":
+    from . import decode
+
+    sem_m, inst_m = branch_manifests(options)
+    sem_out: dict[str, Any] = {k[len(SEM):]: v for k, v in outputs.items() if k.startswith(SEM)}
+    inst_out: dict[str, Any] = {k[len(INST):]: v for k, v in outputs.items() if k.startswith(INST)}
+    if not sem_out or not inst_out:
+        raise UnsupportedError(f"bundle {manifest.name!r}: a fusion bundle's outputs are named sem/... and inst/...; "
+                               f"got {sorted(outputs)}", fix="re-create it with 'edgeseg fuse'")
+    sem_meta = meta
+    if sem_m.input.size is not None and sem_m.input.size != meta.network:  # resized in-graph (both resize, no letterbox)
+        from ..structures import PreprocessMeta
+
+        sem_meta = PreprocessMeta(meta.original, sem_m.input.size, sem_m.input.size)
+    return fuse_results(decode(sem_out, sem_meta, sem_m), decode(inst_out, meta, inst_m), options, manifest)

@@ -1,0 +1,255 @@
+"""Panoptic results as COCO-panoptic files (Kirillov et al., "Panoptic Segmentation", CVPR 2019;
+the COCO "panoptic segmentation" results format), as panopticapi's ``pq_compute`` and
+cityscapesScripts' ``evaluatePanoptic`` read them:
+
+* one PNG per image, 8-bit RGB, segment id ``R + 256 G + 256^2 B`` (``id_to_rgb``), 0 = void;
+* one JSON: ``{"annotations": [{"image_id", "file_name", "segments_info": [{"id", "category_id",
+  "iscrowd", "area", "bbox": [x, y, w, h]}]}], "categories": [...], ("images": [...])}``, with
+  ``area`` the segment's pixel count and ``bbox`` its tight box (``w = x_max - x_min + 1``).
+
+What the writer guarantees, so the reference never refuses a file it wrote:
+
+* a segment without pixels is left out (panopticapi raises ``KeyError`` on a JSON segment absent
+  from the PNG);
+* every non-zero id of the map has a :class:`~edgeseg.structures.Segment`, else
+  :class:`InputError` naming the id and the image (panopticapi: ``KeyError``);
+* with ``categories`` given, a segment's category must be one of them, else :class:`InputError`
+  naming the category and the image (panopticapi: ``KeyError``);
+* ids above ``256^3 - 1`` (what three bytes hold) are renumbered 1..n in the order of ``segments``
+  (an id means nothing outside its file);
+* every file is written atomically (temporary file + rename, :mod:`edgeseg._io`): each PNG as it
+  is added, the JSON last, by :meth:`PanopticWriter.close` after a run that did not fail; an
+  interrupted run leaves no truncated file and no JSON naming a PNG that is not there.
+
+``edgeseg eval --save-predictions DIR`` writes ``DIR/<gt json stem>_pred.json`` and the PNGs in
+``DIR/<gt json stem>_pred/`` (:func:`prediction_paths`); :func:`score_saved` scores such files
+against a :class:`~edgeseg.data.coco_panoptic.CocoPanoptic` dataset, as ``pq_compute`` does::
+
+    json_path, png_dir = prediction_paths("out", dataset.json_path)
+    with PanopticWriter(json_path, png_dir, categories=dataset.categories) as w:
+        for sample in dataset:
+            w.add(sample.image_id, sample.file_name, predictor(sample.image()))
+    scores = score_saved(dataset, json_path)
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Iterable, Mapping
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import numpy as np
+
+from .._io import atomic_write_bytes, atomic_write_text
+from ..data.coco_panoptic import Category, CocoPanoptic, id_to_rgb, read_categories, read_panoptic_png
+from ..errors import DataError, InputError
+from ..structures import PanopticResult, Segment
+from .panoptic import PanopticMetric, PanopticScores
+
+MAX_ID = 256**3 - 1
+
+
+def prediction_paths(out_dir: str | Path, gt_json: str | Path) -> tuple[Path, Path]:
+    """``(DIR/<stem>_pred.json, DIR/<stem>_pred/)`` for the ground truth ``.../<stem>.json``."""
+    stem = Path(gt_json).stem
+    return Path(out_dir) / f"{stem}_pred.json", Path(out_dir) / f"{stem}_pred"
+
+
+def segments_info(result: PanopticResult, crowd_ids: Iterable[int] = (), *, where: str = "") -> list[dict[str, Any]]:
+    """COCO ``segments_info`` of ``result``: its segments with pixels, in its order, with area and
+    bbox ``[x, y, w, h]`` from the id map. Raises :class:`InputError` for an id without a segment."""
+    ids = np.asarray(result.segment_ids)
+    h, w = ids.shape
+    n = len(result.segments)
+    index = _segment_index(ids, [int(s.id) for s in result.segments], where)  # 0 void, k + 1 for segments[k]
+    area = np.bincount(index.ravel(), minlength=n + 1)
+    rows = np.bincount((index + (n + 1) * np.arange(h)[:, None]).ravel(), minlength=(n + 1) * h).reshape(h, n + 1) > 0
+    cols = np.bincount((index + (n + 1) * np.arange(w)[None, :]).ravel(), minlength=(n + 1) * w).reshape(w, n + 1) > 0
+    y0, y1 = rows.argmax(0), h - 1 - rows[::-1].argmax(0)
+    x0, x1 = cols.argmax(0), w - 1 - cols[::-1].argmax(0)
+    crowd = {int(c) for c in crowd_ids}
+    out = []
+    for k, s in enumerate(result.segments, start=1):
+        if area[k]:
+            out.append({"id": int(s.id), "category_id": int(s.category_id), "iscrowd": int(int(s.id) in crowd),
+                        "area": int(area[k]), "bbox": [int(x0[k]), int(y0[k]), int(x1[k] - x0[k] + 1), int(y1[k] - y0[k] + 1)]})
+    return out
+
+
+def _segment_index(ids: np.ndarray, segment_ids: list[int], where: str) -> np.ndarray:
+    """``int [H, W]``: 0 for void, ``k + 1`` where ``ids`` is ``segment_ids[k]``; an id of the map
+    not among them is an :class:`InputError` naming it."""
+    top = int(ids.max(initial=0))
+    if ids.size and ids.min() >= 0 and top < (1 << 22):  # a lookup table of the ids
+        lut = np.full(top + 1, -1, np.int64)
+        lut[0] = 0
+        for k, i in enumerate(segment_ids, start=1):
+            if 0 < i <= top:
+                lut[i] = k
+        index = lut[ids]
+    else:
+        uniq, inverse = np.unique(ids, return_inverse=True)
+        pos = {i: k for k, i in enumerate(segment_ids, start=1)}
+        index = np.array([0 if u == 0 else pos.get(int(u), -1) for u in uniq.tolist()], np.int64)[inverse.reshape(ids.shape)]
+    if (index < 0).any():
+        unknown = sorted(set(ids[index < 0].tolist()))
+        raise InputError(f"panoptic result{where}: the id map has segment id(s) {unknown[:5]} with no Segment entry",
+                         fix="describe every non-zero id of segment_ids in segments (0 is void)")
+    return index
+
+
+def encode_panoptic_png(segment_ids: np.ndarray) -> bytes:
+    """``[H, W]`` ids in ``0 .. 256^3 - 1`` -> the bytes of an RGB PNG (``id_to_rgb``)."""
+    import cv2
+
+    ids = np.asarray(segment_ids)
+    if ids.ndim != 2:
+        raise InputError(f"a panoptic id map is [H, W], got {list(ids.shape)}")
+    if ids.size and (ids.min() < 0 or ids.max() > MAX_ID):
+        raise InputError(f"panoptic ids must be within 0..{MAX_ID} to fit an RGB PNG, got {ids.min()}..{ids.max()}")
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(id_to_rgb(ids)[..., ::-1]))  # cv2 writes BGR
+    if not ok:  # pragma: no cover - cv2 fails here only on absurd input
+        raise InputError(f"cannot encode a {ids.shape[1]}x{ids.shape[0]} panoptic PNG")
+    return buf.tobytes()
+
+
+def write_panoptic_png(path: str | Path, segment_ids: np.ndarray) -> Path:
+    """Write ``[H, W]`` ids as a COCO-panoptic PNG, atomically. Returns the path."""
+    return atomic_write_bytes(path, encode_panoptic_png(segment_ids))
+
+
+def _renumbered(result: PanopticResult, where: str) -> PanopticResult:
+    """``result`` with ids 1..n (in the order of its segments) when some id does not fit three bytes."""
+    ids = result.segment_ids
+    if ids.size == 0 or (ids.min() >= 0 and ids.max() <= MAX_ID and all(0 < s.id <= MAX_ID for s in result.segments)):
+        return result
+    if ids.min() < 0:
+        raise InputError(f"panoptic result{where} has negative segment ids", fix="segment ids are >= 0 (0 = void)")
+    new_id = {int(s.id): k + 1 for k, s in enumerate(result.segments)}
+    uniq, inverse = np.unique(ids, return_inverse=True)
+    unknown = [int(u) for u in uniq if u != 0 and int(u) not in new_id]
+    if unknown:
+        raise InputError(f"panoptic result{where}: the id map has segment id(s) {unknown[:5]} with no Segment entry",
+                         fix="describe every non-zero id of segment_ids in segments (0 is void)")
+    lut = np.array([new_id.get(int(u), 0) for u in uniq], np.int32)
+    segs = tuple(Segment(k + 1, s.category_id, s.isthing, s.area, s.score) for k, s in enumerate(result.segments))
+    return dataclasses.replace(result, segment_ids=lut[inverse.reshape(ids.shape)], segments=segs)
+
+
+def _relative_png(file_name: str, where: str) -> PurePosixPath:
+    p = PurePosixPath(str(file_name).replace("\\", "/"))
+    if not file_name or p.is_absolute() or ".." in p.parts:
+        raise InputError(f"panoptic file name {file_name!r}{where} must be a relative path inside the PNG folder")
+    return p.with_suffix(".png")
+
+
+class PanopticWriter:
+    """Collects annotations and writes their PNGs into ``png_dir`` (default: ``json_path`` without
+    ``.json``); :meth:`close` (or leaving the ``with`` block without an error) writes the JSON.
+    ``categories``: the dataset's (checked and copied into the JSON)."""
+
+    def __init__(self, json_path: str | Path, png_dir: str | Path | None = None, *,
+                 categories: Mapping[int, Category] | None = None):
+        self.json_path = Path(json_path)
+        self.png_dir = Path(png_dir) if png_dir is not None else self.json_path.with_suffix("")
+        self.categories = dict(categories or {})
+        self.annotations: list[dict[str, Any]] = []
+        self.images: list[dict[str, Any]] = []
+        self._seen: set[Any] = set()
+
+    def add(self, image_id: int | str, file_name: str, result: PanopticResult, crowd_ids: Iterable[int] = (), *,
+            image_file_name: str | None = None) -> dict[str, Any]:
+        """Write ``result``'s PNG (as ``file_name`` with a ``.png`` suffix) and keep its annotation.
+        ``image_file_name``: also list the image in ``images`` (for a ground-truth file)."""
+        where = f" of image {image_id} ({file_name})"
+        if image_id in self._seen:
+            raise InputError(f"image {image_id} was added twice to {self.json_path}")
+        png = _relative_png(file_name, where)
+        result = _renumbered(result, where)
+        info = segments_info(result, crowd_ids, where=where)
+        if self.categories:
+            for s in info:
+                if s["category_id"] not in self.categories:
+                    raise InputError(f"panoptic result{where}: segment {s['id']} has category {s['category_id']}, "
+                                     f"which the dataset's categories ({', '.join(map(str, sorted(self.categories)))}) "
+                                     "do not list", fix="predict the dataset's category ids")
+        write_panoptic_png(self.png_dir / png, result.segment_ids)
+        ann = {"image_id": image_id, "file_name": str(png), "segments_info": info}
+        self.annotations.append(ann)
+        self._seen.add(image_id)
+        if image_file_name is not None:
+            h, w = result.segment_ids.shape
+            self.images.append({"id": image_id, "file_name": image_file_name, "height": int(h), "width": int(w)})
+        return ann
+
+    def close(self) -> Path:
+        """Write the JSON (atomically). Returns its path."""
+        data: dict[str, Any] = {"annotations": self.annotations}
+        if self.images:
+            data["images"] = self.images
+        if self.categories:
+            data["categories"] = [{"id": c.id, "name": c.name, "isthing": int(c.isthing), "color": list(c.color)}
+                                  for c in self.categories.values()]
+        return atomic_write_text(self.json_path, json.dumps(data))
+
+    def __enter__(self) -> "PanopticWriter":
+        return self
+
+    def __exit__(self, exc_type, *exc) -> None:
+        if exc_type is None:
+            self.close()
+
+
+def read_panoptic_results(json_path: str | Path, png_dir: str | Path | None = None,
+                          categories: Mapping[int, Category] | None = None) -> dict[Any, PanopticResult]:
+    """A COCO-panoptic results file -> ``{image_id: PanopticResult}``. ``isthing`` comes from
+    ``categories`` (else from the file's own ``categories``, else False). Raises :class:`InputError`
+    for a PNG id the JSON does not describe, :class:`DataError` for a missing file."""
+    json_path = Path(json_path)
+    png_dir = Path(png_dir) if png_dir is not None else json_path.with_suffix("")
+    if not json_path.is_file():
+        raise DataError(f"panoptic results not found: {json_path}", fix="give the JSON --save-predictions wrote")
+    try:
+        data = json.loads(json_path.read_text())
+        anns = list(data["annotations"])
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
+        raise DataError(f"cannot read panoptic results {json_path}: {type(e).__name__}: {e}",
+                        fix="it needs an 'annotations' list") from None
+    if categories is None:
+        categories = read_categories(data, str(json_path)) if "categories" in data else {}
+    out: dict[Any, PanopticResult] = {}
+    for ann in anns:
+        where = f" of image {ann.get('image_id')} ({ann.get('file_name')})"
+        try:
+            ids = read_panoptic_png(png_dir / ann["file_name"])
+            segs = tuple(Segment(int(s["id"]), int(s["category_id"]),
+                                 bool(getattr(categories.get(int(s["category_id"])), "isthing", False)),
+                                 int(s.get("area", 0))) for s in ann["segments_info"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise DataError(f"{json_path}: malformed annotation{where}: {type(e).__name__}: {e}") from None
+        try:
+            result = PanopticResult(ids, segs)
+        except InputError as e:
+            raise InputError(f"{json_path}: annotation{where}: {e}") from None
+        described = {s.id for s in segs}
+        unknown = sorted(int(i) for i in np.unique(ids) if i != 0 and int(i) not in described)
+        if unknown:
+            raise InputError(f"{json_path}: the PNG{where} has segment id(s) {unknown[:5]} that its segments_info "
+                             "does not list", fix="list every non-zero id of the PNG in segments_info")
+        out[ann["image_id"]] = result
+    return out
+
+
+def score_saved(dataset: CocoPanoptic, pred_json: str | Path, pred_dir: str | Path | None = None) -> PanopticScores:
+    """PQ of saved predictions against ``dataset``, matched by ``image_id``, as ``pq_compute`` does
+    (every ground-truth image needs a prediction)."""
+    preds = read_panoptic_results(pred_json, pred_dir, dataset.categories)
+    cats = dataset.categories.values()
+    metric = PanopticMetric({c.id: c.isthing for c in cats}, {c.id: c.name for c in cats})
+    for sample in dataset:
+        if sample.image_id not in preds:
+            raise InputError(f"{pred_json} has no prediction for image {sample.image_id} ({sample.file_name})",
+                             fix="predict every image of the ground truth (run without --limit)")
+        metric.update(preds[sample.image_id], sample.panoptic, sample.crowd_ids, name=repr(sample.file_name))
+    return metric.compute()

@@ -1,0 +1,553 @@
+"""Training Panoptic-DeepLab (Cheng et al., "Panoptic-DeepLab", CVPR 2020) on panoptic ground truth.
+
+::
+
+    model = create_model("panoptic_deeplab_mobilenetv3_small", num_classes=19, thing_classes=THINGS)
+    trainer = PanopticTrainer(model, PanopticTrainConfig(size=ImageShape(320, 640), crop=ImageShape(256, 512)),
+                              category_ids=CATEGORY_IDS, out_dir="runs/pdl")
+    trainer.fit(lambda start: coco_panoptic_stream(dataset, seed=0, start=start))
+
+Data is an iterable of ``(image uint8 [H, W, 3] RGB, PanopticResult, crowd segment ids)``; a
+segment's class index is the position of its ``category_id`` in ``category_ids`` (the dataset's
+category order). Each sample is augmented (:func:`augment_panoptic`: resize to the network size,
+random scale 0.5-2 with crop/pad to the training crop, horizontal flip, colour jitter), normalised
+with the model's :class:`~edgeseg.structures.InputSpec`, and turned into the paper's targets
+(:func:`panoptic_targets`; as the reference ``PanopticDeepLabTargetGenerator``):
+
+* semantic: class index per pixel, 255 on void, on unknown categories and on padding; pixel
+  weights 1, and ``small_instance_weight`` (3) on the pixels of thing instances smaller than
+  ``small_instance_area`` (the paper's 64^2 at 2048x1024, scaled to the network width);
+* centre: a Gaussian (sigma 8 input pixels) around the centre of mass of each non-crowd thing
+  instance, max over instances; loss weight 1 on labelled non-crowd pixels, 0 on void and crowd;
+* offset: (dy, dx) from a pixel to its instance's centre of mass, on non-crowd thing pixels.
+
+Centre and offset targets are computed at the model's stride 4 (cell ``(i, j)`` at input position
+``(4 i + 1.5, 4 j + 1.5)``, its segment id sampled at pixel ``(4 i + 2, 4 j + 2)``); the semantic
+loss is taken at the training-crop resolution (bilinearly upsampled logits), as in the paper.
+
+Losses (the paper's weights): bootstrapped cross-entropy (mean over the ``top_k_percent`` = 20 %
+hardest pixels) + 200 x weighted MSE on the centre heatmap + 0.01 x weighted L1 on the offsets
+(summed over dy, dx, divided by the weight sum). AdamW, poly or cosine schedule with linear
+warm-up; checkpoints are resumable (at epoch ends and every ``checkpoint_every`` steps) and the sample
+stream is a function of the sample index, so a resumed run sees the same frames and augmentations.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .._io import write_json
+from ..errors import InputError, ModelError
+from ..structures import ImageShape, InputSpec, PanopticResult, Segment
+from .augment import IGNORE_INDEX, color_jitter
+from .optim import CosineSchedule, PolySchedule, param_groups
+
+log = logging.getLogger(__name__)
+STATE_FORMAT = "edgeseg.train.panoptic/1"
+LAST = "last.pt"
+STRIDE = 4
+PAPER_SMALL_AREA, PAPER_WIDTH = 64 * 64, 2048
+Sample = tuple[np.ndarray, PanopticResult, frozenset]
+
+
+# ---- augmentation -------------------------------------------------------------------------------
+def augment_panoptic(image: np.ndarray, ids: np.ndarray, size: ImageShape, rng: np.random.Generator | None, *,
+                     crop: ImageShape | None = None, scale: tuple[float, float] = (0.5, 2.0), hflip: bool = True,
+                     jitter: float = 0.2, pad_value: tuple[int, int, int] = (124, 116, 104)) -> tuple[np.ndarray, np.ndarray]:
+    """Resize to ``size`` times a random factor in ``scale``, crop (pad: image ``pad_value``, ids 0 =
+    void) a random ``crop`` window (default ``size``), flip, jitter brightness/contrast/saturation.
+    ``rng`` None: resize to ``size`` only. Image bilinear, ids nearest."""
+    import cv2
+
+    out = crop or size
+    s = float(rng.uniform(*scale)) if rng is not None else 1.0
+    h, w = max(1, round(size.height * s)), max(1, round(size.width * s))
+    if (h, w) != ids.shape:
+        image = cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR)
+        ids = cv2.resize(ids.astype(np.int32), (w, h), interpolation=cv2.INTER_NEAREST_EXACT)
+    if rng is None and (h, w) == (out.height, out.width):
+        return np.ascontiguousarray(image), np.ascontiguousarray(ids, dtype=np.int32)
+    top = int(rng.integers(0, h - out.height + 1)) if rng is not None and h > out.height else 0
+    left = int(rng.integers(0, w - out.width + 1)) if rng is not None and w > out.width else 0
+    ch, cw = min(h, out.height), min(w, out.width)
+    img = np.empty((out.height, out.width, 3), np.uint8)
+    img[...] = np.asarray(pad_value, np.uint8)
+    img[:ch, :cw] = image[top:top + ch, left:left + cw]
+    seg = np.zeros((out.height, out.width), np.int32)
+    seg[:ch, :cw] = ids[top:top + ch, left:left + cw]
+    if rng is not None and hflip and rng.random() < 0.5:
+        img, seg = img[:, ::-1], seg[:, ::-1]
+    if rng is not None and jitter > 0:
+        img = color_jitter(np.ascontiguousarray(img), rng, jitter, jitter, jitter)
+    return np.ascontiguousarray(img), np.ascontiguousarray(seg)
+
+
+# ---- targets ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PanopticTargets:
+    """One image's targets. Full resolution ``[H, W]``: ``semantic`` uint8 class index (255 ignore),
+    ``semantic_weights`` float32. Stride 4 ``[h, w]``: ``center`` float32 heatmap, ``center_weights``,
+    ``offset`` float32 ``[2, h, w]`` (dy, dx), ``offset_weights``. ``centers`` float32 ``[n, 2]``:
+    the (y, x) centres of mass of the non-crowd thing instances, input pixels."""
+
+    semantic: np.ndarray
+    semantic_weights: np.ndarray
+    center: np.ndarray
+    center_weights: np.ndarray
+    offset: np.ndarray
+    offset_weights: np.ndarray
+    centers: np.ndarray
+
+
+def small_instance_area(size: ImageShape) -> float:
+    """The paper's small-instance area (64^2 pixels at 2048 px wide) at a network ``size``."""
+    return PAPER_SMALL_AREA * (size.width / PAPER_WIDTH) ** 2
+
+
+def panoptic_targets(ids: np.ndarray, segments: Sequence[Segment], class_of: dict[int, int], thing_classes: Iterable[int],
+                     crowd_ids: Iterable[int] = (), *, sigma: float = 8.0, small_area: float = 0.0,
+                     small_weight: float = 3.0) -> PanopticTargets:
+    """Targets (module docstring) for a segment-id map ``ids`` ``[H, W]`` and its ``segments``;
+    ``class_of`` maps category id -> class index (other categories are ignored, like void)."""
+    height, width = ids.shape
+    h, w = -(-height // STRIDE), -(-width // STRIDE)
+    things, crowd = set(int(t) for t in thing_classes), set(int(c) for c in crowd_ids)
+    lut_size = int(max([int(ids.max(initial=0))] + [s.id for s in segments])) + 1
+    cls_lut = np.full(lut_size, IGNORE_INDEX, np.int64)
+    for s in segments:
+        cls_lut[s.id] = class_of.get(int(s.category_id), IGNORE_INDEX)
+    cls_lut[0] = IGNORE_INDEX
+    semantic = cls_lut[ids]
+    sem_weights = np.ones((height, width), np.float32)
+    rows = np.minimum(np.arange(h) * STRIDE + STRIDE // 2, height - 1)
+    cols = np.minimum(np.arange(w) * STRIDE + STRIDE // 2, width - 1)
+    ids4 = ids[rows[:, None], cols[None, :]]
+    labelled4 = semantic[rows[:, None], cols[None, :]] != IGNORE_INDEX
+    crowd4 = np.isin(ids4, list(crowd)) if crowd else np.zeros((h, w), bool)
+    center_weights = (labelled4 & ~crowd4).astype(np.float32)
+    py = (np.arange(h, dtype=np.float32) * STRIDE + (STRIDE - 1) / 2)[:, None]
+    px = (np.arange(w, dtype=np.float32) * STRIDE + (STRIDE - 1) / 2)[None, :]
+    center = np.zeros((h, w), np.float32)
+    offset = np.zeros((2, h, w), np.float32)
+    offset_weights = np.zeros((h, w), np.float32)
+    centers = []
+    flat = ids.ravel()
+    order = np.argsort(flat, kind="stable")
+    sorted_ids = flat[order]
+    for s in segments:
+        c = int(cls_lut[s.id])
+        if c not in things or s.id in crowd:
+            continue
+        lo, hi = np.searchsorted(sorted_ids, [s.id, s.id + 1])
+        if hi == lo:
+            continue
+        pix = order[lo:hi]
+        ys, xs = np.divmod(pix, width)
+        cy, cx = float(ys.mean()), float(xs.mean())
+        centers.append((cy, cx))
+        if hi - lo < small_area:
+            sem_weights.ravel()[pix] = small_weight
+        g = np.exp(-((py - cy) ** 2 + (px - cx) ** 2) / (2.0 * sigma * sigma)).astype(np.float32)
+        np.maximum(center, g, out=center)
+        m = ids4 == s.id
+        offset[0][m] = (cy - np.broadcast_to(py, (h, w)))[m]
+        offset[1][m] = (cx - np.broadcast_to(px, (h, w)))[m]
+        offset_weights[m] = 1.0
+    return PanopticTargets(semantic.astype(np.uint8), sem_weights, center, center_weights, offset, offset_weights,
+                           np.asarray(centers, np.float32).reshape(-1, 2))
+
+
+# ---- losses -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PanopticLossConfig:
+    """The paper's loss weights; ``top_k_percent`` None: plain (weighted) cross-entropy mean."""
+
+    semantic_weight: float = 1.0
+    center_weight: float = 200.0
+    offset_weight: float = 0.01
+    top_k_percent: float | None = 0.2
+
+
+def panoptic_loss(outputs: dict[str, torch.Tensor], targets: dict[str, torch.Tensor],
+                  cfg: PanopticLossConfig = PanopticLossConfig()) -> dict[str, torch.Tensor]:
+    """``{"loss", "semantic", "center", "offset"}`` (unweighted parts, detached) for the model's
+    outputs and batched targets (``semantic`` int64 ``[B, H, W]``, ``semantic_weights``, ``center``
+    ``[B, h, w]``, ``center_weights``, ``offset`` ``[B, 2, h, w]``, ``offset_weights``)."""
+    sem_t = targets["semantic"]
+    logits = F.interpolate(outputs["semantic"], size=sem_t.shape[-2:], mode="bilinear", align_corners=False)
+    pixel = F.cross_entropy(logits, sem_t, ignore_index=IGNORE_INDEX, reduction="none") * targets["semantic_weights"]
+    pixel = pixel.flatten()
+    if cfg.top_k_percent is not None and cfg.top_k_percent < 1.0:
+        k = max(1, int(cfg.top_k_percent * pixel.numel()))
+        sem = torch.topk(pixel, k, sorted=False).values.mean()
+    else:
+        sem = pixel.sum() / (sem_t != IGNORE_INDEX).sum().clamp(min=1)
+    cw, ow = targets["center_weights"], targets["offset_weights"]
+    center = ((outputs["center"][:, 0] - targets["center"]) ** 2 * cw).sum() / cw.sum().clamp(min=1)
+    offset = ((outputs["offset"] - targets["offset"]).abs() * ow.unsqueeze(1)).sum() / ow.sum().clamp(min=1)
+    total = cfg.semantic_weight * sem + cfg.center_weight * center + cfg.offset_weight * offset
+    return {"loss": total, "semantic": sem.detach(), "center": center.detach(), "offset": offset.detach()}
+
+
+def collate_targets(targets: list[PanopticTargets]) -> dict[str, torch.Tensor]:
+    stack = lambda name: torch.from_numpy(np.stack([getattr(t, name) for t in targets]))  # noqa: E731
+    out = {k: stack(k) for k in ("semantic_weights", "center", "center_weights", "offset", "offset_weights")}
+    out["semantic"] = stack("semantic").long()
+    return out
+
+
+# ---- configuration ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PanopticTrainConfig:
+    """Everything that decides a panoptic training run (recorded in checkpoints and history).
+    ``size``: the network size (frames are resized to it at scale 1); ``crop``: the training crop
+    (default ``size``). ``small_area`` None: :func:`small_instance_area` of ``size``."""
+
+    size: ImageShape
+    crop: ImageShape | None = None
+    epochs: int = 10
+    steps_per_epoch: int = 100
+    batch_size: int = 8
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    schedule: str = "poly"  # or "cosine"
+    warmup_steps: int = 100
+    scale: tuple[float, float] = (0.5, 2.0)
+    hflip: bool = True
+    jitter: float = 0.2
+    sigma: float = 8.0
+    small_area: float | None = None
+    small_weight: float = 3.0
+    semantic_weight: float = 1.0
+    center_weight: float = 200.0
+    offset_weight: float = 0.01
+    top_k_percent: float | None = 0.2
+    grad_clip: float | None = 35.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.schedule not in ("poly", "cosine"):
+            raise InputError(f"schedule must be poly|cosine, got {self.schedule!r}")
+        if min(self.epochs, self.steps_per_epoch, self.batch_size) <= 0:
+            raise InputError("epochs, steps_per_epoch and batch_size must be positive")
+        if self.lr <= 0:
+            raise InputError(f"learning rate must be positive, got {self.lr}")
+
+    @property
+    def total_steps(self) -> int:
+        return self.epochs * self.steps_per_epoch
+
+    @property
+    def loss(self) -> PanopticLossConfig:
+        return PanopticLossConfig(self.semantic_weight, self.center_weight, self.offset_weight, self.top_k_percent)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["size"], d["crop"], d["scale"] = str(self.size), str(self.crop) if self.crop else None, list(self.scale)
+        return d
+
+
+def build_optimizer(model: torch.nn.Module, cfg: PanopticTrainConfig) -> torch.optim.Optimizer:
+    opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr)
+    for g in opt.param_groups:
+        g["initial_lr"] = cfg.lr
+    return opt
+
+
+def build_schedule(cfg: PanopticTrainConfig) -> PolySchedule | CosineSchedule:
+    warm = min(cfg.warmup_steps, cfg.total_steps)
+    return PolySchedule(cfg.total_steps, 0.9, warm) if cfg.schedule == "poly" else CosineSchedule(cfg.total_steps, warm)
+
+
+# ---- data ---------------------------------------------------------------------------------------
+def dataset_stream(dataset: Sequence, seed: int = 0, start: int = 0) -> Iterator[Sample]:
+    """Endless ``(image, PanopticResult, crowd ids)`` from a :class:`edgeseg.data.CocoPanoptic`: sample k
+    is frame ``perm_e[k % n]`` with ``perm_e`` a permutation drawn from ``(seed, e = k // n)``; a pure
+    function of ``(seed, k)``, so a resumed run continues the same stream from ``start``."""
+    n = len(dataset)
+    if n == 0:
+        raise InputError("the panoptic dataset is empty")
+    k, perm, perm_epoch = start, None, -1
+    while True:
+        e = k // n
+        if e != perm_epoch:
+            perm, perm_epoch = np.random.default_rng((seed, 7, e)).permutation(n), e
+        s = dataset[int(perm[k % n])]
+        yield s.image(), s.panoptic, s.crowd_ids
+        k += 1
+
+
+def synthetic_panoptic(size: ImageShape, seed: int = 0, start: int = 0, *, scenes: int = 256, max_t: int = 400,
+                       max_objects: int = 6) -> Iterator[Sample]:
+    """Endless ``(image, PanopticResult, frozenset())`` from :class:`edgeseg.data.SceneGenerator`: sample
+    k is frame ``t_k`` of scene ``k % scenes``; a pure function of ``(seed, k)``. Category ids are
+    the class indices of :data:`edgeseg.data.synthetic.CLASSES`."""
+    from functools import lru_cache
+
+    from ..data.synthetic import SceneGenerator
+
+    @lru_cache(maxsize=64)
+    def scene(i: int) -> SceneGenerator:
+        return SceneGenerator(size, (seed, 17, i), max_objects)
+
+    k = start
+    while True:
+        t = int(np.random.default_rng((seed, 23, k)).integers(0, max_t + 1))
+        frame = scene(k % scenes).render(t)
+        yield frame.image, frame.panoptic, frozenset()
+        k += 1
+
+
+# ---- the trainer --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PanopticEpoch:
+    """One epoch of history: mean losses over its steps, the last learning rate, wall seconds."""
+
+    epoch: int
+    loss: float
+    semantic: float
+    center: float
+    offset: float
+    lr: float
+    seconds: float
+    steps: int
+
+
+PARTS = ("loss", "semantic", "center", "offset")
+
+
+class PanopticTrainer:
+    """Trains a :class:`~edgeseg.models.panoptic_deeplab.PanopticDeepLab`.
+
+    category_ids: the category id of each class index (default ``0..C-1``).
+    input_spec:   normalisation; defaults to ``InputSpec(size=config.size)`` (ImageNet mean/std, RGB).
+    out_dir:      where ``last.pt`` (resume), ``history.json`` and ``model.safetensors`` go (None: nowhere).
+    checkpoint_every: also write ``last.pt`` every this many steps inside an epoch (0: epoch ends only).
+    log_every:    log a progress line (samples/s, loss parts) every this many steps (0: never).
+    """
+
+    def __init__(self, model: torch.nn.Module, config: PanopticTrainConfig, *, category_ids: Sequence[int] | None = None,
+                 input_spec: InputSpec | None = None, out_dir: str | os.PathLike | None = None,
+                 model_name: str | None = None, checkpoint_every: int = 0, log_every: int = 0):
+        self.model, self.config = model, config
+        self.spec = input_spec or InputSpec(size=config.size)
+        self.category_ids = tuple(int(c) for c in (category_ids if category_ids is not None else range(model.num_classes)))
+        if len(self.category_ids) != model.num_classes:
+            raise InputError(f"{len(self.category_ids)} category ids for a model of {model.num_classes} classes",
+                             fix="give one category id per class, in the model's class order")
+        self.class_of = {c: i for i, c in enumerate(self.category_ids)}
+        self._unknown: set[int] = set()
+        self.small_area = config.small_area if config.small_area is not None else small_instance_area(config.size)
+        self.optimizer = build_optimizer(model, config)
+        self.schedule = build_schedule(config)
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.model_name = model_name or getattr(model, "model_name", None)
+        self.checkpoint_every, self.log_every = int(checkpoint_every), int(log_every)
+        self.epoch, self.step = 0, 0
+        self.sums = dict.fromkeys(PARTS, 0.0)  # the running epoch's loss sums (resumable mid-epoch)
+        self.epoch_seconds = 0.0
+        self.history: list[PanopticEpoch] = []
+
+    def prepare(self, samples: list[Sample], first_index: int, augment: bool = True) -> tuple[torch.Tensor, list[PanopticTargets]]:
+        """Augmented, normalised batch ``[B, 3, h, w]`` and its targets."""
+        c = self.config
+        images, targets = [], []
+        for j, (image, result, crowd) in enumerate(samples):
+            unknown = {s.category_id for s in result.segments} - self.class_of.keys() - self._unknown
+            if unknown:  # ignored like void; usually category_ids was not given
+                self._unknown |= unknown
+                log.warning("category ids %s are not among the model's classes %s: their pixels are ignored",
+                            sorted(unknown), list(self.category_ids))
+            rng = np.random.default_rng((c.seed, 31, first_index + j)) if augment else None
+            img, ids = augment_panoptic(image, result.segment_ids, c.size, rng, crop=c.crop, scale=c.scale, hflip=c.hflip,
+                                        jitter=c.jitter)
+            images.append(self.spec.normalize(img).transpose(2, 0, 1))
+            targets.append(panoptic_targets(ids, result.segments, self.class_of, self.model.thing_classes, crowd,
+                                            sigma=c.sigma, small_area=self.small_area, small_weight=c.small_weight))
+        return torch.from_numpy(np.ascontiguousarray(np.stack(images))), targets
+
+    def train_step(self, samples: list[Sample], first_index: int) -> dict[str, float]:
+        """One optimiser step on ``samples`` (sample indices ``first_index...``)."""
+        self.model.train()
+        torch.manual_seed(self.config.seed * 1000003 + self.step)
+        lr = self.schedule.apply(self.optimizer, self.step) * self.config.lr
+        x, targets = self.prepare(samples, first_index)
+        losses = panoptic_loss(self.model(x), collate_targets(targets), self.config.loss)
+        self.optimizer.zero_grad(set_to_none=True)
+        losses["loss"].backward()
+        if self.config.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+        self.optimizer.step()
+        self.step += 1
+        return {k: float(v.detach()) for k, v in losses.items()} | {"lr": lr}
+
+    def fit(self, data: Callable[[int], Iterable[Sample]], resume: str | os.PathLike | None = None,
+            epochs: int | None = None, on_epoch: Callable[[PanopticEpoch], None] | None = None,
+            max_steps: int | None = None) -> list[PanopticEpoch]:
+        """Train until ``config.epochs`` (or ``epochs``) are done, or ``max_steps`` more steps (for
+        tests of mid-epoch resume). ``data(start)`` is the sample stream from sample index ``start``."""
+        if resume is not None:
+            self.load(resume)
+        c = self.config
+        stop = min(c.epochs, epochs or c.epochs) * c.steps_per_epoch
+        if max_steps is not None:
+            stop = min(stop, self.step + max_steps)
+        stream = iter(data(self.step * c.batch_size))
+        t_log, n_log = time.perf_counter(), 0
+        while self.step < stop:
+            t0 = time.perf_counter()
+            res = self.train_step([next(stream) for _ in range(c.batch_size)], self.step * c.batch_size)
+            self.epoch_seconds += time.perf_counter() - t0
+            for k in PARTS:
+                self.sums[k] += res[k]
+            n_log += 1
+            if self.log_every and self.step % self.log_every == 0:
+                dt = time.perf_counter() - t_log
+                log.info("step %d/%d epoch %d  %.2f samples/s %.2fs/it  loss %.4f (semantic %.4f, center %.5f, offset %.3f) lr %.3g",
+                         self.step, c.total_steps, self.epoch + 1, n_log * c.batch_size / dt, dt / n_log, res["loss"],
+                         res["semantic"], res["center"], res["offset"], res["lr"])
+                t_log, n_log = time.perf_counter(), 0
+            if self.step % c.steps_per_epoch == 0:
+                n = c.steps_per_epoch
+                self.epoch += 1
+                rec = PanopticEpoch(self.epoch, *(self.sums[k] / n for k in PARTS), res["lr"], self.epoch_seconds, n)
+                self.history.append(rec)
+                self.sums, self.epoch_seconds = dict.fromkeys(PARTS, 0.0), 0.0
+                log.info("epoch %d/%d loss %.4f (semantic %.4f, center %.5f, offset %.3f) lr %.3g %.0fs", rec.epoch,
+                         c.epochs, rec.loss, rec.semantic, rec.center, rec.offset, rec.lr, rec.seconds)
+                self.save_checkpoint()
+                self.save_weights()
+                if on_epoch is not None:
+                    on_epoch(rec)
+            elif self.checkpoint_every and self.step % self.checkpoint_every == 0:
+                self.save_checkpoint()
+        return self.history
+
+    # ---- checkpoints ----------------------------------------------------------------------------
+    def save_checkpoint(self, path: str | os.PathLike | None = None) -> Path | None:
+        """The training state (atomically) at ``path`` or ``out_dir/last.pt``, plus ``history.json``."""
+        if path is None and self.out_dir is None:
+            return None
+        p = Path(path) if path is not None else self.out_dir / LAST
+        p.parent.mkdir(parents=True, exist_ok=True)
+        state = {"format": STATE_FORMAT, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                 "epoch": self.epoch, "step": self.step, "sums": dict(self.sums), "epoch_seconds": self.epoch_seconds,
+                 "history": [asdict(r) for r in self.history], "config": self.config.to_dict(), "model_name": self.model_name}
+        tmp = p.with_name(p.name + ".tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, p)
+        if self.out_dir is not None:
+            write_json(self.out_dir / "history.json", {"config": self.config.to_dict(), "history": state["history"]})
+        return p
+
+    def load(self, path: str | os.PathLike) -> None:
+        """Resume from :meth:`save_checkpoint`'s file (or the run folder holding ``last.pt``)."""
+        p = Path(path)
+        p = p / LAST if p.is_dir() else p
+        if not p.is_file():
+            raise InputError(f"cannot resume: no checkpoint at {p}", fix="give the run's --out folder or its last.pt")
+        try:
+            state = torch.load(p, map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001 - torch raises many kinds for a bad file
+            raise ModelError(f"cannot read checkpoint {p}: {e}") from None
+        if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+            raise ModelError(f"{p}: not an edgeseg panoptic-training checkpoint")
+        try:
+            self.model.load_state_dict(state["model"])
+        except RuntimeError as e:
+            raise ModelError(f"{p}: weights do not fit this model: {str(e).splitlines()[0]}",
+                             fix="resume with the same --model and classes as the run that wrote it") from None
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.epoch, self.step = int(state["epoch"]), int(state["step"])
+        self.sums = {k: float(state.get("sums", {}).get(k, 0.0)) for k in PARTS}
+        self.epoch_seconds = float(state.get("epoch_seconds", 0.0))
+        self.history = [PanopticEpoch(**r) for r in state.get("history", [])]
+
+    def save_weights(self, stem: str = "model") -> Path | None:
+        """The weights alone through :func:`edgeseg.models.save_checkpoint` (classes, thing classes,
+        category ids and input spec in ``extra``, so the model can be exported and decoded)."""
+        if self.out_dir is None or self.model_name is None:
+            return None
+        from ..models.checkpoint import save_checkpoint
+
+        m = self.model
+        kwargs = dict(getattr(m, "model_kwargs", None) or {})
+        kwargs.update(class_names=list(m.class_names), thing_classes=list(m.thing_classes))
+        extra = {"task": "panoptic", "classes": list(m.class_names), "thing_classes": list(m.thing_classes),
+                 "category_ids": list(self.category_ids), "input_spec": self.spec.to_dict(),
+                 "epoch": self.epoch, "step": self.step}
+        return save_checkpoint(m, self.out_dir / f"{stem}.safetensors", model_name=self.model_name,
+                               num_classes=m.num_classes, extra=extra, model_kwargs=kwargs)
+
+
+# ---- a quick panoptic check ---------------------------------------------------------------------
+@torch.no_grad()
+def group_panoptic(semantic: torch.Tensor, center: torch.Tensor, offset: torch.Tensor, thing_classes: Iterable[int],
+                   category_ids: Sequence[int], size: ImageShape, *, threshold: float = 0.1, top_k: int = 100,
+                   stuff_area: int = 128) -> PanopticResult:
+    """A small host grouping of one image's outputs (``[C, h, w]``, ``[1, h, w]``, ``[2, h, w]``) into a
+    :class:`PanopticResult` at ``size``: centre peaks (7x7 max-pool NMS, score > ``threshold``, top
+    ``top_k``), each thing pixel to the nearest centre (:func:`~edgeseg.models.panoptic_deeplab.group_centers`),
+    an instance's class = the majority semantic class of its pixels; stuff segments = connected-or-not
+    pixels of one stuff class with ``area >= stuff_area``. Segment ids: stuff ``class + 1``, thing
+    ``1000 + k + 1``."""
+    from ..models.panoptic_deeplab import group_centers
+
+    centers, inst = group_centers(center[None], offset[None], top_k, threshold)
+    logits = F.interpolate(semantic[None], size=(size.height, size.width), mode="bilinear", align_corners=False)
+    sem = logits[0].argmax(0).numpy()
+    inst = inst[0].numpy().repeat(STRIDE, 0).repeat(STRIDE, 1)[: size.height, : size.width]
+    valid = centers[0, :, 0].numpy() > threshold
+    things = np.asarray(sorted(set(int(t) for t in thing_classes)), np.int64)
+    is_thing = np.isin(sem, things)
+    ids = np.zeros((size.height, size.width), np.int32)
+    segments = []
+    if valid.any():
+        thing_pix = is_thing & valid[inst]
+        for k in np.unique(inst[thing_pix]):
+            m = thing_pix & (inst == k)
+            cls = int(np.bincount(sem[m]).argmax())
+            sid = 1000 + int(k) + 1
+            ids[m] = sid
+            segments.append(Segment(sid, int(category_ids[cls]), True, int(m.sum()), float(centers[0, k, 0])))
+    for c in range(len(category_ids)):
+        if c in set(things.tolist()):
+            continue
+        m = (sem == c) & (ids == 0)
+        area = int(m.sum())
+        if area >= stuff_area:
+            ids[m] = c + 1
+            segments.append(Segment(c + 1, int(category_ids[c]), False, area))
+    return PanopticResult(ids, tuple(segments))
+
+
+@torch.no_grad()
+def quick_pq(model: torch.nn.Module, samples: Iterable[Sample], spec: InputSpec, category_ids: Sequence[int],
+             categories: dict[int, bool] | None = None, **grouping: Any) -> dict[str, Any]:
+    """PQ (:class:`edgeseg.eval.PanopticMetric`) of :func:`group_panoptic` on ``samples``, each resized
+    to the network size (ground truth nearest)."""
+    from ..eval.panoptic import PanopticMetric
+
+    model.eval()
+    metric = PanopticMetric(categories)
+    n = 0
+    for image, result, crowd in samples:
+        img, ids = augment_panoptic(image, result.segment_ids, spec.size, None)
+        x = torch.from_numpy(np.ascontiguousarray(spec.normalize(img).transpose(2, 0, 1)))[None]
+        out = model(x)
+        pred = group_panoptic(out["semantic"][0], out["center"][0], out["offset"][0], model.thing_classes, category_ids,
+                              spec.size, **grouping)
+        present = set(np.unique(ids).tolist())
+        gt = PanopticResult(ids, tuple(s for s in result.segments if s.id in present))
+        metric.update(pred, gt, crowd)
+        n += 1
+    scores = metric.compute()
+    return {"frames": n, **scores.to_dict()}

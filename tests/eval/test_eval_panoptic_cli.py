@@ -1,0 +1,145 @@
+"""``edgeseg eval`` on ``coco-panoptic:`` data end to end: a hand-built Panoptic-DeepLab-layout ONNX
+bundle (ONNX Runtime), a tiny COCO-panoptic dataset, PQ by hand and from the reference
+(cityscapesScripts' ``evaluatePanoptic``) on the predictions the command saved.
+
+The bundle: ``semantic`` = 10 x the image's channels averaged over 4x4 cells (R -> road, B -> sky,
+G -> car), ``center`` a constant heatmap with one peak (0.9), ``offset`` zeros, at 1/4 of the 64x64
+input. One centre: every car pixel joins one instance. Image A: road (rows 0..31; the truth makes
+rows 28..31 void), sky below, car A (12x12) and car B (4x4) in green, all on 4-pixel cells; image B:
+road and sky. The prediction: road, sky, one car of both cars' 160 pixels -> car A matched with IoU
+144/160 = 0.9, car B missed: car PQ 0.9 / 1.5 = 0.6, road and sky 1.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+
+import numpy as np
+import pytest
+
+from edgeseg.data import write_image
+from edgeseg.data.coco_panoptic import Category
+from edgeseg.structures import ImageShape, InputSpec, PanopticResult, Segment
+
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+pytest.importorskip("edgeseg.decode.panoptic", reason="DECODERS['panoptic'] (edgeseg/decode/panoptic.py) is not there yet")
+
+S = 64
+CATEGORIES = {7: Category(7, "road", False), 23: Category(23, "sky", False), 24: Category(24, "person", True),
+              26: Category(26, "car", True)}
+
+
+def center_bundle(path, category_ids=(7, 23, 26)):
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgeseg.bundle import Bundle, Manifest, ModelFile, OutputSpec
+
+    g = S // 4
+    w = np.zeros((3, 3, 1, 1), np.float32)
+    w[0, 0], w[1, 2], w[2, 1] = 10, 10, 10  # road <- R, sky <- B, car <- G
+    heat = np.zeros((1, 1, g, g), np.float32)
+    heat[0, 0, 11, 3] = 0.9
+    nodes = [helper.make_node("AveragePool", ["images"], ["pooled"], kernel_shape=[4, 4], strides=[4, 4]),
+             helper.make_node("Conv", ["pooled", "w"], ["semantic"], kernel_shape=[1, 1]),
+             helper.make_node("Identity", ["heat"], ["center"]),
+             helper.make_node("Identity", ["zeros"], ["offset"])]
+    graph = helper.make_graph(
+        nodes, "center_layout", [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, S, S])],
+        [helper.make_tensor_value_info("semantic", TensorProto.FLOAT, [1, 3, g, g]),
+         helper.make_tensor_value_info("center", TensorProto.FLOAT, [1, 1, g, g]),
+         helper.make_tensor_value_info("offset", TensorProto.FLOAT, [1, 2, g, g])],
+        initializer=[numpy_helper.from_array(w, "w"), numpy_helper.from_array(heat, "heat"),
+                     numpy_helper.from_array(np.zeros((1, 2, g, g), np.float32), "zeros")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])
+    model.ir_version = 9
+    onnx.checker.check_model(model)
+    outs = tuple(OutputSpec(n, n, "float32", (1, c, g, g)) for n, c in (("semantic", 3), ("center", 1), ("offset", 2)))
+    manifest = Manifest(name="center", task="panoptic", classes=("road", "sky", "car"),
+                        input=InputSpec(size=ImageShape(S, S), mean=(0, 0, 0), std=(1, 1, 1)), outputs=outs,
+                        decoder={"layout": "center", "thing_classes": [2], "category_ids": list(category_ids)})
+    b = Bundle.create(path, manifest)
+    b.add_model(ModelFile("model.onnx", "fp32", None, 19), model.SerializeToString())
+    return path
+
+
+def dataset(root):
+    """``root/panoptic_val.json``, ``root/panoptic_val/*.png``, ``root/val/*.png`` (module doc)."""
+    from edgeseg.eval.panoptic_io import PanopticWriter
+
+    red, blue, green = (255, 0, 0), (0, 0, 255), (0, 255, 0)
+    with PanopticWriter(root / "panoptic_val.json", categories=CATEGORIES) as w:
+        for k, cars in ((1, True), (2, False)):
+            img = np.zeros((S, S, 3), np.uint8)
+            img[:32], img[32:] = red, blue
+            ids = np.zeros((S, S), np.int32)
+            ids[: 28 if cars else 32], ids[32:] = 7, 23
+            segs = [Segment(7, 7, False), Segment(23, 23, False)]
+            if cars:
+                img[40:52, 8:20] = img[40:44, 40:44] = green
+                ids[40:52, 8:20], ids[40:44, 40:44] = 26000, 26001
+                segs += [Segment(26000, 26, True), Segment(26001, 26, True)]
+            write_image(root / "val" / f"im{k}.png", img)
+            w.add(k, f"im{k}_gt.png", PanopticResult(ids, tuple(segs)), image_file_name=f"im{k}.png")
+    return root / "panoptic_val.json"
+
+
+def _eval(args, capsys):
+    from edgeseg.cli import main
+
+    rc = main(["eval", *map(str, args), "--backend", "onnxruntime", "--threads", "1", "--no-progress"])
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
+def test_eval_panoptic_bundle_by_hand_and_against_reference(tmp_path, capsys):
+    bundle = center_bundle(tmp_path / "center.edgeseg")
+    gt_json = dataset(tmp_path)
+    rc, out, err = _eval([bundle, "--data", f"coco-panoptic:{gt_json}", "--save-predictions", tmp_path / "preds",
+                          "--json", tmp_path / "pq.json"], capsys)
+    assert rc == 0, out + err
+    data = json.loads((tmp_path / "pq.json").read_text())
+    assert data["num_images"] == 2 and data["ms_per_frame"] > 0 and data["latency"]["p50_ms"] > 0
+    per = data["per_class"]
+    assert set(per) == {"7", "23", "26"}  # person: neither in truth nor predicted
+    close = lambda x: pytest.approx(x, abs=1e-12)  # noqa: E731
+    assert per["26"] == {"name": "car", "isthing": True, "pq": close(0.6), "sq": close(0.9), "rq": close(2 / 3),
+                         "tp": 1, "fp": 0, "fn": 1}
+    assert per["7"]["pq"] == per["23"]["pq"] == 1.0 and per["7"]["tp"] == per["23"]["tp"] == 2
+    assert data["all"]["pq"] == pytest.approx((1 + 1 + 0.6) / 3, abs=1e-12) and data["all"]["n"] == 3
+    assert data["things"]["pq"] == pytest.approx(0.6, abs=1e-12) and data["stuff"]["pq"] == 1.0
+    assert "things  PQ 60.00" in out and "car" in out and "ms per frame" in out
+
+    # the saved predictions: COCO panoptic results the reference reads, giving the same numbers
+    pred_json, pred_dir = tmp_path / "preds" / "panoptic_val_pred.json", tmp_path / "preds" / "panoptic_val_pred"
+    assert data["predictions"] == {"json": str(pred_json), "png_dir": str(pred_dir)}
+    anns = json.loads(pred_json.read_text())["annotations"]
+    assert [(a["image_id"], a["file_name"]) for a in anns] == [(1, "im1_gt.png"), (2, "im2_gt.png")]
+    car = [s for s in anns[0]["segments_info"] if s["category_id"] == 26]
+    assert [(s["area"], s["bbox"]) for s in car] == [(160, [8, 40, 36, 12])]
+    ref = pytest.importorskip("cityscapesscripts.evaluation.evalPanopticSemanticLabeling")
+    with contextlib.redirect_stdout(io.StringIO()):
+        want = ref.evaluatePanoptic(str(gt_json), str(tmp_path / "panoptic_val"), str(pred_json), str(pred_dir),
+                                    str(tmp_path / "ref.json"))
+    for group, name in (("all", "All"), ("things", "Things"), ("stuff", "Stuff")):
+        for k in ("pq", "sq", "rq", "n"):
+            assert abs(data[group][k] - want[name][k]) <= 1e-12
+    for cat, got in per.items():
+        for k in ("pq", "sq", "rq"):
+            assert abs(got[k] - want["per_class"][int(cat)][k]) <= 1e-12
+
+
+def test_eval_panoptic_refuses_foreign_categories_and_bundles(tmp_path, capsys):
+    from handmade_bundles import conv_bundle
+
+    gt_json = dataset(tmp_path)
+    rc, _, err = _eval([center_bundle(tmp_path / "c99.edgeseg", (7, 23, 99)), "--data", f"coco-panoptic:{gt_json}"], capsys)
+    assert rc == 2 and "writes category ids the dataset does not list: car=99" in err and "7 road" in err
+    semantic = conv_bundle(tmp_path / "sem", 3).root
+    rc, _, err = _eval([semantic, "--data", f"coco-panoptic:{gt_json}"], capsys)
+    assert rc == 2 and "is a semantic bundle" in err and "holds panoptic segments" in err
+    rc, _, err = _eval([tmp_path / "c99.edgeseg", "--data", f"coco-panoptic:{gt_json}", "--images", tmp_path / "nope"],
+                       capsys)
+    assert rc == 2 and "images folder" in err and "nope" in err
+    assert not (tmp_path / "preds").exists()

@@ -1,0 +1,228 @@
+"""Panoptic-DeepLab training: targets on a hand-made frame, the losses against hand computation, a
+short run whose loss falls, resume (mid-epoch too) equal to an uninterrupted run, the CLI, and two
+real Cityscapes frames."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from edgeseg.data.synthetic import CLASSES
+from edgeseg.models import create_model
+from edgeseg.structures import ImageShape, Segment
+from edgeseg.train.panoptic import (
+    PanopticLossConfig, PanopticTrainConfig, PanopticTrainer, augment_panoptic, collate_targets, group_panoptic,
+    panoptic_loss, panoptic_targets, small_instance_area, synthetic_panoptic,
+)
+
+THINGS = (3, 4, 5)
+SIZE = ImageShape(64, 96)
+
+
+def _frame():
+    """32 x 32: stuff (category 10) everywhere but a void band; thing A (cat 20) an 8 x 8 box, thing B
+    (cat 20) an L shape, a crowd region (cat 21), a segment of an unknown category (99)."""
+    ids = np.full((32, 32), 1, np.int32)
+    ids[28:, :] = 0                       # void
+    ids[4:12, 4:12] = 5                   # A: 64 px, centre of mass (7.5, 7.5)
+    ids[16:24, 16:20] = 6                 # B: 8 x 4 ...
+    ids[20:24, 20:28] = 6                 # ... + 4 x 8 = 64 px
+    ids[0:4, 24:32] = 7                   # crowd
+    ids[12:16, 0:4] = 9                   # unknown category
+    segs = (Segment(1, 10, False), Segment(5, 20, True), Segment(6, 20, True), Segment(7, 21, True), Segment(9, 99, False))
+    return ids, segs
+
+
+def test_targets_on_a_hand_made_frame():
+    ids, segs = _frame()
+    class_of = {10: 0, 20: 1, 21: 2}
+    t = panoptic_targets(ids, segs, class_of, thing_classes=(1, 2), crowd_ids={7}, sigma=8.0, small_area=64.5,
+                         small_weight=3.0)
+    # semantic: class index, 255 on void and on the unknown category; crowd keeps its class
+    assert t.semantic.dtype == np.uint8 and t.semantic.shape == (32, 32)
+    assert t.semantic[0, 0] == 0 and t.semantic[8, 8] == 1 and t.semantic[2, 30] == 2
+    assert t.semantic[30, 5] == 255 and t.semantic[13, 1] == 255
+    # small instances (area 64 < 64.5) weigh 3, the rest 1 (the crowd region is not an instance)
+    assert t.semantic_weights[8, 8] == 3 and t.semantic_weights[22, 25] == 3 and t.semantic_weights[2, 30] == 1
+    assert t.semantic_weights[0, 0] == 1
+    # centres of mass of A and B (B: rows 16..23 x cols 16..19 and rows 20..23 x cols 20..27)
+    by = (32 * 19.5 + 32 * 21.5) / 64
+    bx = (32 * 17.5 + 32 * 23.5) / 64
+    np.testing.assert_allclose(t.centers, [[7.5, 7.5], [by, bx]], rtol=1e-6)
+    # stride 4: cell (i, j) at (4i + 1.5, 4j + 1.5), its id sampled at pixel (4i + 2, 4j + 2)
+    assert t.center.shape == (8, 8) and t.offset.shape == (2, 8, 8)
+    np.testing.assert_allclose(t.offset[:, 2, 2], [7.5 - 9.5, 7.5 - 9.5])      # pixel (10, 10) is in A
+    np.testing.assert_allclose(t.offset[:, 5, 6], [by - 21.5, bx - 25.5])      # pixel (22, 26) is in B
+    assert t.offset_weights[2, 2] == 1 and t.offset_weights[0, 0] == 0 and t.offset_weights[0, 6] == 0  # stuff, crowd
+    assert (t.offset[:, t.offset_weights == 0] == 0).all()
+    g = lambda y, x, cy, cx: math.exp(-((y - cy) ** 2 + (x - cx) ** 2) / (2 * 64.0))  # noqa: E731
+    np.testing.assert_allclose(t.center[1, 1], max(g(5.5, 5.5, 7.5, 7.5), g(5.5, 5.5, by, bx)), rtol=1e-5)
+    np.testing.assert_allclose(t.center[5, 5], max(g(21.5, 21.5, 7.5, 7.5), g(21.5, 21.5, by, bx)), rtol=1e-5)
+    # centre loss weights: 0 on void (row 7 samples pixel 30) and on the crowd / unknown-category cells
+    assert t.center_weights[7].sum() == 0 and t.center_weights[0, 6] == 0 and t.center_weights[3, 0] == 0
+    assert t.center_weights[0, 0] == 1 and t.center_weights[2, 2] == 1
+    assert small_instance_area(ImageShape(320, 640)) == pytest.approx(4096 / 3.2 ** 2)
+
+
+def test_augmentation_keeps_image_and_ids_aligned():
+    image = np.zeros((40, 60, 3), np.uint8)
+    ids = np.zeros((40, 60), np.int32)
+    ids[10:20, 30:45] = 26001
+    image[10:20, 30:45] = 200
+    flips = set()
+    for seed in range(8):  # scale 1: crop and flip move image and ids together, exactly
+        rng = np.random.default_rng(seed)
+        img, out = augment_panoptic(image, ids, ImageShape(40, 60), rng, crop=ImageShape(32, 48), scale=(1.0, 1.0),
+                                    jitter=0.0, pad_value=(0, 0, 0))
+        assert img.shape == (32, 48, 3) and out.shape == (32, 48) and out.dtype == np.int32
+        assert set(np.unique(out).tolist()) <= {0, 26001}
+        np.testing.assert_array_equal(out == 26001, img[..., 0] == 200)
+        flips.add(bool((out == 26001).any() and np.nonzero(out == 26001)[1].min() < 16))
+    for seed in range(5):  # random scale: the resized region agrees up to its edge pixels; padding is void
+        img, out = augment_panoptic(image, ids, ImageShape(40, 60), np.random.default_rng(seed), crop=ImageShape(32, 48),
+                                    jitter=0.0, pad_value=(0, 0, 0))
+        a, b = out == 26001, img[..., 0] > 100
+        assert (a & b).sum() >= 0.8 * (a | b).sum()
+
+
+def test_loss_matches_hand_computation():
+    c = 3
+    out = {"semantic": torch.zeros(1, c, 2, 2), "center": torch.full((1, 1, 2, 2), 0.5),
+           "offset": torch.zeros(1, 2, 2, 2)}
+    tgt = {"semantic": torch.tensor([[[0, 1, 255, 2]] * 4]).reshape(1, 4, 4).long(),
+           "semantic_weights": torch.ones(1, 4, 4), "center": torch.tensor([[[1.0, 0.0], [0.0, 0.0]]]),
+           "center_weights": torch.tensor([[[1.0, 1.0], [0.0, 1.0]]]),
+           "offset": torch.tensor([[[[2.0, 0.0], [0.0, 0.0]], [[-3.0, 0.0], [0.0, 0.0]]]]),
+           "offset_weights": torch.tensor([[[1.0, 0.0], [0.0, 0.0]]])}
+    plain = panoptic_loss(out, tgt, PanopticLossConfig(top_k_percent=None))
+    assert float(plain["semantic"]) == pytest.approx(math.log(3))             # uniform logits, ignore excluded
+    assert float(plain["center"]) == pytest.approx((0.25 + 0.25 + 0.25) / 3)
+    assert float(plain["offset"]) == pytest.approx(5.0)
+    assert float(plain["loss"]) == pytest.approx(math.log(3) + 200 * 0.25 + 0.01 * 5.0, rel=1e-6)
+    boot = panoptic_loss(out, tgt, PanopticLossConfig(top_k_percent=0.25))    # top 4 of 16 pixels, all log 3
+    assert float(boot["semantic"]) == pytest.approx(math.log(3))
+
+
+def _model(**kw):
+    torch.manual_seed(0)
+    return create_model("test_panoptic_deeplab", num_classes=len(CLASSES), class_names=list(CLASSES),
+                        thing_classes=list(THINGS), **kw)
+
+
+def test_short_training_reduces_the_loss():
+    cfg = PanopticTrainConfig(size=SIZE, epochs=1, steps_per_epoch=4, batch_size=2, lr=2e-2, warmup_steps=0, schedule="cosine")
+    trainer = PanopticTrainer(_model(), cfg)
+    stream = synthetic_panoptic(SIZE, seed=0)
+    batch = [next(stream) for _ in range(2)]
+    losses = [trainer.train_step(batch, 0)["loss"] for _ in range(4)]  # the same augmented batch each time
+    assert losses[3] < 0.8 * losses[0], losses
+
+
+def _fit(tmp_path, name, **kw):
+    cfg = PanopticTrainConfig(size=SIZE, crop=ImageShape(48, 64), epochs=2, steps_per_epoch=2, batch_size=2,
+                              warmup_steps=1)
+    trainer = PanopticTrainer(_model(), cfg, out_dir=tmp_path / name, model_name="test_panoptic_deeplab",
+                              checkpoint_every=1)
+    trainer.fit(lambda start: synthetic_panoptic(SIZE, 0, start), **kw)
+    return trainer
+
+
+def test_resume_equals_an_uninterrupted_run(tmp_path):
+    full = _fit(tmp_path, "a")
+    part = _fit(tmp_path, "b", max_steps=3)           # stops mid-epoch 2 (last.pt written by checkpoint_every)
+    assert part.step == 3 and part.epoch == 1
+    resumed = _fit(tmp_path, "c", resume=tmp_path / "b")
+    assert resumed.step == full.step == 4
+    for k, v in full.model.state_dict().items():
+        assert torch.equal(v, resumed.model.state_dict()[k]), k
+    strip = lambda h: [(r.epoch, r.loss, r.semantic, r.center, r.offset, r.lr) for r in h]  # noqa: E731
+    assert strip(resumed.history) == strip(full.history)
+    hist = json.loads((tmp_path / "c" / "history.json").read_text())
+    assert [r["epoch"] for r in hist["history"]] == [1, 2]
+
+
+def test_saved_weights_rebuild_the_model(tmp_path):
+    from edgeseg.models import load_checkpoint
+
+    trainer = _fit(tmp_path, "w", epochs=1)
+    model = load_checkpoint(tmp_path / "w" / "model.safetensors")
+    meta = model.checkpoint_meta
+    assert meta.extra["task"] == "panoptic" and meta.extra["thing_classes"] == list(THINGS)
+    assert meta.extra["classes"] == list(CLASSES) and meta.extra["input_spec"]["size"]
+    assert model.class_names == tuple(CLASSES) and model.thing_classes == THINGS
+    x = torch.randn(1, 3, SIZE.height, SIZE.width)
+    trainer.model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model(x)["center"], trainer.model(x)["center"])
+
+
+def test_host_grouping_of_perfect_outputs_gives_pq_1():
+    from edgeseg.eval import PanopticMetric
+
+    size = ImageShape(128, 192)
+    image, gt, _ = next(synthetic_panoptic(size, seed=4))  # four objects of 313..613 px
+    t = panoptic_targets(gt.segment_ids, gt.segments, {i: i for i in range(6)}, THINGS, sigma=8.0)
+    sem = torch.nn.functional.one_hot(torch.from_numpy(t.semantic.astype(np.int64)), 6).permute(2, 0, 1).float() * 10
+    sem4 = sem[:, 2::4, 2::4]                                  # logits at stride 4 (cell samples)
+    # centre: exactly 1 at each instance's nearest cell, offsets exact
+    center = torch.zeros(1, *t.center.shape)
+    for cy, cx in t.centers:
+        center[0, int(round((cy - 1.5) / 4)), int(round((cx - 1.5) / 4))] = 1.0
+    pred = group_panoptic(sem4, center, torch.from_numpy(t.offset), THINGS, tuple(range(6)), size, stuff_area=1)
+    metric = PanopticMetric()
+    metric.update(pred, gt)
+    scores = metric.compute()
+    things = [c for c in scores.per_class if c.isthing]
+    assert sum(c.tp for c in things) == len(t.centers) == 4 and sum(c.fp + c.fn for c in things) == 0
+    assert scores.stuff.rq == 1.0 and scores.pq > 0.6  # stride-4 edges cost some IoU
+
+
+def test_cli_synthetic_run_and_resume(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("train_panoptic", Path(__file__).resolve().parents[2] / "tools" / "train_panoptic.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    out = tmp_path / "run"
+    args = ["--model", "test_panoptic_deeplab", "--data", "synthetic", "--size", "64x48", "--epochs", "1",
+            "--steps-per-epoch", "2", "--batch", "2", "--threads", "1", "--eval-frames", "2", "--out", str(out)]
+    assert tool.main(args) == 0
+    assert (out / "model.safetensors").is_file() and (out / "last.pt").is_file()
+    report = json.loads((out / "eval.json").read_text())
+    assert report["frames"] == 2 and "pq" in report["all"]
+    assert tool.main(args) == 2  # refuses to overwrite a run
+    assert tool.main(["--out", str(out), "--resume", "--eval-frames", "0"]) == 0
+
+
+@pytest.mark.data
+def test_two_cityscapes_frames(data_root):
+    from edgeseg.data import CocoPanoptic
+
+    root = data_root / "cityscapes_panoptic"
+    ds = CocoPanoptic(root / "panoptic_val.json", root / "panoptic_val", root / "val")
+    cats = list(ds.categories.values())
+    category_ids = tuple(c.id for c in cats)
+    things = tuple(i for i, c in enumerate(cats) if c.isthing)
+    assert len(cats) == 19 and len(things) == 8
+    torch.manual_seed(0)
+    model = create_model("test_panoptic_deeplab", num_classes=19, class_names=[c.name for c in cats], thing_classes=list(things))
+    size = ImageShape(320, 640)
+    trainer = PanopticTrainer(model, PanopticTrainConfig(size=size, batch_size=2), category_ids=category_ids)
+    samples = [(s.image(), s.panoptic, s.crowd_ids) for s in (ds[0], ds[1])]
+    x, targets = trainer.prepare(samples, 0, augment=False)
+    assert x.shape == (2, 3, 320, 640)
+    for (image, result, crowd), t in zip(samples, targets):
+        ids = result.segment_ids
+        assert ids.shape == (320, 640)  # the frames are at the network size already
+        assert (t.semantic[ids == 0] == 255).all() and (t.semantic[ids != 0] != 255).all()
+        inst = [s for s in result.segments if s.isthing and s.id not in crowd and (ids == s.id).any()]
+        assert len(t.centers) == len(inst) > 0
+        ys, xs = np.nonzero(ids == inst[0].id)
+        np.testing.assert_allclose(t.centers[0], [ys.mean(), xs.mean()], rtol=1e-5)
+        assert t.center.shape == (80, 160) and 0.9 < t.center.max() <= 1.0
+    losses = panoptic_loss(model.train()(x), collate_targets(targets))
+    assert all(np.isfinite(float(v.detach())) for v in losses.values())

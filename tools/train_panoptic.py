@@ -1,0 +1,191 @@
+#!/usr/bin/env python
+"""Train a Panoptic-DeepLab model on COCO-panoptic data (Cityscapes at 640x320 in ../shared/data).
+
+    python tools/train_panoptic.py --model panoptic_deeplab_mobilenetv3_small \\
+        --data /work/shared/data/cityscapes_panoptic --size 640x320 --crop 512x256 --epochs 30 --batch 8 \\
+        --threads 2 --init-encoder edgeseg/zoo/road.edgeseg --out runs/pdl
+    python tools/train_panoptic.py --out runs/pdl --resume          # continue after an interruption
+    python tools/train_panoptic.py --model test_panoptic_deeplab --data synthetic --size 96x64 --epochs 1 \\
+        --steps-per-epoch 3 --batch 2 --out /tmp/pdl
+
+``--data`` is a folder with ``panoptic_{train,val}.json``, ``panoptic_{train,val}/`` (PNGs) and
+``train/``, ``val/`` (images), or ``synthetic`` (the shapes scenes). Class i is the i-th category of
+the JSON; things are the categories with ``isthing``. Frames come from
+:func:`edgeseg.train.panoptic.dataset_stream` (a pure function of the seed and the sample index, so a
+resumed run sees the frames an uninterrupted one would). The run folder gets ``run.json`` (the
+settings; ``--resume`` reuses them), ``last.pt`` (resume state, every epoch and every
+``--checkpoint-every`` steps), ``history.json``, ``train.log``, ``model.safetensors`` (an edgeseg
+checkpoint: model name, classes, thing classes, category ids, input spec; rewritten every epoch) and
+``eval.json``: PQ of the final model on ``--eval-frames`` val frames.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from edgeseg.errors import EdgesegError, InputError  # noqa: E402
+from edgeseg.structures import ImageShape  # noqa: E402
+
+SETTINGS = ("model", "data", "size", "crop", "epochs", "steps_per_epoch", "batch", "lr", "schedule", "warmup",
+            "weight_decay", "seed", "init_encoder", "top_k_percent")
+log = logging.getLogger("train_panoptic")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="panoptic_deeplab_mobilenetv3_small", help="a registered panoptic model")
+    p.add_argument("--data", default="/work/shared/data/cityscapes_panoptic", help="COCO-panoptic folder, or 'synthetic'")
+    p.add_argument("--size", default="640x320", help="network input WIDTHxHEIGHT (frames are resized to it at scale 1)")
+    p.add_argument("--crop", default=None, help="training crop WIDTHxHEIGHT (default: --size)")
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--steps-per-epoch", type=int, default=0, help="default: training frames // batch")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--schedule", choices=("poly", "cosine"), default="poly")
+    p.add_argument("--warmup", type=int, default=200, help="linear warm-up steps")
+    p.add_argument("--weight-decay", type=float, default=1e-4)
+    p.add_argument("--top-k-percent", type=float, default=0.2, help="bootstrapped CE: hardest pixel fraction (1: plain CE)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--init-encoder", default=None, help="encoder weights: a checkpoint, model.onnx or .edgeseg bundle")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    p.add_argument("--log-every", type=int, default=10, help="progress line every N steps")
+    p.add_argument("--checkpoint-every", type=int, default=50, help="also write last.pt every N steps (0: epoch ends)")
+    p.add_argument("--eval-frames", type=int, default=50, help="val frames for the final PQ (0: skip)")
+    p.add_argument("--out", required=True, help="run folder")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out with its run.json settings")
+    return p.parse_args(argv)
+
+
+def settings(args: argparse.Namespace) -> dict:
+    out = Path(args.out)
+    mine = {k: getattr(args, k) for k in SETTINGS}
+    if not args.resume:
+        if (out / "last.pt").exists():
+            raise InputError(f"{out} already holds a run (last.pt)", fix="pass --resume to continue it, or another --out")
+        out.mkdir(parents=True, exist_ok=True)
+        return mine
+    if not (out / "run.json").is_file():
+        raise InputError(f"cannot resume: {out / 'run.json'} not found", fix="give the --out folder of an earlier run")
+    return json.loads((out / "run.json").read_text())
+
+
+class Data:
+    """The train/val sources: class names, category ids, thing classes and sample streams."""
+
+    def __init__(self, where: str, size: ImageShape):
+        if where == "synthetic":
+            from edgeseg.data.synthetic import CLASSES, THING_CLASSES
+
+            self.names, self.category_ids = tuple(CLASSES), tuple(range(len(CLASSES)))
+            self.things = tuple(CLASSES.index(t) for t in THING_CLASSES)
+            self.train = self.val = None
+            self.size = size
+            return
+        from edgeseg.data import CocoPanoptic
+
+        root = Path(where)
+        for name in ("panoptic_train.json", "panoptic_train", "train"):
+            if not (root / name).exists():
+                raise InputError(f"{root / name} not found", fix="give a COCO-panoptic folder (see --help) or 'synthetic'")
+        self.train = CocoPanoptic(root / "panoptic_train.json", root / "panoptic_train", root / "train")
+        self.val = (CocoPanoptic(root / "panoptic_val.json", root / "panoptic_val", root / "val")
+                    if (root / "panoptic_val.json").is_file() else None)
+        cats = list(self.train.categories.values())  # the JSON's order
+        self.names = tuple(c.name for c in cats)
+        self.category_ids = tuple(c.id for c in cats)
+        self.things = tuple(i for i, c in enumerate(cats) if c.isthing)
+        self.size = size
+
+    def stream(self, seed: int, start: int):
+        from edgeseg.train.panoptic import dataset_stream, synthetic_panoptic
+
+        if self.train is None:
+            return synthetic_panoptic(self.size, seed, start)
+        return dataset_stream(self.train, seed, start)
+
+    def held_out(self, seed: int, frames: int):
+        from edgeseg.train.panoptic import synthetic_panoptic
+
+        if self.train is None:
+            return itertools.islice(synthetic_panoptic(self.size, seed + 1000, scenes=frames), frames)
+        if self.val is None:
+            return iter(())
+        return ((s.image(), s.panoptic, s.crowd_ids) for s in (self.val[i] for i in range(min(frames, len(self.val)))))
+
+    @property
+    def frames(self) -> int:
+        return len(self.train) if self.train is not None else 1000
+
+
+def build(s: dict, data: Data):
+    import torch
+
+    from edgeseg.models import create_model
+    from edgeseg.structures import InputSpec
+    from edgeseg.train.panoptic import PanopticTrainConfig
+
+    size = ImageShape.parse(s["size"])
+    torch.manual_seed(s["seed"])
+    model = create_model(s["model"], num_classes=len(data.names), class_names=list(data.names),
+                         thing_classes=list(data.things))
+    if getattr(model, "task", "") != "panoptic":
+        raise InputError(f"{s['model']} is not a panoptic model", fix="pick one of: edgeseg models --task panoptic")
+    steps = s["steps_per_epoch"] or max(1, data.frames // s["batch"])
+    cfg = PanopticTrainConfig(size=size, crop=ImageShape.parse(s["crop"]) if s["crop"] else None, epochs=s["epochs"],
+                              steps_per_epoch=steps, batch_size=s["batch"], lr=s["lr"], schedule=s["schedule"],
+                              warmup_steps=s["warmup"], weight_decay=s["weight_decay"], seed=s["seed"],
+                              top_k_percent=s["top_k_percent"] if s["top_k_percent"] < 1 else None)
+    return model, cfg, InputSpec(size=size)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        import torch
+
+        from edgeseg.models.panoptic_deeplab import load_encoder_weights
+        from edgeseg.train.panoptic import PanopticTrainer, quick_pq
+
+        torch.set_num_threads(max(1, args.threads))
+        s = settings(args)
+        out = Path(args.out)
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s",
+                            handlers=[logging.StreamHandler(sys.stdout), logging.FileHandler(out / "train.log")])
+        data = Data(s["data"], ImageShape.parse(s["size"]))
+        model, cfg, spec = build(s, data)
+        if not args.resume:
+            (out / "run.json").write_text(json.dumps({**s, "steps_per_epoch": cfg.steps_per_epoch}, indent=2))
+            if s["init_encoder"]:
+                n = load_encoder_weights(model, s["init_encoder"])
+                log.info("encoder: %d tensors from %s", n, s["init_encoder"])
+        params = sum(p.numel() for p in model.parameters())
+        log.info("%s %s (crop %s): %.2fM parameters, %d classes (%d things), %d epochs x %d steps x batch %d, "
+                 "adamw lr %g (%s)", s["model"], s["size"], s["crop"] or s["size"], params / 1e6, model.num_classes,
+                 len(model.thing_classes), cfg.epochs, cfg.steps_per_epoch, cfg.batch_size, cfg.lr, cfg.schedule)
+        trainer = PanopticTrainer(model, cfg, category_ids=data.category_ids, input_spec=spec, out_dir=out,
+                                  model_name=s["model"], checkpoint_every=args.checkpoint_every, log_every=args.log_every)
+        t0 = time.perf_counter()
+        trainer.fit(lambda start: data.stream(s["seed"], start), resume=out if args.resume else None)
+        log.info("trained in %.0fs; weights %s", time.perf_counter() - t0, out / "model.safetensors")
+        if args.eval_frames > 0:
+            categories = {c: i in model.thing_classes for i, c in enumerate(data.category_ids)}
+            report = quick_pq(model, data.held_out(s["seed"], args.eval_frames), spec, data.category_ids, categories)
+            (out / "eval.json").write_text(json.dumps(report, indent=2))
+            log.info("PQ on %d held-out frames: all %.3f things %.3f stuff %.3f", report["frames"], report["all"]["pq"],
+                     report["things"]["pq"], report["stuff"]["pq"])
+    except EdgesegError as e:
+        print(f"train_panoptic: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
