@@ -3,7 +3,9 @@
 Semantic bundles: ``<stem>_labels.png`` (uint8 class ids) and ``<stem>_overlay.png``. Instance bundles:
 ``<stem>_instances.png`` (uint16, 0 = none, i + 1 = instance i) and ``<stem>_overlay.png`` (masks,
 boxes, class names and scores); ``--json`` lists every instance with its class, score, box ``xyxy``
-and COCO RLE mask, in original-image pixels."""
+and COCO RLE mask, in original-image pixels. Panoptic bundles: ``<stem>_panoptic.png`` (COCO-panoptic
+RGB, id = R + 256 G + 256^2 B) and ``<stem>_overlay.png``; ``--json`` lists every segment with its
+id, class, category id, isthing, area and COCO RLE mask (the stream's JSON-lines record)."""
 from __future__ import annotations
 
 import argparse
@@ -18,6 +20,7 @@ EXAMPLES = (
     "edgeseg predict road.edgeseg street.png --out preds/",
     "edgeseg predict road frames/*.jpg --out preds/ --backend onnxruntime --threads 2 --json preds.json",
     "edgeseg predict road.edgeseg img.png --out preds/ --alpha 0.6",
+    "edgeseg predict street-panoptic frame.jpg --out preds/ --json segments.json   # COCO-panoptic PNG + segments",
 )
 
 
@@ -27,7 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, metavar="DIR", help="output folder for PNGs (created if needed)")
     p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity of the class colours (default 0.5)")
     p.add_argument("--score-threshold", type=float, default=None, metavar="T",
-                   help="instance bundles: drop detections scoring below T (default: the bundle's)")
+                   help="instance and panoptic bundles: drop detections scoring below T (default: the bundle's)")
     add_runtime_options(p)
     add_json_option(p)
 
@@ -66,6 +69,22 @@ def _instance_row(path: Path, result, out: Path | None, rgb, alpha: float, palet
     return row
 
 
+def _panoptic_row(path: Path, result, out: Path | None, rgb, alpha: float, palette) -> dict:
+    """One image's JSON entry (the stream's record: id, class, category id, isthing, area, RLE) and its PNGs."""
+    from ..data.io import write_image
+    from ..stream.overlay import Renderer
+    from ..stream.sinks.files import label_image, panoptic_record
+
+    row = {"file": str(path), "height": result.shape.height, "width": result.shape.width,
+           "segments": panoptic_record(result)["segments"]}
+    if out is not None:
+        ids_png, overlay_png = out / f"{path.stem}_panoptic.png", out / f"{path.stem}_overlay.png"
+        write_image(ids_png, label_image(result))
+        write_image(overlay_png, Renderer(palette, result.class_names, alpha=alpha, hud=False)(rgb, result))
+        row.update(panoptic_png=str(ids_png), overlay=str(overlay_png))
+    return row
+
+
 def run(args: argparse.Namespace) -> int:
     import time
 
@@ -87,8 +106,8 @@ def run(args: argparse.Namespace) -> int:
                      device=args.device, threads=args.threads)
     task = predictor.manifest.task
     if args.score_threshold is not None:
-        if task != "instance":
-            raise InputError(f"--score-threshold applies to instance bundles; {args.bundle} is a {task} bundle")
+        if task not in ("instance", "panoptic"):
+            raise InputError(f"--score-threshold applies to instance and panoptic bundles; {args.bundle} is a {task} bundle")
         predictor.set_options(score_threshold=args.score_threshold)
     rows, table = [], []
     with predictor:
@@ -105,6 +124,13 @@ def run(args: argparse.Namespace) -> int:
                               "classes": ", ".join(sorted(set(names)))[:60]})
                 rows.append(row)
                 continue
+            if task == "panoptic":
+                row = _panoptic_row(path, result, out, rgb, args.alpha, predictor.palette)
+                names = [d["class"] for d in row["segments"] if d["isthing"]]
+                table.append({"image": str(path), "size": size, "ms": 1e3 * dt, "segments": len(row["segments"]),
+                              "instances": len(names), "classes": ", ".join(sorted(set(names)))[:60]})
+                rows.append(row)
+                continue
             counts = np.bincount(result.labels.ravel(), minlength=len(predictor.classes))
             top = int(counts.argmax())
             row = {"image": str(path), "size": size, "ms": 1e3 * dt,
@@ -119,8 +145,9 @@ def run(args: argparse.Namespace) -> int:
             rows.append(row)
             table.append(row)
     print(f"{predictor!r}: {len(rows)} image(s)" + (f" -> {out}" if out is not None else ""))
-    print_table(table, ["image", "size", "ms", "instances", "classes"] if task == "instance"
-                else ["image", "size", "ms", "top class", "labels"])
+    columns = {"instance": ["image", "size", "ms", "instances", "classes"],
+               "panoptic": ["image", "size", "ms", "segments", "instances", "classes"]}
+    print_table(table, columns.get(task, ["image", "size", "ms", "top class", "labels"]))
     write_json(args.json, {"bundle": args.bundle, "task": task, "backend": predictor.backend,
                            "precision": predictor.runner.precision, "images": rows})
     return 0
