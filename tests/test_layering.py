@@ -31,7 +31,8 @@ ALLOWED: dict[str, set[str]] = {
     "quant": {"structures", "bundle", "data", "eval", "decode", "backends", "predictor", "export"},
     "video": {"structures", "decode"},
     "stream": {"structures", "bundle", "data", "decode", "backends", "predictor", "video"},
-    "train": {"structures", "bundle", "data", "eval", "models", "ops", "export", "predictor"},
+    # decode: a training run's closing PQ decodes the model's outputs with the runtime's own decoder
+    "train": {"structures", "bundle", "data", "eval", "models", "ops", "export", "predictor", "decode"},
     "demo": {"structures", "bundle", "data", "eval", "predictor", "stream", "paths"},
     # the Ray Serve side of scale-out; nothing imports it but the CLI
     "serve": {"structures", "bundle", "backends", "predictor", "decode", "stream", "remote"},

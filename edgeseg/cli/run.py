@@ -16,13 +16,14 @@ EXAMPLES = (
     "edgeseg run --bundle road --source rtsp://cam1/s --source rtsp://cam2/s --max-batch 2 --json-out r.jsonl",
     "edgeseg run --remote http://10.0.0.5:8000/road --source rtsp://cam1/s --json-out r.jsonl   # inference on a cluster",
     "edgeseg run --source frames/ --prompt first_mask.png --sink tracks.mp4 --png-dir ids/   # propagate objects, no bundle",
+    "edgeseg run --bundle shapes-instance --source 'synthetic://?frames=100' --track --json-out ids.jsonl  # ids across frames",
 )
 
 # CLI option -> StreamOptions field (None means: keep the recipe's value / the default)
 _FIELDS = ("bundle", "source", "sink", "rtsp_port", "rtsp_address", "show", "json_out", "png_dir", "stats_json",
            "realtime", "max_frames", "on_error", "backend", "precision", "target", "threads", "device",
            "queue_size", "fps", "encoder", "source_backend", "alpha", "max_batch", "batch_timeout_ms", "upsample",
-           "score_threshold", "prompt")
+           "score_threshold", "prompt", "track")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -32,6 +33,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="propagate the objects of this id mask (0 background, k object k; drawn on the first frame) "
                         "through the stream instead of running a bundle (not with --bundle/--remote); after a "
                         "reconnect or seek the objects restart from this prompt")
+    p.add_argument("--track", action="store_true", default=None,
+                   help="give detected objects ids that stay with them across frames (instance and panoptic bundles; "
+                        "JSON lines: track_id / segment id); one tracker per source, reset on a reconnect or seek")
     p.add_argument("--remote", metavar="URL", help="send frames to an `edgeseg serve` server instead of running a bundle "
                    "here: http://HOST:PORT[/BUNDLE] (a lost server: frames counted as errors, retried, nothing crashes)")
     p.add_argument("--source", action="append", default=None,
@@ -88,6 +92,9 @@ def run(args: argparse.Namespace) -> int:
     if opts.prompt is not None and opts.bundle:
         raise InputError("--prompt (propagate objects) and --bundle/--remote (run a model) cannot run in one stream",
                          fix="pass one of them")
+    if opts.prompt is not None and opts.track:
+        raise InputError("--track (ids for a bundle's detections) and --prompt (propagate objects, which keep the "
+                         "prompt's ids) cannot run in one stream", fix="drop --track, or run a bundle without --prompt")
     if not opts.bundle and opts.prompt is None:
         raise InputError("no bundle", fix="pass --bundle PATH (or a shipped name such as 'road'), or --prompt MASK.png")
     pipe = build_pipeline(opts)

@@ -37,6 +37,7 @@ class StreamOptions:
     upsample: str | None = None  # semantic decoder: None (the bundle's), "logits" (accurate) or "labels" (fast)
     score_threshold: float | None = None  # instance decoder: None (the bundle's) or the minimum detection score
     prompt: Any = None  # video object propagation instead of a bundle: an id mask PNG path or array (VosStage)
+    track: bool = False  # stable ids across frames for instance/panoptic results (TrackStage after decode)
     source_backend: str = "auto"  # auto | gstreamer | opencv
     realtime: bool = False
     sink: str | None = None  # MP4 path
@@ -115,8 +116,9 @@ def open_sources(opts: StreamOptions) -> Any:
 
 def build_pipeline(opts: StreamOptions, predictor: Any = None, extra_sinks: tuple[Sink, ...] = (),
                    handle_signals: bool = True) -> Pipeline:
-    """Source -> preprocess -> inference -> decode (-> render when a video sink needs it) -> sinks; with
-    ``opts.prompt``, source -> vos (:class:`~edgeseg.stream.vos_stage.VosStage`) (-> render) -> sinks."""
+    """Source -> preprocess -> inference -> decode (-> track with ``opts.track``) (-> render when a video sink
+    needs it) -> sinks; with ``opts.prompt``, source -> vos (:class:`~edgeseg.stream.vos_stage.VosStage`)
+    (-> render) -> sinks."""
     if opts.max_batch < 1 or opts.batch_timeout_ms < 0:
         raise InputError(f"max_batch must be >= 1 and batch_timeout_ms >= 0, got {opts.max_batch} and {opts.batch_timeout_ms}")
     if opts.prompt is not None:
@@ -125,6 +127,10 @@ def build_pipeline(opts: StreamOptions, predictor: Any = None, extra_sinks: tupl
     source.open()  # before the bundle: a bad URI or a missing file fails first (Pipeline.run reopens: a no-op)
     try:
         predictor = load_predictor(predictor if predictor is not None else opts.bundle, opts)
+        if opts.track:
+            from .track_stage import check_trackable
+
+            check_trackable(predictor)
     except BaseException:
         source.close()
         raise
@@ -133,8 +139,13 @@ def build_pipeline(opts: StreamOptions, predictor: Any = None, extra_sinks: tupl
     manifest = getattr(predictor, "manifest", None)
     renderer = Renderer(manifest.palette_array if manifest else None, manifest.classes if manifest else (),
                         alpha=opts.alpha) if video else None
-    stages = predictor_stages(predictor, renderer, max_batch=opts.max_batch, batch_timeout_s=opts.batch_timeout_ms / 1e3,
-                              upsample=opts.upsample, score_threshold=opts.score_threshold)
+    stages = predictor_stages(predictor, None if opts.track else renderer, max_batch=opts.max_batch,
+                              batch_timeout_s=opts.batch_timeout_ms / 1e3, upsample=opts.upsample,
+                              score_threshold=opts.score_threshold)
+    if opts.track:  # ids before the overlay, which draws them
+        from .track_stage import TrackStage
+
+        stages += [TrackStage(), *([RenderStage(renderer)] if renderer is not None else [])]
     pipe = Pipeline([source, *stages, *sinks, *extra_sinks], queue_size=opts.queue_size, on_error=opts.on_error,
                     max_frames=opts.max_frames, log_interval_s=opts.log_interval_s, handle_signals=handle_signals)
     pipe.choice = getattr(predictor, "choice", None)  # the backend/precision decision (edgeseg.backends.choice)
@@ -148,6 +159,9 @@ def _vos_pipeline(opts: StreamOptions, predictor: Any, extra_sinks: tuple[Sink, 
     if predictor is not None or opts.bundle:
         raise InputError("a prompt (video object propagation) and a bundle cannot run in one stream",
                          fix="pass --prompt MASK.png without --bundle/--remote, or --bundle without --prompt")
+    if opts.track:
+        raise InputError("track (ids for detected instances) does not apply to a prompt's objects, which keep the "
+                         "prompt's ids", fix="drop --track with --prompt, or track an instance bundle's detections")
     stage = VosStage(opts.prompt)  # an empty or unreadable prompt fails before the source opens
     source = open_sources(opts)
     source.open()

@@ -134,12 +134,12 @@ def render_panoptic(image: np.ndarray, result: PanopticResult, palette: np.ndarr
     lut = np.zeros((int(ids.max(initial=0)) + 1, 3), np.uint8)
     pal = np.asarray(palette, np.int32)
     things = []
-    for k, s in enumerate(result.segments):
+    for s in result.segments:
         if s.id >= len(lut):
             continue
         c = pal[min(max(result.class_index(s.category_id), 0), len(pal) - 1)]
-        if s.isthing:  # shade instances of one class apart, deterministically
-            c = np.clip(c + ((k * 37) % 61 - 30), 0, 255)
+        if s.isthing:  # shade instances of one class apart by id: stable across frames with --track
+            c = np.clip(c + ((s.id * 37) % 61 - 30), 0, 255)
             things.append(s)
         lut[s.id] = c
     out = blend(image, lut[ids], alpha, ids > 0)

@@ -7,5 +7,7 @@ same interface. Importing this package imports neither OpenCV nor anything heavy
 from .baselines import CopyFirstMask, FlowWarp
 from .prompt import frame_image, prompt_ids
 from .propagate import Propagator, PropagatorConfig, StepInfo
+from .tracker import MotAccumulator, MotCounts, Tracker, TrackStats, to_track_result
 
-__all__ = ["Propagator", "PropagatorConfig", "StepInfo", "CopyFirstMask", "FlowWarp", "prompt_ids", "frame_image"]
+__all__ = ["Propagator", "PropagatorConfig", "StepInfo", "CopyFirstMask", "FlowWarp", "prompt_ids", "frame_image",
+           "Tracker", "TrackStats", "to_track_result", "MotAccumulator", "MotCounts"]
