@@ -1,22 +1,28 @@
 #!/usr/bin/env python
-"""Train a Panoptic-DeepLab model on COCO-panoptic data (Cityscapes at 640x320 in ../shared/data).
+"""Train a panoptic model (Panoptic-DeepLab or LPSNet) on COCO-panoptic data (Cityscapes at 640x320
+in ../shared/data).
 
     python tools/train_panoptic.py --model panoptic_deeplab_mobilenetv3_small \\
         --data /work/shared/data/cityscapes_panoptic --size 640x320 --crop 512x256 --epochs 30 --batch 8 \\
         --threads 2 --init-encoder edgeseg/zoo/road.edgeseg --out runs/pdl
+    python tools/train_panoptic.py --model lpsnet_mobilenetv3_small \\
+        --data /work/shared/data/cityscapes_panoptic --size 640x320 --crop 512x256 --epochs 30 --batch 8 \\
+        --threads 2 --init-encoder edgeseg/zoo/road.edgeseg --out runs/lpsnet
     python tools/train_panoptic.py --out runs/pdl --resume          # continue after an interruption
     python tools/train_panoptic.py --model test_panoptic_deeplab --data synthetic --size 96x64 --epochs 1 \\
         --steps-per-epoch 3 --batch 2 --out /tmp/pdl
 
 ``--data`` is a folder with ``panoptic_{train,val}.json``, ``panoptic_{train,val}/`` (PNGs) and
 ``train/``, ``val/`` (images), or ``synthetic`` (the shapes scenes). Class i is the i-th category of
-the JSON; things are the categories with ``isthing``. Frames come from
+the JSON; things are the categories with ``isthing``. The model's architecture picks its targets
+and loss (:data:`edgeseg.train.panoptic.STRATEGIES`); everything else is shared. Frames come from
 :func:`edgeseg.train.panoptic.dataset_stream` (a pure function of the seed and the sample index, so a
 resumed run sees the frames an uninterrupted one would). The run folder gets ``run.json`` (the
 settings; ``--resume`` reuses them), ``last.pt`` (resume state, every epoch and every
 ``--checkpoint-every`` steps), ``history.json``, ``train.log``, ``model.safetensors`` (an edgeseg
 checkpoint: model name, classes, thing classes, category ids, input spec; rewritten every epoch) and
-``eval.json``: PQ of the final model on ``--eval-frames`` val frames.
+``eval.json``: PQ of the final model on ``--eval-frames`` val frames, decoded by the runtime decoder as
+an exported bundle would be.
 """
 from __future__ import annotations
 
@@ -41,7 +47,8 @@ log = logging.getLogger("train_panoptic")
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="panoptic_deeplab_mobilenetv3_small", help="a registered panoptic model")
+    p.add_argument("--model", default="panoptic_deeplab_mobilenetv3_small",
+                   help="a registered panoptic model: panoptic_deeplab_* or lpsnet_* (edgeseg models --task panoptic)")
     p.add_argument("--data", default="/work/shared/data/cityscapes_panoptic", help="COCO-panoptic folder, or 'synthetic'")
     p.add_argument("--size", default="640x320", help="network input WIDTHxHEIGHT (frames are resized to it at scale 1)")
     p.add_argument("--crop", default=None, help="training crop WIDTHxHEIGHT (default: --size)")
@@ -52,7 +59,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--schedule", choices=("poly", "cosine"), default="poly")
     p.add_argument("--warmup", type=int, default=200, help="linear warm-up steps")
     p.add_argument("--weight-decay", type=float, default=1e-4)
-    p.add_argument("--top-k-percent", type=float, default=0.2, help="bootstrapped CE: hardest pixel fraction (1: plain CE)")
+    p.add_argument("--top-k-percent", type=float, default=0.2,
+                   help="Panoptic-DeepLab's bootstrapped CE: hardest pixel fraction (1: plain CE); LPSNet: unused")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--init-encoder", default=None, help="encoder weights: a checkpoint, model.onnx or .edgeseg bundle")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
@@ -161,17 +169,18 @@ def main(argv: list[str] | None = None) -> int:
                             handlers=[logging.StreamHandler(sys.stdout), logging.FileHandler(out / "train.log")])
         data = Data(s["data"], ImageShape.parse(s["size"]))
         model, cfg, spec = build(s, data)
+        trainer = PanopticTrainer(model, cfg, category_ids=data.category_ids, input_spec=spec, out_dir=out,
+                                  model_name=s["model"], checkpoint_every=args.checkpoint_every, log_every=args.log_every)
         if not args.resume:
             (out / "run.json").write_text(json.dumps({**s, "steps_per_epoch": cfg.steps_per_epoch}, indent=2))
             if s["init_encoder"]:
                 n = load_encoder_weights(model, s["init_encoder"])
                 log.info("encoder: %d tensors from %s", n, s["init_encoder"])
         params = sum(p.numel() for p in model.parameters())
-        log.info("%s %s (crop %s): %.2fM parameters, %d classes (%d things), %d epochs x %d steps x batch %d, "
-                 "adamw lr %g (%s)", s["model"], s["size"], s["crop"] or s["size"], params / 1e6, model.num_classes,
-                 len(model.thing_classes), cfg.epochs, cfg.steps_per_epoch, cfg.batch_size, cfg.lr, cfg.schedule)
-        trainer = PanopticTrainer(model, cfg, category_ids=data.category_ids, input_spec=spec, out_dir=out,
-                                  model_name=s["model"], checkpoint_every=args.checkpoint_every, log_every=args.log_every)
+        log.info("%s (%s) %s (crop %s): %.2fM parameters, %d classes (%d things), %d epochs x %d steps x batch %d, "
+                 "adamw lr %g (%s)", s["model"], trainer.arch, s["size"], s["crop"] or s["size"], params / 1e6,
+                 model.num_classes, len(model.thing_classes), cfg.epochs, cfg.steps_per_epoch, cfg.batch_size, cfg.lr,
+                 cfg.schedule)
         t0 = time.perf_counter()
         trainer.fit(lambda start: data.stream(s["seed"], start), resume=out if args.resume else None)
         log.info("trained in %.0fs; weights %s", time.perf_counter() - t0, out / "model.safetensors")

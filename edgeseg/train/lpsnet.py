@@ -1,15 +1,16 @@
 """Targets and losses for LPSNet (Hong et al., "LPSNet: A Lightweight Solution for Fast Panoptic
 Segmentation", CVPR 2021), whose box head is FCOS (Tian et al., ICCV 2019).
 
-::
+Trained by :class:`edgeseg.train.panoptic.PanopticTrainer` (the shared loop: augmentation, resume,
+checkpoints, PQ) through :class:`LPSNetTraining`, its strategy for this architecture::
 
-    model = create_model("test_lpsnet")                   # 6 classes, things (3, 4, 5)
-    frame = SceneGenerator(ImageShape(96, 128), seed=0).render(t)
-    sample = panoptic_sample(frame.panoptic, {c: c for c in range(6)}, model.thing_classes)
-    batch = make_batch([(frame.image, sample)], InputSpec(size=ImageShape(96, 128)))
-    losses = train_step(model, batch, optimizer)         # {"loss", "cls", "box", "border", "semantic"}
+    model = create_model("lpsnet_mobilenetv3_small", num_classes=19, class_names=NAMES, thing_classes=THINGS)
+    trainer = PanopticTrainer(model, PanopticTrainConfig(size=ImageShape(320, 640), crop=ImageShape(256, 512)),
+                              category_ids=CATEGORY_IDS, out_dir="runs/lpsnet")
+    trainer.fit(lambda start: dataset_stream(dataset, seed=0, start=start))
 
-**Samples.** A :class:`~edgeseg.structures.PanopticResult` at the network input size becomes a
+**Samples.** A :class:`~edgeseg.structures.PanopticResult` at the network input size (in training:
+an augmented crop, :func:`edgeseg.train.panoptic.augment_panoptic`) becomes a
 :class:`PanopticSample`: the semantic label image over all classes (``category_to_class`` maps
 category ids to class indices; void and categories mapped to 255 are ignored), one mask and thing
 index per non-crowd thing segment, and the crowd region. Crowd segments keep their class in the
@@ -49,15 +50,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..errors import InputError
-from ..structures import InputSpec, PanopticResult
+from ..structures import PanopticResult, Segment
 from .instance import sigmoid_focal_loss
+
+if TYPE_CHECKING:
+    from .panoptic import PanopticTrainConfig
 
 IGNORE = 255  # semantic label that the loss ignores
 IGNORE_LOCATION = -1  # box-head label of a location the loss ignores (crowd)
@@ -176,8 +180,8 @@ def _mask_boxes(masks: np.ndarray) -> np.ndarray:
     """float64 ``[n, 4]`` xyxy extents of bool masks ``[n, H, W]`` (``x2`` = last column + 1)."""
     boxes = np.zeros((len(masks), 4))
     for i, m in enumerate(masks):
-        ys, xs = np.nonzero(m)
-        boxes[i] = (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
+        ys, xs = np.flatnonzero(m.any(1)), np.flatnonzero(m.any(0))
+        boxes[i] = (xs[0], ys[0], xs[-1] + 1, ys[-1] + 1)
     return boxes
 
 
@@ -189,12 +193,15 @@ def lpsnet_targets(sample: PanopticSample, shapes: Sequence[tuple[int, int]], st
                          f"{len(size_ranges)} size ranges must agree",
                          fix="pass the model's strides and size_ranges with the output's level shapes")
     height, width = sample.semantic.shape
-    keep = sample.masks.reshape(len(sample.masks), -1).any(1)
+    keep = sample.masks.any(axis=(1, 2))  # (no reshape: a crop may hold no instance, masks [0, H, W])
     masks, inst_labels = sample.masks[keep], sample.labels[keep]
     kept = np.flatnonzero(keep)
     boxes = _mask_boxes(masks)
-    areas = masks.reshape(len(masks), -1).sum(1).astype(np.float64)
-    dists = [border_distance(m) for m in masks]
+    areas = masks.sum(axis=(1, 2), dtype=np.float64)
+    # border distances within each box: the pixel outside a mask nearest to one inside lies in the box
+    # grown by one pixel (where border_distance's zero padding puts it), so the window gives the image's values
+    windows = boxes.astype(np.int64)
+    dists = [border_distance(m[y0:y1, x0:x1]) for m, (x0, y0, x1, y1) in zip(masks, windows)]
     labels, owners, ltrbs, borders = [], [], [], []
     for shape, stride, (lo, hi) in zip(shapes, strides, size_ranges):
         rows, cols = location_pixels(shape, stride)
@@ -215,7 +222,8 @@ def lpsnet_targets(sample: PanopticSample, shapes: Sequence[tuple[int, int]], st
             p, o = np.flatnonzero(pos), owner[pos]
             lab[p] = inst_labels[o]
             ltrb[p] = d[p, o]
-            depth = np.array([dists[k][r[q], c[q]] for q, k in zip(p, o)], np.float32)
+            y0, x0 = windows[o, 1], windows[o, 0]
+            depth = np.array([dists[k][r[q] - y, c[q] - x] for q, k, y, x in zip(p, o, y0, x0)], np.float32)
             border[p] = borderness(depth, boxes[o, 2] - boxes[o, 0], boxes[o, 3] - boxes[o, 1])
         labels.append(lab)
         owners.append(np.where(pos, kept[owner] if len(masks) else -1, -1))
@@ -293,25 +301,20 @@ def lpsnet_loss(outputs: dict[str, Any], targets: Sequence[LPSNetTargets],
             "semantic": loss_sem.detach()}
 
 
-# ---- batches and one step -----------------------------------------------------------------------
+# ---- the strategy for the shared panoptic trainer ----------------------------------------------
 @dataclass(frozen=True)
-class LPSNetBatch:
-    """``images`` float32 ``[B, 3, H, W]`` (preprocessed) and one :class:`PanopticSample` per image."""
+class LPSNetEpoch:
+    """One epoch of LPSNet history: mean losses over its steps, the last learning rate, wall seconds."""
 
-    images: torch.Tensor
-    samples: tuple[PanopticSample, ...]
-
-
-def make_batch(items: Sequence[tuple[np.ndarray, PanopticSample]], spec: InputSpec) -> LPSNetBatch:
-    """Preprocess RGB uint8 images that are already at ``spec.size`` (the samples must match them)."""
-    images, samples = [], []
-    for image, sample in items:
-        if image.shape[:2] != sample.semantic.shape or (spec.size is not None and image.shape[:2] != spec.size.hw):
-            raise InputError(f"LPSNet batch: image {image.shape[:2]} and annotation {sample.semantic.shape} must "
-                             f"both be the network size {spec.size}", fix="resize image and annotation first")
-        images.append(spec.preprocess(image)[0])
-        samples.append(sample)
-    return LPSNetBatch(torch.from_numpy(np.concatenate(images)), tuple(samples))
+    epoch: int
+    loss: float
+    cls: float
+    box: float
+    border: float
+    semantic: float
+    lr: float
+    seconds: float
+    steps: int
 
 
 def batch_targets(model: torch.nn.Module, outputs: dict[str, Any],
@@ -321,16 +324,24 @@ def batch_targets(model: torch.nn.Module, outputs: dict[str, Any],
     return [lpsnet_targets(s, shapes, model.strides, model.size_ranges, model.num_things) for s in samples]
 
 
-def train_step(model: torch.nn.Module, batch: LPSNetBatch, optimizer: torch.optim.Optimizer,
-               cfg: LPSNetLossConfig = LPSNetLossConfig(), grad_clip: float | None = None) -> dict[str, float]:
-    """One optimisation step on ``batch``; returns the losses (floats) before the step."""
-    model.train()
-    p = next(model.parameters())
-    outputs = model(batch.images.to(p.device))
-    losses = lpsnet_loss(outputs, batch_targets(model, outputs, batch.samples), cfg)
-    optimizer.zero_grad(set_to_none=True)
-    losses["loss"].backward()
-    if grad_clip is not None:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-    optimizer.step()
-    return {k: float(v.detach()) for k, v in losses.items()}
+class LPSNetTraining:
+    """LPSNet's part of :class:`edgeseg.train.panoptic.PanopticTrainer` (its ``PanopticStrategy``).
+
+    ``targets``: the :class:`PanopticSample` of an augmented segment-id map (categories outside
+    ``class_of`` are ignored like void); ``loss``: :func:`lpsnet_loss` on targets assigned on the
+    output's pyramid levels, FCOS's weights with the config's ``semantic_weight``.
+    """
+
+    parts = ("cls", "box", "border", "semantic")
+    epoch_type = LPSNetEpoch
+
+    def __init__(self, model: torch.nn.Module, config: "PanopticTrainConfig", class_of: Mapping[int, int]):
+        self.model, self.class_of = model, dict(class_of)
+        self.loss_config = LPSNetLossConfig(semantic_weight=float(config.semantic_weight))
+
+    def targets(self, ids: np.ndarray, segments: Sequence[Segment], crowd: Sequence[int]) -> PanopticSample:
+        to_class = {s.category_id: self.class_of.get(s.category_id, IGNORE) for s in segments}
+        return panoptic_sample(PanopticResult(ids, tuple(segments)), to_class, self.model.thing_classes, tuple(crowd))
+
+    def loss(self, outputs: dict[str, Any], targets: list[PanopticSample]) -> dict[str, torch.Tensor]:
+        return lpsnet_loss(outputs, batch_targets(self.model, outputs, targets), self.loss_config)

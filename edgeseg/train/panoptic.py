@@ -1,4 +1,6 @@
-"""Training Panoptic-DeepLab (Cheng et al., "Panoptic-DeepLab", CVPR 2020) on panoptic ground truth.
+"""Training panoptic models on panoptic ground truth: Panoptic-DeepLab (Cheng et al.,
+"Panoptic-DeepLab", CVPR 2020) and LPSNet (Hong et al., CVPR 2021; targets and losses in
+:mod:`edgeseg.train.lpsnet`), with one loop.
 
 ::
 
@@ -6,13 +8,20 @@
     trainer = PanopticTrainer(model, PanopticTrainConfig(size=ImageShape(320, 640), crop=ImageShape(256, 512)),
                               category_ids=CATEGORY_IDS, out_dir="runs/pdl")
     trainer.fit(lambda start: coco_panoptic_stream(dataset, seed=0, start=start))
+    report = quick_pq(model, val_samples, trainer.spec, CATEGORY_IDS)   # through the runtime decoder
 
 Data is an iterable of ``(image uint8 [H, W, 3] RGB, PanopticResult, crowd segment ids)``; a
 segment's class index is the position of its ``category_id`` in ``category_ids`` (the dataset's
 category order). Each sample is augmented (:func:`augment_panoptic`: resize to the network size,
-random scale 0.5-2 with crop/pad to the training crop, horizontal flip, colour jitter), normalised
-with the model's :class:`~edgeseg.structures.InputSpec`, and turned into the paper's targets
-(:func:`panoptic_targets`; as the reference ``PanopticDeepLabTargetGenerator``):
+random scale 0.5-2 with crop/pad to the training crop, horizontal flip, colour jitter) and
+normalised with the model's :class:`~edgeseg.structures.InputSpec`; what differs per architecture
+is a :class:`PanopticStrategy` (targets of an augmented sample, loss of the training-mode
+outputs), chosen by the model's class from :data:`STRATEGIES`: ``panoptic_deeplab``
+(:class:`PanopticDeepLabTraining`, below) and ``lpsnet``
+(:class:`~edgeseg.train.lpsnet.LPSNetTraining`: mask-based FCOS targets with border-ness,
+focal + GIoU + BCE + cross-entropy).
+
+Panoptic-DeepLab's targets (:func:`panoptic_targets`; as the reference ``PanopticDeepLabTargetGenerator``):
 
 * semantic: class index per pixel, 255 on void, on unknown categories and on padding; pixel
   weights 1, and ``small_instance_weight`` (3) on the pixels of thing instances smaller than
@@ -25,11 +34,17 @@ Centre and offset targets are computed at the model's stride 4 (cell ``(i, j)`` 
 ``(4 i + 1.5, 4 j + 1.5)``, its segment id sampled at pixel ``(4 i + 2, 4 j + 2)``); the semantic
 loss is taken at the training-crop resolution (bilinearly upsampled logits), as in the paper.
 
-Losses (the paper's weights): bootstrapped cross-entropy (mean over the ``top_k_percent`` = 20 %
+Its losses (the paper's weights): bootstrapped cross-entropy (mean over the ``top_k_percent`` = 20 %
 hardest pixels) + 200 x weighted MSE on the centre heatmap + 0.01 x weighted L1 on the offsets
-(summed over dy, dx, divided by the weight sum). AdamW, poly or cosine schedule with linear
-warm-up; checkpoints are resumable (at epoch ends and every ``checkpoint_every`` steps) and the sample
-stream is a function of the sample index, so a resumed run sees the same frames and augmentations.
+(summed over dy, dx, divided by the weight sum). LPSNet uses FCOS's loss weights and
+``semantic_weight``; the centre/offset/small-instance fields of :class:`PanopticTrainConfig` are
+Panoptic-DeepLab's only.
+
+For both: AdamW, poly or cosine schedule with linear warm-up; checkpoints are resumable (at epoch
+ends and every ``checkpoint_every`` steps) and the sample stream is a function of the sample index,
+so a resumed run sees the same frames and augmentations. :func:`quick_pq` scores a model through
+the runtime decoder (:func:`edgeseg.decode.decode` with the manifest an export would write), so
+training, export and deployment decode alike.
 """
 from __future__ import annotations
 
@@ -38,17 +53,24 @@ import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Protocol, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from .._io import write_json
+from .._registry import Registry
 from ..errors import InputError, ModelError
-from ..structures import ImageShape, InputSpec, PanopticResult, Segment
+from ..models.lpsnet import LPSNet
+from ..models.panoptic_deeplab import PanopticDeepLab
+from ..structures import ImageShape, InputSpec, PanopticOptions, PanopticResult, Segment
 from .augment import IGNORE_INDEX, color_jitter
+from .lpsnet import LPSNetTraining
 from .optim import CosineSchedule, PolySchedule, param_groups
+
+if TYPE_CHECKING:
+    from ..bundle import Manifest
 
 log = logging.getLogger(__name__)
 STATE_FORMAT = "edgeseg.train.panoptic/1"
@@ -306,10 +328,29 @@ def synthetic_panoptic(size: ImageShape, seed: int = 0, start: int = 0, *, scene
         k += 1
 
 
-# ---- the trainer --------------------------------------------------------------------------------
+# ---- one strategy per architecture --------------------------------------------------------------
+class PanopticStrategy(Protocol):
+    """What an architecture adds to :class:`PanopticTrainer`.
+
+    ``targets(ids, segments, crowd)``: one augmented sample's targets (``ids`` int32 ``[h, w]``
+    segment ids at the crop size, 0 = void or padding; its ``segments``; crowd segment ids).
+    ``loss(outputs, targets)``: ``{"loss": total, part: detached tensor for each of parts}`` for the
+    model's training-mode outputs on the batch and the batch's targets.
+    ``parts``: the loss parts logged and averaged per epoch; ``epoch_type``: the history record, a
+    frozen dataclass with fields ``epoch, loss, *parts, lr, seconds, steps``.
+    """
+
+    parts: tuple[str, ...]
+    epoch_type: type
+
+    def targets(self, ids: np.ndarray, segments: Sequence[Segment], crowd: frozenset) -> Any: ...
+
+    def loss(self, outputs: dict[str, Any], targets: list[Any]) -> dict[str, torch.Tensor]: ...
+
+
 @dataclass(frozen=True)
 class PanopticEpoch:
-    """One epoch of history: mean losses over its steps, the last learning rate, wall seconds."""
+    """One epoch of Panoptic-DeepLab history: mean losses over its steps, the last learning rate, wall seconds."""
 
     epoch: int
     loss: float
@@ -321,11 +362,43 @@ class PanopticEpoch:
     steps: int
 
 
-PARTS = ("loss", "semantic", "center", "offset")
+class PanopticDeepLabTraining:
+    """Panoptic-DeepLab's targets (:func:`panoptic_targets`) and loss (:func:`panoptic_loss`)."""
+
+    parts = ("semantic", "center", "offset")
+    epoch_type = PanopticEpoch
+
+    def __init__(self, model: torch.nn.Module, config: "PanopticTrainConfig", class_of: dict[int, int]):
+        self.config, self.class_of, self.thing_classes = config, class_of, tuple(model.thing_classes)
+        self.small_area = config.small_area if config.small_area is not None else small_instance_area(config.size)
+
+    def targets(self, ids: np.ndarray, segments: Sequence[Segment], crowd: frozenset) -> PanopticTargets:
+        c = self.config
+        return panoptic_targets(ids, segments, self.class_of, self.thing_classes, crowd, sigma=c.sigma,
+                                small_area=self.small_area, small_weight=c.small_weight)
+
+    def loss(self, outputs: dict[str, Any], targets: list[PanopticTargets]) -> dict[str, torch.Tensor]:
+        return panoptic_loss(outputs, collate_targets(targets), self.config.loss)
 
 
+# architecture -> strategy(model, config, class_of); ``model``: the model class it trains
+STRATEGIES: Registry[Callable[..., PanopticStrategy]] = Registry("panoptic training architecture", error=ModelError)
+STRATEGIES.add("panoptic_deeplab", PanopticDeepLabTraining, model=PanopticDeepLab)
+STRATEGIES.add("lpsnet", LPSNetTraining, model=LPSNet)
+
+
+def model_arch(model: torch.nn.Module) -> str:
+    """The :data:`STRATEGIES` name of ``model``'s architecture (by its class), or a :class:`ModelError`."""
+    for arch in STRATEGIES:
+        if isinstance(model, STRATEGIES.entry(arch).meta["model"]):
+            return arch
+    raise ModelError(f"no panoptic training for a {type(model).__name__} ({getattr(model, 'model_name', '?')})",
+                     fix=f"train a model of one of these architectures: {', '.join(STRATEGIES)}")
+
+
+# ---- the trainer --------------------------------------------------------------------------------
 class PanopticTrainer:
-    """Trains a :class:`~edgeseg.models.panoptic_deeplab.PanopticDeepLab`.
+    """Trains a panoptic model of an architecture in :data:`STRATEGIES` (Panoptic-DeepLab, LPSNet).
 
     category_ids: the category id of each class index (default ``0..C-1``).
     input_spec:   normalisation; defaults to ``InputSpec(size=config.size)`` (ImageNet mean/std, RGB).
@@ -345,19 +418,21 @@ class PanopticTrainer:
                              fix="give one category id per class, in the model's class order")
         self.class_of = {c: i for i, c in enumerate(self.category_ids)}
         self._unknown: set[int] = set()
-        self.small_area = config.small_area if config.small_area is not None else small_instance_area(config.size)
+        self.arch = model_arch(model)
+        self.strategy: PanopticStrategy = STRATEGIES.get(self.arch)(model, config, self.class_of)
+        self.parts = ("loss", *self.strategy.parts)
         self.optimizer = build_optimizer(model, config)
         self.schedule = build_schedule(config)
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.model_name = model_name or getattr(model, "model_name", None)
         self.checkpoint_every, self.log_every = int(checkpoint_every), int(log_every)
         self.epoch, self.step = 0, 0
-        self.sums = dict.fromkeys(PARTS, 0.0)  # the running epoch's loss sums (resumable mid-epoch)
+        self.sums = dict.fromkeys(self.parts, 0.0)  # the running epoch's loss sums (resumable mid-epoch)
         self.epoch_seconds = 0.0
-        self.history: list[PanopticEpoch] = []
+        self.history: list = []  # of strategy.epoch_type
 
-    def prepare(self, samples: list[Sample], first_index: int, augment: bool = True) -> tuple[torch.Tensor, list[PanopticTargets]]:
-        """Augmented, normalised batch ``[B, 3, h, w]`` and its targets."""
+    def prepare(self, samples: list[Sample], first_index: int, augment: bool = True) -> tuple[torch.Tensor, list]:
+        """Augmented, normalised batch ``[B, 3, h, w]`` and its targets (the strategy's, one per sample)."""
         c = self.config
         images, targets = [], []
         for j, (image, result, crowd) in enumerate(samples):
@@ -370,8 +445,7 @@ class PanopticTrainer:
             img, ids = augment_panoptic(image, result.segment_ids, c.size, rng, crop=c.crop, scale=c.scale, hflip=c.hflip,
                                         jitter=c.jitter)
             images.append(self.spec.normalize(img).transpose(2, 0, 1))
-            targets.append(panoptic_targets(ids, result.segments, self.class_of, self.model.thing_classes, crowd,
-                                            sigma=c.sigma, small_area=self.small_area, small_weight=c.small_weight))
+            targets.append(self.strategy.targets(ids, result.segments, crowd))
         return torch.from_numpy(np.ascontiguousarray(np.stack(images))), targets
 
     def train_step(self, samples: list[Sample], first_index: int) -> dict[str, float]:
@@ -380,7 +454,7 @@ class PanopticTrainer:
         torch.manual_seed(self.config.seed * 1000003 + self.step)
         lr = self.schedule.apply(self.optimizer, self.step) * self.config.lr
         x, targets = self.prepare(samples, first_index)
-        losses = panoptic_loss(self.model(x), collate_targets(targets), self.config.loss)
+        losses = self.strategy.loss(self.model(x), targets)
         self.optimizer.zero_grad(set_to_none=True)
         losses["loss"].backward()
         if self.config.grad_clip:
@@ -389,9 +463,12 @@ class PanopticTrainer:
         self.step += 1
         return {k: float(v.detach()) for k, v in losses.items()} | {"lr": lr}
 
+    def _parts(self, values: dict[str, float]) -> str:
+        return ", ".join(f"{k} {values[k]:.4g}" for k in self.strategy.parts)
+
     def fit(self, data: Callable[[int], Iterable[Sample]], resume: str | os.PathLike | None = None,
-            epochs: int | None = None, on_epoch: Callable[[PanopticEpoch], None] | None = None,
-            max_steps: int | None = None) -> list[PanopticEpoch]:
+            epochs: int | None = None, on_epoch: Callable[[Any], None] | None = None,
+            max_steps: int | None = None) -> list:
         """Train until ``config.epochs`` (or ``epochs``) are done, or ``max_steps`` more steps (for
         tests of mid-epoch resume). ``data(start)`` is the sample stream from sample index ``start``."""
         if resume is not None:
@@ -406,30 +483,33 @@ class PanopticTrainer:
             t0 = time.perf_counter()
             res = self.train_step([next(stream) for _ in range(c.batch_size)], self.step * c.batch_size)
             self.epoch_seconds += time.perf_counter() - t0
-            for k in PARTS:
+            for k in self.parts:
                 self.sums[k] += res[k]
             n_log += 1
             if self.log_every and self.step % self.log_every == 0:
                 dt = time.perf_counter() - t_log
-                log.info("step %d/%d epoch %d  %.2f samples/s %.2fs/it  loss %.4f (semantic %.4f, center %.5f, offset %.3f) lr %.3g",
-                         self.step, c.total_steps, self.epoch + 1, n_log * c.batch_size / dt, dt / n_log, res["loss"],
-                         res["semantic"], res["center"], res["offset"], res["lr"])
+                log.info("step %d/%d epoch %d  %.2f samples/s %.2fs/it  loss %.4f (%s) lr %.3g", self.step, c.total_steps,
+                         self.epoch + 1, n_log * c.batch_size / dt, dt / n_log, res["loss"], self._parts(res), res["lr"])
                 t_log, n_log = time.perf_counter(), 0
             if self.step % c.steps_per_epoch == 0:
-                n = c.steps_per_epoch
-                self.epoch += 1
-                rec = PanopticEpoch(self.epoch, *(self.sums[k] / n for k in PARTS), res["lr"], self.epoch_seconds, n)
-                self.history.append(rec)
-                self.sums, self.epoch_seconds = dict.fromkeys(PARTS, 0.0), 0.0
-                log.info("epoch %d/%d loss %.4f (semantic %.4f, center %.5f, offset %.3f) lr %.3g %.0fs", rec.epoch,
-                         c.epochs, rec.loss, rec.semantic, rec.center, rec.offset, rec.lr, rec.seconds)
-                self.save_checkpoint()
-                self.save_weights()
-                if on_epoch is not None:
-                    on_epoch(rec)
+                self._end_epoch(res["lr"], on_epoch)
             elif self.checkpoint_every and self.step % self.checkpoint_every == 0:
                 self.save_checkpoint()
         return self.history
+
+    def _end_epoch(self, lr: float, on_epoch: Callable[[Any], None] | None) -> None:
+        n = self.config.steps_per_epoch
+        self.epoch += 1
+        means = {k: self.sums[k] / n for k in self.parts}
+        rec = self.strategy.epoch_type(epoch=self.epoch, **means, lr=lr, seconds=self.epoch_seconds, steps=n)
+        self.history.append(rec)
+        self.sums, self.epoch_seconds = dict.fromkeys(self.parts, 0.0), 0.0
+        log.info("epoch %d/%d loss %.4f (%s) lr %.3g %.0fs", rec.epoch, self.config.epochs, rec.loss, self._parts(means),
+                 rec.lr, rec.seconds)
+        self.save_checkpoint()
+        self.save_weights()
+        if on_epoch is not None:
+            on_epoch(rec)
 
     # ---- checkpoints ----------------------------------------------------------------------------
     def save_checkpoint(self, path: str | os.PathLike | None = None) -> Path | None:
@@ -467,9 +547,9 @@ class PanopticTrainer:
                              fix="resume with the same --model and classes as the run that wrote it") from None
         self.optimizer.load_state_dict(state["optimizer"])
         self.epoch, self.step = int(state["epoch"]), int(state["step"])
-        self.sums = {k: float(state.get("sums", {}).get(k, 0.0)) for k in PARTS}
+        self.sums = {k: float(state.get("sums", {}).get(k, 0.0)) for k in self.parts}
         self.epoch_seconds = float(state.get("epoch_seconds", 0.0))
-        self.history = [PanopticEpoch(**r) for r in state.get("history", [])]
+        self.history = [self.strategy.epoch_type(**r) for r in state.get("history", [])]
 
     def save_weights(self, stem: str = "model") -> Path | None:
         """The weights alone through :func:`edgeseg.models.save_checkpoint` (classes, thing classes,
@@ -489,65 +569,41 @@ class PanopticTrainer:
 
 
 # ---- a quick panoptic check ---------------------------------------------------------------------
-@torch.no_grad()
-def group_panoptic(semantic: torch.Tensor, center: torch.Tensor, offset: torch.Tensor, thing_classes: Iterable[int],
-                   category_ids: Sequence[int], size: ImageShape, *, threshold: float = 0.1, top_k: int = 100,
-                   stuff_area: int = 128) -> PanopticResult:
-    """A small host grouping of one image's outputs (``[C, h, w]``, ``[1, h, w]``, ``[2, h, w]``) into a
-    :class:`PanopticResult` at ``size``: centre peaks (7x7 max-pool NMS, score > ``threshold``, top
-    ``top_k``), each thing pixel to the nearest centre (:func:`~edgeseg.models.panoptic_deeplab.group_centers`),
-    an instance's class = the majority semantic class of its pixels; stuff segments = connected-or-not
-    pixels of one stuff class with ``area >= stuff_area``. Segment ids: stuff ``class + 1``, thing
-    ``1000 + k + 1``."""
-    from ..models.panoptic_deeplab import group_centers
+def panoptic_manifest(model: torch.nn.Module, spec: InputSpec, category_ids: Sequence[int] = (),
+                      options: PanopticOptions | None = None) -> "Manifest":
+    """The manifest an export of ``model`` (:func:`edgeseg.export.panoptic_export.export_panoptic_bundle`)
+    would carry, for decoding its eval-mode outputs with :func:`edgeseg.decode.decode`: the output
+    layout found by one forward pass (:func:`~edgeseg.export.panoptic_export.panoptic_outputs`:
+    ``center`` or ``paste``), the model's classes and thing classes, the dataset's ``category_ids``
+    and ``options`` (default :class:`PanopticOptions`' thresholds)."""
+    from ..bundle import Manifest, OutputSpec
+    from ..export.panoptic_export import panoptic_outputs
 
-    centers, inst = group_centers(center[None], offset[None], top_k, threshold)
-    logits = F.interpolate(semantic[None], size=(size.height, size.width), mode="bilinear", align_corners=False)
-    sem = logits[0].argmax(0).numpy()
-    inst = inst[0].numpy().repeat(STRIDE, 0).repeat(STRIDE, 1)[: size.height, : size.width]
-    valid = centers[0, :, 0].numpy() > threshold
-    things = np.asarray(sorted(set(int(t) for t in thing_classes)), np.int64)
-    is_thing = np.isin(sem, things)
-    ids = np.zeros((size.height, size.width), np.int32)
-    segments = []
-    if valid.any():
-        thing_pix = is_thing & valid[inst]
-        for k in np.unique(inst[thing_pix]):
-            m = thing_pix & (inst == k)
-            cls = int(np.bincount(sem[m]).argmax())
-            sid = 1000 + int(k) + 1
-            ids[m] = sid
-            segments.append(Segment(sid, int(category_ids[cls]), True, int(m.sum()), float(centers[0, k, 0])))
-    for c in range(len(category_ids)):
-        if c in set(things.tolist()):
-            continue
-        m = (sem == c) & (ids == 0)
-        area = int(m.sum())
-        if area >= stuff_area:
-            ids[m] = c + 1
-            segments.append(Segment(c + 1, int(category_ids[c]), False, area))
-    return PanopticResult(ids, tuple(segments))
+    layout, names = panoptic_outputs(model, spec)
+    opts = (options or PanopticOptions()).replace(layout=layout, thing_classes=tuple(model.thing_classes),
+                                                  category_ids=tuple(int(c) for c in category_ids) or None)
+    return Manifest(name=str(getattr(model, "model_name", type(model).__name__)), task="panoptic",
+                    classes=tuple(model.class_names), input=spec, outputs=tuple(OutputSpec(n, n) for n in names),
+                    decoder=opts.to_dict())
 
 
 @torch.no_grad()
 def quick_pq(model: torch.nn.Module, samples: Iterable[Sample], spec: InputSpec, category_ids: Sequence[int],
-             categories: dict[int, bool] | None = None, **grouping: Any) -> dict[str, Any]:
-    """PQ (:class:`edgeseg.eval.PanopticMetric`) of :func:`group_panoptic` on ``samples``, each resized
-    to the network size (ground truth nearest)."""
+             categories: dict[int, bool] | None = None, **options: Any) -> dict[str, Any]:
+    """PQ (:class:`edgeseg.eval.PanopticMetric`) of ``model`` on ``samples`` as deployed: each image
+    through ``spec.preprocess``, the model in eval mode, the runtime decoder with
+    :func:`panoptic_manifest` (``options``: :class:`PanopticOptions` fields to change, e.g.
+    ``stuff_area=1``), scored at the image's own size against its ground truth and crowd regions."""
+    from ..decode import decode
     from ..eval.panoptic import PanopticMetric
 
+    manifest = panoptic_manifest(model, spec, category_ids, PanopticOptions().replace(**options))
     model.eval()
     metric = PanopticMetric(categories)
     n = 0
     for image, result, crowd in samples:
-        img, ids = augment_panoptic(image, result.segment_ids, spec.size, None)
-        x = torch.from_numpy(np.ascontiguousarray(spec.normalize(img).transpose(2, 0, 1)))[None]
-        out = model(x)
-        pred = group_panoptic(out["semantic"][0], out["center"][0], out["offset"][0], model.thing_classes, category_ids,
-                              spec.size, **grouping)
-        present = set(np.unique(ids).tolist())
-        gt = PanopticResult(ids, tuple(s for s in result.segments if s.id in present))
-        metric.update(pred, gt, crowd)
+        x, meta = spec.preprocess(image)
+        out = {k: v.numpy() for k, v in model(torch.from_numpy(x)).items()}
+        metric.update(decode(out, meta, manifest), result, crowd)
         n += 1
-    scores = metric.compute()
-    return {"frames": n, **scores.to_dict()}
+    return {"frames": n, **metric.compute().to_dict()}

@@ -1,8 +1,10 @@
 """LPSNet training: samples from panoptic results, mask-based FCOS targets and border-ness on a
-hand-computed two-instance case, the losses against direct formulas, and a few steps on synthetic
-scenes that lower the loss."""
+hand-computed two-instance case, the losses against direct formulas; through the shared panoptic
+trainer: its samples equal the direct path, a few steps on synthetic scenes lower the loss, resume
+equals an uninterrupted run, and the CLI trains, checkpoints, initialises the encoder and resumes."""
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -13,9 +15,10 @@ import torch.nn.functional as F
 from edgeseg.data import SceneGenerator
 from edgeseg.errors import InputError
 from edgeseg.models import create_model
-from edgeseg.structures import ImageShape, InputSpec, PanopticResult, Segment
-from edgeseg.train.lpsnet import (LPSNetTargets, PanopticSample, border_distance, borderness, giou_loss_ltrb,
-                                  lpsnet_loss, lpsnet_targets, make_batch, panoptic_sample, train_step)
+from edgeseg.structures import ImageShape, PanopticResult, Segment
+from edgeseg.train.lpsnet import (LPSNetEpoch, LPSNetTargets, PanopticSample, border_distance, borderness,
+                                  giou_loss_ltrb, lpsnet_loss, lpsnet_targets, panoptic_sample)
+from edgeseg.train.panoptic import PanopticTrainConfig, PanopticTrainer, synthetic_panoptic
 
 CATEGORY_TO_CLASS = {10: 0, 11: 1, 13: 3, 14: 4, 15: 5}
 THINGS = (3, 4, 5)
@@ -105,6 +108,17 @@ def test_overlapping_masks_go_to_the_smaller_one():
         assert t.labels.tolist() == [0, 1, 1, 1]
         assert t.owner.tolist() == [small_index, 1 - small_index, 1 - small_index, 1 - small_index]
         np.testing.assert_array_equal(t.ltrb[0], [2.5, 2.5, 5.5, 3.5])
+
+
+def test_a_crop_without_instances_is_all_background_but_the_crowd():
+    semantic = np.zeros((32, 48), np.int64)
+    crowd = np.zeros((32, 48), bool)
+    crowd[24:32, 0:10] = True
+    t = lpsnet_targets(PanopticSample(semantic, np.zeros((0, 32, 48), bool), np.zeros(0, np.int64), crowd),
+                       SHAPES, STRIDES, RANGES, num_things=3)
+    expected = np.full(32, 3)
+    expected[[18, 27]] = -1  # the crowd locations of the two-instance case
+    assert t.labels.tolist() == expected.tolist() and (t.owner == -1).all() and not t.ltrb.any() and not t.border.any()
 
 
 def test_border_distance_against_scipy_and_by_hand():
@@ -208,29 +222,124 @@ def test_loss_without_positives_is_finite_and_differentiable():
     assert float(got["box"]) == float(got["border"]) == float(got["semantic"]) == 0.0
 
 
-# ---- training -----------------------------------------------------------------------------------
-def test_a_few_steps_on_synthetic_scenes_lower_the_loss():
-    size = ImageShape(96, 128)
-    gen = SceneGenerator(size, seed=0)
+# ---- training through the shared panoptic trainer -----------------------------------------------
+SIZE = ImageShape(64, 96)
+AT_SIZE = {"scale": (1.0, 1.0), "hflip": False, "jitter": 0.0}  # augmentation off: frames stay as rendered
+
+
+def _trainer(size: ImageShape = SIZE, **kw) -> PanopticTrainer:
     torch.manual_seed(0)
     model = create_model("test_lpsnet")  # the synthetic classes: 3 stuff, things 3, 4, 5
-    frames = [gen.render(t) for t in (10, 60)]
-    identity = {c: c for c in range(len(gen.classes))}
-    batch = make_batch([(f.image, panoptic_sample(f.panoptic, identity, model.thing_classes)) for f in frames],
-                       InputSpec(size=size))
-    assert batch.images.shape == (2, 3, 96, 128) and sum(len(s.labels) for s in batch.samples) == 11
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    history = [train_step(model, batch, optimizer) for _ in range(20)]
-    assert set(history[0]) == {"loss", "cls", "box", "border", "semantic"}
+    cfg = {"epochs": 1, "steps_per_epoch": 1000, "batch_size": 2, "lr": 3e-3, "warmup_steps": 0, **kw}
+    return PanopticTrainer(model, PanopticTrainConfig(size=size, **cfg))
+
+
+def test_the_trainer_feeds_lpsnet_the_direct_samples():
+    trainer = _trainer(**AT_SIZE)
+    assert trainer.arch == "lpsnet" and trainer.parts == ("loss", "cls", "box", "border", "semantic")
+    frames = [SceneGenerator(SIZE, seed=0).render(t) for t in (10, 60)]
+    unknown = frames[1].panoptic.segments[-1]  # a thing of a category the model does not know: ignored, like void
+    segments = frames[1].panoptic.segments[:-1] + (Segment(unknown.id, 99, True),)
+    samples = [(frames[0].image, frames[0].panoptic, frozenset()),
+               (frames[1].image, PanopticResult(frames[1].panoptic.segment_ids, segments), frozenset())]
+    x, targets = trainer.prepare(samples, 0, augment=False)
+    np.testing.assert_array_equal(x.numpy(), np.concatenate([trainer.spec.preprocess(f.image)[0] for f in frames]))
+    identity = {c: c for c in range(6)}
+    direct = panoptic_sample(frames[0].panoptic, identity, (3, 4, 5))
+    for name in ("semantic", "masks", "labels", "crowd"):
+        np.testing.assert_array_equal(getattr(targets[0], name), getattr(direct, name))
+    full = panoptic_sample(frames[1].panoptic, identity, (3, 4, 5))
+    gone = frames[1].panoptic.segment_ids == unknown.id
+    assert gone.sum() > 0 and (targets[1].semantic[gone] == 255).all()
+    np.testing.assert_array_equal(targets[1].semantic[~gone], full.semantic[~gone])
+    np.testing.assert_array_equal(targets[1].masks, full.masks[:-1])
+    assert unknown.isthing and targets[1].labels.tolist() == full.labels[:-1].tolist()
+
+
+def test_a_few_steps_on_synthetic_scenes_lower_the_loss():
+    size = ImageShape(96, 128)
+    trainer = _trainer(size, **AT_SIZE)
+    gen = SceneGenerator(size, seed=0)
+    batch = [(f.image, f.panoptic, frozenset()) for f in (gen.render(10), gen.render(60))]
+    assert sum(len(t.labels) for t in trainer.prepare(batch, 0)[1]) == 11
+    history = [trainer.train_step(batch, 0) for _ in range(10)]  # the same batch each time; loss x 0.39
+    assert set(history[0]) == {"loss", "cls", "box", "border", "semantic", "lr"}
     first, last = history[0], history[-1]
     assert last["loss"] < 0.5 * first["loss"], (first, last)
     for key in ("cls", "box", "border", "semantic"):
         assert last[key] < first[key], (key, first, last)
 
 
-def test_make_batch_rejects_mismatched_sizes():
-    gen = SceneGenerator(ImageShape(64, 96), seed=0)
-    f = gen.render(10)
-    s = panoptic_sample(f.panoptic, {c: c for c in range(6)}, (3, 4, 5))
-    with pytest.raises(InputError, match="network size"):
-        make_batch([(f.image, s)], InputSpec(size=ImageShape(96, 128)))
+def _fit(tmp_path, name, losses: dict, **kw) -> PanopticTrainer:
+    """A 2 x 2-step run on synthetic scenes at 96 x 64 (crop 64 x 48) that writes every step's
+    losses into ``losses`` under its first sample index."""
+    trainer = _trainer(crop=ImageShape(48, 64), epochs=2, steps_per_epoch=2, warmup_steps=1)
+    trainer.out_dir, trainer.model_name, trainer.checkpoint_every = tmp_path / name, "test_lpsnet", 1
+    step = trainer.train_step
+    trainer.train_step = lambda samples, first: losses.setdefault(first, step(samples, first))
+    trainer.fit(lambda start: synthetic_panoptic(SIZE, 0, start), **kw)
+    return trainer
+
+
+def test_resume_equals_an_uninterrupted_run(tmp_path):
+    full_losses, part_losses, resumed_losses = {}, {}, {}
+    full = _fit(tmp_path, "a", full_losses)
+    part = _fit(tmp_path, "b", part_losses, max_steps=3)  # stops mid-epoch 2
+    assert part.step == 3 and part.epoch == 1 and sorted(part_losses) == [0, 2, 4]
+    resumed = _fit(tmp_path, "c", resumed_losses, resume=tmp_path / "b")
+    assert sorted(resumed_losses) == [6] and resumed.step == full.step == 4
+    assert {**part_losses, **resumed_losses} == full_losses  # the same losses for the same sample indices
+    for k, v in full.model.state_dict().items():
+        assert torch.equal(v, resumed.model.state_dict()[k]), k
+    strip = lambda h: [(r.epoch, r.loss, r.cls, r.box, r.border, r.semantic, r.lr) for r in h]  # noqa: E731
+    assert all(isinstance(r, LPSNetEpoch) for r in resumed.history) and strip(resumed.history) == strip(full.history)
+    assert resumed.history[1].loss == pytest.approx((full_losses[4]["loss"] + full_losses[6]["loss"]) / 2, rel=1e-12)
+    hist = json.loads((tmp_path / "c" / "history.json").read_text())
+    assert [sorted(r) for r in hist["history"]] == [sorted(LPSNetEpoch.__dataclass_fields__)] * 2
+
+
+def _tool():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "tools" / "train_panoptic.py"
+    spec = importlib.util.spec_from_file_location("train_panoptic", path)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    return tool
+
+
+def test_cli_trains_lpsnet_checkpoints_initialises_the_encoder_and_resumes(tmp_path, caplog):
+    from edgeseg.data.synthetic import CLASSES
+    from edgeseg.models import load_checkpoint
+
+    tool = _tool()
+    out = tmp_path / "run"
+    args = ["--model", "test_lpsnet", "--data", "synthetic", "--size", "96x64", "--epochs", "3", "--steps-per-epoch", "1",
+            "--batch", "4", "--lr", "1e-2", "--warmup", "0", "--threads", "1", "--eval-frames", "2", "--out", str(out)]
+    assert tool.main(args) == 0
+    history = json.loads((out / "history.json").read_text())["history"]
+    assert [r["epoch"] for r in history] == [1, 2, 3]
+    assert history[2]["loss"] < 0.9 * history[0]["loss"], history  # 4.72 -> 3.71 (3 different batches)
+    model = load_checkpoint(out / "model.safetensors")
+    extra = model.checkpoint_meta.extra
+    assert extra["task"] == "panoptic" and extra["classes"] == list(CLASSES) and extra["thing_classes"] == [3, 4, 5]
+    assert extra["category_ids"] == list(range(6)) and extra["input_spec"]["size"] == {"height": 64, "width": 96}
+    assert type(model).__name__ == "LPSNet" and model.thing_classes == (3, 4, 5)
+    last = torch.load(out / "last.pt", weights_only=True)["model"]
+    assert all(torch.equal(v, last[k]) for k, v in model.state_dict().items())
+    report = json.loads((out / "eval.json").read_text())
+    assert report["frames"] == 2 and 0.0 <= report["all"]["pq"] <= 1.0
+    # --init-encoder from that checkpoint: every encoder tensor (LPSNet's encoder is model.encoder too)
+    encoder = [k for k in last if k.startswith("encoder.")]
+    caplog.set_level("INFO", logger="train_panoptic")
+    init = args[:-1] + [str(tmp_path / "init"), "--epochs", "1", "--eval-frames", "0", "--init-encoder",
+                        str(out / "model.safetensors")]
+    assert tool.main(init) == 0
+    assert f"encoder: {len(encoder)} tensors from {out / 'model.safetensors'}" in caplog.messages
+    # resume: one more epoch continues the run
+    run = json.loads((out / "run.json").read_text())
+    run["epochs"] = 4
+    (out / "run.json").write_text(json.dumps(run))
+    assert tool.main(["--out", str(out), "--resume", "--eval-frames", "0", "--threads", "1"]) == 0  # threads: process-wide
+    assert [r["epoch"] for r in json.loads((out / "history.json").read_text())["history"]] == [1, 2, 3, 4]
