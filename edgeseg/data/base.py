@@ -10,6 +10,7 @@ from __future__ import annotations
 import abc
 
 from collections.abc import Sequence
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, overload
 
@@ -131,6 +132,38 @@ class DatasetSpec:
             else:
                 args.append(part)
         return cls(kind.strip().lower(), tuple(args), tuple(opts))
+
+
+def coco_spec_json(kind: str, prefix: str, args: list[str], options: dict[str, str], split: str) -> Path:
+    """The annotation JSON of a COCO-style spec (``coco-instance:``, ``coco-panoptic:``): ``args``
+    names ``PREFIX_SPLIT.json`` or its folder; the only option is ``images=DIR``
+    (:func:`coco_image_dir`). Missing files are :class:`DataError` naming the path and the fix."""
+    check_options(kind, options, ("images",))
+    if len(args) != 1:
+        raise DataError(f"{kind} spec takes one {prefix} JSON (or its folder)",
+                        fix=f"write {kind}:PATH/{prefix}_val.json[,images=DIR]")
+    path = Path(args[0])
+    if path.is_dir():
+        path = path / f"{prefix}_{split}.json"
+    if not path.is_file():
+        raise DataError(f"{kind}: annotations not found: {path}", fix=f"give the path of a {prefix}_*.json file")
+    return path
+
+
+def coco_image_dir(kind: str, prefix: str, path: Path, options: dict[str, str]) -> Path:
+    """The image folder for the annotation JSON ``path``: ``images=DIR``, else the folder named after
+    the split beside the JSON (or beside its ``annotations/`` folder, as COCO lays them out)."""
+    if "images" in options:
+        image_dir = Path(options["images"])
+        if not image_dir.is_dir():
+            raise DataError(f"{kind}: images folder {image_dir} not found", fix="check images=DIR (--images DIR)")
+        return image_dir
+    split_name = path.stem.removeprefix(f"{prefix}_")
+    for cand in (path.parent / split_name, path.parent.parent / split_name):
+        if cand.is_dir():
+            return cand
+    raise DataError(f"{kind}: no image folder {split_name!r} beside {path}",
+                    fix="give it with images=DIR (edgeseg eval: --images DIR)")
 
 
 def open_dataset(spec: str, split: str = "val") -> SegmentationDataset:

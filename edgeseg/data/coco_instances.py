@@ -36,7 +36,7 @@ import numpy as np
 from ..errors import DataError, EdgesegError
 from ..structures import ImageShape
 from ..structures.rle import rle_decode
-from .base import DATASETS, check_options
+from .base import DATASETS, coco_image_dir, coco_spec_json
 from .io import read_image
 
 
@@ -347,36 +347,8 @@ class CocoInstances(InstanceDataset):
         )
 
 
-def default_image_dir(json_path: Path) -> Path | None:
-    """``.../instances_val.json`` -> ``.../val/`` (or ``../val/`` for COCO's ``annotations/`` folder)."""
-    split = json_path.stem.removeprefix("instances_")
-    for cand in (json_path.parent / split, json_path.parent.parent / split):
-        if cand.is_dir():
-            return cand
-    return None
-
-
 @DATASETS.register("coco-instance")
 def _open_coco_instance(args: list[str], options: dict[str, str], split: str) -> CocoInstances:
-    check_options("coco-instance", options, ("images",))
-    if len(args) != 1:
-        raise DataError("coco-instance spec takes one instances JSON (or its folder)",
-                        fix="write coco-instance:PATH/instances_val.json[,images=DIR]")
-    path = Path(args[0])
-    if path.is_dir():
-        path = path / f"instances_{split}.json"
-    if not path.is_file():
-        raise DataError(f"COCO instance annotations not found: {path}", fix="give the path of an instances_*.json file")
-    if "images" in options:
-        image_dir = Path(options["images"])
-        if not image_dir.is_dir():
-            raise DataError(f"coco-instance: images folder {image_dir} not found", fix="check images=DIR")
-    else:
-        image_dir = default_image_dir(path)
-        if image_dir is None:
-            split_name = path.stem.removeprefix("instances_")
-            raise DataError(
-                f"coco-instance: no image folder {split_name!r} beside {path}",
-                fix="give it with images=DIR (edgeseg eval: --images DIR)",
-            )
+    path = coco_spec_json("coco-instance", "instances", args, options, split)
+    image_dir = coco_image_dir("coco-instance", "instances", path, options)
     return CocoInstances(path, image_dir, check_images=True)

@@ -24,7 +24,7 @@ import numpy as np
 
 from ..errors import DataError, InputError
 from ..structures import PanopticResult, Segment
-from .base import DATASETS, check_options
+from .base import DATASETS, coco_image_dir, coco_spec_json
 from .io import IMAGE_SUFFIXES, read_image
 
 
@@ -210,38 +210,12 @@ def _missing(missing: list[str], total: int, what: str, json_path: Path, folder:
                         f"{', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}", fix=fix)
 
 
-def default_image_dir(json_path: Path) -> Path | None:
-    """``.../panoptic_val.json`` -> ``.../val/`` (or ``../val/`` for COCO's ``annotations/`` folder)."""
-    split = json_path.stem.removeprefix("panoptic_")
-    for cand in (json_path.parent / split, json_path.parent.parent / split):
-        if cand.is_dir():
-            return cand
-    return None
-
-
 @DATASETS.register("coco-panoptic")
 def _open_coco_panoptic(args: list[str], options: dict[str, str], split: str) -> CocoPanoptic:
-    check_options("coco-panoptic", options, ("images",))
-    if len(args) != 1:
-        raise DataError("coco-panoptic spec takes one panoptic JSON (or its folder)",
-                        fix="write coco-panoptic:PATH/panoptic_val.json[,images=DIR]")
-    path = Path(args[0])
-    if path.is_dir():
-        path = path / f"panoptic_{split}.json"
-    if not path.is_file():
-        raise DataError(f"COCO panoptic annotations not found: {path}", fix="give the path of a panoptic_*.json file")
+    path = coco_spec_json("coco-panoptic", "panoptic", args, options, split)
     png_dir = path.with_suffix("")
     if not png_dir.is_dir():
         raise DataError(f"coco-panoptic: PNG folder {png_dir} not found (named like {path.name} without .json)",
                         fix=f"place the panoptic PNGs in {png_dir}")
-    if "images" in options:
-        image_dir = Path(options["images"])
-        if not image_dir.is_dir():
-            raise DataError(f"coco-panoptic: images folder {image_dir} not found", fix="check images=DIR (--images DIR)")
-    else:
-        image_dir = default_image_dir(path)
-        if image_dir is None:
-            split_name = path.stem.removeprefix("panoptic_")
-            raise DataError(f"coco-panoptic: no image folder {split_name!r} beside {path}",
-                            fix="give it with images=DIR (edgeseg eval: --images DIR)")
+    image_dir = coco_image_dir("coco-panoptic", "panoptic", path, options)
     return CocoPanoptic(path, png_dir, image_dir, check_files=True)

@@ -39,14 +39,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .._io import write_json
-from ..errors import InputError, ModelError
+from ..errors import InputError
 from ..structures import ImageShape, InputSpec, InstanceResult
+from .state import read_state, write_state
 from .optim import CosineSchedule, PolySchedule, build_sgd, param_groups
 
 log = logging.getLogger(__name__)
 STATE_FORMAT = "edgeseg.train.instance/1"
-LAST = "last.pt"
 Sample = tuple[np.ndarray, InstanceResult]
 
 
@@ -392,36 +391,14 @@ class InstanceTrainer:
         """The training state (atomically) at ``path`` or ``out_dir/last.pt``, plus ``history.json``."""
         if path is None and self.out_dir is None:
             return None
-        p = Path(path) if path is not None else self.out_dir / LAST
-        p.parent.mkdir(parents=True, exist_ok=True)
         state = {"format": STATE_FORMAT, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                  "epoch": self.epoch, "step": self.step, "history": [asdict(r) for r in self.history],
                  "config": self.config.to_dict(), "model_name": self.model_name}
-        tmp = p.with_name(p.name + ".tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, p)
-        if self.out_dir is not None:
-            write_json(self.out_dir / "history.json", {"config": self.config.to_dict(), "history": state["history"]})
-        return p
+        return write_state(state, path, self.out_dir)
 
     def load(self, path: str | os.PathLike) -> None:
         """Resume from :meth:`save_checkpoint`'s file (or the run folder holding ``last.pt``)."""
-        p = Path(path)
-        p = p / LAST if p.is_dir() else p
-        if not p.is_file():
-            raise InputError(f"cannot resume: no checkpoint at {p}", fix="give the run's --out folder or its last.pt")
-        try:
-            state = torch.load(p, map_location="cpu", weights_only=True)
-        except Exception as e:  # noqa: BLE001 - torch raises many kinds for a bad file
-            raise ModelError(f"cannot read checkpoint {p}: {e}") from None
-        if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
-            raise ModelError(f"{p}: not an edgeseg instance-training checkpoint")
-        try:
-            self.model.load_state_dict(state["model"])
-        except RuntimeError as e:
-            raise ModelError(f"{p}: weights do not fit this model: {str(e).splitlines()[0]}",
-                             fix="resume with the same --model and classes as the run that wrote it") from None
-        self.optimizer.load_state_dict(state["optimizer"])
+        state = read_state(path, STATE_FORMAT, "instance", self.model, self.optimizer)
         self.epoch, self.step = int(state["epoch"]), int(state["step"])
         self.history = [InstanceEpoch(**r) for r in state.get("history", [])]
 
