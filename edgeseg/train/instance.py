@@ -42,7 +42,8 @@ import torch.nn.functional as F
 from ..errors import InputError
 from ..structures import ImageShape, InputSpec, InstanceResult
 from .state import read_state, write_state
-from .optim import CosineSchedule, PolySchedule, build_sgd, param_groups
+from .optim import CosineSchedule, PolySchedule, build_adamw, build_sgd
+from .optim import build_schedule as make_schedule
 
 log = logging.getLogger(__name__)
 STATE_FORMAT = "edgeseg.train.instance/1"
@@ -253,17 +254,11 @@ class InstanceTrainConfig:
 def build_optimizer(model: torch.nn.Module, cfg: InstanceTrainConfig) -> torch.optim.Optimizer:
     if cfg.optimizer == "sgd":
         return build_sgd(model, cfg.lr, cfg.momentum, cfg.weight_decay)
-    opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr)
-    for g in opt.param_groups:
-        g["initial_lr"] = cfg.lr
-    return opt
+    return build_adamw(model, cfg.lr, cfg.weight_decay)
 
 
 def build_schedule(cfg: InstanceTrainConfig) -> PolySchedule | CosineSchedule:
-    warm = min(cfg.warmup_steps, cfg.total_steps)
-    if cfg.schedule == "poly":
-        return PolySchedule(cfg.total_steps, 0.9, warm)
-    return CosineSchedule(cfg.total_steps, warm)
+    return make_schedule(cfg.schedule, cfg.total_steps, cfg.warmup_steps)
 
 
 # ---- data ---------------------------------------------------------------------------------------

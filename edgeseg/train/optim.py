@@ -114,3 +114,23 @@ def build_sgd(
     for g in opt.param_groups:
         g["initial_lr"] = lr
     return opt
+
+
+def build_adamw(model: "torch.nn.Module", lr: float, weight_decay: float) -> "torch.optim.AdamW":
+    """AdamW; no weight decay on biases and norm layers."""
+    import torch
+
+    if lr <= 0:
+        raise InputError(f"learning rate must be positive, got {lr}")
+    opt = torch.optim.AdamW(param_groups(model, weight_decay), lr=lr)
+    for g in opt.param_groups:
+        g["initial_lr"] = lr
+    return opt
+
+
+def build_schedule(kind: str, total_steps: int, warmup_steps: int) -> PolySchedule | CosineSchedule:
+    """``poly`` (power 0.9) or ``cosine`` over ``total_steps`` after a linear warm-up (capped at the total)."""
+    if kind not in ("poly", "cosine"):
+        raise InputError(f"schedule must be poly or cosine, got {kind!r}")
+    warm = min(warmup_steps, total_steps)
+    return PolySchedule(total_steps, 0.9, warm) if kind == "poly" else CosineSchedule(total_steps, warm)

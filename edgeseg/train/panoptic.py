@@ -67,7 +67,8 @@ from ..structures import ImageShape, InputSpec, PanopticOptions, PanopticResult,
 from .augment import IGNORE_INDEX, color_jitter
 from .lpsnet import LPSNetTraining
 from .state import read_state, write_state
-from .optim import CosineSchedule, PolySchedule, param_groups
+from .optim import CosineSchedule, PolySchedule, build_adamw
+from .optim import build_schedule as make_schedule
 
 if TYPE_CHECKING:
     from ..bundle import Manifest
@@ -277,15 +278,11 @@ class PanopticTrainConfig:
 
 
 def build_optimizer(model: torch.nn.Module, cfg: PanopticTrainConfig) -> torch.optim.Optimizer:
-    opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr)
-    for g in opt.param_groups:
-        g["initial_lr"] = cfg.lr
-    return opt
+    return build_adamw(model, cfg.lr, cfg.weight_decay)
 
 
 def build_schedule(cfg: PanopticTrainConfig) -> PolySchedule | CosineSchedule:
-    warm = min(cfg.warmup_steps, cfg.total_steps)
-    return PolySchedule(cfg.total_steps, 0.9, warm) if cfg.schedule == "poly" else CosineSchedule(cfg.total_steps, warm)
+    return make_schedule(cfg.schedule, cfg.total_steps, cfg.warmup_steps)
 
 
 # ---- data ---------------------------------------------------------------------------------------
