@@ -53,8 +53,9 @@ class GroundTruthSink(Sink):
 
     name = "accuracy"
 
-    def __init__(self, model_classes: tuple[str, ...], boundary: bool = False):
+    def __init__(self, model_classes: tuple[str, ...], boundary: bool = False, task: str = "semantic"):
         self.model_classes = tuple(model_classes)
+        self.task = task
         self.boundary = boundary
         self.metric: Any = None
         self.truth_classes: tuple[str, ...] = ()
@@ -77,6 +78,9 @@ class GroundTruthSink(Sink):
         return tuple(n for n in self.model_classes if n not in self.class_map.unmatched)
 
     def write(self, frame: Frame, result: Any, packet: Packet | None = None) -> None:
+        if self.task == "panoptic":
+            self._write_panoptic(frame, result)
+            return
         gt = frame.meta.get("labels")
         if gt is None:
             self.frames_without_truth += 1
@@ -95,8 +99,35 @@ class GroundTruthSink(Sink):
         self.metric.update(pred, gt)
         self.frames_scored += 1
 
+    def _write_panoptic(self, frame: Frame, result: Any) -> None:
+        """PQ against ``meta["truth"].panoptic`` (``truth=full``): predicted segments take the truth's
+        class index of their class name; a class the truth does not know is void."""
+        from dataclasses import replace
+
+        from .eval import PanopticMetric
+        from .structures import PanopticResult
+
+        truth = frame.meta.get("truth")
+        if truth is None:
+            self.frames_without_truth += 1
+            return
+        gt = truth.panoptic
+        if self.metric is None:
+            self.truth_classes = tuple(frame.meta.get("classes") or gt.class_names)
+            self.metric = PanopticMetric(names={i: n for i, n in enumerate(self.truth_classes)})
+        if not isinstance(result, PanopticResult):  # the frame failed in a stage: every segment missed
+            self.frames_failed += 1
+            result = PanopticResult(np.zeros_like(gt.segment_ids))
+        index = {n: i for i, n in enumerate(self.truth_classes)}
+        keep = [replace(s, category_id=index[result.class_name(s.category_id)]) for s in result.segments
+                if result.class_name(s.category_id) in index]
+        ids = np.where(np.isin(result.segment_ids, [s.id for s in keep]), result.segment_ids, 0)
+        self.metric.update(PanopticResult(ids, tuple(keep)), gt)
+        self.frames_scored += 1
+
     def scores(self) -> Any:
-        """:class:`~edgeseg.eval.SemanticScores`, or None when no frame had ground truth."""
+        """:class:`~edgeseg.eval.SemanticScores` (:class:`~edgeseg.eval.PanopticScores` for a panoptic
+        bundle), or None when no frame had ground truth."""
         return None if self.metric is None or self.frames_scored == 0 else self.metric.compute()
 
 
@@ -184,14 +215,16 @@ def choose_precision(bundle: Bundle, wanted: str) -> tuple[str, str | None]:
     raise BundleError(f"bundle {bundle.root} has neither a {wanted} nor an fp32 model (it has: {', '.join(sorted(have)) or 'none'})")
 
 
-def demo_source(opts: DemoOptions) -> tuple[str, int | None]:
-    """(source URI, max_frames for the pipeline)."""
+def demo_source(opts: DemoOptions, full_truth: bool = False) -> tuple[str, int | None]:
+    """(source URI, max_frames for the pipeline). ``full_truth``: the generated frames carry their
+    panoptic truth too."""
     from .stream.sources.synthetic import synthetic_uri
 
     if opts.frames is not None and opts.frames < 1:
         raise InputError(f"--frames must be >= 1, got {opts.frames}")
     if opts.source is None:
-        return synthetic_uri(opts.seed, opts.size or DEFAULT_SIZE, opts.fps, opts.frames or DEFAULT_FRAMES), None
+        return synthetic_uri(opts.seed, opts.size or DEFAULT_SIZE, opts.fps, opts.frames or DEFAULT_FRAMES,
+                             truth="full" if full_truth else None), None
     if opts.size is not None:
         raise InputError("--size sets the size of the generated stream; it does not apply to --source",
                          fix="leave out --size, or leave out --source to run the generated stream")
@@ -227,21 +260,21 @@ def run_demo(opts: DemoOptions = DemoOptions()) -> DemoResult:
 
     bundle = resolve_bundle(opts.bundle)
     precision, note = choose_precision(bundle, opts.precision)
-    source, max_frames = demo_source(opts)
+    source, max_frames = demo_source(opts, full_truth=bundle.manifest.task == "panoptic")
     out = Path(opts.out)
     video, stats_json = out / "demo.mp4", out / "stats.json"
     sopts = StreamOptions(source=source, sink=str(video), realtime=opts.realtime, max_frames=max_frames,
                           source_backend=opts.source_backend)
     predictor = load(bundle, backend=opts.backend, precision=precision, target=opts.target, device=opts.device,
                      threads=opts.threads)
-    truth = GroundTruthSink(predictor.classes)
+    truth = GroundTruthSink(predictor.classes, task=bundle.manifest.task)
     with predictor:
         pipe = build_pipeline(sopts, predictor=predictor, extra_sinks=(truth,))
         stats = pipe.run()
     mp4 = next(s for s in pipe.sinks if isinstance(s, Mp4Sink))
     scores = truth.scores()
     notes = ((note,) if note else ()) + hints(opts, video, opts.bundle, scores is not None)
-    if scores is not None and not truth.shared_classes:
+    if scores is not None and truth.task == "semantic" and not truth.shared_classes:
         notes += (f"the bundle's classes share no name with the ground truth's ({', '.join(truth.truth_classes)}): "
                   "scored by class id",)
     result = DemoResult(bundle=bundle.name, bundle_path=str(bundle.root), precision=predictor.runner.precision,
@@ -272,7 +305,12 @@ def format_report(r: DemoResult) -> str:
         lines.append("            (end-to-end includes queueing: frames are read as fast as the pipeline takes them; "
                      "--realtime paces them like a camera)")
     a = r.accuracy
-    if a is not None:
+    if a is not None and hasattr(a, "pq"):
+        per = ", ".join(f"{c.name or c.category_id} {_pct(c.pq)}" for c in a.per_class)
+        lines += [f"  accuracy: PQ {_pct(a.all.pq)} (things {_pct(a.things.pq)}, stuff {_pct(a.stuff.pq)}), SQ "
+                  f"{_pct(a.all.sq)}, RQ {_pct(a.all.rq)} over {a.num_images} frames, against the generator's exact "
+                  "ground truth", f"            PQ per class: {per}"]
+    elif a is not None:
         per = ", ".join(f"{n} {_pct(v)}" for n, v in zip(a.class_names(), a.per_class_iou))
         lines += [f"  accuracy: mIoU {_pct(a.miou)}, pixel accuracy {_pct(a.pixel_acc)}, mean class accuracy "
                   f"{_pct(a.macc)} over {a.num_images} frames, against the generator's exact ground truth",
