@@ -32,8 +32,13 @@ def _dataset(spec: str, split: str):
 
 
 def _score(bundle: Bundle, dataset, **load) -> float:
-    """The bundle's task metric in percent: mIoU, or mask AP for instance bundles (as recorded)."""
+    """The bundle's task metric in percent: mIoU, mask AP for instance bundles, PQ for panoptic ones (as recorded)."""
     predictor = edgeseg.load(bundle, **{"backend": "onnxruntime", "precision": "fp32", **load})
+    if bundle.manifest.task == "panoptic":
+        from edgeseg.eval import evaluate_panoptic
+
+        with predictor:
+            return 100.0 * evaluate_panoptic(predictor, dataset, progress=False).pq
     if bundle.manifest.task == "instance":
         from edgeseg.eval import category_map, evaluate_instances
         from edgeseg.quant.accuracy import AP_SCORE_THRESHOLD
@@ -67,7 +72,7 @@ def test_shipped_bundle_reproduces_its_report(name):
     b = Bundle.open(name)
     acc = b.report["accuracy"]["fp32"]
     data = _dataset(acc["data"], acc["split"])
-    recorded = acc["mask_ap"] if b.manifest.task == "instance" else acc["miou"]
+    recorded = acc[{"instance": "mask_ap", "panoptic": "pq"}.get(b.manifest.task, "miou")]
     assert _score(b, data) == pytest.approx(100 * recorded, abs=0.05)
     for target, rec in b.report["int8"].items():
         assert rec["met_budget"] and rec["int8"] >= rec["fp32"] - rec["max_drop"]

@@ -13,12 +13,13 @@ from .folder import FolderDataset, read_class_names
 from .io import read_image, read_label, write_image, write_label
 from .synthetic import SceneGenerator, SyntheticDataset, SyntheticFrame
 from .synthetic_instances import SyntheticInstances  # registers synthetic-instance
+from .synthetic_panoptic import SyntheticPanoptic  # registers synthetic-panoptic
 from .yolo_seg import YoloSeg  # registers yolo-seg
 
 __all__ = [
     "IGNORE", "Sample", "SegmentationDataset", "DATASETS", "DatasetSpec", "open_dataset", "CamVid", "FolderDataset",
     "read_class_names", "read_image", "read_label", "write_image", "write_label", "SceneGenerator", "SyntheticDataset",
     "SyntheticFrame", "CocoPanoptic", "PanopticSample", "read_panoptic_png",
-    "CocoInstances", "InstanceDataset", "InstanceSample", "InstanceTruth", "YoloSeg", "SyntheticInstances",
+    "CocoInstances", "InstanceDataset", "InstanceSample", "InstanceTruth", "YoloSeg", "SyntheticInstances", "SyntheticPanoptic",
     "Davis", "DavisFrame", "DavisSequence", "read_id_mask",
 ]

@@ -177,8 +177,11 @@ def open_dataset(spec: str, split: str = "val") -> SegmentationDataset:
     ``yolo-seg:ROOT|data.yaml[,names=FILE]``           Ultralytics YOLO-seg polygon labels: an instance dataset
     ``synthetic-instance:N[,seed=S][,size=WxH]``       synthetic scenes' exact instance masks: an instance dataset
     ``coco-panoptic:JSON|DIR[,images=DIR]``            COCO-panoptic PNGs + JSON: a panoptic dataset
+    ``synthetic-panoptic:N[,seed=S][,size=WxH]``       synthetic scenes' exact panoptic truth: a panoptic dataset
     """
-    from . import camvid, coco_instances, coco_panoptic, folder, synthetic, synthetic_instances, yolo_seg  # noqa: F401
+    from . import (  # noqa: F401  (registers)
+        camvid, coco_instances, coco_panoptic, folder, synthetic, synthetic_instances, synthetic_panoptic, yolo_seg,
+    )
 
     parsed = DatasetSpec.parse(spec)
     factory = DATASETS.get(parsed.kind)

@@ -47,9 +47,12 @@ class PanopticSample:
     crowd_ids: frozenset[int] = frozenset()
     image_id: int | str = -1
     file_name: str = ""
+    preloaded: np.ndarray | None = None  # a generated frame (synthetic-panoptic): no file to read
 
     def image(self) -> np.ndarray:
         """RGB ``uint8 [H, W, 3]``, checked to be the size of the ground truth."""
+        if self.preloaded is not None:
+            return self.preloaded
         if self.image_path is None:
             raise DataError(f"panoptic sample {self.name!r} has no image",
                             fix="open the dataset with an image folder (images=DIR) holding the images the JSON's "
