@@ -149,14 +149,15 @@ def render_panoptic(image: np.ndarray, result: PanopticResult, palette: np.ndarr
     edges[:-1, :] |= dy
     edges[1:, :] |= dy
     cv2.add(out, (255, 255, 255, 0), dst=out, mask=edges)  # saturates: white outlines
-    if things:  # class and id at each thing segment's first pixel (raster order)
-        present, first = np.unique(ids.ravel(), return_index=True)
+    if things:  # class and id near each thing segment's first pixel (raster order, on a 4x coarser grid:
+        coarse = ids[::4, ::4]  # a label needs no exact pixel, and sorting a 1/16 map is 16x cheaper)
+        present, first = np.unique(coarse.ravel(), return_index=True)
         where = dict(zip(present.tolist(), first.tolist()))
-        w = ids.shape[1]
+        w = coarse.shape[1]
         for s in things:
             if s.id in where:
                 y, x = divmod(where[s.id], w)
-                _text(out, f"{result.class_name(s.category_id)} {s.id}", (x, max(12, y + 12)))
+                _text(out, f"{result.class_name(s.category_id)} {s.id}", (4 * x, max(12, 4 * y + 12)))
     return out
 
 
