@@ -38,3 +38,14 @@ def test_help_is_fast():
         assert out.returncode == 0 and "predict" in out.stdout
     print(f"edgeseg --help: {best:.3f} s")
     assert best < 2.0, f"edgeseg --help took {best:.2f} s (target < 1 s; 2 s allowed on a loaded machine)"
+
+
+def test_no_typing_backport_shadows_the_standard_library():
+    """The PyPI ``typing`` backport (a requirement of cityscapesScripts, the panoptic reference) puts a
+    ``typing.py`` into site-packages; inside GStreamer's embedded Python it shadows the standard
+    library and the edgeseg element fails to load. tools/setup.sh installs the reference without it."""
+    import site
+    from pathlib import Path
+
+    shadows = [p for p in site.getsitepackages() if (Path(p) / "typing.py").exists()]
+    assert not shadows, f"typing.py in {shadows}: pip uninstall typing (make setup does)"

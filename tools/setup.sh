@@ -48,5 +48,12 @@ if [[ ",$EXTRAS," == *",torch,"* ]]; then
 fi
 log "installing edgeseg[$EXTRAS]"
 "$VPY" -m pip install -q -e ".[$EXTRAS]"
+if [[ ",$EXTRAS," == *",dev,"* ]]; then
+  # the panoptic reference without its requirements (they include the `typing` backport, which breaks
+  # GStreamer's embedded Python; pillow and pyquaternion, what it imports, come with the dev extra)
+  log "installing cityscapesscripts (panoptic reference, --no-deps)"
+  "$VPY" -m pip install -q --no-deps "cityscapesscripts>=2.3"
+  "$VPY" -m pip uninstall -q -y typing 2>/dev/null || true
+fi
 echo "$want" > "$stamp"
 log "done: activate with 'source $VENV/bin/activate' or call $VENV/bin/edgeseg"
