@@ -458,20 +458,36 @@ def split_stream(split: str) -> int:
     return {"train": 0, "val": 1, "test": 2}.get(split, zlib.crc32(split.encode()) & 0x7FFFFFFF)
 
 
-@DATASETS.register("synthetic")
-def _open_synthetic(args: list[str], options: dict[str, str], split: str) -> SyntheticDataset:
-    check_options("synthetic", options, ("seed", "size", "max_objects"))
+def scene_spec(kind: str, args: list[str], options: dict[str, str],
+               default_size: ImageShape) -> tuple[int, ImageShape, int, int]:
+    """``(scenes, size, seed, max_objects)`` of a ``KIND:N[,seed=S][,size=WxH][,max_objects=K]`` spec
+    (``synthetic:``, ``synthetic-instance:``, ``synthetic-panoptic:``), or a :class:`DataError`."""
+    check_options(kind, options, ("seed", "size", "max_objects"))
     if len(args) != 1 or not args[0].isdigit():
-        raise DataError("synthetic spec takes the number of scenes", fix="write synthetic:N[,seed=S,size=WxH]")
-    size = ImageShape.parse(options["size"]) if "size" in options else ImageShape(360, 480)
+        raise DataError(f"{kind} spec takes the number of scenes", fix=f"write {kind}:N[,seed=S,size=WxH]")
+    size = ImageShape.parse(options["size"]) if "size" in options else default_size
     try:
         seed, k = int(options.get("seed", 0)), int(options.get("max_objects", 6))
     except ValueError as e:
-        raise DataError(f"synthetic dataset: seed and max_objects must be integers ({e})") from None
-    return SyntheticDataset(int(args[0]), size, seed, stream=split_stream(split), max_objects=k)
+        raise DataError(f"{kind} dataset: seed and max_objects must be integers ({e})") from None
+    return int(args[0]), size, seed, k
+
+
+def held_out_frame(size: ImageShape, seed: int, stream: int, index: int, max_objects: int, max_t: int) -> SyntheticFrame:
+    """Scene ``index`` of a split's stream, seeded ``(seed, stream, index)``, at a time drawn in
+    ``0..max_t``: the frames of the ``synthetic-instance:`` and ``synthetic-panoptic:`` datasets."""
+    gen = SceneGenerator(size, (seed, stream, index), max_objects)
+    t = int(np.random.default_rng((seed, stream, index, 7)).integers(0, max_t + 1))
+    return gen.render(t)
+
+
+@DATASETS.register("synthetic")
+def _open_synthetic(args: list[str], options: dict[str, str], split: str) -> SyntheticDataset:
+    n, size, seed, k = scene_spec("synthetic", args, options, ImageShape(360, 480))
+    return SyntheticDataset(n, size, seed, stream=split_stream(split), max_objects=k)
 
 
 __all__ = [
     "CLASSES", "STUFF_CLASSES", "THING_CLASSES", "THING_ID_OFFSET", "PALETTE", "SceneGenerator", "SyntheticFrame",
-    "SyntheticDataset", "ObjectState", "split_stream",
+    "SyntheticDataset", "ObjectState", "split_stream", "scene_spec", "held_out_frame",
 ]

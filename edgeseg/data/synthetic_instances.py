@@ -10,11 +10,11 @@ from typing import Sequence
 
 import numpy as np
 
-from ..errors import DataError, InputError
+from ..errors import InputError
 from ..structures import ImageShape
-from .base import DATASETS, check_options
+from .base import DATASETS
 from .coco_instances import InstanceDataset, InstanceSample, InstanceTruth
-from .synthetic import STUFF_CLASSES, THING_CLASSES, SceneGenerator, split_stream
+from .synthetic import STUFF_CLASSES, THING_CLASSES, held_out_frame, scene_spec, split_stream
 
 
 class SyntheticInstances(InstanceDataset):
@@ -37,9 +37,7 @@ class SyntheticInstances(InstanceDataset):
         if not -self.n <= index < self.n:
             raise IndexError(index)
         index %= self.n
-        gen = SceneGenerator(self.size, (self.seed, self.stream, index), self.max_objects)
-        t = int(np.random.default_rng((self.seed, self.stream, index, 7)).integers(0, self.max_t + 1))
-        frame = gen.render(t)
+        frame = held_out_frame(self.size, self.seed, self.stream, index, self.max_objects, self.max_t)
         inst = frame.instances
         classes = (np.asarray(inst.classes, np.int64) - len(STUFF_CLASSES)).astype(np.int32)
         masks = inst.masks if inst.masks is not None else np.zeros((0, *self.size.hw), bool)
@@ -55,15 +53,8 @@ class SyntheticInstances(InstanceDataset):
 
 @DATASETS.register("synthetic-instance")
 def _open(args: list[str], options: dict[str, str], split: str) -> SyntheticInstances:
-    check_options("synthetic-instance", options, ("seed", "size", "max_objects"))
-    if len(args) != 1 or not args[0].isdigit():
-        raise DataError("synthetic-instance spec takes the number of scenes", fix="write synthetic-instance:N[,seed=S,size=WxH]")
-    size = ImageShape.parse(options["size"]) if "size" in options else ImageShape(240, 320)
-    try:
-        seed, k = int(options.get("seed", 0)), int(options.get("max_objects", 6))
-    except ValueError as e:
-        raise DataError(f"synthetic-instance dataset: seed and max_objects must be integers ({e})") from None
-    return SyntheticInstances(int(args[0]), size, seed, stream=split_stream(split), max_objects=k)
+    n, size, seed, k = scene_spec("synthetic-instance", args, options, ImageShape(240, 320))
+    return SyntheticInstances(n, size, seed, stream=split_stream(split), max_objects=k)
 
 
 __all__: Sequence[str] = ["SyntheticInstances"]

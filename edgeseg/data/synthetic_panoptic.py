@@ -9,13 +9,11 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import numpy as np
-
-from ..errors import DataError, InputError
+from ..errors import InputError
 from ..structures import ImageShape
-from .base import DATASETS, check_options
+from .base import DATASETS
 from .coco_panoptic import Category, PanopticSample
-from .synthetic import CLASSES, STUFF_CLASSES, SceneGenerator, split_stream
+from .synthetic import CLASSES, STUFF_CLASSES, held_out_frame, scene_spec, split_stream
 
 
 class SyntheticPanoptic(Sequence):
@@ -40,9 +38,7 @@ class SyntheticPanoptic(Sequence):
         if not -self.n <= index < self.n:
             raise IndexError(index)
         index %= self.n
-        gen = SceneGenerator(self.size, (self.seed, self.stream, index), self.max_objects)
-        t = int(np.random.default_rng((self.seed, self.stream, index, 7)).integers(0, self.max_t + 1))
-        frame = gen.render(t)
+        frame = held_out_frame(self.size, self.seed, self.stream, index, self.max_objects, self.max_t)
         name = f"synthetic_{self.seed}_{self.stream}_{index:06d}"
         return PanopticSample(name, None, frame.panoptic, frozenset(), index, f"{name}.png", preloaded=frame.image)
 
@@ -52,15 +48,8 @@ class SyntheticPanoptic(Sequence):
 
 @DATASETS.register("synthetic-panoptic")
 def _open(args: list[str], options: dict[str, str], split: str) -> SyntheticPanoptic:
-    check_options("synthetic-panoptic", options, ("seed", "size", "max_objects"))
-    if len(args) != 1 or not args[0].isdigit():
-        raise DataError("synthetic-panoptic spec takes the number of scenes", fix="write synthetic-panoptic:N[,seed=S,size=WxH]")
-    size = ImageShape.parse(options["size"]) if "size" in options else ImageShape(240, 320)
-    try:
-        seed, k = int(options.get("seed", 0)), int(options.get("max_objects", 6))
-    except ValueError as e:
-        raise DataError(f"synthetic-panoptic dataset: seed and max_objects must be integers ({e})") from None
-    return SyntheticPanoptic(int(args[0]), size, seed, stream=split_stream(split), max_objects=k)
+    n, size, seed, k = scene_spec("synthetic-panoptic", args, options, ImageShape(240, 320))
+    return SyntheticPanoptic(n, size, seed, stream=split_stream(split), max_objects=k)
 
 
 __all__: Sequence[str] = ["SyntheticPanoptic"]
