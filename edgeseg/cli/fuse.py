@@ -11,14 +11,14 @@ NAME = "fuse"
 HELP = "fuse a semantic and an instance bundle into one panoptic bundle (instances by score, then stuff)"
 EXAMPLES = (
     "edgeseg fuse street-semantic.edgeseg street-instance.edgeseg --out street-fused.edgeseg",
-    "edgeseg fuse road.edgeseg yolo.edgeseg --things person,car,bicycle --out fused.edgeseg --overwrite",
+    "edgeseg fuse shapes shapes-instance --things circle,triangle --out shapes-fused.edgeseg --overwrite",
     "edgeseg fuse sem.edgeseg inst.edgeseg --stuff road,sky,building --stuff-area 256 --out f.edgeseg --json parity.json",
 )
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("semantic", help="a semantic bundle (path or shipped name)")
-    p.add_argument("instance", help="an instance bundle (path or shipped name); same input size as the semantic one")
+    p.add_argument("instance", help="an instance bundle (path or shipped name): if either model letterboxes, both need the same input size")
     p.add_argument("--out", required=True, help="panoptic bundle directory to create")
     p.add_argument("--name", default=None, help="bundle name (default: from --out)")
     p.add_argument("--stuff", default=None,
