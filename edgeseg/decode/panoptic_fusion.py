@@ -11,7 +11,6 @@ dropped). Outputs of the semantic branch are named ``sem/<name>``, of the instan
 """
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
@@ -25,24 +24,27 @@ if TYPE_CHECKING:
 SEM, INST = "sem/", "inst/"
 
 
-@lru_cache(maxsize=16)
-def _branch(manifest_json: str) -> "Manifest":
-    import json
-
-    from ..bundle import SCHEMA_VERSION, Manifest
-
-    return Manifest.from_dict({"schema_version": SCHEMA_VERSION, **json.loads(manifest_json)}, where="fused branch")
+_BRANCHES: dict[int, tuple["PanopticOptions", tuple["Manifest", "Manifest"]]] = {}
 
 
 def branch_manifests(options: "PanopticOptions") -> tuple["Manifest", "Manifest"]:
-    """(semantic, instance) manifests of a fused bundle's branches."""
-    import json
+    """(semantic, instance) manifests of a fused bundle's branches, parsed once per options object
+    (a predictor keeps its options: no per-frame parsing)."""
+    from ..bundle import SCHEMA_VERSION, Manifest
 
+    hit = _BRANCHES.get(id(options))
+    if hit is not None and hit[0] is options:
+        return hit[1]
     b = options.branches or {}
     if "semantic" not in b or "instance" not in b:
         raise UnsupportedError("a fusion panoptic bundle must carry its semantic and instance branch manifests",
                                fix="re-create it with 'edgeseg fuse SEMANTIC INSTANCE --out OUT'")
-    return (_branch(json.dumps(b["semantic"], sort_keys=True)), _branch(json.dumps(b["instance"], sort_keys=True)))
+    parsed = tuple(Manifest.from_dict({"schema_version": SCHEMA_VERSION, **b[k]}, where=f"fused {k} branch")
+                   for k in ("semantic", "instance"))
+    if len(_BRANCHES) > 32:
+        _BRANCHES.clear()
+    _BRANCHES[id(options)] = (options, parsed)
+    return parsed  # type: ignore[return-value]
 
 
 def _category(options: "PanopticOptions", cls: int) -> int:
