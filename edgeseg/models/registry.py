@@ -78,4 +78,24 @@ def model_info(name: str) -> ModelInfo:
 
 
 def _import_all() -> None:
-    from . import deeplabv3, deeplabv3plus, fcn, pspnet, segnet, unet  # noqa: F401  (register)
+    """Import every module of ``edgeseg.models`` (and its encoders) once, so each registers its
+    variants: a new architecture is one new module, no list to edit."""
+    global _IMPORTED
+    if _IMPORTED:
+        return
+    import importlib
+    import pkgutil
+
+    from . import encoders
+
+    pkg = __name__.rpartition(".")[0]
+    for info in pkgutil.iter_modules(__import__(pkg, fromlist=["_"]).__path__):
+        if not info.name.startswith("_"):
+            importlib.import_module(f"{pkg}.{info.name}")
+    for info in pkgutil.iter_modules(encoders.__path__):
+        if not info.name.startswith("_"):
+            importlib.import_module(f"{encoders.__name__}.{info.name}")
+    _IMPORTED = True
+
+
+_IMPORTED = False
