@@ -46,6 +46,19 @@ def logits_of(output: Any, size: tuple[int, int] | None = None) -> "torch.Tensor
     return t
 
 
+def auxiliary_loss(model: Any, output: Any, loss_fn: Callable, target: "torch.Tensor") -> Any:
+    """Deep supervision: in training mode a model may add ``"aux_logits"`` (a list of ``[N, C, h, w]``
+    tensors, e.g. PSPNet's auxiliary head or UNet++'s nested outputs) to its output; each is scored
+    at the target's size with the same loss and the mean is weighted by ``model.aux_weight``
+    (default 0.4, PSPNet's). Eval-mode outputs never carry them, so exported graphs are unchanged."""
+    aux = output.get("aux_logits") if isinstance(output, dict) else None
+    if not aux:
+        return 0.0
+    size = tuple(target.shape[-2:])
+    losses = [loss_fn(logits_of(a, size).float(), target) for a in aux]
+    return float(getattr(model, "aux_weight", 0.4)) * sum(losses) / len(losses)
+
+
 def autocast_for(device: "torch.device", amp: bool):
     """``torch.autocast`` in float16 on CUDA when ``amp``; a no-op context elsewhere."""
     import torch
@@ -82,8 +95,9 @@ def train_one_epoch(
         images = images.to(device, non_blocking=True)
         target = target.to(device, non_blocking=True)
         with autocast_for(device, amp):
-            logits = logits_of(model(images), tuple(target.shape[-2:]))
-        loss = loss_fn(logits.float(), target)
+            output = model(images)
+            logits = logits_of(output, tuple(target.shape[-2:]))
+        loss = loss_fn(logits.float(), target) + auxiliary_loss(model, output, loss_fn, target)
         if not math.isfinite(float(loss.detach())):
             raise InputError(
                 f"training diverged: loss is {float(loss.detach())} at step {step + n}",
