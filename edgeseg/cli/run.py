@@ -17,13 +17,14 @@ EXAMPLES = (
     "edgeseg run --remote http://10.0.0.5:8000/road --source rtsp://cam1/s --json-out r.jsonl   # inference on a cluster",
     "edgeseg run --source frames/ --prompt first_mask.png --sink tracks.mp4 --png-dir ids/   # propagate objects, no bundle",
     "edgeseg run --bundle shapes-instance --source 'synthetic://?frames=100' --track --json-out ids.jsonl  # ids across frames",
+    "edgeseg run --bundle road --source ../shared/data/video/dashcam_960x540.mp4 --keyframe-interval 3 --sink out.mp4  # faster",
 )
 
 # CLI option -> StreamOptions field (None means: keep the recipe's value / the default)
 _FIELDS = ("bundle", "source", "sink", "rtsp_port", "rtsp_address", "show", "json_out", "png_dir", "stats_json",
            "realtime", "max_frames", "on_error", "backend", "precision", "target", "threads", "device",
            "queue_size", "fps", "encoder", "source_backend", "alpha", "max_batch", "batch_timeout_ms", "upsample",
-           "score_threshold", "prompt", "track")
+           "score_threshold", "prompt", "track", "keyframe_interval", "keyframe_motion")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -36,6 +37,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--track", action="store_true", default=None,
                    help="give detected objects ids that stay with them across frames (instance and panoptic bundles; "
                         "JSON lines: track_id / segment id); one tracker per source, reset on a reconnect or seek")
+    p.add_argument("--keyframe-interval", type=int, default=None, metavar="N",
+                   help="run the bundle on keyframes only, at most N frames apart, and carry its result to the frames "
+                        "in between by optical flow (default 1: every frame); see --keyframe-motion")
+    p.add_argument("--keyframe-motion", type=float, default=None, metavar="F",
+                   help="with --keyframe-interval: a keyframe as soon as this fraction of the frame is not explained "
+                        "by the flow (new content, a cut, fast motion; default 0.08, 0: interval only)")
     p.add_argument("--remote", metavar="URL", help="send frames to an `edgeseg serve` server instead of running a bundle "
                    "here: http://HOST:PORT[/BUNDLE] (a lost server: frames counted as errors, retried, nothing crashes)")
     p.add_argument("--source", action="append", default=None,
@@ -92,6 +99,9 @@ def run(args: argparse.Namespace) -> int:
     if opts.prompt is not None and opts.bundle:
         raise InputError("--prompt (propagate objects) and --bundle/--remote (run a model) cannot run in one stream",
                          fix="pass one of them")
+    if opts.prompt is not None and opts.keyframe_interval != 1:
+        raise InputError("--keyframe-interval accelerates a bundle; --prompt already propagates its objects on every frame",
+                         fix="drop --keyframe-interval with --prompt")
     if opts.prompt is not None and opts.track:
         raise InputError("--track (ids for a bundle's detections) and --prompt (propagate objects, which keep the "
                          "prompt's ids) cannot run in one stream", fix="drop --track, or run a bundle without --prompt")
@@ -107,6 +117,7 @@ def run(args: argparse.Namespace) -> int:
                                          "prompt": opts.prompt if isinstance(opts.prompt, str) else None,
                                          **pipe.stats.to_dict(),
                                          "batch_sizes": _batch_sizes(pipe),
+                                         "keyframes": _keyframes(pipe),
                                          "choice": choice.to_dict() if choice is not None else None})
     rows = [{"stage": k, "count": v.count, "p50_ms": v.p50_ms, "p95_ms": v.p95_ms, "p99_ms": v.p99_ms}
             for k, v in {**stats.stages, "end_to_end": stats.end_to_end}.items()]
@@ -115,9 +126,19 @@ def run(args: argparse.Namespace) -> int:
     if choice is not None:
         print(f"model: {choice.candidate.label} ({choice.how}: {choice.reason})")
     print(stats.summary())
+    kf = _keyframes(pipe)
+    if kf:
+        print(f"keyframes: {kf['keyframes']} of {kf['frames']} frames ({100 * kf['key_fraction']:.0f} %; "
+              f"{kf['by_interval']} by interval, {kf['by_motion']} by motion, the rest first frames)")
     if opts.max_batch > 1:
         print("inference batches (size: count):", ", ".join(f"{k}: {v}" for k, v in sorted(_batch_sizes(pipe).items())))
     return 0
+
+
+def _keyframes(pipe) -> dict | None:
+    """The keyframe stage's counts, or None when every frame ran the bundle."""
+    stage = next((s for s in pipe.stages if getattr(s, "name", "") == "keyframe"), None)
+    return stage.summary() if stage is not None else None
 
 
 def _batch_sizes(pipe) -> dict[int, int]:

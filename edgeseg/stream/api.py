@@ -38,6 +38,8 @@ class StreamOptions:
     score_threshold: float | None = None  # instance decoder: None (the bundle's) or the minimum detection score
     prompt: Any = None  # video object propagation instead of a bundle: an id mask PNG path or array (VosStage)
     track: bool = False  # stable ids across frames for instance/panoptic results (TrackStage after decode)
+    keyframe_interval: int = 1  # > 1: run the bundle on keyframes only, flow-propagate between (KeyframeStage)
+    keyframe_motion: float = 0.08  # with keyframes: a keyframe as soon as this fraction of the frame moved unexplained (0: off)
     source_backend: str = "auto"  # auto | gstreamer | opencv
     realtime: bool = False
     sink: str | None = None  # MP4 path
@@ -123,6 +125,7 @@ def build_pipeline(opts: StreamOptions, predictor: Any = None, extra_sinks: tupl
         raise InputError(f"max_batch must be >= 1 and batch_timeout_ms >= 0, got {opts.max_batch} and {opts.batch_timeout_ms}")
     if opts.prompt is not None:
         return _vos_pipeline(opts, predictor, extra_sinks, handle_signals)
+    keyframes = keyframe_config(opts)  # bad settings fail before the source opens
     source = open_sources(opts)
     source.open()  # before the bundle: a bad URI or a missing file fails first (Pipeline.run reopens: a no-op)
     try:
@@ -142,6 +145,10 @@ def build_pipeline(opts: StreamOptions, predictor: Any = None, extra_sinks: tupl
     stages = predictor_stages(predictor, None if opts.track else renderer, max_batch=opts.max_batch,
                               batch_timeout_s=opts.batch_timeout_ms / 1e3, upsample=opts.upsample,
                               score_threshold=opts.score_threshold)
+    if keyframes is not None:  # preprocess, inference, decode run inside the keyframe stage
+        from .keyframe_stage import KeyframeStage
+
+        stages = [KeyframeStage(stages[:3], keyframes), *stages[3:]]
     if opts.track:  # ids before the overlay, which draws them
         from .track_stage import TrackStage
 
@@ -152,6 +159,18 @@ def build_pipeline(opts: StreamOptions, predictor: Any = None, extra_sinks: tupl
     return pipe
 
 
+def keyframe_config(opts: StreamOptions) -> Any:
+    """The :class:`~edgeseg.video.keyframe.KeyframeConfig` ``opts`` asks for, or None (every frame runs the bundle)."""
+    if opts.keyframe_interval == 1:
+        return None
+    from ..video.keyframe import KeyframeConfig
+
+    if opts.max_batch > 1:
+        raise InputError("keyframes run the bundle one frame at a time (each propagated frame needs the one before it); "
+                         f"max_batch {opts.max_batch} cannot batch them", fix="drop --max-batch, or drop --keyframe-interval")
+    return KeyframeConfig(interval=opts.keyframe_interval, motion=opts.keyframe_motion or None)
+
+
 def _vos_pipeline(opts: StreamOptions, predictor: Any, extra_sinks: tuple[Sink, ...], handle_signals: bool) -> Pipeline:
     """Propagation only: a prompt and a bundle together are refused (one result per frame)."""
     from .vos_stage import VosStage
@@ -159,6 +178,9 @@ def _vos_pipeline(opts: StreamOptions, predictor: Any, extra_sinks: tuple[Sink, 
     if predictor is not None or opts.bundle:
         raise InputError("a prompt (video object propagation) and a bundle cannot run in one stream",
                          fix="pass --prompt MASK.png without --bundle/--remote, or --bundle without --prompt")
+    if opts.keyframe_interval != 1:
+        raise InputError("keyframes accelerate a bundle; a prompt's objects are already propagated on every frame",
+                         fix="drop keyframe_interval with a prompt")
     if opts.track:
         raise InputError("track (ids for detected instances) does not apply to a prompt's objects, which keep the "
                          "prompt's ids", fix="drop --track with --prompt, or track an instance bundle's detections")

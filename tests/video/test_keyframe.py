@@ -1,0 +1,151 @@
+"""Keyframe acceleration: when the segmenter runs, and how results are carried between keyframes."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgeseg.errors import InputError
+from edgeseg.structures import ImageShape, InstanceResult, PanopticResult, Segment, SemanticResult
+from edgeseg.video.keyframe import (
+    KeyframeConfig, Keyframes, full_maps, unexplained_fraction, warp_instances, warp_panoptic, warp_semantic,
+)
+
+
+def _translation(h: int, w: int, dx: int, dy: int) -> tuple[np.ndarray, np.ndarray]:
+    """Backward maps of a scene moved by (dx, dy): pixel (x, y) was at (x - dx, y - dy)."""
+    gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+    return gx - dx, gy - dy
+
+
+def _texture(h: int, w: int, seed: int = 0) -> np.ndarray:
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    g = cv2.GaussianBlur(rng.integers(0, 256, (h, w), dtype=np.uint8), (0, 0), 2.0)
+    g = cv2.normalize(g, None, 0, 255, cv2.NORM_MINMAX)
+    return np.repeat(g[..., None], 3, axis=2)
+
+
+def test_semantic_labels_move_with_the_scene():
+    labels = np.zeros((40, 60), np.uint8)
+    labels[10:20, 5:25] = 3
+    conf = np.linspace(0, 1, 40 * 60, dtype=np.float32).reshape(40, 60)
+    out = warp_semantic(SemanticResult(labels, ("a", "b", "c", "d"), conf), _translation(40, 60, 7, -3))
+    want = np.zeros_like(labels)
+    want[7:17, 12:32] = 3
+    assert np.array_equal(out.labels, want) and out.labels.dtype == np.uint8
+    assert np.allclose(out.confidence[:-3, 7:], conf[3:, :-7])  # out(x, y) = in(x - 7, y + 3)
+    assert out.classes == ("a", "b", "c", "d")
+
+
+def test_instances_move_leave_and_keep_their_ids():
+    H, W = 40, 60
+    masks = np.zeros((2, H, W), bool)
+    masks[0, 10:20, 10:20] = True
+    masks[1, 5:15, 54:60] = True  # at the right border: leaves the frame when the scene moves right by 8
+    res = InstanceResult(boxes=np.array([[10, 10, 20, 20], [54, 5, 60, 15]], np.float32),
+                         scores=np.array([0.9, 0.8], np.float32), classes=np.array([1, 2], np.int32),
+                         image_shape=ImageShape(H, W), masks=masks, track_ids=np.array([7, 8]))
+    out = warp_instances(res, _translation(H, W, 8, 2))
+    assert len(out.scores) == 1 and out.track_ids.tolist() == [7] and out.classes.tolist() == [1]
+    want = np.zeros((H, W), bool)
+    want[12:22, 18:28] = True
+    assert np.array_equal(out.masks[0], want)
+    assert out.boxes.tolist() == [[18, 12, 28, 22]] and out.mask_boxes.tolist() == [[18, 12, 28, 22]]
+
+
+def test_panoptic_ids_move_and_areas_are_recounted():
+    ids = np.zeros((30, 30), np.int32)
+    ids[:, :] = 1
+    ids[5:10, 5:10] = 300  # an id above 255: remapped exactly
+    ids[0:4, 26:30] = 301  # leaves the frame
+    res = PanopticResult(ids, (Segment(1, 0, False, 900 - 41), Segment(300, 1, True, 25), Segment(301, 1, True, 16)))
+    out = warp_panoptic(res, _translation(30, 30, 5, 0))
+    assert out.segment_ids[5:10, 10:15].tolist() == [[300] * 5] * 5
+    assert [s.id for s in out.segments] == [1, 300]
+    assert {s.id: s.area for s in out.segments} == {1: 900 - 25 - 150, 300: 25}  # 5 columns entered as void
+    assert (out.segment_ids[:, :5] == 0).all()
+
+
+def test_full_maps_rescale_small_flow_vectors():
+    flow = np.zeros((10, 20, 2), np.float32)
+    flow[..., 0], flow[..., 1] = 1.0, -0.5  # in small pixels: 2 and -1 full pixels at half size
+    mx, my = full_maps(flow, (20, 40))
+    assert np.allclose(mx - np.arange(40)[None, :], 2.0) and np.allclose(my - np.arange(20)[:, None], -1.0)
+
+
+def test_unexplained_fraction_counts_what_the_flow_misses():
+    cur = _texture(32, 32)[..., 0]
+    zero = np.zeros((32, 32, 2), np.float32)
+    assert unexplained_fraction(cur, cur, zero, 24) == 0.0
+    other = cur.copy()
+    other[:8] = 255 - other[:8]  # a quarter of the frame changed, far beyond the residual where it is not mid-grey
+    frac = unexplained_fraction(cur, other, zero, 24)
+    changed = np.count_nonzero(np.abs(cur[:8].astype(int) - (255 - cur[:8].astype(int))) > 24) / cur.size
+    assert frac == pytest.approx(changed)
+
+
+class _Counter:
+    """A segmenter that labels the frame with its call count (so the test sees which frames ran it)."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, rgb):
+        self.calls += 1
+        return SemanticResult(np.full(rgb.shape[:2], self.calls, np.uint8))
+
+
+def test_interval_schedule_and_reset():
+    seg = _Counter()
+    kf = Keyframes(seg, KeyframeConfig(interval=4, motion=None))
+    frame = _texture(48, 64)
+    keys = []
+    for _ in range(10):
+        kf(frame)
+        keys.append(kf.last_key)
+    assert keys == [True, False, False, False, True, False, False, False, True, False]
+    assert kf.stats.keyframes == 3 and kf.stats.by_interval == 2 and kf.stats.frames == 10
+    kf.reset()
+    kf(frame)
+    assert kf.last_key and seg.calls == 4
+    # the frames in between carry the keyframe's labels (a still scene: unchanged)
+    kf(frame)
+    assert not kf.last_key
+
+
+def test_a_cut_or_new_size_triggers_a_keyframe():
+    seg = _Counter()
+    kf = Keyframes(seg, KeyframeConfig(interval=30, motion=0.1))
+    a, b = _texture(48, 64, seed=1), _texture(48, 64, seed=2)
+    assert [bool(kf(a) is not None and kf.last_key) for _ in range(3)] == [True, False, False]
+    kf(b)  # a scene cut: the flow explains little of it
+    assert kf.last_key and kf.stats.by_motion == 1 and kf.stats.unexplained > 0.1
+    kf(_texture(40, 64))  # another frame size
+    assert kf.last_key and seg.calls == 3
+
+
+def test_moving_scene_is_propagated_close_to_truth():
+    """A textured scene translating 3 px per frame: labels propagated by DIS flow over 5 frames stay
+    within a thin band of the true, moved labels."""
+    big = _texture(120, 200, seed=3)
+    truth = np.zeros((120, 200), np.uint8)
+    truth[30:80, 40:120] = 1
+
+    def frame(t):
+        return big[:, 60 - 3 * t: 60 - 3 * t + 120].copy(), truth[:, 60 - 3 * t: 60 - 3 * t + 120]
+
+    kf = Keyframes(lambda rgb: SemanticResult(frame(0)[1].copy()), KeyframeConfig(interval=6, motion=None, flow_scale=1.0))
+    for t in range(6):
+        img, lab = frame(t)
+        out = kf(img)
+    assert not kf.last_key
+    assert (out.labels != lab).mean() < 0.01
+
+
+def test_bad_configuration_is_refused():
+    for bad in (dict(interval=0), dict(interval=2.5), dict(motion=0.0), dict(motion=2), dict(preset="x"), dict(flow_scale=2)):
+        with pytest.raises(InputError):
+            KeyframeConfig(**bad)
+    with pytest.raises(InputError, match="uint8 RGB"):
+        Keyframes(_Counter())(np.zeros((4, 4), np.float32))
