@@ -13,7 +13,7 @@ from edgeseg.models import create_model, list_models, load_checkpoint, model_inf
 def test_list_models_patterns_and_task():
     names = list_models("deeplabv3plus_*")
     assert "deeplabv3plus_mobilenetv3_large" in names and all(n.startswith("deeplabv3plus_") for n in names)
-    tasks = ("semantic", "instance", "panoptic")
+    tasks = ("semantic", "instance", "panoptic", "volumetric")
     assert set().union(*(list_models(task=t) for t in tasks)) == set(list_models())
     for t in tasks:
         assert all(model_info(n).task == t for n in list_models(task=t))
@@ -87,3 +87,18 @@ def test_pickled_objects_are_refused(tmp_path):
                                      "num_classes": "2"}))
     with pytest.raises(ModelError, match="cannot read the weights"):
         load_checkpoint(path)
+
+
+def test_models_cli_lists_every_registered_model(tmp_path):
+    """``edgeseg models`` builds every variant on the meta device: semantic ones with 11 classes, the
+    others with their own class layout (an LPSNet with 11 classes and no thing classes cannot be built)."""
+    import json
+
+    from edgeseg.cli import main
+
+    out = tmp_path / "models.json"
+    assert main(["models", "--tiny", "--json", str(out)]) == 0
+    rows = {r["name"]: r for r in json.loads(out.read_text())["models"]}
+    assert set(rows) == set(list_models())
+    assert {r["task"] for r in rows.values()} == {"semantic", "instance", "panoptic", "volumetric"}
+    assert rows["lpsnet_mobilenetv3_small"]["params_M"] > 0
