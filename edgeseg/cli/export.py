@@ -108,6 +108,12 @@ def run(args: argparse.Namespace) -> int:
         return _run_instance(args, model, names, palette, spec, out, provenance)
     if task == "panoptic":
         return _run_panoptic(args, model, names, palette, spec, out, provenance, extra.get("category_ids"))
+    if task not in (None, "semantic"):
+        from ..errors import UnsupportedError
+
+        raise UnsupportedError(f"{model.model_name} is a {task} model; bundles (and the stream) carry 2-D semantic, "
+                               "instance and panoptic models", fix="export it with torch.onnx.export for a "
+                               "volumetric runtime; edgeseg has no 3-D bundle")
     if args.nms != "onnx":
         from ..errors import InputError
 

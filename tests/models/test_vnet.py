@@ -209,3 +209,11 @@ def test_registered_as_volumetric():
     assert model_info("test_vnet").tiny and model_info("test_vnet").arch == "vnet"
     assert {"vnet", "test_vnet"} <= set(list_models()) and {"vnet", "test_vnet"} <= set(list_models(task="volumetric"))
     assert "vnet" not in list_models(task="semantic")  # the 2-D semantic tester does not run it
+
+
+def test_export_cli_refuses_a_volumetric_model_with_a_reason(tmp_path, capsys):
+    from edgeseg.cli import main
+
+    assert main(["export", "test_vnet", "--out", str(tmp_path / "v.edgeseg")]) == 2
+    err = capsys.readouterr().err
+    assert "volumetric" in err and "fix:" in err and not (tmp_path / "v.edgeseg").exists()
