@@ -84,15 +84,16 @@ class Predictor:
         x, meta = spec.preprocess(check_image(rgb))
         return {spec.name: x}, meta
 
-    def postprocess(self, outputs: Mapping[str, np.ndarray], meta: PreprocessMeta):
-        """Raw outputs -> the task's result at the original image size."""
-        return decode(outputs, meta, self.manifest, self.options)
+    def postprocess(self, outputs: Mapping[str, np.ndarray], meta: PreprocessMeta, image: np.ndarray | None = None):
+        """Raw outputs -> the task's result at the original image size (``image``: the frame, for
+        decoders that look at it: the semantic CRF)."""
+        return decode(outputs, meta, self.manifest, self.options, image=image)
 
     def __call__(self, rgb: np.ndarray):
         if not self.runner.is_active:
             self.runner.activate()  # stays active until close() / the end of a with-block
         feed, meta = self.preprocess(rgb)
-        return self.postprocess(self.runner.infer(feed), meta)
+        return self.postprocess(self.runner.infer(feed), meta, image=rgb)
 
     # ---- lifecycle ---------------------------------------------------------------------------
     def __enter__(self) -> "Predictor":

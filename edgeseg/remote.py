@@ -210,7 +210,8 @@ class RemotePredictor:
         """Nothing to do here: the frame travels as it is (the replica preprocesses)."""
         return {"rgb": _check(rgb)}, None
 
-    def postprocess(self, outputs: dict[str, Any], meta: None) -> SemanticResult:
+    def postprocess(self, outputs: dict[str, Any], meta: None, image: np.ndarray | None = None) -> SemanticResult:
+        """The server's result as it came (the replica decoded it, with the frame it was sent)."""
         return outputs["result"]
 
     def stats(self) -> dict[str, Any]:

@@ -28,9 +28,12 @@ from .geometry import boxes_to_image, boxes_to_network, content_box, image_affin
 
 
 def decode(outputs: Mapping[str, np.ndarray], meta: "PreprocessMeta", manifest: "Manifest",
-           options: "DecoderOptions | None" = None) -> Any:
+           options: "DecoderOptions | None" = None, image: np.ndarray | None = None) -> Any:
     """Decode with the decoder registered for ``manifest.task``, with ``options`` (the task's
-    :class:`~edgeseg.structures.DecoderOptions`) or the bundle's own."""
+    :class:`~edgeseg.structures.DecoderOptions`) or the bundle's own. ``image``: the original RGB
+    frame, which semantic decoding needs when its options ask for the CRF (ignored otherwise)."""
+    if manifest.task == "semantic":
+        return DECODERS.get(manifest.task)(outputs, meta, manifest, options, image=image)
     return DECODERS.get(manifest.task)(outputs, meta, manifest, options)
 
 

@@ -19,6 +19,12 @@ Resizing choice (:class:`~edgeseg.structures.SemanticOptions` ``upsample`` in th
 Otherwise (crop at or above the image size) the argmax is taken first and the labels resized
 nearest-exact, which is cheaper and loses nothing. Labels outputs are always resized nearest-exact.
 The optional confidence is the softmax probability of the chosen class, ``1 / sum_c exp(l_c - max)``.
+
+With ``SemanticOptions.crf_iterations > 0`` the cropped logits are first refined by the fully
+connected CRF (:mod:`edgeseg.decode.crf`) at their own resolution, with the original image resized
+to it (area-averaged when shrinking); its marginals ``Q`` continue as logits ``log Q``, so the
+resizing above and the confidence (then the CRF's ``Q`` of the chosen class) are unchanged.
+The CRF needs the image: pass ``image=`` to :func:`decode_semantic`.
 """
 from __future__ import annotations
 
@@ -166,19 +172,56 @@ def labels_to_labels(labels: np.ndarray, meta: "PreprocessMeta", manifest: "Mani
     return resize_labels(arr, meta.original)
 
 
+def crf_logits(logits: np.ndarray, meta: "PreprocessMeta", manifest: "Manifest", opts: SemanticOptions,
+               image: np.ndarray | None, layout: str | None = None) -> tuple[np.ndarray, "PreprocessMeta"]:
+    """The content region of ``logits`` refined by the CRF of ``opts``: (``float32 [C, h, w]`` = log Q,
+    the meta of an output that is all content)."""
+    import cv2
+
+    from ..structures import PreprocessMeta
+    from .crf import CRFParams, dense_crf
+
+    if image is None:
+        raise InputError(f"bundle {manifest.name!r}: the CRF (decoder option crf_iterations="
+                         f"{opts.crf_iterations}) needs the image the logits came from",
+                         fix="pass image=rgb to decode_semantic, or set crf_iterations=0")
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8 or ImageShape.of(image) != meta.original:
+        raise InputError(f"the CRF's image must be the original RGB uint8 {meta.original.width}x"
+                         f"{meta.original.height}x3 image, got {image.dtype} {list(image.shape)}")
+    x, caxis = _logits_3d(logits, manifest, layout)
+    chw = x if caxis == 0 else x.transpose(2, 0, 1)
+    y0, y1, x0, x1 = content_box(meta, ImageShape(*chw.shape[1:]))
+    chw = chw[:, y0:y1, x0:x1]
+    crop = ImageShape(y1 - y0, x1 - x0)
+    shrink = crop.height < meta.original.height or crop.width < meta.original.width
+    rgb = image if crop == meta.original else cv2.resize(
+        image, crop.wh, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    params = CRFParams(iterations=opts.crf_iterations, gaussian_sxy=opts.crf_gaussian_sxy,
+                       gaussian_compat=opts.crf_gaussian_compat, bilateral_sxy=opts.crf_bilateral_sxy,
+                       bilateral_srgb=opts.crf_bilateral_srgb, bilateral_compat=opts.crf_bilateral_compat)
+    q = dense_crf(np.asarray(chw, np.float32), rgb, params, opts.crf_method)
+    refined = np.log(np.maximum(q, 1e-30)).astype(np.float32)
+    return refined, PreprocessMeta(meta.original, crop, crop)
+
+
 @DECODERS.register("semantic")
 def decode_semantic(outputs: Mapping[str, np.ndarray], meta: "PreprocessMeta", manifest: "Manifest",
                     options: SemanticOptions | None = None, *, confidence: bool | None = None,
-                    upsample: str | None = None) -> SemanticResult:
+                    upsample: str | None = None, image: np.ndarray | None = None) -> SemanticResult:
     """Model outputs for one image -> labels ``[H, W]`` at ``meta.original`` (see the module doc).
-    ``upsample`` overrides the bundle's ``SemanticOptions.upsample`` (``logits`` or ``labels``)."""
+    ``upsample`` overrides the bundle's ``SemanticOptions.upsample`` (``logits`` or ``labels``).
+    ``image``: the original RGB ``uint8 [H, W, 3]``, needed only when the options ask for the CRF."""
     opts = options or manifest.decoder_options
     if not isinstance(opts, SemanticOptions):
         raise UnsupportedError(f"bundle {manifest.name!r} is a {manifest.task} bundle, not a semantic one")
     _, kind, arr = semantic_output(outputs, manifest)
     want_conf = opts.confidence if confidence is None else confidence
+    layout = opts.logits_layout
+    if kind == "logits" and opts.crf_iterations > 0:
+        arr, meta = crf_logits(arr, meta, manifest, opts, image, layout)
+        layout = "NCHW"
     if kind == "logits":
-        labels, conf = logits_to_labels(arr, meta, manifest, want_conf, upsample or opts.upsample, opts.logits_layout)
+        labels, conf = logits_to_labels(arr, meta, manifest, want_conf, upsample or opts.upsample, layout)
     else:
         labels, conf = labels_to_labels(arr, meta, manifest), None
     return SemanticResult(labels=np.ascontiguousarray(labels), classes=tuple(manifest.classes), confidence=conf)

@@ -23,7 +23,7 @@ def infer_batch(predictor: Any, frames: Sequence[np.ndarray]) -> list[Any]:
         outputs = [{k: v[i:i + 1] for k, v in stacked.items()} for i in range(len(feeds))]
     else:
         outputs = [predictor.runner.infer(feed) for feed in feeds]
-    return [predictor.postprocess(out, meta) for out, (_, meta) in zip(outputs, prepared)]
+    return [predictor.postprocess(out, meta, image=rgb) for out, (_, meta), rgb in zip(outputs, prepared, frames)]
 
 
 @dataclass

@@ -97,7 +97,7 @@ class InferenceStage(Stage):
 
 @STAGES.register("decode")
 class DecodeStage(Stage):
-    """``packet.outputs`` -> ``packet.result`` with ``postprocess(outputs, meta)``; frees the tensors."""
+    """``packet.outputs`` -> ``packet.result`` with ``postprocess(outputs, meta, image=frame)``; frees the tensors."""
 
     name = "decode"
 
@@ -105,7 +105,7 @@ class DecodeStage(Stage):
         self._fn = postprocess
 
     def process(self, packet: Packet) -> Packet:
-        packet.result = self._fn(packet.outputs, packet.meta)
+        packet.result = self._fn(packet.outputs, packet.meta, image=packet.frame.image)
         packet.feed = packet.outputs = None  # large tensors are not needed downstream
         return packet
 

@@ -69,18 +69,39 @@ def _in_range(name: str, value: float, lo: float, hi: float) -> None:
 class SemanticOptions(DecoderOptions):
     """``upsample``: ``logits`` (bilinear logits, then argmax: exact) or ``labels`` (argmax, then
     nearest: fast). ``confidence``: also return the chosen class's probability. ``logits_layout``:
-    ``NCHW``/``NHWC``, or None to infer it from the class count."""
+    ``NCHW``/``NHWC``, or None to infer it from the class count.
+
+    ``crf_iterations`` > 0 refines the logits with a fully connected CRF (:mod:`edgeseg.decode.crf`,
+    pydensecrf's model) at the logits' resolution, on the image resized to it; 0 (default) is off.
+    ``crf_method``: ``lattice`` (permutohedral, as pydensecrf) or ``exact`` (O(N^2), tiny outputs
+    only). Smoothness kernel ``crf_gaussian_sxy``/``crf_gaussian_compat``, appearance kernel
+    ``crf_bilateral_sxy``/``crf_bilateral_srgb``/``crf_bilateral_compat`` (pixels of the logits grid,
+    0..255 colour units; pydensecrf's common 3/3 and 80/13/10)."""
 
     task: ClassVar[str] = "semantic"
     upsample: Literal["logits", "labels"] = "logits"
     confidence: bool = False
     logits_layout: Literal["NCHW", "NHWC"] | None = None
+    crf_iterations: int = 0
+    crf_method: Literal["lattice", "exact"] = "lattice"
+    crf_gaussian_sxy: float = 3.0
+    crf_gaussian_compat: float = 3.0
+    crf_bilateral_sxy: float = 80.0
+    crf_bilateral_srgb: float = 13.0
+    crf_bilateral_compat: float = 10.0
 
     def validate(self) -> None:
         if self.upsample not in ("logits", "labels"):
             raise InputError(f"decoder option upsample must be logits or labels, got {self.upsample!r}")
         if self.logits_layout not in (None, "NCHW", "NHWC"):
             raise InputError(f"decoder option logits_layout must be NCHW or NHWC, got {self.logits_layout!r}")
+        _positive_int("crf_iterations", self.crf_iterations, lo=0)
+        if self.crf_method not in ("lattice", "exact"):
+            raise InputError(f"decoder option crf_method must be lattice or exact, got {self.crf_method!r}")
+        for name in ("crf_gaussian_sxy", "crf_bilateral_sxy", "crf_bilateral_srgb"):
+            _in_range(name, getattr(self, name), 1e-3, 1e6)
+        for name in ("crf_gaussian_compat", "crf_bilateral_compat"):
+            _in_range(name, getattr(self, name), 0.0, 1e6)
 
 
 INSTANCE_LAYOUTS = ("prototype", "dense", "roi")
