@@ -1,0 +1,197 @@
+#!/usr/bin/env python
+"""The model family table (docs/models.md): every architecture after a short CamVid training.
+
+For each entry of :data:`FAMILY` (one light, real variant per architecture), in its own run folder,
+each step a separate ``edgeseg`` command (so one model's failure never stops the others) and skipped
+when its output already exists (re-run to resume):
+
+1. ``edgeseg train`` on CamVid ``train`` (480x360, random 256x192 crops, batch 8, ``wce+0.5*lovasz``,
+   SGD + poly; ``--export`` the FP32 bundle) for :func:`epochs_for` epochs: 2 up to 25 GFLOPs at
+   480x360, 1 up to 70, none above (those rows have random weights: latency and verdicts only);
+2. ``edgeseg quantize --target cpu`` calibrated on CamVid frames, gated by mIoU on ``val`` (before
+   and after are in its JSON; without the gate for untrained rows);
+3. ``edgeseg bench --all`` (ONNX Runtime FP32 / INT8 and OpenVINO, side by side, this machine);
+4. ``edgeseg check --target tensorrt-10.3`` on the bundle and ``tensorrt-8.5`` on an opset-17 export
+   of the same model (TensorRT 8.5 parses opset <= 17);
+5. parameters and GFLOPs at 480x360 (:func:`edgeseg.train.count_flops`).
+
+    python tools/bench/model_family.py --runs runs/family --json out/family.json          # all
+    python tools/bench/model_family.py --only linknet,fpn --epochs-scale 0.5 --threads 1
+
+The table it prints is the one in docs/models.md. The short schedules measure what INT8 costs on
+trained weights and how the architectures compare at equal (small) training budgets; they are not
+the architectures' reachable accuracy. CamVid ``val`` shares its sequence with ``train`` (issue 14).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+ROOT = Path(__file__).resolve().parents[2]
+DATA = Path(os.environ.get("EDGESEG_DATA", ROOT.parent / "shared" / "data")) / "camvid"
+
+# (architecture, registered variant, learning rate): one light real variant per architecture
+FAMILY: tuple[tuple[str, str, float], ...] = (
+    ("DeepLab v1 (VGG-16 LargeFOV, BN)", "deeplabv1_vgg16_bn", 0.02),
+    ("DeepLab v2 (ASPP-L)", "deeplabv2_mobilenetv2", 0.05),
+    ("DeconvNet", "deconvnet_vgg16", 0.01),
+    ("FC-DenseNet56 (Tiramisu)", "fc_densenet56", 0.05),
+    ("UNet++", "unetpp_resnet18", 0.05),
+    ("LinkNet", "linknet_resnet18", 0.05),
+    ("FPN", "fpn_resnet18", 0.05),
+    ("FastFCN (JPU + ASPP)", "jpu_resnet18", 0.05),
+    ("HRNetV2-W18-Small", "hrnetv2_w18_small", 0.05),
+    ("DANet", "danet_mobilenetv2", 0.05),
+    ("OCR", "ocr_mobilenetv3_large", 0.05),
+    ("GloRe", "glore_resnet18", 0.02),
+    ("GCU", "gcu_resnet18", 0.02),
+    ("SETR-PUP", "setr_pup_vit_tiny", 0.01),
+    ("SETR-MLA", "setr_mla_vit_tiny", 0.01),
+    ("Lawin", "lawin_mobilenetv3_large", 0.05),
+    ("CRF-as-RNN (DeepLabV3+)", "crfasrnn_deeplabv3plus_mobilenetv3_small", 0.05),
+)
+
+# the training budget, by cost (GFLOPs at 480x360): a CPU epoch of a 165-GFLOP model takes about half
+# an hour here, so the heaviest get no training (latency and TensorRT verdict only, no accuracy)
+EPOCHS_BY_GFLOPS = ((25.0, 2), (70.0, 1))
+
+
+def epochs_for(gflops: float, scale: float = 1.0) -> int:
+    """Epochs of the short training for a model of ``gflops`` (0: too heavy to train here)."""
+    for limit, epochs in EPOCHS_BY_GFLOPS:
+        if gflops <= limit:
+            return max(1, round(epochs * scale))
+    return 0
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--runs", type=Path, default=ROOT / "runs" / "family", help="run folders (default runs/family)")
+    p.add_argument("--data", type=Path, default=DATA, help="CamVid root (default ../shared/data/camvid)")
+    p.add_argument("--only", default="", help="comma-separated variants (default: every entry)")
+    p.add_argument("--epochs-scale", type=float, default=1.0, help="multiply the epochs of trained rows (>= 1 epoch)")
+    p.add_argument("--threads", type=int, default=1, help="torch / ONNX Runtime threads (default 1)")
+    p.add_argument("--steps", default="train,quantize,bench,check", help="which steps to run (default all)")
+    p.add_argument("--json", type=Path, help="also write the table here")
+    return p.parse_args(argv)
+
+
+def edgeseg(*args: str, log: Path) -> int:
+    """Run ``edgeseg ARGS`` with the current interpreter, output appended to ``log``; its exit status."""
+    with open(log, "a") as f:
+        f.write(f"\n$ edgeseg {' '.join(args)}\n")
+        f.flush()
+        return subprocess.call([sys.executable, "-m", "edgeseg", *args], stdout=f, stderr=subprocess.STDOUT, cwd=ROOT)
+
+
+def size_of(model_name: str) -> dict:
+    from edgeseg.models import create_model
+    from edgeseg.structures import ImageShape
+    from edgeseg.train import count_flops
+
+    model = create_model(model_name, num_classes=11).eval()
+    return {"params_M": round(sum(p.numel() for p in model.parameters()) / 1e6, 3),
+            "gflops_480x360": round(count_flops(model, ImageShape(360, 480)) / 1e9, 2)}
+
+
+def run_one(arch: str, name: str, lr: float, args: argparse.Namespace) -> dict:
+    out = args.runs / name
+    out.mkdir(parents=True, exist_ok=True)
+    log = out / "family.log"
+    bundle = args.runs / f"{name}.edgeseg"
+    row: dict = {"architecture": arch, "model": name, **size_of(name)}
+    epochs = row["epochs"] = epochs_for(row["gflops_480x360"], args.epochs_scale)
+    steps = set(args.steps.split(","))
+    threads = str(args.threads)
+    if epochs == 0 and not (bundle / "manifest.json").exists():  # random weights: latency and verdicts only
+        edgeseg("export", name, "--classes", "camvid", "--size", "480x360", "--out", str(bundle), log=log)
+    if "train" in steps and epochs and not (bundle / "manifest.json").exists():
+        t0 = time.time()
+        resume = ["--resume"] if (out / "last.pt").exists() else []
+        rc = edgeseg("train", name, "--data", f"camvid:{args.data}", "--epochs", str(epochs), "--out", str(out),
+                     "--size", "480x360", "--crop", "256x192", "--batch", "8", "--lr", str(lr), "--weight-decay", "4e-5",
+                     "--warmup", "1", "--loss", "wce+0.5*lovasz", "--cache", "--threads", threads,
+                     "--eval-every", str(epochs), "--no-progress", "--export", str(bundle), "--json",
+                     str(out / "train.json"), *resume, log=log)
+        row["train_s"] = round(time.time() - t0)
+        if rc:
+            row["error"] = f"train failed ({rc}), see {log}"
+            return row
+    if not (bundle / "manifest.json").exists():
+        row["error"] = "no bundle (train not run)"
+        return row
+    q = out / "quantize_cpu.json"
+    if "quantize" in steps and not q.exists():
+        gate = ["--eval", f"camvid:{args.data}", "--split", "val", "--max-drop", "0.5"] if epochs else []
+        edgeseg("quantize", str(bundle), "--target", "cpu", "--calib", "camvid", *gate, "--threads", threads,
+                "--no-progress", "--json", str(q), log=log)
+    b = out / "bench.json"
+    if "bench" in steps and not b.exists():
+        edgeseg("bench", str(bundle), "--all", "--threads", threads, "--runs", "10", "--json", str(b), log=log)
+    jp5 = out / "opset17.edgeseg"  # TensorRT 8.5 parses opset <= 17: its verdict is on an opset-17 export
+    if "check" in steps and not (jp5 / "manifest.json").exists():
+        edgeseg("export", name, "--classes", "camvid", "--size", "480x360", "--opset", "17", "--no-checkpoint",
+                "--overwrite", "--out", str(jp5), log=log)
+    for trt, b in (("tensorrt-8.5", jp5), ("tensorrt-10.3", bundle)):
+        c = out / f"check_{trt}.json"
+        if "check" in steps and not c.exists():
+            edgeseg("check", str(b), "--target", trt, "--json", str(c), log=log)
+    row.update(collect(out))
+    return row
+
+
+def _load(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def collect(out: Path) -> dict:
+    """The table's figures from a run folder's JSON files (missing steps leave their cells empty)."""
+    row: dict = {}
+    q = _load(out / "quantize_cpu.json") or {}
+    for key, value in (("miou_fp32", q.get("fp32")), ("miou_int8_cpu", q.get("int8"))):
+        row[key] = None if value is None else round(100 * value if value <= 1 else value, 2)
+    row["int8_float_nodes"] = len(q.get("float_nodes", [])) if q else None
+    b = _load(out / "bench.json") or {}
+    for r in b.get("results", []):
+        key = {("onnxruntime", "fp32"): "ort_fp32_ms", ("onnxruntime", "int8"): "ort_int8_ms",
+               ("openvino", "fp32"): "openvino_fp32_ms", ("openvino", "bf16"): "openvino_bf16_ms"}.get(
+            (r.get("backend"), r.get("precision")))
+        if key and not (key == "ort_int8_ms" and r.get("target") not in (None, "cpu")):
+            row[key] = round(r["median_ms"], 2)
+    for trt in ("tensorrt-8.5", "tensorrt-10.3"):
+        c = _load(out / f"check_{trt}.json")
+        errors = [f["code"] for f in (c or {}).get("findings", []) if f.get("level") == "error"]
+        row[trt] = None if c is None else ("OK" if c.get("ok") else "BLOCKED: " + ", ".join(sorted(set(errors))))
+    return row
+
+
+def main(argv=None) -> int:
+    from edgeseg.cli._common import print_table
+    from edgeseg._io import write_json
+
+    args = parse_args(argv)
+    only = {s.strip() for s in args.only.split(",") if s.strip()}
+    rows = []
+    for arch, name, lr in FAMILY:
+        if only and name not in only:
+            continue
+        print(f"== {arch}: {name}", flush=True)
+        rows.append(run_one(arch, name, lr, args))
+        print(json.dumps(rows[-1]), flush=True)
+    print_table(rows)
+    write_json(args.json, {"rows": rows, "threads": args.threads})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
