@@ -106,26 +106,60 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, input_spec: InputSpec
             log.debug("torch.onnx.export:\n%s", progress.getvalue())
         graph = onnx.load(str(raw), load_external_data=True)
     graph = clean_graph(graph)
-    if opset < 19:
-        _strip_opset19_attributes(graph)
-    from ..models.detection import finalize_plugin_nodes
-
-    finalize_plugin_nodes(graph)  # TensorRT plugin nodes (EfficientNMS_TRT) into the default domain
     if opset < 19 and any(n.op_type == "DeformConv" for n in graph.graph.node):
         raise ExportError(f"the model has a deformable convolution; ONNX DeformConv needs opset 19, not {opset}",
                           fix="export with --deform-conv decomposed (GridSample + Conv), which runs at opset 17")
+    if opset < 19:
+        graph = to_opset(graph, opset)
+    from ..models.detection import finalize_plugin_nodes
+
+    finalize_plugin_nodes(graph)  # TensorRT plugin nodes (EfficientNMS_TRT) into the default domain
     _describe(graph, model)
     return save_single_file(graph, Path(path))
 
 
-def _strip_opset19_attributes(model) -> None:
-    """Cast's ``saturate`` (opset 19) only affects float8 targets; the custom-op translations write it,
-    and the version converter leaves it behind, which opset-17 runtimes reject."""
+def default_opset(model) -> int:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
+def to_opset(model, opset: int):
+    """``model`` at exactly ``opset`` of the default domain, valid for it.
+
+    The dynamo exporter writes opset 18 at the least, and its own down-conversion leaves some graphs at
+    18 (the Reduce ops of MobileNetV3's squeeze-excite: their ``axes`` became an input in 18), which
+    TensorRT 8.5 then refuses. ONNX's version converter moves them down; attributes the target opset's
+    schemas do not define (``noop_with_empty_axes`` on ReduceMean before 18, Cast's ``saturate`` from
+    19, which the custom-op translations write) are dropped, as they were defaults; the result must
+    pass the full ONNX checker, or the export fails here rather than in the user's runtime."""
+    import onnx
+    from onnx import defs, version_converter
+
+    if default_opset(model) > opset:
+        try:
+            model = version_converter.convert_version(model, opset)
+        except Exception as e:  # noqa: BLE001  (the converter raises several types)
+            raise ExportError(f"the exported graph cannot be converted to opset {opset}: {str(e).splitlines()[0][:200]}",
+                              fix=f"export at opset {OPSET}, or report the model name") from e
     for node in model.graph.node:
-        if node.op_type == "Cast":
-            keep = [a for a in node.attribute if a.name != "saturate"]
+        if node.domain not in ("", "ai.onnx"):
+            continue
+        try:
+            schema = defs.get_schema(node.op_type, max_inclusive_version=opset)
+        except Exception:  # noqa: BLE001  (unknown op: the checker below reports it)
+            continue
+        keep = [a for a in node.attribute if a.name in schema.attributes]
+        if len(keep) != len(node.attribute):
             del node.attribute[:]
             node.attribute.extend(keep)
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except Exception as e:  # noqa: BLE001
+        raise ExportError(f"the graph converted to opset {opset} is invalid: {str(e).splitlines()[0][:200]}",
+                          fix=f"export at opset {OPSET}, or report the model name") from e
+    if default_opset(model) != opset:
+        raise ExportError(f"the exported graph is at opset {default_opset(model)}, not the {opset} asked for",
+                          fix=f"export at opset {OPSET}, or report the model name")
+    return model
 
 
 def check_opset(opset: int) -> None:

@@ -11,6 +11,12 @@ Conv-BN-folded copy — and, when given, the original (unfolded) model too:
 * ``source_argmax_agreement`` / ``source_max_rel_logit_error``: the same against the original
   model. Folding changes rounding; in networks that route values by max-pooling indices (SegNet) a
   near-tie can then move a value by one pixel, so these can be larger while the arg-max agrees.
+
+Models that route values by pooling switches (``index_routed = True``: SegNet, DeconvNet) are judged
+on arg-max agreement alone: ONNX Runtime and PyTorch round convolutions differently, a near-tie in a
+deep pooling window then breaks the other way and moves a whole unpooled value, so the largest logit
+difference says nothing about the export's health (DeconvNet at 480x360: 6.6 % max relative error,
+99.98 % of the arg-max the same). The logit errors are still measured and reported.
 """
 from __future__ import annotations
 
@@ -41,6 +47,7 @@ class ParityReport:
     passed: bool
     inputs: str                    # where the images came from
     thresholds: dict
+    index_routed: bool = False     # judged on arg-max agreement only (see the module doc)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -48,6 +55,8 @@ class ParityReport:
     @property
     def failed_badly(self) -> bool:
         rel, src = self.max_rel_logit_error, self.source_argmax_agreement
+        if self.index_routed:
+            rel = None
         return (self.argmax_agreement < FAIL_AGREEMENT or (rel is not None and not rel <= FAIL_REL_ERROR)
                 or (src is not None and src < FAIL_AGREEMENT))
 
@@ -122,7 +131,8 @@ def check_parity(model, onnx_path: Path, input_spec: InputSpec, *, kind: str = "
     if source_model is not None:
         src_refs = [_torch_logits(source_model.eval(), x) for x in feeds]
         src_agreement, _, src_rel = _compare(src_refs, gots, kind, Path(onnx_path))
-    passed = agreement >= MIN_AGREEMENT and (rel_err is None or rel_err <= MAX_REL_ERROR) \
+    routed = bool(getattr(source_model if source_model is not None else model, "index_routed", False))
+    passed = agreement >= MIN_AGREEMENT and (routed or rel_err is None or rel_err <= MAX_REL_ERROR) \
         and (src_agreement is None or src_agreement >= MIN_AGREEMENT)
     return ParityReport(
         images=len(images), size=str(input_spec.size), argmax_agreement=agreement, max_abs_logit_error=abs_err,
@@ -130,4 +140,5 @@ def check_parity(model, onnx_path: Path, input_spec: InputSpec, *, kind: str = "
         passed=passed, inputs=inputs,
         thresholds={"min_agreement": MIN_AGREEMENT, "max_rel_error": MAX_REL_ERROR,
                     "fail_agreement": FAIL_AGREEMENT, "fail_rel_error": FAIL_REL_ERROR},
+        index_routed=routed,
     )

@@ -33,6 +33,8 @@ def _decoder_stage(widths: tuple[int, ...], cout: int | None) -> nn.Sequential:
 
 
 class SegNet(SemanticModel):
+    index_routed = True  # values travel by pooling indices: parity is judged on arg-max (export.parity)
+
     def __init__(self, encoder: VGGEncoder, num_classes: int):
         super().__init__(num_classes)
         if not isinstance(encoder, VGGEncoder) or not all(encoder.pool_flags):

@@ -36,6 +36,25 @@ def test_opset17_export_matches_torch_and_passes_tensorrt_8_5(tmp_path):
     assert not check_model(export_onnx(model, tmp_path / "m19.onnx", SPEC), "tensorrt-8.5").ok  # opset 19 > 17
 
 
+def test_opset17_export_of_a_mobilenetv3_model_is_really_opset_17(tmp_path):
+    """The exporter's own down-conversion left MobileNetV3's squeeze-excite ReduceMean at opset 18
+    (the whole graph then said 18, which TensorRT 8.5 refuses): the graph must be at 17, valid for
+    it (no opset-18 attribute left behind) and equal to PyTorch."""
+    torch.manual_seed(0)
+    model = create_model("test_deeplabv3plus", num_classes=5).eval()  # MobileNetV3 layout: SE blocks
+    path = export_onnx(model, tmp_path / "m17.onnx", SPEC, opset=17)
+    graph = onnx.load(str(path))
+    assert {o.domain: o.version for o in graph.opset_import}[""] == 17
+    onnx.checker.check_model(graph, full_check=True)
+    means = [n for n in graph.graph.node if n.op_type == "ReduceMean"]
+    assert means and all({a.name for a in n.attribute} <= {"axes", "keepdims"} for n in means)
+    x = np.random.default_rng(1).random((1, 3, 48, 64), dtype=np.float32)
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x))["logits"].numpy()
+    assert np.abs(_run(path, x) - ref).max() < 1e-4
+    assert check_model(path, "tensorrt-8.5").ok
+
+
 class _Dcn(nn.Module):
     num_classes = 4
 
