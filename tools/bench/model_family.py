@@ -98,7 +98,7 @@ def size_of(model_name: str) -> dict:
 
     model = create_model(model_name, num_classes=11).eval()
     return {"params_M": round(sum(p.numel() for p in model.parameters()) / 1e6, 3),
-            "gflops_480x360": round(count_flops(model, ImageShape(360, 480)) / 1e9, 2)}
+            "gflops_480x360": round(count_flops(model, ImageShape(360, 480)).gflops, 2)}
 
 
 def run_one(arch: str, name: str, lr: float, args: argparse.Namespace) -> dict:
