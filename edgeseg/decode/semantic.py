@@ -24,6 +24,8 @@ With ``SemanticOptions.crf_iterations > 0`` the cropped logits are first refined
 connected CRF (:mod:`edgeseg.decode.crf`) at their own resolution, with the original image resized
 to it (area-averaged when shrinking); its marginals ``Q`` continue as logits ``log Q``, so the
 resizing above and the confidence (then the CRF's ``Q`` of the chosen class) are unchanged.
+``crf_method="fast"`` runs the mean field on a ``crf_fast_size`` grid and returns ``log Q`` (up to a
+per-pixel constant) at the logits' resolution (:func:`edgeseg.decode.crf.fast_crf_logits`).
 The CRF needs the image: pass ``image=`` to :func:`decode_semantic`.
 """
 from __future__ import annotations
@@ -179,7 +181,7 @@ def crf_logits(logits: np.ndarray, meta: "PreprocessMeta", manifest: "Manifest",
     import cv2
 
     from ..structures import PreprocessMeta
-    from .crf import CRFParams, dense_crf
+    from .crf import CRFParams, dense_crf, fast_crf_logits
 
     if image is None:
         raise InputError(f"bundle {manifest.name!r}: the CRF (decoder option crf_iterations="
@@ -199,8 +201,11 @@ def crf_logits(logits: np.ndarray, meta: "PreprocessMeta", manifest: "Manifest",
     params = CRFParams(iterations=opts.crf_iterations, gaussian_sxy=opts.crf_gaussian_sxy,
                        gaussian_compat=opts.crf_gaussian_compat, bilateral_sxy=opts.crf_bilateral_sxy,
                        bilateral_srgb=opts.crf_bilateral_srgb, bilateral_compat=opts.crf_bilateral_compat)
-    q = dense_crf(np.asarray(chw, np.float32), rgb, params, opts.crf_method)
-    refined = np.log(np.maximum(q, 1e-30)).astype(np.float32)
+    if opts.crf_method == "fast":  # log Q up to a per-pixel constant: the same argmax and softmax
+        refined = fast_crf_logits(np.asarray(chw, np.float32), rgb, params, opts.crf_fast_size)
+    else:
+        q = dense_crf(np.asarray(chw, np.float32), rgb, params, opts.crf_method)
+        refined = np.log(np.maximum(q, 1e-30)).astype(np.float32)
     return refined, PreprocessMeta(meta.original, crop, crop)
 
 
