@@ -65,10 +65,13 @@ def plan_float_nodes(model, profile: QuantProfile, keep_float: Mapping[str, str]
     agree on), plus ``keep_float`` (node name -> reason, e.g. from mixed precision)."""
     keep_float = dict(keep_float or {})
     out: list[FloatNode] = []
+    transformer_adds = transformer_float_adds(model)
     for node in model.graph.node:
         reason = keep_float.pop(node.name, None)
         if reason is None:
             reason = profile.float_ops.get(node.op_type)
+        if reason is None and node.name in transformer_adds:
+            reason = transformer_adds[node.name]
         if reason is None and node.op_type == "ConvTranspose" and _attr(node, "group", 1) != 1:
             reason = "grouped ConvTranspose: per-channel weight scales would not follow its output channels"
         if reason is None and profile.min_conv_macs_per_pixel:
@@ -81,6 +84,47 @@ def plan_float_nodes(model, profile: QuantProfile, keep_float: Mapping[str, str]
     if keep_float:
         raise QuantizationError(f"cannot keep unknown node(s) in float: {', '.join(sorted(keep_float))}",
                                 fix="use node names from the sensitivity table (edgeseg quantize --sensitivity)")
+    return out
+
+
+def transformer_float_adds(model) -> dict[str, str]:
+    """``Add`` nodes of transformer blocks that stay in float (node name -> reason):
+
+    * an Add whose output feeds a LayerNormalization (or the ReduceMean of a decomposed one): the
+      residual stream of a ViT has outlier channels that per-tensor INT8 rounds away, and the norm
+      after it would read the rounded stream;
+    * an Add with an Erf input: the ``1 + erf(x / sqrt 2)`` inside an exported GELU; Q/DQ there
+      (and on its constant) breaks TensorRT's GELU fusion and gains nothing.
+
+    The MatMuls of attention and the MLP keep their Q/DQ; Softmax, LayerNorm and Erf are never
+    quantized (no INT8 kernels)."""
+    producers = {o: n for n in model.graph.node for o in n.output}
+    consumers: dict[str, list] = {}
+    for n in model.graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    out: dict[str, str] = {}
+    adds = [n for n in model.graph.node if n.op_type == "Add"]
+    residual = set()
+    for n in adds:
+        feeds = {c.op_type for o in n.output for c in consumers.get(o, ())}
+        if feeds & {"LayerNormalization"} or ("ReduceMean" in feeds and "Sub" in feeds):
+            residual.add(n.name)
+    # down the residual chain: an Add taking a residual Add's output is the stream too (a block's last
+    # Add may feed the head, not a norm; quantized, the Q/DQ on its input would be shared with the
+    # norm that reads the same tensor)
+    grew = True
+    while grew:
+        grew = False
+        for n in adds:
+            if n.name not in residual and {getattr(producers.get(i), "name", None) for i in n.input} & residual:
+                residual.add(n.name)
+                grew = True
+    for n in adds:
+        if n.name in residual:
+            out[n.name] = "residual Add of a transformer block (outliers; the LayerNorm reads the stream in float)"
+        elif any(getattr(producers.get(i), "op_type", None) == "Erf" for i in n.input):
+            out[n.name] = "the 1 + erf(x) of a GELU (keeps TensorRT's GELU fusion)"
     return out
 
 
