@@ -115,8 +115,11 @@ def run_one(arch: str, name: str, lr: float, args: argparse.Namespace) -> dict:
     epochs = row["epochs"] = epochs_for(row["gflops_480x360"], args.epochs_scale)
     steps = set(args.steps.split(","))
     threads = str(args.threads)
-    if epochs == 0 and not (bundle / "manifest.json").exists():  # random weights: latency and verdicts only
-        edgeseg("export", name, "--classes", "camvid", "--size", "480x360", "--out", str(bundle), log=log)
+    # untrained rows: random weights, exported for the verdicts (and --heavy latency); the verdicts do not
+    # depend on the input size (static shapes either way), so without --heavy they export at 240x180
+    check_size = "480x360" if epochs or args.heavy else "240x180"
+    if epochs == 0 and not (bundle / "manifest.json").exists():
+        edgeseg("export", name, "--classes", "camvid", "--size", check_size, "--out", str(bundle), log=log)
     if "train" in steps and epochs and not (bundle / "manifest.json").exists():
         t0 = time.time()
         resume = ["--resume"] if (out / "last.pt").exists() else []
@@ -144,7 +147,7 @@ def run_one(arch: str, name: str, lr: float, args: argparse.Namespace) -> dict:
         edgeseg("bench", str(bundle), "--all", "--threads", threads, "--runs", "10", "--json", str(b), log=log)
     jp5 = out / "opset17.edgeseg"  # TensorRT 8.5 parses opset <= 17: its verdict is on an opset-17 export
     if "check" in steps and not (jp5 / "manifest.json").exists():
-        edgeseg("export", name, "--classes", "camvid", "--size", "480x360", "--opset", "17", "--no-checkpoint",
+        edgeseg("export", name, "--classes", "camvid", "--size", check_size, "--opset", "17", "--no-checkpoint",
                 "--overwrite", "--out", str(jp5), log=log)
     for trt, b in (("tensorrt-8.5", jp5), ("tensorrt-10.3", bundle)):
         c = out / f"check_{trt}.json"
