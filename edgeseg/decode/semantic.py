@@ -25,7 +25,7 @@ connected CRF (:mod:`edgeseg.decode.crf`) at their own resolution, with the orig
 to it (area-averaged when shrinking); its marginals ``Q`` continue as logits ``log Q``, so the
 resizing above and the confidence (then the CRF's ``Q`` of the chosen class) are unchanged.
 ``crf_method="fast"`` runs the mean field on a ``crf_fast_size`` grid and returns ``log Q`` (up to a
-per-pixel constant) at the logits' resolution (:func:`edgeseg.decode.crf.fast_crf_logits`).
+per-pixel constant) at the logits' resolution (:func:`edgeseg.decode.crf_fast.fast_crf_logits`).
 The CRF needs the image: pass ``image=`` to :func:`decode_semantic`.
 """
 from __future__ import annotations
@@ -181,7 +181,8 @@ def crf_logits(logits: np.ndarray, meta: "PreprocessMeta", manifest: "Manifest",
     import cv2
 
     from ..structures import PreprocessMeta
-    from .crf import CRFParams, dense_crf, fast_crf_logits
+    from .crf import CRFParams, dense_crf
+    from .crf_fast import fast_crf_logits
 
     if image is None:
         raise InputError(f"bundle {manifest.name!r}: the CRF (decoder option crf_iterations="

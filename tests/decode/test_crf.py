@@ -12,9 +12,9 @@ import pytest
 
 from edgeseg.bundle import Manifest, OutputSpec
 from edgeseg.decode import decode_semantic
-from edgeseg.decode.crf import (CRFParams, DenseGaussian, PairwiseTerm, Permutohedral, _AppearanceGrid,
-                                bilateral_features, dense_crf, fast_crf_logits, softmax, spatial_features,
-                                unary_from_softmax)
+from edgeseg.decode.crf import (CRFParams, DenseGaussian, PairwiseTerm, Permutohedral, bilateral_features,
+                                dense_crf, softmax, spatial_features, unary_from_softmax)
+from edgeseg.decode.crf_fast import _AppearanceGrid, fast_crf_logits
 from edgeseg.errors import InputError
 from edgeseg.structures import ImageShape, InputSpec, PreprocessMeta, SemanticOptions
 

@@ -17,7 +17,7 @@ refined by:
 * ``lattice``: :mod:`edgeseg.decode.crf`'s numpy permutohedral lattice (pydensecrf's algorithm; about
   9 s per frame, so only on the first ``--lattice-frames`` frames, to show it equals pydensecrf there:
   ``max |dQ|`` and argmax agreement are printed);
-* ``fast``: :func:`edgeseg.decode.crf.fast_crf_logits` on a ``--fast-size`` grid (the decode option
+* ``fast``: :func:`edgeseg.decode.crf_fast.fast_crf_logits` on a ``--fast-size`` grid (the decode option
   ``crf_method="fast"``), timed ``--repeats`` times per frame;
 * ``pydensecrf@fast-frames``: ``none`` and ``pydensecrf`` restricted to the lattice's frames.
 
@@ -43,7 +43,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from edgeseg._io import write_json  # noqa: E402
 from edgeseg.cli._common import print_table  # noqa: E402
 from edgeseg.data.io import read_image  # noqa: E402
-from edgeseg.decode.crf import CRFParams, dense_crf, fast_crf_logits, softmax  # noqa: E402
+from edgeseg.decode.crf import CRFParams, dense_crf, softmax  # noqa: E402
+from edgeseg.decode.crf_fast import fast_crf_logits  # noqa: E402
 from edgeseg.eval.semantic import SemanticMetric  # noqa: E402
 from edgeseg.paths import data_root  # noqa: E402
 from edgeseg.structures import SemanticOptions  # noqa: E402
