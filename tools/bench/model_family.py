@@ -84,6 +84,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--steps", default="train,quantize,bench,check", help="which steps to run (default all)")
     p.add_argument("--heavy", action="store_true", help="also quantize (no gate) and time the untrained heavy rows")
     p.add_argument("--json", type=Path, help="also write the table here")
+    p.add_argument("--collect", action="store_true",
+                   help="run nothing: print the markdown table of what the run folders hold")
     return p.parse_args(argv)
 
 
@@ -185,12 +187,41 @@ def collect(out: Path) -> dict:
     return row
 
 
+COLUMNS = (("architecture", "architecture"), ("model", "variant"), ("params_M", "params (M)"),
+           ("gflops_480x360", "GFLOPs 480x360"), ("epochs", "epochs"), ("steps", "steps"), ("miou_fp32", "mIoU FP32"),
+           ("miou_int8_cpu", "mIoU INT8 cpu"), ("ort_fp32_ms", "ORT FP32 ms"), ("ort_int8_ms", "ORT INT8 ms"),
+           ("openvino_fp32_ms", "OpenVINO FP32 ms"), ("tensorrt-8.5", "TensorRT 8.5"), ("tensorrt-10.3", "TensorRT 10.3"))
+
+
+def markdown(rows: list[dict]) -> str:
+    """The table as docs/models.md shows it (empty cells: not measured)."""
+    def cell(v):
+        return "" if v is None else (f"`{v}`" if isinstance(v, str) and "_" in v and " " not in v else str(v))
+
+    lines = ["| " + " | ".join(h for _, h in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(cell(r.get(k)) for k, _ in COLUMNS) + " |" for r in rows]
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     from edgeseg.cli._common import print_table
     from edgeseg._io import write_json
 
     args = parse_args(argv)
     only = {s.strip() for s in args.only.split(",") if s.strip()}
+    if args.collect:
+        rows = []
+        for arch, name, _ in FAMILY:
+            if (not only or name in only) and (args.runs / name).is_dir():
+                row = {"architecture": arch, "model": name, **size_of(name)}
+                row["epochs"] = epochs_for(row["gflops_480x360"], args.epochs_scale)
+                train = (_load(args.runs / name / "train.json") or {}).get("training", {})
+                if train.get("epochs") is not None:
+                    row["epochs"], row["steps"] = train["epochs"], train.get("steps")
+                rows.append({**row, **collect(args.runs / name)})
+        print(markdown(rows))
+        write_json(args.json, {"rows": rows})
+        return 0
     rows = []
     for arch, name, lr in FAMILY:
         if only and name not in only:
