@@ -173,6 +173,9 @@ def collect(out: Path) -> dict:
     for key, value in (("miou_fp32", q.get("fp32")), ("miou_int8_cpu", q.get("int8"))):
         row[key] = None if value is None else round(100 * value if value <= 1 else value, 2)
     row["int8_float_nodes"] = len(q.get("float_nodes", [])) if q else None
+    if row["miou_fp32"] is None:  # quantization not run (or not finished): the exported bundle's own score
+        acc = (_load(out / "train.json") or {}).get("bundle_accuracy") or {}
+        row["miou_fp32"] = None if acc.get("miou") is None else round(100 * acc["miou"], 2)
     b = _load(out / "bench.json") or {}
     for r in b.get("results", []):
         key = {("onnxruntime", "fp32"): "ort_fp32_ms", ("onnxruntime", "int8"): "ort_int8_ms",
