@@ -68,15 +68,14 @@ class SemanticBranch(nn.Module):
         self.out_channels = channels
 
     def forward(self, pyramid: list[torch.Tensor]) -> torch.Tensor:
-        out = None
+        outs = []
         for p, convs, targets in zip(pyramid, self.levels, self.targets):
             for k, conv in enumerate(convs):
                 p = conv(p)
                 if k < len(targets):
                     p = resize_to(p, pyramid[targets[k]].shape[-2:])
-            out = p if out is None else out + p
-        assert out is not None
-        return out
+            outs.append(p)
+        return sum(outs[1:], outs[0])  # every level at 1/4, summed
 
 
 class FPN(SemanticModel):

@@ -32,6 +32,7 @@ result; one :class:`Keyframes` per source.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -145,13 +146,20 @@ class Keyframes:
         return result
 
 
+@functools.lru_cache(maxsize=8)
+def pixel_grid(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(x, y)`` float32 ``[h, w]`` pixel coordinates, made once per size (read-only: every frame reuses them)."""
+    gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+    gx.flags.writeable = gy.flags.writeable = False
+    return gx, gy
+
+
 def unexplained_fraction(cur: np.ndarray, prev: np.ndarray, flow: np.ndarray, residual: float) -> float:
     """The fraction of ``cur``'s pixels (grey, small) whose value differs by more than ``residual`` from
     ``prev`` sampled where the backward ``flow`` says they came from (replicated borders)."""
     import cv2
 
-    h, w = cur.shape
-    gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+    gx, gy = pixel_grid(*cur.shape)
     warped = cv2.remap(prev, gx + flow[..., 0], gy + flow[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     diff = cv2.absdiff(cur, warped)
     return float(np.count_nonzero(diff > residual)) / diff.size
@@ -165,7 +173,7 @@ def full_maps(small_flow: np.ndarray, full: tuple[int, int]) -> tuple[np.ndarray
     H, W = full
     h, w = small_flow.shape[:2]
     f = small_flow if (h, w) == (H, W) else cv2.resize(small_flow, (W, H), interpolation=cv2.INTER_LINEAR)
-    gx, gy = np.meshgrid(np.arange(W, dtype=np.float32), np.arange(H, dtype=np.float32))
+    gx, gy = pixel_grid(H, W)
     return gx + f[..., 0] * (W / w), gy + f[..., 1] * (H / h)
 
 

@@ -197,7 +197,9 @@ class _StubEncoder(Encoder):
         self.reductions, self.out_channels = reductions, (4,) * len(reductions)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        raise NotImplementedError
+        """Zero maps of the declared channels and reductions (never run: FPN refuses it at build)."""
+        h, w = x.shape[-2:]
+        return [x.new_zeros(x.shape[0], c, -(-h // r), -(-w // r)) for c, r in zip(self.out_channels, self.reductions)]
 
 
 def test_fpn_rejects_encoders_without_a_halving_pyramid_from_stride_4():

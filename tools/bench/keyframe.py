@@ -175,13 +175,11 @@ def main(argv=None) -> int:
             pooled["speedup"] = round(np.mean([r[0]["ms_per_frame"] for r in per_seed]) / pooled["ms_per_frame"], 2)
             rows.append(pooled)
     print_table(rows)
-    machine = {"cpu": platform.processor() or platform.machine(), "python": platform.python_version()}
-    try:
-        from edgeseg.backends.device import describe_device
+    from edgeseg.backends.device import device_info
 
-        machine["device"] = describe_device()
-    except Exception:  # noqa: BLE001  (the description is informative only)
-        pass
+    dev = device_info()
+    print(f"machine: {dev.describe()}")
+    machine = {"python": platform.python_version(), **dev.to_dict()}
     write_json(args.json, {"rows": rows, "machine": machine, "args": {k: str(v) for k, v in vars(args).items()}})
     return 0
 
