@@ -54,6 +54,8 @@ class Finetune:
     warmup_epochs: float = 0.5
     eval_every: int = 5
     scale: tuple[float, float] | None = None  # random scale range (default: the recipe's)
+    data: str | None = None  # the stage's training / validation data (default: the recipe's)
+    val_data: str | None = None
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,7 @@ class Recipe:
     weight_decay: float = 1e-4
     class_weighting: str = "enet"
     finetune: tuple[Finetune, ...] = ()
+    jitter: float = 0.25
     description: str = ""
 
 
@@ -120,6 +123,31 @@ RECIPES.add("road", Recipe(
     description="CamVid road scenes, 11 classes, trained from scratch at 480x360",
 ))
 
+RECIPES.add("road-holdout", Recipe(
+    # Issue 14: the same network, selected and scored on footage it has not seen. Stage 1 learns
+    # street scenes from the 13 training cities of Cityscapes (2,074 frames, labels mapped onto
+    # CamVid's classes); stage 2 fine-tunes on CamVid without sequence 0006R0, which is the
+    # validation set (a whole sequence held out). The two Cityscapes val cities are never trained on.
+    name="road-holdout",
+    model="deeplabv3plus_mobilenetv3_small",
+    data="cityscapes-camvid:{data_root}/cityscapes_panoptic",
+    val_data="camvid:{data_root}/camvid,split=train,sequences=0006R0",
+    size=ImageShape(360, 480),
+    lr=0.05,
+    loss="wce+0.5*lovasz",
+    cpu=Schedule(epochs=9, batch=8, workers=1, eval_every=3, crop=ImageShape(192, 256)),
+    cuda=Schedule(epochs=100, batch=16, workers=8, eval_every=10),
+    cache=True,
+    warmup_epochs=0.5,
+    scale=(0.5, 2.0),
+    weight_decay=4e-5,
+    class_weighting="enet",
+    jitter=0.4,
+    finetune=(Finetune(epochs=30, lr=0.01, crop=ImageShape(240, 320), loss="wce+lovasz", warmup_epochs=1.0,
+                       data="camvid:{data_root}/camvid,exclude=0006R0"),),
+    description="road scenes in CamVid's 11 classes: Cityscapes pre-training, CamVid fine-tuning, sequence 0006R0 held out",
+))
+
 
 def stage_names(recipe: Recipe) -> list[str]:
     """``main``, then ``finetune``, ``finetune2``, ... for the recipe's later stages."""
@@ -143,6 +171,7 @@ def build_job(recipe: Recipe, args: argparse.Namespace):
     sched = recipe.cuda if args.device.startswith("cuda") else recipe.cpu
     lr, warmup, loss, init, out = recipe.lr, recipe.warmup_epochs, recipe.loss, None, Path(args.runs) / recipe.name
     scale = recipe.scale
+    data, val_data = recipe.data, recipe.val_data
     if args.stage != "main":
         k = stage_names(recipe).index(args.stage) if args.stage in stage_names(recipe) else None
         if k is None:
@@ -157,17 +186,18 @@ def build_job(recipe: Recipe, args: argparse.Namespace):
         sched = replace(sched, epochs=ft.epochs, crop=ft.crop, eval_every=ft.eval_every)
         lr, warmup, loss, out = ft.lr, ft.warmup_epochs, ft.loss, stage_dir(recipe, k, args.runs)
         scale = ft.scale or recipe.scale
+        data, val_data = ft.data or data, ft.val_data or val_data
     sched = replace(sched, epochs=args.epochs or sched.epochs, workers=sched.workers if args.workers is None else args.workers)
     config = TrainConfig(
         epochs=sched.epochs, size=recipe.size, batch_size=sched.batch, lr=lr, weight_decay=recipe.weight_decay,
         warmup_epochs=warmup, loss=loss, class_weighting=recipe.class_weighting,
-        scale=scale, crop=sched.crop, eval_every=sched.eval_every, seed=args.seed, workers=sched.workers, device=args.device,
+        scale=scale, jitter=recipe.jitter, crop=sched.crop, eval_every=sched.eval_every, seed=args.seed, workers=sched.workers, device=args.device,
         threads=args.threads, progress=sys.stderr.isatty(),
     )
-    export = None if args.no_export else REPO / "edgeseg" / "zoo" / f"{recipe.name}.edgeseg"
+    export = None if args.no_export else Path(args.export_to or REPO / "edgeseg" / "zoo" / f"{recipe.name}.edgeseg")
     return TrainJob(
-        model=recipe.model, data=fill(recipe.data), out=out, config=config,
-        val_data=fill(recipe.val_data) if recipe.val_data else None, export=export, bundle_name=recipe.name,
+        model=recipe.model, data=fill(data), out=out, config=config,
+        val_data=fill(val_data) if val_data else None, export=export, bundle_name=recipe.name,
         cache=recipe.cache, init=init, command="python tools/train_default.py " + shlex.join(sys.argv[1:]),
     )
 
@@ -187,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--runs", default=str(REPO / "runs"), help="where run folders go (default runs/, git-ignored)")
     p.add_argument("--no-export", action="store_true", help="train only; do not write edgeseg/zoo/<name>.edgeseg")
+    p.add_argument("--export-to", default=None, help="write the bundle here instead of edgeseg/zoo/<name>.edgeseg")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

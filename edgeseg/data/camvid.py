@@ -10,6 +10,17 @@
 Labels are uint8 class ids 0..10 in SegNet order (:data:`~edgeseg.structures.CAMVID_CLASSES`);
 raw 11 is void and becomes :data:`~edgeseg.data.IGNORE`. Any other value above 10 is also treated
 as void. Without a ``{split}.txt``, images in ``{split}/`` are paired with ``{split}annot/`` by name.
+
+CamVid's frames are named ``SEQUENCE_FRAME`` (``0006R0_f02370``); ``sequences=`` keeps only the named
+sequences and ``exclude=`` drops them (several joined with ``+``), so a whole sequence can be held out
+of training and used to select and score models on footage the model has not seen (issue 14: every
+``val`` frame comes from ``0016E5``, which ``train`` also holds)::
+
+    camvid:ROOT,exclude=0006R0      # train on 0001TP + 0016E5
+    camvid:ROOT,split=train,sequences=0006R0    # select / score on the held-out sequence
+
+``split=`` reads that split whatever split the caller asks for (a held-out sequence of ``train`` as
+the validation set of a training job, or as ``edgeseg eval --data``).
 """
 from __future__ import annotations
 
@@ -46,7 +57,8 @@ class CamVid(SegmentationDataset):
     classes = CAMVID_CLASSES
     palette = CAMVID_PALETTE
 
-    def __init__(self, root: str | Path, split: str = "val"):
+    def __init__(self, root: str | Path, split: str = "val", sequences: tuple[str, ...] = (),
+                 exclude: tuple[str, ...] = ()):
         self.root = Path(root)
         self.split = split
         if not self.root.is_dir():
@@ -54,6 +66,38 @@ class CamVid(SegmentationDataset):
         self.pairs = self._pairs()
         if not self.pairs:
             raise DataError(f"CamVid split {split!r} in {self.root} is empty")
+        if sequences or exclude:
+            self.pairs = self._select(sequences, exclude)
+
+    def _select(self, sequences: tuple[str, ...], exclude: tuple[str, ...]) -> list[tuple[Path, Path]]:
+        present = sorted({sequence_of(p.stem) for p, _ in self.pairs})
+        unknown = sorted(set(sequences) - set(present))
+        if unknown:  # asked for footage this split does not hold
+            raise DataError(f"CamVid split {self.split!r} in {self.root} has no sequence {', '.join(unknown)}",
+                            fix=f"its sequences are {', '.join(present)} (another split: add split=NAME)")
+        anywhere = set(present) | self._all_sequences()
+        typo = sorted(set(exclude) - anywhere)
+        if typo:  # a misspelt hold-out would silently train on the footage meant to stay unseen
+            raise DataError(f"camvid: exclude={'+'.join(exclude)} names no sequence of {self.root} ({', '.join(typo)})",
+                            fix=f"its sequences are {', '.join(sorted(anywhere))}")
+        keep = [(i, l) for i, l in self.pairs
+                if (not sequences or sequence_of(i.stem) in sequences) and sequence_of(i.stem) not in exclude]
+        if not keep:
+            raise DataError(f"CamVid split {self.split!r}: sequences={'+'.join(sequences)} exclude={'+'.join(exclude)} "
+                            "leaves no frame", fix=f"its sequences are {', '.join(present)}")
+        return keep
+
+    def _all_sequences(self) -> set[str]:
+        """Sequences named by any split's list file or image folder under the root."""
+        names = set()
+        for list_file in self.root.glob("*.txt"):
+            for line in list_file.read_text().splitlines():
+                if line.split():
+                    names.add(sequence_of(Path(line.split()[0]).stem))
+        for folder in self.root.iterdir():
+            if folder.is_dir() and not folder.name.endswith("annot"):
+                names.update(sequence_of(p.stem) for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        return names
 
     def _pairs(self) -> list[tuple[Path, Path]]:
         list_file = self.root / f"{self.split}.txt"
@@ -95,9 +139,24 @@ class CamVid(SegmentationDataset):
         return Sample(image, _LUT[raw], img_path.stem)
 
 
+def sequence_of(stem: str) -> str:
+    """The CamVid sequence of a frame name: ``0006R0_f02370`` -> ``0006R0`` (the part before ``_``)."""
+    return stem.split("_", 1)[0]
+
+
+def _sequence_list(options: dict[str, str], key: str) -> tuple[str, ...]:
+    if key not in options:
+        return ()
+    names = tuple(s.strip() for s in options[key].split("+") if s.strip())
+    if not names:
+        raise DataError(f"camvid: {key}= names no sequence", fix=f"write {key}=0006R0 (several joined with +)")
+    return names
+
+
 @DATASETS.register("camvid")
 def _open_camvid(args: list[str], options: dict[str, str], split: str) -> CamVid:
-    check_options("camvid", options, ())
+    check_options("camvid", options, ("sequences", "exclude", "split"))
+    split = options.get("split", split)
     if not args:  # "camvid:" -> the shared data folder's copy
         from ..paths import data_root
 
@@ -107,4 +166,4 @@ def _open_camvid(args: list[str], options: dict[str, str], split: str) -> CamVid
         args = [str(root / "camvid")]
     if len(args) != 1:
         raise DataError("camvid spec takes one root folder", fix="write camvid:PATH/TO/camvid")
-    return CamVid(args[0], split)
+    return CamVid(args[0], split, _sequence_list(options, "sequences"), _sequence_list(options, "exclude"))
