@@ -34,8 +34,9 @@ SAMPLINGS = ("uniform", "scene", "first")
 class CalibrationRecipe:
     """Which frames to calibrate on and how to turn them into ranges.
 
-    source:    a folder of images, a video file, or a dataset spec (``camvid:ROOT``, ``synthetic:64``).
-               Paths follow the recipe rules of :mod:`edgeseg._recipes` (the same as stream
+    source:    a folder of images, a video file, or a dataset spec (``camvid:ROOT``, ``synthetic:64``);
+               or a list of them, ``frames`` shared evenly (several sequences, cities or cameras:
+               ranges measured on one clip fit that clip). Paths follow the recipe rules of :mod:`edgeseg._recipes` (the same as stream
                recipes): relative to ``base_dir`` (the recipe's folder), ``$VAR`` and ``~``
                expanded, ``${EDGESEG_DATA}`` defaulting to the real-data folder.
     split:     dataset split for dataset specs.
@@ -49,7 +50,7 @@ class CalibrationRecipe:
     seed:      shuffling seed for datasets with ``sampling="uniform"`` (deterministic).
     """
 
-    source: str
+    source: str | tuple[str, ...]
     frames: int = 200
     split: str = "train"
     sampling: str = "uniform"
@@ -62,6 +63,11 @@ class CalibrationRecipe:
     base_dir: str = ""
 
     def __post_init__(self) -> None:
+        if isinstance(self.source, list):
+            object.__setattr__(self, "source", tuple(self.source))
+        if isinstance(self.source, tuple) and (not self.source or not all(isinstance(s, str) and s for s in self.source)):
+            raise InputError(f"calibration recipe {self.name!r}: source must be a path or spec, or a non-empty list of them",
+                             fix='e.g. source = ["camvid:${EDGESEG_DATA}/camvid,exclude=0006R0", "FOLDER_OF_FRAMES"]')
         if self.frames <= 0:
             raise InputError(f"calibration recipe {self.name or self.source!r}: frames must be > 0, got {self.frames}")
         if self.method not in METHODS:
@@ -73,15 +79,28 @@ class CalibrationRecipe:
         if not 0.0 < self.percentile <= 100.0:
             raise InputError(f"calibration percentile must be in (0, 100], got {self.percentile}")
 
+    @property
+    def sources(self) -> tuple[str, ...]:
+        return self.source if isinstance(self.source, tuple) else (self.source,)
+
+    def resolved_sources(self) -> list[str]:
+        """Every source, each resolved as :meth:`resolved_source` says."""
+        return [replace(self, source=s).resolved_source() for s in self.sources]
+
     def resolved_source(self) -> str:
-        """The source with the recipe path rules of :mod:`edgeseg._recipes` applied: ``$VAR`` /
+        """The (single) source with the recipe path rules of :mod:`edgeseg._recipes` applied: ``$VAR`` /
         ``${EDGESEG_DATA}`` and ``~`` expanded, a relative path made absolute against ``base_dir`` (the
         recipe's folder; a source given without a recipe stays relative to the working directory). In a
         dataset spec ``kind:PATH[,options]`` the path is resolved; ``synthetic:64`` is left as it is."""
+        if isinstance(self.source, tuple):
+            if len(self.source) != 1:
+                raise InputError(f"calibration recipe {self.name!r} has {len(self.source)} sources",
+                                 fix="use resolved_sources()")
+            return replace(self, source=self.source[0]).resolved_source()
         where = self.name or None
         base = self.base_dir or None
         kind, sep, rest = self.source.partition(":")
-        if sep and kind.isidentifier() and len(kind) > 1:
+        if sep and _KIND.fullmatch(kind):  # a dataset spec (coco-instance:, cityscapes-camvid: too)
             if not rest or rest[0].isdigit():
                 return expand_vars(self.source, where)
             first, comma, tail = rest.partition(",")
@@ -89,7 +108,10 @@ class CalibrationRecipe:
         return expand_path(self.source, base, where=where)
 
     def to_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        if isinstance(self.source, tuple):
+            d["source"] = list(self.source)
+        return d
 
 
 def load_recipe(path: str | os.PathLike) -> CalibrationRecipe:
@@ -133,6 +155,7 @@ def resolve_calibration(arg: str, *, frames: int | None = None, method: str | No
 
 
 _NAME = re.compile(r"[A-Za-z0-9_-]+")
+_KIND = re.compile(r"[A-Za-z][A-Za-z0-9_-]+")  # two characters at least: "C:" is a drive, not a spec
 
 
 def recipe_dirs() -> list[Path]:
@@ -284,10 +307,19 @@ def scene_change_indices(path: str, n: int, threshold: float = 12.0) -> list[int
 
 
 def collect_frames(recipe: CalibrationRecipe, *, progress: bool = True) -> list[np.ndarray]:
-    """The recipe's RGB ``uint8 [H, W, 3]`` frames, read once (with a progress bar)."""
-    source = recipe.resolved_source()
-    fn = FRAME_SOURCES.get(source_kind(source))
-    return take_frames(fn(source, recipe), recipe.frames, progress=progress, desc=f"calibration frames ({recipe.name or source})")
+    """The recipe's RGB ``uint8 [H, W, 3]`` frames, read once (with a progress bar). With several
+    sources each gives ``frames // k`` (the first ones one more for the remainder), sampled as the
+    recipe says within that source."""
+    sources = recipe.resolved_sources()
+    out: list[np.ndarray] = []
+    for i, source in enumerate(sources):
+        share = recipe.frames // len(sources) + (1 if i < recipe.frames % len(sources) else 0)
+        if share == 0:
+            continue
+        fn = FRAME_SOURCES.get(source_kind(source))
+        out += take_frames(fn(source, replace(recipe, frames=share)), share, progress=progress,
+                           desc=f"calibration frames ({recipe.name or source}{f' {i + 1}/{len(sources)}' if len(sources) > 1 else ''})")
+    return out
 
 
 def take_frames(frames: Iterable[np.ndarray], n: int, *, progress: bool = False, desc: str = "frames") -> list[np.ndarray]:

@@ -9,13 +9,13 @@ from edgeseg.errors import DataError
 from edgeseg.structures import CAMVID_CLASSES
 
 
-def _make_camvid(root, split="train", n=2, listed="absolute"):
+def _make_camvid(root, split="train", n=2, listed="absolute", sequences=("0001TP",)):
     rng = np.random.default_rng(1)
     (root / split).mkdir(parents=True)
     (root / f"{split}annot").mkdir()
     lines, raws = [], []
     for i in range(n):
-        name = f"0001TP_{i:06d}.png"
+        name = f"{sequences[i % len(sequences)]}_{i:06d}.png"
         img = rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)
         raw = rng.integers(0, 13, (6, 8)).astype(np.uint8)  # 0..10 classes, 11 void, 12 stray
         write_image(root / split / name, img)
@@ -87,3 +87,40 @@ def test_real_camvid(data_root):
 def test_camvid_default_root(data_root, monkeypatch):
     monkeypatch.setenv("EDGESEG_DATA", str(data_root))
     assert len(open_dataset("camvid:", "val")) == 101
+
+
+def test_camvid_sequences_held_out(tmp_path):
+    """Whole sequences kept (``sequences=``) or held out (``exclude=``); ``split=`` overrides the caller's split."""
+    _make_camvid(tmp_path, "train", 6, "absolute", sequences=("0001TP", "0006R0", "0016E5"))
+    _make_camvid(tmp_path, "val", 2, "relative", sequences=("0016E5",))
+    train = open_dataset(f"camvid:{tmp_path},exclude=0006R0", split="train")
+    assert [s.name for s in train] == ["0001TP_000000", "0016E5_000002", "0001TP_000003", "0016E5_000005"]
+    held = open_dataset(f"camvid:{tmp_path},split=train,sequences=0006R0", split="val")  # split= wins
+    assert [s.name for s in held] == ["0006R0_000001", "0006R0_000004"]
+    two = open_dataset(f"camvid:{tmp_path},sequences=0001TP+0006R0", split="train")
+    assert len(two) == 4 and not any(s.name.startswith("0016E5") for s in two)
+    # held-out footage absent from the split: nothing to exclude there, still valid
+    assert len(open_dataset(f"camvid:{tmp_path},exclude=0006R0", split="val")) == 2
+
+
+@pytest.mark.parametrize("spec, match", [
+    (",exclude=006R0", r"names no sequence of .*\(006R0\)"),           # a typo would train on the held-out footage
+    (",sequences=0006R0", "split 'val' .* has no sequence 0006R0"),
+    (",sequences=", "names no sequence"),
+    (",exclude=0016E5", "leaves no frame"),
+    (",hold=0006R0", "unknown option"),
+])
+def test_camvid_sequence_errors(tmp_path, spec, match):
+    _make_camvid(tmp_path, "train", 3, "absolute", sequences=("0001TP", "0006R0", "0016E5"))
+    _make_camvid(tmp_path, "val", 2, "relative", sequences=("0016E5",))
+    with pytest.raises(DataError, match=match):
+        open_dataset(f"camvid:{tmp_path}{spec}", split="val")
+
+
+@pytest.mark.data
+def test_camvid_shared_sequences(data_root):
+    """The shared copy: train = 0001TP 62 + 0006R0 101 + 0016E5 204; val is all 0016E5 (issue 14)."""
+    root = data_root / "camvid"
+    assert len(open_dataset(f"camvid:{root},exclude=0006R0", "train")) == 266
+    assert len(open_dataset(f"camvid:{root},split=train,sequences=0006R0", "val")) == 101
+    assert len(open_dataset(f"camvid:{root},sequences=0016E5", "val")) == 101

@@ -116,7 +116,7 @@ def test_recipe_toml_and_resolution(tmp_path):
 
 
 def test_shipped_recipes_parse():
-    for name in ("camvid", "dashcam", "synthetic"):
+    for name in ("camvid", "dashcam", "street", "synthetic"):
         r = resolve_calibration(name)
         assert r.frames > 0 and r.method in ("entropy", "percentile", "minmax", "mse")
     assert resolve_calibration("camvid").frames == 200 and resolve_calibration("camvid").method == "entropy"
@@ -130,6 +130,39 @@ def test_live_frames_and_holdout():
     assert [int(f[0, 0, 0]) for f in held] == [4, 9] and len(cal) == 8
     with pytest.raises(DataError, match="RGB uint8"):
         take_frames([np.zeros((8, 8), np.uint8)], 1)
+
+
+def test_several_sources_share_the_frames(tmp_path):
+    """A list of sources: frames shared evenly (remainder to the first), each source sampled as the recipe says."""
+    d, imgs = _png_folder(tmp_path)
+    rec = tmp_path / "multi.toml"
+    rec.write_text('[calibration]\nsource = ["imgs", "synthetic:4,size=32x24"]\nframes = 5\nsampling = "first"\n')
+    r = load_recipe(rec)
+    assert r.sources == ("imgs", "synthetic:4,size=32x24") and r.to_dict()["source"] == ["imgs", "synthetic:4,size=32x24"]
+    assert r.resolved_sources() == [str(d), "synthetic:4,size=32x24"]
+    frames = collect_frames(r, progress=False)
+    assert len(frames) == 5
+    for got, want in zip(frames[:3], imgs[:3]):  # 3 from the folder (5 // 2 + 1), then 2 generated frames
+        np.testing.assert_array_equal(got, want)
+    assert all(f.shape == (24, 32, 3) for f in frames[3:])
+    with pytest.raises(InputError, match="several|sources"):
+        r.resolved_source()
+    bad = tmp_path / "empty.toml"
+    bad.write_text('source = []\n')
+    with pytest.raises((DataError, InputError), match="non-empty list"):
+        load_recipe(bad)
+
+
+def test_dash_named_dataset_specs_resolve_as_specs(tmp_path):
+    """``coco-instance:`` / ``cityscapes-camvid:`` are dataset kinds, not relative paths; ``C:`` is not a kind."""
+    r = CalibrationRecipe(source="cityscapes-camvid:data/cs,images=x", base_dir=str(tmp_path))
+    assert r.resolved_source() == f"cityscapes-camvid:{tmp_path / 'data/cs'},images=x"
+
+
+@pytest.mark.data
+def test_street_recipe_mixes_sequences_and_cities(data_root):
+    frames = collect_frames(resolve_calibration("street", frames=4), progress=False)
+    assert [f.shape for f in frames] == [(360, 480, 3)] * 2 + [(320, 640, 3)] * 2  # 2 CamVid, 2 Cityscapes
 
 
 @pytest.mark.data
@@ -154,14 +187,14 @@ def test_recipe_names_resolve_from_any_working_directory(tmp_path, monkeypatch):
     # an installed package (no repository next to it): the copies shipped in edgeseg/quant/recipes/
     monkeypatch.setattr(edgeseg.paths, "PACKAGE_DIR", tmp_path / "site-packages" / "edgeseg")
     assert find_recipe("camvid") == shipped / "camvid.toml"
-    assert resolve_calibration("camvid").frames == 200 and recipe_names() == ["camvid", "dashcam", "synthetic"]
+    assert resolve_calibration("camvid").frames == 200 and recipe_names() == ["camvid", "dashcam", "street", "synthetic"]
     # ./calibration in the working directory comes first
     (tmp_path / "calibration").mkdir()
     (tmp_path / "calibration" / "camvid.toml").write_text('[calibration]\nsource = "synthetic:8"\nframes = 7\n')
     assert resolve_calibration("camvid").frames == 7
     with pytest.raises(DataError, match="camvd.*not found") as e:
         resolve_calibration("camvd")
-    assert "camvid, dashcam, synthetic" in e.value.fix
+    assert "camvid, dashcam, street, synthetic" in e.value.fix
 
 
 def test_shipped_recipe_copies_equal_the_repository_recipes():
@@ -172,6 +205,6 @@ def test_shipped_recipe_copies_equal_the_repository_recipes():
     if not repo.is_dir():
         pytest.skip("not a source checkout")
     names = sorted(f.name for f in repo.glob("*.toml"))
-    assert names == sorted(f.name for f in shipped.glob("*.toml")) == ["camvid.toml", "dashcam.toml", "synthetic.toml"]
+    assert names == sorted(f.name for f in shipped.glob("*.toml")) == ["camvid.toml", "dashcam.toml", "street.toml", "synthetic.toml"]
     for n in names:
         assert (shipped / n).read_bytes() == (repo / n).read_bytes(), f"copy calibration/{n} to edgeseg/quant/recipes/{n}"
