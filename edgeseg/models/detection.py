@@ -31,37 +31,14 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-__all__ = ["FPN", "BoxCoder", "grid_anchors", "box_iou", "clip_boxes", "match_boxes", "sample_labels", "nms",
+__all__ = ["BoxCoder", "grid_anchors", "box_iou", "clip_boxes", "match_boxes", "sample_labels", "nms",
            "nms_reference", "efficient_nms", "efficient_nms_reference", "detection_translation_table",
            "finalize_plugin_nodes", "EFFICIENT_NMS_CANDIDATES", "PLUGIN_EXPORT_DOMAIN"]
 
 EFFICIENT_NMS_CANDIDATES = 4096  # README: "the highest 4096 scores are processed by the EfficientNMS kernel"
 PLUGIN_EXPORT_DOMAIN = "edgeseg.tensorrt_plugin"  # where the plugin node waits until finalize_plugin_nodes
-
-
-# ---- feature pyramid ------------------------------------------------------------------------------
-class FPN(nn.Module):
-    """1x1 laterals, nearest top-down sum, 3x3 outputs (P2..P5); P6 is P5 subsampled by 2 (max pool
-    with kernel 1, Detectron2's ``LastLevelMaxPool``): RPN anchors only, never RoIAlign."""
-
-    def __init__(self, in_channels: tuple[int, ...], channels: int):
-        super().__init__()
-        self.lateral = nn.ModuleList(nn.Conv2d(c, channels, 1) for c in in_channels)
-        self.output = nn.ModuleList(nn.Conv2d(channels, channels, 3, padding=1) for _ in in_channels)
-        for m in self.modules():  # Detectron2's c2_xavier_fill
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_uniform_(m.weight, a=1)
-                nn.init.zeros_(m.bias)
-
-    def forward(self, feats: list[Tensor]) -> list[Tensor]:
-        lat = [conv(f) for conv, f in zip(self.lateral, feats)]
-        for i in range(len(lat) - 1, 0, -1):
-            lat[i - 1] = lat[i - 1] + F.interpolate(lat[i], size=tuple(lat[i - 1].shape[-2:]), mode="nearest")
-        outs = [conv(x) for conv, x in zip(self.output, lat)]
-        return outs + [F.max_pool2d(outs[-1], 1, stride=2)]
 
 
 # ---- anchors and the box coder ------------------------------------------------------------------------

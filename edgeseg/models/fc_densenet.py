@@ -32,31 +32,8 @@ from torch import nn
 
 from ..errors import ModelError
 from .base import SemanticModel
-from .layers import init_weights
+from .layers import center_fit, init_weights
 from .registry import register_model
-
-
-def center_fit(x: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:
-    """Center-crop (where larger) or zero-pad (where smaller) the last two dims of ``x`` to
-    ``size`` = (height, width). Sizes are static, so exports get constant ``Slice`` ops; padding is
-    a ``Concat`` with zeros rather than ``Pad``, which ONNX cannot convert from opset 19 down to the
-    opset 17 TensorRT 8.5 parses."""
-    out = x
-    for dim, target in ((-2, int(size[0])), (-1, int(size[1]))):
-        have = int(out.shape[dim])
-        if have > target:
-            out = out.narrow(dim, (have - target) // 2, target)
-        elif have < target:
-            before = (target - have) // 2
-            parts = [out.new_zeros(_resized(out.shape, dim, n)) for n in (before, target - have - before)]
-            out = torch.cat([p for p in (parts[0], out, parts[1]) if p.shape[dim] > 0], dim=dim)
-    return out
-
-
-def _resized(shape: torch.Size, dim: int, n: int) -> tuple[int, ...]:
-    dims = list(shape)
-    dims[dim] = n
-    return tuple(dims)
 
 
 class DenseLayer(nn.Sequential):

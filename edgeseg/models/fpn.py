@@ -17,29 +17,13 @@ The MobileNetV3 variant halves the widths (128 / 64) to stay an edge model.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ModelError
 from .base import SemanticModel
 from .encoders import Encoder, create_encoder
-from .layers import ConvBNAct, init_weights, resize_to
+from .layers import ConvBNAct, FeaturePyramid, init_weights, resize_to
 from .registry import register_model
-
-
-class FeaturePyramid(nn.Module):
-    """1x1 laterals, nearest top-down sum (resized to the lateral's size), 3x3 outputs: P2..P5."""
-
-    def __init__(self, in_channels: tuple[int, ...], channels: int = 256):
-        super().__init__()
-        self.lateral = nn.ModuleList(nn.Conv2d(c, channels, 1) for c in in_channels)
-        self.output = nn.ModuleList(nn.Conv2d(channels, channels, 3, padding=1) for _ in in_channels)
-
-    def forward(self, feats: list[torch.Tensor]) -> list[torch.Tensor]:
-        lat = [conv(f) for conv, f in zip(self.lateral, feats)]
-        for i in range(len(lat) - 1, 0, -1):
-            lat[i - 1] = lat[i - 1] + F.interpolate(lat[i], size=tuple(lat[i - 1].shape[-2:]), mode="nearest")
-        return [conv(x) for conv, x in zip(self.output, lat)]
 
 
 class SemanticBranch(nn.Module):

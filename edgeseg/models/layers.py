@@ -103,6 +103,59 @@ def resize_to(x: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tens
     return F.interpolate(x, size=(int(size[0]), int(size[1])), mode="bilinear", align_corners=False)
 
 
+def _resized(shape: torch.Size, dim: int, n: int) -> tuple[int, ...]:
+    dims = list(shape)
+    dims[dim] = n
+    return tuple(dims)
+
+
+def center_fit(x: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:
+    """Center-crop (where larger) or zero-pad (where smaller) the last two dims of ``x`` to
+    ``size`` = (height, width). Sizes are static, so exports get constant ``Slice`` ops; padding is
+    a ``Concat`` with zeros rather than ``Pad``, which ONNX cannot convert from opset 19 down to the
+    opset 17 TensorRT 8.5 parses."""
+    out = x
+    for dim, target in ((-2, int(size[0])), (-1, int(size[1]))):
+        have = int(out.shape[dim])
+        if have > target:
+            out = out.narrow(dim, (have - target) // 2, target)
+        elif have < target:
+            before = (target - have) // 2
+            parts = [out.new_zeros(_resized(out.shape, dim, n)) for n in (before, target - have - before)]
+            out = torch.cat([p for p in (parts[0], out, parts[1]) if p.shape[dim] > 0], dim=dim)
+    return out
+
+
+class FeaturePyramid(nn.Module):
+    """Feature pyramid (Lin et al., 2017): 1x1 laterals, nearest top-down sum (resized to the
+    lateral's size), 3x3 outputs P2..P5 (or whatever levels come in). With ``extra`` (at build time,
+    or per call) a P6 is appended: P5 subsampled by 2 (max pool with kernel 1, Detectron2's
+    ``LastLevelMaxPool``, the SOLO reference code's P6). ``c2_xavier``: Detectron2's init of the
+    FPN convs (Mask R-CNN); otherwise PyTorch's default. The FPN semantic model, SOLOv2, LPSNet and
+    Mask R-CNN share it."""
+
+    def __init__(self, in_channels: tuple[int, ...], channels: int = 256, *, extra: bool = False,
+                 c2_xavier: bool = False):
+        super().__init__()
+        self.extra = extra
+        self.lateral = nn.ModuleList(nn.Conv2d(c, channels, 1) for c in in_channels)
+        self.output = nn.ModuleList(nn.Conv2d(channels, channels, 3, padding=1) for _ in in_channels)
+        if c2_xavier:
+            for m in self.modules():
+                if isinstance(m, nn.Conv2d):
+                    nn.init.kaiming_uniform_(m.weight, a=1)
+                    nn.init.zeros_(m.bias)
+
+    def forward(self, feats: list[torch.Tensor], extra: bool | None = None) -> list[torch.Tensor]:
+        lat = [conv(f) for conv, f in zip(self.lateral, feats)]
+        for i in range(len(lat) - 1, 0, -1):
+            lat[i - 1] = lat[i - 1] + F.interpolate(lat[i], size=tuple(lat[i - 1].shape[-2:]), mode="nearest")
+        outs = [conv(x) for conv, x in zip(self.output, lat)]
+        if self.extra if extra is None else extra:
+            outs.append(F.max_pool2d(outs[-1], 1, stride=2))
+        return outs
+
+
 def bilinear_kernel(channels: int, kernel: int) -> torch.Tensor:
     """``[channels, 1, k, k]`` bilinear-upsampling weights for a per-channel transposed conv (FCN)."""
     factor = (kernel + 1) // 2

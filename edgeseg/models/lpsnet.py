@@ -60,9 +60,9 @@ from torch import nn
 
 from ..errors import ModelError
 from .encoders import Encoder, create_encoder
-from .layers import ConvBNAct, init_weights, resize_to
+from .layers import ConvBNAct, FeaturePyramid, init_weights, resize_to
 from .registry import register_model
-from .solov2 import FPN, ConvGNAct
+from .solov2 import ConvGNAct
 
 INF = float("inf")
 # FCOS's per-level ranges of max(l, t, r, b) (pixels) for P3..P7; P5 takes everything above 128 when
@@ -190,7 +190,7 @@ class LPSNet(nn.Module):
         except ValueError:
             raise ModelError(f"LPSNet needs encoder features at strides 4, 8, 16 and 32; the encoder gives "
                              f"{encoder.reductions}", fix="build the encoder with output_stride=32") from None
-        self.fpn = FPN(tuple(encoder.out_channels[i] for i in self.taps[1:]), fpn_channels)
+        self.fpn = FeaturePyramid(tuple(encoder.out_channels[i] for i in self.taps[1:]), fpn_channels)
         self.box_head = BoxHead(fpn_channels, head_channels, head_convs, len(self.thing_classes), self.strides)
         self.semantic_head = SemanticHead(fpn_channels, encoder.out_channels[self.taps[0]], semantic_channels,
                                           self.num_classes, len(self.strides))

@@ -48,9 +48,10 @@ from torch import Tensor, nn
 
 from ..errors import InputError, ModelError
 from ..structures import InstanceResult
-from .detection import (FPN, BoxCoder, clip_boxes, efficient_nms, grid_anchors, match_boxes, nms,
+from .detection import (BoxCoder, clip_boxes, efficient_nms, grid_anchors, match_boxes, nms,
                         sample_labels)
 from .encoders import Encoder, create_encoder
+from .layers import FeaturePyramid
 from .registry import register_model
 
 NMS_FORMS = ("onnx", "tensorrt")
@@ -240,7 +241,7 @@ class MaskRCNN(nn.Module):
         self.encoder = encoder
         self.taps = tuple(encoder.reductions.index(r) for r in (4, 8, 16, 32))
         c = self.cfg.fpn_channels
-        self.fpn = FPN(tuple(encoder.out_channels[i] for i in self.taps), c)
+        self.fpn = FeaturePyramid(tuple(encoder.out_channels[i] for i in self.taps), c, extra=True, c2_xavier=True)
         self.rpn = RPNHead(c, len(self.cfg.aspect_ratios))
         self.box_head = BoxHead(c, self.cfg.box_fc, num_classes)
         self.mask_head = MaskHead(c, self.cfg.mask_channels, self.cfg.mask_convs, num_classes)

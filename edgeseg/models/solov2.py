@@ -36,7 +36,7 @@ from torch import nn
 from ..errors import ModelError
 from ..structures import ImageShape
 from .encoders import Encoder, create_encoder
-from .layers import ConvBNAct, init_weights, resize_to
+from .layers import ConvBNAct, FeaturePyramid, init_weights, resize_to
 from .matrix_nms import KERNELS, matrix_nms
 from .registry import register_model
 
@@ -77,25 +77,6 @@ class ConvGNAct(nn.Sequential):
     def __init__(self, cin: int, cout: int, groups: int = 32):
         super().__init__(nn.Conv2d(cin, cout, 3, padding=1, bias=False),
                          nn.GroupNorm(math.gcd(groups, cout), cout), nn.ReLU(inplace=True))
-
-
-class FPN(nn.Module):
-    """Feature pyramid (Lin et al., 2017): 1x1 laterals, nearest top-down, 3x3 outputs; P6 is a
-    stride-2 subsampling of P5 (as in the SOLO reference code)."""
-
-    def __init__(self, in_channels: tuple[int, ...], channels: int):
-        super().__init__()
-        self.lateral = nn.ModuleList(nn.Conv2d(c, channels, 1) for c in in_channels)
-        self.output = nn.ModuleList(nn.Conv2d(channels, channels, 3, padding=1) for _ in in_channels)
-
-    def forward(self, feats: list[torch.Tensor], extra: bool) -> list[torch.Tensor]:
-        lat = [conv(f) for conv, f in zip(self.lateral, feats)]
-        for i in range(len(lat) - 1, 0, -1):
-            lat[i - 1] = lat[i - 1] + F.interpolate(lat[i], size=tuple(lat[i - 1].shape[-2:]), mode="nearest")
-        outs = [conv(x) for conv, x in zip(self.output, lat)]
-        if extra:
-            outs.append(F.max_pool2d(outs[-1], 1, stride=2))
-        return outs
 
 
 class MaskFeatures(nn.Module):
@@ -185,7 +166,7 @@ class SOLOv2(nn.Module):
         self.mask_threshold, self.nms_kernel, self.nms_sigma = float(mask_threshold), nms_kernel, float(nms_sigma)
         self.encoder = encoder
         self.taps = tuple(encoder.reductions.index(r) for r in (4, 8, 16, 32))
-        self.fpn = FPN(tuple(encoder.out_channels[i] for i in self.taps), fpn_channels)
+        self.fpn = FeaturePyramid(tuple(encoder.out_channels[i] for i in self.taps), fpn_channels)
         self.mask_features = MaskFeatures(fpn_channels, mask_inner_channels, mask_channels)
         self.head = KernelCategoryHead(fpn_channels, head_channels, head_convs, num_classes, mask_channels)
         init_weights(self.fpn, self.mask_features)

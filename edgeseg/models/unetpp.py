@@ -43,8 +43,7 @@ from torch import nn
 from ..errors import ModelError
 from .base import SemanticModel
 from .encoders import Encoder, create_encoder
-from .fc_densenet import center_fit
-from .layers import init_weights, resize_to
+from .layers import center_fit, init_weights, resize_to
 from .registry import register_model
 from .unet import DoubleConv
 
