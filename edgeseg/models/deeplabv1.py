@@ -32,7 +32,7 @@ from torch import nn
 
 from .base import SemanticModel
 from .encoders import Encoder
-from .encoders.vgg import TINY_CFG, VGG16_CFG, _stage
+from .encoders.vgg import TINY_CFG, VGG16_CFG, vgg_stage
 from .layers import ConvBNAct, init_weights
 from .registry import register_model
 
@@ -52,7 +52,7 @@ class AtrousVGG(Encoder):
         self.stages = nn.ModuleList()
         cin, reduction, dilation, reductions, dilations = in_channels, 1, 1, [], []
         for i, widths in enumerate(cfg):
-            self.stages.append(_stage(cin, tuple(widths), batch_norm, dilation))
+            self.stages.append(vgg_stage(cin, tuple(widths), batch_norm, dilation))
             dilations.append(dilation)
             reduction *= POOL_STRIDES[i]
             reductions.append(reduction)

@@ -18,7 +18,10 @@ VGG16_CFG = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 
 TINY_CFG = ((4,), (8,), (8,), (16,), (16,))
 
 
-def _stage(cin: int, widths: tuple[int, ...], batch_norm: bool, dilation: int) -> nn.Sequential:
+def vgg_stage(cin: int, widths: tuple[int, ...], batch_norm: bool, dilation: int) -> nn.Sequential:
+    """One VGG stage: 3x3 convolutions of ``widths`` (Conv-BN-ReLU with ``batch_norm``, else
+    Conv-ReLU), dilated by ``dilation``; the pooling between stages is the caller's (DeepLab v1
+    changes it)."""
     from ..layers import ConvBNAct
 
     layers: list[nn.Module] = []
@@ -38,7 +41,7 @@ class VGGEncoder(Encoder):
         self.pool_flags: list[bool] = []
         cin, reduction, dilation, reductions = in_channels, 1, 1, []
         for widths in cfg:
-            self.stages.append(_stage(cin, tuple(widths), batch_norm, dilation))
+            self.stages.append(vgg_stage(cin, tuple(widths), batch_norm, dilation))
             pool = reduction * 2 <= output_stride
             self.pool_flags.append(pool)
             if pool:
