@@ -33,6 +33,7 @@ def _args(td, tmp_path, *argv):
                           ("--epochs", None), ("--threads", 0), ("--workers", None), ("--seed", 0)):
         p.add_argument(flag, default=default, type=int if flag in ("--epochs", "--threads", "--workers", "--seed") else None)
     p.add_argument("--no-export", action="store_true")
+    p.add_argument("--export-to", default=None)
     return p.parse_args(list(argv))
 
 
@@ -64,3 +65,23 @@ def test_a_stage_needs_the_previous_one(td, tmp_path, monkeypatch):
         td.build_job(road, _args(td, tmp_path, "road", "--stage", "finetune2", "--no-export"))
     with pytest.raises(InputError, match="has no stage 'finetune3'"):
         td.build_job(road, _args(td, tmp_path, "road", "--stage", "finetune3", "--no-export"))
+
+
+def test_road_holdout_never_trains_on_0006R0(td, tmp_path, monkeypatch):
+    """Issue 14's recipe: Cityscapes' training cities, then CamVid without 0006R0 mixed with them;
+    every stage validates on 0006R0 and no stage trains on it or on Cityscapes' val cities."""
+    from edgeseg.data.mixture import parse_mixture
+
+    monkeypatch.setenv("EDGESEG_DATA", str(tmp_path))
+    r = td.RECIPES.get("road-holdout")
+    (tmp_path / "road-holdout").mkdir()
+    (tmp_path / "road-holdout" / "model.safetensors").write_bytes(b"")
+    main = td.build_job(r, _args(td, tmp_path, "road-holdout", "--no-export"))
+    ft = td.build_job(r, _args(td, tmp_path, "road-holdout", "--stage", "finetune", "--no-export"))
+    assert main.data == f"cityscapes-camvid:{tmp_path}/cityscapes_panoptic" and main.train_split == "train"
+    parts = parse_mixture(ft.data)
+    assert parts == [(f"camvid:{tmp_path}/camvid,exclude=0006R0", 4), (f"cityscapes-camvid:{tmp_path}/cityscapes_panoptic", 1)]
+    for job in (main, ft):
+        assert job.val_data == f"camvid:{tmp_path}/camvid,split=train,sequences=0006R0"
+    assert ft.init == tmp_path / "road-holdout" / "model.safetensors" and ft.out == tmp_path / "road-holdout-ft"
+    assert main.config.jitter == ft.config.jitter == 0.4

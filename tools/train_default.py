@@ -7,6 +7,8 @@
     python tools/train_default.py road --device cpu --resume   # continue runs/road after an interruption
     python tools/train_default.py road --stage finetune        # second stage: runs/road-ft from runs/road
     python tools/train_default.py road --stage finetune2       # third stage: runs/road-ft2 from runs/road-ft
+    python tools/train_default.py road-holdout                 # issue 14: Cityscapes pre-training, 0006R0 held out
+    python tools/train_default.py road-holdout --stage finetune  # then CamVid + Cityscapes mixed
 
 Each recipe trains with :mod:`edgeseg.train` into ``runs/<name>/`` (``last.pt`` for resume,
 ``history.json``), exports FP32 to ``edgeseg/zoo/<name>.edgeseg`` with ``export_bundle``, scores the
@@ -143,8 +145,11 @@ RECIPES.add("road-holdout", Recipe(
     weight_decay=4e-5,
     class_weighting="enet",
     jitter=0.4,
-    finetune=(Finetune(epochs=30, lr=0.01, crop=ImageShape(240, 320), loss="wce+lovasz", warmup_epochs=1.0,
-                       data="camvid:{data_root}/camvid,exclude=0006R0"),),
+    # Stage 2 mixes both sources (CamVid repeated 4x against Cityscapes' 2,074 frames) so that the
+    # model learns CamVid's camera without forgetting the other cities.
+    finetune=(Finetune(epochs=3, lr=0.01, crop=ImageShape(192, 256), loss="wce+lovasz", warmup_epochs=0.2,
+                       eval_every=1,
+                       data="4*camvid:{data_root}/camvid,exclude=0006R0;cityscapes-camvid:{data_root}/cityscapes_panoptic"),),
     description="road scenes in CamVid's 11 classes: Cityscapes pre-training, CamVid fine-tuning, sequence 0006R0 held out",
 ))
 

@@ -12,6 +12,9 @@ HELP = "train a model from the family on a labelled dataset (CE/Lovasz/..., SGD 
 EXAMPLES = (
     "edgeseg train deeplabv3plus_mobilenetv2 --data camvid:../shared/data/camvid --epochs 100 --out runs/road",
     "edgeseg train deeplabv3plus_mobilenetv2 --data camvid:../shared/data/camvid --epochs 100 --out runs/road --resume",
+    "edgeseg train deeplabv3plus_mobilenetv3_small --data '4*camvid:../shared/data/camvid,exclude=0006R0;"
+    "cityscapes-camvid:../shared/data/cityscapes_panoptic' --val-data camvid:../shared/data/camvid,split=train,sequences=0006R0 "
+    "--epochs 20 --out runs/mixed",
     "edgeseg train test_fcn8s --data synthetic:200,size=160x120 --size 160x120 --epochs 5 --out runs/shapes "
     "--loss ce+0.5*lovasz --export shapes.edgeseg",
     "edgeseg train deeplabv3plus_mobilenetv2 --data camvid:../shared/data/camvid --epochs 30 --lr 0.01 "
@@ -22,7 +25,8 @@ EXAMPLES = (
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="a registered model name (see 'edgeseg models')")
     p.add_argument("--data", required=True, metavar="SPEC",
-                   help="camvid:ROOT | folder:IMAGES_DIR,MASKS_DIR[,...] | synthetic:N[,seed=S,size=WxH]")
+                   help="camvid:ROOT[,exclude=SEQ] | cityscapes-camvid:DIR | folder:IMAGES_DIR,MASKS_DIR[,...] | "
+                        "synthetic:N[,seed=S,size=WxH]; several joined with ';', K* repeats one (4*camvid:R;cityscapes-camvid:D)")
     p.add_argument("--val-data", default=None, metavar="SPEC", help="validation dataset spec (default: --data)")
     p.add_argument("--train-split", default="train", help="split of --data to train on (default train)")
     p.add_argument("--val-split", default="val", help="split to evaluate on (default val)")

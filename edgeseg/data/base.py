@@ -180,11 +180,17 @@ def open_dataset(spec: str, split: str = "val") -> SegmentationDataset:
     ``coco-panoptic:JSON|DIR[,images=DIR]``            COCO-panoptic PNGs + JSON: a panoptic dataset
     ``cityscapes-camvid:[JSON|DIR][,images=DIR]``      Cityscapes panoptic truth as CamVid's 11 classes (semantic)
     ``synthetic-panoptic:N[,seed=S][,size=WxH]``       synthetic scenes' exact panoptic truth: a panoptic dataset
+    ``SPEC;K*SPEC``                                    several semantic datasets as one, ``K*`` repeats a part
+                                                       (:mod:`edgeseg.data.mixture`)
     """
     from . import (  # noqa: F401  (registers)
         camvid, cityscapes_camvid, coco_instances, coco_panoptic, folder, synthetic, synthetic_instances, synthetic_panoptic, yolo_seg,
     )
 
+    from .mixture import is_mixture, open_mixture
+
+    if is_mixture(spec):
+        return open_mixture(spec, split, lambda s, sp: open_semantic_dataset(s, sp, purpose="a dataset mixture"))
     parsed = DatasetSpec.parse(spec)
     factory = DATASETS.get(parsed.kind)
     return factory(list(parsed.args), dict(parsed.options), split)

@@ -78,7 +78,9 @@ def open_datasets(job: TrainJob):
     if tuple(val.classes) != tuple(train.classes):
         raise InputError(f"validation classes {tuple(val.classes)} differ from training classes {tuple(train.classes)}")
     if job.cache:
-        train, val = InMemory(train), InMemory(val)
+        from ..data.mixture import Mixture
+
+        train, val = ((d.with_parts(InMemory) if isinstance(d, Mixture) else InMemory(d)) for d in (train, val))
     return train, val
 
 

@@ -86,3 +86,14 @@ def test_cli_crop_larger_than_size_and_missing_init_are_clear_errors(tmp_path, c
     assert main([*BASE, "--epochs", "1", "--out", str(tmp_path / "b"), "--init", str(tmp_path / "none.safetensors")]) == 2
     err = capsys.readouterr().err
     assert "none.safetensors not found" in err and "model.safetensors" in err
+
+
+def test_cli_trains_on_a_mixture(tmp_path):
+    """``--data "2*A;B"`` trains on both sets (A twice per epoch), cached part by part; the record names the mixture."""
+    mix = "2*synthetic:8,size=64x48,seed=1;synthetic:8,size=64x48,seed=2"
+    args = [*BASE, "--epochs", "1", "--out", str(tmp_path / "run"), "--json", str(tmp_path / "m.json")]
+    args[args.index(DATA)] = mix
+    args += ["--val-data", DATA]
+    assert main(args) == 0
+    rec = json.loads((tmp_path / "m.json").read_text())["training"]
+    assert rec["data"] == mix and rec["images"]["train"] == 24 and rec["steps"] == 3
