@@ -16,6 +16,7 @@ EXAMPLES = (
     "edgeseg run --bundle road --source rtsp://cam1/s --source rtsp://cam2/s --max-batch 2 --json-out r.jsonl",
     "edgeseg run --remote http://10.0.0.5:8000/road --source rtsp://cam1/s --json-out r.jsonl   # inference on a cluster",
     "edgeseg run --source frames/ --prompt first_mask.png --sink tracks.mp4 --png-dir ids/   # propagate objects, no bundle",
+    "edgeseg run --bundle road --source dashcam.mp4 --prompt car_mask.png --json-out r.jsonl --sink out.mp4  # both",
     "edgeseg run --bundle shapes-instance --source 'synthetic://?frames=100' --track --json-out ids.jsonl  # ids across frames",
     "edgeseg run --bundle road --source ../shared/data/video/dashcam_960x540.mp4 --keyframe-interval 3 --sink out.mp4  # faster",
 )
@@ -32,8 +33,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bundle", help="bundle directory, .zip, or shipped name")
     p.add_argument("--prompt", metavar="MASK.png",
                    help="propagate the objects of this id mask (0 background, k object k; drawn on the first frame) "
-                        "through the stream instead of running a bundle (not with --bundle/--remote); after a "
-                        "reconnect or seek the objects restart from this prompt")
+                        "through the stream; alone, or next to a --bundle/--remote's results (JSON lines: 'objects', "
+                        "overlay: both); after a reconnect or seek the objects restart from this prompt")
     p.add_argument("--track", action="store_true", default=None,
                    help="give detected objects ids that stay with them across frames (instance and panoptic bundles; "
                         "JSON lines: track_id / segment id); one tracker per source, reset on a reconnect or seek")
@@ -96,15 +97,12 @@ def run(args: argparse.Namespace) -> int:
         opts = opts.replace(bundle=args.remote)  # predictor.load(URL) returns a RemotePredictor
     if not opts.source:
         raise InputError("no source", fix="pass --source URI or a recipe (edgeseg run pipelines/file_semantic.toml)")
-    if opts.prompt is not None and opts.bundle:
-        raise InputError("--prompt (propagate objects) and --bundle/--remote (run a model) cannot run in one stream",
-                         fix="pass one of them")
-    if opts.prompt is not None and opts.keyframe_interval != 1:
-        raise InputError("--keyframe-interval accelerates a bundle; --prompt already propagates its objects on every frame",
-                         fix="drop --keyframe-interval with --prompt")
-    if opts.prompt is not None and opts.track:
-        raise InputError("--track (ids for a bundle's detections) and --prompt (propagate objects, which keep the "
-                         "prompt's ids) cannot run in one stream", fix="drop --track, or run a bundle without --prompt")
+    if opts.prompt is not None and not opts.bundle and opts.keyframe_interval != 1:
+        raise InputError("--keyframe-interval accelerates a bundle; --prompt alone already propagates its objects on "
+                         "every frame", fix="drop --keyframe-interval, or add the --bundle it should accelerate")
+    if opts.prompt is not None and not opts.bundle and opts.track:
+        raise InputError("--track gives ids to a bundle's detections; --prompt's objects keep the prompt's ids",
+                         fix="drop --track, or add an instance or panoptic --bundle to track")
     if not opts.bundle and opts.prompt is None:
         raise InputError("no bundle", fix="pass --bundle PATH (or a shipped name such as 'road'), or --prompt MASK.png")
     pipe = build_pipeline(opts)

@@ -36,7 +36,7 @@ class StreamOptions:
     threads: int = 0
     upsample: str | None = None  # semantic decoder: None (the bundle's), "logits" (accurate) or "labels" (fast)
     score_threshold: float | None = None  # instance decoder: None (the bundle's) or the minimum detection score
-    prompt: Any = None  # video object propagation instead of a bundle: an id mask PNG path or array (VosStage)
+    prompt: Any = None  # video object propagation (alone, or next to the bundle): an id mask PNG path or array (VosStage)
     track: bool = False  # stable ids across frames for instance/panoptic results (TrackStage after decode)
     keyframe_interval: int = 1  # > 1: run the bundle on keyframes only, flow-propagate between (KeyframeStage)
     keyframe_motion: float = 0.08  # with keyframes: a keyframe as soon as this fraction of the frame moved unexplained (0: off)
@@ -118,14 +118,20 @@ def open_sources(opts: StreamOptions) -> Any:
 
 def build_pipeline(opts: StreamOptions, predictor: Any = None, extra_sinks: tuple[Sink, ...] = (),
                    handle_signals: bool = True) -> Pipeline:
-    """Source -> preprocess -> inference -> decode (-> track with ``opts.track``) (-> render when a video sink
-    needs it) -> sinks; with ``opts.prompt``, source -> vos (:class:`~edgeseg.stream.vos_stage.VosStage`)
-    (-> render) -> sinks."""
+    """Source -> preprocess -> inference -> decode (-> track with ``opts.track``) (-> vos with ``opts.prompt``)
+    (-> render when a video sink needs it) -> sinks; with ``opts.prompt`` and no bundle, source -> vos
+    (:class:`~edgeseg.stream.vos_stage.VosStage`) (-> render) -> sinks. A prompt with a bundle adds the
+    prompt's objects to the bundle's results (:class:`~edgeseg.structures.PromptedResult`)."""
     if opts.max_batch < 1 or opts.batch_timeout_ms < 0:
         raise InputError(f"max_batch must be >= 1 and batch_timeout_ms >= 0, got {opts.max_batch} and {opts.batch_timeout_ms}")
-    if opts.prompt is not None:
-        return _vos_pipeline(opts, predictor, extra_sinks, handle_signals)
+    if opts.prompt is not None and predictor is None and not opts.bundle:
+        return _vos_pipeline(opts, extra_sinks, handle_signals)
     keyframes = keyframe_config(opts)  # bad settings fail before the source opens
+    vos = None
+    if opts.prompt is not None:  # an empty or unreadable prompt fails before the source opens
+        from .vos_stage import VosStage
+
+        vos = VosStage(opts.prompt, with_bundle=True)
     source = open_sources(opts)
     source.open()  # before the bundle: a bad URI or a missing file fails first (Pipeline.run reopens: a no-op)
     try:
@@ -142,7 +148,8 @@ def build_pipeline(opts: StreamOptions, predictor: Any = None, extra_sinks: tupl
     manifest = getattr(predictor, "manifest", None)
     renderer = Renderer(manifest.palette_array if manifest else None, manifest.classes if manifest else (),
                         alpha=opts.alpha) if video else None
-    stages = predictor_stages(predictor, None if opts.track else renderer, max_batch=opts.max_batch,
+    late = opts.track or vos is not None  # stages after decode: the overlay comes after them
+    stages = predictor_stages(predictor, None if late else renderer, max_batch=opts.max_batch,
                               batch_timeout_s=opts.batch_timeout_ms / 1e3, upsample=opts.upsample,
                               score_threshold=opts.score_threshold)
     if keyframes is not None:  # preprocess, inference, decode run inside the keyframe stage
@@ -152,7 +159,11 @@ def build_pipeline(opts: StreamOptions, predictor: Any = None, extra_sinks: tupl
     if opts.track:  # ids before the overlay, which draws them
         from .track_stage import TrackStage
 
-        stages += [TrackStage(), *([RenderStage(renderer)] if renderer is not None else [])]
+        stages.append(TrackStage())
+    if vos is not None:
+        stages.append(vos)
+    if late and renderer is not None:
+        stages.append(RenderStage(renderer))
     pipe = Pipeline([source, *stages, *sinks, *extra_sinks], queue_size=opts.queue_size, on_error=opts.on_error,
                     max_frames=opts.max_frames, log_interval_s=opts.log_interval_s, handle_signals=handle_signals)
     pipe.choice = getattr(predictor, "choice", None)  # the backend/precision decision (edgeseg.backends.choice)
@@ -171,16 +182,13 @@ def keyframe_config(opts: StreamOptions) -> Any:
     return KeyframeConfig(interval=opts.keyframe_interval, motion=opts.keyframe_motion or None)
 
 
-def _vos_pipeline(opts: StreamOptions, predictor: Any, extra_sinks: tuple[Sink, ...], handle_signals: bool) -> Pipeline:
-    """Propagation only: a prompt and a bundle together are refused (one result per frame)."""
+def _vos_pipeline(opts: StreamOptions, extra_sinks: tuple[Sink, ...], handle_signals: bool) -> Pipeline:
+    """Propagation only (a prompt, no bundle)."""
     from .vos_stage import VosStage
 
-    if predictor is not None or opts.bundle:
-        raise InputError("a prompt (video object propagation) and a bundle cannot run in one stream",
-                         fix="pass --prompt MASK.png without --bundle/--remote, or --bundle without --prompt")
     if opts.keyframe_interval != 1:
         raise InputError("keyframes accelerate a bundle; a prompt's objects are already propagated on every frame",
-                         fix="drop keyframe_interval with a prompt")
+                         fix="drop keyframe_interval with a prompt alone, or add the bundle it should accelerate")
     if opts.track:
         raise InputError("track (ids for detected instances) does not apply to a prompt's objects, which keep the "
                          "prompt's ids", fix="drop --track with --prompt, or track an instance bundle's detections")
@@ -206,7 +214,8 @@ def stream(source: Any, bundle: Any = None, **options: Any) -> Iterator[tuple[An
     :class:`StreamOptions` fields (``sink="out.mp4"``, ``json_out=...``, ``realtime=True``, ``max_frames``,
     ``backend``, ...). Breaking out of the loop stops the stream and finalizes every sink. With
     ``prompt=MASK`` (a path or an id array) and no bundle, results are the propagated
-    :class:`~edgeseg.structures.TrackResult` of the prompt's objects.
+    :class:`~edgeseg.structures.TrackResult` of the prompt's objects; with a bundle too,
+    :class:`~edgeseg.structures.PromptedResult` (``.result`` the bundle's, ``.objects`` the prompt's).
     """
     unknown = set(options) - {f.name for f in dataclasses.fields(StreamOptions)}
     if unknown:

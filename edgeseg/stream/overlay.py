@@ -3,6 +3,8 @@
 * semantic: the class colour alpha-blended over every pixel (``out = (1 - a) * image + a * colour``);
 * instance: each mask blended in its class colour, its contour, box and ``class score`` label;
 * panoptic: stuff segments in their class colour, thing segments in a shade of it, contours between;
+* a prompt's propagated objects: each in its object colour (a palette of its own), outlined; with a
+  bundle's result (``PromptedResult``) drawn on top of it;
 * a heads-up line (fps, latency) and a legend of the classes present.
 
 One renderer per result type in :data:`RENDERERS`; :class:`Renderer` dispatches on the type.
@@ -16,7 +18,7 @@ import numpy as np
 
 from .._registry import Registry
 from ..errors import StreamError
-from ..structures import InstanceResult, PanopticResult, SemanticResult, TrackResult
+from ..structures import InstanceResult, PanopticResult, PromptedResult, SemanticResult, TrackResult
 from ..structures.palette import default_palette
 
 RENDERERS: Registry[Callable[..., np.ndarray]] = Registry("overlay renderer", error=StreamError)
@@ -168,7 +170,19 @@ def render_track(image: np.ndarray, result: TrackResult, palette: np.ndarray, al
     return _draw_masks(image.copy(), result.masks, colours, alpha)
 
 
+OBJECT_PALETTE = default_palette(256)  # a prompt's objects over a bundle's result: not the class colours
+
+
+@RENDERERS.register("PromptedResult")
+def render_prompted(image: np.ndarray, result: PromptedResult, palette: np.ndarray, alpha: float, **kw: Any) -> np.ndarray:
+    out = image if result.result is None else \
+        RENDERERS.get(type(result.result).__name__)(image, result.result, palette=palette, alpha=alpha, **kw)
+    return render_track(out, result.objects, OBJECT_PALETTE, alpha)
+
+
 def present_classes(result: Any) -> list[int]:
+    if isinstance(result, PromptedResult):
+        return [] if result.result is None else present_classes(result.result)
     if isinstance(result, SemanticResult):
         counts = np.bincount(result.labels.ravel().astype(np.int64), minlength=1)
         return [int(i) for i in np.flatnonzero(counts)]

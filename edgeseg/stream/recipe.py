@@ -6,7 +6,7 @@ expanded (``${EDGESEG_DATA}`` falls back to :func:`edgeseg.paths.data_root`), a 
 relative to **the recipe file's directory**.
 
 That applies to the source (or each of a list of sources: a plain path, a ``file://`` or ``dir://`` URI; network URIs and launch strings only
-get variables expanded), ``[model] prompt`` (an id mask: propagation instead of a bundle), a bundle given as a path (a bare name such as ``road`` stays a shipped
+get variables expanded), ``[model] prompt`` (an id mask: propagation, alone or next to the bundle), a bundle given as a path (a bare name such as ``road`` stays a shipped
 bundle name unless such a file sits next to the recipe), and the output files.
 """
 from __future__ import annotations

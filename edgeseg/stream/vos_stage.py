@@ -6,6 +6,12 @@ frame of a source starts its propagator from the prompt (that frame's result is 
 each later frame is a ``step``; ``packet.result`` is a :class:`~edgeseg.structures.TrackResult`, which
 the JSON lines (RLE per object), PNG (object ids) and video (per-object overlay) sinks handle.
 
+After a bundle's stages (``with_bundle=True``: ``edgeseg run --bundle B --prompt MASK.png``) the stage
+keeps the bundle's result and adds the objects: ``packet.result`` becomes a
+:class:`~edgeseg.structures.PromptedResult` (the JSON lines get ``"objects"``, the overlay draws both,
+the PNGs stay the bundle's). A frame the bundle failed on is an error frame for both (the pipeline
+runs no later stage on it); the objects then move on from the last good frame to the next one.
+
 Discontinuities (a reconnect, a seek, a new file; ``frame.meta["discontinuity"]``): the objects are
 lost, since the prompt only describes them where they were. There is no way to prompt again inside
 the stream, so the stage forgets that source's state (logged as a warning) and re-starts from the
@@ -26,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
-from ..structures import ImageShape
+from ..structures import ImageShape, PromptedResult
 from ..structures.frame import Frame
 from ..video import Propagator, PropagatorConfig, prompt_ids
 from .base import STAGES, Packet, Stage
@@ -57,8 +63,9 @@ class VosStage(Stage):
 
     name = "vos"
 
-    def __init__(self, prompt: Any, config: PropagatorConfig | None = None):
+    def __init__(self, prompt: Any, config: PropagatorConfig | None = None, with_bundle: bool = False):
         self.prompt, self.prompt_name = read_prompt(prompt)
+        self.with_bundle = with_bundle
         self.config = config
         self.propagators: dict[str, Propagator] = {}
         self._shapes: dict[str, ImageShape] = {}  # the frame size each source was first started at
@@ -66,6 +73,15 @@ class VosStage(Stage):
         self.resets: collections.Counter = collections.Counter()
 
     def process(self, packet: Packet) -> Packet:
+        if not self.with_bundle:
+            return self._objects(packet)
+        bundle_result = packet.result
+        packet.result = None
+        self._objects(packet)
+        packet.result = PromptedResult(bundle_result, packet.result)
+        return packet
+
+    def _objects(self, packet: Packet) -> Packet:
         frame = packet.frame
         prop = self.propagators.get(frame.source_id)
         if prop is None:

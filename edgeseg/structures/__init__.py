@@ -3,13 +3,13 @@ from .decoder_options import DECODER_OPTIONS, DecoderOptions, InstanceOptions, P
 from .frame import Frame
 from .input_spec import InputSpec, PreprocessMeta
 from .palette import CAMVID_CLASSES, CAMVID_PALETTE, colorize, default_palette
-from .results import InstanceResult, PanopticResult, Segment, SemanticResult, TrackResult
+from .results import InstanceResult, PanopticResult, PromptedResult, Segment, SemanticResult, TrackResult
 from .rle import rle_area, rle_decode, rle_encode
 from .shapes import ImageShape
 
 __all__ = [
     "Frame", "ImageShape", "InputSpec", "PreprocessMeta", "SemanticResult", "InstanceResult",
-    "PanopticResult", "Segment", "TrackResult", "rle_encode", "rle_decode", "rle_area",
+    "PanopticResult", "Segment", "TrackResult", "PromptedResult", "rle_encode", "rle_decode", "rle_area",
     "DECODER_OPTIONS", "DecoderOptions", "SemanticOptions", "InstanceOptions", "PanopticOptions", "decoder_options",
     "CAMVID_CLASSES", "CAMVID_PALETTE", "default_palette", "colorize",
 ]

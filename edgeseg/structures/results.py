@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from typing import Any
+
 import numpy as np
 
 from ..errors import InputError
@@ -199,3 +201,16 @@ class TrackResult:
     @property
     def shape(self) -> ImageShape:
         return ImageShape(int(self.masks.shape[1]), int(self.masks.shape[2]))
+
+
+@dataclass(frozen=True)
+class PromptedResult:
+    """A bundle's result and a prompt's propagated objects on the same frame (``edgeseg run --bundle B
+    --prompt MASK.png``): ``result`` is what the bundle decoded (semantic, instance or panoptic; None
+    when the bundle failed on this frame), ``objects`` the prompt's objects (:class:`TrackResult`)."""
+
+    result: Any
+    objects: TrackResult
+
+    def __post_init__(self) -> None:
+        _check(isinstance(self.objects, TrackResult), "PromptedResult.objects must be a TrackResult")

@@ -13,7 +13,7 @@ from edgeseg.data.io import write_image, write_label
 from edgeseg.errors import InputError, StreamError
 from edgeseg.stream import CallbackSink, MultiSource, Pipeline, Stage, StreamOptions, build_pipeline
 from edgeseg.stream.vos_stage import VosStage
-from edgeseg.structures import Frame, ImageShape, TrackResult, rle_decode
+from edgeseg.structures import Frame, ImageShape, PromptedResult, SemanticResult, TrackResult, rle_decode
 from stream_helpers import ListSource, make_images
 
 N_FRAMES = 10
@@ -102,11 +102,11 @@ def test_cli_run_with_prompt_and_video_overlay(scene, tmp_path):
     assert diff[inside].mean() > diff[~inside].mean() + 10  # objects are painted, the background barely
 
 
-def test_prompt_and_bundle_are_exclusive_and_bad_prompts_are_input_errors(scene, tmp_path, capsys):
-    assert main(["run", "--source", str(scene["dir"]), "--prompt", str(scene["prompt"]), "--bundle", "road"]) != 0
-    assert "cannot run in one stream" in capsys.readouterr().err
-    with pytest.raises(InputError, match="cannot run in one stream"):
-        build_pipeline(StreamOptions(source=str(scene["dir"]), prompt=str(scene["prompt"]), bundle="road"))
+def test_bad_prompts_are_input_errors(scene, tmp_path, capsys):
+    assert main(["run", "--source", str(scene["dir"]), "--prompt", str(scene["prompt"]), "--track"]) != 0
+    assert "--track gives ids to a bundle's detections" in capsys.readouterr().err
+    assert main(["run", "--source", str(scene["dir"]), "--prompt", str(scene["prompt"]), "--keyframe-interval", "2"]) != 0
+    assert "add the --bundle it should accelerate" in capsys.readouterr().err
     empty = tmp_path / "empty.png"
     write_label(empty, np.zeros(SIZE.hw, np.uint8))
     with pytest.raises(InputError, match=r"prompt .*empty\.png has no object pixels"):
@@ -220,3 +220,40 @@ def test_recipe_prompt_is_relative_to_the_recipe(scene, tmp_path):
     recipe.write_text(f'[source]\nuri = "dir://{scene["dir"]}"\n[model]\nprompt = "masks/p.png"\n')
     opts = load_recipe(recipe)
     assert opts.prompt == str(tmp_path / "masks" / "p.png") and opts.source == f"dir://{scene['dir']}"
+
+
+def test_prompt_next_to_a_bundle(scene, tmp_path):
+    """``--bundle shapes --prompt``: every frame carries the bundle's result (equal to the bundle alone)
+    and the prompt's objects (equal to propagation alone); JSON lines hold both, PNGs the bundle's labels,
+    the video both layers."""
+    jsonl, pngs, mp4 = tmp_path / "r.jsonl", tmp_path / "labels", tmp_path / "o.mp4"
+    both = list(edgeseg.stream(str(scene["dir"]), "shapes", prompt=str(scene["prompt"]), json_out=str(jsonl),
+                               png_dir=str(pngs), sink=str(mp4), backend="onnxruntime", precision="fp32"))
+    alone = [r for _, r in edgeseg.stream(str(scene["dir"]), "shapes", backend="onnxruntime", precision="fp32")]
+    objects = [r for _, r in edgeseg.stream(str(scene["dir"]), prompt=str(scene["prompt"]))]
+    assert len(both) == N_FRAMES and all(isinstance(r, PromptedResult) for _, r in both)
+    for (_, r), a, o in zip(both, alone, objects):
+        assert isinstance(r.result, SemanticResult)
+        np.testing.assert_array_equal(r.result.labels, a.labels)
+        assert r.objects.object_ids.tolist() == o.object_ids.tolist()
+        np.testing.assert_array_equal(r.objects.masks, o.masks)
+    lines = [json.loads(x) for x in jsonl.read_text().splitlines()]
+    assert all(d["task"] == "semantic" and d["segments"] for d in lines)
+    for d, (_, r) in zip(lines, both):
+        assert [s["object_id"] for s in d["objects"]] == r.objects.object_ids.tolist()
+        for s, m in zip(d["objects"], r.objects.masks):
+            np.testing.assert_array_equal(rle_decode(s["rle"]), m)
+    png = cv2.imread(str(pngs / "000004.png"), cv2.IMREAD_UNCHANGED)
+    np.testing.assert_array_equal(png, both[4][1].result.labels)  # the bundle's labels
+    from stream_helpers import decode_mp4_frames
+
+    assert len(decode_mp4_frames(mp4)) == N_FRAMES
+
+
+def test_prompt_next_to_a_bundle_from_the_cli_with_keyframes(scene, tmp_path):
+    stats, jsonl = tmp_path / "s.json", tmp_path / "r.jsonl"
+    assert main(["run", "--bundle", "shapes", "--source", str(scene["dir"]), "--prompt", str(scene["prompt"]),
+                 "--keyframe-interval", "2", "--json-out", str(jsonl), "--stats-json", str(stats)]) == 0
+    assert json.loads(stats.read_text())["errors"] == 0
+    lines = [json.loads(x) for x in jsonl.read_text().splitlines()]
+    assert len(lines) == N_FRAMES and all(len(d["objects"]) == len(scene["ids"]) for d in lines)

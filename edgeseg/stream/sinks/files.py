@@ -7,7 +7,9 @@ JSON lines, one object per frame, flushed per line (a killed process keeps every
                    "rle": {"size": [540, 960], "counts": "..."}}]}
 
 Instances add ``"box": [x1, y1, x2, y2]`` and their score; panoptic segments add ``id`` and
-``isthing``; a frame a stage failed on has ``"error"`` and no segments.
+``isthing``; a frame a stage failed on has ``"error"`` and no segments. A bundle run with a prompt
+(:class:`~edgeseg.structures.PromptedResult`) adds ``"objects"``: the prompt's objects as
+``{"object_id", "score", "area", "rle"}``.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ import numpy as np
 
 from ..._registry import Registry
 from ...errors import InputError, StreamError
-from ...structures import InstanceResult, PanopticResult, SemanticResult, TrackResult, rle_encode
+from ...structures import InstanceResult, PanopticResult, PromptedResult, SemanticResult, TrackResult, rle_encode
 from ...structures.frame import Frame
 from ...structures.rle import rle_encode_labels
 from ..base import SINKS, Packet, Sink
@@ -84,6 +86,14 @@ def track_record(r: TrackResult) -> dict:
     segs = [{"object_id": int(o), "score": float(r.scores[i]) if i < len(r.scores) else 1.0,
              "area": int(m.sum()), "rle": rle_encode(m)} for i, (o, m) in enumerate(zip(r.object_ids, r.masks))]
     return {"task": "vos", "segments": segs}
+
+
+@RECORDS.register("PromptedResult")
+def prompted_record(r: PromptedResult) -> dict:
+    objects = track_record(r.objects)["segments"]
+    if r.result is None:
+        return {"task": "vos", "error": "the bundle gave no result", "segments": [], "objects": objects}
+    return {**RECORDS.get(type(r.result).__name__)(r.result), "objects": objects}
 
 
 def frame_record(frame: Frame, result: Any, packet: Packet | None = None) -> dict:
@@ -158,11 +168,17 @@ def _track_png(result: TrackResult) -> np.ndarray:
     return _paint(result.shape.hw, result.masks, np.asarray(result.object_ids), full)
 
 
+@LABEL_IMAGES.register("PromptedResult")
+def _prompted_png(result: PromptedResult) -> np.ndarray:
+    """The bundle's payload (the prompt's objects are in the JSON lines); the objects when the bundle failed."""
+    return label_image(result.result) if result.result is not None else _track_png(result.objects)
+
+
 def label_image(result: Any) -> np.ndarray:
     """The PNG payload of a result (:data:`LABEL_IMAGES`, by result type): semantic labels (uint8, or
     uint16 beyond 256 classes); instance index map (0 = none, i + 1 = instance i, uint16, later
     instances on top); panoptic ids as COCO-panoptic RGB (id = R + 256 G + 256^2 B); tracks as object
-    ids (uint16)."""
+    ids (uint16); a bundle's result with a prompt's objects, the bundle's payload."""
     return LABEL_IMAGES.get(type(result).__name__)(result)
 
 
