@@ -17,8 +17,12 @@ Three output layouts (:class:`~edgeseg.structures.InstanceOptions` ``layout``):
   zero outside the box, half-pixel centres).
 
 Speed: masks are sampled only inside each instance's region (an exact affine warp of the low
-resolution map's sub-window, :func:`cv2.warpAffine`), never as full-frame upsampled planes, so
-decoding costs what the instances cover, not ``N x H x W``.
+resolution map's sub-window, :func:`cv2.warpAffine`), never as full-frame upsampled planes, and the
+result is compact: one boolean crop per instance over its ``mask_boxes`` (``InstanceResult.mask_crops``;
+``bool [N, H, W]`` is pasted only when something reads ``result.masks``), so decoding costs what the
+instances cover, not ``N x H x W``. The per-instance geometry (pixel spans, source windows, affine
+maps) is computed for all instances at once; the loop does the window product, the warp and the
+threshold.
 """
 from __future__ import annotations
 
@@ -108,6 +112,12 @@ def _pixel_span(lo: float, hi: float, size: int) -> tuple[int, int]:
     return start, stop
 
 
+def _cv2():
+    import cv2
+
+    return cv2
+
+
 def _warp_window(src: np.ndarray, m: np.ndarray, size_wh: tuple[int, int], border: int) -> np.ndarray:
     import cv2
 
@@ -154,26 +164,74 @@ def paste_roi_mask(mask: np.ndarray, box: np.ndarray, image: ImageShape) -> tupl
     return _warp_window(mask, m, (cols[1] - cols[0], rows[1] - rows[0]), cv2.BORDER_CONSTANT), rows, cols
 
 
-class _Masks:
-    """Full-size boolean masks written region by region, with each mask's tight pixel bounds
-    (``InstanceResult.mask_boxes``) computed on the region, never on the full frame."""
+def _pixel_spans(lo: np.ndarray, hi: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_pixel_span` of many ``(lo, hi)`` at once: ``(start, stop)`` int64 arrays."""
+    start = np.clip(np.ceil(lo), 0, size).astype(np.int64)
+    stop = np.maximum(start, np.minimum(size, np.ceil(hi)).astype(np.int64))
+    return start, stop
 
-    def __init__(self, n: int, image: ImageShape):
-        self.masks = np.zeros((n, image.height, image.width), bool)
+
+def _map_windows(map_shape: ImageShape, meta: "PreprocessMeta", rows: tuple[np.ndarray, np.ndarray],
+                 cols: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """What :func:`sample_full_map` computes per span, for many spans at once (the same float64
+    arithmetic): the source windows ``int64 [N, 4]`` ``(sr0, sr1, sc0, sc1)`` and the inverse
+    affine maps ``float64 [N, 2, 3]`` from each image span to its window."""
+    (r0, r1), (c0, c1) = rows, cols
+    sx, sy, tx, ty = image_affine(meta, map_shape)
+    u0, u1 = (c0 + 0.5 - tx) / sx - 0.5, (c1 - 0.5 - tx) / sx - 0.5
+    v0, v1 = (r0 + 0.5 - ty) / sy - 0.5, (r1 - 0.5 - ty) / sy - 0.5
+    sc0 = np.clip(np.floor(u0), 0, map_shape.width - 1).astype(np.int64)
+    sc1 = np.maximum(sc0 + 1, np.minimum(map_shape.width, np.floor(u1) + 2).astype(np.int64))
+    sr0 = np.clip(np.floor(v0), 0, map_shape.height - 1).astype(np.int64)
+    sr1 = np.maximum(sr0 + 1, np.minimum(map_shape.height, np.floor(v1) + 2).astype(np.int64))
+    m = np.zeros((len(r0), 2, 3), np.float64)
+    m[:, 0, 0], m[:, 1, 1] = 1.0 / sx, 1.0 / sy
+    m[:, 0, 2], m[:, 1, 2] = u0 - sc0, v0 - sr0
+    return np.stack([sr0, sr1, sc0, sc1], 1), m
+
+
+def _roi_geometry(boxes: np.ndarray, mask_hw: tuple[int, int], image: ImageShape):
+    """What :func:`paste_roi_mask` computes per box, for many boxes at once (the same float64
+    arithmetic): rows, cols (``(start, stop)`` int64 arrays) and the inverse affine maps."""
+    b = np.asarray(boxes, np.float64).reshape(-1, 4)
+    x1, y1, x2, y2 = b[:, 0], b[:, 1], b[:, 2], b[:, 3]
+    r0 = np.maximum(0, np.floor(y1)).astype(np.int64)
+    r1 = np.minimum(image.height, np.ceil(y2)).astype(np.int64)
+    c0 = np.maximum(0, np.floor(x1)).astype(np.int64)
+    c1 = np.minimum(image.width, np.ceil(x2)).astype(np.int64)
+    mh, mw = mask_hw
+    kx, ky = mw / np.maximum(x2 - x1, 1e-6), mh / np.maximum(y2 - y1, 1e-6)
+    m = np.zeros((len(b), 2, 3), np.float64)
+    m[:, 0, 0], m[:, 1, 1] = kx, ky
+    m[:, 0, 2] = (c0 + 0.5 - x1) * kx - 0.5
+    m[:, 1, 2] = (r0 + 0.5 - y1) * ky - 0.5
+    return (r0, r1), (c0, c1), m
+
+
+class _Crops:
+    """Per-instance boolean mask crops with their pixel bounds (``InstanceResult.mask_crops`` over
+    ``mask_boxes``): nothing is allocated at image size. An instance left without a region has the
+    empty crop ``[0, 0]`` at ``(0, 0, 0, 0)``."""
+
+    _EMPTY = np.zeros((0, 0), bool)
+
+    def __init__(self, n: int):
+        self.crops: list[np.ndarray] = [self._EMPTY] * n
         self.bounds = np.zeros((n, 4), np.int32)
 
     def put(self, i: int, region: np.ndarray, rows: tuple[int, int], cols: tuple[int, int], tight: bool = True) -> None:
-        """Write ``region`` at ``rows x cols``; its bounds are the region's (``tight=False``, cheaper:
-        they contain the mask, which is all ``mask_boxes`` promises) or its true pixels' tight box."""
+        """Mask ``i`` is ``region`` at ``rows x cols``; its bounds are the region's (``tight=False``,
+        cheaper: they contain the mask, which is all ``mask_boxes`` promises) or its true pixels'
+        tight box (the crop is then that part of ``region``)."""
         if not tight:
-            self.masks[i, rows[0]:rows[1], cols[0]:cols[1]] = region
+            self.crops[i] = region
             self.bounds[i] = (cols[0], rows[0], cols[1], rows[1])
             return
         ys, xs = np.flatnonzero(region.any(axis=1)), np.flatnonzero(region.any(axis=0))
         if not len(ys):
             return
         y0, y1, x0, x1 = ys[0], ys[-1] + 1, xs[0], xs[-1] + 1
-        self.masks[i, rows[0] + y0:rows[0] + y1, cols[0] + x0:cols[0] + x1] = region[y0:y1, x0:x1]
+        self.crops[i] = region[y0:y1, x0:x1]
         self.bounds[i] = (cols[0] + x0, rows[0] + y0, cols[0] + x1, rows[0] + y1)
 
     def nonempty(self) -> np.ndarray:
@@ -272,23 +330,28 @@ def decode_prototype(outputs: Mapping[str, np.ndarray], meta: "PreprocessMeta", 
     keep = nms(xyxy, scores, opts.iou_threshold, None if opts.class_agnostic else classes, max_out=opts.max_detections)
     image = meta.original
     img_boxes = boxes_to_image(xyxy[keep], meta)
-    out = _Masks(len(keep), image)
+    out = _Crops(len(keep))
     proto_shape = ImageShape(protos.shape[1], protos.shape[2])
     thr = _logit(opts.mask_threshold)
     protos = np.asarray(protos, np.float32)
-    for i, k in enumerate(keep):
-        rows = _pixel_span(img_boxes[i, 1], img_boxes[i, 3], image.height)
-        cols = _pixel_span(img_boxes[i, 0], img_boxes[i, 2], image.width)
-        c = coeffs[k]
-
-        def window(r0, r1, c0, c1, c=c):  # the sub-window copied once (faster than a transposed copy per frame)
-            return (c @ np.ascontiguousarray(protos[:, r0:r1, c0:c1]).reshape(nm, -1)).reshape(r1 - r0, c1 - c0)
-
-        vals = sample_full_map(window, proto_shape, meta, rows, cols)
-        if vals is not None:
-            out.put(i, vals > thr, rows, cols, tight=False)
+    # per instance: the image pixels of its box, the prototype window they sample (computed for all
+    # instances at once), the window's coefficient product, one warp, one threshold
+    r0, r1 = _pixel_spans(img_boxes[:, 1], img_boxes[:, 3], image.height)
+    c0, c1 = _pixel_spans(img_boxes[:, 0], img_boxes[:, 2], image.width)
+    win, aff = _map_windows(proto_shape, meta, (r0, r1), (c0, c1))
+    cv2 = _cv2()
+    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+    for i, (k, (a, b, c, d), (y0, y1, x0, x1)) in enumerate(zip(keep.tolist(), win.tolist(),
+                                                              zip(r0.tolist(), r1.tolist(), c0.tolist(), c1.tolist()))):
+        if y1 <= y0 or x1 <= x0:
+            continue
+        # the sub-window copied once (faster than a transposed copy per frame)
+        src = (coeffs[k] @ np.ascontiguousarray(protos[:, a:b, c:d]).reshape(nm, -1)).reshape(b - a, d - c)
+        vals = cv2.warpAffine(src, aff[i], (x1 - x0, y1 - y0), flags=flags, borderMode=cv2.BORDER_REPLICATE,
+                              borderValue=0.0)
+        out.put(i, vals > thr, (y0, y1), (x0, x1), tight=False)
     return InstanceResult(boxes=img_boxes, scores=scores[keep], classes=classes[keep], image_shape=image,
-                          masks=out.masks, class_names=tuple(manifest.classes), mask_boxes=out.bounds)
+                          class_names=tuple(manifest.classes), mask_boxes=out.bounds, mask_crops=out.crops)
 
 
 def _dense_common(outputs, manifest, opts) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -310,22 +373,38 @@ def decode_dense(outputs: Mapping[str, np.ndarray], meta: "PreprocessMeta", mani
     map_shape = ImageShape(maps.shape[1], maps.shape[2])
     image = meta.original
     sx, sy, tx, ty = image_affine(meta, map_shape)
-    out = _Masks(len(keep), image)
-    for i, k in enumerate(keep):
-        low = maps[k] > opts.mask_threshold
-        ys, xs = np.flatnonzero(low.any(axis=1)), np.flatnonzero(low.any(axis=0))
-        if not len(ys):
+    out = _Crops(len(keep))
+    # the low-resolution mask's rows and columns above the threshold, for all instances at once
+    if 2 * len(keep) >= len(maps):  # most maps kept: threshold them all (no float gather), pick the kept rows
+        low = maps > opts.mask_threshold
+        rows_on, cols_on = low.any(axis=2)[keep], low.any(axis=1)[keep]
+    else:
+        low = maps[keep] > opts.mask_threshold
+        rows_on, cols_on = low.any(axis=2), low.any(axis=1)
+    has = rows_on.any(axis=1)
+    ys0, ys1 = rows_on.argmax(axis=1), rows_on.shape[1] - 1 - rows_on[:, ::-1].argmax(axis=1)
+    xs0, xs1 = cols_on.argmax(axis=1), cols_on.shape[1] - 1 - cols_on[:, ::-1].argmax(axis=1)
+    # the image pixels whose sample can exceed the threshold: one map pixel of margin
+    r0, r1 = _pixel_spans((ys0 - 1) * sy + ty, (ys1 + 2) * sy + ty, image.height)
+    c0, c1 = _pixel_spans((xs0 - 1) * sx + tx, (xs1 + 2) * sx + tx, image.width)
+    win, aff = _map_windows(map_shape, meta, (r0, r1), (c0, c1))
+    cv2 = _cv2()
+    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+    for i, (k, ok, (a, b, c, d), (y0, y1, x0, x1)) in enumerate(zip(keep.tolist(), has.tolist(), win.tolist(),
+                                                                  zip(r0.tolist(), r1.tolist(), c0.tolist(), c1.tolist()))):
+        if not ok or y1 <= y0 or x1 <= x0:
             continue
-        # the image pixels whose sample can exceed the threshold: one map pixel of margin
-        rows = _pixel_span((ys[0] - 1) * sy + ty, (ys[-1] + 2) * sy + ty, image.height)
-        cols = _pixel_span((xs[0] - 1) * sx + tx, (xs[-1] + 2) * sx + tx, image.width)
-        vals = sample_full_map(lambda r0, r1, c0, c1, k=k: maps[k, r0:r1, c0:c1], map_shape, meta, rows, cols)
-        if vals is not None:
-            out.put(i, vals > opts.mask_threshold, rows, cols)
+        vals = cv2.warpAffine(np.ascontiguousarray(maps[k, a:b, c:d], np.float32), aff[i], (x1 - x0, y1 - y0),
+                              flags=flags, borderMode=cv2.BORDER_REPLICATE, borderValue=0.0)
+        region = vals > opts.mask_threshold
+        x, y, w, h = cv2.boundingRect(region.view(np.uint8))  # the true pixels' tight box
+        if w and h:
+            out.crops[i] = region[y:y + h, x:x + w]
+            out.bounds[i] = (x0 + x, y0 + y, x0 + x + w, y0 + y + h)
     ok = out.nonempty()  # SOLO boxes are the masks' tight boxes: an empty mask is no detection
     return InstanceResult(boxes=out.bounds[ok].astype(np.float32), scores=scores[keep][ok], classes=classes[keep][ok],
-                          image_shape=image, masks=out.masks[ok], class_names=tuple(manifest.classes),
-                          mask_boxes=out.bounds[ok])
+                          image_shape=image, class_names=tuple(manifest.classes), mask_boxes=out.bounds[ok],
+                          mask_crops=[c for c, o in zip(out.crops, ok.tolist()) if o])
 
 
 def decode_roi(outputs: Mapping[str, np.ndarray], meta: "PreprocessMeta", manifest: "Manifest",
@@ -337,13 +416,18 @@ def decode_roi(outputs: Mapping[str, np.ndarray], meta: "PreprocessMeta", manife
         raise _layout_error(manifest, outputs, "roi layout: boxes must have the same K as scores")
     image = meta.original
     img_boxes = boxes_to_image(boxes[keep], meta)
-    out = _Masks(len(keep), image)
-    for i, k in enumerate(keep):
-        vals, rows, cols = paste_roi_mask(roi[k], img_boxes[i], image)
-        if vals.size:
-            out.put(i, vals > opts.mask_threshold, rows, cols, tight=False)
+    out = _Crops(len(keep))
+    (r0, r1), (c0, c1), aff = _roi_geometry(img_boxes, roi.shape[1:], image)  # paste_roi_mask's, for all at once
+    cv2 = _cv2()
+    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+    for i, (k, y0, y1, x0, x1) in enumerate(zip(keep.tolist(), r0.tolist(), r1.tolist(), c0.tolist(), c1.tolist())):
+        if y1 <= y0 or x1 <= x0:
+            continue
+        vals = cv2.warpAffine(np.ascontiguousarray(roi[k], np.float32), aff[i], (x1 - x0, y1 - y0), flags=flags,
+                              borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
+        out.put(i, vals > opts.mask_threshold, (y0, y1), (x0, x1), tight=False)
     return InstanceResult(boxes=img_boxes, scores=scores[keep], classes=classes[keep], image_shape=image,
-                          masks=out.masks, class_names=tuple(manifest.classes), mask_boxes=out.bounds)
+                          class_names=tuple(manifest.classes), mask_boxes=out.bounds, mask_crops=out.crops)
 
 
 _LAYOUTS = {"prototype": decode_prototype, "dense": decode_dense, "roi": decode_roi}

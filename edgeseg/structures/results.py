@@ -5,6 +5,7 @@ Conventions: masks and label maps are at the **original image size** ``[H, W]``;
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 from typing import Any
@@ -44,6 +45,36 @@ class SemanticResult:
         return ImageShape.of(self.labels)
 
 
+class _LazyMasks:
+    """The ``masks`` field of :class:`InstanceResult` (a descriptor-typed dataclass field): what the
+    constructor is given is kept as the materialised masks; reading it on a result built from
+    ``mask_crops`` pastes the crops into ``bool [N, H, W]`` once and keeps that array."""
+
+    def __set_name__(self, owner, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj, objtype=None):
+        if obj is None:
+            return None  # the field's default
+        cache = obj.__dict__.get("_masks_cache")
+        if cache is None and obj.__dict__.get("mask_crops") is not None:
+            cache = obj.__dict__["_masks_cache"] = obj._materialise()
+        return cache
+
+    def __set__(self, obj, value) -> None:
+        obj.__dict__["_masks_cache"] = value
+
+
+def _crop_shapes_ok(crops: tuple, bounds: np.ndarray, image: ImageShape) -> bool:
+    b = np.asarray(bounds, np.int64)
+    if len(b) and ((b[:, 0] < 0).any() or (b[:, 1] < 0).any() or (b[:, 2] > image.width).any()
+                   or (b[:, 3] > image.height).any() or (b[:, 2] < b[:, 0]).any() or (b[:, 3] < b[:, 1]).any()):
+        return False
+    want = np.stack([b[:, 3] - b[:, 1], b[:, 2] - b[:, 0]], 1) if len(b) else np.zeros((0, 2), np.int64)
+    got = np.array([c.shape if getattr(c, "ndim", 0) == 2 else (-1, -1) for c in crops], np.int64).reshape(-1, 2)
+    return bool(np.array_equal(got, want))
+
+
 @dataclass(frozen=True)
 class InstanceResult:
     """Detected object instances, supporting boolean/integer indexing: ``r[r.scores > 0.5]``.
@@ -51,35 +82,77 @@ class InstanceResult:
     boxes:   ``float32 [N, 4]`` xyxy absolute pixels.
     scores:  ``float32 [N]``.
     classes: ``int32 [N]`` class ids.
-    masks:   ``bool [N, H, W]`` at image size, or None for box-only detectors.
+    masks:   ``bool [N, H, W]`` at image size, or None for box-only detectors. On a compact result
+      (``mask_crops``, as the instance decoders give) it is pasted from the crops on first access
+      and kept: consumers that only need each mask's pixels use :meth:`mask_crop` instead.
     image_shape: the image the pixels refer to.
     track_ids: optional ``int64 [N]`` identities across frames (video), -1 when unassigned.
     mask_boxes: optional ``int32 [N, 4]`` integer pixel bounds ``(x0, y0, x1, y1)`` (end-exclusive)
       that contain every true pixel of each mask, set by decoders so that consumers (RLE, overlays)
       touch only those pixels instead of ``N x H x W``; None: compute them from the masks.
+    mask_crops: the compact form: one ``bool [y1 - y0, x1 - x0]`` array per instance covering
+      exactly ``mask_boxes[i]`` (the mask is false outside it); needs ``mask_boxes``. Ignored when
+      ``masks`` is given too (``masks`` is then the truth, e.g. after ``dataclasses.replace``).
+      Not part of equality or the repr (``masks`` is).
     """
 
     boxes: np.ndarray
     scores: np.ndarray
     classes: np.ndarray
     image_shape: ImageShape
-    masks: np.ndarray | None = None
+    masks: np.ndarray | None = _LazyMasks()  # type: ignore[assignment]
     class_names: tuple[str, ...] = ()
     track_ids: np.ndarray | None = None
     mask_boxes: np.ndarray | None = None
+    mask_crops: tuple[np.ndarray, ...] | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         n = len(self.scores)
         _check(self.boxes.shape == (n, 4), f"InstanceResult.boxes must be [{n}, 4], got {self.boxes.shape}")
         _check(self.classes.shape == (n,), f"InstanceResult.classes must be [{n}], got {self.classes.shape}")
-        if self.masks is not None:
+        masks = self._masks_cache
+        if masks is not None:
             want = (n, self.image_shape.height, self.image_shape.width)
-            _check(self.masks.shape == want, f"InstanceResult.masks must be {list(want)}, got {list(self.masks.shape)}")
-            _check(self.masks.dtype == np.bool_, "InstanceResult.masks must be bool")
+            _check(masks.shape == want, f"InstanceResult.masks must be {list(want)}, got {list(masks.shape)}")
+            _check(masks.dtype == np.bool_, "InstanceResult.masks must be bool")
+            if self.mask_crops is not None:  # masks win: crops given next to them may be stale
+                object.__setattr__(self, "mask_crops", None)
         if self.track_ids is not None:
             _check(self.track_ids.shape == (n,), "InstanceResult.track_ids must be [N]")
         if self.mask_boxes is not None:
             _check(self.mask_boxes.shape == (n, 4), f"InstanceResult.mask_boxes must be [{n}, 4]")
+        if self.mask_crops is not None:
+            crops = tuple(self.mask_crops)
+            object.__setattr__(self, "mask_crops", crops)
+            _check(self.mask_boxes is not None, "InstanceResult.mask_crops needs mask_boxes (each crop's bounds)")
+            _check(len(crops) == n, f"InstanceResult.mask_crops must hold {n} crops, got {len(crops)}")
+            _check(all(isinstance(c, np.ndarray) and c.dtype == np.bool_ for c in crops),
+                   "InstanceResult.mask_crops must be bool arrays")
+            _check(_crop_shapes_ok(crops, self.mask_boxes, self.image_shape),
+                   "InstanceResult.mask_crops[i] must be [y1 - y0, x1 - x0] of mask_boxes[i], inside the image")
+
+    @property
+    def _masks_cache(self) -> np.ndarray | None:
+        """The full-size masks if they exist (given, or materialised from the crops), else None:
+        reading it never materialises."""
+        return self.__dict__.get("_masks_cache")
+
+    @property
+    def has_masks(self) -> bool:
+        """Whether there are masks (full-size or compact), without materialising them."""
+        return self._masks_cache is not None or self.mask_crops is not None
+
+    @property
+    def is_compact(self) -> bool:
+        """Whether the masks are held as crops only (``masks`` not materialised yet)."""
+        return self._masks_cache is None and self.mask_crops is not None
+
+    def _materialise(self) -> np.ndarray:
+        h, w = self.image_shape.height, self.image_shape.width
+        out = np.zeros((len(self.mask_crops), h, w), bool)
+        for i, (crop, (x0, y0, x1, y1)) in enumerate(zip(self.mask_crops, self.mask_boxes.tolist())):
+            out[i, y0:y1, x0:x1] = crop
+        return out
 
     def mask_bounds(self, i: int) -> tuple[int, int, int, int]:
         """``(x0, y0, x1, y1)`` end-exclusive pixel bounds of mask ``i``'s true pixels (from
@@ -87,13 +160,56 @@ class InstanceResult:
         if self.mask_boxes is not None:
             x0, y0, x1, y1 = (int(v) for v in self.mask_boxes[i])
             return x0, y0, x1, y1
-        if self.masks is None:
+        masks = self._masks_cache
+        if masks is None:
             return 0, 0, 0, 0
-        m = self.masks[i]
+        m = masks[i]
         rows, cols = np.flatnonzero(m.any(axis=1)), np.flatnonzero(m.any(axis=0))
         if not len(rows):
             return 0, 0, 0, 0
         return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
+
+    def mask_crop(self, i: int) -> tuple[int, int, int, int, np.ndarray]:
+        """``(x0, y0, x1, y1, crop)``: mask ``i`` inside its bounds (:meth:`mask_bounds`), ``crop``
+        ``bool [y1 - y0, x1 - x0]`` (a view when the masks are full-size; do not write to it); the mask
+        is false outside. Never materialises ``masks``. Raises for box-only results."""
+        if self.mask_crops is not None:  # the crops (also once materialised: same masks, cheaper)
+            x0, y0, x1, y1 = self.mask_boxes[i].tolist()
+            return x0, y0, x1, y1, self.mask_crops[i]
+        masks = self._masks_cache
+        _check(masks is not None, "InstanceResult.mask_crop: this result has no masks (box-only)")
+        x0, y0, x1, y1 = self.mask_bounds(i)
+        return x0, y0, x1, y1, masks[i, y0:y1, x0:x1]
+
+    def iter_mask_crops(self):
+        """``(x0, y0, x1, y1, crop)`` of every instance in order (:meth:`mask_crop`)."""
+        if self.mask_crops is not None:  # the crops (also once materialised: same masks, cheaper)
+            for (x0, y0, x1, y1), crop in zip(self.mask_boxes.tolist(), self.mask_crops):
+                yield x0, y0, x1, y1, crop
+            return
+        for i in range(len(self)):
+            yield self.mask_crop(i)
+
+    def compact(self) -> "InstanceResult":
+        """This result with its masks as crops (``mask_crops`` over ``mask_boxes``, computed as tight
+        bounds when there are none); itself when already compact or box-only."""
+        if self.mask_crops is not None or self._masks_cache is None:
+            return self
+        bounds = self.mask_boxes if self.mask_boxes is not None else \
+            np.array([self.mask_bounds(i) for i in range(len(self))], np.int32).reshape(-1, 4)
+        masks = self._masks_cache
+        crops = tuple(masks[i, y0:y1, x0:x1].copy() for i, (x0, y0, x1, y1) in enumerate(bounds.tolist()))
+        return InstanceResult(boxes=self.boxes, scores=self.scores, classes=self.classes, image_shape=self.image_shape,
+                              class_names=self.class_names, track_ids=self.track_ids, mask_boxes=bounds,
+                              mask_crops=crops)
+
+    def replace(self, **changes: Any) -> "InstanceResult":
+        """``dataclasses.replace`` that keeps a compact result compact when neither ``masks`` nor
+        ``mask_boxes`` change (``dataclasses.replace`` reads ``masks``, which materialises them)."""
+        if self.mask_crops is None or {"masks", "mask_boxes", "mask_crops"} & changes.keys():
+            return dataclasses.replace(self, **changes)
+        kw = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init and f.name != "masks"}
+        return InstanceResult(**{**kw, **changes})
 
     def __len__(self) -> int:
         return int(len(self.scores))
@@ -102,15 +218,21 @@ class InstanceResult:
         idx = np.asarray(index) if not isinstance(index, slice) else index
         if isinstance(idx, np.ndarray) and idx.ndim == 0:
             idx = idx[None]
+        compact = self.mask_crops is not None  # stays compact (materialised or not), as cheap as the crops
+        crops = None
+        if compact:
+            crops = tuple(self.mask_crops[j] for j in np.arange(len(self))[idx].tolist())
+        masks = self._masks_cache
         return InstanceResult(
             boxes=self.boxes[idx],
             scores=self.scores[idx],
             classes=self.classes[idx],
             image_shape=self.image_shape,
-            masks=None if self.masks is None else self.masks[idx],
+            masks=None if compact or masks is None else masks[idx],
             class_names=self.class_names,
             track_ids=None if self.track_ids is None else self.track_ids[idx],
             mask_boxes=None if self.mask_boxes is None else self.mask_boxes[idx],
+            mask_crops=crops,
         )
 
     @classmethod

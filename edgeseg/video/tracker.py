@@ -311,7 +311,7 @@ class Tracker:
     @update.register
     def _(self, result: InstanceResult) -> InstanceResult:
         ids = self._step(_instance_detections(result), result.image_shape)
-        return dataclasses.replace(result, track_ids=ids)
+        return result.replace(track_ids=ids)  # keeps a compact result compact
 
     @update.register
     def _(self, result: PanopticResult) -> PanopticResult:

@@ -198,3 +198,50 @@ def test_roi_paste_fills_the_box_and_nothing_else():
     half[0, 0, :, 14:] = 0
     r = decode_instance({**out, "masks": half}, m, manifest("roi", 2, spec))
     assert np.array_equal(r.masks[0], expect & (np.arange(64)[None, :] < 20))
+
+
+# ---- compact results: crops, never N x H x W ---------------------------------------------------------
+def test_decoders_give_compact_results_that_sinks_use_without_materialising():
+    from edgeseg.stream.overlay import render_instance
+    from edgeseg.stream.sinks import label_image
+    from edgeseg.stream.sinks.files import instance_record
+    from edgeseg.structures import rle_decode
+
+    rng = np.random.default_rng(3)
+    nm = 4
+    protos = rng.normal(size=(nm, 16, 16)).astype(np.float32)
+    boxes = np.array([[20, 30, 20, 12], [40, 32, 30, 30], [8, 20, 16, 10], [60, 40, 30, 40]], np.float32)
+    scores = np.array([[0.9, 0.1, 0.0], [0.2, 0.8, 0.1], [0.1, 0.1, 0.6], [0.7, 0, 0]], np.float32)
+    proto = decode(yolo_outputs(boxes, scores, rng.normal(size=(4, nm)), protos), meta_for(48, 96),
+                   manifest("prototype", 3, num_masks=nm, score_threshold=0.25))
+    spec = InputSpec(size=ImageShape(32, 32), mean=(0, 0, 0), std=(1, 1, 1))
+    maps = np.zeros((1, 3, 16, 16), np.float32)
+    maps[0, 0, 4:8, 2:6], maps[0, 1, :, 15], maps[0, 2, 9:14, 3:12] = 1.0, 0.9, 0.7
+    dense = decode({"scores": np.array([[0.9, 0.6, 0.5]], np.float32), "classes": np.array([[1, 0, 1]], np.int64),
+                    "masks": maps}, meta_for(64, 128, spec), manifest("dense", 2, spec, score_threshold=0.3))
+    roi = decode({"boxes": np.array([[[10, 20, 30, 50], [0, 0, 8, 8], [40, 40, 90, 70]]], np.float32),
+                  "scores": np.array([[0.9, 0.8, 0.7]], np.float32), "classes": np.array([[0, 1, 1]], np.int64),
+                  "masks": rng.uniform(0, 1, (1, 3, 28, 28)).astype(np.float32)},
+                 meta_for(64, 64, spec), manifest("roi", 2, spec))
+    for r in (proto, dense, roi):
+        assert len(r) >= 2 and r.is_compact and r._masks_cache is None and len(r.mask_crops) == len(r)
+        h, w = r.image_shape.hw
+        rec, png = instance_record(r), label_image(r)
+        render_instance(np.zeros((h, w, 3), np.uint8), r, palette=np.eye(3, dtype=np.uint8) * 255, alpha=0.5)
+        r[r.scores > 0.5].mask_crop(0)
+        assert r._masks_cache is None  # nothing above materialised N x H x W
+        for i, (x0, y0, x1, y1) in enumerate(r.mask_boxes.tolist()):
+            assert r.mask_crops[i].shape == (y1 - y0, x1 - x0) and 0 <= x0 <= x1 <= w and 0 <= y0 <= y1 <= h
+        masks = r.masks  # materialised on demand: the crops pasted
+        assert masks.shape == (len(r), h, w) and masks.dtype == np.bool_
+        for i, s in enumerate(rec["segments"]):
+            np.testing.assert_array_equal(rle_decode(s["rle"]), masks[i])
+            x0, y0, x1, y1 = r.mask_boxes[i]
+            assert not masks[i].sum() - masks[i, y0:y1, x0:x1].sum()  # nothing outside the bounds
+        want = np.zeros((h, w), np.uint16)
+        for i, m in enumerate(masks):
+            want[m] = i + 1
+        np.testing.assert_array_equal(png, want)
+    empty = decode(yolo_outputs(boxes, np.zeros((4, 3)), np.zeros((4, nm)), protos), meta_for(48, 96),
+                   manifest("prototype", 3, num_masks=nm))
+    assert len(empty) == 0 and empty.is_compact and empty.masks.shape == (0, 48, 96)

@@ -24,7 +24,7 @@ from ..._registry import Registry
 from ...errors import InputError, StreamError
 from ...structures import InstanceResult, PanopticResult, PromptedResult, SemanticResult, TrackResult, rle_encode
 from ...structures.frame import Frame
-from ...structures.rle import rle_encode_labels
+from ...structures.rle import rle_encode_crops, rle_encode_labels
 from ..base import SINKS, Packet, Sink
 from ._output import writable_file, writable_folder
 
@@ -54,18 +54,20 @@ def semantic_record(r: SemanticResult) -> dict:
 
 @RECORDS.register("InstanceResult")
 def instance_record(r: InstanceResult) -> dict:
-    segs = []
-    for i in range(len(r)):
-        c = int(r.classes[i])
-        d = {"class_id": c, "class": _name(r.class_names, c), "score": float(r.scores[i]),
-             "box": [float(v) for v in r.boxes[i]]}
-        if r.masks is not None:
-            x0, y0, x1, y1 = r.mask_bounds(i)
-            d["area"] = int(np.count_nonzero(r.masks[i, y0:y1, x0:x1]))
-            d["rle"] = rle_encode(r.masks[i], (x0, y0, x1, y1))
-        if r.track_ids is not None:
-            d["track_id"] = int(r.track_ids[i])
-        segs.append(d)
+    """Masks from their crops (``InstanceResult.mask_crop``): the RLEs and areas of all instances in
+    one vectorised pass (:func:`rle_encode_crops`), never ``N x H x W``."""
+    names = [_name(r.class_names, c) for c in r.classes.tolist()]
+    segs = [{"class_id": c, "class": name, "score": sc, "box": box}
+            for c, name, sc, box in zip(r.classes.tolist(), names, r.scores.astype(np.float64).tolist(),
+                                        r.boxes.astype(np.float64).tolist())]
+    if r.has_masks:
+        rles, areas = rle_encode_crops(r.iter_mask_crops(), r.image_shape.hw)
+        for d, rle, area in zip(segs, rles, areas.tolist()):
+            d["area"] = area
+            d["rle"] = rle
+    if r.track_ids is not None:
+        for d, t in zip(segs, r.track_ids.tolist()):
+            d["track_id"] = int(t)
     return {"task": "instance", "segments": segs}
 
 
@@ -159,7 +161,12 @@ def _paint(shape: tuple[int, int], masks, values, bounds) -> np.ndarray:
 
 @LABEL_IMAGES.register("InstanceResult")
 def _instance_png(result: InstanceResult) -> np.ndarray:
-    return _paint(result.image_shape.hw, result.masks, np.arange(1, len(result) + 1), result.mask_bounds)
+    """From the masks' crops (``InstanceResult.mask_crop``), later instances on top."""
+    out = np.zeros(result.image_shape.hw, np.uint16)
+    if result.has_masks:
+        for v, (x0, y0, x1, y1, crop) in enumerate(result.iter_mask_crops(), start=1):
+            out[y0:y1, x0:x1][crop] = v
+    return out
 
 
 @LABEL_IMAGES.register("TrackResult")
