@@ -56,6 +56,7 @@ class QuantReport:
     engine: str = "ort"
     execution: dict[str, Any] = field(default_factory=dict)  # openvino: layers OpenVINO runs in INT8
     layer_latency: dict[str, Any] = field(default_factory=dict)  # cpu: per-layer INT8 vs float timings
+    calibration: dict[str, Any] = field(default_factory=dict)  # the recipe: source(s), split, sampling, seed
     #: the machine every latency figure and decision above was made on (edgeseg.backends.device);
     #: a bundle run on another CPU re-times instead of trusting them (edgeseg.backends.choice)
     device: "DeviceInfo" = field(default_factory=lambda: _device())
@@ -81,7 +82,7 @@ class QuantReport:
             "curve": [list(c) for c in self.curve],
             "latency_ms": self.latency_ms, "speedup": self.speedup, "size_bytes": self.size_bytes,
             "prepare": self.prepare, "files": list(self.files), "engine": self.engine, "execution": self.execution,
-            "layer_latency": self.layer_latency, "device": self.device.to_dict(),
+            "layer_latency": self.layer_latency, "calibration": self.calibration, "device": self.device.to_dict(),
         }
 
 
@@ -135,7 +136,8 @@ def quantize_bundle(bundle, calib: str | CalibrationRecipe | Sequence, target: s
             fp32_score=fp32_score, int8_score=gate.int8_score, met_budget=gate.met, max_drop=max_drop,
             float_nodes=gate.float_nodes, sensitivity=gate.sensitivity, curve=gate.curve, latency_ms=lat,
             size_bytes={"fp32": os.path.getsize(fp32), "int8": os.path.getsize(gate.model)}, prepare=prep.to_dict(),
-            engine=profile.engine, execution=_execution(gate.model, runtime), layer_latency=guard)
+            engine=profile.engine, execution=_execution(gate.model, runtime), layer_latency=guard,
+            calibration=_recipe_record(recipe))
         return _write(b, report, gate.model, table, recipe, fp32, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -290,6 +292,16 @@ def _execution(model: Path, runtime: str) -> dict[str, Any]:
     from .openvino import int8_execution
 
     return {"runtime": "openvino-cpu", **int8_execution(model).to_dict()}
+
+
+def _recipe_record(recipe: CalibrationRecipe) -> dict[str, Any]:
+    """What the report says about the calibration frames: the recipe without its folder, sources resolved."""
+    d = {k: v for k, v in recipe.to_dict().items() if k != "base_dir"}
+    try:
+        d["resolved"] = recipe.resolved_sources()
+    except Exception:  # noqa: BLE001  (frames given directly, an unset variable): the record stays as given
+        pass
+    return d
 
 
 def _calibration_frames(calib, frames: int | None, method: str | None, progress: bool):

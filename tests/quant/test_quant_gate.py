@@ -39,6 +39,7 @@ def test_tensorrt_int8_within_budget_and_deployable(bundle):
     rep = b.report["int8"]["tensorrt"]
     assert rep["fp32"] == pytest.approx(r.fp32_score) and rep["int8"] == pytest.approx(r.int8_score)
     assert rep["latency_ms"]["fp32"] > 0 and rep["size_bytes"]["int8"] > 0
+    assert rep["calibration"]["source"] == "frames" and rep["calibration"]["frames"] == 16  # what calibrated it
     calib = json.loads((bundle / "calibration.json").read_text())["targets"]["tensorrt"]
     assert calib["method"] == "minmax" and calib["frames"] == 16
     cache = read_cache(bundle / "calibration.tensorrt-8.5.cache")
