@@ -26,13 +26,11 @@ is the 13 training cities, ``val`` the two unseen ones (darmstadt, tubingen).
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
 from ..errors import DataError
 from ..structures import CAMVID_CLASSES, CAMVID_PALETTE
-from .base import DATASETS, IGNORE, Sample, SegmentationDataset, coco_spec_json
+from .base import DATASETS, IGNORE, Sample, SegmentationDataset
 
 CITYSCAPES_TO_CAMVID: dict[str, str | None] = {
     "road": "road", "sidewalk": "pavement", "building": "building", "wall": "building", "fence": "fence",
@@ -83,8 +81,7 @@ class CityscapesCamVid(SegmentationDataset):
 
 @DATASETS.register("cityscapes-camvid")
 def _open_cityscapes_camvid(args: list[str], options: dict[str, str], split: str) -> CityscapesCamVid:
-    from .coco_panoptic import CocoPanoptic
-    from .base import coco_image_dir
+    from .coco_panoptic import open_coco_panoptic
 
     if not args:  # "cityscapes-camvid:" -> the shared data folder's copy
         from ..paths import data_root
@@ -94,10 +91,4 @@ def _open_cityscapes_camvid(args: list[str], options: dict[str, str], split: str
             raise DataError("cityscapes-camvid: no root given and no data folder found",
                             fix="write cityscapes-camvid:PATH/TO/cityscapes_panoptic or set EDGESEG_DATA")
         args = [str(root / "cityscapes_panoptic")]
-    path = coco_spec_json("cityscapes-camvid", "panoptic", args, options, split)
-    png_dir = path.with_suffix("")
-    if not png_dir.is_dir():
-        raise DataError(f"cityscapes-camvid: PNG folder {png_dir} not found (named like {path.name} without .json)",
-                        fix=f"place the panoptic PNGs in {png_dir}")
-    image_dir = coco_image_dir("cityscapes-camvid", "panoptic", path, options)
-    return CityscapesCamVid(CocoPanoptic(Path(path), png_dir, image_dir, check_files=True))
+    return CityscapesCamVid(open_coco_panoptic("cityscapes-camvid", args, options, split))

@@ -215,10 +215,15 @@ def _missing(missing: list[str], total: int, what: str, json_path: Path, folder:
 
 @DATASETS.register("coco-panoptic")
 def _open_coco_panoptic(args: list[str], options: dict[str, str], split: str) -> CocoPanoptic:
-    path = coco_spec_json("coco-panoptic", "panoptic", args, options, split)
+    return open_coco_panoptic("coco-panoptic", args, options, split)
+
+
+def open_coco_panoptic(kind: str, args: list[str], options: dict[str, str], split: str) -> CocoPanoptic:
+    """The COCO-panoptic dataset of a ``KIND:JSON|DIR[,images=DIR]`` spec (``kind`` names it in errors)."""
+    path = coco_spec_json(kind, "panoptic", args, options, split)
     png_dir = path.with_suffix("")
     if not png_dir.is_dir():
-        raise DataError(f"coco-panoptic: PNG folder {png_dir} not found (named like {path.name} without .json)",
+        raise DataError(f"{kind}: PNG folder {png_dir} not found (named like {path.name} without .json)",
                         fix=f"place the panoptic PNGs in {png_dir}")
-    image_dir = coco_image_dir("coco-panoptic", "panoptic", path, options)
+    image_dir = coco_image_dir(kind, "panoptic", path, options)
     return CocoPanoptic(path, png_dir, image_dir, check_files=True)

@@ -28,17 +28,10 @@ def _runs(mask: np.ndarray) -> np.ndarray:
     return runs.astype(np.int64, copy=False)
 
 
-def _counts_to_string(counts: np.ndarray | list[int]) -> str:
-    """pycocotools' ``rleToString``: each count (from the fourth on, minus the count two before) as
-    little-endian 5-bit groups, a continuation bit (0x20) on all but the last, the last one's bit 4
-    the sign, each plus 48. Vectorised: one element per output character, no Python loop per run."""
-    x = np.array(counts, dtype=np.int64)
-    if x.size == 0:
-        return ""
-    if x.size > 3:
-        x[3:] -= x[1:-2].copy()
-    if -(1 << 30) <= x.min() and x.max() < (1 << 30):
-        x = x.astype(np.int32)  # half the memory traffic; shifts below stay exact
+def _encode_deltas(x: np.ndarray) -> tuple[str, np.ndarray]:
+    """The characters of already delta-coded counts ``x`` (int32 or int64), and where each count's
+    characters end (``ends``, cumulative): little-endian 5-bit groups, a continuation bit (0x20) on all
+    but the last, the last one's bit 4 the sign, each plus 48. One element per output character."""
     # groups needed: the smallest n >= 1 with -2^(5n-1) <= x < 2^(5n-1), i.e. (x or ~x) >> (5n-1) == 0
     n = np.ones(x.shape, np.int64)
     rest = (x ^ (x >> (8 * x.itemsize - 1))) >> 4
@@ -56,7 +49,21 @@ def _counts_to_string(counts: np.ndarray | list[int]) -> str:
     chars = (np.repeat(x, n) >> (5 * group).astype(x.dtype)) & 0x1F
     chars += 48 + 0x20
     chars[ends - 1] -= 0x20  # the last group of each count has no continuation bit
-    return chars.astype(np.uint8).tobytes().decode("ascii")
+    return chars.astype(np.uint8).tobytes().decode("ascii"), ends
+
+
+def _counts_to_string(counts: np.ndarray | list[int]) -> str:
+    """pycocotools' ``rleToString``: each count (from the fourth on, minus the count two before) as
+    little-endian 5-bit groups, a continuation bit (0x20) on all but the last, the last one's bit 4
+    the sign, each plus 48. Vectorised: one element per output character, no Python loop per run."""
+    x = np.array(counts, dtype=np.int64)
+    if x.size == 0:
+        return ""
+    if x.size > 3:
+        x[3:] -= x[1:-2].copy()
+    if -(1 << 30) <= x.min() and x.max() < (1 << 30):
+        x = x.astype(np.int32)  # half the memory traffic; shifts below stay exact
+    return _encode_deltas(x)[0]
 
 
 def _string_to_counts(s: str) -> list[int]:
@@ -187,23 +194,7 @@ def _counts_to_strings(x: np.ndarray, lengths: np.ndarray) -> list[str]:
     local = np.arange(len(x), dtype=np.int64) - np.repeat(starts, lengths)  # index within its own list
     delta = np.flatnonzero(local >= 3)
     x[delta] -= x[delta - 2].copy()  # from the fourth count on: minus the count two before (original values)
-    n = np.ones(x.shape, np.int64)
-    rest = (x ^ (x >> 63)) >> 4
-    while True:
-        more = rest > 0
-        if not more.any():
-            break
-        n += more
-        rest >>= 5
-    ends = np.cumsum(n)
-    step = np.ones(int(ends[-1]), np.int64)
-    step[0] = 0
-    step[ends[:-1]] = 1 - n[:-1]
-    group = np.cumsum(step)
-    chars = (np.repeat(x, n) >> (5 * group)) & 0x1F
-    chars += 48 + 0x20
-    chars[ends - 1] -= 0x20
-    text = chars.astype(np.uint8).tobytes().decode("ascii")
+    text, ends = _encode_deltas(x)
     cut = np.concatenate(([0], ends[np.cumsum(lengths) - 1])).tolist()  # each list's end in characters
     return [text[a:b] for a, b in zip(cut[:-1], cut[1:])]
 
