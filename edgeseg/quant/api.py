@@ -299,8 +299,8 @@ def _recipe_record(recipe: CalibrationRecipe) -> dict[str, Any]:
     d = {k: v for k, v in recipe.to_dict().items() if k != "base_dir"}
     try:
         d["resolved"] = recipe.resolved_sources()
-    except Exception:  # noqa: BLE001  (frames given directly, an unset variable): the record stays as given
-        pass
+    except InputError as e:  # an unset ${VAR}: the sources stay as written, with the reason
+        d["resolved_error"] = str(e)
     return d
 
 
