@@ -50,15 +50,16 @@ def _instance_row(path: Path, result, out: Path | None, rgb, alpha: float, palet
     from ..data.io import write_image, write_label
     from ..stream.overlay import Renderer
     from ..stream.sinks.files import label_image
-    from ..structures import rle_encode
+    from ..structures.rle import rle_encode_crops
 
+    rles = rle_encode_crops(result.iter_mask_crops(), result.image_shape.hw)[0] if result.has_masks else None
     instances = []
     for i in range(len(result)):
         c = int(result.classes[i])
         d = {"class": result.class_names[c] if c < len(result.class_names) else str(c), "class_id": c,
              "score": round(float(result.scores[i]), 5), "box": [round(float(v), 2) for v in result.boxes[i]]}
-        if result.masks is not None:
-            d["mask"] = rle_encode(result.masks[i])
+        if rles is not None:
+            d["mask"] = rles[i]
         instances.append(d)
     row = {"file": str(path), "height": result.image_shape.height, "width": result.image_shape.width, "instances": instances}
     if out is not None:

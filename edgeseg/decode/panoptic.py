@@ -415,7 +415,7 @@ def fuse_panoptic(semantic_labels: np.ndarray, instances: InstanceResult, *, stu
     if instances.image_shape != image:
         raise InputError(f"fuse_panoptic: instances are for a {instances.image_shape} image, the labels {image}",
                          fix="decode both models for the same image (both results are at the original image size)")
-    if len(instances) and instances.masks is None:
+    if len(instances) and not instances.has_masks:
         raise InputError("fuse_panoptic: the instances have no masks (a box-only detector)",
                          fix="fuse the output of an instance segmentation model")
     pan = np.zeros(image.hw, np.int32)
@@ -424,8 +424,7 @@ def fuse_panoptic(semantic_labels: np.ndarray, instances: InstanceResult, *, stu
     order = [i for i in np.argsort(-scores, kind="stable")
              if scores[i] >= score_threshold and int(instances.classes[i]) in thing_map]
     for i in order:
-        x0, y0, x1, y1 = instances.mask_bounds(int(i))
-        mask = instances.masks[i, y0:y1, x0:x1]
+        x0, y0, x1, y1, mask = instances.mask_crop(int(i))  # compact results are never pasted full-size
         area = np.count_nonzero(mask)
         if area == 0:
             continue

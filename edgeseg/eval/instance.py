@@ -46,7 +46,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..structures import ImageShape, InstanceResult
-from ..structures.rle import rle_encode
+from ..structures.rle import rle_encode_crops
 
 IOU_THRESHOLDS = np.linspace(0.5, 0.95, int(np.round((0.95 - 0.5) / 0.05)) + 1, endpoint=True)
 RECALL_THRESHOLDS = np.linspace(0.0, 1.00, int(np.round((1.00 - 0.0) / 0.01)) + 1, endpoint=True)
@@ -431,9 +431,10 @@ def coco_results(image_id: int, prediction: InstanceResult, class_to_category: S
     compressed RLE, ``score``, ``bbox`` xywh), the file format pycocotools' ``loadRes`` reads.
     Classes that map to no category are left out. For mask AP with mask areas (as
     :class:`MaskAPAccumulator` by default), drop ``bbox`` before ``loadRes``, as detectron2 does."""
-    if prediction.masks is None:
+    if not prediction.has_masks:
         raise InputError(f"image {image_id}: the prediction has no masks to save")
     lut = _lut(class_to_category)
+    rles = rle_encode_crops(prediction.iter_mask_crops(), prediction.image_shape.hw)[0]  # compact: no full masks
     out = []
     for i in range(len(prediction)):
         c = int(prediction.classes[i])
@@ -441,7 +442,7 @@ def coco_results(image_id: int, prediction: InstanceResult, class_to_category: S
         if lut is not None and cat < 0:
             continue
         x1, y1, x2, y2 = (float(v) for v in prediction.boxes[i])
-        out.append({"image_id": int(image_id), "category_id": int(cat), "segmentation": rle_encode(prediction.masks[i]),
+        out.append({"image_id": int(image_id), "category_id": int(cat), "segmentation": rles[i],
                     "score": float(prediction.scores[i]), "bbox": [x1, y1, x2 - x1, y2 - y1]})
     return out
 

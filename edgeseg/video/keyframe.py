@@ -231,43 +231,46 @@ def warp_semantic(result: SemanticResult, maps: tuple[np.ndarray, np.ndarray]) -
 
 def warp_instances(result: InstanceResult, maps: tuple[np.ndarray, np.ndarray]) -> InstanceResult:
     """Each mask warped inside a box around it (its bounds grown by the largest displacement there);
-    boxes re-measured from the warped masks; instances whose mask vanished are dropped. A box-only
-    result has its boxes moved by the mean displacement at their centres."""
+    boxes re-measured from the warped masks; instances whose mask vanished are dropped. Works on the
+    masks' crops and returns a compact result (no ``[N, H, W]`` array is built). A box-only result
+    has its boxes moved by the mean displacement at their centres."""
     mx, my = maps
     H, W = mx.shape
     n = len(result.scores)
-    if result.masks is None:
+    if not result.has_masks:
         return _shift_boxes(result, maps)
-    masks = np.zeros((n, H, W), bool)
+    crops: list[np.ndarray] = []
     keep = np.zeros(n, bool)
     boxes = np.zeros((n, 4), np.float32)
     mask_boxes = np.zeros((n, 4), np.int32)
     gx = np.arange(W, dtype=np.float32)
     gy = np.arange(H, dtype=np.float32)
-    for i in range(n):
-        src = result.masks[i]
+    for i, (sx0, sy0, _, _, src) in enumerate(result.iter_mask_crops()):
         ys, xs = np.nonzero(src.any(1))[0], np.nonzero(src.any(0))[0]
         if len(ys) == 0:
             continue
-        x0, x1, y0, y1 = int(xs[0]), int(xs[-1]) + 1, int(ys[0]), int(ys[-1]) + 1
+        x0, x1, y0, y1 = sx0 + int(xs[0]), sx0 + int(xs[-1]) + 1, sy0 + int(ys[0]), sy0 + int(ys[-1]) + 1
         # the largest displacement around the box bounds how far the object can have moved
         ex0, ey0, ex1, ey1 = max(0, x0 - 16), max(0, y0 - 16), min(W, x1 + 16), min(H, y1 + 16)
         dx = np.abs(mx[ey0:ey1, ex0:ex1] - gx[ex0:ex1]).max()
         dy = np.abs(my[ey0:ey1, ex0:ex1] - gy[ey0:ey1, None]).max()
         m = int(np.ceil(max(dx, dy))) + 2
         bx0, by0, bx1, by1 = max(0, x0 - m), max(0, y0 - m), min(W, x1 + m), min(H, y1 + m)
-        crop = _remap_nearest(np.ascontiguousarray(src).view(np.uint8), np.ascontiguousarray(mx[by0:by1, bx0:bx1]),
-                              np.ascontiguousarray(my[by0:by1, bx0:bx1])).astype(bool)
-        cy, cx = np.nonzero(crop.any(1))[0], np.nonzero(crop.any(0))[0]
+        # sample the crop (the mask is false outside it: the constant border) at the maps shifted by
+        # its corner; an integer shift of float32 coordinates is exact, so this equals the full mask
+        warped = _remap_nearest(np.ascontiguousarray(src).view(np.uint8), mx[by0:by1, bx0:bx1] - np.float32(sx0),
+                                my[by0:by1, bx0:bx1] - np.float32(sy0)).astype(bool)
+        cy, cx = np.nonzero(warped.any(1))[0], np.nonzero(warped.any(0))[0]
         if len(cy) == 0:
             continue
-        masks[i, by0:by1, bx0:bx1] = crop
         keep[i] = True
         mask_boxes[i] = (bx0 + cx[0], by0 + cy[0], bx0 + cx[-1] + 1, by0 + cy[-1] + 1)
         boxes[i] = mask_boxes[i]
+        crops.append(warped[cy[0]:cy[-1] + 1, cx[0]:cx[-1] + 1])
     track_ids = result.track_ids[keep] if result.track_ids is not None else None
-    return dataclasses.replace(result, boxes=boxes[keep], scores=result.scores[keep], classes=result.classes[keep],
-                               masks=masks[keep], track_ids=track_ids, mask_boxes=mask_boxes[keep])
+    return InstanceResult(boxes=boxes[keep], scores=result.scores[keep], classes=result.classes[keep],
+                          image_shape=result.image_shape, class_names=result.class_names, track_ids=track_ids,
+                          mask_boxes=mask_boxes[keep], mask_crops=tuple(crops))
 
 
 def _shift_boxes(result: InstanceResult, maps: tuple[np.ndarray, np.ndarray]) -> InstanceResult:

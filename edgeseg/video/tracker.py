@@ -190,12 +190,11 @@ class _Detections:
 def _instance_detections(r: InstanceResult) -> _Detections:
     n, (h, w) = len(r), r.image_shape.hw
     bounds = np.zeros((n, 4), np.int64)
-    given = r.mask_boxes.tolist() if r.mask_boxes is not None and r.masks is not None else None
+    masked = r.has_masks
     crops: list[np.ndarray] = []
     for i in range(n):
-        if r.masks is not None:
-            x0, y0, x1, y1 = given[i] if given is not None else r.mask_bounds(i)
-            crop = r.masks[i, y0:y1, x0:x1]
+        if masked:  # the crops of a compact result, views of full masks: never pasted full-size here
+            x0, y0, x1, y1, crop = r.mask_crop(i)
         else:  # a box-only detector: the box is the mask
             x0, y0 = (int(np.clip(np.floor(v), 0, m)) for v, m in zip(r.boxes[i, :2], (w, h)))
             x1, y1 = (int(np.clip(np.ceil(v), 0, m)) for v, m in zip(r.boxes[i, 2:], (w, h)))

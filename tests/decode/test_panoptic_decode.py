@@ -330,6 +330,13 @@ def test_fusion_equals_panopticapi_loop(seed):
                          thing_map=thing_map, score_threshold=0.3, overlap_threshold=0.5, stuff_area=20)
     np.testing.assert_array_equal(got3.segment_ids, pan)
     assert segs(got3) == want
+    # compact instances (as the decoders give them): the same, and the full masks are never pasted
+    compact = inst.compact()
+    assert compact.is_compact
+    got4 = fuse_panoptic(labels, compact, stuff_map=stuff_map, thing_map=thing_map, score_threshold=0.3,
+                         overlap_threshold=0.5, stuff_area=20)
+    np.testing.assert_array_equal(got4.segment_ids, pan)
+    assert segs(got4) == want and compact.is_compact
 
 
 def test_fusion_errors():

@@ -54,6 +54,36 @@ def test_instances_move_leave_and_keep_their_ids():
     assert out.boxes.tolist() == [[18, 12, 28, 22]] and out.mask_boxes.tolist() == [[18, 12, 28, 22]]
 
 
+def test_warped_crops_equal_warping_each_full_mask():
+    """Sub-pixel, non-uniform flow: each warped crop equals a nearest remap of the whole full-size mask
+    (the reference), for full-size and compact inputs alike; the output stays compact."""
+    import cv2
+
+    rng = np.random.default_rng(3)
+    H, W, n = 48, 64, 6
+    yy, xx = np.mgrid[0:H, 0:W]
+    masks = np.zeros((n, H, W), bool)
+    for k in range(n):
+        cy, cx, r = rng.uniform(0, H), rng.uniform(0, W), rng.uniform(3, 10)
+        masks[k] = (yy - cy) ** 2 + (xx - cx) ** 2 < r * r
+    masks[2] = False  # an empty mask is dropped
+    gx, gy = np.meshgrid(np.arange(W, dtype=np.float32), np.arange(H, dtype=np.float32))
+    mx = gx - 3.4 + 1.7 * np.sin(gy / 7).astype(np.float32)
+    my = gy + 2.6 - 1.3 * np.cos(gx / 9).astype(np.float32)
+    full = InstanceResult(boxes=np.zeros((n, 4), np.float32), scores=np.linspace(0.9, 0.4, n).astype(np.float32),
+                          classes=np.arange(n, dtype=np.int32), image_shape=ImageShape(H, W), masks=masks)
+    ref = [cv2.remap(m.view(np.uint8), mx, my, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+           .astype(bool) for m in masks]
+    kept = [k for k in range(n) if ref[k].any()]
+    for inp in (full, full.compact()):
+        out = warp_instances(inp, (mx, my))
+        assert out.is_compact and out.classes.tolist() == kept
+        for j, k in enumerate(kept):
+            assert np.array_equal(out.masks[j], ref[k]), k
+            ys, xs = np.nonzero(ref[k])
+            assert out.mask_boxes[j].tolist() == [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
+
+
 def test_panoptic_ids_move_and_areas_are_recounted():
     ids = np.zeros((30, 30), np.int32)
     ids[:, :] = 1
