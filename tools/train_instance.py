@@ -1,15 +1,27 @@
 #!/usr/bin/env python
-"""Train a SOLOv2 instance model on the synthetic shapes scenes (circles, rectangles, triangles).
+"""Train a SOLOv2 instance model on the synthetic shapes scenes or on COCO instance data.
 
     python tools/train_instance.py --model solov2_resnet18 --size 320x240 --epochs 20 --out runs/solo
     python tools/train_instance.py --out runs/solo --resume          # continue after an interruption
     python tools/train_instance.py --model test_solov2 --size 96x64 --epochs 2 --steps-per-epoch 5 --out /tmp/t
+    python tools/train_instance.py --model solov2_mobilenetv3_small \
+        --data coco-instance:../shared/data/cityscapes_panoptic/instances_train.json \
+        --val-data coco-instance:../shared/data/cityscapes_panoptic/instances_val.json \
+        --size 640x320 --crop 512x256 --epochs 12 --steps-per-epoch 259 --batch 8 --threads 2 \
+        --init-encoder runs/road-holdout.edgeseg --out runs/street-instance
 
-Frames come from :func:`edgeseg.train.instance.synthetic_instances` (a pure function of the seed and
-the sample index, so a resumed run sees the frames an uninterrupted one would). The run folder gets
-``run.json`` (the settings; ``--resume`` reuses them), ``last.pt`` (resume state), ``history.json``,
-``train.log``, ``model.safetensors`` (an edgeseg checkpoint: model name, thing classes, input spec)
-and ``eval.json``: a mask-IoU check of the final model on held-out scenes (another seed).
+``--data synthetic`` (default): frames from :func:`edgeseg.train.instance.synthetic_instances`;
+otherwise an instance dataset spec (``coco-instance:PATH/instances_train.json``, YOLO-seg folders),
+every image once per epoch in a seeded order (:func:`edgeseg.train.instance.dataset_instances`),
+crowd regions left out, the model's thing classes = the dataset's classes. Both streams are pure
+functions of the seed and the sample index, so a resumed run sees the frames an uninterrupted one
+would. ``--init-encoder`` copies a trained encoder (a checkpoint, ONNX or bundle of a model with the
+same encoder, e.g. a road-scene DeepLabV3+) before training. The run folder gets ``run.json`` (the
+settings; ``--resume`` reuses them), ``last.pt`` (resume state), ``history.json``, ``train.log``,
+``model.safetensors`` (an edgeseg checkpoint: model name, thing classes, input spec) and
+``eval.json``: a mask-IoU check of the final model on held-out frames (synthetic: another seed;
+real data: the first ``--eval-frames`` of ``--val-data``). Mask AP of the exported model:
+``tools/make_instance_bundle.py CHECKPOINT --eval SPEC``.
 """
 from __future__ import annotations
 
@@ -27,7 +39,7 @@ from edgeseg.errors import EdgesegError, InputError  # noqa: E402
 from edgeseg.structures import ImageShape  # noqa: E402
 
 SETTINGS = ("model", "size", "epochs", "steps_per_epoch", "batch", "optimizer", "lr", "schedule", "warmup",
-            "weight_decay", "seed", "scenes")
+            "weight_decay", "seed", "scenes", "data", "val_data", "crop", "init_encoder")
 log = logging.getLogger("train_instance")
 
 
@@ -44,7 +56,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=50, help="linear warm-up steps")
     p.add_argument("--weight-decay", type=float, default=None, help="default 0.05 (adamw) or 1e-4 (sgd)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--scenes", type=int, default=256, help="distinct training scenes")
+    p.add_argument("--scenes", type=int, default=256, help="distinct training scenes (synthetic data)")
+    p.add_argument("--data", default="synthetic",
+                   help="'synthetic' (default) or an instance dataset spec, e.g. coco-instance:PATH/instances_train.json")
+    p.add_argument("--val-data", default=None, help="instance dataset spec for the final mask-IoU check (real data)")
+    p.add_argument("--crop", default=None, help="training crop WIDTHxHEIGHT of the network-size frame (default: whole)")
+    p.add_argument("--init-encoder", default=None,
+                   help="encoder weights to start from: a checkpoint, model.onnx or .edgeseg bundle with the same encoder")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     p.add_argument("--eval-frames", type=int, default=40, help="held-out frames for the final mask-IoU check (0: skip)")
     p.add_argument("--out", required=True, help="run folder")
@@ -71,31 +89,59 @@ def settings(args: argparse.Namespace) -> dict:
     return json.loads((out / "run.json").read_text())
 
 
-def build(s: dict):
+def training_data(s: dict):
+    """``(thing classes, stream(start))`` of the run's data."""
+    from edgeseg.data.synthetic import THING_CLASSES
+    from edgeseg.train.instance import dataset_instances, synthetic_instances
+
+    size = ImageShape.parse(s["size"])
+    if s.get("data", "synthetic") == "synthetic":
+        return tuple(THING_CLASSES), lambda start: synthetic_instances(size, s["seed"], start, scenes=s["scenes"])
+    dataset = open_instances(s["data"], "train")
+    return tuple(dataset.classes), lambda start: dataset_instances(dataset, s["seed"], start)
+
+
+def open_instances(spec: str, split: str):
+    from edgeseg.data import open_dataset
+
+    dataset = open_dataset(spec, split=split)
+    if getattr(dataset, "task", None) != "instance":
+        raise InputError(f"{spec} is not an instance dataset", fix="give coco-instance:PATH/instances_SPLIT.json or a YOLO-seg folder")
+    return dataset
+
+
+def build(s: dict, classes: tuple[str, ...]):
     import torch
 
-    from edgeseg.data.synthetic import THING_CLASSES
     from edgeseg.models import create_model
     from edgeseg.structures import InputSpec
     from edgeseg.train.instance import InstanceTrainConfig
 
     size = ImageShape.parse(s["size"])
     torch.manual_seed(s["seed"])
-    model = create_model(s["model"], num_classes=len(THING_CLASSES), thing_classes=list(THING_CLASSES))
+    model = create_model(s["model"], num_classes=len(classes), thing_classes=list(classes))
     if getattr(model, "task", "") != "instance":
         raise InputError(f"{s['model']} is not an instance model", fix="pick one of: edgeseg models --task instance")
+    crop = ImageShape.parse(s["crop"]) if s.get("crop") else None
     cfg = InstanceTrainConfig(size=size, epochs=s["epochs"], steps_per_epoch=s["steps_per_epoch"], batch_size=s["batch"],
                               optimizer=s["optimizer"], lr=s["lr"], schedule=s["schedule"], warmup_steps=s["warmup"],
-                              weight_decay=s["weight_decay"], seed=s["seed"])
+                              weight_decay=s["weight_decay"], seed=s["seed"], crop=crop)
     return model, cfg, InputSpec(size=size)
 
 
-def evaluate(model, spec, s: dict, frames: int) -> dict:
+def evaluate(model, spec, s: dict, frames: int) -> dict | None:
     import itertools
 
-    from edgeseg.train.instance import mask_iou_check, synthetic_instances
+    from edgeseg.train.instance import mask_iou_check, synthetic_instances, truth_instances
 
-    held_out = synthetic_instances(spec.size, seed=s["seed"] + 1000, scenes=frames)  # scenes never trained on
+    if s.get("data", "synthetic") == "synthetic":
+        held_out = synthetic_instances(spec.size, seed=s["seed"] + 1000, scenes=frames)  # scenes never trained on
+    elif s.get("val_data"):
+        dataset = open_instances(s["val_data"], "val")
+        held_out = ((dataset[i].image(), truth_instances(dataset[i].truth, dataset.classes))
+                    for i in range(min(frames, len(dataset))))
+    else:
+        return None
     return mask_iou_check(model, itertools.islice(held_out, frames), spec)
 
 
@@ -104,28 +150,33 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import torch
 
-        from edgeseg.train.instance import InstanceTrainer, synthetic_instances
+        from edgeseg.train.instance import InstanceTrainer
 
         torch.set_num_threads(max(1, args.threads))
         s = settings(args)
         out = Path(args.out)
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s",
                             handlers=[logging.StreamHandler(sys.stdout), logging.FileHandler(out / "train.log")])
-        model, cfg, spec = build(s)
+        classes, stream = training_data(s)
+        model, cfg, spec = build(s, classes)
+        if s.get("init_encoder") and not args.resume:
+            from edgeseg.models.panoptic_deeplab import load_encoder_weights
+
+            log.info("encoder: %d tensors from %s", load_encoder_weights(model, s["init_encoder"]), s["init_encoder"])
         params = sum(p.numel() for p in model.parameters())
         log.info("%s %s: %.2fM parameters, %d epochs x %d steps x batch %d, %s lr %g (%s)", s["model"], s["size"],
                  params / 1e6, cfg.epochs, cfg.steps_per_epoch, cfg.batch_size, cfg.optimizer, cfg.lr, cfg.schedule)
         trainer = InstanceTrainer(model, cfg, input_spec=spec, out_dir=out, model_name=s["model"])
         t0 = time.perf_counter()
-        trainer.fit(lambda start: synthetic_instances(spec.size, s["seed"], start, scenes=s["scenes"]),
-                    resume=out if args.resume else None,
+        trainer.fit(stream, resume=out if args.resume else None,
                     on_epoch=lambda r: print(f"epoch {r.epoch:3d}  loss {r.loss:.4f}  category {r.category:.4f}  "
                                              f"mask {r.mask:.4f}  lr {r.lr:.3g}  {r.seconds:.0f}s", flush=True))
         log.info("trained in %.0fs; weights %s", time.perf_counter() - t0, out / "model.safetensors")
         if args.eval_frames > 0:
             report = evaluate(model, spec, s, args.eval_frames)
-            (out / "eval.json").write_text(json.dumps(report, indent=2))
-            log.info("held-out check: %s", json.dumps(report))
+            if report is not None:
+                (out / "eval.json").write_text(json.dumps(report, indent=2))
+                log.info("held-out check: %s", json.dumps(report))
     except EdgesegError as e:
         print(f"train_instance: error: {e}", file=sys.stderr)
         return 2

@@ -33,7 +33,7 @@ import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -82,25 +82,27 @@ def thing_labels(result: InstanceResult, thing_classes: tuple[str, ...]) -> np.n
 
 def augment_sample(image: np.ndarray, result: InstanceResult, thing_classes: tuple[str, ...], size: ImageShape,
                    rng: np.random.Generator | None, scale: tuple[float, float] = (0.8, 1.25), hflip: bool = True,
-                   pad_value: int = 0) -> InstanceSample:
-    """Resize to ``size``, then (with ``rng``) scale by a random factor, crop/pad back to ``size`` and
-    flip; instances left with no pixel are dropped. ``rng`` None: resize only."""
+                   pad_value: int = 0, crop: ImageShape | None = None) -> InstanceSample:
+    """Resize to ``size``, then (with ``rng``) scale by a random factor, crop/pad to ``crop`` (default
+    ``size``: objects keep the scale they have at the network size) and flip; instances left with no
+    pixel are dropped. ``rng`` None: resize only (and the top-left ``crop``)."""
     import cv2
 
-    if result.masks is None:
+    if not result.has_masks:
         raise InputError("instance training needs masks; the InstanceResult has none")
     labels = thing_labels(result, thing_classes)
     masks = result.masks.astype(np.uint8)
+    out = crop or size
     s = float(rng.uniform(*scale)) if rng is not None else 1.0
     h, w = max(1, round(size.height * s)), max(1, round(size.width * s))
     img = cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR)
     ms = [cv2.resize(m, (w, h), interpolation=cv2.INTER_NEAREST_EXACT) for m in masks]  # centre-aligned, like LINEAR
-    out_img = np.full((size.height, size.width, 3), pad_value, np.uint8)
-    out_ms = np.zeros((len(ms), size.height, size.width), bool)
+    out_img = np.full((out.height, out.width, 3), pad_value, np.uint8)
+    out_ms = np.zeros((len(ms), out.height, out.width), bool)
     # crop offset when larger, paste offset when smaller
-    y0 = int(rng.integers(0, h - size.height + 1)) if rng is not None and h > size.height else 0
-    x0 = int(rng.integers(0, w - size.width + 1)) if rng is not None and w > size.width else 0
-    ch, cw = min(h, size.height), min(w, size.width)
+    y0 = int(rng.integers(0, h - out.height + 1)) if rng is not None and h > out.height else 0
+    x0 = int(rng.integers(0, w - out.width + 1)) if rng is not None and w > out.width else 0
+    ch, cw = min(h, out.height), min(w, out.width)
     out_img[:ch, :cw] = img[y0:y0 + ch, x0:x0 + cw]
     for i, m in enumerate(ms):
         out_ms[i, :ch, :cw] = m[y0:y0 + ch, x0:x0 + cw] > 0
@@ -222,6 +224,7 @@ class InstanceTrainConfig:
     size: ImageShape
     epochs: int = 10
     steps_per_epoch: int = 50
+    crop: ImageShape | None = None  # training crop of the (scaled) network-size frame; None: the whole frame
     batch_size: int = 4
     optimizer: str = "sgd"  # or "adamw"
     lr: float = 0.01
@@ -248,6 +251,7 @@ class InstanceTrainConfig:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["size"], d["scale"] = str(self.size), list(self.scale)
+        d["crop"] = None if self.crop is None else str(self.crop)
         return d
 
 
@@ -281,6 +285,30 @@ def synthetic_instances(size: ImageShape, seed: int = 0, start: int = 0, *, scen
         frame = scene(k % scenes).render(t)
         yield frame.image, frame.instances
         k += 1
+
+
+def dataset_instances(dataset: Sequence, seed: int = 0, start: int = 0) -> Iterator[Sample]:
+    """An endless stream of ``(image, InstanceResult)`` from an instance dataset
+    (:class:`edgeseg.data.CocoInstances`, YOLO-seg folders): every image once per epoch in an order
+    drawn from ``(seed, epoch)``, a pure function of ``(seed, k)`` like :func:`synthetic_instances`.
+    Crowd regions are left out (SOLO has no ignore label for them); class names are the dataset's."""
+    from .panoptic import permuted_indices
+
+    if len(dataset) == 0:
+        raise InputError("the instance dataset is empty", fix="check the annotation file and its images")
+    names = tuple(dataset.classes)
+    for i in permuted_indices(len(dataset), seed, start):
+        sample = dataset[i]
+        yield sample.image(), truth_instances(sample.truth, names)
+
+
+def truth_instances(truth: Any, class_names: tuple[str, ...]) -> InstanceResult:
+    """An :class:`edgeseg.data.InstanceTruth` as the trainer's ``InstanceResult`` (score 1, crowd
+    regions left out)."""
+    keep = ~np.asarray(truth.iscrowd, bool)
+    return InstanceResult(boxes=truth.boxes[keep], scores=np.ones(int(keep.sum()), np.float32),
+                          classes=truth.classes[keep].astype(np.int32), image_shape=truth.image_shape,
+                          masks=truth.masks[keep], class_names=tuple(class_names))
 
 
 # ---- the trainer --------------------------------------------------------------------------------
@@ -327,7 +355,8 @@ class InstanceTrainer:
         out = []
         for j, (image, result) in enumerate(samples):
             rng = np.random.default_rng((c.seed, 31, first_index + j)) if augment else None
-            out.append(augment_sample(image, result, self.classes, c.size, rng, c.scale, c.hflip))
+            out.append(augment_sample(image, result, self.classes, c.size, rng, c.scale, c.hflip,
+                                      crop=c.crop if augment else None))
         x = np.stack([self.spec.normalize(s.image).transpose(2, 0, 1) for s in out])
         return torch.from_numpy(np.ascontiguousarray(x)), out
 

@@ -290,16 +290,22 @@ def dataset_stream(dataset: Sequence, seed: int = 0, start: int = 0) -> Iterator
     """Endless ``(image, PanopticResult, crowd ids)`` from a :class:`edgeseg.data.CocoPanoptic`: sample k
     is frame ``perm_e[k % n]`` with ``perm_e`` a permutation drawn from ``(seed, e = k // n)``; a pure
     function of ``(seed, k)``, so a resumed run continues the same stream from ``start``."""
-    n = len(dataset)
-    if n == 0:
+    if len(dataset) == 0:
         raise InputError("the panoptic dataset is empty")
+    for i in permuted_indices(len(dataset), seed, start):
+        s = dataset[i]
+        yield s.image(), s.panoptic, s.crowd_ids
+
+
+def permuted_indices(n: int, seed: int = 0, start: int = 0) -> Iterator[int]:
+    """Endless dataset indices: sample k is ``perm_e[k % n]``, ``perm_e`` a permutation of ``range(n)``
+    drawn from ``(seed, e = k // n)``; a pure function of ``(seed, k)`` starting at ``k = start``."""
     k, perm, perm_epoch = start, None, -1
     while True:
         e = k // n
         if e != perm_epoch:
             perm, perm_epoch = np.random.default_rng((seed, 7, e)).permutation(n), e
-        s = dataset[int(perm[k % n])]
-        yield s.image(), s.panoptic, s.crowd_ids
+        yield int(perm[k % n])
         k += 1
 
 

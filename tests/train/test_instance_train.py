@@ -205,3 +205,50 @@ def test_empty_instance_results_train():
     image = SceneGenerator(size, seed=2, max_objects=0).render(0).image
     res = trainer.train_step([(image, empty), (image, empty)], 0)
     assert np.isfinite(res["loss"]) and res["mask"] == 0.0
+
+
+def test_augmentation_crops_to_the_training_crop():
+    shape = ImageShape(64, 80)
+    a = _box(5, 30, 10, 40, 80)[:64]
+    image = np.zeros((64, 80, 3), np.uint8)
+    image[a] = (255, 0, 0)
+    res = _result([a], [3], shape)
+    s = augment_sample(image, res, THING_CLASSES, shape, None, crop=ImageShape(32, 48))  # no rng: the top-left crop
+    assert s.image.shape == (32, 48, 3) and np.array_equal(s.masks[0], a[:32, :48])
+    for seed in range(6):  # objects keep the scale they have at the network size, only the window moves
+        s = augment_sample(image, res, THING_CLASSES, shape, np.random.default_rng(seed), scale=(1.0, 1.0),
+                           hflip=False, crop=ImageShape(32, 48))
+        assert s.image.shape == (32, 48, 3)
+        if len(s.masks):
+            assert np.array_equal(s.masks[0], s.image[..., 0] > 128)
+            assert s.masks[0].sum() <= a.sum()
+
+
+def test_dataset_stream_is_seeded_per_epoch_and_drops_crowds(tmp_path):
+    import json
+
+    from edgeseg.data import CocoInstances, write_image
+    from edgeseg.train.instance import dataset_instances
+
+    (tmp_path / "img").mkdir()
+    images, anns = [], []
+    for i in range(3):
+        write_image(tmp_path / "img" / f"{i}.png", np.full((20, 30, 3), 40 * i, np.uint8))
+        images.append({"id": i + 1, "file_name": f"{i}.png", "height": 20, "width": 30})
+        anns.append({"id": 10 + i, "image_id": i + 1, "category_id": 26, "iscrowd": 0, "area": 20.0,
+                     "bbox": [2, 2, 5, 4], "segmentation": [[2, 2, 7, 2, 7, 6, 2, 6]]})
+    anns.append({"id": 99, "image_id": 1, "category_id": 24, "iscrowd": 1, "area": 30.0,
+                 "bbox": [10, 10, 6, 5], "segmentation": [[10, 10, 16, 10, 16, 15, 10, 15]]})
+    (tmp_path / "inst.json").write_text(json.dumps({
+        "images": images, "annotations": anns,
+        "categories": [{"id": 24, "name": "person"}, {"id": 26, "name": "car"}]}))
+    ds = CocoInstances(tmp_path / "inst.json", tmp_path / "img")
+    got = list(itertools.islice(dataset_instances(ds, seed=5), 6))
+    order = [int(img[0, 0, 0]) // 40 for img, _ in got]
+    assert sorted(order[:3]) == [0, 1, 2] and sorted(order[3:]) == [0, 1, 2]  # every image once per epoch
+    again = [int(img[0, 0, 0]) // 40 for img, _ in itertools.islice(dataset_instances(ds, seed=5, start=2), 4)]
+    assert again == order[2:6]  # a pure function of (seed, k): resume continues the same stream
+    for _, r in got:
+        assert len(r) == 1 and r.class_names == ("person", "car") and r.class_names[int(r.classes[0])] == "car"
+        assert r.masks[0].sum() == 20  # the crowd region (image 1) is left out
+    assert thing_labels(got[0][1], ("car", "person")).tolist() == [0]
