@@ -209,3 +209,22 @@ def test_rle_encode_with_bounds_equals_pycocotools():
         m[y0:y1, x0:x1] = rng.random((y1 - y0, x1 - x0)) > 0.5
         ref = coco_mask.encode(np.asfortranarray(m.astype(np.uint8)))
         assert rle_encode(m, (x0, y0, x1, y1)) == {"size": [h, w], "counts": ref["counts"].decode()}
+
+
+@pytest.mark.parametrize("shape,dtype", [((37, 53), np.uint8), ((20, 31), np.int32), ((9,), np.int64),
+                                         ((2, 5, 7), np.uint16), ((0, 12), np.int32), ((12, 0), np.uint8)])
+def test_lookup_colours_equals_fancy_indexing(shape, dtype):
+    from edgeseg.structures.palette import colorize, default_palette, lookup_colours
+
+    rng = np.random.default_rng(len(shape))
+    table = rng.integers(0, 256, (300, 3), dtype=np.uint8)
+    index = rng.integers(0, 256 if dtype == np.uint8 else 300, shape).astype(dtype)
+    got = lookup_colours(table, index)
+    assert got.dtype == np.uint8 and got.shape == (*shape, 3) and got.flags.c_contiguous
+    np.testing.assert_array_equal(got, table[index])
+    if len(shape) == 2:  # colorize: out-of-palette labels (and negatives) as before the packed gather
+        labels = index.astype(np.int32) - 5
+        pal = default_palette(11)
+        lut = np.zeros((max(int(labels.max(initial=0)) + 1, 11), 3), np.uint8)
+        lut[:11] = pal
+        np.testing.assert_array_equal(colorize(labels, pal), lut[np.clip(labels, 0, len(lut) - 1)])

@@ -19,7 +19,7 @@ import numpy as np
 from .._registry import Registry
 from ..errors import StreamError
 from ..structures import InstanceResult, PanopticResult, PromptedResult, SemanticResult, TrackResult
-from ..structures.palette import default_palette
+from ..structures.palette import default_palette, lookup_colours
 
 RENDERERS: Registry[Callable[..., np.ndarray]] = Registry("overlay renderer", error=StreamError)
 _FONT_SCALE = 0.45
@@ -54,9 +54,9 @@ def render_semantic(image: np.ndarray, result: SemanticResult, palette: np.ndarr
     if labels.shape != image.shape[:2]:
         raise StreamError(f"semantic labels {list(labels.shape)} do not match the frame {list(image.shape[:2])}")
     if labels.dtype == np.uint8:
-        colour = (_lut(palette) if lut is None else lut)[labels]
+        colour = lookup_colours(_lut(palette) if lut is None else lut, labels)
     else:
-        colour = np.asarray(palette, np.uint8)[np.clip(labels, 0, len(palette) - 1)]
+        colour = lookup_colours(np.asarray(palette, np.uint8), np.clip(labels, 0, len(palette) - 1))
     return blend(image, colour, alpha)
 
 
@@ -157,7 +157,7 @@ def render_panoptic(image: np.ndarray, result: PanopticResult, palette: np.ndarr
             c = np.clip(c + ((s.id * 37) % 61 - 30), 0, 255)
             things.append(s)
         lut[s.id] = c
-    out = blend(image, lut[ids], alpha, ids > 0)
+    out = blend(image, lookup_colours(lut, ids), alpha, ids > 0)
     edges = np.zeros(ids.shape, np.uint8)  # both sides of every change between 4-neighbours
     dx, dy = ids[:, 1:] != ids[:, :-1], ids[1:, :] != ids[:-1, :]
     edges[:, :-1] |= dx
