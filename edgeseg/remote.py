@@ -3,7 +3,7 @@
 ::
 
     p = edgeseg.load("http://10.0.0.5:8000/shapes")      # or edgeseg.serve.RemotePredictor(url)
-    result = p(rgb)                                       # SemanticResult, equal to local inference
+    result = p(rgb)                                       # the bundle's result, equal to local inference
 
 It lives outside :mod:`edgeseg.serve` so that edge boxes can call a cluster without Ray installed,
 and so that :func:`edgeseg.predictor.load` can return it without importing the server side.
@@ -13,14 +13,23 @@ Wire format (HTTP/1.1, keep-alive):
 * ``POST /v1/bundles/{name}/predict`` with either an encoded image (``Content-Type: image/png`` or
   ``image/jpeg``; decoded to RGB) or raw RGB ``uint8`` bytes (``application/octet-stream`` with
   ``X-Edgeseg-Shape: H,W,3``). Raw is the default: lossless and the cheapest for a camera box.
-* The answer is JSON: ``{"task": "semantic", "shape": [H, W], "classes": [...], "labels_png":
-  base64 PNG of the uint8 [H, W] label map}`` (``labels_npy`` instead when there are > 256 classes).
+* The answer is JSON, by ``task`` (:func:`encode_result`; arrays keep their dtype, bit for bit):
+
+  - ``semantic``: ``shape`` [H, W], ``classes``, ``labels_png`` (base64 PNG of the uint8 label map;
+    ``labels_npy`` instead when there are > 256 classes), ``confidence`` when the decoder gives it.
+  - ``instance``: ``shape``, ``class_names``, ``boxes``/``scores``/``classes`` (and ``track_ids``,
+    ``mask_boxes``) as ``{"dtype", "shape", "data": base64 raw bytes}``, ``masks``: the per-instance
+    crops' bits (``np.packbits``, crop after crop), never full-frame masks; ``null`` for box-only.
+  - ``panoptic``: ``shape``, ``segment_ids`` (a 8/16-bit PNG while ids fit, else raw, with the dtype),
+    ``segments`` (``id``, ``category_id``, ``isthing``, ``area``, ``score``), ``class_names``, ``category_ids``.
+
 * ``GET /healthz`` (the HTTP ingress is up), ``GET /readyz`` (every bundle's replicas answer; 503
-  otherwise), ``GET /v1/bundles`` (names and classes), ``GET /v1/bundles/{name}/stats``.
+  otherwise), ``GET /v1/bundles`` (names, tasks, classes, palettes), ``GET /v1/bundles/{name}/stats``.
 """
 from __future__ import annotations
 
 import base64
+import functools
 import http.client
 import io
 import json
@@ -29,12 +38,12 @@ import threading
 import time
 import urllib.parse
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable, Union
 
 import numpy as np
 
-from .errors import EdgesegError, InputError, ServerUnavailable
-from .structures import SemanticResult
+from .errors import EdgesegError, InputError, ServerUnavailable, UnsupportedError
+from .structures import ImageShape, InstanceResult, PanopticResult, Segment, SemanticResult
 
 log = logging.getLogger(__name__)
 
@@ -83,10 +92,118 @@ def decode_frame(body: bytes, content_type: str, shape: str | None) -> np.ndarra
                      fix=f"send image/png, image/jpeg, or {RAW} with the header {SHAPE_HEADER}: H,W,3")
 
 
+Result = Union[SemanticResult, InstanceResult, PanopticResult]
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _unb64(text: Any) -> bytes:
+    if not isinstance(text, str):
+        raise ValueError(f"expected base64 text, got {type(text).__name__}")
+    return base64.b64decode(text, validate=True)
+
+
+def _pack(a: np.ndarray) -> dict[str, Any]:
+    """A numeric array -> ``{"dtype", "shape", "data"}`` (its raw bytes, base64): bit-exact, any dtype."""
+    a = np.ascontiguousarray(a)
+    return {"dtype": a.dtype.str, "shape": list(a.shape), "data": _b64(a.tobytes())}
+
+
+def _unpack(d: Any, ndim: int | None = None) -> np.ndarray:
+    """:func:`_pack`'s dict -> a writable array; ``ValueError`` when it is not one."""
+    dtype = np.dtype(d["dtype"])
+    if dtype.kind not in "biuf":
+        raise ValueError(f"dtype {dtype} is not a number type")
+    shape = tuple(int(v) for v in d["shape"])
+    if ndim is not None and len(shape) != ndim:
+        raise ValueError(f"shape {list(shape)} is not {ndim}-dimensional")
+    if min(shape, default=0) < 0:
+        raise ValueError(f"shape {list(shape)} has a negative size")
+    data = _unb64(d["data"])
+    if len(data) != int(np.prod(shape, dtype=np.int64)) * dtype.itemsize:
+        raise ValueError(f"{len(data)} bytes do not hold {dtype} {list(shape)}")
+    return np.frombuffer(data, dtype).reshape(shape).copy()
+
+
+def _pack_map(a: np.ndarray) -> dict[str, Any]:
+    """An integer ``[H, W]`` map -> a lossless PNG (8 or 16 bits) when its values fit ``0..65535``,
+    else :func:`_pack`'s raw bytes; the dtype travels either way, so it comes back unchanged."""
+    hi = int(a.max(initial=0))
+    if a.size and int(a.min(initial=0)) >= 0 and hi < 65536:
+        import cv2
+
+        ok, buf = cv2.imencode(".png", np.ascontiguousarray(a.astype(np.uint8 if hi < 256 else np.uint16, copy=False)))
+        if ok:
+            return {"dtype": a.dtype.str, "shape": list(a.shape), "png": _b64(buf.tobytes())}
+    return _pack(a)
+
+
+def _unpack_map(d: Any) -> np.ndarray:
+    if "png" not in d:
+        return _unpack(d, ndim=2)
+    import cv2
+
+    dtype = np.dtype(d["dtype"])
+    shape = [int(v) for v in d["shape"]]
+    img = cv2.imdecode(np.frombuffer(_unb64(d["png"]), np.uint8), cv2.IMREAD_UNCHANGED)
+    if dtype.kind not in "iu" or img is None or list(img.shape) != shape:
+        raise ValueError(f"the PNG does not decode to {dtype} {shape}")
+    return img.astype(dtype, copy=False)
+
+
+def _json_float(x: float) -> float | str:
+    """A float for JSON (strict JSON has no NaN or infinity: those travel as text)."""
+    x = float(x)
+    return x if np.isfinite(x) else repr(x)
+
+
+def _tight_bounds(masks: np.ndarray) -> np.ndarray:
+    """``int32 [N, 4]`` end-exclusive ``(x0, y0, x1, y1)`` of each ``bool [N, H, W]`` mask's true pixels (0s if none)."""
+    n, h, w = masks.shape
+    rows, cols = masks.any(axis=2), masks.any(axis=1)
+    b = np.stack([cols.argmax(1), rows.argmax(1), w - cols[:, ::-1].argmax(1), h - rows[:, ::-1].argmax(1)], 1)
+    b[~rows.any(1)] = 0
+    return b.astype(np.int32).reshape(n, 4)
+
+
+def _crop_bits(crops: Any) -> str:
+    """The crops' pixels, each in C order, one after another, 8 to a byte (``np.packbits``), base64."""
+    flat = [np.asarray(c, bool).ravel() for c in crops]
+    return _b64(np.packbits(np.concatenate(flat) if flat else np.zeros(0, bool)).tobytes())
+
+
+def _crops_from_bits(text: Any, bounds: np.ndarray, image: ImageShape) -> tuple[np.ndarray, ...]:
+    """:func:`_crop_bits` -> one ``bool [y1 - y0, x1 - x0]`` crop per row of ``bounds``, checked against the image."""
+    b = bounds.astype(np.int64)
+    if b.ndim != 2 or b.shape[1] != 4:
+        raise ValueError(f"mask bounds must be [N, 4], got {list(b.shape)}")
+    if len(b) and ((b[:, :2] < 0).any() or (b[:, 2] < b[:, 0]).any() or (b[:, 3] < b[:, 1]).any()
+                   or (b[:, 2] > image.width).any() or (b[:, 3] > image.height).any()):
+        raise ValueError(f"mask bounds outside the {image} image")
+    sizes = (b[:, 3] - b[:, 1]) * (b[:, 2] - b[:, 0])
+    total = int(sizes.sum())
+    packed = np.frombuffer(_unb64(text), np.uint8)
+    if len(packed) != (total + 7) // 8:
+        raise ValueError(f"{len(packed)} bytes of mask bits, expected {(total + 7) // 8}")
+    flat = np.unpackbits(packed, count=total).astype(bool)
+    cuts = np.cumsum(sizes)[:-1].tolist()
+    return tuple(part.reshape(int(y1 - y0), int(x1 - x0))
+                 for part, (x0, y0, x1, y1) in zip(np.split(flat, cuts), b.tolist()))
+
+
+@functools.singledispatch
 def encode_result(result: Any) -> dict[str, Any]:
-    """A task result -> JSON-able dict (semantic only for now)."""
-    if not isinstance(result, SemanticResult):
-        raise InputError(f"the server returns semantic results only, got {type(result).__name__}")
+    """A task result -> a JSON-able dict that :func:`decode_result` turns back into an equal result
+    (arrays bit for bit, dtypes kept): semantic, instance and panoptic results."""
+    raise UnsupportedError(f"edgeseg serve cannot send a {type(result).__name__} "
+                           "(it sends SemanticResult, InstanceResult and PanopticResult)")
+
+
+@encode_result.register
+def _encode_semantic(result: SemanticResult) -> dict[str, Any]:
+    """``labels_png`` (uint8 label maps) or ``labels_npy``; ``confidence`` (float32, raw) when the decoder gave it."""
     labels = result.labels
     out: dict[str, Any] = {"task": "semantic", "shape": list(labels.shape), "classes": list(result.classes)}
     if labels.dtype == np.uint8:
@@ -94,27 +211,112 @@ def encode_result(result: Any) -> dict[str, Any]:
 
         ok, buf = cv2.imencode(".png", labels)
         assert ok, "cv2 could not PNG-encode a uint8 label map"
-        out["labels_png"] = base64.b64encode(buf.tobytes()).decode("ascii")
+        out["labels_png"] = _b64(buf.tobytes())
     else:
         bio = io.BytesIO()
         np.save(bio, labels, allow_pickle=False)
-        out["labels_npy"] = base64.b64encode(bio.getvalue()).decode("ascii")
+        out["labels_npy"] = _b64(bio.getvalue())
+    if result.confidence is not None:
+        out["confidence"] = _pack(result.confidence)
     return out
 
 
-def decode_result(payload: dict[str, Any]) -> SemanticResult:
-    """The JSON of :func:`encode_result` -> :class:`SemanticResult`."""
-    if payload.get("task") != "semantic":
-        raise EdgesegError(f"the server answered an unsupported task {payload.get('task')!r}")
+@encode_result.register
+def _encode_instance(result: InstanceResult) -> dict[str, Any]:
+    """Boxes, scores, classes (and track ids, mask bounds) as raw arrays; masks as their crops' bits
+    (``masks.bits``), never ``N x H x W``. A compact result's crops cover its ``mask_boxes`` and come back
+    compact; a result holding full masks sends crops over each mask's tight bounds (``masks.bounds``)
+    and comes back with full masks; a box-only result has ``masks: null``."""
+    out: dict[str, Any] = {"task": "instance", "shape": list(result.image_shape.hw), "class_names": list(result.class_names),
+                           "boxes": _pack(result.boxes), "scores": _pack(result.scores), "classes": _pack(result.classes),
+                           "track_ids": None if result.track_ids is None else _pack(result.track_ids),
+                           "mask_boxes": None if result.mask_boxes is None else _pack(result.mask_boxes),
+                           "masks": None}
+    if result.mask_crops is not None:  # the truth whether or not `masks` was materialised from them
+        out["masks"] = {"compact": True, "bits": _crop_bits(result.mask_crops)}
+    elif result.has_masks:
+        masks = result.masks
+        bounds = _tight_bounds(masks)
+        crops = (masks[i, y0:y1, x0:x1] for i, (x0, y0, x1, y1) in enumerate(bounds.tolist()))
+        out["masks"] = {"compact": False, "bounds": _pack(bounds), "bits": _crop_bits(crops)}
+    return out
+
+
+@encode_result.register
+def _encode_panoptic(result: PanopticResult) -> dict[str, Any]:
+    """The segment id map (:func:`_pack_map`: PNG while ids fit 16 bits) and the segments as JSON."""
+    segments = [{"id": int(s.id), "category_id": int(s.category_id), "isthing": bool(s.isthing), "area": int(s.area),
+                 "score": _json_float(s.score)} for s in result.segments]
+    return {"task": "panoptic", "shape": list(result.segment_ids.shape), "segment_ids": _pack_map(result.segment_ids),
+            "segments": segments, "class_names": list(result.class_names),
+            "category_ids": [int(c) for c in result.category_ids]}
+
+
+def _decode_semantic(payload: dict[str, Any]) -> SemanticResult:
     if "labels_png" in payload:
         import cv2
 
-        labels = cv2.imdecode(np.frombuffer(base64.b64decode(payload["labels_png"]), np.uint8), cv2.IMREAD_UNCHANGED)
+        labels = cv2.imdecode(np.frombuffer(_unb64(payload["labels_png"]), np.uint8), cv2.IMREAD_UNCHANGED)
     else:
-        labels = np.load(io.BytesIO(base64.b64decode(payload["labels_npy"])), allow_pickle=False)
+        labels = np.load(io.BytesIO(_unb64(payload["labels_npy"])), allow_pickle=False)
     if labels is None or list(labels.shape) != list(payload["shape"]):
-        raise EdgesegError(f"the server's label map does not match its stated shape {payload.get('shape')}")
-    return SemanticResult(labels=labels, classes=tuple(payload.get("classes", ())))
+        raise ValueError(f"the label map does not match the stated shape {payload.get('shape')}")
+    conf = payload.get("confidence")
+    return SemanticResult(labels=labels, classes=tuple(payload.get("classes", ())),
+                          confidence=None if conf is None else _unpack(conf, ndim=2))
+
+
+def _decode_instance(payload: dict[str, Any]) -> InstanceResult:
+    image = ImageShape(*(int(v) for v in payload["shape"]))
+    kw: dict[str, Any] = {"boxes": _unpack(payload["boxes"], 2), "scores": _unpack(payload["scores"], 1),
+                          "classes": _unpack(payload["classes"], 1), "image_shape": image,
+                          "class_names": tuple(str(c) for c in payload.get("class_names", ())),
+                          "track_ids": None if payload.get("track_ids") is None else _unpack(payload["track_ids"], 1),
+                          "mask_boxes": None if payload.get("mask_boxes") is None else _unpack(payload["mask_boxes"], 2)}
+    masks = payload.get("masks")
+    if masks is None:
+        return InstanceResult(**kw)
+    if masks["compact"]:
+        if kw["mask_boxes"] is None:
+            raise ValueError("compact masks need mask_boxes")
+        return InstanceResult(**kw, mask_crops=_crops_from_bits(masks["bits"], kw["mask_boxes"], image))
+    bounds = _unpack(masks["bounds"], 2)
+    full = np.zeros((len(bounds), image.height, image.width), bool)
+    for i, crop in enumerate(_crops_from_bits(masks["bits"], bounds, image)):
+        x0, y0, x1, y1 = bounds[i].tolist()
+        full[i, y0:y1, x0:x1] = crop
+    return InstanceResult(**kw, masks=full)
+
+
+def _decode_panoptic(payload: dict[str, Any]) -> PanopticResult:
+    ids = _unpack_map(payload["segment_ids"])
+    if list(ids.shape) != [int(v) for v in payload["shape"]]:
+        raise ValueError(f"the segment id map does not match the stated shape {payload.get('shape')}")
+    segments = tuple(Segment(id=int(s["id"]), category_id=int(s["category_id"]), isthing=bool(s["isthing"]),
+                             area=int(s["area"]), score=float(s["score"])) for s in payload["segments"])
+    return PanopticResult(segment_ids=ids, segments=segments, class_names=tuple(str(c) for c in payload.get("class_names", ())),
+                          category_ids=tuple(int(c) for c in payload.get("category_ids", ())))
+
+
+_DECODERS: dict[str, Callable[[dict[str, Any]], Result]] = {
+    "semantic": _decode_semantic, "instance": _decode_instance, "panoptic": _decode_panoptic}
+
+
+def decode_result(payload: Any) -> Result:
+    """The JSON of :func:`encode_result` -> the task's result (:class:`SemanticResult`,
+    :class:`InstanceResult` or :class:`PanopticResult`); an :class:`EdgesegError` names what was wrong."""
+    task = payload.get("task") if isinstance(payload, dict) else None
+    decoder = _DECODERS.get(task) if isinstance(task, str) else None
+    if decoder is None:
+        raise EdgesegError(f"the server answered a task this client does not know: {task!r} "
+                           f"(known: {', '.join(_DECODERS)})",
+                           fix="use the same edgeseg version on the client and the server")
+    try:
+        return decoder(payload)
+    except (KeyError, TypeError, ValueError, IndexError) as e:  # InputError too: a result's own checks
+        what = f"missing field {e}" if isinstance(e, KeyError) else str(e)
+        raise EdgesegError(f"the server's {task} result is malformed: {what}",
+                           fix="use the same edgeseg version on the client and the server") from None
 
 
 # ---- client ------------------------------------------------------------------------------------
@@ -144,8 +346,25 @@ class Endpoint:
         return f"{self.scheme}://{self.host}:{self.port}"
 
 
+@dataclass(frozen=True)
+class ServedManifest:
+    """What the server says about its bundle: the manifest fields a stream needs (the overlay's
+    palette and class names, the task for ``--track``). Decoder options stay on the server."""
+
+    name: str
+    task: str
+    classes: tuple[str, ...]
+    palette: tuple[tuple[int, int, int], ...] = ()
+
+    @property
+    def palette_array(self) -> np.ndarray | None:
+        """``uint8 [K, 3]``, or None when the server did not send one (the overlay's default palette)."""
+        return np.asarray(self.palette, np.uint8).reshape(-1, 3) if self.palette else None
+
+
 class RemotePredictor:
-    """A predictor whose work happens on an ``edgeseg serve`` cluster: ``p(rgb) -> SemanticResult``.
+    """A predictor whose work happens on an ``edgeseg serve`` cluster: ``p(rgb)`` -> the bundle's
+    :class:`SemanticResult`, :class:`InstanceResult` or :class:`PanopticResult`, equal to local inference.
 
     timeout_s: per request (connect and read). retries: further attempts after a connection error,
     a timeout or a 502/503/504, waiting ``backoff_s * 2**attempt`` (capped at 2 s) between them; then
@@ -180,6 +399,19 @@ class RemotePredictor:
         return f"remote:{self.info.get('backend', '?')}"
 
     @property
+    def manifest(self) -> ServedManifest | None:
+        """The served bundle's name, task, classes and palette (from ``GET /v1/bundles``); None while the
+        server cannot be reached, so that a stream still starts (it counts the frames nobody serves, like
+        a lost camera's) with the overlay's default colours."""
+        try:
+            info = self.info
+        except ServerUnavailable as e:
+            log.warning("%s: cannot ask the server about its bundle now (%s)", self.url, str(e).splitlines()[0])
+            return None
+        return ServedManifest(name=info["name"], task=str(info.get("task", "?")), classes=tuple(info["classes"]),
+                              palette=tuple(tuple(int(v) for v in c) for c in info.get("palette", ())))
+
+    @property
     def info(self) -> dict[str, Any]:
         """The served bundle's name, classes, backend and precision (asked once)."""
         if self._info is None:
@@ -198,7 +430,7 @@ class RemotePredictor:
                 self._info = found[0]
         return self._info
 
-    def __call__(self, rgb: np.ndarray) -> SemanticResult:
+    def __call__(self, rgb: np.ndarray) -> Result:
         body, headers = encode_frame(_check(rgb), self.encoding)
         t0 = time.perf_counter()
         result = decode_result(self._request("POST", f"/v1/bundles/{self.bundle_name}/predict", body, headers))
@@ -210,8 +442,9 @@ class RemotePredictor:
         """Nothing to do here: the frame travels as it is (the replica preprocesses)."""
         return {"rgb": _check(rgb)}, None
 
-    def postprocess(self, outputs: dict[str, Any], meta: None, image: np.ndarray | None = None) -> SemanticResult:
-        """The server's result as it came (the replica decoded it, with the frame it was sent)."""
+    def postprocess(self, outputs: dict[str, Any], meta: None, image: np.ndarray | None = None) -> Result:
+        """The server's result as it came (the replica decoded it, with the frame it was sent): semantic,
+        instance or panoptic, as the bundle's task."""
         return outputs["result"]
 
     def stats(self) -> dict[str, Any]:

@@ -7,9 +7,10 @@
     result = p(rgb)                                    # SemanticResult, equal to local inference
     server.shutdown()
 
-Replicas run the bundle through :func:`edgeseg.predictor.load` (the local runner and decoder) and
-batch frames across clients. Ray is imported only by :func:`serve`; the client
-(:mod:`edgeseg.remote`) needs neither Ray nor this package. Deployment: docs/deployment.md.
+Semantic, instance and panoptic bundles: replicas run each through :func:`edgeseg.predictor.load`
+(the local runner and decoder), batch frames across clients, and take predict requests straight
+from Ray's HTTP proxy (one Ray hop; :mod:`edgeseg.serve.app`). Ray is imported only by :func:`serve`;
+the client (:mod:`edgeseg.remote`) needs neither Ray nor this package. Deployment: docs/deployment.md.
 """
 from __future__ import annotations
 

@@ -1,11 +1,19 @@
-"""The Ray Serve application: one :class:`BundleReplica` deployment per bundle behind one :class:`Ingress`.
+"""The Ray Serve applications: one per bundle, whose replicas take predict requests straight from the
+HTTP proxy (one Ray hop), plus a small ingress for everything else.
 
 Imports Ray at module level: only :func:`edgeseg.serve.serve` (and Ray's workers) import this module.
 
-* ``BundleReplica`` loads the bundle with :func:`edgeseg.predictor.load` (the runner and decoder of
-  local inference) and gathers frames from all clients with ``@serve.batch``.
-* ``Ingress`` is the HTTP side (routes in :mod:`edgeseg.remote`): it decodes request bodies, sends
-  frames to the bundle's replicas through a deployment handle and answers JSON.
+* ``BundleReplica`` (application ``edgeseg-bundle-NAME``, route prefix ``/v1/bundles/NAME``) loads
+  the bundle with :func:`edgeseg.predictor.load` (the runner and decoder of local inference), takes
+  ``POST .../predict`` itself (decodes the body, gathers frames from all clients with ``@serve.batch``,
+  answers JSON) and ``GET .../stats``.
+* ``Ingress`` (application ``edgeseg``, route prefix ``/``): ``/healthz``, ``/readyz``, ``/v1/bundles``,
+  and a 404 naming the served bundles for any other path (an unknown bundle's predict lands here).
+* ``StatsBoard`` (application ``edgeseg-stats``, no route): the batch counts of every replica.
+
+Routes and wire format: :mod:`edgeseg.remote`. The proxy sends a path to the application with the
+longest matching route prefix, so a predict request goes proxy -> replica, not proxy -> ingress ->
+replica (each Ray hop costs ~10 ms on a small VM; docs/deployment.md).
 """
 from __future__ import annotations
 
@@ -14,29 +22,57 @@ import logging
 import os
 import socket
 import time
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 import numpy as np
 from ray import serve
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from ..errors import EdgesegError, InputError
-from ..remote import SHAPE_HEADER, decode_frame, encode_result
+from ..remote import RAW, SHAPE_HEADER, decode_frame, encode_result
 from .batching import BatchStats, infer_batch
 
 READY_TIMEOUT_S = 5.0
+APP_NAME = "edgeseg"  # the ingress application (route "/")
+STATS_APP = "edgeseg-stats"
+BUNDLE_APP_PREFIX = "edgeseg-bundle-"
 log = logging.getLogger(__name__)
+
+
+def bundle_app(name: str) -> str:
+    """The Serve application that serves bundle ``name``."""
+    return BUNDLE_APP_PREFIX + name
+
+
+def bundle_route(name: str) -> str:
+    """The route prefix of bundle ``name``'s application: its replicas answer every path below it."""
+    return f"/v1/bundles/{name}"
+
+
+async def _answer(request: Request, route: Callable[[], Awaitable[Response]]) -> Response:
+    """Run a route; edgeseg errors become 400 (bad input) or 500 answers, anything else a logged 500."""
+    try:
+        return await route()
+    except InputError as e:
+        return JSONResponse({"error": str(e)}, 400)
+    except EdgesegError as e:
+        return JSONResponse({"error": str(e)}, 500)
+    except Exception as e:  # noqa: BLE001  (a replica's failure, wrapped by Ray: answer it, keep serving)
+        log.exception("%s %s failed", request.method, request.url.path)
+        return JSONResponse({"error": f"{type(e).__name__}: {e}"}, 500)
 
 
 @serve.deployment
 class BundleReplica:
-    """One replica: a predictor for one bundle, fed batches of frames from many clients."""
+    """One replica: a predictor for one bundle, fed batches of frames from many clients; the HTTP
+    side of ``/v1/bundles/NAME/predict`` and ``/v1/bundles/NAME/stats``."""
 
-    def __init__(self, bundle: str, backend: str, precision: str, threads: int, max_batch: int, batch_wait_s: float,
-                 board: Any = None):
+    def __init__(self, name: str, bundle: str, backend: str, precision: str, threads: int, max_batch: int,
+                 batch_wait_s: float, board: Any = None):
         from ..predictor import load
 
+        self.name = name
         self.predictor = load(bundle, backend=backend, precision=precision, threads=threads)
         self.predictor.runner.activate()
         self.predict_batch.set_max_batch_size(max_batch)
@@ -44,17 +80,41 @@ class BundleReplica:
         self.replica = f"{socket.gethostname()}:{os.getpid()}"
         self.board = board  # StatsBoard handle: counts of every replica, for /v1/bundles/NAME/stats
 
+    async def __call__(self, request: Request) -> Response:
+        return await _answer(request, lambda: self._route(request))
+
+    async def _route(self, request: Request) -> Response:
+        parts = [p for p in request.url.path.split("/") if p]  # the full path: /v1/bundles/NAME/...
+        action = parts[3] if len(parts) == 4 and parts[:3] == ["v1", "bundles", self.name] else None
+        if action == "stats":
+            if self.board is None:
+                return JSONResponse({"error": "this deployment keeps no batch counts"}, 404)
+            return JSONResponse(await self.board.get.remote(self.name))
+        if action != "predict":
+            return JSONResponse({"error": f"no route {request.url.path!r}",
+                                 "routes": [f"POST /v1/bundles/{self.name}/predict", f"GET /v1/bundles/{self.name}/stats"]},
+                                404)
+        if request.method != "POST":
+            return JSONResponse({"error": "predict takes POST with an image body"}, 405)
+        body, ctype = await request.body(), request.headers.get("content-type", "")
+        shape = request.headers.get(SHAPE_HEADER)
+        if ctype.split(";")[0].strip().lower() in ("", RAW):  # a view of the body: no work to move off the loop
+            rgb = decode_frame(body, ctype, shape)
+        else:  # PNG/JPEG decoding takes ms: keep the event loop free to gather batches
+            rgb = await asyncio.to_thread(decode_frame, body, ctype, shape)
+        answer = await self.predict_batch(rgb)
+        return JSONResponse(answer, answer.pop("status", 200))
+
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.005)
     async def predict_batch(self, frames: list[np.ndarray]) -> list[dict[str, Any]]:
         t0 = time.perf_counter()
         results = await asyncio.to_thread(self._run, frames)  # keeps the replica's event loop free to gather the next batch
         seconds = time.perf_counter() - t0
         if self.board is not None:  # not awaited: counting never delays an answer
-            self.board.record.remote(self.predictor.manifest.name, self.replica, len(frames), seconds)
+            self.board.record.remote(self.name, self.replica, len(frames), seconds)
         return results
 
     def _run(self, frames: list[np.ndarray]) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
         try:
             results = infer_batch(self.predictor, frames)
         except InputError:  # one bad frame must not fail the others of its batch: answer frame by frame
@@ -64,17 +124,26 @@ class BundleReplica:
                     results.append(infer_batch(self.predictor, [rgb])[0])
                 except InputError as e:
                     results.append(e)
+        out: list[dict[str, Any]] = []
         for r in results:
-            out.append({"error": str(r), "status": 400} if isinstance(r, Exception) else encode_result(r))
+            if isinstance(r, Exception):
+                out.append({"error": str(r), "status": 400})
+                continue
+            try:
+                out.append(encode_result(r))
+            except EdgesegError as e:  # a result type the wire format lacks: this frame fails, the batch goes on
+                out.append({"error": str(e), "status": 500})
         return out
 
     async def predict(self, rgb: np.ndarray) -> dict[str, Any]:
+        """One frame through the batch, for callers holding a deployment handle (the result's JSON)."""
         return await self.predict_batch(rgb)
 
     def info(self) -> dict[str, Any]:
         p = self.predictor
-        return {"name": p.manifest.name, "task": p.manifest.task, "classes": list(p.classes), "backend": p.backend,
-                "precision": p.runner.precision, "input": p.manifest.input.to_dict()}
+        m = p.manifest
+        return {"name": self.name, "task": m.task, "classes": list(p.classes), "backend": p.backend,
+                "precision": p.runner.precision, "input": m.input.to_dict(), "palette": [list(c) for c in m.palette]}
 
 
 @serve.deployment
@@ -97,43 +166,28 @@ class StatsBoard:
 
 @serve.deployment
 class Ingress:
-    """The HTTP routes: ``/healthz``, ``/readyz``, ``/v1/bundles``, ``/v1/bundles/{name}/predict|stats``."""
+    """``/healthz``, ``/readyz``, ``/v1/bundles``; 404 for the rest (each bundle's own routes go to its replicas)."""
 
-    def __init__(self, replicas: dict[str, Any], board: Any):
+    def __init__(self, replicas: dict[str, Any]):
         self.replicas = replicas  # bundle name -> DeploymentHandle of its BundleReplica deployment
-        self.board = board
 
-    async def __call__(self, request: Request):
+    async def __call__(self, request: Request) -> Response:
+        return await _answer(request, lambda: self._route(request))
+
+    async def _route(self, request: Request) -> Response:
         parts = [p for p in request.url.path.split("/") if p]
-        try:
-            if parts == ["healthz"]:
-                return PlainTextResponse("ok")
-            if parts == ["readyz"]:
-                return await self._ready()
-            if parts == ["v1", "bundles"]:
-                infos = await asyncio.gather(*(h.info.remote() for h in self.replicas.values()))
-                return JSONResponse({"bundles": infos})
-            if len(parts) == 4 and parts[:2] == ["v1", "bundles"] and parts[3] in ("predict", "stats"):
-                handle = self.replicas.get(parts[2])
-                if handle is None:
-                    return JSONResponse({"error": f"no bundle {parts[2]!r} here; served: {sorted(self.replicas)}"}, 404)
-                if parts[3] == "stats":
-                    return JSONResponse(await self.board.get.remote(parts[2]))
-                if request.method != "POST":
-                    return JSONResponse({"error": "predict takes POST with an image body"}, 405)
-                rgb = decode_frame(await request.body(), request.headers.get("content-type", ""), request.headers.get(SHAPE_HEADER))
-                answer = await handle.predict.remote(rgb)
-                return JSONResponse(answer, answer.pop("status", 200))
-            return JSONResponse({"error": f"no route {request.url.path!r}"}, 404)
-        except InputError as e:
-            return JSONResponse({"error": str(e)}, 400)
-        except EdgesegError as e:
-            return JSONResponse({"error": str(e)}, 500)
-        except Exception as e:  # noqa: BLE001  (a replica's failure, wrapped by Ray: answer it, keep serving)
-            log.exception("%s %s failed", request.method, request.url.path)
-            return JSONResponse({"error": f"{type(e).__name__}: {e}"}, 500)
+        if parts == ["healthz"]:
+            return PlainTextResponse("ok")
+        if parts == ["readyz"]:
+            return await self._ready()
+        if parts == ["v1", "bundles"]:
+            infos = await asyncio.gather(*(h.info.remote() for h in self.replicas.values()))
+            return JSONResponse({"bundles": infos})
+        if len(parts) >= 3 and parts[:2] == ["v1", "bundles"] and parts[2] not in self.replicas:
+            return JSONResponse({"error": f"no bundle {parts[2]!r} here; served: {sorted(self.replicas)}"}, 404)
+        return JSONResponse({"error": f"no route {request.url.path!r}"}, 404)
 
-    async def _ready(self):
+    async def _ready(self) -> Response:
         async def ask(name: str, handle: Any) -> tuple[str, str | None]:
             try:
                 await asyncio.wait_for(handle.info.remote(), READY_TIMEOUT_S)
@@ -147,15 +201,23 @@ class Ingress:
         return JSONResponse(body, 503 if failed else 200)
 
 
-def build_app(bundles: dict[str, str], *, replicas: int, max_batch: int, batch_wait_s: float, backend: str,
-              precision: str, threads: int, cpus_per_replica: float, gpus_per_replica: float):
-    """The bound application: ``bundles`` maps each served name to what ``predictor.load`` opens."""
-    board = StatsBoard.options(name="stats", num_replicas=1, max_ongoing_requests=1024,
-                               ray_actor_options={"num_cpus": 0}).bind()
-    handles = {}
-    for name, source in bundles.items():
-        handles[name] = BundleReplica.options(
-            name=f"bundle-{name}", num_replicas=replicas, max_ongoing_requests=max(4 * max_batch, 16),
-            ray_actor_options={"num_cpus": cpus_per_replica, "num_gpus": gpus_per_replica},
-        ).bind(source, backend, precision, threads, max_batch, batch_wait_s, board)
-    return Ingress.options(name="ingress", max_ongoing_requests=1024, ray_actor_options={"num_cpus": 0}).bind(handles, board)
+def stats_app():
+    """The application holding the :class:`StatsBoard` (no HTTP route)."""
+    return StatsBoard.options(name="stats", num_replicas=1, max_ongoing_requests=1024,
+                              ray_actor_options={"num_cpus": 0}).bind()
+
+
+def bundle_apps(bundles: dict[str, str], board: Any, *, replicas: int, max_batch: int, batch_wait_s: float,
+                backend: str, precision: str, threads: int, cpus_per_replica: float,
+                gpus_per_replica: float) -> dict[str, Any]:
+    """Served name -> the bound application of its replicas (``bundles`` maps each name to what
+    ``predictor.load`` opens; ``board``: the StatsBoard's handle)."""
+    return {name: BundleReplica.options(
+        name="bundle", num_replicas=replicas, max_ongoing_requests=max(4 * max_batch, 16),
+        ray_actor_options={"num_cpus": cpus_per_replica, "num_gpus": gpus_per_replica},
+    ).bind(name, source, backend, precision, threads, max_batch, batch_wait_s, board) for name, source in bundles.items()}
+
+
+def ingress_app(replicas: dict[str, Any]):
+    """The ingress application, given each bundle's replica deployment handle."""
+    return Ingress.options(name="ingress", max_ongoing_requests=1024, ray_actor_options={"num_cpus": 0}).bind(replicas)

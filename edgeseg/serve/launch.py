@@ -1,20 +1,26 @@
-"""``edgeseg.serve.serve(bundles, ...)``: start (or join) Ray, deploy the bundles, return a :class:`Server`."""
+"""``edgeseg.serve.serve(bundles, ...)``: start (or join) Ray, deploy the bundles, return a :class:`Server`.
+
+Three kinds of Serve application (:mod:`edgeseg.serve.app`): ``edgeseg-stats`` (the batch counts),
+one ``edgeseg-bundle-NAME`` per bundle on the route ``/v1/bundles/NAME`` (its replicas answer predict
+requests straight from the proxy), and ``edgeseg`` on ``/`` (health, readiness, the bundle list).
+"""
 from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 from ..bundle import Bundle
-from ..errors import BackendUnavailable, InputError, UnsupportedError
+from ..errors import BackendUnavailable, InputError
 
 log = logging.getLogger(__name__)
 
-APP_NAME = "edgeseg"
 LOOPBACK = "127.0.0.1"
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # one URL path segment, as it is: /v1/bundles/NAME/predict
 
 
 @dataclass(frozen=True)
@@ -56,10 +62,10 @@ def _names(bundles: Sequence[str | os.PathLike]) -> dict[str, str]:
         text = os.fspath(spec)
         source = text if not Path(text).exists() else str(Path(text).resolve())  # workers may run elsewhere: no relative paths
         manifest = Bundle.open(Path(source) if Path(source).exists() else source).manifest
-        if manifest.task != "semantic":
-            raise UnsupportedError(f"edgeseg serve answers semantic results only; {text} is a {manifest.task} bundle",
-                                   fix="run it locally (edgeseg run / edgeseg.load) for now")
         name = manifest.name
+        if not _NAME.fullmatch(name):
+            raise InputError(f"{text}: the bundle's name {name!r} cannot be a URL path segment (/v1/bundles/NAME)",
+                             fix="rename the bundle (manifest 'name') to letters, digits, '.', '_' and '-'")
         if name in out:
             raise InputError(f"two bundles are both named {name!r} ({out[name]} and {source})",
                              fix="serve them from separate servers, or rename one bundle")
@@ -85,21 +91,60 @@ def serve(bundles: Sequence[str | os.PathLike], address: str = LOOPBACK, port: i
                          f"(got {replicas}, {max_batch}, {batch_wait_s}, {port})")
     names = _names(bundles)
     ray, rs = _ray()
-    from .app import build_app
+    from .app import APP_NAME, STATS_APP, bundle_app, bundle_apps, bundle_route, ingress_app, stats_app
 
     started = False
     if not ray.is_initialized():
         ray.init(address=ray_address or "local", include_dashboard=False, num_cpus=num_cpus, log_to_driver=False,
                  configure_logging=False)
         started = ray_address is None
+        if started:
+            _check_fits(ray, len(names) * replicas, cpus_per_replica, gpus_per_replica)
     rs.start(http_options={"host": address, "port": port})
-    app = build_app(names, replicas=replicas, max_batch=max_batch, batch_wait_s=batch_wait_s, backend=backend,
-                    precision=precision, threads=threads, cpus_per_replica=cpus_per_replica,
-                    gpus_per_replica=gpus_per_replica)
     t0 = time.monotonic()
-    rs.run(app, name=APP_NAME, route_prefix="/", blocking=False)  # returns once the replicas are running
+    _drop_other_bundles(rs, {bundle_app(n) for n in names})
+    # each run returns once its replicas are running; the bundles' replicas get the board's handle,
+    # the ingress every bundle's
+    board = rs.run(stats_app(), name=STATS_APP, route_prefix=None)
+    apps = bundle_apps(names, board, replicas=replicas, max_batch=max_batch, batch_wait_s=batch_wait_s,
+                       backend=backend, precision=precision, threads=threads, cpus_per_replica=cpus_per_replica,
+                       gpus_per_replica=gpus_per_replica)
+    handles = _run_all(rs, [(bundle_app(n), bundle_route(n), app) for n, app in apps.items()])
+    rs.run(ingress_app(dict(zip(apps, handles))), name=APP_NAME, route_prefix="/")
     host = LOOPBACK if address in ("0.0.0.0", "::") else address
     server = Server(url=f"http://{host}:{port}", bundles=tuple(names), started_ray=started)
     log.info("serving %s at %s (%d replica(s) each, batches up to %d) after %.1f s", ", ".join(names), server.url,
              replicas, max_batch, time.monotonic() - t0)
     return server
+
+
+def _check_fits(ray, n: int, cpus: float, gpus: float) -> None:
+    """On a local Ray instance (a fixed size, no autoscaler), refuse replicas that could never all be
+    placed: Serve would wait for them forever."""
+    have = ray.cluster_resources()
+    for what, per, flag in (("CPU", cpus, "--cpus-per-replica"), ("GPU", gpus, "--gpus-per-replica")):
+        if per > 0 and n * per > have.get(what, 0.0) + 1e-9:
+            ray.shutdown()
+            raise InputError(f"{n} replica(s) x {per:g} {what} need {n * per:g} {what}s; this machine's Ray has "
+                             f"{have.get(what, 0.0):g}", fix=f"lower {flag} (fractions allowed) or --replicas, or join "
+                                                            "a larger cluster (--ray-address)")
+
+
+def _run_all(rs, apps: list[tuple[str, str, object]]) -> list:
+    """Deploy (name, route prefix, application) triples together (their replicas start side by side);
+    one after another on a Ray without ``serve.run_many``. Their ingress handles, in order."""
+    run_many = getattr(rs, "run_many", None)
+    if run_many is None:
+        return [rs.run(app, name=name, route_prefix=route) for name, route, app in apps]
+    return run_many([rs.RunTarget(target=app, name=name, route_prefix=route) for name, route, app in apps])
+
+
+def _drop_other_bundles(rs, keep: set[str]) -> None:
+    """Delete the bundle applications of an earlier ``serve()`` on this cluster that this one does not
+    serve: their routes would otherwise still answer."""
+    from .app import BUNDLE_APP_PREFIX
+
+    for name in rs.status().applications:
+        if name.startswith(BUNDLE_APP_PREFIX) and name not in keep:
+            log.info("deleting the application %s of an earlier edgeseg serve", name)
+            rs.delete(name)

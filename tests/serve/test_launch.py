@@ -23,3 +23,38 @@ def test_bundles_are_served_by_manifest_name_and_paths_become_absolute(tmp_path)
         _names(["shapes", "shapes"])
     with pytest.raises(InputError, match="at least one bundle"):
         _names([])
+
+
+def test_every_task_is_served_and_names_must_fit_a_url(tmp_path):
+    from handmade_bundles import conv_bundle
+
+    assert _names(["shapes-instance", "shapes-panoptic"]) == {"shapes-instance": "shapes-instance",
+                                                              "shapes-panoptic": "shapes-panoptic"}
+    b = conv_bundle(tmp_path, name="two words")
+    with pytest.raises(InputError, match="'two words' cannot be a URL path segment"):
+        _names([str(b.root)])
+
+
+class _FakeRay:
+    def __init__(self, resources):
+        self.resources, self.stopped = resources, False
+
+    def cluster_resources(self):
+        return self.resources
+
+    def shutdown(self):
+        self.stopped = True
+
+
+def test_replicas_that_cannot_all_be_placed_on_a_local_ray_are_refused():
+    from edgeseg.serve.launch import _check_fits
+
+    ok = _FakeRay({"CPU": 2.0})
+    _check_fits(ok, 4, 0.5, 0.0)
+    assert not ok.stopped
+    small = _FakeRay({"CPU": 2.0})
+    with pytest.raises(InputError, match="3 replica.*need 3 CPUs; this machine's Ray has 2") as info:
+        _check_fits(small, 3, 1.0, 0.0)
+    assert small.stopped and "--cpus-per-replica" in info.value.fix
+    with pytest.raises(InputError, match="GPU"):
+        _check_fits(_FakeRay({"CPU": 8.0}), 1, 1.0, 1.0)

@@ -1,7 +1,8 @@
-"""edgeseg serve against a real local Ray cluster on this machine (one per module, two replicas, ~20 s to start).
+"""edgeseg serve against a real local Ray cluster on this machine (one per module: three bundles, two
+replicas each, ~30-60 s to start on a loaded 2-core machine).
 
-Replicas run the shipped ``shapes`` bundle with ONNX Runtime FP32, as does the local reference, so
-labels must be equal, not close.
+Replicas run the shipped ``shapes``, ``shapes-instance`` and ``shapes-panoptic`` bundles with ONNX
+Runtime FP32, as does the local reference, so results must be equal, not close.
 """
 from __future__ import annotations
 
@@ -24,11 +25,14 @@ import edgeseg  # noqa: E402
 from edgeseg.data.synthetic import SceneGenerator  # noqa: E402
 from edgeseg.errors import InputError, ServerUnavailable  # noqa: E402
 from edgeseg.remote import RemotePredictor  # noqa: E402
+from edgeseg.stream.overlay import Renderer  # noqa: E402
 from edgeseg.structures import ImageShape  # noqa: E402
+from equality import assert_results_equal  # noqa: E402
 
 pytestmark = pytest.mark.serve
 
 MAX_BATCH = 8
+BUNDLES = ("shapes", "shapes-instance", "shapes-panoptic")
 
 
 def _free_port() -> int:
@@ -43,9 +47,10 @@ def server():
 
     if ray.is_initialized():
         pytest.skip("a Ray instance is already running in this process")
-    # a generous batch wait so that concurrent clients reliably share batches on a loaded 2-core machine
-    s = serve(["shapes"], port=_free_port(), replicas=2, max_batch=MAX_BATCH, batch_wait_s=0.05,
-              backend="onnxruntime", precision="fp32", threads=1, num_cpus=2)
+    # a generous batch wait so that concurrent clients reliably share batches on a loaded 2-core machine;
+    # six replicas share the two logical CPUs
+    s = serve(list(BUNDLES), port=_free_port(), replicas=2, max_batch=MAX_BATCH, batch_wait_s=0.05,
+              backend="onnxruntime", precision="fp32", threads=1, cpus_per_replica=0.25, num_cpus=2)
     yield s
     s.shutdown()
 
@@ -71,17 +76,26 @@ def _get(url: str):
 def test_health_and_readiness(server):
     assert _get(server.url + "/healthz") == (200, b"ok")
     status, body = _get(server.url + "/readyz")
-    assert status == 200 and json.loads(body) == {"ready": True, "bundles": {"shapes": "ready"}}
+    assert status == 200 and json.loads(body) == {"ready": True, "bundles": {b: "ready" for b in BUNDLES}}
     status, body = _get(server.url + "/v1/bundles")
-    (info,) = json.loads(body)["bundles"]
-    assert (info["name"], info["backend"], info["precision"]) == ("shapes", "onnxruntime", "fp32")
+    infos = json.loads(body)["bundles"]
+    assert [(i["name"], i["task"], i["backend"], i["precision"]) for i in infos] == [
+        ("shapes", "semantic", "onnxruntime", "fp32"), ("shapes-instance", "instance", "onnxruntime", "fp32"),
+        ("shapes-panoptic", "panoptic", "onnxruntime", "fp32")]
     assert _get(server.url + "/nowhere")[0] == 404
+    for path in ("/v1/bundles/shapes", "/v1/bundles/shapes/nowhere"):  # the bundle's own replicas answer these
+        status, body = _get(server.url + path)
+        assert status == 404 and "POST /v1/bundles/shapes/predict" in json.loads(body)["routes"]
+    status, body = _get(server.url + "/v1/bundles/shapes/predict")
+    assert status == 405 and "POST" in json.loads(body)["error"]
 
 
 @pytest.mark.parametrize("encoding, size", [("raw", ImageShape(120, 160)), ("png", ImageShape(97, 131))])
 def test_remote_labels_equal_local_inference(server, local, encoding, size):
-    remote = edgeseg.load(server.url)  # the only bundle; also as server.url + "/shapes"
+    remote = edgeseg.load(server.url + "/shapes")
     assert isinstance(remote, RemotePredictor) and remote.classes == local.classes
+    with pytest.raises(InputError, match="serves 3 bundles"):  # a URL without a name: only for a single bundle
+        RemotePredictor(server.url).classes
     remote = RemotePredictor(server.url + "/shapes", encoding=encoding)
     for rgb in _frames(3, size):
         got, want = remote(rgb), local(rgb)
@@ -150,10 +164,53 @@ def test_a_stream_runs_on_the_server_and_equals_local(server, local, tmp_path):
     from edgeseg.cli import main
 
     stats = tmp_path / "stats.json"
-    assert main(["run", "--remote", server.url, "--source", "synthetic://?seed=5&size=160x120&frames=4",
+    assert main(["run", "--remote", server.url + "/shapes", "--source", "synthetic://?seed=5&size=160x120&frames=4",
                  "--stats-json", str(stats)]) == 0
     s = json.loads(stats.read_text())
     assert (s["processed"], s["errors"]) == (4, 0), s
+
+
+@pytest.mark.parametrize("name", ["shapes-instance", "shapes-panoptic"])
+def test_remote_instances_and_panoptic_equal_local_inference(server, name):
+    frames = [*_frames(4), np.zeros((120, 160, 3), np.uint8)]  # a black frame: no instance at all
+    remote = edgeseg.load(f"{server.url}/{name}")
+    with edgeseg.load(name, backend="onnxruntime", precision="fp32", threads=1) as local:
+        wants = [local(rgb) for rgb in frames]
+        odd = _frames(1, ImageShape(97, 131))[0]  # another size, sent as PNG
+        png = RemotePredictor(f"{server.url}/{name}", encoding="png")
+        assert_results_equal(png(odd), local(odd))
+        local_overlay = Renderer(local.manifest.palette_array, local.manifest.classes)
+    got = [remote(rgb) for rgb in frames]
+    for g, w in zip(got, wants):
+        assert_results_equal(g, w)
+    remote_overlay = Renderer(remote.manifest.palette_array, remote.manifest.classes)  # the server's palette
+    for rgb, g, w in zip(frames, got, wants):
+        np.testing.assert_array_equal(remote_overlay(rgb, g), local_overlay(rgb, w))
+    sizes = [len(w) if name == "shapes-instance" else len(w.segments) for w in wants]
+    assert min(sizes[:4]) > 0 and (name != "shapes-instance" or sizes[4] == 0), sizes
+
+
+def test_a_stream_of_panoptic_results_equals_local(server):
+    uri = "synthetic://?seed=6&size=160x120&frames=5"
+    with edgeseg.load("shapes-panoptic", backend="onnxruntime", precision="fp32", threads=1) as local:
+        n = 0
+        for frame, result in edgeseg.stream(uri, server.url + "/shapes-panoptic"):
+            assert_results_equal(result, local(frame.image))
+            n += 1
+    assert n == 5
+
+
+def test_run_remote_with_an_instance_bundle_writes_the_json_lines_of_a_local_run(server, tmp_path):
+    from edgeseg.cli import main
+
+    source = ["--source", "synthetic://?seed=8&size=160x120&frames=6", "--track"]
+    assert main(["run", "--remote", server.url + "/shapes-instance", *source, "--json-out", str(tmp_path / "r.jsonl")]) == 0
+    assert main(["run", "--bundle", "shapes-instance", "--backend", "onnxruntime", "--precision", "fp32",
+                 "--threads", "1", *source, "--json-out", str(tmp_path / "l.jsonl")]) == 0
+    got, want = ([json.loads(line) for line in (tmp_path / f).read_text().splitlines()] for f in ("r.jsonl", "l.jsonl"))
+    assert len(want) == 6 and all(w["task"] == "instance" and "error" not in w for w in want)
+    assert sum(len(w["segments"]) for w in want) > 0 and all("track_id" in d for w in want for d in w["segments"])
+    assert got == want
 
 
 def test_a_stopped_server_is_a_clear_error(server):  # last: stops the module's server
