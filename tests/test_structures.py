@@ -45,6 +45,19 @@ def test_preprocess_nchw_rgb_matches_numpy():
     assert meta.original == meta.network == meta.content == ImageShape(6, 10) and (meta.pad_top, meta.pad_left) == (0, 0)
 
 
+@pytest.mark.parametrize("color,dtype", [("RGB", "float32"), ("BGR", "float32"), ("RGB", "float16")])
+def test_nchw_planes_equal_normalize_then_transpose_bit_for_bit(color, dtype):
+    """The NCHW path normalises plane by plane; it must equal normalize() + transpose exactly (the
+    trainer feeds crops through normalize(), the runtime through preprocess(): one arithmetic)."""
+    img = np.random.default_rng(4).integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    spec = InputSpec(size_rule="any", color=color, dtype=dtype, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+    x, _ = spec.preprocess(img)
+    ref = spec.normalize(img).astype(dtype).transpose(2, 0, 1)[None]
+    assert x.dtype == np.dtype(dtype) and x.shape == (1, 3, 37, 53) and x.flags.c_contiguous
+    assert np.array_equal(x.view(np.uint16 if dtype == "float16" else np.uint32),
+                          np.ascontiguousarray(ref).view(np.uint16 if dtype == "float16" else np.uint32))
+
+
 def test_preprocess_nhwc_bgr_255_means_matches_numpy():
     img = _img()
     spec = InputSpec(layout="NHWC", color="BGR", size_rule="any", mean=(103.5, 116.3, 123.7), std=(1, 1, 1), scale=1.0)
