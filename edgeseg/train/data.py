@@ -9,7 +9,7 @@ their original size (metrics are computed at the labels' resolution).
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -102,3 +102,15 @@ def eval_loader(eval_set: EvalSet, batch_size: int, workers: int = 0) -> Any:
     from torch.utils.data import DataLoader
 
     return DataLoader(eval_set, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=collate_eval)
+
+
+def permuted_indices(n: int, seed: int = 0, start: int = 0) -> Iterator[int]:
+    """Endless dataset indices: sample k is ``perm_e[k % n]``, ``perm_e`` a permutation of ``range(n)``
+    drawn from ``(seed, e = k // n)``; a pure function of ``(seed, k)`` starting at ``k = start``."""
+    k, perm, perm_epoch = start, None, -1
+    while True:
+        e = k // n
+        if e != perm_epoch:
+            perm, perm_epoch = np.random.default_rng((seed, 7, e)).permutation(n), e
+        yield int(perm[k % n])
+        k += 1

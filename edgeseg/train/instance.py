@@ -44,6 +44,7 @@ from ..structures import ImageShape, InputSpec, InstanceResult
 from .state import read_state, write_state
 from .optim import CosineSchedule, PolySchedule, build_adamw, build_sgd
 from .optim import build_schedule as make_schedule
+from .data import permuted_indices
 
 log = logging.getLogger(__name__)
 STATE_FORMAT = "edgeseg.train.instance/1"
@@ -292,8 +293,6 @@ def dataset_instances(dataset: Sequence, seed: int = 0, start: int = 0) -> Itera
     (:class:`edgeseg.data.CocoInstances`, YOLO-seg folders): every image once per epoch in an order
     drawn from ``(seed, epoch)``, a pure function of ``(seed, k)`` like :func:`synthetic_instances`.
     Crowd regions are left out (SOLO has no ignore label for them); class names are the dataset's."""
-    from .panoptic import permuted_indices
-
     if len(dataset) == 0:
         raise InputError("the instance dataset is empty", fix="check the annotation file and its images")
     names = tuple(dataset.classes)

@@ -69,6 +69,7 @@ from .lpsnet import LPSNetTraining
 from .state import read_state, write_state
 from .optim import CosineSchedule, PolySchedule, build_adamw
 from .optim import build_schedule as make_schedule
+from .data import permuted_indices
 
 if TYPE_CHECKING:
     from ..bundle import Manifest
@@ -296,17 +297,6 @@ def dataset_stream(dataset: Sequence, seed: int = 0, start: int = 0) -> Iterator
         s = dataset[i]
         yield s.image(), s.panoptic, s.crowd_ids
 
-
-def permuted_indices(n: int, seed: int = 0, start: int = 0) -> Iterator[int]:
-    """Endless dataset indices: sample k is ``perm_e[k % n]``, ``perm_e`` a permutation of ``range(n)``
-    drawn from ``(seed, e = k // n)``; a pure function of ``(seed, k)`` starting at ``k = start``."""
-    k, perm, perm_epoch = start, None, -1
-    while True:
-        e = k // n
-        if e != perm_epoch:
-            perm, perm_epoch = np.random.default_rng((seed, 7, e)).permutation(n), e
-        yield int(perm[k % n])
-        k += 1
 
 
 def synthetic_panoptic(size: ImageShape, seed: int = 0, start: int = 0, *, scenes: int = 256, max_t: int = 400,
