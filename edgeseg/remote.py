@@ -159,15 +159,6 @@ def _json_float(x: float) -> float | str:
     return x if np.isfinite(x) else repr(x)
 
 
-def _tight_bounds(masks: np.ndarray) -> np.ndarray:
-    """``int32 [N, 4]`` end-exclusive ``(x0, y0, x1, y1)`` of each ``bool [N, H, W]`` mask's true pixels (0s if none)."""
-    n, h, w = masks.shape
-    rows, cols = masks.any(axis=2), masks.any(axis=1)
-    b = np.stack([cols.argmax(1), rows.argmax(1), w - cols[:, ::-1].argmax(1), h - rows[:, ::-1].argmax(1)], 1)
-    b[~rows.any(1)] = 0
-    return b.astype(np.int32).reshape(n, 4)
-
-
 def _crop_bits(crops: Any) -> str:
     """The crops' pixels, each in C order, one after another, 8 to a byte (``np.packbits``), base64."""
     flat = [np.asarray(c, bool).ravel() for c in crops]
@@ -225,7 +216,7 @@ def _encode_semantic(result: SemanticResult) -> dict[str, Any]:
 def _encode_instance(result: InstanceResult) -> dict[str, Any]:
     """Boxes, scores, classes (and track ids, mask bounds) as raw arrays; masks as their crops' bits
     (``masks.bits``), never ``N x H x W``. A compact result's crops cover its ``mask_boxes`` and come back
-    compact; a result holding full masks sends crops over each mask's tight bounds (``masks.bounds``)
+    compact; a result holding full masks sends the crops of :meth:`InstanceResult.compact` (``masks.bounds``)
     and comes back with full masks; a box-only result has ``masks: null``."""
     out: dict[str, Any] = {"task": "instance", "shape": list(result.image_shape.hw), "class_names": list(result.class_names),
                            "boxes": _pack(result.boxes), "scores": _pack(result.scores), "classes": _pack(result.classes),
@@ -234,11 +225,9 @@ def _encode_instance(result: InstanceResult) -> dict[str, Any]:
                            "masks": None}
     if result.mask_crops is not None:  # the truth whether or not `masks` was materialised from them
         out["masks"] = {"compact": True, "bits": _crop_bits(result.mask_crops)}
-    elif result.has_masks:
-        masks = result.masks
-        bounds = _tight_bounds(masks)
-        crops = (masks[i, y0:y1, x0:x1] for i, (x0, y0, x1, y1) in enumerate(bounds.tolist()))
-        out["masks"] = {"compact": False, "bounds": _pack(bounds), "bits": _crop_bits(crops)}
+    elif result.has_masks:  # the result's own compact form (crops over bounds holding every true pixel)
+        compact = result.compact()
+        out["masks"] = {"compact": False, "bounds": _pack(compact.mask_boxes), "bits": _crop_bits(compact.mask_crops)}
     return out
 
 
