@@ -59,6 +59,7 @@ class Finetune:
     scale: tuple[float, float] | None = None  # random scale range (default: the recipe's)
     data: str | None = None  # the stage's training / validation data (default: the recipe's)
     val_data: str | None = None
+    class_weighting: str | None = None  # enet / median (default: the recipe's)
 
 
 @dataclass(frozen=True)
@@ -157,6 +158,12 @@ RECIPES.add("road-holdout", Recipe(
               # session: its poly schedule re-stretched there, lr 0.0069 -> 0.0054.)
               Finetune(epochs=4, lr=0.01, crop=ImageShape(192, 256), loss="wce+lovasz", warmup_epochs=0.2,
                        eval_every=1,
+                       data="8*camvid:{data_root}/camvid,exclude=0006R0;cityscapes-camvid:{data_root}/cityscapes_panoptic"),
+              # Stage 4: class balancing measured as an A/B from stage 3's weights, two epochs each at a
+              # lower warm restart: --class-weighting enet (the recipe's, i.e. "two more epochs") against
+              # median (median-frequency balancing: thin classes weigh far more). docs/models.md has both.
+              Finetune(epochs=2, lr=0.005, crop=ImageShape(192, 256), loss="wce+lovasz", warmup_epochs=0.1,
+                       eval_every=1,
                        data="8*camvid:{data_root}/camvid,exclude=0006R0;cityscapes-camvid:{data_root}/cityscapes_panoptic"),),
     description="road scenes in CamVid's 11 classes: Cityscapes pre-training, CamVid fine-tuning, sequence 0006R0 held out",
 ))
@@ -183,7 +190,7 @@ def build_job(recipe: Recipe, args: argparse.Namespace):
     fill = (lambda s: s.format(data_root=root)) if root is not None else (lambda s: s)
     sched = recipe.cuda if args.device.startswith("cuda") else recipe.cpu
     lr, warmup, loss, init, out = recipe.lr, recipe.warmup_epochs, recipe.loss, None, Path(args.runs) / recipe.name
-    scale = recipe.scale
+    scale, weighting = recipe.scale, recipe.class_weighting
     data, val_data = recipe.data, recipe.val_data
     if args.stage != "main":
         k = stage_names(recipe).index(args.stage) if args.stage in stage_names(recipe) else None
@@ -200,10 +207,12 @@ def build_job(recipe: Recipe, args: argparse.Namespace):
         lr, warmup, loss, out = ft.lr, ft.warmup_epochs, ft.loss, stage_dir(recipe, k, args.runs)
         scale = ft.scale or recipe.scale
         data, val_data = ft.data or data, ft.val_data or val_data
+        weighting = ft.class_weighting or weighting
+    weighting = args.class_weighting or weighting
     sched = replace(sched, epochs=args.epochs or sched.epochs, workers=sched.workers if args.workers is None else args.workers)
     config = TrainConfig(
         epochs=sched.epochs, size=recipe.size, batch_size=sched.batch, lr=lr, weight_decay=recipe.weight_decay,
-        warmup_epochs=warmup, loss=loss, class_weighting=recipe.class_weighting,
+        warmup_epochs=warmup, loss=loss, class_weighting=weighting,
         scale=scale, jitter=recipe.jitter, crop=sched.crop, eval_every=sched.eval_every, seed=args.seed, workers=sched.workers, device=args.device,
         threads=args.threads, progress=sys.stderr.isatty(),
     )
@@ -225,6 +234,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--init", default=None, help="weights a later stage starts from (default: the previous stage's model.safetensors)")
     p.add_argument("--resume", action="store_true", help="continue the stage's run folder from its last.pt")
     p.add_argument("--epochs", type=int, default=None, help="override the schedule's epochs (fresh runs only)")
+    p.add_argument("--class-weighting", default=None, choices=("enet", "median"),
+                   help="override the stage's class weighting (for A/B runs; record the winner in the recipe)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
     p.add_argument("--workers", type=int, default=None, help="override the data loader workers")
     p.add_argument("--seed", type=int, default=0)
