@@ -11,7 +11,9 @@ Resizing choice (:class:`~edgeseg.structures.SemanticOptions` ``upsample`` in th
 * ``"logits"`` (default, the accurate path used by evaluation): when the crop is smaller than the
   image (a fixed network size, or a stride-8 output) the **logits are resized bilinearly** (OpenCV,
   one plane per class, half-pixel centres as PyTorch's ``align_corners=False``) and the argmax taken
-  after: smooth boundaries, as the models are trained.
+  after: smooth boundaries, as the models are trained. Without confidence only the pixels whose four
+  source pixels disagree on the arg-max are interpolated (the rest provably keep it; the same labels,
+  1.6x faster at 960x540 from 480x360, :func:`_upsampled_argmax`).
 * ``"labels"``: argmax first, then the labels resized nearest-exact: about 10x cheaper at 960x540,
   blocky boundaries (about 1% of the pixels of a 6-class 160x120 output differ; more with more
   classes). A stream may choose it (``StreamOptions.upsample``); evaluation keeps the default.
@@ -101,6 +103,52 @@ def _resize_planes(chw: np.ndarray, size: ImageShape) -> np.ndarray:
     return out
 
 
+def _axis_taps(n_out: int, n_in: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Bilinear taps along one axis, half-pixel centres, edge clamped (OpenCV's ``INTER_LINEAR``):
+    (first source index, second source index, weight of the second)."""
+    pos = np.clip((np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5, 0, n_in - 1)
+    i0 = np.floor(pos).astype(np.intp)
+    return i0, np.minimum(i0 + 1, n_in - 1), pos - i0
+
+
+def _upsampled_argmax(chw: np.ndarray, size: ImageShape, dtype: np.dtype) -> np.ndarray | None:
+    """argmax of the bilinearly resized ``[C, h, w]`` logits at ``size``, interpolating only near label
+    boundaries; ``None`` when the label dtype has no spare value to mark them.
+
+    An output pixel is a convex combination of the four source pixels around it, and so is every class
+    difference ``l_a - l_b``: where those four share one argmax, the resized pixel has it too (ties go to
+    the lower id on both sides). Only pixels whose four sources disagree are interpolated (float32, the
+    same taps as OpenCV); the rest are one gather of the low-resolution arg-max. At 960x540 from 480x360
+    with 11 classes that is about 4 % of the pixels (measured on the dash-cam video)."""
+    c, h, w = chw.shape
+    mark = np.iinfo(dtype).max
+    if c > mark:
+        return None
+    low, _ = _argmax_chw(chw, dtype)
+    nxt_r = np.concatenate([low[1:], low[-1:]], 0)  # the source's lower neighbour, edge clamped
+    nxt_c = np.concatenate([low[:, 1:], low[:, -1:]], 1)
+    nxt_rc = np.concatenate([nxt_r[:, 1:], nxt_r[:, -1:]], 1)
+    cell = np.where((low == nxt_r) & (low == nxt_c) & (low == nxt_rc), low, dtype.type(mark))
+    y0, y1, fy = _axis_taps(size.height, h)
+    x0, x1, fx = _axis_taps(size.width, w)
+    out = np.take(np.take(cell, y0, axis=0), x0, axis=1)
+    at = np.flatnonzero(out == mark)
+    if at.size:  # class by class over 1-D planes (contiguous takes), a running maximum as _argmax_chw
+        rr, cc = np.divmod(at, size.width)
+        ra, rb, wy = y0[rr] * w, y1[rr] * w, fy[rr]
+        xa, xb, wx = x0[cc], x1[cc], fx[cc]
+        taps = (ra + xa, ra + xb, rb + xa, rb + xb)
+        wx, wy = wx.astype(np.float32), wy.astype(np.float32)
+        ux, uy = 1 - wx, 1 - wy
+        vals = np.empty((at.size, c), np.float32)
+        for k in range(c):  # the reference's order of operations: rows first, then between them
+            a, b, d, e = (np.take(chw[k].reshape(-1), t) for t in taps)
+            vals[:, k] = (a * ux + b * wx) * uy + (d * ux + e * wx) * wy
+        idx = vals.argmax(1).astype(dtype)
+        out.reshape(-1)[at] = idx
+    return out
+
+
 def resize_labels(labels: np.ndarray, size: ImageShape) -> np.ndarray:
     """Nearest-exact resize (pixel centres: ``src = floor((dst + 0.5) * in / out)``)."""
     import cv2
@@ -142,7 +190,11 @@ def logits_to_labels(logits: np.ndarray, meta: "PreprocessMeta", manifest: "Mani
     dtype = _label_dtype(x.shape[caxis])
     mode = _upsample_mode(manifest, upsample)
     if crop != size and mode != "labels" and (crop.height < size.height or crop.width < size.width):
-        planes = _resize_planes(x if caxis == 0 else x.transpose(2, 0, 1), size)
+        chw = x if caxis == 0 else x.transpose(2, 0, 1)
+        labels = None if confidence else _upsampled_argmax(chw, size, dtype)
+        if labels is not None:
+            return labels, None
+        planes = _resize_planes(chw, size)
         labels, mx = _argmax_chw(planes, dtype)
         return labels, (_confidence(planes, 0, mx) if confidence else None)
     if caxis == 0:

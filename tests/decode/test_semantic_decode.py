@@ -173,3 +173,52 @@ def test_upsample_argument_overrides_the_bundle_and_is_checked():
     assert np.array_equal(accurate.labels, bilinear_half_pixel(logits[0].astype(np.float64), 6, 10).argmax(0))
     with pytest.raises(InputError, match="upsample must be one of logits, labels"):
         decode_semantic({"logits": logits}, meta((6, 10)), manifest(), upsample="bicubic")
+
+
+def _blocky_logits(rng, c, h, w, cells=(5, 6)):
+    """Logits whose argmax is piecewise constant (as a network's is) with noise: boundaries are a
+    minority of the pixels, the case the boundary-only upsampling is for."""
+    regions = rng.integers(0, c, size=cells)
+    idx = regions[np.arange(h) * cells[0] // h][:, np.arange(w) * cells[1] // w]
+    logits = rng.normal(size=(c, h, w)).astype(np.float32)
+    np.put_along_axis(logits, idx[None], 4.0, axis=0)
+    return logits[None]
+
+
+@pytest.mark.parametrize("shape,out", [((11, 36, 48), (54, 96)), ((19, 30, 40), (61, 100)), ((5, 40, 16), (30, 50))])
+def test_boundary_only_upsampling_equals_resizing_every_plane(shape, out):
+    # the stream's default path (no confidence) interpolates only where the four source pixels disagree;
+    # it must give the labels of resizing every class plane and of the float64 reference
+    import cv2
+
+    logits = _blocky_logits(np.random.default_rng(11), *shape)
+    r = decode_semantic({"logits": logits}, meta(out), manifest(shape[0]))
+    planes = np.stack([cv2.resize(p, (out[1], out[0]), interpolation=cv2.INTER_LINEAR) for p in logits[0]])
+    assert np.array_equal(r.labels, planes.argmax(0))
+    assert np.array_equal(r.labels, bilinear_half_pixel(logits[0].astype(np.float64), *out).argmax(0))
+    with_conf = decode_semantic({"logits": logits}, meta(out), manifest(shape[0]), confidence=True)
+    assert np.array_equal(with_conf.labels, r.labels)  # the confidence path resizes every plane
+
+
+def test_boundary_only_upsampling_breaks_exact_ties_like_the_reference():
+    # small integers at an exact 2x scale (weights 1/4, 3/4): interpolated values are exact, so ties
+    # are real ties, and the lower class id must win them as argmax does
+    logits = np.random.default_rng(5).integers(0, 3, size=(1, 4, 6, 7)).astype(np.float32)
+    r = decode_semantic({"logits": logits}, meta((12, 14)), manifest(4))
+    assert np.array_equal(r.labels, bilinear_half_pixel(logits[0].astype(np.float64), 12, 14).argmax(0))
+
+
+def test_a_third_class_can_win_between_two_others():
+    # neither source pixel has class 2 as its argmax, yet it wins halfway: boundaries are interpolated
+    logits = np.array([[[10.0, 0.0]], [[0.0, 10.0]], [[9.0, 9.0]]], np.float32)[None]  # 3 classes, 1x2
+    r = decode_semantic({"logits": logits}, meta((1, 4)), manifest())
+    ref = bilinear_half_pixel(logits[0].astype(np.float64), 1, 4).argmax(0)
+    assert r.labels.tolist() == ref.tolist() == [[0, 2, 2, 1]]
+
+
+def test_a_full_uint8_range_of_classes_resizes_every_plane():
+    # 256 classes leave no spare uint8 value to mark boundaries: the every-plane path, same labels
+    logits = _blocky_logits(np.random.default_rng(2), 256, 6, 8, cells=(2, 2))
+    r = decode_semantic({"logits": logits}, meta((9, 16)), manifest(256))
+    assert r.labels.dtype == np.uint8
+    assert np.array_equal(r.labels, bilinear_half_pixel(logits[0].astype(np.float64), 9, 16).argmax(0))
