@@ -12,8 +12,8 @@ Resizing choice (:class:`~edgeseg.structures.SemanticOptions` ``upsample`` in th
   image (a fixed network size, or a stride-8 output) the **logits are resized bilinearly** (OpenCV,
   one plane per class, half-pixel centres as PyTorch's ``align_corners=False``) and the argmax taken
   after: smooth boundaries, as the models are trained. Without confidence only the pixels whose four
-  source pixels disagree on the arg-max are interpolated (the rest provably keep it; the same labels,
-  1.6x faster at 960x540 from 480x360, :func:`_upsampled_argmax`).
+  source pixels disagree on the arg-max are interpolated (the rest provably keep it; the same labels
+  up to exact ties, which go to the lower id; :func:`_upsampled_argmax`, ``tools/bench/semantic_decode.py``).
 * ``"labels"``: argmax first, then the labels resized nearest-exact: about 10x cheaper at 960x540,
   blocky boundaries (about 1% of the pixels of a 6-class 160x120 output differ; more with more
   classes). A stream may choose it (``StreamOptions.upsample``); evaluation keeps the default.
@@ -117,8 +117,9 @@ def _upsampled_argmax(chw: np.ndarray, size: ImageShape, dtype: np.dtype) -> np.
 
     An output pixel is a convex combination of the four source pixels around it, and so is every class
     difference ``l_a - l_b``: where those four share one argmax, the resized pixel has it too (ties go to
-    the lower id on both sides). Only pixels whose four sources disagree are interpolated (float32, the
-    same taps as OpenCV); the rest are one gather of the low-resolution arg-max. At 960x540 from 480x360
+    the lower id on both sides). Only pixels whose four sources disagree are interpolated (in float64, with
+    OpenCV's taps: exact ties go to the lower id as in the float64 reference, where OpenCV's float32
+    rounding may pick either); the rest are one gather of the low-resolution arg-max. At 960x540 from 480x360
     with 11 classes that is about 4 % of the pixels (measured on the dash-cam video)."""
     c, h, w = chw.shape
     mark = np.iinfo(dtype).max
@@ -133,18 +134,17 @@ def _upsampled_argmax(chw: np.ndarray, size: ImageShape, dtype: np.dtype) -> np.
     x0, x1, fx = _axis_taps(size.width, w)
     out = np.take(np.take(cell, y0, axis=0), x0, axis=1)
     at = np.flatnonzero(out == mark)
-    if at.size:  # class by class over 1-D planes (contiguous takes), a running maximum as _argmax_chw
+    if at.size:  # class by class over 1-D planes (contiguous takes)
         rr, cc = np.divmod(at, size.width)
         ra, rb, wy = y0[rr] * w, y1[rr] * w, fy[rr]
         xa, xb, wx = x0[cc], x1[cc], fx[cc]
         taps = (ra + xa, ra + xb, rb + xa, rb + xb)
-        wx, wy = wx.astype(np.float32), wy.astype(np.float32)
         ux, uy = 1 - wx, 1 - wy
-        vals = np.empty((at.size, c), np.float32)
-        for k in range(c):  # the reference's order of operations: rows first, then between them
+        vals = np.empty((c, at.size))
+        for k in range(c):  # float64, the reference's order: along rows, then between them
             a, b, d, e = (np.take(chw[k].reshape(-1), t) for t in taps)
-            vals[:, k] = (a * ux + b * wx) * uy + (d * ux + e * wx) * wy
-        idx = vals.argmax(1).astype(dtype)
+            np.add((a * ux + b * wx) * uy, (d * ux + e * wx) * wy, out=vals[k])
+        idx = vals.argmax(0).astype(dtype)
         out.reshape(-1)[at] = idx
     return out
 
