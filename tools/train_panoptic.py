@@ -9,6 +9,8 @@ in ../shared/data).
         --data /work/shared/data/cityscapes_panoptic --size 640x320 --crop 512x256 --epochs 30 --batch 8 \\
         --threads 2 --init-encoder edgeseg/zoo/road.edgeseg --out runs/lpsnet
     python tools/train_panoptic.py --out runs/pdl --resume          # continue after an interruption
+    python tools/train_panoptic.py --init runs/pdl/model.safetensors --seed 1 --lr 5e-4 --warmup 50 \
+        --epochs 2 --steps-per-epoch 259 --crop 512x256 --threads 2 --out runs/pdl-ft   # a later stage
     python tools/train_panoptic.py --model test_panoptic_deeplab --data synthetic --size 96x64 --epochs 1 \\
         --steps-per-epoch 3 --batch 2 --out /tmp/pdl
 
@@ -41,7 +43,7 @@ from edgeseg.errors import EdgesegError, InputError  # noqa: E402
 from edgeseg.structures import ImageShape  # noqa: E402
 
 SETTINGS = ("model", "data", "size", "crop", "epochs", "steps_per_epoch", "batch", "lr", "schedule", "warmup",
-            "weight_decay", "seed", "init_encoder", "top_k_percent")
+            "weight_decay", "seed", "init_encoder", "init", "top_k_percent")
 log = logging.getLogger("train_panoptic")
 
 
@@ -63,6 +65,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="Panoptic-DeepLab's bootstrapped CE: hardest pixel fraction (1: plain CE); LPSNet: unused")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--init-encoder", default=None, help="encoder weights: a checkpoint, model.onnx or .edgeseg bundle")
+    p.add_argument("--init", default=None,
+                   help="all weights from an earlier run's model.safetensors (a later stage: a fresh schedule, "
+                        "usually another --seed so that it sees other crops)")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     p.add_argument("--log-every", type=int, default=10, help="progress line every N steps")
     p.add_argument("--checkpoint-every", type=int, default=50, help="also write last.pt every N steps (0: epoch ends)")
@@ -159,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import torch
 
+        from edgeseg.models.checkpoint import load_weights
         from edgeseg.models.panoptic_deeplab import load_encoder_weights
         from edgeseg.train.panoptic import PanopticTrainer, quick_pq
 
@@ -173,7 +179,10 @@ def main(argv: list[str] | None = None) -> int:
                                   model_name=s["model"], checkpoint_every=args.checkpoint_every, log_every=args.log_every)
         if not args.resume:
             (out / "run.json").write_text(json.dumps({**s, "steps_per_epoch": cfg.steps_per_epoch}, indent=2))
-            if s["init_encoder"]:
+            if s.get("init"):
+                load_weights(model, s["init"], what=s["model"])
+                log.info("weights: all from %s", s["init"])
+            elif s["init_encoder"]:
                 n = load_encoder_weights(model, s["init_encoder"])
                 log.info("encoder: %d tensors from %s", n, s["init_encoder"])
         params = sum(p.numel() for p in model.parameters())

@@ -269,6 +269,31 @@ def test_cli_synthetic_run_and_resume(tmp_path):
     assert tool.main(["--out", str(out), "--resume", "--eval-frames", "0", "--threads", "1"]) == 0  # threads: process-wide
 
 
+def test_cli_later_stage_starts_from_all_the_earlier_weights(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    from edgeseg.models.checkpoint import _read_state
+
+    spec = importlib.util.spec_from_file_location("train_panoptic", Path(__file__).resolve().parents[2] / "tools" / "train_panoptic.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    common = ["--model", "test_panoptic_deeplab", "--data", "synthetic", "--size", "64x48", "--epochs", "1",
+              "--steps-per-epoch", "2", "--batch", "2", "--threads", "1", "--eval-frames", "0"]
+    assert tool.main(common + ["--out", str(tmp_path / "a")]) == 0
+    # a near-zero learning rate: the later stage's parameters stay those it started from
+    assert tool.main(common + ["--out", str(tmp_path / "b"), "--seed", "1", "--lr", "1e-12",
+                               "--init", str(tmp_path / "a" / "model.safetensors")]) == 0
+    assert tool.main(common + ["--out", str(tmp_path / "c"), "--seed", "1", "--lr", "1e-12"]) == 0
+    a, b, c = (_read_state(tmp_path / k / "model.safetensors") for k in "abc")
+    weights = [k for k in a if k.endswith(".weight") and a[k].ndim == 4]
+    assert weights and all(torch.allclose(a[k], b[k], atol=1e-6) for k in weights)
+    assert not all(torch.allclose(a[k], c[k], atol=1e-6) for k in weights)  # a fresh start differs
+    assert json.loads((tmp_path / "b" / "run.json").read_text())["init"].endswith("model.safetensors")
+    bad = common + ["--out", str(tmp_path / "d"), "--init", str(tmp_path / "missing.safetensors")]
+    assert tool.main(bad) == 2  # a clear edgeseg error, not a traceback
+
+
 @pytest.mark.data
 def test_two_cityscapes_frames(data_root):
     from edgeseg.data import CocoPanoptic
