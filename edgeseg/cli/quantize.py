@@ -10,6 +10,7 @@ EXAMPLES = (
     "edgeseg quantize road.edgeseg --calib camvid --target cpu --eval camvid:../shared/data/camvid --split val --max-drop 1.0",
     "edgeseg quantize road.edgeseg --calib ../shared/data/video/dashcam_960x540.mp4 --frames 100 --method percentile --target tensorrt",
     "edgeseg quantize road.edgeseg --calib synthetic:64 --target cpu --sensitivity --json int8.json",
+    "edgeseg quantize big.edgeseg --calib camvid --target cpu --eval camvid:../shared/data/camvid --max-drop 0.5 --ranking error",
     "edgeseg quantize road.edgeseg --calib calibration/camvid.toml --target openvino --eval camvid:../shared/data/camvid",
 )
 
@@ -31,6 +32,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-drop", type=float, default=None, metavar="D",
                    help="keep the most sensitive layers in float until the metric is within D of FP32; exit 2 if impossible")
     p.add_argument("--sensitivity", action="store_true", help="rank layers by INT8 sensitivity and plot metric vs float layers")
+    p.add_argument("--ranking", default="auto", choices=["auto", "task", "error"],
+                   help="how --sensitivity and --max-drop rank layers: task (the metric with each layer alone in float: "
+                        "one quantization and scoring per layer), error (the quantization noise each layer adds: two "
+                        "inference passes), auto (task up to 24 layers, else error; default)")
     p.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads for scoring and latency (0: default)")
     p.add_argument("--no-latency-guard", action="store_true",
                    help="cpu target: do not time layers to leave those INT8 makes slower in float")
@@ -50,9 +55,10 @@ def run(args: argparse.Namespace) -> int:
     r = quantize_bundle(args.bundle, args.calib, target=args.target, method=args.method, eval_dataset=eval_ds,
                         max_drop=args.max_drop, sensitivity=args.sensitivity, frames=args.frames,
                         threads=args.threads, progress=not args.no_progress, engine=args.engine,
-                        latency_guard=not args.no_latency_guard)
+                        latency_guard=not args.no_latency_guard, ranking=args.ranking)
     if r.sensitivity:
-        print(f"per-layer sensitivity ({r.metric} gained with the layer alone in float):")
+        task = r.sensitivity[0].measure == "task metric"
+        print(f"per-layer sensitivity ({f'{r.metric} gained with the layer alone in float' if task else r.sensitivity[0].measure}):")
         print_table([{"rank": i + 1, "layer": s.name, "op": s.op_type, "score": s.score, "gain": s.gain}
                      for i, s in enumerate(r.sensitivity)])
     rows = [{"": "fp32", r.metric or "metric": r.fp32_score, "latency ms": r.latency_ms.get("fp32"), "MB": r.size_bytes["fp32"] / 1e6},

@@ -239,11 +239,13 @@ TASK_SCORERS = {
 class LayerSensitivity:
     name: str
     op_type: str
-    score: float  # score with this layer alone in float
-    gain: float   # score - full-INT8 score
+    score: float  # score with this layer alone in float (an error ranking: the NSR of its output)
+    gain: float   # score - full-INT8 score (an error ranking: the noise this layer adds)
+    measure: str = "task metric"  # what score and gain are (edgeseg.quant.error_ranking.MEASURE)
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "op_type": self.op_type, "score": self.score, "gain": self.gain}
+        return {"name": self.name, "op_type": self.op_type, "score": self.score, "gain": self.gain,
+                "measure": self.measure}
 
 
 Quantizer = Callable[[dict[str, str], Path], Path]  # (keep_float, out path) -> quantized model path

@@ -11,6 +11,7 @@ default; scored and timed in OpenVINO). Both see the same calibration feeds and 
 """
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
@@ -29,6 +30,8 @@ from .ranges import CalibrationTable, calibrate
 
 if TYPE_CHECKING:
     from ..backends.device import DeviceInfo
+
+log = logging.getLogger(__name__)
 
 TRT_CACHE_VERSIONS = ("8.5.2", "10.3.0")
 
@@ -89,7 +92,7 @@ class QuantReport:
 def quantize_bundle(bundle, calib: str | CalibrationRecipe | Sequence, target: str = "tensorrt", method: str | None = None,
                     eval_dataset=None, max_drop: float | None = None, sensitivity: bool = False, *,
                     frames: int | None = None, threads: int = 0, progress: bool = True, latency: bool = True,
-                    engine: str | None = None, latency_guard: bool = True) -> QuantReport:
+                    engine: str | None = None, latency_guard: bool = True, ranking: str = "auto") -> QuantReport:
     """Quantize ``bundle``'s FP32 model for ``target`` and record the result in the bundle.
 
     calib: a recipe (``.toml``, recipe name, folder, video, dataset spec, :class:`CalibrationRecipe`)
@@ -100,6 +103,7 @@ def quantize_bundle(bundle, calib: str | CalibrationRecipe | Sequence, target: s
     engine: ``ort`` | ``nncf`` (default: the profile's; ``openvino`` uses NNCF when it is installed).
     latency_guard: on the ``cpu`` target, time every layer in float and INT8 on this CPU and leave the
     ones INT8 makes slower in float, when that makes the whole model faster (:func:`_latency_guard`).
+    ranking: how the sensitivity analysis and the ``max_drop`` search rank layers (:func:`_rank_layers`).
     """
     from ..bundle import Bundle
 
@@ -129,7 +133,7 @@ def quantize_bundle(bundle, calib: str | CalibrationRecipe | Sequence, target: s
         fp32_score = scorer(fp32) if scorer else None
         int8_score = scorer(full.path) if scorer else None
         gate = _accuracy_control(q, full, scorer, sens_scorer, fp32_score, int8_score, sensitivity=sensitivity,
-                                 max_drop=max_drop, work=work, progress=progress)
+                                 max_drop=max_drop, work=work, progress=progress, ranking=ranking, threads=threads)
         lat = _latency(prepared, gate.model, feed, threads, runtime) if latency else {}
         report = QuantReport(
             target=target, method=method, model_file=None, frames=len(cal_frames), metric=scorer.name if scorer else None,
@@ -179,9 +183,38 @@ class _Gate:
     sensitivity: tuple[acc.LayerSensitivity, ...] = ()
 
 
+RANKINGS = ("auto", "task", "error")
+AUTO_TASK_LAYERS = 24  # up to this many layers, "auto" ranks by the task metric (one score per layer)
+RANKING_FRAMES = 4  # calibration frames the error ranking runs
+
+
+def _rank_layers(q: _Quantizer, full: QuantizedModel, layers, sens_scorer, scorer, int8_score, ranking: str,
+                 threads: int, work: Path, progress: bool) -> list[acc.LayerSensitivity]:
+    """Layers ranked most INT8-sensitive first: by the task metric with each layer alone in float
+    (``task``: one quantization and one scoring per layer), or by the noise each adds (``error``: two
+    inference passes, :mod:`edgeseg.quant.error_ranking`); ``auto`` takes ``task`` up to
+    :data:`AUTO_TASK_LAYERS` layers."""
+    if ranking not in RANKINGS:
+        raise InputError(f"sensitivity ranking must be one of {', '.join(RANKINGS)}, got {ranking!r}")
+    if ranking == "auto":
+        ranking = "task" if len(layers) <= AUTO_TASK_LAYERS else "error"
+    if ranking == "error":
+        from .error_ranking import RankingUnavailable, error_ranking
+
+        feeds = [{q.spec.name: q.spec.preprocess(f)[0]} for f in q.frames[:RANKING_FRAMES]]
+        try:
+            ranked = error_ranking(q.prepared, full.path, feeds, layers, threads)
+            log.info("ranked %d layers by the quantization noise each adds (%d frames)", len(layers), len(feeds))
+            return ranked
+        except RankingUnavailable as e:
+            log.warning("ranking by the task metric instead of quantization noise: %s", e)
+    base = int8_score if sens_scorer is scorer else sens_scorer(full.path)
+    return acc.layer_sensitivity(layers, q, sens_scorer, base, work, progress)
+
+
 def _accuracy_control(q: _Quantizer, full: QuantizedModel, scorer, sens_scorer, fp32_score: float | None,
                       int8_score: float | None, *, sensitivity: bool, max_drop: float | None, work: Path,
-                      progress: bool) -> _Gate:
+                      progress: bool, ranking: str = "auto", threads: int = 0) -> _Gate:
     """Per-layer sensitivity (ranked on ``sens_scorer``, else ``scorer``) and, with ``max_drop``, the
     fewest most-sensitive layers in float that keep ``scorer`` within ``max_drop`` of FP32."""
     curve = ((0, int8_score),) if scorer else ()
@@ -196,9 +229,7 @@ def _accuracy_control(q: _Quantizer, full: QuantizedModel, scorer, sens_scorer, 
 
     fixed = {f.name for f in full.float_nodes}
     layers = [(n, op) for n, op in compute_nodes(onnx.load(str(q.prepared)), q.profile) if n not in fixed]
-    sens_scorer = sens_scorer or scorer
-    base = int8_score if sens_scorer is scorer else sens_scorer(full.path)
-    sens = tuple(acc.layer_sensitivity(layers, q, sens_scorer, base, work, progress))
+    sens = tuple(_rank_layers(q, full, layers, sens_scorer or scorer, scorer, int8_score, ranking, threads, work, progress))
     if max_drop is None:
         return _Gate(full.path, full.float_nodes, int8_score, True, tuple(_sensitivity_curve(sens, q, scorer, int8_score, work)), sens)
     mixed = acc.mixed_precision([s.name for s in sens], q, scorer, fp32_score, int8_score, max_drop, work)
