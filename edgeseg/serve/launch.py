@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,6 +96,8 @@ def serve(bundles: Sequence[str | os.PathLike], address: str = LOOPBACK, port: i
 
     started = False
     if not ray.is_initialized():
+        if ray_address is not None:
+            _check_reachable(ray_address)
         ray.init(address=ray_address or "local", include_dashboard=False, num_cpus=num_cpus, log_to_driver=False,
                  configure_logging=False)
         started = ray_address is None
@@ -116,6 +119,33 @@ def serve(bundles: Sequence[str | os.PathLike], address: str = LOOPBACK, port: i
     log.info("serving %s at %s (%d replica(s) each, batches up to %d) after %.1f s", ", ".join(names), server.url,
              replicas, max_batch, time.monotonic() - t0)
     return server
+
+
+def _check_reachable(ray_address: str, timeout_s: float = 5.0) -> None:
+    """Refuse a cluster address whose GCS port does not answer: ``ray.init`` retries it for ever (ray
+    2.60: still retrying after 10 minutes, logging a warning every few seconds). Checks the address
+    ``ray.init`` will dial: Ray turns ``127.0.0.1``/``localhost`` into this machine's routable IP, so a
+    head started with ``--node-ip-address 127.0.0.1`` (its GCS then listens on loopback only) is
+    unreachable through any address."""
+    if ray_address == "local" or ray_address.startswith("ray://"):
+        return
+    try:
+        from ray._private.services import canonicalize_bootstrap_address
+
+        dialled = canonicalize_bootstrap_address(ray_address)  # "auto": the address `ray start` recorded here
+    except Exception:  # noqa: BLE001  (another Ray version, or no recorded cluster: ray.init says why)
+        return
+    host, _, port = (dialled or "").rpartition(":")
+    if not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as e:
+        raise BackendUnavailable(
+            f"cannot reach the Ray cluster at {dialled} (--ray-address {ray_address}): {e}",
+            fix="check the head's address and port (ray status --address HEAD:PORT); a head started with "
+                "--node-ip-address 127.0.0.1 cannot be joined: Ray dials this machine's IP for 127.0.0.1, "
+                "so start the head on its LAN address (docs/deployment.md)") from None
 
 
 def _check_fits(ray, n: int, cpus: float, gpus: float) -> None:
