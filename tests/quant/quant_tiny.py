@@ -105,3 +105,27 @@ def export_bundle(net, out: Path, opset: int = 17, spec: InputSpec = SPEC, strid
     b = Bundle.create(out, manifest, overwrite=True)
     b.add_model(ModelFile("model.onnx", "fp32", opset=opset), onnx_path)
     return out
+
+
+def cpu_quantizer(bundle: Path, frames, work: Path):
+    """The ``cpu`` target's quantizer for ``bundle``, calibrated (minmax) on ``frames``, and its full
+    INT8 model: (quantizer, full model, always-float node names, the other Conv/ConvTranspose names)."""
+    import onnx
+
+    from edgeseg.bundle import Bundle
+    from edgeseg.quant.api import _Quantizer
+    from edgeseg.quant.calibration import FeedReader
+    from edgeseg.quant.prepare import prepare_model
+    from edgeseg.quant.profiles import get_profile
+    from edgeseg.quant.ranges import calibrate
+
+    prepared = work / "p.onnx"
+    prepare_model(Bundle.open(bundle).model_path("fp32"), prepared)
+    profile = get_profile("cpu")
+    table = calibrate(prepared, FeedReader(frames, SPEC), "minmax", symmetric=profile.activation_symmetric)
+    q = _Quantizer(prepared, profile, table, frames, SPEC)
+    full = q.model(None, work / "int8.onnx")
+    fixed = {f.name for f in full.float_nodes}
+    convs = [n.name for n in onnx.load(str(prepared)).graph.node if n.op_type in ("Conv", "ConvTranspose")
+             and n.name not in fixed]
+    return q, full, fixed, convs

@@ -8,7 +8,7 @@ import pytest
 
 from edgeseg.bundle import Bundle
 from edgeseg.errors import InputError
-from edgeseg.quant.error_ranking import MEASURE, RankingUnavailable, error_ranking, layer_tensors
+from edgeseg.quant.error_ranking import MEASURE, RankingUnavailable, _float_tensors, error_ranking, layer_tensors
 
 import quant_tiny as qt
 
@@ -67,7 +67,8 @@ def test_an_activation_folded_into_the_layer_is_compared_under_its_own_name():
     int8 = _model([helper.make_node("Mul", ["X", "one"], ["b"], name="m1"), *qnodes,
                    helper.make_node("Mul", ["b_dq", "two"], ["Y"], name="m2")],
                   [_const("one", 1.0), _const("two", 2.0), *qinits])
-    floats = {"X", "a", "b", "Y"}
+    floats = _float_tensors(fp32)
+    assert floats == {"X", "a", "b", "Y"}
     t = layer_tensors(int8, ["m1", "m2"], floats)
     assert t["m1"] == (("b", "b_dq"), [("X", "X")])
     assert t["m2"] == (("Y", "Y"), [("b", "b_dq")])
@@ -76,25 +77,11 @@ def test_an_activation_folded_into_the_layer_is_compared_under_its_own_name():
 
 
 def test_gate_with_the_error_ranking_still_meets_the_budget(trained, tmp_path):
-    import onnx as _onnx
-
-    from edgeseg.quant.api import _accuracy_control, _Quantizer
-    from edgeseg.quant.prepare import prepare_model
-    from edgeseg.quant.profiles import get_profile
-    from edgeseg.quant.ranges import calibrate
-    from edgeseg.quant.calibration import FeedReader
+    from edgeseg.quant.api import _accuracy_control
 
     from test_quant_accuracy import GOOD, _FloatLayerScore
 
-    prepared = tmp_path / "p.onnx"
-    prepare_model(Bundle.open(trained).model_path("fp32"), prepared)
-    profile = get_profile("cpu")
-    table = calibrate(prepared, FeedReader(GOOD[:4], qt.SPEC), "minmax", symmetric=profile.activation_symmetric)
-    q = _Quantizer(prepared, profile, table, GOOD[:4], qt.SPEC)
-    full = q.model(None, tmp_path / "int8.onnx")
-    fixed = {f.name for f in full.float_nodes}
-    convs = [n.name for n in _onnx.load(str(prepared)).graph.node if n.op_type in ("Conv", "ConvTranspose")
-             and n.name not in fixed]
+    q, full, fixed, convs = qt.cpu_quantizer(trained, GOOD[:4], tmp_path)
     score = _FloatLayerScore(convs, fixed)  # every layer counts 3: any ranking needs 2 float layers for 96
     gate = _accuracy_control(q, full, score, None, 100.0, 90.0, sensitivity=False, max_drop=4.0, work=tmp_path,
                              progress=False, ranking="error")

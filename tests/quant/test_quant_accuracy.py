@@ -127,23 +127,10 @@ class _FloatLayerScore:
 
 
 def test_accuracy_control_keeps_the_fewest_most_sensitive_layers(trained, tmp_path):
-    import onnx
+    from edgeseg.quant.api import _accuracy_control
 
-    from edgeseg.quant.api import _accuracy_control, _Quantizer
-    from edgeseg.quant.calibration import FeedReader
-    from edgeseg.quant.prepare import prepare_model
-    from edgeseg.quant.profiles import get_profile
-    from edgeseg.quant.ranges import calibrate
-
-    prepared = tmp_path / "p.onnx"
-    prepare_model(Bundle.open(trained).model_path("fp32"), prepared)
-    profile = get_profile("cpu")
-    table = calibrate(prepared, FeedReader(GOOD[:4], qt.SPEC), "minmax", symmetric=profile.activation_symmetric)
-    q = _Quantizer(prepared, profile, table, GOOD[:4], qt.SPEC)
-    full = q.model(None, tmp_path / "int8.onnx")
-    fixed = {f.name for f in full.float_nodes}  # the cpu profile keeps ConvTranspose in float
-    convs = [n.name for n in onnx.load(str(prepared)).graph.node if n.op_type in ("Conv", "ConvTranspose")
-             and n.name not in fixed]
+    q, full, fixed, convs = qt.cpu_quantizer(trained, GOOD[:4], tmp_path)  # the cpu profile keeps ConvTranspose in float
+    prepared = q.prepared
     assert len(convs) == 4 and len(fixed) == 1
     key = [convs[2], convs[0]]  # the two layers that matter
     score = _FloatLayerScore(key, fixed)
