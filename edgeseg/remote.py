@@ -49,7 +49,8 @@ log = logging.getLogger(__name__)
 
 RAW = "application/octet-stream"
 SHAPE_HEADER = "X-Edgeseg-Shape"
-_RETRY_STATUS = (502, 503, 504)  # Serve's back-pressure and a replica that is (re)starting
+_RETRY_STATUS = (502, 503, 504)  # Serve's back-pressure and a replica that is (re)starting (and a 500 that
+# is not edgeseg's JSON error: the proxy's answer when a replica's node died mid-request)
 
 
 # ---- wire format (used by both sides) ------------------------------------------------------------
@@ -356,7 +357,8 @@ class RemotePredictor:
     :class:`SemanticResult`, :class:`InstanceResult` or :class:`PanopticResult`, equal to local inference.
 
     timeout_s: per request (connect and read). retries: further attempts after a connection error,
-    a timeout or a 502/503/504, waiting ``backoff_s * 2**attempt`` (capped at 2 s) between them; then
+    a timeout, a 502/503/504 or a 500 that is not edgeseg's own error (Ray Serve's proxy when the
+    replica's node died mid-request), waiting ``backoff_s * 2**attempt`` (capped at 2 s) between them; then
     :class:`ServerUnavailable` names the URL and the fix. encoding: how frames travel (``raw``,
     ``png``, ``jpeg``; JPEG is lossy, so results then match local inference on the decoded frame).
     Thread-safe: each thread keeps its own keep-alive connection.
@@ -488,7 +490,7 @@ class RemotePredictor:
                 why = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
                 log.debug("%s %s%s: %s (attempt %d/%d)", method, self.endpoint.base, path, why, attempt + 1, attempts)
                 continue
-            if status in _RETRY_STATUS:
+            if status in _RETRY_STATUS or (status == 500 and not _edgeseg_error(data)):
                 why = f"HTTP {status} {data[:200].decode('utf-8', 'replace')}"
                 continue
             return self._answer(status, data, path)
@@ -509,6 +511,16 @@ class RemotePredictor:
             raise InputError(f"edgeseg server {self.endpoint.base}{path} refused the request (HTTP {status}): {message}")
         raise EdgesegError(f"edgeseg server {self.endpoint.base}{path} failed (HTTP {status}): {message}",
                            fix="see the server's log (the replica's traceback)")
+
+
+def _edgeseg_error(data: bytes) -> bool:
+    """Whether a 500 body is edgeseg's own JSON error (the replica ran and failed: retrying repeats it),
+    not the plain-text answer of Ray Serve's proxy when the replica died mid-request (retried)."""
+    try:
+        payload = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(payload, dict) and "error" in payload
 
 
 class RemoteRunner:

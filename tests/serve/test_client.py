@@ -100,6 +100,77 @@ def test_a_server_that_stops_answering_times_out_clearly():
             p(_rgb())
 
 
+class _Scripted:
+    """A real HTTP server on loopback that answers POSTs from a script of (status, content type, body)."""
+
+    def __init__(self, script):
+        import http.server
+        import threading
+
+        self.script, self.posts = list(script), 0
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # /v1/bundles: what the client asks first
+                body = b'{"bundles": [{"name": "shapes", "classes": ["a"], "task": "semantic"}]}'
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_POST(self):
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                status, ctype, body = outer.script[min(outer.posts, len(outer.script) - 1)]
+                outer.posts += 1
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/shapes"
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_proxy_500_is_retried_but_an_edgeseg_500_is_not():
+    # Ray Serve's proxy answers a plain-text 500 when the replica's node dies mid-request: transient.
+    # edgeseg's own 500 is JSON {"error": ...} from a replica that ran and failed: retrying repeats it.
+    from edgeseg.errors import EdgesegError
+
+    import json
+
+    ok = json.dumps(encode_result(SemanticResult(labels=np.zeros((37, 53), np.uint8), classes=("a",)))).encode()
+    proxy = _Scripted([(500, "text/plain", b"Internal Server Error"), (200, "application/json", ok)])
+    try:
+        r = RemotePredictor(proxy.url, timeout_s=2.0, retries=2, backoff_s=0.0)(_rgb())
+        assert proxy.posts == 2 and r.labels.shape == (37, 53)
+    finally:
+        proxy.close()
+    failing = _Scripted([(500, "application/json", b'{"error": "decode failed: bad logits"}')])
+    try:
+        with pytest.raises(EdgesegError, match="HTTP 500.*decode failed") as info:
+            RemotePredictor(failing.url, timeout_s=2.0, retries=2, backoff_s=0.0)(_rgb())
+        assert failing.posts == 1 and not isinstance(info.value, ServerUnavailable)
+    finally:
+        failing.close()
+    dead = _Scripted([(500, "text/plain", b"Internal Server Error")])
+    try:
+        with pytest.raises(ServerUnavailable, match="3 attempt.*HTTP 500 Internal Server Error"):
+            RemotePredictor(dead.url, timeout_s=2.0, retries=2, backoff_s=0.0)(_rgb())
+        assert dead.posts == 3
+    finally:
+        dead.close()
+
+
 def test_bad_arguments():
     with pytest.raises(InputError):
         RemotePredictor("http://127.0.0.1:1", timeout_s=0)
