@@ -91,13 +91,15 @@ def _session(model, threads: int):
 
 
 def _float_tensors(model) -> set[str]:
-    """Names of the float activations (shape-inferred value_info, inputs, outputs)."""
+    """Names of the float activations (shape-inferred value_info, inputs, outputs; never a weight, even
+    where an old model lists its initializers among the graph inputs)."""
     import onnx
     from onnx import TensorProto
 
     inferred = onnx.shape_inference.infer_shapes(model)
     infos = list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output)
-    return {v.name for v in infos if v.type.tensor_type.elem_type == TensorProto.FLOAT}
+    weights = {i.name for i in model.graph.initializer}
+    return {v.name for v in infos if v.type.tensor_type.elem_type == TensorProto.FLOAT and v.name not in weights}
 
 
 def noise_ratios(fp32_model, int8_model, feeds: Sequence[Mapping[str, np.ndarray]], pairs: Sequence[tuple[str, str]],
