@@ -129,8 +129,8 @@ class _Scripted:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def log_message(self, *args):
-                pass
+            def log_message(self, *args):  # keep the test output quiet
+                return None
 
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
