@@ -30,7 +30,8 @@ def _args(td, tmp_path, *argv):
     p = argparse.ArgumentParser()
     p.add_argument("name")
     for flag, default in (("--device", "cpu"), ("--stage", "main"), ("--init", None), ("--runs", str(tmp_path)),
-                          ("--epochs", None), ("--threads", 0), ("--workers", None), ("--seed", 0)):
+                          ("--epochs", None), ("--threads", 0), ("--workers", None), ("--seed", 0),
+                          ("--class-weighting", None)):
         p.add_argument(flag, default=default, type=int if flag in ("--epochs", "--threads", "--workers", "--seed") else None)
     p.add_argument("--no-export", action="store_true")
     p.add_argument("--export-to", default=None)
@@ -85,3 +86,20 @@ def test_road_holdout_never_trains_on_0006R0(td, tmp_path, monkeypatch):
         assert job.val_data == f"camvid:{tmp_path}/camvid,split=train,sequences=0006R0"
     assert ft.init == tmp_path / "road-holdout" / "model.safetensors" and ft.out == tmp_path / "road-holdout-ft"
     assert main.config.jitter == ft.config.jitter == 0.4
+
+
+def test_road_holdout_stage_4_weighting_is_the_recipes_unless_overridden(td, tmp_path, monkeypatch):
+    """The class-weighting A/B (session 9): finetune3 trains with the recipe's ENet weights; the
+    --class-weighting flag swaps them for one run and nothing else."""
+    monkeypatch.setenv("EDGESEG_DATA", str(tmp_path))
+    r = td.RECIPES.get("road-holdout")
+    assert td.stage_names(r)[-1] == "finetune3"
+    (tmp_path / "road-holdout-ft2").mkdir()
+    (tmp_path / "road-holdout-ft2" / "model.safetensors").write_bytes(b"")
+    own = td.build_job(r, _args(td, tmp_path, "road-holdout", "--stage", "finetune3", "--no-export"))
+    ab = td.build_job(r, _args(td, tmp_path, "road-holdout", "--stage", "finetune3", "--no-export",
+                               "--class-weighting", "median"))
+    assert own.config.class_weighting == "enet" and ab.config.class_weighting == "median"
+    assert own.config.epochs == ab.config.epochs == 2 and own.config.lr == ab.config.lr == 0.005
+    assert own.data == ab.data and own.init == ab.init == tmp_path / "road-holdout-ft2" / "model.safetensors"
+    assert own.out == tmp_path / "road-holdout-ft3"

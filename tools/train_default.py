@@ -209,7 +209,7 @@ def build_job(recipe: Recipe, args: argparse.Namespace):
         scale = ft.scale or recipe.scale
         data, val_data = ft.data or data, ft.val_data or val_data
         weighting = ft.class_weighting or weighting
-    weighting = args.class_weighting or weighting
+    weighting = args.class_weighting or weighting  # an A/B override (--class-weighting)
     sched = replace(sched, epochs=args.epochs or sched.epochs, workers=sched.workers if args.workers is None else args.workers)
     config = TrainConfig(
         epochs=sched.epochs, size=recipe.size, batch_size=sched.batch, lr=lr, weight_decay=recipe.weight_decay,
