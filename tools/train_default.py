@@ -10,6 +10,7 @@
     python tools/train_default.py road-holdout                 # issue 14: Cityscapes pre-training, 0006R0 held out
     python tools/train_default.py road-holdout --stage finetune  # then CamVid + Cityscapes mixed
     python tools/train_default.py road-holdout --stage finetune2 # then longer, CamVid at half
+    python tools/train_default.py road-holdout --stage finetune3 [--class-weighting median]  # the A/B stage
 
 Each recipe trains with :mod:`edgeseg.train` into ``runs/<name>/`` (``last.pt`` for resume,
 ``history.json``), exports FP32 to ``edgeseg/zoo/<name>.edgeseg`` with ``export_bundle``, scores the
