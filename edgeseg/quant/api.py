@@ -208,6 +208,9 @@ def _rank_layers(q: _Quantizer, full: QuantizedModel, layers, sens_scorer, score
             return ranked
         except RankingUnavailable as e:
             log.warning("ranking by the task metric instead of quantization noise: %s", e)
+        except Exception as e:  # noqa: BLE001  (a graph ONNX Runtime cannot run with its tensors exposed:
+            # the exact ranking still works, only slower)
+            log.warning("ranking by the task metric instead of quantization noise: %s: %s", type(e).__name__, e)
     base = int8_score if sens_scorer is scorer else sens_scorer(full.path)
     return acc.layer_sensitivity(layers, q, sens_scorer, base, work, progress)
 
