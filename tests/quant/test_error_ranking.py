@@ -107,3 +107,23 @@ def test_quantize_bundle_reports_the_error_ranking(trained, tmp_path):
     rep = Bundle.open(bundle).report["int8"]["cpu"]
     assert rep["sensitivity"][0]["measure"] == MEASURE
     assert json.dumps(rep)  # finite numbers only
+
+
+def test_a_failing_error_ranking_falls_back_to_the_task_ranking(trained, tmp_path, monkeypatch, caplog):
+    import edgeseg.quant.error_ranking as er
+    from edgeseg.quant.api import _accuracy_control
+
+    from test_quant_accuracy import GOOD, _FloatLayerScore
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("ONNX Runtime could not run the exposed graph")
+
+    monkeypatch.setattr(er, "error_ranking", broken)
+    q, full, fixed, convs = qt.cpu_quantizer(trained, GOOD[:4], tmp_path)
+    score = _FloatLayerScore(convs[:2], fixed)
+    with caplog.at_level("WARNING", logger="edgeseg.quant.api"):
+        gate = _accuracy_control(q, full, score, None, 100.0, 90.0, sensitivity=False, max_drop=4.0, work=tmp_path,
+                                 progress=False, ranking="error")
+    assert "RuntimeError: ONNX Runtime could not run" in caplog.text
+    assert {s.measure for s in gate.sensitivity} == {"task metric"}  # the exact ranking took over
+    assert {s.name for s in gate.sensitivity[:2]} == set(convs[:2]) and gate.met and gate.int8_score == 96.0
