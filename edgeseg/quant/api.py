@@ -107,6 +107,8 @@ def quantize_bundle(bundle, calib: str | CalibrationRecipe | Sequence, target: s
     """
     from ..bundle import Bundle
 
+    if ranking not in RANKINGS:  # before any work, not when the gate first needs it
+        raise InputError(f"sensitivity ranking must be one of {', '.join(RANKINGS)}, got {ranking!r}")
     b = bundle if isinstance(bundle, Bundle) else Bundle.open(bundle)
     profile = _engine_profile(get_profile(target), engine, method)
     recipe, calib_frames = _calibration_frames(calib, frames, method, progress)
@@ -199,17 +201,15 @@ def _rank_layers(q: _Quantizer, full: QuantizedModel, layers, sens_scorer, score
     if ranking == "auto":
         ranking = "task" if len(layers) <= AUTO_TASK_LAYERS else "error"
     if ranking == "error":
-        from .error_ranking import RankingUnavailable, error_ranking
+        from .error_ranking import error_ranking
 
         feeds = [{q.spec.name: q.spec.preprocess(f)[0]} for f in q.frames[:RANKING_FRAMES]]
         try:
             ranked = error_ranking(q.prepared, full.path, feeds, layers, threads)
             log.info("ranked %d layers by the quantization noise each adds (%d frames)", len(layers), len(feeds))
             return ranked
-        except RankingUnavailable as e:
-            log.warning("ranking by the task metric instead of quantization noise: %s", e)
-        except Exception as e:  # noqa: BLE001  (a graph ONNX Runtime cannot run with its tensors exposed:
-            # the exact ranking still works, only slower)
+        except Exception as e:  # noqa: BLE001  (renamed layers, a graph ONNX Runtime cannot run with its
+            # tensors exposed: the exact ranking still works, only slower)
             log.warning("ranking by the task metric instead of quantization noise: %s: %s", type(e).__name__, e)
     base = int8_score if sens_scorer is scorer else sens_scorer(full.path)
     return acc.layer_sensitivity(layers, q, sens_scorer, base, work, progress)
