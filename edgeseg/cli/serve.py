@@ -41,9 +41,9 @@ def run(args: argparse.Namespace) -> int:
                    batch_wait_s=args.batch_wait_ms / 1e3, backend=args.backend, precision=args.precision,
                    threads=args.threads, cpus_per_replica=args.cpus_per_replica, gpus_per_replica=args.gpus_per_replica,
                    ray_address=args.ray_address)
-    # Ctrl-C stops the application and the local Ray instance cleanly (exit 130); SIGTERM is Ray's core's:
-    # it ends the process at once (killed by the signal), and the local Ray processes exit with it
-    print(f"serving {', '.join(server.bundles)} at {server.url}  (ready: {server.url}/readyz; Ctrl-C stops)", flush=True)
+    # Ctrl-C (exit 130) and SIGTERM (exit 143; serve() hands it back from Ray's abort handler) stop the
+    # applications and the local Ray instance cleanly
+    print(f"serving {', '.join(server.bundles)} at {server.url}  (ready: {server.url}/readyz; Ctrl-C or SIGTERM stops)", flush=True)
     for name in server.bundles:
         print(f"  predict: POST {server.url}/v1/bundles/{name}/predict   client: edgeseg.load({server.url + '/' + name!r})")
     try:

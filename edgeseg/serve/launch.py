@@ -98,8 +98,10 @@ def serve(bundles: Sequence[str | os.PathLike], address: str = LOOPBACK, port: i
     if not ray.is_initialized():
         if ray_address is not None:
             _check_reachable(ray_address)
+        sigterm = _sigterm_handler()
         ray.init(address=ray_address or "local", include_dashboard=False, num_cpus=num_cpus, log_to_driver=False,
                  configure_logging=False)
+        _restore_sigterm(sigterm)
         started = ray_address is None
         if started:
             _check_fits(ray, len(names) * replicas, cpus_per_replica, gpus_per_replica)
@@ -119,6 +121,24 @@ def serve(bundles: Sequence[str | os.PathLike], address: str = LOOPBACK, port: i
     log.info("serving %s at %s (%d replica(s) each, batches up to %d) after %.1f s", ", ".join(names), server.url,
              replicas, max_batch, time.monotonic() - t0)
     return server
+
+
+def _sigterm_handler():
+    """The program's SIGTERM handler, or None where this thread cannot own signals."""
+    import signal
+    import threading
+
+    return signal.getsignal(signal.SIGTERM) if threading.current_thread() is threading.main_thread() else None
+
+
+def _restore_sigterm(handler) -> None:
+    """Give SIGTERM back to the program: ``ray.init`` installs Ray's C++ failure handler for it, which
+    dumps a stack trace and aborts the process (exit 134, ray 2.60), so ``systemctl stop`` or ``docker
+    stop`` looked like a crash and no ``finally`` ran (the Serve application was never shut down)."""
+    import signal
+
+    if handler is not None:
+        signal.signal(signal.SIGTERM, handler)
 
 
 def _check_reachable(ray_address: str, timeout_s: float = 5.0) -> None:
