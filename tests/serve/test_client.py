@@ -101,7 +101,8 @@ def test_a_server_that_stops_answering_times_out_clearly():
 
 
 class _Scripted:
-    """A real HTTP server on loopback that answers POSTs from a script of (status, content type, body)."""
+    """A real HTTP server on loopback that answers POSTs from a script of (status, content type, body);
+    status None closes the connection without an answer. The last entry answers every later POST."""
 
     def __init__(self, script):
         import http.server
@@ -123,6 +124,9 @@ class _Scripted:
                 self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 status, ctype, body = outer.script[min(outer.posts, len(outer.script) - 1)]
                 outer.posts += 1
+                if status is None:  # the server goes away mid-request: the connection closes unanswered
+                    self.close_connection = True
+                    return
                 self.send_response(status)
                 self.send_header("Content-Type", ctype)
                 self.send_header("Content-Length", str(len(body)))
@@ -198,3 +202,30 @@ def test_a_stream_against_a_lost_server_counts_errors_and_ends(tmp_path):  # lik
     assert main(["run", *client]) == 0  # each frame: 4 refused attempts, counted, then on
     s = json.loads(stats.read_text())
     assert (s["processed"], s["errors"]) == (3, 3), s
+
+
+def test_a_stream_rides_out_a_server_outage_and_resumes(tmp_path):
+    # frames 1-2 answered; frame 3's four attempts meet a server going away (connections closed
+    # unanswered, then 503 while it restarts): counted as one error; frames 4-6 answered again over a
+    # new connection, and their results are written as if nothing had happened
+    import json
+
+    from edgeseg.cli import main
+
+    ok = json.dumps(encode_result(SemanticResult(labels=np.ones((24, 32), np.uint8), classes=("a", "b")))).encode()
+    answer, gone, restarting = (200, "application/json", ok), (None, "", b""), (503, "text/plain", b"starting")
+    server = _Scripted([answer, answer, gone, gone, restarting, restarting, answer])
+    stats, lines = tmp_path / "stats.json", tmp_path / "r.jsonl"
+    try:
+        assert main(["run", "--remote", server.url, "--source", "synthetic://?size=32x24&frames=6",
+                     "--stats-json", str(stats), "--json-out", str(lines)]) == 0
+    finally:
+        server.close()
+    s = json.loads(stats.read_text())
+    assert (s["processed"], s["errors"]) == (6, 1), s
+    assert server.posts == 2 + 4 + 3  # the failed frame: 1 + 3 retries, each later frame: one request
+    records = [json.loads(line) for line in lines.read_text().splitlines()]
+    assert [r["index"] for r in records] == [0, 1, 2, 3, 4, 5]  # every frame has its line, the lost one too
+    assert ["error" in r for r in records] == [False, False, True, False, False, False]
+    assert "ServerUnavailable" in records[2]["error"]
+    assert all(r["segments"][0]["area"] == 24 * 32 for i, r in enumerate(records) if i != 2)
