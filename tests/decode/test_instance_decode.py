@@ -96,6 +96,30 @@ def full_map_reference(protos, coeff, meta, shape):
     return top * (1 - fy) + bot * fy
 
 
+@pytest.mark.parametrize("h, w, fast", [(48, 96, True), (36, 64, True), (50, 100, False)])
+def test_windows_sample_like_the_full_frame_reference(h, w, fast):
+    # integer scales on the grid (96x48 into 64x64: 6 image px per prototype px) take one cv2.resize
+    # and a slice; 100x50 (6.25 px) falls back to warpAffine; both give the float64 bilinear values
+    from edgeseg.decode.instance import _map_windows, _pixel_spans, _Resampler
+
+    rng = np.random.default_rng(3)
+    protos = rng.normal(size=(4, 16, 16)).astype(np.float32)
+    coeff = rng.normal(size=4).astype(np.float32)
+    m = meta_for(h, w)
+    lowres = np.tensordot(coeff, protos, axes=1).astype(np.float32)
+    ref = full_map_reference(protos, coeff, m, m.original)
+    boxes = np.array([[0, 0, 0.4 * w, 0.5 * h], [0.3 * w, 0.2 * h, 0.9 * w, 0.7 * h], [0.55 * w, 0.5 * h, w, h]])
+    rows, cols = _pixel_spans(boxes[:, 1], boxes[:, 3], h), _pixel_spans(boxes[:, 0], boxes[:, 2], w)
+    win, aff = _map_windows(ImageShape(16, 16), m, rows, cols)
+    resample = _Resampler(aff, win, np.stack([cols[1] - cols[0], rows[1] - rows[0]], 1))
+    assert resample.fast.tolist() == [fast] * 3
+    for i, (a, b, c, d) in enumerate(win.tolist()):
+        (y0, y1), (x0, x1) = (int(rows[0][i]), int(rows[1][i])), (int(cols[0][i]), int(cols[1][i]))
+        vals = resample(i, lowres[a:b, c:d], (x1 - x0, y1 - y0))
+        err = np.abs(vals - ref[y0:y1, x0:x1]).max()
+        assert err < 1e-5, err
+
+
 def yolo_outputs(boxes_cxcywh, cls_scores, coeffs, protos, transpose=False):
     det = np.concatenate([boxes_cxcywh, cls_scores, coeffs], axis=1).T[None].astype(np.float32)  # [1, F, N]
     return {"detections": det.transpose(0, 2, 1) if transpose else det, "prototypes": protos[None].astype(np.float32)}
