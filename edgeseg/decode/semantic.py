@@ -32,6 +32,7 @@ The CRF needs the image: pass ``image=`` to :func:`decode_semantic`.
 """
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Mapping
 
 import numpy as np
@@ -103,12 +104,17 @@ def _resize_planes(chw: np.ndarray, size: ImageShape) -> np.ndarray:
     return out
 
 
+@functools.lru_cache(maxsize=32)
 def _axis_taps(n_out: int, n_in: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Bilinear taps along one axis, half-pixel centres, edge clamped (OpenCV's ``INTER_LINEAR``):
-    (first source index, second source index, weight of the second)."""
+    (first source index, second source index, weight of the second). Cached per size pair (a stream
+    asks for the same ones every frame) and read-only."""
     pos = np.clip((np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5, 0, n_in - 1)
     i0 = np.floor(pos).astype(np.intp)
-    return i0, np.minimum(i0 + 1, n_in - 1), pos - i0
+    taps = (i0, np.minimum(i0 + 1, n_in - 1), pos - i0)
+    for t in taps:
+        t.setflags(write=False)
+    return taps
 
 
 def _upsampled_argmax(chw: np.ndarray, size: ImageShape, dtype: np.dtype) -> np.ndarray | None:
