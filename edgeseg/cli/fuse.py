@@ -13,11 +13,13 @@ EXAMPLES = (
     "edgeseg fuse street-semantic.edgeseg street-instance.edgeseg --out street-fused.edgeseg",
     "edgeseg fuse shapes shapes-instance --things circle,triangle --out shapes-fused.edgeseg --overwrite",
     "edgeseg fuse sem.edgeseg inst.edgeseg --stuff road,sky,building --stuff-area 256 --out f.edgeseg --json parity.json",
+    "edgeseg fuse street-panoptic.edgeseg street-instance.edgeseg --out f.edgeseg  # a panoptic model's semantic head",
 )
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("semantic", help="a semantic bundle (path or shipped name)")
+    p.add_argument("semantic", help="a semantic bundle (path or shipped name), or a panoptic bundle with a semantic "
+                                    "output (Panoptic-DeepLab): its semantic head is used")
     p.add_argument("instance", help="an instance bundle (path or shipped name): if either model letterboxes, both need the same input size")
     p.add_argument("--out", required=True, help="panoptic bundle directory to create")
     p.add_argument("--name", default=None, help="bundle name (default: from --out)")

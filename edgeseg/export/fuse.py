@@ -198,13 +198,54 @@ def branch_manifest(m: Manifest) -> dict[str, Any]:
 def fuse_bundles(semantic: Bundle | str | os.PathLike, instance: Bundle | str | os.PathLike, out: str | os.PathLike, *,
                  name: str | None = None, stuff: Sequence[str] | None = None, things: Sequence[str] | None = None,
                  overwrite: bool = False, options: PanopticOptions | None = None, parity_frames: int = 3) -> Bundle:
-    """Fuse a semantic and an instance bundle into a panoptic bundle at ``out`` (module doc)."""
-    from ..export.parity import parity_images
-
+    """Fuse a semantic and an instance bundle into a panoptic bundle at ``out`` (module doc). The
+    semantic side may also be a panoptic bundle with a semantic output: its semantic head is used
+    (:func:`semantic_head`)."""
     sem = semantic if isinstance(semantic, Bundle) else Bundle.open(semantic)
     inst = instance if isinstance(instance, Bundle) else Bundle.open(instance)
+    with tempfile.TemporaryDirectory(prefix="edgeseg-head-") as heads:
+        if sem.manifest.task == "panoptic":  # its semantic head, e.g. Panoptic-DeepLab's, with a better instance model
+            sem = semantic_head(sem, Path(heads) / f"{sem.name}-semantic.edgeseg")
+        return _fuse(sem, inst, out, name=name, stuff=stuff, things=things, overwrite=overwrite, options=options,
+                     parity_frames=parity_frames)
+
+
+def semantic_head(panoptic: Bundle | str | os.PathLike, out: str | os.PathLike, *, overwrite: bool = False) -> Bundle:
+    """A panoptic bundle's semantic head as a semantic bundle: its FP32 graph cut at the ``semantic``
+    output (``onnx.utils.Extractor``: the centre and offset heads go), with the same input, classes
+    and palette, and default semantic decoding."""
+    import onnx
+
+    from ..structures import SemanticOptions
+
+    b = panoptic if isinstance(panoptic, Bundle) else Bundle.open(panoptic)
+    m = b.manifest
+    spec = next((o for o in m.outputs if o.kind == "semantic"), None)
+    if m.task != "panoptic" or spec is None:
+        raise InputError(f"{b.root} ({m.task}) has no semantic output to take",
+                         fix="give a semantic bundle, or a panoptic bundle with a 'semantic' output (Panoptic-DeepLab)")
+    model = _fp32_onnx(b, "panoptic")
+    inputs = [i.name for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}]
+    head = onnx.utils.Extractor(model).extract_model(inputs, [spec.name])
+    manifest = Manifest(name=f"{m.name}-semantic", task="semantic", classes=m.classes, input=m.input,
+                        outputs=(OutputSpec(spec.name, "logits", spec.dtype, spec.shape),), palette=m.palette,
+                        decoder=SemanticOptions().to_dict(),
+                        provenance={"source": "semantic head", "panoptic": {"name": m.name, "root": str(b.root)}})
+    with tempfile.TemporaryDirectory(prefix="edgeseg-head-") as tmp:
+        path = Path(tmp) / "model.onnx"
+        onnx.save(head, str(path))
+        opset = next(o.version for o in head.opset_import if o.domain in ("", "ai.onnx"))
+        bundle = Bundle.create(out, manifest, overwrite=overwrite)
+        bundle.add_model(ModelFile("model.onnx", "fp32", opset=opset), path)
+    return bundle
+
+
+def _fuse(sem: Bundle, inst: Bundle, out, *, name, stuff, things, overwrite, options, parity_frames) -> Bundle:
+    from ..export.parity import parity_images
+
     if sem.manifest.task != "semantic":
-        raise InputError(f"{sem.root} is a {sem.manifest.task} bundle; the first bundle must be semantic")
+        raise InputError(f"{sem.root} is a {sem.manifest.task} bundle; the first bundle must be semantic "
+                         "(or panoptic with a semantic output)")
     if inst.manifest.task != "instance":
         raise InputError(f"{inst.root} is a {inst.manifest.task} bundle; the second bundle must be instance")
     resized = _check_geometry(sem.manifest.input, inst.manifest.input)
