@@ -165,6 +165,34 @@ def homography_flow(H: np.ndarray, box: tuple[int, int, int, int], scale: float)
     return (moved - np.stack([xs, ys], -1)).astype(np.float32)
 
 
+def independent_flow(flow: np.ndarray, interior: np.ndarray, camera: np.ndarray, tol: float, sigma: float) -> np.ndarray:
+    """``float32 [h, w, 2]``: the motion the object has of its own, for the motion veto.
+
+    The object's pixels that move like the camera (flow within ``tol`` px of ``camera``) are left
+    out; every pixel gets the flow of the object's other (independently moving) pixels near it, as
+    :func:`object_flow` spreads it. Inside the mask, a region that moves with the camera while the
+    rest of the object does not (background taken in on earlier frames) is then vetoed like
+    background outside it; the raw flow there (what :func:`object_flow` keeps) never vetoes anything.
+    Where nothing of the object moves independently, the camera's motion (no veto at all).
+    """
+    d = flow - camera
+    moving = interior & (d[..., 0] * d[..., 0] + d[..., 1] * d[..., 1] > tol * tol)
+    if not moving.any():
+        return camera
+    return object_flow(flow, moving, sigma, factor=2)
+
+
+def motion_reliability(moving: np.ndarray, ring: np.ndarray) -> float:
+    """How far "moves unlike the camera" singles out the object around it: ``1 - 2 * m`` clipped to
+    [0, 1], with ``m`` the share of the ``ring`` (bool: pixels just outside the object) where
+    ``moving`` (bool) is set. 1: nothing around the object moves; 0: half the ring or more does
+    (water, a shadow that moves with the object, flow smeared over the background). 0 without a ring."""
+    n = int(np.count_nonzero(ring))
+    if n == 0:
+        return 0.0
+    return max(0.0, 1.0 - 2.0 * int(np.count_nonzero(moving & ring)) / n)
+
+
 def motion_veto(flow: np.ndarray, own: np.ndarray, background: np.ndarray, sigma_px: float, cap: float) -> np.ndarray:
     """``float32 [h, w]`` log-odds <= 0: how much better the background's motion explains each pixel's
     flow than the object's own motion does (Gaussian residuals of ``sigma_px``), capped at ``-cap``."""

@@ -17,7 +17,14 @@ component measured on DAVIS by ``tools/bench/vos.py --ablate``):
 2. **Object motion**: the object's soft mask is warped with its *own* motion (interior flow spread
    outwards), not with the raw flow, which drags background along trailing edges.
 3. **Motion veto**: pixels that move like the camera (a RANSAC homography of the background
-   flow) while the object moves otherwise lose evidence.
+   flow) while the object moves otherwise lose evidence, inside the mask too (``veto_interior``:
+   the object's motion there is that of its pixels that move unlike the camera, so background
+   taken in on earlier frames is dropped instead of kept for good).
+3b. **Growth where moving** (``grow_moving``): within ``grow_px`` of the warped mask, pixels that
+   move unlike the camera get colour evidence, and the warp's evidence against them is weakened by
+   how reliable that motion cue is around this object (``1 - 2 x`` the share of the ring just
+   outside it that moves unlike the camera, measured on the first frame after the prompt): parts
+   the warp lost (fast thin limbs) come back; around water or a moving shadow nothing changes.
 4. **Colour**, in a band of ``band_px`` around the warped boundary (and wherever the warp is unsure,
    and where an object at the border enters the frame): a bilateral grid of the previous frame
    (local colours) and the prompt's colour model (the re-anchor), the latter weighted by its
@@ -49,10 +56,14 @@ from ..errors import InputError
 from ..structures import ImageShape, TrackResult
 from .appearance import GlobalColour, colour_index, local_colour, logit, reliability
 from .flow import (
-    PRESETS, BackwardFlow, background_homography, homography_flow, motion_veto, object_flow, photometric,
+    PRESETS, BackwardFlow, background_homography, homography_flow, independent_flow, motion_veto, object_flow,
+    motion_reliability, photometric,
 )
 from .prompt import frame_image, prompt_ids
 from .refine import boundary_band, disk_kernel, fill_holes, guided_filter, keep_supported
+
+
+_WARP_FLOOR = float(logit(np.zeros(1, np.float32))[0])  # log-odds of a pixel the warped mask does not reach
 
 
 @dataclass(frozen=True)
@@ -69,6 +80,12 @@ class PropagatorConfig:
     motion_veto: bool = True             # background-like motion counts against the object
     motion_sigma_px: float = 1.0
     motion_cap: float = 3.0              # most negative log-odds the veto adds
+    veto_interior: bool = True           # the veto also inside the mask: against the object's independently moving part
+    camera_tol_px: float = 1.0           # flow px (at the flow's resolution) within which a pixel moves like the camera
+    grow_moving: bool = True             # colour evidence also near the mask where pixels move unlike the camera
+    grow_px: int = 24                    # how far from the warped mask (its outer half: where reliability is measured)
+    grow_reliability: bool = True        # there, the warp's evidence against the object weakened as far as motion is reliable
+    grow_rel_fixed: bool = True          # reliability measured once per object, on its first frame after the prompt
     photometric: bool = False            # which motion (object's, camera's) explains each pixel's brightness
     photo_sigma: float = 10.0            # grey levels
     photo_cap: float = 3.0               # log-odds bounds of that evidence (against, for the object)
@@ -135,6 +152,7 @@ class _Object:
     score: float = 1.0
     lost: bool = False
     box: tuple[int, int, int, int] | None = field(default=None)
+    motion_rel: float | None = None      # how reliable independent motion is around the object (measured after the prompt)
 
 
 def _box(mask: np.ndarray) -> tuple[int, int, int, int] | None:
@@ -377,6 +395,7 @@ class Propagator:
 
     def _lose(self, o: _Object) -> None:
         o.lost = True
+        o.motion_rel = None  # measured again after re-detection (the surroundings may differ)
         o.mask = np.zeros_like(o.mask)
         o.prob = np.zeros_like(o.prob)
         o.area, o.box, o.score = 0, None, 0.0
@@ -403,11 +422,23 @@ class Propagator:
             return
         xs = np.arange(bx0, bx1, dtype=np.float32)[None, :]
         ys = np.arange(by0, by1, dtype=np.float32)[:, None]
-        own, veto, background = self._motion(o, flow, homography, box)
+        own, veto, background, moving = self._motion(o, flow, homography, box)
         mx, my = xs + own[..., 0], ys + own[..., 1]
         warped = cv2.remap(o.prob, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
         support = warped > 0.5
         evidence = logit(warped)
+        extra = None
+        if cfg.grow_moving and moving is not None and support.any():
+            # near the warped mask, moving unlike the camera: colour evidence there too, and (as far as
+            # independent motion has proved reliable around this object) a weaker warp prior against it
+            near = cv2.dilate(support.view(np.uint8), disk_kernel(cfg.grow_px)) > 0
+            extra = moving & near & ~support
+            if cfg.grow_reliability:
+                if o.motion_rel is None or not cfg.grow_rel_fixed:  # the outer half of the reach
+                    inner = cv2.dilate(support.view(np.uint8), disk_kernel(max(1, cfg.grow_px // 2))) > 0
+                    o.motion_rel = motion_reliability(moving, near & ~inner)
+                if extra.any():
+                    evidence[extra] = np.maximum(evidence[extra], (1.0 - o.motion_rel) * _WARP_FLOOR)
         if veto is not None:
             evidence += veto
         if cfg.photometric and background is not None:
@@ -415,7 +446,7 @@ class Propagator:
                                     (xs + background[..., 0], ys + background[..., 1]), cfg.photo_sigma,
                                     cfg.photo_cap, cfg.photo_pos_cap)
         if (cfg.local_colour or cfg.global_colour) and support.any():
-            self._colour_evidence(o, evidence, warped, mx, my, ycc[by0:by1, bx0:bx1])
+            self._colour_evidence(o, evidence, warped, mx, my, ycc[by0:by1, bx0:bx1], extra)
         prob = 1.0 / (1.0 + np.exp(-evidence))
         if cfg.refine:
             prob = np.clip(guided_filter(guide[by0:by1, bx0:bx1], prob, cfg.guided_radius, cfg.guided_eps,
@@ -464,7 +495,8 @@ class Propagator:
         """The object's motion on the full-resolution ``box``, computed at the flow's resolution.
 
         Returns (own flow ``[h, w, 2]`` full-resolution px, motion-veto log-odds ``[h, w]`` or None,
-        camera flow ``[h, w, 2]`` or None (only when the photometric test needs it)).
+        camera flow ``[h, w, 2]`` or None (only when the photometric test needs it), bool ``[h, w]``
+        "moves unlike the camera" or None (only for ``grow_moving``)).
         """
         import cv2
 
@@ -475,7 +507,7 @@ class Propagator:
         sh, sw = flow.small.shape[:2]
         ax, ay = self._shape.width / sw, self._shape.height / sh  # full px per small px
         need_interior = cfg.object_flow or cfg.motion_veto
-        own, veto, background = f, None, None
+        own, veto, background, moving = f, None, None, None
         interior = None
         if need_interior:
             # where each small pixel was, in full-resolution coordinates, and the object there
@@ -489,14 +521,21 @@ class Propagator:
         if homography is not None and interior is not None and interior.any():
             bg = homography_flow(homography, sbox, 1.0)
             if cfg.motion_veto:
-                mine = own if cfg.object_flow else object_flow(f, interior, cfg.object_flow_sigma / ax, factor=2)
+                if cfg.veto_interior:
+                    mine = independent_flow(f, interior, bg, cfg.camera_tol_px, cfg.object_flow_sigma / ax)
+                else:
+                    mine = own if cfg.object_flow else object_flow(f, interior, cfg.object_flow_sigma / ax, factor=2)
                 veto = flow.to_full(motion_veto(f, mine, bg, cfg.motion_sigma_px / ax, cfg.motion_cap), sbox, box)
+            if cfg.grow_moving:
+                d = f - bg
+                unlike = (d[..., 0] * d[..., 0] + d[..., 1] * d[..., 1] > cfg.camera_tol_px ** 2).astype(np.float32)
+                moving = flow.to_full(unlike, sbox, box) > 0.5
             if cfg.photometric:
                 background = flow.full_units(flow.to_full(bg, sbox, box))
-        return flow.full_units(flow.to_full(np.ascontiguousarray(own), sbox, box)), veto, background
+        return flow.full_units(flow.to_full(np.ascontiguousarray(own), sbox, box)), veto, background, moving
 
     def _colour_evidence(self, o: _Object, evidence: np.ndarray, warped: np.ndarray, mx: np.ndarray,
-                         my: np.ndarray, ycc_box: np.ndarray) -> None:
+                         my: np.ndarray, ycc_box: np.ndarray, extra: np.ndarray | None = None) -> None:
         """Add colour log-odds to ``evidence`` in the band around the warped boundary (in place)."""
         cfg, shape = self.config, self._shape
         support = warped > 0.5
@@ -504,6 +543,8 @@ class Propagator:
         if o.box is not None and not self._inside(o.box):  # touching the border: what enters the frame
             outside = (mx < 0) | (my < 0) | (mx > shape.width - 1) | (my > shape.height - 1)
             band |= boundary_band(support, 4 * cfg.band_px) & outside
+        if extra is not None:  # near the mask and moving unlike the camera
+            band |= extra
         st = cfg.colour_stride  # evidence on every st-th pixel of the band, spread to its st x st block
         bys, bxs = np.nonzero(band[::st, ::st])
         if len(bys) == 0:

@@ -33,6 +33,11 @@ from edgeseg.cli._common import print_table  # noqa: E402
 ABLATIONS = {  # name -> PropagatorConfig changes
     "no object flow": {"object_flow": False},
     "no motion veto": {"motion_veto": False},
+    "no veto inside the mask": {"veto_interior": False},
+    "no growth where moving": {"grow_moving": False},
+    "growth: band only, no weaker prior": {"grow_reliability": False},
+    "growth: reliability every frame": {"grow_rel_fixed": False},
+    "session-9 propagator (no interior veto, no growth)": {"veto_interior": False, "grow_moving": False},
     "no local colour": {"local_colour": False},
     "no global colour": {"global_colour": False},
     "no colour at all": {"local_colour": False, "global_colour": False},
