@@ -16,18 +16,25 @@ flow missed, lighting changes. That fraction is the propagation's own uncertaint
 frame at the flow's resolution for a fraction of a millisecond; a cut or a fast pan triggers a
 keyframe at once, a static scene runs up to ``interval`` frames on one inference.
 
-**How results are carried.** Frame to frame (not keyframe to frame: consecutive frames give the
-flow small, reliable displacements), by backward warping (no holes): DIS flow
-(:class:`~edgeseg.video.flow.BackwardFlow`, preset ``ultrafast`` at half size by default) from the
-current frame to the previous one, upsampled to the frame's size; each output pixel takes the label of
-the pixel it came from (nearest). Semantic labels and confidence, instance masks (each inside a box
-around it, so cost follows object size; boxes are re-measured from the warped masks, an instance
-whose mask vanished is dropped; scores, classes and track ids are kept) and panoptic segment-id maps
-(areas re-counted, segments that left the frame dropped) are all warped the same way.
+**How results are carried.** The flow is measured frame to frame (consecutive frames give it
+small, reliable displacements): DIS (:class:`KeyframeFlow`, preset ``ultrafast`` at half size by
+default, its finest pyramid level chosen so the flow has at least ``flow_cells`` cells across the
+frame) from the current frame back to the previous one. The flows are composed into one
+displacement from the current frame back to the keyframe (:func:`compose_flow`, at the flow's
+resolution, in floating point), upsampled to the frame's size, and the *keyframe's* result is
+warped backward through it (no holes): each output pixel takes the label of the keyframe pixel it
+came from (nearest), once, so rounding does not accumulate from frame to frame (``compose=False``:
+the previous frame's result is warped again on every frame, as before). Semantic labels and
+confidence, instance masks (each inside its box grown by the largest displacement, so cost follows
+object size; boxes are re-measured from the warped masks, an instance whose mask vanished is
+dropped; scores, classes and track ids are kept) and panoptic segment-id maps (areas re-counted,
+segments that left the frame dropped) are all warped the same way; box-only instances, which are not
+resampled, are moved frame to frame by the flow at their centres.
 
 Measured on the dash-cam video and on the synthetic generator's video (exact truth): ``tools/bench/keyframe.py``
-and docs/video.md. State is explicit and bounded: the previous grey frame (small) and the previous
-result; one :class:`Keyframes` per source.
+and docs/video.md. State is explicit and bounded: the previous grey frame (small), the previous and
+the keyframe's results, the displacement back to the keyframe (flow-sized) and two full-size map
+buffers reused from frame to frame; one :class:`Keyframes` per source.
 """
 from __future__ import annotations
 
@@ -40,7 +47,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..structures import InstanceResult, PanopticResult, SemanticResult
-from .flow import PRESETS, BackwardFlow
+from .flow import PRESETS, BackwardFlow, FlowField
 
 
 @dataclass(frozen=True)
@@ -52,6 +59,18 @@ class KeyframeConfig:
               ``interval`` decides).
     residual: grey-level difference (0-255) above which a warped pixel counts as not explained.
     flow_scale, preset: the DIS flow's resolution (fraction of the frame) and preset.
+    flow_cells: the least number of flow cells across the frame's width. DIS estimates the flow on
+              a pyramid, down to a finest level (``ultrafast``: level 2, a quarter of the flow's
+              resolution) where it matches patches every 4 pixels; the flow resolves motion no finer
+              than that grid. Keyframes use the coarsest level, at most the preset's, whose grid has
+              ``flow_cells`` cells across (0: the preset's level whatever the size). With the
+              defaults a 960-pixel-wide frame keeps the preset's level (30 cells, 32-pixel cells) and
+              a 320-pixel one goes one level finer (20 cells of 16 pixels instead of 10 of 32, where
+              small objects' motion bled into the static background around them).
+    compose:  carry a coordinate map from the current frame back to the keyframe (each frame's backward
+              flow composed with the previous frame's map, at the flow's resolution) and sample the
+              keyframe's result once per frame through it; False: warp the previous frame's result
+              (resampled again on every frame, so rounding drift accumulates and thin parts erode).
     """
 
     interval: int = 4
@@ -59,6 +78,8 @@ class KeyframeConfig:
     residual: float = 24.0
     flow_scale: float = 0.5
     preset: str = "ultrafast"
+    compose: bool = True
+    flow_cells: int = 20
 
     def __post_init__(self) -> None:
         if not isinstance(self.interval, int) or isinstance(self.interval, bool) or self.interval < 1:
@@ -71,6 +92,9 @@ class KeyframeConfig:
             raise InputError(f"keyframe residual must be a grey level in (0, 255), got {self.residual!r}")
         if not 0.05 <= float(self.flow_scale) <= 1.0:
             raise InputError(f"keyframe flow_scale must be in [0.05, 1], got {self.flow_scale!r}")
+        if not isinstance(self.flow_cells, int) or isinstance(self.flow_cells, bool) or self.flow_cells < 0:
+            raise InputError(f"keyframe flow_cells must be an integer >= 0, got {self.flow_cells!r}",
+                             fix="e.g. 20 flow cells across the frame; 0 keeps the preset's pyramid")
         if self.preset not in PRESETS:
             raise InputError(f"keyframe flow preset {self.preset!r} is unknown", fix=f"one of {', '.join(PRESETS)}")
 
@@ -96,16 +120,20 @@ class Keyframes:
     def __init__(self, segment: Callable[[np.ndarray], Any], config: KeyframeConfig | None = None):
         self.segment = segment
         self.config = config or KeyframeConfig()
-        self._flow = BackwardFlow(self.config.preset, self.config.flow_scale) if self.config.interval > 1 else None
+        self._flow = (KeyframeFlow(self.config.preset, self.config.flow_scale, self.config.flow_cells)
+                      if self.config.interval > 1 else None)
         self.stats = KeyframeStats()
+        self._maps = _Buffers()
         self.last_key = False
         self._prev_small: np.ndarray | None = None
         self._prev_result: Any = None
+        self._key_result: Any = None
+        self._to_key: np.ndarray | None = None  # compose: displacement to the keyframe, flow pixels
         self._since_key = 0
 
     def reset(self) -> None:
         """Forget the previous frame (a discontinuity): the next frame is a keyframe."""
-        self._prev_small = self._prev_result = None
+        self._prev_small = self._prev_result = self._key_result = self._to_key = None
         self._since_key = 0
 
     def __call__(self, rgb: np.ndarray) -> Any:
@@ -130,8 +158,11 @@ class Keyframes:
             if self.stats.unexplained > self.config.motion:
                 self.stats.by_motion += 1
                 return self._key(rgb, small)
-        maps = full_maps(flow, rgb.shape[:2])
-        result = warp_result(prev_result, maps)
+        if self.config.compose and _resampled(self._key_result):
+            self._to_key = flow if self._to_key is None else compose_flow(flow, self._to_key)
+            result = warp_result(self._key_result, full_maps(self._to_key, rgb.shape[:2], self._maps(rgb.shape[:2])))
+        else:
+            result = warp_result(prev_result, full_maps(flow, rgb.shape[:2], self._maps(rgb.shape[:2])))
         self._prev_small, self._prev_result = small, result
         self._since_key += 1
         self.last_key = False
@@ -141,9 +172,38 @@ class Keyframes:
         result = self.segment(rgb)
         self.stats.keyframes += 1
         self._prev_small, self._prev_result = small, result
+        self._key_result, self._to_key = result, None
         self._since_key = 0
         self.last_key = True
         return result
+
+
+class KeyframeFlow(BackwardFlow):
+    """:class:`~edgeseg.video.flow.BackwardFlow` whose finest DIS level is chosen per size so that the flow
+    has at least ``cells`` patch cells across the frame's width (:attr:`KeyframeConfig.flow_cells`)."""
+
+    def __init__(self, preset: str, scale: float, cells: int = 0):
+        super().__init__(preset, scale)
+        self.cells = int(cells)
+        self._preset_finest = self._dis.getFinestScale()
+        self._width: int | None = None
+
+    def __call__(self, cur_small: np.ndarray, prev_small: np.ndarray, full_shape: tuple[int, int]) -> FlowField:
+        w = cur_small.shape[1]
+        if self.cells and w != self._width:  # set on every new size: DIS may lower it itself on tiny images
+            self._width = w
+            self._dis.setFinestScale(finest_level(w, self._dis.getPatchStride(), self.cells, self._preset_finest))
+        return super().__call__(cur_small, prev_small, full_shape)
+
+
+def finest_level(width: int, stride: int, cells: int, coarsest: int) -> int:
+    """The coarsest pyramid level, at most ``coarsest``, at which patches every ``stride`` pixels give at
+    least ``cells`` across ``width`` (each level halves the width); 0 when even the flow's own
+    resolution gives fewer."""
+    level = 0
+    while level < coarsest and width / 2 ** (level + 1) / stride >= cells:
+        level += 1
+    return level
 
 
 @functools.lru_cache(maxsize=8)
@@ -152,6 +212,14 @@ def pixel_grid(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
     gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
     gx.flags.writeable = gy.flags.writeable = False
     return gx, gy
+
+
+@functools.lru_cache(maxsize=8)
+def pixel_grid2(h: int, w: int) -> np.ndarray:
+    """``float32 [h, w, 2]`` pixel coordinates ``(x, y)`` (:func:`pixel_grid` interleaved, read-only)."""
+    g = np.ascontiguousarray(np.stack(pixel_grid(h, w), -1))
+    g.flags.writeable = False
+    return g
 
 
 def unexplained_fraction(cur: np.ndarray, prev: np.ndarray, flow: np.ndarray, residual: float) -> float:
@@ -165,16 +233,51 @@ def unexplained_fraction(cur: np.ndarray, prev: np.ndarray, flow: np.ndarray, re
     return float(np.count_nonzero(diff > residual)) / diff.size
 
 
-def full_maps(small_flow: np.ndarray, full: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+def compose_flow(flow: np.ndarray, earlier: np.ndarray) -> np.ndarray:
+    """The backward displacement from the current frame to an earlier one, ``float32 [h, w, 2]``: pixel ``x``
+    was at ``x + flow(x)`` in the previous frame, which was at ``p + earlier(p)`` in the earlier one, so
+    ``x + flow(x) + earlier(x + flow(x))`` (``earlier`` sampled bilinearly, replicated past the border:
+    the motion of the nearest pixel inside). Composing keeps coordinates in floating point: sampling a
+    result once through the composed field rounds once, where warping it frame after frame rounds
+    (and loses one-pixel structures) on every frame."""
+    import cv2
+
+    where = cv2.add(flow, pixel_grid2(*flow.shape[:2]))  # one two-channel map: x + flow(x)
+    back = cv2.remap(earlier, where, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return cv2.add(back, flow, dst=back)
+
+
+def full_maps(small_flow: np.ndarray, full: tuple[int, int],
+              out: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """``(map_x, map_y)`` float32 ``[H, W]``: where each full-resolution pixel of the current frame was in the
-    previous one, from a backward flow computed at a smaller size (vectors rescaled to full pixels)."""
+    previous one, from a backward flow computed at a smaller size (vectors rescaled to full pixels).
+    ``out``: two float32 ``[H, W]`` arrays to write the maps into (a caller that warps every frame reuses
+    them: fresh full-size arrays each frame cost page faults that, at 960x540, outweigh the arithmetic)."""
     import cv2
 
     H, W = full
     h, w = small_flow.shape[:2]
-    f = small_flow if (h, w) == (H, W) else cv2.resize(small_flow, (W, H), interpolation=cv2.INTER_LINEAR)
+    if out is None:
+        out = (np.empty((H, W), np.float32), np.empty((H, W), np.float32))
     gx, gy = pixel_grid(H, W)
-    return gx + f[..., 0] * (W / w), gy + f[..., 1] * (H / h)
+    for c, (dst, grid, scale) in enumerate(((out[0], gx, W / w), (out[1], gy, H / h))):
+        f = np.ascontiguousarray(small_flow[..., c])
+        if (h, w) != (H, W):
+            f = cv2.resize(f, (W, H), dst=dst, interpolation=cv2.INTER_LINEAR)
+        cv2.scaleAdd(f, scale, grid, dst=dst)  # one fused multiply-add, in place
+    return out
+
+
+class _Buffers:
+    """Full-size map buffers reused from frame to frame (one pair per frame size)."""
+
+    def __init__(self):
+        self.maps: tuple[np.ndarray, np.ndarray] | None = None
+
+    def __call__(self, full: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        if self.maps is None or self.maps[0].shape != tuple(full):
+            self.maps = (np.empty(full, np.float32), np.empty(full, np.float32))
+        return self.maps
 
 
 def _shape_of(result: Any) -> tuple[int, int] | None:
@@ -185,6 +288,13 @@ def _shape_of(result: Any) -> tuple[int, int] | None:
     if isinstance(result, PanopticResult):
         return tuple(result.segment_ids.shape)
     return None
+
+
+def _resampled(result: Any) -> bool:
+    """Whether carrying ``result`` resamples a raster (labels, masks, segment ids), which composing the
+    maps keeps to one resampling; box-only instances are moved by the flow at their centres instead,
+    frame to frame, which follows them wherever they go (no rounding either)."""
+    return not isinstance(result, InstanceResult) or result.has_masks
 
 
 def warp_result(result: Any, maps: tuple[np.ndarray, np.ndarray]) -> Any:
@@ -230,7 +340,7 @@ def warp_semantic(result: SemanticResult, maps: tuple[np.ndarray, np.ndarray]) -
 
 
 def warp_instances(result: InstanceResult, maps: tuple[np.ndarray, np.ndarray]) -> InstanceResult:
-    """Each mask warped inside a box around it (its bounds grown by the largest displacement there);
+    """Each mask warped inside a box around it (its bounds grown by the largest displacement in the frame);
     boxes re-measured from the warped masks; instances whose mask vanished are dropped. Works on the
     masks' crops and returns a compact result (no ``[N, H, W]`` array is built). A box-only result
     has its boxes moved by the mean displacement at their centres."""
@@ -243,18 +353,17 @@ def warp_instances(result: InstanceResult, maps: tuple[np.ndarray, np.ndarray]) 
     keep = np.zeros(n, bool)
     boxes = np.zeros((n, 4), np.float32)
     mask_boxes = np.zeros((n, 4), np.int32)
-    gx = np.arange(W, dtype=np.float32)
-    gy = np.arange(H, dtype=np.float32)
+    # the largest displacement anywhere bounds how far any object can have moved: a pixel takes its
+    # value from at most that far away (measured over the whole frame, not around each box: composed
+    # over several frames, an object can have moved further than its own size plus any fixed margin)
+    reach = max(float(np.abs(mx - np.arange(W, dtype=np.float32)).max(initial=0.0)),
+                float(np.abs(my - np.arange(H, dtype=np.float32)[:, None]).max(initial=0.0))) if n else 0.0
+    m = int(np.ceil(reach)) + 2
     for i, (sx0, sy0, _, _, src) in enumerate(result.iter_mask_crops()):
         ys, xs = np.nonzero(src.any(1))[0], np.nonzero(src.any(0))[0]
         if len(ys) == 0:
             continue
         x0, x1, y0, y1 = sx0 + int(xs[0]), sx0 + int(xs[-1]) + 1, sy0 + int(ys[0]), sy0 + int(ys[-1]) + 1
-        # the largest displacement around the box bounds how far the object can have moved
-        ex0, ey0, ex1, ey1 = max(0, x0 - 16), max(0, y0 - 16), min(W, x1 + 16), min(H, y1 + 16)
-        dx = np.abs(mx[ey0:ey1, ex0:ex1] - gx[ex0:ex1]).max()
-        dy = np.abs(my[ey0:ey1, ex0:ex1] - gy[ey0:ey1, None]).max()
-        m = int(np.ceil(max(dx, dy))) + 2
         bx0, by0, bx1, by1 = max(0, x0 - m), max(0, y0 - m), min(W, x1 + m), min(H, y1 + m)
         # sample the crop (the mask is false outside it: the constant border) at the maps shifted by
         # its corner; an integer shift of float32 coordinates is exact, so this equals the full mask

@@ -6,8 +6,10 @@ import pytest
 
 from edgeseg.errors import InputError
 from edgeseg.structures import ImageShape, InstanceResult, PanopticResult, Segment, SemanticResult
+from edgeseg.video.flow import FlowField
 from edgeseg.video.keyframe import (
-    KeyframeConfig, Keyframes, full_maps, unexplained_fraction, warp_instances, warp_panoptic, warp_semantic,
+    KeyframeConfig, KeyframeFlow, Keyframes, compose_flow, finest_level, full_maps, unexplained_fraction,
+    warp_instances, warp_panoptic, warp_semantic,
 )
 
 
@@ -174,8 +176,132 @@ def test_moving_scene_is_propagated_close_to_truth():
 
 
 def test_bad_configuration_is_refused():
-    for bad in (dict(interval=0), dict(interval=2.5), dict(motion=0.0), dict(motion=2), dict(preset="x"), dict(flow_scale=2)):
+    for bad in (dict(interval=0), dict(interval=2.5), dict(motion=0.0), dict(motion=2), dict(preset="x"), dict(flow_scale=2),
+                dict(flow_cells=-1), dict(flow_cells=2.5), dict(flow_cells=True)):
         with pytest.raises(InputError):
             KeyframeConfig(**bad)
     with pytest.raises(InputError, match="uint8 RGB"):
         Keyframes(_Counter())(np.zeros((4, 4), np.float32))
+
+
+# ---- composed maps: the keyframe's result sampled once per frame -----------------------------------------
+def test_composed_flow_is_the_chain_of_both_displacements():
+    """``compose_flow(f, e)(x) = f(x) + e(x + f(x))``: with ``e`` affine (bilinear sampling is exact on it)
+    and ``f`` a constant sub-pixel shift, every pixel whose sample stays inside the frame is exact."""
+    h, w = 20, 30
+    gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+    earlier = np.stack([0.1 * gx - 0.05 * gy + 1.5, 0.02 * gx + 0.2 * gy - 2.0], -1).astype(np.float32)
+    flow = np.zeros((h, w, 2), np.float32)
+    flow[..., 0], flow[..., 1] = 1.25, -0.5
+    out = compose_flow(flow, earlier)
+    px, py = gx + 1.25, gy - 0.5  # where each pixel was in the previous frame
+    want_x = 1.25 + 0.1 * px - 0.05 * py + 1.5
+    want_y = -0.5 + 0.02 * px + 0.2 * py - 2.0
+    inside = (px <= w - 1) & (py >= 0)
+    assert inside.sum() == (w - 2) * (h - 1)
+    assert np.allclose(out[..., 0][inside], want_x[inside], atol=1e-4)
+    assert np.allclose(out[..., 1][inside], want_y[inside], atol=1e-4)
+    # composing with zero leaves a flow unchanged; a zero flow leaves the earlier map unchanged
+    assert np.array_equal(compose_flow(flow, np.zeros_like(flow)), flow)
+    assert np.allclose(compose_flow(np.zeros_like(flow), earlier), earlier)
+
+
+class _GivenFlow:
+    """A stand-in for the DIS flow: every frame pair gets the same backward flow (full resolution)."""
+
+    def __init__(self, flow: np.ndarray):
+        self.flow = flow
+
+    def small_gray(self, gray):
+        return gray
+
+    def __call__(self, cur, prev, full):
+        return FlowField(self.flow, full)
+
+
+def _carry(compose: bool, flow: np.ndarray, labels: np.ndarray, frames: int) -> list[np.ndarray]:
+    kf = Keyframes(lambda rgb: SemanticResult(labels.copy()), KeyframeConfig(interval=100, motion=None, compose=compose))
+    kf._flow = _GivenFlow(flow)
+    frame = np.zeros((*labels.shape, 3), np.uint8)
+    return [kf(frame).labels for _ in range(frames)]
+
+
+def test_sub_pixel_motion_is_carried_without_drift():
+    """A one-pixel line moving 0.4 px per frame: composed, frame t shows it where it truly is,
+    round(0.4 t) px on; warped frame to frame (nearest), each frame rounds the 0.4 px away and the
+    line never moves."""
+    h, w = 12, 40
+    labels = np.zeros((h, w), np.uint8)
+    labels[:, 10] = 1
+    flow = np.zeros((h, w, 2), np.float32)
+    flow[..., 0] = -0.4  # backward: pixel x was at x - 0.4
+    composed, chained = _carry(True, flow, labels, 8), _carry(False, flow, labels, 8)
+    for t in range(8):
+        col = 10 + int(np.floor(0.4 * t + 0.5))
+        assert np.flatnonzero(composed[t][0]).tolist() == [col], t
+        assert (composed[t] == composed[t][0]).all()
+        assert np.flatnonzero(chained[t][0]).tolist() == [10], t
+
+
+def test_thin_line_survives_a_shear_when_sampled_once():
+    """A one-pixel horizontal line under a smooth vertical shear (rows moving 0.3-0.7 px per frame,
+    varying along the line): composed over 6 frames, every column still has exactly one line pixel,
+    where the exact accumulated motion puts it; warped frame to frame, rounding on every frame breaks it."""
+    h, w = 40, 64
+    labels = np.zeros((h, w), np.uint8)
+    labels[12] = 1
+    flow = np.zeros((h, w, 2), np.float32)
+    xs = np.arange(w, dtype=np.float32)
+    flow[..., 1] = -(0.5 + 0.2 * np.sin(xs / 5.0))[None, :]  # backward: each column moves down at its own speed
+    n = 6
+    composed, chained = _carry(True, flow, labels, n + 1), _carry(False, flow, labels, n + 1)
+    last = composed[n]
+    want = 12 + np.floor(n * (0.5 + 0.2 * np.sin(xs / 5.0)) + 0.5)
+    rows = [np.flatnonzero(last[:, x]) for x in range(w)]
+    assert all(len(r) == 1 for r in rows)
+    assert np.abs(np.array([r[0] for r in rows]) - want).max() <= 1
+    broken = sum(np.count_nonzero(chained[n][:, x]) != 1 for x in range(w))
+    assert broken > 0
+
+
+def test_composed_instances_follow_an_object_further_than_any_box_margin():
+    """A small object that moved 40 px since the keyframe (more than its size plus the old fixed 16 px
+    margin around its box): the warp looks as far as the largest displacement and keeps it."""
+    H, W = 60, 100
+    masks = np.zeros((1, H, W), bool)
+    masks[0, 20:26, 10:16] = True
+    res = InstanceResult(boxes=np.array([[10, 20, 16, 26]], np.float32), scores=np.array([0.9], np.float32),
+                         classes=np.array([1], np.int32), image_shape=ImageShape(H, W), masks=masks)
+    mx, my = _translation(H, W, 0, 0)
+    mx[15:31, 45:61] -= 40.0  # only around its new place the flow points back to where it was
+    mx[15:31, 5:21] += 30.0  # its old place shows background that was 30 px to the right
+    out = warp_instances(res, (mx, my))
+    want = np.zeros((H, W), bool)
+    want[20:26, 50:56] = True
+    assert len(out.scores) == 1 and np.array_equal(out.masks[0], want)
+
+
+def test_box_only_instances_are_moved_frame_to_frame():
+    """Box-only results are not resampled: they follow the flow at their centres frame after frame, also
+    with composed maps (a composed map sampled at the keyframe's box would lose a fast object)."""
+    H, W = 40, 200
+    res = InstanceResult(boxes=np.array([[10, 10, 20, 20]], np.float32), scores=np.array([0.9], np.float32),
+                         classes=np.array([1], np.int32), image_shape=ImageShape(H, W))
+    flow = np.zeros((H, W, 2), np.float32)
+    flow[..., 0] = -6.0  # everything moves 6 px right per frame
+    kf = Keyframes(lambda rgb: res, KeyframeConfig(interval=100, motion=None))
+    kf._flow = _GivenFlow(flow)
+    frame = np.zeros((H, W, 3), np.uint8)
+    boxes = [kf(frame).boxes[0].tolist() for _ in range(4)]
+    assert boxes == [[10, 10, 20, 20], [16, 10, 26, 20], [22, 10, 32, 20], [28, 10, 38, 20]]
+
+
+def test_flow_cells_choose_the_finest_dis_level():
+    # ultrafast: patches every 4 px, finest level 2 at most; 20 cells across
+    assert [finest_level(w, 4, 20, 2) for w in (60, 80, 159, 160, 319, 320, 480)] == [0, 0, 0, 1, 1, 2, 2]
+    assert finest_level(480, 4, 40, 2) == 1 and finest_level(10_000, 4, 20, 2) == 2
+    small = np.zeros((120, 160), np.uint8)
+    for cells, level in ((20, 1), (10, 2), (40, 0), (0, 2)):
+        flow = KeyframeFlow("ultrafast", 0.5, cells)
+        flow(small, small, (240, 320))
+        assert flow._dis.getFinestScale() == level, cells

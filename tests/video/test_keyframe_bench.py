@@ -133,3 +133,18 @@ def test_semantic_columns_and_note_keep_their_format(bench):
     assert got == {"agree_pixel_%": 75.0, "agree_miou_%": 58.33}
     assert scoring.truth([b]) == {"truth_miou_%": 58.33}
     assert scoring.note(got) == "per-frame vs previous frame: 75.00 % pixels, 58.33 mIoU"
+
+
+def test_modes_take_keyframe_config_overrides(bench):
+    from edgeseg.video.keyframe import KeyframeConfig
+
+    assert bench.parse_mode("1", 0.08) is None
+    assert bench.parse_mode("4", 0.08) == KeyframeConfig(interval=4, motion=None)
+    assert bench.parse_mode("6m", 0.05) == KeyframeConfig(interval=6, motion=0.05)
+    assert bench.parse_mode("6:compose=0:flow_cells=0:flow_scale=0.25", 0.08) == KeyframeConfig(
+        interval=6, motion=None, compose=False, flow_cells=0, flow_scale=0.25)
+    assert bench.parse_mode("8m:preset=fast:compose=true", 0.1) == KeyframeConfig(interval=8, motion=0.1, preset="fast")
+    assert bench.parse_mode("1:compose=0", 0.08) == KeyframeConfig(interval=1, motion=None, compose=False)
+    for bad in ("4:nope=1", "4:compose", "4:interval=3"):
+        with pytest.raises(InputError):
+            bench.parse_mode(bad, 0.08)

@@ -28,7 +28,9 @@ row of each video notes how well per-frame inference agrees with itself one fram
     python tools/bench/keyframe.py --tasks instance,panoptic --threads 1 --json out/kf_ip.json
 
 Modes: ``N`` = a keyframe every N frames; ``Nm`` = at most N apart, sooner when more than
-``--motion`` of the frame is not explained by the flow.
+``--motion`` of the frame is not explained by the flow; either followed by ``:field=value``
+overrides of :class:`~edgeseg.video.keyframe.KeyframeConfig` to compare settings side by side
+(``--modes 1,6,6:compose=0,6:flow_scale=0.25``).
 """
 from __future__ import annotations
 
@@ -84,11 +86,32 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def parse_mode(mode: str, motion: float):
+    """``N``, ``Nm``, either followed by ``:field=value`` overrides of :class:`KeyframeConfig`
+    (``6:compose=0:flow_scale=0.25``); None for per-frame inference (``1`` without overrides)."""
+    import dataclasses
+
     from edgeseg.video.keyframe import KeyframeConfig
 
-    adaptive = mode.endswith("m")
-    n = int(mode.rstrip("m"))
-    return None if n == 1 and not adaptive else KeyframeConfig(interval=n, motion=motion if adaptive else None)
+    head, *overrides = mode.split(":")
+    adaptive = head.endswith("m")
+    n = int(head.rstrip("m"))
+    if n == 1 and not adaptive and not overrides:
+        return None
+    types = {f.name: f.type for f in dataclasses.fields(KeyframeConfig)}
+    fields: dict[str, Any] = {}
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or key not in types or key in ("interval", "motion"):
+            raise InputError(f"mode {mode!r}: {item!r} is not a KeyframeConfig field=value",
+                             fix=f"one of {', '.join(k for k in types if k not in ('interval', 'motion'))}")
+        kind = str(types[key])
+        if "None" in kind and value.lower() == "none":
+            fields[key] = None
+        elif "bool" in kind:
+            fields[key] = value.lower() in ("1", "true", "yes")
+        else:
+            fields[key] = float(value) if "float" in kind else int(value) if "int" in kind else value
+    return KeyframeConfig(interval=n, motion=motion if adaptive else None, **fields)
 
 
 def run_mode(predictor, frames: list[np.ndarray], config) -> tuple[list[Any], float, int]:
