@@ -203,11 +203,14 @@ def fuse_bundles(semantic: Bundle | str | os.PathLike, instance: Bundle | str | 
     (:func:`semantic_head`)."""
     sem = semantic if isinstance(semantic, Bundle) else Bundle.open(semantic)
     inst = instance if isinstance(instance, Bundle) else Bundle.open(instance)
+    ids: dict[str, int] = {}
     with tempfile.TemporaryDirectory(prefix="edgeseg-head-") as heads:
         if sem.manifest.task == "panoptic":  # its semantic head, e.g. Panoptic-DeepLab's, with a better instance model
+            pan = sem.manifest
+            ids = {c.lower(): k for c, k in zip(pan.classes, getattr(pan.decoder_options, "category_ids", ()) or ())}
             sem = semantic_head(sem, Path(heads) / f"{sem.name}-semantic.edgeseg")
         return _fuse(sem, inst, out, name=name, stuff=stuff, things=things, overwrite=overwrite, options=options,
-                     parity_frames=parity_frames)
+                     parity_frames=parity_frames, category_ids=ids)
 
 
 def semantic_head(panoptic: Bundle | str | os.PathLike, out: str | os.PathLike, *, overwrite: bool = False) -> Bundle:
@@ -240,7 +243,10 @@ def semantic_head(panoptic: Bundle | str | os.PathLike, out: str | os.PathLike, 
     return bundle
 
 
-def _fuse(sem: Bundle, inst: Bundle, out, *, name, stuff, things, overwrite, options, parity_frames) -> Bundle:
+def _fuse(sem: Bundle, inst: Bundle, out, *, name, stuff, things, overwrite, options, parity_frames,
+          category_ids: dict[str, int] | None = None) -> Bundle:
+    """``category_ids``: dataset category id by class name (a panoptic source's); the fused bundle
+    takes them when every fused class has one and ``options`` sets none."""
     from ..export.parity import parity_images
 
     if sem.manifest.task != "semantic":
@@ -252,6 +258,8 @@ def _fuse(sem: Bundle, inst: Bundle, out, *, name, stuff, things, overwrite, opt
     classes, thing_classes, sem_map, inst_map = class_plan(sem.manifest.classes, inst.manifest.classes, stuff, things)
     model = fuse_graphs(_fp32_onnx(sem, "semantic"), sem.manifest.input, _fp32_onnx(inst, "instance"), inst.manifest.input)
     base = options or PanopticOptions()
+    if category_ids and not base.category_ids and all(c.lower() in category_ids for c in classes):
+        base = base.replace(category_ids=tuple(category_ids[c.lower()] for c in classes))
     opts = base.replace(layout="fusion", thing_classes=thing_classes, fusion_semantic=sem_map, fusion_instance=inst_map,
                         branches={"semantic": branch_manifest(sem.manifest), "instance": branch_manifest(inst.manifest)})
     spec = replace(inst.manifest.input, name="images", layout="NHWC", color="RGB", dtype="uint8")

@@ -109,6 +109,8 @@ def test_a_panoptic_bundles_semantic_head_fuses_with_an_instance_model(tmp_path)
     fused = fuse_bundles(pan, "shapes-instance", tmp_path / "f.edgeseg")
     assert fused.report["parity"]["passed"] and fused.manifest.classes == pan.manifest.classes
     assert fused.manifest.provenance["semantic"]["name"] == "shapes-panoptic-semantic"
+    # the panoptic source's dataset category ids travel by class name
+    assert fused.manifest.decoder_options.category_ids == pan.manifest.decoder_options.category_ids
     import edgeseg
 
     gen = SceneGenerator(ImageShape(240, 320), seed=11)
