@@ -62,7 +62,8 @@ def test_fused_bundle_equals_the_two_bundles_apart(fused):
             assert {s.category_id for s in got.segments if s.isthing} <= {3, 4, 5}
 
 
-def test_fused_bundle_pq_on_exact_truth(fused):
+def _pq_on_generator(bundle):
+    """PQ of ``bundle`` (ONNX Runtime FP32) on 10 frames of the generator's exact panoptic truth."""
     import edgeseg
     from edgeseg.data import SceneGenerator
     from edgeseg.eval import PanopticMetric
@@ -70,11 +71,15 @@ def test_fused_bundle_pq_on_exact_truth(fused):
 
     gen = SceneGenerator(ImageShape(240, 320), seed=11)
     metric = PanopticMetric()
-    with edgeseg.load(fused, backend="onnxruntime", precision="fp32") as p:
+    with edgeseg.load(bundle, backend="onnxruntime", precision="fp32") as p:
         for t in range(0, 100, 10):
             frame = gen.render(t)
             metric.update(p(frame.image), frame.panoptic)
-    r = metric.compute()
+    return metric.compute()
+
+
+def test_fused_bundle_pq_on_exact_truth(fused):
+    r = _pq_on_generator(fused)
     # generator ids: stuff classes 0..2, things 3..5, as the fused classes; measured 2026-11-30
     assert r.stuff.n == 3 and r.things.n == 3
     assert r.pq > 0.6 and r.stuff.pq > 0.8
@@ -87,7 +92,6 @@ def test_a_panoptic_bundles_semantic_head_fuses_with_an_instance_model(tmp_path)
     from edgeseg._ort import make_session
     from edgeseg.bundle import Bundle
     from edgeseg.data import SceneGenerator
-    from edgeseg.eval import PanopticMetric
     from edgeseg.export.fuse import fuse_bundles, semantic_head
     from edgeseg.structures import ImageShape
 
@@ -111,15 +115,7 @@ def test_a_panoptic_bundles_semantic_head_fuses_with_an_instance_model(tmp_path)
     assert fused.manifest.provenance["semantic"]["name"] == "shapes-panoptic-semantic"
     # the panoptic source's dataset category ids travel by class name
     assert fused.manifest.decoder_options.category_ids == pan.manifest.decoder_options.category_ids
-    import edgeseg
-
-    gen = SceneGenerator(ImageShape(240, 320), seed=11)
-    metric = PanopticMetric()
-    with edgeseg.load(fused, backend="onnxruntime", precision="fp32") as p:
-        for t in range(0, 100, 10):
-            frame = gen.render(t)
-            metric.update(p(frame.image), frame.panoptic)
-    r = metric.compute()
+    r = _pq_on_generator(fused)
     # measured 2026-12-01: PQ 78.7 (things 59.6, stuff 97.8); `shapes` + `shapes-instance` give ~75
     assert r.stuff.n == 3 and r.things.n == 3 and r.pq > 0.7 and r.stuff.pq > 0.9, r
 
