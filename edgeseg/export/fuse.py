@@ -264,8 +264,10 @@ def _fuse(sem: Bundle, inst: Bundle, out, *, name, stuff, things, overwrite, opt
                         branches={"semantic": branch_manifest(sem.manifest), "instance": branch_manifest(inst.manifest)})
     spec = replace(inst.manifest.input, name="images", layout="NHWC", color="RGB", dtype="uint8")
     palette = _fused_palette(sem.manifest, inst.manifest, sem_map, inst_map, len(classes))
-    prov = {"source": "fuse", "semantic": {"name": sem.name, "root": str(sem.root)},
-            "instance": {"name": inst.name, "root": str(inst.root)}}
+    # a semantic head cut from a panoptic bundle lives in a temporary folder: name its source instead
+    head_of = sem.manifest.provenance.get("panoptic") if sem.manifest.provenance.get("source") == "semantic head" else None
+    semantic = {"name": sem.name, "root": str(sem.root)} if head_of is None else {"name": sem.name, "head_of": head_of}
+    prov = {"source": "fuse", "semantic": semantic, "instance": {"name": inst.name, "root": str(inst.root)}}
     with tempfile.TemporaryDirectory(prefix="edgeseg-fuse-") as tmp:
         import onnx
 

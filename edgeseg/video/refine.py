@@ -1,13 +1,20 @@
 """Mask clean-up for propagation: the uncertain band, edge-aware smoothing, component and hole rules."""
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 
+@functools.lru_cache(maxsize=64)
 def disk_kernel(radius: int) -> np.ndarray:
+    """A disk structuring element (made once per radius: the propagator asks for the same ones every
+    frame; read-only)."""
     import cv2
 
-    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+    k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+    k.setflags(write=False)
+    return k
 
 
 def boundary_band(mask: np.ndarray, radius: int) -> np.ndarray:

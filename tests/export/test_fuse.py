@@ -112,7 +112,8 @@ def test_a_panoptic_bundles_semantic_head_fuses_with_an_instance_model(tmp_path)
 
     fused = fuse_bundles(pan, "shapes-instance", tmp_path / "f.edgeseg")
     assert fused.report["parity"]["passed"] and fused.manifest.classes == pan.manifest.classes
-    assert fused.manifest.provenance["semantic"]["name"] == "shapes-panoptic-semantic"
+    assert fused.manifest.provenance["semantic"] == {"name": "shapes-panoptic-semantic",
+                                                     "head_of": {"name": "shapes-panoptic", "root": str(pan.root)}}
     # the panoptic source's dataset category ids travel by class name
     assert fused.manifest.decoder_options.category_ids == pan.manifest.decoder_options.category_ids
     r = _pq_on_generator(fused)
