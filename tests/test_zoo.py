@@ -82,6 +82,11 @@ def test_shipped_bundle_reproduces_its_report(name):
             assert score == pytest.approx(rec["int8"], abs=0.05), target
         elif weights_fit_7bit(b.model_path("int8", target)):  # the same int32 sums; requantization may round apart
             assert score == pytest.approx(rec["int8"], abs=0.15), target
-        else:  # 8-bit weights gated on other arithmetic: int16 saturation moves the result, and the choice knows
+        elif gated == "saturating":  # gated where int16 sums saturate; here exact sums, as TensorRT computes
+            # them: the result moves (shapes-panoptic's tensorrt model 79.40 -> 79.16 PQ on a VNNI EPYC) and
+            # the choice keeps the model, so its budget must still hold here
+            assert score >= rec["fp32"] - rec["max_drop"], target
+            assert abs(score - rec["int8"]) < 1.0, target
+        else:  # 8-bit weights gated on exact sums, saturating here: the choice knows and leaves it out
             assert ort_arithmetic_risk_known(b, target), target
             assert abs(score - rec["int8"]) < 1.0, target

@@ -99,9 +99,11 @@ def serve(bundles: Sequence[str | os.PathLike], address: str = LOOPBACK, port: i
         if ray_address is not None:
             _check_reachable(ray_address)
         sigterm = _sigterm_handler()
-        ray.init(address=ray_address or "local", include_dashboard=False, num_cpus=num_cpus, log_to_driver=False,
-                 configure_logging=False)
-        _restore_sigterm(sigterm)
+        try:
+            ray.init(address=ray_address or "local", include_dashboard=False, num_cpus=num_cpus,
+                     log_to_driver=False, configure_logging=False)
+        finally:  # also when ray.init raises: Ray's C++ handler may already be installed
+            _restore_sigterm(sigterm)
         started = ray_address is None
         if started:
             _check_fits(ray, len(names) * replicas, cpus_per_replica, gpus_per_replica)
