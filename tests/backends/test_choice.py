@@ -318,3 +318,19 @@ def test_a_candidate_that_fails_at_inference_is_left_out(monkeypatch):
     got = ch.timed(runners, {}, rounds=3, excluded=left)
     assert set(got) == {F_ORT} and not runners[F_OV].active
     assert left == [(F_OV, "openvino/fp32 failed to run here: Exception from src/inference/src/cpp/infer_request.cpp: bad")]
+
+
+def test_label_agreement_vouches_for_semantic_bundles_only():
+    """A panoptic model's first output is its semantic logits: they agreed with FP32 on >= 99% of the
+    labels in bf16 while PQ fell 1.3 (AVX-512 BF16 EPYC), so neither bf16 nor another runtime's INT8 is
+    offered on label agreement for instance/panoptic bundles; semantic ones are still checked."""
+    from edgeseg.backends.gates import bf16_gate, other_runtime_gate
+    from edgeseg.bundle import Bundle
+
+    for name in ("shapes-panoptic", "shapes-instance"):
+        b = Bundle.open(name)
+        why = other_runtime_gate(b, "cpu", "openvino", threads=1)
+        assert why is not None and b.manifest.task in why
+        ok, why = bf16_gate(b, threads=1)
+        assert not ok and ("no BF16" in why or b.manifest.task in why)
+    assert other_runtime_gate(Bundle.open("shapes"), "cpu", "onnxruntime", threads=1) is None  # its own runtime
