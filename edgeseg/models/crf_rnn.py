@@ -137,7 +137,10 @@ class CRFasRNN(SemanticModel):
         f = feats.flatten(2)  # [B, 5, N]
         d2 = (f * f).sum(1)[:, :, None] + (keys * keys).sum(1)[:, None, :] - 2.0 * torch.matmul(f.transpose(1, 2), keys)
         kernel = torch.exp(-0.5 * torch.clamp(d2, min=0.0))  # [B, N, n]
-        norm = torch.rsqrt(torch.matmul(kernel, counts.transpose(1, 2)) + 1e-20).transpose(1, 2)  # [B, 1, N]
+        # K 1 >= 1 for the exact kernel (a pixel's own term is exp(0)); a block mean can be far from every
+        # pixel of its block (mixed colours), so the grid sum can reach ~1e-19, whose rsqrt blew the
+        # gradients up (1.6e6 on CamVid frames; training diverged at step 27): keep the exact bound
+        norm = torch.rsqrt(torch.clamp(torch.matmul(kernel, counts.transpose(1, 2)), min=1.0)).transpose(1, 2)  # [B, 1, N]
 
         def apply(q: torch.Tensor) -> torch.Tensor:
             nq = norm * q.flatten(2)  # [B, C, N]

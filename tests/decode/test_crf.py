@@ -363,6 +363,28 @@ def test_crf_rnn_weights_are_trainable():
         assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0
 
 
+def test_crf_rnn_gradients_stay_bounded_where_a_block_mean_matches_no_pixel():
+    """One white pixel in each 4x4 block of grey 100: the block mean (110) is 145 colour levels from
+    it, k = exp(-0.5 * 3 * (145 / 13)^2) underflows, so the grid estimate of its K 1 was 0 and its
+    normaliser rsqrt(1e-20) = 1e10, which the block's other pixels then read through the block sum:
+    messages of 1e10, gradients of 1e6 on CamVid frames (training diverged at step 27). K 1 >= 1, as
+    the exact kernel's own term guarantees, bounds the normaliser by 1."""
+    torch = pytest.importorskip("torch")
+    from edgeseg.models.crf_rnn import CRFasRNN
+
+    rgb = np.full((16, 16, 3), 100, np.uint8)
+    rgb[::4, ::4] = 255
+    logits = random_logits(3, 16, 16, seed=3)
+    model = CRFasRNN(_fixed_backbone(logits), iterations=2, bilateral_stride=4)
+    x = _normalised(rgb).float().requires_grad_(True)
+    feats = model._grid_features(x, 16, 16)
+    out = model(x)["logits"]
+    out.logsumexp(1).mean().backward()
+    assert torch.isfinite(out).all() and feats.shape == (1, 5, 16, 16)
+    for p in (model.spatial_weight, model.bilateral_weight, model.compatibility, model.backbone.scale):
+        assert torch.isfinite(p.grad).all() and p.grad.abs().max() < 100.0, p.grad.abs().max()  # 15 here, 3.4e9 before
+
+
 @pytest.mark.slow  # the dynamo export takes about a minute here; tests/models/test_models.py exports test_crfasrnn by default
 def test_crf_rnn_exports_with_onnx_runtime_parity(tmp_path):
     torch = pytest.importorskip("torch")
