@@ -182,6 +182,10 @@ def collect(out: Path) -> dict:
         acc = (_load(out / "train.json") or {}).get("bundle_accuracy") or {}
         row["miou_fp32"] = None if acc.get("miou") is None else round(100 * acc["miou"], 2)
     b = _load(out / "bench.json") or {}
+    if b.get("device"):  # the milliseconds are this CPU's: AVX2 and AVX-512 machines differ by 2x and more
+        isa = set(b["device"].get("isa", ()))
+        row["cpu"] = "AVX-512" + (" BF16" if "avx512_bf16" in isa else "") if "avx512f" in isa else \
+            ("AVX2" if "avx2" in isa else b["device"].get("machine"))
     for r in b.get("results", []):
         key = {("onnxruntime", "fp32"): "ort_fp32_ms", ("onnxruntime", "int8"): "ort_int8_ms",
                ("openvino", "fp32"): "openvino_fp32_ms", ("openvino", "bf16"): "openvino_bf16_ms"}.get(
@@ -198,7 +202,8 @@ def collect(out: Path) -> dict:
 COLUMNS = (("architecture", "architecture"), ("model", "variant"), ("params_M", "params (M)"),
            ("gflops_480x360", "GFLOPs 480x360"), ("epochs", "epochs"), ("steps", "steps"), ("miou_fp32", "mIoU FP32"),
            ("miou_int8_cpu", "mIoU INT8 cpu"), ("ort_fp32_ms", "ORT FP32 ms"), ("ort_int8_ms", "ORT INT8 ms"),
-           ("openvino_fp32_ms", "OpenVINO FP32 ms"), ("tensorrt-8.5", "TensorRT 8.5"), ("tensorrt-10.3", "TensorRT 10.3"))
+           ("openvino_fp32_ms", "OpenVINO FP32 ms"), ("openvino_bf16_ms", "OpenVINO bf16 ms"), ("cpu", "CPU of the ms"),
+           ("tensorrt-8.5", "TensorRT 8.5"), ("tensorrt-10.3", "TensorRT 10.3"))
 
 
 def markdown(rows: list[dict]) -> str:
