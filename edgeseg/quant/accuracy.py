@@ -39,11 +39,13 @@ class Scorer(Protocol):
 def make_session(model_path: str | Path, threads: int = 0, runtime: str = "onnxruntime"):
     """An inference session on ``runtime``: ``onnxruntime`` (CPU, :func:`edgeseg._ort.make_session`
     and its thread rule) or ``openvino`` (CPU plugin, same ``get_inputs``/``get_outputs``/``run``
-    slice: :class:`edgeseg.quant.openvino.OpenVinoSession`)."""
+    slice: :class:`edgeseg.quant.openvino.OpenVinoSession`); ``openvino:bf16`` compiles at that
+    inference precision (the bf16 accuracy check of :mod:`edgeseg.backends.gates`)."""
+    runtime, _, precision = runtime.partition(":")
     if runtime == "openvino":
         from .openvino import OpenVinoSession
 
-        return OpenVinoSession(model_path, threads)
+        return OpenVinoSession(model_path, threads, precision or None)
     from .._ort import make_session as ort_session
 
     return ort_session(model_path, threads=threads)

@@ -320,17 +320,42 @@ def test_a_candidate_that_fails_at_inference_is_left_out(monkeypatch):
     assert left == [(F_OV, "openvino/fp32 failed to run here: Exception from src/inference/src/cpp/infer_request.cpp: bad")]
 
 
-def test_label_agreement_vouches_for_semantic_bundles_only():
+def test_label_agreement_vouches_for_semantic_bundles_only(monkeypatch):
     """A panoptic model's first output is its semantic logits: they agreed with FP32 on >= 99% of the
     labels in bf16 while PQ fell 1.3 (AVX-512 BF16 EPYC), so neither bf16 nor another runtime's INT8 is
     offered on label agreement for instance/panoptic bundles; semantic ones are still checked."""
-    from edgeseg.backends.gates import bf16_gate, other_runtime_gate
+    from edgeseg.backends import gates
     from edgeseg.bundle import Bundle
 
+    monkeypatch.setattr(gates, "task_metric_gate", lambda *a, **k: None)  # no recorded dataset here
     for name in ("shapes-panoptic", "shapes-instance"):
         b = Bundle.open(name)
-        why = other_runtime_gate(b, "cpu", "openvino", threads=1)
+        why = gates.other_runtime_gate(b, "cpu", "openvino", threads=1)
         assert why is not None and b.manifest.task in why
-        ok, why = bf16_gate(b, threads=1)
+        ok, why = gates.bf16_gate(b, threads=1)
         assert not ok and ("no BF16" in why or b.manifest.task in why)
-    assert other_runtime_gate(Bundle.open("shapes"), "cpu", "onnxruntime", threads=1) is None  # its own runtime
+    assert gates.other_runtime_gate(Bundle.open("shapes"), "cpu", "onnxruntime", threads=1) is None  # its own runtime
+
+
+@pytest.mark.parametrize("name, metric", [("shapes", "mIoU"), ("shapes-panoptic", "PQ"), ("shapes-instance", "mask AP")])
+def test_task_metric_gate_scores_the_recorded_dataset(name, metric, tmp_path):
+    """The reduced-precision check scores the bundle's own task metric on the first 40 frames of the
+    dataset its report names (the shipped ones: their generators) with OpenVINO, here FP32 against
+    FP32 (any CPU): equal scores, the bundle's INT8 budget (1.0) named; a report naming a dataset that
+    is not on this machine gives None (label agreement decides)."""
+    pytest.importorskip("openvino")
+    import copy
+    import re
+    import types
+
+    from edgeseg.backends.gates import task_metric_gate
+    from edgeseg.bundle import Bundle
+
+    ok, why = task_metric_gate(Bundle.open(name), "fp32", threads=1)
+    a, b = map(float, re.search(rf"fp32 {metric} ([\d.]+) vs FP32 ([\d.]+) on 40 frames", why).groups())
+    assert ok and a == b and 0 < a <= 100 and why.endswith("(budget 1)")
+    bundle = Bundle.open(name)
+    report = copy.deepcopy(bundle.report)
+    report["accuracy"]["fp32"]["data"] = f"camvid:{tmp_path / 'not-here'}"  # made on another machine
+    elsewhere = types.SimpleNamespace(report=report, manifest=bundle.manifest, model_path=bundle.model_path)
+    assert task_metric_gate(elsewhere, "fp32", threads=1) is None

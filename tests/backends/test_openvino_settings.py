@@ -81,22 +81,39 @@ def test_bf16_is_refused_clearly_where_the_cpu_has_none():
         BACKENDS.get("openvino").load("road", precision="bf16")
 
 
-def test_bf16_gate_measures_label_agreement_on_this_cpu():
+def test_bf16_gate_measures_accuracy_on_this_cpu(monkeypatch):
     """Where the CPU has BF16 (AMX, AVX-512 BF16) the choice offers OpenVINO bf16 only after measuring
-    its labels against FP32 here: the real gate on the shipped ``shapes`` bundle (it passes: 99.9 %+
-    of pixels on an AVX-512 BF16 EPYC) and the agreement of a runtime with itself (exactly 1)."""
+    it here: with the task metric on the bundle's recorded dataset where that opens (``shapes``: its
+    generator, always), else by label agreement on the parity images (99.9 %+ for ``shapes`` on an
+    AVX-512 BF16 EPYC; a runtime agrees with itself exactly). ``shapes-panoptic``'s verdict follows
+    its measured PQ drop and budget (1.39 > 1.0 there: refused)."""
     pytest.importorskip("openvino")
+    import re
+
+    from edgeseg.backends import gates
     from edgeseg.backends.choice import Candidate
-    from edgeseg.backends.gates import MIN_AGREEMENT, bf16_gate, label_agreement
-    from edgeseg.backends.openvino.settings import precisions_here
     from edgeseg.bundle import Bundle
 
-    if "bf16" not in precisions_here():
+    if "bf16" not in gates_precisions():
         pytest.skip("this CPU has no BF16 (OpenVINO lists no BF16 capability)")
-    shapes = Bundle.open("shapes")
+    shapes, panoptic = Bundle.open("shapes"), Bundle.open("shapes-panoptic")
+    ok, why = gates.bf16_gate(shapes, threads=1)
+    assert ok and why.startswith("bf16 mIoU ") and "on 40 frames of synthetic" in why
+    ok, why = gates.bf16_gate(panoptic, threads=1)
+    reduced, base = map(float, re.search(r"bf16 PQ ([\d.]+) vs FP32 ([\d.]+)", why).groups())
+    assert ok == (base - reduced <= 1.0) and 0 < base - reduced < 5  # bf16 ran, and moved PQ
     fp32 = Candidate("openvino", "fp32")
-    assert label_agreement(shapes, fp32, fp32, threads=1) == 1.0
-    agree = label_agreement(shapes, fp32, Candidate("openvino", "bf16"), threads=1)
-    assert MIN_AGREEMENT <= agree < 1.0  # bf16 really ran (some border pixels flip) and stays accurate
-    ok, why = bf16_gate(shapes, threads=1)
+    assert gates.label_agreement(shapes, fp32, fp32, threads=1) == 1.0
+    agree = gates.label_agreement(shapes, fp32, Candidate("openvino", "bf16"), threads=1)
+    assert gates.MIN_AGREEMENT <= agree < 1.0  # bf16 really ran (some border pixels flip) and stays accurate
+    monkeypatch.setattr(gates, "task_metric_gate", lambda *a, **k: None)  # no dataset here: the proxy decides
+    ok, why = gates.bf16_gate(shapes, threads=1)
     assert ok and f"{agree:.2%}" in why
+    ok, why = gates.bf16_gate(panoptic, threads=1)
+    assert not ok and "panoptic" in why
+
+
+def gates_precisions():
+    from edgeseg.backends.openvino.settings import precisions_here
+
+    return precisions_here()
