@@ -162,6 +162,14 @@ def load_weights(model: nn.Module, path: str | Path, what: str = "the model") ->
     return model
 
 
+def state_names(path: str | Path) -> set[str]:
+    """The tensor names a weights file holds (empty when it cannot be read: loading it reports why)."""
+    try:
+        return set(_read_state(_existing(path)))
+    except Exception:  # noqa: BLE001  (load_weights reads it again and raises the clear error)
+        return set()
+
+
 def _existing(path: str | Path) -> Path:
     p = Path(path)
     if not p.is_file():

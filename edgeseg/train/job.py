@@ -84,6 +84,23 @@ def open_datasets(job: TrainJob):
     return train, val
 
 
+
+def init_target(model, path: Path):
+    """The module ``--init`` weights load into: the model, or for a model that wraps another
+    (CRF-as-RNN's ``backbone``) that inner model when the file holds exactly its tensors: Zheng et al.
+    train the FCN first, then the CRF-RNN on top (the wrapper's own layers start from their initial
+    values). Anything else goes to the whole model, where
+    :func:`~edgeseg.models.checkpoint.load_weights` reports what does not fit."""
+    from torch import nn
+
+    from ..models.checkpoint import state_names
+
+    backbone = getattr(model, "backbone", None)
+    if not isinstance(backbone, nn.Module):
+        return model
+    names = state_names(path)
+    return backbone if names == set(backbone.state_dict()) and names != set(model.state_dict()) else model
+
 def run_job(job: TrainJob, resume: bool = False) -> JobResult:
     """Train (resuming from ``out/last.pt`` when ``resume``), then export and record."""
     from ..models import create_model
@@ -95,8 +112,9 @@ def run_job(job: TrainJob, resume: bool = False) -> JobResult:
     if job.init is not None and not resume:  # on resume, last.pt holds the fine-tuned weights already
         from ..models.checkpoint import load_weights
 
-        load_weights(model, job.init, what=f"model {job.model!r} with {n} classes")
-        log.info("starting from the weights in %s", job.init)
+        into = init_target(model, job.init)
+        load_weights(into, job.init, what=f"model {job.model!r} with {n} classes")
+        log.info("starting %s from the weights in %s", "the model" if into is model else "its backbone", job.init)
     spec = InputSpec(size=job.config.size)
     trainer = Trainer(model, train, job.config, val_data=val, input_spec=spec, num_classes=n, out_dir=job.out,
                       model_name=job.model)

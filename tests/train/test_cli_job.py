@@ -97,3 +97,31 @@ def test_cli_trains_on_a_mixture(tmp_path):
     assert main(args) == 0
     rec = json.loads((tmp_path / "m.json").read_text())["training"]
     assert rec["data"] == mix and rec["images"]["train"] == 24 and rec["steps"] == 3
+
+
+def test_cli_init_of_a_wrapper_loads_its_backbone(tmp_path, caplog):
+    """CRF-as-RNN trained as Zheng et al. do: the FCN first, then the CRF-RNN on top. ``--init`` with
+    the backbone's own weights file loads them into ``model.backbone`` (with lr 1e-12 they come out
+    as they went in) and the CRF's parameters start from their initial values (Potts compatibility);
+    the CRF model's own weights file still loads into the whole model."""
+    import logging
+
+    from safetensors.torch import load_file
+
+    first = tmp_path / "fcn"
+    base = [*BASE, "--epochs", "1"]
+    base[1] = "test_deeplabv3plus"
+    assert main([*base, "--out", str(first)]) == 0
+    init = first / "model.safetensors"
+    crf = [*base, "--lr", "1e-12", "--init", str(init)]
+    crf[1] = "test_crfasrnn"
+    with caplog.at_level(logging.INFO, logger="edgeseg.train.job"):
+        assert main([*crf, "--out", str(tmp_path / "crf")]) == 0
+    assert "starting its backbone from the weights in" in caplog.text
+    a, b = load_file(str(init)), load_file(str(tmp_path / "crf" / "model.safetensors"))
+    learned = [k for k in a if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
+    assert learned and all(torch.allclose(a[k], b["backbone." + k], rtol=0, atol=1e-9) for k in learned)
+    assert torch.allclose(b["compatibility"], 1 - torch.eye(6), atol=1e-9)
+    whole = [*crf]
+    whole[whole.index(str(init))] = str(tmp_path / "crf" / "model.safetensors")
+    assert main([*whole, "--out", str(tmp_path / "crf2")]) == 0
