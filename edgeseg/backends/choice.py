@@ -34,7 +34,7 @@ from .auto import AUTO_ORDER as AUTO_BACKENDS  # one automatic order and one x86
 from .auto import X86
 from .device import DeviceInfo, device_info
 from .gates import (INT8_RUNTIMES, MIN_AGREEMENT, bf16_gate, int8_arithmetic_risk, int8_gate, label_agreement,  # noqa: F401
-                    network_feed, other_runtime_gate, weights_fit_7bit)
+                    network_feed, other_runtime_gate, task_metric_gate, weights_fit_7bit)
 
 if TYPE_CHECKING:
     from ..bundle import Bundle
@@ -202,6 +202,14 @@ def gather_facts(bundle: "Bundle", backend: str = "auto", precision: str = "auto
             if passed and (t, b) not in unverified and avail.get(b, (False, ""))[0] and backend in ("auto", b) \
                     and precision in ("auto", "int8") and (why := other_runtime_gate(bundle, t, b, threads)) is not None:
                 unverified[(t, b)] = why
+    for (t, b), why in list(unverified.items()):  # where the bundle's dataset is here, measure instead of refusing
+        if targets.get(t, (False, ""))[0] and avail.get(b, (False, ""))[0] and backend in ("auto", b) \
+                and precision in ("auto", "int8") and (measured := task_metric_gate(bundle, "int8", threads, t, b)):
+            if measured[0]:
+                del unverified[(t, b)]
+                log.info("INT8 %s on %s gated here instead (%s): %s", t, b, why, measured[1])
+            else:
+                unverified[(t, b)] = f"{why}; measured here: {measured[1]}"
     return Facts(avail, targets, int8_unverified=unverified, openvino_graph=graph, bf16=bf16, machine=platform.machine())
 
 

@@ -135,14 +135,16 @@ class _First:
         return getattr(self._dataset, name)
 
 
-def task_metric_gate(bundle: "Bundle", precision: str = "bf16", threads: int = 0) -> tuple[bool, str] | None:
-    """The bundle's task metric (mIoU, mask AP, PQ: what its report records) with OpenVINO at
-    ``precision`` against OpenVINO FP32, on the first :data:`GATE_FRAMES` frames of the dataset its
-    FP32 accuracy was recorded on, accepted when the drop is within the smallest INT8 budget the
-    bundle records (else :data:`DEFAULT_MAX_DROP`). None where the report names no dataset or it does
-    not open here (then label agreement decides). Label agreement on synthetic parity scenes is only a
-    proxy: ``road`` in bf16 agreed with FP32 on 98.54% of their pixels (refused) and scores 55.29 mIoU
-    on CamVid ``val`` against FP32's 55.26. Never raises."""
+def task_metric_gate(bundle: "Bundle", precision: str = "bf16", threads: int = 0, target: str | None = None,
+                     backend: str = "openvino") -> tuple[bool, str] | None:
+    """The bundle's task metric (mIoU, mask AP, PQ: what its report records), measured here on the
+    first :data:`GATE_FRAMES` frames of the dataset its FP32 accuracy was recorded on, for OpenVINO
+    ``bf16`` against OpenVINO FP32, or for ``precision="int8"`` the INT8 model of ``target`` on
+    ``backend`` against FP32 on that runtime; accepted when the drop is within the bundle's INT8 budget
+    (the target's, else the smallest recorded, else :data:`DEFAULT_MAX_DROP`). None where the report
+    names no dataset or it does not open here (then the proxies decide). Label agreement on synthetic
+    parity scenes is only a proxy: ``road`` in bf16 agreed with FP32 on 98.54% of their pixels (refused)
+    and scores 55.29 mIoU on CamVid ``val`` against FP32's 55.26. Never raises."""
     acc = ((bundle.report.get("accuracy") or {}).get("fp32")) or {}
     spec = acc.get("data")
     if not isinstance(spec, str) or not spec:
@@ -157,17 +159,22 @@ def task_metric_gate(bundle: "Bundle", precision: str = "bf16", threads: int = 0
     scorer = TASK_SCORERS.get(bundle.manifest.task, (None, None))[1]
     if scorer is None:
         return None
-    budgets = [e["max_drop"] for e in (bundle.report.get("int8") or {}).values()
-               if isinstance(e, dict) and isinstance(e.get("max_drop"), (int, float))]
-    budget = min(budgets) if budgets else DEFAULT_MAX_DROP
+    entries = {t: e for t, e in (bundle.report.get("int8") or {}).items()
+               if isinstance(e, dict) and isinstance(e.get("max_drop"), (int, float))}
+    own = entries.get(target or "cpu") if precision == "int8" else None
+    budget = own["max_drop"] if own else min((e["max_drop"] for e in entries.values()), default=DEFAULT_MAX_DROP)
+    if precision == "int8":  # the INT8 model on the runtime asked for, against FP32 on the same runtime
+        runs = ((bundle.model_path("fp32"), backend), (bundle.model_path("int8", target), backend))
+        what = f"INT8 ({target or 'cpu'}) on {backend}"
+    else:
+        runs = ((bundle.model_path("fp32"), "openvino:fp32"), (bundle.model_path("fp32"), f"openvino:{precision}"))
+        what = precision
     try:
-        path = bundle.model_path("fp32")
-        base, reduced = (scorer(_First(dataset, GATE_FRAMES), bundle.manifest, threads=threads,
-                                runtime=f"openvino:{p}")(path) for p in ("fp32", precision))
+        base, reduced = (scorer(_First(dataset, GATE_FRAMES), bundle.manifest, threads=threads, runtime=rt)(path)
+                         for path, rt in runs)
     except Exception as e:  # noqa: BLE001  (a failed check leaves the precision out, with the reason)
-        return False, f"{precision} accuracy check failed: {e}"
-    name = scorer.name
-    verdict = f"{precision} {name} {reduced:.2f} vs FP32 {base:.2f} on {GATE_FRAMES} frames of {spec.split(':')[0]}"
+        return False, f"{what} accuracy check failed: {e}"
+    verdict = f"{what} {scorer.name} {reduced:.2f} vs FP32 {base:.2f} on {GATE_FRAMES} frames of {spec.split(':')[0]} here"
     if base - reduced > budget:
         return False, f"{verdict}: drop {base - reduced:.2f} > budget {budget:g}"
     return True, f"{verdict} (budget {budget:g})"

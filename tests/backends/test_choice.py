@@ -359,3 +359,28 @@ def test_task_metric_gate_scores_the_recorded_dataset(name, metric, tmp_path):
     report["accuracy"]["fp32"]["data"] = f"camvid:{tmp_path / 'not-here'}"  # made on another machine
     elsewhere = types.SimpleNamespace(report=report, manifest=bundle.manifest, model_path=bundle.model_path)
     assert task_metric_gate(elsewhere, "fp32", threads=1) is None
+
+
+def test_int8_refused_by_a_proxy_is_measured_where_the_dataset_is_here(monkeypatch):
+    """An INT8 model whose gate ran on other INT8 arithmetic (or another runtime) is not trusted here;
+    where the dataset the bundle's report names is on this machine it is scored instead (the INT8
+    model on that runtime against FP32 on it, within its budget) and offered if it passes. Without the
+    dataset the refusal stands. ``shapes``' generator is always here."""
+    pytest.importorskip("openvino")
+    import re
+
+    from edgeseg.backends import gates
+    from edgeseg.bundle import Bundle
+
+    shapes = Bundle.open("shapes")
+    ok, why = gates.task_metric_gate(shapes, "int8", 1, "cpu", "openvino")
+    q, f = map(float, re.search(r"INT8 \(cpu\) on openvino mIoU ([\d.]+) vs FP32 ([\d.]+) on 40 frames of synthetic here", why).groups())
+    assert ok == (f - q <= 1.0) and abs(f - q) < 1.0 and why.endswith("(budget 1)")
+    refused = "its accuracy gate ran on another CPU (test)"
+    monkeypatch.setattr(ch, "int8_arithmetic_risk", lambda b, t, dev, backend="onnxruntime":
+                        refused if backend == "openvino" and t == "cpu" else None)
+    facts = ch.gather_facts(shapes, threads=1)
+    assert ("cpu", "openvino") not in facts.int8_unverified  # measured here and passed
+    monkeypatch.setattr(ch, "task_metric_gate", lambda *a, **k: None)  # no dataset on this machine
+    facts = ch.gather_facts(shapes, threads=1)
+    assert facts.int8_unverified[("cpu", "openvino")] == refused
