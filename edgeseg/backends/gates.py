@@ -3,8 +3,11 @@ of :mod:`edgeseg.backends.choice`.
 
 * INT8: the gate ``edgeseg quantize`` recorded (:func:`int8_gate`), if it holds on this CPU's INT8
   arithmetic (:func:`int8_arithmetic_risk`) and, for a runtime other than the one the gate scored,
-  if that runtime computes the same labels here (:func:`other_runtime_gate`).
-* bf16: the CPU has it and its labels agree with FP32 here (:func:`bf16_gate`).
+  if that runtime computes the same labels here (:func:`other_runtime_gate`); where either proxy
+  refuses and the bundle's dataset is on this machine, the task metric measured here decides
+  (:func:`task_metric_gate`).
+* bf16: the CPU has it and its task metric on the bundle's dataset stays within the INT8 budget
+  (:func:`task_metric_gate`), or without that dataset its labels agree with FP32 here (:func:`bf16_gate`).
 
 Label agreement (:func:`label_agreement`) is measured on the bundle's parity images (two synthetic
 scenes at the network size) with the real runtimes; :data:`MIN_AGREEMENT` is the export parity
