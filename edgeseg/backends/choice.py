@@ -82,6 +82,8 @@ class Facts:
     openvino_graph: tuple[bool, str] = (True, "")  # whether OpenVINO takes every op of the FP32 graph
     bf16: tuple[bool, str] = (False, "this CPU has no BF16")  # bf16 on OpenVINO: supported here and accurate
     machine: str = "x86_64"
+    #: (target, backend) -> the task metric measured here that admitted an INT8 model a proxy refused
+    int8_measured: Mapping[tuple[str, str], str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -202,15 +204,18 @@ def gather_facts(bundle: "Bundle", backend: str = "auto", precision: str = "auto
             if passed and (t, b) not in unverified and avail.get(b, (False, ""))[0] and backend in ("auto", b) \
                     and precision in ("auto", "int8") and (why := other_runtime_gate(bundle, t, b, threads)) is not None:
                 unverified[(t, b)] = why
+    measured_here: dict[tuple[str, str], str] = {}
     for (t, b), why in list(unverified.items()):  # where the bundle's dataset is here, measure instead of refusing
         if targets.get(t, (False, ""))[0] and avail.get(b, (False, ""))[0] and backend in ("auto", b) \
                 and precision in ("auto", "int8") and (measured := task_metric_gate(bundle, "int8", threads, t, b)):
             if measured[0]:
                 del unverified[(t, b)]
+                measured_here[(t, b)] = measured[1]
                 log.info("INT8 %s on %s gated here instead (%s): %s", t, b, why, measured[1])
             else:
                 unverified[(t, b)] = f"{why}; measured here: {measured[1]}"
-    return Facts(avail, targets, int8_unverified=unverified, openvino_graph=graph, bf16=bf16, machine=platform.machine())
+    return Facts(avail, targets, int8_unverified=unverified, openvino_graph=graph, bf16=bf16, machine=platform.machine(),
+                 int8_measured=measured_here)
 
 
 # ---- 2. timing --------------------------------------------------------------------------------------

@@ -115,10 +115,12 @@ def run_matrix(bundle, args: argparse.Namespace) -> int:
     floats = [ms for c, ms in timings.items() if c.precision == "fp32"]
     fastest_fp32 = min(floats) if floats else float("nan")
     accuracy = bundle.report.get("accuracy", {}).get("fp32", {})
+    metric = next(((name, key) for name, key in (("mIoU", "miou"), ("mask AP", "mask_ap"), ("PQ", "pq")) if key in accuracy), None)
+    fp32 = f"{metric[0]} {100 * accuracy[metric[1]]:.2f}" if metric else "-"
     rows = []
     for c, ms in sorted(timings.items(), key=lambda kv: kv[1]):
-        gate = int8_gate(bundle, c.target)[1] if c.precision == "int8" else \
-            (facts.bf16[1] if c.precision == "bf16" else (f"mIoU {100 * accuracy['miou']:.2f}" if "miou" in accuracy else "-"))
+        gate = (facts.int8_measured.get((c.target, c.backend)) or int8_gate(bundle, c.target)[1]) if c.precision == "int8" \
+            else (facts.bf16[1] if c.precision == "bf16" else fp32)
         rows.append({**c.to_dict(), "median_ms": ms, "vs_fastest_fp32": fastest_fp32 / ms, "accuracy": gate,
                      "chosen": "<-" if c == best else ""})
     left = [{**c.to_dict(), "why": why} for c, why in (*excluded, *failed)]

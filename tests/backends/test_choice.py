@@ -381,6 +381,7 @@ def test_int8_refused_by_a_proxy_is_measured_where_the_dataset_is_here(monkeypat
                         refused if backend == "openvino" and t == "cpu" else None)
     facts = ch.gather_facts(shapes, threads=1)
     assert ("cpu", "openvino") not in facts.int8_unverified  # measured here and passed
+    assert facts.int8_measured[("cpu", "openvino")] == why  # what `edgeseg bench --all` shows for the row
     monkeypatch.setattr(ch, "task_metric_gate", lambda *a, **k: None)  # no dataset on this machine
     facts = ch.gather_facts(shapes, threads=1)
     assert facts.int8_unverified[("cpu", "openvino")] == refused
