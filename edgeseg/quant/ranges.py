@@ -89,6 +89,7 @@ def calibrate(model_path: str | Path, reader: FeedReader, method: str = "entropy
               symmetric: bool = False, percentile: float = 99.999) -> CalibrationTable:
     """Run the frames of ``reader`` through ``model_path`` and compute every float tensor's range."""
     fn = RANGE_METHODS.get(method)
+    chunk = fitting_chunk(model_path, chunk)
     opts = {"chunk": chunk, "symmetric": symmetric, "percentile": percentile}
     with quiet():
         ranges = fn(Path(model_path), reader, opts)
@@ -98,6 +99,56 @@ def calibrate(model_path: str | Path, reader: FeedReader, method: str = "entropy
     if method == "mse":
         used["symmetric"] = symmetric
     return CalibrationTable(method, ranges, len(reader), used)
+
+
+#: share of the memory available when calibration starts that the frames of one chunk may hold: ONNX
+#: Runtime's calibrators keep every float tensor of every frame of a chunk (plus copies while merging)
+CALIB_MEMORY_SHARE = 0.25
+
+
+def activation_bytes(model_path: str | Path) -> int:
+    """Bytes of every float tensor one frame produces in ``model_path`` (static shapes from ONNX shape
+    inference; tensors of unknown shape are not counted): what a calibrator holds per frame."""
+    import onnx
+
+    model = onnx.shape_inference.infer_shapes(onnx.load(str(model_path), load_external_data=False))
+    sizes = {onnx.TensorProto.FLOAT: 4, onnx.TensorProto.FLOAT16: 2, onnx.TensorProto.BFLOAT16: 2, onnx.TensorProto.DOUBLE: 8}
+    total = 0
+    for vi in (*model.graph.value_info, *model.graph.output):
+        t = vi.type.tensor_type
+        dims = [d.dim_value for d in t.shape.dim]
+        if t.elem_type in sizes and dims and all(d > 0 for d in dims):
+            total += int(np.prod(dims)) * sizes[t.elem_type]
+    return total
+
+
+def available_bytes() -> int | None:
+    """Memory available to this process now (psutil), or None where it cannot be read."""
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except Exception:  # noqa: BLE001  (no psutil, no /proc: keep the requested chunk)
+        return None
+
+
+def fitting_chunk(model_path: str | Path, chunk: int, available: int | None = None) -> int:
+    """The number of frames calibrated at once so that their tensors fit :data:`CALIB_MEMORY_SHARE` of
+    the available memory (at most ``chunk``, at least 1). FC-DenseNet56 at 480x360 produces ~2.6 GB of
+    float tensors a frame: 8 frames at once were killed by the kernel (24 GB) on a 24 GB machine.
+    Raises :class:`QuantizationError` before any work when one frame alone does not fit."""
+    per_frame = activation_bytes(model_path)
+    available = available_bytes() if available is None else available
+    if not per_frame or available is None:
+        return chunk
+    fits = int(available * CALIB_MEMORY_SHARE // per_frame)
+    if fits < 1:
+        raise QuantizationError(
+            f"calibrating {Path(model_path).name} holds {per_frame / 2**30:.1f} GiB of tensors per frame, more than "
+            f"{CALIB_MEMORY_SHARE:.0%} of the {available / 2**30:.1f} GiB available here",
+            fix="free memory or calibrate on a machine with more; a smaller network input size (edgeseg export --size) "
+                "shrinks every tensor")
+    return max(1, min(chunk, fits))
 
 
 @contextlib.contextmanager

@@ -208,3 +208,30 @@ def test_shipped_recipe_copies_equal_the_repository_recipes():
     assert names == sorted(f.name for f in shipped.glob("*.toml")) == ["camvid.toml", "dashcam.toml", "street.toml", "synthetic.toml"]
     for n in names:
         assert (shipped / n).read_bytes() == (repo / n).read_bytes(), f"copy calibration/{n} to edgeseg/quant/recipes/{n}"
+
+
+def test_calibration_chunk_fits_the_memory_available(tmp_path):
+    """ONNX Runtime's calibrators hold every float tensor of every frame of a chunk: the chunk shrinks to
+    what a quarter of the available memory holds, and a model whose one frame does not fit is refused
+    before any work with the sizes and a fix (FC-DenseNet56 at 480x360: 3.4 GiB a frame, 8 frames at
+    once were killed by the kernel on a 24 GiB machine). Sizes by hand on a two-node graph."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from edgeseg.errors import QuantizationError
+    from edgeseg.quant.ranges import activation_bytes, fitting_chunk
+
+    w = helper.make_tensor("w", TensorProto.FLOAT, [8, 3, 1, 1], [0.1] * 24)
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["c"]), helper.make_node("Relu", ["c"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 64, 32])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 64, 32])], [w])
+    path = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    per_frame = 2 * 8 * 64 * 32 * 4  # c and y: [1, 8, 64, 32] float32 each
+    assert activation_bytes(path) == per_frame
+    assert fitting_chunk(path, 8, available=100 * per_frame) == 8  # plenty: the asked chunk
+    assert fitting_chunk(path, 8, available=12 * per_frame) == 3  # a quarter holds 3 frames
+    assert fitting_chunk(path, 8, available=4 * per_frame) == 1
+    with pytest.raises(QuantizationError, match="per frame, more than 25% of the"):
+        fitting_chunk(path, 8, available=3 * per_frame)
