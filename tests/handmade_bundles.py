@@ -151,3 +151,20 @@ def red_square_image(h: int = 96, w: int = 128) -> np.ndarray:
     img = np.zeros((h, w, 3), np.uint8)
     img[24:72, 32:96, 0] = 255
     return img
+
+
+def made_elsewhere(name: str, dst: Path, *, data: str | None = None, int8_isa: tuple[str, ...] | None = None) -> Bundle:
+    """A copy of the shipped bundle ``name`` whose report says it was made on another machine: its FP32
+    accuracy recorded on ``data`` (a dataset spec, e.g. a folder that is not here) and/or every INT8
+    gate run on a CPU with ``int8_isa`` flags (hashes rewritten by :meth:`Bundle.update_report`)."""
+    import shutil
+
+    shutil.copytree(Bundle.open(name).root, dst)
+    b = Bundle.open(dst)
+    report = b.report
+    if data is not None:
+        b.update_report("accuracy", {**report["accuracy"], "fp32": {**report["accuracy"]["fp32"], "data": data}})
+    if int8_isa is not None:
+        b.update_report("int8", {t: {**e, "device": {**e.get("device", {}), "cpu": "another CPU", "isa": list(int8_isa)}}
+                                 for t, e in report["int8"].items()})
+    return Bundle.open(dst)

@@ -320,16 +320,17 @@ def test_a_candidate_that_fails_at_inference_is_left_out(monkeypatch):
     assert left == [(F_OV, "openvino/fp32 failed to run here: Exception from src/inference/src/cpp/infer_request.cpp: bad")]
 
 
-def test_label_agreement_vouches_for_semantic_bundles_only(monkeypatch):
+def test_label_agreement_vouches_for_semantic_bundles_only(tmp_path):
     """A panoptic model's first output is its semantic logits: they agreed with FP32 on >= 99% of the
     labels in bf16 while PQ fell 1.3 (AVX-512 BF16 EPYC), so neither bf16 nor another runtime's INT8 is
-    offered on label agreement for instance/panoptic bundles; semantic ones are still checked."""
+    offered on label agreement for instance/panoptic bundles whose dataset is not on this machine;
+    semantic ones are still checked."""
     from edgeseg.backends import gates
     from edgeseg.bundle import Bundle
+    from handmade_bundles import made_elsewhere
 
-    monkeypatch.setattr(gates, "task_metric_gate", lambda *a, **k: None)  # no recorded dataset here
     for name in ("shapes-panoptic", "shapes-instance"):
-        b = Bundle.open(name)
+        b = made_elsewhere(name, tmp_path / name, data=f"camvid:{tmp_path / 'not-here'}")
         why = gates.other_runtime_gate(b, "cpu", "openvino", threads=1)
         assert why is not None and b.manifest.task in why
         ok, why = gates.bf16_gate(b, threads=1)
@@ -344,44 +345,43 @@ def test_task_metric_gate_scores_the_recorded_dataset(name, metric, tmp_path):
     FP32 (any CPU): equal scores, the bundle's INT8 budget (1.0) named; a report naming a dataset that
     is not on this machine gives None (label agreement decides)."""
     pytest.importorskip("openvino")
-    import copy
     import re
-    import types
 
     from edgeseg.backends.gates import task_metric_gate
     from edgeseg.bundle import Bundle
+    from handmade_bundles import made_elsewhere
 
     ok, why = task_metric_gate(Bundle.open(name), "fp32", threads=1)
     a, b = map(float, re.search(rf"fp32 {metric} ([\d.]+) vs FP32 ([\d.]+) on 40 frames", why).groups())
     assert ok and a == b and 0 < a <= 100 and why.endswith("(budget 1)")
-    bundle = Bundle.open(name)
-    report = copy.deepcopy(bundle.report)
-    report["accuracy"]["fp32"]["data"] = f"camvid:{tmp_path / 'not-here'}"  # made on another machine
-    elsewhere = types.SimpleNamespace(report=report, manifest=bundle.manifest, model_path=bundle.model_path)
+    elsewhere = made_elsewhere(name, tmp_path / "b.edgeseg", data=f"camvid:{tmp_path / 'not-here'}")
     assert task_metric_gate(elsewhere, "fp32", threads=1) is None
 
 
-def test_int8_refused_by_a_proxy_is_measured_where_the_dataset_is_here(monkeypatch):
-    """An INT8 model whose gate ran on other INT8 arithmetic (or another runtime) is not trusted here;
-    where the dataset the bundle's report names is on this machine it is scored instead (the INT8
-    model on that runtime against FP32 on it, within its budget) and offered if it passes. Without the
-    dataset the refusal stands. ``shapes``' generator is always here."""
+def test_int8_refused_by_a_proxy_is_measured_where_the_dataset_is_here(tmp_path):
+    """An INT8 model whose gate ran on other INT8 arithmetic is not trusted on OpenVINO here; where the
+    dataset the bundle's report names is on this machine it is scored instead (the INT8 model on that
+    runtime against FP32 on it, within its budget) and offered if it passes. Without the dataset the
+    refusal stands. ``shapes``' generator is always here; the copies' reports say where they were made."""
     pytest.importorskip("openvino")
     import re
 
     from edgeseg.backends import gates
+    from edgeseg.backends.device import device_info
     from edgeseg.bundle import Bundle
+    from handmade_bundles import made_elsewhere
 
     shapes = Bundle.open("shapes")
     ok, why = gates.task_metric_gate(shapes, "int8", 1, "cpu", "openvino")
     q, f = map(float, re.search(r"INT8 \(cpu\) on openvino mIoU ([\d.]+) vs FP32 ([\d.]+) on 40 frames of synthetic here", why).groups())
     assert ok == (f - q <= 1.0) and abs(f - q) < 1.0 and why.endswith("(budget 1)")
-    refused = "its accuracy gate ran on another CPU (test)"
-    monkeypatch.setattr(ch, "int8_arithmetic_risk", lambda b, t, dev, backend="onnxruntime":
-                        refused if backend == "openvino" and t == "cpu" else None)
-    facts = ch.gather_facts(shapes, threads=1)
+    # gated on the other INT8 arithmetic than this CPU's: VNNI here -> an AVX2-only CPU there, and back
+    other = ("avx2", "fma") if device_info().int8_arithmetic == "vnni" else ("avx2", "fma", "avx512f", "avx512_vnni")
+    moved = made_elsewhere("shapes", tmp_path / "a.edgeseg", int8_isa=other)
+    assert gates.int8_arithmetic_risk(moved, "cpu", device_info(), "openvino") is not None  # the proxy refuses
+    facts = ch.gather_facts(moved, threads=1)
     assert ("cpu", "openvino") not in facts.int8_unverified  # measured here and passed
     assert facts.int8_measured[("cpu", "openvino")] == why  # what `edgeseg bench --all` shows for the row
-    monkeypatch.setattr(ch, "task_metric_gate", lambda *a, **k: None)  # no dataset on this machine
-    facts = ch.gather_facts(shapes, threads=1)
-    assert facts.int8_unverified[("cpu", "openvino")] == refused
+    gone = made_elsewhere("shapes", tmp_path / "b.edgeseg", int8_isa=other, data=f"camvid:{tmp_path / 'not-here'}")
+    facts = ch.gather_facts(gone, threads=1)  # no dataset on this machine: the refusal stands
+    assert "its accuracy gate ran on another CPU" in facts.int8_unverified[("cpu", "openvino")]
