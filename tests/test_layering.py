@@ -21,8 +21,9 @@ ALLOWED: dict[str, set[str]] = {
     "ops": {"structures"},
     "models": {"structures", "ops"},
     "decode": {"structures", "bundle"},
-    # models only inside the torch backend, lazily; data for the synthetic frames the bf16 check runs on
-    "backends": {"structures", "bundle", "models", "data"},
+    # models only inside the torch backend, lazily; data for the synthetic frames the bf16 check runs on;
+    # decode and eval for the on-device task-metric check of bf16 and INT8 (gates.task_metric_gate)
+    "backends": {"structures", "bundle", "models", "data", "decode", "eval"},
     # decode: an imported instance model is decoded once on a test frame before its bundle is written
     "export": {"structures", "bundle", "data", "ops", "models", "decode"},
     # remote: the client of `edgeseg serve` (no Ray); load("http://...") returns it, lazily

@@ -153,34 +153,77 @@ def task_metric_gate(bundle: "Bundle", precision: str = "bf16", threads: int = 0
     if not isinstance(spec, str) or not spec:
         return None
     from ..data import open_dataset
-    from ..quant.accuracy import TASK_SCORERS
 
     try:
         dataset = open_dataset(spec, split=acc.get("split") or "val")
     except Exception:  # noqa: BLE001  (another machine's path, a missing folder: fall back, never fail)
         return None
-    scorer = TASK_SCORERS.get(bundle.manifest.task, (None, None))[1]
-    if scorer is None:
+    task = bundle.manifest.task
+    if task not in ("semantic", "instance", "panoptic"):
         return None
     entries = {t: e for t, e in (bundle.report.get("int8") or {}).items()
                if isinstance(e, dict) and isinstance(e.get("max_drop"), (int, float))}
     own = entries.get(target or "cpu") if precision == "int8" else None
     budget = own["max_drop"] if own else min((e["max_drop"] for e in entries.values()), default=DEFAULT_MAX_DROP)
     if precision == "int8":  # the INT8 model on the runtime asked for, against FP32 on the same runtime
-        runs = ((bundle.model_path("fp32"), backend), (bundle.model_path("int8", target), backend))
-        what = f"INT8 ({target or 'cpu'}) on {backend}"
+        runs, what = ((backend, "fp32", None), (backend, "int8", target)), f"INT8 ({target or 'cpu'}) on {backend}"
     else:
-        runs = ((bundle.model_path("fp32"), "openvino:fp32"), (bundle.model_path("fp32"), f"openvino:{precision}"))
-        what = precision
+        runs, what = (("openvino", "fp32", None), ("openvino", precision, None)), precision
     try:
-        base, reduced = (scorer(_First(dataset, GATE_FRAMES), bundle.manifest, threads=threads, runtime=rt)(path)
-                         for path, rt in runs)
+        samples = list(_First(dataset, GATE_FRAMES))
+        base, reduced = (_task_metric(bundle, dataset, samples, b, p, t, threads) for b, p, t in runs)
     except Exception as e:  # noqa: BLE001  (a failed check leaves the precision out, with the reason)
         return False, f"{what} accuracy check failed: {e}"
-    verdict = f"{what} {scorer.name} {reduced:.2f} vs FP32 {base:.2f} on {GATE_FRAMES} frames of {spec.split(':')[0]} here"
+    name = {"semantic": "mIoU", "instance": "mask AP", "panoptic": "PQ"}[task]
+    verdict = f"{what} {name} {reduced:.2f} vs FP32 {base:.2f} on {len(samples)} frames of {spec.split(':')[0]} here"
     if base - reduced > budget:
         return False, f"{verdict}: drop {base - reduced:.2f} > budget {budget:g}"
     return True, f"{verdict} (budget {budget:g})"
+
+
+#: detections an instance check keeps (as ``edgeseg eval`` and the quantizer's gate do for mask AP)
+AP_SCORE_THRESHOLD = 0.001
+
+
+def _task_metric(bundle: "Bundle", dataset, samples: list, backend: str, precision: str, target: str | None,
+                 threads: int) -> float:
+    """The bundle's task metric (%) on ``samples`` of ``dataset``, run by the real runtime here and
+    decoded as the predictor decodes: mIoU, mask AP (detections above :data:`AP_SCORE_THRESHOLD`) or
+    PQ, the numbers ``edgeseg eval`` prints and the quantizer gates on."""
+    import numpy as np
+
+    from ..decode import decode
+    from ..eval import MaskAPAccumulator, PanopticMetric, SemanticMetric, category_map, class_map
+    from .base import BACKENDS
+
+    manifest, spec = bundle.manifest, bundle.manifest.input
+    task = manifest.task
+    options = manifest.decoder_options.replace(score_threshold=AP_SCORE_THRESHOLD) if task == "instance" else None
+    with BACKENDS.get(backend).load(bundle, precision=precision, threads=threads, target=target) as runner:
+        def results():
+            for s in samples:
+                x, meta = spec.preprocess(s.image if task == "semantic" else s.image())
+                yield decode(runner.infer({spec.name: x}), meta, manifest, options)
+
+        if task == "semantic":
+            classes = tuple(getattr(dataset, "classes", ()) or manifest.classes)
+            cmap = class_map(manifest.classes, classes)
+            metric = SemanticMetric(len(classes), int(getattr(dataset, "ignore_index", 255)), boundary=False, classes=classes)
+            for r, s in zip(results(), samples):
+                metric.update(cmap(r.labels), np.asarray(s.labels))
+            miou = metric.compute().miou
+            return 0.0 if np.isnan(miou) else 100.0 * miou
+        if task == "instance":
+            acc = MaskAPAccumulator(dataset.categories,
+                                    class_to_category=category_map(manifest.classes, dataset.categories).to_category)
+            for r, s in zip(results(), samples):
+                acc.add(s.image_id, r, s.truth)
+            ap = acc.compute().stats[0]
+            return 0.0 if ap < 0 else 100.0 * ap
+        pq = PanopticMetric({int(c.id): bool(c.isthing) for c in getattr(dataset, "categories", {}).values()})
+        for r, s in zip(results(), samples):
+            pq.update(r, s.panoptic, s.crowd_ids)
+        return 100.0 * pq.compute().pq
 
 
 def _not_comparable(bundle: "Bundle") -> str | None:

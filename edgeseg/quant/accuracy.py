@@ -39,13 +39,11 @@ class Scorer(Protocol):
 def make_session(model_path: str | Path, threads: int = 0, runtime: str = "onnxruntime"):
     """An inference session on ``runtime``: ``onnxruntime`` (CPU, :func:`edgeseg._ort.make_session`
     and its thread rule) or ``openvino`` (CPU plugin, same ``get_inputs``/``get_outputs``/``run``
-    slice: :class:`edgeseg.quant.openvino.OpenVinoSession`); ``openvino:bf16`` compiles at that
-    inference precision (the bf16 accuracy check of :mod:`edgeseg.backends.gates`)."""
-    runtime, _, precision = runtime.partition(":")
+    slice: :class:`edgeseg.quant.openvino.OpenVinoSession`)."""
     if runtime == "openvino":
         from .openvino import OpenVinoSession
 
-        return OpenVinoSession(model_path, threads, precision or None)
+        return OpenVinoSession(model_path, threads)
     from .._ort import make_session as ort_session
 
     return ort_session(model_path, threads=threads)
@@ -125,8 +123,9 @@ class AgreementScorer:
         return 100.0 * same / self._total
 
 
-#: instance scorers keep every detection above this score, as ``edgeseg eval`` does for mask AP
-AP_SCORE_THRESHOLD = 0.001
+#: instance scorers keep every detection above this score, as ``edgeseg eval`` does for mask AP (one
+#: definition: the on-device accuracy check of :mod:`edgeseg.backends.gates` uses it too)
+from ..backends.gates import AP_SCORE_THRESHOLD  # noqa: E402
 
 
 class InstanceDatasetScorer:

@@ -385,3 +385,21 @@ def test_int8_refused_by_a_proxy_is_measured_where_the_dataset_is_here(tmp_path)
     gone = made_elsewhere("shapes", tmp_path / "b.edgeseg", int8_isa=other, data=f"camvid:{tmp_path / 'not-here'}")
     facts = ch.gather_facts(gone, threads=1)  # no dataset on this machine: the refusal stands
     assert "its accuracy gate ran on another CPU" in facts.int8_unverified[("cpu", "openvino")]
+
+
+@pytest.mark.parametrize("name", ["shapes", "shapes-instance", "shapes-panoptic"])
+def test_on_device_task_metric_equals_the_quantizers_scorer(name):
+    """The choice's check runs the bundle through the real runtime and decoder; its number equals the
+    quantizer's dataset scorer (the metric `edgeseg quantize` gates on) on the same 40 frames."""
+    from edgeseg.backends.gates import GATE_FRAMES, _First, _task_metric
+    from edgeseg.bundle import Bundle
+    from edgeseg.data import open_dataset
+    from edgeseg.quant.accuracy import TASK_SCORERS
+
+    b = Bundle.open(name)
+    acc = b.report["accuracy"]["fp32"]
+    ds = open_dataset(acc["data"], split=acc["split"])
+    samples = list(_First(ds, GATE_FRAMES))
+    here = _task_metric(b, ds, samples, "onnxruntime", "fp32", None, threads=1)
+    reference = TASK_SCORERS[b.manifest.task][1](_First(ds, GATE_FRAMES), b.manifest, threads=1)(b.model_path("fp32"))
+    assert here == pytest.approx(reference, abs=1e-9) and 0 < here <= 100
