@@ -7,8 +7,14 @@ every other target (``InputSpec.preprocess`` of the recipe's frames). Its output
 INT8 kernels. The options below were chosen by measuring against NNCF's own defaults on the same
 model and frames (``tools/bench/int8.py --openvino-compare``; numbers in docs/quantization.md):
 
-* ``preset="mixed"``: asymmetric activations (MobileNetV3's hard-swish outputs go negative),
-  symmetric per-channel weights; same speed as ``performance``, slightly more accurate.
+* ``preset="performance"``: symmetric activations and per-channel weights. Measured on an Intel Xeon
+  with AMX (OpenVINO 2026.4, ``runs/nncf_preset.py``): ``mixed`` (asymmetric activations, chosen
+  earlier on AMD EPYCs where both presets run at the same speed, +0.03-0.1 mIoU) is 1.4-1.8x slower
+  there (road 17.2 vs 10.9 ms, an ESPNet-like import 32.9 vs 18.1 ms: zero-pointed u8 inputs leave
+  AMX's INT8 convolution kernels) and cannot be compiled under the CPU's default bf16 hint ("No
+  suitable implementations" on 3x3 and 1x1 convs fed by asymmetric u8): issue 10's defect 2 at its
+  root. ``performance`` compiles under every hint, at 54.91 vs 55.02 mIoU (road) and 88.28 vs 88.31
+  (shapes).
 * ``target_device="CPU"``: the quantizer placement of OpenVINO's CPU plugin.
 * ``subset_size``: every calibration frame (NNCF's default takes at most 300).
 * fast bias correction (NNCF's default; full bias correction fails on graphs whose subgraph
@@ -42,7 +48,7 @@ INT8_PRECISIONS = ("u8", "i8")
 class NncfOptions:
     """Arguments of ``nncf.quantize`` (names as NNCF spells them)."""
 
-    preset: str = "mixed"  # performance | mixed
+    preset: str = "performance"  # performance (symmetric activations) | mixed (asymmetric)
     target_device: str = "CPU"  # ANY | CPU | GPU | NPU | CPU_SPR
     fast_bias_correction: bool = True
     subset_size: int | None = None  # None: every calibration frame

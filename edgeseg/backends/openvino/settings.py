@@ -8,9 +8,12 @@ Why an explicit inference precision for every precision (OpenVINO 2026.4):
   default is ``bf16``.
 * ``bf16``: ``bf16``, only offered where the CPU plugin lists ``BF16`` in its
   ``OPTIMIZATION_CAPABILITIES`` (elsewhere OpenVINO silently runs f32, see :func:`precisions_here`).
-* ``int8``: ``f32`` for the layers that stay float. Under the bf16 default (AMX CPUs) the CPU
-  plugin has failed to compile NNCF's INT8 graphs (``Check '!implementations.empty()' ... No suitable
-  implementations``), and the INT8 accuracy gate scored the float layers in f32.
+* ``int8``: ``f32`` for the layers that stay float. Under the bf16 default of AMX CPUs the CPU
+  plugin cannot compile INT8 convolutions fed by asymmetric (zero-pointed) u8 activations
+  (``Check '!implementations.empty()' ... No suitable implementations``; measured on an Intel Xeon
+  with AMX, OpenVINO 2026.4). edgeseg's own NNCF models are symmetric and compile under either hint
+  at the same speed (``tools/bench/nncf_preset.py``), but bundles quantized before, or Q/DQ models
+  made elsewhere, may be asymmetric; and the INT8 accuracy gate scored the float layers in f32.
 """
 from __future__ import annotations
 
