@@ -12,7 +12,8 @@ garbage ONNX and unsupported opset/op given to ``edgeseg import`` / ``edgeseg.lo
 shape/dtype, a tampered bundle file, a manifest with path traversal, an empty calibration folder,
 an unwritable sink path, and a soak on ``synthetic://`` with resident memory sampled from outside
 the process. Every ``edgeseg`` command runs in its own process (a crash cannot take this script
-down) with ``--backend onnxruntime --precision fp32`` pinned. Needs GStreamer for the video rows
+down) with ``--backend onnxruntime --precision fp32`` pinned, or with ``--auto`` as a user runs it
+(backend and precision chosen on this device: OpenVINO beside a GStreamer source on some CPUs). Needs GStreamer for the video rows
 and the real dash-cam clip (``$EDGESEG_DATA`` or ../shared/data) for rows 1-4.
 """
 from __future__ import annotations
@@ -66,6 +67,7 @@ class Ctx:
     soak_frames: int
     signal_after_s: float
     outage_s: float
+    pinned: tuple[str, ...] = PINNED  # () with --auto: the backend and precision edgeseg chooses here
 
 
 FAULTS: dict[str, tuple[str, Callable[[Ctx], Row]]] = {}
@@ -180,13 +182,18 @@ class Skip(Exception):
 
 
 # ---- 1-2: signals ---------------------------------------------------------------------------------
+def ran_on(stats: dict) -> str:
+    """The backend/precision an ``edgeseg run`` used, from its stats JSON (chosen on the device or pinned)."""
+    return (stats.get("choice") or {}).get("label", "?")
+
+
 def _signal_run(ctx: Ctx, sig: signal.Signals) -> Row:
     video = need_video(ctx)
     out, stats_path = ctx.work / f"{sig.name.lower()}.mp4", ctx.work / f"{sig.name.lower()}.json"
     part = out.with_name(f"{out.stem}.part.mp4")
     fresh(out, stats_path, part)
     log = ctx.work / f"{sig.name.lower()}.log"
-    proc = spawn(log, "run", "--bundle", "road", "--source", video, "--sink", out, "--stats-json", stats_path, *PINNED)
+    proc = spawn(log, "run", "--bundle", "road", "--source", video, "--sink", out, "--stats-json", stats_path, *ctx.pinned)
     started = wait_for(lambda: part.is_file() and part.stat().st_size > 0, 120, proc)
     time.sleep(ctx.signal_after_s if started else 0)
     t0 = time.monotonic()
@@ -201,9 +208,10 @@ def _signal_run(ctx: Ctx, sig: signal.Signals) -> Row:
     said = next((x.split(": ", 1)[1] for x in stderr.splitlines() if sig.name in x), "")
     return Row(f"{sig.name} mid-run of edgeseg run (road, dash-cam -> MP4)",
                f"drained and finalized {exit_s:.1f} s after the signal, exit {proc.returncode}; "
-               f"{read} frames read, {processed} processed, {in_mp4} in the MP4 (OpenCV decode); .part left: {part.exists()}",
+               f"{read} frames read, {processed} processed, {in_mp4} in the MP4 (OpenCV decode); .part left: {part.exists()}; "
+               f"ran on {ran_on(stats)}",
                said, f"{read - in_mp4} frames", ok,
-               {"exit": proc.returncode, "frames": read, "processed": processed, "mp4_frames": in_mp4,
+               {"ran_on": ran_on(stats), "exit": proc.returncode, "frames": read, "processed": processed, "mp4_frames": in_mp4,
                 "stopped_by": stats.get("stopped_by"), "exit_after_signal_s": round(exit_s, 2)})
 
 
@@ -226,13 +234,13 @@ def _damaged_source(ctx: Ctx, name: str, damaged: Path, what: str) -> Row:
         out, stats_path = ctx.work / f"{name}-{reader}.mp4", ctx.work / f"{name}-{reader}.json"
         fresh(out, stats_path)
         p = run_cli("run", "--bundle", "shapes", "--source", damaged, "--source-backend", reader, "--sink", out,
-                    "--stats-json", stats_path, *PINNED)
+                    "--stats-json", stats_path, *ctx.pinned)
         stats, in_mp4 = load_json(stats_path), (count_frames(out) if out.is_file() else 0)
         processed = stats.get("processed", -1)
         ok &= not crashed(p.returncode, p.stderr) and p.returncode == 2 and in_mp4 == processed == decodable
         message = message or user_error(p.stderr)
         parts.append(f"{reader}: exit {p.returncode}, {processed} processed, {in_mp4} in the MP4")
-        data[reader] = {"exit": p.returncode, "processed": processed, "mp4_frames": in_mp4, "error": user_error(p.stderr)}
+        data[reader] = {"ran_on": ran_on(stats), "exit": p.returncode, "processed": processed, "mp4_frames": in_mp4, "error": user_error(p.stderr)}
     lost = max(decodable - data[r]["mp4_frames"] for r in ("gstreamer", "opencv"))
     return Row(f"{what} as source (edgeseg run --sink)",
                f"{decodable} of {total} frames decodable; " + "; ".join(parts), message,
@@ -289,7 +297,7 @@ def rtsp(ctx: Ctx) -> Row:
     fresh(out, stats_path)
     log = ctx.work / "rtsp.log"
     proc = spawn(log, "run", "--bundle", "shapes", "--source", f"rtsp://127.0.0.1:{port}/cam?latency=0",
-                 "--json-out", out, "--stats-json", stats_path, *PINNED)
+                 "--json-out", out, "--stats-json", stats_path, *ctx.pinned)
     try:
         wait_for(lambda: out.is_file() and lines_in(out) >= 30, 60, proc)
         server.kill()
@@ -318,7 +326,7 @@ def rtsp(ctx: Ctx) -> Row:
                f"{stats.get('processed')} frames processed, {written} written, exit {proc.returncode}",
                said, f"0 received frames; ~{round(late * RTSP_FPS)} sent after the server was back but before the reconnect "
                f"(at {RTSP_FPS:g} fps); {stats.get('drops', 0)} dropped under back-pressure (counted)", ok,
-               {"reconnects": stats.get("reconnects"), "gaps_s": gaps, "outage_s": ctx.outage_s, "unreachable_s": round(away, 2),
+               {"ran_on": ran_on(stats), "reconnects": stats.get("reconnects"), "gaps_s": gaps, "outage_s": ctx.outage_s, "unreachable_s": round(away, 2),
                 "processed": stats.get("processed"), "written": written, "drops": stats.get("drops")})
 
 
@@ -446,7 +454,7 @@ def tampered_bundle(ctx: Ctx) -> Row:
     model[len(model) // 2] ^= 0x01
     (root / "model.onnx").write_bytes(bytes(model))
     p = run_cli("run", "--bundle", root, "--source", "synthetic://?frames=5&size=160x120", "--json-out",
-                ctx.work / "tampered.jsonl", *PINNED)
+                ctx.work / "tampered.jsonl", *ctx.pinned)
     ok = not crashed(p.returncode, p.stderr) and p.returncode == 2 and "model.onnx" in p.stderr and "sha256 mismatch" in p.stderr
     return Row("one byte of model.onnx changed (copy of the road bundle), edgeseg run", f"refused, exit {p.returncode}",
                user_error(p.stderr), "none (refused before the first frame)", ok, {"exit": p.returncode})
@@ -464,7 +472,7 @@ def traversal(ctx: Ctx) -> Row:
         zf.writestr("manifest.json", "{}")
         zf.writestr("../../escaped.txt", "outside")
     p = run_cli("run", "--bundle", root, "--source", "synthetic://?frames=5&size=160x120", "--json-out",
-                ctx.work / "traversal.jsonl", *PINNED)
+                ctx.work / "traversal.jsonl", *ctx.pinned)
     api = api_calls(f"import os\nos.environ['EDGESEG_CACHE'] = {str(ctx.work / 'cache')!r}\n"
                     f"case('zip', lambda: edgeseg.load({str(z)!r}, backend='onnxruntime', precision='fp32'))\n")
     zip_refused = api["zip"].get("type") == "BundleError" and not (ctx.work / "escaped.txt").exists()
@@ -499,7 +507,7 @@ def unwritable_sink(ctx: Ctx) -> Row:
         stats_path = ctx.work / f"unwritable-{len(data)}.json"
         fresh(stats_path)
         p = run_cli("run", "--bundle", "shapes", "--source", "synthetic://?frames=50&size=160x120", "--sink", sink,
-                    "--stats-json", stats_path, *PINNED)
+                    "--stats-json", stats_path, *ctx.pinned)
         stats = load_json(stats_path)
         ok &= not crashed(p.returncode, p.stderr) and p.returncode == 2 and str(sink) in p.stderr and stats.get("frames") == 0
         message = message or user_error(p.stderr)
@@ -528,7 +536,7 @@ def soak(ctx: Ctx) -> Row:
     fresh(out, mp4, stats_path)
     log = ctx.work / "soak.log"
     proc = spawn(log, "run", "--bundle", "shapes", "--source", f"synthetic://?frames={n}&size=160x120",
-                 "--json-out", out, "--sink", mp4, "--stats-json", stats_path, *PINNED)
+                 "--json-out", out, "--sink", mp4, "--stats-json", stats_path, *ctx.pinned)
     samples: list[tuple[int, int]] = []  # (frames written so far, RSS kB)
     offset, written = 0, 0
     while proc.poll() is None:
@@ -554,11 +562,11 @@ def soak(ctx: Ctx) -> Row:
     ok = proc.returncode == 0 and stats.get("processed") == n == lines_in(out) == in_mp4 and peak_growth < 5
     return Row(f"{n}-frame soak on synthetic:// (shapes, JSON lines + MP4)",
                f"RSS {warm / 1024:.1f} MB after {n // 10} frames -> {last / 1024:.1f} MB at the end ({growth:+.2f}%), "
-               f"peak {peak / 1024:.1f} MB ({peak_growth:+.2f}%); {stats.get('fps', 0):.0f} fps, exit {proc.returncode}",
+               f"peak {peak / 1024:.1f} MB ({peak_growth:+.2f}%); {stats.get('fps', 0):.0f} fps on {ran_on(stats)}, exit {proc.returncode}",
                "", f"{n - in_mp4} frames (processed {stats.get('processed')}, JSON lines {lines_in(out)}, MP4 {in_mp4})", ok,
                {"frames": n, "rss_warm_kb": warm, "rss_last_kb": last, "rss_peak_kb": peak, "growth_pct": round(growth, 2),
                 "peak_growth_pct": round(peak_growth, 2), "samples": samples[:: max(1, len(samples) // 50)],
-                "fps": stats.get("fps"), "processed": stats.get("processed"), "mp4_frames": in_mp4})
+                "fps": stats.get("fps"), "processed": stats.get("processed"), "mp4_frames": in_mp4, "ran_on": ran_on(stats)})
 
 
 # ---- main -----------------------------------------------------------------------------------------
@@ -608,6 +616,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--signal-after", type=float, default=3.0, help="seconds of output before the signal (default 3)")
     p.add_argument("--outage", type=float, default=2.0, help="seconds the RTSP server stays down (default 2)")
     p.add_argument("--workdir", default=None, help="where the damaged files and outputs go (default: a temp folder, removed)")
+    p.add_argument("--auto", action="store_true",
+                   help="run edgeseg commands with the backend and precision chosen on this device (default: ONNX Runtime FP32)")
     p.add_argument("--json", default=None, help="write the rows and the machine here")
     p.add_argument("--markdown", default=None, help="write the table as Markdown here")
     args = p.parse_args(argv)
@@ -620,7 +630,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="edgeseg-faults-") as tmp:
         work = Path(args.workdir or tmp)
         work.mkdir(parents=True, exist_ok=True)
-        rows = run_faults(names, Ctx(work, video, args.soak_frames, args.signal_after, args.outage))
+        rows = run_faults(names, Ctx(work, video, args.soak_frames, args.signal_after, args.outage,
+                                      () if args.auto else PINNED))
     print_table([{"#": i, "fault": r["name"], "ok": r["ok"], "lost": r["lost"], "happened": r["happened"][:110]}
                  for i, r in enumerate(rows, 1)])
     for r in rows:

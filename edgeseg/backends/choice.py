@@ -15,7 +15,10 @@
 4. The decision is cached per device (:class:`~edgeseg.backends.device.DeviceInfo`: CPU model, ISA
    flags, runtime versions) and model sha256s in ``$EDGESEG_CACHE_DIR/choices.json`` (default
    ``~/.cache/edgeseg``; ``EDGESEG_CACHE_DIR=off`` disables it), like TensorRT's timing cache, and
-   logged with its reason. Passing both a backend and a precision pins the choice (nothing is timed).
+   logged with its reason, unless other processes took more than :data:`BUSY_LIMIT` of the CPUs the
+   timing used (:class:`~edgeseg.backends.device.LoadProbe`): a decision measured on a busy machine
+   is used for that run only, and the next run times again. Passing both a backend and a
+   precision pins the choice (nothing is timed).
 """
 from __future__ import annotations
 
@@ -32,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 from ..errors import BackendUnavailable, EdgesegError
 from .auto import AUTO_ORDER as AUTO_BACKENDS  # one automatic order and one x86 list, in auto.py
 from .auto import X86
-from .device import DeviceInfo, device_info
+from .device import DeviceInfo, LoadProbe, device_info, usable_cores
 from .gates import (INT8_RUNTIMES, MIN_AGREEMENT, bf16_gate, int8_arithmetic_risk, int8_gate, label_agreement,  # noqa: F401
                     network_feed, other_runtime_gate, task_metric_gate, weights_fit_7bit)
 
@@ -49,6 +52,10 @@ MARGIN = 0.03
 #: bump when the candidate or decision rules change: cached decisions made under older rules are not reused
 RULES_VERSION = 2
 TIE_BREAK = 0.15  # candidates this close to the fastest are timed again for longer
+#: share of the timed CPUs that other processes took above which a decision is not cached (an
+#: ``edgeseg run`` timed beside a busy job once cached ONNX Runtime FP32 for a bundle whose OpenVINO
+#: bf16 is 1.5x faster on that idle machine); an idle machine measures 0.00-0.02
+BUSY_LIMIT = 0.2
 
 
 @dataclass(frozen=True, order=True)
@@ -387,10 +394,12 @@ def choose(bundle: "Bundle", backend: str = "auto", precision: str = "auto", tar
     if not runners:
         raise BackendUnavailable(f"no candidate could be loaded for {bundle.name}:\n    "
                                  + "\n    ".join(f"{c.label}: {why}" for c, why in failed))
-    best = None
+    best, busy = None, 0.0
     try:
         if len(runners) > 1:
+            probe = LoadProbe().start()
             timings = timed(runners, timing_feed(bundle), excluded=excluded)
+            busy = probe.contended(threads if threads > 0 else usable_cores())
             best, reason = decide(timings)
         else:
             timings, best = {next(iter(runners)): float("nan")}, next(iter(runners))
@@ -399,9 +408,13 @@ def choose(bundle: "Bundle", backend: str = "auto", precision: str = "auto", tar
         for c, r in runners.items():
             if c != best:
                 r.deactivate()
+    if busy > BUSY_LIMIT:
+        notes += (f"other processes took {busy:.0%} of the CPUs the candidates were timed on: this choice is "
+                  "used for this run but not remembered; the next run times again",)
     choice = Choice(best, reason + " (measured here, side by side)", "measured", tuple(sorted(timings.items(), key=lambda kv: kv[1])),
                     tuple(excluded), dev, notes)
-    _write_cache(path, key, choice)
+    if busy <= BUSY_LIMIT:  # else the note says why it is not remembered (logged with the choice)
+        _write_cache(path, key, choice)
     return _log(bundle, choice), runners[best]
 
 

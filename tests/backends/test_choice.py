@@ -403,3 +403,60 @@ def test_on_device_task_metric_equals_the_quantizers_scorer(name):
     here = _task_metric(b, ds, samples, "onnxruntime", "fp32", None, threads=1)
     reference = TASK_SCORERS[b.manifest.task][1](_First(ds, GATE_FRAMES), b.manifest, threads=1)(b.model_path("fp32"))
     assert here == pytest.approx(reference, abs=1e-9) and 0 < here <= 100
+
+
+def test_busy_seconds_and_contended_share_hand_computed():
+    from edgeseg.backends.device import contended_share, machine_busy_s
+
+    # user nice system idle iowait irq softirq steal guest guest_nice (ticks of 1/100 s)
+    stat = "cpu  1000 50 200 9000 300 10 20 30 0 0\ncpu0 500 25 100 4500 150 5 10 15 0 0\nintr 1 2 3\n"
+    assert machine_busy_s(stat, 100.0) == pytest.approx((1000 + 50 + 200 + 10 + 20 + 30) / 100)  # not idle or iowait
+    with pytest.raises(ValueError, match="cpu"):
+        machine_busy_s("intr 1 2 3\n", 100.0)
+    # 2 CPUs, 4 s; others used 4 CPU-s (one CPU on average)
+    assert contended_share(4.0, 4.0, 2, 1) == 0.0  # one timed thread: the other CPU held them
+    assert contended_share(4.0, 4.0, 2, 2) == pytest.approx(0.5)  # both CPUs timed: half of them taken
+    assert contended_share(6.0, 4.0, 2, 1) == pytest.approx(0.5)  # 1.5 CPUs of others: half a CPU from ours
+    assert contended_share(0.0, 4.0, 2, 2) == 0.0 and contended_share(40.0, 4.0, 2, 2) == 1.0  # clipped
+    assert contended_share(4.0, 4.0, 2, 8) == pytest.approx(0.5)  # more threads than CPUs: all CPUs timed
+
+
+def _spinners(n: int):
+    import subprocess
+    import sys
+
+    return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+
+
+def test_a_choice_timed_on_a_busy_machine_is_used_but_not_cached(cache, caplog):
+    """Real load: one spinning process per CPU while the candidates are timed. The probe sees it, the
+    choice is made and used, and it is not remembered; without the spinners the next one is."""
+    import os
+    import time
+
+    from edgeseg.backends.device import LoadProbe
+    from edgeseg.bundle import Bundle
+
+    pytest.importorskip("onnxruntime")
+    shapes = Bundle.open("shapes")
+    procs = _spinners(os.cpu_count() or 1)
+    try:
+        time.sleep(0.3)
+        probe = LoadProbe().start()
+        time.sleep(0.5)
+        assert probe.contended(1) > 0.6  # the spinners took the CPU a one-thread timing needs
+        with caplog.at_level(logging.INFO, logger="edgeseg.backends"):
+            busy, runner = ch.choose(shapes, threads=1)
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+    assert busy.how == "measured" and runner is not None
+    runner.deactivate()
+    assert any("not remembered" in n for n in busy.notes) and "not remembered" in caplog.text
+    assert not cache.exists() or not json.loads(cache.read_text())
+    calm, runner = ch.choose(shapes, threads=1)
+    if runner is not None:
+        runner.deactivate()
+    assert calm.how == "measured" and not any("not remembered" in n for n in calm.notes)
+    assert len(json.loads(cache.read_text())) == 1
