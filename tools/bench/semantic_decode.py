@@ -9,8 +9,10 @@ repeat so that load on the machine hits them alike:
 
 * ``every plane``: each class's logits resized bilinearly to the frame (OpenCV), then the arg-max
   (the decoder before session 9, and still its path when confidence is asked for);
-* ``boundary only`` (the default): the low-resolution arg-max gathered where the four source pixels
-  agree, bilinear logits only where they do not (:func:`edgeseg.decode.semantic._upsampled_argmax`);
+* ``boundary only``: the low-resolution arg-max gathered where the four source pixels agree, bilinear
+  logits only where they do not (:func:`edgeseg.decode.semantic._upsampled_argmax`), at any share;
+* ``decoder default``: boundary only where at most ``MAX_BOUNDARY_SHARE`` of the pixels are near a
+  boundary, else every plane (a noisy map: an under-trained or random-weight model);
 * ``labels``: arg-max first, labels resized nearest (``upsample="labels"``, blocky).
 
 Reported: the median ms per path (single thread, ``cv2.setNumThreads(1)``), the share of pixels the
@@ -104,9 +106,13 @@ def main(argv=None) -> int:
             feed, meta = pred.preprocess(rgb)
             name, _, arr = S.semantic_output(pred.runner.infer(feed), pred.manifest)
             cases.append((np.ascontiguousarray(arr[0], np.float32), ImageShape.of(rgb)))
+    def default(chw, size):
+        out = S._upsampled_argmax(chw, size, np.dtype(np.uint8))
+        return out if out is not None else _every_plane(chw, size)
+
     paths = {"every plane": _every_plane,
-             "boundary only": lambda chw, size: S._upsampled_argmax(chw, size, np.dtype(np.uint8)),
-             "labels": _labels}
+             "boundary only": lambda chw, size: S._upsampled_argmax(chw, size, np.dtype(np.uint8), max_share=1.0),
+             "decoder default": default, "labels": _labels}
     times: dict[str, list[float]] = {k: [] for k in paths}
     for _ in range(args.repeats):
         for chw, size in cases:
@@ -120,7 +126,8 @@ def main(argv=None) -> int:
     rows = [{"path": k, "logits": f"{chw0.shape[0]}x{chw0.shape[1]}x{chw0.shape[2]}", "frame": f"{size0.width}x{size0.height}",
              "ms (median)": 1e3 * statistics.median(times[k]),
              "pixels differing from float64": int(sum(int((fn(chw, size) != r).sum()) for (chw, size), r in zip(cases, ref))),
-             "interpolated %": share if k == "boundary only" else (100.0 if k == "every plane" else 0.0)}
+             "interpolated %": share if k == "boundary only" else (100.0 if k == "every plane" else
+                                                                   (0.0 if k == "labels" else float("nan")))}
             for k, fn in paths.items()]
     print_table(rows)
     if args.json:
