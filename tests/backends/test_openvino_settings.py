@@ -114,3 +114,20 @@ def test_bf16_gate_measures_accuracy_on_this_cpu(tmp_path):
     ok, why = gates.bf16_gate(made_elsewhere("shapes-panoptic", tmp_path / "p.edgeseg", data=missing), threads=1)
     assert not ok and "panoptic" in why
 
+
+
+def test_checks_on_one_runtime_share_one_fp32_score():
+    """The bf16 check and the INT8 re-checks on OpenVINO all compare with OpenVINO FP32 on the same 40
+    frames: it is measured once per process (it was measured again for each, 1-2 s of a first run)."""
+    pytest.importorskip("openvino")
+    import re
+
+    from edgeseg.backends import gates
+    from edgeseg.bundle import Bundle
+
+    shapes = Bundle.open("shapes")
+    gates._BASELINES.clear()  # a cache: earlier tests may have measured this one
+    verdicts = [gates.task_metric_gate(shapes, "int8", threads=1, target=t, backend="openvino")[1] for t in ("cpu", "tensorrt")]
+    assert len(gates._BASELINES) == 1
+    base = {re.search(r"vs FP32 ([\d.]+)", v).group(1) for v in verdicts}
+    assert len(base) == 1 and float(base.pop()) > 80  # one FP32 mIoU, and a real one (shapes scores ~88)
