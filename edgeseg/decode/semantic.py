@@ -118,9 +118,10 @@ def _axis_taps(n_out: int, n_in: int) -> tuple[np.ndarray, np.ndarray, np.ndarra
 
 
 #: share of source cells on a label boundary (about the share of output pixels to interpolate) above
-#: which resizing every class plane is cheaper than interpolating only those pixels. 960x540 from 480x360, 11 classes, Intel Xeon (AVX-512), one thread:
-#: boundary-only 8 ms at ~5 % (a trained model on the dash-cam video), 15 ms at 10 %, 61 ms at 32 %,
-#: 210 ms on a random-weight model's noise; every plane resized 9-23 ms whatever the share (same labels)
+#: which resizing every class plane is cheaper than interpolating only those pixels. 960x540 from
+#: 480x360, 11 classes, Intel Xeon (AVX-512), one thread: boundary-only 8 ms at ~5 % (a trained model
+#: on the dash-cam video), 15 ms at 10 %, 61 ms at 32 %, 210 ms on a random-weight model's noise;
+#: every plane resized 9-23 ms whatever the share (same labels)
 MAX_BOUNDARY_SHARE = 0.08
 
 

@@ -8,13 +8,13 @@ INT8 kernels. The options below were chosen by measuring against NNCF's own defa
 model and frames (``tools/bench/int8.py --openvino-compare``; numbers in docs/quantization.md):
 
 * ``preset="performance"``: symmetric activations and per-channel weights. Measured on an Intel Xeon
-  with AMX (OpenVINO 2026.4, ``runs/nncf_preset.py``): ``mixed`` (asymmetric activations, chosen
-  earlier on AMD EPYCs where both presets run at the same speed, +0.03-0.1 mIoU) is 1.4-1.8x slower
-  there (road 17.2 vs 10.9 ms, an ESPNet-like import 32.9 vs 18.1 ms: zero-pointed u8 inputs leave
-  AMX's INT8 convolution kernels) and cannot be compiled under the CPU's default bf16 hint ("No
-  suitable implementations" on 3x3 and 1x1 convs fed by asymmetric u8): issue 10's defect 2 at its
-  root. ``performance`` compiles under every hint, at 54.91 vs 55.02 mIoU (road) and 88.28 vs 88.31
-  (shapes).
+  with AMX (OpenVINO 2026.4, ``tools/bench/nncf_preset.py``, docs/quantization.md): ``mixed``
+  (asymmetric activations, chosen earlier on AMD EPYCs where both presets run at the same speed,
+  +0.03-0.1 mIoU) is 1.3-1.6x slower there (median ms: road 16.3 vs 10.6, shapes 3.1 vs 2.3, an
+  ESPNet-like import 44.6 vs 28.1: zero-pointed u8 inputs leave AMX's INT8 convolution kernels) and
+  cannot be compiled under the CPU's default bf16 hint ("No suitable implementations" on 3x3 and 1x1
+  convs fed by asymmetric u8): issue 10's defect 2 at its root. ``performance`` compiles under every
+  hint, at 54.91 vs 55.02 mIoU (road) and 88.28 vs 88.31 (shapes).
 * ``target_device="CPU"``: the quantizer placement of OpenVINO's CPU plugin.
 * ``subset_size``: every calibration frame (NNCF's default takes at most 300).
 * fast bias correction (NNCF's default; full bias correction fails on graphs whose subgraph
