@@ -194,27 +194,34 @@ def decide(timings_ms: Mapping[Candidate, float], margin: float = MARGIN) -> tup
 
 
 # ---- facts about a bundle ---------------------------------------------------------------------------
-def gather_facts(bundle: "Bundle", backend: str = "auto", precision: str = "auto", threads: int = 0) -> Facts:
+def gather_facts(bundle: "Bundle", backend: str = "auto", precision: str = "auto", threads: int = 0,
+                 use_cache: bool = True) -> Facts:
     """:class:`Facts` for this bundle on this machine (the OpenVINO graph and bf16 checks only when
-    OpenVINO could be a candidate)."""
+    OpenVINO could be a candidate). The measured verdicts are remembered (:func:`remembered_verdict`);
+    availability is not (it can change between processes)."""
     from .auto import availability, openvino_supports
 
     avail = availability()
     ov_ok = avail.get("openvino", (False, ""))[0] and backend in ("auto", "openvino")
     graph = openvino_supports(bundle, "fp32") if ov_ok and precision in ("auto", "fp32", "bf16") else (True, "")
-    bf16 = bf16_gate(bundle, threads) if ov_ok and graph[0] and precision in ("auto", "bf16") else (False, "not asked")
+    bf16 = (remembered_verdict(bundle, "bf16", (threads,), lambda: bf16_gate(bundle, threads), use_cache)
+            if ov_ok and graph[0] and precision in ("auto", "bf16") else (False, "not asked"))
     targets = {m.target: int8_gate(bundle, m.target) for m in bundle.manifest.models if m.precision == "int8"}
     unverified = {(t, b): why for t in targets for b in INT8_RUNTIMES.get(t or "cpu", ())
                   if (why := int8_arithmetic_risk(bundle, t, device_info(), b)) is not None}
     for t, (passed, _) in targets.items():  # a runtime other than the gate's inherits it only if it agrees
         for b in INT8_RUNTIMES.get(t or "cpu", ())[1:]:
             if passed and (t, b) not in unverified and avail.get(b, (False, ""))[0] and backend in ("auto", b) \
-                    and precision in ("auto", "int8") and (why := other_runtime_gate(bundle, t, b, threads)) is not None:
+                    and precision in ("auto", "int8") and (why := remembered_verdict(
+                        bundle, "int8-other-runtime", (t, b, threads), lambda: other_runtime_gate(bundle, t, b, threads),
+                        use_cache)) is not None:
                 unverified[(t, b)] = why
     measured_here: dict[tuple[str, str], str] = {}
     for (t, b), why in list(unverified.items()):  # where the bundle's dataset is here, measure instead of refusing
         if targets.get(t, (False, ""))[0] and avail.get(b, (False, ""))[0] and backend in ("auto", b) \
-                and precision in ("auto", "int8") and (measured := task_metric_gate(bundle, "int8", threads, t, b)):
+                and precision in ("auto", "int8") and (measured := remembered_verdict(
+                    bundle, "int8-task-metric", (t, b, threads), lambda: task_metric_gate(bundle, "int8", threads, t, b),
+                    use_cache)):
             if measured[0]:
                 del unverified[(t, b)]
                 measured_here[(t, b)] = measured[1]
@@ -358,6 +365,32 @@ def _write_cache(path: Path | None, key: str, choice: Choice) -> None:
         log.warning("cannot write the choice cache %s (%s); the choice is not remembered", path, e)
 
 
+def remembered_verdict(bundle: "Bundle", gate: str, args: Sequence[Any], measure: Any, use_cache: bool = True) -> Any:
+    """A gate's verdict (``measure()``: a ``(passed, why)`` pair, a reason or None) remembered in the
+    choice cache per device, model sha256s and arguments. Gates measure accuracy, which load on the
+    machine does not change, so their verdicts are kept even when a timing is not (:data:`BUSY_LIMIT`):
+    the bf16 and INT8 checks scored a bundle's task metric for ~10 s (``road``) on every run of a busy
+    machine otherwise."""
+    path = cache_path() if use_cache else None
+    key = "gate:" + cache_key(bundle, device_info(), {"gate": gate, "args": list(args)})
+    hit = _read_cache(path).get(key)
+    if isinstance(hit, dict) and "verdict" in hit:
+        v = hit["verdict"]
+        return tuple(v) if isinstance(v, list) else v
+    verdict = measure()
+    if path is not None:
+        from .._io import write_json
+
+        data = _read_cache(path)
+        data[key] = {"gate": gate, "verdict": list(verdict) if isinstance(verdict, tuple) else verdict,
+                     "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        try:
+            write_json(path, data)
+        except OSError as e:
+            log.warning("cannot write the choice cache %s (%s); the check is not remembered", path, e)
+    return verdict
+
+
 # ---- all together -----------------------------------------------------------------------------------
 def choose(bundle: "Bundle", backend: str = "auto", precision: str = "auto", target: str | None = None,
            device: str = "auto", threads: int = 0, use_cache: bool = True,
@@ -376,7 +409,7 @@ def choose(bundle: "Bundle", backend: str = "auto", precision: str = "auto", tar
     if cached is not None:
         log.info("backend choice for %s: %s (cached for this device: %s)", bundle.name, cached.candidate.label, cached.reason)
         return cached, None
-    facts = facts or gather_facts(bundle, backend, precision, threads)
+    facts = facts or gather_facts(bundle, backend, precision, threads, use_cache)
     cands, excluded = list_candidates(facts, backend, precision, target, device)
     for c, why in excluded:
         if "_Unwind_Resume" in why:  # edgeseg._unwind: the combination cannot work in this process

@@ -160,7 +160,7 @@ def test_measured_choice_is_cached_per_device_and_pinned_choices_time_nothing(ro
     assert c1.candidate in timed and len(timed) >= 2
     assert timed[c1.candidate] <= 1.05 * min(ms for c, ms in timed.items() if c.precision == "fp32")
     assert f"backend choice for road: {c1.candidate.label}" in caplog.text
-    entry = next(iter(json.loads(cache.read_text()).values()))
+    entry = next(v for k, v in json.loads(cache.read_text()).items() if not k.startswith("gate:"))
     assert entry["label"] == c1.candidate.label and entry["device"]["cpu"]
 
     def no_timing(*a, **k):
@@ -454,9 +454,40 @@ def test_a_choice_timed_on_a_busy_machine_is_used_but_not_cached(cache, caplog):
     assert busy.how == "measured" and runner is not None
     runner.deactivate()
     assert any("not remembered" in n for n in busy.notes) and "not remembered" in caplog.text
-    assert not cache.exists() or not json.loads(cache.read_text())
+    def choices():  # the cache's decisions (the gates' verdicts are kept beside them, load or not)
+        return [k for k in (json.loads(cache.read_text()) if cache.exists() else {}) if not k.startswith("gate:")]
+
+    assert choices() == []
     calm, runner = ch.choose(shapes, threads=1)
     if runner is not None:
         runner.deactivate()
     assert calm.how == "measured" and not any("not remembered" in n for n in calm.notes)
-    assert len(json.loads(cache.read_text())) == 1
+    assert len(choices()) == 1
+
+
+def test_gate_verdicts_are_remembered_per_device_and_model(cache, tmp_path):
+    """A gate's verdict is measured once per device and model and read back afterwards, also when the
+    timing beside it was not cached (a busy machine): the checks do not depend on load."""
+    from edgeseg.backends import gates
+    from edgeseg.bundle import Bundle
+    from handmade_bundles import made_elsewhere
+
+    pytest.importorskip("onnxruntime")
+    shapes = Bundle.open("shapes")
+    calls = []
+
+    def measure():
+        calls.append(1)
+        return gates.task_metric_gate(shapes, "int8", 1, "cpu", "onnxruntime")
+
+    first = ch.remembered_verdict(shapes, "int8-task-metric", ("cpu", "onnxruntime", 1), measure)
+    again = ch.remembered_verdict(shapes, "int8-task-metric", ("cpu", "onnxruntime", 1), measure)
+    assert first == again and first[0] is True and "INT8 (cpu) on onnxruntime mIoU" in first[1] and calls == [1]
+    stored = [v for k, v in json.loads(cache.read_text()).items() if k.startswith("gate:")]
+    assert [s["verdict"] for s in stored] == [list(first)]
+    # other arguments, another model (its report differs) or no cache: measured again
+    ch.remembered_verdict(shapes, "int8-task-metric", ("cpu", "onnxruntime", 2), measure)
+    other = made_elsewhere("shapes", tmp_path / "s.edgeseg", int8_isa=("avx2", "fma"))
+    ch.remembered_verdict(other, "int8-task-metric", ("cpu", "onnxruntime", 1), lambda: calls.append(1) or (True, "x"))
+    ch.remembered_verdict(shapes, "int8-task-metric", ("cpu", "onnxruntime", 1), measure, use_cache=False)
+    assert len(calls) == 4
