@@ -106,6 +106,29 @@ def test_full_maps_rescale_small_flow_vectors():
     assert np.allclose(mx - np.arange(40)[None, :], 2.0) and np.allclose(my - np.arange(20)[:, None], -1.0)
 
 
+def test_flow_reach_bounds_the_full_maps_displacement():
+    # a random small flow at an uneven scale: the bound holds and is reached (hand case: 1.0 small px at
+    # 2x = 2 full px, -0.5 at 2x = 1), and instances warped with it equal those warped with the measured one
+    from edgeseg.video.keyframe import flow_reach
+
+    flow = np.zeros((10, 20, 2), np.float32)
+    flow[..., 0], flow[..., 1] = 1.0, -0.5
+    assert flow_reach(flow, (20, 40)) == 2.0
+    rng = np.random.default_rng(4)
+    flow = rng.normal(0, 3, (17, 31, 2)).astype(np.float32)
+    mx, my = full_maps(flow, (50, 93))
+    measured = max(np.abs(mx - np.arange(93)).max(), np.abs(my - np.arange(50)[:, None]).max())
+    assert measured <= flow_reach(flow, (50, 93)) + 1e-4
+    assert measured >= 0.9 * flow_reach(flow, (50, 93))  # not loose: the largest vector lands on a pixel
+    masks = np.zeros((3, 50, 93), bool)
+    masks[0, 5:20, 10:30], masks[1, 30:48, 60:90], masks[2, 0:4, 0:5] = True, True, True
+    res = InstanceResult(boxes=np.array([[10, 5, 30, 20], [60, 30, 90, 48], [0, 0, 5, 4]], np.float32),
+                         scores=np.array([0.9, 0.8, 0.7], np.float32), classes=np.zeros(3, np.int32),
+                         image_shape=ImageShape(50, 93), masks=masks)
+    a, b = warp_instances(res, (mx, my)), warp_instances(res, (mx, my), flow_reach(flow, (50, 93)))
+    assert np.array_equal(a.masks, b.masks) and np.array_equal(a.boxes, b.boxes)
+
+
 def test_unexplained_fraction_counts_what_the_flow_misses():
     cur = _texture(32, 32)[..., 0]
     zero = np.zeros((32, 32, 2), np.float32)
