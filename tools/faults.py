@@ -13,8 +13,9 @@ shape/dtype, a tampered bundle file, a manifest with path traversal, an empty ca
 an unwritable sink path, and a soak on ``synthetic://`` with resident memory sampled from outside
 the process. Every ``edgeseg`` command runs in its own process (a crash cannot take this script
 down) with ``--backend onnxruntime --precision fp32`` pinned, or with ``--auto`` as a user runs it
-(backend and precision chosen on this device: OpenVINO beside a GStreamer source on some CPUs). Needs GStreamer for the video rows
-and the real dash-cam clip (``$EDGESEG_DATA`` or ../shared/data) for rows 1-4.
+(backend and precision chosen on this device: OpenVINO beside a GStreamer source on some CPUs).
+Needs GStreamer for the video rows and the real dash-cam clip (``$EDGESEG_DATA`` or ../shared/data)
+for rows 1-4.
 """
 from __future__ import annotations
 

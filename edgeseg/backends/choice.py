@@ -353,41 +353,40 @@ def _read_cache(path: Path | None) -> dict[str, Any]:
 
 
 def _write_cache(path: Path | None, key: str, choice: Choice) -> None:
+    _store(path, key, choice.to_dict(), "choice")
+
+
+def _store(path: Path | None, key: str, entry: Mapping[str, Any], what: str) -> None:
+    """Add ``entry`` (with its creation time) under ``key`` in the cache file; a cache that cannot be
+    written is a warning (``what`` is then not remembered), never an error."""
     if path is None:
         return
     from .._io import write_json
 
     data = _read_cache(path)
-    data[key] = {**choice.to_dict(), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    data[key] = {**entry, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     try:
         write_json(path, data)
     except OSError as e:
-        log.warning("cannot write the choice cache %s (%s); the choice is not remembered", path, e)
+        log.warning("cannot write the choice cache %s (%s); the %s is not remembered", path, e, what)
 
 
 def remembered_verdict(bundle: "Bundle", gate: str, args: Sequence[Any], measure: Any, use_cache: bool = True) -> Any:
-    """A gate's verdict (``measure()``: a ``(passed, why)`` pair, a reason or None) remembered in the
-    choice cache per device, model sha256s and arguments. Gates measure accuracy, which load on the
-    machine does not change, so their verdicts are kept even when a timing is not (:data:`BUSY_LIMIT`):
-    the bf16 and INT8 checks scored a bundle's task metric for ~10 s (``road``) on every run of a busy
-    machine otherwise."""
+    """A gate's verdict (``measure()``: a ``(passed, why)`` pair or a reason) remembered in the choice
+    cache per device, model sha256s and arguments. Gates measure accuracy, which load on the machine
+    does not change, so their verdicts are kept even when a timing is not (:data:`BUSY_LIMIT`): the
+    bf16 and INT8 checks scored a bundle's task metric for ~10 s (``road``) on every run of a busy
+    machine otherwise. ``None`` is not remembered: for the task-metric gate it means the dataset is not
+    on this machine (yet), and for the others it is a cheap pass."""
     path = cache_path() if use_cache else None
     key = "gate:" + cache_key(bundle, device_info(), {"gate": gate, "args": list(args)})
     hit = _read_cache(path).get(key)
-    if isinstance(hit, dict) and "verdict" in hit:
+    if isinstance(hit, dict) and hit.get("verdict") is not None:
         v = hit["verdict"]
         return tuple(v) if isinstance(v, list) else v
     verdict = measure()
-    if path is not None:
-        from .._io import write_json
-
-        data = _read_cache(path)
-        data[key] = {"gate": gate, "verdict": list(verdict) if isinstance(verdict, tuple) else verdict,
-                     "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-        try:
-            write_json(path, data)
-        except OSError as e:
-            log.warning("cannot write the choice cache %s (%s); the check is not remembered", path, e)
+    if verdict is not None:
+        _store(path, key, {"gate": gate, "verdict": list(verdict) if isinstance(verdict, tuple) else verdict}, "check")
     return verdict
 
 

@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import platform
+import time
 from dataclasses import asdict, dataclass
 from importlib import metadata
 
@@ -152,8 +153,6 @@ class LoadProbe:
 
     @staticmethod
     def _now() -> tuple[float, float, float] | None:
-        import time
-
         try:
             with open("/proc/stat", encoding="ascii") as f:
                 busy = machine_busy_s(f.read(), float(os.sysconf("SC_CLK_TCK")))

@@ -454,6 +454,7 @@ def test_a_choice_timed_on_a_busy_machine_is_used_but_not_cached(cache, caplog):
     assert busy.how == "measured" and runner is not None
     runner.deactivate()
     assert any("not remembered" in n for n in busy.notes) and "not remembered" in caplog.text
+
     def choices():  # the cache's decisions (the gates' verdicts are kept beside them, load or not)
         return [k for k in (json.loads(cache.read_text()) if cache.exists() else {}) if not k.startswith("gate:")]
 
@@ -491,3 +492,10 @@ def test_gate_verdicts_are_remembered_per_device_and_model(cache, tmp_path):
     ch.remembered_verdict(other, "int8-task-metric", ("cpu", "onnxruntime", 1), lambda: calls.append(1) or (True, "x"))
     ch.remembered_verdict(shapes, "int8-task-metric", ("cpu", "onnxruntime", 1), measure, use_cache=False)
     assert len(calls) == 4
+    # "not measurable here" (the task-metric gate without its dataset) is not a verdict: asked again next time
+    gone = made_elsewhere("shapes", tmp_path / "gone.edgeseg", data=f"camvid:{tmp_path / 'not-here'}")
+    assert gates.task_metric_gate(gone, "int8", 1, "cpu", "onnxruntime") is None
+    for _ in range(2):
+        assert ch.remembered_verdict(gone, "int8-task-metric", ("cpu", "onnxruntime", 1),
+                                     lambda: calls.append(1) or gates.task_metric_gate(gone, "int8", 1, "cpu", "onnxruntime")) is None
+    assert len(calls) == 6

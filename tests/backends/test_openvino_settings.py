@@ -115,7 +115,6 @@ def test_bf16_gate_measures_accuracy_on_this_cpu(tmp_path):
     assert not ok and "panoptic" in why
 
 
-
 def test_checks_on_one_runtime_share_one_fp32_score():
     """The bf16 check and the INT8 re-checks on OpenVINO all compare with OpenVINO FP32 on the same 40
     frames: it is measured once per process (it was measured again for each, 1-2 s of a first run)."""

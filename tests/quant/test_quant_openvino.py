@@ -74,7 +74,7 @@ def test_nncf_input_scale_matches_the_calibration_range(quantized):
 def test_nncf_model_compiles_under_the_cpus_bf16_default(quantized):
     """Issue 10, defect 2 at its root: on Intel Xeons with AMX, NNCF models with asymmetric (zero-point)
     activations could not be compiled under OpenVINO's default bf16 hint ("No suitable implementations")
-    and ran 1.4-1.8x slower than symmetric ones under f32. edgeseg's symmetric models compile under
+    and ran 1.3-1.6x slower than symmetric ones under f32 (tools/bench/nncf_preset.py). edgeseg's symmetric models compile under
     bf16 with the same layers in INT8 and the same labels. Real on CPUs with BF16 (the AMX default
     path); elsewhere OpenVINO runs the bf16 hint as f32."""
     bundle, _ = quantized
