@@ -57,6 +57,12 @@ def test_nms_matches_reference_on_random_boxes():
     boxes = np.concatenate([xy, xy + wh], 1).astype(np.float32)
     scores = rng.permutation(300).astype(np.float32) / 300  # distinct scores
     assert nms(boxes, scores, 0.45).tolist() == reference_nms(boxes, scores, 0.45)
+    # per class and capped: the reference per class, merged by score, first 40
+    classes = rng.integers(0, 3, 300)
+    per_class = [i for c in range(3) for i in np.flatnonzero(classes == c)[
+        reference_nms(boxes[classes == c], scores[classes == c], 0.45)]]
+    expected = sorted(per_class, key=lambda i: -scores[i])[:40]
+    assert nms(boxes, scores, 0.45, classes=classes, max_out=40).tolist() == expected
 
 
 # ---- geometry ------------------------------------------------------------------------------------
@@ -96,10 +102,13 @@ def full_map_reference(protos, coeff, meta, shape):
     return top * (1 - fy) + bot * fy
 
 
-@pytest.mark.parametrize("h, w, fast", [(48, 96, True), (36, 64, True), (50, 100, False)])
+@pytest.mark.parametrize("h, w, fast", [(48, 96, True), (36, 64, True), (50, 100, True), (40, 90, True),
+                                        (53, 101, False), (45, 160, False)])
 def test_windows_sample_like_the_full_frame_reference(h, w, fast):
-    # integer scales on the grid (96x48 into 64x64: 6 image px per prototype px) take one cv2.resize
-    # and a slice; 100x50 (6.25 px) falls back to warpAffine; both give the float64 bilinear values
+    # scales on the grid take one cv2.resize and a slice: integers (96x48 into 64x64: 6 image px per
+    # prototype px) and small fractions with aligned windows (100x50: 6.25 = 25/4; 90x40: 5.625 and
+    # 40/7); 101x53 (101/16: a period over GRID_MAX_PERIOD) and 160x45 (10 px but the letterbox
+    # offset 57.5 is off the grid) fall back to warpAffine; both give the float64 bilinear values
     from edgeseg.decode.instance import _map_windows, _pixel_spans, _Resampler
 
     rng = np.random.default_rng(3)
@@ -147,6 +156,39 @@ def test_prototype_masks_equal_full_frame_reference(transpose):
         ref &= (xx >= x1) & (xx < x2) & (yy >= y1) & (yy < y2)
         differ = int((ref != r.masks[i]).sum())
         assert differ <= max(2, ref.sum() // 200), f"instance {i}: {differ} of {ref.sum()} pixels differ"
+
+
+def test_prototype_channels_last_products_give_the_per_window_masks():
+    # many instances (windows covering their union several times over) take one channels-last copy
+    # of the union and strided matrix-vector products; forced either way the masks are the same and
+    # match the full-frame reference
+    from edgeseg.decode.instance import decode_prototype
+
+    rng = np.random.default_rng(4)
+    nm, nc, n = 8, 2, 60
+    protos = np.stack([cv2_smooth(rng, 16) for _ in range(nm)])
+    boxes = np.concatenate([rng.uniform(10, 54, (n, 2)), rng.uniform(8, 24, (n, 2))], 1)
+    coeffs = rng.normal(size=(n, nm))
+    m = meta_for(48, 96)
+    man = manifest("prototype", nc, num_masks=nm, iou_threshold=1.0, max_detections=n)
+    outs = yolo_outputs(boxes, rng.uniform(0.3, 1, (n, nc)), coeffs, protos)
+    per_window = decode_prototype(outs, m, man, man.decoder_options, transpose=False)
+    channels_last = decode_prototype(outs, m, man, man.decoder_options, transpose=True)
+    assert len(per_window) == len(channels_last) == n
+    assert int((per_window.masks != channels_last.masks).sum()) <= 2  # float summation order only
+    yy, xx = np.mgrid[0:48, 0:96]
+    order = np.argsort(-outs["detections"][0, 4:4 + nc].max(axis=0), kind="stable")
+    for i, k in enumerate(order[:10]):
+        x1, y1, x2, y2 = channels_last.boxes[i]
+        ref = (full_map_reference(protos, outs["detections"][0, 4 + nc:, k], m, m.original) > 0)
+        ref &= (xx >= x1) & (xx < x2) & (yy >= y1) & (yy < y2)
+        assert int((ref != channels_last.masks[i]).sum()) <= max(2, ref.sum() // 200)
+
+
+def cv2_smooth(rng, size: int) -> np.ndarray:
+    import cv2
+
+    return cv2.resize(rng.normal(size=(4, 4)).astype(np.float32), (size, size), interpolation=cv2.INTER_CUBIC)
 
 
 def test_prototype_zero_and_thousands_of_detections_and_border():

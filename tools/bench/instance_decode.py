@@ -2,6 +2,7 @@
 with them afterwards (JSON record with COCO RLE masks, overlay drawing).
 
     python tools/bench/instance_decode.py --instances 100 --size 640x360 --repeats 50 --json d.json
+    python tools/bench/instance_decode.py --against HEAD~1     # before/after a change, interleaved
 
 Outputs are synthetic but shaped like real models' (YOLOv8-seg at 640x640 with 8400 anchors and
 160x160 prototypes; SOLO-style dense masks at 1/4 of a 640x384 input; Mask R-CNN 28x28 RoI masks),
@@ -9,7 +10,10 @@ with boxes of street-scene sizes (10-25% of the image side). Timings are medians
 fastest run, less sensitive to other work on the machine) over ``--repeats`` runs, single thread
 (``cv2.setNumThreads(1)``), after one warm-up run. Decoders give compact results (per-instance mask
 crops); the JSON record and the overlay use the crops; "full masks ms" is what materialising
-``bool [N, H, W]`` costs when a consumer asks for ``result.masks``.
+``bool [N, H, W]`` costs when a consumer asks for ``result.masks``. ``--against REV`` instead times
+``edgeseg/decode/instance.py`` as it was at git revision REV and as it is now, alternating runs in one
+process (this VM's medians move with its neighbours' load; side by side the ratio holds), and counts
+the mask pixels on which the two differ.
 """
 from __future__ import annotations
 
@@ -17,8 +21,10 @@ import argparse
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 import numpy as np
@@ -100,6 +106,42 @@ def _median_ms(fn, repeats: int, stat: str = "median") -> float:
     return 1e3 * (min(times) if stat == "min" else statistics.median(times))
 
 
+def decoder_at(rev: str) -> types.ModuleType:
+    """``edgeseg/decode/instance.py`` as it was at git revision ``rev``, loaded beside the current one
+    (unregistered: its layout functions are called directly)."""
+    root = Path(__file__).resolve().parents[2]
+    src = subprocess.run(["git", "show", f"{rev}:edgeseg/decode/instance.py"], cwd=root, capture_output=True,
+                         text=True, check=True).stdout
+    old = types.ModuleType("edgeseg.decode._instance_at_rev")
+    old.__package__ = "edgeseg.decode"
+    exec(compile(src.replace('@DECODERS.register("instance")', ""), f"{rev}:instance.py", "exec"), old.__dict__)
+    return old
+
+
+def against(rev: str, items, frame, repeats: int) -> list[dict]:
+    """Old (``rev``) and current decoders alternating on each case: medians, fastest runs, differing pixels."""
+    from edgeseg.decode import instance as new
+
+    old = decoder_at(rev)
+    rows = []
+    for name, (manifest, outputs) in items:
+        _, meta = manifest.input.preprocess(frame)
+        opts = manifest.decoder_options
+        fo, fn = getattr(old, f"decode_{opts.layout}"), getattr(new, f"decode_{opts.layout}")
+        ro, rn = fo(outputs, meta, manifest, opts), fn(outputs, meta, manifest, opts)
+        times: dict = {fo: [], fn: []}
+        for r in range(repeats):
+            for f in (fo, fn) if r % 2 else (fn, fo):
+                t0 = time.perf_counter()
+                f(outputs, meta, manifest, opts)
+                times[f].append(time.perf_counter() - t0)
+        rows.append({"layout": name, "instances": len(rn),
+                     f"{rev} ms": 1e3 * statistics.median(times[fo]), "now ms": 1e3 * statistics.median(times[fn]),
+                     f"{rev} fastest": 1e3 * min(times[fo]), "now fastest": 1e3 * min(times[fn]),
+                     "differing px": int((ro.masks != rn.masks).sum()), "mask px": int(rn.masks.sum())})
+    return rows
+
+
 def main(argv=None) -> int:
     import cv2
 
@@ -111,12 +153,20 @@ def main(argv=None) -> int:
     p.add_argument("--size", default="640x360", help="image size WxH (default 640x360)")
     p.add_argument("--repeats", type=int, default=50)
     p.add_argument("--stat", choices=("median", "min"), default="median")
+    p.add_argument("--against", default=None, metavar="REV",
+                   help="time the decoder at git revision REV against the current one, interleaved")
     p.add_argument("--json", default=None, metavar="PATH")
     args = p.parse_args(argv)
     cv2.setNumThreads(1)
     image = ImageShape.parse(args.size)
     rng = np.random.default_rng(0)
     frame = rng.integers(0, 255, (image.height, image.width, 3), dtype=np.uint8)
+    if args.against:
+        rows = against(args.against, cases(args.instances, rng).items(), frame, args.repeats)
+        print(f"instance decode at {args.against} vs now, {args.instances} instances, {image.width}x{image.height}, 1 thread")
+        print_table(rows)
+        write_json(args.json, {"machine": platform.node(), "cpus": os.cpu_count(), "args": vars(args), "rows": rows})
+        return 0
     rows = []
     for name, (manifest, outputs) in cases(args.instances, rng).items():
         _, meta = manifest.input.preprocess(frame)
