@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -34,19 +35,17 @@ def export_volumetric(model: nn.Module, path: str | os.PathLike, shape: tuple[in
     channels = int(getattr(model, "in_channels", 1))
     head = _ExportHead(model, argmax=False, outputs=("logits",)).eval()
     example = torch.zeros(1, channels, *shape)
-    raw = Path(path).with_suffix(".raw.onnx")
-    try:
-        with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()), _quiet_exporter_logs():
-            torch.onnx.export(head, (example,), str(raw), dynamo=True, opset_version=opset, input_names=[INPUT_NAME],
-                              output_names=["logits"], optimize=True, verbose=False, report=False)
-        graph = onnx.load(str(raw), load_external_data=True)
-    except Exception as e:  # the exporter raises many types
-        first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
-        raise ExportError(f"torch.onnx.export failed for {type(model).__name__} at {shape}: {first}",
-                          fix="check the volume size is a multiple of the model's downsampling") from e
-    finally:
-        for leftover in raw.parent.glob(raw.name + "*"):
-            leftover.unlink()
+    with tempfile.TemporaryDirectory(prefix="edgeseg-export-") as tmp:
+        raw = Path(tmp) / "raw.onnx"
+        try:
+            with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()), _quiet_exporter_logs():
+                torch.onnx.export(head, (example,), str(raw), dynamo=True, opset_version=opset, input_names=[INPUT_NAME],
+                                  output_names=["logits"], optimize=True, verbose=False, report=False)
+            graph = onnx.load(str(raw), load_external_data=True)
+        except Exception as e:  # the exporter raises many types
+            first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+            raise ExportError(f"torch.onnx.export failed for {type(model).__name__} at {shape}: {first}",
+                              fix="check the volume size is a multiple of the model's downsampling") from e
     graph = clean_graph(graph)
     out = save_single_file(to_opset(graph, opset) if opset < 19 else graph, Path(path))
     if parity_volumes is None:
