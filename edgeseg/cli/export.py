@@ -112,8 +112,9 @@ def run(args: argparse.Namespace) -> int:
         from ..errors import UnsupportedError
 
         raise UnsupportedError(f"{model.model_name} is a {task} model; bundles (and the stream) carry 2-D semantic, "
-                               "instance and panoptic models", fix="export it with torch.onnx.export for a "
-                               "volumetric runtime; edgeseg has no 3-D bundle")
+                               "instance and panoptic models", fix="export the ONNX file with "
+                               "edgeseg.export.volumetric.export_volumetric(model, path, (D, H, W)) and quantize it "
+                               "with edgeseg.quant.volumetric.quantize_volumetric (tools/bench/vnet_int8.py does both)")
     if args.nms != "onnx":
         from ..errors import InputError
 
