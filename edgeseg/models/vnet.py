@@ -39,8 +39,12 @@ Deviations from the paper, and why:
 Scope in edgeseg: V-Net is a registered model (``task="volumetric"``, so the 2-D semantic tester
 skips it) that builds, trains with plain PyTorch, saves/loads as a checkpoint and exports to ONNX
 (``Conv``/``ConvTranspose`` with 3-D kernels, ``PRelu``, ``Concat``, ``Add``; all in every TensorRT
-table edgeseg reads, 8.4+). edgeseg's bundle, quantization and streaming paths are 2-D (an
-``InputSpec`` of images, ``[N, 3, H, W]``); they do not take V-Net.
+table edgeseg reads, 8.4+). edgeseg's bundle and streaming paths are 2-D (an ``InputSpec`` of
+images, ``[N, 3, H, W]``); they do not take V-Net. Its ONNX file is exported with a parity check by
+:func:`edgeseg.export.volumetric.export_volumetric` and quantized with Dice as the gate metric by
+:func:`edgeseg.quant.volumetric.quantize_volumetric`; ``tools/train_vnet.py`` trains it on synthetic
+volumes with exact labels (:mod:`edgeseg.data.synthetic_volumes`) and ``tools/bench/vnet_int8.py``
+measures the family table's row.
 """
 from __future__ import annotations
 
