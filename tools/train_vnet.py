@@ -88,6 +88,9 @@ def main(argv=None) -> int:
     shape = parse_shape(args.shape)
     if args.threads:
         torch.set_num_threads(args.threads)
+    # denormal gradients slow V-Net's backward pass up to 5x on the CPU (steps of 25-40 s instead of
+    # 6-8 at 32x64x64); flushing them to zero leaves the losses unchanged to the third decimal
+    torch.set_flush_denormal(True)
     out.mkdir(parents=True, exist_ok=True)
     (out / "run.json").write_text(json.dumps({k: v for k, v in vars(args).items() if k != "resume"}, indent=2))
     torch.manual_seed(args.seed)
