@@ -425,7 +425,7 @@ def decode_prototype(outputs: Mapping[str, np.ndarray], meta: "PreprocessMeta", 
     out = _Crops(len(keep))
     proto_shape = ImageShape(protos.shape[1], protos.shape[2])
     thr = _logit(opts.mask_threshold)
-    protos = np.asarray(protos, np.float32)
+    protos = np.ascontiguousarray(protos, np.float32)  # cv2.merge and the window views need rows in memory order
     # per instance: the image pixels of its box, the prototype window they sample (computed for all
     # instances at once), the window's coefficient product, one warp, one threshold
     r0, r1 = _pixel_spans(img_boxes[:, 1], img_boxes[:, 3], image.height)

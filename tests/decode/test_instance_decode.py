@@ -176,6 +176,10 @@ def test_prototype_channels_last_products_give_the_per_window_masks():
     channels_last = decode_prototype(outs, m, man, man.decoder_options, transpose=True)
     assert len(per_window) == len(channels_last) == n
     assert int((per_window.masks != channels_last.masks).sum()) <= 2  # float summation order only
+    # prototypes in another memory order (a transposed runtime output) decode the same
+    fortran = dict(outs, prototypes=np.asfortranarray(outs["prototypes"]))
+    np.testing.assert_array_equal(decode_prototype(fortran, m, man, man.decoder_options, transpose=True).masks,
+                                  channels_last.masks)
     yy, xx = np.mgrid[0:48, 0:96]
     order = np.argsort(-outs["detections"][0, 4:4 + nc].max(axis=0), kind="stable")
     for i, k in enumerate(order[:10]):
