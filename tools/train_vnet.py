@@ -4,7 +4,7 @@
     python tools/train_vnet.py --out runs/vnet --resume                    # continue after an interruption
     python tools/train_vnet.py --model test_vnet --steps 20 --shape 16x32x32 --out /tmp/v
 
-Every step draws ``--batch`` new volumes of stream ``--seed`` (volume ``step * batch + i``), so a
+Every step draws ``--batch`` new volumes of stream ``--seed`` (volumes ``step * batch ...``), so a
 resumed run sees the volumes an uninterrupted one would; the held-out Dice is scored on stream
 ``--seed + 1000`` (never trained on). The run folder gets ``run.json`` (settings; ``--resume``
 reuses them), ``last.pt`` (every ``--save-every`` steps), ``history.json``, ``train.log`` and, at
@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from edgeseg.errors import EdgesegError, InputError  # noqa: E402
 
 HELD_OUT_OFFSET = 1000  # the held-out stream's seed is the training seed + this
 
@@ -46,8 +48,6 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def parse_shape(text: str) -> tuple[int, int, int]:
-    from edgeseg.errors import InputError
-
     try:
         d, h, w = (int(v) for v in text.lower().split("x"))
     except ValueError:
@@ -72,6 +72,15 @@ def held_out_dice(model, volumes: np.ndarray, labels: np.ndarray) -> float:
 
 
 def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        return train(args)
+    except EdgesegError as e:
+        print(f"train_vnet: error: {e}", file=sys.stderr)
+        return 2
+
+
+def train(args: argparse.Namespace) -> int:
     import torch
 
     from edgeseg.data.synthetic_volumes import synthetic_volumes
@@ -79,9 +88,11 @@ def main(argv=None) -> int:
     from edgeseg.models.checkpoint import save_checkpoint
     from edgeseg.models.vnet import dice_loss
 
-    args = parse_args(argv)
     out = Path(args.out)
     if args.resume:
+        if not (out / "run.json").is_file():
+            raise InputError(f"--resume: {out} holds no run.json (no run was started there)",
+                             fix="start the run without --resume, or point --out at the run folder")
         saved = json.loads((out / "run.json").read_text())
         for key in ("model", "shape", "steps", "batch", "lr", "seed", "eval_volumes", "eval_every"):
             setattr(args, key, saved[key])
@@ -116,8 +127,8 @@ def main(argv=None) -> int:
     t0, losses = time.time(), []
     model.train()
     while step < args.steps:
-        x, y = synthetic_volumes_at(args.seed, step, args.batch, shape)
-        loss = dice_loss(model(torch.from_numpy(x))["logits"], torch.from_numpy(y))
+        x, y = synthetic_volumes(args.seed, args.batch, shape, start=step * args.batch)
+        loss = dice_loss(model(torch.from_numpy(x))["logits"], torch.from_numpy(y.astype(np.int64)))
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -139,14 +150,6 @@ def main(argv=None) -> int:
     (out / "history.json").write_text(json.dumps(history, indent=2))
     say(f"saved {out / 'model.safetensors'}")
     return 0
-
-
-def synthetic_volumes_at(seed: int, step: int, batch: int, shape) -> tuple[np.ndarray, np.ndarray]:
-    """The training batch of ``step``: volumes ``step * batch ... + batch - 1`` of stream ``seed``."""
-    from edgeseg.data.synthetic_volumes import synthetic_volume
-
-    pairs = [synthetic_volume(seed, step * batch + i, shape) for i in range(batch)]
-    return np.stack([v for v, _ in pairs])[:, None], np.stack([lab for _, lab in pairs]).astype(np.int64)
 
 
 if __name__ == "__main__":

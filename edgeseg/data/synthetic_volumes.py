@@ -53,7 +53,9 @@ def synthetic_volume(seed: int, index: int, shape: tuple[int, int, int] = VOLUME
     return vol, labels
 
 
-def synthetic_volumes(seed: int, count: int, shape: tuple[int, int, int] = VOLUME_SHAPE) -> tuple[np.ndarray, np.ndarray]:
-    """``count`` volumes of stream ``seed`` stacked: ``(float32 [count, 1, D, H, W], uint8 [count, D, H, W])``."""
-    pairs = [synthetic_volume(seed, i, shape) for i in range(int(count))]
+def synthetic_volumes(seed: int, count: int, shape: tuple[int, int, int] = VOLUME_SHAPE,
+                      start: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Volumes ``start .. start + count - 1`` of stream ``seed`` stacked: ``(float32 [count, 1, D, H, W],
+    uint8 [count, D, H, W])``."""
+    pairs = [synthetic_volume(seed, start + i, shape) for i in range(int(count))]
     return np.stack([v for v, _ in pairs])[:, None], np.stack([lab for _, lab in pairs])

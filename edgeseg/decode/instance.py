@@ -143,7 +143,6 @@ class _Resampler:
         m = np.asarray(m, np.float64).reshape(-1, 2, 3)
         n = len(m)
         self.fast = np.zeros(n, bool)
-        self.start = np.zeros((n, 2), np.int64)
         self.f = (1.0, 1.0)
         self._fast, self._start = [False] * n, [(0, 0)] * n
         if n == 0 or np.any(m[:, 0, 1] != 0) or np.any(m[:, 1, 0] != 0):
@@ -157,9 +156,8 @@ class _Resampler:
         src_wh = np.stack([windows[:, 3] - windows[:, 2], windows[:, 1] - windows[:, 0]], 1)
         dst_wh = np.floor(src_wh * f[:1] + 1e-9)  # cv2 rounds src * f; floor never overshoots it
         self.fast = np.all((np.abs(start - s) < 1e-6) & (s >= 0) & (s + sizes_wh <= dst_wh), axis=1)
-        self.start = s.astype(np.int64)
         self.f = (float(f[0, 0]), float(f[0, 1]))
-        self._fast, self._start = self.fast.tolist(), self.start.tolist()  # per-instance lookups without numpy scalars
+        self._fast, self._start = self.fast.tolist(), s.astype(np.int64).tolist()  # per-instance lookups, no numpy scalars
 
     def __call__(self, i: int, src: np.ndarray, size_wh: tuple[int, int]) -> np.ndarray:
         import cv2

@@ -112,7 +112,7 @@ def quantize_volumetric(model: str | Path, out: str | Path, calib: np.ndarray, v
 
     model, out = Path(model), Path(out)
     if not model.is_file():
-        raise InputError(f"volumetric model {model} not found", fix="export it with torch.onnx.export first")
+        raise InputError(f"volumetric model {model} not found", fix="export it first: edgeseg.export.volumetric.export_volumetric(model, path, (D, H, W))")
     calib = _check_volumes(calib, "calibration volumes")
     volumes = _check_volumes(volumes, "evaluation volumes")
     if np.asarray(labels).shape != (volumes.shape[0],) + volumes.shape[2:]:
@@ -129,8 +129,11 @@ def quantize_volumetric(model: str | Path, out: str | Path, calib: np.ndarray, v
         table = calibrate(prepared, VolumeReader(calib, name), method)
         steps.append(f"calibrated ({method}) on {len(calib)} volumes")
 
+        made: dict[Path, object] = {}  # every trial's QuantizedModel, by path: the winner is not made twice
+
         def quantize(keep: dict, path: Path):
-            return quantize_model(prepared, path, profile, table, keep).path
+            made[path] = quantize_model(prepared, path, profile, table, keep)
+            return path
 
         def score(path: Path) -> float:
             return onnx_dice(path, volumes, labels, threads=threads)
@@ -147,13 +150,14 @@ def quantize_volumetric(model: str | Path, out: str | Path, calib: np.ndarray, v
             mixed = mixed_precision(ranked, quantize, score, fp32, all_int8, max_drop, work)
             curve = mixed.curve
             if not mixed.met:
+                best = max(mixed.score, all_int8)  # the search's best trial, or all INT8 when no trial beat it
                 raise QuantizationError(
-                    f"INT8 {model.name} loses {fp32 - mixed.score:.2f} Dice points at best ({mixed.score:.2f} vs "
-                    f"FP32 {fp32:.2f}; all INT8 {all_int8:.2f}), over the {max_drop} budget",
-                    fix="raise --max-drop, calibrate on more volumes, or keep the model in FP32")
-            float_layers, dice = mixed.float_layers, mixed.score
-            chosen = quantize_model(prepared, work / "int8_mixed.onnx", profile, table,
-                                    {n: "mixed precision: most sensitive layers kept in float" for n in float_layers})
+                    f"INT8 {model.name} loses {fp32 - best:.2f} Dice points at best ({best:.2f} vs FP32 {fp32:.2f}; "
+                    f"all INT8 {all_int8:.2f}; up to {max(k for k, _ in curve)} layers tried in float), over the "
+                    f"{max_drop} budget",
+                    fix="raise max_drop (--max-drop of tools/bench/vnet_int8.py), calibrate on more "
+                        "volumes, or keep the model in FP32")
+            float_layers, dice, chosen = mixed.float_layers, mixed.score, made[mixed.model]
             steps.append(f"{len(float_layers)} layer(s) kept in float: Dice {dice:.2f}")
         out.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(chosen.path, out)

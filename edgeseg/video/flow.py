@@ -118,6 +118,7 @@ def object_flow(flow: np.ndarray, interior: np.ndarray, sigma: float, factor: in
     import cv2
 
     h, w = interior.shape
+    interior = np.asarray(interior, bool)  # no copy for the bool masks the propagator passes
     mask = interior.view(np.uint8)
     total = int(np.count_nonzero(mask))
     if total == 0:

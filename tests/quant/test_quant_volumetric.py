@@ -71,8 +71,17 @@ def trained(tmp_path_factory):
 def test_export_matches_pytorch(trained):
     import onnx
 
+    import onnxruntime as ort
+
     model, path, parity = trained
     assert parity["max_abs_diff"] <= 1e-4 * max(parity["max_abs_logit"], 1.0)
+    # independently of the exporter's own check: other volumes, a plain session, PyTorch's logits
+    x = synthetic_volumes(99, 2, SHAPE)[0]
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = np.concatenate([sess.run(["logits"], {"volumes": v[None]})[0] for v in x])
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x))["logits"].numpy()
+    np.testing.assert_allclose(got, ref, atol=1e-4 * float(np.abs(ref).max()), rtol=1e-4)
     g = onnx.load(str(path))
     assert [i.name for i in g.graph.input] == ["volumes"] and [o.name for o in g.graph.output] == ["logits"]
     assert {"Conv", "ConvTranspose", "PRelu"} <= {n.op_type for n in g.graph.node}
@@ -119,3 +128,23 @@ def test_bad_volumes_say_what_to_do(trained, tmp_path):
         quantize_volumetric(path, tmp_path / "q.onnx", volumes, volumes, labels[:1])
     with pytest.raises(InputError, match="not found"):
         quantize_volumetric(tmp_path / "missing.onnx", tmp_path / "q.onnx", volumes, volumes, labels)
+
+
+def test_training_batches_are_windows_of_the_stream():
+    # tools/train_vnet.py draws step k's batch as volumes k*B .. k*B+B-1: the same as one long draw
+    x, y = synthetic_volumes(5, 6, SHAPE)
+    x2, y2 = synthetic_volumes(5, 2, SHAPE, start=4)
+    np.testing.assert_array_equal(x[4:], x2)
+    np.testing.assert_array_equal(y[4:], y2)
+
+
+def test_train_script_resume_without_a_run_says_so(tmp_path, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("train_vnet", Path(__file__).parents[2] / "tools" / "train_vnet.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.main(["--out", str(tmp_path / "none"), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "no run.json" in err and "fix:" in err

@@ -38,6 +38,8 @@ def test_uniform_interior_flow_spreads_unchanged_and_interior_is_kept():
     np.testing.assert_allclose(out, np.broadcast_to(np.float32([3.0, -2.0]), out.shape), atol=1e-4)
     # no interior: the flow itself
     assert object_flow(flow, np.zeros_like(interior), 5.0) is flow
+    # an integer mask means the same as the bool one
+    np.testing.assert_array_equal(object_flow(flow, interior.astype(np.int64), 5.0, factor=2), out)
 
 
 @pytest.mark.parametrize("h, w, factor", [(228, 265, 2), (100, 80, 4), (5, 7, 2), (1, 9, 2)])
