@@ -61,6 +61,17 @@ def gmacs(model, shape) -> float:
 
 
 def main(argv=None) -> int:
+    from edgeseg.errors import EdgesegError
+
+    args = parse_args(argv)
+    try:
+        return bench(args)
+    except EdgesegError as e:
+        print(f"vnet_int8: error: {e}", file=sys.stderr)
+        return 2
+
+
+def bench(args: argparse.Namespace) -> int:
     from edgeseg.backends.openvino.settings import cpu_capabilities
     from edgeseg.data.synthetic_volumes import VOLUME_SHAPE, synthetic_volumes
     from edgeseg.export.volumetric import export_volumetric
@@ -69,7 +80,6 @@ def main(argv=None) -> int:
     from edgeseg.quant.check import check_model
     from edgeseg.quant.volumetric import quantize_volumetric, session_dice
 
-    args = parse_args(argv)
     ckpt = Path(args.checkpoint)
     meta = read_checkpoint_meta(ckpt)
     shape = tuple(meta.extra.get("shape", VOLUME_SHAPE))
