@@ -23,7 +23,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from edgeseg.errors import EdgesegError, InputError  # noqa: E402
+from edgeseg.errors import InputError  # noqa: E402
 
 HELD_OUT_OFFSET = 1000  # the held-out stream's seed is the training seed + this
 
@@ -72,12 +72,9 @@ def held_out_dice(model, volumes: np.ndarray, labels: np.ndarray) -> float:
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
-    try:
-        return train(args)
-    except EdgesegError as e:
-        print(f"train_vnet: error: {e}", file=sys.stderr)
-        return 2
+    from edgeseg.cli._common import run_tool
+
+    return run_tool("train_vnet", train, parse_args(argv))
 
 
 def train(args: argparse.Namespace) -> int:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from .._io import write_json  # noqa: F401  (re-exported: commands write --json through it)
@@ -50,3 +51,15 @@ def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.4g}" if abs(v) < 1e4 else f"{v:.0f}"
     return str(v)
+
+
+def run_tool(name: str, fn, args) -> int:
+    """``fn(args)`` for a script in ``tools/``: an edgeseg error (bad input, a missing file) is printed
+    as ``name: error: ...`` with its fix and exit code 2, not a traceback."""
+    from ..errors import EdgesegError
+
+    try:
+        return fn(args)
+    except EdgesegError as e:
+        print(f"{name}: error: {e}", file=sys.stderr)
+        return 2

@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from edgeseg.cli._common import print_table, write_json  # noqa: E402
+from edgeseg.cli._common import print_table, run_tool, write_json  # noqa: E402
 
 CALIB_SEED, EVAL_SEED = 2000, 3000
 
@@ -61,14 +61,7 @@ def gmacs(model, shape) -> float:
 
 
 def main(argv=None) -> int:
-    from edgeseg.errors import EdgesegError
-
-    args = parse_args(argv)
-    try:
-        return bench(args)
-    except EdgesegError as e:
-        print(f"vnet_int8: error: {e}", file=sys.stderr)
-        return 2
+    return run_tool("vnet_int8", bench, parse_args(argv))
 
 
 def bench(args: argparse.Namespace) -> int:
