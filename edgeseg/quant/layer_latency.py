@@ -53,8 +53,8 @@ class LayerTiming:
                 f"+ {self.convert_ms:.3f} ms to convert in and out")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "op_type": self.op_type, "float_ms": round(self.float_ms, 4),
-                "int8_ms": round(self.int8_ms, 4), "convert_ms": round(self.convert_ms, 4), "shape": list(self.shape)}
+        return {"name": self.name, "op_type": self.op_type, "float_ms": self.float_ms, "int8_ms": self.int8_ms,
+                "convert_ms": self.convert_ms, "shape": list(self.shape)}
 
 
 def measure_layers(model, threads: int = 1, *, runs: int = 15, rounds: int = 3, skip: Sequence[str] = (),
@@ -169,8 +169,9 @@ def _time_layer(layer: _Layer, threads: int, runs: int, rounds: int) -> LayerTim
     for _ in range(rounds):
         for k, (sess, feed) in sessions.items():
             best[k] = min(best[k], time_runs(lambda s=sess, f=feed: s.run(None, f), runs, warmup=2).p50_ms)
-    return LayerTiming(layer.node.name, layer.node.op_type, best["float"], best["int8"], best["dq"] + best["q"],
-                       layer.y_shape)
+    # rounded once, here: the decision (float_wins) and the report (to_dict) read the same figures
+    return LayerTiming(layer.node.name, layer.node.op_type, round(best["float"], 4), round(best["int8"], 4),
+                       round(best["dq"] + best["q"], 4), layer.y_shape)
 
 
 def _copy_node(node, inputs: list[str], outputs: list[str]):
