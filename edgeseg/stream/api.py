@@ -152,10 +152,10 @@ def build_pipeline(opts: StreamOptions, predictor: Any = None, extra_sinks: tupl
     stages = predictor_stages(predictor, None if late else renderer, max_batch=opts.max_batch,
                               batch_timeout_s=opts.batch_timeout_ms / 1e3, upsample=opts.upsample,
                               score_threshold=opts.score_threshold)
-    if keyframes is not None:  # preprocess, inference, decode run inside the keyframe stage
-        from .keyframe_stage import KeyframeStage
+    if keyframes is not None:  # keyframe-flow first; preprocess, inference, decode on keyframes only; then carry
+        from .keyframe_stage import keyframe_stages
 
-        stages = [KeyframeStage(stages[:3], keyframes), *stages[3:]]
+        stages = [*keyframe_stages(stages[:3], keyframes), *stages[3:]]
     if opts.track:  # ids before the overlay, which draws them
         from .track_stage import TrackStage
 

@@ -58,6 +58,7 @@ class Packet:
     result: Any = None
     rendered: Any = None
     error: str | None = None
+    keyplan: Any = None  # keyframe streams: this frame's KeyPlan (keyframe or not, its flow), set by keyframe-flow
     timings: dict[str, float] = field(default_factory=dict)
 
 

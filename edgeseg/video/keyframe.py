@@ -7,6 +7,10 @@ by optical flow.
         kf.last_key               # whether the segmenter ran on this frame
     kf.reset()                    # discontinuity: the next frame is a keyframe
 
+:class:`Keyframes` is two halves in one call: :class:`KeyframePlanner` (which frames are keyframes,
+the flow; the frames alone) and :class:`KeyframeCarrier` (the results). A stream runs them as
+separate stages, the planner ahead of the segmenter (:mod:`edgeseg.stream.keyframe_stage`).
+
 **When to run the segmenter.** On the first frame, after :meth:`Keyframes.reset`, when ``interval``
 frames have passed since the last keyframe, and (``motion`` set) when the flow no longer explains the
 frame: after warping the previous grey frame onto the current one with the backward flow, the fraction
@@ -45,7 +49,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, StreamError
 from ..structures import InstanceResult, PanopticResult, SemanticResult
 from .flow import PRESETS, BackwardFlow, FlowField
 
@@ -114,69 +118,170 @@ class KeyframeStats:
         return self.keyframes / self.frames if self.frames else 0.0
 
 
-class Keyframes:
-    """Runs ``segment(rgb) -> result`` on keyframes and warps its result to the frames in between."""
+@dataclass(frozen=True)
+class KeyPlan:
+    """What :class:`KeyframePlanner` decided for one frame, from the frames alone (no result needed).
 
-    def __init__(self, segment: Callable[[np.ndarray], Any], config: KeyframeConfig | None = None):
-        self.segment = segment
+    index:     the frame's number in this planner's life (0-based; resets do not restart it).
+    key:       run the segmenter on this frame.
+    key_index: the index of the keyframe this frame's result comes from (its own when ``key``).
+    flow:      ``float32 [h, w, 2]`` backward flow to the previous frame at the flow's resolution (None on keyframes).
+    to_key:    the flows composed back to the keyframe (None on keyframes, or without ``compose``).
+    """
+
+    index: int
+    key: bool
+    key_index: int
+    flow: np.ndarray | None = None
+    to_key: np.ndarray | None = None
+
+
+class KeyframePlanner:
+    """The half of keyframing that needs only the frames: which frames are keyframes (first frame, after
+    :meth:`reset` or :meth:`force_key`, every ``interval``, unexplained motion), the frame-to-frame flow
+    and its composition back to the keyframe. A stream runs it in its own thread, ahead of inference
+    (:mod:`edgeseg.stream.keyframe_stage`), so the flow of the frames after a keyframe is computed while
+    the segmenter still runs on it."""
+
+    def __init__(self, config: KeyframeConfig | None = None):
         self.config = config or KeyframeConfig()
         self._flow = (KeyframeFlow(self.config.preset, self.config.flow_scale, self.config.flow_cells)
                       if self.config.interval > 1 else None)
         self.stats = KeyframeStats()
-        self._maps = _Buffers()
-        self.last_key = False
         self._prev_small: np.ndarray | None = None
-        self._prev_result: Any = None
-        self._key_result: Any = None
-        self._to_key: np.ndarray | None = None  # compose: displacement to the keyframe, flow pixels
+        self._to_key: np.ndarray | None = None
+        self._index = -1
+        self._key_index = -1
         self._since_key = 0
+        self._force = False
 
     def reset(self) -> None:
         """Forget the previous frame (a discontinuity): the next frame is a keyframe."""
-        self._prev_small = self._prev_result = self._key_result = self._to_key = None
+        self._prev_small = self._to_key = None
         self._since_key = 0
 
-    def __call__(self, rgb: np.ndarray) -> Any:
+    def force_key(self) -> None:
+        """Make the next frame a keyframe (the last keyframe's result was lost: nothing to carry)."""
+        self._force = True
+
+    def __call__(self, rgb: np.ndarray) -> KeyPlan:
         import cv2
 
         rgb = np.asarray(rgb)
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
             raise InputError(f"keyframes take uint8 RGB frames [H, W, 3], got {rgb.dtype} {rgb.shape}")
         self.stats.frames += 1
+        self._index += 1
         if self._flow is None:  # interval 1: nothing to propagate
-            return self._key(rgb, None)
+            return self._key()
         small = self._flow.small_gray(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY))
-        prev, prev_result = self._prev_small, self._prev_result
-        if prev is None or prev.shape != small.shape or _shape_of(prev_result) != rgb.shape[:2]:
-            return self._key(rgb, small)
+        prev, self._prev_small = self._prev_small, small
+        force, self._force = self._force, False
+        if force or prev is None or prev.shape != small.shape:
+            return self._key()
         if self._since_key + 1 >= self.config.interval:
             self.stats.by_interval += 1
-            return self._key(rgb, small)
+            return self._key()
         flow = self._flow(small, prev, rgb.shape[:2]).small
         if self.config.motion is not None:
             self.stats.unexplained = unexplained_fraction(small, prev, flow, self.config.residual)
             if self.stats.unexplained > self.config.motion:
                 self.stats.by_motion += 1
-                return self._key(rgb, small)
-        if self.config.compose and _resampled(self._key_result):
+                return self._key()
+        if self.config.compose:
             self._to_key = flow if self._to_key is None else compose_flow(flow, self._to_key)
-            result = warp_result(self._key_result, full_maps(self._to_key, rgb.shape[:2], self._maps(rgb.shape[:2])),
-                                 flow_reach(self._to_key, rgb.shape[:2]))
-        else:
-            result = warp_result(prev_result, full_maps(flow, rgb.shape[:2], self._maps(rgb.shape[:2])),
-                                 flow_reach(flow, rgb.shape[:2]))
-        self._prev_small, self._prev_result = small, result
         self._since_key += 1
-        self.last_key = False
+        return KeyPlan(self._index, False, self._key_index, flow, self._to_key)
+
+    def _key(self) -> KeyPlan:
+        self.stats.keyframes += 1
+        self._key_index = self._index
+        self._to_key = None
+        self._since_key = 0
+        return KeyPlan(self._index, True, self._index)
+
+
+class KeyframeCarrier:
+    """The half of keyframing that needs the results: keeps the keyframe's (and the previous frame's)
+    result and carries it to each propagated frame along the planner's flow."""
+
+    def __init__(self):
+        self._maps = _Buffers()
+        self._key_result: Any = None
+        self._prev_result: Any = None
+        self._key_index = -1
+        self._last_index = -1
+
+    def reset(self) -> None:
+        self._key_result = self._prev_result = None
+        self._key_index = self._last_index = -1
+
+    def ready(self, shape: tuple[int, int]) -> bool:
+        """Whether a result of a frame of ``shape`` is there to carry."""
+        return self._prev_result is not None and _shape_of(self._prev_result) == tuple(shape)
+
+    def keyframe(self, plan: KeyPlan, result: Any) -> None:
+        """The segmenter's ``result`` on keyframe ``plan``."""
+        self._key_result = self._prev_result = result
+        self._key_index = self._last_index = plan.index
+
+    def carry(self, plan: KeyPlan, shape: tuple[int, int]) -> Any:
+        """The result of the propagated frame ``plan`` (of ``shape``): the keyframe's result warped through
+        the composed flow, or (box-only instances, ``compose`` off) the previous frame's through the flow.
+        Raises :class:`~edgeseg.errors.StreamError` when the result it would come from is missing (its
+        keyframe failed, a frame between was lost)."""
+        shape = tuple(int(v) for v in shape)
+        if plan.key_index != self._key_index or plan.index != self._last_index + 1 or not self.ready(shape):
+            raise StreamError(f"keyframe {plan.key_index}'s result is missing (the segmenter failed on it, or a frame "
+                              f"between was lost): frame {plan.index} has nothing to carry",
+                              fix="the next keyframe restores the results; see the error of that keyframe")
+        if plan.to_key is not None and _resampled(self._key_result):
+            result = warp_result(self._key_result, full_maps(plan.to_key, shape, self._maps(shape)),
+                                 flow_reach(plan.to_key, shape))
+        else:
+            result = warp_result(self._prev_result, full_maps(plan.flow, shape, self._maps(shape)),
+                                 flow_reach(plan.flow, shape))
+        self._prev_result, self._last_index = result, plan.index
         return result
 
-    def _key(self, rgb: np.ndarray, small: np.ndarray | None) -> Any:
-        result = self.segment(rgb)
-        self.stats.keyframes += 1
-        self._prev_small, self._prev_result = small, result
-        self._key_result, self._to_key = result, None
-        self._since_key = 0
-        self.last_key = True
+
+class Keyframes:
+    """Runs ``segment(rgb) -> result`` on keyframes and warps its result to the frames in between: a
+    :class:`KeyframePlanner` and a :class:`KeyframeCarrier` in one call, for one thread."""
+
+    def __init__(self, segment: Callable[[np.ndarray], Any], config: KeyframeConfig | None = None):
+        self.segment = segment
+        self.planner = KeyframePlanner(config)
+        self.carrier = KeyframeCarrier()
+        self.last_key = False
+
+    @property
+    def config(self) -> KeyframeConfig:
+        return self.planner.config
+
+    @property
+    def stats(self) -> KeyframeStats:
+        return self.planner.stats
+
+    def reset(self) -> None:
+        """Forget the previous frame (a discontinuity): the next frame is a keyframe."""
+        self.planner.reset()
+        self.carrier.reset()
+
+    def __call__(self, rgb: np.ndarray) -> Any:
+        rgb = np.asarray(rgb)
+        if rgb.ndim == 3 and not self.carrier.ready(rgb.shape[:2]):
+            self.planner.force_key()  # nothing to carry from (first frame, another size)
+        plan = self.planner(rgb)
+        self.last_key = plan.key
+        if not plan.key:
+            return self.carrier.carry(plan, rgb.shape[:2])
+        try:
+            result = self.segment(rgb)
+        except BaseException:
+            self.planner.force_key()  # try again on the next frame rather than carry nothing
+            raise
+        self.carrier.keyframe(plan, result)
         return result
 
 

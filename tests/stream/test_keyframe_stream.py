@@ -13,8 +13,9 @@ from edgeseg.errors import InputError
 from edgeseg.eval.semantic import SemanticMetric
 from edgeseg.structures import Frame, SemanticResult
 from edgeseg.stream import Stage, StreamOptions, build_pipeline
-from edgeseg.stream.base import Packet
-from edgeseg.stream.keyframe_stage import KeyframeStage
+from edgeseg.stream.base import Packet, Sink
+from edgeseg.errors import StreamError
+from edgeseg.stream.keyframe_stage import KeyframeOnly, KeyframePlanStage, keyframe_stages
 from edgeseg.video.keyframe import KeyframeConfig
 
 URI = "synthetic://?seed=4&size=160x120&frames=24&truth=full"
@@ -68,24 +69,109 @@ def test_cli_run_with_keyframes(tmp_path, capsys):
 
 
 class _Label(Stage):
-    """Stands in for preprocess + inference + decode: labels every pixel 1."""
+    """Stands in for preprocess + inference + decode: labels every pixel 1 (or fails when told to)."""
+
+    name = "decode"
+
+    def __init__(self):
+        self.calls, self.fail = 0, False
 
     def process(self, packet):
+        self.calls += 1
+        if self.fail:
+            raise RuntimeError("inference broke")
         packet.result = SemanticResult(np.ones(packet.frame.image.shape[:2], np.uint8))
         return packet
 
 
-def test_discontinuity_makes_the_next_frame_of_that_source_a_keyframe():
-    stage = KeyframeStage([_Label()], KeyframeConfig(interval=10, motion=None))
+def _image():
     image = np.full((24, 32, 3), 90, np.uint8)
     image[8:16, 8:16] = 200
+    return image
+
+
+def _through(stages, packet):
+    """What the pipeline does with one packet: each stage in turn, none after a failure."""
+    for st in stages:
+        packet = st.process(packet)
+    return packet
+
+
+def test_discontinuity_makes_the_next_frame_of_that_source_a_keyframe():
+    inner = _Label()
+    stages = keyframe_stages([inner], KeyframeConfig(interval=10, motion=None))
+    image = _image()
 
     def step(i, sid):
-        stage.process(Packet(Frame(image, i, i, sid)))
-        return stage.states[sid].last_key
+        p = _through(stages, Packet(Frame(image, i, i, sid)))
+        assert p.result is not None and p.result.labels.shape == (24, 32)
+        return p.keyplan.key
 
     assert [step(i, "a") for i in range(3)] == [True, False, False]
     assert step(0, "b") is True  # another source has its own state
-    stage.on_discontinuity(Frame(image, 3, 3, "a"))
+    for st in stages:
+        st.on_discontinuity(Frame(image, 3, 3, "a"))
     assert step(3, "a") is True and step(4, "b") is False
-    assert stage.summary()["keyframes"] == 3
+    assert stages[-1].summary()["keyframes"] == 3 and inner.calls == 3
+
+
+def test_keyframe_stages_wrap_the_inner_stages_and_keep_their_names():
+    stages = keyframe_stages([_Label()], KeyframeConfig(interval=3, motion=None))
+    assert [s.name for s in stages] == ["keyframe-flow", "decode", "keyframe"]
+    assert isinstance(stages[0], KeyframePlanStage) and isinstance(stages[1], KeyframeOnly)
+
+
+def test_a_failed_keyframe_costs_only_the_frames_already_planned_on_it():
+    """The keyframe's inference fails: the frames planned on it cannot be carried (errors, not stale
+    results), and the next frame the planner sees is a keyframe, not the next interval's."""
+    inner = _Label()
+    plan_stage, only, carry = keyframe_stages([inner], KeyframeConfig(interval=10, motion=None))
+    image = _image()
+    planned = [plan_stage.process(Packet(Frame(image, i, i, "a"))) for i in range(3)]  # ahead of inference
+    assert [p.keyplan.key for p in planned] == [True, False, False]
+    inner.fail = True
+    with pytest.raises(RuntimeError):
+        only.process(planned[0])  # the pipeline marks this packet as an error: it skips the carry stage
+    for p in planned[1:]:
+        only.process(p)  # not keyframes: passed through
+        with pytest.raises(StreamError, match="keyframe 0's result is missing"):
+            carry.process(p)
+    inner.fail = False
+    p = _through([only, carry], plan_stage.process(Packet(Frame(image, 3, 3, "a"))))
+    assert p.keyplan.key and p.result is not None  # forced at once (interval 10 would wait for frame 10)
+    assert _through([only, carry], plan_stage.process(Packet(Frame(image, 4, 4, "a")))).result is not None
+
+
+def test_stream_with_a_failing_keyframe_goes_on(tmp_path):
+    """In a real pipeline: the bundle fails on one keyframe; the stream counts that frame and the ones
+    planned on it as errors, and every other frame has a result."""
+    from edgeseg.stream.pipeline import Pipeline
+    from edgeseg.stream.sources import open_source
+
+    class _FailOnce(_Label):
+        def process(self, packet):
+            self.fail = packet.frame.index == 6
+            return super().process(packet)
+
+    results = {}
+
+    class _Collect(Sink):
+        name = "collect"
+
+        def open(self):
+            pass
+
+        def write(self, frame, result, packet=None):
+            results[frame.index] = result
+
+        def close(self):
+            pass
+
+    stages = keyframe_stages([_FailOnce()], KeyframeConfig(interval=3, motion=None))
+    pipe = Pipeline([open_source("synthetic://?seed=1&size=64x48&frames=15"), *stages, _Collect()],
+                    on_error="skip", handle_signals=False, log_interval_s=0)
+    stats = pipe.run(raise_on_error=False)
+    failed = sorted(i for i, r in results.items() if r is None)
+    assert len(results) == 15 and failed[0] == 6 and stats.errors == len(failed)
+    assert all(results[i] is not None for i in range(6)) and results[14] is not None
+    assert len(failed) <= 1 + 2 + pipe.queue_size  # the keyframe, its interval, what was already planned

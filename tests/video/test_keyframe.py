@@ -244,7 +244,7 @@ class _GivenFlow:
 
 def _carry(compose: bool, flow: np.ndarray, labels: np.ndarray, frames: int) -> list[np.ndarray]:
     kf = Keyframes(lambda rgb: SemanticResult(labels.copy()), KeyframeConfig(interval=100, motion=None, compose=compose))
-    kf._flow = _GivenFlow(flow)
+    kf.planner._flow = _GivenFlow(flow)
     frame = np.zeros((*labels.shape, 3), np.uint8)
     return [kf(frame).labels for _ in range(frames)]
 
@@ -313,7 +313,7 @@ def test_box_only_instances_are_moved_frame_to_frame():
     flow = np.zeros((H, W, 2), np.float32)
     flow[..., 0] = -6.0  # everything moves 6 px right per frame
     kf = Keyframes(lambda rgb: res, KeyframeConfig(interval=100, motion=None))
-    kf._flow = _GivenFlow(flow)
+    kf.planner._flow = _GivenFlow(flow)
     frame = np.zeros((H, W, 3), np.uint8)
     boxes = [kf(frame).boxes[0].tolist() for _ in range(4)]
     assert boxes == [[10, 10, 20, 20], [16, 10, 26, 20], [22, 10, 32, 20], [28, 10, 38, 20]]
