@@ -12,6 +12,7 @@ switched off at a time, so each component's contribution is measured, not assume
     python tools/bench/vos.py --threads 2 --json bench_vos.json
     python tools/bench/vos.py --ablate --methods propagator --json ablation.json
     python tools/bench/vos.py --sequences blackswan --set band_px=6 --set flow_preset=fast
+    python tools/bench/vos.py --root runs/composite_vos --methods propagator   # tools/make_composite_vos.py
 """
 from __future__ import annotations
 
