@@ -126,3 +126,65 @@ def test_cutouts_from_cityscapes_are_whole_objects(data_root):
         assert c.alpha[:2].max() == 0 and c.alpha[:, :2].max() == 0  # the transparent border
         n, _ = cv2.connectedComponents(c.alpha.astype(np.uint8))
         assert n >= 2
+
+
+def _tool():
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "tools" / "make_composite_vos.py"
+    if not script.is_file():
+        pytest.skip("tools/make_composite_vos.py is not in this checkout")
+    spec = importlib.util.spec_from_file_location("make_composite_vos", script)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["make_composite_vos"] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _instances(tmp_path):
+    """A COCO instance JSON (polygons) of two 200x120 images holding three whole people and one cut by the border."""
+    import json
+
+    (tmp_path / "val").mkdir()
+    rng = np.random.default_rng(0)
+    images, anns = [], []
+    boxes = {1: [(20, 20, 50, 90), (120, 10, 150, 100), (180, 30, 200, 100)], 2: [(60, 25, 100, 110)]}
+    for image_id, bs in boxes.items():
+        img = rng.integers(0, 255, (120, 200, 3), dtype=np.uint8)
+        cv2.imwrite(str(tmp_path / "val" / f"{image_id}.png"), img)
+        images.append({"id": image_id, "file_name": f"{image_id}.png", "height": 120, "width": 200})
+        for x0, y0, x1, y1 in bs:
+            anns.append({"id": len(anns) + 1, "image_id": image_id, "category_id": 24, "iscrowd": 0,
+                         "area": float((x1 - x0) * (y1 - y0)), "bbox": [x0, y0, x1 - x0, y1 - y0],
+                         "segmentation": [[x0, y0, x1, y0, x1, y1, x0, y1]]})
+    path = tmp_path / "instances_val.json"
+    path.write_text(json.dumps({"images": images, "annotations": anns,
+                                "categories": [{"id": 24, "name": "person"}, {"id": 26, "name": "car"}]}))
+    return path
+
+
+def test_tool_writes_sequences_davis_reads(tmp_path, capsys):
+    tool = _tool()
+    instances = _instances(tmp_path)
+    cuts = cutouts_from_instances(instances, count=10, min_height=60)
+    assert len(cuts) == 3  # the fourth touches the image's right border: not a whole object
+    out = tmp_path / "comp"
+    assert tool.main(["--out", str(out), "--instances", str(instances), "--video", "none", "--sequences", "2",
+                      "--frames", "4", "--objects", "3"]) == 0
+    davis = Davis(out)
+    assert len(davis) == 2
+    for seq in davis:
+        assert len(seq) == 4 and seq.shape.width == 854 and seq.shape.height == 480 and seq.prompt().any()
+    assert "2 sequences of 4 frames" in capsys.readouterr().out
+
+
+def test_tool_bad_arguments_are_named(tmp_path, capsys):
+    tool = _tool()
+    assert tool.main(["--out", str(tmp_path / "x"), "--instances", str(_instances(tmp_path)), "--video", "none",
+                      "--frames", "2"]) == 2
+    assert "--frames >= 3" in capsys.readouterr().err
+    missing = tmp_path / "nowhere" / "instances_val.json"
+    assert tool.main(["--out", str(tmp_path / "y"), "--instances", str(missing), "--video", "none"]) == 2
+    assert "nowhere" in capsys.readouterr().err
