@@ -109,6 +109,28 @@ class BackwardFlow:
         return FlowField(self._dis.calc(cur_small, prev_small, None), (int(full_shape[0]), int(full_shape[1])))
 
 
+def refined_flow(coarse: BackwardFlow, fine: BackwardFlow, cur: np.ndarray, prev: np.ndarray,
+                 boxes: list[tuple[int, int, int, int]]) -> tuple[FlowField, FlowField]:
+    """The backward flow of grey frames ``cur``/``prev`` at their own resolution, computed finely only
+    where it matters: ``coarse``'s flow (at its smaller scale) upsampled over the whole frame, and inside
+    each of ``boxes`` (x0, y0, x1, y1 on ``cur``) ``fine``'s flow of that crop. Small objects need the
+    fine flow (their parts move a few pixels against each other); the camera's motion does not.
+    Returns (that flow, the coarse flow alone)."""
+    import cv2
+
+    h, w = cur.shape
+    coarse_field = coarse(coarse.small_gray(cur), coarse.small_gray(prev), (h, w))
+    c = coarse_field.small
+    flow = cv2.resize(c, (w, h), interpolation=cv2.INTER_LINEAR)
+    flow[..., 0] *= w / c.shape[1]
+    flow[..., 1] *= h / c.shape[0]
+    for x0, y0, x1, y1 in boxes:
+        if x1 - x0 >= 16 and y1 - y0 >= 16:
+            flow[y0:y1, x0:x1] = fine(np.ascontiguousarray(cur[y0:y1, x0:x1]), np.ascontiguousarray(prev[y0:y1, x0:x1]),
+                                      (y1 - y0, x1 - x0)).small
+    return FlowField(flow, (h, w)), coarse_field
+
+
 def object_flow(flow: np.ndarray, interior: np.ndarray, sigma: float, factor: int = 4) -> np.ndarray:
     """``float32 [h, w, 2]``: ``flow`` inside ``interior`` (bool), elsewhere the interior's flow spread by a
     Gaussian of ``sigma`` px (normalised convolution), fading to the interior's mean flow far away.

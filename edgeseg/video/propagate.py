@@ -56,8 +56,8 @@ from ..errors import InputError
 from ..structures import ImageShape, TrackResult
 from .appearance import GlobalColour, colour_index, local_colour, logit, reliability
 from .flow import (
-    PRESETS, BackwardFlow, background_homography, homography_flow, independent_flow, motion_veto, object_flow,
-    motion_reliability, photometric,
+    PRESETS, BackwardFlow, FlowField, background_homography, homography_flow, independent_flow, motion_veto, object_flow,
+    motion_reliability, photometric, refined_flow,
 )
 from .prompt import frame_image, prompt_ids
 from .refine import boundary_band, disk_kernel, fill_holes, guided_filter, keep_supported
@@ -71,6 +71,9 @@ class PropagatorConfig:
     """Settings of :class:`Propagator`; each boolean switches one component (for ablations)."""
 
     work_long_side: int = 432            # frames are processed at about this longer side (0: full size); px below are at it
+    small_object_frac: float = 0.03      # an object prompted on less of the frame: work at twice that size, with the
+    #                                      flow at full detail around the objects and coarse elsewhere (0: never)
+    fine_margin_px: int = 48             # the fine flow's crop: each object's box plus this (and half its size) each way
     flow_preset: str = "medium"          # DIS preset: ultrafast | fast | medium
     flow_scale: float = 1.0              # flow resolution / working resolution
     flow_refinement_iterations: int = 2  # DIS variational refinement (the presets use 5 at medium)
@@ -202,6 +205,7 @@ class Propagator:
         self._prev_ycc: np.ndarray | None = None
         self._prev_hist: np.ndarray | None = None
         self._flow: BackwardFlow | None = None
+        self._coarse: BackwardFlow | None = None  # set when small objects made the working size finer
         self._index = -1
         self.last_info: StepInfo | None = None
 
@@ -225,6 +229,14 @@ class Propagator:
         self._shape = working_shape(self._frame_shape, cfg.work_long_side)
         ids = prompt_ids(prompt, self._frame_shape)
         self._flow = BackwardFlow(cfg.flow_preset, cfg.flow_scale, cfg.flow_refinement_iterations)
+        self._coarse = None
+        finer = working_shape(self._frame_shape, 2 * cfg.work_long_side) if cfg.work_long_side else self._shape
+        areas = np.bincount(ids.ravel())[1:]
+        if finer != self._shape and areas[areas > 0].min() < cfg.small_object_frac * ids.size:
+            # small objects: twice the working size, the flow fine around them (refined_flow), coarse elsewhere
+            self._coarse = BackwardFlow(cfg.flow_preset, cfg.flow_scale * self._shape.width / finer.width,
+                                        cfg.flow_refinement_iterations)
+            self._shape = finer
         self._index = 0
         rgb = self._to_work(rgb)
         ycc = self._add_objects(rgb, ids)
@@ -368,8 +380,8 @@ class Propagator:
                 self._lose(o)
                 lost.append(o.id)
         elif tracked:
-            flow = self._flow(small, self._prev_small, (self._shape.height, self._shape.width))
-            homography = self._camera(flow, tracked) if cfg.motion_veto or cfg.photometric else None
+            flow, camera_flow = self._frame_flow(small, tracked)
+            homography = self._camera(flow, camera_flow, tracked) if cfg.motion_veto or cfg.photometric else None
             guide = gray.astype(np.float32) * (1.0 / 255.0)
             for o in tracked:
                 self._track(o, flow, homography, guide, ycc)
@@ -386,6 +398,27 @@ class Propagator:
         missing = tuple(k for k in sorted(only) if self._objects[k].lost)
         return StepInfo(self._index, cut, tuple(sorted(lost)), tuple(sorted(found)), missing), ycc, small
 
+    def _frame_flow(self, small: np.ndarray, tracked: list[_Object]):
+        """This frame's backward flow (:class:`~edgeseg.video.flow.FlowField`): DIS on the whole frame, or
+        with small objects, fine on a crop around each and coarse elsewhere. Returns (the flow, the flow to
+        fit the camera's motion on: the same, or the coarse one, where a homography fit is cheaper)."""
+        shape = (self._shape.height, self._shape.width)
+        if self._coarse is None:
+            flow = self._flow(small, self._prev_small, shape)
+            return flow, flow
+        sh, sw = small.shape
+        fx, fy = sw / self._shape.width, sh / self._shape.height
+        boxes = []
+        for o in tracked:
+            if o.box is None:
+                continue
+            x0, y0, x1, y1 = o.box
+            m = self.config.fine_margin_px
+            boxes.append((max(0, int((x0 - m) * fx)), max(0, int((y0 - m) * fy)),
+                          min(sw, int(np.ceil((x1 + m) * fx))), min(sh, int(np.ceil((y1 + m) * fy)))))
+        f, coarse = refined_flow(self._coarse, self._flow, small, self._prev_small, boxes)
+        return FlowField(f.small, shape), FlowField(coarse.small, shape)
+
     def _presence(self, o: _Object, ycc: np.ndarray) -> float:
         """How much the mask's colours still look like the prompt's (Bhattacharyya coefficient, 2 bits per
         channel): a mask left on the background after its object has gone scores low."""
@@ -400,7 +433,17 @@ class Propagator:
         o.prob = np.zeros_like(o.prob)
         o.area, o.box, o.score = 0, None, 0.0
 
-    def _camera(self, flow, tracked: list[_Object]) -> np.ndarray | None:
+    def _camera(self, flow, fit, tracked: list[_Object]) -> np.ndarray | None:
+        """The camera's motion as a homography on ``flow``'s grid, fitted on ``fit``'s (the same flow, or a
+        coarser one of the same frame pair: pixel centres map as ``x_fine = s * x_coarse + (s - 1) / 2``)."""
+        H = self._fit_camera(fit, tracked)
+        if H is None or fit.small.shape == flow.small.shape:
+            return H
+        sx, sy = flow.small.shape[1] / fit.small.shape[1], flow.small.shape[0] / fit.small.shape[0]
+        t = np.array([[sx, 0.0, (sx - 1) / 2], [0.0, sy, (sy - 1) / 2], [0.0, 0.0, 1.0]])
+        return t @ H @ np.linalg.inv(t)
+
+    def _fit_camera(self, flow, tracked: list[_Object]) -> np.ndarray | None:
         import cv2
 
         sh, sw = flow.small.shape[:2]

@@ -1,0 +1,82 @@
+"""Small objects: the propagator works at twice its usual size, with the flow fine on a crop around
+each object (edgeseg.video.flow.refined_flow) and the camera's motion fitted on the coarse flow."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+cv2 = pytest.importorskip("cv2")
+
+from edgeseg.video import Propagator, PropagatorConfig  # noqa: E402
+from edgeseg.video.flow import BackwardFlow, FlowField, background_homography, refined_flow  # noqa: E402
+
+
+def _texture(h, w, seed=0):
+    rng = np.random.default_rng(seed)
+    small = rng.integers(20, 235, (h // 8, w // 8)).astype(np.uint8)
+    return cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)
+
+
+def test_refined_flow_is_the_fine_flow_inside_the_boxes_and_the_coarse_flow_elsewhere():
+    big = _texture(140, 180)
+    prev, cur = big[20:116, 20:148], big[20:116, 22:150]  # the scene moved 2 px left: backward flow +2 in x
+    box = (40, 30, 90, 70)
+    flow, coarse = refined_flow(BackwardFlow("medium", 0.5, 2), BackwardFlow("medium", 1.0, 2), cur, prev, [box])
+    assert flow.small.shape == (96, 128, 2) and flow.full == (96, 128) and coarse.small.shape == (48, 64, 2)
+    x0, y0, x1, y1 = box
+    fine = BackwardFlow("medium", 1.0, 2)(np.ascontiguousarray(cur[y0:y1, x0:x1]), np.ascontiguousarray(prev[y0:y1, x0:x1]),
+                                          (y1 - y0, x1 - x0)).small
+    np.testing.assert_array_equal(flow.small[y0:y1, x0:x1], fine)
+    up = cv2.resize(coarse.small, (128, 96), interpolation=cv2.INTER_LINEAR) * np.float32(2.0)
+    outside = np.ones((96, 128), bool)
+    outside[y0:y1, x0:x1] = False
+    np.testing.assert_allclose(flow.small[outside], up[outside], rtol=0, atol=1e-5)
+    inner = flow.small[20:76, 20:108]  # away from the borders DIS cannot see past
+    assert abs(float(np.median(inner[..., 0])) - 2.0) < 0.25 and abs(float(np.median(inner[..., 1]))) < 0.25
+
+
+def test_camera_fitted_on_the_coarse_grid_is_the_fine_grid_homography():
+    """A known camera motion (zoom about a point plus a shift): the homography fitted on the half-size
+    flow and mapped to the full-size grid equals the one fitted on the full-size flow."""
+    A = np.array([[1.02, 0.0, -1.5], [0.0, 1.02, 0.8], [0.0, 0.0, 1.0]])  # current -> previous, fine pixels
+
+    def flow_of(h, w, scale):
+        ys, xs = np.mgrid[0:h, 0:w].astype(np.float64)
+        fx, fy = (xs + 0.5) / scale - 0.5, (ys + 0.5) / scale - 0.5  # pixel centres on the fine grid
+        px, py = A[0, 0] * fx + A[0, 1] * fy + A[0, 2], A[1, 0] * fx + A[1, 1] * fy + A[1, 2]
+        return np.stack([(px + 0.5) * scale - 0.5 - xs, (py + 0.5) * scale - 0.5 - ys], -1).astype(np.float32)
+
+    fine, coarse = flow_of(96, 128, 1.0), flow_of(48, 64, 0.5)
+    prop = Propagator()
+    got = prop._camera(FlowField(fine, (96, 128)), FlowField(coarse, (96, 128)), [])
+    direct = background_homography(fine, np.zeros((96, 128), bool))
+    np.testing.assert_allclose(got / got[2, 2], A, atol=2e-3)
+    np.testing.assert_allclose(got / got[2, 2], direct / direct[2, 2], atol=2e-3)
+
+
+def _frames(n, r, size=(480, 854)):
+    """A textured background panning 2 px a frame and a disc of radius ``r`` moving 4 px a frame."""
+    h, w = size
+    bg = np.dstack([_texture(h + 40, w + 2 * n + 40, s) for s in (1, 2, 3)])
+    frames, ids = [], []
+    yy, xx = np.mgrid[0:h, 0:w]
+    for t in range(n):
+        img = bg[20:20 + h, 2 * t:2 * t + w].copy()
+        m = (xx - 300 - 4 * t) ** 2 + (yy - 240) ** 2 <= r * r
+        img[m] = (220, 40, 60)
+        frames.append(img)
+        ids.append(m.astype(np.uint8))
+    return frames, ids
+
+
+@pytest.mark.parametrize("radius, frac, finer", [(40, 0.03, True), (90, 0.03, False), (40, 0.0, False)])
+def test_small_objects_make_the_working_size_finer(radius, frac, finer):
+    frames, ids = _frames(4, radius)
+    prop = Propagator(PropagatorConfig(small_object_frac=frac))
+    prop.start(frames[0], ids[0])  # a disc of radius 40: 1.2 % of 854x480; of 90: 6.2 %
+    assert (prop._shape.width, prop._shape.height) == ((854, 480) if finer else (427, 240))
+    for f, m in zip(frames[1:], ids[1:]):
+        r = prop.step(f)
+        assert r.masks.shape == (1, 480, 854)
+        inter, union = (r.masks[0] & (m > 0)).sum(), (r.masks[0] | (m > 0)).sum()
+        assert inter / union > 0.9
