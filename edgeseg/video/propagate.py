@@ -71,8 +71,8 @@ class PropagatorConfig:
     """Settings of :class:`Propagator`; each boolean switches one component (for ablations)."""
 
     work_long_side: int = 432            # frames are processed at about this longer side (0: full size); px below are at it
-    small_object_frac: float = 0.03      # an object prompted on less of the frame: work at twice that size, with the
-    #                                      flow at full detail around the objects and coarse elsewhere (0: never)
+    small_object_frac: float = 0.03      # every object prompted on less of the frame: work at twice that size, with
+    #                                      the flow at full detail around the objects and coarse elsewhere (0: never)
     fine_margin_px: int = 48             # the fine flow's crop: each object's box plus this (and half its size) each way
     flow_preset: str = "medium"          # DIS preset: ultrafast | fast | medium
     flow_scale: float = 1.0              # flow resolution / working resolution
@@ -232,8 +232,9 @@ class Propagator:
         self._coarse = None
         finer = working_shape(self._frame_shape, 2 * cfg.work_long_side) if cfg.work_long_side else self._shape
         areas = np.bincount(ids.ravel())[1:]
-        if finer != self._shape and areas[areas > 0].min() < cfg.small_object_frac * ids.size:
-            # small objects: twice the working size, the flow fine around them (refined_flow), coarse elsewhere
+        if finer != self._shape and areas.max() < cfg.small_object_frac * ids.size:
+            # only small objects: twice the working size, the flow fine around them (refined_flow), coarse
+            # elsewhere (not with a large object too: at twice the size it is slower and less accurate)
             self._coarse = BackwardFlow(cfg.flow_preset, cfg.flow_scale * self._shape.width / finer.width,
                                         cfg.flow_refinement_iterations)
             self._shape = finer
