@@ -100,7 +100,8 @@ def draw_motion(rng: np.random.Generator, cutout: Cutout, frame: tuple[int, int]
                   phase=tuple(float(p) for p in rng.uniform(0, 2 * math.pi, 4)))
 
 
-def render(cutout: Cutout, motion: Motion, t: int, frame: tuple[int, int]) -> tuple[tuple[int, int], np.ndarray, np.ndarray]:
+def render(cutout: Cutout, motion: Motion, t: int,
+           frame: tuple[int, int]) -> tuple[tuple[int, int], np.ndarray, np.ndarray]:
     """The cut-out at frame ``t``: ``((x0, y0), rgb float32 [h, w, 3], coverage float32 [h, w])`` for the
     box of the frame it may cover (clipped to the frame; empty arrays when it is outside).
 
@@ -256,7 +257,8 @@ def cutouts_from_instances(json_path: str | Path, *, classes: Sequence[str] = OB
     return out
 
 
-def video_backgrounds(path: str | Path, start: int, count: int, frame: tuple[int, int] = FRAME_SIZE) -> list[np.ndarray]:
+def video_backgrounds(path: str | Path, start: int, count: int,
+                      frame: tuple[int, int] = FRAME_SIZE) -> list[np.ndarray]:
     """``count`` consecutive frames of a video from frame ``start``, resized to ``frame`` (forward
     camera motion, as a dash-cam gives it)."""
     import cv2
@@ -328,7 +330,8 @@ def make_composite_davis(out: str | Path, *, cutouts: Sequence[Cutout], video: s
     from tqdm import tqdm
 
     if len(cutouts) < 2:
-        raise InputError(f"composite sequences need at least 2 cut-outs, got {len(cutouts)}", fix="cut out more objects")
+        raise InputError(f"composite sequences need at least 2 cut-outs, got {len(cutouts)}",
+                         fix="cut out more objects")
     names = []
     for i in tqdm(range(int(sequences)), desc="composite sequences", unit="seq", disable=not progress):
         rng = np.random.default_rng([int(seed), i])

@@ -10,7 +10,10 @@
 
 Frames are processed at a working size near ``work_long_side`` (an integer downscale: 854x480 is
 processed at 427x240) and the masks are returned at the frames' size (soft masks upsampled); the
-pixel settings of :class:`PropagatorConfig` are at the working size. Per frame and object (each
+pixel settings of :class:`PropagatorConfig` are at the working size. When every prompted object
+is small (under ``small_object_frac`` of the frame) the working size is doubled, and the flow is
+computed at that size only on a crop around each object (coarse elsewhere:
+:func:`~edgeseg.video.flow.refined_flow`). Per frame and object (each
 component measured on DAVIS by ``tools/bench/vos.py --ablate``):
 
 1. **Flow**: DIS backward flow (:mod:`edgeseg.video.flow`), preset medium, 2 refinement iterations.
@@ -56,8 +59,8 @@ from ..errors import InputError
 from ..structures import ImageShape, TrackResult
 from .appearance import GlobalColour, colour_index, local_colour, logit, reliability
 from .flow import (
-    PRESETS, BackwardFlow, FlowField, background_homography, homography_flow, independent_flow, motion_veto, object_flow,
-    motion_reliability, photometric, refined_flow,
+    PRESETS, BackwardFlow, FlowField, background_homography, homography_flow, independent_flow, motion_reliability,
+    motion_veto, object_flow, photometric, refined_flow,
 )
 from .prompt import frame_image, prompt_ids
 from .refine import boundary_band, disk_kernel, fill_holes, guided_filter, keep_supported
@@ -73,7 +76,7 @@ class PropagatorConfig:
     work_long_side: int = 432            # frames are processed at about this longer side (0: full size); px below are at it
     small_object_frac: float = 0.03      # every object prompted on less of the frame: work at twice that size, with
     #                                      the flow at full detail around the objects and coarse elsewhere (0: never)
-    fine_margin_px: int = 48             # the fine flow's crop: each object's box plus this (and half its size) each way
+    fine_margin_px: int = 48             # the fine flow's crop: each object's box plus this each way
     flow_preset: str = "medium"          # DIS preset: ultrafast | fast | medium
     flow_scale: float = 1.0              # flow resolution / working resolution
     flow_refinement_iterations: int = 2  # DIS variational refinement (the presets use 5 at medium)
