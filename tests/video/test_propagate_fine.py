@@ -93,3 +93,29 @@ def test_a_large_object_beside_a_small_one_keeps_the_usual_size():
     prop = Propagator()
     prop.start(frames[0], ids[0])
     assert (prop._shape.width, prop._shape.height) == (427, 240)
+
+
+@pytest.mark.data
+def test_small_deforming_person_is_tracked_better_in_the_small_object_mode(data_root, tmp_path):
+    """A real person cut-out (Cityscapes), 2.8 % of the frame, swinging its legs over a panned street
+    (edgeseg.data.composite_vos, seed 0, sequence 7): mean J over the frames between the first and the
+    last, the small-object mode against the usual working size (measured: 0.795 against 0.659)."""
+    from edgeseg.data.composite_vos import cutouts_from_instances, make_composite_davis
+    from edgeseg.data.davis import Davis
+    from edgeseg.data.io import read_image
+    from edgeseg.eval.vos import region_similarity
+
+    city = data_root / "cityscapes_panoptic"
+    cuts = cutouts_from_instances(city / "instances_train.json", count=60, seed=0)
+    stills = sorted((city / "train").glob("*.jpg"))
+    names = make_composite_davis(tmp_path, cutouts=cuts, video=None, stills=lambda k: read_image(stills[k % len(stills)]),
+                                 sequences=8, frames=24, seed=0)
+    seq = Davis(tmp_path)[names[7]]
+    frames, truth = [f.image for f in seq], seq.masks()
+    assert 0.02 < (seq.prompt() > 0).mean() < 0.03
+    mean_j = {}
+    for frac in (0.0, 0.03):
+        prop = Propagator(PropagatorConfig(small_object_frac=frac))
+        prop.start(frames[0], seq.prompt())
+        mean_j[frac] = np.mean([region_similarity(m > 0, prop.step(f).masks[0]) for f, m in zip(frames[1:-1], truth[1:-1])])
+    assert mean_j[0.03] > mean_j[0.0] + 0.08, mean_j
