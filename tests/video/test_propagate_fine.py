@@ -74,10 +74,10 @@ def _frames(n, r, size=(480, 854), big=0):
     return frames, ids
 
 
-@pytest.mark.parametrize("radius, frac, finer", [(40, 0.03, True), (90, 0.03, False), (40, 0.0, False)])
+@pytest.mark.parametrize("radius, frac, finer", [(40, 0.03, True), (90, 0.03, False), (40, 0.0, False), (40, None, False)])
 def test_small_objects_make_the_working_size_finer(radius, frac, finer):
     frames, ids = _frames(4, radius)
-    prop = Propagator(PropagatorConfig(small_object_frac=frac))
+    prop = Propagator(PropagatorConfig() if frac is None else PropagatorConfig(small_object_frac=frac))  # None: default, off
     prop.start(frames[0], ids[0])  # a disc of radius 40: 1.2 % of 854x480; of 90: 6.2 %
     assert (prop._shape.width, prop._shape.height) == ((854, 480) if finer else (427, 240))
     for f, m in zip(frames[1:], ids[1:]):
@@ -90,7 +90,7 @@ def test_small_objects_make_the_working_size_finer(radius, frac, finer):
 def test_a_large_object_beside_a_small_one_keeps_the_usual_size():
     """At twice the size a large object is slower and less accurate (DAVIS forced so: 79.2 vs 82.0 J&F, 14 fps)."""
     frames, ids = _frames(2, 40, big=90)
-    prop = Propagator()
+    prop = Propagator(PropagatorConfig(small_object_frac=0.03))
     prop.start(frames[0], ids[0])
     assert (prop._shape.width, prop._shape.height) == (427, 240)
 
