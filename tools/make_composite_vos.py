@@ -49,6 +49,7 @@ def _main(argv) -> int:
                          fix="set EDGESEG_DATA (or place the data at ../shared/data), or pass --instances and --video")
     instances = Path(args.instances) if args.instances else root / "cityscapes_panoptic" / "instances_train.json"
     video = None if args.video == "none" else Path(args.video) if args.video else root / "video" / "dashcam_960x540.mp4"
+    video_frames = count_frames(video) if video else None  # a missing or broken video fails before any work
     cutouts = cutouts_from_instances(instances, count=args.objects, seed=args.seed, progress=True)
     image_dir = instances.parent / instances.stem.removeprefix("instances_")
     stills = sorted(q for q in image_dir.iterdir() if q.suffix.lower() in IMAGE_SUFFIXES) if image_dir.is_dir() else []
@@ -56,7 +57,7 @@ def _main(argv) -> int:
         raise InputError(f"no images in {image_dir} for the panned backgrounds", fix="pass --instances with its image folder")
     names = make_composite_davis(args.out, cutouts=cutouts, video=video, stills=lambda k: read_image(stills[k % len(stills)]),
                                  sequences=args.sequences, frames=args.frames, seed=args.seed,
-                                 video_frames=count_frames(video) if video else None, progress=True)
+                                 video_frames=video_frames, progress=True)
     print(f"{len(names)} sequences of {args.frames} frames in {args.out}: {', '.join(names)}")
     return 0
 
