@@ -11,6 +11,8 @@ EXAMPLES = (
     "edgeseg models                       # every model",
     "edgeseg models 'deeplab*'            # shell-style pattern",
     "edgeseg models --task semantic --json models.json",
+    "edgeseg models --encoders            # the encoders any decoder can be built on",
+    "edgeseg models --encoder hrnetv2_w18_small   # every model that can be built on HRNetV2, its size there",
 )
 
 
@@ -21,26 +23,62 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="classes assumed for the parameter count (default: 11 for semantic models, each other "
                         "model's own default, e.g. COCO's for instance and panoptic variants)")
     p.add_argument("--tiny", action="store_true", help="also list the tiny test_* variants")
+    p.add_argument("--encoders", action="store_true", help="list the registered encoders instead of the models")
+    p.add_argument("--encoder", default=None, metavar="NAME",
+                   help="build each listed model on this encoder (as 'edgeseg train --encoder' does); models "
+                        "whose backbone is part of the architecture are named below the table")
     add_json_option(p)
 
 
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from ..errors import ModelError
     from ..models import create_model, list_models, model_info
 
-    rows = []
+    if args.encoders:
+        return _list_encoders(args)
+    rows, not_built = [], []
     for name in list_models(args.pattern, task=args.task):
         info = model_info(name)
         if info.tiny and not args.tiny and args.pattern == "*":
             continue
-        with torch.device("meta"):  # count parameters without allocating or initialising them
-            model = create_model(name, num_classes=_classes_for(info.task, args.num_classes))
+        try:
+            with torch.device("meta"):  # count parameters without allocating or initialising them
+                model = create_model(name, num_classes=_classes_for(info.task, args.num_classes), encoder=args.encoder)
+        except ModelError as e:
+            if args.encoder is None:
+                raise
+            not_built.append({"name": name, "reason": str(e).splitlines()[0]})
+            continue
         params = sum(p.numel() for p in model.parameters())
-        rows.append({"name": name, "task": info.task, "arch": info.arch, "encoder": info.encoder,
+        rows.append({"name": name, "task": info.task, "arch": info.arch, "encoder": args.encoder or info.encoder,
                      "params_M": round(params / 1e6, 3), "description": info.doc})
     print_table(rows, ["name", "task", "arch", "encoder", "params_M"])
-    write_json(args.json, {"num_classes": args.num_classes or SEMANTIC_CLASSES, "models": rows})
+    if not_built:
+        print(f"not buildable on {args.encoder}: " + ", ".join(r["name"] for r in not_built))
+    write_json(args.json, {"num_classes": args.num_classes or SEMANTIC_CLASSES, "models": rows,
+                           **({"encoder": args.encoder, "not_buildable": not_built} if args.encoder else {})})
+    return 0
+
+
+def _list_encoders(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..models.encoders import create_encoder, encoder_output_strides, list_encoders
+
+    rows = []
+    for name in list_encoders(args.pattern):
+        if name.startswith("test_") and not args.tiny:
+            continue
+        strides = encoder_output_strides(name)
+        with torch.device("meta"):
+            enc = create_encoder(name, output_stride=max(strides))
+        rows.append({"name": name, "output_strides": ",".join(map(str, strides)),
+                     "channels": ",".join(map(str, enc.out_channels)), "reductions": ",".join(map(str, enc.reductions)),
+                     "params_M": round(sum(p.numel() for p in enc.parameters()) / 1e6, 3)})
+    print_table(rows, ["name", "output_strides", "channels", "reductions", "params_M"])
+    write_json(args.json, {"encoders": rows})
     return 0
 
 

@@ -19,6 +19,8 @@ EXAMPLES = (
     "--loss ce+0.5*lovasz --export shapes.edgeseg",
     "edgeseg train deeplabv3plus_mobilenetv2 --data camvid:../shared/data/camvid --epochs 30 --lr 0.01 "
     "--init runs/road/model.safetensors --crop 384x288 --out runs/road-ft   # fine-tune",
+    "edgeseg train pspnet_resnet18 --encoder hrnetv2_w18_small --data camvid:../shared/data/camvid --epochs 30 "
+    "--out runs/psp-hrnet   # any decoder on HRNetV2 (edgeseg models --encoders)",
 )
 
 
@@ -49,6 +51,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--jitter", type=float, default=0.25, help="colour jitter amplitude (default 0.25; 0 turns it off)")
     p.add_argument("--eval-every", type=int, default=1, metavar="K", help="evaluate every K epochs and at the end")
     p.add_argument("--num-classes", type=int, default=None, help="model outputs (default: the dataset's classes)")
+    p.add_argument("--encoder", default=None, metavar="NAME",
+                   help="build the model on another registered encoder, e.g. hrnetv2_w18_small "
+                        "(names: edgeseg models --encoders)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
     p.add_argument("--device", default="cpu", help="cpu | cuda | auto (default cpu); mixed precision on cuda")
     p.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
@@ -92,7 +97,8 @@ def build_job(args: argparse.Namespace):
     return TrainJob(
         model=args.model, data=args.data, out=Path(args.out), config=config, val_data=args.val_data,
         train_split=args.train_split, val_split=args.val_split, num_classes=args.num_classes, export=export,
-        cache=args.cache, init=Path(args.init) if args.init else None, command="edgeseg " + shlex.join(sys.argv[1:]) if sys.argv[1:] else "",
+        cache=args.cache, init=Path(args.init) if args.init else None,
+        model_kwargs={"encoder": args.encoder} if args.encoder else {}, command="edgeseg " + shlex.join(sys.argv[1:]) if sys.argv[1:] else "",
     )
 
 

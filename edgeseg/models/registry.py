@@ -46,8 +46,12 @@ def register_model(fn: Callable | None = None, **meta: Any):
     return deco(fn) if fn is not None else deco
 
 
-def create_model(name: str, num_classes: int | None = None, **kwargs: Any):
-    """Build a registered model (random weights). ``num_classes`` defaults to the variant's own."""
+def create_model(name: str, num_classes: int | None = None, encoder: str | None = None, **kwargs: Any):
+    """Build a registered model (random weights). ``num_classes`` defaults to the variant's own.
+
+    ``encoder`` builds the variant on another registered encoder (``list_encoders()``), e.g.
+    ``create_model("pspnet_resnet50", encoder="hrnetv2_w18")``: the decoder reads the new encoder's
+    channels and strides; an encoder without dilation (HRNet) runs at its own output stride."""
     _import_all()
     fn = MODELS.get(name)
     if num_classes is not None:
@@ -55,12 +59,35 @@ def create_model(name: str, num_classes: int | None = None, **kwargs: Any):
             raise ModelError(f"model {name!r}: num_classes must be a positive integer, got {num_classes!r}")
         kwargs["num_classes"] = num_classes
     try:
-        model = fn(**kwargs)
+        if encoder is None:
+            model = fn(**kwargs)
+        else:
+            model = _build_on_encoder(name, fn, encoder, kwargs)
     except TypeError as e:
         raise ModelError(f"model {name!r} cannot be built with {sorted(kwargs)}: {e}") from None
     model.model_name = name
     # what rebuilds it (the bundle's checkpoint records these)
     model.model_kwargs = {k: v for k, v in kwargs.items() if k != "num_classes"}
+    if encoder is not None:
+        model.model_kwargs["encoder"] = encoder
+    return model
+
+
+def _build_on_encoder(name: str, fn: Callable[..., Any], encoder: str, kwargs: dict[str, Any]):
+    from .encoders import swapped_encoder
+
+    if not isinstance(encoder, str) or not encoder:
+        raise ModelError(f"model {name!r}: encoder must be a registered encoder's name, got {encoder!r}",
+                         fix="see edgeseg.models.list_encoders()")
+    with swapped_encoder(encoder) as swap:
+        try:
+            model = fn(**kwargs)
+        except (ValueError, RuntimeError, AttributeError, IndexError) as e:
+            raise ModelError(f"model {name!r} cannot be built on encoder {encoder!r}: {e}",
+                             fix="pick another encoder or another variant (edgeseg models)") from None
+    if swap.built == 0:
+        raise ModelError(f"model {name!r} has no replaceable encoder (its backbone is part of the architecture)",
+                         fix=f"build it without encoder={encoder!r}, or pick a variant of an encoder-decoder architecture")
     return model
 
 

@@ -38,7 +38,8 @@ class SegNet(SemanticModel):
     def __init__(self, encoder: VGGEncoder, num_classes: int):
         super().__init__(num_classes)
         if not isinstance(encoder, VGGEncoder) or not all(encoder.pool_flags):
-            raise ModelError("SegNet needs a VGG encoder with output stride 32 (it unpools with VGG's pooling indices)")
+            raise ModelError("SegNet needs a VGG encoder with output stride 32 (it unpools with VGG's pooling indices)",
+                             fix="build it with create_encoder('vgg16_bn') (output_stride=32)")
         self.encoder = encoder
         cfg = encoder.cfg
         self.decoder = nn.ModuleList(

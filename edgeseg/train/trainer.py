@@ -362,7 +362,10 @@ class Trainer:
             miou = self.history[-1].miou
         if miou is not None:
             extra["miou"] = miou
-        save_checkpoint(self.model, path, model_name=self.model_name, num_classes=self.num_classes, extra=extra)
+        # the create_model arguments (encoder=..., output_stride=...) rebuild it for export, resume and --init
+        kwargs = dict(getattr(self.model, "model_kwargs", None) or {})
+        save_checkpoint(self.model, path, model_name=self.model_name, num_classes=self.num_classes, extra=extra,
+                        model_kwargs=kwargs)
         return path
 
 

@@ -172,21 +172,21 @@ W18_SMALL_V2 = HRNetConfig(width=18, stage1_blocks=2, blocks=2, modules=(1, 3, 2
 TINY = HRNetConfig(width=4, stage1_blocks=1, blocks=1, modules=(1, 1, 1), stem=8, stage1_width=4)
 
 
-@ENCODERS.register("hrnetv2_w18")
+@ENCODERS.register("hrnetv2_w18", output_strides=(32,))
 def hrnetv2_w18(**kw) -> HRNetEncoder:
     return HRNetEncoder(W18, **kw)
 
 
-@ENCODERS.register("hrnetv2_w18_small")
+@ENCODERS.register("hrnetv2_w18_small", output_strides=(32,))
 def hrnetv2_w18_small(**kw) -> HRNetEncoder:
     return HRNetEncoder(W18_SMALL_V2, **kw)
 
 
-@ENCODERS.register("hrnetv2_w48")
+@ENCODERS.register("hrnetv2_w48", output_strides=(32,))
 def hrnetv2_w48(**kw) -> HRNetEncoder:
     return HRNetEncoder(W48, **kw)
 
 
-@ENCODERS.register("test_hrnet")
+@ENCODERS.register("test_hrnet", output_strides=(32,))
 def test_hrnet(**kw) -> HRNetEncoder:
     return HRNetEncoder(TINY, **kw)
