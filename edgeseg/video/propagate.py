@@ -122,6 +122,11 @@ class PropagatorConfig:
     redetect_min_posterior: float = 0.7  # mean prompt-colour posterior of a re-detected blob
     redetect_min_similarity: float = 0.6 # Bhattacharyya coefficient with the prompt's colours
     redetect_min_area_px: int = 64       # smaller blobs are not trusted to be the object
+    redetect_reach: float | None = None  # set: an object lost inside the frame is searched for near where it
+    #   was going: within its last box's diagonal x (1 + reach x frames since it was seen) of its last centre
+    #   moved on by its velocity (None: anywhere; after a cut, or lost at the border, always anywhere). Off by
+    #   default: it keeps a look-alike far away from being taken, but on the composites the mask had
+    #   usually drifted before it was lost, so the gate searched in the wrong place (docs/video.md)
 
     def __post_init__(self) -> None:
         if self.flow_preset not in PRESETS:
@@ -161,6 +166,9 @@ class _Object:
     lost: bool = False
     box: tuple[int, int, int, int] | None = field(default=None)
     motion_rel: float | None = None      # how reliable independent motion is around the object (measured after the prompt)
+    seen_box: tuple[int, int, int, int] | None = None  # box on the last frame it was seen (None: place unknown)
+    seen_at: int = 0                     # that frame's index
+    velocity: tuple[float, float] = (0.0, 0.0)  # its box centre's motion per frame (smoothed)
 
 
 def _box(mask: np.ndarray) -> tuple[int, int, int, int] | None:
@@ -168,6 +176,10 @@ def _box(mask: np.ndarray) -> tuple[int, int, int, int] | None:
     if len(rows) == 0:
         return None
     return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
+
+
+def _centre(box: tuple[int, int, int, int]) -> tuple[float, float]:
+    return (box[0] + box[2]) / 2.0, (box[1] + box[3]) / 2.0
 
 
 def _grow(box: tuple[float, float, float, float], margin: float, shape: ImageShape) -> tuple[int, int, int, int]:
@@ -365,6 +377,18 @@ class Propagator:
         o.box = _box(o.mask)
         if o.box is not None and self._inside(o.box):
             o.last_area = o.area
+        self._seen(o)
+
+    def _seen(self, o: _Object) -> None:
+        """Remember where the object was seen on this frame, and how fast its centre moves."""
+        if o.box is None:
+            return
+        if o.seen_box is not None and o.seen_at == self._index - 1:
+            (px, py), (cx, cy) = _centre(o.seen_box), _centre(o.box)
+            o.velocity = (0.5 * o.velocity[0] + 0.5 * (cx - px), 0.5 * o.velocity[1] + 0.5 * (cy - py))
+        elif o.seen_at != self._index:
+            o.velocity = (0.0, 0.0)
+        o.seen_box, o.seen_at = o.box, self._index
 
     # -- one frame ---------------------------------------------------------------------------------------------
     def _propagate(self, rgb: np.ndarray, only: list[int]) -> tuple[StepInfo, np.ndarray, np.ndarray]:
@@ -385,6 +409,8 @@ class Propagator:
             for o in tracked:
                 self._lose(o)
                 lost.append(o.id)
+            for k in only:  # a new shot: where each object was says nothing about where it is
+                self._objects[k].seen_box = None
         elif tracked:
             flow, camera_flow = self._frame_flow(small, tracked)
             homography = self._camera(flow, camera_flow, tracked) if cfg.motion_veto or cfg.photometric else None
@@ -535,6 +561,7 @@ class Propagator:
         o.box = None if inner is None else (inner[0] + x0, inner[1] + y0, inner[2] + x0, inner[3] + y0)
         if o.box is not None and self._inside(o.box):
             o.last_area = o.area
+        self._seen(o)
 
     def _inside(self, box: tuple[int, int, int, int]) -> bool:
         """Whether ``box`` does not touch the frame's border (the object is seen whole)."""
@@ -638,6 +665,7 @@ class Propagator:
         wants = [max(a, cfg.min_area_px) / (f * f) for a in (o.last_area, o.prompt_area)]
         best, best_score = 0, 0.0
         sw, sh = small.shape[1], small.shape[0]
+        near = self._search_region(o)
         for k in range(1, n):
             area = stats[k, cv2.CC_STAT_AREA]
             x, y, bw, bh = stats[k, :4]
@@ -645,6 +673,11 @@ class Propagator:
             low = 0.05 if partial else 0.25
             if not any(low * want <= area <= 4.0 * want for want in wants) or area * f * f < cfg.redetect_min_area_px:
                 continue
+            if near is not None:
+                (cx, cy), r = near
+                bx, by = (x + bw / 2) * f, (y + bh / 2) * f
+                if (bx - cx) ** 2 + (by - cy) ** 2 > r * r:
+                    continue
             comp = labels == k
             mean_post = float(post[comp].mean())
             if mean_post >= cfg.redetect_min_posterior and mean_post > best_score:
@@ -670,6 +703,21 @@ class Propagator:
             self._lose(o)
             return False
         return True
+
+    def _search_region(self, o: _Object) -> tuple[tuple[float, float], float] | None:
+        """Where a lost object may be now: (centre, radius) at the working size, or None (anywhere).
+
+        An object that vanished inside the frame (hidden by another, or its mask failed) reappears
+        near its path: the search is centred on its last centre moved on by its velocity, within its
+        last box's diagonal times ``1 + redetect_reach * frames since``. One that was last seen at the
+        border (it left the frame), or whose place a cut made unknown, may come back anywhere."""
+        reach = self.config.redetect_reach
+        if reach is None or o.seen_box is None or not self._inside(o.seen_box):
+            return None
+        dt = self._index - o.seen_at
+        (cx, cy), (vx, vy) = _centre(o.seen_box), o.velocity
+        x0, y0, x1, y1 = o.seen_box
+        return (cx + vx * dt, cy + vy * dt), math.hypot(x1 - x0, y1 - y0) * (1.0 + reach * dt)
 
     def _resolve_overlaps(self, objects: list[_Object]) -> None:
         """A pixel claimed by several objects goes to the one with the highest probability."""

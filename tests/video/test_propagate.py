@@ -307,3 +307,66 @@ def test_growth_recovers_a_moving_part_the_prompt_missed():
             assert prop._objects[1].motion_rel == 1.0
     # measured: frames 1-4 0.89, 0.99, 0.99, 1.00 with growth; 0.85, 0.86, 0.87, 0.90 without
     assert min(js[True][1:]) > 0.97 and max(js[False][1:]) < 0.93
+
+
+def _occlusion_video(n: int = 34):
+    """320x240: a red disc (r 12) crossing 4 px a frame behind a grey bar (x 140-200, hidden about
+    frames 9-18); from frame 8 a second red disc of the same colours sits in the far corner (40, 200)."""
+    import cv2
+
+    h, w = 240, 320
+    bg = cv2.resize(texture(7, shape=(h, w)), (w, h))
+    rng = np.random.default_rng(8)
+    yy, xx = np.mgrid[0:h, 0:w]
+    frames, truth = [], []
+    for t in range(n):
+        img = bg.copy()
+        ids = np.zeros((h, w), np.uint8)
+        cx = 100 + 4 * t
+        m = (xx - cx) ** 2 + (yy - 80) ** 2 <= 12 * 12
+        img[m] = np.clip(np.array([225, 35, 35]) + rng.integers(-10, 11, (int(m.sum()), 1)), 0, 255)
+        ids[m] = 1
+        if t >= 8:
+            d = (xx - 40) ** 2 + (yy - 200) ** 2 <= 12 * 12
+            img[d] = np.clip(np.array([225, 35, 35]) + rng.integers(-10, 11, (int(d.sum()), 1)), 0, 255)
+        img[:, 140:200] = 128  # the bar, in front of both
+        ids[:, 140:200] = 0
+        frames.append(img)
+        truth.append(ids)
+    return frames, truth
+
+
+def test_an_object_hidden_inside_the_frame_is_found_again_on_its_path():
+    """Behind the bar the disc is lost; a look-alike waits far from its path. Searched near where it was
+    going (``redetect_reach``), the disc is found again as it comes out; searched anywhere, the
+    look-alike is taken first and the disc is never tracked again."""
+    frames, truth = _occlusion_video()
+
+    def track(reach):
+        prop = Propagator(PropagatorConfig(redetect_reach=reach))
+        prop.start(frames[0], truth[0])
+        lost, found, res = None, None, None
+        for t in range(1, len(frames)):
+            res = prop.step(frames[t])
+            lost = t if lost is None and 1 in prop.last_info.lost else lost
+            found = t if found is None and 1 in prop.last_info.redetected else found
+        return lost, found, region_similarity(truth[-1] == 1, res.masks[0])
+
+    lost, found, j = track(0.5)
+    assert lost is not None and 9 <= lost <= 13  # the disc is fully behind the bar from t = 13
+    assert found is not None and found > lost and j > 0.85
+    lost_any, _, j_any = track(None)
+    assert lost_any == lost and j_any < 0.1  # the look-alike was taken
+
+
+def test_an_object_that_left_at_the_border_may_come_back_anywhere():
+    """The gate applies to objects lost inside the frame: one last seen at the border is searched for
+    everywhere (the camera may turn back, or it re-enters elsewhere)."""
+    prop = Propagator(PropagatorConfig(redetect_reach=0.5))
+    frames, masks = scene(3, [((230, 210, 30), (60, 60), (0.0, 0.0), 14)], seed=2)
+    prop.start(frames[0], masks[0])
+    o = prop._objects[1]
+    assert prop._search_region(o) is not None  # seen inside the frame
+    o.seen_box = (0, 40, 20, 70)  # last seen touching the left border
+    assert prop._search_region(o) is None
+    assert Propagator()._search_region(o) is None  # the default searches anywhere

@@ -21,6 +21,12 @@ refined by:
   ``crf_method="fast"``), timed ``--repeats`` times per frame;
 * ``pydensecrf@fast-frames``: ``none`` and ``pydensecrf`` restricted to the lattice's frames.
 
+``--data SPEC`` (any ``edgeseg train`` dataset spec, with ``--data-split``) scores other frames, e.g. the
+Cityscapes ``val`` cities in CamVid's classes (``cityscapes-camvid:``), which neither the ``road``
+bundle nor the CRF settings ever saw; frames whose size is not the network's are refined at the
+logits' resolution with the frame resized to it (as the decode option does) and the labels are
+scaled back (nearest) to score.
+
 CRF settings: the decode option's defaults (:class:`edgeseg.structures.SemanticOptions`), overridable.
 Timings: the CRF alone (features, kernels, inference, the fast method's resizing; not the network or
 the argmax); ``ms`` the median wall time, ``cpu ms`` the median process CPU time (the two differ on a
@@ -67,6 +73,15 @@ def camvid_val(split: str = "all") -> list[tuple[Path, Path]]:
     return {"all": pairs, "tune": pairs[:TUNE_FRAMES], "report": pairs[TUNE_FRAMES:]}[split]
 
 
+def update(metric: SemanticMetric, pred: np.ndarray, gt: np.ndarray) -> None:
+    """Score ``pred`` against ``gt``, scaling the labels to the truth's size (nearest) when they differ."""
+    import cv2
+
+    if pred.shape != gt.shape:
+        pred = cv2.resize(pred.astype(np.uint8), gt.shape[::-1], interpolation=cv2.INTER_NEAREST)
+    metric.update(pred, gt)
+
+
 def pydensecrf_q(logits: np.ndarray, rgb: np.ndarray, p: CRFParams) -> np.ndarray:
     import pydensecrf.densecrf as dcrf
     from pydensecrf.utils import unary_from_softmax
@@ -104,6 +119,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--split", choices=("report", "tune", "all"), default="report", help="val frames (module doc)")
     ap.add_argument("--frames", type=int, default=0, help="use only the first N frames of the split (0: all)")
+    ap.add_argument("--data", default=None, metavar="SPEC",
+                    help="score these frames instead of CamVid val (e.g. cityscapes-camvid: for unseen cities)")
+    ap.add_argument("--data-split", default="val", help="split of --data (default val)")
+    ap.add_argument("--bundle", default="road", help="bundle whose logits are refined (default road)")
     ap.add_argument("--lattice-frames", type=int, default=5, help="frames for the numpy lattice (0: skip)")
     ap.add_argument("--repeats", type=int, default=5, help="timed calls of the fast method per frame")
     ap.add_argument("--iterations", type=int, default=5)
@@ -130,37 +149,52 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         have_pyd = False
     params = params_from(args)
-    pairs = camvid_val(args.split)[: args.frames or None]
+    if args.data:
+        from edgeseg.data import open_dataset
+
+        dataset = open_dataset(args.data, args.data_split)
+        pairs = list(range(len(dataset)))[: args.frames or None]
+        void = dataset.ignore_index
+    else:
+        dataset, void = None, VOID
+        pairs = camvid_val(args.split)[: args.frames or None]
     nl = min(args.lattice_frames, len(pairs))
     names = ["none", "fast"] + (["pydensecrf"] if have_pyd else [])
     sub = ([f"none@{nl}", f"lattice@{nl}"] + ([f"pydensecrf@{nl}"] if have_pyd else [])) if nl else []
-    metrics = {n: SemanticMetric(11, ignore_index=VOID, boundary=False) for n in names + sub}
+    metrics = {n: SemanticMetric(11, ignore_index=void, boundary=False) for n in names + sub}
     times: dict[str, list[tuple[float, float]]] = {n: [] for n in names + sub}
     lattice_vs_pyd = {"max_abs_dq": 0.0, "argmax_agreement": []}
-    predictor = edgeseg.load("road", backend="onnxruntime", precision="fp32", threads=1)
+    predictor = edgeseg.load(args.bundle, backend="onnxruntime", precision="fp32", threads=1)
     with predictor:
-        for k, (img_path, lab_path) in enumerate(pairs):
-            rgb, gt = read_image(img_path), cv2.imread(str(lab_path), cv2.IMREAD_UNCHANGED)
-            feed, _ = predictor.preprocess(rgb)
+        for k, item in enumerate(pairs):
+            if dataset is not None:
+                sample = dataset[item]
+                rgb, gt = sample.image, sample.labels
+            else:
+                rgb, gt = read_image(item[0]), cv2.imread(str(item[1]), cv2.IMREAD_UNCHANGED)
+            feed, meta = predictor.preprocess(rgb)
+            if meta.content != meta.network:
+                raise SystemExit(f"bundle {args.bundle!r} letterboxes; this bench expects a plain resize")
             logits = predictor.runner.infer(feed)["logits"][0].astype(np.float32)
-            assert logits.shape[1:] == rgb.shape[:2], "the bench expects 480x360 logits for 480x360 frames"
+            if logits.shape[1:] != rgb.shape[:2]:  # refine at the logits' size, score at the labels' (nearest)
+                rgb = cv2.resize(rgb, logits.shape[:0:-1], interpolation=cv2.INTER_AREA)
             plain = logits.argmax(0)
-            metrics["none"].update(plain, gt)
+            update(metrics["none"], plain, gt)
             z, ms, cpu = timed(fast_crf_logits, logits, rgb, params, args.fast_size, repeats=args.repeats)
-            metrics["fast"].update(z.argmax(0), gt)
+            update(metrics["fast"], z.argmax(0), gt)
             times["fast"].append((ms, cpu))
             q_pyd = None
             if have_pyd:
                 q_pyd, ms, cpu = timed(pydensecrf_q, logits, rgb, params)
-                metrics["pydensecrf"].update(q_pyd.argmax(0), gt)
+                update(metrics["pydensecrf"], q_pyd.argmax(0), gt)
                 times["pydensecrf"].append((ms, cpu))
             if k < nl:
-                metrics[f"none@{nl}"].update(plain, gt)
+                update(metrics[f"none@{nl}"], plain, gt)
                 q, ms, cpu = timed(dense_crf, logits, rgb, params, "lattice")
-                metrics[f"lattice@{nl}"].update(q.argmax(0), gt)
+                update(metrics[f"lattice@{nl}"], q.argmax(0), gt)
                 times[f"lattice@{nl}"].append((ms, cpu))
                 if q_pyd is not None:
-                    metrics[f"pydensecrf@{nl}"].update(q_pyd.argmax(0), gt)
+                    update(metrics[f"pydensecrf@{nl}"], q_pyd.argmax(0), gt)
                     times[f"pydensecrf@{nl}"].append(times["pydensecrf"][-1])
                     lattice_vs_pyd["max_abs_dq"] = max(lattice_vs_pyd["max_abs_dq"], float(np.abs(q - q_pyd).max()))
                     lattice_vs_pyd["argmax_agreement"].append(float((q.argmax(0) == q_pyd.argmax(0)).mean()))
@@ -176,7 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     if lattice_vs_pyd["argmax_agreement"]:
         print(f"lattice vs pydensecrf on {nl} frames: max |dQ| {lattice_vs_pyd['max_abs_dq']:.2e}, argmax agreement "
               f"min {min(lattice_vs_pyd['argmax_agreement']):.6f}")
-    write_json(args.json, {"rows": rows, "params": params.__dict__, "fast_size": args.fast_size, "split": args.split,
+    write_json(args.json, {"rows": rows, "params": params.__dict__, "fast_size": args.fast_size,
+                           "split": args.split if not args.data else f"{args.data} ({args.data_split})", "bundle": args.bundle,
                            "lattice_vs_pydensecrf": lattice_vs_pyd, "repeats": args.repeats,
                            "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
                            "load_average": os.getloadavg(), "threads": 1,

@@ -83,7 +83,10 @@ def _config(overrides: list[str]):
         if key not in types:
             raise SystemExit(f"unknown PropagatorConfig field {key!r}; known: {', '.join(types)}")
         t = str(types[key])
-        convert = {"bool": lambda v: v.lower() in ("1", "true", "yes"), "int": int, "float": float}.get(t, str)
+        if value.lower() == "none" and "None" in t:  # optional fields ("float | None") take none
+            kw[key] = None
+            continue
+        convert = {"bool": lambda v: v.lower() in ("1", "true", "yes"), "int": int, "float": float}.get(t.split(" |")[0], str)
         kw[key] = convert(value)
     return PropagatorConfig(**kw)
 
