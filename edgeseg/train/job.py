@@ -154,6 +154,7 @@ def training_record(job: TrainJob, trainer: Trainer, result: TrainResult, n_trai
         "steps": trainer.step,
         "seconds_total": round(sum(r.seconds for r in result.history), 1),
         "device": str(trainer.device),
+        "precision": trainer.precision,
         "host": f"{platform.machine()} {platform.processor() or platform.system()}",
         "threads": _threads(),
         "config": job.config.to_dict(),

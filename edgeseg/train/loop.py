@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import math
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from ..errors import InputError
+from .precision import autocast_for
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -59,15 +59,6 @@ def auxiliary_loss(model: Any, output: Any, loss_fn: Callable, target: "torch.Te
     return float(getattr(model, "aux_weight", 0.4)) * sum(losses) / len(losses)
 
 
-def autocast_for(device: "torch.device", amp: bool):
-    """``torch.autocast`` in float16 on CUDA when ``amp``; a no-op context elsewhere."""
-    import torch
-
-    if amp and device.type == "cuda":
-        return torch.autocast(device_type="cuda", dtype=torch.float16)
-    return nullcontext()
-
-
 def train_one_epoch(
     model: "torch.nn.Module",
     batches: Iterable,
@@ -81,8 +72,10 @@ def train_one_epoch(
     amp: bool = False,
     grad_clip: float | None = None,
     progress: Any = None,
+    cpu_bf16: bool = False,
 ) -> EpochResult:
     """One epoch: forward, loss, backward, optimizer step; the schedule is set from the global ``step``.
+    ``cpu_bf16``: the forward pass under bfloat16 autocast on the CPU (:mod:`edgeseg.train.precision`).
 
     ``progress`` is an optional tqdm bar (updated per batch with the running loss and lr).
     """
@@ -94,7 +87,7 @@ def train_one_epoch(
         lr = optimizer.param_groups[0]["lr"]
         images = images.to(device, non_blocking=True)
         target = target.to(device, non_blocking=True)
-        with autocast_for(device, amp):
+        with autocast_for(device, amp, cpu_bf16):
             output = model(images)
             logits = logits_of(output, tuple(target.shape[-2:]))
         loss = loss_fn(logits.float(), target) + auxiliary_loss(model, output, loss_fn, target)

@@ -29,6 +29,7 @@ from .augment import AugmentConfig
 from .data import EvalSet, LoaderConfig, TrainSet, eval_loader, train_loader
 from .loop import EpochResult, evaluate_model, train_one_epoch
 from .optim import PolySchedule, build_sgd
+from .precision import check_cpu_precision, choose_cpu_bf16
 
 log = logging.getLogger(__name__)
 STATE_FORMAT = "edgeseg.train/1"
@@ -62,6 +63,7 @@ class TrainConfig:
     workers: int = 0
     device: str = "cpu"
     amp: bool = True
+    cpu_precision: str = "fp32"        # fp32 | bf16 | auto: bf16 autocast on the CPU (edgeseg.train.precision)
     grad_clip: float | None = None
     threads: int = 0
     progress: bool = True
@@ -77,6 +79,7 @@ class TrainConfig:
                              fix="give a --crop no larger than --size (or leave --crop out)")
         if self.weights_format not in ("safetensors", "pt"):
             raise InputError(f"weights_format must be safetensors or pt, got {self.weights_format!r}")
+        check_cpu_precision(self.cpu_precision)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -193,6 +196,8 @@ class Trainer:
         self.optimizer = build_sgd(self.model, config.lr, config.momentum, config.weight_decay, config.nesterov)
         self.amp = bool(config.amp and self.device.type == "cuda")
         self.scaler = torch.amp.GradScaler("cuda") if self.amp else None
+        # bf16 autocast on the CPU: decided before the first step (auto: timed on this machine), kept on resume
+        self.precision: dict[str, Any] | None = None
         self.loader_cfg = LoaderConfig(config.batch_size, config.workers, config.seed)
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.model_name = model_name
@@ -232,16 +237,27 @@ class Trainer:
         """Train epoch ``self.epoch`` (0-based) and advance the counters."""
         import torch
 
+        if self.precision is None:
+            self.precision = self._choose_precision()
         torch.manual_seed(self.config.seed * 1000003 + self.epoch)  # dropout & co. depend on (seed, epoch)
         loader = train_loader(self.train_set, self.loader_cfg, self.epoch)
         with self._bar(len(loader), f"epoch {self.epoch + 1}/{self.config.epochs}") as bar:
             res = train_one_epoch(
                 self.model, loader, self.loss_fn, self.optimizer, device=self.device, schedule=self.schedule,
                 step=self.step, scaler=self.scaler, amp=self.amp, grad_clip=self.config.grad_clip, progress=bar,
+                cpu_bf16=bool(self.precision["bf16"]),
             )
         self.step += res.steps
         self.epoch += 1
         return res
+
+    def _choose_precision(self) -> dict[str, Any]:
+        """The CPU training precision (``config.cpu_precision``); ``auto`` times one batch both ways."""
+        if self.config.cpu_precision != "auto" or self.device.type != "cpu":
+            return choose_cpu_bf16(self.config.cpu_precision, self.device)[1]
+        images, target = next(iter(train_loader(self.train_set, self.loader_cfg, self.epoch)))
+        batch = (images.to(self.device), target.to(self.device))
+        return choose_cpu_bf16("auto", self.device, self.model, batch, self.loss_fn)[1]
 
     def evaluate(self, data: Sequence | None = None):
         """Scores (:class:`edgeseg.eval.SemanticScores`) on ``data`` (default: the validation set)."""
@@ -300,6 +316,7 @@ class Trainer:
             "config": self.config.to_dict(),
             "model_name": self.model_name,
             "num_classes": self.num_classes,
+            "precision": self.precision,
         }
 
     def load_state_dict(self, state: dict[str, Any], where: str = "state") -> None:
@@ -316,6 +333,8 @@ class Trainer:
         self.epoch, self.step = int(state["epoch"]), int(state["step"])
         self.history = [EpochRecord(**r) for r in state.get("history", [])]
         self.best = None if state.get("best") is None else (float(state["best"][0]), int(state["best"][1]))
+        if state.get("precision") is not None:  # the resumed run keeps the precision it was trained in
+            self.precision = dict(state["precision"])
 
     def save_checkpoint(self, path: str | os.PathLike | None = None) -> Path | None:
         """Write the training state (atomically) to ``path`` or ``out_dir/last.pt``; also ``history.json``."""
