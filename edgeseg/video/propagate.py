@@ -116,7 +116,7 @@ class PropagatorConfig:
     margin_px: int = 16                  # work box = last box moved by the flow + margin (+10 % of size)
     min_area_px: int = 4                 # a smaller mask means the object is lost
     cut_threshold: float = 0.5           # Bhattacharyya distance of frame colour histograms = a cut
-    presence_min_similarity: float = 0.5 # below: the mask's colours are not the object's any more, it is lost
+    presence_min_similarity: float = 0.6 # below: the mask's colours are not the object's any more, it is lost
     presence_min_area_px: int = 256      # (a smaller mask's colour histogram is too noisy to judge)
     redetect: bool = True
     redetect_min_posterior: float = 0.7  # mean prompt-colour posterior of a re-detected blob
