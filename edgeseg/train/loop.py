@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from ..errors import InputError
-from .precision import autocast_for
+from .precision import autocast_for, to_memory_format
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -73,9 +73,11 @@ def train_one_epoch(
     grad_clip: float | None = None,
     progress: Any = None,
     cpu_bf16: bool = False,
+    channels_last: bool = False,
 ) -> EpochResult:
     """One epoch: forward, loss, backward, optimizer step; the schedule is set from the global ``step``.
-    ``cpu_bf16``: the forward pass under bfloat16 autocast on the CPU (:mod:`edgeseg.train.precision`).
+    ``cpu_bf16``: the forward pass under bfloat16 autocast on the CPU; ``channels_last``: the images in
+    channels-last layout, like the model (:mod:`edgeseg.train.precision`).
 
     ``progress`` is an optional tqdm bar (updated per batch with the running loss and lr).
     """
@@ -85,7 +87,7 @@ def train_one_epoch(
         if schedule is not None:
             schedule.apply(optimizer, step + n)
         lr = optimizer.param_groups[0]["lr"]
-        images = images.to(device, non_blocking=True)
+        images = to_memory_format(images.to(device, non_blocking=True), channels_last)
         target = target.to(device, non_blocking=True)
         with autocast_for(device, amp, cpu_bf16):
             output = model(images)

@@ -1,19 +1,27 @@
-"""Training precision on the CPU: float32, or bfloat16 autocast where the CPU computes in bf16.
+"""How a training step runs on the CPU: float32 or bfloat16 autocast, contiguous or channels-last tensors.
 
-CPUs with AMX or AVX-512 BF16 (Intel Sapphire Rapids and later, AMD Zen 4 and later) run
-convolutions and matrix products in bf16 through oneDNN. Under ``torch.autocast("cpu",
-dtype=torch.bfloat16)`` a training step of a ResNet-18 DeepLabV3+ ran 1.9x faster than in float32
-on the Intel Xeon with AMX these sessions used, a MobileNetV3 one 1.3x (depthwise convolutions are
-memory-bound). On a CPU without native bf16 it is slower. So ``cpu_precision="auto"`` times both on
-the run's own model and first batch, on the device that trains, and keeps bf16 only when it is at
-least :data:`MIN_GAIN` faster; ``"bf16"`` forces it (refused on a CPU without native bf16); the
-default ``"fp32"`` never changes anything. The loss, the optimiser, the weights and evaluation stay
-float32: autocast only lowers the precision of the operations it lists (convolutions, matrix
-products), so the accuracy cost is that of bf16 activations (measured in docs/models.md).
+Two measured levers, both decided on the machine that trains:
+
+* **bf16 autocast.** CPUs with AMX or AVX-512 BF16 (Intel Sapphire Rapids and later, AMD Zen 4 and
+  later) run convolutions and matrix products in bf16 through oneDNN. Under ``torch.autocast("cpu",
+  dtype=torch.bfloat16)`` a training step of a ResNet-18 DeepLabV3+ ran 1.9x faster than in float32
+  on the Intel Xeon with AMX these sessions used; a MobileNetV3 one gained little (depthwise
+  convolutions are memory-bound). On a CPU without native bf16 it is slower, so ``bf16`` is refused
+  there. The loss, the optimiser, the float32 master weights and evaluation are unchanged.
+* **Channels-last memory format** (NHWC) for the model and its inputs. oneDNN's depthwise and 1x1
+  convolutions prefer it: a MobileNetV3 DeepLabV3+ step ran 1.3-1.6x faster on the same CPU, a
+  ResNet-18 one no faster. Results are the same computation in another summation order.
+
+``cpu_precision`` (``fp32`` | ``bf16`` | ``auto``) and ``memory_format`` (``contiguous`` |
+``channels_last`` | ``auto``) each fix their lever or leave it to measurement: the candidates are timed
+on a copy of the run's model with its first batch (forward and backward, :func:`step_seconds`), and
+the fastest is kept when it beats the plain one (float32, contiguous, or the fixed lever) by at least
+:data:`MIN_GAIN`. The decision is recorded with the run and kept on resume.
 """
 from __future__ import annotations
 
 import copy
+import itertools
 import logging
 import time
 from contextlib import nullcontext
@@ -23,7 +31,8 @@ from ..errors import InputError
 
 log = logging.getLogger(__name__)
 CPU_PRECISIONS = ("fp32", "bf16", "auto")
-MIN_GAIN = 1.15  # auto keeps bf16 only when a step is at least this much faster
+MEMORY_FORMATS = ("contiguous", "channels_last", "auto")
+MIN_GAIN = 1.15  # auto leaves the plain step only for one at least this much faster
 
 
 def cpu_bf16_supported() -> bool:
@@ -41,6 +50,11 @@ def check_cpu_precision(value: str) -> None:
         raise InputError(f"cpu_precision must be one of {', '.join(CPU_PRECISIONS)}, got {value!r}")
 
 
+def check_memory_format(value: str) -> None:
+    if value not in MEMORY_FORMATS:
+        raise InputError(f"memory_format must be one of {', '.join(MEMORY_FORMATS)}, got {value!r}")
+
+
 def autocast_for(device: Any, amp: bool, cpu_bf16: bool = False):
     """``torch.autocast`` in float16 on CUDA when ``amp``, in bfloat16 on the CPU when ``cpu_bf16``;
     a no-op context otherwise."""
@@ -51,6 +65,17 @@ def autocast_for(device: Any, amp: bool, cpu_bf16: bool = False):
     if cpu_bf16 and device.type == "cpu":
         return torch.autocast(device_type="cpu", dtype=torch.bfloat16)
     return nullcontext()
+
+
+def to_memory_format(x, channels_last: bool):
+    """A module or a 4-D tensor in channels-last layout when asked (other tensors unchanged)."""
+    import torch
+
+    if not channels_last:
+        return x
+    if isinstance(x, torch.Tensor):
+        return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
+    return x.to(memory_format=torch.channels_last)
 
 
 def step_seconds(model, images, target, loss_fn: Callable, cpu_bf16: bool, steps: int = 3) -> float:
@@ -71,34 +96,50 @@ def step_seconds(model, images, target, loss_fn: Callable, cpu_bf16: bool, steps
     return best
 
 
-def choose_cpu_bf16(setting: str, device: Any, model=None, batch: tuple | None = None,
-                    loss_fn: Callable | None = None) -> tuple[bool, dict[str, Any]]:
-    """Whether to train in bf16 autocast, and what decided it (recorded with the run).
+def choose_cpu_step(precision: str, memory_format: str, device: Any, model=None, batch: tuple | None = None,
+                    loss_fn: Callable | None = None) -> dict[str, Any]:
+    """How to run the training step: ``{"bf16": bool, "channels_last": bool, ...}`` plus what decided it
+    (recorded with the run).
 
-    ``fp32``: no. ``bf16``: yes on a CPU with native bf16, else :class:`~edgeseg.errors.InputError`.
-    ``auto``: on a CPU with native bf16, ``model`` (a copy: the run's weights and batch-norm
-    statistics are untouched) is timed in both precisions on ``batch`` = (images, target)."""
-    check_cpu_precision(setting)
-    if setting == "fp32" or device.type != "cpu":
-        return False, {"cpu_precision": setting, "bf16": False}
+    ``precision`` ``bf16`` needs a CPU with native bf16 (:class:`~edgeseg.errors.InputError` otherwise);
+    ``auto`` values are decided by timing a copy of ``model`` (its weights and batch-norm statistics are
+    untouched) on ``batch`` = (images, target) with ``loss_fn``. Off the CPU both levers are off."""
+    check_cpu_precision(precision)
+    check_memory_format(memory_format)
+    info: dict[str, Any] = {"cpu_precision": precision, "memory_format": memory_format}
+    if device.type != "cpu":
+        return {**info, "bf16": False, "channels_last": False}
     native = cpu_bf16_supported()
-    if setting == "bf16":
-        if not native:
-            raise InputError("--cpu-precision bf16: this CPU has no native bf16 (AVX-512 BF16 or AMX); "
-                             "autocast would emulate it, slower than float32",
-                             fix="use --cpu-precision auto (it measures) or fp32")
-        return True, {"cpu_precision": setting, "bf16": True}
-    if not native:
-        return False, {"cpu_precision": setting, "bf16": False, "why": "no native bf16 on this CPU"}
+    if precision == "bf16" and not native:
+        raise InputError("--cpu-precision bf16: this CPU has no native bf16 (AVX-512 BF16 or AMX); "
+                         "autocast would emulate it, slower than float32",
+                         fix="use --cpu-precision auto (it measures) or fp32")
+    precisions = [False, True] if precision == "auto" and native else [precision == "bf16"]
+    formats = [False, True] if memory_format == "auto" else [memory_format == "channels_last"]
+    if precision == "auto" and not native:
+        info["why"] = "no native bf16 on this CPU"
+    candidates = list(itertools.product(precisions, formats))
+    if len(candidates) == 1:
+        return {**info, "bf16": candidates[0][0], "channels_last": candidates[0][1]}
     if model is None or batch is None or loss_fn is None:
-        raise InputError("cpu_precision auto needs the model, a batch and the loss to time")
-    probe = copy.deepcopy(model).train()
+        raise InputError("an auto training precision or memory format needs the model, a batch and the loss to time")
     images, target = batch
-    fp32 = step_seconds(probe, images, target, loss_fn, False)
-    bf16 = step_seconds(probe, images, target, loss_fn, True)
-    use = fp32 / bf16 >= MIN_GAIN
-    info = {"cpu_precision": setting, "bf16": use, "step_s_fp32": round(fp32, 4), "step_s_bf16": round(bf16, 4),
-            "speedup": round(fp32 / bf16, 3)}
-    log.info("training precision: %s (a step takes %.3f s in float32, %.3f s in bf16 autocast)",
-             "bf16" if use else "fp32", fp32, bf16)
-    return use, info
+    timings: dict[str, float] = {}
+    for bf16, cl in candidates:
+        key = f"{'bf16' if bf16 else 'fp32'}/{'channels_last' if cl else 'contiguous'}"
+        probe = to_memory_format(copy.deepcopy(model).train(), cl)
+        try:
+            timings[key] = round(step_seconds(probe, to_memory_format(images, cl), target, loss_fn, bf16), 4)
+        except RuntimeError as e:  # an op without a kernel for this layout or dtype: not a candidate
+            log.info("training step %s not possible here: %s", key, str(e).splitlines()[0])
+        del probe
+    plain = f"{'bf16' if candidates[0][0] else 'fp32'}/{'channels_last' if candidates[0][1] else 'contiguous'}"
+    if plain not in timings:
+        raise InputError(f"the training step fails in its plain form ({plain})", fix="run it once without auto to see why")
+    best = min(timings, key=timings.get)
+    if timings[plain] / timings[best] < MIN_GAIN:
+        best = plain
+    bf16, cl = best.startswith("bf16"), best.endswith("channels_last")
+    log.info("training step: %s (seconds per step: %s)", best, timings)
+    return {**info, "bf16": bf16, "channels_last": cl, "step_s": timings,
+            "speedup": round(timings[plain] / timings[best], 3)}

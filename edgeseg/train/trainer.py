@@ -29,7 +29,7 @@ from .augment import AugmentConfig
 from .data import EvalSet, LoaderConfig, TrainSet, eval_loader, train_loader
 from .loop import EpochResult, evaluate_model, train_one_epoch
 from .optim import PolySchedule, build_sgd
-from .precision import check_cpu_precision, choose_cpu_bf16
+from .precision import check_cpu_precision, check_memory_format, choose_cpu_step, to_memory_format
 
 log = logging.getLogger(__name__)
 STATE_FORMAT = "edgeseg.train/1"
@@ -64,6 +64,7 @@ class TrainConfig:
     device: str = "cpu"
     amp: bool = True
     cpu_precision: str = "fp32"        # fp32 | bf16 | auto: bf16 autocast on the CPU (edgeseg.train.precision)
+    memory_format: str = "contiguous"  # contiguous | channels_last | auto (edgeseg.train.precision)
     grad_clip: float | None = None
     threads: int = 0
     progress: bool = True
@@ -80,6 +81,7 @@ class TrainConfig:
         if self.weights_format not in ("safetensors", "pt"):
             raise InputError(f"weights_format must be safetensors or pt, got {self.weights_format!r}")
         check_cpu_precision(self.cpu_precision)
+        check_memory_format(self.memory_format)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -196,7 +198,8 @@ class Trainer:
         self.optimizer = build_sgd(self.model, config.lr, config.momentum, config.weight_decay, config.nesterov)
         self.amp = bool(config.amp and self.device.type == "cuda")
         self.scaler = torch.amp.GradScaler("cuda") if self.amp else None
-        # bf16 autocast on the CPU: decided before the first step (auto: timed on this machine), kept on resume
+        # bf16 autocast and channels-last on the CPU: decided before the first step (auto: timed on this
+        # machine), kept on resume
         self.precision: dict[str, Any] | None = None
         self.loader_cfg = LoaderConfig(config.batch_size, config.workers, config.seed)
         self.out_dir = Path(out_dir) if out_dir is not None else None
@@ -239,25 +242,28 @@ class Trainer:
 
         if self.precision is None:
             self.precision = self._choose_precision()
+        self.model = to_memory_format(self.model, bool(self.precision.get("channels_last")))
         torch.manual_seed(self.config.seed * 1000003 + self.epoch)  # dropout & co. depend on (seed, epoch)
         loader = train_loader(self.train_set, self.loader_cfg, self.epoch)
         with self._bar(len(loader), f"epoch {self.epoch + 1}/{self.config.epochs}") as bar:
             res = train_one_epoch(
                 self.model, loader, self.loss_fn, self.optimizer, device=self.device, schedule=self.schedule,
                 step=self.step, scaler=self.scaler, amp=self.amp, grad_clip=self.config.grad_clip, progress=bar,
-                cpu_bf16=bool(self.precision["bf16"]),
+                cpu_bf16=bool(self.precision["bf16"]), channels_last=bool(self.precision.get("channels_last")),
             )
         self.step += res.steps
         self.epoch += 1
         return res
 
     def _choose_precision(self) -> dict[str, Any]:
-        """The CPU training precision (``config.cpu_precision``); ``auto`` times one batch both ways."""
-        if self.config.cpu_precision != "auto" or self.device.type != "cpu":
-            return choose_cpu_bf16(self.config.cpu_precision, self.device)[1]
+        """How the CPU runs a step (``config.cpu_precision``, ``config.memory_format``); an ``auto`` one is
+        decided by timing the candidates on the first batch."""
+        c = self.config
+        if "auto" not in (c.cpu_precision, c.memory_format) or self.device.type != "cpu":
+            return choose_cpu_step(c.cpu_precision, c.memory_format, self.device)
         images, target = next(iter(train_loader(self.train_set, self.loader_cfg, self.epoch)))
         batch = (images.to(self.device), target.to(self.device))
-        return choose_cpu_bf16("auto", self.device, self.model, batch, self.loss_fn)[1]
+        return choose_cpu_step(c.cpu_precision, c.memory_format, self.device, self.model, batch, self.loss_fn)
 
     def evaluate(self, data: Sequence | None = None):
         """Scores (:class:`edgeseg.eval.SemanticScores`) on ``data`` (default: the validation set)."""
