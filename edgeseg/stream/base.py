@@ -25,7 +25,7 @@ import collections
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from .._registry import Registry
 from ..errors import StreamError
@@ -135,6 +135,33 @@ class Stage(abc.ABC):
         (not before a frame that merely failed to read). Default: :meth:`reset`; a stage holding per-source
         state may forget only ``frame.source_id``'s."""
         self.reset()
+
+
+class PerSourceStage(Stage):
+    """A stage holding one state object per ``source_id`` (anything with ``reset()``): a discontinuity
+    resets that source's only, :meth:`reset` every source's, :meth:`close` drops them."""
+
+    def __init__(self) -> None:
+        self.states: dict[str, Any] = {}
+
+    def state(self, source_id: str, make: Callable[[], Any]) -> Any:
+        """``source_id``'s state, made by ``make()`` on its first frame."""
+        st = self.states.get(source_id)
+        if st is None:
+            st = self.states[source_id] = make()
+        return st
+
+    def on_discontinuity(self, frame: Frame) -> None:
+        st = self.states.get(frame.source_id)
+        if st is not None:
+            st.reset()
+
+    def reset(self) -> None:
+        for st in self.states.values():
+            st.reset()
+
+    def close(self) -> None:
+        self.states.clear()
 
 
 class Sink(abc.ABC):

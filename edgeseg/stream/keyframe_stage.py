@@ -31,7 +31,7 @@ from typing import Any
 from ..errors import StreamError
 from ..structures.frame import Frame
 from ..video.keyframe import KeyframeCarrier, KeyframeConfig, KeyframePlanner, KeyframeStats
-from .base import STAGES, Packet, Stage
+from .base import STAGES, Packet, PerSourceStage, Stage
 
 
 def keyframe_stages(inner: list[Stage], config: KeyframeConfig | None = None) -> list[Stage]:
@@ -41,53 +41,41 @@ def keyframe_stages(inner: list[Stage], config: KeyframeConfig | None = None) ->
 
 
 @STAGES.register("keyframe-flow")
-class KeyframePlanStage(Stage):
+class KeyframePlanStage(PerSourceStage):
     """``packet.frame`` -> ``packet.keyplan`` (:class:`~edgeseg.video.keyframe.KeyPlan`): keyframe or not, and
-    the flow that carries the keyframe's result to this frame."""
+    the flow that carries the keyframe's result to this frame. One :class:`KeyframePlanner` per source."""
 
     name = "keyframe-flow"
 
     def __init__(self, config: KeyframeConfig | None = None):
+        super().__init__()
         self.config = config or KeyframeConfig()
-        self.planners: dict[str, KeyframePlanner] = {}
         self._closed: list[KeyframeStats] = []  # the counts of planners dropped by close()
 
     def process(self, packet: Packet) -> Packet:
-        sid = packet.frame.source_id
-        planner = self.planners.get(sid)
-        if planner is None:
-            planner = self.planners[sid] = KeyframePlanner(self.config)
+        planner = self.state(packet.frame.source_id, lambda: KeyframePlanner(self.config))
         packet.keyplan = planner(packet.frame.image)
         return packet
 
     def force_key(self, source_id: str) -> None:
         """The next frame of ``source_id`` is a keyframe (called from the carry stage's thread: a flag)."""
-        planner = self.planners.get(source_id)
+        planner = self.states.get(source_id)
         if planner is not None:
             planner.force_key()
 
     @property
     def stats(self) -> dict[str, KeyframeStats]:
         """Per ``source_id``: frames, keyframes and why each ran."""
-        return {sid: p.stats for sid, p in self.planners.items()}
-
-    def on_discontinuity(self, frame: Frame) -> None:
-        planner = self.planners.get(frame.source_id)
-        if planner is not None:
-            planner.reset()
-
-    def reset(self) -> None:
-        for planner in self.planners.values():
-            planner.reset()
+        return {sid: p.stats for sid, p in self.states.items()}
 
     def close(self) -> None:
-        self._closed += [p.stats for p in self.planners.values()]
-        self.planners.clear()
+        self._closed += [p.stats for p in self.states.values()]
+        super().close()
 
     def summary(self) -> dict[str, Any]:
         """Keyframe counts over all sources (also after the pipeline closed the stage), for the run's statistics."""
         total = collections.Counter(frames=0, keyframes=0, by_interval=0, by_motion=0)
-        for s in [*self._closed, *(p.stats for p in self.planners.values())]:
+        for s in [*self._closed, *(p.stats for p in self.states.values())]:
             total.update(frames=s.frames, keyframes=s.keyframes, by_interval=s.by_interval, by_motion=s.by_motion)
         frames = total["frames"]
         return {**dict(total), "key_fraction": total["keyframes"] / frames if frames else 0.0}
@@ -118,14 +106,15 @@ class KeyframeOnly(Stage):
 
 
 @STAGES.register("keyframe")
-class KeyframeCarryStage(Stage):
-    """``packet.result``: the segmenter's on keyframes (kept), the keyframe's carried on the frames between."""
+class KeyframeCarryStage(PerSourceStage):
+    """``packet.result``: the segmenter's on keyframes (kept), the keyframe's carried on the frames between.
+    One :class:`KeyframeCarrier` per source."""
 
     name = "keyframe"
 
     def __init__(self, plan: KeyframePlanStage):
+        super().__init__()
         self.plan = plan
-        self.carriers: dict[str, KeyframeCarrier] = {}
 
     def process(self, packet: Packet) -> Packet:
         plan = packet.keyplan
@@ -133,9 +122,7 @@ class KeyframeCarryStage(Stage):
             raise StreamError("a frame reached the keyframe stage without a keyframe plan",
                               fix="build keyframe streams with keyframe_stages() (keyframe-flow first)")
         sid = packet.frame.source_id
-        carrier = self.carriers.get(sid)
-        if carrier is None:
-            carrier = self.carriers[sid] = KeyframeCarrier()
+        carrier = self.state(sid, KeyframeCarrier)
         if plan.key:
             carrier.keyframe(plan, packet.result)
             return packet
@@ -149,15 +136,3 @@ class KeyframeCarryStage(Stage):
     def summary(self) -> dict[str, Any]:
         """The planner's keyframe counts (:meth:`KeyframePlanStage.summary`)."""
         return self.plan.summary()
-
-    def on_discontinuity(self, frame: Frame) -> None:
-        carrier = self.carriers.get(frame.source_id)
-        if carrier is not None:
-            carrier.reset()
-
-    def reset(self) -> None:
-        for carrier in self.carriers.values():
-            carrier.reset()
-
-    def close(self) -> None:
-        self.carriers.clear()
