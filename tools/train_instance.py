@@ -37,9 +37,10 @@ sys.path.insert(0, str(REPO))
 
 from edgeseg.errors import EdgesegError, InputError  # noqa: E402
 from edgeseg.structures import ImageShape  # noqa: E402
+from edgeseg.train.precision import add_precision_options, step_summary  # noqa: E402
 
 SETTINGS = ("model", "size", "epochs", "steps_per_epoch", "batch", "optimizer", "lr", "schedule", "warmup",
-            "weight_decay", "seed", "scenes", "data", "val_data", "crop", "init_encoder")
+            "weight_decay", "seed", "scenes", "data", "val_data", "crop", "init_encoder", "cpu_precision", "memory_format")
 log = logging.getLogger("train_instance")
 
 
@@ -63,6 +64,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--crop", default=None, help="training crop WIDTHxHEIGHT of the network-size frame (default: whole)")
     p.add_argument("--init-encoder", default=None,
                    help="encoder weights to start from: a checkpoint, model.onnx or .edgeseg bundle with the same encoder")
+    add_precision_options(p)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     p.add_argument("--eval-frames", type=int, default=40, help="held-out frames for the final mask-IoU check (0: skip)")
     p.add_argument("--out", required=True, help="run folder")
@@ -125,7 +127,8 @@ def build(s: dict, classes: tuple[str, ...]):
     crop = ImageShape.parse(s["crop"]) if s.get("crop") else None
     cfg = InstanceTrainConfig(size=size, epochs=s["epochs"], steps_per_epoch=s["steps_per_epoch"], batch_size=s["batch"],
                               optimizer=s["optimizer"], lr=s["lr"], schedule=s["schedule"], warmup_steps=s["warmup"],
-                              weight_decay=s["weight_decay"], seed=s["seed"], crop=crop)
+                              weight_decay=s["weight_decay"], seed=s["seed"], crop=crop,
+                              cpu_precision=s.get("cpu_precision", "fp32"), memory_format=s.get("memory_format", "contiguous"))
     return model, cfg, InputSpec(size=size)
 
 
@@ -171,7 +174,8 @@ def main(argv: list[str] | None = None) -> int:
         trainer.fit(stream, resume=out if args.resume else None,
                     on_epoch=lambda r: print(f"epoch {r.epoch:3d}  loss {r.loss:.4f}  category {r.category:.4f}  "
                                              f"mask {r.mask:.4f}  lr {r.lr:.3g}  {r.seconds:.0f}s", flush=True))
-        log.info("trained in %.0fs; weights %s", time.perf_counter() - t0, out / "model.safetensors")
+        log.info("trained in %.0fs (step: %s); weights %s", time.perf_counter() - t0, step_summary(trainer.precision),
+                 out / "model.safetensors")
         if args.eval_frames > 0:
             report = evaluate(model, spec, s, args.eval_frames)
             if report is not None:

@@ -4,7 +4,7 @@ in ../shared/data).
 
     python tools/train_panoptic.py --model panoptic_deeplab_mobilenetv3_small \\
         --data /work/shared/data/cityscapes_panoptic --size 640x320 --crop 512x256 --epochs 30 --batch 8 \\
-        --threads 2 --init-encoder edgeseg/zoo/road.edgeseg --out runs/pdl
+        --threads 2 --init-encoder edgeseg/zoo/road.edgeseg --cpu-precision auto --memory-format auto --out runs/pdl
     python tools/train_panoptic.py --model lpsnet_mobilenetv3_small \\
         --data /work/shared/data/cityscapes_panoptic --size 640x320 --crop 512x256 --epochs 30 --batch 8 \\
         --threads 2 --init-encoder edgeseg/zoo/road.edgeseg --out runs/lpsnet
@@ -41,9 +41,10 @@ sys.path.insert(0, str(REPO))
 
 from edgeseg.errors import EdgesegError, InputError  # noqa: E402
 from edgeseg.structures import ImageShape  # noqa: E402
+from edgeseg.train.precision import add_precision_options, step_summary  # noqa: E402
 
 SETTINGS = ("model", "data", "size", "crop", "epochs", "steps_per_epoch", "batch", "lr", "schedule", "warmup",
-            "weight_decay", "seed", "init_encoder", "init", "top_k_percent")
+            "weight_decay", "seed", "init_encoder", "init", "top_k_percent", "cpu_precision", "memory_format")
 log = logging.getLogger("train_panoptic")
 
 
@@ -68,6 +69,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--init", default=None,
                    help="all weights from an earlier run's model.safetensors (a later stage: a fresh schedule, "
                         "usually another --seed so that it sees other crops)")
+    add_precision_options(p)
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     p.add_argument("--log-every", type=int, default=10, help="progress line every N steps")
     p.add_argument("--checkpoint-every", type=int, default=50, help="also write last.pt every N steps (0: epoch ends)")
@@ -155,7 +157,8 @@ def build(s: dict, data: Data):
     cfg = PanopticTrainConfig(size=size, crop=ImageShape.parse(s["crop"]) if s["crop"] else None, epochs=s["epochs"],
                               steps_per_epoch=steps, batch_size=s["batch"], lr=s["lr"], schedule=s["schedule"],
                               warmup_steps=s["warmup"], weight_decay=s["weight_decay"], seed=s["seed"],
-                              top_k_percent=s["top_k_percent"] if s["top_k_percent"] < 1 else None)
+                              top_k_percent=s["top_k_percent"] if s["top_k_percent"] < 1 else None,
+                              cpu_precision=s.get("cpu_precision", "fp32"), memory_format=s.get("memory_format", "contiguous"))
     return model, cfg, InputSpec(size=size)
 
 
@@ -192,7 +195,8 @@ def main(argv: list[str] | None = None) -> int:
                  cfg.schedule)
         t0 = time.perf_counter()
         trainer.fit(lambda start: data.stream(s["seed"], start), resume=out if args.resume else None)
-        log.info("trained in %.0fs; weights %s", time.perf_counter() - t0, out / "model.safetensors")
+        log.info("trained in %.0fs (step: %s); weights %s", time.perf_counter() - t0, step_summary(trainer.precision),
+                 out / "model.safetensors")
         if args.eval_frames > 0:
             categories = {c: i in model.thing_classes for i, c in enumerate(data.category_ids)}
             report = quick_pq(model, data.held_out(s["seed"], args.eval_frames), spec, data.category_ids, categories)

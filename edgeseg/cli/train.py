@@ -5,6 +5,7 @@ import argparse
 import shlex
 import sys
 
+from ..train.precision import add_precision_options
 from ._common import add_json_option, write_json
 
 NAME = "train"
@@ -57,12 +58,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
     p.add_argument("--device", default="cpu", help="cpu | cuda | auto (default cpu); mixed precision on cuda")
     p.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
-    p.add_argument("--cpu-precision", default="fp32", choices=["fp32", "bf16", "auto"],
-                   help="on the CPU: bf16 autocast (needs AVX-512 BF16 or AMX); auto times both on the first "
-                        "batch and keeps bf16 when it is >= 1.15x faster (default fp32)")
-    p.add_argument("--memory-format", default="contiguous", choices=["contiguous", "channels_last", "auto"],
-                   help="tensor layout on the CPU; auto times both (with --cpu-precision auto: all four "
-                        "combinations) on the first batch and keeps the fastest at >= 1.15x (default contiguous)")
+    add_precision_options(p)
     p.add_argument("--workers", type=int, default=0, help="data loader worker processes (default 0)")
     p.add_argument("--threads", type=int, default=0, help="torch intra-op CPU threads (0: torch default)")
     p.add_argument("--seed", type=int, default=0)

@@ -42,6 +42,7 @@ import torch.nn.functional as F
 from ..errors import InputError
 from ..structures import ImageShape, InputSpec, InstanceResult
 from .state import read_state, write_state
+from .precision import CpuStepLevers, check_cpu_precision, check_memory_format
 from .optim import CosineSchedule, PolySchedule, build_adamw, build_sgd
 from .optim import build_schedule as make_schedule
 from .data import permuted_indices
@@ -238,8 +239,12 @@ class InstanceTrainConfig:
     sigma: float = 0.2
     grad_clip: float | None = 35.0
     seed: int = 0
+    cpu_precision: str = "fp32"        # fp32 | bf16 | auto: bf16 autocast on the CPU (edgeseg.train.precision)
+    memory_format: str = "contiguous"  # contiguous | channels_last | auto (edgeseg.train.precision)
 
     def __post_init__(self) -> None:
+        check_cpu_precision(self.cpu_precision)
+        check_memory_format(self.memory_format)
         if self.optimizer not in ("sgd", "adamw") or self.schedule not in ("poly", "cosine"):
             raise InputError(f"optimizer must be sgd|adamw and schedule poly|cosine, got {self.optimizer!r}, {self.schedule!r}")
         if min(self.epochs, self.steps_per_epoch, self.batch_size) <= 0:
@@ -324,7 +329,7 @@ class InstanceEpoch:
     steps: int
 
 
-class InstanceTrainer:
+class InstanceTrainer(CpuStepLevers):
     """Trains a SOLO-style instance model (``categories``/``kernels``/``mask_features`` in train mode).
 
     model:      e.g. ``create_model("solov2_resnet18", num_classes=3, thing_classes=...)``.
@@ -347,6 +352,8 @@ class InstanceTrainer:
         self.model_name = model_name or getattr(model, "model_name", None)
         self.epoch, self.step = 0, 0
         self.history: list[InstanceEpoch] = []
+        # bf16 autocast and channels-last: decided before the first step (auto: timed on this machine), kept on resume
+        self.precision: dict[str, Any] | None = None
 
     def prepare(self, samples: list[Sample], first_index: int, augment: bool = True) -> tuple[torch.Tensor, list[InstanceSample]]:
         """Augmented, normalised batch ``[B, 3, H, W]`` and the samples it came from."""
@@ -369,8 +376,7 @@ class InstanceTrainer:
         self.model.train()
         lr = self.schedule.apply(self.optimizer, self.step) * self.config.lr
         x, batch = self.prepare(samples, first_index)
-        out = self.model(x)
-        losses = solo_loss(out, self.targets(batch, tuple(out["mask_features"].shape[-2:])), self.loss_cfg)
+        losses = self._losses(self.forward(self.model, x), batch)
         self.optimizer.zero_grad(set_to_none=True)
         losses["loss"].backward()
         if self.config.grad_clip:
@@ -378,6 +384,15 @@ class InstanceTrainer:
         self.optimizer.step()
         self.step += 1
         return {k: float(v.detach()) for k, v in losses.items()} | {"lr": lr}
+
+    def _losses(self, out: dict[str, torch.Tensor], batch: list[InstanceSample]) -> dict[str, torch.Tensor]:
+        return solo_loss(out, self.targets(batch, tuple(out["mask_features"].shape[-2:])), self.loss_cfg)
+
+    def choose_precision(self, samples: list[Sample], first_index: int) -> dict[str, Any]:
+        """Decide how the CPU runs a step (``config.cpu_precision``, ``config.memory_format``; ``auto``:
+        timed on a copy of the model with this batch)."""
+        x, batch = self.prepare(samples, first_index)
+        return self.decide_precision(x, lambda out: self._losses(out, batch)["loss"])
 
     def fit(self, data: Callable[[int], Iterable[Sample]], resume: str | os.PathLike | None = None,
             epochs: int | None = None, on_epoch: Callable[[InstanceEpoch], None] | None = None) -> list[InstanceEpoch]:
@@ -393,7 +408,10 @@ class InstanceTrainer:
             t0, sums = time.perf_counter(), {"loss": 0.0, "category": 0.0, "mask": 0.0}
             for _ in range(c.steps_per_epoch):
                 first = self.step * c.batch_size
-                res = self.train_step([next(stream) for _ in range(c.batch_size)], first)
+                samples = [next(stream) for _ in range(c.batch_size)]
+                if self.precision is None:
+                    self.choose_precision(samples, first)
+                res = self.train_step(samples, first)
                 for k in sums:
                     sums[k] += res[k]
             n = c.steps_per_epoch
@@ -416,7 +434,7 @@ class InstanceTrainer:
             return None
         state = {"format": STATE_FORMAT, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                  "epoch": self.epoch, "step": self.step, "history": [asdict(r) for r in self.history],
-                 "config": self.config.to_dict(), "model_name": self.model_name}
+                 "config": self.config.to_dict(), "model_name": self.model_name, "precision": self.precision}
         return write_state(state, path, self.out_dir)
 
     def load(self, path: str | os.PathLike) -> None:
@@ -424,6 +442,7 @@ class InstanceTrainer:
         state = read_state(path, STATE_FORMAT, "instance", self.model, self.optimizer)
         self.epoch, self.step = int(state["epoch"]), int(state["step"])
         self.history = [InstanceEpoch(**r) for r in state.get("history", [])]
+        self.keep_precision(state.get("precision"))  # the resumed run keeps the precision it was trained in
 
     def save_weights(self, stem: str = "model") -> Path | None:
         """The weights alone through :func:`edgeseg.models.save_checkpoint` (thing classes and input

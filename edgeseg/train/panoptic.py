@@ -66,6 +66,7 @@ from ..models.panoptic_deeplab import PanopticDeepLab
 from ..structures import ImageShape, InputSpec, PanopticOptions, PanopticResult, Segment
 from .augment import IGNORE_INDEX, color_jitter
 from .lpsnet import LPSNetTraining
+from .precision import CpuStepLevers, check_cpu_precision, check_memory_format
 from .state import read_state, write_state
 from .optim import CosineSchedule, PolySchedule, build_adamw
 from .optim import build_schedule as make_schedule
@@ -255,8 +256,12 @@ class PanopticTrainConfig:
     top_k_percent: float | None = 0.2
     grad_clip: float | None = 35.0
     seed: int = 0
+    cpu_precision: str = "fp32"        # fp32 | bf16 | auto: bf16 autocast on the CPU (edgeseg.train.precision)
+    memory_format: str = "contiguous"  # contiguous | channels_last | auto (edgeseg.train.precision)
 
     def __post_init__(self) -> None:
+        check_cpu_precision(self.cpu_precision)
+        check_memory_format(self.memory_format)
         if self.schedule not in ("poly", "cosine"):
             raise InputError(f"schedule must be poly|cosine, got {self.schedule!r}")
         if min(self.epochs, self.steps_per_epoch, self.batch_size) <= 0:
@@ -389,7 +394,7 @@ def model_arch(model: torch.nn.Module) -> str:
 
 
 # ---- the trainer --------------------------------------------------------------------------------
-class PanopticTrainer:
+class PanopticTrainer(CpuStepLevers):
     """Trains a panoptic model of an architecture in :data:`STRATEGIES` (Panoptic-DeepLab, LPSNet).
 
     category_ids: the category id of each class index (default ``0..C-1``).
@@ -422,6 +427,8 @@ class PanopticTrainer:
         self.sums = dict.fromkeys(self.parts, 0.0)  # the running epoch's loss sums (resumable mid-epoch)
         self.epoch_seconds = 0.0
         self.history: list = []  # of strategy.epoch_type
+        # bf16 autocast and channels-last: decided before the first step (auto: timed on this machine), kept on resume
+        self.precision: dict[str, Any] | None = None
 
     def prepare(self, samples: list[Sample], first_index: int, augment: bool = True) -> tuple[torch.Tensor, list]:
         """Augmented, normalised batch ``[B, 3, h, w]`` and its targets (the strategy's, one per sample)."""
@@ -446,7 +453,7 @@ class PanopticTrainer:
         torch.manual_seed(self.config.seed * 1000003 + self.step)
         lr = self.schedule.apply(self.optimizer, self.step) * self.config.lr
         x, targets = self.prepare(samples, first_index)
-        losses = self.strategy.loss(self.model(x), targets)
+        losses = self.strategy.loss(self.forward(self.model, x), targets)
         self.optimizer.zero_grad(set_to_none=True)
         losses["loss"].backward()
         if self.config.grad_clip:
@@ -454,6 +461,12 @@ class PanopticTrainer:
         self.optimizer.step()
         self.step += 1
         return {k: float(v.detach()) for k, v in losses.items()} | {"lr": lr}
+
+    def choose_precision(self, samples: list[Sample], first_index: int) -> dict[str, Any]:
+        """Decide how the CPU runs a step (``config.cpu_precision``, ``config.memory_format``; ``auto``:
+        timed on a copy of the model with this batch)."""
+        x, targets = self.prepare(samples, first_index)
+        return self.decide_precision(x, lambda out: self.strategy.loss(out, targets)["loss"])
 
     def _parts(self, values: dict[str, float]) -> str:
         return ", ".join(f"{k} {values[k]:.4g}" for k in self.strategy.parts)
@@ -472,8 +485,11 @@ class PanopticTrainer:
         stream = iter(data(self.step * c.batch_size))
         t_log, n_log = time.perf_counter(), 0
         while self.step < stop:
+            samples = [next(stream) for _ in range(c.batch_size)]
+            if self.precision is None:
+                self.choose_precision(samples, self.step * c.batch_size)
             t0 = time.perf_counter()
-            res = self.train_step([next(stream) for _ in range(c.batch_size)], self.step * c.batch_size)
+            res = self.train_step(samples, self.step * c.batch_size)
             self.epoch_seconds += time.perf_counter() - t0
             for k in self.parts:
                 self.sums[k] += res[k]
@@ -510,7 +526,8 @@ class PanopticTrainer:
             return None
         state = {"format": STATE_FORMAT, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                  "epoch": self.epoch, "step": self.step, "sums": dict(self.sums), "epoch_seconds": self.epoch_seconds,
-                 "history": [asdict(r) for r in self.history], "config": self.config.to_dict(), "model_name": self.model_name}
+                 "history": [asdict(r) for r in self.history], "config": self.config.to_dict(), "model_name": self.model_name,
+                 "precision": self.precision}
         return write_state(state, path, self.out_dir)
 
     def load(self, path: str | os.PathLike) -> None:
@@ -520,6 +537,7 @@ class PanopticTrainer:
         self.sums = {k: float(state.get("sums", {}).get(k, 0.0)) for k in self.parts}
         self.epoch_seconds = float(state.get("epoch_seconds", 0.0))
         self.history = [self.strategy.epoch_type(**r) for r in state.get("history", [])]
+        self.keep_precision(state.get("precision"))  # the resumed run keeps the precision it was trained in
 
     def save_weights(self, stem: str = "model") -> Path | None:
         """The weights alone through :func:`edgeseg.models.save_checkpoint` (classes, thing classes,

@@ -35,6 +35,24 @@ MEMORY_FORMATS = ("contiguous", "channels_last", "auto")
 MIN_GAIN = 1.15  # auto leaves the plain step only for one at least this much faster
 
 
+def add_precision_options(parser) -> None:
+    """``--cpu-precision`` and ``--memory-format`` on an argparse parser (the training commands and tools)."""
+    parser.add_argument("--cpu-precision", default="fp32", choices=list(CPU_PRECISIONS),
+                        help="on the CPU: bf16 autocast (needs AVX-512 BF16 or AMX); auto times both on the first "
+                             f"batch and keeps bf16 when it is >= {MIN_GAIN}x faster (default fp32)")
+    parser.add_argument("--memory-format", default="contiguous", choices=list(MEMORY_FORMATS),
+                        help="tensor layout on the CPU; auto times both (with --cpu-precision auto: all four "
+                             f"combinations) on the first batch and keeps the fastest at >= {MIN_GAIN}x (default contiguous)")
+
+
+def step_summary(choice: dict[str, Any] | None) -> str:
+    """One line for logs: ``fp32/channels_last (1.18x)``."""
+    if not choice:
+        return "-"
+    key = f"{'bf16' if choice.get('bf16') else 'fp32'}/{'channels_last' if choice.get('channels_last') else 'contiguous'}"
+    return f"{key} ({choice['speedup']}x)" if "speedup" in choice else key
+
+
 def cpu_bf16_supported() -> bool:
     """Whether oneDNN runs bf16 natively on this CPU (AVX-512 BF16 or AMX)."""
     import torch
@@ -78,32 +96,57 @@ def to_memory_format(x, channels_last: bool):
     return x.to(memory_format=torch.channels_last)
 
 
-def step_seconds(model, images, target, loss_fn: Callable, cpu_bf16: bool, steps: int = 3) -> float:
-    """The fastest of ``steps`` forward + backward passes of ``model`` (after one warm-up), in s."""
-    from .loop import logits_of
-
-    device = images.device
+def best_seconds(run_once: Callable[[], Any], steps: int = 3) -> float:
+    """The fastest of ``steps`` calls of ``run_once`` (after one warm-up call), in s."""
     best = float("inf")
     for k in range(steps + 1):
         t = time.perf_counter()
-        with autocast_for(device, False, cpu_bf16):
-            logits = logits_of(model(images), tuple(target.shape[-2:]))
-        loss = loss_fn(logits.float(), target)
-        loss.backward()
-        model.zero_grad(set_to_none=True)
+        run_once()
         if k:
             best = min(best, time.perf_counter() - t)
     return best
 
 
+def float_outputs(out: Any) -> Any:
+    """A model's outputs with every floating tensor (in dicts, lists and tuples) in float32: losses are
+    taken in float32 after a bf16 autocast forward."""
+    import torch
+
+    if isinstance(out, torch.Tensor):
+        return out.float() if out.is_floating_point() else out
+    if isinstance(out, dict):
+        return {k: float_outputs(v) for k, v in out.items()}
+    if isinstance(out, (list, tuple)):
+        return type(out)(float_outputs(v) for v in out)
+    return out
+
+
+def step_seconds(model, images, target, loss_fn: Callable, cpu_bf16: bool, steps: int = 3) -> float:
+    """The fastest of ``steps`` forward + backward passes of ``model`` (after one warm-up), in s."""
+    from .loop import logits_of
+
+    device = images.device
+
+    def once() -> None:
+        with autocast_for(device, False, cpu_bf16):
+            logits = logits_of(model(images), tuple(target.shape[-2:]))
+        loss_fn(logits.float(), target).backward()
+        model.zero_grad(set_to_none=True)
+
+    return best_seconds(once, steps)
+
+
 def choose_cpu_step(precision: str, memory_format: str, device: Any, model=None, batch: tuple | None = None,
-                    loss_fn: Callable | None = None) -> dict[str, Any]:
+                    loss_fn: Callable | None = None, *,
+                    timer: Callable[[Any, bool, bool], float] | None = None) -> dict[str, Any]:
     """How to run the training step: ``{"bf16": bool, "channels_last": bool, ...}`` plus what decided it
     (recorded with the run).
 
     ``precision`` ``bf16`` needs a CPU with native bf16 (:class:`~edgeseg.errors.InputError` otherwise);
     ``auto`` values are decided by timing a copy of ``model`` (its weights and batch-norm statistics are
-    untouched) on ``batch`` = (images, target) with ``loss_fn``. Off the CPU both levers are off."""
+    untouched) on ``batch`` = (images, target) with ``loss_fn``, or by ``timer(copy, bf16, channels_last)``
+    (seconds per step; for models whose loss takes more than logits, e.g. instance and panoptic heads).
+    Off the CPU both levers are off."""
     check_cpu_precision(precision)
     check_memory_format(memory_format)
     info: dict[str, Any] = {"cpu_precision": precision, "memory_format": memory_format}
@@ -121,15 +164,20 @@ def choose_cpu_step(precision: str, memory_format: str, device: Any, model=None,
     candidates = list(itertools.product(precisions, formats))
     if len(candidates) == 1:
         return {**info, "bf16": candidates[0][0], "channels_last": candidates[0][1]}
-    if model is None or batch is None or loss_fn is None:
+    if model is None or (timer is None and (batch is None or loss_fn is None)):
         raise InputError("an auto training precision or memory format needs the model, a batch and the loss to time")
-    images, target = batch
+    if timer is None:
+        images, target = batch
+
+        def timer(probe, bf16: bool, cl: bool) -> float:
+            return step_seconds(probe, to_memory_format(images, cl), target, loss_fn, bf16)
+
     timings: dict[str, float] = {}
     for bf16, cl in candidates:
         key = f"{'bf16' if bf16 else 'fp32'}/{'channels_last' if cl else 'contiguous'}"
         probe = to_memory_format(copy.deepcopy(model).train(), cl)
         try:
-            timings[key] = round(step_seconds(probe, to_memory_format(images, cl), target, loss_fn, bf16), 4)
+            timings[key] = round(timer(probe, bf16, cl), 4)
         except RuntimeError as e:  # an op without a kernel for this layout or dtype: not a candidate
             log.info("training step %s not possible here: %s", key, str(e).splitlines()[0])
         del probe
@@ -143,3 +191,49 @@ def choose_cpu_step(precision: str, memory_format: str, device: Any, model=None,
     log.info("training step: %s (seconds per step: %s)", best, timings)
     return {**info, "bf16": bf16, "channels_last": cl, "step_s": timings,
             "speedup": round(timings[plain] / timings[best], 3)}
+
+
+class CpuStepLevers:
+    """The two levers for trainers whose loss takes a model's whole output (the instance and panoptic
+    trainers). The trainer has ``model``, ``config`` (with ``cpu_precision`` and ``memory_format``) and
+    ``precision`` (None until decided; recorded in its checkpoints)."""
+
+    model: Any
+    config: Any
+    precision: dict[str, Any] | None = None
+
+    def forward(self, model, x, bf16: bool | None = None, channels_last: bool | None = None):
+        """``model(x)`` under bf16 autocast and in channels-last layout as decided (or as given), with
+        every floating output in float32 for the loss."""
+        p = self.precision or {}
+        bf16 = bool(p.get("bf16")) if bf16 is None else bf16
+        channels_last = bool(p.get("channels_last")) if channels_last is None else channels_last
+        with autocast_for(x.device, False, bf16):
+            out = model(to_memory_format(x, channels_last))
+        return float_outputs(out)
+
+    def decide_precision(self, x, loss_of: Callable[[Any], Any]) -> dict[str, Any]:
+        """Decide the levers (an ``auto`` one by timing copies of the model on the batch ``x`` with
+        ``loss_of(outputs)`` -> loss tensor) and put the model in the chosen layout."""
+        import torch
+
+        c, cpu = self.config, torch.device("cpu")
+        if "auto" not in (c.cpu_precision, c.memory_format):
+            choice = choose_cpu_step(c.cpu_precision, c.memory_format, cpu)
+        else:
+            def timer(probe, bf16: bool, cl: bool) -> float:
+                def once() -> None:
+                    loss_of(self.forward(probe, x, bf16, cl)).backward()
+                    probe.zero_grad(set_to_none=True)
+                return best_seconds(once)
+
+            choice = choose_cpu_step(c.cpu_precision, c.memory_format, cpu, self.model, timer=timer)
+        self.keep_precision(choice)
+        return choice
+
+    def keep_precision(self, choice: dict[str, Any] | None) -> None:
+        """Use ``choice`` (a decision, e.g. a resumed run's); None leaves it undecided."""
+        if choice is None:
+            return
+        self.precision = dict(choice)
+        self.model = to_memory_format(self.model, bool(self.precision.get("channels_last")))

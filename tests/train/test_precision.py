@@ -3,6 +3,7 @@ CPU has native bf16 and channels-last tensors, decided by timing on the machine 
 with the run and kept on resume."""
 from __future__ import annotations
 
+import itertools
 import json
 
 import pytest
@@ -116,3 +117,124 @@ def test_cli_refuses_an_unknown_precision(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["train", "test_fcn8s", "--data", "synthetic:8", "--epochs", "1", "--out", str(tmp_path), "--cpu-precision", "fp16"])
     assert "invalid choice: 'fp16'" in capsys.readouterr().err
+
+
+# ---- the instance and panoptic trainers (losses over the whole output, not logits) -----------------
+def test_float_outputs_casts_floating_tensors_at_any_depth():
+    from edgeseg.train.precision import float_outputs
+
+    out = float_outputs({"a": torch.ones(2, dtype=torch.bfloat16), "b": [torch.ones(1, dtype=torch.bfloat16), 3],
+                         "c": (torch.arange(3),)})
+    assert out["a"].dtype == torch.float32 and out["b"][0].dtype == torch.float32 and out["b"][1] == 3
+    assert out["c"][0].dtype == torch.int64 and isinstance(out["c"], tuple)
+
+
+def _panoptic_trainer(out_dir=None, **cfg):
+    from edgeseg.data.synthetic import CLASSES
+    from edgeseg.structures import ImageShape
+    from edgeseg.train.panoptic import PanopticTrainConfig, PanopticTrainer
+
+    torch.manual_seed(0)
+    model = create_model("test_panoptic_deeplab", num_classes=len(CLASSES), class_names=list(CLASSES),
+                         thing_classes=[3, 4, 5])
+    config = PanopticTrainConfig(size=ImageShape(48, 64), epochs=2, steps_per_epoch=2, batch_size=2, warmup_steps=1, **cfg)
+    return PanopticTrainer(model, config, out_dir=out_dir, model_name="test_panoptic_deeplab", checkpoint_every=1)
+
+
+def _panoptic_data(start):
+    from edgeseg.structures import ImageShape
+    from edgeseg.train.panoptic import synthetic_panoptic
+
+    return synthetic_panoptic(ImageShape(48, 64), 0, start)
+
+
+def _instance_trainer(out_dir=None, **cfg):
+    from edgeseg.data.synthetic import THING_CLASSES
+    from edgeseg.structures import ImageShape
+    from edgeseg.train.instance import InstanceTrainConfig, InstanceTrainer
+
+    torch.manual_seed(0)
+    model = create_model("test_solov2", num_classes=len(THING_CLASSES), thing_classes=list(THING_CLASSES))
+    config = InstanceTrainConfig(size=ImageShape(48, 64), epochs=2, steps_per_epoch=2, batch_size=2, warmup_steps=1, **cfg)
+    return InstanceTrainer(model, config, out_dir=out_dir, model_name="test_solov2")
+
+
+def _instance_data(start):
+    from edgeseg.structures import ImageShape
+    from edgeseg.train.instance import synthetic_instances
+
+    return synthetic_instances(ImageShape(48, 64), seed=1, start=start, scenes=4)
+
+
+TRAINERS = {"panoptic": (_panoptic_trainer, _panoptic_data), "instance": (_instance_trainer, _instance_data)}
+
+
+@pytest.mark.parametrize("task", sorted(TRAINERS))
+def test_a_channels_last_step_is_the_contiguous_step(task):
+    make, data = TRAINERS[task]
+    plain, cl = make(), make(memory_format="channels_last")
+    batch = list(itertools.islice(data(0), 2))
+    for t in (plain, cl):
+        t.choose_precision(batch, 0)
+    assert cl.precision["channels_last"] and not plain.precision["channels_last"]
+    convs = [m.weight for m in cl.model.modules() if isinstance(m, torch.nn.Conv2d) and m.weight.shape[-1] > 1]
+    assert convs and all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
+    a, b = plain.train_step(batch, 0), cl.train_step(batch, 0)
+    assert b["loss"] == pytest.approx(a["loss"], rel=1e-4)
+    # the same gradients, summed in another order (compared before Adam's first step, which is about
+    # +-lr for any gradient however small, so it amplifies rounding near zero)
+    scale = max(float(p.grad.abs().max()) for p in plain.model.parameters() if p.grad is not None)
+    for (k, p), q in zip(plain.model.named_parameters(), cl.model.parameters()):
+        assert torch.allclose(p.grad, q.grad, rtol=1e-3, atol=1e-5 * scale), k
+
+
+@pytest.mark.parametrize("task", sorted(TRAINERS))
+def test_auto_is_timed_recorded_and_kept_on_resume(task, tmp_path):
+    make, data = TRAINERS[task]
+    first = make(tmp_path / "run", cpu_precision="auto", memory_format="auto")
+    first.fit(data, epochs=1)
+    info = first.precision
+    expected = {"fp32/contiguous", "fp32/channels_last"} | ({"bf16/contiguous", "bf16/channels_last"} if NATIVE else set())
+    assert set(info["step_s"]) == expected and info["speedup"] >= 1.0
+    chosen = f"{'bf16' if info['bf16'] else 'fp32'}/{'channels_last' if info['channels_last'] else 'contiguous'}"
+    assert chosen == "fp32/contiguous" or info["step_s"]["fp32/contiguous"] / info["step_s"][chosen] >= MIN_GAIN
+    assert torch.load(tmp_path / "run" / "last.pt", weights_only=False)["precision"] == info
+    # a resumed run keeps the decision whatever its own config says, and times nothing again
+    again = make(tmp_path / "run")
+    again.fit(data, resume=tmp_path / "run")
+    assert again.precision == info and again.epoch == 2
+
+
+@pytest.mark.skipif(not NATIVE, reason="this CPU has no native bf16 (AVX-512 BF16 or AMX)")
+@pytest.mark.parametrize("task", sorted(TRAINERS))
+def test_a_bf16_step_trains_float32_weights_to_about_the_float32_loss(task):
+    make, data = TRAINERS[task]
+    plain, low = make(), make(cpu_precision="bf16")
+    batch = list(itertools.islice(data(0), 2))
+    for t in (plain, low):
+        t.choose_precision(batch, 0)
+    a, b = plain.train_step(batch, 0), low.train_step(batch, 0)
+    assert low.precision["bf16"] and b["loss"] == pytest.approx(a["loss"], rel=0.05)
+    assert all(p.dtype == torch.float32 for p in low.model.parameters())
+
+
+def test_the_training_tools_take_the_levers(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    tools = Path(__file__).resolve().parents[2] / "tools"
+
+    def tool(name):
+        spec = importlib.util.spec_from_file_location(name, tools / f"{name}.py")
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        return mod
+
+    common = ["--size", "64x48", "--epochs", "1", "--steps-per-epoch", "1", "--batch", "2", "--threads", "1",
+              "--eval-frames", "0", "--memory-format", "channels_last"]
+    assert tool("train_panoptic").main(["--model", "test_panoptic_deeplab", "--data", "synthetic", *common,
+                                        "--out", str(tmp_path / "p")]) == 0
+    assert tool("train_instance").main(["--model", "test_solov2", "--scenes", "4", *common, "--out", str(tmp_path / "i")]) == 0
+    for run in ("p", "i"):
+        assert json.loads((tmp_path / run / "run.json").read_text())["memory_format"] == "channels_last"
+        assert torch.load(tmp_path / run / "last.pt", weights_only=False)["precision"]["channels_last"] is True
