@@ -169,17 +169,23 @@ def _instance_data(start):
 TRAINERS = {"panoptic": (_panoptic_trainer, _panoptic_data), "instance": (_instance_trainer, _instance_data)}
 
 
+def _one_step_each(task: str, **variant):
+    """A plain trainer and one with ``variant`` config, each deciding its levers and taking one step on
+    the same batch: (plain, other, plain's step, other's step)."""
+    make, data = TRAINERS[task]
+    plain, other = make(), make(**variant)
+    batch = list(itertools.islice(data(0), 2))
+    for t in (plain, other):
+        t.choose_precision(batch, 0)
+    return plain, other, plain.train_step(batch, 0), other.train_step(batch, 0)
+
+
 @pytest.mark.parametrize("task", sorted(TRAINERS))
 def test_a_channels_last_step_is_the_contiguous_step(task):
-    make, data = TRAINERS[task]
-    plain, cl = make(), make(memory_format="channels_last")
-    batch = list(itertools.islice(data(0), 2))
-    for t in (plain, cl):
-        t.choose_precision(batch, 0)
+    plain, cl, a, b = _one_step_each(task, memory_format="channels_last")
     assert cl.precision["channels_last"] and not plain.precision["channels_last"]
     convs = [m.weight for m in cl.model.modules() if isinstance(m, torch.nn.Conv2d) and m.weight.shape[-1] > 1]
     assert convs and all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
-    a, b = plain.train_step(batch, 0), cl.train_step(batch, 0)
     assert b["loss"] == pytest.approx(a["loss"], rel=1e-4)
     # the same gradients, summed in another order (compared before Adam's first step, which is about
     # +-lr for any gradient however small, so it amplifies rounding near zero)
@@ -208,12 +214,7 @@ def test_auto_is_timed_recorded_and_kept_on_resume(task, tmp_path):
 @pytest.mark.skipif(not NATIVE, reason="this CPU has no native bf16 (AVX-512 BF16 or AMX)")
 @pytest.mark.parametrize("task", sorted(TRAINERS))
 def test_a_bf16_step_trains_float32_weights_to_about_the_float32_loss(task):
-    make, data = TRAINERS[task]
-    plain, low = make(), make(cpu_precision="bf16")
-    batch = list(itertools.islice(data(0), 2))
-    for t in (plain, low):
-        t.choose_precision(batch, 0)
-    a, b = plain.train_step(batch, 0), low.train_step(batch, 0)
+    plain, low, a, b = _one_step_each(task, cpu_precision="bf16")
     assert low.precision["bf16"] and b["loss"] == pytest.approx(a["loss"], rel=0.05)
     assert all(p.dtype == torch.float32 for p in low.model.parameters())
 
