@@ -243,7 +243,7 @@ class InstanceTrainConfig:
     memory_format: str = "contiguous"  # contiguous | channels_last | auto (edgeseg.train.precision)
 
     def __post_init__(self) -> None:
-        check_cpu_precision(self.cpu_precision)
+        check_cpu_precision(self.cpu_precision, on_cpu=True)  # these trainers run on the CPU
         check_memory_format(self.memory_format)
         if self.optimizer not in ("sgd", "adamw") or self.schedule not in ("poly", "cosine"):
             raise InputError(f"optimizer must be sgd|adamw and schedule poly|cosine, got {self.optimizer!r}, {self.schedule!r}")

@@ -260,7 +260,7 @@ class PanopticTrainConfig:
     memory_format: str = "contiguous"  # contiguous | channels_last | auto (edgeseg.train.precision)
 
     def __post_init__(self) -> None:
-        check_cpu_precision(self.cpu_precision)
+        check_cpu_precision(self.cpu_precision, on_cpu=True)  # these trainers run on the CPU
         check_memory_format(self.memory_format)
         if self.schedule not in ("poly", "cosine"):
             raise InputError(f"schedule must be poly|cosine, got {self.schedule!r}")

@@ -45,11 +45,16 @@ def add_precision_options(parser) -> None:
                              f"combinations) on the first batch and keeps the fastest at >= {MIN_GAIN}x (default contiguous)")
 
 
+def step_key(bf16: bool, channels_last: bool) -> str:
+    """A training step's name, as timings are recorded: ``fp32/contiguous``, ``bf16/channels_last``, ..."""
+    return f"{'bf16' if bf16 else 'fp32'}/{'channels_last' if channels_last else 'contiguous'}"
+
+
 def step_summary(choice: dict[str, Any] | None) -> str:
     """One line for logs: ``fp32/channels_last (1.18x)``."""
     if not choice:
         return "-"
-    key = f"{'bf16' if choice.get('bf16') else 'fp32'}/{'channels_last' if choice.get('channels_last') else 'contiguous'}"
+    key = step_key(bool(choice.get("bf16")), bool(choice.get("channels_last")))
     return f"{key} ({choice['speedup']}x)" if "speedup" in choice else key
 
 
@@ -63,9 +68,15 @@ def cpu_bf16_supported() -> bool:
         return False
 
 
-def check_cpu_precision(value: str) -> None:
+def check_cpu_precision(value: str, on_cpu: bool = False) -> None:
+    """A known value; with ``on_cpu`` (the run trains on the CPU) ``bf16`` also needs native bf16 here, so
+    a config is refused when it is built, before any data loads."""
     if value not in CPU_PRECISIONS:
         raise InputError(f"cpu_precision must be one of {', '.join(CPU_PRECISIONS)}, got {value!r}")
+    if on_cpu and value == "bf16" and not cpu_bf16_supported():
+        raise InputError("--cpu-precision bf16: this CPU has no native bf16 (AVX-512 BF16 or AMX); "
+                         "autocast would emulate it, slower than float32",
+                         fix="use --cpu-precision auto (it measures) or fp32")
 
 
 def check_memory_format(value: str) -> None:
@@ -152,11 +163,8 @@ def choose_cpu_step(precision: str, memory_format: str, device: Any, model=None,
     info: dict[str, Any] = {"cpu_precision": precision, "memory_format": memory_format}
     if device.type != "cpu":
         return {**info, "bf16": False, "channels_last": False}
+    check_cpu_precision(precision, on_cpu=True)
     native = cpu_bf16_supported()
-    if precision == "bf16" and not native:
-        raise InputError("--cpu-precision bf16: this CPU has no native bf16 (AVX-512 BF16 or AMX); "
-                         "autocast would emulate it, slower than float32",
-                         fix="use --cpu-precision auto (it measures) or fp32")
     precisions = [False, True] if precision == "auto" and native else [precision == "bf16"]
     formats = [False, True] if memory_format == "auto" else [memory_format == "channels_last"]
     if precision == "auto" and not native:
@@ -174,14 +182,14 @@ def choose_cpu_step(precision: str, memory_format: str, device: Any, model=None,
 
     timings: dict[str, float] = {}
     for bf16, cl in candidates:
-        key = f"{'bf16' if bf16 else 'fp32'}/{'channels_last' if cl else 'contiguous'}"
+        key = step_key(bf16, cl)
         probe = to_memory_format(copy.deepcopy(model).train(), cl)
         try:
             timings[key] = round(timer(probe, bf16, cl), 4)
         except RuntimeError as e:  # an op without a kernel for this layout or dtype: not a candidate
             log.info("training step %s not possible here: %s", key, str(e).splitlines()[0])
         del probe
-    plain = f"{'bf16' if candidates[0][0] else 'fp32'}/{'channels_last' if candidates[0][1] else 'contiguous'}"
+    plain = step_key(*candidates[0])
     if plain not in timings:
         raise InputError(f"the training step fails in its plain form ({plain})", fix="run it once without auto to see why")
     best = min(timings, key=timings.get)

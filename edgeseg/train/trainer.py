@@ -29,7 +29,7 @@ from .augment import AugmentConfig
 from .data import EvalSet, LoaderConfig, TrainSet, eval_loader, train_loader
 from .loop import EpochResult, evaluate_model, train_one_epoch
 from .optim import PolySchedule, build_sgd
-from .precision import check_cpu_precision, check_memory_format, choose_cpu_step, to_memory_format
+from .precision import CpuStepLevers, check_cpu_precision, check_memory_format, choose_cpu_step
 
 log = logging.getLogger(__name__)
 STATE_FORMAT = "edgeseg.train/1"
@@ -80,7 +80,7 @@ class TrainConfig:
                              fix="give a --crop no larger than --size (or leave --crop out)")
         if self.weights_format not in ("safetensors", "pt"):
             raise InputError(f"weights_format must be safetensors or pt, got {self.weights_format!r}")
-        check_cpu_precision(self.cpu_precision)
+        check_cpu_precision(self.cpu_precision, on_cpu=self.device == "cpu")
         check_memory_format(self.memory_format)
 
     def to_dict(self) -> dict[str, Any]:
@@ -154,7 +154,7 @@ def resolve_device(name: str):
     return torch.device(name)
 
 
-class Trainer:
+class Trainer(CpuStepLevers):
     """Trains a segmentation model on a dataset of :class:`edgeseg.data.Sample`.
 
     model:       an ``nn.Module``; ``forward(images) -> {"logits": ...}`` (or a tensor).
@@ -241,8 +241,7 @@ class Trainer:
         import torch
 
         if self.precision is None:
-            self.precision = self._choose_precision()
-        self.model = to_memory_format(self.model, bool(self.precision.get("channels_last")))
+            self.keep_precision(self._choose_precision())
         torch.manual_seed(self.config.seed * 1000003 + self.epoch)  # dropout & co. depend on (seed, epoch)
         loader = train_loader(self.train_set, self.loader_cfg, self.epoch)
         with self._bar(len(loader), f"epoch {self.epoch + 1}/{self.config.epochs}") as bar:
@@ -339,8 +338,7 @@ class Trainer:
         self.epoch, self.step = int(state["epoch"]), int(state["step"])
         self.history = [EpochRecord(**r) for r in state.get("history", [])]
         self.best = None if state.get("best") is None else (float(state["best"][0]), int(state["best"][1]))
-        if state.get("precision") is not None:  # the resumed run keeps the precision it was trained in
-            self.precision = dict(state["precision"])
+        self.keep_precision(state.get("precision"))  # the resumed run keeps the precision it was trained in
 
     def save_checkpoint(self, path: str | os.PathLike | None = None) -> Path | None:
         """Write the training state (atomically) to ``path`` or ``out_dir/last.pt``; also ``history.json``."""

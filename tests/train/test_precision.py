@@ -239,3 +239,25 @@ def test_the_training_tools_take_the_levers(tmp_path):
     for run in ("p", "i"):
         assert json.loads((tmp_path / run / "run.json").read_text())["memory_format"] == "channels_last"
         assert torch.load(tmp_path / run / "last.pt", weights_only=False)["precision"]["channels_last"] is True
+
+
+@pytest.mark.parametrize("config", ["semantic", "instance", "panoptic"])
+def test_bf16_without_native_support_is_refused_when_the_config_is_built(config):
+    """Before any data loads (the tools and `edgeseg train` build the config first)."""
+    from edgeseg.structures import ImageShape
+    from edgeseg.train.instance import InstanceTrainConfig
+    from edgeseg.train.panoptic import PanopticTrainConfig
+    from edgeseg.train.trainer import TrainConfig
+
+    make = {"semantic": lambda **k: TrainConfig(epochs=1, size=ImageShape(48, 64), **k),
+            "instance": lambda **k: InstanceTrainConfig(size=ImageShape(48, 64), **k),
+            "panoptic": lambda **k: PanopticTrainConfig(size=ImageShape(48, 64), **k)}[config]
+    if NATIVE:
+        assert make(cpu_precision="bf16").cpu_precision == "bf16"
+    else:
+        with pytest.raises(InputError, match="no native bf16") as e:
+            make(cpu_precision="bf16")
+        assert "auto" in e.value.fix
+    assert make(cpu_precision="auto").cpu_precision == "auto"  # auto measures: fine on any CPU
+    if config == "semantic":  # bf16 is a CPU lever: a CUDA run's config does not depend on this CPU
+        assert make(cpu_precision="bf16", device="cuda").cpu_precision == "bf16"
