@@ -2,7 +2,8 @@
 ``edgeseg eval-vos PRED_DIR --data davis:ROOT``: score such masks with DAVIS J&F.
 
 Masks are PNGs of object ids (DAVIS convention: 0 background, k = object k; a 0/255 prompt is
-object 1), one per frame, named after the frame's file stem (a video file: its zero-padded frame
+object 1; a colour-coded prompt, as an image editor saves it, has one object per colour on black),
+one per frame, named after the frame's file stem (a video file: its zero-padded frame
 index). This module defines two commands: ``vos`` (module level) and ``eval-vos`` (:data:`EVAL_VOS`,
 listed in ``EXTRA_COMMANDS``).
 """
@@ -30,7 +31,8 @@ METHODS = ("propagator", "flow-warp", "copy-first")
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("source", help="a video file (anything OpenCV decodes) or a folder of frames (sorted by file name)")
     p.add_argument("--prompt", required=True, metavar="MASK.png",
-                   help="object ids on the first frame: 0 background, k object k (DAVIS palette PNGs and 0/255 masks work)")
+                   help="object ids on the first frame: 0 background, k object k (DAVIS palette PNGs, 0/255 masks and "
+                        "colour drawings on black, one colour per object, work)")
     p.add_argument("--out", required=True, metavar="DIR", help="folder for one id PNG per frame (created if needed)")
     p.add_argument("--stats-json", default=None, metavar="PATH", help="also write timing and events (cuts, lost objects) here")
     p.add_argument("--method", default="propagator", choices=METHODS,
@@ -112,14 +114,14 @@ def run(args: argparse.Namespace) -> int:
     import cv2
     from tqdm import tqdm
 
-    from ..data.davis import read_id_mask
+    from ..data.davis import read_prompt_mask
     from ..errors import InputError
 
     if args.threads < 0:
         raise InputError(f"--threads must be >= 0, got {args.threads}")
     if args.threads:
         cv2.setNumThreads(args.threads)
-    prompt = read_id_mask(args.prompt)
+    prompt = read_prompt_mask(args.prompt)
     frames, total = _frames(Path(args.source))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

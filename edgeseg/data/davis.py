@@ -16,6 +16,10 @@ Masks are read as ``uint8 [H, W]`` object ids, 0 = background, by :func:`read_id
   decodes palette PNGs to colours, so the colours are mapped back to indices through the file's
   own ``PLTE`` chunk (no Pillow needed).
 
+Prompts (the first frame's masks a user gives ``edgeseg vos`` / ``edgeseg run --prompt``) are read by
+:func:`read_prompt_mask`, which also takes a *colour* PNG, as an image editor saves a drawing: black
+(or transparent) is the background and each other flat colour one object (:func:`colour_ids`).
+
 Frames are RGB ``uint8 [H, W, 3]``. ``Davis(root)`` lists the sequences; ``davis["blackswan"]`` is
 a :class:`DavisSequence`, iterated as :class:`DavisFrame` (index, name, image, mask or None).
 ``Davis.from_spec("davis:ROOT[,resolution=480p][,subset=val][,sequences=a+b]")`` opens it from the
@@ -24,6 +28,7 @@ one-line spec the CLI takes. DAVIS is frame-sequence data, so it is not a :data:
 """
 from __future__ import annotations
 
+import logging
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,10 +38,13 @@ import numpy as np
 
 from ..errors import DataError
 from ..structures import ImageShape
+from ..structures.palette import default_palette
 from .base import DatasetSpec, check_options
 from .io import _read_bytes, read_image, read_label
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+MAX_PROMPT_COLOURS = 255
+log = logging.getLogger(__name__)
 
 
 def _png_palette(data: bytes) -> np.ndarray | None:
@@ -83,6 +91,61 @@ def read_id_mask(path: str | Path) -> np.ndarray:
     if bgr is None:
         raise DataError(f"cannot decode mask {p}: not an image or a corrupt file")
     return _palette_indices(bgr[..., ::-1], palette, p)
+
+
+def _colour_keys(rgb: np.ndarray) -> np.ndarray:
+    return (rgb[..., 0].astype(np.int64) << 16) | (rgb[..., 1].astype(np.int64) << 8) | rgb[..., 2]
+
+
+def colour_ids(rgb: np.ndarray, what: str = "prompt") -> np.ndarray:
+    """A colour-coded mask ``uint8 [H, W, 3]`` RGB -> ``uint8 [H, W]`` object ids, 0 = black.
+
+    When every other colour is one of DAVIS's palette (the PASCAL VOC colours: a DAVIS annotation
+    saved as RGB), an object's id is its colour's palette index; otherwise ids 1..K follow the order
+    in which the colours first appear (row by row). The mapping is logged. More than 255 colours
+    (a photo, or a drawing with smoothed edges) is a :class:`DataError`.
+    """
+    keys = _colour_keys(rgb).ravel()
+    colours, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    objects = colours != 0
+    if int(objects.sum()) > MAX_PROMPT_COLOURS:
+        raise DataError(f"{what} holds {int(objects.sum())} colours, more than {MAX_PROMPT_COLOURS} objects",
+                        fix="draw each object in one flat colour without smoothed (anti-aliased) edges, on black, "
+                            "or save object ids (0 = background, 1..K) as a single-channel PNG")
+    davis = _colour_keys(default_palette(256))
+    index = np.searchsorted(np.sort(davis), colours)
+    order = np.argsort(davis)
+    in_palette = np.isin(colours, davis)
+    ids = np.zeros(len(colours), np.uint8)
+    if in_palette[objects].all():
+        ids[objects] = order[index[objects]]
+        how = "DAVIS palette"
+    else:
+        rank = np.argsort(np.argsort(first[objects], kind="stable"), kind="stable")
+        ids[objects] = rank + 1
+        how = "order of first appearance"
+    log.info("%s: colours -> object ids (%s): %s", what, how, ", ".join(
+        f"{int(i)} = #{int(c):06x}" for i, c in sorted(zip(ids[objects], colours[objects]))))
+    return ids[inverse].reshape(rgb.shape[:2])
+
+
+def read_prompt_mask(path: str | Path) -> np.ndarray:
+    """A prompt PNG -> ``uint8 [H, W]`` object ids: what :func:`read_id_mask` reads (id maps, DAVIS
+    palette PNGs, 0/255 masks) and colour-coded masks (:func:`colour_ids`; fully transparent pixels
+    of an RGBA image are background)."""
+    import cv2
+
+    p = Path(path)
+    data = _read_bytes(p, DataError, "prompt")
+    if _png_palette(data.tobytes()) is None:
+        img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+        if img is not None and img.ndim == 3 and img.shape[2] in (3, 4) and img.dtype == np.uint8:
+            rgb = np.ascontiguousarray(img[..., 2::-1])
+            if img.shape[2] == 4:
+                rgb[img[..., 3] == 0] = 0
+            if not (np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2])):
+                return colour_ids(rgb, f"prompt {p}")
+    return read_id_mask(p)
 
 
 @dataclass(frozen=True)

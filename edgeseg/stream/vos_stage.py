@@ -41,12 +41,12 @@ log = logging.getLogger("edgeseg.stream")
 
 
 def read_prompt(prompt: Any) -> tuple[np.ndarray, str]:
-    """A prompt given as a path (PNG of object ids; DAVIS palette and 0/255 masks work) or an array ->
+    """A prompt given as a path (PNG of object ids; DAVIS palette, 0/255 and colour-coded masks work) or an array ->
     ``(ids [H, W], name for messages)``; an empty prompt is refused here (before the stream starts)."""
     if isinstance(prompt, (str, os.PathLike)):
-        from ..data.davis import read_id_mask
+        from ..data.davis import read_prompt_mask
 
-        ids, what = read_id_mask(Path(prompt)), f"prompt {prompt}"
+        ids, what = read_prompt_mask(Path(prompt)), f"prompt {prompt}"
     else:
         ids, what = np.asarray(prompt), "prompt"
     ids = prompt_ids(ids, ImageShape(*ids.shape[:2]) if ids.ndim >= 2 else ImageShape(1, 1), what=what)

@@ -150,3 +150,57 @@ def test_real_davis2016(data_root):
     assert first.image.shape == (480, 854, 3) and first.mask.shape == (480, 854)
     assert set(np.unique(first.mask).tolist()) == {0, 1}
     assert 0.09 < first.mask.mean() < 0.11  # the car covers about a tenth of the frame
+
+
+def _rgb_png(path: Path, rgb: np.ndarray, alpha: np.ndarray | None = None) -> None:
+    import cv2
+
+    img = rgb[..., ::-1] if alpha is None else np.dstack([rgb[..., ::-1], alpha])
+    assert cv2.imwrite(str(path), np.ascontiguousarray(img))
+
+
+def test_colour_prompt_in_davis_colours_keeps_their_indices(tmp_path):
+    from edgeseg.data.davis import read_prompt_mask
+
+    ids = np.zeros((10, 12), np.uint8)
+    ids[1:4, 1:4] = 3   # (128, 128, 0): DAVIS object 3, though it appears first
+    ids[6:9, 6:11] = 1  # (128, 0, 0)
+    _rgb_png(tmp_path / "p.png", PALETTE[ids])
+    assert np.array_equal(read_prompt_mask(tmp_path / "p.png"), ids)
+
+
+def test_colour_prompt_of_free_colours_numbers_them_by_first_appearance(tmp_path, caplog):
+    from edgeseg.data.davis import read_prompt_mask
+
+    rgb = np.zeros((10, 12, 3), np.uint8)
+    rgb[5:9, 0:3] = (250, 10, 10)  # appears second (row 5)
+    rgb[1:3, 8:12] = (10, 250, 10)  # appears first (row 1)
+    alpha = np.full((10, 12), 255, np.uint8)
+    alpha[0, :] = 0
+    rgb[0, :] = (255, 255, 255)  # transparent white: background
+    _rgb_png(tmp_path / "p.png", rgb, alpha)
+    with caplog.at_level("INFO", logger="edgeseg.data.davis"):
+        got = read_prompt_mask(tmp_path / "p.png")
+    want = np.zeros((10, 12), np.uint8)
+    want[1:3, 8:12] = 1
+    want[5:9, 0:3] = 2
+    assert np.array_equal(got, want)
+    assert "1 = #0afa0a, 2 = #fa0a0a" in caplog.text
+
+
+def test_colour_prompt_refuses_a_photo_and_keeps_id_maps(tmp_path):
+    from edgeseg.data.davis import read_prompt_mask
+
+    rgb = np.random.default_rng(0).integers(0, 255, (32, 32, 3), np.uint8)
+    _rgb_png(tmp_path / "photo.png", rgb)
+    with pytest.raises(DataError, match="colours, more than 255 objects") as e:
+        read_prompt_mask(tmp_path / "photo.png")
+    assert "flat colour" in e.value.fix
+    ids = np.zeros((8, 8), np.uint8)
+    ids[2:5, 2:5] = 2
+    write_label(tmp_path / "ids.png", ids)
+    assert np.array_equal(read_prompt_mask(tmp_path / "ids.png"), ids)
+    write_label(tmp_path / "bin.png", (ids > 0).astype(np.uint8) * 255)
+    assert np.array_equal(read_prompt_mask(tmp_path / "bin.png"), (ids > 0).astype(np.uint8))
+    write_palette_png(tmp_path / "pal.png", ids)
+    assert np.array_equal(read_prompt_mask(tmp_path / "pal.png"), ids)
