@@ -105,3 +105,27 @@ def test_label_pngs_round_trip(tmp_path):
     pan = label_image(PanopticResult(ids, (Segment(1, 1, True), Segment(300, 2, False), Segment(70000, 3, True))))
     rgb = pan.astype(np.int64)
     np.testing.assert_array_equal(rgb[..., 0] + 256 * rgb[..., 1] + 65536 * rgb[..., 2], ids)
+
+
+def test_label_pngs_of_several_sources_go_to_a_folder_each(tmp_path):
+    """Two folders of frames with the same file names, one stream: each camera's PNGs in its own
+    folder, named after the frame files, none overwritten."""
+    from edgeseg.cli import main
+    from edgeseg.data.io import write_image
+    from edgeseg.stream.sinks.files import source_folder
+    from stream_helpers import make_images
+
+    dirs = [tmp_path / "cam" / "a", tmp_path / "cam" / "b"]
+    for d, seed in zip(dirs, (1, 2)):
+        for i, img in enumerate(make_images(3, (64, 96), seed=seed)):
+            write_image(d / f"f{i:03d}.png", img)
+    out = tmp_path / "ids"
+    assert main(["run", "--bundle", "shapes", "--source", str(dirs[0]), "--source", str(dirs[1]), "--png-dir", str(out),
+                 "--backend", "onnxruntime", "--precision", "fp32"]) == 0
+    folders = sorted(p.name for p in out.iterdir())
+    assert folders == sorted(source_folder(str(d), set()) for d in dirs)
+    for f in folders:
+        assert sorted(p.name for p in (out / f).iterdir()) == ["f000.png", "f001.png", "f002.png"]
+    assert source_folder("rtsp://cam1/s", set()) == "rtsp_cam1_s"
+    assert source_folder("rtsp://cam1/s", {"rtsp_cam1_s"}) == "rtsp_cam1_s-2"
+    assert source_folder("///", set()) == "source"

@@ -79,7 +79,7 @@ def test_stream_propagates_the_prompt_into_json_and_png(scene, tmp_path):
         for s, m in zip(d["segments"], r.masks):
             np.testing.assert_array_equal(rle_decode(s["rle"]), m)
     for t, r in enumerate(results):
-        png = cv2.imread(str(pngs / f"{t:06d}.png"), cv2.IMREAD_UNCHANGED)
+        png = cv2.imread(str(pngs / f"{t:05d}.png"), cv2.IMREAD_UNCHANGED)  # the frames' own stems
         np.testing.assert_array_equal(png, _id_map(r))  # object ids, not colours
 
 
@@ -89,7 +89,7 @@ def test_cli_run_with_prompt_and_video_overlay(scene, tmp_path):
                  "--png-dir", str(pngs), "--sink", str(mp4), "--stats-json", str(stats)]) == 0
     assert len(jsonl.read_text().splitlines()) == N_FRAMES and len(list(pngs.glob("*.png"))) == N_FRAMES
     assert json.loads(stats.read_text())["errors"] == 0
-    ids = [cv2.imread(str(pngs / f"{t:06d}.png"), cv2.IMREAD_UNCHANGED) for t in range(N_FRAMES)]
+    ids = [cv2.imread(str(pngs / f"{t:05d}.png"), cv2.IMREAD_UNCHANGED) for t in range(N_FRAMES)]
     ious = [((i == k) & scene["truth"][t][k]).sum() / max(1, ((i == k) | scene["truth"][t][k]).sum())
             for t, i in enumerate(ids) for k in scene["ids"]]
     assert np.mean(ious) > MIN_MEAN_IOU
@@ -243,7 +243,7 @@ def test_prompt_next_to_a_bundle(scene, tmp_path):
         assert [s["object_id"] for s in d["objects"]] == r.objects.object_ids.tolist()
         for s, m in zip(d["objects"], r.objects.masks):
             np.testing.assert_array_equal(rle_decode(s["rle"]), m)
-    png = cv2.imread(str(pngs / "000004.png"), cv2.IMREAD_UNCHANGED)
+    png = cv2.imread(str(pngs / "00004.png"), cv2.IMREAD_UNCHANGED)  # named after the frame file
     np.testing.assert_array_equal(png, both[4][1].result.labels)  # the bundle's labels
     from stream_helpers import decode_mp4_frames
 

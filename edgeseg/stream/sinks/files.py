@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any, Callable
 
@@ -189,9 +190,26 @@ def label_image(result: Any) -> np.ndarray:
     return LABEL_IMAGES.get(type(result).__name__)(result)
 
 
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def source_folder(source_id: str, taken: set[str]) -> str:
+    """A folder name for a source's files: ``source_id`` with anything but letters, digits, ``.``,
+    ``_`` and ``-`` replaced (``rtsp://cam1/s`` -> ``rtsp_cam1_s``), made unique against ``taken``."""
+    base = _UNSAFE.sub("_", source_id).strip("._")[:80] or "source"
+    name, k = base, 2
+    while name in taken:
+        name, k = f"{base}-{k}", k + 1
+    return name
+
+
 @SINKS.register("png")
 class LabelPngSink(Sink):
-    """``DIR/<index:06d>.png`` per frame (see :func:`label_image`); frames without a result are skipped."""
+    """``DIR/<index:06d>.png`` per frame (see :func:`label_image`), or ``DIR/<stem>.png`` for frames read
+    from a folder of images (``meta["stem"]``: the frame file's stem, as ``edgeseg vos`` and DAVIS name
+    masks, so ``edgeseg eval-vos DIR`` scores them); frames without a result are skipped. With several
+    sources (a :class:`~edgeseg.stream.MultiSource`), each source's PNGs go to a folder of their own,
+    ``DIR/<source>/`` (:func:`source_folder`), so cameras never overwrite each other's frames."""
 
     name = "png"
 
@@ -199,9 +217,24 @@ class LabelPngSink(Sink):
         self.directory = Path(directory)
         self.prefix = prefix
         self.written = 0
+        self.per_source = False
+        self.folders: dict[str, Path] = {}
+
+    def bind_source(self, source: Any) -> None:
+        self.per_source = len(getattr(source, "parts", ()) or ()) > 1
 
     def open(self) -> None:
         writable_folder(self.directory, self.directory)
+
+    def _folder(self, source_id: str) -> Path:
+        if not self.per_source:
+            return self.directory
+        folder = self.folders.get(source_id)
+        if folder is None:
+            name = source_folder(source_id, {f.name for f in self.folders.values()})
+            folder = self.folders[source_id] = self.directory / name
+            folder.mkdir(parents=True, exist_ok=True)
+        return folder
 
     def write(self, frame: Frame, result: Any, packet: Packet | None = None) -> None:
         import cv2
@@ -211,7 +244,9 @@ class LabelPngSink(Sink):
         img = label_image(result)
         if img.ndim == 3:
             img = img[..., ::-1]  # RGB -> OpenCV's BGR
-        path = self.directory / f"{self.prefix}{frame.index:06d}.png"
+        stem = frame.meta.get("stem")
+        name = stem if isinstance(stem, str) and stem else f"{frame.index:06d}"
+        path = self._folder(frame.source_id) / f"{self.prefix}{name}.png"
         if not cv2.imwrite(str(path), np.ascontiguousarray(img)):
             raise StreamError(f"cannot write {path}")
         self.written += 1
