@@ -45,11 +45,14 @@ def _nms(boxes, scores, iou):
 
 
 def yolo_seg_reference(session, image: np.ndarray, conf: float = 0.25, iou: float = 0.7, max_det: int = 300,
-                       nc: int = 80, retina: bool = False) -> dict:
+                       nc: int = 80, retina: bool = False, end2end: bool = False) -> dict:
     """``{"boxes": [N, 4] xyxy, "scores", "classes", "masks": bool [N, H, W]}`` for an RGB image.
     ``retina``: Ultralytics' ``retina_masks=True`` path (``process_mask_native``: prototype masks
     scaled to the image, then cropped by the image-pixel boxes), else its default ``process_mask``
-    (cropped at prototype resolution, upsampled to the network size, then scaled to the image)."""
+    (cropped at prototype resolution, upsampled to the network size, then scaled to the image).
+    ``end2end``: the detections are ``[1, K, 6 + nm]`` rows ``x1, y1, x2, y2, conf, class, coeffs``
+    (YOLO26's default export): Ultralytics' predictor keeps the rows above ``conf``, the first
+    ``max_det`` of them, without NMS."""
     import torch
     import torch.nn.functional as F
 
@@ -58,16 +61,20 @@ def yolo_seg_reference(session, image: np.ndarray, conf: float = 0.25, iou: floa
     canvas, gain, (dw, dh) = letterbox(image, size)
     x = torch.from_numpy(canvas).permute(2, 0, 1)[None].float() / 255.0
     pred, protos = (torch.from_numpy(o) for o in session.run(None, {inp.name: x.numpy()}))
-    p = pred[0].T  # [N, 4 + nc + nm]
-    box, cls, coef = p[:, :4], p[:, 4:4 + nc], p[:, 4 + nc:]
-    score, j = cls.max(1)
-    keep = score > conf
-    box, score, j, coef = box[keep], score[keep], j[keep], coef[keep]
-    xyxy = torch.cat([box[:, :2] - box[:, 2:] / 2, box[:, :2] + box[:, 2:] / 2], 1)
-    order = torch.argsort(score, descending=True, stable=True)[:30000]
-    xyxy, score, j, coef = xyxy[order], score[order], j[order], coef[order]
-    k = _nms(xyxy + j[:, None].float() * 7680, score, iou)[:max_det]
-    xyxy, score, j, coef = xyxy[k], score[k], j[k], coef[k]
+    if end2end:
+        p = pred[0][pred[0][:, 4] > conf][:max_det]
+        xyxy, score, j, coef = p[:, :4], p[:, 4], p[:, 5].long(), p[:, 6:]
+    else:
+        p = pred[0].T  # [N, 4 + nc + nm]
+        box, cls, coef = p[:, :4], p[:, 4:4 + nc], p[:, 4 + nc:]
+        score, j = cls.max(1)
+        keep = score > conf
+        box, score, j, coef = box[keep], score[keep], j[keep], coef[keep]
+        xyxy = torch.cat([box[:, :2] - box[:, 2:] / 2, box[:, :2] + box[:, 2:] / 2], 1)
+        order = torch.argsort(score, descending=True, stable=True)[:30000]
+        xyxy, score, j, coef = xyxy[order], score[order], j[order], coef[order]
+        k = _nms(xyxy + j[:, None].float() * 7680, score, iou)[:max_det]
+        xyxy, score, j, coef = xyxy[k], score[k], j[k], coef[k]
     h, w = image.shape[:2]
     b = xyxy.clone()  # scale_boxes: remove the padding, divide by the gain, clip
     b[:, [0, 2]] -= round(dw - 0.1)
@@ -123,3 +130,51 @@ def _native_masks(protos, coef, boxes, shape: tuple[int, int]) -> np.ndarray:
     x1, y1, x2, y2 = (boxes[:, i, None, None] for i in range(4))
     masks = masks * ((r >= x1) * (r < x2) * (cc >= y1) * (cc < y2))
     return (masks > 0.0).numpy()
+
+
+def make_end2end(src, dst, max_det: int = 300) -> None:
+    """Rewrite an Ultralytics YOLOv8/v11-seg ONNX export (``[1, 4 + nc + nm, N]`` + prototypes) into
+    the end-to-end layout YOLO26 exports by default: ``[1, max_det, 6 + nm]`` rows ``x1, y1, x2, y2,
+    score, class id, coefficients``, the top ``max_det`` anchors by their best class score (no NMS:
+    a v8 head keeps its duplicates, which is fine for checking a decoder), with ``end2end=True``
+    in the metadata. Plain ONNX operators appended to the graph, as Ultralytics' own top-k head is."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    m = onnx.load(str(src))
+    g = m.graph
+    det = g.output[0].name
+    nm = [d.dim_value for d in g.output[1].type.tensor_type.shape.dim][1]
+    f = [d.dim_value for d in g.output[0].type.tensor_type.shape.dim][1]
+    nc = f - 4 - nm
+
+    def const(name, values, dtype=TensorProto.INT64):
+        g.initializer.append(helper.make_tensor(name, dtype, [len(values)], values))
+        return name
+
+    nodes = [
+        helper.make_node("Transpose", [det], ["e2e_t"], perm=[0, 2, 1]),
+        helper.make_node("Split", ["e2e_t", const("e2e_split", [2, 2, nc, nm])], ["e2e_xy", "e2e_wh", "e2e_cls", "e2e_coef"],
+                         axis=2),
+        helper.make_node("Mul", ["e2e_wh", const("e2e_half", [0.5], TensorProto.FLOAT)], ["e2e_hwh"]),
+        helper.make_node("Sub", ["e2e_xy", "e2e_hwh"], ["e2e_p1"]),
+        helper.make_node("Add", ["e2e_xy", "e2e_hwh"], ["e2e_p2"]),
+        helper.make_node("ReduceMax", ["e2e_cls", const("e2e_ax2", [2])], ["e2e_score"], keepdims=1),
+        helper.make_node("ArgMax", ["e2e_cls"], ["e2e_j"], axis=2, keepdims=1),
+        helper.make_node("Cast", ["e2e_j"], ["e2e_jf"], to=TensorProto.FLOAT),
+        helper.make_node("Concat", ["e2e_p1", "e2e_p2", "e2e_score", "e2e_jf", "e2e_coef"], ["e2e_rows"], axis=2),
+        helper.make_node("Squeeze", ["e2e_score", const("e2e_ax02", [0, 2])], ["e2e_s1"]),
+        helper.make_node("TopK", ["e2e_s1", const("e2e_k", [max_det])], ["e2e_top", "e2e_idx"], axis=0, largest=1, sorted=1),
+        helper.make_node("Gather", ["e2e_rows", "e2e_idx"], ["output0_e2e"], axis=1),
+    ]
+    g.node.extend(nodes)
+    out = helper.make_tensor_value_info("output0_e2e", TensorProto.FLOAT, [1, max_det, 6 + nm])
+    g.output.remove(g.output[0])
+    g.output.insert(0, out)
+    props = {p.key: p.value for p in m.metadata_props}
+    props["end2end"] = "True"
+    del m.metadata_props[:]
+    for k, v in props.items():
+        m.metadata_props.append(onnx.StringStringEntryProto(key=k, value=v))
+    onnx.checker.check_model(m)
+    onnx.save(m, str(dst))

@@ -9,7 +9,10 @@ Three output layouts (:class:`~edgeseg.structures.InstanceOptions` ``layout``):
   ``pre_nms_top_k`` remain; greedy NMS per class (all classes with ``class_agnostic``); the best
   ``max_detections`` remain. A mask is ``coefficients @ prototypes`` (logits), sampled bilinearly
   at the original image's pixel centres, thresholded at ``logit(mask_threshold)`` and cropped to
-  the box (pixels ``x1 <= x < x2``, ``y1 <= y < y2``, as Ultralytics crops).
+  the box (pixels ``x1 <= x < x2``, ``y1 <= y < y2``, as Ultralytics crops). ``end2end`` (YOLO26's
+  default export, and ``nms=True`` exports): ``[1, K, 6 + nm]`` rows ``x1, y1, x2, y2, score, class
+  id, coefficients`` whose duplicates the graph already removed; as Ultralytics' predictor does for
+  them, only the score threshold and the ``max_detections`` cap apply (no NMS), masks as above.
 * ``dense`` (SOLO): ``scores [1, K]``, ``classes [1, K]``, ``masks [1, K, h, w]`` probabilities
   over the whole network input; NMS ran in the graph. Boxes are the masks' tight boxes.
 * ``roi`` (Mask R-CNN): ``boxes [1, K, 4]`` (network pixels), ``scores``, ``classes`` and
@@ -351,6 +354,26 @@ def prototype_candidates(det: np.ndarray, nc: int, nm: int, fmt: str,
     return rows[:, :4], best[keep].astype(np.float32), classes, rows[:, head + nc:]
 
 
+def end2end_candidates(det: np.ndarray, nc: int, nm: int,
+                       threshold: float = -1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``[K, 6 + nm]`` (or ``[6 + nm, K]``) end-to-end rows -> those scoring above ``threshold``:
+    (xyxy boxes ``[K', 4]``, scores, class ids ``int32``, coefficients ``[K', nm]``). Raises
+    ValueError when no axis is ``6 + nm`` or a kept row's class id is not one of the ``nc`` classes."""
+    f = 6 + nm
+    if det.shape[1] == f:
+        rows = det
+    elif det.shape[0] == f:
+        rows = det.T
+    else:
+        raise ValueError(f"expected {f} = 4 box + score + class + {nm} mask coefficients values per detection")
+    rows = np.asarray(rows[rows[:, 4] > threshold], np.float32)
+    classes = np.rint(rows[:, 5]).astype(np.int32)
+    bad = (classes < 0) | (classes >= nc)
+    if bad.any():
+        raise ValueError(f"class id {int(classes[bad][0])} is not one of the model's {nc} classes")
+    return rows[:, :4], rows[:, 4].copy(), classes, rows[:, 6:]
+
+
 class _WindowProducts:
     """``coefficients @ prototypes`` over each instance's prototype window ``(sr0, sr1, sc0, sc1)``.
     Two ways, chosen per frame by what they cost: copying each ``nm x h x w`` window (strided, about
@@ -409,15 +432,22 @@ def decode_prototype(outputs: Mapping[str, np.ndarray], meta: "PreprocessMeta", 
     protos = _one(_named(outputs, manifest, "prototypes", ndim=4), "prototypes", 3)
     nm = protos.shape[0]
     try:
-        boxes, scores, classes, coeffs = prototype_candidates(det, manifest.num_classes, nm, opts.prototype_format,
-                                                              opts.score_threshold)
+        if opts.prototype_format == "end2end":
+            xyxy, scores, classes, coeffs = end2end_candidates(det, manifest.num_classes, nm, opts.score_threshold)
+        else:
+            boxes, scores, classes, coeffs = prototype_candidates(det, manifest.num_classes, nm,
+                                                                  opts.prototype_format, opts.score_threshold)
     except ValueError as e:
         raise _layout_error(manifest, outputs, f"prototype layout ({opts.prototype_format}): {e}") from None
-    if len(scores) > opts.pre_nms_top_k:
-        top = np.argsort(-scores, kind="stable")[: opts.pre_nms_top_k]
-        boxes, scores, classes, coeffs = boxes[top], scores[top], classes[top], coeffs[top]
-    xyxy = _cxcywh_to_xyxy(boxes)
-    keep = nms(xyxy, scores, opts.iou_threshold, None if opts.class_agnostic else classes, max_out=opts.max_detections)
+    if opts.prototype_format == "end2end":  # the graph removed duplicates: best first, capped, no NMS
+        keep = np.argsort(-scores, kind="stable")[: opts.max_detections]
+    else:
+        if len(scores) > opts.pre_nms_top_k:
+            top = np.argsort(-scores, kind="stable")[: opts.pre_nms_top_k]
+            boxes, scores, classes, coeffs = boxes[top], scores[top], classes[top], coeffs[top]
+        xyxy = _cxcywh_to_xyxy(boxes)
+        keep = nms(xyxy, scores, opts.iou_threshold, None if opts.class_agnostic else classes,
+                   max_out=opts.max_detections)
     image = meta.original
     img_boxes = boxes_to_image(xyxy[keep], meta)
     out = _Crops(len(keep))

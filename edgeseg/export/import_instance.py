@@ -10,6 +10,13 @@ an objectness score after the box). ``nc`` comes from the class names: Ultralyti
 one equal to the anchor count of the input size (``sum (H/s)(W/s)`` over strides 8, 16, 32, times 3
 for YOLOv5), which tells ``[1, F, N]`` from ``[1, N, F]`` even when ``F`` and ``N`` are close.
 
+End-to-end exports (YOLO26-seg's default, and YOLOv8/v11 exported with ``nms=True``) give
+``[1, K, 6 + nm]`` instead: ``K`` final detections (``max_det``, 300 by default) of ``x1, y1, x2,
+y2, score, class id`` and the coefficients, duplicates already removed in the graph. They are
+recognised by the metadata's ``end2end`` flag (Ultralytics writes it) or, without it, by a
+detection count that is no anchor count of the input size; their class count is not in the shapes,
+so it comes from the metadata's names or ``--classes``.
+
 Pre-processing of an Ultralytics export is reproduced exactly: letterbox to the export size,
 centred, pad value 114, RGB, ``pixel / 255`` (no mean/std), as ``ultralytics.data.augment.LetterBox``
 and the exporter's predictor do.
@@ -78,15 +85,17 @@ def anchor_count(size: ImageShape, strides: Sequence[int] = (8, 16, 32), per_cel
 
 
 def detect_prototype_layout(shapes: dict[str, tuple[int, ...]], nc: int | None, net: ImageShape,
-                            where: str) -> tuple[str, str, str, int, int]:
+                            where: str, end2end: bool | None = None) -> tuple[str, str, str, int, int]:
     """``(detections name, prototypes name, format, nc, nm)`` from the outputs' shapes, or an
-    :class:`ExportError` naming every output and its shape."""
+    :class:`ExportError` naming every output and its shape. ``end2end``: the exporter's own word
+    (Ultralytics' ``end2end`` metadata) when there is one."""
     listing = ", ".join(f"{k} {list(v)}" for k, v in shapes.items())
 
     def fail(why: str) -> ExportError:
         return ExportError(f"{where}: outputs ({listing}) are not a prototype-mask instance layout: {why}",
-                           fix="expected [1, 4+nc+nm, N] (or [1, N, 4+nc+nm]) detections and [1, nm, h, w] "
-                               "prototypes; pass --classes N if the class count is not in the model's metadata")
+                           fix="expected [1, 4+nc+nm, N] (or [1, N, 4+nc+nm]) detections, or end-to-end [1, K, 6+nm] "
+                               "ones, and [1, nm, h, w] prototypes; pass --classes N if the class count is not in "
+                               "the model's metadata")
 
     protos = [k for k, s in shapes.items() if len(s) == 4]
     dets = [k for k, s in shapes.items() if len(s) == 3]
@@ -96,6 +105,14 @@ def detect_prototype_layout(shapes: dict[str, tuple[int, ...]], nc: int | None, 
     if p[0] != 1 or d[0] != 1:
         raise fail("batch must be 1")
     nm = int(p[1])
+    anchors = {anchor_count(net), anchor_count(net, per_cell=3)}
+    e2e_axis = [a for a in (2, 1) if int(d[a]) == 6 + nm and int(d[3 - a]) not in anchors]
+    if e2e_axis and end2end is not False:  # a raw head has one row per anchor; end-to-end ones have max_det
+        if nc is None:
+            raise fail("end-to-end detections carry class ids, not one score per class: the class count is unknown")
+        return dets[0], protos[0], "end2end", nc, nm
+    if end2end:
+        log.warning("%s: the metadata says end-to-end, but the outputs are a raw head's; decoding them with NMS", where)
     candidates = []
     for f_axis, n_axis in ((1, 2), (2, 1)):
         f, n = int(d[f_axis]), int(d[n_axis])
@@ -173,7 +190,9 @@ def import_instance_onnx(onnx_path: str | os.PathLike, out: str | os.PathLike, *
     feed = _smoke_feed(spec)
     ys = session.run(None, {in_name: feed})
     shapes = {o.name: tuple(y.shape) for o, y in zip(session.get_outputs(), ys)}
-    det, proto, fmt, nc, nm = detect_prototype_layout(shapes, None if names is None else len(names), spec.size, str(path))
+    flag = meta.get("end2end", "").strip().lower()
+    det, proto, fmt, nc, nm = detect_prototype_layout(shapes, None if names is None else len(names), spec.size, str(path),
+                                                      end2end={"true": True, "false": False}.get(flag))
     if names is None:
         names = tuple(f"class{i}" for i in range(nc))
         log.warning("%s: no class names; using class0..class%d (pass --classes with a names file)", path, nc - 1)
@@ -188,7 +207,8 @@ def import_instance_onnx(onnx_path: str | os.PathLike, out: str | os.PathLike, *
         palette=_palette(palette, len(names)), decoder=opts.to_dict(),
         provenance={"source": "onnx", "file": path.name, "original_opset": original_opset, "opset": opset,
                     "original_input": in_name, "original_outputs": {"detections": det, "prototypes": proto},
-                    "exporter": {k: meta[k] for k in ("author", "version", "task", "imgsz", "stride") if k in meta},
+                    "exporter": {k: meta[k] for k in ("author", "version", "task", "imgsz", "stride", "end2end")
+                                 if k in meta},
                     "producer": f"{model.producer_name} {model.producer_version}".strip()},
     )
     session = _session_for(model, path)

@@ -112,6 +112,7 @@ class SemanticOptions(DecoderOptions):
 
 
 INSTANCE_LAYOUTS = ("prototype", "dense", "roi")
+PROTOTYPE_FORMATS = ("yolov8", "yolov5", "end2end")
 
 
 @DECODER_OPTIONS.register("instance")
@@ -122,14 +123,16 @@ class InstanceOptions(DecoderOptions):
     layout:
       ``prototype``: one ``[1, 4+nc(+1)+nm, N]`` (or transposed) output of boxes, class scores
       (``prototype_format`` ``yolov8``: ``cx, cy, w, h, nc scores, nm coefficients``; ``yolov5``:
-      an objectness score after the box) and one ``[1, nm, h, w]`` prototype output (YOLACT-style
-      models, Ultralytics YOLOv5/v8/v11-seg exports).
+      an objectness score after the box; ``end2end``: ``[1, K, 6+nm]`` rows of ``x1, y1, x2, y2,
+      score, class id, nm coefficients``, already free of duplicates, as YOLO26 and ``nms=True``
+      exports give) and one ``[1, nm, h, w]`` prototype output (YOLACT-style models, Ultralytics
+      YOLOv5/v8/v11/26-seg exports).
       ``dense``: ``scores [1, K]``, ``classes [1, K]``, ``masks [1, K, h, w]`` probabilities covering
       the whole network input (SOLO), optional ``boxes [1, K, 4]`` (network pixels, xyxy).
       ``roi``: ``boxes [1, K, 4]``, ``scores``, ``classes`` and ``masks [1, K, M, M]`` probabilities
       covering each box (Mask R-CNN).
     score_threshold: detections below it are dropped. iou_threshold: NMS IoU (prototype layout;
-    dense/roi models run their NMS in the graph). max_detections: cap after NMS.
+    dense/roi models and ``end2end`` prototype outputs ran theirs in the graph). max_detections: cap after NMS.
     mask_threshold: probability above which a pixel belongs to the mask. class_agnostic: NMS
     across classes. pre_nms_top_k: candidates kept (by score) before NMS.
     """
@@ -142,14 +145,15 @@ class InstanceOptions(DecoderOptions):
     mask_threshold: float = 0.5
     class_agnostic: bool = False
     pre_nms_top_k: int = 30000
-    prototype_format: Literal["yolov8", "yolov5"] = "yolov8"
+    prototype_format: Literal["yolov8", "yolov5", "end2end"] = "yolov8"
     num_masks: int = 32
 
     def validate(self) -> None:
         if self.layout not in INSTANCE_LAYOUTS:
             raise InputError(f"decoder option layout must be one of {', '.join(INSTANCE_LAYOUTS)}, got {self.layout!r}")
-        if self.prototype_format not in ("yolov8", "yolov5"):
-            raise InputError(f"decoder option prototype_format must be yolov8 or yolov5, got {self.prototype_format!r}")
+        if self.prototype_format not in PROTOTYPE_FORMATS:
+            raise InputError(f"decoder option prototype_format must be one of {', '.join(PROTOTYPE_FORMATS)}, "
+                             f"got {self.prototype_format!r}")
         _in_range("score_threshold", self.score_threshold, 0.0, 1.0)
         _in_range("iou_threshold", self.iou_threshold, 0.0, 1.0)
         _in_range("mask_threshold", self.mask_threshold, 0.0, 1.0)
