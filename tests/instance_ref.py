@@ -178,3 +178,60 @@ def make_end2end(src, dst, max_det: int = 300) -> None:
         m.metadata_props.append(onnx.StringStringEntryProto(key=k, value=v))
     onnx.checker.check_model(m)
     onnx.save(m, str(dst))
+
+
+YOLACT_MEAN, YOLACT_STD = (123.68, 116.78, 103.94), (58.40, 57.12, 57.38)
+
+
+def yolact_reference(session, image: np.ndarray, conf: float = 0.25, iou: float = 0.5, max_det: int = 100,
+                     priors: bool = False) -> dict:
+    """An independent decode of a YOLACT-layout ONNX model (``conf [1, N, nc+1]`` with the background
+    first, ``boxes [1, N, 4]`` relative ``x1, y1, x2, y2`` — or ``loc`` offsets with a ``priors``
+    output when ``priors`` — ``mask [1, N, nm]``, ``proto [1, h, w, nm]``), written from YOLACT's
+    ``FastBaseTransform``, ``decode`` and ``postprocess`` in torch: plain resize to the input size,
+    RGB, ``(pixel - mean) / std``; best object class per box, greedy per-class NMS (YOLACT's
+    ``traditional_nms``), masks ``proto @ coefficients`` interpolated to the image and cut to the box
+    in image pixels (``x1 <= x < x2``), positive logits kept."""
+    import cv2
+    import torch
+    import torch.nn.functional as F
+
+    inp = session.get_inputs()[0]
+    size = tuple(inp.shape[2:])
+    h, w = image.shape[:2]
+    x = cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_LINEAR).astype(np.float32)
+    x = (x - np.array(YOLACT_MEAN, np.float32)) / np.array(YOLACT_STD, np.float32)
+    outs = dict(zip([o.name for o in session.get_outputs()],
+                    session.run(None, {inp.name: x.transpose(2, 0, 1)[None].copy()})))
+    cf = torch.from_numpy(outs["conf"][0])
+    coef = torch.from_numpy(outs["mask"][0])
+    proto = torch.from_numpy(outs["proto"][0]).permute(2, 0, 1)  # [nm, h, w]
+    if priors:
+        pri = next(v for v in outs.values() if v.ndim == 2)  # [N, 4] (torch's exporter renames a constant output)
+        loc, p = torch.from_numpy(outs["loc"][0]), torch.from_numpy(pri)
+        c = p[:, :2] + loc[:, :2] * 0.1 * p[:, 2:]
+        ext = p[:, 2:] * torch.exp(loc[:, 2:] * 0.2)
+        rel = torch.cat([c - ext / 2, c + ext / 2], 1)
+    else:
+        rel = torch.from_numpy(outs["boxes"][0])
+    score, j = cf[:, 1:].max(1)
+    keep = score > conf
+    rel, score, j, coef = rel[keep], score[keep], j[keep], coef[keep]
+    net = rel * torch.tensor([size[1], size[0], size[1], size[0]], dtype=rel.dtype)
+    order = torch.argsort(score, descending=True, stable=True)
+    net, score, j, coef = net[order], score[order], j[order], coef[order]
+    k = _nms(net + j[:, None].float() * 4096, score, iou)[:max_det]
+    net, score, j, coef = net[k], score[k], j[k], coef[k]
+    b = net * torch.tensor([w / size[1], h / size[0], w / size[1], h / size[0]], dtype=net.dtype)
+    b[:, [0, 2]] = b[:, [0, 2]].clamp(0, w)
+    b[:, [1, 3]] = b[:, [1, 3]].clamp(0, h)
+    if not len(coef):
+        masks = np.zeros((0, h, w), bool)
+    else:
+        logits = (coef @ proto.reshape(proto.shape[0], -1)).reshape(-1, *proto.shape[1:])
+        logits = F.interpolate(logits[None], (h, w), mode="bilinear", align_corners=False)[0]
+        r = torch.arange(w, dtype=b.dtype)[None, None, :]
+        cc = torch.arange(h, dtype=b.dtype)[None, :, None]
+        x1, y1, x2, y2 = (b[:, i, None, None] for i in range(4))
+        masks = ((logits > 0) & (r >= x1) & (r < x2) & (cc >= y1) & (cc < y2)).numpy()
+    return {"boxes": b.numpy(), "scores": score.numpy(), "classes": j.numpy().astype(np.int32), "masks": masks}

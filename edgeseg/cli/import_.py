@@ -14,6 +14,7 @@ EXAMPLES = (
     "--mean 103.94,116.78,123.68 --std 1,1,1 --scale 1 --size 513x513 --out tf.edgeseg",
     "edgeseg import yolov8n-seg.onnx --task instance --out yolo.edgeseg   # names, size, letterbox from its metadata",
     "edgeseg import yolo26n-seg.onnx --task instance --out yolo26.edgeseg  # end-to-end [1, 300, 38] output: no NMS",
+    "edgeseg import yolact_resnet50.onnx --task instance --classes coco.txt --out yolact.edgeseg  # conf/boxes/mask/proto",
     "edgeseg import custom-seg.onnx --task instance --classes names.txt --size 640x384 --out custom.edgeseg  # no metadata",
 )
 
@@ -22,8 +23,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("onnx", metavar="MODEL.onnx", help="the ONNX file")
     p.add_argument("--out", required=True, help="bundle directory to create")
     p.add_argument("--task", default="semantic", choices=["semantic", "instance"],
-                   help="what the model does (default semantic); instance: prototype-mask models (YOLACT-style heads with "
-                        "decoded boxes, Ultralytics YOLOv5/v8/v11-seg, and YOLO26-seg's or nms=True end-to-end "
+                   help="what the model does (default semantic); instance: prototype-mask models (YOLACT's conf/boxes/mask/"
+                        "proto outputs, Ultralytics YOLOv5/v8/v11-seg, and YOLO26-seg's or nms=True end-to-end "
                         "exports), recognised from their output shapes")
     p.add_argument("--classes", default=None,
                    help="number of classes, 'camvid', or a file with one name per line (required for semantic; "

@@ -1,5 +1,6 @@
-"""Instance models made elsewhere -> a bundle: the prototype-mask layout (YOLACT-style heads,
-Ultralytics YOLOv5/v8/v11-seg exports).
+"""Instance models made elsewhere -> a bundle: the prototype-mask layout (Ultralytics YOLOv5/v8/v11-seg
+and YOLO26-seg exports; YOLACT's own outputs are rewritten into it first by
+:mod:`edgeseg.export.import_yolact`).
 
 Recognised from the output shapes of one run on a test frame: a rank-4 output ``[1, nm, h, w]`` is
 the prototypes; a rank-3 output holds ``F`` features for each of ``N`` anchors, as ``[1, F, N]``
@@ -36,6 +37,7 @@ from ..bundle import Bundle, Manifest, ModelFile, OutputSpec
 from ..errors import ExportError, InputError
 from ..structures import ImageShape, InputSpec, InstanceOptions
 from .graph import clean_graph, save_single_file
+from .import_yolact import YOLACT_INPUT, detect_yolact_layout, yolact_to_prototype
 
 log = logging.getLogger(__name__)
 
@@ -84,18 +86,21 @@ def anchor_count(size: ImageShape, strides: Sequence[int] = (8, 16, 32), per_cel
     return per_cell * sum(-(-size.height // s) * -(-size.width // s) for s in strides)
 
 
+def _layout_fail(shapes: dict[str, tuple[int, ...]], where: str, why: str) -> ExportError:
+    listing = ", ".join(f"{k} {list(v)}" for k, v in shapes.items())
+    return ExportError(f"{where}: outputs ({listing}) are not a prototype-mask instance layout: {why}",
+                       fix="expected [1, 4+nc+nm, N] (or [1, N, 4+nc+nm]) detections, or end-to-end [1, K, 6+nm] "
+                           "ones, and [1, nm, h, w] prototypes, or YOLACT's conf/boxes/mask/proto outputs; pass "
+                           "--classes N if the class count is not in the model's metadata")
+
+
 def detect_prototype_layout(shapes: dict[str, tuple[int, ...]], nc: int | None, net: ImageShape,
                             where: str, end2end: bool | None = None) -> tuple[str, str, str, int, int]:
     """``(detections name, prototypes name, format, nc, nm)`` from the outputs' shapes, or an
     :class:`ExportError` naming every output and its shape. ``end2end``: the exporter's own word
     (Ultralytics' ``end2end`` metadata) when there is one."""
-    listing = ", ".join(f"{k} {list(v)}" for k, v in shapes.items())
-
     def fail(why: str) -> ExportError:
-        return ExportError(f"{where}: outputs ({listing}) are not a prototype-mask instance layout: {why}",
-                           fix="expected [1, 4+nc+nm, N] (or [1, N, 4+nc+nm]) detections, or end-to-end [1, K, 6+nm] "
-                               "ones, and [1, nm, h, w] prototypes; pass --classes N if the class count is not in "
-                               "the model's metadata")
+        return _layout_fail(shapes, where, why)
 
     protos = [k for k, s in shapes.items() if len(s) == 4]
     dets = [k for k, s in shapes.items() if len(s) == 3]
@@ -175,14 +180,12 @@ def import_instance_onnx(onnx_path: str | os.PathLike, out: str | os.PathLike, *
                              fix="drop --classes to use the model's own names, or give the right count")
     elif meta_names is not None:
         names = meta_names
-    if input_spec is None:
+    defaulted = input_spec is None
+    if defaulted:
         size = onnx_input_size(path, "NCHW") or ultralytics_imgsz(meta)
         if size is None:
             raise InputError(f"{path}: the model's input size is dynamic and its metadata has no imgsz", fix="pass --size WxH")
         input_spec = InputSpec(size=size, **ULTRALYTICS_INPUT)
-        if not is_ultralytics(meta):
-            log.warning("%s: no exporter metadata; assuming Ultralytics' pre-processing (letterbox 114, RGB, /255) — "
-                        "pass --mean/--std/--scale/--resize to override", path)
     original_opset = default_opset(model)
     model, opset, note = upgrade_opset(model, path)
     spec, in_name = _reconcile_spec(model, input_spec, path)
@@ -190,29 +193,47 @@ def import_instance_onnx(onnx_path: str | os.PathLike, out: str | os.PathLike, *
     feed = _smoke_feed(spec)
     ys = session.run(None, {in_name: feed})
     shapes = {o.name: tuple(y.shape) for o, y in zip(session.get_outputs(), ys)}
-    flag = meta.get("end2end", "").strip().lower()
-    det, proto, fmt, nc, nm = detect_prototype_layout(shapes, None if names is None else len(names), spec.size, str(path),
-                                                      end2end={"true": True, "false": False}.get(flag))
+    yolact = detect_yolact_layout(shapes, lambda why: _layout_fail(shapes, str(path), why))
+    if yolact is not None:  # YOLACT's separate outputs -> the yolov8 layout, inside the graph
+        if names is not None and len(names) != yolact.nc:
+            raise InputError(f"{path}: the model has {yolact.nc} object classes (+ background), --classes gives {len(names)}",
+                             fix="give one name per object class, without the background")
+        if defaulted:
+            spec = InputSpec(size=spec.size, **YOLACT_INPUT)
+            log.warning("%s: YOLACT outputs; assuming YOLACT's pre-processing (resize, RGB, mean 123.68,116.78,103.94, "
+                        "std 58.40,57.12,57.38) — pass --resize/--mean/--std/--scale to override", path)
+        det, proto = yolact_to_prototype(model, yolact, spec.size)
+        fmt, nc, nm = "yolov8", yolact.nc, yolact.nm
+        original = {"conf": yolact.conf, "boxes": yolact.boxes, "coefficients": yolact.coefficients,
+                    "prototypes": yolact.prototypes, **({"priors": yolact.priors} if yolact.priors else {})}
+    else:
+        if defaulted and not is_ultralytics(meta):
+            log.warning("%s: no exporter metadata; assuming Ultralytics' pre-processing (letterbox 114, RGB, /255) — "
+                        "pass --mean/--std/--scale/--resize to override", path)
+        flag = meta.get("end2end", "").strip().lower()
+        det, proto, fmt, nc, nm = detect_prototype_layout(shapes, None if names is None else len(names), spec.size,
+                                                          str(path), end2end={"true": True, "false": False}.get(flag))
+        original = {"detections": det, "prototypes": proto}
     if names is None:
         names = tuple(f"class{i}" for i in range(nc))
         log.warning("%s: no class names; using class0..class%d (pass --classes with a names file)", path, nc - 1)
     _rename_io(model, {det: "detections", proto: "prototypes"}, in_name)
     model = clean_graph(model)
     opts = (options or InstanceOptions()).replace(layout="prototype", prototype_format=fmt, num_masks=nm)
-    d_shape, p_shape = shapes[det], shapes[proto]
+    session = _session_for(model, path)
+    y = dict(zip([o.name for o in session.get_outputs()], session.run(None, {"images": feed})))
+    d_shape, p_shape = tuple(y["detections"].shape), tuple(y["prototypes"].shape)
     manifest = Manifest(
         name=name or path.stem, task="instance", classes=tuple(names), input=spec,
         outputs=(OutputSpec("detections", "detections", "float32", d_shape),
                  OutputSpec("prototypes", "prototypes", "float32", p_shape)),
         palette=_palette(palette, len(names)), decoder=opts.to_dict(),
         provenance={"source": "onnx", "file": path.name, "original_opset": original_opset, "opset": opset,
-                    "original_input": in_name, "original_outputs": {"detections": det, "prototypes": proto},
+                    "original_input": in_name, "original_outputs": original,
                     "exporter": {k: meta[k] for k in ("author", "version", "task", "imgsz", "stride", "end2end")
                                  if k in meta},
                     "producer": f"{model.producer_name} {model.producer_version}".strip()},
     )
-    session = _session_for(model, path)
-    y = dict(zip([o.name for o in session.get_outputs()], session.run(None, {"images": feed})))
     image = np.zeros((spec.size.height, spec.size.width, 3), np.uint8)
     _, pmeta = spec.preprocess(image)
     smoke = decode_instance(y, pmeta, manifest)  # the decoder runs on the real outputs before anything is written
@@ -222,6 +243,7 @@ def import_instance_onnx(onnx_path: str | os.PathLike, out: str | os.PathLike, *
         bundle = Bundle.create(out, manifest, overwrite=overwrite)
         bundle.add_model(ModelFile("model.onnx", "fp32", opset=opset), saved)
     bundle.update_report("import", {"layout": "prototype", "format": fmt, "classes": nc, "mask_coefficients": nm,
+                                    "source_layout": "yolact" if yolact is not None else fmt,
                                     "outputs": {k: list(v) for k, v in shapes.items()}, "opset_note": note,
                                     "smoke_detections": len(smoke)})
     return bundle

@@ -153,3 +153,117 @@ def test_end_to_end_seg_import_matches_an_independent_decode(data_root, tmp_path
             iou = (ours.masks & ref["masks"]).sum((1, 2)) / np.maximum((ours.masks | ref["masks"]).sum((1, 2)), 1)
             assert iou.min() > 0.97, (path.name, iou.round(3).tolist())
     assert total >= 5
+
+
+class _TinyYolact:
+    """A YOLACT-shaped network (random weights) exported to ONNX with YOLACT's outputs: ``conf``
+    (softmax, background first), ``boxes`` (relative x1, y1, x2, y2) or ``loc`` + ``priors``,
+    ``mask`` (tanh coefficients) and ``proto`` (channels last)."""
+
+    @staticmethod
+    def export(path, priors: bool, size=(96, 128), nc: int = 3, nm: int = 8) -> None:
+        import torch
+        import torch.nn as nn
+
+        class Net(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, 4, 1), nn.ReLU(), nn.Conv2d(16, 16, 3, 1, 1), nn.ReLU())
+                self.down = nn.Sequential(nn.Conv2d(16, 16, 3, 2, 1), nn.ReLU())
+                self.proto = nn.Conv2d(16, nm, 3, 1, 1)
+                self.conf = nn.Conv2d(16, nc + 1, 1)
+                self.box = nn.Conv2d(16, 4, 1)
+                self.coef = nn.Conv2d(16, nm, 1)
+                h, w = size[0] // 8, size[1] // 8
+                ys, xs = torch.meshgrid((torch.arange(h) + 0.5) / h, (torch.arange(w) + 0.5) / w, indexing="ij")
+                self.register_buffer("cells", torch.stack([xs, ys], -1).reshape(1, -1, 2))
+
+            def forward(self, x):
+                f4 = self.stem(x)
+                f8 = self.down(f4)
+                flat = lambda t: t.flatten(2).transpose(1, 2)  # noqa: E731
+                conf = torch.softmax(flat(self.conf(f8)) * 3.0, -1)
+                raw = flat(self.box(f8))
+                coef = torch.tanh(flat(self.coef(f8)))
+                proto = torch.relu(self.proto(f4)).permute(0, 2, 3, 1)
+                if priors:
+                    p = torch.cat([self.cells, torch.full_like(self.cells, 0.3)], -1)[0]
+                    return raw, conf, coef, p, proto
+                c = self.cells + 0.05 * torch.tanh(raw[..., :2])
+                half = 0.05 + 0.2 * torch.sigmoid(raw[..., 2:])
+                return conf, torch.cat([c - half, c + half], -1), coef, proto
+
+        torch.manual_seed(3)
+        net = Net().eval()
+        names = ["loc", "conf", "mask", "priors", "proto"] if priors else ["conf", "boxes", "mask", "proto"]
+        torch.onnx.export(net, torch.zeros(1, 3, *size), str(path), input_names=["input.1"], output_names=names,
+                          opset_version=17, dynamo=False)
+
+
+@pytest.mark.parametrize("priors", [False, True], ids=["decoded-boxes", "prior-offsets"])
+def test_yolact_import_matches_an_independent_decode(tmp_path, priors):
+    """YOLACT's own output layout (as Open Model Zoo's and the ONNX-branch conversions give it) is
+    recognised, rewritten into the prototype layout inside the graph, given YOLACT's pre-processing,
+    and decodes like YOLACT's post-processing written independently in torch."""
+    import edgeseg
+    from edgeseg._ort import make_session
+    from edgeseg.data.synthetic import SceneGenerator
+    from edgeseg.decode.instance import box_iou
+    from edgeseg.export.importer import import_onnx
+    from instance_ref import yolact_reference
+
+    src = tmp_path / "yolact.onnx"
+    _TinyYolact.export(src, priors)
+    bundle = import_onnx(src, tmp_path / "y.edgeseg", task="instance", classes=None, input_spec=None)
+    m = bundle.manifest
+    assert m.num_classes == 3 and m.decoder_options.prototype_format == "yolov8" and m.decoder_options.num_masks == 8
+    assert (m.input.resize, m.input.scale, m.input.mean) == ("resize", 1.0, (123.68, 116.78, 103.94))
+    assert bundle.report["import"]["source_layout"] == "yolact"
+    with pytest.raises(InputError, match="3 object classes"):
+        import_onnx(src, tmp_path / "bad", task="instance", classes=4, input_spec=None)
+    session = make_session(str(src))
+    predictor = edgeseg.load(bundle, backend="onnxruntime", precision="fp32").set_options(
+        score_threshold=0.25, iou_threshold=0.5, max_detections=100)
+    total = 0
+    with predictor:
+        for seed in range(3):
+            rgb = SceneGenerator(ImageShape(150, 200), seed=seed).render(0).image  # another size than the network's
+            ours, ref = predictor(rgb), yolact_reference(session, rgb, priors=priors)
+            assert len(ours) == len(ref["scores"])
+            total += len(ours)
+            if not len(ours):
+                continue
+            assert ours.classes.tolist() == ref["classes"].tolist()
+            np.testing.assert_allclose(ours.scores, ref["scores"], atol=1e-5)
+            assert np.diag(box_iou(ours.boxes, ref["boxes"])).min() > 0.99
+            big = ref["masks"].sum((1, 2)) >= 50
+            iou = (ours.masks & ref["masks"]).sum((1, 2)) / np.maximum((ours.masks | ref["masks"]).sum((1, 2)), 1)
+            assert iou[big].min() > 0.95, iou.round(3).tolist()
+    assert total >= 3
+
+
+def test_yolact_layout_detection_from_shapes_and_names():
+    from edgeseg.export.import_yolact import detect_yolact_layout
+
+    def fail(why):
+        return ExportError(why)
+
+    # Open Model Zoo's yolact-resnet50-fpn (COCO, 550x550)
+    omz = {"conf": (1, 19248, 81), "boxes": (1, 19248, 4), "mask": (1, 19248, 32), "proto": (1, 138, 138, 32)}
+    r = detect_yolact_layout(omz, fail)
+    assert (r.conf, r.boxes, r.coefficients, r.prototypes, r.priors, r.nc, r.nm, r.channels_last) == \
+        ("conf", "boxes", "mask", "proto", None, 80, 32, True)
+    # the same with anonymous names: the shapes alone decide (81 classes vs 4 box values vs 32 coefficients)
+    anon = {"o1": (1, 19248, 81), "o2": (1, 19248, 4), "o3": (1, 19248, 32), "o4": (1, 32, 138, 138), "o5": (19248, 4)}
+    r = detect_yolact_layout(anon, fail)
+    assert (r.conf, r.boxes, r.coefficients, r.priors, r.nc, r.channels_last) == ("o1", "o2", "o3", "o5", 80, False)
+    # three object classes: conf is [1, N, 4] like the boxes; only names tell them apart
+    three = {"a": (1, 100, 4), "b": (1, 100, 4), "c": (1, 100, 8), "p": (1, 16, 16, 8)}
+    with pytest.raises(ExportError, match="ambiguous"):
+        detect_yolact_layout(three, fail)
+    named = {"conf": (1, 100, 4), "boxes": (1, 100, 4), "mask": (1, 100, 8), "proto": (1, 16, 16, 8)}
+    assert detect_yolact_layout(named, fail).nc == 3
+    # not YOLACT: a two-output Ultralytics head is left to the prototype detection
+    assert detect_yolact_layout({"o0": (1, 116, 2100), "o1": (1, 32, 80, 80)}, fail) is None
+    with pytest.raises(ExportError, match="same N"):
+        detect_yolact_layout({"conf": (1, 10, 81), "boxes": (1, 11, 4), "mask": (1, 10, 32), "proto": (1, 8, 8, 32)}, fail)
