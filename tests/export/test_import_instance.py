@@ -26,12 +26,28 @@ def test_layout_detection_from_shapes():
         detect_prototype_layout({"o0": (1, 116, 2100)}, None, net, "m")
 
 
+def assert_same_detections(ours, ref, where: str, min_mask_iou: float, min_mask_area: int = 0) -> int:
+    """edgeseg's result equals an independent decode's: count, classes, scores, boxes and (masks of at
+    least ``min_mask_area`` reference pixels) mask IoU; returns the count."""
+    from edgeseg.decode.instance import box_iou
+
+    assert len(ours) == len(ref["scores"]), where
+    if not len(ours):
+        return 0
+    assert ours.classes.tolist() == ref["classes"].tolist(), where
+    np.testing.assert_allclose(ours.scores, ref["scores"], atol=1e-5)
+    assert np.diag(box_iou(ours.boxes, ref["boxes"])).min() > 0.99, where
+    iou = (ours.masks & ref["masks"]).sum((1, 2)) / np.maximum((ours.masks | ref["masks"]).sum((1, 2)), 1)
+    big = ref["masks"].sum((1, 2)) >= min_mask_area
+    assert iou[big].min() > min_mask_iou, (where, iou.round(3).tolist())
+    return len(ours)
+
+
 @pytest.mark.data
 def test_yolov8_seg_import_matches_an_independent_decode(data_root, tmp_path):
     import edgeseg
     from edgeseg._ort import make_session
     from edgeseg.data.io import read_image
-    from edgeseg.decode.instance import box_iou
     from edgeseg.export.importer import import_onnx
     from instance_ref import yolo_seg_reference
 
@@ -53,20 +69,9 @@ def test_yolov8_seg_import_matches_an_independent_decode(data_root, tmp_path):
     with predictor:
         for path in images:
             rgb = read_image(path)
-            ours, ref = predictor(rgb), yolo_seg_reference(session, rgb, retina=True)
-            assert len(ours) == len(ref["scores"]), path.name
-            total += len(ours)
-            if not len(ours):
-                continue
-            assert ours.classes.tolist() == ref["classes"].tolist()
-            np.testing.assert_allclose(ours.scores, ref["scores"], atol=1e-5)
-            assert np.diag(box_iou(ours.boxes, ref["boxes"])).min() > 0.99
-            inter = (ours.masks & ref["masks"]).sum((1, 2))
-            union = (ours.masks | ref["masks"]).sum((1, 2))
-            iou = inter / np.maximum(union, 1)
             # same algorithm as Ultralytics' retina masks; the reference resizes the cut prototype plane
             # with torch, ours samples the same bilinear map per instance with OpenCV
-            assert iou.min() > 0.97, (path.name, iou.round(3).tolist())
+            total += assert_same_detections(predictor(rgb), yolo_seg_reference(session, rgb, retina=True), path.name, 0.97)
     assert total >= 5  # the frames have cars and people
 
 
@@ -126,7 +131,6 @@ def test_end_to_end_seg_import_matches_an_independent_decode(data_root, tmp_path
     import edgeseg
     from edgeseg._ort import make_session
     from edgeseg.data.io import read_image
-    from edgeseg.decode.instance import box_iou
     from edgeseg.export.importer import import_onnx
     from instance_ref import make_end2end, yolo_seg_reference
 
@@ -142,16 +146,8 @@ def test_end_to_end_seg_import_matches_an_independent_decode(data_root, tmp_path
     with predictor:
         for path in sorted((data_root / "cityscapes_panoptic" / "val").glob("*.jpg"))[:4]:
             rgb = read_image(path)
-            ours, ref = predictor(rgb), yolo_seg_reference(session, rgb, retina=True, end2end=True, max_det=100)
-            assert len(ours) == len(ref["scores"]), path.name
-            total += len(ours)
-            if not len(ours):
-                continue
-            assert ours.classes.tolist() == ref["classes"].tolist()
-            np.testing.assert_allclose(ours.scores, ref["scores"], atol=1e-5)
-            assert np.diag(box_iou(ours.boxes, ref["boxes"])).min() > 0.99
-            iou = (ours.masks & ref["masks"]).sum((1, 2)) / np.maximum((ours.masks | ref["masks"]).sum((1, 2)), 1)
-            assert iou.min() > 0.97, (path.name, iou.round(3).tolist())
+            ref = yolo_seg_reference(session, rgb, retina=True, end2end=True, max_det=100)
+            total += assert_same_detections(predictor(rgb), ref, path.name, 0.97)
     assert total >= 5
 
 
@@ -208,7 +204,6 @@ def test_yolact_import_matches_an_independent_decode(tmp_path, priors):
     import edgeseg
     from edgeseg._ort import make_session
     from edgeseg.data.synthetic import SceneGenerator
-    from edgeseg.decode.instance import box_iou
     from edgeseg.export.importer import import_onnx
     from instance_ref import yolact_reference
 
@@ -228,17 +223,8 @@ def test_yolact_import_matches_an_independent_decode(tmp_path, priors):
     with predictor:
         for seed in range(3):
             rgb = SceneGenerator(ImageShape(150, 200), seed=seed).render(0).image  # another size than the network's
-            ours, ref = predictor(rgb), yolact_reference(session, rgb, priors=priors)
-            assert len(ours) == len(ref["scores"])
-            total += len(ours)
-            if not len(ours):
-                continue
-            assert ours.classes.tolist() == ref["classes"].tolist()
-            np.testing.assert_allclose(ours.scores, ref["scores"], atol=1e-5)
-            assert np.diag(box_iou(ours.boxes, ref["boxes"])).min() > 0.99
-            big = ref["masks"].sum((1, 2)) >= 50
-            iou = (ours.masks & ref["masks"]).sum((1, 2)) / np.maximum((ours.masks | ref["masks"]).sum((1, 2)), 1)
-            assert iou[big].min() > 0.95, iou.round(3).tolist()
+            ref = yolact_reference(session, rgb, priors=priors)
+            total += assert_same_detections(predictor(rgb), ref, f"scene {seed}", 0.95, min_mask_area=50)
     assert total >= 3
 
 
