@@ -44,7 +44,7 @@ from edgeseg.structures import ImageShape  # noqa: E402
 from edgeseg.train.precision import add_precision_options, step_summary  # noqa: E402
 
 SETTINGS = ("model", "data", "size", "crop", "epochs", "steps_per_epoch", "batch", "lr", "schedule", "warmup",
-            "weight_decay", "seed", "init_encoder", "init", "top_k_percent", "cpu_precision", "memory_format")
+            "weight_decay", "seed", "init_encoder", "init", "top_k_percent", "sigma", "cpu_precision", "memory_format")
 log = logging.getLogger("train_panoptic")
 
 
@@ -64,6 +64,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--weight-decay", type=float, default=1e-4)
     p.add_argument("--top-k-percent", type=float, default=0.2,
                    help="Panoptic-DeepLab's bootstrapped CE: hardest pixel fraction (1: plain CE); LPSNet: unused")
+    p.add_argument("--sigma", type=float, default=8.0,
+                   help="Panoptic-DeepLab's centre Gaussian, network-input pixels (default 8, the paper's at 2048 px "
+                        "wide; 2.5 keeps its size relative to the objects at 640 px); LPSNet: unused")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--init-encoder", default=None, help="encoder weights: a checkpoint, model.onnx or .edgeseg bundle")
     p.add_argument("--init", default=None,
@@ -158,7 +161,7 @@ def build(s: dict, data: Data):
                               steps_per_epoch=steps, batch_size=s["batch"], lr=s["lr"], schedule=s["schedule"],
                               warmup_steps=s["warmup"], weight_decay=s["weight_decay"], seed=s["seed"],
                               top_k_percent=s["top_k_percent"] if s["top_k_percent"] < 1 else None,
-                              cpu_precision=s.get("cpu_precision", "fp32"), memory_format=s.get("memory_format", "contiguous"))
+                              sigma=float(s.get("sigma", 8.0)), cpu_precision=s.get("cpu_precision", "fp32"), memory_format=s.get("memory_format", "contiguous"))
     return model, cfg, InputSpec(size=size)
 
 

@@ -234,11 +234,13 @@ def test_the_training_tools_take_the_levers(tmp_path):
     common = ["--size", "64x48", "--epochs", "1", "--steps-per-epoch", "1", "--batch", "2", "--threads", "1",
               "--eval-frames", "0", "--memory-format", "channels_last"]
     assert tool("train_panoptic").main(["--model", "test_panoptic_deeplab", "--data", "synthetic", *common,
-                                        "--out", str(tmp_path / "p")]) == 0
+                                        "--sigma", "2.5", "--out", str(tmp_path / "p")]) == 0
     assert tool("train_instance").main(["--model", "test_solov2", "--scenes", "4", *common, "--out", str(tmp_path / "i")]) == 0
     for run in ("p", "i"):
         assert json.loads((tmp_path / run / "run.json").read_text())["memory_format"] == "channels_last"
         assert torch.load(tmp_path / run / "last.pt", weights_only=False)["precision"]["channels_last"] is True
+    assert json.loads((tmp_path / "p" / "run.json").read_text())["sigma"] == 2.5  # the centre Gaussian, recorded
+    assert torch.load(tmp_path / "p" / "last.pt", weights_only=False)["config"]["sigma"] == 2.5
 
 
 @pytest.mark.parametrize("config", ["semantic", "instance", "panoptic"])
