@@ -25,6 +25,7 @@ and the exporter's predictor do.
 from __future__ import annotations
 
 import ast
+import dataclasses
 import logging
 import os
 import tempfile
@@ -199,7 +200,7 @@ def import_instance_onnx(onnx_path: str | os.PathLike, out: str | os.PathLike, *
             raise InputError(f"{path}: the model has {yolact.nc} object classes (+ background), --classes gives {len(names)}",
                              fix="give one name per object class, without the background")
         if defaulted:
-            spec = InputSpec(size=spec.size, **YOLACT_INPUT)
+            spec = dataclasses.replace(spec, **YOLACT_INPUT)  # keeps what _reconcile_spec read from the graph
             log.warning("%s: YOLACT outputs; assuming YOLACT's pre-processing (resize, RGB, mean 123.68,116.78,103.94, "
                         "std 58.40,57.12,57.38) — pass --resize/--mean/--std/--scale to override", path)
         det, proto = yolact_to_prototype(model, yolact, spec.size)
