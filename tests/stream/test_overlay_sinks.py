@@ -129,3 +129,13 @@ def test_label_pngs_of_several_sources_go_to_a_folder_each(tmp_path):
     assert source_folder("rtsp://cam1/s", set()) == "rtsp_cam1_s"
     assert source_folder("rtsp://cam1/s", {"rtsp_cam1_s"}) == "rtsp_cam1_s-2"
     assert source_folder("///", set()) == "source"
+
+
+def test_label_pngs_of_two_files_with_one_stem_are_both_kept(tmp_path):
+    sink = LabelPngSink(tmp_path / "png")
+    sink.open()
+    for i, lab in enumerate((1, 2)):
+        sink.write(Frame(np.zeros((3, 4, 3), np.uint8), index=i, meta={"stem": "a"}),
+                   SemanticResult(np.full((3, 4), lab, np.uint8)))
+    assert sorted(p.name for p in (tmp_path / "png").iterdir()) == ["a-000001.png", "a.png"]
+    assert cv2.imread(str(tmp_path / "png" / "a.png"), cv2.IMREAD_UNCHANGED).max() == 1

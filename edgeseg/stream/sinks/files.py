@@ -207,7 +207,8 @@ def source_folder(source_id: str, taken: set[str]) -> str:
 class LabelPngSink(Sink):
     """``DIR/<index:06d>.png`` per frame (see :func:`label_image`), or ``DIR/<stem>.png`` for frames read
     from a folder of images (``meta["stem"]``: the frame file's stem, as ``edgeseg vos`` and DAVIS name
-    masks, so ``edgeseg eval-vos DIR`` scores them); frames without a result are skipped. With several
+    masks, so ``edgeseg eval-vos DIR`` scores them; a second file of the same stem gets ``<stem>-<index>``);
+    frames without a result are skipped. With several
     sources (a :class:`~edgeseg.stream.MultiSource`), each source's PNGs go to a folder of their own,
     ``DIR/<source>/`` (:func:`source_folder`), so cameras never overwrite each other's frames."""
 
@@ -219,6 +220,7 @@ class LabelPngSink(Sink):
         self.written = 0
         self.per_source = False
         self.folders: dict[str, Path] = {}
+        self._names: dict[tuple[Path, str], int] = {}  # (folder, name) -> the frame index that took it
 
     def bind_source(self, source: Any) -> None:
         self.per_source = len(getattr(source, "parts", ()) or ()) > 1
@@ -246,7 +248,13 @@ class LabelPngSink(Sink):
             img = img[..., ::-1]  # RGB -> OpenCV's BGR
         stem = frame.meta.get("stem")
         name = stem if isinstance(stem, str) and stem else f"{frame.index:06d}"
-        path = self._folder(frame.source_id) / f"{self.prefix}{name}.png"
+        folder = self._folder(frame.source_id)
+        key = (folder, name)
+        if key in self._names and self._names[key] != frame.index:  # two files with one stem (a.jpg, a.png)
+            name = f"{name}-{frame.index:06d}"
+        else:
+            self._names[key] = frame.index
+        path = folder / f"{self.prefix}{name}.png"
         if not cv2.imwrite(str(path), np.ascontiguousarray(img)):
             raise StreamError(f"cannot write {path}")
         self.written += 1
