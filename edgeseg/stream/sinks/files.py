@@ -220,7 +220,7 @@ class LabelPngSink(Sink):
         self.written = 0
         self.per_source = False
         self.folders: dict[str, Path] = {}
-        self._names: dict[tuple[Path, str], int] = {}  # (folder, name) -> the frame index that took it
+        self._names: dict[tuple[Path, str], int] = {}  # (folder, stem) -> the frame index that took it
 
     def bind_source(self, source: Any) -> None:
         self.per_source = len(getattr(source, "parts", ()) or ()) > 1
@@ -247,13 +247,13 @@ class LabelPngSink(Sink):
         if img.ndim == 3:
             img = img[..., ::-1]  # RGB -> OpenCV's BGR
         stem = frame.meta.get("stem")
-        name = stem if isinstance(stem, str) and stem else f"{frame.index:06d}"
         folder = self._folder(frame.source_id)
-        key = (folder, name)
-        if key in self._names and self._names[key] != frame.index:  # two files with one stem (a.jpg, a.png)
-            name = f"{name}-{frame.index:06d}"
-        else:
-            self._names[key] = frame.index
+        if isinstance(stem, str) and stem:  # a folder of files (finite): remember the stems taken
+            name, key = stem, (folder, stem)
+            if self._names.setdefault(key, frame.index) != frame.index:  # two files, one stem (a.jpg, a.png)
+                name = f"{stem}-{frame.index:06d}"
+        else:  # cameras and videos: index names, nothing kept per frame
+            name = f"{frame.index:06d}"
         path = folder / f"{self.prefix}{name}.png"
         if not cv2.imwrite(str(path), np.ascontiguousarray(img)):
             raise StreamError(f"cannot write {path}")
