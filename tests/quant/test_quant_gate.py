@@ -92,3 +92,23 @@ def test_quantize_cli_with_image_folder(bundle, tmp_path, capsys):
     assert "speed-up" in capsys.readouterr().out
     # agreement with FP32 on held-out frames is the score when no labelled set is given
     assert data["metric"] is None or data["int8"] > 90
+
+
+def test_clipping_ranges_that_miss_the_budget_fall_back_to_minmax(bundle, tmp_path):
+    """Percentile ranges clipped at the 60th percentile flatten the activations the classes live in;
+    the gate then tries minmax ranges before keeping any layer in float, goes on with them (they score
+    higher; a layer or two may still stay in float to meet the budget) and records both scores."""
+    from edgeseg.data.io import write_image
+    from edgeseg.quant.calibration import CalibrationRecipe
+
+    for i, img in enumerate(GOOD):
+        write_image(tmp_path / "frames" / f"{i:03d}.png", img)
+    recipe = CalibrationRecipe(source=str(tmp_path / "frames"), frames=16, method="percentile", percentile=60.0)
+    r = quantize_bundle(bundle, recipe, target="cpu", eval_dataset=VAL, max_drop=1.0, progress=False, latency=False,
+                        latency_guard=False)
+    fb = Bundle.open(bundle).report["int8"]["cpu"]["calibration"]["method_fallback"]
+    assert fb["method"] == "percentile" and fb["minmax"] > fb["int8"] + 1.0  # clipping cost more than the budget
+    assert r.method == "minmax" and r.curve[0][1] == pytest.approx(fb["minmax"])  # the gate went on from minmax
+    assert r.met_budget and r.fp32_score - r.int8_score <= 1.0
+    calib = json.loads((bundle / "calibration.json").read_text())["targets"]["cpu"]
+    assert calib["method"] == "minmax"  # the ranges written are the ones the model was quantized with
