@@ -6,7 +6,6 @@ The model is a tiny conv net trained in the fixture for a few seconds on a colou
 import json
 import shutil
 
-import numpy as np
 import pytest
 
 from edgeseg.bundle import Bundle

@@ -11,7 +11,7 @@ import edgeseg
 from edgeseg.cli import main
 from edgeseg.data.io import write_image, write_label
 from edgeseg.errors import InputError, StreamError
-from edgeseg.stream import CallbackSink, MultiSource, Pipeline, Stage, StreamOptions, build_pipeline
+from edgeseg.stream import CallbackSink, MultiSource, Pipeline, Stage
 from edgeseg.stream.vos_stage import VosStage
 from edgeseg.structures import Frame, ImageShape, PromptedResult, SemanticResult, TrackResult, rle_decode
 from stream_helpers import ListSource, make_images
