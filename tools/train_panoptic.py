@@ -161,7 +161,8 @@ def build(s: dict, data: Data):
                               steps_per_epoch=steps, batch_size=s["batch"], lr=s["lr"], schedule=s["schedule"],
                               warmup_steps=s["warmup"], weight_decay=s["weight_decay"], seed=s["seed"],
                               top_k_percent=s["top_k_percent"] if s["top_k_percent"] < 1 else None,
-                              sigma=float(s.get("sigma", 8.0)), cpu_precision=s.get("cpu_precision", "fp32"), memory_format=s.get("memory_format", "contiguous"))
+                              sigma=float(s.get("sigma", 8.0)), cpu_precision=s.get("cpu_precision", "fp32"),
+                              memory_format=s.get("memory_format", "contiguous"))
     return model, cfg, InputSpec(size=size)
 
 

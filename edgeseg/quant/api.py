@@ -152,13 +152,13 @@ def quantize_bundle(bundle, calib: str | CalibrationRecipe | Sequence, target: s
                 and method in CLIPPING_METHODS and fp32_score - int8_score > max_drop):
             # clipping ranges can cut off the rare large activations a detection head's positives live in
             # (SOLOv2's category scores and kernels): try the full ranges before keeping layers in float
-            alt = build("minmax", "int8_minmax.onnx")
-            alt_score = scorer(alt[2].path)
+            alt_table, alt_q, alt_full, alt_guard = build("minmax", "int8_minmax.onnx")
+            alt_score = scorer(alt_full.path)
             log.info("INT8 with %s ranges scores %.4g (FP32 %.4g); with minmax ranges %.4g", method, int8_score,
                      fp32_score, alt_score)
             if alt_score > int8_score:
                 fallback = {"method": method, "int8": int8_score, "minmax": alt_score}
-                (table, q, full, guard), int8_score, method = alt, alt_score, "minmax"
+                table, q, full, guard, int8_score, method = alt_table, alt_q, alt_full, alt_guard, alt_score, "minmax"
         gate = _accuracy_control(q, full, scorer, sens_scorer, fp32_score, int8_score, sensitivity=sensitivity,
                                  max_drop=max_drop, work=work, progress=progress, ranking=ranking, threads=threads)
         lat = _latency(prepared, gate.model, feed, threads, runtime) if latency else {}

@@ -205,12 +205,13 @@ def source_folder(source_id: str, taken: set[str]) -> str:
 
 @SINKS.register("png")
 class LabelPngSink(Sink):
-    """``DIR/<index:06d>.png`` per frame (see :func:`label_image`), or ``DIR/<stem>.png`` for frames read
-    from a folder of images (``meta["stem"]``: the frame file's stem, as ``edgeseg vos`` and DAVIS name
-    masks, so ``edgeseg eval-vos DIR`` scores them; a second file of the same stem gets ``<stem>-<index>``);
-    frames without a result are skipped. With several
-    sources (a :class:`~edgeseg.stream.MultiSource`), each source's PNGs go to a folder of their own,
-    ``DIR/<source>/`` (:func:`source_folder`), so cameras never overwrite each other's frames."""
+    """One label PNG per frame with a result (see :func:`label_image`).
+
+    Names: ``<index:06d>.png``, or ``<stem>.png`` for frames read from a folder of images
+    (``meta["stem"]``, as ``edgeseg vos`` and DAVIS name masks, so ``edgeseg eval-vos DIR`` scores
+    them; a second file of the same stem gets ``<stem>-<index>.png``). Folder: ``DIR``, or with several
+    sources (a :class:`~edgeseg.stream.MultiSource`) ``DIR/<source>/`` (:func:`source_folder`), so
+    cameras never overwrite each other's frames."""
 
     name = "png"
 
