@@ -25,7 +25,7 @@ EXAMPLES = (
 _FIELDS = ("bundle", "source", "sink", "rtsp_port", "rtsp_address", "show", "json_out", "png_dir", "stats_json",
            "realtime", "max_frames", "on_error", "backend", "precision", "target", "threads", "device",
            "queue_size", "fps", "encoder", "source_backend", "alpha", "max_batch", "batch_timeout_ms", "upsample",
-           "score_threshold", "prompt", "track", "keyframe_interval", "keyframe_motion")
+           "score_threshold", "prompt", "track", "keyframe_interval", "keyframe_motion", "cv_threads")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -77,6 +77,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                          "nvstreammux batch-size (default 1; needs a dynamic batch axis, else frames run one by one)")
     g2.add_argument("--batch-timeout-ms", type=float, default=None, metavar="T",
                     help="wait at most T ms after a batch's first frame for the rest (default 10)")
+    g2.add_argument("--cv-threads", type=int, default=None, metavar="N",
+                    help="OpenCV threads while the stream runs (default: 1 on up to 4 cores, where every stage "
+                         "already has a thread of its own; 0: OpenCV's own default)")
     add_runtime_options(p)
     for action in p._actions:  # recipe values win over the runtime options' defaults unless given
         if action.dest in ("backend", "precision", "threads", "device"):

@@ -59,6 +59,7 @@ class StreamOptions:
     log_interval_s: float = 10.0
     max_batch: int = 1  # frames per inference batch, across sources (like nvstreammux batch-size)
     batch_timeout_ms: float = 10.0  # wait at most this long after a batch's first frame
+    cv_threads: int | None = None  # OpenCV's threads while the stream runs (None: 1 on <= 4 cores; 0: OpenCV's own)
 
     def replace(self, **changes: Any) -> "StreamOptions":
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
@@ -165,7 +166,8 @@ def build_pipeline(opts: StreamOptions, predictor: Any = None, extra_sinks: tupl
     if late and renderer is not None:
         stages.append(RenderStage(renderer))
     pipe = Pipeline([source, *stages, *sinks, *extra_sinks], queue_size=opts.queue_size, on_error=opts.on_error,
-                    max_frames=opts.max_frames, log_interval_s=opts.log_interval_s, handle_signals=handle_signals)
+                    max_frames=opts.max_frames, log_interval_s=opts.log_interval_s, handle_signals=handle_signals,
+                    cv_threads=opts.cv_threads)
     pipe.choice = getattr(predictor, "choice", None)  # the backend/precision decision (edgeseg.backends.choice)
     return pipe
 
@@ -200,7 +202,8 @@ def _vos_pipeline(opts: StreamOptions, extra_sinks: tuple[Sink, ...], handle_sig
     if any(isinstance(s, (Mp4Sink, RtspServerSink, DisplaySink)) for s in sinks):
         stages.append(RenderStage(Renderer(alpha=opts.alpha)))  # per-object colours (render_track)
     pipe = Pipeline([source, *stages, *sinks, *extra_sinks], queue_size=opts.queue_size, on_error=opts.on_error,
-                    max_frames=opts.max_frames, log_interval_s=opts.log_interval_s, handle_signals=handle_signals)
+                    max_frames=opts.max_frames, log_interval_s=opts.log_interval_s, handle_signals=handle_signals,
+                    cv_threads=opts.cv_threads)
     pipe.choice = None
     return pipe
 

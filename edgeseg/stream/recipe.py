@@ -29,7 +29,8 @@ RECIPE_KEYS: dict[str, dict[str, str]] = {
               "rtsp_mount": "rtsp_mount", "show": "show", "json": "json_out", "png_dir": "png_dir",
               "stats_json": "stats_json", "fps": "fps", "alpha": "alpha"},
     "pipeline": {"max_frames": "max_frames", "on_error": "on_error", "queue_size": "queue_size",
-                 "log_interval_s": "log_interval_s", "max_batch": "max_batch", "batch_timeout_ms": "batch_timeout_ms"},
+                 "log_interval_s": "log_interval_s", "max_batch": "max_batch", "batch_timeout_ms": "batch_timeout_ms",
+                 "cv_threads": "cv_threads"},
 }
 #: StreamOptions fields holding file paths (resolved against the recipe's directory)
 PATH_FIELDS = ("sink", "json_out", "png_dir", "stats_json", "prompt")

@@ -162,3 +162,39 @@ def test_batching_across_sources_matches_single_frame_results(predictor):
             np.testing.assert_array_equal(r.labels, predictor(images[i]).labels)
     assert sum(k * v for k, v in inference.batch_sizes.items()) == 16
     assert max(inference.batch_sizes) > 1  # frames really ran as batches
+
+
+class CvThreads(Stage):
+    """Records OpenCV's thread setting while the stream runs."""
+
+    name = "cv"
+
+    def __init__(self):
+        self.seen: list[int] = []
+
+    def process(self, packet: Packet) -> Packet:
+        import cv2
+
+        self.seen.append(cv2.getNumThreads())
+        return packet
+
+
+def test_opencv_threads_are_set_for_the_run_and_restored(monkeypatch):
+    import cv2
+
+    from edgeseg.stream import pipeline as pl
+
+    before = cv2.getNumThreads()
+    try:
+        cv2.setNumThreads(3)
+        for cores, requested, during in ((2, None, 1), (4, None, 1), (16, None, 3), (16, 2, 2), (2, 0, 3)):
+            monkeypatch.setattr("edgeseg.backends.device.usable_cores", lambda c=cores: c)
+            stage = CvThreads()
+            Pipeline([ListSource(make_images(3)), stage], cv_threads=requested, handle_signals=False).run()
+            assert stage.seen == [during] * 3, (cores, requested)
+            assert cv2.getNumThreads() == 3  # restored after the run
+        for bad in (-1, 1.5, True):
+            with pytest.raises(InputError, match="cv_threads"):
+                pl.opencv_threads(bad)
+    finally:
+        cv2.setNumThreads(before)

@@ -241,6 +241,9 @@ class _GivenFlow:
     def __call__(self, cur, prev, full):
         return FlowField(self.flow, full)
 
+    def coarse(self, flow):
+        return flow
+
 
 def _carry(compose: bool, flow: np.ndarray, labels: np.ndarray, frames: int) -> list[np.ndarray]:
     kf = Keyframes(lambda rgb: SemanticResult(labels.copy()), KeyframeConfig(interval=100, motion=None, compose=compose))
@@ -328,3 +331,40 @@ def test_flow_cells_choose_the_finest_dis_level():
         flow = KeyframeFlow("ultrafast", 0.5, cells)
         flow(small, small, (240, 320))
         assert flow._dis.getFinestScale() == level, cells
+
+
+def test_coarse_flow_is_dis_at_its_finest_level():
+    """DIS returns its finest level's flow upsampled bilinearly: the coarse grid (1/4 at level 2) holds the same
+    field, vectors in its own pixels, and upsampling it back gives DIS's output again."""
+    import cv2
+
+    big = _texture(200, 400, seed=5)[..., 0]
+    prev, cur = big[:, 40:360], big[:, 36:356]  # the scene moved 4 px right: pixel x was at x - 4
+    flow = KeyframeFlow("ultrafast", 1.0, 0)
+    dense = flow(cur, prev, cur.shape).small
+    level = flow._dis.getFinestScale()
+    coarse = flow.coarse(dense)
+    assert level == 2 and coarse.shape == (200 >> 2, 320 >> 2, 2)
+    inner = (slice(8, -8), slice(8, -8))
+    assert np.median(coarse[inner][..., 0]) == pytest.approx(-1.0, abs=0.05)  # -4 px at full size, -1 coarse px
+    back = cv2.resize(coarse, (320, 200), interpolation=cv2.INTER_LINEAR) * np.float32([320 / 80, 200 / 50])
+    assert np.abs(back - dense)[inner].mean() < 0.05
+    fine = KeyframeFlow("ultrafast", 1.0, 1000)  # 1000 cells across: level 0, the flow itself
+    dense = fine(cur, prev, cur.shape).small
+    assert fine._dis.getFinestScale() == 0 and fine.coarse(dense) is dense
+
+
+def test_unexplained_fraction_on_a_coarse_flow_estimates_the_full_one():
+    cur = _texture(120, 160, seed=6)[..., 0]
+    other = _texture(120, 160, seed=7)[..., 0]
+    half = cur.copy()
+    half[:, 80:] = other[:, 80:]  # a cut in the right half
+    full = unexplained_fraction(half, cur, np.zeros((120, 160, 2), np.float32), 24)
+    coarse = unexplained_fraction(half, cur, np.zeros((30, 40, 2), np.float32), 24)
+    assert 0.2 < full < 0.5 and coarse == pytest.approx(full, abs=0.05)
+    assert unexplained_fraction(cur, cur, np.zeros((30, 40, 2), np.float32), 24) == 0.0
+    # a 4-px shift the coarse flow explains (1 coarse px at a quarter of the size)
+    shifted = np.ascontiguousarray(np.roll(cur, 4, axis=1))
+    flow = np.zeros((30, 40, 2), np.float32)
+    flow[..., 0] = -1.0
+    assert unexplained_fraction(shifted, cur, flow, 24) < 0.05 < unexplained_fraction(shifted, cur, flow * 0, 24)

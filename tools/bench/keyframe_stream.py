@@ -5,9 +5,18 @@ video, modes interleaved per round (the speed-ups are side by side, not across r
 
 ``tools/bench/keyframe.py`` times the keyframe step alone (model + flow + warps) and scores its
 accuracy; this one measures what a user's stream gains once the work every frame costs anyway
-(decoding the video, drawing, encoding, writing) is counted.
+(decoding the video, drawing, encoding, writing) is counted. Besides frames per second (wall time, which
+on a shared or virtual machine varies by 10 % from run to run), each run's CPU time per frame (all of the
+process's threads): with every core busy, throughput is the cores over it, and it varies far less.
 
     python tools/bench/keyframe_stream.py --bundle road --intervals 1,4,6,8 --sinks none,mp4 --rounds 3 --json kf_stream.json
+    python tools/bench/keyframe_stream.py --intervals 1,5 --sinks none --cv-threads auto,0 --rounds 9
+
+``--repeat K``: the video played K times back to back, re-encoded once into one H.264 file (x264enc, 2 Mbit/s,
+made before timing): longer runs, so start-up and scheduling hiccups weigh less in each run's fps.
+``--cv-threads``: OpenCV's thread setting while the stream runs (``StreamOptions.cv_threads``: ``auto`` the
+stream's default, 0 OpenCV's own, N threads), each setting interleaved with the others; speed-ups are
+against interval 1 at the same setting.
 """
 from __future__ import annotations
 
@@ -33,21 +42,48 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--video", default=str(VIDEO), help="input video (default: the shared dash-cam clip)")
     p.add_argument("--intervals", default="1,4,6,8", help="keyframe intervals, comma-separated (1: every frame)")
     p.add_argument("--sinks", default="none,mp4", help="comma-separated: none (results only), mp4 (overlay + H.264), jsonl")
+    p.add_argument("--cv-threads", default="auto", help="comma-separated OpenCV thread settings: auto (the stream's "
+                   "default), 0 (OpenCV's own), N (default auto)")
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
+    p.add_argument("--repeat", type=int, default=1, help="play the video K times back to back in one file (default 1)")
     p.add_argument("--json", default=None, metavar="PATH", help="also write the results here")
     return p.parse_args(argv)
 
 
-def _run(predictor, video: str, interval: int, sink: str, tmp: Path) -> float:
+def _cpu_s() -> float:
+    """CPU seconds this process used so far, all threads (GStreamer's decoding and encoding included)."""
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def _run(predictor, video: str, interval: int, sink: str, tmp: Path, cv: int | None = None) -> tuple[float, float]:
+    """``(fps, CPU ms per frame)`` of one whole stream."""
     from edgeseg.stream import StreamOptions, build_pipeline
 
-    opts = StreamOptions(source=video, keyframe_interval=interval, keyframe_motion=0, log_interval_s=0,
+    opts = StreamOptions(source=video, keyframe_interval=interval, keyframe_motion=0, log_interval_s=0, cv_threads=cv,
                          sink=str(tmp / "out.mp4") if sink == "mp4" else None,
                          json_out=str(tmp / "out.jsonl") if sink == "jsonl" else None)
-    stats = build_pipeline(opts, predictor=predictor, handle_signals=False).run()
+    pipe = build_pipeline(opts, predictor=predictor, handle_signals=False)
+    cpu = _cpu_s()
+    stats = pipe.run()
+    cpu = _cpu_s() - cpu
     if stats.errors:
         raise SystemExit(f"interval {interval}, sink {sink}: {stats.errors} frame errors")
-    return stats.fps
+    return stats.fps, 1000 * cpu / max(1, stats.processed)
+
+
+def repeated(video: str, times: int, tmp: Path) -> str:
+    """``video`` ``times`` times back to back, re-encoded into one H.264 MP4 in ``tmp`` (GStreamer's concat)."""
+    import subprocess
+
+    out = tmp / f"repeated_{times}.mp4"
+    branches = " ".join(f"filesrc location={Path(video).resolve()} ! decodebin ! c." for _ in range(times))
+    cmd = (f"gst-launch-1.0 -q concat name=c ! videoconvert ! video/x-raw,format=I420 ! x264enc bitrate=2000 "
+           f"key-int-max=250 ! h264parse ! mp4mux ! filesink location={out} {branches}")
+    subprocess.run(cmd, shell=True, check=True)
+    return str(out)
 
 
 def main(argv=None) -> int:
@@ -56,29 +92,42 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     intervals = [int(v) for v in args.intervals.split(",")]
     sinks = args.sinks.split(",")
+    cvs = args.cv_threads.split(",")
     if 1 not in intervals:
         intervals.insert(0, 1)
     predictor = edgeseg.load(args.bundle)
-    fps: dict[tuple[int, str], list[float]] = {(n, s): [] for n in intervals for s in sinks}
+    fps: dict[tuple[int, str, str], list[float]] = {(n, s, c): [] for n in intervals for s in sinks for c in cvs}
+    cpu: dict[tuple[int, str, str], list[float]] = {k: [] for k in fps}
     with tempfile.TemporaryDirectory(prefix="edgeseg-kf-") as tmp:
+        video = repeated(args.video, args.repeat, Path(tmp)) if args.repeat > 1 else args.video
         for r in range(args.rounds):
             for s in sinks:
                 for n in intervals:
-                    fps[(n, s)].append(_run(predictor, args.video, n, s, Path(tmp)))
-                    print(f"round {r + 1}: interval {n}, sink {s}: {fps[(n, s)][-1]:.1f} fps", file=sys.stderr)
+                    for c in cvs:
+                        f, ms = _run(predictor, video, n, s, Path(tmp), None if c == "auto" else int(c))
+                        fps[(n, s, c)].append(f)
+                        cpu[(n, s, c)].append(ms)
+                        print(f"round {r + 1}: interval {n}, sink {s}, cv threads {c}: {f:.1f} fps, {ms:.1f} CPU ms/frame",
+                              file=sys.stderr)
     rows = []
     for s in sinks:
-        for n in intervals:
-            ratios = [a / b for a, b in zip(fps[(n, s)], fps[(1, s)])]  # side by side, round by round
-            rows.append({"sink": s, "interval": n, "fps (median)": round(statistics.median(fps[(n, s)]), 1),
-                         "speed-up (median of rounds)": round(statistics.median(ratios), 2),
-                         "speed-up range": f"{min(ratios):.2f}-{max(ratios):.2f}"})
+        for c in cvs:
+            for n in intervals:
+                ratios = [a / b for a, b in zip(fps[(n, s, c)], fps[(1, s, c)])]  # side by side, round by round
+                cpu_ratios = [b / a for a, b in zip(cpu[(n, s, c)], cpu[(1, s, c)])]
+                rows.append({"sink": s, "cv threads": c, "interval": n,
+                             "fps (median)": round(statistics.median(fps[(n, s, c)]), 1),
+                             "speed-up (median of rounds)": round(statistics.median(ratios), 2),
+                             "speed-up range": f"{min(ratios):.2f}-{max(ratios):.2f}",
+                             "CPU ms/frame (median)": round(statistics.median(cpu[(n, s, c)]), 1),
+                             "CPU speed-up (median)": round(statistics.median(cpu_ratios), 2)})
     print_table(rows)
     if args.json:
-        write_json(args.json, {"bundle": args.bundle, "video": args.video, "rounds": args.rounds,
+        write_json(args.json, {"bundle": args.bundle, "video": args.video, "repeat": args.repeat, "rounds": args.rounds,
                                "choice": str(getattr(predictor, "choice", "")), "machine": platform.machine(),
                                "processor": platform.processor(), "rows": rows,
-                               "fps": {f"{n}:{s}": v for (n, s), v in fps.items()}})
+                               "fps": {f"{n}:{s}:{c}": v for (n, s, c), v in fps.items()},
+                               "cpu_ms_per_frame": {f"{n}:{s}:{c}": v for (n, s, c), v in cpu.items()}})
     return 0
 
 
