@@ -15,7 +15,7 @@ from typing import Any, Iterator
 from ..errors import InputError, StreamError
 from .base import Packet, Sink
 from .overlay import Renderer
-from .pipeline import Pipeline
+from .pipeline import Pipeline, opencv_threads
 from .recipe import RECIPE_KEYS, load_recipe  # noqa: F401  (re-exported: edgeseg.stream.load_recipe)
 from .sinks import CallbackSink, DisplaySink, JsonLinesSink, LabelPngSink, Mp4Sink, RtspServerSink
 from .sources import MultiSource, open_source
@@ -125,6 +125,7 @@ def build_pipeline(opts: StreamOptions, predictor: Any = None, extra_sinks: tupl
     prompt's objects to the bundle's results (:class:`~edgeseg.structures.PromptedResult`)."""
     if opts.max_batch < 1 or opts.batch_timeout_ms < 0:
         raise InputError(f"max_batch must be >= 1 and batch_timeout_ms >= 0, got {opts.max_batch} and {opts.batch_timeout_ms}")
+    opencv_threads(opts.cv_threads)  # a bad setting fails before the source opens and the bundle loads
     if opts.prompt is not None and predictor is None and not opts.bundle:
         return _vos_pipeline(opts, extra_sinks, handle_signals)
     keyframes = keyframe_config(opts)  # bad settings fail before the source opens

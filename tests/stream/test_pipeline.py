@@ -196,5 +196,9 @@ def test_opencv_threads_are_set_for_the_run_and_restored(monkeypatch):
         for bad in (-1, 1.5, True):
             with pytest.raises(InputError, match="cv_threads"):
                 pl.opencv_threads(bad)
+        from edgeseg.stream import StreamOptions, build_pipeline
+
+        with pytest.raises(InputError, match="cv_threads"):  # before the (missing) source is opened
+            build_pipeline(StreamOptions(source="/nonexistent.mp4", bundle="shapes", cv_threads=-1), handle_signals=False)
     finally:
         cv2.setNumThreads(before)
