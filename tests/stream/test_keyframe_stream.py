@@ -29,8 +29,9 @@ def _miou(pairs) -> float:
 
 
 def test_keyframes_cost_little_accuracy_on_exact_truth():
-    per_frame = list(edgeseg.stream(URI, "shapes"))
-    keyed = list(edgeseg.stream(URI, "shapes", keyframe_interval=3, keyframe_motion=0))
+    shapes = edgeseg.load("shapes")  # one backend choice for both (under load, two loads may choose differently)
+    per_frame = list(edgeseg.stream(URI, shapes))
+    keyed = list(edgeseg.stream(URI, shapes, keyframe_interval=3, keyframe_motion=0))
     assert len(keyed) == len(per_frame) == 24
     # keyframes (0, 3, 6, ...) are exactly the per-frame results
     for t in range(0, 24, 3):
