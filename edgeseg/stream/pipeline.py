@@ -18,8 +18,8 @@ OpenCV's own thread pool (``cv_threads``): every stage already runs in a thread 
 machine of few cores OpenCV splitting each resize or remap across the cores only adds synchronisation
 (its workers spin and yield) to cores the other stages are using. By default a run on at most
 :data:`FEW_CORES` usable cores sets OpenCV to one thread for its duration and restores the previous
-setting afterwards (2-core Xeon, ``road`` on the dash-cam with keyframes every 5 frames: 13.6 instead of
-15.7 ms of CPU per propagated frame; per-frame inference unchanged, see docs/video.md).
+setting afterwards (2-core Xeon, ``road`` on the dash-cam with keyframes every 5 / 6 frames: 22.2 / 20.1
+instead of 23.0 / 21.1 ms of CPU per frame; per-frame inference unchanged; docs/video.md).
 
 Discontinuities (:data:`~edgeseg.stream.base.DISCONTINUITY`): the source thread marks the first frame
 of each ``source_id``, and the first frame after its source reconnects; each stage thread calls

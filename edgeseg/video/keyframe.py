@@ -24,8 +24,8 @@ keyframe at once, a static scene runs up to ``interval`` frames on one inference
 small, reliable displacements): DIS (:class:`KeyframeFlow`, preset ``ultrafast`` at half size by
 default, its finest pyramid level chosen so the flow has at least ``flow_cells`` cells across the
 frame) from the current frame back to the previous one. The flows are composed into one
-displacement from the current frame back to the keyframe (:func:`compose_flow`, at the flow's
-resolution, in floating point), upsampled to the frame's size, and the *keyframe's* result is
+displacement from the current frame back to the keyframe (:func:`compose_flow`, in floating point, on
+the grid of DIS's finest level where it estimated the flow: :meth:`KeyframeFlow.coarse`), upsampled to the frame's size, and the *keyframe's* result is
 warped backward through it (no holes): each output pixel takes the label of the keyframe pixel it
 came from (nearest), once, so rounding does not accumulate from frame to frame (``compose=False``:
 the previous frame's result is warped again on every frame, as before). Semantic labels and
