@@ -19,7 +19,9 @@ machine of few cores OpenCV splitting each resize or remap across the cores only
 (its workers spin and yield) to cores the other stages are using. By default a run on at most
 :data:`FEW_CORES` usable cores sets OpenCV to one thread for its duration and restores the previous
 setting afterwards (2-core Xeon, ``road`` on the dash-cam with keyframes every 5 / 6 frames: 22.2 / 20.1
-instead of 23.0 / 21.1 ms of CPU per frame; per-frame inference unchanged; docs/video.md).
+instead of 23.0 / 21.1 ms of CPU per frame; per-frame inference unchanged; docs/video.md). Only 2 cores
+were measured; the bound of 4 is a judgement (a 4-core machine still has every core busy with a stream's
+source, flow, inference and carrying threads), and ``cv_threads`` overrides it.
 
 Discontinuities (:data:`~edgeseg.stream.base.DISCONTINUITY`): the source thread marks the first frame
 of each ``source_id``, and the first frame after its source reconnects; each stage thread calls

@@ -78,11 +78,14 @@ def repeated(video: str, times: int, tmp: Path) -> str:
     """``video`` ``times`` times back to back, re-encoded into one H.264 MP4 in ``tmp`` (GStreamer's concat)."""
     import subprocess
 
+    if not Path(video).is_file():
+        raise SystemExit(f"video {video} does not exist: pass --video PATH")
     out = tmp / f"repeated_{times}.mp4"
-    branches = " ".join(f"filesrc location={Path(video).resolve()} ! decodebin ! c." for _ in range(times))
-    cmd = (f"gst-launch-1.0 -q concat name=c ! videoconvert ! video/x-raw,format=I420 ! x264enc bitrate=2000 "
-           f"key-int-max=250 ! h264parse ! mp4mux ! filesink location={out} {branches}")
-    subprocess.run(cmd, shell=True, check=True)
+    args = ["gst-launch-1.0", "-q", "concat", "name=c", "!", "videoconvert", "!", "video/x-raw,format=I420", "!",
+            "x264enc", "bitrate=2000", "key-int-max=250", "!", "h264parse", "!", "mp4mux", "!", "filesink", f"location={out}"]
+    for _ in range(times):  # one argument per token: paths with spaces need no quoting
+        args += ["filesrc", f"location={Path(video).resolve()}", "!", "decodebin", "!", "c."]
+    subprocess.run(args, check=True)
     return str(out)
 
 
