@@ -25,7 +25,8 @@ EXAMPLES = (
 _FIELDS = ("bundle", "source", "sink", "rtsp_port", "rtsp_address", "show", "json_out", "png_dir", "stats_json",
            "realtime", "max_frames", "on_error", "backend", "precision", "target", "threads", "device",
            "queue_size", "fps", "encoder", "source_backend", "alpha", "max_batch", "batch_timeout_ms", "upsample",
-           "score_threshold", "prompt", "track", "keyframe_interval", "keyframe_motion", "cv_threads")
+           "score_threshold", "prompt", "track", "keyframe_interval", "keyframe_motion", "cv_threads",
+           "decoder_threads")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -80,6 +81,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g2.add_argument("--cv-threads", type=int, default=None, metavar="N",
                     help="OpenCV threads while the stream runs (default: 1 on up to 4 cores, where every stage "
                          "already has a thread of its own; 0: OpenCV's own default)")
+    g2.add_argument("--decoder-threads", type=int, default=None, metavar="N",
+                    help="threads of the source's software video decoder (default: 1 on up to 4 cores, where "
+                         "the other stages keep every core busy; 0: the decoder's own, one per core)")
     add_runtime_options(p)
     for action in p._actions:  # recipe values win over the runtime options' defaults unless given
         if action.dest in ("backend", "precision", "threads", "device"):

@@ -38,15 +38,18 @@ class VideoReader:
 
     error/name/fix: the exception type, how its message names the thing (default ``video TARGET``) and
     the fix, so each caller's error names what the user gave it (calibration: ``DataError`` naming the
-    calibration video; the stream source: ``StreamError`` naming the source URI).
+    calibration video; the stream source: ``StreamError`` naming the source URI). ``threads``: FFmpeg's
+    decoding threads (``CAP_PROP_N_THREADS``; 0 or None: OpenCV's choice).
     """
 
     def __init__(self, target: str | int | Path, *, error: type[EdgesegError] = DataError, name: str | None = None,
-                 fix: str = "check the path (or device) and that OpenCV can decode it (codec, container)"):
+                 fix: str = "check the path (or device) and that OpenCV can decode it (codec, container)",
+                 threads: int | None = None):
         import cv2
 
         self.target = target
-        self._cap: Any = cv2.VideoCapture(target if isinstance(target, int) else str(target))
+        params = [cv2.CAP_PROP_N_THREADS, int(threads)] if threads else []
+        self._cap: Any = cv2.VideoCapture(target if isinstance(target, int) else str(target), cv2.CAP_ANY, params)
         if not self._cap.isOpened():
             self._cap.release()
             self._cap = None

@@ -15,7 +15,7 @@ from typing import Any, Iterator
 from ..errors import InputError, StreamError
 from .base import Packet, Sink
 from .overlay import Renderer
-from .pipeline import Pipeline, opencv_threads
+from .pipeline import Pipeline, decoder_threads, opencv_threads
 from .recipe import RECIPE_KEYS, load_recipe  # noqa: F401  (re-exported: edgeseg.stream.load_recipe)
 from .sinks import CallbackSink, DisplaySink, JsonLinesSink, LabelPngSink, Mp4Sink, RtspServerSink
 from .sources import MultiSource, open_source
@@ -60,6 +60,7 @@ class StreamOptions:
     max_batch: int = 1  # frames per inference batch, across sources (like nvstreammux batch-size)
     batch_timeout_ms: float = 10.0  # wait at most this long after a batch's first frame
     cv_threads: int | None = None  # OpenCV's threads while the stream runs (None: 1 on <= 4 cores; 0: OpenCV's own)
+    decoder_threads: int | None = None  # a video source's software decoder threads (None: 1 on <= 4 cores; 0: its own)
 
     def replace(self, **changes: Any) -> "StreamOptions":
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
@@ -105,15 +106,16 @@ def open_sources(opts: StreamOptions) -> Any:
     if not many:
         raise InputError("no source", fix="pass --source URI (repeat it for several sources)")
     if len(many) == 1:
-        return open_source(many[0], backend=opts.source_backend, realtime=opts.realtime, fps=opts.fps)
+        return open_source(many[0], backend=opts.source_backend, realtime=opts.realtime, fps=opts.fps,
+                           decoder_threads=opts.decoder_threads)
     names: list[str] = []
     seen: dict[str, int] = {}
     for s in many:
         base = s if isinstance(s, str) else getattr(s, "uri", type(s).__name__)
         seen[base] = seen.get(base, 0) + 1
         names.append(base if seen[base] == 1 else f"{base}#{seen[base]}")
-    return MultiSource([s if not isinstance(s, str) else open_source(s, backend=opts.source_backend,
-                                                                       realtime=opts.realtime, name=n, fps=opts.fps)
+    return MultiSource([s if not isinstance(s, str) else open_source(s, backend=opts.source_backend, realtime=opts.realtime,
+                                                                       name=n, fps=opts.fps, decoder_threads=opts.decoder_threads)
                         for s, n in zip(many, names)])
 
 
@@ -125,7 +127,8 @@ def build_pipeline(opts: StreamOptions, predictor: Any = None, extra_sinks: tupl
     prompt's objects to the bundle's results (:class:`~edgeseg.structures.PromptedResult`)."""
     if opts.max_batch < 1 or opts.batch_timeout_ms < 0:
         raise InputError(f"max_batch must be >= 1 and batch_timeout_ms >= 0, got {opts.max_batch} and {opts.batch_timeout_ms}")
-    opencv_threads(opts.cv_threads)  # a bad setting fails before the source opens and the bundle loads
+    opencv_threads(opts.cv_threads)  # bad settings fail before the source opens and the bundle loads
+    decoder_threads(opts.decoder_threads)
     if opts.prompt is not None and predictor is None and not opts.bundle:
         return _vos_pipeline(opts, extra_sinks, handle_signals)
     keyframes = keyframe_config(opts)  # bad settings fail before the source opens

@@ -50,17 +50,32 @@ ON_ERROR = ("skip", "stop")
 FEW_CORES = 4
 
 
+def _few_cores_threads(what: str, requested: int | None, fix: str) -> int:
+    """``requested`` checked (an integer >= 0), or (None) 1 on at most :data:`FEW_CORES` usable cores, else 0."""
+    if requested is not None:
+        if isinstance(requested, bool) or not isinstance(requested, int) or requested < 0:
+            raise InputError(f"{what} must be an integer >= 0 or None, got {requested!r}", fix=fix)
+        return requested
+    from ..backends.device import usable_cores
+
+    return 1 if usable_cores() <= FEW_CORES else 0
+
+
 def opencv_threads(requested: int | None) -> int | None:
     """The OpenCV thread count a run uses: ``requested`` when given (0: leave OpenCV's own setting, None
     returned), else 1 on at most :data:`FEW_CORES` usable cores and OpenCV's own setting above."""
-    if requested is not None:
-        if isinstance(requested, bool) or not isinstance(requested, int) or requested < 0:
-            raise InputError(f"cv_threads must be an integer >= 0 or None, got {requested!r}",
-                             fix="1 (one OpenCV thread per stage), 0 (OpenCV's default), or leave it unset (automatic)")
-        return requested or None
-    from ..backends.device import usable_cores
+    return _few_cores_threads("cv_threads", requested, "1 (one OpenCV thread per stage), 0 (OpenCV's default), "
+                              "or leave it unset (automatic)") or None
 
-    return 1 if usable_cores() <= FEW_CORES else None
+
+def decoder_threads(requested: int | None) -> int:
+    """The threads a source's software video decoder gets (``avdec_*``, FFmpeg in OpenCV): ``requested``
+    when given, else 1 on at most :data:`FEW_CORES` usable cores; 0: the decoder's own choice (FFmpeg's
+    frame threads, one per core). On few cores every core is busy with a stream's other threads, and
+    frame threading only adds work (2-core Xeon, ``road`` on the dash-cam, keyframes every 5 frames:
+    docs/video.md)."""
+    return _few_cores_threads("decoder_threads", requested, "1 (one decoding thread), 0 (the decoder's own "
+                              "choice), or leave it unset (automatic)")
 
 
 class Pipeline:

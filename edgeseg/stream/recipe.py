@@ -30,7 +30,7 @@ RECIPE_KEYS: dict[str, dict[str, str]] = {
               "stats_json": "stats_json", "fps": "fps", "alpha": "alpha"},
     "pipeline": {"max_frames": "max_frames", "on_error": "on_error", "queue_size": "queue_size",
                  "log_interval_s": "log_interval_s", "max_batch": "max_batch", "batch_timeout_ms": "batch_timeout_ms",
-                 "cv_threads": "cv_threads"},
+                 "cv_threads": "cv_threads", "decoder_threads": "decoder_threads"},
 }
 #: StreamOptions fields holding file paths (resolved against the recipe's directory)
 PATH_FIELDS = ("sink", "json_out", "png_dir", "stats_json", "prompt")

@@ -176,3 +176,45 @@ def test_file_total_comes_from_gstreamers_duration_query(gst, tmp_path, n, fps):
     decoded = sum(1 for _ in iter(lambda: cap.read()[0] or None, None))
     cap.release()
     assert decoded == n
+
+
+@pytest.mark.parametrize("backend", ["gstreamer", "opencv"])
+def test_decoder_threads_reach_the_decoder_and_leave_the_frames_unchanged(gst, tmp_path, backend):
+    """``decoder_threads`` sets a software decoder's threads (avdec_h264's ``max-threads``, FFmpeg's thread
+    count in OpenCV); the default is one thread on few cores; the frames decode the same either way."""
+    from edgeseg.errors import InputError
+    from edgeseg.stream import OpenCVSource
+    from edgeseg.stream.pipeline import FEW_CORES, decoder_threads
+
+    out = tmp_path / "clip.mp4"
+    sink = Mp4Sink(out, fps=25, backend="gstreamer")  # H.264
+    sink.open()
+    for i, img in enumerate(_gradient_frames(12)):
+        sink.write(Frame(img, index=i), None)
+    sink.close()
+    cls = GstSource if backend == "gstreamer" else OpenCVSource
+    decoded, seen = {}, {}
+    for threads in (1, 2, 0):
+        src = cls(str(out), decoder_threads=threads)
+        frames = []
+        Pipeline([src, CallbackSink(lambda f, r: frames.append(f.image))], handle_signals=False).run()
+        decoded[threads] = frames
+        if backend == "gstreamer":  # the pipeline is gone after the run: read it from a fresh one
+            probe = GstSource(str(out), decoder_threads=threads)
+            probe.open()
+            try:
+                elements = []
+                probe._pipeline.iterate_recurse().foreach(elements.append)
+                decs = [e for e in elements if e.find_property("max-threads") is not None]
+                seen[threads] = [e.get_property("max-threads") for e in decs]
+            finally:
+                probe.close()
+    assert len(decoded[1]) == 12 and all(np.array_equal(a, b) for t in (2, 0) for a, b in zip(decoded[1], decoded[t]))
+    if backend == "gstreamer":
+        assert seen == {1: [1], 2: [2], 0: [0]}  # 0: avdec's own default (automatic)
+    import os
+
+    assert decoder_threads(None) == (1 if len(os.sched_getaffinity(0)) <= FEW_CORES else 0)
+    for bad in (-1, 1.5, True, "2"):
+        with pytest.raises(InputError, match="decoder_threads"):
+            cls(str(out), decoder_threads=bad)

@@ -202,3 +202,31 @@ def test_opencv_threads_are_set_for_the_run_and_restored(monkeypatch):
             build_pipeline(StreamOptions(source="/nonexistent.mp4", bundle="shapes", cv_threads=-1), handle_signals=False)
     finally:
         cv2.setNumThreads(before)
+
+
+def test_decoder_threads_follow_the_cores_and_reach_the_source(monkeypatch, tmp_path):
+    from edgeseg.stream import StreamOptions, build_pipeline
+    from edgeseg.stream.api import open_sources
+    from edgeseg.stream.pipeline import decoder_threads
+    from edgeseg.stream.recipe import load_recipe
+
+    for cores, requested, want in ((2, None, 1), (4, None, 1), (16, None, 0), (16, 3, 3), (2, 0, 0)):
+        monkeypatch.setattr("edgeseg.backends.device.usable_cores", lambda c=cores: c)
+        assert decoder_threads(requested) == want, (cores, requested)
+    with pytest.raises(InputError, match="decoder_threads"):  # before the (missing) source is opened
+        build_pipeline(StreamOptions(source="/nonexistent.mp4", bundle="shapes", decoder_threads=-1), handle_signals=False)
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('[source]\nuri = "clip.mp4"\n[pipeline]\ndecoder_threads = 2\n')
+    opts = load_recipe(recipe)
+    assert opts.decoder_threads == 2
+    video = tmp_path / "clip.mp4"
+    import cv2
+
+    w = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 10, (64, 48))
+    for img in make_images(3):
+        w.write(img)
+    w.release()
+    src = open_sources(opts.replace(source=str(video), source_backend="opencv"))
+    assert src.decoder_threads == 2
+    folder = open_sources(StreamOptions(source=str(tmp_path), decoder_threads=2))  # image folders take no decoder setting
+    assert type(folder).__name__ == "FolderSource"

@@ -235,14 +235,11 @@ class _GivenFlow:
     def __init__(self, flow: np.ndarray):
         self.flow = flow
 
-    def small_gray(self, gray):
-        return gray
+    def frame(self, rgb):
+        return rgb[..., 0]
 
     def __call__(self, cur, prev, full):
         return FlowField(self.flow, full)
-
-    def coarse(self, flow):
-        return flow
 
 
 def _carry(compose: bool, flow: np.ndarray, labels: np.ndarray, frames: int) -> list[np.ndarray]:
@@ -323,48 +320,58 @@ def test_box_only_instances_are_moved_frame_to_frame():
 
 
 def test_flow_cells_choose_the_finest_dis_level():
+    import cv2
+
     # ultrafast: patches every 4 px, finest level 2 at most; 20 cells across
     assert [finest_level(w, 4, 20, 2) for w in (60, 80, 159, 160, 319, 320, 480)] == [0, 0, 0, 1, 1, 2, 2]
     assert finest_level(480, 4, 40, 2) == 1 and finest_level(10_000, 4, 20, 2) == 2
-    small = np.zeros((120, 160), np.uint8)
+    gray = np.zeros((240, 320), np.uint8)  # 160x120 at the flow's half scale
     for cells, level in ((20, 1), (10, 2), (40, 0), (0, 2)):
         flow = KeyframeFlow("ultrafast", 0.5, cells)
-        flow(small, small, (240, 320))
-        assert flow._dis.getFinestScale() == level, cells
+        assert flow.small_gray(gray).shape == (120 >> level, 160 >> level) and flow.level == level, cells
+    rgb = _texture(240, 320, seed=3)
+    flow = KeyframeFlow("ultrafast", 0.5, 20)  # a colour frame shrunk before it is made grey: the same pixels
+    assert np.array_equal(flow.frame(rgb), flow.small_gray(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)))
+    tiny = KeyframeFlow("ultrafast", 1.0, 0)  # level 2 of 24x40 would be 6x10, smaller than a patch
+    assert tiny.small_gray(np.zeros((24, 40), np.uint8)).shape == (12, 20) and tiny.level == 1
 
 
-def test_coarse_flow_is_dis_at_its_finest_level():
-    """DIS returns its finest level's flow upsampled bilinearly: the coarse grid (1/4 at level 2) holds the same
-    field, vectors in its own pixels, and upsampling it back gives DIS's output again."""
+def test_flow_on_the_finest_grid_is_dis_at_its_finest_level():
+    """DIS run directly on its finest level's grid gives the field DIS itself estimates there (and returns
+    upsampled bilinearly to its input's size): the same vectors, in the grid's pixels."""
     import cv2
 
     big = _texture(200, 400, seed=5)[..., 0]
     prev, cur = big[:, 40:360], big[:, 36:356]  # the scene moved 4 px right: pixel x was at x - 4
     flow = KeyframeFlow("ultrafast", 1.0, 0)
-    dense = flow(cur, prev, cur.shape).small
-    level = flow._dis.getFinestScale()
-    coarse = flow.coarse(dense)
-    assert level == 2 and coarse.shape == (200 >> 2, 320 >> 2, 2)
-    inner = (slice(8, -8), slice(8, -8))
-    assert np.median(coarse[inner][..., 0]) == pytest.approx(-1.0, abs=0.05)  # -4 px at full size, -1 coarse px
-    back = cv2.resize(coarse, (320, 200), interpolation=cv2.INTER_LINEAR) * np.float32([320 / 80, 200 / 50])
-    assert np.abs(back - dense)[inner].mean() < 0.05
-    fine = KeyframeFlow("ultrafast", 1.0, 1000)  # 1000 cells across: level 0, the flow itself
-    dense = fine(cur, prev, cur.shape).small
-    assert fine._dis.getFinestScale() == 0 and fine.coarse(dense) is dense
+    grid = flow(flow.small_gray(cur), flow.small_gray(prev), cur.shape).small
+    assert flow.level == 2 and grid.shape == (200 >> 2, 320 >> 2, 2)
+    inner = (slice(2, -2), slice(2, -2))
+    assert np.median(grid[inner][..., 0]) == pytest.approx(-1.0, abs=0.05)  # -4 px at full size, -1 grid px
+    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST)  # finest level 2, its own pyramid
+    dense = dis.calc(cur, prev, None)
+    back = cv2.resize(grid, (320, 200), interpolation=cv2.INTER_LINEAR) * np.float32([320 / 80, 200 / 50])
+    assert np.abs(back - dense)[8:-8, 8:-8].mean() < 0.05
+    fine = KeyframeFlow("ultrafast", 1.0, 1000)  # 1000 cells across: level 0, the frame's own pixels
+    assert fine(fine.small_gray(cur), fine.small_gray(prev), cur.shape).small.shape == (200, 320, 2)
 
 
-def test_unexplained_fraction_on_a_coarse_flow_estimates_the_full_one():
-    cur = _texture(120, 160, seed=6)[..., 0]
-    other = _texture(120, 160, seed=7)[..., 0]
+def test_unexplained_fraction_on_the_flow_grid():
+    """The motion check runs on the flow's grid (a quarter of the half-size frame at 640 px wide): a cut in
+    the right half is unexplained there (its 4x4 averages still differ on about 2 pixels in 5), an 8-px shift is explained by a flow of one grid pixel."""
+    kf = KeyframeFlow("ultrafast", 0.5, 20)
+    cur = _texture(240, 640, seed=6)[..., 0]
+    other = _texture(240, 640, seed=7)[..., 0]
     half = cur.copy()
-    half[:, 80:] = other[:, 80:]  # a cut in the right half
-    full = unexplained_fraction(half, cur, np.zeros((120, 160, 2), np.float32), 24)
-    coarse = unexplained_fraction(half, cur, np.zeros((30, 40, 2), np.float32), 24)
-    assert 0.2 < full < 0.5 and coarse == pytest.approx(full, abs=0.05)
-    assert unexplained_fraction(cur, cur, np.zeros((30, 40, 2), np.float32), 24) == 0.0
-    # a 4-px shift the coarse flow explains (1 coarse px at a quarter of the size)
-    shifted = np.ascontiguousarray(np.roll(cur, 4, axis=1))
-    flow = np.zeros((30, 40, 2), np.float32)
+    half[:, 320:] = other[:, 320:]  # a cut in the right half
+    g_cur, g_half = kf.small_gray(cur), kf.small_gray(half)
+    assert kf.level == 2 and g_cur.shape == (30, 80)
+    zero = np.zeros((30, 80, 2), np.float32)
+    assert 0.1 < unexplained_fraction(g_half, g_cur, zero, 24) <= 0.5  # the default motion threshold: 0.08
+    assert unexplained_fraction(g_cur, g_cur, zero, 24) == 0.0
+    shifted = kf.small_gray(np.ascontiguousarray(np.roll(cur, 8, axis=1)))  # 8 px at full size: 1 grid px
+    flow = zero.copy()
     flow[..., 0] = -1.0
-    assert unexplained_fraction(shifted, cur, flow, 24) < 0.05 < unexplained_fraction(shifted, cur, flow * 0, 24)
+    assert unexplained_fraction(shifted, g_cur, flow, 24) < 0.05 < unexplained_fraction(shifted, g_cur, zero, 24)
+    with pytest.raises(InputError, match="one size"):
+        unexplained_fraction(g_cur, g_cur, np.zeros((60, 160, 2), np.float32), 24)

@@ -11,12 +11,14 @@ process's threads): with every core busy, throughput is the cores over it, and i
 
     python tools/bench/keyframe_stream.py --bundle road --intervals 1,4,6,8 --sinks none,mp4 --rounds 3 --json kf_stream.json
     python tools/bench/keyframe_stream.py --intervals 1,5 --sinks none --cv-threads auto,0 --rounds 9
+    python tools/bench/keyframe_stream.py --repeat 4 --intervals 1,5 --sinks none --decoder-threads 1,0 --rounds 5
 
 ``--repeat K``: the video played K times back to back, re-encoded once into one H.264 file (x264enc, 2 Mbit/s,
 made before timing): longer runs, so start-up and scheduling hiccups weigh less in each run's fps.
 ``--cv-threads``: OpenCV's thread setting while the stream runs (``StreamOptions.cv_threads``: ``auto`` the
 stream's default, 0 OpenCV's own, N threads), each setting interleaved with the others; speed-ups are
-against interval 1 at the same setting.
+against interval 1 at the same setting. ``--decoder-threads``: the source's H.264 decoding threads
+(``StreamOptions.decoder_threads``: ``auto`` the stream's default, 0 the decoder's own, N threads), the same way.
 """
 from __future__ import annotations
 
@@ -44,6 +46,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--sinks", default="none,mp4", help="comma-separated: none (results only), mp4 (overlay + H.264), jsonl")
     p.add_argument("--cv-threads", default="auto", help="comma-separated OpenCV thread settings: auto (the stream's "
                    "default), 0 (OpenCV's own), N (default auto)")
+    p.add_argument("--decoder-threads", default="auto", help="comma-separated decoder thread settings: auto (the "
+                   "stream's default), 0 (the decoder's own), N (default auto)")
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
     p.add_argument("--repeat", type=int, default=1, help="play the video K times back to back in one file (default 1)")
     p.add_argument("--json", default=None, metavar="PATH", help="also write the results here")
@@ -58,11 +62,13 @@ def _cpu_s() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def _run(predictor, video: str, interval: int, sink: str, tmp: Path, cv: int | None = None) -> tuple[float, float]:
+def _run(predictor, video: str, interval: int, sink: str, tmp: Path, cv: int | None = None,
+         dec: int | None = None) -> tuple[float, float]:
     """``(fps, CPU ms per frame)`` of one whole stream."""
     from edgeseg.stream import StreamOptions, build_pipeline
 
     opts = StreamOptions(source=video, keyframe_interval=interval, keyframe_motion=0, log_interval_s=0, cv_threads=cv,
+                         decoder_threads=dec,
                          sink=str(tmp / "out.mp4") if sink == "mp4" else None,
                          json_out=str(tmp / "out.jsonl") if sink == "jsonl" else None)
     pipe = build_pipeline(opts, predictor=predictor, handle_signals=False)
@@ -96,41 +102,45 @@ def main(argv=None) -> int:
     intervals = [int(v) for v in args.intervals.split(",")]
     sinks = args.sinks.split(",")
     cvs = args.cv_threads.split(",")
+    decs = args.decoder_threads.split(",")
+    settings = [(c, d) for c in cvs for d in decs]
     if 1 not in intervals:
         intervals.insert(0, 1)
     predictor = edgeseg.load(args.bundle)
-    fps: dict[tuple[int, str, str], list[float]] = {(n, s, c): [] for n in intervals for s in sinks for c in cvs}
+    fps: dict[tuple[int, str, tuple[str, str]], list[float]] = {(n, s, cd): [] for n in intervals for s in sinks for cd in settings}
     cpu: dict[tuple[int, str, str], list[float]] = {k: [] for k in fps}
     with tempfile.TemporaryDirectory(prefix="edgeseg-kf-") as tmp:
         video = repeated(args.video, args.repeat, Path(tmp)) if args.repeat > 1 else args.video
         for r in range(args.rounds):
             for s in sinks:
                 for n in intervals:
-                    for c in cvs:
-                        f, ms = _run(predictor, video, n, s, Path(tmp), None if c == "auto" else int(c))
-                        fps[(n, s, c)].append(f)
-                        cpu[(n, s, c)].append(ms)
-                        print(f"round {r + 1}: interval {n}, sink {s}, cv threads {c}: {f:.1f} fps, {ms:.1f} CPU ms/frame",
-                              file=sys.stderr)
+                    for c, d in settings:
+                        f, ms = _run(predictor, video, n, s, Path(tmp), None if c == "auto" else int(c),
+                                     None if d == "auto" else int(d))
+                        fps[(n, s, (c, d))].append(f)
+                        cpu[(n, s, (c, d))].append(ms)
+                        print(f"round {r + 1}: interval {n}, sink {s}, cv threads {c}, decoder threads {d}: {f:.1f} fps, "
+                              f"{ms:.1f} CPU ms/frame", file=sys.stderr)
     rows = []
     for s in sinks:
-        for c in cvs:
+        for c, d in settings:
             for n in intervals:
-                ratios = [a / b for a, b in zip(fps[(n, s, c)], fps[(1, s, c)])]  # side by side, round by round
-                cpu_ratios = [b / a for a, b in zip(cpu[(n, s, c)], cpu[(1, s, c)])]
-                rows.append({"sink": s, "cv threads": c, "interval": n,
-                             "fps (median)": round(statistics.median(fps[(n, s, c)]), 1),
+                k = (n, s, (c, d))
+                ratios = [a / b for a, b in zip(fps[k], fps[(1, s, (c, d))])]  # side by side, round by round
+                cpu_ratios = [b / a for a, b in zip(cpu[k], cpu[(1, s, (c, d))])]
+                rows.append({"sink": s, "cv threads": c, "decoder threads": d, "interval": n,
+                             "fps (median)": round(statistics.median(fps[k]), 1),
                              "speed-up (median of rounds)": round(statistics.median(ratios), 2),
                              "speed-up range": f"{min(ratios):.2f}-{max(ratios):.2f}",
-                             "CPU ms/frame (median)": round(statistics.median(cpu[(n, s, c)]), 1),
+                             "CPU ms/frame (median)": round(statistics.median(cpu[k]), 1),
                              "CPU speed-up (median)": round(statistics.median(cpu_ratios), 2)})
     print_table(rows)
     if args.json:
         write_json(args.json, {"bundle": args.bundle, "video": args.video, "repeat": args.repeat, "rounds": args.rounds,
                                "choice": str(getattr(predictor, "choice", "")), "machine": platform.machine(),
                                "processor": platform.processor(), "rows": rows,
-                               "fps": {f"{n}:{s}:{c}": v for (n, s, c), v in fps.items()},
-                               "cpu_ms_per_frame": {f"{n}:{s}:{c}": v for (n, s, c), v in cpu.items()}})
+                               "fps": {f"{n}:{s}:{c}:{d}": v for (n, s, (c, d)), v in fps.items()},
+                               "cpu_ms_per_frame": {f"{n}:{s}:{c}:{d}": v for (n, s, (c, d)), v in cpu.items()}})
     return 0
 
 

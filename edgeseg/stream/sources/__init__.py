@@ -32,16 +32,19 @@ def _standalone(uri: str) -> type[Source] | None:
 def open_source(uri: str | Source, *, backend: str = "auto", **options: Any) -> Source:
     """A :class:`Source` for ``uri``. ``backend``: ``auto`` (GStreamer when it works, else OpenCV),
     ``gstreamer`` or ``opencv``. ``options`` go to the source (``realtime``, ``name``, ``buffer_size``, ...);
-    ``fps`` only to an image folder (its frames' timestamps). An image folder is always a :class:`FolderSource`."""
+    ``fps`` only to an image folder (its frames' timestamps), ``decoder_threads`` only to video sources (the
+    decoding threads). An image folder is always a :class:`FolderSource`."""
     if isinstance(uri, Source):
         return uri
     fps = options.pop("fps", None)
+    decoder_threads = options.pop("decoder_threads", None)
     standalone = _standalone(str(uri))
     if standalone is not None:
         return standalone(str(uri), **options)
     spec = parse_source(uri)
     if spec.scheme == "folder":
         return FolderSource(str(uri), fps=fps, **options)
+    options["decoder_threads"] = decoder_threads
     if backend == "auto":
         from ..gst import available
 

@@ -116,12 +116,18 @@ class GstSource(Source):
     camera (drop oldest). ``reconnect`` (default on for rtsp/http) retries with back-off from
     ``backoff_s[0]`` doubling up to ``backoff_s[1]``, giving up after ``reconnect_timeout_s`` (None: never).
     The 1 s ceiling bounds the frames lost after a camera comes back to about one second's worth (a
-    4 s ceiling turned a 2 s outage into a 4.2 s gap); a refused connection costs the camera nothing."""
+    4 s ceiling turned a 2 s outage into a 4.2 s gap); a refused connection costs the camera nothing.
+    ``decoder_threads``: ``max-threads`` of the software decoders ``decodebin`` picks (``avdec_*``;
+    :func:`~edgeseg.stream.pipeline.decoder_threads`: None is 1 on few cores, 0 the decoder's own)."""
 
     def __init__(self, uri: str, *, name: str | None = None, realtime: bool = False, buffer_size: int = 4,
                  reconnect: bool | None = None, backoff_s: tuple[float, float] = (0.25, 1.0),
-                 reconnect_timeout_s: float | None = None, stall_timeout_s: float = 5.0):
+                 reconnect_timeout_s: float | None = None, stall_timeout_s: float = 5.0,
+                 decoder_threads: int | None = None):
+        from ..pipeline import decoder_threads as _decoder_threads
+
         super().__init__()
+        self.decoder_threads = _decoder_threads(decoder_threads)
         self.spec = parse_source(uri)
         self.uri = str(uri)
         self.source_id = name or self.uri
@@ -165,6 +171,8 @@ class GstSource(Source):
             raise StreamError(f"launch string for {self.uri!r} has no appsink named edgeseg_sink")
         sink.set_property("sync", self.realtime or self.live)
         sink.connect("new-sample", self._on_sample)
+        if self.decoder_threads:
+            pipe.connect("deep-element-added", self._on_element)
         self._buf.reopen()
         self._pipeline = pipe
         self._started_at = time.perf_counter()
@@ -191,6 +199,13 @@ class GstSource(Source):
             return
         self.expected_frames = total
         self.fps = fps or self.fps
+
+    def _on_element(self, _bin: Any, _parent: Any, element: Any) -> None:
+        """A decoder ``decodebin`` just made (before it starts): a software one gets ``decoder_threads``."""
+        factory = element.get_factory()
+        if (factory is not None and "Decoder" in (factory.get_metadata("klass") or "")
+                and element.find_property("max-threads") is not None):
+            element.set_property("max-threads", self.decoder_threads)
 
     def _on_sample(self, sink: Any) -> Any:
         Gst = _gst.gst()

@@ -27,11 +27,15 @@ class OpenCVSource(Source):
     """``OpenCVSource("clip.mp4")``, ``OpenCVSource("v4l2:///dev/video0")``, ``OpenCVSource("frames/")``.
 
     ``realtime=True`` replays a file or folder at ``fps`` (the file's rate, else 25) with live semantics.
+    ``decoder_threads``: FFmpeg's decoding threads (:func:`~edgeseg.stream.pipeline.decoder_threads`).
     """
 
     def __init__(self, uri: str, *, name: str | None = None, realtime: bool = False, buffer_size: int = 4,
-                 fps: float | None = None):
+                 fps: float | None = None, decoder_threads: int | None = None):
+        from ..pipeline import decoder_threads as _decoder_threads
+
         super().__init__()
+        self.decoder_threads = _decoder_threads(decoder_threads)
         self.spec = parse_source(uri)
         self.uri = str(uri)
         self.source_id = name or self.uri
@@ -63,7 +67,7 @@ class OpenCVSource(Source):
             raise InputError(f"video file {target} does not exist", fix="check the path")
         if self.spec.scheme == "v4l2":
             target = int(target.rsplit("video", 1)[-1]) if target.rsplit("video", 1)[-1].isdigit() else target
-        self._video = VideoReader(target, error=StreamError, name=repr(self.uri),
+        self._video = VideoReader(target, error=StreamError, name=repr(self.uri), threads=self.decoder_threads,
                                   fix="check the path/device and that the codec is supported")
         self.expected_frames = self._video.frame_count if self.spec.scheme == "file" else None
         self.fps = self.fps or self._video.fps
