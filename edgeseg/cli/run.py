@@ -88,6 +88,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     for action in p._actions:  # recipe values win over the runtime options' defaults unless given
         if action.dest in ("backend", "precision", "threads", "device"):
             action.default = None
+        if action.dest == "threads":
+            action.help = ("inference threads (default: automatic, one fewer than the cores on up to 4 cores, where "
+                           "the stream's other stages keep the rest busy; the runtime's own default above)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -15,7 +15,7 @@ from typing import Any, Iterator
 from ..errors import InputError, StreamError
 from .base import Packet, Sink
 from .overlay import Renderer
-from .pipeline import Pipeline, decoder_threads, opencv_threads
+from .pipeline import Pipeline, decoder_threads, inference_threads, opencv_threads
 from .recipe import RECIPE_KEYS, load_recipe  # noqa: F401  (re-exported: edgeseg.stream.load_recipe)
 from .sinks import CallbackSink, DisplaySink, JsonLinesSink, LabelPngSink, Mp4Sink, RtspServerSink
 from .sources import MultiSource, open_source
@@ -33,7 +33,7 @@ class StreamOptions:
     precision: str = "auto"
     target: str | None = None
     device: str = "auto"
-    threads: int = 0
+    threads: int = 0  # inference threads (0: automatic, one fewer than the cores on <= 4 cores, else the runtime's)
     upsample: str | None = None  # semantic decoder: None (the bundle's), "logits" (accurate) or "labels" (fast)
     score_threshold: float | None = None  # instance decoder: None (the bundle's) or the minimum detection score
     prompt: Any = None  # video object propagation (alone, or next to the bundle): an id mask PNG path or array (VosStage)
@@ -78,7 +78,7 @@ def load_predictor(bundle: Any, opts: StreamOptions) -> Any:
     from ..predictor import load
 
     return load(bundle, backend=opts.backend, precision=opts.precision, target=opts.target, device=opts.device,
-                threads=opts.threads)
+                threads=inference_threads(opts.threads))
 
 
 def build_sinks(opts: StreamOptions, fps: float | None = None) -> list[Sink]:

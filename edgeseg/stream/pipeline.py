@@ -78,6 +78,24 @@ def decoder_threads(requested: int | None) -> int:
                               "choice), or leave it unset (automatic)")
 
 
+def inference_threads(requested: int) -> int:
+    """The inference threads of a bundle a stream loads itself: ``requested`` when above 0; else (0, automatic)
+    one fewer than the usable cores on at most :data:`FEW_CORES` of them (at least 1), and the runtime's
+    own default (0) above. A stream keeps the other cores busy (decoding, pre- and post-processing,
+    flow, encoding), and a runtime that spreads every inference over all the cores then waits on cores
+    those threads hold: on the 2-core Xeon, ``road`` (OpenVINO bf16) on the dash-cam took 36.6 ms per
+    inference with 2 threads in the stream (18.1 alone) and 29.5 with 1, and the whole stream (overlay,
+    H.264 MP4) ran at 28.7-33.6 instead of 25.3-27.1 fps (docs/streaming.md). Only 2 cores were measured."""
+    if isinstance(requested, bool) or not isinstance(requested, int) or requested < 0:
+        raise InputError(f"threads must be an integer >= 0 (0: automatic), got {requested!r}")
+    if requested:
+        return requested
+    from ..backends.device import usable_cores
+
+    cores = usable_cores()
+    return max(1, cores - 1) if cores <= FEW_CORES else 0
+
+
 class Pipeline:
     """``Pipeline([source, stage..., sink...]).run() -> Stats``.
 

@@ -230,3 +230,23 @@ def test_decoder_threads_follow_the_cores_and_reach_the_source(monkeypatch, tmp_
     assert src.decoder_threads == 2
     folder = open_sources(StreamOptions(source=str(tmp_path), decoder_threads=2))  # image folders take no decoder setting
     assert type(folder).__name__ == "FolderSource"
+
+
+def test_a_stream_on_few_cores_leaves_a_core_to_its_other_stages(monkeypatch):
+    """Automatic inference threads: one fewer than the cores on up to FEW_CORES of them, the runtime's own
+    default above; a given number is kept; the bundle the stream loads gets them."""
+    from edgeseg.stream import StreamOptions
+    from edgeseg.stream.api import load_predictor
+    from edgeseg.stream.pipeline import inference_threads
+
+    for cores, requested, want in ((1, 0, 1), (2, 0, 1), (4, 0, 3), (5, 0, 0), (16, 0, 0), (2, 2, 2), (16, 3, 3)):
+        monkeypatch.setattr("edgeseg.backends.device.usable_cores", lambda c=cores: c)
+        assert inference_threads(requested) == want, (cores, requested)
+    for bad in (-1, 1.5, True):
+        with pytest.raises(InputError, match="threads"):
+            inference_threads(bad)
+    monkeypatch.setattr("edgeseg.backends.device.usable_cores", lambda: 2)
+    predictor = load_predictor("shapes", StreamOptions(backend="onnxruntime", precision="fp32"))
+    assert predictor.runner.threads == 1
+    predictor = load_predictor("shapes", StreamOptions(backend="onnxruntime", precision="fp32", threads=2))
+    assert predictor.runner.threads == 2

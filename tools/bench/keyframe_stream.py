@@ -48,6 +48,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    "default), 0 (OpenCV's own), N (default auto)")
     p.add_argument("--decoder-threads", default="auto", help="comma-separated decoder thread settings: auto (the "
                    "stream's default), 0 (the decoder's own), N (default auto)")
+    p.add_argument("--threads", type=int, default=0, help="inference threads (default 0: automatic, as edgeseg run)")
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
     p.add_argument("--repeat", type=int, default=1, help="play the video K times back to back in one file (default 1)")
     p.add_argument("--json", default=None, metavar="PATH", help="also write the results here")
@@ -96,8 +97,6 @@ def repeated(video: str, times: int, tmp: Path) -> str:
 
 
 def main(argv=None) -> int:
-    import edgeseg
-
     args = parse_args(argv)
     intervals = [int(v) for v in args.intervals.split(",")]
     sinks = args.sinks.split(",")
@@ -106,7 +105,11 @@ def main(argv=None) -> int:
     settings = [(c, d) for c in cvs for d in decs]
     if 1 not in intervals:
         intervals.insert(0, 1)
-    predictor = edgeseg.load(args.bundle)
+    from edgeseg.stream import StreamOptions
+    from edgeseg.stream.api import load_predictor
+
+    # loaded as `edgeseg run` loads it (automatic inference threads: one fewer than the cores on few cores)
+    predictor = load_predictor(args.bundle, StreamOptions(threads=args.threads))
     fps: dict[tuple[int, str, tuple[str, str]], list[float]] = {(n, s, cd): [] for n in intervals for s in sinks for cd in settings}
     cpu: dict[tuple[int, str, str], list[float]] = {k: [] for k in fps}
     with tempfile.TemporaryDirectory(prefix="edgeseg-kf-") as tmp:
@@ -137,6 +140,7 @@ def main(argv=None) -> int:
     print_table(rows)
     if args.json:
         write_json(args.json, {"bundle": args.bundle, "video": args.video, "repeat": args.repeat, "rounds": args.rounds,
+                               "inference_threads": getattr(predictor.runner, "threads", None),
                                "choice": str(getattr(predictor, "choice", "")), "machine": platform.machine(),
                                "processor": platform.processor(), "rows": rows,
                                "fps": {f"{n}:{s}:{c}:{d}": v for (n, s, (c, d)), v in fps.items()},
