@@ -322,15 +322,19 @@ def test_box_only_instances_are_moved_frame_to_frame():
 def test_flow_cells_choose_the_finest_dis_level():
     import cv2
 
-    # ultrafast: patches every 4 px, finest level 2 at most; 20 cells across
-    assert [finest_level(w, 4, 20, 2) for w in (60, 80, 159, 160, 319, 320, 480)] == [0, 0, 0, 1, 1, 2, 2]
-    assert finest_level(480, 4, 40, 2) == 1 and finest_level(10_000, 4, 20, 2) == 2
+    # ultrafast: patches every 4 px, finest level 2 at most; 16 cells across a square of as many cells
+    # (flow at half size): 960x540 and 1280x720 keep level 2, 640x360 and 320x240 go to level 1
+    sizes = ((1920, 1080), (1280, 720), (960, 540), (640, 480), (640, 360), (320, 240), (160, 120))
+    assert [finest_level(w // 2, h // 2, 4, 16, 2) for w, h in sizes] == [2, 2, 2, 2, 1, 1, 0]
+    # at the boundary: 256x256 is a 64x64 grid of 4-px patches, exactly 16 cells, at level 2
+    assert finest_level(256, 256, 4, 16, 2) == 2 and finest_level(255, 256, 4, 16, 2) == 1
+    assert finest_level(10_000, 10_000, 4, 16, 2) == 2 and finest_level(480, 270, 4, 40, 2) == 1
     gray = np.zeros((240, 320), np.uint8)  # 160x120 at the flow's half scale
-    for cells, level in ((20, 1), (10, 2), (40, 0), (0, 2)):
+    for cells, level in ((16, 1), (8, 2), (40, 0), (0, 2)):
         flow = KeyframeFlow("ultrafast", 0.5, cells)
         assert flow.small_gray(gray).shape == (120 >> level, 160 >> level) and flow.level == level, cells
     rgb = _texture(240, 320, seed=3)
-    flow = KeyframeFlow("ultrafast", 0.5, 20)  # a colour frame shrunk before it is made grey: the same pixels
+    flow = KeyframeFlow("ultrafast", 0.5, 16)  # a colour frame shrunk before it is made grey: the same pixels
     assert np.array_equal(flow.frame(rgb), flow.small_gray(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)))
     tiny = KeyframeFlow("ultrafast", 1.0, 0)  # level 2 of 24x40 would be 6x10, smaller than a patch
     assert tiny.small_gray(np.zeros((24, 40), np.uint8)).shape == (12, 20) and tiny.level == 1
@@ -357,9 +361,9 @@ def test_flow_on_the_finest_grid_is_dis_at_its_finest_level():
 
 
 def test_unexplained_fraction_on_the_flow_grid():
-    """The motion check runs on the flow's grid (a quarter of the half-size frame at 640 px wide): a cut in
+    """The motion check runs on the flow's grid (here a quarter of the half-size frame): a cut in
     the right half is unexplained there (its 4x4 averages still differ on about 2 pixels in 5), an 8-px shift is explained by a flow of one grid pixel."""
-    kf = KeyframeFlow("ultrafast", 0.5, 20)
+    kf = KeyframeFlow("ultrafast", 0.5, 8)
     cur = _texture(240, 640, seed=6)[..., 0]
     other = _texture(240, 640, seed=7)[..., 0]
     half = cur.copy()

@@ -92,8 +92,11 @@ def repeated(video: str, times: int, tmp: Path) -> str:
             "x264enc", "bitrate=2000", "key-int-max=250", "!", "h264parse", "!", "mp4mux", "!", "filesink", f"location={out}"]
     for _ in range(times):  # one argument per token: paths with spaces need no quoting
         args += ["filesrc", f"location={Path(video).resolve()}", "!", "decodebin", "!", "c."]
-    subprocess.run(args, check=True)
-    return str(out)
+    for _ in range(3):  # concat + decodebin now and then fails to link a copy in time: "Buffer has no PTS"
+        done = subprocess.run(args, capture_output=True, text=True)
+        if done.returncode == 0:
+            return str(out)
+    raise SystemExit(f"could not re-encode {video} {times} times with gst-launch-1.0: {done.stdout[-500:]}{done.stderr[-500:]}")
 
 
 def main(argv=None) -> int:
