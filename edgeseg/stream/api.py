@@ -77,8 +77,9 @@ def load_predictor(bundle: Any, opts: StreamOptions) -> Any:
         raise InputError("a stream needs a bundle", fix="pass --bundle PATH (or a shipped name such as 'road')")
     from ..predictor import load
 
+    remote = isinstance(bundle, str) and bundle.startswith(("http://", "https://"))  # the server sets its threads
     return load(bundle, backend=opts.backend, precision=opts.precision, target=opts.target, device=opts.device,
-                threads=inference_threads(opts.threads))
+                threads=opts.threads if remote else inference_threads(opts.threads))
 
 
 def build_sinks(opts: StreamOptions, fps: float | None = None) -> list[Sink]:

@@ -26,9 +26,10 @@ default, its finest pyramid level chosen so the flow has at least ``flow_cells``
 frame) from the current frame back to the previous one. The flows are composed into one
 displacement from the current frame back to the keyframe (:func:`compose_flow`, in floating point, on
 the grid of DIS's finest level, where DIS estimates the flow and where :class:`KeyframeFlow` runs it),
-upsampled to the frame's size, and the *keyframe's* result is warped backward through it (no holes): each output pixel takes the label of the keyframe pixel it
-came from (nearest), once, so rounding does not accumulate from frame to frame (``compose=False``:
-the previous frame's result is warped again on every frame, as before). Semantic labels and
+upsampled to the frame's size, and the *keyframe's* result is warped backward through it (no holes):
+each output pixel takes the label of the keyframe pixel it came from (nearest), once, so rounding
+does not accumulate from frame to frame (``compose=False``: the previous frame's result is warped
+again on every frame, as before). Semantic labels and
 confidence, instance masks (each inside its box grown by the largest displacement, so cost follows
 object size; boxes are re-measured from the warped masks, an instance whose mask vanished is
 dropped; scores, classes and track ids are kept) and panoptic segment-id maps (areas re-counted,
@@ -339,7 +340,7 @@ def finest_level(width: int, height: int, stride: int, cells: int, coarsest: int
     many cells, ``sqrt(across * down)`` (each level halves both); 0 when even the flow's own resolution
     gives fewer."""
     level = 0
-    while level < coarsest and ((width / 2 ** (level + 1) / stride) * (height / 2 ** (level + 1) / stride)) ** 0.5 >= cells:
+    while level < coarsest and (width * height) ** 0.5 / 2 ** (level + 1) / stride >= cells:
         level += 1
     return level
 
