@@ -110,6 +110,11 @@ class Predictor:
         return f"Predictor({self.bundle.root.name!r}, backend={self.backend!r}, precision={self.runner.precision!r})"
 
 
+def is_remote(bundle: Any) -> bool:
+    """Whether ``bundle`` names an ``edgeseg serve`` server (``http(s)://``) rather than a bundle here."""
+    return isinstance(bundle, str) and bundle.startswith(("http://", "https://"))
+
+
 def load(bundle: Bundle | str | os.PathLike, backend: str = "auto", precision: str = "auto", target: str | None = None,
          device: str = "auto", threads: int = 0) -> Predictor:
     """A predictor for a bundle (a :class:`Bundle`, a path, or a shipped name such as ``"road"``).
@@ -122,7 +127,7 @@ def load(bundle: Bundle | str | os.PathLike, backend: str = "auto", precision: s
     ``predictor.choice`` says what was chosen and why. Nothing else heavy happens until the first call
     or ``with`` (a just-timed winner stays active).
     """
-    if isinstance(bundle, str) and bundle.startswith(("http://", "https://")):  # an `edgeseg serve` server
+    if is_remote(bundle):  # an `edgeseg serve` server
         from .remote import RemotePredictor
 
         if (backend, precision, target, device, threads) != ("auto", "auto", None, "auto", 0):

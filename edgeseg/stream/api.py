@@ -75,11 +75,10 @@ def load_predictor(bundle: Any, opts: StreamOptions) -> Any:
         return bundle
     if bundle is None:
         raise InputError("a stream needs a bundle", fix="pass --bundle PATH (or a shipped name such as 'road')")
-    from ..predictor import load
+    from ..predictor import is_remote, load
 
-    remote = isinstance(bundle, str) and bundle.startswith(("http://", "https://"))  # the server sets its threads
     return load(bundle, backend=opts.backend, precision=opts.precision, target=opts.target, device=opts.device,
-                threads=opts.threads if remote else inference_threads(opts.threads))
+                threads=opts.threads if is_remote(bundle) else inference_threads(opts.threads))  # a server sets its own
 
 
 def build_sinks(opts: StreamOptions, fps: float | None = None) -> list[Sink]:
@@ -130,6 +129,7 @@ def build_pipeline(opts: StreamOptions, predictor: Any = None, extra_sinks: tupl
         raise InputError(f"max_batch must be >= 1 and batch_timeout_ms >= 0, got {opts.max_batch} and {opts.batch_timeout_ms}")
     opencv_threads(opts.cv_threads)  # bad settings fail before the source opens and the bundle loads
     decoder_threads(opts.decoder_threads)
+    inference_threads(opts.threads)
     if opts.prompt is not None and predictor is None and not opts.bundle:
         return _vos_pipeline(opts, extra_sinks, handle_signals)
     keyframes = keyframe_config(opts)  # bad settings fail before the source opens

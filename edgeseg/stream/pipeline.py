@@ -50,15 +50,17 @@ ON_ERROR = ("skip", "stop")
 FEW_CORES = 4
 
 
-def _few_cores_threads(what: str, requested: int | None, fix: str) -> int:
-    """``requested`` checked (an integer >= 0), or (None) 1 on at most :data:`FEW_CORES` usable cores, else 0."""
+def _few_cores_threads(what: str, requested: int | None, fix: str, on_few: Callable[[int], int] = lambda cores: 1) -> int:
+    """``requested`` checked (an integer >= 0), or (None) ``on_few(cores)`` on at most :data:`FEW_CORES` usable
+    cores, else 0."""
     if requested is not None:
         if isinstance(requested, bool) or not isinstance(requested, int) or requested < 0:
             raise InputError(f"{what} must be an integer >= 0 or None, got {requested!r}", fix=fix)
         return requested
     from ..backends.device import usable_cores
 
-    return 1 if usable_cores() <= FEW_CORES else 0
+    cores = usable_cores()
+    return on_few(cores) if cores <= FEW_CORES else 0
 
 
 def opencv_threads(requested: int | None) -> int | None:
@@ -86,14 +88,9 @@ def inference_threads(requested: int) -> int:
     those threads hold: on the 2-core Xeon, ``road`` (OpenVINO bf16) on the dash-cam took 36.6 ms per
     inference with 2 threads in the stream (18.1 alone) and 29.5 with 1, and the whole stream (overlay,
     H.264 MP4) ran at 28.7-33.6 instead of 25.3-27.1 fps (docs/streaming.md). Only 2 cores were measured."""
-    if isinstance(requested, bool) or not isinstance(requested, int) or requested < 0:
-        raise InputError(f"threads must be an integer >= 0 (0: automatic), got {requested!r}")
-    if requested:
-        return requested
-    from ..backends.device import usable_cores
-
-    cores = usable_cores()
-    return max(1, cores - 1) if cores <= FEW_CORES else 0
+    automatic = requested == 0 and type(requested) is int  # 0 means automatic here (a runtime's own default above)
+    return _few_cores_threads("threads", None if automatic else requested, "N inference threads, or 0 (automatic)",
+                              on_few=lambda cores: max(1, cores - 1))
 
 
 class Pipeline:

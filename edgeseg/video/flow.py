@@ -102,8 +102,11 @@ class BackwardFlow:
 
         if self.scale == 1.0:
             return gray
-        h, w = gray.shape
-        return cv2.resize(gray, (max(8, round(w * self.scale)), max(8, round(h * self.scale))), interpolation=cv2.INTER_AREA)
+        return cv2.resize(gray, self.small_size(*gray.shape[:2]), interpolation=cv2.INTER_AREA)
+
+    def small_size(self, h: int, w: int) -> tuple[int, int]:
+        """``(width, height)`` of a frame of ``h`` x ``w`` at the flow's resolution (at least 8 x 8)."""
+        return max(8, round(w * self.scale)), max(8, round(h * self.scale))
 
     def __call__(self, cur_small: np.ndarray, prev_small: np.ndarray, full_shape: tuple[int, int]) -> FlowField:
         return FlowField(self._dis.calc(cur_small, prev_small, None), (int(full_shape[0]), int(full_shape[1])))

@@ -304,6 +304,7 @@ class KeyframeFlow(BackwardFlow):
         self.preset_level = self._dis.getFinestScale()
         self._dis.setFinestScale(0)
         self.level = self.preset_level  # of the last frame's size: DIS's finest level on the flow-scale frame
+        self._shape: tuple[int, int] | None = None  # the flow-scale size self.level was chosen for
 
     def frame(self, rgb: np.ndarray) -> np.ndarray:
         """An RGB frame as the flow sees it: grey, on the finest level's grid. The colour frame is shrunk to
@@ -311,9 +312,8 @@ class KeyframeFlow(BackwardFlow):
         frame and then shrinking it, in 0.48 instead of 0.76 ms at 960x540)."""
         import cv2
 
-        h, w = rgb.shape[:2]
         if self.scale != 1.0:
-            rgb = cv2.resize(rgb, (max(8, round(w * self.scale)), max(8, round(h * self.scale))), interpolation=cv2.INTER_AREA)
+            rgb = cv2.resize(rgb, self.small_size(*rgb.shape[:2]), interpolation=cv2.INTER_AREA)
         return self._to_grid(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY))
 
     def small_gray(self, gray: np.ndarray) -> np.ndarray:
@@ -325,10 +325,12 @@ class KeyframeFlow(BackwardFlow):
         import cv2
 
         h, w = small.shape
-        self.level = (finest_level(w, h, self._dis.getPatchStride(), self.cells, self.preset_level) if self.cells
-                      else self.preset_level)
-        while self.level and min(h >> self.level, w >> self.level) < self._dis.getPatchSize():
-            self.level -= 1  # DIS's own limit: a level smaller than one patch is not estimated
+        if (h, w) != self._shape:  # the level is chosen once per frame size
+            self._shape = (h, w)
+            self.level = (finest_level(w, h, self._dis.getPatchStride(), self.cells, self.preset_level) if self.cells
+                          else self.preset_level)
+            while self.level and min(h >> self.level, w >> self.level) < self._dis.getPatchSize():
+                self.level -= 1  # DIS's own limit: a level smaller than one patch is not estimated
         if not self.level:
             return small
         return cv2.resize(small, (w >> self.level, h >> self.level), interpolation=cv2.INTER_AREA)

@@ -3,6 +3,7 @@ MP4 finalization, live drops."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import numpy as np
@@ -196,6 +197,11 @@ def test_decoder_threads_reach_the_decoder_and_leave_the_frames_unchanged(gst, t
     decoded, seen = {}, {}
     for threads in (1, 2, 0):
         src = cls(str(out), decoder_threads=threads)
+        if backend == "opencv" and threads:  # FFmpeg reports the thread count it was opened with
+            import cv2
+
+            src.open()
+            seen[threads] = int(src._video._cap.get(cv2.CAP_PROP_N_THREADS))
         frames = []
         Pipeline([src, CallbackSink(lambda f, r: frames.append(f.image))], handle_signals=False).run()
         decoded[threads] = frames
@@ -212,8 +218,8 @@ def test_decoder_threads_reach_the_decoder_and_leave_the_frames_unchanged(gst, t
     assert len(decoded[1]) == 12 and all(np.array_equal(a, b) for t in (2, 0) for a, b in zip(decoded[1], decoded[t]))
     if backend == "gstreamer":
         assert seen == {1: [1], 2: [2], 0: [0]}  # 0: avdec's own default (automatic)
-    import os
-
+    else:
+        assert seen == {1: 1, 2: 2}
     assert decoder_threads(None) == (1 if len(os.sched_getaffinity(0)) <= FEW_CORES else 0)
     for bad in (-1, 1.5, True, "2"):
         with pytest.raises(InputError, match="decoder_threads"):

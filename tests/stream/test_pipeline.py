@@ -245,6 +245,10 @@ def test_a_stream_on_few_cores_leaves_a_core_to_its_other_stages(monkeypatch):
     for bad in (-1, 1.5, True):
         with pytest.raises(InputError, match="threads"):
             inference_threads(bad)
+    from edgeseg.stream import build_pipeline
+
+    with pytest.raises(InputError, match="threads"):  # before the (missing) source is opened
+        build_pipeline(StreamOptions(source="/nonexistent.mp4", bundle="shapes", threads=-1), handle_signals=False)
     monkeypatch.setattr("edgeseg.backends.device.usable_cores", lambda: 2)
     predictor = load_predictor("shapes", StreamOptions(backend="onnxruntime", precision="fp32"))
     assert predictor.runner.threads == 1

@@ -114,7 +114,7 @@ def main(argv=None) -> int:
     # loaded as `edgeseg run` loads it (automatic inference threads: one fewer than the cores on few cores)
     predictor = load_predictor(args.bundle, StreamOptions(threads=args.threads))
     fps: dict[tuple[int, str, tuple[str, str]], list[float]] = {(n, s, cd): [] for n in intervals for s in sinks for cd in settings}
-    cpu: dict[tuple[int, str, str], list[float]] = {k: [] for k in fps}
+    cpu: dict[tuple[int, str, tuple[str, str]], list[float]] = {k: [] for k in fps}
     with tempfile.TemporaryDirectory(prefix="edgeseg-kf-") as tmp:
         video = repeated(args.video, args.repeat, Path(tmp)) if args.repeat > 1 else args.video
         for r in range(args.rounds):
