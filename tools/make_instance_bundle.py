@@ -67,7 +67,7 @@ def main(argv=None) -> int:
     gate = dataset
     for target in ("cpu", "tensorrt"):
         report = quantize_bundle(bundle, args.calib, target=target, eval_dataset=gate, max_drop=args.max_drop,
-                                 frames=args.frames, progress=False)
+                                 frames=args.frames, progress=False, eval_spec=args.eval, eval_split="val")
         print(f"{target}: {report.to_dict().get('fp32')} -> {report.to_dict().get('int8')}")
     bundle = Bundle.open(out)
     if args.zoo:

@@ -55,7 +55,7 @@ def main(argv=None) -> int:
     print(f"{args.name}: FP32 PQ {100 * scores.pq:.2f} on {args.eval}")
     for target in ("cpu", "tensorrt"):
         report = quantize_bundle(bundle, args.calib, target=target, eval_dataset=dataset, max_drop=args.max_drop,
-                                 frames=args.frames, progress=False)
+                                 frames=args.frames, progress=False, eval_spec=args.eval, eval_split="val")
         print(f"{target}: PQ {report.fp32_score:.2f} -> {report.int8_score:.2f}")
     bundle = Bundle.open(out)
     if args.zoo:

@@ -11,6 +11,7 @@
     python tools/train_default.py road-holdout --stage finetune  # then CamVid + Cityscapes mixed
     python tools/train_default.py road-holdout --stage finetune2 # then longer, CamVid at half
     python tools/train_default.py road-holdout --stage finetune3 [--class-weighting median]  # the A/B stage
+    python tools/train_default.py road-loso [--stage finetune|finetune2]  # road's recipe, 0006R0 held out
 
 Each recipe trains with :mod:`edgeseg.train` into ``runs/<name>/`` (``last.pt`` for resume,
 ``history.json``), exports FP32 to ``edgeseg/zoo/<name>.edgeseg`` with ``export_bundle``, scores the
@@ -126,6 +127,20 @@ RECIPES.add("road", Recipe(
     finetune=(Finetune(epochs=40, lr=0.01, crop=ImageShape(240, 320), loss="wce+lovasz"),
               Finetune(epochs=15, lr=0.005, crop=None, loss="wce+lovasz", scale=(0.75, 1.5))),
     description="CamVid road scenes, 11 classes, trained from scratch at 480x360",
+))
+
+# Issue 14: the shipped road's own recipe with sequence 0006R0 held out (leave one sequence out): what
+# that schedule, CamVid only, scores on a CamVid drive it never saw, against road-holdout's Cityscapes
+# pre-training. The stages are road's (the main stage's CPU run was 80 epochs, as road's was).
+RECIPES.add("road-loso", replace(
+    RECIPES.get("road"), name="road-loso",
+    data="camvid:{data_root}/camvid,exclude=0006R0",
+    val_data="camvid:{data_root}/camvid,split=train,sequences=0006R0",
+    cpu=replace(RECIPES.get("road").cpu, epochs=80),
+    finetune=tuple(replace(f, data="camvid:{data_root}/camvid,exclude=0006R0",
+                           val_data="camvid:{data_root}/camvid,split=train,sequences=0006R0")
+                   for f in RECIPES.get("road").finetune),
+    description="CamVid road scenes, road's recipe with sequence 0006R0 held out (issue 14's leave-one-sequence-out baseline)",
 ))
 
 RECIPES.add("road-holdout", Recipe(

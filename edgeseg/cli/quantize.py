@@ -55,7 +55,8 @@ def run(args: argparse.Namespace) -> int:
     r = quantize_bundle(args.bundle, args.calib, target=args.target, method=args.method, eval_dataset=eval_ds,
                         max_drop=args.max_drop, sensitivity=args.sensitivity, frames=args.frames,
                         threads=args.threads, progress=not args.no_progress, engine=args.engine,
-                        latency_guard=not args.no_latency_guard, ranking=args.ranking)
+                        latency_guard=not args.no_latency_guard, ranking=args.ranking,
+                        eval_spec=args.eval, eval_split=args.split if args.eval else None)
     if r.sensitivity:
         task = r.sensitivity[0].measure == "task metric"
         print(f"per-layer sensitivity ({f'{r.metric} gained with the layer alone in float' if task else r.sensitivity[0].measure}):")

@@ -62,6 +62,9 @@ class QuantReport:
     execution: dict[str, Any] = field(default_factory=dict)  # openvino: layers OpenVINO runs in INT8
     layer_latency: dict[str, Any] = field(default_factory=dict)  # cpu: per-layer INT8 vs float timings
     calibration: dict[str, Any] = field(default_factory=dict)  # the recipe: source(s), split, sampling, seed
+    #: what the gate's metric was scored on: ``{"dataset": spec, "split": ..., "samples": n}``, or the
+    #: held-out calibration frames FP32 was compared with (``{"agreement_frames": n}``); {} without a gate
+    gate_data: dict[str, Any] = field(default_factory=dict)
     #: the machine every latency figure and decision above was made on (edgeseg.backends.device);
     #: a bundle run on another CPU re-times instead of trusting them (edgeseg.backends.choice)
     device: "DeviceInfo" = field(default_factory=lambda: _device())
@@ -87,14 +90,16 @@ class QuantReport:
             "curve": [list(c) for c in self.curve],
             "latency_ms": self.latency_ms, "speedup": self.speedup, "size_bytes": self.size_bytes,
             "prepare": self.prepare, "files": list(self.files), "engine": self.engine, "execution": self.execution,
-            "layer_latency": self.layer_latency, "calibration": self.calibration, "device": self.device.to_dict(),
+            "layer_latency": self.layer_latency, "calibration": self.calibration, "gate_data": self.gate_data,
+            "device": self.device.to_dict(),
         }
 
 
 def quantize_bundle(bundle, calib: str | CalibrationRecipe | Sequence, target: str = "tensorrt", method: str | None = None,
                     eval_dataset=None, max_drop: float | None = None, sensitivity: bool = False, *,
                     frames: int | None = None, threads: int = 0, progress: bool = True, latency: bool = True,
-                    engine: str | None = None, latency_guard: bool = True, ranking: str = "auto") -> QuantReport:
+                    engine: str | None = None, latency_guard: bool = True, ranking: str = "auto",
+                    eval_spec: str | None = None, eval_split: str | None = None) -> QuantReport:
     """Quantize ``bundle``'s FP32 model for ``target`` and record the result in the bundle.
 
     calib: a recipe (``.toml``, recipe name, folder, video, dataset spec, :class:`CalibrationRecipe`)
@@ -106,6 +111,8 @@ def quantize_bundle(bundle, calib: str | CalibrationRecipe | Sequence, target: s
     latency_guard: on the ``cpu`` target, time every layer in float and INT8 on this CPU and leave the
     ones INT8 makes slower in float, when that makes the whole model faster (:func:`_latency_guard`).
     ranking: how the sensitivity analysis and the ``max_drop`` search rank layers (:func:`_rank_layers`).
+    eval_spec / eval_split: the spec and split ``eval_dataset`` was opened from, recorded in the report's
+    ``gate_data`` (which data the gate scored: a held-out sequence, another camera) beside its size.
     When ranges from a clipping method (:data:`CLIPPING_METHODS`) miss ``max_drop`` with every layer in
     INT8, minmax ranges are tried before any layer is kept in float, and kept when they score higher:
     clipping can cut off the rare large activations a detection head's positives live in (a street
@@ -168,7 +175,8 @@ def quantize_bundle(bundle, calib: str | CalibrationRecipe | Sequence, target: s
             float_nodes=gate.float_nodes, sensitivity=gate.sensitivity, curve=gate.curve, latency_ms=lat,
             size_bytes={"fp32": os.path.getsize(fp32), "int8": os.path.getsize(gate.model)}, prepare=prep.to_dict(),
             engine=profile.engine, execution=_execution(gate.model, runtime), layer_latency=guard,
-            calibration={**_recipe_record(recipe), **({"method_fallback": fallback} if fallback else {})})
+            calibration={**_recipe_record(recipe), **({"method_fallback": fallback} if fallback else {})},
+            gate_data=_gate_data(scorer, eval_dataset, eval_spec, eval_split, held))
         return _write(b, report, gate.model, table, recipe, fp32, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -373,6 +381,22 @@ def _calibration_frames(calib, frames: int | None, method: str | None, progress:
 
     got = take_frames(iter(calib), frames or 10**9)
     return CalibrationRecipe(source="frames", frames=len(got), name="frames", method=method or "entropy"), got
+
+
+def _gate_data(scorer, eval_dataset, spec: str | None, split: str | None, held) -> dict[str, Any]:
+    """What the gate's metric was scored on (:attr:`QuantReport.gate_data`)."""
+    if scorer is None:
+        return {}
+    if eval_dataset is None:
+        return {"agreement_frames": len(held)}
+    out: dict[str, Any] = {"dataset": spec if spec is not None else repr(eval_dataset)}
+    if split is not None:
+        out["split"] = split
+    try:
+        out["samples"] = len(eval_dataset)
+    except TypeError:  # an iterable without a length
+        pass
+    return out
 
 
 def _scorers(eval_dataset, held, manifest, fp32: Path, threads: int, runtime: str):

@@ -30,7 +30,8 @@ DARK = [s.image // 16 for s in qt.scenes(16, seed=5)]  # unrepresentative: 16x t
 
 
 def test_tensorrt_int8_within_budget_and_deployable(bundle):
-    r = quantize_bundle(bundle, GOOD, target="tensorrt", method="minmax", eval_dataset=VAL, max_drop=1.0, progress=False)
+    r = quantize_bundle(bundle, GOOD, target="tensorrt", method="minmax", eval_dataset=VAL, max_drop=1.0, progress=False,
+                        eval_spec="synthetic:12,seed=7", eval_split="val")
     assert r.fp32_score > 90  # the model is trained
     assert r.met_budget and r.drop <= 1.0 and not r.float_nodes
     b = Bundle.open(bundle)  # hashes verified
@@ -39,6 +40,7 @@ def test_tensorrt_int8_within_budget_and_deployable(bundle):
     assert rep["fp32"] == pytest.approx(r.fp32_score) and rep["int8"] == pytest.approx(r.int8_score)
     assert rep["latency_ms"]["fp32"] > 0 and rep["size_bytes"]["int8"] > 0
     assert rep["calibration"]["source"] == "frames" and rep["calibration"]["frames"] == 16  # what calibrated it
+    assert rep["gate_data"] == {"dataset": "synthetic:12,seed=7", "split": "val", "samples": 12}  # what scored it
     calib = json.loads((bundle / "calibration.json").read_text())["targets"]["tensorrt"]
     assert calib["method"] == "minmax" and calib["frames"] == 16
     cache = read_cache(bundle / "calibration.tensorrt-8.5.cache")
@@ -91,6 +93,7 @@ def test_quantize_cli_with_image_folder(bundle, tmp_path, capsys):
     assert "speed-up" in capsys.readouterr().out
     # agreement with FP32 on held-out frames is the score when no labelled set is given
     assert data["metric"] is None or data["int8"] > 90
+    assert data["gate_data"] == ({} if data["metric"] is None else {"agreement_frames": 8 - data["frames"]})
 
 
 def test_clipping_ranges_that_miss_the_budget_fall_back_to_minmax(bundle, tmp_path):

@@ -1,8 +1,9 @@
 #!/usr/bin/env python
 """Issue 14's scoreboard: a road bundle on footage it was and was not trained on, each precision.
 
-For every bundle and every model it holds (``fp32`` and each INT8 target present), mIoU with ONNX
-Runtime on:
+For every bundle and every model it holds (``fp32`` and each INT8 target present), mIoU on the
+runtime the model's accuracy gate scores it on (FP32 and the ``cpu``/``tensorrt`` INT8 models on ONNX
+Runtime, the ``openvino`` INT8 model on OpenVINO) on:
 
 * ``val``     CamVid ``val``: sequence 0016E5, which CamVid ``train`` also holds (seen footage);
 * ``0006R0``  CamVid sequence 0006R0 (101 frames of ``train``): unseen when the bundle was trained
@@ -38,6 +39,7 @@ def precisions(bundle) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from edgeseg.backends.gates import INT8_RUNTIMES
     from edgeseg.bundle import Bundle
     from edgeseg.data.base import open_semantic_dataset
     from edgeseg.eval import evaluate
@@ -62,7 +64,10 @@ def main(argv: list[str] | None = None) -> int:
         for prec in (args.precisions.split(",") if args.precisions else precisions(bundle)):
             row = {"bundle": bundle.manifest.name, "path": str(bundle.source), "precision": prec}
             precision, _, target = prec.partition("-")
-            with load(name, backend="onnxruntime", precision=precision, target=target or None, device="cpu",
+            backend = INT8_RUNTIMES.get(target, ("onnxruntime",))[0] if target else "onnxruntime"
+            backend = "onnxruntime" if backend == "tensorrt" else backend  # no TensorRT here: its Q/DQ model on ORT
+            row["backend"] = backend
+            with load(name, backend=backend, precision=precision, target=target or None, device="cpu",
                       threads=args.threads) as pred:
                 for key, spec in sets.items():
                     s = evaluate(pred, open_semantic_dataset(spec, "val", purpose="scoring"), progress=True, boundary=False)
@@ -73,10 +78,10 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"{row['bundle']} {prec} {key}: {row[key]:.2f}", file=sys.stderr, flush=True)
             rows.append(row)
             out["results"].append(row)
-    print("| bundle | precision | " + " | ".join(sets) + " |")
-    print("|---|---|" + "---:|" * len(sets))
+    print("| bundle | precision | runtime | " + " | ".join(sets) + " |")
+    print("|---|---|---|" + "---:|" * len(sets))
     for r in rows:
-        print(f"| {r['bundle']} | {r['precision']} | " + " | ".join(f"{r[k]:.2f}" for k in sets) + " |")
+        print(f"| {r['bundle']} | {r['precision']} | {r['backend']} | " + " | ".join(f"{r[k]:.2f}" for k in sets) + " |")
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         Path(args.json).write_text(json.dumps(out, indent=2))
