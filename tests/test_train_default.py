@@ -88,6 +88,27 @@ def test_road_holdout_never_trains_on_0006R0(td, tmp_path, monkeypatch):
     assert main.config.jitter == ft.config.jitter == 0.4
 
 
+def test_road_loso_is_roads_recipe_with_0006R0_held_out(td, tmp_path, monkeypatch):
+    """The leave-one-sequence-out baseline: road's schedule, loss and augmentation stage by stage, CamVid
+    without 0006R0 to train on and 0006R0 to validate on (its main stage at the 80 epochs road's ran)."""
+    monkeypatch.setenv("EDGESEG_DATA", str(tmp_path))
+    road, loso = td.RECIPES.get("road"), td.RECIPES.get("road-loso")
+    for stage, prev in (("main", None), ("finetune", "road-loso"), ("finetune2", "road-loso-ft")):
+        if prev:
+            (tmp_path / prev).mkdir()
+            (tmp_path / prev / "model.safetensors").write_bytes(b"")
+        job = td.build_job(loso, _args(td, tmp_path, "road-loso", "--stage", stage, "--no-export"))
+        assert job.data == f"camvid:{tmp_path}/camvid,exclude=0006R0"
+        assert job.val_data == f"camvid:{tmp_path}/camvid,split=train,sequences=0006R0"
+        if prev:
+            (tmp_path / "road" if stage == "finetune" else tmp_path / "road-ft").mkdir()
+            (tmp_path / ("road" if stage == "finetune" else "road-ft") / "model.safetensors").write_bytes(b"")
+        ref = td.build_job(road, _args(td, tmp_path, "road", "--stage", stage, "--no-export"))
+        for key in ("lr", "loss", "crop", "scale", "jitter", "batch_size", "class_weighting", "weight_decay"):
+            assert getattr(job.config, key) == getattr(ref.config, key), (stage, key)
+        assert job.config.epochs == (80 if stage == "main" else ref.config.epochs)
+
+
 def test_road_holdout_stage_4_weighting_is_the_recipes_unless_overridden(td, tmp_path, monkeypatch):
     """The class-weighting A/B (session 9): finetune3 trains with the recipe's ENet weights; the
     --class-weighting flag swaps them for one run and nothing else."""
