@@ -65,6 +65,12 @@ def run(args: argparse.Namespace) -> int:
     rows = [{"": "fp32", r.metric or "metric": r.fp32_score, "latency ms": r.latency_ms.get("fp32"), "MB": r.size_bytes["fp32"] / 1e6},
             {"": f"int8/{r.target}", r.metric or "metric": r.int8_score, "latency ms": r.latency_ms.get("int8"), "MB": r.size_bytes["int8"] / 1e6}]
     print_table(rows)
+    g = r.gate_data
+    if "dataset" in g:
+        print(f"gate: {r.metric} on {g['dataset']}" + (f" ({g['split']})" if g.get("split") else "")
+              + (f", {g['samples']} samples" if "samples" in g else ""))
+    elif "agreement_frames" in g:
+        print(f"gate: agreement with FP32 on {g['agreement_frames']} held-out calibration frames")
     if r.speedup:
         runtime = "OpenVINO CPU" if r.latency_ms.get("runtime") == "openvino-cpu" else "ONNX Runtime CPU"
         print(f"speed-up {r.speedup:.2f}x ({runtime})")

@@ -90,6 +90,9 @@ def write_image(path: str | Path, rgb: np.ndarray) -> None:
     import cv2
 
     p = Path(path)
+    if np.ndim(rgb) != 3 or np.shape(rgb)[2] != 3:  # reversing a label map's last axis would mirror it
+        raise InputError(f"write_image writes RGB images [H, W, 3]; got shape {list(np.shape(rgb))} for {p}",
+                         fix="write a label map with edgeseg.data.io.write_label")
     ok, buf = cv2.imencode(p.suffix or ".png", np.ascontiguousarray(rgb[..., ::-1]))
     if not ok:
         raise InputError(f"cannot encode image {p}", fix=f"use one of {', '.join(IMAGE_SUFFIXES)}")

@@ -83,3 +83,15 @@ def test_read_label_rejects_colour_and_wide_ids(tmp_path):
     (tmp_path / "t.png").write_text("nope")
     with pytest.raises(DataError, match="cannot decode label mask"):
         read_label(tmp_path / "t.png")
+
+
+def test_write_image_refuses_what_is_not_rgb_and_writes_nothing(tmp_path):
+    """A label map given to write_image was mirrored left-right (its last axis reversed as if it were
+    colour); it is now refused with the function to use, and no file is written."""
+    labels = np.arange(12, dtype=np.uint8).reshape(3, 4)
+    for bad in (labels, np.zeros((3, 4, 4), np.uint8)):
+        with pytest.raises(InputError, match=r"write_label|\[H, W, 3\]"):
+            write_image(tmp_path / "x.png", bad)
+    assert not (tmp_path / "x.png").exists()
+    write_label(tmp_path / "l.png", labels)
+    assert np.array_equal(read_label(tmp_path / "l.png"), labels)  # the right way round

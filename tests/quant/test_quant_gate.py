@@ -90,7 +90,8 @@ def test_quantize_cli_with_image_folder(bundle, tmp_path, capsys):
     assert rc == 0
     data = json.loads(out.read_text())
     assert data["frames"] == 8 and data["method"] == "percentile" and data["model"] == "model.int8.tensorrt.onnx"
-    assert "speed-up" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "speed-up" in printed and ("gate:" in printed) == bool(data["gate_data"])
     # agreement with FP32 on held-out frames is the score when no labelled set is given
     assert data["metric"] is None or data["int8"] > 90
     assert data["gate_data"] == ({} if data["metric"] is None else {"agreement_frames": 8 - data["frames"]})
@@ -114,3 +115,24 @@ def test_clipping_ranges_that_miss_the_budget_fall_back_to_minmax(bundle, tmp_pa
     assert r.met_budget and r.fp32_score - r.int8_score <= 1.0
     calib = json.loads((bundle / "calibration.json").read_text())["targets"]["cpu"]
     assert calib["method"] == "minmax"  # the ranges written are the ones the model was quantized with
+
+
+def test_quantize_cli_records_and_prints_what_the_gate_scored(bundle, tmp_path, capsys):
+    """``--eval`` on a folder of labelled frames: the report names the spec, split and sample count."""
+    from edgeseg.cli import main
+    from edgeseg.data.io import write_image, write_label
+
+    (tmp_path / "names.txt").write_text("\n".join(qt.CLASSES) + "\n")
+    for i, s in enumerate(VAL[:6]):
+        write_image(tmp_path / "img" / f"{i}.png", s.image)
+        write_label(tmp_path / "mask" / f"{i}.png", s.labels)
+    spec = f"folder:{tmp_path / 'img'},{tmp_path / 'mask'},classes={tmp_path / 'names.txt'}"
+    out = tmp_path / "r.json"
+    rc = main(["quantize", str(bundle), "--calib", str(tmp_path / "img"), "--target", "tensorrt",
+               "--method", "minmax", "--eval", spec, "--max-drop", "5", "--no-progress", "--json", str(out)])
+    assert rc == 0
+    data = json.loads(out.read_text())
+    assert data["gate_data"] == {"dataset": spec, "split": "val", "samples": 6}
+    assert data["fp32"] > 90  # the trained model, scored on the labelled frames
+    assert f"gate: mIoU on {spec} (val), 6 samples" in capsys.readouterr().out
+    assert Bundle.open(bundle).report["int8"]["tensorrt"]["gate_data"] == data["gate_data"]
