@@ -122,7 +122,7 @@ def _axis_taps(n_out: int, n_in: int) -> tuple[np.ndarray, np.ndarray, np.ndarra
 #: 480x360, 11 classes, Intel Xeon (AVX-512), one thread: boundary-only 8 ms at ~5 % (a trained model
 #: on the dash-cam video), 15 ms at 10 %, 61 ms at 32 %, 210 ms on a random-weight model's noise;
 #: every plane resized 9-23 ms whatever the share (same labels). Since session 20 the interpolation
-#: runs class by class in place with a running maximum (16.4 -> 11.6 ms for a dash-cam frame, side by
+#: runs class by class in place with a running maximum (14.8 -> 10.5 ms for a dash-cam frame, side by
 #: side); the threshold was kept, so it errs towards resizing every plane
 MAX_BOUNDARY_SHARE = 0.08
 
