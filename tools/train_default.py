@@ -129,17 +129,19 @@ RECIPES.add("road", Recipe(
     description="CamVid road scenes, 11 classes, trained from scratch at 480x360",
 ))
 
+# Issue 14's split of CamVid: sequence 0006R0 held out of training, and the frames it validates on
+CAMVID_TRAIN_HOLDOUT = "camvid:{data_root}/camvid,exclude=0006R0"
+CAMVID_0006R0 = "camvid:{data_root}/camvid,split=train,sequences=0006R0"
+
 # Issue 14: the shipped road's own recipe with sequence 0006R0 held out (leave one sequence out): what
 # that schedule, CamVid only, scores on a CamVid drive it never saw, against road-holdout's Cityscapes
 # pre-training. The stages are road's (the main stage's CPU run was 80 epochs, as road's was).
 RECIPES.add("road-loso", replace(
     RECIPES.get("road"), name="road-loso",
-    data="camvid:{data_root}/camvid,exclude=0006R0",
-    val_data="camvid:{data_root}/camvid,split=train,sequences=0006R0",
+    data=CAMVID_TRAIN_HOLDOUT,
+    val_data=CAMVID_0006R0,
     cpu=replace(RECIPES.get("road").cpu, epochs=80),
-    finetune=tuple(replace(f, data="camvid:{data_root}/camvid,exclude=0006R0",
-                           val_data="camvid:{data_root}/camvid,split=train,sequences=0006R0")
-                   for f in RECIPES.get("road").finetune),
+    finetune=tuple(replace(f, data=CAMVID_TRAIN_HOLDOUT, val_data=CAMVID_0006R0) for f in RECIPES.get("road").finetune),
     description="CamVid road scenes, road's recipe with sequence 0006R0 held out (issue 14's leave-one-sequence-out baseline)",
 ))
 
@@ -151,7 +153,7 @@ RECIPES.add("road-holdout", Recipe(
     name="road-holdout",
     model="deeplabv3plus_mobilenetv3_small",
     data="cityscapes-camvid:{data_root}/cityscapes_panoptic",
-    val_data="camvid:{data_root}/camvid,split=train,sequences=0006R0",
+    val_data=CAMVID_0006R0,
     size=ImageShape(360, 480),
     lr=0.05,
     loss="wce+0.5*lovasz",
@@ -167,21 +169,21 @@ RECIPES.add("road-holdout", Recipe(
     # model learns CamVid's camera without forgetting the other cities.
     finetune=(Finetune(epochs=3, lr=0.01, crop=ImageShape(192, 256), loss="wce+lovasz", warmup_epochs=0.2,
                        eval_every=1,
-                       data="4*camvid:{data_root}/camvid,exclude=0006R0;cityscapes-camvid:{data_root}/cityscapes_panoptic"),
+                       data=f"4*{CAMVID_TRAIN_HOLDOUT};cityscapes-camvid:{{data_root}}/cityscapes_panoptic"),
               # Stage 3: stage 2 gave CamVid ~3k image views against the shipped road's ~64k and 0006R0
               # was still rising each epoch; four more epochs with CamVid at half of every epoch. (The
               # recorded run was started with 6 and resumed after epoch 2 with --epochs 4 to fit a
               # session: its poly schedule re-stretched there, lr 0.0069 -> 0.0054.)
               Finetune(epochs=4, lr=0.01, crop=ImageShape(192, 256), loss="wce+lovasz", warmup_epochs=0.2,
                        eval_every=1,
-                       data="8*camvid:{data_root}/camvid,exclude=0006R0;cityscapes-camvid:{data_root}/cityscapes_panoptic"),
+                       data=f"8*{CAMVID_TRAIN_HOLDOUT};cityscapes-camvid:{{data_root}}/cityscapes_panoptic"),
               # Stage 4: class balancing measured as an A/B from stage 3's weights, two epochs each at a
               # lower warm restart: --class-weighting enet (the recipe's, i.e. "two more epochs") against
               # median (median-frequency balancing: thin classes weigh far more). ENet won (0006R0 38.65
               # vs 36.82, unseen cities 43.24 vs 41.59; docs/models.md), so the stage keeps the recipe's.
               Finetune(epochs=2, lr=0.005, crop=ImageShape(192, 256), loss="wce+lovasz", warmup_epochs=0.1,
                        eval_every=1,
-                       data="8*camvid:{data_root}/camvid,exclude=0006R0;cityscapes-camvid:{data_root}/cityscapes_panoptic"),),
+                       data=f"8*{CAMVID_TRAIN_HOLDOUT};cityscapes-camvid:{{data_root}}/cityscapes_panoptic"),),
     description="road scenes in CamVid's 11 classes: Cityscapes pre-training, CamVid fine-tuning, sequence 0006R0 held out",
 ))
 

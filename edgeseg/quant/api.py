@@ -392,10 +392,8 @@ def _gate_data(scorer, eval_dataset, spec: str | None, split: str | None, held) 
     out: dict[str, Any] = {"dataset": spec if spec is not None else repr(eval_dataset)}
     if split is not None:
         out["split"] = split
-    try:
+    if hasattr(eval_dataset, "__len__"):  # an iterable without a length records no count
         out["samples"] = len(eval_dataset)
-    except TypeError:  # an iterable without a length
-        pass
     return out
 
 

@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     p.add_argument("edgeseg", nargs=argparse.REMAINDER, help="-- then the edgeseg arguments: run --bundle ... --source ...")
     args = p.parse_args(argv)
-    cmd = [a for a in args.edgeseg if a != "--"] if args.edgeseg[:1] == ["--"] else list(args.edgeseg)
+    cmd = args.edgeseg[1:] if args.edgeseg[:1] == ["--"] else list(args.edgeseg)  # only the separator
     if args.child:
         return _child(args.child, cmd)
     if not cmd or cmd[0] != "run":
