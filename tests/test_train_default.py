@@ -40,8 +40,8 @@ def _args(td, tmp_path, *argv):
 
 def test_road_stages_chain_their_run_folders(td, tmp_path):
     road = td.RECIPES.get("road")
-    assert td.stage_names(road) == ["main", "finetune", "finetune2"]
-    assert [td.stage_dir(road, k, str(tmp_path)).name for k in range(3)] == ["road", "road-ft", "road-ft2"]
+    assert td.stage_names(road) == ["main", "finetune", "finetune2", "finetune3"]
+    assert [td.stage_dir(road, k, str(tmp_path)).name for k in range(4)] == ["road", "road-ft", "road-ft2", "road-ft3"]
 
 
 def test_finetune2_starts_from_the_first_finetune_with_its_own_schedule(td, tmp_path, monkeypatch):
@@ -64,8 +64,8 @@ def test_a_stage_needs_the_previous_one(td, tmp_path, monkeypatch):
     road = td.RECIPES.get("road")
     with pytest.raises(InputError, match="run --stage finetune first"):
         td.build_job(road, _args(td, tmp_path, "road", "--stage", "finetune2", "--no-export"))
-    with pytest.raises(InputError, match="has no stage 'finetune3'"):
-        td.build_job(road, _args(td, tmp_path, "road", "--stage", "finetune3", "--no-export"))
+    with pytest.raises(InputError, match="has no stage 'finetune4'"):
+        td.build_job(road, _args(td, tmp_path, "road", "--stage", "finetune4", "--no-export"))
 
 
 def test_road_holdout_never_trains_on_0006R0(td, tmp_path, monkeypatch):
@@ -124,3 +124,23 @@ def test_road_holdout_stage_4_weighting_is_the_recipes_unless_overridden(td, tmp
     assert own.config.epochs == ab.config.epochs == 2 and own.config.lr == ab.config.lr == 0.005
     assert own.data == ab.data and own.init == ab.init == tmp_path / "road-holdout-ft2" / "model.safetensors"
     assert own.out == tmp_path / "road-holdout-ft3"
+
+
+def test_road_stage_4_fine_tunes_the_shipped_bundle_on_camvid_and_cityscapes(td, tmp_path, monkeypatch):
+    """Issue 14's other-camera stage: it starts from a bundle (--init, a folder: no model.safetensors
+    needed), mixes all of CamVid train (8x) with Cityscapes' training cities, validates on the unseen
+    Cityscapes val cities, and takes road-holdout's colour jitter; road-loso keeps road's first two."""
+    monkeypatch.setenv("EDGESEG_DATA", str(tmp_path))
+    road = td.RECIPES.get("road")
+    assert td.stage_names(road)[-1] == "finetune3"
+    assert len(td.RECIPES.get("road-loso").finetune) == 2
+    bundle = tmp_path / "road.edgeseg"
+    bundle.mkdir()
+    job = td.build_job(road, _args(td, tmp_path, "road", "--stage", "finetune3", "--init", str(bundle), "--no-export"))
+    assert job.init == bundle and job.out == tmp_path / "road-ft3"
+    assert job.data == f"8*camvid:{tmp_path}/camvid;cityscapes-camvid:{tmp_path}/cityscapes_panoptic"
+    assert job.val_data == f"cityscapes-camvid:{tmp_path}/cityscapes_panoptic"
+    assert (job.config.epochs, job.config.lr, job.config.jitter) == (2, 0.005, 0.4)
+    assert job.config.crop == ImageShape(192, 256)
+    with pytest.raises(InputError, match="does not exist"):  # without --init: runs/road-ft2 is not there
+        td.build_job(road, _args(td, tmp_path, "road", "--stage", "finetune3", "--no-export"))

@@ -20,6 +20,8 @@ EXAMPLES = (
     "--loss ce+0.5*lovasz --export shapes.edgeseg",
     "edgeseg train deeplabv3plus_mobilenetv2 --data camvid:../shared/data/camvid --epochs 30 --lr 0.01 "
     "--init runs/road/model.safetensors --crop 384x288 --out runs/road-ft   # fine-tune",
+    "edgeseg train deeplabv3plus_mobilenetv3_small --data camvid:MY_FRAMES --epochs 10 --lr 0.005 "
+    "--init edgeseg/zoo/road.edgeseg --crop 256x192 --out runs/my-road   # fine-tune a shipped bundle",
     "edgeseg train pspnet_resnet18 --encoder hrnetv2_w18_small --data camvid:../shared/data/camvid --epochs 30 "
     "--out runs/psp-hrnet   # any decoder on HRNetV2 (edgeseg models --encoders)",
 )
@@ -39,7 +41,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--crop", default=None, metavar="WxH",
                    help="train on random crops of this size from the --size image (cheaper steps; default: no crop)")
     p.add_argument("--init", default=None, metavar="WEIGHTS",
-                   help="start from these weights (safetensors or state-dict .pt) with a fresh schedule: fine-tuning")
+                   help="start from these weights with a fresh schedule (fine-tuning): a safetensors or state-dict .pt "
+                        "checkpoint, or an exported model.onnx / .edgeseg bundle of the same model and classes "
+                        "(its folded BatchNorms are re-estimated on 16 training batches)")
     p.add_argument("--batch", type=int, default=8, help="batch size (default 8)")
     p.add_argument("--lr", type=float, default=0.01, help="base learning rate (default 0.01)")
     p.add_argument("--momentum", type=float, default=0.9)

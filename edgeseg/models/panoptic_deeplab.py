@@ -26,7 +26,6 @@ ops (:func:`group_centers`): ``centers [N, K, 3]`` (score, y, x) of the top-K ce
 """
 from __future__ import annotations
 
-import zipfile
 from pathlib import Path
 
 import torch
@@ -36,6 +35,7 @@ from torch import nn
 from ..errors import ModelError
 from .deeplabv3 import ASPP, aspp_rates
 from .encoders import Encoder, create_encoder
+from .folded import load_folded_state, read_weights_source
 from .layers import ConvBNAct, SeparableConvBNAct, init_weights, resize_to
 from .registry import register_model
 
@@ -168,86 +168,20 @@ class PanopticDeepLab(nn.Module):
 
 
 # ---- encoder weights from a trained semantic model ----------------------------------------------
-def _state_from_onnx(data: bytes) -> dict[str, torch.Tensor]:
-    """Initialisers of an edgeseg ONNX export (names ``model.<state-dict name>``, Conv-BN folded)."""
-    import onnx
-    from onnx import numpy_helper
-
-    graph = onnx.load_model_from_string(data).graph
-    out = {}
-    for init in graph.initializer:
-        name = init.name[len("model."):] if init.name.startswith("model.") else init.name
-        out[name] = torch.from_numpy(numpy_helper.to_array(init).copy())
-    return out
-
-
-def _read_source(path: Path) -> tuple[dict[str, torch.Tensor], bool]:
-    """(state, folded): a checkpoint file, an ONNX file, or a bundle (folder or zip) holding a
-    ``model.safetensors`` checkpoint or, failing that, its ``model.onnx`` (Conv-BN folded)."""
-    from .checkpoint import _read_state
-
-    if path.is_file() and path.suffix in (".safetensors", ".pt", ".pth"):
-        return _read_state(path), False
-    if path.is_file() and path.suffix == ".onnx":
-        return _state_from_onnx(path.read_bytes()), True
-    if path.is_dir():
-        files = {p.name: p.read_bytes for p in path.iterdir() if p.is_file()}
-    elif path.is_file() and zipfile.is_zipfile(path):
-        z = zipfile.ZipFile(path)
-        files = {Path(n).name: (lambda n=n: z.read(n)) for n in z.namelist()}
-    else:
-        raise ModelError(f"cannot read encoder weights from {path}: not a checkpoint, ONNX file or bundle",
-                         fix="give a .safetensors/.pt checkpoint, a model.onnx, or an .edgeseg bundle")
-    if "model.safetensors" in files:
-        from safetensors.torch import load as load_safetensors
-
-        return load_safetensors(files["model.safetensors"]()), False
-    if "model.onnx" in files:
-        return _state_from_onnx(files["model.onnx"]()), True
-    raise ModelError(f"bundle {path} holds neither model.safetensors nor model.onnx",
-                     fix="export the semantic model with its checkpoint (edgeseg export ...)")
-
-
-@torch.no_grad()
 def load_encoder_weights(model: nn.Module, path: str | Path) -> int:
     """Copy the encoder weights of a trained model (e.g. the DeepLabV3+ of ``edgeseg/zoo/road.edgeseg``)
     into ``model.encoder``: every tensor named ``encoder.*`` whose name and shape match. From a
     Conv-BN-folded ONNX export, a folded conv's bias goes to the following BatchNorm, set to the
-    identity otherwise (mean 0, variance 1 - eps, scale 1), which reproduces the folded conv exactly.
-    Returns the number of tensors loaded."""
+    identity otherwise (mean 0, variance 1 - eps, scale 1), which reproduces the folded conv exactly
+    (:mod:`edgeseg.models.folded`). Returns the number of tensors loaded."""
     path = Path(path)
     if not path.exists():
         raise ModelError(f"encoder weights {path} not found", fix="give a checkpoint, model.onnx or .edgeseg bundle")
-    state, folded = _read_source(path)
-    own = model.state_dict()
-    loaded = 0
-    for name, value in state.items():
-        if not name.startswith(ENCODER_PREFIX):
-            continue
-        if name in own and own[name].shape == value.shape:
-            own[name].copy_(value)
-            loaded += 1
-            continue
-        stem, _, leaf = name.rpartition(".")
-        base, _, index = stem.rpartition(".")
-        if not (folded and leaf == "bias" and index.isdigit()):
-            continue
-        bn = f"{base}.{int(index) + 1}"
-        if f"{bn}.running_var" in own and own[f"{bn}.bias"].shape == value.shape:
-            eps = _module(model, bn).eps
-            own[f"{bn}.weight"].fill_(1.0)
-            own[f"{bn}.bias"].copy_(value)
-            own[f"{bn}.running_mean"].zero_()
-            own[f"{bn}.running_var"].fill_(1.0 - eps)
-            loaded += 1
-    return loaded
-
-
-def _module(model: nn.Module, name: str) -> nn.Module:
-    m = model
-    for part in name.split("."):
-        m = getattr(m, part)
-    return m
+    state, folded = read_weights_source(path)
+    done, unfolded = load_folded_state(model, state, folded, prefix=ENCODER_PREFIX)
+    bn_tensors = {f"{bn}.{k}" for bn in unfolded for k in ("weight", "bias", "running_mean", "running_var",
+                                                           "num_batches_tracked")}
+    return len(done - bn_tensors) + len(unfolded)
 
 
 # ---- variants -----------------------------------------------------------------------------------

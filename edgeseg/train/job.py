@@ -28,8 +28,10 @@ class TrainJob:
                ``train_split``; ``val_data`` (default: the same spec) is read with ``val_split``.
     export:    a bundle path to export to after training (None: no export).
     cache:     hold the decoded datasets in memory (fast epochs for small sets and generated scenes).
-    init:      a weights file (safetensors or state-dict ``.pt``) to start from, with a fresh optimizer
-               and schedule (fine-tuning; a second training stage).
+    init:      weights to start from, with a fresh optimizer and schedule (fine-tuning; a second training
+               stage): a safetensors or state-dict ``.pt`` file, or an exported ``model.onnx`` or
+               ``.edgeseg`` bundle of the same model (Conv-BN folded: its BatchNorms are re-estimated on
+               ``init_batches`` training batches, :mod:`edgeseg.models.folded`).
     command:   the command line that started the job, recorded in the report.
     """
 
@@ -46,6 +48,7 @@ class TrainJob:
     bundle_name: str | None = None
     cache: bool = False
     init: Path | None = None
+    init_batches: int = 16
     command: str = ""
 
 
@@ -101,6 +104,19 @@ def init_target(model, path: Path):
     names = state_names(path)
     return backbone if names == set(backbone.state_dict()) and names != set(model.state_dict()) else model
 
+def recalibrate_from_training_data(trainer: Trainer, bns: list[str], batches: int) -> int:
+    """Re-estimate the BatchNorms that came from folded biases on ``batches`` augmented training
+    batches of the run (epoch 0's, the data the first steps see); see :mod:`edgeseg.models.folded`."""
+    from itertools import islice
+
+    from ..models.folded import recalibrate_unfolded
+    from .data import train_loader
+
+    loader = train_loader(trainer.train_set, trainer.loader_cfg, 0)
+    images = (x.to(trainer.device) for x, _ in islice(loader, max(1, batches)))
+    return recalibrate_unfolded(trainer.model, bns, images)
+
+
 def run_job(job: TrainJob, resume: bool = False) -> JobResult:
     """Train (resuming from ``out/last.pt`` when ``resume``), then export and record."""
     from ..models import create_model
@@ -109,15 +125,24 @@ def run_job(job: TrainJob, resume: bool = False) -> JobResult:
     n = job.num_classes or len(train.classes)
     seed_everything(job.config.seed)
     model = create_model(job.model, num_classes=n, **job.model_kwargs)
+    unfolded: list[str] = []
     if job.init is not None and not resume:  # on resume, last.pt holds the fine-tuned weights already
         from ..models.checkpoint import load_weights
+        from ..models.folded import load_model_weights
 
-        into = init_target(model, job.init)
-        load_weights(into, job.init, what=f"model {job.model!r} with {n} classes")
+        what = f"model {job.model!r} with {n} classes"
+        if Path(job.init).suffix in (".safetensors", ".pt", ".pth"):
+            into = init_target(model, job.init)
+            load_weights(into, job.init, what=what)
+        else:  # an exported model.onnx or a bundle
+            into, unfolded = model, load_model_weights(model, job.init, what=what)
         log.info("starting %s from the weights in %s", "the model" if into is model else "its backbone", job.init)
     spec = InputSpec(size=job.config.size)
     trainer = Trainer(model, train, job.config, val_data=val, input_spec=spec, num_classes=n, out_dir=job.out,
                       model_name=job.model)
+    if unfolded:
+        seen = recalibrate_from_training_data(trainer, unfolded, job.init_batches)
+        log.info("re-estimated %d folded BatchNorms on %d training crops", len(unfolded), seen)
     start = None
     if resume:
         if not (job.out / LAST).is_file():
