@@ -46,6 +46,7 @@ from edgeseg.train.precision import add_precision_options, step_summary  # noqa:
 SETTINGS = ("model", "data", "size", "crop", "epochs", "steps_per_epoch", "batch", "lr", "schedule", "warmup",
             "weight_decay", "seed", "init_encoder", "init", "top_k_percent", "sigma", "cpu_precision", "memory_format")
 log = logging.getLogger("train_panoptic")
+INIT_BATCHES = 16  # training batches that re-estimate a folded bundle's BatchNorms (--init BUNDLE)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -71,7 +72,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--init-encoder", default=None, help="encoder weights: a checkpoint, model.onnx or .edgeseg bundle")
     p.add_argument("--init", default=None,
                    help="all weights from an earlier run's model.safetensors (a later stage: a fresh schedule, "
-                        "usually another --seed so that it sees other crops)")
+                        "usually another --seed so that it sees other crops), or from an exported bundle or "
+                        "model.onnx of the same model (e.g. edgeseg/zoo/street-panoptic.edgeseg: training continues "
+                        "on any machine; its folded BatchNorms are re-estimated on 16 training batches)")
     add_precision_options(p)
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     p.add_argument("--log-every", type=int, default=10, help="progress line every N steps")
@@ -172,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         from edgeseg.models.checkpoint import load_weights
+        from edgeseg.models.folded import load_model_weights, recalibrate_unfolded
         from edgeseg.models.panoptic_deeplab import load_encoder_weights
         from edgeseg.train.panoptic import PanopticTrainer, quick_pq
 
@@ -186,9 +190,17 @@ def main(argv: list[str] | None = None) -> int:
                                   model_name=s["model"], checkpoint_every=args.checkpoint_every, log_every=args.log_every)
         if not args.resume:
             (out / "run.json").write_text(json.dumps({**s, "steps_per_epoch": cfg.steps_per_epoch}, indent=2))
-            if s.get("init"):
+            if s.get("init") and Path(s["init"]).suffix in (".safetensors", ".pt", ".pth"):
                 load_weights(model, s["init"], what=s["model"])
                 log.info("weights: all from %s", s["init"])
+            elif s.get("init"):  # an exported model.onnx or a bundle: folded BatchNorms re-estimated on training batches
+                unfolded = load_model_weights(model, s["init"], what=s["model"])
+                stream = data.stream(s["seed"], 0)
+                batches = (trainer.prepare(list(itertools.islice(stream, cfg.batch_size)), i * cfg.batch_size)[0]
+                           for i in range(INIT_BATCHES))
+                seen = recalibrate_unfolded(model, unfolded, batches)
+                log.info("weights: all from %s (%d folded BatchNorms re-estimated on %d training crops)",
+                         s["init"], len(unfolded), seen)
             elif s["init_encoder"]:
                 n = load_encoder_weights(model, s["init_encoder"])
                 log.info("encoder: %d tensors from %s", n, s["init_encoder"])

@@ -160,9 +160,10 @@ def recalibrate_unfolded(model: nn.Module, bns: list[str], batches: Iterable[tor
     model.eval()
     handles = [m.register_forward_pre_hook(hook(n)) for n, m in modules.items()]
     seen = 0
+    device = next(model.parameters()).device
     try:
         for x in batches:
-            model(x)
+            model(x.to(device))
             seen += int(x.shape[0])
     finally:
         for h in handles:
