@@ -26,6 +26,7 @@ real data: the first ``--eval-frames`` of ``--val-data``). Mask AP of the export
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 import sys
@@ -40,7 +41,7 @@ from edgeseg.structures import ImageShape  # noqa: E402
 from edgeseg.train.precision import add_precision_options, step_summary  # noqa: E402
 
 SETTINGS = ("model", "size", "epochs", "steps_per_epoch", "batch", "optimizer", "lr", "schedule", "warmup",
-            "weight_decay", "seed", "scenes", "data", "val_data", "crop", "init_encoder", "cpu_precision", "memory_format")
+            "weight_decay", "seed", "scenes", "data", "val_data", "crop", "init_encoder", "init", "cpu_precision", "memory_format")
 log = logging.getLogger("train_instance")
 
 
@@ -64,6 +65,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--crop", default=None, help="training crop WIDTHxHEIGHT of the network-size frame (default: whole)")
     p.add_argument("--init-encoder", default=None,
                    help="encoder weights to start from: a checkpoint, model.onnx or .edgeseg bundle with the same encoder")
+    p.add_argument("--init", default=None,
+                   help="all weights from a checkpoint, or from an exported bundle or model.onnx of the same model "
+                        "(e.g. edgeseg/zoo/street-instance.edgeseg: training continues on any machine; folded "
+                        "BatchNorms are re-estimated on 16 training batches), with a fresh schedule")
     add_precision_options(p)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     p.add_argument("--eval-frames", type=int, default=40, help="held-out frames for the final mask-IoU check (0: skip)")
@@ -133,7 +138,6 @@ def build(s: dict, classes: tuple[str, ...]):
 
 
 def evaluate(model, spec, s: dict, frames: int) -> dict | None:
-    import itertools
 
     from edgeseg.train.instance import mask_iou_check, synthetic_instances, truth_instances
 
@@ -146,6 +150,23 @@ def evaluate(model, spec, s: dict, frames: int) -> dict | None:
     else:
         return None
     return mask_iou_check(model, itertools.islice(held_out, frames), spec)
+
+
+def init_all_weights(trainer, path: str, samples, what: str, batches: int = 16) -> None:
+    """Every weight from a checkpoint, or from a bundle / model.onnx (Conv-BN folded: the BatchNorms are
+    re-estimated on ``batches`` augmented training batches, :mod:`edgeseg.models.folded`)."""
+    from edgeseg.models.checkpoint import load_weights
+    from edgeseg.models.folded import load_model_weights, recalibrate_unfolded
+
+    if Path(path).suffix in (".safetensors", ".pt", ".pth"):
+        load_weights(trainer.model, path, what=what)
+        log.info("weights: all from %s", path)
+        return
+    unfolded = load_model_weights(trainer.model, path, what=what)
+    b = trainer.config.batch_size
+    images = (trainer.prepare(list(itertools.islice(samples, b)), i * b)[0] for i in range(batches))
+    seen = recalibrate_unfolded(trainer.model, unfolded, images)
+    log.info("weights: all from %s (%d folded BatchNorms re-estimated on %d training crops)", path, len(unfolded), seen)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -162,14 +183,16 @@ def main(argv: list[str] | None = None) -> int:
                             handlers=[logging.StreamHandler(sys.stdout), logging.FileHandler(out / "train.log")])
         classes, stream = training_data(s)
         model, cfg, spec = build(s, classes)
-        if s.get("init_encoder") and not args.resume:
+        trainer = InstanceTrainer(model, cfg, input_spec=spec, out_dir=out, model_name=s["model"])
+        if s.get("init") and not args.resume:
+            init_all_weights(trainer, s["init"], stream(0), what=s["model"])
+        elif s.get("init_encoder") and not args.resume:
             from edgeseg.models.panoptic_deeplab import load_encoder_weights
 
             log.info("encoder: %d tensors from %s", load_encoder_weights(model, s["init_encoder"]), s["init_encoder"])
         params = sum(p.numel() for p in model.parameters())
         log.info("%s %s: %.2fM parameters, %d epochs x %d steps x batch %d, %s lr %g (%s)", s["model"], s["size"],
                  params / 1e6, cfg.epochs, cfg.steps_per_epoch, cfg.batch_size, cfg.optimizer, cfg.lr, cfg.schedule)
-        trainer = InstanceTrainer(model, cfg, input_spec=spec, out_dir=out, model_name=s["model"])
         t0 = time.perf_counter()
         trainer.fit(stream, resume=out if args.resume else None,
                     on_epoch=lambda r: print(f"epoch {r.epoch:3d}  loss {r.loss:.4f}  category {r.category:.4f}  "

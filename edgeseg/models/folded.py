@@ -34,7 +34,8 @@ _BN_STATE = ("weight", "bias", "running_mean", "running_var", "num_batches_track
 
 
 def state_from_onnx(data: bytes) -> dict[str, torch.Tensor]:
-    """Initialisers of an edgeseg ONNX export (names ``model.<state-dict name>``, Conv-BN folded)."""
+    """Initialisers of an edgeseg ONNX export (names ``model.<state-dict name>``, Conv-BN folded), plus
+    the affine parameters of GroupNorms that follow a convolution (see :func:`_group_norms`)."""
     import onnx
     from onnx import numpy_helper
 
@@ -43,6 +44,51 @@ def state_from_onnx(data: bytes) -> dict[str, torch.Tensor]:
     for init in graph.initializer:
         name = init.name[len("model."):] if init.name.startswith("model.") else init.name
         out[name] = torch.from_numpy(numpy_helper.to_array(init).copy())
+    for name, value in _group_norms(graph).items():
+        out.setdefault(name, value)
+    return out
+
+
+_GROUP_NORM = ("Reshape", "InstanceNormalization", "Reshape", "Mul", "Add")
+
+
+def _group_norms(graph) -> dict[str, torch.Tensor]:
+    """A ``GroupNorm`` exports as ``Reshape -> InstanceNormalization -> Reshape -> Mul(scale) ->
+    Add(shift)``, its scale and shift as anonymous ``[C, 1, 1]`` constants. Where that chain follows the
+    convolution ``<base>.<i>`` (a ``Conv -> GroupNorm`` pair of a Sequential, as SOLOv2's heads), the two
+    constants are ``<base>.<i+1>.weight`` and ``.bias``."""
+    from onnx import numpy_helper
+
+    consts = {i.name: i for i in graph.initializer}
+    consumers: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    out = {}
+    for conv in graph.node:
+        if conv.op_type != "Conv" or len(conv.input) < 2 or not conv.input[1].startswith("model."):
+            continue
+        stem = conv.input[1][len("model."):].rpartition(".")[0]
+        base, _, index = stem.rpartition(".")
+        if not index.isdigit():
+            continue
+        chain, tensor = [], conv.output[0]
+        for op in _GROUP_NORM:
+            nxt = consumers.get(tensor, [])
+            if len(nxt) != 1 or nxt[0].op_type != op:
+                break
+            chain.append(nxt[0])
+            tensor = nxt[0].output[0]
+        if len(chain) != len(_GROUP_NORM):
+            continue
+        params = []
+        for node in chain[3:]:
+            const = [consts[i] for i in node.input if i in consts]
+            if len(const) == 1:
+                params.append(torch.from_numpy(numpy_helper.to_array(const[0]).copy()).flatten())
+        if len(params) == 2:
+            gn = f"{base}.{int(index) + 1}"
+            out[f"{gn}.weight"], out[f"{gn}.bias"] = params
     return out
 
 

@@ -140,3 +140,24 @@ def test_train_from_the_shipped_shapes_bundle_keeps_its_accuracy(tmp_path):
     assert after == pytest.approx(before, abs=0.02)
     report = json.loads((tmp_path / "again.edgeseg" / "report.json").read_text())
     assert report["training"]["init"] == str(bundle)
+
+
+def test_group_norms_come_back_from_a_solov2_bundle():
+    """SOLOv2's heads use Conv -> GroupNorm, which exports as Reshape -> InstanceNormalization -> Reshape ->
+    Mul -> Add with anonymous constants: the loader finds them by that chain, and the shipped
+    shapes-instance bundle's model scores what ONNX Runtime scores."""
+    ort = pytest.importorskip("onnxruntime")
+    bundle = REPO / "edgeseg" / "zoo" / "shapes-instance.edgeseg"
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    m = create_model(manifest["provenance"]["model"], num_classes=len(manifest["classes"]))
+    assert any(isinstance(mod, torch.nn.GroupNorm) for mod in m.modules())
+    load_model_weights(m, bundle)
+    sess = ort.InferenceSession(str(bundle / "model.onnx"), providers=["CPUExecutionProvider"])
+    shape = sess.get_inputs()[0].shape
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(4))
+    ref = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, {"images": x.numpy()})))
+    with torch.no_grad():
+        got = m.eval()(x)
+    top = np.sort(ref["scores"].ravel())[::-1][:10]  # kept detections, in the runtime's order of ties
+    np.testing.assert_allclose(np.sort(got["scores"].numpy().ravel())[::-1][:10], top, atol=1e-5)
+    assert top[0] > 0.1

@@ -252,3 +252,36 @@ def test_dataset_stream_is_seeded_per_epoch_and_drops_crowds(tmp_path):
         assert len(r) == 1 and r.class_names == ("person", "car") and r.class_names[int(r.classes[0])] == "car"
         assert r.masks[0].sum() == 20  # the crowd region (image 1) is left out
     assert thing_labels(got[0][1], ("car", "person")).tolist() == [0]
+
+
+def test_train_instance_continues_from_a_shipped_bundle(tmp_path):
+    """tools/train_instance.py --init BUNDLE: the zoo's SOLOv2 (folded BatchNorms in the encoder,
+    GroupNorms in the heads) comes back whole, and a few steps at a small learning rate keep what the
+    bundle's own weights find on held-out scenes (the tool's mask-IoU check on the same 20 scenes)."""
+    import importlib.util
+    import itertools
+    import json
+    from pathlib import Path
+
+    from edgeseg.models.folded import load_model_weights
+    from edgeseg.train.instance import mask_iou_check, synthetic_instances
+
+    repo = Path(__file__).resolve().parents[2]
+    spec = importlib.util.spec_from_file_location("train_instance", repo / "tools" / "train_instance.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    bundle = repo / "edgeseg" / "zoo" / "shapes-instance.edgeseg"
+    out = tmp_path / "run"
+    assert tool.main(["--model", "solov2_mobilenetv3_small", "--size", "192x144", "--epochs", "1",
+                      "--steps-per-epoch", "4", "--batch", "4", "--lr", "1e-5", "--warmup", "0", "--threads", "2",
+                      "--eval-frames", "20", "--init", str(bundle), "--out", str(out)]) == 0
+    after = json.loads((out / "eval.json").read_text())
+    settings = json.loads((out / "run.json").read_text())
+    model, _, spec = tool.build(settings, tool.training_data(settings)[0])
+    load_model_weights(model, bundle)
+    scenes = synthetic_instances(spec.size, seed=1000, scenes=20)  # the tool's held-out scenes (seed + 1000)
+    ref = mask_iou_check(model.eval(), itertools.islice(scenes, 20), spec)
+    assert ref["recall@0.5"] > 0.5  # the shipped weights, not a fresh model
+    assert after["instances"] == ref["instances"]
+    assert after["recall@0.5"] == pytest.approx(ref["recall@0.5"], abs=0.1)
+    assert after["mean_best_iou"] == pytest.approx(ref["mean_best_iou"], abs=0.05)
