@@ -129,11 +129,15 @@ def test_road_holdout_stage_4_weighting_is_the_recipes_unless_overridden(td, tmp
 def test_road_stage_4_fine_tunes_the_shipped_bundle_on_camvid_and_cityscapes(td, tmp_path, monkeypatch):
     """Issue 14's other-camera stage: it starts from a bundle (--init, a folder: no model.safetensors
     needed), mixes all of CamVid train (8x) with Cityscapes' training cities, validates on the unseen
-    Cityscapes val cities, and takes road-holdout's colour jitter; road-loso keeps road's first two."""
+    Cityscapes val cities, and takes road-holdout's colour jitter; road-loso's has 0006R0 held out."""
     monkeypatch.setenv("EDGESEG_DATA", str(tmp_path))
     road = td.RECIPES.get("road")
     assert td.stage_names(road)[-1] == "finetune3"
-    assert len(td.RECIPES.get("road-loso").finetune) == 2
+    loso = td.RECIPES.get("road-loso")
+    assert td.stage_names(loso)[-1] == "finetune3"  # the same stage with 0006R0 held out, validated on it
+    assert loso.finetune[2].data == f"8*{td.CAMVID_TRAIN_HOLDOUT};cityscapes-camvid:{{data_root}}/cityscapes_panoptic"
+    assert loso.finetune[2].val_data == td.CAMVID_0006R0
+    assert (loso.finetune[2].epochs, loso.finetune[2].lr, loso.finetune[2].jitter) == (2, 0.005, 0.4)
     bundle = tmp_path / "road.edgeseg"
     bundle.mkdir()
     job = td.build_job(road, _args(td, tmp_path, "road", "--stage", "finetune3", "--init", str(bundle), "--no-export"))

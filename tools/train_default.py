@@ -150,7 +150,10 @@ RECIPES.add("road-loso", replace(
     data=CAMVID_TRAIN_HOLDOUT,
     val_data=CAMVID_0006R0,
     cpu=replace(RECIPES.get("road").cpu, epochs=80),
-    finetune=tuple(replace(f, data=CAMVID_TRAIN_HOLDOUT, val_data=CAMVID_0006R0) for f in RECIPES.get("road").finetune[:2]),
+    # road's stages with 0006R0 left out of every one (stage 4 mixes CamVid without it with Cityscapes)
+    finetune=tuple(replace(f, data=CAMVID_TRAIN_HOLDOUT, val_data=CAMVID_0006R0) for f in RECIPES.get("road").finetune[:2])
+    + (replace(RECIPES.get("road").finetune[2], val_data=CAMVID_0006R0,
+               data=f"8*{CAMVID_TRAIN_HOLDOUT};cityscapes-camvid:{{data_root}}/cityscapes_panoptic"),),
     description="CamVid road scenes, road's recipe with sequence 0006R0 held out (issue 14's leave-one-sequence-out baseline)",
 ))
 

@@ -104,6 +104,7 @@ def init_target(model, path: Path):
     names = state_names(path)
     return backbone if names == set(backbone.state_dict()) and names != set(model.state_dict()) else model
 
+
 def recalibrate_from_training_data(trainer: Trainer, bns: list[str], batches: int) -> int:
     """Re-estimate the BatchNorms that came from folded biases on ``batches`` augmented training
     batches of the run (epoch 0's, the data the first steps see); see :mod:`edgeseg.models.folded`."""
