@@ -39,7 +39,12 @@ def state_from_onnx(data: bytes) -> dict[str, torch.Tensor]:
     import onnx
     from onnx import numpy_helper
 
-    graph = onnx.load_model_from_string(data).graph
+    try:
+        graph = onnx.load_model_from_string(data).graph
+    except Exception as e:  # noqa: BLE001  (protobuf raises its own DecodeError, among others)
+        raise ModelError(f"cannot read the ONNX model to take weights from: {e}",
+                         fix="give an intact model.onnx or bundle (opening a bundle checks every file's "
+                             "sha256), or export it again") from e
     out = {}
     for init in graph.initializer:
         name = init.name[len("model."):] if init.name.startswith("model.") else init.name

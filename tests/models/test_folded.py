@@ -110,6 +110,10 @@ def test_weights_that_do_not_fit_name_the_tensors(folded_bundle, tmp_path):
     junk.write_bytes(b"not weights")
     with pytest.raises(ModelError, match="not a checkpoint, ONNX file or bundle"):
         load_model_weights(create_model("test_deeplabv3plus", num_classes=5), junk)
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"\x08\x07garbage that is not a protobuf")
+    with pytest.raises(ModelError, match="cannot read the ONNX model"):
+        load_model_weights(create_model("test_deeplabv3plus", num_classes=5), broken)
     with pytest.raises(ModelError, match="no batch"):
         m = create_model("test_deeplabv3plus", num_classes=5)
         recalibrate_unfolded(m, load_model_weights(m, bundle), [])

@@ -258,19 +258,15 @@ def test_train_instance_continues_from_a_shipped_bundle(tmp_path):
     """tools/train_instance.py --init BUNDLE: the zoo's SOLOv2 (folded BatchNorms in the encoder,
     GroupNorms in the heads) comes back whole, and a few steps at a small learning rate keep what the
     bundle's own weights find on held-out scenes (the tool's mask-IoU check on the same 20 scenes)."""
-    import importlib.util
     import itertools
     import json
-    from pathlib import Path
 
     from edgeseg.models.folded import load_model_weights
     from edgeseg.train.instance import mask_iou_check, synthetic_instances
+    from tool_loader import REPO, load_tool
 
-    repo = Path(__file__).resolve().parents[2]
-    spec = importlib.util.spec_from_file_location("train_instance", repo / "tools" / "train_instance.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
-    bundle = repo / "edgeseg" / "zoo" / "shapes-instance.edgeseg"
+    tool = load_tool("train_instance")
+    bundle = REPO / "edgeseg" / "zoo" / "shapes-instance.edgeseg"
     out = tmp_path / "run"
     assert tool.main(["--model", "solov2_mobilenetv3_small", "--size", "192x144", "--epochs", "1",
                       "--steps-per-epoch", "4", "--batch", "4", "--lr", "1e-5", "--warmup", "0", "--threads", "2",

@@ -329,14 +329,10 @@ def test_cli_continues_from_a_shipped_bundle(tmp_path):
     model with re-estimated BatchNorms, and training continues from the bundle's accuracy: after 8 steps at
     the tool's default learning rate, PQ 0.805 on 30 held-out scenes (shapes-panoptic: 0.795 on its own 100
     val scenes); without the re-estimate the same run measured 0.783 (session 21)."""
-    import importlib.util
-    from pathlib import Path
+    from tool_loader import REPO, load_tool
 
-    repo = Path(__file__).resolve().parents[2]
-    spec = importlib.util.spec_from_file_location("train_panoptic", repo / "tools" / "train_panoptic.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
-    bundle = repo / "edgeseg" / "zoo" / "shapes-panoptic.edgeseg"
+    tool = load_tool("train_panoptic")
+    bundle = REPO / "edgeseg" / "zoo" / "shapes-panoptic.edgeseg"
     out = tmp_path / "run"
     assert tool.main(["--model", "panoptic_deeplab_mobilenetv3_small", "--data", "synthetic", "--size", "160x120",
                       "--epochs", "1", "--steps-per-epoch", "8", "--batch", "4", "--lr", "1e-3", "--warmup", "0",
