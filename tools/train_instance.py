@@ -152,23 +152,6 @@ def evaluate(model, spec, s: dict, frames: int) -> dict | None:
     return mask_iou_check(model, itertools.islice(held_out, frames), spec)
 
 
-def init_all_weights(trainer, path: str, samples, what: str, batches: int = 16) -> None:
-    """Every weight from a checkpoint, or from a bundle / model.onnx (Conv-BN folded: the BatchNorms are
-    re-estimated on ``batches`` augmented training batches, :mod:`edgeseg.models.folded`)."""
-    from edgeseg.models.checkpoint import load_weights
-    from edgeseg.models.folded import load_model_weights, recalibrate_unfolded
-
-    if Path(path).suffix in (".safetensors", ".pt", ".pth"):
-        load_weights(trainer.model, path, what=what)
-        log.info("weights: all from %s", path)
-        return
-    unfolded = load_model_weights(trainer.model, path, what=what)
-    b = trainer.config.batch_size
-    images = (trainer.prepare(list(itertools.islice(samples, b)), i * b)[0] for i in range(batches))
-    seen = recalibrate_unfolded(trainer.model, unfolded, images)
-    log.info("weights: all from %s (%d folded BatchNorms re-estimated on %d training crops)", path, len(unfolded), seen)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
@@ -185,7 +168,12 @@ def main(argv: list[str] | None = None) -> int:
         model, cfg, spec = build(s, classes)
         trainer = InstanceTrainer(model, cfg, input_spec=spec, out_dir=out, model_name=s["model"])
         if s.get("init") and not args.resume:
-            init_all_weights(trainer, s["init"], stream(0), what=s["model"])
+            from edgeseg.models.folded import init_model_weights
+
+            samples, b = stream(0), cfg.batch_size
+            n = init_model_weights(model, s["init"], lambda: (trainer.prepare(list(itertools.islice(samples, b)), i * b)[0]
+                                                              for i in range(16)), what=s["model"])
+            log.info("weights: all from %s (%d folded BatchNorms re-estimated on training crops)", s["init"], n)
         elif s.get("init_encoder") and not args.resume:
             from edgeseg.models.panoptic_deeplab import load_encoder_weights
 

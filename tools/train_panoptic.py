@@ -174,8 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import torch
 
-        from edgeseg.models.checkpoint import load_weights
-        from edgeseg.models.folded import load_model_weights, recalibrate_unfolded
+        from edgeseg.models.folded import init_model_weights
         from edgeseg.models.panoptic_deeplab import load_encoder_weights
         from edgeseg.train.panoptic import PanopticTrainer, quick_pq
 
@@ -190,17 +189,12 @@ def main(argv: list[str] | None = None) -> int:
                                   model_name=s["model"], checkpoint_every=args.checkpoint_every, log_every=args.log_every)
         if not args.resume:
             (out / "run.json").write_text(json.dumps({**s, "steps_per_epoch": cfg.steps_per_epoch}, indent=2))
-            if s.get("init") and Path(s["init"]).suffix in (".safetensors", ".pt", ".pth"):
-                load_weights(model, s["init"], what=s["model"])
-                log.info("weights: all from %s", s["init"])
-            elif s.get("init"):  # an exported model.onnx or a bundle: folded BatchNorms re-estimated on training batches
-                unfolded = load_model_weights(model, s["init"], what=s["model"])
-                stream = data.stream(s["seed"], 0)
-                batches = (trainer.prepare(list(itertools.islice(stream, cfg.batch_size)), i * cfg.batch_size)[0]
-                           for i in range(INIT_BATCHES))
-                seen = recalibrate_unfolded(model, unfolded, batches)
-                log.info("weights: all from %s (%d folded BatchNorms re-estimated on %d training crops)",
-                         s["init"], len(unfolded), seen)
+            if s.get("init"):  # a checkpoint, or a bundle / model.onnx (folded BatchNorms re-estimated)
+                def batches(stream=data.stream(s["seed"], 0), b=cfg.batch_size):
+                    return (trainer.prepare(list(itertools.islice(stream, b)), i * b)[0] for i in range(INIT_BATCHES))
+
+                n = init_model_weights(model, s["init"], batches, what=s["model"])
+                log.info("weights: all from %s (%d folded BatchNorms re-estimated on training crops)", s["init"], n)
             elif s["init_encoder"]:
                 n = load_encoder_weights(model, s["init_encoder"])
                 log.info("encoder: %d tensors from %s", n, s["init_encoder"])

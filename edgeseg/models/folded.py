@@ -22,7 +22,7 @@ so fine-tuning a shipped bundle continues where its training stopped.
 from __future__ import annotations
 
 import zipfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import torch
@@ -184,6 +184,24 @@ def load_model_weights(model: nn.Module, path: str | Path, what: str = "the mode
                          f"{' ...' if len(missing) > 4 else ''}; {len(missing)} in all)",
                          fix="give the bundle or checkpoint of the same architecture and number of classes")
     return unfolded
+
+
+CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth")
+
+
+def init_model_weights(model: nn.Module, path: str | Path, batches: Callable[[], Iterable[torch.Tensor]],
+                       what: str = "the model") -> int:
+    """Every weight of ``model`` from a checkpoint, or from a bundle / ``model.onnx`` whose folded
+    BatchNorms are then re-estimated on ``batches()`` (called only then: training inputs cost time).
+    Returns the number of BatchNorms re-estimated (0 for a checkpoint)."""
+    if Path(path).suffix in CHECKPOINT_SUFFIXES:
+        from .checkpoint import load_weights
+
+        load_weights(model, path, what=what)
+        return 0
+    unfolded = load_model_weights(model, path, what=what)
+    recalibrate_unfolded(model, unfolded, batches())
+    return len(unfolded)
 
 
 @torch.no_grad()
