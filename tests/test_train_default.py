@@ -40,8 +40,9 @@ def _args(td, tmp_path, *argv):
 
 def test_road_stages_chain_their_run_folders(td, tmp_path):
     road = td.RECIPES.get("road")
-    assert td.stage_names(road) == ["main", "finetune", "finetune2", "finetune3"]
-    assert [td.stage_dir(road, k, str(tmp_path)).name for k in range(4)] == ["road", "road-ft", "road-ft2", "road-ft3"]
+    assert td.stage_names(road) == ["main", "finetune", "finetune2", "finetune3", "finetune4"]
+    assert [td.stage_dir(road, k, str(tmp_path)).name for k in range(5)] == ["road", "road-ft", "road-ft2", "road-ft3",
+                                                                            "road-ft4"]
 
 
 def test_finetune2_starts_from_the_first_finetune_with_its_own_schedule(td, tmp_path, monkeypatch):
@@ -64,8 +65,8 @@ def test_a_stage_needs_the_previous_one(td, tmp_path, monkeypatch):
     road = td.RECIPES.get("road")
     with pytest.raises(InputError, match="run --stage finetune first"):
         td.build_job(road, _args(td, tmp_path, "road", "--stage", "finetune2", "--no-export"))
-    with pytest.raises(InputError, match="has no stage 'finetune4'"):
-        td.build_job(road, _args(td, tmp_path, "road", "--stage", "finetune4", "--no-export"))
+    with pytest.raises(InputError, match="has no stage 'finetune5'"):
+        td.build_job(road, _args(td, tmp_path, "road", "--stage", "finetune5", "--no-export"))
 
 
 def test_road_holdout_never_trains_on_0006R0(td, tmp_path, monkeypatch):
@@ -132,9 +133,9 @@ def test_road_stage_4_fine_tunes_the_shipped_bundle_on_camvid_and_cityscapes(td,
     Cityscapes val cities, and takes road-holdout's colour jitter; road-loso's has 0006R0 held out."""
     monkeypatch.setenv("EDGESEG_DATA", str(tmp_path))
     road = td.RECIPES.get("road")
-    assert td.stage_names(road)[-1] == "finetune3"
+    assert td.stage_names(road)[3] == "finetune3"
     loso = td.RECIPES.get("road-loso")
-    assert td.stage_names(loso)[-1] == "finetune3"  # the same stage with 0006R0 held out, validated on it
+    assert td.stage_names(loso)[3] == "finetune3"  # the same stage with 0006R0 held out, validated on it
     assert loso.finetune[2].data == f"8*{td.CAMVID_TRAIN_HOLDOUT};cityscapes-camvid:{{data_root}}/cityscapes_panoptic"
     assert loso.finetune[2].val_data == td.CAMVID_0006R0
     assert (loso.finetune[2].epochs, loso.finetune[2].lr, loso.finetune[2].jitter) == (2, 0.005, 0.4)
@@ -148,3 +149,32 @@ def test_road_stage_4_fine_tunes_the_shipped_bundle_on_camvid_and_cityscapes(td,
     assert job.config.crop == ImageShape(192, 256)
     with pytest.raises(InputError, match="does not exist"):  # without --init: runs/road-ft2 is not there
         td.build_job(road, _args(td, tmp_path, "road", "--stage", "finetune3", "--no-export"))
+
+
+def test_road_stage_5_is_one_full_resolution_epoch_of_the_same_mix(td, tmp_path, monkeypatch):
+    """Issue 14, session 22: after the other-camera stage, one epoch of the same CamVid + Cityscapes mix on
+    the whole 480x360 frame (no crop, scales near 1), from stage 4's weights or a bundle; road-loso's is the
+    same stage with 0006R0 held out (the A/B that decided it: edgeseg train ... --size 480x360 --epochs 1
+    --lr 0.002 --warmup 0.05 --scale 0.75,1.5 --jitter 0.4, as docs/models.md records)."""
+    monkeypatch.setenv("EDGESEG_DATA", str(tmp_path))
+    road, loso = td.RECIPES.get("road"), td.RECIPES.get("road-loso")
+    assert td.stage_names(road)[-1] == td.stage_names(loso)[-1] == "finetune4"
+    (tmp_path / "road-ft3").mkdir()
+    (tmp_path / "road-ft3" / "model.safetensors").write_bytes(b"")
+    job = td.build_job(road, _args(td, tmp_path, "road", "--stage", "finetune4", "--no-export"))
+    assert job.init == tmp_path / "road-ft3" / "model.safetensors" and job.out == tmp_path / "road-ft4"
+    assert job.data == f"8*camvid:{tmp_path}/camvid;cityscapes-camvid:{tmp_path}/cityscapes_panoptic"
+    assert job.val_data == f"cityscapes-camvid:{tmp_path}/cityscapes_panoptic"
+    c = job.config
+    assert (c.epochs, c.lr, c.warmup_epochs, c.crop, c.scale, c.jitter) == (1, 0.002, 0.05, None, (0.75, 1.5), 0.4)
+    assert (c.size, c.batch_size, c.loss, c.class_weighting, c.weight_decay) == (ImageShape(360, 480), 8, "wce+lovasz",
+                                                                                "enet", 4e-5)
+    bundle = tmp_path / "road-street.edgeseg"
+    bundle.mkdir()
+    held = td.build_job(loso, _args(td, tmp_path, "road-loso", "--stage", "finetune4", "--init", str(bundle),
+                                    "--no-export"))
+    assert held.init == bundle and held.out == tmp_path / "road-loso-ft4"
+    assert held.data == f"8*camvid:{tmp_path}/camvid,exclude=0006R0;cityscapes-camvid:{tmp_path}/cityscapes_panoptic"
+    assert held.val_data == f"camvid:{tmp_path}/camvid,split=train,sequences=0006R0"
+    for key in ("epochs", "lr", "warmup_epochs", "crop", "scale", "jitter", "size", "batch_size", "loss"):
+        assert getattr(held.config, key) == getattr(c, key), key
