@@ -12,6 +12,7 @@ EXAMPLES = (
     "edgeseg quantize road.edgeseg --calib synthetic:64 --target cpu --sensitivity --json int8.json",
     "edgeseg quantize big.edgeseg --calib camvid --target cpu --eval camvid:../shared/data/camvid --max-drop 0.5 --ranking error",
     "edgeseg quantize road.edgeseg --calib calibration/camvid.toml --target openvino --eval camvid:../shared/data/camvid",
+    "edgeseg quantize road.edgeseg --calib street --target openvino --keep-float node_conv2d,node_conv2d_1 --eval ... --max-drop 0.5",
 )
 
 
@@ -36,6 +37,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="how --sensitivity and --max-drop rank layers: task (the metric with each layer alone in float: "
                         "one quantization and scoring per layer), error (the quantization noise each layer adds: two "
                         "inference passes), auto (task up to 24 layers, else error; default)")
+    p.add_argument("--keep-float", default="", metavar="NAME[,NAME...]",
+                   help="layers kept in float in every model tried, before --max-drop searches (node names as the "
+                        "sensitivity table and the report's float_nodes print them)")
     p.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads for scoring and latency (0: default)")
     p.add_argument("--no-latency-guard", action="store_true",
                    help="cpu target: do not time layers to leave those INT8 makes slower in float")
@@ -56,7 +60,8 @@ def run(args: argparse.Namespace) -> int:
                         max_drop=args.max_drop, sensitivity=args.sensitivity, frames=args.frames,
                         threads=args.threads, progress=not args.no_progress, engine=args.engine,
                         latency_guard=not args.no_latency_guard, ranking=args.ranking,
-                        eval_spec=args.eval, eval_split=args.split if args.eval else None)
+                        eval_spec=args.eval, eval_split=args.split if args.eval else None,
+                        keep_float=args.keep_float.split(","))
     if r.sensitivity:
         task = r.sensitivity[0].measure == "task metric"
         print(f"per-layer sensitivity ({f'{r.metric} gained with the layer alone in float' if task else r.sensitivity[0].measure}):")

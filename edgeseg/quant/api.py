@@ -99,7 +99,8 @@ def quantize_bundle(bundle, calib: str | CalibrationRecipe | Sequence, target: s
                     eval_dataset=None, max_drop: float | None = None, sensitivity: bool = False, *,
                     frames: int | None = None, threads: int = 0, progress: bool = True, latency: bool = True,
                     engine: str | None = None, latency_guard: bool = True, ranking: str = "auto",
-                    eval_spec: str | None = None, eval_split: str | None = None) -> QuantReport:
+                    eval_spec: str | None = None, eval_split: str | None = None,
+                    keep_float: Sequence[str] = ()) -> QuantReport:
     """Quantize ``bundle``'s FP32 model for ``target`` and record the result in the bundle.
 
     calib: a recipe (``.toml``, recipe name, folder, video, dataset spec, :class:`CalibrationRecipe`)
@@ -118,6 +119,9 @@ def quantize_bundle(bundle, calib: str | CalibrationRecipe | Sequence, target: s
     clipping can cut off the rare large activations a detection head's positives live in (a street
     SOLOv2: mask AP 2.63 FP32, 0.00 INT8 with entropy ranges, 2.51 with minmax). The report's
     ``calibration.method_fallback`` records both scores.
+    keep_float: layers (node names, as the report's ``float_nodes`` and the sensitivity table print them)
+    kept in float in every model tried, before any search: a layer the noise ranking under-rates (a stem
+    convolution whose error every later layer amplifies) costs the search many others.
     """
     from ..bundle import Bundle
 
@@ -137,13 +141,14 @@ def quantize_bundle(bundle, calib: str | CalibrationRecipe | Sequence, target: s
         prepared = work / "prepared.onnx"
         prep = prepare_model(fp32, prepared, optimize=profile.optimize_graph)
         feed = {spec.name: spec.preprocess(calib_frames[0])[0]}  # the input every latency figure is timed on
+        forced = _forced_float(prepared, profile, keep_float)
 
         def build(m: str, name: str):
             """Ranges by method ``m``, the all-INT8 model and (cpu) the latency guard's choice."""
             table = None if profile.engine == "nncf" else calibrate(
                 prepared, FeedReader(cal_frames, spec, progress=progress, desc=recipe.name or "calibration"), m,
                 symmetric=profile.activation_symmetric, percentile=recipe.percentile)
-            q = _Quantizer(prepared, profile, table, cal_frames, spec)
+            q = _Quantizer(prepared, profile, table, cal_frames, spec, base_keep=forced)
             full = q.model(None, work / name)
             guard: dict[str, Any] = {}
             if latency_guard and profile.name == "cpu" and profile.engine == "ort" and runtime == "onnxruntime":
@@ -274,6 +279,26 @@ def _accuracy_control(q: _Quantizer, full: QuantizedModel, scorer, sens_scorer, 
     reason = f"mixed precision (--max-drop {max_drop:g}): among the most INT8-sensitive layers"
     final = q.model({n: reason for n in mixed.float_layers}, work / "final.onnx")
     return _Gate(final.path, final.float_nodes, mixed.score, mixed.met, mixed.curve, sens)
+
+
+KEEP_FLOAT_REASON = "kept in float by --keep-float"
+
+
+def _forced_float(prepared: Path, profile: QuantProfile, names: Sequence[str]) -> dict[str, str]:
+    """``{name: reason}`` for the layers the caller keeps in float; an unknown name is an error naming
+    the model's quantizable layers (a typo must not silently quantize the layer it meant)."""
+    names = [n.strip() for n in names if n and n.strip()]
+    if not names:
+        return {}
+    import onnx
+
+    known = [n for n, _ in compute_nodes(onnx.load(str(prepared), load_external_data=False), profile)]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        shown = ", ".join(known[:12]) + (f", ... ({len(known)} in all)" if len(known) > 12 else "")
+        raise InputError(f"--keep-float: no quantizable layer named {', '.join(map(repr, unknown))} in this model",
+                         fix=f"use the names the sensitivity table and the report's float_nodes print: {shown}")
+    return {n: KEEP_FLOAT_REASON for n in names}
 
 
 def _latency_guard(q: _Quantizer, full: QuantizedModel, feed: dict, threads: int, work: Path, progress: bool,

@@ -136,3 +136,33 @@ def test_quantize_cli_records_and_prints_what_the_gate_scored(bundle, tmp_path, 
     assert data["fp32"] > 90  # the trained model, scored on the labelled frames
     assert f"gate: mIoU on {spec} (val), 6 samples" in capsys.readouterr().out
     assert Bundle.open(bundle).report["int8"]["tensorrt"]["gate_data"] == data["gate_data"]
+
+
+def test_keep_float_layers_stay_float_in_every_model_and_a_typo_is_an_error(bundle):
+    """--keep-float: the named layers are float in the shipped model (no DequantizeLinear feeds them) with
+    their reason recorded; an unknown name fails before any work, naming the layers there are."""
+    import re
+
+    import onnx
+
+    from edgeseg.errors import InputError
+    from edgeseg.quant.api import KEEP_FLOAT_REASON
+    from edgeseg.quant.quantize import compute_nodes
+
+    first = compute_nodes(onnx.load(str(bundle / "model.onnx")))[0][0]
+    r = quantize_bundle(bundle, GOOD, target="tensorrt", method="minmax", eval_dataset=VAL, max_drop=1.0,
+                        progress=False, latency=False, keep_float=[first, ""])
+    assert [(f.name, f.reason) for f in r.float_nodes if f.reason == KEEP_FLOAT_REASON] == [(first, KEEP_FLOAT_REASON)]
+    q = onnx.load(str(bundle / "model.int8.tensorrt.onnx"))
+    producers = {o: n.op_type for n in q.graph.node for o in n.output}
+    node = next(n for n in q.graph.node if n.name == first)
+    assert not any(producers.get(i) == "DequantizeLinear" for i in node.input)
+    others = [n for n in q.graph.node if n.op_type == node.op_type and n.name != first]
+    assert any(producers.get(i) == "DequantizeLinear" for n in others for i in n.input)  # the rest is INT8
+    rep = Bundle.open(bundle).report["int8"]["tensorrt"]
+    assert {"name": first, "op_type": node.op_type, "reason": KEEP_FLOAT_REASON}.items() <= next(
+        f for f in rep["float_nodes"] if f["name"] == first).items()
+    with pytest.raises(InputError, match=rf"(?s)no quantizable layer named 'conv_typo'.*{re.escape(first)}"):
+        quantize_bundle(bundle, GOOD, target="cpu", method="minmax", progress=False, latency=False,
+                        keep_float=["conv_typo"])
+    assert "cpu" not in Bundle.open(bundle).report["int8"]
