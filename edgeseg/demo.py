@@ -38,7 +38,7 @@ DEFAULT_FRAMES = 150
 DEFAULT_SIZE = ImageShape(360, 480)
 DEFAULT_FPS = 25.0
 CAMERA = Path("/dev/video0")
-_CALIB = {"shapes": "synthetic", "road": "camvid"}  # calibration recipes of the shipped bundles
+_CALIB = {"shapes": "synthetic", "road": "street", "road-camvid": "camvid"}  # calibration recipes of the shipped bundles
 
 
 # ---- accuracy against ground truth carried by the frames -----------------------------------------
