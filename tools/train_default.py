@@ -127,8 +127,9 @@ RECIPES.add("road", Recipe(
     # classes (pole, sign) that small crops of down-scaled images barely show.
     finetune=(Finetune(epochs=40, lr=0.01, crop=ImageShape(240, 320), loss="wce+lovasz"),
               Finetune(epochs=15, lr=0.005, crop=None, loss="wce+lovasz", scale=(0.75, 1.5)),
-              # Stage 4 (issue 14, session 21): other cameras. From the shipped bundle's weights
-              # (--init edgeseg/zoo/road.edgeseg: its folded BatchNorms are re-estimated), all of CamVid
+              # Stage 4 (issue 14, session 21): other cameras. From stage 3's weights, i.e. the bundle
+              # road-camvid (--init edgeseg/zoo/road-camvid.edgeseg: its folded BatchNorms are
+              # re-estimated; the shipped road already holds stages 4 and 5), all of CamVid
               # train mixed with Cityscapes' 13 training cities (CamVid repeated 8x: 2,936 + 2,074 frames
               # an epoch) and road-holdout's stronger colour jitter; the Cityscapes val cities stay unseen.
               Finetune(epochs=2, lr=0.005, crop=ImageShape(192, 256), loss="wce+lovasz", warmup_epochs=0.1,
