@@ -256,7 +256,7 @@ def build_job(recipe: Recipe, args: argparse.Namespace):
         epochs=sched.epochs, size=recipe.size, batch_size=sched.batch, lr=lr, weight_decay=recipe.weight_decay,
         warmup_epochs=warmup, loss=loss, class_weighting=weighting,
         scale=scale, jitter=jitter, crop=sched.crop, eval_every=sched.eval_every, seed=args.seed, workers=sched.workers, device=args.device,
-        threads=args.threads, progress=sys.stderr.isatty(),
+        threads=args.threads, progress=True,
     )
     export = None if args.no_export else Path(args.export_to or REPO / "edgeseg" / "zoo" / f"{recipe.name}.edgeseg")
     return TrainJob(

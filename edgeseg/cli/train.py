@@ -69,7 +69,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache", action="store_true", help="decode the datasets once and keep them in memory")
     p.add_argument("--weights-format", default="safetensors", choices=["safetensors", "pt"])
     p.add_argument("--export", default=None, metavar="BUNDLE", help="export the trained model to this bundle (FP32)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bar (on a terminal) and no progress lines (when stderr is a file)")
     add_json_option(p)
 
 
@@ -97,7 +98,7 @@ def build_job(args: argparse.Namespace):
         class_weighting=args.class_weighting, scale=_scale(args.scale), jitter=args.jitter,
         eval_every=args.eval_every, seed=args.seed, workers=args.workers, device=args.device, amp=not args.no_amp,
         cpu_precision=args.cpu_precision, memory_format=args.memory_format,
-        threads=args.threads, progress=not args.no_progress and sys.stderr.isatty(),
+        threads=args.threads, progress=not args.no_progress,
         weights_format=args.weights_format, crop=ImageShape.parse(args.crop) if args.crop else None,
     )
     export = Path(args.export) if args.export else None

@@ -46,6 +46,7 @@ from .precision import CpuStepLevers, check_cpu_precision, check_memory_format
 from .optim import CosineSchedule, PolySchedule, build_adamw, build_sgd
 from .optim import build_schedule as make_schedule
 from .data import permuted_indices
+from .progress import epoch_progress
 
 log = logging.getLogger(__name__)
 STATE_FORMAT = "edgeseg.train.instance/1"
@@ -406,14 +407,17 @@ class InstanceTrainer(CpuStepLevers):
         while self.epoch < stop:
             torch.manual_seed(c.seed * 1000003 + self.epoch)
             t0, sums = time.perf_counter(), {"loss": 0.0, "category": 0.0, "mask": 0.0}
-            for _ in range(c.steps_per_epoch):
-                first = self.step * c.batch_size
-                samples = [next(stream) for _ in range(c.batch_size)]
-                if self.precision is None:
-                    self.choose_precision(samples, first)
-                res = self.train_step(samples, first)
-                for k in sums:
-                    sums[k] += res[k]
+            with epoch_progress(c.steps_per_epoch, f"epoch {self.epoch + 1}/{c.epochs}") as bar:
+                for i in range(c.steps_per_epoch):
+                    first = self.step * c.batch_size
+                    samples = [next(stream) for _ in range(c.batch_size)]
+                    if self.precision is None:
+                        self.choose_precision(samples, first)
+                    res = self.train_step(samples, first)
+                    for k in sums:
+                        sums[k] += res[k]
+                    bar.set_postfix(loss=f"{sums['loss'] / (i + 1):.4f}", lr=f"{res['lr']:.2e}", refresh=False)
+                    bar.update(1)
             n = c.steps_per_epoch
             self.epoch += 1
             rec = InstanceEpoch(self.epoch, sums["loss"] / n, sums["category"] / n, sums["mask"] / n, res["lr"],

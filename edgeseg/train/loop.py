@@ -114,8 +114,8 @@ def train_one_epoch(
         total += float(loss.detach())
         n += 1
         if progress is not None:
+            progress.set_postfix(loss=f"{total / n:.4f}", lr=f"{lr:.2e}", refresh=False)
             progress.update(1)
-            progress.set_postfix(loss=f"{total / n:.4f}", lr=f"{lr:.2e}")
     if n == 0:
         raise InputError("the training set gave no batch", fix="use a smaller --batch or more training images")
     return EpochResult(total / n, n, time.perf_counter() - t0, float(lr))

@@ -29,6 +29,7 @@ from .augment import AugmentConfig
 from .data import EvalSet, LoaderConfig, TrainSet, eval_loader, train_loader
 from .loop import EpochResult, evaluate_model, train_one_epoch
 from .optim import PolySchedule, build_sgd
+from .progress import epoch_progress
 from .precision import CpuStepLevers, check_cpu_precision, check_memory_format, choose_cpu_step
 
 log = logging.getLogger(__name__)
@@ -276,9 +277,7 @@ class Trainer(CpuStepLevers):
                                   classes=self.classes, progress=bar)
 
     def _bar(self, total: int, desc: str):
-        from tqdm.auto import tqdm
-
-        return tqdm(total=total, desc=desc, disable=not self.config.progress, leave=False, dynamic_ncols=True)
+        return epoch_progress(total, desc, enabled=self.config.progress)
 
     # ---- the run --------------------------------------------------------------------------------
     def fit(self, resume: str | os.PathLike | None = None, epochs: int | None = None) -> TrainResult:
