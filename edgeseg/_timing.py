@@ -9,9 +9,16 @@ the call, so every sample covers the device work of exactly that call.
 
 Used by ``edgeseg bench``, the INT8 latency numbers, the stream metrics (re-exported as
 ``edgeseg.stream.metrics.Latency``) and the scripts in ``tools/bench``. numpy only.
+
+:class:`LoadProbe` says how much of the CPUs a timing asked for other processes took while it ran
+(:data:`BUSY_LIMIT`: above it a measured decision is not trusted): the backend choice
+(:mod:`edgeseg.backends.choice`) and the trainers' choice of a CPU training step
+(:func:`edgeseg.train.precision.choose_cpu_step`) both use it.
 """
 from __future__ import annotations
 
+import contextlib
+import os
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
@@ -77,3 +84,82 @@ def time_runs(fn: Callable[[], Any], runs: int, warmup: int = 0, *, sync: Callab
             sync()
         times[i] = time.perf_counter() - t0
     return Latency.of(times)
+
+
+# ---- how many CPUs a timing had, and how busy the machine was while it ran ---------------------------------
+#: share of the timed CPUs that other processes took above which a decision is not trusted (an
+#: ``edgeseg run`` timed beside a busy job once cached ONNX Runtime FP32 for a bundle whose OpenVINO
+#: bf16 is 1.5x faster on that idle machine); an idle machine measures 0.00-0.02
+BUSY_LIMIT = 0.2
+
+def usable_cores() -> int:
+    """CPUs this process may use: its affinity mask (``taskset``), capped by a cgroup v2 CPU quota
+    (containers), which set the runtimes' default thread counts and so which candidate is fastest."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        n = os.cpu_count() or 1
+    with contextlib.suppress(OSError, ValueError):  # no cgroup v2 file, or an unlimited/odd quota: no cap
+        with open("/sys/fs/cgroup/cpu.max", encoding="ascii") as f:
+            quota, period = f.read().split()[:2]
+        if quota != "max" and int(period) > 0:
+            n = min(n, max(1, -(-int(quota) // int(period))))
+    return max(1, n)
+
+
+# ---- how busy the machine was while something was timed ---------------------------------------------
+#: /proc/stat ``cpu`` columns that are CPU time someone else could have had: user, nice, system, irq,
+#: softirq, steal (a VM's vCPU taken by the hypervisor); not idle or iowait
+_BUSY_COLUMNS = (0, 1, 2, 5, 6, 7)
+
+
+def machine_busy_s(stat: str, ticks_per_s: float) -> float:
+    """Busy CPU seconds of the whole machine, summed over CPUs, from the text of ``/proc/stat``."""
+    for line in stat.splitlines():
+        if line.startswith("cpu "):
+            cols = [int(v) for v in line.split()[1:]]
+            return sum(cols[i] for i in _BUSY_COLUMNS if i < len(cols)) / ticks_per_s
+    raise ValueError("no aggregate 'cpu' line in /proc/stat")
+
+
+def contended_share(others_busy: float, wall: float, cpus: int, demand: int) -> float:
+    """Share of the ``demand`` CPUs a timing asked for that other processes took: their CPU use over
+    ``wall`` seconds, less what the CPUs the timing left free could hold, over ``demand``; in [0, 1].
+    One thread timed on 2 CPUs beside a one-core job: 0 (the job had its own CPU); 2 threads beside it:
+    what the job took from them."""
+    if wall <= 0 or cpus <= 0 or demand <= 0:
+        return 0.0
+    free = max(0, cpus - demand)
+    return min(1.0, max(0.0, (others_busy / wall - free) / min(demand, cpus)))
+
+
+@dataclass
+class LoadProbe:
+    """How much of the CPUs a timing asked for other processes took between :meth:`start` and
+    :meth:`contended` (Linux ``/proc/stat`` less this process's own CPU time; 0.0 where ``/proc/stat``
+    is missing). Not this process's own threads: runtimes' thread pools make interleaved timings wait
+    on each other by design."""
+
+    _t0: tuple[float, float, float] | None = None
+
+    @staticmethod
+    def _now() -> tuple[float, float, float] | None:
+        try:
+            with open("/proc/stat", encoding="ascii") as f:
+                busy = machine_busy_s(f.read(), float(os.sysconf("SC_CLK_TCK")))
+        except (OSError, ValueError):
+            return None
+        t = os.times()
+        return busy, t.user + t.system, time.monotonic()
+
+    def start(self) -> "LoadProbe":
+        self._t0 = self._now()
+        return self
+
+    def contended(self, demand: int) -> float:
+        """:func:`contended_share` since :meth:`start`, for a timing that used ``demand`` threads."""
+        t1 = self._now()
+        if self._t0 is None or t1 is None:
+            return 0.0
+        (b0, o0, w0), (b1, o1, w1) = self._t0, t1
+        return contended_share(max(0.0, (b1 - b0) - (o1 - o0)), w1 - w0, os.cpu_count() or 1, demand)

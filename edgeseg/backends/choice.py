@@ -16,7 +16,7 @@
    flags, runtime versions) and model sha256s in ``$EDGESEG_CACHE_DIR/choices.json`` (default
    ``~/.cache/edgeseg``; ``EDGESEG_CACHE_DIR=off`` disables it), like TensorRT's timing cache, and
    logged with its reason, unless other processes took more than :data:`BUSY_LIMIT` of the CPUs the
-   timing used (:class:`~edgeseg.backends.device.LoadProbe`): a decision measured on a busy machine
+   timing used (:class:`~edgeseg._timing.LoadProbe`): a decision measured on a busy machine
    is used for that run only, and the next run times again. Passing both a backend and a
    precision pins the choice (nothing is timed).
 """
@@ -35,7 +35,8 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 from ..errors import BackendUnavailable, EdgesegError
 from .auto import AUTO_ORDER as AUTO_BACKENDS  # one automatic order and one x86 list, in auto.py
 from .auto import X86
-from .device import DeviceInfo, LoadProbe, device_info, usable_cores
+from .._timing import BUSY_LIMIT, LoadProbe, usable_cores
+from .device import DeviceInfo, device_info
 from .gates import (INT8_RUNTIMES, MIN_AGREEMENT, bf16_gate, int8_arithmetic_risk, int8_gate, label_agreement,  # noqa: F401
                     network_feed, other_runtime_gate, task_metric_gate, weights_fit_7bit)
 
@@ -52,10 +53,6 @@ MARGIN = 0.03
 #: bump when the candidate or decision rules change: cached decisions made under older rules are not reused
 RULES_VERSION = 2
 TIE_BREAK = 0.15  # candidates this close to the fastest are timed again for longer
-#: share of the timed CPUs that other processes took above which a decision is not cached (an
-#: ``edgeseg run`` timed beside a busy job once cached ONNX Runtime FP32 for a bundle whose OpenVINO
-#: bf16 is 1.5x faster on that idle machine); an idle machine measures 0.00-0.02
-BUSY_LIMIT = 0.2
 
 
 @dataclass(frozen=True, order=True)

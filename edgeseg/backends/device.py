@@ -7,15 +7,14 @@ with AVX-512 VNNI ran 0.8x on an Intel Xeon with AMX), so every speed decision r
 """
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
 import json
-import os
 import platform
-import time
 from dataclasses import asdict, dataclass
 from importlib import metadata
+
+from .._timing import usable_cores
 
 #: CPU features that change which kernels a runtime picks (INT8 VNNI/AMX, bf16, fp16)
 ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_fp16",
@@ -99,76 +98,3 @@ def device_info() -> DeviceInfo:
             continue
     return DeviceInfo(name or platform.processor() or platform.machine(), isa, usable_cores(),
                       platform.machine(), tuple(runtimes))
-
-
-def usable_cores() -> int:
-    """CPUs this process may use: its affinity mask (``taskset``), capped by a cgroup v2 CPU quota
-    (containers), which set the runtimes' default thread counts and so which candidate is fastest."""
-    try:
-        n = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        n = os.cpu_count() or 1
-    with contextlib.suppress(OSError, ValueError):  # no cgroup v2 file, or an unlimited/odd quota: no cap
-        with open("/sys/fs/cgroup/cpu.max", encoding="ascii") as f:
-            quota, period = f.read().split()[:2]
-        if quota != "max" and int(period) > 0:
-            n = min(n, max(1, -(-int(quota) // int(period))))
-    return max(1, n)
-
-
-# ---- how busy the machine was while something was timed ---------------------------------------------
-#: /proc/stat ``cpu`` columns that are CPU time someone else could have had: user, nice, system, irq,
-#: softirq, steal (a VM's vCPU taken by the hypervisor); not idle or iowait
-_BUSY_COLUMNS = (0, 1, 2, 5, 6, 7)
-
-
-def machine_busy_s(stat: str, ticks_per_s: float) -> float:
-    """Busy CPU seconds of the whole machine, summed over CPUs, from the text of ``/proc/stat``."""
-    for line in stat.splitlines():
-        if line.startswith("cpu "):
-            cols = [int(v) for v in line.split()[1:]]
-            return sum(cols[i] for i in _BUSY_COLUMNS if i < len(cols)) / ticks_per_s
-    raise ValueError("no aggregate 'cpu' line in /proc/stat")
-
-
-def contended_share(others_busy: float, wall: float, cpus: int, demand: int) -> float:
-    """Share of the ``demand`` CPUs a timing asked for that other processes took: their CPU use over
-    ``wall`` seconds, less what the CPUs the timing left free could hold, over ``demand``; in [0, 1].
-    One thread timed on 2 CPUs beside a one-core job: 0 (the job had its own CPU); 2 threads beside it:
-    what the job took from them."""
-    if wall <= 0 or cpus <= 0 or demand <= 0:
-        return 0.0
-    free = max(0, cpus - demand)
-    return min(1.0, max(0.0, (others_busy / wall - free) / min(demand, cpus)))
-
-
-@dataclass
-class LoadProbe:
-    """How much of the CPUs a timing asked for other processes took between :meth:`start` and
-    :meth:`contended` (Linux ``/proc/stat`` less this process's own CPU time; 0.0 where ``/proc/stat``
-    is missing). Not this process's own threads: runtimes' thread pools make interleaved timings wait
-    on each other by design."""
-
-    _t0: tuple[float, float, float] | None = None
-
-    @staticmethod
-    def _now() -> tuple[float, float, float] | None:
-        try:
-            with open("/proc/stat", encoding="ascii") as f:
-                busy = machine_busy_s(f.read(), float(os.sysconf("SC_CLK_TCK")))
-        except (OSError, ValueError):
-            return None
-        t = os.times()
-        return busy, t.user + t.system, time.monotonic()
-
-    def start(self) -> "LoadProbe":
-        self._t0 = self._now()
-        return self
-
-    def contended(self, demand: int) -> float:
-        """:func:`contended_share` since :meth:`start`, for a timing that used ``demand`` threads."""
-        t1 = self._now()
-        if self._t0 is None or t1 is None:
-            return 0.0
-        (b0, o0, w0), (b1, o1, w1) = self._t0, t1
-        return contended_share(max(0.0, (b1 - b0) - (o1 - o0)), w1 - w0, os.cpu_count() or 1, demand)

@@ -16,7 +16,12 @@ Two measured levers, both decided on the machine that trains:
 ``channels_last`` | ``auto``) each fix their lever or leave it to measurement: the candidates are timed
 on a copy of the run's model with its first batch (forward and backward, :func:`step_seconds`), and
 the fastest is kept when it beats the plain one (float32, contiguous, or the fixed lever) by at least
-:data:`MIN_GAIN`. The decision is recorded with the run and kept on resume.
+:data:`MIN_GAIN`. The candidates are timed in turns (:func:`time_candidates`), and a timing that other
+processes shared (:class:`~edgeseg._timing.LoadProbe` above :data:`~edgeseg._timing.BUSY_LIMIT`) is
+logged as a warning that names the settings to pass instead: in session 24 an ``auto`` instance run,
+timed while an evaluation started beside it, measured fp32 channels-last 2.04 s and bf16 channels-last 0.72 s a step back to
+back and chose bf16, where the same model's idle timing (session 17) had chosen fp32 channels-last. The decision is recorded with
+the run (with ``busy``, the share taken) and kept on resume.
 """
 from __future__ import annotations
 
@@ -27,12 +32,14 @@ import time
 from contextlib import nullcontext
 from typing import Any, Callable
 
+from .._timing import BUSY_LIMIT, LoadProbe
 from ..errors import InputError
 
 log = logging.getLogger(__name__)
 CPU_PRECISIONS = ("fp32", "bf16", "auto")
 MEMORY_FORMATS = ("contiguous", "channels_last", "auto")
 MIN_GAIN = 1.15  # auto leaves the plain step only for one at least this much faster
+TIMING_ROUNDS = 2  # turns over all candidates; each candidate's time is its fastest
 
 
 def add_precision_options(parser) -> None:
@@ -180,15 +187,7 @@ def choose_cpu_step(precision: str, memory_format: str, device: Any, model=None,
         def timer(probe, bf16: bool, cl: bool) -> float:
             return step_seconds(probe, to_memory_format(images, cl), target, loss_fn, bf16)
 
-    timings: dict[str, float] = {}
-    for bf16, cl in candidates:
-        key = step_key(bf16, cl)
-        probe = to_memory_format(copy.deepcopy(model).train(), cl)
-        try:
-            timings[key] = round(timer(probe, bf16, cl), 4)
-        except RuntimeError as e:  # an op without a kernel for this layout or dtype: not a candidate
-            log.info("training step %s not possible here: %s", key, str(e).splitlines()[0])
-        del probe
+    timings, busy = time_candidates(model, candidates, timer)
     plain = step_key(*candidates[0])
     if plain not in timings:
         raise InputError(f"the training step fails in its plain form ({plain})", fix="run it once without auto to see why")
@@ -197,8 +196,41 @@ def choose_cpu_step(precision: str, memory_format: str, device: Any, model=None,
         best = plain
     bf16, cl = best.startswith("bf16"), best.endswith("channels_last")
     log.info("training step: %s (seconds per step: %s)", best, timings)
+    if busy > BUSY_LIMIT:
+        log.warning("other processes took %.0f%% of the CPUs while the training step was timed, so %s may not be "
+                    "the fastest on an idle machine: to fix the step, pass --cpu-precision %s --memory-format %s "
+                    "(or time it again when the machine is idle)", 100 * busy, best, best.split("/")[0],
+                    best.split("/")[1])
     return {**info, "bf16": bf16, "channels_last": cl, "step_s": timings,
-            "speedup": round(timings[plain] / timings[best], 3)}
+            "speedup": round(timings[plain] / timings[best], 3), "busy": round(busy, 3)}
+
+
+def time_candidates(model, candidates: list[tuple[bool, bool]], timer: Callable[[Any, bool, bool], float],
+                    rounds: int = TIMING_ROUNDS) -> tuple[dict[str, float], float]:
+    """Seconds per step of each ``(bf16, channels_last)`` candidate (the fastest of ``rounds`` calls of
+    ``timer`` on its own copy of ``model``, the rounds taken in turn over all candidates, so a load that
+    starts or stops during the timing reaches every candidate rather than the ones timed last), and the
+    share of the CPUs other processes took meanwhile (:class:`~edgeseg._timing.LoadProbe`). A candidate
+    that fails (an op without a kernel for that layout or dtype) is left out and logged."""
+    import torch
+
+    probes = {step_key(bf16, cl): (bf16, cl, to_memory_format(copy.deepcopy(model).train(), cl))
+              for bf16, cl in candidates}
+    timings: dict[str, float] = {}
+    load = LoadProbe().start()
+    for _ in range(rounds):
+        for key, (bf16, cl, probe) in list(probes.items()):
+            try:
+                t = timer(probe, bf16, cl)
+            except RuntimeError as e:
+                log.info("training step %s not possible here: %s", key, str(e).splitlines()[0])
+                del probes[key]
+                timings.pop(key, None)
+                continue
+            timings[key] = round(min(t, timings.get(key, float("inf"))), 4)
+    busy = load.contended(torch.get_num_threads())
+    probes.clear()
+    return timings, busy
 
 
 class CpuStepLevers:

@@ -152,6 +152,10 @@ def cache(tmp_path, monkeypatch):
 
 
 def test_measured_choice_is_cached_per_device_and_pinned_choices_time_nothing(road, cache, monkeypatch, caplog):
+    from edgeseg._timing import LoadProbe
+
+    # caching, not load, is under test here (a busy machine's timing is not cached: tested below)
+    monkeypatch.setattr(LoadProbe, "contended", lambda self, demand: 0.0)
     with caplog.at_level(logging.INFO, logger="edgeseg.backends"):
         c1, runner = ch.choose(road, threads=1)
     assert c1.how == "measured" and runner is not None and runner.is_active
@@ -406,7 +410,7 @@ def test_on_device_task_metric_equals_the_quantizers_scorer(name):
 
 
 def test_busy_seconds_and_contended_share_hand_computed():
-    from edgeseg.backends.device import contended_share, machine_busy_s
+    from edgeseg._timing import contended_share, machine_busy_s
 
     # user nice system idle iowait irq softirq steal guest guest_nice (ticks of 1/100 s)
     stat = "cpu  1000 50 200 9000 300 10 20 30 0 0\ncpu0 500 25 100 4500 150 5 10 15 0 0\nintr 1 2 3\n"
@@ -434,7 +438,7 @@ def test_a_choice_timed_on_a_busy_machine_is_used_but_not_cached(cache, caplog):
     import os
     import time
 
-    from edgeseg.backends.device import LoadProbe
+    from edgeseg._timing import LoadProbe
     from edgeseg.bundle import Bundle
 
     pytest.importorskip("onnxruntime")

@@ -263,3 +263,42 @@ def test_bf16_without_native_support_is_refused_when_the_config_is_built(config)
     assert make(cpu_precision="auto").cpu_precision == "auto"  # auto measures: fine on any CPU
     if config == "semantic":  # bf16 is a CPU lever: a CUDA run's config does not depend on this CPU
         assert make(cpu_precision="bf16", device="cuda").cpu_precision == "bf16"
+
+
+def test_candidates_are_timed_in_turns_and_a_shared_timing_is_flagged(monkeypatch, caplog):
+    """A load that stops during the timing: the first turn's times are inflated for the candidates timed
+    first; the second turn (each candidate's fastest counts) puts them right. A failing candidate is left
+    out, and a timing other processes shared is logged with the settings to pass instead."""
+    import logging
+
+    from edgeseg._timing import LoadProbe
+    from edgeseg.train.precision import time_candidates
+
+    model = torch.nn.Conv2d(3, 4, 3)
+    seen = []
+    turns = {  # seconds per step the fake timer reports, per turn
+        (False, False): [2.0, 0.50], (False, True): [2.1, 0.40], (True, False): [0.9, 0.95], (True, True): None,
+    }
+
+    def timer(probe, bf16, cl):
+        assert probe is not model and probe.training
+        seen.append((bf16, cl))
+        if turns[(bf16, cl)] is None:
+            raise RuntimeError("no bf16 kernel for this layout\nmore")
+        return turns[(bf16, cl)][sum(1 for s in seen if s == (bf16, cl)) - 1]
+
+    cands = [(False, False), (False, True), (True, False), (True, True)]
+    timings, busy = time_candidates(model, cands, timer)
+    assert timings == {"fp32/contiguous": 0.5, "fp32/channels_last": 0.4, "bf16/contiguous": 0.9}
+    assert seen == cands + cands[:3]  # in turns; the failing one is not timed again
+    assert 0.0 <= busy <= 1.0
+    # timed one after the other, the first turn alone would have chosen bf16 (0.9 against 2.0 and 2.1)
+
+    monkeypatch.setattr(LoadProbe, "contended", lambda self, demand: 0.44)
+    seen.clear()
+    caplog.set_level(logging.INFO, logger="edgeseg.train.precision")
+    info = choose_cpu_step("fp32", "auto", CPU, model, timer=timer)
+    assert info["channels_last"] is True and info["busy"] == 0.44 and info["step_s"]["fp32/channels_last"] == 0.4
+    warn = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warn) == 1 and "other processes took 44% of the CPUs" in warn[0]
+    assert "--cpu-precision fp32 --memory-format channels_last" in warn[0]
