@@ -86,12 +86,7 @@ def time_runs(fn: Callable[[], Any], runs: int, warmup: int = 0, *, sync: Callab
     return Latency.of(times)
 
 
-# ---- how many CPUs a timing had, and how busy the machine was while it ran ---------------------------------
-#: share of the timed CPUs that other processes took above which a decision is not trusted (an
-#: ``edgeseg run`` timed beside a busy job once cached ONNX Runtime FP32 for a bundle whose OpenVINO
-#: bf16 is 1.5x faster on that idle machine); an idle machine measures 0.00-0.02
-BUSY_LIMIT = 0.2
-
+# ---- how many CPUs a timing may use -----------------------------------------------------------------------
 def usable_cores() -> int:
     """CPUs this process may use: its affinity mask (``taskset``), capped by a cgroup v2 CPU quota
     (containers), which set the runtimes' default thread counts and so which candidate is fastest."""
@@ -108,6 +103,10 @@ def usable_cores() -> int:
 
 
 # ---- how busy the machine was while something was timed ---------------------------------------------
+#: share of the timed CPUs that other processes took above which a decision is not trusted (an
+#: ``edgeseg run`` timed beside a busy job once cached ONNX Runtime FP32 for a bundle whose OpenVINO
+#: bf16 is 1.5x faster on that idle machine); an idle machine measures 0.00-0.02
+BUSY_LIMIT = 0.2
 #: /proc/stat ``cpu`` columns that are CPU time someone else could have had: user, nice, system, irq,
 #: softirq, steal (a VM's vCPU taken by the hypervisor); not idle or iowait
 _BUSY_COLUMNS = (0, 1, 2, 5, 6, 7)

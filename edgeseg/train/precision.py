@@ -19,9 +19,10 @@ the fastest is kept when it beats the plain one (float32, contiguous, or the fix
 :data:`MIN_GAIN`. The candidates are timed in turns (:func:`time_candidates`), and a timing that other
 processes shared (:class:`~edgeseg._timing.LoadProbe` above :data:`~edgeseg._timing.BUSY_LIMIT`) is
 logged as a warning that names the settings to pass instead: in session 24 an ``auto`` instance run,
-timed while an evaluation started beside it, measured fp32 channels-last 2.04 s and bf16 channels-last 0.72 s a step back to
-back and chose bf16, where the same model's idle timing (session 17) had chosen fp32 channels-last. The decision is recorded with
-the run (with ``busy``, the share taken) and kept on resume.
+timed while an evaluation started beside it, measured fp32 channels-last 2.04 s and bf16
+channels-last 0.72 s a step back to back and chose bf16, where the same model's idle timing (session
+17) had chosen fp32 channels-last. The decision is recorded with the run (with ``busy``, the share
+taken) and kept on resume.
 """
 from __future__ import annotations
 
