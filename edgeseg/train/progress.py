@@ -36,6 +36,7 @@ class LogProgress:
         self.total, self.desc, self.every, self.clock = int(total), desc, float(every), clock
         self.log = logger or log
         self.n = 0
+        self.closed = False
         self.postfix = ""
         self.t0 = self.last = clock()
 
@@ -52,7 +53,7 @@ class LogProgress:
     def update(self, n: int = 1) -> None:
         self.n += n
         now = self.clock()
-        if now - self.last < self.every or self.n >= self.total or self.n <= 0:
+        if self.closed or now - self.last < self.every or self.n >= self.total:
             return
         self.last = now
         per_step = (now - self.t0) / self.n
@@ -61,7 +62,8 @@ class LogProgress:
                       format_remaining(per_step * (self.total - self.n)))
 
     def close(self) -> None:
-        pass
+        """No more lines: an update after the epoch ended (a caller that keeps counting) stays quiet."""
+        self.closed = True
 
 
 def epoch_progress(total: int, desc: str, *, enabled: bool = True, every: float | None = None):

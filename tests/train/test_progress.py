@@ -31,6 +31,10 @@ def test_lines_come_every_interval_with_hand_computed_rates(caplog):
             clock.tick()
             bar.set_postfix(loss=f"{1.0 / (i + 1):.4f}")
             bar.update(1)
+    for _ in range(3):  # after close (the with block's end) no more lines, however long it takes
+        clock.t += 600.0
+        bar.n = 0
+        bar.update(1)
     lines = [r.getMessage() for r in caplog.records]
     # at 75 s (3 steps), 150 s (6) and 225 s (9); none for the last step, the epoch summary follows it
     assert lines == [
