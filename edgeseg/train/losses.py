@@ -176,23 +176,47 @@ def lovasz_grad(gt_sorted: "torch.Tensor") -> "torch.Tensor":
     return jaccard
 
 
+def sort_errors_descending(errors: "torch.Tensor") -> tuple["torch.Tensor", "torch.Tensor"]:
+    """``(values, permutation)`` of non-negative errors sorted high to low.
+
+    The Lovász loss sorts every pixel's error once per class: at 480x360 and batch 8 that is 1.4 M
+    values 11 times a step, and a float sort took longer than the network's own forward and
+    backward pass on a 2-core CPU. Non-negative float32 values order exactly as their int32 bit
+    patterns, and PyTorch sorts a 1-D integer tensor stably with a radix sort where it is built with
+    fbgemm (x86): about 4x faster than the float sort (50 against 226 ms here). Elsewhere the integer
+    sort is an ordinary one; the result is the same either way. Ties keep their index order; the
+    Lovász extension's value does not depend on the order of ties.
+    """
+    import torch
+
+    if errors.dtype != torch.float32 or errors.ndim != 1:
+        return torch.sort(errors, descending=True)
+    keys, perm = torch.sort(errors.view(torch.int32).neg(), stable=True)
+    return keys.neg_().view(torch.float32), perm
+
+
 @LOSSES.register("lovasz")
 def lovasz_softmax(logits, target, cfg: LossConfig):
-    """Lovász-softmax over the whole batch, averaged over the classes present in it."""
+    """Lovász-softmax over the whole batch, averaged over the classes present in it.
+
+    Per class: ``dot(sorted errors, lovasz_grad(sorted labels))``, computed as ``dot(errors, w)`` with
+    ``w`` the Lovász gradient scattered back to the pixels (the same value and the same gradient,
+    without differentiating through the sort)."""
     import torch
 
     probs, labels = _valid_probs(logits, target, cfg.ignore_index)
     if labels.numel() == 0:
         return _zero(logits)
-    losses = []
-    for c in range(probs.shape[1]):
-        fg = (labels == c).to(probs.dtype)
-        if fg.sum() == 0:
-            continue
-        errors = (fg - probs[:, c]).abs()
-        errors_sorted, perm = torch.sort(errors, descending=True)
-        losses.append(torch.dot(errors_sorted, lovasz_grad(fg[perm])))
-    return torch.stack(losses).mean()
+    classes = torch.arange(probs.shape[1], device=labels.device)
+    fg = (labels[None, :] == classes[:, None]).to(probs.dtype)  # [C, P]
+    errors = (fg - probs.t()).abs()  # one elementwise graph for all classes (a per-class slice would
+    present = fg.sum(1) > 0          # back-propagate a zero [C, P] tensor per class)
+    with torch.no_grad():
+        w = torch.zeros_like(errors)
+        for c in torch.nonzero(present).flatten().tolist():
+            _, perm = sort_errors_descending(errors[c].detach())
+            w[c].index_copy_(0, perm, lovasz_grad(fg[c].index_select(0, perm)))
+    return (errors * w).sum(1)[present].mean()
 
 
 class SegmentationLoss:

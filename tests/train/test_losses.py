@@ -116,6 +116,68 @@ def test_lovasz_skips_absent_classes():
     assert build_loss("lovasz")(logits, target).item() == pytest.approx(_lovasz_reference(probs, labels), rel=1e-6)
 
 
+def _lovasz_autograd(logits, target):
+    """The textbook form: per class, errors sorted by torch's float sort, differentiated through it."""
+    from edgeseg.train.losses import lovasz_grad
+
+    probs, labels = _valid_torch(logits, target)
+    losses = []
+    for c in range(probs.shape[1]):
+        fg = (labels == c).to(probs.dtype)
+        if fg.sum() == 0:
+            continue
+        errors_sorted, perm = torch.sort((fg - probs[:, c]).abs(), descending=True)
+        losses.append(torch.dot(errors_sorted, lovasz_grad(fg[perm])))
+    return torch.stack(losses).mean()
+
+
+def _valid_torch(logits, target):
+    probs = torch.softmax(logits, 1).permute(0, 2, 3, 1).reshape(-1, logits.shape[1])
+    keep = target.reshape(-1) != IGN
+    return probs[keep], target.reshape(-1)[keep]
+
+
+def test_error_sort_is_the_float_sort():
+    from edgeseg.train.losses import sort_errors_descending
+
+    g = torch.Generator().manual_seed(3)
+    errors = torch.rand(10_000, generator=g)
+    errors[::7] = 0.0  # zeros and many ties
+    errors[1::5] = torch.round(errors[1::5] * 8) / 8
+    values, perm = sort_errors_descending(errors)
+    assert torch.equal(values, torch.sort(errors, descending=True).values)
+    assert torch.equal(errors[perm], values)
+    assert sorted(perm.tolist()) == list(range(len(errors)))
+
+
+@pytest.mark.parametrize("seed", [11, 12])
+def test_lovasz_float32_value_and_gradient_match_the_textbook_form(seed):
+    g = torch.Generator().manual_seed(seed)
+    logits = (torch.randn(2, 5, 16, 20, generator=g) * 2).requires_grad_()
+    target = torch.randint(0, 5, (2, 16, 20), generator=g)
+    target[:, :3] = IGN
+    ours = build_loss("lovasz")(logits, target)
+    (grad,) = torch.autograd.grad(ours, logits)
+    ref = _lovasz_autograd(logits, target)
+    (ref_grad,) = torch.autograd.grad(ref, logits)
+    assert ours.item() == pytest.approx(ref.item(), rel=1e-6)
+    assert torch.allclose(grad, ref_grad, rtol=1e-5, atol=1e-9)
+    probs, labels = _valid(logits.detach().double(), target)
+    assert ours.item() == pytest.approx(_lovasz_reference(probs, labels), rel=1e-5)
+
+
+def test_lovasz_value_does_not_depend_on_the_order_of_ties():
+    # saturated logits: many probabilities exactly 0 or 1, so many equal errors
+    logits = torch.zeros(1, 3, 6, 6)
+    logits[0, 0, :3] = 200.0
+    logits[0, 1, 3:, :2] = 200.0
+    target = torch.zeros(1, 6, 6, dtype=torch.int64)
+    target[0, 3:] = 1
+    target[0, 5, 5] = 2
+    probs, labels = _valid(logits.double(), target)
+    assert build_loss("lovasz")(logits, target).item() == pytest.approx(_lovasz_reference(probs, labels), rel=1e-6)
+
+
 def test_combined_spec_is_weighted_sum_and_differentiable():
     logits, target = _case(8)
     logits.requires_grad_(True)
