@@ -62,6 +62,31 @@ def test_fused_bundle_equals_the_two_bundles_apart(fused):
             assert {s.category_id for s in got.segments if s.isthing} <= {3, 4, 5}
 
 
+def test_the_fused_score_threshold_reaches_the_instance_branch(fused):
+    # shapes-instance decodes at 0.25 on its own; a fused bundle set to 0.1 must fuse the instances
+    # scoring 0.1-0.25 too (frame 80 of this scene: one of them adds a segment, measured 2026-12-03)
+    import edgeseg
+    from edgeseg.data import SceneGenerator
+    from edgeseg.decode.panoptic_fusion import fuse_results
+    from edgeseg.export.panoptic_export import panoptic_agreement
+    from edgeseg.structures import ImageShape
+
+    img = SceneGenerator(ImageShape(240, 320), seed=5).render(80).image
+    with edgeseg.load(fused, backend="onnxruntime", precision="fp32") as pf, \
+            edgeseg.load("shapes", backend="onnxruntime", precision="fp32") as ps, \
+            edgeseg.load("shapes-instance", backend="onnxruntime", precision="fp32") as pi:
+        assert pi.options.score_threshold == 0.25
+        pf.set_options(score_threshold=0.1)
+        got = pf(img)
+        semantic = ps(img)
+        at_own = fuse_results(semantic, pi(img), pf.options, pf.manifest)  # the branch at its own 0.25
+        pi.set_options(score_threshold=0.1)
+        want = fuse_results(semantic, pi(img), pf.options, pf.manifest)
+    pixels, iou = panoptic_agreement(want, got)
+    assert pixels >= 0.98 and iou >= 0.9
+    assert len(got.segments) == len(want.segments) == len(at_own.segments) + 1
+
+
 def _pq_on_generator(bundle):
     """PQ of ``bundle`` (ONNX Runtime FP32) on 10 frames of the generator's exact panoptic truth."""
     import edgeseg
