@@ -54,6 +54,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--class-weighting", default="enet", choices=["enet", "median"], help="class weights for wce")
     p.add_argument("--scale", default="0.5,2.0", metavar="MIN,MAX", help="random scale range (default 0.5,2.0)")
     p.add_argument("--jitter", type=float, default=0.25, help="colour jitter amplitude (default 0.25; 0 turns it off)")
+    p.add_argument("--aspect", type=float, default=0.0,
+                   help="random aspect change A: frames stretched by up to 1+A in width or height, area kept "
+                        "(for other cameras' frame shapes; default 0: off)")
     p.add_argument("--eval-every", type=int, default=1, metavar="K", help="evaluate every K epochs and at the end")
     p.add_argument("--num-classes", type=int, default=None, help="model outputs (default: the dataset's classes)")
     p.add_argument("--encoder", default=None, metavar="NAME",
@@ -95,7 +98,7 @@ def build_job(args: argparse.Namespace):
     config = TrainConfig(
         epochs=args.epochs, size=size, batch_size=args.batch, lr=args.lr, momentum=args.momentum,
         weight_decay=args.weight_decay, poly_power=args.power, warmup_epochs=args.warmup, loss=args.loss,
-        class_weighting=args.class_weighting, scale=_scale(args.scale), jitter=args.jitter,
+        class_weighting=args.class_weighting, scale=_scale(args.scale), jitter=args.jitter, aspect=args.aspect,
         eval_every=args.eval_every, seed=args.seed, workers=args.workers, device=args.device, amp=not args.no_amp,
         cpu_precision=args.cpu_precision, memory_format=args.memory_format,
         threads=args.threads, progress=not args.no_progress,

@@ -28,6 +28,10 @@ class AugmentConfig:
     pad_value:   image padding when a scaled image is smaller than the crop (labels pad with 255).
     crop:        the training crop, when smaller than ``size`` (cheaper steps on a CPU; the model
                  is fully convolutional, so it still runs at ``size``). None: crop to ``size``.
+    aspect:      random aspect change ``a``: after the scale, the width is stretched by ``sqrt(r)`` and
+                 the height by ``1 / sqrt(r)``, ``r`` log-uniform in ``[1/(1+a), 1+a]`` (area kept).
+                 Other cameras' frames reach the network stretched by other factors (a 16:9 or a 2:1
+                 frame resized to 4:3); 0 (default) draws nothing, so runs without it are unchanged.
     """
 
     size: ImageShape
@@ -38,11 +42,15 @@ class AugmentConfig:
     saturation: float = 0.25
     pad_value: tuple[int, int, int] = (124, 116, 104)
     crop: ImageShape | None = None
+    aspect: float = 0.0
 
     def __post_init__(self) -> None:
         lo, hi = self.scale
         if not 0 < lo <= hi:
             raise InputError(f"augmentation scale range must be 0 < min <= max, got {self.scale}")
+        if not 0 <= self.aspect <= 3:
+            raise InputError(f"augmentation aspect change must be in [0, 3], got {self.aspect}",
+                             fix="e.g. 0.3: frames stretched by up to 1.3x in width or height")
 
 
 def random_scale(image: np.ndarray, labels: np.ndarray, factor_hw: tuple[float, float]):
@@ -109,7 +117,11 @@ def augment(image: np.ndarray, labels: np.ndarray, cfg: AugmentConfig, rng: np.r
     """The full training augmentation; returns image ``uint8 [h, w, 3]`` and labels ``uint8 [h, w]`` at ``cfg.crop or cfg.size``."""
     h, w = labels.shape
     s = float(rng.uniform(*cfg.scale))
-    image, labels = random_scale(image, labels, (s * cfg.size.height / h, s * cfg.size.width / w))
+    fy, fx = s * cfg.size.height / h, s * cfg.size.width / w
+    if cfg.aspect > 0:
+        r = float(np.exp(rng.uniform(-1.0, 1.0) * np.log1p(cfg.aspect)))
+        fy, fx = fy / np.sqrt(r), fx * np.sqrt(r)
+    image, labels = random_scale(image, labels, (fy, fx))
     image, labels = random_crop(image, labels, cfg.crop or cfg.size, rng, cfg.pad_value)
     if cfg.hflip and rng.random() < 0.5:
         image, labels = image[:, ::-1], labels[:, ::-1]

@@ -57,6 +57,7 @@ class TrainConfig:
     scale: tuple[float, float] = (0.5, 2.0)
     hflip: bool = True
     jitter: float = 0.25
+    aspect: float = 0.0  # random aspect change (edgeseg.train.augment.AugmentConfig.aspect)
     eval_every: int = 1
     eval_size: ImageShape | None = None
     crop: ImageShape | None = None
@@ -213,7 +214,7 @@ class Trainer(CpuStepLevers):
     # ---- construction helpers -----------------------------------------------------------------
     def _augment_config(self) -> AugmentConfig:
         c = self.config
-        return AugmentConfig(c.size, c.scale, c.hflip, c.jitter, c.jitter, c.jitter, crop=c.crop)
+        return AugmentConfig(c.size, c.scale, c.hflip, c.jitter, c.jitter, c.jitter, crop=c.crop, aspect=c.aspect)
 
     def _build_loss(self, train_data) -> Callable:
         from .class_weights import class_weights

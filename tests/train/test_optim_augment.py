@@ -102,3 +102,24 @@ def test_flop_counter_hand_count():
     assert fc.macs == 4320 + 1440 + 2560 + 24
     assert fc.flops == 2 * fc.macs
     assert fc.params == sum(p.numel() for p in m.parameters())
+
+
+def test_aspect_change_stretches_within_its_range_and_keeps_the_area():
+    lab = np.zeros((100, 100), np.uint8)
+    lab[30:70, 30:70] = 1  # a 40x40 square, centred
+    img = np.repeat((lab * 200)[..., None], 3, axis=2).astype(np.uint8)
+    cfg = AugmentConfig(ImageShape(100, 100), scale=(1.0, 1.0), hflip=False, brightness=0, contrast=0,
+                        saturation=0, aspect=0.5)
+    ratios = []
+    for seed in range(40):
+        _, a_lab = augment(img, lab, cfg, np.random.default_rng(seed))
+        ys, xs = np.nonzero(a_lab == 1)
+        h, w = ys.max() - ys.min() + 1, xs.max() - xs.min() + 1
+        ratios.append(w / h)
+        assert h * w == pytest.approx(1600, rel=0.08)  # the area is kept (up to rounding)
+    assert 1 / 1.5 - 0.05 <= min(ratios) < 0.85 and 1.2 < max(ratios) <= 1.5 + 0.05  # both ways, within 1+a
+    plain = AugmentConfig(ImageShape(100, 100), scale=(1.0, 1.0), hflip=False, brightness=0, contrast=0, saturation=0)
+    _, same = augment(img, lab, plain, np.random.default_rng(0))
+    assert (same == lab).all()  # aspect 0: no stretch
+    with pytest.raises(InputError, match="aspect"):
+        AugmentConfig(ImageShape(100, 100), aspect=-0.1)
