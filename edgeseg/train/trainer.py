@@ -84,6 +84,12 @@ class TrainConfig:
             raise InputError(f"weights_format must be safetensors or pt, got {self.weights_format!r}")
         check_cpu_precision(self.cpu_precision, on_cpu=self.device == "cpu")
         check_memory_format(self.memory_format)
+        self.augment_config()  # its checks (scale range, aspect change) now, not after the datasets are cached
+
+    def augment_config(self) -> AugmentConfig:
+        """The training augmentation this configuration asks for."""
+        return AugmentConfig(self.size, self.scale, self.hflip, self.jitter, self.jitter, self.jitter, crop=self.crop,
+                             aspect=self.aspect)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -194,7 +200,7 @@ class Trainer(CpuStepLevers):
         names = tuple(str(c) for c in getattr(train_data, "classes", ()))
         self.classes = names if len(names) == self.num_classes else ()
         self.spec = input_spec or InputSpec(size=config.size)
-        self.train_set = TrainSet(train_data, self._augment_config(), self.spec, seed=config.seed)
+        self.train_set = TrainSet(train_data, self.config.augment_config(), self.spec, seed=config.seed)
         self.val_data = val_data
         self.loss_fn = loss or self._build_loss(train_data)
         self.optimizer = build_sgd(self.model, config.lr, config.momentum, config.weight_decay, config.nesterov)
@@ -212,10 +218,6 @@ class Trainer(CpuStepLevers):
         self.best: tuple[float, int] | None = None
 
     # ---- construction helpers -----------------------------------------------------------------
-    def _augment_config(self) -> AugmentConfig:
-        c = self.config
-        return AugmentConfig(c.size, c.scale, c.hflip, c.jitter, c.jitter, c.jitter, crop=c.crop, aspect=c.aspect)
-
     def _build_loss(self, train_data) -> Callable:
         from .class_weights import class_weights
         from .losses import LossConfig, build_loss

@@ -123,3 +123,15 @@ def test_aspect_change_stretches_within_its_range_and_keeps_the_area():
     assert (same == lab).all()  # aspect 0: no stretch
     with pytest.raises(InputError, match="aspect"):
         AugmentConfig(ImageShape(100, 100), aspect=-0.1)
+
+
+def test_bad_augmentation_settings_fail_when_the_run_is_configured():
+    # before the datasets are opened and cached (minutes for a large mix), not at the trainer
+    from edgeseg.train.trainer import TrainConfig
+
+    with pytest.raises(InputError, match="aspect change must be in"):
+        TrainConfig(epochs=1, size=ImageShape(64, 64), aspect=-0.5)
+    with pytest.raises(InputError, match="scale range"):
+        TrainConfig(epochs=1, size=ImageShape(64, 64), scale=(2.0, 1.0))
+    cfg = TrainConfig(epochs=1, size=ImageShape(64, 64), aspect=0.3, jitter=0.1)
+    assert cfg.augment_config().aspect == 0.3 and cfg.augment_config().brightness == 0.1
