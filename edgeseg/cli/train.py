@@ -24,13 +24,17 @@ EXAMPLES = (
     "--init edgeseg/zoo/road.edgeseg --crop 256x192 --out runs/my-road   # fine-tune a shipped bundle",
     "edgeseg train pspnet_resnet18 --encoder hrnetv2_w18_small --data camvid:../shared/data/camvid --epochs 30 "
     "--out runs/psp-hrnet   # any decoder on HRNetV2 (edgeseg models --encoders)",
+    "edgeseg train deeplabv3plus_mobilenetv3_small --data panoptic-semantic:../shared/data/cityscapes_panoptic "
+    "--size 640x320 --epochs 3 --lr 0.005 --init edgeseg/zoo/road.edgeseg --out runs/street-sem   "
+    "# 19 new classes from road's body (then: edgeseg fuse it with an instance model)",
 )
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="a registered model name (see 'edgeseg models')")
     p.add_argument("--data", required=True, metavar="SPEC",
-                   help="camvid:ROOT[,exclude=SEQ] | cityscapes-camvid:DIR | folder:IMAGES_DIR,MASKS_DIR[,...] | "
+                   help="camvid:ROOT[,exclude=SEQ] | cityscapes-camvid:DIR | panoptic-semantic:DIR (a COCO-panoptic "
+                        "dataset's label maps, all categories) | folder:IMAGES_DIR,MASKS_DIR[,...] | "
                         "synthetic:N[,seed=S,size=WxH]; several joined with ';', K* repeats one (4*camvid:R;cityscapes-camvid:D)")
     p.add_argument("--val-data", default=None, metavar="SPEC", help="validation dataset spec (default: --data)")
     p.add_argument("--train-split", default="train", help="split of --data to train on (default train)")
@@ -42,8 +46,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="train on random crops of this size from the --size image (cheaper steps; default: no crop)")
     p.add_argument("--init", default=None, metavar="WEIGHTS",
                    help="start from these weights with a fresh schedule (fine-tuning): a safetensors or state-dict .pt "
-                        "checkpoint, or an exported model.onnx / .edgeseg bundle of the same model and classes "
-                        "(its folded BatchNorms are re-estimated on 16 training batches)")
+                        "checkpoint, or an exported model.onnx / .edgeseg bundle of the same model (its folded BatchNorms "
+                        "are re-estimated on 16 training batches); trained for other classes, its class layers start afresh")
     p.add_argument("--batch", type=int, default=8, help="batch size (default 8)")
     p.add_argument("--lr", type=float, default=0.01, help="base learning rate (default 0.01)")
     p.add_argument("--momentum", type=float, default=0.9)

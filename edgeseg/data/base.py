@@ -179,12 +179,13 @@ def open_dataset(spec: str, split: str = "val") -> SegmentationDataset:
     ``synthetic-instance:N[,seed=S][,size=WxH]``       synthetic scenes' exact instance masks: an instance dataset
     ``coco-panoptic:JSON|DIR[,images=DIR]``            COCO-panoptic PNGs + JSON: a panoptic dataset
     ``cityscapes-camvid:[JSON|DIR][,images=DIR]``      Cityscapes panoptic truth as CamVid's 11 classes (semantic)
+    ``panoptic-semantic:[JSON|DIR][,images=DIR]``      COCO-panoptic truth as label maps of all its categories (semantic)
     ``synthetic-panoptic:N[,seed=S][,size=WxH]``       synthetic scenes' exact panoptic truth: a panoptic dataset
     ``SPEC;K*SPEC``                                    several semantic datasets as one, ``K*`` repeats a part
                                                        (:mod:`edgeseg.data.mixture`)
     """
     from . import (  # noqa: F401  (registers)
-        camvid, cityscapes_camvid, coco_instances, coco_panoptic, folder, synthetic, synthetic_instances, synthetic_panoptic, yolo_seg,
+        camvid, cityscapes_camvid, coco_instances, coco_panoptic, folder, panoptic_semantic, synthetic, synthetic_instances, synthetic_panoptic, yolo_seg,
     )
 
     from .mixture import is_mixture, open_mixture

@@ -26,11 +26,10 @@ is the 13 training cities, ``val`` the two unseen ones (darmstadt, tubingen).
 """
 from __future__ import annotations
 
-import numpy as np
-
 from ..errors import DataError
 from ..structures import CAMVID_CLASSES, CAMVID_PALETTE
-from .base import DATASETS, IGNORE, Sample, SegmentationDataset
+from .base import DATASETS
+from .panoptic_semantic import PanopticSemantic, open_panoptic_folder
 
 CITYSCAPES_TO_CAMVID: dict[str, str | None] = {
     "road": "road", "sidewalk": "pavement", "building": "building", "wall": "building", "fence": "fence",
@@ -51,44 +50,19 @@ def camvid_lut(categories: dict) -> dict[int, int]:
     return out
 
 
-class CityscapesCamVid(SegmentationDataset):
+class CityscapesCamVid(PanopticSemantic):
     """A :class:`~edgeseg.data.coco_panoptic.CocoPanoptic` dataset read as CamVid label maps."""
 
-    classes = CAMVID_CLASSES
-    palette = CAMVID_PALETTE
-
     def __init__(self, panoptic):
-        self.panoptic = panoptic
-        self.lut = camvid_lut(panoptic.categories)
-        if not self.lut:
+        lut = camvid_lut(panoptic.categories)
+        if not lut:
             names = ", ".join(sorted(c.name for c in panoptic.categories.values()))
             raise DataError(f"{panoptic.json_path}: no category maps onto CamVid's classes (it has {names})",
                             fix="cityscapes-camvid: reads Cityscapes' categories (road, car, ...); "
-                                "use coco-panoptic: for other datasets")
-
-    def __len__(self) -> int:
-        return len(self.panoptic)
-
-    def _load(self, index: int) -> Sample:
-        s = self.panoptic[index]
-        ids = s.panoptic.segment_ids
-        lut = np.full(int(ids.max(initial=0)) + 1, IGNORE, np.uint8)
-        for seg in s.panoptic.segments:
-            if seg.id < len(lut):
-                lut[seg.id] = self.lut.get(seg.category_id, IGNORE)
-        return Sample(s.image(), lut[ids], s.name)
+                                "use panoptic-semantic: (all its categories) or coco-panoptic: for other datasets")
+        super().__init__(panoptic, lut, CAMVID_CLASSES, CAMVID_PALETTE)
 
 
 @DATASETS.register("cityscapes-camvid")
 def _open_cityscapes_camvid(args: list[str], options: dict[str, str], split: str) -> CityscapesCamVid:
-    from .coco_panoptic import open_coco_panoptic
-
-    if not args:  # "cityscapes-camvid:" -> the shared data folder's copy
-        from ..paths import data_root
-
-        root = data_root()
-        if root is None:
-            raise DataError("cityscapes-camvid: no root given and no data folder found",
-                            fix="write cityscapes-camvid:PATH/TO/cityscapes_panoptic or set EDGESEG_DATA")
-        args = [str(root / "cityscapes_panoptic")]
-    return CityscapesCamVid(open_coco_panoptic("cityscapes-camvid", args, options, split))
+    return CityscapesCamVid(open_panoptic_folder("cityscapes-camvid", args, options, split))

@@ -144,12 +144,32 @@ def load_checkpoint(path: str | Path) -> nn.Module:
     return model
 
 
-def load_weights(model: nn.Module, path: str | Path, what: str = "the model") -> nn.Module:
+def class_layer_names(own: dict[str, torch.Tensor], state: dict[str, torch.Tensor], num_classes: int) -> list[str]:
+    """The tensors of a model with ``num_classes`` classes that a source of the same architecture
+    trained for another number of classes cannot fill: those of the source with the same rank whose
+    shape differs only in dimensions where the model has ``num_classes`` (the classifier's output
+    channels, an FCN's score and up-sampling layers). Fine-tuning to new classes starts them afresh."""
+    out = []
+    for name, t in own.items():
+        src = state.get(name)
+        if src is None or src.shape == t.shape or src.dim() != t.dim():
+            continue
+        if all(a == b or b == num_classes for a, b in zip(src.shape, t.shape)):
+            out.append(name)
+    return out
+
+
+def load_weights(model: nn.Module, path: str | Path, what: str = "the model",
+                 new_classes: int | None = None) -> list[str]:
     """Load a weights file (safetensors or a plain state-dict ``.pt``) into ``model`` in place;
-    every tensor must match by name and shape."""
+    every tensor must match by name and shape, except, with ``new_classes`` (the model's number of
+    classes, when the file's differs), the class layers (:func:`class_layer_names`), which keep
+    their initial values. Returns the names of the tensors so left."""
     path = _existing(path)
     state = _read_state(path)
     own = model.state_dict()
+    fresh = class_layer_names(own, state, new_classes) if new_classes else []
+    state = {k: (own[k] if k in fresh else v) for k, v in state.items()}
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     wrong = [f"{k} {list(state[k].shape)} vs {list(v.shape)}" for k, v in own.items() if k in state and state[k].shape != v.shape]
@@ -159,7 +179,7 @@ def load_weights(model: nn.Module, path: str | Path, what: str = "the model") ->
         raise ModelError(f"{path}: weights do not fit {what} ({'; '.join(parts)})",
                          fix="check model_name/num_classes in the checkpoint metadata")
     model.load_state_dict(state)
-    return model
+    return fresh
 
 
 def state_names(path: str | Path) -> set[str]:

@@ -169,20 +169,31 @@ def load_folded_state(model: nn.Module, state: dict[str, torch.Tensor], folded: 
     return done, unfolded
 
 
-def load_model_weights(model: nn.Module, path: str | Path, what: str = "the model") -> list[str]:
+def load_model_weights(model: nn.Module, path: str | Path, what: str = "the model",
+                       new_classes: int | None = None, fresh: list[str] | None = None) -> list[str]:
     """Load every tensor of ``model`` from a checkpoint, an ONNX export or a bundle; every one must be
-    set (a folded bundle supplies the BatchNorms through its biases). Returns the BatchNorms that came
-    from folded biases (to pass to :func:`recalibrate_unfolded` before training in train mode)."""
+    set (a folded bundle supplies the BatchNorms through its biases). With ``new_classes`` (the
+    model's number of classes, when the source's differs), the class layers
+    (:func:`~edgeseg.models.checkpoint.class_layer_names`) keep their initial values and their names
+    are appended to ``fresh``. Returns the BatchNorms that came from folded biases (to pass to
+    :func:`recalibrate_unfolded` before training in train mode)."""
+    from .checkpoint import class_layer_names
+
     path = Path(path)
     if not path.exists():
         raise ModelError(f"weights {path} not found", fix="give a checkpoint, a model.onnx or an .edgeseg bundle")
     state, folded = read_weights_source(path)
-    done, unfolded = load_folded_state(model, state, folded)
-    missing = [k for k in model.state_dict() if k not in done and not k.endswith("num_batches_tracked")]
+    left = class_layer_names(model.state_dict(), state, new_classes) if new_classes else []
+    done, unfolded = load_folded_state(model, {k: v for k, v in state.items() if k not in left}, folded)
+    if fresh is not None:
+        fresh.extend(left)
+    missing = [k for k in model.state_dict()
+               if k not in done and k not in left and not k.endswith("num_batches_tracked")]
     if missing:
         raise ModelError(f"{path}: weights do not fit {what} (not set: {', '.join(missing[:4])}"
                          f"{' ...' if len(missing) > 4 else ''}; {len(missing)} in all)",
-                         fix="give the bundle or checkpoint of the same architecture and number of classes")
+                         fix="give the bundle or checkpoint of the same architecture (and number of classes, "
+                             "unless training new classes: edgeseg train --init starts the class layers afresh)")
     return unfolded
 
 

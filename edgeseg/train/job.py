@@ -132,12 +132,16 @@ def run_job(job: TrainJob, resume: bool = False) -> JobResult:
         from ..models.folded import load_model_weights
 
         what = f"model {job.model!r} with {n} classes"
+        fresh: list[str] = []
         if Path(job.init).suffix in (".safetensors", ".pt", ".pth"):
             into = init_target(model, job.init)
-            load_weights(into, job.init, what=what)
+            fresh = load_weights(into, job.init, what=what, new_classes=n if into is model else None)
         else:  # an exported model.onnx or a bundle
-            into, unfolded = model, load_model_weights(model, job.init, what=what)
+            into, unfolded = model, load_model_weights(model, job.init, what=what, new_classes=n, fresh=fresh)
         log.info("starting %s from the weights in %s", "the model" if into is model else "its backbone", job.init)
+        if fresh:
+            log.warning("%s was trained for another number of classes: %d class-layer tensor(s) start afresh "
+                        "for the %d classes of %s (%s)", job.init, len(fresh), n, job.data, ", ".join(fresh))
     spec = InputSpec(size=job.config.size)
     trainer = Trainer(model, train, job.config, val_data=val, input_spec=spec, num_classes=n, out_dir=job.out,
                       model_name=job.model)

@@ -165,3 +165,44 @@ def test_group_norms_come_back_from_a_solov2_bundle():
     top = np.sort(ref["scores"].ravel())[::-1][:10]  # kept detections, in the runtime's order of ties
     np.testing.assert_allclose(np.sort(got["scores"].numpy().ravel())[::-1][:10], top, atol=1e-5)
     assert top[0] > 0.1
+
+
+def test_new_classes_keep_every_tensor_but_the_class_layers(folded_bundle, tmp_path):
+    """Fine-tuning to another set of classes (`edgeseg train --init` a bundle or checkpoint trained for 5
+    classes, on data with 7): every tensor but the classifier's comes from the source, the classifier
+    keeps its initial values and is named; without ``new_classes`` it stays an error."""
+    from edgeseg.models.checkpoint import class_layer_names, load_weights
+
+    src, bundle = folded_bundle
+    torch.manual_seed(11)
+    m = create_model("test_deeplabv3plus", num_classes=7)
+    init = {k: v.clone() for k, v in m.state_dict().items()}
+    fresh: list[str] = []
+    unfolded = load_model_weights(m, bundle, new_classes=7, fresh=fresh)
+    assert sorted(fresh) == ["classifier.bias", "classifier.weight"]
+    for k in fresh:
+        torch.testing.assert_close(m.state_dict()[k], init[k], rtol=0, atol=0)
+    assert unfolded
+    seen = []  # the rest computes the source's function: the classifier's input is the source's
+    for model in (src.eval(), m.eval()):
+        hook = model.classifier.register_forward_pre_hook(lambda _mod, inputs: seen.append(inputs[0]))
+        with torch.no_grad():
+            model(torch.randn(1, 3, SIZE.height, SIZE.width, generator=torch.Generator().manual_seed(2)))
+        hook.remove()
+    torch.testing.assert_close(seen[1], seen[0], rtol=1e-4, atol=1e-5)
+    with pytest.raises(ModelError, match="classifier"):
+        load_model_weights(create_model("test_deeplabv3plus", num_classes=7), bundle)
+
+    ckpt = tmp_path / "five.pt"
+    torch.save(src.state_dict(), ckpt)
+    m2 = create_model("test_deeplabv3plus", num_classes=7)
+    assert sorted(load_weights(m2, ckpt, new_classes=7)) == ["classifier.bias", "classifier.weight"]
+    for name, v in src.state_dict().items():
+        if not name.startswith("classifier"):
+            torch.testing.assert_close(m2.state_dict()[name], v, rtol=0, atol=0)
+    with pytest.raises(ModelError, match="shape mismatch: classifier"):
+        load_weights(create_model("test_deeplabv3plus", num_classes=7), ckpt)
+    # only the dimensions that carry the classes may differ
+    own = {"a": torch.zeros(7, 4), "b": torch.zeros(7, 3), "c": torch.zeros(2, 7, 3, 3), "d": torch.zeros(7)}
+    state = {"a": torch.zeros(5, 4), "b": torch.zeros(5, 4), "c": torch.zeros(2, 5, 3, 3), "d": torch.zeros(1, 7)}
+    assert class_layer_names(own, state, 7) == ["a", "c"]
