@@ -14,6 +14,8 @@ EXAMPLES = (
     "edgeseg fuse shapes shapes-instance --things circle,triangle --out shapes-fused.edgeseg --overwrite",
     "edgeseg fuse sem.edgeseg inst.edgeseg --stuff road,sky,building --stuff-area 256 --out f.edgeseg --json parity.json",
     "edgeseg fuse street-panoptic.edgeseg street-instance.edgeseg --out f.edgeseg  # a panoptic model's semantic head",
+    "edgeseg fuse runs/street-sem.edgeseg street-instance --categories ../shared/data/cityscapes_panoptic/panoptic_val.json "
+    "--out f.edgeseg  # a semantic model of the dataset's classes: predictions carry its category ids",
 )
 
 
@@ -30,6 +32,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overlap-threshold", type=float, default=None,
                    help="an instance more than this share covered by higher-scoring ones is dropped (default 0.5)")
     p.add_argument("--stuff-area", type=int, default=None, help="stuff segments smaller than this (pixels) become void")
+    p.add_argument("--categories", default=None, metavar="JSON",
+                   help="a COCO-panoptic JSON of the dataset: the fused bundle predicts its category ids, matched to "
+                        "the classes by name (default: a panoptic source's ids, else the class indices)")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     add_json_option(p)
 
@@ -38,14 +43,35 @@ def _split(v: str | None) -> list[str] | None:
     return [s.strip() for s in v.split(",") if s.strip()] if v else None
 
 
+def _category_ids(path: str) -> dict[str, int]:
+    """Category id by name from a COCO(-panoptic) JSON's ``categories``."""
+    import json
+    from pathlib import Path
+
+    from ..data.coco_panoptic import read_categories
+    from ..errors import DataError
+
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"--categories: {p} not found", fix="give the dataset's panoptic JSON (panoptic_val.json)")
+    try:
+        data = json.loads(p.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DataError(f"--categories: cannot read {p} as JSON ({e})", fix="give the dataset's panoptic JSON") from None
+    if not isinstance(data, dict) or not isinstance(data.get("categories"), list):
+        raise DataError(f"--categories: {p} has no 'categories' list", fix="give the dataset's panoptic JSON")
+    return {c.name: c.id for c in read_categories(data, str(p)).values()}
+
+
 def run(args: argparse.Namespace) -> int:
     from ..export.fuse import fuse_bundles
     from ..structures import PanopticOptions
 
     options = PanopticOptions().replace(score_threshold=args.score_threshold, overlap_threshold=args.overlap_threshold,
                                         stuff_area=args.stuff_area)
+    ids = None if args.categories is None else _category_ids(args.categories)
     b = fuse_bundles(args.semantic, args.instance, args.out, name=args.name, stuff=_split(args.stuff),
-                     things=_split(args.things), overwrite=args.overwrite, options=options)
+                     things=_split(args.things), overwrite=args.overwrite, options=options, category_ids=ids)
     m, parity = b.manifest, b.report["parity"]
     things = [m.classes[i] for i in m.decoder_options.thing_classes]
     stuff = [c for i, c in enumerate(m.classes) if i not in m.decoder_options.thing_classes]

@@ -197,12 +197,16 @@ def branch_manifest(m: Manifest) -> dict[str, Any]:
 
 def fuse_bundles(semantic: Bundle | str | os.PathLike, instance: Bundle | str | os.PathLike, out: str | os.PathLike, *,
                  name: str | None = None, stuff: Sequence[str] | None = None, things: Sequence[str] | None = None,
-                 overwrite: bool = False, options: PanopticOptions | None = None, parity_frames: int = 3) -> Bundle:
+                 overwrite: bool = False, options: PanopticOptions | None = None, parity_frames: int = 3,
+                 category_ids: dict[str, int] | None = None) -> Bundle:
     """Fuse a semantic and an instance bundle into a panoptic bundle at ``out`` (module doc). The
     semantic side may also be a panoptic bundle with a semantic output: its semantic head is used
-    (:func:`semantic_head`)."""
+    (:func:`semantic_head`). ``category_ids``: a dataset's category id by class name (``edgeseg fuse
+    --categories``); every fused class must have one. Without it, a panoptic source's ids are taken
+    when they cover every fused class."""
     sem = semantic if isinstance(semantic, Bundle) else Bundle.open(semantic)
     inst = instance if isinstance(instance, Bundle) else Bundle.open(instance)
+    given = {k.lower(): int(v) for k, v in (category_ids or {}).items()}
     ids: dict[str, int] = {}
     with tempfile.TemporaryDirectory(prefix="edgeseg-head-") as heads:
         if sem.manifest.task == "panoptic":  # its semantic head, e.g. Panoptic-DeepLab's, with a better instance model
@@ -210,7 +214,7 @@ def fuse_bundles(semantic: Bundle | str | os.PathLike, instance: Bundle | str | 
             ids = {c.lower(): k for c, k in zip(pan.classes, getattr(pan.decoder_options, "category_ids", ()) or ())}
             sem = semantic_head(sem, Path(heads) / f"{sem.name}-semantic.edgeseg")
         return _fuse(sem, inst, out, name=name, stuff=stuff, things=things, overwrite=overwrite, options=options,
-                     parity_frames=parity_frames, category_ids=ids)
+                     parity_frames=parity_frames, category_ids=given or ids, strict_ids=bool(given))
 
 
 def semantic_head(panoptic: Bundle | str | os.PathLike, out: str | os.PathLike, *, overwrite: bool = False) -> Bundle:
@@ -244,9 +248,10 @@ def semantic_head(panoptic: Bundle | str | os.PathLike, out: str | os.PathLike, 
 
 
 def _fuse(sem: Bundle, inst: Bundle, out, *, name, stuff, things, overwrite, options, parity_frames,
-          category_ids: dict[str, int] | None = None) -> Bundle:
-    """``category_ids``: dataset category id by class name (a panoptic source's); the fused bundle
-    takes them when every fused class has one and ``options`` sets none."""
+          category_ids: dict[str, int] | None = None, strict_ids: bool = False) -> Bundle:
+    """``category_ids``: dataset category id by class name (a panoptic source's, or given); the fused
+    bundle takes them when every fused class has one and ``options`` sets none. ``strict_ids``: a
+    fused class without one is an error."""
     from ..export.parity import parity_images
 
     if sem.manifest.task != "semantic":
@@ -258,7 +263,13 @@ def _fuse(sem: Bundle, inst: Bundle, out, *, name, stuff, things, overwrite, opt
     classes, thing_classes, sem_map, inst_map = class_plan(sem.manifest.classes, inst.manifest.classes, stuff, things)
     model = fuse_graphs(_fp32_onnx(sem, "semantic"), sem.manifest.input, _fp32_onnx(inst, "instance"), inst.manifest.input)
     base = options or PanopticOptions()
-    if category_ids and not base.category_ids and all(c.lower() in category_ids for c in classes):
+    absent = [c for c in classes if c.lower() not in (category_ids or {})]
+    if strict_ids and absent:
+        raise InputError(f"the categories given name no category for the fused class(es) {', '.join(absent)} "
+                         f"(they name {', '.join(sorted(category_ids or {}))})",
+                         fix="give the panoptic JSON of the dataset the two models were trained on (categories "
+                             "are matched by name, case aside), or leave --categories out")
+    if category_ids and not base.category_ids and not absent:
         base = base.replace(category_ids=tuple(category_ids[c.lower()] for c in classes))
     opts = base.replace(layout="fusion", thing_classes=thing_classes, fusion_semantic=sem_map, fusion_instance=inst_map,
                         branches={"semantic": branch_manifest(sem.manifest), "instance": branch_manifest(inst.manifest)})

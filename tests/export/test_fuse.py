@@ -171,3 +171,33 @@ def test_fuse_cli(tmp_path, capsys):
     assert "things circle, triangle" in capsys.readouterr().out
     assert main(["fuse", "shapes", "shapes-instance", "--things", "hexagon", "--out", str(tmp_path / "g")]) != 0
     assert np.isfinite(Bundle.open(out).report["parity"]["min_pixel_agreement"])
+
+
+def test_fuse_takes_the_datasets_category_ids_by_name(tmp_path):
+    """``--categories JSON``: a semantic model trained on a dataset's label maps knows no category ids; the
+    fused bundle predicts the JSON's, matched by class name (case aside); a class the JSON does not
+    name, or a file that is not such a JSON, is a clear error."""
+    import json
+
+    from edgeseg.bundle import Bundle
+    from edgeseg.cli import main
+
+    cats = {"categories": [{"id": 40 + k, "name": n.upper(), "isthing": int(n in ("circle", "rectangle", "triangle"))}
+                           for k, n in enumerate(("sky", "ground", "road", "circle", "rectangle", "triangle"))]}
+    path = tmp_path / "panoptic_val.json"
+    path.write_text(json.dumps(cats))
+    out = tmp_path / "f.edgeseg"
+    assert main(["fuse", "shapes", "shapes-instance", "--categories", str(path), "--out", str(out)]) == 0
+    m = Bundle.open(out).manifest
+    assert m.classes == ("sky", "ground", "road", "circle", "rectangle", "triangle")
+    assert m.decoder_options.category_ids == (40, 41, 42, 43, 44, 45)
+    path.write_text(json.dumps({"categories": cats["categories"][:5]}))
+    with pytest.raises(Exception, match="no category for the fused class.*triangle"):
+        from edgeseg.export.fuse import fuse_bundles
+        fuse_bundles("shapes", "shapes-instance", tmp_path / "g.edgeseg", category_ids={"sky": 1})
+    assert main(["fuse", "shapes", "shapes-instance", "--categories", str(path), "--out", str(tmp_path / "h")]) != 0
+    assert not (tmp_path / "h").exists()
+    path.write_text("{not json")
+    assert main(["fuse", "shapes", "shapes-instance", "--categories", str(path), "--out", str(tmp_path / "h")]) != 0
+    assert main(["fuse", "shapes", "shapes-instance", "--categories", str(tmp_path / "nope.json"),
+                 "--out", str(tmp_path / "h")]) != 0
