@@ -58,8 +58,9 @@ def _category_ids(path: str) -> dict[str, int]:
         data = json.loads(p.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise DataError(f"--categories: cannot read {p} as JSON ({e})", fix="give the dataset's panoptic JSON") from None
-    if not isinstance(data, dict) or not isinstance(data.get("categories"), list):
-        raise DataError(f"--categories: {p} has no 'categories' list", fix="give the dataset's panoptic JSON")
+    if not isinstance(data, dict) or not isinstance(data.get("categories"), list) or not data["categories"]:
+        raise DataError(f"--categories: {p} has no 'categories' list (or an empty one)",
+                        fix="give the dataset's panoptic JSON")
     return {c.name: c.id for c in read_categories(data, str(p)).values()}
 
 

@@ -197,6 +197,8 @@ def test_fuse_takes_the_datasets_category_ids_by_name(tmp_path):
         fuse_bundles("shapes", "shapes-instance", tmp_path / "g.edgeseg", category_ids={"sky": 1})
     assert main(["fuse", "shapes", "shapes-instance", "--categories", str(path), "--out", str(tmp_path / "h")]) != 0
     assert not (tmp_path / "h").exists()
+    path.write_text(json.dumps({"categories": []}))
+    assert main(["fuse", "shapes", "shapes-instance", "--categories", str(path), "--out", str(tmp_path / "h")]) != 0
     path.write_text("{not json")
     assert main(["fuse", "shapes", "shapes-instance", "--categories", str(path), "--out", str(tmp_path / "h")]) != 0
     assert main(["fuse", "shapes", "shapes-instance", "--categories", str(tmp_path / "nope.json"),
