@@ -30,6 +30,16 @@ EXAMPLES = (
 )
 
 
+def _init_path(value: str):
+    """``--init``: a file or bundle path, or the name of a shipped bundle (``road``) when no such path exists."""
+    from pathlib import Path
+
+    from ..paths import shipped_bundle
+
+    path = Path(value)
+    return path if path.exists() else (shipped_bundle(value) or path)
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="a registered model name (see 'edgeseg models')")
     p.add_argument("--data", required=True, metavar="SPEC",
@@ -46,7 +56,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="train on random crops of this size from the --size image (cheaper steps; default: no crop)")
     p.add_argument("--init", default=None, metavar="WEIGHTS",
                    help="start from these weights with a fresh schedule (fine-tuning): a safetensors or state-dict .pt "
-                        "checkpoint, or an exported model.onnx / .edgeseg bundle of the same model (its folded BatchNorms "
+                        "checkpoint, or an exported model.onnx / .edgeseg bundle (or a shipped bundle's name) of the same model (its folded BatchNorms "
                         "are re-estimated on 16 training batches); trained for other classes, its class layers start afresh")
     p.add_argument("--batch", type=int, default=8, help="batch size (default 8)")
     p.add_argument("--lr", type=float, default=0.01, help="base learning rate (default 0.01)")
@@ -112,7 +122,7 @@ def build_job(args: argparse.Namespace):
     return TrainJob(
         model=args.model, data=args.data, out=Path(args.out), config=config, val_data=args.val_data,
         train_split=args.train_split, val_split=args.val_split, num_classes=args.num_classes, export=export,
-        cache=args.cache, init=Path(args.init) if args.init else None,
+        cache=args.cache, init=_init_path(args.init) if args.init else None,
         model_kwargs={"encoder": args.encoder} if args.encoder else {}, command="edgeseg " + shlex.join(sys.argv[1:]) if sys.argv[1:] else "",
     )
 

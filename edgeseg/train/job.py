@@ -127,12 +127,12 @@ def run_job(job: TrainJob, resume: bool = False) -> JobResult:
     seed_everything(job.config.seed)
     model = create_model(job.model, num_classes=n, **job.model_kwargs)
     unfolded: list[str] = []
+    fresh: list[str] = []
     if job.init is not None and not resume:  # on resume, last.pt holds the fine-tuned weights already
         from ..models.checkpoint import load_weights
         from ..models.folded import load_model_weights
 
         what = f"model {job.model!r} with {n} classes"
-        fresh: list[str] = []
         if Path(job.init).suffix in (".safetensors", ".pt", ".pth"):
             into = init_target(model, job.init)
             fresh = load_weights(into, job.init, what=what, new_classes=n if into is model else None)
@@ -157,6 +157,8 @@ def run_job(job: TrainJob, resume: bool = False) -> JobResult:
              job.config.epochs, job.config.size, trainer.device)
     result = trainer.fit(resume=start)
     record = training_record(job, trainer, result, len(train), len(val))
+    if fresh:
+        record["init_fresh"] = sorted(fresh)  # the class layers that did not come from --init
     bundle_path, bundle_scores = None, None
     if job.export is not None:
         bundle_path, bundle_scores = export_and_record(job, trainer.model, train, val, spec, record)

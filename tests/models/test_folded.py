@@ -206,3 +206,32 @@ def test_new_classes_keep_every_tensor_but_the_class_layers(folded_bundle, tmp_p
     own = {"a": torch.zeros(7, 4), "b": torch.zeros(7, 3), "c": torch.zeros(2, 7, 3, 3), "d": torch.zeros(7)}
     state = {"a": torch.zeros(5, 4), "b": torch.zeros(5, 4), "c": torch.zeros(2, 5, 3, 3), "d": torch.zeros(1, 7)}
     assert class_layer_names(own, state, 7) == ["a", "c"]
+
+
+def test_train_new_classes_from_a_shipped_bundle(tmp_path):
+    """`edgeseg train --init shapes` (6 classes) on a 3-class folder dataset: it trains, exports a 3-class
+    bundle, and the report names the class layers that started afresh."""
+    from edgeseg.cli import main
+    from edgeseg.data import write_image
+    from edgeseg.data.io import write_label
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "img").mkdir()
+    (tmp_path / "mask").mkdir()
+    for i in range(8):
+        mask = np.zeros((120, 160), np.uint8)
+        mask[rng.integers(20, 60):, :] = 1
+        mask[:, rng.integers(60, 120):] = 2
+        img = np.stack([mask * 90, 255 - mask * 60, np.full_like(mask, 40)], -1).astype(np.uint8)
+        write_image(tmp_path / "img" / f"f{i}.png", img)
+        write_label(tmp_path / "mask" / f"f{i}.png", mask)
+    spec = f"folder:{tmp_path / 'img'},{tmp_path / 'mask'},num_classes=3"
+    rc = main(["train", "deeplabv3plus_mobilenetv3_small", "--data", spec, "--val-data", spec, "--train-split", "all",
+               "--val-split", "all", "--size", "160x120", "--epochs", "1", "--batch", "4", "--warmup", "0",
+               "--init", "shapes", "--out", str(tmp_path / "run"), "--export", str(tmp_path / "three.edgeseg"),
+               "--threads", "2", "--no-progress"])
+    assert rc == 0
+    report = json.loads((tmp_path / "three.edgeseg" / "report.json").read_text())
+    assert report["training"]["init_fresh"] == ["classifier.bias", "classifier.weight"]
+    manifest = json.loads((tmp_path / "three.edgeseg" / "manifest.json").read_text())
+    assert len(manifest["classes"]) == 3
