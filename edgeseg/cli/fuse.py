@@ -44,24 +44,15 @@ def _split(v: str | None) -> list[str] | None:
 
 
 def _category_ids(path: str) -> dict[str, int]:
-    """Category id by name from a COCO(-panoptic) JSON's ``categories``."""
-    import json
-    from pathlib import Path
-
-    from ..data.coco_panoptic import read_categories
+    """Category id by name from a COCO-panoptic JSON's ``categories``."""
+    from ..data.coco_panoptic import read_categories, read_panoptic_json
     from ..errors import DataError
 
-    p = Path(path)
-    if not p.is_file():
-        raise DataError(f"--categories: {p} not found", fix="give the dataset's panoptic JSON (panoptic_val.json)")
-    try:
-        data = json.loads(p.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise DataError(f"--categories: cannot read {p} as JSON ({e})", fix="give the dataset's panoptic JSON") from None
-    if not isinstance(data, dict) or not isinstance(data.get("categories"), list) or not data["categories"]:
-        raise DataError(f"--categories: {p} has no 'categories' list (or an empty one)",
-                        fix="give the dataset's panoptic JSON")
-    return {c.name: c.id for c in read_categories(data, str(p)).values()}
+    data = read_panoptic_json(path, ("categories",), what="--categories file")
+    categories = read_categories(data, str(path))
+    if not categories:
+        raise DataError(f"--categories: {path} lists no categories", fix="give the dataset's panoptic JSON")
+    return {c.name: c.id for c in categories.values()}
 
 
 def run(args: argparse.Namespace) -> int:

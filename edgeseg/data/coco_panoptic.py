@@ -87,6 +87,23 @@ def read_panoptic_png(path: str | Path) -> np.ndarray:
     return rgb_to_id(read_image(p))
 
 
+def read_panoptic_json(path: str | Path, keys: Sequence[str] = ("annotations", "categories"),
+                       what: str = "COCO panoptic annotations") -> dict:
+    """A COCO-panoptic JSON file as a dict holding ``keys``; a missing, unreadable or foreign file is a
+    :class:`DataError` naming it (``what``: how the message calls the file)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{what} not found: {path}", fix="give the path of a panoptic_*.json file")
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataError(f"cannot read {what} {path}: {e}") from None
+    if not isinstance(data, dict) or not set(keys) <= set(data):
+        raise DataError(f"{path} is not a COCO panoptic file",
+                        fix=f"it needs {' and '.join(repr(k) for k in keys)} lists (and 'images')")
+    return data
+
+
 def read_categories(data: dict[str, Any], where: str) -> dict[int, Category]:
     """The ``categories`` of a COCO-panoptic JSON, id -> :class:`Category`, in the file's order."""
     try:
@@ -132,17 +149,7 @@ class CocoPanoptic(Sequence):
             self._check_files()
 
     def _read_json(self) -> dict:
-        if not self.json_path.is_file():
-            raise DataError(f"COCO panoptic annotations not found: {self.json_path}",
-                            fix="give the path of a panoptic_*.json file")
-        try:
-            data = json.loads(self.json_path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise DataError(f"cannot read COCO panoptic annotations {self.json_path}: {e}") from None
-        if not isinstance(data, dict) or not {"annotations", "categories"} <= set(data):
-            raise DataError(f"{self.json_path} is not a COCO panoptic file",
-                            fix="it needs 'annotations' and 'categories' lists (and 'images')")
-        return data
+        return read_panoptic_json(self.json_path, ("annotations", "categories"))
 
     def _check_annotation(self, ann: Any, n: int) -> None:
         what = f"{self.json_path}: annotation #{n}"

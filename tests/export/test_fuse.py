@@ -173,7 +173,7 @@ def test_fuse_cli(tmp_path, capsys):
     assert np.isfinite(Bundle.open(out).report["parity"]["min_pixel_agreement"])
 
 
-def test_fuse_takes_the_datasets_category_ids_by_name(tmp_path):
+def test_fuse_takes_the_datasets_category_ids_by_name(tmp_path, capsys):
     """``--categories JSON``: a semantic model trained on a dataset's label maps knows no category ids; the
     fused bundle predicts the JSON's, matched by class name (case aside); a class the JSON does not
     name, or a file that is not such a JSON, is a clear error."""
@@ -191,15 +191,20 @@ def test_fuse_takes_the_datasets_category_ids_by_name(tmp_path):
     m = Bundle.open(out).manifest
     assert m.classes == ("sky", "ground", "road", "circle", "rectangle", "triangle")
     assert m.decoder_options.category_ids == (40, 41, 42, 43, 44, 45)
-    path.write_text(json.dumps({"categories": cats["categories"][:5]}))
-    with pytest.raises(Exception, match="no category for the fused class.*triangle"):
-        from edgeseg.export.fuse import fuse_bundles
+    from edgeseg.errors import InputError
+    from edgeseg.export.fuse import fuse_bundles
+
+    with pytest.raises(InputError, match="no category for the fused class.*triangle"):
         fuse_bundles("shapes", "shapes-instance", tmp_path / "g.edgeseg", category_ids={"sky": 1})
-    assert main(["fuse", "shapes", "shapes-instance", "--categories", str(path), "--out", str(tmp_path / "h")]) != 0
-    assert not (tmp_path / "h").exists()
-    path.write_text(json.dumps({"categories": []}))
-    assert main(["fuse", "shapes", "shapes-instance", "--categories", str(path), "--out", str(tmp_path / "h")]) != 0
-    path.write_text("{not json")
-    assert main(["fuse", "shapes", "shapes-instance", "--categories", str(path), "--out", str(tmp_path / "h")]) != 0
+    capsys.readouterr()
+    for content, message in ((json.dumps({"categories": cats["categories"][:5]}), "no category for the fused class"),
+                              (json.dumps({"categories": []}), "lists no categories"),
+                              (json.dumps({"images": []}), "is not a COCO panoptic file"),
+                              ("{not json", "cannot read --categories file")):
+        path.write_text(content)
+        assert main(["fuse", "shapes", "shapes-instance", "--categories", str(path), "--out", str(tmp_path / "h")]) != 0
+        assert message in capsys.readouterr().err
+        assert not (tmp_path / "h").exists()
     assert main(["fuse", "shapes", "shapes-instance", "--categories", str(tmp_path / "nope.json"),
                  "--out", str(tmp_path / "h")]) != 0
+    assert "--categories file not found" in capsys.readouterr().err
