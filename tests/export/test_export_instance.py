@@ -78,3 +78,28 @@ def test_mask_rcnn_bundle_dynamic_k_and_tensorrt_nms_graph(tmp_path):
     ops = [n.op_type for n in trt.graph.node]
     assert "EfficientNMS_TRT" in ops and "NonMaxSuppression" not in ops
     assert {mf.file: mf.target for mf in m.models} == {"model.onnx": None, "model.trt.onnx": "tensorrt"}
+
+
+def test_parity_pairs_instances_whose_tied_scores_swapped_ranks():
+    """Matrix NMS turns 1e-7 differences between the runtimes into ~1e-4 score differences, enough to
+    swap the ranks of two near-tied instances (seen exporting `street-instance` at 800x400): parity
+    pairs each torch instance with the best tied ONNX instance of its class, not the one at its rank."""
+    from edgeseg.export.instance_export import _paired_mask_iou
+    from edgeseg.structures import ImageShape, InstanceResult
+
+    masks = np.zeros((3, 4, 6), bool)
+    masks[0, :2] = True              # 12 px
+    masks[1, 2:, :3] = True          # 6 px
+    masks[2, 2:, 3:] = True          # 6 px
+
+    def result(order, scores, classes):
+        return InstanceResult(boxes=np.zeros((3, 4), np.float32), scores=np.float32(scores),
+                              classes=np.int32(classes), masks=masks[list(order)], image_shape=ImageShape(4, 6))
+
+    a = result([0, 1, 2], [0.9, 0.09114, 0.09111], [0, 7, 0])
+    b = result([0, 2, 1], [0.9, 0.09122, 0.091145], [0, 0, 7])      # ranks 1 and 2 swapped
+    assert [_paired_mask_iou(a, b, i) for i in range(3)] == [1.0, 1.0, 1.0]
+    # outside the tie, or of another class, the rank's own mask counts: IoU of disjoint masks is 0
+    assert _paired_mask_iou(a, b, 1, tie=1e-6) == 0.0
+    c = result([0, 2, 1], [0.9, 0.09122, 0.091145], [0, 0, 3])
+    assert _paired_mask_iou(a, c, 1) == 0.0
