@@ -61,6 +61,44 @@ def test_predict_bad_inputs(bundle, tmp_path, capsys):
         assert msg in capsys.readouterr().err
 
 
+def test_predict_keeps_the_readable_images_results(bundle, tmp_path, capsys, monkeypatch):
+    """A corrupt file among many: the others are segmented and written, the JSON lists the failure, exit 2."""
+    rng = np.random.default_rng(1)
+    for name in ("a.png", "c.png"):
+        write_image(tmp_path / name, rng.integers(0, 256, (8, 12, 3), dtype=np.uint8))
+    (tmp_path / "b.png").write_text("half a download")
+    paths = [str(tmp_path / n) for n in ("a.png", "b.png", "c.png")]
+    out, js = tmp_path / "o", tmp_path / "p.json"
+    assert main(["predict", str(bundle.root), *paths, "--out", str(out), "--backend", "onnxruntime", "--threads", "1",
+                 "--json", str(js)]) == 2
+    err = capsys.readouterr().err
+    assert "cannot decode image" in err and "1 of 3 image(s) could not be read" in err and str(js) in err
+    rep = json.loads(js.read_text())
+    assert [r["image"] for r in rep["images"]] == [paths[0], paths[2]]
+    assert sum(rep["images"][1]["class_pixels"].values()) == 96
+    assert rep["errors"] == [{"image": paths[1], "error": f"cannot decode image {paths[1]}: not an image or a corrupt file"}]
+    assert (out / "a_labels.png").is_file() and (out / "c_labels.png").is_file()
+
+    # Ctrl-C after the first image: the JSON still holds it, marked interrupted; exit 130
+    from edgeseg.predictor import Predictor
+
+    calls = []
+    real = Predictor.__call__
+
+    def stop_second(self, image):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(self, image)
+
+    monkeypatch.setattr(Predictor, "__call__", stop_second)
+    assert main(["predict", str(bundle.root), paths[0], paths[2], "--backend", "onnxruntime", "--threads", "1",
+                 "--json", str(js)]) == 130
+    rep = json.loads(js.read_text())
+    assert rep["interrupted"] is True and [r["image"] for r in rep["images"]] == [paths[0]]
+    assert "1 image(s) done before the interruption" in capsys.readouterr().err
+
+
 def test_bench(bundle, tmp_path, capsys):
     rc = main(["bench", str(bundle.root), "--backend", "onnxruntime", "--runs", "5", "--warmup", "1",
                "--threads", "1", "--json", str(tmp_path / "bench.json")])

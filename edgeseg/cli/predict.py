@@ -5,10 +5,16 @@ Semantic bundles: ``<stem>_labels.png`` (uint8 class ids) and ``<stem>_overlay.p
 boxes, class names and scores); ``--json`` lists every instance with its class, score, box ``xyxy``
 and COCO RLE mask, in original-image pixels. Panoptic bundles: ``<stem>_panoptic.png`` (COCO-panoptic
 RGB, id = R + 256 G + 256^2 B) and ``<stem>_overlay.png``; ``--json`` lists every segment with its
-id, class, category id, isthing, area and COCO RLE mask (the stream's JSON-lines record)."""
+id, class, category id, isthing, area and COCO RLE mask (the stream's JSON-lines record).
+
+An image that cannot be read is reported and skipped: the others are segmented and written, ``--json``
+lists the failures under ``errors``, and the exit status is 2. Interrupted (Ctrl-C, SIGTERM), ``--json``
+is still written for the images done, marked ``"interrupted": true``."""
 from __future__ import annotations
 
 import argparse
+import contextlib
+import sys
 from pathlib import Path
 
 from ._common import add_json_option, add_runtime_options, print_table, write_json
@@ -110,10 +116,15 @@ def run(args: argparse.Namespace) -> int:
         if task not in ("instance", "panoptic"):
             raise InputError(f"--score-threshold applies to instance and panoptic bundles; {args.bundle} is a {task} bundle")
         predictor.set_options(score_threshold=args.score_threshold)
-    rows, table = [], []
-    with predictor:
+    rows, table, failed = [], [], []
+    with predictor, _results_kept_on_interrupt(args, predictor, task, rows, failed):
         for path in map(Path, args.images):
-            rgb = read_image(path)
+            try:
+                rgb = read_image(path)
+            except InputError as e:  # one unreadable image does not cost the others' results
+                print(f"edgeseg predict: error: {e}", file=sys.stderr)
+                failed.append({"image": str(path), "error": str(e).splitlines()[0]})
+                continue
             t0 = time.perf_counter()
             result = predictor(rgb)
             dt = time.perf_counter() - t0
@@ -149,6 +160,33 @@ def run(args: argparse.Namespace) -> int:
     columns = {"instance": ["image", "size", "ms", "instances", "classes"],
                "panoptic": ["image", "size", "ms", "segments", "instances", "classes"]}
     print_table(table, columns.get(task, ["image", "size", "ms", "top class", "labels"]))
-    write_json(args.json, {"bundle": args.bundle, "task": task, "backend": predictor.backend,
-                           "precision": predictor.runner.precision, "images": rows})
+    _write_results(args, predictor, task, rows, failed)
+    if failed:
+        raise InputError(f"{len(failed)} of {len(args.images)} image(s) could not be read: "
+                         f"{', '.join(f['image'] for f in failed[:5])}{' ...' if len(failed) > 5 else ''}"
+                         + (f" (the other images' results are in {args.json})" if args.json and rows else ""),
+                         fix="replace or drop those files (each one's reason is printed above)")
     return 0
+
+
+def _write_results(args, predictor, task: str, rows: list, failed: list, interrupted: bool = False) -> None:
+    doc = {"bundle": args.bundle, "task": task, "backend": predictor.backend,
+           "precision": predictor.runner.precision, "images": rows}
+    if failed:
+        doc["errors"] = failed
+    if interrupted:
+        doc["interrupted"] = True
+    write_json(args.json, doc)
+
+
+@contextlib.contextmanager
+def _results_kept_on_interrupt(args, predictor, task: str, rows: list, failed: list):
+    """Ctrl-C (or SIGTERM) halfway through a long list still writes ``--json`` for the images done."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        if args.json and (rows or failed):
+            _write_results(args, predictor, task, rows, failed, interrupted=True)
+            print(f"edgeseg predict: {len(rows)} image(s) done before the interruption: results in {args.json}",
+                  file=sys.stderr)
+        raise

@@ -25,7 +25,7 @@ def _read_bytes(path: Path, error: type[EdgesegError], what: str) -> np.ndarray:
     except OSError as e:
         raise error(f"cannot read {what} {path}: {e.strerror or e}") from None
     if data.size == 0:
-        raise error(f"{what} {path} is empty (0 bytes)")
+        raise error(f"{what} {path} is empty (0 bytes)", fix="the copy or download was cut short: fetch the file again")
     return data
 
 
