@@ -3,7 +3,6 @@ decoded instances (torch vs ONNX Runtime), the manifest's decoder options, and t
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import torch
 
 
