@@ -254,11 +254,16 @@ def _fuse(sem: Bundle, inst: Bundle, out, *, name, stuff, things, overwrite, opt
     fused class without one is an error."""
     from ..export.parity import parity_images
 
+    order = "edgeseg fuse SEMANTIC INSTANCE --out OUT"
+    if sem.manifest.task == "instance" and inst.manifest.task in ("semantic", "panoptic"):
+        raise InputError(f"the bundles are in the wrong order: {sem.root} is the instance bundle, {inst.root} the "
+                         f"{inst.manifest.task} one", fix=f"swap them: {order}")
     if sem.manifest.task != "semantic":
         raise InputError(f"{sem.root} is a {sem.manifest.task} bundle; the first bundle must be semantic "
-                         "(or panoptic with a semantic output)")
+                         "(or panoptic with a semantic output)", fix=order)
     if inst.manifest.task != "instance":
-        raise InputError(f"{inst.root} is a {inst.manifest.task} bundle; the second bundle must be instance")
+        raise InputError(f"{inst.root} is a {inst.manifest.task} bundle; the second bundle must be an instance one",
+                         fix=order)
     resized = _check_geometry(sem.manifest.input, inst.manifest.input)
     classes, thing_classes, sem_map, inst_map = class_plan(sem.manifest.classes, inst.manifest.classes, stuff, things)
     model = fuse_graphs(_fp32_onnx(sem, "semantic"), sem.manifest.input, _fp32_onnx(inst, "instance"), inst.manifest.input)

@@ -150,11 +150,14 @@ def test_fuse_refuses_bad_pairs(tmp_path):
     from edgeseg.errors import InputError
     from edgeseg.export.fuse import fuse_bundles, semantic_head
 
-    with pytest.raises(InputError, match="first bundle must be semantic"):
+    with pytest.raises(InputError, match="wrong order") as e:
         fuse_bundles("shapes-instance", "shapes", tmp_path / "x")
+    assert "swap them: edgeseg fuse SEMANTIC INSTANCE" in str(e.value)
+    with pytest.raises(InputError, match="first bundle must be semantic"):
+        fuse_bundles("shapes-instance", "shapes-instance", tmp_path / "x")
     with pytest.raises(InputError, match="no semantic output"):
         semantic_head("shapes", tmp_path / "z")
-    with pytest.raises(InputError, match="second bundle must be instance"):
+    with pytest.raises(InputError, match="second bundle must be an instance one"):
         fuse_bundles("shapes", "road", tmp_path / "y")
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists() and not (tmp_path / "z").exists()
 
