@@ -99,6 +99,31 @@ def test_predict_keeps_the_readable_images_results(bundle, tmp_path, capsys, mon
     assert "1 image(s) done before the interruption" in capsys.readouterr().err
 
 
+def test_predict_takes_folders_and_refuses_clashing_names(bundle, tmp_path, capsys):
+    rng = np.random.default_rng(2)
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for name in ("b.png", "a.jpg", "notes.txt"):
+        if name.endswith(".txt"):
+            (frames / name).write_text("not an image, not listed")
+        else:
+            write_image(frames / name, rng.integers(0, 256, (8, 12, 3), dtype=np.uint8))
+    js = tmp_path / "p.json"
+    assert main(["predict", str(bundle.root), str(frames), "--backend", "onnxruntime", "--threads", "1",
+                 "--json", str(js)]) == 0
+    assert [r["image"] for r in json.loads(js.read_text())["images"]] == [str(frames / "a.jpg"), str(frames / "b.png")]
+    (tmp_path / "empty").mkdir()
+    assert main(["predict", str(bundle.root), str(tmp_path / "empty"), "--json", str(js)]) == 2
+    assert "holds no images" in capsys.readouterr().err
+    # frames/b.png and other/b.png would both write b_labels.png: refused before any work
+    (tmp_path / "other").mkdir()
+    write_image(tmp_path / "other" / "b.png", rng.integers(0, 256, (8, 12, 3), dtype=np.uint8))
+    assert main(["predict", str(bundle.root), str(frames), str(tmp_path / "other" / "b.png"), "--out",
+                 str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "same name" in err and str(tmp_path / "other" / "b.png") in err and not (tmp_path / "o").exists()
+
+
 def test_bench(bundle, tmp_path, capsys):
     rc = main(["bench", str(bundle.root), "--backend", "onnxruntime", "--runs", "5", "--warmup", "1",
                "--threads", "1", "--json", str(tmp_path / "bench.json")])

@@ -26,13 +26,14 @@ EXAMPLES = (
     "edgeseg predict road.edgeseg street.png --out preds/",
     "edgeseg predict road frames/*.jpg --out preds/ --backend onnxruntime --threads 2 --json preds.json",
     "edgeseg predict road.edgeseg img.png --out preds/ --alpha 0.6",
+    "edgeseg predict street-instance frames/ --json instances.json   # every image in the folder, sorted by name",
     "edgeseg predict street-panoptic frame.jpg --out preds/ --json segments.json   # COCO-panoptic PNG + segments",
 )
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("bundle", help="a bundle path or the name of a bundle shipped with the package")
-    p.add_argument("images", nargs="+", help="image files (PNG, JPEG, BMP, TIFF, WebP)")
+    p.add_argument("images", nargs="+", help="image files (PNG, JPEG, BMP, TIFF, WebP) or folders of them")
     p.add_argument("--out", default=None, metavar="DIR", help="output folder for PNGs (created if needed)")
     p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity of the class colours (default 0.5)")
     p.add_argument("--score-threshold", type=float, default=None, metavar="T",
@@ -105,9 +106,16 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--alpha must be within 0..1, got {args.alpha}")
     if args.out is None and args.json is None:
         raise InputError("nothing to write", fix="pass --out DIR (PNGs), --json OUT (results), or both")
-    missing = [p for p in args.images if not Path(p).is_file()]
-    if missing:
-        raise InputError(f"image not found: {', '.join(missing)}", fix="check the paths")
+    args.images = _image_paths(args.images)
+    if args.out is not None:  # <stem>_*.png: two images of one stem would overwrite each other's PNGs
+        stems: dict[str, list[str]] = {}
+        for p in args.images:
+            stems.setdefault(Path(p).stem, []).append(p)
+        clash = [v for v in stems.values() if len(v) > 1]
+        if clash:
+            raise InputError(f"images with the same name would write the same PNGs in {args.out}: "
+                             + "; ".join(", ".join(v) for v in clash[:3]),
+                             fix="predict them into different --out folders, or rename them")
     out = Path(args.out) if args.out is not None else None
     predictor = load(args.bundle, backend=args.backend, precision=args.precision, target=args.target,
                      device=args.device, threads=args.threads)
@@ -167,6 +175,27 @@ def run(args: argparse.Namespace) -> int:
                          + (f" (the other images' results are in {args.json})" if args.json and rows else ""),
                          fix="replace or drop those files (each one's reason is printed above)")
     return 0
+
+
+def _image_paths(given: list[str]) -> list[str]:
+    """The image arguments with each folder replaced by the images in it (sorted by name)."""
+    from ..data.io import IMAGE_SUFFIXES, image_files
+    from ..errors import InputError
+
+    missing = [p for p in given if not Path(p).exists()]
+    if missing:
+        raise InputError(f"image not found: {', '.join(missing)}", fix="check the paths")
+    paths: list[str] = []
+    for p in map(Path, given):
+        if not p.is_dir():
+            paths.append(str(p))
+            continue
+        files = image_files(p)
+        if not files:
+            raise InputError(f"folder {p} holds no images", fix=f"give image files ({', '.join(IMAGE_SUFFIXES)}) "
+                             "or folders of them")
+        paths.extend(map(str, files))
+    return paths
 
 
 def _write_results(args, predictor, task: str, rows: list, failed: list, interrupted: bool = False) -> None:

@@ -43,12 +43,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def _frames(source: Path) -> tuple[Iterator[tuple[str, Any]], int | None]:
     """(name, RGB image) pairs of a folder of frames or a video file, and their count if known."""
-    from ..data.io import IMAGE_SUFFIXES, read_image
+    from ..data.io import IMAGE_SUFFIXES, image_files, read_image
     from ..data.video import VideoReader
     from ..errors import InputError
 
     if source.is_dir():
-        files = sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        files = image_files(source)
         if not files:
             raise InputError(f"no frames in {source}", fix=f"a frame folder holds images ({', '.join(IMAGE_SUFFIXES)})")
         return ((p.stem, read_image(p)) for p in files), len(files)

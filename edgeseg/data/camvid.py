@@ -31,7 +31,7 @@ import numpy as np
 from ..errors import DataError
 from ..structures import CAMVID_CLASSES, CAMVID_PALETTE
 from .base import DATASETS, IGNORE, Sample, SegmentationDataset, check_options
-from .io import IMAGE_SUFFIXES, read_image, read_label
+from .io import IMAGE_SUFFIXES, image_files, read_image, read_label
 
 CAMVID_VOID = 11
 _LUT = np.full(256, IGNORE, np.uint8)
@@ -105,7 +105,7 @@ class CamVid(SegmentationDataset):
             return self._pairs_from_list(list_file)
         img_dir, ann_dir = self.root / self.split, self.root / f"{self.split}annot"
         if img_dir.is_dir() and ann_dir.is_dir():
-            imgs = sorted(p for p in img_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            imgs = image_files(img_dir)
             missing = [p.name for p in imgs if not (ann_dir / p.name).is_file()]
             if missing:
                 raise DataError(f"CamVid {ann_dir} lacks labels for {len(missing)} image(s): {', '.join(missing[:5])}")

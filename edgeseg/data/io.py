@@ -29,6 +29,11 @@ def _read_bytes(path: Path, error: type[EdgesegError], what: str) -> np.ndarray:
     return data
 
 
+def image_files(folder: str | Path) -> list[Path]:
+    """The image files directly inside ``folder`` (by suffix, any case), sorted by name."""
+    return sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
 def read_image(path: str | Path) -> np.ndarray:
     """Read a colour image as RGB ``uint8 [H, W, 3]`` (grey and 16-bit images are converted)."""
     import cv2

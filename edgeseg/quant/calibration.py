@@ -217,9 +217,9 @@ def _spread(n_total: int, n: int) -> list[int]:
 
 @FRAME_SOURCES.register("folder")
 def _folder_frames(source: str, recipe: CalibrationRecipe) -> Iterator[np.ndarray]:
-    from ..data.io import IMAGE_SUFFIXES, read_image
+    from ..data.io import IMAGE_SUFFIXES, image_files, read_image
 
-    files = sorted(f for f in Path(source).iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+    files = image_files(source)
     if not files:
         raise DataError(f"calibration folder {source} holds no images ({', '.join(IMAGE_SUFFIXES)})",
                         fix="put representative frames from the deployment in it (e.g. 100-500), or pass a video, "
