@@ -177,5 +177,8 @@ def test_fault_suite_rows_lose_nothing(data_root, tmp_path):
     sig = rows["sigint"]["data"]
     assert sig["mp4_frames"] == sig["frames"] == sig["processed"] > 0 and sig["stopped_by"] == "signal"
     bad = rows["corrupt"]["data"]
-    assert bad["gstreamer"]["mp4_frames"] == bad["opencv"]["mp4_frames"] == bad["decodable_frames"] == 215
+    # each reader writes every frame its own decoder yields: OpenCV's FFmpeg 215; GStreamer's avdec_h264 on one
+    # thread (edgeseg's default on <= 4 cores) 214, frame-threaded 215 (FFmpeg's concealment of the noise differs)
+    assert bad["opencv"]["mp4_frames"] == bad["decodable_frames"]["opencv"] == 215
+    assert bad["gstreamer"]["mp4_frames"] == bad["decodable_frames"]["gstreamer"] in (214, 215)
     assert all(v["frames_read"] == 0 for v in rows["unwritable-sink"]["data"].values())
