@@ -144,19 +144,13 @@ def count_frames_gst(path: Path, threads: int) -> int:
     frame-threaded decoders disagree by a frame (on the dash-cam's noise stretch: 214 and 215), so each
     reader is held to what its own decoder yields."""
     from edgeseg.stream import gst as _gst
+    from edgeseg.stream.sources.gst_source import decoder_threads_setter
 
     Gst = _gst.gst()
     pipe = Gst.parse_launch(f'filesrc location="{path}" ! decodebin ! fakesink name=count signal-handoffs=true sync=false')
     n = [0]
     pipe.get_by_name("count").connect("handoff", lambda *_: n.__setitem__(0, n[0] + 1))
-
-    def on_element(_bin, _parent, element):
-        factory = element.get_factory()
-        if (factory is not None and "Decoder" in (factory.get_metadata("klass") or "")
-                and element.find_property("max-threads") is not None):
-            element.set_property("max-threads", threads)
-
-    pipe.connect("deep-element-added", on_element)
+    pipe.connect("deep-element-added", decoder_threads_setter(threads))  # as `edgeseg run` sets them
     pipe.set_state(Gst.State.PLAYING)
     pipe.get_bus().timed_pop_filtered(120 * Gst.SECOND, Gst.MessageType.EOS | Gst.MessageType.ERROR)
     pipe.set_state(Gst.State.NULL)

@@ -106,10 +106,10 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--alpha must be within 0..1, got {args.alpha}")
     if args.out is None and args.json is None:
         raise InputError("nothing to write", fix="pass --out DIR (PNGs), --json OUT (results), or both")
-    args.images = _image_paths(args.images)
+    images = _image_paths(args.images)
     if args.out is not None:  # <stem>_*.png: two images of one stem would overwrite each other's PNGs
         stems: dict[str, list[str]] = {}
-        for p in args.images:
+        for p in images:
             stems.setdefault(Path(p).stem, []).append(p)
         clash = [v for v in stems.values() if len(v) > 1]
         if clash:
@@ -126,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
         predictor.set_options(score_threshold=args.score_threshold)
     rows, table, failed = [], [], []
     with predictor, _results_kept_on_interrupt(args, predictor, task, rows, failed):
-        for path in map(Path, args.images):
+        for path in map(Path, images):
             try:
                 rgb = read_image(path)
             except InputError as e:  # one unreadable image does not cost the others' results
@@ -170,7 +170,7 @@ def run(args: argparse.Namespace) -> int:
     print_table(table, columns.get(task, ["image", "size", "ms", "top class", "labels"]))
     _write_results(args, predictor, task, rows, failed)
     if failed:
-        raise InputError(f"{len(failed)} of {len(args.images)} image(s) could not be read: "
+        raise InputError(f"{len(failed)} of {len(images)} image(s) could not be read: "
                          f"{', '.join(f['image'] for f in failed[:5])}{' ...' if len(failed) > 5 else ''}"
                          + (f" (the other images' results are in {args.json})" if args.json and rows else ""),
                          fix="replace or drop those files (each one's reason is printed above)")

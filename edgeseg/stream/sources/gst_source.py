@@ -111,6 +111,18 @@ _LIVE_SCHEMES = {"rtsp", "v4l2", "csi"}
 _RECONNECT_SCHEMES = {"rtsp", "http"}
 
 
+
+def decoder_threads_setter(threads: int) -> Callable[[Any, Any, Any], None]:
+    """A ``deep-element-added`` handler: each decoder ``decodebin`` makes (before it starts) gets ``threads``
+    as its ``max-threads`` when it has one (the software ``avdec_*``)."""
+    def on_element(_bin: Any, _parent: Any, element: Any) -> None:
+        factory = element.get_factory()
+        if (factory is not None and "Decoder" in (factory.get_metadata("klass") or "")
+                and element.find_property("max-threads") is not None):
+            element.set_property("max-threads", threads)
+
+    return on_element
+
 class GstSource(Source):
     """Frames from GStreamer. ``realtime=True`` paces a file at its frame rate and makes it behave like a
     camera (drop oldest). ``reconnect`` (default on for rtsp/http) retries with back-off from
@@ -172,7 +184,7 @@ class GstSource(Source):
         sink.set_property("sync", self.realtime or self.live)
         sink.connect("new-sample", self._on_sample)
         if self.decoder_threads:
-            pipe.connect("deep-element-added", self._on_element)
+            pipe.connect("deep-element-added", decoder_threads_setter(self.decoder_threads))
         self._buf.reopen()
         self._pipeline = pipe
         self._started_at = time.perf_counter()
@@ -199,13 +211,6 @@ class GstSource(Source):
             return
         self.expected_frames = total
         self.fps = fps or self.fps
-
-    def _on_element(self, _bin: Any, _parent: Any, element: Any) -> None:
-        """A decoder ``decodebin`` just made (before it starts): a software one gets ``decoder_threads``."""
-        factory = element.get_factory()
-        if (factory is not None and "Decoder" in (factory.get_metadata("klass") or "")
-                and element.find_property("max-threads") is not None):
-            element.set_property("max-threads", self.decoder_threads)
 
     def _on_sample(self, sink: Any) -> Any:
         Gst = _gst.gst()
