@@ -34,14 +34,20 @@ def class_stats(labels: Iterable[np.ndarray], num_classes: int, ignore_index: in
     pixels = np.zeros(num_classes, np.int64)
     image_pixels = np.zeros(num_classes, np.int64)
     for lab in labels:
-        flat = np.asarray(lab).reshape(-1)
-        flat = flat[flat != ignore_index]
-        if flat.size and int(flat.max()) >= num_classes:
-            raise InputError(f"class_stats: label {int(flat.max())} >= num_classes {num_classes}")
-        counts = np.bincount(flat, minlength=num_classes)[:num_classes]
+        counts = label_counts(lab, num_classes, ignore_index)
         pixels += counts
-        image_pixels[counts > 0] += flat.size
+        image_pixels[counts > 0] += int(counts.sum())
     return ClassStats(pixels, image_pixels)
+
+
+def label_counts(labels: np.ndarray, num_classes: int, ignore_index: int = IGNORE_INDEX) -> np.ndarray:
+    """Pixels per class of one label map, ``int64 [num_classes]`` (``ignore_index`` not counted)."""
+    flat = np.asarray(labels).reshape(-1)
+    flat = flat[flat != ignore_index]
+    if flat.size and int(flat.max()) >= num_classes:
+        raise InputError(f"label {int(flat.max())} in a training label map >= the number of classes {num_classes}",
+                         fix="check the dataset's label values, or give --num-classes")
+    return np.bincount(flat, minlength=num_classes)[:num_classes].astype(np.int64)
 
 
 WEIGHTINGS: Registry = Registry("class weighting", InputError)

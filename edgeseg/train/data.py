@@ -78,18 +78,23 @@ class LoaderConfig:
     drop_last: bool = True
 
 
-def train_loader(train_set: TrainSet, cfg: LoaderConfig, epoch: int) -> Any:
-    """A DataLoader for one epoch: the shuffle order and augmentation depend only on (seed, epoch)."""
+def train_loader(train_set: TrainSet, cfg: LoaderConfig, epoch: int, indices: Sequence[int] | None = None) -> Any:
+    """A DataLoader for one epoch: the shuffle order and augmentation depend only on (seed, epoch).
+
+    ``indices``: the epoch's frames in order (rare-class sampling, :mod:`edgeseg.train.sampling`)
+    instead of a shuffle of all frames."""
     import torch
     from torch.utils.data import DataLoader
 
     train_set.set_epoch(epoch)
     g = torch.Generator().manual_seed(cfg.seed * 100003 + epoch)
-    drop = cfg.drop_last and len(train_set) >= cfg.batch_size
+    n = len(train_set) if indices is None else len(indices)
+    drop = cfg.drop_last and n >= cfg.batch_size
     return DataLoader(
         train_set,
         batch_size=cfg.batch_size,
-        shuffle=True,
+        shuffle=indices is None,
+        sampler=None if indices is None else list(indices),
         generator=g,
         num_workers=cfg.workers,
         collate_fn=collate_train,

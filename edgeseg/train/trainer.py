@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import numpy as np
 from .._io import write_json
 from ..errors import InputError, ModelError
 from ..structures import ImageShape, InputSpec
@@ -58,6 +59,7 @@ class TrainConfig:
     hflip: bool = True
     jitter: float = 0.25
     aspect: float = 0.0  # random aspect change (edgeseg.train.augment.AugmentConfig.aspect)
+    rare_sampling: float = 0.0  # rare-class sampling temperature (edgeseg.train.sampling); 0: uniform shuffle
     eval_every: int = 1
     eval_size: ImageShape | None = None
     crop: ImageShape | None = None
@@ -82,6 +84,9 @@ class TrainConfig:
                              fix="give a --crop no larger than --size (or leave --crop out)")
         if self.weights_format not in ("safetensors", "pt"):
             raise InputError(f"weights_format must be safetensors or pt, got {self.weights_format!r}")
+        if self.rare_sampling < 0:
+            raise InputError(f"rare-class sampling temperature must be >= 0, got {self.rare_sampling}",
+                             fix="give --rare-sampling T with T > 0 (DAFormer uses 0.01), or 0 for a uniform shuffle")
         check_cpu_precision(self.cpu_precision, on_cpu=self.device == "cpu")
         check_memory_format(self.memory_format)
         self.augment_config()  # its checks (scale range, aspect change) now, not after the datasets are cached
@@ -202,6 +207,7 @@ class Trainer(CpuStepLevers):
         self.spec = input_spec or InputSpec(size=config.size)
         self.train_set = TrainSet(train_data, self.config.augment_config(), self.spec, seed=config.seed)
         self.val_data = val_data
+        self.sampler = self._build_sampler(train_data)
         self.loss_fn = loss or self._build_loss(train_data)
         self.optimizer = build_sgd(self.model, config.lr, config.momentum, config.weight_decay, config.nesterov)
         self.amp = bool(config.amp and self.device.type == "cuda")
@@ -228,6 +234,19 @@ class Trainer(CpuStepLevers):
         cfg = LossConfig.parse(self.config.loss, class_weights=weights, focal_gamma=self.config.focal_gamma)
         return build_loss(cfg)
 
+    def _build_sampler(self, train_data):
+        """The rare-class sampler (``config.rare_sampling > 0``), or None for a uniform shuffle."""
+        if not self.config.rare_sampling:
+            return None
+        from .sampling import RareClassSampler, frame_class_pixels
+
+        pixels = frame_class_pixels(train_data, self.num_classes, getattr(train_data, "ignore_index", 255))
+        sampler = RareClassSampler.from_pixels(pixels, self.config.rare_sampling)
+        top = np.argsort(-sampler.class_probs)[:5]
+        log.info("rare-class sampling (T=%g): class draw probabilities %s", self.config.rare_sampling,
+                 ", ".join(f"{self.classes[c] if self.classes else c} {sampler.class_probs[c]:.2f}" for c in top))
+        return sampler
+
     @property
     def steps_per_epoch(self) -> int:
         n, b = len(self.train_set), self.config.batch_size
@@ -247,7 +266,7 @@ class Trainer(CpuStepLevers):
         if self.precision is None:
             self.keep_precision(self._choose_precision())
         torch.manual_seed(self.config.seed * 1000003 + self.epoch)  # dropout & co. depend on (seed, epoch)
-        loader = train_loader(self.train_set, self.loader_cfg, self.epoch)
+        loader = train_loader(self.train_set, self.loader_cfg, self.epoch, self._epoch_indices())
         with self._bar(len(loader), f"epoch {self.epoch + 1}/{self.config.epochs}") as bar:
             res = train_one_epoch(
                 self.model, loader, self.loss_fn, self.optimizer, device=self.device, schedule=self.schedule,
@@ -258,13 +277,17 @@ class Trainer(CpuStepLevers):
         self.epoch += 1
         return res
 
+    def _epoch_indices(self) -> list[int] | None:
+        """This epoch's frame order under rare-class sampling (None: the loader's seeded shuffle)."""
+        return None if self.sampler is None else self.sampler.indices(self.config.seed, self.epoch)
+
     def _choose_precision(self) -> dict[str, Any]:
         """How the CPU runs a step (``config.cpu_precision``, ``config.memory_format``); an ``auto`` one is
         decided by timing the candidates on the first batch."""
         c = self.config
         if "auto" not in (c.cpu_precision, c.memory_format) or self.device.type != "cpu":
             return choose_cpu_step(c.cpu_precision, c.memory_format, self.device)
-        images, target = next(iter(train_loader(self.train_set, self.loader_cfg, self.epoch)))
+        images, target = next(iter(train_loader(self.train_set, self.loader_cfg, self.epoch, self._epoch_indices())))
         batch = (images.to(self.device), target.to(self.device))
         return choose_cpu_step(c.cpu_precision, c.memory_format, self.device, self.model, batch, self.loss_fn)
 
