@@ -97,3 +97,31 @@ def test_trainer_feeds_the_sampled_frames():
     with pytest.raises(InputError, match="rare-sampling"):
         TrainConfig(epochs=1, size=size, rare_sampling=-1.0)
     assert torch.is_tensor(images)
+
+
+def test_resume_under_rare_class_sampling_equals_an_uninterrupted_run(tmp_path):
+    torch = pytest.importorskip("torch")
+    from edgeseg.data.synthetic import SyntheticDataset
+    from edgeseg.models import create_model
+    from edgeseg.structures import ImageShape
+    from edgeseg.train import TrainConfig, Trainer, seed_everything
+
+    size = ImageShape(48, 64)
+    ds = SyntheticDataset(16, size, seed=3, stream=0)
+
+    class Data(list):
+        classes = ds.classes
+
+    data = Data(ds[i] for i in range(len(ds)))
+    cfg = TrainConfig(epochs=2, size=size, batch_size=8, lr=0.2, warmup_epochs=0.5, scale=(0.75, 1.25),
+                      progress=False, threads=1, rare_sampling=0.05)
+
+    def model():
+        seed_everything(0)
+        return create_model("test_fcn8s", num_classes=6)
+
+    torch.set_num_threads(1)
+    full = Trainer(model(), data, cfg).fit()
+    Trainer(model(), data, cfg, out_dir=tmp_path).fit(epochs=1)
+    resumed = Trainer(model(), data, cfg, out_dir=tmp_path).fit(resume=tmp_path)
+    assert [r.loss for r in resumed.history] == [r.loss for r in full.history]
