@@ -11,7 +11,7 @@ A class absent from the data gets weight 0 (it contributes nothing anyway).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -28,16 +28,12 @@ class ClassStats:
     pixels: np.ndarray  # int64 [C]
     image_pixels: np.ndarray  # int64 [C]
 
-
-def class_stats(labels: Iterable[np.ndarray], num_classes: int, ignore_index: int = IGNORE_INDEX) -> ClassStats:
-    """Count pixels per class over label maps (``uint8 [H, W]``)."""
-    pixels = np.zeros(num_classes, np.int64)
-    image_pixels = np.zeros(num_classes, np.int64)
-    for lab in labels:
-        counts = label_counts(lab, num_classes, ignore_index)
-        pixels += counts
-        image_pixels[counts > 0] += int(counts.sum())
-    return ClassStats(pixels, image_pixels)
+    @classmethod
+    def from_frame_pixels(cls, frame_pixels: np.ndarray) -> "ClassStats":
+        """From per-frame class pixel counts ``int64 [N, C]`` (:func:`frame_class_pixels`)."""
+        frame_pixels = np.asarray(frame_pixels, np.int64)
+        labelled = frame_pixels.sum(axis=1, keepdims=True)
+        return cls(frame_pixels.sum(axis=0), np.where(frame_pixels > 0, labelled, 0).sum(axis=0))
 
 
 def label_counts(labels: np.ndarray, num_classes: int, ignore_index: int = IGNORE_INDEX) -> np.ndarray:
@@ -48,6 +44,25 @@ def label_counts(labels: np.ndarray, num_classes: int, ignore_index: int = IGNOR
         raise InputError(f"label {int(flat.max())} in a training label map >= the number of classes {num_classes}",
                          fix="check the dataset's label values, or give --num-classes")
     return np.bincount(flat, minlength=num_classes)[:num_classes].astype(np.int64)
+
+
+def frame_class_pixels(dataset: Sequence, num_classes: int, ignore_index: int | None = None,
+                       max_samples: int | None = None) -> np.ndarray:
+    """Per-frame class pixel counts of a dataset (a sequence of ``Sample``), ``int64 [N, num_classes]``: the one
+    pass over the training labels that class weights and rare-class sampling both read. ``ignore_index``
+    defaults to the dataset's (else 255)."""
+    ignore = getattr(dataset, "ignore_index", IGNORE_INDEX) if ignore_index is None else ignore_index
+    count = len(dataset) if max_samples is None else min(len(dataset), max_samples)
+    out = np.zeros((count, num_classes), np.int64)
+    for i in range(count):
+        out[i] = label_counts(dataset[i].labels, num_classes, ignore)
+    return out
+
+
+def class_stats(labels: Iterable[np.ndarray], num_classes: int, ignore_index: int = IGNORE_INDEX) -> ClassStats:
+    """Count pixels per class over label maps (``uint8 [H, W]``)."""
+    counts = [label_counts(lab, num_classes, ignore_index) for lab in labels]
+    return ClassStats.from_frame_pixels(np.array(counts, np.int64).reshape(-1, num_classes))
 
 
 WEIGHTINGS: Registry = Registry("class weighting", InputError)
@@ -75,6 +90,9 @@ def median_frequency_weights(stats: ClassStats) -> np.ndarray:
 def class_weights(dataset, method: str = "enet", num_classes: int | None = None, max_samples: int | None = None) -> tuple[float, ...]:
     """Class weights of a dataset (a sequence of ``Sample``) by ``method`` (``enet`` or ``median``)."""
     n = num_classes if num_classes is not None else len(dataset.classes)
-    count = len(dataset) if max_samples is None else min(len(dataset), max_samples)
-    stats = class_stats((dataset[i].labels for i in range(count)), n, getattr(dataset, "ignore_index", IGNORE_INDEX))
+    return weights_of(ClassStats.from_frame_pixels(frame_class_pixels(dataset, n, max_samples=max_samples)), method)
+
+
+def weights_of(stats: ClassStats, method: str = "enet") -> tuple[float, ...]:
+    """Class weights by ``method`` from counts already taken."""
     return tuple(float(v) for v in WEIGHTINGS.get(method)(stats))

@@ -16,27 +16,17 @@ the dataset has frames, and its draws are a pure function of ``(seed, epoch)`` (
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
 from ..errors import InputError
-from .class_weights import IGNORE_INDEX, label_counts
-
-
-def frame_class_pixels(dataset: Sequence, num_classes: int, ignore_index: int = IGNORE_INDEX) -> np.ndarray:
-    """Per-frame class pixel counts, ``int64 [len(dataset), num_classes]`` (the ignore label not counted)."""
-    out = np.zeros((len(dataset), num_classes), np.int64)
-    for i in range(len(dataset)):
-        out[i] = label_counts(dataset[i].labels, num_classes, ignore_index)
-    return out
 
 
 @dataclass(frozen=True)
 class RareClassSampler:
     """Frame draws weighted towards rare classes (see the module docstring).
 
-    ``pixels``: ``int64 [N, C]`` from :func:`frame_class_pixels`. ``class_probs[c]`` is ``P(c)``;
+    ``pixels``: ``int64 [N, C]`` from :func:`edgeseg.train.class_weights.frame_class_pixels`. ``class_probs[c]`` is ``P(c)``;
     ``frames[c]`` the candidate frame indices of class ``c`` (empty for a class absent from the data,
     whose probability is 0).
     """

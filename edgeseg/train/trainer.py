@@ -22,11 +22,11 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import numpy as np
 from .._io import write_json
 from ..errors import InputError, ModelError
 from ..structures import ImageShape, InputSpec
 from .augment import AugmentConfig
+from .class_weights import frame_class_pixels
 from .data import EvalSet, LoaderConfig, TrainSet, eval_loader, train_loader
 from .loop import EpochResult, evaluate_model, train_one_epoch
 from .optim import PolySchedule, build_sgd
@@ -207,8 +207,11 @@ class Trainer(CpuStepLevers):
         self.spec = input_spec or InputSpec(size=config.size)
         self.train_set = TrainSet(train_data, self.config.augment_config(), self.spec, seed=config.seed)
         self.val_data = val_data
-        self.sampler = self._build_sampler(train_data)
-        self.loss_fn = loss or self._build_loss(train_data)
+        # one pass over the training labels, for the class weights and the rare-class sampler alike
+        wce = loss is None and "wce" in config.loss
+        pixels = frame_class_pixels(train_data, self.num_classes) if wce or config.rare_sampling else None
+        self.sampler = self._build_sampler(pixels)
+        self.loss_fn = loss or self._build_loss(pixels)
         self.optimizer = build_sgd(self.model, config.lr, config.momentum, config.weight_decay, config.nesterov)
         self.amp = bool(config.amp and self.device.type == "cuda")
         self.scaler = torch.amp.GradScaler("cuda") if self.amp else None
@@ -224,27 +227,27 @@ class Trainer(CpuStepLevers):
         self.best: tuple[float, int] | None = None
 
     # ---- construction helpers -----------------------------------------------------------------
-    def _build_loss(self, train_data) -> Callable:
-        from .class_weights import class_weights
+    def _build_loss(self, pixels) -> Callable:
+        from .class_weights import ClassStats, weights_of
         from .losses import LossConfig, build_loss
 
         weights = None
         if "wce" in self.config.loss:
-            weights = class_weights(train_data, self.config.class_weighting, self.num_classes)
+            weights = weights_of(ClassStats.from_frame_pixels(pixels), self.config.class_weighting)
         cfg = LossConfig.parse(self.config.loss, class_weights=weights, focal_gamma=self.config.focal_gamma)
         return build_loss(cfg)
 
-    def _build_sampler(self, train_data):
+    def _build_sampler(self, pixels):
         """The rare-class sampler (``config.rare_sampling > 0``), or None for a uniform shuffle."""
         if not self.config.rare_sampling:
             return None
-        from .sampling import RareClassSampler, frame_class_pixels
+        from .sampling import RareClassSampler
 
-        pixels = frame_class_pixels(train_data, self.num_classes, getattr(train_data, "ignore_index", 255))
         sampler = RareClassSampler.from_pixels(pixels, self.config.rare_sampling)
-        top = np.argsort(-sampler.class_probs)[:5]
+        probs = sampler.class_probs
+        top = sorted(range(len(probs)), key=lambda c: -probs[c])[:5]
         log.info("rare-class sampling (T=%g): class draw probabilities %s", self.config.rare_sampling,
-                 ", ".join(f"{self.classes[c] if self.classes else c} {sampler.class_probs[c]:.2f}" for c in top))
+                 ", ".join(f"{self.classes[c] if self.classes else c} {probs[c]:.2f}" for c in top))
         return sampler
 
     @property

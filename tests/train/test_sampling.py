@@ -3,14 +3,15 @@ draws from, determinism per (seed, epoch), and the trainer feeding exactly the s
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
 from edgeseg.data.base import Sample
 from edgeseg.errors import InputError
-from edgeseg.train.class_weights import class_stats, label_counts
-from edgeseg.train.sampling import RareClassSampler, frame_class_pixels
+from edgeseg.train.class_weights import ClassStats, class_stats, class_weights, frame_class_pixels, label_counts
+from edgeseg.train.sampling import RareClassSampler
 
 # 4 frames x 3 classes: class 0 everywhere, class 1 only in frame 0, class 2 in frames 2 and 3
 PIXELS = np.array([[90, 10, 0], [100, 0, 0], [50, 0, 50], [99, 0, 1]])
@@ -66,6 +67,14 @@ def test_frame_counts_ignore_void_and_agree_with_class_stats():
     stats = class_stats(labels, 3)
     assert stats.pixels.tolist() == pixels.sum(0).tolist()
     assert stats.image_pixels.tolist() == [5, 5, 7]
+    from_frames = ClassStats.from_frame_pixels(pixels)
+    assert from_frames.pixels.tolist() == [1, 3, 3] and from_frames.image_pixels.tolist() == [5, 5, 7]
+
+    class Data(list):
+        classes = ("a", "b", "c")
+
+    # ENet weights from the one label pass: w_c = 1 / ln(1.02 + p_c), p = (1, 3, 3) / 7
+    assert class_weights(Data(data), "enet") == pytest.approx([1 / math.log(1.02 + k / 7) for k in (1, 3, 3)])
 
 
 def test_trainer_feeds_the_sampled_frames():
@@ -87,7 +96,14 @@ def test_trainer_feeds_the_sampled_frames():
 
     cfg = TrainConfig(epochs=1, size=size, batch_size=6, scale=(1.0, 1.0), hflip=False, jitter=0.0, progress=False,
                       threads=1, rare_sampling=0.01)
-    trainer = Trainer(create_model("test_fcn8s", num_classes=2), Data(frames), cfg)
+    trainer = Trainer(create_model("test_fcn8s", num_classes=2), Data(frames), replace(cfg, loss="wce"))
+    # the class weights come from the same label pass as the sampler: 16 rare pixels of 1,536
+    hand = [1 / math.log(1.02 + 1520 / 1536), 1 / math.log(1.02 + 16 / 1536)]
+    assert class_weights(Data(frames), "enet") == pytest.approx(hand)
+    logits, target = torch.randn(1, 2, 4, 4, generator=torch.Generator().manual_seed(0)), torch.zeros(1, 4, 4).long()
+    target[0, :2] = 1
+    want = torch.nn.functional.cross_entropy(logits, target, weight=torch.tensor(hand, dtype=torch.float32))
+    assert float(trainer.loss_fn(logits, target)) == pytest.approx(float(want), rel=1e-5)
     order = trainer._epoch_indices()
     assert order == trainer.sampler.indices(0, 0) and len(order) == 6 and order.count(5) >= 5
     from edgeseg.train.data import train_loader

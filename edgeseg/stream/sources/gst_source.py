@@ -111,7 +111,6 @@ _LIVE_SCHEMES = {"rtsp", "v4l2", "csi"}
 _RECONNECT_SCHEMES = {"rtsp", "http"}
 
 
-
 def decoder_threads_setter(threads: int) -> Callable[[Any, Any, Any], None]:
     """A ``deep-element-added`` handler: each decoder ``decodebin`` makes (before it starts) gets ``threads``
     as its ``max-threads`` when it has one (the software ``avdec_*``)."""
@@ -122,6 +121,7 @@ def decoder_threads_setter(threads: int) -> Callable[[Any, Any, Any], None]:
             element.set_property("max-threads", threads)
 
     return on_element
+
 
 class GstSource(Source):
     """Frames from GStreamer. ``realtime=True`` paces a file at its frame rate and makes it behave like a
