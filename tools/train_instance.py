@@ -41,7 +41,8 @@ from edgeseg.structures import ImageShape  # noqa: E402
 from edgeseg.train.precision import add_precision_options, step_summary  # noqa: E402
 
 SETTINGS = ("model", "size", "epochs", "steps_per_epoch", "batch", "optimizer", "lr", "schedule", "warmup",
-            "weight_decay", "seed", "scenes", "data", "val_data", "crop", "init_encoder", "init", "cpu_precision", "memory_format")
+            "weight_decay", "seed", "scenes", "data", "val_data", "crop", "init_encoder", "init", "cpu_precision", "memory_format",
+            "copy_paste")
 log = logging.getLogger("train_instance")
 
 
@@ -69,6 +70,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="all weights from a checkpoint, or from an exported bundle or model.onnx of the same model "
                         "(e.g. edgeseg/zoo/street-instance.edgeseg: training continues on any machine; folded "
                         "BatchNorms are re-estimated on 16 training batches), with a fresh schedule")
+    p.add_argument("--copy-paste", type=float, default=0.0, metavar="P",
+                   help="Simple Copy-Paste: with probability P a training sample gets a random half of another "
+                        "sample's instances pasted on it (0, the default: off)")
     add_precision_options(p)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     p.add_argument("--eval-frames", type=int, default=40, help="held-out frames for the final mask-IoU check (0: skip)")
@@ -133,7 +137,8 @@ def build(s: dict, classes: tuple[str, ...]):
     cfg = InstanceTrainConfig(size=size, epochs=s["epochs"], steps_per_epoch=s["steps_per_epoch"], batch_size=s["batch"],
                               optimizer=s["optimizer"], lr=s["lr"], schedule=s["schedule"], warmup_steps=s["warmup"],
                               weight_decay=s["weight_decay"], seed=s["seed"], crop=crop,
-                              cpu_precision=s.get("cpu_precision", "fp32"), memory_format=s.get("memory_format", "contiguous"))
+                              cpu_precision=s.get("cpu_precision", "fp32"), memory_format=s.get("memory_format", "contiguous"),
+                              copy_paste=s.get("copy_paste", 0.0))
     return model, cfg, InputSpec(size=size)
 
 

@@ -115,6 +115,39 @@ def augment_sample(image: np.ndarray, result: InstanceResult, thing_classes: tup
     return InstanceSample(np.ascontiguousarray(out_img), np.ascontiguousarray(out_ms[keep]), labels[keep])
 
 
+def paste_instances(target: InstanceSample, source: InstanceSample, chosen: np.ndarray) -> InstanceSample:
+    """``source``'s instances ``chosen`` (bool ``[n_source]``) pasted onto ``target`` where they lie
+    (same size): their pixels replace the target's, the target's instances lose the pixels pasted over
+    and are dropped when none is left; the result lists the target's instances, then the pasted ones."""
+    if target.image.shape != source.image.shape:
+        raise InputError(f"copy-paste needs samples of one size, got {target.image.shape} and {source.image.shape}")
+    chosen = np.asarray(chosen, bool)
+    if not chosen.any():
+        return target
+    pasted = source.masks[chosen]
+    cover = pasted.any(axis=0)
+    image = np.where(cover[..., None], source.image, target.image)
+    kept = target.masks & ~cover
+    left = kept.any(axis=(1, 2))
+    masks = np.concatenate([kept[left], pasted])
+    labels = np.concatenate([target.labels[left], source.labels[chosen]])
+    return InstanceSample(np.ascontiguousarray(image), masks, labels)
+
+
+def copy_paste(target: InstanceSample, source: InstanceSample, rng: np.random.Generator) -> InstanceSample:
+    """Simple Copy-Paste (Ghiasi et al., CVPR 2021): each of ``source``'s instances is chosen with
+    probability 1/2 (at least one when it has any) and pasted onto ``target`` by
+    :func:`paste_instances`. Both samples come from :func:`augment_sample`, so each was scaled, cropped
+    and flipped on its own (the paper's independent large-scale jitter of the two images)."""
+    n = len(source.labels)
+    if n == 0:
+        return target
+    chosen = rng.random(n) < 0.5
+    if not chosen.any():
+        chosen[int(rng.integers(0, n))] = True
+    return paste_instances(target, source, chosen)
+
+
 # ---- SOLO targets -------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class SoloTargets:
@@ -242,9 +275,13 @@ class InstanceTrainConfig:
     seed: int = 0
     cpu_precision: str = "fp32"        # fp32 | bf16 | auto: bf16 autocast on the CPU (edgeseg.train.precision)
     memory_format: str = "contiguous"  # contiguous | channels_last | auto (edgeseg.train.precision)
+    copy_paste: float = 0.0  # probability that a sample gets instances pasted from another of its batch
 
     def __post_init__(self) -> None:
         check_cpu_precision(self.cpu_precision, on_cpu=True)  # these trainers run on the CPU
+        if not 0.0 <= self.copy_paste <= 1.0:
+            raise InputError(f"copy_paste is a probability in [0, 1], got {self.copy_paste}",
+                             fix="e.g. --copy-paste 0.5; 0 turns it off")
         check_memory_format(self.memory_format)
         if self.optimizer not in ("sgd", "adamw") or self.schedule not in ("poly", "cosine"):
             raise InputError(f"optimizer must be sgd|adamw and schedule poly|cosine, got {self.optimizer!r}, {self.schedule!r}")
@@ -364,8 +401,19 @@ class InstanceTrainer(CpuStepLevers):
             rng = np.random.default_rng((c.seed, 31, first_index + j)) if augment else None
             out.append(augment_sample(image, result, self.classes, c.size, rng, c.scale, c.hflip,
                                       crop=c.crop if augment else None))
+        if augment and c.copy_paste > 0 and len(out) > 1:
+            out = [self._pasted(out, j, first_index + j) for j in range(len(out))]
         x = np.stack([self.spec.normalize(s.image).transpose(2, 0, 1) for s in out])
         return torch.from_numpy(np.ascontiguousarray(x)), out
+
+    def _pasted(self, batch: list[InstanceSample], j: int, index: int) -> InstanceSample:
+        """Sample ``j`` of the augmented ``batch``, with probability ``copy_paste`` given instances of
+        another sample of the batch (drawn from ``(seed, index)``, so resume sees the same batch)."""
+        rng = np.random.default_rng((self.config.seed, 37, index))
+        if rng.random() >= self.config.copy_paste:
+            return batch[j]
+        k = (j + 1 + int(rng.integers(0, len(batch) - 1))) % len(batch)
+        return copy_paste(batch[j], batch[k], rng)
 
     def targets(self, samples: list[InstanceSample], mask_size: tuple[int, int]) -> list[SoloTargets]:
         m = self.model

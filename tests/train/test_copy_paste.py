@@ -1,0 +1,108 @@
+"""Simple Copy-Paste for instance training: a hand-made paste (pixels, occlusion, dropped instances),
+the random choice of pasted instances, and the trainer's batches (off by default, seeded per sample)."""
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from edgeseg.data.synthetic import THING_CLASSES
+from edgeseg.errors import InputError
+from edgeseg.models import create_model
+from edgeseg.structures import ImageShape
+from edgeseg.train.instance import (
+    InstanceSample, InstanceTrainConfig, InstanceTrainer, copy_paste, paste_instances, synthetic_instances,
+)
+
+
+def _mask(y0, y1, x0, x1, shape=(8, 10)):
+    m = np.zeros(shape, bool)
+    m[y0:y1, x0:x1] = True
+    return m
+
+
+def _sample(colour, masks, labels, shape=(8, 10)):
+    image = np.full((*shape, 3), colour, np.uint8)
+    masks = np.stack(masks) if masks else np.zeros((0, *shape), bool)
+    return InstanceSample(image, masks, np.asarray(labels, np.int64))
+
+
+def test_paste_by_hand():
+    # target: instance A (rows 0-3, cols 0-3, 16 px) and B (rows 5-6, cols 5-6, 4 px), grey 10
+    target = _sample(10, [_mask(0, 4, 0, 4), _mask(5, 7, 5, 7)], [0, 1])
+    # source: C covers A's lower-right 2x2 (rows 2-5, cols 2-5), D covers all of B; E is not chosen; white 200
+    source = _sample(200, [_mask(2, 6, 2, 6), _mask(4, 8, 4, 8), _mask(0, 1, 9, 10)], [2, 1, 0])
+    out = paste_instances(target, source, np.array([True, True, False]))
+    cover = _mask(2, 6, 2, 6) | _mask(4, 8, 4, 8)
+    assert np.array_equal(out.image[..., 0], np.where(cover, 200, 10))  # source pixels exactly where pasted
+    assert out.image[0, 9, 0] == 10  # E was not chosen: its pixel stays the target's
+    # A keeps 16 - 4 = 12 pixels; B is covered entirely and dropped; C and D follow
+    assert out.labels.tolist() == [0, 2, 1]
+    assert [int(m.sum()) for m in out.masks] == [12, 16, 16]
+    assert np.array_equal(out.masks[0], _mask(0, 4, 0, 4) & ~_mask(2, 4, 2, 4))
+    assert not (out.masks[0] & out.masks[1]).any()  # the kept part of A is never under a pasted instance
+    # nothing chosen: the target unchanged
+    assert paste_instances(target, source, np.zeros(3, bool)) is target
+
+
+def test_paste_refuses_samples_of_two_sizes():
+    with pytest.raises(InputError, match="copy-paste needs samples of one size"):
+        paste_instances(_sample(0, [], []), _sample(0, [_mask(0, 2, 0, 2, (6, 6))], [0], (6, 6)), np.array([True]))
+
+
+def test_random_choice_takes_each_instance_with_probability_half_and_at_least_one():
+    target = _sample(0, [], [])
+    source = _sample(255, [_mask(i, i + 1, 0, 10) for i in range(4)], [0, 1, 2, 0])
+    counts = []
+    for seed in range(2000):
+        out = copy_paste(target, source, np.random.default_rng(seed))
+        counts.append(len(out.labels))
+        assert out.image[..., 0].sum() == 255 * 10 * len(out.labels)  # one full row per pasted instance
+    counts = np.asarray(counts)
+    assert counts.min() == 1 and counts.max() == 4
+    # P(k) = C(4, k) / 16 for k >= 2; k = 1 also takes the empty draw: (4 + 1) / 16
+    expected = {1: 5 / 16, 2: 6 / 16, 3: 4 / 16, 4: 1 / 16}
+    for k, p in expected.items():
+        assert abs(np.mean(counts == k) - p) < 0.03, (k, np.mean(counts == k), p)
+    # a source with no instance leaves the target as it is
+    assert copy_paste(source, target, np.random.default_rng(0)) is source
+
+
+def _trainer(p):
+    torch.manual_seed(0)
+    model = create_model("test_solov2", num_classes=3, thing_classes=list(THING_CLASSES))
+    return InstanceTrainer(model, InstanceTrainConfig(size=ImageShape(48, 64), batch_size=4, copy_paste=p))
+
+
+def test_trainer_pastes_within_the_batch_and_is_seeded_per_sample():
+    frames = list(itertools.islice(synthetic_instances(ImageShape(48, 64), seed=3, scenes=4), 4))
+    _, plain = _trainer(0.0).prepare(frames, 8)
+    _, always = _trainer(1.0).prepare(frames, 8)
+    _, again = _trainer(1.0).prepare(frames, 8)
+    for a, b in zip(always, again):  # a function of (seed, sample index): resume sees the same batch
+        assert np.array_equal(a.image, b.image) and np.array_equal(a.masks, b.masks)
+    changed = 0
+    for j, (p, a) in enumerate(zip(plain, always)):
+        # each sample equals its plain augmentation with instances of one other sample pasted on it
+        sources = [paste_instances(p, plain[k], chosen) for k in range(4) if k != j
+                   for chosen in itertools.product([False, True], repeat=len(plain[k].labels)) if any(chosen)]
+        if not any(len(plain[k].labels) for k in range(4) if k != j):
+            assert np.array_equal(a.image, p.image)
+            continue
+        assert any(np.array_equal(a.image, s.image) and np.array_equal(a.masks, s.masks)
+                   and np.array_equal(a.labels, s.labels) for s in sources), j
+        changed += len(a.labels) > len(p.labels) or not np.array_equal(a.image, p.image)
+    assert changed >= 2
+    # p = 0 is the trainer as it was: the plain augmentation
+    trainer = _trainer(0.0)
+    x0, _ = trainer.prepare(frames, 8)
+    trainer.config = InstanceTrainConfig(size=ImageShape(48, 64), batch_size=4)
+    x1, _ = trainer.prepare(frames, 8)
+    assert torch.equal(x0, x1)
+
+
+def test_copy_paste_must_be_a_probability():
+    with pytest.raises(InputError, match="copy_paste is a probability"):
+        InstanceTrainConfig(size=ImageShape(48, 64), copy_paste=1.5)
