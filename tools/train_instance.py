@@ -9,14 +9,17 @@
         --val-data coco-instance:../shared/data/cityscapes_panoptic/instances_val.json \
         --size 640x320 --crop 512x256 --epochs 12 --steps-per-epoch 259 --batch 8 --threads 2 \
         --init-encoder runs/road-holdout.edgeseg --out runs/street-instance
+    python tools/train_instance.py ... --copy-paste 0.5   # Simple Copy-Paste on half the samples
 
 ``--data synthetic`` (default): frames from :func:`edgeseg.train.instance.synthetic_instances`;
 otherwise an instance dataset spec (``coco-instance:PATH/instances_train.json``, YOLO-seg folders),
 every image once per epoch in a seeded order (:func:`edgeseg.train.instance.dataset_instances`),
 crowd regions left out, the model's thing classes = the dataset's classes. Both streams are pure
 functions of the seed and the sample index, so a resumed run sees the frames an uninterrupted one
-would. ``--init-encoder`` copies a trained encoder (a checkpoint, ONNX or bundle of a model with the
-same encoder, e.g. a road-scene DeepLabV3+) before training. The run folder gets ``run.json`` (the
+would. ``--copy-paste P``: with probability P a sample gets a random half of another batch sample's
+instances pasted where they lie (Simple Copy-Paste, :func:`edgeseg.train.instance.copy_paste`).
+``--init-encoder`` copies a trained encoder (a checkpoint, ONNX or bundle of a model with the same
+encoder, e.g. a road-scene DeepLabV3+) before training. The run folder gets ``run.json`` (the
 settings; ``--resume`` reuses them), ``last.pt`` (resume state), ``history.json``, ``train.log``,
 ``model.safetensors`` (an edgeseg checkpoint: model name, thing classes, input spec) and
 ``eval.json``: a mask-IoU check of the final model on held-out frames (synthetic: another seed;
