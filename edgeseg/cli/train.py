@@ -77,6 +77,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="rare-class sampling: draw each frame by first drawing a class, rare ones more often, at "
                         "temperature T (DAFormer's 0.01; larger is closer to uniform over classes; default 0: "
                         "a uniform shuffle)")
+    p.add_argument("--copy-paste", type=float, default=0.0, metavar="P",
+                   help="rare-class copy-paste: with probability P a frame gets the pixels of the rare classes (below "
+                        "a uniform share of the labelled pixels) of another training frame pasted on it (default 0: off)")
     p.add_argument("--eval-every", type=int, default=1, metavar="K", help="evaluate every K epochs and at the end")
     p.add_argument("--num-classes", type=int, default=None, help="model outputs (default: the dataset's classes)")
     p.add_argument("--encoder", default=None, metavar="NAME",
@@ -119,7 +122,7 @@ def build_job(args: argparse.Namespace):
         epochs=args.epochs, size=size, batch_size=args.batch, lr=args.lr, momentum=args.momentum,
         weight_decay=args.weight_decay, poly_power=args.power, warmup_epochs=args.warmup, loss=args.loss,
         class_weighting=args.class_weighting, scale=_scale(args.scale), jitter=args.jitter, aspect=args.aspect,
-        rare_sampling=args.rare_sampling,
+        rare_sampling=args.rare_sampling, copy_paste=args.copy_paste,
         eval_every=args.eval_every, seed=args.seed, workers=args.workers, device=args.device, amp=not args.no_amp,
         cpu_precision=args.cpu_precision, memory_format=args.memory_format,
         threads=args.threads, progress=not args.no_progress,

@@ -15,13 +15,18 @@ import numpy as np
 
 from ..structures import ImageShape, InputSpec
 from .augment import AugmentConfig, augment
+from .copy_paste import RareClassPaste, paste_classes
 
 
 class TrainSet:
-    """Augmented training samples as ``(float32 [3, h, w], int64 [h, w])``; call :meth:`set_epoch` per epoch."""
+    """Augmented training samples as ``(float32 [3, h, w], int64 [h, w])``; call :meth:`set_epoch` per epoch.
 
-    def __init__(self, dataset: Sequence, augment_cfg: AugmentConfig, spec: InputSpec, seed: int = 0):
+    ``paste``: rare-class copy-paste (:mod:`edgeseg.train.copy_paste`); the donor is augmented on its own."""
+
+    def __init__(self, dataset: Sequence, augment_cfg: AugmentConfig, spec: InputSpec, seed: int = 0,
+                 paste: RareClassPaste | None = None):
         self.dataset, self.cfg, self.spec, self.seed = dataset, augment_cfg, spec, int(seed)
+        self.paste = paste
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -34,6 +39,13 @@ class TrainSet:
         sample = self.dataset[i]
         rng = np.random.default_rng([self.seed, self.epoch, int(i)])
         image, labels = augment(sample.image, sample.labels, self.cfg, rng)
+        if self.paste is not None:
+            prng = np.random.default_rng([self.seed, self.epoch, int(i), 41])
+            j = self.paste.donor(prng)
+            if j is not None:
+                donor = self.dataset[j]
+                d_image, d_labels = augment(donor.image, donor.labels, self.cfg, prng)
+                image, labels = paste_classes(image, labels, d_image, d_labels, self.paste.classes)
         return np.ascontiguousarray(self.spec.normalize(image).transpose(2, 0, 1)), labels.astype(np.int64)
 
 

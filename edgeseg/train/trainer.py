@@ -60,6 +60,7 @@ class TrainConfig:
     jitter: float = 0.25
     aspect: float = 0.0  # random aspect change (edgeseg.train.augment.AugmentConfig.aspect)
     rare_sampling: float = 0.0  # rare-class sampling temperature (edgeseg.train.sampling); 0: uniform shuffle
+    copy_paste: float = 0.0  # probability of rare-class copy-paste per sample (edgeseg.train.copy_paste); 0: off
     eval_every: int = 1
     eval_size: ImageShape | None = None
     crop: ImageShape | None = None
@@ -87,6 +88,9 @@ class TrainConfig:
         if self.rare_sampling < 0:
             raise InputError(f"rare-class sampling temperature must be >= 0, got {self.rare_sampling}",
                              fix="give --rare-sampling T with T > 0 (DAFormer uses 0.01), or 0 for a uniform shuffle")
+        if not 0.0 <= self.copy_paste <= 1.0:
+            raise InputError(f"copy-paste probability must be in [0, 1], got {self.copy_paste}",
+                             fix="e.g. --copy-paste 0.5; 0 turns it off")
         check_cpu_precision(self.cpu_precision, on_cpu=self.device == "cpu")
         check_memory_format(self.memory_format)
         self.augment_config()  # its checks (scale range, aspect change) now, not after the datasets are cached
@@ -207,10 +211,12 @@ class Trainer(CpuStepLevers):
         self.spec = input_spec or InputSpec(size=config.size)
         self.train_set = TrainSet(train_data, self.config.augment_config(), self.spec, seed=config.seed)
         self.val_data = val_data
-        # one pass over the training labels, for the class weights and the rare-class sampler alike
+        # one pass over the training labels, for the class weights, the rare-class sampler and copy-paste alike
         wce = loss is None and "wce" in config.loss
-        pixels = frame_class_pixels(train_data, self.num_classes) if wce or config.rare_sampling else None
+        need = wce or config.rare_sampling or config.copy_paste
+        pixels = frame_class_pixels(train_data, self.num_classes) if need else None
         self.sampler = self._build_sampler(pixels)
+        self.train_set.paste = self._build_paste(pixels)
         self.loss_fn = loss or self._build_loss(pixels)
         self.optimizer = build_sgd(self.model, config.lr, config.momentum, config.weight_decay, config.nesterov)
         self.amp = bool(config.amp and self.device.type == "cuda")
@@ -249,6 +255,17 @@ class Trainer(CpuStepLevers):
         log.info("rare-class sampling (T=%g): class draw probabilities %s", self.config.rare_sampling,
                  ", ".join(f"{self.classes[c] if self.classes else c} {probs[c]:.2f}" for c in top))
         return sampler
+
+    def _build_paste(self, pixels):
+        """Rare-class copy-paste (``config.copy_paste > 0``), or None."""
+        if not self.config.copy_paste:
+            return None
+        from .copy_paste import RareClassPaste
+
+        paste = RareClassPaste.from_pixels(pixels, self.config.copy_paste)
+        log.info("copy-paste (p=%g): classes %s from %d donor frames", self.config.copy_paste,
+                 ", ".join(self.classes[c] if self.classes else str(c) for c in paste.classes), paste.donors.size)
+        return paste
 
     @property
     def steps_per_epoch(self) -> int:

@@ -106,3 +106,87 @@ def test_trainer_pastes_within_the_batch_and_is_seeded_per_sample():
 def test_copy_paste_must_be_a_probability():
     with pytest.raises(InputError, match="copy_paste is a probability"):
         InstanceTrainConfig(size=ImageShape(48, 64), copy_paste=1.5)
+
+
+# ---- semantic: rare-class copy-paste (edgeseg.train.copy_paste) ---------------------------------
+from edgeseg.data.base import Sample  # noqa: E402
+from edgeseg.train.copy_paste import RareClassPaste, paste_classes  # noqa: E402
+
+# 4 frames x 4 classes: 0 and 1 common, 2 in frames 1 and 3, 3 a speck in frame 2 (shares 190, 164, 45, 9 of 408)
+PIXELS = np.array([[60, 40, 0, 0], [40, 40, 20, 0], [60, 39, 0, 1], [30, 45, 25, 8]])
+
+
+def test_paste_classes_by_hand():
+    image, labels = np.full((2, 3, 3), 10, np.uint8), np.array([[0, 0, 1], [255, 1, 1]], np.uint8)
+    d_image = np.arange(18, dtype=np.uint8).reshape(2, 3, 3) + 100
+    d_labels = np.array([[2, 0, 3], [3, 255, 1]], np.uint8)
+    out_image, out_labels = paste_classes(image, labels, d_image, d_labels, np.array([2, 3]))
+    assert out_labels.tolist() == [[2, 0, 3], [3, 1, 1]]  # void under a pasted pixel takes the donor's class
+    assert out_image[0, 0].tolist() == [100, 101, 102] and out_image[0, 2].tolist() == [106, 107, 108]
+    assert out_image[1, 0].tolist() == [109, 110, 111]
+    assert (out_image[0, 1] == 10).all() and (out_image[1, 1:] == 10).all()
+    with pytest.raises(InputError, match="copy-paste needs frames of one size"):
+        paste_classes(image, labels, d_image[:1], d_labels[:1], np.array([2]))
+
+
+def test_rare_classes_and_donors_by_hand():
+    p = RareClassPaste.from_pixels(PIXELS, 0.5)
+    assert p.classes.tolist() == [2, 3]  # shares 45/408 and 9/408 are below 1/4
+    assert p.donors.tolist() == [1, 2, 3]  # frame 2 holds class 3 on 1 % of its pixels
+    assert RareClassPaste.from_pixels(PIXELS, 0.5, min_share=0.05).donors.tolist() == [1, 3]
+    assert RareClassPaste.from_pixels(PIXELS, 1.0, classes=[1]).donors.tolist() == [0, 1, 2, 3]
+    draws = [p.donor(np.random.default_rng(s)) for s in range(4000)]
+    pasted = [d for d in draws if d is not None]
+    assert abs(len(pasted) / 4000 - 0.5) < 0.03
+    assert np.bincount(pasted, minlength=4)[1:] / len(pasted) == pytest.approx([1 / 3] * 3, abs=0.04)
+    for bad, match in (({"probability": 0.0}, "probability"), ({"probability": 1.0, "classes": [4]}, "class indices"),
+                       ({"probability": 1.0, "classes": []}, "class indices")):
+        with pytest.raises(InputError, match=match):
+            RareClassPaste.from_pixels(PIXELS, **bad)
+    with pytest.raises(InputError, match="no training frame holds"):
+        RareClassPaste.from_pixels(np.array([[10, 0], [10, 0]]), 1.0, classes=[1])
+
+
+def _frames():
+    frames = []
+    for k in range(4):  # frame k: grey 40k, class 0 but for class 1 in a 4x4 corner of frame 3
+        lab = np.zeros((16, 16), np.uint8)
+        if k == 3:
+            lab[:4, :4] = 1
+        frames.append(Sample(image=np.full((16, 16, 3), 40 * k, np.uint8), labels=lab))
+
+    class Data(list):
+        classes = ("common", "rare")
+
+    return Data(frames)
+
+
+def test_trainer_pastes_rare_classes_from_donors():
+    from edgeseg.models import create_model
+    from edgeseg.train import TrainConfig, Trainer
+    from edgeseg.train.augment import augment
+
+    data = _frames()
+    cfg = TrainConfig(epochs=1, size=ImageShape(16, 16), batch_size=4, scale=(0.8, 1.2), hflip=True, jitter=0.0,
+                      progress=False, threads=1, copy_paste=1.0, seed=5)
+    trainer = Trainer(create_model("test_fcn8s", num_classes=2), data, cfg)
+    paste = trainer.train_set.paste
+    assert paste.classes.tolist() == [1] and paste.donors.tolist() == [3]
+    ts = trainer.train_set
+    ts.set_epoch(2)
+    for i in range(4):
+        x, lab = ts[i]
+        # by hand: the sample's own augmentation, then the donor's with the paste stream, pasted
+        image, labels = augment(data[i].image, data[i].labels, ts.cfg, np.random.default_rng([5, 2, i]))
+        prng = np.random.default_rng([5, 2, i, 41])
+        assert paste.donor(prng) == 3
+        d_image, d_labels = augment(data[3].image, data[3].labels, ts.cfg, prng)
+        want_image, want_labels = paste_classes(image, labels, d_image, d_labels, np.array([1]))
+        assert np.array_equal(lab, want_labels) and (lab == 1).sum() == (d_labels == 1).sum() > 0
+        assert np.allclose(x, ts.spec.normalize(want_image).transpose(2, 0, 1))
+    x0, lab0 = ts[0]
+    assert np.array_equal(ts[0][1], lab0)  # a function of (seed, epoch, index)
+    ts.paste = None  # off: the plain augmentation, the sample's own stream untouched
+    assert not (ts[0][1] == 1).any()
+    with pytest.raises(InputError, match="copy-paste probability"):
+        TrainConfig(epochs=1, size=ImageShape(16, 16), copy_paste=2.0)
