@@ -26,6 +26,8 @@ EXAMPLES = (
     "--out runs/psp-hrnet   # any decoder on HRNetV2 (edgeseg models --encoders)",
     "edgeseg train deeplabv3plus_mobilenetv3_small --data camvid:MY_FRAMES --epochs 1 --lr 0.001 --rare-sampling 0.01 "
     "--init road --out runs/my-road-rare   # rare classes drawn more often (poles, bicyclists)",
+    "edgeseg train deeplabv3plus_mobilenetv3_small --data camvid:MY_FRAMES --epochs 1 --lr 0.001 --copy-paste 0.5 "
+    "--init road --out runs/my-road-paste   # rare classes' pixels pasted from other frames",
     "edgeseg train deeplabv3plus_mobilenetv3_small --data panoptic-semantic:../shared/data/cityscapes_panoptic "
     "--size 640x320 --epochs 3 --lr 0.005 --init edgeseg/zoo/road.edgeseg --out runs/street-sem   "
     "# 19 new classes from road's body (then: edgeseg fuse it with an instance model)",
