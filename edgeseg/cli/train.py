@@ -82,6 +82,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--copy-paste", type=float, default=0.0, metavar="P",
                    help="rare-class copy-paste: with probability P a frame gets the pixels of the rare classes (below "
                         "a uniform share of the labelled pixels) of another training frame pasted on it (default 0: off)")
+    p.add_argument("--paste-classes", default=None, metavar="NAMES",
+                   help="comma-separated class names copy-paste pastes instead of the rare ones, e.g. "
+                        "pole,sign_symbol,pedestrian,bicyclist")
     p.add_argument("--eval-every", type=int, default=1, metavar="K", help="evaluate every K epochs and at the end")
     p.add_argument("--num-classes", type=int, default=None, help="model outputs (default: the dataset's classes)")
     p.add_argument("--encoder", default=None, metavar="NAME",
@@ -125,6 +128,7 @@ def build_job(args: argparse.Namespace):
         weight_decay=args.weight_decay, poly_power=args.power, warmup_epochs=args.warmup, loss=args.loss,
         class_weighting=args.class_weighting, scale=_scale(args.scale), jitter=args.jitter, aspect=args.aspect,
         rare_sampling=args.rare_sampling, copy_paste=args.copy_paste,
+        paste_classes=tuple(c.strip() for c in args.paste_classes.split(",") if c.strip()) if args.paste_classes else None,
         eval_every=args.eval_every, seed=args.seed, workers=args.workers, device=args.device, amp=not args.no_amp,
         cpu_precision=args.cpu_precision, memory_format=args.memory_format,
         threads=args.threads, progress=not args.no_progress,

@@ -61,6 +61,7 @@ class TrainConfig:
     aspect: float = 0.0  # random aspect change (edgeseg.train.augment.AugmentConfig.aspect)
     rare_sampling: float = 0.0  # rare-class sampling temperature (edgeseg.train.sampling); 0: uniform shuffle
     copy_paste: float = 0.0  # probability of rare-class copy-paste per sample (edgeseg.train.copy_paste); 0: off
+    paste_classes: tuple[str, ...] | None = None  # the classes copy-paste pastes (None: those below a uniform share)
     eval_every: int = 1
     eval_size: ImageShape | None = None
     crop: ImageShape | None = None
@@ -262,7 +263,14 @@ class Trainer(CpuStepLevers):
             return None
         from .copy_paste import RareClassPaste
 
-        paste = RareClassPaste.from_pixels(pixels, self.config.copy_paste)
+        classes = None
+        if self.config.paste_classes:
+            unknown = [c for c in self.config.paste_classes if c not in self.classes]
+            if unknown:
+                raise InputError(f"--paste-classes {', '.join(unknown)}: not classes of the training data",
+                                 fix=f"name some of: {', '.join(self.classes) or '(the data names no classes)'}")
+            classes = [self.classes.index(c) for c in self.config.paste_classes]
+        paste = RareClassPaste.from_pixels(pixels, self.config.copy_paste, classes)
         log.info("copy-paste (p=%g): classes %s from %d donor frames", self.config.copy_paste,
                  ", ".join(self.classes[c] if self.classes else str(c) for c in paste.classes), paste.donors.size)
         return paste

@@ -190,3 +190,18 @@ def test_trainer_pastes_rare_classes_from_donors():
     assert not (ts[0][1] == 1).any()
     with pytest.raises(InputError, match="copy-paste probability"):
         TrainConfig(epochs=1, size=ImageShape(16, 16), copy_paste=2.0)
+
+
+def test_named_paste_classes():
+    from dataclasses import replace
+
+    from edgeseg.models import create_model
+    from edgeseg.train import TrainConfig, Trainer
+
+    cfg = TrainConfig(epochs=1, size=ImageShape(16, 16), batch_size=4, progress=False, threads=1, copy_paste=0.5,
+                      paste_classes=("common",))
+    trainer = Trainer(create_model("test_fcn8s", num_classes=2), _frames(), cfg)
+    assert trainer.train_set.paste.classes.tolist() == [0] and trainer.train_set.paste.donors.tolist() == [0, 1, 2, 3]
+    with pytest.raises(InputError, match="--paste-classes pole: not classes of the training data") as e:
+        Trainer(create_model("test_fcn8s", num_classes=2), _frames(), replace(cfg, paste_classes=("pole",)))
+    assert "common, rare" in str(e.value.fix)
