@@ -59,6 +59,18 @@ def frame_class_pixels(dataset: Sequence, num_classes: int, ignore_index: int | 
     return out
 
 
+def class_shares(pixels: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """Checked per-frame counts ``int64 [N, C]`` (:func:`frame_class_pixels`) and each class's share of
+    all labelled pixels, ``float64 [C]``; ``what`` (e.g. "copy-paste") names the user in errors."""
+    pixels = np.asarray(pixels, np.int64)
+    if pixels.ndim != 2 or pixels.shape[0] == 0:
+        raise InputError(f"{what} needs per-frame class counts [N, C] with N > 0, got {pixels.shape}")
+    total = pixels.sum(axis=0).astype(np.float64)
+    if total.sum() <= 0:
+        raise InputError(f"{what}: the training labels hold no labelled pixel", fix="check the dataset's label maps (all void?)")
+    return pixels, total / total.sum()
+
+
 def class_stats(labels: Iterable[np.ndarray], num_classes: int, ignore_index: int = IGNORE_INDEX) -> ClassStats:
     """Count pixels per class over label maps (``uint8 [H, W]``)."""
     counts = [label_counts(lab, num_classes, ignore_index) for lab in labels]

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import InputError
+from .class_weights import class_shares
 
 
 def paste_classes(image: np.ndarray, labels: np.ndarray, donor_image: np.ndarray, donor_labels: np.ndarray,
@@ -41,18 +42,12 @@ class RareClassPaste:
     def from_pixels(cls, pixels: np.ndarray, probability: float, classes=None,
                     min_share: float = 1e-3) -> "RareClassPaste":
         """From per-frame class pixel counts ``int64 [N, C]`` (:func:`edgeseg.train.class_weights.frame_class_pixels`)."""
-        pixels = np.asarray(pixels, np.int64)
-        if pixels.ndim != 2 or pixels.shape[0] == 0:
-            raise InputError(f"copy-paste needs per-frame class counts [N, C] with N > 0, got {pixels.shape}")
         if not 0.0 < probability <= 1.0:
             raise InputError(f"copy-paste probability must be in (0, 1], got {probability}",
                              fix="e.g. --copy-paste 0.5, or leave it out")
-        total = pixels.sum(axis=0).astype(np.float64)
-        if total.sum() <= 0:
-            raise InputError("copy-paste: the training labels hold no labelled pixel",
-                             fix="check the dataset's label maps (all void?)")
+        pixels, share = class_shares(pixels, "copy-paste")
         if classes is None:
-            classes = np.flatnonzero((total > 0) & (total / total.sum() < 1.0 / pixels.shape[1]))
+            classes = np.flatnonzero((share > 0) & (share < 1.0 / pixels.shape[1]))
         classes = np.asarray(classes, np.int64)
         if classes.size == 0 or classes.min() < 0 or classes.max() >= pixels.shape[1]:
             raise InputError(f"copy-paste classes {classes.tolist()} are not class indices 0..{pixels.shape[1] - 1}")

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import InputError
+from .class_weights import class_shares
 
 
 @dataclass(frozen=True)
@@ -37,17 +38,10 @@ class RareClassSampler:
 
     @classmethod
     def from_pixels(cls, pixels: np.ndarray, temperature: float, min_share: float = 1e-3) -> "RareClassSampler":
-        pixels = np.asarray(pixels, np.int64)
-        if pixels.ndim != 2 or pixels.shape[0] == 0:
-            raise InputError(f"rare-class sampling needs per-frame class counts [N, C] with N > 0, got {pixels.shape}")
         if not temperature > 0:
             raise InputError(f"rare-class sampling temperature must be > 0, got {temperature}",
                              fix="give --rare-sampling T with T > 0 (DAFormer uses 0.01), or leave it out")
-        total = pixels.sum(axis=0).astype(np.float64)
-        if total.sum() <= 0:
-            raise InputError("rare-class sampling: the training labels hold no labelled pixel",
-                             fix="check the dataset's label maps (all void?)")
-        share = total / total.sum()
+        pixels, share = class_shares(pixels, "rare-class sampling")
         frame_total = np.maximum(pixels.sum(axis=1, keepdims=True), 1)
         enough = pixels / frame_total >= min_share
         frames = []

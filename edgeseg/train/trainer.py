@@ -92,6 +92,9 @@ class TrainConfig:
         if not 0.0 <= self.copy_paste <= 1.0:
             raise InputError(f"copy-paste probability must be in [0, 1], got {self.copy_paste}",
                              fix="e.g. --copy-paste 0.5; 0 turns it off")
+        if self.paste_classes and not self.copy_paste:
+            raise InputError("--paste-classes names the classes copy-paste pastes, but copy-paste is off",
+                             fix="add --copy-paste P (e.g. 0.5), or leave --paste-classes out")
         check_cpu_precision(self.cpu_precision, on_cpu=self.device == "cpu")
         check_memory_format(self.memory_format)
         self.augment_config()  # its checks (scale range, aspect change) now, not after the datasets are cached

@@ -143,6 +143,10 @@ def test_rare_classes_and_donors_by_hand():
                        ({"probability": 1.0, "classes": []}, "class indices")):
         with pytest.raises(InputError, match=match):
             RareClassPaste.from_pixels(PIXELS, **bad)
+    with pytest.raises(InputError, match="copy-paste: the training labels hold no labelled pixel"):
+        RareClassPaste.from_pixels(np.zeros((2, 3), np.int64), 0.5)
+    with pytest.raises(InputError, match=r"copy-paste needs per-frame class counts \[N, C\]"):
+        RareClassPaste.from_pixels(np.zeros((0, 3), np.int64), 0.5)
     with pytest.raises(InputError, match="no training frame holds"):
         RareClassPaste.from_pixels(np.array([[10, 0], [10, 0]]), 1.0, classes=[1])
 
@@ -205,3 +209,5 @@ def test_named_paste_classes():
     with pytest.raises(InputError, match="--paste-classes pole: not classes of the training data") as e:
         Trainer(create_model("test_fcn8s", num_classes=2), _frames(), replace(cfg, paste_classes=("pole",)))
     assert "common, rare" in str(e.value.fix)
+    with pytest.raises(InputError, match="copy-paste is off"):
+        replace(cfg, copy_paste=0.0)
