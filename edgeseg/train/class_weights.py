@@ -49,7 +49,7 @@ def label_counts(labels: np.ndarray, num_classes: int, ignore_index: int = IGNOR
 def frame_class_pixels(dataset: Sequence, num_classes: int, ignore_index: int | None = None,
                        max_samples: int | None = None) -> np.ndarray:
     """Per-frame class pixel counts of a dataset (a sequence of ``Sample``), ``int64 [N, num_classes]``: the one
-    pass over the training labels that class weights and rare-class sampling both read. ``ignore_index``
+    pass over the training labels that class weights, rare-class sampling and copy-paste read. ``ignore_index``
     defaults to the dataset's (else 255)."""
     ignore = getattr(dataset, "ignore_index", IGNORE_INDEX) if ignore_index is None else ignore_index
     count = len(dataset) if max_samples is None else min(len(dataset), max_samples)
@@ -59,16 +59,17 @@ def frame_class_pixels(dataset: Sequence, num_classes: int, ignore_index: int | 
     return out
 
 
-def class_shares(pixels: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray]:
-    """Checked per-frame counts ``int64 [N, C]`` (:func:`frame_class_pixels`) and each class's share of
-    all labelled pixels, ``float64 [C]``; ``what`` (e.g. "copy-paste") names the user in errors."""
+def class_shares(pixels: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Checked per-frame counts ``int64 [N, C]`` (:func:`frame_class_pixels`), each class's share of all
+    labelled pixels ``float64 [C]``, and of each frame's labelled pixels ``float64 [N, C]``; ``what``
+    (e.g. "copy-paste") names the user in errors."""
     pixels = np.asarray(pixels, np.int64)
     if pixels.ndim != 2 or pixels.shape[0] == 0:
         raise InputError(f"{what} needs per-frame class counts [N, C] with N > 0, got {pixels.shape}")
     total = pixels.sum(axis=0).astype(np.float64)
     if total.sum() <= 0:
         raise InputError(f"{what}: the training labels hold no labelled pixel", fix="check the dataset's label maps (all void?)")
-    return pixels, total / total.sum()
+    return pixels, total / total.sum(), pixels / np.maximum(pixels.sum(axis=1, keepdims=True), 1)
 
 
 def class_stats(labels: Iterable[np.ndarray], num_classes: int, ignore_index: int = IGNORE_INDEX) -> ClassStats:

@@ -45,14 +45,13 @@ class RareClassPaste:
         if not 0.0 < probability <= 1.0:
             raise InputError(f"copy-paste probability must be in (0, 1], got {probability}",
                              fix="e.g. --copy-paste 0.5, or leave it out")
-        pixels, share = class_shares(pixels, "copy-paste")
+        pixels, share, frame_share = class_shares(pixels, "copy-paste")
         if classes is None:
             classes = np.flatnonzero((share > 0) & (share < 1.0 / pixels.shape[1]))
         classes = np.asarray(classes, np.int64)
         if classes.size == 0 or classes.min() < 0 or classes.max() >= pixels.shape[1]:
             raise InputError(f"copy-paste classes {classes.tolist()} are not class indices 0..{pixels.shape[1] - 1}")
-        frame_total = np.maximum(pixels.sum(axis=1), 1)
-        donors = np.flatnonzero(pixels[:, classes].max(axis=1) / frame_total >= min_share)
+        donors = np.flatnonzero(frame_share[:, classes].max(axis=1) >= min_share)
         if donors.size == 0:
             raise InputError(f"copy-paste: no training frame holds classes {classes.tolist()}",
                              fix="name classes present in the data, or leave copy-paste out")

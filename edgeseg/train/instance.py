@@ -282,6 +282,9 @@ class InstanceTrainConfig:
         if not 0.0 <= self.copy_paste <= 1.0:
             raise InputError(f"copy_paste is a probability in [0, 1], got {self.copy_paste}",
                              fix="e.g. --copy-paste 0.5; 0 turns it off")
+        if self.copy_paste > 0 and self.batch_size < 2:
+            raise InputError("copy-paste takes its instances from another sample of the batch, and the batch is 1",
+                             fix="give --batch 2 or more, or leave --copy-paste out")
         check_memory_format(self.memory_format)
         if self.optimizer not in ("sgd", "adamw") or self.schedule not in ("poly", "cosine"):
             raise InputError(f"optimizer must be sgd|adamw and schedule poly|cosine, got {self.optimizer!r}, {self.schedule!r}")
@@ -401,7 +404,7 @@ class InstanceTrainer(CpuStepLevers):
             rng = np.random.default_rng((c.seed, 31, first_index + j)) if augment else None
             out.append(augment_sample(image, result, self.classes, c.size, rng, c.scale, c.hflip,
                                       crop=c.crop if augment else None))
-        if augment and c.copy_paste > 0 and len(out) > 1:
+        if augment and c.copy_paste > 0 and len(out) > 1:  # a short last list may hold one sample
             out = [self._pasted(out, j, first_index + j) for j in range(len(out))]
         x = np.stack([self.spec.normalize(s.image).transpose(2, 0, 1) for s in out])
         return torch.from_numpy(np.ascontiguousarray(x)), out

@@ -41,9 +41,8 @@ class RareClassSampler:
         if not temperature > 0:
             raise InputError(f"rare-class sampling temperature must be > 0, got {temperature}",
                              fix="give --rare-sampling T with T > 0 (DAFormer uses 0.01), or leave it out")
-        pixels, share = class_shares(pixels, "rare-class sampling")
-        frame_total = np.maximum(pixels.sum(axis=1, keepdims=True), 1)
-        enough = pixels / frame_total >= min_share
+        pixels, share, frame_share = class_shares(pixels, "rare-class sampling")
+        enough = frame_share >= min_share
         frames = []
         for c in range(pixels.shape[1]):
             idx = np.flatnonzero(enough[:, c])

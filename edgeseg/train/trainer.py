@@ -213,14 +213,14 @@ class Trainer(CpuStepLevers):
         names = tuple(str(c) for c in getattr(train_data, "classes", ()))
         self.classes = names if len(names) == self.num_classes else ()
         self.spec = input_spec or InputSpec(size=config.size)
-        self.train_set = TrainSet(train_data, self.config.augment_config(), self.spec, seed=config.seed)
         self.val_data = val_data
         # one pass over the training labels, for the class weights, the rare-class sampler and copy-paste alike
         wce = loss is None and "wce" in config.loss
         need = wce or config.rare_sampling or config.copy_paste
         pixels = frame_class_pixels(train_data, self.num_classes) if need else None
         self.sampler = self._build_sampler(pixels)
-        self.train_set.paste = self._build_paste(pixels)
+        self.train_set = TrainSet(train_data, self.config.augment_config(), self.spec, seed=config.seed,
+                                  paste=self._build_paste(pixels))
         self.loss_fn = loss or self._build_loss(pixels)
         self.optimizer = build_sgd(self.model, config.lr, config.momentum, config.weight_decay, config.nesterov)
         self.amp = bool(config.amp and self.device.type == "cuda")

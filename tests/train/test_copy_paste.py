@@ -13,7 +13,8 @@ from edgeseg.errors import InputError
 from edgeseg.models import create_model
 from edgeseg.structures import ImageShape
 from edgeseg.train.instance import (
-    InstanceSample, InstanceTrainConfig, InstanceTrainer, copy_paste, paste_instances, synthetic_instances,
+    InstanceSample, InstanceTrainConfig, InstanceTrainer, augment_sample, copy_paste, paste_instances,
+    synthetic_instances,
 )
 
 
@@ -95,21 +96,24 @@ def test_trainer_pastes_within_the_batch_and_is_seeded_per_sample():
                    and np.array_equal(a.labels, s.labels) for s in sources), j
         changed += len(a.labels) > len(p.labels) or not np.array_equal(a.image, p.image)
     assert changed >= 2
-    # p = 0 is the trainer as it was: the plain augmentation
-    trainer = _trainer(0.0)
-    x0, _ = trainer.prepare(frames, 8)
-    trainer.config = InstanceTrainConfig(size=ImageShape(48, 64), batch_size=4)
-    x1, _ = trainer.prepare(frames, 8)
-    assert torch.equal(x0, x1)
+    # p = 0: each sample is its own augmentation from its own stream (seed, 31, index), untouched by pasting
+    cfg = _trainer(0.0).config
+    for j, (image, result) in enumerate(frames):
+        own = augment_sample(image, result, THING_CLASSES, cfg.size, np.random.default_rng((cfg.seed, 31, 8 + j)),
+                             cfg.scale, cfg.hflip)
+        assert np.array_equal(plain[j].image, own.image) and np.array_equal(plain[j].masks, own.masks)
 
 
 def test_copy_paste_must_be_a_probability():
     with pytest.raises(InputError, match="copy_paste is a probability"):
         InstanceTrainConfig(size=ImageShape(48, 64), copy_paste=1.5)
+    with pytest.raises(InputError, match="the batch is 1") as e:
+        InstanceTrainConfig(size=ImageShape(48, 64), batch_size=1, copy_paste=0.5)
+    assert "--batch 2" in str(e.value.fix)
 
 
 # ---- semantic: rare-class copy-paste (edgeseg.train.copy_paste) ---------------------------------
-from edgeseg.data.base import Sample  # noqa: E402
+from corner_frames import corner_frames  # noqa: E402
 from edgeseg.train.copy_paste import RareClassPaste, paste_classes  # noqa: E402
 
 # 4 frames x 4 classes: 0 and 1 common, 2 in frames 1 and 3, 3 a speck in frame 2 (shares 190, 164, 45, 9 of 408)
@@ -152,17 +156,7 @@ def test_rare_classes_and_donors_by_hand():
 
 
 def _frames():
-    frames = []
-    for k in range(4):  # frame k: grey 40k, class 0 but for class 1 in a 4x4 corner of frame 3
-        lab = np.zeros((16, 16), np.uint8)
-        if k == 3:
-            lab[:4, :4] = 1
-        frames.append(Sample(image=np.full((16, 16, 3), 40 * k, np.uint8), labels=lab))
-
-    class Data(list):
-        classes = ("common", "rare")
-
-    return Data(frames)
+    return corner_frames(4, rare_at=3)  # frame k: grey 40k, class 0 but for class 1 in a 4x4 corner of frame 3
 
 
 def test_trainer_pastes_rare_classes_from_donors():

@@ -13,6 +13,8 @@ from edgeseg.errors import InputError
 from edgeseg.train.class_weights import ClassStats, class_stats, class_weights, frame_class_pixels, label_counts
 from edgeseg.train.sampling import RareClassSampler
 
+from corner_frames import corner_frames
+
 # 4 frames x 3 classes: class 0 everywhere, class 1 only in frame 0, class 2 in frames 2 and 3
 PIXELS = np.array([[90, 10, 0], [100, 0, 0], [50, 0, 50], [99, 0, 1]])
 
@@ -84,22 +86,13 @@ def test_trainer_feeds_the_sampled_frames():
     from edgeseg.train import TrainConfig, Trainer
 
     size = ImageShape(16, 16)
-    frames = []
-    for k in range(6):  # frame k is all class 0 except frame 5, which holds the rare class 1
-        lab = np.zeros((16, 16), np.uint8)
-        if k == 5:
-            lab[:4, :4] = 1
-        frames.append(Sample(image=np.full((16, 16, 3), 40 * k, np.uint8), labels=lab))
-
-    class Data(list):
-        classes = ("common", "rare")
-
+    frames = corner_frames(6, rare_at=5)  # frame k is all class 0 except frame 5, which holds the rare class 1
     cfg = TrainConfig(epochs=1, size=size, batch_size=6, scale=(1.0, 1.0), hflip=False, jitter=0.0, progress=False,
                       threads=1, rare_sampling=0.01)
-    trainer = Trainer(create_model("test_fcn8s", num_classes=2), Data(frames), replace(cfg, loss="wce"))
+    trainer = Trainer(create_model("test_fcn8s", num_classes=2), frames, replace(cfg, loss="wce"))
     # the class weights come from the same label pass as the sampler: 16 rare pixels of 1,536
     hand = [1 / math.log(1.02 + 1520 / 1536), 1 / math.log(1.02 + 16 / 1536)]
-    assert class_weights(Data(frames), "enet") == pytest.approx(hand)
+    assert class_weights(frames, "enet") == pytest.approx(hand)
     logits, target = torch.randn(1, 2, 4, 4, generator=torch.Generator().manual_seed(0)), torch.zeros(1, 4, 4).long()
     target[0, :2] = 1
     want = torch.nn.functional.cross_entropy(logits, target, weight=torch.tensor(hand, dtype=torch.float32))
