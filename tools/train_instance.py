@@ -10,6 +10,7 @@
         --size 640x320 --crop 512x256 --epochs 12 --steps-per-epoch 259 --batch 8 --threads 2 \
         --init-encoder runs/road-holdout.edgeseg --out runs/street-instance
     python tools/train_instance.py ... --copy-paste 0.5   # Simple Copy-Paste on half the samples
+    python tools/train_instance.py ... --device cuda --workers 12 --batch 32   # a GPU, batches made by 12 processes
 
 ``--data synthetic`` (default): frames from :func:`edgeseg.train.instance.synthetic_instances`;
 otherwise an instance dataset spec (``coco-instance:PATH/instances_train.json``, YOLO-seg folders),
@@ -78,6 +79,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "sample's instances pasted on it (0, the default: off)")
     add_precision_options(p)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    p.add_argument("--device", default="cpu",
+                   help="cpu (default), cuda or cuda:N: on a GPU the step runs in bf16 autocast, channels-last "
+                        "(a machine choice, not a run setting: a resumed run may move)")
+    p.add_argument("--workers", type=int, default=0,
+                   help="processes making batches (decode, augmentation, SOLO targets) ahead of the step; the "
+                        "batches are the same as without (default 0: made in the training process)")
     p.add_argument("--eval-frames", type=int, default=40, help="held-out frames for the final mask-IoU check (0: skip)")
     p.add_argument("--out", required=True, help="run folder")
     p.add_argument("--resume", action="store_true", help="continue the run in --out with its run.json settings")
@@ -124,7 +131,7 @@ def open_instances(spec: str, split: str):
     return dataset
 
 
-def build(s: dict, classes: tuple[str, ...]):
+def build(s: dict, classes: tuple[str, ...], device: str = "cpu", workers: int = 0):
     import torch
 
     from edgeseg.models import create_model
@@ -141,7 +148,7 @@ def build(s: dict, classes: tuple[str, ...]):
                               optimizer=s["optimizer"], lr=s["lr"], schedule=s["schedule"], warmup_steps=s["warmup"],
                               weight_decay=s["weight_decay"], seed=s["seed"], crop=crop,
                               cpu_precision=s.get("cpu_precision", "fp32"), memory_format=s.get("memory_format", "contiguous"),
-                              copy_paste=s.get("copy_paste", 0.0))
+                              copy_paste=s.get("copy_paste", 0.0), device=device, workers=workers)
     return model, cfg, InputSpec(size=size)
 
 
@@ -173,14 +180,14 @@ def main(argv: list[str] | None = None) -> int:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s",
                             handlers=[logging.StreamHandler(sys.stdout), logging.FileHandler(out / "train.log")])
         classes, stream = training_data(s)
-        model, cfg, spec = build(s, classes)
+        model, cfg, spec = build(s, classes, args.device, args.workers)
         trainer = InstanceTrainer(model, cfg, input_spec=spec, out_dir=out, model_name=s["model"])
         if s.get("init") and not args.resume:
             from edgeseg.models.folded import init_model_weights
 
             samples, b = stream(0), cfg.batch_size
             n = init_model_weights(model, s["init"], lambda: (trainer.prepare(list(itertools.islice(samples, b)), i * b)[0]
-                                                              for i in range(16)), what=s["model"])
+                                                              .to(trainer.device) for i in range(16)), what=s["model"])
             log.info("weights: all from %s (%d folded BatchNorms re-estimated on training crops)", s["init"], n)
         elif s.get("init_encoder") and not args.resume:
             from edgeseg.models.panoptic_deeplab import load_encoder_weights
@@ -196,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         log.info("trained in %.0fs (step: %s); weights %s", time.perf_counter() - t0, step_summary(trainer.precision),
                  out / "model.safetensors")
         if args.eval_frames > 0:
-            report = evaluate(model, spec, s, args.eval_frames)
+            report = evaluate(trainer.model.cpu(), spec, s, args.eval_frames)
             if report is not None:
                 (out / "eval.json").write_text(json.dumps(report, indent=2))
                 log.info("held-out check: %s", json.dumps(report))

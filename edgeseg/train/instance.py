@@ -276,9 +276,15 @@ class InstanceTrainConfig:
     cpu_precision: str = "fp32"        # fp32 | bf16 | auto: bf16 autocast on the CPU (edgeseg.train.precision)
     memory_format: str = "contiguous"  # contiguous | channels_last | auto (edgeseg.train.precision)
     copy_paste: float = 0.0  # probability that a sample gets instances pasted from another of its batch
+    device: str = "cpu"  # cpu | cuda | cuda:N (CUDA: bf16 autocast where the GPU has bf16, channels-last)
+    workers: int = 0  # processes preparing batches (decode, augmentation, SOLO targets) ahead of the step
 
     def __post_init__(self) -> None:
-        check_cpu_precision(self.cpu_precision, on_cpu=True)  # these trainers run on the CPU
+        if self.device != "cpu" and not self.device.startswith("cuda"):
+            raise InputError(f"device must be cpu, cuda or cuda:N, got {self.device!r}")
+        if self.workers < 0:
+            raise InputError(f"workers must be >= 0, got {self.workers}", fix="0 prepares batches in the training process")
+        check_cpu_precision(self.cpu_precision, on_cpu=self.device == "cpu")
         if not 0.0 <= self.copy_paste <= 1.0:
             raise InputError(f"copy_paste is a probability in [0, 1], got {self.copy_paste}",
                              fix="e.g. --copy-paste 0.5; 0 turns it off")
@@ -370,31 +376,18 @@ class InstanceEpoch:
     steps: int
 
 
-class InstanceTrainer(CpuStepLevers):
-    """Trains a SOLO-style instance model (``categories``/``kernels``/``mask_features`` in train mode).
+@dataclass(frozen=True)
+class BatchMaker:
+    """Samples -> a training batch: augmentation, copy-paste, normalisation and SOLO targets. Everything
+    it needs is here (no model), so batches can be made in worker processes (``workers``) and equal the
+    ones the training process makes itself."""
 
-    model:      e.g. ``create_model("solov2_resnet18", num_classes=3, thing_classes=...)``.
-    input_spec: normalisation; defaults to ``InputSpec(size=config.size)`` (ImageNet mean/std, RGB).
-    out_dir:    where ``last.pt`` (resume), ``history.json`` and ``model.safetensors`` go (None: nowhere).
-    """
-
-    def __init__(self, model: torch.nn.Module, config: InstanceTrainConfig, *, input_spec: InputSpec | None = None,
-                 out_dir: str | os.PathLike | None = None, model_name: str | None = None,
-                 loss: SoloLossConfig = SoloLossConfig()):
-        from ..models.solov2 import scale_ranges
-
-        self.model, self.config, self.loss_cfg = model, config, loss
-        self.spec = input_spec or InputSpec(size=config.size)
-        self.classes = tuple(getattr(model, "classes", ()))
-        self.ranges = scale_ranges(config.size, len(model.num_grids))
-        self.optimizer = build_optimizer(model, config)
-        self.schedule = build_schedule(config)
-        self.out_dir = Path(out_dir) if out_dir is not None else None
-        self.model_name = model_name or getattr(model, "model_name", None)
-        self.epoch, self.step = 0, 0
-        self.history: list[InstanceEpoch] = []
-        # bf16 autocast and channels-last: decided before the first step (auto: timed on this machine), kept on resume
-        self.precision: dict[str, Any] | None = None
+    config: InstanceTrainConfig
+    classes: tuple[str, ...]
+    spec: InputSpec
+    num_grids: tuple[int, ...]
+    num_classes: int
+    ranges: tuple[tuple[float, float], ...]
 
     def prepare(self, samples: list[Sample], first_index: int, augment: bool = True) -> tuple[torch.Tensor, list[InstanceSample]]:
         """Augmented, normalised batch ``[B, 3, H, W]`` and the samples it came from."""
@@ -405,11 +398,11 @@ class InstanceTrainer(CpuStepLevers):
             out.append(augment_sample(image, result, self.classes, c.size, rng, c.scale, c.hflip,
                                       crop=c.crop if augment else None))
         if augment and c.copy_paste > 0 and len(out) > 1:  # a short last list may hold one sample
-            out = [self._pasted(out, j, first_index + j) for j in range(len(out))]
+            out = [self.pasted(out, j, first_index + j) for j in range(len(out))]
         x = np.stack([self.spec.normalize(s.image).transpose(2, 0, 1) for s in out])
         return torch.from_numpy(np.ascontiguousarray(x)), out
 
-    def _pasted(self, batch: list[InstanceSample], j: int, index: int) -> InstanceSample:
+    def pasted(self, batch: list[InstanceSample], j: int, index: int) -> InstanceSample:
         """Sample ``j`` of the augmented ``batch``, with probability ``copy_paste`` given instances of
         another sample of the batch (drawn from ``(seed, index)``, so resume sees the same batch)."""
         rng = np.random.default_rng((self.config.seed, 37, index))
@@ -419,16 +412,104 @@ class InstanceTrainer(CpuStepLevers):
         return copy_paste(batch[j], batch[k], rng)
 
     def targets(self, samples: list[InstanceSample], mask_size: tuple[int, int]) -> list[SoloTargets]:
-        m = self.model
-        return [solo_targets(s.masks, s.labels, num_grids=m.num_grids, num_classes=m.num_classes, ranges=self.ranges,
-                             mask_size=mask_size, sigma=self.config.sigma) for s in samples]
+        return [solo_targets(s.masks, s.labels, num_grids=self.num_grids, num_classes=self.num_classes,
+                             ranges=self.ranges, mask_size=mask_size, sigma=self.config.sigma) for s in samples]
+
+    def mask_size(self, height: int, width: int) -> tuple[int, int]:
+        """The stride-4 mask-feature size of a ``height x width`` input (two stride-2 stages, each
+        rounding up): the size targets made ahead of the forward pass must have."""
+        return -(-(-(-height // 2)) // 2), -(-(-(-width // 2)) // 2)
+
+    def batch(self, data: Callable[[int], Iterable[Sample]], step: int) -> tuple[torch.Tensor, list[SoloTargets]]:
+        """Step ``step``'s batch with its targets, from the stream ``data(start)`` (what a worker makes)."""
+        import itertools
+
+        first = step * self.config.batch_size
+        samples = list(itertools.islice(data(first), self.config.batch_size))
+        x, batch = self.prepare(samples, first)
+        # masks as uint8 tensors: 4x smaller than float32 and, as tensors, passed through shared memory
+        targets = [SoloTargets(torch.from_numpy(t.labels), torch.from_numpy(t.positive),
+                               torch.from_numpy(t.masks.astype(np.uint8)))
+                   for t in self.targets(batch, self.mask_size(*x.shape[-2:]))]
+        return x, targets
+
+
+class _StepBatches(torch.utils.data.Dataset):
+    """Item k = the batch of training step ``steps[k]`` (for a DataLoader with worker processes)."""
+
+    def __init__(self, maker: BatchMaker, data: Callable[[int], Iterable[Sample]], steps: range):
+        self.maker, self.data, self.steps = maker, data, steps
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    def __getitem__(self, k: int) -> tuple[torch.Tensor, list[SoloTargets]]:
+        return self.maker.batch(self.data, self.steps[k])
+
+
+WORKER_TIMEOUT_S = 300.0  # a batch worker silent this long is an error, not a hang
+
+
+def _quiet_worker(_: int) -> None:
+    """Each batch worker computes on one torch thread (the workers are the parallelism). OpenCV's thread
+    count is left alone: ``cv2.setNumThreads`` in a child forked after the parent ran OpenCV's pool
+    (``--init`` re-estimates BatchNorms on training crops) waits forever for the parent's threads."""
+    torch.set_num_threads(1)
+
+
+class InstanceTrainer(CpuStepLevers):
+    """Trains a SOLO-style instance model (``categories``/``kernels``/``mask_features`` in train mode).
+
+    model:      e.g. ``create_model("solov2_resnet18", num_classes=3, thing_classes=...)``; moved to
+                ``config.device``.
+    input_spec: normalisation; defaults to ``InputSpec(size=config.size)`` (ImageNet mean/std, RGB).
+    out_dir:    where ``last.pt`` (resume), ``history.json`` and ``model.safetensors`` go (None: nowhere).
+
+    With ``config.workers`` > 0, batches (decode, augmentation, copy-paste, SOLO targets) are made by
+    that many processes ahead of the step (a DataLoader; fork); they are the batches the training
+    process would make (the stream is a pure function of the sample index), so a run's losses do not
+    depend on ``workers``. On a GPU the step runs in bf16 autocast (when the GPU has bf16) and
+    channels-last, the decision recorded with the run like the CPU's.
+    """
+
+    def __init__(self, model: torch.nn.Module, config: InstanceTrainConfig, *, input_spec: InputSpec | None = None,
+                 out_dir: str | os.PathLike | None = None, model_name: str | None = None,
+                 loss: SoloLossConfig = SoloLossConfig()):
+        from ..models.solov2 import scale_ranges
+        from .trainer import resolve_device
+
+        self.device = resolve_device(config.device)
+        self.model, self.config, self.loss_cfg = model.to(self.device), config, loss
+        self.spec = input_spec or InputSpec(size=config.size)
+        self.classes = tuple(getattr(model, "classes", ()))
+        self.ranges = scale_ranges(config.size, len(model.num_grids))
+        self.maker = BatchMaker(config, self.classes, self.spec, tuple(model.num_grids), int(model.num_classes),
+                                tuple(self.ranges))
+        self.optimizer = build_optimizer(self.model, config)
+        self.schedule = build_schedule(config)
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.model_name = model_name or getattr(model, "model_name", None)
+        self.epoch, self.step = 0, 0
+        self.history: list[InstanceEpoch] = []
+        # bf16 autocast and channels-last: decided before the first step (auto: timed on this machine), kept on resume
+        self.precision: dict[str, Any] | None = None
+
+    def prepare(self, samples: list[Sample], first_index: int, augment: bool = True) -> tuple[torch.Tensor, list[InstanceSample]]:
+        """Augmented, normalised batch ``[B, 3, H, W]`` and the samples it came from (:class:`BatchMaker`)."""
+        return self.maker.prepare(samples, first_index, augment)
+
+    def targets(self, samples: list[InstanceSample], mask_size: tuple[int, int]) -> list[SoloTargets]:
+        return self.maker.targets(samples, mask_size)
 
     def train_step(self, samples: list[Sample], first_index: int) -> dict[str, float]:
         """One optimiser step on ``samples`` (sample indices ``first_index...``)."""
+        x, batch = self.prepare(samples, first_index)
+        return self._step(x, lambda out: self._losses(out, batch))
+
+    def _step(self, x: torch.Tensor, losses_of: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]) -> dict[str, float]:
         self.model.train()
         lr = self.schedule.apply(self.optimizer, self.step) * self.config.lr
-        x, batch = self.prepare(samples, first_index)
-        losses = self._losses(self.forward(self.model, x), batch)
+        losses = losses_of(self.forward(self.model, x.to(self.device, non_blocking=True)))
         self.optimizer.zero_grad(set_to_none=True)
         losses["loss"].backward()
         if self.config.grad_clip:
@@ -440,31 +521,76 @@ class InstanceTrainer(CpuStepLevers):
     def _losses(self, out: dict[str, torch.Tensor], batch: list[InstanceSample]) -> dict[str, torch.Tensor]:
         return solo_loss(out, self.targets(batch, tuple(out["mask_features"].shape[-2:])), self.loss_cfg)
 
+    def _made_losses(self, out: dict[str, torch.Tensor], targets: list[SoloTargets]) -> dict[str, torch.Tensor]:
+        """Losses against targets a worker made ahead of the forward pass (their mask size predicted)."""
+        got, made = tuple(out["mask_features"].shape[-2:]), tuple(targets[0].masks.shape[-2:]) if targets else None
+        if made is not None and any(len(t.positive) for t in targets) and got != made:
+            raise InputError(f"the model's mask features are {list(got)}, the workers' targets {list(made)}",
+                             fix="use a --size/--crop that is a multiple of 32, or --workers 0")
+        return solo_loss(out, targets, self.loss_cfg)
+
     def choose_precision(self, samples: list[Sample], first_index: int) -> dict[str, Any]:
-        """Decide how the CPU runs a step (``config.cpu_precision``, ``config.memory_format``; ``auto``:
-        timed on a copy of the model with this batch)."""
+        """Decide how the step runs (``config.cpu_precision``, ``config.memory_format``; ``auto``:
+        timed on a copy of the model with this batch; on a GPU: bf16 autocast where it has bf16)."""
         x, batch = self.prepare(samples, first_index)
-        return self.decide_precision(x, lambda out: self._losses(out, batch)["loss"])
+        return self._decide(x, lambda out: self._losses(out, batch)["loss"])
+
+    def _decide(self, x: torch.Tensor, loss_of: Callable[[Any], Any]) -> dict[str, Any]:
+        if self.device.type == "cuda":
+            choice = {"device": str(self.device), "bf16": bool(torch.cuda.is_bf16_supported()), "channels_last": True}
+            self.keep_precision(choice)
+            return choice
+        return self.decide_precision(x, loss_of)
+
+    def _batches(self, data: Callable[[int], Iterable[Sample]], stop_step: int) -> Iterator[tuple[torch.Tensor, Callable]]:
+        """``(x, losses_of)`` for the steps from ``self.step`` to ``stop_step``: made here from one
+        stream (``workers`` 0) or by worker processes."""
+        c = self.config
+        if c.workers == 0:
+            stream = iter(data(self.step * c.batch_size))
+            for step in range(self.step, stop_step):
+                samples = [next(stream) for _ in range(c.batch_size)]
+                x, batch = self.prepare(samples, step * c.batch_size)
+                yield x, (lambda out, batch=batch: self._losses(out, batch))
+            return
+        import multiprocessing
+
+        loader = torch.utils.data.DataLoader(
+            _StepBatches(self.maker, data, range(self.step, stop_step)), batch_size=None, shuffle=False,
+            num_workers=c.workers, prefetch_factor=4, worker_init_fn=_quiet_worker, timeout=WORKER_TIMEOUT_S,
+            multiprocessing_context=multiprocessing.get_context("fork"), pin_memory=self.device.type == "cuda")
+        batches = iter(loader)
+        while True:
+            try:
+                x, targets = next(batches)
+            except StopIteration:
+                return
+            except RuntimeError as e:
+                if "timed out" not in str(e):
+                    raise
+                raise InputError(f"a batch worker made nothing for {WORKER_TIMEOUT_S:g} s ({e})",
+                                 fix="train with --workers 0 (batches made in the training process)") from None
+            yield x, (lambda out, targets=targets: self._made_losses(out, targets))
 
     def fit(self, data: Callable[[int], Iterable[Sample]], resume: str | os.PathLike | None = None,
             epochs: int | None = None, on_epoch: Callable[[InstanceEpoch], None] | None = None) -> list[InstanceEpoch]:
         """Train until ``config.epochs`` (or ``epochs``) are done. ``data(start)`` is the sample stream
-        from sample index ``start`` (so resume continues it)."""
+        from sample index ``start`` (so resume continues it; with workers, each batch opens it at its own
+        first sample)."""
         if resume is not None:
             self.load(resume)
         c = self.config
         stop = min(c.epochs, epochs or c.epochs)
-        stream = iter(data(self.step * c.batch_size))
+        batches = self._batches(data, stop * c.steps_per_epoch)
         while self.epoch < stop:
             torch.manual_seed(c.seed * 1000003 + self.epoch)
             t0, sums = time.perf_counter(), {"loss": 0.0, "category": 0.0, "mask": 0.0}
             with epoch_progress(c.steps_per_epoch, f"epoch {self.epoch + 1}/{c.epochs}") as bar:
                 for i in range(c.steps_per_epoch):
-                    first = self.step * c.batch_size
-                    samples = [next(stream) for _ in range(c.batch_size)]
+                    x, losses_of = next(batches)
                     if self.precision is None:
-                        self.choose_precision(samples, first)
-                    res = self.train_step(samples, first)
+                        self._decide(x, lambda out: losses_of(out)["loss"])
+                    res = self._step(x, losses_of)
                     for k in sums:
                         sums[k] += res[k]
                     bar.set_postfix(loss=f"{sums['loss'] / (i + 1):.4f}", lr=f"{res['lr']:.2e}", refresh=False)
@@ -479,6 +605,7 @@ class InstanceTrainer(CpuStepLevers):
             self.save_checkpoint()
             if on_epoch is not None:
                 on_epoch(rec)
+        batches.close()
         self.save_weights()
         return self.history
 

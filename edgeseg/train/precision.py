@@ -92,15 +92,15 @@ def check_memory_format(value: str) -> None:
         raise InputError(f"memory_format must be one of {', '.join(MEMORY_FORMATS)}, got {value!r}")
 
 
-def autocast_for(device: Any, amp: bool, cpu_bf16: bool = False):
-    """``torch.autocast`` in float16 on CUDA when ``amp``, in bfloat16 on the CPU when ``cpu_bf16``;
-    a no-op context otherwise."""
+def autocast_for(device: Any, amp: bool, bf16: bool = False):
+    """``torch.autocast`` in float16 on CUDA when ``amp``, else in bfloat16 when ``bf16`` (on the CPU or
+    on CUDA: the instance and panoptic trainers' GPU step); a no-op context otherwise."""
     import torch
 
     if amp and device.type == "cuda":
         return torch.autocast(device_type="cuda", dtype=torch.float16)
-    if cpu_bf16 and device.type == "cpu":
-        return torch.autocast(device_type="cpu", dtype=torch.bfloat16)
+    if bf16 and device.type in ("cpu", "cuda"):
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return nullcontext()
 
 

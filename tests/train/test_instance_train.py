@@ -281,3 +281,97 @@ def test_train_instance_continues_from_a_shipped_bundle(tmp_path):
     assert after["instances"] == ref["instances"]
     assert after["recall@0.5"] == pytest.approx(ref["recall@0.5"], abs=0.1)
     assert after["mean_best_iou"] == pytest.approx(ref["mean_best_iou"], abs=0.05)
+
+
+def _worker_trainer(workers: int, out_dir=None, copy_paste: float = 0.5):
+    torch.manual_seed(0)
+    model = create_model("test_solov2", num_classes=3, thing_classes=list(THING_CLASSES))
+    cfg = InstanceTrainConfig(size=ImageShape(48, 64), epochs=2, steps_per_epoch=3, batch_size=2, warmup_steps=1,
+                              copy_paste=copy_paste, workers=workers)
+    return InstanceTrainer(model, cfg, out_dir=out_dir, model_name="test_solov2")
+
+
+def test_worker_processes_make_the_batches_the_training_process_makes(tmp_path):
+    """Batches from worker processes (augmentation, copy-paste across the batch, SOLO targets made ahead
+    of the forward pass at the predicted mask size) equal the ones made in the process: the same losses
+    step by step and the same weights, and resume works across the two."""
+    torch.set_num_threads(1)
+    data = lambda start: synthetic_instances(ImageShape(48, 64), seed=3, start=start, scenes=4)  # noqa: E731
+    plain, pooled = _worker_trainer(0), _worker_trainer(2)
+    plain.fit(data)
+    pooled.fit(data)
+    assert [h.loss for h in pooled.history] == pytest.approx([h.loss for h in plain.history], rel=1e-6)
+    assert [h.mask for h in pooled.history] == pytest.approx([h.mask for h in plain.history], rel=1e-6)
+    for k, v in plain.model.state_dict().items():
+        assert torch.allclose(v.float(), pooled.model.state_dict()[k].float(), atol=1e-6), k
+    first = _worker_trainer(2, tmp_path)
+    first.fit(data, epochs=1)
+    resumed = _worker_trainer(0, tmp_path)  # workers are a machine choice: the resumed run makes its own
+    resumed.fit(data, resume=tmp_path)
+    assert resumed.history[1].loss == pytest.approx(plain.history[1].loss, rel=1e-6)
+
+
+def test_made_targets_have_the_models_mask_size():
+    from edgeseg.train.instance import BatchMaker
+
+    size = ImageShape(48, 64)
+    trainer = _worker_trainer(0)
+    frames = list(itertools.islice(synthetic_instances(size, seed=0, scenes=2), 2))
+    for h, w in ((48, 64), (50, 66), (45, 61)):
+        x = torch.zeros(1, 3, h, w)
+        trainer.model.train()
+        got = tuple(trainer.model(x)["mask_features"].shape[-2:])
+        assert trainer.maker.mask_size(h, w) == got, (h, w)
+    x, targets = trainer.maker.batch(lambda start: iter(frames[start % 2:] + frames), 0)
+    assert x.shape == (2, 3, 48, 64) and all(t.masks.dtype == torch.uint8 for t in targets)
+    assert all(t.masks.shape[-2:] == (12, 16) for t in targets if len(t.positive))
+    assert isinstance(trainer.maker, BatchMaker)
+
+
+def test_mismatched_worker_targets_are_an_error_naming_the_fix(monkeypatch):
+    from edgeseg.errors import InputError
+    from edgeseg.train.instance import BatchMaker
+
+    monkeypatch.setattr(BatchMaker, "mask_size", lambda self, h, w: (h // 4 + 1, w // 4))
+    data = lambda start: synthetic_instances(ImageShape(48, 64), seed=3, start=start, scenes=4)  # noqa: E731
+    with pytest.raises(InputError, match="mask features are \\[12, 16\\].*targets \\[13, 16\\]") as e:
+        _worker_trainer(1, copy_paste=0.0).fit(data)
+    assert "--workers 0" in e.value.fix
+
+
+@pytest.mark.parametrize("kw, match", [({"device": "tpu"}, "device must be cpu, cuda or cuda:N"),
+                                       ({"workers": -1}, "workers must be >= 0")])
+def test_bad_device_or_workers_are_refused(kw, match):
+    from edgeseg.errors import InputError
+
+    with pytest.raises(InputError, match=match):
+        InstanceTrainConfig(size=ImageShape(48, 64), **kw)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without a GPU")
+def test_cuda_without_a_gpu_is_a_clear_error():
+    from edgeseg.errors import InputError
+
+    model = create_model("test_solov2", num_classes=3, thing_classes=list(THING_CLASSES))
+    with pytest.raises(InputError, match="finds no CUDA GPU"):
+        InstanceTrainer(model, InstanceTrainConfig(size=ImageShape(48, 64), device="cuda"))
+
+
+def test_workers_start_after_the_parent_ran_opencvs_thread_pool(monkeypatch):
+    """``--init`` re-estimates BatchNorms on full-size crops in the training process, which starts
+    OpenCV's thread pool before the workers fork; a worker that then set OpenCV's thread count waited
+    forever for the parent's threads (seen in session 30). The loader's timeout turns any such hang into
+    an error rather than a silent stall."""
+    import cv2
+
+    import edgeseg.train.instance as inst
+
+    monkeypatch.setattr(inst, "WORKER_TIMEOUT_S", 60.0)
+    cv2.setNumThreads(2)
+    big = np.random.default_rng(0).integers(0, 255, (1200, 1600, 3), np.uint8)
+    for _ in range(3):
+        cv2.resize(big, (800, 600), interpolation=cv2.INTER_LINEAR)  # large enough for OpenCV's parallel_for
+    data = lambda start: synthetic_instances(ImageShape(48, 64), seed=3, start=start, scenes=4)  # noqa: E731
+    trainer = _worker_trainer(1, copy_paste=0.0)
+    history = trainer.fit(data, epochs=1)
+    assert len(history) == 1 and np.isfinite(history[0].loss)

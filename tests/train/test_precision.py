@@ -22,9 +22,9 @@ NATIVE = cpu_bf16_supported()
 def test_autocast_lowers_convolutions_only_when_asked():
     conv = torch.nn.Conv2d(3, 4, 3)
     x = torch.randn(1, 3, 8, 8)
-    with autocast_for(CPU, amp=True, cpu_bf16=False):  # amp is CUDA's float16: nothing on the CPU
+    with autocast_for(CPU, amp=True, bf16=False):  # amp is CUDA's float16: nothing on the CPU
         assert conv(x).dtype == torch.float32
-    with autocast_for(CPU, amp=False, cpu_bf16=True):
+    with autocast_for(CPU, amp=False, bf16=True):
         y = conv(x)
     assert y.dtype == torch.bfloat16 and conv.weight.dtype == torch.float32  # weights stay float32
     # bf16 keeps 8 bits of mantissa: the result is float32's to about 1 %

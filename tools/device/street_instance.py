@@ -1,0 +1,187 @@
+#!/usr/bin/env python
+"""The prepared device run (docs/device.md): CUDA op parity, then SOLOv2 street-instance arms trained
+one after the other on one GPU, each for as many epochs as its share of the time budget holds.
+
+On the device machine (``run(command="python3 tools/device/street_instance.py", carry=[".device"],
+timeout_s=560)``, after ``python tools/device/pack.py`` and from a branch without ``edgeseg/zoo``):
+
+    python3 tools/device/street_instance.py                     # both arms, 400 s in all
+    python3 tools/device/street_instance.py --arms a --budget-s 300
+
+Dry run here (CPU, tiny): ``python tools/device/street_instance.py --device cpu --batch 2 --workers 1
+--steps-per-epoch 2 --probe-steps 2 --budget-s 90 --skip-ops``.
+
+1. ``tools/bench/ops_gpu.py``: RoIAlign and modulated deformable convolution against torchvision
+   (parity and timing, issues 11 and 12), ``ops_gpu.json``.
+2. Per arm, in turn (each with the GPU and every batch worker to itself; the budget left is shared out
+   evenly over the arms still to run): a probe of ``--probe-steps`` steps, as the run will make them,
+   gives its seconds per step; then the run, with the whole epochs that fit in the arm's share (the
+   cosine schedule over exactly those epochs, so it ends annealed instead of being cut off). An arm
+   still running at its limit is stopped and its last finished epoch kept.
+
+Everything lands in ``$OUT`` (at most 8 files come back): ``summary.json`` (machine, probe, epochs, losses,
+wall times), ``ops_gpu.json``, and per arm ``ARM.safetensors`` and ``ARM-history.json``. Score them on
+the CPU: ``tools/make_instance_bundle.py ARM.safetensors --eval coco-instance:.../instances_val.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import math
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+PACK = REPO / ".device"
+
+# the arms: tools/train_instance.py settings on top of COMMON (batch 32: lr scaled from the CPU recipe's 1e-3 at 8)
+ARMS = {
+    # the shipped model, continued on a long schedule with Simple Copy-Paste (whose gains grow with the schedule)
+    "a": ["--model", "solov2_mobilenetv3_small", "--init", str(PACK / "init/street-instance.onnx"), "--lr", "1e-3",
+          "--warmup", "200", "--copy-paste", "0.5"],
+    # twice the parameters (MobileNetV2 encoder, no pre-trained weights here), from scratch
+    "b": ["--model", "solov2_mobilenetv2", "--lr", "2e-3", "--warmup", "300", "--copy-paste", "0.5"],
+}
+
+
+def epochs_that_fit(seconds_per_step: float, steps_per_epoch: int, seconds_left: float, margin: float = 0.9) -> int:
+    """Whole epochs of ``steps_per_epoch`` steps that fit in ``margin`` of ``seconds_left`` (at least 1)."""
+    if seconds_per_step <= 0 or steps_per_epoch <= 0:
+        raise ValueError("seconds_per_step and steps_per_epoch must be positive")
+    return max(1, math.floor(margin * seconds_left / (seconds_per_step * steps_per_epoch)))
+
+
+def _launch(arm: str, args, out: Path, epochs: int, steps: int) -> subprocess.Popen:
+    cmd = [sys.executable, str(REPO / "tools/train_instance.py"), *ARMS[arm],
+           "--data", f"coco-instance:{PACK / 'cityscapes/instances_train.json'}", "--size", "640x320",
+           "--crop", "512x256", "--batch", str(args.batch), "--optimizer", "adamw", "--schedule", "cosine",
+           "--epochs", str(epochs), "--steps-per-epoch", str(steps), "--device", args.device,
+           "--workers", str(args.workers), "--threads", "2", "--eval-frames", "0", "--seed", "1", "--out", str(out)]
+    log = open(out.parent / f"{out.name}.log", "w")
+    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def _train(arm: str, args, root: Path, epochs: int, steps: int, timeout: float) -> dict:
+    """Run one arm; its exit code, wall seconds and history. An arm still running at ``timeout`` is
+    stopped and its last finished epoch (``last.pt``) kept as ``model.safetensors``."""
+    t0 = time.time()
+    root.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(root / arm, ignore_errors=True)
+    proc = _launch(arm, args, root / arm, epochs, steps)
+    try:
+        rc = proc.wait(timeout=max(1.0, timeout))
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        rc = "stopped at the time limit"
+        salvage(root / arm)
+    hist = root / arm / "history.json"
+    return {"rc": rc, "wall_s": round(time.time() - t0, 1),
+            "history": json.loads(hist.read_text())["history"] if hist.is_file() else [],
+            "log_tail": (root / f"{arm}.log").read_text()[-1500:]}
+
+
+def salvage(run: Path) -> Path | None:
+    """``run/model.safetensors`` from the run's ``last.pt`` (the last finished epoch), when it has one."""
+    if not (run / "last.pt").is_file() or (run / "model.safetensors").is_file():
+        return None
+    import torch
+
+    sys.path.insert(0, str(REPO / "tools"))
+    from train_instance import build, training_data
+
+    from edgeseg.models.checkpoint import save_checkpoint
+
+    s = json.loads((run / "run.json").read_text())
+    classes, _ = training_data(s)
+    model, _, spec = build(s, classes)
+    state = torch.load(run / "last.pt", map_location="cpu", weights_only=True)
+    model.load_state_dict(state["model"])
+    extra = {"task": "instance", "classes": list(classes), "input_spec": spec.to_dict(), "epoch": state["epoch"],
+             "step": state["step"], "salvaged": "stopped at the time limit"}
+    return save_checkpoint(model, run / "model.safetensors", model_name=s["model"], num_classes=len(classes),
+                           extra=extra, model_kwargs=dict(getattr(model, "model_kwargs", None) or {}))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--arms", default=",".join(ARMS), help=f"which arms ({', '.join(ARMS)}; default all)")
+    p.add_argument("--budget-s", type=float, default=400, help="seconds for the probe and the runs (default 400)")
+    p.add_argument("--device", default="cuda")
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--workers", type=int, default=0, help="batch workers (default: the cores but 2)")
+    p.add_argument("--steps-per-epoch", type=int, default=0, help="default: one pass over the frames")
+    p.add_argument("--probe-steps", type=int, default=30)
+    p.add_argument("--skip-ops", action="store_true", help="leave out the CUDA op parity")
+    args = p.parse_args(argv)
+    t_start = time.time()
+    arms = [a for a in args.arms.split(",") if a]
+    unknown = [a for a in arms if a not in ARMS]
+    if unknown or not arms:
+        print(f"street_instance: unknown arms {unknown}; known: {', '.join(ARMS)}", file=sys.stderr)
+        return 2
+    out = Path(os.environ.get("OUT") or REPO / "out/device")
+    out.mkdir(parents=True, exist_ok=True)
+    work = Path("/tmp/edgeseg-device")
+    work.mkdir(parents=True, exist_ok=True)
+    truth = PACK / "cityscapes/instances_train.json"
+    if not truth.is_file():
+        gz = truth.with_name(truth.name + ".gz")
+        if not gz.is_file():
+            print(f"street_instance: {gz} not found: run python tools/device/pack.py and carry .device", file=sys.stderr)
+            return 2
+        truth.write_bytes(gzip.decompress(gz.read_bytes()))
+    frames = len(json.loads(truth.read_text())["images"])
+    steps = args.steps_per_epoch or max(1, frames // args.batch)
+    if not args.workers:
+        args.workers = max(1, (os.cpu_count() or 2) - 2)
+    import torch
+
+    summary: dict = {"machine": {"host": platform.node(), "cpus": os.cpu_count(), "python": platform.python_version(),
+                                 "torch": torch.__version__,
+                                 "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
+                     "arms": {a: ARMS[a] for a in arms}, "batch": args.batch, "workers_per_arm": args.workers,
+                     "frames": frames, "steps_per_epoch": steps}
+
+    def save() -> None:
+        (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
+
+    if not args.skip_ops:
+        t = time.time()
+        r = subprocess.run([sys.executable, str(REPO / "tools/bench/ops_gpu.py"), "--json", str(out / "ops_gpu.json")],
+                           capture_output=True, text=True, timeout=150, cwd=REPO)
+        summary["ops"] = {"rc": r.returncode, "seconds": round(time.time() - t, 1), "output": (r.stdout + r.stderr)[-3000:]}
+        save()
+    summary["probe"], summary["epochs"], summary["runs"] = {}, {}, {}
+    for i, arm in enumerate(arms):  # one after the other: each arm has the GPU and every worker to itself
+        share = (args.budget_s - (time.time() - t_start)) / (len(arms) - i)
+        t_arm = time.time()
+        probe = _train(arm, args, work / "probe", 1, args.probe_steps, timeout=share / 3)
+        summary["probe"][arm] = probe
+        save()
+        if not probe["history"]:
+            print(f"street_instance: arm {arm}'s probe failed:\n{probe['log_tail']}", file=sys.stderr)
+            continue
+        left = share - (time.time() - t_arm)
+        epochs = summary["epochs"][arm] = epochs_that_fit(probe["history"][0]["seconds"] / args.probe_steps, steps, left)
+        run = summary["runs"][arm] = _train(arm, args, work / "runs", epochs, steps, timeout=left)
+        save()
+        for name, dst in (("model.safetensors", f"{arm}.safetensors"), ("history.json", f"{arm}-history.json")):
+            src = work / "runs" / arm / name
+            if src.is_file():
+                shutil.copy2(src, out / dst)
+        print(json.dumps({arm: {"epochs": epochs, "rc": run["rc"], "wall_s": run["wall_s"],
+                                "loss": [round(h["loss"], 4) for h in run["history"]][-3:]}}), flush=True)
+    summary["wall_s"] = round(time.time() - t_start, 1)
+    save()
+    return 0 if all(summary["runs"].get(a, {}).get("rc") == 0 for a in arms) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
