@@ -13,6 +13,8 @@ EXAMPLES = (
     "edgeseg fuse street-semantic.edgeseg street-instance.edgeseg --out street-fused.edgeseg",
     "edgeseg fuse shapes shapes-instance --things circle,triangle --out shapes-fused.edgeseg --overwrite",
     "edgeseg fuse sem.edgeseg inst.edgeseg --stuff road,sky,building --stuff-area 256 --out f.edgeseg --json parity.json",
+    "edgeseg fuse street-semantic street-instance --score-threshold 0.25 --class-score-thresholds "
+    "rider=0.5,car=0.35,truck=0.2,motorcycle=0.2,bicycle=0.35 --out f.edgeseg  # per-class thresholds",
     "edgeseg fuse street-panoptic.edgeseg street-instance.edgeseg --out f.edgeseg  # a panoptic model's semantic head",
     "edgeseg fuse runs/street-sem.edgeseg street-instance --categories ../shared/data/cityscapes_panoptic/panoptic_val.json "
     "--out f.edgeseg  # a semantic model of the dataset's classes: predictions carry its category ids",
@@ -29,6 +31,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="comma-separated semantic classes kept as stuff (default: those not named like an instance class)")
     p.add_argument("--things", default=None, help="comma-separated instance classes kept as things (default: all)")
     p.add_argument("--score-threshold", type=float, default=None, help="instances scoring below are left out (default 0.3)")
+    p.add_argument("--class-score-thresholds", default=None, metavar="NAME=T,...",
+                   help="per thing class, the score its instances need instead of --score-threshold, e.g. "
+                        "rider=0.5,car=0.35 (tools/bench/panoptic_sweep.py --class-thresholds chooses them)")
     p.add_argument("--overlap-threshold", type=float, default=None,
                    help="an instance more than this share covered by higher-scoring ones is dropped (default 0.5)")
     p.add_argument("--stuff-area", type=int, default=None, help="stuff segments smaller than this (pixels) become void")
@@ -55,12 +60,35 @@ def _category_ids(path: str) -> dict[str, int]:
     return {c.name: c.id for c in categories.values()}
 
 
+def class_score_thresholds(value: str | None) -> dict[str, float] | None:
+    """``"rider=0.5,car=0.35"`` -> ``{"rider": 0.5, "car": 0.35}`` (None: not given)."""
+    from ..errors import InputError
+
+    if value is None:
+        return None
+    out: dict[str, float] = {}
+    for item in _split(value) or []:
+        name, sep, t = item.rpartition("=")
+        try:
+            threshold = float(t)
+        except ValueError:
+            threshold = None
+        if not sep or not name.strip() or threshold is None:
+            raise InputError(f"--class-score-thresholds: {item!r} is not NAME=THRESHOLD",
+                             fix="e.g. --class-score-thresholds rider=0.5,car=0.35")
+        out[name.strip()] = threshold
+    if not out:
+        raise InputError("--class-score-thresholds names no class", fix="e.g. --class-score-thresholds rider=0.5,car=0.35")
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
     from ..export.fuse import fuse_bundles
     from ..structures import PanopticOptions
 
     options = PanopticOptions().replace(score_threshold=args.score_threshold, overlap_threshold=args.overlap_threshold,
-                                        stuff_area=args.stuff_area)
+                                        stuff_area=args.stuff_area,
+                                        class_score_thresholds=class_score_thresholds(args.class_score_thresholds))
     ids = None if args.categories is None else _category_ids(args.categories)
     b = fuse_bundles(args.semantic, args.instance, args.out, name=args.name, stuff=_split(args.stuff),
                      things=_split(args.things), overwrite=args.overwrite, options=options, category_ids=ids)

@@ -396,7 +396,8 @@ def decode_paste(outputs: Mapping[str, np.ndarray], meta: "PreprocessMeta", mani
 # ---- fusion of a semantic and an instance model ------------------------------------------------------
 def fuse_panoptic(semantic_labels: np.ndarray, instances: InstanceResult, *, stuff_map: Mapping[int, int],
                   thing_map: Mapping[int, int], score_threshold: float = 0.3, overlap_threshold: float = 0.5,
-                  stuff_area: int = 128, class_names: Sequence[str] = ()) -> PanopticResult:
+                  stuff_area: int = 128, class_names: Sequence[str] = (),
+                  class_score_thresholds: Mapping[int, float] | None = None) -> PanopticResult:
     """panopticapi's semantic + instance combination (module doc), at the image size.
 
     semantic_labels: ``int [H, W]`` classes of the semantic model (void: -1 or any class not in
@@ -406,7 +407,8 @@ def fuse_panoptic(semantic_labels: np.ndarray, instances: InstanceResult, *, stu
     Instances scoring at least ``score_threshold`` count; one is dropped when more than
     ``overlap_threshold`` of its area is taken (or nothing of it is left); stuff segments need
     ``stuff_area`` pixels. Stuff segments come in increasing category id order. ``class_names``
-    goes into the result."""
+    goes into the result. ``class_score_thresholds``: instance class -> the score its instances need
+    instead of ``score_threshold``."""
     labels = np.asarray(semantic_labels)
     if labels.ndim != 2 or not np.issubdtype(labels.dtype, np.integer):
         raise InputError(f"fuse_panoptic: semantic_labels must be an integer [H, W] map, got "
@@ -421,8 +423,9 @@ def fuse_panoptic(semantic_labels: np.ndarray, instances: InstanceResult, *, stu
     pan = np.zeros(image.hw, np.int32)
     segments: list[Segment] = []
     scores = np.asarray(instances.scores, np.float32)
-    order = [i for i in np.argsort(-scores, kind="stable")
-             if scores[i] >= score_threshold and int(instances.classes[i]) in thing_map]
+    need = class_score_thresholds or {}
+    order = [i for i in np.argsort(-scores, kind="stable") if int(instances.classes[i]) in thing_map
+             and scores[i] >= need.get(int(instances.classes[i]), score_threshold)]
     for i in order:
         x0, y0, x1, y1, mask = instances.mask_crop(int(i))  # compact results are never pasted full-size
         area = np.count_nonzero(mask)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 
-from ..errors import UnsupportedError
+from ..errors import InputError, UnsupportedError
 
 if TYPE_CHECKING:
     from ..bundle import Manifest
@@ -51,6 +51,20 @@ def _category(options: "PanopticOptions", cls: int) -> int:
     return int(options.category_ids[cls]) if options.category_ids else int(cls)
 
 
+def class_thresholds(options: "PanopticOptions", manifest: "Manifest") -> dict[int, float]:
+    """Instance class index -> its score threshold, from ``class_score_thresholds`` (thing class names
+    of the fused bundle); a name that is not one is an error naming the bundle's thing classes."""
+    named = options.class_score_thresholds
+    if not named:
+        return {}
+    by_name = {manifest.classes[j]: k for k, j in enumerate(options.fusion_instance) if j >= 0}
+    unknown = sorted(set(named) - set(by_name))
+    if unknown:
+        raise InputError(f"bundle {manifest.name!r}: class_score_thresholds names {', '.join(map(repr, unknown))}, "
+                         f"not a thing class of it", fix=f"its thing classes: {', '.join(by_name)}")
+    return {by_name[name]: t for name, t in named.items()}
+
+
 def fuse_results(semantic: "SemanticResult", instances: "InstanceResult", options: "PanopticOptions",
                  manifest: "Manifest") -> "PanopticResult":
     """A semantic and an instance result of one frame -> the fused bundle's panoptic result."""
@@ -62,7 +76,7 @@ def fuse_results(semantic: "SemanticResult", instances: "InstanceResult", option
     thing_map = {k: _category(options, j) for k, j in enumerate(options.fusion_instance) if j >= 0}
     result = fuse_panoptic(np.asarray(semantic.labels), instances, stuff_map=stuff_map, thing_map=thing_map,
                            score_threshold=options.score_threshold, overlap_threshold=options.overlap_threshold,
-                           stuff_area=options.stuff_area)
+                           stuff_area=options.stuff_area, class_score_thresholds=class_thresholds(options, manifest))
     return replace(result, class_names=tuple(manifest.classes), category_ids=tuple(options.category_ids))
 
 
@@ -84,5 +98,6 @@ def decode_fusion(outputs: Mapping[str, np.ndarray], meta: "PreprocessMeta", man
     # the fused bundle's score threshold is the one knob: the instance branch is decoded at it (with its
     # own threshold, a lower fused one would keep nothing more: street-instance's 0.25 hid every
     # instance between 0.2 and 0.25 from the fusion)
-    inst_opts = inst_m.decoder_options.replace(score_threshold=options.score_threshold)
+    inst_opts = inst_m.decoder_options.replace(
+        score_threshold=min([options.score_threshold, *options.class_score_thresholds.values()]))
     return fuse_results(decode(sem_out, sem_meta, sem_m), decode(inst_out, meta, inst_m, inst_opts), options, manifest)

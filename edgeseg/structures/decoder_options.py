@@ -214,6 +214,9 @@ class PanopticOptions(DecoderOptions):
     and ``inst/...``): ``branches`` holds each branch's manifest (``semantic``, ``instance``),
     ``fusion_semantic`` maps each semantic class to a class of this bundle (-1: not kept) and
     ``fusion_instance`` each instance class (-1: dropped); see :mod:`edgeseg.decode.panoptic_fusion`.
+    class_score_thresholds: (fusion) thing class name -> the score its instances need instead of
+      ``score_threshold`` (panoptic_sweep.py chooses them on training frames; names are checked against
+      the bundle's thing classes when a frame is decoded).
     """
 
     task: ClassVar[str] = "panoptic"
@@ -230,6 +233,7 @@ class PanopticOptions(DecoderOptions):
     fusion_semantic: tuple[int, ...] = ()
     fusion_instance: tuple[int, ...] = ()
     branches: dict[str, Any] = dataclasses.field(default_factory=dict)
+    class_score_thresholds: dict[str, float] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:  # JSON lists -> tuples, before the range checks
         object.__setattr__(self, "thing_classes", _int_tuple("thing_classes", self.thing_classes))
@@ -240,6 +244,12 @@ class PanopticOptions(DecoderOptions):
             object.__setattr__(self, name, tuple(v - 1 for v in shifted))
         if not isinstance(self.branches, dict):
             raise InputError(f"decoder option branches must be an object, got {type(self.branches).__name__}")
+        t = self.class_score_thresholds
+        if not isinstance(t, dict) or not all(isinstance(k, str) and k and isinstance(v, (int, float))
+                                              and not isinstance(v, bool) for k, v in t.items()):
+            raise InputError(f"decoder option class_score_thresholds must map thing class names to numbers, got {t!r}",
+                             fix='e.g. {"car": 0.35, "rider": 0.5}')
+        object.__setattr__(self, "class_score_thresholds", {k: float(v) for k, v in t.items()})
         super().__post_init__()
 
     def validate(self) -> None:
@@ -252,6 +262,8 @@ class PanopticOptions(DecoderOptions):
                              fix="give each class its own dataset category id")
         for name in ("center_threshold", "score_threshold", "overlap_threshold", "mask_threshold"):
             _in_range(name, getattr(self, name), 0.0, 1.0)
+        for name, value in self.class_score_thresholds.items():
+            _in_range(f"class_score_thresholds[{name!r}]", value, 0.0, 1.0)
         _positive_int("nms_kernel", self.nms_kernel)
         if self.nms_kernel % 2 == 0:
             raise InputError(f"decoder option nms_kernel must be odd, got {self.nms_kernel}", fix="use 3, 5, 7, ...")

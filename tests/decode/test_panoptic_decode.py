@@ -337,6 +337,14 @@ def test_fusion_equals_panopticapi_loop(seed):
                          overlap_threshold=0.5, stuff_area=20)
     np.testing.assert_array_equal(got4.segment_ids, pan)
     assert segs(got4) == want and compact.is_compact
+    # per-class thresholds: the reference on the instances each class's threshold keeps
+    need = {0: 0.6, 2: 0.1}
+    keep = np.array([s >= need.get(int(c), 0.3) for s, c in zip(scores, classes)])
+    got5 = fuse_panoptic(labels, inst, stuff_map=stuff_map, thing_map=thing_map, score_threshold=0.3,
+                         overlap_threshold=0.5, stuff_area=20, class_score_thresholds=need)
+    pan5, want5 = reference_fusion(labels, masks[keep], scores[keep], classes[keep], stuff_map, thing_map, 0.0, 0.5, 20)
+    np.testing.assert_array_equal(got5.segment_ids, pan5)
+    assert segs(got5) == want5
 
 
 def test_fusion_errors():

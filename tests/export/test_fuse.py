@@ -211,3 +211,65 @@ def test_fuse_takes_the_datasets_category_ids_by_name(tmp_path, capsys):
     assert main(["fuse", "shapes", "shapes-instance", "--categories", str(tmp_path / "nope.json"),
                  "--out", str(tmp_path / "h")]) != 0
     assert "--categories file not found" in capsys.readouterr().err
+
+
+def test_class_score_thresholds_hold_back_one_class(fused, tmp_path):
+    """A per-class threshold above every circle's score removes the circles and nothing else; one below
+    the fused threshold lets that class's weaker instances in (the branch is decoded at the lowest)."""
+    from collections import Counter
+
+    import edgeseg
+    from edgeseg.data import SceneGenerator
+    from edgeseg.errors import InputError
+    from edgeseg.structures import ImageShape
+
+    img = SceneGenerator(ImageShape(240, 320), seed=5).render(80).image
+    with edgeseg.load(fused, backend="onnxruntime", precision="fp32") as pf:
+        base = pf(img)
+        circle = pf.manifest.classes.index("circle")
+        assert any(s.category_id == circle for s in base.segments)
+        pf.set_options(class_score_thresholds={"circle": 1.0})
+        held = pf(img)
+        assert not any(s.category_id == circle for s in held.segments)
+        kept = Counter(s.category_id for s in held.segments if s.isthing)
+        # every other instance stays (one the circles had covered may now come in as well)
+        assert kept >= Counter(s.category_id for s in base.segments if s.isthing and s.category_id != circle)
+        pf.set_options(class_score_thresholds={}, score_threshold=0.1)
+        low = pf(img)
+        pf.set_options(score_threshold=0.3, class_score_thresholds={n: 0.1 for n in ("circle", "rectangle", "triangle")})
+        assert [(s.category_id, s.area) for s in pf(img).segments] == [(s.category_id, s.area) for s in low.segments]
+        pf.set_options(class_score_thresholds={"sky": 0.5})
+        with pytest.raises(InputError, match="'sky', not a thing class") as e:
+            pf(img)
+        assert "circle, rectangle, triangle" in e.value.fix
+    from edgeseg.export.fuse import fuse_bundles
+    from edgeseg.structures import PanopticOptions
+
+    out = tmp_path / "bad.edgeseg"
+    with pytest.raises(InputError, match="'hexagon', not a thing class of the fused bundle"):
+        fuse_bundles("shapes", "shapes-instance", out, options=PanopticOptions(class_score_thresholds={"hexagon": 0.5}))
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("value, match", [("car", "not NAME=THRESHOLD"), ("car=high", "not NAME=THRESHOLD"),
+                                          ("=0.3", "not NAME=THRESHOLD"), (",", "names no class")])
+def test_class_score_thresholds_option_errors(value, match):
+    from edgeseg.cli.fuse import class_score_thresholds
+    from edgeseg.errors import InputError
+
+    with pytest.raises(InputError, match=match):
+        class_score_thresholds(value)
+
+
+def test_class_score_thresholds_parse_and_validate():
+    from edgeseg.cli.fuse import class_score_thresholds
+    from edgeseg.errors import InputError
+    from edgeseg.structures import PanopticOptions
+
+    assert class_score_thresholds("rider=0.5, traffic light=0.2,car=.35") == {"rider": 0.5, "traffic light": 0.2, "car": 0.35}
+    assert class_score_thresholds(None) is None
+    assert PanopticOptions.from_dict({"class_score_thresholds": {"car": 1}}).class_score_thresholds == {"car": 1.0}
+    with pytest.raises(InputError, match=r"class_score_thresholds\['car'\] must be within 0..1"):
+        PanopticOptions(class_score_thresholds={"car": 1.5})
+    with pytest.raises(InputError, match="must map thing class names to numbers"):
+        PanopticOptions.from_dict({"class_score_thresholds": [["car", 0.3]]})

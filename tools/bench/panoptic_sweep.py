@@ -9,7 +9,10 @@ once on held-out frames: the protocol that keeps the held-out figure honest.
 The model runs once per frame (outputs kept in memory); every combination of ``--grid`` values is
 decoded from them and scored with :class:`edgeseg.eval.PanopticMetric` (PQ equal to panopticapi's).
 The best combination on ``--select`` (by PQ) and the bundle's own options are then scored on
-``--score``. Nothing is written into the bundle: apply a choice with ``predictor.set_options(...)``
+``--score``. ``--class-thresholds V1,V2,...`` (fused bundles) then chooses a score threshold per thing
+class on ``--select`` as well, starting from the best combination: coordinate ascent, two rounds over
+the thing classes, each class trying every value (``class_score_thresholds``; apply it with
+``edgeseg fuse --class-score-thresholds``), and scores that choice on ``--score`` too. Nothing is written into the bundle: apply a choice with ``predictor.set_options(...)``
 or by editing the manifest's ``decoder``. ``--select`` frames are spread evenly over the dataset
 (every k-th), so that they cover its cities.
 """
@@ -67,6 +70,26 @@ def _pq(pred, cached, categories, options) -> dict:
             "decode ms": ms}
 
 
+def _class_thresholds(pred, cached, categories, chosen: dict, values: list[float], start_pq: float,
+                      rounds: int = 2) -> dict[str, float]:
+    """Per thing class score thresholds by coordinate ascent on the cached frames (module doc)."""
+    opts = pred.options
+    if opts.layout != "fusion":
+        raise SystemExit("panoptic_sweep: --class-thresholds is for fused bundles (edgeseg fuse)")
+    names = [pred.manifest.classes[i] for i in opts.thing_classes]
+    current: dict[str, float] = {}
+    best = start_pq
+    for r in range(rounds):
+        for name in names:
+            for v in values:
+                trial = {**current, name: v}
+                pq = _pq(pred, cached, categories, {**chosen, "class_score_thresholds": trial})["PQ"]
+                if pq > best + 1e-9:
+                    best, current = pq, trial
+            print(f"round {r + 1}, {name}: {current} PQ {best:.2f}", flush=True)
+    return current
+
+
 def main(argv=None) -> int:
     import edgeseg
     from edgeseg.data import open_dataset
@@ -78,6 +101,8 @@ def main(argv=None) -> int:
     p.add_argument("--score", required=True, help="held-out frames scored once: coco-panoptic:PATH/panoptic_val.json")
     p.add_argument("--score-limit", type=int, default=None)
     p.add_argument("--grid", nargs="+", required=True, help="KEY=V1,V2,... decoder options to try (every combination)")
+    p.add_argument("--class-thresholds", default=None, metavar="V1,V2,...",
+                   help="also choose a score threshold per thing class among these values (fused bundles)")
     p.add_argument("--backend", default="auto")
     p.add_argument("--precision", default="auto")
     p.add_argument("--json", default=None)
@@ -99,15 +124,26 @@ def main(argv=None) -> int:
         best = max(rows, key=lambda r: r["PQ"])
         chosen = {k: best[k] for k in grid}
         own = {k: getattr(pred.options, k) for k in grid}
+        per_class = None
+        if args.class_thresholds:
+            values = [float(v) for v in args.class_thresholds.split(",") if v.strip()]
+            per_class = _class_thresholds(pred, cached, select.categories.values(), chosen, values, best["PQ"])
         held = _outputs(pred, score, args.score_limit, spread=False)
         final = [{"options": "the bundle's", **own, **_pq(pred, held, score.categories.values(), own)},
                  {"options": "chosen on --select", **chosen, **_pq(pred, held, score.categories.values(), chosen)}]
+        if per_class is not None:
+            with_classes = {**chosen, "class_score_thresholds": per_class}
+            final.append({"options": "chosen on --select, per class", **chosen,
+                          **_pq(pred, held, score.categories.values(), with_classes)})
+    if per_class is not None:
+        print(f"per-class score thresholds chosen on --select: {per_class}")
     print(f"held out: {len(held)} frames of {args.score}")
     print_table(final)
     write_json(args.json, {"bundle": args.bundle, "backend": f"{pred.backend}/{pred.runner.precision}",
                            "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()},
                            "select": args.select, "select_frames": len(cached), "score": args.score,
-                           "score_frames": len(held), "grid": grid, "selection": rows, "held_out": final})
+                           "score_frames": len(held), "grid": grid, "selection": rows, "held_out": final,
+                           "class_score_thresholds": per_class})
     return 0
 
 
