@@ -282,7 +282,8 @@ def int8_arithmetic_risk(bundle: "Bundle", target: str | None, dev: DeviceInfo, 
     if backend not in ("onnxruntime", "openvino"):  # a GPU runtime: the host CPU's arithmetic does not matter
         return None
     entry = (bundle.report.get("int8") or {}).get(target or "cpu")
-    made_on = entry.get("device") if isinstance(entry, dict) else None
+    # the CPU whose INT8 arithmetic produced the recorded scores: the re-scoring's, where the decoding changed
+    made_on = None if not isinstance(entry, dict) else ((entry.get("rescored") or {}).get("device") or entry.get("device"))
     if not isinstance(made_on, dict):
         return None
     gated, here = int8_arithmetic(made_on.get("isa")), dev.int8_arithmetic

@@ -308,6 +308,18 @@ def crf_logits(logits: np.ndarray, meta: "PreprocessMeta", manifest: "Manifest",
     return refined, PreprocessMeta(meta.original, crop, crop)
 
 
+def _biased(logits: np.ndarray, manifest: "Manifest", bias: tuple[float, ...],
+            layout: str | None) -> tuple[np.ndarray, str]:
+    """``logits`` plus ``bias`` along the class axis (a new ``float32`` array; the runtime's output is
+    left alone) and the layout of the 3-D result."""
+    x, caxis = _logits_3d(logits, manifest, layout)
+    if len(bias) != x.shape[caxis]:
+        raise InputError(f"bundle {manifest.name!r}: decoder option class_bias has {len(bias)} values for "
+                         f"{x.shape[caxis]} classes", fix="give one value per class, in the bundle's class order")
+    b = np.asarray(bias, np.float32)
+    return (x + (b[:, None, None] if caxis == 0 else b)).astype(np.float32, copy=False), ("NCHW" if caxis == 0 else "NHWC")
+
+
 @DECODERS.register("semantic")
 def decode_semantic(outputs: Mapping[str, np.ndarray], meta: "PreprocessMeta", manifest: "Manifest",
                     options: SemanticOptions | None = None, *, confidence: bool | None = None,
@@ -321,6 +333,8 @@ def decode_semantic(outputs: Mapping[str, np.ndarray], meta: "PreprocessMeta", m
     _, kind, arr = semantic_output(outputs, manifest)
     want_conf = opts.confidence if confidence is None else confidence
     layout = opts.logits_layout
+    if kind == "logits" and opts.class_bias:
+        arr, layout = _biased(arr, manifest, opts.class_bias, layout)
     if kind == "logits" and opts.crf_iterations > 0:
         arr, meta = crf_logits(arr, meta, manifest, opts, image, layout)
         layout = "NCHW"

@@ -13,6 +13,7 @@ options from ``manifest.decoder_options`` and never from loose dictionary keys.
 from __future__ import annotations
 
 import dataclasses
+import math
 import operator
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
@@ -81,7 +82,12 @@ class SemanticOptions(DecoderOptions):
     0..255 colour units). Defaults 3/1 and 80/20/5 were chosen on the first 50 CamVid val frames (by
     name) for the ``road`` bundle (+2.5 mIoU there with pydensecrf); pydensecrf's common 3/3 and 80/13/10
     (:class:`~edgeseg.decode.crf.CRFParams`' defaults) lowered it. Protocol and the held-out figures:
-    ``tools/bench/crf.py``."""
+    ``tools/bench/crf.py``.
+
+    ``class_bias``: one number per class added to the logits before the argmax (and the CRF): a prior
+    correction, e.g. of the lean towards rare classes that class-weighted training leaves (``road``'s,
+    chosen on training frames by ``tools/bench/class_bias.py``); empty (default): none. Its length must
+    be the bundle's class count (checked when a frame is decoded)."""
 
     task: ClassVar[str] = "semantic"
     upsample: Literal["logits", "labels"] = "logits"
@@ -95,6 +101,15 @@ class SemanticOptions(DecoderOptions):
     crf_bilateral_sxy: float = 80.0
     crf_bilateral_srgb: float = 20.0
     crf_bilateral_compat: float = 5.0
+    class_bias: tuple[float, ...] = ()
+
+    def __post_init__(self) -> None:  # a JSON list -> a tuple of floats, before the range checks
+        b = self.class_bias
+        if isinstance(b, (str, bytes)) or not isinstance(b, (list, tuple)) or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in b):
+            raise InputError(f"decoder option class_bias must be a list of finite numbers (one per class), got {b!r}")
+        object.__setattr__(self, "class_bias", tuple(float(v) for v in b))
+        super().__post_init__()
 
     def validate(self) -> None:
         if self.upsample not in ("logits", "labels"):

@@ -88,6 +88,20 @@ def test_int8_arithmetic_risk(tmp_path, gated_isa, here_isa, weights_max, risky,
     assert (ch.int8_arithmetic_risk(FakeBundle(), "cpu", here, "openvino") is not None) == risky_ov
 
 
+def test_int8_arithmetic_risk_follows_a_rescoring():
+    """A report re-scored after a decoder change (tools/bench/class_bias.py --write) holds scores measured
+    on the re-scoring CPU: its INT8 arithmetic decides, not the original gate's."""
+    here = DeviceInfo("Y", ("avx2", "avx512_vnni"), 2, "x86_64", ())
+
+    class Rescored:
+        report = {"int8": {"cpu": {"met_budget": True, "device": {"cpu": "old", "isa": ["avx2", "fma"]},
+                                   "rescored": {"device": {"cpu": "new", "isa": ["avx2", "avx512_vnni"]}}}}}
+
+    assert ch.int8_arithmetic_risk(Rescored(), "cpu", here, "openvino") is None  # same sums as the re-scoring
+    Rescored.report["int8"]["cpu"]["rescored"]["device"]["isa"] = ["avx2", "fma"]
+    assert "re-quantize" in ch.int8_arithmetic_risk(Rescored(), "cpu", here, "openvino")
+
+
 def test_restrictions_backend_device_machine_and_graph():
     assert labels(list_candidates(Facts(ORT_OV, GATED), backend="onnxruntime")[0]) == \
         ["onnxruntime/fp32", "onnxruntime/int8:cpu"]
@@ -197,7 +211,7 @@ def test_int8_gate_and_decisions_made_on_another_cpu_are_retimed(road, tmp_path)
 
     from edgeseg.bundle import Bundle
 
-    assert ch.int8_gate(road, "cpu") == (True, "mIoU 42.27 -> 41.88")  # the report's gate (unseen cities)
+    assert ch.int8_gate(road, "cpu") == (True, "mIoU 43.20 -> 42.75")  # the report's gate (unseen cities, re-scored with the class bias)
     copy = Bundle.open(shutil.copytree(road.root, tmp_path / "road.edgeseg"))
     report = copy.report
     report["int8"]["cpu"]["device"] = {"cpu": "Some Other CPU", "isa": ["avx2"]}

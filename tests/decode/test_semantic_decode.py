@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +12,8 @@ from edgeseg.bundle import Manifest, OutputSpec
 from edgeseg.decode import DECODERS, decode, decode_semantic
 from edgeseg.errors import UnsupportedError
 from edgeseg.structures import ImageShape, InputSpec, PreprocessMeta
+
+REPO_ZOO = Path(__file__).resolve().parents[2] / "edgeseg" / "zoo"
 
 LOGITS = OutputSpec("logits", "logits", "float32", (1, 3, "h", "w"))
 LABELS = OutputSpec("labels", "labels", "uint8", (1, "h", "w"))
@@ -241,3 +244,119 @@ def test_a_full_uint8_range_of_classes_resizes_every_plane():
     r = decode_semantic({"logits": logits}, meta((9, 16)), manifest(256))
     assert r.labels.dtype == np.uint8
     assert np.array_equal(r.labels, bilinear_half_pixel(logits[0].astype(np.float64), 9, 16).argmax(0))
+
+
+def test_class_bias_moves_the_argmax_by_hand():
+    # pixel (0, 0): c0 1.0 against c1 0.6; a bias of +0.5 on c1 gives it to c1 (1.1 > 1.0); (0, 1) stays c2
+    logits = np.array([[[1.0, 0.0]], [[0.6, 0.0]], [[0.0, 2.0]]], np.float32)[None]
+    plain = decode_semantic({"logits": logits}, meta((1, 2)), manifest())
+    biased = decode_semantic({"logits": logits}, meta((1, 2)), manifest(class_bias=[0, 0.5, 0]), confidence=True)
+    assert plain.labels.tolist() == [[0, 2]] and biased.labels.tolist() == [[1, 2]]
+    # the confidence is the softmax of the biased logits: e^1.1 / (e^1 + e^1.1 + e^0)
+    np.testing.assert_allclose(biased.confidence[0, 0], math.exp(1.1) / (math.e + math.exp(1.1) + 1), rtol=1e-5)
+    nhwc = decode_semantic({"logits": logits.transpose(0, 2, 3, 1)}, meta((1, 2)), manifest(class_bias=[0, 0.5, 0]))
+    assert nhwc.labels.tolist() == [[1, 2]]
+    # upsampled (bilinear logits, then argmax): the same as biasing the resized logits
+    small = np.random.default_rng(3).normal(size=(1, 3, 3, 4)).astype(np.float32)
+    b = np.array([0.3, -0.2, 0.1], np.float32)
+    up = decode_semantic({"logits": small}, meta((9, 12), (3, 4)), manifest(class_bias=b.tolist()))
+    want = (bilinear_half_pixel(small[0], 9, 12) + b[:, None, None]).argmax(0)
+    assert (up.labels == want).mean() > 0.99  # exact up to float ties at label boundaries
+    assert logits[0, 1, 0, 0] == np.float32(0.6)  # the runtime's output is not changed in place
+
+
+def test_class_bias_errors():
+    from edgeseg.errors import InputError
+    from edgeseg.structures import SemanticOptions
+
+    with pytest.raises(InputError, match="class_bias has 2 values for 3 classes"):
+        decode_semantic({"logits": np.zeros((1, 3, 1, 1), np.float32)}, meta((1, 1)), manifest(class_bias=[0, 1]))
+    for bad in ("0.5", [0.1, "x"], [True], [float("nan")], 3):
+        with pytest.raises(InputError, match="class_bias must be a list of finite numbers"):
+            SemanticOptions.from_dict({"class_bias": bad})
+    assert SemanticOptions.from_dict({"class_bias": [1, -0.5]}).class_bias == (1.0, -0.5)
+    # labels outputs (argmax in the graph) have no logits to bias: the option does nothing there
+    r = decode_semantic({"labels": np.array([[[1, 0]]], np.uint8)}, meta((1, 2)), manifest(outputs=(LABELS,), class_bias=[0, 9, 0]))
+    assert r.labels.tolist() == [[1, 0]]
+
+
+def test_a_bundles_class_bias_reaches_every_precision(tmp_path):
+    """The bias stored in a bundle's manifest (as tools/bench/class_bias.py --write does) decodes FP32
+    and INT8 alike: a large bias on one class paints every pixel with it."""
+    import shutil
+
+    import edgeseg
+    from edgeseg.bundle import Bundle
+    from edgeseg.data import SceneGenerator
+
+    shutil.copytree(REPO_ZOO / "shapes.edgeseg", tmp_path / "shapes.edgeseg")
+    b = Bundle.open(tmp_path / "shapes.edgeseg")
+    road = b.manifest.classes.index("road")
+    bias = [0.0] * b.manifest.num_classes
+    bias[road] = 1000.0
+    b.update(decoder=b.manifest.decoder_options.replace(class_bias=tuple(bias)).to_dict())
+    img = SceneGenerator(ImageShape(120, 160), seed=1).render(0).image
+    for precision in ("fp32", "int8"):
+        with edgeseg.load(tmp_path / "shapes.edgeseg", backend="onnxruntime", precision=precision) as p:
+            assert p.options.class_bias[road] == 1000.0
+            assert (p(img).labels == road).all(), precision
+            p.set_options(class_bias=())
+            assert (p(img).labels != road).any(), precision
+
+
+def test_class_bias_tool_undoes_a_known_prior_by_hand():
+    """tools/bench/class_bias.py's coordinate ascent: frames whose truth is class 1 where the logits
+    favour class 0 by 0.3 (and class 2 elsewhere, clearly): a bias of at least +0.3 on class 1 (or -0.3
+    on class 0) makes every pixel right, and the search finds such a bias from zero."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools" / "bench"))
+    from class_bias import choose_bias, confusion, miou  # tools/bench/class_bias.py
+
+    labels = np.zeros((4, 6), np.uint8)
+    labels[:, :3] = 1
+    labels[:, 3:] = 2
+    lp = np.full((3, 4, 6), -5.0, np.float32)
+    lp[0, :, :3], lp[1, :, :3] = -0.5, -0.8  # class 0 ahead of the true class 1 by 0.3
+    lp[2, :, 3:] = -0.1
+    cm = confusion(lp.argmax(0), labels, 3)
+    assert cm.tolist() == [[0, 0, 0], [12, 0, 0], [0, 0, 12]] and miou(cm) == pytest.approx(100 / 3)
+    bias, start, best = choose_bias([(lp, labels)], 3, [-1, -0.5, -0.25, 0.25, 0.5, 1], log=lambda s: None)
+    assert start == pytest.approx(100 / 3) and best == pytest.approx(100.0)
+    assert bias[1] - bias[0] > 0.3 and ((lp + bias[:, None, None]).argmax(0) == labels).all()
+    # each offset of a round is tried from the class's value at the round's start (not from the last accepted)
+    two = np.full((2, 1, 6), -5.0, np.float32)  # all class 1; class 0 ahead by 0.1 (left) and 0.35 (right)
+    two[0], two[1, :, :3], two[1, :, 3:] = -0.5, -0.6, -0.85
+    bias, _, best = choose_bias([(two, np.ones((1, 6), np.uint8))], 2, [0.2, 0.4], rounds=1, log=lambda s: None)
+    assert best == pytest.approx(100.0) and bias.tolist() == pytest.approx([0.0, 0.4])  # not 0.2 + 0.4
+
+
+def test_rescoring_a_report_after_a_bias(tmp_path):
+    """tools/bench/class_bias.py --write re-measures what the report records: the FP32 accuracy and each
+    INT8 gate's scores with the bias (here a bias that wrecks one class, so every figure moves), keeping
+    the gate's own measurements under ``rescored.before`` and judging the budget again."""
+    import shutil
+    import sys
+
+    from edgeseg.bundle import Bundle
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools" / "bench"))
+    from class_bias import rescore_report  # tools/bench/class_bias.py
+
+    shutil.copytree(REPO_ZOO / "shapes.edgeseg", tmp_path / "shapes.edgeseg")
+    b = Bundle.open(tmp_path / "shapes.edgeseg")
+    before = b.report
+    bias = [0.0] * b.manifest.num_classes
+    bias[b.manifest.classes.index("circle")] = -50.0  # no pixel is ever a circle
+    b.update(decoder={"class_bias": bias})
+    rows = rescore_report(b, threads=1)
+    after = Bundle.open(tmp_path / "shapes.edgeseg").report  # verifies the files' checksums too
+    assert after["accuracy"]["fp32"]["miou"] < before["accuracy"]["fp32"]["miou"] - 0.05
+    assert after["accuracy"]["fp32"]["per_class_iou"]["circle"] == 0.0
+    for target, rec in after["int8"].items():
+        old = before["int8"][target]
+        assert rec["rescored"]["before"]["int8"] == old["int8"] and rec["int8"] < old["int8"] - 5
+        assert rec["fp32"] == pytest.approx(100 * after["accuracy"]["fp32"]["miou"], abs=1e-6)
+        assert rec["met_budget"] == (rec["fp32"] - rec["int8"] <= rec["max_drop"])
+        assert rec["rescored"]["device"]["cpu"] and rec["latency_ms"] == old["latency_ms"]  # the gate's own kept
+    assert [r["record"] for r in rows] == ["accuracy fp32", "int8 cpu (onnxruntime)", "int8 tensorrt (onnxruntime)"]
