@@ -87,7 +87,8 @@ class SemanticOptions(DecoderOptions):
     ``class_bias``: one number per class added to the logits before the argmax (and the CRF): a prior
     correction, e.g. of the lean towards rare classes that class-weighted training leaves (``road``'s,
     chosen on training frames by ``tools/bench/class_bias.py``); empty (default): none. Its length must
-    be the bundle's class count (checked when a frame is decoded)."""
+    be the bundle's class count (checked when a frame is decoded). Models whose graph ends in an argmax
+    (a ``labels`` output) have no logits to bias: there it does nothing."""
 
     task: ClassVar[str] = "semantic"
     upsample: Literal["logits", "labels"] = "logits"

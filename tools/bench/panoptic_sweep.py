@@ -12,8 +12,9 @@ The best combination on ``--select`` (by PQ) and the bundle's own options are th
 ``--score``. ``--class-thresholds V1,V2,...`` (fused bundles) then chooses a score threshold per thing
 class on ``--select`` as well, starting from the best combination: coordinate ascent, two rounds over
 the thing classes, each class trying every value (``class_score_thresholds``; apply it with
-``edgeseg fuse --class-score-thresholds``), and scores that choice on ``--score`` too. Nothing is written into the bundle: apply a choice with ``predictor.set_options(...)``
-or by editing the manifest's ``decoder``. ``--select`` frames are spread evenly over the dataset
+``edgeseg fuse --class-score-thresholds``), and scores that choice on ``--score`` too. Nothing is
+written into the bundle: apply a choice with ``predictor.set_options(...)`` or by editing the
+manifest's ``decoder``. ``--select`` frames are spread evenly over the dataset
 (every k-th), so that they cover its cities.
 """
 from __future__ import annotations
@@ -74,8 +75,6 @@ def _class_thresholds(pred, cached, categories, chosen: dict, values: list[float
                       rounds: int = 2) -> dict[str, float]:
     """Per thing class score thresholds by coordinate ascent on the cached frames (module doc)."""
     opts = pred.options
-    if opts.layout != "fusion":
-        raise SystemExit("panoptic_sweep: --class-thresholds is for fused bundles (edgeseg fuse)")
     names = [pred.manifest.classes[i] for i in opts.thing_classes]
     current: dict[str, float] = {}
     best = start_pq
@@ -109,6 +108,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     grid = _parse_grid(args.grid)
     pred = edgeseg.load(args.bundle, backend=args.backend, precision=args.precision)
+    if args.class_thresholds and getattr(pred.options, "layout", None) != "fusion":
+        raise SystemExit("panoptic_sweep: --class-thresholds is for fused bundles (edgeseg fuse)")
     unknown = sorted(set(grid) - set(pred.options.to_dict()))
     if unknown:
         raise SystemExit(f"panoptic_sweep: {', '.join(unknown)} are not {pred.manifest.task} decoder options")
