@@ -82,11 +82,21 @@ def main(argv: list[str] | None = None) -> int:
                    help="weights to continue from (default: the shipped street-instance)")
     p.add_argument("--budget-mib", type=float, default=64.0, help="the device tool's limit (default 64)")
     args = p.parse_args(argv)
+    from edgeseg.errors import EdgesegError
+
     root = Path(args.data) if args.data else (data_root() or Path("../shared/data")) / "cityscapes_panoptic"
     out = Path(args.out)
+    if not Path(args.init).is_file():
+        print(f"pack: --init {args.init} not found: give a model.onnx (e.g. edgeseg/zoo/street-instance.edgeseg/"
+              "model.onnx)", file=sys.stderr)
+        return 2
     if out.exists():
         shutil.rmtree(out)
-    data_bytes = pack_instances(root, out / "cityscapes", args.quality)
+    try:
+        data_bytes = pack_instances(root, out / "cityscapes", args.quality)
+    except EdgesegError as e:
+        print(f"pack: error: {e}", file=sys.stderr)
+        return 2
     (out / "init").mkdir(parents=True)
     shutil.copy2(args.init, out / "init" / "street-instance.onnx")
     pack = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
