@@ -10,8 +10,8 @@ have trained on, score the choice once on held-out sets, and (``--write``) store
 
 Class-weighted training (ENet weights, Lovasz) leaves a model leaning towards its rare classes; one
 number per class added to the logits before the argmax moves that prior back. The model runs once per
-``--select`` frame (spread evenly over the set, so that it covers its cities or sequences); its log
-probabilities at the network size are kept and the bias is chosen by coordinate ascent on mIoU there
+``--select`` frame (spread evenly over the set, so that it covers its cities or sequences); its
+logits at the network size are kept and the bias is chosen by coordinate ascent on mIoU there
 (each class tries ``--steps`` offsets in turn, then a second round at half the step), starting from
 zero. Each ``--score`` set (``NAME=SPEC``, its ``val`` split unless the spec names one) is then scored
 with and without the bias through the bundle's own decoder (``edgeseg.eval.evaluate``). Nothing is
@@ -35,28 +35,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from edgeseg.cli._common import print_table, write_json  # noqa: E402
 
 
-def confusion(pred: np.ndarray, labels: np.ndarray, n: int) -> np.ndarray:
-    m = labels < n
-    return np.bincount(n * labels[m].astype(np.int64) + pred[m], minlength=n * n).reshape(n, n)
-
-
-def miou(cm: np.ndarray) -> float:
-    inter = np.diag(cm).astype(np.float64)
-    union = cm.sum(0) + cm.sum(1) - inter
-    ok = union > 0
-    return float(100 * (inter[ok] / union[ok]).mean()) if ok.any() else 0.0
-
-
 def choose_bias(cached: list[tuple[np.ndarray, np.ndarray]], n: int, steps: list[float], rounds: int = 2,
-                log=print) -> tuple[np.ndarray, float, float]:
-    """(bias, mIoU at zero, mIoU with the bias) by coordinate ascent over ``cached`` (log-probabilities
-    ``[C, h, w]``, labels ``[h, w]``): round 1 tries each offset in ``steps`` per class, each later round
-    the current value plus the steps halved again."""
+                ignore_index: int = 255, log=print) -> tuple[np.ndarray, float, float]:
+    """(bias, mIoU at zero, mIoU with the bias), in percent, by coordinate ascent over ``cached``
+    (logits ``[C, h, w]``, labels ``[h, w]``; mIoU as :class:`edgeseg.eval.SemanticMetric` computes it):
+    round 1 tries each offset in ``steps`` per class, each later round the class's value plus the steps
+    halved again."""
+    from edgeseg.eval import SemanticMetric
+
     def score(b: np.ndarray) -> float:
-        cm = np.zeros((n, n), np.int64)
-        for lp, lab in cached:
-            cm += confusion((lp + b[:, None, None]).argmax(0), lab, n)
-        return miou(cm)
+        metric = SemanticMetric(n, ignore_index, boundary=False)
+        for logits, lab in cached:
+            metric.update((logits + b[:, None, None]).argmax(0), lab)
+        return 100 * metric.compute().miou
 
     bias = np.zeros(n, np.float32)
     start = best = score(bias)
@@ -74,8 +65,13 @@ def choose_bias(cached: list[tuple[np.ndarray, np.ndarray]], n: int, steps: list
     return bias, start, best
 
 
-def _cache(pred, dataset, limit: int, size) -> list[tuple[np.ndarray, np.ndarray]]:
+def _cache(pred, dataset, limit: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``[C, h, w]`` logits at the network size (the bundle's logits output, in its layout) and the labels
+    resized to them, for ``limit`` frames spread over ``dataset``. The bias is added to the logits as the
+    decoder adds it, so the argmax the search scores is the decoder's."""
     import cv2
+
+    from edgeseg.decode.semantic import _logits_3d, semantic_output
 
     n = len(dataset)
     idx = [round(i * n / limit) for i in range(limit)] if limit < n else range(n)
@@ -83,10 +79,10 @@ def _cache(pred, dataset, limit: int, size) -> list[tuple[np.ndarray, np.ndarray
     for i in idx:
         s = dataset[i]
         feed, _ = pred.preprocess(s.image)
-        (o,) = (v for k, v in pred.runner.infer(feed).items())
-        o = np.asarray(o[0], np.float32)
-        lp = o - o.max(0) - np.log(np.exp(o - o.max(0)).sum(0))
-        out.append((lp, cv2.resize(s.labels, (lp.shape[2], lp.shape[1]), interpolation=cv2.INTER_NEAREST)))
+        _, _, arr = semantic_output(pred.runner.infer(feed), pred.manifest)
+        x, caxis = _logits_3d(arr, pred.manifest, pred.options.logits_layout)
+        logits = np.ascontiguousarray(x if caxis == 0 else x.transpose(2, 0, 1), np.float32)
+        out.append((logits, cv2.resize(s.labels, (logits.shape[2], logits.shape[1]), interpolation=cv2.INTER_NEAREST)))
     return out
 
 
@@ -169,15 +165,21 @@ def main(argv: list[str] | None = None) -> int:
             if not sep or not name or not spec:
                 raise SystemExit(f"class_bias: --score takes NAME=SPEC, got {item!r}")
             sets[name] = spec
-        steps = [float(v) for v in args.steps.split(",") if v.strip()]
+        try:
+            steps = [float(v) for v in args.steps.split(",") if v.strip()]
+        except ValueError:
+            raise SystemExit(f"class_bias: --steps takes numbers, e.g. -1,-0.5,0.5,1 (got {args.steps!r})") from None
+        if not steps or args.select_limit < 1 or args.rounds < 1:
+            raise SystemExit("class_bias: --steps needs a value, --select-limit and --rounds at least 1")
         with edgeseg.load(bundle, backend="onnxruntime", precision="fp32", device="cpu", threads=args.threads) as pred:
             pred.set_options(class_bias=())  # choose from the plain logits, whatever the bundle holds
             select = open_semantic_dataset(args.select, args.select_split, purpose="scoring")
             if tuple(select.classes) != tuple(bundle.manifest.classes):
                 raise SystemExit(f"class_bias: --select has classes {list(select.classes)}, the bundle "
                                  f"{list(bundle.manifest.classes)}")
-            cached = _cache(pred, select, args.select_limit, bundle.manifest.input.size)
+            cached = _cache(pred, select, args.select_limit)
             bias, start, best = choose_bias(cached, bundle.manifest.num_classes, steps, args.rounds,
+                                            getattr(select, "ignore_index", 255),
                                             log=lambda s: print(s, file=sys.stderr, flush=True))
             chosen = [round(float(v), 4) for v in bias]
             rows = [{"set": f"select ({len(cached)} frames, network size)", "plain": round(start, 2),

@@ -40,7 +40,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 PACK = REPO / ".device"
 
-# the arms: tools/train_instance.py settings on top of COMMON (batch 32: lr scaled from the CPU recipe's 1e-3 at 8)
+# the arms: tools/train_instance.py settings on top of those _launch gives every arm (data, sizes, batch,
+# schedule, device); at batch 32 the lr is scaled from the CPU recipe's 1e-3 at batch 8
 ARMS = {
     # the shipped model, continued on a long schedule with Simple Copy-Paste (whose gains grow with the schedule)
     "a": ["--model", "solov2_mobilenetv3_small", "--init", str(PACK / "init/street-instance.onnx"), "--lr", "1e-3",
@@ -57,13 +58,12 @@ def epochs_that_fit(seconds_per_step: float, steps_per_epoch: int, seconds_left:
     return max(1, math.floor(margin * seconds_left / (seconds_per_step * steps_per_epoch)))
 
 
-def _launch(arm: str, args, out: Path, epochs: int, steps: int) -> subprocess.Popen:
+def _launch(arm: str, args, out: Path, epochs: int, steps: int, log) -> subprocess.Popen:
     cmd = [sys.executable, str(REPO / "tools/train_instance.py"), *ARMS[arm],
            "--data", f"coco-instance:{PACK / 'cityscapes/instances_train.json'}", "--size", "640x320",
            "--crop", "512x256", "--batch", str(args.batch), "--optimizer", "adamw", "--schedule", "cosine",
            "--epochs", str(epochs), "--steps-per-epoch", str(steps), "--device", args.device,
            "--workers", str(args.workers), "--threads", "2", "--eval-frames", "0", "--seed", "1", "--out", str(out)]
-    log = open(out.parent / f"{out.name}.log", "w")
     return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
 
@@ -73,14 +73,15 @@ def _train(arm: str, args, root: Path, epochs: int, steps: int, timeout: float) 
     t0 = time.time()
     root.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(root / arm, ignore_errors=True)
-    proc = _launch(arm, args, root / arm, epochs, steps)
-    try:
-        rc = proc.wait(timeout=max(1.0, timeout))
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-        rc = "stopped at the time limit"
-        salvage(root / arm)
+    with open(root / f"{arm}.log", "w") as log:
+        proc = _launch(arm, args, root / arm, epochs, steps, log)
+        try:
+            rc = proc.wait(timeout=max(1.0, timeout))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            rc = "stopped at the time limit"
+            salvage(root / arm)
     hist = root / arm / "history.json"
     return {"rc": rc, "wall_s": round(time.time() - t0, 1),
             "history": json.loads(hist.read_text())["history"] if hist.is_file() else [],
@@ -88,25 +89,21 @@ def _train(arm: str, args, root: Path, epochs: int, steps: int, timeout: float) 
 
 
 def salvage(run: Path) -> Path | None:
-    """``run/model.safetensors`` from the run's ``last.pt`` (the last finished epoch), when it has one."""
+    """``run/model.safetensors`` from the run's ``last.pt`` (the last finished epoch), when it has one:
+    the run's own trainer, resumed from it, writes its weights as a finished run would."""
     if not (run / "last.pt").is_file() or (run / "model.safetensors").is_file():
         return None
-    import torch
-
     sys.path.insert(0, str(REPO / "tools"))
     from train_instance import build, training_data
 
-    from edgeseg.models.checkpoint import save_checkpoint
+    from edgeseg.train.instance import InstanceTrainer
 
     s = json.loads((run / "run.json").read_text())
     classes, _ = training_data(s)
-    model, _, spec = build(s, classes)
-    state = torch.load(run / "last.pt", map_location="cpu", weights_only=True)
-    model.load_state_dict(state["model"])
-    extra = {"task": "instance", "classes": list(classes), "input_spec": spec.to_dict(), "epoch": state["epoch"],
-             "step": state["step"], "salvaged": "stopped at the time limit"}
-    return save_checkpoint(model, run / "model.safetensors", model_name=s["model"], num_classes=len(classes),
-                           extra=extra, model_kwargs=dict(getattr(model, "model_kwargs", None) or {}))
+    model, cfg, spec = build(s, classes)
+    trainer = InstanceTrainer(model, cfg, input_spec=spec, out_dir=run, model_name=s["model"])
+    trainer.load(run)
+    return trainer.save_weights()
 
 
 def main(argv: list[str] | None = None) -> int:
