@@ -51,17 +51,22 @@ def _category(options: "PanopticOptions", cls: int) -> int:
     return int(options.category_ids[cls]) if options.category_ids else int(cls)
 
 
+def check_threshold_names(named: Mapping[str, float], thing_names: list[str], where: str) -> None:
+    """An error naming the thing classes when ``class_score_thresholds`` names another class."""
+    unknown = sorted(set(named) - set(thing_names))
+    if unknown:
+        raise InputError(f"{where}: class_score_thresholds names {', '.join(map(repr, unknown))}, not a thing "
+                         f"class of it", fix=f"its thing classes: {', '.join(thing_names)}")
+
+
 def class_thresholds(options: "PanopticOptions", manifest: "Manifest") -> dict[int, float]:
     """Instance class index -> its score threshold, from ``class_score_thresholds`` (thing class names
-    of the fused bundle); a name that is not one is an error naming the bundle's thing classes."""
+    of the fused bundle; another name is an error naming the bundle's thing classes)."""
     named = options.class_score_thresholds
     if not named:
         return {}
     by_name = {manifest.classes[j]: k for k, j in enumerate(options.fusion_instance) if j >= 0}
-    unknown = sorted(set(named) - set(by_name))
-    if unknown:
-        raise InputError(f"bundle {manifest.name!r}: class_score_thresholds names {', '.join(map(repr, unknown))}, "
-                         f"not a thing class of it", fix=f"its thing classes: {', '.join(by_name)}")
+    check_threshold_names(named, list(by_name), f"bundle {manifest.name!r}")
     return {by_name[name]: t for name, t in named.items()}
 
 

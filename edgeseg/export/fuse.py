@@ -278,11 +278,9 @@ def _fuse(sem: Bundle, inst: Bundle, out, *, name, stuff, things, overwrite, opt
         base = base.replace(category_ids=tuple(category_ids[c.lower()] for c in classes))
     opts = base.replace(layout="fusion", thing_classes=thing_classes, fusion_semantic=sem_map, fusion_instance=inst_map,
                         branches={"semantic": branch_manifest(sem.manifest), "instance": branch_manifest(inst.manifest)})
-    thing_names = [classes[i] for i in thing_classes]
-    unknown = sorted(set(opts.class_score_thresholds) - set(thing_names))
-    if unknown:
-        raise InputError(f"class score thresholds name {', '.join(map(repr, unknown))}, not a thing class of the "
-                         f"fused bundle", fix=f"its thing classes: {', '.join(thing_names)}")
+    from ..decode.panoptic_fusion import check_threshold_names
+
+    check_threshold_names(opts.class_score_thresholds, [classes[i] for i in thing_classes], "the fused bundle")
     spec = replace(inst.manifest.input, name="images", layout="NHWC", color="RGB", dtype="uint8")
     palette = _fused_palette(sem.manifest, inst.manifest, sem_map, inst_map, len(classes))
     # a semantic head cut from a panoptic bundle lives in a temporary folder: name its source instead

@@ -246,7 +246,7 @@ def test_class_score_thresholds_hold_back_one_class(fused, tmp_path):
     from edgeseg.structures import PanopticOptions
 
     out = tmp_path / "bad.edgeseg"
-    with pytest.raises(InputError, match="'hexagon', not a thing class of the fused bundle"):
+    with pytest.raises(InputError, match="the fused bundle: class_score_thresholds names 'hexagon', not a thing class"):
         fuse_bundles("shapes", "shapes-instance", out, options=PanopticOptions(class_score_thresholds={"hexagon": 0.5}))
     assert not out.exists()
 
