@@ -229,8 +229,8 @@ def recalibrate_unfolded(model: nn.Module, bns: list[str], batches: Iterable[tor
         def fn(_mod, inputs):
             z = inputs[0].detach().float()
             dims = [d for d in range(z.dim()) if d != 1]
-            s = sums.setdefault(name, [torch.zeros(z.shape[1], dtype=torch.float64),
-                                       torch.zeros(z.shape[1], dtype=torch.float64), 0])
+            s = sums.setdefault(name, [torch.zeros(z.shape[1], dtype=torch.float64, device=z.device),
+                                       torch.zeros(z.shape[1], dtype=torch.float64, device=z.device), 0])
             s[0] = s[0] + z.sum(dims).double()
             s[1] = s[1] + (z * z).sum(dims).double()
             s[2] += z.numel() // z.shape[1]

@@ -7,7 +7,10 @@ first use). Shapes are those of tools/bench/ops_cpu.py: DCNv2 3x3 layers of a 51
 head, and 1000 RoIs over a 4-level FPN. Times are the median of --repeat runs after --warmup runs,
 timed by edgeseg's shared loop (``edgeseg._timing.time_runs`` with ``sync=torch.cuda.synchronize``:
 wall time of one call, launch included, up to the end of its GPU work); each row also reports the
-largest difference from torchvision.
+largest difference from torchvision and, for each side, its largest error against torchvision in float32
+on the same (half-rounded) inputs: in float16 the two differ by more than either errs (session 31 on an
+H200: up to 0.64 for RoIAlign, whose torchvision kernel computes sample positions in half), so the
+difference alone cannot say which side is off.
 For RoIAlign torchvision has no multi-level op, so both sides pool each FPN level's boxes from that
 level (the level assignment is done once, outside the timing).
 """
@@ -32,14 +35,17 @@ def _cuda_ms(fn, warmup: int, repeat: int) -> float:
     return time_runs(fn, repeat, warmup, sync=torch.cuda.synchronize).p50_ms
 
 
-def _row(name, dtype, ours, theirs, warmup, repeat) -> dict:
+def _row(name, dtype, ours, theirs, reference, warmup, repeat) -> dict:
+    """One table row; ``reference`` is torchvision's op in float32 on the same inputs upcast."""
     import torch
 
     with torch.no_grad():
-        diff = float((ours().float() - theirs().float()).abs().max())
+        a, b, ref = ours().float(), theirs().float(), reference()
+        errors = {"max_abs_diff": float((a - b).abs().max()), "edgeseg_err": float((a - ref).abs().max()),
+                  "torchvision_err": float((b - ref).abs().max())}
         ours_ms, tv_ms = _cuda_ms(ours, warmup, repeat), _cuda_ms(theirs, warmup, repeat)
     return {"op": name, "dtype": str(dtype).replace("torch.", ""), "edgeseg_ms": ours_ms, "torchvision_ms": tv_ms,
-            "speedup": tv_ms / ours_ms, "max_abs_diff": diff}
+            "speedup": tv_ms / ours_ms, **errors}
 
 
 def bench_dcn(shape, dtype, warmup, repeat) -> dict:
@@ -48,9 +54,11 @@ def bench_dcn(shape, dtype, warmup, repeat) -> dict:
     import edgeseg.ops as ops
 
     x, offset, weight, bias, mask = dcn_inputs(shape, "cuda", dtype)
+    x32, offset32, weight32, bias32, mask32 = (t.float() for t in (x, offset, weight, bias, mask))
     return _row(shape.name, dtype,
                 lambda: ops.deform_conv2d(x, offset, weight, bias, mask, 1, 1, 1),
                 lambda: torchvision.ops.deform_conv2d(x, offset, weight, bias, padding=1, mask=mask),
+                lambda: torchvision.ops.deform_conv2d(x32, offset32, weight32, bias32, padding=1, mask=mask32),
                 warmup, repeat)
 
 
@@ -69,19 +77,20 @@ def bench_roi(shape, dtype, warmup, repeat) -> dict:
     def ours():
         return torch.cat([ops.roi_align(f, b, size, s, sr, True) for f, b, s in zip(feats, per_level, scales)])
 
-    def theirs():
-        return torch.cat([torchvision.ops.roi_align(f, b, size, s, sr, True)
+    def theirs(upcast=False):
+        cast = (lambda t: t.float()) if upcast else (lambda t: t)
+        return torch.cat([torchvision.ops.roi_align(cast(f), cast(b), size, s, sr, True)
                           for f, b, s in zip(feats, per_level, scales)])
 
-    return _row(shape.name, dtype, ours, theirs, warmup, repeat)
+    return _row(shape.name, dtype, ours, theirs, lambda: theirs(upcast=True), warmup, repeat)
 
 
-COLUMNS = ["op", "dtype", "edgeseg_ms", "torchvision_ms", "speedup", "max_abs_diff"]
+COLUMNS = ["op", "dtype", "edgeseg_ms", "torchvision_ms", "speedup", "max_abs_diff", "edgeseg_err", "torchvision_err"]
 
 
 def print_table(rows: list[dict]) -> None:
     def fmt(c, v):
-        return v if isinstance(v, str) else (f"{v:.1e}" if c == "max_abs_diff" else f"{v:.3f}")
+        return v if isinstance(v, str) else (f"{v:.1e}" if c.endswith(("_diff", "_err")) else f"{v:.3f}")
 
     cells = [[fmt(c, r[c]) for c in COLUMNS] for r in rows]
     widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(COLUMNS)]

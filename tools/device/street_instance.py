@@ -14,7 +14,9 @@ Dry run here (CPU, tiny): ``python tools/device/street_instance.py --device cpu 
 1. ``tools/bench/ops_gpu.py``: RoIAlign and modulated deformable convolution against torchvision
    (parity and timing, issues 11 and 12), ``ops_gpu.json``.
 2. Per arm, in turn (each with the GPU and every batch worker to itself; the budget left is shared out
-   evenly over the arms still to run): a probe of ``--probe-steps`` steps, as the run will make them,
+   evenly over the arms still to run): a probe of two epochs of ``--probe-steps`` steps, as the run will
+   make them (the second epoch times the step: the first carries the start; its steps must outnumber the
+   batches the loader's workers make ahead, 4 per worker, or it times the queue, not the workers),
    gives its seconds per step; then the run, with the whole epochs that fit in the arm's share (the
    cosine schedule over exactly those epochs, so it ends annealed instead of being cut off). An arm
    still running at its limit is stopped and its last finished epoch kept.
@@ -114,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--workers", type=int, default=0, help="batch workers (default: the cores but 2)")
     p.add_argument("--steps-per-epoch", type=int, default=0, help="default: one pass over the frames")
-    p.add_argument("--probe-steps", type=int, default=30)
+    p.add_argument("--probe-steps", type=int, default=0,
+                   help="steps of each probe epoch (default: 8 per batch worker, twice what they make ahead)")
     p.add_argument("--skip-ops", action="store_true", help="leave out the CUDA op parity")
     args = p.parse_args(argv)
     t_start = time.time()
@@ -138,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     steps = args.steps_per_epoch or max(1, frames // args.batch)
     if not args.workers:
         args.workers = max(1, (os.cpu_count() or 2) - 2)
+    args.probe_steps = args.probe_steps or 8 * args.workers
     import torch
 
     summary: dict = {"machine": {"host": platform.node(), "cpus": os.cpu_count(), "python": platform.python_version(),
@@ -152,21 +156,24 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_ops:
         t = time.time()
         r = subprocess.run([sys.executable, str(REPO / "tools/bench/ops_gpu.py"), "--json", str(out / "ops_gpu.json")],
-                           capture_output=True, text=True, timeout=150, cwd=REPO)
+                           capture_output=True, text=True, timeout=150, cwd=REPO,
+                           env={**os.environ, "PYTHONPATH": str(REPO)})
         summary["ops"] = {"rc": r.returncode, "seconds": round(time.time() - t, 1), "output": (r.stdout + r.stderr)[-3000:]}
         save()
     summary["probe"], summary["epochs"], summary["runs"] = {}, {}, {}
     for i, arm in enumerate(arms):  # one after the other: each arm has the GPU and every worker to itself
         share = (args.budget_s - (time.time() - t_start)) / (len(arms) - i)
         t_arm = time.time()
-        probe = _train(arm, args, work / "probe", 1, args.probe_steps, timeout=share / 3)
+        # two probe epochs: the first carries the start (CUDA context, kernels chosen, workers' first batches);
+        # session 31's 30-step probe timed the 56 batches made ahead: 0.078 s a step against the run's 0.117
+        probe = _train(arm, args, work / "probe", 2, args.probe_steps, timeout=share / 3)
         summary["probe"][arm] = probe
         save()
         if not probe["history"]:
             print(f"street_instance: arm {arm}'s probe failed:\n{probe['log_tail']}", file=sys.stderr)
             continue
         left = share - (time.time() - t_arm)
-        epochs = summary["epochs"][arm] = epochs_that_fit(probe["history"][0]["seconds"] / args.probe_steps, steps, left)
+        epochs = summary["epochs"][arm] = epochs_that_fit(probe["history"][-1]["seconds"] / args.probe_steps, steps, left)
         run = summary["runs"][arm] = _train(arm, args, work / "runs", epochs, steps, timeout=left)
         save()
         for name, dst in (("model.safetensors", f"{arm}.safetensors"), ("history.json", f"{arm}-history.json")):
