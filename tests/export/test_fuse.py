@@ -273,3 +273,32 @@ def test_class_score_thresholds_parse_and_validate():
         PanopticOptions(class_score_thresholds={"car": 1.5})
     with pytest.raises(InputError, match="must map thing class names to numbers"):
         PanopticOptions.from_dict({"class_score_thresholds": [["car", 0.3]]})
+
+
+def test_sweep_class_thresholds_start_from_the_bundles_own(tmp_path):
+    """tools/bench/panoptic_sweep.py's coordinate ascent starts from the per-class thresholds the bundle
+    carries (its grid rows were decoded with them): what it returns scores the PQ it reports. Session 31
+    found it starting from none: with nothing better, it returned {} and dropped the bundle's thresholds."""
+    import sys
+    from pathlib import Path
+
+    import edgeseg
+    from edgeseg.data import open_dataset
+    from edgeseg.export.fuse import fuse_bundles
+    from edgeseg.structures import PanopticOptions
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools" / "bench"))
+    import panoptic_sweep
+
+    held = fuse_bundles("shapes", "shapes-instance", tmp_path / "held.edgeseg",
+                        options=PanopticOptions(class_score_thresholds={"circle": 1.0}))
+    data = open_dataset("synthetic-panoptic:6,size=320x240")
+    cats = data.categories.values()
+    with edgeseg.load(held, backend="onnxruntime", precision="fp32") as pred:
+        cached = panoptic_sweep._outputs(pred, data, None, spread=False)
+        start = panoptic_sweep._pq(pred, cached, cats, {})["PQ"]
+        free = panoptic_sweep._pq(pred, cached, cats, {"class_score_thresholds": {}})["PQ"]
+        assert free != pytest.approx(start)  # the held-back circles count
+        chosen = panoptic_sweep._class_thresholds(pred, cached, cats, {}, [1.0], start, rounds=1)
+        assert chosen == {"circle": 1.0}  # holding every other class back too only loses
+        assert panoptic_sweep._pq(pred, cached, cats, {"class_score_thresholds": chosen})["PQ"] == pytest.approx(start)

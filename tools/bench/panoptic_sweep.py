@@ -10,7 +10,8 @@ The model runs once per frame (outputs kept in memory); every combination of ``-
 decoded from them and scored with :class:`edgeseg.eval.PanopticMetric` (PQ equal to panopticapi's).
 The best combination on ``--select`` (by PQ) and the bundle's own options are then scored on
 ``--score``. ``--class-thresholds V1,V2,...`` (fused bundles) then chooses a score threshold per thing
-class on ``--select`` as well, starting from the best combination: coordinate ascent, two rounds over
+class on ``--select`` as well, starting from the best combination and the bundle's own per-class
+thresholds (which the grid's rows keep): coordinate ascent, two rounds over
 the thing classes, each class trying every value (``class_score_thresholds``; apply it with
 ``edgeseg fuse --class-score-thresholds``), and scores that choice on ``--score`` too. Nothing is
 written into the bundle: apply a choice with ``predictor.set_options(...)`` or by editing the
@@ -76,7 +77,8 @@ def _class_thresholds(pred, cached, categories, chosen: dict, values: list[float
     """Per thing class score thresholds by coordinate ascent on the cached frames (module doc)."""
     opts = pred.options
     names = [pred.manifest.classes[i] for i in opts.thing_classes]
-    current: dict[str, float] = {}
+    # from the bundle's own per-class thresholds: the grid's rows (and start_pq) were decoded with them
+    current: dict[str, float] = dict(opts.class_score_thresholds or {})
     best = start_pq
     for r in range(rounds):
         for name in names:
