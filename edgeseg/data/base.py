@@ -177,7 +177,9 @@ def open_dataset(spec: str, split: str = "val") -> SegmentationDataset:
     ``coco-instance:JSON|DIR[,images=DIR]``            COCO instance masks (RLE/polygons): an instance dataset
     ``yolo-seg:ROOT|data.yaml[,names=FILE]``           Ultralytics YOLO-seg polygon labels: an instance dataset
     ``synthetic-instance:N[,seed=S][,size=WxH]``       synthetic scenes' exact instance masks: an instance dataset
-    ``coco-panoptic:JSON|DIR[,images=DIR]``            COCO-panoptic PNGs + JSON: a panoptic dataset
+    ``coco-panoptic:JSON|DIR[,images=DIR][,cities=A+B]``  COCO-panoptic PNGs + JSON: a panoptic dataset
+                                                       (``cities``: frames named ``A_...``, Cityscapes' cities;
+                                                       panoptic-semantic and cityscapes-camvid take it too)
     ``cityscapes-camvid:[JSON|DIR][,images=DIR]``      Cityscapes panoptic truth as CamVid's 11 classes (semantic)
     ``panoptic-semantic:[JSON|DIR][,images=DIR]``      COCO-panoptic truth as label maps of all its categories (semantic)
     ``synthetic-panoptic:N[,seed=S][,size=WxH]``       synthetic scenes' exact panoptic truth: a panoptic dataset

@@ -151,6 +151,17 @@ class CocoPanoptic(Sequence):
     def _read_json(self) -> dict:
         return read_panoptic_json(self.json_path, ("annotations", "categories"))
 
+    def keep_cities(self, cities: tuple[str, ...], kind: str = "coco-panoptic") -> None:
+        """Keep the frames whose file names start with ``CITY_`` for one of ``cities``; a name that
+        matches no frame is a :class:`DataError` listing those present."""
+        present = sorted({str(a["file_name"]).split("_", 1)[0] for a in self.annotations})
+        unknown = [c for c in cities if c not in present]
+        if not cities or unknown:
+            raise DataError(f"{kind}: cities={'+'.join(cities)}: {', '.join(unknown) or 'no name'} not among the "
+                            f"frames of {self.json_path.name}",
+                            fix=f"its file names start with {', '.join(present[:20])} (join several with +)")
+        self.annotations = [a for a in self.annotations if str(a["file_name"]).split("_", 1)[0] in cities]
+
     def _check_annotation(self, ann: Any, n: int) -> None:
         what = f"{self.json_path}: annotation #{n}"
         if not isinstance(ann, dict) or not {"file_name", "segments_info"} <= set(ann):
@@ -226,11 +237,18 @@ def _open_coco_panoptic(args: list[str], options: dict[str, str], split: str) ->
 
 
 def open_coco_panoptic(kind: str, args: list[str], options: dict[str, str], split: str) -> CocoPanoptic:
-    """The COCO-panoptic dataset of a ``KIND:JSON|DIR[,images=DIR]`` spec (``kind`` names it in errors)."""
+    """The COCO-panoptic dataset of a ``KIND:JSON|DIR[,images=DIR][,cities=A+B]`` spec (``kind`` names it in
+    errors). ``cities=`` keeps the frames whose file names start with one of those names and ``_``
+    (Cityscapes' ``CITY_SEQUENCE_FRAME``): a city chooses options, another scores them."""
+    options = dict(options)
+    cities = options.pop("cities", None)
     path = coco_spec_json(kind, "panoptic", args, options, split)
     png_dir = path.with_suffix("")
     if not png_dir.is_dir():
         raise DataError(f"{kind}: PNG folder {png_dir} not found (named like {path.name} without .json)",
                         fix=f"place the panoptic PNGs in {png_dir}")
     image_dir = coco_image_dir(kind, "panoptic", path, options)
-    return CocoPanoptic(path, png_dir, image_dir, check_files=True)
+    ds = CocoPanoptic(path, png_dir, image_dir, check_files=True)
+    if cities is not None:
+        ds.keep_cities(tuple(c for c in cities.split("+") if c), kind)
+    return ds
