@@ -12,7 +12,8 @@ Dry run here (CPU, tiny): ``python tools/device/street_instance.py --device cpu 
 --steps-per-epoch 2 --probe-steps 2 --budget-s 90 --skip-ops``.
 
 1. ``tools/bench/ops_gpu.py``: RoIAlign and modulated deformable convolution against torchvision
-   (parity and timing, issues 11 and 12), ``ops_gpu.json``.
+   (parity and timing, issues 11 and 12), ``ops_gpu.json``; then ``pytest -m gpu tests/ops`` (the kernels'
+   GPU tests; its outcome in ``summary.json["ops_tests"]``).
 2. Per arm, in turn (each with the GPU and every batch worker to itself; the budget left is shared out
    evenly over the arms still to run): a probe of two epochs of ``--probe-steps`` steps, as the run will
    make them (the second epoch times the step: the first carries the start; its steps must outnumber the
@@ -159,6 +160,12 @@ def main(argv: list[str] | None = None) -> int:
                            capture_output=True, text=True, timeout=150, cwd=REPO,
                            env={**os.environ, "PYTHONPATH": str(REPO)})
         summary["ops"] = {"rc": r.returncode, "seconds": round(time.time() - t, 1), "output": (r.stdout + r.stderr)[-3000:]}
+        save()
+        t = time.time()  # the kernels' GPU tests (tests/ops, marker gpu): against the reference and torchvision
+        r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "gpu", "tests/ops"],
+                           capture_output=True, text=True, timeout=150, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+        summary["ops_tests"] = {"rc": r.returncode, "seconds": round(time.time() - t, 1),
+                                "output": (r.stdout + r.stderr)[-3000:]}
         save()
     summary["probe"], summary["epochs"], summary["runs"] = {}, {}, {}
     for i, arm in enumerate(arms):  # one after the other: each arm has the GPU and every worker to itself
