@@ -150,6 +150,20 @@ def coco_spec_json(kind: str, prefix: str, args: list[str], options: dict[str, s
     return path
 
 
+def keep_cities(items: list, file_name, cities: str, kind: str, where: str) -> list:
+    """The ``items`` whose file names (``file_name(item)``) start with one of the ``+``-joined ``cities``
+    and ``_`` (Cityscapes' ``CITY_SEQUENCE_FRAME``), for a ``cities=A+B`` option: one city chooses options,
+    another scores them. A name that matches no item is a :class:`DataError` listing those present."""
+    city = lambda item: str(file_name(item)).split("_", 1)[0]  # noqa: E731
+    names = tuple(c for c in cities.split("+") if c)
+    present = sorted({city(it) for it in items})
+    unknown = [c for c in names if c not in present]
+    if not names or unknown:
+        raise DataError(f"{kind}: cities={cities}: {', '.join(unknown) or 'no name'} not among the frames of {where}",
+                        fix=f"its file names start with {', '.join(present[:20])} (join several with +)")
+    return [it for it in items if city(it) in names]
+
+
 def coco_image_dir(kind: str, prefix: str, path: Path, options: dict[str, str]) -> Path:
     """The image folder for the annotation JSON ``path``: ``images=DIR``, else the folder named after
     the split beside the JSON (or beside its ``annotations/`` folder, as COCO lays them out)."""
@@ -174,7 +188,7 @@ def open_dataset(spec: str, split: str = "val") -> SegmentationDataset:
                                                        (``camvid:`` alone: the data folder's ``camvid/``)
     ``folder:IMAGES_DIR,MASKS_DIR[,classes=FILE][,void=ID][,num_classes=K]``  image+mask pairs by file stem
     ``synthetic:N[,seed=S][,size=WxH]``                N independent synthetic scenes (``split`` picks the seed stream)
-    ``coco-instance:JSON|DIR[,images=DIR]``            COCO instance masks (RLE/polygons): an instance dataset
+    ``coco-instance:JSON|DIR[,images=DIR][,cities=A+B]``  COCO instance masks (RLE/polygons): an instance dataset
     ``yolo-seg:ROOT|data.yaml[,names=FILE]``           Ultralytics YOLO-seg polygon labels: an instance dataset
     ``synthetic-instance:N[,seed=S][,size=WxH]``       synthetic scenes' exact instance masks: an instance dataset
     ``coco-panoptic:JSON|DIR[,images=DIR][,cities=A+B]``  COCO-panoptic PNGs + JSON: a panoptic dataset

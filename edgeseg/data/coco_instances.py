@@ -36,7 +36,7 @@ import numpy as np
 from ..errors import DataError, EdgesegError
 from ..structures import ImageShape
 from ..structures.rle import rle_decode
-from .base import DATASETS, coco_image_dir, coco_spec_json
+from .base import DATASETS, coco_image_dir, coco_spec_json, keep_cities
 from .io import read_image
 
 
@@ -349,6 +349,11 @@ class CocoInstances(InstanceDataset):
 
 @DATASETS.register("coco-instance")
 def _open_coco_instance(args: list[str], options: dict[str, str], split: str) -> CocoInstances:
+    options = dict(options)
+    cities = options.pop("cities", None)  # Cityscapes' cities by file name (base.keep_cities)
     path = coco_spec_json("coco-instance", "instances", args, options, split)
     image_dir = coco_image_dir("coco-instance", "instances", path, options)
-    return CocoInstances(path, image_dir, check_images=True)
+    ds = CocoInstances(path, image_dir, check_images=True)
+    if cities is not None:
+        ds.images = keep_cities(ds.images, lambda im: im.file_name, cities, "coco-instance", path.name)
+    return ds

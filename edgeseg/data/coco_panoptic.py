@@ -24,7 +24,7 @@ import numpy as np
 
 from ..errors import DataError, InputError
 from ..structures import PanopticResult, Segment
-from .base import DATASETS, coco_image_dir, coco_spec_json
+from .base import DATASETS, coco_image_dir, coco_spec_json, keep_cities
 from .io import IMAGE_SUFFIXES, read_image
 
 
@@ -151,17 +151,6 @@ class CocoPanoptic(Sequence):
     def _read_json(self) -> dict:
         return read_panoptic_json(self.json_path, ("annotations", "categories"))
 
-    def keep_cities(self, cities: tuple[str, ...], kind: str = "coco-panoptic") -> None:
-        """Keep the frames whose file names start with ``CITY_`` for one of ``cities``; a name that
-        matches no frame is a :class:`DataError` listing those present."""
-        present = sorted({str(a["file_name"]).split("_", 1)[0] for a in self.annotations})
-        unknown = [c for c in cities if c not in present]
-        if not cities or unknown:
-            raise DataError(f"{kind}: cities={'+'.join(cities)}: {', '.join(unknown) or 'no name'} not among the "
-                            f"frames of {self.json_path.name}",
-                            fix=f"its file names start with {', '.join(present[:20])} (join several with +)")
-        self.annotations = [a for a in self.annotations if str(a["file_name"]).split("_", 1)[0] in cities]
-
     def _check_annotation(self, ann: Any, n: int) -> None:
         what = f"{self.json_path}: annotation #{n}"
         if not isinstance(ann, dict) or not {"file_name", "segments_info"} <= set(ann):
@@ -250,5 +239,5 @@ def open_coco_panoptic(kind: str, args: list[str], options: dict[str, str], spli
     image_dir = coco_image_dir(kind, "panoptic", path, options)
     ds = CocoPanoptic(path, png_dir, image_dir, check_files=True)
     if cities is not None:
-        ds.keep_cities(tuple(c for c in cities.split("+") if c), kind)
+        ds.annotations = keep_cities(ds.annotations, lambda a: a["file_name"], cities, kind, path.name)
     return ds

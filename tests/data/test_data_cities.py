@@ -1,7 +1,9 @@
-"""``cities=`` of the COCO-panoptic specs (``coco-panoptic:``, ``panoptic-semantic:``, ``cityscapes-camvid:``):
-the frames of the named Cityscapes cities only (file names ``CITY_SEQUENCE_FRAME``), so that one city
+"""``cities=`` of the COCO specs (``coco-instance:``, ``coco-panoptic:``, ``panoptic-semantic:``,
+``cityscapes-camvid:``): the frames of the named Cityscapes cities only (file names ``CITY_SEQUENCE_FRAME``), so that one city
 chooses options and another scores them; names matching no frame are an error listing those present."""
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pytest
@@ -45,4 +47,25 @@ def test_cities_keep_their_frames(panoptic_val):
 def test_unknown_cities_are_named(panoptic_val, cities, match):
     with pytest.raises(DataError, match=match) as e:
         open_dataset(f"coco-panoptic:{panoptic_val},cities={cities}")
+    assert "aachen, bremen, tubingen" in e.value.fix
+
+
+def test_coco_instance_cities(tmp_path):
+    """coco-instance: the images of the named cities, each with its own annotations."""
+    images, anns = [], []
+    for k, name in enumerate(FRAMES):
+        write_image(tmp_path / "val" / f"{name}.png", np.zeros((8, 8, 3), np.uint8))
+        images.append({"id": k + 1, "file_name": f"{name}.png", "height": 8, "width": 8})
+        side = k + 2  # frame k: a car of side k + 2 pixels
+        anns.append({"id": 10 + k, "image_id": k + 1, "category_id": 26, "iscrowd": 0, "area": side * side,
+                     "bbox": [0, 0, side, side], "segmentation": [[0, 0, side, 0, side, side, 0, side]]})
+    (tmp_path / "instances_val.json").write_text(json.dumps(
+        {"images": images, "annotations": anns, "categories": [{"id": 26, "name": "car"}]}))
+    spec = f"coco-instance:{tmp_path / 'instances_val.json'}"
+    assert len(open_dataset(spec)) == 4
+    ds = open_dataset(f"{spec},cities=bremen+tubingen")
+    assert ds.image_ids == (3, 4)
+    assert [[a["id"] for a in ds.annotations(i)] for i in range(len(ds))] == [[12], [13]]
+    with pytest.raises(DataError, match="coco-instance: cities=munich: munich not among") as e:
+        open_dataset(f"{spec},cities=munich")
     assert "aachen, bremen, tubingen" in e.value.fix
