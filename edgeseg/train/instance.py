@@ -448,6 +448,7 @@ class _StepBatches(torch.utils.data.Dataset):
 
 
 WORKER_TIMEOUT_S = 300.0  # a batch worker silent this long is an error, not a hang
+WORKER_READ_AHEAD = 4  # batches each worker makes ahead of the step (a speed probe must outlast them)
 
 
 def _quiet_worker(_: int) -> None:
@@ -557,7 +558,7 @@ class InstanceTrainer(CpuStepLevers):
 
         loader = torch.utils.data.DataLoader(
             _StepBatches(self.maker, data, range(self.step, stop_step)), batch_size=None, shuffle=False,
-            num_workers=c.workers, prefetch_factor=4, worker_init_fn=_quiet_worker, timeout=WORKER_TIMEOUT_S,
+            num_workers=c.workers, prefetch_factor=WORKER_READ_AHEAD, worker_init_fn=_quiet_worker, timeout=WORKER_TIMEOUT_S,
             multiprocessing_context=multiprocessing.get_context("fork"), pin_memory=self.device.type == "cuda")
         batches = iter(loader)
         while True:

@@ -17,7 +17,7 @@ Dry run here (CPU, tiny): ``python tools/device/street_instance.py --device cpu 
 2. Per arm, in turn (each with the GPU and every batch worker to itself; the budget left is shared out
    evenly over the arms still to run): a probe of two epochs of ``--probe-steps`` steps, as the run will
    make them (the second epoch times the step: the first carries the start; its steps must outnumber the
-   batches the loader's workers make ahead, 4 per worker, or it times the queue, not the workers),
+   batches the loader's workers make ahead (``WORKER_READ_AHEAD`` per worker), or it times the queue, not the workers),
    gives its seconds per step; then the run, with the whole epochs that fit in the arm's share (the
    cosine schedule over exactly those epochs, so it ends annealed instead of being cut off). An arm
    still running at its limit is stopped and its last finished epoch kept.
@@ -59,6 +59,15 @@ def epochs_that_fit(seconds_per_step: float, steps_per_epoch: int, seconds_left:
     if seconds_per_step <= 0 or steps_per_epoch <= 0:
         raise ValueError("seconds_per_step and steps_per_epoch must be positive")
     return max(1, math.floor(margin * seconds_left / (seconds_per_step * steps_per_epoch)))
+
+
+def _check(argv: list[str], timeout: float = 150) -> dict:
+    """Run ``python ARGV`` in the repo (importable: the device has no installed edgeseg); its exit code,
+    seconds and output tail for the summary."""
+    t = time.time()
+    r = subprocess.run([sys.executable, *argv], capture_output=True, text=True, timeout=timeout, cwd=REPO,
+                       env={**os.environ, "PYTHONPATH": str(REPO)})
+    return {"rc": r.returncode, "seconds": round(time.time() - t, 1), "output": (r.stdout + r.stderr)[-3000:]}
 
 
 def _launch(arm: str, args, out: Path, epochs: int, steps: int, log) -> subprocess.Popen:
@@ -142,8 +151,12 @@ def main(argv: list[str] | None = None) -> int:
     steps = args.steps_per_epoch or max(1, frames // args.batch)
     if not args.workers:
         args.workers = max(1, (os.cpu_count() or 2) - 2)
-    args.probe_steps = args.probe_steps or 8 * args.workers
     import torch
+
+    sys.path.insert(0, str(REPO))  # the device has no installed edgeseg
+    from edgeseg.train.instance import WORKER_READ_AHEAD
+
+    args.probe_steps = args.probe_steps or 2 * WORKER_READ_AHEAD * args.workers  # twice what the workers make ahead
 
     summary: dict = {"machine": {"host": platform.node(), "cpus": os.cpu_count(), "python": platform.python_version(),
                                  "torch": torch.__version__,
@@ -155,17 +168,10 @@ def main(argv: list[str] | None = None) -> int:
         (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
 
     if not args.skip_ops:
-        t = time.time()
-        r = subprocess.run([sys.executable, str(REPO / "tools/bench/ops_gpu.py"), "--json", str(out / "ops_gpu.json")],
-                           capture_output=True, text=True, timeout=150, cwd=REPO,
-                           env={**os.environ, "PYTHONPATH": str(REPO)})
-        summary["ops"] = {"rc": r.returncode, "seconds": round(time.time() - t, 1), "output": (r.stdout + r.stderr)[-3000:]}
+        summary["ops"] = _check([str(REPO / "tools/bench/ops_gpu.py"), "--json", str(out / "ops_gpu.json")])
         save()
-        t = time.time()  # the kernels' GPU tests (tests/ops, marker gpu): against the reference and torchvision
-        r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "gpu", "tests/ops"],
-                           capture_output=True, text=True, timeout=150, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
-        summary["ops_tests"] = {"rc": r.returncode, "seconds": round(time.time() - t, 1),
-                                "output": (r.stdout + r.stderr)[-3000:]}
+        # the kernels' GPU tests (tests/ops, marker gpu): against the reference and torchvision
+        summary["ops_tests"] = _check(["-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "gpu", "tests/ops"])
         save()
     summary["probe"], summary["epochs"], summary["runs"] = {}, {}, {}
     for i, arm in enumerate(arms):  # one after the other: each arm has the GPU and every worker to itself
