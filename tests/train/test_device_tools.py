@@ -22,7 +22,7 @@ def _device_tool(name: str):
 
 
 def test_epochs_that_fit_the_budget():
-    fit = _device_tool("street_instance").epochs_that_fit
+    fit = _device_tool("common").epochs_that_fit
     assert fit(0.1, 64, 400) == 56  # 0.9 * 400 s / 6.4 s an epoch = 56.25
     assert fit(0.1, 64, 400, margin=1.0) == 62
     assert fit(2.0, 64, 100) == 1  # at least one epoch
@@ -83,3 +83,107 @@ def test_a_run_stopped_at_its_limit_keeps_its_last_epoch(tmp_path):
     for k, v in model.state_dict().items():
         assert torch.equal(v, state[k]), k
     assert _device_tool("street_instance").salvage(run) is None  # already there: left alone
+
+
+def _camvid_folder(root, frames):
+    """A CamVid-layout folder: ``{name: (image, raw label 0..11)}`` as train/ + trainannot/ PNGs and train.txt."""
+    from edgeseg.data.io import write_image, write_label
+
+    lines = []
+    for name, (img, lab) in frames.items():
+        write_image(root / "train" / f"{name}.png", img)
+        write_label(root / "trainannot" / f"{name}.png", lab)
+        lines.append(f"train/{name}.png trainannot/{name}.png")
+    (root / "train.txt").write_text("\n".join(lines) + "\n")
+
+
+def test_road_pack_reads_back_the_same_labels(tmp_path):
+    """``pack_semantic`` writes a spec's frames in CamVid's layout: ``camvid:`` reads the very label maps the
+    original reader gave (void included) and images close to the originals; the list keeps the frame names
+    (CamVid's sequences), so ``exclude=`` and ``sequences=`` work on the pack."""
+    from edgeseg.data import open_dataset
+
+    rng = np.random.default_rng(1)
+    y, x = np.mgrid[:36, :48]
+    frames = {}
+    for name in ("0001TP_000010", "0001TP_000040", "0006R0_f00930"):
+        img = np.stack([x * 5, y * 7, (x + y) * 3], -1).astype(np.uint8) + rng.integers(0, 8, (36, 48, 3), dtype=np.uint8)
+        lab = rng.integers(0, 12, (36, 48)).astype(np.uint8)  # 11: CamVid's void
+        frames[name] = (img, lab)
+    _camvid_folder(tmp_path / "src", frames)
+    pack = _device_tool("pack")
+    written = pack.pack_semantic(f"camvid:{tmp_path / 'src'}", "train", tmp_path / "pack", quality=90)
+    assert written == sum(f.stat().st_size for f in (tmp_path / "pack").rglob("*") if f.suffix in (".webp", ".png"))
+    original = open_dataset(f"camvid:{tmp_path / 'src'}", split="train")
+    packed = open_dataset(f"camvid:{tmp_path / 'pack'}", split="train")
+    assert [s.name for s in packed] == [s.name for s in original]
+    for a, b in zip(packed, original):
+        np.testing.assert_array_equal(a.labels, b.labels)
+        assert (a.labels == 255).sum() == (frames[a.name][1] == 11).sum() > 0
+        assert np.abs(a.image.astype(int) - b.image.astype(int)).mean() < 4.0
+    held = open_dataset(f"camvid:{tmp_path / 'pack'},exclude=0006R0", split="train")
+    assert [s.name for s in held] == ["0001TP_000010", "0001TP_000040"]
+    from edgeseg.errors import DataError
+
+    spec = f"folder:{tmp_path / 'src/train'},{tmp_path / 'src/trainannot'},num_classes=19"
+    with pytest.raises(DataError, match="19 classes"):  # more than the pack's camvid: reader keeps
+        pack.pack_semantic(spec, "train", tmp_path / "bad", quality=90)
+
+
+@pytest.mark.data
+def test_road_pack_of_cityscapes_equals_the_cityscapes_camvid_reader(tmp_path, data_root):
+    """The street frames' labels in CamVid's classes, packed as 8-bit maps, equal ``cityscapes-camvid:``'s."""
+    from edgeseg.data import open_dataset
+
+    spec = f"cityscapes-camvid:{data_root / 'cityscapes_panoptic'},cities=tubingen"
+    _device_tool("pack").pack_semantic(spec, "val", tmp_path / "cs", quality=75)
+    original = open_dataset(spec, split="val")
+    packed = open_dataset(f"camvid:{tmp_path / 'cs'}", split="val")
+    assert len(packed) == len(original) == 139
+    for i in (0, 70, 138):
+        np.testing.assert_array_equal(packed[i].labels, original[i].labels)
+        assert packed[i].name == original[i].name
+
+
+def test_road_arms_data_and_lists(tmp_path):
+    """The arms' specs on a pack: holdout trains on no 0006R0 frame, validates on 0006R0 only; the dry-run
+    list keeps the first frames of each drive; the probe's list the first lines."""
+    road = _device_tool("road")
+    img = np.zeros((24, 32, 3), np.uint8)
+    lab = np.zeros((24, 32), np.uint8)
+    names = [f"{seq}_{i:06d}" for seq in ("0001TP", "0006R0", "0016E5") for i in range(3)]
+    _camvid_folder(tmp_path / "road/camvid", {n: (img, lab) for n in names})
+    _camvid_folder(tmp_path / "road/cityscapes", {f"aachen_{i:06d}": (img, lab) for i in range(5)})
+    from edgeseg.data import open_dataset
+
+    hold = open_dataset(road.arm_data("holdout", pack=tmp_path), split="train")
+    assert len(hold) == 8 * 6 + 5 and not any(hold[i].name.startswith("0006R0") for i in range(len(hold)))
+    assert len(open_dataset(road.arm_data("all", pack=tmp_path), split="train")) == 6 * 9 + 5
+    val = open_dataset(road.val_data(pack=tmp_path), split="val")
+    assert [s.name for s in val] == [f"0006R0_{i:06d}" for i in range(3)]
+    assert road.write_list(tmp_path / "road/camvid", "dry", 2, per_sequence=True) == "dry"
+    dry = open_dataset(road.val_data("dry", pack=tmp_path), split="val")
+    assert [s.name for s in dry] == ["0006R0_000000", "0006R0_000001"]
+    road.write_list(tmp_path / "road/cityscapes", "probe", 2)
+    assert len(open_dataset(f"camvid:{tmp_path / 'road/cityscapes'},split=probe")) == 2
+
+
+def test_a_stopped_road_run_keeps_its_last_epoch(tmp_path):
+    """A semantic run stopped after its epoch's checkpoint: ``road.salvage`` writes the weights of last.pt."""
+    from edgeseg.cli import main
+    from edgeseg.models import load_checkpoint, read_checkpoint_meta
+
+    torch.set_num_threads(1)
+    run = tmp_path / "run"
+    assert main(["train", "test_fcn8s", "--data", "synthetic:4,size=64x48", "--size", "64x48", "--epochs", "1",
+                 "--batch", "2", "--eval-every", "5", "--no-progress", "--out", str(run)]) == 0
+    (run / "model.safetensors").unlink()
+    road = _device_tool("road")
+    path = road.salvage(run)
+    assert path == run / "model.safetensors"
+    meta = read_checkpoint_meta(path)
+    assert meta.model_name == "test_fcn8s" and meta.extra["epoch"] == 1 and meta.num_classes == 6
+    state = torch.load(run / "last.pt", map_location="cpu", weights_only=True)["model"]
+    for k, v in load_checkpoint(path).state_dict().items():
+        assert torch.equal(v, state[k]), k
+    assert road.salvage(run) is None

@@ -31,17 +31,14 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
-import math
 import os
-import platform
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-PACK = REPO / ".device"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import PACK, REPO, check, default_workers, epochs_that_fit, machine, run_until  # noqa: E402
 
 # the arms: tools/train_instance.py settings on top of those _launch gives every arm (data, sizes, batch,
 # schedule, device); at batch 32 the lr is scaled from the CPU recipe's 1e-3 at batch 8
@@ -54,29 +51,12 @@ ARMS = {
 }
 
 
-def epochs_that_fit(seconds_per_step: float, steps_per_epoch: int, seconds_left: float, margin: float = 0.9) -> int:
-    """Whole epochs of ``steps_per_epoch`` steps that fit in ``margin`` of ``seconds_left`` (at least 1)."""
-    if seconds_per_step <= 0 or steps_per_epoch <= 0:
-        raise ValueError("seconds_per_step and steps_per_epoch must be positive")
-    return max(1, math.floor(margin * seconds_left / (seconds_per_step * steps_per_epoch)))
-
-
-def _check(argv: list[str], timeout: float = 150) -> dict:
-    """Run ``python ARGV`` in the repo (importable: the device has no installed edgeseg); its exit code,
-    seconds and output tail for the summary."""
-    t = time.time()
-    r = subprocess.run([sys.executable, *argv], capture_output=True, text=True, timeout=timeout, cwd=REPO,
-                       env={**os.environ, "PYTHONPATH": str(REPO)})
-    return {"rc": r.returncode, "seconds": round(time.time() - t, 1), "output": (r.stdout + r.stderr)[-3000:]}
-
-
-def _launch(arm: str, args, out: Path, epochs: int, steps: int, log) -> subprocess.Popen:
-    cmd = [sys.executable, str(REPO / "tools/train_instance.py"), *ARMS[arm],
+def _command(arm: str, args, out: Path, epochs: int, steps: int) -> list[str]:
+    return [sys.executable, str(REPO / "tools/train_instance.py"), *ARMS[arm],
            "--data", f"coco-instance:{PACK / 'cityscapes/instances_train.json'}", "--size", "640x320",
            "--crop", "512x256", "--batch", str(args.batch), "--optimizer", "adamw", "--schedule", "cosine",
            "--epochs", str(epochs), "--steps-per-epoch", str(steps), "--device", args.device,
            "--workers", str(args.workers), "--threads", "2", "--eval-frames", "0", "--seed", "1", "--out", str(out)]
-    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
 
 def _train(arm: str, args, root: Path, epochs: int, steps: int, timeout: float) -> dict:
@@ -85,15 +65,9 @@ def _train(arm: str, args, root: Path, epochs: int, steps: int, timeout: float) 
     t0 = time.time()
     root.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(root / arm, ignore_errors=True)
-    with open(root / f"{arm}.log", "w") as log:
-        proc = _launch(arm, args, root / arm, epochs, steps, log)
-        try:
-            rc = proc.wait(timeout=max(1.0, timeout))
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-            rc = "stopped at the time limit"
-            salvage(root / arm)
+    rc = run_until(_command(arm, args, root / arm, epochs, steps), root / f"{arm}.log", timeout)
+    if rc != 0:
+        salvage(root / arm)
     hist = root / arm / "history.json"
     return {"rc": rc, "wall_s": round(time.time() - t0, 1),
             "history": json.loads(hist.read_text())["history"] if hist.is_file() else [],
@@ -149,18 +123,13 @@ def main(argv: list[str] | None = None) -> int:
         truth.write_bytes(gzip.decompress(gz.read_bytes()))
     frames = len(json.loads(truth.read_text())["images"])
     steps = args.steps_per_epoch or max(1, frames // args.batch)
-    if not args.workers:
-        args.workers = max(1, (os.cpu_count() or 2) - 2)
-    import torch
-
+    args.workers = args.workers or default_workers()
     sys.path.insert(0, str(REPO))  # the device has no installed edgeseg
     from edgeseg.train.instance import WORKER_READ_AHEAD
 
     args.probe_steps = args.probe_steps or 2 * WORKER_READ_AHEAD * args.workers  # twice what the workers make ahead
 
-    summary: dict = {"machine": {"host": platform.node(), "cpus": os.cpu_count(), "python": platform.python_version(),
-                                 "torch": torch.__version__,
-                                 "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
+    summary: dict = {"machine": machine(),
                      "arms": {a: ARMS[a] for a in arms}, "batch": args.batch, "workers_per_arm": args.workers,
                      "frames": frames, "steps_per_epoch": steps}
 
@@ -168,10 +137,10 @@ def main(argv: list[str] | None = None) -> int:
         (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
 
     if not args.skip_ops:
-        summary["ops"] = _check([str(REPO / "tools/bench/ops_gpu.py"), "--json", str(out / "ops_gpu.json")])
+        summary["ops"] = check([str(REPO / "tools/bench/ops_gpu.py"), "--json", str(out / "ops_gpu.json")])
         save()
         # the kernels' GPU tests (tests/ops, marker gpu): against the reference and torchvision
-        summary["ops_tests"] = _check(["-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "gpu", "tests/ops"])
+        summary["ops_tests"] = check(["-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "gpu", "tests/ops"])
         save()
     summary["probe"], summary["epochs"], summary["runs"] = {}, {}, {}
     for i, arm in enumerate(arms):  # one after the other: each arm has the GPU and every worker to itself

@@ -1,0 +1,69 @@
+"""What the prepared device runs share (street_instance.py, road.py): the budget arithmetic, the checks
+run in the repo, the machine's description, and a training command run to a time limit.
+
+The device machine has no installed edgeseg: every child process gets the repo on ``PYTHONPATH``.
+"""
+from __future__ import annotations
+
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+PACK = REPO / ".device"
+
+
+def epochs_that_fit(seconds_per_step: float, steps_per_epoch: int, seconds_left: float, margin: float = 0.9) -> int:
+    """Whole epochs of ``steps_per_epoch`` steps that fit in ``margin`` of ``seconds_left`` (at least 1)."""
+    if seconds_per_step <= 0 or steps_per_epoch <= 0:
+        raise ValueError("seconds_per_step and steps_per_epoch must be positive")
+    return max(1, math.floor(margin * seconds_left / (seconds_per_step * steps_per_epoch)))
+
+
+def repo_env(**extra: str) -> dict[str, str]:
+    """The environment for a child process: the repo importable, output unbuffered."""
+    return {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1", **extra}
+
+
+def check(argv: list[str], timeout: float = 150) -> dict:
+    """Run ``python ARGV`` in the repo; its exit code, seconds and output tail for the summary."""
+    t = time.time()
+    try:
+        r = subprocess.run([sys.executable, *argv], capture_output=True, text=True, timeout=timeout, cwd=REPO,
+                           env=repo_env())
+    except subprocess.TimeoutExpired as e:
+        out = (e.stdout or b"") + (e.stderr or b"")
+        return {"rc": f"stopped after {timeout:g} s", "seconds": round(time.time() - t, 1),
+                "output": (out.decode(errors="replace") if isinstance(out, bytes) else out)[-3000:]}
+    return {"rc": r.returncode, "seconds": round(time.time() - t, 1), "output": (r.stdout + r.stderr)[-3000:]}
+
+
+def machine() -> dict:
+    """Host, cores, Python, torch and GPU, for the summary."""
+    import torch
+
+    return {"host": platform.node(), "cpus": os.cpu_count(), "python": platform.python_version(),
+            "torch": torch.__version__, "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+def run_until(cmd: list[str], log_path: Path, timeout: float) -> int | str:
+    """Run ``cmd`` in the repo with its output in ``log_path``; its exit code, or ``"stopped at the time
+    limit"`` when it was still running after ``timeout`` seconds (then it is killed)."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=repo_env())
+        try:
+            return proc.wait(timeout=max(1.0, timeout))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            return "stopped at the time limit"
+
+
+def default_workers() -> int:
+    """Batch workers: the cores but two (one for the training process, one for the rest)."""
+    return max(1, (os.cpu_count() or 2) - 2)
