@@ -42,6 +42,13 @@ def check(argv: list[str], timeout: float = 150) -> dict:
     return {"rc": r.returncode, "seconds": round(time.time() - t, 1), "output": (r.stdout + r.stderr)[-3000:]}
 
 
+def op_checks(out: Path) -> dict:
+    """The CUDA kernels against torchvision (issues 11 and 12): ``tools/bench/ops_gpu.py`` (parity and
+    timing, float32 and float16, into ``out/ops_gpu.json``), then ``pytest -m gpu tests/ops``."""
+    return {"ops": check([str(REPO / "tools/bench/ops_gpu.py"), "--json", str(out / "ops_gpu.json")]),
+            "ops_tests": check(["-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "gpu", "tests/ops"])}
+
+
 def machine() -> dict:
     """Host, cores, Python, torch and GPU, for the summary."""
     import torch

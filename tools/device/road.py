@@ -9,7 +9,10 @@ On the device machine (after ``python tools/device/pack.py --task road`` and fro
     python3 tools/device/road.py --arms holdout --budget-s 420
 
 Dry run here (CPU, tiny): ``python tools/device/road.py --device cpu --batch 2 --workers 1 --frames 8
---probe-steps 2 --budget-s 120 --size 96x72``.
+--probe-steps 2 --budget-s 120 --size 96x72 --skip-ops``.
+
+First, as in street_instance.py, the CUDA op checks (``ops_gpu.py`` and ``pytest -m gpu tests/ops``, about
+30 s of the budget; ``--skip-ops`` leaves them out).
 
 The arms, one after the other (each with the GPU and every batch worker to itself; the budget left is
 shared out evenly over the arms still to run), the same recipe on two training sets:
@@ -39,7 +42,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import PACK, REPO, default_workers, epochs_that_fit, machine, run_until  # noqa: E402
+from common import PACK, REPO, default_workers, epochs_that_fit, machine, op_checks, run_until  # noqa: E402
 
 MODEL = "deeplabv3plus_mobilenetv3_small"
 HOLDOUT = "0006R0"
@@ -137,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--probe-steps", type=int, default=0, help="steps of each probe epoch (default: 8 per worker)")
     p.add_argument("--evals", type=int, default=8, help="evaluations on 0006R0 over a run (default 8)")
     p.add_argument("--frames", type=int, default=0, help="dry runs: the first N frames of each set only")
+    p.add_argument("--skip-ops", action="store_true", help="leave out the CUDA op parity (street_instance.py's first step)")
     args = p.parse_args(argv)
     t_start = time.time()
     arms = [a for a in args.arms.split(",") if a]
@@ -166,6 +170,9 @@ def main(argv: list[str] | None = None) -> int:
     def save() -> None:
         (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
 
+    if not args.skip_ops:  # whichever prepared run a lease gets, issue 11's and 12's kernel checks come with it
+        summary.update(op_checks(out))
+        save()
     for i, arm in enumerate(arms):
         share = (args.budget_s - (time.time() - t_start)) / (len(arms) - i)
         t_arm = time.time()

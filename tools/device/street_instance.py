@@ -38,7 +38,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import PACK, REPO, check, default_workers, epochs_that_fit, machine, run_until  # noqa: E402
+from common import PACK, REPO, default_workers, epochs_that_fit, machine, op_checks, run_until  # noqa: E402
 
 # the arms: tools/train_instance.py settings on top of those _launch gives every arm (data, sizes, batch,
 # schedule, device); at batch 32 the lr is scaled from the CPU recipe's 1e-3 at batch 8
@@ -137,10 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
 
     if not args.skip_ops:
-        summary["ops"] = check([str(REPO / "tools/bench/ops_gpu.py"), "--json", str(out / "ops_gpu.json")])
-        save()
-        # the kernels' GPU tests (tests/ops, marker gpu): against the reference and torchvision
-        summary["ops_tests"] = check(["-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "gpu", "tests/ops"])
+        summary.update(op_checks(out))
         save()
     summary["probe"], summary["epochs"], summary["runs"] = {}, {}, {}
     for i, arm in enumerate(arms):  # one after the other: each arm has the GPU and every worker to itself
