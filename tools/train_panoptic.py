@@ -9,6 +9,7 @@ in ../shared/data).
         --data /work/shared/data/cityscapes_panoptic --size 640x320 --crop 512x256 --epochs 30 --batch 8 \\
         --threads 2 --init-encoder edgeseg/zoo/road.edgeseg --out runs/lpsnet
     python tools/train_panoptic.py --out runs/pdl --resume          # continue after an interruption
+    python tools/train_panoptic.py ... --device cuda --workers 14 --batch 32   # a GPU, batches made by 14 processes
     python tools/train_panoptic.py --init runs/pdl/model.safetensors --seed 1 --lr 5e-4 --warmup 50 \
         --epochs 2 --steps-per-epoch 259 --crop 512x256 --threads 2 --out runs/pdl-ft   # a later stage
     python tools/train_panoptic.py --model test_panoptic_deeplab --data synthetic --size 96x64 --epochs 1 \\
@@ -77,6 +78,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "on any machine; its folded BatchNorms are re-estimated on 16 training batches)")
     add_precision_options(p)
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    p.add_argument("--device", default="cpu",
+                   help="cpu (default), cuda or cuda:N: on a GPU the step runs in bf16 autocast, channels-last "
+                        "(a machine choice, not a run setting: a resumed run may move)")
+    p.add_argument("--workers", type=int, default=0,
+                   help="processes making batches (decode, augmentation, targets) ahead of the step; the batches "
+                        "are the same as without (default 0: made in the training process)")
     p.add_argument("--log-every", type=int, default=10, help="progress line every N steps")
     p.add_argument("--checkpoint-every", type=int, default=50, help="also write last.pt every N steps (0: epoch ends)")
     p.add_argument("--eval-frames", type=int, default=50, help="val frames for the final PQ (0: skip)")
@@ -146,7 +153,7 @@ class Data:
         return len(self.train) if self.train is not None else 1000
 
 
-def build(s: dict, data: Data):
+def build(s: dict, data: Data, device: str = "cpu", workers: int = 0):
     import torch
 
     from edgeseg.models import create_model
@@ -165,7 +172,7 @@ def build(s: dict, data: Data):
                               warmup_steps=s["warmup"], weight_decay=s["weight_decay"], seed=s["seed"],
                               top_k_percent=s["top_k_percent"] if s["top_k_percent"] < 1 else None,
                               sigma=float(s.get("sigma", 8.0)), cpu_precision=s.get("cpu_precision", "fp32"),
-                              memory_format=s.get("memory_format", "contiguous"))
+                              memory_format=s.get("memory_format", "contiguous"), device=device, workers=workers)
     return model, cfg, InputSpec(size=size)
 
 
@@ -184,14 +191,15 @@ def main(argv: list[str] | None = None) -> int:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s",
                             handlers=[logging.StreamHandler(sys.stdout), logging.FileHandler(out / "train.log")])
         data = Data(s["data"], ImageShape.parse(s["size"]))
-        model, cfg, spec = build(s, data)
+        model, cfg, spec = build(s, data, args.device, args.workers)
         trainer = PanopticTrainer(model, cfg, category_ids=data.category_ids, input_spec=spec, out_dir=out,
                                   model_name=s["model"], checkpoint_every=args.checkpoint_every, log_every=args.log_every)
         if not args.resume:
             (out / "run.json").write_text(json.dumps({**s, "steps_per_epoch": cfg.steps_per_epoch}, indent=2))
             if s.get("init"):  # a checkpoint, or a bundle / model.onnx (folded BatchNorms re-estimated)
                 def batches(stream=data.stream(s["seed"], 0), b=cfg.batch_size):
-                    return (trainer.prepare(list(itertools.islice(stream, b)), i * b)[0] for i in range(INIT_BATCHES))
+                    return (trainer.prepare(list(itertools.islice(stream, b)), i * b)[0].to(trainer.device)
+                            for i in range(INIT_BATCHES))
 
                 n = init_model_weights(model, s["init"], batches, what=s["model"])
                 log.info("weights: all from %s (%d folded BatchNorms re-estimated on training crops)", s["init"], n)

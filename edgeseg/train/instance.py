@@ -47,6 +47,7 @@ from .optim import CosineSchedule, PolySchedule, build_adamw, build_sgd
 from .optim import build_schedule as make_schedule
 from .data import permuted_indices
 from .progress import epoch_progress
+from .step_batches import check_device_and_workers, worker_batches
 
 log = logging.getLogger(__name__)
 STATE_FORMAT = "edgeseg.train.instance/1"
@@ -280,10 +281,7 @@ class InstanceTrainConfig:
     workers: int = 0  # processes preparing batches (decode, augmentation, SOLO targets) ahead of the step
 
     def __post_init__(self) -> None:
-        if self.device != "cpu" and not self.device.startswith("cuda"):
-            raise InputError(f"device must be cpu, cuda or cuda:N, got {self.device!r}")
-        if self.workers < 0:
-            raise InputError(f"workers must be >= 0, got {self.workers}", fix="0 prepares batches in the training process")
+        check_device_and_workers(self.device, self.workers)
         check_cpu_precision(self.cpu_precision, on_cpu=self.device == "cpu")
         if not 0.0 <= self.copy_paste <= 1.0:
             raise InputError(f"copy_paste is a probability in [0, 1], got {self.copy_paste}",
@@ -434,30 +432,6 @@ class BatchMaker:
         return x, targets
 
 
-class _StepBatches(torch.utils.data.Dataset):
-    """Item k = the batch of training step ``steps[k]`` (for a DataLoader with worker processes)."""
-
-    def __init__(self, maker: BatchMaker, data: Callable[[int], Iterable[Sample]], steps: range):
-        self.maker, self.data, self.steps = maker, data, steps
-
-    def __len__(self) -> int:
-        return len(self.steps)
-
-    def __getitem__(self, k: int) -> tuple[torch.Tensor, list[SoloTargets]]:
-        return self.maker.batch(self.data, self.steps[k])
-
-
-WORKER_TIMEOUT_S = 300.0  # a batch worker silent this long is an error, not a hang
-WORKER_READ_AHEAD = 4  # batches each worker makes ahead of the step (a speed probe must outlast them)
-
-
-def _quiet_worker(_: int) -> None:
-    """Each batch worker computes on one torch thread (the workers are the parallelism). OpenCV's thread
-    count is left alone: ``cv2.setNumThreads`` in a child forked after the parent ran OpenCV's pool
-    (``--init`` re-estimates BatchNorms on training crops) waits forever for the parent's threads."""
-    torch.set_num_threads(1)
-
-
 class InstanceTrainer(CpuStepLevers):
     """Trains a SOLO-style instance model (``categories``/``kernels``/``mask_features`` in train mode).
 
@@ -554,23 +528,10 @@ class InstanceTrainer(CpuStepLevers):
                 x, batch = self.prepare(samples, step * c.batch_size)
                 yield x, (lambda out, batch=batch: self._losses(out, batch))
             return
-        import multiprocessing
+        from functools import partial
 
-        loader = torch.utils.data.DataLoader(
-            _StepBatches(self.maker, data, range(self.step, stop_step)), batch_size=None, shuffle=False,
-            num_workers=c.workers, prefetch_factor=WORKER_READ_AHEAD, worker_init_fn=_quiet_worker, timeout=WORKER_TIMEOUT_S,
-            multiprocessing_context=multiprocessing.get_context("fork"), pin_memory=self.device.type == "cuda")
-        batches = iter(loader)
-        while True:
-            try:
-                x, targets = next(batches)
-            except StopIteration:
-                return
-            except RuntimeError as e:
-                if "timed out" not in str(e):
-                    raise
-                raise InputError(f"a batch worker made nothing for {WORKER_TIMEOUT_S:g} s ({e})",
-                                 fix="train with --workers 0 (batches made in the training process)") from None
+        for x, targets in worker_batches(partial(self.maker.batch, data), range(self.step, stop_step), c.workers,
+                                         pin_memory=self.device.type == "cuda"):
             yield x, (lambda out, targets=targets: self._made_losses(out, targets))
 
     def fit(self, data: Callable[[int], Iterable[Sample]], resume: str | os.PathLike | None = None,

@@ -42,7 +42,9 @@ Panoptic-DeepLab's only.
 
 For both: AdamW, poly or cosine schedule with linear warm-up; checkpoints are resumable (at epoch
 ends and every ``checkpoint_every`` steps) and the sample stream is a function of the sample index,
-so a resumed run sees the same frames and augmentations. :func:`quick_pq` scores a model through
+so a resumed run sees the same frames and augmentations, and batches made by ``workers`` processes
+(:mod:`edgeseg.train.step_batches`) equal the ones the training process makes. ``device`` cuda: the
+step in bf16 autocast where the GPU has bf16, channels-last, as the instance trainer's. :func:`quick_pq` scores a model through
 the runtime decoder (:func:`edgeseg.decode.decode` with the manifest an export would write), so
 training, export and deployment decode alike.
 """
@@ -71,6 +73,7 @@ from .state import read_state, write_state
 from .optim import CosineSchedule, PolySchedule, build_adamw
 from .optim import build_schedule as make_schedule
 from .data import permuted_indices
+from .step_batches import check_device_and_workers, worker_batches
 
 if TYPE_CHECKING:
     from ..bundle import Manifest
@@ -228,6 +231,11 @@ def collate_targets(targets: list[PanopticTargets]) -> dict[str, torch.Tensor]:
     return out
 
 
+def targets_to(targets: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    """Batched targets on the device of the model's outputs."""
+    return {k: v.to(device, non_blocking=True) for k, v in targets.items()}
+
+
 # ---- configuration ------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class PanopticTrainConfig:
@@ -258,9 +266,12 @@ class PanopticTrainConfig:
     seed: int = 0
     cpu_precision: str = "fp32"        # fp32 | bf16 | auto: bf16 autocast on the CPU (edgeseg.train.precision)
     memory_format: str = "contiguous"  # contiguous | channels_last | auto (edgeseg.train.precision)
+    device: str = "cpu"  # cpu | cuda | cuda:N (CUDA: bf16 autocast where the GPU has bf16, channels-last)
+    workers: int = 0  # processes preparing batches (decode, augmentation, targets) ahead of the step
 
     def __post_init__(self) -> None:
-        check_cpu_precision(self.cpu_precision, on_cpu=True)  # these trainers run on the CPU
+        check_device_and_workers(self.device, self.workers)
+        check_cpu_precision(self.cpu_precision, on_cpu=self.device == "cpu")
         check_memory_format(self.memory_format)
         if self.schedule not in ("poly", "cosine"):
             raise InputError(f"schedule must be poly|cosine, got {self.schedule!r}")
@@ -375,7 +386,7 @@ class PanopticDeepLabTraining:
                                 small_area=self.small_area, small_weight=c.small_weight)
 
     def loss(self, outputs: dict[str, Any], targets: list[PanopticTargets]) -> dict[str, torch.Tensor]:
-        return panoptic_loss(outputs, collate_targets(targets), self.config.loss)
+        return panoptic_loss(outputs, targets_to(collate_targets(targets), outputs["semantic"].device), self.config.loss)
 
 
 # architecture -> strategy(model, config, class_of); ``model``: the model class it trains
@@ -407,7 +418,10 @@ class PanopticTrainer(CpuStepLevers):
     def __init__(self, model: torch.nn.Module, config: PanopticTrainConfig, *, category_ids: Sequence[int] | None = None,
                  input_spec: InputSpec | None = None, out_dir: str | os.PathLike | None = None,
                  model_name: str | None = None, checkpoint_every: int = 0, log_every: int = 0):
-        self.model, self.config = model, config
+        from .trainer import resolve_device
+
+        self.device = resolve_device(config.device)
+        self.model, self.config = model.to(self.device), config
         self.spec = input_spec or InputSpec(size=config.size)
         self.category_ids = tuple(int(c) for c in (category_ids if category_ids is not None else range(model.num_classes)))
         if len(self.category_ids) != model.num_classes:
@@ -449,11 +463,13 @@ class PanopticTrainer(CpuStepLevers):
 
     def train_step(self, samples: list[Sample], first_index: int) -> dict[str, float]:
         """One optimiser step on ``samples`` (sample indices ``first_index...``)."""
+        return self._step(*self.prepare(samples, first_index))
+
+    def _step(self, x: torch.Tensor, targets: list) -> dict[str, float]:
         self.model.train()
         torch.manual_seed(self.config.seed * 1000003 + self.step)
         lr = self.schedule.apply(self.optimizer, self.step) * self.config.lr
-        x, targets = self.prepare(samples, first_index)
-        losses = self.strategy.loss(self.forward(self.model, x), targets)
+        losses = self.strategy.loss(self.forward(self.model, x.to(self.device, non_blocking=True)), targets)
         self.optimizer.zero_grad(set_to_none=True)
         losses["loss"].backward()
         if self.config.grad_clip:
@@ -463,10 +479,37 @@ class PanopticTrainer(CpuStepLevers):
         return {k: float(v.detach()) for k, v in losses.items()} | {"lr": lr}
 
     def choose_precision(self, samples: list[Sample], first_index: int) -> dict[str, Any]:
-        """Decide how the CPU runs a step (``config.cpu_precision``, ``config.memory_format``; ``auto``:
-        timed on a copy of the model with this batch)."""
-        x, targets = self.prepare(samples, first_index)
+        """Decide how the step runs (``config.cpu_precision``, ``config.memory_format``; ``auto``: timed
+        on a copy of the model with this batch; on a GPU: bf16 autocast where it has bf16)."""
+        return self._decide(*self.prepare(samples, first_index))
+
+    def _decide(self, x: torch.Tensor, targets: list) -> dict[str, Any]:
+        if self.device.type == "cuda":
+            choice = {"device": str(self.device), "bf16": bool(torch.cuda.is_bf16_supported()), "channels_last": True}
+            self.keep_precision(choice)
+            return choice
         return self.decide_precision(x, lambda out: self.strategy.loss(out, targets)["loss"])
+
+    def make_batch(self, data: Callable[[int], Iterable[Sample]], step: int) -> tuple[torch.Tensor, list]:
+        """Step ``step``'s batch and targets from the stream ``data(start)`` (what a worker makes)."""
+        import itertools
+
+        first = step * self.config.batch_size
+        return self.prepare(list(itertools.islice(data(first), self.config.batch_size)), first)
+
+    def _batches(self, data: Callable[[int], Iterable[Sample]], stop_step: int) -> Iterator[tuple[torch.Tensor, list]]:
+        """``(x, targets)`` for the steps from ``self.step`` to ``stop_step``: made here from one stream
+        (``workers`` 0) or by worker processes (the same batches)."""
+        c = self.config
+        if c.workers == 0:
+            stream = iter(data(self.step * c.batch_size))
+            for step in range(self.step, stop_step):
+                yield self.prepare([next(stream) for _ in range(c.batch_size)], step * c.batch_size)
+            return
+        from functools import partial
+
+        yield from worker_batches(partial(self.make_batch, data), range(self.step, stop_step), c.workers,
+                                  pin_memory=self.device.type == "cuda")
 
     def _parts(self, values: dict[str, float]) -> str:
         return ", ".join(f"{k} {values[k]:.4g}" for k in self.strategy.parts)
@@ -482,14 +525,15 @@ class PanopticTrainer(CpuStepLevers):
         stop = min(c.epochs, epochs or c.epochs) * c.steps_per_epoch
         if max_steps is not None:
             stop = min(stop, self.step + max_steps)
-        stream = iter(data(self.step * c.batch_size))
+        batches = self._batches(data, stop)
         t_log, n_log = time.perf_counter(), 0
         while self.step < stop:
-            samples = [next(stream) for _ in range(c.batch_size)]
-            if self.precision is None:
-                self.choose_precision(samples, self.step * c.batch_size)
             t0 = time.perf_counter()
-            res = self.train_step(samples, self.step * c.batch_size)
+            x, targets = next(batches)
+            if self.precision is None:
+                self._decide(x, targets)
+                t0 = time.perf_counter()
+            res = self._step(x, targets)
             self.epoch_seconds += time.perf_counter() - t0
             for k in self.parts:
                 self.sums[k] += res[k]
@@ -503,6 +547,7 @@ class PanopticTrainer(CpuStepLevers):
                 self._end_epoch(res["lr"], on_epoch)
             elif self.checkpoint_every and self.step % self.checkpoint_every == 0:
                 self.save_checkpoint()
+        batches.close()
         return self.history
 
     def _end_epoch(self, lr: float, on_epoch: Callable[[Any], None] | None) -> None:
@@ -587,11 +632,13 @@ def quick_pq(model: torch.nn.Module, samples: Iterable[Sample], spec: InputSpec,
 
     manifest = panoptic_manifest(model, spec, category_ids, PanopticOptions().replace(**options))
     model.eval()
+    first = next(iter(model.parameters()), None)
+    device = first.device if first is not None else torch.device("cpu")
     metric = PanopticMetric(categories)
     n = 0
     for image, result, crowd in samples:
         x, meta = spec.preprocess(image)
-        out = {k: v.numpy() for k, v in model(torch.from_numpy(x)).items()}
+        out = {k: v.float().cpu().numpy() for k, v in model(torch.from_numpy(x).to(device)).items()}
         metric.update(decode(out, meta, manifest), result, crowd)
         n += 1
     return {"frames": n, **metric.compute().to_dict()}

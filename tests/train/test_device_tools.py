@@ -65,6 +65,49 @@ def test_pack_keeps_the_truth_and_the_frames(tmp_path):
         assert diff.mean() < 4.0, diff.mean()  # lossy, but close (the street frames: 38-40 dB PSNR)
 
 
+def test_panoptic_pack_keeps_every_segment_id(tmp_path):
+    """The panoptic truth as lossless WebP: the coco-panoptic reader gives the same segment ids (ids whose
+    RGB encoding uses all three channels included) and segments; the frames near the originals; the
+    instance truth packed after it points at the same (already written) frames."""
+    from edgeseg.data import open_dataset
+    from edgeseg.data.coco_panoptic import id_to_rgb
+    from edgeseg.data.io import write_image
+
+    src = tmp_path / "src"
+    rng = np.random.default_rng(2)
+    ids = np.zeros((32, 48), np.int32)
+    ids[:, :20] = 7 * 1000 + 3            # a stuff segment: id 7003 (two RGB channels)
+    ids[4:20, 24:40] = 26 * 1000 + 65537  # a car whose id needs the blue channel
+    y, x = np.mgrid[:32, :48]
+    img = np.stack([x * 5, y * 7, (x + y) * 3], -1).astype(np.uint8) + rng.integers(0, 8, (32, 48, 3), dtype=np.uint8)
+    write_image(src / "panoptic_train" / "f1.png", id_to_rgb(ids))
+    write_image(src / "train" / "f1.jpg", img)
+    segs = [{"id": int(i), "category_id": c, "iscrowd": 0, "area": int((ids == i).sum())} for i, c in ((7003, 7), (91537, 26))]
+    (src / "panoptic_train.json").write_text(json.dumps({
+        "images": [{"id": 1, "file_name": "f1.jpg", "width": 48, "height": 32}],
+        "annotations": [{"image_id": 1, "file_name": "f1.png", "segments_info": segs}],
+        "categories": [{"id": 7, "name": "road", "isthing": 0}, {"id": 26, "name": "car", "isthing": 1}]}))
+    anns = [{"id": 1, "image_id": 1, "category_id": 26, "segmentation": [[24, 4, 40, 4, 40, 20, 24, 20]], "area": 256,
+             "bbox": [24, 4, 16, 16], "iscrowd": 0}]
+    (src / "instances_train.json").write_text(json.dumps({"images": [{"id": 1, "file_name": "f1.jpg", "height": 32,
+                                                                      "width": 48}], "annotations": anns,
+                                                          "categories": [{"id": 26, "name": "car"}]}))
+    pack, dst = _device_tool("pack"), tmp_path / "pack"
+    written = pack.pack_panoptic(src, dst, quality=90)
+    written += pack.pack_instances(src, dst, quality=90, frames=False)
+    assert written == sum(f.stat().st_size for f in dst.rglob("*") if f.is_file())
+    assert sorted(p.name for p in (dst / "train").iterdir()) == ["f1.webp"]
+    for name in ("panoptic_train.json", "instances_train.json"):
+        (dst / name).write_bytes(gzip.decompress((dst / f"{name}.gz").read_bytes()))
+    packed = open_dataset(f"coco-panoptic:{dst / 'panoptic_train.json'}", split="train")[0]
+    original = open_dataset(f"coco-panoptic:{src / 'panoptic_train.json'}", split="train")[0]
+    np.testing.assert_array_equal(packed.panoptic.segment_ids, ids)
+    assert packed.panoptic.segments == original.panoptic.segments
+    assert np.abs(packed.image().astype(int) - original.image().astype(int)).mean() < 4.0
+    inst = open_dataset(f"coco-instance:{dst / 'instances_train.json'}", split="train")[0]
+    assert inst.truth.masks.sum() > 0 and inst.image().shape == (32, 48, 3)
+
+
 def test_a_run_stopped_at_its_limit_keeps_its_last_epoch(tmp_path):
     torch.set_num_threads(1)
     run = tmp_path / "run"
@@ -74,7 +117,7 @@ def test_a_run_stopped_at_its_limit_keeps_its_last_epoch(tmp_path):
     (run / "model.safetensors").unlink()  # as if stopped after the epoch's checkpoint
     from edgeseg.models import load_checkpoint, read_checkpoint_meta
 
-    path = _device_tool("street_instance").salvage(run)
+    path = _device_tool("street").salvage(run)
     assert path == run / "model.safetensors"
     meta = read_checkpoint_meta(path)
     assert meta.model_name == "test_solov2" and meta.extra["epoch"] == 1 and meta.extra["task"] == "instance"
@@ -82,7 +125,7 @@ def test_a_run_stopped_at_its_limit_keeps_its_last_epoch(tmp_path):
     state = torch.load(run / "last.pt", map_location="cpu", weights_only=True)["model"]
     for k, v in model.state_dict().items():
         assert torch.equal(v, state[k]), k
-    assert _device_tool("street_instance").salvage(run) is None  # already there: left alone
+    assert _device_tool("street").salvage(run) is None  # already there: left alone
 
 
 def _camvid_folder(root, frames):

@@ -364,9 +364,9 @@ def test_workers_start_after_the_parent_ran_opencvs_thread_pool(monkeypatch):
     an error rather than a silent stall."""
     import cv2
 
-    import edgeseg.train.instance as inst
+    import edgeseg.train.step_batches as step_batches
 
-    monkeypatch.setattr(inst, "WORKER_TIMEOUT_S", 60.0)
+    monkeypatch.setattr(step_batches, "WORKER_TIMEOUT_S", 60.0)
     cv2.setNumThreads(2)
     big = np.random.default_rng(0).integers(0, 255, (1200, 1600, 3), np.uint8)
     for _ in range(3):

@@ -146,6 +146,50 @@ def test_resume_equals_an_uninterrupted_run(tmp_path):
     assert [r["epoch"] for r in hist["history"]] == [1, 2]
 
 
+@pytest.mark.parametrize("model", ["test_panoptic_deeplab", "test_lpsnet"])
+def test_worker_processes_make_the_batches_the_training_process_makes(tmp_path, model):
+    """Batches made by worker processes (decode, augmentation, each architecture's targets) equal the
+    ones the training process makes: the same losses and weights, and a run resumes across the two."""
+    torch.set_num_threads(1)
+
+    def trainer(workers, out=None):
+        torch.manual_seed(0)
+        m = create_model(model, num_classes=len(CLASSES), class_names=list(CLASSES), thing_classes=list(THINGS))
+        cfg = PanopticTrainConfig(size=SIZE, crop=ImageShape(48, 64), epochs=2, steps_per_epoch=3, batch_size=2,
+                                  warmup_steps=1, workers=workers)
+        return PanopticTrainer(m, cfg, out_dir=out, model_name=model)
+
+    data = lambda start: synthetic_panoptic(SIZE, 0, start)  # noqa: E731
+    plain, pooled = trainer(0), trainer(2)
+    plain.fit(data)
+    pooled.fit(data)
+    assert [h.loss for h in pooled.history] == pytest.approx([h.loss for h in plain.history], rel=1e-6)
+    for k, v in plain.model.state_dict().items():
+        assert torch.allclose(v.float(), pooled.model.state_dict()[k].float(), atol=1e-6), k
+    first = trainer(2, tmp_path)
+    first.fit(data, epochs=1)
+    resumed = trainer(0, tmp_path)  # workers are a machine choice: the resumed run makes its own
+    resumed.fit(data, resume=tmp_path)
+    assert resumed.history[1].loss == pytest.approx(plain.history[1].loss, rel=1e-6)
+
+
+@pytest.mark.parametrize("kw, match", [({"device": "tpu"}, "device must be cpu, cuda or cuda:N"),
+                                       ({"workers": -1}, "workers must be >= 0")])
+def test_bad_device_or_workers_are_refused(kw, match):
+    from edgeseg.errors import InputError
+
+    with pytest.raises(InputError, match=match):
+        PanopticTrainConfig(size=SIZE, **kw)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without a GPU")
+def test_cuda_without_a_gpu_is_a_clear_error():
+    from edgeseg.errors import InputError
+
+    with pytest.raises(InputError, match="finds no CUDA GPU"):
+        PanopticTrainer(_model(), PanopticTrainConfig(size=SIZE, device="cuda"))
+
+
 def test_saved_weights_rebuild_the_model(tmp_path):
     from edgeseg.models import load_checkpoint
 

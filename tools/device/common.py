@@ -1,4 +1,4 @@
-"""What the prepared device runs share (street_instance.py, road.py): the budget arithmetic, the checks
+"""What the prepared device runs share (street.py, road.py): the budget arithmetic, the checks
 run in the repo, the machine's description, and a training command run to a time limit.
 
 The device machine has no installed edgeseg: every child process gets the repo on ``PYTHONPATH``.

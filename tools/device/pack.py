@@ -4,14 +4,21 @@ tree which travels stays under the device tool's 64 MiB.
 
     python tools/device/pack.py                      # street instance frames + street-instance's weights
     python tools/device/pack.py --quality 80 --budget-mib 60
+    python tools/device/pack.py --task panoptic      # street panoptic truth + street-panoptic's weights
+    python tools/device/pack.py --task instance,panoptic   # both (the frames once, at quality 75)
     python tools/device/pack.py --task road          # CamVid + Cityscapes in CamVid's classes (issue 14)
 
-What goes in (docs/device.md), ``--task instance`` (the default; tools/device/street_instance.py):
+What goes in (docs/device.md), ``--task instance`` (the default; tools/device/street.py):
 
 * ``cityscapes/train/*.webp``: the 2,074 training frames of ``cityscapes_panoptic`` re-encoded as WebP
   at ``--quality`` (80: 42 MiB; the JPEGs are 66 MiB), and ``cityscapes/instances_train.json.gz``
   (the COCO instance truth with the new file names; 2.4 MiB gzipped, unpacked on the device);
 * ``init/street-instance.onnx``: the shipped SOLOv2's weights (``tools/train_instance.py --init``).
+
+``--task panoptic`` (tools/device/street.py's arm ``p``): the same frames, ``cityscapes/panoptic_train/*.webp``
+(the panoptic truth as lossless WebP: the same segment ids in 5.5 MiB against the PNGs' 11.3),
+``cityscapes/panoptic_train.json.gz`` (file names changed) and ``init/street-panoptic.onnx``
+(``tools/train_panoptic.py --init``); 56 MiB at quality 80. Both street tasks: 58 MiB at quality 75.
 
 ``--task road`` (tools/device/road.py): two folders in CamVid's layout, each read with ``camvid:``:
 
@@ -54,30 +61,70 @@ def travelling_files(repo: Path, without: tuple[str, ...] = ("edgeseg/zoo/",)) -
     return sizes
 
 
-def pack_instances(src: Path, dst: Path, quality: int) -> int:
-    """The training frames as WebP and the instance JSON (file names changed) gzipped; bytes written."""
+def _webp(src: Path, dst: Path, quality: int, lossless: bool = False) -> int:
+    """``src`` re-encoded as WebP at ``dst`` (``lossless``: bit-exact pixels, for truth images); bytes."""
     import cv2
-    from tqdm import tqdm
 
     from edgeseg.errors import DataError
 
-    js = src / "instances_train.json"
-    if not js.is_file():
-        raise DataError(f"{js} not found", fix="give --data the cityscapes_panoptic folder of ../shared/data")
-    coco = json.loads(js.read_text())
-    (dst / "train").mkdir(parents=True, exist_ok=True)
+    img = cv2.imread(str(src), cv2.IMREAD_COLOR)
+    if img is None:
+        raise DataError(f"cannot read {src}")
+    ok, buf = cv2.imencode(".webp", img, [cv2.IMWRITE_WEBP_QUALITY, 101 if lossless else quality])
+    dst.write_bytes(buf.tobytes())
+    return len(buf)
+
+
+def pack_frames(images: list[dict], src: Path, dst: Path, quality: int, write: bool = True) -> int:
+    """The COCO ``images`` entries' files from ``src`` as WebP in ``dst``; each entry's ``file_name``
+    changed to the new name (``write`` False: only that, another task wrote them). Bytes written."""
+    from tqdm import tqdm
+
+    dst.mkdir(parents=True, exist_ok=True)
     total = 0
-    for im in tqdm(coco["images"], desc="webp", unit="img", disable=not sys.stderr.isatty()):
-        img = cv2.imread(str(src / "train" / im["file_name"]), cv2.IMREAD_COLOR)
-        if img is None:
-            raise DataError(f"cannot read {src / 'train' / im['file_name']}")
-        ok, buf = cv2.imencode(".webp", img, [cv2.IMWRITE_WEBP_QUALITY, quality])
-        im["file_name"] = Path(im["file_name"]).with_suffix(".webp").name
-        (dst / "train" / im["file_name"]).write_bytes(buf.tobytes())
-        total += len(buf)
-    blob = gzip.compress(json.dumps(coco).encode(), 6)
-    (dst / "instances_train.json.gz").write_bytes(blob)
-    return total + len(blob)
+    for im in tqdm(images, desc="webp", unit="img", disable=not (write and sys.stderr.isatty())):
+        name = Path(im["file_name"]).with_suffix(".webp").name
+        if write:
+            total += _webp(src / im["file_name"], dst / name, quality)
+        im["file_name"] = name
+    return total
+
+
+def _coco_json(path: Path) -> dict:
+    from edgeseg.errors import DataError
+
+    if not path.is_file():
+        raise DataError(f"{path} not found", fix="give --data the real-data folder (../shared/data)")
+    return json.loads(path.read_text())
+
+
+def _gzip_json(obj: dict, path: Path) -> int:
+    blob = gzip.compress(json.dumps(obj).encode(), 6)
+    path.write_bytes(blob)
+    return len(blob)
+
+
+def pack_instances(src: Path, dst: Path, quality: int, frames: bool = True) -> int:
+    """The training frames as WebP and the instance JSON (file names changed) gzipped; bytes written.
+    ``frames`` False: the frames are there already (another task packed them)."""
+    coco = _coco_json(src / "instances_train.json")
+    total = pack_frames(coco["images"], src / "train", dst / "train", quality, write=frames)
+    return total + _gzip_json(coco, dst / "instances_train.json.gz")
+
+
+def pack_panoptic(src: Path, dst: Path, quality: int, frames: bool = True) -> int:
+    """The training frames as WebP, the panoptic truth as lossless WebP (the same segment ids, half the
+    PNGs' size) and the panoptic JSON (file names changed) gzipped; bytes written."""
+    from tqdm import tqdm
+
+    pan = _coco_json(src / "panoptic_train.json")
+    total = pack_frames(pan["images"], src / "train", dst / "train", quality, write=frames)
+    (dst / "panoptic_train").mkdir(parents=True, exist_ok=True)
+    for ann in tqdm(pan["annotations"], desc="truth", unit="img", disable=not sys.stderr.isatty()):
+        name = Path(ann["file_name"]).with_suffix(".webp").name
+        total += _webp(src / "panoptic_train" / ann["file_name"], dst / "panoptic_train" / name, 0, lossless=True)
+        ann["file_name"] = name
+    return total + _gzip_json(pan, dst / "panoptic_train.json.gz")
 
 
 def pack_semantic(spec: str, split: str, dst: Path, quality: int) -> int:
@@ -120,47 +167,64 @@ def pack_road(data: Path, dst: Path, quality: int) -> int:
             + pack_semantic(f"cityscapes-camvid:{data / 'cityscapes_panoptic'}", "train", dst / "cityscapes", quality))
 
 
+TASKS = ("instance", "panoptic", "road")
+INITS = {"instance": REPO / "edgeseg/zoo/street-instance.edgeseg/model.onnx",
+         "panoptic": REPO / "edgeseg/zoo/street-panoptic.edgeseg/model.onnx"}
+
+
 def main(argv: list[str] | None = None) -> int:
     from edgeseg.paths import data_root
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--task", default="instance", choices=("instance", "road"),
-                   help="instance: street_instance.py's pack (default); road: tools/device/road.py's (issue 14)")
-    p.add_argument("--data", default=None,
-                   help="the real-data folder (default: ../shared/data; for --task instance also its cityscapes_panoptic folder)")
+    p.add_argument("--task", default="instance",
+                   help="instance (default), panoptic (street.py's arms; both: instance,panoptic, the frames once) "
+                        "or road (road.py's)")
+    p.add_argument("--data", default=None, help="the real-data folder (default: ../shared/data)")
     p.add_argument("--out", default=str(REPO / ".device"), help="the pack (default .device/, git-ignored)")
-    p.add_argument("--quality", type=int, default=None, help="WebP quality of the frames (default 80; road 75)")
-    p.add_argument("--init", default=str(REPO / "edgeseg/zoo/street-instance.edgeseg/model.onnx"),
-                   help="--task instance: weights to continue from (default: the shipped street-instance)")
+    p.add_argument("--quality", type=int, default=None,
+                   help="WebP quality of the frames (default 80 for one street task, 75 for both and for road)")
+    p.add_argument("--init", default=str(INITS["instance"]), help="the instance arms' start (default: the shipped street-instance)")
+    p.add_argument("--init-panoptic", default=str(INITS["panoptic"]),
+                   help="the panoptic arm's start (default: the shipped street-panoptic)")
     p.add_argument("--budget-mib", type=float, default=64.0, help="the device tool's limit (default 64)")
     args = p.parse_args(argv)
     from edgeseg.errors import EdgesegError
 
-    quality = args.quality or (75 if args.task == "road" else 80)
-    shared = Path(args.data) if args.data else (data_root() or Path("../shared/data"))
-    out = Path(args.out)
-    if args.task == "instance" and not Path(args.init).is_file():
-        print(f"pack: --init {args.init} not found: give a model.onnx (e.g. edgeseg/zoo/street-instance.edgeseg/"
-              "model.onnx)", file=sys.stderr)
+    tasks = [t for t in args.task.split(",") if t]
+    if not tasks or set(tasks) - set(TASKS) or ("road" in tasks and len(tasks) > 1):
+        print(f"pack: --task {args.task}: give instance, panoptic, instance,panoptic or road", file=sys.stderr)
         return 2
+    quality = args.quality or (80 if tasks in (["instance"], ["panoptic"]) else 75)
+    shared = Path(args.data) if args.data else (data_root() or Path("../shared/data"))
+    if (shared / "panoptic_train.json").is_file():  # given the cityscapes_panoptic folder itself
+        shared = shared.parent
+    inits = {"instance": Path(args.init), "panoptic": Path(args.init_panoptic)}
+    for t in tasks:
+        if t in inits and not inits[t].is_file():
+            print(f"pack: {t} weights {inits[t]} not found: give a model.onnx (e.g. edgeseg/zoo/street-{t}.edgeseg/"
+                  "model.onnx)", file=sys.stderr)
+            return 2
+    out = Path(args.out)
     if out.exists():
         shutil.rmtree(out)
     try:
-        if args.task == "road":
+        if tasks == ["road"]:
             data_bytes = pack_road(shared, out / "road", quality)
         else:
-            root = shared if (shared / "instances_train.json").is_file() else shared / "cityscapes_panoptic"
-            data_bytes = pack_instances(root, out / "cityscapes", quality)
+            data_bytes = 0
+            for i, t in enumerate(tasks):
+                pack = pack_instances if t == "instance" else pack_panoptic
+                data_bytes += pack(shared / "cityscapes_panoptic", out / "cityscapes", quality, frames=i == 0)
+                (out / "init").mkdir(parents=True, exist_ok=True)
+                shutil.copy2(inits[t], out / "init" / f"street-{t}.onnx")
     except EdgesegError as e:
         print(f"pack: error: {e}", file=sys.stderr)
         return 2
-    if args.task == "instance":
-        (out / "init").mkdir(parents=True)
-        shutil.copy2(args.init, out / "init" / "street-instance.onnx")
     pack = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
     tree = travelling_files(REPO)
     total = pack + sum(tree.values())
-    print(f"pack {out}: {pack / MIB:.1f} MiB (frames and truth {data_bytes / MIB:.1f} MiB at WebP quality {quality})")
+    print(f"pack {out} ({','.join(tasks)}): {pack / MIB:.1f} MiB (frames and truth {data_bytes / MIB:.1f} MiB at WebP "
+          f"quality {quality})")
     print(f"tree without edgeseg/zoo: {sum(tree.values()) / MIB:.1f} MiB in {len(tree)} files; together "
           f"{total / MIB:.1f} MiB of the {args.budget_mib:g} MiB the device tool takes")
     if total > args.budget_mib * MIB:

@@ -11,7 +11,7 @@ On the device machine (after ``python tools/device/pack.py --task road`` and fro
 Dry run here (CPU, tiny): ``python tools/device/road.py --device cpu --batch 2 --workers 1 --frames 8
 --probe-steps 2 --budget-s 120 --size 96x72 --skip-ops``.
 
-First, as in street_instance.py, the CUDA op checks (``ops_gpu.py`` and ``pytest -m gpu tests/ops``, about
+First, as in street.py, the CUDA op checks (``ops_gpu.py`` and ``pytest -m gpu tests/ops``, about
 30 s of the budget; ``--skip-ops`` leaves them out).
 
 The arms, one after the other (each with the GPU and every batch worker to itself; the budget left is
@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--probe-steps", type=int, default=0, help="steps of each probe epoch (default: 8 per worker)")
     p.add_argument("--evals", type=int, default=8, help="evaluations on 0006R0 over a run (default 8)")
     p.add_argument("--frames", type=int, default=0, help="dry runs: the first N frames of each set only")
-    p.add_argument("--skip-ops", action="store_true", help="leave out the CUDA op parity (street_instance.py's first step)")
+    p.add_argument("--skip-ops", action="store_true", help="leave out the CUDA op parity (street.py's first step)")
     args = p.parse_args(argv)
     t_start = time.time()
     arms = [a for a in args.arms.split(",") if a]

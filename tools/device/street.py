@@ -1,14 +1,16 @@
 #!/usr/bin/env python
-"""The prepared device run (docs/device.md): CUDA op parity, then SOLOv2 street-instance arms trained
-one after the other on one GPU, each for as many epochs as its share of the time budget holds.
+"""The prepared street run (docs/device.md): CUDA op parity, then street-model arms trained one after
+the other on one GPU, each for as many epochs as its share of the time budget holds: SOLOv2
+``street-instance`` (arms a, b; issue 11) and Panoptic-DeepLab ``street-panoptic`` (arm p; issue 12).
 
-On the device machine (``run(command="python3 tools/device/street_instance.py", carry=[".device"],
-timeout_s=560)``, after ``python tools/device/pack.py`` and from a branch without ``edgeseg/zoo``):
+On the device machine (``run(command="python3 tools/device/street.py --arms a", carry=[".device"],
+timeout_s=560)``, after ``python tools/device/pack.py`` (``--task panoptic`` for arm p, ``--task
+instance,panoptic`` for both kinds) and from a branch without ``edgeseg/zoo``):
 
-    python3 tools/device/street_instance.py                     # both arms, 400 s in all
-    python3 tools/device/street_instance.py --arms a --budget-s 300
+    python3 tools/device/street.py --arms a --budget-s 480
+    python3 tools/device/street.py --arms p --budget-s 480
 
-Dry run here (CPU, tiny): ``python tools/device/street_instance.py --device cpu --batch 2 --workers 1
+Dry run here (CPU, tiny): ``python tools/device/street.py --arms a,p --device cpu --batch 2 --workers 1
 --steps-per-epoch 2 --probe-steps 2 --budget-s 90 --skip-ops``.
 
 1. ``tools/bench/ops_gpu.py``: RoIAlign and modulated deformable convolution against torchvision
@@ -24,7 +26,8 @@ Dry run here (CPU, tiny): ``python tools/device/street_instance.py --device cpu 
 
 Everything lands in ``$OUT`` (at most 8 files come back): ``summary.json`` (machine, probe, epochs, losses,
 wall times), ``ops_gpu.json``, and per arm ``ARM.safetensors`` and ``ARM-history.json``. Score them on
-the CPU: ``tools/make_instance_bundle.py ARM.safetensors --eval coco-instance:.../instances_val.json``.
+the CPU: ``tools/make_instance_bundle.py a.safetensors --eval coco-instance:.../instances_val.json``;
+``edgeseg export p.safetensors --out P.edgeseg`` then ``edgeseg eval P.edgeseg --data coco-panoptic:.../panoptic_val.json``.
 """
 from __future__ import annotations
 
@@ -40,23 +43,33 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import PACK, REPO, default_workers, epochs_that_fit, machine, op_checks, run_until  # noqa: E402
 
-# the arms: tools/train_instance.py settings on top of those _launch gives every arm (data, sizes, batch,
-# schedule, device); at batch 32 the lr is scaled from the CPU recipe's 1e-3 at batch 8
+# the arms: (training tool, its settings on top of those _command gives every arm: data, sizes, batch,
+# schedule, device); at batch 32 the lr is scaled from the CPU recipes' 1e-3 at batch 8
 ARMS = {
     # the shipped model, continued on a long schedule with Simple Copy-Paste (whose gains grow with the schedule)
-    "a": ["--model", "solov2_mobilenetv3_small", "--init", str(PACK / "init/street-instance.onnx"), "--lr", "1e-3",
-          "--warmup", "200", "--copy-paste", "0.5"],
+    "a": ("train_instance", ["--model", "solov2_mobilenetv3_small", "--init", str(PACK / "init/street-instance.onnx"),
+                             "--lr", "1e-3", "--warmup", "200", "--copy-paste", "0.5"]),
     # twice the parameters (MobileNetV2 encoder, no pre-trained weights here), from scratch
-    "b": ["--model", "solov2_mobilenetv2", "--lr", "2e-3", "--warmup", "300", "--copy-paste", "0.5"],
+    "b": ("train_instance", ["--model", "solov2_mobilenetv2", "--lr", "2e-3", "--warmup", "300", "--copy-paste", "0.5"]),
+    # issue 12: the shipped Panoptic-DeepLab (9 CPU epochs of 8 crops) continued; AdamW is its trainer's optimiser
+    "p": ("train_panoptic", ["--model", "panoptic_deeplab_mobilenetv3_small", "--init", str(PACK / "init/street-panoptic.onnx"),
+                             "--lr", "2e-3", "--warmup", "200", "--checkpoint-every", "0", "--log-every", "0"]),
 }
+# each tool's training truth in the pack (gzipped there, unpacked here) and its data argument
+TRUTH = {"train_instance": "instances_train.json", "train_panoptic": "panoptic_train.json"}
+
+
+def data_args(tool: str) -> list[str]:
+    truth = PACK / "cityscapes" / TRUTH[tool]
+    return ["--data", f"coco-instance:{truth}", "--optimizer", "adamw"] if tool == "train_instance" else ["--data", str(truth.parent)]
 
 
 def _command(arm: str, args, out: Path, epochs: int, steps: int) -> list[str]:
-    return [sys.executable, str(REPO / "tools/train_instance.py"), *ARMS[arm],
-           "--data", f"coco-instance:{PACK / 'cityscapes/instances_train.json'}", "--size", "640x320",
-           "--crop", "512x256", "--batch", str(args.batch), "--optimizer", "adamw", "--schedule", "cosine",
-           "--epochs", str(epochs), "--steps-per-epoch", str(steps), "--device", args.device,
-           "--workers", str(args.workers), "--threads", "2", "--eval-frames", "0", "--seed", "1", "--out", str(out)]
+    tool, settings = ARMS[arm]
+    return [sys.executable, str(REPO / f"tools/{tool}.py"), *settings, *data_args(tool), "--size", "640x320",
+            "--crop", "512x256", "--batch", str(args.batch), "--schedule", "cosine",
+            "--epochs", str(epochs), "--steps-per-epoch", str(steps), "--device", args.device,
+            "--workers", str(args.workers), "--threads", "2", "--eval-frames", "0", "--seed", "1", "--out", str(out)]
 
 
 def _train(arm: str, args, root: Path, epochs: int, steps: int, timeout: float) -> dict:
@@ -108,24 +121,28 @@ def main(argv: list[str] | None = None) -> int:
     arms = [a for a in args.arms.split(",") if a]
     unknown = [a for a in arms if a not in ARMS]
     if unknown or not arms:
-        print(f"street_instance: unknown arms {unknown}; known: {', '.join(ARMS)}", file=sys.stderr)
+        print(f"street: unknown arms {unknown}; known: {', '.join(ARMS)}", file=sys.stderr)
         return 2
     out = Path(os.environ.get("OUT") or REPO / "out/device")
     out.mkdir(parents=True, exist_ok=True)
     work = Path("/tmp/edgeseg-device")
     work.mkdir(parents=True, exist_ok=True)
-    truth = PACK / "cityscapes/instances_train.json"
-    if not truth.is_file():
-        gz = truth.with_name(truth.name + ".gz")
-        if not gz.is_file():
-            print(f"street_instance: {gz} not found: run python tools/device/pack.py and carry .device", file=sys.stderr)
-            return 2
-        truth.write_bytes(gzip.decompress(gz.read_bytes()))
-    frames = len(json.loads(truth.read_text())["images"])
+    frames = 0
+    for tool in sorted({ARMS[a][0] for a in arms}):  # the arms' truth, unpacked once
+        truth = PACK / "cityscapes" / TRUTH[tool]
+        if not truth.is_file():
+            gz = truth.with_name(truth.name + ".gz")
+            if not gz.is_file():
+                task = "instance" if tool == "train_instance" else "panoptic"
+                print(f"street: {gz} not found: run python tools/device/pack.py --task {task} (or instance,panoptic) "
+                      "and carry .device", file=sys.stderr)
+                return 2
+            truth.write_bytes(gzip.decompress(gz.read_bytes()))
+        frames = len(json.loads(truth.read_text())["images"])  # the same 2,074 frames for both
     steps = args.steps_per_epoch or max(1, frames // args.batch)
     args.workers = args.workers or default_workers()
     sys.path.insert(0, str(REPO))  # the device has no installed edgeseg
-    from edgeseg.train.instance import WORKER_READ_AHEAD
+    from edgeseg.train.step_batches import WORKER_READ_AHEAD
 
     args.probe_steps = args.probe_steps or 2 * WORKER_READ_AHEAD * args.workers  # twice what the workers make ahead
 
@@ -149,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         summary["probe"][arm] = probe
         save()
         if not probe["history"]:
-            print(f"street_instance: arm {arm}'s probe failed:\n{probe['log_tail']}", file=sys.stderr)
+            print(f"street: arm {arm}'s probe failed:\n{probe['log_tail']}", file=sys.stderr)
             continue
         left = share - (time.time() - t_arm)
         epochs = summary["epochs"][arm] = epochs_that_fit(probe["history"][-1]["seconds"] / args.probe_steps, steps, left)
