@@ -43,6 +43,7 @@ sys.path.insert(0, str(REPO))
 from edgeseg.errors import EdgesegError, InputError  # noqa: E402
 from edgeseg.structures import ImageShape  # noqa: E402
 from edgeseg.train.precision import add_precision_options, step_summary  # noqa: E402
+from edgeseg.train.step_batches import add_device_options  # noqa: E402
 
 SETTINGS = ("model", "size", "epochs", "steps_per_epoch", "batch", "optimizer", "lr", "schedule", "warmup",
             "weight_decay", "seed", "scenes", "data", "val_data", "crop", "init_encoder", "init", "cpu_precision", "memory_format",
@@ -79,12 +80,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "sample's instances pasted on it (0, the default: off)")
     add_precision_options(p)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
-    p.add_argument("--device", default="cpu",
-                   help="cpu (default), cuda or cuda:N: on a GPU the step runs in bf16 autocast, channels-last "
-                        "(a machine choice, not a run setting: a resumed run may move)")
-    p.add_argument("--workers", type=int, default=0,
-                   help="processes making batches (decode, augmentation, SOLO targets) ahead of the step; the "
-                        "batches are the same as without (default 0: made in the training process)")
+    add_device_options(p, "decode, augmentation, SOLO targets")
     p.add_argument("--eval-frames", type=int, default=40, help="held-out frames for the final mask-IoU check (0: skip)")
     p.add_argument("--out", required=True, help="run folder")
     p.add_argument("--resume", action="store_true", help="continue the run in --out with its run.json settings")

@@ -43,6 +43,7 @@ sys.path.insert(0, str(REPO))
 from edgeseg.errors import EdgesegError, InputError  # noqa: E402
 from edgeseg.structures import ImageShape  # noqa: E402
 from edgeseg.train.precision import add_precision_options, step_summary  # noqa: E402
+from edgeseg.train.step_batches import add_device_options  # noqa: E402
 
 SETTINGS = ("model", "data", "size", "crop", "epochs", "steps_per_epoch", "batch", "lr", "schedule", "warmup",
             "weight_decay", "seed", "init_encoder", "init", "top_k_percent", "sigma", "cpu_precision", "memory_format")
@@ -78,12 +79,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "on any machine; its folded BatchNorms are re-estimated on 16 training batches)")
     add_precision_options(p)
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
-    p.add_argument("--device", default="cpu",
-                   help="cpu (default), cuda or cuda:N: on a GPU the step runs in bf16 autocast, channels-last "
-                        "(a machine choice, not a run setting: a resumed run may move)")
-    p.add_argument("--workers", type=int, default=0,
-                   help="processes making batches (decode, augmentation, targets) ahead of the step; the batches "
-                        "are the same as without (default 0: made in the training process)")
+    add_device_options(p, "decode, augmentation, targets")
     p.add_argument("--log-every", type=int, default=10, help="progress line every N steps")
     p.add_argument("--checkpoint-every", type=int, default=50, help="also write last.pt every N steps (0: epoch ends)")
     p.add_argument("--eval-frames", type=int, default=50, help="val frames for the final PQ (0: skip)")

@@ -68,3 +68,13 @@ def check_device_and_workers(device: str, workers: int) -> None:
         raise InputError(f"device must be cpu, cuda or cuda:N, got {device!r}")
     if workers < 0:
         raise InputError(f"workers must be >= 0, got {workers}", fix="0 prepares batches in the training process")
+
+
+def add_device_options(p, made: str) -> None:
+    """``--device`` and ``--workers`` for a training tool (``made``: what a batch worker makes)."""
+    p.add_argument("--device", default="cpu",
+                   help="cpu (default), cuda or cuda:N: on a GPU the step runs in bf16 autocast, channels-last "
+                        "(a machine choice, not a run setting: a resumed run may move)")
+    p.add_argument("--workers", type=int, default=0,
+                   help=f"processes making batches ({made}) ahead of the step; the batches are the same as "
+                        "without (default 0: made in the training process)")

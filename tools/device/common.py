@@ -5,6 +5,7 @@ The device machine has no installed edgeseg: every child process gets the repo o
 """
 from __future__ import annotations
 
+import argparse
 import math
 import os
 import platform
@@ -74,3 +75,28 @@ def run_until(cmd: list[str], log_path: Path, timeout: float) -> int | str:
 def default_workers() -> int:
     """Batch workers: the cores but two (one for the training process, one for the rest)."""
     return max(1, (os.cpu_count() or 2) - 2)
+
+
+def run_parser(doc: str, arms: dict, budget_s: float, batch: int) -> argparse.ArgumentParser:
+    """The options every prepared run takes (its own are added after)."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--arms", default=",".join(arms), help=f"which arms ({', '.join(arms)}; default all)")
+    p.add_argument("--budget-s", type=float, default=budget_s,
+                   help=f"seconds for the op checks, the probes and the runs (default {budget_s:g})")
+    p.add_argument("--device", default="cuda")
+    p.add_argument("--batch", type=int, default=batch)
+    p.add_argument("--workers", type=int, default=0, help="batch workers (default: the cores but 2)")
+    p.add_argument("--probe-steps", type=int, default=0,
+                   help="steps of each probe epoch (default: 8 per batch worker, twice what they make ahead)")
+    p.add_argument("--skip-ops", action="store_true", help="leave out the CUDA op checks (ops_gpu.py, pytest -m gpu)")
+    return p
+
+
+def chosen_arms(text: str, arms: dict, prog: str) -> list[str] | None:
+    """The arms named in ``--arms`` (comma-separated), or None after an error naming the known ones."""
+    chosen = [a for a in text.split(",") if a]
+    unknown = [a for a in chosen if a not in arms]
+    if unknown or not chosen:
+        print(f"{prog}: unknown arms {unknown}; known: {', '.join(arms)}", file=sys.stderr)
+        return None
+    return chosen

@@ -33,7 +33,6 @@ being cut off; a run still going at its limit is stopped and its last finished e
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -42,7 +41,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import PACK, REPO, default_workers, epochs_that_fit, machine, op_checks, run_until  # noqa: E402
+from common import (  # noqa: E402
+    PACK, REPO, chosen_arms, default_workers, epochs_that_fit, machine, op_checks, run_parser, run_until,
+)
 
 MODEL = "deeplabv3plus_mobilenetv3_small"
 HOLDOUT = "0006R0"
@@ -128,25 +129,16 @@ def _train(arm: str, args, root: Path, data: tuple[str, str], epochs: int, eval_
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--arms", default=",".join(ARMS), help=f"which arms ({', '.join(ARMS)}; default all)")
-    p.add_argument("--budget-s", type=float, default=450, help="seconds for the probes and the runs (default 450)")
-    p.add_argument("--device", default="cuda")
-    p.add_argument("--batch", type=int, default=16)
+    p = run_parser(__doc__, ARMS, budget_s=450, batch=16)
     p.add_argument("--lr", type=float, default=0.05, help="SGD base lr (default 0.05, road's recipe)")
     p.add_argument("--warmup", type=float, default=1.0, help="warm-up epochs (default 1)")
     p.add_argument("--size", default="480x360")
-    p.add_argument("--workers", type=int, default=0, help="batch workers (default: the cores but 2)")
-    p.add_argument("--probe-steps", type=int, default=0, help="steps of each probe epoch (default: 8 per worker)")
     p.add_argument("--evals", type=int, default=8, help="evaluations on 0006R0 over a run (default 8)")
     p.add_argument("--frames", type=int, default=0, help="dry runs: the first N frames of each set only")
-    p.add_argument("--skip-ops", action="store_true", help="leave out the CUDA op parity (street.py's first step)")
     args = p.parse_args(argv)
     t_start = time.time()
-    arms = [a for a in args.arms.split(",") if a]
-    unknown = [a for a in arms if a not in ARMS]
-    if unknown or not arms:
-        print(f"road: unknown arms {unknown}; known: {', '.join(ARMS)}", file=sys.stderr)
+    arms = chosen_arms(args.arms, ARMS, "road")
+    if arms is None:
         return 2
     if not (PACK / "road/camvid/train.txt").is_file() or not (PACK / "road/cityscapes/train.txt").is_file():
         print(f"road: {PACK / 'road'} is not a road pack: run python tools/device/pack.py --task road and carry .device",

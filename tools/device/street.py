@@ -31,7 +31,6 @@ the CPU: ``tools/make_instance_bundle.py a.safetensors --eval coco-instance:.../
 """
 from __future__ import annotations
 
-import argparse
 import gzip
 import json
 import os
@@ -41,7 +40,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import PACK, REPO, default_workers, epochs_that_fit, machine, op_checks, run_until  # noqa: E402
+from common import (  # noqa: E402
+    PACK, REPO, chosen_arms, default_workers, epochs_that_fit, machine, op_checks, run_parser, run_until,
+)
 
 # the arms: (training tool, its settings on top of those _command gives every arm: data, sizes, batch,
 # schedule, device); at batch 32 the lr is scaled from the CPU recipes' 1e-3 at batch 8
@@ -106,22 +107,12 @@ def salvage(run: Path) -> Path | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--arms", default=",".join(ARMS), help=f"which arms ({', '.join(ARMS)}; default all)")
-    p.add_argument("--budget-s", type=float, default=400, help="seconds for the probe and the runs (default 400)")
-    p.add_argument("--device", default="cuda")
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--workers", type=int, default=0, help="batch workers (default: the cores but 2)")
+    p = run_parser(__doc__, ARMS, budget_s=400, batch=32)
     p.add_argument("--steps-per-epoch", type=int, default=0, help="default: one pass over the frames")
-    p.add_argument("--probe-steps", type=int, default=0,
-                   help="steps of each probe epoch (default: 8 per batch worker, twice what they make ahead)")
-    p.add_argument("--skip-ops", action="store_true", help="leave out the CUDA op parity")
     args = p.parse_args(argv)
     t_start = time.time()
-    arms = [a for a in args.arms.split(",") if a]
-    unknown = [a for a in arms if a not in ARMS]
-    if unknown or not arms:
-        print(f"street: unknown arms {unknown}; known: {', '.join(ARMS)}", file=sys.stderr)
+    arms = chosen_arms(args.arms, ARMS, "street")
+    if arms is None:
         return 2
     out = Path(os.environ.get("OUT") or REPO / "out/device")
     out.mkdir(parents=True, exist_ok=True)
