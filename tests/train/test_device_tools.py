@@ -230,3 +230,24 @@ def test_a_stopped_road_run_keeps_its_last_epoch(tmp_path):
     for k, v in load_checkpoint(path).state_dict().items():
         assert torch.equal(v, state[k]), k
     assert road.salvage(run) is None
+
+
+def test_road_command_is_an_edgeseg_train_command(tmp_path):
+    """The road arms' command line parses as ``edgeseg train`` with road-holdout's recipe."""
+    import argparse
+
+    from edgeseg.cli.train import add_arguments
+
+    road = _device_tool("road")
+    args = road.run_parser("", road.ARMS, budget_s=450, batch=16).parse_args(["--arms", "holdout"])
+    args.size, args.lr, args.warmup, args.workers = "480x360", 0.05, 1.0, 3
+    cmd = road.command(args, road.arm_data("holdout"), road.val_data(), tmp_path / "run", 12, 2)
+    assert cmd[1:4] == ["-m", "edgeseg", "train"]
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    got = p.parse_args(cmd[4:])
+    assert (got.model, got.batch, got.lr, got.epochs, got.eval_every, got.workers) == (
+        "deeplabv3plus_mobilenetv3_small", 16, 0.05, 12, 2, 3)
+    assert (got.loss, got.class_weighting, got.jitter, got.scale, got.weight_decay) == (
+        "wce+0.5*lovasz", "enet", 0.4, "0.5,2.0", 4e-5)
+    assert got.cache and got.device == "cuda" and "exclude=0006R0" in got.data and "sequences=0006R0" in got.val_data
