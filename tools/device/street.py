@@ -52,9 +52,9 @@ ARMS = {
                              "--lr", "1e-3", "--warmup", "200", "--copy-paste", "0.5"]),
     # twice the parameters (MobileNetV2 encoder, no pre-trained weights here), from scratch
     "b": ("train_instance", ["--model", "solov2_mobilenetv2", "--lr", "2e-3", "--warmup", "300", "--copy-paste", "0.5"]),
-    # issue 12: the shipped Panoptic-DeepLab (9 CPU epochs of 8 crops) continued; AdamW is its trainer's optimiser
+    # issue 12: the shipped Panoptic-DeepLab (9 CPU epochs of 8 crops) continued at the paper's Adam 1e-3 at batch 32
     "p": ("train_panoptic", ["--model", "panoptic_deeplab_mobilenetv3_small", "--init", str(PACK / "init/street-panoptic.onnx"),
-                             "--lr", "2e-3", "--warmup", "200", "--checkpoint-every", "0", "--log-every", "0"]),
+                             "--lr", "1e-3", "--warmup", "200", "--checkpoint-every", "0", "--log-every", "0"]),
 }
 # each tool's training truth in the pack (gzipped there, unpacked here) and its data argument
 TRUTH = {"train_instance": "instances_train.json", "train_panoptic": "panoptic_train.json"}
