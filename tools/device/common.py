@@ -77,10 +77,11 @@ def default_workers() -> int:
     return max(1, (os.cpu_count() or 2) - 2)
 
 
-def run_parser(doc: str, arms: dict, budget_s: float, batch: int) -> argparse.ArgumentParser:
+def run_parser(doc: str, arms: dict, budget_s: float, batch: int, default_arms: str | None = None) -> argparse.ArgumentParser:
     """The options every prepared run takes (its own are added after)."""
     p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--arms", default=",".join(arms), help=f"which arms ({', '.join(arms)}; default all)")
+    p.add_argument("--arms", default=default_arms or ",".join(arms),
+                   help=f"which arms, comma-separated ({', '.join(arms)}; default {default_arms or 'all'})")
     p.add_argument("--budget-s", type=float, default=budget_s,
                    help=f"seconds for the op checks, the probes and the runs (default {budget_s:g})")
     p.add_argument("--device", default="cuda")
