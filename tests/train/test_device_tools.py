@@ -251,3 +251,15 @@ def test_road_command_is_an_edgeseg_train_command(tmp_path):
     assert (got.loss, got.class_weighting, got.jitter, got.scale, got.weight_decay) == (
         "wce+0.5*lovasz", "enet", 0.4, "0.5,2.0", 4e-5)
     assert got.cache and got.device == "cuda" and "exclude=0006R0" in got.data and "sequences=0006R0" in got.val_data
+
+
+def test_arms_are_checked_and_road_defaults_to_holdout(capsys):
+    common = _device_tool("common")
+    arms = {"a": 1, "b": 2, "p": 3}
+    assert common.chosen_arms("a,p", arms, "street") == ["a", "p"]
+    assert common.chosen_arms("a,x", arms, "street") is None
+    assert "unknown arms ['x']; known: a, b, p" in capsys.readouterr().err
+    assert common.chosen_arms("", arms, "street") is None
+    road = _device_tool("road")
+    assert road.run_parser("", road.ARMS, 450, 16, default_arms="holdout").parse_args([]).arms == "holdout"
+    assert common.run_parser("", arms, 400, 32).parse_args([]).arms == "a,b,p"
