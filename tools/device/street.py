@@ -80,7 +80,7 @@ def _train(arm: str, args, root: Path, epochs: int, steps: int, timeout: float) 
     root.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(root / arm, ignore_errors=True)
     rc = run_until(_command(arm, args, root / arm, epochs, steps), root / f"{arm}.log", timeout)
-    if rc != 0:
+    if rc != 0 and ARMS[arm][0] == "train_instance":  # the panoptic trainer writes its weights every epoch
         salvage(root / arm)
     hist = root / arm / "history.json"
     return {"rc": rc, "wall_s": round(time.time() - t0, 1),
