@@ -72,6 +72,13 @@ def run_until(cmd: list[str], log_path: Path, timeout: float) -> int | str:
             return "stopped at the time limit"
 
 
+def output_dir() -> Path:
+    """Where a run's results go: the device tool's ``$OUT`` (what comes back), else ``out/device``."""
+    out = Path(os.environ.get("OUT") or REPO / "out/device")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
 def default_workers() -> int:
     """Batch workers: the cores but two (one for the training process, one for the rest)."""
     return max(1, (os.cpu_count() or 2) - 2)

@@ -38,7 +38,6 @@ being cut off; a run still going at its limit is stopped and its last finished e
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sys
 import time
@@ -46,7 +45,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
-    PACK, REPO, chosen_arms, default_workers, epochs_that_fit, machine, op_checks, run_parser, run_until,
+    PACK, REPO, chosen_arms, default_workers, epochs_that_fit, machine, op_checks, output_dir, run_parser,
+    run_until,
 )
 
 MODEL = "deeplabv3plus_mobilenetv3_small"
@@ -157,8 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.frames:  # a dry run: the first frames of each CamVid drive and of Cityscapes
         split = write_list(PACK / "road/camvid", "dry", args.frames, per_sequence=True)
         write_list(PACK / "road/cityscapes", "dry", args.frames)
-    out = Path(os.environ.get("OUT") or REPO / "out/device")
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_dir()
     work = Path("/tmp/edgeseg-device-road")
     summary: dict = {"machine": machine(), "recipe": RECIPE, "batch": args.batch, "lr": args.lr, "size": args.size,
                      "workers_per_arm": args.workers, "arms": {}, "probe": {}, "epochs": {}, "runs": {}}

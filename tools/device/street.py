@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 import shutil
 import sys
 import time
@@ -41,7 +40,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
-    PACK, REPO, chosen_arms, default_workers, epochs_that_fit, machine, op_checks, run_parser, run_until,
+    PACK, REPO, chosen_arms, default_workers, epochs_that_fit, machine, op_checks, output_dir, run_parser,
+    run_until,
 )
 
 # the arms: (training tool, its settings on top of those _command gives every arm: data, sizes, batch,
@@ -114,8 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     arms = chosen_arms(args.arms, ARMS, "street")
     if arms is None:
         return 2
-    out = Path(os.environ.get("OUT") or REPO / "out/device")
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_dir()
     work = Path("/tmp/edgeseg-device")
     work.mkdir(parents=True, exist_ok=True)
     frames = 0
