@@ -16,6 +16,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 PACK = REPO / ".device"
+if str(REPO) not in sys.path:  # the device has no installed edgeseg: the scripts import it from the repo
+    sys.path.insert(0, str(REPO))
 
 
 def epochs_that_fit(seconds_per_step: float, steps_per_epoch: int, seconds_left: float, margin: float = 0.9) -> int:

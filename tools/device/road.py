@@ -45,7 +45,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
-    PACK, REPO, chosen_arms, default_workers, epochs_that_fit, machine, op_checks, output_dir, run_parser,
+    PACK, chosen_arms, default_workers, epochs_that_fit, machine, op_checks, output_dir, run_parser,
     run_until,
 )
 
@@ -126,7 +126,6 @@ def _train(arm: str, args, root: Path, data: tuple[str, str], epochs: int, eval_
     shutil.rmtree(root / arm, ignore_errors=True)
     rc = run_until(command(args, *data, root / arm, epochs, eval_every), root / f"{arm}.log", timeout)
     if rc != 0:
-        sys.path.insert(0, str(REPO))
         salvage(root / arm)
     return {"rc": rc, "wall_s": round(time.time() - t0, 1), "history": _history(root / arm),
             "log_tail": (root / f"{arm}.log").read_text()[-1500:]}
@@ -205,7 +204,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def _epoch_frames(spec: str) -> int:
     """Frames in one epoch of a training spec."""
-    sys.path.insert(0, str(REPO))
     from edgeseg.data.base import open_semantic_dataset
 
     return len(open_semantic_dataset(spec, split="train"))

@@ -131,7 +131,6 @@ def main(argv: list[str] | None = None) -> int:
         frames = len(json.loads(truth.read_text())["images"])  # the same 2,074 frames for both
     steps = args.steps_per_epoch or max(1, frames // args.batch)
     args.workers = args.workers or default_workers()
-    sys.path.insert(0, str(REPO))  # the device has no installed edgeseg
     from edgeseg.train.step_batches import WORKER_READ_AHEAD
 
     args.probe_steps = args.probe_steps or 2 * WORKER_READ_AHEAD * args.workers  # twice what the workers make ahead
