@@ -28,6 +28,9 @@ EXAMPLES = (
     "--init road --out runs/my-road-rare   # rare classes drawn more often (poles, bicyclists)",
     "edgeseg train deeplabv3plus_mobilenetv3_small --data camvid:MY_FRAMES --epochs 1 --lr 0.001 --copy-paste 0.5 "
     "--init road --out runs/my-road-paste   # rare classes' pixels pasted from other frames",
+    "edgeseg train deeplabv3plus_mobilenetv3_small --data '8*camvid:../shared/data/camvid;cityscapes-camvid:"
+    "../shared/data/cityscapes_panoptic' --epochs 1 --lr 0.001 --init road --teacher 'none;road+street-semantic' "
+    "--teacher-flip --out runs/road-kd   # distil an ensemble into road on the Cityscapes frames",
     "edgeseg train deeplabv3plus_mobilenetv3_small --data panoptic-semantic:../shared/data/cityscapes_panoptic "
     "--size 640x320 --epochs 3 --lr 0.005 --init edgeseg/zoo/road.edgeseg --out runs/street-sem   "
     "# 19 new classes from road's body (then: edgeseg fuse it with an instance model)",
@@ -85,6 +88,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--paste-classes", default=None, metavar="NAMES",
                    help="comma-separated class names copy-paste pastes instead of the rare ones, e.g. "
                         "pole,sign_symbol,pedestrian,bicyclist")
+    p.add_argument("--teacher", default=None, metavar="SPEC",
+                   help="distil from teacher bundles: a bundle (path or shipped name) or an ensemble joined with '+' "
+                        "(probabilities averaged), for every frame or one per ';'-separated part of --data ('none': no "
+                        "teacher), e.g. 'none;road+street-semantic'; classes mapped by name or Cityscapes->CamVid")
+    p.add_argument("--distill-weight", type=float, default=1.0, metavar="W",
+                   help="weight of the distillation term W*T^2*KL(teacher||student) (default 1)")
+    p.add_argument("--distill-temperature", type=float, default=1.0, metavar="T", help="softmax temperature (default 1)")
+    p.add_argument("--teacher-flip", action="store_true",
+                   help="average each teacher over the frame and its mirror image (twice the teacher's time)")
     p.add_argument("--eval-every", type=int, default=1, metavar="K", help="evaluate every K epochs and at the end")
     p.add_argument("--num-classes", type=int, default=None, help="model outputs (default: the dataset's classes)")
     p.add_argument("--encoder", default=None, metavar="NAME",
@@ -129,6 +141,8 @@ def build_job(args: argparse.Namespace):
         class_weighting=args.class_weighting, scale=_scale(args.scale), jitter=args.jitter, aspect=args.aspect,
         rare_sampling=args.rare_sampling, copy_paste=args.copy_paste,
         paste_classes=tuple(c.strip() for c in args.paste_classes.split(",") if c.strip()) if args.paste_classes else None,
+        teacher=args.teacher, distill_weight=args.distill_weight, distill_temperature=args.distill_temperature,
+        teacher_flip=args.teacher_flip,
         eval_every=args.eval_every, seed=args.seed, workers=args.workers, device=args.device, amp=not args.no_amp,
         cpu_precision=args.cpu_precision, memory_format=args.memory_format,
         threads=args.threads, progress=not args.no_progress,

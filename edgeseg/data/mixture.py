@@ -71,8 +71,12 @@ class Mixture(SegmentationDataset):
     def __len__(self) -> int:
         return self._ends[-1]
 
+    def part_of(self, index: int) -> int:
+        """Which part (0-based, in the spec's order) sample ``index`` comes from."""
+        return bisect.bisect_right(self._ends, index)
+
     def _load(self, index: int) -> Sample:
-        p = bisect.bisect_right(self._ends, index)
+        p = self.part_of(index)
         start = self._ends[p - 1] if p else 0
         ds, _ = self.parts[p]
         return ds[(index - start) % len(ds)]

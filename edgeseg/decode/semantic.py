@@ -320,6 +320,29 @@ def _biased(logits: np.ndarray, manifest: "Manifest", bias: tuple[float, ...],
     return (x + (b[:, None, None] if caxis == 0 else b)).astype(np.float32, copy=False), ("NCHW" if caxis == 0 else "NHWC")
 
 
+def class_logits(outputs: Mapping[str, np.ndarray], meta: "PreprocessMeta", manifest: "Manifest",
+                 options: SemanticOptions | None = None) -> np.ndarray:
+    """The logits a semantic bundle's decoder takes its argmax of, as ``float32 [C, H, W]`` at
+    ``meta.original``: the content region (letterbox padding cut away), the decoder's ``class_bias``
+    added, resized bilinearly. For soft targets (distillation, :mod:`edgeseg.train.distill`) and
+    ensembles; the labels :func:`decode_semantic` gives are their argmax (up to resize rounding)."""
+    opts = options or manifest.decoder_options
+    _, kind, arr = semantic_output(outputs, manifest)
+    if kind != "logits":
+        raise UnsupportedError(f"bundle {manifest.name!r} outputs labels, not logits: it has no class scores to give",
+                               fix="export the model without the argmax in the graph")
+    layout = opts.logits_layout if isinstance(opts, SemanticOptions) else None
+    if isinstance(opts, SemanticOptions) and opts.class_bias:
+        arr, layout = _biased(arr, manifest, opts.class_bias, layout)
+    x, caxis = _logits_3d(arr, manifest, layout)
+    chw = x if caxis == 0 else x.transpose(2, 0, 1)
+    y0, y1, x0, x1 = content_box(meta, ImageShape(*chw.shape[1:]))
+    chw = chw[:, y0:y1, x0:x1]
+    if tuple(chw.shape[1:]) == (meta.original.height, meta.original.width):
+        return np.ascontiguousarray(chw, np.float32)
+    return _resize_planes(chw, meta.original)
+
+
 @DECODERS.register("semantic")
 def decode_semantic(outputs: Mapping[str, np.ndarray], meta: "PreprocessMeta", manifest: "Manifest",
                     options: SemanticOptions | None = None, *, confidence: bool | None = None,

@@ -21,12 +21,16 @@ from .copy_paste import RareClassPaste, paste_classes
 class TrainSet:
     """Augmented training samples as ``(float32 [3, h, w], int64 [h, w])``; call :meth:`set_epoch` per epoch.
 
-    ``paste``: rare-class copy-paste (:mod:`edgeseg.train.copy_paste`); the donor is augmented on its own."""
+    ``paste``: rare-class copy-paste (:mod:`edgeseg.train.copy_paste`); the donor is augmented on its own.
+    ``teachers``: one :class:`~edgeseg.train.distill.Teacher` (or None) per part of a mixture (one for any
+    other dataset); samples then carry a third element, the teacher's ``float32 [C, h, w]`` probabilities
+    on the augmented frame (zeros for a part without a teacher)."""
 
     def __init__(self, dataset: Sequence, augment_cfg: AugmentConfig, spec: InputSpec, seed: int = 0,
-                 paste: RareClassPaste | None = None):
+                 paste: RareClassPaste | None = None, teachers: Sequence | None = None):
         self.dataset, self.cfg, self.spec, self.seed = dataset, augment_cfg, spec, int(seed)
         self.paste = paste
+        self.teachers = list(teachers) if teachers else None
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -46,7 +50,20 @@ class TrainSet:
                 donor = self.dataset[j]
                 d_image, d_labels = augment(donor.image, donor.labels, self.cfg, prng)
                 image, labels = paste_classes(image, labels, d_image, d_labels, self.paste.classes)
-        return np.ascontiguousarray(self.spec.normalize(image).transpose(2, 0, 1)), labels.astype(np.int64)
+        x = np.ascontiguousarray(self.spec.normalize(image).transpose(2, 0, 1))
+        if self.teachers is None:
+            return x, labels.astype(np.int64)
+        part = self.dataset.part_of(i) if hasattr(self.dataset, "part_of") else 0
+        teacher = self.teachers[part]
+        soft = (teacher.probs(image) if teacher is not None else
+                np.zeros((self.teachers_classes, *labels.shape), np.float32))
+        return x, labels.astype(np.int64), soft
+
+    @property
+    def teachers_classes(self) -> int:
+        """The student's class count, as the teachers map onto it."""
+        t = next(t for t in self.teachers if t is not None)
+        return int(t.members[0].map.shape[0])
 
 
 class EvalSet:
@@ -70,10 +87,11 @@ class EvalSet:
         return x[0], sample.labels
 
 
-def collate_train(batch: list[tuple[np.ndarray, np.ndarray]]):
+def collate_train(batch: list[tuple[np.ndarray, ...]]):
+    """``(images, labels)``, or ``(images, labels, teacher probabilities)`` when distilling."""
     import torch
 
-    return torch.from_numpy(np.stack([b[0] for b in batch])), torch.from_numpy(np.stack([b[1] for b in batch]))
+    return tuple(torch.from_numpy(np.stack([b[k] for b in batch])) for k in range(len(batch[0])))
 
 
 def collate_eval(batch: list[tuple[np.ndarray, np.ndarray]]):

@@ -114,7 +114,7 @@ def recalibrate_from_training_data(trainer: Trainer, bns: list[str], batches: in
     from .data import train_loader
 
     loader = train_loader(trainer.train_set, trainer.loader_cfg, 0)
-    images = (x.to(trainer.device) for x, _ in islice(loader, max(1, batches)))
+    images = (b[0].to(trainer.device) for b in islice(loader, max(1, batches)))
     return recalibrate_unfolded(trainer.model, bns, images)
 
 

@@ -74,16 +74,20 @@ def train_one_epoch(
     progress: Any = None,
     cpu_bf16: bool = False,
     channels_last: bool = False,
+    distill: tuple[float, float] | None = None,
 ) -> EpochResult:
     """One epoch: forward, loss, backward, optimizer step; the schedule is set from the global ``step``.
     ``cpu_bf16``: the forward pass under bfloat16 autocast on the CPU; ``channels_last``: the images in
-    channels-last layout, like the model (:mod:`edgeseg.train.precision`).
+    channels-last layout, like the model (:mod:`edgeseg.train.precision`). ``distill``: ``(weight,
+    temperature)`` when batches carry teacher probabilities as a third element
+    (:func:`edgeseg.train.distill.distill_loss` is added to the loss).
 
     ``progress`` is an optional tqdm bar (updated per batch with the running loss and lr).
     """
     model.train()
     total, n, t0, lr = 0.0, 0, time.perf_counter(), optimizer.param_groups[0]["lr"]
-    for images, target in batches:
+    for batch in batches:
+        images, target, soft = batch if len(batch) == 3 else (*batch, None)
         if schedule is not None:
             schedule.apply(optimizer, step + n)
         lr = optimizer.param_groups[0]["lr"]
@@ -93,6 +97,10 @@ def train_one_epoch(
             output = model(images)
             logits = logits_of(output, tuple(target.shape[-2:]))
         loss = loss_fn(logits.float(), target) + auxiliary_loss(model, output, loss_fn, target)
+        if distill is not None and soft is not None:
+            from .distill import distill_loss
+
+            loss = loss + distill[0] * distill_loss(logits.float(), soft.to(device, non_blocking=True), target, distill[1])
         if not math.isfinite(float(loss.detach())):
             raise InputError(
                 f"training diverged: loss is {float(loss.detach())} at step {step + n}",

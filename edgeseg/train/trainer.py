@@ -62,6 +62,10 @@ class TrainConfig:
     rare_sampling: float = 0.0  # rare-class sampling temperature (edgeseg.train.sampling); 0: uniform shuffle
     copy_paste: float = 0.0  # probability of rare-class copy-paste per sample (edgeseg.train.copy_paste); 0: off
     paste_classes: tuple[str, ...] | None = None  # the classes copy-paste pastes (None: those below a uniform share)
+    teacher: str | None = None  # distillation teachers (edgeseg.train.distill): bundle[+bundle...][;...]; None: off
+    distill_weight: float = 1.0
+    distill_temperature: float = 1.0
+    teacher_flip: bool = False
     eval_every: int = 1
     eval_size: ImageShape | None = None
     crop: ImageShape | None = None
@@ -95,9 +99,22 @@ class TrainConfig:
         if self.paste_classes and not self.copy_paste:
             raise InputError("--paste-classes names the classes copy-paste pastes, but copy-paste is off",
                              fix="add --copy-paste P (e.g. 0.5), or leave --paste-classes out")
+        if self.teacher is not None:
+            self.distill_config()  # its checks now
+        elif self.teacher_flip:
+            raise InputError("--teacher-flip averages a teacher over mirrored frames, but no --teacher is given",
+                             fix="add --teacher BUNDLE, or leave --teacher-flip out")
         check_cpu_precision(self.cpu_precision, on_cpu=self.device == "cpu")
         check_memory_format(self.memory_format)
         self.augment_config()  # its checks (scale range, aspect change) now, not after the datasets are cached
+
+    def distill_config(self):
+        """The distillation this configuration asks for (None: none)."""
+        from .distill import DistillConfig
+
+        if self.teacher is None:
+            return None
+        return DistillConfig(self.teacher, self.distill_weight, self.distill_temperature, self.teacher_flip)
 
     def augment_config(self) -> AugmentConfig:
         """The training augmentation this configuration asks for."""
@@ -220,7 +237,7 @@ class Trainer(CpuStepLevers):
         pixels = frame_class_pixels(train_data, self.num_classes) if need else None
         self.sampler = self._build_sampler(pixels)
         self.train_set = TrainSet(train_data, self.config.augment_config(), self.spec, seed=config.seed,
-                                  paste=self._build_paste(pixels))
+                                  paste=self._build_paste(pixels), teachers=self._build_teachers(train_data))
         self.loss_fn = loss or self._build_loss(pixels)
         self.optimizer = build_sgd(self.model, config.lr, config.momentum, config.weight_decay, config.nesterov)
         self.amp = bool(config.amp and self.device.type == "cuda")
@@ -278,6 +295,22 @@ class Trainer(CpuStepLevers):
                  ", ".join(self.classes[c] if self.classes else str(c) for c in paste.classes), paste.donors.size)
         return paste
 
+    def _build_teachers(self, train_data):
+        """The distillation teachers per part of the training data (``config.teacher``), or None."""
+        cfg = self.config.distill_config()
+        if cfg is None:
+            return None
+        from .distill import open_teachers
+
+        if not self.classes:
+            raise InputError("--teacher: the training data names no classes, so a teacher's cannot be mapped onto them")
+        parts = len(getattr(train_data, "parts", ())) or 1
+        threads = 1 if self.config.workers > 0 else self.config.threads
+        teachers = open_teachers(cfg, parts, self.classes, threads=threads)
+        log.info("distillation (weight %g, T %g): %s", cfg.weight, cfg.temperature,
+                 "; ".join(t.name if t is not None else "-" for t in teachers))
+        return teachers
+
     @property
     def steps_per_epoch(self) -> int:
         n, b = len(self.train_set), self.config.batch_size
@@ -303,6 +336,8 @@ class Trainer(CpuStepLevers):
                 self.model, loader, self.loss_fn, self.optimizer, device=self.device, schedule=self.schedule,
                 step=self.step, scaler=self.scaler, amp=self.amp, grad_clip=self.config.grad_clip, progress=bar,
                 cpu_bf16=bool(self.precision["bf16"]), channels_last=bool(self.precision.get("channels_last")),
+                distill=None if self.config.teacher is None else
+                (self.config.distill_weight, self.config.distill_temperature),
             )
         self.step += res.steps
         self.epoch += 1
@@ -318,7 +353,7 @@ class Trainer(CpuStepLevers):
         c = self.config
         if "auto" not in (c.cpu_precision, c.memory_format) or self.device.type != "cpu":
             return choose_cpu_step(c.cpu_precision, c.memory_format, self.device)
-        images, target = next(iter(train_loader(self.train_set, self.loader_cfg, self.epoch, self._epoch_indices())))
+        images, target, *_ = next(iter(train_loader(self.train_set, self.loader_cfg, self.epoch, self._epoch_indices())))
         batch = (images.to(self.device), target.to(self.device))
         return choose_cpu_step(c.cpu_precision, c.memory_format, self.device, self.model, batch, self.loss_fn)
 
