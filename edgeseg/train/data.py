@@ -31,6 +31,9 @@ class TrainSet:
         self.dataset, self.cfg, self.spec, self.seed = dataset, augment_cfg, spec, int(seed)
         self.paste = paste
         self.teachers = list(teachers) if teachers else None
+        # the student's class count as the teachers map onto it: the zeros a part without a teacher carries
+        self._soft_classes = (next(int(t.members[0].map.shape[0]) for t in self.teachers if t is not None)
+                              if self.teachers else 0)
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -56,14 +59,8 @@ class TrainSet:
         part = self.dataset.part_of(i) if hasattr(self.dataset, "part_of") else 0
         teacher = self.teachers[part]
         soft = (teacher.probs(image) if teacher is not None else
-                np.zeros((self.teachers_classes, *labels.shape), np.float32))
+                np.zeros((self._soft_classes, *labels.shape), np.float32))
         return x, labels.astype(np.int64), soft
-
-    @property
-    def teachers_classes(self) -> int:
-        """The student's class count, as the teachers map onto it."""
-        t = next(t for t in self.teachers if t is not None)
-        return int(t.members[0].map.shape[0])
 
 
 class EvalSet:

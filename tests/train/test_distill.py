@@ -17,6 +17,7 @@ from edgeseg.structures import CAMVID_CLASSES, ImageShape, InputSpec  # noqa: E4
 from edgeseg.train import TrainConfig, Trainer, seed_everything  # noqa: E402
 from edgeseg.train.augment import AugmentConfig  # noqa: E402
 from edgeseg.train.data import LoaderConfig, TrainSet, train_loader  # noqa: E402
+from edgeseg.train.job import InMemory  # noqa: E402
 from edgeseg.train.distill import (DistillConfig, Teacher, TeacherMember, class_map, distill_loss,  # noqa: E402
                                    open_teachers)
 
@@ -25,16 +26,10 @@ CITYSCAPES = ("road", "sidewalk", "building", "wall", "fence", "pole", "traffic 
               "terrain", "sky", "person", "rider", "car", "truck", "bus", "train", "motorcycle", "bicycle")
 
 
-class Cached(list):
-    def __init__(self, ds):
-        super().__init__(ds[i] for i in range(len(ds)))
-        self.classes = ds.classes
-
-
 @pytest.fixture(scope="module")
 def shapes_data():
     torch.set_num_threads(1)
-    return Cached(SyntheticDataset(8, SIZE, seed=5, stream=0))
+    return InMemory(SyntheticDataset(8, SIZE, seed=5, stream=0))
 
 
 def test_class_map_by_name_and_through_cityscapes_to_camvid():
