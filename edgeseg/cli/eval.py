@@ -10,7 +10,7 @@ import argparse
 import math
 
 from ..errors import InputError
-from ._common import add_json_option, add_runtime_options, print_table, write_json
+from ._common import add_json_option, add_runtime_options, check_output, print_table, write_json
 
 NAME = "eval"
 HELP = ("score a bundle on a labelled dataset: mIoU, mAcc, pixel accuracy, boundary F1; mask AP for instance bundles; "
@@ -67,6 +67,8 @@ def run(args: argparse.Namespace) -> int:
     from ..eval import class_map, evaluate
     from ..predictor import load
 
+    if args.json:
+        check_output(args.json, "--json")  # before any work: a path that cannot be written loses the scores
     spec = args.data if args.images is None else f"{args.data},images={args.images}"
     dataset = open_dataset(spec, split=args.split)
     if getattr(dataset, "task", "semantic") == "instance":
@@ -136,6 +138,8 @@ def _run_instance(args: argparse.Namespace, dataset) -> int:
     from ..eval import category_map, evaluate_instances
     from ..predictor import load
 
+    if args.save_predictions:
+        check_output(args.save_predictions, "--save-predictions")
     predictor = load(
         args.bundle, backend=args.backend, precision=args.precision, target=args.target,
         device=args.device, threads=args.threads,
@@ -183,6 +187,13 @@ def _run_panoptic(args: argparse.Namespace, dataset) -> int:
         raise InputError("--class-map applies to instance datasets",
                          fix="a panoptic bundle maps its classes to the dataset's categories with its decoder option "
                              "category_ids")
+    if args.save_predictions:  # a folder: <gt stem>_pred.json and the PNGs in <gt stem>_pred/
+        json_path, png_dir = prediction_paths(args.save_predictions, dataset.json_path)
+        check_output(args.save_predictions, "--save-predictions", "folder")
+        for p in (json_path, png_dir):
+            if p.exists() and p.is_dir() != (p == png_dir):
+                raise InputError(f"--save-predictions: {p} is in the way: it is a {'folder' if p.is_dir() else 'file'}",
+                                 fix="move it away, or give --save-predictions another folder")
     predictor = load(args.bundle, backend=args.backend, precision=args.precision, target=args.target,
                      device=args.device, threads=args.threads)
     seconds: list[float] = []
@@ -200,10 +211,15 @@ def _run_panoptic(args: argparse.Namespace, dataset) -> int:
         _check_panoptic_categories(args.bundle, predictor, dataset)
         writer = None
         if args.save_predictions:
-            writer = PanopticWriter(*prediction_paths(args.save_predictions, dataset.json_path),
-                                    categories=dataset.categories)
+            writer = PanopticWriter(json_path, png_dir, categories=dataset.categories)
         save = None if writer is None else (lambda s, r: writer.add(s.image_id, s.file_name, r))
-        scores = evaluate_panoptic(timed, dataset, progress=not args.no_progress, limit=args.limit, on_prediction=save)
+        try:
+            scores = evaluate_panoptic(timed, dataset, progress=not args.no_progress, limit=args.limit,
+                                       on_prediction=save)
+        except BaseException:
+            if writer is not None:
+                writer.discard()  # a failed run: an earlier run's predictions stay as they were
+            raise
         if writer is not None:
             writer.close()
     latency = Latency.of(seconds)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from ._common import add_json_option, write_json
+from ._common import add_json_option, check_output, write_json
 
 NAME = "import"
 HELP = "turn an ONNX segmentation model made elsewhere (opset >= 9) into a bundle"
@@ -87,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             spec = InputSpec(layout=args.layout, color=args.color, size=size, **norm, **explicit)
     out = Path(args.out)
+    check_output(args.out, "--out", "bundle")
     bundle = import_onnx(args.onnx, out, task=args.task, classes=classes, input_spec=spec, palette=palette,
                          name=args.name or out.name.removesuffix(".edgeseg"), overwrite=args.overwrite)
     m = bundle.manifest

@@ -170,6 +170,13 @@ def polygon_to_mask(polygon: Sequence[float] | np.ndarray, height: int, width: i
     xy = np.asarray(polygon, np.float64).reshape(-1)
     if xy.size % 2 or xy.size < 6 or not np.isfinite(xy).all():
         raise DataError(f"a polygon needs at least 3 finite (x, y) points, got {xy.size} numbers")
+    x, y = xy[0::2], xy[1::2]
+    margin = max(height, width, 100)  # the outline is walked point by point: memory ~ its length, so bound it
+    far = (x < -margin) | (x > width + margin) | (y < -margin) | (y > height + margin)
+    if far.any():
+        k = int(np.flatnonzero(far)[0])
+        raise DataError(f"point ({x[k]:g}, {y[k]:g}) lies more than {margin} pixels outside the "
+                        f"{width}x{height} image: the coordinates are not this image's pixels")
     toggles = polygon_toggles(xy.reshape(-1, 2), height, width)
     total = height * width
     flat = np.bincount(toggles, minlength=total + 1)[:total].cumsum() % 2  # position total = the sentinel
@@ -192,6 +199,8 @@ def segmentation_to_mask(segm: Any, height: int, width: int) -> np.ndarray:
                 mask |= polygon_to_mask(poly, height, width)
             except (TypeError, ValueError) as e:
                 raise DataError(f"polygon {i} is not numeric: {e}") from None
+            except DataError as e:
+                raise DataError(f"polygon {i}: {e}") from None
         return mask
     if isinstance(segm, dict):
         try:
@@ -237,6 +246,12 @@ class CocoInstances(InstanceDataset):
         self.image_dir = Path(image_dir) if image_dir is not None else None
         data = self._read_json()
         where = str(self.json_path)
+        for key in ("images", "annotations", "categories"):
+            if not isinstance(data[key], list):
+                raise DataError(f"{where}: {key!r} is a {type(data[key]).__name__}, not a list",
+                                fix="it needs 'images', 'annotations' and 'categories' lists")
+        if not data["categories"]:
+            raise DataError(f"{where} lists no categories", fix="list each category's id and name under 'categories'")
         try:
             cats = sorted((int(c["id"]), str(c["name"])) for c in data["categories"])
             self.images = [_Image(int(im["id"]), str(im["file_name"]), int(im["height"]), int(im["width"]))
@@ -251,6 +266,15 @@ class CocoInstances(InstanceDataset):
         if len(self._index) != len(cats):
             raise DataError(f"{where}: repeated category ids")
         known = {im.id for im in self.images}
+        if len(known) != len(self.images):
+            seen: set[int] = set()
+            twice = next(im for im in self.images if im.id in seen or seen.add(im.id))
+            raise DataError(f"{where}: image id {twice.id} is listed twice in 'images' ({twice.file_name})",
+                            fix="give every image its own id")
+        bad = next((im for im in self.images if im.height <= 0 or im.width <= 0), None)
+        if bad is not None:
+            raise DataError(f"{where}: image {bad.id} ({bad.file_name}) has size {bad.width}x{bad.height}",
+                            fix="'width' and 'height' are the image's size in pixels (> 0)")
         self._anns: dict[int, list[dict]] = {im.id: [] for im in self.images}
         for n, ann in enumerate(anns):
             self._check_annotation(ann, n, known)
@@ -273,8 +297,16 @@ class CocoInstances(InstanceDataset):
 
     def _check_annotation(self, ann: Any, n: int, known: set[int]) -> None:
         what = f"{self.json_path}: annotation {ann.get('id', f'#{n}') if isinstance(ann, dict) else f'#{n}'}"
-        if not isinstance(ann, dict) or not {"image_id", "category_id", "segmentation"} <= set(ann):
-            raise DataError(f"{what} is malformed", fix="each annotation needs image_id, category_id and segmentation")
+        if not isinstance(ann, dict):
+            raise DataError(f"{what} is a {type(ann).__name__}, not an object",
+                            fix="each annotation needs image_id, category_id and segmentation")
+        missing = [k for k in ("image_id", "category_id", "segmentation") if k not in ann]
+        if missing:
+            hint = " (a box-only annotation: mask AP needs masks)" if missing == ["segmentation"] and "bbox" in ann else ""
+            raise DataError(f"{what} has no {' and no '.join(missing)}{hint}",
+                            fix="each annotation needs image_id, category_id and segmentation (polygons or RLE)")
+        if ann.get("iscrowd", 0) not in (0, 1):  # bool is an int: True/False pass
+            raise DataError(f"{what}: iscrowd is {ann['iscrowd']!r}", fix="iscrowd is 0 or 1")
         try:
             image_id, cat = int(ann["image_id"]), int(ann["category_id"])
         except (TypeError, ValueError):

@@ -12,7 +12,9 @@ A label file sits where its image does with the last ``images`` folder replaced 
 (Ultralytics' rule); an image without one has no objects. Polygons are scaled to pixels and
 rasterised like COCO polygons (pycocotools' ``rleFrPoly``, :func:`~edgeseg.data.coco_instances.polygon_to_mask`:
 pixels whose centre lies inside), so a YOLO dataset and its COCO export score the same. Category
-ids are the YOLO class ids; no object is a crowd; ``area`` is the mask's pixel count. Without
+ids are the YOLO class ids (a whole number, ``2`` or ``2.0``); no object is a crowd; ``area`` is the mask's pixel
+count. A polygon whose box (``cx, cy, w, h``) leaves ``0..1`` is refused, naming the file and line, as Ultralytics
+refuses it (pixel coordinates, typically); vertices a little past the image edge inside that rule are clipped. Without
 ``names`` the classes are called ``"0"``, ``"1"``, ... up to the largest id in the labels.
 ``open_dataset("yolo-seg:ROOT[,names=FILE]")`` or ``"yolo-seg:ROOT/data.yaml"`` opens it.
 """
@@ -116,6 +118,14 @@ def label_path(image: Path) -> Path:
     return Path(*parts).with_suffix(".txt")
 
 
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def read_polygons(path: Path, num_classes: int | None) -> list[tuple[int, np.ndarray]]:
     """``(class id, float64 [K, 2] normalised xy)`` per line of a label file."""
     out = []
@@ -125,17 +135,33 @@ def read_polygons(path: Path, num_classes: int | None) -> list[tuple[int, np.nda
             continue
         where = f"{path}:{n}"
         try:
-            cls, xy = int(fields[0]), np.array([float(v) for v in fields[1:]], np.float64)
+            values = np.array([float(v) for v in fields], np.float64)
         except ValueError:
-            raise DataError(f"{where}: not 'CLASS x1 y1 x2 y2 ...' numbers: {line.strip()[:60]!r}") from None
+            bad = next(v for v in fields if not _is_number(v))
+            raise DataError(f"{where}: {bad[:20]!r} is not a number (a line is 'CLASS x1 y1 x2 y2 ...')",
+                            fix="fix or remove that line") from None
+        if not np.isfinite(values).all():
+            raise DataError(f"{where}: a value is not finite ({line.strip()[:60]!r})", fix="fix or remove that line")
+        if values[0] != int(values[0]):  # Ultralytics reads the class as a float: 2.0 is class 2
+            raise DataError(f"{where}: class {fields[0]!r} is not a whole number", fix="the first value is the class id")
+        cls, xy = int(values[0]), values[1:]
         if len(xy) == 4:
             raise DataError(f"{where}: a box label (class cx cy w h), not a polygon",
                             fix="yolo-seg needs segmentation labels (class x1 y1 x2 y2 x3 y3 ...)")
         if len(xy) % 2 or len(xy) < 6:
             raise DataError(f"{where}: a polygon needs at least 3 (x, y) points, got {len(xy)} numbers")
         if cls < 0 or (num_classes is not None and cls >= num_classes):
-            raise DataError(f"{where}: class {cls} is outside 0..{(num_classes or 1) - 1} of the dataset's names")
-        out.append((cls, xy.reshape(-1, 2)))
+            raise DataError(f"{where}: class {cls} is outside 0..{(num_classes or 1) - 1} of the dataset's names",
+                            fix="class ids count from 0 in the order of data.yaml's names (or names=FILE); "
+                                "add the class there or fix the label")
+        xy = xy.reshape(-1, 2)
+        lo, hi = xy.min(0), xy.max(0)
+        box = np.concatenate([(lo + hi) / 2, hi - lo])  # Ultralytics' check: the polygon's box as cx, cy, w, h
+        if box.min() < 0 or box.max() > 1:
+            raise DataError(f"{where}: coordinates are not normalised to 0..1 (x {lo[0]:g}..{hi[0]:g}, "
+                            f"y {lo[1]:g}..{hi[1]:g})",
+                            fix="divide x by the image width and y by its height (Ultralytics refuses this label too)")
+        out.append((cls, xy))
     return out
 
 

@@ -18,8 +18,10 @@ What the writer guarantees, so the reference never refuses a file it wrote:
 * ids above ``256^3 - 1`` (what three bytes hold) are renumbered 1..n in the order of ``segments``
   (an id means nothing outside its file);
 * every file is written atomically (temporary file + rename, :mod:`edgeseg._io`): each PNG as it
-  is added, the JSON last, by :meth:`PanopticWriter.close` after a run that did not fail; an
-  interrupted run leaves no truncated file and no JSON naming a PNG that is not there.
+  is added, into a hidden staging folder beside the PNG folder; :meth:`PanopticWriter.close`, after
+  a run that did not fail, moves them into the PNG folder and writes the JSON last. An interrupted
+  or failed run leaves no truncated file, no JSON naming a PNG that is not there, and the results
+  of an earlier run in the same place as they were (never its JSON with some of the new PNGs).
 
 ``edgeseg eval --save-predictions DIR`` writes ``DIR/<gt json stem>_pred.json`` and the PNGs in
 ``DIR/<gt json stem>_pred/`` (:func:`prediction_paths`); :func:`score_saved` scores such files
@@ -35,6 +37,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import shutil
+import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -157,6 +162,13 @@ class PanopticWriter:
         self.annotations: list[dict[str, Any]] = []
         self.images: list[dict[str, Any]] = []
         self._seen: set[Any] = set()
+        self._stage: Path | None = None  # the PNGs until close(): an earlier run's files stay whole until then
+
+    def _staging(self) -> Path:
+        if self._stage is None:
+            self.png_dir.parent.mkdir(parents=True, exist_ok=True)
+            self._stage = Path(tempfile.mkdtemp(prefix=f".{self.png_dir.name}.", suffix=".part", dir=self.png_dir.parent))
+        return self._stage
 
     def add(self, image_id: int | str, file_name: str, result: PanopticResult, crowd_ids: Iterable[int] = (), *,
             image_file_name: str | None = None) -> dict[str, Any]:
@@ -174,7 +186,7 @@ class PanopticWriter:
                     raise InputError(f"panoptic result{where}: segment {s['id']} has category {s['category_id']}, "
                                      f"which the dataset's categories ({', '.join(map(str, sorted(self.categories)))}) "
                                      "do not list", fix="predict the dataset's category ids")
-        write_panoptic_png(self.png_dir / png, result.segment_ids)
+        write_panoptic_png(self._staging() / png, result.segment_ids)
         ann = {"image_id": image_id, "file_name": str(png), "segments_info": info}
         self.annotations.append(ann)
         self._seen.add(image_id)
@@ -184,14 +196,28 @@ class PanopticWriter:
         return ann
 
     def close(self) -> Path:
-        """Write the JSON (atomically). Returns its path."""
+        """Move the PNGs into the PNG folder, then write the JSON (atomically). Returns its path."""
         data: dict[str, Any] = {"annotations": self.annotations}
         if self.images:
             data["images"] = self.images
         if self.categories:
             data["categories"] = [{"id": c.id, "name": c.name, "isthing": int(c.isthing), "color": list(c.color)}
                                   for c in self.categories.values()]
-        return atomic_write_text(self.json_path, json.dumps(data))
+        text = json.dumps(data)
+        if self._stage is not None:
+            self.json_path.unlink(missing_ok=True)  # an earlier run's JSON must not describe the PNGs replaced below
+            for src in sorted(f for f in self._stage.rglob("*") if f.is_file()):
+                dst = self.png_dir / src.relative_to(self._stage)
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(src, dst)
+            self.discard()
+        return atomic_write_text(self.json_path, text)
+
+    def discard(self) -> None:
+        """Drop the PNGs added so far (a failed run): the PNG folder and the JSON stay as they were."""
+        if self._stage is not None:
+            shutil.rmtree(self._stage, ignore_errors=True)
+            self._stage = None
 
     def __enter__(self) -> "PanopticWriter":
         return self
@@ -199,6 +225,8 @@ class PanopticWriter:
     def __exit__(self, exc_type, *exc) -> None:
         if exc_type is None:
             self.close()
+        else:
+            self.discard()
 
 
 def read_panoptic_results(json_path: str | Path, png_dir: str | Path | None = None,

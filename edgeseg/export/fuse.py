@@ -259,7 +259,8 @@ def _fuse(sem: Bundle, inst: Bundle, out, *, name, stuff, things, overwrite, opt
         raise InputError(f"the bundles are in the wrong order: {sem.root} is the instance bundle, {inst.root} the "
                          f"{inst.manifest.task} one", fix=f"swap them: {order}")
     if sem.manifest.task != "semantic":
-        raise InputError(f"{sem.root} is a {sem.manifest.task} bundle; the first bundle must be semantic "
+        article = "an" if sem.manifest.task[:1] in "aeiou" else "a"
+        raise InputError(f"{sem.root} is {article} {sem.manifest.task} bundle; the first bundle must be semantic "
                          "(or panoptic with a semantic output)", fix=order)
     if inst.manifest.task != "instance":
         raise InputError(f"{inst.root} is a {inst.manifest.task} bundle; the second bundle must be an instance one",

@@ -129,7 +129,11 @@ def detect_prototype_layout(shapes: dict[str, tuple[int, ...]], nc: int | None, 
             score = 2 if n == anchor_count(net, per_cell=per_cell) else (1 if n > f else 0)
             candidates.append((score, fmt, k))
     if not candidates:
-        raise fail(f"no split of the features into box + {nc if nc is not None else 'nc'} classes + {nm} coefficients")
+        fits = sorted({int(d[f_axis]) - head - nm for f_axis, n_axis in ((1, 2), (2, 1)) for _, head, per_cell in
+                       (("yolov8", 4, 1), ("yolov5", 5, 3))
+                       if int(d[f_axis]) - head - nm >= 1 and int(d[n_axis]) == anchor_count(net, per_cell=per_cell)})
+        hint = f" (they fit {' or '.join(map(str, fits))} classes: --classes must name that many)" if nc is not None and fits else ""
+        raise fail(f"no split of the features into box + {nc if nc is not None else 'nc'} classes + {nm} coefficients{hint}")
     candidates.sort(key=lambda c: (-c[0], c[1] != "yolov8"))
     best = candidates[0]
     if nc is None and len({c[2] for c in candidates if c[0] == best[0]}) > 1:

@@ -141,7 +141,7 @@ def test_images_option_and_coco_annotations_layout(tmp_path):
 
 
 @pytest.mark.parametrize("annotations, match", [
-    ([{"id": 7, "image_id": 5, "category_id": 24}], "annotation 7 is malformed"),
+    ([{"id": 7, "image_id": 5, "category_id": 24}], "annotation 7 has no segmentation"),
     ([{"id": 7, "image_id": 5, "category_id": 99, "segmentation": []}], "category 99"),
     ([{"id": 7, "image_id": 6, "category_id": 24, "segmentation": []}], "image 6"),
 ])
@@ -220,3 +220,47 @@ def test_cityscapes_masks_equal_ann_to_mask(data_root):
         crowd += int(t.iscrowd.sum())
     assert n == len(coco.anns) == 3227 and crowd == 66
     assert ds[0].image().shape == (320, 640, 3)
+
+
+# ---- bad input found by the instance/panoptic robustness audit -------------------------------------
+@pytest.mark.parametrize("edit, match", [
+    (lambda d: d["images"][0].update(width=-5), r"image 5 \(a\.png\) has size -5x20"),  # was a numpy traceback
+    (lambda d: d["images"][0].update(height=0), r"image 5 \(a\.png\) has size 30x0"),  # was blamed on the RLE
+    (lambda d: d["images"].append(dict(d["images"][0])), "image id 5 is listed twice"),  # was found after inference
+    (lambda d: d.update(categories=[]), "lists no categories"),
+    (lambda d: d.update(annotations={}), "'annotations' is a dict, not a list"),  # was read as no annotations
+    (lambda d: d["annotations"][0].pop("segmentation"), "annotation 1 has no segmentation .a box-only annotation"),
+    (lambda d: d["annotations"][0].update(iscrowd="yes"), "annotation 1: iscrowd is 'yes'"),  # pycocotools: ValueError
+])
+def test_malformed_files_are_refused_at_open_naming_the_fault(tmp_path, edit, match):
+    path = _write_coco(tmp_path, [dict(a) for a in GOOD])
+    data = json.loads(path.read_text())
+    edit(data)
+    path.write_text(json.dumps(data))
+    with pytest.raises(DataError, match=match) as e:
+        CocoInstances(path)
+    assert str(path) in str(e.value) and e.value.fix
+
+
+def test_polygon_far_outside_the_image_is_an_error_not_a_memory_blowup(tmp_path):
+    """A polygon's outline is walked point by point (as pycocotools' rleFrPoly): a vertex at 1e9 asked
+    for a 112 GiB array and ended in a numpy MemoryError traceback. Slightly outside stays exact."""
+    far = [[1e9, 1e9, 2e9, 1e9, 2e9, 2e9]]
+    path = _write_coco(tmp_path, [{"id": 4, "image_id": 5, "category_id": 24, "segmentation": far, "area": 1}])
+    with pytest.raises(DataError, match=r"annotation 4 of image 5.*polygon 0: point \(1e\+09, 1e\+09\) lies more than"):
+        CocoInstances(path)[0]
+    for poly in ([-95.0, -15.0, 125.0, -15.0, 125.0, 35.0, -95.0, 35.0], [-99.0, 5.0, 129.0, 10.0, 10.0, 119.0]):
+        np.testing.assert_array_equal(segmentation_to_mask([poly], 20, 30), annotation_mask([poly], 20, 30))
+
+
+def test_cli_reports_a_bad_file_without_a_traceback(tmp_path, capsys):
+    from edgeseg.cli import main
+
+    path = _write_coco(tmp_path, GOOD, images=[{"id": 5, "file_name": "a.png", "height": 20, "width": 30},
+                                               {"id": 9, "file_name": "b.png", "height": 20, "width": 30}])
+    data = json.loads(path.read_text())
+    data["images"][1]["width"] = -30
+    path.write_text(json.dumps(data))
+    rc = main(["eval", "shapes-instance", "--data", f"coco-instance:{path}", "--threads", "1", "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "edgeseg eval: error:" in err and "image 9 (b.png) has size -30x20" in err and "fix:" in err

@@ -89,3 +89,22 @@ def test_eval_errors(tmp_path, capsys):
     assert "is not a directory" in capsys.readouterr().err
     assert main(["eval", str(tmp_path / "missing.edgeseg"), "--data", "synthetic:1"]) == 2
     assert "missing.edgeseg" in capsys.readouterr().err
+
+
+def test_unwritable_outputs_are_refused_before_the_model_runs(tmp_path, capsys):
+    """--save-predictions (instance: a JSON file) and --json were written only after the whole run:
+    a path that cannot take a file ended in an OSError traceback and the scores were lost."""
+    from edgeseg.cli import main
+
+    write_image(tmp_path / "val" / "a.png", np.zeros((8, 8, 3), np.uint8))
+    gt = tmp_path / "instances_val.json"
+    gt.write_text(json.dumps({"images": [{"id": 1, "file_name": "a.png", "height": 8, "width": 8}], "annotations": [],
+                              "categories": [{"id": 1, "name": "car"}]}))
+    (tmp_path / "a-file").write_text("x")
+    for option, target in (("--save-predictions", tmp_path / "a-file" / "dets.json"), ("--save-predictions", tmp_path),
+                           ("--save-predictions", "/proc/edgeseg-dets.json"), ("--json", tmp_path / "a-file" / "ap.json")):
+        rc = main(["eval", str(tmp_path / "no-such.edgeseg"), "--data", f"coco-instance:{gt}", option, str(target),
+                   "--no-progress"])
+        err = capsys.readouterr().err
+        assert rc == 2 and f"edgeseg eval: error: {option}: cannot write" in err and "fix:" in err, err
+    assert (tmp_path / "a-file").read_text() == "x"

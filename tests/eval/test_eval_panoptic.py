@@ -162,7 +162,7 @@ def test_ids_without_segment_and_size_mismatch_name_the_image(tmp_path):
         PanopticMetric(cats).update(big, gt, name="'x'")
 
 
-def test_writer_is_atomic_and_writes_json_only_after_a_clean_run(tmp_path):
+def test_writer_is_atomic_and_writes_json_only_after_a_clean_run(tmp_path):  # PNGs staged until close() since the audit
     from edgeseg.data import read_panoptic_png
     from edgeseg.eval.panoptic_io import PanopticWriter
 
@@ -172,7 +172,11 @@ def test_writer_is_atomic_and_writes_json_only_after_a_clean_run(tmp_path):
             w.add(1, "a.png", gt)
             raise RuntimeError("interrupted")
     assert not (tmp_path / "p.json").exists() and not list(tmp_path.rglob("*.tmp"))
+    assert not (tmp_path / "p").exists() and not list(tmp_path.glob(".p.*"))  # the staged PNG went with the run
+    with PanopticWriter(tmp_path / "p.json") as w:
+        w.add(1, "a.png", gt)
     np.testing.assert_array_equal(read_panoptic_png(tmp_path / "p" / "a.png"), gt.segment_ids)
+    assert (tmp_path / "p.json").is_file() and not list(tmp_path.glob(".p.*"))
     with pytest.raises(InputError, match="relative path"):
         PanopticWriter(tmp_path / "q.json").add(1, "../escape.png", gt)
 
@@ -241,3 +245,81 @@ def test_spec_missing_files_and_folders_name_the_path_and_the_fix(tmp_path):
         open_dataset(f"coco-panoptic:{path}")
     with pytest.raises(DataError, match=r"annotations not found: .*panoptic_test\.json"):
         open_dataset(f"coco-panoptic:{tmp_path}", split="test")
+
+
+def test_a_failed_run_leaves_the_earlier_results_whole(tmp_path):
+    """A second run into the same place that fails half way must not mix its PNGs with the first
+    run's JSON (before the fix, image 1's PNG was replaced and the old JSON no longer described it)."""
+    from edgeseg.eval.panoptic_io import PanopticWriter, read_panoptic_results
+
+    gt, cats = _tiny()
+    with PanopticWriter(tmp_path / "p.json") as w:
+        w.add(1, "a.png", gt)
+        w.add(2, "b.png", gt)
+    before = {f: f.read_bytes() for f in (tmp_path / "p.json", tmp_path / "p" / "a.png", tmp_path / "p" / "b.png")}
+    other = PanopticResult(np.where(gt.segment_ids > 0, 3, 0).astype(np.int32), (Segment(3, 9, False),))
+    with pytest.raises(RuntimeError):
+        with PanopticWriter(tmp_path / "p.json") as w:
+            w.add(1, "a.png", other)
+            raise RuntimeError("image 2 failed")
+    assert {f: f.read_bytes() for f in before} == before and not list(tmp_path.glob(".p.*"))
+    assert read_panoptic_results(tmp_path / "p.json")  # still a consistent results file
+
+
+# ---- bad ground truth found by the instance/panoptic robustness audit ----------------------------
+def _edit_json(path, edit):
+    data = json.loads(path.read_text())
+    edit(data)
+    path.write_text(json.dumps(data))
+
+
+@pytest.mark.parametrize("edit, match", [
+    (lambda d: d["annotations"][1].update(segments_info=None), r"annotation #1 \(im2\.png\): segments_info is a NoneType"),
+    (lambda d: d["annotations"][1]["segments_info"][1].update(id=1), r"\(im2\.png\): segment id 1 is listed twice"),
+])
+def test_malformed_segments_info_is_refused_at_open(tmp_path, edit, match):
+    from edgeseg.data import open_dataset
+    from edgeseg.errors import DataError
+
+    path = _panoptic_files(tmp_path)
+    _edit_json(path, edit)
+    with pytest.raises(DataError, match=match) as e:
+        open_dataset(f"coco-panoptic:{path}")
+    assert e.value.fix
+
+
+@pytest.mark.parametrize("edit_png, edit, ids", [
+    (lambda ids: ids.__setitem__((0, 0), 7), None, r"\[7\]"),  # a stray id in the PNG
+    (None, lambda d: d["annotations"][1].update(segments_info=[]), r"\[1, 2\]"),  # no segments, a labelled PNG
+])
+def test_truth_png_ids_missing_from_segments_info_are_an_error(tmp_path, edit_png, edit, ids):
+    """panopticapi scores such pixels as nobody's, silently, and with the JSON's areas, so the result
+    depends on a file pair that does not belong together; edgeseg names the PNG and the ids."""
+    from edgeseg.data import open_dataset, read_panoptic_png
+    from edgeseg.errors import DataError
+    from edgeseg.eval.panoptic_io import write_panoptic_png
+
+    path = _panoptic_files(tmp_path)
+    if edit_png is not None:
+        png = tmp_path / "panoptic_val" / "im2.png"
+        segment_ids = read_panoptic_png(png)
+        edit_png(segment_ids)
+        write_panoptic_png(png, segment_ids)
+    if edit is not None:
+        _edit_json(path, edit)
+    ds = open_dataset(f"coco-panoptic:{path}")
+    assert ds[0].panoptic.segment_ids.shape == (2, 3)  # the other image reads
+    with pytest.raises(DataError, match=rf"im2\.png has segment id\(s\) {ids} that its segments_info") as e:
+        ds[1]
+    assert str(path) in str(e.value) and e.value.fix
+
+
+def test_void_only_truth_still_reads(tmp_path):
+    from edgeseg.data import open_dataset
+    from edgeseg.eval.panoptic_io import write_panoptic_png
+
+    path = _panoptic_files(tmp_path)
+    write_panoptic_png(tmp_path / "panoptic_val" / "im2.png", np.zeros((2, 3), np.int32))
+    _edit_json(path, lambda d: d["annotations"][1].update(segments_info=[]))
+    s = open_dataset(f"coco-panoptic:{path}")[1]
+    assert s.panoptic.segments == () and not s.panoptic.segment_ids.any()

@@ -143,3 +143,37 @@ def test_eval_panoptic_refuses_foreign_categories_and_bundles(tmp_path, capsys):
                        capsys)
     assert rc == 2 and "images folder" in err and "nope" in err
     assert not (tmp_path / "preds").exists()
+
+
+# ---- --save-predictions: refused up front, and an earlier run's results kept whole (robustness audit) ----
+def test_unwritable_save_predictions_is_refused_before_the_model_runs(tmp_path, capsys):
+    """Was a NotADirectoryError / FileNotFoundError traceback at the first image's PNG."""
+    gt_json = dataset(tmp_path)
+    (tmp_path / "a-file").write_text("x")
+    for target in (tmp_path / "a-file", tmp_path / "a-file" / "preds", "/proc/edgeseg-preds"):
+        rc, _, err = _eval([tmp_path / "no-such.edgeseg", "--data", f"coco-panoptic:{gt_json}",
+                            "--save-predictions", target], capsys)  # no bundle is loaded: the check comes first
+        assert rc == 2 and "edgeseg eval: error: --save-predictions: cannot write" in err and "fix:" in err, err
+    assert (tmp_path / "a-file").read_text() == "x"
+
+
+def test_a_failed_rerun_keeps_the_earlier_predictions(tmp_path, capsys):
+    """The first image's PNG used to be replaced before the second image failed, leaving the earlier
+    run's JSON beside a PNG it does not describe."""
+    bundle = center_bundle(tmp_path / "center.edgeseg")
+    gt_json = dataset(tmp_path / "a")
+    preds = tmp_path / "preds"
+    rc, out, err = _eval([bundle, "--data", f"coco-panoptic:{gt_json}", "--save-predictions", preds], capsys)
+    assert rc == 0, out + err
+    before = {p: p.read_bytes() for p in sorted(preds.rglob("*")) if p.is_file()}
+    assert len(before) == 3
+    # a second dataset of the same name: image 1 without its cars (another prediction), image 2 the wrong size
+    other = dataset(tmp_path / "b")
+    img = np.zeros((S, S, 3), np.uint8)
+    img[:32], img[32:] = (255, 0, 0), (0, 0, 255)
+    write_image(tmp_path / "b" / "val" / "im1.png", img)
+    write_image(tmp_path / "b" / "val" / "im2.png", np.zeros((S // 2, S, 3), np.uint8))
+    rc, _, err = _eval([bundle, "--data", f"coco-panoptic:{other}", "--save-predictions", preds], capsys)
+    assert rc == 2 and "im2.png is 64x32 but its panoptic PNG is 64x64" in err, err
+    assert {p: p.read_bytes() for p in sorted(preds.rglob("*")) if p.is_file()} == before
+    assert sorted(p.name for p in preds.iterdir()) == ["panoptic_val_pred", "panoptic_val_pred.json"]  # no staging left

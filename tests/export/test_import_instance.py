@@ -253,3 +253,33 @@ def test_yolact_layout_detection_from_shapes_and_names():
     assert detect_yolact_layout({"o0": (1, 116, 2100), "o1": (1, 32, 80, 80)}, fail) is None
     with pytest.raises(ExportError, match="same N"):
         detect_yolact_layout({"conf": (1, 10, 81), "boxes": (1, 11, 4), "mask": (1, 10, 32), "proto": (1, 8, 8, 32)}, fail)
+
+
+def test_wrong_class_count_says_how_many_the_outputs_fit(tmp_path, capsys):
+    """A metadata-less YOLOv8-seg export with a names file of the wrong length: the error says the
+    outputs fit 80 classes (before the audit it named only the split it could not make)."""
+    net = ImageShape(320, 320)
+    with pytest.raises(ExportError, match=r"box \+ 3 classes \+ 32 coefficients \(they fit 80 classes"):
+        detect_prototype_layout({"o0": (1, 116, 2100), "o1": (1, 32, 80, 80)}, 3, net, "m")
+    with pytest.raises(ExportError, match=r"they fit 80 classes"):  # transposed, YOLOv5's 3 anchors a cell
+        detect_prototype_layout({"o0": (1, 6300, 117), "o1": (1, 32, 80, 80)}, 20, net, "m")
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    # a single [1, 10] output (no prototype layout at all): a clear error from the command, not a traceback
+    graph = helper.make_graph(
+        [helper.make_node("ReduceMean", ["images"], ["r"], axes=[2, 3], keepdims=0),
+         helper.make_node("MatMul", ["r", "w"], ["out"])], "tiny",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 64, 64])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 10])],
+        [helper.make_tensor("w", TensorProto.FLOAT, [3, 10], [1.0] * 30)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, str(tmp_path / "tiny.onnx"))
+    from edgeseg.cli import main
+
+    rc = main(["import", str(tmp_path / "tiny.onnx"), "--task", "instance", "--classes", "3", "--out",
+               str(tmp_path / "t.edgeseg")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "out [1, 10]" in err and "need exactly one rank-3 and one rank-4 output" in err and "fix:" in err
+    assert not (tmp_path / "t.edgeseg").exists()

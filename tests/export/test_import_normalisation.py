@@ -62,3 +62,17 @@ def test_mean_std_for_a_uint8_model_are_reported_as_ignored(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="edgeseg.import"):  # nothing given: nothing to warn about
         assert main(["import", str(src), "--classes", str(C), "--out", str(tmp_path / "v.edgeseg")]) == 0
     assert not [r for r in caplog.records if r.name == "edgeseg.import"]
+
+
+def test_out_under_a_file_is_refused_before_importing(tmp_path, capsys):
+    """``--out`` below a regular file: Bundle.create's mkdir raised NotADirectoryError (a traceback)
+    after the import had run; now refused first, naming the file in the way."""
+    from edgeseg.cli import main
+
+    (tmp_path / "a-file").write_text("x")
+    for cmd in (["import", str(tmp_path / "any.onnx"), "--task", "instance", "--classes", "2"],
+                ["fuse", "shapes", "shapes-instance"]):
+        rc = main([*cmd, "--out", str(tmp_path / "a-file" / "b.edgeseg")])
+        err = capsys.readouterr().err
+        assert rc == 2 and "error: --out: cannot write" in err and "a-file is a file, not a folder" in err, err
+    assert (tmp_path / "a-file").read_text() == "x"
