@@ -298,9 +298,17 @@ class Bundle:
             if not overwrite:
                 raise BundleError(f"{root} already exists", fix="choose another --out, or pass --overwrite")
             if root.is_dir() and not (root / MANIFEST).exists() and any(root.iterdir()):
-                raise BundleError(f"{root} is a non-empty directory that is not a bundle; refusing to overwrite it")
+                raise BundleError(f"{root} is a non-empty directory that is not a bundle; refusing to overwrite it",
+                                  fix="choose another --out, or move the directory away")
+            if not root.is_dir() and not _is_zipped_bundle(root):
+                raise BundleError(f"{root} is a file that is not a bundle; refusing to overwrite it",
+                                  fix="choose another --out, or move the file away")
             shutil.rmtree(root) if root.is_dir() else root.unlink()
-        root.mkdir(parents=True)
+        try:
+            root.mkdir(parents=True)
+        except OSError as e:
+            raise BundleError(f"cannot create the bundle folder {root} ({e.strerror or e})",
+                              fix="choose an --out in a folder you can write to") from None
         provenance = {"edgeseg_version": _version(), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         provenance.update(manifest.provenance)
         b = cls(root, replace(manifest, provenance=provenance, files={}))
@@ -409,3 +417,12 @@ def _version() -> str:
 
 def iter_files(bundle: Bundle) -> Iterable[Path]:
     return (bundle.root / rel for rel in bundle.manifest.files)
+
+
+def _is_zipped_bundle(path: Path) -> bool:
+    """Whether ``path`` is a ``.zip`` of a bundle (its manifest at the top or one folder down)."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return any(PurePosixPath(n).name == MANIFEST and len(PurePosixPath(n).parts) <= 2 for n in zf.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False

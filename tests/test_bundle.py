@@ -178,3 +178,19 @@ def test_add_file_refuses_paths_outside_the_bundle(bundle, tmp_path):
         bundle.add_file("../evil.json", b"{}")
     assert not (bundle.root.parent / "evil.json").exists()
     assert bundle.add_file("sub/ok.json", b"{}") == bundle.root / "sub" / "ok.json"
+
+
+def test_overwrite_replaces_bundles_but_never_another_file(bundle, tmp_path):
+    """``--overwrite`` replaces a bundle (a folder or its .zip); a file that is not one is refused and kept."""
+    notes = tmp_path / "notes.edgeseg"
+    notes.write_text("my notes")
+    with pytest.raises(BundleError, match="notes.edgeseg is a file that is not a bundle") as e:
+        Bundle.create(notes, bundle.manifest, overwrite=True)
+    assert e.value.fix and notes.read_text() == "my notes"
+    z = bundle.zip(tmp_path / "b.zip")
+    assert Bundle.create(z, bundle.manifest, overwrite=True).root.is_dir()
+    blocker = tmp_path / "blocker"
+    blocker.write_text("x")
+    with pytest.raises(BundleError, match="cannot create the bundle folder") as e:
+        Bundle.create(blocker / "sub" / "b.edgeseg", bundle.manifest)
+    assert e.value.fix and blocker.read_text() == "x"

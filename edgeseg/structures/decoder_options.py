@@ -62,7 +62,8 @@ class DecoderOptions:
 
 def _in_range(name: str, value: float, lo: float, hi: float) -> None:
     if not (lo <= float(value) <= hi):
-        raise InputError(f"decoder option {name} must be within {lo:g}..{hi:g}, got {value!r}")
+        raise InputError(f"decoder option {name} must be within {lo:g}..{hi:g}, got {value!r}",
+                         fix=f"give {name} a number from {lo:g} to {hi:g}")
 
 
 @DECODER_OPTIONS.register("semantic")

@@ -271,6 +271,9 @@ def test_class_score_thresholds_parse_and_validate():
     assert PanopticOptions.from_dict({"class_score_thresholds": {"car": 1}}).class_score_thresholds == {"car": 1.0}
     with pytest.raises(InputError, match=r"class_score_thresholds\['car'\] must be within 0..1"):
         PanopticOptions(class_score_thresholds={"car": 1.5})
+    with pytest.raises(InputError, match=r"score_threshold must be within 0..1, got nan") as e:
+        PanopticOptions(score_threshold=float("nan"))
+    assert e.value.fix == "give score_threshold a number from 0 to 1"
     with pytest.raises(InputError, match="must map thing class names to numbers"):
         PanopticOptions.from_dict({"class_score_thresholds": [["car", 0.3]]})
 
