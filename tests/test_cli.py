@@ -61,6 +61,35 @@ def test_predict_bad_inputs(bundle, tmp_path, capsys):
         assert msg in capsys.readouterr().err
 
 
+def test_predict_skips_a_missing_image_among_others(bundle, tmp_path, capsys):
+    """A missing file among good ones is reported like an unreadable one (before: nothing was segmented)."""
+    rng = np.random.default_rng(2)
+    for name in ("a.png", "c.png"):
+        write_image(tmp_path / name, rng.integers(0, 256, (8, 12, 3), dtype=np.uint8))
+    paths = [str(tmp_path / n) for n in ("a.png", "gone.png", "c.png")]
+    out, js = tmp_path / "o", tmp_path / "p.json"
+    assert main(["predict", str(bundle.root), *paths, "--out", str(out), "--backend", "onnxruntime", "--threads", "1",
+                 "--json", str(js)]) == 2
+    err = capsys.readouterr().err
+    assert f"image not found: {paths[1]}" in err and "1 of 3 image(s) could not be read" in err
+    rep = json.loads(js.read_text())
+    assert [r["image"] for r in rep["images"]] == [paths[0], paths[2]]
+    assert rep["errors"] == [{"image": paths[1], "error": f"image not found: {paths[1]}"}]
+    assert (out / "a_labels.png").is_file() and (out / "c_labels.png").is_file()
+
+
+def test_predict_refuses_outputs_it_cannot_write_before_any_work(bundle, tmp_path, capsys):
+    write_image(tmp_path / "a.png", np.zeros((8, 12, 3), np.uint8))
+    (tmp_path / "file").write_text("x")
+    for extra, msg in [(["--json", str(tmp_path / "file" / "p.json")], "--json: cannot write"),
+                       (["--json", str(tmp_path)], "--json: cannot write"),
+                       (["--out", str(tmp_path / "file")], "--out: cannot write")]:
+        assert main(["predict", str(bundle.root), str(tmp_path / "a.png"), *extra, "--backend", "onnxruntime"]) == 2
+        err = capsys.readouterr().err
+        assert msg in err and "fix:" in err
+    assert (tmp_path / "file").read_text() == "x"
+
+
 def test_predict_keeps_the_readable_images_results(bundle, tmp_path, capsys, monkeypatch):
     """A corrupt file among many: the others are segmented and written, the JSON lists the failure, exit 2."""
     rng = np.random.default_rng(1)

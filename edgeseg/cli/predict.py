@@ -7,8 +7,8 @@ and COCO RLE mask, in original-image pixels. Panoptic bundles: ``<stem>_panoptic
 RGB, id = R + 256 G + 256^2 B) and ``<stem>_overlay.png``; ``--json`` lists every segment with its
 id, class, category id, isthing, area and COCO RLE mask (the stream's JSON-lines record).
 
-An image that cannot be read is reported and skipped: the others are segmented and written, ``--json``
-lists the failures under ``errors``, and the exit status is 2. Interrupted (Ctrl-C, SIGTERM), ``--json``
+An image that cannot be read (or is missing, when others are given) is reported and skipped: the others
+are segmented and written, ``--json`` lists the failures under ``errors``, and the exit status is 2. Interrupted (Ctrl-C, SIGTERM), ``--json``
 is still written for the images done, marked ``"interrupted": true``."""
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import contextlib
 import sys
 from pathlib import Path
 
-from ._common import add_json_option, add_runtime_options, print_table, write_json
+from ._common import add_json_option, add_runtime_options, check_output, print_table, write_json
 
 NAME = "predict"
 HELP = "segment images: label or instance PNGs and overlays per image, and/or a JSON of the results"
@@ -116,6 +116,10 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(f"images with the same name would write the same PNGs in {args.out}: "
                              + "; ".join(", ".join(v) for v in clash[:3]),
                              fix="predict them into different --out folders, or rename them")
+    if args.json is not None:
+        check_output(args.json, "--json")  # before any work: found at the end, the results would be lost
+    if args.out is not None:
+        check_output(args.out, "--out", "folder")
     out = Path(args.out) if args.out is not None else None
     predictor = load(args.bundle, backend=args.backend, precision=args.precision, target=args.target,
                      device=args.device, threads=args.threads)
@@ -183,11 +187,11 @@ def _image_paths(given: list[str]) -> list[str]:
     from ..errors import InputError
 
     missing = [p for p in given if not Path(p).exists()]
-    if missing:
+    if len(missing) == len(given):  # nothing to segment: say so before the bundle is loaded
         raise InputError(f"image not found: {', '.join(missing)}", fix="check the paths")
     paths: list[str] = []
     for p in map(Path, given):
-        if not p.is_dir():
+        if not p.is_dir():  # a missing file among others is reported and skipped like an unreadable one
             paths.append(str(p))
             continue
         files = image_files(p)

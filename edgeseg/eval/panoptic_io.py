@@ -176,7 +176,9 @@ class PanopticWriter:
         ``image_file_name``: also list the image in ``images`` (for a ground-truth file)."""
         where = f" of image {image_id} ({file_name})"
         if image_id in self._seen:
-            raise InputError(f"image {image_id} was added twice to {self.json_path}")
+            raise InputError(f"image {image_id} ({file_name}) was added twice to {self.json_path}",
+                             fix="a predictions file lists each image once: if the dataset's JSON lists this image id "
+                                 "twice, remove the repeated annotation")
         png = _relative_png(file_name, where)
         result = _renumbered(result, where)
         info = segments_info(result, crowd_ids, where=where)

@@ -37,6 +37,12 @@ def _load(extra: tuple[str, ...] = ()) -> Any:
         return Gst
 
 
+def quote(value: str) -> str:
+    """``value`` as a quoted property value of a launch string (quotes and backslashes escaped): paths
+    with spaces, quotes or ``!`` stay one value."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 def gst() -> Any:
     """The initialised ``Gst`` module."""
     return _load()

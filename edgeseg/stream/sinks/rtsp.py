@@ -11,13 +11,11 @@ import logging
 import threading
 from typing import Any
 
-import numpy as np
-
 from ...errors import StreamError
 from ...structures.frame import Frame
 from .. import gst as _gst
 from ..base import SINKS, Packet, Sink
-from .video import ENCODERS, _FixedSize, _fraction, image_of, output_fps
+from .video import ENCODERS, _FixedSize, _fraction, encodable, image_of, output_fps, rgb_bytes
 
 log = logging.getLogger("edgeseg.stream")
 
@@ -88,7 +86,7 @@ class RtspServerSink(Sink):
             self._appsrc = None
 
     def write(self, frame: Frame, result: Any, packet: Packet | None = None) -> None:
-        image = self._fix(image_of(frame, packet))
+        image = encodable(self._fix(image_of(frame, packet)))  # H.264 4:2:0: even sizes
         if self._server is None:
             self._start(image.shape[:2])
         with self._lock:
@@ -96,7 +94,7 @@ class RtspServerSink(Sink):
         if src is None:
             return
         Gst = _gst.gst()
-        buf = Gst.Buffer.new_wrapped(np.ascontiguousarray(image).tobytes())
+        buf = Gst.Buffer.new_wrapped(rgb_bytes(image))
         buf.duration = int(round(1e9 / self.fps))
         if src.emit("push-buffer", buf) == Gst.FlowReturn.OK:
             self.sent += 1

@@ -3,7 +3,10 @@ and an on-screen display.
 
 The MP4 is written to ``NAME.part.mp4`` and renamed when the muxer has finalized it (EOS reached the file),
 so ``NAME`` is always a complete, playable file. Frames whose size differs from the first are resized
-to it (a video track has one size). Timestamps are ``index / fps``: a constant-rate file holding every
+to it (a video track has one size); an odd width or height gets one more column or row, a copy of the
+last, and a side under 16 pixels is padded the same way to 16 (:func:`encodable`: 4:2:0 H.264 needs even
+sizes, ``mp4mux`` at least 16x16).
+Timestamps are ``index / fps``: a constant-rate file holding every
 frame written.
 """
 from __future__ import annotations
@@ -63,8 +66,41 @@ class _FixedSize:
         return cv2.resize(image, (self.size[1], self.size[0]), interpolation=cv2.INTER_LINEAR)
 
 
+MIN_SIDE = 16  # mp4mux's smallest H.264 width and height
+
+
+def encodable(image: np.ndarray) -> np.ndarray:
+    """``image`` padded at the right and bottom (its last column/row repeated) to an even width and height
+    of at least :data:`MIN_SIDE`: 4:2:0 encoders (x264enc on I420, NVENC on NV12) refuse odd sizes and
+    ``mp4mux`` frames under 16x16. Every pixel of ``image`` keeps its place; most frames are returned as
+    they are."""
+    h, w = image.shape[:2]
+    ph, pw = max(h + h % 2, MIN_SIDE) - h, max(w + w % 2, MIN_SIDE) - w
+    if ph == 0 and pw == 0:
+        return image
+    return np.pad(image, ((0, ph), (0, pw), (0, 0)), mode="edge")
+
+
+def rgb_bytes(image: np.ndarray) -> bytes:
+    """An RGB ``uint8 [H, W, 3]`` image as the bytes of a GStreamer ``video/x-raw,format=RGB`` buffer, whose
+    rows are padded to a multiple of 4 bytes (a width that is not a multiple of 4 otherwise shears the
+    picture into garbage)."""
+    h, w = image.shape[:2]
+    row = w * 3
+    stride = (row + 3) // 4 * 4
+    if stride == row:
+        return np.ascontiguousarray(image).tobytes()
+    rows = np.zeros((h, stride), np.uint8)
+    rows[:, :row] = image.reshape(h, row)
+    return rows.tobytes()
+
+
 class GstAppSrcWriter:
-    """``appsrc ! <tail>`` fed with RGB frames; ``close()`` sends EOS and waits until it reaches the sink."""
+    """``appsrc ! <tail>`` fed with RGB frames; ``close()`` sends EOS and waits until it reaches the sink.
+
+    An error anywhere downstream (an encoder that cannot start, a full disk) ends the ``appsrc`` at once,
+    so a ``push`` blocked on a full queue returns and raises :class:`StreamError` with GStreamer's message
+    instead of waiting forever."""
 
     def __init__(self, tail: str, shape: tuple[int, int], fps: float, what: str, live: bool = False):
         Gst = _gst.gst()
@@ -72,7 +108,7 @@ class GstAppSrcWriter:
         num, den = _fraction(fps)
         caps = f"video/x-raw,format=RGB,width={w},height={h},framerate={num}/{den}"
         launch = (f"appsrc name=edgeseg_src format=time is-live={'true' if live else 'false'} block=true "
-                  f"max-bytes={4 * w * h * 3} caps={caps} ! {tail}")
+                  f"max-bytes={4 * h * ((w * 3 + 3) // 4 * 4)} caps={caps} ! {tail}")
         self.what = what
         self.fps = fps
         self._n = 0
@@ -81,28 +117,39 @@ class GstAppSrcWriter:
         except Exception as e:
             raise StreamError(f"{what}: cannot build the GStreamer pipeline: {e}", fix=f"launch string: {launch}") from None
         self.src = self.pipeline.get_by_name("edgeseg_src")
+        self._failure: str | None = None
+        bus = self.pipeline.get_bus()
+        bus.enable_sync_message_emission()
+        bus.connect("sync-message::error", self._on_error)  # runs in the failing element's thread
         if self.pipeline.set_state(Gst.State.PLAYING) == Gst.StateChangeReturn.FAILURE:
             raise StreamError(f"{what}: the GStreamer pipeline does not start ({self._error(0) or 'state change failed'})")
+
+    def _on_error(self, _bus: Any, msg: Any) -> None:
+        if self._failure is None:
+            self._failure = _gst.bus_error_text(msg)
+        self.src.emit("end-of-stream")  # wakes a push() blocked on the full queue (it returns EOS)
 
     def _error(self, timeout_ns: int) -> str | None:
         Gst = _gst.gst()
         msg = self.pipeline.get_bus().timed_pop_filtered(timeout_ns, Gst.MessageType.ERROR)
-        return None if msg is None else _gst.bus_error_text(msg)
+        return self._failure if msg is None else _gst.bus_error_text(msg)
 
     def push(self, image: np.ndarray) -> None:
         Gst = _gst.gst()
-        buf = Gst.Buffer.new_wrapped(np.ascontiguousarray(image).tobytes())
+        buf = Gst.Buffer.new_wrapped(rgb_bytes(image))
         dur = int(round(1e9 / self.fps))
         buf.pts = buf.dts = self._n * dur
         buf.duration = dur
         self._n += 1
-        ret = self.src.emit("push-buffer", buf)
+        ret = self.src.emit("push-buffer", buf) if self._failure is None else Gst.FlowReturn.ERROR
         if ret != Gst.FlowReturn.OK:
             raise StreamError(f"{self.what}: GStreamer refused a frame ({ret.value_nick}): {self._error(0) or ''}")
 
     def close(self, timeout_s: float = 60.0) -> None:
         Gst = _gst.gst()
         try:
+            if self._failure is not None:  # the pipeline already stopped: no EOS will come
+                raise StreamError(f"{self.what}: {self._failure}")
             self.src.emit("end-of-stream")
             msg = self.pipeline.get_bus().timed_pop_filtered(int(timeout_s * 1e9), Gst.MessageType.EOS | Gst.MessageType.ERROR)
             if msg is None:
@@ -153,7 +200,7 @@ class Mp4Sink(Sink):
         fps = output_fps(self.fps, self._source)
         self.fps = fps
         if self.backend == "gstreamer":
-            tail = f"{self.encoder} ! mp4mux ! filesink location=\"{self.part}\""
+            tail = f"{self.encoder} ! mp4mux ! filesink location={_gst.quote(str(self.part))}"
             self._writer = GstAppSrcWriter(tail, shape, fps, str(self.path))
         else:
             import cv2
@@ -164,7 +211,7 @@ class Mp4Sink(Sink):
             self._writer = w
 
     def write(self, frame: Frame, result: Any, packet: Packet | None = None) -> None:
-        image = self._fix(image_of(frame, packet))
+        image = encodable(self._fix(image_of(frame, packet)))
         if self._writer is None:
             self._start(image.shape[:2])
         if self.backend == "gstreamer":

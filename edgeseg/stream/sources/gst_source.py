@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import time
-from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from ..._registry import Registry
@@ -18,15 +17,11 @@ from ...errors import InputError, StreamError
 from ...structures.frame import Frame
 from ..base import SOURCES, FrameBuffer, Source
 from .. import gst as _gst
-from .uri import SourceURI, parse_source
+from .uri import SourceURI, parse_source, video_file
 
 log = logging.getLogger("edgeseg.stream")
 APPSINK = "videoconvert ! video/x-raw,format=RGB ! appsink name=edgeseg_sink emit-signals=true max-buffers=2"
 LAUNCHERS: Registry[Callable[[SourceURI], str]] = Registry("GStreamer source scheme", error=InputError)
-
-
-def _q(s: str) -> str:
-    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _caps(u: SourceURI, kind: str = "video/x-raw") -> str:
@@ -41,15 +36,12 @@ def _caps(u: SourceURI, kind: str = "video/x-raw") -> str:
 
 @LAUNCHERS.register("file")
 def _file(u: SourceURI) -> str:
-    p = Path(u.target)
-    if not p.is_file():
-        raise InputError(f"video file {p} does not exist", fix="check the path (relative paths are from the current directory)")
-    return f"filesrc location={_q(str(p))} ! decodebin ! {APPSINK}"
+    return f"filesrc location={_gst.quote(str(video_file(u.target)))} ! decodebin ! {APPSINK}"
 
 
 @LAUNCHERS.register("http")
 def _http(u: SourceURI) -> str:
-    return f"uridecodebin uri={_q(u.target)} ! {APPSINK}"
+    return f"uridecodebin uri={_gst.quote(u.target)} ! {APPSINK}"
 
 
 @LAUNCHERS.register("rtsp")
@@ -58,13 +50,13 @@ def _rtsp(u: SourceURI) -> str:
     if transport not in ("tcp", "udp"):
         raise InputError(f"source {u.text!r}: transport must be tcp or udp, got {transport!r}")
     latency = u.int_opt("latency", 200)
-    return (f"rtspsrc location={_q(u.target)} latency={latency} protocols={transport} tcp-timeout=5000000 "
+    return (f"rtspsrc location={_gst.quote(u.target)} latency={latency} protocols={transport} tcp-timeout=5000000 "
             f"! decodebin ! {APPSINK}")
 
 
 @LAUNCHERS.register("v4l2")
 def _v4l2(u: SourceURI) -> str:
-    return f"v4l2src device={_q(u.target)} ! {_caps(u)} ! {APPSINK}"
+    return f"v4l2src device={_gst.quote(u.target)} ! {_caps(u)} ! {APPSINK}"
 
 
 @LAUNCHERS.register("csi")
@@ -109,6 +101,30 @@ def file_frame_total(pipeline: Any, sink_name: str = "edgeseg_sink") -> tuple[in
 
 _LIVE_SCHEMES = {"rtsp", "v4l2", "csi"}
 _RECONNECT_SCHEMES = {"rtsp", "http"}
+
+
+def decoder_input_counter(count: Callable[[], None]) -> Callable[[Any, Any, Any], None]:
+    """A ``deep-element-added`` handler: ``count()`` for every coded frame entering a video decoder ``decodebin``
+    makes (one per frame the container holds, whatever its timestamps say; the NAL units or slices of one
+    frame share its timestamp and count once)."""
+    def on_element(_bin: Any, _parent: Any, element: Any) -> None:
+        factory = element.get_factory()
+        pad = element.get_static_pad("sink")
+        klass = (factory.get_metadata("klass") or "") if factory is not None else ""
+        if "Decoder" in klass and "Video" in klass and pad is not None:  # not the audio track's decoder
+            Gst = _gst.gst()
+            last = [None]
+
+            def probe(_pad: Any, info: Any) -> Any:
+                pts = info.get_buffer().pts
+                if pts == Gst.CLOCK_TIME_NONE or pts != last[0]:
+                    count()
+                last[0] = pts
+                return Gst.PadProbeReturn.OK
+
+            pad.add_probe(Gst.PadProbeType.BUFFER, probe)
+
+    return on_element
 
 
 def decoder_threads_setter(threads: int) -> Callable[[Any, Any, Any], None]:
@@ -158,6 +174,9 @@ class GstSource(Source):
         self._stopping = False
         self._index = 0
         self._started_at = 0.0
+        self._coded = 0  # coded frames that entered the decoder (files)
+        self._pts_span: tuple[int, int] | None = None  # first and last decoded pts (files)
+        self._duration_ns: int | None = None  # the container's duration (files)
         if self.spec.scheme == "test" and self.spec.int_opt("frames", -1) > 0:
             self.expected_frames = self.spec.int_opt("frames")
         if self.spec.opt("fps") or self.spec.scheme == "test":  # the caps the launch string asks for
@@ -185,6 +204,8 @@ class GstSource(Source):
         sink.connect("new-sample", self._on_sample)
         if self.decoder_threads:
             pipe.connect("deep-element-added", decoder_threads_setter(self.decoder_threads))
+        if self.spec.scheme == "file":
+            pipe.connect("deep-element-added", decoder_input_counter(self._count_coded))
         self._buf.reopen()
         self._pipeline = pipe
         self._started_at = time.perf_counter()
@@ -206,6 +227,8 @@ class GstSource(Source):
             if ret not in (Gst.StateChangeReturn.SUCCESS, Gst.StateChangeReturn.NO_PREROLL):
                 return  # an error (the bus will say it) or too slow to preroll: no total
             total, fps = file_frame_total(self._pipeline)
+            ok, duration_ns = self._pipeline.query_duration(Gst.Format.TIME)
+            self._duration_ns = duration_ns if ok and duration_ns > 0 else None
         except Exception as e:  # noqa: BLE001 - the count only feeds the progress bar
             log.debug("%s: no frame count for the progress bar (%s)", self.spec.target, e)
             return
@@ -225,6 +248,8 @@ class GstSource(Source):
         if self.fps is None:  # rtsp, http, launch strings: the negotiated caps say
             self.fps = _gst.caps_fps(sample)
         pts = _gst.pts_ns(sample.get_buffer())
+        if self.spec.scheme == "file" and pts >= 0:
+            self._pts_span = (pts, pts) if self._pts_span is None else (self._pts_span[0], pts)
         return Gst.FlowReturn.OK if self._buf.put((image, pts)) else Gst.FlowReturn.FLUSHING
 
     def _teardown(self) -> None:
@@ -295,15 +320,35 @@ class GstSource(Source):
             lost_at = lost_at or time.perf_counter()
             self._reconnect(kind, text, lost_at)
 
+    def _count_coded(self) -> None:
+        self._coded += 1
+
     def _check_complete(self) -> None:
-        """A file that ends well before the frame count its container announces is truncated."""
+        """A file that ends well before the frame count its container announces is truncated or corrupt,
+        unless the count was only an estimate (duration x frame rate): a variable-frame-rate file (phones,
+        screen recorders, Matroska/WebM) whose every coded frame decoded and whose timestamps reach the
+        end of its duration is complete."""
         want = self.expected_frames
         if self.spec.scheme != "file" or self._stopping or not want:
             return
-        if self._index < want - max(2, want // 100):
+        slack = max(2, want // 100)
+        if self._index < want - slack and not self._variable_rate_complete(slack):
             raise StreamError(f"video file {self.spec.target} decoded {self._index} of the {want} frames its "
                               "container announces: the file is truncated or corrupt",
                               fix="every frame that decoded was processed; re-copy or re-record the file")
+
+    def _variable_rate_complete(self, slack: int) -> bool:
+        """Every coded frame decoded (none dropped as corrupt) and the last one is at the container's end
+        (not truncated): the frame count was wrong, not the file."""
+        if not self._coded or self._pts_span is None or not self._duration_ns or not self.fps:
+            return False
+        period_ns = 1e9 / self.fps
+        reached_end = self._pts_span[1] - self._pts_span[0] + (slack + 1) * period_ns >= self._duration_ns
+        if self._index >= self._coded - slack and reached_end:
+            log.info("%s: %d frames, not the %d that duration x frame rate suggests: a variable frame rate",
+                     self.spec.target, self._index, self.expected_frames)
+            return True
+        return False
 
     def _drain(self) -> Iterator[Frame]:
         while True:

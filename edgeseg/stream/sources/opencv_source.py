@@ -6,6 +6,7 @@ devices are read by :class:`edgeseg.data.video.VideoReader`, the OpenCV reader c
 """
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from pathlib import Path
@@ -18,7 +19,9 @@ from ...data.video import VideoReader
 from ...errors import InputError, StreamError
 from ...structures.frame import Frame
 from ..base import FrameBuffer, Source
-from .uri import parse_source
+from .uri import parse_source, video_file
+
+log = logging.getLogger("edgeseg.stream")
 
 MAX_SKIPPED = 300  # failed reads in a row tried past a damaged stretch of a file before giving up
 
@@ -63,8 +66,8 @@ class OpenCVSource(Source):
             self.expected_frames = len(self._files)
             return self
         target: Any = self.spec.target
-        if self.spec.scheme == "file" and not Path(target).is_file():
-            raise InputError(f"video file {target} does not exist", fix="check the path")
+        if self.spec.scheme == "file":
+            video_file(target)
         if self.spec.scheme == "v4l2":
             target = int(target.rsplit("video", 1)[-1]) if target.rsplit("video", 1)[-1].isdigit() else target
         self._video = VideoReader(target, error=StreamError, name=repr(self.uri), threads=self.decoder_threads,
@@ -80,17 +83,19 @@ class OpenCVSource(Source):
                 yield read_image(p), int(i * period)  # InputError naming the file; non-ASCII paths work
             return
         assert self._video is not None  # opened by __iter__
-        n = misses = 0
+        n = misses = runs = 0
+        last_pts = -1
         while not self._stopping.is_set():
             got = 0
             for f in self._video.frames(stop=self._stopping.is_set):
                 got += 1
+                last_pts = f.pts_ns
                 yield f.image, f.pts_ns
-            n, misses = n + got, (0 if got else misses + 1)
+            n, misses, runs = n + got, (0 if got else misses + 1), runs + (got > 0)
             if not self._skips_damage(n, misses):
                 break
         if not self._stopping.is_set():
-            self._check_truncated(n)
+            self._check_truncated(n, unbroken=runs <= 1, last_pts=last_pts)
 
     def _skips_damage(self, n: int, misses: int) -> bool:
         """Whether to read on after a failed read: a file that announces more frames may only be damaged
@@ -99,11 +104,24 @@ class OpenCVSource(Source):
         want = self.expected_frames
         return self.spec.scheme == "file" and bool(want) and n < want and misses <= min(want - n, MAX_SKIPPED)
 
-    def _check_truncated(self, n: int) -> None:
-        if self.spec.scheme == "file" and self.expected_frames and n < self.expected_frames - 1:
-            raise StreamError(f"video file {self.spec.target} decoded {n} of the {self.expected_frames} frames its "
-                              "container announces: the file is truncated or corrupt",
-                              fix="every frame that decoded was processed; re-copy or re-record the file")
+    def _check_truncated(self, n: int, unbroken: bool = False, last_pts: int = -1) -> None:
+        """Fewer frames than the container announces is a truncated or corrupt file, unless the count was
+        only an estimate (Matroska/WebM: duration x frame rate) of a variable-frame-rate file: the frames
+        decoded in one run (no read failed before the end, as one does at corrupt data) and the last one
+        is at the end of the duration (a truncated file's stops early)."""
+        want = self.expected_frames
+        if self.spec.scheme != "file" or not want or n >= want - 1:
+            return
+        fps = self._video.fps if self._video is not None else None
+        if unbroken and fps and last_pts >= 0:
+            slack = max(2, want // 100)
+            if last_pts + (slack + 1) * 1e9 / fps >= want * 1e9 / fps:
+                log.info("%s: %d frames, not the %d that duration x frame rate suggests: a variable frame rate",
+                         self.spec.target, n, want)
+                return
+        raise StreamError(f"video file {self.spec.target} decoded {n} of the {want} frames its "
+                          "container announces: the file is truncated or corrupt",
+                          fix="every frame that decoded was processed; re-copy or re-record the file")
 
     def _pace(self) -> Iterator[tuple[np.ndarray, int]]:
         t0, pts0 = time.perf_counter(), None

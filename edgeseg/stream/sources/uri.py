@@ -77,3 +77,14 @@ def parse_source(text: str | os.PathLike) -> SourceURI:
         f"unknown source scheme {scheme!r} in {s!r}",
         fix="use file://, dir://, rtsp://, http(s)://, v4l2:///dev/videoN, csi://N, test://PATTERN, a path or a launch string",
     )
+
+
+def video_file(target: str) -> Path:
+    """``target`` as a video file a reader can open: refused, naming it, when it is missing, not a file or
+    empty (an empty file otherwise fails inside the decoder with a message about 'no data')."""
+    p = Path(target)
+    if not p.is_file():
+        raise InputError(f"video file {p} does not exist", fix="check the path (relative paths are from the current directory)")
+    if p.stat().st_size == 0:
+        raise InputError(f"video file {p} is empty (0 bytes)", fix="re-copy or re-record the file")
+    return p

@@ -1,0 +1,130 @@
+"""Users' own files: odd and tiny frame sizes into the MP4 sink, an encoder that fails, variable-frame-rate files."""
+from __future__ import annotations
+
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+from edgeseg.errors import StreamError
+from edgeseg.stream import GstSource, Mp4Sink, OpenCVSource
+from edgeseg.stream.sinks.video import ENCODERS, GstAppSrcWriter
+from edgeseg.structures import Frame
+
+
+def _decode(path) -> list[np.ndarray]:
+    cap, frames = cv2.VideoCapture(str(path)), []
+    while True:
+        ok, bgr = cap.read()
+        if not ok:
+            return frames
+        frames.append(bgr[..., ::-1])
+
+
+@pytest.mark.parametrize("h, w", [(359, 641), (180, 318), (48, 63), (1, 1), (10, 14)])
+def test_mp4_sink_writes_odd_and_tiny_frames(gst, tmp_path, h, w):
+    """x264enc (I420) refuses odd sizes and mp4mux frames under 16x16: the sink pads them (before: 641x359
+    blocked the stream forever after 5 frames, 1x1 failed). Widths that are not a multiple of 4 need the
+    RGB rows padded to GStreamer's stride (before: 318 wide came out sheared, 642 wide green)."""
+    yy, xx = np.mgrid[0:h, 0:w]
+    images = [np.stack([(xx * 200 // max(w - 1, 1)), (yy * 200 // max(h - 1, 1)), np.full_like(xx, 40 * i)], -1)
+              .astype(np.uint8) for i in range(5)]  # smooth: H.264 keeps it within a few levels
+    sink = Mp4Sink(tmp_path / "out.mp4", fps=10, backend="gstreamer")
+    sink.open()
+    for i, image in enumerate(images):
+        sink.write(Frame(image, 0, i, "t"), None)
+    sink.close()
+    got = _decode(tmp_path / "out.mp4")
+    assert len(got) == 5
+    assert got[0].shape == (max(h + h % 2, 16), max(w + w % 2, 16), 3)
+    for want, frame in zip(images, got):  # every pixel in its place
+        assert np.abs(frame[:h, :w].astype(int) - want).mean() < 8  # sheared or green: > 30
+
+
+def test_encoder_that_cannot_start_raises_instead_of_blocking(gst, tmp_path):
+    """A downstream error ends the appsrc: push raises with GStreamer's message (no wait on a full queue)."""
+    writer = GstAppSrcWriter(f"{ENCODERS.get('x264enc')} ! mp4mux ! filesink location={tmp_path / 'x.mp4'}",
+                             (359, 641), 25.0, "x.mp4")  # odd I420: x264 cannot initialize
+    t0 = time.perf_counter()
+    with pytest.raises(StreamError, match="x264") as err:
+        for _ in range(20):
+            writer.push(np.zeros((359, 641, 3), np.uint8))
+    assert "x.mp4" in str(err.value) and writer._n < 20
+    with pytest.raises(StreamError, match="x264"):
+        writer.close()
+    assert time.perf_counter() - t0 < 10
+
+
+def _variable_rate_webm(gst, path, gap_after: int = 12, frames: int = 20) -> None:
+    """A WebM whose timestamps skip 8 frame periods after frame ``gap_after`` (a phone or screen recorder's
+    variable frame rate): duration x nominal rate overstates the frames it holds."""
+    pipe = gst.parse_launch("appsrc name=src format=time caps=video/x-raw,format=RGB,width=64,height=48,framerate=25/1 "
+                            f"! videoconvert ! vp8enc deadline=1 ! webmmux ! filesink location={path}")
+    src = pipe.get_by_name("src")
+    pipe.set_state(gst.State.PLAYING)
+    period = gst.SECOND // 25
+    for i in range(frames):
+        buf = gst.Buffer.new_wrapped(np.full((48, 64, 3), 4 * i, np.uint8).tobytes())
+        buf.pts = (i + (8 if i > gap_after else 0)) * period
+        buf.duration = period
+        src.emit("push-buffer", buf)
+    src.emit("end-of-stream")
+    msg = pipe.get_bus().timed_pop_filtered(30 * gst.SECOND, gst.MessageType.EOS | gst.MessageType.ERROR)
+    pipe.set_state(gst.State.NULL)
+    assert msg is not None and msg.type == gst.MessageType.EOS
+
+
+@pytest.mark.parametrize("reader", [GstSource, OpenCVSource])
+def test_variable_frame_rate_file_is_read_whole_without_a_truncation_error(gst, tmp_path, reader):
+    """Before: 'decoded 20 of the 28 frames its container announces: the file is truncated or corrupt'."""
+    path = tmp_path / "vfr.webm"
+    _variable_rate_webm(gst, path)
+    src = reader(str(path), decoder_threads=1)
+    try:
+        frames = list(src)
+    finally:
+        src.close()
+    assert src.expected_frames > 20 + 2  # the estimate the check used to trust
+    assert len(frames) == 20 and [f.index for f in frames] == list(range(20))
+
+
+@pytest.mark.parametrize("reader", [GstSource, OpenCVSource])
+def test_truncated_variable_frame_rate_file_is_still_reported(gst, tmp_path, reader):
+    path = tmp_path / "vfr.webm"
+    _variable_rate_webm(gst, path, frames=60)
+    cut = tmp_path / "cut.webm"
+    cut.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    src = reader(str(cut), decoder_threads=1)
+    got = []
+    with pytest.raises(StreamError, match="truncated or corrupt"):
+        for f in src:
+            got.append(f.index)
+    src.close()
+    assert 0 < len(got) < 60
+
+
+@pytest.mark.parametrize("reader", [GstSource, OpenCVSource])
+def test_empty_video_file_is_named_before_decoding(gst, tmp_path, reader):
+    from edgeseg.errors import InputError
+
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    with pytest.raises(InputError, match=r"empty\.mp4 is empty \(0 bytes\)") as err:
+        list(reader(str(empty)))
+    assert err.value.fix
+
+
+def test_mp4_sink_and_file_source_take_paths_with_quotes_and_backslashes(gst, tmp_path):
+    """The launch strings quote paths (a double quote in the name ended the filesink's location)."""
+    path = tmp_path / 'cam "front" \\ 1.mp4'
+    sink = Mp4Sink(path, fps=10, backend="gstreamer")
+    sink.open()
+    for i in range(3):
+        sink.write(Frame(np.full((32, 48, 3), 60 * i, np.uint8), 0, i, "t"), None)
+    sink.close()
+    src = GstSource(str(path), decoder_threads=1)
+    try:
+        assert [f.image.shape for f in src] == [(32, 48, 3)] * 3
+    finally:
+        src.close()
