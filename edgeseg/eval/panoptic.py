@@ -26,7 +26,7 @@ Where this module departs from them, on inputs they do not accept or do not defi
 
 * ground-truth areas are pixel counts of the ground-truth id map; panopticapi reads them from the
   JSON's ``area`` field (the same number whenever the JSON describes its PNGs, as COCO's and
-  Cityscapes' do);
+  Cityscapes' do; when they differ, a warning names the first segment and ``stale_areas`` counts them);
 * a predicted id in the map without a :class:`~edgeseg.structures.Segment` raises
   :class:`InputError` naming the id and the image (panopticapi: ``KeyError``);
 * with ``categories`` given (the dataset's), a predicted segment with pixels whose category the
@@ -46,6 +46,7 @@ Where this module departs from them, on inputs they do not accept or do not defi
 from __future__ import annotations
 
 import itertools
+import logging
 import sys
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -56,6 +57,8 @@ import numpy as np
 
 from ..errors import InputError
 from ..structures import PanopticResult
+
+log = logging.getLogger("edgeseg.eval")
 
 _OFFSET = 1 << 32  # pairs (gt id, pred id) packed into one int64
 
@@ -125,6 +128,7 @@ class PanopticMetric:
         self._fn: dict[int, int] = defaultdict(int)
         self._isthing: dict[int, bool] = dict(self.categories)
         self._images = 0
+        self.stale_areas = 0  # ground-truth segments whose JSON ``area`` is not their pixel count
 
     def update(self, pred: PanopticResult, gt: PanopticResult, gt_crowd_ids: Iterable[int] = (), *,
                name: str = "") -> None:
@@ -144,6 +148,7 @@ class PanopticMetric:
             gt_area[g] += n
             pred_area[p] += n
         _check_ids(pred_area, pred_cat, f"panoptic prediction{where}")
+        self._check_areas(gt, gt_area, where)
         self._check_categories(pred, pred_area, where)
         for seg in (*gt.segments, *pred.segments):
             self._isthing.setdefault(seg.category_id, seg.isthing)
@@ -173,6 +178,17 @@ class PanopticMetric:
             if covered / pred_area[p] > 0.5:
                 continue
             self._fp[cat] += 1
+
+    def _check_areas(self, gt: PanopticResult, gt_area: Mapping[int, int], where: str) -> None:
+        """Warn (once) when the ground truth's ``area`` fields are not its pixel counts (PNGs resized
+        without their JSON, for one): PQ here counts pixels, panopticapi would use the stale areas."""
+        stale = [s for s in gt.segments if s.area and s.area != gt_area.get(int(s.id), 0)]
+        if stale and not self.stale_areas:
+            s = stale[0]
+            log.warning("ground truth%s: segment %d has area %d in the JSON but %d pixels in its PNG: PQ counts the "
+                        "pixels, panopticapi's pq_compute would use the JSON's areas and score differently; were "
+                        "the PNGs resized without the JSON?", where, s.id, s.area, gt_area.get(int(s.id), 0))
+        self.stale_areas += len(stale)
 
     def _check_categories(self, pred: PanopticResult, pred_area: Mapping[int, int], where: str) -> None:
         if not self.categories:

@@ -323,3 +323,19 @@ def test_void_only_truth_still_reads(tmp_path):
     _edit_json(path, lambda d: d["annotations"][1].update(segments_info=[]))
     s = open_dataset(f"coco-panoptic:{path}")[1]
     assert s.panoptic.segments == () and not s.panoptic.segment_ids.any()
+
+
+def test_json_areas_that_are_not_the_pngs_pixel_counts_are_warned_about(caplog):
+    """PQ counts pixels; panopticapi takes ground-truth areas from the JSON: when they disagree (PNGs
+    resized without their JSON) the scores would differ, so the metric says so once and counts them."""
+    gt, cats = _tiny()  # segment 1 has 2 pixels, segment 2 has 3
+    m = PanopticMetric(cats)
+    m.update(gt, PanopticResult(gt.segment_ids, (Segment(1, 5, True, 2), Segment(2, 9, False, 3))))
+    assert m.stale_areas == 0 and not caplog.records
+    stale = PanopticResult(gt.segment_ids, (Segment(1, 5, True, 8), Segment(2, 9, False, 12)))
+    with caplog.at_level("WARNING", logger="edgeseg.eval"):
+        m.update(gt, stale, name="'x'")
+        m.update(gt, stale, name="'y'")
+    assert m.stale_areas == 4
+    assert len(caplog.records) == 1 and "segment 1 has area 8 in the JSON but 2 pixels" in caplog.text
+    assert m.compute().pq == 1.0  # the pixels decide
