@@ -22,6 +22,7 @@ import shutil
 import tempfile
 import time
 import zipfile
+import zlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any, Iterable
@@ -236,7 +237,11 @@ class Bundle:
         source = p
         if p.is_file():
             if not zipfile.is_zipfile(p):
-                raise BundleError(f"{p}: not a bundle (neither a directory nor a .zip)")
+                if p.suffix.lower() == ".zip":
+                    raise BundleError(f"{p}: not a readable .zip (its zip directory is missing: the file is truncated "
+                                      "or corrupt)", fix="copy or download the bundle again, or zip its folder anew")
+                raise BundleError(f"{p}: not a bundle (neither a directory nor a .zip)",
+                                  fix="give a bundle folder (NAME.edgeseg), a .zip of one, or a shipped name")
             p = cls._extract(p)
         mpath = p / MANIFEST
         if not mpath.is_file():
@@ -244,7 +249,9 @@ class Bundle:
         try:
             data = json.loads(mpath.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise BundleError(f"{mpath}: not valid JSON ({e})") from None
+            raise BundleError(f"{mpath}: not valid JSON ({e})",
+                              fix="the manifest is truncated or was edited: restore it from a copy of the bundle, or "
+                                  "re-create the bundle (edgeseg export / edgeseg import)") from None
         bundle = cls(p, Manifest.from_dict(data, where=str(mpath)), source=source)
         if verify:
             bundle.verify()
@@ -257,12 +264,20 @@ class Bundle:
         if (cache / MANIFEST).is_file():
             return cache
         tmp = Path(tempfile.mkdtemp(prefix="bundle-", dir=cache.parent if cache.parent.exists() else None))
-        with zipfile.ZipFile(zpath) as zf:
-            for member in zf.namelist():
-                target = (tmp / member).resolve()
-                if not target.is_relative_to(tmp.resolve()):  # not a string prefix: bundle-ab would admit bundle-abc/
-                    raise BundleError(f"{zpath}: unsafe path {member!r} in zip")
-            zf.extractall(tmp)
+        try:
+            with zipfile.ZipFile(zpath) as zf:
+                for member in zf.namelist():
+                    target = (tmp / member).resolve()
+                    if not target.is_relative_to(tmp.resolve()):  # not a string prefix: bundle-ab would admit bundle-abc/
+                        raise BundleError(f"{zpath}: unsafe path {member!r} in zip")
+                zf.extractall(tmp)
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, NotImplementedError) as e:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise BundleError(f"{zpath}: the .zip is corrupt ({type(e).__name__}: {e})",
+                              fix="copy or download the bundle again, or zip its folder anew") from None
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         inner = [d for d in tmp.iterdir() if d.is_dir() and (d / MANIFEST).is_file()]
         root = tmp if (tmp / MANIFEST).is_file() else (inner[0] if len(inner) == 1 else tmp)
         cache.parent.mkdir(parents=True, exist_ok=True)

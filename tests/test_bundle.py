@@ -194,3 +194,42 @@ def test_overwrite_replaces_bundles_but_never_another_file(bundle, tmp_path):
     with pytest.raises(BundleError, match="cannot create the bundle folder") as e:
         Bundle.create(blocker / "sub" / "b.edgeseg", bundle.manifest)
     assert e.value.fix and blocker.read_text() == "x"
+
+
+def _corrupt_member(z, name: str) -> None:
+    """Flip bytes in the middle of one member's stored data (its local header and the zip directory intact)."""
+    import zipfile
+
+    with zipfile.ZipFile(z) as zf:
+        info = zf.getinfo(name)
+    data = bytearray(z.read_bytes())
+    start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)
+    for i in range(start + info.compress_size // 3, start + info.compress_size // 3 + 16):
+        data[i] ^= 0xFF
+    z.write_bytes(bytes(data))
+
+
+def test_zip_with_a_corrupt_member_is_a_bundle_error_and_leaves_no_partial_extraction(bundle, tmp_path, monkeypatch):
+    """Before: zipfile.BadZipFile ('Bad CRC-32 for file ...') reached the user as a traceback, and the
+    half-extracted folder was left behind."""
+    monkeypatch.setenv("EDGESEG_CACHE", str(tmp_path / "cache"))
+    z = bundle.zip(tmp_path / "b.zip")
+    _corrupt_member(z, "model.onnx")
+    with pytest.raises(BundleError, match=r"b\.zip: the \.zip is corrupt") as e:
+        Bundle.open(z)
+    assert "fix:" in str(e.value)
+    cache = tmp_path / "cache" / "bundles"
+    assert not cache.exists() or not [p for p in cache.iterdir() if p.name.startswith("bundle-")]
+
+
+def test_truncated_zip_and_manifest_say_so_with_a_fix(bundle, tmp_path):
+    z = bundle.zip(tmp_path / "b.zip")
+    z.write_bytes(z.read_bytes()[: z.stat().st_size // 2])
+    with pytest.raises(BundleError, match=r"not a readable \.zip .*truncated or corrupt") as e:
+        Bundle.open(z)
+    assert "fix:" in str(e.value)
+    text = (bundle.root / "manifest.json").read_text()
+    (bundle.root / "manifest.json").write_text(text[: len(text) // 2])
+    with pytest.raises(BundleError, match=r"manifest\.json: not valid JSON") as e:
+        Bundle.open(bundle.root)
+    assert "fix: the manifest is truncated" in str(e.value)

@@ -263,6 +263,7 @@ def build_job(recipe: Recipe, args: argparse.Namespace):
         model=recipe.model, data=fill(data), out=out, config=config,
         val_data=fill(val_data) if val_data else None, export=export, bundle_name=recipe.name,
         cache=recipe.cache, init=init, command="python tools/train_default.py " + shlex.join(sys.argv[1:]),
+        overwrite=getattr(args, "overwrite", False),
     )
 
 
@@ -275,6 +276,8 @@ def main(argv: list[str] | None = None) -> int:
                         "stages, each starting from the previous one's final weights (runs/<name>-ft, runs/<name>-ft2, ...)")
     p.add_argument("--init", default=None, help="weights a later stage starts from (default: the previous stage's model.safetensors)")
     p.add_argument("--resume", action="store_true", help="continue the stage's run folder from its last.pt")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start the stage afresh in a run folder that holds an earlier run (without it that is refused)")
     p.add_argument("--epochs", type=int, default=None, help="override the schedule's epochs (fresh runs only)")
     p.add_argument("--class-weighting", default=None, choices=("enet", "median"),
                    help="override the stage's class weighting (for A/B runs; record the winner in the recipe)")

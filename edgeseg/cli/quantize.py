@@ -56,12 +56,20 @@ def run(args: argparse.Namespace) -> int:
         from ..data import open_dataset
 
         eval_ds = open_dataset(args.eval, split=args.split)
-    r = quantize_bundle(args.bundle, args.calib, target=args.target, method=args.method, eval_dataset=eval_ds,
-                        max_drop=args.max_drop, sensitivity=args.sensitivity, frames=args.frames,
-                        threads=args.threads, progress=not args.no_progress, engine=args.engine,
-                        latency_guard=not args.no_latency_guard, ranking=args.ranking,
-                        eval_spec=args.eval, eval_split=args.split if args.eval else None,
-                        keep_float=args.keep_float.split(","))
+    from ..errors import QuantizationError
+
+    try:
+        r = quantize_bundle(args.bundle, args.calib, target=args.target, method=args.method, eval_dataset=eval_ds,
+                            max_drop=args.max_drop, sensitivity=args.sensitivity, frames=args.frames,
+                            threads=args.threads, progress=not args.no_progress, engine=args.engine,
+                            latency_guard=not args.no_latency_guard, ranking=args.ranking,
+                            eval_spec=args.eval, eval_split=args.split if args.eval else None,
+                            keep_float=args.keep_float.split(","))
+    except QuantizationError as e:
+        failed = getattr(e, "report", None)
+        if failed is not None:  # a missed --max-drop: its best numbers still go to --json
+            write_json(args.json, failed.to_dict())
+        raise
     if r.sensitivity:
         task = r.sensitivity[0].measure == "task metric"
         print(f"per-layer sensitivity ({f'{r.metric} gained with the layer alone in float' if task else r.sensitivity[0].measure}):")

@@ -103,6 +103,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="build the model on another registered encoder, e.g. hrnetv2_w18_small "
                         "(names: edgeseg models --encoders)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start afresh in an --out that holds another run (its last.pt, weights and history are replaced); "
+                        "without it such a run is refused")
     p.add_argument("--device", default="cpu", help="cpu | cuda | auto (default cpu); mixed precision on cuda")
     p.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
     add_precision_options(p)
@@ -154,6 +157,7 @@ def build_job(args: argparse.Namespace):
         train_split=args.train_split, val_split=args.val_split, num_classes=args.num_classes, export=export,
         cache=args.cache, init=_init_path(args.init) if args.init else None,
         model_kwargs={"encoder": args.encoder} if args.encoder else {}, command="edgeseg " + shlex.join(sys.argv[1:]) if sys.argv[1:] else "",
+        overwrite=args.overwrite,
     )
 
 
@@ -161,7 +165,15 @@ def run(args: argparse.Namespace) -> int:
     from ..train.job import run_job
 
     job = build_job(args)
-    res = run_job(job, resume=args.resume)
+    try:
+        res = run_job(job, resume=args.resume)
+    except KeyboardInterrupt:
+        from ..train.trainer import LAST
+
+        if (job.out / LAST).is_file():  # the last finished epoch is kept: say how to go on from it
+            print(f"edgeseg train: {job.out / LAST} holds the last finished epoch; continue with the same command "
+                  "plus --resume", file=sys.stderr)
+        raise
     rec = res.training_record
     final = rec["final"]
     miou = "n/a" if final["miou"] is None else f"{100 * final['miou']:.2f}"

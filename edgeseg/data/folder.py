@@ -7,6 +7,7 @@ class count are void too (documented, so a stray value never becomes a class).
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,9 @@ from ..errors import DataError
 from ..structures import default_palette
 from .base import DATASETS, IGNORE, Sample, SegmentationDataset, check_options
 from .io import IMAGE_SUFFIXES, read_image, read_label
+
+log = logging.getLogger(__name__)
+_WARNED: set[tuple[str, int]] = set()  # (masks folder, class count) already warned about (train and val open it twice)
 
 
 def read_class_names(path: str | Path) -> tuple[str, ...]:
@@ -83,6 +87,7 @@ class FolderDataset(SegmentationDataset):
         if void is not None:
             lut[int(void)] = IGNORE
         self._lut = lut
+        self._warned_void = False
 
     def _scan_num_classes(self) -> int:
         top = -1
@@ -108,7 +113,26 @@ class FolderDataset(SegmentationDataset):
                 f"mask {mask_path} is {list(raw.shape)} but its image {img_path} is {list(image.shape[:2])}",
                 fix="masks must have the image's height and width",
             )
-        return Sample(image, self._lut[raw], img_path.stem)
+        labels = self._lut[raw]
+        if not self._warned_void:
+            self._warn_voided(raw, labels, mask_path)
+        return Sample(image, labels, img_path.stem)
+
+    def _warn_voided(self, raw: np.ndarray, labels: np.ndarray, mask_path: Path) -> None:
+        """Say once when a mask holds ids at or above the class count (they become void, as documented): a
+        class-name file one line short, or ``num_classes`` too small, silently drops a class otherwise."""
+        dropped = (labels == IGNORE) & (raw != IGNORE) & (raw != (self.void if self.void is not None else IGNORE))
+        if dropped.any():
+            self._warned_void = True
+            key = (str(self.masks_dir.resolve()), len(self.classes))
+            if key in _WARNED:
+                return
+            _WARNED.add(key)
+            ids = sorted(int(v) for v in np.unique(raw[dropped]))
+            log.warning("folder dataset %s: mask %s holds class id(s) %s, at or above its %d classes (%s): those "
+                        "pixels are void; name every class in classes=FILE (one per line) or raise num_classes if "
+                        "they are classes", self.masks_dir, mask_path.name, ", ".join(map(str, ids[:8])),
+                        len(self.classes), ", ".join(self.classes[:8]) + (" ..." if len(self.classes) > 8 else ""))
 
 
 @DATASETS.register("folder")

@@ -93,7 +93,9 @@ def onnx_input_size(path: str | os.PathLike, layout: str) -> ImageShape | None:
 def _reconcile_spec(model, spec: InputSpec, path: Path) -> tuple[InputSpec, str]:
     inputs = graph_inputs(model)
     if len(inputs) != 1:
-        raise ExportError(f"{path}: a segmentation model takes one image input, this one takes {[i.name for i in inputs]}")
+        raise ExportError(f"{path}: a segmentation model takes one image input, this one takes {[i.name for i in inputs]}",
+                          fix="export the model with the image as its only input (other inputs as constants or "
+                              "initializers)")
     inp = inputs[0]
     shape, dtype = dims(inp), elem_dtype(inp)
     if dtype not in _INPUT_DTYPES:
@@ -139,6 +141,11 @@ def _session_for(model, path: Path):
 def _detect_output(y: np.ndarray, name: str, num_classes: int, path: Path) -> tuple[str, list[tuple[str, dict]]]:
     """(kind, nodes to append) for an output sample ``y`` from a batch-1 run."""
     dt = str(y.dtype)
+    if dt.startswith("float") and y.ndim == 4 and num_classes == 1 and 1 in (y.shape[1], y.shape[3]):
+        raise ExportError(f"{path}: output {name!r} ({dt} {list(y.shape)}) has one score channel: a binary (sigmoid) "
+                          "model, whose argmax would label every pixel class 0",
+                          fix="export it with two channels, background and foreground (e.g. torch.cat([-x, x], dim=1), "
+                              "whose argmax is sigmoid(x) > 0.5), and pass --classes 2")
     if dt.startswith("float") and y.ndim == 4:
         if y.shape[1] == num_classes:
             return "logits", []

@@ -28,6 +28,7 @@ from ..errors import ModelError
 
 FORMAT = "edgeseg.checkpoint"
 FORMAT_VERSION = 1
+TRAIN_STATE_FORMAT = "edgeseg.train/1"  # edgeseg.train.trainer.STATE_FORMAT: a run's last.pt (weights under "model")
 
 
 @dataclass(frozen=True)
@@ -99,9 +100,15 @@ def read_checkpoint_meta(path: str | Path) -> CheckpointMeta:
             with safe_open(str(path), framework="pt") as f:
                 meta = f.metadata() or {}
         except Exception as e:  # safetensors raises its own error types for corrupt headers
-            raise ModelError(f"{path}: not a readable safetensors file ({e})") from None
+            raise ModelError(f"{path}: not a readable safetensors file ({e})",
+                             fix="the file is corrupt or truncated: copy it again, or re-save it with save_checkpoint") from None
         return CheckpointMeta.from_strings(meta, str(path))
     side = sidecar_path(path)
+    if not side.is_file() and _is_training_state(path):
+        raise ModelError(f"{path}: a training checkpoint (edgeseg train's {path.name}: weights, optimizer and schedule), "
+                         "not a model checkpoint",
+                         fix=f"give the run folder's model.safetensors or best.safetensors (beside {path.name}); "
+                             "an interrupted run writes them when it is resumed to its end (edgeseg train ... --resume)")
     if not side.is_file():
         raise ModelError(f"{path}: no metadata file {side.name} next to it (it names the model and its classes)",
                          fix="save with edgeseg.models.save_checkpoint, or write that JSON (see edgeseg/models/checkpoint.py)")
@@ -123,8 +130,11 @@ def _read_state(path: Path) -> dict[str, torch.Tensor]:
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # corrupt zip/pickle, or a pickle with objects weights_only refuses
-        raise ModelError(f"{path}: cannot read the weights ({type(e).__name__}: {str(e).splitlines()[0][:200]})",
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+        raise ModelError(f"{path}: cannot read the weights ({type(e).__name__}{': ' + first if first else ''})",
                          fix="the file is corrupt or is not a plain state dict; re-save it with save_checkpoint") from None
+    if isinstance(state, dict) and state.get("format") == TRAIN_STATE_FORMAT and isinstance(state.get("model"), dict):
+        state = state["model"]  # a training run's last.pt: its model weights
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ModelError(f"{path}: expected a plain state dict (name -> tensor), got {type(state).__name__}")
     return state
@@ -188,6 +198,15 @@ def state_names(path: str | Path) -> set[str]:
         return set(_read_state(_existing(path)))
     except Exception:  # noqa: BLE001  (load_weights reads it again and raises the clear error)
         return set()
+
+
+def _is_training_state(path: Path) -> bool:
+    """Whether ``path`` is a training checkpoint (``edgeseg train``'s ``last.pt``); False when unreadable."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001  (not readable: the caller's own error says so)
+        return False
+    return isinstance(state, dict) and state.get("format") == TRAIN_STATE_FORMAT
 
 
 def _existing(path: str | Path) -> Path:

@@ -12,6 +12,7 @@ default; scored and timed in OpenVINO). Both see the same calibration feeds and 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -127,6 +128,9 @@ def quantize_bundle(bundle, calib: str | CalibrationRecipe | Sequence, target: s
 
     if ranking not in RANKINGS:  # before any work, not when the gate first needs it
         raise InputError(f"sensitivity ranking must be one of {', '.join(RANKINGS)}, got {ranking!r}")
+    if max_drop is not None and not (float(max_drop) >= 0 and math.isfinite(float(max_drop))):
+        raise InputError(f"--max-drop must be a number >= 0 (the largest metric drop from FP32 allowed), got {max_drop}",
+                         fix="e.g. --max-drop 1.0 (one mIoU point); 0 asks INT8 to score at least what FP32 scores")
     b = bundle if isinstance(bundle, Bundle) else Bundle.open(bundle)
     profile = _engine_profile(get_profile(target), engine, method)
     recipe, calib_frames = _calibration_frames(calib, frames, method, progress)
@@ -463,9 +467,15 @@ def _write(b, report: QuantReport, model: Path, table, recipe: CalibrationRecipe
     from ..bundle import ModelFile
     from .trt_cache import write_cache
 
+    if not report.met_budget and any(m.precision == "int8" and m.target == report.target for m in b.manifest.models):
+        # the bundle's INT8 model of this target (an earlier run's) stays usable: its record, ranges and caches
+        # are not replaced by those of a model that was not added; the numbers go to --json (QuantizationError.report)
+        raise _gate_failed(report, kept=True)
     files = []
     if report.met_budget:
         name = f"model.int8.{report.target}.onnx"
+        if any(m.file == name for m in b.manifest.models):
+            log.info("replacing the bundle's %s with the new INT8 model", name)
         b.add_model(ModelFile(name, "int8", target=report.target, opset=model_opset(onnx.load(str(model), load_external_data=False))), model)
         files.append(name)
     calib = b.read_json("calibration.json", {}) or {}
@@ -493,11 +503,22 @@ def _write(b, report: QuantReport, model: Path, table, recipe: CalibrationRecipe
     section[report.target] = report.to_dict()
     b.update_report("int8", section)
     if not report.met_budget:
-        raise QuantizationError(
-            f"INT8 ({report.target}) cannot stay within {report.max_drop:g} {report.metric} of FP32: "
-            f"FP32 {report.fp32_score:.2f}, best INT8 {report.int8_score:.2f} with {len(report.float_nodes)} layers in float",
-            fix="raise --max-drop, calibrate on more or more typical frames, try --method percentile|mse, or use QAT")
+        raise _gate_failed(report, kept=False)
     return report
+
+
+def _gate_failed(report: QuantReport, kept: bool) -> QuantizationError:
+    """The error of a missed ``max_drop``; ``.report`` holds the best attempt's numbers. ``kept``: the bundle
+    already had an INT8 model of the target and was left exactly as it was."""
+    where = (f"; the bundle is unchanged: its {report.target} INT8 model from an earlier run and its record are kept"
+             if kept else "")
+    err = QuantizationError(
+        f"INT8 ({report.target}) cannot stay within {report.max_drop:g} {report.metric} of FP32: "
+        f"FP32 {report.fp32_score:.2f}, best INT8 {report.int8_score:.2f} with {len(report.float_nodes)} layers in float"
+        + where,
+        fix="raise --max-drop, calibrate on more or more typical frames, try --method percentile|mse, or use QAT")
+    err.report = report
+    return err
 
 
 def _table_dict(table, model: Path, report: QuantReport) -> dict[str, Any]:

@@ -12,6 +12,7 @@ range algorithm; :func:`load_recipe` parses it into a :class:`CalibrationRecipe`
 """
 from __future__ import annotations
 
+import logging
 import os
 import re
 from dataclasses import dataclass, fields, replace
@@ -24,6 +25,8 @@ from .._recipes import expand_path, expand_vars, load_toml_recipe
 from .._registry import Registry
 from ..errors import DataError, InputError
 from ..structures import InputSpec
+
+log = logging.getLogger(__name__)
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg")
 METHODS = ("entropy", "percentile", "minmax", "mse")
@@ -317,8 +320,12 @@ def collect_frames(recipe: CalibrationRecipe, *, progress: bool = True) -> list[
         if share == 0:
             continue
         fn = FRAME_SOURCES.get(source_kind(source))
-        out += take_frames(fn(source, replace(recipe, frames=share)), share, progress=progress,
-                           desc=f"calibration frames ({recipe.name or source}{f' {i + 1}/{len(sources)}' if len(sources) > 1 else ''})")
+        got = take_frames(fn(source, replace(recipe, frames=share)), share, progress=progress,
+                          desc=f"calibration frames ({recipe.name or source}{f' {i + 1}/{len(sources)}' if len(sources) > 1 else ''})")
+        if len(got) < share:
+            log.warning("calibration source %s gave %d of the %d frames asked for: calibrating on %d", source, len(got),
+                        share, len(got))
+        out += got
     return out
 
 

@@ -69,6 +69,7 @@ def prepare_model(src, dst: str | Path, *, optimize: bool = True) -> PrepareRepo
     import onnx
 
     model = onnx.load(str(src)) if not isinstance(src, onnx.ModelProto) else onnx.ModelProto.FromString(src.SerializeToString())
+    check_float_model(model, "the model" if isinstance(src, onnx.ModelProto) else str(src))
     steps = []
     opset_before = model_opset(model)
     nodes_before = len(model.graph.node)
@@ -93,6 +94,23 @@ def prepare_model(src, dst: str | Path, *, optimize: bool = True) -> PrepareRepo
         steps.append(f"{len(pooled)} spatial ReduceMean -> GlobalAveragePool (it has an INT8 kernel)")
     onnx.save(model, str(dst))
     return PrepareReport(opset_before, model_opset(model), tuple(folded), renamed, nodes_before, len(model.graph.node), tuple(steps))
+
+
+#: ops of a model that is quantized already (Q/DQ, QOperator or integer-arithmetic form)
+QUANTIZED_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearConv", "QLinearMatMul",
+                           "ConvInteger", "MatMulInteger", "QLinearAdd", "QLinearMul", "QGemm"})
+
+
+def check_float_model(model, where: str) -> None:
+    """Refuse a model that is quantized already: calibrating it again stacks a second Q/DQ pair on each
+    (ONNX Runtime then refuses the graph, or TensorRT gets twice the rounding)."""
+    found = sorted({n.op_type for n in model.graph.node if n.op_type in QUANTIZED_OPS})
+    if found:
+        count = sum(n.op_type in QUANTIZED_OPS for n in model.graph.node)
+        raise QuantizationError(f"{where}: the model is quantized already ({count} {', '.join(found)} nodes); "
+                                "INT8 calibration needs the float model",
+                                fix="quantize a bundle made from the FP32 ONNX model (edgeseg export / edgeseg import of "
+                                    "the float file); a bundle's own INT8 models are its model.int8.<target>.onnx")
 
 
 def global_pools(model) -> list[str]:

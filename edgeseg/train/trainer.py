@@ -15,6 +15,7 @@ weights_only=True)``); the model weights are also written with :mod:`edgeseg.mod
 from __future__ import annotations
 
 import logging
+import math
 import os
 import random
 import time
@@ -82,7 +83,10 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if self.epochs <= 0 or self.batch_size <= 0:
-            raise InputError(f"epochs and batch size must be positive, got {self.epochs} and {self.batch_size}")
+            raise InputError(f"epochs and batch size must be positive, got {self.epochs} and {self.batch_size}",
+                             fix="give --epochs and --batch of at least 1")
+        if not math.isfinite(self.lr) or self.lr <= 0:  # before the data is read, not at the optimizer
+            raise InputError(f"learning rate must be a positive number, got {self.lr}", fix="e.g. --lr 0.01")
         if not isinstance(self.size, ImageShape):
             raise InputError(f"TrainConfig.size must be an ImageShape, got {self.size!r}")
         if self.crop is not None and (self.crop.height > self.size.height or self.crop.width > self.size.width):
@@ -418,9 +422,16 @@ class Trainer(CpuStepLevers):
     def load_state_dict(self, state: dict[str, Any], where: str = "state") -> None:
         if state.get("format") != STATE_FORMAT:
             raise ModelError(f"{where}: not an edgeseg training checkpoint (format {state.get('format')!r})")
+        theirs = (state.get("model_name"), state.get("num_classes"))
+        ours = (self.model_name, self.num_classes)
+        if theirs[0] is not None and ours[0] is not None and theirs != ours:
+            raise ModelError(f"{where}: written by a run of model {theirs[0]!r} with {theirs[1]} classes; this run "
+                             f"trains {ours[0]!r} with {ours[1]} classes",
+                             fix=f"resume with model {theirs[0]} and its data/--num-classes, or give a new --out "
+                                 "to start this run")
         try:
             self.model.load_state_dict(state["model"])
-        except RuntimeError as e:
+        except (RuntimeError, KeyError, TypeError) as e:
             raise ModelError(f"{where}: weights do not fit this model: {str(e).splitlines()[0]}",
                              fix="resume with the same MODEL and --num-classes as the run that wrote it") from None
         self.optimizer.load_state_dict(state["optimizer"])
@@ -461,7 +472,16 @@ class Trainer(CpuStepLevers):
         try:
             state = torch.load(p, map_location=self.device, weights_only=True)
         except Exception as e:  # noqa: BLE001 - torch raises many kinds for a bad file
-            raise ModelError(f"cannot read checkpoint {p}: {e}") from None
+            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            # torch's own first line can be advice about weights_only=False, which is not the fix here
+            why = type(e).__name__ + (f": {first}" if first and len(first) <= 120 and "weights_only" not in first else "")
+            raise ModelError(f"cannot resume: {p} is not a readable training checkpoint: it is corrupt or "
+                             f"truncated ({why})",
+                             fix=f"restore {p.name} from a copy, or start the run afresh without --resume in a new --out "
+                                 "(the run folder's best/model weights can be its --init)") from None
+        if not isinstance(state, dict):
+            raise ModelError(f"cannot resume: {p} is not an edgeseg training checkpoint ({type(state).__name__})",
+                             fix="give the --out folder of an edgeseg train run")
         self.load_state_dict(state, where=str(p))
 
     def _save_weights(self, stem: str, miou: float | None = None) -> Path | None:

@@ -1,0 +1,81 @@
+"""``edgeseg export`` / ``edgeseg import`` on bad or unusual input: an error line naming the thing and a
+``fix:`` line (exit 2), nothing written at ``--out``. Inputs are made for real in tmp_path: a run folder of
+``edgeseg train``, a file of random bytes, ONNX models built with ``onnx.helper`` (no mocks)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+onnx = pytest.importorskip("onnx")
+
+from edgeseg.cli import main  # noqa: E402
+
+
+def test_a_size_the_model_cannot_run_at_is_a_clear_error(tmp_path, capsys):
+    """Before: 'torch.onnx.export failed ... Failed to export the model with torch.export. [96mThis is step
+    1/3...' after pages of torch's own logged tracebacks."""
+    out = tmp_path / "tiny.edgeseg"
+    assert main(["export", "test_fcn8s", "--num-classes", "3", "--size", "1x1", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "edgeseg export: error: model 'test_fcn8s' cannot run at 1x1 (WxH)" in err and "Output size is too small" in err
+    assert "fix: give a larger --size" in err and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_a_runs_last_pt_is_named_a_training_checkpoint(tmp_path, capsys):
+    """Before: 'no metadata file last.pt.json next to it', as if it were a bare state dict."""
+    run = tmp_path / "run"
+    assert main(["train", "test_fcn8s", "--data", "synthetic:4,size=64x48", "--size", "64x48", "--epochs", "1",
+                 "--batch", "2", "--threads", "1", "--no-progress", "--out", str(run)]) == 0
+    capsys.readouterr()
+    out = tmp_path / "b.edgeseg"
+    assert main(["export", str(run / "last.pt"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "a training checkpoint (edgeseg train's last.pt" in err and "model.safetensors" in err and "fix:" in err
+    assert not out.exists()
+    assert main(["export", str(run / "model.safetensors"), "--out", str(out)]) == 0  # what the fix says works
+
+
+def test_a_garbage_safetensors_file_has_a_fix(tmp_path, capsys):
+    bad = tmp_path / "model.safetensors"
+    bad.write_bytes(np.random.default_rng(0).integers(0, 255, 500, dtype=np.uint8).tobytes())
+    assert main(["export", str(bad), "--out", str(tmp_path / "b.edgeseg")]) == 2
+    err = capsys.readouterr().err
+    assert "not a readable safetensors file" in err and "fix: the file is corrupt or truncated" in err
+
+
+def _conv_onnx(path, out_channels: int, extra_input: bool = False):
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((out_channels, 3, 1, 1)).astype(np.float32), "W")
+    nodes = [helper.make_node("Conv", ["x", "W"], ["y"])]
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 48, 64])]
+    out = "y"
+    if extra_input:
+        nodes.append(helper.make_node("Add", ["y", "b"], ["z"]))
+        inputs.append(helper.make_tensor_value_info("b", TensorProto.FLOAT, [1, out_channels, 1, 1]))
+        out = "z"
+    graph = helper.make_graph(nodes, "g", inputs, [helper.make_tensor_value_info(out, TensorProto.FLOAT,
+                                                                                  [1, out_channels, 48, 64])], [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def test_import_of_a_one_channel_sigmoid_model_is_refused_with_the_fix(tmp_path, capsys):
+    """Before: imported as 1 class; every pixel of every prediction was class 0."""
+    src = _conv_onnx(tmp_path / "binary.onnx", 1)
+    out = tmp_path / "b.edgeseg"
+    assert main(["import", str(src), "--classes", "1", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "has one score channel: a binary (sigmoid) model" in err and "--classes 2" in err
+    assert not out.exists()
+
+
+def test_import_of_a_model_with_two_inputs_has_a_fix(tmp_path, capsys):
+    src = _conv_onnx(tmp_path / "two.onnx", 3, extra_input=True)
+    assert main(["import", str(src), "--classes", "3", "--out", str(tmp_path / "b.edgeseg")]) == 2
+    err = capsys.readouterr().err
+    assert "takes one image input, this one takes ['x', 'b']" in err and "fix:" in err

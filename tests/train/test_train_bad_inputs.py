@@ -1,0 +1,146 @@
+"""``edgeseg train`` on a user's own folder of images and label PNGs, with bad or unusual input: an
+``edgeseg train: error:`` line with a ``fix:`` (exit 2), never a traceback, and a run folder that already
+holds a run is never replaced or damaged by a command that fails or was not asked to replace it.
+
+Everything is made for real in tmp_path: 64x48 PNG images and index masks, run folders written by
+earlier ``edgeseg train`` commands, a ``last.pt`` overwritten with garbage (no mocks)."""
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+cv2 = pytest.importorskip("cv2")
+
+from edgeseg.cli import main  # noqa: E402
+
+BASE = ["train", "test_fcn8s", "--size", "64x48", "--epochs", "1", "--batch", "2", "--threads", "1", "--no-progress"]
+
+
+def folder_data(root, n=4, top=2) -> str:
+    """n random 64x48 images with index masks holding ids 0..top; returns the folder spec."""
+    rng = np.random.default_rng(0)
+    (root / "img").mkdir(parents=True)
+    (root / "lab").mkdir()
+    for i in range(n):
+        cv2.imwrite(str(root / "img" / f"f{i}.png"), rng.integers(0, 255, (48, 64, 3), dtype=np.uint8))
+        lab = np.zeros((48, 64), np.uint8)
+        lab[:, 20:] = 1
+        lab[24:, :] = top
+        cv2.imwrite(str(root / "lab" / f"f{i}.png"), lab)
+    return f"folder:{root / 'img'},{root / 'lab'}"
+
+
+def hashes(folder) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def run(argv, capsys) -> tuple[int, str]:
+    rc = main(argv)
+    return rc, capsys.readouterr().err
+
+
+def test_num_classes_fewer_than_the_labels_use_is_a_clear_error(tmp_path, capsys):
+    """Before: IndexError 'Target 7 is out of bounds' from the loss, with a traceback."""
+    data = folder_data(tmp_path / "d", top=7)  # ids 0, 1, 7: the folder reader counts 8 classes
+    rc, err = run([*BASE, "--data", data, "--num-classes", "3", "--out", str(tmp_path / "run")], capsys)
+    assert rc == 2
+    assert "edgeseg train: error: --num-classes 3 is fewer than the 8 classes" in err and "fix:" in err
+    assert "Traceback" not in err and not (tmp_path / "run" / "last.pt").exists()
+
+
+def test_a_fresh_run_into_another_runs_folder_is_refused_unless_overwrite(tmp_path, capsys):
+    """Before: a second run (even of another model) silently replaced last.pt, the weights and history.json."""
+    data = folder_data(tmp_path / "d")
+    out = tmp_path / "run"
+    assert main([*BASE, "--data", data, "--out", str(out)]) == 0
+    before = hashes(out)
+    other = [*BASE, "--data", data, "--out", str(out)]
+    other[1] = "test_pspnet"
+    rc, err = run(other, capsys)
+    assert rc == 2
+    assert f"--out {out} already holds a training run (last.pt)" in err and "--resume" in err and "--overwrite" in err
+    assert hashes(out) == before
+    assert main([*other, "--overwrite"]) == 0  # asked for: replaced
+    assert hashes(out)["last.pt"] != before["last.pt"]
+
+
+def test_resume_from_a_corrupt_or_empty_last_pt_is_a_clear_error(tmp_path, capsys):
+    data = folder_data(tmp_path / "d")
+    out = tmp_path / "run"
+    assert main([*BASE, "--data", data, "--out", str(out)]) == 0
+    for garbage in (np.random.default_rng(1).integers(0, 255, 3000, dtype=np.uint8).tobytes(), b""):
+        (out / "last.pt").write_bytes(garbage)
+        before = hashes(out)
+        rc, err = run([*BASE, "--data", data, "--out", str(out), "--resume"], capsys)
+        assert rc == 2
+        assert "is not a readable training checkpoint: it is corrupt or truncated" in err and "fix:" in err
+        assert "weights_only" not in err and "Traceback" not in err  # not torch's advice to unpickle it
+        assert hashes(out) == before
+
+
+def test_resume_with_another_model_names_the_runs_model(tmp_path, capsys):
+    data = folder_data(tmp_path / "d")
+    out = tmp_path / "run"
+    assert main([*BASE, "--data", data, "--out", str(out)]) == 0
+    before = hashes(out)
+    other = [*BASE, "--data", data, "--out", str(out), "--resume"]
+    other[1] = "test_pspnet"
+    rc, err = run(other, capsys)
+    assert rc == 2
+    assert "written by a run of model 'test_fcn8s' with 3 classes; this run trains 'test_pspnet'" in err
+    assert hashes(out) == before
+
+
+def test_init_from_a_runs_last_pt(tmp_path, capsys):
+    """Before: 'expected a plain state dict (name -> tensor), got dict' (no fix): a run interrupted before
+    it wrote model.safetensors had only last.pt to fine-tune from."""
+    data = folder_data(tmp_path / "d")
+    assert main([*BASE, "--data", data, "--out", str(tmp_path / "a")]) == 0
+    assert main([*BASE, "--data", data, "--out", str(tmp_path / "b"), "--init", str(tmp_path / "a" / "last.pt"),
+                 "--lr", "1e-12"]) == 0
+    a = torch.load(tmp_path / "a" / "last.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "b" / "last.pt", weights_only=True)["model"]
+    assert torch.allclose(a["encoder.stages.0.0.weight"], b["encoder.stages.0.0.weight"], atol=1e-9)
+
+
+def test_export_into_a_folder_that_is_not_a_bundle_is_refused_before_training(tmp_path, capsys):
+    """Before: refused by the exporter after the whole training, naming --out instead of --export."""
+    data = folder_data(tmp_path / "d")
+    junk = tmp_path / "junk"
+    junk.mkdir()
+    (junk / "notes.txt").write_text("mine")
+    rc, err = run([*BASE, "--data", data, "--out", str(tmp_path / "run"), "--export", str(junk)], capsys)
+    assert rc == 2
+    assert f"--export {junk} is a non-empty folder that is not a bundle" in err and "fix:" in err
+    assert not (tmp_path / "run" / "last.pt").exists() and (junk / "notes.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("lr", ["nan", "-1", "0"])
+def test_bad_learning_rate_is_refused_before_training(tmp_path, capsys, lr):
+    data = folder_data(tmp_path / "d")
+    rc, err = run([*BASE, "--data", data, "--out", str(tmp_path / "run"), "--lr", lr], capsys)
+    assert rc == 2
+    assert "learning rate must be a positive number" in err and "fix:" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_class_name_file_one_line_short_warns_that_a_class_becomes_void(tmp_path, caplog):
+    data = folder_data(tmp_path / "d")  # ids 0, 1, 2
+    (tmp_path / "names.txt").write_text("road\nsky\n")
+    with caplog.at_level("WARNING", logger="edgeseg.data.folder"):
+        assert main([*BASE, "--data", f"{data},classes={tmp_path / 'names.txt'}", "--out", str(tmp_path / "run")]) == 0
+    assert "holds class id(s) 2, at or above its 2 classes (road, sky): those pixels are void" in caplog.text
+
+
+@pytest.mark.parametrize("size", [["--size", "2x2"], ["--size", "64x48", "--crop", "2x2"]])
+def test_a_size_the_model_cannot_run_at_is_a_clear_error(tmp_path, capsys, size):
+    """Before: RuntimeError 'Output size is too small' from max_pool2d, with a traceback, at the first step."""
+    data = folder_data(tmp_path / "d")
+    argv = [a for a in BASE if a not in ("--size", "64x48")] + size
+    rc, err = run([*argv, "--data", data, "--out", str(tmp_path / "run")], capsys)
+    assert rc == 2
+    assert "edgeseg train: error: model 'test_fcn8s' cannot run at 2x2 (WxH)" in err and "fix: give a larger --size" in err
+    assert "Traceback" not in err and not (tmp_path / "run" / "last.pt").exists()
