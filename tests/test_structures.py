@@ -22,8 +22,9 @@ def test_image_shape_parse_rejects(bad):
 
 
 def test_image_shape_validates_and_of():
-    with pytest.raises(InputError):
+    with pytest.raises(InputError, match="must be a positive integer, got 0") as err:
         ImageShape(0, 3)
+    assert "WIDTHxHEIGHT" in err.value.fix
     with pytest.raises(InputError):
         ImageShape(2.5, 3)
     assert ImageShape.of(np.zeros((5, 7, 3))) == ImageShape(5, 7)

@@ -73,7 +73,8 @@ def read_label(path: str | Path) -> np.ndarray:
         lab = lab[..., 0]
     if lab.dtype != np.uint8:
         if lab.size and (lab.min() < 0 or lab.max() > 255):
-            raise DataError(f"label mask {p} has class ids outside 0..255 (max {lab.max()})")
+            raise DataError(f"label mask {p} has class ids outside 0..255 (max {lab.max()})",
+                            fix="label masks hold one class id per pixel in 0..254 (255: ignored), saved as 8-bit PNGs")
         lab = lab.astype(np.uint8)
     return np.ascontiguousarray(lab)
 

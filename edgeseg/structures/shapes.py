@@ -23,7 +23,8 @@ class ImageShape:
                 except (TypeError, ValueError):
                     iv = -1
                 if iv <= 0 or iv != v:
-                    raise InputError(f"ImageShape.{name} must be a positive integer, got {v!r}")
+                    raise InputError(f"ImageShape.{name} must be a positive integer, got {v!r}",
+                                     fix="give sizes as WIDTHxHEIGHT with both at least 1, e.g. 480x360")
                 object.__setattr__(self, name, iv)
 
     @classmethod

@@ -78,8 +78,9 @@ def test_read_label_rejects_colour_and_wide_ids(tmp_path):
     with pytest.raises(DataError, match="colour image"):
         read_label(tmp_path / "c.png")
     cv2.imwrite(str(tmp_path / "w.png"), np.full((2, 2), 300, np.uint16))
-    with pytest.raises(DataError, match="outside 0..255"):
+    with pytest.raises(DataError, match="outside 0..255") as err:
         read_label(tmp_path / "w.png")
+    assert "8-bit PNGs" in err.value.fix
     (tmp_path / "t.png").write_text("nope")
     with pytest.raises(DataError, match="cannot decode label mask"):
         read_label(tmp_path / "t.png")
