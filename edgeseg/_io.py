@@ -8,6 +8,9 @@ write leaves the old file as it was and no temporary behind.
     atomic_write_text(path, text)
     write_json(path, obj)          # indented, numpy scalars/arrays and Paths converted
 
+Before any work, :func:`writable_folder` / :func:`writable_file` prove an output path can be written (a
+folder that is really a file, a read-only or virtual file system such as ``/proc``), naming it.
+
 Standard library only at import time (the CLI imports this); numpy is looked up only when an object
 needs converting.
 """
@@ -19,7 +22,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_copy_file", "atomic_write_bytes", "atomic_write_text", "dumps_json", "json_default", "write_json"]
+__all__ = ["atomic_copy_file", "atomic_write_bytes", "atomic_write_text", "dumps_json", "json_default", "writable_file",
+           "writable_folder", "write_json"]
+
+_FIX = "choose a path in a folder you can write to, e.g. ./out/result.mp4"
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
@@ -89,3 +95,43 @@ def atomic_copy_file(src: str | os.PathLike, path: str | os.PathLike) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return dst
+
+
+def _file_in_the_way(folder: Path) -> Path | None:
+    """The first existing ancestor of ``folder`` (itself included) that is not a directory, if any."""
+    for p in (folder, *folder.parents):
+        if p.exists() or p.is_symlink():
+            return None if p.is_dir() else p
+    return None
+
+
+def writable_folder(folder: str | os.PathLike, target: str | os.PathLike, fix: str = _FIX) -> Path:
+    """Create ``folder`` (with its parents) and check a file can be created in it; ``target`` is what
+    will be written there (named in the error). Raises :class:`~edgeseg.errors.InputError`."""
+    from .errors import InputError
+
+    folder = Path(folder)
+    blocker = _file_in_the_way(folder)
+    if blocker is not None:
+        raise InputError(f"cannot write {target}: {blocker} is a file, not a folder", fix=fix)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"cannot write {target}: cannot create the folder {folder} ({e.strerror or e})", fix=fix) from None
+    try:
+        tempfile.NamedTemporaryFile(dir=folder, prefix=".edgeseg-probe-").close()  # created, then removed
+    except OSError as e:
+        raise InputError(f"cannot write {target}: the folder {folder} does not take new files ({e.strerror or e})",
+                         fix=fix) from None
+    return folder
+
+
+def writable_file(path: str | os.PathLike) -> Path:
+    """``path`` as a file that may be created or replaced: not an existing folder, in a writable folder."""
+    from .errors import InputError
+
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"cannot write {path}: it is a folder", fix=f"name a file, e.g. {path / 'result.mp4'}")
+    writable_folder(path.parent, path)
+    return path

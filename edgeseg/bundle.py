@@ -29,7 +29,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from ._io import atomic_copy_file, atomic_write_bytes, atomic_write_text, dumps_json
+from ._io import atomic_copy_file, atomic_write_bytes, atomic_write_text, dumps_json, writable_folder
 from .errors import BundleError, InputError
 from .structures.decoder_options import DecoderOptions, decoder_options
 from .structures.input_spec import InputSpec
@@ -308,16 +308,8 @@ class Bundle:
     # ---- creating and editing ---------------------------------------------------------------
     @classmethod
     def create(cls, path: str | os.PathLike, manifest: Manifest, overwrite: bool = False) -> "Bundle":
-        root = Path(path)
+        root = check_target(path, overwrite=overwrite, writable=False)
         if root.exists():
-            if not overwrite:
-                raise BundleError(f"{root} already exists", fix="choose another --out, or pass --overwrite")
-            if root.is_dir() and not (root / MANIFEST).exists() and any(root.iterdir()):
-                raise BundleError(f"{root} is a non-empty directory that is not a bundle; refusing to overwrite it",
-                                  fix="choose another --out, or move the directory away")
-            if not root.is_dir() and not _is_zipped_bundle(root):
-                raise BundleError(f"{root} is a file that is not a bundle; refusing to overwrite it",
-                                  fix="choose another --out, or move the file away")
             shutil.rmtree(root) if root.is_dir() else root.unlink()
         try:
             root.mkdir(parents=True)
@@ -432,6 +424,32 @@ def _version() -> str:
 
 def iter_files(bundle: Bundle) -> Iterable[Path]:
     return (bundle.root / rel for rel in bundle.manifest.files)
+
+
+def check_target(path: str | os.PathLike, option: str = "--out", *, overwrite: bool = True,
+                 writable: bool = True) -> Path:
+    """``path`` as a place a bundle may be written, checked before any work: an existing bundle (a folder
+    or its ``.zip``) only with ``overwrite``; never a non-empty folder or a file that is not a bundle (they
+    would be deleted); with ``writable``, its folder must take new files (created if missing). Errors
+    name ``option``. Used by :meth:`Bundle.create` and by commands that write a bundle after long work
+    (``edgeseg train --export``, ``fuse``, ``import``)."""
+    root = Path(path)
+    if root.exists():
+        if not overwrite:
+            raise BundleError(f"{root} already exists", fix=f"choose another {option}, or pass --overwrite")
+        if root.is_dir() and not (root / MANIFEST).exists() and any(root.iterdir()):
+            raise BundleError(f"{option} {root} is a non-empty folder that is not a bundle; refusing to overwrite it",
+                              fix=f"choose another {option}, or move the folder away")
+        if not root.is_dir() and not _is_zipped_bundle(root):
+            raise BundleError(f"{option} {root} is a file that is not a bundle; refusing to overwrite it",
+                              fix=f"choose another {option}, or move the file away")
+    if writable:
+        try:
+            writable_folder(root.parent, root)
+        except InputError as e:
+            raise BundleError(f"{option}: {e.args[0].splitlines()[0]}",
+                              fix=f"give {option} a bundle path in a folder you can write to, e.g. ./out/model.edgeseg") from None
+    return root
 
 
 def _is_zipped_bundle(path: Path) -> bool:

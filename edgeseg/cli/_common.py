@@ -69,20 +69,17 @@ def run_tool(name: str, fn, args) -> int:
 def check_output(path: str, option: str, kind: str = "file") -> None:
     """Refuse an output ``path`` that cannot be written (a folder where a file goes, a file in the way of
     its folder, a read-only folder) before any work, naming ``option``: found at the end, the run's work
-    would be lost. ``kind``: ``"file"``, ``"folder"`` (created if missing) or ``"bundle"`` (a bundle
-    folder to be created: its parent must take it)."""
-    from pathlib import Path
-
+    would be lost. ``kind``: ``"file"`` or ``"folder"`` (created if missing); a bundle's path is checked by
+    :func:`edgeseg.bundle.check_target`."""
+    from .._io import writable_file, writable_folder
     from ..errors import InputError
-    from ..stream.sinks._output import writable_file, writable_folder
 
-    fixes = {"file": f"give {option} a file path in a folder you can write to",
-             "folder": f"give {option} a folder you can write to (it is created if missing)",
-             "bundle": f"give {option} a bundle path in a folder you can write to, e.g. ./out/model.edgeseg"}
     try:
         if kind == "file":
             writable_file(path)
         else:
-            writable_folder(path if kind == "folder" else Path(path).parent, path)
+            writable_folder(path, path)
     except InputError as e:
-        raise InputError(f"{option}: {e.args[0].splitlines()[0]}", fix=fixes[kind]) from None
+        fix = (f"give {option} a file path in a folder you can write to" if kind == "file"
+               else f"give {option} a folder you can write to (it is created if missing)")
+        raise InputError(f"{option}: {e.args[0].splitlines()[0]}", fix=fix) from None

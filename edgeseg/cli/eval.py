@@ -84,7 +84,8 @@ def run(args: argparse.Namespace) -> int:
     )
     with predictor:
         cmap = class_map(predictor.classes, tuple(dataset.classes))
-        _warn_class_mismatch(cmap, predictor.classes, tuple(dataset.classes))
+        for level, text in cmap.notes(predictor.classes, dataset.classes):
+            print(f"{level}: {text}")
         scores = evaluate(
             lambda rgb: cmap(predictor(rgb).labels), dataset,
             progress=not args.no_progress, limit=args.limit, boundary=not args.no_boundary,
@@ -106,16 +107,6 @@ def run(args: argparse.Namespace) -> int:
                 score_threshold=args.score_threshold, class_match=cmap.by, unmatched_model_classes=list(cmap.unmatched))
     write_json(args.json, data)
     return 0
-
-
-def _warn_class_mismatch(cmap, model: tuple[str, ...], data: tuple[str, ...]) -> None:
-    """Say how model classes were matched to the dataset's when it is not one-to-one by the same names."""
-    if cmap.by == "id":
-        print(f"warning: no class name is shared: model {list(model)} vs dataset {list(data)}; scoring by class id")
-    if cmap.unmatched:
-        print(f"note: model classes the dataset does not have count as misses: {', '.join(cmap.unmatched)}")
-    if cmap.unpredictable:
-        print(f"warning: dataset classes the model cannot predict score 0: {', '.join(cmap.unpredictable)}")
 
 
 def parse_class_map(text: str | None) -> dict[str, str]:

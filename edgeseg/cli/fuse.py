@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import add_json_option, check_output, write_json
+from ._common import add_json_option, write_json
 
 NAME = "fuse"
 HELP = "fuse a semantic and an instance bundle into one panoptic bundle (instances by score, then stuff)"
@@ -83,13 +83,14 @@ def class_score_thresholds(value: str | None) -> dict[str, float] | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..bundle import check_target
     from ..export.fuse import fuse_bundles
     from ..structures import PanopticOptions
 
     options = PanopticOptions().replace(score_threshold=args.score_threshold, overlap_threshold=args.overlap_threshold,
                                         stuff_area=args.stuff_area,
                                         class_score_thresholds=class_score_thresholds(args.class_score_thresholds))
-    check_output(args.out, "--out", "bundle")
+    check_target(args.out, "--out", overwrite=args.overwrite)
     ids = None if args.categories is None else _category_ids(args.categories)
     b = fuse_bundles(args.semantic, args.instance, args.out, name=args.name, stuff=_split(args.stuff),
                      things=_split(args.things), overwrite=args.overwrite, options=options, category_ids=ids)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from ._common import add_json_option, check_output, write_json
+from ._common import add_json_option, write_json
 
 NAME = "import"
 HELP = "turn an ONNX segmentation model made elsewhere (opset >= 9) into a bundle"
@@ -61,6 +61,7 @@ def _triple(text: str, what: str) -> tuple[float, float, float]:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from ..bundle import check_target
     from ..errors import InputError
     from ..export.importer import import_onnx, onnx_input_size
     from ..structures import ImageShape, InputSpec
@@ -87,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             spec = InputSpec(layout=args.layout, color=args.color, size=size, **norm, **explicit)
     out = Path(args.out)
-    check_output(args.out, "--out", "bundle")
+    check_target(args.out, "--out", overwrite=args.overwrite)
     bundle = import_onnx(args.onnx, out, task=args.task, classes=classes, input_spec=spec, palette=palette,
                          name=args.name or out.name.removesuffix(".edgeseg"), overwrite=args.overwrite)
     m = bundle.manifest

@@ -87,6 +87,8 @@ class FolderDataset(SegmentationDataset):
         if void is not None:
             lut[int(void)] = IGNORE
         self._lut = lut
+        # ids made void only because they are past the class count (not 255, not the void id): warned about once
+        self._stray = (lut == IGNORE) & (np.arange(256) != IGNORE) & (np.arange(256) != (IGNORE if void is None else int(void)))
         self._warned_void = False
 
     def _scan_num_classes(self) -> int:
@@ -113,22 +115,21 @@ class FolderDataset(SegmentationDataset):
                 f"mask {mask_path} is {list(raw.shape)} but its image {img_path} is {list(image.shape[:2])}",
                 fix="masks must have the image's height and width",
             )
-        labels = self._lut[raw]
         if not self._warned_void:
-            self._warn_voided(raw, labels, mask_path)
-        return Sample(image, labels, img_path.stem)
+            self._warn_voided(raw, mask_path)
+        return Sample(image, self._lut[raw], img_path.stem)
 
-    def _warn_voided(self, raw: np.ndarray, labels: np.ndarray, mask_path: Path) -> None:
+    def _warn_voided(self, raw: np.ndarray, mask_path: Path) -> None:
         """Say once when a mask holds ids at or above the class count (they become void, as documented): a
         class-name file one line short, or ``num_classes`` too small, silently drops a class otherwise."""
-        dropped = (labels == IGNORE) & (raw != IGNORE) & (raw != (self.void if self.void is not None else IGNORE))
-        if dropped.any():
+        present = np.bincount(raw.ravel(), minlength=256)[:256] > 0
+        if (present & self._stray).any():
             self._warned_void = True
             key = (str(self.masks_dir.resolve()), len(self.classes))
             if key in _WARNED:
                 return
             _WARNED.add(key)
-            ids = sorted(int(v) for v in np.unique(raw[dropped]))
+            ids = np.flatnonzero(present & self._stray).tolist()
             log.warning("folder dataset %s: mask %s holds class id(s) %s, at or above its %d classes (%s): those "
                         "pixels are void; name every class in classes=FILE (one per line) or raise num_classes if "
                         "they are classes", self.masks_dir, mask_path.name, ", ".join(map(str, ids[:8])),

@@ -47,6 +47,19 @@ class ClassMap:
             return self.lut[np.minimum(labels, top)]
         return self.lut[np.where((labels >= 0) & (labels < top), labels, top)]
 
+    def notes(self, model: Sequence[str], data: Sequence[str]) -> list[tuple[str, str]]:
+        """``(level, text)`` per way this map is not one-to-one by the same names (level ``warning`` or
+        ``note``), for the commands that score a model on a dataset to say so."""
+        out = []
+        if self.by == "id" and tuple(model) != tuple(data):
+            out.append(("warning", f"no class name is shared: model {list(model)} vs dataset {list(data)}; "
+                                   "scoring by class id"))
+        if self.unmatched:
+            out.append(("note", f"model classes the dataset does not have count as misses: {', '.join(self.unmatched)}"))
+        if self.unpredictable:
+            out.append(("warning", f"dataset classes the model cannot predict score 0: {', '.join(self.unpredictable)}"))
+        return out
+
 
 def _key(name: str) -> str:
     return str(name).strip().casefold()

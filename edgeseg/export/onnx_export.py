@@ -17,6 +17,7 @@ from torch import nn
 
 from ..errors import ExportError
 from ..structures import InputSpec
+from ..models.base import check_runs_at
 from .fold import fold_conv_bn
 from .graph import clean_graph, save_single_file
 
@@ -87,15 +88,8 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, input_spec: InputSpec
     example = torch.zeros(2 if dynamic_batch else 1, 3, size.height, size.width)
     dynamic = ({0: torch.export.Dim("batch", min=1, max=1024)},) if dynamic_batch else None
     table = _translation_table(deform_conv, roi_align)
-    try:  # one eager pass first: a size the model cannot run at fails here with torch's plain reason
-        with torch.no_grad():
-            head(example)
-    except (RuntimeError, ValueError, IndexError) as e:
-        name = getattr(model, "model_name", type(model).__name__)
-        first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
-        raise ExportError(f"model {name!r} cannot run at {size.width}x{size.height} (WxH): {first}",
-                          fix="give a larger --size: the model downsamples by its stride (e.g. 32), so each side should "
-                              "be a few times that, e.g. 480x360") from None
+    # one eager pass first: a size the model cannot run at fails here with torch's plain reason
+    check_runs_at(head, size, ExportError, batch=example.shape[0], name=getattr(model, "model_name", type(model).__name__))
     with tempfile.TemporaryDirectory(prefix="edgeseg-export-") as tmp:
         raw = Path(tmp) / "raw.onnx"
         progress = io.StringIO()

@@ -8,7 +8,7 @@
 
 Importing this package imports torch; ``import edgeseg`` does not import it.
 """
-from .base import SemanticModel
+from .base import SemanticModel, check_runs_at
 from .checkpoint import CheckpointMeta, load_checkpoint, read_checkpoint_meta, save_checkpoint
 from .encoders import ENCODERS, Encoder, create_encoder, list_encoders
 from .registry import MODELS, ModelInfo, create_model, list_models, model_info, register_model
@@ -18,7 +18,7 @@ from . import panoptic_deeplab  # noqa: F401,E402  (registers the Panoptic-DeepL
 from . import lpsnet  # noqa: F401,E402  (registers the LPSNet panoptic models)
 
 __all__ = [
-    "SemanticModel", "Encoder", "ENCODERS", "MODELS", "ModelInfo", "create_encoder", "list_encoders",
+    "SemanticModel", "check_runs_at", "Encoder", "ENCODERS", "MODELS", "ModelInfo", "create_encoder", "list_encoders",
     "create_model", "list_models", "model_info", "register_model",
     "CheckpointMeta", "save_checkpoint", "load_checkpoint", "read_checkpoint_meta",
 ]

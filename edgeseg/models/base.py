@@ -10,6 +10,26 @@ from torch import nn
 from .layers import resize_to
 
 
+def check_runs_at(model: nn.Module, size, error: type[Exception], *, batch: int = 1, name: str | None = None) -> None:
+    """One eager forward pass of ``model`` (eval mode, no gradients; its mode restored) on zeros at ``size``
+    (an :class:`~edgeseg.structures.ImageShape`): a size the model cannot run at (its pooling needs each
+    side to be a few times its stride) raises ``error`` naming the size, before training or export
+    would fail with a traceback or pages of exporter logs."""
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(batch, 3, size.height, size.width))
+    except (RuntimeError, ValueError, IndexError) as e:
+        name = name or getattr(model, "model_name", type(model).__name__)
+        first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+        raise error(f"model {name!r} cannot run at {size.width}x{size.height} (WxH): {first}",
+                    fix="give a larger --size (and --crop): the model downsamples by its stride (e.g. 32), so each side "
+                        "should be a few times that, e.g. 480x360") from None
+    finally:
+        model.train(was)
+
+
 class SemanticModel(nn.Module, metaclass=abc.ABCMeta):
     """images ``float32 [N, 3, H, W]`` (normalised per the bundle's InputSpec) ->
     ``{"logits": float32 [N, num_classes, H, W]}``. Traceable; no Python objects in the output."""

@@ -93,7 +93,8 @@ class DatasetScorer:
         self.classes = tuple(getattr(dataset, "classes", ()) or manifest.classes)
         self.ignore_index = int(getattr(dataset, "ignore_index", 255))
         self.class_map = class_map(manifest.classes, self.classes)
-        _warn_class_mismatch(self.class_map, tuple(manifest.classes), self.classes)
+        for _, text in self.class_map.notes(manifest.classes, self.classes):
+            log.warning("--eval: %s", text)
         self._truth = [np.asarray(s.labels) for s in samples]
         self._frames = _Decoded([s.image for s in samples], manifest, threads, runtime)
 
@@ -109,17 +110,6 @@ class DatasetScorer:
     def __call__(self, model_path: Path) -> float:
         miou = self.scores(model_path).miou
         return 0.0 if np.isnan(miou) else 100.0 * miou
-
-
-def _warn_class_mismatch(cmap, model: tuple[str, ...], data: tuple[str, ...]) -> None:
-    """Say how the bundle's classes were matched to the --eval set's when it is not one-to-one by name
-    (as ``edgeseg eval`` says it): the gate's metric is then over classes the model may not predict."""
-    if cmap.by == "id" and model != data:
-        log.warning("--eval: no class name is shared: bundle %s vs dataset %s; scoring by class id", list(model), list(data))
-    if cmap.unmatched:
-        log.warning("--eval: bundle classes the dataset does not have count as misses: %s", ", ".join(cmap.unmatched))
-    if cmap.unpredictable:
-        log.warning("--eval: dataset classes the bundle cannot predict score 0: %s", ", ".join(cmap.unpredictable))
 
 
 class AgreementScorer:

@@ -124,7 +124,7 @@ def recalibrate_from_training_data(trainer: Trainer, bns: list[str], batches: in
 def check_outputs(job: TrainJob, resume: bool) -> None:
     """Refuse, before any work, a fresh run whose ``out`` holds another run's checkpoint (it would be
     replaced without asking) and an ``export`` path that cannot take a bundle (found after training)."""
-    from ..bundle import MANIFEST, _is_zipped_bundle
+    from ..bundle import check_target
 
     last = job.out / LAST
     if job.out.exists() and not job.out.is_dir():
@@ -133,47 +133,13 @@ def check_outputs(job: TrainJob, resume: bool) -> None:
         raise InputError(f"--out {job.out} already holds a training run ({LAST}); a fresh run would replace its "
                          "checkpoints and history",
                          fix="add --resume to continue that run, give another --out, or add --overwrite to start afresh there")
-    if job.export is None:
-        return
-    ex = Path(job.export)
-    if ex.is_dir() and not (ex / MANIFEST).exists() and any(ex.iterdir()):
-        raise InputError(f"--export {ex} is a non-empty folder that is not a bundle; it would be refused after training",
-                         fix="give --export a new bundle path (e.g. ./out/model.edgeseg), or move the folder away")
-    if ex.is_file() and not _is_zipped_bundle(ex):
-        raise InputError(f"--export {ex} is a file that is not a bundle", fix="give --export a new bundle path")
-    import tempfile
-
-    try:  # the bundle's folder must take it; found after training, that would waste the run's time
-        ex.parent.mkdir(parents=True, exist_ok=True)
-        tempfile.NamedTemporaryFile(dir=ex.parent, prefix=".edgeseg-probe-").close()
-    except OSError as e:
-        raise InputError(f"--export {ex}: cannot create a bundle in {ex.parent} ({e.strerror or e})",
-                         fix="give --export a bundle path in a folder you can write to, e.g. ./out/model.edgeseg") from None
-
-
-def check_model_runs(model, name: str, size) -> None:
-    """One eval-mode forward pass at the training input ``size``: a size the model cannot run at (its
-    pooling needs each side to be a few times its stride) is an error naming the size, not a traceback
-    from the first step."""
-    import torch
-
-    was = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            model(torch.zeros(1, 3, size.height, size.width))
-    except (RuntimeError, ValueError, IndexError) as e:
-        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-        raise InputError(f"model {name!r} cannot run at {size.width}x{size.height} (WxH): {first}",
-                         fix="give a larger --size (and --crop): the model downsamples by its stride (e.g. 32), so each "
-                             "side should be a few times that, e.g. 480x360") from None
-    finally:
-        model.train(was)
+    if job.export is not None:
+        check_target(job.export, "--export")
 
 
 def run_job(job: TrainJob, resume: bool = False) -> JobResult:
     """Train (resuming from ``out/last.pt`` when ``resume``), then export and record."""
-    from ..models import create_model
+    from ..models import check_runs_at, create_model
 
     check_outputs(job, resume)
     train, val = open_datasets(job)
@@ -202,7 +168,7 @@ def run_job(job: TrainJob, resume: bool = False) -> JobResult:
         if fresh:
             log.warning("%s was trained for another number of classes: %d class-layer tensor(s) start afresh "
                         "for the %d classes of %s (%s)", job.init, len(fresh), n, job.data, ", ".join(fresh))
-    check_model_runs(model, job.model, job.config.crop or job.config.size)
+    check_runs_at(model, job.config.crop or job.config.size, InputError, name=job.model)
     spec = InputSpec(size=job.config.size)
     trainer = Trainer(model, train, job.config, val_data=val, input_spec=spec, num_classes=n, out_dir=job.out,
                       model_name=job.model)

@@ -27,7 +27,7 @@ from ...structures import InstanceResult, PanopticResult, PromptedResult, Semant
 from ...structures.frame import Frame
 from ...structures.rle import rle_encode_crops, rle_encode_labels
 from ..base import SINKS, Packet, Sink
-from ._output import writable_file, writable_folder
+from ..._io import writable_file, writable_folder
 
 RECORDS: Registry[Callable[[Any], dict]] = Registry("JSON record", error=StreamError)
 

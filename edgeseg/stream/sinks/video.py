@@ -23,7 +23,7 @@ from ...errors import InputError, StreamError
 from ...structures.frame import Frame
 from .. import gst as _gst
 from ..base import SINKS, Packet, Sink
-from ._output import writable_file
+from ..._io import writable_file
 
 log = logging.getLogger("edgeseg.stream")
 
