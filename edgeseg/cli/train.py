@@ -102,7 +102,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--encoder", default=None, metavar="NAME",
                    help="build the model on another registered encoder, e.g. hrnetv2_w18_small "
                         "(names: edgeseg models --encoders)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its last.pt (also from inside an epoch: Ctrl-C or SIGTERM "
+                        "stops after the step in progress and saves the run)")
+    p.add_argument("--checkpoint-minutes", type=float, default=10.0, metavar="M",
+                   help="also write last.pt inside an epoch every M minutes (default 10; 0: at epoch ends only)")
     p.add_argument("--overwrite", action="store_true",
                    help="start afresh in an --out that holds another run (its last.pt, weights and history are replaced); "
                         "without it such a run is refused")
@@ -148,7 +152,7 @@ def build_job(args: argparse.Namespace):
         teacher_flip=args.teacher_flip,
         eval_every=args.eval_every, seed=args.seed, workers=args.workers, device=args.device, amp=not args.no_amp,
         cpu_precision=args.cpu_precision, memory_format=args.memory_format,
-        threads=args.threads, progress=not args.no_progress,
+        threads=args.threads, progress=not args.no_progress, checkpoint_minutes=args.checkpoint_minutes,
         weights_format=args.weights_format, crop=ImageShape.parse(args.crop) if args.crop else None,
     )
     export = Path(args.export) if args.export else None
@@ -167,11 +171,15 @@ def run(args: argparse.Namespace) -> int:
     job = build_job(args)
     try:
         res = run_job(job, resume=args.resume)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
+        from ..train.interrupt import TrainingStopped
         from ..train.trainer import LAST
 
-        if (job.out / LAST).is_file():  # the last finished epoch is kept: say how to go on from it
-            print(f"edgeseg train: {job.out / LAST} holds the last finished epoch; continue with the same command "
+        if isinstance(e, TrainingStopped) and e.checkpoint is not None:
+            print(f"edgeseg train: stopped at {e.where}; {e.checkpoint} holds the run: continue with the same "
+                  "command plus --resume", file=sys.stderr)
+        elif (job.out / LAST).is_file():  # the last finished epoch is kept: say how to go on from it
+            print(f"edgeseg train: {job.out / LAST} holds the run up to its last checkpoint; continue with the same command "
                   "plus --resume", file=sys.stderr)
         raise
     rec = res.training_record

@@ -105,23 +105,44 @@ class LoaderConfig:
     drop_last: bool = True
 
 
-def train_loader(train_set: TrainSet, cfg: LoaderConfig, epoch: int, indices: Sequence[int] | None = None) -> Any:
+class SkipFirst:
+    """A sampler: ``base``'s indices without the first ``skip`` (a run resumed mid-epoch). The base
+    sampler draws its order exactly as it would unwrapped, so the rest of the epoch is the same."""
+
+    def __init__(self, base: Sequence[int] | Any, skip: int = 0):
+        self.base, self.skip = base, max(0, int(skip))
+
+    def __iter__(self) -> Iterator[int]:
+        it = iter(self.base)
+        for _ in range(self.skip):
+            if next(it, None) is None:
+                return
+        yield from it
+
+    def __len__(self) -> int:
+        return max(0, len(self.base) - self.skip)
+
+
+def train_loader(train_set: TrainSet, cfg: LoaderConfig, epoch: int, indices: Sequence[int] | None = None,
+                 skip_batches: int = 0) -> Any:
     """A DataLoader for one epoch: the shuffle order and augmentation depend only on (seed, epoch).
 
     ``indices``: the epoch's frames in order (rare-class sampling, :mod:`edgeseg.train.sampling`)
-    instead of a shuffle of all frames."""
+    instead of a shuffle of all frames. ``skip_batches``: leave out the epoch's first batches (a run
+    resumed mid-epoch); the batches after them are those the whole epoch would give."""
     import torch
-    from torch.utils.data import DataLoader
+    from torch.utils.data import DataLoader, RandomSampler
 
     train_set.set_epoch(epoch)
     g = torch.Generator().manual_seed(cfg.seed * 100003 + epoch)
     n = len(train_set) if indices is None else len(indices)
     drop = cfg.drop_last and n >= cfg.batch_size
+    # the sampler DataLoader(shuffle=True, generator=g) would build, drawing from g at the same moments
+    base = RandomSampler(train_set, generator=g) if indices is None else list(indices)
     return DataLoader(
         train_set,
         batch_size=cfg.batch_size,
-        shuffle=indices is None,
-        sampler=None if indices is None else list(indices),
+        sampler=SkipFirst(base, skip_batches * cfg.batch_size),
         generator=g,
         num_workers=cfg.workers,
         collate_fn=collate_train,

@@ -75,6 +75,7 @@ def train_one_epoch(
     cpu_bf16: bool = False,
     channels_last: bool = False,
     distill: tuple[float, float] | None = None,
+    after_step: Callable[[int, float], bool] | None = None,
 ) -> EpochResult:
     """One epoch: forward, loss, backward, optimizer step; the schedule is set from the global ``step``.
     ``cpu_bf16``: the forward pass under bfloat16 autocast on the CPU; ``channels_last``: the images in
@@ -83,6 +84,8 @@ def train_one_epoch(
     (:func:`edgeseg.train.distill.distill_loss` is added to the loss).
 
     ``progress`` is an optional tqdm bar (updated per batch with the running loss and lr).
+    ``after_step(steps, loss_sum)`` is called after each step with the steps done so far and the sum of
+    their losses; when it returns true the epoch ends there (a stop asked for by a signal).
     """
     model.train()
     total, n, t0, lr = 0.0, 0, time.perf_counter(), optimizer.param_groups[0]["lr"]
@@ -124,6 +127,8 @@ def train_one_epoch(
         if progress is not None:
             progress.set_postfix(loss=f"{total / n:.4f}", lr=f"{lr:.2e}", refresh=False)
             progress.update(1)
+        if after_step is not None and after_step(n, total):
+            break
     if n == 0:
         raise InputError("the training set gave no batch", fix="use a smaller --batch or more training images")
     return EpochResult(total / n, n, time.perf_counter() - t0, float(lr))
@@ -146,10 +151,12 @@ def evaluate_model(
     boundary: bool = False,
     classes: tuple[str, ...] = (),
     progress: Any = None,
+    should_stop: Callable[[], bool] | None = None,
 ):
     """mIoU & co. with :class:`edgeseg.eval.SemanticMetric`; logits are upsampled to each label map's size.
 
-    ``boundary`` also scores boundary F1 (slower; off for per-epoch evaluation)."""
+    ``boundary`` also scores boundary F1 (slower; off for per-epoch evaluation). ``should_stop``: asked
+    before each batch; when it answers true the pass ends early and None is returned."""
     import numpy as np
     import torch
 
@@ -159,6 +166,8 @@ def evaluate_model(
     model.eval()
     with torch.inference_mode():
         for images, labels in batches:
+            if should_stop is not None and should_stop():
+                return None
             with autocast_for(device, amp):
                 out = model(images.to(device))
             logits = logits_of(out).float()

@@ -9,7 +9,11 @@
 Reproducibility: the model is built after :func:`seed_everything`; each epoch's shuffle order,
 augmentation and dropout depend only on ``(seed, epoch)``; the learning rate is a pure function of
 the global step. So stopping after epoch k and resuming from ``last.pt`` gives the same epoch k+1
-as an uninterrupted run. ``last.pt`` is a plain dict of tensors and numbers (``torch.load(...,
+as an uninterrupted run. Inside an epoch ``last.pt`` is also written every ``checkpoint_minutes`` and
+when a SIGINT/SIGTERM stops the run (:mod:`edgeseg.train.interrupt`: the step in progress finishes
+first); it then holds the steps done, their loss sum and the RNG state, and resuming skips the epoch's
+first batches without reading them, so the rest of the epoch is the one an uninterrupted run trains.
+``last.pt`` is a plain dict of tensors and numbers (``torch.load(...,
 weights_only=True)``); the model weights are also written with :mod:`edgeseg.models.checkpoint`.
 """
 from __future__ import annotations
@@ -29,6 +33,7 @@ from ..structures import ImageShape, InputSpec
 from .augment import AugmentConfig
 from .class_weights import frame_class_pixels
 from .data import EvalSet, LoaderConfig, TrainSet, eval_loader, train_loader
+from .interrupt import StopRequest, TrainingStopped
 from .loop import EpochResult, evaluate_model, train_one_epoch
 from .optim import PolySchedule, build_sgd
 from .progress import epoch_progress
@@ -80,6 +85,7 @@ class TrainConfig:
     threads: int = 0
     progress: bool = True
     weights_format: str = "safetensors"
+    checkpoint_minutes: float = 10.0  # also write last.pt inside an epoch this often (0: at epoch ends only)
 
     def __post_init__(self) -> None:
         if self.epochs <= 0 or self.batch_size <= 0:
@@ -92,6 +98,9 @@ class TrainConfig:
         if self.crop is not None and (self.crop.height > self.size.height or self.crop.width > self.size.width):
             raise InputError(f"training crop {self.crop} is larger than the network size {self.size}",
                              fix="give a --crop no larger than --size (or leave --crop out)")
+        if not (math.isfinite(self.checkpoint_minutes) and self.checkpoint_minutes >= 0):
+            raise InputError(f"checkpoint interval must be a number of minutes >= 0, got {self.checkpoint_minutes}",
+                             fix="e.g. --checkpoint-minutes 10; 0 writes checkpoints at epoch ends only")
         if self.weights_format not in ("safetensors", "pt"):
             raise InputError(f"weights_format must be safetensors or pt, got {self.weights_format!r}")
         if self.rare_sampling < 0:
@@ -256,6 +265,12 @@ class Trainer(CpuStepLevers):
         self.step = 0  # optimizer steps done
         self.history: list[EpochRecord] = []
         self.best: tuple[float, int] | None = None
+        # the epoch in progress: steps done, their loss sum, seconds (all 0 at an epoch's start)
+        self.partial: tuple[int, float, float] = (0, 0.0, 0.0)
+        self.eval_pending = False  # the last finished epoch's evaluation is still to do (stopped during it)
+        self._rng_state = None  # the torch RNG state to continue a resumed epoch with
+        self._stop: StopRequest | None = None
+        self._saved_at = time.monotonic()
 
     # ---- construction helpers -----------------------------------------------------------------
     def _build_loss(self, pixels) -> Callable:
@@ -328,24 +343,55 @@ class Trainer(CpuStepLevers):
 
     # ---- one epoch, one evaluation ----------------------------------------------------------
     def train_epoch(self) -> EpochResult:
-        """Train epoch ``self.epoch`` (0-based) and advance the counters."""
+        """Train epoch ``self.epoch`` (0-based), or the rest of it after a mid-epoch resume, and advance the
+        counters. A stop asked for by a signal (:class:`~edgeseg.train.interrupt.StopRequest`) ends it
+        after the step in progress: the state is saved and :class:`TrainingStopped` raised."""
         import torch
 
         if self.precision is None:
             self.keep_precision(self._choose_precision())
         torch.manual_seed(self.config.seed * 1000003 + self.epoch)  # dropout & co. depend on (seed, epoch)
-        loader = train_loader(self.train_set, self.loader_cfg, self.epoch, self._epoch_indices())
-        with self._bar(len(loader), f"epoch {self.epoch + 1}/{self.config.epochs}") as bar:
+        if self._rng_state is not None:  # resumed inside this epoch: go on where it was
+            torch.set_rng_state(self._rng_state)
+            self._rng_state = None
+        done, loss_sum, seconds = self.partial
+        loader = train_loader(self.train_set, self.loader_cfg, self.epoch, self._epoch_indices(), skip_batches=done)
+        first, left = self.step, len(loader)
+        minutes = self.config.checkpoint_minutes
+        t0 = time.perf_counter()
+
+        def after_step(n: int, total: float) -> bool:
+            self.step = first + n
+            self.partial = (done + n, loss_sum + total, seconds + time.perf_counter() - t0)
+            if self._stop is not None and self._stop.requested:
+                return True
+            if (minutes and n < left and self.out_dir is not None  # the epoch's end is saved by fit
+                    and time.monotonic() - self._saved_at >= 60 * minutes):
+                self.save_checkpoint()
+            return False
+
+        desc = f"epoch {self.epoch + 1}/{self.config.epochs}" + (f" from step {done + 1}" if done else "")
+        with self._bar(left, desc) as bar:
             res = train_one_epoch(
                 self.model, loader, self.loss_fn, self.optimizer, device=self.device, schedule=self.schedule,
-                step=self.step, scaler=self.scaler, amp=self.amp, grad_clip=self.config.grad_clip, progress=bar,
+                step=first, scaler=self.scaler, amp=self.amp, grad_clip=self.config.grad_clip, progress=bar,
                 cpu_bf16=bool(self.precision["bf16"]), channels_last=bool(self.precision.get("channels_last")),
                 distill=None if self.config.teacher is None else
                 (self.config.distill_weight, self.config.distill_temperature),
+                after_step=after_step,
             )
-        self.step += res.steps
+        steps, loss_sum, seconds = self.partial
+        if res.steps < left:  # stopped inside the epoch
+            self._stopped(f"epoch {self.epoch + 1}, step {steps} of {steps + left - res.steps}")
+        self.partial = (0, 0.0, 0.0)
         self.epoch += 1
-        return res
+        return EpochResult(loss_sum / steps, steps, seconds, res.lr)
+
+    def _stopped(self, where: str) -> None:
+        """Save the run and raise :class:`TrainingStopped` (a signal asked for a stop)."""
+        path = self.save_checkpoint()
+        log.warning("stopped (%s) at %s%s", self._stop.signal, where, "" if path is None else f"; the run is in {path}")
+        raise TrainingStopped(self._stop.signal, path, where)
 
     def _epoch_indices(self) -> list[int] | None:
         """This epoch's frame order under rare-class sampling (None: the loader's seeded shuffle)."""
@@ -362,48 +408,74 @@ class Trainer(CpuStepLevers):
         return choose_cpu_step(c.cpu_precision, c.memory_format, self.device, self.model, batch, self.loss_fn)
 
     def evaluate(self, data: Sequence | None = None):
-        """Scores (:class:`edgeseg.eval.SemanticScores`) on ``data`` (default: the validation set)."""
+        """Scores (:class:`edgeseg.eval.SemanticScores`) on ``data`` (default: the validation set); None
+        when a stop was asked for during it (inside :meth:`fit`)."""
         data = self.val_data if data is None else data
         if data is None:
             raise InputError("Trainer.evaluate: no validation data", fix="pass val_data=")
         ev = EvalSet(data, self.config.eval_size or self.config.size, self.spec)
         loader = eval_loader(ev, self.config.batch_size, self.config.workers)
+        stop = None if self._stop is None else (lambda: self._stop.requested)
         with self._bar(len(loader), "eval") as bar:
             return evaluate_model(self.model, loader, self.num_classes, device=self.device, amp=self.amp,
-                                  classes=self.classes, progress=bar)
+                                  classes=self.classes, progress=bar, should_stop=stop)
 
     def _bar(self, total: int, desc: str):
         return epoch_progress(total, desc, enabled=self.config.progress)
 
     # ---- the run --------------------------------------------------------------------------------
     def fit(self, resume: str | os.PathLike | None = None, epochs: int | None = None) -> TrainResult:
-        """Train until ``config.epochs`` (or ``epochs``, to stop early) epochs are done."""
+        """Train until ``config.epochs`` (or ``epochs``, to stop early) epochs are done. In the main thread
+        the first SIGINT/SIGTERM stops it after the step in progress, saved (:class:`TrainingStopped`)."""
         if resume is not None:
             self.load(resume)
         stop = min(self.config.epochs, epochs or self.config.epochs)
         t0 = time.perf_counter()
-        while self.epoch < stop:
-            res = self.train_epoch()
-            rec = EpochRecord(self.epoch, res.loss, res.lr, res.seconds, res.steps)
-            if self.val_data is not None and (self.epoch % max(1, self.config.eval_every) == 0 or self.epoch == self.config.epochs):
-                scores = self.evaluate()
-                rec = replace(rec, miou=float(scores.miou), scores=_scores_dict(scores))
-                if self.best is None or rec.miou > self.best[0]:
-                    self.best = (rec.miou, self.epoch)
-                    self._save_weights("best", rec.miou)
-            self.history.append(rec)
-            log.info("epoch %d/%d loss %.4f lr %.3g %.1fs%s", rec.epoch, self.config.epochs, rec.loss, rec.lr,
-                     rec.seconds, "" if rec.miou is None else f" mIoU {100 * rec.miou:.2f}")
-            self.save_checkpoint()
+        with StopRequest() as request:
+            self._stop = request
+            try:
+                if self.eval_pending:  # stopped while evaluating its last epoch: that evaluation first
+                    self._evaluate_epoch()
+                while self.epoch < stop:
+                    res = self.train_epoch()
+                    self.history.append(EpochRecord(self.epoch, res.loss, res.lr, res.seconds, res.steps))
+                    c = self.config
+                    self.eval_pending = self.val_data is not None and (
+                        self.epoch % max(1, c.eval_every) == 0 or self.epoch == c.epochs)
+                    self.save_checkpoint()  # the finished epoch is kept whatever happens while it is evaluated
+                    if self.eval_pending and not request.requested:
+                        self._evaluate_epoch()
+                    rec = self.history[-1]
+                    log.info("epoch %d/%d loss %.4f lr %.3g %.1fs%s", rec.epoch, c.epochs, rec.loss, rec.lr,
+                             rec.seconds, "" if rec.miou is None else f" mIoU {100 * rec.miou:.2f}")
+                    if request.requested:
+                        self._stopped(f"the end of epoch {self.epoch}")
+            finally:
+                self._stop = None
         weights = self._save_weights("model")
         return TrainResult(
             tuple(self.history), None if self.best is None else self.best[0], None if self.best is None else self.best[1],
             time.perf_counter() - t0, None if self.out_dir is None else self.out_dir / LAST, weights,
         )
 
+    def _evaluate_epoch(self) -> None:
+        """Score the last finished epoch on the validation set, record it (best weights too), save."""
+        scores = self.evaluate()
+        if scores is None:
+            self._stopped(f"the evaluation after epoch {self.epoch} (done again on --resume)")
+        rec = replace(self.history[-1], miou=float(scores.miou), scores=_scores_dict(scores))
+        self.history[-1] = rec
+        if self.best is None or rec.miou > self.best[0]:
+            self.best = (rec.miou, self.epoch)
+            self._save_weights("best", rec.miou)
+        self.eval_pending = False
+        self.save_checkpoint()
+
     # ---- checkpoints ----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """Everything resume needs, as tensors, numbers, strings, lists and dicts only."""
+        import torch
+
         return {
             "format": STATE_FORMAT,
             "model": self.model.state_dict(),
@@ -417,6 +489,9 @@ class Trainer(CpuStepLevers):
             "model_name": self.model_name,
             "num_classes": self.num_classes,
             "precision": self.precision,
+            "partial": list(self.partial),
+            "rng": torch.get_rng_state() if self.partial[0] else None,
+            "eval_pending": self.eval_pending,
         }
 
     def load_state_dict(self, state: dict[str, Any], where: str = "state") -> None:
@@ -441,6 +516,14 @@ class Trainer(CpuStepLevers):
         self.history = [EpochRecord(**r) for r in state.get("history", [])]
         self.best = None if state.get("best") is None else (float(state["best"][0]), int(state["best"][1]))
         self.keep_precision(state.get("precision"))  # the resumed run keeps the precision it was trained in
+        partial = state.get("partial") or (0, 0.0, 0.0)
+        self.partial = (int(partial[0]), float(partial[1]), float(partial[2]))
+        self._rng_state = state.get("rng") if self.partial[0] else None
+        self.eval_pending = bool(state.get("eval_pending", False))
+        if self.partial[0] >= self.steps_per_epoch:
+            raise ModelError(f"{where}: {self.partial[0]} steps done inside epoch {self.epoch + 1}, which has "
+                             f"{self.steps_per_epoch} with this data and batch size",
+                             fix="resume with the same --data and --batch as the run that wrote it")
 
     def save_checkpoint(self, path: str | os.PathLike | None = None) -> Path | None:
         """Write the training state (atomically) to ``path`` or ``out_dir/last.pt``; also ``history.json``."""
@@ -455,6 +538,7 @@ class Trainer(CpuStepLevers):
         tmp = path.with_name(path.name + ".tmp")
         torch.save(self.state_dict(), tmp)
         os.replace(tmp, path)
+        self._saved_at = time.monotonic()
         if self.out_dir is not None:
             hist = {"config": self.config.to_dict(), "history": [asdict(r) for r in self.history]}
             write_json(self.out_dir / "history.json", hist)

@@ -1,0 +1,64 @@
+"""Stop a training run at a step boundary on Ctrl-C or SIGTERM, keeping every finished step.
+
+An epoch of ``edgeseg train`` on two CPU cores can take an hour; before this, Ctrl-C (or a scheduler's
+SIGTERM) in the middle of one lost everything since the last epoch's checkpoint. While
+:class:`StopRequest` is active, the first SIGINT or SIGTERM only asks for a stop: the trainer finishes
+the step it is in, writes its state (``last.pt``, resumable mid-epoch) and raises
+:class:`TrainingStopped`. A second signal stops at once (``KeyboardInterrupt``), keeping what the last
+checkpoint holds. Outside the main thread nothing is installed (the embedding program owns signals).
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import threading
+from typing import Any
+
+log = logging.getLogger("edgeseg.train")
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class TrainingStopped(KeyboardInterrupt):
+    """A trainer stopped on a signal after saving its state. ``str()`` is the signal's name (the CLI
+    exits 130 for SIGINT, 143 for SIGTERM); ``checkpoint`` is the file holding the run (None when the
+    run has no output folder) and ``where`` says how far it got (``"epoch 2, step 150 of 626"``)."""
+
+    def __init__(self, signal_name: str, checkpoint: Any = None, where: str = ""):
+        super().__init__(signal_name)
+        self.checkpoint, self.where = checkpoint, where
+
+
+class StopRequest:
+    """A context manager: ``requested`` turns true at the first SIGINT/SIGTERM received while it is
+    active, ``signal`` holds that signal's name; a second signal raises ``KeyboardInterrupt``."""
+
+    def __init__(self) -> None:
+        self.signal: str | None = None
+        self._previous: dict[int, Any] = {}
+
+    @property
+    def requested(self) -> bool:
+        return self.signal is not None
+
+    def _handle(self, signum: int, _frame: Any) -> None:
+        name = signal.Signals(signum).name
+        if self.signal is not None:
+            raise KeyboardInterrupt(name)
+        self.signal = name
+        log.warning("%s: stopping after this step and saving the run (send it again to stop at once, "
+                    "losing the steps since the last checkpoint)", name)
+
+    def __enter__(self) -> "StopRequest":
+        if threading.current_thread() is threading.main_thread():
+            for s in SIGNALS:
+                with contextlib.suppress(ValueError, OSError):
+                    self._previous[s] = signal.signal(s, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for s, h in self._previous.items():
+            with contextlib.suppress(ValueError, OSError):
+                signal.signal(s, h)
+        self._previous.clear()
