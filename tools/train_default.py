@@ -298,6 +298,12 @@ def main(argv: list[str] | None = None) -> int:
     except EdgesegError as e:
         print(f"train_default: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as e:  # a signal: the trainers save the run after the step in progress
+        from edgeseg.train.interrupt import TrainingStopped, report_stop
+
+        if not isinstance(e, TrainingStopped):
+            raise
+        return report_stop("train_default", e)
     rec = res.training_record
     summary = {"name": recipe.name, "model": recipe.model, "epochs": rec["epochs"], "seconds": rec["seconds_total"],
                "device": rec["device"], "params": rec["params"], "gflops": rec["gflops"],

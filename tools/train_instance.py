@@ -206,6 +206,12 @@ def main(argv: list[str] | None = None) -> int:
     except EdgesegError as e:
         print(f"train_instance: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as e:  # a signal: the trainers save the run after the step in progress
+        from edgeseg.train.interrupt import TrainingStopped, report_stop
+
+        if not isinstance(e, TrainingStopped):
+            raise
+        return report_stop("train_instance", e)
     return 0
 
 

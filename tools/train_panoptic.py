@@ -220,6 +220,12 @@ def main(argv: list[str] | None = None) -> int:
     except EdgesegError as e:
         print(f"train_panoptic: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as e:  # a signal: the trainers save the run after the step in progress
+        from edgeseg.train.interrupt import TrainingStopped, report_stop
+
+        if not isinstance(e, TrainingStopped):
+            raise
+        return report_stop("train_panoptic", e)
     return 0
 
 

@@ -172,13 +172,12 @@ def run(args: argparse.Namespace) -> int:
     try:
         res = run_job(job, resume=args.resume)
     except KeyboardInterrupt as e:
-        from ..train.interrupt import TrainingStopped
+        from ..train.interrupt import TrainingStopped, report_stop
         from ..train.trainer import LAST
 
-        if isinstance(e, TrainingStopped) and e.checkpoint is not None:
-            print(f"edgeseg train: stopped at {e.where}; {e.checkpoint} holds the run: continue with the same "
-                  "command plus --resume", file=sys.stderr)
-        elif (job.out / LAST).is_file():  # the last finished epoch is kept: say how to go on from it
+        if isinstance(e, TrainingStopped):
+            return report_stop("edgeseg train", e)
+        if (job.out / LAST).is_file():  # the last finished epoch is kept: say how to go on from it
             print(f"edgeseg train: {job.out / LAST} holds the run up to its last checkpoint; continue with the same command "
                   "plus --resume", file=sys.stderr)
         raise

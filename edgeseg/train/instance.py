@@ -27,6 +27,7 @@ frames and augmentations as an uninterrupted one.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -46,6 +47,7 @@ from .precision import CpuStepLevers, check_cpu_precision, check_memory_format
 from .optim import CosineSchedule, PolySchedule, build_adamw, build_sgd
 from .optim import build_schedule as make_schedule
 from .data import permuted_indices
+from .interrupt import StopRequest, stop_now
 from .progress import epoch_progress
 from .step_batches import check_device_and_workers, worker_batches
 
@@ -465,6 +467,8 @@ class InstanceTrainer(CpuStepLevers):
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.model_name = model_name or getattr(model, "model_name", None)
         self.epoch, self.step = 0, 0
+        self.sums = {"loss": 0.0, "category": 0.0, "mask": 0.0}  # the running epoch's loss sums (resumable mid-epoch)
+        self.epoch_seconds = 0.0
         self.history: list[InstanceEpoch] = []
         # bf16 autocast and channels-last: decided before the first step (auto: timed on this machine), kept on resume
         self.precision: dict[str, Any] | None = None
@@ -544,30 +548,40 @@ class InstanceTrainer(CpuStepLevers):
         c = self.config
         stop = min(c.epochs, epochs or c.epochs)
         batches = self._batches(data, stop * c.steps_per_epoch)
-        while self.epoch < stop:
-            torch.manual_seed(c.seed * 1000003 + self.epoch)
-            t0, sums = time.perf_counter(), {"loss": 0.0, "category": 0.0, "mask": 0.0}
-            with epoch_progress(c.steps_per_epoch, f"epoch {self.epoch + 1}/{c.epochs}") as bar:
-                for i in range(c.steps_per_epoch):
-                    x, losses_of = next(batches)
-                    if self.precision is None:
-                        self._decide(x, lambda out: losses_of(out)["loss"])
-                    res = self._step(x, losses_of)
-                    for k in sums:
-                        sums[k] += res[k]
-                    bar.set_postfix(loss=f"{sums['loss'] / (i + 1):.4f}", lr=f"{res['lr']:.2e}", refresh=False)
-                    bar.update(1)
-            n = c.steps_per_epoch
-            self.epoch += 1
-            rec = InstanceEpoch(self.epoch, sums["loss"] / n, sums["category"] / n, sums["mask"] / n, res["lr"],
-                                time.perf_counter() - t0, n)
-            self.history.append(rec)
-            log.info("epoch %d/%d loss %.4f (category %.4f, mask %.4f) lr %.3g %.1fs", rec.epoch, c.epochs, rec.loss,
-                     rec.category, rec.mask, rec.lr, rec.seconds)
-            self.save_checkpoint()
-            if on_epoch is not None:
-                on_epoch(rec)
-        batches.close()
+        with StopRequest() as request, contextlib.closing(batches):  # Ctrl-C / SIGTERM: the step finishes, then a save
+            while self.epoch < stop:
+                done = self.step - self.epoch * c.steps_per_epoch  # steps of this epoch done before a resume
+                if done == 0:
+                    torch.manual_seed(c.seed * 1000003 + self.epoch)  # mid-epoch, load() restored the RNG state
+                t0 = time.perf_counter()
+                desc = f"epoch {self.epoch + 1}/{c.epochs}" + (f" from step {done + 1}" if done else "")
+                with epoch_progress(c.steps_per_epoch - done, desc) as bar:
+                    for i in range(done, c.steps_per_epoch):
+                        x, losses_of = next(batches)
+                        if self.precision is None:
+                            self._decide(x, lambda out: losses_of(out)["loss"])
+                        res = self._step(x, losses_of)
+                        for k in self.sums:
+                            self.sums[k] += res[k]
+                        bar.set_postfix(loss=f"{self.sums['loss'] / (i + 1):.4f}", lr=f"{res['lr']:.2e}", refresh=False)
+                        bar.update(1)
+                        if request.requested and i + 1 < c.steps_per_epoch:
+                            self.epoch_seconds += time.perf_counter() - t0
+                            stop_now(request, self.save_checkpoint, f"epoch {self.epoch + 1}, step {i + 1} of "
+                                                                    f"{c.steps_per_epoch}")
+                n = c.steps_per_epoch
+                self.epoch += 1
+                rec = InstanceEpoch(self.epoch, self.sums["loss"] / n, self.sums["category"] / n, self.sums["mask"] / n,
+                                    res["lr"], self.epoch_seconds + time.perf_counter() - t0, n)
+                self.sums, self.epoch_seconds = dict.fromkeys(self.sums, 0.0), 0.0
+                self.history.append(rec)
+                log.info("epoch %d/%d loss %.4f (category %.4f, mask %.4f) lr %.3g %.1fs", rec.epoch, c.epochs, rec.loss,
+                         rec.category, rec.mask, rec.lr, rec.seconds)
+                self.save_checkpoint()
+                if on_epoch is not None:
+                    on_epoch(rec)
+                if request.requested:
+                    stop_now(request, self.save_checkpoint, f"the end of epoch {self.epoch}")
         self.save_weights()
         return self.history
 
@@ -578,13 +592,18 @@ class InstanceTrainer(CpuStepLevers):
             return None
         state = {"format": STATE_FORMAT, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                  "epoch": self.epoch, "step": self.step, "history": [asdict(r) for r in self.history],
-                 "config": self.config.to_dict(), "model_name": self.model_name, "precision": self.precision}
+                 "config": self.config.to_dict(), "model_name": self.model_name, "precision": self.precision,
+                 "sums": dict(self.sums), "epoch_seconds": self.epoch_seconds, "rng": torch.get_rng_state()}
         return write_state(state, path, self.out_dir)
 
     def load(self, path: str | os.PathLike) -> None:
         """Resume from :meth:`save_checkpoint`'s file (or the run folder holding ``last.pt``)."""
         state = read_state(path, STATE_FORMAT, "instance", self.model, self.optimizer)
         self.epoch, self.step = int(state["epoch"]), int(state["step"])
+        self.sums = {k: float(state.get("sums", {}).get(k, 0.0)) for k in self.sums}
+        self.epoch_seconds = float(state.get("epoch_seconds", 0.0))
+        if state.get("rng") is not None:  # a run stopped inside an epoch goes on with its dropout & co. as they were
+            torch.set_rng_state(state["rng"])
         self.history = [InstanceEpoch(**r) for r in state.get("history", [])]
         self.keep_precision(state.get("precision"))  # the resumed run keeps the precision it was trained in
 

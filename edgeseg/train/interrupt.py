@@ -13,7 +13,7 @@ import contextlib
 import logging
 import signal
 import threading
-from typing import Any
+from typing import Any, Callable, NoReturn
 
 log = logging.getLogger("edgeseg.train")
 
@@ -62,3 +62,23 @@ class StopRequest:
             with contextlib.suppress(ValueError, OSError):
                 signal.signal(s, h)
         self._previous.clear()
+
+
+def stop_now(request: StopRequest, save: Callable[[], Any], where: str) -> NoReturn:
+    """Save the run with ``save()`` (the checkpoint's path, or None) and raise :class:`TrainingStopped`."""
+    path = save()
+    log.warning("stopped (%s) at %s%s", request.signal, where, "" if path is None else f"; the run is in {path}")
+    raise TrainingStopped(request.signal or "SIGINT", path, where)
+
+
+def report_stop(prog: str, e: TrainingStopped) -> int:
+    """Print where a stopped run is and how to go on (for the training commands); the exit status to return
+    (130 after SIGINT, 143 after SIGTERM, as a shell reports them)."""
+    import sys
+
+    if e.checkpoint is not None:
+        print(f"{prog}: stopped at {e.where}; {e.checkpoint} holds the run: continue with the same command plus "
+              "--resume", file=sys.stderr)
+    else:
+        print(f"{prog}: stopped at {e.where} (no run folder: nothing was saved)", file=sys.stderr)
+    return 143 if str(e) == "SIGTERM" else 130

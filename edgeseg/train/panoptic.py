@@ -50,6 +50,7 @@ training, export and deployment decode alike.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -73,6 +74,7 @@ from .state import read_state, write_state
 from .optim import CosineSchedule, PolySchedule, build_adamw
 from .optim import build_schedule as make_schedule
 from .data import permuted_indices
+from .interrupt import StopRequest, stop_now
 from .step_batches import check_device_and_workers, worker_batches
 
 if TYPE_CHECKING:
@@ -527,27 +529,30 @@ class PanopticTrainer(CpuStepLevers):
             stop = min(stop, self.step + max_steps)
         batches = self._batches(data, stop)
         t_log, n_log = time.perf_counter(), 0
-        while self.step < stop:
-            t0 = time.perf_counter()
-            x, targets = next(batches)
-            if self.precision is None:
-                self._decide(x, targets)
+        with StopRequest() as request, contextlib.closing(batches):  # Ctrl-C / SIGTERM: the step finishes, then a save
+            while self.step < stop:
                 t0 = time.perf_counter()
-            res = self._step(x, targets)
-            self.epoch_seconds += time.perf_counter() - t0
-            for k in self.parts:
-                self.sums[k] += res[k]
-            n_log += 1
-            if self.log_every and self.step % self.log_every == 0:
-                dt = time.perf_counter() - t_log
-                log.info("step %d/%d epoch %d  %.2f samples/s %.2fs/it  loss %.4f (%s) lr %.3g", self.step, c.total_steps,
-                         self.epoch + 1, n_log * c.batch_size / dt, dt / n_log, res["loss"], self._parts(res), res["lr"])
-                t_log, n_log = time.perf_counter(), 0
-            if self.step % c.steps_per_epoch == 0:
-                self._end_epoch(res["lr"], on_epoch)
-            elif self.checkpoint_every and self.step % self.checkpoint_every == 0:
-                self.save_checkpoint()
-        batches.close()
+                x, targets = next(batches)
+                if self.precision is None:
+                    self._decide(x, targets)
+                    t0 = time.perf_counter()
+                res = self._step(x, targets)
+                self.epoch_seconds += time.perf_counter() - t0
+                for k in self.parts:
+                    self.sums[k] += res[k]
+                n_log += 1
+                if self.log_every and self.step % self.log_every == 0:
+                    dt = time.perf_counter() - t_log
+                    log.info("step %d/%d epoch %d  %.2f samples/s %.2fs/it  loss %.4f (%s) lr %.3g", self.step,
+                             c.total_steps, self.epoch + 1, n_log * c.batch_size / dt, dt / n_log, res["loss"],
+                             self._parts(res), res["lr"])
+                    t_log, n_log = time.perf_counter(), 0
+                if self.step % c.steps_per_epoch == 0:
+                    self._end_epoch(res["lr"], on_epoch)
+                elif self.checkpoint_every and self.step % self.checkpoint_every == 0:
+                    self.save_checkpoint()
+                if request.requested:
+                    stop_now(request, self.save_checkpoint, f"step {self.step} (epoch {self.epoch + 1})")
         return self.history
 
     def _end_epoch(self, lr: float, on_epoch: Callable[[Any], None] | None) -> None:
@@ -572,12 +577,14 @@ class PanopticTrainer(CpuStepLevers):
         state = {"format": STATE_FORMAT, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                  "epoch": self.epoch, "step": self.step, "sums": dict(self.sums), "epoch_seconds": self.epoch_seconds,
                  "history": [asdict(r) for r in self.history], "config": self.config.to_dict(), "model_name": self.model_name,
-                 "precision": self.precision}
+                 "precision": self.precision, "rng": torch.get_rng_state()}
         return write_state(state, path, self.out_dir)
 
     def load(self, path: str | os.PathLike) -> None:
         """Resume from :meth:`save_checkpoint`'s file (or the run folder holding ``last.pt``)."""
         state = read_state(path, STATE_FORMAT, "panoptic", self.model, self.optimizer)
+        if state.get("rng") is not None:  # dropout & co. go on as they were (older checkpoints have none)
+            torch.set_rng_state(state["rng"])
         self.epoch, self.step = int(state["epoch"]), int(state["step"])
         self.sums = {k: float(state.get("sums", {}).get(k, 0.0)) for k in self.parts}
         self.epoch_seconds = float(state.get("epoch_seconds", 0.0))

@@ -33,7 +33,7 @@ from ..structures import ImageShape, InputSpec
 from .augment import AugmentConfig
 from .class_weights import frame_class_pixels
 from .data import EvalSet, LoaderConfig, TrainSet, eval_loader, train_loader
-from .interrupt import StopRequest, TrainingStopped
+from .interrupt import StopRequest, stop_now
 from .loop import EpochResult, evaluate_model, train_one_epoch
 from .optim import PolySchedule, build_sgd
 from .progress import epoch_progress
@@ -389,9 +389,7 @@ class Trainer(CpuStepLevers):
 
     def _stopped(self, where: str) -> None:
         """Save the run and raise :class:`TrainingStopped` (a signal asked for a stop)."""
-        path = self.save_checkpoint()
-        log.warning("stopped (%s) at %s%s", self._stop.signal, where, "" if path is None else f"; the run is in {path}")
-        raise TrainingStopped(self._stop.signal, path, where)
+        stop_now(self._stop, self.save_checkpoint, where)
 
     def _epoch_indices(self) -> list[int] | None:
         """This epoch's frame order under rare-class sampling (None: the loader's seeded shuffle)."""

@@ -235,3 +235,63 @@ def test_cli_ctrl_c_mid_epoch_then_resume(tmp_path):
     r = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert Path(out / "model.safetensors").is_file()
+
+
+class SignalOnStep:
+    """Wraps a trainer's ``_step`` to send this process SIGINT during step ``at`` (1-based, this process)."""
+
+    def __init__(self, trainer, at: int):
+        inner, self.n = trainer._step, 0
+
+        def step(*a, **k):
+            self.n += 1
+            if self.n == at:
+                signal.raise_signal(signal.SIGINT)
+            return inner(*a, **k)
+        trainer._step = step
+
+
+def _instance(out):
+    from edgeseg.models import create_model
+    from edgeseg.train.instance import InstanceTrainConfig, InstanceTrainer
+
+    torch.manual_seed(0)
+    model = create_model("test_solov2", num_classes=3, thing_classes=["circle", "rectangle", "triangle"])
+    cfg = InstanceTrainConfig(size=ImageShape(48, 64), epochs=2, steps_per_epoch=3, batch_size=2, warmup_steps=1)
+    return InstanceTrainer(model, cfg, out_dir=out, model_name="test_solov2")
+
+
+def _panoptic(out):
+    from edgeseg.models import create_model
+    from edgeseg.train.panoptic import PanopticTrainConfig, PanopticTrainer
+
+    torch.manual_seed(0)
+    from edgeseg.data.synthetic import CLASSES
+
+    m = create_model("test_panoptic_deeplab", num_classes=len(CLASSES), class_names=list(CLASSES), thing_classes=[3, 4, 5])
+    cfg = PanopticTrainConfig(size=ImageShape(48, 64), epochs=2, steps_per_epoch=3, batch_size=2, warmup_steps=1)
+    return PanopticTrainer(m, cfg, out_dir=out, model_name="test_panoptic_deeplab")
+
+
+@pytest.mark.parametrize("kind", ["instance", "panoptic"])
+def test_instance_and_panoptic_trainers_stop_mid_epoch_and_resume_exactly(tmp_path, kind):
+    from edgeseg.train.instance import synthetic_instances
+    from edgeseg.train.panoptic import synthetic_panoptic
+
+    torch.set_num_threads(1)
+    make = _instance if kind == "instance" else _panoptic
+    stream = synthetic_instances if kind == "instance" else synthetic_panoptic
+    data = lambda start: stream(ImageShape(48, 64), 1, start, scenes=4)  # noqa: E731
+    straight = make(tmp_path / "a")
+    straight.fit(data)
+    first = make(tmp_path / "b")
+    SignalOnStep(first, 5)  # epoch 2, step 2 of 3
+    with pytest.raises(TrainingStopped) as stopped:
+        first.fit(data)
+    assert first.step == 5 and stopped.value.checkpoint == tmp_path / "b" / "last.pt"
+    resumed = make(tmp_path / "b")
+    history = resumed.fit(data, resume=tmp_path / "b")
+    assert [h.epoch for h in history] == [1, 2] and resumed.step == 6
+    assert history[1].loss == pytest.approx(straight.history[1].loss, rel=1e-9)
+    for k, v in straight.model.state_dict().items():
+        assert torch.equal(v, resumed.model.state_dict()[k]), k
