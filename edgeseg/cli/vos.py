@@ -33,7 +33,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prompt", required=True, metavar="MASK.png",
                    help="object ids on the first frame: 0 background, k object k (DAVIS palette PNGs, 0/255 masks and "
                         "colour drawings on black, one colour per object, work)")
-    p.add_argument("--out", required=True, metavar="DIR", help="folder for one id PNG per frame (created if needed)")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="folder for one id PNG per frame (created if needed; one that already holds PNGs needs --overwrite)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into an --out folder that already holds PNGs (an earlier run's): same-named ones are replaced")
     p.add_argument("--stats-json", default=None, metavar="PATH", help="also write timing and events (cuts, lost objects) here")
     p.add_argument("--method", default="propagator", choices=METHODS,
                    help="propagator (default); flow-warp and copy-first are the reference baselines")
@@ -41,19 +44,46 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+def _frame_files(source: Path) -> list[Path]:
+    """The frames of a folder in playing order: refused when empty or when two files share a stem (their
+    masks would overwrite each other); a gap in numbered names is logged."""
+    import logging
+
+    from ..data.io import IMAGE_SUFFIXES, frame_files
+    from ..errors import InputError
+
+    files = frame_files(source)
+    if not files:
+        raise InputError(f"no frames in {source}", fix=f"a frame folder holds images ({', '.join(IMAGE_SUFFIXES)})")
+    seen: dict[str, Path] = {}
+    for f in files:
+        if f.stem in seen:
+            raise InputError(f"frames {seen[f.stem].name} and {f.name} in {source} share the name {f.stem!r}: "
+                             "their masks would be one file", fix="keep one image per frame in the folder")
+        seen[f.stem] = f
+    if all(f.stem.isdigit() for f in files):
+        numbers = [int(f.stem) for f in files]
+        gaps = [(a, b) for a, b in zip(numbers, numbers[1:]) if b != a + 1]
+        if gaps:
+            logging.getLogger(__name__).warning(
+                "%s: %d gap(s) in the frame numbers (first: %d is followed by %d): propagation jumps over the "
+                "missing frames", source, len(gaps), *gaps[0])
+    return files
+
+
 def _frames(source: Path) -> tuple[Iterator[tuple[str, Any]], int | None]:
     """(name, RGB image) pairs of a folder of frames or a video file, and their count if known."""
-    from ..data.io import IMAGE_SUFFIXES, image_files, read_image
+    from ..data.io import read_image
     from ..data.video import VideoReader
     from ..errors import InputError
 
     if source.is_dir():
-        files = image_files(source)
-        if not files:
-            raise InputError(f"no frames in {source}", fix=f"a frame folder holds images ({', '.join(IMAGE_SUFFIXES)})")
+        files = _frame_files(source)
         return ((p.stem, read_image(p)) for p in files), len(files)
     if not source.exists():
         raise InputError(f"source not found: {source}", fix="give a video file or a folder of frames")
+    if source.stat().st_size == 0:
+        raise InputError(f"video file {source} is empty (0 bytes)", fix="re-copy or re-record the file")
     reader = VideoReader(source, error=InputError, name=f"video {source}")
     digits = max(5, len(str((reader.frame_count or 1) - 1)))
 
@@ -80,19 +110,70 @@ def _ids(result, shape) -> Any:
     return ids
 
 
-def _propagate(prop, frames, prompt, prompt_path: str, out: Path, bar) -> tuple[int, float, list[dict]]:
+def _write_ids(path: Path, ids: Any) -> None:
+    """One id PNG (``write_label`` writes atomically: an interrupted run leaves whole files only)."""
+    from ..data.io import write_label
+    from ..errors import InputError
+
+    try:
+        write_label(path, ids)
+    except OSError as e:
+        raise InputError(f"cannot write {path}: {e.strerror or e}",
+                         fix="give --out a folder you can write to, on a disk with room") from None
+
+
+def _check_out(out: Path, overwrite: bool, source: Path | None = None, prompt: Path | None = None) -> None:
+    """``--out`` must be a folder that can be written and, without ``--overwrite``, hold no PNGs yet (an
+    earlier run's masks would be mixed with this run's, or partly replaced when this one stops half-way);
+    never the frames' folder nor the prompt's (the masks would replace the input)."""
+    from ..errors import InputError
+    from ._common import check_output
+
+    where = out.resolve()
+    for what, p in (("the frames' folder", source if source is not None and source.is_dir() else None),
+                    ("the prompt's folder", prompt.parent if prompt is not None else None)):
+        if p is not None and p.resolve() == where:
+            raise InputError(f"--out {out} is {what}: the masks would replace input files",
+                             fix="give --out another folder")
+    if out.is_dir() and not overwrite:
+        pngs = sorted(p.name for p in out.iterdir() if p.suffix.lower() == ".png" and p.is_file())
+        if pngs:
+            raise InputError(f"--out {out} already holds {len(pngs)} PNG(s) ({pngs[0]} ...), perhaps an earlier run's",
+                             fix="give an empty or new folder, or add --overwrite to replace them")
+    check_output(str(out), "--out", kind="folder")
+
+
+class _Written:
+    """The masks a run has written so far (for the message when it stops early, and --overwrite's check)."""
+
+    def __init__(self) -> None:
+        self.names: set[str] = set()
+
+    @property
+    def n(self) -> int:
+        return len(self.names)
+
+
+def _propagate(prop, frames, prompt, prompt_path: str, out: Path, bar, written: _Written | None = None,
+               source: str = "the source") -> tuple[int, float, list[dict]]:
     """Run ``prop`` over ``frames`` writing one id PNG per frame: (frames, seconds in steps, events)."""
     import time
 
-    from ..data.io import write_label
+    from ..errors import InputError
     from ..structures import ImageShape
     from ..video import prompt_ids
 
-    step_s, events, n = 0.0, [], 0
+    step_s, events, n, first = 0.0, [], 0, None
     for name, rgb in frames:
+        shape = ImageShape.of(rgb)
         if n == 0:
-            result = prop.start(rgb, prompt_ids(prompt, ImageShape.of(rgb), what=f"prompt {prompt_path}"))
+            first = shape
+            result = prop.start(rgb, prompt_ids(prompt, shape, what=f"prompt {prompt_path}"))
         else:
+            if shape != first:
+                raise InputError(f"frame {name} of {source} is {shape.width}x{shape.height}, the first frame "
+                                 f"{first.width}x{first.height}: the frames of a video have one size",
+                                 fix="resize the frames to one size, or split the folder where the size changes")
             t0 = time.perf_counter()
             result = prop.step(rgb)
             step_s += time.perf_counter() - t0
@@ -100,10 +181,27 @@ def _propagate(prop, frames, prompt, prompt_path: str, out: Path, bar) -> tuple[
             if info is not None and (info.cut or info.lost or info.redetected):
                 events.append({"frame": name, "index": info.index, "cut": info.cut, "lost": list(info.lost),
                                "redetected": list(info.redetected)})
-        write_label(out / f"{name}.png", _ids(result, rgb.shape[:2]))
+        _write_ids(out / f"{name}.png", _ids(result, rgb.shape[:2]))
         n += 1
+        if written is not None:
+            written.names.add(f"{name}.png")
         bar.update(1)
     return n, step_s, events
+
+
+def _warn_incomplete(source: Path, total: int | None, out: Path, written: _Written) -> None:
+    """Warn (stderr) when a video decoded well short of the frames its container announces (truncated or
+    corrupt: the masks of what decoded are written) and when ``out`` holds PNGs this run did not write
+    (an earlier run's, kept by ``--overwrite``)."""
+    import sys
+
+    if total and not source.is_dir() and written.n < total - 1:
+        print(f"edgeseg vos: warning: video {source} decoded {written.n} of the {total} frames its container announces "
+              "(truncated or corrupt?): masks were written for the frames that decoded", file=sys.stderr)
+    stale = sorted(p.name for p in out.iterdir() if p.suffix.lower() == ".png" and p.name not in written.names)
+    if stale:
+        print(f"edgeseg vos: warning: {len(stale)} PNG(s) in {out}/ are not from this run ({stale[0]} ...): "
+              "remove them if they are an earlier run's", file=sys.stderr)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -115,27 +213,39 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from ..data.davis import read_prompt_mask
-    from ..errors import InputError
+    from ..errors import EdgesegError, InputError
+    from ._common import check_output
 
     if args.threads < 0:
         raise InputError(f"--threads must be >= 0, got {args.threads}")
     if args.threads:
         cv2.setNumThreads(args.threads)
+    if args.stats_json:
+        check_output(args.stats_json, "--stats-json")
     prompt = read_prompt_mask(args.prompt)
     frames, total = _frames(Path(args.source))
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    _check_out(out, args.overwrite, Path(args.source), Path(args.prompt))
     prop = _make(args.method)
     t_all = time.perf_counter()
-    with tqdm(total=total, unit="frame", disable=args.no_progress or not sys.stderr.isatty(), dynamic_ncols=True) as bar:
-        n, step_s, events = _propagate(prop, frames, prompt, args.prompt, out, bar)
+    written = _Written()
+    try:
+        with tqdm(total=total, unit="frame", disable=args.no_progress or not sys.stderr.isatty(), dynamic_ncols=True) as bar:
+            n, step_s, events = _propagate(prop, frames, prompt, args.prompt, out, bar, written, str(args.source))
+    except (EdgesegError, KeyboardInterrupt):
+        if written.n:
+            print(f"edgeseg vos: stopped after {written.n} frame(s); their masks in {out}/ are complete", file=sys.stderr)
+        raise
     if n == 0:
-        raise InputError(f"{args.source} holds no decodable frame")
+        raise InputError(f"{args.source} holds no decodable frame", fix="re-copy or re-record the file, or convert it "
+                                                                       "(e.g. to H.264 MP4)")
+    _warn_incomplete(Path(args.source), total, out, written)
     wall = time.perf_counter() - t_all
-    fps = (n - 1) / step_s if step_s > 0 else float("nan")
+    fps = (n - 1) / step_s if step_s > 0 else None  # None: one frame, nothing propagated
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     ids = [int(k) for k in prop.result().object_ids]
-    print(f"{n} frames, {len(ids)} object(s) -> {out}/  propagation {fps:.1f} fps ({args.method}, "
+    speed = "n/a" if fps is None else f"{fps:.1f}"
+    print(f"{n} frames, {len(ids)} object(s) -> {out}/  propagation {speed} fps ({args.method}, "
           f"{args.threads or 'default'} threads), {wall:.1f} s with I/O, peak RSS {peak_mb:.0f} MB")
     for e in events:
         what = ", ".join(x for x in ("cut" if e["cut"] else "", f"lost {e['lost']}" if e["lost"] else "",
@@ -168,17 +278,47 @@ def _pct(x: float) -> str:
     return "n/a" if x is None or math.isnan(x) else f"{100 * x:.1f}"
 
 
-def run_eval(args: argparse.Namespace) -> int:
-    from ..data.davis import Davis, read_id_mask
+def _check_pred_folders(pred_root: Path, names: list[str]) -> None:
+    """Every sequence to score has its folder ``PRED_DIR/SEQUENCE``: else an error that says which are
+    missing, and how the layout goes when the PNGs sit in PRED_DIR itself."""
     from ..errors import DataError
-    from ..eval.vos import VOSMetric
 
+    absent = [n for n in names if not (pred_root / n).is_dir()]
+    if not absent:
+        return
+    have = [n for n in names if n not in absent]
+    flat = any(p.suffix.lower() == ".png" for p in pred_root.iterdir())
+    if flat:
+        fix = (f"the PNGs sit in {pred_root} itself: predictions go in one folder per sequence, "
+               f"{pred_root}/SEQUENCE/FRAME.png (`edgeseg vos ... --out {pred_root}/{absent[0]}`)")
+    elif have:
+        fix = f"predict those sequences too, or score only the predicted ones: --sequences {','.join(have)}"
+    else:
+        fix = f"predictions go in one folder per sequence: {pred_root}/SEQUENCE/FRAME.png"
+    raise DataError(f"{pred_root}: no predictions folder for {len(absent)} of {len(names)} sequence(s) "
+                    f"({', '.join(absent[:5])}{' ...' if len(absent) > 5 else ''})", fix=fix)
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    import sys
+
+    from ..data.davis import Davis, read_id_mask
+    from ..errors import DataError, InputError
+    from ..eval.vos import VOSMetric
+    from ._common import check_output
+
+    if args.json:
+        check_output(args.json, "--json")
     davis = Davis.from_spec(args.data)
-    if args.sequences:
-        davis = Davis(davis.root, davis.resolution, sequences=[s.strip() for s in args.sequences.split(",") if s.strip()])
+    if args.sequences is not None:
+        names = [s.strip() for s in args.sequences.split(",") if s.strip()]
+        if not names:
+            raise InputError(f"--sequences {args.sequences!r} names no sequence", fix="--sequences A,B (comma-separated names)")
+        davis = Davis(davis.root, davis.resolution, sequences=names)
     pred_root = Path(args.pred_dir)
     if not pred_root.is_dir():
         raise DataError(f"predictions folder {pred_root} not found", fix="run `edgeseg vos ... --out PRED_DIR/SEQUENCE` first")
+    _check_pred_folders(pred_root, davis.sequence_names)
     metric = VOSMetric()
     for seq in davis:
         folder = pred_root / seq.name
@@ -187,7 +327,9 @@ def run_eval(args: argparse.Namespace) -> int:
             raise DataError(f"{folder}: no prediction for {len(missing)} of {len(seq)} frames ({', '.join(missing[:3])} ...)",
                             fix="predict every frame of the sequence (the first is the prompt)")
         pred = [read_id_mask(folder / f"{n}.png") for n in seq.frame_names]
-        metric.update(seq.name, seq.masks(), pred, seq.frame_names)
+        if not metric.update(seq.name, seq.masks(), pred, seq.frame_names):
+            print(f"edgeseg eval-vos: warning: sequence {seq.name}: its first annotation holds no object, so nothing of it "
+                  "is scored (as in the DAVIS evaluation)", file=sys.stderr)
     scores = metric.compute()
     rows = [{"sequence": r["sequence"], "object": r["object"], "frames": r["frames"], "J&F": _pct(r["J&F-Mean"]),
              "J": _pct(r["J-Mean"]), "F": _pct(r["F-Mean"]), "J-Recall": _pct(r["J-Recall"]),

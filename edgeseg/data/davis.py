@@ -40,7 +40,7 @@ from ..errors import DataError
 from ..structures import ImageShape
 from ..structures.palette import default_palette
 from .base import DatasetSpec, check_options
-from .io import _read_bytes, read_image, read_label
+from .io import _read_bytes, natural_key, read_image, read_label
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MAX_PROMPT_COLOURS = 255
@@ -97,13 +97,51 @@ def _colour_keys(rgb: np.ndarray) -> np.ndarray:
     return (rgb[..., 0].astype(np.int64) << 16) | (rgb[..., 1].astype(np.int64) << 8) | rgb[..., 2]
 
 
+def _blends(colours: np.ndarray, labels: np.ndarray, tolerance: float = 3.0, candidates: int = 16) -> list[tuple[int, int, int]]:
+    """The colours that are a mix of two more frequent ones (black included) and lie where those two meet:
+    the smoothed edges an image editor draws (anti-aliasing), as ``(colour, a, b)`` keys, the most
+    frequent first. ``colours``: sorted keys, 0 = black; ``labels``: ``[H, W]`` indices into them. A
+    colour c is a mix of a and b when ``c = b + t (a - b)`` for ``0.04 < t < 0.96``, each channel within
+    ``tolerance``, and at least half its pixels have both a and b within 2 pixels; a and b are black or
+    one of the ``candidates`` most frequent colours."""
+    import cv2
+
+    counts = np.bincount(labels.ravel(), minlength=len(colours))
+    rgb = np.stack([(colours >> 16) & 255, (colours >> 8) & 255, colours & 255], 1).astype(np.float64)
+    by_count = [int(i) for i in np.argsort(-counts, kind="stable") if colours[i] != 0][:candidates]
+    pool = ([int(np.flatnonzero(colours == 0)[0])] if (colours == 0).any() else []) + by_count
+    near: dict[int, np.ndarray] = {}
+
+    def close_to(k: int) -> np.ndarray:
+        if k not in near:
+            near[k] = cv2.dilate((labels == k).view(np.uint8), np.ones((5, 5), np.uint8)) > 0
+        return near[k]
+
+    found = []
+    for i in range(len(colours)):
+        pairs = [(a, b) for ai, a in enumerate(pool) for b in pool[ai + 1:]
+                 if colours[i] != 0 and i not in (a, b) and min(counts[a], counts[b]) > counts[i]]
+        for a, b in pairs:
+            d = rgb[a] - rgb[b]
+            t = float(np.dot(rgb[i] - rgb[b], d) / np.dot(d, d))
+            if not (0.04 < t < 0.96 and np.abs(rgb[b] + t * d - rgb[i]).max() <= tolerance):
+                continue
+            where = labels == i
+            if np.count_nonzero(where & close_to(a) & close_to(b)) * 2 >= counts[i]:
+                found.append((int(counts[i]), int(colours[i]), int(colours[a]), int(colours[b])))
+                break
+    return [f[1:] for f in sorted(found, reverse=True)]
+
+
 def colour_ids(rgb: np.ndarray, what: str = "prompt") -> np.ndarray:
     """A colour-coded mask ``uint8 [H, W, 3]`` RGB -> ``uint8 [H, W]`` object ids, 0 = black.
 
     When every other colour is one of DAVIS's palette (the PASCAL VOC colours: a DAVIS annotation
     saved as RGB), an object's id is its colour's palette index; otherwise ids 1..K follow the order
     in which the colours first appear (row by row). The mapping is logged. More than 255 colours
-    (a photo, or a drawing with smoothed edges) is a :class:`DataError`.
+    (a photo) is a :class:`DataError`, and so are free colours of which some are mixes of two others
+    (black included): a drawing with smoothed (anti-aliased) edges, whose edge colours would each
+    become a small object.
     """
     keys = _colour_keys(rgb).ravel()
     colours, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
@@ -121,6 +159,14 @@ def colour_ids(rgb: np.ndarray, what: str = "prompt") -> np.ndarray:
         ids[objects] = order[index[objects]]
         how = "DAVIS palette"
     else:
+        mixed = _blends(colours, inverse.reshape(rgb.shape[:2]))
+        if mixed:
+            c, a, b = mixed[0]
+            raise DataError(
+                f"{what} looks drawn with smoothed (anti-aliased) edges: {len(mixed)} of its {int(objects.sum())} colours "
+                f"are mixes of two others (e.g. #{c:06x} between #{a:06x} and #{b:06x}), and each would become an object",
+                fix="draw each object in one flat colour with anti-aliasing (smoothing) off, on black, or save object ids "
+                    "(0 = background, 1..K) as a single-channel PNG")
         rank = np.argsort(np.argsort(first[objects], kind="stable"), kind="stable")
         ids[objects] = rank + 1
         how = "order of first appearance"
@@ -137,15 +183,37 @@ def read_prompt_mask(path: str | Path) -> np.ndarray:
 
     p = Path(path)
     data = _read_bytes(p, DataError, "prompt")
-    if _png_palette(data.tobytes()) is None:
-        img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
-        if img is not None and img.ndim == 3 and img.shape[2] in (3, 4) and img.dtype == np.uint8:
-            rgb = np.ascontiguousarray(img[..., 2::-1])
-            if img.shape[2] == 4:
-                rgb[img[..., 3] == 0] = 0
-            if not (np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2])):
-                return colour_ids(rgb, f"prompt {p}")
-    return read_id_mask(p)
+    if data[:3].tobytes() == b"\xff\xd8\xff":
+        raise DataError(f"prompt {p} is a JPEG: its lossy compression changes pixel values, so the object ids are lost",
+                        fix="save the mask as a PNG (0 background, 1..K objects, or 0/255 for one object)")
+    if _png_palette(data.tobytes()) is not None:
+        return read_id_mask(p)
+    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise DataError(f"cannot decode prompt {p}: not an image or a corrupt file",
+                        fix="give a PNG of object ids (0 background, 1..K objects, or 0/255 for one object)")
+    if img.ndim == 3 and img.shape[2] in (3, 4) and img.dtype == np.uint8:
+        rgb = np.ascontiguousarray(img[..., 2::-1])
+        if img.shape[2] == 4:
+            rgb[img[..., 3] == 0] = 0
+        if not (np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2])):
+            return colour_ids(rgb, f"prompt {p}")
+    ids = read_id_mask(p)
+    _refuse_soft_edges(ids, p)
+    return ids
+
+
+def _refuse_soft_edges(ids: np.ndarray, path: Path) -> None:
+    """A grey prompt mostly white (255) with grey levels in 128..254 beside it is a 0/255 mask with smoothed
+    edges, not an id map whose 255 is DAVIS's void (void is a thin band around objects): read as ids, the
+    object would vanish as void and its edge pixels would become objects."""
+    counts = np.bincount(ids.ravel(), minlength=256)
+    white, grey = int(counts[255]), int(counts[1:255].sum())
+    if white and counts[128:255].any() and white >= grey:
+        levels = int(np.count_nonzero(counts[1:255]))
+        raise DataError(f"prompt {path} looks like a 0/255 mask with smoothed (anti-aliased) edges: {levels} grey "
+                        "level(s) beside white, where an id map holds object ids 1..K and 255 only as a thin void band",
+                        fix="save the mask without smoothing (only 0 and 255, or object ids 0..K)")
 
 
 @dataclass(frozen=True)
@@ -299,6 +367,12 @@ class Davis:
         masks = {p.stem: p for p in sorted(mask_folder.glob("*.png"))} if mask_folder.is_dir() else {}
         if not frames:
             raise DataError(f"DAVIS sequence {name!r} is empty: no frames in {folder}")
+        playing = sorted(frames, key=natural_key)
+        if playing != frames:  # DAVIS orders frames by name; 1, 10, 2 ... is not the video's order
+            i = next(k for k, (a, b) in enumerate(zip(frames, playing)) if a != b)
+            raise DataError(f"DAVIS sequence {name!r}: frame names are not zero-padded, so name order is not playing "
+                            f"order ({frames[i].name} sorts before {playing[i].name})",
+                            fix="zero-pad the frame and annotation names (00000.jpg, 00001.jpg, ...), as DAVIS does")
         return DavisSequence(name, frames, masks)
 
     @classmethod

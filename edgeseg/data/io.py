@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._io import atomic_write_bytes
 from ..errors import DataError, EdgesegError, InputError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
@@ -32,6 +33,20 @@ def _read_bytes(path: Path, error: type[EdgesegError], what: str) -> np.ndarray:
 def image_files(folder: str | Path) -> list[Path]:
     """The image files directly inside ``folder`` (by suffix, any case), sorted by name."""
     return sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+def natural_key(path: Path) -> tuple:
+    """Sort key of a frame file: digit runs compare as numbers (``2.png`` before ``10.png``); for
+    zero-padded names (DAVIS, CamVid) it is the plain name order."""
+    import re
+
+    return tuple((0, int(t), t) if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", path.name))
+
+
+def frame_files(folder: str | Path) -> list[Path]:
+    """The image files of a frame folder in playing order (:func:`natural_key`: frames named ``1.png``,
+    ``2.png``, ..., ``10.png`` by a camera or ffmpeg without zero padding play in number order)."""
+    return sorted(image_files(folder), key=natural_key)
 
 
 def read_image(path: str | Path) -> np.ndarray:
@@ -88,7 +103,7 @@ def write_label(path: str | Path, labels: np.ndarray) -> None:
     if not ok:  # pragma: no cover - cv2 only fails here on absurd input
         raise DataError(f"cannot encode label mask for {p}")
     p.parent.mkdir(parents=True, exist_ok=True)
-    buf.tofile(str(p))
+    atomic_write_bytes(p, buf.tobytes())  # an interrupted writer leaves the old file or none, never half a PNG
 
 
 def write_image(path: str | Path, rgb: np.ndarray) -> None:
@@ -103,4 +118,4 @@ def write_image(path: str | Path, rgb: np.ndarray) -> None:
     if not ok:
         raise InputError(f"cannot encode image {p}", fix=f"use one of {', '.join(IMAGE_SUFFIXES)}")
     p.parent.mkdir(parents=True, exist_ok=True)
-    buf.tofile(str(p))
+    atomic_write_bytes(p, buf.tobytes())  # an interrupted writer leaves the old file or none, never half a PNG

@@ -190,6 +190,9 @@ def evaluate_sequence(
 
     The objects are ``1..max(gt[0])``; ``gt[0]`` is the prompt. Void (255) in ``gt`` counts as
     background. A prediction id above the number of objects is an error, as in the official code.
+    So is an id below ``max(gt[0])`` that no annotation holds (ids 1, 5, 200): the official code would
+    score each missing id as a perfectly tracked object (J = F = 1 on every frame). A prediction of
+    another size than its annotation is an error naming the frame.
     """
     gt, pred = _id_masks(gt, f"{name} ground truth"), _id_masks(pred, f"{name} prediction")
     if len(gt) != len(pred):
@@ -199,6 +202,12 @@ def evaluate_sequence(
     first = np.where(gt[0] == 255, 0, gt[0])
     n_obj = int(first.max())
     names = tuple(frame_names) or tuple(f"{i:05d}" for i in range(len(gt)))
+    for t, (g, p) in enumerate(zip(gt, pred)):
+        if g.shape != p.shape:
+            raise InputError(f"sequence {name}, frame {names[t]}: the prediction is {p.shape[1]}x{p.shape[0]} but the "
+                             f"annotation {g.shape[1]}x{g.shape[0]}",
+                             fix="write each prediction at its annotation's size (the frames' resolution)")
+    _check_ids_present(name, gt, n_obj)
     top = max((int(p.max()) for p in pred), default=0)
     if top > max(n_obj, 0):
         raise InputError(
@@ -212,6 +221,24 @@ def evaluate_sequence(
         f = np.array([boundary_measure(gt[t] == k, pred[t] == k, bound_th) for t in keep], np.float64)
         scores.append(ObjectScores(name, k, j, f, tuple(names[t] for t in keep)))
     return scores
+
+
+def _check_ids_present(name: str, gt: Sequence[np.ndarray], n_obj: int) -> None:
+    """Refuse object ids ``1..n_obj`` that no annotation of the sequence holds (see :func:`evaluate_sequence`)."""
+    if n_obj <= 1:
+        return
+    seen = np.zeros(n_obj + 1, bool)
+    for g in gt:
+        ids = np.bincount(np.clip(g.ravel().astype(np.int64), 0, n_obj + 1), minlength=n_obj + 2)[: n_obj + 1] > 0
+        seen |= ids
+    absent = [k for k in range(1, n_obj + 1) if not seen[k]]
+    if absent:
+        shown = ", ".join(map(str, absent[:8])) + (" ..." if len(absent) > 8 else "")
+        raise InputError(
+            f"sequence {name}: the first annotation's largest object id is {n_obj}, but no annotation holds "
+            f"{len(absent)} of the ids below it ({shown}); DAVIS's J&F would score each as a perfectly tracked object",
+            fix="number the objects 1..K without gaps, in the annotations and in the predictions alike",
+        )
 
 
 @dataclass(frozen=True)

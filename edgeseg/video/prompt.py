@@ -31,7 +31,8 @@ def prompt_ids(mask: Any, shape: ImageShape, what: str = "prompt") -> np.ndarray
     Accepted: an integer id map (ids 1..K; DAVIS convention), a bool mask (object 1), or a binary
     0/255 mask (object 1). 255 in a mask that also holds other ids is the DAVIS void label and
     counts as background. A prompt of another size with the frame's aspect ratio (within 1 %) is
-    rescaled (nearest neighbour) with a warning in the log; any other size is an
+    rescaled (nearest neighbour; an object too small to survive keeps one pixel at its centre) with a
+    warning in the log; any other size is an
     :class:`~edgeseg.errors.InputError`, as is a prompt without any object pixel.
     """
     m = np.asarray(mask)
@@ -66,7 +67,10 @@ def prompt_ids(mask: Any, shape: ImageShape, what: str = "prompt") -> np.ndarray
 
         log.warning("%s is %dx%d, the frames %dx%d: rescaling it (nearest neighbour)",
                     what, got.width, got.height, shape.width, shape.height)
-        m = cv2.resize(m.astype(np.float32), (shape.width, shape.height), interpolation=cv2.INTER_NEAREST).astype(np.int32)
-        if not m.any():
-            raise InputError(f"{what} has no object pixels left after rescaling to {shape.width}x{shape.height}")
+        small = cv2.resize(m.astype(np.float32), (shape.width, shape.height), interpolation=cv2.INTER_NEAREST).astype(np.int32)
+        for k in sorted(set(np.unique(m).tolist()) - set(np.unique(small).tolist())):  # too small for nearest neighbour
+            ys, xs = np.nonzero(m == k)
+            small[min(int(ys.mean() * shape.height / got.height), shape.height - 1),
+                  min(int(xs.mean() * shape.width / got.width), shape.width - 1)] = k  # kept as one pixel
+        m = small
     return m

@@ -96,3 +96,16 @@ def test_write_image_refuses_what_is_not_rgb_and_writes_nothing(tmp_path):
     assert not (tmp_path / "x.png").exists()
     write_label(tmp_path / "l.png", labels)
     assert np.array_equal(read_label(tmp_path / "l.png"), labels)  # the right way round
+
+
+def test_frame_files_play_in_number_order_and_label_writes_are_atomic(tmp_path):
+    from edgeseg.data.io import frame_files, image_files, read_label, write_label
+
+    for name in ["10.png", "9.png", "1.png", "frame_0002.jpg", "frame_0010.jpg", "notes.txt"]:
+        (tmp_path / name).write_bytes(b"x")
+    assert [p.name for p in frame_files(tmp_path)] == ["1.png", "9.png", "10.png", "frame_0002.jpg", "frame_0010.jpg"]
+    assert [p.name for p in image_files(tmp_path)][:3] == ["1.png", "10.png", "9.png"]  # datasets keep name order
+    labels = np.arange(12, dtype=np.uint8).reshape(3, 4)
+    write_label(tmp_path / "m.png", labels)
+    assert np.array_equal(read_label(tmp_path / "m.png"), labels)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".") or "tmp" in p.name) == []

@@ -19,14 +19,15 @@ def _folder(tmp_path, n=5, shape=(20, 30), names=None):
     return images, names
 
 
-def test_frames_in_name_order_with_stem_pts_and_first_discontinuity(tmp_path):
+def test_frames_in_number_order_with_stem_pts_and_first_discontinuity(tmp_path):
     images, _ = _folder(tmp_path, names=["b10", "a2", "c", "a1", "b9"])
     (tmp_path / "notes.txt").write_text("not an image")
     src = open_source(str(tmp_path), fps=10.0)
     assert isinstance(src, FolderSource)
     frames = list(src.open())
     assert src.expected_frames == 5 and src.fps == 10.0
-    assert [f.meta["stem"] for f in frames] == ["a1", "a2", "b10", "b9", "c"]  # sorted by file name
+    # playing order: digit runs as numbers (frames 1..10 without zero padding), else by name
+    assert [f.meta["stem"] for f in frames] == ["a1", "a2", "b9", "b10", "c"]
     assert [f.index for f in frames] == list(range(5))
     assert [f.pts_ns for f in frames] == [i * 100_000_000 for i in range(5)]
     assert [bool(f.meta.get("discontinuity")) for f in frames] == [True, False, False, False, False]

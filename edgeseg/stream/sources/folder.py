@@ -20,7 +20,7 @@ from typing import Iterator
 
 import numpy as np
 
-from ...data.io import IMAGE_SUFFIXES, image_files, read_image
+from ...data.io import IMAGE_SUFFIXES, frame_files, read_image
 from ...errors import EdgesegError, InputError
 from ...structures.frame import Frame
 from ..base import Source
@@ -61,10 +61,10 @@ class FolderSource(Source):
             return self
         if not self.root.is_dir():
             raise InputError(f"image folder {self.root} does not exist", fix="check the path")
-        files = image_files(self.root)
+        files = frame_files(self.root)
         if not files:
             raise InputError(f"image folder {self.root} holds no images",
-                             fix=f"put frames there as image files ({', '.join(IMAGE_SUFFIXES)}), sorted by name")
+                             fix=f"put frames there as image files ({', '.join(IMAGE_SUFFIXES)}), in number order")
         for i, p in enumerate(files):  # the frame size, for the frames of unreadable files
             try:
                 self._first = (i, read_image(p))

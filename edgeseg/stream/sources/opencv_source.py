@@ -14,7 +14,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from ...data.io import IMAGE_SUFFIXES, image_files, read_image
+from ...data.io import IMAGE_SUFFIXES, frame_files, read_image
 from ...data.video import VideoReader
 from ...errors import InputError, StreamError
 from ...structures.frame import Frame
@@ -60,7 +60,7 @@ class OpenCVSource(Source):
             return self
         if self.spec.scheme == "folder":
             root = Path(self.spec.target)
-            self._files = image_files(root)
+            self._files = frame_files(root)
             if not self._files:
                 raise InputError(f"image folder {root} holds no images ({', '.join(IMAGE_SUFFIXES)})")
             self.expected_frames = len(self._files)
