@@ -26,8 +26,10 @@ ALLOWED: dict[str, set[str]] = {
     "backends": {"structures", "bundle", "models", "data", "decode", "eval"},
     # decode: an imported instance model is decoded once on a test frame before its bundle is written
     "export": {"structures", "bundle", "data", "ops", "models", "decode"},
+    # wire: the frames-in, results-out format of `edgeseg serve`, shared by its replicas and its client
+    "wire": {"structures"},
     # remote: the client of `edgeseg serve` (no Ray); load("http://...") returns it, lazily
-    "remote": {"structures"},
+    "remote": {"structures", "wire"},
     "predictor": {"structures", "bundle", "backends", "decode", "remote"},
     "quant": {"structures", "bundle", "data", "eval", "decode", "backends", "predictor", "export"},
     "video": {"structures", "decode"},
@@ -36,7 +38,7 @@ ALLOWED: dict[str, set[str]] = {
     "train": {"structures", "bundle", "data", "eval", "models", "ops", "export", "predictor", "decode"},
     "demo": {"structures", "bundle", "data", "eval", "predictor", "stream", "paths"},
     # the Ray Serve side of scale-out; nothing imports it but the CLI
-    "serve": {"structures", "bundle", "backends", "predictor", "decode", "stream", "remote"},
+    "serve": {"structures", "bundle", "backends", "predictor", "decode", "stream", "remote", "wire"},
 }
 TOP_ONLY = {"cli", "<root>", "__main__"}  # the CLI and edgeseg/__init__ may import anything
 # applications of the SDK that live inside the package (loaded by GStreamer, not imported by it)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import add_json_option, add_runtime_options, print_table, write_json
+from ._common import add_json_option, add_runtime_options, check_output, print_table, write_json
 
 NAME = "bench"
 HELP = "latency of a bundle: what edgeseg run would use here (default), given backends, or the whole matrix (--all)"
@@ -28,10 +28,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_json_option(p)
 
 
+MAX_PIXELS = 100_000_000  # --size: larger than any camera frame (8K: 33 M), and 300 MB of random pixels
+
+
 def backends_of(values: list[str] | None) -> list[str]:
     """``["onnxruntime,torch", "openvino"]`` -> ``["onnxruntime", "torch", "openvino"]`` (default ``auto``)."""
+    from ..errors import InputError
+
     names = [n.strip() for v in (values or ["auto"]) for n in v.split(",") if n.strip()]
-    return list(dict.fromkeys(names)) or ["auto"]
+    if not names:
+        raise InputError(f"--backend {','.join(values or [])!r} names no backend",
+                         fix="use one or more of auto, onnxruntime, openvino, tensorrt, torch (comma-separated)")
+    return list(dict.fromkeys(names))
 
 
 def stats(times_s: list[float]) -> dict[str, float]:
@@ -79,10 +87,17 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import InputError
     from ..structures import ImageShape
 
+    if args.json:
+        check_output(args.json, "--json")  # before any timing: found at the end, the numbers would be lost
     if args.runs < 1 or args.warmup < 0:
         raise InputError(f"--runs must be >= 1 and --warmup >= 0, got {args.runs} and {args.warmup}")
+    if args.threads < 0:  # --all times runners itself: nothing else would refuse it
+        raise InputError(f"--threads must be >= 0 (0: the runtime's default), got {args.threads}")
     bundle = Bundle.open(args.bundle)
     size = ImageShape.parse(args.size) if args.size else (bundle.manifest.input.size or ImageShape(360, 480))
+    if size.height * size.width > MAX_PIXELS:  # the random frame alone would take 3 bytes a pixel
+        raise InputError(f"--size {args.size} is {size.height * size.width:,} pixels; bench feeds at most {MAX_PIXELS:,}",
+                         fix="give a camera's frame size, e.g. --size 1920x1080 (an 8K frame is 33 million pixels)")
     image = np.random.default_rng(0).integers(0, 256, (size.height, size.width, 3), dtype=np.uint8)
     if args.all:
         return run_matrix(bundle, args)
@@ -94,12 +109,29 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _nothing_timed(bundle, args: argparse.Namespace, left: list[dict]) -> str:
+    asked = ", ".join(f"--{k} {v}" for k, v in (("backend", ",".join(args.backend or [])), ("precision", args.precision),
+                                                  ("target", args.target), ("device", args.device)) if v and v != "auto")
+    kinds = sorted({m.precision + (f"/{m.target}" if m.target else "") for m in bundle.manifest.models})
+    why = "every candidate was left out (above)" if left else (
+        f"no candidate matches (the bundle has: {', '.join(kinds) or 'no model'}; fp32 runs on every backend, bf16 on openvino, "
+        "fp16 on tensorrt, int8 on the runtimes of the bundle's INT8 targets)")
+    return f"nothing of {bundle.name} can be timed here{' with ' + asked if asked else ''}: {why}"
+
+
+def _nothing_fix(bundle, args: argparse.Namespace) -> str:
+    if args.precision == "int8" and not any(m.precision == "int8" for m in bundle.manifest.models):
+        return f"add an INT8 model first (edgeseg quantize {bundle.source}), or drop --precision int8"
+    return "drop or change --backend/--precision/--target/--device; 'edgeseg bench BUNDLE --all' lists every candidate"
+
+
 def run_matrix(bundle, args: argparse.Namespace) -> int:
     """``--all``: every candidate timed side by side (interleaved rounds), the ones left out with the
     reason, and the automatic choice's pick (decided from these very timings)."""
     from ..backends.choice import (Candidate, activate_candidates, decide, gather_facts, int8_gate, list_candidates,
                                    timed, timing_feed)
     from ..backends.device import device_info
+    from ..errors import BackendUnavailable
 
     backend = backends_of(args.backend)[0] if args.backend else "auto"
     facts = gather_facts(bundle, backend, args.precision, args.threads)
@@ -127,11 +159,14 @@ def run_matrix(bundle, args: argparse.Namespace) -> int:
     dev = device_info()
     print(f"{bundle.name} on {dev.describe()}: {len(timings)} candidates, {args.runs} interleaved rounds after "
           f"{args.warmup} warm-up, threads {args.threads or 'default'}")
-    print_table(rows, ["backend", "precision", "target", "median_ms", "vs_fastest_fp32", "accuracy", "chosen"])
+    print_table([{**r, "target": r["target"] or "-"} for r in rows],
+                ["backend", "precision", "target", "median_ms", "vs_fastest_fp32", "accuracy", "chosen"])
     for row in left:
         print(f"  left out {Candidate(row['backend'], row['precision'], row['target']).label}: {row['why']}")
     if best is not None:
         print(f"automatic choice: {best.label} ({reason})")
+    if not rows:  # nothing was timed: not a benchmark (the reasons are printed above, when there are any)
+        raise BackendUnavailable(_nothing_timed(bundle, args, left), fix=_nothing_fix(bundle, args))
     write_json(args.json, {"bundle": str(bundle.source), "device": dev.to_dict(), "runs": args.runs, "warmup": args.warmup,
                            "threads": args.threads, "results": rows, "left_out": left,
                            "choice": None if best is None else {**best.to_dict(), "reason": reason}})

@@ -24,8 +24,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..quant.check import check_bundle
-    from ._common import write_json
+    from ._common import check_output, write_json
 
+    if args.json:
+        check_output(args.json, "--json")
     report = check_bundle(args.bundle, args.target, args.precision, args.model_target)
     print(report.format())
     write_json(args.json, report.to_dict())

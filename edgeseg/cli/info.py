@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import add_json_option, write_json
+from ._common import add_json_option, check_output, write_json
 
 NAME = "info"
 HELP = "show a bundle's task, classes, input spec, models, files and report summary"
@@ -54,6 +54,8 @@ def _print(info: dict) -> None:
           + (", dynamic batch" if spec["dynamic_batch"] else ""))
     for o in info["outputs"]:
         print(f"output   {o['name']}: {o['kind']} {o['dtype']} {o['shape']}")
+    if not info["models"]:  # a manifest may list none: say so rather than print nothing
+        print("model    none: this bundle holds no model, so nothing can run it (re-create it with edgeseg export)")
     for mf in info["models"]:
         extra = "".join(f", {k} {mf[k]}" for k in ("target", "opset") if mf[k] is not None)
         print(f"model    {mf['file']}: {mf['precision']}{extra}")
@@ -69,6 +71,8 @@ def _print(info: dict) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..bundle import Bundle
 
+    if args.json:
+        check_output(args.json, "--json")
     info = describe(Bundle.open(args.bundle))
     _print(info)
     write_json(args.json, info)

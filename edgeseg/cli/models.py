@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import add_json_option, print_table, write_json
+from ._common import add_json_option, check_output, print_table, write_json
 
 NAME = "models"
 HELP = "list registered models (name, task, architecture, encoder, parameters)"
@@ -36,10 +36,16 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import ModelError
     from ..models import create_model, list_models, model_info
 
+    if args.json:
+        check_output(args.json, "--json")
     if args.encoders:
         return _list_encoders(args)
+    _check_filters(args)
+    names = list_models(args.pattern, task=args.task)
+    if not names:
+        raise _no_match("model", args.pattern, list_models(task=args.task), f" of task {args.task}" if args.task else "")
     rows, not_built = [], []
-    for name in list_models(args.pattern, task=args.task):
+    for name in names:
         info = model_info(name)
         if info.tiny and not args.tiny and args.pattern == "*":
             continue
@@ -62,13 +68,44 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_filters(args: argparse.Namespace) -> None:
+    """--task and --encoder name things that exist (else the listing is silently empty or all 'not buildable')."""
+    from ..errors import InputError
+    from ..models import list_models, model_info
+    from ..models.encoders import list_encoders
+
+    tasks = sorted({model_info(n).task for n in list_models()})
+    if args.task is not None and args.task not in tasks:
+        raise InputError(f"unknown task {args.task!r}", fix=f"use one of {', '.join(tasks)}")
+    if args.encoder is not None and args.encoder not in list_encoders():
+        raise _no_match("encoder", args.encoder, list_encoders(), "", listing="edgeseg models --encoders")
+
+
+def _no_match(what: str, pattern: str, names: list[str], where: str, listing: str = "edgeseg models"):
+    import difflib
+
+    from ..errors import InputError
+
+    close = difflib.get_close_matches(pattern.strip("*?"), names, n=3, cutoff=0.5)
+    return InputError(f"no registered {what}{where} matches {pattern!r}",
+                      fix=f"did you mean {', '.join(close)}?" if close else f"'{listing}' lists them all")
+
+
 def _list_encoders(args: argparse.Namespace) -> int:
     import torch
 
+    from ..errors import InputError
     from ..models.encoders import create_encoder, encoder_output_strides, list_encoders
 
+    given = [f"--{k.replace('_', '-')}" for k in ("task", "encoder", "num_classes") if getattr(args, k) is not None]
+    if given:
+        raise InputError(f"--encoders lists the encoders; {', '.join(given)} {'filters' if len(given) == 1 else 'filter'} models",
+                         fix=f"drop {', '.join(given)}, or drop --encoders")
+    names = list_encoders(args.pattern)
+    if not names:
+        raise _no_match("encoder", args.pattern, list_encoders(), "", listing="edgeseg models --encoders")
     rows = []
-    for name in list_encoders(args.pattern):
+    for name in names:
         if name.startswith("test_") and not args.tiny:
             continue
         strides = encoder_output_strides(name)

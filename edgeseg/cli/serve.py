@@ -39,7 +39,8 @@ def run(args: argparse.Namespace) -> int:
 
     server = serve(args.bundles, address=args.address, port=args.port, replicas=args.replicas, max_batch=args.max_batch,
                    batch_wait_s=args.batch_wait_ms / 1e3, backend=args.backend, precision=args.precision,
-                   threads=args.threads, cpus_per_replica=args.cpus_per_replica, gpus_per_replica=args.gpus_per_replica,
+                   threads=args.threads, target=args.target, device=args.device, cpus_per_replica=args.cpus_per_replica,
+                   gpus_per_replica=args.gpus_per_replica,
                    ray_address=args.ray_address)
     # Ctrl-C (exit 130) and SIGTERM (exit 143; serve() hands it back from Ray's abort handler) stop the
     # applications and the local Ray instance cleanly

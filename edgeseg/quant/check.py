@@ -20,7 +20,7 @@ from typing import Callable
 import numpy as np
 
 from .._registry import Registry
-from ..errors import EdgesegError, UnsupportedError
+from ..errors import EdgesegError, InputError, UnsupportedError
 from . import trt_ops
 
 LEVELS = ("error", "warning", "info")
@@ -73,8 +73,26 @@ TARGETS: Registry[Checker] = Registry("deployment target", UnsupportedError)
 
 
 def parse_trt_version(target: str) -> tuple[int, int] | None:
-    m = re.fullmatch(r"tensorrt-(\d+)(?:\.(\d+))?(?:\.\d+)?", target)
-    return (int(m.group(1)), int(m.group(2) or 0)) if m else None
+    m = re.fullmatch(r"tensorrt-(\d+)(?:\.(\d+))?(?:\.\d+)?", target.strip().lower())
+    version = (int(m.group(1)), int(m.group(2) or 0)) if m else None
+    return version if version is not None and version[0] >= 1 else None  # there is no TensorRT 0.x
+
+
+def _version_findings(version: tuple[int, int]) -> list[Finding]:
+    """A warning where ``version`` lies outside the TensorRT releases whose support tables were read
+    (:mod:`edgeseg.quant.trt_ops`): its findings are then the nearest table's, not its own."""
+    oldest, newest = trt_ops.MAX_OPSET[0][0], max(trt_ops.MAJOR_MAX_OPSET)
+    vtxt = f"TensorRT {version[0]}.{version[1]}"
+    if version < oldest:
+        return [Finding("warning", "version-unconfirmed", f"{vtxt} is older than the oldest ONNX-TensorRT support table "
+                        f"read ({oldest[0]}.{oldest[1]}): ops and opsets are checked as for {oldest[0]}.{oldest[1]}",
+                        fix="confirm on the device (trtexec --onnx=MODEL), or target a TensorRT >= "
+                            f"{oldest[0]}.{oldest[1]}")]
+    if version[0] > newest:
+        return [Finding("warning", "version-unconfirmed", f"{vtxt} is newer than any TensorRT this check knows "
+                        f"({newest}.x): it is checked as {newest}.x; ops removed or limits added since are not known",
+                        fix="confirm on the device (trtexec --onnx=MODEL), or upgrade edgeseg")]
+    return []
 
 
 def check_model(path: str | Path, target: str, precision: str = "fp32") -> CheckReport:
@@ -86,10 +104,11 @@ def check_model(path: str | Path, target: str, precision: str = "fp32") -> Check
         model = onnx.load(str(p), load_external_data=False)
     except Exception as e:
         return CheckReport(target, p.name, precision, (Finding("error", "unreadable", f"cannot read {p}: {e}"),))
+    target = target.strip().lower()
     version = parse_trt_version(target)
     findings: list[Finding] = []
     if version is not None:
-        findings += check_tensorrt(model, version)
+        findings += _version_findings(version) + check_tensorrt(model, version)
     else:
         findings += TARGETS.get(target)(model, str(p))
     findings += _shape_findings(model, target)
@@ -101,6 +120,18 @@ def check_bundle(bundle, target: str, precision: str = "fp32", model_target: str
     from ..bundle import Bundle
 
     b = bundle if isinstance(bundle, Bundle) else Bundle.open(bundle)
+    target = target.strip().lower()
+    if parse_trt_version(target) is None:
+        TARGETS.get(target)  # an unknown target is refused before any model is read
+    if model_target is not None:  # asked for by name: that model or a clear error, never another one
+        int8 = sorted({m.target for m in b.manifest.models if m.precision == "int8" and m.target})
+        if precision != "int8":
+            raise InputError(f"--model-target {model_target!r} picks among INT8 models; --precision is {precision}",
+                             fix="add --precision int8, or drop --model-target")
+        if model_target not in int8:
+            raise InputError(f"bundle {b.name} has no INT8 model for target {model_target!r} "
+                             f"(it has: {', '.join(int8) or 'no INT8 model'})",
+                             fix=f"use --model-target {int8[0]}" if int8 else f"run 'edgeseg quantize {b.root}' first")
     want = model_target
     if precision == "int8" and want is None:
         want = "tensorrt" if target.startswith("tensorrt") else {"onnxruntime": "cpu"}.get(target, target)

@@ -30,7 +30,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from ..errors import EdgesegError, InputError
-from ..remote import RAW, SHAPE_HEADER, decode_frame, encode_result
+from ..wire import RAW, SHAPE_HEADER, decode_frame, encode_result
 from .batching import BatchStats, infer_batch
 
 READY_TIMEOUT_S = 5.0
@@ -63,17 +63,26 @@ async def _answer(request: Request, route: Callable[[], Awaitable[Response]]) ->
         return JSONResponse({"error": f"{type(e).__name__}: {e}"}, 500)
 
 
+def _frame_error(e: Exception, bundle: str) -> dict[str, Any]:
+    """One frame's failure as its JSON answer: 400 for bad input, 500 (logged with its traceback) otherwise."""
+    if isinstance(e, InputError):
+        return {"error": str(e), "status": 400}
+    if not isinstance(e, EdgesegError):
+        log.error("bundle %s: a frame failed", bundle, exc_info=e)
+    return {"error": str(e) if isinstance(e, EdgesegError) else f"{type(e).__name__}: {e}", "status": 500}
+
+
 @serve.deployment
 class BundleReplica:
     """One replica: a predictor for one bundle, fed batches of frames from many clients; the HTTP
     side of ``/v1/bundles/NAME/predict`` and ``/v1/bundles/NAME/stats``."""
 
     def __init__(self, name: str, bundle: str, backend: str, precision: str, threads: int, max_batch: int,
-                 batch_wait_s: float, board: Any = None):
+                 batch_wait_s: float, board: Any = None, target: str | None = None, device: str = "auto"):
         from ..predictor import load
 
         self.name = name
-        self.predictor = load(bundle, backend=backend, precision=precision, threads=threads)
+        self.predictor = load(bundle, backend=backend, precision=precision, target=target, device=device, threads=threads)
         self.predictor.runner.activate()
         self.predict_batch.set_max_batch_size(max_batch)
         self.predict_batch.set_batch_wait_timeout_s(batch_wait_s)
@@ -116,24 +125,25 @@ class BundleReplica:
 
     def _run(self, frames: list[np.ndarray]) -> list[dict[str, Any]]:
         try:
-            results = infer_batch(self.predictor, frames)
-        except InputError:  # one bad frame must not fail the others of its batch: answer frame by frame
-            results = []
-            for rgb in frames:
-                try:
-                    results.append(infer_batch(self.predictor, [rgb])[0])
-                except InputError as e:
-                    results.append(e)
+            results: list[Any] = infer_batch(self.predictor, frames)
+        except Exception as e:  # noqa: BLE001  one bad frame must not fail the others of its batch: answer frame by frame
+            results = [e] if len(frames) == 1 else [self._one(rgb) for rgb in frames]
         out: list[dict[str, Any]] = []
         for r in results:
             if isinstance(r, Exception):
-                out.append({"error": str(r), "status": 400})
+                out.append(_frame_error(r, self.name))
                 continue
             try:
                 out.append(encode_result(r))
-            except EdgesegError as e:  # a result type the wire format lacks: this frame fails, the batch goes on
-                out.append({"error": str(e), "status": 500})
+            except Exception as e:  # noqa: BLE001  this frame fails (400: its input; 500: ours), the batch goes on
+                out.append(_frame_error(e, self.name))
         return out
+
+    def _one(self, rgb: np.ndarray) -> Any:
+        try:
+            return infer_batch(self.predictor, [rgb])[0]
+        except Exception as e:  # noqa: BLE001  (answered as this frame's error)
+            return e
 
     async def predict(self, rgb: np.ndarray) -> dict[str, Any]:
         """One frame through the batch, for callers holding a deployment handle (the result's JSON)."""
@@ -209,13 +219,14 @@ def stats_app():
 
 def bundle_apps(bundles: dict[str, str], board: Any, *, replicas: int, max_batch: int, batch_wait_s: float,
                 backend: str, precision: str, threads: int, cpus_per_replica: float,
-                gpus_per_replica: float) -> dict[str, Any]:
+                gpus_per_replica: float, target: str | None = None, device: str = "auto") -> dict[str, Any]:
     """Served name -> the bound application of its replicas (``bundles`` maps each name to what
     ``predictor.load`` opens; ``board``: the StatsBoard's handle)."""
     return {name: BundleReplica.options(
         name="bundle", num_replicas=replicas, max_ongoing_requests=max(4 * max_batch, 16),
         ray_actor_options={"num_cpus": cpus_per_replica, "num_gpus": gpus_per_replica},
-    ).bind(name, source, backend, precision, threads, max_batch, batch_wait_s, board) for name, source in bundles.items()}
+    ).bind(name, source, backend, precision, threads, max_batch, batch_wait_s, board, target, device)
+        for name, source in bundles.items()}
 
 
 def ingress_app(replicas: dict[str, Any]):

@@ -6,6 +6,8 @@ requests straight from the proxy), and ``edgeseg`` on ``/`` (health, readiness, 
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
 import os
 import re
@@ -16,7 +18,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..bundle import Bundle
-from ..errors import BackendUnavailable, InputError
+from ..errors import BackendUnavailable, EdgesegError, InputError
 
 log = logging.getLogger(__name__)
 
@@ -76,20 +78,22 @@ def _names(bundles: Sequence[str | os.PathLike]) -> dict[str, str]:
 
 def serve(bundles: Sequence[str | os.PathLike], address: str = LOOPBACK, port: int = 8000, replicas: int = 1,
           max_batch: int = 8, *, batch_wait_s: float = 0.005, backend: str = "auto", precision: str = "auto",
-          threads: int = 0, cpus_per_replica: float = 1.0, gpus_per_replica: float = 0.0,
-          ray_address: str | None = None, num_cpus: int | None = None) -> Server:
+          threads: int = 0, target: str | None = None, device: str = "auto", cpus_per_replica: float = 1.0,
+          gpus_per_replica: float = 0.0, ray_address: str | None = None, num_cpus: int | None = None) -> Server:
     """Deploy ``bundles`` on Ray Serve and return once every replica is ready.
 
     address/port: where the HTTP ingress listens (loopback by default; ``0.0.0.0`` exposes it, see
     docs/deployment.md). replicas: per bundle. max_batch: the most frames one replica runs at once
-    (``@serve.batch``), waiting at most ``batch_wait_s`` to fill a batch. backend/precision/threads:
-    as :func:`edgeseg.load`, resolved in each replica. ray_address: an existing cluster (``"auto"``,
+    (``@serve.batch``), waiting at most ``batch_wait_s`` to fill a batch. backend/precision/threads/
+    target/device: as :func:`edgeseg.load`, resolved in each replica; a replica that cannot load its
+    bundle so is an :class:`EdgesegError` naming the bundle and the replica's reason. ray_address: an existing cluster (``"auto"``,
     ``"ray://head:10001"``); None starts a local Ray instance (``num_cpus`` logical CPUs) that
     :meth:`Server.shutdown` stops again.
     """
     if replicas < 1 or max_batch < 1 or batch_wait_s < 0 or not 0 < port < 65536:
         raise InputError(f"need replicas >= 1, max_batch >= 1, batch_wait_s >= 0 and a port in 1..65535 "
                          f"(got {replicas}, {max_batch}, {batch_wait_s}, {port})")
+    _check_runtime(backend, precision, threads, device)
     names = _names(bundles)
     ray, rs = _ray()
     from .app import APP_NAME, STATS_APP, bundle_app, bundle_apps, bundle_route, ingress_app, stats_app
@@ -98,6 +102,8 @@ def serve(bundles: Sequence[str | os.PathLike], address: str = LOOPBACK, port: i
     if not ray.is_initialized():
         if ray_address is not None:
             _check_reachable(ray_address)
+        else:  # a fresh local Serve binds this port itself (joining a cluster: its proxy may already hold it)
+            _check_port(address, port)
         sigterm = _sigterm_handler()
         try:
             ray.init(address=ray_address or "local", include_dashboard=False, num_cpus=num_cpus,
@@ -107,22 +113,118 @@ def serve(bundles: Sequence[str | os.PathLike], address: str = LOOPBACK, port: i
         started = ray_address is None
         if started:
             _check_fits(ray, len(names) * replicas, cpus_per_replica, gpus_per_replica)
-    rs.start(http_options={"host": address, "port": port})
+    server = Server(url=f"http://{LOOPBACK if address in ('0.0.0.0', '::') else address}:{port}", bundles=tuple(names),
+                    started_ray=started)
     t0 = time.monotonic()
-    _drop_other_bundles(rs, {bundle_app(n) for n in names})
-    # each run returns once its replicas are running; the bundles' replicas get the board's handle,
-    # the ingress every bundle's
-    board = rs.run(stats_app(), name=STATS_APP, route_prefix=None)
-    apps = bundle_apps(names, board, replicas=replicas, max_batch=max_batch, batch_wait_s=batch_wait_s,
-                       backend=backend, precision=precision, threads=threads, cpus_per_replica=cpus_per_replica,
-                       gpus_per_replica=gpus_per_replica)
-    handles = _run_all(rs, [(bundle_app(n), bundle_route(n), app) for n, app in apps.items()])
-    rs.run(ingress_app(dict(zip(apps, handles))), name=APP_NAME, route_prefix="/")
-    host = LOOPBACK if address in ("0.0.0.0", "::") else address
-    server = Server(url=f"http://{host}:{port}", bundles=tuple(names), started_ray=started)
+    try:
+        rs.start(http_options={"host": address, "port": port})
+        _drop_other_bundles(rs, {bundle_app(n) for n in names})
+        # each run returns once its replicas are running; the bundles' replicas get the board's handle,
+        # the ingress every bundle's
+        board = rs.run(stats_app(), name=STATS_APP, route_prefix=None)
+        apps = bundle_apps(names, board, replicas=replicas, max_batch=max_batch, batch_wait_s=batch_wait_s,
+                           backend=backend, precision=precision, threads=threads, target=target, device=device,
+                           cpus_per_replica=cpus_per_replica, gpus_per_replica=gpus_per_replica)
+        handles = _run_all(rs, [(bundle_app(n), bundle_route(n), app) for n, app in apps.items()])
+        rs.run(ingress_app(dict(zip(apps, handles))), name=APP_NAME, route_prefix="/")
+    except Exception as e:  # a replica that cannot load its bundle, a proxy that cannot bind: say which and why
+        error = _deploy_error(rs, e, list(names), address, port)
+        if started:  # leave no local Ray instance behind (a joined cluster keeps the failed application's status)
+            with contextlib.suppress(Exception):
+                server.shutdown()
+        if error is None:
+            raise
+        raise error from None
     log.info("serving %s at %s (%d replica(s) each, batches up to %d) after %.1f s", ", ".join(names), server.url,
              replicas, max_batch, time.monotonic() - t0)
     return server
+
+
+def _check_runtime(backend: str, precision: str, threads: int, device: str) -> None:
+    """What every replica would refuse when loading its bundle, refused here before Ray starts."""
+    from ..backends import BACKENDS
+    from ..backends.choice import PRECISIONS
+
+    if backend != "auto" and backend not in BACKENDS:
+        raise InputError(f"unknown backend {backend!r}", fix=f"use one of auto, {', '.join(BACKENDS)}")
+    if precision != "auto" and precision not in PRECISIONS:
+        raise InputError(f"unknown precision {precision!r}", fix=f"use one of auto, {', '.join(PRECISIONS)}")
+    if threads < 0:
+        raise InputError(f"threads must be >= 0 (0: the runtime's default), got {threads}")
+    if device not in ("auto", "cpu", "cuda"):  # the runners know these three (a GPU per replica: --gpus-per-replica)
+        raise InputError(f"unknown device {device!r}", fix="use auto, cpu or cuda")
+
+
+def _check_port(address: str, port: int) -> None:
+    """Refuse an HTTP address/port this machine cannot listen on before Ray starts: Serve's proxy
+    would fail to bind after ~10 s with a Ray traceback (``RuntimeError: Failed to bind``)."""
+    try:
+        infos = socket.getaddrinfo(address, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as e:
+        raise InputError(f"--address {address!r} is not a host name or IP address here ({e.strerror})",
+                         fix="use 127.0.0.1 (this machine only), 0.0.0.0 (every interface) or one of this machine's IPs") from None
+    family, _, _, _, sockaddr = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as a server does: TIME_WAIT does not hold a port
+        try:
+            s.bind(sockaddr)
+        except OSError as e:
+            message, fix = _bind_problem(address, port, e)
+            raise InputError(message, fix=fix) from None
+
+
+def _bind_problem(address: str, port: int, e: OSError | None) -> tuple[str, str]:
+    """(message, fix) for an address/port the HTTP proxy cannot listen on."""
+    if e is not None and e.errno == errno.EACCES:
+        return (f"port {port} needs root privileges to listen on", "use a port above 1023, e.g. --port 8000")
+    if e is not None and e.errno == errno.EADDRNOTAVAIL:
+        return (f"--address {address} is not an address of this machine",
+                "use 127.0.0.1 (this machine only), 0.0.0.0 (every interface) or one of this machine's IPs (ip addr)")
+    return (f"{address}:{port} is already in use by another program" if e is None or e.errno == errno.EADDRINUSE
+            else f"cannot listen on {address}:{port}: {e.strerror or e}",
+            f"choose another --port, or stop the program listening there (ss -ltnp 'sport = :{port}')")
+
+
+def _deploy_error(rs, e: Exception, names: Sequence[str], address: str, port: int) -> EdgesegError | None:
+    """The edgeseg error a failed deployment means, or None when it is not one we can name: a replica
+    that could not load its bundle (Ray says only "Failed to update the deployments"; the replica's own
+    error is in ``serve.status()``) or a proxy that could not bind its port."""
+    if isinstance(e, EdgesegError):
+        return e
+    if "Failed to bind" in str(e):
+        message, fix = _bind_problem(address, port, None)
+        return InputError(message, fix=fix)
+    try:
+        apps = rs.status().applications
+    except Exception:  # noqa: BLE001  (Serve is gone too: nothing more to say than Ray's error)
+        return None
+    from .app import bundle_app
+
+    for name in names:
+        app = apps.get(bundle_app(name))
+        for dep in (app.deployments.values() if app is not None else ()):
+            if str(dep.status).endswith("DEPLOY_FAILED"):
+                return _replica_error(name, dep.message or str(e))
+    return None
+
+
+_ERROR_LINE = re.compile(r"^edgeseg\.errors\.(\w+): (.*)$", re.M)
+
+
+def _replica_error(bundle: str, message: str) -> EdgesegError:
+    """A replica's failure (the traceback Serve keeps) as the edgeseg error it raised, naming the bundle."""
+    from .. import errors
+
+    found = list(_ERROR_LINE.finditer(message))
+    if not found:  # not one of ours: the traceback's last line says what it was
+        last = [line.strip() for line in message.splitlines() if line.strip()][-1:] or ["(no message)"]
+        return EdgesegError(f"the replicas of bundle {bundle!r} failed to start: {last[0]}",
+                            fix="see the replica's traceback in the Ray logs (/tmp/ray/session_latest/logs/serve/)")
+    cls = getattr(errors, found[-1].group(1), None)
+    cls = cls if isinstance(cls, type) and issubclass(cls, EdgesegError) else EdgesegError
+    text, _, fix = message[found[-1].start(2):].partition("\n  fix: ")
+    return cls(f"the replicas of bundle {bundle!r} cannot load it: {text.strip()}",
+               fix=fix.strip().splitlines()[0] if fix.strip() else None)
 
 
 def _sigterm_handler():

@@ -9,7 +9,8 @@ import pytest
 
 import edgeseg
 from edgeseg.errors import BackendUnavailable, InputError, ServerUnavailable, StreamError
-from edgeseg.remote import Endpoint, RemotePredictor, decode_frame, decode_result, encode_frame, encode_result
+from edgeseg.remote import Endpoint, RemotePredictor
+from edgeseg.wire import decode_frame, decode_result, encode_frame, encode_result
 from edgeseg.structures import SemanticResult
 
 

@@ -1,4 +1,4 @@
-"""The result half of the wire format (edgeseg.remote.encode_result / decode_result), without Ray:
+"""The result half of the wire format (edgeseg.wire.encode_result / decode_result), without Ray:
 every task's result comes back equal, bit for bit and dtype for dtype, through real JSON text."""
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from edgeseg.errors import EdgesegError, UnsupportedError
-from edgeseg.remote import decode_result, encode_result
+from edgeseg.wire import decode_result, encode_result
 from edgeseg.structures import ImageShape, InstanceResult, PanopticResult, Segment, SemanticResult, TrackResult
 from equality import assert_results_equal
 
