@@ -112,7 +112,7 @@ class Predictor:
 
 def is_remote(bundle: Any) -> bool:
     """Whether ``bundle`` names an ``edgeseg serve`` server (``http(s)://``) rather than a bundle here."""
-    return isinstance(bundle, str) and bundle.startswith(("http://", "https://"))
+    return isinstance(bundle, str) and bundle[:8].lower().startswith(("http://", "https://"))
 
 
 def load(bundle: Bundle | str | os.PathLike, backend: str = "auto", precision: str = "auto", target: str | None = None,

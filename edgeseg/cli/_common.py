@@ -26,7 +26,7 @@ def add_runtime_options(p: argparse.ArgumentParser, multi_backend: bool = False,
                         "cached per device; giving both --backend and --precision pins the choice")
     g.add_argument("--target", default=None, help="which INT8 model when a bundle has several (tensorrt, cpu, openvino)")
     g.add_argument("--threads", type=int, default=0, help="intra-op CPU threads (0: runtime default)")
-    g.add_argument("--device", default="auto", help="cpu | cuda | auto (default)")
+    g.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="cpu | cuda | auto (default)")
 
 
 def add_json_option(p: argparse.ArgumentParser) -> None:

@@ -230,3 +230,14 @@ def test_a_stream_rides_out_a_server_outage_and_resumes(tmp_path):
     assert ["error" in r for r in records] == [False, False, True, False, False, False]
     assert "ServerUnavailable" in records[2]["error"]
     assert all(r["segments"][0]["area"] == 24 * 32 for i, r in enumerate(records) if i != 2)
+
+
+def test_server_urls_in_capitals_are_servers_and_devices_are_checked(capsys):
+    from edgeseg.cli import main
+    from edgeseg.predictor import is_remote
+
+    assert is_remote("HTTP://127.0.0.1:8000/road") and is_remote("Https://h:1") and not is_remote("http_bundle")
+    assert Endpoint.parse("HTTP://127.0.0.1:8000/road").base == "http://127.0.0.1:8000"
+    with pytest.raises(SystemExit) as e:
+        main(["predict", "shapes", "x.png", "--device", "gpu"])
+    assert e.value.code == 2 and "invalid choice: 'gpu'" in capsys.readouterr().err
