@@ -55,12 +55,6 @@ def server():
     s.shutdown()
 
 
-@pytest.fixture(scope="module")
-def local():
-    with edgeseg.load("shapes", backend="onnxruntime", precision="fp32", threads=1) as p:
-        yield p
-
-
 def _frames(n: int, size=ImageShape(120, 160)):
     return [f.image for f in SceneGenerator(size, seed=3).frames(n)]
 

@@ -335,12 +335,6 @@ def server():
     s.shutdown()
 
 
-@pytest.fixture(scope="module")
-def local():
-    with edgeseg.load("shapes", backend="onnxruntime", precision="fp32", threads=1) as p:
-        yield p
-
-
 def _post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, dict]:
     req = urllib.request.Request(url, data=body, method="POST", headers=headers)
     try:

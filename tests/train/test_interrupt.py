@@ -13,7 +13,6 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from edgeseg.data.synthetic import SyntheticDataset  # noqa: E402
 from edgeseg.errors import InputError, ModelError  # noqa: E402
 from edgeseg.structures import ImageShape, InputSpec  # noqa: E402
 from edgeseg.train import TrainConfig, Trainer, seed_everything  # noqa: E402
@@ -24,18 +23,6 @@ from edgeseg.train.interrupt import StopRequest, TrainingStopped  # noqa: E402
 SIZE = ImageShape(48, 64)
 MODEL = "test_fcn8s"
 STEPS = 6  # 24 frames, batch 4
-
-
-class Cached(list):
-    def __init__(self, ds):
-        super().__init__(ds[i] for i in range(len(ds)))
-        self.classes = ds.classes
-
-
-@pytest.fixture(scope="module")
-def data():
-    torch.set_num_threads(1)
-    return Cached(SyntheticDataset(24, SIZE, seed=3, stream=0)), Cached(SyntheticDataset(8, SIZE, seed=3, stream=1))
 
 
 def _config(**kw):
