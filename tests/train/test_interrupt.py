@@ -207,15 +207,14 @@ def test_cli_ctrl_c_mid_epoch_then_resume(tmp_path):
     """``edgeseg train`` in a real process: SIGINT inside the epoch, exit 130 with the resume line, then
     ``--resume`` finishes the run."""
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "edgeseg", "train", MODEL, "--data", "synthetic:200,size=64x48", "--size", "64x48",
+    cmd = [sys.executable, "-m", "edgeseg", "train", MODEL, "--data", "synthetic:600,size=64x48", "--size", "64x48",
            "--epochs", "1", "--batch", "2", "--threads", "1", "--out", str(out), "--no-progress",
-           "--checkpoint-minutes", "1e-6"]
+           "--checkpoint-minutes", "1e-6", "--val-data", "synthetic:8,size=64x48"]
     p = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not (out / "history.json").exists() and p.poll() is None:
-        time.sleep(0.2)
-    time.sleep(1.0)
-    p.send_signal(signal.SIGINT)
+        time.sleep(0.02)  # the first step's checkpoint (--checkpoint-minutes 1e-6: one after every step)
+    p.send_signal(signal.SIGINT)  # at once: 300 steps to go, so the epoch cannot end first even on a fast CPU
     _, err = p.communicate(timeout=120)
     assert p.returncode == 130, err
     assert "continue with the same command plus --resume" in err and "stopped at epoch 1, step" in err
