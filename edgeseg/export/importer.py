@@ -38,6 +38,20 @@ _INPUT_DTYPES = ("float32", "float16", "uint8")
 _LABEL_DTYPES = ("uint8", "int8", "int16", "int32", "int64")
 
 
+def _missing_external_data(path: Path) -> list[str]:
+    """The external-data files the ONNX graph at ``path`` names that are not beside it ([] when it has none,
+    or cannot be read without its weights either)."""
+    import onnx
+
+    try:
+        graph = onnx.load(str(path), load_external_data=False)
+    except Exception:  # noqa: BLE001 - not a readable graph at all: the caller's message says so
+        return []
+    locations = {e.value for t in graph.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL
+                 for e in t.external_data if e.key == "location"}
+    return sorted(loc for loc in locations if not (path.parent / loc).is_file())
+
+
 def load_onnx_checked(path: Path):
     """Load and structurally check an ONNX file, or raise ExportError naming it."""
     import onnx
@@ -47,6 +61,12 @@ def load_onnx_checked(path: Path):
     try:
         model = onnx.load(str(path))
     except Exception as e:  # protobuf DecodeError and friends
+        missing = _missing_external_data(path)
+        if missing:  # weights saved beside the graph (models over 2 GB, or save_as_external_data=True)
+            raise ExportError(f"{path}: its weights are stored in a separate file that is not beside it: "
+                              f"{', '.join(missing)}",
+                              fix=f"copy {missing[0]} into {path.parent} with model.onnx (the ONNX file holds only the graph)"
+                              ) from None
         raise ExportError(f"{path}: not a valid ONNX file ({type(e).__name__}: {str(e)[:200]})",
                           fix="check the file was copied completely; re-export it") from None
     if not model.graph.node:

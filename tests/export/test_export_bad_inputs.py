@@ -79,3 +79,34 @@ def test_import_of_a_model_with_two_inputs_has_a_fix(tmp_path, capsys):
     assert main(["import", str(src), "--classes", "3", "--out", str(tmp_path / "b.edgeseg")]) == 2
     err = capsys.readouterr().err
     assert "takes one image input, this one takes ['x', 'b']" in err and "fix:" in err
+
+
+def _external_data_model(folder):
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.random.default_rng(0).random((3, 3, 3, 3), np.float32), "W")
+    node = helper.make_node("Conv", ["images", "W"], ["logits"], pads=[1, 1, 1, 1])
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 32, 32])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 3, 32, 32])], [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.save_model(model, str(folder / "model.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="weights.bin", size_threshold=0)
+    return w
+
+
+def test_import_of_a_model_with_external_weights_embeds_them_or_names_the_missing_file(tmp_path, capsys):
+    """Models over 2 GB (and some exporters' defaults) keep their weights in a file beside model.onnx."""
+    from onnx import numpy_helper
+
+    from edgeseg.bundle import Bundle
+
+    w = _external_data_model(tmp_path)
+    assert main(["import", str(tmp_path / "model.onnx"), "--classes", "3", "--out", str(tmp_path / "a.edgeseg")]) == 0
+    b = Bundle.open(tmp_path / "a.edgeseg")
+    inside = onnx.load(str(b.root / "model.onnx"), load_external_data=False)  # the weights travel in the bundle
+    assert np.array_equal(numpy_helper.to_array(inside.graph.initializer[0]), numpy_helper.to_array(w))
+    (tmp_path / "weights.bin").unlink()
+    capsys.readouterr()
+    assert main(["import", str(tmp_path / "model.onnx"), "--classes", "3", "--out", str(tmp_path / "b.edgeseg")]) == 2
+    err = capsys.readouterr().err
+    assert "weights are stored in a separate file that is not beside it: weights.bin" in err and "fix: copy weights.bin" in err
