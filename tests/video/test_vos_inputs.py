@@ -293,7 +293,7 @@ def test_an_earlier_runs_masks_are_kept_unless_overwrite_and_inputs_never_replac
 
 
 def test_sigint_mid_run_leaves_only_complete_masks(tmp_path):
-    n = 400
+    n = 2000  # about 8 s of propagation at this size here: the signal must land inside the run on a fast CPU too
     video = _avi(tmp_path / "long.avi", _frames(n, 96, 128))
     prompt = tmp_path / "p.png"
     write_label(prompt, _ids(96, 128))
@@ -303,6 +303,7 @@ def test_sigint_mid_run_leaves_only_complete_masks(tmp_path):
     t0 = time.monotonic()
     while (not out.is_dir() or len(list(out.glob("*.png"))) < 5) and time.monotonic() - t0 < 60 and proc.poll() is None:
         time.sleep(0.01)
+    assert proc.poll() is None, "the run ended before the signal could be sent"
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
