@@ -5,7 +5,8 @@ SIGTERM) in the middle of one lost everything since the last epoch's checkpoint.
 :class:`StopRequest` is active, the first SIGINT or SIGTERM only asks for a stop: the trainer finishes
 the step it is in, writes its state (``last.pt``, resumable mid-epoch) and raises
 :class:`TrainingStopped`. A second signal stops at once (``KeyboardInterrupt``), keeping what the last
-checkpoint holds. Outside the main thread nothing is installed (the embedding program owns signals).
+checkpoint holds. Outside the main thread nothing is installed (the embedding program owns signals), and a
+signal the process was started ignoring (``nohup``, a shell's background job) stays ignored.
 """
 from __future__ import annotations
 
@@ -53,6 +54,8 @@ class StopRequest:
     def __enter__(self) -> "StopRequest":
         if threading.current_thread() is threading.main_thread():
             for s in SIGNALS:
+                if signal.getsignal(s) is signal.SIG_IGN:  # nohup / a background job: the user asked to ignore it
+                    continue
                 with contextlib.suppress(ValueError, OSError):
                     self._previous[s] = signal.signal(s, self._handle)
         return self

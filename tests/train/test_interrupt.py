@@ -25,6 +25,21 @@ MODEL = "test_fcn8s"
 STEPS = 6  # 24 frames, batch 4
 
 
+def _interactive() -> None:
+    """In the child: SIGINT as a terminal delivers it (a test run in the background, e.g. under nohup, starts its
+    children with SIGINT ignored, which they would keep)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@pytest.fixture(autouse=True)
+def _sigint_delivered():
+    """These tests send SIGINT to this process: a suite run in the background (nohup, CI) starts with SIGINT
+    ignored, which the trainer respects; give it Python's own handler for the test, as a terminal run has."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
 def _config(**kw):
     base = dict(epochs=2, size=SIZE, batch_size=4, lr=0.2, warmup_epochs=0.5, scale=(0.75, 1.25), progress=False,
                 threads=1, checkpoint_minutes=0)
@@ -210,7 +225,8 @@ def test_cli_ctrl_c_mid_epoch_then_resume(tmp_path):
     cmd = [sys.executable, "-m", "edgeseg", "train", MODEL, "--data", "synthetic:600,size=64x48", "--size", "64x48",
            "--epochs", "1", "--batch", "2", "--threads", "1", "--out", str(out), "--no-progress",
            "--checkpoint-minutes", "1e-6", "--val-data", "synthetic:8,size=64x48"]
-    p = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    p = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                         preexec_fn=_interactive)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not (out / "history.json").exists() and p.poll() is None:
         time.sleep(0.02)  # the first step's checkpoint (--checkpoint-minutes 1e-6: one after every step)
@@ -281,3 +297,14 @@ def test_instance_and_panoptic_trainers_stop_mid_epoch_and_resume_exactly(tmp_pa
     assert history[1].loss == pytest.approx(straight.history[1].loss, rel=1e-9)
     for k, v in straight.model.state_dict().items():
         assert torch.equal(v, resumed.model.state_dict()[k]), k
+
+
+def test_a_signal_the_process_ignores_stays_ignored():
+    """nohup and a shell's background jobs start the process with SIGINT ignored: the trainer keeps it so."""
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with StopRequest() as r:
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN and signal.SIGINT not in r._previous
+            assert signal.SIGTERM in r._previous
+    finally:
+        signal.signal(signal.SIGINT, before)

@@ -22,6 +22,12 @@ from edgeseg.data.io import read_label, write_image, write_label
 H, W = 48, 64
 
 
+def _interactive() -> None:
+    """In the child: SIGINT as a terminal delivers it (a test run in the background, e.g. under nohup, starts its
+    children with SIGINT ignored, which they would keep)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _frames(n: int, h: int = H, w: int = W, seed: int = 0) -> list[np.ndarray]:
     """A red disc and a green box on a panning random texture, RGB."""
     import cv2
@@ -299,7 +305,8 @@ def test_sigint_mid_run_leaves_only_complete_masks(tmp_path):
     write_label(prompt, _ids(96, 128))
     out = tmp_path / "o"
     proc = subprocess.Popen([sys.executable, "-m", "edgeseg", "vos", str(video), "--prompt", str(prompt), "--out", str(out),
-                             "--threads", "1", "--no-progress"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             "--threads", "1", "--no-progress"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             preexec_fn=_interactive)
     t0 = time.monotonic()
     while (not out.is_dir() or len(list(out.glob("*.png"))) < 5) and time.monotonic() - t0 < 60 and proc.poll() is None:
         time.sleep(0.01)
