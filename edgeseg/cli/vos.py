@@ -143,18 +143,7 @@ def _check_out(out: Path, overwrite: bool, source: Path | None = None, prompt: P
     check_output(str(out), "--out", kind="folder")
 
 
-class _Written:
-    """The masks a run has written so far (for the message when it stops early, and --overwrite's check)."""
-
-    def __init__(self) -> None:
-        self.names: set[str] = set()
-
-    @property
-    def n(self) -> int:
-        return len(self.names)
-
-
-def _propagate(prop, frames, prompt, prompt_path: str, out: Path, bar, written: _Written | None = None,
+def _propagate(prop, frames, prompt, prompt_path: str, out: Path, bar, written: set[str] | None = None,
                source: str = "the source") -> tuple[int, float, list[dict]]:
     """Run ``prop`` over ``frames`` writing one id PNG per frame: (frames, seconds in steps, events)."""
     import time
@@ -184,21 +173,21 @@ def _propagate(prop, frames, prompt, prompt_path: str, out: Path, bar, written: 
         _write_ids(out / f"{name}.png", _ids(result, rgb.shape[:2]))
         n += 1
         if written is not None:
-            written.names.add(f"{name}.png")
+            written.add(f"{name}.png")
         bar.update(1)
     return n, step_s, events
 
 
-def _warn_incomplete(source: Path, total: int | None, out: Path, written: _Written) -> None:
+def _warn_incomplete(source: Path, total: int | None, out: Path, written: set[str]) -> None:
     """Warn (stderr) when a video decoded well short of the frames its container announces (truncated or
     corrupt: the masks of what decoded are written) and when ``out`` holds PNGs this run did not write
     (an earlier run's, kept by ``--overwrite``)."""
     import sys
 
-    if total and not source.is_dir() and written.n < total - 1:
-        print(f"edgeseg vos: warning: video {source} decoded {written.n} of the {total} frames its container announces "
+    if total and not source.is_dir() and len(written) < total - 1:
+        print(f"edgeseg vos: warning: video {source} decoded {len(written)} of the {total} frames its container announces "
               "(truncated or corrupt?): masks were written for the frames that decoded", file=sys.stderr)
-    stale = sorted(p.name for p in out.iterdir() if p.suffix.lower() == ".png" and p.name not in written.names)
+    stale = sorted(p.name for p in out.iterdir() if p.suffix.lower() == ".png" and p.name not in written)
     if stale:
         print(f"edgeseg vos: warning: {len(stale)} PNG(s) in {out}/ are not from this run ({stale[0]} ...): "
               "remove them if they are an earlier run's", file=sys.stderr)
@@ -228,13 +217,13 @@ def run(args: argparse.Namespace) -> int:
     _check_out(out, args.overwrite, Path(args.source), Path(args.prompt))
     prop = _make(args.method)
     t_all = time.perf_counter()
-    written = _Written()
+    written: set[str] = set()  # the mask files this run has written
     try:
         with tqdm(total=total, unit="frame", disable=args.no_progress or not sys.stderr.isatty(), dynamic_ncols=True) as bar:
             n, step_s, events = _propagate(prop, frames, prompt, args.prompt, out, bar, written, str(args.source))
     except (EdgesegError, KeyboardInterrupt):
-        if written.n:
-            print(f"edgeseg vos: stopped after {written.n} frame(s); their masks in {out}/ are complete", file=sys.stderr)
+        if written:
+            print(f"edgeseg vos: stopped after {len(written)} frame(s); their masks in {out}/ are complete", file=sys.stderr)
         raise
     if n == 0:
         raise InputError(f"{args.source} holds no decodable frame", fix="re-copy or re-record the file, or convert it "

@@ -77,8 +77,12 @@ class SignalAt:
         return torch.nn.functional.cross_entropy(logits, target, ignore_index=255)
 
 
-def _weights(trainer):
-    return {k: v.clone() for k, v in trainer.model.state_dict().items()}
+@pytest.fixture(scope="module")
+def full(data):
+    """The uninterrupted two-epoch run every stopped-and-resumed run must equal: (history, weights)."""
+    t = Trainer(_model(), data[0], _config(), loss=SignalAt(None))
+    history = t.fit().history
+    return history, {k: v.clone() for k, v in t.model.state_dict().items()}
 
 
 def test_skipping_batches_gives_the_rest_of_the_same_epoch(data):
@@ -103,9 +107,9 @@ def test_skipping_batches_gives_the_rest_of_the_same_epoch(data):
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_signal_mid_epoch_saves_and_resume_equals_uninterrupted(data, tmp_path, signum):
+def test_signal_mid_epoch_saves_and_resume_equals_uninterrupted(data, full, tmp_path, signum):
     train, _ = data
-    full = Trainer(_model(), train, _config(), loss=SignalAt(None)).fit()
+    history, weights = full
     before = signal.getsignal(signum)
 
     first = Trainer(_model(), train, _config(), loss=SignalAt(STEPS + 3, signum), out_dir=tmp_path)
@@ -121,27 +125,17 @@ def test_signal_mid_epoch_saves_and_resume_equals_uninterrupted(data, tmp_path, 
     resumed = Trainer(_model(), train, _config(), loss=SignalAt(None), out_dir=tmp_path)
     result = resumed.fit(resume=tmp_path)
     assert [r.epoch for r in result.history] == [1, 2]
-    assert result.history[0].loss == full.history[0].loss
+    assert result.history[0].loss == history[0].loss
     assert result.history[1].steps == STEPS
-    assert result.history[1].loss == pytest.approx(full.history[1].loss, rel=1e-12)
+    assert result.history[1].loss == pytest.approx(history[1].loss, rel=1e-12)
     for k, v in resumed.model.state_dict().items():
-        assert torch.equal(v, _full_weights(data)[k]), k
+        assert torch.equal(v, weights[k]), k
 
 
-_FULL: dict = {}
-
-
-def _full_weights(data):
-    if "w" not in _FULL:
-        t = Trainer(_model(), data[0], _config(), loss=SignalAt(None))
-        t.fit()
-        _FULL["w"] = _weights(t)
-    return _FULL["w"]
-
-
-def test_periodic_checkpoint_inside_an_epoch_resumes_exactly(data, tmp_path):
+def test_periodic_checkpoint_inside_an_epoch_resumes_exactly(data, full, tmp_path):
     """A kill -9 between epochs' ends loses at most checkpoint_minutes of steps: last.pt is written inside
     the epoch and resuming from the last one gives the same weights."""
+    _, weights = full
     train, _ = data
     t = Trainer(_model(), train, _config(checkpoint_minutes=1e-9), loss=SignalAt(None), out_dir=tmp_path)
     t.fit(epochs=1)
@@ -155,7 +149,7 @@ def test_periodic_checkpoint_inside_an_epoch_resumes_exactly(data, tmp_path):
     resumed = Trainer(_model(), train, _config(checkpoint_minutes=1e-9), loss=SignalAt(None), out_dir=out)
     resumed.fit(resume=out)
     for k, v in resumed.model.state_dict().items():
-        assert torch.equal(v, _full_weights(data)[k]), k
+        assert torch.equal(v, weights[k]), k
 
 
 def test_signal_during_evaluation_keeps_the_epoch_and_evaluates_on_resume(data, tmp_path):
