@@ -18,14 +18,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import secrets
 import shutil
 import tempfile
 import time
 import zipfile
 import zlib
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath, PureWindowsPath
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 
@@ -291,6 +293,10 @@ class Bundle:
         """Check every listed file exists and matches its sha256."""
         if not self.manifest.files:
             raise BundleError(f"{self.root / MANIFEST}: lists no files")
+        if not self.manifest.models:
+            raise BundleError(f"{self.root / MANIFEST}: lists no models ('models' is empty), so there is nothing to run",
+                              fix="re-create the bundle with 'edgeseg export' or 'edgeseg import', or restore its "
+                                  "manifest from a copy")
         for rel, want in self.manifest.files.items():
             f = self.root / rel
             if not f.is_file():
@@ -308,14 +314,37 @@ class Bundle:
     # ---- creating and editing ---------------------------------------------------------------
     @classmethod
     def create(cls, path: str | os.PathLike, manifest: Manifest, overwrite: bool = False) -> "Bundle":
+        """An empty bundle at ``path``, made in place (an existing bundle there is removed first). The
+        commands write through :meth:`writing` instead, which never leaves a half-made bundle."""
         root = check_target(path, overwrite=overwrite, writable=False)
         if root.exists():
-            shutil.rmtree(root) if root.is_dir() else root.unlink()
+            _remove(root)
+        _mkdir(root, parents=True)
+        return cls._new(root, manifest)
+
+    @classmethod
+    @contextmanager
+    def writing(cls, path: str | os.PathLike, manifest: Manifest, overwrite: bool = False) -> Iterator["Bundle"]:
+        """A new bundle made in a hidden folder beside ``path`` (``.NAME.XXXX.partial``) and moved to
+        ``path`` when the ``with`` block ends without an error; only then is a bundle already at ``path``
+        (``overwrite``) removed. An error, Ctrl-C or a full disk inside the block leaves ``path`` exactly
+        as it was. Between the two renames of the swap the old bundle is ``.NAME.XXXX.old`` (a moment;
+        after a crash there it is still whole)."""
+        root = check_target(path, overwrite=overwrite, writable=False)
+        _mkdir(root.parent, parents=True, exist_ok=True)
+        stage = root.parent / f".{root.name}.{secrets.token_hex(4)}.partial"  # mkdir's mode, not mkdtemp's 0700
+        _mkdir(stage)
         try:
-            root.mkdir(parents=True)
-        except OSError as e:
-            raise BundleError(f"cannot create the bundle folder {root} ({e.strerror or e})",
-                              fix="choose an --out in a folder you can write to") from None
+            bundle = cls._new(stage, manifest)
+            yield bundle
+            _swap_in(stage, root)
+        except BaseException:
+            shutil.rmtree(stage, ignore_errors=True)
+            raise
+        bundle.root = bundle.source = root
+
+    @classmethod
+    def _new(cls, root: Path, manifest: Manifest) -> "Bundle":
         provenance = {"edgeseg_version": _version(), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         provenance.update(manifest.provenance)
         b = cls(root, replace(manifest, provenance=provenance, files={}))
@@ -450,6 +479,34 @@ def check_target(path: str | os.PathLike, option: str = "--out", *, overwrite: b
             raise BundleError(f"{option}: {e.args[0].splitlines()[0]}",
                               fix=f"give {option} a bundle path in a folder you can write to, e.g. ./out/model.edgeseg") from None
     return root
+
+
+def _mkdir(path: Path, **kw: bool) -> None:
+    try:
+        path.mkdir(**kw)
+    except OSError as e:
+        raise BundleError(f"cannot create the bundle folder {path} ({e.strerror or e})",
+                          fix="choose an --out in a folder you can write to") from None
+
+
+def _remove(path: Path) -> None:
+    shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+
+
+def _swap_in(stage: Path, root: Path) -> None:
+    """Move the finished bundle ``stage`` to ``root``, replacing what is there (a bundle folder or
+    ``.zip``, checked by :func:`check_target`) only once the new one is in place."""
+    if not os.path.lexists(root):
+        os.replace(stage, root)
+        return
+    old = stage.with_name(stage.name.removesuffix(".partial") + ".old")
+    os.replace(root, old)
+    try:
+        os.replace(stage, root)
+    except BaseException:
+        os.replace(old, root)
+        raise
+    _remove(old)
 
 
 def _is_zipped_bundle(path: Path) -> bool:

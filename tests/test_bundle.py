@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -233,3 +234,80 @@ def test_truncated_zip_and_manifest_say_so_with_a_fix(bundle, tmp_path):
     with pytest.raises(BundleError, match=r"manifest\.json: not valid JSON") as e:
         Bundle.open(bundle.root)
     assert "fix: the manifest is truncated" in str(e.value)
+
+
+def _tree(root):
+    """Every file under ``root`` with its bytes (a folder) or the file's bytes."""
+    if root.is_file():
+        return root.read_bytes()
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("fault", [KeyboardInterrupt, OSError])
+def test_overwrite_that_fails_midway_leaves_the_earlier_bundle_whole(bundle, tmp_path, fault):
+    """``--overwrite`` used to delete the earlier bundle before writing the new one: a Ctrl-C or a full
+    disk in between lost both. Bundles are now made beside ``--out`` and swapped in at the end."""
+    for out in (bundle.root, bundle.zip(tmp_path / "b.zip")):
+        before = _tree(out)
+        with pytest.raises(fault):
+            with Bundle.writing(out, bundle.manifest, overwrite=True) as b:
+                b.add_model(ModelFile("model.onnx", "fp32"), b"half a model")
+                raise fault(28, "No space left on device") if fault is OSError else fault()
+        assert _tree(out) == before
+        assert Bundle.open(out).manifest == bundle.manifest
+        assert sorted(p.name for p in out.parent.iterdir() if p.name.startswith(".")) == []  # no stage left
+
+
+def test_writing_swaps_in_the_new_bundle_with_the_folder_mode_of_mkdir(bundle, tmp_path):
+    onnx_bytes = (bundle.root / "model.onnx").read_bytes()
+    fresh = tmp_path / "sub" / "fresh.edgeseg"
+    with pytest.raises(RuntimeError):  # a failed first write leaves nothing at all
+        with Bundle.writing(fresh, bundle.manifest):
+            raise RuntimeError("parity")
+    assert not fresh.exists() and not [p for p in fresh.parent.iterdir()]
+    with Bundle.writing(fresh, bundle.manifest) as b:
+        b.add_model(ModelFile("model.onnx", "fp32"), onnx_bytes)
+        assert not fresh.exists() and b.root.parent == fresh.parent and b.root.name.endswith(".partial")
+    assert b.root == b.source == fresh and Bundle.open(fresh).model_path() == fresh / "model.onnx"
+    umask = os.umask(0)
+    os.umask(umask)
+    assert fresh.stat().st_mode & 0o777 == 0o777 & ~umask
+    with pytest.raises(BundleError, match="already exists"):
+        with Bundle.writing(fresh, bundle.manifest):
+            pass
+    z = bundle.zip(tmp_path / "b.zip")  # a zipped bundle is replaced by the new folder
+    with Bundle.writing(z, bundle.manifest, overwrite=True) as b:
+        b.add_model(ModelFile("model.onnx", "fp32"), onnx_bytes)
+    assert z.is_dir() and [m.file for m in Bundle.open(z).manifest.models] == ["model.onnx"]
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_import_overwrite_on_a_full_disk_keeps_the_old_bundle_and_says_why(bundle, tmp_path, monkeypatch, capsys):
+    """The CLI end to end: the copy of the new model fails with ENOSPC (injected: a real full disk needs
+    a mount); the earlier bundle is intact and the error names the reason and the fix, not a traceback."""
+    import edgeseg.bundle as bundle_mod
+    from edgeseg.cli import main
+
+    out = tmp_path / "m.edgeseg"
+    src = bundle.root / "model.onnx"
+    cmd = ["import", str(src), "--classes", str(len(bundle.manifest.classes)), "--layout", "NHWC", "--out", str(out)]
+    assert main(cmd) == 0
+    before = _tree(out)
+
+    def full(*_a, **_k):
+        raise OSError(28, "No space left on device", str(out) + "/model.onnx")
+
+    monkeypatch.setattr(bundle_mod, "atomic_copy_file", full)
+    rc = main([*cmd, "--overwrite"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "No space left on device" in err and "fix: free space on that disk" in err, err
+    assert _tree(out) == before and [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_a_manifest_listing_no_models_is_refused_when_opened(bundle):
+    data = json.loads((bundle.root / "manifest.json").read_text())
+    data["models"] = []
+    (bundle.root / "manifest.json").write_text(json.dumps(data))
+    with pytest.raises(BundleError, match="lists no models") as e:
+        Bundle.open(bundle.root)
+    assert "edgeseg export" in e.value.fix

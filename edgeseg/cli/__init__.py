@@ -95,9 +95,26 @@ def main(argv: list[str] | None = None) -> int:
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as e:  # a full disk, a folder made read-only mid-run: the system's reason, not a traceback
+        if args.verbose:
+            raise
+        print(f"edgeseg {args.command}: error: {_os_error(e)}", file=sys.stderr)
+        return 2
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _os_error(e: OSError) -> str:
+    import errno
+
+    what = f"{e.strerror or e}" + (f": {e.filename}" if e.filename else "")
+    fix = {errno.ENOSPC: "free space on that disk, or write to another one",
+           errno.EDQUOT: "free space on that disk, or write to another one",
+           errno.EACCES: "check the permissions of that path, or write elsewhere",
+           errno.EPERM: "check the permissions of that path, or write elsewhere",
+           errno.EROFS: "the file system is read-only: write elsewhere"}.get(e.errno or -1, "run again with --verbose for the details")
+    return f"{what}\n  fix: {fix}"
 
 
 if __name__ == "__main__":  # pragma: no cover

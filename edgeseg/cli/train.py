@@ -155,6 +155,10 @@ def build_job(args: argparse.Namespace):
         threads=args.threads, progress=not args.no_progress, checkpoint_minutes=args.checkpoint_minutes,
         weights_format=args.weights_format, crop=ImageShape.parse(args.crop) if args.crop else None,
     )
+    if config.device != "cpu":  # a GPU asked for is checked before the data is read
+        from ..train.trainer import resolve_device
+
+        resolve_device(config.device)
     export = Path(args.export) if args.export else None
     return TrainJob(
         model=args.model, data=args.data, out=Path(args.out), config=config, val_data=args.val_data,

@@ -95,14 +95,15 @@ def export_bundle(model: nn.Module, out: str | os.PathLike, *, name: str, classe
             extra = {"classes": list(names), "input_spec": spec.to_dict(),
                      **({"palette": [list(c) for c in _palette(palette, len(names))]} if palette is not None else {})}
             checkpoint = write_checkpoint(model, Path(tmp) / CHECKPOINT_FILE, spec, extra=extra, model_kwargs=model_kwargs)
-        bundle = Bundle.create(out, _manifest(name, names, spec, kind, palette, model_name, argmax_in_graph,
-                                              deform_conv, roi_align, provenance, opset), overwrite=overwrite)
-        bundle.add_model(ModelFile("model.onnx", "fp32", opset=opset), onnx_path)
-        if checkpoint is not None:
-            bundle.add_model(ModelFile(CHECKPOINT_FILE, "fp32", target="torch"), Path(tmp) / CHECKPOINT_FILE)
-    bundle.update_report("parity", parity.to_dict())
-    if checkpoint is not None:
-        bundle.update_report("checkpoint", checkpoint)
+        manifest = _manifest(name, names, spec, kind, palette, model_name, argmax_in_graph, deform_conv, roi_align,
+                             provenance, opset)
+        with Bundle.writing(out, manifest, overwrite=overwrite) as bundle:
+            bundle.add_model(ModelFile("model.onnx", "fp32", opset=opset), onnx_path)
+            if checkpoint is not None:
+                bundle.add_model(ModelFile(CHECKPOINT_FILE, "fp32", target="torch"), Path(tmp) / CHECKPOINT_FILE)
+            bundle.update_report("parity", parity.to_dict())
+            if checkpoint is not None:
+                bundle.update_report("checkpoint", checkpoint)
     return bundle
 
 

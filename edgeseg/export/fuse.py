@@ -242,8 +242,8 @@ def semantic_head(panoptic: Bundle | str | os.PathLike, out: str | os.PathLike, 
         path = Path(tmp) / "model.onnx"
         onnx.save(head, str(path))
         opset = next(o.version for o in head.opset_import if o.domain in ("", "ai.onnx"))
-        bundle = Bundle.create(out, manifest, overwrite=overwrite)
-        bundle.add_model(ModelFile("model.onnx", "fp32", opset=opset), path)
+        with Bundle.writing(out, manifest, overwrite=overwrite) as bundle:
+            bundle.add_model(ModelFile("model.onnx", "fp32", opset=opset), path)
     return bundle
 
 
@@ -307,9 +307,9 @@ def _fuse(sem: Bundle, inst: Bundle, out, *, name, stuff, things, overwrite, opt
         if not parity["passed"]:
             raise ExportError(f"the fused graph disagrees with the two bundles run apart: pixel agreement "
                               f"{parity['min_pixel_agreement']:.4%}", fix="report this with both bundles")
-        bundle = Bundle.create(out, manifest, overwrite=overwrite)
-        bundle.add_model(ModelFile("model.onnx", "fp32", opset=opset), path)
-    bundle.update_report("parity", parity)
+        with Bundle.writing(out, manifest, overwrite=overwrite) as bundle:
+            bundle.add_model(ModelFile("model.onnx", "fp32", opset=opset), path)
+            bundle.update_report("parity", parity)
     return bundle
 
 

@@ -245,12 +245,13 @@ def import_instance_onnx(onnx_path: str | os.PathLike, out: str | os.PathLike, *
     with tempfile.TemporaryDirectory(prefix="edgeseg-import-") as tmp:
         saved = save_single_file(model, Path(tmp) / "model.onnx")
         onnx.checker.check_model(str(saved))
-        bundle = Bundle.create(out, manifest, overwrite=overwrite)
-        bundle.add_model(ModelFile("model.onnx", "fp32", opset=opset), saved)
-    bundle.update_report("import", {"layout": "prototype", "format": fmt, "classes": nc, "mask_coefficients": nm,
-                                    "source_layout": "yolact" if yolact is not None else fmt,
-                                    "outputs": {k: list(v) for k, v in shapes.items()}, "opset_note": note,
-                                    "smoke_detections": len(smoke)})
+        with Bundle.writing(out, manifest, overwrite=overwrite) as bundle:
+            bundle.add_model(ModelFile("model.onnx", "fp32", opset=opset), saved)
+            bundle.update_report("import", {"layout": "prototype", "format": fmt, "classes": nc,
+                                            "mask_coefficients": nm,
+                                            "source_layout": "yolact" if yolact is not None else fmt,
+                                            "outputs": {k: list(v) for k, v in shapes.items()}, "opset_note": note,
+                                            "smoke_detections": len(smoke)})
     return bundle
 
 

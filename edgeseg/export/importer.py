@@ -300,9 +300,10 @@ def import_onnx(onnx_path: str | os.PathLike, out: str | os.PathLike, *, task: s
     with tempfile.TemporaryDirectory(prefix="edgeseg-import-") as tmp:
         saved = save_single_file(model, Path(tmp) / "model.onnx")
         onnx.checker.check_model(str(saved))
-        bundle = Bundle.create(out, manifest, overwrite=overwrite)
-        bundle.add_model(ModelFile("model.onnx", "fp32", opset=opset), saved)
-    bundle.update_report("import", {"smoke": smoke, "opset_note": note, "appended_nodes": [op for op, _ in appended]})
+        with Bundle.writing(out, manifest, overwrite=overwrite) as bundle:
+            bundle.add_model(ModelFile("model.onnx", "fp32", opset=opset), saved)
+            bundle.update_report("import", {"smoke": smoke, "opset_note": note,
+                                            "appended_nodes": [op for op, _ in appended]})
     return bundle
 
 

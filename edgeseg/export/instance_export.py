@@ -153,13 +153,13 @@ def export_instance_bundle(model: nn.Module, out: str | os.PathLike, *, name: st
             plugin = copy.deepcopy(folded)
             plugin.cfg = replace(cfg, nms="tensorrt")
             trt_path = export_onnx(plugin, Path(tmp) / "model.trt.onnx", spec, opset=opset, outputs=outputs)
-        bundle = Bundle.create(out, manifest, overwrite=overwrite)
-        bundle.add_model(ModelFile("model.onnx", "fp32", opset=opset), onnx_path)
-        if trt_path is not None:
-            bundle.add_model(ModelFile("model.trt.onnx", "fp32", target="tensorrt", opset=opset), trt_path)
-        if checkpoint is not None:
-            bundle.add_model(ModelFile(CHECKPOINT_FILE, "fp32", target="torch"), Path(tmp) / CHECKPOINT_FILE)
-    bundle.update_report("parity", parity)
-    if checkpoint is not None:
-        bundle.update_report("checkpoint", checkpoint)
+        with Bundle.writing(out, manifest, overwrite=overwrite) as bundle:
+            bundle.add_model(ModelFile("model.onnx", "fp32", opset=opset), onnx_path)
+            if trt_path is not None:
+                bundle.add_model(ModelFile("model.trt.onnx", "fp32", target="tensorrt", opset=opset), trt_path)
+            if checkpoint is not None:
+                bundle.add_model(ModelFile(CHECKPOINT_FILE, "fp32", target="torch"), Path(tmp) / CHECKPOINT_FILE)
+            bundle.update_report("parity", parity)
+            if checkpoint is not None:
+                bundle.update_report("checkpoint", checkpoint)
     return bundle

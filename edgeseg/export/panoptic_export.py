@@ -148,11 +148,11 @@ def export_panoptic_bundle(model: nn.Module, out: str | os.PathLike, *, name: st
                      "category_ids": list(options.category_ids)}
             checkpoint = write_checkpoint(model, Path(tmp) / CHECKPOINT_FILE, spec, extra=extra, model_kwargs=model_kwargs,
                                           compare="semantic")
-        bundle = Bundle.create(out, manifest, overwrite=overwrite)
-        bundle.add_model(ModelFile("model.onnx", "fp32", opset=opset), onnx_path)
-        if checkpoint is not None:
-            bundle.add_model(ModelFile(CHECKPOINT_FILE, "fp32", target="torch"), Path(tmp) / CHECKPOINT_FILE)
-    bundle.update_report("parity", parity)
-    if checkpoint is not None:
-        bundle.update_report("checkpoint", checkpoint)
+        with Bundle.writing(out, manifest, overwrite=overwrite) as bundle:
+            bundle.add_model(ModelFile("model.onnx", "fp32", opset=opset), onnx_path)
+            if checkpoint is not None:
+                bundle.add_model(ModelFile(CHECKPOINT_FILE, "fp32", target="torch"), Path(tmp) / CHECKPOINT_FILE)
+            bundle.update_report("parity", parity)
+            if checkpoint is not None:
+                bundle.update_report("checkpoint", checkpoint)
     return bundle

@@ -63,16 +63,28 @@ def worker_batches(make: Callable[[int], Any], steps: range, workers: int, pin_m
 
 
 def check_device_and_workers(device: str, workers: int) -> None:
-    """The trainers' configs: ``device`` cpu, cuda or cuda:N; ``workers`` >= 0."""
-    if device != "cpu" and not device.startswith("cuda"):
-        raise InputError(f"device must be cpu, cuda or cuda:N, got {device!r}")
+    """The trainers' configs: ``device`` auto, cpu, cuda or cuda:N; ``workers`` >= 0."""
+    from .trainer import check_device_name
+
+    check_device_name(device)
     if workers < 0:
         raise InputError(f"workers must be >= 0, got {workers}", fix="0 prepares batches in the training process")
 
 
+def _device_name(text: str) -> str:
+    import argparse
+
+    from .trainer import check_device_name
+
+    try:
+        return check_device_name(text)
+    except InputError as e:
+        raise argparse.ArgumentTypeError(str(e).replace("\n ", ";")) from None
+
+
 def add_device_options(p, made: str) -> None:
     """``--device`` and ``--workers`` for a training tool (``made``: what a batch worker makes)."""
-    p.add_argument("--device", default="cpu",
+    p.add_argument("--device", default="cpu", type=_device_name,
                    help="cpu (default), cuda or cuda:N: on a GPU the step runs in bf16 autocast, channels-last "
                         "(a machine choice, not a run setting: a resumed run may move)")
     p.add_argument("--workers", type=int, default=0,

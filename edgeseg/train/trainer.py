@@ -22,6 +22,7 @@ import logging
 import math
 import os
 import random
+import re
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -117,6 +118,7 @@ class TrainConfig:
         elif self.teacher_flip:
             raise InputError("--teacher-flip averages a teacher over mirrored frames, but no --teacher is given",
                              fix="add --teacher BUNDLE, or leave --teacher-flip out")
+        check_device_name(self.device)
         check_cpu_precision(self.cpu_precision, on_cpu=self.device == "cpu")
         check_memory_format(self.memory_format)
         self.augment_config()  # its checks (scale range, aspect change) now, not after the datasets are cached
@@ -195,14 +197,29 @@ def seed_everything(seed: int, deterministic: bool = True) -> None:
         torch.backends.cudnn.benchmark = False
 
 
+def check_device_name(name: str) -> str:
+    """``name`` lower-cased if it is ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (checked before any data is read)."""
+    text = str(name).strip().lower()
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", text):
+        raise InputError(f"--device {name!r} is not a training device", fix="use cpu, cuda, cuda:N or auto")
+    return text
+
+
 def resolve_device(name: str):
+    """``--device``: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``, checked against the GPUs torch sees."""
     import torch
 
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError("--device cuda asked but torch finds no CUDA GPU", fix="use --device cpu")
-    return torch.device(name)
+    text = check_device_name(name)
+    if text == "auto":
+        text = "cuda" if torch.cuda.is_available() else "cpu"
+    if text.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise InputError(f"--device {name} asked but torch finds no CUDA GPU", fix="use --device cpu")
+        index, count = int(text.partition(":")[2] or 0), torch.cuda.device_count()
+        if index >= count:
+            raise InputError(f"--device {name}: torch sees {count} CUDA GPU(s), numbered from 0",
+                             fix=f"use cuda:0 .. cuda:{count - 1}")
+    return torch.device(text)
 
 
 class Trainer(CpuStepLevers):

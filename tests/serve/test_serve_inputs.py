@@ -8,6 +8,7 @@ instance (one bundle, one replica, HTTP on 127.0.0.1) for the whole module.
 """
 from __future__ import annotations
 
+import contextlib
 import http.server
 import json
 import socket
@@ -264,6 +265,55 @@ def test_a_server_that_trickles_its_answer_times_out_in_bounded_time(mode):
         with pytest.raises(ServerUnavailable, match=r"after 2 attempt\(s\): TimeoutError: no complete answer within 1 s"):
             p.classes
         assert time.monotonic() - t0 < 3.5  # two attempts of 1 s each
+    finally:
+        server.close()
+
+
+def test_a_server_that_reads_the_request_slowly_times_out_in_bounded_time():
+    """The upload is inside the same deadline as the answer: a server that takes 1 KB every 50 ms of a 50 MB
+    request (a stalled or hostile peer) ends the request within timeout_s, not after the 40 minutes the
+    body would take."""
+    srv = socket.socket()
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(4)
+    stop = threading.Event()
+
+    def slow(conn):
+        with conn, contextlib.suppress(OSError):
+            while not stop.wait(0.05) and conn.recv(1024):
+                pass
+
+    def accept():
+        with contextlib.suppress(OSError):
+            while True:
+                threading.Thread(target=slow, args=(srv.accept()[0],), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        p = RemotePredictor(f"http://127.0.0.1:{srv.getsockname()[1]}/shapes", timeout_s=1.0, retries=0)
+        t0 = time.monotonic()
+        with pytest.raises(ServerUnavailable, match=r"after 1 attempt\(s\): TimeoutError"):
+            p._request("POST", "/v1/bundles/shapes/predict", body=bytes(50 << 20), headers={"Content-Type": RAW})
+        assert time.monotonic() - t0 < 2.0
+    finally:
+        stop.set()
+        srv.close()
+
+
+def test_deadlines_of_many_requests_share_one_watchdog_thread():
+    """A threading.Timer per request started a thread each time (0.4 ms a request on this CPU); the
+    deadlines now share one thread, and every finished request's deadline is dropped."""
+    from edgeseg.remote import _WATCHDOG
+
+    server = _Http(200, "application/json", b'{"bundles": [{"name": "shapes", "task": "semantic", "classes": []}]}')
+    try:
+        p = RemotePredictor(server.base, timeout_s=5.0, retries=0)
+        before = threading.active_count()
+        for _ in range(50):
+            assert p._bundles()[0]["name"] == "shapes"
+        assert threading.active_count() <= before + 1 and not _WATCHDOG._armed  # the watchdog, once
+        assert [t.name for t in threading.enumerate()].count("edgeseg-client-deadlines") == 1
     finally:
         server.close()
 

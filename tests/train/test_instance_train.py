@@ -339,7 +339,7 @@ def test_mismatched_worker_targets_are_an_error_naming_the_fix(monkeypatch):
     assert "--workers 0" in e.value.fix
 
 
-@pytest.mark.parametrize("kw, match", [({"device": "tpu"}, "device must be cpu, cuda or cuda:N"),
+@pytest.mark.parametrize("kw, match", [({"device": "tpu"}, "--device .tpu. is not a training device"),
                                        ({"workers": -1}, "workers must be >= 0")])
 def test_bad_device_or_workers_are_refused(kw, match):
     from edgeseg.errors import InputError

@@ -144,3 +144,18 @@ def test_a_size_the_model_cannot_run_at_is_a_clear_error(tmp_path, capsys, size)
     assert rc == 2
     assert "edgeseg train: error: model 'test_fcn8s' cannot run at 2x2 (WxH)" in err and "fix: give a larger --size" in err
     assert "Traceback" not in err and not (tmp_path / "run" / "last.pt").exists()
+
+
+@pytest.mark.parametrize("device, words", [
+    ("gpu", "--device 'gpu' is not a training device"),  # before: torch's "Expected one of cpu, cuda, ..." after reading the data
+    ("cuda:x", "--device 'cuda:x' is not a training device"),
+    ("cuda:7", "torch finds no CUDA GPU"),  # this machine has none (a GPU machine: "torch sees N CUDA GPU(s)")
+])
+def test_a_device_that_is_not_one_is_refused_before_the_data_is_read(tmp_path, capsys, device, words):
+    import torch
+
+    if device == "cuda:7" and torch.cuda.is_available():
+        words = "numbered from 0" if torch.cuda.device_count() <= 7 else "never"
+    rc, err = run([*BASE, "--data", str(tmp_path / "no-such-data"), "--device", device, "--out", str(tmp_path / "r")], capsys)
+    assert rc == 2 and words in err and "fix:" in err and "Traceback" not in err, err
+    assert not (tmp_path / "r").exists()
