@@ -244,7 +244,17 @@ class Bundle:
                                       "or corrupt)", fix="copy or download the bundle again, or zip its folder anew")
                 raise BundleError(f"{p}: not a bundle (neither a directory nor a .zip)",
                                   fix="give a bundle folder (NAME.edgeseg), a .zip of one, or a shipped name")
-            p = cls._extract(p)
+            try:
+                return cls._open_folder(cls._extract(p), source, verify)
+            except BundleError:
+                if not verify:
+                    raise
+                # the cached copy may be damaged (a crash, a disk): unpack anew once; a bad zip fails again as before
+                return cls._open_folder(cls._extract(p, fresh=True), source, verify)
+        return cls._open_folder(p, source, verify)
+
+    @classmethod
+    def _open_folder(cls, p: Path, source: Path, verify: bool) -> "Bundle":
         mpath = p / MANIFEST
         if not mpath.is_file():
             raise BundleError(f"{p}: no {MANIFEST}; this is not an edgeseg bundle", fix="create one with 'edgeseg export' or 'edgeseg import'")
@@ -260,12 +270,25 @@ class Bundle:
         return bundle
 
     @staticmethod
-    def _extract(zpath: Path) -> Path:
+    def _extract(zpath: Path, fresh: bool = False) -> Path:
+        """The folder a ``.zip`` bundle unpacks to, in the cache (:func:`edgeseg.paths.cache_dir`, by the zip's sha256).
+        Unpacked beside the cache entry and renamed into place, so that processes opening one zip at once
+        each see a whole folder and never remove one another's; ``fresh``: replace the entry (found damaged)."""
         digest = sha256_file(zpath)[:16]
-        cache = Path(os.environ.get("EDGESEG_CACHE", Path.home() / ".cache" / "edgeseg")) / "bundles" / digest
+        from .paths import cache_dir
+
+        cache = cache_dir() / "bundles" / digest
+        if fresh and cache.exists():
+            _set_aside(cache)
         if (cache / MANIFEST).is_file():
             return cache
-        tmp = Path(tempfile.mkdtemp(prefix="bundle-", dir=cache.parent if cache.parent.exists() else None))
+        try:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{digest}.", suffix=".extract", dir=cache.parent))
+        except OSError as e:
+            raise BundleError(f"cannot unpack {zpath}: the bundle cache {cache.parent} is not writable "
+                              f"({e.strerror or e})", fix="set EDGESEG_CACHE_DIR to a folder you can write to, or unzip "
+                                                          "the bundle and give its folder") from None
         try:
             with zipfile.ZipFile(zpath) as zf:
                 for member in zf.namelist():
@@ -273,21 +296,23 @@ class Bundle:
                     if not target.is_relative_to(tmp.resolve()):  # not a string prefix: bundle-ab would admit bundle-abc/
                         raise BundleError(f"{zpath}: unsafe path {member!r} in zip")
                 zf.extractall(tmp)
+            inner = [d for d in tmp.iterdir() if d.is_dir() and (d / MANIFEST).is_file()]
+            root = tmp if (tmp / MANIFEST).is_file() else (inner[0] if len(inner) == 1 else tmp)
+            if (cache / MANIFEST).is_file():  # another process unpacked it meanwhile: use theirs
+                return cache
+            if cache.exists():  # a leftover without a manifest
+                _set_aside(cache)
+            try:
+                os.rename(root, cache)
+            except OSError:
+                if not (cache / MANIFEST).is_file():  # not another process's finished folder
+                    raise
+            return cache
         except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, NotImplementedError) as e:
-            shutil.rmtree(tmp, ignore_errors=True)
             raise BundleError(f"{zpath}: the .zip is corrupt ({type(e).__name__}: {e})",
                               fix="copy or download the bundle again, or zip its folder anew") from None
-        except BaseException:
+        finally:
             shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        inner = [d for d in tmp.iterdir() if d.is_dir() and (d / MANIFEST).is_file()]
-        root = tmp if (tmp / MANIFEST).is_file() else (inner[0] if len(inner) == 1 else tmp)
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        if cache.exists():
-            shutil.rmtree(cache)
-        shutil.move(str(root), cache)
-        shutil.rmtree(tmp, ignore_errors=True)
-        return cache
 
     def verify(self) -> None:
         """Check every listed file exists and matches its sha256."""
@@ -487,6 +512,16 @@ def _mkdir(path: Path, **kw: bool) -> None:
     except OSError as e:
         raise BundleError(f"cannot create the bundle folder {path} ({e.strerror or e})",
                           fix="choose an --out in a folder you can write to") from None
+
+
+def _set_aside(path: Path) -> None:
+    """Rename ``path`` out of the way, then remove it (a process still reading it keeps its files)."""
+    aside = path.with_name(f".{path.name}.{secrets.token_hex(4)}.old")
+    try:
+        os.rename(path, aside)
+    except FileNotFoundError:  # another process did it
+        return
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def _remove(path: Path) -> None:

@@ -21,6 +21,18 @@ def data_root() -> Path | None:
     return None
 
 
+def cache_dir() -> Path:
+    """The per-user cache (unpacked ``.zip`` bundles, TensorRT engines of read-only bundles, the backend
+    choices): ``$EDGESEG_CACHE_DIR``, else ``$EDGESEG_CACHE`` (the name the bundle cache read before),
+    else ``$XDG_CACHE_HOME/edgeseg`` or ``~/.cache/edgeseg``. ``off`` turns the backend-choice cache
+    off (:func:`edgeseg.backends.choice.cache_path`); the rest then uses the default place."""
+    for var in ("EDGESEG_CACHE_DIR", "EDGESEG_CACHE"):
+        env = os.environ.get(var, "").strip()
+        if env and env.lower() not in ("off", "0", "none"):
+            return Path(env).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "edgeseg"
+
+
 def shipped_bundle(name: str) -> Path | None:
     """The path of a bundle shipped with the package (``road``, ``shapes``), or None."""
     for cand in (ZOO_DIR / f"{name}.edgeseg", ZOO_DIR / name):

@@ -74,7 +74,7 @@ def test_not_a_bundle(tmp_path):
 
 
 def test_zip_round_trip(bundle, tmp_path, monkeypatch):
-    monkeypatch.setenv("EDGESEG_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("EDGESEG_CACHE_DIR", str(tmp_path / "cache"))
     (bundle.root / "engines").mkdir()
     (bundle.root / "engines" / "x.engine").write_bytes(b"not shipped")
     z = bundle.zip(tmp_path / "b.zip")
@@ -213,14 +213,14 @@ def _corrupt_member(z, name: str) -> None:
 def test_zip_with_a_corrupt_member_is_a_bundle_error_and_leaves_no_partial_extraction(bundle, tmp_path, monkeypatch):
     """Before: zipfile.BadZipFile ('Bad CRC-32 for file ...') reached the user as a traceback, and the
     half-extracted folder was left behind."""
-    monkeypatch.setenv("EDGESEG_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("EDGESEG_CACHE_DIR", str(tmp_path / "cache"))
     z = bundle.zip(tmp_path / "b.zip")
     _corrupt_member(z, "model.onnx")
     with pytest.raises(BundleError, match=r"b\.zip: the \.zip is corrupt") as e:
         Bundle.open(z)
     assert "fix:" in str(e.value)
     cache = tmp_path / "cache" / "bundles"
-    assert not cache.exists() or not [p for p in cache.iterdir() if p.name.startswith("bundle-")]
+    assert not cache.exists() or not list(cache.iterdir())  # no half-unpacked folder, no cache entry
 
 
 def test_truncated_zip_and_manifest_say_so_with_a_fix(bundle, tmp_path):
@@ -311,3 +311,71 @@ def test_a_manifest_listing_no_models_is_refused_when_opened(bundle):
     with pytest.raises(BundleError, match="lists no models") as e:
         Bundle.open(bundle.root)
     assert "edgeseg export" in e.value.fix
+
+
+def _open_in_process(z: str, cache: str, start: float, out) -> None:
+    os.environ["EDGESEG_CACHE_DIR"] = cache
+    import time
+
+    time.sleep(max(0.0, start - time.time()))
+    try:
+        b = Bundle.open(z)
+        out.put((b.root.name, sorted(b.manifest.files)))
+    except BaseException as e:  # reported to the test, not lost in the child
+        out.put(repr(e))
+
+
+def test_processes_opening_one_zip_at_once_all_get_a_whole_bundle(bundle, tmp_path):
+    """Two camera services started together with one .zip: each unpacked it and the later one removed the
+    earlier one's cache folder (shutil.rmtree) while it was being read, or moved its copy inside it."""
+    import multiprocessing as mp
+    import time
+
+    z = str(bundle.zip(tmp_path / "b.zip"))
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    start = time.time() + 2.0
+    procs = [ctx.Process(target=_open_in_process, args=(z, str(tmp_path / "cache"), start, out)) for _ in range(4)]
+    for p in procs:
+        p.start()
+    got = [out.get(timeout=60) for _ in procs]
+    for p in procs:
+        p.join(30)
+    assert all(isinstance(g, tuple) for g in got), got
+    assert len({g for g in map(str, got)}) == 1
+    entries = list((tmp_path / "cache" / "bundles").iterdir())
+    assert [e.name for e in entries] == [got[0][0]]  # one entry; no half-unpacked or set-aside folder left
+
+
+def test_a_damaged_cache_entry_is_unpacked_anew(bundle, tmp_path, monkeypatch):
+    """The old unpacking copied across file systems when the cache folder was new: a crash mid-copy left an
+    entry with a manifest but no model, and every later open of the zip failed on it."""
+    monkeypatch.setenv("EDGESEG_CACHE_DIR", str(tmp_path / "cache"))
+    z = bundle.zip(tmp_path / "b.zip")
+    first = Bundle.open(z).root
+    (first / "model.onnx").unlink()
+    again = Bundle.open(z)
+    assert again.root == first and again.model_path().is_file()
+    (first / "manifest.json").unlink()  # a leftover without its manifest
+    assert Bundle.open(z).root == first and sorted(p.name for p in first.parent.iterdir()) == [first.name]
+
+
+def test_an_unwritable_bundle_cache_is_named_with_the_fix(bundle, tmp_path, monkeypatch):
+    (tmp_path / "a-file").write_text("x")
+    monkeypatch.setenv("EDGESEG_CACHE_DIR", str(tmp_path / "a-file" / "cache"))
+    with pytest.raises(BundleError, match="the bundle cache .* is not writable") as e:
+        Bundle.open(bundle.zip(tmp_path / "b.zip"))
+    assert "EDGESEG_CACHE_DIR" in e.value.fix
+
+
+def test_the_cache_folder_comes_from_either_variable(monkeypatch, tmp_path):
+    from edgeseg.backends.choice import cache_path
+    from edgeseg.paths import cache_dir
+
+    monkeypatch.delenv("EDGESEG_CACHE_DIR", raising=False)
+    monkeypatch.setenv("EDGESEG_CACHE", str(tmp_path / "old"))
+    assert cache_dir() == tmp_path / "old" and cache_path() == tmp_path / "old" / "choices.json"
+    monkeypatch.setenv("EDGESEG_CACHE_DIR", str(tmp_path / "new"))
+    assert cache_dir() == tmp_path / "new"
+    monkeypatch.setenv("EDGESEG_CACHE_DIR", "off")  # the choice cache off; bundles still unpack somewhere
+    assert cache_path() is None and cache_dir() == tmp_path / "old"

@@ -107,7 +107,7 @@ def test_zip_member_escaping_into_a_sibling_folder_is_refused(tmp_path, monkeypa
     from edgeseg.errors import BundleError
 
     cache = tmp_path / "cache"
-    monkeypatch.setenv("EDGESEG_CACHE", str(cache))
+    monkeypatch.setenv("EDGESEG_CACHE_DIR", str(cache))
     extract_to = cache / "bundles" / "bundle-x"
     extract_to.mkdir(parents=True)
     monkeypatch.setattr("edgeseg.bundle.tempfile.mkdtemp", lambda **kw: str(extract_to))

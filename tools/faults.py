@@ -497,7 +497,7 @@ def traversal(ctx: Ctx) -> Row:
         zf.writestr("../../escaped.txt", "outside")
     p = run_cli("run", "--bundle", root, "--source", "synthetic://?frames=5&size=160x120", "--json-out",
                 ctx.work / "traversal.jsonl", *ctx.pinned)
-    api = api_calls(f"import os\nos.environ['EDGESEG_CACHE'] = {str(ctx.work / 'cache')!r}\n"
+    api = api_calls(f"import os\nos.environ['EDGESEG_CACHE_DIR'] = {str(ctx.work / 'cache')!r}\n"
                     f"case('zip', lambda: edgeseg.load({str(z)!r}, backend='onnxruntime', precision='fp32'))\n")
     zip_refused = api["zip"].get("type") == "BundleError" and not (ctx.work / "escaped.txt").exists()
     ok = not crashed(p.returncode, p.stderr) and p.returncode == 2 and "points outside the bundle" in p.stderr and zip_refused

@@ -322,11 +322,12 @@ def timing_feed(bundle: "Bundle") -> dict[str, Any]:
 # ---- 4. cache ---------------------------------------------------------------------------------------
 def cache_path() -> Path | None:
     """``$EDGESEG_CACHE_DIR/choices.json`` (default ``~/.cache/edgeseg``); None when set to ``off``/empty."""
+    from ..paths import cache_dir
+
     env = os.environ.get("EDGESEG_CACHE_DIR")
     if env is not None and env.strip().lower() in ("", "off", "0", "none"):
         return None
-    base = Path(env) if env else Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "edgeseg"
-    return base / "choices.json"
+    return cache_dir() / "choices.json"
 
 
 def cache_key(bundle: "Bundle", dev: DeviceInfo, request: Mapping[str, Any]) -> str:

@@ -173,7 +173,9 @@ def engine_cache_path(bundle_root: Path, key: EngineKey, fallback: Path | None =
     engines = Path(bundle_root) / "engines"
     if writable(engines if engines.is_dir() else Path(bundle_root)):
         return engines / key.filename
-    base = fallback or Path(os.environ.get("EDGESEG_CACHE", Path.home() / ".cache" / "edgeseg")) / "engines"
+    from ...paths import cache_dir
+
+    base = fallback or cache_dir() / "engines"
     return base / Path(bundle_root).name / key.filename
 
 
