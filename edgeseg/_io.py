@@ -34,6 +34,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     dst.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
     try:
+        os.fchmod(fd, _mode_for(dst))
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -43,6 +44,31 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return dst
+
+
+def _mode_for(dst: Path) -> int:
+    """The permissions a file written at ``dst`` gets: those of the file it replaces, else what ``open()``
+    gives a new file (0666 less the umask). ``mkstemp`` makes 0600 files: bundles and results written
+    through it could not be read by another user (a service account, a container's user)."""
+    try:
+        return dst.stat().st_mode & 0o7777
+    except OSError:
+        return 0o666 & ~_umask()
+
+
+_UMASK: int | None = None
+
+
+def _umask() -> int:
+    global _UMASK
+    if _UMASK is None:
+        try:  # Linux: read it without changing it (os.umask sets it, racing other threads)
+            with open("/proc/self/status") as f:
+                _UMASK = next(int(line.split()[1], 8) for line in f if line.startswith("Umask:"))
+        except (OSError, StopIteration, ValueError, IndexError):
+            _UMASK = os.umask(0o022)
+            os.umask(_UMASK)
+    return _UMASK
 
 
 def atomic_write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8") -> Path:
@@ -90,6 +116,7 @@ def atomic_copy_file(src: str | os.PathLike, path: str | os.PathLike) -> Path:
     os.close(fd)
     try:
         shutil.copyfile(src, tmp)
+        os.chmod(tmp, _mode_for(dst))
         os.replace(tmp, dst)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -71,3 +71,39 @@ def test_pt_checkpoint_sidecar_is_written_atomically(tmp_path):
                                                                                   {"classes": ["a", "b"]})
     assert json.loads(sidecar_path(path).read_text())["model_kwargs"] == {"width": 8}
     assert sorted(os.listdir(tmp_path)) == ["best.pt", "best.pt.json"]
+
+
+def test_files_written_atomically_are_readable_as_open_makes_them(tmp_path, monkeypatch):
+    """mkstemp makes 0600 files: every bundle, result JSON and label PNG was unreadable by another user (a
+    service account, a container's user). Now: a new file gets 0666 less the umask; a replaced one keeps
+    its mode. Read for real by another user when the suite runs as root."""
+    import os
+    import stat
+    import subprocess
+    import tempfile
+
+    from edgeseg import _io
+
+    monkeypatch.setattr(_io, "_UMASK", None)
+    old = os.umask(0o022)
+    try:
+        assert _io._umask() == 0o022
+    finally:
+        os.umask(old)
+    new = _io.atomic_write_bytes(tmp_path / "a.json", b"{}")
+    copy = _io.atomic_copy_file(new, tmp_path / "b.json")
+    assert stat.S_IMODE(new.stat().st_mode) == stat.S_IMODE(copy.stat().st_mode) == 0o644
+    os.chmod(new, 0o640)
+    _io.atomic_write_text(new, "{}")
+    assert stat.S_IMODE(new.stat().st_mode) == 0o640
+    if os.geteuid() == 0:
+        shared = Path(tempfile.mkdtemp())
+        try:
+            os.chmod(shared, 0o755)
+            f = _io.atomic_write_bytes(shared / "model.onnx", b"weights")
+            read = subprocess.run(["cat", str(f)], preexec_fn=lambda: os.setuid(65534), capture_output=True)
+            assert read.returncode == 0 and read.stdout == b"weights", read.stderr
+        finally:
+            import shutil
+
+            shutil.rmtree(shared)
