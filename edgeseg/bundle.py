@@ -368,6 +368,29 @@ class Bundle:
             raise
         bundle.root = bundle.source = root
 
+    @contextmanager
+    def editing(self) -> Iterator["Bundle"]:
+        """Edits of this bundle made all at once: on a copy beside it (files hard-linked where the file
+        system allows; every write replaces a file, so the originals are never touched), swapped in when the
+        ``with`` block ends without an error. An error, Ctrl-C or full disk inside leaves the bundle as it
+        was (``edgeseg quantize`` writes a model, its ranges, caches and report: never half of them)."""
+        stage = self.root.parent / f".{self.root.name}.{secrets.token_hex(4)}.partial"
+        try:
+            shutil.copytree(self.root, stage, symlinks=True, copy_function=_link_or_copy)
+        except OSError as e:
+            shutil.rmtree(stage, ignore_errors=True)
+            raise BundleError(f"cannot edit {self.root}: its folder {self.root.parent} takes no new folder "
+                              f"({e.strerror or e})", fix="copy the bundle to a folder you can write to") from None
+        try:
+            edit = type(self)(stage, self.manifest, source=self.source)
+            yield edit
+            _swap_in(stage, self.root)
+        except BaseException:
+            shutil.rmtree(stage, ignore_errors=True)
+            raise
+        self.manifest = edit.manifest
+        edit.root = self.root
+
     @classmethod
     def _new(cls, root: Path, manifest: Manifest) -> "Bundle":
         provenance = {"edgeseg_version": _version(), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
@@ -522,6 +545,13 @@ def _set_aside(path: Path) -> None:
     except FileNotFoundError:  # another process did it
         return
     shutil.rmtree(aside, ignore_errors=True)
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:  # another file system, or one without hard links
+        shutil.copy2(src, dst)
 
 
 def _remove(path: Path) -> None:

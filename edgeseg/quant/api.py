@@ -461,47 +461,49 @@ def _latency(fp32: Path, int8: Path, feed: dict, threads: int, runtime: str = "o
     return {"fp32": f, "int8": q, "threads": threads, "runtime": "onnxruntime-cpu"}
 
 
-def _write(b, report: QuantReport, model: Path, table, recipe: CalibrationRecipe, fp32: Path, work: Path) -> QuantReport:
+def _write(bundle, report: QuantReport, model: Path, table, recipe: CalibrationRecipe, fp32: Path, work: Path) -> QuantReport:
     import onnx
 
     from ..bundle import ModelFile
     from .trt_cache import write_cache
 
-    if not report.met_budget and any(m.precision == "int8" and m.target == report.target for m in b.manifest.models):
+    if not report.met_budget and any(m.precision == "int8" and m.target == report.target for m in bundle.manifest.models):
         # the bundle's INT8 model of this target (an earlier run's) stays usable: its record, ranges and caches
         # are not replaced by those of a model that was not added; the numbers go to --json (QuantizationError.report)
         raise _gate_failed(report, kept=True)
-    files = []
-    if report.met_budget:
-        name = f"model.int8.{report.target}.onnx"
-        if any(m.file == name for m in b.manifest.models):
-            log.info("replacing the bundle's %s with the new INT8 model", name)
-        b.add_model(ModelFile(name, "int8", target=report.target, opset=model_opset(onnx.load(str(model), load_external_data=False))), model)
-        files.append(name)
-    calib = b.read_json("calibration.json", {}) or {}
-    calib.setdefault("targets", {})[report.target] = {**_table_dict(table, model, report), "recipe": recipe.to_dict()}
-    b.write_json("calibration.json", calib)
-    files.append("calibration.json")
-    if report.target == "tensorrt" and table is not None:
-        names = _tensor_names(fp32)
-        sub = CalibrationTable(table.method, {k: v for k, v in table.ranges.items() if k in names}, table.frames, table.options)
-        for v in TRT_CACHE_VERSIONS:
-            rel = f"calibration.tensorrt-{'.'.join(v.split('.')[:2])}.cache"
-            write_cache(sub, work / rel, v)
-            b.add_file(rel, work / rel)
-            files.append(rel)
-    if report.curve and len(report.curve) > 1:
-        png = acc.plot_curve(report.curve, report.fp32_score or 0.0, report.max_drop, work / "sens.png", report.metric or "score")
-        if png:
-            rel = f"sensitivity.{report.target}.png"
-            b.add_file(rel, png)
-            files.append(rel)
-    from dataclasses import replace
+    with bundle.editing() as b:  # all or nothing: a Ctrl-C or a full disk here leaves the bundle as it was
+        files = []
+        if report.met_budget:
+            name = f"model.int8.{report.target}.onnx"
+            if any(m.file == name for m in b.manifest.models):
+                log.info("replacing the bundle's %s with the new INT8 model", name)
+            opset = model_opset(onnx.load(str(model), load_external_data=False))
+            b.add_model(ModelFile(name, "int8", target=report.target, opset=opset), model)
+            files.append(name)
+        calib = b.read_json("calibration.json", {}) or {}
+        calib.setdefault("targets", {})[report.target] = {**_table_dict(table, model, report), "recipe": recipe.to_dict()}
+        b.write_json("calibration.json", calib)
+        files.append("calibration.json")
+        if report.target == "tensorrt" and table is not None:
+            names = _tensor_names(fp32)
+            sub = CalibrationTable(table.method, {k: v for k, v in table.ranges.items() if k in names}, table.frames, table.options)
+            for v in TRT_CACHE_VERSIONS:
+                rel = f"calibration.tensorrt-{'.'.join(v.split('.')[:2])}.cache"
+                write_cache(sub, work / rel, v)
+                b.add_file(rel, work / rel)
+                files.append(rel)
+        if report.curve and len(report.curve) > 1:
+            png = acc.plot_curve(report.curve, report.fp32_score or 0.0, report.max_drop, work / "sens.png", report.metric or "score")
+            if png:
+                rel = f"sensitivity.{report.target}.png"
+                b.add_file(rel, png)
+                files.append(rel)
+        from dataclasses import replace
 
-    report = replace(report, model_file=files[0] if report.met_budget else None, files=tuple(files))
-    section = b.report.get("int8", {})
-    section[report.target] = report.to_dict()
-    b.update_report("int8", section)
+        report = replace(report, model_file=files[0] if report.met_budget else None, files=tuple(files))
+        section = b.report.get("int8", {})
+        section[report.target] = report.to_dict()
+        b.update_report("int8", section)
     if not report.met_budget:
         raise _gate_failed(report, kept=False)
     return report

@@ -139,3 +139,34 @@ def test_fewer_calibration_frames_than_asked_warns(bundle, tmp_path, caplog):
         r = quantize_bundle(bundle, str(tmp_path / "two"), target="cpu", frames=8, progress=False, latency=False)
     assert r.frames == 2
     assert "gave 2 of the 8 frames asked for" in caplog.text
+
+
+@pytest.mark.parametrize("fault", [KeyboardInterrupt, OSError])
+def test_an_interrupted_write_leaves_the_bundle_as_it_was(bundle, monkeypatch, fault):
+    """Before: the INT8 model, calibration.json, the TensorRT caches and the report were written one by one
+    into the bundle: a Ctrl-C or a full disk between them left a new model with the old record (or the
+    reverse). Now they are written on a hard-linked copy swapped in at the end. The fault is injected into
+    the TensorRT cache writer, after the model and the ranges were written."""
+    import edgeseg.quant.api as api
+
+    before = hashes(bundle)
+
+    def broken(*_a, **_k):
+        raise fault(28, "No space left on device") if fault is OSError else fault()
+
+    monkeypatch.setattr(api, "write_cache", broken, raising=False)
+    monkeypatch.setattr("edgeseg.quant.trt_cache.write_cache", broken)
+    with pytest.raises(fault):
+        quantize_bundle(bundle, GOOD, target="tensorrt", method="minmax", eval_dataset=VAL, max_drop=5.0,
+                        progress=False, latency=False)
+    assert hashes(bundle) == before
+    assert [p.name for p in bundle.parent.iterdir() if p.name.startswith(".")] == []
+    monkeypatch.undo()
+    quantize_bundle(bundle, GOOD, target="tensorrt", method="minmax", eval_dataset=VAL, max_drop=5.0,
+                    progress=False, latency=False)
+    from edgeseg.bundle import Bundle
+
+    after = Bundle.open(bundle)  # whole: every file's sha256 checked
+    assert after.model_entry("int8", "tensorrt").file == "model.int8.tensorrt.onnx"
+    assert {k: v for k, v in hashes(bundle).items() if k in before and k.startswith("model.onnx")} == \
+        {k: v for k, v in before.items() if k.startswith("model.onnx")}
