@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_copy_file", "atomic_write_bytes", "atomic_write_text", "dumps_json", "json_default", "writable_file",
+__all__ = ["atomic_copy_file", "atomic_write_bytes", "atomic_write_text", "commit_file", "dumps_json", "json_default", "writable_file",
            "writable_folder", "write_json"]
 
 _FIX = "choose a path in a folder you can write to, e.g. ./out/result.mp4"
@@ -69,6 +69,23 @@ def _umask() -> int:
             _UMASK = os.umask(0o022)
             os.umask(_UMASK)
     return _UMASK
+
+
+def commit_file(tmp: str | os.PathLike, path: str | os.PathLike) -> Path:
+    """Flush ``tmp`` (a file another library wrote: ``torch.save``, safetensors) to disk and rename it over
+    ``path``: after a power loss ``path`` is the old file or the new one, never an empty one. ``tmp`` is
+    removed if this fails."""
+    try:
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return Path(path)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8") -> Path:

@@ -107,3 +107,17 @@ def test_files_written_atomically_are_readable_as_open_makes_them(tmp_path, monk
             import shutil
 
             shutil.rmtree(shared)
+
+
+def test_commit_file_replaces_the_target_or_leaves_it_and_removes_the_temporary(tmp_path):
+    from edgeseg._io import commit_file
+
+    dst = tmp_path / "last.pt"
+    dst.write_bytes(b"old")
+    (tmp_path / "last.pt.tmp").write_bytes(b"new")
+    assert commit_file(tmp_path / "last.pt.tmp", dst).read_bytes() == b"new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
+    (tmp_path / "x.tmp").write_bytes(b"newer")
+    with pytest.raises(OSError):  # the target's folder is gone: the rename fails
+        commit_file(tmp_path / "x.tmp", tmp_path / "no-such-folder" / "last.pt")
+    assert dst.read_bytes() == b"new" and not (tmp_path / "x.tmp").exists()

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._io import write_json
+from .._io import commit_file, write_json
 from ..errors import ModelError
 
 FORMAT = "edgeseg.checkpoint"
@@ -86,7 +86,7 @@ def save_checkpoint(model: nn.Module, path: str | Path, *, model_name: str, num_
     else:
         torch.save(state, tmp)
         write_json(sidecar_path(path), {**strings, "model_kwargs": meta.model_kwargs, "extra": meta.extra})
-    tmp.replace(path)
+    commit_file(tmp, path)
     return path
 
 

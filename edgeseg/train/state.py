@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from .._io import write_json
+from .._io import commit_file, write_json
 from ..errors import InputError, ModelError
 
 LAST = "last.pt"
@@ -24,7 +24,7 @@ def write_state(state: dict[str, Any], path: str | os.PathLike | None, out_dir: 
     p.parent.mkdir(parents=True, exist_ok=True)
     tmp = p.with_name(p.name + ".tmp")
     torch.save(state, tmp)
-    os.replace(tmp, p)
+    commit_file(tmp, p)
     if out_dir is not None:
         write_json(out_dir / "history.json", {"config": state["config"], "history": state["history"]})
     return p

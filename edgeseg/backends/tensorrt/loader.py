@@ -5,7 +5,6 @@ Loaders are plain functions over a ``tensorrt`` module and a logger, in Polygrap
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -78,7 +77,6 @@ def engine_from_bytes(trt: Any, logger: Any, data: bytes):
 
 
 def save_engine(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    from ..._io import atomic_write_bytes
+
+    atomic_write_bytes(path, data)
