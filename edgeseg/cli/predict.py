@@ -38,6 +38,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity of the class colours (default 0.5)")
     p.add_argument("--score-threshold", type=float, default=None, metavar="T",
                    help="instance and panoptic bundles: drop detections scoring below T (default: the bundle's)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (shown on a terminal for 2+ images)")
     add_runtime_options(p)
     add_json_option(p)
 
@@ -129,8 +130,13 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(f"--score-threshold applies to instance and panoptic bundles; {args.bundle} is a {task} bundle")
         predictor.set_options(score_threshold=args.score_threshold)
     rows, table, failed = [], [], []
-    with predictor, _results_kept_on_interrupt(args, predictor, task, rows, failed):
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(images), unit="image", leave=False, dynamic_ncols=True,
+               disable=args.no_progress or len(images) < 2 or not sys.stderr.isatty())
+    with predictor, bar, _results_kept_on_interrupt(args, predictor, task, rows, failed):
         for path in map(Path, images):
+            bar.update(1)
             try:
                 rgb = read_image(path)
             except InputError as e:  # one unreadable image does not cost the others' results
