@@ -14,6 +14,7 @@ Runtimes are imported inside the ``_impl`` methods, never at module import.
 from __future__ import annotations
 
 import abc
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +56,10 @@ class Runner(abc.ABC):
     #: model file suffixes this backend runs, and the INT8 targets it prefers (in order) when none is asked for
     file_suffixes: ClassVar[tuple[str, ...]] = (".onnx",)
     model_targets: ClassVar[tuple[str | None, ...]] = (None,)
+    #: whether ``_infer_impl`` may run in several threads at once (ONNX Runtime sessions, OpenVINO with one
+    #: request per call in flight, torch modules); when not (one TensorRT execution context and its device
+    #: buffers), :meth:`infer` runs one call at a time, so a predictor shared by threads stays correct
+    concurrent: ClassVar[bool] = True
 
     def __init__(self, model_path: Path, *, precision: str = "fp32", device: str = "auto", threads: int = 0,
                  bundle: "Bundle | None" = None):
@@ -67,6 +72,7 @@ class Runner(abc.ABC):
         self.output_specs: tuple[TensorSpec, ...] = ()
         self.last_latency_s: float = float("nan")
         self._active = False
+        self._turns = threading.RLock()  # activation, and inference when not ``concurrent``
 
     # ---- construction ------------------------------------------------------------------------
     @classmethod
@@ -112,15 +118,17 @@ class Runner(abc.ABC):
 
     # ---- lifecycle ---------------------------------------------------------------------------
     def activate(self) -> "Runner":
-        if not self._active:
-            self._activate_impl()
-            self._active = True
+        with self._turns:  # two threads' first calls build one session
+            if not self._active:
+                self._activate_impl()
+                self._active = True
         return self
 
     def deactivate(self) -> None:
-        if self._active:
-            self._deactivate_impl()
-            self._active = False
+        with self._turns:
+            if self._active:
+                self._deactivate_impl()
+                self._active = False
 
     def __enter__(self) -> "Runner":
         return self.activate()
@@ -138,10 +146,16 @@ class Runner(abc.ABC):
             raise EdgesegError(f"{self.name} runner for {self.model_path.name} is not active", fix="use it inside 'with runner:'")
         if check:
             self._check_feed(feed)
-        t0 = time.perf_counter()
-        out = self._infer_impl(feed)
-        self.last_latency_s = time.perf_counter() - t0
-        return out
+        if self.concurrent:
+            t0 = time.perf_counter()
+            out = self._infer_impl(feed)
+            self.last_latency_s = time.perf_counter() - t0
+            return out
+        with self._turns:
+            t0 = time.perf_counter()
+            out = self._infer_impl(feed)
+            self.last_latency_s = time.perf_counter() - t0
+            return out
 
     def _check_feed(self, feed: Mapping[str, np.ndarray]) -> None:
         names = {s.name for s in self.input_specs}

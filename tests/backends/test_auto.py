@@ -129,3 +129,47 @@ def test_openvino_support_is_asked_once_per_model_file(tmp_path, monkeypatch):
     other = conv_bundle(tmp_path / "b", input_spec=InputSpec(size=ImageShape(8, 12)), seed=6)  # other weights
     assert select_backend(other) == "openvino" and len(calls) == 2
     assert select_backend(bundle, precision="int8") == "onnxruntime" and len(calls) == 2  # INT8: by target, no query
+
+
+def test_a_runner_that_is_not_concurrent_runs_one_call_at_a_time(tmp_path):
+    """TensorRT's runner (one execution context, stream and device buffers) cannot run here: the base
+    class's rule is checked with a runner of the same kind whose inference notices overlapping calls."""
+    import threading
+    import time
+
+    import numpy as np
+
+    from edgeseg.backends.base import Runner
+    from handmade_bundles import conv_bundle
+
+    class OneAtATime(Runner):
+        name = "one-at-a-time"
+        concurrent = False
+
+        def _activate_impl(self):
+            self.inside, self.overlaps = 0, 0
+
+        def _infer_impl(self, feed):
+            self.inside += 1
+            self.overlaps += self.inside > 1
+            time.sleep(0.002)
+            self.inside -= 1
+            return {"y": feed["x"]}
+
+    r = OneAtATime(conv_bundle(tmp_path).root / "model.onnx").activate()
+    threads = [threading.Thread(target=lambda: [r.infer({"x": np.zeros(1)}, check=False) for _ in range(20)])
+               for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert r.overlaps == 0
+    OneAtATime.concurrent = True  # the same runner without the rule overlaps: the test can see it
+    r.activate()
+    threads = [threading.Thread(target=lambda: [r.infer({"x": np.zeros(1)}, check=False) for _ in range(20)])
+               for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert r.overlaps > 0

@@ -98,3 +98,36 @@ def test_read_models_hand_over_once_evict_oldest_and_see_changed_files(tmp_path)
     assert cache.take(files[1]) is None
     cache.put(tmp_path / "missing.onnx", "x")
     assert len(cache._items) == 0
+
+
+def test_a_predictor_shared_by_threads_returns_each_frames_own_result():
+    """Before: one infer request served every thread; with 4 threads calling one `road` predictor, 18 of 24
+    results were another frame's labels, silently. Now a request per call in flight (a pool)."""
+    import threading
+
+    import edgeseg
+
+    p = edgeseg.load("shapes", backend="openvino", precision="fp32", threads=1)
+    rng = np.random.default_rng(0)
+    h, w = p.manifest.input.size.height, p.manifest.input.size.width
+    images = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for _ in range(4)]
+    ref = [p(im).labels.copy() for im in images]
+    assert len({r.tobytes() for r in ref}) == 4  # four different answers to tell apart
+    wrong, errors = [], []
+
+    def work(k):
+        for i in range(12):
+            j = (k + i) % 4
+            try:
+                if not np.array_equal(p(images[j]).labels, ref[j]):
+                    wrong.append(j)
+            except Exception as e:  # noqa: BLE001 - reported by the assertion below
+                errors.append(repr(e))
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and wrong == []
+    assert 1 <= len(p.runner._requests) <= 4

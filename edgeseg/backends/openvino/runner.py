@@ -176,7 +176,7 @@ class OpenVinoRunner(Runner):
         self.output_specs = tuple(self._spec(p) for p in self.compiled.outputs)
         self._input_names = frozenset(s.name for s in self.input_specs)
         self._outputs = [(p, p.get_any_name()) for p in self.compiled.outputs]
-        self.request = self.compiled.create_infer_request()
+        self._requests, self._requests_lock = [self.compiled.create_infer_request()], threading.Lock()
         warm_up(self)
 
     @staticmethod
@@ -185,10 +185,20 @@ class OpenVinoRunner(Runner):
         return TensorSpec(port.get_any_name(), np.dtype(port.get_element_type().to_dtype()).name, dims(shape))
 
     def _infer_impl(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """One infer request per call in flight, from a pool: a request shared by threads returned other
+        frames' labels (18 of 24 calls from 4 threads; OpenVINO does not refuse a busy synchronous request)."""
         names = self._input_names
-        res = self.request.infer(feed if feed.keys() <= names else {k: v for k, v in feed.items() if k in names})
-        return {name: np.array(res[port]) for port, name in self._outputs}
+        with self._requests_lock:
+            request = self._requests.pop() if self._requests else None
+        if request is None:
+            request = self.compiled.create_infer_request()
+        try:
+            res = request.infer(feed if feed.keys() <= names else {k: v for k, v in feed.items() if k in names})
+            return {name: np.array(res[port]) for port, name in self._outputs}  # copies: the request is reused
+        finally:
+            with self._requests_lock:
+                self._requests.append(request)
 
     def _deactivate_impl(self) -> None:
-        self.request = None
+        self._requests = []
         self.compiled = None

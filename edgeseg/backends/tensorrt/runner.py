@@ -48,6 +48,7 @@ class TensorRTRunner(Runner):
     """Runs a bundle's ONNX as a TensorRT engine on an NVIDIA GPU."""
 
     name = "tensorrt"
+    concurrent = False  # one execution context, stream and set of device buffers
     model_targets = ("tensorrt", None, "cpu")
 
     @classmethod
