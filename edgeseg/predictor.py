@@ -29,20 +29,63 @@ from .structures import DecoderOptions, PreprocessMeta
 def check_image(image: Any) -> np.ndarray:
     """An RGB ``uint8 [H, W, 3]`` array, or an :class:`InputError` saying what is wrong and how to fix it."""
     if not isinstance(image, np.ndarray):
-        fix = "read it first: edgeseg.data.io.read_image(path)" if isinstance(image, (str, os.PathLike)) else None
-        raise InputError(f"expected an RGB image as a numpy array uint8 [H, W, 3], got {type(image).__name__}", fix=fix)
+        raise InputError(f"expected an RGB image as a numpy array uint8 [H, W, 3], got {type(image).__name__}",
+                         fix=_not_an_array_fix(image))
     if image.ndim == 2:
         raise InputError(f"expected an RGB image [H, W, 3], got a single-channel image {list(image.shape)}",
                          fix="convert it: np.repeat(img[..., None], 3, axis=2)")
     if image.ndim != 3 or image.shape[2] not in (3,):
-        fix = "drop the alpha channel: img[..., :3]" if image.ndim == 3 and image.shape[2] == 4 else None
-        raise InputError(f"expected an RGB image [H, W, 3], got shape {list(image.shape)}", fix=fix)
+        raise InputError(f"expected an RGB image [H, W, 3], got shape {list(image.shape)}", fix=_shape_fix(image.shape))
     if image.dtype != np.uint8:
-        raise InputError(f"expected a uint8 image (0..255), got {image.dtype}",
-                         fix="scale and convert it: (img * 255).clip(0, 255).astype(np.uint8) for 0..1 floats")
+        raise InputError(f"expected a uint8 image (0..255), got {image.dtype}", fix=_dtype_fix(image))
     if image.shape[0] == 0 or image.shape[1] == 0:
         raise InputError(f"the image is empty: shape {list(image.shape)}")
     return image
+
+
+def _not_an_array_fix(image: Any) -> str | None:
+    module = type(image).__module__.split(".")[0]
+    if isinstance(image, (str, os.PathLike)):
+        return "read it first: edgeseg.data.io.read_image(path)"
+    if module == "PIL":
+        return "np.asarray(img.convert('RGB'))"
+    if module == "torch":
+        return "img.cpu().numpy() ([H, W, 3] uint8; a CHW 0..1 tensor: (t.permute(1, 2, 0) * 255).round().byte())"
+    if isinstance(image, (list, tuple)):
+        return "np.asarray(img, np.uint8) for one [H, W, 3] image; call the predictor once per image"
+    return None
+
+
+def _shape_fix(shape: tuple[int, ...]) -> str | None:
+    """The fix for a wrong shape (only on the error path)."""
+    if len(shape) == 3 and shape[2] == 4:
+        return "drop the alpha channel: img[..., :3]"
+    if len(shape) == 3 and shape[2] == 1:
+        return "np.repeat(img, 3, axis=2)"
+    if len(shape) == 3 and shape[0] in (1, 3, 4):
+        return "this looks channels-first [C, H, W]: img.transpose(1, 2, 0) (and [..., :3] for 4 channels)"
+    if len(shape) == 4 and shape[3] == 3:
+        return "one image per call: [predictor(img) for img in batch]"
+    return None
+
+
+def _dtype_fix(image: np.ndarray) -> str:
+    """The conversion to uint8 that keeps the picture, judged from the values (only on the error path)."""
+    if image.dtype == np.bool_:
+        return "a mask is not an image: img.astype(np.uint8) * 255 if you mean black and white"
+    if image.dtype.kind not in "fiu":
+        return "convert it to numbers 0..255: img.astype(np.uint8)"
+    lo, hi = (float(v) for v in (np.min(image), np.max(image))) if image.size else (0.0, 0.0)
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return "the image holds NaN or infinite values: fix its source (np.nan_to_num) before converting to uint8"
+    if image.dtype.kind == "f" and lo >= 0 and hi <= 1:
+        return "its values are 0..1: (img * 255).round().astype(np.uint8)"
+    if lo >= 0 and hi <= 255:
+        return "its values are already 0..255: img.round().astype(np.uint8)" if image.dtype.kind == "f" \
+            else "its values are already 0..255: img.astype(np.uint8)"
+    if image.dtype == np.uint16:
+        return "a 16-bit image: (img // 257).astype(np.uint8)"
+    return f"its values span {lo:g}..{hi:g}: scale them to 0..255 first, then .astype(np.uint8)"
 
 
 class Predictor:
@@ -57,7 +100,14 @@ class Predictor:
     def set_options(self, **overrides: Any) -> "Predictor":
         """Change decoder options for this predictor only (``score_threshold=0.5`` for instance
         bundles, ``upsample="labels"`` for semantic ones); ``None`` values are ignored."""
-        self.options = self.options.replace(**overrides)
+        options = self.options.replace(**overrides)
+        layout = getattr(options, "layout", None)
+        if overrides.get("class_score_thresholds") and layout != "fusion":  # only the fused decoder reads them
+            one = "center_threshold" if layout == "center" else "score_threshold"
+            raise InputError(f"bundle {self.manifest.name!r}: class_score_thresholds apply to fused bundles "
+                             f"('edgeseg fuse') only; this {layout} decoder would ignore them",
+                             fix=f"use {one} (one for all classes)")
+        self.options = options
         return self
 
     @property
@@ -115,6 +165,39 @@ def is_remote(bundle: Any) -> bool:
     return isinstance(bundle, str) and bundle[:8].lower().startswith(("http://", "https://"))
 
 
+DEVICES = ("auto", "cpu", "cuda")
+#: threads above max(64, this many per usable core) are refused: ONNX Runtime starts them all (1000 on 2 cores: > 30 s)
+MAX_THREADS_PER_CORE = 8
+
+
+def _check_load_args(bundle: Any, backend: Any, precision: Any, device: Any, threads: Any) -> None:
+    """An :class:`InputError` for arguments of :func:`load` that cannot mean anything (before any work)."""
+    if not isinstance(bundle, (Bundle, str, os.PathLike)):
+        fix = "it is loaded already: call it, predictor(image)" if isinstance(bundle, Predictor) else \
+            "give a bundle folder or .zip path, a shipped name such as 'shapes', or an edgeseg.bundle.Bundle"
+        raise InputError(f"edgeseg.load: expected a bundle path or name, got {type(bundle).__name__}", fix=fix)
+    if isinstance(bundle, str) and not bundle.strip():
+        raise InputError("edgeseg.load: the bundle name is empty",
+                         fix="give a bundle path or a shipped name such as 'shapes'")
+    for name, value in (("backend", backend), ("precision", precision)):
+        if not isinstance(value, str):
+            raise InputError(f"edgeseg.load: {name} must be a string, got {value!r}",
+                             fix=f"{name}='auto' chooses it here")
+    if device not in DEVICES:
+        raise InputError(f"edgeseg.load: unknown device {device!r}",
+                         fix="device='cuda' (the first GPU; choose another with CUDA_VISIBLE_DEVICES), 'cpu' or 'auto'")
+    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 0:
+        raise InputError(f"threads must be an integer >= 0 (0: the runtime's default), got {threads!r}")
+    if threads > 64:
+        from ._timing import usable_cores
+
+        cores = usable_cores()
+        if threads > max(64, MAX_THREADS_PER_CORE * cores):
+            raise InputError(f"threads={threads} on {cores} usable cores: starting them all would take minutes",
+                             fix=f"use at most {max(64, MAX_THREADS_PER_CORE * cores)} (usually the core count), "
+                             "or 0 for the runtime's default")
+
+
 def load(bundle: Bundle | str | os.PathLike, backend: str = "auto", precision: str = "auto", target: str | None = None,
          device: str = "auto", threads: int = 0) -> Predictor:
     """A predictor for a bundle (a :class:`Bundle`, a path, or a shipped name such as ``"road"``).
@@ -139,8 +222,7 @@ def load(bundle: Bundle | str | os.PathLike, backend: str = "auto", precision: s
         return RemotePredictor(bundle)
     from .backends.choice import choose
 
-    if threads < 0:
-        raise InputError(f"threads must be >= 0 (0: the runtime's default), got {threads}")
+    _check_load_args(bundle, backend, precision, device, threads)
     b = bundle if isinstance(bundle, Bundle) else Bundle.open(Path(bundle) if not isinstance(bundle, str) else bundle)
     choice, runner = choose(b, backend, precision, target, device, threads)
     if runner is None:

@@ -6,14 +6,20 @@ from __future__ import annotations
 import contextlib
 
 import dataclasses
+import difflib
+import math
+import numbers
+import os
 import queue
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+import numpy as np
+
 from ..errors import InputError, StreamError
-from .base import Packet, Sink
+from .base import Packet, Sink, Source
 from .overlay import Renderer
 from .pipeline import Pipeline, decoder_threads, inference_threads, opencv_threads
 from .recipe import RECIPE_KEYS, load_recipe  # noqa: F401  (re-exported: edgeseg.stream.load_recipe)
@@ -99,12 +105,68 @@ def build_sinks(opts: StreamOptions, fps: float | None = None) -> list[Sink]:
     return sinks
 
 
+SOURCE_BACKENDS = ("auto", "gstreamer", "opencv")
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_options(opts: StreamOptions) -> None:
+    """An :class:`InputError` for settings that cannot mean anything, before a source opens or a bundle
+    loads (a negative ``max_frames`` used to stop after one frame, a string port to fail as a ValueError)."""
+    def refuse(name: str, want: str) -> None:
+        raise InputError(f"stream option {name} must be {want}, got {getattr(opts, name)!r}",
+                         fix=f"--{name.replace('_', '-')} in the CLI, {_recipe_key(name)} in a recipe")
+
+    if opts.max_frames is not None and (isinstance(opts.max_frames, bool) or not isinstance(opts.max_frames, int)
+                                        or opts.max_frames < 1):
+        refuse("max_frames", "an integer >= 1 (or None: every frame)")
+    if isinstance(opts.queue_size, bool) or not isinstance(opts.queue_size, int) or opts.queue_size < 1:
+        refuse("queue_size", "an integer >= 1")
+    if not (_number(opts.alpha) and 0 <= opts.alpha <= 1):
+        refuse("alpha", "a number from 0 (no overlay) to 1 (opaque)")
+    if opts.fps is not None and not (_number(opts.fps) and opts.fps > 0):
+        refuse("fps", "a number > 0 (or None: the source's)")
+    if opts.source_backend not in SOURCE_BACKENDS:
+        refuse("source_backend", " or ".join(SOURCE_BACKENDS))
+    if opts.rtsp_port is not None and (isinstance(opts.rtsp_port, bool) or not isinstance(opts.rtsp_port, int)
+                                       or not 1 <= opts.rtsp_port <= 65535):
+        refuse("rtsp_port", "a port number 1..65535 (or None: no RTSP server)")
+    for name in ("sink", "json_out", "png_dir", "stats_json"):
+        if getattr(opts, name) is not None and not isinstance(getattr(opts, name), (str, os.PathLike)):
+            refuse(name, "a path (or None)")
+
+
+def _recipe_key(field_name: str) -> str:
+    """``[section] key`` of a StreamOptions field in a recipe."""
+    return next((f"[{section}] {key}" for section, keys in RECIPE_KEYS.items() for key, f in keys.items()
+                 if f == field_name), field_name)
+
+
+def _check_source(source: Any) -> None:
+    """A source is a URI, a path or a :class:`Source`: anything else is named here, not as a missing video file."""
+    if isinstance(source, (str, os.PathLike, Source)):
+        return
+    if isinstance(source, np.ndarray):
+        raise InputError(f"a stream reads frames from a source; got an image array {list(source.shape)}",
+                         fix="for images call the predictor: edgeseg.load(bundle)(image); for a folder of images "
+                             "give its path as the source")
+    if isinstance(source, int) and not isinstance(source, bool):
+        raise InputError(f"source {source}: camera numbers are not sources here",
+                         fix=f"v4l2:///dev/video{source} (a USB camera) or csi://{source} (a Jetson CSI camera)")
+    raise InputError(f"a source must be a path, a URI or a Source, got {type(source).__name__}",
+                     fix="e.g. 'clip.mp4', 'rtsp://cam/1', 'frames/' or 'synthetic://?frames=10'")
+
+
 def open_sources(opts: StreamOptions) -> Any:
     """One :class:`Source`, or a :class:`MultiSource` when ``opts.source`` lists several (each keeps its
     URI as ``source_id``; repeated URIs get ``#2``, ``#3``, ...)."""
     many = opts.source if isinstance(opts.source, (list, tuple)) else [opts.source]
-    if not many:
+    if not many or any(s is None or (isinstance(s, str) and not s.strip()) for s in many):
         raise InputError("no source", fix="pass --source URI (repeat it for several sources)")
+    for s in many:
+        _check_source(s)
     if len(many) == 1:
         return open_source(many[0], backend=opts.source_backend, realtime=opts.realtime, fps=opts.fps,
                            decoder_threads=opts.decoder_threads)
@@ -125,6 +187,7 @@ def build_pipeline(opts: StreamOptions, predictor: Any = None, extra_sinks: tupl
     (-> render when a video sink needs it) -> sinks; with ``opts.prompt`` and no bundle, source -> vos
     (:class:`~edgeseg.stream.vos_stage.VosStage`) (-> render) -> sinks. A prompt with a bundle adds the
     prompt's objects to the bundle's results (:class:`~edgeseg.structures.PromptedResult`)."""
+    check_options(opts)
     if opts.max_batch < 1 or opts.batch_timeout_ms < 0:
         raise InputError(f"max_batch must be >= 1 and batch_timeout_ms >= 0, got {opts.max_batch} and {opts.batch_timeout_ms}")
     opencv_threads(opts.cv_threads)  # bad settings fail before the source opens and the bundle loads
@@ -225,10 +288,12 @@ def stream(source: Any, bundle: Any = None, **options: Any) -> Iterator[tuple[An
     :class:`~edgeseg.structures.TrackResult` of the prompt's objects; with a bundle too,
     :class:`~edgeseg.structures.PromptedResult` (``.result`` the bundle's, ``.objects`` the prompt's).
     """
-    unknown = set(options) - {f.name for f in dataclasses.fields(StreamOptions)}
+    known = [f.name for f in dataclasses.fields(StreamOptions)]
+    unknown = sorted(set(options) - set(known))
     if unknown:
-        raise InputError(f"edgeseg.stream: unknown option(s) {', '.join(sorted(unknown))}",
-                         fix=f"options are the fields of StreamOptions: {', '.join(f.name for f in dataclasses.fields(StreamOptions))}")
+        close = [f"; {u}: did you mean {c[0]}?" for u in unknown if (c := difflib.get_close_matches(u, known, n=1))]
+        raise InputError(f"edgeseg.stream: unknown option(s) {', '.join(unknown)}{''.join(close)}",
+                         fix=f"options are the fields of StreamOptions: {', '.join(known)}")
     opts = StreamOptions(source=source, **options)
     out: queue.Queue = queue.Queue(maxsize=max(2, opts.queue_size))
     done = object()

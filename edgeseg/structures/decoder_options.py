@@ -13,10 +13,14 @@ options from ``manifest.decoder_options`` and never from loose dictionary keys.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
+import numbers
 import operator
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
+
+import numpy as np
 
 from .._registry import Registry
 from ..errors import InputError
@@ -31,6 +35,8 @@ class DecoderOptions:
     task: ClassVar[str] = ""
 
     def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):  # numpy scalars -> Python numbers; wrong types named here
+            object.__setattr__(self, f.name, _typed(f.name, f.type, getattr(self, f.name)))
         self.validate()
 
     def validate(self) -> None:
@@ -42,22 +48,48 @@ class DecoderOptions:
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> "DecoderOptions":
         d = dict(d or {})
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise InputError(f"unknown {cls.task} decoder option(s): {', '.join(unknown)}",
-                             fix=f"the {cls.task} decoder takes: {', '.join(sorted(known))}")
+        _refuse_unknown(cls, d)
         return cls(**d)
 
     def replace(self, **overrides: Any) -> "DecoderOptions":
         """A copy with the given fields changed; ``None`` values keep the current field."""
         changes = {k: v for k, v in overrides.items() if v is not None}
-        known = {f.name for f in dataclasses.fields(self)}
-        unknown = sorted(set(changes) - known)
-        if unknown:
-            raise InputError(f"unknown {self.task} decoder option(s): {', '.join(unknown)}",
-                             fix=f"the {self.task} decoder takes: {', '.join(sorted(known))}")
+        _refuse_unknown(type(self), changes)
         return dataclasses.replace(self, **changes) if changes else self
+
+
+def _typed(name: str, kind: Any, value: Any) -> Any:
+    """A ``float``/``int``/``bool`` field's value as that Python type (numpy scalars too), or an InputError
+    naming the option: a string, a list or ``"no"`` must not reach a decoder (``"no"`` is true)."""
+    if kind == "float":
+        if isinstance(value, numbers.Real) and not isinstance(value, bool):
+            return float(value)
+        raise InputError(f"decoder option {name} must be a number, got {value!r}", fix=f"e.g. {name}=0.5")
+    if kind == "int" and isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return int(value)  # anything else: validate() names the range
+    if kind == "bool":
+        if isinstance(value, (bool, np.bool_)) or (isinstance(value, numbers.Integral) and value in (0, 1)):
+            return bool(value)
+        raise InputError(f"decoder option {name} must be true or false, got {value!r}", fix=f"{name}=True or {name}=False")
+    return value
+
+
+def _refuse_unknown(cls: type[DecoderOptions], given: dict[str, Any]) -> None:
+    """An InputError for keys that are not fields of ``cls``, with the close name or the task they belong to."""
+    known = sorted(f.name for f in dataclasses.fields(cls))
+    unknown = sorted(set(given) - set(known))
+    if not unknown:
+        return
+    hints = []
+    for name in unknown:
+        other = [t for t in DECODER_OPTIONS if t != cls.task and name in DECODER_OPTIONS.get(t).__dataclass_fields__]
+        close = difflib.get_close_matches(name, known, n=1)
+        if other:
+            hints.append(f"{name} is an option of the {other[0]} decoder")
+        elif close:
+            hints.append(f"{name}: did you mean {close[0]}?")
+    raise InputError(f"unknown {cls.task} decoder option(s): {', '.join(unknown)}" + "".join(f"; {h}" for h in hints),
+                     fix=f"the {cls.task} decoder takes: {', '.join(known)}")
 
 
 def _in_range(name: str, value: float, lo: float, hi: float) -> None:
@@ -106,9 +138,10 @@ class SemanticOptions(DecoderOptions):
     class_bias: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:  # a JSON list -> a tuple of floats, before the range checks
-        b = self.class_bias
+        b = self.class_bias.tolist() if isinstance(self.class_bias, np.ndarray) and self.class_bias.ndim == 1 \
+            else self.class_bias
         if isinstance(b, (str, bytes)) or not isinstance(b, (list, tuple)) or not all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in b):
+                isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v) for v in b):
             raise InputError(f"decoder option class_bias must be a list of finite numbers (one per class), got {b!r}")
         object.__setattr__(self, "class_bias", tuple(float(v) for v in b))
         super().__post_init__()
@@ -262,7 +295,7 @@ class PanopticOptions(DecoderOptions):
         if not isinstance(self.branches, dict):
             raise InputError(f"decoder option branches must be an object, got {type(self.branches).__name__}")
         t = self.class_score_thresholds
-        if not isinstance(t, dict) or not all(isinstance(k, str) and k and isinstance(v, (int, float))
+        if not isinstance(t, dict) or not all(isinstance(k, str) and k and isinstance(v, numbers.Real)
                                               and not isinstance(v, bool) for k, v in t.items()):
             raise InputError(f"decoder option class_score_thresholds must map thing class names to numbers, got {t!r}",
                              fix='e.g. {"car": 0.35, "rider": 0.5}')

@@ -1,7 +1,8 @@
 """Typed per-image results. Frozen dataclasses; shapes and dtypes are part of the contract.
 
 Conventions: masks and label maps are at the **original image size** ``[H, W]``; boxes are
-``float32 [N, 4]`` ``(x1, y1, x2, y2)`` in absolute pixels of that image.
+``float32 [N, 4]`` ``(x1, y1, x2, y2)`` in absolute pixels of that image. ``==`` compares every field,
+arrays whole (the same dtype, shape and values).
 """
 from __future__ import annotations
 
@@ -16,9 +17,34 @@ from ..errors import InputError
 from .shapes import ImageShape
 
 
-def _check(cond: bool, what: str) -> None:
+def _check(cond: bool, what: str, fix: str | None = None) -> None:
     if not cond:
-        raise InputError(what)
+        raise InputError(what, fix=fix)
+
+
+def _arrays(obj: Any, *names: str) -> None:
+    """Each named field is a numpy array (a list would fail later, far from here, or compare wrongly)."""
+    for name in names:
+        v = getattr(obj, name)
+        _check(isinstance(v, np.ndarray), f"{type(obj).__name__}.{name} must be a numpy array, got {type(v).__name__}",
+               fix=f"np.asarray({name}) with the dtype the {type(obj).__name__} docstring gives")
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return (isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and a.dtype == b.dtype
+                and a.shape == b.shape and bool(np.array_equal(a, b)))
+    return bool(a == b)
+
+
+def _results_equal(a: Any, b: Any) -> Any:
+    """Dataclass equality with arrays compared whole (same dtype, shape and values): the generated ``==``
+    asks numpy for the truth of an elementwise comparison and raises."""
+    if a is b:
+        return True
+    if type(a) is not type(b):
+        return NotImplemented
+    return all(_same(getattr(a, f.name), getattr(b, f.name)) for f in dataclasses.fields(a) if f.compare)
 
 
 @dataclass(frozen=True)
@@ -38,7 +64,10 @@ class SemanticResult:
         _check(isinstance(self.labels, np.ndarray) and self.labels.ndim == 2, "SemanticResult.labels must be [H, W]")
         _check(np.issubdtype(self.labels.dtype, np.integer), "SemanticResult.labels must be an integer array")
         if self.confidence is not None:
+            _arrays(self, "confidence")
             _check(self.confidence.shape == self.labels.shape, "SemanticResult.confidence must match labels' shape")
+
+    __eq__ = _results_equal
 
     @property
     def shape(self) -> ImageShape:
@@ -107,19 +136,26 @@ class InstanceResult:
     mask_crops: tuple[np.ndarray, ...] | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
+        _arrays(self, "boxes", "scores", "classes")
+        _check(isinstance(self.image_shape, ImageShape), f"InstanceResult.image_shape must be an ImageShape, "
+               f"got {self.image_shape!r}", fix="ImageShape(height, width)")
+        _check(self.scores.ndim == 1, f"InstanceResult.scores must be [N], got {list(self.scores.shape)}")
         n = len(self.scores)
         _check(self.boxes.shape == (n, 4), f"InstanceResult.boxes must be [{n}, 4], got {self.boxes.shape}")
         _check(self.classes.shape == (n,), f"InstanceResult.classes must be [{n}], got {self.classes.shape}")
         masks = self._masks_cache
         if masks is not None:
+            _arrays(self, "masks")
             want = (n, self.image_shape.height, self.image_shape.width)
             _check(masks.shape == want, f"InstanceResult.masks must be {list(want)}, got {list(masks.shape)}")
             _check(masks.dtype == np.bool_, "InstanceResult.masks must be bool")
             if self.mask_crops is not None:  # masks win: crops given next to them may be stale
                 object.__setattr__(self, "mask_crops", None)
         if self.track_ids is not None:
+            _arrays(self, "track_ids")
             _check(self.track_ids.shape == (n,), "InstanceResult.track_ids must be [N]")
         if self.mask_boxes is not None:
+            _arrays(self, "mask_boxes")
             _check(self.mask_boxes.shape == (n, 4), f"InstanceResult.mask_boxes must be [{n}, 4]")
         if self.mask_crops is not None:
             crops = tuple(self.mask_crops)
@@ -130,6 +166,8 @@ class InstanceResult:
                    "InstanceResult.mask_crops must be bool arrays")
             _check(_crop_shapes_ok(crops, self.mask_boxes, self.image_shape),
                    "InstanceResult.mask_crops[i] must be [y1 - y0, x1 - x0] of mask_boxes[i], inside the image")
+
+    __eq__ = _results_equal
 
     @property
     def _masks_cache(self) -> np.ndarray | None:
@@ -214,10 +252,26 @@ class InstanceResult:
     def __len__(self) -> int:
         return int(len(self.scores))
 
+    def _index(self, index: Any) -> Any:
+        """``index`` as a slice or a 1-D integer/boolean array; an InputError for anything else (an
+        out-of-range integer stays numpy's IndexError, which also ends ``for inst in result``)."""
+        if isinstance(index, slice):
+            return index
+        idx = np.asarray(index)
+        if idx.size == 0 and idx.dtype != np.bool_:
+            idx = idx.astype(np.intp)  # [] selects nothing, as an empty integer array does
+        n = len(self)
+        if idx.dtype == np.bool_:
+            _check(idx.shape == (n,) or (idx.shape == () and n == 1), f"a boolean index of an InstanceResult must have one value per instance ({n}), "
+                   f"got shape {list(idx.shape)}", fix="index with a mask made from this result, e.g. r[r.scores > 0.5]")
+        else:
+            _check(np.issubdtype(idx.dtype, np.integer) and idx.ndim <= 1,
+                   f"an InstanceResult is indexed by integers, a boolean mask or a slice, got {index!r:.60}",
+                   fix="r[0], r[[0, 2]], r[r.scores > 0.5] or r[:5]")
+        return idx[None] if idx.ndim == 0 else idx
+
     def __getitem__(self, index) -> "InstanceResult":
-        idx = np.asarray(index) if not isinstance(index, slice) else index
-        if isinstance(idx, np.ndarray) and idx.ndim == 0:
-            idx = idx[None]
+        idx = self._index(index)
         compact = self.mask_crops is not None  # stays compact (materialised or not), as cheap as the crops
         crops = None
         if compact:
@@ -272,7 +326,13 @@ class PanopticResult:
     category_ids: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
+        _arrays(self, "segment_ids")
         _check(self.segment_ids.ndim == 2, "PanopticResult.segment_ids must be [H, W]")
+        _check(np.issubdtype(self.segment_ids.dtype, np.integer), "PanopticResult.segment_ids must be an integer array, "
+               f"got {self.segment_ids.dtype}", fix="segment_ids.astype(np.int32)")
+        object.__setattr__(self, "segments", tuple(self.segments))
+        _check(all(isinstance(s, Segment) for s in self.segments), "PanopticResult.segments must be Segment objects",
+               fix="Segment(id=..., category_id=..., isthing=...)")
         ids = [s.id for s in self.segments]
         _check(len(ids) == len(set(ids)), "PanopticResult.segments has duplicate ids")
         _check(0 not in ids, "segment id 0 is reserved for void")
@@ -294,13 +354,28 @@ class PanopticResult:
         i = self.class_index(category_id)
         return self.class_names[i] if 0 <= i < len(self.class_names) else str(category_id)
 
+    __eq__ = _results_equal
+
     def semantic(self, void: int = 255) -> np.ndarray:
         """``int32 [H, W]`` category id per pixel (``void`` where unassigned)."""
-        lut = np.full(int(self.segment_ids.max(initial=0)) + 1, void, np.int32)
+        top = int(self.segment_ids.max(initial=0))
+        if int(self.segment_ids.min(initial=0)) < 0 or top > max(1 << 24, self.segment_ids.size):
+            return self._semantic_sparse(void)  # a table as long as the largest id would be huge, or -1 would wrap
+        lut = np.full(top + 1, void, np.int32)
         for s in self.segments:
-            if s.id < len(lut):
+            if 0 <= s.id < len(lut):
                 lut[s.id] = s.category_id
         return lut[self.segment_ids]
+
+    def _semantic_sparse(self, void: int) -> np.ndarray:
+        """:meth:`semantic` by searching the sorted segment ids: any integer ids (negative, or up to 2^63)."""
+        ids = np.array([s.id for s in self.segments], np.int64)
+        cats = np.array([s.category_id for s in self.segments], np.int32)
+        order = np.argsort(ids)
+        ids, cats = ids[order], cats[order]
+        pos = np.minimum(np.searchsorted(ids, self.segment_ids), max(len(ids) - 1, 0))
+        hit = (ids[pos] == self.segment_ids) if len(ids) else np.zeros(self.segment_ids.shape, bool)
+        return np.where(hit, cats[pos] if len(ids) else void, void).astype(np.int32)
 
 
 @dataclass(frozen=True)
@@ -317,8 +392,11 @@ class TrackResult:
     scores: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.float32))
 
     def __post_init__(self) -> None:
+        _arrays(self, "masks", "object_ids", "scores")
         _check(self.masks.ndim == 3 and self.masks.dtype == np.bool_, "TrackResult.masks must be bool [N, H, W]")
         _check(self.object_ids.shape == (self.masks.shape[0],), "TrackResult.object_ids must be [N]")
+
+    __eq__ = _results_equal
 
     @property
     def shape(self) -> ImageShape:
@@ -336,3 +414,5 @@ class PromptedResult:
 
     def __post_init__(self) -> None:
         _check(isinstance(self.objects, TrackResult), "PromptedResult.objects must be a TrackResult")
+
+    __eq__ = _results_equal

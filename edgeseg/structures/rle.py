@@ -11,6 +11,9 @@ runs of the label map are the runs of every per-class mask), instead of one full
 """
 from __future__ import annotations
 
+import numbers
+from typing import Any
+
 import numpy as np
 
 from ..errors import InputError
@@ -88,6 +91,18 @@ def _string_to_counts(s: str) -> list[int]:
     return counts
 
 
+def _check_binary(mask: np.ndarray) -> None:
+    """A non-bool mask must hold 0 and one value, 1 or 255 (a 0/255 PNG): a label map or probabilities
+    would otherwise be encoded as "everything not 0" without a word."""
+    on = mask[mask != 0]
+    if on.size and not ((on == 1).all() or (on == 255).all()):
+        kind = "probabilities" if mask.dtype.kind == "f" else "a label map"
+        fix = "threshold it first: rle_encode(mask > 0.5)" if mask.dtype.kind == "f" else \
+            "one class: rle_encode(labels == c); every class at once: rle_encode_labels(labels)"
+        raise InputError(f"rle_encode takes a binary mask; this {mask.dtype} one holds values like "
+                         f"{np.unique(on)[:5].tolist()} (it looks like {kind})", fix=fix)
+
+
 def rle_encode(mask: np.ndarray, bounds: tuple[int, int, int, int] | None = None) -> dict:
     """``bool [H, W]`` -> COCO compressed RLE ``{"size": [H, W], "counts": str}``.
 
@@ -98,9 +113,13 @@ def rle_encode(mask: np.ndarray, bounds: tuple[int, int, int, int] | None = None
     mask = np.asarray(mask)
     if mask.ndim != 2:
         raise InputError(f"rle_encode takes one [H, W] mask, got shape {list(mask.shape)}")
+    if mask.dtype != np.bool_:
+        _check_binary(mask)
     h, w = int(mask.shape[0]), int(mask.shape[1])
     if bounds is None:
         return {"size": [h, w], "counts": _counts_to_string(_runs(mask))}
+    if len(bounds) != 4:
+        raise InputError(f"rle_encode bounds must be (x0, y0, x1, y1), got {bounds!r}")
     x0, x1 = max(0, min(w, int(bounds[0]))), max(0, min(w, int(bounds[2])))
     if x1 <= x0:
         return {"size": [h, w], "counts": _counts_to_string([h * w])}
@@ -158,18 +177,48 @@ def rle_encode_labels(labels: np.ndarray, classes: np.ndarray | None = None) -> 
     return out
 
 
+#: the largest mask :func:`rle_decode` builds (2 GiB as bool, a 46000 x 46000 image): a malformed ``size``
+#: must not allocate tens of GiB
+MAX_RLE_PIXELS = 1 << 31
+
+
+def _parse_rle(rle: Any) -> tuple[int, int, list[int]]:
+    """``(H, W, runs)`` of a COCO RLE dict, checked (sizes, counts' type, runs summing to H*W), or an
+    :class:`InputError` saying what is wrong. Allocates nothing of the mask's size."""
+    try:
+        size, counts = rle["size"], rle["counts"]
+    except (KeyError, TypeError, IndexError) as e:
+        raise InputError(f"not a COCO RLE dict (needs 'size' [H, W] and 'counts'): {type(e).__name__} {e}") from None
+    if not isinstance(size, (list, tuple, np.ndarray)) or len(size) != 2 or \
+            not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 0 for v in size):
+        raise InputError(f"COCO RLE 'size' must be [H, W], two integers >= 0, got {size!r}")
+    h, w = int(size[0]), int(size[1])
+    if h * w > MAX_RLE_PIXELS:
+        raise InputError(f"COCO RLE 'size' {[h, w]} is {h * w:,} pixels; masks of more than {MAX_RLE_PIXELS:,} are refused",
+                         fix="check the 'size' field: it is [height, width] of the image the mask belongs to")
+    if isinstance(counts, bytes):  # pycocotools gives bytes
+        try:
+            counts = counts.decode("ascii")
+        except UnicodeDecodeError:
+            raise InputError("corrupt COCO RLE: 'counts' bytes are not ASCII") from None
+    if isinstance(counts, str):
+        runs = _string_to_counts(counts)
+    elif isinstance(counts, (list, tuple, np.ndarray)) and all(
+            isinstance(c, numbers.Integral) and not isinstance(c, bool) for c in counts):
+        runs = [int(c) for c in counts]
+    else:
+        raise InputError(f"COCO RLE 'counts' must be a string (compressed) or a list of integers, got {counts!r:.80}")
+    if any(r < 0 for r in runs):
+        raise InputError(f"corrupt COCO RLE: a negative run length ({min(runs)})")
+    if sum(runs) != h * w:
+        raise InputError(f"corrupt COCO RLE: runs sum to {sum(runs)}, expected {h}*{w}={h * w}",
+                         fix="'size' is [height, width] of the image the mask was encoded from")
+    return h, w, runs
+
+
 def rle_decode(rle: dict) -> np.ndarray:
     """COCO RLE (compressed string or uncompressed list counts) -> ``bool [H, W]``."""
-    try:
-        h, w = (int(v) for v in rle["size"])
-        counts = rle["counts"]
-    except (KeyError, TypeError, ValueError) as e:
-        raise InputError(f"not a COCO RLE dict (needs 'size' [H, W] and 'counts'): {e}") from None
-    if isinstance(counts, bytes):
-        counts = counts.decode("ascii")
-    runs = _string_to_counts(counts) if isinstance(counts, str) else [int(c) for c in counts]
-    if sum(runs) != h * w or any(r < 0 for r in runs):
-        raise InputError(f"corrupt COCO RLE: runs sum to {sum(runs)}, expected {h}*{w}={h * w}")
+    h, w, runs = _parse_rle(rle)
     values = np.zeros(len(runs), bool)
     values[1::2] = True
     flat = np.repeat(values, runs)
@@ -177,9 +226,8 @@ def rle_decode(rle: dict) -> np.ndarray:
 
 
 def rle_area(rle: dict) -> int:
-    counts = rle["counts"]
-    runs = _string_to_counts(counts) if isinstance(counts, str) else list(counts)
-    return int(sum(runs[1::2]))
+    """The number of true pixels of a COCO RLE (checked as :func:`rle_decode` does, without decoding it)."""
+    return int(sum(_parse_rle(rle)[2][1::2]))
 
 
 def _counts_to_strings(x: np.ndarray, lengths: np.ndarray) -> list[str]:
