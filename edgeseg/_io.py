@@ -175,7 +175,9 @@ def writable_file(path: str | os.PathLike) -> Path:
     from .errors import InputError
 
     path = Path(path)
+    example = f"./out/{path.name or 'result'}"
     if path.is_dir():
-        raise InputError(f"cannot write {path}: it is a folder", fix=f"name a file, e.g. {path / 'result.mp4'}")
-    writable_folder(path.parent, path)
+        raise InputError(f"cannot write {path}: it is a folder", fix=f"name a file in it, e.g. {path / 'result'}"
+                                                                     f"{'.json' if not path.suffix else path.suffix}")
+    writable_folder(path.parent, path, fix=f"choose a path in a folder you can write to, e.g. {example}")
     return path

@@ -46,7 +46,8 @@ class Registry(Generic[T]):
         try:
             return self._entries[name]
         except KeyError:
-            close = difflib.get_close_matches(name, list(self._entries), n=3)
+            by_lower = {k.lower(): k for k in self._entries}  # ONNXRuntime -> onnxruntime
+            close = [by_lower[c] for c in difflib.get_close_matches(str(name).lower(), list(by_lower), n=3)]
             hint = f"did you mean {', '.join(close)}?" if close else f"known: {', '.join(sorted(self._entries)) or 'none'}"
             raise self._error(f"unknown {self.kind} {name!r}", fix=hint) from None
 

@@ -198,6 +198,18 @@ def _check_load_args(bundle: Any, backend: Any, precision: Any, device: Any, thr
                              "or 0 for the runtime's default")
 
 
+def _check_target(b: Bundle, target: Any, precision: str) -> None:
+    """``target`` names one of the bundle's INT8 models; it used to be ignored silently when it named none
+    (a typo, or a target the bundle was not quantized for) unless precision was ``int8``."""
+    if target is None or precision not in ("auto", "int8"):
+        return
+    have = sorted({m.target for m in b.manifest.models if m.precision == "int8" and m.target})
+    if target not in have:
+        raise InputError(f"bundle {b.name!r} has no INT8 model for target {target!r} (it has: {', '.join(have) or 'none'})",
+                         fix=(f"target={have[0]!r}" if len(have) == 1 else "one of those") + ", or leave target out"
+                         if have else f"quantize it first: edgeseg quantize {b.root} --target {target}")
+
+
 def load(bundle: Bundle | str | os.PathLike, backend: str = "auto", precision: str = "auto", target: str | None = None,
          device: str = "auto", threads: int = 0) -> Predictor:
     """A predictor for a bundle (a :class:`Bundle`, a path, or a shipped name such as ``"road"``).
@@ -223,7 +235,9 @@ def load(bundle: Bundle | str | os.PathLike, backend: str = "auto", precision: s
     from .backends.choice import choose
 
     _check_load_args(bundle, backend, precision, device, threads)
+    backend, precision = backend.strip().lower(), precision.strip().lower()  # "ONNXRuntime", "FP32" mean these
     b = bundle if isinstance(bundle, Bundle) else Bundle.open(Path(bundle) if not isinstance(bundle, str) else bundle)
+    _check_target(b, target, precision)
     choice, runner = choose(b, backend, precision, target, device, threads)
     if runner is None:
         c = choice.candidate

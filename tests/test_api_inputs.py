@@ -391,3 +391,14 @@ def test_stream_with_good_options_still_runs(semantic):
     frames = edgeseg.stream(SRC, semantic, threads=1, max_frames=2, queue_size=1, alpha=1.0)
     got = [(f.index, r.labels.shape) for f, r in frames]
     assert got == [(0, (24, 32)), (1, (24, 32))]
+
+
+def test_backend_and_precision_in_any_case_and_targets_the_bundle_lacks():
+    """"ONNXRuntime"/"FP32" were unknown names; a target the bundle has no INT8 model for was ignored
+    silently unless precision was int8 (a typo ran the automatic choice)."""
+    p = edgeseg.load("shapes", backend="ONNXRuntime", precision="FP32", threads=1)
+    assert p.backend == "onnxruntime" and p.runner.precision == "fp32"
+    for target in ("nope", "openvino"):
+        with pytest.raises(InputError, match=f"has no INT8 model for target '{target}' \\(it has: cpu, tensorrt\\)"):
+            edgeseg.load("shapes", target=target, threads=1)
+    assert edgeseg.load("shapes", precision="fp32", target="nope", threads=1).runner.precision == "fp32"  # fp32: no INT8 target
