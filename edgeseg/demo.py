@@ -194,6 +194,18 @@ def resolve_bundle(name_or_path: str) -> Bundle:
         found = shipped_bundle(name_or_path)
         if found is not None:
             return Bundle.open(found)
+        if name_or_path not in _CALIB:  # not a default bundle: a typo, or a name of something else
+            import difflib
+
+            from .paths import shipped_bundle_names
+
+            names = shipped_bundle_names()
+            close = difflib.get_close_matches(name_or_path, names, n=3, cutoff=0.6)
+            raise BundleError(f"bundle {name_or_path!r} is neither a path nor a shipped bundle"
+                              + (f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""),
+                              fix=f"shipped bundles: {', '.join(names) or '(none in this installation)'}; or pass "
+                                  "--bundle PATH to a bundle directory or .zip of yours; or, if it is a default model "
+                                  f"of tools/train_default.py, create it: python tools/train_default.py {name_or_path}")
         raise BundleError(
             f"the default bundle {name_or_path!r} is not in this installation (edgeseg/zoo/{name_or_path}.edgeseg is missing)",
             fix=f"create it: python tools/train_default.py {name_or_path}  (then add INT8: edgeseg quantize "
@@ -220,9 +232,14 @@ def demo_source(opts: DemoOptions, full_truth: bool = False) -> tuple[str, int |
     panoptic truth too."""
     from .stream.sources.synthetic import synthetic_uri
 
+    from .stream.sources.synthetic import check_size
+
     if opts.frames is not None and opts.frames < 1:
         raise InputError(f"--frames must be >= 1, got {opts.frames}")
+    if not (math.isfinite(opts.fps) and 0 < opts.fps <= 1000):
+        raise InputError(f"--fps must be a frame rate above 0 and at most 1000, got {opts.fps:g}", fix="e.g. --fps 25")
     if opts.source is None:
+        check_size(opts.size or DEFAULT_SIZE, "--size")
         return synthetic_uri(opts.seed, opts.size or DEFAULT_SIZE, opts.fps, opts.frames or DEFAULT_FRAMES,
                              truth="full" if full_truth else None), None
     if opts.size is not None:

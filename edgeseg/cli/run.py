@@ -29,6 +29,18 @@ _FIELDS = ("bundle", "source", "sink", "rtsp_port", "rtsp_address", "show", "jso
            "decoder_threads")
 
 
+class _Once(argparse.Action):
+    """An output option given twice is an error: argparse keeps the last, and the first output was silently
+    never written."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        before = getattr(namespace, self.dest, None)
+        if before is not None and before != values:
+            parser.error(f"{option_string} given twice ({before} and {values}): a run writes one; "
+                         "copy the file afterwards for a second")
+        setattr(namespace, self.dest, values)
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("recipe", nargs="?", help="a pipeline recipe (pipelines/NAME.toml); options below override it")
     p.add_argument("--bundle", help="bundle directory, .zip, or shipped name")
@@ -48,20 +60,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--remote", metavar="URL", help="send frames to an `edgeseg serve` server instead of running a bundle "
                    "here: http://HOST:PORT[/BUNDLE] (a lost server: frames counted as errors, retried, nothing crashes)")
     p.add_argument("--source", action="append", default=None,
-                   help="file path, a folder of images (or dir://PATH; sorted by name, pts from --fps), file://, rtsp://, http(s)://, v4l2:///dev/videoN, csi://N, "
-                        "test://PATTERN?width=&height=&fps=&frames=&live=1, synthetic://?seed=&size=&frames=, or a "
-                        "GStreamer launch string; repeat for several sources (frames interleaved, batched with --max-batch)")
+                   help="file path, a folder of images (or dir://PATH; sorted by name, pts from --fps), file://, "
+                        "rtsp:// or http(s):// (?timeout=S: seconds to the first frame, default 10, 0: keep trying), "
+                        "v4l2:///dev/videoN (or /dev/videoN, or N), csi://N, test://PATTERN?width=&height=&fps=&frames=&live=1, "
+                        "synthetic://?seed=&size=&frames=, - (a video piped in), or a GStreamer launch string; repeat for "
+                        "several sources (frames interleaved, batched with --max-batch)")
     p.add_argument("--source-backend", choices=["auto", "gstreamer", "opencv"], default=None, help="how to read the source")
     p.add_argument("--realtime", action="store_true", default=None, help="replay a file at its frame rate, like a camera")
     g = p.add_argument_group("sinks")
-    g.add_argument("--sink", metavar="OUT.mp4", help="write the annotated video (H.264 MP4)")
+    g.add_argument("--sink", metavar="OUT.mp4", action=_Once,
+                   help="write the annotated video (H.264; .mp4, .m4v, .mov or .mkv by the name's suffix)")
     g.add_argument("--encoder", default=None, help="x264enc (default), nvv4l2h264enc (Jetson), nvh264enc")
     g.add_argument("--rtsp-port", type=int, default=None, help="serve the annotated video at rtsp://ADDRESS:PORT/edgeseg")
     g.add_argument("--rtsp-address", default=None, help="address the RTSP server binds (default 127.0.0.1)")
     g.add_argument("--show", action="store_true", default=None, help="show the annotated video on screen")
-    g.add_argument("--json-out", metavar="F.jsonl", help="one JSON line per frame: classes, scores, COCO RLE masks, pts")
-    g.add_argument("--png-dir", metavar="DIR", help="one label PNG per frame")
-    g.add_argument("--stats-json", metavar="F", help="write the run's Stats (fps, latency percentiles, drops, errors)")
+    g.add_argument("--json-out", metavar="F.jsonl", action=_Once, help="one JSON line per frame: classes, scores, COCO RLE masks, pts")
+    g.add_argument("--png-dir", metavar="DIR", action=_Once, help="one label PNG per frame")
+    g.add_argument("--stats-json", metavar="F", action=_Once, help="write the run's Stats (fps, latency percentiles, drops, errors)")
     g.add_argument("--fps", type=float, default=None, help="output frame rate (default: the source's, else 25)")
     g.add_argument("--alpha", type=float, default=None, help="overlay opacity (default 0.5)")
     g.add_argument("--upsample", choices=["logits", "labels"], default=None,
@@ -115,6 +130,8 @@ def run(args: argparse.Namespace) -> int:
                          fix="drop --track, or add an instance or panoptic --bundle to track")
     if not opts.bundle and opts.prompt is None:
         raise InputError("no bundle", fix="pass --bundle PATH (or a shipped name such as 'road'), or --prompt MASK.png")
+    _check_paths(opts)
+    _warn_unused(args, opts)
     pipe = build_pipeline(opts)
     try:
         stats = pipe.run()
@@ -141,6 +158,77 @@ def run(args: argparse.Namespace) -> int:
     if opts.max_batch > 1:
         print("inference batches (size: count):", ", ".join(f"{k}: {v}" for k, v in sorted(_batch_sizes(pipe).items())))
     return 0
+
+
+_OUTPUTS = (("--sink", "sink", "out.mp4"), ("--json-out", "json_out", "results.jsonl"), ("--png-dir", "png_dir", None),
+            ("--stats-json", "stats_json", "stats.json"))
+
+
+def _check_paths(opts) -> None:
+    """Before the bundle loads: no output is a URL or (but ``--png-dir``) a folder, no two outputs name one
+    path (one would overwrite the other), no output is an input (the source video or folder of frames, the
+    prompt: writing it would destroy it; the sinks check the source too, for the API), the prompt is not
+    inside the folder of frames (it would be one more frame), and ``--stats-json``, which this command
+    writes after the run, can be written."""
+    import os
+    from pathlib import Path
+
+    from ..errors import InputError
+    from ..stream.sources import parse_source
+    from ._common import check_output
+
+    def real(path) -> Path:
+        return Path(path).expanduser().resolve()
+
+    inputs = [("--prompt", real(opts.prompt))] if isinstance(opts.prompt, (str, os.PathLike)) else []
+    for source in opts.source if isinstance(opts.source, (list, tuple)) else [opts.source]:
+        try:
+            spec = parse_source(source) if isinstance(source, (str, os.PathLike)) else None
+        except InputError:  # synthetic:// (parsed by its own source), or an error the source names when it opens
+            spec = None
+        if spec is not None and spec.scheme in ("file", "folder"):
+            inputs.append(("--source", real(spec.target)))
+            if spec.scheme == "folder" and inputs[0][0] == "--prompt" and inputs[0][1].parent == inputs[-1][1]:
+                raise InputError(f"the --prompt {opts.prompt} is inside the --source folder {source}: it would be "
+                                 "read as a frame of the video", fix="move the prompt out of the folder of frames")
+    seen: dict[Path, str] = {}
+    for opt, field, example in _OUTPUTS:
+        path = getattr(opts, field)
+        if not isinstance(path, (str, os.PathLike)):
+            continue
+        text = os.fspath(path)
+        if "://" in text:  # before: a file ./rtsp:/HOST:PORT/x.mp4, in new folders
+            raise InputError(f"{opt} {text}: {opt} writes files, not to a URL",
+                             fix="serve the video over RTSP with --rtsp-port PORT (rtsp://127.0.0.1:PORT/edgeseg)"
+                             if opt == "--sink" else f"give {opt} a path on this machine")
+        if example and text.endswith(("/", os.sep)):  # before: a file named like the folder
+            raise InputError(f"{opt} {text} names a folder; it writes one file", fix=f"name the file, e.g. {Path(text) / example}")
+        key = real(text)
+        for what, inp in inputs:
+            if key == inp:
+                raise InputError(f"{opt} {text} is the {what} {inp}: writing there would destroy the input",
+                                 fix=f"give {opt} a path of its own")
+        if key in seen:
+            raise InputError(f"{seen[key]} and {opt} both name {text}: one would overwrite the other",
+                             fix=f"give {opt} a path of its own")
+        seen[key] = opt
+    if opts.stats_json is not None:
+        check_output(str(opts.stats_json), "--stats-json")
+
+
+def _warn_unused(args: argparse.Namespace, opts) -> None:
+    """Options given on the command line that do nothing with the others: said (a user who passes --encoder
+    expects an encoded file), not silently dropped."""
+    import logging
+
+    video = bool(opts.sink or opts.rtsp_port or opts.show)
+    for option, needs, applies in (("--encoder", "--sink", bool(opts.sink)),
+                                   ("--rtsp-address", "--rtsp-port", bool(opts.rtsp_port)),
+                                   ("--alpha", "a video output (--sink, --rtsp-port or --show)", video),
+                                   ("--keyframe-motion", "--keyframe-interval N (N > 1)", opts.keyframe_interval != 1),
+                                   ("--batch-timeout-ms", "--max-batch N (N > 1)", opts.max_batch > 1)):
+        if getattr(args, option[2:].replace("-", "_"), None) is not None and not applies:
+            logging.getLogger("edgeseg.cli").warning("%s has no effect without %s", option, needs)
 
 
 def _keyframes(pipe) -> dict | None:

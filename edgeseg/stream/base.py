@@ -22,13 +22,15 @@ from __future__ import annotations
 
 import abc
 import collections
+import os
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 from .._registry import Registry
-from ..errors import StreamError
+from ..errors import InputError, StreamError
 from ..structures.frame import Frame
 
 DISCONTINUITY = "discontinuity"
@@ -182,6 +184,30 @@ class Sink(abc.ABC):
 
     def close(self) -> None:
         """Flush and finalize; after this every file the sink wrote is complete."""
+
+
+def input_paths(source: Any) -> list[Path]:
+    """The video files and image folders ``source`` reads (a :class:`~edgeseg.stream.MultiSource`'s parts'
+    too), resolved: what no sink may write over."""
+    paths = []
+    for s in list(getattr(source, "parts", ()) or ()) or [source]:
+        spec = getattr(s, "spec", None)
+        if spec is not None and getattr(spec, "scheme", None) in ("file", "folder"):
+            paths.append(Path(spec.target).expanduser().resolve())
+    return paths
+
+
+def refuse_input(path: str | os.PathLike, source: Any, what: str, example: str | None = None) -> None:
+    """Refuse an output ``path`` that is one of ``source``'s inputs (the video being read, the folder of frames
+    being read), before anything is written: writing it would destroy the input. ``what`` names the output,
+    ``example`` is a name to suggest instead."""
+    out = Path(path).expanduser().resolve()
+    for inp in input_paths(source):
+        if out == inp or (out.exists() and inp.exists() and os.path.samefile(out, inp)):
+            kind = "folder of frames" if inp.is_dir() else "video"
+            raise InputError(f"{what} {path} is the source's {kind} {inp}: writing there would destroy the input",
+                             fix="give the output another name or folder, e.g. " + (example or (
+                                 f"{inp.name}-labels/" if inp.is_dir() else f"{inp.stem}.edgeseg{inp.suffix or '.mp4'}")))
 
 
 class FrameBuffer:

@@ -152,6 +152,11 @@ class GLibLoop:
         return self
 
     def stop(self) -> None:
-        if self.loop.is_running():
-            self.loop.quit()
+        if self._thread.ident is None:  # never started
+            return
+        from gi.repository import GLib
+
+        quit_source = GLib.idle_source_new()  # runs once the loop runs: a quit() before run() would be lost
+        quit_source.set_callback(lambda *_: self.loop.quit() or GLib.SOURCE_REMOVE)
+        quit_source.attach(self.context)
         self._thread.join(2.0)

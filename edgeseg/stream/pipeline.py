@@ -248,6 +248,29 @@ class Pipeline:
                 out.put(p)
         out.put(_END)
 
+    def _guarded(self, loop: Callable[..., None], args: tuple) -> None:
+        """``loop(*args)``; when it dies of an error of its own (not a stage's, which are counted per frame) the
+        run fails naming it, the end is passed downstream and what still comes from upstream is taken and
+        dropped, so no thread waits forever on it (before: a stage thread that died left the run hanging,
+        deaf to SIGINT)."""
+        try:
+            loop(*args)
+        except BaseException as e:  # noqa: BLE001 - reported as the run's error
+            name = threading.current_thread().name.removeprefix("edgeseg-")
+            log.error("the %s thread failed: %s: %s", name, type(e).__name__, e)
+            self._fail(StreamError(f"the stream's {name} thread failed: {type(e).__name__}: {e}"))
+            inq, out = args[-2:] if len(args) > 1 else (args[0], None)
+            if out is not None:
+                out.put(_END)
+            idle = 0.0
+            while idle < 1.0:  # upstream ends soon (the source was stopped); stop waiting once it is quiet
+                try:
+                    if inq.get(timeout=0.2) is _END:
+                        return
+                    idle = 0.0
+                except queue.Empty:
+                    idle += 0.2
+
     def _discontinuity(self, stage: Stage, name: str, packet: Packet) -> None:
         """``stage.on_discontinuity(frame)`` before a frame after a jump (even one that failed to read)."""
         if not packet.frame.meta.get(DISCONTINUITY):
@@ -331,9 +354,10 @@ class Pipeline:
         threads = [threading.Thread(target=self._source_loop, args=(queues[0],), name="edgeseg-source", daemon=True)]
         for i, stage in enumerate(self.stages):
             loop = self._batch_loop if getattr(stage, "max_batch", 1) > 1 else self._stage_loop
-            threads.append(threading.Thread(target=loop, args=(stage, queues[i], queues[i + 1]),
+            threads.append(threading.Thread(target=self._guarded, args=(loop, (stage, queues[i], queues[i + 1])),
                                             name=f"edgeseg-{getattr(stage, 'name', i)}", daemon=True))
-        threads.append(threading.Thread(target=self._sink_loop, args=(queues[-1],), name="edgeseg-sinks", daemon=True))
+        threads.append(threading.Thread(target=self._guarded, args=(self._sink_loop, (queues[-1],)), name="edgeseg-sinks",
+                                        daemon=True))
         for t in threads:
             t.start()
         bar = self._progress_bar()

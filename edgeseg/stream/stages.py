@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import functools
+import math
 import time
 from typing import Any, Callable, Mapping
 
@@ -49,7 +50,10 @@ class InferenceStage(Stage):
     def __init__(self, runner: Any, max_batch: int = 1, batch_timeout_s: float = 0.01):
         self.runner = runner
         self.max_batch = max(1, int(max_batch))
-        self.batch_timeout_s = batch_timeout_s
+        if not (isinstance(batch_timeout_s, (int, float)) and math.isfinite(batch_timeout_s) and batch_timeout_s >= 0):
+            raise InputError(f"batch timeout must be a number of seconds >= 0, got {batch_timeout_s!r}",
+                             fix="--batch-timeout-ms T with T a number >= 0 (e.g. 10)")
+        self.batch_timeout_s = float(batch_timeout_s)
         self.batch_sizes: collections.Counter = collections.Counter()
         self._activated = False
         self._can_batch = False

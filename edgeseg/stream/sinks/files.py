@@ -26,7 +26,7 @@ from ...errors import InputError, StreamError
 from ...structures import InstanceResult, PanopticResult, PromptedResult, SemanticResult, TrackResult, rle_encode
 from ...structures.frame import Frame
 from ...structures.rle import rle_encode_crops, rle_encode_labels
-from ..base import SINKS, Packet, Sink
+from ..base import SINKS, Packet, Sink, refuse_input
 from ..._io import writable_file, writable_folder
 
 RECORDS: Registry[Callable[[Any], dict]] = Registry("JSON record", error=StreamError)
@@ -117,11 +117,20 @@ class JsonLinesSink(Sink):
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
+        self._name = os.fspath(path)  # as given: a trailing "/" says a folder was meant
         self._f: Any = None
         self.lines = 0
+        self._source: Any = None
+
+    def bind_source(self, source: Any) -> None:
+        self._source = source
 
     def open(self) -> None:
+        if self._name.endswith(("/", os.sep)):
+            raise InputError(f"cannot write JSON lines to {self._name}: it names a folder; JSON lines go to one file",
+                             fix=f"name the file, e.g. {self.path / 'results.jsonl'}")
         writable_file(self.path)
+        refuse_input(self.path, self._source, "the JSON lines file", example=f"{self.path.stem}.jsonl")
         try:
             self._f = open(self.path, "w", buffering=1)
         except OSError as e:
@@ -220,13 +229,16 @@ class LabelPngSink(Sink):
         self.prefix = prefix
         self.written = 0
         self.per_source = False
+        self._source: Any = None
         self.folders: dict[str, Path] = {}
         self._names: dict[tuple[Path, str], int] = {}  # (folder, stem) -> the frame index that took it
 
     def bind_source(self, source: Any) -> None:
         self.per_source = len(getattr(source, "parts", ()) or ()) > 1
+        self._source = source
 
     def open(self) -> None:
+        refuse_input(self.directory, self._source, "the label PNG folder")
         writable_folder(self.directory, self.directory)
 
     def _folder(self, source_id: str) -> Path:

@@ -11,7 +11,7 @@ import logging
 import threading
 from typing import Any
 
-from ...errors import StreamError
+from ...errors import InputError, StreamError
 from ...structures.frame import Frame
 from .. import gst as _gst
 from ..base import SINKS, Packet, Sink
@@ -26,14 +26,17 @@ class RtspServerSink(Sink):
 
     def __init__(self, port: int = 8554, mount: str = "/edgeseg", fps: float | None = None, address: str = "127.0.0.1",
                  encoder: str = "x264enc-live"):
-        self.port = int(port)
+        if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+            raise InputError(f"RTSP port must be an integer from 1 to 65535, got {port!r}", fix="e.g. --rtsp-port 8555")
+        self.port = port
         self.mount = mount if mount.startswith("/") else "/" + mount
         self.fps = fps
         self.address = address
         self.encoder = ENCODERS.get(encoder)
         self._fix = _FixedSize("rtsp")
         self._loop: Any = None
-        self._server: Any = None
+        self._bound: Any = None  # the RTSPServer, listening from open()
+        self._server: Any = None  # the same, once the stream is mounted (the first frame gave its size)
         self._source_id: int | None = None
         self._appsrc: Any = None
         self._lock = threading.Lock()
@@ -49,7 +52,21 @@ class RtspServerSink(Sink):
         return f"rtsp://{self.address}:{self.port}{self.mount}"
 
     def open(self) -> None:
-        _gst.gst_module("GstRtspServer")
+        """Bind the server before the first frame is read: a port in use or an address not of this machine is
+        refused with nothing read (found at the first frame, every frame read until then was lost)."""
+        GstRtspServer = _gst.gst_module("GstRtspServer")
+        server = GstRtspServer.RTSPServer()
+        server.set_address(self.address)
+        server.set_service(str(self.port))
+        self._loop = _gst.GLibLoop()
+        self._source_id = server.attach(self._loop.context)
+        if not self._source_id:
+            self._loop = None
+            raise StreamError(f"cannot serve RTSP on {self.address}:{self.port}: the port is in use, or {self.address} "
+                              "is not an address of this machine",
+                              fix="choose another --rtsp-port, or an --rtsp-address of this machine (127.0.0.1, 0.0.0.0)")
+        self._bound = server
+        self._loop.start()
 
     def _start(self, shape: tuple[int, int]) -> None:
         GstRtspServer = _gst.gst_module("GstRtspServer")
@@ -62,17 +79,10 @@ class RtspServerSink(Sink):
                            f"! {self.encoder} ! rtph264pay name=pay0 pt=96 config-interval=1 )")
         factory.set_shared(True)
         factory.connect("media-configure", self._on_media)
-        server = GstRtspServer.RTSPServer()
-        server.set_address(self.address)
-        server.set_service(str(self.port))
-        server.get_mount_points().add_factory(self.mount, factory)
-        self._loop = _gst.GLibLoop()
-        self._source_id = server.attach(self._loop.context)
-        if not self._source_id:
-            raise StreamError(f"cannot serve RTSP on {self.address}:{self.port} (port in use?)",
-                              fix="choose another --rtsp-port")
-        self._server = server
-        self._loop.start()
+        if self._bound is None:  # written to without open()
+            self.open()
+        self._bound.get_mount_points().add_factory(self.mount, factory)
+        self._server = self._bound
         log.info("serving the annotated stream at %s", self.url)
 
     def _on_media(self, _factory: Any, media: Any) -> None:
@@ -111,4 +121,4 @@ class RtspServerSink(Sink):
                     src_obj.destroy()
             self._loop.stop()
             self._loop = None
-        self._server = None
+        self._server = self._bound = None

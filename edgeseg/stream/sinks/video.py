@@ -22,7 +22,7 @@ from ..._registry import Registry
 from ...errors import InputError, StreamError
 from ...structures.frame import Frame
 from .. import gst as _gst
-from ..base import SINKS, Packet, Sink
+from ..base import SINKS, Packet, Sink, refuse_input
 from ..._io import writable_file
 
 log = logging.getLogger("edgeseg.stream")
@@ -35,6 +35,34 @@ ENCODERS.add("x264enc-live", "videoconvert ! video/x-raw,format=I420 ! x264enc t
 ENCODERS.add("nvv4l2h264enc", "videoconvert ! video/x-raw,format=RGBA ! nvvidconv ! video/x-raw(memory:NVMM),format=I420 "
              "! nvv4l2h264enc insert-sps-pps=true ! h264parse")
 ENCODERS.add("nvh264enc", "videoconvert ! video/x-raw,format=NV12 ! nvh264enc ! h264parse")
+
+
+#: the container ``Mp4Sink`` writes for each file name suffix (GStreamer muxer; OpenCV picks it by the suffix too)
+MUXERS = {".mp4": "mp4mux", ".m4v": "mp4mux", ".mov": "qtmux", ".mkv": "matroskamux"}
+_OTHER_OPTION = {".jsonl": "--json-out (JSON lines)", ".json": "--json-out (JSON lines)", ".png": "--png-dir (label PNGs)"}
+
+
+def check_video_path(path: str | os.PathLike) -> Path:
+    """``path`` as the name of a video file :class:`Mp4Sink` can write: a file name (not a folder: a trailing
+    ``/``) whose suffix names a container it writes (:data:`MUXERS`). Any other name would get an MP4 under
+    a name that says otherwise (``out.avi``, ``out``) or a file where a folder was meant."""
+    text = os.fspath(path)
+    p = Path(text)
+    if "://" in text:
+        raise InputError(f"video sink {text}: the video sink writes a file, not to a URL",
+                         fix="serve the video over RTSP with --rtsp-port PORT (rtsp://127.0.0.1:PORT/edgeseg; "
+                             "--rtsp-address 0.0.0.0 for the network), or give a file name such as out.mp4")
+    if text.endswith(("/", os.sep)) or p.is_dir():
+        raise InputError(f"cannot write {text}: it is a folder; the video sink writes one file",
+                         fix=f"name the file, e.g. {p / 'out.mp4'}")
+    suffix = p.suffix.lower()
+    if suffix not in MUXERS:
+        other = _OTHER_OPTION.get(suffix)
+        raise InputError(f"video sink {text}: {'no file suffix' if not suffix else repr(suffix) + ' is not a container it writes'}"
+                         f" (it writes H.264 in {', '.join(MUXERS)})",
+                         fix=(f"{suffix} files are written by {other}" if other else
+                              f"name it {p.with_suffix('.mp4') if suffix else p.with_name(p.name + '.mp4')}"))
+    return p
 
 
 def image_of(frame: Frame, packet: Packet | None) -> np.ndarray:
@@ -170,12 +198,15 @@ def _fraction(fps: float) -> tuple[int, int]:
 @SINKS.register("mp4")
 class Mp4Sink(Sink):
     """An MP4 file of the rendered frames. ``backend``: ``auto`` (GStreamer when present), ``gstreamer``
-    or ``opencv`` (``mp4v``, since OpenCV wheels cannot write H.264). ``encoder``: a name in :data:`ENCODERS`."""
+    or ``opencv`` (``mp4v``, since OpenCV wheels cannot write H.264). ``encoder``: a name in :data:`ENCODERS`.
+    The suffix picks the container (:data:`MUXERS`: ``.mp4``, ``.m4v``, ``.mov``, ``.mkv``); other names,
+    and the source's own file, are refused when the sink opens (:func:`check_video_path`)."""
 
     name = "mp4"
 
     def __init__(self, path: str | os.PathLike, fps: float | None = None, encoder: str = "x264enc", backend: str = "auto"):
         self.path = Path(path)
+        self._name = os.fspath(path)  # as given: a trailing "/" says a folder was meant
         self.fps = fps
         self.encoder = ENCODERS.get(encoder)
         self.backend = backend
@@ -194,13 +225,16 @@ class Mp4Sink(Sink):
     def open(self) -> None:
         if self.backend == "auto":
             self.backend = "gstreamer" if _gst.available()[0] else "opencv"
-        writable_file(self.path)  # before the first frame is read: a bad path loses nothing
+        check_video_path(self._name)  # before the first frame is read: a bad path loses nothing
+        writable_file(self.path)
+        for p in (self.path, self.part):
+            refuse_input(p, self._source, "the video sink's file")
 
     def _start(self, shape: tuple[int, int]) -> None:
         fps = output_fps(self.fps, self._source)
         self.fps = fps
         if self.backend == "gstreamer":
-            tail = f"{self.encoder} ! mp4mux ! filesink location={_gst.quote(str(self.part))}"
+            tail = f"{self.encoder} ! {MUXERS[self.path.suffix.lower()]} ! filesink location={_gst.quote(str(self.part))}"
             self._writer = GstAppSrcWriter(tail, shape, fps, str(self.path))
         else:
             import cv2

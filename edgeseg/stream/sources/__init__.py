@@ -54,7 +54,9 @@ def open_source(uri: str | Source, *, backend: str = "auto", **options: Any) -> 
             raise StreamError(f"source {uri!r} needs GStreamer, which is not available: {why}")
     cls = SOURCES.get(backend)
     if spec.scheme not in SOURCES.entry(backend).meta["schemes"]:
-        raise StreamError(f"the {backend} source cannot read {spec.scheme!r} sources ({uri})")
+        readers = [n for n in ("gstreamer", "opencv") if spec.scheme in SOURCES.entry(n).meta["schemes"]]
+        raise StreamError(f"the {backend} source cannot read {spec.scheme!r} sources ({uri})",
+                          fix=f"--source-backend {' or '.join([*readers, 'auto'])} reads them" if readers else None)
     return cls(str(uri), **options)
 
 

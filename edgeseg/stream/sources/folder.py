@@ -24,7 +24,7 @@ from ...data.io import IMAGE_SUFFIXES, frame_files, read_image
 from ...errors import EdgesegError, InputError
 from ...structures.frame import Frame
 from ..base import Source
-from .uri import parse_source
+from .uri import VIDEO_SUFFIXES, parse_source
 
 log = logging.getLogger(__name__)
 DEFAULT_FPS = 25.0
@@ -63,6 +63,13 @@ class FolderSource(Source):
             raise InputError(f"image folder {self.root} does not exist", fix="check the path")
         files = frame_files(self.root)
         if not files:
+            videos = sorted(p.name for p in self.root.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file())
+            if videos:  # a folder of clips is not a source: each clip is
+                shown = ", ".join(videos[:3]) + (f" and {len(videos) - 3} more" if len(videos) > 3 else "")
+                raise InputError(f"folder {self.root} holds no images but {len(videos)} video file(s) ({shown}); "
+                                 "a folder source is a sequence of image frames",
+                                 fix=f"pass each video as a source of its own: --source {self.root / videos[0]}"
+                                     + (f" --source {self.root / videos[1]} ... (frames interleaved)" if len(videos) > 1 else ""))
             raise InputError(f"image folder {self.root} holds no images",
                              fix=f"put frames there as image files ({', '.join(IMAGE_SUFFIXES)}), in number order")
         for i, p in enumerate(files):  # the frame size, for the frames of unreadable files

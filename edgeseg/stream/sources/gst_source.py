@@ -9,6 +9,7 @@ when the stream errors, ends, or stalls, and record each gap.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from typing import Any, Callable, Iterator
 
@@ -17,7 +18,7 @@ from ...errors import InputError, StreamError
 from ...structures.frame import Frame
 from ..base import SOURCES, FrameBuffer, Source
 from .. import gst as _gst
-from .uri import SourceURI, parse_source, video_file
+from .uri import SourceURI, camera_device, parse_source, video_file
 
 log = logging.getLogger("edgeseg.stream")
 APPSINK = "videoconvert ! video/x-raw,format=RGB ! appsink name=edgeseg_sink emit-signals=true max-buffers=2"
@@ -50,13 +51,15 @@ def _rtsp(u: SourceURI) -> str:
     if transport not in ("tcp", "udp"):
         raise InputError(f"source {u.text!r}: transport must be tcp or udp, got {transport!r}")
     latency = u.int_opt("latency", 200)
+    if latency < 0:
+        raise InputError(f"source {u.text!r}: latency must be >= 0 milliseconds, got {latency}", fix="e.g. ?latency=200")
     return (f"rtspsrc location={_gst.quote(u.target)} latency={latency} protocols={transport} tcp-timeout=5000000 "
             f"! decodebin ! {APPSINK}")
 
 
 @LAUNCHERS.register("v4l2")
 def _v4l2(u: SourceURI) -> str:
-    return f"v4l2src device={_gst.quote(u.target)} ! {_caps(u)} ! {APPSINK}"
+    return f"v4l2src device={_gst.quote(camera_device(u.target))} ! {_caps(u)} ! {APPSINK}"
 
 
 @LAUNCHERS.register("csi")
@@ -79,6 +82,8 @@ def _launch(u: SourceURI) -> str:
 
 
 PREROLL_TIMEOUT_S = 3.0  # how long opening a file waits for GStreamer to preroll before giving up on its total
+#: how long a network source (rtsp, http) that never gave a frame keeps trying before the run stops (``?timeout=S``)
+CONNECT_TIMEOUT_S = 10.0
 
 
 def file_frame_total(pipeline: Any, sink_name: str = "edgeseg_sink") -> tuple[int | None, float | None]:
@@ -139,6 +144,20 @@ def decoder_threads_setter(threads: int) -> Callable[[Any, Any, Any], None]:
     return on_element
 
 
+def _timeout_opt(u: SourceURI, default: float | None) -> float | None:
+    """The URI's ``timeout=S`` (seconds; 0: none), else ``default``."""
+    if u.opt("timeout") is None:
+        return default
+    try:
+        value = float(u.opt("timeout"))
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise InputError(f"source {u.text!r}: timeout={u.opt('timeout')!r} is not a number of seconds >= 0",
+                         fix="e.g. ?timeout=30 (seconds to wait for the first frame; 0: keep trying)")
+    return value or None
+
+
 class GstSource(Source):
     """Frames from GStreamer. ``realtime=True`` paces a file at its frame rate and makes it behave like a
     camera (drop oldest). ``reconnect`` (default on for rtsp/http) retries with back-off from
@@ -146,12 +165,17 @@ class GstSource(Source):
     The 1 s ceiling bounds the frames lost after a camera comes back to about one second's worth (a
     4 s ceiling turned a 2 s outage into a 4.2 s gap); a refused connection costs the camera nothing.
     ``decoder_threads``: ``max-threads`` of the software decoders ``decodebin`` picks (``avdec_*``;
-    :func:`~edgeseg.stream.pipeline.decoder_threads`: None is 1 on few cores, 0 the decoder's own)."""
+    :func:`~edgeseg.stream.pipeline.decoder_threads`: None is 1 on few cores, 0 the decoder's own).
+
+    Reconnecting is for a stream that was there: a source that has not given its first frame within
+    ``connect_timeout_s`` (the URI's ``?timeout=S``; default :data:`CONNECT_TIMEOUT_S`; 0 or None: keep
+    trying) raises a :class:`StreamError` naming the URL and the last error (a typo in a camera's address
+    otherwise retried forever, the run never ending and never saying why)."""
 
     def __init__(self, uri: str, *, name: str | None = None, realtime: bool = False, buffer_size: int = 4,
                  reconnect: bool | None = None, backoff_s: tuple[float, float] = (0.25, 1.0),
                  reconnect_timeout_s: float | None = None, stall_timeout_s: float = 5.0,
-                 decoder_threads: int | None = None):
+                 decoder_threads: int | None = None, connect_timeout_s: float | None = CONNECT_TIMEOUT_S):
         from ..pipeline import decoder_threads as _decoder_threads
 
         super().__init__()
@@ -169,6 +193,8 @@ class GstSource(Source):
         self.backoff_s = backoff_s
         self.reconnect_timeout_s = reconnect_timeout_s
         self.stall_timeout_s = stall_timeout_s
+        self.connect_timeout_s = _timeout_opt(self.spec, connect_timeout_s)
+        self._opened_at: float | None = None
         self._buf = FrameBuffer(buffer_size, drop_oldest=self.live)
         self._pipeline: Any = None
         self._stopping = False
@@ -185,6 +211,7 @@ class GstSource(Source):
     # ---- lifecycle ---------------------------------------------------------------------------
     def open(self) -> "GstSource":
         if self._pipeline is None:
+            self._opened_at = self._opened_at or time.perf_counter()
             self._start()
         return self
 
@@ -315,8 +342,10 @@ class GstSource(Source):
                     self._check_complete()
                     return
                 raise StreamError(f"source {self.uri!r} failed after {self._index} frames: {text}",
-                                  fix="frames before the failure were processed; check that the file is complete "
-                                      "and not corrupt (e.g. play it with gst-play-1.0)")
+                                  fix="frames before the failure were processed; " + (
+                                      "check that the camera or server is reachable and the URL is right"
+                                      if self.spec.scheme in _RECONNECT_SCHEMES else
+                                      "check that the file is complete and not corrupt (e.g. play it with gst-play-1.0)"))
             lost_at = lost_at or time.perf_counter()
             self._reconnect(kind, text, lost_at)
 
@@ -366,6 +395,11 @@ class GstSource(Source):
     def _reconnect(self, kind: str, text: str, lost_at: float) -> None:
         delay = self.backoff_s[0]
         while not self._stopping:
+            if self._index == 0 and self.connect_timeout_s and self._opened_at is not None \
+                    and time.perf_counter() - self._opened_at >= self.connect_timeout_s:
+                raise StreamError(f"cannot connect to {self.uri!r}: no frame within {self.connect_timeout_s:g} s ({text})",
+                                  fix="check that the camera or server is on and reachable from here and that the URL "
+                                      "(host, port, path) is right; add ?timeout=S to the URL to wait longer (0: forever)")
             waited = time.perf_counter() - lost_at
             if self.reconnect_timeout_s is not None and waited > self.reconnect_timeout_s:
                 raise StreamError(f"source {self.uri!r} lost ({text}) and not back after {waited:.1f} s",

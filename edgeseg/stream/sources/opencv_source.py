@@ -19,7 +19,7 @@ from ...data.video import VideoReader
 from ...errors import InputError, StreamError
 from ...structures.frame import Frame
 from ..base import FrameBuffer, Source
-from .uri import parse_source, video_file
+from .uri import camera_device, parse_source, video_file
 
 log = logging.getLogger("edgeseg.stream")
 
@@ -69,6 +69,7 @@ class OpenCVSource(Source):
         if self.spec.scheme == "file":
             video_file(target)
         if self.spec.scheme == "v4l2":
+            camera_device(target)
             target = int(target.rsplit("video", 1)[-1]) if target.rsplit("video", 1)[-1].isdigit() else target
         self._video = VideoReader(target, error=StreamError, name=repr(self.uri), threads=self.decoder_threads,
                                   fix="check the path/device and that the codec is supported")

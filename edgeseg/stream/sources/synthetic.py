@@ -23,6 +23,7 @@ equals the frames generated). Without ``frames`` the stream is endless.
 """
 from __future__ import annotations
 
+import math
 import threading
 import time
 from typing import Any, Iterator
@@ -38,6 +39,9 @@ DEFAULT_SIZE = ImageShape(360, 480)
 DEFAULT_FPS = 25.0
 _OPTIONS = ("seed", "size", "fps", "frames", "start", "objects", "split", "live", "truth")
 TRUTH_LEVELS = ("semantic", "full")
+#: the largest generated frame, in pixels (8K UHD, 7680x4320): the generator's int64 work arrays for a larger
+#: one take gigabytes (100000x100000 asked 74.5 GiB and ended in a MemoryError traceback)
+MAX_PIXELS = 7680 * 4320
 
 
 def is_synthetic_uri(uri: Any) -> bool:
@@ -52,6 +56,13 @@ def synthetic_uri(seed: int = 0, size: ImageShape = DEFAULT_SIZE, fps: float = D
         parts.append(f"frames={int(frames)}")
     parts += [f"{k}={v}" for k, v in extra.items() if v is not None]
     return f"{SCHEME}://?" + "&".join(parts)
+
+
+def check_size(size: ImageShape, what: str) -> None:
+    """Refuse generated frames over :data:`MAX_PIXELS`, naming ``what``."""
+    if size.height * size.width > MAX_PIXELS:
+        raise InputError(f"{what} {size.width}x{size.height} is too large to generate (at most 33.2 million pixels, 8K: 7680x4320)",
+                         fix="e.g. 1920x1080; a larger frame takes gigabytes to generate")
 
 
 def _parse(uri: str) -> dict[str, str]:
@@ -73,6 +84,8 @@ def _number(uri: str, opts: dict[str, str], key: str, kind: type, default: Any, 
         value = kind(opts[key])
     except ValueError:
         raise InputError(f"source {uri!r}: option {key}={opts[key]!r} is not a{'n integer' if kind is int else ' number'}") from None
+    if kind is float and not math.isfinite(value):
+        raise InputError(f"source {uri!r}: option {key}={opts[key]!r} is not a finite number")
     if value < minimum:
         raise InputError(f"source {uri!r}: option {key} must be >= {minimum:g}, got {opts[key]}")
     return value
@@ -97,6 +110,7 @@ class SyntheticSource(Source):
             self.size = ImageShape.parse(opts["size"]) if "size" in opts else DEFAULT_SIZE
         except Exception as e:
             raise InputError(f"source {uri!r}: size={opts['size']!r} is not WxH ({e})") from None
+        check_size(self.size, f"source {uri!r}: size")
         self.fps = float(fps or _number(uri, opts, "fps", float, DEFAULT_FPS, 1e-3))
         self.seed = _number(uri, opts, "seed", int, 0, 0)
         self.start = _number(uri, opts, "start", int, 0, 0)

@@ -1,15 +1,19 @@
 """Source URIs: ``file://``, ``rtsp://``, ``v4l2:///dev/videoN``, ``csi://N``, ``test://PATTERN``,
 ``http(s)://``, a plain path, an image folder (a directory, or ``dir://PATH``), or a raw GStreamer
-launch string (anything with ``!``).
+launch string (anything with ``!``). A camera may also be named by its device (``/dev/video0``) or its
+number (``0``, as OpenCV counts them, when no file of that name exists); ``-`` is a video piped into
+standard input (GStreamer ``fdsrc``).
 
 Options ride in the query string: ``test://ball?width=320&height=240&fps=30&frames=100&live=1``,
-``rtsp://cam/stream?latency=100&transport=udp``, ``csi://0?width=1920&height=1080&fps=30``.
+``rtsp://cam/stream?latency=100&transport=udp``, ``csi://0?width=1920&height=1080&fps=30``; an rtsp/http
+source's ``timeout=S`` is how long it may take to give its first frame (default 10 s; 0: keep trying).
 """
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from ...errors import InputError
@@ -43,6 +47,9 @@ class SourceURI:
 
 # options edgeseg reads from rtsp/http URLs; other query parameters stay part of the URL
 _NET_OPTS = ("latency", "transport", "reconnect", "timeout")
+STDIN_LAUNCH = "fdsrc fd=0 ! decodebin"  # ``--source -``: a video piped in
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", ".ts", ".mts", ".mpg", ".mpeg", ".flv", ".wmv",
+                   ".3gp", ".h264", ".h265", ".ogv")
 
 
 def parse_source(text: str | os.PathLike) -> SourceURI:
@@ -52,8 +59,19 @@ def parse_source(text: str | os.PathLike) -> SourceURI:
         raise InputError("empty source", fix="give a file path, a URI (file://, rtsp://, test://ball, ...) or a launch string")
     if "!" in s:
         return SourceURI(s, "launch", s)
+    if s == "-":
+        import sys
+
+        if sys.stdin is None or sys.stdin.isatty():
+            raise InputError("--source - reads a video piped into standard input, but standard input is a terminal",
+                             fix="pipe a video in (e.g. cat clip.mp4 | edgeseg run --source - ...), or give a file path")
+        return SourceURI(s, "launch", STDIN_LAUNCH)
     if "://" not in s:
         p = Path(s).expanduser()
+        if s.isdigit() and not p.exists():  # OpenCV's camera numbering: 0 is /dev/video0
+            return SourceURI(s, "v4l2", f"/dev/video{int(s)}")
+        if s.startswith("/dev/video"):
+            return SourceURI(s, "v4l2", s)
         return SourceURI(s, "folder" if p.is_dir() else "file", str(p))
     parts = urlsplit(s)
     scheme = parts.scheme.lower()
@@ -63,6 +81,7 @@ def parse_source(text: str | os.PathLike) -> SourceURI:
     if scheme == "dir":
         return SourceURI(s, "folder", str(Path(unquote(parts.netloc + parts.path)).expanduser()), opts)
     if scheme in ("rtsp", "rtsps", "http", "https"):
+        _check_host(s, parts)
         ours = {k: v for k, v in opts.items() if k in _NET_OPTS}
         rest = "&".join(f"{k}={v}" for k, v in opts.items() if k not in _NET_OPTS)
         url = f"{scheme}://{parts.netloc}{parts.path}" + (f"?{rest}" if rest else "")
@@ -79,12 +98,58 @@ def parse_source(text: str | os.PathLike) -> SourceURI:
     )
 
 
+def _check_host(text: str, parts: Any) -> None:
+    """A network URL with no host or a port that is not a number (``rtsp://:abc``) is refused here: GStreamer
+    would try to connect to it, fail, and the source would retry it."""
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    if not parts.hostname or port == -1 or port == 0:
+        raise InputError(f"source {text!r} is not a valid {parts.scheme}:// URL (it needs a host and, if any, a port "
+                         "from 1 to 65535)", fix=f"write it as {parts.scheme}://HOST[:PORT]/PATH, e.g. "
+                         f"{parts.scheme}://192.168.1.20:{554 if parts.scheme.startswith('rtsp') else 8080}/stream")
+
+
+def _missing_file_fix(p: Path, text: str) -> str:
+    """What to do about a missing source file: the close names in its folder (a typo), a pattern given
+    for a folder of frames, a URI missing its ``//``."""
+    import difflib
+    import re
+
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:/?[^/]", text) and not Path(text.split(":", 1)[0]).exists():
+        scheme = text.split(":", 1)[0]
+        return f"a URI is written SCHEME://...: did you mean {scheme}://{text.split(':', 1)[1].lstrip('/')}?"
+    if any(c in p.name for c in "*?["):
+        matches = sorted(p.parent.glob(p.name)) if p.parent.is_dir() else []
+        return (f"file patterns are not sources ({len(matches)} files match it): pass the folder of frames "
+                f"({p.parent}/; all its images, in number order), or put the frames you want in a folder of their own")
+    folder = p.parent if str(p.parent) else Path(".")
+    if folder.is_dir():
+        names = [q.name for q in folder.iterdir()]
+        close = difflib.get_close_matches(p.name, names, n=3, cutoff=0.75)
+        if close:
+            return "did you mean " + " or ".join(str(folder / c) if str(p.parent) != "." else c for c in close) + "?"
+    return "check the path (relative paths are from the current directory)"
+
+
 def video_file(target: str) -> Path:
     """``target`` as a video file a reader can open: refused, naming it, when it is missing, not a file or
     empty (an empty file otherwise fails inside the decoder with a message about 'no data')."""
     p = Path(target)
     if not p.is_file():
-        raise InputError(f"video file {p} does not exist", fix="check the path (relative paths are from the current directory)")
+        raise InputError(f"video file {p} does not exist", fix=_missing_file_fix(p, str(target)))
     if p.stat().st_size == 0:
         raise InputError(f"video file {p} is empty (0 bytes)", fix="re-copy or re-record the file")
     return p
+
+
+def camera_device(target: str) -> str:
+    """``target`` as a V4L2 device that exists: refused, naming the cameras this machine has, when it does not
+    (GStreamer's own 'Cannot identify device' says neither)."""
+    if not Path(target).exists():
+        cams = sorted((str(d) for d in Path("/dev").glob("video*")), key=lambda d: (len(d), d))
+        raise InputError(f"camera {target} does not exist",
+                         fix=f"cameras here: {', '.join(cams)}" if cams else
+                         "this machine has no camera (no /dev/video*): plug one in, or give a file or an rtsp:// URL")
+    return target
