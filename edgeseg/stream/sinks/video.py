@@ -2,7 +2,8 @@
 and an on-screen display.
 
 The MP4 is written to ``NAME.part.mp4`` and renamed when the muxer has finalized it (EOS reached the file),
-so ``NAME`` is always a complete, playable file. Frames whose size differs from the first are resized
+so ``NAME`` is always a complete, playable file; the GStreamer writer fragments it while recording, so a
+``.part`` file left by a killed process or a full disk plays up to its last second (:data:`MUXERS`). Frames whose size differs from the first are resized
 to it (a video track has one size); an odd width or height gets one more column or row, a copy of the
 last, and a side under 16 pixels is padded the same way to 16 (:func:`encodable`: 4:2:0 H.264 needs even
 sizes, ``mp4mux`` at least 16x16).
@@ -38,7 +39,12 @@ ENCODERS.add("nvh264enc", "videoconvert ! video/x-raw,format=NV12 ! nvh264enc ! 
 
 
 #: the container ``Mp4Sink`` writes for each file name suffix (GStreamer muxer; OpenCV picks it by the suffix too)
-MUXERS = {".mp4": "mp4mux", ".m4v": "mp4mux", ".mov": "qtmux", ".mkv": "matroskamux"}
+#: MP4/MOV are written in 1 s fragments while recording and made a plain file at the end (``first-moov-then-
+#: finalise``): after a kill -9, a power loss or a full disk the ``.part`` file plays up to its last second
+#: (an unfragmented one had no index: 283 frames written, 0 readable); Matroska is readable when cut short as is
+_FRAGMENTS = "fragment-duration=1000 fragment-mode=first-moov-then-finalise"
+MUXERS = {".mp4": f"mp4mux {_FRAGMENTS}", ".m4v": f"mp4mux {_FRAGMENTS}", ".mov": f"qtmux {_FRAGMENTS}",
+          ".mkv": "matroskamux"}
 _OTHER_OPTION = {".jsonl": "--json-out (JSON lines)", ".json": "--json-out (JSON lines)", ".png": "--png-dir (label PNGs)"}
 
 
@@ -249,7 +255,13 @@ class Mp4Sink(Sink):
         if self._writer is None:
             self._start(image.shape[:2])
         if self.backend == "gstreamer":
-            self._writer.push(image)
+            try:
+                self._writer.push(image)
+            except StreamError as e:  # a full disk, a write error: the fragments written so far stay playable
+                kept = (f"the {self.frames} frames written before are in {self.part}, playable up to its last "
+                        f"second (rename it to keep them); " if self.frames else "")
+                raise StreamError(str(e).split("\n  fix:")[0], fix=kept + "free space on that disk or choose "
+                                  "another --sink") from None
         else:
             self._writer.write(np.ascontiguousarray(image[..., ::-1]))
         self.frames += 1

@@ -22,6 +22,9 @@ from .uri import SourceURI, camera_device, parse_source, video_file
 
 log = logging.getLogger("edgeseg.stream")
 APPSINK = "videoconvert ! video/x-raw,format=RGB ! appsink name=edgeseg_sink emit-signals=true max-buffers=2"
+#: decoded video turned as its orientation tag says (phone clips are stored sideways with a rotation in the
+#: container; OpenCV's reader applies it, decodebin does not): a pass-through when there is no tag
+UPRIGHT = "videoflip video-direction=auto"
 LAUNCHERS: Registry[Callable[[SourceURI], str]] = Registry("GStreamer source scheme", error=InputError)
 
 
@@ -37,12 +40,12 @@ def _caps(u: SourceURI, kind: str = "video/x-raw") -> str:
 
 @LAUNCHERS.register("file")
 def _file(u: SourceURI) -> str:
-    return f"filesrc location={_gst.quote(str(video_file(u.target)))} ! decodebin ! {APPSINK}"
+    return f"filesrc location={_gst.quote(str(video_file(u.target)))} ! decodebin ! {UPRIGHT} ! {APPSINK}"
 
 
 @LAUNCHERS.register("http")
 def _http(u: SourceURI) -> str:
-    return f"uridecodebin uri={_gst.quote(u.target)} ! {APPSINK}"
+    return f"uridecodebin uri={_gst.quote(u.target)} ! {UPRIGHT} ! {APPSINK}"
 
 
 @LAUNCHERS.register("rtsp")
@@ -54,7 +57,7 @@ def _rtsp(u: SourceURI) -> str:
     if latency < 0:
         raise InputError(f"source {u.text!r}: latency must be >= 0 milliseconds, got {latency}", fix="e.g. ?latency=200")
     return (f"rtspsrc location={_gst.quote(u.target)} latency={latency} protocols={transport} tcp-timeout=5000000 "
-            f"! decodebin ! {APPSINK}")
+            f"! decodebin ! {UPRIGHT} ! {APPSINK}")
 
 
 @LAUNCHERS.register("v4l2")
