@@ -21,6 +21,29 @@ def _data_root():
     return data_root()
 
 
+@pytest.fixture
+def small_disk(tmp_path):
+    """``small_disk(megabytes)``: a folder on a tmpfs of that size, a disk that really fills up (root and
+    mount rights needed; the test is skipped without them). Unmounted after the test."""
+    import subprocess
+    import uuid
+
+    mounted = []
+
+    def make(megabytes: int):
+        mnt = tmp_path / f"disk{len(mounted)}"
+        mnt.mkdir()
+        cmd = ["mount", "-t", "tmpfs", "-o", f"size={megabytes}M", f"edgeseg-{uuid.uuid4().hex[:6]}", str(mnt)]
+        if os.geteuid() != 0 or subprocess.run(cmd, capture_output=True).returncode != 0:
+            pytest.skip("cannot mount a small tmpfs here (needs root and mount rights)")
+        mounted.append(mnt)
+        return mnt
+
+    yield make
+    for mnt in mounted:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
 @pytest.fixture(scope="session")
 def data_root():
     root = _data_root()

@@ -379,3 +379,21 @@ def test_the_cache_folder_comes_from_either_variable(monkeypatch, tmp_path):
     assert cache_dir() == tmp_path / "new"
     monkeypatch.setenv("EDGESEG_CACHE_DIR", "off")  # the choice cache off; bundles still unpack somewhere
     assert cache_path() is None and cache_dir() == tmp_path / "old"
+
+
+def test_overwrite_on_a_disk_too_small_for_two_copies_keeps_the_old_bundle(small_disk, capsys):
+    """A real full disk (a 9 MB tmpfs; the model is 6.1 MB): the new bundle cannot be made beside the old one,
+    so the command fails naming the reason and the old bundle stays whole, with no staging folder left. The
+    price of never losing the old bundle: for a moment the disk must hold both."""
+    from edgeseg.cli import main
+    from edgeseg.paths import shipped_bundle
+
+    disk = small_disk(9)
+    src, out = shipped_bundle("shapes") / "model.onnx", disk / "m.edgeseg"
+    cmd = ["import", str(src), "--classes", "6", "--out", str(out)]
+    assert main(cmd) == 0
+    before = _tree(out)
+    rc = main([*cmd, "--overwrite"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "No space left on device" in err and "fix: free space" in err, err
+    assert _tree(out) == before and sorted(p.name for p in disk.iterdir()) == ["m.edgeseg"]
