@@ -355,7 +355,7 @@ SRC = "synthetic://?seed=0&size=32x24&frames=3"
 
 @pytest.mark.parametrize("source,match,fix", [
     (None, "no source", "--source"),
-    (0, "camera numbers are not sources", "v4l2:///dev/video0"),
+    (97, "camera /dev/video97 does not exist", "camera"),  # a number is a camera, as in OpenCV and the CLI
     (IMG, r"got an image array \[12, 16, 3\]", "edgeseg.load(bundle)(image)"),
     ([IMG, IMG], "got an image array", "call the predictor"),
     ({"source": SRC}, "got dict", "synthetic://"),
@@ -377,6 +377,7 @@ def test_stream_names_sources_that_are_not_sources(semantic, source, match, fix)
     ("source_backend", "ffmpeg", "source_backend must be auto or gstreamer or opencv"),
     ("rtsp_port", "8554x", "rtsp_port must be a port number"),
     ("sink", 5, "sink must be a path"),
+    ("batch_timeout_ms", float("inf"), "batch_timeout_ms must be a number of milliseconds"),  # hung a thread
     ("scor_threshold", 0.5, "scor_threshold: did you mean score_threshold?"),
 ])
 def test_stream_options_that_cannot_mean_anything_fail_before_the_source_opens(semantic, option, value, match):

@@ -128,6 +128,8 @@ def check_options(opts: StreamOptions) -> None:
         refuse("alpha", "a number from 0 (no overlay) to 1 (opaque)")
     if opts.fps is not None and not (_number(opts.fps) and opts.fps > 0):
         refuse("fps", "a number > 0 (or None: the source's)")
+    if not (_number(opts.batch_timeout_ms) and opts.batch_timeout_ms >= 0):  # inf hung a batching thread
+        refuse("batch_timeout_ms", "a number of milliseconds >= 0")
     if opts.source_backend not in SOURCE_BACKENDS:
         refuse("source_backend", " or ".join(SOURCE_BACKENDS))
     if opts.rtsp_port is not None and (isinstance(opts.rtsp_port, bool) or not isinstance(opts.rtsp_port, int)
@@ -152,9 +154,6 @@ def _check_source(source: Any) -> None:
         raise InputError(f"a stream reads frames from a source; got an image array {list(source.shape)}",
                          fix="for images call the predictor: edgeseg.load(bundle)(image); for a folder of images "
                              "give its path as the source")
-    if isinstance(source, int) and not isinstance(source, bool):
-        raise InputError(f"source {source}: camera numbers are not sources here",
-                         fix=f"v4l2:///dev/video{source} (a USB camera) or csi://{source} (a Jetson CSI camera)")
     raise InputError(f"a source must be a path, a URI or a Source, got {type(source).__name__}",
                      fix="e.g. 'clip.mp4', 'rtsp://cam/1', 'frames/' or 'synthetic://?frames=10'")
 
@@ -165,6 +164,8 @@ def open_sources(opts: StreamOptions) -> Any:
     many = opts.source if isinstance(opts.source, (list, tuple)) else [opts.source]
     if not many or any(s is None or (isinstance(s, str) and not s.strip()) for s in many):
         raise InputError("no source", fix="pass --source URI (repeat it for several sources)")
+    # a camera number, as OpenCV and `edgeseg run --source 0` take it: /dev/video0
+    many = [str(s) if isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s >= 0 else s for s in many]
     for s in many:
         _check_source(s)
     if len(many) == 1:

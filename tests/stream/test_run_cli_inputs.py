@@ -396,3 +396,14 @@ def test_sigint_finalizes_an_mkv_sink_with_every_processed_frame(tmp_path):
     assert processed > 0 and not part.exists()
     frames = decode_mp4_frames(out)
     assert len(frames) == processed and np.asarray(frames[0]).shape == (120, 160, 3)
+
+
+def test_a_csi_camera_off_a_jetson_is_named_as_such(gst, capsys):
+    from edgeseg.cli import main
+    from edgeseg.stream.gst import has_element
+
+    if has_element("nvarguscamerasrc"):
+        pytest.skip("a Jetson: csi:// is read here")
+    rc = main(["run", "--bundle", "shapes", "--source", "csi://0", "--max-frames", "2"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "csi:// cameras are read by nvarguscamerasrc" in err and "v4l2:///dev/videoN" in err, err

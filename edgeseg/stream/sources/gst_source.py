@@ -67,6 +67,10 @@ def _v4l2(u: SourceURI) -> str:
 
 @LAUNCHERS.register("csi")
 def _csi(u: SourceURI) -> str:
+    if not _gst.has_element("nvarguscamerasrc"):  # GStreamer's "no element" parse error said neither why nor what
+        raise InputError(f"source {u.text!r}: csi:// cameras are read by nvarguscamerasrc, a Jetson (JetPack) "
+                         "element this machine does not have",
+                         fix="on other machines give the camera as its number or v4l2:///dev/videoN")
     caps = _caps(u, "video/x-raw(memory:NVMM)")
     return (f"nvarguscamerasrc sensor-id={int(u.target)} ! {caps} ! nvvidconv ! video/x-raw,format=BGRx ! {APPSINK}")
 
