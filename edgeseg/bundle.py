@@ -274,10 +274,8 @@ class Bundle:
         """The folder a ``.zip`` bundle unpacks to, in the cache (:func:`edgeseg.paths.cache_dir`, by the zip's sha256).
         Unpacked beside the cache entry and renamed into place, so that processes opening one zip at once
         each see a whole folder and never remove one another's; ``fresh``: replace the entry (found damaged)."""
-        digest = sha256_file(zpath)[:16]
-        from .paths import cache_dir
-
-        cache = cache_dir() / "bundles" / digest
+        cache = _cache_entry(zpath)
+        digest = cache.name
         if fresh and cache.exists():
             _set_aside(cache)
         if (cache / MANIFEST).is_file():
@@ -381,15 +379,25 @@ class Bundle:
             shutil.rmtree(stage, ignore_errors=True)
             raise BundleError(f"cannot edit {self.root}: its folder {self.root.parent} takes no new folder "
                               f"({e.strerror or e})", fix="copy the bundle to a folder you can write to") from None
+        zipped = self.source != self.root and self.source.is_file()  # opened from a .zip: root is its unpacked copy
         try:
             edit = type(self)(stage, self.manifest, source=self.source)
             yield edit
-            _swap_in(stage, self.root)
+            if zipped:  # the user's bundle is the .zip: written anew (atomically), the unpacked copy filed under it
+                edit.zip(self.source)
+                root = _cache_entry(self.source)
+                if root.exists():
+                    shutil.rmtree(stage, ignore_errors=True)
+                else:
+                    os.rename(stage, root)
+            else:
+                _swap_in(stage, self.root)
+                root = self.root
         except BaseException:
             shutil.rmtree(stage, ignore_errors=True)
             raise
-        self.manifest = edit.manifest
-        edit.root = self.root
+        self.manifest, self.root = edit.manifest, root
+        edit.root = root
 
     @classmethod
     def _new(cls, root: Path, manifest: Manifest) -> "Bundle":
@@ -480,14 +488,20 @@ class Bundle:
         return self.manifest.name
 
     def zip(self, out: str | os.PathLike) -> Path:
-        """Write the bundle (without the engine cache) as a ``.zip``."""
+        """Write the bundle (without the engine cache) as a ``.zip``, atomically (a failed write leaves ``out``
+        as it was and no temporary file)."""
+        from ._io import commit_file
+
         out = Path(out)
-        tmp = out.with_name(out.name + ".tmp")
-        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
-            for rel in [MANIFEST, *self.manifest.files]:
-                zf.write(self.root / rel, rel)
-        os.replace(tmp, out)
-        return out
+        tmp = out.with_name(f".{out.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
+                for rel in [MANIFEST, *self.manifest.files]:
+                    zf.write(self.root / rel, rel)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return commit_file(tmp, out)
 
     def __repr__(self) -> str:
         return f"Bundle({str(self.root)!r}, task={self.manifest.task!r}, classes={self.manifest.num_classes})"
@@ -535,6 +549,13 @@ def _mkdir(path: Path, **kw: bool) -> None:
     except OSError as e:
         raise BundleError(f"cannot create the bundle folder {path} ({e.strerror or e})",
                           fix="choose an --out in a folder you can write to") from None
+
+
+def _cache_entry(zpath: Path) -> Path:
+    """Where a ``.zip`` bundle is unpacked: the cache's ``bundles/<first 16 hex of the zip's sha256>``."""
+    from .paths import cache_dir
+
+    return cache_dir() / "bundles" / sha256_file(zpath)[:16]
 
 
 def _set_aside(path: Path) -> None:

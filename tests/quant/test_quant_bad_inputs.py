@@ -170,3 +170,23 @@ def test_an_interrupted_write_leaves_the_bundle_as_it_was(bundle, monkeypatch, f
     assert after.model_entry("int8", "tensorrt").file == "model.int8.tensorrt.onnx"
     assert {k: v for k, v in hashes(bundle).items() if k in before and k.startswith("model.onnx")} == \
         {k: v for k, v in before.items() if k.startswith("model.onnx")}
+
+
+def test_quantizing_a_zipped_bundle_writes_the_zip(bundle, tmp_path, monkeypatch):
+    """Before: 'wrote model.int8.cpu.onnx ... to b.zip' while the zip was unchanged: the model went into the
+    unpacked copy in the cache only, and was gone for anyone given the zip."""
+    import zipfile
+
+    from edgeseg.bundle import Bundle
+
+    monkeypatch.setenv("EDGESEG_CACHE_DIR", str(tmp_path / "cache"))
+    z = Bundle.open(bundle).zip(tmp_path / "b.zip")
+    before = set(zipfile.ZipFile(z).namelist())
+    quantize_bundle(z, GOOD, target="tensorrt", method="minmax", eval_dataset=VAL, max_drop=5.0, progress=False,
+                    latency=False)
+    after = set(zipfile.ZipFile(z).namelist())
+    assert after - before >= {"model.int8.tensorrt.onnx"}
+    again = Bundle.open(z)  # verified: every file's sha256
+    assert again.model_entry("int8", "tensorrt").file == "model.int8.tensorrt.onnx"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    assert not [p for p in (tmp_path / "cache" / "bundles").iterdir() if p.name.startswith(".")]
