@@ -360,11 +360,14 @@ class Bundle:
         try:
             bundle = cls._new(stage, manifest)
             yield bundle
-            _swap_in(stage, root)
+            if root.suffix.lower() == ".zip":  # --out model.zip: a .zip file, not a folder named like one
+                bundle.source, bundle.root = root, _zip_into(bundle, root)
+            else:
+                _swap_in(stage, root)
+                bundle.root = bundle.source = root
         except BaseException:
             shutil.rmtree(stage, ignore_errors=True)
             raise
-        bundle.root = bundle.source = root
 
     @contextmanager
     def editing(self) -> Iterator["Bundle"]:
@@ -384,12 +387,7 @@ class Bundle:
             edit = type(self)(stage, self.manifest, source=self.source)
             yield edit
             if zipped:  # the user's bundle is the .zip: written anew (atomically), the unpacked copy filed under it
-                edit.zip(self.source)
-                root = _cache_entry(self.source)
-                if root.exists():
-                    shutil.rmtree(stage, ignore_errors=True)
-                else:
-                    os.rename(stage, root)
+                root = _zip_into(edit, self.source)
             else:
                 _swap_in(stage, self.root)
                 root = self.root
@@ -549,6 +547,24 @@ def _mkdir(path: Path, **kw: bool) -> None:
     except OSError as e:
         raise BundleError(f"cannot create the bundle folder {path} ({e.strerror or e})",
                           fix="choose an --out in a folder you can write to") from None
+
+
+def _zip_into(staged: "Bundle", zpath: Path) -> Path:
+    """Zip the finished bundle folder ``staged`` to ``zpath`` (atomically, replacing a bundle there: a zip, or a
+    folder named like one, which ``--out x.zip`` made before) and file the folder in the cache as that zip's
+    unpacked copy (what opening the zip would unpack); returns the folder."""
+    if zpath.is_dir():
+        _swap_in(staged.zip(zpath.with_name(f".{zpath.name}.{secrets.token_hex(4)}.zip")), zpath)
+    else:
+        staged.zip(zpath)
+    entry = _cache_entry(zpath)
+    try:
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(staged.root, entry)
+    except OSError:  # another file system, an unwritable cache, or the entry exists: unpacked on the next open
+        shutil.rmtree(staged.root, ignore_errors=True)
+        return Bundle._extract(zpath)
+    return entry
 
 
 def _cache_entry(zpath: Path) -> Path:

@@ -275,10 +275,10 @@ def test_writing_swaps_in_the_new_bundle_with_the_folder_mode_of_mkdir(bundle, t
     with pytest.raises(BundleError, match="already exists"):
         with Bundle.writing(fresh, bundle.manifest):
             pass
-    z = bundle.zip(tmp_path / "b.zip")  # a zipped bundle is replaced by the new folder
+    z = bundle.zip(tmp_path / "b.zip")  # a zipped bundle is replaced by the new one, zipped
     with Bundle.writing(z, bundle.manifest, overwrite=True) as b:
         b.add_model(ModelFile("model.onnx", "fp32"), onnx_bytes)
-    assert z.is_dir() and [m.file for m in Bundle.open(z).manifest.models] == ["model.onnx"]
+    assert z.is_file() and [m.file for m in Bundle.open(z).manifest.models] == ["model.onnx"]
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
@@ -397,3 +397,27 @@ def test_overwrite_on_a_disk_too_small_for_two_copies_keeps_the_old_bundle(small
     err = capsys.readouterr().err
     assert rc == 2 and "No space left on device" in err and "fix: free space" in err, err
     assert _tree(out) == before and sorted(p.name for p in disk.iterdir()) == ["m.edgeseg"]
+
+
+def test_out_named_zip_writes_a_zip_file(bundle, tmp_path, monkeypatch, capsys):
+    """Before: `--out model.zip` made a folder named model.zip (copying it to a device as a file failed)."""
+    import zipfile
+
+    from edgeseg.cli import main
+
+    monkeypatch.setenv("EDGESEG_CACHE_DIR", str(tmp_path / "cache"))
+    out = tmp_path / "m.zip"
+    cmd = ["import", str(bundle.root / "model.onnx"), "--classes", str(len(bundle.manifest.classes)), "--layout", "NHWC",
+           "--out", str(out)]
+    assert main(cmd) == 0
+    assert f"wrote {out}" in capsys.readouterr().out
+    assert out.is_file() and zipfile.is_zipfile(out) and "manifest.json" in zipfile.ZipFile(out).namelist()
+    first = Bundle.open(out)
+    assert first.model_path().is_file() and first.source == out
+    out.unlink()
+    (out / "x").parent.mkdir()  # a folder named like a zip (what --out m.zip made before) is replaced too
+    Bundle.open(bundle.root)  # (nothing else changes)
+    with Bundle.writing(out, first.manifest, overwrite=True) as b:
+        b.add_model(ModelFile("model.onnx", "fp32"), bundle.root / "model.onnx")
+    assert out.is_file() and Bundle.open(out).model_path().is_file()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []

@@ -127,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
     )
     parity = bundle.report["parity"]
     rel = parity["max_rel_logit_error"]
-    print(f"wrote {bundle.root} ({model.model_name}, {len(bundle.manifest.classes)} classes, input {spec.size})")
+    print(f"wrote {bundle.source} ({model.model_name}, {len(bundle.manifest.classes)} classes, input {spec.size})")
     print(f"parity vs PyTorch on {parity['images']} frames: argmax agreement {parity['argmax_agreement']:.4%}"
           + (f", max relative logit error {rel:.2e}" if rel is not None else "")
           + f" (unfolded model: {parity['source_argmax_agreement']:.4%})")
@@ -169,7 +169,7 @@ def _run_panoptic(args: argparse.Namespace, model, names, palette, spec, out, pr
                                     opset=args.opset, provenance=provenance, include_checkpoint=args.checkpoint)
     parity = bundle.report["parity"]
     m = bundle.manifest
-    print(f"wrote {bundle.root} ({model.model_name}, panoptic, {m.decoder_options.layout} layout, "
+    print(f"wrote {bundle.source} ({model.model_name}, panoptic, {m.decoder_options.layout} layout, "
           f"{len(m.classes)} classes, input {spec.size})")
     print(f"parity vs PyTorch on {parity['images']} frames: segments {parity['segments_torch_onnx']}, "
           f"smallest segment IoU {parity['min_segment_iou']:.4f}, "
@@ -189,7 +189,7 @@ def _run_instance(args: argparse.Namespace, model, names, palette, spec, out, pr
                                     provenance=provenance, include_checkpoint=args.checkpoint, nms=args.nms)
     parity = bundle.report["parity"]
     m = bundle.manifest
-    print(f"wrote {bundle.root} ({model.model_name}, instance, {m.decoder_options.layout} layout, "
+    print(f"wrote {bundle.source} ({model.model_name}, instance, {m.decoder_options.layout} layout, "
           f"{len(m.classes)} classes, input {spec.size})")
     print(f"parity vs PyTorch on {parity['images']} frames: instances {parity['instances_torch_onnx']}, "
           f"max score difference {parity['max_score_diff']:.2e}, smallest mask IoU {parity['min_mask_iou']:.4f}")

@@ -97,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
     m, parity = b.manifest, b.report["parity"]
     things = [m.classes[i] for i in m.decoder_options.thing_classes]
     stuff = [c for i, c in enumerate(m.classes) if i not in m.decoder_options.thing_classes]
-    print(f"wrote {b.root} (panoptic, fusion layout, input {m.input.size}): stuff {', '.join(stuff) or '-'}; "
+    print(f"wrote {b.source} (panoptic, fusion layout, input {m.input.size}): stuff {', '.join(stuff) or '-'}; "
           f"things {', '.join(things)}")
     print(f"parity with the two bundles run apart on {parity['images']} frames: "
           f"pixel agreement {parity['min_pixel_agreement']:.4%}")
