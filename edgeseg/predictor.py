@@ -165,7 +165,6 @@ def is_remote(bundle: Any) -> bool:
     return isinstance(bundle, str) and bundle[:8].lower().startswith(("http://", "https://"))
 
 
-DEVICES = ("auto", "cpu", "cuda")
 #: threads above max(64, this many per usable core) are refused: ONNX Runtime starts them all (1000 on 2 cores: > 30 s)
 MAX_THREADS_PER_CORE = 8
 
@@ -183,9 +182,12 @@ def _check_load_args(bundle: Any, backend: Any, precision: Any, device: Any, thr
         if not isinstance(value, str):
             raise InputError(f"edgeseg.load: {name} must be a string, got {value!r}",
                              fix=f"{name}='auto' chooses it here")
-    if device not in DEVICES:
+    import re
+
+    if not isinstance(device, str) or not re.fullmatch(r"auto|cpu|cuda", device.strip().lower()):
+        # cuda:N is refused, not run elsewhere: the runners take "cuda" (ORT, torch) or the current GPU (TensorRT)
         raise InputError(f"edgeseg.load: unknown device {device!r}",
-                         fix="device='cuda' (the first GPU; choose another with CUDA_VISIBLE_DEVICES), 'cpu' or 'auto'")
+                         fix="device='cuda' (the first GPU; choose another with CUDA_VISIBLE_DEVICES=N), 'cpu' or 'auto'")
     if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 0:
         raise InputError(f"threads must be an integer >= 0 (0: the runtime's default), got {threads!r}")
     if threads > 64:
@@ -198,16 +200,21 @@ def _check_load_args(bundle: Any, backend: Any, precision: Any, device: Any, thr
                              "or 0 for the runtime's default")
 
 
-def _check_target(b: Bundle, target: Any, precision: str) -> None:
-    """``target`` names one of the bundle's INT8 models; it used to be ignored silently when it named none
-    (a typo, or a target the bundle was not quantized for) unless precision was ``int8``."""
-    if target is None or precision not in ("auto", "int8"):
-        return
+def _check_target(b: Bundle, target: Any, precision: str) -> Any:
+    """``target`` for the choice: with ``precision="auto"``, a target the bundle has no INT8 model for (a typo,
+    or a bundle not quantized for it) is said in a warning and dropped (it used to be dropped silently; scripts
+    run over bundles of which only some are quantized rely on the fall-back). ``int8`` asks for that model: its
+    absence stays an error, raised where the model is looked up."""
+    if target is None or precision != "auto":
+        return target
     have = sorted({m.target for m in b.manifest.models if m.precision == "int8" and m.target})
-    if target not in have:
-        raise InputError(f"bundle {b.name!r} has no INT8 model for target {target!r} (it has: {', '.join(have) or 'none'})",
-                         fix=(f"target={have[0]!r}" if len(have) == 1 else "one of those") + ", or leave target out"
-                         if have else f"quantize it first: edgeseg quantize {b.root} --target {target}")
+    if target in have:
+        return target
+    import logging
+
+    logging.getLogger("edgeseg").warning("bundle %r has no INT8 model for target %r (it has: %s); choosing among "
+                                         "its other models", b.name, target, ", ".join(have) or "none")
+    return None
 
 
 def load(bundle: Bundle | str | os.PathLike, backend: str = "auto", precision: str = "auto", target: str | None = None,
@@ -235,9 +242,9 @@ def load(bundle: Bundle | str | os.PathLike, backend: str = "auto", precision: s
     from .backends.choice import choose
 
     _check_load_args(bundle, backend, precision, device, threads)
-    backend, precision = backend.strip().lower(), precision.strip().lower()  # "ONNXRuntime", "FP32" mean these
+    backend, precision, device = (v.strip().lower() for v in (backend, precision, device))  # "ONNXRuntime", "FP32"
     b = bundle if isinstance(bundle, Bundle) else Bundle.open(Path(bundle) if not isinstance(bundle, str) else bundle)
-    _check_target(b, target, precision)
+    target = _check_target(b, target, precision)
     choice, runner = choose(b, backend, precision, target, device, threads)
     if runner is None:
         c = choice.candidate

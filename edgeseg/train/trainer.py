@@ -198,10 +198,11 @@ def seed_everything(seed: int, deterministic: bool = True) -> None:
 
 
 def check_device_name(name: str) -> str:
-    """``name`` lower-cased if it is ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (checked before any data is read)."""
+    """``name`` lower-cased if it is ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps`` (Apple GPUs; checked
+    before any data is read)."""
     text = str(name).strip().lower()
-    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", text):
-        raise InputError(f"--device {name!r} is not a training device", fix="use cpu, cuda, cuda:N or auto")
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", text):
+        raise InputError(f"--device {name!r} is not a training device", fix="use cpu, cuda, cuda:N, mps or auto")
     return text
 
 
@@ -212,6 +213,8 @@ def resolve_device(name: str):
     text = check_device_name(name)
     if text == "auto":
         text = "cuda" if torch.cuda.is_available() else "cpu"
+    if text == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise InputError("--device mps asked but torch finds no Apple GPU (MPS)", fix="use --device cpu")
     if text.startswith("cuda"):
         if not torch.cuda.is_available():
             raise InputError(f"--device {name} asked but torch finds no CUDA GPU", fix="use --device cpu")

@@ -150,10 +150,13 @@ def test_a_size_the_model_cannot_run_at_is_a_clear_error(tmp_path, capsys, size)
     ("gpu", "--device 'gpu' is not a training device"),  # before: torch's "Expected one of cpu, cuda, ..." after reading the data
     ("cuda:x", "--device 'cuda:x' is not a training device"),
     ("cuda:7", "torch finds no CUDA GPU"),  # this machine has none (a GPU machine: "torch sees N CUDA GPU(s)")
+    ("mps", "torch finds no Apple GPU"),  # taken (it worked through torch.device before), then checked here
 ])
 def test_a_device_that_is_not_one_is_refused_before_the_data_is_read(tmp_path, capsys, device, words):
     import torch
 
+    if device == "mps" and torch.backends.mps.is_available():
+        pytest.skip("an Apple GPU is here: mps is a training device")
     if device == "cuda:7" and torch.cuda.is_available():
         words = "numbered from 0" if torch.cuda.device_count() <= 7 else "never"
     rc, err = run([*BASE, "--data", str(tmp_path / "no-such-data"), "--device", device, "--out", str(tmp_path / "r")], capsys)

@@ -24,7 +24,7 @@ log = logging.getLogger("edgeseg.stream")
 APPSINK = "videoconvert ! video/x-raw,format=RGB ! appsink name=edgeseg_sink emit-signals=true max-buffers=2"
 #: decoded video turned as its orientation tag says (phone clips are stored sideways with a rotation in the
 #: container; OpenCV's reader applies it, decodebin does not): a pass-through when there is no tag
-UPRIGHT = "videoflip video-direction=auto"
+UPRIGHT = "videoconvert ! videoflip video-direction=auto"  # videoflip takes fewer formats than decoders give (4:2:2)
 LAUNCHERS: Registry[Callable[[SourceURI], str]] = Registry("GStreamer source scheme", error=InputError)
 
 
