@@ -3,7 +3,8 @@ and an on-screen display.
 
 The MP4 is written to ``NAME.part.mp4`` and renamed when the muxer has finalized it (EOS reached the file),
 so ``NAME`` is always a complete, playable file; the GStreamer writer fragments it while recording, so a
-``.part`` file left by a killed process or a full disk plays up to its last second (:data:`MUXERS`). Frames whose size differs from the first are resized
+``.part`` file left by a killed process or a full disk plays up to its last second (:func:`muxer`). Frames
+whose size differs from the first are resized
 to it (a video track has one size); an odd width or height gets one more column or row, a copy of the
 last, and a side under 16 pixels is padded the same way to 16 (:func:`encodable`: 4:2:0 H.264 needs even
 sizes, ``mp4mux`` at least 16x16).
@@ -12,6 +13,7 @@ frame written.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from pathlib import Path
@@ -42,9 +44,20 @@ ENCODERS.add("nvh264enc", "videoconvert ! video/x-raw,format=NV12 ! nvh264enc ! 
 #: MP4/MOV are written in 1 s fragments while recording and made a plain file at the end (``first-moov-then-
 #: finalise``): after a kill -9, a power loss or a full disk the ``.part`` file plays up to its last second
 #: (an unfragmented one had no index: 283 frames written, 0 readable); Matroska is readable when cut short as is
+#: GStreamer 1.20+ (JetPack 4/5 ship 1.14/1.16, without ``fragment-mode``: there the files are written plain)
 _FRAGMENTS = "fragment-duration=1000 fragment-mode=first-moov-then-finalise"
-MUXERS = {".mp4": f"mp4mux {_FRAGMENTS}", ".m4v": f"mp4mux {_FRAGMENTS}", ".mov": f"qtmux {_FRAGMENTS}",
-          ".mkv": "matroskamux"}
+MUXERS = {".mp4": "mp4mux", ".m4v": "mp4mux", ".mov": "qtmux", ".mkv": "matroskamux", ".avi": "avimux"}
+
+
+@functools.lru_cache(maxsize=None)
+def muxer(suffix: str) -> str:
+    """The muxer element (with its fragment settings where this GStreamer has them) for a file suffix."""
+    name = MUXERS[suffix.lower()]
+    if name in ("mp4mux", "qtmux"):
+        element = _gst.gst().ElementFactory.make(name, None)
+        if element is not None and element.find_property("fragment-mode") is not None:
+            return f"{name} {_FRAGMENTS}"
+    return name
 _OTHER_OPTION = {".jsonl": "--json-out (JSON lines)", ".json": "--json-out (JSON lines)", ".png": "--png-dir (label PNGs)"}
 
 
@@ -205,7 +218,7 @@ def _fraction(fps: float) -> tuple[int, int]:
 class Mp4Sink(Sink):
     """An MP4 file of the rendered frames. ``backend``: ``auto`` (GStreamer when present), ``gstreamer``
     or ``opencv`` (``mp4v``, since OpenCV wheels cannot write H.264). ``encoder``: a name in :data:`ENCODERS`.
-    The suffix picks the container (:data:`MUXERS`: ``.mp4``, ``.m4v``, ``.mov``, ``.mkv``); other names,
+    The suffix picks the container (:data:`MUXERS`: ``.mp4``, ``.m4v``, ``.mov``, ``.mkv``, ``.avi``); other names,
     and the source's own file, are refused when the sink opens (:func:`check_video_path`)."""
 
     name = "mp4"
@@ -240,7 +253,7 @@ class Mp4Sink(Sink):
         fps = output_fps(self.fps, self._source)
         self.fps = fps
         if self.backend == "gstreamer":
-            tail = f"{self.encoder} ! {MUXERS[self.path.suffix.lower()]} ! filesink location={_gst.quote(str(self.part))}"
+            tail = f"{self.encoder} ! {muxer(self.path.suffix)} ! filesink location={_gst.quote(str(self.part))}"
             self._writer = GstAppSrcWriter(tail, shape, fps, str(self.path))
         else:
             import cv2
