@@ -254,7 +254,7 @@ class RemotePredictor:
         if conn.sock is None:
             conn.connect()
         expired = threading.Event()
-        token = _WATCHDOG.arm(conn, time.monotonic() + self.timeout_s, expired)
+        token = _WATCHDOG.arm(conn.sock, time.monotonic() + self.timeout_s, expired)
         try:
             conn.request(method, path, body=body, headers=headers or {})
             resp = conn.getresponse()
@@ -305,20 +305,28 @@ class RemotePredictor:
 class _Watchdog:
     """One daemon thread that shuts down the connections of exchanges past their deadline, for every
     client in the process (a ``threading.Timer`` per request cost 0.4 ms, a new thread each time; arming
-    this costs a lock and, only when the new deadline is the earliest, a wake-up)."""
+    this costs a lock and, only when the new deadline is the earliest, a wake-up). It holds the socket
+    object, not the connection (``http.client`` drops ``conn.sock`` on a ``Connection: close`` answer while
+    its reader still uses the socket); a forked child starts afresh (see :meth:`_reset`)."""
 
     def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._armed: dict[int, tuple[float, http.client.HTTPConnection, threading.Event]] = {}
-        self._next, self._wake_at, self._pid = 0, float("inf"), 0
+        self._reset()
 
-    def arm(self, conn: http.client.HTTPConnection, deadline: float, expired: threading.Event) -> int:
+    def _reset(self) -> None:
+        """A new lock, nothing armed, no thread: after ``fork`` the child must not wait on a lock a parent's
+        thread held, nor shut down the sockets of the parent's requests (which it shares)."""
+        self._cond = threading.Condition()
+        self._armed: dict[int, tuple[float, socket.socket, threading.Event]] = {}
+        self._next, self._wake_at, self._thread = 0, float("inf"), None
+
+    def arm(self, sock: socket.socket, deadline: float, expired: threading.Event) -> int:
         with self._cond:
-            if self._pid != os.getpid():  # first use, or a forked child: the thread does not exist here
-                self._pid, self._wake_at = os.getpid(), float("inf")
-                threading.Thread(target=self._run, name="edgeseg-client-deadlines", daemon=True).start()
+            if self._thread is None or not self._thread.is_alive():
+                self._wake_at = float("inf")
+                self._thread = threading.Thread(target=self._run, name="edgeseg-client-deadlines", daemon=True)
+                self._thread.start()
             self._next += 1
-            self._armed[self._next] = (deadline, conn, expired)
+            self._armed[self._next] = (deadline, sock, expired)
             if deadline < self._wake_at:
                 self._cond.notify()
             return self._next
@@ -331,18 +339,19 @@ class _Watchdog:
         with self._cond:
             while True:
                 now = time.monotonic()
-                for token, (deadline, conn, expired) in list(self._armed.items()):
+                for token, (deadline, sock, expired) in list(self._armed.items()):
                     if deadline <= now:
                         del self._armed[token]
                         expired.set()
-                        if conn.sock is not None:
-                            with contextlib.suppress(OSError):
-                                conn.sock.shutdown(socket.SHUT_RDWR)
+                        with contextlib.suppress(OSError):
+                            sock.shutdown(socket.SHUT_RDWR)
                 self._wake_at = min((d for d, _, _ in self._armed.values()), default=now + 1.0)
-                self._cond.wait(self._wake_at - now)
+                self._cond.wait(max(0.0, self._wake_at - now))
 
 
 _WATCHDOG = _Watchdog()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_WATCHDOG._reset)
 
 
 def _excerpt(text: str, n: int = 120) -> str:

@@ -238,8 +238,9 @@ class _Stalling:
                             return
                         conn.send(bytes([byte]))
                 head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                if self.mode == "body":
-                    conn.send(head + b"Content-Length: 100000\r\n\r\n")
+                if self.mode in ("body", "close"):  # close: http.client then drops conn.sock while reading
+                    extra = b"Connection: close\r\n" if self.mode == "close" else b""
+                    conn.send(head + extra + b"Content-Length: 100000\r\n\r\n")
                     while not self.stop.wait(0.2):
                         conn.send(b" ")
                 if self.mode == "endless":
@@ -254,10 +255,11 @@ class _Stalling:
         self.sock.close()
 
 
-@pytest.mark.parametrize("mode", ["headers", "body"])
+@pytest.mark.parametrize("mode", ["headers", "body", "close"])
 def test_a_server_that_trickles_its_answer_times_out_in_bounded_time(mode):
     # before: the socket timeout bounds each read only: 15 s for headers sent a byte at a time with
-    # timeout_s=1, and for ever (killed after 40 s) for a body sent a byte at a time
+    # timeout_s=1, and for ever (killed after 40 s) for a body sent a byte at a time; with "Connection: close"
+    # http.client drops conn.sock while reading, so a deadline that shut down conn.sock missed it (6 s)
     server = _Stalling(mode)
     try:
         p = RemotePredictor(server.url, timeout_s=1.0, retries=1, backoff_s=0.0)
@@ -316,6 +318,39 @@ def test_deadlines_of_many_requests_share_one_watchdog_thread():
         assert [t.name for t in threading.enumerate()].count("edgeseg-client-deadlines") == 1
     finally:
         server.close()
+
+
+def test_a_forked_child_has_a_watchdog_of_its_own():
+    """Before: a child forked while a thread held the watchdog's lock waited on it for ever at its first request,
+    and its watchdog shut down the parent's sockets (shared) when their deadlines passed."""
+    import os
+
+    from edgeseg.remote import _WATCHDOG
+
+    parent_sock = socket.socket()
+    token = _WATCHDOG.arm(parent_sock, time.monotonic() + 0.2, threading.Event())  # the parent's request in flight
+    held, release = threading.Event(), threading.Event()
+
+    def hold():
+        with _WATCHDOG._cond:
+            held.set()
+            release.wait(5)
+
+    threading.Thread(target=hold, daemon=True).start()
+    held.wait(5)
+    pid = os.fork()
+    if pid == 0:  # the child: arm and disarm must not block; nothing of the parent's is armed here
+        ok = not _WATCHDOG._armed
+        done = threading.Event()
+        threading.Thread(target=lambda: (_WATCHDOG.disarm(_WATCHDOG.arm(socket.socket(), time.monotonic() + 5,
+                                                                           threading.Event())), done.set()),
+                         daemon=True).start()
+        os._exit(0 if ok and done.wait(3) else 1)
+    release.set()
+    _, status = os.waitpid(pid, 0)
+    _WATCHDOG.disarm(token)
+    parent_sock.close()
+    assert os.waitstatus_to_exitcode(status) == 0
 
 
 def test_an_endless_answer_is_cut_off(monkeypatch):
