@@ -314,7 +314,7 @@ def test_batch_timeout_that_is_not_a_finite_number_is_refused(media, capsys, val
     end it); ``nan`` passed as 0."""
     code, err = run(capsys, "--source", media / "clip.mp4", "--max-batch", 2, "--batch-timeout-ms", value,
                     "--json-out", os.devnull)
-    assert code == 2 and f"batch timeout must be a number of seconds >= 0, got {value}" in err
+    assert code == 2 and f"batch_timeout_ms must be a number of milliseconds >= 0, got {value}" in err
 
 
 def test_a_stream_thread_that_dies_fails_the_run_instead_of_hanging():

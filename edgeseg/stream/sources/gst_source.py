@@ -89,8 +89,9 @@ def _launch(u: SourceURI) -> str:
 
 
 PREROLL_TIMEOUT_S = 3.0  # how long opening a file waits for GStreamer to preroll before giving up on its total
-#: how long a network source (rtsp, http) that never gave a frame keeps trying before the run stops (``?timeout=S``)
-CONNECT_TIMEOUT_S = 10.0
+#: how long a network source (rtsp, http) that never gave a frame keeps trying before the run stops; None: for
+#: ever (a service started before its camera), saying why at every attempt; ``?timeout=S`` sets it per URL
+CONNECT_TIMEOUT_S: float | None = None
 
 
 def file_frame_total(pipeline: Any, sink_name: str = "edgeseg_sink") -> tuple[int | None, float | None]:
@@ -175,9 +176,9 @@ class GstSource(Source):
     :func:`~edgeseg.stream.pipeline.decoder_threads`: None is 1 on few cores, 0 the decoder's own).
 
     Reconnecting is for a stream that was there: a source that has not given its first frame within
-    ``connect_timeout_s`` (the URI's ``?timeout=S``; default :data:`CONNECT_TIMEOUT_S`; 0 or None: keep
-    trying) raises a :class:`StreamError` naming the URL and the last error (a typo in a camera's address
-    otherwise retried forever, the run never ending and never saying why)."""
+    ``connect_timeout_s`` (the URI's ``?timeout=S``; default :data:`CONNECT_TIMEOUT_S`, keep trying; 0 or None:
+    keep trying) raises a :class:`StreamError` naming the URL and the last error; until then every attempt
+    logs why it failed and how to give up (a typo in a camera's address was retried in silence)."""
 
     def __init__(self, uri: str, *, name: str | None = None, realtime: bool = False, buffer_size: int = 4,
                  reconnect: bool | None = None, backoff_s: tuple[float, float] = (0.25, 1.0),
@@ -411,7 +412,13 @@ class GstSource(Source):
             if self.reconnect_timeout_s is not None and waited > self.reconnect_timeout_s:
                 raise StreamError(f"source {self.uri!r} lost ({text}) and not back after {waited:.1f} s",
                                   fix="check the camera/server, or raise reconnect_timeout_s")
-            log.warning("%s: stream lost (%s); reconnecting in %.2f s", self.uri, text, delay)
+            if self._index == 0 and self._opened_at is not None:  # never connected: a typo, or a camera not up yet
+                log.warning("%s: cannot connect (%s); trying again in %.2f s (%.0f s without a frame; %s)", self.uri,
+                            text, delay, time.perf_counter() - self._opened_at,
+                            f"giving up after {self.connect_timeout_s:g} s" if self.connect_timeout_s else
+                            "add ?timeout=S to the URL to give up after S s")
+            else:
+                log.warning("%s: stream lost (%s); reconnecting in %.2f s", self.uri, text, delay)
             self._teardown()
             end = time.perf_counter() + delay
             while not self._stopping and time.perf_counter() < end:
