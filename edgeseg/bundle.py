@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import secrets
 import shutil
@@ -31,11 +32,13 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 
-from ._io import atomic_copy_file, atomic_write_bytes, atomic_write_text, dumps_json, writable_folder
+from ._io import _umask, atomic_copy_file, atomic_write_bytes, atomic_write_text, dumps_json, writable_folder
 from .errors import BundleError, InputError
 from .structures.decoder_options import DecoderOptions, decoder_options
 from .structures.input_spec import InputSpec
 from .structures.palette import default_palette
+
+log = logging.getLogger("edgeseg.bundle")
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
@@ -212,6 +215,10 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+class _CacheUnwritable(BundleError):
+    """The bundle cache takes no new folder (a read-only home or file system)."""
+
+
 class Bundle:
     """A bundle on disk. Open with :meth:`open` (verifies) or make one with :meth:`create`."""
 
@@ -246,11 +253,18 @@ class Bundle:
                                   fix="give a bundle folder (NAME.edgeseg), a .zip of one, or a shipped name")
             try:
                 return cls._open_folder(cls._extract(p), source, verify)
-            except BundleError:
+            except BundleError as first:
                 if not verify:
                     raise
                 # the cached copy may be damaged (a crash, a disk): unpack anew once; a bad zip fails again as before
-                return cls._open_folder(cls._extract(p, fresh=True), source, verify)
+                try:
+                    return cls._open_folder(cls._extract(p, fresh=True), source, verify)
+                except (OSError, _CacheUnwritable) as e:  # a read-only cache: its damaged copy cannot be replaced
+                    why = e.strerror if isinstance(e, OSError) and e.strerror else str(e).splitlines()[0]
+                    raise BundleError(f"{first.args[0].splitlines()[0]} (the unpacked copy of {p} in the cache, which "
+                                      f"cannot be replaced: {why})",
+                                      fix="set EDGESEG_CACHE_DIR to a folder you can write to, or unzip the bundle "
+                                          "and give its folder") from None
         return cls._open_folder(p, source, verify)
 
     @classmethod
@@ -273,18 +287,17 @@ class Bundle:
     def _extract(zpath: Path, fresh: bool = False) -> Path:
         """The folder a ``.zip`` bundle unpacks to, in the cache (:func:`edgeseg.paths.cache_dir`, by the zip's sha256).
         Unpacked beside the cache entry and renamed into place, so that processes opening one zip at once
-        each see a whole folder and never remove one another's; ``fresh``: replace the entry (found damaged)."""
+        each see a whole folder and never remove one another's; ``fresh``: replace the entry (found damaged),
+        once the new copy is unpacked."""
         cache = _cache_entry(zpath)
         digest = cache.name
-        if fresh and cache.exists():
-            _set_aside(cache)
-        if (cache / MANIFEST).is_file():
+        if not fresh and (cache / MANIFEST).is_file():
             return cache
         try:
             cache.parent.mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(prefix=f".{digest}.", suffix=".extract", dir=cache.parent))
         except OSError as e:
-            raise BundleError(f"cannot unpack {zpath}: the bundle cache {cache.parent} is not writable "
+            raise _CacheUnwritable(f"cannot unpack {zpath}: the bundle cache {cache.parent} is not writable "
                               f"({e.strerror or e})", fix="set EDGESEG_CACHE_DIR to a folder you can write to, or unzip "
                                                           "the bundle and give its folder") from None
         try:
@@ -296,6 +309,10 @@ class Bundle:
                 zf.extractall(tmp)
             inner = [d for d in tmp.iterdir() if d.is_dir() and (d / MANIFEST).is_file()]
             root = tmp if (tmp / MANIFEST).is_file() else (inner[0] if len(inner) == 1 else tmp)
+            os.chmod(root, 0o777 & ~_umask())  # mkdtemp's 0700 would keep other users out of a shared cache
+            if fresh and cache.exists():
+                _swap_in(root, cache)
+                return cache
             if (cache / MANIFEST).is_file():  # another process unpacked it meanwhile: use theirs
                 return cache
             if cache.exists():  # a leftover without a manifest
@@ -354,6 +371,8 @@ class Bundle:
         as it was. Between the two renames of the swap the old bundle is ``.NAME.XXXX.old`` (a moment;
         after a crash there it is still whole)."""
         root = check_target(path, overwrite=overwrite, writable=False)
+        if root.is_symlink():  # --overwrite through a link replaces the bundle it points to, and keeps the link
+            root = root.resolve()
         _mkdir(root.parent, parents=True, exist_ok=True)
         stage = root.parent / f".{root.name}.{secrets.token_hex(4)}.partial"  # mkdir's mode, not mkdtemp's 0700
         _mkdir(stage)
@@ -375,9 +394,10 @@ class Bundle:
         system allows; every write replaces a file, so the originals are never touched), swapped in when the
         ``with`` block ends without an error. An error, Ctrl-C or full disk inside leaves the bundle as it
         was (``edgeseg quantize`` writes a model, its ranges, caches and report: never half of them)."""
-        stage = self.root.parent / f".{self.root.name}.{secrets.token_hex(4)}.partial"
+        real = self.root.resolve()  # a link (current.edgeseg -> releases/v3.edgeseg) stays a link to the edited bundle
+        stage = real.parent / f".{real.name}.{secrets.token_hex(4)}.partial"
         try:
-            shutil.copytree(self.root, stage, symlinks=True, copy_function=_link_or_copy)
+            shutil.copytree(real, stage, symlinks=True, copy_function=_link_or_copy)
         except OSError as e:
             shutil.rmtree(stage, ignore_errors=True)
             raise BundleError(f"cannot edit {self.root}: its folder {self.root.parent} takes no new folder "
@@ -389,7 +409,7 @@ class Bundle:
             if zipped:  # the user's bundle is the .zip: written anew (atomically), the unpacked copy filed under it
                 root = _zip_into(edit, self.source)
             else:
-                _swap_in(stage, self.root)
+                _swap_in(stage, real)
                 root = self.root
         except BaseException:
             shutil.rmtree(stage, ignore_errors=True)
@@ -560,11 +580,15 @@ def _zip_into(staged: "Bundle", zpath: Path) -> Path:
     entry = _cache_entry(zpath)
     try:
         entry.parent.mkdir(parents=True, exist_ok=True)
+        if (entry / MANIFEST).is_file():  # the same zip unpacked before (same sha256)
+            shutil.rmtree(staged.root, ignore_errors=True)
+            return entry
         os.rename(staged.root, entry)
-    except OSError:  # another file system, an unwritable cache, or the entry exists: unpacked on the next open
-        shutil.rmtree(staged.root, ignore_errors=True)
-        return Bundle._extract(zpath)
-    return entry
+        return entry
+    except OSError:  # an unwritable cache: the zip is written, which is what was asked; its folder goes elsewhere
+        private = Path(tempfile.mkdtemp(prefix="edgeseg-bundle-")) / zpath.stem
+        shutil.move(str(staged.root), private)
+        return private
 
 
 def _cache_entry(zpath: Path) -> Path:
@@ -608,7 +632,12 @@ def _swap_in(stage: Path, root: Path) -> None:
     except BaseException:
         os.replace(old, root)
         raise
-    _remove(old)
+    try:  # the new one is in place: what stays of the old one is only a warning
+        _remove(old)
+    except OSError as e:
+        shutil.rmtree(old, ignore_errors=True)
+        if os.path.lexists(old):
+            log.warning("replaced %s, but could not remove all of the old copy %s (%s)", root, old, e.strerror or e)
 
 
 def _is_zipped_bundle(path: Path) -> bool:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import os
 
 import numpy as np
@@ -421,3 +422,46 @@ def test_out_named_zip_writes_a_zip_file(bundle, tmp_path, monkeypatch, capsys):
         b.add_model(ModelFile("model.onnx", "fp32"), bundle.root / "model.onnx")
     assert out.is_file() and Bundle.open(out).model_path().is_file()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_a_zip_output_with_an_unwritable_cache_is_still_written(bundle, tmp_path, monkeypatch):
+    """Review finding: the zip was written, then filing its folder in an unwritable cache failed and the command
+    reported an error (with --overwrite the old zip already replaced)."""
+    (tmp_path / "a-file").write_text("x")
+    monkeypatch.setenv("EDGESEG_CACHE_DIR", str(tmp_path / "a-file" / "cache"))
+    out = tmp_path / "m.zip"
+    with Bundle.writing(out, bundle.manifest) as b:
+        b.add_model(ModelFile("model.onnx", "fp32"), bundle.root / "model.onnx")
+    assert out.is_file() and b.root.is_dir() and (b.root / "model.onnx").is_file()
+    shutil.rmtree(b.root.parent)
+
+
+def test_editing_through_a_symlink_edits_its_target_and_keeps_the_link(bundle, tmp_path):
+    """Review finding: the link current.edgeseg -> v3.edgeseg was replaced by an edited copy, v3 left unchanged."""
+    link = tmp_path / "current.edgeseg"
+    link.symlink_to(bundle.root)
+    b = Bundle.open(link)
+    with b.editing() as e:
+        e.write_json("note.json", {"v": 3})
+    assert link.is_symlink() and (bundle.root / "note.json").is_file()
+    assert Bundle.open(link).manifest.files["note.json"] == Bundle.open(bundle.root).manifest.files["note.json"]
+
+
+def test_unpacked_zips_are_readable_by_others_and_a_damaged_one_in_a_read_only_cache_is_named(bundle, small_disk,
+                                                                                              monkeypatch):
+    import stat
+    import subprocess
+
+    disk = small_disk(4)
+    monkeypatch.setenv("EDGESEG_CACHE_DIR", str(disk / "cache"))
+    z = bundle.zip(disk / "b.zip")
+    root = Bundle.open(z).root
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(root.stat().st_mode) == 0o777 & ~umask  # was mkdtemp's 0700
+    with open(root / "model.onnx", "ab") as f:
+        f.write(b"\0")
+    assert subprocess.run(["mount", "-o", "remount,ro", str(disk)], capture_output=True).returncode == 0
+    with pytest.raises(BundleError, match="sha256 mismatch .*which cannot be replaced: .*(not writable|Read-only)") as e:
+        Bundle.open(z)
+    assert "EDGESEG_CACHE_DIR" in e.value.fix
