@@ -156,20 +156,15 @@ def test_a_runner_that_is_not_concurrent_runs_one_call_at_a_time(tmp_path):
             self.inside -= 1
             return {"y": feed["x"]}
 
-    r = OneAtATime(conv_bundle(tmp_path).root / "model.onnx").activate()
-    threads = [threading.Thread(target=lambda: [r.infer({"x": np.zeros(1)}, check=False) for _ in range(20)])
-               for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert r.overlaps == 0
+    def overlaps(runner) -> int:  # 4 threads, 20 calls each
+        threads = [threading.Thread(target=lambda: [runner.infer({"x": np.zeros(1)}, check=False) for _ in range(20)])
+                   for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return runner.overlaps
+
+    assert overlaps(OneAtATime(conv_bundle(tmp_path).root / "model.onnx").activate()) == 0
     OneAtATime.concurrent = True  # the same runner without the rule overlaps: the test can see it
-    r.activate()
-    threads = [threading.Thread(target=lambda: [r.infer({"x": np.zeros(1)}, check=False) for _ in range(20)])
-               for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert r.overlaps > 0
+    assert overlaps(OneAtATime(conv_bundle(tmp_path / "b").root / "model.onnx").activate()) > 0
