@@ -54,8 +54,6 @@ def _print(info: dict) -> None:
           + (", dynamic batch" if spec["dynamic_batch"] else ""))
     for o in info["outputs"]:
         print(f"output   {o['name']}: {o['kind']} {o['dtype']} {o['shape']}")
-    if not info["models"]:  # a manifest may list none: say so rather than print nothing
-        print("model    none: this bundle holds no model, so nothing can run it (re-create it with edgeseg export)")
     for mf in info["models"]:
         extra = "".join(f", {k} {mf[k]}" for k in ("target", "opset") if mf[k] is not None)
         print(f"model    {mf['file']}: {mf['precision']}{extra}")
