@@ -15,6 +15,7 @@ with a :class:`~edgeseg.errors.BundleError` naming the file and the problem.
 """
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import logging
@@ -238,9 +239,12 @@ class Bundle:
             shipped = shipped_bundle(str(path_or_name)) if os.sep not in str(path_or_name) else None
             if shipped is None:
                 names = ", ".join(shipped_bundle_names()) or "none installed"
+                kept = sorted(p.parent.glob(f".{glob.escape(p.name)}.*.old")) if p.parent.is_dir() else []
                 raise BundleError(
                     f"bundle {str(path_or_name)!r} not found",
-                    fix=f"give the path of a bundle directory or .zip, or a shipped name ({names})",
+                    fix=(f"a process killed while it replaced this bundle left it whole at {kept[-1]}: rename it "
+                         f"back to {p}" if kept else
+                         f"give the path of a bundle directory or .zip, or a shipped name ({names})"),
                 )
             p = shipped
         source = p
@@ -374,7 +378,7 @@ class Bundle:
         if root.is_symlink():  # --overwrite through a link replaces the bundle it points to, and keeps the link
             root = root.resolve()
         _mkdir(root.parent, parents=True, exist_ok=True)
-        stage = root.parent / f".{root.name}.{secrets.token_hex(4)}.partial"  # mkdir's mode, not mkdtemp's 0700
+        stage = _stage_path(root)  # made by mkdir: its mode, not mkdtemp's 0700
         _mkdir(stage)
         try:
             bundle = cls._new(stage, manifest)
@@ -395,7 +399,7 @@ class Bundle:
         ``with`` block ends without an error. An error, Ctrl-C or full disk inside leaves the bundle as it
         was (``edgeseg quantize`` writes a model, its ranges, caches and report: never half of them)."""
         real = self.root.resolve()  # a link (current.edgeseg -> releases/v3.edgeseg) stays a link to the edited bundle
-        stage = real.parent / f".{real.name}.{secrets.token_hex(4)}.partial"
+        stage = _stage_path(real)
         try:
             shutil.copytree(real, stage, symlinks=True, copy_function=_link_or_copy)
         except OSError as e:
@@ -589,6 +593,34 @@ def _zip_into(staged: "Bundle", zpath: Path) -> Path:
         private = Path(tempfile.mkdtemp(prefix="edgeseg-bundle-")) / zpath.stem
         shutil.move(str(staged.root), private)
         return private
+
+
+STALE_STAGE_S = 600.0  # a staging folder this old whose process is gone is a killed run's: removed
+
+
+def _stage_path(root: Path) -> Path:
+    """``.NAME.PID-XXXX.partial`` beside ``root``; staging folders that killed processes left for ``root``
+    (their process gone, untouched for :data:`STALE_STAGE_S`) are removed first."""
+    now = time.time()
+    for old in root.parent.glob(f".{glob.escape(root.name)}.*-*.partial"):
+        pid = old.name[len(root.name) + 2:].split("-", 1)[0]
+        try:
+            if not pid.isdigit() or _alive(int(pid)) or now - old.stat().st_mtime < STALE_STAGE_S:
+                continue
+        except OSError:
+            continue
+        shutil.rmtree(old, ignore_errors=True)
+    return root.parent / f".{root.name}.{os.getpid()}-{secrets.token_hex(4)}.partial"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process
+        return True
+    return True
 
 
 def _cache_entry(zpath: Path) -> Path:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 import os
 
 import numpy as np
@@ -465,3 +466,29 @@ def test_unpacked_zips_are_readable_by_others_and_a_damaged_one_in_a_read_only_c
     with pytest.raises(BundleError, match="sha256 mismatch .*which cannot be replaced: .*(not writable|Read-only)") as e:
         Bundle.open(z)
     assert "EDGESEG_CACHE_DIR" in e.value.fix
+
+
+def test_what_a_killed_swap_leaves_is_named_or_cleared(bundle, tmp_path):
+    """kill -9 between the two renames of a swap leaves the old bundle whole as .NAME.XXXX.old and no NAME: the
+    not-found error says where it is. Staging folders of killed runs (their process gone, 10 minutes old) are
+    removed by the next write of that bundle; a live process's are left alone."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "m.edgeseg"
+    aside = tmp_path / ".m.edgeseg.999999-abcd.old"
+    shutil.copytree(bundle.root, aside)
+    with pytest.raises(BundleError, match="not found") as e:
+        Bundle.open(out)
+    assert f"left it whole at {aside}: rename it back to {out}" in e.value.fix
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f".m.edgeseg.{int(dead.stdout)}-0000.partial"
+    live = tmp_path / f".m.edgeseg.{os.getpid()}-1111.partial"
+    young = tmp_path / f".m.edgeseg.{int(dead.stdout)}-2222.partial"
+    for d in (stale, live, young):
+        d.mkdir()
+    os.utime(stale, (time.time() - 3600, time.time() - 3600))
+    os.utime(live, (time.time() - 3600, time.time() - 3600))
+    with Bundle.writing(out, bundle.manifest) as b:
+        b.add_model(ModelFile("model.onnx", "fp32"), bundle.root / "model.onnx")
+    assert not stale.exists() and live.exists() and young.exists()
