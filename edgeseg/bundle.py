@@ -15,6 +15,7 @@ with a :class:`~edgeseg.errors.BundleError` naming the file and the problem.
 """
 from __future__ import annotations
 
+import contextlib
 import glob
 import hashlib
 import json
@@ -239,7 +240,8 @@ class Bundle:
             shipped = shipped_bundle(str(path_or_name)) if os.sep not in str(path_or_name) else None
             if shipped is None:
                 names = ", ".join(shipped_bundle_names()) or "none installed"
-                kept = sorted(p.parent.glob(f".{glob.escape(p.name)}.*.old")) if p.parent.is_dir() else []
+                kept = sorted(p.parent.glob(f".{glob.escape(p.name)}.*.old"), key=lambda f: f.stat().st_mtime) \
+                    if p.parent.is_dir() else []
                 raise BundleError(
                     f"bundle {str(path_or_name)!r} not found",
                     fix=(f"a process killed while it replaced this bundle left it whole at {kept[-1]}: rename it "
@@ -257,6 +259,8 @@ class Bundle:
                                   fix="give a bundle folder (NAME.edgeseg), a .zip of one, or a shipped name")
             try:
                 return cls._open_folder(cls._extract(p), source, verify)
+            except _CacheUnwritable:
+                raise
             except BundleError as first:
                 if not verify:
                     raise
@@ -411,7 +415,7 @@ class Bundle:
             edit = type(self)(stage, self.manifest, source=self.source)
             yield edit
             if zipped:  # the user's bundle is the .zip: written anew (atomically), the unpacked copy filed under it
-                root = _zip_into(edit, self.source)
+                root = _zip_into(edit, self.source.resolve())  # through a link: the zip it points to
             else:
                 _swap_in(stage, real)
                 root = self.root
@@ -589,9 +593,16 @@ def _zip_into(staged: "Bundle", zpath: Path) -> Path:
             return entry
         os.rename(staged.root, entry)
         return entry
-    except OSError:  # an unwritable cache: the zip is written, which is what was asked; its folder goes elsewhere
+    except OSError:  # the cache on another file system, or a leftover there: unpack the zip into it instead
+        pass
+    try:
+        entry = Bundle._extract(zpath)
+        shutil.rmtree(staged.root, ignore_errors=True)
+        return entry
+    except _CacheUnwritable:  # the zip is written, which is what was asked; its folder is kept elsewhere
         private = Path(tempfile.mkdtemp(prefix="edgeseg-bundle-")) / zpath.stem
         shutil.move(str(staged.root), private)
+        log.info("the bundle cache is not writable: %s's unpacked copy is in %s", zpath, private)
         return private
 
 
@@ -599,18 +610,26 @@ STALE_STAGE_S = 600.0  # a staging folder this old whose process is gone is a ki
 
 
 def _stage_path(root: Path) -> Path:
-    """``.NAME.PID-XXXX.partial`` beside ``root``; staging folders that killed processes left for ``root``
-    (their process gone, untouched for :data:`STALE_STAGE_S`) are removed first."""
+    """``.NAME.PID@HOST-XXXX.partial`` beside ``root``; staging folders that killed processes of this machine
+    left for ``root`` (their process gone, untouched for :data:`STALE_STAGE_S`) are removed first (a folder
+    shared between containers or hosts: only this host's, whose pids are meaningful)."""
     now = time.time()
-    for old in root.parent.glob(f".{glob.escape(root.name)}.*-*.partial"):
-        pid = old.name[len(root.name) + 2:].split("-", 1)[0]
+    host = _host()
+    for old in root.parent.glob(f".{glob.escape(root.name)}.*@{glob.escape(host)}-*.partial"):
+        pid = old.name[len(root.name) + 2:].split("@", 1)[0]  # only this machine's: pids of others mean nothing here
         try:
             if not pid.isdigit() or _alive(int(pid)) or now - old.stat().st_mtime < STALE_STAGE_S:
                 continue
         except OSError:
             continue
         shutil.rmtree(old, ignore_errors=True)
-    return root.parent / f".{root.name}.{os.getpid()}-{secrets.token_hex(4)}.partial"
+    return root.parent / f".{root.name}.{os.getpid()}@{host}-{secrets.token_hex(4)}.partial"
+
+
+def _host() -> str:
+    import socket
+
+    return "".join(c if c.isalnum() or c in "._" else "_" for c in socket.gethostname()) or "host"
 
 
 def _alive(pid: int) -> bool:
@@ -668,7 +687,11 @@ def _swap_in(stage: Path, root: Path) -> None:
         _remove(old)
     except OSError as e:
         shutil.rmtree(old, ignore_errors=True)
-        if os.path.lexists(old):
+        if os.path.lexists(old):  # not whole any more: not an .old a user would be told to rename back
+            trash = old.with_suffix(".trash")
+            with contextlib.suppress(OSError):
+                os.rename(old, trash)
+                old = trash
             log.warning("replaced %s, but could not remove all of the old copy %s (%s)", root, old, e.strerror or e)
 
 

@@ -218,9 +218,12 @@ class RemotePredictor:
     # ---- HTTP ----------------------------------------------------------------------------------
     def _conn(self) -> http.client.HTTPConnection:
         conn = getattr(self._local, "conn", None)
-        if conn is None:
+        if conn is None or getattr(self._local, "pid", None) != os.getpid():
+            # a forked child must not share the parent's keep-alive socket: each could read the other's answer
+            # (dropped, not closed: closing it would end the parent's connection too)
             cls = http.client.HTTPSConnection if self.endpoint.scheme == "https" else http.client.HTTPConnection
             conn = self._local.conn = cls(self.endpoint.host, self.endpoint.port, timeout=self.timeout_s)
+            self._local.pid = os.getpid()
         return conn
 
     def _request(self, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None,

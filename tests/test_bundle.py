@@ -482,13 +482,47 @@ def test_what_a_killed_swap_leaves_is_named_or_cleared(bundle, tmp_path):
         Bundle.open(out)
     assert f"left it whole at {aside}: rename it back to {out}" in e.value.fix
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    stale = tmp_path / f".m.edgeseg.{int(dead.stdout)}-0000.partial"
-    live = tmp_path / f".m.edgeseg.{os.getpid()}-1111.partial"
-    young = tmp_path / f".m.edgeseg.{int(dead.stdout)}-2222.partial"
-    for d in (stale, live, young):
+    from edgeseg.bundle import _host
+
+    pid, host = int(dead.stdout), _host()
+    stale = tmp_path / f".m.edgeseg.{pid}@{host}-0000.partial"
+    live = tmp_path / f".m.edgeseg.{os.getpid()}@{host}-1111.partial"
+    young = tmp_path / f".m.edgeseg.{pid}@{host}-2222.partial"
+    elsewhere = tmp_path / f".m.edgeseg.{pid}@another-host-3333.partial"  # its pid means nothing here
+    for d in (stale, live, young, elsewhere):
         d.mkdir()
-    os.utime(stale, (time.time() - 3600, time.time() - 3600))
-    os.utime(live, (time.time() - 3600, time.time() - 3600))
+    for d in (stale, live, elsewhere):
+        os.utime(d, (time.time() - 3600, time.time() - 3600))
     with Bundle.writing(out, bundle.manifest) as b:
         b.add_model(ModelFile("model.onnx", "fp32"), bundle.root / "model.onnx")
-    assert not stale.exists() and live.exists() and young.exists()
+    assert not stale.exists() and live.exists() and young.exists() and elsewhere.exists()
+
+
+def test_a_zip_written_where_the_cache_is_on_another_file_system(bundle, small_disk, monkeypatch, tmp_path):
+    """Re-review: renaming the staged folder into a cache on another file system fails (EXDEV); it went to a
+    private folder in /tmp each time, never cleaned. Now the zip is unpacked into the cache as on open."""
+    disk = small_disk(8)
+    monkeypatch.setenv("EDGESEG_CACHE_DIR", str(tmp_path / "cache"))
+    out = disk / "m.zip"
+    with Bundle.writing(out, bundle.manifest) as b:
+        b.add_model(ModelFile("model.onnx", "fp32"), bundle.root / "model.onnx")
+    assert out.is_file() and b.root.parent == tmp_path / "cache" / "bundles" and (b.root / "model.onnx").is_file()
+    assert sorted(p.name for p in disk.iterdir()) == ["m.zip"]
+
+
+def test_editing_a_zip_through_a_symlink_writes_the_zip_it_points_to(bundle, tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGESEG_CACHE_DIR", str(tmp_path / "cache"))
+    z = bundle.zip(tmp_path / "v3.zip")
+    link = tmp_path / "current.zip"
+    link.symlink_to(z)
+    with Bundle.open(link).editing() as e:
+        e.write_json("note.json", {"v": 3})
+    assert link.is_symlink() and "note.json" in Bundle.open(z).manifest.files
+
+
+def test_an_unwritable_cache_with_no_copy_is_named_once(bundle, tmp_path, monkeypatch):
+    (tmp_path / "a-file").write_text("x")
+    monkeypatch.setenv("EDGESEG_CACHE_DIR", str(tmp_path / "a-file" / "cache"))
+    with pytest.raises(BundleError) as e:
+        Bundle.open(bundle.zip(tmp_path / "b.zip"))
+    assert "is not writable" in str(e.value) and "cannot be replaced" not in str(e.value)

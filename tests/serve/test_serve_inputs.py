@@ -353,6 +353,28 @@ def test_a_forked_child_has_a_watchdog_of_its_own():
     assert os.waitstatus_to_exitcode(status) == 0
 
 
+def test_a_forked_child_opens_its_own_connection():
+    """Re-review: a child forked after a request kept the parent's keep-alive connection, one TCP stream for
+    two processes (each could read the other's answer)."""
+    import os
+
+    server = _Http(200, "application/json", b'{"bundles": [{"name": "shapes", "task": "semantic", "classes": []}]}')
+    try:
+        p = RemotePredictor(server.base, timeout_s=5.0, retries=0)
+        p._bundles()
+        parent = p._conn()
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            child = p._conn()
+            os.write(w, b"1" if child is not parent and p._bundles()[0]["name"] == "shapes" else b"0")
+            os._exit(0)
+        os.waitpid(pid, 0)
+        assert os.read(r, 1) == b"1" and p._conn() is parent and p._bundles()[0]["name"] == "shapes"
+    finally:
+        server.close()
+
+
 def test_an_endless_answer_is_cut_off(monkeypatch):
     # before: read into memory until MemoryError (1 GiB cap here: made small so that the test stays light)
     monkeypatch.setattr("edgeseg.remote.MAX_ANSWER_BYTES", 1 << 20)

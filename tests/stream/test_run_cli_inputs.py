@@ -409,3 +409,12 @@ def test_a_csi_camera_off_a_jetson_is_named_as_such(gst, capsys):
     rc = main(["run", "--bundle", "shapes", "--source", "csi://0", "--max-frames", "2"])
     err = capsys.readouterr().err
     assert rc == 2 and "csi:// cameras are read by nvarguscamerasrc" in err and "v4l2:///dev/videoN" in err, err
+
+
+def test_a_camera_waits_for_ever_and_a_file_over_http_gives_up(gst):
+    """Re-review: retrying for ever suits a camera a service starts before; an http file's 404 never goes away."""
+    from edgeseg.stream import GstSource
+
+    assert GstSource("rtsp://127.0.0.1:1/cam").connect_timeout_s is None
+    assert GstSource("http://127.0.0.1:1/clip.mp4").connect_timeout_s == 10.0
+    assert GstSource("rtsp://127.0.0.1:1/cam?timeout=30").connect_timeout_s == 30.0

@@ -89,9 +89,10 @@ def _launch(u: SourceURI) -> str:
 
 
 PREROLL_TIMEOUT_S = 3.0  # how long opening a file waits for GStreamer to preroll before giving up on its total
-#: how long a network source (rtsp, http) that never gave a frame keeps trying before the run stops; None: for
-#: ever (a service started before its camera), saying why at every attempt; ``?timeout=S`` sets it per URL
-CONNECT_TIMEOUT_S: float | None = None
+#: how long a network source that never gave a frame keeps trying before the run stops, by scheme: a camera
+#: (rtsp) for ever (a service started before its camera), saying why at every attempt; a file over http 10 s
+#: (a 404 or 401 does not go away); ``?timeout=S`` sets it per URL
+CONNECT_TIMEOUT_S: dict[str, float | None] = {"rtsp": None, "http": 10.0}
 
 
 def file_frame_total(pipeline: Any, sink_name: str = "edgeseg_sink") -> tuple[int | None, float | None]:
@@ -176,14 +177,14 @@ class GstSource(Source):
     :func:`~edgeseg.stream.pipeline.decoder_threads`: None is 1 on few cores, 0 the decoder's own).
 
     Reconnecting is for a stream that was there: a source that has not given its first frame within
-    ``connect_timeout_s`` (the URI's ``?timeout=S``; default :data:`CONNECT_TIMEOUT_S`, keep trying; 0 or None:
-    keep trying) raises a :class:`StreamError` naming the URL and the last error; until then every attempt
+    ``connect_timeout_s`` (the URI's ``?timeout=S``; default ``"auto"``: :data:`CONNECT_TIMEOUT_S` by scheme;
+    0 or None: keep trying) raises a :class:`StreamError` naming the URL and the last error; until then every attempt
     logs why it failed and how to give up (a typo in a camera's address was retried in silence)."""
 
     def __init__(self, uri: str, *, name: str | None = None, realtime: bool = False, buffer_size: int = 4,
                  reconnect: bool | None = None, backoff_s: tuple[float, float] = (0.25, 1.0),
                  reconnect_timeout_s: float | None = None, stall_timeout_s: float = 5.0,
-                 decoder_threads: int | None = None, connect_timeout_s: float | None = CONNECT_TIMEOUT_S):
+                 decoder_threads: int | None = None, connect_timeout_s: float | None | str = "auto"):
         from ..pipeline import decoder_threads as _decoder_threads
 
         super().__init__()
@@ -201,6 +202,8 @@ class GstSource(Source):
         self.backoff_s = backoff_s
         self.reconnect_timeout_s = reconnect_timeout_s
         self.stall_timeout_s = stall_timeout_s
+        if connect_timeout_s == "auto":
+            connect_timeout_s = CONNECT_TIMEOUT_S.get(self.spec.scheme)
         self.connect_timeout_s = _timeout_opt(self.spec, connect_timeout_s)
         self._opened_at: float | None = None
         self._buf = FrameBuffer(buffer_size, drop_oldest=self.live)
