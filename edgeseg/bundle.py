@@ -586,15 +586,13 @@ def _zip_into(staged: "Bundle", zpath: Path) -> Path:
     else:
         staged.zip(zpath)
     entry = _cache_entry(zpath)
-    try:
+    with contextlib.suppress(OSError):  # the cache on another file system, or a leftover there: unpacked below
         entry.parent.mkdir(parents=True, exist_ok=True)
         if (entry / MANIFEST).is_file():  # the same zip unpacked before (same sha256)
             shutil.rmtree(staged.root, ignore_errors=True)
             return entry
         os.rename(staged.root, entry)
         return entry
-    except OSError:  # the cache on another file system, or a leftover there: unpack the zip into it instead
-        pass
     try:
         entry = Bundle._extract(zpath)
         shutil.rmtree(staged.root, ignore_errors=True)

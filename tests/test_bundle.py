@@ -275,8 +275,7 @@ def test_writing_swaps_in_the_new_bundle_with_the_folder_mode_of_mkdir(bundle, t
     os.umask(umask)
     assert fresh.stat().st_mode & 0o777 == 0o777 & ~umask
     with pytest.raises(BundleError, match="already exists"):
-        with Bundle.writing(fresh, bundle.manifest):
-            pass
+        Bundle.writing(fresh, bundle.manifest).__enter__()
     z = bundle.zip(tmp_path / "b.zip")  # a zipped bundle is replaced by the new one, zipped
     with Bundle.writing(z, bundle.manifest, overwrite=True) as b:
         b.add_model(ModelFile("model.onnx", "fp32"), onnx_bytes)
