@@ -230,9 +230,7 @@ def choose_precision(bundle: Bundle, wanted: str) -> tuple[str, str | None]:
 def demo_source(opts: DemoOptions, full_truth: bool = False) -> tuple[str, int | None]:
     """(source URI, max_frames for the pipeline). ``full_truth``: the generated frames carry their
     panoptic truth too."""
-    from .stream.sources.synthetic import synthetic_uri
-
-    from .stream.sources.synthetic import check_size
+    from .stream.sources.synthetic import check_size, synthetic_uri
 
     if opts.frames is not None and opts.frames < 1:
         raise InputError(f"--frames must be >= 1, got {opts.frames}")

@@ -61,7 +61,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "here: http://HOST:PORT[/BUNDLE] (a lost server: frames counted as errors, retried, nothing crashes)")
     p.add_argument("--source", action="append", default=None,
                    help="file path, a folder of images (or dir://PATH; sorted by name, pts from --fps), file://, "
-                        "rtsp:// or http(s):// (?timeout=S: seconds to the first frame, default 10, 0: keep trying), "
+                        "rtsp:// or http(s):// (?timeout=S: seconds to the first frame; default: rtsp keeps trying, http 10), "
                         "v4l2:///dev/videoN (or /dev/videoN, or N), csi://N, test://PATTERN?width=&height=&fps=&frames=&live=1, "
                         "synthetic://?seed=&size=&frames=, - (a video piped in), or a GStreamer launch string; repeat for "
                         "several sources (frames interleaved, batched with --max-batch)")
@@ -69,7 +69,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--realtime", action="store_true", default=None, help="replay a file at its frame rate, like a camera")
     g = p.add_argument_group("sinks")
     g.add_argument("--sink", metavar="OUT.mp4", action=_Once,
-                   help="write the annotated video (H.264; .mp4, .m4v, .mov or .mkv by the name's suffix)")
+                   help="write the annotated video (H.264; .mp4, .m4v, .mov, .mkv or .avi by the name's suffix)")
     g.add_argument("--encoder", default=None, help="x264enc (default), nvv4l2h264enc (Jetson), nvh264enc")
     g.add_argument("--rtsp-port", type=int, default=None, help="serve the annotated video at rtsp://ADDRESS:PORT/edgeseg")
     g.add_argument("--rtsp-address", default=None, help="address the RTSP server binds (default 127.0.0.1)")

@@ -40,12 +40,12 @@ ENCODERS.add("nvv4l2h264enc", "videoconvert ! video/x-raw,format=RGBA ! nvvidcon
 ENCODERS.add("nvh264enc", "videoconvert ! video/x-raw,format=NV12 ! nvh264enc ! h264parse")
 
 
-#: the container ``Mp4Sink`` writes for each file name suffix (GStreamer muxer; OpenCV picks it by the suffix too)
 #: MP4/MOV are written in 1 s fragments while recording and made a plain file at the end (``first-moov-then-
 #: finalise``): after a kill -9, a power loss or a full disk the ``.part`` file plays up to its last second
-#: (an unfragmented one had no index: 283 frames written, 0 readable); Matroska is readable when cut short as is
-#: GStreamer 1.20+ (JetPack 4/5 ship 1.14/1.16, without ``fragment-mode``: there the files are written plain)
+#: (an unfragmented one had no index: 283 frames written, 0 readable); Matroska and AVI are readable when cut
+#: short as they are. ``fragment-mode`` is GStreamer 1.20+ (JetPack 4/5 ship 1.14/1.16: plain files there).
 _FRAGMENTS = "fragment-duration=1000 fragment-mode=first-moov-then-finalise"
+#: the container ``Mp4Sink`` writes for each file name suffix (GStreamer muxer; OpenCV picks it by the suffix too)
 MUXERS = {".mp4": "mp4mux", ".m4v": "mp4mux", ".mov": "qtmux", ".mkv": "matroskamux", ".avi": "avimux"}
 
 
@@ -64,7 +64,7 @@ _OTHER_OPTION = {".jsonl": "--json-out (JSON lines)", ".json": "--json-out (JSON
 def check_video_path(path: str | os.PathLike) -> Path:
     """``path`` as the name of a video file :class:`Mp4Sink` can write: a file name (not a folder: a trailing
     ``/``) whose suffix names a container it writes (:data:`MUXERS`). Any other name would get an MP4 under
-    a name that says otherwise (``out.avi``, ``out``) or a file where a folder was meant."""
+    a name that says otherwise (``out.xyz``, ``out``) or a file where a folder was meant."""
     text = os.fspath(path)
     p = Path(text)
     if "://" in text:

@@ -6,7 +6,8 @@ standard input (GStreamer ``fdsrc``).
 
 Options ride in the query string: ``test://ball?width=320&height=240&fps=30&frames=100&live=1``,
 ``rtsp://cam/stream?latency=100&transport=udp``, ``csi://0?width=1920&height=1080&fps=30``; an rtsp/http
-source's ``timeout=S`` is how long it may take to give its first frame (default 10 s; 0: keep trying).
+source's ``timeout=S`` is how long it may take to give its first frame (default: rtsp keeps trying, http 10 s;
+0: keep trying).
 """
 from __future__ import annotations
 
