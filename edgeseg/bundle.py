@@ -236,16 +236,15 @@ class Bundle:
         from .paths import shipped_bundle, shipped_bundle_names
 
         p = Path(path_or_name)
-        if not p.exists():
+        if not p.exists() and not _restore_killed_swap(p):
             shipped = shipped_bundle(str(path_or_name)) if os.sep not in str(path_or_name) else None
             if shipped is None:
                 names = ", ".join(shipped_bundle_names()) or "none installed"
-                kept = sorted(p.parent.glob(f".{glob.escape(p.name)}.*.old"), key=lambda f: f.stat().st_mtime) \
-                    if p.parent.is_dir() else []
+                kept = _set_aside_copies(p)
                 raise BundleError(
                     f"bundle {str(path_or_name)!r} not found",
-                    fix=(f"a process killed while it replaced this bundle left it whole at {kept[-1]}: rename it "
-                         f"back to {p}" if kept else
+                    fix=(f"a process replacing this bundle has set the old one aside at {kept[-1]}: try again in a "
+                         f"moment; if no process is replacing it, rename that folder back to {p}" if kept else
                          f"give the path of a bundle directory or .zip, or a shipped name ({names})"),
                 )
             p = shipped
@@ -549,8 +548,10 @@ def check_target(path: str | os.PathLike, option: str = "--out", *, overwrite: b
     or its ``.zip``) only with ``overwrite``; never a non-empty folder or a file that is not a bundle (they
     would be deleted); with ``writable``, its folder must take new files (created if missing). Errors
     name ``option``. Used by :meth:`Bundle.create` and by commands that write a bundle after long work
-    (``edgeseg train --export``, ``fuse``, ``import``)."""
+    (``edgeseg train --export``, ``fuse``, ``import``). A bundle an interrupted replacement set aside is put
+    back first (:func:`_restore_killed_swap`)."""
     root = Path(path)
+    _restore_killed_swap(root)
     if root.exists():
         if not overwrite:
             raise BundleError(f"{root} already exists", fix=f"choose another {option}, or pass --overwrite")
@@ -622,6 +623,35 @@ def _stage_path(root: Path) -> Path:
             continue
         shutil.rmtree(old, ignore_errors=True)
     return root.parent / f".{root.name}.{os.getpid()}@{host}-{secrets.token_hex(4)}.partial"
+
+
+def _set_aside_copies(root: Path) -> list[Path]:
+    """The old copies of ``root`` that swaps set aside (``.NAME.PID@HOST-XXXX.old``), oldest first."""
+    if not root.parent.is_dir():
+        return []
+    return sorted(root.parent.glob(f".{glob.escape(root.name)}.*.old"), key=lambda f: f.stat().st_mtime)
+
+
+def _restore_killed_swap(root: Path) -> bool:
+    """Put back the bundle a process killed in the middle of :func:`_swap_in` left aside: ``root`` is gone and
+    ``.NAME.PID@HOST-XXXX.old`` of this machine, whose process is dead, is the whole old bundle (the new one,
+    never renamed in, is a stale staging folder). The command that was killed then changed nothing, as any
+    interrupted write promises. A swap in progress in a live process is left alone."""
+    if os.path.lexists(root):
+        return False
+    host = _host()
+    for old in reversed(_set_aside_copies(root)):
+        pid, _, rest = old.name[len(root.name) + 2:].partition("@")
+        if not pid.isdigit() or not rest.startswith(f"{host}-") or _alive(int(pid)):
+            continue
+        try:
+            os.rename(old, root)
+        except OSError:  # another process restored it first, or the folder takes no rename: left as it is
+            continue
+        log.warning("%s: restored the bundle that an interrupted replacement (process %s) had set aside at %s",
+                    root, pid, old.name)
+        return True
+    return False
 
 
 def _host() -> str:

@@ -467,23 +467,72 @@ def test_unpacked_zips_are_readable_by_others_and_a_damaged_one_in_a_read_only_c
     assert "EDGESEG_CACHE_DIR" in e.value.fix
 
 
-def test_what_a_killed_swap_leaves_is_named_or_cleared(bundle, tmp_path):
-    """kill -9 between the two renames of a swap leaves the old bundle whole as .NAME.XXXX.old and no NAME: the
-    not-found error says where it is. Staging folders of killed runs (their process gone, 10 minutes old) are
-    removed by the next write of that bundle; a live process's are left alone."""
+def test_a_swap_killed_between_its_renames_is_undone_by_the_next_open_or_write(bundle, tmp_path, caplog):
+    """kill -9 of a real process between the two renames of ``_swap_in`` (the old bundle set aside, the new one
+    not yet in): the next ``Bundle.open`` puts the old bundle back, byte for byte, and so does the next write
+    before it checks ``--overwrite``; a set-aside copy of a live process (a swap under way) is left alone."""
     import subprocess
     import sys
 
+    out = tmp_path / "m.edgeseg"
+    shutil.copytree(bundle.root, out)
+    before = {f.name: f.read_bytes() for f in out.iterdir()}
+    code = (f"import os, shutil, edgeseg.bundle as b\n"
+            f"real = b._swap_in\n"
+            f"def killed(stage, root):\n"
+            f"    os.replace(root, stage.with_name(stage.name.removesuffix('.partial') + '.old'))\n"
+            f"    os.kill(os.getpid(), 9)\n"
+            f"b._swap_in = killed\n"
+            f"src = b.Bundle.open({str(bundle.root)!r})\n"
+            f"with b.Bundle.writing({str(out)!r}, src.manifest, overwrite=True) as new:\n"
+            f"    new.add_model(b.ModelFile('model.onnx', 'fp32'), src.root / 'model.onnx')\n")
+    assert subprocess.run([sys.executable, "-c", code], timeout=120).returncode == -9
+    assert not out.exists() and len(list(tmp_path.glob(".m.edgeseg.*.old"))) == 1
+    with caplog.at_level("WARNING", logger="edgeseg.bundle"):
+        reopened = Bundle.open(out)
+    assert "restored the bundle that an interrupted replacement" in caplog.text
+    assert {f.name: f.read_bytes() for f in reopened.root.iterdir()} == before
+    assert not list(tmp_path.glob(".m.edgeseg.*.old"))
+    # the same through the next write, without --overwrite: the restored bundle is refused, not silently kept aside
+    os.rename(out, tmp_path / f".m.edgeseg.{_dead_pid()}@{_host_name()}-beef.old")
+    with pytest.raises(BundleError, match="already exists"):
+        with Bundle.writing(out, bundle.manifest):
+            pass
+    assert {f.name: f.read_bytes() for f in out.iterdir()} == before
+    # a live process's copy (its swap under way): not touched, named in the error
+    os.rename(out, tmp_path / f".m.edgeseg.{os.getpid()}@{_host_name()}-cafe.old")
+    with pytest.raises(BundleError, match="not found") as e:
+        Bundle.open(out)
+    assert "try again in a moment" in e.value.fix and not out.exists()
+
+
+def _dead_pid() -> int:
+    """The pid of a process that has ended."""
+    import subprocess
+    import sys
+
+    return int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True).stdout)
+
+
+def _host_name() -> str:
+    from edgeseg.bundle import _host
+
+    return _host()
+
+
+def test_what_a_killed_swap_leaves_is_named_or_cleared(bundle, tmp_path):
+    """A set-aside copy that is not this machine's to restore (no pid and host in its name) is named by the
+    not-found error. Staging folders of killed runs (their process gone, 10 minutes old) are removed by the
+    next write of that bundle; a live process's are left alone."""
     out = tmp_path / "m.edgeseg"
     aside = tmp_path / ".m.edgeseg.999999-abcd.old"
     shutil.copytree(bundle.root, aside)
     with pytest.raises(BundleError, match="not found") as e:
         Bundle.open(out)
-    assert f"left it whole at {aside}: rename it back to {out}" in e.value.fix
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    from edgeseg.bundle import _host
-
-    pid, host = int(dead.stdout), _host()
+    assert f"set the old one aside at {aside}: try again in a moment; if no process is replacing it, rename " \
+           f"that folder back to {out}" in e.value.fix
+    pid, host = _dead_pid(), _host_name()
     stale = tmp_path / f".m.edgeseg.{pid}@{host}-0000.partial"
     live = tmp_path / f".m.edgeseg.{os.getpid()}@{host}-1111.partial"
     young = tmp_path / f".m.edgeseg.{pid}@{host}-2222.partial"

@@ -208,6 +208,23 @@ def test_semantic_result_checks():
         SemanticResult(labels=np.zeros((3, 4), np.float32))
 
 
+def test_a_hand_built_semantic_result_with_negative_ids_is_refused_where_it_is_made(tmp_path):
+    """-1 for void (a common convention) used to reach the JSON-lines sink, which failed there with numpy's
+    "'list' argument must have no negative elements", far from the code that made it; the PNG sink wrapped
+    -1 to 255 silently. Now the result names the id and the fix; non-negative signed labels still work."""
+    from edgeseg.stream.sinks.files import semantic_record
+
+    labels = np.zeros((3, 4), np.int32)
+    labels[1, 2] = -1
+    with pytest.raises(InputError, match=r"negative class id \(-1\)") as e:
+        SemanticResult(labels, classes=("a", "b"))
+    assert "255" in e.value.fix
+    labels[1, 2] = 1
+    segs = semantic_record(SemanticResult(labels, classes=("a", "b")))["segments"]
+    assert [(s["class"], s["area"]) for s in segs] == [("a", 11), ("b", 1)]
+    assert SemanticResult(np.zeros((0, 4), np.int64)).labels.size == 0  # empty: no pass, no error
+
+
 def test_rle_encode_with_bounds_equals_pycocotools():
     """Encoding only the columns inside known bounds gives pycocotools' bytes for the whole mask."""
     from pycocotools import mask as coco_mask

@@ -229,6 +229,11 @@ def _warn_unused(args: argparse.Namespace, opts) -> None:
                                    ("--batch-timeout-ms", "--max-batch N (N > 1)", opts.max_batch > 1)):
         if getattr(args, option[2:].replace("-", "_"), None) is not None and not applies:
             logging.getLogger("edgeseg.cli").warning("%s has no effect without %s", option, needs)
+    if isinstance(opts.json_out, str) and opts.json_out.lower().endswith(".json"):  # json.load of it fails: "Extra data"
+        logging.getLogger("edgeseg.cli").warning(
+            "--json-out %s: the file holds JSON lines (one object per frame, written as they come, so that a stopped "
+            "run keeps its frames), not one JSON document: read it line by line (json.loads per line, pandas "
+            "read_json(lines=True), jq -c); name it .jsonl to say so", opts.json_out)
 
 
 def _keyframes(pipe) -> dict | None:

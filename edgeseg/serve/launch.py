@@ -93,7 +93,7 @@ def serve(bundles: Sequence[str | os.PathLike], address: str = LOOPBACK, port: i
     if replicas < 1 or max_batch < 1 or batch_wait_s < 0 or not 0 < port < 65536:
         raise InputError(f"need replicas >= 1, max_batch >= 1, batch_wait_s >= 0 and a port in 1..65535 "
                          f"(got {replicas}, {max_batch}, {batch_wait_s}, {port})")
-    _check_runtime(backend, precision, threads, device)
+    backend, precision, device = _check_runtime(backend, precision, threads, device)
     names = _names(bundles)
     ray, rs = _ray()
     from .app import APP_NAME, STATS_APP, bundle_app, bundle_apps, bundle_route, ingress_app, stats_app
@@ -140,11 +140,17 @@ def serve(bundles: Sequence[str | os.PathLike], address: str = LOOPBACK, port: i
     return server
 
 
-def _check_runtime(backend: str, precision: str, threads: int, device: str) -> None:
-    """What every replica would refuse when loading its bundle, refused here before Ray starts."""
+def _check_runtime(backend: str, precision: str, threads: int, device: str) -> tuple[str, str, str]:
+    """What every replica would refuse when loading its bundle, refused here before Ray starts; returns
+    (backend, precision, device) spelt as :func:`edgeseg.load` reads them (case and surrounding spaces
+    ignored: ``"ONNXRuntime"``, ``"FP32"``, ``"CPU"``)."""
     from ..backends import BACKENDS
     from ..backends.choice import PRECISIONS
 
+    for what, value in (("backend", backend), ("precision", precision), ("device", device)):
+        if not isinstance(value, str):
+            raise InputError(f"{what} must be a string, got {value!r}", fix=f"{what}='auto' chooses it on each replica")
+    backend, precision, device = (v.strip().lower() for v in (backend, precision, device))  # as edgeseg.load
     if backend != "auto" and backend not in BACKENDS:
         raise InputError(f"unknown backend {backend!r}", fix=f"use one of auto, {', '.join(BACKENDS)}")
     if precision != "auto" and precision not in PRECISIONS:
@@ -153,6 +159,7 @@ def _check_runtime(backend: str, precision: str, threads: int, device: str) -> N
         raise InputError(f"threads must be >= 0 (0: the runtime's default), got {threads}")
     if device not in ("auto", "cpu", "cuda"):  # the runners know these three (a GPU per replica: --gpus-per-replica)
         raise InputError(f"unknown device {device!r}", fix="use auto, cpu or cuda")
+    return backend, precision, device
 
 
 def _check_port(address: str, port: int) -> None:

@@ -51,7 +51,7 @@ def _results_equal(a: Any, b: Any) -> Any:
 class SemanticResult:
     """Per-pixel classes.
 
-    labels:     integer ``[H, W]`` class ids (uint8 when there are at most 256 classes, else int32).
+    labels:     integer ``[H, W]`` class ids, never negative (uint8 when there are at most 256 classes, else int32).
     confidence: optional ``float32 [H, W]`` probability of the chosen class.
     classes:    class names, index = class id.
     """
@@ -63,6 +63,10 @@ class SemanticResult:
     def __post_init__(self) -> None:
         _check(isinstance(self.labels, np.ndarray) and self.labels.ndim == 2, "SemanticResult.labels must be [H, W]")
         _check(np.issubdtype(self.labels.dtype, np.integer), "SemanticResult.labels must be an integer array")
+        if self.labels.dtype.kind == "i" and self.labels.size and (low := int(self.labels.min())) < 0:  # a pass for signed only
+            raise InputError(f"SemanticResult.labels holds a negative class id ({low}): class ids are 0..N-1",
+                             fix="give void or ignored pixels a class id of their own (e.g. 255, or len(classes)) "
+                                 "instead of a negative one")
         if self.confidence is not None:
             _arrays(self, "confidence")
             _check(self.confidence.shape == self.labels.shape, "SemanticResult.confidence must match labels' shape")

@@ -288,6 +288,19 @@ def test_dash_reads_a_video_piped_in_and_refuses_a_terminal(media, tmp_path):
     assert r.returncode == 2 and "standard input is a terminal" in r.stderr and "Traceback" not in r.stderr
 
 
+@pytest.mark.parametrize("piped,words", [(b"", "standard input was empty: nothing was piped in"),
+                                         (bytes(range(256)) * 8, "standard input holds no video GStreamer can decode "
+                                                                 "(Could not determine type of stream.")])
+def test_dash_with_an_empty_pipe_or_no_video_says_so(piped, words, tmp_path):
+    """Before: GStreamer's typefind message ("Stream doesn't contain enough data ... debug: Can't typefind
+    stream") with a fix about a file being complete."""
+    r = subprocess.run(_cli("--source", "-", "--json-out", tmp_path / "r.jsonl"), input=piped, capture_output=True,
+                       timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    err = r.stderr.decode()
+    assert r.returncode == 2 and f"edgeseg run: error: --source -: {words}" in err, err
+    assert "cat clip.mp4 | edgeseg run --source -" in err and "debug:" not in err and "Traceback" not in err
+
+
 # ---- the RTSP server sink -------------------------------------------------------------------------------------
 @pytest.mark.parametrize("where", ["port in use", "address not here"])
 def test_rtsp_sink_that_cannot_serve_is_refused_before_a_frame_is_read(media, capsys, tmp_path, where):
@@ -354,6 +367,20 @@ def test_options_that_do_nothing_with_the_others_are_named(media, capsys, caplog
     said = [r.getMessage() for r in caplog.records if r.name == "edgeseg.cli"]
     for option in ("--encoder", "--rtsp-address", "--alpha", "--keyframe-motion", "--batch-timeout-ms"):
         assert any(m.startswith(f"{option} has no effect without") for m in said), (option, said)
+
+
+def test_json_out_named_json_is_said_to_hold_json_lines(media, capsys, caplog, tmp_path):
+    """Before: --json-out out.json wrote JSON lines under a .json name without a word, and json.load of it
+    failed ("Extra data"). The lines stay (a stopped run keeps its frames); the warning says how to read them."""
+    out = tmp_path / "out.json"
+    code, err = run(capsys, "--source", media / "clip.mp4", "--max-frames", 3, "--json-out", out)
+    assert code == 0, err
+    said = [r.getMessage() for r in caplog.records if r.name == "edgeseg.cli"]
+    assert any(m.startswith(f"--json-out {out}: the file holds JSON lines") and ".jsonl" in m for m in said), said
+    assert [json.loads(line)["index"] for line in out.read_text().splitlines()] == [0, 1, 2]
+    caplog.clear()
+    assert run(capsys, "--source", media / "clip.mp4", "--max-frames", 1, "--json-out", tmp_path / "o.jsonl")[0] == 0
+    assert not [r for r in caplog.records if "JSON lines" in r.getMessage()]
 
 
 # ---- edgeseg demo -------------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from ...errors import InputError, StreamError
 from ...structures.frame import Frame
 from ..base import SOURCES, FrameBuffer, Source
 from .. import gst as _gst
-from .uri import SourceURI, camera_device, parse_source, video_file
+from .uri import STDIN_LAUNCH, SourceURI, camera_device, parse_source, video_file
 
 log = logging.getLogger("edgeseg.stream")
 APPSINK = "videoconvert ! video/x-raw,format=RGB ! appsink name=edgeseg_sink emit-signals=true max-buffers=2"
@@ -352,6 +352,13 @@ class GstSource(Source):
                 if kind == "eos":
                     self._check_complete()
                     return
+                if self.spec.target == STDIN_LAUNCH and not self._index:  # before: GStreamer's typefind message only
+                    raise StreamError(
+                        "--source -: standard input " + ("was empty: nothing was piped in" if "enough data" in text
+                                                         else "holds no video GStreamer can decode ("
+                                                               + text.split("; debug:")[0] + ")"),
+                        fix="pipe a whole video file or stream into it (e.g. cat clip.mp4 | edgeseg run --source - "
+                            "...); gst-discoverer-1.0 on the file shows whether GStreamer can read it")
                 raise StreamError(f"source {self.uri!r} failed after {self._index} frames: {text}",
                                   fix="frames before the failure were processed; " + (
                                       "check that the camera or server is reachable and the URL is right"
