@@ -297,12 +297,28 @@ class Bundle:
         each see a whole folder and never remove one another's; ``fresh``: replace the entry (found damaged),
         once the new copy is unpacked."""
         cache = _cache_entry(zpath)
-        digest = cache.name
         if not fresh and (cache / MANIFEST).is_file():
             return cache
         try:
             cache.parent.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(prefix=f".{digest}.", suffix=".extract", dir=cache.parent))
+            lock = _locked(cache.parent.parent / ".bundles.lock")  # one for the cache: unpacking is rare
+        except OSError as e:
+            raise _CacheUnwritable(f"cannot unpack {zpath}: the bundle cache {cache.parent} is not writable "
+                              f"({e.strerror or e})", fix="set EDGESEG_CACHE_DIR to a folder you can write to, or unzip "
+                                                          "the bundle and give its folder") from None
+        with lock:  # one process unpacks or repairs an entry at a time; a later one finds it whole and uses it
+            if not fresh and (cache / MANIFEST).is_file():
+                return cache
+            if fresh:
+                with contextlib.suppress(BundleError):
+                    Bundle._open_folder(cache, zpath, verify=True)
+                    return cache
+            return Bundle._unpack(zpath, cache, fresh)
+
+    @staticmethod
+    def _unpack(zpath: Path, cache: Path, fresh: bool) -> Path:
+        try:
+            tmp = Path(tempfile.mkdtemp(prefix=f".{cache.name}.", suffix=".extract", dir=cache.parent))
         except OSError as e:
             raise _CacheUnwritable(f"cannot unpack {zpath}: the bundle cache {cache.parent} is not writable "
                               f"({e.strerror or e})", fix="set EDGESEG_CACHE_DIR to a folder you can write to, or unzip "
@@ -623,6 +639,16 @@ def _stage_path(root: Path) -> Path:
             continue
         shutil.rmtree(old, ignore_errors=True)
     return root.parent / f".{root.name}.{os.getpid()}@{host}-{secrets.token_hex(4)}.partial"
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on ``path`` (created) for the ``with`` block; released when the process ends."""
+    import fcntl
+
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
 
 
 def _set_aside_copies(root: Path) -> list[Path]:

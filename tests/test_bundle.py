@@ -314,10 +314,18 @@ def test_a_manifest_listing_no_models_is_refused_when_opened(bundle):
     assert "edgeseg export" in e.value.fix
 
 
-def _open_in_process(z: str, cache: str, start: float, out) -> None:
+def _open_in_process(z: str, cache: str, start: float, out, slow_renames: bool = False) -> None:
     os.environ["EDGESEG_CACHE_DIR"] = cache
     import time
 
+    if slow_renames:  # a slow (network) file system: every rename takes 0.2 s, which widens each race's window
+        replace = os.replace
+
+        def slow(*args, **kw):
+            replace(*args, **kw)
+            time.sleep(0.2)
+
+        os.replace = slow
     time.sleep(max(0.0, start - time.time()))
     try:
         b = Bundle.open(z)
@@ -359,6 +367,33 @@ def test_a_damaged_cache_entry_is_unpacked_anew(bundle, tmp_path, monkeypatch):
     assert again.root == first and again.model_path().is_file()
     (first / "manifest.json").unlink()  # a leftover without its manifest
     assert Bundle.open(z).root == first and sorted(p.name for p in first.parent.iterdir()) == [first.name]
+
+
+def test_processes_repairing_one_damaged_cache_entry_at_once_all_open_it(bundle, tmp_path, monkeypatch):
+    """Before: each process that found the entry damaged swapped its own copy in; one process's swap could
+    move away the copy another had just put in and was about to open ('no manifest.json'), or find nothing
+    to move (FileNotFoundError). Now one repairs it under a lock and the others use its copy."""
+    import multiprocessing as mp
+    import time
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("EDGESEG_CACHE_DIR", str(cache))
+    z = bundle.zip(tmp_path / "b.zip")
+    entry = Bundle.open(z).root
+    ctx = mp.get_context("spawn")
+    for _ in range(3):
+        (entry / "model.onnx").write_bytes(b"damaged")
+        out = ctx.Queue()
+        start = time.time() + 2.0
+        procs = [ctx.Process(target=_open_in_process, args=(str(z), str(cache), start, out, True)) for _ in range(4)]
+        for p in procs:
+            p.start()
+        got = [out.get(timeout=60) for _ in procs]
+        for p in procs:
+            p.join(30)
+        assert all(isinstance(g, tuple) for g in got), [g for g in got if not isinstance(g, tuple)]
+        assert Bundle.open(z).root == entry  # whole again, in its place
+        assert sorted(p.name for p in entry.parent.iterdir()) == [entry.name]
 
 
 def test_an_unwritable_bundle_cache_is_named_with_the_fix(bundle, tmp_path, monkeypatch):
