@@ -162,6 +162,22 @@ def test_opencv_source_reads_on_past_a_corrupt_stretch(data_root, tmp_path):
     assert "every frame that decoded was processed" in str(err.value)
 
 
+@pytest.mark.data
+def test_ffmpegs_own_lines_stay_off_the_terminal_unless_verbose(data_root, tmp_path):
+    """Before: the OpenCV reader let FFmpeg print dozens of '[h264 @ 0x...] Invalid NAL unit size' lines for
+    one damaged stretch, above edgeseg's own message that says what they mean. --verbose keeps them."""
+    bad = _corrupt_copy(data_root, tmp_path)
+    env = {k: v for k, v in os.environ.items() if k != "OPENCV_FFMPEG_LOGLEVEL"} | {"OMP_NUM_THREADS": "1"}
+    run = ["run", "--bundle", "shapes", "--backend", "onnxruntime", "--precision", "fp32", "--threads", "1",
+           "--source-backend", "opencv", "--source", str(bad), "--json-out", str(tmp_path / "r.jsonl")]
+    quiet = subprocess.run([sys.executable, "-m", "edgeseg", *run], capture_output=True, text=True, timeout=300, env=env)
+    assert quiet.returncode == 2 and "decoded 215 of the 221 frames" in quiet.stderr, quiet.stderr
+    assert "[h264 @" not in quiet.stderr and len((tmp_path / "r.jsonl").read_text().splitlines()) == 215
+    verbose = subprocess.run([sys.executable, "-m", "edgeseg", "--verbose", *run], capture_output=True, text=True,
+                             timeout=300, env=env)
+    assert "[h264 @" in verbose.stderr and "decoded 215 of the 221 frames" in verbose.stderr
+
+
 @pytest.mark.slow
 @pytest.mark.data
 @pytest.mark.gst

@@ -33,6 +33,18 @@ class VideoFrame:
     pts_ns: int
 
 
+def _quiet_ffmpeg() -> None:
+    """FFmpeg's own lines (``[h264 @ 0x...] error while decoding MB ...``, dozens for one damaged stretch)
+    kept off the terminal: the reader reports what they mean (``decoded N of the M frames``). OpenCV reads
+    ``OPENCV_FFMPEG_LOGLEVEL`` when it opens its first capture; a value the user set is kept, and with debug
+    logging (``--verbose``) FFmpeg speaks."""
+    import logging
+    import os
+
+    if not logging.getLogger("edgeseg").isEnabledFor(logging.DEBUG):
+        os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "8")  # AV_LOG_FATAL: errors of single frames stay quiet
+
+
 class VideoReader:
     """``cv2.VideoCapture`` on a file path, a device path or a device index, giving RGB frames.
 
@@ -47,6 +59,7 @@ class VideoReader:
                  threads: int | None = None):
         import cv2
 
+        _quiet_ffmpeg()
         self.target = target
         params = [cv2.CAP_PROP_N_THREADS, int(threads)] if threads else []
         self._cap: Any = cv2.VideoCapture(target if isinstance(target, int) else str(target), cv2.CAP_ANY, params)
