@@ -67,22 +67,37 @@ def run(args: argparse.Namespace) -> int:
     from ..eval import class_map, evaluate
     from ..predictor import load
 
+    _check_numbers(args)
     if args.json:
         check_output(args.json, "--json")  # before any work: a path that cannot be written loses the scores
-    spec = args.data if args.images is None else f"{args.data},images={args.images}"
-    dataset = open_dataset(spec, split=args.split)
-    if getattr(dataset, "task", "semantic") == "instance":
+    dataset = open_dataset(_spec(args), split=args.split)
+    task = getattr(dataset, "task", "semantic")
+    if len(dataset) == 0:  # nothing to score: n/a (or panopticapi's 0 PQ) would read as a result
+        raise InputError(f"--data {args.data} holds no image in split {args.split!r}",
+                         fix="check the path and --split (or the spec's sequences=/exclude=/cities= selection)")
+    if task == "instance":
         return _run_instance(args, dataset)
-    if getattr(dataset, "task", "semantic") == "panoptic":
+    if task == "panoptic":
         return _run_panoptic(args, dataset)
-    if args.class_map or args.save_predictions:
-        raise InputError("--class-map and --save-predictions apply to instance datasets (coco-instance:, yolo-seg:); "
-                         "--save-predictions also to panoptic ones (coco-panoptic:)")
+    if args.save_predictions:
+        raise InputError(f"--save-predictions {args.save_predictions}: {args.data} is semantic data; predictions are "
+                         "saved for instance data (a COCO results JSON) and panoptic data (COCO-panoptic PNGs)",
+                         fix="leave --save-predictions out; edgeseg predict BUNDLE IMAGES --out DIR writes label maps")
+    if args.class_map:
+        raise InputError(f"--class-map {args.class_map}: {args.data} is semantic data, whose classes are matched to "
+                         "the model's by name (else by id)", fix="leave --class-map out: it maps instance categories "
+                                                                 "(coco-instance:, yolo-seg:)")
+    _check_overwrites(args, dataset, [("--json", args.json)])
     predictor = load(
         args.bundle, backend=args.backend, precision=args.precision, target=args.target,
         device=args.device, threads=args.threads,
     )
     with predictor:
+        if predictor.manifest.task != "semantic":
+            other = {"instance": "coco-instance: or yolo-seg: data (mask AP)", "panoptic": "coco-panoptic: data (PQ)"}
+            raise InputError(f"{args.bundle} is {_a(predictor.manifest.task)} bundle; {args.data} holds semantic label "
+                             "maps", fix=f"score a semantic bundle on it, or this bundle on "
+                                         f"{other.get(predictor.manifest.task, 'data of its task')}")
         cmap = class_map(predictor.classes, tuple(dataset.classes))
         for level, text in cmap.notes(predictor.classes, dataset.classes):
             print(f"{level}: {text}")
@@ -131,6 +146,7 @@ def _run_instance(args: argparse.Namespace, dataset) -> int:
 
     if args.save_predictions:
         check_output(args.save_predictions, "--save-predictions")
+    _check_overwrites(args, dataset, [("--json", args.json), ("--save-predictions", args.save_predictions)])
     predictor = load(
         args.bundle, backend=args.backend, precision=args.precision, target=args.target,
         device=args.device, threads=args.threads,
@@ -138,7 +154,7 @@ def _run_instance(args: argparse.Namespace, dataset) -> int:
     with predictor:
         task = predictor.manifest.task
         if task != "instance":
-            raise InputError(f"{args.bundle} is a {task} bundle; {args.data} holds instance masks",
+            raise InputError(f"{args.bundle} is {_a(task)} bundle; {args.data} holds instance masks",
                              fix="score an instance bundle on it (or a semantic bundle on a semantic dataset)")
         predictor.set_options(score_threshold=args.score_threshold)
         cmap = category_map(predictor.classes, dataset.categories, parse_class_map(args.class_map))
@@ -151,11 +167,17 @@ def _run_instance(args: argparse.Namespace, dataset) -> int:
         scores = evaluate_instances(predictor, dataset, cmap.to_category, progress=not args.no_progress,
                                     limit=args.limit, results=records)
     print(f"{args.bundle} on {args.data} [{args.split}], {scores.num_images} images, {len(dataset.classes)} categories")
+    box = scores.box.named() if scores.box is not None else {}
+    print(f"  {'':<6} {'mask':>6} {'box':>6}")
     for name, value in scores.named().items():
-        print(f"  {name:<6} {_pct(value) if value >= 0 else 'n/a'}")
+        b = box.get(name, -1.0)
+        print(f"  {name:<6} {_pct(value) if value >= 0 else 'n/a':>6} {_pct(b) if b >= 0 else 'n/a':>6}")
     print()
+    box_ap = {c.category_id: c.ap for c in scores.box.per_class} if scores.box is not None else {}
     print_table([{"class": c.name, "id": c.category_id, "AP %": _pct(c.ap) if c.ap >= 0 else "n/a",
-                  "AP50 %": _pct(c.ap50) if c.ap50 >= 0 else "n/a", "GT": c.num_gt} for c in scores.per_class])
+                  "AP50 %": _pct(c.ap50) if c.ap50 >= 0 else "n/a",
+                  "box AP %": _pct(box_ap[c.category_id]) if box_ap.get(c.category_id, -1) >= 0 else "n/a",
+                  "GT": c.num_gt} for c in scores.per_class])
     if records is not None:
         atomic_write_text(args.save_predictions, json.dumps(records))  # compact: one record per detection
         print(f"wrote {len(records)} detections to {args.save_predictions}")
@@ -178,13 +200,20 @@ def _run_panoptic(args: argparse.Namespace, dataset) -> int:
         raise InputError("--class-map applies to instance datasets",
                          fix="a panoptic bundle maps its classes to the dataset's categories with its decoder option "
                              "category_ids")
+    outputs = [("--json", args.json)]
     if args.save_predictions:  # a folder: <gt stem>_pred.json and the PNGs in <gt stem>_pred/
+        if getattr(dataset, "json_path", None) is None:
+            raise InputError(f"--save-predictions {args.save_predictions}: {args.data} has no ground-truth JSON to name "
+                             "the predictions after and to score them against (COCO-panoptic results pair with one)",
+                             fix="leave --save-predictions out, or score coco-panoptic: data")
         json_path, png_dir = prediction_paths(args.save_predictions, dataset.json_path)
+        outputs += [("--save-predictions", json_path), ("--save-predictions", png_dir)]
         check_output(args.save_predictions, "--save-predictions", "folder")
         for p in (json_path, png_dir):
             if p.exists() and p.is_dir() != (p == png_dir):
                 raise InputError(f"--save-predictions: {p} is in the way: it is a {'folder' if p.is_dir() else 'file'}",
                                  fix="move it away, or give --save-predictions another folder")
+    _check_overwrites(args, dataset, outputs)
     predictor = load(args.bundle, backend=args.backend, precision=args.precision, target=args.target,
                      device=args.device, threads=args.threads)
     seconds: list[float] = []
@@ -197,8 +226,11 @@ def _run_panoptic(args: argparse.Namespace, dataset) -> int:
 
     with predictor:
         if predictor.manifest.task != "panoptic":
-            raise InputError(f"{args.bundle} is a {predictor.manifest.task} bundle; "
-                             f"{args.data} holds panoptic segments", fix="score a panoptic bundle on it (or a semantic bundle on a semantic dataset)")
+            fix = "score a panoptic bundle on it" + (
+                f" (or this bundle on the same truth as label maps: --data panoptic-semantic:{dataset.json_path})"
+                if predictor.manifest.task == "semantic" and getattr(dataset, "json_path", None) else "")
+            raise InputError(f"{args.bundle} is {_a(predictor.manifest.task)} bundle; "
+                             f"{args.data} holds panoptic segments", fix=fix)
         _check_panoptic_categories(args.bundle, predictor, dataset)
         writer = None
         if args.save_predictions:
@@ -247,3 +279,131 @@ def _check_panoptic_categories(bundle, predictor, dataset) -> None:
     differ = [n for k, (n, c) in enumerate(zip(classes, ids)) if (k in things) != dataset.categories[c].isthing]
     if differ:
         print(f"note: thing/stuff differs from the dataset for {', '.join(differ)}; PQ uses the dataset's")
+
+
+def _a(word: str) -> str:
+    return f"{'an' if word[:1] in 'aeiou' else 'a'} {word}"
+
+
+def _check_numbers(args: argparse.Namespace) -> None:
+    """Refuse option values that cannot mean anything, naming the option, before any work."""
+    if args.limit is not None and args.limit < 1:
+        raise InputError(f"--limit {args.limit}: scores no image; N must be 1 or more",
+                         fix="give --limit N with N >= 1, or leave --limit out to score every image")
+    if args.threads is not None and args.threads < 0:
+        raise InputError(f"--threads {args.threads}: must be 0 or more",
+                         fix="--threads 0 uses the runtime's default; N >= 1 runs that many CPU threads")
+    t = args.score_threshold
+    if not 0.0 <= t <= 1.0:  # NaN too
+        raise InputError(f"--score-threshold {t}: must be within 0..1",
+                         fix="detections score 0..1; the default 0.001 keeps nearly all, as AP needs")
+
+
+_IMAGES_KINDS = ("coco", "coco-instance", "coco-panoptic", "cityscapes-camvid", "panoptic-semantic")
+
+
+def _spec(args: argparse.Namespace) -> str:
+    """``--data`` with ``--images DIR`` added as its ``images=DIR`` option, for the kinds that take one."""
+    if args.images is None:
+        return args.data
+    from ..data.base import DATASETS, DatasetSpec
+    from ..data.mixture import is_mixture
+
+    if is_mixture(args.data):
+        raise InputError(f"--images {args.images}: --data {args.data} names several datasets",
+                         fix="give each part its folder as images=DIR inside --data")
+    parsed = DatasetSpec.parse(args.data)
+    if parsed.kind in DATASETS and parsed.kind not in _IMAGES_KINDS:
+        raise InputError(f"--images {args.images}: {parsed.kind}: data takes no separate image folder "
+                         f"(--images is for {', '.join(k + ':' for k in _IMAGES_KINDS)})",
+                         fix=f"leave --images out; {parsed.kind}: finds its images from --data "
+                             "(folder:IMAGES_DIR,MASKS_DIR names them)")
+    given = dict(parsed.options).get("images")
+    if given is not None and given != args.images:
+        raise InputError(f"--images {args.images} and images={given} in --data: two image folders",
+                         fix="give the image folder once")
+    return args.data if given is not None else f"{args.data},images={args.images}"
+
+
+def _input_paths(args: argparse.Namespace, dataset) -> tuple[list, list, list]:
+    """``(paths, bundle folders and files, names)``: what this run reads, to keep its outputs off
+    them: the paths ``--data`` names, the dataset's own paths (its folders, annotation JSON, image
+    and label files) and the bundle. Only paths are gathered here; none is touched on disk."""
+    import os
+    from pathlib import Path
+
+    from ..data.base import DatasetSpec
+    from ..data.mixture import is_mixture, parse_mixture
+    from ..paths import shipped_bundle
+
+    named: list[Path] = []
+    parts = [s for s, _ in parse_mixture(args.data)] if is_mixture(args.data) else [args.data]
+    for part in parts:
+        spec = DatasetSpec.parse(part)
+        named += [Path(v) for v in (*spec.args, *(v for _, v in spec.options)) if v]
+    if args.images:
+        named.append(Path(args.images))
+    listed: list[Path] = []  # many (a label per image): compared by name first
+
+    def walk(obj, depth: int, in_list: bool) -> None:
+        if isinstance(obj, os.PathLike):
+            (listed if in_list else named).append(Path(obj))
+        elif depth > 5 or isinstance(obj, (str, bytes)):
+            return
+        elif isinstance(obj, (list, tuple)):
+            for x in obj:
+                walk(x, depth + 1, True)
+        elif hasattr(obj, "__dict__") and not callable(obj):  # a reader, or a reader inside one (cityscapes-camvid)
+            for v in vars(obj).values():
+                walk(v, depth + 1, in_list)
+
+    walk(dataset, 0, False)
+    bundle = Path(args.bundle)
+    if not bundle.exists() and os.sep not in str(args.bundle):
+        bundle = shipped_bundle(str(args.bundle)) or bundle
+    return named, [bundle], listed
+
+
+def _check_overwrites(args: argparse.Namespace, dataset, outputs) -> None:
+    """Refuse outputs (``[(option, path)]``) that would overwrite what this run reads (``--json`` naming
+    the annotations, the classes file or a label) or each other (``--json`` and ``--save-predictions``)."""
+    from pathlib import Path
+
+    from ..data.io import IMAGE_SUFFIXES
+
+    outs = [(opt, Path(p)) for opt, p in outputs if p]
+    if not outs:
+        return
+    named, bundles, listed = _input_paths(args, dataset)
+
+    def same(a: Path, b: Path) -> bool:
+        try:
+            return a.resolve() == b.resolve() or (a.exists() and b.exists() and a.samefile(b))
+        except (OSError, ValueError):
+            return False
+
+    def inside(a: Path, folder: Path) -> bool:
+        try:
+            return folder.is_dir() and a.resolve().is_relative_to(folder.resolve())
+        except (OSError, ValueError):
+            return False
+
+    for k, (opt, out) in enumerate(outs):
+        for opt2, out2 in outs[k + 1:]:
+            if opt2 != opt and same(out, out2):
+                raise InputError(f"{opt} and {opt2} both name {out}: one would overwrite the other",
+                                 fix=f"give {opt} another path")
+        for b in bundles:
+            if same(out, b) or inside(out, b):
+                raise InputError(f"{opt} {out} is in the bundle {args.bundle}: writing it would change the bundle",
+                                 fix=f"give {opt} a path outside the bundle, e.g. ./{out.name}")
+        if not out.exists():
+            continue  # only an existing file can be overwritten
+        hit = next((p for p in named if same(out, p)), None) or \
+            next((p for p in listed if p.name == out.name and same(out, p)), None)
+        if hit is None and out.suffix.lower() in (*IMAGE_SUFFIXES, ".txt", ".yaml", ".yml"):
+            hit = next((p for p in named if inside(out, p)), None)  # an image, label or list file of a data folder
+        if hit is not None:
+            raise InputError(f"{opt} {out} is a file this run reads (--data {args.data}): writing it would overwrite "
+                             "it", fix=f"give {opt} another path, e.g. ./{'scores' if opt == '--json' else 'predictions'}"
+                                       ".json")

@@ -189,6 +189,7 @@ def open_dataset(spec: str, split: str = "val") -> SegmentationDataset:
     ``folder:IMAGES_DIR,MASKS_DIR[,classes=FILE][,void=ID][,num_classes=K]``  image+mask pairs by file stem
     ``synthetic:N[,seed=S][,size=WxH]``                N independent synthetic scenes (``split`` picks the seed stream)
     ``coco-instance:JSON|DIR[,images=DIR][,cities=A+B]``  COCO instance masks (RLE/polygons): an instance dataset
+                                                       (``coco:`` is the same)
     ``yolo-seg:ROOT|data.yaml[,names=FILE]``           Ultralytics YOLO-seg polygon labels: an instance dataset
     ``synthetic-instance:N[,seed=S][,size=WxH]``       synthetic scenes' exact instance masks: an instance dataset
     ``coco-panoptic:JSON|DIR[,images=DIR][,cities=A+B]``  COCO-panoptic PNGs + JSON: a panoptic dataset

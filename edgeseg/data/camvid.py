@@ -24,6 +24,7 @@ the validation set of a training job, or as ``edgeseg eval --data``).
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +35,7 @@ from .base import DATASETS, IGNORE, Sample, SegmentationDataset, check_options
 from .io import IMAGE_SUFFIXES, image_files, read_image, read_label
 
 CAMVID_VOID = 11
+log = logging.getLogger(__name__)
 _LUT = np.full(256, IGNORE, np.uint8)
 _LUT[: len(CAMVID_CLASSES)] = np.arange(len(CAMVID_CLASSES), dtype=np.uint8)
 
@@ -63,6 +65,7 @@ class CamVid(SegmentationDataset):
         self.split = split
         if not self.root.is_dir():
             raise DataError(f"CamVid root {self.root} is not a directory", fix="pass camvid:PATH/TO/camvid")
+        self._warned_stray = False
         self.pairs = self._pairs()
         if not self.pairs:
             raise DataError(f"CamVid split {split!r} in {self.root} is empty")
@@ -135,7 +138,15 @@ class CamVid(SegmentationDataset):
         image = read_image(img_path)
         raw = read_label(lab_path)
         if raw.shape != image.shape[:2]:
-            raise DataError(f"CamVid label {lab_path} is {list(raw.shape)}, its image {img_path} is {list(image.shape[:2])}")
+            raise DataError(f"CamVid label {lab_path} is {list(raw.shape)}, its image {img_path} is {list(image.shape[:2])}",
+                            fix="labels must have their image's height and width")
+        if not self._warned_stray:
+            stray = np.flatnonzero(np.bincount(raw.ravel(), minlength=256)[CAMVID_VOID + 1:IGNORE]) + CAMVID_VOID + 1
+            if stray.size:  # SegNet's labels hold 0..11: another labelling (CamVid's 32 classes) would score silently
+                self._warned_stray = True
+                log.warning("CamVid label %s holds id(s) %s, beyond SegNet's 0..10 and void 11: those pixels are void; "
+                            "camvid: reads SegNet's 11-class labels (a 32-class CamVid labelling needs mapping to them)",
+                            lab_path, ", ".join(map(str, stray[:8].tolist())))
         return Sample(image, _LUT[raw], img_path.stem)
 
 

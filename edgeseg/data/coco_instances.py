@@ -51,6 +51,8 @@ class InstanceTruth:
     iscrowd:      ``bool [N]`` crowd regions: never counted as misses, detections on them are ignored.
     area:         ``float64 [N]`` the annotation's ``area`` (COCOeval's small/medium/large uses it).
     ids:          ``int64 [N]`` annotation ids.
+    xywh:         ``float64 [N, 4]`` the annotation's ``bbox`` exactly as written (box AP reads it, as
+                  COCOeval does), or None (box AP then takes ``boxes``).
     """
 
     masks: np.ndarray
@@ -61,13 +63,17 @@ class InstanceTruth:
     area: np.ndarray
     image_shape: ImageShape
     ids: np.ndarray
+    xywh: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = len(self.category_ids)
         want = (n, self.image_shape.height, self.image_shape.width)
         if self.masks.shape != want or self.masks.dtype != np.bool_:
             raise DataError(f"InstanceTruth.masks must be bool {list(want)}, got {self.masks.dtype} {list(self.masks.shape)}")
-        for name, shape in (("classes", (n,)), ("boxes", (n, 4)), ("iscrowd", (n,)), ("area", (n,)), ("ids", (n,))):
+        for name, shape in (("classes", (n,)), ("boxes", (n, 4)), ("iscrowd", (n,)), ("area", (n,)), ("ids", (n,)),
+                            ("xywh", (n, 4))):
+            if name == "xywh" and self.xywh is None:
+                continue
             if getattr(self, name).shape != shape:
                 raise DataError(f"InstanceTruth.{name} must be {list(shape)}, got {list(getattr(self, name).shape)}")
 
@@ -351,6 +357,7 @@ class CocoInstances(InstanceDataset):
         anns = self._anns[im.id]
         masks = np.zeros((len(anns), im.height, im.width), bool)
         boxes = np.zeros((len(anns), 4), np.float32)
+        xywh = np.zeros((len(anns), 4), np.float64)
         area = np.zeros(len(anns), np.float64)
         for k, ann in enumerate(anns):
             what = f"{self.json_path}: annotation {ann.get('id', '?')} of image {im.id} ({im.file_name})"
@@ -359,13 +366,14 @@ class CocoInstances(InstanceDataset):
                 area[k] = float(ann["area"]) if "area" in ann else float(masks[k].sum())
                 if "bbox" in ann:
                     bx, by, bw, bh = (float(v) for v in ann["bbox"])
-                    boxes[k] = (bx, by, bx + bw, by + bh)
+                    boxes[k], xywh[k] = (bx, by, bx + bw, by + bh), (bx, by, bw, bh)
             except DataError as e:
                 raise DataError(f"{what}: {e}", fix="fix or remove that annotation") from None
             except (TypeError, ValueError) as e:
                 raise DataError(f"{what}: malformed area or bbox ({e})", fix="area is a number, bbox [x, y, w, h]") from None
             if "bbox" not in ann:
                 boxes[k] = mask_boxes(masks[k : k + 1])[0]
+                xywh[k] = (*boxes[k, :2], *(boxes[k, 2:] - boxes[k, :2]))
         cats = np.array([int(a["category_id"]) for a in anns], np.int64)
         return InstanceTruth(
             masks=masks,
@@ -376,9 +384,11 @@ class CocoInstances(InstanceDataset):
             area=area,
             image_shape=ImageShape(im.height, im.width),
             ids=np.array([int(a.get("id", 0)) for a in anns], np.int64),
+            xywh=xywh,
         )
 
 
+@DATASETS.register("coco")  # what detectron2 and mmdet users call it
 @DATASETS.register("coco-instance")
 def _open_coco_instance(args: list[str], options: dict[str, str], split: str) -> CocoInstances:
     options = dict(options)

@@ -29,7 +29,6 @@ one-line spec the CLI takes. DAVIS is frame-sequence data, so it is not a :data:
 from __future__ import annotations
 
 import logging
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -40,39 +39,10 @@ from ..errors import DataError
 from ..structures import ImageShape
 from ..structures.palette import default_palette
 from .base import DatasetSpec, check_options
-from .io import _read_bytes, natural_key, read_image, read_label
+from .io import _palette_indices, _png_palette, _read_bytes, natural_key, read_image, read_label
 
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MAX_PROMPT_COLOURS = 255
 log = logging.getLogger(__name__)
-
-
-def _png_palette(data: bytes) -> np.ndarray | None:
-    """``uint8 [N, 3]`` palette of an indexed-colour PNG (colour type 3), else None."""
-    if data[:8] != _PNG_SIGNATURE or len(data) < 33 or data[12:16] != b"IHDR" or data[25] != 3:
-        return None
-    pos = 8
-    while pos + 8 <= len(data):
-        (length,) = struct.unpack(">I", data[pos : pos + 4])
-        kind = data[pos + 4 : pos + 8]
-        if kind == b"PLTE":
-            return np.frombuffer(data[pos + 8 : pos + 8 + length], np.uint8).reshape(-1, 3)
-        if kind in (b"IDAT", b"IEND"):
-            return None
-        pos += 12 + length
-    return None
-
-
-def _palette_indices(rgb: np.ndarray, palette: np.ndarray, path: Path) -> np.ndarray:
-    """Map decoded colours back to palette indices (the lowest index wins for a repeated colour)."""
-    keys = (palette[:, 0].astype(np.int64) << 16) | (palette[:, 1].astype(np.int64) << 8) | palette[:, 2]
-    uniq, first = np.unique(keys, return_index=True)  # index of the first occurrence: the lowest wins
-    pix = (rgb[..., 0].astype(np.int64) << 16) | (rgb[..., 1].astype(np.int64) << 8) | rgb[..., 2]
-    colours, inverse = np.unique(pix, return_inverse=True)
-    pos = np.clip(np.searchsorted(uniq, colours), 0, len(uniq) - 1)
-    if not np.array_equal(uniq[pos], colours):
-        raise DataError(f"mask {path}: a pixel colour is not in the PNG's palette", fix="re-save the mask as an indexed PNG")
-    return first[pos].astype(np.uint8)[inverse.reshape(pix.shape)]
 
 
 def read_id_mask(path: str | Path) -> np.ndarray:

@@ -36,7 +36,7 @@ def read_class_names(path: str | Path) -> tuple[str, ...]:
 
 def _by_stem(folder: Path, what: str) -> dict[str, Path]:
     if not folder.is_dir():
-        raise DataError(f"{what} folder not found: {folder}")
+        raise DataError(f"{what} folder not found: {folder}", fix=f"check the {what}s folder of folder:IMAGES_DIR,MASKS_DIR")
     out: dict[str, Path] = {}
     for p in sorted(folder.iterdir()):
         if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES:

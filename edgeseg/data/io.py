@@ -6,6 +6,7 @@ that into an :class:`~edgeseg.errors.InputError` (images) or :class:`~edgeseg.er
 """
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ import numpy as np
 from .._io import atomic_write_bytes
 from ..errors import DataError, EdgesegError, InputError
 
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
 
@@ -28,6 +30,34 @@ def _read_bytes(path: Path, error: type[EdgesegError], what: str) -> np.ndarray:
     if data.size == 0:
         raise error(f"{what} {path} is empty (0 bytes)", fix="the copy or download was cut short: fetch the file again")
     return data
+
+
+def _png_palette(data: bytes) -> np.ndarray | None:
+    """``uint8 [N, 3]`` palette of an indexed-colour PNG (colour type 3), else None."""
+    if data[:8] != _PNG_SIGNATURE or len(data) < 33 or data[12:16] != b"IHDR" or data[25] != 3:
+        return None
+    pos = 8
+    while pos + 8 <= len(data):
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        kind = data[pos + 4 : pos + 8]
+        if kind == b"PLTE":
+            return np.frombuffer(data[pos + 8 : pos + 8 + length], np.uint8).reshape(-1, 3)
+        if kind in (b"IDAT", b"IEND"):
+            return None
+        pos += 12 + length
+    return None
+
+
+def _palette_indices(rgb: np.ndarray, palette: np.ndarray, path: Path) -> np.ndarray:
+    """Map decoded colours back to palette indices (the lowest index wins for a repeated colour)."""
+    keys = (palette[:, 0].astype(np.int64) << 16) | (palette[:, 1].astype(np.int64) << 8) | palette[:, 2]
+    uniq, first = np.unique(keys, return_index=True)  # index of the first occurrence: the lowest wins
+    pix = (rgb[..., 0].astype(np.int64) << 16) | (rgb[..., 1].astype(np.int64) << 8) | rgb[..., 2]
+    colours, inverse = np.unique(pix, return_inverse=True)
+    pos = np.clip(np.searchsorted(uniq, colours), 0, len(uniq) - 1)
+    if not np.array_equal(uniq[pos], colours):
+        raise DataError(f"mask {path}: a pixel colour is not in the PNG's palette", fix="re-save the mask as an indexed PNG")
+    return first[pos].astype(np.uint8)[inverse.reshape(pix.shape)]
 
 
 def image_files(folder: str | Path) -> list[Path]:
@@ -68,12 +98,23 @@ def read_label(path: str | Path) -> np.ndarray:
     """Read a single-channel label mask as ``uint8 [H, W]`` class ids.
 
     A 3-channel mask whose channels are equal (grey saved as RGB) is accepted; a colour-coded mask
-    is refused (convert it to class ids first). Values above 255 (16-bit masks) are refused.
+    is refused (convert it to class ids first). Values above 255 (16-bit masks) are refused. An
+    indexed (palette) PNG gives its palette indices, as Pillow, mmseg and torchvision read PASCAL
+    VOC's masks; a JPEG is refused (its compression changes the ids along every edge).
     """
     import cv2
 
     p = Path(path)
     data = _read_bytes(p, DataError, "label mask")
+    if data[:3].tobytes() == b"\xff\xd8\xff":  # whatever its suffix: JPEG's lossy compression blurs every edge
+        raise DataError(f"label mask {p} is a JPEG: its lossy compression changes the class ids along every edge "
+                        "(the scores would be wrong)", fix="save label masks as PNGs of class ids (lossless)")
+    palette = _png_palette(data[:1 << 20].tobytes())  # PLTE precedes the pixel data
+    if palette is not None:  # an indexed PNG (PASCAL VOC, mmseg, Pillow 'P' mode): the indices are the class ids
+        bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise DataError(f"cannot decode label mask {p}: not an image or a corrupt file", fix="masks are PNGs of class ids")
+        return np.ascontiguousarray(_palette_indices(bgr[..., ::-1], palette, p))
     lab = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     if lab is None:
         raise DataError(f"cannot decode label mask {p}: not an image or a corrupt file", fix="masks are PNGs of class ids")

@@ -2,6 +2,8 @@
 :func:`evaluate_instances` for instance masks (COCO mask AP)."""
 from __future__ import annotations
 
+import dataclasses
+
 import itertools
 import sys
 from collections.abc import Sequence
@@ -46,6 +48,11 @@ def evaluate(
     for sample in tqdm(samples, total=total, desc="eval", unit="img", disable=not show, leave=False):
         result = predictor(sample.image)
         labels = getattr(result, "labels", result)
+        if not hasattr(labels, "shape"):  # an InstanceResult, a PanopticResult: not a label map
+            raise InputError(f"prediction for {sample.name!r} is {type(result).__name__}, not a label map "
+                             "(a SemanticResult or an integer [H, W] array)",
+                             fix="evaluate() scores semantic predictors; score instance predictors with "
+                                 "evaluate_instances() and panoptic ones with evaluate_panoptic()")
         if getattr(labels, "shape", None) != sample.labels.shape:
             raise InputError(
                 f"prediction for {sample.name!r} is {list(getattr(labels, 'shape', []))}, "
@@ -65,18 +72,21 @@ def evaluate_instances(
     limit: int | None = None,
     prediction_area: str = "mask",
     results: list[dict] | None = None,
+    box: bool = True,
 ) -> MaskAPScores:
     """COCO mask AP of ``predictor`` (RGB ``uint8 [H, W, 3]`` -> :class:`InstanceResult` at the
     image's size) on an instance dataset (``InstanceSample``s with ``image_id``, ``image()`` and
     ``truth``; ``categories`` id -> name). ``class_to_category``: model class index -> category id
     (-1 drops it; see :func:`~edgeseg.eval.instance.category_map`). ``limit`` scores the first N
     images. When ``results`` is a list, each image's detections are appended to it as COCO result
-    records (:func:`~edgeseg.eval.instance.coco_results`)."""
+    records (:func:`~edgeseg.eval.instance.coco_results`). ``box``: the box AP of the same detections as
+    well (``scores.box``, equal to ``COCOeval(iouType="bbox")``)."""
     from tqdm import tqdm
 
     if limit is not None and limit < 0:
         raise InputError(f"limit must be >= 0, got {limit}")
     acc = MaskAPAccumulator(dataset.categories, class_to_category=class_to_category, prediction_area=prediction_area)
+    boxes = MaskAPAccumulator(dataset.categories, class_to_category=class_to_category, iou_type="bbox") if box else None
     total = len(dataset) if limit is None else min(limit, len(dataset))
     show = progress and sys.stderr.isatty()
     for sample in tqdm(itertools.islice(iter(dataset), total), total=total, desc="eval", unit="img", disable=not show,
@@ -93,6 +103,9 @@ def evaluate_instances(
                 fix="the predictor must return masks at the image's own size",
             )
         acc.add(sample.image_id, result, sample.truth)
+        if boxes is not None:
+            boxes.add(sample.image_id, result, sample.truth)
         if results is not None:
             results.extend(coco_results(sample.image_id, result, class_to_category))
-    return acc.compute()
+    scores = acc.compute()
+    return dataclasses.replace(scores, box=boxes.compute()) if boxes is not None else scores

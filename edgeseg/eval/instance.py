@@ -113,6 +113,27 @@ def mask_iou(dt: np.ndarray, gt: np.ndarray, gt_crowd: np.ndarray | None = None)
     return _iou(_Masks.of(dt), np.arange(len(dt)), _Masks.of(gt), np.arange(len(gt)), crowd)
 
 
+def box_iou(dt: np.ndarray, gt: np.ndarray, gt_crowd: np.ndarray | None = None) -> np.ndarray:
+    """``float64 [D, G]`` IoU of ``[D, 4]`` and ``[G, 4]`` boxes in COCO's ``x, y, w, h``, as pycocotools'
+    ``maskUtils.iou`` computes it for boxes (``bbIou``): the same operations in the same order, so equal to
+    the bit; over the detection's area for a crowd ground truth, 0 where they do not overlap."""
+    d, g = np.asarray(dt, np.float64).reshape(-1, 4), np.asarray(gt, np.float64).reshape(-1, 4)
+    crowd = np.zeros(len(g), bool) if gt_crowd is None else np.asarray(gt_crowd, bool)
+    w = np.minimum(d[:, None, 2] + d[:, None, 0], g[None, :, 2] + g[None, :, 0]) - np.maximum(d[:, None, 0], g[None, :, 0])
+    h = np.minimum(d[:, None, 3] + d[:, None, 1], g[None, :, 3] + g[None, :, 1]) - np.maximum(d[:, None, 1], g[None, :, 1])
+    inter = w * h
+    da, ga = (d[:, 2] * d[:, 3])[:, None], (g[:, 2] * g[:, 3])[None, :]
+    union = np.where(crowd[None, :], da, da + ga - inter)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where((w > 0) & (h > 0), inter / union, 0.0)
+
+
+def xyxy_to_xywh(boxes: np.ndarray) -> np.ndarray:
+    """``[N, 4]`` corners -> COCO ``x, y, w, h`` in float64, as :func:`coco_results` writes them."""
+    b = np.asarray(boxes).astype(np.float64).reshape(-1, 4)
+    return np.stack([b[:, 0], b[:, 1], b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]], 1)
+
+
 # ---- per image -------------------------------------------------------------------------------
 
 
@@ -199,6 +220,8 @@ class MaskAPScores:
     num_images: int
     precision: np.ndarray = field(repr=False)
     recall: np.ndarray = field(repr=False)
+    #: box AP of the same detections (``COCOeval(iouType="bbox")``), when it was computed beside the mask AP
+    box: "MaskAPScores | None" = None
 
     @property
     def ap(self) -> float:
@@ -216,12 +239,15 @@ class MaskAPScores:
         return dict(zip(STAT_NAMES, self.stats))
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "stats": self.named(),
             "per_class": {c.name: {"category_id": c.category_id, "ap": c.ap, "ap50": c.ap50, "num_gt": c.num_gt}
                           for c in self.per_class},
             "num_images": self.num_images,
         }
+        if self.box is not None:
+            out["box"] = {k: v for k, v in self.box.to_dict().items() if k != "num_images"}
+        return out
 
 
 def _mean_valid(s: np.ndarray) -> float:
@@ -293,10 +319,15 @@ class MaskAPAccumulator:
     prediction_area: ``"mask"`` (default, as detectron2 evaluates mask AP) or ``"box"``: the
         detection area that decides small/medium/large. pycocotools' ``loadRes`` uses the box
         ``w * h`` when the results carry ``bbox``, the mask area when they do not.
+    iou_type: ``"segm"`` (mask AP, default) or ``"bbox"``: box AP, equal to ``COCOeval(iouType="bbox")``
+        on the same detections saved by :func:`coco_results`: box IoU (:func:`box_iou`) of the detections'
+        boxes and the annotations' ``bbox`` (``InstanceTruth.xywh``, else its ``boxes``), the detection area
+        ``w * h``; predictions need no masks.
     """
 
     def __init__(self, categories: Mapping[int, str] | Iterable[int], *,
-                 class_to_category: Sequence[int] | Mapping[int, int] | None = None, prediction_area: str = "mask"):
+                 class_to_category: Sequence[int] | Mapping[int, int] | None = None, prediction_area: str = "mask",
+                 iou_type: str = "segm"):
         names = dict(categories) if isinstance(categories, Mapping) else {int(c): str(c) for c in categories}
         self.category_ids = tuple(sorted(int(c) for c in names))
         if not self.category_ids:
@@ -306,7 +337,10 @@ class MaskAPAccumulator:
         self._lut = _lut(class_to_category)
         if prediction_area not in ("mask", "box"):
             raise InputError(f"prediction_area must be 'mask' or 'box', got {prediction_area!r}")
-        self.prediction_area = prediction_area
+        if iou_type not in ("segm", "bbox"):
+            raise InputError(f"iou_type must be 'segm' (mask AP) or 'bbox' (box AP), got {iou_type!r}")
+        self.prediction_area = "box" if iou_type == "bbox" else prediction_area
+        self.iou_type = iou_type
         self.reset()
 
     def reset(self) -> None:
@@ -329,7 +363,10 @@ class MaskAPAccumulator:
         if image_id in self._images:
             raise InputError(f"image {image_id} was added twice to the mask AP accumulator")
         shape = image_shape or (prediction.image_shape if prediction is not None else None)
-        g_masks, g_cats, g_crowd, g_area = _truth_arrays(truth, shape, image_id)
+        g_masks, g_cats, g_crowd, g_area, g_boxes = _truth_arrays(truth, shape, image_id)
+        if self.iou_type == "bbox":
+            self._add_boxes(image_id, prediction, g_cats, g_crowd, g_area, g_boxes)
+            return
         d_masks, d_cats, d_scores, d_area = self._prediction_arrays(prediction, image_id)
         if d_masks is not None and g_masks.shape[1:] != d_masks.shape[1:]:
             raise InputError(
@@ -348,6 +385,29 @@ class MaskAPAccumulator:
             g, d = np.flatnonzero(g_cats == cat), np.flatnonzero(d_cats == cat)
             d = d[np.argsort(-d_scores[d], kind="mergesort")][: MAX_DETS[-1]]
             ious = _iou(dts, d, gts, g, g_crowd[g]) if len(d) and len(g) else np.zeros((len(d), len(g)))
+            self._num_gt[k] += int((~g_crowd[g]).sum())
+            for a, e in enumerate(_evaluate_image(image_id, ious, d_scores[d], d_area[d], g_area[g], g_crowd[g])):
+                self._evals[k, a].append(e)
+
+    def _add_boxes(self, image_id: int, pred: InstanceResult | None, g_cats: np.ndarray, g_crowd: np.ndarray,
+                   g_area: np.ndarray, g_boxes: np.ndarray) -> None:
+        """Box AP of one image: as :meth:`add` with box IoU and ``w * h`` detection areas."""
+        if pred is None or len(pred) == 0:
+            d_boxes, d_cats, d_scores = np.zeros((0, 4)), np.zeros(0, np.int64), np.zeros(0)
+        else:
+            d_scores = np.asarray(pred.scores, np.float64)
+            if not np.isfinite(d_scores).all():
+                raise InputError(f"image {image_id}: prediction scores must be finite")
+            d_boxes, d_cats = xyxy_to_xywh(pred.boxes), self.categories_of(pred.classes)
+        self._images.add(image_id)
+        d_area = d_boxes[:, 2] * d_boxes[:, 3]
+        for cat in sorted(set(g_cats.tolist()) | set(d_cats.tolist())):
+            k = self._k.get(cat)
+            if k is None:
+                continue
+            g, d = np.flatnonzero(g_cats == cat), np.flatnonzero(d_cats == cat)
+            d = d[np.argsort(-d_scores[d], kind="mergesort")][: MAX_DETS[-1]]
+            ious = box_iou(d_boxes[d], g_boxes[g], g_crowd[g]) if len(d) and len(g) else np.zeros((len(d), len(g)))
             self._num_gt[k] += int((~g_crowd[g]).sum())
             for a, e in enumerate(_evaluate_image(image_id, ious, d_scores[d], d_area[d], g_area[g], g_crowd[g])):
                 self._evals[k, a].append(e)
@@ -387,7 +447,8 @@ class MaskAPAccumulator:
 
 
 def _truth_arrays(truth: Any, shape: ImageShape | None, image_id: int):
-    """``(masks bool [G, H, W], category ids, iscrowd, area)`` from an InstanceTruth or COCO annotation dicts."""
+    """``(masks bool [G, H, W], category ids, iscrowd, area, boxes float64 [G, 4] x, y, w, h)`` from an
+    InstanceTruth or COCO annotation dicts (boxes: the annotation's ``bbox``, else the mask's extent)."""
     if isinstance(truth, (list, tuple)):
         from ..data.coco_instances import segmentation_to_mask
 
@@ -397,9 +458,11 @@ def _truth_arrays(truth: Any, shape: ImageShape | None, image_id: int):
         masks = np.zeros((len(truth), h, w), bool)
         for i, ann in enumerate(truth):
             masks[i] = segmentation_to_mask(ann["segmentation"], h, w)
+        boxes = np.array([[float(v) for v in a["bbox"]] if "bbox" in a else _extent(m) for a, m in zip(truth, masks)],
+                         np.float64).reshape(-1, 4)
         return (masks, np.array([int(a["category_id"]) for a in truth], np.int64),
                 np.array([bool(a.get("iscrowd", 0)) for a in truth], bool),
-                np.array([float(a["area"]) if "area" in a else float(m.sum()) for a, m in zip(truth, masks)]))
+                np.array([float(a["area"]) if "area" in a else float(m.sum()) for a, m in zip(truth, masks)]), boxes)
     try:
         masks = np.asarray(truth.masks, bool)
         cats = np.asarray(truth.category_ids, np.int64)
@@ -410,15 +473,29 @@ def _truth_arrays(truth: Any, shape: ImageShape | None, image_id: int):
     area = getattr(truth, "area", None)
     crowd = np.zeros(len(cats), bool) if crowd is None else np.asarray(crowd, bool)
     area = np.array([np.count_nonzero(m) for m in masks], np.float64) if area is None else np.asarray(area, np.float64)
-    return masks, cats, crowd, area
+    xywh = getattr(truth, "xywh", None)
+    if xywh is None:
+        boxes = getattr(truth, "boxes", None)
+        xywh = xyxy_to_xywh(boxes) if boxes is not None else np.array([_extent(m) for m in masks]).reshape(-1, 4)
+    return masks, cats, crowd, area, np.asarray(xywh, np.float64).reshape(-1, 4)
+
+
+def _extent(mask: np.ndarray) -> list[float]:
+    """A mask's pixel extent as ``x, y, w, h`` (zeros when empty)."""
+    ys, xs = np.nonzero(mask)
+    if not len(xs):
+        return [0.0, 0.0, 0.0, 0.0]
+    return [float(xs.min()), float(ys.min()), float(xs.max() + 1 - xs.min()), float(ys.max() + 1 - ys.min())]
 
 
 def mask_ap(predictions: Mapping[int, InstanceResult | None], truths: Mapping[int, Any],
             categories: Mapping[int, str] | Iterable[int], *,
-            class_to_category: Sequence[int] | Mapping[int, int] | None = None, prediction_area: str = "mask") -> MaskAPScores:
-    """COCO mask AP of ``{image_id: prediction}`` against ``{image_id: truth}`` in one call
-    (images in either; a missing prediction is no detections, a missing truth no objects)."""
-    acc = MaskAPAccumulator(categories, class_to_category=class_to_category, prediction_area=prediction_area)
+            class_to_category: Sequence[int] | Mapping[int, int] | None = None, prediction_area: str = "mask",
+            iou_type: str = "segm") -> MaskAPScores:
+    """COCO mask AP (``iou_type="bbox"``: box AP) of ``{image_id: prediction}`` against ``{image_id: truth}``
+    in one call (images in either; a missing prediction is no detections, a missing truth no objects)."""
+    acc = MaskAPAccumulator(categories, class_to_category=class_to_category, prediction_area=prediction_area,
+                            iou_type=iou_type)
     for image_id in sorted(set(predictions) | set(truths)):
         pred = predictions.get(image_id)
         acc.add(image_id, pred, truths.get(image_id, []))

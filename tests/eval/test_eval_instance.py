@@ -224,6 +224,84 @@ def test_more_than_100_detections_per_image_and_category():
     assert got.stats[6] < got.stats[7] < got.stats[8]  # AR1 < AR10 < AR100
 
 
+# ---- box AP (COCOeval(iouType="bbox")) -----------------------------------------------------------
+
+
+def box_case(seed):
+    """A random case whose ground-truth boxes are off the masks' pixel grid by fractions (as COCO's are) and
+    whose detections carry boxes of their own (float32, as InstanceResult holds them)."""
+    images, gts, dets, cats = random_case(300 + seed, n_img=4 + seed % 4)
+    rng = np.random.default_rng(seed)
+    gt_boxes = [np.array(tight_xywh(m)) + np.round(rng.uniform(-1.5, 1.5, 4), 2) for _, _, m, _, _ in gts]
+    det_boxes = [np.array(tight_xywh(m), np.float32) + rng.uniform(-2, 2, 4).astype(np.float32) for _, _, m, _ in dets]
+    return images, gts, dets, cats, gt_boxes, det_boxes
+
+
+def box_reference(images, gts, dets, cats, gt_boxes, det_boxes):
+    dataset = {
+        "images": [{"id": i, "height": h, "width": w} for i, (h, w) in images.items()],
+        "categories": [{"id": c, "name": f"c{c}"} for c in cats],
+        "annotations": [{"id": n + 1, "image_id": i, "category_id": c, "segmentation": rle(m), "area": a,
+                         "iscrowd": int(cr), "bbox": [float(v) for v in b]}
+                        for n, ((i, c, m, cr, a), b) in enumerate(zip(gts, gt_boxes))],
+    }
+    results = []
+    for (i, c, _, sc), b in zip(dets, det_boxes):
+        x1, y1, w, h = (float(v) for v in b)
+        x2, y2 = np.float32(x1 + w), np.float32(y1 + h)  # the xyxy float32 corners an InstanceResult holds
+        results.append({"image_id": i, "category_id": c, "score": sc,
+                        "bbox": [x1, y1, float(x2) - x1, float(y2) - y1]})
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO()
+        gt.dataset = dataset
+        gt.createIndex()
+        ev = COCOeval(gt, gt.loadRes(results), "bbox")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    return np.array(ev.stats), ev.eval["precision"], ev.eval["recall"]
+
+
+def box_ours(images, gts, dets, cats, gt_boxes, det_boxes):
+    acc = MaskAPAccumulator({c: f"c{c}" for c in cats}, iou_type="bbox")
+    for i, shape in images.items():
+        g = [k for k, x in enumerate(gts) if x[0] == i]
+        truth = truth_of(gts, i, shape)
+        truth = InstanceTruth(**{**vars(truth), "xywh": np.array([gt_boxes[k] for k in g], np.float64).reshape(-1, 4)})
+        d = [k for k, x in enumerate(dets) if x[0] == i]
+        xyxy = np.array([det_boxes[k] for k in d], np.float32).reshape(-1, 4)
+        xyxy[:, 2:] = xyxy[:, :2] + xyxy[:, 2:]
+        pred = InstanceResult(boxes=xyxy, scores=np.array([dets[k][3] for k in d], np.float32),
+                              classes=np.array([dets[k][1] for k in d], np.int32), image_shape=ImageShape(*shape))
+        acc.add(i, pred, truth)
+    return acc.compute()
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_box_ap_equals_pycocotools_bbox(seed):
+    """Box AP (``edgeseg eval`` reports it beside mask AP) equals COCOeval(iouType="bbox") on the same
+    detections, bit for bit: fractional ground-truth boxes, crowds, score ties, every area range; the
+    predictions carry no masks."""
+    case = box_case(seed)
+    want, precision, recall = box_reference(*case)
+    got = box_ours(*case)
+    np.testing.assert_allclose(got.stats, want, rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(got.precision, precision)
+    np.testing.assert_array_equal(got.recall, recall)
+    assert 0 < got.stats[0] < 1
+
+
+def test_box_iou_equals_pycocotools_with_crowd():
+    from edgeseg.eval.instance import box_iou
+
+    rng = np.random.default_rng(1)
+    dt = np.round(rng.uniform(0, 40, (9, 4)), 2)
+    gt = np.round(rng.uniform(0, 40, (6, 4)), 2)
+    dt[0, 2] = 0.0  # an empty box
+    crowd = np.array([0, 1, 0, 1, 0, 0], np.uint8)
+    np.testing.assert_array_equal(box_iou(dt, gt, crowd.astype(bool)), mask_util.iou(dt, gt, crowd.tolist()))
+
+
 def test_mask_iou_equals_pycocotools_with_crowd():
     rng = np.random.default_rng(0)
     shape = (40, 50)
@@ -342,8 +420,9 @@ class ShiftPredictor:
         masks = np.concatenate([np.roll(t.masks, 1, 2), box_mask(t.masks.shape[1:], 30, 40, 38, 58)[None]])
         classes = np.concatenate([t.classes, [2]]).astype(np.int32)
         n = len(masks)
-        return InstanceResult(np.tile(np.array([[0, 0, 10, 10]], np.float32), (n, 1)),
-                              np.linspace(0.9, 0.3, n).astype(np.float32), classes, t.image_shape, masks=masks)
+        boxes = np.array([tight_xywh(m) for m in masks], np.float32) + np.float32(0.37)  # off the pixel grid
+        boxes[:, 2:] += boxes[:, :2]
+        return InstanceResult(boxes, np.linspace(0.9, 0.3, n).astype(np.float32), classes, t.image_shape, masks=masks)
 
 
 def test_evaluate_instances_and_saved_results_equal_pycocotools(tiny_coco):
@@ -365,6 +444,12 @@ def test_evaluate_instances_and_saved_results_equal_pycocotools(tiny_coco):
         scores = got if area == "mask" else evaluate_instances(ShiftPredictor(ds), ds, cmap.to_category, progress=False,
                                                                prediction_area="box")
         np.testing.assert_allclose(scores.stats, ev.stats, atol=1e-9)
+    with contextlib.redirect_stdout(io.StringIO()):  # the box AP beside it, on the records as saved
+        gt = COCO(str(tiny_coco))
+        ev = COCOeval(gt, gt.loadRes([dict(r) for r in records]), "bbox")
+        ev.evaluate(), ev.accumulate(), ev.summarize()
+    np.testing.assert_allclose(got.box.stats, ev.stats, rtol=0, atol=1e-12)
+    assert 0 < got.box.ap < 1 and got.box.ap != got.ap
 
 
 def test_evaluate_instances_rejects_wrong_results(tiny_coco):
@@ -426,6 +511,12 @@ def test_eval_command_on_coco_instances(tiny_coco, tmp_path, monkeypatch, capsys
         ev = COCOeval(gt, gt.loadRes(saved), "segm")
         ev.evaluate(), ev.accumulate(), ev.summarize()
     np.testing.assert_allclose([data["stats"][n] for n in STAT_NAMES], ev.stats, atol=1e-9)
+    saved = json.loads(dets.read_text())  # box AP: the same saved detections, their bbox kept
+    with contextlib.redirect_stdout(io.StringIO()):
+        ev = COCOeval(gt, gt.loadRes(saved), "bbox")
+        ev.evaluate(), ev.accumulate(), ev.summarize()
+    np.testing.assert_allclose([data["box"]["stats"][n] for n in STAT_NAMES], ev.stats, rtol=0, atol=1e-12)
+    assert set(data["box"]["per_class"]) == {"Person", "car"} and "box AP %" in out
 
 
 def test_eval_command_refuses_semantic_bundle_on_instance_data(tiny_coco, monkeypatch, capsys):
@@ -467,6 +558,7 @@ def test_cityscapes_perturbed_truth_equals_pycocotools(data_root):
     assert ds.category_ids == (24, 25, 26, 27, 28, 31, 32, 33)
     rng = np.random.default_rng(0)
     acc = MaskAPAccumulator(ds.categories, class_to_category=list(ds.category_ids))
+    box_acc = MaskAPAccumulator(ds.categories, class_to_category=list(ds.category_ids), iou_type="bbox")
     records = []
     for s in ds:
         t = s.truth
@@ -477,11 +569,21 @@ def test_cityscapes_perturbed_truth_equals_pycocotools(data_root):
             masks.append(box_mask(t.masks.shape[1:], y, x, y + int(rng.integers(1, 40)), x + int(rng.integers(1, 40))))
             classes.append(int(rng.integers(0, 8)))
         n = len(masks)
-        pred = InstanceResult(np.zeros((n, 4), np.float32), np.round(rng.random(n), 2).astype(np.float32),
+        boxes = np.array([tight_xywh(m) for m in masks], np.float32).reshape(n, 4) + rng.normal(0, 1, (n, 4)).astype(np.float32)
+        boxes[:, 2:] += boxes[:, :2]
+        pred = InstanceResult(boxes, np.round(rng.random(n), 2).astype(np.float32),
                               np.array(classes, np.int32), t.image_shape, masks=np.array(masks, bool).reshape(n, *t.masks.shape[1:]))
         acc.add(s.image_id, pred, t)
+        box_acc.add(s.image_id, pred, t)
         records += coco_results(s.image_id, pred, list(ds.category_ids))
     got = acc.compute()
+    with contextlib.redirect_stdout(io.StringIO()):  # box AP on the records as saved, against the JSON's bbox
+        gt = COCO(str(path))
+        ev = COCOeval(gt, gt.loadRes([dict(r) for r in records]), "bbox")
+        ev.evaluate(), ev.accumulate(), ev.summarize()
+    boxes_got = box_acc.compute()
+    np.testing.assert_allclose(boxes_got.stats, ev.stats, rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(boxes_got.precision, ev.eval["precision"])
     for r in records:
         r.pop("bbox")
     with contextlib.redirect_stdout(io.StringIO()):
