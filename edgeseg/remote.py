@@ -23,6 +23,7 @@ import socket
 import threading
 import time
 import urllib.parse
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -100,7 +101,7 @@ class RemotePredictor:
     replica's node died mid-request), waiting ``backoff_s * 2**attempt`` (capped at 2 s) between them; then
     :class:`ServerUnavailable` names the URL and the fix. encoding: how frames travel (``raw``,
     ``png``, ``jpeg``; JPEG is lossy, so results then match local inference on the decoded frame).
-    Thread-safe: each thread keeps its own keep-alive connection.
+    Thread-safe: each thread keeps its own keep-alive connection; :meth:`close` closes every thread's.
     """
 
     def __init__(self, url: str, *, timeout_s: float = 10.0, retries: int = 3, backoff_s: float = 0.1,
@@ -112,6 +113,10 @@ class RemotePredictor:
         self.endpoint = Endpoint.parse(url)
         self.timeout_s, self.retries, self.backoff_s, self.encoding = timeout_s, retries, backoff_s, encoding
         self._local = threading.local()
+        self._conns_lock = threading.Lock()
+        # every thread's connection, for close(); weak, so a finished thread's goes with its thread-local storage
+        self._conns: weakref.WeakSet = weakref.WeakSet()
+        self._conns_pid = os.getpid()  # a forked child starts a set (and lock) of its own
         self._info: dict[str, Any] | None = None
         self.runner = RemoteRunner(self)
 
@@ -207,6 +212,32 @@ class RemotePredictor:
         self.close()
 
     def close(self) -> None:
+        """Close the keep-alive connection of every thread that used this predictor (before: only the calling
+        thread's; a predictor shared by 8 worker threads kept 8 sockets, and the server 8 connections, open).
+        The predictor stays usable: a later call connects again."""
+        if getattr(self._local, "pid", None) == os.getpid():  # not a forked child's copy of the parent's
+            self._drop()
+        lock, registered = self._registry()
+        with lock:
+            conns = list(registered)
+        for conn in conns:  # other threads' (their HTTPConnection objects are theirs: only the sockets are closed here)
+            sock = conn.sock
+            if sock is None:
+                continue
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)  # a thread reading an answer on it gets a connection error and retries
+            with contextlib.suppress(OSError):
+                sock.close()  # an idle one finds it closed at its next call and connects again (_conn)
+
+    def _registry(self) -> tuple[threading.Lock, weakref.WeakSet]:
+        """The lock and the set of this process's connections; a forked child starts its own (a parent's
+        thread may have held the lock at the fork, and the parent's connections are not the child's to close)."""
+        if self._conns_pid != os.getpid():
+            self._conns_lock, self._conns, self._conns_pid = threading.Lock(), weakref.WeakSet(), os.getpid()
+        return self._conns_lock, self._conns
+
+    def _drop(self) -> None:
+        """Close this thread's connection only (after an error on it: the other threads' requests go on)."""
         conn = getattr(self._local, "conn", None)
         if conn is not None:
             conn.close()
@@ -218,12 +249,17 @@ class RemotePredictor:
     # ---- HTTP ----------------------------------------------------------------------------------
     def _conn(self) -> http.client.HTTPConnection:
         conn = getattr(self._local, "conn", None)
+        if conn is not None and conn.sock is not None and conn.sock.fileno() == -1:  # closed by close() from another thread
+            conn.close()  # (its next exchange connects again)
         if conn is None or getattr(self._local, "pid", None) != os.getpid():
             # a forked child must not share the parent's keep-alive socket: each could read the other's answer
             # (dropped, not closed: closing it would end the parent's connection too)
             cls = http.client.HTTPSConnection if self.endpoint.scheme == "https" else http.client.HTTPConnection
             conn = self._local.conn = cls(self.endpoint.host, self.endpoint.port, timeout=self.timeout_s)
             self._local.pid = os.getpid()
+            lock, registered = self._registry()
+            with lock:
+                registered.add(conn)
         return conn
 
     def _request(self, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None,
@@ -236,7 +272,7 @@ class RemotePredictor:
             try:
                 status, ctype, data = self._exchange(method, path, body, headers)
             except (OSError, http.client.HTTPException) as e:  # refused, reset, timeout, closed keep-alive
-                self.close()
+                self._drop()
                 why = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
                 log.debug("%s %s%s: %s (attempt %d/%d)", method, self.endpoint.base, path, why, attempt + 1, attempts)
                 continue
@@ -268,7 +304,7 @@ class RemotePredictor:
                 chunks.append(chunk)
                 read += len(chunk)
             if max(announced, read) > MAX_ANSWER_BYTES:  # not a result: an endless or enormous body
-                self.close()
+                self._drop()
                 raise InputError(f"{self.endpoint.base}{path} answered more than {MAX_ANSWER_BYTES >> 20} MiB, the most "
                                  "this client reads: not an edgeseg result, or one for a frame far over 100 MP",
                                  fix=self._url_fix() + "; send smaller frames")

@@ -326,7 +326,12 @@ class Pipeline:
             for sink in self.sinks:
                 sink.bind_source(self.source)
             for el in (*self.stages, *self.sinks):
-                el.open()
+                _SHARED_RUNNERS.use(el)
+                try:
+                    el.open()
+                except BaseException:
+                    _SHARED_RUNNERS.release(el, close=False)
+                    raise
                 opened.append(el)
             self._rec = Recorder()
             with _opencv_pool(self.cv_threads):
@@ -391,6 +396,8 @@ class Pipeline:
         for el in [self.source, *self.stages, *self.sinks]:
             if el in opened or el is self.source:
                 try:
+                    if el in opened and _SHARED_RUNNERS.release(el, close=True):
+                        continue
                     el.close()
                 except Exception as e:
                     log.error("closing %s failed: %s", getattr(el, "name", type(el).__name__), e)
@@ -446,17 +453,90 @@ class _SinkFailure(StreamError):
     """A sink failed to write: the run stops, the other frames are consumed and discarded."""
 
 
+_CV_LOCK = threading.Lock()
+_cv_users = 0  # runs inside _opencv_pool now (OpenCV's thread count is one setting for the whole process)
+_cv_before: int | None = None  # the setting before the first of them
+
+
 @contextlib.contextmanager
 def _opencv_pool(threads: int | None):
-    """OpenCV set to ``threads`` threads inside the block (None: untouched), its previous setting restored."""
+    """OpenCV set to ``threads`` threads inside the block (None: untouched); the setting from before the first of
+    the runs that overlap is restored when the last of them ends. (Each run restored the value it had found:
+    two overlapping streams left OpenCV at 1 thread for the rest of the process.)"""
+    global _cv_users, _cv_before
     if threads is None:
         yield
         return
     import cv2
 
-    before = cv2.getNumThreads()
-    cv2.setNumThreads(threads)
+    with _CV_LOCK:
+        if _cv_users == 0:
+            _cv_before = cv2.getNumThreads()
+        _cv_users += 1
+        cv2.setNumThreads(threads)
     try:
         yield
     finally:
-        cv2.setNumThreads(before)
+        with _CV_LOCK:
+            _cv_users -= 1
+            if _cv_users == 0 and _cv_before is not None:
+                cv2.setNumThreads(_cv_before)
+                _cv_before = None
+
+
+def _runner_stage(el: Any) -> Any:
+    """The inference stage inside ``el`` (itself, or the ``inner`` stage a keyframe stage wraps), or None: a stage
+    that activates its ``runner`` in ``open()`` when it is not active and deactivates it in ``close()``."""
+    for _ in range(4):
+        if hasattr(el, "runner") and hasattr(el, "_activated") and hasattr(getattr(el, "runner"), "deactivate"):
+            return el
+        el = getattr(el, "inner", None)
+        if el is None:
+            return None
+    return None
+
+
+class _SharedRunners:
+    """The runners that running pipelines infer with, and how many use each. An inference stage deactivates at
+    ``close()`` the runner it activated at ``open()``; with one predictor in two streams at once, the first to
+    end deactivated it under the other, whose frames then failed ("runner ... is not active": 25 of 30 frames
+    without a result). Now the last pipeline to close a shared runner deactivates it, if one of them activated it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._uses: dict[int, list[Any]] = {}  # id(runner) -> [runner, pipelines using it, activated by one of them]
+
+    def use(self, el: Any) -> None:
+        stage = _runner_stage(el)
+        if stage is None:
+            return
+        with self._lock:
+            entry = self._uses.setdefault(id(stage.runner), [stage.runner, 0, False])
+            entry[1] += 1
+
+    def release(self, el: Any, close: bool) -> bool:
+        """One pipeline is done with ``el``'s runner; ``close``: close ``el`` here (True returned: closed)."""
+        stage = _runner_stage(el)
+        if stage is None:
+            return False
+        runner = stage.runner
+        with self._lock:
+            entry = self._uses.get(id(runner))
+            if entry is None or entry[0] is not runner:
+                return False
+            entry[1] -= 1
+            entry[2] = entry[2] or bool(stage._activated)
+            last = entry[1] <= 0
+            if last:
+                del self._uses[id(runner)]
+            if close:
+                if not last:
+                    stage._activated = False  # another running pipeline still infers with it
+                elif entry[2]:
+                    stage._activated = True  # activated by a pipeline that ended before: deactivated now
+        if close:
+            el.close()
+        return close
+
+
+_SHARED_RUNNERS = _SharedRunners()

@@ -1,0 +1,339 @@
+"""``edgeseg serve`` under many clients at once: every answer is its own frame's result (equal to local
+inference), clients that disconnect mid-upload or before reading their answer neither break nor slow the
+others, a client predictor shared by threads is right and closes every thread's connection; and serve takes
+backend/precision/device in any case, as :func:`edgeseg.load` does.
+
+The first part needs no Ray (a keep-alive HTTP server on loopback stands in for edgeseg serve). The second
+runs one local Ray Serve instance (``shapes``, one replica, batches up to 8, HTTP on 127.0.0.1) for the
+module. Every test runs under a deadline (:func:`within`): a hang fails it instead of blocking the suite.
+"""
+from __future__ import annotations
+
+import functools
+import http.client
+import http.server
+import json
+import os
+import socket
+import statistics
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+import edgeseg
+from edgeseg.data.synthetic import SceneGenerator
+from edgeseg.errors import InputError
+from edgeseg.remote import RemotePredictor
+from edgeseg.structures import ImageShape, SemanticResult
+from edgeseg.wire import decode_result, encode_frame, encode_result
+
+SIZE = ImageShape(120, 160)
+CLIENTS = 8
+
+
+def within(seconds: float):
+    """Run the test body in a thread; fail (instead of hanging the suite) when it is not done in ``seconds``."""
+    def wrap(fn):
+        @functools.wraps(fn)
+        def run(*args, **kwargs):
+            box: dict = {}
+
+            def body():
+                try:
+                    box["value"] = fn(*args, **kwargs)
+                except BaseException as e:  # noqa: BLE001  (re-raised in the test's thread)
+                    box["error"] = e
+
+            t = threading.Thread(target=body, name=f"test-{fn.__name__}", daemon=True)
+            t.start()
+            t.join(seconds)
+            if t.is_alive():
+                pytest.fail(f"{fn.__name__} did not finish within {seconds:g} s (a hang)")
+            if "error" in box:
+                raise box["error"]
+            return box.get("value")
+        return run
+    return wrap
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ---- Task 1: the spellings edgeseg.load takes (no Ray) -------------------------------------------------
+@pytest.mark.parametrize("backend, precision, device", [("ONNXRuntime", "FP32", "CPU"), (" onnxruntime ", "Fp32", "Auto"),
+                                                        ("AUTO", "INT8", "CUDA"), ("Torch", "auto", "cpu")])
+def test_serve_takes_backend_precision_and_device_in_any_case_like_load(monkeypatch, backend, precision, device):
+    # before: InputError "unknown backend 'ONNXRuntime'" (and 'FP32', 'CPU'), while edgeseg.load(backend="ONNXRuntime")
+    # worked; the CLI's --backend ONNXRuntime too
+    from edgeseg.serve import launch
+
+    assert launch._check_runtime(backend, precision, 1, device) == (backend.strip().lower(), precision.lower(), device.lower())
+
+    class Reached(Exception):
+        pass
+
+    def no_ray():  # the checks passed: serve() would start Ray now
+        raise Reached
+
+    monkeypatch.setattr(launch, "_ray", no_ray)
+    with pytest.raises(Reached):
+        launch.serve(["shapes"], port=_free_port(), backend=backend, precision=precision, device=device, threads=1)
+
+
+def test_serve_still_refuses_unknown_runtimes_whatever_their_case():
+    from edgeseg.serve import launch
+
+    for kw, words in (({"backend": "TensorRTT"}, "unknown backend 'tensorrtt'"), ({"precision": "FP8"}, "unknown precision 'fp8'"),
+                      ({"device": "GPU"}, "unknown device 'gpu'"), ({"backend": None}, "backend must be a string")):
+        with pytest.raises(InputError, match=words):
+            launch.serve(["shapes"], port=_free_port(), **kw)
+
+
+# ---- the client shared by threads (no Ray) -------------------------------------------------------------
+class _KeepAliveServer:
+    """A loopback HTTP/1.1 keep-alive server answering edgeseg's bundle list and predict (labels: zeros),
+    counting the client connections it holds open."""
+
+    def __init__(self):
+        owner = self
+        self.open = 0
+        self.lock = threading.Lock()
+        result = encode_result(SemanticResult(labels=np.zeros((2, 2), np.uint8), classes=("a", "b")))
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def setup(self):
+                super().setup()
+                with owner.lock:
+                    owner.open += 1
+
+            def finish(self):
+                try:
+                    super().finish()
+                finally:
+                    with owner.lock:
+                        owner.open -= 1
+
+            def _send(self, payload):
+                data = json.dumps(payload).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self):
+                self._send({"bundles": [{"name": "shapes", "classes": ["a", "b"], "task": "semantic"}]})
+
+            def do_POST(self):
+                self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                time.sleep(0.01)
+                self._send(result)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def wait_open(self, n: int, limit_s: float = 5.0) -> int:
+        deadline = time.monotonic() + limit_s
+        while time.monotonic() < deadline and self.open != n:
+            time.sleep(0.02)
+        return self.open
+
+    def stop(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@within(60)
+def test_close_closes_the_connection_of_every_thread_that_used_the_predictor():
+    # before: close() closed the calling thread's connection only: a predictor shared by 8 worker threads kept
+    # 8 sockets (and the server 8 connections) open until it was garbage-collected
+    server = _KeepAliveServer()
+    try:
+        p = RemotePredictor(server.url, retries=0)  # no retry may hide a failed first attempt after close()
+        rgb = np.zeros((8, 8, 3), np.uint8)
+        with ThreadPoolExecutor(CLIENTS) as pool:
+            barrier = threading.Barrier(CLIENTS)
+
+            def call(_):
+                barrier.wait(10)  # every worker thread makes a connection of its own
+                return p(rgb).labels.shape
+
+            assert list(pool.map(call, range(CLIENTS))) == [(2, 2)] * CLIENTS
+            assert server.wait_open(CLIENTS) == CLIENTS
+            p.close()
+            assert server.wait_open(0) == 0, f"{server.open} connection(s) still open after close()"
+            # the predictor still works after close(), from the same worker threads, first attempt
+            assert list(pool.map(lambda _: p(rgb).labels.shape, range(2 * CLIENTS))) == [(2, 2)] * (2 * CLIENTS)
+            with p:
+                pass
+            assert server.wait_open(0) == 0
+    finally:
+        server.stop()
+
+
+# ---- a real server (one local Ray Serve instance for the rest of the module) ---------------------------
+@pytest.fixture(scope="module")
+def server():
+    ray = pytest.importorskip("ray", reason="Ray Serve is not installed: pip install 'edgeseg[serve]'")
+    pytest.importorskip("ray.serve", reason="Ray Serve is not installed: pip install 'edgeseg[serve]'")
+    from edgeseg.serve import serve
+
+    if ray.is_initialized():
+        pytest.skip("a Ray instance is already running in this process")
+    # Task 1 end to end: the spellings edgeseg.load takes (before: refused before Ray started)
+    s = serve(["shapes"], port=_free_port(), replicas=1, max_batch=8, batch_wait_s=0.01, backend="ONNXRuntime",
+              precision="FP32", device="CPU", threads=1, cpus_per_replica=0.25, num_cpus=2)
+    yield s
+    s.shutdown()
+
+
+@pytest.fixture(scope="module")
+def frames(local):
+    """Per client: its own 20 frames and the local prediction of each."""
+    out = {}
+    for c in range(CLIENTS):
+        images = [f.image for f in SceneGenerator(SIZE, seed=100 + c).frames(20)]
+        out[c] = (images, [local(im).labels for im in images])
+    return out
+
+
+def _port(server) -> int:
+    return int(server.url.rsplit(":", 1)[1])
+
+
+def _remote_client(url_or_predictor, images, want, lat):
+    p = edgeseg.load(url_or_predictor) if isinstance(url_or_predictor, str) else url_or_predictor
+    ok = 0
+    for im, w in zip(images, want):
+        t = time.perf_counter()
+        r = p(im)
+        lat.append(time.perf_counter() - t)
+        ok += bool(np.array_equal(r.labels, w))
+    return ok
+
+
+def _http_client(port, images, want, encoding, lat):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    ok = 0
+    try:
+        for im, w in zip(images, want):
+            body, headers = encode_frame(im, encoding)
+            t = time.perf_counter()
+            conn.request("POST", "/v1/bundles/shapes/predict", body, headers)
+            r = conn.getresponse()
+            data = r.read()
+            lat.append(time.perf_counter() - t)
+            ok += r.status == 200 and bool(np.array_equal(decode_result(json.loads(data)).labels, w))
+    finally:
+        conn.close()
+    return ok
+
+
+def _eight_clients(server, frames, n=20, shared=None) -> tuple[dict[int, int], list[float], float]:
+    """Clients 0-3: edgeseg.load(URL) predictors (or ``shared``, one for all four); 4-7: raw HTTP (raw and PNG
+    bodies). Each sends its own ``n`` frames; returns the answers equal to the local prediction per client."""
+    lat: list[float] = []
+    with ThreadPoolExecutor(CLIENTS) as pool:
+        t0 = time.perf_counter()
+        futures = {}
+        for c in range(CLIENTS):
+            images, want = frames[c][0][:n], frames[c][1][:n]
+            if c < 4:
+                futures[c] = pool.submit(_remote_client, shared or f"{server.url}/shapes", images, want, lat)
+            else:
+                futures[c] = pool.submit(_http_client, _port(server), images, want, "raw" if c % 2 else "png", lat)
+        right = {c: f.result(timeout=120) for c, f in futures.items()}
+    return right, lat, time.perf_counter() - t0
+
+
+@pytest.mark.serve
+@within(240)
+def test_eight_clients_at_once_each_get_their_own_frames_results(server, frames):
+    right, lat, wall = _eight_clients(server, frames)
+    print(f"8 clients x 20 frames: {sum(right.values())}/160 equal to local, p50 {1e3 * statistics.median(lat):.0f} ms, "
+          f"{wall:.1f} s")
+    assert right == {c: 20 for c in range(CLIENTS)}
+    info = RemotePredictor(server.url).info
+    assert (info["backend"], info["precision"]) == ("onnxruntime", "fp32")  # served as asked, in capitals
+    stats = RemotePredictor(server.url).stats()
+    assert stats["max_batch"] > 1  # the clients' frames really shared batches
+
+
+@pytest.mark.serve
+@within(240)
+def test_one_predictor_shared_by_threads_answers_each_thread_its_own_frames(server, frames):
+    shared = RemotePredictor(server.url + "/shapes")
+    right, _, _ = _eight_clients(server, frames, shared=shared)
+    assert right == {c: 20 for c in range(CLIENTS)}
+    # all eight threads on the one predictor
+    with ThreadPoolExecutor(CLIENTS) as pool:
+        got = list(pool.map(lambda c: _remote_client(shared, frames[c][0][:10], frames[c][1][:10], []), range(CLIENTS)))
+    assert got == [10] * CLIENTS
+    shared.close()
+
+
+def _abuse(port, kind, stop, done):
+    """Requests abandoned mid-upload, before their answer, or stalled after the headers, until ``stop``."""
+    body, headers = encode_frame(np.zeros((SIZE.height, SIZE.width, 3), np.uint8), "raw")
+    head = ("POST /v1/bundles/shapes/predict HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + f"Content-Length: {len(body)}\r\n\r\n").encode()
+    while not stop.is_set():
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            if kind == "mid-upload":
+                s.sendall(head + body[: len(body) // 2])
+                time.sleep(0.02)
+            elif kind == "before-answer":
+                s.sendall(head + body)
+            else:  # stall: the headers, then nothing for a second
+                s.sendall(head)
+                stop.wait(1.0)
+        done.append(kind)
+        time.sleep(0.05)  # a client's pace (~20 a second each), not a flood of the 2-core test machine
+
+
+@pytest.mark.serve
+@within(420)
+@pytest.mark.parametrize("kind", ["mid-upload", "before-answer", "stall"])
+def test_clients_that_disconnect_neither_break_nor_slow_the_others(server, frames, kind):
+    _, _, quiet = _eight_clients(server, frames, n=10)
+    before = RemotePredictor(server.url).stats()["frames"]
+    stop, done = threading.Event(), []
+    abusers = [threading.Thread(target=_abuse, args=(_port(server), kind, stop, done), daemon=True) for _ in range(2)]
+    for t in abusers:
+        t.start()
+    try:
+        time.sleep(0.2)
+        right, lat, busy = _eight_clients(server, frames, n=10)
+    finally:
+        stop.set()
+        for t in abusers:
+            t.join(10)
+    time.sleep(0.5)
+    inferred = RemotePredictor(server.url).stats()["frames"] - before - 80
+    print(f"{kind}: {len(done)} abandoned requests ({inferred} of them inferred); 8 clients x 10 frames: "
+          f"{sum(right.values())}/80 right, {busy:.1f} s (quiet: {quiet:.1f} s), max latency {1e3 * max(lat):.0f} ms")
+    assert len(done) >= (2 if kind == "stall" else 4)  # a stalled request holds its connection for up to a second
+    assert right == {c: 10 for c in range(CLIENTS)}
+    assert busy < 3 * quiet + 3.0  # not held up by the abandoned requests (a loaded 2-core machine: loose)
+    # and afterwards the server answers as before
+    right, _, _ = _eight_clients(server, frames, n=3)
+    assert right == {c: 3 for c in range(CLIENTS)}
+    conn = http.client.HTTPConnection("127.0.0.1", _port(server), timeout=10)
+    try:
+        conn.request("GET", "/readyz")
+        assert conn.getresponse().status == 200
+    finally:
+        conn.close()

@@ -1,0 +1,375 @@
+"""Many streams in one process, at once and one after another, and multi-source runs where a source fails
+or ends early: every result is the right frame's, nothing leaks (threads, file descriptors, OpenCV's global
+thread setting, an active runner), a failure stays in its own run and is named.
+
+The ``shapes`` bundle at 160x120 on ``synthetic://`` sources, one inference thread. Every test runs under a
+deadline (:func:`within`): a hang fails the test instead of blocking the suite.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import os
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+import edgeseg
+from edgeseg.cli import main
+from edgeseg.errors import StreamError
+from edgeseg.stream import CallbackSink, Source, StreamOptions, build_pipeline
+from edgeseg.stream.sources.synthetic import SyntheticSource
+from edgeseg.structures import rle_decode
+from edgeseg.structures.frame import Frame
+
+U = "synthetic://?seed={}&size=160x120&frames={}"
+RUNTIME = {"backend": "onnxruntime", "precision": "fp32", "threads": 1}
+
+
+def within(seconds: float):
+    """Run the test body in a thread; fail (instead of hanging the suite) when it is not done in ``seconds``."""
+    def wrap(fn):
+        @functools.wraps(fn)
+        def run(*args, **kwargs):
+            box: dict = {}
+
+            def body():
+                try:
+                    box["value"] = fn(*args, **kwargs)
+                except BaseException as e:  # noqa: BLE001  (re-raised in the test's thread)
+                    box["error"] = e
+
+            t = threading.Thread(target=body, name=f"test-{fn.__name__}", daemon=True)
+            t.start()
+            t.join(seconds)
+            if t.is_alive():
+                pytest.fail(f"{fn.__name__} did not finish within {seconds:g} s (a hang)")
+            if "error" in box:
+                raise box["error"]
+            return box.get("value")
+        return run
+    return wrap
+
+
+@pytest.fixture(scope="module")
+def local():
+    """The reference: the shapes bundle run here, frame by frame."""
+    with edgeseg.load("shapes", **RUNTIME) as p:
+        yield p
+
+
+def _labels_from_json(rec: dict, shape) -> np.ndarray:
+    got = np.zeros(shape, np.int64)
+    for seg in rec["segments"]:
+        got[rle_decode(seg["rle"]).astype(bool)] = seg["class_id"]
+    return got
+
+
+def _fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def _threads() -> list[str]:
+    return sorted(t.name for t in threading.enumerate() if t is not threading.current_thread()
+                  and not t.name.startswith("test-"))
+
+
+def _settle(base_threads: list[str], base_fds: int, limit_s: float = 3.0) -> tuple[list[str], int]:
+    """Threads and fds once whatever is still stopping has stopped (a thread joined with a timeout may take a moment)."""
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline and (_threads() != base_threads or _fds() > base_fds):
+        time.sleep(0.05)
+    return _threads(), _fds()
+
+
+# ---- (b) streams at the same time in one process --------------------------------------------------------
+@within(120)
+def test_two_streams_sharing_one_predictor_both_keep_every_result(local):
+    # before: the stream that activated the shared runner deactivated it when it ended, under the other
+    # stream, whose later frames all failed ("onnxruntime runner ... is not active"): 16 of 30 results here
+    p = edgeseg.load("shapes", **RUNTIME)  # lazy: the first stream to open activates it
+    assert not p.runner.is_active
+    a_running, b_running, a_done = threading.Event(), threading.Event(), threading.Event()
+    got: dict[str, list] = {"a": [], "b": []}
+    errors: list[BaseException] = []
+
+    def stream_a():
+        try:
+            for k, (f, r) in enumerate(edgeseg.stream(U.format(1, 20), p)):  # more than the queues hold
+                got["a"].append(r is not None and np.array_equal(r.labels, local(f.image).labels))
+                if k == 0:
+                    a_running.set()
+                    assert b_running.wait(30)
+        except BaseException as e:  # noqa: BLE001
+            errors.append(e)
+        finally:
+            a_done.set()
+
+    def stream_b():
+        try:
+            assert a_running.wait(30)  # A holds the runner it activated
+            for k, (f, r) in enumerate(edgeseg.stream(U.format(2, 30), p)):
+                got["b"].append(r is not None and np.array_equal(r.labels, local(f.image).labels))
+                if k == 0:
+                    b_running.set()
+                    assert a_done.wait(30)  # A ends (and closes its stages) while B still runs
+        except BaseException as e:  # noqa: BLE001
+            errors.append(e)
+
+    threads = [threading.Thread(target=stream_a), threading.Thread(target=stream_b)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(90)
+    assert not errors, errors
+    assert (sum(got["a"]), len(got["a"])) == (20, 20)
+    assert (sum(got["b"]), len(got["b"])) == (30, 30)
+    assert not p.runner.is_active  # the last stream to end deactivated what the first one activated
+
+
+@within(120)
+def test_overlapping_streams_give_opencv_its_thread_setting_back():
+    # before: each run restored the value it found: A set 1 (found 3), B set 1 (found 1), A restored 3 under
+    # B, B restored 1: OpenCV kept 1 thread for the rest of the process
+    before = cv2.getNumThreads()
+    cv2.setNumThreads(3)
+    try:
+        a_running, b_running, a_done = threading.Event(), threading.Event(), threading.Event()
+        seen: dict[str, int] = {}
+
+        def stream_a():
+            try:
+                # 40 frames: more than the queues hold, so the run is still going while its consumer waits
+                for k, _ in enumerate(edgeseg.stream(U.format(3, 40), "shapes", cv_threads=1, **RUNTIME)):
+                    if k == 0:
+                        a_running.set()
+                        b_running.wait(30)
+            finally:
+                a_done.set()
+
+        def stream_b():
+            a_running.wait(30)
+            for k, _ in enumerate(edgeseg.stream(U.format(4, 40), "shapes", cv_threads=1, **RUNTIME)):
+                if k == 0:
+                    b_running.set()
+                    a_done.wait(30)
+                    seen["b after a ended"] = cv2.getNumThreads()
+
+        threads = [threading.Thread(target=stream_a), threading.Thread(target=stream_b)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(90)
+        assert seen == {"b after a ended": 1}  # B's setting holds until B ends
+        assert cv2.getNumThreads() == 3
+    finally:
+        cv2.setNumThreads(before)
+
+
+class _Unplugged(Source):
+    """A camera that gives ``n`` frames, then fails (raises from its iterator)."""
+
+    def __init__(self, n: int, uri: str = "boom://cam2", pause_s: float = 0.0):
+        super().__init__()
+        self.uri = self.source_id = uri
+        self.n, self.pause_s = n, pause_s
+
+    def __iter__(self):
+        rng = np.random.default_rng(len(self.uri))
+        for i in range(self.n):
+            yield Frame(rng.integers(0, 256, (120, 160, 3), np.uint8), i * 40_000_000, i, self.source_id, {})
+            time.sleep(self.pause_s)
+        raise RuntimeError("camera unplugged")
+
+
+@within(180)
+def test_three_streams_at_once_are_right_and_a_failing_one_stops_only_itself(local, tmp_path):
+    # correct before: each run has its own pipeline, queues and sinks
+    outcome: dict[str, object] = {}
+
+    def good(name, seed, n, **sinks):
+        try:
+            ok = 0
+            for f, r in edgeseg.stream(U.format(seed, n), "shapes", **RUNTIME, **sinks):
+                ok += r is not None and np.array_equal(r.labels, local(f.image).labels)
+            outcome[name] = ok
+        except BaseException as e:  # noqa: BLE001
+            outcome[name] = e
+
+    def bad(kind):
+        try:
+            if kind == "source":
+                list(edgeseg.stream(_Unplugged(5, pause_s=0.02), "shapes", **RUNTIME))
+            else:
+                for k, _ in enumerate(edgeseg.stream(U.format(9, 40), "shapes", **RUNTIME)):
+                    if k == 3:
+                        raise ValueError("the consumer's own bug")
+            outcome[kind] = "no error"
+        except BaseException as e:  # noqa: BLE001
+            outcome[kind] = e
+
+    for kind in ("source", "consumer"):
+        outcome.clear()
+        jsonl, pngs = tmp_path / f"{kind}.jsonl", tmp_path / f"{kind}-png"
+        threads = [threading.Thread(target=good, args=("json", 5, 20), kwargs={"json_out": str(jsonl)}),
+                   threading.Thread(target=good, args=("png", 6, 20), kwargs={"png_dir": str(pngs)}),
+                   threading.Thread(target=bad, args=(kind,))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert (outcome["json"], outcome["png"]) == (20, 20), outcome
+        want = {"source": (StreamError, "camera unplugged"), "consumer": (ValueError, "the consumer's own bug")}[kind]
+        assert isinstance(outcome[kind], want[0]) and want[1] in str(outcome[kind]), outcome[kind]
+        frames = list(SyntheticSource(U.format(5, 20)))
+        recs = [json.loads(x) for x in jsonl.read_text().splitlines()]
+        assert [r["index"] for r in recs] == list(range(20))
+        for rec in recs[::4]:
+            want_labels = local(frames[rec["index"]].image).labels
+            np.testing.assert_array_equal(_labels_from_json(rec, want_labels.shape), want_labels)
+        frames6 = list(SyntheticSource(U.format(6, 20)))
+        assert len(list(pngs.glob("*.png"))) == 20
+        for i in (0, 19):
+            np.testing.assert_array_equal(cv2.imread(str(pngs / f"{i:06d}.png"), cv2.IMREAD_UNCHANGED),
+                                          local(frames6[i].image).labels)
+
+
+@within(240)
+def test_twenty_runs_one_after_another_leak_no_threads_and_no_file_descriptors(local, tmp_path):
+    # correct before: every run joins its threads and closes its files, also when broken off or failing
+    p = edgeseg.load("shapes", **RUNTIME)
+    p.runner.activate()
+    list(edgeseg.stream(U.format(0, 2), p))  # first-use imports and caches
+    base_threads, base_fds = _settle(_threads(), _fds())
+    kinds = ("sinks", "multi-live", "break-live", "source-fails")
+    for i in range(20):
+        kind = kinds[i % len(kinds)]
+        if kind == "sinks":
+            n = len(list(edgeseg.stream(U.format(i, 3), p, json_out=str(tmp_path / f"{i}.jsonl"),
+                                        png_dir=str(tmp_path / f"png{i}"))))
+            assert n == 3 and len((tmp_path / f"{i}.jsonl").read_text().splitlines()) == 3
+        elif kind == "multi-live":
+            got = list(edgeseg.stream([U.format(i, 3) + "&live=1&fps=100", U.format(i, 2)], p, max_batch=2))
+            assert 2 <= len(got) <= 5 and all(r is not None for _, r in got)  # a live source may drop
+        elif kind == "break-live":
+            for k, _ in enumerate(edgeseg.stream([U.format(i, 500) + "&live=1&fps=200", U.format(i, 500)], p)):
+                if k == 2:
+                    break
+        else:
+            with pytest.raises(StreamError, match="camera unplugged"):
+                list(edgeseg.stream([U.format(i, 3), _Unplugged(2)], p))
+    threads, fds = _settle(base_threads, base_fds)
+    assert threads == base_threads, f"threads left behind: {sorted(set(threads) - set(base_threads))}"
+    assert fds <= base_fds, f"{fds - base_fds} file descriptors left open after 20 runs"
+    p.close()
+
+
+# ---- (c) several sources: one fails or ends early ------------------------------------------------------
+A = "synthetic://?seed=1&size=160x120&frames=30"
+SHORT = "synthetic://?seed=2&size=160x120&frames=3"
+
+
+def _by_source(jsonl: Path) -> dict[str, list[int]]:
+    out: dict[str, list[int]] = {}
+    for line in jsonl.read_text().splitlines():
+        rec = json.loads(line)
+        out.setdefault(rec["source"], []).append(rec["index"])
+    return out
+
+
+def _cli(args: list[str], capsys) -> tuple[int, str]:
+    code = main(["run", "--bundle", "shapes", "--backend", "onnxruntime", "--precision", "fp32", "--threads", "1", *args])
+    return code, capsys.readouterr().err
+
+
+@within(120)
+def test_cli_a_source_that_ends_early_does_not_cut_the_others(tmp_path, capsys):
+    # correct before
+    jsonl = tmp_path / "r.jsonl"
+    code, _ = _cli(["--source", A, "--source", SHORT, "--json-out", str(jsonl)], capsys)
+    assert code == 0
+    assert _by_source(jsonl) == {A: list(range(30)), SHORT: list(range(3))}
+
+
+def _cut_avi(tmp_path: Path, frames: int = 40) -> Path:
+    """An MJPG AVI of ``frames`` frames whose last 40% were cut off (its header still announces them all)."""
+    whole = tmp_path / "whole.avi"
+    w = cv2.VideoWriter(str(whole), cv2.VideoWriter_fourcc(*"MJPG"), 25, (160, 120))
+    for i in range(frames):
+        img = np.zeros((120, 160, 3), np.uint8)
+        cv2.circle(img, (20 + 3 * i, 60), 15, (0, 0, 255), -1)
+        w.write(img)
+    w.release()
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size * 6 // 10])
+    return cut
+
+
+@within(120)
+def test_cli_a_truncated_file_among_sources_is_named_and_every_frame_read_is_written(tmp_path, capsys):
+    # correct before (OpenCV reader): the other source finishes, the file's frames before the cut are kept
+    cut = _cut_avi(tmp_path)
+    jsonl, stats = tmp_path / "r.jsonl", tmp_path / "s.json"
+    code, err = _cli(["--source", A, "--source", str(cut), "--source-backend", "opencv", "--json-out", str(jsonl),
+                      "--stats-json", str(stats)], capsys)
+    assert code == 2 and f"video file {cut} decoded" in err and "truncated or corrupt" in err
+    got = _by_source(jsonl)
+    d = json.loads(stats.read_text())
+    assert got[A] == list(range(30))
+    assert 10 < len(got[str(cut)]) < 40 and got[str(cut)] == list(range(len(got[str(cut)])))
+    assert d["frames"] == d["processed"] == 30 + len(got[str(cut)]) and str(cut) in d["fatal_error"]
+
+
+@within(120)
+def test_sources_that_fail_in_a_mux_are_each_named_and_the_others_finish():
+    # before: StreamError "source 'mux(synthetic://..., boom://cam2, boom://cam3)' failed: camera unplugged":
+    # neither which camera nor the second failure
+    p = edgeseg.load("shapes", **RUNTIME)
+    pipe = build_pipeline(StreamOptions(source=[A, _Unplugged(4), _Unplugged(2, "boom://cam3")]), predictor=p,
+                          handle_signals=False)
+    got: list[tuple[str, int, bool]] = []
+    pipe.sinks.append(CallbackSink(lambda f, r: got.append((f.source_id, f.index, r is not None))))
+    with pytest.raises(StreamError) as info:
+        pipe.run()
+    text = str(info.value)
+    assert "2 of 3 sources failed" in text
+    assert "source 'boom://cam2' failed after 4 frame(s): camera unplugged" in text
+    assert "source 'boom://cam3' failed after 2 frame(s): camera unplugged" in text
+    assert "other 1 source(s)" in info.value.fix
+    for sid, n in ((A, 30), ("boom://cam2", 4), ("boom://cam3", 2)):
+        assert [(i, ok) for s, i, ok in got if s == sid] == [(i, True) for i in range(n)], sid
+    assert pipe.stats.processed == 36
+
+
+@within(120)
+def test_a_file_read_beside_a_live_source_loses_no_frame(tmp_path, capsys):
+    # before: one live source made the mux's whole buffer drop its oldest frame: the file-like source, read
+    # as fast as it decodes, lost frames: 15 of its 30 were written here (17 of 30 beside a camera that never gave one)
+    live = "synthetic://?seed=3&size=160x120&frames=4&live=1&fps=20"
+    jsonl, stats = tmp_path / "r.jsonl", tmp_path / "s.json"
+    code, _ = _cli(["--source", A, "--source", live, "--json-out", str(jsonl), "--stats-json", str(stats)], capsys)
+    assert code == 0
+    got = _by_source(jsonl)
+    assert got[A] == list(range(30))
+    d = json.loads(stats.read_text())
+    assert len(got.get(live, [])) + d["drops"] == 4 and len(got.get(live, [])) >= 1  # the camera's frames: kept or counted
+
+
+@within(120)
+def test_one_unreachable_camera_among_sources_is_named_and_the_others_finish(gst, tmp_path, capsys):
+    # before: 17 of the 30 frames of the other source were written (the mux, live because of the camera,
+    # dropped the rest); the RTSP source gives up after its timeout, named
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens there
+    dead = f"rtsp://127.0.0.1:{port}/cam?timeout=1"
+    jsonl = tmp_path / "r.jsonl"
+    code, err = _cli(["--source", A, "--source", dead, "--json-out", str(jsonl)], capsys)
+    assert code == 2 and f"cannot connect to '{dead}'" in err
+    assert _by_source(jsonl) == {A: list(range(30))}
