@@ -20,13 +20,18 @@ def add_runtime_options(p: argparse.ArgumentParser, multi_backend: bool = False,
                        help="backend(s): torch, onnxruntime, openvino, tensorrt, auto; repeat or comma-separate (default auto)")
     else:
         g.add_argument("--backend", default="auto", help="torch | onnxruntime | openvino | tensorrt | auto (default)")
-    g.add_argument("--precision", default=precision, choices=["auto", "fp32", "bf16", "fp16", "int8"],
+    g.add_argument("--precision", default=precision, type=_lower, choices=["auto", "fp32", "bf16", "fp16", "int8"],
                    help=f"model precision (default {precision}); auto, like --backend auto, is chosen on this device by a short "
                         "side-by-side timing of what the bundle verifiably supports (INT8 only where its accuracy passed the gate), "
                         "cached per device; giving both --backend and --precision pins the choice")
     g.add_argument("--target", default=None, help="which INT8 model when a bundle has several (tensorrt, cpu, openvino)")
     g.add_argument("--threads", type=int, default=0, help="intra-op CPU threads (0: runtime default)")
-    g.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="cpu | cuda | auto (default)")
+    g.add_argument("--device", default="auto", type=_lower, choices=("auto", "cpu", "cuda"), help="cpu | cuda | auto (default)")
+
+
+def _lower(text: str) -> str:
+    """Choices spelt in any case (``--precision FP32``, ``--device CPU``), as ``edgeseg.load`` takes them."""
+    return text.strip().lower()
 
 
 def add_json_option(p: argparse.ArgumentParser) -> None:

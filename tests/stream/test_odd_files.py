@@ -105,6 +105,31 @@ def test_truncated_variable_frame_rate_file_is_still_reported(gst, tmp_path, rea
 
 
 @pytest.mark.parametrize("reader", [GstSource, OpenCVSource])
+def test_truncated_avi_is_reported_by_both_readers(gst, tmp_path, reader):
+    """Before: the GStreamer reader read 21 of a cut MJPEG AVI's 40 frames and ended as if complete (avidemux,
+    without the index at the end, reports the duration of what is left); the header's frame count is read now.
+    A whole AVI still ends cleanly."""
+    import subprocess
+
+    whole = tmp_path / "m.avi"
+    subprocess.run(["gst-launch-1.0", "-q", "videotestsrc", "num-buffers=40", "!",
+                    "video/x-raw,width=160,height=120,framerate=25/1", "!", "jpegenc", "!", "avimux", "!",
+                    "filesink", f"location={whole}"], check=True, timeout=60)
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size * 55 // 100])
+    src = reader(str(whole), decoder_threads=1)
+    assert len(list(src)) == 40
+    src.close()
+    src, got = reader(str(cut), decoder_threads=1), []
+    with pytest.raises(StreamError, match=r"decoded \d+ of the 40 frames its container announces: the file is "
+                                          "truncated or corrupt"):
+        for f in src:
+            got.append(f.index)
+    src.close()
+    assert 15 < len(got) < 40
+
+
+@pytest.mark.parametrize("reader", [GstSource, OpenCVSource])
 def test_empty_video_file_is_named_before_decoding(gst, tmp_path, reader):
     from edgeseg.errors import InputError
 

@@ -446,3 +446,16 @@ def test_a_camera_waits_for_ever_and_a_file_over_http_gives_up(gst):
     assert GstSource("rtsp://127.0.0.1:1/cam").connect_timeout_s is None
     assert GstSource("http://127.0.0.1:1/clip.mp4").connect_timeout_s == 10.0
     assert GstSource("rtsp://127.0.0.1:1/cam?timeout=30").connect_timeout_s == 30.0
+
+
+def test_runtime_choices_are_taken_in_any_case(capsys, tmp_path):
+    """Before: --precision FP32 and --device CPU were refused by argparse ("invalid choice"), while
+    edgeseg.load(precision="FP32") and --backend ONNXRuntime were taken."""
+    from edgeseg.cli import main
+
+    out = tmp_path / "r.jsonl"
+    code = main(["run", "--bundle", "shapes", "--backend", "ONNXRuntime", "--precision", "FP32", "--device", "CPU",
+                 "--threads", "1", "--source", "synthetic://?frames=3&size=160x120", "--json-out", str(out)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "onnxruntime/fp32" in captured.out and len(out.read_text().splitlines()) == 3

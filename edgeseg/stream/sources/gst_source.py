@@ -113,6 +113,26 @@ def file_frame_total(pipeline: Any, sink_name: str = "edgeseg_sink") -> tuple[in
     return (frames if frames > 0 else None), fps
 
 
+def avi_header_frames(path: str) -> int | None:
+    """The frame count an AVI's main header (``avih`` ``dwTotalFrames``) announces, or None (not an AVI, or a
+    recording never finalised: 0). GStreamer's ``avidemux`` does not report it: on a file cut short (no
+    index) it scans what is there, and its duration is that of the frames left, so the cut went unnoticed."""
+    import struct
+
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4096)
+    except OSError:
+        return None
+    if head[:4] != b"RIFF" or head[8:12] != b"AVI ":
+        return None
+    at = head.find(b"avih", 12)
+    if at < 0 or len(head) < at + 8 + 20:
+        return None
+    total = struct.unpack_from("<I", head, at + 8 + 16)[0]  # after dwMicroSecPerFrame, MaxBytesPerSec, Padding, Flags
+    return total or None
+
+
 _LIVE_SCHEMES = {"rtsp", "v4l2", "csi"}
 _RECONNECT_SCHEMES = {"rtsp", "http"}
 
@@ -214,6 +234,7 @@ class GstSource(Source):
         self._coded = 0  # coded frames that entered the decoder (files)
         self._pts_span: tuple[int, int] | None = None  # first and last decoded pts (files)
         self._duration_ns: int | None = None  # the container's duration (files)
+        self._exact_total = False  # expected_frames is a count the container wrote (AVI), not an estimate
         if self.spec.scheme == "test" and self.spec.int_opt("frames", -1) > 0:
             self.expected_frames = self.spec.int_opt("frames")
         if self.spec.opt("fps") or self.spec.scheme == "test":  # the caps the launch string asks for
@@ -270,6 +291,9 @@ class GstSource(Source):
         except Exception as e:  # noqa: BLE001 - the count only feeds the progress bar
             log.debug("%s: no frame count for the progress bar (%s)", self.spec.target, e)
             return
+        announced = avi_header_frames(self.spec.target)
+        if announced is not None and (total is None or announced > total):
+            total, self._exact_total = announced, True  # a count, not duration x rate: no variable-rate excuse
         self.expected_frames = total
         self.fps = fps or self.fps
 
@@ -387,7 +411,7 @@ class GstSource(Source):
     def _variable_rate_complete(self, slack: int) -> bool:
         """Every coded frame decoded (none dropped as corrupt) and the last one is at the container's end
         (not truncated): the frame count was wrong, not the file."""
-        if not self._coded or self._pts_span is None or not self._duration_ns or not self.fps:
+        if self._exact_total or not self._coded or self._pts_span is None or not self._duration_ns or not self.fps:
             return False
         period_ns = 1e9 / self.fps
         reached_end = self._pts_span[1] - self._pts_span[0] + (slack + 1) * period_ns >= self._duration_ns
