@@ -37,7 +37,7 @@ import numpy as np
 
 from ..errors import BackendUnavailable, QuantizationError
 from .profiles import QuantProfile
-from .quantize import COMPUTE_OPS, FloatNode, QuantizedModel, compute_nodes
+from .quantize import COMPUTE_OPS, FloatNode, QuantizedModel, compute_nodes, postprocess_float_nodes
 
 #: layer types of OpenVINO's CPU runtime graph that carry the arithmetic
 OV_COMPUTE_LAYERS = ("Convolution", "GroupConvolution", "Deconvolution", "FullyConnected", "MatMul")
@@ -100,6 +100,7 @@ def nncf_quantize_onnx(prepared: str | Path, out: str | Path, feeds: Sequence[Ma
     model = onnx.load(str(prepared))
     keep = dict(keep_float or {})
     unknown = sorted(set(keep) - {n.name for n in model.graph.node})
+    keep = {**postprocess_float_nodes(model), **keep}  # NMS, scores and box arithmetic stay in float here too
     if unknown:
         raise QuantizationError(f"cannot keep unknown node(s) in float: {', '.join(unknown)}",
                                 fix="use node names from the sensitivity table (edgeseg quantize --sensitivity)")

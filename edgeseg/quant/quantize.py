@@ -66,12 +66,15 @@ def plan_float_nodes(model, profile: QuantProfile, keep_float: Mapping[str, str]
     keep_float = dict(keep_float or {})
     out: list[FloatNode] = []
     transformer_adds = transformer_float_adds(model)
+    post = postprocess_float_nodes(model)
     for node in model.graph.node:
         reason = keep_float.pop(node.name, None)
         if reason is None:
             reason = profile.float_ops.get(node.op_type)
         if reason is None and node.name in transformer_adds:
             reason = transformer_adds[node.name]
+        if reason is None and node.name in post:
+            reason = post[node.name]
         if reason is None and node.op_type == "ConvTranspose" and _attr(node, "group", 1) != 1:
             reason = "grouped ConvTranspose: per-channel weight scales would not follow its output channels"
         if reason is None and profile.min_conv_macs_per_pixel:
@@ -84,6 +87,34 @@ def plan_float_nodes(model, profile: QuantProfile, keep_float: Mapping[str, str]
     if keep_float:
         raise QuantizationError(f"cannot keep unknown node(s) in float: {', '.join(sorted(keep_float))}",
                                 fix="use node names from the sensitivity table (edgeseg quantize --sensitivity)")
+    return out
+
+
+SELECTION_OPS = ("TopK", "NonMaxSuppression", "EfficientNMS_TRT", "NonZero")
+NETWORK_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
+
+
+def postprocess_float_nodes(model) -> dict[str, str]:
+    """Nodes of the post-processing inside a graph that stay in float (node name -> reason): everything that
+    works on what a selection op (TopK, NonMaxSuppression, EfficientNMS_TRT, NonZero) picked - scores, Matrix
+    NMS, box arithmetic, centre grouping - except network compute that reads features or weights (a Conv,
+    MatMul or Gemm with an input from before the selection or an initializer: SOLOv2's dynamic mask kernels
+    applied to the mask features, Mask R-CNN's RoI heads), which INT8 runs as it runs the rest of the network.
+    Before, ONNX Runtime's quantizer put Q/DQ on SOLOv2's Matrix NMS (its decay, the scores before the last
+    TopK): the output scores were INT8 values and their ranking coarsened."""
+    picked: set[str] = set()
+    out: dict[str, str] = {}
+    for node in model.graph.node:  # ONNX graphs are in topological order
+        inputs = [i for i in node.input if i]
+        downstream = any(i in picked for i in inputs)
+        if node.op_type in SELECTION_OPS or downstream:
+            picked.update(o for o in node.output if o)
+        if not downstream:
+            continue
+        if node.op_type in NETWORK_OPS and any(i not in picked for i in inputs):
+            continue
+        out[node.name] = ("post-processing after a TopK/NMS (scores, NMS, box or grouping arithmetic): kept in "
+                          "float, as the runtimes' own NMS and decoding are")
     return out
 
 
