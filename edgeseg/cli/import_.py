@@ -15,7 +15,8 @@ EXAMPLES = (
     "edgeseg import yolov8n-seg.onnx --task instance --out yolo.edgeseg   # names, size, letterbox from its metadata",
     "edgeseg import yolo26n-seg.onnx --task instance --out yolo26.edgeseg  # end-to-end [1, 300, 38] output: no NMS",
     "edgeseg import yolact_resnet50.onnx --task instance --classes coco.txt --out yolact.edgeseg  # conf/boxes/mask/proto",
-    "edgeseg import custom-seg.onnx --task instance --classes names.txt --size 640x384 --out custom.edgeseg  # no metadata",
+    "edgeseg import custom-seg.onnx --task instance --names names.txt --size 640x384 --out custom.edgeseg  # no metadata",
+    "edgeseg import custom-seg.onnx --task instance --names car,person,bicycle --out custom.edgeseg",
 )
 
 
@@ -29,6 +30,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--classes", default=None,
                    help="number of classes, 'camvid', or a file with one name per line (required for semantic; "
                         "instance models exported by Ultralytics carry their names)")
+    p.add_argument("--names", default=None, metavar="FILE|A,B,...",
+                   help="class names: a file with one name per line, or a comma-separated list (instead of --classes; "
+                        "for models without Ultralytics' names metadata)")
     p.add_argument("--layout", default="NCHW", choices=["NCHW", "NHWC"], help="input layout (default NCHW)")
     p.add_argument("--color", default="RGB", choices=["RGB", "BGR"], help="channel order the model expects (default RGB)")
     p.add_argument("--mean", default=None,
@@ -44,6 +48,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", default=None, help="bundle name (default: from --out)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing bundle at --out")
     add_json_option(p)
+
+
+def _names(value: str) -> tuple[tuple[str, ...], object]:
+    """(names, palette or None) from 'camvid', a names file, or a comma-separated list (``car,person,bike``)."""
+    from pathlib import Path
+
+    from .export import read_classes
+
+    if "," in value and not Path(value).is_file():
+        names = tuple(n.strip() for n in value.split(","))
+        if not all(names):
+            from ..errors import InputError
+
+            raise InputError(f"class names {value!r}: an empty name", fix="e.g. --names car,person,bicycle")
+        return names, None
+    return read_classes(value)
 
 
 def _triple(text: str, what: str) -> tuple[float, float, float]:
@@ -65,12 +85,16 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import InputError
     from ..export.importer import import_onnx, onnx_input_size
     from ..structures import ImageShape, InputSpec
-    from .export import read_classes
 
+    if args.names is not None:
+        if args.classes is not None:
+            raise InputError(f"--classes {args.classes} and --names {args.names}: give the classes once",
+                             fix="--names for their names, or --classes N for a count")
+        args.classes = args.names
     if args.classes is None and args.task == "semantic":
         raise InputError("--classes is required for a semantic model", fix="e.g. --classes 21, --classes camvid or --classes names.txt")
     classes, palette = (None, None) if args.classes is None else (
-        (int(args.classes), None) if args.classes.isdigit() else read_classes(args.classes))
+        (int(args.classes), None) if args.classes.isdigit() else _names(args.classes))
     norm = {k: _triple(v, k) for k, v in (("mean", args.mean), ("std", args.std)) if v is not None}
     explicit = {k: v for k, v in (("scale", args.scale), ("resize", args.resize), ("pad_value", args.pad_value)) if v is not None}
     spec = None

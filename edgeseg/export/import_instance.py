@@ -8,7 +8,8 @@ the prototypes; a rank-3 output holds ``F`` features for each of ``N`` anchors, 
 in network pixels, ``nc`` class scores, ``nm`` mask coefficients) or ``F = 5 + nc + nm`` (YOLOv5:
 an objectness score after the box). ``nc`` comes from the class names: Ultralytics' ONNX metadata
 (``names``, also ``imgsz`` and ``stride``) or ``--classes`` / ``--names``. The anchor axis is the
-one equal to the anchor count of the input size (``sum (H/s)(W/s)`` over strides 8, 16, 32, times 3
+one equal to the anchor count of the input size (``sum (H/s)(W/s)`` over strides 8, 16, 32 (to 64 when the
+metadata's ``stride`` says so: the P6 variants), times 3
 for YOLOv5), which tells ``[1, F, N]`` from ``[1, N, F]`` even when ``F`` and ``N`` are close.
 
 End-to-end exports (YOLO26-seg's default, and YOLOv8/v11 exported with ``nms=True``) give
@@ -87,6 +88,22 @@ def anchor_count(size: ImageShape, strides: Sequence[int] = (8, 16, 32), per_cel
     return per_cell * sum(-(-size.height // s) * -(-size.width // s) for s in strides)
 
 
+def head_strides(meta: dict[str, str]) -> tuple[int, ...]:
+    """The head's strides from Ultralytics' ``stride`` metadata (the largest: 32 for P3-P5 heads, 64 for the
+    P6 variants), doubling from 8; (8, 16, 32) when it is absent or unreadable."""
+    try:
+        top = int(float(str(meta.get("stride", "32")).strip("[]() ").split(",")[-1]))
+    except ValueError:
+        return (8, 16, 32)
+    if top < 16 or top > 256 or top & (top - 1):  # not a power of two: not a stride Ultralytics writes
+        return (8, 16, 32)
+    strides, s = [], 8
+    while s <= top:
+        strides.append(s)
+        s *= 2
+    return tuple(strides)
+
+
 def _layout_fail(shapes: dict[str, tuple[int, ...]], where: str, why: str) -> ExportError:
     listing = ", ".join(f"{k} {list(v)}" for k, v in shapes.items())
     return ExportError(f"{where}: outputs ({listing}) are not a prototype-mask instance layout: {why}",
@@ -96,10 +113,11 @@ def _layout_fail(shapes: dict[str, tuple[int, ...]], where: str, why: str) -> Ex
 
 
 def detect_prototype_layout(shapes: dict[str, tuple[int, ...]], nc: int | None, net: ImageShape,
-                            where: str, end2end: bool | None = None) -> tuple[str, str, str, int, int]:
+                            where: str, end2end: bool | None = None,
+                            strides: Sequence[int] = (8, 16, 32)) -> tuple[str, str, str, int, int]:
     """``(detections name, prototypes name, format, nc, nm)`` from the outputs' shapes, or an
     :class:`ExportError` naming every output and its shape. ``end2end``: the exporter's own word
-    (Ultralytics' ``end2end`` metadata) when there is one."""
+    (Ultralytics' ``end2end`` metadata) when there is one. ``strides``: the head's (:func:`head_strides`)."""
     def fail(why: str) -> ExportError:
         return _layout_fail(shapes, where, why)
 
@@ -111,7 +129,7 @@ def detect_prototype_layout(shapes: dict[str, tuple[int, ...]], nc: int | None, 
     if p[0] != 1 or d[0] != 1:
         raise fail("batch must be 1")
     nm = int(p[1])
-    anchors = {anchor_count(net), anchor_count(net, per_cell=3)}
+    anchors = {anchor_count(net, strides), anchor_count(net, strides, per_cell=3)}
     e2e_axis = [a for a in (2, 1) if int(d[a]) == 6 + nm and int(d[3 - a]) not in anchors]
     if e2e_axis and end2end is not False:  # a raw head has one row per anchor; end-to-end ones have max_det
         if nc is None:
@@ -126,12 +144,12 @@ def detect_prototype_layout(shapes: dict[str, tuple[int, ...]], nc: int | None, 
             k = f - head - nm
             if k < 1 or (nc is not None and k != nc):
                 continue
-            score = 2 if n == anchor_count(net, per_cell=per_cell) else (1 if n > f else 0)
+            score = 2 if n == anchor_count(net, strides, per_cell=per_cell) else (1 if n > f else 0)
             candidates.append((score, fmt, k))
     if not candidates:
         fits = sorted({int(d[f_axis]) - head - nm for f_axis, n_axis in ((1, 2), (2, 1)) for _, head, per_cell in
                        (("yolov8", 4, 1), ("yolov5", 5, 3))
-                       if int(d[f_axis]) - head - nm >= 1 and int(d[n_axis]) == anchor_count(net, per_cell=per_cell)})
+                       if int(d[f_axis]) - head - nm >= 1 and int(d[n_axis]) == anchor_count(net, strides, per_cell=per_cell)})
         hint = f" (they fit {' or '.join(map(str, fits))} classes: --classes must name that many)" if nc is not None and fits else ""
         raise fail(f"no split of the features into box + {nc if nc is not None else 'nc'} classes + {nm} coefficients{hint}")
     candidates.sort(key=lambda c: (-c[0], c[1] != "yolov8"))
@@ -217,7 +235,8 @@ def import_instance_onnx(onnx_path: str | os.PathLike, out: str | os.PathLike, *
                         "pass --mean/--std/--scale/--resize to override", path)
         flag = meta.get("end2end", "").strip().lower()
         det, proto, fmt, nc, nm = detect_prototype_layout(shapes, None if names is None else len(names), spec.size,
-                                                          str(path), end2end={"true": True, "false": False}.get(flag))
+                                                          str(path), end2end={"true": True, "false": False}.get(flag),
+                                                          strides=head_strides(meta))
         original = {"detections": det, "prototypes": proto}
     if names is None:
         names = tuple(f"class{i}" for i in range(nc))

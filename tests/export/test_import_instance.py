@@ -283,3 +283,39 @@ def test_wrong_class_count_says_how_many_the_outputs_fit(tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 2 and "out [1, 10]" in err and "need exactly one rank-3 and one rank-4 output" in err and "fix:" in err
     assert not (tmp_path / "t.edgeseg").exists()
+
+
+def test_names_option_names_the_classes_of_a_model_without_metadata(tmp_path, capsys):
+    """Issue 11's ``--names``: before, only ``--classes FILE`` took names ("unrecognized arguments: --names").
+    A comma-separated list or a file; given with --classes it is refused."""
+    from edgeseg.bundle import Bundle
+    from edgeseg.cli import main
+
+    src = tmp_path / "yolact.onnx"
+    _TinyYolact.export(src, False)
+    (tmp_path / "names.txt").write_text("cat\ndog\nbird\n")
+    for names, out in (("car,person,bicycle", "a.edgeseg"), (str(tmp_path / "names.txt"), "b.edgeseg")):
+        assert main(["import", str(src), "--task", "instance", "--names", names, "--out", str(tmp_path / out)]) == 0
+    assert Bundle.open(tmp_path / "a.edgeseg").manifest.classes == ("car", "person", "bicycle")
+    assert Bundle.open(tmp_path / "b.edgeseg").manifest.classes == ("cat", "dog", "bird")
+    capsys.readouterr()
+    assert main(["import", str(src), "--task", "instance", "--names", "car,,bike", "--out", str(tmp_path / "c")]) == 2
+    assert "an empty name" in capsys.readouterr().err
+    assert main(["import", str(src), "--task", "instance", "--names", "a,b,c", "--classes", "3",
+                 "--out", str(tmp_path / "d")]) == 2
+    assert "give the classes once" in capsys.readouterr().err
+
+
+def test_metadata_stride_gives_the_head_strides_of_p6_models():
+    """Ultralytics' ``stride`` metadata (64 for the P6 seg variants) was copied into the provenance but never
+    used: the anchor count of a P6 head (8,500 at 640x640) matched no stride set, and without names the
+    YOLOv8/YOLOv5 split of its features was ambiguous. Now the strides come from it."""
+    from edgeseg.export.import_instance import head_strides
+
+    assert head_strides({"stride": "64"}) == (8, 16, 32, 64) and head_strides({"stride": "32"}) == (8, 16, 32)
+    assert head_strides({}) == head_strides({"stride": "abc"}) == head_strides({"stride": "48"}) == (8, 16, 32)
+    shapes, net = {"o0": (1, 116, 8500), "o1": (1, 32, 160, 160)}, ImageShape(640, 640)
+    with pytest.raises(ExportError, match="ambiguous"):
+        detect_prototype_layout(shapes, None, net, "m")
+    assert detect_prototype_layout(shapes, None, net, "m", strides=head_strides({"stride": "64"})) == \
+        ("o0", "o1", "yolov8", 80, 32)
