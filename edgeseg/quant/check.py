@@ -123,21 +123,26 @@ def check_bundle(bundle, target: str, precision: str = "fp32", model_target: str
     target = target.strip().lower()
     if parse_trt_version(target) is None:
         TARGETS.get(target)  # an unknown target is refused before any model is read
+    targeted = sorted({m.target for m in b.manifest.models if m.precision == precision and m.target})
     if model_target is not None:  # asked for by name: that model or a clear error, never another one
-        int8 = sorted({m.target for m in b.manifest.models if m.precision == "int8" and m.target})
-        if precision != "int8":
-            raise InputError(f"--model-target {model_target!r} picks among INT8 models; --precision is {precision}",
-                             fix="add --precision int8, or drop --model-target")
-        if model_target not in int8:
+        if model_target not in targeted:
+            if precision != "int8":
+                raise InputError(f"--model-target {model_target!r}: bundle {b.name} has no {precision} model for a "
+                                 f"target (--precision is {precision}; targets name INT8 models, and the FP32 "
+                                 "graph a detector exports for TensorRT)", fix="add --precision int8, or drop --model-target")
             raise InputError(f"bundle {b.name} has no INT8 model for target {model_target!r} "
-                             f"(it has: {', '.join(int8) or 'no INT8 model'})",
-                             fix=f"use --model-target {int8[0]}" if int8 else f"run 'edgeseg quantize {b.root}' first")
+                             f"(it has: {', '.join(targeted) or 'no INT8 model'})",
+                             fix=f"use --model-target {targeted[0]}" if targeted else f"run 'edgeseg quantize {b.root}' first")
     want = model_target
     if precision == "int8" and want is None:
         want = "tensorrt" if target.startswith("tensorrt") else {"onnxruntime": "cpu"}.get(target, target)
-    cands = [m for m in b.manifest.models if m.precision == precision and (want is None or m.target == want)]
+    elif want is None and target.startswith("tensorrt") and "tensorrt" in targeted:
+        want = "tensorrt"  # the graph TensorRT runs: a detector's model.trt.onnx (EfficientNMS_TRT), as its runner picks
+    cands = [m for m in b.manifest.models if m.precision == precision and m.target == want]
     if not cands and precision == "int8":
         cands = [m for m in b.manifest.models if m.precision == "int8"]
+    if not cands:  # an FP32 graph for every target
+        cands = [m for m in b.manifest.models if m.precision == precision]
     if not cands:
         fix = f"run 'edgeseg quantize {b.root} --target {want}'" if precision == "int8" else None
         return CheckReport(target, str(b.root), precision, (Finding(

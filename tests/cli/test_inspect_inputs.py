@@ -70,7 +70,7 @@ def test_check_model_target_names_that_model_or_fails(capsys):
     assert "bundle shapes has no INT8 model for target 'nope' (it has: cpu, tensorrt)" in err
     assert "fix: use --model-target cpu" in err
     rc, out, err = _run(capsys, "check", "shapes", "--target", "tensorrt-10.3", "--model-target", "cpu")
-    assert rc == 2 and "--model-target 'cpu' picks among INT8 models; --precision is fp32" in err
+    assert rc == 2 and "--model-target 'cpu': bundle shapes has no fp32 model for a target (--precision is fp32" in err
     assert "add --precision int8" in err
     rc, out, _ = _run(capsys, "check", "shapes", "--target", "tensorrt-10.3", "--precision", "int8", "--model-target", "cpu")
     assert rc == 1 and out.startswith("model.int8.cpu.onnx on tensorrt-10.3 (int8): BLOCKED")  # the model asked for

@@ -77,6 +77,16 @@ def test_mask_rcnn_bundle_dynamic_k_and_tensorrt_nms_graph(tmp_path):
     ops = [n.op_type for n in trt.graph.node]
     assert "EfficientNMS_TRT" in ops and "NonMaxSuppression" not in ops
     assert {mf.file: mf.target for mf in m.models} == {"model.onnx": None, "model.trt.onnx": "tensorrt"}
+    # `edgeseg check BUNDLE --target tensorrt-X` checks the graph TensorRT runs (its runner picks model.trt.onnx);
+    # before, it checked model.onnx and told TensorRT 8.4 users to re-export with --nms tensorrt
+    from edgeseg.quant.check import check_bundle
+
+    old_trt = check_bundle(b, "tensorrt-8.4")
+    assert old_trt.model == "model.trt.onnx" and not [f for f in old_trt.findings if "NonMaxSuppression" in f.message
+                                                      or "--nms tensorrt" in f.fix]
+    assert check_bundle(b, "tensorrt-10.3").model == "model.trt.onnx"
+    assert check_bundle(b, "onnxruntime").model == "model.onnx"
+    assert check_bundle(b, "tensorrt-10.3", model_target="tensorrt").model == "model.trt.onnx"
 
 
 def test_parity_pairs_instances_whose_tied_scores_swapped_ranks():
