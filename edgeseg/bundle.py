@@ -465,6 +465,18 @@ class Bundle:
         self._write_manifest()
         return dst
 
+    def remove_file(self, rel: str) -> bool:
+        """Drop a listed file that is no model (e.g. an earlier run's plot): from the manifest, then the disk.
+        False when it was not listed."""
+        if rel not in self.manifest.files:
+            return False
+        if any(m.file == rel for m in self.manifest.models):
+            raise BundleError(f"{rel} is a model of {self.root}; it is replaced with add_model, not removed")
+        self.manifest = replace(self.manifest, files={k: v for k, v in self.manifest.files.items() if k != rel})
+        self._write_manifest()
+        (self.root / check_relpath(rel, "files", str(self.root))).unlink(missing_ok=True)
+        return True
+
     def add_model(self, model: ModelFile, src: str | os.PathLike | bytes | None = None) -> Path:
         """Add (or replace) a model file; replaces an entry with the same precision and target."""
         dst = self.add_file(model.file, src)

@@ -91,8 +91,16 @@ def run(args: argparse.Namespace) -> int:
         print(f"OpenVINO runs {r.execution['int8_layers']} compute layers in INT8 (others: {r.execution['other_layers']})")
     if r.layer_latency.get("decision"):
         print(f"per-layer latency: {r.layer_latency['decision']}")
+    by_reason: dict[str, list] = {}
     for f in r.float_nodes:
-        print(f"float: {f.name} ({f.op_type}): {f.reason}")
+        by_reason.setdefault(f.reason, []).append(f)
+    for reason, nodes in by_reason.items():  # one line per reason when many share it (a graph's post-processing)
+        if len(nodes) > 3:
+            print(f"float: {len(nodes)} nodes ({', '.join(sorted({f.op_type for f in nodes}))}): {reason} "
+                  "(names: --json, float_nodes)")
+        else:
+            for f in nodes:
+                print(f"float: {f.name} ({f.op_type}): {f.reason}")
     print(f"wrote {', '.join(r.files)} to {args.bundle}")
     write_json(args.json, r.to_dict())
     return 0

@@ -492,12 +492,15 @@ def _write(bundle, report: QuantReport, model: Path, table, recipe: CalibrationR
                 write_cache(sub, work / rel, v)
                 b.add_file(rel, work / rel)
                 files.append(rel)
+        rel = f"sensitivity.{report.target}.png"
+        png = None
         if report.curve and len(report.curve) > 1:
             png = acc.plot_curve(report.curve, report.fp32_score or 0.0, report.max_drop, work / "sens.png", report.metric or "score")
-            if png:
-                rel = f"sensitivity.{report.target}.png"
-                b.add_file(rel, png)
-                files.append(rel)
+        if png:
+            b.add_file(rel, png)
+            files.append(rel)
+        elif report.met_budget:  # an earlier model's plot would describe a model no longer in the bundle
+            b.remove_file(rel)
         from dataclasses import replace
 
         report = replace(report, model_file=files[0] if report.met_budget else None, files=tuple(files))

@@ -63,6 +63,13 @@ def test_mixed_precision_keeps_the_most_sensitive_layers_in_float(bundle):
     assert (bundle / "sensitivity.cpu.png").read_bytes()[:4] == b"\x89PNG"
     names = {f["name"] for f in Bundle.open(bundle).report["int8"]["cpu"]["float_nodes"]}
     assert names == {f.name for f in r.float_nodes}
+    # a new model without a sensitivity search: the earlier model's plot leaves the bundle (it stayed, listed)
+    assert len(r.curve) > 1 and "sensitivity.cpu.png" in Bundle.open(bundle).manifest.files
+    again = quantize_bundle(bundle, GOOD, target="cpu", method="minmax", eval_dataset=VAL, max_drop=100.0,
+                            progress=False, latency=False)
+    assert again.met_budget and len(again.curve) <= 1
+    b = Bundle.open(bundle)  # hashes verified: the manifest no longer lists it
+    assert "sensitivity.cpu.png" not in b.manifest.files and not (bundle / "sensitivity.cpu.png").exists()
 
 
 def test_gate_fails_with_best_numbers_when_unreachable(bundle):
