@@ -19,7 +19,7 @@ EXAMPLES = (
     "edgeseg eval road.edgeseg --data camvid:../shared/data/camvid --split val",
     "edgeseg eval road.edgeseg --data folder:images/,masks/,classes=classes.txt --json scores.json",
     "edgeseg eval shapes --data synthetic:50 --limit 20 --backend onnxruntime --threads 2",
-    "edgeseg eval inst.edgeseg --data coco-instance:../shared/data/cityscapes_panoptic/instances_val.json --json ap.json",
+    "edgeseg eval inst.edgeseg --data coco:../shared/data/cityscapes_panoptic/instances_val.json --json ap.json  # mask and box AP",
     "edgeseg eval inst.edgeseg --data yolo-seg:datasets/mine --class-map rider=person --save-predictions dets.json",
     "edgeseg eval pan.edgeseg --data coco-panoptic:../shared/data/cityscapes_panoptic/panoptic_val.json "
     "--save-predictions preds/ --json pq.json",
@@ -31,7 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--data", required=True, metavar="SPEC",
         help="camvid:ROOT | folder:IMAGES_DIR,MASKS_DIR[,classes=FILE][,void=ID] | synthetic:N[,seed=S,size=WxH] | "
-             "coco-instance:INSTANCES_JSON[,images=DIR] | yolo-seg:ROOT_OR_DATA_YAML[,names=FILE] | "
+             "coco:INSTANCES_JSON[,images=DIR] (also coco-instance:) | yolo-seg:ROOT_OR_DATA_YAML[,names=FILE] | "
              "coco-panoptic:PANOPTIC_JSON[,images=DIR] (PNGs in the folder named like the JSON without .json)",
     )
     p.add_argument("--split", default="val", help="dataset split (default val)")
@@ -40,7 +40,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     g = p.add_argument_group("instance bundles (mask AP) and panoptic bundles (PQ)")
     g.add_argument("--images", metavar="DIR", default=None,
-                   help="coco-instance, coco-panoptic: the image folder (default: the folder named after the split "
+                   help="coco, coco-panoptic: the image folder (default: the folder named after the split "
                         "beside the JSON: instances_val.json or panoptic_val.json -> val/)")
     g.add_argument("--class-map", metavar="MODEL=DATASET,...", default=None,
                    help="map model classes to dataset categories by name, e.g. person=person,rider=person; "
