@@ -50,6 +50,7 @@ from .._io import atomic_write_bytes, atomic_write_text
 from ..data.coco_panoptic import Category, CocoPanoptic, id_to_rgb, read_categories, read_panoptic_png
 from ..errors import DataError, InputError
 from ..structures import PanopticResult, Segment
+from ..structures.coco_panoptic import segments_info
 from .panoptic import PanopticMetric, PanopticScores
 
 MAX_ID = 256**3 - 1
@@ -59,49 +60,6 @@ def prediction_paths(out_dir: str | Path, gt_json: str | Path) -> tuple[Path, Pa
     """``(DIR/<stem>_pred.json, DIR/<stem>_pred/)`` for the ground truth ``.../<stem>.json``."""
     stem = Path(gt_json).stem
     return Path(out_dir) / f"{stem}_pred.json", Path(out_dir) / f"{stem}_pred"
-
-
-def segments_info(result: PanopticResult, crowd_ids: Iterable[int] = (), *, where: str = "") -> list[dict[str, Any]]:
-    """COCO ``segments_info`` of ``result``: its segments with pixels, in its order, with area and
-    bbox ``[x, y, w, h]`` from the id map. Raises :class:`InputError` for an id without a segment."""
-    ids = np.asarray(result.segment_ids)
-    h, w = ids.shape
-    n = len(result.segments)
-    index = _segment_index(ids, [int(s.id) for s in result.segments], where)  # 0 void, k + 1 for segments[k]
-    area = np.bincount(index.ravel(), minlength=n + 1)
-    rows = np.bincount((index + (n + 1) * np.arange(h)[:, None]).ravel(), minlength=(n + 1) * h).reshape(h, n + 1) > 0
-    cols = np.bincount((index + (n + 1) * np.arange(w)[None, :]).ravel(), minlength=(n + 1) * w).reshape(w, n + 1) > 0
-    y0, y1 = rows.argmax(0), h - 1 - rows[::-1].argmax(0)
-    x0, x1 = cols.argmax(0), w - 1 - cols[::-1].argmax(0)
-    crowd = {int(c) for c in crowd_ids}
-    out = []
-    for k, s in enumerate(result.segments, start=1):
-        if area[k]:
-            out.append({"id": int(s.id), "category_id": int(s.category_id), "iscrowd": int(int(s.id) in crowd),
-                        "area": int(area[k]), "bbox": [int(x0[k]), int(y0[k]), int(x1[k] - x0[k] + 1), int(y1[k] - y0[k] + 1)]})
-    return out
-
-
-def _segment_index(ids: np.ndarray, segment_ids: list[int], where: str) -> np.ndarray:
-    """``int [H, W]``: 0 for void, ``k + 1`` where ``ids`` is ``segment_ids[k]``; an id of the map
-    not among them is an :class:`InputError` naming it."""
-    top = int(ids.max(initial=0))
-    if ids.size and ids.min() >= 0 and top < (1 << 22):  # a lookup table of the ids
-        lut = np.full(top + 1, -1, np.int64)
-        lut[0] = 0
-        for k, i in enumerate(segment_ids, start=1):
-            if 0 < i <= top:
-                lut[i] = k
-        index = lut[ids]
-    else:
-        uniq, inverse = np.unique(ids, return_inverse=True)
-        pos = {i: k for k, i in enumerate(segment_ids, start=1)}
-        index = np.array([0 if u == 0 else pos.get(int(u), -1) for u in uniq.tolist()], np.int64)[inverse.reshape(ids.shape)]
-    if (index < 0).any():
-        unknown = sorted(set(ids[index < 0].tolist()))
-        raise InputError(f"panoptic result{where}: the id map has segment id(s) {unknown[:5]} with no Segment entry",
-                         fix="describe every non-zero id of segment_ids in segments (0 is void)")
-    return index
 
 
 def encode_panoptic_png(segment_ids: np.ndarray) -> bytes:

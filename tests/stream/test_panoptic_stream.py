@@ -68,3 +68,36 @@ def test_predict_panoptic_json_and_pngs(scene, tmp_path, capsys):
     overlay = read_image(out / "f001_overlay.png")
     assert overlay.shape == (120, 160, 3) and not np.array_equal(overlay, read_image(frame))
     assert "segments" in capsys.readouterr().out
+
+
+def test_png_sink_writes_coco_panoptic_that_scores_like_edgeseg_eval(tmp_path, capsys):
+    """Issue 12's COCO-panoptic PNG sink: before, the PNG folder held the RGB-id PNGs only (their categories
+    were nowhere). Now panoptic.json beside them (from panoptic.jsonl, one line per frame) is a predictions
+    file: scored against the truth it gives the PQ that `edgeseg eval` gives on the same images."""
+    import json
+
+    from edgeseg.cli import main
+    from edgeseg.data import open_dataset, write_image
+    from edgeseg.data.coco_panoptic import CocoPanoptic
+    from edgeseg.eval.panoptic_io import PanopticWriter, score_saved
+
+    ds = open_dataset("synthetic-panoptic:4,size=160x120")
+    with PanopticWriter(tmp_path / "panoptic_val.json", tmp_path / "panoptic_val", categories=ds.categories) as w:
+        for s in ds:
+            write_image(tmp_path / "val" / f"{s.name}.png", s.image())
+            w.add(s.name, f"{s.name}.png", s.panoptic)  # image ids are the file stems, as Cityscapes' are
+    out = tmp_path / "out"
+    rc = main(["run", "--bundle", "shapes-panoptic", "--backend", "onnxruntime", "--precision", "fp32", "--threads", "1",
+               "--source", str(tmp_path / "val"), "--png-dir", str(out)])
+    assert rc == 0, capsys.readouterr().err
+    saved = json.loads((out / "panoptic.json").read_text())
+    assert [a["file_name"] for a in saved["annotations"]] == [f"{s.name}.png" for s in ds]
+    assert len((out / "panoptic.jsonl").read_text().splitlines()) == 4
+    assert {c["name"] for c in saved["categories"]} <= set(ds.classes)
+    streamed = score_saved(CocoPanoptic(tmp_path / "panoptic_val.json"), out / "panoptic.json", out)
+    rc = main(["eval", "shapes-panoptic", "--backend", "onnxruntime", "--precision", "fp32", "--threads", "1",
+               "--no-progress", "--data", f"coco-panoptic:{tmp_path / 'panoptic_val.json'}", "--json",
+               str(tmp_path / "pq.json")])
+    assert rc == 0
+    evaluated = json.loads((tmp_path / "pq.json").read_text())
+    assert 0.5 < streamed.pq == pytest.approx(evaluated["all"]["pq"], abs=1e-12)

@@ -10,6 +10,11 @@ Instances add ``"box": [x1, y1, x2, y2]`` and their score; panoptic segments add
 ``isthing``; a frame a stage failed on has ``"error"`` and no segments. A bundle run with a prompt
 (:class:`~edgeseg.structures.PromptedResult`) adds ``"objects"``: the prompt's objects as
 ``{"object_id", "score", "area", "rle"}``.
+
+The PNG sink writes panoptic frames as COCO-panoptic: RGB-id PNGs plus ``panoptic.json`` beside them
+(``{"annotations": [{"image_id", "file_name", "segments_info"}], "categories": [...]}``, what panopticapi
+and ``edgeseg eval`` read as predictions), written at the end from ``panoptic.jsonl``, the same
+annotations one line per frame as they come (a killed run keeps them).
 """
 from __future__ import annotations
 
@@ -24,10 +29,11 @@ import numpy as np
 from ..._registry import Registry
 from ...errors import InputError, StreamError
 from ...structures import InstanceResult, PanopticResult, PromptedResult, SemanticResult, TrackResult, rle_encode
+from ...structures.coco_panoptic import segments_info
 from ...structures.frame import Frame
 from ...structures.rle import rle_encode_crops, rle_encode_labels
 from ..base import SINKS, Packet, Sink, refuse_input
-from ..._io import writable_file, writable_folder
+from ..._io import atomic_write_text, writable_file, writable_folder
 
 RECORDS: Registry[Callable[[Any], dict]] = Registry("JSON record", error=StreamError)
 
@@ -232,6 +238,8 @@ class LabelPngSink(Sink):
         self._source: Any = None
         self.folders: dict[str, Path] = {}
         self._names: dict[tuple[Path, str], int] = {}  # (folder, stem) -> the frame index that took it
+        self._panoptic: dict[Path, Any] = {}  # folder -> its panoptic.jsonl, open
+        self._categories: dict[Path, dict[int, dict]] = {}  # folder -> the categories its segments named
 
     def bind_source(self, source: Any) -> None:
         self.per_source = len(getattr(source, "parts", ()) or ()) > 1
@@ -271,6 +279,33 @@ class LabelPngSink(Sink):
         if not cv2.imwrite(str(path), np.ascontiguousarray(img)):
             raise StreamError(f"cannot write {path}")
         self.written += 1
+        if isinstance(result, PanopticResult):  # image id: the file's stem (as Cityscapes' ids), else the index
+            self._annotate(folder, name if isinstance(stem, str) and stem else frame.index, path.name, result)
+
+    def _annotate(self, folder: Path, image_id: int | str, file_name: str, result: PanopticResult) -> None:
+        """The frame's COCO-panoptic annotation, one line of ``panoptic.jsonl``, flushed."""
+        f = self._panoptic.get(folder)
+        if f is None:
+            f = self._panoptic[folder] = open(folder / f"{self.prefix}panoptic.jsonl", "w", encoding="utf-8")
+        seen = self._categories.setdefault(folder, {})
+        for seg in result.segments:
+            if seg.category_id not in seen:
+                k = result.class_index(seg.category_id)
+                name = result.class_names[k] if 0 <= k < len(result.class_names) else str(seg.category_id)
+                seen[seg.category_id] = {"id": int(seg.category_id), "name": name, "isthing": int(bool(seg.isthing))}
+        f.write(json.dumps({"image_id": image_id, "file_name": file_name,
+                            "segments_info": segments_info(result, where=f" of frame {image_id}")}) + "\n")
+        f.flush()
+
+    def close(self) -> None:
+        """Each folder's ``panoptic.json`` from its lines (atomically; the lines stay beside it)."""
+        files, self._panoptic = self._panoptic, {}
+        for folder, f in files.items():
+            f.close()
+            lines = (folder / f"{self.prefix}panoptic.jsonl").read_text(encoding="utf-8").splitlines()
+            cats = sorted(self._categories.get(folder, {}).values(), key=lambda c: c["id"])
+            atomic_write_text(folder / f"{self.prefix}panoptic.json",
+                              json.dumps({"annotations": [json.loads(x) for x in lines if x], "categories": cats}))
 
 
 @SINKS.register("callback")
