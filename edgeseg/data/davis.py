@@ -39,7 +39,7 @@ from ..errors import DataError
 from ..structures import ImageShape
 from ..structures.palette import default_palette
 from .base import DatasetSpec, check_options
-from .io import _palette_indices, _png_palette, _read_bytes, natural_key, read_image, read_label
+from .io import _png_palette, _read_bytes, natural_key, png_palette_indices, read_image, read_label
 
 MAX_PROMPT_COLOURS = 255
 log = logging.getLogger(__name__)
@@ -47,8 +47,6 @@ log = logging.getLogger(__name__)
 
 def read_id_mask(path: str | Path) -> np.ndarray:
     """Read a DAVIS annotation (or a prediction) as ``uint8 [H, W]`` object ids (see the module docstring)."""
-    import cv2
-
     p = Path(path)
     data = _read_bytes(p, DataError, "mask")
     palette = _png_palette(data.tobytes())
@@ -57,10 +55,7 @@ def read_id_mask(path: str | Path) -> np.ndarray:
         if ids.size and ids.max() == 255 and not np.any((ids != 0) & (ids != 255)):
             ids = (ids == 255).astype(np.uint8)  # DAVIS-2016: binary 0/255
         return ids
-    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise DataError(f"cannot decode mask {p}: not an image or a corrupt file")
-    return _palette_indices(bgr[..., ::-1], palette, p)
+    return png_palette_indices(data.tobytes(), p)  # the indices themselves (a palette may repeat colours)
 
 
 def _colour_keys(rgb: np.ndarray) -> np.ndarray:

@@ -48,16 +48,28 @@ def _png_palette(data: bytes) -> np.ndarray | None:
     return None
 
 
-def _palette_indices(rgb: np.ndarray, palette: np.ndarray, path: Path) -> np.ndarray:
-    """Map decoded colours back to palette indices (the lowest index wins for a repeated colour)."""
-    keys = (palette[:, 0].astype(np.int64) << 16) | (palette[:, 1].astype(np.int64) << 8) | palette[:, 2]
-    uniq, first = np.unique(keys, return_index=True)  # index of the first occurrence: the lowest wins
-    pix = (rgb[..., 0].astype(np.int64) << 16) | (rgb[..., 1].astype(np.int64) << 8) | rgb[..., 2]
-    colours, inverse = np.unique(pix, return_inverse=True)
-    pos = np.clip(np.searchsorted(uniq, colours), 0, len(uniq) - 1)
-    if not np.array_equal(uniq[pos], colours):
-        raise DataError(f"mask {path}: a pixel colour is not in the PNG's palette", fix="re-save the mask as an indexed PNG")
-    return first[pos].astype(np.uint8)[inverse.reshape(pix.shape)]
+def png_palette_indices(data: bytes, path: Path, what: str = "mask") -> np.ndarray:
+    """``uint8 [H, W]`` palette indices of an indexed PNG, exactly as Pillow's 'P' mode reads them (a palette
+    with repeated colours too): the PNG is decoded with its PLTE chunk swapped for a grey ramp (entry i =
+    (i, i, i), CRC recomputed), so the decoded grey level is the index."""
+    import struct
+    import zlib
+
+    import cv2
+
+    pos = 8
+    while pos + 8 <= len(data):
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        if data[pos + 4 : pos + 8] == b"PLTE":
+            ramp = bytes(v for i in range(length // 3) for v in (i, i, i)) + bytes(length % 3)
+            chunk = b"PLTE" + ramp
+            data = data[:pos + 4] + chunk + struct.pack(">I", zlib.crc32(chunk) & 0xFFFFFFFF) + data[pos + 12 + length:]
+            break
+        pos += 12 + length
+    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise DataError(f"cannot decode {what} {path}: not an image or a corrupt file", fix=f"{what}s are PNGs")
+    return np.ascontiguousarray(bgr[..., 0])
 
 
 def image_files(folder: str | Path) -> list[Path]:
@@ -99,8 +111,10 @@ def read_label(path: str | Path) -> np.ndarray:
 
     A 3-channel mask whose channels are equal (grey saved as RGB) is accepted; a colour-coded mask
     is refused (convert it to class ids first). Values above 255 (16-bit masks) are refused. An
-    indexed (palette) PNG gives its palette indices, as Pillow, mmseg and torchvision read PASCAL
-    VOC's masks; a JPEG is refused (its compression changes the ids along every edge).
+    indexed (palette) PNG with colours gives its palette indices, as Pillow, mmseg and torchvision read
+    PASCAL VOC's masks (:func:`png_palette_indices`); one whose palette is all grey (what PNG optimisers
+    make of a grey mask) gives its grey levels; a JPEG is refused (its compression changes the ids along
+    every edge).
     """
     import cv2
 
@@ -110,11 +124,9 @@ def read_label(path: str | Path) -> np.ndarray:
         raise DataError(f"label mask {p} is a JPEG: its lossy compression changes the class ids along every edge "
                         "(the scores would be wrong)", fix="save label masks as PNGs of class ids (lossless)")
     palette = _png_palette(data[:1 << 20].tobytes())  # PLTE precedes the pixel data
-    if palette is not None:  # an indexed PNG (PASCAL VOC, mmseg, Pillow 'P' mode): the indices are the class ids
-        bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
-        if bgr is None:
-            raise DataError(f"cannot decode label mask {p}: not an image or a corrupt file", fix="masks are PNGs of class ids")
-        return np.ascontiguousarray(_palette_indices(bgr[..., ::-1], palette, p))
+    grey = palette is not None and bool((palette == palette[:, :1]).all())
+    if palette is not None and not grey:  # PASCAL VOC, mmseg, Pillow 'P' mode: the indices are the class ids
+        return png_palette_indices(data.tobytes(), p, "label mask")
     lab = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     if lab is None:
         raise DataError(f"cannot decode label mask {p}: not an image or a corrupt file", fix="masks are PNGs of class ids")

@@ -298,3 +298,22 @@ def test_coco_spec_is_coco_instance(tmp_path, capsys):
         scores.append(json.loads(out.read_text()))
     assert scores[0]["stats"] == scores[1]["stats"] and scores[0]["box"] == scores[1]["box"]
     assert scores[0]["stats"]["AP"] > 0.3 and scores[0]["box"]["stats"]["AP"] > 0.3
+
+
+def test_indexed_pngs_read_as_their_indices_or_grey_levels(tmp_path):
+    """Review of the palette reading: a grey mask an optimiser stored as an indexed PNG (palette of the greys
+    used, in another order) must give its grey levels, and a palette padded with black (void at index 255,
+    black too) must give index 255, not the first black entry (0). Pillow's reading is the reference."""
+    from PIL import Image
+
+    from edgeseg.data.davis import read_id_mask
+
+    ids = np.array([[0, 1, 2, 255], [3, 3, 0, 1]], np.uint8)
+    Image.fromarray(ids, "L").convert("P", palette=Image.ADAPTIVE, colors=8).save(tmp_path / "grey.png")
+    assert read_label(tmp_path / "grey.png").tolist() == ids.tolist()
+    voc = Image.fromarray(np.array([[0, 1, 2, 255]], np.uint8), "P")
+    voc.putpalette([0, 0, 0, 128, 0, 0, 0, 128, 0] + [0, 0, 0] * 253)
+    voc.save(tmp_path / "voc.png")
+    want = np.array(Image.open(tmp_path / "voc.png")).tolist()
+    assert want == [[0, 1, 2, 255]]
+    assert read_label(tmp_path / "voc.png").tolist() == want and read_id_mask(tmp_path / "voc.png").tolist() == want
