@@ -653,14 +653,21 @@ def _stage_path(root: Path) -> Path:
     return root.parent / f".{root.name}.{os.getpid()}@{host}-{secrets.token_hex(4)}.partial"
 
 
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """An exclusive ``flock`` on ``path`` (created) for the ``with`` block; released when the process ends."""
-    import fcntl
+class _locked:
+    """An exclusive ``flock`` on ``path`` for a ``with`` block. The file is opened (created if missing, 0666
+    less the umask) when this object is made, so an unusable cache fails there, where the caller turns it into
+    its error; read-only, so a cache shared by several users (the lock made by another) takes everyone's lock."""
 
-    with open(path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        yield
+    def __init__(self, path: Path):
+        self.fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o666)
+
+    def __enter__(self) -> None:
+        import fcntl
+
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+
+    def __exit__(self, *exc: Any) -> None:
+        os.close(self.fd)  # releases the lock
 
 
 def _set_aside_copies(root: Path) -> list[Path]:
@@ -671,10 +678,12 @@ def _set_aside_copies(root: Path) -> list[Path]:
 
 
 def _restore_killed_swap(root: Path) -> bool:
-    """Put back the bundle a process killed in the middle of :func:`_swap_in` left aside: ``root`` is gone and
-    ``.NAME.PID@HOST-XXXX.old`` of this machine, whose process is dead, is the whole old bundle (the new one,
-    never renamed in, is a stale staging folder). The command that was killed then changed nothing, as any
-    interrupted write promises. A swap in progress in a live process is left alone."""
+    """Put back the bundle a process killed between the two renames of :func:`_swap_in` left aside: ``root``
+    is gone, ``.NAME.PID@HOST-XXXX.old`` of this machine (its process dead) is the whole old bundle, and
+    ``.NAME.PID@HOST-XXXX.partial``, the new one never renamed in, is still there: that pair is the mark of
+    that moment (a process killed later, while it removed the old copy, leaves no ``.partial``: its swap was
+    done, and a bundle the user deleted since is not brought back). The command that was killed then changed
+    nothing, as any interrupted write promises; its staging folder is removed. A live process is left alone."""
     if os.path.lexists(root):
         return False
     host = _host()
@@ -682,10 +691,14 @@ def _restore_killed_swap(root: Path) -> bool:
         pid, _, rest = old.name[len(root.name) + 2:].partition("@")
         if not pid.isdigit() or not rest.startswith(f"{host}-") or _alive(int(pid)):
             continue
+        stage = old.with_name(old.name.removesuffix(".old") + ".partial")
+        if not stage.is_dir():
+            continue
         try:
             os.rename(old, root)
         except OSError:  # another process restored it first, or the folder takes no rename: left as it is
             continue
+        shutil.rmtree(stage, ignore_errors=True)
         log.warning("%s: restored the bundle that an interrupted replacement (process %s) had set aside at %s",
                     root, pid, old.name)
         return True

@@ -396,6 +396,21 @@ def test_processes_repairing_one_damaged_cache_entry_at_once_all_open_it(bundle,
         assert sorted(p.name for p in entry.parent.iterdir()) == [entry.name]
 
 
+def test_a_cache_lock_that_cannot_be_taken_is_named_with_the_fix(bundle, tmp_path, monkeypatch):
+    """Review of the unpack lock: it was opened lazily, outside the code that names an unusable cache, so a
+    raw OSError escaped (and a zipped --out crashed after its work). A lock file made by another user is
+    opened read-only, which flock allows."""
+    monkeypatch.setenv("EDGESEG_CACHE_DIR", str(tmp_path / "cache"))
+    (tmp_path / "cache" / ".bundles.lock").mkdir(parents=True)  # a lock that cannot be opened as a file
+    with pytest.raises(BundleError, match="the bundle cache .* is not writable") as e:
+        Bundle.open(bundle.zip(tmp_path / "b.zip"))
+    assert "EDGESEG_CACHE_DIR" in e.value.fix
+    (tmp_path / "cache" / ".bundles.lock").rmdir()
+    (tmp_path / "cache" / ".bundles.lock").write_text("")
+    os.chmod(tmp_path / "cache" / ".bundles.lock", 0o444)  # another user's
+    assert Bundle.open(tmp_path / "b.zip").model_path().is_file()
+
+
 def test_an_unwritable_bundle_cache_is_named_with_the_fix(bundle, tmp_path, monkeypatch):
     (tmp_path / "a-file").write_text("x")
     monkeypatch.setenv("EDGESEG_CACHE_DIR", str(tmp_path / "a-file" / "cache"))
@@ -527,13 +542,22 @@ def test_a_swap_killed_between_its_renames_is_undone_by_the_next_open_or_write(b
         reopened = Bundle.open(out)
     assert "restored the bundle that an interrupted replacement" in caplog.text
     assert {f.name: f.read_bytes() for f in reopened.root.iterdir()} == before
-    assert not list(tmp_path.glob(".m.edgeseg.*.old"))
+    assert not list(tmp_path.glob(".m.edgeseg.*.old")) and not list(tmp_path.glob(".m.edgeseg.*.partial"))
     # the same through the next write, without --overwrite: the restored bundle is refused, not silently kept aside
-    os.rename(out, tmp_path / f".m.edgeseg.{_dead_pid()}@{_host_name()}-beef.old")
+    dead = _dead_pid()
+    os.rename(out, tmp_path / f".m.edgeseg.{dead}@{_host_name()}-beef.old")
+    (tmp_path / f".m.edgeseg.{dead}@{_host_name()}-beef.partial").mkdir()  # the new bundle, never renamed in
     with pytest.raises(BundleError, match="already exists"):
         with Bundle.writing(out, bundle.manifest):
             pass
     assert {f.name: f.read_bytes() for f in out.iterdir()} == before
+    # a copy left by a process killed while it removed it, after its swap was done (no staging folder): the
+    # user deleted the bundle since; it is not brought back
+    os.rename(out, tmp_path / f".m.edgeseg.{dead}@{_host_name()}-f00d.old")
+    with pytest.raises(BundleError, match="not found"):
+        Bundle.open(out)
+    shutil.rmtree(tmp_path / f".m.edgeseg.{dead}@{_host_name()}-f00d.old")
+    shutil.copytree(bundle.root, out)
     # a live process's copy (its swap under way): not touched, named in the error
     os.rename(out, tmp_path / f".m.edgeseg.{os.getpid()}@{_host_name()}-cafe.old")
     with pytest.raises(BundleError, match="not found") as e:

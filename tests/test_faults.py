@@ -176,6 +176,12 @@ def test_ffmpegs_own_lines_stay_off_the_terminal_unless_verbose(data_root, tmp_p
     verbose = subprocess.run([sys.executable, "-m", "edgeseg", "--verbose", *run], capture_output=True, text=True,
                              timeout=300, env=env)
     assert "[h264 @" in verbose.stderr and "decoded 215 of the 221 frames" in verbose.stderr
+    # in a process, the variable is gone once the capture is open: child processes keep their FFmpeg messages
+    from edgeseg.data.video import VideoReader
+
+    os.environ.pop("OPENCV_FFMPEG_LOGLEVEL", None)
+    with VideoReader(bad) as video:
+        assert video.frame_count == 221 and "OPENCV_FFMPEG_LOGLEVEL" not in os.environ
 
 
 @pytest.mark.slow

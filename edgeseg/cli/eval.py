@@ -306,6 +306,8 @@ def _spec(args: argparse.Namespace) -> str:
     """``--data`` with ``--images DIR`` added as its ``images=DIR`` option, for the kinds that take one."""
     if args.images is None:
         return args.data
+    from pathlib import Path
+
     from ..data.base import DATASETS, DatasetSpec
     from ..data.mixture import is_mixture
 
@@ -319,7 +321,7 @@ def _spec(args: argparse.Namespace) -> str:
                          fix=f"leave --images out; {parsed.kind}: finds its images from --data "
                              "(folder:IMAGES_DIR,MASKS_DIR names them)")
     given = dict(parsed.options).get("images")
-    if given is not None and given != args.images:
+    if given is not None and Path(given).expanduser().resolve() != Path(args.images).expanduser().resolve():
         raise InputError(f"--images {args.images} and images={given} in --data: two image folders",
                          fix="give the image folder once")
     return args.data if given is not None else f"{args.data},images={args.images}"

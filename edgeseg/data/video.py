@@ -33,16 +33,19 @@ class VideoFrame:
     pts_ns: int
 
 
-def _quiet_ffmpeg() -> None:
+def _quiet_ffmpeg() -> bool:
     """FFmpeg's own lines (``[h264 @ 0x...] error while decoding MB ...``, dozens for one damaged stretch)
     kept off the terminal: the reader reports what they mean (``decoded N of the M frames``). OpenCV reads
     ``OPENCV_FFMPEG_LOGLEVEL`` when it opens its first capture; a value the user set is kept, and with debug
-    logging (``--verbose``) FFmpeg speaks."""
+    logging (``--verbose``) FFmpeg speaks. True when it set the variable (the caller removes it once the
+    capture is open, so child processes do not inherit it)."""
     import logging
     import os
 
-    if not logging.getLogger("edgeseg").isEnabledFor(logging.DEBUG):
-        os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "8")  # AV_LOG_FATAL: errors of single frames stay quiet
+    if logging.getLogger("edgeseg").isEnabledFor(logging.DEBUG) or "OPENCV_FFMPEG_LOGLEVEL" in os.environ:
+        return False
+    os.environ["OPENCV_FFMPEG_LOGLEVEL"] = "8"  # AV_LOG_FATAL: errors of single frames stay quiet
+    return True
 
 
 class VideoReader:
@@ -59,10 +62,14 @@ class VideoReader:
                  threads: int | None = None):
         import cv2
 
-        _quiet_ffmpeg()
+        quieted = _quiet_ffmpeg()
         self.target = target
         params = [cv2.CAP_PROP_N_THREADS, int(threads)] if threads else []
         self._cap: Any = cv2.VideoCapture(target if isinstance(target, int) else str(target), cv2.CAP_ANY, params)
+        if quieted:  # read by now (once per process); child processes keep their own FFmpeg messages
+            import os
+
+            os.environ.pop("OPENCV_FFMPEG_LOGLEVEL", None)
         if not self._cap.isOpened():
             self._cap.release()
             self._cap = None

@@ -133,6 +133,8 @@ def quantize_bundle(bundle, calib: str | CalibrationRecipe | Sequence, target: s
                          fix="e.g. --max-drop 1.0 (one mIoU point); 0 asks INT8 to score at least what FP32 scores")
     b = bundle if isinstance(bundle, Bundle) else Bundle.open(bundle)
     profile = _engine_profile(get_profile(target), engine, method)
+    if profile.name == "openvino" and _has_openvino():  # before any calibration: OpenVINO must read the graph
+        _check_openvino_reads(b)
     recipe, calib_frames = _calibration_frames(calib, frames, method, progress)
     method = "nncf" if profile.engine == "nncf" else method or recipe.method
     runtime = "openvino" if profile.name == "openvino" and _has_openvino() else "onnxruntime"
@@ -459,6 +461,24 @@ def _latency(fp32: Path, int8: Path, feed: dict, threads: int, runtime: str = "o
 
     f, q = time_models_interleaved([fp32, int8], feed, threads, runs=10, rounds=3)  # side by side: the host is shared
     return {"fp32": f, "int8": q, "threads": threads, "runtime": "onnxruntime-cpu"}
+
+
+def _check_openvino_reads(bundle) -> None:
+    """An INT8 model for OpenVINO of a graph OpenVINO cannot read would fail after the whole calibration
+    (before: a RuntimeError traceback from the compile check, e.g. "No conversion rule found for operations:
+    DeformConv-19"); refused first, naming the ops and the forms that work."""
+    from ..backends.openvino.runner import read_model
+
+    path = bundle.model_path("fp32")
+    try:
+        read_model(path, name=str(path))
+    except UnsupportedError as e:
+        what = str(e).splitlines()[0]
+        deform = "DeformConv" in what
+        raise QuantizationError(f"{what}: no INT8 model for OpenVINO can be made of it",
+                                fix=("re-export with --deform-conv decomposed (standard ops OpenVINO reads and INT8 "
+                                     "covers), or quantize for --target cpu or tensorrt (DeformConv stays float there)")
+                                if deform else "export with standard ONNX ops, or quantize for --target cpu") from None
 
 
 def _write(bundle, report: QuantReport, model: Path, table, recipe: CalibrationRecipe, fp32: Path, work: Path) -> QuantReport:

@@ -326,12 +326,13 @@ class Pipeline:
             for sink in self.sinks:
                 sink.bind_source(self.source)
             for el in (*self.stages, *self.sinks):
-                _SHARED_RUNNERS.use(el)
-                try:
-                    el.open()
-                except BaseException:
-                    _SHARED_RUNNERS.release(el, close=False)
-                    raise
+                with _SHARED_RUNNERS.serialised(el):  # never while another pipeline closes the same runner
+                    _SHARED_RUNNERS.use(el)
+                    try:
+                        el.open()
+                    except BaseException:
+                        _SHARED_RUNNERS.release(el, close=False)
+                        raise
                 opened.append(el)
             self._rec = Recorder()
             with _opencv_pool(self.cv_threads):
@@ -503,8 +504,18 @@ class _SharedRunners:
     without a result). Now the last pipeline to close a shared runner deactivates it, if one of them activated it."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # also held across an inference stage's open() and close(): see serialised
         self._uses: dict[int, list[Any]] = {}  # id(runner) -> [runner, pipelines using it, activated by one of them]
+
+    @contextlib.contextmanager
+    def serialised(self, el: Any):
+        """Held around opening or closing an inference stage, so that one pipeline's open (which sees the runner
+        active and leaves it) never interleaves with the last user's close (which deactivates it)."""
+        if _runner_stage(el) is None:
+            yield
+            return
+        with self._lock:
+            yield
 
     def use(self, el: Any) -> None:
         stage = _runner_stage(el)
@@ -534,8 +545,7 @@ class _SharedRunners:
                     stage._activated = False  # another running pipeline still infers with it
                 elif entry[2]:
                     stage._activated = True  # activated by a pipeline that ended before: deactivated now
-        if close:
-            el.close()
+                el.close()  # under the lock: an open() of the same runner waits for it (serialised)
         return close
 
 

@@ -34,3 +34,16 @@ def test_deform_conv_stays_float(lps, target):
     for n in deform:
         assert n.input[1] in inits and n.input[1] not in quantized  # float weights
     assert r.metric == "PQ against FP32 (%)" and 0.0 <= r.int8_score <= 100.0 and r.fp32_score == 100.0
+
+
+def test_openvino_int8_of_onnx_deform_conv_is_refused_before_calibrating(lps):
+    """OpenVINO reads no ONNX DeformConv: before, the NNCF run calibrated, then the compile check raised a
+    RuntimeError traceback ("No conversion rule found for operations: DeformConv-19"). Now it is refused
+    first, naming the op and the two forms that work."""
+    pytest.importorskip("openvino")
+    from edgeseg.errors import QuantizationError
+    from edgeseg.quant import quantize_bundle
+
+    with pytest.raises(QuantizationError, match="OpenVINO cannot convert op.*DeformConv") as e:
+        quantize_bundle(lps, "synthetic:4", target="openvino", progress=False)
+    assert "--deform-conv decomposed" in e.value.fix and "--target cpu or tensorrt" in e.value.fix

@@ -101,3 +101,37 @@ def test_png_sink_writes_coco_panoptic_that_scores_like_edgeseg_eval(tmp_path, c
     assert rc == 0
     evaluated = json.loads((tmp_path / "pq.json").read_text())
     assert 0.5 < streamed.pq == pytest.approx(evaluated["all"]["pq"], abs=1e-12)
+
+
+def test_png_sink_panoptic_json_is_never_stale_and_survives_a_cut_line(tmp_path):
+    """Review of the COCO-panoptic sink: an earlier run's panoptic.json stayed beside the new PNGs until close
+    (after a kill it described other files); a line cut short (a full disk) made close() fail and write
+    nothing. Now the old JSON goes at the first frame, and a cut line is left out."""
+    import json
+
+    import numpy as np
+
+    from edgeseg.stream.sinks.files import LabelPngSink
+    from edgeseg.structures import Frame, PanopticResult, Segment
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "panoptic.json").write_text('{"annotations": [{"image_id": 99}]}')
+    ids = np.zeros((6, 8), np.int32)
+    ids[:3] = 1
+    ids[4:, 2:5] = 7
+    result = PanopticResult(ids, (Segment(1, 0, False), Segment(7, 1, True)), class_names=("sky", "car"))
+    sink = LabelPngSink(out)
+    sink.open()
+    sink.write(Frame(np.zeros((6, 8, 3), np.uint8), 0, 0, "cam"), result)
+    assert not (out / "panoptic.json").exists()  # the earlier run's, gone before this run's PNGs land
+    sink.write(Frame(np.zeros((6, 8, 3), np.uint8), 1, 1, "cam"), result)
+    with open(out / "panoptic.jsonl", "a") as f:
+        f.write('{"image_id": 2, "file_na')  # a line cut short
+    sink.close()
+    saved = json.loads((out / "panoptic.json").read_text())
+    assert [a["image_id"] for a in saved["annotations"]] == [0, 1]
+    assert saved["annotations"][0]["segments_info"] == [
+        {"id": 1, "category_id": 0, "iscrowd": 0, "area": 24, "bbox": [0, 0, 8, 3]},
+        {"id": 7, "category_id": 1, "iscrowd": 0, "area": 6, "bbox": [2, 4, 3, 2]}]
+    assert saved["categories"] == [{"id": 0, "name": "sky", "isthing": 0}, {"id": 1, "name": "car", "isthing": 1}]

@@ -373,3 +373,91 @@ def test_one_unreachable_camera_among_sources_is_named_and_the_others_finish(gst
     code, err = _cli(["--source", A, "--source", dead, "--json-out", str(jsonl)], capsys)
     assert code == 2 and f"cannot connect to '{dead}'" in err
     assert _by_source(jsonl) == {A: list(range(30))}
+
+
+def test_a_camera_faster_than_the_model_does_not_starve_a_file_in_the_mux():
+    """Review of the mux buffer: a camera at 100 fps beside a file, the consumer at 33 fps: the live frames
+    refilled every slot the consumer freed, and the file's frames never got in (cam 100, file 0 after 3 s).
+    Now the camera holds one slot (its newest frame) while the file reads: every file frame arrives."""
+    import time as _time
+
+    import numpy as _np
+
+    from edgeseg.stream.sources.mux import _MuxBuffer
+    from edgeseg.structures.frame import Frame as _Frame
+
+    buf = _MuxBuffer(8, 1, files=1)
+    img = _np.zeros((2, 2, 3), _np.uint8)
+    stop = threading.Event()
+
+    def camera():
+        i = 0
+        while not stop.is_set():
+            buf.put_from(_Frame(img, i, i, "cam"), live=True)
+            i += 1
+            _time.sleep(0.01)
+
+    def file():
+        for i in range(30):
+            if not buf.put_from(_Frame(img, i, i, "file"), live=False):
+                return
+        buf.file_done()
+
+    threading.Thread(target=camera, daemon=True).start()
+    _time.sleep(0.2)
+    threading.Thread(target=file, daemon=True).start()
+    got = {"cam": 0, "file": 0}
+    t0 = _time.monotonic()
+    while _time.monotonic() - t0 < 2.5:
+        got[buf.get(timeout=1).source_id] += 1
+        _time.sleep(0.03)
+    stop.set()
+    buf.close()
+    assert got["file"] == 30 and got["cam"] > 10 and buf.dropped > 0, got
+
+
+def test_a_pipeline_opening_while_the_last_user_closes_the_shared_runner_keeps_it_active():
+    """Review of the shared-runner count: pipeline A (the last user) released the runner and deactivated it
+    after the lock; pipeline B, opening meanwhile, saw it active, left it, and then every frame of B failed
+    ('runner is not active'). Opening and closing an inference stage are now serialised."""
+    import time as _time
+
+    from edgeseg.stream.pipeline import _SHARED_RUNNERS
+    from edgeseg.stream.stages import InferenceStage
+
+    class SlowToClose:  # a session whose release takes a moment, as a real one's does
+        def __init__(self):
+            self._active = False
+
+        @property
+        def is_active(self):
+            return self._active
+
+        def activate(self):
+            self._active = True
+
+        def deactivate(self):
+            _time.sleep(0.2)
+            self._active = False
+
+        def infer(self, feed):
+            if not self._active:
+                raise RuntimeError("runner is not active")
+            return {}
+
+    runner = SlowToClose()
+    a = InferenceStage(runner)
+    with _SHARED_RUNNERS.serialised(a):
+        _SHARED_RUNNERS.use(a)
+        a.open()
+    closing = threading.Thread(target=_SHARED_RUNNERS.release, args=(a, True))
+    closing.start()
+    _time.sleep(0.05)
+    b = InferenceStage(runner)
+    with _SHARED_RUNNERS.serialised(b):
+        _SHARED_RUNNERS.use(b)
+        b.open()
+    closing.join()
+    assert runner.is_active and runner.infer({}) == {}
+    _SHARED_RUNNERS.release(b, close=True)
+    assert not runner.is_active

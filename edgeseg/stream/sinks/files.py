@@ -33,7 +33,7 @@ from ...structures.coco_panoptic import segments_info
 from ...structures.frame import Frame
 from ...structures.rle import rle_encode_crops, rle_encode_labels
 from ..base import SINKS, Packet, Sink, refuse_input
-from ..._io import atomic_write_text, writable_file, writable_folder
+from ..._io import commit_file, writable_file, writable_folder
 
 RECORDS: Registry[Callable[[Any], dict]] = Registry("JSON record", error=StreamError)
 
@@ -285,7 +285,8 @@ class LabelPngSink(Sink):
     def _annotate(self, folder: Path, image_id: int | str, file_name: str, result: PanopticResult) -> None:
         """The frame's COCO-panoptic annotation, one line of ``panoptic.jsonl``, flushed."""
         f = self._panoptic.get(folder)
-        if f is None:
+        if f is None:  # an earlier run's panoptic.json would describe other PNGs if this run is killed
+            (folder / f"{self.prefix}panoptic.json").unlink(missing_ok=True)
             f = self._panoptic[folder] = open(folder / f"{self.prefix}panoptic.jsonl", "w", encoding="utf-8")
         seen = self._categories.setdefault(folder, {})
         for seg in result.segments:
@@ -298,14 +299,41 @@ class LabelPngSink(Sink):
         f.flush()
 
     def close(self) -> None:
-        """Each folder's ``panoptic.json`` from its lines (atomically; the lines stay beside it)."""
+        """Each folder's ``panoptic.json`` from its lines, streamed (a long run's lines are not held in memory)
+        into a temporary file renamed into place; the lines stay beside it. Every folder is done even when one
+        fails; the first failure is raised after."""
         files, self._panoptic = self._panoptic, {}
+        failure: BaseException | None = None
         for folder, f in files.items():
-            f.close()
-            lines = (folder / f"{self.prefix}panoptic.jsonl").read_text(encoding="utf-8").splitlines()
-            cats = sorted(self._categories.get(folder, {}).values(), key=lambda c: c["id"])
-            atomic_write_text(folder / f"{self.prefix}panoptic.json",
-                              json.dumps({"annotations": [json.loads(x) for x in lines if x], "categories": cats}))
+            try:
+                f.close()
+                self._write_panoptic_json(folder)
+            except Exception as e:  # noqa: BLE001 - the others are still written; raised below
+                failure = failure or e
+        if failure is not None:
+            raise StreamError(f"cannot write the COCO-panoptic JSON beside the PNGs: {failure}",
+                              fix="the PNGs and panoptic.jsonl (one annotation per line) are kept") from failure
+
+    def _write_panoptic_json(self, folder: Path) -> None:
+        cats = sorted(self._categories.get(folder, {}).values(), key=lambda c: c["id"])
+        out = folder / f"{self.prefix}panoptic.json"
+        tmp = folder / f".{out.name}.{os.getpid()}.tmp"
+        try:
+            with open(folder / f"{self.prefix}panoptic.jsonl", encoding="utf-8") as lines, \
+                    open(tmp, "w", encoding="utf-8") as dst:
+                dst.write('{"annotations": [')
+                first = True
+                for line in lines:
+                    try:
+                        json.loads(line)
+                    except ValueError:  # a line cut short (a full disk): left out
+                        continue
+                    dst.write(("" if first else ", ") + line.strip())
+                    first = False
+                dst.write('], "categories": ' + json.dumps(cats) + "}")
+            commit_file(tmp, out)
+        finally:
+            tmp.unlink(missing_ok=True)
 
 
 @SINKS.register("callback")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from typing import Any, Callable, Iterator
 
@@ -114,17 +115,20 @@ def file_frame_total(pipeline: Any, sink_name: str = "edgeseg_sink") -> tuple[in
 
 
 def avi_header_frames(path: str) -> int | None:
-    """The frame count an AVI's main header (``avih`` ``dwTotalFrames``) announces, or None (not an AVI, or a
-    recording never finalised: 0). GStreamer's ``avidemux`` does not report it: on a file cut short (no
-    index) it scans what is there, and its duration is that of the frames left, so the cut went unnoticed."""
+    """The frame count an AVI's main header (``avih`` ``dwTotalFrames``) announces, for a file cut short (shorter
+    than its RIFF header says it is), else None (not an AVI, a whole file, a recording never finalised).
+    GStreamer's ``avidemux`` does not report it: on a cut file (no index) it scans what is there, and its
+    duration is that of the frames left, so the cut went unnoticed. A whole file is left to the demuxer: its
+    header count may include the empty chunks a variable-frame-rate writer puts where frames were dropped."""
     import struct
 
     try:
         with open(path, "rb") as f:
             head = f.read(4096)
+        size = os.path.getsize(path)
     except OSError:
         return None
-    if head[:4] != b"RIFF" or head[8:12] != b"AVI ":
+    if head[:4] != b"RIFF" or head[8:12] != b"AVI " or size >= struct.unpack_from("<I", head, 4)[0] + 8:
         return None
     at = head.find(b"avih", 12)
     if at < 0 or len(head) < at + 8 + 20:

@@ -4,10 +4,11 @@ Each source runs in its own reader thread; frames arrive interleaved in arrival 
 its own ``source_id`` and per-source ``index``. Batching them for the model is the inference stage's
 job (``InferenceStage(max_batch=N, batch_timeout_s=T)``). Under back-pressure a file-like source's reader
 waits for room in the shared buffer (none of its frames is lost), and a live source's frame never waits:
-each live source has a slot of the buffer kept for it, and when the buffer is full its newest frame
-replaces the oldest live frame there (counted in ``dropped``). (Before, the whole buffer dropped its
-oldest frame once any source was live: a file read beside a camera lost 13 of its 30 frames, even
-while the camera gave none.) A source that fails is
+while a file is being read each live source holds one slot, its newest frame (counted in ``dropped`` when
+it replaces an older one), so neither starves the other; with no file left, live frames share the whole
+buffer and a full one loses its oldest live frame. (Before, the whole buffer dropped its oldest frame once
+any source was live: a file read beside a camera lost 13 of its 30 frames, even while the camera gave
+none.) A source that fails is
 logged and the others go on; when all have ended, a :class:`StreamError` names every source that failed
 (its id, the frames it gave, its error; a lone failure whose message names its source is raised as it is).
 """
@@ -39,7 +40,8 @@ class MultiSource(Source):
         self.sources = [open_source(s, **options) if isinstance(s, str) else s for s in sources]
         self.uri = "mux(" + ", ".join(s.uri or type(s).__name__ for s in self.sources) + ")"
         self.live = any(s.live for s in self.sources)
-        self._buf = _MuxBuffer(buffer_size, sum(1 for s in self.sources if s.live))
+        self._buf = _MuxBuffer(buffer_size, sum(1 for s in self.sources if s.live),
+                               files=sum(1 for s in self.sources if not s.live))
         self._threads: list[threading.Thread] = []
         self._errors: list[tuple[Source, int, BaseException]] = []  # (source, frames it gave, error)
         counts = [s.expected_frames for s in self.sources]
@@ -66,6 +68,9 @@ class MultiSource(Source):
         except Exception as e:
             log.error("source %s failed after %d frames: %s", _name(source), n, e)
             self._errors.append((source, n, e))
+        finally:
+            if not source.live:
+                self._buf.file_done()
 
     def __iter__(self) -> Iterator[Frame]:
         self.open()
@@ -120,31 +125,51 @@ class MultiSource(Source):
 
 class _MuxBuffer(FrameBuffer):
     """The mux's shared buffer: frames of file-like sources wait for room and are never dropped; frames of
-    live sources never wait. ``live`` slots (one per live source) are kept free of file frames, so a file
-    read as fast as it decodes cannot starve a camera; a live frame that finds the buffer full replaces the
-    oldest live frame in it (counted in ``dropped``)."""
+    live sources never wait. While a file source is still being read, live frames hold at most one slot per
+    live source (``live_slots``): a camera's new frame replaces its own oldest one there (counted in
+    ``dropped``), so a camera faster than the model can neither starve a file nor be starved by it. With no
+    file left, live frames use the whole buffer, dropping the oldest live frame when it is full."""
 
-    def __init__(self, capacity: int, live: int):
+    def __init__(self, capacity: int, live: int, files: int = 0):
         super().__init__(max(int(capacity), live + 1), drop_oldest=False)
         self.live_slots = live
+        self.files_active = files  # file-like sources not yet finished (MultiSource counts them down)
         self._live_ids: set[str] = set()  # source ids of the frames live sources put here
+        self._waiting = 0  # file frames waiting for room now
+
+    def file_done(self) -> None:
+        with self._cond:
+            self.files_active = max(0, self.files_active - 1)
+            self._cond.notify_all()
 
     def put_from(self, frame: Frame, live: bool) -> bool:
         """Add a source's frame; False when the buffer was closed (the reader should stop)."""
         with self._cond:
             if not live:  # a file's frame waits while only the live sources' slots are left
-                while not self._closed and len(self._items) >= self.capacity - self.live_slots:
-                    self._cond.wait(0.1)
+                self._waiting += 1
+                try:
+                    while not self._closed and len(self._items) >= self.capacity - self.live_slots:
+                        self._cond.wait(0.1)
+                finally:
+                    self._waiting -= 1
             if self._closed:
                 return False
             if live:
-                self._live_ids.add(frame.source_id)
-            if live and len(self._items) >= self.capacity:
-                self.dropped += 1
-                old = next((i for i, f in enumerate(self._items) if getattr(f, "source_id", None) in self._live_ids), None)
-                if old is None:  # (cannot happen while file frames leave the live slots free) drop the new one
-                    return True
-                del self._items[old]
+                sid = getattr(frame, "source_id", None)
+                self._live_ids.add(sid)
+                mine = [i for i, f in enumerate(self._items) if getattr(f, "source_id", None) == sid]
+                lives = [i for i, f in enumerate(self._items) if getattr(f, "source_id", None) in self._live_ids]
+                files = self.files_active or self._waiting or len(lives) < len(self._items)
+                if files and mine:  # files still reading: this camera keeps one slot, its newest frame
+                    del self._items[mine[0]]
+                    self.dropped += 1
+                elif len(self._items) >= self.capacity:
+                    old = (mine or lives or [None])[0]
+                    if old is None:  # (files leave the live slots free) drop the new frame, counted
+                        self.dropped += 1
+                        return True
+                    del self._items[old]
+                    self.dropped += 1
             self._items.append(frame)
             self._cond.notify_all()
             return True

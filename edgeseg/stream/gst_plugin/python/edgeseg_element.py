@@ -82,6 +82,7 @@ class EdgesegFilter(GstBase.BaseTransform):
         self.failing = False  # the last frame failed (one bus warning per run of failures)
         self.refused: set[str] = set()  # caps refused (and named on the bus) so far
         self.model_lock = threading.RLock()  # the model and renderer, swapped by a property set while running
+        self.config_lock = threading.Lock()  # property sets and start, one at a time (each may load a model)
         self.predictor = None
         self.renderer = None
         self.width = self.height = self.stride = self.offset = 0
@@ -90,7 +91,10 @@ class EdgesegFilter(GstBase.BaseTransform):
         return self.errors if prop.name == "errors" else self.props_[prop.name]
 
     def do_set_property(self, prop, value) -> None:
-        name = prop.name
+        with self.config_lock:  # one property set, or a start, at a time: none is lost to another's load
+            self._set_property(prop.name, value)
+
+    def _set_property(self, name: str, value) -> None:
         with self.model_lock:
             running = self.predictor is not None
             if not running or value == self.props_[name]:
@@ -141,7 +145,11 @@ class EdgesegFilter(GstBase.BaseTransform):
         return Renderer(m.palette_array, m.classes, alpha=alpha, hud=False)
 
     def do_start(self) -> bool:
-        p = self.props_
+        with self.config_lock:  # a property set while the model loads is applied after, not lost
+            return self._start()
+
+    def _start(self) -> bool:
+        p = dict(self.props_)
         if not p["bundle"]:
             return self._fail("the edgeseg element needs bundle=PATH (a bundle directory, .zip or shipped name)")
         try:
