@@ -166,7 +166,8 @@ def _run_panoptic(args: argparse.Namespace, model, names, palette, spec, out, pr
     bundle = export_panoptic_bundle(model, out, name=args.name or out.name.removesuffix(".edgeseg"),
                                     classes=names if not isinstance(names, int) else None, input_spec=spec,
                                     palette=palette, category_ids=category_ids or None, overwrite=args.overwrite,
-                                    opset=args.opset, provenance=provenance, include_checkpoint=args.checkpoint)
+                                    opset=args.opset, provenance=provenance, include_checkpoint=args.checkpoint,
+                                    deform_conv=args.deform_conv, roi_align=args.roi_align)
     parity = bundle.report["parity"]
     m = bundle.manifest
     print(f"wrote {bundle.source} ({model.model_name}, panoptic, {m.decoder_options.layout} layout, "
@@ -186,7 +187,8 @@ def _run_instance(args: argparse.Namespace, model, names, palette, spec, out, pr
     bundle = export_instance_bundle(model, out, name=args.name or out.name.removesuffix(".edgeseg"),
                                     classes=names if not isinstance(names, int) else None, input_spec=spec,
                                     palette=palette, overwrite=args.overwrite, opset=args.opset,
-                                    provenance=provenance, include_checkpoint=args.checkpoint, nms=args.nms)
+                                    provenance=provenance, include_checkpoint=args.checkpoint, nms=args.nms,
+                                    deform_conv=args.deform_conv, roi_align=args.roi_align)
     parity = bundle.report["parity"]
     m = bundle.manifest
     print(f"wrote {bundle.source} ({model.model_name}, instance, {m.decoder_options.layout} layout, "

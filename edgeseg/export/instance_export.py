@@ -105,7 +105,8 @@ def export_instance_bundle(model: nn.Module, out: str | os.PathLike, *, name: st
                            classes=None, palette=None, overwrite: bool = False, opset: int = OPSET,
                            provenance: dict[str, Any] | None = None, include_checkpoint: bool = True,
                            model_kwargs: dict[str, Any] | None = None,
-                           options: InstanceOptions | None = None, nms: str = "onnx") -> Bundle:
+                           options: InstanceOptions | None = None, nms: str = "onnx", deform_conv: str = "onnx",
+                           roi_align: str = "onnx") -> Bundle:
     """Export an instance model into a new bundle at ``out`` (module doc). ``classes``: the thing
     class names (default: ``model.classes``). ``nms="tensorrt"`` (Mask R-CNN): the bundle also gets
     ``model.trt.onnx`` (target ``tensorrt``), the same weights with TensorRT's ``EfficientNMS_TRT``
@@ -129,7 +130,8 @@ def export_instance_bundle(model: nn.Module, out: str | os.PathLike, *, name: st
     if max_det:
         options = options.replace(max_detections=int(max_det))
     with tempfile.TemporaryDirectory(prefix="edgeseg-bundle-") as tmp:
-        onnx_path = export_onnx(folded, Path(tmp) / "model.onnx", spec, opset=opset, outputs=outputs)
+        onnx_path = export_onnx(folded, Path(tmp) / "model.onnx", spec, opset=opset, outputs=outputs,
+                                deform_conv=deform_conv, roi_align=roi_align)
         session = make_session(str(onnx_path))
         x, _ = spec.preprocess(parity_images(spec.size, count=1)[0])
         ys = session.run(None, {"images": x})
@@ -152,7 +154,8 @@ def export_instance_bundle(model: nn.Module, out: str | os.PathLike, *, name: st
 
             plugin = copy.deepcopy(folded)
             plugin.cfg = replace(cfg, nms="tensorrt")
-            trt_path = export_onnx(plugin, Path(tmp) / "model.trt.onnx", spec, opset=opset, outputs=outputs)
+            trt_path = export_onnx(plugin, Path(tmp) / "model.trt.onnx", spec, opset=opset, outputs=outputs,
+                                   deform_conv=deform_conv, roi_align=roi_align)
         with Bundle.writing(out, manifest, overwrite=overwrite) as bundle:
             bundle.add_model(ModelFile("model.onnx", "fp32", opset=opset), onnx_path)
             if trt_path is not None:

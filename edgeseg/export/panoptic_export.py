@@ -111,10 +111,12 @@ def export_panoptic_bundle(model: nn.Module, out: str | os.PathLike, *, name: st
                            classes=None, palette=None, category_ids: Sequence[int] | None = None,
                            overwrite: bool = False, opset: int = OPSET, provenance: dict[str, Any] | None = None,
                            include_checkpoint: bool = True, model_kwargs: dict[str, Any] | None = None,
-                           options: PanopticOptions | None = None) -> Bundle:
+                           options: PanopticOptions | None = None, deform_conv: str = "onnx",
+                           roi_align: str = "onnx") -> Bundle:
     """Export a panoptic model into a new bundle at ``out`` (module doc). ``classes``: all class
     names, stuff and things (default: ``model.class_names``); ``category_ids``: the dataset's
-    category id of each class (default: ``model.category_ids`` if set, else the class index)."""
+    category id of each class (default: ``model.category_ids`` if set, else the class index).
+    ``deform_conv``/``roi_align``: the ONNX form of those ops (:func:`~edgeseg.export.onnx_export.export_onnx`)."""
     model_name = str(getattr(model, "model_name", type(model).__name__))
     names = normalize_classes(classes if classes is not None else getattr(model, "class_names", None) or model.num_classes,
                               getattr(model, "num_classes", None), f"export of {model_name}")
@@ -129,7 +131,8 @@ def export_panoptic_bundle(model: nn.Module, out: str | os.PathLike, *, name: st
     options = (options or PanopticOptions()).replace(layout=layout, thing_classes=things,
                                                       category_ids=_category_ids(category_ids, model, len(names)) or None)
     with tempfile.TemporaryDirectory(prefix="edgeseg-bundle-") as tmp:
-        onnx_path = export_onnx(folded, Path(tmp) / "model.onnx", spec, opset=opset, outputs=outputs)
+        onnx_path = export_onnx(folded, Path(tmp) / "model.onnx", spec, opset=opset, outputs=outputs,
+                                deform_conv=deform_conv, roi_align=roi_align)
         session = make_session(str(onnx_path))
         x, _ = spec.preprocess(parity_images(spec.size, count=1)[0])
         ys = session.run(None, {"images": x})

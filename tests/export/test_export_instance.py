@@ -3,6 +3,7 @@ decoded instances (torch vs ONNX Runtime), the manifest's decoder options, and t
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 
@@ -112,3 +113,19 @@ def test_parity_pairs_instances_whose_tied_scores_swapped_ranks():
     assert _paired_mask_iou(a, b, 1, tie=1e-6) == 0.0
     c = result([0, 2, 1], [0.9, 0.09122, 0.091145], [0, 0, 3])
     assert _paired_mask_iou(a, c, 1) == 0.0
+
+
+@pytest.mark.parametrize("model,op,option", [("test_lpsnet", "DeformConv", "--deform-conv"),
+                                             ("test_mask_rcnn", "RoiAlign", "--roi-align")])
+def test_decomposed_forms_reach_panoptic_and_instance_exports(tmp_path, model, op, option):
+    """Before: `edgeseg export` dropped --deform-conv and --roi-align for panoptic and instance models (only
+    the semantic path passed them on): an LPSNet exported `--deform-conv decomposed` still held DeformConv,
+    which OpenVINO cannot read."""
+    import onnx
+
+    from edgeseg.cli import main
+
+    out = tmp_path / f"{op}.edgeseg"
+    assert main(["export", model, "--size", "128x96", option, "decomposed", "--out", str(out), "--no-checkpoint"]) == 0
+    ops = {n.op_type for n in onnx.load(str(out / "model.onnx")).graph.node}
+    assert op not in ops
