@@ -378,13 +378,19 @@ class MaskAPAccumulator:
         gts = _Masks.of(g_masks[keep]) if not keep.all() else _Masks.of(g_masks)
         g_cats, g_crowd, g_area = g_cats[keep], g_crowd[keep], g_area[keep]
         dts = _Masks.of(d_masks) if d_masks is not None else None
+        self._score(image_id, lambda d, g: _iou(dts, d, gts, g, g_crowd[g]), g_cats, g_crowd, g_area, d_cats, d_scores,
+                    d_area)
+
+    def _score(self, image_id: int, iou, g_cats, g_crowd, g_area, d_cats, d_scores, d_area) -> None:
+        """Per category of one image: its best 100 detections by score, their IoU with the ground truth
+        (``iou(detection indices, truth indices)``) and COCOeval's matching for every area range."""
         for cat in sorted(set(g_cats.tolist()) | set(d_cats.tolist())):
             k = self._k.get(cat)
             if k is None:
                 continue
             g, d = np.flatnonzero(g_cats == cat), np.flatnonzero(d_cats == cat)
             d = d[np.argsort(-d_scores[d], kind="mergesort")][: MAX_DETS[-1]]
-            ious = _iou(dts, d, gts, g, g_crowd[g]) if len(d) and len(g) else np.zeros((len(d), len(g)))
+            ious = iou(d, g) if len(d) and len(g) else np.zeros((len(d), len(g)))
             self._num_gt[k] += int((~g_crowd[g]).sum())
             for a, e in enumerate(_evaluate_image(image_id, ious, d_scores[d], d_area[d], g_area[g], g_crowd[g])):
                 self._evals[k, a].append(e)
@@ -400,17 +406,8 @@ class MaskAPAccumulator:
                 raise InputError(f"image {image_id}: prediction scores must be finite")
             d_boxes, d_cats = xyxy_to_xywh(pred.boxes), self.categories_of(pred.classes)
         self._images.add(image_id)
-        d_area = d_boxes[:, 2] * d_boxes[:, 3]
-        for cat in sorted(set(g_cats.tolist()) | set(d_cats.tolist())):
-            k = self._k.get(cat)
-            if k is None:
-                continue
-            g, d = np.flatnonzero(g_cats == cat), np.flatnonzero(d_cats == cat)
-            d = d[np.argsort(-d_scores[d], kind="mergesort")][: MAX_DETS[-1]]
-            ious = box_iou(d_boxes[d], g_boxes[g], g_crowd[g]) if len(d) and len(g) else np.zeros((len(d), len(g)))
-            self._num_gt[k] += int((~g_crowd[g]).sum())
-            for a, e in enumerate(_evaluate_image(image_id, ious, d_scores[d], d_area[d], g_area[g], g_crowd[g])):
-                self._evals[k, a].append(e)
+        self._score(image_id, lambda d, g: box_iou(d_boxes[d], g_boxes[g], g_crowd[g]), g_cats, g_crowd, g_area,
+                    d_cats, d_scores, d_boxes[:, 2] * d_boxes[:, 3])
 
     def _prediction_arrays(self, pred: InstanceResult | None, image_id: int):
         if pred is None or len(pred) == 0:

@@ -51,11 +51,16 @@ def reference(images, gts, dets, cats, with_bbox=False):
     if with_bbox:
         for r, (_, _, m, _) in zip(results, dets):
             r["bbox"] = tight_xywh(m)
+    return _cocoeval(dataset, results, "segm")
+
+
+def _cocoeval(dataset: dict, results: list[dict], iou_type: str):
+    """pycocotools' stats, precision and recall of ``results`` against the ground truth ``dataset``."""
     with contextlib.redirect_stdout(io.StringIO()):
         gt = COCO()
         gt.dataset = dataset
         gt.createIndex()
-        ev = COCOeval(gt, gt.loadRes(results), "segm")
+        ev = COCOeval(gt, gt.loadRes(results), iou_type)
         ev.evaluate()
         ev.accumulate()
         ev.summarize()
@@ -251,15 +256,7 @@ def box_reference(images, gts, dets, cats, gt_boxes, det_boxes):
         x2, y2 = np.float32(x1 + w), np.float32(y1 + h)  # the xyxy float32 corners an InstanceResult holds
         results.append({"image_id": i, "category_id": c, "score": sc,
                         "bbox": [x1, y1, float(x2) - x1, float(y2) - y1]})
-    with contextlib.redirect_stdout(io.StringIO()):
-        gt = COCO()
-        gt.dataset = dataset
-        gt.createIndex()
-        ev = COCOeval(gt, gt.loadRes(results), "bbox")
-        ev.evaluate()
-        ev.accumulate()
-        ev.summarize()
-    return np.array(ev.stats), ev.eval["precision"], ev.eval["recall"]
+    return _cocoeval(dataset, results, "bbox")
 
 
 def box_ours(images, gts, dets, cats, gt_boxes, det_boxes):

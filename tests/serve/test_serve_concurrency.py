@@ -9,11 +9,9 @@ module. Every test runs under a deadline (:func:`within`): a hang fails it inste
 """
 from __future__ import annotations
 
-import functools
 import http.client
 import http.server
 import json
-import os
 import socket
 import statistics
 import threading
@@ -29,34 +27,10 @@ from edgeseg.errors import InputError
 from edgeseg.remote import RemotePredictor
 from edgeseg.structures import ImageShape, SemanticResult
 from edgeseg.wire import decode_result, encode_frame, encode_result
+from deadline import within
 
 SIZE = ImageShape(120, 160)
 CLIENTS = 8
-
-
-def within(seconds: float):
-    """Run the test body in a thread; fail (instead of hanging the suite) when it is not done in ``seconds``."""
-    def wrap(fn):
-        @functools.wraps(fn)
-        def run(*args, **kwargs):
-            box: dict = {}
-
-            def body():
-                try:
-                    box["value"] = fn(*args, **kwargs)
-                except BaseException as e:  # noqa: BLE001  (re-raised in the test's thread)
-                    box["error"] = e
-
-            t = threading.Thread(target=body, name=f"test-{fn.__name__}", daemon=True)
-            t.start()
-            t.join(seconds)
-            if t.is_alive():
-                pytest.fail(f"{fn.__name__} did not finish within {seconds:g} s (a hang)")
-            if "error" in box:
-                raise box["error"]
-            return box.get("value")
-        return run
-    return wrap
 
 
 def _free_port() -> int:

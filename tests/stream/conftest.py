@@ -35,3 +35,17 @@ def gst():
     return _gst()
 
 
+@pytest.fixture
+def launch_env(gst, tmp_path):
+    """The environment gst-launch-1.0 needs to load the edgeseg element (its own plugin registry per test)."""
+    import os
+    import shutil
+    from pathlib import Path
+
+    from edgeseg.stream.gst_plugin import environment
+
+    if shutil.which("gst-launch-1.0") is None:
+        pytest.skip("gst-launch-1.0 is not installed")
+    if not any(Path("/usr/lib").glob("*/gstreamer-1.0/libgstpython.so")):
+        pytest.skip("gst-python's plugin loader (gstreamer1.0-python3-plugin-loader) is not installed")
+    return {**os.environ, **environment(), "OMP_NUM_THREADS": "1", "GST_REGISTRY": str(tmp_path / "registry.bin")}

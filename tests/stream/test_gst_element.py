@@ -2,10 +2,7 @@
 (Debian's embedded libpython 3.11 with this venv's packages on PYTHONPATH)."""
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,17 +11,8 @@ from edgeseg.stream import GstSource, Renderer
 from edgeseg.stream.gst_plugin import environment
 
 pytestmark = pytest.mark.gst
-LOADER = Path("/usr/lib/x86_64-linux-gnu/gstreamer-1.0/libgstpython.so")
 
 
-@pytest.fixture
-def launch_env(gst, tmp_path):
-    if shutil.which("gst-launch-1.0") is None:
-        pytest.skip("gst-launch-1.0 is not installed")
-    if not any(Path("/usr/lib").glob("*/gstreamer-1.0/libgstpython.so")) and not LOADER.exists():
-        pytest.skip("gst-python's plugin loader (gstreamer1.0-python3-plugin-loader) is not installed")
-    env = {**os.environ, **environment(), "OMP_NUM_THREADS": "1", "GST_REGISTRY": str(tmp_path / "registry.bin")}
-    return env
 
 
 def test_element_draws_the_same_overlay_as_the_sdk(launch_env, bundle, predictor, tmp_path):

@@ -6,31 +6,19 @@ Every pipeline runs in a child process with a timeout, so a hang fails the test 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 
-from edgeseg.stream.gst_plugin import environment
 from edgeseg.structures import ImageShape, InputSpec
 from handmade_bundles import conv_model, make_bundle
 
 pytestmark = pytest.mark.gst
-LOADER = Path("/usr/lib/x86_64-linux-gnu/gstreamer-1.0/libgstpython.so")
 FP32 = "threads=1 backend=onnxruntime precision=fp32"
 
 
-@pytest.fixture
-def launch_env(gst, tmp_path):
-    if shutil.which("gst-launch-1.0") is None:
-        pytest.skip("gst-launch-1.0 is not installed")
-    if not any(Path("/usr/lib").glob("*/gstreamer-1.0/libgstpython.so")) and not LOADER.exists():
-        pytest.skip("gst-python's plugin loader (gstreamer1.0-python3-plugin-loader) is not installed")
-    return {**os.environ, **environment(), "OMP_NUM_THREADS": "1", "GST_REGISTRY": str(tmp_path / "registry.bin")}
 
 
 @pytest.fixture(scope="module")

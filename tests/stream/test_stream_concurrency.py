@@ -7,7 +7,6 @@ deadline (:func:`within`): a hang fails the test instead of blocking the suite.
 """
 from __future__ import annotations
 
-import functools
 import json
 import os
 import threading
@@ -25,34 +24,10 @@ from edgeseg.stream import CallbackSink, Source, StreamOptions, build_pipeline
 from edgeseg.stream.sources.synthetic import SyntheticSource
 from edgeseg.structures import rle_decode
 from edgeseg.structures.frame import Frame
+from deadline import within
 
 U = "synthetic://?seed={}&size=160x120&frames={}"
 RUNTIME = {"backend": "onnxruntime", "precision": "fp32", "threads": 1}
-
-
-def within(seconds: float):
-    """Run the test body in a thread; fail (instead of hanging the suite) when it is not done in ``seconds``."""
-    def wrap(fn):
-        @functools.wraps(fn)
-        def run(*args, **kwargs):
-            box: dict = {}
-
-            def body():
-                try:
-                    box["value"] = fn(*args, **kwargs)
-                except BaseException as e:  # noqa: BLE001  (re-raised in the test's thread)
-                    box["error"] = e
-
-            t = threading.Thread(target=body, name=f"test-{fn.__name__}", daemon=True)
-            t.start()
-            t.join(seconds)
-            if t.is_alive():
-                pytest.fail(f"{fn.__name__} did not finish within {seconds:g} s (a hang)")
-            if "error" in box:
-                raise box["error"]
-            return box.get("value")
-        return run
-    return wrap
 
 
 @pytest.fixture(scope="module")
