@@ -656,15 +656,23 @@ def _stage_path(root: Path) -> Path:
 class _locked:
     """An exclusive ``flock`` on ``path`` for a ``with`` block. The file is opened (created if missing, 0666
     less the umask) when this object is made, so an unusable cache fails there, where the caller turns it into
-    its error; read-only, so a cache shared by several users (the lock made by another) takes everyone's lock."""
+    its error: for writing where it can be (NFS emulates flock with write locks), else read-only (a lock file
+    another user of a shared cache made). A file system that takes no lock at all leaves the block unlocked
+    (the lock only orders processes unpacking one zip at once), never failed."""
 
     def __init__(self, path: Path):
-        self.fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o666)
+        try:
+            self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        except PermissionError:
+            self.fd = os.open(path, os.O_RDONLY)
 
     def __enter__(self) -> None:
         import fcntl
 
-        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX)
+        except OSError as e:
+            log.debug("no lock on the bundle cache (%s): unpacking unlocked", e.strerror or e)
 
     def __exit__(self, *exc: Any) -> None:
         os.close(self.fd)  # releases the lock

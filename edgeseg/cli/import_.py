@@ -50,13 +50,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_json_option(p)
 
 
-def _names(value: str) -> tuple[tuple[str, ...], object]:
-    """(names, palette or None) from 'camvid', a names file, or a comma-separated list (``car,person,bike``)."""
+def _names(value: str, list_only: bool = False) -> tuple[tuple[str, ...], object]:
+    """(names, palette or None) from 'camvid', a names file, or a comma-separated list (``car,person,bike``);
+    ``list_only`` (``--names``): a value that is no file is a list, one name too (``--names person``), unless it
+    looks like a path (a missing names file is named as such)."""
     from pathlib import Path
 
     from .export import read_classes
 
-    if "," in value and not Path(value).is_file():
+    looks_like_path = "/" in value or Path(value).suffix.lower() in (".txt", ".names", ".yaml", ".json")
+    if ("," in value or (list_only and not looks_like_path and value.lower() != "camvid")) and not Path(value).is_file():
         names = tuple(n.strip() for n in value.split(","))
         if not all(names):
             from ..errors import InputError
@@ -86,7 +89,8 @@ def run(args: argparse.Namespace) -> int:
     from ..export.importer import import_onnx, onnx_input_size
     from ..structures import ImageShape, InputSpec
 
-    if args.names is not None:
+    names_given = args.names is not None
+    if names_given:
         if args.classes is not None:
             raise InputError(f"--classes {args.classes} and --names {args.names}: give the classes once",
                              fix="--names for their names, or --classes N for a count")
@@ -94,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
     if args.classes is None and args.task == "semantic":
         raise InputError("--classes is required for a semantic model", fix="e.g. --classes 21, --classes camvid or --classes names.txt")
     classes, palette = (None, None) if args.classes is None else (
+        _names(args.classes, list_only=True) if names_given else
         (int(args.classes), None) if args.classes.isdigit() else _names(args.classes))
     norm = {k: _triple(v, k) for k, v in (("mean", args.mean), ("std", args.std)) if v is not None}
     explicit = {k: v for k, v in (("scale", args.scale), ("resize", args.resize), ("pad_value", args.pad_value)) if v is not None}

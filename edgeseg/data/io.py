@@ -60,10 +60,10 @@ def png_palette_indices(data: bytes, path: Path, what: str = "mask") -> np.ndarr
     pos = 8
     while pos + 8 <= len(data):
         (length,) = struct.unpack(">I", data[pos : pos + 4])
-        if data[pos + 4 : pos + 8] == b"PLTE":
-            ramp = bytes(v for i in range(length // 3) for v in (i, i, i)) + bytes(length % 3)
-            chunk = b"PLTE" + ramp
-            data = data[:pos + 4] + chunk + struct.pack(">I", zlib.crc32(chunk) & 0xFFFFFFFF) + data[pos + 12 + length:]
+        if data[pos + 4 : pos + 8] == b"PLTE":  # 256 entries whatever the file's count: an index past its
+            chunk = b"PLTE" + bytes(v for i in range(256) for v in (i, i, i))  # end (void 255) stays 255, not black
+            data = (data[:pos] + struct.pack(">I", 768) + chunk + struct.pack(">I", zlib.crc32(chunk) & 0xFFFFFFFF)
+                    + data[pos + 12 + length:])
             break
         pos += 12 + length
     bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)

@@ -14,6 +14,8 @@ OpenCV is imported when a reader is opened (``import edgeseg`` stays light).
 """
 from __future__ import annotations
 
+import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -33,6 +35,27 @@ class VideoFrame:
     pts_ns: int
 
 
+_FFMPEG_ONCE = threading.Lock()
+_ffmpeg_read = False  # OpenCV has opened a capture in this process (and read OPENCV_FFMPEG_LOGLEVEL)
+
+
+def _open_capture(cv2: Any, target: Any, params: list) -> Any:
+    """``cv2.VideoCapture``; the process's first one with FFmpeg quieted (:func:`_quiet_ffmpeg`), the variable
+    removed again once OpenCV has read it (child processes keep their own FFmpeg messages). One thread sets it."""
+    global _ffmpeg_read
+    if not _ffmpeg_read:
+        with _FFMPEG_ONCE:
+            if not _ffmpeg_read:
+                quieted = _quiet_ffmpeg()
+                try:
+                    return cv2.VideoCapture(target, cv2.CAP_ANY, params)
+                finally:
+                    _ffmpeg_read = True
+                    if quieted:
+                        os.environ.pop("OPENCV_FFMPEG_LOGLEVEL", None)
+    return cv2.VideoCapture(target, cv2.CAP_ANY, params)
+
+
 def _quiet_ffmpeg() -> bool:
     """FFmpeg's own lines (``[h264 @ 0x...] error while decoding MB ...``, dozens for one damaged stretch)
     kept off the terminal: the reader reports what they mean (``decoded N of the M frames``). OpenCV reads
@@ -40,7 +63,6 @@ def _quiet_ffmpeg() -> bool:
     logging (``--verbose``) FFmpeg speaks. True when it set the variable (the caller removes it once the
     capture is open, so child processes do not inherit it)."""
     import logging
-    import os
 
     if logging.getLogger("edgeseg").isEnabledFor(logging.DEBUG) or "OPENCV_FFMPEG_LOGLEVEL" in os.environ:
         return False
@@ -62,14 +84,9 @@ class VideoReader:
                  threads: int | None = None):
         import cv2
 
-        quieted = _quiet_ffmpeg()
         self.target = target
         params = [cv2.CAP_PROP_N_THREADS, int(threads)] if threads else []
-        self._cap: Any = cv2.VideoCapture(target if isinstance(target, int) else str(target), cv2.CAP_ANY, params)
-        if quieted:  # read by now (once per process); child processes keep their own FFmpeg messages
-            import os
-
-            os.environ.pop("OPENCV_FFMPEG_LOGLEVEL", None)
+        self._cap: Any = _open_capture(cv2, target if isinstance(target, int) else str(target), params)
         if not self._cap.isOpened():
             self._cap.release()
             self._cap = None

@@ -27,6 +27,14 @@ result is compact: one boolean crop per instance over its ``mask_boxes`` (``Inst
 instances cover, not ``N x H x W``. The per-instance geometry (pixel spans, source windows, affine
 maps) is computed for all instances at once; the loop does the window product, the warp and the
 threshold.
+
+Broken outputs (a faulty export, fp16 overflow): a detection whose score or box holds NaN or
+``+/-inf``, or whose box has no positive width and height (``x2 <= x1``), is treated as not detected
+(before the top-k, NMS and the cap); class ids that are no class index (NaN, 999, -1 in the dense and
+roi layouts; NaN in ``end2end``) drop their detection, while a finite ``end2end`` class id outside the
+classes is an error naming the outputs (the bundle's class count is wrong). Boxes are clamped to
+:data:`BOX_LIMIT` network sizes before NMS, so a 1e30 box neither overflows the IoU nor disturbs the
+per-class offsets; every box is clipped to the image.
 """
 from __future__ import annotations
 
@@ -367,11 +375,12 @@ def end2end_candidates(det: np.ndarray, nc: int, nm: int,
     else:
         raise ValueError(f"expected {f} = 4 box + score + class + {nm} mask coefficients values per detection")
     rows = np.asarray(rows[rows[:, 4] > threshold], np.float32)
-    classes = np.rint(rows[:, 5]).astype(np.int32)
-    bad = (classes < 0) | (classes >= nc)
+    rows = rows[np.isfinite(rows[:, 5])]  # a NaN/inf class id (a broken row) is no detection, as a NaN score
+    ids = np.rint(rows[:, 5])
+    bad = (ids < 0) | (ids >= nc)
     if bad.any():
-        raise ValueError(f"class id {int(classes[bad][0])} is not one of the model's {nc} classes")
-    return rows[:, :4], rows[:, 4].copy(), classes, rows[:, 6:]
+        raise ValueError(f"class id {rows[bad, 5][0]:g} is not one of the model's {nc} classes")
+    return rows[:, :4], rows[:, 4].copy(), ids.astype(np.int32), rows[:, 6:]
 
 
 class _WindowProducts:
@@ -424,6 +433,28 @@ def _logit(p: float) -> float:
     return math.log(p / (1 - p))
 
 
+#: network-pixel coordinates are clamped to ``[-BOX_LIMIT, BOX_LIMIT]`` times the network's longer side
+#: before NMS: every final box is clipped to the image anyway (a clamped side lies outside it, so the
+#: image boxes do not change), and NMS then neither overflows (a 1e25-px box's area is inf) nor loses
+#: the precision of the per-class offsets (one 1e30 box made them 2e30 apart: 20-px boxes all 0-wide)
+BOX_LIMIT = 4.0
+
+
+def _usable(xyxy: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """``bool [K]``: the detections (xyxy network pixels) that are ones: finite box and score, positive
+    width and height. NaN/inf come from broken exports or fp16 overflow, ``x2 <= x1`` from broken box
+    heads; those rows are treated as not detected. (A valid box off the frame stays, clipped to the
+    image, as Ultralytics clips it.) ``K`` floats: cheap."""
+    ok = np.isfinite(scores) & np.isfinite(xyxy).all(axis=1)
+    ok &= (xyxy[:, 2] > xyxy[:, 0]) & (xyxy[:, 3] > xyxy[:, 1])  # False for NaN
+    return ok
+
+
+def _clamped(xyxy: np.ndarray, meta: "PreprocessMeta") -> np.ndarray:
+    lim = BOX_LIMIT * max(meta.network.height, meta.network.width)
+    return np.clip(xyxy, -lim, lim).astype(np.float32, copy=False)
+
+
 def decode_prototype(outputs: Mapping[str, np.ndarray], meta: "PreprocessMeta", manifest: "Manifest",
                      opts: InstanceOptions, transpose: bool | None = None) -> InstanceResult:
     """The prototype layout (module doc). ``transpose`` forces (True) or forbids (False) the
@@ -439,13 +470,18 @@ def decode_prototype(outputs: Mapping[str, np.ndarray], meta: "PreprocessMeta", 
                                                                   opts.prototype_format, opts.score_threshold)
     except ValueError as e:
         raise _layout_error(manifest, outputs, f"prototype layout ({opts.prototype_format}): {e}") from None
+    if opts.prototype_format != "end2end":
+        xyxy = _cxcywh_to_xyxy(boxes)
+    ok = _usable(xyxy, scores)
+    if not ok.all():
+        xyxy, scores, classes, coeffs = xyxy[ok], scores[ok], classes[ok], coeffs[ok]
+    xyxy = _clamped(xyxy, meta)
     if opts.prototype_format == "end2end":  # the graph removed duplicates: best first, capped, no NMS
         keep = np.argsort(-scores, kind="stable")[: opts.max_detections]
     else:
         if len(scores) > opts.pre_nms_top_k:
             top = np.argsort(-scores, kind="stable")[: opts.pre_nms_top_k]
-            boxes, scores, classes, coeffs = boxes[top], scores[top], classes[top], coeffs[top]
-        xyxy = _cxcywh_to_xyxy(boxes)
+            xyxy, scores, classes, coeffs = xyxy[top], scores[top], classes[top], coeffs[top]
         keep = nms(xyxy, scores, opts.iou_threshold, None if opts.class_agnostic else classes,
                    max_out=opts.max_detections)
     image = meta.original
@@ -472,14 +508,28 @@ def decode_prototype(outputs: Mapping[str, np.ndarray], meta: "PreprocessMeta", 
                           class_names=tuple(manifest.classes), mask_boxes=out.bounds, mask_crops=out.crops)
 
 
-def _dense_common(outputs, manifest, opts) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _class_ids(raw: np.ndarray, num_classes: int) -> np.ndarray:
+    """``int32`` class ids, -1 where ``raw`` is no class index ``0..num_classes-1`` (NaN, inf, 1e30 or
+    999 included: checked before the cast, which would wrap them)."""
+    if not np.issubdtype(raw.dtype, np.floating):
+        raw = raw.astype(np.int64, copy=False)
+    ok = (raw >= 0) & (raw < num_classes)  # False for NaN
+    return np.where(ok, raw, -1).astype(np.int32)
+
+
+def _dense_common(outputs, manifest, opts, boxes: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     scores = _one(_named(outputs, manifest, "scores"), "scores", 1).astype(np.float32)
-    classes = _one(_named(outputs, manifest, "classes"), "classes", 1).astype(np.int32)
+    classes = _class_ids(_one(_named(outputs, manifest, "classes"), "classes", 1), max(1, manifest.num_classes))
     masks = _one(_named(outputs, manifest, "masks"), "masks", 3)
-    if not (len(scores) == len(classes) == len(masks)):
-        raise _layout_error(manifest, outputs, "dense/roi layout: scores, classes and masks must have the same K")
-    bad = (classes < 0) | (classes >= max(1, manifest.num_classes))
-    keep = np.flatnonzero((scores > opts.score_threshold) & ~bad)
+    if not (len(scores) == len(classes) == len(masks)) or (boxes is not None and len(boxes) != len(scores)):
+        raise _layout_error(manifest, outputs, "dense/roi layout: scores, classes, masks (and boxes) must have the same K")
+    cand = (scores > opts.score_threshold) & (classes >= 0)
+    if boxes is not None:  # roi: NaN/inf and inverted boxes are no detection
+        at = np.flatnonzero(cand)
+        cand[at] = _usable(np.asarray(boxes[at], np.float32), scores[at])
+    else:
+        cand &= np.isfinite(scores)
+    keep = np.flatnonzero(cand)
     keep = keep[np.argsort(-scores[keep], kind="stable")][: opts.max_detections]
     return keep, scores, classes
 
@@ -525,13 +575,13 @@ def decode_dense(outputs: Mapping[str, np.ndarray], meta: "PreprocessMeta", mani
 
 def decode_roi(outputs: Mapping[str, np.ndarray], meta: "PreprocessMeta", manifest: "Manifest",
                opts: InstanceOptions) -> InstanceResult:
-    keep, scores, classes = _dense_common(outputs, manifest, opts)
     boxes = _one(_named(outputs, manifest, "boxes"), "boxes", 2)
+    if boxes.shape[1:] != (4,):
+        raise _layout_error(manifest, outputs, "roi layout: boxes must be [1, K, 4]")
+    keep, scores, classes = _dense_common(outputs, manifest, opts, boxes)
     roi = _one(_named(outputs, manifest, "masks"), "masks", 3)
-    if len(boxes) != len(scores):
-        raise _layout_error(manifest, outputs, "roi layout: boxes must have the same K as scores")
     image = meta.original
-    img_boxes = boxes_to_image(boxes[keep], meta)
+    img_boxes = boxes_to_image(_clamped(np.asarray(boxes[keep], np.float32), meta), meta)
     out = _Crops(len(keep))
     (r0, r1), (c0, c1), aff = _roi_geometry(img_boxes, roi.shape[1:], image)  # paste_roi_mask's, for all at once
     cv2 = _cv2()
@@ -559,4 +609,5 @@ def decode_instance(outputs: Mapping[str, np.ndarray], meta: "PreprocessMeta", m
     if not isinstance(opts, InstanceOptions):
         raise UnsupportedError(f"bundle {manifest.name!r} is a {manifest.task} bundle, not an instance one")
     opts = opts.replace(**overrides)
-    return _LAYOUTS[opts.layout](outputs, meta, manifest, opts)
+    with np.errstate(invalid="ignore", over="ignore"):  # NaN/inf outputs are dropped on purpose, not warned per frame
+        return _LAYOUTS[opts.layout](outputs, meta, manifest, opts)

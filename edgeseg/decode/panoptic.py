@@ -46,6 +46,13 @@ Panoptic-DeepLab's reference inference; ``tools/bench/panoptic_decode.py`` measu
 loses 3-5 PQ points to boundaries blocky by up to half a cell (92.4 against 95.4 PQ with 20 objects,
 84.2 against 89.4 with 100 smaller ones). Only the grid path fits the budget of post-processing
 (15% of a 60 ms frame), so it is the one used.
+
+Broken outputs: semantic logits holding NaN are an error naming the output (``+/-inf`` are clamped,
+as :mod:`edgeseg.decode.semantic` does); NaN/inf heatmap cells and in-graph centre scores are no
+centres; a thing pixel whose offset is NaN/inf is void, a huge offset is clamped (it points far away,
+not at centre 0); paste boxes or scores holding NaN/inf and class ids that are no class index are no
+detection. A heatmap with more than ``top_k`` peaks tied at the cut keeps none of the tied ones
+(:func:`find_centers`).
 """
 from __future__ import annotations
 
@@ -59,7 +66,7 @@ from ..structures import ImageShape, InstanceResult, PanopticOptions, PanopticRe
 from . import DECODERS
 from .geometry import image_affine
 from .instance import _pixel_span, paste_roi_mask
-from .semantic import _argmax_chw
+from .semantic import _argmax_chw, finite_logits
 
 if TYPE_CHECKING:
     from ..bundle import Manifest
@@ -72,6 +79,9 @@ LAYOUT_OUTPUTS = {
 GRAPH_OUTPUTS = {"centers": "[1, K, 3]", "instance": "[1, h, w]"}
 _ALIASES = {"semantic": ("semantic", "logits")}
 _CHUNK = 1 << 17  # distance-matrix elements per chunk of the nearest-centre search
+#: offset targets are clamped to ``+/-OFFSET_LIMIT`` times the network input's longer side: beyond it
+#: every centre is about as far, and float32 squares of 1e20 px overflow to inf (all centres tie)
+OFFSET_LIMIT = 4.0
 
 
 # ---- grid <-> image ------------------------------------------------------------------------------
@@ -173,7 +183,10 @@ def _semantic_labels(outputs, manifest: "Manifest", layout: str) -> np.ndarray:
     if logits.shape[0] != manifest.num_classes:
         raise _layout_error(manifest, outputs, layout,
                             f"semantic has {logits.shape[0]} channels for {manifest.num_classes} classes")
-    return _argmax_chw(logits, np.dtype(np.int32))[0]
+    labels, best = _argmax_chw(logits, np.dtype(np.int32))
+    if not np.isfinite(best).all():  # NaN and +inf reach the running maximum: an error, or clamped
+        labels = _argmax_chw(finite_logits(logits, manifest, "semantic"), np.dtype(np.int32))[0]
+    return labels
 
 
 def _class_tables(manifest: "Manifest", opts: PanopticOptions) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -229,14 +242,24 @@ def _with_stuff(temp: np.ndarray, labels: np.ndarray, is_thing: np.ndarray, slot
 def find_centers(heatmap: np.ndarray, threshold: float, kernel: int, top_k: int) -> tuple[np.ndarray, np.ndarray]:
     """Centre peaks of a ``[h, w]`` heatmap: pixels equal to the ``kernel x kernel`` max around them
     and above ``threshold`` (plateaus keep every pixel, as max-pool NMS does), the ``top_k`` best.
+    When more than ``top_k`` peaks qualify, those tied with the first one left out go too (they cannot
+    be ranked; Panoptic-DeepLab's reference keeps the scores strictly above its ``top_k``-th): a flat
+    heatmap larger than ``top_k`` cells has no centre, not ``top_k`` arbitrary ones. NaN and ``+/-inf``
+    cells (a broken export) are no centres and hide no neighbour.
     Returns (``scores float32 [K]`` best first, raster order on ties; ``yx int [K, 2]`` grid cells)."""
     import cv2
 
     heat = np.ascontiguousarray(heatmap, np.float32)
+    if not np.isfinite(heat).all():  # the grid only: cheap
+        heat = np.where(np.isfinite(heat), heat, np.float32(-np.inf))
     pooled = cv2.dilate(heat, np.ones((kernel, kernel), np.uint8))  # max-pool; the border never wins
     idx = np.flatnonzero((heat == pooled) & (heat > threshold))
     scores = heat.ravel()[idx]
-    order = np.argsort(-scores, kind="stable")[:top_k]
+    order = np.argsort(-scores, kind="stable")
+    if len(order) > top_k:
+        cut = scores[order[top_k]]
+        order = order[:top_k]
+        order = order[scores[order] > cut]
     idx = idx[order]
     return scores[order], np.stack(np.divmod(idx, heat.shape[1]), axis=1)
 
@@ -282,7 +305,17 @@ def _group_host(outputs, manifest, opts: PanopticOptions, gm: GridMap,
     ty, tx = gm.positions(np.stack([r + y0, c + x0], axis=1))
     ty += offset[0, y0:y1, x0:x1].ravel()[thing_px]
     tx += offset[1, y0:y1, x0:x1].ravel()[thing_px]
-    return nearest_center(ty, tx, *gm.positions(yx)), scores
+    lost = ~(np.isfinite(ty) & np.isfinite(tx))  # a NaN/inf offset points nowhere: the pixel is void
+    if lost.any():
+        ty[lost] = tx[lost] = 0
+    # a 1e30 offset points far away, not at centre 0: clamp so that the squared distances stay finite
+    lim = OFFSET_LIMIT * max(gm.stride[0] * heat.shape[1], gm.stride[1] * heat.shape[2])
+    np.clip(ty, -lim, lim, out=ty)
+    np.clip(tx, -lim, lim, out=tx)
+    member = nearest_center(ty, tx, *gm.positions(yx))
+    if lost.any():
+        member[lost] = -1
+    return member, scores
 
 
 def _group_graph(outputs, manifest, opts: PanopticOptions, gm: GridMap, grid: ImageShape, thing_px: np.ndarray,
@@ -299,7 +332,7 @@ def _group_graph(outputs, manifest, opts: PanopticOptions, gm: GridMap, grid: Im
         raise _layout_error(manifest, outputs, "center",
                             f"instance holds indices {member.min()}..{member.max()} outside the {len(centers)} centres")
     scores = centers[:, 0].astype(np.float32)
-    valid = np.flatnonzero(scores > opts.center_threshold)
+    valid = np.flatnonzero((scores > opts.center_threshold) & np.isfinite(scores))  # NaN/inf: no centre
     order = valid[np.argsort(-scores[valid], kind="stable")][: opts.top_k]
     rank = np.full(len(centers), -1, np.intp)
     rank[order] = np.arange(len(order))
@@ -359,7 +392,10 @@ def decode_paste(outputs: Mapping[str, np.ndarray], meta: "PreprocessMeta", mani
     is_thing, slot, stuff = _class_tables(manifest, opts)
     boxes = _get(outputs, manifest, "paste", "boxes", 2).astype(np.float32, copy=False)
     scores = _get(outputs, manifest, "paste", "scores", 1).astype(np.float32, copy=False)
-    classes = _get(outputs, manifest, "paste", "classes", 1).astype(np.int64, copy=False)
+    classes = _get(outputs, manifest, "paste", "classes", 1)
+    if not np.issubdtype(classes.dtype, np.integer):  # NaN, inf or 1e30 would wrap in the cast: -1, dropped
+        classes = np.where(np.isfinite(classes) & (np.abs(classes) < 2 ** 31), classes, -1)
+    classes = classes.astype(np.int64, copy=False)
     masks = _get(outputs, manifest, "paste", "masks", 3, required=False)
     if boxes.shape[1:] != (4,) or not (len(boxes) == len(scores) == len(classes)) \
             or (masks is not None and len(masks) != len(boxes)):
@@ -367,7 +403,9 @@ def decode_paste(outputs: Mapping[str, np.ndarray], meta: "PreprocessMeta", mani
     gm = grid_map(meta, ImageShape(*labels_full.shape))
     y0, y1, x0, x1 = gm.window
     labels = labels_full[y0:y1, x0:x1]
-    ok = (scores > opts.score_threshold) & (classes >= 0) & (classes < manifest.num_classes)
+    ok = (scores > opts.score_threshold) & (classes >= 0) & (classes < manifest.num_classes) & np.isfinite(scores)
+    if boxes.shape[1:] == (4,):
+        ok &= np.isfinite(boxes).all(axis=1)  # a NaN/inf box (a broken export) is no detection
     ok[ok] = is_thing[classes[ok]]
     order = np.flatnonzero(ok)
     order = order[np.argsort(-scores[order], kind="stable")]
@@ -454,6 +492,11 @@ def _fuse_stuff(pan: np.ndarray, labels: np.ndarray, stuff_map: Mapping[int, int
     cats = sorted(set(int(v) for v in stuff_map.values()))
     lo = min(0, int(labels.min(initial=0)), min(stuff_map))
     hi = max(int(labels.max(initial=0)), max(stuff_map))
+    if hi - lo > 4 * (max(stuff_map) - min(0, min(stuff_map))) + 1024:  # labels far outside the stuff classes
+        # (2**40, -2**40: a table that long would not fit in memory): they are void, as any class not in
+        # stuff_map; clip them to one slot beyond each end of the stuff classes' range
+        lo, hi = min(0, min(stuff_map)) - 1, max(stuff_map) + 1
+        labels = np.clip(labels, lo, hi)
     slot = np.zeros(hi - lo + 1, np.int32)  # semantic class - lo -> 1 + index of its category in cats
     for cls, cat in stuff_map.items():
         slot[int(cls) - lo] = cats.index(int(cat)) + 1

@@ -29,6 +29,12 @@ resizing above and the confidence (then the CRF's ``Q`` of the chosen class) are
 ``crf_method="fast"`` runs the mean field on a ``crf_fast_size`` grid and returns ``log Q`` (up to a
 per-pixel constant) at the logits' resolution (:func:`edgeseg.decode.crf_fast.fast_crf_logits`).
 The CRF needs the image: pass ``image=`` to :func:`decode_semantic`.
+
+Broken outputs: logits holding NaN (no class is defined there) are an :class:`UnsupportedError`
+naming the output; ``+/-inf`` logits (an fp16 overflow) are clamped to ``+/-LOGIT_LIMIT`` (same
+argmax, finite confidence). The checks look at the low-resolution logits or the per-pixel maximum
+the argmax computes anyway. A labels output holding ids outside ``0..C-1`` is an error too (a cast
+would wrap 999 into another class).
 """
 from __future__ import annotations
 
@@ -78,6 +84,29 @@ def _logits_3d(arr: np.ndarray, manifest: "Manifest", layout: str | None = None)
         c = manifest.num_classes
         layout = "NHWC" if arr.shape[0] != c and arr.shape[2] == c else "NCHW"
     return arr, (2 if layout == "NHWC" else 0)
+
+
+#: ``+/-inf`` logits (an fp16 overflow) are clamped to ``+/-LOGIT_LIMIT`` before decoding: the same
+#: argmax (ties between ``+inf`` classes go to the lower id, as any tie), a finite confidence (``1 / n``
+#: between ``n`` classes at ``+inf``) and no ``inf * 0 = NaN`` in the bilinear resize
+LOGIT_LIMIT = 1e30
+
+
+def finite_logits(x: np.ndarray, manifest: "Manifest", name: str = "logits") -> np.ndarray:
+    """``x`` when it is all finite; else a ``float32`` copy with ``+/-inf`` clamped to
+    ``+/-LOGIT_LIMIT``, or an error naming the output when it holds NaN (no class is defined there).
+    Callers look first with a cheap test (the low-resolution logits, or the running maximum, which NaN
+    and ``+inf`` reach); this full pass runs on bad outputs only."""
+    if np.isfinite(x).all():
+        return x
+    nan = int(np.count_nonzero(np.isnan(x)))
+    if nan:
+        raise UnsupportedError(
+            f"bundle {manifest.name!r}: the {name!r} output holds NaN ({nan} of its {x.size} values): the model "
+            "computed no class scores there",
+            fix="the model is broken for this input (an fp16 overflow or a faulty export): re-export or re-import "
+                "it in fp32 ('edgeseg import' runs it on a test frame), or check the frame it was given")
+    return np.clip(x, -LOGIT_LIMIT, LOGIT_LIMIT, dtype=np.float32)
 
 
 def _argmax_chw(chw: np.ndarray, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
@@ -227,7 +256,9 @@ def _upsample_mode(manifest: "Manifest", upsample: str | None) -> str:
 
 def logits_to_labels(logits: np.ndarray, meta: "PreprocessMeta", manifest: "Manifest",
                      confidence: bool = False, upsample: str | None = None,
-                     layout: str | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+                     layout: str | None = None, name: str = "logits") -> tuple[np.ndarray, np.ndarray | None]:
+    """Labels (and the confidence) at ``meta.original`` (module doc). Logits holding NaN are an error
+    naming output ``name``; ``+/-inf`` are clamped (:func:`finite_logits`)."""
     x, caxis = _logits_3d(logits, manifest, layout)
     hw = x.shape[1:] if caxis == 0 else x.shape[:2]
     y0, y1, x0, x1 = content_box(meta, ImageShape(*hw))
@@ -236,7 +267,7 @@ def logits_to_labels(logits: np.ndarray, meta: "PreprocessMeta", manifest: "Mani
     dtype = _label_dtype(x.shape[caxis])
     mode = _upsample_mode(manifest, upsample)
     if crop != size and mode != "labels" and (crop.height < size.height or crop.width < size.width):
-        chw = x if caxis == 0 else x.transpose(2, 0, 1)
+        chw = finite_logits(x if caxis == 0 else x.transpose(2, 0, 1), manifest, name)  # below image size: cheap
         labels = None if confidence else _upsampled_argmax(chw, size, dtype)
         if labels is not None:
             return labels, None
@@ -245,9 +276,16 @@ def logits_to_labels(logits: np.ndarray, meta: "PreprocessMeta", manifest: "Mani
         return labels, (_confidence(planes, 0, mx) if confidence else None)
     if caxis == 0:
         labels, mx = _argmax_chw(x, dtype)
+        if not np.isfinite(mx).all():  # NaN and +inf reach the running maximum (so does a pixel all -inf)
+            x = finite_logits(x, manifest, name)
+            labels, mx = _argmax_chw(x, dtype)
         conf = _confidence(x, 0, mx) if confidence else None
     else:
-        labels = x.argmax(axis=2).astype(dtype)
+        at = x.argmax(axis=2)  # NaN wins numpy's argmax: the chosen values show it, as +inf
+        if not np.isfinite(np.take_along_axis(x, at[..., None], 2)).all():
+            x = finite_logits(x, manifest, name)
+            at = x.argmax(axis=2)
+        labels = at.astype(dtype)
         conf = _confidence(x, 2) if confidence else None
     if crop != size:
         labels = resize_labels(labels, size)
@@ -256,7 +294,7 @@ def logits_to_labels(logits: np.ndarray, meta: "PreprocessMeta", manifest: "Mani
     return labels, conf
 
 
-def labels_to_labels(labels: np.ndarray, meta: "PreprocessMeta", manifest: "Manifest") -> np.ndarray:
+def labels_to_labels(labels: np.ndarray, meta: "PreprocessMeta", manifest: "Manifest", name: str = "labels") -> np.ndarray:
     arr = np.asarray(labels)
     while arr.ndim > 2 and arr.shape[0] == 1:
         arr = arr[0]
@@ -266,6 +304,13 @@ def labels_to_labels(labels: np.ndarray, meta: "PreprocessMeta", manifest: "Mani
         raise UnsupportedError(f"labels output must be integer, got {arr.dtype}")
     y0, y1, x0, x1 = content_box(meta, ImageShape.of(arr))
     arr = arr[y0:y1, x0:x1]
+    lo, hi = int(arr.min()), int(arr.max())
+    if lo < 0 or hi >= manifest.num_classes:  # a cast to uint8 would wrap 999 into class 231, -1 into 255
+        raise UnsupportedError(
+            f"bundle {manifest.name!r}: the {name!r} output holds labels {lo}..{hi}, not all class ids "
+            f"0..{manifest.num_classes - 1} of the bundle's {manifest.num_classes} classes",
+            fix="the manifest's classes must list every class the model predicts: re-import it with the right "
+                "--classes")
     dtype = _label_dtype(manifest.num_classes)
     if arr.dtype != dtype:
         arr = arr.astype(dtype)
@@ -273,7 +318,8 @@ def labels_to_labels(labels: np.ndarray, meta: "PreprocessMeta", manifest: "Mani
 
 
 def crf_logits(logits: np.ndarray, meta: "PreprocessMeta", manifest: "Manifest", opts: SemanticOptions,
-               image: np.ndarray | None, layout: str | None = None) -> tuple[np.ndarray, "PreprocessMeta"]:
+               image: np.ndarray | None, layout: str | None = None,
+               name: str = "logits") -> tuple[np.ndarray, "PreprocessMeta"]:
     """The content region of ``logits`` refined by the CRF of ``opts``: (``float32 [C, h, w]`` = log Q,
     the meta of an output that is all content)."""
     import cv2
@@ -292,7 +338,7 @@ def crf_logits(logits: np.ndarray, meta: "PreprocessMeta", manifest: "Manifest",
     x, caxis = _logits_3d(logits, manifest, layout)
     chw = x if caxis == 0 else x.transpose(2, 0, 1)
     y0, y1, x0, x1 = content_box(meta, ImageShape(*chw.shape[1:]))
-    chw = chw[:, y0:y1, x0:x1]
+    chw = finite_logits(chw[:, y0:y1, x0:x1], manifest, name)  # one pass: the CRF costs hundreds
     crop = ImageShape(y1 - y0, x1 - x0)
     shrink = crop.height < meta.original.height or crop.width < meta.original.width
     rgb = image if crop == meta.original else cv2.resize(
@@ -337,7 +383,7 @@ def class_logits(outputs: Mapping[str, np.ndarray], meta: "PreprocessMeta", mani
     x, caxis = _logits_3d(arr, manifest, layout)
     chw = x if caxis == 0 else x.transpose(2, 0, 1)
     y0, y1, x0, x1 = content_box(meta, ImageShape(*chw.shape[1:]))
-    chw = chw[:, y0:y1, x0:x1]
+    chw = finite_logits(chw[:, y0:y1, x0:x1], manifest)
     if tuple(chw.shape[1:]) == (meta.original.height, meta.original.width):
         return np.ascontiguousarray(chw, np.float32)
     return _resize_planes(chw, meta.original)
@@ -353,16 +399,16 @@ def decode_semantic(outputs: Mapping[str, np.ndarray], meta: "PreprocessMeta", m
     opts = options or manifest.decoder_options
     if not isinstance(opts, SemanticOptions):
         raise UnsupportedError(f"bundle {manifest.name!r} is a {manifest.task} bundle, not a semantic one")
-    _, kind, arr = semantic_output(outputs, manifest)
+    name, kind, arr = semantic_output(outputs, manifest)
     want_conf = opts.confidence if confidence is None else confidence
     layout = opts.logits_layout
     if kind == "logits" and opts.class_bias:
         arr, layout = _biased(arr, manifest, opts.class_bias, layout)
     if kind == "logits" and opts.crf_iterations > 0:
-        arr, meta = crf_logits(arr, meta, manifest, opts, image, layout)
+        arr, meta = crf_logits(arr, meta, manifest, opts, image, layout, name)
         layout = "NCHW"
     if kind == "logits":
-        labels, conf = logits_to_labels(arr, meta, manifest, want_conf, upsample or opts.upsample, layout)
+        labels, conf = logits_to_labels(arr, meta, manifest, want_conf, upsample or opts.upsample, layout, name)
     else:
-        labels, conf = labels_to_labels(arr, meta, manifest), None
+        labels, conf = labels_to_labels(arr, meta, manifest, name), None
     return SemanticResult(labels=np.ascontiguousarray(labels), classes=tuple(manifest.classes), confidence=conf)

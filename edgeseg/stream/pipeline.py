@@ -504,17 +504,28 @@ class _SharedRunners:
     without a result). Now the last pipeline to close a shared runner deactivates it, if one of them activated it."""
 
     def __init__(self) -> None:
-        self._lock = threading.RLock()  # also held across an inference stage's open() and close(): see serialised
+        self._lock = threading.Lock()  # the bookkeeping only (short)
         self._uses: dict[int, list[Any]] = {}  # id(runner) -> [runner, pipelines using it, activated by one of them]
+
+    def _runner_lock(self, runner: Any) -> threading.RLock:
+        """The runner's own lock for opening and closing stages that infer with it (kept on the runner)."""
+        with self._lock:
+            lock = getattr(runner, "_edgeseg_stage_lock", None)
+            if lock is None:
+                lock = threading.RLock()
+                runner._edgeseg_stage_lock = lock
+            return lock
 
     @contextlib.contextmanager
     def serialised(self, el: Any):
         """Held around opening or closing an inference stage, so that one pipeline's open (which sees the runner
-        active and leaves it) never interleaves with the last user's close (which deactivates it)."""
-        if _runner_stage(el) is None:
+        active and leaves it) never interleaves with the last user's close (which deactivates it). Per runner:
+        a model loading in one pipeline never holds up pipelines of other models."""
+        stage = _runner_stage(el)
+        if stage is None:
             yield
             return
-        with self._lock:
+        with self._runner_lock(stage.runner):
             yield
 
     def use(self, el: Any) -> None:
@@ -531,21 +542,22 @@ class _SharedRunners:
         if stage is None:
             return False
         runner = stage.runner
-        with self._lock:
-            entry = self._uses.get(id(runner))
-            if entry is None or entry[0] is not runner:
-                return False
-            entry[1] -= 1
-            entry[2] = entry[2] or bool(stage._activated)
-            last = entry[1] <= 0
-            if last:
-                del self._uses[id(runner)]
+        with self._runner_lock(runner):  # an open() of the same runner waits for this close (serialised)
+            with self._lock:
+                entry = self._uses.get(id(runner))
+                if entry is None or entry[0] is not runner:
+                    return False
+                entry[1] -= 1
+                entry[2] = entry[2] or bool(stage._activated)
+                last = entry[1] <= 0
+                if last:
+                    del self._uses[id(runner)]
             if close:
                 if not last:
                     stage._activated = False  # another running pipeline still infers with it
                 elif entry[2]:
                     stage._activated = True  # activated by a pipeline that ended before: deactivated now
-                el.close()  # under the lock: an open() of the same runner waits for it (serialised)
+                el.close()
         return close
 
 

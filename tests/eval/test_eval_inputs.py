@@ -317,3 +317,10 @@ def test_indexed_pngs_read_as_their_indices_or_grey_levels(tmp_path):
     want = np.array(Image.open(tmp_path / "voc.png")).tolist()
     assert want == [[0, 1, 2, 255]]
     assert read_label(tmp_path / "voc.png").tolist() == want and read_id_mask(tmp_path / "voc.png").tolist() == want
+    # a palette shorter than the highest index (VOC's 21 colours, void 255): decoders show such pixels black;
+    # the index is 255 (second review: it was read as class 0)
+    short = Image.fromarray(np.array([[0, 20, 255]], np.uint8), "P")
+    short.putpalette([(37 * i) % 256 for i in range(63)])
+    short.save(tmp_path / "short.png", optimize=False)
+    assert np.array(Image.open(tmp_path / "short.png")).tolist() == [[0, 20, 255]]
+    assert read_label(tmp_path / "short.png").tolist() == [[0, 20, 255]]

@@ -304,6 +304,12 @@ def test_names_option_names_the_classes_of_a_model_without_metadata(tmp_path, ca
     assert main(["import", str(src), "--task", "instance", "--names", "a,b,c", "--classes", "3",
                  "--out", str(tmp_path / "d")]) == 2
     assert "give the classes once" in capsys.readouterr().err
+    # one name is a list of one (it was read as a missing file); a missing names file is still named
+    from edgeseg.cli.import_ import _names
+
+    assert _names("person", list_only=True) == (("person",), None) and _names("3", list_only=True)[0] == ("3",)
+    assert main(["import", str(src), "--task", "instance", "--names", "labels.txt", "--out", str(tmp_path / "e")]) == 2
+    assert "class file labels.txt not found" in capsys.readouterr().err
 
 
 def test_metadata_stride_gives_the_head_strides_of_p6_models():

@@ -436,3 +436,42 @@ def test_a_pipeline_opening_while_the_last_user_closes_the_shared_runner_keeps_i
     assert runner.is_active and runner.infer({}) == {}
     _SHARED_RUNNERS.release(b, close=True)
     assert not runner.is_active
+
+
+def test_a_model_loading_in_one_pipeline_does_not_hold_up_pipelines_of_other_models():
+    """Second review: the open/close serialisation was one lock for the process, so a pipeline closing its own
+    model waited for another pipeline's unrelated model load (2.8 s here; a TensorRT engine build: minutes)."""
+    import time as _time
+
+    from edgeseg.stream.pipeline import _SHARED_RUNNERS
+    from edgeseg.stream.stages import InferenceStage
+
+    class Loads:
+        def __init__(self, seconds):
+            self.is_active, self.seconds = False, seconds
+
+        def activate(self):
+            _time.sleep(self.seconds)
+            self.is_active = True
+
+        def deactivate(self):
+            self.is_active = False
+
+    slow, quick = InferenceStage(Loads(2.0)), InferenceStage(Loads(0.0))
+    with _SHARED_RUNNERS.serialised(quick):
+        _SHARED_RUNNERS.use(quick)
+        quick.open()
+
+    def open_slow():
+        with _SHARED_RUNNERS.serialised(slow):
+            _SHARED_RUNNERS.use(slow)
+            slow.open()
+
+    loading = threading.Thread(target=open_slow)
+    loading.start()
+    _time.sleep(0.2)
+    t0 = _time.monotonic()
+    _SHARED_RUNNERS.release(quick, close=True)
+    assert _time.monotonic() - t0 < 1.0 and not quick.runner.is_active
+    loading.join()
+    _SHARED_RUNNERS.release(slow, close=True)

@@ -160,9 +160,11 @@ class _MuxBuffer(FrameBuffer):
                 mine = [i for i, f in enumerate(self._items) if getattr(f, "source_id", None) == sid]
                 lives = [i for i, f in enumerate(self._items) if getattr(f, "source_id", None) in self._live_ids]
                 files = self.files_active or self._waiting or len(lives) < len(self._items)
-                if files and mine:  # files still reading: this camera keeps one slot, its newest frame
-                    del self._items[mine[0]]
+                if files and mine:  # files still reading: this camera keeps one slot, its newest frame, in place
+                    self._items[mine[0]] = frame  # (appended, it went behind the file's frames every time: starved)
                     self.dropped += 1
+                    self._cond.notify_all()
+                    return True
                 elif len(self._items) >= self.capacity:
                     old = (mine or lives or [None])[0]
                     if old is None:  # (files leave the live slots free) drop the new frame, counted

@@ -82,7 +82,8 @@ class EdgesegFilter(GstBase.BaseTransform):
         self.failing = False  # the last frame failed (one bus warning per run of failures)
         self.refused: set[str] = set()  # caps refused (and named on the bus) so far
         self.model_lock = threading.RLock()  # the model and renderer, swapped by a property set while running
-        self.config_lock = threading.Lock()  # property sets and start, one at a time (each may load a model)
+        self.config_lock = threading.RLock()  # property sets and start, one at a time (each may load a model);
+        # re-entrant: a sync bus handler that sets a property when this thread posts a warning runs in it
         self.predictor = None
         self.renderer = None
         self.width = self.height = self.stride = self.offset = 0
