@@ -404,8 +404,7 @@ def decode_paste(outputs: Mapping[str, np.ndarray], meta: "PreprocessMeta", mani
     y0, y1, x0, x1 = gm.window
     labels = labels_full[y0:y1, x0:x1]
     ok = (scores > opts.score_threshold) & (classes >= 0) & (classes < manifest.num_classes) & np.isfinite(scores)
-    if boxes.shape[1:] == (4,):
-        ok &= np.isfinite(boxes).all(axis=1)  # a NaN/inf box (a broken export) is no detection
+    ok &= np.isfinite(boxes).all(axis=1)  # a NaN/inf box (a broken export) is no detection
     ok[ok] = is_thing[classes[ok]]
     order = np.flatnonzero(ok)
     order = order[np.argsort(-scores[order], kind="stable")]
