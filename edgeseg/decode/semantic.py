@@ -33,8 +33,9 @@ The CRF needs the image: pass ``image=`` to :func:`decode_semantic`.
 Broken outputs: logits holding NaN (no class is defined there) are an :class:`UnsupportedError`
 naming the output; ``+/-inf`` logits (an fp16 overflow) are clamped to ``+/-LOGIT_LIMIT`` (same
 argmax, finite confidence). The checks look at the low-resolution logits or the per-pixel maximum
-the argmax computes anyway. A labels output holding ids outside ``0..C-1`` is an error too (a cast
-would wrap 999 into another class).
+the argmax computes anyway. A labels output holding ids its label maps cannot hold (negative, or above
+255 for up to 256 classes) is an error too (a cast would wrap 999 into class 231); ids from C up to 255
+pass as void, as before (a model's own ignore id: drawn black, named by number).
 """
 from __future__ import annotations
 
@@ -304,14 +305,15 @@ def labels_to_labels(labels: np.ndarray, meta: "PreprocessMeta", manifest: "Mani
         raise UnsupportedError(f"labels output must be integer, got {arr.dtype}")
     y0, y1, x0, x1 = content_box(meta, ImageShape.of(arr))
     arr = arr[y0:y1, x0:x1]
-    lo, hi = int(arr.min()), int(arr.max())
-    if lo < 0 or hi >= manifest.num_classes:  # a cast to uint8 would wrap 999 into class 231, -1 into 255
+    dtype = _label_dtype(manifest.num_classes)
+    lo, hi = (int(arr.min()), int(arr.max())) if arr.size else (0, 0)
+    if lo < 0 or hi > np.iinfo(dtype).max:  # a cast would wrap 999 into class 231 and -1 into 255: silently wrong
         raise UnsupportedError(
-            f"bundle {manifest.name!r}: the {name!r} output holds labels {lo}..{hi}, not all class ids "
-            f"0..{manifest.num_classes - 1} of the bundle's {manifest.num_classes} classes",
+            f"bundle {manifest.name!r}: the {name!r} output holds labels {lo}..{hi}, which {dtype} label maps of the "
+            f"bundle's {manifest.num_classes} classes cannot hold (ids 0..{manifest.num_classes - 1}; ids up to "
+            f"{np.iinfo(dtype).max} pass as void)",
             fix="the manifest's classes must list every class the model predicts: re-import it with the right "
                 "--classes")
-    dtype = _label_dtype(manifest.num_classes)
     if arr.dtype != dtype:
         arr = arr.astype(dtype)
     return resize_labels(arr, meta.original)

@@ -232,16 +232,24 @@ def test_semantic_infinite_logits_give_labels_and_finite_confidence(size):
     assert (r.labels != 1).all() and np.isfinite(r.confidence).all() and (r.confidence >= 0.5 - 1e-6).all()
 
 
-@pytest.mark.parametrize("value, dtype", [(999, np.int64), (-1, np.int64), (255, np.uint8)])
-def test_semantic_labels_outside_the_classes_are_an_error(value, dtype):
+@pytest.mark.parametrize("value, dtype", [(999, np.int64), (-1, np.int64)])
+def test_semantic_labels_a_label_map_cannot_hold_are_an_error(value, dtype):
     # before: cast to uint8, 999 became class 231 and -1 class 255 of a 3-class bundle
     lab = np.zeros((1, 8, 12), dtype)
     lab[0, 3, 4] = value
     with pytest.raises(UnsupportedError, match=rf"'labels' output holds labels {min(0, value)}\.\.{max(0, value)}, "
-                                               r"not all class ids 0\.\.2(.|\n)*--classes"):
+                                               r"which uint8 label maps(.|\n)*--classes"):
         decode({"labels": lab}, smeta(UP), smanifest(labels=True))
     lab[0, 3, 4] = 2
     assert decode({"labels": lab}, smeta(UP), smanifest(labels=True)).labels.max() == 2
+
+
+def test_semantic_labels_void_ids_pass_as_before():
+    """A model's own ignore id (255) beyond the classes passes as void, as it did (the overlay draws it black):
+    only ids a label map cannot hold are refused."""
+    lab = np.zeros((1, 8, 12), np.uint8)
+    lab[0, 3, 4] = 255
+    assert decode({"labels": lab}, smeta(UP), smanifest(labels=True)).labels.max() == 255
 
 
 # ---- panoptic ------------------------------------------------------------------------------------------
