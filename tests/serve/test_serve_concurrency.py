@@ -50,7 +50,7 @@ def test_serve_takes_backend_precision_and_device_in_any_case_like_load(monkeypa
     assert launch._check_runtime(backend, precision, 1, device) == (backend.strip().lower(), precision.lower(), device.lower())
 
     class Reached(Exception):
-        pass
+        """serve() got past its checks of the runtime and would start Ray now."""
 
     def no_ray():  # the checks passed: serve() would start Ray now
         raise Reached
@@ -112,7 +112,7 @@ class _KeepAliveServer:
                 self._send(result)
 
             def log_message(self, *args):
-                pass
+                """No request lines on stderr."""
 
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
@@ -151,8 +151,8 @@ def test_close_closes_the_connection_of_every_thread_that_used_the_predictor():
             assert server.wait_open(0) == 0, f"{server.open} connection(s) still open after close()"
             # the predictor still works after close(), from the same worker threads, first attempt
             assert list(pool.map(lambda _: p(rgb).labels.shape, range(2 * CLIENTS))) == [(2, 2)] * (2 * CLIENTS)
-            with p:
-                pass
+            with p:  # used once more, then closed by leaving the block
+                assert p(rgb).labels.shape == (2, 2)
             assert server.wait_open(0) == 0
     finally:
         server.stop()
