@@ -130,12 +130,11 @@ class _MuxBuffer(FrameBuffer):
     ``dropped``), so a camera faster than the model can neither starve a file nor be starved by it. With no
     file left, live frames use the whole buffer, dropping the oldest live frame when it is full."""
 
-    def __init__(self, capacity: int, live: int, files: int = 0):
+    def __init__(self, capacity: int, live: int, files: int):
         super().__init__(max(int(capacity), live + 1), drop_oldest=False)
         self.live_slots = live
         self.files_active = files  # file-like sources not yet finished (MultiSource counts them down)
         self._live_ids: set[str] = set()  # source ids of the frames live sources put here
-        self._waiting = 0  # file frames waiting for room now
 
     def file_done(self) -> None:
         with self._cond:
@@ -146,32 +145,31 @@ class _MuxBuffer(FrameBuffer):
         """Add a source's frame; False when the buffer was closed (the reader should stop)."""
         with self._cond:
             if not live:  # a file's frame waits while only the live sources' slots are left
-                self._waiting += 1
-                try:
-                    while not self._closed and len(self._items) >= self.capacity - self.live_slots:
-                        self._cond.wait(0.1)
-                finally:
-                    self._waiting -= 1
+                while not self._closed and len(self._items) >= self.capacity - self.live_slots:
+                    self._cond.wait(0.1)
             if self._closed:
                 return False
-            if live:
-                sid = getattr(frame, "source_id", None)
-                self._live_ids.add(sid)
-                mine = [i for i, f in enumerate(self._items) if getattr(f, "source_id", None) == sid]
-                lives = [i for i, f in enumerate(self._items) if getattr(f, "source_id", None) in self._live_ids]
-                files = self.files_active or self._waiting or len(lives) < len(self._items)
-                if files and mine:  # files still reading: this camera keeps one slot, its newest frame, in place
-                    self._items[mine[0]] = frame  # (appended, it went behind the file's frames every time: starved)
-                    self.dropped += 1
-                    self._cond.notify_all()
-                    return True
-                elif len(self._items) >= self.capacity:
-                    old = (mine or lives or [None])[0]
-                    if old is None:  # (files leave the live slots free) drop the new frame, counted
-                        self.dropped += 1
-                        return True
-                    del self._items[old]
-                    self.dropped += 1
+            if live and not self._place_live(frame):
+                return True
             self._items.append(frame)
             self._cond.notify_all()
             return True
+
+    def _place_live(self, frame: Frame) -> bool:
+        """Make room for a live frame (under the lock); False when it was placed already or dropped."""
+        sid = getattr(frame, "source_id", None)
+        self._live_ids.add(sid)
+        mine = [i for i, f in enumerate(self._items) if getattr(f, "source_id", None) == sid]
+        if self.files_active and mine:  # files still reading: this camera keeps one slot, its newest frame, in place
+            self._items[mine[0]] = frame  # (appended, it went behind the file's frames every time: starved)
+            self.dropped += 1
+            self._cond.notify_all()
+            return False
+        if len(self._items) < self.capacity:
+            return True
+        self.dropped += 1
+        lives = mine or [i for i, f in enumerate(self._items) if getattr(f, "source_id", None) in self._live_ids]
+        if not lives:  # (files leave the live slots free) the new frame is the one dropped
+            return False
+        del self._items[lives[0]]
+        return True
