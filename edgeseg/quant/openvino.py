@@ -181,8 +181,13 @@ def compile_cpu(model, threads: int = 0, precision: str = "int8", perf_count: bo
     _require_openvino()
     from ..backends.openvino.settings import compile_config
 
+    from ..backends.openvino.runner import explain_read_error
+
     cfg = compile_config(precision, threads, perf_count)
-    return _core().compile_model(model if not isinstance(model, (str, Path)) else str(model), "CPU", cfg)
+    try:
+        return _core().compile_model(model if not isinstance(model, (str, Path)) else str(model), "CPU", cfg)
+    except RuntimeError as e:  # OpenVINO's long report: the ops it cannot convert, named (the backend's wording)
+        raise explain_read_error(str(model) if isinstance(model, (str, Path)) else "the model", str(e)) from e
 
 
 def _core():

@@ -47,3 +47,9 @@ def test_openvino_int8_of_onnx_deform_conv_is_refused_before_calibrating(lps):
     with pytest.raises(QuantizationError, match="OpenVINO cannot convert op.*DeformConv") as e:
         quantize_bundle(lps, "synthetic:4", target="openvino", progress=False)
     assert "--deform-conv decomposed" in e.value.fix and "--target cpu or tensorrt" in e.value.fix
+    # the compile every OpenVINO quantization path ends with names the op too (it raised OpenVINO's RuntimeError)
+    from edgeseg.errors import UnsupportedError
+    from edgeseg.quant.openvino import compile_cpu
+
+    with pytest.raises(UnsupportedError, match="OpenVINO cannot convert op.*DeformConv"):
+        compile_cpu(lps.root / "model.onnx")
