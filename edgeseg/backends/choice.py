@@ -6,7 +6,8 @@
    whose result here that gate covers (the evidence is gathered by :mod:`edgeseg.backends.gates`).
    What is left out is listed with the reason.
 2. :func:`time_side_by_side`: a short timing of every candidate on this device, interleaved round by
-   round so that load changes hit all alike.
+   round so that load changes hit all alike, each round a block of back-to-back calls per candidate
+   (as a stream runs one model), its first calls, which pay for the switch, not counted.
 3. :func:`decide` (pure): the fastest, except that a more precise candidate within ``margin`` (3%) of
    the fastest wins. So, whenever FP32 candidates were timed (precision ``auto``), the choice is never
    more than 3% slower than the fastest FP32 runtime in that timing, and INT8 is chosen only when it
@@ -51,7 +52,7 @@ PRECISIONS = ("fp32", "bf16", "fp16", "int8")
 PRECISION_RANK = {"fp32": 0, "bf16": 1, "fp16": 1, "int8": 2}
 MARGIN = 0.03
 #: bump when the candidate or decision rules change: cached decisions made under older rules are not reused
-RULES_VERSION = 2
+RULES_VERSION = 3  # 3: candidates timed in back-to-back blocks, not switching at every call
 TIE_BREAK = 0.15  # candidates this close to the fastest are timed again for longer
 
 
@@ -230,11 +231,25 @@ def gather_facts(bundle: "Bundle", backend: str = "auto", precision: str = "auto
 
 
 # ---- 2. timing --------------------------------------------------------------------------------------
-def time_side_by_side(runners: Mapping[Candidate, "Runner"], feed: Mapping[str, Any], rounds: int = 10,
+#: each candidate runs back to back for a block of at least this long (and BLOCK_RUNS calls) per round
+BLOCK_S = 0.1
+BLOCK_RUNS = 3
+#: calls that start this soon after the block's start are not counted (nor is the block's first call)
+SETTLE_S = 0.05  # OpenVINO after ONNX Runtime: its first ~40 ms of calls ran 1.6x slower (road, AMD EPYC)
+BLOCK_MAX_RUNS = 50
+
+
+def time_side_by_side(runners: Mapping[Candidate, "Runner"], feed: Mapping[str, Any], rounds: int = 5,
                       warmup: int = 2, budget_s: float = 20.0) -> dict[Candidate, float]:
-    """Median ms of ``runner.infer(feed)`` per (active) runner, timed round-robin: each round runs every
-    runner once, starting one later each round. Stops after ``budget_s`` once 3 rounds are in. A runner
-    that fails in its warm-up raises :class:`CandidateFailed` naming it."""
+    """Median ms of ``runner.infer(feed)`` per (active) runner, timed in interleaved rounds: each round
+    runs every runner for one block of back-to-back calls (at least :data:`BLOCK_RUNS` calls and
+    :data:`BLOCK_S` seconds), starting one later each round. Within a block the first call and those
+    starting in its first :data:`SETTLE_S` are not counted: they pay for the switch from the previous
+    runner (another runtime's worker threads still spinning, caches holding its weights), which a
+    stream, running one model, never pays. Timed switching at every call instead, the small models of
+    the DCN bench measured 2-3x slower, FP32 ones more than INT8 ones (``tools/bench/choice_timing.py``).
+    Stops after ``budget_s`` once 3 rounds are in. A runner that fails in its warm-up raises
+    :class:`CandidateFailed` naming it."""
     import numpy as np
 
     order = list(runners)
@@ -249,12 +264,25 @@ def time_side_by_side(runners: Mapping[Candidate, "Runner"], feed: Mapping[str, 
     for r in range(rounds):
         for i in range(len(order)):
             c = order[(r + i) % len(order)]
-            t0 = time.perf_counter()
-            runners[c].infer(feed, check=False)
-            samples[c].append(time.perf_counter() - t0)
+            samples[c] += time_block(runners[c], feed)
         if r >= 2 and time.perf_counter() - start > budget_s:
             break
     return {c: float(np.median(s)) * 1e3 for c, s in samples.items()}
+
+
+def time_block(runner: "Runner", feed: Mapping[str, Any], block_s: float = BLOCK_S, min_runs: int = BLOCK_RUNS,
+               settle_s: float = SETTLE_S, max_runs: int = BLOCK_MAX_RUNS) -> list[float]:
+    """Seconds of each counted call of one block of back-to-back ``runner.infer`` calls (see
+    :func:`time_side_by_side`): never the first; those starting in the first ``settle_s`` only when
+    fewer than ``min_runs - 1`` calls started later (a block cut short by ``max_runs``)."""
+    calls: list[tuple[float, float]] = []  # (start within the block, seconds)
+    start = time.perf_counter()
+    while len(calls) < max_runs and (len(calls) < min_runs or time.perf_counter() - start < block_s):
+        t0 = time.perf_counter()
+        runner.infer(feed, check=False)
+        calls.append((t0 - start, time.perf_counter() - t0))
+    settled = [dt for at, dt in calls[1:] if at >= settle_s]
+    return settled if len(settled) >= min_runs - 1 else [dt for _, dt in calls[1:]]
 
 
 class CandidateFailed(EdgesegError):
@@ -266,7 +294,7 @@ class CandidateFailed(EdgesegError):
         self.candidate = candidate
 
 
-def timed(runners: Mapping[Candidate, "Runner"], feed: Mapping[str, Any], rounds: int = 10,
+def timed(runners: Mapping[Candidate, "Runner"], feed: Mapping[str, Any], rounds: int = 5,
           close: float = TIE_BREAK, excluded: list | None = None, warmup: int = 2,
           budget_s: float = 20.0) -> dict[Candidate, float]:
     """:func:`time_side_by_side`, then a tie-break: the candidates within ``close`` (15%) of the fastest

@@ -272,15 +272,55 @@ def test_close_candidates_are_timed_again_for_longer(monkeypatch):
     calls = []
     first = {F_ORT: 10.0, I_ORT: 11.0, F_OV: 30.0}
 
-    def fake(runners, feed, rounds=10, warmup=2, budget_s=20.0):  # noqa: ARG001
+    def fake(runners, feed, rounds=5, warmup=2, budget_s=20.0):  # noqa: ARG001
         calls.append((sorted(c.label for c in runners), rounds))
         return dict(first) if len(calls) == 1 else {F_ORT: 12.0, I_ORT: 9.0}
 
     monkeypatch.setattr(ch, "time_side_by_side", fake)
     got = ch.timed({c: object() for c in first}, {})
-    assert calls == [(["onnxruntime/fp32", "onnxruntime/int8:cpu", "openvino/fp32"], 10),
-                     (["onnxruntime/fp32", "onnxruntime/int8:cpu"], 20)]  # within 15% of the fastest: again
+    assert calls == [(["onnxruntime/fp32", "onnxruntime/int8:cpu", "openvino/fp32"], 5),
+                     (["onnxruntime/fp32", "onnxruntime/int8:cpu"], 10)]  # within 15% of the fastest: again
     assert got == {F_ORT: 12.0, I_ORT: 9.0, F_OV: 30.0} and decide(got)[0] == I_ORT
+
+
+class SwitchCost:
+    """A runner that takes ``steady_s`` a call, and ``penalty_s`` more on a call that follows another
+    runner's (as ONNX Runtime's spinning worker threads slow the OpenVINO call after them)."""
+    last: list = [None]
+
+    def __init__(self, steady_s: float, penalty_s: float):
+        self.steady_s, self.penalty_s, self.calls = steady_s, penalty_s, 0
+
+    def infer(self, feed, check=True):
+        import time
+
+        switched = SwitchCost.last[0] is not self
+        SwitchCost.last[0] = self
+        self.calls += 1
+        time.sleep(self.steady_s + (self.penalty_s if switched else 0.0))
+        return {}
+
+
+def test_candidates_are_timed_as_a_stream_runs_them_not_by_the_switch():
+    """Hand case: OpenVINO INT8 takes 3 ms a call in a stream and ONNX Runtime FP32 12 ms, but the
+    INT8 call after an FP32 one pays 20 ms. Timed switching at every call, the INT8 model would look
+    23 ms and lose; timed in blocks, each is timed at its stream speed and INT8 wins."""
+    fast, slow = SwitchCost(0.003, 0.020), SwitchCost(0.012, 0.0)
+    got = ch.time_side_by_side({I_OV: fast, F_ORT: slow}, {}, rounds=3, warmup=1)
+    assert got[I_OV] == pytest.approx(3.0, abs=1.5) and got[F_ORT] == pytest.approx(12.0, abs=3.0)
+    assert decide(got)[0] == I_OV
+    assert slow.calls >= 1 + 3 * 3 and fast.calls > 2 * slow.calls  # 50 ms blocks: 3-4 calls of 12 ms, up to 16 of 3 ms
+
+
+def test_a_block_counts_its_settled_calls_and_never_none():
+    class Instant:
+        def infer(self, feed, check=True):
+            return {}
+
+    kept = ch.time_block(Instant(), {})  # 50 calls in microseconds: none settled, the block is cut by max_runs
+    assert len(kept) == ch.BLOCK_MAX_RUNS - 1
+    slow = SwitchCost(0.03, 0.0)
+    assert len(ch.time_block(slow, {})) == ch.BLOCK_RUNS - 1  # 3 calls of 30 ms: the first is not counted
 
 
 def test_an_int8_model_quantized_without_eval_is_not_gated(road, tmp_path):
