@@ -34,7 +34,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--roi-align", choices=["onnx", "decomposed"], default="onnx", help="ONNX form of RoIAlign")
     p.add_argument("--nms", choices=["onnx", "tensorrt"], default="onnx",
                    help="detectors (Mask R-CNN): tensorrt also writes model.trt.onnx with TensorRT's EfficientNMS_TRT "
-                        "plugin (TensorRT >= 8.0) next to the ONNX NonMaxSuppression graph (TensorRT >= 8.5, CPU runtimes)")
+                        "plugin next to the ONNX NonMaxSuppression graph (CPU runtimes); both need TensorRT >= 8.5")
     p.add_argument("--opset", type=int, default=19, choices=[17, 18, 19],
                    help="ONNX opset (default 19; 17 for TensorRT 8.5 / JetPack 5, with --deform-conv decomposed)")
     p.add_argument("--no-checkpoint", dest="checkpoint", action="store_false",

@@ -73,7 +73,7 @@ TARGETS: Registry[Checker] = Registry("deployment target", UnsupportedError)
 
 
 def parse_trt_version(target: str) -> tuple[int, int] | None:
-    m = re.fullmatch(r"tensorrt-(\d+)(?:\.(\d+))?(?:\.\d+)?", target.strip().lower())
+    m = re.fullmatch(r"tensorrt-(\d+)(?:\.(\d+))?(?:\.\d+)*", target.strip().lower())  # 8.5.2.2: as trt.__version__ prints
     version = (int(m.group(1)), int(m.group(2) or 0)) if m else None
     return version if version is not None and version[0] >= 1 else None  # there is no TensorRT 0.x
 

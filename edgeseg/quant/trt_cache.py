@@ -8,8 +8,9 @@ The format TensorRT's ``IInt8EntropyCalibrator2`` reads and writes::
 
 First line: ``TRT-<version>-<algorithm>``, where version is ``NV_TENSORRT_VERSION`` (8.x:
 ``major*1000 + minor*100 + patch``, e.g. 8.5.2 -> 8502; 10.x: ``major*10000 + minor*100 + patch``,
-e.g. 10.3.0 -> 100300). TensorRT 10 rejects a cache whose header names another version, so the
-cache is written for the version that will build the engine. Each following line is a tensor name,
+e.g. 10.3.0 -> 100300). TensorRT skips a cache whose header names another version, so the cache is
+written for the version that will build the engine: a bundle ships two (8.5.2, JetPack 5.1; 10.3.0,
+JetPack 6.1/6.2), and :func:`retarget_cache` rewrites one for any other 8.x-10.x version. Each following line is a tensor name,
 ``": "``, and the symmetric INT8 scale ``amax / 127`` as the hex digits of its IEEE-754 float32
 big-endian bytes. TensorRT 11 removed implicit INT8; use the Q/DQ model there.
 """
@@ -98,3 +99,12 @@ def read_cache(path: str | Path) -> CalibrationCache:
         return CalibrationCache.parse(p.read_text(), where=str(p))
     except OSError as e:
         raise QuantizationError(f"cannot read TensorRT calibration cache {p}: {e}") from None
+
+
+def retarget_cache(path: str | Path, trt_version: str, out: str | Path) -> Path:
+    """The cache at ``path`` with its header rewritten for TensorRT ``trt_version`` (``trt.__version__``
+    on the device), written to ``out``: the scales are the same for every version."""
+    cache = read_cache(path)
+    o = Path(out)
+    o.write_text(CalibrationCache(trt_version_code(trt_version), cache.algorithm, cache.scales).to_text())
+    return o

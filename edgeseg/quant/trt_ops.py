@@ -124,9 +124,10 @@ MAX_PRECISION = {"DeformConv": "fp16", "RoiAlign": "fp16", "GridSample": "fp16",
 FIXES = {
     "DeformConv": "export with deform_conv='decomposed' (GridSample + Conv), or target TensorRT >= 10.1",
     "RoiAlign": "export with roi_align='decomposed', or target TensorRT >= 8.5",
-    "NonMaxSuppression": "export with --nms tensorrt (the EfficientNMS_TRT plugin, TensorRT >= 8.0), or target "
-                         "TensorRT >= 8.5",
-    "EfficientNMS_TRT": "export with --nms onnx (ONNX NonMaxSuppression, TensorRT >= 8.5), or target TensorRT >= 8.0",
+    "NonMaxSuppression": "target TensorRT >= 8.5 (a Mask R-CNN needs it in either form: --nms tensorrt swaps "
+                         "NonMaxSuppression for the EfficientNMS_TRT plugin but keeps NonZero and RoiAlign, also 8.5)",
+    "EfficientNMS_TRT": "export with --nms onnx (ONNX NonMaxSuppression), or target TensorRT >= 8.5 (the plugin is in "
+                        ">= 8.0, the NonZero and RoiAlign around it in >= 8.5)",
     "GridSample": "target TensorRT >= 8.5",
     "LayerNormalization": "target TensorRT >= 8.6, or export at opset < 17 (LayerNorm decomposed)",
     "GroupNormalization": "target TensorRT >= 8.6, or export at opset < 18 (decomposed)",

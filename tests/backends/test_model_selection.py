@@ -24,9 +24,22 @@ def test_fp32_with_a_target_selects_the_fp32_graph(bundle, backend):
     cls = BACKENDS.get(backend)
     for target in ("cpu", "tensorrt", "openvino", None):
         assert cls.select_model(bundle, "fp32", target) == bundle.root / "model.onnx"
-    assert cls.select_model(bundle, "int8", "cpu") == bundle.root / "model.int8.cpu.onnx"
+    if backend != "tensorrt":
+        assert cls.select_model(bundle, "int8", "cpu") == bundle.root / "model.int8.cpu.onnx"
     with pytest.raises(BundleError, match=r"no int8/tensorrt model \(it has: fp32, int8/cpu\)"):
         cls.select_model(bundle, "int8", "tensorrt")
+
+
+def test_tensorrt_never_runs_another_targets_int8_model(bundle):
+    """An ONNX Runtime or OpenVINO INT8 graph (uint8 zero points, INT32 bias) is one TensorRT's parser
+    refuses: asked for INT8 without a tensorrt model, the backend says which command makes one."""
+    cls = BACKENDS.get("tensorrt")
+    with pytest.raises(BundleError, match=r"not 'cpu'") as e:
+        cls.select_model(bundle, "int8", "cpu")
+    assert "--target tensorrt" in e.value.fix
+    with pytest.raises(BundleError, match=r"no int8/tensorrt model \(it has: fp32, int8/cpu\); TensorRT cannot run") as e:
+        cls.select_model(bundle, "int8", None)  # before: the cpu model, handed to TensorRT
+    assert "edgeseg quantize" in e.value.fix and "--target tensorrt" in e.value.fix
 
 
 def test_load_fp32_with_target_cpu_runs_the_fp32_graph(bundle):

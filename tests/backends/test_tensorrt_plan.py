@@ -5,22 +5,74 @@ import pytest
 
 from edgeseg.backends import BACKENDS, TensorSpec
 from edgeseg.backends.tensorrt.plan import (
-    EngineKey, GpuInfo, IOBinding, ProfileShape, builder_plan, describe_parser_errors, engine_cache_path, io_plan,
-    profile_shapes,
+    DeviceBuffers, EngineKey, GpuInfo, IOBinding, ProfileShape, builder_plan, describe_parser_errors, engine_cache_path,
+    io_plan, profile_shapes, shape_outside_profile, trt_version_tuple,
 )
-from edgeseg.errors import UnsupportedError
+from edgeseg.errors import InputError, UnsupportedError
 from edgeseg.structures import ImageShape, InputSpec
 
 H100 = GpuInfo("NVIDIA H100 80GB HBM3", 9, 0)
 ORIN = GpuInfo("Orin", 8, 7)
 
 
-@pytest.mark.parametrize("precision,strongly,flags", [
-    ("fp32", True, ()), ("fp16", False, ("FP16",)), ("int8", False, ("INT8", "FP16")),
+@pytest.mark.parametrize("version,precision,network,strongly,flags", [
+    # 8.5 (JetPack 5), 8.6 (JetPack 6.0), 9.x: the ONNX parser refuses an implicit-batch network
+    ("8.5.2.2", "fp32", ("EXPLICIT_BATCH",), False, ()),
+    ("8.6.2", "fp16", ("EXPLICIT_BATCH",), False, ("FP16",)),
+    ("9.3.0", "int8", ("EXPLICIT_BATCH",), False, ("INT8", "FP16")),
+    # 10.x: EXPLICIT_BATCH is ignored (not set); fp32 strongly typed
+    ("10.3.0.30", "fp32", ("STRONGLY_TYPED",), True, ()),
+    ("10.3", "fp16", (), False, ("FP16",)),
+    ("10.15.1", "int8", (), False, ("INT8", "FP16")),
+    # 11.x: strongly typed always, no FP16/INT8 builder flags
+    ("11.0.0", "fp32", (), True, ()),
+    ("11.4", "int8", (), True, ()),
 ])
-def test_builder_plan(precision, strongly, flags):
-    plan = builder_plan(precision, workspace_mib=512)
-    assert (plan.strongly_typed, plan.flags, plan.workspace_bytes) == (strongly, flags, 512 * 1024 * 1024)
+def test_builder_plan(version, precision, network, strongly, flags):
+    plan = builder_plan(precision, workspace_mib=512, trt_version=version)
+    assert (plan.network_flags, plan.strongly_typed, plan.flags, plan.workspace_bytes) == (
+        network, strongly, flags, 512 * 1024 * 1024)
+
+
+def test_fp16_on_tensorrt_11_is_refused_with_the_way_out():
+    with pytest.raises(UnsupportedError, match="TensorRT 11.0 has no FP16 builder flag") as e:
+        builder_plan("fp16", trt_version="11.0.1")
+    assert "--precision fp32 or int8" in e.value.fix
+
+
+def test_trt_version_tuple_reads_what_tensorrt_and_jetpack_print():
+    assert [trt_version_tuple(v) for v in ("8.5.2.2", "10.3.0.30", "10", " 8.6.1", "11.4.0.7")] == [
+        (8, 5), (10, 3), (10, 0), (8, 6), (11, 4)]
+    with pytest.raises(UnsupportedError, match="cannot read the TensorRT version 'dev'"):
+        trt_version_tuple("dev")
+
+
+def test_device_buffers_grow_reuse_and_never_hand_out_a_null_pointer():
+    """The runner's buffers (also behind the output allocator): reused while large enough, replaced when
+    a call needs more, one byte for a zero-byte request (a Mask R-CNN frame with no detection)."""
+    allocated, freed = [], []
+
+    def malloc(n):
+        allocated.append(n)
+        return 0x1000 * len(allocated)
+
+    buf = DeviceBuffers(malloc, freed.append)
+    empty = buf.get("boxes", 0)  # zero detections: before, no buffer was stored and reading it back failed
+    assert empty == 0x1000 and buf.ptr("boxes") == empty and allocated == [1]
+    assert buf.get("boxes", 1) == empty and allocated == [1]  # fits: reused
+    grown = buf.get("boxes", 400 * 16)  # 400 detections
+    assert grown == 0x2000 and freed == [0x1000] and allocated == [1, 6400]
+    assert buf.get("boxes", 16) == grown  # fewer again: the larger buffer stays
+    buf.get("masks", 8)
+    buf.close()
+    assert sorted(freed) == [0x1000, 0x2000, 0x3000]
+
+
+def test_a_shape_outside_the_profile_names_the_input_and_the_range():
+    err = shape_outside_profile("images", (16, 3, 360, 480), ((1, 3, 360, 480), (1, 3, 360, 480), (8, 3, 360, 480)))
+    assert isinstance(err, InputError)
+    assert "TensorRT input 'images': shape 16x3x360x480 is outside the engine's profile (1x3x360x480 .. 8x3x360x480)" in str(err)
+    assert "refused shape 2x3" in str(shape_outside_profile("x", (2, 3), None))
 
 
 def test_builder_plan_rejects():
@@ -132,6 +184,7 @@ def test_describe_parser_errors():
     err = describe_parser_errors("m.onnx", [("DeformConv", "dcn_1", "no importer"), ("", "n2", "bad attr")])
     text = str(err)
     assert "op(s) DeformConv" in text and "node dcn_1" in text and "bad attr" in text and "fix:" in text
+    assert "--target tensorrt-MAJOR.MINOR" in text  # a target edgeseg check knows (plain 'tensorrt' is not one)
 
 
 def test_is_available_says_why_and_never_raises():

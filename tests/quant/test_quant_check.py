@@ -28,6 +28,9 @@ def test_deform_conv_blocks_tensorrt_8_5_with_the_fix(tmp_path):
     assert "10.1" in codes["unsupported-op"].message
     r10 = check_model(p, "tensorrt-10.3")
     assert r10.ok, r10.format()
+    # the version as trt.__version__ and JetPack print it (four parts) is the same target
+    assert check_model(p, "tensorrt-8.5.2.2").format() == r.format().replace("tensorrt-8.5", "tensorrt-8.5.2.2")
+    assert check_model(p, "tensorrt-10.3.0.30").ok
     assert any(f.code == "precision-cap" and "FP16" in f.message for f in r10.findings)
     assert check_model(p, "onnxruntime").ok
 

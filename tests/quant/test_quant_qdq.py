@@ -12,7 +12,8 @@ from edgeseg.quant.prepare import prepare_model
 from edgeseg.quant.profiles import get_profile
 from edgeseg.quant.quantize import quantize_model
 from edgeseg.quant.ranges import CalibrationTable, TensorRange, calibrate, mse_range
-from edgeseg.quant.trt_cache import CalibrationCache, cache_from_table, read_cache, trt_version_code, write_cache
+from edgeseg.quant.trt_cache import (CalibrationCache, cache_from_table, read_cache, retarget_cache, trt_version_code,
+                                    write_cache)
 from edgeseg.structures import ImageShape, InputSpec
 
 from quant_graphs import conv_bn_relu, run, with_deform_conv
@@ -133,3 +134,7 @@ def test_trt_cache_format_and_round_trip(tmp_path):
     assert back.version_code == 100300 and back.algorithm == "EntropyCalibration2"
     assert back.scales["a/b:0"] == pytest.approx(2.54 / 127, rel=1e-7)
     assert back.scales["images"] == np.float32(1 / 127)
+    # JetPack 6.0's TensorRT 8.6.2 (four-part, as trt.__version__ prints it): same scales, its own header
+    moved = read_cache(retarget_cache(p, "8.6.2.3", tmp_path / "jp60.cache"))
+    assert moved.version_code == 8602 and moved.scales == back.scales
+    assert (tmp_path / "jp60.cache").read_text().splitlines()[1:] == p.read_text().splitlines()[1:]

@@ -1,4 +1,5 @@
-"""Building and loading TensorRT engines (TensorRT 10 Python API). Imported only on activation.
+"""Building and loading TensorRT engines (TensorRT 8.5 to 11 Python API; what differs between versions is
+decided by :func:`~edgeseg.backends.tensorrt.plan.builder_plan`). Imported only on activation.
 
 Loaders are plain functions over a ``tensorrt`` module and a logger, in Polygraphy's spirit:
 ``network_from_onnx`` -> ``build_serialized_engine`` -> ``engine_from_bytes``.
@@ -22,8 +23,11 @@ def trt_module():
 
 
 def network_from_onnx(trt: Any, builder: Any, logger: Any, onnx_path: Path, plan: BuilderPlan):
-    """Parse the ONNX file into a network (explicit batch is implicit in TensorRT 10)."""
-    flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if plan.strongly_typed else 0
+    """Parse the ONNX file into a network created with ``plan.network_flags`` (``EXPLICIT_BATCH`` before
+    TensorRT 10, whose ONNX parser refuses an implicit-batch network; ``STRONGLY_TYPED`` for fp32 in 10.x)."""
+    flags = 0
+    for name in plan.network_flags:
+        flags |= 1 << int(getattr(trt.NetworkDefinitionCreationFlag, name))
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):

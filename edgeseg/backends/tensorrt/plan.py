@@ -1,6 +1,8 @@
 """The TensorRT backend's logic, as plain functions that run (and are tested) without TensorRT.
 
-- :func:`builder_plan`: network creation mode and ``IBuilderConfig`` flags per precision.
+- :func:`builder_plan`: network creation flags and ``IBuilderConfig`` flags per precision and TensorRT
+  version (8.5/8.6 on JetPack 5/6.0 need explicit batch; 10.x types fp32 strongly; 11.x has no weak
+  typing: no FP16/INT8 builder flags).
 - :func:`profile_shapes`: optimization-profile (min, opt, max) shapes from the model's input and
   the bundle's :class:`~edgeseg.structures.InputSpec` (dynamic batch, size rules).
 - :class:`EngineKey` / :func:`engine_cache_path`: engines are cached under ``bundle/engines/`` keyed
@@ -8,6 +10,9 @@
 - :func:`io_plan`: names, numpy dtypes and shapes of the engine's IO tensors (TensorRT dtype names
   mapped to numpy), and byte sizes for the device buffers.
 - :func:`describe_parser_errors`: the ONNX parser's errors as one message naming ops and nodes.
+- :class:`DeviceBuffers`: device buffers per tensor, grown on demand (also behind the output allocator
+  of data-dependent outputs, such as a Mask R-CNN's detection count).
+- :func:`shape_outside_profile`: the error when ``set_input_shape`` refuses a shape.
 """
 from __future__ import annotations
 
@@ -21,7 +26,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ...errors import UnsupportedError
+from ...errors import InputError, UnsupportedError
 from ...structures import InputSpec
 from ..base import TensorSpec
 
@@ -30,10 +35,11 @@ from ..base import TensorSpec
 
 @dataclass(frozen=True)
 class BuilderPlan:
-    """How to build an engine for one precision.
+    """How to build an engine for one precision on one TensorRT version.
 
-    strongly_typed: create the network with ``NetworkDefinitionCreationFlag.STRONGLY_TYPED`` (tensor
-    types follow the ONNX graph; builder precision flags are then not allowed).
+    network_flags: names of ``trt.NetworkDefinitionCreationFlag`` members the network is created with.
+    strongly_typed: tensor types follow the ONNX graph (``STRONGLY_TYPED`` in 10.x, always in 11.x);
+    builder precision flags are then not allowed.
     flags: names of ``trt.BuilderFlag`` members to set.
     """
 
@@ -41,26 +47,52 @@ class BuilderPlan:
     strongly_typed: bool
     flags: tuple[str, ...]
     workspace_bytes: int
+    network_flags: tuple[str, ...] = ()
 
 
-# precision -> (strongly typed, builder flags). fp32: types exactly as exported (no TF32 surprises
-# in the graph's types; TensorRT may still use TF32 math unless disabled). fp16: weakly typed with
-# FP16 kernels allowed. int8: the Q/DQ graph fixes where INT8 runs (explicit quantization); FP16 is
-# allowed for the layers left in float.
-_PRECISIONS: dict[str, tuple[bool, tuple[str, ...]]] = {
-    "fp32": (True, ()),
-    "fp16": (False, ("FP16",)),
-    "int8": (False, ("INT8", "FP16")),
-}
+# precision -> builder flags of a weakly typed network. fp32: no flag (TensorRT may still use TF32
+# math). fp16: FP16 kernels allowed. int8: the Q/DQ graph fixes where INT8 runs (explicit
+# quantization); FP16 is allowed for the layers left in float.
+_WEAK_FLAGS: dict[str, tuple[str, ...]] = {"fp32": (), "fp16": ("FP16",), "int8": ("INT8", "FP16")}
 
 
-def builder_plan(precision: str, workspace_mib: int = 1024) -> BuilderPlan:
-    if precision not in _PRECISIONS:
-        raise UnsupportedError(f"TensorRT backend: unknown precision {precision!r}", fix=f"use one of {', '.join(_PRECISIONS)}")
+def trt_version_tuple(version: str) -> tuple[int, int]:
+    """``"8.5.2.2"`` (``trt.__version__``, JetPack's) -> ``(8, 5)``; ``"10"`` -> ``(10, 0)``."""
+    m = re.match(r"\s*(\d+)(?:\.(\d+))?", str(version))
+    if m is None:
+        raise UnsupportedError(f"cannot read the TensorRT version {version!r}", fix="give it as MAJOR.MINOR, e.g. 10.3")
+    return int(m.group(1)), int(m.group(2) or 0)
+
+
+def builder_plan(precision: str, workspace_mib: int = 1024, trt_version: str = "10.3") -> BuilderPlan:
+    """The network and builder flags for ``precision`` on TensorRT ``trt_version``:
+
+    - before 10 (8.5/8.6: JetPack 5 and 6.0; 9.x): ``EXPLICIT_BATCH`` (the ONNX parser refuses an
+      implicit-batch network), weakly typed, precision flags as in :data:`_WEAK_FLAGS`;
+    - 10.x: fp32 ``STRONGLY_TYPED`` (types exactly as exported), fp16 and int8 weakly typed with flags
+      (``EXPLICIT_BATCH`` is ignored there and not set);
+    - 11 and later: every network is strongly typed and the FP16/INT8 builder flags are gone: int8 runs
+      its Q/DQ graph as typed; fp16 needs a model exported in FP16."""
+    if precision not in _WEAK_FLAGS:
+        raise UnsupportedError(f"TensorRT backend: unknown precision {precision!r}", fix=f"use one of {', '.join(_WEAK_FLAGS)}")
     if workspace_mib <= 0:
         raise UnsupportedError(f"TensorRT workspace must be positive, got {workspace_mib} MiB")
-    strongly, flags = _PRECISIONS[precision]
-    return BuilderPlan(precision, strongly, flags, int(workspace_mib) << 20)
+    major, minor = trt_version_tuple(trt_version)
+    ws = int(workspace_mib) << 20
+    if major < 10:
+        return BuilderPlan(precision, False, _WEAK_FLAGS[precision], ws, ("EXPLICIT_BATCH",))
+    if major == 10:
+        if precision == "fp32":
+            return BuilderPlan(precision, True, (), ws, ("STRONGLY_TYPED",))
+        return BuilderPlan(precision, False, _WEAK_FLAGS[precision], ws)
+    if precision == "fp16":
+        raise UnsupportedError(
+            f"TensorRT {major}.{minor} has no FP16 builder flag (every network is strongly typed): an fp16 engine "
+            "needs a model whose graph is FP16",
+            fix="run the bundle with --precision fp32 or int8 (its tensorrt Q/DQ model), or convert the ONNX to FP16 "
+                "(e.g. TensorRT Model Optimizer's AutoCast) and import that",
+        )
+    return BuilderPlan(precision, True, (), ws)
 
 
 # ---- optimization profiles ---------------------------------------------------------------------
@@ -230,6 +262,52 @@ def describe_parser_errors(model: str, errors: Sequence[tuple[str, str, str]]) -
     what = f"op(s) {', '.join(ops)}" if ops else "the graph"
     return UnsupportedError(
         f"{model}: TensorRT's ONNX parser cannot take {what}:\n    " + "\n    ".join(lines),
-        fix="export with standard ops TensorRT supports (edgeseg check --target tensorrt lists them), "
-        "or load the plugin library that implements the op",
+        fix="edgeseg check BUNDLE --target tensorrt-MAJOR.MINOR (the device's version) names each op it cannot take "
+        "and the export option that avoids it; or load the plugin library that implements the op",
     )
+
+
+# ---- shapes and device buffers at run time -----------------------------------------------------
+
+
+def shape_outside_profile(name: str, shape: Sequence[int], profile: Sequence[Sequence[int]] | None) -> InputError:
+    """The error for ``IExecutionContext.set_input_shape`` refusing ``shape`` for input ``name``;
+    ``profile`` is the engine's (min, opt, max) for it (``get_tensor_profile_shape(name, 0)``)."""
+    got = "x".join(map(str, shape))
+    if profile:
+        lo, _, hi = ("x".join(map(str, s)) for s in profile)
+        return InputError(f"TensorRT input {name!r}: shape {got} is outside the engine's profile ({lo} .. {hi})",
+                          fix="feed frames the bundle's preprocessing makes (edgeseg.load(...).predict does), "
+                              "or export the model for that size")
+    return InputError(f"TensorRT input {name!r}: the engine refused shape {got}",
+                      fix="feed the shape the bundle's manifest gives for its input")
+
+
+class DeviceBuffers:
+    """One device buffer per tensor name, reused while large enough and replaced (freed, then allocated
+    at the new size) when a call needs more. ``malloc(nbytes) -> int`` and ``free(ptr)`` are the
+    device's (cuda-python's ``cudaMalloc``/``cudaFree`` in the runner); a zero-byte request (a Mask
+    R-CNN frame without detections) still gets a valid one-byte buffer."""
+
+    def __init__(self, malloc: Callable[[int], int], free: Callable[[int], object]):
+        self._malloc, self._free = malloc, free
+        self._buffers: dict[str, tuple[int, int]] = {}
+
+    def get(self, name: str, nbytes: int) -> int:
+        ptr, size = self._buffers.get(name, (0, 0))
+        if ptr == 0 or nbytes > size:
+            if ptr:
+                self._free(ptr)
+                del self._buffers[name]
+            size = max(int(nbytes), 1)
+            ptr = int(self._malloc(size))
+            self._buffers[name] = (ptr, size)
+        return ptr
+
+    def ptr(self, name: str) -> int:
+        return self._buffers[name][0]
+
+    def close(self) -> None:
+        for ptr, _ in self._buffers.values():
+            self._free(ptr)
+        self._buffers = {}

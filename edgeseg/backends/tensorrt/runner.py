@@ -4,7 +4,10 @@ On activation the runner looks for a cached engine under ``bundle/engines/`` (ke
 TensorRT version, GPU name and compute capability, precision, build options), builds one from the
 bundle's ONNX when there is none (minutes on a Jetson; once), then runs it with
 ``IExecutionContext.set_tensor_address`` / ``execute_async_v3`` on a CUDA stream, device memory from
-cuda-python. Written against the TensorRT 10 API; this package is the only place TensorRT is called.
+cuda-python. Outputs whose size depends on the data (a Mask R-CNN's detections: TensorRT reports -1 for
+that axis until the engine has run) get their memory through an ``IOutputAllocator``. Written for
+TensorRT 8.5 (JetPack 5) to 11; the version-dependent parts are plain functions in :mod:`.plan`, which
+tests exercise without TensorRT. This package is the only place TensorRT is called.
 """
 from __future__ import annotations
 
@@ -12,10 +15,10 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from ...errors import BackendUnavailable, EdgesegError
+from ...errors import BackendUnavailable, BundleError, EdgesegError
 from ..base import BACKENDS, Runner
 from .._util import warm_up
-from .plan import EngineKey, GpuInfo, builder_plan, engine_cache_path, io_plan
+from .plan import DeviceBuffers, EngineKey, GpuInfo, builder_plan, engine_cache_path, io_plan, shape_outside_profile
 
 MAX_BATCH = 8
 
@@ -43,6 +46,27 @@ def current_gpu(cudart: Any) -> GpuInfo:
     return GpuInfo(name, int(prop.major), int(prop.minor))
 
 
+def output_allocator(trt: Any, buffers: DeviceBuffers) -> Any:
+    """An ``IOutputAllocator`` serving data-dependent outputs from ``buffers``; the shapes TensorRT
+    reports after a run are in its ``shapes`` (tensor name -> tuple)."""
+
+    class OutputAllocator(trt.IOutputAllocator):
+        def __init__(self):
+            trt.IOutputAllocator.__init__(self)
+            self.shapes: dict[str, tuple[int, ...]] = {}
+
+        def reallocate_output(self, tensor_name, memory, size, alignment):  # noqa: ARG002 - TensorRT 8.5-10
+            return buffers.get(tensor_name, int(size))
+
+        def reallocate_output_async(self, tensor_name, memory, size, alignment, stream):  # noqa: ARG002 - 10.x, 11
+            return buffers.get(tensor_name, int(size))
+
+        def notify_shape(self, tensor_name, shape):
+            self.shapes[tensor_name] = tuple(int(d) for d in shape)
+
+    return OutputAllocator()
+
+
 @BACKENDS.register("tensorrt", family="onnx")
 class TensorRTRunner(Runner):
     """Runs a bundle's ONNX as a TensorRT engine on an NVIDIA GPU."""
@@ -52,12 +76,26 @@ class TensorRTRunner(Runner):
     model_targets = ("tensorrt", None, "cpu")
 
     @classmethod
+    def select_model(cls, bundle, precision: str = "fp32", target: str | None = None):
+        """As every backend, except that INT8 means the ``tensorrt`` target's Q/DQ model only: the other
+        targets' INT8 graphs (asymmetric uint8, INT32 bias) are ones TensorRT's parser refuses."""
+        if precision == "int8" and (target or "tensorrt") != "tensorrt":
+            raise BundleError(f"the tensorrt backend runs INT8 models made for the tensorrt target, not {target!r}",
+                              fix=f"edgeseg quantize {bundle.root} --target tensorrt, then run with --target tensorrt")
+        if precision == "int8" and not any(m.precision == "int8" and m.target == "tensorrt" for m in bundle.manifest.models):
+            has = ", ".join(sorted(m.precision + (f"/{m.target}" if m.target else "") for m in bundle.manifest.models))
+            raise BundleError(f"bundle {bundle.root} has no int8/tensorrt model (it has: {has}); TensorRT cannot run "
+                              "the INT8 models of other targets",
+                              fix=f"edgeseg quantize {bundle.root} --target tensorrt --calib DATA")
+        return super().select_model(bundle, precision, target)
+
+    @classmethod
     def is_available(cls) -> tuple[bool, str]:
         try:
             import tensorrt  # noqa: F401
         except Exception as e:
             return False, (f"no tensorrt module ({type(e).__name__}); on a machine with an NVIDIA GPU "
-                           "pip install 'edgeseg[tensorrt]' (Jetson: JetPack ships it)")
+                           "pip install 'edgeseg[tensorrt]' (Jetson: JetPack ships it; use a venv with --system-site-packages)")
         try:
             cudart = _cudart()
         except Exception:
@@ -95,8 +133,8 @@ class TensorRTRunner(Runner):
             from ...structures import InputSpec
 
             spec = InputSpec(size_rule="any")
-        data = loader.build_serialized_engine(self.model_path, builder_plan(self.precision), spec,
-                                              max_batch=MAX_BATCH, logger=logger)
+        data = loader.build_serialized_engine(self.model_path, builder_plan(self.precision, trt_version=trt.__version__),
+                                              spec, max_batch=MAX_BATCH, logger=logger)
         loader.save_engine(path, data)
         self._runtime, engine = loader.engine_from_bytes(trt, logger, data)
         if engine is None:
@@ -110,6 +148,10 @@ class TensorRTRunner(Runner):
         logger = trt.Logger(trt.Logger.WARNING)
         if self.device == "cpu":
             raise BackendUnavailable("the tensorrt backend runs on a CUDA GPU, not device 'cpu'")
+        builder_plan(self.precision, trt_version=trt.__version__)  # refuses what this version cannot build, up front
+        # the standard plugins (EfficientNMS_TRT, ROIAlign_TRT, the deformable convolution's): the ONNX parser
+        # registers them while it parses, but a cached engine is deserialized without parsing anything
+        trt.init_libnvinfer_plugins(logger, "")
         key = self.engine_key(current_gpu(self._cudart), trt.__version__)
         self.engine = self._load_engine(trt, logger, key)
         self.context = self.engine.create_execution_context()
@@ -122,48 +164,60 @@ class TensorRTRunner(Runner):
         self.input_specs = tuple(b.spec for b in self.bindings if b.is_input)
         self.output_specs = tuple(b.spec for b in self.bindings if not b.is_input)
         self._stream = _call(self._cudart, self._cudart.cudaStreamCreate(), "cudaStreamCreate")
-        self._buffers: dict[str, tuple[int, int]] = {}
+        cudart = self._cudart
+        self._buffers = DeviceBuffers(lambda n: _call(cudart, cudart.cudaMalloc(n), f"cudaMalloc of {n} bytes"),
+                                      cudart.cudaFree)
+        # outputs with a dynamic axis: their shape may be known only after the run (data-dependent)
+        self._dynamic_outputs = {b.name for b in self.bindings if not b.is_input and any(d < 0 for d in b.shape)}
+        self._allocator = output_allocator(trt, self._buffers) if self._dynamic_outputs else None
+        for name in self._dynamic_outputs:
+            self.context.set_output_allocator(name, self._allocator)
         warm_up(self)
 
     # ---- inference ---------------------------------------------------------------------------
-    def _device_buffer(self, name: str, nbytes: int) -> int:
-        cudart = self._cudart
-        ptr, size = self._buffers.get(name, (0, 0))
-        if nbytes > size:
-            if ptr:
-                _call(cudart, cudart.cudaFree(ptr), "cudaFree")
-            ptr = int(_call(cudart, cudart.cudaMalloc(max(nbytes, 1)), f"cudaMalloc for {name}"))
-            self._buffers[name] = (ptr, nbytes)
-        return ptr
-
     def _infer_impl(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        cudart, ctx, stream = self._cudart, self.context, self._stream
+        cudart, ctx, stream, buffers = self._cudart, self.context, self._stream, self._buffers
         h2d, d2h = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
         keep = []
         for b in (b for b in self.bindings if b.is_input):
             arr = np.ascontiguousarray(feed[b.name], dtype=b.dtype)
             keep.append(arr)
-            ctx.set_input_shape(b.name, arr.shape)
-            ptr = self._device_buffer(b.name, arr.nbytes)
+            if not ctx.set_input_shape(b.name, arr.shape):
+                raise shape_outside_profile(b.name, arr.shape, self._profile(b.name))
+            ptr = buffers.get(b.name, arr.nbytes)
             _call(cudart, cudart.cudaMemcpyAsync(ptr, arr.ctypes.data, arr.nbytes, h2d, stream), f"copy of {b.name}")
             ctx.set_tensor_address(b.name, ptr)
-        outputs = {}
-        for b in (b for b in self.bindings if not b.is_input):
+        static = {}
+        for b in (b for b in self.bindings if not b.is_input and b.name not in self._dynamic_outputs):
             host = np.empty(tuple(ctx.get_tensor_shape(b.name)), b.dtype)
-            ctx.set_tensor_address(b.name, self._device_buffer(b.name, host.nbytes))
-            outputs[b.name] = host
+            ctx.set_tensor_address(b.name, buffers.get(b.name, host.nbytes))
+            static[b.name] = host
+        if self._allocator is not None:
+            self._allocator.shapes.clear()
         if not ctx.execute_async_v3(int(stream)):
             raise EdgesegError(f"{self.model_path.name}: TensorRT execution failed (see the log above)")
-        for name, host in outputs.items():
-            ptr = self._buffers[name][0]
-            _call(cudart, cudart.cudaMemcpyAsync(host.ctypes.data, ptr, host.nbytes, d2h, stream), f"copy of {name}")
+        _call(cudart, cudart.cudaStreamSynchronize(stream), "cudaStreamSynchronize")  # the allocator's shapes are final
+        outputs = {}
+        for b in (b for b in self.bindings if not b.is_input):
+            if b.name in static:
+                host = static[b.name]
+            else:
+                shape = self._allocator.shapes.get(b.name) or tuple(ctx.get_tensor_shape(b.name))
+                host = np.empty(shape, b.dtype)
+            if host.nbytes:
+                _call(cudart, cudart.cudaMemcpyAsync(host.ctypes.data, buffers.ptr(b.name), host.nbytes, d2h, stream),
+                      f"copy of {b.name}")
+            outputs[b.name] = host
         _call(cudart, cudart.cudaStreamSynchronize(stream), "cudaStreamSynchronize")
         return outputs
 
+    def _profile(self, name: str):
+        try:
+            return tuple(tuple(s) for s in self.engine.get_tensor_profile_shape(name, 0))
+        except Exception:  # a static engine has no profile
+            return None
+
     def _deactivate_impl(self) -> None:
-        cudart = self._cudart
-        for ptr, _ in self._buffers.values():
-            cudart.cudaFree(ptr)
-        self._buffers = {}
-        cudart.cudaStreamDestroy(self._stream)
-        self.context = self.engine = self._runtime = None
+        self._buffers.close()
+        self._cudart.cudaStreamDestroy(self._stream)
+        self.context = self.engine = self._runtime = self._allocator = None
