@@ -61,9 +61,9 @@ def quantize_forms(ckpt: str, args) -> list[dict]:
 
 def time_models(args) -> list[dict]:
     """Every model of both bundles, interleaved rounds over the same frames (median ms of ``runner.infer``).
-    Each model runs all the frames of a round back to back, as a stream runs one model: the automatic choice's
-    ``time_side_by_side`` switches model at every inference, which on this 2-core VM measured every model 2-3x
-    slower (its weights and thread pools cold at each call) and changed their order, so it is not used here."""
+    Each model runs all the frames of a round back to back, as a stream runs one model (the automatic choice's
+    ``time_side_by_side`` switched model at every inference until session 38, which on this 2-core VM measured
+    every model 2-3x slower and changed their order; it now times blocks of back-to-back calls too)."""
     import edgeseg
     from edgeseg.bundle import Bundle
     from edgeseg.data import open_dataset
