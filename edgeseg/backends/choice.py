@@ -232,23 +232,24 @@ def gather_facts(bundle: "Bundle", backend: str = "auto", precision: str = "auto
 
 # ---- 2. timing --------------------------------------------------------------------------------------
 #: each candidate runs back to back for a block of at least this long (and BLOCK_RUNS calls) per round
-BLOCK_S = 0.1
+BLOCK_S = 0.15
 BLOCK_RUNS = 3
 #: calls that start this soon after the block's start are not counted (nor is the block's first call)
-SETTLE_S = 0.05  # OpenVINO after ONNX Runtime: its first ~40 ms of calls ran 1.6x slower (road, AMD EPYC)
-BLOCK_MAX_RUNS = 50
+SETTLE_S = 0.075  # OpenVINO after ONNX Runtime: its calls of the first 40-50 ms ran 1.2-1.6x slower (AMD EPYC)
+BLOCK_MAX_RUNS = 50  # counted calls at most per block (a sub-millisecond model)
+_clock = time.perf_counter  # tests give the timing functions a fake clock
 
 
 def time_side_by_side(runners: Mapping[Candidate, "Runner"], feed: Mapping[str, Any], rounds: int = 5,
                       warmup: int = 2, budget_s: float = 20.0) -> dict[Candidate, float]:
     """Median ms of ``runner.infer(feed)`` per (active) runner, timed in interleaved rounds: each round
-    runs every runner for one block of back-to-back calls (at least :data:`BLOCK_RUNS` calls and
-    :data:`BLOCK_S` seconds), starting one later each round. Within a block the first call and those
-    starting in its first :data:`SETTLE_S` are not counted: they pay for the switch from the previous
-    runner (another runtime's worker threads still spinning, caches holding its weights), which a
-    stream, running one model, never pays. Timed switching at every call instead, the small models of
-    the DCN bench measured 2-3x slower, FP32 ones more than INT8 ones (``tools/bench/choice_timing.py``).
-    Stops after ``budget_s`` once 3 rounds are in. A runner that fails in its warm-up raises
+    runs every runner for one block of back-to-back calls (:func:`time_block`), starting one later each
+    round. A block's first call and those starting in its first :data:`SETTLE_S` are not counted: they
+    pay for the switch from the previous runner (another runtime's worker threads still spinning, caches
+    holding its weights), which a stream, running one model, never pays. Timed switching at every call
+    instead, candidates measured 38-93% slower than each alone and the pick changed on small models
+    (``tools/bench/choice_timing.py``). Stops after ``budget_s`` once 3 rounds are in (3 rounds cost at
+    least 3 x 0.15 s per candidate). A runner that fails (in its warm-up or a block) raises
     :class:`CandidateFailed` naming it."""
     import numpy as np
 
@@ -260,29 +261,37 @@ def time_side_by_side(runners: Mapping[Candidate, "Runner"], feed: Mapping[str, 
         except Exception as e:  # a runtime error at inference: that candidate cannot run here
             raise CandidateFailed(c, e) from e
     samples: dict[Candidate, list[float]] = {c: [] for c in order}
-    start = time.perf_counter()
+    start = _clock()
     for r in range(rounds):
         for i in range(len(order)):
             c = order[(r + i) % len(order)]
-            samples[c] += time_block(runners[c], feed)
-        if r >= 2 and time.perf_counter() - start > budget_s:
+            try:
+                samples[c] += time_block(runners[c], feed)
+            except Exception as e:
+                raise CandidateFailed(c, e) from e
+        if r >= 2 and _clock() - start > budget_s:
             break
     return {c: float(np.median(s)) * 1e3 for c, s in samples.items()}
 
 
 def time_block(runner: "Runner", feed: Mapping[str, Any], block_s: float = BLOCK_S, min_runs: int = BLOCK_RUNS,
                settle_s: float = SETTLE_S, max_runs: int = BLOCK_MAX_RUNS) -> list[float]:
-    """Seconds of each counted call of one block of back-to-back ``runner.infer`` calls (see
-    :func:`time_side_by_side`): never the first; those starting in the first ``settle_s`` only when
-    fewer than ``min_runs - 1`` calls started later (a block cut short by ``max_runs``)."""
-    calls: list[tuple[float, float]] = []  # (start within the block, seconds)
-    start = time.perf_counter()
-    while len(calls) < max_runs and (len(calls) < min_runs or time.perf_counter() - start < block_s):
-        t0 = time.perf_counter()
+    """Seconds of each counted call of one block of back-to-back ``runner.infer`` calls: calls go on until
+    one has started after ``settle_s`` (however many that takes), then until the block has lasted
+    ``block_s`` with at least ``min_runs - 1`` counted calls, or ``max_runs`` are counted. Counted: the
+    calls after the first that start ``settle_s`` or later into the block."""
+    kept: list[float] = []
+    start = _clock()
+    n = 0
+    while True:
+        t0 = _clock()
         runner.infer(feed, check=False)
-        calls.append((t0 - start, time.perf_counter() - t0))
-    settled = [dt for at, dt in calls[1:] if at >= settle_s]
-    return settled if len(settled) >= min_runs - 1 else [dt for _, dt in calls[1:]]
+        t1 = _clock()
+        n += 1
+        if n > 1 and t0 - start >= settle_s:
+            kept.append(t1 - t0)
+        if len(kept) >= max_runs or (len(kept) >= max(min_runs - 1, 1) and t1 - start >= block_s):
+            return kept
 
 
 class CandidateFailed(EdgesegError):
@@ -301,20 +310,27 @@ def timed(runners: Mapping[Candidate, "Runner"], feed: Mapping[str, Any], rounds
     are timed again, side by side, for twice the rounds, and those figures replace theirs. A candidate
     that fails to run is dropped (and added to ``excluded`` with the reason)."""
     runners = dict(runners)
-    while True:
-        try:
-            timings = time_side_by_side(runners, feed, rounds=rounds, warmup=warmup, budget_s=budget_s)
-            break
-        except CandidateFailed as e:
-            runners.pop(e.candidate).deactivate()
-            if excluded is not None:
-                excluded.append((e.candidate, str(e)))
-            if not runners:
-                raise BackendUnavailable(f"no candidate could run: {e}") from None
+
+    def side_by_side(group: dict, n: int, warm: int) -> dict[Candidate, float]:
+        while True:  # a candidate that fails is dropped and the others timed again
+            try:
+                return time_side_by_side(group, feed, rounds=n, warmup=warm, budget_s=budget_s)
+            except CandidateFailed as e:
+                group.pop(e.candidate)
+                runners.pop(e.candidate).deactivate()
+                if excluded is not None:
+                    excluded.append((e.candidate, str(e)))
+                if not runners:
+                    raise BackendUnavailable(f"no candidate could run: {e}") from None
+                if not group:
+                    return {}
+
+    timings = side_by_side(dict(runners), rounds, warmup)
     best = min(timings.values())
     near = [c for c, ms in sorted(timings.items(), key=lambda kv: kv[1]) if ms <= best * (1 + close)]
-    if len(near) > 1:
-        timings.update(time_side_by_side({c: runners[c] for c in near}, feed, rounds=2 * rounds, warmup=1))
+    if len(near) > 1:  # within the caller's budget too (at least 3 rounds)
+        again = side_by_side({c: runners[c] for c in near}, 2 * rounds, 1)
+        timings = {c: again.get(c, ms) for c, ms in timings.items() if c in runners}
     return timings
 
 

@@ -17,7 +17,9 @@ EXAMPLES = (
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("bundle", help="a bundle path or the name of a bundle shipped with the package")
-    p.add_argument("--runs", type=int, default=20, help="timed runs per backend (default 20)")
+    p.add_argument("--runs", type=int, default=20,
+                   help="timed runs per backend (default 20); with --all, interleaved rounds, each a block of back-to-back "
+                        "calls per candidate (at least 3 and 0.15 s, the calls of the first 75 ms after the switch not counted)")
     p.add_argument("--warmup", type=int, default=3, help="untimed runs first (default 3)")
     p.add_argument("--size", default=None, metavar="WxH",
                    help="image size fed to the predictor (default: the bundle's network size, else 480x360)")
@@ -137,7 +139,7 @@ def run_matrix(bundle, args: argparse.Namespace) -> int:
     facts = gather_facts(bundle, backend, args.precision, args.threads)
     cands, excluded = list_candidates(facts, backend, args.precision, args.target, args.device)
     runners, failed = activate_candidates(bundle, cands, args.device, args.threads)
-    try:  # close=0: no tie-break rounds, every row gets the same --runs
+    try:  # close=0: no tie-break rounds, every row gets --runs rounds
         timings = timed(runners, timing_feed(bundle), rounds=args.runs, close=0.0, excluded=failed,
                         warmup=args.warmup, budget_s=600) if runners else {}
     finally:
@@ -167,7 +169,8 @@ def run_matrix(bundle, args: argparse.Namespace) -> int:
         print(f"automatic choice: {best.label} ({reason})")
     if not rows:  # nothing was timed: not a benchmark (the reasons are printed above, when there are any)
         raise BackendUnavailable(_nothing_timed(bundle, args, left), fix=_nothing_fix(bundle, args))
-    write_json(args.json, {"bundle": str(bundle.source), "device": dev.to_dict(), "runs": args.runs, "warmup": args.warmup,
+    write_json(args.json, {"bundle": str(bundle.source), "device": dev.to_dict(), "runs": args.runs, "rounds": args.runs,
+                           "warmup": args.warmup,
                            "threads": args.threads, "results": rows, "left_out": left,
                            "choice": None if best is None else {**best.to_dict(), "reason": reason}})
     return 0

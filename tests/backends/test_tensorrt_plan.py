@@ -215,3 +215,36 @@ def test_engine_matches_onnxruntime(tmp_path):  # pragma: no cover - needs Tenso
     np.testing.assert_allclose(out, reference_logits(x, 5), rtol=1e-3, atol=1e-3)
     with TensorRTRunner.load(bundle) as again:  # from the cache
         np.testing.assert_allclose(again.infer({"images": x})["logits"], out, rtol=0, atol=0)
+
+
+def test_output_allocator_serves_buffers_and_keeps_a_failed_allocation_out_of_tensorrt():
+    """The callbacks TensorRT calls for data-dependent outputs (a Mask R-CNN's detections), with a stand-in
+    for the ``trt`` module's base class: buffers come from DeviceBuffers, shapes are recorded, and a failed
+    allocation returns a null pointer (TensorRT then fails the run) instead of raising inside TensorRT."""
+    import types
+
+    from edgeseg.backends.tensorrt.runner import output_allocator
+
+    trt = types.SimpleNamespace(IOutputAllocator=type("IOutputAllocator", (), {"__init__": lambda self: None}))
+    sizes = []
+
+    def malloc(n):
+        if n > 1 << 20:
+            raise MemoryError(f"cudaMalloc of {n} bytes: out of memory")
+        sizes.append(n)
+        return 0x1000 * len(sizes)
+
+    alloc = output_allocator(trt, DeviceBuffers(malloc, lambda p: None))
+    assert alloc.reallocate_output("boxes", 0, 0, 256) == 0x1000  # no detection: still a valid buffer
+    assert alloc.reallocate_output_async("masks", 0, 4 * 28 * 28, 256, 0) == 0x2000  # the TensorRT 10 form
+    alloc.notify_shape("boxes", (0, 4))
+    assert alloc.shapes == {"boxes": (0, 4)} and alloc.error is None
+    assert alloc.reallocate_output("masks", 0, 2 << 20, 256) == 0
+    assert isinstance(alloc.error, MemoryError)
+
+
+def test_fp16_builds_the_fp32_graph_when_the_bundle_has_no_fp16_model(tmp_path):
+    from handmade_bundles import conv_bundle
+
+    b = conv_bundle(tmp_path, 3, input_spec=InputSpec(size=ImageShape(8, 12)))
+    assert BACKENDS.get("tensorrt").select_model(b, "fp16") == b.root / "model.onnx"  # before: "no fp16 model"

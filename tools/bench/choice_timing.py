@@ -8,7 +8,7 @@ timings of the same active runners, taken one after the other:
 - ``switching``: the method the choice used until session 38, one call per candidate per round;
 - ``blocks``: the method it uses now (``edgeseg.backends.choice.time_side_by_side``): each round a
   block of back-to-back calls per candidate, the calls that pay for the switch not counted;
-- ``alone``: each candidate by itself, ``--alone-runs`` calls back to back after 3 warm-up calls,
+- ``alone``: each candidate by itself, ``--alone-runs`` calls back to back after 0.3 s of warm-up calls,
   the others idle: what a stream of that candidate sees (the reference).
 
 Prints each method's figures, its mean relative distance from ``alone`` and whether ``decide`` picks
@@ -44,11 +44,15 @@ def time_switching(runners, feed, rounds: int = 10) -> dict:
     return {c: float(np.median(s)) * 1e3 for c, s in samples.items()}
 
 
-def time_alone(runner, feed, runs: int) -> float:
+def time_alone(runner, feed, runs: int, warm_s: float = 0.3) -> float:
+    """Median ms of ``runs`` back-to-back calls after ``warm_s`` of calls (at least 3): long past the ~40 ms
+    during which the previous candidate's runtime still slows this one."""
     import numpy as np
 
-    for _ in range(3):
+    start, n = time.perf_counter(), 0
+    while n < 3 or time.perf_counter() - start < warm_s:
         runner.infer(feed, check=False)
+        n += 1
     times = []
     for _ in range(runs):
         t0 = time.perf_counter()

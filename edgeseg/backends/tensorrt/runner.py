@@ -55,11 +55,17 @@ def output_allocator(trt: Any, buffers: DeviceBuffers) -> Any:
             trt.IOutputAllocator.__init__(self)
             self.shapes: dict[str, tuple[int, ...]] = {}
 
+            self.error: BaseException | None = None  # an allocation that failed inside TensorRT's call
+
         def reallocate_output(self, tensor_name, memory, size, alignment):  # noqa: ARG002 - TensorRT 8.5-10
-            return buffers.get(tensor_name, int(size))
+            try:  # an exception must not cross into TensorRT: a null pointer makes the run fail, then it is raised
+                return buffers.get(tensor_name, int(size))
+            except Exception as e:
+                self.error = e
+                return 0
 
         def reallocate_output_async(self, tensor_name, memory, size, alignment, stream):  # noqa: ARG002 - 10.x, 11
-            return buffers.get(tensor_name, int(size))
+            return self.reallocate_output(tensor_name, memory, size, alignment)
 
         def notify_shape(self, tensor_name, shape):
             self.shapes[tensor_name] = tuple(int(d) for d in shape)
@@ -77,11 +83,14 @@ class TensorRTRunner(Runner):
 
     @classmethod
     def select_model(cls, bundle, precision: str = "fp32", target: str | None = None):
-        """As every backend, except that INT8 means the ``tensorrt`` target's Q/DQ model only: the other
-        targets' INT8 graphs (asymmetric uint8, INT32 bias) are ones TensorRT's parser refuses."""
+        """As every backend, except: fp16 builds the FP32 graph (with FP16 kernels allowed) when the bundle has
+        no FP16 one; INT8 means the ``tensorrt`` target's Q/DQ model only: the other targets' INT8 graphs
+        (asymmetric uint8, INT32 bias) are ones TensorRT's parser refuses."""
+        if precision == "fp16" and not any(m.precision == "fp16" for m in bundle.manifest.models):
+            return super().select_model(bundle, "fp32", None)  # the FP32 graph, built with FP16 kernels allowed
         if precision == "int8" and (target or "tensorrt") != "tensorrt":
             raise BundleError(f"the tensorrt backend runs INT8 models made for the tensorrt target, not {target!r}",
-                              fix=f"edgeseg quantize {bundle.root} --target tensorrt, then run with --target tensorrt")
+                              fix=f"edgeseg quantize {bundle.root} --target tensorrt --calib DATA, then run with --target tensorrt")
         if precision == "int8" and not any(m.precision == "int8" and m.target == "tensorrt" for m in bundle.manifest.models):
             has = ", ".join(sorted(m.precision + (f"/{m.target}" if m.target else "") for m in bundle.manifest.models))
             raise BundleError(f"bundle {bundle.root} has no int8/tensorrt model (it has: {has}); TensorRT cannot run "
@@ -142,6 +151,15 @@ class TensorRTRunner(Runner):
         return engine
 
     def _activate_impl(self) -> None:
+        self._stream = self._buffers = self._allocator = None
+        self.context = self.engine = self._runtime = None
+        try:
+            self._activate_steps()
+        except BaseException:  # what was made so far (stream, device buffers, engine) is released, not leaked
+            self._release()
+            raise
+
+    def _activate_steps(self) -> None:
         import tensorrt as trt
 
         self._cudart = _cudart()
@@ -192,17 +210,25 @@ class TensorRTRunner(Runner):
             host = np.empty(tuple(ctx.get_tensor_shape(b.name)), b.dtype)
             ctx.set_tensor_address(b.name, buffers.get(b.name, host.nbytes))
             static[b.name] = host
-        if self._allocator is not None:
-            self._allocator.shapes.clear()
+        alloc = self._allocator
+        if alloc is not None:
+            alloc.shapes.clear()
+            alloc.error = None
         if not ctx.execute_async_v3(int(stream)):
+            if alloc is not None and alloc.error is not None:
+                raise EdgesegError(f"{self.model_path.name}: no device memory for an output: {alloc.error}") from alloc.error
             raise EdgesegError(f"{self.model_path.name}: TensorRT execution failed (see the log above)")
-        _call(cudart, cudart.cudaStreamSynchronize(stream), "cudaStreamSynchronize")  # the allocator's shapes are final
+        if alloc is not None:  # data-dependent sizes are known once the engine has run
+            _call(cudart, cudart.cudaStreamSynchronize(stream), "cudaStreamSynchronize")
         outputs = {}
         for b in (b for b in self.bindings if not b.is_input):
             if b.name in static:
                 host = static[b.name]
             else:
-                shape = self._allocator.shapes.get(b.name) or tuple(ctx.get_tensor_shape(b.name))
+                shape = alloc.shapes.get(b.name)
+                if shape is None or any(d < 0 for d in shape):
+                    raise EdgesegError(f"{self.model_path.name}: TensorRT did not report the shape of output {b.name!r} "
+                                       f"(got {shape})", fix="export the model with static output shapes")
                 host = np.empty(shape, b.dtype)
             if host.nbytes:
                 _call(cudart, cudart.cudaMemcpyAsync(host.ctypes.data, buffers.ptr(b.name), host.nbytes, d2h, stream),
@@ -218,6 +244,12 @@ class TensorRTRunner(Runner):
             return None
 
     def _deactivate_impl(self) -> None:
-        self._buffers.close()
-        self._cudart.cudaStreamDestroy(self._stream)
-        self.context = self.engine = self._runtime = self._allocator = None
+        self._release()
+
+    def _release(self) -> None:
+        if getattr(self, "_buffers", None) is not None:
+            self._buffers.close()
+        if getattr(self, "_stream", None) is not None:
+            self._cudart.cudaStreamDestroy(self._stream)
+        self._stream = self._buffers = self._allocator = None
+        self.context = self.engine = self._runtime = None
