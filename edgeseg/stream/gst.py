@@ -72,14 +72,23 @@ def has_element(factory: str) -> bool:
         return False
 
 
+#: decoders raised above the software ones when present: NVIDIA's V4L2 decoders (which output NVMM memory) only
+#: where a converter that reads it is there too (``sources.gst_source.NVMM_CONVERTERS``), GStreamer's own NVDEC and
+#: VA-API decoders (system memory) everywhere; the first of two that decode the same stream wins
+HARDWARE_DECODERS = (("nvv4l2decoder", True), ("nvjpegdec", True), ("nvh264dec", False), ("nvh265dec", False),
+                     ("vah264dec", False), ("vaapih264dec", False))
+
+
 def prefer_hardware_decoders() -> list[str]:
-    """Raise the rank of NVIDIA decoders that exist here so decodebin picks them; returns their names."""
+    """Raise the rank of the hardware decoders that exist here (:data:`HARDWARE_DECODERS`) so decodebin picks
+    them; returns their names."""
     Gst = gst()
+    nvmm_ok = has_element("nvvidconv") or has_element("nvvideoconvert")
     picked = []
-    for name in ("nvv4l2decoder", "nvh264dec", "nvh265dec", "nvjpegdec", "vaapih264dec", "vah264dec"):
+    for i, (name, nvmm) in enumerate(HARDWARE_DECODERS):
         f = Gst.ElementFactory.find(name)
-        if f is not None:
-            f.set_rank(Gst.Rank.PRIMARY + 100)
+        if f is not None and (nvmm_ok or not nvmm):
+            f.set_rank(Gst.Rank.PRIMARY + 100 - i)
             picked.append(name)
     return picked
 

@@ -248,5 +248,26 @@ def test_caps_refused_at_run_time_name_the_converter_to_add(launch_env, tmp_path
     assert kind == "WARNING"
     assert text.startswith("edgeseg takes RGB frames in system memory (video/x-raw,format=RGB), not video/x-raw, "
                            "format=(string)I420, width=(int)64, height=(int)48")
-    assert text.endswith("put videoconvert before edgeseg (DeepStream, NVMM memory: nvvideoconvert ! "
-                         "video/x-raw,format=RGB)")
+    assert text.endswith("put videoconvert before edgeseg (NVMM memory: on a Jetson nvvidconv ! "
+                         "video/x-raw,format=BGRx ! videoconvert; with DeepStream nvvideoconvert ! video/x-raw,format=RGB)")
+
+
+def test_caps_are_read_on_gstreamer_1_16_too():
+    """``GstVideo.VideoInfo.new_from_caps`` is GStreamer 1.20+; JetPack 5 ships 1.16, where the element reads the
+    caps with ``VideoInfo().from_caps``: both give RGB rows padded to 4 bytes (642 x 3 -> 1928)."""
+    code = textwrap.dedent("""
+        import importlib.util, json, types
+        import edgeseg
+        spec = importlib.util.spec_from_file_location("el", "edgeseg/stream/gst_plugin/python/edgeseg_element.py")
+        el = importlib.util.module_from_spec(spec); spec.loader.exec_module(el)
+        caps = el.Gst.Caps.from_string("video/x-raw,format=RGB,width=642,height=10,framerate=30/1")
+        new = el.video_info(caps)
+        real = el.GstVideo
+        el.GstVideo = types.SimpleNamespace(VideoInfo=lambda: real.VideoInfo())  # no new_from_caps: 1.16's bindings
+        old = el.video_info(caps)
+        bad = el.video_info(el.Gst.Caps.from_string("video/x-raw,format=RGB"))  # no size: not a video layout
+        print(json.dumps([new.stride[0], new.width, old.stride[0], old.width, bad is None]))
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == [1928, 642, 1928, 642, True]

@@ -15,7 +15,8 @@ from ...errors import InputError, StreamError
 from ...structures.frame import Frame
 from .. import gst as _gst
 from ..base import SINKS, Packet, Sink
-from .video import ENCODERS, _FixedSize, _fraction, encodable, image_of, output_fps, rgb_bytes
+from .video import (ENCODER_MIN_SIZE, ENCODERS, MIN_SIDE, _FixedSize, _fraction, encodable, image_of, output_fps,
+                    rgb_bytes, usable_encoder)
 
 log = logging.getLogger("edgeseg.stream")
 
@@ -32,6 +33,7 @@ class RtspServerSink(Sink):
         self.mount = mount if mount.startswith("/") else "/" + mount
         self.fps = fps
         self.address = address
+        self.encoder_name = encoder
         self.encoder = ENCODERS.get(encoder)
         self._fix = _FixedSize("rtsp")
         self._loop: Any = None
@@ -55,6 +57,8 @@ class RtspServerSink(Sink):
         """Bind the server before the first frame is read: a port in use or an address not of this machine is
         refused with nothing read (found at the first frame, every frame read until then was lost)."""
         GstRtspServer = _gst.gst_module("GstRtspServer")
+        self.encoder_name = usable_encoder(self.encoder_name, "rtsp")  # a hardware encoder that cannot start here
+        self.encoder = ENCODERS.get(self.encoder_name)
         server = GstRtspServer.RTSPServer()
         server.set_address(self.address)
         server.set_service(str(self.port))
@@ -96,7 +100,8 @@ class RtspServerSink(Sink):
             self._appsrc = None
 
     def write(self, frame: Frame, result: Any, packet: Packet | None = None) -> None:
-        image = encodable(self._fix(image_of(frame, packet)))  # H.264 4:2:0: even sizes
+        image = encodable(self._fix(image_of(frame, packet)),  # H.264 4:2:0: even sizes; NVENC's smallest
+                          ENCODER_MIN_SIZE.get(self.encoder_name, (MIN_SIDE, MIN_SIDE)))
         if self._server is None:
             self._start(image.shape[:2])
         with self._lock:

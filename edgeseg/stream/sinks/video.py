@@ -35,9 +35,48 @@ ENCODERS: Registry[str] = Registry("H.264 encoder", error=InputError)
 ENCODERS.add("x264enc", "videoconvert ! video/x-raw,format=I420 ! x264enc speed-preset=superfast ! h264parse")
 ENCODERS.add("x264enc-live", "videoconvert ! video/x-raw,format=I420 ! x264enc tune=zerolatency speed-preset=ultrafast "
              "key-int-max=30 ! h264parse")
+# idrinterval: the element's default is an IDR frame every 256 (SPS/PPS only there): an RTSP client joining late
+# waited ~8.5 s at 30 fps for a picture, and MP4 seek points were as far apart
 ENCODERS.add("nvv4l2h264enc", "videoconvert ! video/x-raw,format=RGBA ! nvvidconv ! video/x-raw(memory:NVMM),format=I420 "
-             "! nvv4l2h264enc insert-sps-pps=true ! h264parse")
+             "! nvv4l2h264enc insert-sps-pps=true idrinterval=30 ! h264parse")
 ENCODERS.add("nvh264enc", "videoconvert ! video/x-raw,format=NV12 ! nvh264enc ! h264parse")
+#: an encoder's smallest frame (height, width) where it is larger than mp4mux's 16x16: NVENC's sink caps
+ENCODER_MIN_SIZE = {"nvh264enc": (49, 145)}
+#: what a sink falls back to when its hardware encoder cannot start here
+SOFTWARE_ENCODER = {"mp4": "x264enc", "rtsp": "x264enc-live"}
+
+
+def encoder_problem(fragment: str) -> str | None:
+    """None when every element of an encoder fragment exists here and starts (reaches READY: a V4L2 encoder
+    opens its device then), else why not. The Jetson Orin Nano has no NVENC: its ``nvv4l2h264enc`` exists
+    and fails to start, which without this check ended the run at the first frame."""
+    Gst = _gst.gst()
+    for part in fragment.split("!"):
+        words = part.split()
+        if not words or "/" in words[0] or "=" in words[0]:  # caps, not an element
+            continue
+        element = Gst.ElementFactory.make(words[0], None)
+        if element is None:
+            return f"this machine has no {words[0]} element"
+        try:
+            if element.set_state(Gst.State.READY) == Gst.StateChangeReturn.FAILURE:
+                return f"{words[0]} cannot start here (no encoder hardware, or its device is not reachable)"
+        finally:
+            element.set_state(Gst.State.NULL)
+    return None
+
+
+def usable_encoder(name: str, sink: str) -> str:
+    """``name`` when it can run here, else the sink's software encoder (:data:`SOFTWARE_ENCODER`), with a
+    warning saying why; a software encoder that cannot run is left to fail with GStreamer's own error."""
+    fallback = SOFTWARE_ENCODER[sink]
+    if name == fallback or name.startswith("x264enc"):
+        return name
+    why = encoder_problem(ENCODERS.get(name))
+    if why is None:
+        return name
+    log.warning("%s sink: encoder %s cannot be used (%s); encoding with %s on the CPU instead", sink, name, why, fallback)
+    return fallback
 
 
 #: MP4/MOV are written in 1 s fragments while recording and made a plain file at the end (``first-moov-then-
@@ -116,13 +155,13 @@ class _FixedSize:
 MIN_SIDE = 16  # mp4mux's smallest H.264 width and height
 
 
-def encodable(image: np.ndarray) -> np.ndarray:
+def encodable(image: np.ndarray, min_hw: tuple[int, int] = (MIN_SIDE, MIN_SIDE)) -> np.ndarray:
     """``image`` padded at the right and bottom (its last column/row repeated) to an even width and height
-    of at least :data:`MIN_SIDE`: 4:2:0 encoders (x264enc on I420, NVENC on NV12) refuse odd sizes and
-    ``mp4mux`` frames under 16x16. Every pixel of ``image`` keeps its place; most frames are returned as
-    they are."""
+    of at least ``min_hw`` (:data:`MIN_SIDE`, or the encoder's :data:`ENCODER_MIN_SIZE`): 4:2:0 encoders
+    (x264enc on I420, NVENC on NV12) refuse odd sizes, ``mp4mux`` frames under 16x16, NVENC under 145x49.
+    Every pixel of ``image`` keeps its place; most frames are returned as they are."""
     h, w = image.shape[:2]
-    ph, pw = max(h + h % 2, MIN_SIDE) - h, max(w + w % 2, MIN_SIDE) - w
+    ph, pw = max(h + h % 2, min_hw[0] + min_hw[0] % 2) - h, max(w + w % 2, min_hw[1] + min_hw[1] % 2) - w
     if ph == 0 and pw == 0:
         return image
     return np.pad(image, ((0, ph), (0, pw), (0, 0)), mode="edge")
@@ -227,6 +266,7 @@ class Mp4Sink(Sink):
         self.path = Path(path)
         self._name = os.fspath(path)  # as given: a trailing "/" says a folder was meant
         self.fps = fps
+        self.encoder_name = encoder
         self.encoder = ENCODERS.get(encoder)
         self.backend = backend
         self.frames = 0
@@ -246,6 +286,9 @@ class Mp4Sink(Sink):
             self.backend = "gstreamer" if _gst.available()[0] else "opencv"
         check_video_path(self._name)  # before the first frame is read: a bad path loses nothing
         writable_file(self.path)
+        if self.backend == "gstreamer":  # a hardware encoder that cannot start here: found now, not at the first frame
+            self.encoder_name = usable_encoder(self.encoder_name, "mp4")
+            self.encoder = ENCODERS.get(self.encoder_name)
         for p in (self.path, self.part):
             refuse_input(p, self._source, "the video sink's file")
 
@@ -264,7 +307,7 @@ class Mp4Sink(Sink):
             self._writer = w
 
     def write(self, frame: Frame, result: Any, packet: Packet | None = None) -> None:
-        image = encodable(self._fix(image_of(frame, packet)))
+        image = encodable(self._fix(image_of(frame, packet)), ENCODER_MIN_SIZE.get(self.encoder_name, (MIN_SIDE, MIN_SIDE)))
         if self._writer is None:
             self._start(image.shape[:2])
         if self.backend == "gstreamer":

@@ -27,6 +27,23 @@ APPSINK = "videoconvert ! video/x-raw,format=RGB ! appsink name=edgeseg_sink emi
 #: container; OpenCV's reader applies it, decodebin does not): a pass-through when there is no tag
 UPRIGHT = "videoconvert ! videoflip video-direction=auto"  # videoflip takes fewer formats than decoders give (4:2:2)
 LAUNCHERS: Registry[Callable[[SourceURI], str]] = Registry("GStreamer source scheme", error=InputError)
+#: what follows ``decodebin`` where NVIDIA's V4L2 decoders can be picked: ``nvv4l2decoder`` (Jetson, and DeepStream on
+#: desktops; rank PRIMARY + 11, so decodebin prefers it to the software decoders) outputs only
+#: ``video/x-raw(memory:NVMM)``, which ``videoconvert`` cannot read; the NVIDIA converter brings it (and a software
+#: decoder's frames: it converts raw to raw too) to system memory. First element this machine has wins.
+NVMM_CONVERTERS = (("nvvidconv", "nvvidconv ! video/x-raw,format=BGRx"),  # JetPack
+                   ("nvvideoconvert", "nvvideoconvert ! video/x-raw,format=RGBA"))  # DeepStream (desktop GPUs)
+
+
+def decoded(has: Callable[[str], bool] | None = None) -> str:
+    """``decodebin`` and, where this machine has an NVIDIA converter, the step from NVMM memory to frames
+    ``videoconvert`` reads (:data:`NVMM_CONVERTERS`). ``has``: whether an element exists (GStreamer's
+    registry by default; tests pass a set's ``__contains__``)."""
+    has = has or _gst.has_element
+    for element, chain in NVMM_CONVERTERS:
+        if has(element):
+            return f"decodebin ! {chain}"
+    return "decodebin"
 
 
 def _caps(u: SourceURI, kind: str = "video/x-raw") -> str:
@@ -41,12 +58,13 @@ def _caps(u: SourceURI, kind: str = "video/x-raw") -> str:
 
 @LAUNCHERS.register("file")
 def _file(u: SourceURI) -> str:
-    return f"filesrc location={_gst.quote(str(video_file(u.target)))} ! decodebin ! {UPRIGHT} ! {APPSINK}"
+    return f"filesrc location={_gst.quote(str(video_file(u.target)))} ! {decoded()} ! {UPRIGHT} ! {APPSINK}"
 
 
 @LAUNCHERS.register("http")
 def _http(u: SourceURI) -> str:
-    return f"uridecodebin uri={_gst.quote(u.target)} ! {UPRIGHT} ! {APPSINK}"
+    convert = decoded().partition("decodebin")[2]  # uridecodebin picks the same decoders
+    return f"uridecodebin uri={_gst.quote(u.target)}{convert} ! {UPRIGHT} ! {APPSINK}"
 
 
 @LAUNCHERS.register("rtsp")
@@ -58,12 +76,15 @@ def _rtsp(u: SourceURI) -> str:
     if latency < 0:
         raise InputError(f"source {u.text!r}: latency must be >= 0 milliseconds, got {latency}", fix="e.g. ?latency=200")
     return (f"rtspsrc location={_gst.quote(u.target)} latency={latency} protocols={transport} tcp-timeout=5000000 "
-            f"! decodebin ! {UPRIGHT} ! {APPSINK}")
+            f"! {decoded()} ! {UPRIGHT} ! {APPSINK}")
 
 
 @LAUNCHERS.register("v4l2")
 def _v4l2(u: SourceURI) -> str:
-    return f"v4l2src device={_gst.quote(camera_device(u.target))} ! {_caps(u)} ! {APPSINK}"
+    """Raw frames where the camera gives them at the asked size and rate, else its MJPEG (most USB webcams send
+    720p and 1080p at 30 fps only as ``image/jpeg``), decoded; raw frames pass ``decodebin`` untouched."""
+    caps = f"{_caps(u)};{_caps(u, 'image/jpeg')}"
+    return f"v4l2src device={_gst.quote(camera_device(u.target))} ! capsfilter caps={_gst.quote(caps)} ! {decoded()} ! {APPSINK}"
 
 
 @LAUNCHERS.register("csi")
@@ -72,6 +93,9 @@ def _csi(u: SourceURI) -> str:
         raise InputError(f"source {u.text!r}: csi:// cameras are read by nvarguscamerasrc, a Jetson (JetPack) "
                          "element this machine does not have",
                          fix="on other machines give the camera as its number or v4l2:///dev/videoN")
+    if not u.target.isdigit():
+        raise InputError(f"source {u.text!r}: a CSI camera is given by its sensor number, got {u.target!r}",
+                         fix="csi://0 for the first sensor, csi://1 for the second")
     caps = _caps(u, "video/x-raw(memory:NVMM)")
     return (f"nvarguscamerasrc sensor-id={int(u.target)} ! {caps} ! nvvidconv ! video/x-raw,format=BGRx ! {APPSINK}")
 
@@ -86,6 +110,8 @@ def _test(u: SourceURI) -> str:
 
 @LAUNCHERS.register("launch")
 def _launch(u: SourceURI) -> str:
+    if u.target == STDIN_LAUNCH:  # ``--source -``: decoded as a file is
+        return f"fdsrc fd=0 ! {decoded()} ! {APPSINK}"
     return u.target if "edgeseg_sink" in u.target else f"{u.target} ! {APPSINK}"
 
 

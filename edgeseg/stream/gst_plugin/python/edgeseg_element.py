@@ -60,6 +60,18 @@ def _debug(text: str) -> None:
         log(text)
 
 
+
+def video_info(caps):
+    """``GstVideo.VideoInfo`` of ``caps``, or None: ``VideoInfo.new_from_caps`` is GStreamer 1.20+ (JetPack 5 and
+    Ubuntu 20.04 ship 1.16), ``VideoInfo().from_caps`` the older form (a bool, or ``(bool, info)`` in newer
+    bindings)."""
+    if hasattr(GstVideo.VideoInfo, "new_from_caps"):
+        return GstVideo.VideoInfo.new_from_caps(caps)
+    info = GstVideo.VideoInfo()
+    got = info.from_caps(caps)
+    ok, info = (got if isinstance(got, tuple) else (got, info))
+    return info if ok else None
+
 class EdgesegFilter(GstBase.BaseTransform):
     __gtype_name__ = "GstEdgeseg"  # instances are named edgeseg0, edgeseg1, ... in messages
     __gstmetadata__ = _METADATA
@@ -188,12 +200,12 @@ class EdgesegFilter(GstBase.BaseTransform):
                 self.refused.add(text)
                 self._post(Gst.Message.new_warning, Gst.StreamError.FORMAT,
                            f"edgeseg takes RGB frames in system memory (video/x-raw,format=RGB), not {text}: put "
-                           "videoconvert before edgeseg (DeepStream, NVMM memory: nvvideoconvert ! "
-                           "video/x-raw,format=RGB)")
+                           "videoconvert before edgeseg (NVMM memory: on a Jetson nvvidconv ! video/x-raw,format=BGRx ! "
+                           "videoconvert; with DeepStream nvvideoconvert ! video/x-raw,format=RGB)")
         return ok
 
     def do_set_caps(self, incaps, outcaps) -> bool:
-        info = GstVideo.VideoInfo.new_from_caps(incaps)  # the layout the caps imply (row stride, plane offset)
+        info = video_info(incaps)  # the layout the caps imply (row stride, plane offset)
         if info is None:
             return self._fail(f"edgeseg: cannot read video caps {incaps.to_string()}", Gst.StreamError.FORMAT)
         self.width, self.height = info.width, info.height

@@ -1,0 +1,141 @@
+"""The stream paths that only run on NVIDIA hardware (Jetson, DeepStream) and on USB cameras: their launch
+strings are decided by plain functions checked here with the elements a Jetson has; what can run here (the
+MJPEG camera chain, the encoder fallback, NVENC's frame padding) runs for real on GStreamer."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgeseg.errors import InputError
+from edgeseg.stream import GstSource, Mp4Sink
+from edgeseg.stream import gst as gst_mod
+from edgeseg.stream.sinks import video as video_mod
+from edgeseg.stream.sinks.video import ENCODERS, encodable, encoder_problem, usable_encoder
+from edgeseg.stream.sources import gst_source
+from edgeseg.stream.sources.gst_source import LAUNCHERS, decoded
+from edgeseg.stream.sources.uri import STDIN_LAUNCH, parse_source
+from edgeseg.structures import Frame
+
+JETSON = {"nvvidconv", "nvarguscamerasrc", "nvv4l2decoder"}
+DEEPSTREAM = {"nvvideoconvert", "nvv4l2decoder"}
+
+
+def test_decodebin_is_followed_by_the_nvidia_converter_where_one_exists():
+    """nvv4l2decoder (picked by decodebin on a Jetson: rank PRIMARY + 11) outputs NVMM memory only, which
+    videoconvert cannot read: before, every file, RTSP and HTTP source failed to negotiate on a Jetson."""
+    assert decoded(JETSON.__contains__) == "decodebin ! nvvidconv ! video/x-raw,format=BGRx"
+    assert decoded(DEEPSTREAM.__contains__) == "decodebin ! nvvideoconvert ! video/x-raw,format=RGBA"
+    assert decoded((JETSON | DEEPSTREAM).__contains__) == "decodebin ! nvvidconv ! video/x-raw,format=BGRx"
+    assert decoded(set().__contains__) == "decodebin"
+
+
+@pytest.mark.parametrize("source, head", [
+    ("rtsp://cam.local/stream", "rtspsrc"),
+    ("http://cam.local/clip.mp4", "uridecodebin"),
+    ("-", "fdsrc fd=0"),
+])
+def test_every_decoded_source_gets_the_converter_on_a_jetson(monkeypatch, source, head):
+    monkeypatch.setattr(gst_mod, "has_element", JETSON.__contains__)
+    u = parse_source(source)
+    text = LAUNCHERS.get(u.scheme)(u)
+    assert text.startswith(head) and "nvvidconv ! video/x-raw,format=BGRx ! videoconvert" in text, text
+    monkeypatch.setattr(gst_mod, "has_element", set().__contains__)
+    assert "nvvidconv" not in LAUNCHERS.get(u.scheme)(u)  # elsewhere as before
+    if source == "-":
+        assert u.target == STDIN_LAUNCH
+
+
+def test_a_file_source_gets_the_converter_on_a_jetson(monkeypatch, tmp_path):
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(b"\0" * 64)
+    monkeypatch.setattr(gst_mod, "has_element", JETSON.__contains__)
+    u = parse_source(str(clip))
+    text = LAUNCHERS.get(u.scheme)(u)
+    assert "decodebin ! nvvidconv ! video/x-raw,format=BGRx ! videoconvert ! videoflip" in text
+
+
+def test_v4l2_numbers_name_their_device_and_other_hosts_are_refused():
+    assert parse_source("v4l2://1").target == "/dev/video1"  # before: /dev/video0, silently
+    assert parse_source("v4l2:///dev/video2").target == "/dev/video2"
+    assert parse_source("v4l2://").target == "/dev/video0"
+    with pytest.raises(InputError, match="not host 'cam'"):
+        parse_source("v4l2://cam")
+    with pytest.raises(InputError, match="names two cameras"):
+        parse_source("v4l2://1/dev/video2")
+
+
+def test_csi_sensor_must_be_a_number(monkeypatch):
+    monkeypatch.setattr(gst_mod, "has_element", JETSON.__contains__)
+    u = parse_source("csi://abc")
+    with pytest.raises(InputError, match="sensor number, got 'abc'"):  # before: a bare ValueError
+        LAUNCHERS.get("csi")(u)
+    assert "sensor-id=1 " in LAUNCHERS.get("csi")(parse_source("csi://1?width=1280&height=720&fps=30"))
+
+
+@pytest.mark.parametrize("camera", ["raw", "mjpeg"])
+def test_usb_camera_chain_takes_raw_and_mjpeg_frames(gst, tmp_path, camera):
+    """Most USB webcams send 720p/1080p at 30 fps only as MJPEG; the v4l2 chain used to take raw frames only
+    (GStreamer's 'not-negotiated'). The very launch string the v4l2:// source builds, its v4l2src swapped for a
+    test source that sends what such a camera sends."""
+    device = tmp_path / "video7"
+    device.touch()  # camera_device() only checks that the node exists
+    u = parse_source(f"v4l2://{device}?width=64&height=48&fps=30")
+    text = LAUNCHERS.get("v4l2")(u)
+    assert text.startswith(f"v4l2src device=\"{device}\" ! capsfilter caps=")
+    fake = "videotestsrc num-buffers=4 pattern=ball ! video/x-raw,width=64,height=48,framerate=30/1"
+    if camera == "mjpeg":
+        fake += " ! jpegenc"
+    launch = fake + text[text.index(" ! capsfilter"):]
+    with GstSource(launch) as src:
+        frames = [f.image for f in src]
+    assert len(frames) == 4 and all(f.shape == (48, 64, 3) and f.dtype == np.uint8 for f in frames)
+    assert frames[0].std() > 10  # a picture, not a blank frame
+
+
+def test_an_encoder_that_cannot_run_here_falls_back_to_x264_when_the_sink_opens(gst, tmp_path, caplog):
+    """The Jetson Orin Nano has no NVENC: its nvv4l2h264enc exists but cannot start, and the run ended at the
+    first frame, with the camera and the model already running. Now the sink checks at open() and encodes
+    on the CPU, saying why."""
+    if "test-missing-enc" not in ENCODERS:
+        ENCODERS.add("test-missing-enc", "videoconvert ! video/x-raw,format=I420 ! nosuchh264enc ! h264parse")
+    assert encoder_problem(ENCODERS.get("test-missing-enc")) == "this machine has no nosuchh264enc element"
+    assert encoder_problem(ENCODERS.get("x264enc")) is None
+    sink = Mp4Sink(tmp_path / "out.mp4", fps=10, encoder="test-missing-enc", backend="gstreamer")
+    with caplog.at_level(logging.WARNING, logger="edgeseg.stream"):
+        sink.open()
+    assert sink.encoder_name == "x264enc"
+    assert "encoder test-missing-enc cannot be used (this machine has no nosuchh264enc element)" in caplog.text
+    image = np.zeros((48, 64, 3), np.uint8)
+    for i in range(3):
+        sink.write(Frame(image, 0, i, "t"), None)
+    sink.close()
+    import cv2
+
+    cap = cv2.VideoCapture(str(tmp_path / "out.mp4"))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 3
+    cap.release()
+
+
+@pytest.mark.skipif(Path("/dev/video0").exists(), reason="a camera is at /dev/video0: v4l2src would start")
+def test_an_element_that_exists_but_cannot_start_is_found(gst):
+    """What an Orin Nano's nvv4l2h264enc does (its device cannot be opened) shown with v4l2src, a V4L2
+    element GStreamer has here, which opens /dev/video0 on the way to READY."""
+    why = encoder_problem("videoconvert ! v4l2src ! h264parse")
+    assert why is not None and why.startswith("v4l2src cannot start here")
+    assert usable_encoder("x264enc", "mp4") == "x264enc" and usable_encoder("x264enc-live", "rtsp") == "x264enc-live"
+
+
+def test_frames_are_padded_to_nvencs_smallest_size():
+    """nvh264enc's sink caps start at 145x49; mp4mux's at 16x16."""
+    image = np.arange(20 * 30 * 3, dtype=np.uint8).reshape(20, 30, 3)
+    out = encodable(image, video_mod.ENCODER_MIN_SIZE["nvh264enc"])
+    assert out.shape == (50, 146, 3) and np.array_equal(out[:20, :30], image)
+    assert encodable(image).shape == (20, 30, 3)  # x264: as it was
+
+
+def test_nvidia_v4l2_decoders_are_raised_only_with_a_converter(monkeypatch):
+    assert [n for n, nvmm in gst_mod.HARDWARE_DECODERS if nvmm] == ["nvv4l2decoder", "nvjpegdec"]
+    assert gst_source.NVMM_CONVERTERS[0][0] == "nvvidconv"
