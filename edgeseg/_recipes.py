@@ -15,9 +15,13 @@ from __future__ import annotations
 
 import os
 import re
-import tomllib
 from pathlib import Path
 from typing import Any
+
+try:
+    import tomllib
+except ImportError:  # Python 3.10 (JetPack 6's): the same parser, as the tomli package
+    import tomli as tomllib
 
 from .errors import EdgesegError, InputError
 
