@@ -70,7 +70,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("sinks")
     g.add_argument("--sink", metavar="OUT.mp4", action=_Once,
                    help="write the annotated video (H.264; .mp4, .m4v, .mov, .mkv or .avi by the name's suffix)")
-    g.add_argument("--encoder", default=None, help="x264enc (default), nvv4l2h264enc (Jetson), nvh264enc")
+    g.add_argument("--encoder", default=None,
+                   help="H.264 encoder of --sink and --rtsp-port: x264enc (default; the RTSP sink's low-latency "
+                        "x264enc-live), nvv4l2h264enc (Jetson), nvh264enc; one that cannot start here falls back to x264")
     g.add_argument("--rtsp-port", type=int, default=None, help="serve the annotated video at rtsp://ADDRESS:PORT/edgeseg")
     g.add_argument("--rtsp-address", default=None, help="address the RTSP server binds (default 127.0.0.1)")
     g.add_argument("--show", action="store_true", default=None, help="show the annotated video on screen")
@@ -222,7 +224,7 @@ def _warn_unused(args: argparse.Namespace, opts) -> None:
     import logging
 
     video = bool(opts.sink or opts.rtsp_port or opts.show)
-    for option, needs, applies in (("--encoder", "--sink", bool(opts.sink)),
+    for option, needs, applies in (("--encoder", "--sink or --rtsp-port", bool(opts.sink or opts.rtsp_port)),
                                    ("--rtsp-address", "--rtsp-port", bool(opts.rtsp_port)),
                                    ("--alpha", "a video output (--sink, --rtsp-port or --show)", video),
                                    ("--keyframe-motion", "--keyframe-interval N (N > 1)", opts.keyframe_interval != 1),

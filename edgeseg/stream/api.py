@@ -95,7 +95,9 @@ def build_sinks(opts: StreamOptions, fps: float | None = None) -> list[Sink]:
     if opts.sink:
         sinks.append(Mp4Sink(opts.sink, fps=fps, encoder=opts.encoder))
     if opts.rtsp_port:
-        sinks.append(RtspServerSink(opts.rtsp_port, opts.rtsp_mount, fps=fps, address=opts.rtsp_address))
+        rtsp_encoder = "x264enc-live" if opts.encoder == "x264enc" else opts.encoder  # a hardware one for both sinks
+        sinks.append(RtspServerSink(opts.rtsp_port, opts.rtsp_mount, fps=fps, address=opts.rtsp_address,
+                                    encoder=rtsp_encoder))
     if opts.show:
         sinks.append(DisplaySink(fps=fps))
     if opts.json_out:

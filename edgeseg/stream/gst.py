@@ -81,15 +81,20 @@ HARDWARE_DECODERS = (("nvv4l2decoder", True), ("nvjpegdec", True), ("nvh264dec",
 
 def prefer_hardware_decoders() -> list[str]:
     """Raise the rank of the hardware decoders that exist here (:data:`HARDWARE_DECODERS`) so decodebin picks
-    them; returns their names."""
+    them (an NVMM one only where a converter reads its output; else its rank is set to NONE, so decodebin
+    never picks it); returns the names raised."""
     Gst = gst()
     nvmm_ok = has_element("nvvidconv") or has_element("nvvideoconvert")
     picked = []
     for i, (name, nvmm) in enumerate(HARDWARE_DECODERS):
         f = Gst.ElementFactory.find(name)
-        if f is not None and (nvmm_ok or not nvmm):
-            f.set_rank(Gst.Rank.PRIMARY + 100 - i)
-            picked.append(name)
+        if f is None:
+            continue
+        if nvmm and not nvmm_ok:  # its own rank (nvv4l2decoder: PRIMARY + 11) would still beat the software decoders
+            f.set_rank(Gst.Rank.NONE)
+            continue
+        f.set_rank(Gst.Rank.PRIMARY + 100 - i)
+        picked.append(name)
     return picked
 
 

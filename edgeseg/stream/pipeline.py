@@ -42,6 +42,7 @@ from typing import Any, Callable, Iterable, Sequence
 from ..errors import InputError, StreamError
 from .base import DISCONTINUITY, FRAME_ERROR, Packet, Sink, Source, Stage
 from .metrics import Recorder, Stats
+from .._compat import removeprefix
 
 log = logging.getLogger("edgeseg.stream")
 _END = object()
@@ -256,7 +257,7 @@ class Pipeline:
         try:
             loop(*args)
         except BaseException as e:  # noqa: BLE001 - reported as the run's error
-            name = threading.current_thread().name.removeprefix("edgeseg-")
+            name = removeprefix(threading.current_thread().name, "edgeseg-")
             log.error("the %s thread failed: %s: %s", name, type(e).__name__, e)
             self._fail(StreamError(f"the stream's {name} thread failed: {type(e).__name__}: {e}"))
             inq, out = args[-2:] if len(args) > 1 else (args[0], None)

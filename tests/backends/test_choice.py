@@ -283,6 +283,23 @@ def test_close_candidates_are_timed_again_for_longer(monkeypatch):
     assert got == {F_ORT: 12.0, I_ORT: 9.0, F_OV: 30.0} and decide(got)[0] == I_ORT
 
 
+def test_the_fastest_fp32_is_timed_again_with_close_candidates(monkeypatch):
+    """INT8 and bf16 within 15% of each other, FP32 further away: the tie-break times the FP32 reference with
+    them. Before, on a VM that sped up between the two timings, only the close ones were re-timed (9.3 ms)
+    and compared with the FP32 figure of the slower first timing (27.9 ms): "2.99x the fastest FP32"."""
+    calls = []
+    first = {I_OV: 15.5, Candidate("openvino", "bf16"): 16.2, F_ORT: 25.9}
+
+    def fake(runners, feed, rounds=5, warmup=2, budget_s=20.0):  # noqa: ARG001
+        calls.append(sorted(c.label for c in runners))
+        return dict(first) if len(calls) == 1 else {c: first[c] * 0.6 for c in runners}  # the VM got faster
+
+    monkeypatch.setattr(ch, "time_side_by_side", fake)
+    got = ch.timed({c: object() for c in first}, {})
+    assert calls[1] == ["onnxruntime/fp32", "openvino/bf16", "openvino/int8:cpu"]
+    assert got[F_ORT] / got[I_OV] == pytest.approx(25.9 / 15.5)
+
+
 class Clock:
     """A fake ``perf_counter``: time moves only when a fake runner computes."""
 
@@ -329,15 +346,16 @@ def clock(monkeypatch):
 def test_candidates_are_timed_as_a_stream_runs_them_not_by_the_switch(clock):
     """Hand case: OpenVINO INT8 takes 3 ms a call in a stream and ONNX Runtime FP32 12 ms, but for 40 ms after
     ONNX Runtime the INT8 calls take 9 ms. Timed switching at every call (each INT8 call right after an FP32
-    one) it would look 9 ms and lose; dropping only a block's first call it would still count 4 slow calls;
-    the block timing counts none of them."""
+    one) it would look 9 ms and lose; dropping only a block's first call would still count 4 slow calls; the
+    block timing counts none of them."""
     fast, slow = Neighbour(clock, 0.003, 0.006), Neighbour(clock, 0.012)
     got = ch.time_side_by_side({I_OV: fast, F_ORT: slow}, {}, rounds=3, warmup=1)
     assert got == {I_OV: pytest.approx(3.0), F_ORT: pytest.approx(12.0)}
     assert decide(got)[0] == I_OV
-    # the settle window is what removes the slow calls: without it the median moves
+    # the settle window is what removes the slow calls: none is counted (without it, 4 of a block's would be)
     Neighbour.last[0] = slow
-    assert sorted(ch.time_block(fast, {}, settle_s=0.0))[-1] == pytest.approx(0.009)
+    kept = ch.time_block(fast, {})
+    assert max(kept) == pytest.approx(0.003) and len(kept) >= 10
 
 
 def test_a_sub_millisecond_model_is_timed_after_the_switch_too(clock):

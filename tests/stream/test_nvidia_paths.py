@@ -3,7 +3,9 @@ strings are decided by plain functions checked here with the elements a Jetson h
 MJPEG camera chain, the encoder fallback, NVENC's frame padding) runs for real on GStreamer."""
 from __future__ import annotations
 
+import io
 import logging
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,18 +20,25 @@ from edgeseg.stream.sources import gst_source
 from edgeseg.stream.sources.gst_source import LAUNCHERS, decoded
 from edgeseg.stream.sources.uri import STDIN_LAUNCH, parse_source
 from edgeseg.structures import Frame
+from deadline import within
 
 JETSON = {"nvvidconv", "nvarguscamerasrc", "nvv4l2decoder"}
 DEEPSTREAM = {"nvvideoconvert", "nvv4l2decoder"}
 
 
-def test_decodebin_is_followed_by_the_nvidia_converter_where_one_exists():
+def test_decodebin_is_linked_by_its_caps_where_an_nvidia_converter_exists():
     """nvv4l2decoder (picked by decodebin on a Jetson: rank PRIMARY + 11) outputs NVMM memory only, which
-    videoconvert cannot read: before, every file, RTSP and HTTP source failed to negotiate on a Jetson."""
-    assert decoded(JETSON.__contains__) == "decodebin ! nvvidconv ! video/x-raw,format=BGRx"
-    assert decoded(DEEPSTREAM.__contains__) == "decodebin ! nvvideoconvert ! video/x-raw,format=RGBA"
-    assert decoded((JETSON | DEEPSTREAM).__contains__) == "decodebin ! nvvidconv ! video/x-raw,format=BGRx"
-    assert decoded(set().__contains__) == "decodebin"
+    videoconvert cannot read: before, every file, RTSP and HTTP source failed to negotiate on a Jetson. Where
+    a converter exists, the decoder's pad is linked when it appears: through the converter when NVMM, straight
+    on when a software decoder made it (the converters do not take every format videoconvert does)."""
+    assert gst_source.nvmm_converter(JETSON.__contains__) == "nvvidconv ! capsfilter caps=video/x-raw,format=BGRx"
+    assert gst_source.nvmm_converter(DEEPSTREAM.__contains__) == "nvvideoconvert ! capsfilter caps=video/x-raw,format=RGBA"
+    assert gst_source.nvmm_converter(set().__contains__) is None
+    assert decoded(JETSON.__contains__) == "decodebin name=edgeseg_decode  identity name=edgeseg_decoded"
+    assert decoded(set().__contains__) == "decodebin"  # elsewhere: the launch string as before
+    assert gst_source.needs_nvmm_converter("video/x-raw(memory:NVMM), format=(string)NV12, width=(int)1920")
+    assert not gst_source.needs_nvmm_converter("video/x-raw, format=(string)Y42B, width=(int)640")
+    assert not gst_source.needs_nvmm_converter("audio/x-raw(memory:NVMM), rate=(int)48000")
 
 
 @pytest.mark.parametrize("source, head", [
@@ -37,30 +46,63 @@ def test_decodebin_is_followed_by_the_nvidia_converter_where_one_exists():
     ("http://cam.local/clip.mp4", "uridecodebin"),
     ("-", "fdsrc fd=0"),
 ])
-def test_every_decoded_source_gets_the_converter_on_a_jetson(monkeypatch, source, head):
+def test_every_decoded_source_is_linked_by_caps_on_a_jetson(monkeypatch, source, head):
     monkeypatch.setattr(gst_mod, "has_element", JETSON.__contains__)
+    monkeypatch.setattr(sys, "stdin", io.StringIO())  # "-" refuses a terminal (pytest -s): a pipe's stand-in
     u = parse_source(source)
     text = LAUNCHERS.get(u.scheme)(u)
-    assert text.startswith(head) and "nvvidconv ! video/x-raw,format=BGRx ! videoconvert" in text, text
+    assert text.startswith(head) and "name=edgeseg_decode  identity name=edgeseg_decoded ! videoconvert" in text, text
     monkeypatch.setattr(gst_mod, "has_element", set().__contains__)
-    assert "nvvidconv" not in LAUNCHERS.get(u.scheme)(u)  # elsewhere as before
+    assert "edgeseg_decode" not in LAUNCHERS.get(u.scheme)(u)  # elsewhere as before
     if source == "-":
         assert u.target == STDIN_LAUNCH
 
 
-def test_a_file_source_gets_the_converter_on_a_jetson(monkeypatch, tmp_path):
-    clip = tmp_path / "clip.mp4"
-    clip.write_bytes(b"\0" * 64)
-    monkeypatch.setattr(gst_mod, "has_element", JETSON.__contains__)
-    u = parse_source(str(clip))
-    text = LAUNCHERS.get(u.scheme)(u)
-    assert "decodebin ! nvvidconv ! video/x-raw,format=BGRx ! videoconvert ! videoflip" in text
+def _clip(tmp_path, n=6):
+    sink = Mp4Sink(tmp_path / "clip.mp4", fps=10, backend="gstreamer")
+    sink.open()
+    yy, xx = np.mgrid[0:48, 0:64]
+    for i in range(n):
+        sink.write(Frame(np.stack([xx * 4, yy * 5, np.full_like(xx, 30 * i)], -1).astype(np.uint8), 0, i, "t"), None)
+    sink.close()
+    return tmp_path / "clip.mp4"
+
+
+@pytest.mark.parametrize("nvmm", [False, True])
+def test_a_file_decoded_on_a_jetson_reaches_the_appsink(gst, tmp_path, monkeypatch, nvmm):
+    """The launch string a Jetson gets, run here: the software decoder's pad is linked straight on (nvmm=False);
+    with nvmm=True the pad is taken for NVMM and linked through a converter chain made at run time, here a
+    software stand-in for nvvidconv (the linking is what is tested; NVIDIA's element is not on this machine)."""
+    clip = _clip(tmp_path)
+    monkeypatch.setattr(gst_mod, "has_element", lambda name: name == "nvvidconv" or name in ("videoconvert",))
+    if nvmm:
+        monkeypatch.setattr(gst_source, "needs_nvmm_converter", lambda text: text.startswith("video/"))
+        monkeypatch.setattr(gst_source, "nvmm_converter", lambda has=None: "videoconvert ! capsfilter caps=video/x-raw,format=BGRx")
+    with GstSource(str(clip)) as src:
+        assert "name=edgeseg_decode  identity name=edgeseg_decoded" in src.launch
+        frames = [f.image for f in src]
+    assert len(frames) == 6 and frames[0].shape == (48, 64, 3)
+    assert abs(int(frames[5][10, 10, 2]) - 150) < 12  # the last frame's own blue level: decoded, not a blank
+
+
+def test_a_camera_decodebin_never_picks_an_nvmm_decoder():
+    class Factory:
+        def __init__(self, name):
+            self.name = name
+
+        def get_name(self):
+            return self.name
+
+    assert [gst_source.skip_nvmm_decoders(None, None, None, Factory(n)) for n in
+            ("nvv4l2decoder", "nvjpegdec", "jpegdec", "avdec_mjpeg")] == [2, 2, 0, 0]  # 2: decodebin's SKIP
 
 
 def test_v4l2_numbers_name_their_device_and_other_hosts_are_refused():
     assert parse_source("v4l2://1").target == "/dev/video1"  # before: /dev/video0, silently
     assert parse_source("v4l2:///dev/video2").target == "/dev/video2"
     assert parse_source("v4l2://").target == "/dev/video0"
+    assert parse_source("v4l2://1/").target == "/dev/video1" and parse_source("v4l2://01").target == "/dev/video1"
+    assert parse_source("csi:///1").target == "1" and parse_source("csi://").target == "0"  # before: sensor 0
     with pytest.raises(InputError, match="not host 'cam'"):
         parse_source("v4l2://cam")
     with pytest.raises(InputError, match="names two cameras"):
@@ -85,6 +127,7 @@ def test_usb_camera_chain_takes_raw_and_mjpeg_frames(gst, tmp_path, camera):
     u = parse_source(f"v4l2://{device}?width=64&height=48&fps=30")
     text = LAUNCHERS.get("v4l2")(u)
     assert text.startswith(f"v4l2src device=\"{device}\" ! capsfilter caps=")
+    assert "decodebin name=edgeseg_camera_decode ! videoconvert" in text  # never the NVIDIA converter
     fake = "videotestsrc num-buffers=4 pattern=ball ! video/x-raw,width=64,height=48,framerate=30/1"
     if camera == "mjpeg":
         fake += " ! jpegenc"
@@ -136,6 +179,45 @@ def test_frames_are_padded_to_nvencs_smallest_size():
     assert encodable(image).shape == (20, 30, 3)  # x264: as it was
 
 
-def test_nvidia_v4l2_decoders_are_raised_only_with_a_converter(monkeypatch):
-    assert [n for n, nvmm in gst_mod.HARDWARE_DECODERS if nvmm] == ["nvv4l2decoder", "nvjpegdec"]
-    assert gst_source.NVMM_CONVERTERS[0][0] == "nvvidconv"
+def test_nvmm_decoders_are_the_ones_the_camera_chain_skips():
+    assert {n for n, nvmm in gst_mod.HARDWARE_DECODERS if nvmm} == gst_source.NVMM_DECODERS
+
+
+@within(30)
+def test_a_decoded_pad_that_cannot_be_linked_is_an_error_not_a_hang(gst, tmp_path, monkeypatch):
+    """A converter chain that cannot be made (here: an element this machine lacks, as a Jetson image without
+    nvvidconv's library would) used to leave the source waiting for frames that never came."""
+    from edgeseg.errors import StreamError
+
+    clip = _clip(tmp_path)
+    monkeypatch.setattr(gst_mod, "has_element", lambda name: name == "nvvidconv")
+    monkeypatch.setattr(gst_source, "needs_nvmm_converter", lambda text: text.startswith("video/"))
+    monkeypatch.setattr(gst_source, "nvmm_converter", lambda has=None: "nosuchconverter ! capsfilter caps=video/x-raw")
+    with pytest.raises(StreamError, match="cannot link the decoded video"):
+        with GstSource(str(clip)) as src:
+            list(src)
+
+
+def test_no_encoder_at_all_is_refused_when_the_sink_opens(gst, monkeypatch):
+    """A Jetson image without gst-plugins-ugly: neither the hardware encoder nor x264enc can run. Said at
+    open(), with the package to install, not by GStreamer at the first frame."""
+    from edgeseg.errors import StreamError
+
+    if "test-missing-enc" not in ENCODERS:
+        ENCODERS.add("test-missing-enc", "videoconvert ! video/x-raw,format=I420 ! nosuchh264enc ! h264parse")
+    if "test-missing-x264" not in ENCODERS:
+        ENCODERS.add("test-missing-x264", "videoconvert ! nosuchx264enc ! h264parse")
+    monkeypatch.setitem(video_mod.SOFTWARE_ENCODER, "mp4", "test-missing-x264")
+    with pytest.raises(StreamError, match=r"no H.264 encoder can run here .*nosuchh264enc.*test-missing-x264: this "
+                                          r"machine has no nosuchx264enc element") as e:
+        usable_encoder("test-missing-enc", "mp4")
+    assert "gstreamer1.0-plugins-ugly" in e.value.fix
+
+
+def test_encoder_option_reaches_the_rtsp_sink_too():
+    from edgeseg.stream.api import StreamOptions, build_sinks
+
+    sinks = build_sinks(StreamOptions(source="test://ball", rtsp_port=8599, encoder="nvv4l2h264enc"))
+    assert [s.encoder_name for s in sinks if s.name == "rtsp"] == ["nvv4l2h264enc"]  # before: always x264enc-live
+    sinks = build_sinks(StreamOptions(source="test://ball", rtsp_port=8599))
+    assert [s.encoder_name for s in sinks if s.name == "rtsp"] == ["x264enc-live"]

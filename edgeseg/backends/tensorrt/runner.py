@@ -11,6 +11,7 @@ tests exercise without TensorRT. This package is the only place TensorRT is call
 """
 from __future__ import annotations
 
+import logging
 from typing import Any, Mapping
 
 import numpy as np
@@ -19,8 +20,10 @@ from ...errors import BackendUnavailable, BundleError, EdgesegError
 from ..base import BACKENDS, Runner
 from .._util import warm_up
 from .plan import DeviceBuffers, EngineKey, GpuInfo, builder_plan, engine_cache_path, io_plan, shape_outside_profile
+from ..._compat import is_relative_to
 
 MAX_BATCH = 8
+log = logging.getLogger("edgeseg.backends")
 
 
 def _cudart():
@@ -86,7 +89,8 @@ class TensorRTRunner(Runner):
         """As every backend, except: fp16 builds the FP32 graph (with FP16 kernels allowed) when the bundle has
         no FP16 one; INT8 means the ``tensorrt`` target's Q/DQ model only: the other targets' INT8 graphs
         (asymmetric uint8, INT32 bias) are ones TensorRT's parser refuses."""
-        if precision == "fp16" and not any(m.precision == "fp16" for m in bundle.manifest.models):
+        if precision == "fp16" and not any(m.precision == "fp16" and m.file.endswith(cls.file_suffixes)
+                                           for m in bundle.manifest.models):
             return super().select_model(bundle, "fp32", None)  # the FP32 graph, built with FP16 kernels allowed
         if precision == "int8" and (target or "tensorrt") != "tensorrt":
             raise BundleError(f"the tensorrt backend runs INT8 models made for the tensorrt target, not {target!r}",
@@ -122,7 +126,7 @@ class TensorRTRunner(Runner):
         from ...bundle import sha256_file
 
         sha = None
-        if self.bundle is not None and self.model_path.is_relative_to(self.bundle.root):
+        if self.bundle is not None and is_relative_to(self.model_path, self.bundle.root):
             sha = self.bundle.manifest.files.get(self.model_path.relative_to(self.bundle.root).as_posix())
         sha = sha or sha256_file(self.model_path)
         return EngineKey(sha, trt_version, gpu, self.precision, (("max_batch", str(MAX_BATCH)),))
@@ -247,9 +251,14 @@ class TensorRTRunner(Runner):
         self._release()
 
     def _release(self) -> None:
-        if getattr(self, "_buffers", None) is not None:
-            self._buffers.close()
-        if getattr(self, "_stream", None) is not None:
-            self._cudart.cudaStreamDestroy(self._stream)
+        """Free what exists, each step on its own: a failing one (a CUDA error) must neither hide the error that
+        made an activation fail nor keep the next step from running."""
+        steps = (lambda: self._buffers is not None and self._buffers.close(),
+                 lambda: self._stream is not None and self._cudart.cudaStreamDestroy(self._stream))
+        for step in steps:
+            try:
+                step()
+            except Exception as e:  # noqa: BLE001 - logged; the rest is still released
+                log.warning("TensorRT runner: releasing %s failed: %s", self.model_path.name, e)
         self._stream = self._buffers = self._allocator = None
         self.context = self.engine = self._runtime = None

@@ -74,6 +74,8 @@ class RtspServerSink(Sink):
 
     def _start(self, shape: tuple[int, int]) -> None:
         GstRtspServer = _gst.gst_module("GstRtspServer")
+        if self._bound is None:  # written to without open(): bind (and settle the encoder) before using it
+            self.open()
         h, w = shape
         self.fps = output_fps(self.fps, self._source)
         num, den = _fraction(self.fps)
@@ -83,8 +85,6 @@ class RtspServerSink(Sink):
                            f"! {self.encoder} ! rtph264pay name=pay0 pt=96 config-interval=1 )")
         factory.set_shared(True)
         factory.connect("media-configure", self._on_media)
-        if self._bound is None:  # written to without open()
-            self.open()
         self._bound.get_mount_points().add_factory(self.mount, factory)
         self._server = self._bound
         log.info("serving the annotated stream at %s", self.url)

@@ -68,15 +68,22 @@ def encoder_problem(fragment: str) -> str | None:
 
 def usable_encoder(name: str, sink: str) -> str:
     """``name`` when it can run here, else the sink's software encoder (:data:`SOFTWARE_ENCODER`), with a
-    warning saying why; a software encoder that cannot run is left to fail with GStreamer's own error."""
+    warning saying why; neither (an image without gst-plugins-ugly): a :class:`StreamError` at ``open()``,
+    before any frame is read."""
     fallback = SOFTWARE_ENCODER[sink]
-    if name == fallback or name.startswith("x264enc"):
-        return name
     why = encoder_problem(ENCODERS.get(name))
     if why is None:
         return name
-    log.warning("%s sink: encoder %s cannot be used (%s); encoding with %s on the CPU instead", sink, name, why, fallback)
-    return fallback
+    if name != fallback:
+        fallback_why = encoder_problem(ENCODERS.get(fallback))
+        if fallback_why is None:
+            log.warning("%s sink: encoder %s cannot be used (%s); encoding with %s on the CPU instead", sink, name, why,
+                        fallback)
+            return fallback
+        why = f"{why}; and {fallback}: {fallback_why}"
+    raise StreamError(f"{sink} sink: no H.264 encoder can run here ({name}: {why})",
+                      fix="install GStreamer's x264enc (Debian/Ubuntu: apt install gstreamer1.0-plugins-ugly), or write "
+                          "an .mkv/.avi with the OpenCV writer (backend opencv)")
 
 
 #: MP4/MOV are written in 1 s fragments while recording and made a plain file at the end (``first-moov-then-

@@ -27,23 +27,79 @@ APPSINK = "videoconvert ! video/x-raw,format=RGB ! appsink name=edgeseg_sink emi
 #: container; OpenCV's reader applies it, decodebin does not): a pass-through when there is no tag
 UPRIGHT = "videoconvert ! videoflip video-direction=auto"  # videoflip takes fewer formats than decoders give (4:2:2)
 LAUNCHERS: Registry[Callable[[SourceURI], str]] = Registry("GStreamer source scheme", error=InputError)
-#: what follows ``decodebin`` where NVIDIA's V4L2 decoders can be picked: ``nvv4l2decoder`` (Jetson, and DeepStream on
-#: desktops; rank PRIMARY + 11, so decodebin prefers it to the software decoders) outputs only
-#: ``video/x-raw(memory:NVMM)``, which ``videoconvert`` cannot read; the NVIDIA converter brings it (and a software
-#: decoder's frames: it converts raw to raw too) to system memory. First element this machine has wins.
-NVMM_CONVERTERS = (("nvvidconv", "nvvidconv ! video/x-raw,format=BGRx"),  # JetPack
-                   ("nvvideoconvert", "nvvideoconvert ! video/x-raw,format=RGBA"))  # DeepStream (desktop GPUs)
+#: the NVIDIA converters that bring ``video/x-raw(memory:NVMM)`` frames (the only output of ``nvv4l2decoder``, which
+#: decodebin prefers on a Jetson and with DeepStream: rank PRIMARY + 11) to system memory ``videoconvert`` reads;
+#: the first this machine has is used, and only for a decoder pad whose caps are NVMM (:func:`link_decoded`)
+NVMM_CONVERTERS = (("nvvidconv", "nvvidconv ! capsfilter caps=video/x-raw,format=BGRx"),  # JetPack
+                   ("nvvideoconvert", "nvvideoconvert ! capsfilter caps=video/x-raw,format=RGBA"))  # DeepStream
+#: decoders whose output is NVMM memory: a camera's MJPEG is decoded without them (the v4l2 chain has no converter,
+#: and nvv4l2decoder takes JPEG only behind jpegparse and with mjpeg=1)
+NVMM_DECODERS = frozenset({"nvv4l2decoder", "nvjpegdec"})
+DECODE_NAME, DECODED_NAME = "edgeseg_decode", "edgeseg_decoded"
+CAMERA_DECODE_NAME = "edgeseg_camera_decode"  # the v4l2 chain's: raw frames pass, MJPEG is decoded without NVMM
+
+
+def nvmm_converter(has: Callable[[str], bool] | None = None) -> str | None:
+    """The chain of :data:`NVMM_CONVERTERS` this machine has, else None. ``has``: whether an element exists
+    (GStreamer's registry by default; tests pass a set's ``__contains__``)."""
+    has = has or _gst.has_element
+    return next((chain for element, chain in NVMM_CONVERTERS if has(element)), None)
 
 
 def decoded(has: Callable[[str], bool] | None = None) -> str:
-    """``decodebin`` and, where this machine has an NVIDIA converter, the step from NVMM memory to frames
-    ``videoconvert`` reads (:data:`NVMM_CONVERTERS`). ``has``: whether an element exists (GStreamer's
-    registry by default; tests pass a set's ``__contains__``)."""
-    has = has or _gst.has_element
-    for element, chain in NVMM_CONVERTERS:
-        if has(element):
-            return f"decodebin ! {chain}"
-    return "decodebin"
+    """``decodebin``, linked to what follows as usual, or, where this machine has an NVIDIA converter, a named
+    ``decodebin`` and a named ``identity`` starting the rest of the chain, unlinked: :func:`link_decoded` links
+    each decoded video pad to it when the pad appears, through the converter only when its caps are NVMM (a
+    software decoder's 4:2:2 or RGB frames, which the converters do not all take, go straight on)."""
+    if nvmm_converter(has) is None:
+        return "decodebin"
+    return f"decodebin name={DECODE_NAME}  identity name={DECODED_NAME}"
+
+
+def needs_nvmm_converter(caps_text: str) -> bool:
+    """Whether a decoder pad's caps are NVIDIA's device memory (``video/x-raw(memory:NVMM), ...``)."""
+    return caps_text.startswith("video/") and "memory:NVMM" in caps_text.split(",", 1)[0]
+
+
+def link_decoded(pipeline: Any, pad: Any, converter: str | None = None) -> str | None:
+    """A ``pad-added`` handler's work for :func:`decoded`'s unlinked decodebin: a video pad is linked to the
+    ``identity`` the rest of the chain starts with, through ``converter`` (default :func:`nvmm_converter`'s)
+    when its caps are NVMM; other pads (audio) and a second video pad are left alone. Returns how it linked
+    (``"direct"``, ``"converter"``) or None."""
+    Gst = _gst.gst()
+    text = _pad_caps_text(pad)
+    target = pipeline.get_by_name(DECODED_NAME).get_static_pad("sink")
+    if not text.startswith("video/") or target.is_linked():
+        return None
+    if needs_nvmm_converter(text):
+        chain = Gst.parse_bin_from_description(converter or nvmm_converter(), True)
+        pipeline.add(chain)
+        chain.sync_state_with_parent()
+        if pad.link(chain.get_static_pad("sink")) != Gst.PadLinkReturn.OK or \
+                chain.get_static_pad("src").link(target) != Gst.PadLinkReturn.OK:
+            log.error("cannot link the decoder's NVMM output through %s", converter or nvmm_converter())
+            return None
+        return "converter"
+    if pad.link(target) != Gst.PadLinkReturn.OK:
+        log.error("cannot link the decoder's output (%s)", text)
+        return None
+    return "direct"
+
+
+def _pad_caps_text(pad: Any) -> str:
+    caps = pad.get_current_caps() or pad.query_caps(None)
+    return caps.to_string() if caps is not None else ""
+
+
+def _decoded_linked(dec: Any) -> bool:
+    parent = dec.get_parent()
+    target = parent.get_by_name(DECODED_NAME) if parent is not None else None
+    return target is not None and target.get_static_pad("sink").is_linked()
+
+
+def skip_nvmm_decoders(_bin: Any, _pad: Any, _caps: Any, factory: Any) -> int:
+    """A decodebin ``autoplug-select`` handler: 2 (SKIP) for :data:`NVMM_DECODERS`, 0 (TRY) for the others."""
+    return 2 if factory.get_name() in NVMM_DECODERS else 0
 
 
 def _caps(u: SourceURI, kind: str = "video/x-raw") -> str:
@@ -82,9 +138,11 @@ def _rtsp(u: SourceURI) -> str:
 @LAUNCHERS.register("v4l2")
 def _v4l2(u: SourceURI) -> str:
     """Raw frames where the camera gives them at the asked size and rate, else its MJPEG (most USB webcams send
-    720p and 1080p at 30 fps only as ``image/jpeg``), decoded; raw frames pass ``decodebin`` untouched."""
+    720p and 1080p at 30 fps only as ``image/jpeg``), decoded; raw frames pass ``decodebin`` untouched. Its
+    decodebin never picks an NVMM decoder (:func:`skip_nvmm_decoders`), so the chain needs no converter."""
     caps = f"{_caps(u)};{_caps(u, 'image/jpeg')}"
-    return f"v4l2src device={_gst.quote(camera_device(u.target))} ! capsfilter caps={_gst.quote(caps)} ! {decoded()} ! {APPSINK}"
+    return (f"v4l2src device={_gst.quote(camera_device(u.target))} ! capsfilter caps={_gst.quote(caps)} "
+            f"! decodebin name={CAMERA_DECODE_NAME} ! {APPSINK}")
 
 
 @LAUNCHERS.register("csi")
@@ -291,6 +349,12 @@ class GstSource(Source):
             raise StreamError(f"launch string for {self.uri!r} has no appsink named edgeseg_sink")
         sink.set_property("sync", self.realtime or self.live)
         sink.connect("new-sample", self._on_sample)
+        dec = pipe.get_by_name(DECODE_NAME)
+        if dec is not None:  # an NVIDIA machine: the decoder's pad is linked when it appears (decoded())
+            dec.connect("pad-added", self._on_decoded_pad)
+        cam = pipe.get_by_name(CAMERA_DECODE_NAME)
+        if cam is not None:
+            cam.connect("autoplug-select", skip_nvmm_decoders)
         if self.decoder_threads:
             pipe.connect("deep-element-added", decoder_threads_setter(self.decoder_threads))
         if self.spec.scheme == "file":
@@ -303,6 +367,22 @@ class GstSource(Source):
             self._teardown()
             raise StreamError(f"cannot start source {self.uri!r}: {err or 'state change failed'}")
         self._probe_file_info()
+
+    def _on_decoded_pad(self, dec: Any, pad: Any) -> None:
+        """:func:`link_decoded` in GStreamer's thread; a video pad it cannot link is posted as an error on the
+        bus (else no frame and no error would ever come: the source would wait for ever)."""
+        Gst = _gst.gst()
+        try:
+            how = link_decoded(self._pipeline or dec.get_parent(), pad)
+            failed = how is None and _pad_caps_text(pad).startswith("video/") and not _decoded_linked(dec)
+            why = f"cannot link the decoded video ({_pad_caps_text(pad)})"
+        except Exception as e:  # noqa: BLE001 - reported on the bus, read by the reader like any pipeline error
+            failed, why = True, f"cannot link the decoded video: {type(e).__name__}: {e}"
+        if failed:
+            from gi.repository import GLib
+
+            err = GLib.Error.new_literal(Gst.StreamError.quark(), why, Gst.StreamError.FAILED)
+            dec.post_message(Gst.Message.new_error(dec, err, why))
 
     def _probe_file_info(self) -> None:
         """For a file: its frame total (the progress bar, the truncation check) and frame rate, from

@@ -88,15 +88,19 @@ def parse_source(text: str | os.PathLike) -> SourceURI:
         url = f"{scheme}://{parts.netloc}{parts.path}" + (f"?{rest}" if rest else "")
         return SourceURI(s, "http" if scheme.startswith("http") else "rtsp", url, ours)
     if scheme == "v4l2":
+        path = "" if parts.path == "/" else parts.path
         if parts.netloc and not parts.netloc.isdigit():
             raise InputError(f"source {s!r}: a camera is v4l2:///dev/videoN or v4l2://N, not host {parts.netloc!r}",
                              fix="e.g. v4l2:///dev/video1 or v4l2://1")
-        if parts.netloc and parts.path:
-            raise InputError(f"source {s!r} names two cameras ({parts.netloc} and {parts.path})",
+        if parts.netloc and path:
+            raise InputError(f"source {s!r} names two cameras ({parts.netloc} and {path})",
                              fix="v4l2:///dev/videoN or v4l2://N")
-        return SourceURI(s, "v4l2", f"/dev/video{parts.netloc}" if parts.netloc else parts.path or "/dev/video0", opts)
-    if scheme == "csi":
-        return SourceURI(s, "csi", parts.netloc or "0", opts)
+        return SourceURI(s, "v4l2", f"/dev/video{int(parts.netloc)}" if parts.netloc else path or "/dev/video0", opts)
+    if scheme == "csi":  # csi://N, and csi:///N as a file-style URI writes it
+        sensor, path = parts.netloc, parts.path.strip("/")
+        if sensor and path:
+            raise InputError(f"source {s!r} names two sensors ({sensor} and {path})", fix="csi://N, e.g. csi://0")
+        return SourceURI(s, "csi", sensor or path or "0", opts)
     if scheme == "test":
         return SourceURI(s, "test", parts.netloc or "smpte", opts)
     raise InputError(
