@@ -39,6 +39,7 @@ from .errors import BundleError, InputError
 from .structures.decoder_options import DecoderOptions, decoder_options
 from .structures.input_spec import InputSpec
 from .structures.palette import default_palette
+from ._compat import is_relative_to, removesuffix
 
 log = logging.getLogger("edgeseg.bundle")
 
@@ -327,7 +328,7 @@ class Bundle:
             with zipfile.ZipFile(zpath) as zf:
                 for member in zf.namelist():
                     target = (tmp / member).resolve()
-                    if not target.is_relative_to(tmp.resolve()):  # not a string prefix: bundle-ab would admit bundle-abc/
+                    if not is_relative_to(target, tmp.resolve()):  # not a string prefix: bundle-ab would admit bundle-abc/
                         raise BundleError(f"{zpath}: unsafe path {member!r} in zip")
                 zf.extractall(tmp)
             inner = [d for d in tmp.iterdir() if d.is_dir() and (d / MANIFEST).is_file()]
@@ -699,7 +700,7 @@ def _restore_killed_swap(root: Path) -> bool:
         pid, _, rest = old.name[len(root.name) + 2:].partition("@")
         if not pid.isdigit() or not rest.startswith(f"{host}-") or _alive(int(pid)):
             continue
-        stage = old.with_name(old.name.removesuffix(".old") + ".partial")
+        stage = old.with_name(removesuffix(old.name, ".old") + ".partial")
         if not stage.is_dir():
             continue
         try:
@@ -763,7 +764,7 @@ def _swap_in(stage: Path, root: Path) -> None:
     if not os.path.lexists(root):
         os.replace(stage, root)
         return
-    old = stage.with_name(stage.name.removesuffix(".partial") + ".old")
+    old = stage.with_name(removesuffix(stage.name, ".partial") + ".old")
     os.replace(root, old)
     try:
         os.replace(stage, root)

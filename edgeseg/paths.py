@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from ._compat import removesuffix
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 ZOO_DIR = PACKAGE_DIR / "zoo"  # bundles shipped with the package: zoo/<name>.edgeseg/
@@ -44,4 +45,4 @@ def shipped_bundle(name: str) -> Path | None:
 def shipped_bundle_names() -> list[str]:
     if not ZOO_DIR.is_dir():
         return []
-    return sorted(p.name.removesuffix(".edgeseg") for p in ZOO_DIR.iterdir() if (p / "manifest.json").is_file())
+    return sorted(removesuffix(p.name, ".edgeseg") for p in ZOO_DIR.iterdir() if (p / "manifest.json").is_file())

@@ -251,7 +251,7 @@ def encode_result(result: Any) -> dict[str, Any]:
                            "(it sends SemanticResult, InstanceResult and PanopticResult)")
 
 
-@encode_result.register
+@encode_result.register(SemanticResult)  # by class: Python 3.8 cannot evaluate the annotations
 def _encode_semantic(result: SemanticResult) -> dict[str, Any]:
     """``labels_png`` (uint8 label maps) or ``labels_npy``; ``confidence`` (float32, raw) when the decoder gave it."""
     labels = result.labels
@@ -272,7 +272,7 @@ def _encode_semantic(result: SemanticResult) -> dict[str, Any]:
     return out
 
 
-@encode_result.register
+@encode_result.register(InstanceResult)
 def _encode_instance(result: InstanceResult) -> dict[str, Any]:
     """Boxes, scores, classes (and track ids, mask bounds) as raw arrays; masks as their crops' bits
     (``masks.bits``), never ``N x H x W``. A compact result's crops cover its ``mask_boxes`` and come back
@@ -291,7 +291,7 @@ def _encode_instance(result: InstanceResult) -> dict[str, Any]:
     return out
 
 
-@encode_result.register
+@encode_result.register(PanopticResult)
 def _encode_panoptic(result: PanopticResult) -> dict[str, Any]:
     """The segment id map (:func:`_pack_map`: PNG while ids fit 16 bits) and the segments as JSON."""
     segments = [{"id": int(s.id), "category_id": int(s.category_id), "isthing": bool(s.isthing), "area": int(s.area),

@@ -11,6 +11,7 @@ import math
 
 from ..errors import InputError
 from ._common import add_json_option, add_runtime_options, check_output, print_table, write_json
+from .._compat import is_relative_to
 
 NAME = "eval"
 HELP = ("score a bundle on a labelled dataset: mIoU, mAcc, pixel accuracy, boundary F1; mask AP for instance bundles; "
@@ -386,7 +387,7 @@ def _check_overwrites(args: argparse.Namespace, dataset, outputs) -> None:
 
     def inside(a: Path, folder: Path) -> bool:
         try:
-            return folder.is_dir() and a.resolve().is_relative_to(folder.resolve())
+            return folder.is_dir() and is_relative_to(a.resolve(), folder.resolve())
         except (OSError, ValueError):
             return False
 

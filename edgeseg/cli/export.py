@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from ._common import add_json_option, write_json
+from .._compat import removesuffix
 
 NAME = "export"
 HELP = "export a model or checkpoint to a bundle (ONNX opset 19, Conv-BN folded, parity-checked)"
@@ -120,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
 
         raise InputError(f"--nms applies to detectors; {args.model} is a semantic model", fix="drop --nms")
     bundle = export_bundle(
-        model, out, name=args.name or out.name.removesuffix(".edgeseg"), classes=names, input_spec=spec,
+        model, out, name=args.name or removesuffix(out.name, ".edgeseg"), classes=names, input_spec=spec,
         palette=palette, argmax_in_graph=args.argmax_in_graph, dynamic_batch=args.dynamic_batch,
         deform_conv=args.deform_conv, roi_align=args.roi_align, overwrite=args.overwrite, provenance=provenance,
         include_checkpoint=args.checkpoint, opset=args.opset,
@@ -163,7 +164,7 @@ def _run_panoptic(args: argparse.Namespace, model, names, palette, spec, out, pr
     from ..export.panoptic_export import export_panoptic_bundle
 
     _only_semantic_flags(args, model, "panoptic")
-    bundle = export_panoptic_bundle(model, out, name=args.name or out.name.removesuffix(".edgeseg"),
+    bundle = export_panoptic_bundle(model, out, name=args.name or removesuffix(out.name, ".edgeseg"),
                                     classes=names if not isinstance(names, int) else None, input_spec=spec,
                                     palette=palette, category_ids=category_ids or None, overwrite=args.overwrite,
                                     opset=args.opset, provenance=provenance, include_checkpoint=args.checkpoint,
@@ -184,7 +185,7 @@ def _run_instance(args: argparse.Namespace, model, names, palette, spec, out, pr
     from ..export.instance_export import export_instance_bundle
 
     _only_semantic_flags(args, model, "instance", nms=False)
-    bundle = export_instance_bundle(model, out, name=args.name or out.name.removesuffix(".edgeseg"),
+    bundle = export_instance_bundle(model, out, name=args.name or removesuffix(out.name, ".edgeseg"),
                                     classes=names if not isinstance(names, int) else None, input_spec=spec,
                                     palette=palette, overwrite=args.overwrite, opset=args.opset,
                                     provenance=provenance, include_checkpoint=args.checkpoint, nms=args.nms,

@@ -5,6 +5,7 @@ import argparse
 import logging
 
 from ._common import add_json_option, write_json
+from .._compat import removesuffix
 
 NAME = "import"
 HELP = "turn an ONNX segmentation model made elsewhere (opset >= 9) into a bundle"
@@ -119,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     check_target(args.out, "--out", overwrite=args.overwrite)
     bundle = import_onnx(args.onnx, out, task=args.task, classes=classes, input_spec=spec, palette=palette,
-                         name=args.name or out.name.removesuffix(".edgeseg"), overwrite=args.overwrite)
+                         name=args.name or removesuffix(out.name, ".edgeseg"), overwrite=args.overwrite)
     m = bundle.manifest
     if m.input.dtype == "uint8" and norm:
         logging.getLogger("edgeseg.import").warning(

@@ -12,13 +12,14 @@ import abc
 from collections.abc import Sequence
 from pathlib import Path
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, overload
+from typing import Any, Callable, Dict, Iterator, List, overload
 
 import numpy as np
 
 from .._registry import Registry
 from ..errors import DataError, InputError
 from ..structures import ImageShape
+from .._compat import removeprefix
 
 IGNORE = 255
 """Label value of void / unlabelled pixels; metrics and losses skip it."""
@@ -101,7 +102,7 @@ class SegmentationDataset(Sequence):
         return f"{type(self).__name__}(len={len(self)}, classes={len(self.classes)})"
 
 
-DatasetFactory = Callable[[list[str], dict[str, str], str], Any]  # a SegmentationDataset, or an instance dataset
+DatasetFactory = Callable[[List[str], Dict[str, str], str], Any]  # a SegmentationDataset, or an instance dataset
 DATASETS: Registry[DatasetFactory] = Registry("dataset kind", DataError)
 """Spec kind -> factory ``(positional args, key=value options, split) -> dataset``."""
 
@@ -172,7 +173,7 @@ def coco_image_dir(kind: str, prefix: str, path: Path, options: dict[str, str]) 
         if not image_dir.is_dir():
             raise DataError(f"{kind}: images folder {image_dir} not found", fix="check images=DIR (--images DIR)")
         return image_dir
-    split_name = path.stem.removeprefix(f"{prefix}_")
+    split_name = removeprefix(path.stem, f"{prefix}_")
     for cand in (path.parent / split_name, path.parent.parent / split_name):
         if cand.is_dir():
             return cand

@@ -33,6 +33,7 @@ import numpy as np
 from ..bundle import Bundle, Manifest, ModelFile, OutputSpec
 from ..errors import ExportError, InputError
 from ..structures import InputSpec, PanopticOptions
+from .._compat import removesuffix
 
 FAIL_PIXELS = 0.999
 FAIL_PIXELS_RESIZED = 0.98  # one in-graph resize instead of cv2's from the frame: edges move by a pixel
@@ -300,7 +301,7 @@ def _fuse(sem: Bundle, inst: Bundle, out, *, name, stuff, things, overwrite, opt
         ys = session.run(None, {"images": x})
         outs = tuple(OutputSpec(o.name, o.name, str(y.dtype), tuple(o.shape)) for o, y in zip(session.get_outputs(), ys))
         opset = next(o.version for o in model.opset_import if o.domain == "")
-        manifest = Manifest(name=name or Path(out).name.removesuffix(".edgeseg"), task="panoptic", classes=classes,
+        manifest = Manifest(name=name or removesuffix(Path(out).name, ".edgeseg"), task="panoptic", classes=classes,
                             input=spec, outputs=outs, palette=palette, decoder=opts.to_dict(), provenance=prov)
         parity = fusion_parity(session, manifest, sem, inst, parity_images(spec.size, count=parity_frames),
                                FAIL_PIXELS_RESIZED if resized else FAIL_PIXELS)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator, Protocol, Sequence
+from typing import Callable, Dict, Iterator, Protocol, Sequence, TYPE_CHECKING
 
 import numpy as np
 
@@ -254,7 +254,7 @@ class LayerSensitivity:
                 "measure": self.measure}
 
 
-Quantizer = Callable[[dict[str, str], Path], Path]  # (keep_float, out path) -> quantized model path
+Quantizer = Callable[[Dict[str, str], Path], Path]  # (keep_float, out path) -> quantized model path
 
 
 def layer_sensitivity(layers: Sequence[tuple[str, str]], quantize: Quantizer, score: Scorer, base_score: float,

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, List
 
 import numpy as np
 
@@ -68,7 +68,7 @@ class CheckReport:
         return "\n".join(lines)
 
 
-Checker = Callable[[object, str], list[Finding]]
+Checker = Callable[[object, str], List[Finding]]
 TARGETS: Registry[Checker] = Registry("deployment target", UnsupportedError)
 
 

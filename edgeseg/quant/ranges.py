@@ -24,7 +24,7 @@ import logging
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Dict
 
 import numpy as np
 
@@ -81,7 +81,7 @@ class CalibrationTable:
 
 ENTROPY_BINS = 512
 
-RangeFn = Callable[[Path, FeedReader, dict[str, Any]], dict[str, TensorRange]]
+RangeFn = Callable[[Path, FeedReader, Dict[str, Any]], Dict[str, TensorRange]]
 RANGE_METHODS: Registry[RangeFn] = Registry("calibration method", QuantizationError)
 
 

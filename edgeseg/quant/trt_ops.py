@@ -43,9 +43,9 @@ say the parser rejects, checked per node.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Tuple
 
-Version = tuple[int, int]
+Version = Tuple[int, int]  # typing's generics in run-time aliases: Python 3.8 (JetPack 5) cannot subscript builtins
 
 # The "Y" rows of the 8.4 table (commit 009d654): supported by every TensorRT this project targets (8.5+).
 # NonMaxSuppression is one of them ("Y [EXPERIMENTAL]"), but ADDED_IN dates it to 8.5, where it became native.

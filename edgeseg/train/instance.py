@@ -34,7 +34,7 @@ import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -53,7 +53,7 @@ from .step_batches import check_device_and_workers, worker_batches
 
 log = logging.getLogger(__name__)
 STATE_FORMAT = "edgeseg.train.instance/1"
-Sample = tuple[np.ndarray, InstanceResult]
+Sample = Tuple[np.ndarray, InstanceResult]
 
 
 # ---- samples ------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from typing import Any, Sequence
 from ..errors import InputError
 from ..structures import InputSpec
 from .trainer import LAST, TrainConfig, Trainer, TrainResult, seed_everything
+from .._compat import removesuffix
 
 log = logging.getLogger(__name__)
 
@@ -244,7 +245,7 @@ def export_and_record(job: TrainJob, model, train, val, spec: InputSpec, record:
     model = model.eval().to("cpu")
     palette = getattr(train, "palette", None)
     bundle = export_bundle(
-        model, job.export, name=job.bundle_name or Path(job.export).name.removesuffix(".edgeseg"),
+        model, job.export, name=job.bundle_name or removesuffix(Path(job.export).name, ".edgeseg"),
         classes=tuple(train.classes), input_spec=spec, palette=None if palette is None else list(palette),
         overwrite=True, provenance={"trained_by": "edgeseg.train", "train_data": job.data},
         include_checkpoint=False,  # shipped zoo bundles stay small (< 10 MB); the weights are in the run dir

@@ -56,7 +56,7 @@ import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Protocol, Sequence
+from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence, TYPE_CHECKING, Tuple
 
 import numpy as np
 import torch
@@ -84,7 +84,7 @@ log = logging.getLogger(__name__)
 STATE_FORMAT = "edgeseg.train.panoptic/1"
 STRIDE = 4
 PAPER_SMALL_AREA, PAPER_WIDTH = 64 * 64, 2048
-Sample = tuple[np.ndarray, PanopticResult, frozenset]
+Sample = Tuple[np.ndarray, PanopticResult, frozenset]
 
 
 # ---- augmentation -------------------------------------------------------------------------------

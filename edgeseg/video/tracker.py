@@ -307,12 +307,12 @@ class Tracker:
         raise InputError(f"Tracker.update takes an InstanceResult or a PanopticResult, got {type(result).__name__}",
                          fix="track instance or panoptic results (semantic results have no objects to tell apart)")
 
-    @update.register
+    @update.register(InstanceResult)  # by class: Python 3.8 cannot evaluate the annotations
     def _(self, result: InstanceResult) -> InstanceResult:
         ids = self._step(_instance_detections(result), result.image_shape)
         return result.replace(track_ids=ids)  # keeps a compact result compact
 
-    @update.register
+    @update.register(PanopticResult)
     def _(self, result: PanopticResult) -> PanopticResult:
         things = [s for s in result.segments if s.isthing]
         for s in result.segments:
