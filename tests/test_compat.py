@@ -30,31 +30,45 @@ def _runtime_generic(node: ast.AST) -> bool:
     return isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name) and node.value.id in BUILTIN_GENERICS
 
 
+def _type_checking_nodes(tree: ast.AST) -> set:
+    """Nodes inside ``if TYPE_CHECKING:`` blocks (never run)."""
+    out: set = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and getattr(node.test, "id", getattr(node.test, "attr", None)) == "TYPE_CHECKING":
+            out.update(id(n) for stmt in node.body for n in ast.walk(stmt))
+    return out
+
+
 def test_no_python_3_9_calls_or_run_time_builtin_generics():
     found = []
     for path in MODULES:
         tree = ast.parse(path.read_text())
-        annotations = set()
+        skip = _type_checking_nodes(tree)
+        annotated = False
         for node in ast.walk(tree):  # annotations are strings under `from __future__ import annotations`
             for ann in [getattr(node, "annotation", None), getattr(node, "returns", None)]:
                 if ann is not None:
-                    annotations.update(id(n) for n in ast.walk(ann))
+                    annotated = True
+                    skip.update(id(n) for n in ast.walk(ann))
+        future = any(isinstance(n, ast.ImportFrom) and n.module == "__future__" and any(a.name == "annotations" for a in n.names)
+                     for n in tree.body)
+        if annotated and not future:  # then its annotations are evaluated at import, builtin generics and all
+            found.append(f"{_rel(path)}: annotations without `from __future__ import annotations`")
         for node in ast.walk(tree):
-            if isinstance(node, ast.Attribute) and node.attr in NEWER_METHODS and path.name != "_compat.py":
+            if id(node) in skip:
+                continue
+            if isinstance(node, ast.Attribute) and node.attr in NEWER_METHODS and path.name != "_compat.py" \
+                    and getattr(node.value, "id", None) != "_compat":
                 found.append(f"{_rel(path)}:{node.lineno}: .{node.attr}() is Python 3.9+ "
                              f"(use edgeseg._compat.{NEWER_METHODS[node.attr]})")
-            elif _runtime_generic(node) and id(node) not in annotations:
+            elif _runtime_generic(node):
                 found.append(f"{_rel(path)}:{node.lineno}: {node.value.id}[...] evaluated at run time is Python 3.9+ "
                              "(use typing's List, Dict, Tuple...)")
-            elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "register" \
-                    and not node.args and isinstance(node.func.value, ast.Name):
-                pass  # a bare `@x.register` is a decorator without a call: checked below
-        for node in ast.walk(tree):  # singledispatch by annotation evaluates it (3.8: builtin generics fail)
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):  # singledispatch by annotation evaluates it
                 for d in node.decorator_list:
-                    if isinstance(d, ast.Attribute) and d.attr == "register":
-                        found.append(f"{_rel(path)}:{node.lineno}: @{ast.unparse(d)} reads the annotations; "
-                                     "register the class explicitly")
+                    if isinstance(d, ast.Attribute) and d.attr == "register" and getattr(d.value, "id", None) != "atexit":
+                        found.append(f"{_rel(path)}:{node.lineno}: @{getattr(d.value, 'id', '...')}.register reads the "
+                                     "annotations; register the class explicitly")
     assert not found, "\n".join(found)
 
 

@@ -28,6 +28,7 @@ import json
 import logging
 import os
 import platform
+import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -308,9 +309,10 @@ def timed(runners: Mapping[Candidate, "Runner"], feed: Mapping[str, Any], rounds
           budget_s: float = 20.0) -> dict[Candidate, float]:
     """:func:`time_side_by_side`, then a tie-break: the candidates within ``close`` (15%) of the fastest,
     with the fastest FP32 one (the reference :func:`decide` and its reason compare them with), are timed
-    again, side by side, for twice the rounds, and those figures replace theirs: a VM that changed speed
-    between the two timings (2-core VMs here do, by up to 1.6x) cannot make the re-timed ones look faster
-    than an FP32 figure from the first. A candidate that fails to run is dropped (and added to
+    again, side by side, for twice the rounds, and those figures replace theirs; the others' figures are
+    scaled by the median ratio of the re-timed ones (new / first), so a VM that changed speed between the two
+    timings (2-core VMs here do, by up to 1.6x) cannot make a re-timed candidate look faster or slower than
+    one timed only in the first. A candidate that fails to run is dropped (and added to
     ``excluded`` with the reason)."""
     runners = dict(runners)
 
@@ -338,7 +340,11 @@ def timed(runners: Mapping[Candidate, "Runner"], feed: Mapping[str, Any], rounds
         near.append(floats[0][2])                                 # and "Nx the fastest FP32"): timed in the same period
     if len(near) > 1:
         again = side_by_side({c: runners[c] for c in near}, 2 * rounds, 1)
-        timings = {c: again.get(c, ms) for c, ms in timings.items() if c in runners}
+        # the others keep their first figures, scaled by how much the machine's speed moved in between (the
+        # median ratio of the re-timed ones): one period's figures are never compared with another's
+        ratios = [again[c] / timings[c] for c in again if timings.get(c, 0) > 0]
+        moved = statistics.median(ratios) if ratios else 1.0
+        timings = {c: again.get(c, ms * moved) for c, ms in timings.items() if c in runners}
     return timings
 
 

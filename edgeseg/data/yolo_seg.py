@@ -70,7 +70,7 @@ def parse_simple_yaml(text: str) -> dict[str, Any]:
             out[key] = (out[key] if isinstance(out.get(key), list) else []) + [_scalar(item[1:])]
         else:
             a, _, b = item.partition(":")
-            out[key] = (out[key] if isinstance(out.get(key), dict) else {}) | {_scalar(a): _scalar(b)}
+            out[key] = {**(out[key] if isinstance(out.get(key), dict) else {}), _scalar(a): _scalar(b)}  # not | (3.9)
     return out
 
 

@@ -495,7 +495,7 @@ class InstanceTrainer(CpuStepLevers):
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
         self.optimizer.step()
         self.step += 1
-        return {k: float(v.detach()) for k, v in losses.items()} | {"lr": lr}
+        return {**{k: float(v.detach()) for k, v in losses.items()}, "lr": lr}
 
     def _losses(self, out: dict[str, torch.Tensor], batch: list[InstanceSample]) -> dict[str, torch.Tensor]:
         return solo_loss(out, self.targets(batch, tuple(out["mask_features"].shape[-2:])), self.loss_cfg)

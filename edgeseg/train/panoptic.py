@@ -478,7 +478,7 @@ class PanopticTrainer(CpuStepLevers):
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
         self.optimizer.step()
         self.step += 1
-        return {k: float(v.detach()) for k, v in losses.items()} | {"lr": lr}
+        return {**{k: float(v.detach()) for k, v in losses.items()}, "lr": lr}
 
     def choose_precision(self, samples: list[Sample], first_index: int) -> dict[str, Any]:
         """Decide how the step runs (``config.cpu_precision``, ``config.memory_format``; ``auto``: timed

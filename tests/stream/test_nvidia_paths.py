@@ -68,19 +68,30 @@ def _clip(tmp_path, n=6):
     return tmp_path / "clip.mp4"
 
 
+def _force_jetson(monkeypatch, nvmm: bool) -> list:
+    """This machine made to look like a Jetson (nvvidconv present); with ``nvmm``, every decoder pad taken for
+    NVMM and converted by a software stand-in. Returns the list ``link_decoded``'s results are appended to."""
+    links: list = []
+    real = gst_source.link_decoded
+    monkeypatch.setattr(gst_mod, "has_element", lambda name: name == "nvvidconv")
+    monkeypatch.setattr(gst_source, "link_decoded", lambda *a, **k: links.append(real(*a, **k)) or links[-1])
+    if nvmm:
+        monkeypatch.setattr(gst_source, "needs_nvmm_converter", lambda text: text.startswith("video/"))
+        monkeypatch.setattr(gst_source, "nvmm_converter", lambda has=None: "videoconvert ! capsfilter caps=video/x-raw,format=BGRx")
+    return links
+
+
 @pytest.mark.parametrize("nvmm", [False, True])
 def test_a_file_decoded_on_a_jetson_reaches_the_appsink(gst, tmp_path, monkeypatch, nvmm):
     """The launch string a Jetson gets, run here: the software decoder's pad is linked straight on (nvmm=False);
     with nvmm=True the pad is taken for NVMM and linked through a converter chain made at run time, here a
     software stand-in for nvvidconv (the linking is what is tested; NVIDIA's element is not on this machine)."""
     clip = _clip(tmp_path)
-    monkeypatch.setattr(gst_mod, "has_element", lambda name: name == "nvvidconv" or name in ("videoconvert",))
-    if nvmm:
-        monkeypatch.setattr(gst_source, "needs_nvmm_converter", lambda text: text.startswith("video/"))
-        monkeypatch.setattr(gst_source, "nvmm_converter", lambda has=None: "videoconvert ! capsfilter caps=video/x-raw,format=BGRx")
+    links = _force_jetson(monkeypatch, nvmm)
     with GstSource(str(clip)) as src:
         assert "name=edgeseg_decode  identity name=edgeseg_decoded" in src.launch
         frames = [f.image for f in src]
+    assert links == ["converter" if nvmm else "direct"]
     assert len(frames) == 6 and frames[0].shape == (48, 64, 3)
     assert abs(int(frames[5][10, 10, 2]) - 150) < 12  # the last frame's own blue level: decoded, not a blank
 
@@ -221,3 +232,46 @@ def test_encoder_option_reaches_the_rtsp_sink_too():
     assert [s.encoder_name for s in sinks if s.name == "rtsp"] == ["nvv4l2h264enc"]  # before: always x264enc-live
     sinks = build_sinks(StreamOptions(source="test://ball", rtsp_port=8599))
     assert [s.encoder_name for s in sinks if s.name == "rtsp"] == ["x264enc-live"]
+
+
+@within(60)
+@pytest.mark.parametrize("nvmm", [False, True])
+def test_a_stream_switch_relinks_the_new_decoder_pad(gst, tmp_path, monkeypatch, nvmm):
+    """Two Ogg recordings chained (one file after the other, as recorders that roll over write them): decodebin
+    removes the first decoder pad and adds a new one. The converter left by the first (NVMM path) used to keep
+    the chain taken: 'not-linked' after the first recording."""
+    import subprocess
+
+    if not (gst_mod.has_element("theoraenc") and gst_mod.has_element("oggmux")):
+        pytest.skip("no theoraenc/oggmux to make a chained file")
+    parts = []
+    for i in range(2):
+        part = tmp_path / f"seg{i}.ogg"
+        subprocess.run(["gst-launch-1.0", "-q", "videotestsrc", "num-buffers=10", f"pattern={i}", "!",
+                        "video/x-raw,width=64,height=48,framerate=10/1", "!", "theoraenc", "!", "oggmux", "!",
+                        "filesink", f"location={part}"], check=True, timeout=30)
+        parts.append(part.read_bytes())
+    chained = tmp_path / "chained.ogg"
+    chained.write_bytes(b"".join(parts))
+    links = _force_jetson(monkeypatch, nvmm)
+    with GstSource(str(chained)) as src:
+        n = sum(1 for _ in src)
+    assert n == 20 and links.count("converter" if nvmm else "direct") == 2
+
+
+def test_no_encoder_at_all_falls_back_to_opencv_when_the_backend_is_auto(gst, tmp_path, monkeypatch, caplog):
+    import cv2
+
+    if "test-missing-enc" not in ENCODERS:
+        ENCODERS.add("test-missing-enc", "videoconvert ! video/x-raw,format=I420 ! nosuchh264enc ! h264parse")
+    if "test-missing-x264" not in ENCODERS:
+        ENCODERS.add("test-missing-x264", "videoconvert ! nosuchx264enc ! h264parse")
+    monkeypatch.setitem(video_mod.SOFTWARE_ENCODER, "mp4", "test-missing-x264")
+    sink = Mp4Sink(tmp_path / "out.mp4", fps=10, encoder="test-missing-enc")  # backend auto
+    with caplog.at_level(logging.WARNING, logger="edgeseg.stream"):
+        sink.open()
+    assert sink.backend == "opencv" and "writing out.mp4 with OpenCV's mp4v instead" in caplog.text
+    for i in range(3):
+        sink.write(Frame(np.zeros((48, 64, 3), np.uint8), 0, i, "t"), None)
+    sink.close()
+    assert int(cv2.VideoCapture(str(tmp_path / "out.mp4")).get(cv2.CAP_PROP_FRAME_COUNT)) == 3

@@ -82,8 +82,7 @@ def usable_encoder(name: str, sink: str) -> str:
             return fallback
         why = f"{why}; and {fallback}: {fallback_why}"
     raise StreamError(f"{sink} sink: no H.264 encoder can run here ({name}: {why})",
-                      fix="install GStreamer's x264enc (Debian/Ubuntu: apt install gstreamer1.0-plugins-ugly), or write "
-                          "an .mkv/.avi with the OpenCV writer (backend opencv)")
+                      fix="install GStreamer's x264enc (Debian/Ubuntu/JetPack: apt install gstreamer1.0-plugins-ugly)")
 
 
 #: MP4/MOV are written in 1 s fragments while recording and made a plain file at the end (``first-moov-then-
@@ -276,6 +275,7 @@ class Mp4Sink(Sink):
         self.encoder_name = encoder
         self.encoder = ENCODERS.get(encoder)
         self.backend = backend
+        self._auto = backend == "auto"  # GStreamer when it can encode here, else OpenCV
         self.frames = 0
         self._writer: Any = None
         self._fix = _FixedSize(str(self.path))
@@ -294,8 +294,15 @@ class Mp4Sink(Sink):
         check_video_path(self._name)  # before the first frame is read: a bad path loses nothing
         writable_file(self.path)
         if self.backend == "gstreamer":  # a hardware encoder that cannot start here: found now, not at the first frame
-            self.encoder_name = usable_encoder(self.encoder_name, "mp4")
-            self.encoder = ENCODERS.get(self.encoder_name)
+            try:
+                self.encoder_name = usable_encoder(self.encoder_name, "mp4")
+                self.encoder = ENCODERS.get(self.encoder_name)
+            except StreamError as e:
+                if not self._auto:
+                    raise
+                log.warning("%s; writing %s with OpenCV's mp4v instead (%s)", str(e).splitlines()[0], self.path.name,
+                            e.fix)
+                self.backend = "opencv"
         for p in (self.path, self.part):
             refuse_input(p, self._source, "the video sink's file")
 

@@ -8,6 +8,7 @@ when the stream errors, ends, or stalls, and record each gap.
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import os
@@ -37,6 +38,8 @@ NVMM_CONVERTERS = (("nvvidconv", "nvvidconv ! capsfilter caps=video/x-raw,format
 NVMM_DECODERS = frozenset({"nvv4l2decoder", "nvjpegdec"})
 DECODE_NAME, DECODED_NAME = "edgeseg_decode", "edgeseg_decoded"
 CAMERA_DECODE_NAME = "edgeseg_camera_decode"  # the v4l2 chain's: raw frames pass, MJPEG is decoded without NVMM
+CONVERTER_PREFIX = "edgeseg_nvmm_convert"
+_converters = itertools.count()
 
 
 def nvmm_converter(has: Callable[[str], bool] | None = None) -> str | None:
@@ -69,10 +72,17 @@ def link_decoded(pipeline: Any, pad: Any, converter: str | None = None) -> str |
     Gst = _gst.gst()
     text = _pad_caps_text(pad)
     target = pipeline.get_by_name(DECODED_NAME).get_static_pad("sink")
-    if not text.startswith("video/") or target.is_linked():
+    if not text.startswith("video/"):
+        return None
+    peer = target.get_peer()  # a converter left by a stream switch (chained files, concatenated TS): its decoder
+    owner = peer.get_parent_element() if peer is not None else None  # pad is gone; the new one takes its place
+    if owner is not None and owner.get_name().startswith(CONVERTER_PREFIX) and not owner.get_static_pad("sink").is_linked():
+        peer.unlink(target)
+    if target.is_linked():
         return None
     if needs_nvmm_converter(text):
         chain = Gst.parse_bin_from_description(converter or nvmm_converter(), True)
+        chain.set_name(f"{CONVERTER_PREFIX}{next(_converters)}")
         pipeline.add(chain)
         chain.sync_state_with_parent()
         if pad.link(chain.get_static_pad("sink")) != Gst.PadLinkReturn.OK or \
@@ -373,7 +383,7 @@ class GstSource(Source):
         bus (else no frame and no error would ever come: the source would wait for ever)."""
         Gst = _gst.gst()
         try:
-            how = link_decoded(self._pipeline or dec.get_parent(), pad)
+            how = link_decoded(dec.get_parent(), pad)
             failed = how is None and _pad_caps_text(pad).startswith("video/") and not _decoded_linked(dec)
             why = f"cannot link the decoded video ({_pad_caps_text(pad)})"
         except Exception as e:  # noqa: BLE001 - reported on the bus, read by the reader like any pipeline error
@@ -382,7 +392,7 @@ class GstSource(Source):
             from gi.repository import GLib
 
             err = GLib.Error.new_literal(Gst.StreamError.quark(), why, Gst.StreamError.FAILED)
-            dec.post_message(Gst.Message.new_error(dec, err, why))
+            dec.post_message(Gst.Message.new_error(dec, err, "edgeseg: decoder pad not linked"))
 
     def _probe_file_info(self) -> None:
         """For a file: its frame total (the progress bar, the truncation check) and frame rate, from
@@ -493,6 +503,11 @@ class GstSource(Source):
                                                                + text.split("; debug:")[0] + ")"),
                         fix="pipe a whole video file or stream into it (e.g. cat clip.mp4 | edgeseg run --source - "
                             "...); gst-discoverer-1.0 on the file shows whether GStreamer can read it")
+                if "cannot link the decoded video" in text:  # the NVIDIA converter, not the file or the network
+                    raise StreamError(f"source {self.uri!r}: {text.split('; debug:')[0]}",
+                                      fix="the NVIDIA converter (nvvidconv on JetPack, nvvideoconvert with DeepStream) "
+                                          "is missing or refused the decoder's output: check that install "
+                                          "(gst-inspect-1.0 nvvidconv)")
                 raise StreamError(f"source {self.uri!r} failed after {self._index} frames: {text}",
                                   fix="frames before the failure were processed; " + (
                                       "check that the camera or server is reachable and the URL is right"
