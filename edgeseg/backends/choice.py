@@ -296,7 +296,7 @@ def time_block(runner: "Runner", feed: Mapping[str, Any], block_s: float = BLOCK
 
 
 class CandidateFailed(EdgesegError):
-    """A candidate that loaded but failed to run (its warm-up inference raised)."""
+    """A candidate that loaded but failed to run (an inference raised, in its warm-up or while timed)."""
 
     def __init__(self, candidate: Candidate, error: BaseException):
         first = str(error).splitlines()[0] if str(error) else type(error).__name__
@@ -315,7 +315,6 @@ def timed(runners: Mapping[Candidate, "Runner"], feed: Mapping[str, Any], rounds
     one timed only in the first. A candidate that fails to run is dropped (and added to
     ``excluded`` with the reason)."""
     runners = dict(runners)
-
     start = _clock()
 
     def side_by_side(group: dict, n: int, warm: int) -> dict[Candidate, float]:
@@ -335,9 +334,9 @@ def timed(runners: Mapping[Candidate, "Runner"], feed: Mapping[str, Any], rounds
     timings = side_by_side(dict(runners), rounds, warmup)
     best = min(timings.values())
     near = [c for c, ms in sorted(timings.items(), key=lambda kv: kv[1]) if ms <= best * (1 + close)]
-    floats = sorted((ms, c.label, c) for c, ms in timings.items() if c.precision == "fp32")
-    if len(near) > 1 and floats and floats[0][2] not in near:  # the re-timed figures are compared with it (decide,
-        near.append(floats[0][2])                                 # and "Nx the fastest FP32"): timed in the same period
+    ref = min((c for c in timings if c.precision == "fp32"), key=timings.get, default=None)
+    if len(near) > 1 and ref is not None and ref not in near:  # decide() and "Nx the fastest FP32" compare with it
+        near.append(ref)
     if len(near) > 1:
         again = side_by_side({c: runners[c] for c in near}, 2 * rounds, 1)
         # the others keep their first figures, scaled by how much the machine's speed moved in between (the

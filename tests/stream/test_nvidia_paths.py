@@ -185,7 +185,7 @@ def test_an_element_that_exists_but_cannot_start_is_found(gst):
 def test_frames_are_padded_to_nvencs_smallest_size():
     """nvh264enc's sink caps start at 145x49; mp4mux's at 16x16."""
     image = np.arange(20 * 30 * 3, dtype=np.uint8).reshape(20, 30, 3)
-    out = encodable(image, video_mod.ENCODER_MIN_SIZE["nvh264enc"])
+    out = encodable(image, "nvh264enc")
     assert out.shape == (50, 146, 3) and np.array_equal(out[:20, :30], image)
     assert encodable(image).shape == (20, 30, 3)  # x264: as it was
 

@@ -47,18 +47,13 @@ def time_switching(runners, feed, rounds: int = 10) -> dict:
 def time_alone(runner, feed, runs: int, warm_s: float = 0.3) -> float:
     """Median ms of ``runs`` back-to-back calls after ``warm_s`` of calls (at least 3): long past the ~40 ms
     during which the previous candidate's runtime still slows this one."""
-    import numpy as np
+    from edgeseg._timing import time_runs
 
     start, n = time.perf_counter(), 0
     while n < 3 or time.perf_counter() - start < warm_s:
         runner.infer(feed, check=False)
         n += 1
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        runner.infer(feed, check=False)
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times)) * 1e3
+    return time_runs(lambda: runner.infer(feed, check=False), runs).p50_ms
 
 
 def bench_bundle(name: str, threads: int, reps: int, alone_runs: int) -> dict:

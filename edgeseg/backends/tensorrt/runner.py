@@ -57,7 +57,6 @@ def output_allocator(trt: Any, buffers: DeviceBuffers) -> Any:
         def __init__(self):
             trt.IOutputAllocator.__init__(self)
             self.shapes: dict[str, tuple[int, ...]] = {}
-
             self.error: BaseException | None = None  # an allocation that failed inside TensorRT's call
 
         def reallocate_output(self, tensor_name, memory, size, alignment):  # noqa: ARG002 - TensorRT 8.5-10
@@ -82,7 +81,7 @@ class TensorRTRunner(Runner):
 
     name = "tensorrt"
     concurrent = False  # one execution context, stream and set of device buffers
-    model_targets = ("tensorrt", None, "cpu")
+    model_targets = ("tensorrt", None)  # INT8: the tensorrt target's only (select_model)
 
     @classmethod
     def select_model(cls, bundle, precision: str = "fp32", target: str | None = None):

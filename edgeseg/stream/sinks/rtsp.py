@@ -15,8 +15,7 @@ from ...errors import InputError, StreamError
 from ...structures.frame import Frame
 from .. import gst as _gst
 from ..base import SINKS, Packet, Sink
-from .video import (ENCODER_MIN_SIZE, ENCODERS, MIN_SIDE, _FixedSize, _fraction, encodable, image_of, output_fps,
-                    rgb_bytes, usable_encoder)
+from .video import ENCODERS, _FixedSize, _fraction, encodable, image_of, output_fps, rgb_bytes, usable_encoder
 
 log = logging.getLogger("edgeseg.stream")
 
@@ -100,8 +99,7 @@ class RtspServerSink(Sink):
             self._appsrc = None
 
     def write(self, frame: Frame, result: Any, packet: Packet | None = None) -> None:
-        image = encodable(self._fix(image_of(frame, packet)),  # H.264 4:2:0: even sizes; NVENC's smallest
-                          ENCODER_MIN_SIZE.get(self.encoder_name, (MIN_SIDE, MIN_SIDE)))
+        image = encodable(self._fix(image_of(frame, packet)), self.encoder_name)  # even sizes; NVENC's smallest
         if self._server is None:
             self._start(image.shape[:2])
         with self._lock:

@@ -161,11 +161,12 @@ class _FixedSize:
 MIN_SIDE = 16  # mp4mux's smallest H.264 width and height
 
 
-def encodable(image: np.ndarray, min_hw: tuple[int, int] = (MIN_SIDE, MIN_SIDE)) -> np.ndarray:
+def encodable(image: np.ndarray, encoder: str | None = None) -> np.ndarray:
     """``image`` padded at the right and bottom (its last column/row repeated) to an even width and height
-    of at least ``min_hw`` (:data:`MIN_SIDE`, or the encoder's :data:`ENCODER_MIN_SIZE`): 4:2:0 encoders
-    (x264enc on I420, NVENC on NV12) refuse odd sizes, ``mp4mux`` frames under 16x16, NVENC under 145x49.
-    Every pixel of ``image`` keeps its place; most frames are returned as they are."""
+    of at least :data:`MIN_SIDE`, or ``encoder``'s :data:`ENCODER_MIN_SIZE`: 4:2:0 encoders (x264enc on
+    I420, NVENC on NV12) refuse odd sizes, ``mp4mux`` frames under 16x16, NVENC under 145x49. Every pixel of
+    ``image`` keeps its place; most frames are returned as they are."""
+    min_hw = ENCODER_MIN_SIZE.get(encoder, (MIN_SIDE, MIN_SIDE))
     h, w = image.shape[:2]
     ph, pw = max(h + h % 2, min_hw[0] + min_hw[0] % 2) - h, max(w + w % 2, min_hw[1] + min_hw[1] % 2) - w
     if ph == 0 and pw == 0:
@@ -321,7 +322,7 @@ class Mp4Sink(Sink):
             self._writer = w
 
     def write(self, frame: Frame, result: Any, packet: Packet | None = None) -> None:
-        image = encodable(self._fix(image_of(frame, packet)), ENCODER_MIN_SIZE.get(self.encoder_name, (MIN_SIDE, MIN_SIDE)))
+        image = encodable(self._fix(image_of(frame, packet)), self.encoder_name)
         if self._writer is None:
             self._start(image.shape[:2])
         if self.backend == "gstreamer":

@@ -64,47 +64,38 @@ def needs_nvmm_converter(caps_text: str) -> bool:
     return caps_text.startswith("video/") and "memory:NVMM" in caps_text.split(",", 1)[0]
 
 
-def link_decoded(pipeline: Any, pad: Any, converter: str | None = None) -> str | None:
+def link_decoded(pipeline: Any, pad: Any, converter: str | None = None) -> str:
     """A ``pad-added`` handler's work for :func:`decoded`'s unlinked decodebin: a video pad is linked to the
     ``identity`` the rest of the chain starts with, through ``converter`` (default :func:`nvmm_converter`'s)
-    when its caps are NVMM; other pads (audio) and a second video pad are left alone. Returns how it linked
-    (``"direct"``, ``"converter"``) or None."""
+    when its caps are NVMM; other pads (audio) and a second video pad are left alone. Returns how
+    (``"direct"``, ``"converter"``, ``"ignored"``); a link GStreamer refuses raises :class:`StreamError`."""
     Gst = _gst.gst()
     text = _pad_caps_text(pad)
     target = pipeline.get_by_name(DECODED_NAME).get_static_pad("sink")
     if not text.startswith("video/"):
-        return None
+        return "ignored"
     peer = target.get_peer()  # a converter left by a stream switch (chained files, concatenated TS): its decoder
     owner = peer.get_parent_element() if peer is not None else None  # pad is gone; the new one takes its place
     if owner is not None and owner.get_name().startswith(CONVERTER_PREFIX) and not owner.get_static_pad("sink").is_linked():
         peer.unlink(target)
     if target.is_linked():
-        return None
+        return "ignored"
+    links = [(pad, target)]
     if needs_nvmm_converter(text):
         chain = Gst.parse_bin_from_description(converter or nvmm_converter(), True)
         chain.set_name(f"{CONVERTER_PREFIX}{next(_converters)}")
         pipeline.add(chain)
         chain.sync_state_with_parent()
-        if pad.link(chain.get_static_pad("sink")) != Gst.PadLinkReturn.OK or \
-                chain.get_static_pad("src").link(target) != Gst.PadLinkReturn.OK:
-            log.error("cannot link the decoder's NVMM output through %s", converter or nvmm_converter())
-            return None
-        return "converter"
-    if pad.link(target) != Gst.PadLinkReturn.OK:
-        log.error("cannot link the decoder's output (%s)", text)
-        return None
-    return "direct"
+        links = [(pad, chain.get_static_pad("sink")), (chain.get_static_pad("src"), target)]
+    for src, sink in links:
+        if src.link(sink) != Gst.PadLinkReturn.OK:
+            raise StreamError(f"cannot link the decoded video ({text})")
+    return "direct" if len(links) == 1 else "converter"
 
 
 def _pad_caps_text(pad: Any) -> str:
     caps = pad.get_current_caps() or pad.query_caps(None)
     return caps.to_string() if caps is not None else ""
-
-
-def _decoded_linked(dec: Any) -> bool:
-    parent = dec.get_parent()
-    target = parent.get_by_name(DECODED_NAME) if parent is not None else None
-    return target is not None and target.get_static_pad("sink").is_linked()
 
 
 def skip_nvmm_decoders(_bin: Any, _pad: Any, _caps: Any, factory: Any) -> int:
@@ -381,17 +372,14 @@ class GstSource(Source):
     def _on_decoded_pad(self, dec: Any, pad: Any) -> None:
         """:func:`link_decoded` in GStreamer's thread; a video pad it cannot link is posted as an error on the
         bus (else no frame and no error would ever come: the source would wait for ever)."""
-        Gst = _gst.gst()
         try:
-            how = link_decoded(dec.get_parent(), pad)
-            failed = how is None and _pad_caps_text(pad).startswith("video/") and not _decoded_linked(dec)
-            why = f"cannot link the decoded video ({_pad_caps_text(pad)})"
+            link_decoded(dec.get_parent(), pad)
         except Exception as e:  # noqa: BLE001 - reported on the bus, read by the reader like any pipeline error
-            failed, why = True, f"cannot link the decoded video: {type(e).__name__}: {e}"
-        if failed:
             from gi.repository import GLib
 
-            err = GLib.Error.new_literal(Gst.StreamError.quark(), why, Gst.StreamError.FAILED)
+            Gst = _gst.gst()
+            why = str(e) if isinstance(e, StreamError) else f"cannot link the decoded video: {type(e).__name__}: {e}"
+            err = GLib.Error.new_literal(Gst.StreamError.quark(), why.splitlines()[0], Gst.StreamError.FAILED)
             dec.post_message(Gst.Message.new_error(dec, err, "edgeseg: decoder pad not linked"))
 
     def _probe_file_info(self) -> None:
