@@ -164,7 +164,8 @@ class Runner(abc.ABC):
                              fix=f"pass {{{next(iter(sorted(names)), 'images')!r}: array}} (inputs: {sorted(names)})")
         missing = names - set(feed)
         if missing:
-            raise InputError(f"{self.model_path.name}: missing input(s) {sorted(missing)}; the model takes {sorted(names)}")
+            raise InputError(f"{self.model_path.name}: missing input(s) {sorted(missing)}; the model takes {sorted(names)}, "
+                             f"the feed gives {sorted(feed)}")
         for spec in self.input_specs:
             arr = feed[spec.name]
             if not isinstance(arr, np.ndarray):

@@ -18,6 +18,8 @@ EXAMPLES = (
     "edgeseg import yolact_resnet50.onnx --task instance --classes coco.txt --out yolact.edgeseg  # conf/boxes/mask/proto",
     "edgeseg import custom-seg.onnx --task instance --names names.txt --size 640x384 --out custom.edgeseg  # no metadata",
     "edgeseg import custom-seg.onnx --task instance --names car,person,bicycle --out custom.edgeseg",
+    "edgeseg import mmdeploy_mask_rcnn/end2end.onnx --task instance --names coco.txt --out mrcnn.edgeseg  # dets/labels/masks",
+    "edgeseg import torchvision_maskrcnn.onnx --task instance --names coco91.txt --out tv.edgeseg  # [3, H, W] input",
 )
 
 
@@ -27,7 +29,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task", default="semantic", choices=["semantic", "instance"],
                    help="what the model does (default semantic); instance: prototype-mask models (YOLACT's conf/boxes/mask/"
                         "proto outputs, Ultralytics YOLOv5/v8/v11-seg, and YOLO26-seg's or nms=True end-to-end "
-                        "exports), recognised from their output shapes")
+                        "exports) and box-and-mask models after their own NMS (Mask R-CNN, RTMDet-Ins, SOLO as MMDeploy "
+                        "exports them: dets/labels/masks; torchvision's boxes/labels/scores/masks), recognised from "
+                        "their output shapes")
     p.add_argument("--classes", default=None,
                    help="number of classes, 'camvid', or a file with one name per line (required for semantic; "
                         "instance models exported by Ultralytics carry their names)")
@@ -103,24 +107,21 @@ def run(args: argparse.Namespace) -> int:
         (int(args.classes), None) if args.classes.isdigit() else _names(args.classes))
     norm = {k: _triple(v, k) for k, v in (("mean", args.mean), ("std", args.std)) if v is not None}
     explicit = {k: v for k, v in (("scale", args.scale), ("resize", args.resize), ("pad_value", args.pad_value)) if v is not None}
-    spec = None
-    if args.task == "semantic" or norm or explicit or args.size or args.layout != "NCHW" or args.color != "RGB":
+    spec, overrides = None, None
+    if args.task == "instance":  # the import recognises the exporter's conventions; what was given replaces them
+        overrides = {**norm, **explicit, **({"size": ImageShape.parse(args.size)} if args.size else {}),
+                     **({"layout": args.layout} if args.layout != "NCHW" else {}),
+                     **({"color": args.color} if args.color != "RGB" else {})}
+    else:
         size = ImageShape.parse(args.size) if args.size else onnx_input_size(args.onnx, args.layout)
         if size is None:
             raise InputError(f"{args.onnx}: the model's input size is dynamic", fix="pass --size WxH")
-        if args.task == "instance":  # start from the prototype models' conventions, override what was given
-            from ..export.import_instance import ULTRALYTICS_INPUT
-
-            base = dict(ULTRALYTICS_INPUT)
-            base.update(norm)
-            base.update(explicit)
-            spec = InputSpec(layout=args.layout, **{**base, "color": args.color}, size=size)
-        else:
-            spec = InputSpec(layout=args.layout, color=args.color, size=size, **norm, **explicit)
+        spec = InputSpec(layout=args.layout, color=args.color, size=size, **norm, **explicit)
     out = Path(args.out)
     check_target(args.out, "--out", overwrite=args.overwrite)
     bundle = import_onnx(args.onnx, out, task=args.task, classes=classes, input_spec=spec, palette=palette,
-                         name=args.name or removesuffix(out.name, ".edgeseg"), overwrite=args.overwrite)
+                         name=args.name or removesuffix(out.name, ".edgeseg"), overwrite=args.overwrite,
+                         input_overrides=overrides)
     m = bundle.manifest
     if m.input.dtype == "uint8" and norm:
         logging.getLogger("edgeseg.import").warning(

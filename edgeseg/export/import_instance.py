@@ -179,17 +179,31 @@ def _rename_io(model, renames: dict[str, str], in_name: str) -> None:
             out.name = new
 
 
+def _assumed(path: Path, family: str, convention: dict, given: dict) -> None:
+    told = ", ".join(f"--{k.replace('_', '-')}" for k in ("resize", "mean", "std", "scale") if k not in given)
+    if told:
+        log.warning("%s: %s outputs; assuming %s's pre-processing (%s, %s, mean %s, std %s, scale %g) - pass %s to "
+                    "override", path, family, family, convention["resize"], convention["color"],
+                    ",".join(f"{v:g}" for v in convention["mean"]), ",".join(f"{v:g}" for v in convention["std"]),
+                    convention["scale"], told)
+
+
 def import_instance_onnx(onnx_path: str | os.PathLike, out: str | os.PathLike, *, classes: int | Sequence[str] | None,
                          input_spec: InputSpec | None, palette=None, name: str | None = None,
-                         overwrite: bool = False, options: InstanceOptions | None = None) -> Bundle:
-    """Import a prototype-mask instance model (module doc). ``input_spec`` None: the exporter's
-    conventions (Ultralytics: letterbox 114, /255, the metadata's ``imgsz``)."""
+                         overwrite: bool = False, options: InstanceOptions | None = None,
+                         input_overrides: dict | None = None) -> Bundle:
+    """Import an instance model made elsewhere: the prototype-mask family (module doc) or the
+    box-and-mask one (:mod:`edgeseg.export.import_boxmask`). ``input_spec`` None: the exporter's
+    conventions (Ultralytics: letterbox 114, /255, the metadata's ``imgsz``; YOLACT, MMDetection,
+    torchvision: theirs), with ``input_overrides`` (``InputSpec`` fields: ``size``, ``mean``, ...)
+    replacing single fields of them."""
     import onnx
 
     from ..decode.instance import decode_instance
     from .bundle_export import _palette, normalize_classes
     from .graph import default_opset
-    from .importer import _reconcile_spec, _session_for, _smoke_feed, load_onnx_checked, onnx_input_size, upgrade_opset
+    from .import_boxmask import MMDET_INPUT, TORCHVISION_INPUT, batch_image_input, boxmask_to_layout, detect_boxmask_layout
+    from .importer import _reconcile_spec, _session_for, _smoke_feed, load_onnx_checked, model_input_size, upgrade_opset
 
     path = Path(onnx_path)
     model = load_onnx_checked(path)
@@ -203,72 +217,99 @@ def import_instance_onnx(onnx_path: str | os.PathLike, out: str | os.PathLike, *
                              fix="drop --classes to use the model's own names, or give the right count")
     elif meta_names is not None:
         names = meta_names
-    defaulted = input_spec is None
-    if defaulted:
-        size = onnx_input_size(path, "NCHW") or ultralytics_imgsz(meta)
-        if size is None:
-            raise InputError(f"{path}: the model's input size is dynamic and its metadata has no imgsz", fix="pass --size WxH")
-        input_spec = InputSpec(size=size, **ULTRALYTICS_INPUT)
     original_opset = default_opset(model)
     model, opset, note = upgrade_opset(model, path)
+    unbatched_input = batch_image_input(model)  # torchvision's [3, H, W]: its original name, or None
+    defaulted = input_spec is None
+    given = dict(input_overrides or {})
+    if defaulted:
+        size = given.get("size") or model_input_size(model, given.get("layout", "NCHW")) or ultralytics_imgsz(meta)
+        any_size = size is None and unbatched_input is not None  # torchvision resizes inside the graph: feed frames as they are
+        if size is None and not any_size:
+            raise InputError(f"{path}: the model's input size is dynamic and its metadata has no imgsz", fix="pass --size WxH")
+        input_spec = InputSpec(**{**ULTRALYTICS_INPUT, **given, "size": size, "size_rule": "any" if any_size else "fixed"})
     spec, in_name = _reconcile_spec(model, input_spec, path)
     session = _session_for(model, path)
     feed = _smoke_feed(spec)
     ys = session.run(None, {in_name: feed})
-    shapes = {o.name: tuple(y.shape) for o, y in zip(session.get_outputs(), ys)}
-    yolact = detect_yolact_layout(shapes, lambda why: _layout_fail(shapes, str(path), why))
-    if yolact is not None:  # YOLACT's separate outputs -> the yolov8 layout, inside the graph
+    arrays = {o.name: y for o, y in zip(session.get_outputs(), ys)}
+    shapes = {k: tuple(y.shape) for k, y in arrays.items()}
+    fed = ImageShape(*(feed.shape[2:4] if spec.layout == "NCHW" else feed.shape[1:3]))
+    boxmask = detect_boxmask_layout(arrays, fed, str(path))
+    yolact = None if boxmask is not None else \
+        detect_yolact_layout(shapes, lambda why: _layout_fail(shapes, str(path), why))
+    report: dict = {}
+    if boxmask is not None:  # after their own NMS: boxes, scores, labels, masks
+        if names is None:
+            raise InputError(f"{path}: a box-and-mask model ({boxmask.labels!r} holds class indices) carries no class "
+                             "names", fix="pass --names with one name per class index the model outputs (--classes N "
+                                          "for placeholders; torchvision's COCO models: its 91 categories, "
+                                          "__background__ first)")
+        family, convention = ("torchvision", TORCHVISION_INPUT) if not boxmask.batched else ("MMDetection", MMDET_INPUT)
+        if defaulted:
+            spec = dataclasses.replace(spec, **{**convention, **{k: v for k, v in given.items() if k in convention}})
+            _assumed(path, family, convention, given)
+        original, renames = boxmask_to_layout(model, boxmask, opset), {}
+        layout, fmt, nc, kinds = boxmask.layout, None, len(names), ("boxes", "scores", "classes", "masks")
+        report = {"source_layout": "mmdeploy" if boxmask.scores is None else
+                  ("torchvision" if not boxmask.batched else "boxes-scores")}
+    elif yolact is not None:  # YOLACT's separate outputs -> the yolov8 layout, inside the graph
         if names is not None and len(names) != yolact.nc:
             raise InputError(f"{path}: the model has {yolact.nc} object classes (+ background), --classes gives {len(names)}",
                              fix="give one name per object class, without the background")
-        if defaulted:
-            spec = dataclasses.replace(spec, **YOLACT_INPUT)  # keeps what _reconcile_spec read from the graph
-            log.warning("%s: YOLACT outputs; assuming YOLACT's pre-processing (resize, RGB, mean 123.68,116.78,103.94, "
-                        "std 58.40,57.12,57.38) — pass --resize/--mean/--std/--scale to override", path)
-        det, proto = yolact_to_prototype(model, yolact, spec.size)
+        if defaulted:  # keeps what _reconcile_spec read from the graph
+            spec = dataclasses.replace(spec, **{**YOLACT_INPUT, **{k: v for k, v in given.items() if k in YOLACT_INPUT}})
+            _assumed(path, "YOLACT", YOLACT_INPUT, given)
+        det, proto = yolact_to_prototype(model, yolact, spec.size or fed)
         fmt, nc, nm = "yolov8", yolact.nc, yolact.nm
         original = {"conf": yolact.conf, "boxes": yolact.boxes, "coefficients": yolact.coefficients,
                     "prototypes": yolact.prototypes, **({"priors": yolact.priors} if yolact.priors else {})}
+        renames = {det: "detections", proto: "prototypes"}
+        layout, kinds = "prototype", ("detections", "prototypes")
+        report = {"format": fmt, "mask_coefficients": nm, "source_layout": "yolact"}
     else:
         if defaulted and not is_ultralytics(meta):
             log.warning("%s: no exporter metadata; assuming Ultralytics' pre-processing (letterbox 114, RGB, /255) — "
                         "pass --mean/--std/--scale/--resize to override", path)
         flag = meta.get("end2end", "").strip().lower()
-        det, proto, fmt, nc, nm = detect_prototype_layout(shapes, None if names is None else len(names), spec.size,
+        det, proto, fmt, nc, nm = detect_prototype_layout(shapes, None if names is None else len(names), spec.size or fed,
                                                           str(path), end2end={"true": True, "false": False}.get(flag),
                                                           strides=head_strides(meta))
         original = {"detections": det, "prototypes": proto}
+        renames = {det: "detections", proto: "prototypes"}
+        layout, kinds = "prototype", ("detections", "prototypes")
+        report = {"format": fmt, "mask_coefficients": nm, "source_layout": fmt}
     if names is None:
         names = tuple(f"class{i}" for i in range(nc))
         log.warning("%s: no class names; using class0..class%d (pass --classes with a names file)", path, nc - 1)
-    _rename_io(model, {det: "detections", proto: "prototypes"}, in_name)
+    _rename_io(model, renames, in_name)
     model = clean_graph(model)
-    opts = (options or InstanceOptions()).replace(layout="prototype", prototype_format=fmt, num_masks=nm)
+    opts = (options or InstanceOptions()).replace(layout=layout)
+    if layout == "prototype":
+        opts = opts.replace(prototype_format=fmt, num_masks=nm)
     session = _session_for(model, path)
+    feed = _smoke_feed(spec)
     y = dict(zip([o.name for o in session.get_outputs()], session.run(None, {"images": feed})))
-    d_shape, p_shape = tuple(y["detections"].shape), tuple(y["prototypes"].shape)
     manifest = Manifest(
         name=name or path.stem, task="instance", classes=tuple(names), input=spec,
-        outputs=(OutputSpec("detections", "detections", "float32", d_shape),
-                 OutputSpec("prototypes", "prototypes", "float32", p_shape)),
+        outputs=tuple(OutputSpec(k, k, str(y[k].dtype), tuple(y[k].shape)) for k in kinds),
         palette=_palette(palette, len(names)), decoder=opts.to_dict(),
         provenance={"source": "onnx", "file": path.name, "original_opset": original_opset, "opset": opset,
-                    "original_input": in_name, "original_outputs": original,
+                    "original_input": in_name if unbatched_input is None else f"{unbatched_input} [3, H, W]",
+                    "original_outputs": original,
                     "exporter": {k: meta[k] for k in ("author", "version", "task", "imgsz", "stride", "end2end")
                                  if k in meta},
                     "producer": f"{model.producer_name} {model.producer_version}".strip()},
     )
-    image = np.zeros((spec.size.height, spec.size.width, 3), np.uint8)
-    _, pmeta = spec.preprocess(image)
+    size = spec.size or fed
+    _, pmeta = spec.preprocess(np.zeros((size.height, size.width, 3), np.uint8))
     smoke = decode_instance(y, pmeta, manifest)  # the decoder runs on the real outputs before anything is written
     with tempfile.TemporaryDirectory(prefix="edgeseg-import-") as tmp:
         saved = save_single_file(model, Path(tmp) / "model.onnx")
         onnx.checker.check_model(str(saved))
         with Bundle.writing(out, manifest, overwrite=overwrite) as bundle:
             bundle.add_model(ModelFile("model.onnx", "fp32", opset=opset), saved)
-            bundle.update_report("import", {"layout": "prototype", "format": fmt, "classes": nc,
-                                            "mask_coefficients": nm,
-                                            "source_layout": "yolact" if yolact is not None else fmt,
+            bundle.update_report("import", {"layout": layout, "classes": nc, **report,
                                             "outputs": {k: list(v) for k, v in shapes.items()}, "opset_note": note,
                                             "smoke_detections": len(smoke)})
     return bundle

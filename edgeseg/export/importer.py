@@ -102,7 +102,11 @@ def upgrade_opset(model, path: Path) -> tuple[object, int, str | None]:
 
 def onnx_input_size(path: str | os.PathLike, layout: str) -> ImageShape | None:
     """The static (height, width) of a model's image input for ``layout``, or None when dynamic."""
-    model = load_onnx_checked(Path(path))
+    return model_input_size(load_onnx_checked(Path(path)), layout)
+
+
+def model_input_size(model, layout: str) -> ImageShape | None:
+    """:func:`onnx_input_size` of a loaded graph."""
     d = dims(graph_inputs(model)[0])
     if len(d) != 4:
         return None
@@ -255,9 +259,10 @@ def _smoke_feed(spec: InputSpec) -> np.ndarray:
 
 def import_onnx(onnx_path: str | os.PathLike, out: str | os.PathLike, *, task: str = "semantic",
                 classes: int | Sequence[str] | None, input_spec: InputSpec | None, palette=None, name: str | None = None,
-                overwrite: bool = False) -> Bundle:
+                overwrite: bool = False, input_overrides: dict | None = None) -> Bundle:
     """Turn an ONNX segmentation model made elsewhere into a bundle (see the module docstring;
-    ``task="instance"``: :func:`edgeseg.export.import_instance.import_instance_onnx`)."""
+    ``task="instance"``: :func:`edgeseg.export.import_instance.import_instance_onnx`, where
+    ``input_overrides`` change single fields of the conventions the import recognises)."""
     import onnx
 
     from .bundle_export import _palette, normalize_classes
@@ -267,7 +272,9 @@ def import_onnx(onnx_path: str | os.PathLike, out: str | os.PathLike, *, task: s
         from .import_instance import import_instance_onnx
 
         return import_instance_onnx(path, out, classes=classes, input_spec=input_spec, palette=palette, name=name,
-                                    overwrite=overwrite)
+                                    overwrite=overwrite, input_overrides=input_overrides)
+    if input_overrides:
+        raise InputError("input_overrides apply to instance imports; a semantic import takes a whole input_spec")
     if task != "semantic":
         raise UnsupportedError(f"import of {task!r} models is not supported yet", fix="use --task semantic or instance")
     if classes is None or input_spec is None:

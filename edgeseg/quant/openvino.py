@@ -238,12 +238,15 @@ class OpenVinoSession:
             precision = "int8" if any(op.get_type_name() == "FakeQuantize" for op in model.get_ops()) else "fp32"
         self.compiled = compile_cpu(model, threads, precision)
         self.request = self.compiled.create_infer_request()
+        from ..backends.openvino.runner import graph_port_names
+
+        self._names = graph_port_names(model, self.compiled)
 
     def get_inputs(self):
-        return [_Port(p.get_any_name()) for p in self.compiled.inputs]
+        return [_Port(n) for n in self._names[0]]
 
     def get_outputs(self):
-        return [_Port(p.get_any_name()) for p in self.compiled.outputs]
+        return [_Port(n) for n in self._names[1]]
 
     def run(self, names, feed: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         res = self.request.infer(dict(feed))

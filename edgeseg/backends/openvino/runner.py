@@ -74,6 +74,20 @@ def unsupported_ops(model: Any, name: str | None = None) -> list[str]:
     return [op.get_friendly_name() for op in model.get_ops() if op.get_friendly_name() not in placed]
 
 
+def graph_port_names(model: Any, compiled: Any) -> tuple[list[str], list[str]]:
+    """The ONNX graph's own names of ``compiled``'s inputs and outputs (``model``: the
+    ``openvino.Model`` it was compiled from, whose ports carry the graph's names). A compiled port
+    holds every name of the tensors OpenVINO's passes merged into it (an input and the Identity or
+    Squeeze behind it) and ``get_any_name`` returns any of them: an imported model whose input was
+    ``data`` (renamed ``images`` by the import, an Identity keeping ``data`` inside) was run as
+    taking ``data``, and every frame failed."""
+    def pick(ports, declared: list[str]) -> list[str]:
+        return [next((n for n in declared if n in p.get_names()), p.get_any_name()) for p in ports]
+
+    return (pick(compiled.inputs, [p.get_any_name() for p in model.inputs]),
+            pick(compiled.outputs, [p.get_any_name() for p in model.outputs]))
+
+
 class _ReadModels:
     """Models read by a support check, waiting for the runner that activates them: at most ``size``
     (oldest evicted), keyed by the file's resolved path and stamped with its size and mtime, so a file
@@ -172,17 +186,18 @@ class OpenVinoRunner(Runner):
             self.compiled = core().compile_model(model, DEVICE, config)
         except Exception as e:
             raise explain_read_error(str(self.model_path), str(e)) from None
-        self.input_specs = tuple(self._spec(p) for p in self.compiled.inputs)
-        self.output_specs = tuple(self._spec(p) for p in self.compiled.outputs)
+        inputs, outputs = graph_port_names(model, self.compiled)
+        self.input_specs = tuple(self._spec(p, n) for p, n in zip(self.compiled.inputs, inputs))
+        self.output_specs = tuple(self._spec(p, n) for p, n in zip(self.compiled.outputs, outputs))
         self._input_names = frozenset(s.name for s in self.input_specs)
-        self._outputs = [(p, p.get_any_name()) for p in self.compiled.outputs]
+        self._outputs = list(zip(self.compiled.outputs, outputs))
         self._requests, self._requests_lock = [self.compiled.create_infer_request()], threading.Lock()
         warm_up(self)
 
     @staticmethod
-    def _spec(port) -> TensorSpec:
+    def _spec(port, name: str) -> TensorSpec:
         shape = [d.get_length() if d.is_static else None for d in port.get_partial_shape()]
-        return TensorSpec(port.get_any_name(), np.dtype(port.get_element_type().to_dtype()).name, dims(shape))
+        return TensorSpec(name, np.dtype(port.get_element_type().to_dtype()).name, dims(shape))
 
     def _infer_impl(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """One infer request per call in flight, from a pool: a request shared by threads returned other

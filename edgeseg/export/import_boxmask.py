@@ -1,0 +1,251 @@
+"""Box-and-mask instance models made elsewhere (Mask R-CNN, RTMDet-Ins, SOLO, ... as MMDeploy and
+torchvision export them) -> the ``roi`` or ``dense`` layout edgeseg decodes.
+
+These exports end after their own NMS, in one row per final detection:
+
+* **MMDeploy** (``configs/mmdet/instance-seg/*_onnxruntime_*.py``): ``dets [1, K, 5]`` (``x1, y1,
+  x2, y2, score`` in network-input pixels: MMDeploy exports with ``rescale=False``), ``labels [1, K]``
+  (integer, 0-based class index) and ``masks [1, K, 28, 28]`` (Mask R-CNN with
+  ``export_postprocess_mask=False``: each box's sigmoid mask, its class already selected) or
+  ``masks [1, K, H, W]`` over the whole network input (``export_postprocess_mask=True``, the
+  RTMDet-Ins and SOLO configs: probabilities, or booleans thresholded in the graph).
+* **torchvision** (``torch.onnx.export(maskrcnn_resnet50_fpn(...), [image])``): the image input is
+  ``[3, H, W]`` float 0..1 (resizing and normalisation happen inside the graph, the outputs are in
+  the input's pixels), ``boxes [K, 4]``, ``labels [K]`` (integer; torchvision's COCO models count
+  from 1 with ``__background__`` at 0: give their full category list, background included, as the
+  names), ``scores [K]`` and ``masks [K, 1, H, W]`` probabilities over the whole input.
+* Any export of that shape: boxes ``[1, K, 4]`` plus ``scores [1, K]`` or ``dets [1, K, 5]``, integer
+  labels, masks ``[1, K, m, m]`` per box or ``[1, K, H, W]`` over the input; or the same without the
+  batch axis (masks ``[K, 1, h, w]`` or ``[K, h, w]``).
+
+:func:`detect_boxmask_layout` tells the roles apart from one run on a test frame (an integer output
+of rank 1 or 2 is what marks the family; names settle ties) and :func:`boxmask_to_layout` appends
+plain ONNX operators that write edgeseg's names and ranks: ``boxes [1, K, 4]``, ``scores [1, K]``,
+``classes [1, K]``, ``masks [1, K, h, w]`` (float). Per-box masks decode as the ``roi`` layout (pasted
+as Detectron2 and MMDetection paste them); whole-input masks as the ``dense`` layout, keeping the
+model's boxes. A ``[3, H, W]`` image input gets a batch axis in front (:func:`batch_image_input`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import ExportError
+from ..structures import ImageShape
+
+#: MMDetection's pre-processing (its detectors' ``data_preprocessor``): RGB, ImageNet mean and std in
+#: 0-255 units. MMDeploy's static-shape exports resize to the input size without keeping the aspect
+#: ratio (its ``Resize`` gets ``keep_ratio=False`` for them), which ``resize`` reproduces.
+MMDET_INPUT = dict(resize="resize", pad_value=0, color="RGB", mean=(123.675, 116.28, 103.53), std=(58.395, 57.12, 57.375),
+                   scale=1.0)
+#: torchvision's detection models normalise and resize inside the graph: they take RGB in 0..1.
+TORCHVISION_INPUT = dict(resize="resize", pad_value=0, color="RGB", mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0),
+                         scale=1.0 / 255.0)
+
+_INT = ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64")
+
+
+@dataclass(frozen=True)
+class BoxMaskOutputs:
+    """Which output plays which role (module doc). ``scores`` None: the score is ``boxes``' fifth
+    column (``dets``). ``batched``: the outputs have the leading ``1`` axis. ``full_image``: the masks
+    cover the network input (``dense``), else each its box (``roi``). ``mask_rank``: 4 or 3."""
+
+    boxes: str
+    scores: str | None
+    labels: str
+    masks: str
+    batched: bool
+    full_image: bool
+    mask_rank: int
+    mask_dtype: str
+
+    @property
+    def layout(self) -> str:
+        return "dense" if self.full_image else "roi"
+
+
+def _listing(outs: dict[str, np.ndarray]) -> str:
+    return ", ".join(f"{k} {np.asarray(v).dtype} {list(np.shape(v))}" for k, v in outs.items())
+
+
+def _pick(names: list[str], hints: tuple[str, ...], role: str, fail) -> str:
+    if len(names) == 1:
+        return names[0]
+    named = [n for n in names if any(h in n.lower() for h in hints)]
+    if len(named) == 1:
+        return named[0]
+    raise fail(f"{len(names) or 'no'} outputs could be the {role} ({', '.join(names) or 'none'}); name it "
+               f"{hints[0]!r}")
+
+
+def detect_boxmask_layout(outs: dict[str, np.ndarray], net: ImageShape, where: str) -> BoxMaskOutputs | None:
+    """The roles of a box-and-mask export's outputs from one run (``outs``: name -> array; ``net``:
+    the spatial size fed), None when no output is integer labels (not this family), or an
+    :class:`ExportError` naming every output, dtype and shape when it is one but the rest does not fit."""
+    def fail(why: str) -> ExportError:
+        return ExportError(f"{where}: outputs ({_listing(outs)}) are not a box-and-mask instance layout: {why}",
+                           fix="expected integer labels [1, K] with dets [1, K, 5] (or boxes [1, K, 4] and scores "
+                               "[1, K]) and masks [1, K, h, w], as MMDeploy exports them, or the same without the batch "
+                               "axis (torchvision: boxes [K, 4], labels [K], scores [K], masks [K, 1, H, W])")
+
+    arrays = {k: np.asarray(v) for k, v in outs.items()}
+    ints = [k for k, v in arrays.items() if str(v.dtype) in _INT and v.ndim in (1, 2)]
+    if not ints:
+        return None
+    labels = _pick(ints, ("label", "class", "cls"), "class labels", fail)
+    batched = arrays[labels].ndim == 2
+    if batched and arrays[labels].shape[0] != 1:
+        raise fail(f"labels {labels!r} has a batch of {arrays[labels].shape[0]}; edgeseg decodes one image at a time")
+    k = arrays[labels].shape[-1]
+    rest = {n: v for n, v in arrays.items() if n != labels}
+    lead = (1,) if batched else ()
+    box_like = [n for n, v in rest.items() if v.ndim == len(lead) + 2 and v.shape[-1] in (4, 5)
+                and v.dtype.kind == "f" and v.shape[:-1] == (*lead, k)]
+    score_like = [n for n, v in rest.items() if v.shape == (*lead, k) and v.dtype.kind == "f"]
+    mask_like = [n for n, v in rest.items() if v.ndim in ((4,) if batched else (3, 4)) and v.dtype.kind in "fbu"
+                 and (v.shape[:2] == (1, k) if batched else v.shape[0] == k and (v.ndim == 3 or v.shape[1] == 1))]
+    if not box_like:
+        raise fail(f"no boxes: a float output {list((*lead, k, 4))} or dets {list((*lead, k, 5))}")
+    if not mask_like:
+        raise fail(f"no masks: an output {list((*lead, k, 'h', 'w'))}" + ("" if batched else " or [K, 1, h, w]"))
+    boxes = _pick(box_like, ("det", "box", "bbox"), "boxes", fail)
+    masks = _pick(mask_like, ("mask", "seg"), "masks", fail)
+    scores = None
+    if score_like:
+        scores = _pick(score_like, ("score", "conf"), "scores", fail)
+    elif arrays[boxes].shape[-1] != 5:
+        raise fail(f"no scores: boxes {boxes!r} has 4 columns and no float output is {list((*lead, k))}")
+    m = arrays[masks]
+    h, w = m.shape[-2:]
+    full = (h, w) == (net.height, net.width)
+    if not full and (h < 4 or w < 4 or h > 256 or w > 256):
+        raise fail(f"masks {masks!r} {list(m.shape)} neither cover the network input ({net.width}x{net.height}) nor are "
+                   "per-box masks (e.g. 28x28)")
+    return BoxMaskOutputs(boxes=boxes, scores=scores, labels=labels, masks=masks, batched=batched, full_image=full,
+                          mask_rank=m.ndim, mask_dtype=str(m.dtype))
+
+
+def _rename_tensor(graph, old: str, new: str) -> None:
+    for n in graph.node:
+        n.input[:] = [new if i == old else i for i in n.input]
+        n.output[:] = [new if o == old else o for o in n.output]
+    for o in graph.output:
+        if o.name == old:
+            o.name = new
+
+
+def boxmask_to_layout(model, roles: BoxMaskOutputs, opset: int) -> dict[str, str]:
+    """Append the operators that write edgeseg's ``boxes``, ``scores``, ``classes`` and ``masks``
+    (module doc) to ``model`` in place; returns ``{edgeseg name: original output}`` for provenance.
+    Each of the four is written by an operator's own output (an output that needs no change is
+    renamed), never by an ``Identity``: OpenVINO folds those away and may report a tensor by its
+    other name."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    g = model.graph
+    targets = ("boxes", "scores", "classes", "masks")
+    source = {"boxes": roles.boxes, "scores": roles.scores or roles.boxes, "classes": roles.labels, "masks": roles.masks}
+    pre = "edgeseg_boxmask_"
+    ours = set(source.values())
+    taken = {o for n in g.node for o in n.output} | {i.name for i in g.initializer} | {i.name for i in g.input}
+    for new in targets:
+        if new in taken and new not in ours:
+            raise ExportError(f"the graph already has an internal tensor named {new!r}; cannot rename its outputs to "
+                              "edgeseg's")
+    # an output already called like one of edgeseg's (torchvision's boxes, MMDeploy's masks) gets a fresh name
+    # first, so that nothing below writes a name twice
+    src = {k: (f"{pre}{v}" if v in targets else v) for k, v in source.items()}
+    for old in ours & set(targets):
+        _rename_tensor(g, old, f"{pre}{old}")
+    count = iter(range(1000))
+    nodes = []
+
+    def const(value) -> str:
+        name = f"{pre}c{next(count)}"
+        g.initializer.append(numpy_helper.from_array(np.asarray(value), name))
+        return name
+
+    def node(op: str, inputs: list[str], out: str | None = None, **attrs) -> str:
+        out = out or f"{pre}t{next(count)}"
+        nodes.append(helper.make_node(op, inputs, [out], name=f"{pre}{op.lower()}{next(count)}", **attrs))
+        return out
+
+    def unsqueeze0(x: str, out: str | None = None) -> str:
+        if opset >= 13:
+            return node("Unsqueeze", [x, const(np.array([0], np.int64))], out)
+        return node("Unsqueeze", [x], out, axes=[0])
+
+    def finish(x: str, target: str, batch: bool) -> None:
+        if batch:
+            unsqueeze0(x, target)
+        elif any(x in n.output for n in nodes):  # written by an appended node: it writes the target
+            next(n for n in nodes if x in n.output).output[:] = [target]
+        else:
+            _rename_tensor(g, x, target)
+
+    box_axis = 2 if roles.batched else 1
+    scores, boxes = src["scores"], src["boxes"]
+    if roles.scores is None:  # dets: x1, y1, x2, y2, score
+        finish(node("Gather", [src["boxes"], const(np.array([0, 1, 2, 3], np.int64))], axis=box_axis), "boxes",
+               not roles.batched)
+        finish(node("Gather", [src["boxes"], const(np.array(4, np.int64))], axis=box_axis), "scores", not roles.batched)
+    else:
+        finish(boxes, "boxes", not roles.batched)
+        finish(scores, "scores", not roles.batched)
+    finish(src["classes"], "classes", not roles.batched)
+    masks = src["masks"]
+    if roles.mask_dtype != "float32":  # thresholded (bool) or half masks: the decoder reads float probabilities
+        masks = node("Cast", [masks], to=TensorProto.FLOAT)
+    if not roles.batched and roles.mask_rank == 4:  # [K, 1, h, w] -> [1, K, h, w]
+        node("Transpose", [masks], "masks", perm=[1, 0, 2, 3])
+    else:
+        finish(masks, "masks", not roles.batched)
+    g.node.extend(nodes)
+    # the classes keep the exporter's integer type (the decoder reads any)
+    label_type = next((o.type.tensor_type.elem_type for o in g.output if o.name in (src["classes"], "classes")),
+                      TensorProto.INT64)
+    del g.output[:]
+    g.output.extend([helper.make_tensor_value_info("boxes", TensorProto.FLOAT, [1, "detections", 4]),
+                     helper.make_tensor_value_info("scores", TensorProto.FLOAT, [1, "detections"]),
+                     helper.make_tensor_value_info("classes", label_type, [1, "detections"]),
+                     helper.make_tensor_value_info("masks", TensorProto.FLOAT, [1, "detections", None, None])])
+    return source
+
+
+def batch_image_input(model) -> str | None:
+    """An image input ``[3, H, W]`` (torchvision's detection exports) becomes an internal tensor fed
+    by a ``Squeeze`` of a new graph input ``images [1, 3, H, W]``; returns its name when it did."""
+    from onnx import helper, numpy_helper
+
+    from .graph import default_opset, dims, graph_inputs
+
+    inputs = graph_inputs(model)
+    if len(inputs) != 1 or len(dims(inputs[0])) != 3:
+        return None
+    inp = inputs[0]
+    shape = dims(inp)
+    if isinstance(shape[0], int) and shape[0] > 0 and shape[0] != 3:
+        return None  # [H, W, 3] or something else: the input checks name it
+    if any("images" in n.output for n in model.graph.node):  # an internal tensor of that name gets another
+        _rename_tensor(model.graph, "images", "edgeseg_inner_images")
+    if any(i.name == "images" for i in model.graph.initializer):
+        raise ExportError("the graph has a weight named 'images'; cannot add a batched image input of that name")
+    original = inp.name
+    if default_opset(model) >= 13:
+        axes = "edgeseg_unbatched_axes"
+        model.graph.initializer.append(numpy_helper.from_array(np.array([0], np.int64), axes))
+        squeeze = helper.make_node("Squeeze", ["images", axes], [original], name="edgeseg_unbatched")
+    else:
+        squeeze = helper.make_node("Squeeze", ["images"], [original], name="edgeseg_unbatched", axes=[0])
+    model.graph.node.insert(0, squeeze)
+    sizes = ["channels", "height", "width"]
+    inp.CopyFrom(helper.make_tensor_value_info("images", inp.type.tensor_type.elem_type,
+                                               [1, *[d if isinstance(d, int) and d > 0 else sizes[i]
+                                                     for i, d in enumerate(shape)]]))
+    return original
+
+
+__all__ = ["BoxMaskOutputs", "MMDET_INPUT", "TORCHVISION_INPUT", "batch_image_input", "boxmask_to_layout",
+           "detect_boxmask_layout"]
