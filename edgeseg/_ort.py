@@ -108,6 +108,13 @@ def explain_session_error(exc: BaseException | str, model_name: str) -> EdgesegE
         if m:
             op = re.sub(r"\(-?\d+\)$", "", m.group(1))
             node = f" (node {m.group(2)!r})" if m.lastindex and m.lastindex >= 2 and m.group(2) else ""
+            if op.split(":")[0] in ("mmdeploy", "mmcv"):  # MMDeploy's custom ops (TRTBatchedNMS, MMCVRoiAlign, ...)
+                return UnsupportedError(
+                    f"{model_name}: ONNX Runtime has no kernel for op {op}{node}: MMDeploy writes its own ops into "
+                    "graphs exported for TensorRT (and into some ONNX Runtime ones, for libmmdeploy_onnxruntime_ops)",
+                    fix="export the model again with an MMDeploy onnxruntime deploy config at opset 16 or newer (e.g. "
+                        "configs/mmdet/instance-seg/instance-seg_onnxruntime_static-800x1344.py), whose graph uses "
+                        "standard RoiAlign and NonMaxSuppression")
             return UnsupportedError(
                 f"{model_name}: ONNX Runtime has no kernel for op {op}{node}",
                 fix="export with standard ONNX ops (e.g. edgeseg export --deform-conv decomposed), register the "

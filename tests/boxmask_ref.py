@@ -86,16 +86,26 @@ def export_foreign(model: nn.Module, path, form: str, size: tuple[int, int]) -> 
 
 
 def reference(session, image: np.ndarray, form: str, size: tuple[int, int] | None, conf: float = 0.25,
-              max_det: int = 100) -> dict[str, np.ndarray]:
+              max_det: int = 100, letterbox: bool = False) -> dict[str, np.ndarray]:
     """Detections of a ``form`` export on ``image`` (RGB uint8) as MMDetection / torchvision users
-    decode them: ``size`` the static network size ``(h, w)`` (resized without keeping the aspect ratio,
-    boxes divided by the scale factor, whole-input masks resized to the image), None to feed the image
-    as it is (torchvision's dynamic exports). Classes as the model gives them."""
+    decode them: ``size`` the static network size ``(h, w)``, the image resized to it (``letterbox``:
+    keeping its aspect ratio, centred, zero padding), boxes mapped back by the scale factor (and the
+    padding), whole-input masks cut to the image's part and resized to it; None feeds the image as it
+    is (torchvision's dynamic exports). Classes as the model gives them."""
     import cv2
 
     ih, iw = image.shape[:2]
     h, w = size if size is not None else (ih, iw)
-    resized = image if (h, w) == (ih, iw) else cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR)
+    top = left = 0
+    ch, cw = h, w  # the part of the network input the image covers
+    if letterbox and (h, w) != (ih, iw):
+        r = min(h / ih, w / iw)
+        ch, cw = max(1, round(ih * r)), max(1, round(iw * r))
+        top, left = (h - ch) // 2, (w - cw) // 2
+        resized = np.zeros((h, w, 3), np.uint8)
+        resized[top:top + ch, left:left + cw] = cv2.resize(image, (cw, ch), interpolation=cv2.INTER_LINEAR)
+    else:
+        resized = image if (h, w) == (ih, iw) else cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR)
     if form == "torchvision":
         x = (resized.astype(np.float32) / 255.0).transpose(2, 0, 1)
         boxes, labels, scores, masks = session.run(None, {session.get_inputs()[0].name: x})
@@ -106,13 +116,15 @@ def reference(session, image: np.ndarray, form: str, size: tuple[int, int] | Non
         boxes, scores = dets[:, :4], dets[:, 4]
     keep = np.flatnonzero(scores > conf)
     keep = keep[np.argsort(-scores[keep], kind="stable")][:max_det]
-    scale = np.array([w / iw, h / ih, w / iw, h / ih], np.float32)
-    boxes = boxes[keep] / scale  # MMDetection's rescale: boxes / scale_factor
+    scale = np.array([cw / iw, ch / ih, cw / iw, ch / ih], np.float32)
+    boxes = (boxes[keep] - np.array([left, top, left, top], np.float32)) / scale  # MMDetection's rescale
     boxes[:, 0::2] = boxes[:, 0::2].clip(0, iw)
     boxes[:, 1::2] = boxes[:, 1::2].clip(0, ih)
+    inside = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])  # a box wholly in the padding covers no pixel
+    keep, boxes = keep[inside], boxes[inside]
     if form == "mmdeploy-roi":
         full = paste(torch.from_numpy(masks[keep]), torch.from_numpy(boxes), ih, iw).numpy() >= 0.5
-    else:  # masks over the network input: resized to the image
-        m = torch.from_numpy(masks[keep].astype(np.float32))[:, None]
+    else:  # masks over the network input: the image's part, resized to the image
+        m = torch.from_numpy(masks[keep, top:top + ch, left:left + cw].astype(np.float32))[:, None]
         full = F.interpolate(m, size=(ih, iw), mode="bilinear", align_corners=False)[:, 0].numpy() > 0.5
     return {"boxes": boxes, "scores": scores[keep], "classes": labels[keep], "masks": full}

@@ -235,3 +235,20 @@ def yolact_reference(session, image: np.ndarray, conf: float = 0.25, iou: float 
         x1, y1, x2, y2 = (b[:, i, None, None] for i in range(4))
         masks = ((logits > 0) & (r >= x1) & (r < x2) & (cc >= y1) & (cc < y2)).numpy()
     return {"boxes": b.numpy(), "scores": score.numpy(), "classes": j.numpy().astype(np.int32), "masks": masks}
+
+
+def assert_same_detections(ours, ref, where: str, min_mask_iou: float, min_mask_area: int = 0) -> int:
+    """edgeseg's result equals an independent decode's: count, classes, scores, boxes and (masks of at
+    least ``min_mask_area`` reference pixels) mask IoU; returns the count."""
+    from edgeseg.decode.instance import box_iou
+
+    assert len(ours) == len(ref["scores"]), where
+    if not len(ours):
+        return 0
+    assert ours.classes.tolist() == ref["classes"].tolist(), where
+    np.testing.assert_allclose(ours.scores, ref["scores"], atol=1e-5)
+    assert np.diag(box_iou(ours.boxes, ref["boxes"])).min() > 0.99, where
+    iou = (ours.masks & ref["masks"]).sum((1, 2)) / np.maximum((ours.masks | ref["masks"]).sum((1, 2)), 1)
+    big = ref["masks"].sum((1, 2)) >= min_mask_area
+    assert iou[big].min() > min_mask_iou, (where, iou.round(3).tolist())
+    return len(ours)

@@ -19,6 +19,7 @@ EXAMPLES = (
     "edgeseg import custom-seg.onnx --task instance --names names.txt --size 640x384 --out custom.edgeseg  # no metadata",
     "edgeseg import custom-seg.onnx --task instance --names car,person,bicycle --out custom.edgeseg",
     "edgeseg import mmdeploy_mask_rcnn/end2end.onnx --task instance --names coco.txt --out mrcnn.edgeseg  # dets/labels/masks",
+    "edgeseg import rtmdet_ins/end2end.onnx --task instance --names coco.txt --preprocess rtmdet --out rtmdet.edgeseg",
     "edgeseg import torchvision_maskrcnn.onnx --task instance --names coco91.txt --out tv.edgeseg  # [3, H, W] input",
 )
 
@@ -38,17 +39,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--names", default=None, metavar="FILE|A,B,...",
                    help="class names: a file with one name per line, or a comma-separated list (instead of --classes; "
                         "for models without Ultralytics' names metadata)")
+    p.add_argument("--preprocess", default=None, choices=["ultralytics", "yolact", "mmdet", "rtmdet", "torchvision"],
+                   help="instance imports: the exporter whose pre-processing the model expects, when its outputs do not "
+                        "tell (rtmdet: MMDetection's RTMDet-Ins, BGR with its own mean/std, letterboxed with 114); "
+                        "--mean/--std/... still replace single fields")
     p.add_argument("--layout", default="NCHW", choices=["NCHW", "NHWC"], help="input layout (default NCHW)")
     p.add_argument("--color", default="RGB", choices=["RGB", "BGR"], help="channel order the model expects (default RGB)")
     p.add_argument("--mean", default=None,
-                   help="per-channel mean, in --color order, in the units of pixel*scale (default ImageNet 0.485,0.456,0.406)")
+                   help="per-channel mean, in --color order, in the units of pixel*scale (default ImageNet 0.485,0.456,0.406; "
+                        "instance imports: the exporter's, each of these options replacing only its own field)")
     p.add_argument("--std", default=None, help="per-channel std (default ImageNet 0.229,0.224,0.225)")
     p.add_argument("--scale", type=float, default=None,
                    help="pixel multiplier before mean/std: input = (pixel*scale - mean)/std (default 1/255; "
                         "pass 1 with a mean/std in 0-255 units such as 103.94,116.78,123.68)")
     p.add_argument("--resize", default=None, choices=["resize", "letterbox"],
-                   help="how images reach the network size (default: resize; instance imports: letterbox)")
-    p.add_argument("--pad-value", type=int, default=None, help="letterbox padding grey level (default 0; instance imports: 114)")
+                   help="how images reach the network size (default: resize; instance imports: the exporter's, "
+                        "letterbox for Ultralytics models, resize for YOLACT, MMDeploy and torchvision ones)")
+    p.add_argument("--pad-value", type=int, default=None,
+                   help="letterbox padding grey level (default 0; Ultralytics models: 114)")
     p.add_argument("--size", default=None, help="network input size WxH (default: the model's fixed size)")
     p.add_argument("--name", default=None, help="bundle name (default: from --out)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing bundle at --out")
@@ -108,6 +116,8 @@ def run(args: argparse.Namespace) -> int:
     norm = {k: _triple(v, k) for k, v in (("mean", args.mean), ("std", args.std)) if v is not None}
     explicit = {k: v for k, v in (("scale", args.scale), ("resize", args.resize), ("pad_value", args.pad_value)) if v is not None}
     spec, overrides = None, None
+    if args.preprocess and args.task != "instance":
+        raise InputError("--preprocess applies to --task instance", fix="give a semantic model's --mean/--std/--scale/--resize")
     if args.task == "instance":  # the import recognises the exporter's conventions; what was given replaces them
         overrides = {**norm, **explicit, **({"size": ImageShape.parse(args.size)} if args.size else {}),
                      **({"layout": args.layout} if args.layout != "NCHW" else {}),
@@ -121,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
     check_target(args.out, "--out", overwrite=args.overwrite)
     bundle = import_onnx(args.onnx, out, task=args.task, classes=classes, input_spec=spec, palette=palette,
                          name=args.name or removesuffix(out.name, ".edgeseg"), overwrite=args.overwrite,
-                         input_overrides=overrides)
+                         input_overrides=overrides, preprocess=args.preprocess)
     m = bundle.manifest
     if m.input.dtype == "uint8" and norm:
         logging.getLogger("edgeseg.import").warning(

@@ -14,9 +14,11 @@ Three output layouts (:class:`~edgeseg.structures.InstanceOptions` ``layout``):
   id, coefficients`` whose duplicates the graph already removed; as Ultralytics' predictor does for
   them, only the score threshold and the ``max_detections`` cap apply (no NMS), masks as above.
 * ``dense`` (SOLO): ``scores [1, K]``, ``classes [1, K]``, ``masks [1, K, h, w]`` probabilities
-  over the whole network input; NMS ran in the graph. Boxes are the masks' tight boxes, or the
-  model's own when it has a ``boxes [1, K, 4]`` output (imported RTMDet-Ins and torchvision models).
-  An instance whose mask is empty is dropped.
+  over the whole network input (or a 1/2, 1/4, 1/8 map of it); NMS ran in the graph. Boxes are the
+  masks' tight boxes, or the model's own when it has a ``boxes [1, K, 4]`` output (imported
+  RTMDet-Ins, CondInst and torchvision models) and they are boxes: MMDeploy's SOLO writes the whole
+  frame and SOLOv2 zeros, which fall back to the masks' boxes. An instance whose mask is empty is
+  dropped.
 * ``roi`` (Mask R-CNN): ``boxes [1, K, 4]`` (network pixels), ``scores``, ``classes`` and
   ``masks [1, K, M, M]`` probabilities covering each box, pasted as Detectron2 does (bilinear,
   zero outside the box, half-pixel centres).
@@ -543,7 +545,7 @@ def decode_dense(outputs: Mapping[str, np.ndarray], meta: "PreprocessMeta", mani
         given = _one(given, "boxes", 2)
         if given.shape[1:] != (4,):
             raise _layout_error(manifest, outputs, "dense layout: boxes must be [1, K, 4]")
-    keep, scores, classes = _dense_common(outputs, manifest, opts, given)
+    keep, scores, classes = _dense_common(outputs, manifest, opts)  # boxes may be placeholders: not a filter
     maps = _one(_named(outputs, manifest, "masks"), "masks", 3)
     map_shape = ImageShape(maps.shape[1], maps.shape[2])
     image = meta.original
@@ -575,8 +577,14 @@ def decode_dense(outputs: Mapping[str, np.ndarray], meta: "PreprocessMeta", mani
             out.crops[i] = region[y:y + h, x:x + w]
             out.bounds[i] = (x0 + x, y0 + y, x0 + x + w, y0 + y + h)
     ok = out.nonempty()  # SOLO boxes are the masks' tight boxes: an empty mask is no detection
-    boxes = out.bounds.astype(np.float32) if given is None else \
-        boxes_to_image(_clamped(np.asarray(given[keep], np.float32), meta), meta)
+    boxes = out.bounds.astype(np.float32)
+    if given is not None:  # the model's boxes where they are boxes (MMDeploy's SOLO writes the whole frame, SOLOv2 zeros)
+        b = np.asarray(given[keep], np.float32)
+        net = meta.network
+        real = np.isfinite(b).all(axis=1) & (b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1]) & \
+            ~((b[:, 0] <= 0) & (b[:, 1] <= 0) & (b[:, 2] >= net.width) & (b[:, 3] >= net.height))
+        if real.any():
+            boxes[real] = boxes_to_image(_clamped(b[real], meta), meta)
     return InstanceResult(boxes=boxes[ok], scores=scores[keep][ok], classes=classes[keep][ok],
                           image_shape=image, class_names=tuple(manifest.classes), mask_boxes=out.bounds[ok],
                           mask_crops=[c for c, o in zip(out.crops, ok.tolist()) if o])

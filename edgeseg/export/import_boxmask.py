@@ -60,6 +60,9 @@ class BoxMaskOutputs:
     full_image: bool
     mask_rank: int
     mask_dtype: str
+    box_dtype: str = "float32"
+    score_dtype: str = "float32"
+    labels_float: bool = False
 
     @property
     def layout(self) -> str:
@@ -92,6 +95,9 @@ def detect_boxmask_layout(outs: dict[str, np.ndarray], net: ImageShape, where: s
 
     arrays = {k: np.asarray(v) for k, v in outs.items()}
     ints = [k for k, v in arrays.items() if str(v.dtype) in _INT and v.ndim in (1, 2)]
+    if not ints:  # some exporters write class ids as floats: accepted under a label-like name, whole numbers only
+        ints = [k for k, v in arrays.items() if v.dtype.kind == "f" and v.ndim in (1, 2)
+                and any(h in k.lower() for h in ("label", "class", "cls")) and np.array_equal(v, np.round(v))]
     if not ints:
         return None
     labels = _pick(ints, ("label", "class", "cls"), "class labels", fail)
@@ -103,7 +109,7 @@ def detect_boxmask_layout(outs: dict[str, np.ndarray], net: ImageShape, where: s
     lead = (1,) if batched else ()
     box_like = [n for n, v in rest.items() if v.ndim == len(lead) + 2 and v.shape[-1] in (4, 5)
                 and v.dtype.kind == "f" and v.shape[:-1] == (*lead, k)]
-    score_like = [n for n, v in rest.items() if v.shape == (*lead, k) and v.dtype.kind == "f"]
+    score_like = [n for n, v in rest.items() if v.shape == (*lead, k) and v.dtype.kind == "f" and n != labels]
     mask_like = [n for n, v in rest.items() if v.ndim in ((4,) if batched else (3, 4)) and v.dtype.kind in "fbu"
                  and (v.shape[:2] == (1, k) if batched else v.shape[0] == k and (v.ndim == 3 or v.shape[1] == 1))]
     if not box_like:
@@ -118,16 +124,66 @@ def detect_boxmask_layout(outs: dict[str, np.ndarray], net: ImageShape, where: s
     elif arrays[boxes].shape[-1] != 5:
         raise fail(f"no scores: boxes {boxes!r} has 4 columns and no float output is {list((*lead, k))}")
     m = arrays[masks]
-    h, w = m.shape[-2:]
-    full = (h, w) == (net.height, net.width)
-    if not full and (h < 4 or w < 4 or h > 256 or w > 256):
-        raise fail(f"masks {masks!r} {list(m.shape)} neither cover the network input ({net.width}x{net.height}) nor are "
-                   "per-box masks (e.g. 28x28)")
+    full = whole_input_masks(tuple(m.shape[-2:]), net)
+    if full is None:
+        raise fail(f"masks {masks!r} {list(m.shape)} neither cover the network input ({net.width}x{net.height}, or "
+                   "1/2, 1/4, 1/8 of it) nor are per-box masks (square: 14x14, 28x28, 56x56)")
     return BoxMaskOutputs(boxes=boxes, scores=scores, labels=labels, masks=masks, batched=batched, full_image=full,
-                          mask_rank=m.ndim, mask_dtype=str(m.dtype))
+                          mask_rank=m.ndim, mask_dtype=str(m.dtype), box_dtype=str(arrays[boxes].dtype),
+                          score_dtype=str(arrays[scores].dtype) if scores else str(arrays[boxes].dtype),
+                          labels_float=arrays[labels].dtype.kind == "f")
+
+
+#: Per-box mask sizes (Mask R-CNN's 28x28; 14 and 56 in lighter and finer heads).
+ROI_MASK_SIZES = (14, 28, 56)
+
+
+def whole_input_masks(hw: tuple[int, int], net: ImageShape) -> bool | None:
+    """True when masks of size ``hw`` cover the network input (at its size, or 1/2, 1/4, 1/8 of it:
+    SOLO's ONNX Runtime exports leave them at the 1/4 feature map), False when they are per-box
+    masks, None when neither."""
+    h, w = hw
+    if (h, w) == (net.height, net.width):
+        return True
+    if h == w and h in ROI_MASK_SIZES:
+        return False
+    return True if any(abs(h * s - net.height) < s and abs(w * s - net.width) < s for s in (2, 4, 8)) else None
+
+
+#: RTMDet-Ins (MMDetection's ``configs/rtmdet``): BGR in (``bgr_to_rgb=False``), the mean and std in BGR
+#: order, keep-ratio resize and padding with 114. MMDetection pads bottom-right; edgeseg's letterbox
+#: centres the image (the same scale, shifted; boxes and masks map back exactly either way).
+RTMDET_INPUT = dict(resize="letterbox", pad_value=114, color="BGR", mean=(103.53, 116.28, 123.675),
+                    std=(57.375, 57.12, 58.395), scale=1.0)
+
+_MMDEPLOY_OP_FIXES = {
+    "TRTBatchedNMS": "a graph exported for TensorRT: export it again with an onnxruntime deploy config",
+    "grid_sampler": "masks pasted in the graph: export with export_postprocess_mask=False (the onnxruntime configs' "
+                    "setting), edgeseg pastes them",
+    "MMCVRoiAlign": "an old MMDeploy's RoiAlign: export with MMDeploy 1.x at opset 16 or newer (standard RoiAlign)",
+    "MMCVModulatedDeformConv2d": "a DCN backbone: ONNX Runtime needs MMDeploy's libmmdeploy_onnxruntime_ops for it",
+}
+
+
+def mmdeploy_ops_error(model, where: str) -> ExportError | None:
+    """An error naming every MMDeploy/MMCV custom operator in ``model`` (domains ``mmdeploy``, ``mmcv``)
+    and what to export instead, or None when it has none. Plain ONNX Runtime has none of them."""
+    ops = sorted({f"{n.domain}::{n.op_type}" for n in model.graph.node if n.domain in ("mmdeploy", "mmcv")})
+    if not ops:
+        return None
+    fixes = sorted({fix for op in ops for key, fix in _MMDEPLOY_OP_FIXES.items() if op.endswith("::" + key)})
+    return ExportError(f"{where}: the graph uses MMDeploy's own operators, which ONNX Runtime does not have: "
+                       f"{', '.join(ops)}",
+                       fix="; ".join(fixes) if fixes else "export the model again with an MMDeploy onnxruntime deploy "
+                       "config (configs/mmdet/instance-seg/*_onnxruntime_*.py)")
 
 
 def _rename_tensor(graph, old: str, new: str) -> None:
+    """``old`` is ``new`` wherever the graph writes or reads it (a node's output, or a constant output
+    straight from the weights)."""
+    for t in graph.initializer:
+        if t.name == old:
+            t.name = new
     for n in graph.node:
         n.input[:] = [new if i == old else i for i in n.input]
         n.output[:] = [new if o == old else o for o in n.output]
@@ -187,6 +243,10 @@ def boxmask_to_layout(model, roles: BoxMaskOutputs, opset: int) -> dict[str, str
 
     box_axis = 2 if roles.batched else 1
     scores, boxes = src["scores"], src["boxes"]
+    if roles.box_dtype != "float32":  # fp16 exports (MMDeploy's onnxruntime-fp16 configs keep no float32 IO)
+        boxes = src["boxes"] = node("Cast", [boxes], to=TensorProto.FLOAT)
+    if roles.scores is not None and roles.score_dtype != "float32":
+        scores = node("Cast", [scores], to=TensorProto.FLOAT)
     if roles.scores is None:  # dets: x1, y1, x2, y2, score
         finish(node("Gather", [src["boxes"], const(np.array([0, 1, 2, 3], np.int64))], axis=box_axis), "boxes",
                not roles.batched)
@@ -194,7 +254,10 @@ def boxmask_to_layout(model, roles: BoxMaskOutputs, opset: int) -> dict[str, str
     else:
         finish(boxes, "boxes", not roles.batched)
         finish(scores, "scores", not roles.batched)
-    finish(src["classes"], "classes", not roles.batched)
+    classes = src["classes"]
+    if roles.labels_float:  # whole numbers written as floats: the decoder reads integer ids
+        classes = node("Cast", [classes], to=TensorProto.INT64)
+    finish(classes, "classes", not roles.batched)
     masks = src["masks"]
     if roles.mask_dtype != "float32":  # thresholded (bool) or half masks: the decoder reads float probabilities
         masks = node("Cast", [masks], to=TensorProto.FLOAT)
@@ -204,8 +267,8 @@ def boxmask_to_layout(model, roles: BoxMaskOutputs, opset: int) -> dict[str, str
         finish(masks, "masks", not roles.batched)
     g.node.extend(nodes)
     # the classes keep the exporter's integer type (the decoder reads any)
-    label_type = next((o.type.tensor_type.elem_type for o in g.output if o.name in (src["classes"], "classes")),
-                      TensorProto.INT64)
+    label_type = TensorProto.INT64 if roles.labels_float else next(
+        (o.type.tensor_type.elem_type for o in g.output if o.name in (src["classes"], "classes")), TensorProto.INT64)
     del g.output[:]
     g.output.extend([helper.make_tensor_value_info("boxes", TensorProto.FLOAT, [1, "detections", 4]),
                      helper.make_tensor_value_info("scores", TensorProto.FLOAT, [1, "detections"]),
@@ -247,5 +310,5 @@ def batch_image_input(model) -> str | None:
     return original
 
 
-__all__ = ["BoxMaskOutputs", "MMDET_INPUT", "TORCHVISION_INPUT", "batch_image_input", "boxmask_to_layout",
-           "detect_boxmask_layout"]
+__all__ = ["BoxMaskOutputs", "MMDET_INPUT", "RTMDET_INPUT", "TORCHVISION_INPUT", "batch_image_input",
+           "boxmask_to_layout", "detect_boxmask_layout", "mmdeploy_ops_error", "whole_input_masks"]

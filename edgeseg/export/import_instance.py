@@ -179,33 +179,49 @@ def _rename_io(model, renames: dict[str, str], in_name: str) -> None:
             out.name = new
 
 
-def _assumed(path: Path, family: str, convention: dict, given: dict) -> None:
+def _assumed(path: Path, family: str, convention: dict, given: dict, hint: str = "") -> None:
     told = ", ".join(f"--{k.replace('_', '-')}" for k in ("resize", "mean", "std", "scale") if k not in given)
     if told:
-        log.warning("%s: %s outputs; assuming %s's pre-processing (%s, %s, mean %s, std %s, scale %g) - pass %s to "
-                    "override", path, family, family, convention["resize"], convention["color"],
-                    ",".join(f"{v:g}" for v in convention["mean"]), ",".join(f"{v:g}" for v in convention["std"]),
-                    convention["scale"], told)
+        log.warning("%s: %s outputs; assuming %s's pre-processing (%s, %s, mean %s, std %s, scale %g) - pass "
+                    "--preprocess NAME (%s) or %s to override%s", path, family, family, convention["resize"],
+                    convention["color"], ",".join(f"{v:g}" for v in convention["mean"]),
+                    ",".join(f"{v:g}" for v in convention["std"]), convention["scale"], ", ".join(PREPROCESS), told, hint)
+
+
+def _presets() -> dict[str, dict]:
+    from .import_boxmask import MMDET_INPUT, RTMDET_INPUT, TORCHVISION_INPUT
+
+    return {"ultralytics": ULTRALYTICS_INPUT, "yolact": YOLACT_INPUT, "mmdet": MMDET_INPUT, "rtmdet": RTMDET_INPUT,
+            "torchvision": TORCHVISION_INPUT}
+
+
+#: ``--preprocess`` names: the exporters' pre-processing conventions (:func:`import_instance_onnx`).
+PREPROCESS = ("ultralytics", "yolact", "mmdet", "rtmdet", "torchvision")
+_BACKGROUND = ("__background__", "background", "bg", "__bg__", "_background_")
 
 
 def import_instance_onnx(onnx_path: str | os.PathLike, out: str | os.PathLike, *, classes: int | Sequence[str] | None,
                          input_spec: InputSpec | None, palette=None, name: str | None = None,
                          overwrite: bool = False, options: InstanceOptions | None = None,
-                         input_overrides: dict | None = None) -> Bundle:
+                         input_overrides: dict | None = None, preprocess: str | None = None) -> Bundle:
     """Import an instance model made elsewhere: the prototype-mask family (module doc) or the
     box-and-mask one (:mod:`edgeseg.export.import_boxmask`). ``input_spec`` None: the exporter's
     conventions (Ultralytics: letterbox 114, /255, the metadata's ``imgsz``; YOLACT, MMDetection,
-    torchvision: theirs), with ``input_overrides`` (``InputSpec`` fields: ``size``, ``mean``, ...)
-    replacing single fields of them."""
+    torchvision: theirs; ``preprocess``, one of :data:`PREPROCESS`, names them instead of the outputs),
+    with ``input_overrides`` (``InputSpec`` fields: ``size``, ``mean``, ...) replacing single fields."""
     import onnx
 
     from ..decode.instance import decode_instance
     from .bundle_export import _palette, normalize_classes
     from .graph import default_opset
-    from .import_boxmask import MMDET_INPUT, TORCHVISION_INPUT, batch_image_input, boxmask_to_layout, detect_boxmask_layout
+    from .import_boxmask import (MMDET_INPUT, TORCHVISION_INPUT, batch_image_input, boxmask_to_layout,
+                                 detect_boxmask_layout, mmdeploy_ops_error)
     from .importer import _reconcile_spec, _session_for, _smoke_feed, load_onnx_checked, model_input_size, upgrade_opset
 
     path = Path(onnx_path)
+    if preprocess is not None and preprocess not in PREPROCESS:
+        raise InputError(f"unknown pre-processing {preprocess!r}", fix=f"one of {', '.join(PREPROCESS)}")
+    preset = _presets()[preprocess] if preprocess else None
     model = load_onnx_checked(path)
     meta = onnx_metadata(model)
     meta_names = ultralytics_names(meta)
@@ -222,19 +238,31 @@ def import_instance_onnx(onnx_path: str | os.PathLike, out: str | os.PathLike, *
     unbatched_input = batch_image_input(model)  # torchvision's [3, H, W]: its original name, or None
     defaulted = input_spec is None
     given = dict(input_overrides or {})
+    static = model_input_size(model, given.get("layout", "NCHW"))
     if defaulted:
-        size = given.get("size") or model_input_size(model, given.get("layout", "NCHW")) or ultralytics_imgsz(meta)
+        size = given.get("size") or static or ultralytics_imgsz(meta)
         any_size = size is None and unbatched_input is not None  # torchvision resizes inside the graph: feed frames as they are
         if size is None and not any_size:
             raise InputError(f"{path}: the model's input size is dynamic and its metadata has no imgsz", fix="pass --size WxH")
-        input_spec = InputSpec(**{**ULTRALYTICS_INPUT, **given, "size": size, "size_rule": "any" if any_size else "fixed"})
+        input_spec = InputSpec(**{**(preset or ULTRALYTICS_INPUT), **given, "size": size,
+                                  "size_rule": "any" if any_size else "fixed"})
     spec, in_name = _reconcile_spec(model, input_spec, path)
+    custom = mmdeploy_ops_error(model, str(path))
+    if custom is not None:
+        raise custom
     session = _session_for(model, path)
     feed = _smoke_feed(spec)
-    ys = session.run(None, {in_name: feed})
+    fed = ImageShape(*(feed.shape[2:4] if spec.layout == "NCHW" else feed.shape[1:3]))
+    try:
+        ys = session.run(None, {in_name: feed})
+    except Exception as e:  # noqa: BLE001 - ORT's pybind errors: the model cannot run at this size or on this frame
+        first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+        raise ExportError(f"{path}: the model failed on a {fed.width}x{fed.height} test frame: {first}",
+                          fix="a dynamic-size export runs at sizes its network divides (pass --size WxH with multiples of "
+                              "32); a torchvision export that fails on a frame without detections needs a newer "
+                              "torchvision to export it") from None
     arrays = {o.name: y for o, y in zip(session.get_outputs(), ys)}
     shapes = {k: tuple(y.shape) for k, y in arrays.items()}
-    fed = ImageShape(*(feed.shape[2:4] if spec.layout == "NCHW" else feed.shape[1:3]))
     boxmask = detect_boxmask_layout(arrays, fed, str(path))
     yolact = None if boxmask is not None else \
         detect_yolact_layout(shapes, lambda why: _layout_fail(shapes, str(path), why))
@@ -246,9 +274,20 @@ def import_instance_onnx(onnx_path: str | os.PathLike, out: str | os.PathLike, *
                                           "for placeholders; torchvision's COCO models: its 91 categories, "
                                           "__background__ first)")
         family, convention = ("torchvision", TORCHVISION_INPUT) if not boxmask.batched else ("MMDetection", MMDET_INPUT)
+        if spec.size_rule == "fixed" and (not boxmask.batched or static is None):
+            # a dynamic MMDeploy export, or torchvision's at a fixed size: keep the aspect ratio (their own resize
+            # does); MMDeploy's static exports resize without it (their Resize gets keep_ratio=False)
+            convention = dict(convention, resize="letterbox")
+        if not boxmask.batched and names and names[0].lower() not in _BACKGROUND:
+            log.warning("%s: torchvision's detection models count labels from 1 (0 is the background): the first "
+                        "name, %r, is label 0; give the model's own category list, __background__ first", path, names[0])
         if defaulted:
+            convention = preset or convention
             spec = dataclasses.replace(spec, **{**convention, **{k: v for k, v in given.items() if k in convention}})
-            _assumed(path, family, convention, given)
+            if preset is None:
+                _assumed(path, family, convention, given,
+                         hint="; RTMDet-Ins takes BGR with its own mean/std, letterboxed: --preprocess rtmdet"
+                         if boxmask.batched and boxmask.full_image else "")
         original, renames = boxmask_to_layout(model, boxmask, opset), {}
         layout, fmt, nc, kinds = boxmask.layout, None, len(names), ("boxes", "scores", "classes", "masks")
         report = {"source_layout": "mmdeploy" if boxmask.scores is None else
@@ -258,8 +297,10 @@ def import_instance_onnx(onnx_path: str | os.PathLike, out: str | os.PathLike, *
             raise InputError(f"{path}: the model has {yolact.nc} object classes (+ background), --classes gives {len(names)}",
                              fix="give one name per object class, without the background")
         if defaulted:  # keeps what _reconcile_spec read from the graph
-            spec = dataclasses.replace(spec, **{**YOLACT_INPUT, **{k: v for k, v in given.items() if k in YOLACT_INPUT}})
-            _assumed(path, "YOLACT", YOLACT_INPUT, given)
+            convention = preset or YOLACT_INPUT
+            spec = dataclasses.replace(spec, **{**convention, **{k: v for k, v in given.items() if k in convention}})
+            if preset is None:
+                _assumed(path, "YOLACT", YOLACT_INPUT, given)
         det, proto = yolact_to_prototype(model, yolact, spec.size or fed)
         fmt, nc, nm = "yolov8", yolact.nc, yolact.nm
         original = {"conf": yolact.conf, "boxes": yolact.boxes, "coefficients": yolact.coefficients,
@@ -268,7 +309,7 @@ def import_instance_onnx(onnx_path: str | os.PathLike, out: str | os.PathLike, *
         layout, kinds = "prototype", ("detections", "prototypes")
         report = {"format": fmt, "mask_coefficients": nm, "source_layout": "yolact"}
     else:
-        if defaulted and not is_ultralytics(meta):
+        if defaulted and preset is None and not is_ultralytics(meta):
             log.warning("%s: no exporter metadata; assuming Ultralytics' pre-processing (letterbox 114, RGB, /255) — "
                         "pass --mean/--std/--scale/--resize to override", path)
         flag = meta.get("end2end", "").strip().lower()
@@ -315,4 +356,4 @@ def import_instance_onnx(onnx_path: str | os.PathLike, out: str | os.PathLike, *
     return bundle
 
 
-__all__ = ["import_instance_onnx", "detect_prototype_layout", "ultralytics_names", "ULTRALYTICS_INPUT"]
+__all__ = ["import_instance_onnx", "detect_prototype_layout", "ultralytics_names", "PREPROCESS", "ULTRALYTICS_INPUT"]

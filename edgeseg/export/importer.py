@@ -259,10 +259,10 @@ def _smoke_feed(spec: InputSpec) -> np.ndarray:
 
 def import_onnx(onnx_path: str | os.PathLike, out: str | os.PathLike, *, task: str = "semantic",
                 classes: int | Sequence[str] | None, input_spec: InputSpec | None, palette=None, name: str | None = None,
-                overwrite: bool = False, input_overrides: dict | None = None) -> Bundle:
+                overwrite: bool = False, input_overrides: dict | None = None, preprocess: str | None = None) -> Bundle:
     """Turn an ONNX segmentation model made elsewhere into a bundle (see the module docstring;
     ``task="instance"``: :func:`edgeseg.export.import_instance.import_instance_onnx`, where
-    ``input_overrides`` change single fields of the conventions the import recognises)."""
+    ``preprocess`` names an exporter's conventions and ``input_overrides`` change single fields of them)."""
     import onnx
 
     from .bundle_export import _palette, normalize_classes
@@ -272,9 +272,10 @@ def import_onnx(onnx_path: str | os.PathLike, out: str | os.PathLike, *, task: s
         from .import_instance import import_instance_onnx
 
         return import_instance_onnx(path, out, classes=classes, input_spec=input_spec, palette=palette, name=name,
-                                    overwrite=overwrite, input_overrides=input_overrides)
-    if input_overrides:
-        raise InputError("input_overrides apply to instance imports; a semantic import takes a whole input_spec")
+                                    overwrite=overwrite, input_overrides=input_overrides, preprocess=preprocess)
+    if input_overrides or preprocess:
+        raise InputError("input_overrides and preprocess apply to instance imports; a semantic import takes a whole "
+                         "input_spec", fix="pass --mean/--std/--scale/--resize/--size for a semantic model")
     if task != "semantic":
         raise UnsupportedError(f"import of {task!r} models is not supported yet", fix="use --task semantic or instance")
     if classes is None or input_spec is None:

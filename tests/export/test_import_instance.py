@@ -8,6 +8,7 @@ import pytest
 from edgeseg.errors import ExportError, InputError
 from edgeseg.export.import_instance import anchor_count, detect_prototype_layout
 from edgeseg.structures import ImageShape
+from instance_ref import assert_same_detections
 
 
 def test_layout_detection_from_shapes():
@@ -24,23 +25,6 @@ def test_layout_detection_from_shapes():
         detect_prototype_layout({"o0": (1, 116, 2100), "o1": (1, 32, 80, 80)}, 20, net, "m")
     with pytest.raises(ExportError, match="one rank-3 and one rank-4"):
         detect_prototype_layout({"o0": (1, 116, 2100)}, None, net, "m")
-
-
-def assert_same_detections(ours, ref, where: str, min_mask_iou: float, min_mask_area: int = 0) -> int:
-    """edgeseg's result equals an independent decode's: count, classes, scores, boxes and (masks of at
-    least ``min_mask_area`` reference pixels) mask IoU; returns the count."""
-    from edgeseg.decode.instance import box_iou
-
-    assert len(ours) == len(ref["scores"]), where
-    if not len(ours):
-        return 0
-    assert ours.classes.tolist() == ref["classes"].tolist(), where
-    np.testing.assert_allclose(ours.scores, ref["scores"], atol=1e-5)
-    assert np.diag(box_iou(ours.boxes, ref["boxes"])).min() > 0.99, where
-    iou = (ours.masks & ref["masks"]).sum((1, 2)) / np.maximum((ours.masks | ref["masks"]).sum((1, 2)), 1)
-    big = ref["masks"].sum((1, 2)) >= min_mask_area
-    assert iou[big].min() > min_mask_iou, (where, iou.round(3).tolist())
-    return len(ours)
 
 
 @pytest.mark.data
