@@ -176,7 +176,10 @@ def check_tensorrt(model, version: tuple[int, int]) -> list[Finding]:
     if opset > lo:
         sure = lo == hi or (hi is not None and opset > hi)  # else: between the caps of the tables read
         out.append(Finding("error" if sure else "warning", "opset", f"opset {opset} is newer than {vtxt} parses "
-                           f"(<= {lo}{'' if sure else ', unconfirmed above'})", fix=f"export with opset {lo}"))
+                           f"(<= {lo}{'' if sure else ', unconfirmed above'})",
+                           fix=f"export with opset {lo} (edgeseg export --opset {lo}; a model made elsewhere: "
+                               f"torch.onnx.export(..., opset_version={lo}), or MMDeploy's onnx_config "
+                               f"opset_version={lo}, then edgeseg import again)"))
     elif opset < trt_ops.MIN_OPSET:
         out.append(Finding("error", "opset", f"opset {opset} is older than TensorRT parses (>= {trt_ops.MIN_OPSET})",
                            fix="upgrade the model's opset (edgeseg import does it)"))
