@@ -169,10 +169,13 @@ def class_plan(sem_classes: Sequence[str], inst_classes: Sequence[str], stuff: S
                things: Sequence[str] | None = None) -> tuple[tuple[str, ...], tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
     """``(fused classes, thing class indices, semantic class -> fused class or -1, instance class ->
     fused class or -1)``. Defaults: stuff = semantic classes not named like an instance class;
-    things = every instance class."""
+    things = every instance class but placeholders (torchvision's ``__background__`` and ``N/A`` entries)."""
+    from .import_boxmask import PLACEHOLDER_CLASSES
+
     inst_lower = {c.lower() for c in inst_classes}
     stuff_idx = _names(stuff, sem_classes, "stuff") if stuff else [k for k, c in enumerate(sem_classes) if c.lower() not in inst_lower]
-    thing_idx = _names(things, inst_classes, "thing") if things else list(range(len(inst_classes)))
+    thing_idx = _names(things, inst_classes, "thing") if things else \
+        [k for k, c in enumerate(inst_classes) if c.lower() not in PLACEHOLDER_CLASSES]
     if not thing_idx:
         raise InputError("no thing classes to fuse", fix="name at least one instance class with --things")
     classes = tuple(sem_classes[k] for k in stuff_idx) + tuple(inst_classes[k] for k in thing_idx)

@@ -43,6 +43,10 @@ MMDET_INPUT = dict(resize="resize", pad_value=0, color="RGB", mean=(123.675, 116
 TORCHVISION_INPUT = dict(resize="resize", pad_value=0, color="RGB", mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0),
                          scale=1.0 / 255.0)
 
+#: Class names that name no class: the background torchvision's detectors count as label 0 and the ``N/A``
+#: gaps of their 91-entry COCO list (lower case).
+PLACEHOLDER_CLASSES = ("__background__", "background", "_background_", "__bg__", "bg", "n/a")
+
 _INT = ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64")
 
 
@@ -310,5 +314,5 @@ def batch_image_input(model) -> str | None:
     return original
 
 
-__all__ = ["BoxMaskOutputs", "MMDET_INPUT", "RTMDET_INPUT", "TORCHVISION_INPUT", "batch_image_input",
+__all__ = ["BoxMaskOutputs", "MMDET_INPUT", "PLACEHOLDER_CLASSES", "RTMDET_INPUT", "TORCHVISION_INPUT", "batch_image_input",
            "boxmask_to_layout", "detect_boxmask_layout", "mmdeploy_ops_error", "whole_input_masks"]

@@ -197,7 +197,6 @@ def _presets() -> dict[str, dict]:
 
 #: ``--preprocess`` names: the exporters' pre-processing conventions (:func:`import_instance_onnx`).
 PREPROCESS = ("ultralytics", "yolact", "mmdet", "rtmdet", "torchvision")
-_BACKGROUND = ("__background__", "background", "bg", "__bg__", "_background_")
 
 
 def import_instance_onnx(onnx_path: str | os.PathLike, out: str | os.PathLike, *, classes: int | Sequence[str] | None,
@@ -214,8 +213,8 @@ def import_instance_onnx(onnx_path: str | os.PathLike, out: str | os.PathLike, *
     from ..decode.instance import decode_instance
     from .bundle_export import _palette, normalize_classes
     from .graph import default_opset
-    from .import_boxmask import (MMDET_INPUT, TORCHVISION_INPUT, batch_image_input, boxmask_to_layout,
-                                 detect_boxmask_layout, mmdeploy_ops_error)
+    from .import_boxmask import (MMDET_INPUT, PLACEHOLDER_CLASSES, TORCHVISION_INPUT, batch_image_input,
+                                 boxmask_to_layout, detect_boxmask_layout, mmdeploy_ops_error)
     from .importer import _reconcile_spec, _session_for, _smoke_feed, load_onnx_checked, model_input_size, upgrade_opset
 
     path = Path(onnx_path)
@@ -278,7 +277,7 @@ def import_instance_onnx(onnx_path: str | os.PathLike, out: str | os.PathLike, *
             # a dynamic MMDeploy export, or torchvision's at a fixed size: keep the aspect ratio (their own resize
             # does); MMDeploy's static exports resize without it (their Resize gets keep_ratio=False)
             convention = dict(convention, resize="letterbox")
-        if not boxmask.batched and names and names[0].lower() not in _BACKGROUND:
+        if not boxmask.batched and names and names[0].lower() not in PLACEHOLDER_CLASSES:
             log.warning("%s: torchvision's detection models count labels from 1 (0 is the background): the first "
                         "name, %r, is label 0; give the model's own category list, __background__ first", path, names[0])
         if defaulted:

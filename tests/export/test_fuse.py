@@ -33,6 +33,10 @@ def test_class_plan_defaults_and_names():
         class_plan(sem, ("circle",), things=["hexagon"])
     with pytest.raises(InputError, match="repeat"):
         class_plan(sem, ("circle",), stuff=["circle"])
+    # an imported torchvision detector's names: label 0 is the background, the gaps of COCO's 91 ids are N/A;
+    # none is a thing (the N/A entries repeat, which refused the fusion)
+    classes, things, _, inst_map = class_plan(("sky", "road"), ("__background__", "person", "N/A", "car", "N/A"))
+    assert classes == ("sky", "road", "person", "car") and things == (2, 3) and inst_map == (-1, 2, -1, 3, -1)
 
 
 def test_fused_bundle_equals_the_two_bundles_apart(fused):
