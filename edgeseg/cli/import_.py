@@ -43,8 +43,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="instance imports: the exporter whose pre-processing the model expects, when its outputs do not "
                         "tell (rtmdet: MMDetection's RTMDet-Ins, BGR with its own mean/std, letterboxed with 114); "
                         "--mean/--std/... still replace single fields")
-    p.add_argument("--layout", default="NCHW", choices=["NCHW", "NHWC"], help="input layout (default NCHW)")
-    p.add_argument("--color", default="RGB", choices=["RGB", "BGR"], help="channel order the model expects (default RGB)")
+    p.add_argument("--layout", default=None, choices=["NCHW", "NHWC"], help="input layout (default NCHW)")
+    p.add_argument("--color", default=None, choices=["RGB", "BGR"],
+                   help="channel order the model expects (default RGB; instance imports: the exporter's)")
     p.add_argument("--mean", default=None,
                    help="per-channel mean, in --color order, in the units of pixel*scale (default ImageNet 0.485,0.456,0.406; "
                         "instance imports: the exporter's, each of these options replacing only its own field)")
@@ -120,13 +121,13 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("--preprocess applies to --task instance", fix="give a semantic model's --mean/--std/--scale/--resize")
     if args.task == "instance":  # the import recognises the exporter's conventions; what was given replaces them
         overrides = {**norm, **explicit, **({"size": ImageShape.parse(args.size)} if args.size else {}),
-                     **({"layout": args.layout} if args.layout != "NCHW" else {}),
-                     **({"color": args.color} if args.color != "RGB" else {})}
+                     **({"layout": args.layout} if args.layout else {}),
+                     **({"color": args.color} if args.color else {})}
     else:
-        size = ImageShape.parse(args.size) if args.size else onnx_input_size(args.onnx, args.layout)
+        size = ImageShape.parse(args.size) if args.size else onnx_input_size(args.onnx, args.layout or "NCHW")
         if size is None:
             raise InputError(f"{args.onnx}: the model's input size is dynamic", fix="pass --size WxH")
-        spec = InputSpec(layout=args.layout, color=args.color, size=size, **norm, **explicit)
+        spec = InputSpec(layout=args.layout or "NCHW", color=args.color or "RGB", size=size, **norm, **explicit)
     out = Path(args.out)
     check_target(args.out, "--out", overwrite=args.overwrite)
     bundle = import_onnx(args.onnx, out, task=args.task, classes=classes, input_spec=spec, palette=palette,

@@ -546,6 +546,8 @@ def decode_dense(outputs: Mapping[str, np.ndarray], meta: "PreprocessMeta", mani
         if given.shape[1:] != (4,):
             raise _layout_error(manifest, outputs, "dense layout: boxes must be [1, K, 4]")
     keep, scores, classes = _dense_common(outputs, manifest, opts)  # boxes may be placeholders: not a filter
+    if given is not None and len(given) != len(scores):
+        raise _layout_error(manifest, outputs, "dense layout: boxes, scores, classes and masks must have the same K")
     maps = _one(_named(outputs, manifest, "masks"), "masks", 3)
     map_shape = ImageShape(maps.shape[1], maps.shape[2])
     image = meta.original

@@ -87,9 +87,11 @@ def _pick(names: list[str], hints: tuple[str, ...], role: str, fail) -> str:
                f"{hints[0]!r}")
 
 
-def detect_boxmask_layout(outs: dict[str, np.ndarray], net: ImageShape, where: str) -> BoxMaskOutputs | None:
+def detect_boxmask_layout(outs: dict[str, np.ndarray], net: ImageShape, where: str,
+                          roi_align: bool | None = None) -> BoxMaskOutputs | None:
     """The roles of a box-and-mask export's outputs from one run (``outs``: name -> array; ``net``:
-    the spatial size fed), None when no output is integer labels (not this family), or an
+    the spatial size fed; ``roi_align``: whether the graph has a ``RoiAlign``, for
+    :func:`whole_input_masks`), None when no output is integer labels (not this family), or an
     :class:`ExportError` naming every output, dtype and shape when it is one but the rest does not fit."""
     def fail(why: str) -> ExportError:
         return ExportError(f"{where}: outputs ({_listing(outs)}) are not a box-and-mask instance layout: {why}",
@@ -128,7 +130,7 @@ def detect_boxmask_layout(outs: dict[str, np.ndarray], net: ImageShape, where: s
     elif arrays[boxes].shape[-1] != 5:
         raise fail(f"no scores: boxes {boxes!r} has 4 columns and no float output is {list((*lead, k))}")
     m = arrays[masks]
-    full = whole_input_masks(tuple(m.shape[-2:]), net)
+    full = whole_input_masks(tuple(m.shape[-2:]), net, roi_align)
     if full is None:
         raise fail(f"masks {masks!r} {list(m.shape)} neither cover the network input ({net.width}x{net.height}, or "
                    "1/2, 1/4, 1/8 of it) nor are per-box masks (square: 14x14, 28x28, 56x56)")
@@ -142,16 +144,22 @@ def detect_boxmask_layout(outs: dict[str, np.ndarray], net: ImageShape, where: s
 ROI_MASK_SIZES = (14, 28, 56)
 
 
-def whole_input_masks(hw: tuple[int, int], net: ImageShape) -> bool | None:
+def whole_input_masks(hw: tuple[int, int], net: ImageShape, roi_align: bool | None = None) -> bool | None:
     """True when masks of size ``hw`` cover the network input (at its size, or 1/2, 1/4, 1/8 of it:
     SOLO's ONNX Runtime exports leave them at the 1/4 feature map), False when they are per-box
-    masks, None when neither."""
+    masks (square, :data:`ROI_MASK_SIZES`), None when neither. A size that fits both (56x56 masks
+    of a 224x224 input) is per-box when the graph has a ``RoiAlign`` (``roi_align``: Mask R-CNN's
+    heads crop with it; SOLO, RTMDet-Ins and CondInst do not), whole-input when it has none."""
     h, w = hw
     if (h, w) == (net.height, net.width):
         return True
-    if h == w and h in ROI_MASK_SIZES:
+    per_box = h == w and h in ROI_MASK_SIZES
+    scaled = any(abs(h * s - net.height) < s and abs(w * s - net.width) < s for s in (2, 4, 8))
+    if per_box and scaled and roi_align is not None:
+        return not roi_align
+    if per_box:
         return False
-    return True if any(abs(h * s - net.height) < s and abs(w * s - net.width) < s for s in (2, 4, 8)) else None
+    return True if scaled else None
 
 
 #: RTMDet-Ins (MMDetection's ``configs/rtmdet``): BGR in (``bgr_to_rgb=False``), the mean and std in BGR
@@ -182,15 +190,29 @@ def mmdeploy_ops_error(model, where: str) -> ExportError | None:
                        "config (configs/mmdet/instance-seg/*_onnxruntime_*.py)")
 
 
-def _rename_tensor(graph, old: str, new: str) -> None:
-    """``old`` is ``new`` wherever the graph writes or reads it (a node's output, or a constant output
-    straight from the weights)."""
-    for t in graph.initializer:
-        if t.name == old:
-            t.name = new
+def _subgraphs(node):
+    for attr in node.attribute:
+        yield from attr.graphs
+        if attr.HasField("g"):
+            yield attr.g
+
+
+def _rename_tensor(graph, old: str, new: str, outer: bool = True) -> None:
+    """``old`` is ``new`` wherever the graph writes or reads it (a node's output, a constant output
+    straight from the weights, and the If/Loop/Scan bodies that read it from the enclosing graph,
+    unless a body defines a name ``old`` of its own)."""
+    if outer:
+        for t in graph.initializer:
+            if t.name == old:
+                t.name = new
     for n in graph.node:
         n.input[:] = [new if i == old else i for i in n.input]
-        n.output[:] = [new if o == old else o for o in n.output]
+        if outer:
+            n.output[:] = [new if o == old else o for o in n.output]
+        for sub in _subgraphs(n):
+            own = {o for m in sub.node for o in m.output} | {t.name for t in sub.initializer} | {i.name for i in sub.input}
+            if old not in own:
+                _rename_tensor(sub, old, new, outer=False)
     for o in graph.output:
         if o.name == old:
             o.name = new
@@ -295,17 +317,20 @@ def batch_image_input(model) -> str | None:
     shape = dims(inp)
     if isinstance(shape[0], int) and shape[0] > 0 and shape[0] != 3:
         return None  # [H, W, 3] or something else: the input checks name it
-    if any("images" in n.output for n in model.graph.node):  # an internal tensor of that name gets another
-        _rename_tensor(model.graph, "images", "edgeseg_inner_images")
+    original = inner = inp.name
     if any(i.name == "images" for i in model.graph.initializer):
         raise ExportError("the graph has a weight named 'images'; cannot add a batched image input of that name")
-    original = inp.name
+    if original == "images" or any("images" in n.output for n in model.graph.node):
+        # the input itself, or an internal tensor, is called 'images': that one gets another name
+        if original == "images":
+            inner = "edgeseg_inner_images"
+        _rename_tensor(model.graph, "images", "edgeseg_inner_images")
     if default_opset(model) >= 13:
         axes = "edgeseg_unbatched_axes"
         model.graph.initializer.append(numpy_helper.from_array(np.array([0], np.int64), axes))
-        squeeze = helper.make_node("Squeeze", ["images", axes], [original], name="edgeseg_unbatched")
+        squeeze = helper.make_node("Squeeze", ["images", axes], [inner], name="edgeseg_unbatched")
     else:
-        squeeze = helper.make_node("Squeeze", ["images"], [original], name="edgeseg_unbatched", axes=[0])
+        squeeze = helper.make_node("Squeeze", ["images"], [inner], name="edgeseg_unbatched", axes=[0])
     model.graph.node.insert(0, squeeze)
     sizes = ["channels", "height", "width"]
     inp.CopyFrom(helper.make_tensor_value_info("images", inp.type.tensor_type.elem_type,

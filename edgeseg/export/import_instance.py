@@ -179,13 +179,16 @@ def _rename_io(model, renames: dict[str, str], in_name: str) -> None:
             out.name = new
 
 
-def _assumed(path: Path, family: str, convention: dict, given: dict, hint: str = "") -> None:
-    told = ", ".join(f"--{k.replace('_', '-')}" for k in ("resize", "mean", "std", "scale") if k not in given)
+def _assumed(path: Path, what: str, whose: str, spec: InputSpec, given: dict, hint: str = "") -> None:
+    """Warn which pre-processing the bundle got (``spec``'s, the user's fields included) unless the
+    user gave every field that decides it."""
+    told = [f"--{k.replace('_', '-')}" for k in ("resize", "mean", "std", "scale") if k not in given]
     if told:
-        log.warning("%s: %s outputs; assuming %s's pre-processing (%s, %s, mean %s, std %s, scale %g) - pass "
-                    "--preprocess NAME (%s) or %s to override%s", path, family, family, convention["resize"],
-                    convention["color"], ",".join(f"{v:g}" for v in convention["mean"]),
-                    ",".join(f"{v:g}" for v in convention["std"]), convention["scale"], ", ".join(PREPROCESS), told, hint)
+        log.warning("%s: %s; assuming %s's pre-processing (%s%s, %s, mean %s, std %s, scale %g) - pass --preprocess "
+                    "NAME (%s) or %s to override%s", path, what, whose, spec.resize,
+                    f" {spec.pad_value}" if spec.resize == "letterbox" else "", spec.color,
+                    ",".join(f"{v:g}" for v in spec.mean), ",".join(f"{v:g}" for v in spec.std), spec.scale,
+                    ", ".join(PREPROCESS), ", ".join(told), hint)
 
 
 def _presets() -> dict[str, dict]:
@@ -237,6 +240,9 @@ def import_instance_onnx(onnx_path: str | os.PathLike, out: str | os.PathLike, *
     unbatched_input = batch_image_input(model)  # torchvision's [3, H, W]: its original name, or None
     defaulted = input_spec is None
     given = dict(input_overrides or {})
+    if not defaulted and (given or preset):
+        raise InputError("input_spec is the whole pre-processing: input_overrides and preprocess change the recognised "
+                         "conventions, which a given input_spec replaces", fix="pass input_spec alone, or leave it None")
     static = model_input_size(model, given.get("layout", "NCHW"))
     if defaulted:
         size = given.get("size") or static or ultralytics_imgsz(meta)
@@ -262,7 +268,7 @@ def import_instance_onnx(onnx_path: str | os.PathLike, out: str | os.PathLike, *
                               "torchvision to export it") from None
     arrays = {o.name: y for o, y in zip(session.get_outputs(), ys)}
     shapes = {k: tuple(y.shape) for k, y in arrays.items()}
-    boxmask = detect_boxmask_layout(arrays, fed, str(path))
+    boxmask = detect_boxmask_layout(arrays, fed, str(path), roi_align=any(n.op_type == "RoiAlign" for n in model.graph.node))
     yolact = None if boxmask is not None else \
         detect_yolact_layout(shapes, lambda why: _layout_fail(shapes, str(path), why))
     report: dict = {}
@@ -273,7 +279,8 @@ def import_instance_onnx(onnx_path: str | os.PathLike, out: str | os.PathLike, *
                                           "for placeholders; torchvision's COCO models: its 91 categories, "
                                           "__background__ first)")
         family, convention = ("torchvision", TORCHVISION_INPUT) if not boxmask.batched else ("MMDetection", MMDET_INPUT)
-        if spec.size_rule == "fixed" and (not boxmask.batched or static is None):
+        convention = preset or convention
+        if spec.size_rule == "fixed" and (not boxmask.batched or static is None) and convention["resize"] == "resize":
             # a dynamic MMDeploy export, or torchvision's at a fixed size: keep the aspect ratio (their own resize
             # does); MMDeploy's static exports resize without it (their Resize gets keep_ratio=False)
             convention = dict(convention, resize="letterbox")
@@ -281,10 +288,9 @@ def import_instance_onnx(onnx_path: str | os.PathLike, out: str | os.PathLike, *
             log.warning("%s: torchvision's detection models count labels from 1 (0 is the background): the first "
                         "name, %r, is label 0; give the model's own category list, __background__ first", path, names[0])
         if defaulted:
-            convention = preset or convention
             spec = dataclasses.replace(spec, **{**convention, **{k: v for k, v in given.items() if k in convention}})
             if preset is None:
-                _assumed(path, family, convention, given,
+                _assumed(path, f"{family} outputs", family, spec, given,
                          hint="; RTMDet-Ins takes BGR with its own mean/std, letterboxed: --preprocess rtmdet"
                          if boxmask.batched and boxmask.full_image else "")
         original, renames = boxmask_to_layout(model, boxmask, opset), {}
@@ -299,7 +305,7 @@ def import_instance_onnx(onnx_path: str | os.PathLike, out: str | os.PathLike, *
             convention = preset or YOLACT_INPUT
             spec = dataclasses.replace(spec, **{**convention, **{k: v for k, v in given.items() if k in convention}})
             if preset is None:
-                _assumed(path, "YOLACT", YOLACT_INPUT, given)
+                _assumed(path, "YOLACT outputs", "YOLACT", spec, given)
         det, proto = yolact_to_prototype(model, yolact, spec.size or fed)
         fmt, nc, nm = "yolov8", yolact.nc, yolact.nm
         original = {"conf": yolact.conf, "boxes": yolact.boxes, "coefficients": yolact.coefficients,
@@ -309,8 +315,7 @@ def import_instance_onnx(onnx_path: str | os.PathLike, out: str | os.PathLike, *
         report = {"format": fmt, "mask_coefficients": nm, "source_layout": "yolact"}
     else:
         if defaulted and preset is None and not is_ultralytics(meta):
-            log.warning("%s: no exporter metadata; assuming Ultralytics' pre-processing (letterbox 114, RGB, /255) — "
-                        "pass --mean/--std/--scale/--resize to override", path)
+            _assumed(path, "no exporter metadata", "Ultralytics", spec, given)
         flag = meta.get("end2end", "").strip().lower()
         det, proto, fmt, nc, nm = detect_prototype_layout(shapes, None if names is None else len(names), spec.size or fed,
                                                           str(path), end2end={"true": True, "false": False}.get(flag),

@@ -341,3 +341,95 @@ def test_rtmdet_preprocess_and_torchvision_names(foreign, tmp_path, caplog, caps
     assert main(["import", str(foreign["torchvision"]), "--task", "instance", "--names", "a,b,c,d",
                  "--out", str(tmp_path / "t.edgeseg")]) == 0
     assert "count labels from 1" in caplog.text and "'a'" in caplog.text
+
+
+def test_torchvision_input_named_images_and_outputs_read_by_a_subgraph(tmp_path):
+    """``images`` is a common input name: the batched input edgeseg adds has that name, so the original
+    becomes ``edgeseg_inner_images`` (it was written twice: "Duplicate definition of name (images)").
+    torchvision's mask pasting exports as a Loop reading the outer ``boxes``: renaming an output must
+    reach the bodies that read it, or they read the batched ``[1, K, 4]`` one."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    import edgeseg
+    from edgeseg.export.importer import import_onnx
+
+    def c(name, v):
+        return numpy_helper.from_array(np.asarray(v), name)
+
+    # If(true) { masks_inner = boxes-shaped ones... } : a body that reads the outer "boxes"
+    then = helper.make_graph(
+        [helper.make_node("Shape", ["boxes"], ["kshape"]),
+         helper.make_node("Gather", ["kshape", "zero_idx"], ["k"]),
+         helper.make_node("Concat", ["k", "one_hw"], ["mshape"], axis=0),
+         helper.make_node("ConstantOfShape", ["mshape"], ["masks_body"], value=helper.make_tensor("v", TensorProto.FLOAT, [1], [1.0]))],
+        "then", [], [helper.make_tensor_value_info("masks_body", TensorProto.FLOAT, [None, 1, 32, 48])],
+        [c("zero_idx", np.array([0], np.int64)), c("one_hw", np.array([1, 32, 48], np.int64))])
+    nodes = [
+        helper.make_node("ReduceMax", ["images"], ["peak"], keepdims=0),
+        helper.make_node("Mul", ["peak", "zero"], ["nothing"]),
+        helper.make_node("Add", ["box_value", "nothing"], ["boxes"]),
+        helper.make_node("Add", ["score_value", "nothing"], ["scores"]),
+        helper.make_node("Identity", ["label_value"], ["labels"]),
+        helper.make_node("If", ["true"], ["masks"], then_branch=then, else_branch=then),
+    ]
+    graph = helper.make_graph(
+        nodes, "tv", [helper.make_tensor_value_info("images", TensorProto.FLOAT, [3, 32, 48])],
+        [helper.make_tensor_value_info("boxes", TensorProto.FLOAT, [2, 4]),
+         helper.make_tensor_value_info("labels", TensorProto.INT64, [2]),
+         helper.make_tensor_value_info("scores", TensorProto.FLOAT, [2]),
+         helper.make_tensor_value_info("masks", TensorProto.FLOAT, [None, 1, 32, 48])],
+        [c("zero", np.float32(0)), c("true", np.array(True)),
+         c("box_value", np.array([[4, 4, 20, 20], [10, 2, 40, 30]], np.float32)),
+         c("score_value", np.array([0.9, 0.8], np.float32)), c("label_value", np.array([1, 2], np.int64))])
+    src = tmp_path / "tv.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(src))
+    bundle = import_onnx(src, tmp_path / "tv.edgeseg", task="instance", classes=("__background__", "a", "b"),
+                         input_spec=None)
+    assert bundle.manifest.provenance["original_input"] == "images [3, H, W]"
+    r = edgeseg.load(bundle.root, backend="onnxruntime")(np.zeros((32, 48, 3), np.uint8))
+    assert r.classes.tolist() == [1, 2] and r.masks.all()
+    np.testing.assert_allclose(r.boxes, [[4, 4, 20, 20], [10, 2, 40, 30]])
+
+
+def test_masks_that_fit_both_readings_go_by_roi_align():
+    """56x56 masks of a 224x224 input are SOLO's 1/4 maps or a fine Mask R-CNN head's per-box masks:
+    a graph with RoiAlign crops per box; one without covers the input."""
+    from edgeseg.export.import_boxmask import whole_input_masks
+
+    net = ImageShape(224, 224)
+    assert whole_input_masks((56, 56), net, roi_align=True) is False
+    assert whole_input_masks((56, 56), net, roi_align=False) is True
+    assert whole_input_masks((28, 28), ImageShape(320, 640)) is False and whole_input_masks((80, 160), ImageShape(320, 640))
+    assert whole_input_masks((33, 33), ImageShape(320, 640)) is None
+
+
+def test_int8_of_an_imported_mask_rcnn_keeps_its_post_processing_float(foreign, tmp_path):
+    """`edgeseg quantize` on an MMDeploy Mask R-CNN import: the network in INT8, everything after the NMS
+    (boxes, scores, the mask gather) in float; the INT8 model decodes to the FP32 model's detections on
+    the calibration frames' kind of input."""
+    import json
+
+    import edgeseg
+    from edgeseg.cli import main
+    from edgeseg.export.importer import import_onnx
+
+    bundle = import_onnx(foreign["mmdeploy-roi"], tmp_path / "m.edgeseg", task="instance", classes=("a", "b", "c"),
+                         input_spec=None)
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    import cv2
+
+    rng = np.random.default_rng(0)
+    for k in range(6):
+        cv2.imwrite(str(frames / f"{k}.png"), rng.integers(0, 255, (150, 200, 3), np.uint8))
+    assert main(["quantize", str(bundle.root), "--calib", str(frames), "--frames", "6", "--target", "cpu",
+                 "--no-latency-guard", "--no-progress", "--json", str(tmp_path / "q.json")]) == 0
+    report = json.loads((tmp_path / "q.json").read_text())
+    floats = " ".join(json.dumps(report).split("float_nodes")[1:])
+    assert "NonMaxSuppression" in floats and "QuantizeLinear" not in floats
+    fp32 = edgeseg.load(bundle.root, backend="onnxruntime", precision="fp32")
+    int8 = edgeseg.load(bundle.root, backend="onnxruntime", precision="int8")
+    rgb = rng.integers(0, 255, (150, 200, 3), np.uint8)
+    a, b = fp32(rgb), int8(rgb)
+    assert len(a) and abs(len(a) - len(b)) <= 2  # an untrained network: INT8 moves scores near the threshold

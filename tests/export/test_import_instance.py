@@ -309,3 +309,37 @@ def test_metadata_stride_gives_the_head_strides_of_p6_models():
         detect_prototype_layout(shapes, None, net, "m")
     assert detect_prototype_layout(shapes, None, net, "m", strides=head_strides({"stride": "64"})) == \
         ("o0", "o1", "yolov8", 80, 32)
+
+
+def test_single_field_overrides_keep_the_recognised_conventions(tmp_path, caplog):
+    """Before session 39 an instance import given any of --size/--mean/... started from Ultralytics'
+    conventions: a YOLACT model imported with --size was fed letterboxed /255 pixels. Each option now
+    replaces its own field of the exporter's conventions, and the warning shows what the bundle got."""
+    from edgeseg.bundle import Bundle
+    from edgeseg.cli import main
+
+    src = tmp_path / "yolact.onnx"
+    _TinyYolact.export(src, False)
+    assert main(["import", str(src), "--task", "instance", "--size", "128x96", "--color", "BGR",
+                 "--out", str(tmp_path / "y.edgeseg")]) == 0
+    i = Bundle.open(tmp_path / "y.edgeseg").manifest.input
+    assert (i.resize, i.scale, i.mean, i.std, i.color) == ("resize", 1.0, (123.68, 116.78, 103.94),
+                                                           (58.40, 57.12, 57.38), "BGR")
+    assert "resize, BGR, mean 123.68,116.78,103.94" in caplog.text  # the effective values, BGR included
+    # --preprocess names another convention; a field given on top still wins
+    assert main(["import", str(src), "--task", "instance", "--preprocess", "ultralytics", "--pad-value", "0",
+                 "--out", str(tmp_path / "u.edgeseg")]) == 0
+    i = Bundle.open(tmp_path / "u.edgeseg").manifest.input
+    assert (i.resize, i.pad_value, i.scale, i.mean) == ("letterbox", 0, 1 / 255, (0.0, 0.0, 0.0))
+    # every deciding field given: nothing is assumed, nothing to warn about
+    caplog.clear()
+    assert main(["import", str(src), "--task", "instance", "--resize", "resize", "--mean", "0,0,0", "--std", "1,1,1",
+                 "--scale", "1", "--out", str(tmp_path / "g.edgeseg")]) == 0
+    assert "assuming" not in caplog.text
+    # the Python API: a whole input_spec excludes the single-field forms
+    from edgeseg.export.importer import import_onnx
+    from edgeseg.structures import InputSpec
+
+    with pytest.raises(InputError, match="input_spec is the whole pre-processing"):
+        import_onnx(src, tmp_path / "x.edgeseg", task="instance", classes=None,
+                    input_spec=InputSpec(size=ImageShape(96, 128)), preprocess="yolact")
