@@ -140,6 +140,7 @@ def run(args: argparse.Namespace) -> int:
             "normalises them itself", args.onnx, " and --".join(norm), "are" if len(norm) > 1 else "is")
     outs = ", ".join(f"{o.kind} {list(o.shape)}" for o in m.outputs)
     print(f"wrote {bundle.source}: {m.task}, {m.num_classes} classes, input {m.input.layout} {m.input.color} {m.input.dtype} "
-          f"{m.input.size} ({m.input.resize}), outputs {outs}, opset {m.models[0].opset}")
+          f"{f'{m.input.size} ({m.input.resize})' if m.input.size else 'any size (frames fed as they are)'}, outputs {outs}, "
+          f"opset {m.models[0].opset}")
     write_json(args.json, {"bundle": str(bundle.root), "manifest": m.to_dict(), "import": bundle.report.get("import")})
     return 0
