@@ -230,16 +230,14 @@ def boxmask_to_layout(model, roles: BoxMaskOutputs, opset: int) -> dict[str, str
     targets = ("boxes", "scores", "classes", "masks")
     source = {"boxes": roles.boxes, "scores": roles.scores or roles.boxes, "classes": roles.labels, "masks": roles.masks}
     pre = "edgeseg_boxmask_"
-    ours = set(source.values())
-    taken = {o for n in g.node for o in n.output} | {i.name for i in g.initializer} | {i.name for i in g.input}
-    for new in targets:
-        if new in taken and new not in ours:
-            raise ExportError(f"the graph already has an internal tensor named {new!r}; cannot rename its outputs to "
-                              "edgeseg's")
-    # an output already called like one of edgeseg's (torchvision's boxes, MMDeploy's masks) gets a fresh name
-    # first, so that nothing below writes a name twice
+    if any(i.name in targets for i in g.input):
+        raise ExportError(f"the graph's input is named {g.input[0].name!r}, a name edgeseg gives an output",
+                          fix="export the model with another input name (e.g. input_names=['input'])")
+    # a tensor already called like one of edgeseg's outputs (torchvision's boxes, MMDeploy's masks, an internal
+    # 'scores' before the NMS) gets a fresh name first, so that nothing below writes a name twice
+    taken = {o for n in g.node for o in n.output} | {i.name for i in g.initializer}
     src = {k: (f"{pre}{v}" if v in targets else v) for k, v in source.items()}
-    for old in ours & set(targets):
+    for old in taken & set(targets):
         _rename_tensor(g, old, f"{pre}{old}")
     count = iter(range(1000))
     nodes = []

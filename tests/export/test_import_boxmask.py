@@ -433,3 +433,65 @@ def test_int8_of_an_imported_mask_rcnn_keeps_its_post_processing_float(foreign, 
     rgb = rng.integers(0, 255, (150, 200, 3), np.uint8)
     a, b = fp32(rgb), int8(rgb)
     assert len(a) and abs(len(a) - len(b)) <= 2  # an untrained network: INT8 moves scores near the threshold
+
+
+@pytest.mark.data
+def test_street_instance_written_as_mmdeploy_solo_scores_the_same(data_root, tmp_path):
+    """The shipped ``street-instance`` (SOLOv2, masks at the 1/4 map) rewritten into MMDeploy's SOLO form
+    (``dets`` with whole-frame placeholder boxes, int64 ``labels``, ``masks [1, K, 80, 160]``, input
+    ``input``) and imported without any pre-processing option: MMDetection's normalisation is the
+    bundle's ImageNet one in 0-255 units, so on real street frames of unseen cities the import's
+    detections equal the shipped bundle's, and ``edgeseg eval`` reports the same mask AP."""
+    import json
+
+    import onnx
+    from onnx import helper, numpy_helper
+
+    import edgeseg
+    from edgeseg.bundle import Bundle
+    from edgeseg.cli import main
+    from edgeseg.data.io import read_image
+    from edgeseg.export.importer import import_onnx
+
+    shipped = Bundle.open("street-instance")
+    g = onnx.load(str(shipped.root / "model.onnx"))
+    k = 100
+    g.graph.initializer.extend([
+        numpy_helper.from_array(np.tile(np.array([0, 0, 640, 320], np.float32), (1, k, 1)), "placeholder"),
+        numpy_helper.from_array(np.array([-1], np.int64), "last")])
+    g.graph.node.extend([helper.make_node("Unsqueeze", ["scores", "last"], ["score_col"]),
+                         helper.make_node("Concat", ["placeholder", "score_col"], ["dets"], axis=2),
+                         helper.make_node("Cast", ["classes"], ["labels"], to=onnx.TensorProto.INT64)])
+    masks = next(o for o in g.graph.output if o.name == "masks")
+    del g.graph.output[:]
+    g.graph.output.extend([helper.make_tensor_value_info("dets", onnx.TensorProto.FLOAT, [1, k, 5]),
+                           helper.make_tensor_value_info("labels", onnx.TensorProto.INT64, [1, k]), masks])
+    g.graph.input[0].name = "input"
+    for n in g.graph.node:
+        n.input[:] = ["input" if i == "images" else i for i in n.input]
+    src = tmp_path / "end2end.onnx"
+    onnx.save(g, str(src))
+    bundle = import_onnx(src, tmp_path / "solo.edgeseg", task="instance", classes=shipped.manifest.classes,
+                         input_spec=None)
+    assert bundle.manifest.decoder_options.layout == "dense" and bundle.manifest.input.resize == "resize"
+    ours, theirs = (edgeseg.load(b, backend="onnxruntime", precision="fp32") for b in (bundle.root, shipped.root))
+    root = data_root / "cityscapes_panoptic"
+    frames = sorted((root / "val").iterdir())[:6]
+    total = 0
+    for path in frames:
+        rgb = read_image(path)
+        a, b = ours(rgb), theirs(rgb)
+        assert len(a) == len(b) and a.classes.tolist() == b.classes.tolist(), path.name
+        np.testing.assert_allclose(a.scores, b.scores, atol=1e-5)
+        np.testing.assert_array_equal(a.boxes, b.boxes)  # the placeholders fell back to the masks' boxes
+        assert np.array_equal(a.masks, b.masks), path.name
+        total += len(a)
+    assert total >= 6
+    scores = []
+    for b in (bundle.root, shipped.root):
+        out = tmp_path / f"{len(scores)}.json"
+        assert main(["eval", str(b), "--data", f"coco-instance:{root / 'instances_val.json'}", "--limit", "12",
+                     "--backend", "onnxruntime", "--precision", "fp32", "--no-progress", "--json", str(out)]) == 0
+        scores.append(json.loads(out.read_text()))
+    assert scores[0]["stats"] == scores[1]["stats"] and scores[1]["stats"]["AP"] > 0.01  # mask AP, AP50, ..., AR
+    assert scores[0]["box"]["stats"] == scores[1]["box"]["stats"]
