@@ -228,11 +228,11 @@ def _rewire(model, in_name: str, out_name: str, kind: str, appended: list[tuple[
     model.graph.output.append(helper.make_tensor_value_info(kind, onnx.TensorProto.UINT8 if kind == "labels" else elem, shape))
 
 
-def _out_elem(session) -> int:
+def _out_elem(session, index: int = 0) -> int:
     import onnx
 
     return {"tensor(float)": onnx.TensorProto.FLOAT, "tensor(float16)": onnx.TensorProto.FLOAT16,
-            "tensor(double)": onnx.TensorProto.DOUBLE}.get(session.get_outputs()[0].type, onnx.TensorProto.FLOAT)
+            "tensor(double)": onnx.TensorProto.DOUBLE}.get(session.get_outputs()[index].type, onnx.TensorProto.FLOAT)
 
 
 def _out_shape(y: np.ndarray, kind: str, appended: list[tuple[str, dict]], spec: InputSpec) -> list[int | str]:
@@ -248,6 +248,20 @@ def _out_shape(y: np.ndarray, kind: str, appended: list[tuple[str, dict]], spec:
     if spec.size_rule != "fixed":
         s[-2:] = ["height", "width"]
     return s
+
+
+_AUX = ("aux", "auxiliary", "deep_sup", "dsn")
+
+
+def _main_output(names: list[str], path: Path) -> int:
+    """Which output of a semantic model is its prediction: the first one not named like an auxiliary head
+    (torchvision's segmentation models export ``out`` and ``aux``; some exporters list ``aux`` first);
+    the others are dropped, which the log says."""
+    main = next((k for k, n in enumerate(names) if not any(a in n.lower() for a in _AUX)), 0)
+    if len(names) > 1:
+        log.warning("%s: %d outputs (%s); taking %r as the segmentation, dropping the others", path, len(names),
+                    ", ".join(names), names[main])
+    return main
 
 
 def _smoke_feed(spec: InputSpec) -> np.ndarray:
@@ -289,10 +303,11 @@ def import_onnx(onnx_path: str | os.PathLike, out: str | os.PathLike, *, task: s
     session = _session_for(model, path)
     feed = _smoke_feed(spec)
     outputs = session.run(None, {in_name: feed})
-    out_name = session.get_outputs()[0].name
-    kind, appended = _detect_output(outputs[0], out_name, len(names), path)
-    shape = _out_shape(outputs[0], kind, appended, spec)
-    _rewire(model, in_name, out_name, kind, appended, _out_elem(session), shape, opset)
+    pick = _main_output([o.name for o in session.get_outputs()], path)
+    out_name = session.get_outputs()[pick].name
+    kind, appended = _detect_output(outputs[pick], out_name, len(names), path)
+    shape = _out_shape(outputs[pick], kind, appended, spec)
+    _rewire(model, in_name, out_name, kind, appended, _out_elem(session, pick), shape, opset)
     model = clean_graph(model)
     session = _session_for(model, path)
     y = session.run(None, {"images": feed})[0]

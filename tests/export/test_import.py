@@ -176,3 +176,33 @@ def test_predictor_on_imported_bundle_honours_its_conventions(tmp_path):
     ref = ((img[..., ::-1].astype(np.float32) - np.float32(BGR_MEAN)) @ WEIGHTS).argmax(-1)
     result = edgeseg.load(tmp_path / "tf.edgeseg", backend="onnxruntime")(img)
     assert result.labels.shape == (H, W) and np.array_equal(result.labels, ref)
+
+
+def test_auxiliary_head_listed_first_is_not_taken(tmp_path, caplog):
+    """torchvision's segmentation models export ``out`` and ``aux``; an exporter that lists ``aux`` first
+    made the import take the auxiliary head's logits. The prediction is the first output not named like an
+    auxiliary head, and the log names what was dropped."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    import edgeseg
+    from edgeseg._ort import make_session
+    from edgeseg.export.importer import import_onnx
+    from edgeseg.structures import ImageShape, InputSpec
+
+    rng = np.random.default_rng(0)
+    w = [numpy_helper.from_array(rng.normal(size=(5, 3, 1, 1)).astype(np.float32), n) for n in ("w_out", "w_aux")]
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["input", "w_aux"], ["aux"]), helper.make_node("Conv", ["input", "w_out"], ["out"])],
+        "g", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 32, 32])],
+        [helper.make_tensor_value_info("aux", TensorProto.FLOAT, [1, 5, 32, 32]),
+         helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 5, 32, 32])], w)
+    src = tmp_path / "aux.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(src))
+    spec = InputSpec(size=ImageShape(32, 32))
+    bundle = import_onnx(src, tmp_path / "a.edgeseg", classes=5, input_spec=spec)
+    assert bundle.manifest.provenance["original_output"] == "out" and "dropping the others" in caplog.text
+    rgb = rng.integers(0, 255, (32, 32, 3), np.uint8)
+    x, _ = spec.preprocess(rgb)
+    want = make_session(src.read_bytes()).run(["out"], {"input": x})[0][0].argmax(0)
+    assert np.array_equal(edgeseg.load(bundle.root, backend="onnxruntime")(rgb).labels, want)
