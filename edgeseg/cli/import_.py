@@ -20,6 +20,8 @@ EXAMPLES = (
     "edgeseg import custom-seg.onnx --task instance --names car,person,bicycle --out custom.edgeseg",
     "edgeseg import mmdeploy_mask_rcnn/end2end.onnx --task instance --names coco.txt --out mrcnn.edgeseg  # dets/labels/masks",
     "edgeseg import rtmdet_ins/end2end.onnx --task instance --names coco.txt --preprocess rtmdet --out rtmdet.edgeseg",
+    "edgeseg import panoptic_deeplab.onnx --task panoptic --names cityscapes.txt --things person,rider,car,truck,bus,"
+    "train,motorcycle,bicycle --size 1024x512 --out pdl.edgeseg",
     "edgeseg import torchvision_maskrcnn.onnx --task instance --names coco91.txt --out tv.edgeseg  # [3, H, W] input",
 )
 
@@ -27,18 +29,23 @@ EXAMPLES = (
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("onnx", metavar="MODEL.onnx", help="the ONNX file")
     p.add_argument("--out", required=True, help="bundle directory to create")
-    p.add_argument("--task", default="semantic", choices=["semantic", "instance"],
+    p.add_argument("--task", default="semantic", choices=["semantic", "instance", "panoptic"],
                    help="what the model does (default semantic); instance: prototype-mask models (YOLACT's conf/boxes/mask/"
                         "proto outputs, Ultralytics YOLOv5/v8/v11-seg, and YOLO26-seg's or nms=True end-to-end "
                         "exports) and box-and-mask models after their own NMS (Mask R-CNN, RTMDet-Ins, SOLO as MMDeploy "
                         "exports them: dets/labels/masks; torchvision's boxes/labels/scores/masks), recognised from "
-                        "their output shapes")
+                        "their output shapes; panoptic: Panoptic-DeepLab's semantic logits, centre heatmap and offsets "
+                        "(with --things)")
     p.add_argument("--classes", default=None,
                    help="number of classes, 'camvid', or a file with one name per line (required for semantic; "
                         "instance models exported by Ultralytics carry their names)")
     p.add_argument("--names", default=None, metavar="FILE|A,B,...",
                    help="class names: a file with one name per line, or a comma-separated list (instead of --classes; "
                         "for models without Ultralytics' names metadata)")
+    p.add_argument("--things", default=None, metavar="NAME,...",
+                   help="panoptic imports: the thing classes (names or indices, comma-separated); the others are stuff")
+    p.add_argument("--offset-order", default="yx", choices=["yx", "xy"],
+                   help="panoptic imports: the order of the offset channels (default yx, Panoptic-DeepLab's)")
     p.add_argument("--preprocess", default=None, choices=["ultralytics", "yolact", "mmdet", "rtmdet", "torchvision"],
                    help="instance imports: the exporter whose pre-processing the model expects, when its outputs do not "
                         "tell (rtmdet: MMDetection's RTMDet-Ins, BGR with its own mean/std, letterboxed with 114); "
@@ -109,8 +116,13 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(f"--classes {args.classes} and --names {args.names}: give the classes once",
                              fix="--names for their names, or --classes N for a count")
         args.classes = args.names
-    if args.classes is None and args.task == "semantic":
-        raise InputError("--classes is required for a semantic model", fix="e.g. --classes 21, --classes camvid or --classes names.txt")
+    if args.classes is None and args.task in ("semantic", "panoptic"):
+        raise InputError(f"--classes is required for a {args.task} model",
+                         fix="e.g. --classes 21, --classes camvid, --classes names.txt or --names road,car,...")
+    if args.task == "panoptic" and not args.things:
+        raise InputError("--things is required for a panoptic model", fix="name its thing classes, e.g. --things person,car")
+    if args.things and args.task != "panoptic":
+        raise InputError("--things applies to --task panoptic", fix="drop --things")
     classes, palette = (None, None) if args.classes is None else (
         _names(args.classes, list_only=True) if names_given else
         (int(args.classes), None) if args.classes.isdigit() else _names(args.classes))
@@ -132,7 +144,9 @@ def run(args: argparse.Namespace) -> int:
     check_target(args.out, "--out", overwrite=args.overwrite)
     bundle = import_onnx(args.onnx, out, task=args.task, classes=classes, input_spec=spec, palette=palette,
                          name=args.name or removesuffix(out.name, ".edgeseg"), overwrite=args.overwrite,
-                         input_overrides=overrides, preprocess=args.preprocess)
+                         input_overrides=overrides, preprocess=args.preprocess,
+                         things=[t.strip() for t in args.things.split(",") if t.strip()] if args.things else None,
+                         offset_order=args.offset_order)
     m = bundle.manifest
     if m.input.dtype == "uint8" and norm:
         logging.getLogger("edgeseg.import").warning(

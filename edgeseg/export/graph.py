@@ -35,6 +35,34 @@ def graph_inputs(model) -> list:
     return [i for i in model.graph.input if i.name not in inits]
 
 
+def _subgraphs(node):
+    for attr in node.attribute:
+        yield from attr.graphs
+        if attr.HasField("g"):
+            yield attr.g
+
+
+def rename_tensor(graph, old: str, new: str, outer: bool = True) -> None:
+    """``old`` is ``new`` wherever the graph writes or reads it (a node's output, a constant output
+    straight from the weights, and the If/Loop/Scan bodies that read it from the enclosing graph,
+    unless a body defines a name ``old`` of its own)."""
+    if outer:
+        for t in graph.initializer:
+            if t.name == old:
+                t.name = new
+    for n in graph.node:
+        n.input[:] = [new if i == old else i for i in n.input]
+        if outer:
+            n.output[:] = [new if o == old else o for o in n.output]
+        for sub in _subgraphs(n):
+            own = {o for m in sub.node for o in m.output} | {t.name for t in sub.initializer} | {i.name for i in sub.input}
+            if old not in own:
+                rename_tensor(sub, old, new, outer=False)
+    for o in graph.output:
+        if o.name == old:
+            o.name = new
+
+
 def remove_unused_initializers(model) -> int:
     """Drop initializers no node (or subgraph, or graph output) reads; returns how many."""
     used = {name for node in model.graph.node for name in node.input}

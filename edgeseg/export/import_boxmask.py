@@ -33,6 +33,7 @@ import numpy as np
 
 from ..errors import ExportError
 from ..structures import ImageShape
+from .graph import rename_tensor
 
 #: MMDetection's pre-processing (its detectors' ``data_preprocessor``): RGB, ImageNet mean and std in
 #: 0-255 units. MMDeploy's static-shape exports resize to the input size without keeping the aspect
@@ -190,34 +191,6 @@ def mmdeploy_ops_error(model, where: str) -> ExportError | None:
                        "config (configs/mmdet/instance-seg/*_onnxruntime_*.py)")
 
 
-def _subgraphs(node):
-    for attr in node.attribute:
-        yield from attr.graphs
-        if attr.HasField("g"):
-            yield attr.g
-
-
-def _rename_tensor(graph, old: str, new: str, outer: bool = True) -> None:
-    """``old`` is ``new`` wherever the graph writes or reads it (a node's output, a constant output
-    straight from the weights, and the If/Loop/Scan bodies that read it from the enclosing graph,
-    unless a body defines a name ``old`` of its own)."""
-    if outer:
-        for t in graph.initializer:
-            if t.name == old:
-                t.name = new
-    for n in graph.node:
-        n.input[:] = [new if i == old else i for i in n.input]
-        if outer:
-            n.output[:] = [new if o == old else o for o in n.output]
-        for sub in _subgraphs(n):
-            own = {o for m in sub.node for o in m.output} | {t.name for t in sub.initializer} | {i.name for i in sub.input}
-            if old not in own:
-                _rename_tensor(sub, old, new, outer=False)
-    for o in graph.output:
-        if o.name == old:
-            o.name = new
-
-
 def boxmask_to_layout(model, roles: BoxMaskOutputs, opset: int) -> dict[str, str]:
     """Append the operators that write edgeseg's ``boxes``, ``scores``, ``classes`` and ``masks``
     (module doc) to ``model`` in place; returns ``{edgeseg name: original output}`` for provenance.
@@ -238,7 +211,7 @@ def boxmask_to_layout(model, roles: BoxMaskOutputs, opset: int) -> dict[str, str
     taken = {o for n in g.node for o in n.output} | {i.name for i in g.initializer}
     src = {k: (f"{pre}{v}" if v in targets else v) for k, v in source.items()}
     for old in taken & set(targets):
-        _rename_tensor(g, old, f"{pre}{old}")
+        rename_tensor(g, old, f"{pre}{old}")
     count = iter(range(1000))
     nodes = []
 
@@ -263,7 +236,7 @@ def boxmask_to_layout(model, roles: BoxMaskOutputs, opset: int) -> dict[str, str
         elif any(x in n.output for n in nodes):  # written by an appended node: it writes the target
             next(n for n in nodes if x in n.output).output[:] = [target]
         else:
-            _rename_tensor(g, x, target)
+            rename_tensor(g, x, target)
 
     box_axis = 2 if roles.batched else 1
     scores, boxes = src["scores"], src["boxes"]
@@ -322,7 +295,7 @@ def batch_image_input(model) -> str | None:
         # the input itself, or an internal tensor, is called 'images': that one gets another name
         if original == "images":
             inner = "edgeseg_inner_images"
-        _rename_tensor(model.graph, "images", "edgeseg_inner_images")
+        rename_tensor(model.graph, "images", "edgeseg_inner_images")
     if default_opset(model) >= 13:
         axes = "edgeseg_unbatched_axes"
         model.graph.initializer.append(numpy_helper.from_array(np.array([0], np.int64), axes))

@@ -273,10 +273,13 @@ def _smoke_feed(spec: InputSpec) -> np.ndarray:
 
 def import_onnx(onnx_path: str | os.PathLike, out: str | os.PathLike, *, task: str = "semantic",
                 classes: int | Sequence[str] | None, input_spec: InputSpec | None, palette=None, name: str | None = None,
-                overwrite: bool = False, input_overrides: dict | None = None, preprocess: str | None = None) -> Bundle:
+                overwrite: bool = False, input_overrides: dict | None = None, preprocess: str | None = None,
+                things: Sequence[str | int] | None = None, offset_order: str = "yx") -> Bundle:
     """Turn an ONNX segmentation model made elsewhere into a bundle (see the module docstring;
     ``task="instance"``: :func:`edgeseg.export.import_instance.import_instance_onnx`, where
-    ``preprocess`` names an exporter's conventions and ``input_overrides`` change single fields of them)."""
+    ``preprocess`` names an exporter's conventions and ``input_overrides`` change single fields of them;
+    ``task="panoptic"``: :func:`edgeseg.export.import_panoptic.import_panoptic_onnx`, with ``things``, the
+    thing classes, and ``offset_order``)."""
     import onnx
 
     from .bundle_export import _palette, normalize_classes
@@ -287,11 +290,20 @@ def import_onnx(onnx_path: str | os.PathLike, out: str | os.PathLike, *, task: s
 
         return import_instance_onnx(path, out, classes=classes, input_spec=input_spec, palette=palette, name=name,
                                     overwrite=overwrite, input_overrides=input_overrides, preprocess=preprocess)
+    if task == "panoptic":
+        from .import_panoptic import import_panoptic_onnx
+
+        if classes is None or input_spec is None or not things:
+            raise InputError(f"import of {path}: a panoptic model needs its classes, thing classes and input spec",
+                             fix="pass --classes (or --names), --things NAME,... and --size WxH")
+        return import_panoptic_onnx(path, out, classes=classes, things=things, input_spec=input_spec,
+                                    offset_order=offset_order, palette=palette, name=name, overwrite=overwrite)
     if input_overrides or preprocess:
         raise InputError("input_overrides and preprocess apply to instance imports; a semantic import takes a whole "
                          "input_spec", fix="pass --mean/--std/--scale/--resize/--size for a semantic model")
     if task != "semantic":
-        raise UnsupportedError(f"import of {task!r} models is not supported yet", fix="use --task semantic or instance")
+        raise UnsupportedError(f"import of {task!r} models is not supported yet",
+                               fix="use --task semantic, instance or panoptic")
     if classes is None or input_spec is None:
         raise InputError(f"import of {path}: a semantic model needs its classes and input spec",
                          fix="pass --classes N (or a names file) and --size WxH")

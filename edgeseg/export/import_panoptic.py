@@ -1,0 +1,187 @@
+"""Panoptic-DeepLab models made elsewhere -> a panoptic bundle (``center`` layout).
+
+Panoptic-DeepLab (Cheng et al., CVPR 2020) ends in three maps, as its reference implementations give
+them at inference (Detectron2's ``projects/Panoptic-DeepLab``, ``bowenc0221/panoptic-deeplab``,
+DeepLab2): semantic logits ``[1, C, h, w]``, the centre heatmap ``[1, 1, h, w]`` (no sigmoid) and
+the centre offsets ``[1, 2, h, w]``, ``(dy, dx)`` in network-input pixels (those implementations
+upsample the offsets to the input and scale them with it). Exports that end there, NCHW or NHWC
+(TensorFlow's DeepLab2 through tf2onnx), are recognised from one run on a test frame by their
+channel counts (the class count, 1, 2; the names ``sem``, ``center``/``heatmap``, ``offset`` settle
+a class count of 1 or 2), and the graph is made to write edgeseg's ``semantic``, ``center`` and
+``offset`` (outputs renamed, a ``Transpose`` for NHWC, a ``Gather`` for ``(dx, dy)`` offsets). The
+grouping, stuff area and void handling are then edgeseg's own decoder's
+(:mod:`edgeseg.decode.panoptic`), with the thing classes the user names.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ..bundle import Bundle, Manifest, ModelFile, OutputSpec
+from ..errors import ExportError, InputError
+from ..structures import InputSpec, PanopticOptions
+from .graph import clean_graph, rename_tensor, save_single_file
+
+log = logging.getLogger(__name__)
+
+ROLES = {"semantic": ("sem", "seg", "logit", "class"), "center": ("center", "centre", "heat", "ctr"),
+         "offset": ("offset", "off", "regress")}
+
+
+def _fail(outs: dict[str, np.ndarray], where: str, why: str) -> ExportError:
+    listing = ", ".join(f"{k} {v.dtype} {list(v.shape)}" for k, v in outs.items())
+    return ExportError(f"{where}: outputs ({listing}) are not Panoptic-DeepLab's: {why}",
+                       fix="expected float semantic logits [1, C, h, w], a centre heatmap [1, 1, h, w] and offsets "
+                           "[1, 2, h, w] (or the same channels-last), C the number of --classes")
+
+
+def detect_center_outputs(outs: dict[str, np.ndarray], nc: int, where: str) -> tuple[dict[str, str], bool]:
+    """``({"semantic": name, "center": name, "offset": name}, channels_last)`` from one run's outputs,
+    or an :class:`ExportError` naming every output when they do not fit."""
+    arrays = {k: np.asarray(v) for k, v in outs.items()}
+    maps = {k: v for k, v in arrays.items() if v.ndim == 4 and v.dtype.kind == "f" and v.shape[0] == 1}
+    found: list[tuple[int, dict[str, str], bool]] = []
+    for last in (False, True):
+        def channels(v):
+            return v.shape[3] if last else v.shape[1]
+
+        def spatial(v):
+            return v.shape[1:3] if last else v.shape[2:4]
+
+        want = {"semantic": nc, "center": 1, "offset": 2}
+        cands = {role: [k for k, v in maps.items() if channels(v) == c] for role, c in want.items()}
+        picked: dict[str, str] = {}
+        hits = 0
+        for role in ("center", "offset", "semantic"):  # the 1- and 2-channel maps first: a class count of 1 or 2
+            left = [k for k in cands[role] if k not in picked.values()]
+            named = [k for k in left if any(h in k.lower() for h in ROLES[role])]
+            if len(left) == 1:
+                picked[role] = left[0]
+                hits += bool(named)
+            elif len(named) == 1:
+                picked[role] = named[0]
+                hits += 1
+            else:
+                break
+        if len(picked) == 3 and spatial(maps[picked["center"]]) == spatial(maps[picked["offset"]]):
+            found.append((hits, picked, last))
+    if not found:
+        raise _fail(arrays, where, f"no three maps with {nc}, 1 and 2 channels (the offsets at the heatmap's size)")
+    found.sort(key=lambda f: -f[0])
+    if len(found) > 1 and found[0][0] == found[1][0] and found[0][1] != found[1][1]:
+        raise _fail(arrays, where, "channels-first and channels-last both fit; name the outputs 'semantic', 'center' "
+                                   "and 'offset'")
+    return found[0][1], found[0][2]
+
+
+def _thing_indices(things: Sequence[str | int], names: Sequence[str], where: str) -> tuple[int, ...]:
+    lower = [n.lower() for n in names]
+    out = []
+    for t in things:
+        if isinstance(t, int) or str(t).isdigit():
+            k = int(t)
+        elif str(t).lower() in lower:
+            k = lower.index(str(t).lower())
+        else:
+            raise InputError(f"{where}: thing class {t!r} is not one of the classes {list(names)}",
+                             fix="--things takes class names or indices, comma-separated")
+        if not 0 <= k < len(names):
+            raise InputError(f"{where}: thing class index {k} is outside the {len(names)} classes")
+        out.append(k)
+    if not out:
+        raise InputError(f"{where}: no thing classes", fix="name the classes that are things with --things "
+                                                          "(e.g. --things person,rider,car)")
+    return tuple(sorted(set(out)))
+
+
+def import_panoptic_onnx(onnx_path: str | os.PathLike, out: str | os.PathLike, *, classes: int | Sequence[str],
+                         things: Sequence[str | int], input_spec: InputSpec, offset_order: str = "yx", palette=None,
+                         name: str | None = None, overwrite: bool = False,
+                         options: PanopticOptions | None = None) -> Bundle:
+    """Import a Panoptic-DeepLab export (module doc). ``things``: the thing classes, names or indices;
+    ``offset_order``: ``yx`` (Panoptic-DeepLab's) or ``xy``."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from ..decode.panoptic import decode_panoptic
+    from .bundle_export import _palette, normalize_classes
+    from .graph import default_opset
+    from .import_instance import _rename_io
+    from .importer import _reconcile_spec, _session_for, _smoke_feed, load_onnx_checked, upgrade_opset
+
+    path = Path(onnx_path)
+    if offset_order not in ("yx", "xy"):
+        raise InputError(f"offset order must be yx or xy, got {offset_order!r}")
+    names = normalize_classes(classes, None, f"import of {path}")
+    thing_idx = _thing_indices(things, names, str(path))
+    model = load_onnx_checked(path)
+    original_opset = default_opset(model)
+    model, opset, note = upgrade_opset(model, path)
+    spec, in_name = _reconcile_spec(model, input_spec, path)
+    session = _session_for(model, path)
+    feed = _smoke_feed(spec)
+    try:
+        ys = session.run(None, {in_name: feed})
+    except Exception as e:  # noqa: BLE001 - ORT's pybind errors
+        first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+        raise ExportError(f"{path}: the model failed on a test frame at {spec.size}: {first}",
+                          fix="check --size: a dynamic-size export runs at sizes its network divides") from None
+    arrays = {o.name: y for o, y in zip(session.get_outputs(), ys)}
+    roles, channels_last = detect_center_outputs(arrays, len(names), str(path))
+    g = model.graph
+    pre = "edgeseg_panoptic_"
+    taken = {o for n in g.node for o in n.output} | {t.name for t in g.initializer}
+    for target in ROLES:  # any tensor already called like one of the outputs gets a fresh name first
+        if target in taken:
+            rename_tensor(g, target, pre + target)
+            roles = {r: (pre + target if v == target else v) for r, v in roles.items()}
+    if any(i.name in ROLES for i in g.input):
+        raise ExportError(f"{path}: the input is named like an output edgeseg writes ({g.input[0].name!r})",
+                          fix="export with another input name")
+    for role, src in roles.items():
+        x = src
+        if channels_last:
+            x = pre + role + "_nchw" if role == "offset" and offset_order == "xy" else role
+            g.node.append(helper.make_node("Transpose", [src], [x], name=f"{pre}transpose_{role}", perm=[0, 3, 1, 2]))
+        if role == "offset" and offset_order == "xy":
+            idx = pre + "yx"
+            g.initializer.append(numpy_helper.from_array(np.array([1, 0], np.int64), idx))
+            g.node.append(helper.make_node("Gather", [x, idx], ["offset"], name=f"{pre}offset_yx", axis=1))
+        elif not channels_last:
+            rename_tensor(g, x, role)
+    del g.output[:]
+    g.output.extend([helper.make_tensor_value_info(r, TensorProto.FLOAT, [1, None, None, None]) for r in ROLES])
+    _rename_io(model, {}, in_name)
+    model = clean_graph(model)
+    session = _session_for(model, path)
+    y = dict(zip([o.name for o in session.get_outputs()], session.run(None, {"images": feed})))
+    opts = (options or PanopticOptions()).replace(layout="center", thing_classes=thing_idx)
+    manifest = Manifest(
+        name=name or path.stem, task="panoptic", classes=tuple(names), input=spec,
+        outputs=tuple(OutputSpec(r, r, str(y[r].dtype), tuple(y[r].shape)) for r in ROLES),
+        palette=_palette(palette, len(names)), decoder=opts.to_dict(),
+        provenance={"source": "onnx", "file": path.name, "original_opset": original_opset, "opset": opset,
+                    "original_input": in_name, "original_outputs": dict(roles),
+                    "producer": f"{model.producer_name} {model.producer_version}".strip()},
+    )
+    size = spec.size
+    _, pmeta = spec.preprocess(np.zeros((size.height, size.width, 3), np.uint8))
+    smoke = decode_panoptic(y, pmeta, manifest)  # the decoder runs on the real outputs before anything is written
+    with tempfile.TemporaryDirectory(prefix="edgeseg-import-") as tmp:
+        saved = save_single_file(model, Path(tmp) / "model.onnx")
+        onnx.checker.check_model(str(saved))
+        with Bundle.writing(out, manifest, overwrite=overwrite) as bundle:
+            bundle.add_model(ModelFile("model.onnx", "fp32", opset=opset), saved)
+            bundle.update_report("import", {"layout": "center", "channels_last": channels_last,
+                                            "offset_order": offset_order,
+                                            "outputs": {k: list(v.shape) for k, v in arrays.items()},
+                                            "opset_note": note, "smoke_segments": len(smoke.segments)})
+    return bundle
+
+
+__all__ = ["detect_center_outputs", "import_panoptic_onnx"]
