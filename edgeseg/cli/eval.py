@@ -270,12 +270,21 @@ def _check_panoptic_categories(bundle, predictor, dataset) -> None:
     """Refuse a bundle whose classes map to category ids the dataset does not list (panopticapi
     refuses such predictions); note classes whose thing/stuff kind differs from the dataset's."""
     classes = predictor.classes
-    ids = tuple(getattr(predictor.options, "category_ids", ()) or range(len(classes)))
+    ids = tuple(getattr(predictor.options, "category_ids", ()) or ())
+    if not ids:  # no ids of its own (an imported model): the dataset's, matched by class name, when every name is one
+        by_name = {c.name.lower(): c.id for c in dataset.categories.values()}
+        if all(n.lower() in by_name for n in classes):
+            ids = tuple(by_name[n.lower()] for n in classes)
+            predictor.set_options(category_ids=ids)
+            print(f"note: {bundle} has no category ids; its classes are the dataset's categories of the same names")
+        else:
+            ids = tuple(range(len(classes)))
     unknown = [f"{n}={c}" for n, c in zip(classes, ids) if c not in dataset.categories]
     if unknown:
         known = ", ".join(f"{c.id} {c.name}" for c in dataset.categories.values())
         raise InputError(f"{bundle} writes category ids the dataset does not list: {', '.join(unknown)}",
-                         fix=f"set the bundle's decoder option category_ids to the dataset's ids ({known})")
+                         fix=f"name the bundle's classes as the dataset's categories (edgeseg import --names), or set its "
+                             f"decoder option category_ids to the dataset's ids ({known})")
     things = set(getattr(predictor.options, "thing_classes", ()))
     differ = [n for k, (n, c) in enumerate(zip(classes, ids)) if (k in things) != dataset.categories[c].isthing]
     if differ:

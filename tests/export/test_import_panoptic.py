@@ -103,3 +103,33 @@ def test_cli_needs_things_and_names_them(tmp_path, capsys):
         import argparse
 
         run(argparse.Namespace(onnx=str(src), task="semantic", things="a", names=None, classes="6", preprocess=None))
+
+
+@pytest.mark.data
+def test_street_panoptic_imported_scores_the_same_pq(data_root, tmp_path):
+    """The shipped ``street-panoptic`` written out channels-last with (dx, dy) offsets and imported from the
+    command line scores the shipped bundle's PQ on unseen-city frames."""
+    import json
+
+    from edgeseg.bundle import Bundle
+    from edgeseg.cli import main
+
+    shipped = Bundle.open("street-panoptic")
+    m = shipped.manifest
+    src = tmp_path / "pdl.onnx"
+    _foreign(shipped.root / "model.onnx", src, True, True)
+    (tmp_path / "names.txt").write_text("\n".join(m.classes) + "\n")
+    things = ",".join(m.classes[k] for k in m.decoder_options.thing_classes)
+    assert main(["import", str(src), "--task", "panoptic", "--names", str(tmp_path / "names.txt"), "--things", things,
+                 "--offset-order", "xy", "--size", f"{m.input.size.width}x{m.input.size.height}",
+                 "--out", str(tmp_path / "p.edgeseg")]) == 0
+    scores = []
+    for b in (tmp_path / "p.edgeseg", shipped.root):
+        out = tmp_path / f"{len(scores)}.json"
+        assert main(["eval", str(b), "--data", f"coco-panoptic:{data_root / 'cityscapes_panoptic' / 'panoptic_val.json'}",
+                     "--limit", "8", "--backend", "onnxruntime", "--precision", "fp32", "--no-progress",
+                     "--json", str(out)]) == 0
+        scores.append(json.loads(out.read_text()))
+    for k in ("all", "things", "stuff", "per_class"):  # PQ, SQ, RQ of each group and class
+        assert scores[0][k] == scores[1][k], k
+    assert scores[1]["all"]["pq"] > 0.05
