@@ -46,6 +46,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="panoptic imports: the thing classes (names or indices, comma-separated); the others are stuff")
     p.add_argument("--offset-order", default="yx", choices=["yx", "xy"],
                    help="panoptic imports: the order of the offset channels (default yx, Panoptic-DeepLab's)")
+    p.add_argument("--offset-scale", type=float, default=1.0,
+                   help="panoptic imports: multiply the offsets (the map stride, for heads exported before the upsampling "
+                        "that scales them to input pixels; default 1)")
+    for flag, kind, what in (("--center-threshold", float, "centre peaks above it count (default 0.1)"),
+                             ("--nms-kernel", int, "odd centre NMS window in map cells (default 7)"),
+                             ("--top-k", int, "most centres kept (default 200)"),
+                             ("--stuff-area", int, "stuff segments smaller than this many image pixels become void "
+                                                   "(default 2048)")):
+        p.add_argument(flag, type=kind, default=None, help=f"panoptic imports: {what}; Panoptic-DeepLab's defaults")
     p.add_argument("--preprocess", default=None, choices=["ultralytics", "yolact", "mmdet", "rtmdet", "torchvision"],
                    help="instance imports: the exporter whose pre-processing the model expects, when its outputs do not "
                         "tell (rtmdet: MMDetection's RTMDet-Ins, BGR with its own mean/std, letterboxed with 114); "
@@ -121,8 +130,13 @@ def run(args: argparse.Namespace) -> int:
                          fix="e.g. --classes 21, --classes camvid, --classes names.txt or --names road,car,...")
     if args.task == "panoptic" and not args.things:
         raise InputError("--things is required for a panoptic model", fix="name its thing classes, e.g. --things person,car")
-    if args.things and args.task != "panoptic":
-        raise InputError("--things applies to --task panoptic", fix="drop --things")
+    panoptic_only = [f for f, v in (("--things", args.things), ("--center-threshold", getattr(args, "center_threshold", None)),
+                                    ("--nms-kernel", getattr(args, "nms_kernel", None)), ("--top-k", getattr(args, "top_k", None)),
+                                    ("--stuff-area", getattr(args, "stuff_area", None)),
+                                    ("--offset-order", getattr(args, "offset_order", "yx") != "yx" or None),
+                                    ("--offset-scale", getattr(args, "offset_scale", 1.0) != 1.0 or None)) if v]
+    if panoptic_only and args.task != "panoptic":
+        raise InputError(f"{', '.join(panoptic_only)} apply to --task panoptic", fix=f"drop {panoptic_only[0]}")
     classes, palette = (None, None) if args.classes is None else (
         _names(args.classes, list_only=True) if names_given else
         (int(args.classes), None) if args.classes.isdigit() else _names(args.classes))
@@ -146,7 +160,10 @@ def run(args: argparse.Namespace) -> int:
                          name=args.name or removesuffix(out.name, ".edgeseg"), overwrite=args.overwrite,
                          input_overrides=overrides, preprocess=args.preprocess,
                          things=[t.strip() for t in args.things.split(",") if t.strip()] if args.things else None,
-                         offset_order=args.offset_order)
+                         offset_order=args.offset_order, offset_scale=args.offset_scale,
+                         panoptic_options={k: v for k, v in (("center_threshold", args.center_threshold),
+                                                             ("nms_kernel", args.nms_kernel), ("top_k", args.top_k),
+                                                             ("stuff_area", args.stuff_area)) if v is not None})
     m = bundle.manifest
     if m.input.dtype == "uint8" and norm:
         logging.getLogger("edgeseg.import").warning(

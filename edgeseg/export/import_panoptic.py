@@ -5,12 +5,15 @@ them at inference (Detectron2's ``projects/Panoptic-DeepLab``, ``bowenc0221/pano
 DeepLab2): semantic logits ``[1, C, h, w]``, the centre heatmap ``[1, 1, h, w]`` (no sigmoid) and
 the centre offsets ``[1, 2, h, w]``, ``(dy, dx)`` in network-input pixels (those implementations
 upsample the offsets to the input and scale them with it). Exports that end there, NCHW or NHWC
-(TensorFlow's DeepLab2 through tf2onnx), are recognised from one run on a test frame by their
-channel counts (the class count, 1, 2; the names ``sem``, ``center``/``heatmap``, ``offset`` settle
-a class count of 1 or 2), and the graph is made to write edgeseg's ``semantic``, ``center`` and
-``offset`` (outputs renamed, a ``Transpose`` for NHWC, a ``Gather`` for ``(dx, dy)`` offsets). The
-grouping, stuff area and void handling are then edgeseg's own decoder's
-(:mod:`edgeseg.decode.panoptic`), with the thing classes the user names.
+(a DeepLab2 model exported with a signature of its own around the network: its stock export takes
+an unbatched uint8 image and ends in its post-processing), are recognised from one run on a test
+frame by their channel counts (the class count, 1, 2; a 3-D heatmap too; the names ``sem``/``logit``,
+``center``/``heatmap``, ``offset`` settle ties), and the graph is made to write edgeseg's
+``semantic``, ``center`` and ``offset`` (outputs renamed, ``Cast`` to float32, ``Unsqueeze`` of a
+3-D heatmap, ``Transpose`` for NHWC, ``Gather`` for ``(dx, dy)`` offsets, ``Mul`` by
+``offset_scale``). The grouping, stuff area and void handling are then edgeseg's own decoder's
+(:mod:`edgeseg.decode.panoptic`), with the thing classes the user names and Panoptic-DeepLab's
+post-processing defaults (:data:`REFERENCE_OPTIONS`).
 """
 from __future__ import annotations
 
@@ -42,24 +45,30 @@ def _fail(outs: dict[str, np.ndarray], where: str, why: str) -> ExportError:
 
 def detect_center_outputs(outs: dict[str, np.ndarray], nc: int, where: str) -> tuple[dict[str, str], bool]:
     """``({"semantic": name, "center": name, "offset": name}, channels_last)`` from one run's outputs,
-    or an :class:`ExportError` naming every output when they do not fit."""
+    or an :class:`ExportError` naming every output when they do not fit. The heatmap may be 3-D
+    ``[1, h, w]`` (DeepLab2 squeezes it); all three maps must have the same size; of several
+    candidates for a role, one named for it wins (``logit`` over ``prob`` for the semantic map)."""
     arrays = {k: np.asarray(v) for k, v in outs.items()}
-    maps = {k: v for k, v in arrays.items() if v.ndim == 4 and v.dtype.kind == "f" and v.shape[0] == 1}
+    maps = {k: v for k, v in arrays.items() if v.ndim in (3, 4) and v.dtype.kind == "f" and v.shape[:1] == (1,)}
     found: list[tuple[int, dict[str, str], bool]] = []
+    tied: list[str] = []
     for last in (False, True):
         def channels(v):
-            return v.shape[3] if last else v.shape[1]
+            return 1 if v.ndim == 3 else (v.shape[3] if last else v.shape[1])
 
         def spatial(v):
-            return v.shape[1:3] if last else v.shape[2:4]
+            return tuple(v.shape[1:3]) if v.ndim == 3 or last else tuple(v.shape[2:4])
 
         want = {"semantic": nc, "center": 1, "offset": 2}
-        cands = {role: [k for k, v in maps.items() if channels(v) == c] for role, c in want.items()}
+        cands = {role: [k for k, v in maps.items() if channels(v) == c and (v.ndim == 4 or role == "center")]
+                 for role, c in want.items()}
         picked: dict[str, str] = {}
         hits = 0
         for role in ("center", "offset", "semantic"):  # the 1- and 2-channel maps first: a class count of 1 or 2
             left = [k for k in cands[role] if k not in picked.values()]
             named = [k for k in left if any(h in k.lower() for h in ROLES[role])]
+            if role == "semantic" and len(named) > 1:  # DeepLab2: semantic_logits and semantic_probs
+                named = [k for k in named if "logit" in k.lower()] or named
             if len(left) == 1:
                 picked[role] = left[0]
                 hits += bool(named)
@@ -67,11 +76,15 @@ def detect_center_outputs(outs: dict[str, np.ndarray], nc: int, where: str) -> t
                 picked[role] = named[0]
                 hits += 1
             else:
+                if len(left) > 1:
+                    tied.append(f"{role}: {', '.join(left)}")
                 break
-        if len(picked) == 3 and spatial(maps[picked["center"]]) == spatial(maps[picked["offset"]]):
+        if len(picked) == 3 and len({spatial(maps[v]) for v in picked.values()}) == 1:
             found.append((hits, picked, last))
     if not found:
-        raise _fail(arrays, where, f"no three maps with {nc}, 1 and 2 channels (the offsets at the heatmap's size)")
+        why = (f"several outputs fit one role ({'; '.join(tied)}); name them 'semantic_logits', 'center' and 'offset'"
+               if tied else f"no three maps of one size with {nc}, 1 and 2 channels")
+        raise _fail(arrays, where, why)
     found.sort(key=lambda f: -f[0])
     if len(found) > 1 and found[0][0] == found[1][0] and found[0][1] != found[1][1]:
         raise _fail(arrays, where, "channels-first and channels-last both fit; name the outputs 'semantic', 'center' "
@@ -99,12 +112,19 @@ def _thing_indices(things: Sequence[str | int], names: Sequence[str], where: str
     return tuple(sorted(set(out)))
 
 
+#: Panoptic-DeepLab's post-processing defaults (Detectron2's and bowenc0221's configs): centre threshold 0.1,
+#: NMS kernel 7 (at the input's resolution), the best 200 centres, stuff segments under 2048 pixels void.
+REFERENCE_OPTIONS = dict(center_threshold=0.1, nms_kernel=7, top_k=200, stuff_area=2048)
+
+
 def import_panoptic_onnx(onnx_path: str | os.PathLike, out: str | os.PathLike, *, classes: int | Sequence[str],
-                         things: Sequence[str | int], input_spec: InputSpec, offset_order: str = "yx", palette=None,
-                         name: str | None = None, overwrite: bool = False,
-                         options: PanopticOptions | None = None) -> Bundle:
+                         things: Sequence[str | int], input_spec: InputSpec, offset_order: str = "yx",
+                         offset_scale: float = 1.0, palette=None, name: str | None = None, overwrite: bool = False,
+                         options: dict | None = None) -> Bundle:
     """Import a Panoptic-DeepLab export (module doc). ``things``: the thing classes, names or indices;
-    ``offset_order``: ``yx`` (Panoptic-DeepLab's) or ``xy``."""
+    ``offset_order``: ``yx`` (Panoptic-DeepLab's) or ``xy``; ``offset_scale``: multiplies the offsets
+    (the map stride, for heads exported before the upsampling that scales them); ``options``:
+    :class:`~edgeseg.structures.PanopticOptions` fields over :data:`REFERENCE_OPTIONS`."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -117,6 +137,8 @@ def import_panoptic_onnx(onnx_path: str | os.PathLike, out: str | os.PathLike, *
     path = Path(onnx_path)
     if offset_order not in ("yx", "xy"):
         raise InputError(f"offset order must be yx or xy, got {offset_order!r}")
+    if not (offset_scale > 0 and np.isfinite(offset_scale)):
+        raise InputError(f"offset scale must be a positive number, got {offset_scale}")
     names = normalize_classes(classes, None, f"import of {path}")
     thing_idx = _thing_indices(things, names, str(path))
     model = load_onnx_checked(path)
@@ -133,6 +155,14 @@ def import_panoptic_onnx(onnx_path: str | os.PathLike, out: str | os.PathLike, *
                           fix="check --size: a dynamic-size export runs at sizes its network divides") from None
     arrays = {o.name: y for o, y in zip(session.get_outputs(), ys)}
     roles, channels_last = detect_center_outputs(arrays, len(names), str(path))
+    original = dict(roles)
+    heat = arrays[roles["center"]]
+    map_hw = heat.shape[1:3] if heat.ndim == 3 or channels_last else heat.shape[2:4]
+    stride = spec.size.height / map_hw[0] if spec.size else 1.0
+    if stride > 1.01 and offset_scale == 1.0:
+        log.warning("%s: the maps are 1/%g of the input (%dx%d): edgeseg reads the offsets in input pixels, as "
+                    "Panoptic-DeepLab's inference scales them; heads exported before that upsampling give grid "
+                    "units: pass --offset-scale %g", path, stride, map_hw[1], map_hw[0], stride)
     g = model.graph
     pre = "edgeseg_panoptic_"
     taken = {o for n in g.node for o in n.output} | {t.name for t in g.initializer}
@@ -143,30 +173,45 @@ def import_panoptic_onnx(onnx_path: str | os.PathLike, out: str | os.PathLike, *
     if any(i.name in ROLES for i in g.input):
         raise ExportError(f"{path}: the input is named like an output edgeseg writes ({g.input[0].name!r})",
                           fix="export with another input name")
-    for role, src in roles.items():
-        x = src
-        if channels_last:
-            x = pre + role + "_nchw" if role == "offset" and offset_order == "xy" else role
-            g.node.append(helper.make_node("Transpose", [src], [x], name=f"{pre}transpose_{role}", perm=[0, 3, 1, 2]))
+    def step(op: str, x: str, role: str, *extra: str, **attrs) -> str:
+        out = f"{pre}{role}_{op.lower()}"
+        g.node.append(helper.make_node(op, [x, *extra], [out], name=out, **attrs))
+        return out
+
+    def const(name: str, value) -> str:
+        g.initializer.append(numpy_helper.from_array(np.asarray(value), pre + name))
+        return pre + name
+
+    for role, src in roles.items():  # each map through the steps it needs; the last one writes the role's name
+        x, arr = src, arrays[original[role]]
+        if arr.dtype != np.float32:  # fp16 / fp64 exports: the decoder and the manifest read float32
+            x = step("Cast", x, role, to=TensorProto.FLOAT)
+        if arr.ndim == 3:  # DeepLab2's squeezed heatmap [1, h, w]
+            x = step("Unsqueeze", x, role, const("axis1", np.array([1], np.int64)))
+        elif channels_last:
+            x = step("Transpose", x, role, perm=[0, 3, 1, 2])
         if role == "offset" and offset_order == "xy":
-            idx = pre + "yx"
-            g.initializer.append(numpy_helper.from_array(np.array([1, 0], np.int64), idx))
-            g.node.append(helper.make_node("Gather", [x, idx], ["offset"], name=f"{pre}offset_yx", axis=1))
-        elif not channels_last:
+            x = step("Gather", x, role, const("yx", np.array([1, 0], np.int64)), axis=1)
+        if role == "offset" and offset_scale != 1.0:
+            x = step("Mul", x, role, const("offset_scale", np.float32(offset_scale)))
+        if x == src:
             rename_tensor(g, x, role)
+        else:
+            g.node[-1].output[:] = [role]
     del g.output[:]
     g.output.extend([helper.make_tensor_value_info(r, TensorProto.FLOAT, [1, None, None, None]) for r in ROLES])
     _rename_io(model, {}, in_name)
     model = clean_graph(model)
     session = _session_for(model, path)
     y = dict(zip([o.name for o in session.get_outputs()], session.run(None, {"images": feed})))
-    opts = (options or PanopticOptions()).replace(layout="center", thing_classes=thing_idx)
+    opts = PanopticOptions().replace(**{**REFERENCE_OPTIONS, **(options or {})}, layout="center",
+                                     thing_classes=thing_idx)
     manifest = Manifest(
         name=name or path.stem, task="panoptic", classes=tuple(names), input=spec,
         outputs=tuple(OutputSpec(r, r, str(y[r].dtype), tuple(y[r].shape)) for r in ROLES),
         palette=_palette(palette, len(names)), decoder=opts.to_dict(),
         provenance={"source": "onnx", "file": path.name, "original_opset": original_opset, "opset": opset,
-                    "original_input": in_name, "original_outputs": dict(roles),
+                    "original_input": in_name, "original_outputs": original,
                     "producer": f"{model.producer_name} {model.producer_version}".strip()},
     )
     size = spec.size
@@ -178,10 +223,11 @@ def import_panoptic_onnx(onnx_path: str | os.PathLike, out: str | os.PathLike, *
         with Bundle.writing(out, manifest, overwrite=overwrite) as bundle:
             bundle.add_model(ModelFile("model.onnx", "fp32", opset=opset), saved)
             bundle.update_report("import", {"layout": "center", "channels_last": channels_last,
-                                            "offset_order": offset_order,
+                                            "offset_order": offset_order, "offset_scale": offset_scale,
+                                            "map_stride": stride,
                                             "outputs": {k: list(v.shape) for k, v in arrays.items()},
                                             "opset_note": note, "smoke_segments": len(smoke.segments)})
     return bundle
 
 
-__all__ = ["detect_center_outputs", "import_panoptic_onnx"]
+__all__ = ["REFERENCE_OPTIONS", "detect_center_outputs", "import_panoptic_onnx"]

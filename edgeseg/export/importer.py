@@ -274,12 +274,13 @@ def _smoke_feed(spec: InputSpec) -> np.ndarray:
 def import_onnx(onnx_path: str | os.PathLike, out: str | os.PathLike, *, task: str = "semantic",
                 classes: int | Sequence[str] | None, input_spec: InputSpec | None, palette=None, name: str | None = None,
                 overwrite: bool = False, input_overrides: dict | None = None, preprocess: str | None = None,
-                things: Sequence[str | int] | None = None, offset_order: str = "yx") -> Bundle:
+                things: Sequence[str | int] | None = None, offset_order: str = "yx", offset_scale: float = 1.0,
+                panoptic_options: dict | None = None) -> Bundle:
     """Turn an ONNX segmentation model made elsewhere into a bundle (see the module docstring;
     ``task="instance"``: :func:`edgeseg.export.import_instance.import_instance_onnx`, where
     ``preprocess`` names an exporter's conventions and ``input_overrides`` change single fields of them;
     ``task="panoptic"``: :func:`edgeseg.export.import_panoptic.import_panoptic_onnx`, with ``things``, the
-    thing classes, and ``offset_order``)."""
+    thing classes, ``offset_order``, ``offset_scale`` and ``panoptic_options``)."""
     import onnx
 
     from .bundle_export import _palette, normalize_classes
@@ -297,7 +298,8 @@ def import_onnx(onnx_path: str | os.PathLike, out: str | os.PathLike, *, task: s
             raise InputError(f"import of {path}: a panoptic model needs its classes, thing classes and input spec",
                              fix="pass --classes (or --names), --things NAME,... and --size WxH")
         return import_panoptic_onnx(path, out, classes=classes, things=things, input_spec=input_spec,
-                                    offset_order=offset_order, palette=palette, name=name, overwrite=overwrite)
+                                    offset_order=offset_order, offset_scale=offset_scale, palette=palette, name=name,
+                                    overwrite=overwrite, options=panoptic_options)
     if input_overrides or preprocess:
         raise InputError("input_overrides and preprocess apply to instance imports; a semantic import takes a whole "
                          "input_spec", fix="pass --mean/--std/--scale/--resize/--size for a semantic model")

@@ -53,8 +53,11 @@ def test_import_equals_the_shipped_bundle(tmp_path, channels_last, xy):
     src = tmp_path / "pdl.onnx"
     _foreign(shipped.root / "model.onnx", src, channels_last, xy)
     m = shipped.manifest
+    o = m.decoder_options
+    same = dict(center_threshold=o.center_threshold, nms_kernel=o.nms_kernel, top_k=o.top_k, stuff_area=o.stuff_area)
     bundle = import_onnx(src, tmp_path / "p.edgeseg", task="panoptic", classes=m.classes,
-                         things=["circle", "rectangle", "5"], input_spec=m.input, offset_order="xy" if xy else "yx")
+                         things=["circle", "rectangle", "5"], input_spec=m.input, offset_order="xy" if xy else "yx",
+                         panoptic_options=same)
     assert bundle.manifest.decoder_options.thing_classes == (3, 4, 5)
     assert bundle.report["import"]["channels_last"] is channels_last
     ours = edgeseg.load(bundle.root, backend="onnxruntime", precision="fp32")
@@ -81,6 +84,17 @@ def test_center_outputs_detection_and_errors():
     assert detect_center_outputs(two, 2, "m")[0] == {"center": "center", "offset": "offset", "semantic": "semantic"}
     with pytest.raises(ExportError, match=r"a float32 \[1, 19, 64, 128\].*no three maps"):
         detect_center_outputs({"a": maps["a"], "b": maps["b"]}, 19, "m")
+    # DeepLab2: NHWC, logits and probabilities with C channels each, a squeezed [1, h, w] heatmap
+    dl2 = {"semantic_probs": np.zeros((1, 8, 8, 19), f), "semantic_logits": np.zeros((1, 8, 8, 19), f),
+           "center_heatmap": np.zeros((1, 8, 8), f), "offset_map": np.zeros((1, 8, 8, 2), f)}
+    assert detect_center_outputs(dl2, 19, "m") == (
+        {"center": "center_heatmap", "offset": "offset_map", "semantic": "semantic_logits"}, True)
+    # two unnamed candidates: the error names the tie, not "no maps"
+    with pytest.raises(ExportError, match="several outputs fit one role .semantic: a, d"):
+        detect_center_outputs({**maps, "d": maps["a"]}, 19, "m")
+    # a semantic map of another size is no Panoptic-DeepLab output set
+    with pytest.raises(ExportError, match="no three maps of one size"):
+        detect_center_outputs({**maps, "a": np.zeros((1, 19, 32, 64), f)}, 19, "m")
 
 
 def test_cli_needs_things_and_names_them(tmp_path, capsys):
@@ -97,8 +111,13 @@ def test_cli_needs_things_and_names_them(tmp_path, capsys):
     assert "'hexagon' is not one of the classes" in capsys.readouterr().err
     assert not (tmp_path / "p.edgeseg").exists()
     assert main(base + ["--things", "circle,rectangle,triangle"]) == 0
-    assert Bundle.open(tmp_path / "p.edgeseg").manifest.decoder_options.thing_classes == (3, 4, 5)
-    with pytest.raises(InputError, match="--things applies to --task panoptic"):
+    o = Bundle.open(tmp_path / "p.edgeseg").manifest.decoder_options
+    # Panoptic-DeepLab's post-processing defaults, not edgeseg's own models'
+    assert (o.thing_classes, o.center_threshold, o.nms_kernel, o.top_k, o.stuff_area) == ((3, 4, 5), 0.1, 7, 200, 2048)
+    assert main(base + ["--things", "circle", "--stuff-area", "64", "--top-k", "50", "--overwrite"]) == 0
+    o = Bundle.open(tmp_path / "p.edgeseg").manifest.decoder_options
+    assert (o.stuff_area, o.top_k) == (64, 50)
+    with pytest.raises(InputError, match="--things apply to --task panoptic"):
         from edgeseg.cli.import_ import run
         import argparse
 
@@ -120,9 +139,11 @@ def test_street_panoptic_imported_scores_the_same_pq(data_root, tmp_path):
     _foreign(shipped.root / "model.onnx", src, True, True)
     (tmp_path / "names.txt").write_text("\n".join(m.classes) + "\n")
     things = ",".join(m.classes[k] for k in m.decoder_options.thing_classes)
+    o = m.decoder_options
     assert main(["import", str(src), "--task", "panoptic", "--names", str(tmp_path / "names.txt"), "--things", things,
                  "--offset-order", "xy", "--size", f"{m.input.size.width}x{m.input.size.height}",
-                 "--out", str(tmp_path / "p.edgeseg")]) == 0
+                 "--center-threshold", str(o.center_threshold), "--nms-kernel", str(o.nms_kernel), "--top-k",
+                 str(o.top_k), "--stuff-area", str(o.stuff_area), "--out", str(tmp_path / "p.edgeseg")]) == 0
     scores = []
     for b in (tmp_path / "p.edgeseg", shipped.root):
         out = tmp_path / f"{len(scores)}.json"
@@ -133,3 +154,51 @@ def test_street_panoptic_imported_scores_the_same_pq(data_root, tmp_path):
     for k in ("all", "things", "stuff", "per_class"):  # PQ, SQ, RQ of each group and class
         assert scores[0][k] == scores[1][k], k
     assert scores[1]["all"]["pq"] > 0.05
+
+
+def test_half_precision_squeezed_heatmap_and_quarter_maps(tmp_path, caplog):
+    """fp16 outputs are cast to float32 (declared float32 they failed to load), a ``[1, h, w]`` heatmap is
+    unsqueezed, and maps at 1/4 of the input with offsets in grid units are scaled by --offset-scale (the
+    import warns when the maps are smaller than the input and no scale was given)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    import edgeseg
+    from edgeseg.export.importer import import_onnx
+    from edgeseg.structures import ImageShape, InputSpec
+
+    h, w = 16, 24  # maps of a 64x96 input
+    sem = np.zeros((1, 3, h, w), np.float16)
+    sem[0, 0] = 5.0                     # stuff everywhere
+    sem[0, 2, 4:10, 4:20] = 9.0         # two touching cars: columns 4..15 and 16..19
+    heat = np.zeros((1, h, w), np.float16)
+    heat[0, 7, 4] = heat[0, 7, 17] = 1.0  # the first car's centre at its left end, the second's inside it
+    off = np.zeros((1, 2, h, w), np.float16)  # grid units: each pixel points at its car's centre
+    yy, xx = np.mgrid[0:h, 0:w]
+    cx = np.where(xx < 16, 4, 17)
+    off[0, 0], off[0, 1] = 7 - yy, cx - xx
+    nodes, outs, inits = [helper.make_node("ReduceMax", ["x"], ["peak"], keepdims=0),
+                          helper.make_node("Mul", ["peak", "zero"], ["nothing"]),
+                          helper.make_node("Cast", ["nothing"], ["nothing16"], to=TensorProto.FLOAT16)], [], \
+        [numpy_helper.from_array(np.float32(0), "zero")]
+    for name, v in (("sem_seg", sem), ("center", heat), ("offset", off)):
+        inits.append(numpy_helper.from_array(v, name + "_v"))
+        nodes.append(helper.make_node("Add", [name + "_v", "nothing16"], [name]))
+        outs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT16, list(v.shape)))
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 64, 96])],
+                              outs, inits)
+    src = tmp_path / "q.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(src))
+    spec = InputSpec(size=ImageShape(64, 96))
+    unscaled = import_onnx(src, tmp_path / "unscaled.edgeseg", task="panoptic", classes=("road", "sky", "car"),
+                           things=["car"], input_spec=spec, panoptic_options={"stuff_area": 1})
+    assert "--offset-scale 4" in caplog.text
+    b = import_onnx(src, tmp_path / "q.edgeseg", task="panoptic", classes=("road", "sky", "car"), things=["car"],
+                    input_spec=spec, offset_scale=4.0, panoptic_options={"stuff_area": 1})
+    assert [o.dtype for o in b.manifest.outputs] == ["float32"] * 3
+    rgb = np.zeros((64, 96, 3), np.uint8)
+    cars = sorted(s.area for s in edgeseg.load(b.root, backend="onnxruntime")(rgb).segments if s.isthing)
+    assert cars == [6 * 4 * 16, 6 * 12 * 16]  # 4x4 image pixels per map cell
+    # read as input pixels, the grid-unit offsets fall short: the first car's right end joins the second
+    wrong = sorted(s.area for s in edgeseg.load(unscaled.root, backend="onnxruntime")(rgb).segments if s.isthing)
+    assert wrong != cars
