@@ -191,6 +191,18 @@ def _assumed(path: Path, what: str, whose: str, spec: InputSpec, given: dict, hi
                     ", ".join(PREPROCESS), ", ".join(told), hint)
 
 
+def _declared_shape(kind: str, shape: tuple[int, ...], after_nms: bool, spec: InputSpec) -> tuple[int | str, ...]:
+    """An output's shape for the manifest: a box-and-mask model's detection count is the frame's
+    (``detections``, as edgeseg's own Mask R-CNN declares it), and masks over a frame fed at its own
+    size have the frame's size."""
+    s: list[int | str] = list(shape)
+    if after_nms:
+        s[1] = "detections"
+        if kind == "masks" and spec.size_rule != "fixed":
+            s[2:] = ["height", "width"]
+    return tuple(s)
+
+
 def _presets() -> dict[str, dict]:
     from .import_boxmask import MMDET_INPUT, RTMDET_INPUT, TORCHVISION_INPUT
 
@@ -337,7 +349,8 @@ def import_instance_onnx(onnx_path: str | os.PathLike, out: str | os.PathLike, *
     y = dict(zip([o.name for o in session.get_outputs()], session.run(None, {"images": feed})))
     manifest = Manifest(
         name=name or path.stem, task="instance", classes=tuple(names), input=spec,
-        outputs=tuple(OutputSpec(k, k, str(y[k].dtype), tuple(y[k].shape)) for k in kinds),
+        outputs=tuple(OutputSpec(k, k, str(y[k].dtype), _declared_shape(k, y[k].shape, boxmask is not None, spec))
+                      for k in kinds),
         palette=_palette(palette, len(names)), decoder=opts.to_dict(),
         provenance={"source": "onnx", "file": path.name, "original_opset": original_opset, "opset": opset,
                     "original_input": in_name if unbatched_input is None else f"{unbatched_input} [3, H, W]",
