@@ -128,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
     if args.classes is None and args.task in ("semantic", "panoptic"):
         raise InputError(f"--classes is required for a {args.task} model",
                          fix="e.g. --classes 21, --classes camvid, --classes names.txt or --names road,car,...")
-    if args.task == "panoptic" and not args.things:
+    if args.task == "panoptic" and not (args.things or "").replace(",", "").strip():
         raise InputError("--things is required for a panoptic model", fix="name its thing classes, e.g. --things person,car")
     panoptic_only = [f for f, v in (("--things", args.things), ("--center-threshold", getattr(args, "center_threshold", None)),
                                     ("--nms-kernel", getattr(args, "nms_kernel", None)), ("--top-k", getattr(args, "top_k", None)),

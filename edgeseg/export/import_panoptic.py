@@ -27,7 +27,7 @@ import numpy as np
 
 from ..bundle import Bundle, Manifest, ModelFile, OutputSpec
 from ..errors import ExportError, InputError
-from ..structures import InputSpec, PanopticOptions
+from ..structures import ImageShape, InputSpec, PanopticOptions
 from .graph import clean_graph, rename_tensor, save_single_file
 
 log = logging.getLogger(__name__)
@@ -137,28 +137,38 @@ def import_panoptic_onnx(onnx_path: str | os.PathLike, out: str | os.PathLike, *
     path = Path(onnx_path)
     if offset_order not in ("yx", "xy"):
         raise InputError(f"offset order must be yx or xy, got {offset_order!r}")
+    try:
+        offset_scale = float(offset_scale)
+    except (TypeError, ValueError):
+        raise InputError(f"offset scale must be a number, got {offset_scale!r}") from None
     if not (offset_scale > 0 and np.isfinite(offset_scale)):
         raise InputError(f"offset scale must be a positive number, got {offset_scale}")
+    if isinstance(things, str):  # "person,car" as the command line gives it
+        things = [t.strip() for t in things.split(",") if t.strip()]
     names = normalize_classes(classes, None, f"import of {path}")
     thing_idx = _thing_indices(things, names, str(path))
+    # the decoder options are checked before any model work (an even --nms-kernel is refused at once)
+    opts = PanopticOptions().replace(**{**REFERENCE_OPTIONS, **(options or {})}, layout="center",
+                                     thing_classes=thing_idx)
     model = load_onnx_checked(path)
     original_opset = default_opset(model)
     model, opset, note = upgrade_opset(model, path)
     spec, in_name = _reconcile_spec(model, input_spec, path)
     session = _session_for(model, path)
     feed = _smoke_feed(spec)
+    fed = ImageShape(*(feed.shape[2:4] if spec.layout == "NCHW" else feed.shape[1:3]))
     try:
         ys = session.run(None, {in_name: feed})
     except Exception as e:  # noqa: BLE001 - ORT's pybind errors
         first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
-        raise ExportError(f"{path}: the model failed on a test frame at {spec.size}: {first}",
+        raise ExportError(f"{path}: the model failed on a {fed.width}x{fed.height} test frame: {first}",
                           fix="check --size: a dynamic-size export runs at sizes its network divides") from None
     arrays = {o.name: y for o, y in zip(session.get_outputs(), ys)}
     roles, channels_last = detect_center_outputs(arrays, len(names), str(path))
     original = dict(roles)
     heat = arrays[roles["center"]]
     map_hw = heat.shape[1:3] if heat.ndim == 3 or channels_last else heat.shape[2:4]
-    stride = spec.size.height / map_hw[0] if spec.size else 1.0
+    stride = fed.height / map_hw[0]
     if stride > 1.01 and offset_scale == 1.0:
         log.warning("%s: the maps are 1/%g of the input (%dx%d): edgeseg reads the offsets in input pixels, as "
                     "Panoptic-DeepLab's inference scales them; heads exported before that upsampling give grid "
@@ -204,18 +214,17 @@ def import_panoptic_onnx(onnx_path: str | os.PathLike, out: str | os.PathLike, *
     model = clean_graph(model)
     session = _session_for(model, path)
     y = dict(zip([o.name for o in session.get_outputs()], session.run(None, {"images": feed})))
-    opts = PanopticOptions().replace(**{**REFERENCE_OPTIONS, **(options or {})}, layout="center",
-                                     thing_classes=thing_idx)
     manifest = Manifest(
         name=name or path.stem, task="panoptic", classes=tuple(names), input=spec,
-        outputs=tuple(OutputSpec(r, r, str(y[r].dtype), tuple(y[r].shape)) for r in ROLES),
+        outputs=tuple(OutputSpec(r, r, str(y[r].dtype), ("batch" if spec.dynamic_batch else 1, y[r].shape[1],
+                                                          *(y[r].shape[2:] if spec.size_rule == "fixed"
+                                                            else ("height", "width")))) for r in ROLES),
         palette=_palette(palette, len(names)), decoder=opts.to_dict(),
         provenance={"source": "onnx", "file": path.name, "original_opset": original_opset, "opset": opset,
                     "original_input": in_name, "original_outputs": original,
                     "producer": f"{model.producer_name} {model.producer_version}".strip()},
     )
-    size = spec.size
-    _, pmeta = spec.preprocess(np.zeros((size.height, size.width, 3), np.uint8))
+    _, pmeta = spec.preprocess(np.zeros((fed.height, fed.width, 3), np.uint8))
     smoke = decode_panoptic(y, pmeta, manifest)  # the decoder runs on the real outputs before anything is written
     with tempfile.TemporaryDirectory(prefix="edgeseg-import-") as tmp:
         saved = save_single_file(model, Path(tmp) / "model.onnx")

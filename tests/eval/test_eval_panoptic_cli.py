@@ -31,7 +31,7 @@ CATEGORIES = {7: Category(7, "road", False), 23: Category(23, "sky", False), 24:
               26: Category(26, "car", True)}
 
 
-def center_bundle(path, category_ids=(7, 23, 26)):
+def center_bundle(path, category_ids=(7, 23, 26), classes=("road", "sky", "car")):
     from onnx import TensorProto, helper, numpy_helper
 
     from edgeseg.bundle import Bundle, Manifest, ModelFile, OutputSpec
@@ -56,9 +56,10 @@ def center_bundle(path, category_ids=(7, 23, 26)):
     model.ir_version = 9
     onnx.checker.check_model(model)
     outs = tuple(OutputSpec(n, n, "float32", (1, c, g, g)) for n, c in (("semantic", 3), ("center", 1), ("offset", 2)))
-    manifest = Manifest(name="center", task="panoptic", classes=("road", "sky", "car"),
+    manifest = Manifest(name="center", task="panoptic", classes=tuple(classes),
                         input=InputSpec(size=ImageShape(S, S), mean=(0, 0, 0), std=(1, 1, 1)), outputs=outs,
-                        decoder={"layout": "center", "thing_classes": [2], "category_ids": list(category_ids)})
+                        decoder={"layout": "center", "thing_classes": [2],
+                                 **({"category_ids": list(category_ids)} if category_ids else {})})
     b = Bundle.create(path, manifest)
     b.add_model(ModelFile("model.onnx", "fp32", None, 19), model.SerializeToString())
     return path
@@ -177,3 +178,21 @@ def test_a_failed_rerun_keeps_the_earlier_predictions(tmp_path, capsys):
     assert rc == 2 and "im2.png is 64x32 but its panoptic PNG is 64x64" in err, err
     assert {p: p.read_bytes() for p in sorted(preds.rglob("*")) if p.is_file()} == before
     assert sorted(p.name for p in preds.iterdir()) == ["panoptic_val_pred", "panoptic_val_pred.json"]  # no staging left
+
+
+def test_a_bundle_without_category_ids_is_matched_by_class_name(tmp_path, capsys):
+    """An imported panoptic model has no dataset ids: its classes are the dataset's categories of the same
+    names (case aside), and the scores are those of the bundle that carries the ids. Names that repeat,
+    or one that is no category, leave the class indices, which the category check refuses by name."""
+    gt_json = dataset(tmp_path)
+    results = []
+    for name, ids, classes in (("ids", (7, 23, 26), ("road", "sky", "car")), ("names", (), ("Road", "sky", "CAR"))):
+        rc, out, err = _eval([center_bundle(tmp_path / f"{name}.edgeseg", ids, classes), "--data",
+                              f"coco-panoptic:{gt_json}", "--json", tmp_path / f"{name}.json"], capsys)
+        assert rc == 0, out + err
+        results.append(json.loads((tmp_path / f"{name}.json").read_text()))
+    assert "same names" in out
+    assert results[0]["per_class"] == results[1]["per_class"] and results[0]["all"] == results[1]["all"]
+    rc, _, err = _eval([center_bundle(tmp_path / "dup.edgeseg", (), ("road", "car", "Car")), "--data",
+                        f"coco-panoptic:{gt_json}"], capsys)
+    assert rc == 2 and "writes category ids the dataset does not list" in err and "--names" in err

@@ -37,6 +37,9 @@ def test_class_plan_defaults_and_names():
     # none is a thing (the N/A entries repeat, which refused the fusion)
     classes, things, _, inst_map = class_plan(("sky", "road"), ("__background__", "person", "N/A", "car", "N/A"))
     assert classes == ("sky", "road", "person", "car") and things == (2, 3) and inst_map == (-1, 2, -1, 3, -1)
+    # a semantic "background" class stays stuff beside such a detector (it was left out as "an instance class")
+    classes, _, sem_map, _ = class_plan(("background", "road"), ("__background__", "background", "car"))
+    assert classes == ("background", "road", "car") and sem_map == (0, 1)
 
 
 def test_fused_bundle_equals_the_two_bundles_apart(fused):
