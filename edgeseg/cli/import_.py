@@ -42,39 +42,42 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--names", default=None, metavar="FILE|A,B,...",
                    help="class names: a file with one name per line, or a comma-separated list (instead of --classes; "
                         "for models without Ultralytics' names metadata)")
-    p.add_argument("--things", default=None, metavar="NAME,...",
-                   help="panoptic imports: the thing classes (names or indices, comma-separated); the others are stuff")
-    p.add_argument("--offset-order", default="yx", choices=["yx", "xy"],
-                   help="panoptic imports: the order of the offset channels (default yx, Panoptic-DeepLab's)")
-    p.add_argument("--offset-scale", type=float, default=1.0,
-                   help="panoptic imports: multiply the offsets (the map stride, for heads exported before the upsampling "
-                        "that scales them to input pixels; default 1)")
-    for flag, kind, what in (("--center-threshold", float, "centre peaks above it count (default 0.1)"),
-                             ("--nms-kernel", int, "odd centre NMS window in map cells (default 7)"),
-                             ("--top-k", int, "most centres kept (default 200)"),
-                             ("--stuff-area", int, "stuff segments smaller than this many image pixels become void "
-                                                   "(default 2048)")):
-        p.add_argument(flag, type=kind, default=None, help=f"panoptic imports: {what}; Panoptic-DeepLab's defaults")
-    p.add_argument("--preprocess", default=None, choices=["ultralytics", "yolact", "mmdet", "rtmdet", "torchvision"],
+    pan = p.add_argument_group("panoptic imports (--task panoptic)")
+    pan.add_argument("--things", default=None, metavar="NAME,...",
+                     help="the thing classes (names or indices, comma-separated); the others are stuff (required)")
+    pan.add_argument("--offset-order", default="yx", choices=["yx", "xy"],
+                     help="the order of the offset channels (default yx, Panoptic-DeepLab's)")
+    pan.add_argument("--offset-scale", type=float, default=1.0,
+                     help="multiply the offsets (the map stride, for heads exported before the upsampling that scales "
+                          "them to input pixels; default 1)")
+    for flag, kind, what in (("--center-threshold", float, "centre peaks above it count (default 0.1"),
+                             ("--nms-kernel", int, "odd centre NMS window in map cells (default 7"),
+                             ("--top-k", int, "most centres kept (default 200"),
+                             ("--stuff-area", int, "stuff segments smaller than this many pixels of the original "
+                                                   "frame become void (default 2048")):
+        pan.add_argument(flag, type=kind, default=None, help=f"{what}, Panoptic-DeepLab's)")
+    pre = p.add_argument_group("pre-processing (instance imports: the exporter's conventions, each option replacing "
+                               "its own field)")
+    pre.add_argument("--preprocess", default=None, choices=["ultralytics", "yolact", "mmdet", "rtmdet", "torchvision"],
                    help="instance imports: the exporter whose pre-processing the model expects, when its outputs do not "
                         "tell (rtmdet: MMDetection's RTMDet-Ins, BGR with its own mean/std, letterboxed with 114); "
                         "--mean/--std/... still replace single fields")
-    p.add_argument("--layout", default=None, choices=["NCHW", "NHWC"], help="input layout (default NCHW)")
-    p.add_argument("--color", default=None, choices=["RGB", "BGR"],
+    pre.add_argument("--layout", default=None, choices=["NCHW", "NHWC"], help="input layout (default NCHW)")
+    pre.add_argument("--color", default=None, choices=["RGB", "BGR"],
                    help="channel order the model expects (default RGB; instance imports: the exporter's)")
-    p.add_argument("--mean", default=None,
+    pre.add_argument("--mean", default=None,
                    help="per-channel mean, in --color order, in the units of pixel*scale (default ImageNet 0.485,0.456,0.406; "
                         "instance imports: the exporter's, each of these options replacing only its own field)")
-    p.add_argument("--std", default=None, help="per-channel std (default ImageNet 0.229,0.224,0.225)")
-    p.add_argument("--scale", type=float, default=None,
+    pre.add_argument("--std", default=None, help="per-channel std (default ImageNet 0.229,0.224,0.225)")
+    pre.add_argument("--scale", type=float, default=None,
                    help="pixel multiplier before mean/std: input = (pixel*scale - mean)/std (default 1/255; "
                         "pass 1 with a mean/std in 0-255 units such as 103.94,116.78,123.68)")
-    p.add_argument("--resize", default=None, choices=["resize", "letterbox"],
+    pre.add_argument("--resize", default=None, choices=["resize", "letterbox"],
                    help="how images reach the network size (default: resize; instance imports: the exporter's, "
                         "letterbox for Ultralytics models, resize for YOLACT, MMDeploy and torchvision ones)")
-    p.add_argument("--pad-value", type=int, default=None,
+    pre.add_argument("--pad-value", type=int, default=None,
                    help="letterbox padding grey level (default 0; Ultralytics models: 114)")
-    p.add_argument("--size", default=None, help="network input size WxH (default: the model's fixed size)")
+    pre.add_argument("--size", default=None, help="network input size WxH (default: the model's fixed size)")
     p.add_argument("--name", default=None, help="bundle name (default: from --out)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing bundle at --out")
     add_json_option(p)
