@@ -74,15 +74,16 @@ def unsupported_ops(model: Any, name: str | None = None) -> list[str]:
     return [op.get_friendly_name() for op in model.get_ops() if op.get_friendly_name() not in placed]
 
 
-def graph_port_names(model: Any, compiled: Any) -> tuple[list[str], list[str]]:
-    """The ONNX graph's own names of ``compiled``'s inputs and outputs (``model``: the
-    ``openvino.Model`` it was compiled from, whose ports carry the graph's names). A compiled port
-    holds every name of the tensors OpenVINO's passes merged into it (an input and the Identity or
-    Squeeze behind it) and ``get_any_name`` returns any of them: an imported model whose input was
-    ``data`` (renamed ``images`` by the import, an Identity keeping ``data`` inside) was run as
-    taking ``data``, and every frame failed."""
+def graph_port_names(model: Any, compiled: Any, wanted: tuple[str, ...] = ()) -> tuple[list[str], list[str]]:
+    """The ONNX graph's own names of ``compiled``'s inputs and outputs: ``wanted`` (a bundle's input
+    and output names) where a port carries one, else the names of ``model``'s ports (the
+    ``openvino.Model`` it was compiled from, read from the ONNX file). A compiled port holds every name
+    of the tensors OpenVINO's passes merged into it (an input and the Identity or Squeeze behind it)
+    and ``get_any_name`` returns any of them: an imported model whose input was ``data`` (renamed
+    ``images`` by the import, an Identity keeping ``data`` inside) was run as taking ``data``, and
+    every frame failed."""
     def pick(ports, declared: list[str]) -> list[str]:
-        return [next((n for n in declared if n in p.get_names()), p.get_any_name()) for p in ports]
+        return [next((n for n in (*wanted, *declared) if n in p.get_names()), p.get_any_name()) for p in ports]
 
     return (pick(compiled.inputs, [p.get_any_name() for p in model.inputs]),
             pick(compiled.outputs, [p.get_any_name() for p in model.outputs]))
@@ -186,7 +187,9 @@ class OpenVinoRunner(Runner):
             self.compiled = core().compile_model(model, DEVICE, config)
         except Exception as e:
             raise explain_read_error(str(self.model_path), str(e)) from None
-        inputs, outputs = graph_port_names(model, self.compiled)
+        m = self.bundle.manifest if self.bundle is not None else None
+        wanted = (m.input.name, *(o.name for o in m.outputs)) if m is not None else ()
+        inputs, outputs = graph_port_names(model, self.compiled, wanted)
         self.input_specs = tuple(self._spec(p, n) for p, n in zip(self.compiled.inputs, inputs))
         self.output_specs = tuple(self._spec(p, n) for p, n in zip(self.compiled.outputs, outputs))
         self._input_names = frozenset(s.name for s in self.input_specs)
