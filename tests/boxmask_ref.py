@@ -1,4 +1,4 @@
-"""Box-and-mask instance exports as MMDeploy and torchvision write them, built here from a Mask R-CNN
+"""Box-and-mask instance exports as MMDeploy, torchvision and Detectron2 write them, built here from a Mask R-CNN
 with known weights, and an independent decode of them written from MMDetection's and torchvision's
 documented post-processing (``rescale`` of boxes by the scale factor, ``_do_paste_mask`` by
 ``grid_sample``, masks at the original size thresholded at 0.5), in torch, sharing no code with
@@ -12,7 +12,7 @@ from torch import nn
 
 MMDET_MEAN = (123.675, 116.28, 103.53)
 MMDET_STD = (58.395, 57.12, 57.375)
-FORMS = ("mmdeploy-roi", "mmdeploy-full", "torchvision")
+FORMS = ("mmdeploy-roi", "mmdeploy-full", "torchvision", "detectron2")
 
 
 def paste(masks: torch.Tensor, boxes: torch.Tensor, h: int, w: int) -> torch.Tensor:
@@ -42,6 +42,8 @@ class Foreign(nn.Module):
         h, w = int(x.shape[-2]), int(x.shape[-1])
         if self.form == "torchvision":
             x = (x - self.mean) / self.std
+        elif self.form == "detectron2":  # BGR 0-255 in, normalised inside the graph
+            x = (x.flip(1) / 255.0 - self.mean) / self.std
         out = self.model(x)
         boxes, scores, classes = out["boxes"][0], out["scores"][0], out["classes"][0]
         # untrained mask heads give ~0.5 everywhere: each box's mask is an ellipse instead, its size set by the
@@ -52,6 +54,8 @@ class Foreign(nn.Module):
         dets = torch.cat([boxes, scores[:, None]], 1)[None]
         if self.form == "mmdeploy-roi":
             return {"dets": dets, "labels": classes.long()[None], "masks": masks[None]}
+        if self.form == "detectron2":  # the Instances fields in name order, per-box masks
+            return {"pred_boxes": boxes, "pred_classes": classes.long(), "pred_masks": masks[:, None], "scores": scores}
         full = paste(masks, boxes, h, w)
         if self.form == "mmdeploy-full":  # ONNX Runtime configs threshold in the graph: bool masks
             return {"dets": dets, "labels": classes.long()[None], "masks": (full >= 0.5)[None]}
@@ -59,7 +63,8 @@ class Foreign(nn.Module):
 
 
 OUTPUTS = {"mmdeploy-roi": ("dets", "labels", "masks"), "mmdeploy-full": ("dets", "labels", "masks"),
-           "torchvision": ("boxes", "labels", "scores", "masks")}
+           "torchvision": ("boxes", "labels", "scores", "masks"),
+           "detectron2": ("pred_boxes", "pred_classes", "pred_masks", "scores")}
 
 
 def export_foreign(model: nn.Module, path, form: str, size: tuple[int, int]) -> None:
@@ -73,7 +78,14 @@ def export_foreign(model: nn.Module, path, form: str, size: tuple[int, int]) -> 
 
     export_onnx(Foreign(model, form), path, InputSpec(size=ImageShape(*size)), outputs=OUTPUTS[form])
     g = onnx.load(str(path))
-    if form == "torchvision":  # its exports take one unbatched image
+    if form == "detectron2":  # torch.onnx.export without output names: numbers
+        for k, o in enumerate(g.graph.output):
+            new = str(3000 + 7 * k)
+            for n in g.graph.node:
+                n.output[:] = [new if x == o.name else x for x in n.output]
+                n.input[:] = [new if x == o.name else x for x in n.input]
+            o.name = new
+    if form in ("torchvision", "detectron2"):  # their exports take one unbatched image
         inp = g.graph.input[0]
         g.graph.initializer.append(numpy_helper.from_array(np.array([0], np.int64), "unsqueeze_axes"))
         g.graph.node.insert(0, helper.make_node("Unsqueeze", ["image", "unsqueeze_axes"], [inp.name]))
@@ -102,13 +114,17 @@ def reference(session, image: np.ndarray, form: str, size: tuple[int, int] | Non
         r = min(h / ih, w / iw)
         ch, cw = max(1, round(ih * r)), max(1, round(iw * r))
         top, left = (h - ch) // 2, (w - cw) // 2
-        resized = np.zeros((h, w, 3), np.uint8)
+        resized = np.full((h, w, 3), 114 if form == "detectron2" else 0, np.uint8)
         resized[top:top + ch, left:left + cw] = cv2.resize(image, (cw, ch), interpolation=cv2.INTER_LINEAR)
     else:
         resized = image if (h, w) == (ih, iw) else cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR)
     if form == "torchvision":
         x = (resized.astype(np.float32) / 255.0).transpose(2, 0, 1)
         boxes, labels, scores, masks = session.run(None, {session.get_inputs()[0].name: x})
+        masks = masks[:, 0]
+    elif form == "detectron2":  # BGR, 0-255
+        x = np.ascontiguousarray(resized[..., ::-1].astype(np.float32).transpose(2, 0, 1))
+        boxes, labels, masks, scores = session.run(None, {session.get_inputs()[0].name: x})
         masks = masks[:, 0]
     else:
         x = ((resized.astype(np.float32) - MMDET_MEAN) / MMDET_STD).transpose(2, 0, 1)[None].astype(np.float32)
@@ -122,7 +138,7 @@ def reference(session, image: np.ndarray, form: str, size: tuple[int, int] | Non
     boxes[:, 1::2] = boxes[:, 1::2].clip(0, ih)
     inside = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])  # a box wholly in the padding covers no pixel
     keep, boxes = keep[inside], boxes[inside]
-    if form == "mmdeploy-roi":
+    if form in ("mmdeploy-roi", "detectron2"):  # per-box masks, pasted at the image's size
         full = paste(torch.from_numpy(masks[keep]), torch.from_numpy(boxes), ih, iw).numpy() >= 0.5
     else:  # masks over the network input: the image's part, resized to the image
         m = torch.from_numpy(masks[keep, top:top + ch, left:left + cw].astype(np.float32))[:, None]

@@ -58,7 +58,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         pan.add_argument(flag, type=kind, default=None, help=f"{what}, Panoptic-DeepLab's)")
     pre = p.add_argument_group("pre-processing (instance imports: the exporter's conventions, each option replacing "
                                "its own field)")
-    pre.add_argument("--preprocess", default=None, choices=["ultralytics", "yolact", "mmdet", "rtmdet", "torchvision"],
+    pre.add_argument("--preprocess", default=None,
+                     choices=["ultralytics", "yolact", "mmdet", "rtmdet", "torchvision", "detectron2"],
                    help="instance imports: the exporter whose pre-processing the model expects, when its outputs do not "
                         "tell (rtmdet: MMDetection's RTMDet-Ins, BGR with its own mean/std, letterboxed with 114); "
                         "--mean/--std/... still replace single fields")

@@ -14,6 +14,10 @@ These exports end after their own NMS, in one row per final detection:
   the input's pixels), ``boxes [K, 4]``, ``labels [K]`` (integer; torchvision's COCO models count
   from 1 with ``__background__`` at 0: give their full category list, background included, as the
   names), ``scores [K]`` and ``masks [K, 1, H, W]`` probabilities over the whole input.
+* **Detectron2** (``tools/deploy/export_model.py --export-method tracing --format onnx``): input ``[3, H,
+  W]`` float 0-255 BGR (normalised inside the graph), outputs in the order of the ``Instances`` fields,
+  unnamed: ``pred_boxes [K, 4]``, ``pred_classes [K]`` (0-based), ``pred_masks [K, 1, 28, 28]`` (per
+  box: ``do_postprocess=False``), ``scores [K]``; told from torchvision by its per-box masks.
 * Any export of that shape: boxes ``[1, K, 4]`` plus ``scores [1, K]`` or ``dets [1, K, 5]``, integer
   labels, masks ``[1, K, m, m]`` per box or ``[1, K, H, W]`` over the input; or the same without the
   batch axis (masks ``[K, 1, h, w]`` or ``[K, h, w]``).
@@ -40,6 +44,11 @@ from .graph import rename_tensor
 #: ratio (its ``Resize`` gets ``keep_ratio=False`` for them), which ``resize`` reproduces.
 MMDET_INPUT = dict(resize="resize", pad_value=0, color="RGB", mean=(123.675, 116.28, 103.53), std=(58.395, 57.12, 57.375),
                    scale=1.0)
+#: Detectron2's tracing exports (``tools/deploy/export_model.py --export-method tracing --format onnx``) take
+#: one ``[3, H, W]`` float image in 0-255, BGR (``cfg.INPUT.FORMAT``), normalise it inside the graph, and
+#: expect the shortest-edge resize done outside: letterboxed here, padded with a grey near the mean pixel.
+DETECTRON2_INPUT = dict(resize="letterbox", pad_value=114, color="BGR", mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0),
+                        scale=1.0)
 #: torchvision's detection models normalise and resize inside the graph: they take RGB in 0..1.
 TORCHVISION_INPUT = dict(resize="resize", pad_value=0, color="RGB", mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0),
                          scale=1.0 / 255.0)
@@ -310,5 +319,5 @@ def batch_image_input(model) -> str | None:
     return original
 
 
-__all__ = ["BoxMaskOutputs", "MMDET_INPUT", "PLACEHOLDER_CLASSES", "RTMDET_INPUT", "TORCHVISION_INPUT", "batch_image_input",
+__all__ = ["BoxMaskOutputs", "DETECTRON2_INPUT", "MMDET_INPUT", "PLACEHOLDER_CLASSES", "RTMDET_INPUT", "TORCHVISION_INPUT", "batch_image_input",
            "boxmask_to_layout", "detect_boxmask_layout", "mmdeploy_ops_error", "whole_input_masks"]

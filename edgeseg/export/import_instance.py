@@ -204,14 +204,14 @@ def _declared_shape(kind: str, shape: tuple[int, ...], after_nms: bool, spec: In
 
 
 def _presets() -> dict[str, dict]:
-    from .import_boxmask import MMDET_INPUT, RTMDET_INPUT, TORCHVISION_INPUT
+    from .import_boxmask import DETECTRON2_INPUT, MMDET_INPUT, RTMDET_INPUT, TORCHVISION_INPUT
 
     return {"ultralytics": ULTRALYTICS_INPUT, "yolact": YOLACT_INPUT, "mmdet": MMDET_INPUT, "rtmdet": RTMDET_INPUT,
-            "torchvision": TORCHVISION_INPUT}
+            "torchvision": TORCHVISION_INPUT, "detectron2": DETECTRON2_INPUT}
 
 
 #: ``--preprocess`` names: the exporters' pre-processing conventions (:func:`import_instance_onnx`).
-PREPROCESS = ("ultralytics", "yolact", "mmdet", "rtmdet", "torchvision")
+PREPROCESS = ("ultralytics", "yolact", "mmdet", "rtmdet", "torchvision", "detectron2")
 
 
 def import_instance_onnx(onnx_path: str | os.PathLike, out: str | os.PathLike, *, classes: int | Sequence[str] | None,
@@ -228,8 +228,8 @@ def import_instance_onnx(onnx_path: str | os.PathLike, out: str | os.PathLike, *
     from ..decode.instance import decode_instance
     from .bundle_export import _palette, normalize_classes
     from .graph import default_opset
-    from .import_boxmask import (MMDET_INPUT, PLACEHOLDER_CLASSES, TORCHVISION_INPUT, batch_image_input,
-                                 boxmask_to_layout, detect_boxmask_layout, mmdeploy_ops_error)
+    from .import_boxmask import (DETECTRON2_INPUT, MMDET_INPUT, PLACEHOLDER_CLASSES, TORCHVISION_INPUT,
+                                 batch_image_input, boxmask_to_layout, detect_boxmask_layout, mmdeploy_ops_error)
     from .importer import _reconcile_spec, _session_for, _smoke_feed, load_onnx_checked, model_input_size, upgrade_opset
 
     path = Path(onnx_path)
@@ -290,13 +290,14 @@ def import_instance_onnx(onnx_path: str | os.PathLike, out: str | os.PathLike, *
                              "names", fix="pass --names with one name per class index the model outputs (--classes N "
                                           "for placeholders; torchvision's COCO models: its 91 categories, "
                                           "__background__ first)")
-        family, convention = ("torchvision", TORCHVISION_INPUT) if not boxmask.batched else ("MMDetection", MMDET_INPUT)
+        family, convention = ("MMDetection", MMDET_INPUT) if boxmask.batched else \
+            ("torchvision", TORCHVISION_INPUT) if boxmask.full_image else ("Detectron2", DETECTRON2_INPUT)
         convention = preset or convention
         if spec.size_rule == "fixed" and (not boxmask.batched or static is None) and convention["resize"] == "resize":
             # a dynamic MMDeploy export, or torchvision's at a fixed size: keep the aspect ratio (their own resize
             # does); MMDeploy's static exports resize without it (their Resize gets keep_ratio=False)
             convention = dict(convention, resize="letterbox")
-        if not boxmask.batched and names and names[0].lower() not in PLACEHOLDER_CLASSES:
+        if family == "torchvision" and names and names[0].lower() not in PLACEHOLDER_CLASSES:
             log.warning("%s: torchvision's detection models count labels from 1 (0 is the background): the first "
                         "name, %r, is label 0; give the model's own category list, __background__ first", path, names[0])
         if defaulted:
@@ -308,7 +309,7 @@ def import_instance_onnx(onnx_path: str | os.PathLike, out: str | os.PathLike, *
         original, renames = boxmask_to_layout(model, boxmask, opset), {}
         layout, fmt, nc, kinds = boxmask.layout, None, len(names), ("boxes", "scores", "classes", "masks")
         report = {"source_layout": "mmdeploy" if boxmask.scores is None else
-                  ("torchvision" if not boxmask.batched else "boxes-scores")}
+                  family.lower() if not boxmask.batched else "boxes-scores"}
     elif yolact is not None:  # YOLACT's separate outputs -> the yolov8 layout, inside the graph
         if names is not None and len(names) != yolact.nc:
             raise InputError(f"{path}: the model has {yolact.nc} object classes (+ background), --classes gives {len(names)}",

@@ -56,15 +56,19 @@ def test_import_matches_an_independent_decode(foreign, form, tmp_path):
     names = ("__background__", "a", "b", "c") if form == "torchvision" else ("a", "b", "c")
     bundle = import_onnx(foreign[form], tmp_path / "m.edgeseg", task="instance", classes=names, input_spec=None)
     m = bundle.manifest
-    assert m.decoder_options.layout == ("roi" if form == "mmdeploy-roi" else "dense")
+    assert m.decoder_options.layout == ("dense" if form in ("mmdeploy-full", "torchvision") else "roi")
     assert [o.name for o in m.outputs] == ["boxes", "scores", "classes", "masks"]
-    # MMDeploy's static exports stretch (keep_ratio=False); torchvision's models resize keeping the ratio
-    letterbox = form == "torchvision"
-    assert m.input.size == ImageShape(*NET) and m.input.color == "RGB"
-    assert (m.input.resize, m.input.pad_value) == (("letterbox", 0) if letterbox else ("resize", 0))
+    # MMDeploy's static exports stretch (keep_ratio=False); torchvision's and Detectron2's models keep the ratio
+    letterbox = form in ("torchvision", "detectron2")
+    assert m.input.size == ImageShape(*NET) and m.input.color == ("BGR" if form == "detectron2" else "RGB")
+    assert (m.input.resize, m.input.pad_value) == (("letterbox", 114 if form == "detectron2" else 0) if letterbox
+                                                   else ("resize", 0))
     if form == "torchvision":  # normalised inside torchvision's graph: 0..1 in
         assert (m.input.mean, m.input.std, m.input.scale) == ((0.0,) * 3, (1.0,) * 3, 1 / 255)
         assert m.provenance["original_input"] == "image [3, H, W]"
+    elif form == "detectron2":  # normalised inside Detectron2's graph: BGR 0-255 in
+        assert (m.input.mean, m.input.std, m.input.scale) == ((0.0,) * 3, (1.0,) * 3, 1.0)
+        assert bundle.report["import"]["source_layout"] == "detectron2"
     else:  # MMDetection's data_preprocessor
         assert (m.input.mean, m.input.std, m.input.scale) == ((123.675, 116.28, 103.53), (58.395, 57.12, 57.375), 1.0)
         assert m.provenance["original_outputs"]["scores"] == "dets"
