@@ -29,16 +29,15 @@ import ast
 import dataclasses
 import logging
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from ..bundle import Bundle, Manifest, ModelFile, OutputSpec
+from ..bundle import Bundle, Manifest, OutputSpec
 from ..errors import ExportError, InputError
 from ..structures import ImageShape, InputSpec, InstanceOptions
-from .graph import clean_graph, save_single_file
+from .graph import clean_graph
 from .import_yolact import YOLACT_INPUT, detect_yolact_layout, yolact_to_prototype
 
 log = logging.getLogger(__name__)
@@ -223,14 +222,13 @@ def import_instance_onnx(onnx_path: str | os.PathLike, out: str | os.PathLike, *
     conventions (Ultralytics: letterbox 114, /255, the metadata's ``imgsz``; YOLACT, MMDetection,
     torchvision: theirs; ``preprocess``, one of :data:`PREPROCESS`, names them instead of the outputs),
     with ``input_overrides`` (``InputSpec`` fields: ``size``, ``mean``, ...) replacing single fields."""
-    import onnx
-
     from ..decode.instance import decode_instance
     from .bundle_export import _palette, normalize_classes
     from .graph import default_opset
     from .import_boxmask import (DETECTRON2_INPUT, MMDET_INPUT, PLACEHOLDER_CLASSES, TORCHVISION_INPUT,
                                  batch_image_input, boxmask_to_layout, detect_boxmask_layout, mmdeploy_ops_error)
-    from .importer import _reconcile_spec, _session_for, _smoke_feed, load_onnx_checked, model_input_size, upgrade_opset
+    from .importer import (_reconcile_spec, _session_for, _smoke_feed, load_onnx_checked, model_input_size,
+                           upgrade_opset, write_imported)
 
     path = Path(onnx_path)
     if preprocess is not None and preprocess not in PREPROCESS:
@@ -363,15 +361,9 @@ def import_instance_onnx(onnx_path: str | os.PathLike, out: str | os.PathLike, *
     size = spec.size or fed
     _, pmeta = spec.preprocess(np.zeros((size.height, size.width, 3), np.uint8))
     smoke = decode_instance(y, pmeta, manifest)  # the decoder runs on the real outputs before anything is written
-    with tempfile.TemporaryDirectory(prefix="edgeseg-import-") as tmp:
-        saved = save_single_file(model, Path(tmp) / "model.onnx")
-        onnx.checker.check_model(str(saved))
-        with Bundle.writing(out, manifest, overwrite=overwrite) as bundle:
-            bundle.add_model(ModelFile("model.onnx", "fp32", opset=opset), saved)
-            bundle.update_report("import", {"layout": layout, "classes": nc, **report,
-                                            "outputs": {k: list(v) for k, v in shapes.items()}, "opset_note": note,
-                                            "smoke_detections": len(smoke)})
-    return bundle
+    return write_imported(model, out, manifest, opset,
+                          {"layout": layout, "classes": nc, **report, "outputs": {k: list(v) for k, v in shapes.items()},
+                           "opset_note": note, "smoke_detections": len(smoke)}, overwrite)
 
 
 __all__ = ["import_instance_onnx", "detect_prototype_layout", "ultralytics_names", "PREPROCESS", "ULTRALYTICS_INPUT"]

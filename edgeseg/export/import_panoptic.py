@@ -19,16 +19,15 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from ..bundle import Bundle, Manifest, ModelFile, OutputSpec
+from ..bundle import Bundle, Manifest, OutputSpec
 from ..errors import ExportError, InputError
 from ..structures import ImageShape, InputSpec, PanopticOptions
-from .graph import clean_graph, rename_tensor, save_single_file
+from .graph import clean_graph, rename_tensor
 
 log = logging.getLogger(__name__)
 
@@ -125,14 +124,12 @@ def import_panoptic_onnx(onnx_path: str | os.PathLike, out: str | os.PathLike, *
     ``offset_order``: ``yx`` (Panoptic-DeepLab's) or ``xy``; ``offset_scale``: multiplies the offsets
     (the map stride, for heads exported before the upsampling that scales them); ``options``:
     :class:`~edgeseg.structures.PanopticOptions` fields over :data:`REFERENCE_OPTIONS`."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     from ..decode.panoptic import decode_panoptic
     from .bundle_export import _palette, normalize_classes
-    from .graph import default_opset
     from .import_instance import _rename_io
-    from .importer import _reconcile_spec, _session_for, _smoke_feed, load_onnx_checked, upgrade_opset
+    from .importer import _session_for, prepared, write_imported
 
     path = Path(onnx_path)
     if offset_order not in ("yx", "xy"):
@@ -150,12 +147,7 @@ def import_panoptic_onnx(onnx_path: str | os.PathLike, out: str | os.PathLike, *
     # the decoder options are checked before any model work (an even --nms-kernel is refused at once)
     opts = PanopticOptions().replace(**{**REFERENCE_OPTIONS, **(options or {})}, layout="center",
                                      thing_classes=thing_idx)
-    model = load_onnx_checked(path)
-    original_opset = default_opset(model)
-    model, opset, note = upgrade_opset(model, path)
-    spec, in_name = _reconcile_spec(model, input_spec, path)
-    session = _session_for(model, path)
-    feed = _smoke_feed(spec)
+    model, original_opset, opset, note, spec, in_name, session, feed = prepared(path, input_spec)
     fed = ImageShape(*(feed.shape[2:4] if spec.layout == "NCHW" else feed.shape[1:3]))
     try:
         ys = session.run(None, {in_name: feed})
@@ -226,17 +218,11 @@ def import_panoptic_onnx(onnx_path: str | os.PathLike, out: str | os.PathLike, *
     )
     _, pmeta = spec.preprocess(np.zeros((fed.height, fed.width, 3), np.uint8))
     smoke = decode_panoptic(y, pmeta, manifest)  # the decoder runs on the real outputs before anything is written
-    with tempfile.TemporaryDirectory(prefix="edgeseg-import-") as tmp:
-        saved = save_single_file(model, Path(tmp) / "model.onnx")
-        onnx.checker.check_model(str(saved))
-        with Bundle.writing(out, manifest, overwrite=overwrite) as bundle:
-            bundle.add_model(ModelFile("model.onnx", "fp32", opset=opset), saved)
-            bundle.update_report("import", {"layout": "center", "channels_last": channels_last,
+    return write_imported(model, out, manifest, opset, {"layout": "center", "channels_last": channels_last,
                                             "offset_order": offset_order, "offset_scale": offset_scale,
                                             "map_stride": stride,
                                             "outputs": {k: list(v.shape) for k, v in arrays.items()},
-                                            "opset_note": note, "smoke_segments": len(smoke.segments)})
-    return bundle
+                                            "opset_note": note, "smoke_segments": len(smoke.segments)}, overwrite)
 
 
 __all__ = ["REFERENCE_OPTIONS", "detect_center_outputs", "import_panoptic_onnx"]

@@ -264,6 +264,18 @@ def _main_output(names: list[str], path: Path) -> int:
     return main
 
 
+def prepared(path: Path, input_spec: InputSpec) -> tuple:
+    """``(model, original opset, opset, opset note, spec, input name, ONNX Runtime session, test frame)``:
+    the file loaded and checked, its opset upgraded, its input reconciled with ``input_spec``, a session
+    and a preprocessed test frame to run it on (the semantic and panoptic imports start here)."""
+    model = load_onnx_checked(path)
+    original_opset = default_opset(model)
+    model, opset, note = upgrade_opset(model, path)
+    spec, in_name = _reconcile_spec(model, input_spec, path)
+    session = _session_for(model, path)
+    return model, original_opset, opset, note, spec, in_name, session, _smoke_feed(spec)
+
+
 def _smoke_feed(spec: InputSpec) -> np.ndarray:
     from .parity import parity_images
 
@@ -281,8 +293,6 @@ def import_onnx(onnx_path: str | os.PathLike, out: str | os.PathLike, *, task: s
     ``preprocess`` names an exporter's conventions and ``input_overrides`` change single fields of them;
     ``task="panoptic"``: :func:`edgeseg.export.import_panoptic.import_panoptic_onnx`, with ``things``, the
     thing classes, ``offset_order``, ``offset_scale`` and ``panoptic_options``)."""
-    import onnx
-
     from .bundle_export import _palette, normalize_classes
 
     path = Path(onnx_path)
@@ -310,12 +320,7 @@ def import_onnx(onnx_path: str | os.PathLike, out: str | os.PathLike, *, task: s
         raise InputError(f"import of {path}: a semantic model needs its classes and input spec",
                          fix="pass --classes N (or a names file) and --size WxH")
     names = normalize_classes(classes, None, f"import of {path}")
-    model = load_onnx_checked(path)
-    original_opset = default_opset(model)
-    model, opset, note = upgrade_opset(model, path)
-    spec, in_name = _reconcile_spec(model, input_spec, path)
-    session = _session_for(model, path)
-    feed = _smoke_feed(spec)
+    model, original_opset, opset, note, spec, in_name, session, feed = prepared(path, input_spec)
     outputs = session.run(None, {in_name: feed})
     pick = _main_output([o.name for o in session.get_outputs()], path)
     out_name = session.get_outputs()[pick].name
@@ -334,13 +339,22 @@ def import_onnx(onnx_path: str | os.PathLike, out: str | os.PathLike, *, task: s
                     "original_input": in_name, "original_output": out_name,
                     "producer": f"{model.producer_name} {model.producer_version}".strip()},
     )
+    return write_imported(model, out, manifest, opset, {"smoke": smoke, "opset_note": note,
+                                                        "appended_nodes": [op for op, _ in appended]}, overwrite)
+
+
+def write_imported(model, out: str | os.PathLike, manifest: Manifest, opset: int, report: dict,
+                   overwrite: bool) -> Bundle:
+    """The rewired graph saved as one checked file, and the bundle written with it and the import report
+    (every import task ends here)."""
+    import onnx
+
     with tempfile.TemporaryDirectory(prefix="edgeseg-import-") as tmp:
         saved = save_single_file(model, Path(tmp) / "model.onnx")
         onnx.checker.check_model(str(saved))
         with Bundle.writing(out, manifest, overwrite=overwrite) as bundle:
             bundle.add_model(ModelFile("model.onnx", "fp32", opset=opset), saved)
-            bundle.update_report("import", {"smoke": smoke, "opset_note": note,
-                                            "appended_nodes": [op for op, _ in appended]})
+            bundle.update_report("import", report)
     return bundle
 
 
