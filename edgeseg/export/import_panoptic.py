@@ -175,6 +175,7 @@ def import_panoptic_onnx(onnx_path: str | os.PathLike, out: str | os.PathLike, *
     if any(i.name in ROLES for i in g.input):
         raise ExportError(f"{path}: the input is named like an output edgeseg writes ({g.input[0].name!r})",
                           fix="export with another input name")
+
     def step(op: str, x: str, role: str, *extra: str, **attrs) -> str:
         out = f"{pre}{role}_{op.lower()}"
         g.node.append(helper.make_node(op, [x, *extra], [out], name=out, **attrs))
@@ -218,11 +219,11 @@ def import_panoptic_onnx(onnx_path: str | os.PathLike, out: str | os.PathLike, *
     )
     _, pmeta = spec.preprocess(np.zeros((fed.height, fed.width, 3), np.uint8))
     smoke = decode_panoptic(y, pmeta, manifest)  # the decoder runs on the real outputs before anything is written
-    return write_imported(model, out, manifest, opset, {"layout": "center", "channels_last": channels_last,
-                                            "offset_order": offset_order, "offset_scale": offset_scale,
-                                            "map_stride": stride,
-                                            "outputs": {k: list(v.shape) for k, v in arrays.items()},
-                                            "opset_note": note, "smoke_segments": len(smoke.segments)}, overwrite)
+    report = {"layout": "center", "channels_last": channels_last, "offset_order": offset_order,
+              "offset_scale": offset_scale, "map_stride": stride,
+              "outputs": {k: list(v.shape) for k, v in arrays.items()}, "opset_note": note,
+              "smoke_segments": len(smoke.segments)}
+    return write_imported(model, out, manifest, opset, report, overwrite)
 
 
 __all__ = ["REFERENCE_OPTIONS", "detect_center_outputs", "import_panoptic_onnx"]
