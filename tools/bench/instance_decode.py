@@ -5,7 +5,8 @@ with them afterwards (JSON record with COCO RLE masks, overlay drawing).
     python tools/bench/instance_decode.py --against HEAD~1     # before/after a change, interleaved
 
 Outputs are synthetic but shaped like real models' (YOLOv8-seg at 640x640 with 8400 anchors and
-160x160 prototypes; SOLO-style dense masks at 1/4 of a 640x384 input; Mask R-CNN 28x28 RoI masks),
+160x160 prototypes; SOLO-style dense masks at 1/4 of a 640x384 input; an imported torchvision or
+RTMDet-Ins model's boxes and full-size masks; Mask R-CNN 28x28 RoI masks),
 with boxes of street-scene sizes (10-25% of the image side). Timings are medians (``--stat min``: the
 fastest run, less sensitive to other work on the machine) over ``--repeats`` runs, single thread
 (``cv2.setNumThreads(1)``), after one warm-up run. Decoders give compact results (per-instance mask
@@ -37,9 +38,10 @@ from edgeseg.decode import decode  # noqa: E402
 from edgeseg.structures import ImageShape, InputSpec, InstanceOptions  # noqa: E402
 
 
-def _manifest(layout: str, nc: int, spec: InputSpec, **opts) -> Manifest:
+def _manifest(layout: str, nc: int, spec: InputSpec, boxes: bool = False, **opts) -> Manifest:
     kinds = {"prototype": ("detections", "prototypes"), "dense": ("scores", "classes", "masks"),
              "roi": ("boxes", "scores", "classes", "masks")}[layout]
+    kinds = ("boxes", *kinds) if boxes and "boxes" not in kinds else kinds
     return Manifest(name=layout, task="instance", classes=tuple(f"c{i}" for i in range(nc)), input=spec,
                     outputs=tuple(OutputSpec(k, k, "float32", (1,)) for k in kinds),
                     decoder=InstanceOptions(layout=layout, **opts).to_dict())
@@ -82,6 +84,15 @@ def cases(n: int, rng) -> dict:
     out["dense (SOLO 1/4)"] = (_manifest("dense", nc, spec, max_detections=n),
                                {"scores": rng.uniform(0.5, 1, (1, n)).astype(np.float32),
                                 "classes": rng.integers(0, nc, (1, n)), "masks": masks})
+    # an imported torchvision / RTMDet-Ins model: its boxes and masks at the network input's full size
+    full = np.zeros((1, n, 384, 640), np.float32)
+    fb = _boxes(rng, n, net)
+    for k, (x1, y1, x2, y2) in enumerate(fb):
+        full[0, k, int(y1):int(y2), int(x1):int(x2)] = 0.9
+    out["dense + boxes (torchvision, full size)"] = (
+        _manifest("dense", nc, spec, boxes=True, max_detections=n),
+        {"boxes": fb[None], "scores": rng.uniform(0.5, 1, (1, n)).astype(np.float32),
+         "classes": rng.integers(0, nc, (1, n)), "masks": full})
     # Mask R-CNN: 28x28 RoI masks
     out["roi (Mask R-CNN 28x28)"] = (_manifest("roi", nc, spec, max_detections=n),
                                      {"boxes": _boxes(rng, n, net)[None], "scores": rng.uniform(0.5, 1, (1, n)).astype(np.float32),
