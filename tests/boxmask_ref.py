@@ -55,7 +55,8 @@ class Foreign(nn.Module):
         if self.form == "mmdeploy-roi":
             return {"dets": dets, "labels": classes.long()[None], "masks": masks[None]}
         if self.form == "detectron2":  # the Instances fields in name order, per-box masks
-            return {"pred_boxes": boxes, "pred_classes": classes.long(), "pred_masks": masks[:, None], "scores": scores}
+            return {"pred_boxes": boxes, "pred_classes": classes.long(), "pred_masks": masks[:, None], "scores": scores,
+                    "image_size": torch.tensor([h, w])}  # TracingAdapter appends it
         full = paste(masks, boxes, h, w)
         if self.form == "mmdeploy-full":  # ONNX Runtime configs threshold in the graph: bool masks
             return {"dets": dets, "labels": classes.long()[None], "masks": (full >= 0.5)[None]}
@@ -64,7 +65,7 @@ class Foreign(nn.Module):
 
 OUTPUTS = {"mmdeploy-roi": ("dets", "labels", "masks"), "mmdeploy-full": ("dets", "labels", "masks"),
            "torchvision": ("boxes", "labels", "scores", "masks"),
-           "detectron2": ("pred_boxes", "pred_classes", "pred_masks", "scores")}
+           "detectron2": ("pred_boxes", "pred_classes", "pred_masks", "scores", "image_size")}
 
 
 def export_foreign(model: nn.Module, path, form: str, size: tuple[int, int]) -> None:
@@ -84,6 +85,8 @@ def export_foreign(model: nn.Module, path, form: str, size: tuple[int, int]) -> 
             for n in g.graph.node:
                 n.output[:] = [new if x == o.name else x for x in n.output]
                 n.input[:] = [new if x == o.name else x for x in n.input]
+            for t in g.graph.initializer:  # a constant output (the image size, folded by the exporter)
+                t.name = new if t.name == o.name else t.name
             o.name = new
     if form in ("torchvision", "detectron2"):  # their exports take one unbatched image
         inp = g.graph.input[0]
@@ -124,7 +127,7 @@ def reference(session, image: np.ndarray, form: str, size: tuple[int, int] | Non
         masks = masks[:, 0]
     elif form == "detectron2":  # BGR, 0-255
         x = np.ascontiguousarray(resized[..., ::-1].astype(np.float32).transpose(2, 0, 1))
-        boxes, labels, masks, scores = session.run(None, {session.get_inputs()[0].name: x})
+        boxes, labels, masks, scores = session.run(None, {session.get_inputs()[0].name: x})[:4]
         masks = masks[:, 0]
     else:
         x = ((resized.astype(np.float32) - MMDET_MEAN) / MMDET_STD).transpose(2, 0, 1)[None].astype(np.float32)

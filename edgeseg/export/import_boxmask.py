@@ -15,9 +15,11 @@ These exports end after their own NMS, in one row per final detection:
   from 1 with ``__background__`` at 0: give their full category list, background included, as the
   names), ``scores [K]`` and ``masks [K, 1, H, W]`` probabilities over the whole input.
 * **Detectron2** (``tools/deploy/export_model.py --export-method tracing --format onnx``): input ``[3, H,
-  W]`` float 0-255 BGR (normalised inside the graph), outputs in the order of the ``Instances`` fields,
-  unnamed: ``pred_boxes [K, 4]``, ``pred_classes [K]`` (0-based), ``pred_masks [K, 1, 28, 28]`` (per
-  box: ``do_postprocess=False``), ``scores [K]``; told from torchvision by its per-box masks.
+  W]`` 0-255 BGR, float32 or uint8 (normalised inside the graph), unnamed outputs in the order its
+  ``TracingAdapter`` flattens them (the ``Instances`` fields sorted by name, then the image size):
+  ``pred_boxes [K, 4]``, ``pred_classes [K]`` (0-based), ``pred_masks [K, 1, 28, 28]`` (per box:
+  ``do_postprocess=False``), ``scores [K]``, ``image_size [2]`` (left out); told from torchvision by
+  its per-box masks (any unbatched export with per-box masks gets Detectron2's conventions).
 * Any export of that shape: boxes ``[1, K, 4]`` plus ``scores [1, K]`` or ``dets [1, K, 5]``, integer
   labels, masks ``[1, K, m, m]`` per box or ``[1, K, H, W]`` over the input; or the same without the
   batch axis (masks ``[K, 1, h, w]`` or ``[K, h, w]``).
@@ -116,6 +118,8 @@ def detect_boxmask_layout(outs: dict[str, np.ndarray], net: ImageShape, where: s
                 and any(h in k.lower() for h in ("label", "class", "cls")) and np.array_equal(v, np.round(v))]
     if not ints:
         return None
+    if len(ints) > 1:  # Detectron2's traced exports end in the image size, an int64 [2] of the input's height, width
+        ints = [k for k in ints if not (arrays[k].shape == (2,) and arrays[k].tolist() == [net.height, net.width])]
     labels = _pick(ints, ("label", "class", "cls"), "class labels", fail)
     batched = arrays[labels].ndim == 2
     if batched and arrays[labels].shape[0] != 1:

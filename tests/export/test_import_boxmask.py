@@ -98,6 +98,12 @@ def test_layout_detection_from_outputs():
           "masks": np.zeros((0, 1, 96, 128), f)}
     r = detect_boxmask_layout(tv, net, "m")
     assert (r.boxes, r.scores, r.batched, r.mask_rank, r.layout) == ("boxes", "scores", False, 4, "dense")
+    # Detectron2's traced outputs: unnamed, the image size [2] (int64) after the fields, none detected too
+    for k in (5, 0):
+        d2 = {"3001": np.zeros((k, 4), f), "3002": np.zeros((k,), i), "3003": np.zeros((k, 1, 28, 28), f),
+              "3004": np.zeros((k,), f), "3005": np.array([96, 128], i)}
+        r = detect_boxmask_layout(d2, net, "m")
+        assert (r.boxes, r.labels, r.masks, r.scores, r.layout) == ("3001", "3002", "3003", "3004", "roi")
     # separate scores beside 4-column boxes, any output names
     anon = {"o1": np.zeros((1, 3, 4), f), "o2": np.zeros((1, 3), f), "o3": np.zeros((1, 3), i), "o4": np.zeros((1, 3, 14, 14), f)}
     r = detect_boxmask_layout(anon, net, "m")

@@ -6,7 +6,8 @@ with them afterwards (JSON record with COCO RLE masks, overlay drawing).
 
 Outputs are synthetic but shaped like real models' (YOLOv8-seg at 640x640 with 8400 anchors and
 160x160 prototypes; SOLO-style dense masks at 1/4 of a 640x384 input; an imported torchvision or
-RTMDet-Ins model's boxes and full-size masks; Mask R-CNN 28x28 RoI masks),
+RTMDet-Ins model's boxes and full-size masks; Mask R-CNN 28x28 RoI masks; since session 39 the roi
+case draws other random boxes, as the full-size case draws before it),
 with boxes of street-scene sizes (10-25% of the image side). Timings are medians (``--stat min``: the
 fastest run, less sensitive to other work on the machine) over ``--repeats`` runs, single thread
 (``cv2.setNumThreads(1)``), after one warm-up run. Decoders give compact results (per-instance mask
@@ -89,7 +90,7 @@ def cases(n: int, rng) -> dict:
     fb = _boxes(rng, n, net)
     for k, (x1, y1, x2, y2) in enumerate(fb):
         full[0, k, int(y1):int(y2), int(x1):int(x2)] = 0.9
-    out["dense + boxes (torchvision, full size)"] = (
+    out["dense + boxes (full-size masks)"] = (
         _manifest("dense", nc, spec, boxes=True, max_detections=n),
         {"boxes": fb[None], "scores": rng.uniform(0.5, 1, (1, n)).astype(np.float32),
          "classes": rng.integers(0, nc, (1, n)), "masks": full})
