@@ -63,6 +63,47 @@ def rename_tensor(graph, old: str, new: str, outer: bool = True) -> None:
             o.name = new
 
 
+class Appender:
+    """Operators appended to ``graph`` under one name ``prefix`` (the imports' rewiring): constants as
+    initializers, nodes with fresh output names, kept aside until :meth:`flush` so that
+    :meth:`write_as` can still give a node's output its final name."""
+
+    def __init__(self, graph, prefix: str):
+        self.graph, self.prefix, self.nodes, self._count = graph, prefix, [], 0
+
+    def _fresh(self, kind: str) -> str:
+        self._count += 1
+        return f"{self.prefix}{kind}{self._count}"
+
+    def const(self, value) -> str:
+        import numpy as np
+        from onnx import numpy_helper
+
+        name = self._fresh("c")
+        self.graph.initializer.append(numpy_helper.from_array(np.asarray(value), name))
+        return name
+
+    def node(self, op: str, inputs: list[str], out: str | None = None, **attrs) -> str:
+        from onnx import helper
+
+        out = out or self._fresh("t")
+        self.nodes.append(helper.make_node(op, inputs, [out], name=self._fresh(op.lower()), **attrs))
+        return out
+
+    def write_as(self, x: str, target: str) -> None:
+        """``target`` is written in place of ``x``: by the appended node that writes ``x``, or, for a tensor
+        of the original graph, by renaming it everywhere (:func:`rename_tensor`)."""
+        producer = next((n for n in self.nodes if x in n.output), None)
+        if producer is not None:
+            producer.output[:] = [target]
+        else:
+            rename_tensor(self.graph, x, target)
+
+    def flush(self) -> None:
+        self.graph.node.extend(self.nodes)
+        self.nodes = []
+
+
 def remove_unused_initializers(model) -> int:
     """Drop initializers no node (or subgraph, or graph output) reads; returns how many."""
     used = {name for node in model.graph.node for name in node.input}

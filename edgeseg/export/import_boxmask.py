@@ -39,7 +39,7 @@ import numpy as np
 
 from ..errors import ExportError
 from ..structures import ImageShape
-from .graph import rename_tensor
+from .graph import Appender, rename_tensor
 
 #: MMDetection's pre-processing (its detectors' ``data_preprocessor``): RGB, ImageNet mean and std in
 #: 0-255 units. MMDeploy's static-shape exports resize to the input size without keeping the aspect
@@ -210,7 +210,7 @@ def boxmask_to_layout(model, roles: BoxMaskOutputs, opset: int) -> dict[str, str
     Each of the four is written by an operator's own output (an output that needs no change is
     renamed), never by an ``Identity``: OpenVINO folds those away and may report a tensor by its
     other name."""
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import TensorProto, helper
 
     g = model.graph
     targets = ("boxes", "scores", "classes", "masks")
@@ -225,57 +225,36 @@ def boxmask_to_layout(model, roles: BoxMaskOutputs, opset: int) -> dict[str, str
     src = {k: (f"{pre}{v}" if v in targets else v) for k, v in source.items()}
     for old in taken & set(targets):
         rename_tensor(g, old, f"{pre}{old}")
-    count = iter(range(1000))
-    nodes = []
+    app = Appender(g, pre)
+    node, const = app.node, app.const
 
-    def const(value) -> str:
-        name = f"{pre}c{next(count)}"
-        g.initializer.append(numpy_helper.from_array(np.asarray(value), name))
-        return name
-
-    def node(op: str, inputs: list[str], out: str | None = None, **attrs) -> str:
-        out = out or f"{pre}t{next(count)}"
-        nodes.append(helper.make_node(op, inputs, [out], name=f"{pre}{op.lower()}{next(count)}", **attrs))
-        return out
-
-    def unsqueeze0(x: str, out: str | None = None) -> str:
-        if opset >= 13:
-            return node("Unsqueeze", [x, const(np.array([0], np.int64))], out)
-        return node("Unsqueeze", [x], out, axes=[0])
-
-    def finish(x: str, target: str, batch: bool) -> None:
-        if batch:
-            unsqueeze0(x, target)
-        elif any(x in n.output for n in nodes):  # written by an appended node: it writes the target
-            next(n for n in nodes if x in n.output).output[:] = [target]
+    def finish(x: str, target: str) -> None:  # x as ``target``, with the leading batch axis it may lack
+        if roles.batched:
+            app.write_as(x, target)
+        elif opset >= 13:
+            node("Unsqueeze", [x, const(np.array([0], np.int64))], target)
         else:
-            rename_tensor(g, x, target)
+            node("Unsqueeze", [x], target, axes=[0])
 
-    box_axis = 2 if roles.batched else 1
-    scores, boxes = src["scores"], src["boxes"]
-    if roles.box_dtype != "float32":  # fp16 exports (MMDeploy's onnxruntime-fp16 configs keep no float32 IO)
-        boxes = src["boxes"] = node("Cast", [boxes], to=TensorProto.FLOAT)
-    if roles.scores is not None and roles.score_dtype != "float32":
-        scores = node("Cast", [scores], to=TensorProto.FLOAT)
+    def as_float(x: str, dtype: str) -> str:  # fp16 exports (MMDeploy's onnxruntime-fp16 configs), bool masks
+        return x if dtype == "float32" else node("Cast", [x], to=TensorProto.FLOAT)
+
+    boxes = as_float(src["boxes"], roles.box_dtype)
     if roles.scores is None:  # dets: x1, y1, x2, y2, score
-        finish(node("Gather", [src["boxes"], const(np.array([0, 1, 2, 3], np.int64))], axis=box_axis), "boxes",
-               not roles.batched)
-        finish(node("Gather", [src["boxes"], const(np.array(4, np.int64))], axis=box_axis), "scores", not roles.batched)
+        axis = 2 if roles.batched else 1
+        finish(node("Gather", [boxes, const(np.array([0, 1, 2, 3], np.int64))], axis=axis), "boxes")
+        finish(node("Gather", [boxes, const(np.array(4, np.int64))], axis=axis), "scores")
     else:
-        finish(boxes, "boxes", not roles.batched)
-        finish(scores, "scores", not roles.batched)
-    classes = src["classes"]
-    if roles.labels_float:  # whole numbers written as floats: the decoder reads integer ids
-        classes = node("Cast", [classes], to=TensorProto.INT64)
-    finish(classes, "classes", not roles.batched)
-    masks = src["masks"]
-    if roles.mask_dtype != "float32":  # thresholded (bool) or half masks: the decoder reads float probabilities
-        masks = node("Cast", [masks], to=TensorProto.FLOAT)
+        finish(boxes, "boxes")
+        finish(as_float(src["scores"], roles.score_dtype), "scores")
+    # whole numbers written as floats: the decoder reads integer ids
+    finish(node("Cast", [src["classes"]], to=TensorProto.INT64) if roles.labels_float else src["classes"], "classes")
+    masks = as_float(src["masks"], roles.mask_dtype)
     if not roles.batched and roles.mask_rank == 4:  # [K, 1, h, w] -> [1, K, h, w]
         node("Transpose", [masks], "masks", perm=[1, 0, 2, 3])
     else:
-        finish(masks, "masks", not roles.batched)
-    g.node.extend(nodes)
+        finish(masks, "masks")
+    app.flush()
     # the classes keep the exporter's integer type (the decoder reads any)
     label_type = TensorProto.INT64 if roles.labels_float else next(
         (o.type.tensor_type.elem_type for o in g.output if o.name in (src["classes"], "classes")), TensorProto.INT64)

@@ -27,7 +27,7 @@ import numpy as np
 from ..bundle import Bundle, Manifest, OutputSpec
 from ..errors import ExportError, InputError
 from ..structures import ImageShape, InputSpec, PanopticOptions
-from .graph import clean_graph, rename_tensor
+from .graph import Appender, clean_graph, rename_tensor
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +124,7 @@ def import_panoptic_onnx(onnx_path: str | os.PathLike, out: str | os.PathLike, *
     ``offset_order``: ``yx`` (Panoptic-DeepLab's) or ``xy``; ``offset_scale``: multiplies the offsets
     (the map stride, for heads exported before the upsampling that scales them); ``options``:
     :class:`~edgeseg.structures.PanopticOptions` fields over :data:`REFERENCE_OPTIONS`."""
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import TensorProto, helper
 
     from ..decode.panoptic import decode_panoptic
     from .bundle_export import _palette, normalize_classes
@@ -176,31 +176,21 @@ def import_panoptic_onnx(onnx_path: str | os.PathLike, out: str | os.PathLike, *
         raise ExportError(f"{path}: the input is named like an output edgeseg writes ({g.input[0].name!r})",
                           fix="export with another input name")
 
-    def step(op: str, x: str, role: str, *extra: str, **attrs) -> str:
-        out = f"{pre}{role}_{op.lower()}"
-        g.node.append(helper.make_node(op, [x, *extra], [out], name=out, **attrs))
-        return out
-
-    def const(name: str, value) -> str:
-        g.initializer.append(numpy_helper.from_array(np.asarray(value), pre + name))
-        return pre + name
-
+    app = Appender(g, pre)
     for role, src in roles.items():  # each map through the steps it needs; the last one writes the role's name
         x, arr = src, arrays[original[role]]
         if arr.dtype != np.float32:  # fp16 / fp64 exports: the decoder and the manifest read float32
-            x = step("Cast", x, role, to=TensorProto.FLOAT)
+            x = app.node("Cast", [x], to=TensorProto.FLOAT)
         if arr.ndim == 3:  # DeepLab2's squeezed heatmap [1, h, w]
-            x = step("Unsqueeze", x, role, const("axis1", np.array([1], np.int64)))
+            x = app.node("Unsqueeze", [x, app.const(np.array([1], np.int64))])
         elif channels_last:
-            x = step("Transpose", x, role, perm=[0, 3, 1, 2])
+            x = app.node("Transpose", [x], perm=[0, 3, 1, 2])
         if role == "offset" and offset_order == "xy":
-            x = step("Gather", x, role, const("yx", np.array([1, 0], np.int64)), axis=1)
+            x = app.node("Gather", [x, app.const(np.array([1, 0], np.int64))], axis=1)
         if role == "offset" and offset_scale != 1.0:
-            x = step("Mul", x, role, const("offset_scale", np.float32(offset_scale)))
-        if x == src:
-            rename_tensor(g, x, role)
-        else:
-            g.node[-1].output[:] = [role]
+            x = app.node("Mul", [x, app.const(np.float32(offset_scale))])
+        app.write_as(x, role)
+    app.flush()
     del g.output[:]
     g.output.extend([helper.make_tensor_value_info(r, TensorProto.FLOAT, [1, None, None, None]) for r in ROLES])
     _rename_io(model, {}, in_name)

@@ -207,20 +207,12 @@ def test_openvino_runs_imports_whose_input_had_another_name(tmp_path):
     """The import renames a graph's input to ``images`` (an Identity keeps the old name inside). OpenVINO
     merges the two names on its compiled port, and the runner took ``get_any_name()``: a model whose input
     was ``data`` was run as taking ``data`` and every frame failed ("missing input(s) ['data']")."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
     import edgeseg
     from edgeseg.export.importer import import_onnx
     from edgeseg.structures import InputSpec
+    from handmade_bundles import conv_model
 
-    w = np.random.default_rng(0).normal(size=(4, 3, 1, 1)).astype(np.float32)
-    graph = helper.make_graph([helper.make_node("Conv", ["data", "w"], ["out"])], "g",
-                              [helper.make_tensor_value_info("data", TensorProto.FLOAT, [1, 3, 32, 48])],
-                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 4, 32, 48])],
-                              [numpy_helper.from_array(w, "w")])
-    src = tmp_path / "data.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(src))
+    src = conv_model(tmp_path / "data.onnx", 4, size=ImageShape(32, 48), input_name="data", dynamic=False)
     bundle = import_onnx(src, tmp_path / "d.edgeseg", classes=4, input_spec=InputSpec(size=ImageShape(32, 48)))
     rgb = np.random.default_rng(1).integers(0, 255, (32, 48, 3), np.uint8)
     ov = edgeseg.load(bundle.root, backend="openvino", precision="fp32")
@@ -236,18 +228,10 @@ def test_openvino_runs_imports_whose_input_had_another_name(tmp_path):
 
 def test_not_an_instance_model_is_still_named(tmp_path):
     """A semantic model given --task instance: neither family fits, and the error names its output."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
     from edgeseg.export.importer import import_onnx
+    from handmade_bundles import conv_model
 
-    w = np.zeros((4, 3, 1, 1), np.float32)
-    graph = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["logits"])], "g",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 32, 32])],
-                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 4, 32, 32])],
-                              [numpy_helper.from_array(w, "w")])
-    src = tmp_path / "sem.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(src))
+    src = conv_model(tmp_path / "sem.onnx", 4, size=ImageShape(32, 32), input_name="x", dynamic=False)
     with pytest.raises((ExportError, InputError, EdgesegError), match=r"logits \[1, 4, 32, 32\]"):
         import_onnx(src, tmp_path / "x.edgeseg", task="instance", classes=("a",), input_spec=None)
     assert not (tmp_path / "x.edgeseg").exists()
