@@ -272,11 +272,10 @@ def _check_panoptic_categories(bundle, predictor, dataset) -> None:
     classes = predictor.classes
     ids = tuple(getattr(predictor.options, "category_ids", ()) or ())
     if not ids:  # no ids of its own (an imported model): the dataset's, matched by class name, when every name is one
-        cat_names = [c.name.lower() for c in dataset.categories.values()]
-        by_name = {c.name.lower(): c.id for c in dataset.categories.values()}
-        named = [n.lower() for n in classes]
-        if all(n in by_name for n in named) and len(set(named)) == len(named) and len(set(cat_names)) == len(cat_names):
-            ids = tuple(by_name[n] for n in named)
+        from ..eval.panoptic import category_ids_by_name
+
+        ids = category_ids_by_name(classes, dataset.categories)
+        if ids is not None:
             predictor.set_options(category_ids=ids)
             print(f"note: {bundle} has no category ids; its classes are the dataset's categories of the same names")
         else:  # some name is not a category, or names repeat: the class indices, which the check below names

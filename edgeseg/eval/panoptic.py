@@ -239,6 +239,17 @@ def _check_ids(areas: Mapping[int, int], segments: Mapping[int, int], what: str)
                          fix="describe every non-zero id of segment_ids in segments (0 is void)")
 
 
+def category_ids_by_name(classes: Sequence[str], categories: Mapping[int, Any]) -> tuple[int, ...] | None:
+    """The dataset category id of each class, matched by name (case aside), for a bundle that has no
+    ids of its own (an imported model): None unless every class name is a category and neither the
+    class names nor the category names repeat. Set it with ``predictor.set_options(category_ids=...)``."""
+    by_name = {c.name.lower(): c.id for c in categories.values()}
+    named = [n.lower() for n in classes]
+    if len(by_name) != len(categories) or len(set(named)) != len(named) or not all(n in by_name for n in named):
+        return None
+    return tuple(by_name[n] for n in named)
+
+
 def evaluate_panoptic(
     predictor: Callable[[np.ndarray], Any],
     dataset: Sequence,

@@ -196,3 +196,13 @@ def test_a_bundle_without_category_ids_is_matched_by_class_name(tmp_path, capsys
     rc, _, err = _eval([center_bundle(tmp_path / "dup.edgeseg", (), ("road", "car", "Car")), "--data",
                         f"coco-panoptic:{gt_json}"], capsys)
     assert rc == 2 and "writes category ids the dataset does not list" in err and "--names" in err
+
+
+def test_category_ids_by_name_in_python():
+    from edgeseg.eval.panoptic import category_ids_by_name
+
+    assert category_ids_by_name(("Road", "CAR", "sky"), CATEGORIES) == (7, 26, 23)
+    assert category_ids_by_name(("road", "bus"), CATEGORIES) is None          # bus is no category
+    assert category_ids_by_name(("road", "Road"), CATEGORIES) is None         # names repeat
+    twice = {**CATEGORIES, 99: Category(99, "car", True)}
+    assert category_ids_by_name(("road", "car"), twice) is None              # the dataset's names repeat
