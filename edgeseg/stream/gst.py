@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import functools
 import threading
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 
@@ -79,10 +79,15 @@ HARDWARE_DECODERS = (("nvv4l2decoder", True), ("nvjpegdec", True), ("nvh264dec",
                      ("vah264dec", False), ("vaapih264dec", False))
 
 
+#: hardware decoders that failed in this process (a container without NVDEC, a driver refusing a profile):
+#: ranked NONE from then on, so decodebin takes the software decoder (:func:`disable_decoders`)
+_failed_decoders: set[str] = set()
+
+
 def prefer_hardware_decoders() -> list[str]:
     """Raise the rank of the hardware decoders that exist here (:data:`HARDWARE_DECODERS`) so decodebin picks
-    them (an NVMM one only where a converter reads its output; else its rank is set to NONE, so decodebin
-    never picks it); returns the names raised."""
+    them (an NVMM one only where a converter reads its output, and none that failed in this process; else its
+    rank is set to NONE, so decodebin never picks it); returns the names raised."""
     Gst = gst()
     nvmm_ok = has_element("nvvidconv") or has_element("nvvideoconvert")
     picked = []
@@ -90,12 +95,31 @@ def prefer_hardware_decoders() -> list[str]:
         f = Gst.ElementFactory.find(name)
         if f is None:
             continue
-        if nvmm and not nvmm_ok:  # its own rank (nvv4l2decoder: PRIMARY + 11) would still beat the software decoders
+        # its own rank (nvv4l2decoder: PRIMARY + 11) would still beat the software decoders
+        if (nvmm and not nvmm_ok) or name in _failed_decoders:
             f.set_rank(Gst.Rank.NONE)
             continue
         f.set_rank(Gst.Rank.PRIMARY + 100 - i)
         picked.append(name)
     return picked
+
+
+def hardware_decoder_names() -> frozenset[str]:
+    """The factory names of :data:`HARDWARE_DECODERS`."""
+    return frozenset(name for name, _ in HARDWARE_DECODERS)
+
+
+def disable_decoders(names: Iterable[str]) -> list[str]:
+    """Rank ``names`` NONE for the rest of this process (decodebin then takes the next decoder, the software
+    one); returns those not disabled before."""
+    Gst = gst()
+    new = sorted(set(names) - _failed_decoders)
+    for name in new:
+        _failed_decoders.add(name)
+        f = Gst.ElementFactory.find(name)
+        if f is not None:
+            f.set_rank(Gst.Rank.NONE)
+    return new
 
 
 def sample_to_rgb(sample: Any) -> np.ndarray:

@@ -250,6 +250,19 @@ def decoder_input_counter(count: Callable[[], None]) -> Callable[[Any, Any, Any]
     return on_element
 
 
+def hardware_decoder_watch(found: Callable[[str, str], None]) -> Callable[[Any, Any, Any], None]:
+    """A ``deep-element-added`` handler: ``found(element name, factory name)`` for each hardware decoder
+    (:data:`edgeseg.stream.gst.HARDWARE_DECODERS`) ``decodebin`` makes."""
+    names = _gst.hardware_decoder_names()
+
+    def on_element(_bin: Any, _parent: Any, element: Any) -> None:
+        factory = element.get_factory()
+        if factory is not None and factory.get_name() in names:
+            found(element.get_name(), factory.get_name())
+
+    return on_element
+
+
 def decoder_threads_setter(threads: int) -> Callable[[Any, Any, Any], None]:
     """A ``deep-element-added`` handler: each decoder ``decodebin`` makes (before it starts) gets ``threads``
     as its ``max-threads`` when it has one (the software ``avdec_*``)."""
@@ -324,6 +337,13 @@ class GstSource(Source):
         self._pts_span: tuple[int, int] | None = None  # first and last decoded pts (files)
         self._duration_ns: int | None = None  # the container's duration (files)
         self._exact_total = False  # expected_frames is a count the container wrote (AVI), not an estimate
+        self._hardware: dict[str, str] = {}  # this pipeline's hardware decoders: element name -> factory name
+        self._pipeline_frames = 0  # frames this pipeline gave (a decoder failing before any is taken as unusable)
+        self._error_from: str | None = None  # the element that posted the last error read from the bus
+        self._last_pts = -1
+        self._resume: tuple[int, int] | None = None  # after a software restart: (last pts, frames) to skip
+        #: the hardware decoders this source stopped using, and why (None: none failed)
+        self.decoder_fallback: str | None = None
         if self.spec.scheme == "test" and self.spec.int_opt("frames", -1) > 0:
             self.expected_frames = self.spec.int_opt("frames")
         if self.spec.opt("fps") or self.spec.scheme == "test":  # the caps the launch string asks for
@@ -360,6 +380,8 @@ class GstSource(Source):
             pipe.connect("deep-element-added", decoder_threads_setter(self.decoder_threads))
         if self.spec.scheme == "file":
             pipe.connect("deep-element-added", decoder_input_counter(self._count_coded))
+        self._hardware, self._pipeline_frames = {}, 0
+        pipe.connect("deep-element-added", hardware_decoder_watch(self._hardware.__setitem__))
         self._buf.reopen()
         self._pipeline = pipe
         self._started_at = time.perf_counter()
@@ -450,6 +472,7 @@ class GstSource(Source):
             return None
         if msg.type == Gst.MessageType.EOS:
             return ("eos", "end of stream")
+        self._error_from = msg.src.get_name() if msg.src is not None else None
         return ("error", _gst.bus_error_text(msg))
 
     def __iter__(self) -> Iterator[Frame]:
@@ -464,13 +487,16 @@ class GstSource(Source):
             except TimeoutError:
                 image = None
             if image is not None:
+                frame = self._frame(image, pts)
+                if frame is None:  # delivered before a software restart
+                    continue
                 now = time.perf_counter()
                 if lost_at is not None:
                     self._reconnect_gaps.append(now - last_frame)
                     log.warning("%s: reconnected after a %.2f s gap", self.uri, now - last_frame)
                     lost_at = None
                 last_frame = now
-                yield self._frame(image, pts)
+                yield frame
                 continue
             event = self._pop_bus(0)
             quiet = time.perf_counter() - max(last_frame, self._started_at)
@@ -480,6 +506,8 @@ class GstSource(Source):
                 continue
             yield from self._drain()
             kind, text = event
+            if kind == "error" and self._software_restart(text):
+                continue
             if not self.reconnect or self._stopping:
                 if kind == "eos":
                     self._check_complete()
@@ -540,12 +568,45 @@ class GstSource(Source):
                 image, pts = self._buf.get(timeout=0)
             except (TimeoutError, EOFError):
                 return
-            yield self._frame(image, pts)
+            frame = self._frame(image, pts)
+            if frame is not None:
+                yield frame
 
-    def _frame(self, image: Any, pts: int) -> Frame:
+    def _frame(self, image: Any, pts: int) -> Frame | None:
+        """The next frame, or None for one a software restart decodes again (:meth:`_software_restart`)."""
+        if self._resume is not None:
+            last_pts, left = self._resume
+            again = pts <= last_pts if pts >= 0 and last_pts >= 0 else left > 0
+            self._resume = (last_pts, left - 1) if again else None
+            if again:
+                return None
         f = Frame(image, pts, self._index, self.source_id)
         self._index += 1
+        self._pipeline_frames += 1
+        self._last_pts = pts
         return f
+
+    def _software_restart(self, text: str) -> bool:
+        """A hardware decoder that failed after it started (its own error, or any error before this pipeline
+        gave a frame: a container without NVDEC, a driver that refuses the stream's profile) is ranked NONE
+        and the source starts again with the software decoder: a file (any source that is not live)
+        resumes after the last frame delivered, so no frame is lost or repeated. False when no hardware
+        decoder is to blame or every one was already replaced (the error then ends or reconnects as usual)."""
+        blamed = dict(self._hardware)
+        if self._stopping or not blamed or (self._error_from not in blamed and self._pipeline_frames):
+            return False
+        names = _gst.disable_decoders(blamed.values())
+        if not names:
+            return False
+        why = text.split("; debug:")[0]
+        self.decoder_fallback = f"{', '.join(names)} failed after {self._index} frames ({why}); decoded in software"
+        log.warning("%s: hardware decoder %s", self.uri, self.decoder_fallback)
+        self._teardown()
+        if not self.live:
+            self._resume = (self._last_pts, self._index)
+        self._coded = 0
+        self._start()
+        return True
 
     def _reconnect(self, kind: str, text: str, lost_at: float) -> None:
         delay = self.backoff_s[0]
