@@ -6,7 +6,7 @@ import pytest
 from edgeseg.backends import BACKENDS, TensorSpec
 from edgeseg.backends.tensorrt.plan import (
     DeviceBuffers, EngineKey, GpuInfo, IOBinding, ProfileShape, builder_plan, describe_parser_errors, engine_cache_path,
-    io_plan, profile_shapes, shape_outside_profile, trt_version_tuple,
+    io_plan, profile_limits, profile_shapes, shape_outside_profile, trt_version_tuple,
 )
 from edgeseg.errors import InputError, UnsupportedError
 from edgeseg.structures import ImageShape, InputSpec
@@ -156,6 +156,49 @@ def test_runner_engine_key_uses_the_bundle_hash(tmp_path):
     key = runner.engine_key(ORIN, "10.3.0")
     assert key.onnx_sha256 == bundle.manifest.files["model.onnx"] == sha256_file(bundle.model_path())
     assert key.precision == "int8" and engine_cache_path(bundle.root, key).parent == bundle.root / "engines"
+    assert key.options == (("max_batch", "8"), ("max_side", "2048"))  # ORIN here has no memory size: a desktop's
+
+
+GiB = 2**30
+
+
+@pytest.mark.parametrize("gpu,limits", [
+    (GpuInfo("NVIDIA H100 80GB HBM3", 9, 0, 80 * GiB), (8, 2048)),
+    (GpuInfo("NVIDIA GeForce RTX 4060", 8, 9, 8 * GiB), (2, 1920)),
+    (GpuInfo("Orin", 8, 7, int(7.4 * GiB), integrated=True), (2, 1920)),  # Orin Nano 8GB reports ~7.4 GiB
+    (GpuInfo("Orin", 8, 7, int(15.3 * GiB), integrated=True), (4, 1920)),  # Orin NX 16GB
+    (GpuInfo("Orin", 8, 7, int(61.3 * GiB), integrated=True), (8, 2048)),  # AGX Orin 64GB
+    (GpuInfo("Orin", 8, 7, 0, integrated=True), (2, 1920)),  # a Jetson that did not say: the smallest
+])
+def test_profile_limits_follow_the_gpus_memory(gpu, limits):
+    """A dynamic engine's activation memory is sized for its profile's largest shape: 8 x 3 x 2048 x 2048 on an
+    8 GB Jetson (memory shared with the CPU) would not leave room to run."""
+    assert profile_limits(gpu, env={}) == limits
+
+
+def test_profile_limits_are_overridden_and_checked():
+    small = GpuInfo("Orin", 8, 7, 8 * GiB, integrated=True)
+    assert profile_limits(small, env={"EDGESEG_TRT_MAX_BATCH": "6"}) == (6, 1920)  # six cameras in one batch
+    assert profile_limits(H100, env={"EDGESEG_TRT_MAX_SIDE": " 3840 ", "EDGESEG_TRT_MAX_BATCH": ""}) == (8, 3840)
+    for var, text in (("EDGESEG_TRT_MAX_BATCH", "0"), ("EDGESEG_TRT_MAX_SIDE", "big"), ("EDGESEG_TRT_MAX_SIDE", "16")):
+        with pytest.raises(InputError, match=var) as e:
+            profile_limits(small, env={var: text})
+        assert "unset it" in e.value.fix
+
+
+def test_the_runner_builds_the_profile_its_key_names(tmp_path, monkeypatch):
+    """Another limit is another engine (not the cached one built for another profile)."""
+    from edgeseg.backends.tensorrt import TensorRTRunner
+    from handmade_bundles import conv_bundle
+
+    bundle = conv_bundle(tmp_path, input_spec=InputSpec(size=ImageShape(8, 12)))
+    runner = TensorRTRunner(bundle.model_path(), bundle=bundle)
+    jetson = GpuInfo("Orin", 8, 7, 8 * GiB, integrated=True)
+    a = runner.engine_key(jetson, "10.3.0")
+    monkeypatch.setenv("EDGESEG_TRT_MAX_SIDE", "1280")
+    b = runner.engine_key(jetson, "10.3.0")
+    assert a.options == (("max_batch", "2"), ("max_side", "1920")) and b.options[1] == ("max_side", "1280")
+    assert a.filename != b.filename
 
 
 def test_io_plan_maps_dtypes_and_orders_inputs_first():

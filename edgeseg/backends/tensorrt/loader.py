@@ -50,7 +50,7 @@ def network_input_specs(network: Any) -> tuple[TensorSpec, ...]:
 
 
 def build_serialized_engine(onnx_path: Path, plan: BuilderPlan, input_spec: InputSpec, *, max_batch: int = 8,
-                            logger: Any = None) -> bytes:
+                            max_side: int = 2048, logger: Any = None) -> bytes:
     """Build an engine for ``plan`` (precision flags, workspace) with one optimization profile."""
     trt = trt_module()
     logger = logger or trt.Logger(trt.Logger.WARNING)
@@ -60,7 +60,7 @@ def build_serialized_engine(onnx_path: Path, plan: BuilderPlan, input_spec: Inpu
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, plan.workspace_bytes)
     for flag in plan.flags:
         config.set_flag(getattr(trt.BuilderFlag, flag))
-    shapes = profile_shapes(network_input_specs(network), input_spec, max_batch=max_batch)
+    shapes = profile_shapes(network_input_specs(network), input_spec, max_batch=max_batch, max_side=max_side)
     if shapes:
         profile = builder.create_optimization_profile()
         for s in shapes:

@@ -4,7 +4,8 @@
   version (8.5/8.6 on JetPack 5/6.0 need explicit batch; 10.x types fp32 strongly; 11.x has no weak
   typing: no FP16/INT8 builder flags).
 - :func:`profile_shapes`: optimization-profile (min, opt, max) shapes from the model's input and
-  the bundle's :class:`~edgeseg.structures.InputSpec` (dynamic batch, size rules).
+  the bundle's :class:`~edgeseg.structures.InputSpec` (dynamic batch, size rules); :func:`profile_limits`:
+  the largest batch and side a dynamic engine takes on this GPU.
 - :class:`EngineKey` / :func:`engine_cache_path`: engines are cached under ``bundle/engines/`` keyed
   by (ONNX sha256, TensorRT version, GPU name and compute capability, precision, build options).
 - :func:`io_plan`: names, numpy dtypes and shapes of the engine's IO tensors (TensorRT dtype names
@@ -22,7 +23,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -121,6 +122,43 @@ def _spatial_range(spec: InputSpec, axis_hw: int, max_side: int) -> tuple[int, i
     return lo, opt, hi
 
 
+#: the largest frames a dynamic engine's profile takes: TensorRT sizes an execution context's activation memory
+#: for the profile's largest shape, and 8 x 3 x 2048 x 2048 does not fit a Jetson's 4-16 GB shared with the CPU.
+#: (max batch, max side) for GPUs with at most that much memory (or integrated, at most that much), first match
+PROFILE_TIERS = ((8 * 2**30, 2, 1920), (16 * 2**30, 4, 1920))
+PROFILE_DEFAULT = (8, 2048)
+PROFILE_ENV = ("EDGESEG_TRT_MAX_BATCH", "EDGESEG_TRT_MAX_SIDE")
+
+
+def profile_limits(gpu: GpuInfo, env: Mapping[str, str] | None = None) -> tuple[int, int]:
+    """(max batch, max side) of the optimization profile of an engine with dynamic axes built for ``gpu``:
+    :data:`PROFILE_DEFAULT` on a large discrete GPU, less on a Jetson or a small card (:data:`PROFILE_TIERS`;
+    a 1920 side still takes 1080p frames whole); ``EDGESEG_TRT_MAX_BATCH`` / ``EDGESEG_TRT_MAX_SIDE``
+    override either (a multi-camera batch, 4K frames). Static engines (the shipped bundles) have no profile."""
+    env = os.environ if env is None else env
+    batch, side = PROFILE_DEFAULT
+    memory = gpu.memory_bytes or (8 * 2**30 if gpu.integrated else 0)  # a Jetson of unknown memory: the smallest
+    for most, b, s in PROFILE_TIERS:
+        if memory and memory <= most:
+            batch, side = b, s
+            break
+    out = []
+    for var, default, least in zip(PROFILE_ENV, (batch, side), (1, 32)):
+        text = env.get(var, "").strip()
+        if not text:
+            out.append(default)
+            continue
+        try:
+            value = int(text)
+        except ValueError:
+            value = 0
+        if value < least:
+            raise InputError(f"{var}={text!r} is not a whole number >= {least}",
+                             fix=f"e.g. {var}={default} (this GPU's default), or unset it")
+        out.append(value)
+    return out[0], out[1]
+
+
 def profile_shapes(inputs: Sequence[TensorSpec], input_spec: InputSpec, *, max_batch: int = 8,
                    opt_batch: int = 1, max_side: int = 2048) -> tuple[ProfileShape, ...]:
     """One optimization profile's shapes for the model's inputs; empty when every axis is static.
@@ -159,11 +197,15 @@ def profile_shapes(inputs: Sequence[TensorSpec], input_spec: InputSpec, *, max_b
 
 @dataclass(frozen=True)
 class GpuInfo:
-    """The GPU an engine is built for (engines are not portable across GPU models or TRT versions)."""
+    """The GPU an engine is built for (engines are not portable across GPU models or TRT versions).
+    ``memory_bytes`` (0: unknown) and ``integrated`` (a Jetson: memory shared with the CPU) size the
+    optimization profile (:func:`profile_limits`)."""
 
     name: str
     major: int
     minor: int
+    memory_bytes: int = 0
+    integrated: bool = False
 
     @property
     def compute_capability(self) -> str:
@@ -278,7 +320,8 @@ def shape_outside_profile(name: str, shape: Sequence[int], profile: Sequence[Seq
         lo, _, hi = ("x".join(map(str, s)) for s in profile)
         return InputError(f"TensorRT input {name!r}: shape {got} is outside the engine's profile ({lo} .. {hi})",
                           fix="feed frames the bundle's preprocessing makes (edgeseg.load(...).predict does), "
-                              "or export the model for that size")
+                              "or export the model for that size; a dynamic engine's largest batch and side are "
+                              f"{PROFILE_ENV[0]} and {PROFILE_ENV[1]} (then the engine is built again)")
     return InputError(f"TensorRT input {name!r}: the engine refused shape {got}",
                       fix="feed the shape the bundle's manifest gives for its input")
 

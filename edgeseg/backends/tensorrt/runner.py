@@ -19,10 +19,11 @@ import numpy as np
 from ...errors import BackendUnavailable, BundleError, EdgesegError
 from ..base import BACKENDS, Runner
 from .._util import warm_up
-from .plan import DeviceBuffers, EngineKey, GpuInfo, builder_plan, engine_cache_path, io_plan, shape_outside_profile
+from .plan import (
+    DeviceBuffers, EngineKey, GpuInfo, builder_plan, engine_cache_path, io_plan, profile_limits, shape_outside_profile,
+)
 from ..._compat import is_relative_to
 
-MAX_BATCH = 8
 log = logging.getLogger("edgeseg.backends")
 
 
@@ -46,7 +47,8 @@ def current_gpu(cudart: Any) -> GpuInfo:
     dev = _call(cudart, cudart.cudaGetDevice(), "cudaGetDevice")
     prop = _call(cudart, cudart.cudaGetDeviceProperties(dev), "cudaGetDeviceProperties")
     name = prop.name.split(b"\0", 1)[0].decode() if isinstance(prop.name, bytes) else str(prop.name)
-    return GpuInfo(name, int(prop.major), int(prop.minor))
+    return GpuInfo(name, int(prop.major), int(prop.minor), int(getattr(prop, "totalGlobalMem", 0) or 0),
+                   bool(getattr(prop, "integrated", 0)))
 
 
 def output_allocator(trt: Any, buffers: DeviceBuffers) -> Any:
@@ -128,7 +130,8 @@ class TensorRTRunner(Runner):
         if self.bundle is not None and is_relative_to(self.model_path, self.bundle.root):
             sha = self.bundle.manifest.files.get(self.model_path.relative_to(self.bundle.root).as_posix())
         sha = sha or sha256_file(self.model_path)
-        return EngineKey(sha, trt_version, gpu, self.precision, (("max_batch", str(MAX_BATCH)),))
+        batch, side = profile_limits(gpu)  # the profile of a dynamic engine: part of what the engine is
+        return EngineKey(sha, trt_version, gpu, self.precision, (("max_batch", str(batch)), ("max_side", str(side))))
 
     def _load_engine(self, trt: Any, logger: Any, key: EngineKey):
         from . import loader
@@ -145,8 +148,10 @@ class TensorRTRunner(Runner):
             from ...structures import InputSpec
 
             spec = InputSpec(size_rule="any")
+        limits = dict(key.options)
         data = loader.build_serialized_engine(self.model_path, builder_plan(self.precision, trt_version=trt.__version__),
-                                              spec, max_batch=MAX_BATCH, logger=logger)
+                                              spec, max_batch=int(limits["max_batch"]), max_side=int(limits["max_side"]),
+                                              logger=logger)
         loader.save_engine(path, data)
         self._runtime, engine = loader.engine_from_bytes(trt, logger, data)
         if engine is None:
