@@ -80,8 +80,10 @@ HARDWARE_DECODERS = (("nvv4l2decoder", True), ("nvjpegdec", True), ("nvh264dec",
 
 
 #: hardware decoders that failed in this process (a container without NVDEC, a driver refusing a profile):
-#: ranked NONE from then on, so decodebin takes the software decoder (:func:`disable_decoders`)
-_failed_decoders: set[str] = set()
+#: ranked NONE from then on, so decodebin takes the software decoder (:func:`disable_decoders`), and the ranks
+#: they had; the lock keeps one source's disabling and another's raising (:func:`prefer_hardware_decoders`) apart
+_failed_decoders: dict[str, int] = {}
+_ranks_lock = threading.Lock()
 
 
 def prefer_hardware_decoders() -> list[str]:
@@ -91,16 +93,17 @@ def prefer_hardware_decoders() -> list[str]:
     Gst = gst()
     nvmm_ok = has_element("nvvidconv") or has_element("nvvideoconvert")
     picked = []
-    for i, (name, nvmm) in enumerate(HARDWARE_DECODERS):
-        f = Gst.ElementFactory.find(name)
-        if f is None:
-            continue
-        # its own rank (nvv4l2decoder: PRIMARY + 11) would still beat the software decoders
-        if (nvmm and not nvmm_ok) or name in _failed_decoders:
-            f.set_rank(Gst.Rank.NONE)
-            continue
-        f.set_rank(Gst.Rank.PRIMARY + 100 - i)
-        picked.append(name)
+    with _ranks_lock:
+        for i, (name, nvmm) in enumerate(HARDWARE_DECODERS):
+            f = Gst.ElementFactory.find(name)
+            if f is None:
+                continue
+            # its own rank (nvv4l2decoder: PRIMARY + 11) would still beat the software decoders
+            if (nvmm and not nvmm_ok) or name in _failed_decoders:
+                f.set_rank(Gst.Rank.NONE)
+                continue
+            f.set_rank(Gst.Rank.PRIMARY + 100 - i)
+            picked.append(name)
     return picked
 
 
@@ -111,15 +114,34 @@ def hardware_decoder_names() -> frozenset[str]:
 
 def disable_decoders(names: Iterable[str]) -> list[str]:
     """Rank ``names`` NONE for the rest of this process (decodebin then takes the next decoder, the software
-    one); returns those not disabled before."""
+    one); returns those not disabled before (:func:`restore_decoders` undoes it for them)."""
     Gst = gst()
-    new = sorted(set(names) - _failed_decoders)
-    for name in new:
-        _failed_decoders.add(name)
-        f = Gst.ElementFactory.find(name)
-        if f is not None:
-            f.set_rank(Gst.Rank.NONE)
+    with _ranks_lock:
+        new = sorted(set(names) - set(_failed_decoders))
+        for name in new:
+            f = Gst.ElementFactory.find(name)
+            _failed_decoders[name] = f.get_rank() if f is not None else 0
+            if f is not None:
+                f.set_rank(Gst.Rank.NONE)
     return new
+
+
+def restore_decoders(names: Iterable[str]) -> None:
+    """Undo :func:`disable_decoders` for ``names`` (the software decoder failed as well: the hardware one was
+    not to blame)."""
+    Gst = gst()
+    with _ranks_lock:
+        for name in names:
+            rank = _failed_decoders.pop(name, None)
+            f = Gst.ElementFactory.find(name)
+            if rank is not None and f is not None:
+                f.set_rank(rank)
+
+
+def failed_decoders() -> frozenset[str]:
+    """The decoders :func:`disable_decoders` ranked NONE in this process."""
+    with _ranks_lock:
+        return frozenset(_failed_decoders)
 
 
 def sample_to_rgb(sample: Any) -> np.ndarray:

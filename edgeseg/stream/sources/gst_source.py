@@ -250,17 +250,38 @@ def decoder_input_counter(count: Callable[[], None]) -> Callable[[Any, Any, Any]
     return on_element
 
 
-def hardware_decoder_watch(found: Callable[[str, str], None]) -> Callable[[Any, Any, Any], None]:
-    """A ``deep-element-added`` handler: ``found(element name, factory name)`` for each hardware decoder
-    (:data:`edgeseg.stream.gst.HARDWARE_DECODERS`) ``decodebin`` makes."""
+def hardware_decoder_watch(decoders: dict[str, str]) -> tuple[Callable[[Any, Any, Any], None], ...]:
+    """``deep-element-added`` and ``deep-element-removed`` handlers keeping ``decoders`` (element name ->
+    factory name) to the hardware decoders (:data:`edgeseg.stream.gst.HARDWARE_DECODERS`) in the pipeline:
+    ``decodebin`` adds each it tries and removes one that cannot start or refuses the caps (it then tries
+    the next decoder itself)."""
     names = _gst.hardware_decoder_names()
 
-    def on_element(_bin: Any, _parent: Any, element: Any) -> None:
+    def added(_bin: Any, _parent: Any, element: Any) -> None:
         factory = element.get_factory()
         if factory is not None and factory.get_name() in names:
-            found(element.get_name(), factory.get_name())
+            decoders[element.get_name()] = factory.get_name()
 
-    return on_element
+    def removed(_bin: Any, _parent: Any, element: Any) -> None:
+        decoders.pop(element.get_name(), None)
+
+    return added, removed
+
+
+#: a flow error a hardware decoder gives for a stream it cannot take (a profile, size or bit depth the GPU
+#: lacks, a resolution change): it posts nothing itself, the demuxer or parser posts the stopped stream
+_REFUSED = ("reason not-negotiated", "reason not-supported")
+
+
+def blamed_decoders(decoders: dict[str, str], error_from: str | None, text: str) -> list[str]:
+    """The hardware decoders (factory names) an error is laid on: the one that posted it, or every one in
+    the pipeline for a not-negotiated/not-supported stream; none for anything else (a network, file or
+    source error is not the decoder's)."""
+    if error_from in decoders:
+        return [decoders[error_from]]
+    if decoders and any(r in text for r in _REFUSED):
+        return sorted(set(decoders.values()))
+    return []
 
 
 def decoder_threads_setter(threads: int) -> Callable[[Any, Any, Any], None]:
@@ -338,10 +359,11 @@ class GstSource(Source):
         self._duration_ns: int | None = None  # the container's duration (files)
         self._exact_total = False  # expected_frames is a count the container wrote (AVI), not an estimate
         self._hardware: dict[str, str] = {}  # this pipeline's hardware decoders: element name -> factory name
-        self._pipeline_frames = 0  # frames this pipeline gave (a decoder failing before any is taken as unusable)
         self._error_from: str | None = None  # the element that posted the last error read from the bus
         self._last_pts = -1
         self._resume: tuple[int, int] | None = None  # after a software restart: (last pts, frames) to skip
+        self._retried: set[str] = set()  # hardware decoders this source replaced (each once)
+        self._unconfirmed: list[str] = []  # decoders it disabled whose software replacement gave no frame yet
         #: the hardware decoders this source stopped using, and why (None: none failed)
         self.decoder_fallback: str | None = None
         if self.spec.scheme == "test" and self.spec.int_opt("frames", -1) > 0:
@@ -356,7 +378,8 @@ class GstSource(Source):
             self._start()
         return self
 
-    def _start(self) -> None:
+    def _start(self, seek_ns: int | None = None) -> None:
+        """Build and start the pipeline; ``seek_ns``: first preroll and seek there (a software restart)."""
         Gst = _gst.gst()
         if self.spec.scheme in ("file", "http"):
             _gst.prefer_hardware_decoders()
@@ -380,16 +403,32 @@ class GstSource(Source):
             pipe.connect("deep-element-added", decoder_threads_setter(self.decoder_threads))
         if self.spec.scheme == "file":
             pipe.connect("deep-element-added", decoder_input_counter(self._count_coded))
-        self._hardware, self._pipeline_frames = {}, 0
-        pipe.connect("deep-element-added", hardware_decoder_watch(self._hardware.__setitem__))
+        self._hardware, self._error_from = {}, None
+        added, removed = hardware_decoder_watch(self._hardware)
+        pipe.connect("deep-element-added", added)
+        pipe.connect("deep-element-removed", removed)
         self._buf.reopen()
         self._pipeline = pipe
         self._started_at = time.perf_counter()
-        if pipe.set_state(Gst.State.PLAYING) == Gst.StateChangeReturn.FAILURE:
+        if pipe.set_state(Gst.State.PLAYING if seek_ns is None else Gst.State.PAUSED) == Gst.StateChangeReturn.FAILURE:
             err = self._pop_error(timeout_ns=0)
             self._teardown()
             raise StreamError(f"cannot start source {self.uri!r}: {err or 'state change failed'}")
+        if seek_ns is not None:
+            self._seek(seek_ns)
+            pipe.set_state(Gst.State.PLAYING)
         self._probe_file_info()
+
+    def _seek(self, pts_ns: int) -> None:
+        """Once prerolled (paused: no sample reaches the reader, nothing waits on the frame buffer), an accurate
+        flushing seek to ``pts_ns``: decoding restarts at the keyframe before it, not at the file's start.
+        A file that cannot seek is decoded from the start; :meth:`_frame` skips what was delivered either way."""
+        Gst = _gst.gst()
+        ret, _, _ = self._pipeline.get_state(int(PREROLL_TIMEOUT_S * Gst.SECOND))
+        ok = ret == Gst.StateChangeReturn.SUCCESS and self._pipeline.seek_simple(
+            Gst.Format.TIME, Gst.SeekFlags.FLUSH | Gst.SeekFlags.ACCURATE, pts_ns)
+        if not ok:
+            log.info("%s: no seek to %.3f s (%s); decoding from the start", self.uri, pts_ns / 1e9, ret.value_nick)
 
     def _on_decoded_pad(self, dec: Any, pad: Any) -> None:
         """:func:`link_decoded` in GStreamer's thread; a video pad it cannot link is posted as an error on the
@@ -501,12 +540,12 @@ class GstSource(Source):
             event = self._pop_bus(0)
             quiet = time.perf_counter() - max(last_frame, self._started_at)
             if event is None and self.live and self.reconnect and quiet > self.stall_timeout_s:
-                event = ("error", f"no frame for {self.stall_timeout_s:.1f} s")
+                event, self._error_from = ("error", f"no frame for {self.stall_timeout_s:.1f} s"), None
             if event is None:
                 continue
             yield from self._drain()
             kind, text = event
-            if kind == "error" and self._software_restart(text):
+            if kind == "error" and self._replace_hardware_decoder(text):
                 continue
             if not self.reconnect or self._stopping:
                 if kind == "eos":
@@ -573,7 +612,8 @@ class GstSource(Source):
                 yield frame
 
     def _frame(self, image: Any, pts: int) -> Frame | None:
-        """The next frame, or None for one a software restart decodes again (:meth:`_software_restart`)."""
+        """The next frame, or None for one a software restart decodes again (:meth:`_replace_hardware_decoder`)."""
+        self._unconfirmed = []  # the software decoder gives frames: the hardware one stays disabled
         if self._resume is not None:
             last_pts, left = self._resume
             again = pts <= last_pts if pts >= 0 and last_pts >= 0 else left > 0
@@ -582,30 +622,34 @@ class GstSource(Source):
                 return None
         f = Frame(image, pts, self._index, self.source_id)
         self._index += 1
-        self._pipeline_frames += 1
         self._last_pts = pts
         return f
 
-    def _software_restart(self, text: str) -> bool:
-        """A hardware decoder that failed after it started (its own error, or any error before this pipeline
-        gave a frame: a container without NVDEC, a driver that refuses the stream's profile) is ranked NONE
-        and the source starts again with the software decoder: a file (any source that is not live)
-        resumes after the last frame delivered, so no frame is lost or repeated. False when no hardware
-        decoder is to blame or every one was already replaced (the error then ends or reconnects as usual)."""
-        blamed = dict(self._hardware)
-        if self._stopping or not blamed or (self._error_from not in blamed and self._pipeline_frames):
+    def _replace_hardware_decoder(self, text: str) -> bool:
+        """A hardware decoder that failed after it started (:func:`blamed_decoders`: its own error, or a stream
+        it refused) is ranked NONE (:func:`edgeseg.stream.gst.disable_decoders`) and the source starts again
+        with the software decoder; a file seeks back and resumes after the last frame delivered, so no frame is
+        lost or repeated. Sources that reconnect (rtsp, http) do so as usual, now in software; standard input
+        cannot be read again. True when it restarted the source; each decoder is replaced once per source,
+        and one whose replacement fails before its first frame is ranked as before (it was not to blame)."""
+        if self._unconfirmed:  # the software decoder failed too
+            _gst.restore_decoders(self._unconfirmed)
+            self._unconfirmed = []
+        blamed = [n for n in blamed_decoders(dict(self._hardware), self._error_from, text) if n not in self._retried]
+        if self._stopping or not blamed or self.spec.target == STDIN_LAUNCH:
             return False
-        names = _gst.disable_decoders(blamed.values())
-        if not names:
-            return False
-        why = text.split("; debug:")[0]
-        self.decoder_fallback = f"{', '.join(names)} failed after {self._index} frames ({why}); decoded in software"
+        self._retried.update(blamed)
+        disabled = _gst.disable_decoders(blamed)  # [] where another source did it first: restarted all the same
+        self.decoder_fallback = (f"{', '.join(blamed)} failed after {self._index} frames ({text.split('; debug:')[0]});"
+                                 " decoded in software")
         log.warning("%s: hardware decoder %s", self.uri, self.decoder_fallback)
+        if self.reconnect:
+            return False
         self._teardown()
-        if not self.live:
-            self._resume = (self._last_pts, self._index)
-        self._coded = 0
-        self._start()
+        replay = self.spec.scheme == "file" and self._index > 0
+        self._resume = (self._last_pts, self._index) if replay else None
+        self._coded, self._unconfirmed = 0, disabled
+        self._start(seek_ns=self._last_pts if replay and self._last_pts >= 0 else None)
         return True
 
     def _reconnect(self, kind: str, text: str, lost_at: float) -> None:
