@@ -55,7 +55,8 @@ def _fail(monkeypatch, gst, *, after: int, blame: str = "decoder", pipelines: in
     follows: by the decoder (``blame="decoder"``: a V4L2-style decoder that cannot get its memory), by the
     demuxer as GStreamer words a stream the decoder refused (``"refused"``: nvcodec and VA return
     NOT_NEGOTIATED and post nothing; the demuxer posts "Internal data stream error ... not-negotiated") or a
-    plain demuxer error (``"demuxer"``: a corrupt file). ``software_too``: avdec_vp8 fails at once as well.
+    plain demuxer error (``"demuxer"``: a corrupt file); ``"silent"``: nothing is posted (a hung decoder).
+    ``software_too``: avdec_vp8 fails at once as well.
     Returns the decoders each pipeline made and the buffers each was given after its last flush."""
     from gi.repository import GLib
 
@@ -89,10 +90,14 @@ def _fail(monkeypatch, gst, *, after: int, blame: str = "decoder", pipelines: in
             limit = after if name == "vp8dec" else 0
             seen = [0]
 
+            hang = blame == "silent" and name == "vp8dec"
+
             def probe(_pad, _info):
                 seen[0] += 1
                 if seen[0] <= limit:
-                    return gst.PadProbeReturn.OK
+                    return gst.PadProbeReturn.PASS if hang else gst.PadProbeReturn.OK
+                if hang:
+                    return gst.PadProbeReturn.OK  # a blocking probe: the pad stays blocked until the pipeline stops
                 if seen[0] == limit + 1:
                     kind = blame if name == "vp8dec" else "decoder"
                     poster = element if kind == "decoder" else _demuxer(parent)
@@ -106,7 +111,8 @@ def _fail(monkeypatch, gst, *, after: int, blame: str = "decoder", pipelines: in
                     poster.post_message(gst.Message.new_error(poster, err, debug))
                 return gst.PadProbeReturn.DROP
 
-            element.get_static_pad("src").add_probe(gst.PadProbeType.BUFFER, probe)
+            flags = gst.PadProbeType.BUFFER | gst.PadProbeType.BLOCK if hang else gst.PadProbeType.BUFFER
+            element.get_static_pad("src").add_probe(flags, probe)
 
         return on_element, removed
 
@@ -156,6 +162,18 @@ def test_a_failing_hardware_decoder_is_replaced_and_the_file_resumes(gst, vp8_cl
     assert gst_mod.prefer_hardware_decoders() == []  # not raised again in this process
     if after:  # the software decoder started at the keyframe before the last frame delivered (one every 5)
         assert made["buffers"][1] <= FRAMES - after + 5
+
+
+@within(60)
+def test_a_hardware_decoder_that_hangs_is_replaced(gst, vp8_clip, vp8dec_as_hardware, monkeypatch):
+    """No frame, no error, no end: the reader would wait for ever."""
+    ref_pts, ref_images, _ = _decode(vp8_clip)
+    monkeypatch.setattr(gst_source, "HARDWARE_STALL_S", 1.0)
+    made = _fail(monkeypatch, gst, after=10, blame="silent")
+    pts, images, src = _decode(vp8_clip)
+    _same_frames((pts, images), (ref_pts, ref_images))
+    assert made["decoders"] == ["vp8dec", "avdec_vp8"]
+    assert src.decoder_fallback.startswith("vp8dec failed after 10 frames (no frame and no error from the decoder for 1 s")
 
 
 @within(60)

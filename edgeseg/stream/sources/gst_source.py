@@ -174,6 +174,9 @@ def _launch(u: SourceURI) -> str:
     return u.target if "edgeseg_sink" in u.target else f"{u.target} ! {APPSINK}"
 
 
+#: a file whose hardware decoder gives no frame (and no error, no end) for this long has hung (NVIDIA's forums
+#: report nvv4l2decoder doing so on some streams): it is replaced as if it had failed
+HARDWARE_STALL_S = 10.0
 PREROLL_TIMEOUT_S = 3.0  # how long opening a file waits for GStreamer to preroll before giving up on its total
 #: how long a network source that never gave a frame keeps trying before the run stops, by scheme: a camera
 #: (rtsp) for ever (a service started before its camera), saying why at every attempt; a file over http 10 s
@@ -518,6 +521,7 @@ class GstSource(Source):
         self.open()
         last_frame = time.perf_counter()
         lost_at: float | None = None
+        waiting_since: float | None = None  # the reader has found no frame since
         while not self._stopping:
             try:
                 image, pts = self._buf.get(timeout=0.05)
@@ -526,6 +530,7 @@ class GstSource(Source):
             except TimeoutError:
                 image = None
             if image is not None:
+                waiting_since = None
                 frame = self._frame(image, pts)
                 if frame is None:  # delivered before a software restart
                     continue
@@ -541,6 +546,11 @@ class GstSource(Source):
             quiet = time.perf_counter() - max(last_frame, self._started_at)
             if event is None and self.live and self.reconnect and quiet > self.stall_timeout_s:
                 event, self._error_from = ("error", f"no frame for {self.stall_timeout_s:.1f} s"), None
+            waiting_since = waiting_since or time.perf_counter()
+            if event is None and self._hardware and not (self.live or self.realtime) \
+                    and time.perf_counter() - waiting_since > HARDWARE_STALL_S:
+                self._error_from = next(iter(dict(self._hardware)), None)
+                event = ("error", f"no frame and no error from the decoder for {HARDWARE_STALL_S:g} s")
             if event is None:
                 continue
             yield from self._drain()
