@@ -255,6 +255,7 @@ def test_engine_matches_onnxruntime(tmp_path):  # pragma: no cover - needs Tenso
     with TensorRTRunner.load(bundle) as runner:
         out = runner.infer({"images": x})["logits"]
         assert runner.engine_path.parent == bundle.root / "engines" and runner.engine_path.is_file()
+        assert len(list((bundle.root / "engines").glob("timing-*.cache"))) == 1  # kept for the next build
     np.testing.assert_allclose(out, reference_logits(x, 5), rtol=1e-3, atol=1e-3)
     with TensorRTRunner.load(bundle) as again:  # from the cache
         np.testing.assert_allclose(again.infer({"images": x})["logits"], out, rtol=0, atol=0)
@@ -291,3 +292,97 @@ def test_fp16_builds_the_fp32_graph_when_the_bundle_has_no_fp16_model(tmp_path):
 
     b = conv_bundle(tmp_path, 3, input_spec=InputSpec(size=ImageShape(8, 12)))
     assert BACKENDS.get("tensorrt").select_model(b, "fp16") == b.root / "model.onnx"  # before: "no fp16 model"
+
+
+def test_build_progress_reports_phases_and_throttles_its_lines():
+    """TensorRT 10's IProgressMonitor calls, as a build makes them (phase names from TensorRT's own log)."""
+    from edgeseg.backends.tensorrt.plan import BuildProgress
+
+    lines, now = [], [0.0]
+    p = BuildProgress(lines.append, every=30.0, clock=lambda: now[0])
+    p.phase_start("Building engine", None, 5)
+    p.phase_start("Tactic selection", "Building engine", 120)
+    for step in range(40):
+        now[0] += 1.0
+        assert p.step_complete("Tactic selection", step) is True
+    assert lines == ["building the TensorRT engine: Building engine started (0 s so far)",
+                     "building the TensorRT engine: Building engine 0/5 > Tactic selection 30/120 (30 s so far)"]
+    p.phase_finish("Tactic selection")
+    now[0] = 200.0
+    p.phase_finish("Building engine")
+    assert lines[-1] == "building the TensorRT engine: Building engine done (3 min so far)"
+    assert p.describe() == "starting" and not p.phases
+
+
+def test_ctrl_c_inside_a_build_callback_cancels_the_build():
+    """TensorRT cannot take a Python exception through its C++ frames: KeyboardInterrupt raised in a callback
+    is caught there and the next step_complete returns False, which stops the build."""
+    import types
+
+    from edgeseg.backends.tensorrt.plan import BuildProgress, progress_monitor
+
+    class IProgressMonitor:  # the base class TensorRT's Python package provides
+        def __init__(self):
+            self.base_initialised = True
+
+    trt = types.SimpleNamespace(IProgressMonitor=IProgressMonitor)
+    lines = []
+    p = BuildProgress(lines.append, every=1e9)
+    m = progress_monitor(trt, p)
+    assert m.base_initialised
+    m.phase_start("Building engine", None, 3)
+    assert m.step_complete("Building engine", 0) is True
+
+    def interrupted(*_):
+        raise KeyboardInterrupt
+
+    p.report = interrupted
+    m.phase_finish("Building engine")  # a top-level phase reports: the interrupt lands here
+    assert p.cancelled
+    assert m.step_complete("Building engine", 1) is False
+
+
+def test_timing_cache_is_kept_per_gpu_and_version_beside_the_engines(tmp_path):
+    from edgeseg.backends.tensorrt.plan import timing_cache_path
+
+    key = EngineKey("a" * 64, "10.3.0", ORIN, "int8")
+    path = timing_cache_path(tmp_path / "engines" / key.filename, key)
+    assert path == tmp_path / "engines" / "timing-orin-sm87-trt10.3.0.cache"
+    assert timing_cache_path(tmp_path / "engines" / "x.engine", EngineKey("b" * 64, "10.3.0", ORIN, "fp16")) == path
+
+
+def test_a_timing_cache_tensorrt_refuses_is_started_afresh(tmp_path, caplog):
+    """The loader's cache handling against a stand-in for IBuilderConfig's timing-cache calls."""
+    from edgeseg.backends.tensorrt.loader import _save_timing_cache, _timing_cache
+
+    class Cache:
+        def __init__(self, data):
+            self.data = data
+
+        def serialize(self):
+            return b"cache:" + self.data
+
+    class Config:
+        def __init__(self):
+            self.set = None
+
+        def create_timing_cache(self, data):
+            if data.startswith(b"junk"):
+                return None  # TensorRT returns no cache for a blob it cannot read
+            return Cache(data)
+
+        def set_timing_cache(self, cache, ignore_mismatch):
+            self.set = (cache, ignore_mismatch)
+
+        def get_timing_cache(self):
+            return self.set[0]
+
+    path = tmp_path / "engines" / "timing.cache"
+    assert _timing_cache(Config(), None) is None
+    c = Config()
+    assert _timing_cache(c, path).data == b"" and c.set[1] is False  # none yet: an empty one
+    _save_timing_cache(c, path)
+    assert path.read_bytes() == b"cache:"
+    path.write_bytes(b"junk")
+    c = Config()
+    assert _timing_cache(c, path).data == b"" and "refused this timing cache" in caplog.text

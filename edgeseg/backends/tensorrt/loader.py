@@ -6,14 +6,17 @@ Loaders are plain functions over a ``tensorrt`` module and a logger, in Polygrap
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
 from ...errors import EdgesegError
 from ...structures import InputSpec
 from .._util import dims
-from .plan import TRT_TO_NUMPY, BuilderPlan, describe_parser_errors, profile_shapes
+from .plan import TRT_TO_NUMPY, BuildProgress, BuilderPlan, describe_parser_errors, profile_shapes, progress_monitor
 from ..base import TensorSpec
+
+log = logging.getLogger("edgeseg.backends")
 
 
 def trt_module():
@@ -50,8 +53,10 @@ def network_input_specs(network: Any) -> tuple[TensorSpec, ...]:
 
 
 def build_serialized_engine(onnx_path: Path, plan: BuilderPlan, input_spec: InputSpec, *, max_batch: int = 8,
-                            max_side: int = 2048, logger: Any = None) -> bytes:
-    """Build an engine for ``plan`` (precision flags, workspace) with one optimization profile."""
+                            max_side: int = 2048, logger: Any = None, timing_cache: Path | None = None) -> bytes:
+    """Build an engine for ``plan`` (precision flags, workspace) with one optimization profile, its progress
+    logged (TensorRT 10+; Ctrl-C cancels the build: ``KeyboardInterrupt``), reading and then updating the
+    builder's timing cache at ``timing_cache`` when given (a cache TensorRT refuses is started afresh)."""
     trt = trt_module()
     logger = logger or trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
@@ -66,7 +71,19 @@ def build_serialized_engine(onnx_path: Path, plan: BuilderPlan, input_spec: Inpu
         for s in shapes:
             profile.set_shape(s.name, s.min, s.opt, s.max)
         config.add_optimization_profile(profile)
+    cache = _timing_cache(config, timing_cache)
+    progress = BuildProgress(log.info)
+    monitor = None
+    if hasattr(trt, "IProgressMonitor"):  # TensorRT 10.0+; before, the log's own lines are all there is
+        monitor = progress_monitor(trt, progress)
+        config.progress_monitor = monitor
+    log.info("building a TensorRT %s engine for %s (once for this GPU and TensorRT version; minutes on a Jetson)",
+             plan.precision, Path(onnx_path).name)
     serialized = builder.build_serialized_network(network, config)
+    if serialized is None and progress.cancelled:
+        raise KeyboardInterrupt
+    if serialized is not None and cache is not None:
+        _save_timing_cache(config, timing_cache)
     if serialized is None:
         raise EdgesegError(f"{onnx_path}: TensorRT could not build a {plan.precision} engine (see the log above)",
                            fix="try another --precision, or a larger workspace")
@@ -78,6 +95,36 @@ def engine_from_bytes(trt: Any, logger: Any, data: bytes):
     runtime = trt.Runtime(logger)
     engine = runtime.deserialize_cuda_engine(data)
     return runtime, engine
+
+
+def _timing_cache(config: Any, path: Path | None) -> Any:
+    """The timing cache read from ``path`` (empty when there is none or it cannot be read), set on ``config``."""
+    if path is None:
+        return None
+    try:
+        data = Path(path).read_bytes() if Path(path).is_file() else b""
+    except OSError as e:
+        log.warning("%s: TensorRT timing cache not read (%s); starting an empty one", path, e)
+        data = b""
+    try:
+        cache = config.create_timing_cache(data)
+    except Exception:  # noqa: BLE001 - a damaged file: TensorRT raises or returns None, by version
+        cache = None
+    if cache is None and data:
+        log.warning("%s: TensorRT refused this timing cache; starting an empty one", path)
+        cache = config.create_timing_cache(b"")
+    if cache is not None:
+        config.set_timing_cache(cache, False)
+    return cache
+
+
+def _save_timing_cache(config: Any, path: Path) -> None:
+    from ..._io import atomic_write_bytes
+
+    try:
+        atomic_write_bytes(Path(path), bytes(memoryview(config.get_timing_cache().serialize())))
+    except OSError as e:  # only a later build's speed depends on it
+        log.warning("%s: TensorRT timing cache not saved (%s)", path, e)
 
 
 def save_engine(path: Path, data: bytes) -> None:

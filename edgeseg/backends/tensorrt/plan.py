@@ -14,6 +14,9 @@
 - :class:`DeviceBuffers`: device buffers per tensor, grown on demand (also behind the output allocator
   of data-dependent outputs, such as a Mask R-CNN's detection count).
 - :func:`shape_outside_profile`: the error when ``set_input_shape`` refuses a shape.
+- :class:`BuildProgress`: what TensorRT's ``IProgressMonitor`` (10.0+) reports while it builds an engine (minutes
+  on a Jetson), as log lines, and Ctrl-C as a cancelled build; :func:`timing_cache_path`: where the builder's
+  timing cache is kept between builds.
 """
 from __future__ import annotations
 
@@ -21,9 +24,11 @@ import hashlib
 import json
 import os
 import re
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -251,6 +256,102 @@ def engine_cache_path(bundle_root: Path, key: EngineKey, fallback: Path | None =
 
     base = fallback or cache_dir() / "engines"
     return base / Path(bundle_root).name / key.filename
+
+
+def timing_cache_path(engine_path: Path, key: EngineKey) -> Path:
+    """The builder's timing cache beside the engines, one per GPU and TensorRT version (what it holds, the
+    kernels' timings, is valid for every model and precision on them): a second build (another precision,
+    profile or model) skips the timings the first one made."""
+    return Path(engine_path).parent / f"timing-{key.gpu.slug}-trt{key.trt_version}.cache"
+
+
+# ---- build progress ----------------------------------------------------------------------------
+
+
+class BuildProgress:
+    """An engine build's progress from TensorRT's ``IProgressMonitor`` callbacks (``phase_start``,
+    ``step_complete``, ``phase_finish``; TensorRT 10.0+, called from its threads, so guarded by a lock), told
+    through ``report`` (``log.info``): a line when a top-level phase starts and ends, and at most every
+    ``every`` seconds the phases under way with their steps, e.g. ``building the TensorRT engine: Building
+    engine 2/5 > Tactic selection 40/120 (3 min so far)``. :meth:`cancel` (Ctrl-C) makes the next
+    ``step_complete`` return False, which stops the build (``build_serialized_network`` returns None)."""
+
+    def __init__(self, report: Callable[[str], None], *, every: float = 30.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.report, self.every, self.clock = report, float(every), clock
+        self.phases: dict[str, list] = {}  # name -> [parent, steps, done], in the order they started
+        self.cancelled = False
+        self.t0 = self.last = clock()
+        self._lock = threading.Lock()
+
+    def phase_start(self, name: str, parent: str | None, steps: int) -> None:
+        with self._lock:
+            self.phases[name] = [parent, max(int(steps), 1), 0]
+            if parent is None:
+                self._say(f"{name} started")
+
+    def step_complete(self, name: str, step: int) -> bool:
+        with self._lock:
+            if name in self.phases:
+                self.phases[name][2] = int(step) + 1
+            if self.clock() - self.last >= self.every:
+                self._say(self.describe())
+            return not self.cancelled
+
+    def phase_finish(self, name: str) -> None:
+        with self._lock:
+            parent = self.phases.pop(name, [None])[0]
+            if parent is None:
+                self._say(f"{name} done")
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+    def describe(self) -> str:
+        """The innermost chain of phases under way, outermost first, with their steps."""
+        chain, name = [], next(reversed(self.phases), None) if self.phases else None
+        while name is not None and name in self.phases and len(chain) < 8:
+            parent, steps, done = self.phases[name]
+            chain.append(f"{name} {done}/{steps}")
+            name = parent
+        return " > ".join(reversed(chain)) or "starting"
+
+    def _say(self, what: str) -> None:
+        self.last = now = self.clock()
+        from ...train.progress import format_remaining
+
+        self.report(f"building the TensorRT engine: {what} ({format_remaining(now - self.t0)} so far)")
+
+
+def progress_monitor(trt: Any, progress: BuildProgress) -> Any:
+    """A ``trt.IProgressMonitor`` passing TensorRT's callbacks to ``progress``. Ctrl-C lands in a callback
+    (they run Python while the build holds the main thread): it is caught there, as TensorRT cannot take an
+    exception through its C++ frames, and cancels the build instead."""
+
+    class Monitor(trt.IProgressMonitor):
+        def __init__(self) -> None:
+            trt.IProgressMonitor.__init__(self)
+
+        def phase_start(self, phase_name: str, parent_phase: str | None, num_steps: int) -> None:
+            try:
+                progress.phase_start(phase_name, parent_phase, num_steps)
+            except KeyboardInterrupt:
+                progress.cancel()
+
+        def step_complete(self, phase_name: str, step: int) -> bool:
+            try:
+                return progress.step_complete(phase_name, step)
+            except KeyboardInterrupt:
+                progress.cancel()
+                return False
+
+        def phase_finish(self, phase_name: str) -> None:
+            try:
+                progress.phase_finish(phase_name)
+            except KeyboardInterrupt:
+                progress.cancel()
+
+    return Monitor()
 
 
 # ---- IO bindings -------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from ..base import BACKENDS, Runner
 from .._util import warm_up
 from .plan import (
     DeviceBuffers, EngineKey, GpuInfo, builder_plan, engine_cache_path, io_plan, profile_limits, shape_outside_profile,
+    timing_cache_path,
 )
 from ..._compat import is_relative_to
 
@@ -151,7 +152,7 @@ class TensorRTRunner(Runner):
         limits = dict(key.options)
         data = loader.build_serialized_engine(self.model_path, builder_plan(self.precision, trt_version=trt.__version__),
                                               spec, max_batch=int(limits["max_batch"]), max_side=int(limits["max_side"]),
-                                              logger=logger)
+                                              logger=logger, timing_cache=timing_cache_path(path, key))
         loader.save_engine(path, data)
         self._runtime, engine = loader.engine_from_bytes(trt, logger, data)
         if engine is None:
