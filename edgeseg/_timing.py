@@ -30,6 +30,15 @@ from .errors import InputError
 _NAN = float("nan")
 
 
+def format_remaining(seconds: float) -> str:
+    """``"about 36 min"``-style text for an estimate (seconds under 2 minutes, hours above 2)."""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
 @dataclass(frozen=True)
 class Latency:
     """Latency statistics in milliseconds over ``count`` samples (NaN when there are none)."""

@@ -14,17 +14,10 @@ import sys
 import time
 from typing import Any, Callable
 
+from .._timing import format_remaining
+
 log = logging.getLogger("edgeseg.train")
 LOG_EVERY_S = 60.0
-
-
-def format_remaining(seconds: float) -> str:
-    """``"about 36 min"``-style text for an estimate (seconds under 2 minutes, hours above 2)."""
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 class LogProgress:

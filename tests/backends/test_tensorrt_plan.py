@@ -156,7 +156,7 @@ def test_runner_engine_key_uses_the_bundle_hash(tmp_path):
     key = runner.engine_key(ORIN, "10.3.0")
     assert key.onnx_sha256 == bundle.manifest.files["model.onnx"] == sha256_file(bundle.model_path())
     assert key.precision == "int8" and engine_cache_path(bundle.root, key).parent == bundle.root / "engines"
-    assert key.options == (("max_batch", "8"), ("max_side", "2048"))  # ORIN here has no memory size: a desktop's
+    assert key.options == (("max_batch", "8"),)  # a static model: the key engines cached before session 40 had
 
 
 GiB = 2**30
@@ -165,6 +165,7 @@ GiB = 2**30
 @pytest.mark.parametrize("gpu,limits", [
     (GpuInfo("NVIDIA H100 80GB HBM3", 9, 0, 80 * GiB), (8, 2048)),
     (GpuInfo("NVIDIA GeForce RTX 4060", 8, 9, 8 * GiB), (2, 1920)),
+    (GpuInfo("Orin", 8, 7, int(3.3 * GiB), integrated=True), (1, 1280)),  # Orin Nano 4GB
     (GpuInfo("Orin", 8, 7, int(7.4 * GiB), integrated=True), (2, 1920)),  # Orin Nano 8GB reports ~7.4 GiB
     (GpuInfo("Orin", 8, 7, int(15.3 * GiB), integrated=True), (4, 1920)),  # Orin NX 16GB
     (GpuInfo("Orin", 8, 7, int(61.3 * GiB), integrated=True), (8, 2048)),  # AGX Orin 64GB
@@ -186,19 +187,29 @@ def test_profile_limits_are_overridden_and_checked():
         assert "unset it" in e.value.fix
 
 
-def test_the_runner_builds_the_profile_its_key_names(tmp_path, monkeypatch):
-    """Another limit is another engine (not the cached one built for another profile)."""
+@pytest.mark.parametrize("spec,dynamic", [
+    (InputSpec(size=ImageShape(8, 12)), False),
+    (InputSpec(size=ImageShape(8, 12), dynamic_batch=True), True),
+    (InputSpec(size=ImageShape(8, 12), size_rule="multiple", multiple=32), True),
+    (None, True),
+])
+def test_only_a_dynamic_engines_key_names_its_profile(tmp_path, monkeypatch, spec, dynamic):
+    """Another limit is another engine for a model with dynamic axes; a static model's engine has no profile
+    and keeps the key it had before the limits existed (cached engines are found again)."""
     from edgeseg.backends.tensorrt import TensorRTRunner
     from handmade_bundles import conv_bundle
 
-    bundle = conv_bundle(tmp_path, input_spec=InputSpec(size=ImageShape(8, 12)))
-    runner = TensorRTRunner(bundle.model_path(), bundle=bundle)
+    bundle = conv_bundle(tmp_path, input_spec=spec or InputSpec(size=ImageShape(8, 12)))
+    runner = TensorRTRunner(bundle.model_path(), bundle=None if spec is None else bundle)
     jetson = GpuInfo("Orin", 8, 7, 8 * GiB, integrated=True)
     a = runner.engine_key(jetson, "10.3.0")
     monkeypatch.setenv("EDGESEG_TRT_MAX_SIDE", "1280")
     b = runner.engine_key(jetson, "10.3.0")
-    assert a.options == (("max_batch", "2"), ("max_side", "1920")) and b.options[1] == ("max_side", "1280")
-    assert a.filename != b.filename
+    if dynamic:
+        assert a.options == (("max_batch", "2"), ("max_side", "1920")) and b.options[1] == ("max_side", "1280")
+        assert a.filename != b.filename
+    else:
+        assert a.options == b.options == (("max_batch", "8"),)
 
 
 def test_io_plan_maps_dtypes_and_orders_inputs_first():
@@ -241,7 +252,7 @@ def test_is_available_says_why_and_never_raises():
 
 
 @pytest.mark.tensorrt
-def test_engine_matches_onnxruntime(tmp_path):  # pragma: no cover - needs TensorRT and a GPU
+def test_engine_matches_onnxruntime(tmp_path, monkeypatch):  # pragma: no cover - needs TensorRT and a GPU
     import numpy as np
 
     from edgeseg.backends.tensorrt import TensorRTRunner
@@ -250,12 +261,13 @@ def test_engine_matches_onnxruntime(tmp_path):  # pragma: no cover - needs Tenso
     ok, why = TensorRTRunner.is_available()
     if not ok:
         pytest.skip(why)
+    monkeypatch.setenv("EDGESEG_CACHE_DIR", str(tmp_path / "cache"))
     bundle = conv_bundle(tmp_path, 5, input_spec=InputSpec(size=ImageShape(8, 12), dynamic_batch=True))
     x = np.random.default_rng(0).normal(size=(2, 3, 8, 12)).astype(np.float32)
     with TensorRTRunner.load(bundle) as runner:
         out = runner.infer({"images": x})["logits"]
         assert runner.engine_path.parent == bundle.root / "engines" and runner.engine_path.is_file()
-        assert len(list((bundle.root / "engines").glob("timing-*.cache"))) == 1  # kept for the next build
+        assert len(list((tmp_path / "cache" / "tensorrt").glob("timing-*.cache"))) == 1  # kept for the next build
     np.testing.assert_allclose(out, reference_logits(x, 5), rtol=1e-3, atol=1e-3)
     with TensorRTRunner.load(bundle) as again:  # from the cache
         np.testing.assert_allclose(again.infer({"images": x})["logits"], out, rtol=0, atol=0)
@@ -314,9 +326,7 @@ def test_build_progress_reports_phases_and_throttles_its_lines():
     assert p.describe() == "starting" and not p.phases
 
 
-def test_ctrl_c_inside_a_build_callback_cancels_the_build():
-    """TensorRT cannot take a Python exception through its C++ frames: KeyboardInterrupt raised in a callback
-    is caught there and the next step_complete returns False, which stops the build."""
+def _monitor(trt_base=None):
     import types
 
     from edgeseg.backends.tensorrt.plan import BuildProgress, progress_monitor
@@ -325,64 +335,150 @@ def test_ctrl_c_inside_a_build_callback_cancels_the_build():
         def __init__(self):
             self.base_initialised = True
 
-    trt = types.SimpleNamespace(IProgressMonitor=IProgressMonitor)
+    trt = types.SimpleNamespace(IProgressMonitor=trt_base or IProgressMonitor)
     lines = []
     p = BuildProgress(lines.append, every=1e9)
-    m = progress_monitor(trt, p)
+    return p, progress_monitor(trt, p), lines
+
+
+def test_ctrl_c_inside_a_build_callback_cancels_the_build():
+    """TensorRT cannot take a Python exception through its C++ frames: KeyboardInterrupt raised in a callback
+    is caught there and the next step_complete returns False, which stops the build."""
+    p, m, lines = _monitor()
     assert m.base_initialised
     m.phase_start("Building engine", None, 3)
     assert m.step_complete("Building engine", 0) is True
 
     def interrupted(*_):
-        raise KeyboardInterrupt
+        raise KeyboardInterrupt("SIGTERM")
 
     p.report = interrupted
     m.phase_finish("Building engine")  # a top-level phase reports: the interrupt lands here
-    assert p.cancelled
+    assert p.cancelled and str(p.interrupt) == "SIGTERM"  # the CLI's SIGTERM stays a SIGTERM
     assert m.step_complete("Building engine", 1) is False
 
 
-def test_timing_cache_is_kept_per_gpu_and_version_beside_the_engines(tmp_path):
+def test_a_failing_progress_report_never_cancels_the_build(caplog):
+    p, m, _ = _monitor()
+
+    def broken(*_):
+        raise OSError("log file gone")
+
+    p.report = broken
+    m.phase_start("Building engine", None, 3)
+    assert m.step_complete("Building engine", 0) is True and not p.cancelled
+    m.phase_finish("Building engine")
+    assert caplog.text.count("TensorRT build progress not shown: log file gone") == 1
+
+
+def test_ctrl_c_while_waiting_cancels_the_build_and_is_raised_once_it_stopped():
+    """The build runs in a worker thread; the interrupt reaches the waiting thread, cancels the build (its next
+    step_complete says False) and is raised when the build has returned."""
+    import threading
+
+    from edgeseg.backends.tensorrt.loader import run_cancellable
+    from edgeseg.backends.tensorrt.plan import BuildProgress
+
+    p = BuildProgress(lambda line: None)
+    steps, started = [], threading.Event()
+
+    def build():  # a stand-in for build_serialized_network: steps until a step says stop
+        started.set()
+        for i in range(10_000):
+            if not p.step_complete("Building engine", i):
+                return None
+            steps.append(i)
+            threading.Event().wait(0.001)
+        return b"engine"
+
+    interrupts = iter([KeyboardInterrupt("SIGINT")])
+
+    class Worker(threading.Thread):
+        def join(self, timeout=None):  # the interrupt arriving while the main thread waits in join
+            started.wait(5)
+            super().join(timeout)
+            for e in interrupts:
+                raise e
+
+    import edgeseg.backends.tensorrt.loader as loader_mod
+
+    real = loader_mod.threading.Thread
+    loader_mod.threading.Thread = Worker
+    try:
+        assert run_cancellable(build, p, poll_s=0.01) is None
+    finally:
+        loader_mod.threading.Thread = real
+    assert p.cancelled and str(p.interrupt) == "SIGINT" and 0 < len(steps) < 10_000
+    assert run_cancellable(lambda: b"engine", BuildProgress(lambda line: None)) == b"engine"
+    with pytest.raises(ValueError, match="parser"):
+        run_cancellable(lambda: (_ for _ in ()).throw(ValueError("parser")), BuildProgress(lambda line: None))
+
+
+def test_timing_cache_is_kept_per_device_and_versions_in_the_user_cache(tmp_path, monkeypatch):
     from edgeseg.backends.tensorrt.plan import timing_cache_path
 
-    key = EngineKey("a" * 64, "10.3.0", ORIN, "int8")
-    path = timing_cache_path(tmp_path / "engines" / key.filename, key)
-    assert path == tmp_path / "engines" / "timing-orin-sm87-trt10.3.0.cache"
-    assert timing_cache_path(tmp_path / "engines" / "x.engine", EngineKey("b" * 64, "10.3.0", ORIN, "fp16")) == path
+    monkeypatch.setenv("EDGESEG_CACHE_DIR", str(tmp_path))
+    assert timing_cache_path(ORIN, "10.3.0", 12060) == tmp_path / "tensorrt" / "timing-orin-sm87-trt10.3.0-cuda12060.cache"
+    assert timing_cache_path(ORIN, "10.3.0", 11080) != timing_cache_path(ORIN, "10.3.0", 12060)
+
+
+class _Cache:
+    def __init__(self, data):
+        self.data = data
+
+    def serialize(self):
+        return self.data
+
+    def combine(self, other, ignore_mismatch):
+        self.data = b"+".join(sorted({*self.data.split(b"+"), *other.data.split(b"+")} - {b""}))
+        return True
+
+
+class _Config:
+    """A stand-in for IBuilderConfig's timing-cache calls, with TensorRT's failure modes."""
+
+    def __init__(self, refuse_set: bool = False):
+        self.set, self.refuse_set = None, refuse_set
+
+    def create_timing_cache(self, data):
+        return None if data.startswith(b"junk") else _Cache(bytes(data))  # None: a blob TensorRT cannot read
+
+    def set_timing_cache(self, cache, ignore_mismatch):
+        if self.refuse_set and cache.data:
+            return False  # another device's cache
+        self.set = cache
+        return True
+
+    def get_timing_cache(self):
+        return self.set
 
 
 def test_a_timing_cache_tensorrt_refuses_is_started_afresh(tmp_path, caplog):
-    """The loader's cache handling against a stand-in for IBuilderConfig's timing-cache calls."""
-    from edgeseg.backends.tensorrt.loader import _save_timing_cache, _timing_cache
+    from edgeseg.backends.tensorrt.loader import _timing_cache, save_timing_cache
 
-    class Cache:
-        def __init__(self, data):
-            self.data = data
+    path = tmp_path / "tensorrt" / "timing.cache"
+    assert _timing_cache(_Config(), None) is None
+    c = _Config()
+    assert _timing_cache(c, path).data == b"" and c.set is not None  # none yet: an empty one
+    c.set.data = b"a"
+    save_timing_cache(c, path)
+    assert path.read_bytes() == b"a"
+    for junk, config in ((b"junk", _Config()), (b"b", _Config(refuse_set=True))):
+        path.write_bytes(junk)
+        caplog.clear()
+        assert _timing_cache(config, path).data == b"" and "refused this timing cache" in caplog.text
 
-        def serialize(self):
-            return b"cache:" + self.data
 
-    class Config:
-        def __init__(self):
-            self.set = None
+def test_timing_caches_of_two_builds_are_merged_not_overwritten(tmp_path):
+    """Two processes building at once: the second to save keeps the first one's timings."""
+    from edgeseg.backends.tensorrt.loader import save_timing_cache
 
-        def create_timing_cache(self, data):
-            if data.startswith(b"junk"):
-                return None  # TensorRT returns no cache for a blob it cannot read
-            return Cache(data)
-
-        def set_timing_cache(self, cache, ignore_mismatch):
-            self.set = (cache, ignore_mismatch)
-
-        def get_timing_cache(self):
-            return self.set[0]
-
-    path = tmp_path / "engines" / "timing.cache"
-    assert _timing_cache(Config(), None) is None
-    c = Config()
-    assert _timing_cache(c, path).data == b"" and c.set[1] is False  # none yet: an empty one
-    _save_timing_cache(c, path)
-    assert path.read_bytes() == b"cache:"
-    path.write_bytes(b"junk")
-    c = Config()
-    assert _timing_cache(c, path).data == b"" and "refused this timing cache" in caplog.text
+    path = tmp_path / "timing.cache"
+    for mine in (b"x", b"y"):
+        c = _Config()
+        c.set = _Cache(mine)
+        save_timing_cache(c, path)
+    assert path.read_bytes() == b"x+y"
+    c = _Config()  # no cache on the config: nothing written, no error
+    save_timing_cache(c, tmp_path / "none.cache")
+    assert not (tmp_path / "none.cache").exists()

@@ -7,8 +7,9 @@ Loaders are plain functions over a ``tensorrt`` module and a logger, in Polygrap
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ...errors import EdgesegError
 from ...structures import InputSpec
@@ -55,8 +56,10 @@ def network_input_specs(network: Any) -> tuple[TensorSpec, ...]:
 def build_serialized_engine(onnx_path: Path, plan: BuilderPlan, input_spec: InputSpec, *, max_batch: int = 8,
                             max_side: int = 2048, logger: Any = None, timing_cache: Path | None = None) -> bytes:
     """Build an engine for ``plan`` (precision flags, workspace) with one optimization profile, its progress
-    logged (TensorRT 10+; Ctrl-C cancels the build: ``KeyboardInterrupt``), reading and then updating the
-    builder's timing cache at ``timing_cache`` when given (a cache TensorRT refuses is started afresh)."""
+    logged where TensorRT has ``IProgressMonitor``, reading and then updating the builder's timing cache at
+    ``timing_cache`` when given. The build runs in a worker thread while this one waits in Python, so Ctrl-C
+    (or SIGTERM, which the CLI raises as ``KeyboardInterrupt``) reaches it whichever threads TensorRT calls
+    back on: the build is cancelled at its next step and the interrupt raised here once it has stopped."""
     trt = trt_module()
     logger = logger or trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
@@ -73,21 +76,47 @@ def build_serialized_engine(onnx_path: Path, plan: BuilderPlan, input_spec: Inpu
         config.add_optimization_profile(profile)
     cache = _timing_cache(config, timing_cache)
     progress = BuildProgress(log.info)
-    monitor = None
-    if hasattr(trt, "IProgressMonitor"):  # TensorRT 10.0+; before, the log's own lines are all there is
-        monitor = progress_monitor(trt, progress)
-        config.progress_monitor = monitor
+    if hasattr(trt, "IProgressMonitor"):  # the Python API's since 9.x; before, the log's own lines are all there is
+        try:
+            config.progress_monitor = progress_monitor(trt, progress)  # the config keeps it alive
+        except (AttributeError, TypeError) as e:
+            log.debug("no TensorRT build progress: %s", e)
     log.info("building a TensorRT %s engine for %s (once for this GPU and TensorRT version; minutes on a Jetson)",
              plan.precision, Path(onnx_path).name)
-    serialized = builder.build_serialized_network(network, config)
-    if serialized is None and progress.cancelled:
-        raise KeyboardInterrupt
+    serialized = run_cancellable(lambda: builder.build_serialized_network(network, config), progress)
+    if progress.interrupt is not None:  # even when the build got to its end first: the user asked to stop
+        raise progress.interrupt
     if serialized is not None and cache is not None:
-        _save_timing_cache(config, timing_cache)
+        save_timing_cache(config, timing_cache)
     if serialized is None:
         raise EdgesegError(f"{onnx_path}: TensorRT could not build a {plan.precision} engine (see the log above)",
                            fix="try another --precision, or a larger workspace")
     return bytes(serialized)
+
+
+def run_cancellable(build: Callable[[], Any], progress: BuildProgress, poll_s: float = 0.25) -> Any:
+    """``build()`` in a worker thread; a ``KeyboardInterrupt`` reaching this thread meanwhile cancels it
+    (:meth:`BuildProgress.cancel`) and the wait goes on until the build has returned (TensorRT is still
+    using the network and config). Returns what ``build`` returned; its exception is raised here."""
+    out: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            out["value"] = build()
+        except BaseException as e:  # noqa: BLE001 - handed to the waiting thread
+            out["error"] = e
+
+    worker = threading.Thread(target=work, name="edgeseg-trt-build", daemon=True)
+    worker.start()
+    while worker.is_alive():
+        try:
+            worker.join(poll_s)
+        except KeyboardInterrupt as e:
+            progress.cancel(e)
+            log.warning("stopping the TensorRT engine build at its next step")
+    if "error" in out:
+        raise out["error"]
+    return out.get("value")
 
 
 def engine_from_bytes(trt: Any, logger: Any, data: bytes):
@@ -98,7 +127,8 @@ def engine_from_bytes(trt: Any, logger: Any, data: bytes):
 
 
 def _timing_cache(config: Any, path: Path | None) -> Any:
-    """The timing cache read from ``path`` (empty when there is none or it cannot be read), set on ``config``."""
+    """The timing cache read from ``path`` (empty when there is none, it cannot be read or TensorRT refuses it:
+    another version's, another device's, a damaged file), set on ``config``; None when TensorRT takes none."""
     if path is None:
         return None
     try:
@@ -106,24 +136,43 @@ def _timing_cache(config: Any, path: Path | None) -> Any:
     except OSError as e:
         log.warning("%s: TensorRT timing cache not read (%s); starting an empty one", path, e)
         data = b""
-    try:
-        cache = config.create_timing_cache(data)
-    except Exception:  # noqa: BLE001 - a damaged file: TensorRT raises or returns None, by version
-        cache = None
-    if cache is None and data:
-        log.warning("%s: TensorRT refused this timing cache; starting an empty one", path)
-        cache = config.create_timing_cache(b"")
-    if cache is not None:
-        config.set_timing_cache(cache, False)
-    return cache
+    for blob in ((data, b"") if data else (b"",)):
+        try:
+            cache = config.create_timing_cache(blob)
+            if cache is not None and config.set_timing_cache(cache, False) is not False:
+                return cache
+        except Exception as e:  # noqa: BLE001 - only the build's speed depends on the cache
+            log.debug("TensorRT timing cache: %s", e)
+        if blob:
+            log.warning("%s: TensorRT refused this timing cache; starting an empty one", path)
+    return None
 
 
-def _save_timing_cache(config: Any, path: Path) -> None:
+def save_timing_cache(config: Any, path: Path) -> None:
+    """The config's timing cache merged with what the file holds now (another process's build may have
+    written it meanwhile) and written atomically, under a lock file; a failure is a warning (only a later
+    build's speed depends on it)."""
     from ..._io import atomic_write_bytes
 
+    path = Path(path)
     try:
-        atomic_write_bytes(Path(path), bytes(memoryview(config.get_timing_cache().serialize())))
-    except OSError as e:  # only a later build's speed depends on it
+        cache = config.get_timing_cache()
+        if cache is None:
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path.with_name(path.name + ".lock"), "a") as lock:
+            try:
+                import fcntl
+
+                fcntl.flock(lock, fcntl.LOCK_EX)
+            except (ImportError, OSError):  # no POSIX locks: the last writer wins
+                pass
+            if path.is_file():
+                on_disk = config.create_timing_cache(path.read_bytes())
+                if on_disk is not None:
+                    cache.combine(on_disk, False)
+            atomic_write_bytes(path, bytes(memoryview(cache.serialize())))
+    except Exception as e:  # noqa: BLE001 - see the docstring
         log.warning("%s: TensorRT timing cache not saved (%s)", path, e)
 
 

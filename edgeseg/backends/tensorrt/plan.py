@@ -14,14 +14,15 @@
 - :class:`DeviceBuffers`: device buffers per tensor, grown on demand (also behind the output allocator
   of data-dependent outputs, such as a Mask R-CNN's detection count).
 - :func:`shape_outside_profile`: the error when ``set_input_shape`` refuses a shape.
-- :class:`BuildProgress`: what TensorRT's ``IProgressMonitor`` (10.0+) reports while it builds an engine (minutes
-  on a Jetson), as log lines, and Ctrl-C as a cancelled build; :func:`timing_cache_path`: where the builder's
-  timing cache is kept between builds.
+- :class:`BuildProgress`: what TensorRT's ``IProgressMonitor`` (Python API 9.x+) reports while it builds an
+  engine (minutes on a Jetson), as log lines, and Ctrl-C as a cancelled build; :func:`timing_cache_path`:
+  where the builder's timing cache is kept between builds.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import threading
@@ -32,6 +33,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from ..._timing import format_remaining
 from ...errors import InputError, UnsupportedError
 from ...structures import InputSpec
 from ..base import TensorSpec
@@ -130,7 +132,7 @@ def _spatial_range(spec: InputSpec, axis_hw: int, max_side: int) -> tuple[int, i
 #: the largest frames a dynamic engine's profile takes: TensorRT sizes an execution context's activation memory
 #: for the profile's largest shape, and 8 x 3 x 2048 x 2048 does not fit a Jetson's 4-16 GB shared with the CPU.
 #: (max batch, max side) for GPUs with at most that much memory (or integrated, at most that much), first match
-PROFILE_TIERS = ((8 * 2**30, 2, 1920), (16 * 2**30, 4, 1920))
+PROFILE_TIERS = ((4 * 2**30, 1, 1280), (8 * 2**30, 2, 1920), (16 * 2**30, 4, 1920))
 PROFILE_DEFAULT = (8, 2048)
 PROFILE_ENV = ("EDGESEG_TRT_MAX_BATCH", "EDGESEG_TRT_MAX_SIDE")
 
@@ -162,6 +164,20 @@ def profile_limits(gpu: GpuInfo, env: Mapping[str, str] | None = None) -> tuple[
                              fix=f"e.g. {var}={default} (this GPU's default), or unset it")
         out.append(value)
     return out[0], out[1]
+
+
+def engine_options(input_spec: InputSpec | None, gpu: GpuInfo,
+                   env: Mapping[str, str] | None = None) -> tuple[tuple[str, str], ...]:
+    """The build options in an engine's cache key: the profile limits (:func:`profile_limits`) for a model
+    with a dynamic batch or size (``input_spec`` None: not known, taken as dynamic); a static model's engine
+    has no profile, so its key stays what it was before the limits existed (``max_batch`` 8) and engines
+    cached then are found again, whatever the limits are set to."""
+    static = (input_spec is not None and input_spec.size is not None and input_spec.size_rule == "fixed"
+              and not input_spec.dynamic_batch)
+    if static:
+        return (("max_batch", str(PROFILE_DEFAULT[0])),)
+    batch, side = profile_limits(gpu, env)
+    return (("max_batch", str(batch)), ("max_side", str(side)))
 
 
 def profile_shapes(inputs: Sequence[TensorSpec], input_spec: InputSpec, *, max_batch: int = 8,
@@ -258,11 +274,15 @@ def engine_cache_path(bundle_root: Path, key: EngineKey, fallback: Path | None =
     return base / Path(bundle_root).name / key.filename
 
 
-def timing_cache_path(engine_path: Path, key: EngineKey) -> Path:
-    """The builder's timing cache beside the engines, one per GPU and TensorRT version (what it holds, the
-    kernels' timings, is valid for every model and precision on them): a second build (another precision,
-    profile or model) skips the timings the first one made."""
-    return Path(engine_path).parent / f"timing-{key.gpu.slug}-trt{key.trt_version}.cache"
+def timing_cache_path(gpu: GpuInfo, trt_version: str, cuda_version: int | str, root: Path | None = None) -> Path:
+    """The builder's timing cache, one per GPU, TensorRT and CUDA version (NVIDIA: a cache holds kernel timings
+    valid for that device and those versions, whatever the model or precision), in the per-user cache
+    (``cache_dir()/tensorrt``) so that every bundle's build on the device reads what earlier ones timed."""
+    if root is None:
+        from ...paths import cache_dir
+
+        root = cache_dir() / "tensorrt"
+    return Path(root) / f"timing-{gpu.slug}-trt{trt_version}-cuda{cuda_version}.cache"
 
 
 # ---- build progress ----------------------------------------------------------------------------
@@ -270,19 +290,24 @@ def timing_cache_path(engine_path: Path, key: EngineKey) -> Path:
 
 class BuildProgress:
     """An engine build's progress from TensorRT's ``IProgressMonitor`` callbacks (``phase_start``,
-    ``step_complete``, ``phase_finish``; TensorRT 10.0+, called from its threads, so guarded by a lock), told
-    through ``report`` (``log.info``): a line when a top-level phase starts and ends, and at most every
-    ``every`` seconds the phases under way with their steps, e.g. ``building the TensorRT engine: Building
-    engine 2/5 > Tactic selection 40/120 (3 min so far)``. :meth:`cancel` (Ctrl-C) makes the next
-    ``step_complete`` return False, which stops the build (``build_serialized_network`` returns None)."""
+    ``step_complete``, ``phase_finish``; in TensorRT's Python API since 9.x, called from its threads, so
+    guarded by a lock), told through ``report`` (``log.info``): a line when a top-level phase starts and ends,
+    and at most every ``every`` seconds the phases under way with their steps, e.g. ``building the TensorRT
+    engine: Building engine 2/5 > Tactic selection 40/120 (3 min so far)``. :meth:`cancel` (Ctrl-C, kept in
+    :attr:`interrupt`) makes the next ``step_complete`` return False, which stops the build
+    (``build_serialized_network`` returns None)."""
 
     def __init__(self, report: Callable[[str], None], *, every: float = 30.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.report, self.every, self.clock = report, float(every), clock
         self.phases: dict[str, list] = {}  # name -> [parent, steps, done], in the order they started
-        self.cancelled = False
+        self.interrupt: BaseException | None = None
         self.t0 = self.last = clock()
         self._lock = threading.Lock()
+
+    @property
+    def cancelled(self) -> bool:
+        return self.interrupt is not None
 
     def phase_start(self, name: str, parent: str | None, steps: int) -> None:
         with self._lock:
@@ -304,11 +329,13 @@ class BuildProgress:
             if parent is None:
                 self._say(f"{name} done")
 
-    def cancel(self) -> None:
-        self.cancelled = True
+    def cancel(self, interrupt: BaseException | None = None) -> None:
+        """Stop the build at its next step; ``interrupt`` (``KeyboardInterrupt("SIGTERM")``...) is raised
+        when it has stopped."""
+        self.interrupt = interrupt or self.interrupt or KeyboardInterrupt()
 
     def describe(self) -> str:
-        """The innermost chain of phases under way, outermost first, with their steps."""
+        """The newest phase under way and its parents, outermost first, with their steps."""
         chain, name = [], next(reversed(self.phases), None) if self.phases else None
         while name is not None and name in self.phases and len(chain) < 8:
             parent, steps, done = self.phases[name]
@@ -318,38 +345,40 @@ class BuildProgress:
 
     def _say(self, what: str) -> None:
         self.last = now = self.clock()
-        from ...train.progress import format_remaining
-
         self.report(f"building the TensorRT engine: {what} ({format_remaining(now - self.t0)} so far)")
 
 
 def progress_monitor(trt: Any, progress: BuildProgress) -> Any:
-    """A ``trt.IProgressMonitor`` passing TensorRT's callbacks to ``progress``. Ctrl-C lands in a callback
-    (they run Python while the build holds the main thread): it is caught there, as TensorRT cannot take an
-    exception through its C++ frames, and cancels the build instead."""
+    """A ``trt.IProgressMonitor`` passing TensorRT's callbacks to ``progress``. TensorRT cannot take an
+    exception through its C++ frames (its trampoline turns one in ``step_complete`` into a cancelled build and
+    drops the others): a Ctrl-C landing in a callback cancels the build; any other error is logged once and
+    the build goes on (progress lines are not worth a build)."""
+    failed: list[BaseException] = []
+
+    def guarded(call: Callable[[], Any], default: Any) -> Any:
+        try:
+            return call()
+        except KeyboardInterrupt as e:
+            progress.cancel(e)
+            return False
+        except Exception as e:  # noqa: BLE001 - see the docstring
+            if not failed:
+                failed.append(e)
+                logging.getLogger("edgeseg.backends").warning("TensorRT build progress not shown: %s", e)
+            return default
 
     class Monitor(trt.IProgressMonitor):
         def __init__(self) -> None:
             trt.IProgressMonitor.__init__(self)
 
         def phase_start(self, phase_name: str, parent_phase: str | None, num_steps: int) -> None:
-            try:
-                progress.phase_start(phase_name, parent_phase, num_steps)
-            except KeyboardInterrupt:
-                progress.cancel()
+            guarded(lambda: progress.phase_start(phase_name, parent_phase, num_steps), None)
 
         def step_complete(self, phase_name: str, step: int) -> bool:
-            try:
-                return progress.step_complete(phase_name, step)
-            except KeyboardInterrupt:
-                progress.cancel()
-                return False
+            return bool(guarded(lambda: progress.step_complete(phase_name, step), not progress.cancelled))
 
         def phase_finish(self, phase_name: str) -> None:
-            try:
-                progress.phase_finish(phase_name)
-            except KeyboardInterrupt:
-                progress.cancel()
+            guarded(lambda: progress.phase_finish(phase_name), None)
 
     return Monitor()
 

@@ -20,7 +20,7 @@ from ...errors import BackendUnavailable, BundleError, EdgesegError
 from ..base import BACKENDS, Runner
 from .._util import warm_up
 from .plan import (
-    DeviceBuffers, EngineKey, GpuInfo, builder_plan, engine_cache_path, io_plan, profile_limits, shape_outside_profile,
+    DeviceBuffers, EngineKey, GpuInfo, builder_plan, engine_cache_path, engine_options, io_plan, shape_outside_profile,
     timing_cache_path,
 )
 from ..._compat import is_relative_to
@@ -131,8 +131,11 @@ class TensorRTRunner(Runner):
         if self.bundle is not None and is_relative_to(self.model_path, self.bundle.root):
             sha = self.bundle.manifest.files.get(self.model_path.relative_to(self.bundle.root).as_posix())
         sha = sha or sha256_file(self.model_path)
-        batch, side = profile_limits(gpu)  # the profile of a dynamic engine: part of what the engine is
-        return EngineKey(sha, trt_version, gpu, self.precision, (("max_batch", str(batch)), ("max_side", str(side))))
+        return EngineKey(sha, trt_version, gpu, self.precision, engine_options(self._input_spec(), gpu))
+
+    def _input_spec(self):
+        """The bundle's input spec (None for a bare ONNX file: sized as any-size)."""
+        return self.bundle.manifest.input if self.bundle is not None else None
 
     def _load_engine(self, trt: Any, logger: Any, key: EngineKey):
         from . import loader
@@ -144,15 +147,18 @@ class TensorRTRunner(Runner):
             self._runtime, engine = loader.engine_from_bytes(trt, logger, data)
             if engine is not None:
                 return engine
-        spec = self.bundle.manifest.input if self.bundle is not None else None
+        spec = self._input_spec()
         if spec is None:
             from ...structures import InputSpec
 
             spec = InputSpec(size_rule="any")
         limits = dict(key.options)
+        cudart = self._cudart
+        cuda = _call(cudart, cudart.cudaRuntimeGetVersion(), "cudaRuntimeGetVersion")
         data = loader.build_serialized_engine(self.model_path, builder_plan(self.precision, trt_version=trt.__version__),
-                                              spec, max_batch=int(limits["max_batch"]), max_side=int(limits["max_side"]),
-                                              logger=logger, timing_cache=timing_cache_path(path, key))
+                                              spec, max_batch=int(limits["max_batch"]),
+                                              max_side=int(limits.get("max_side", 2048)), logger=logger,
+                                              timing_cache=timing_cache_path(key.gpu, key.trt_version, cuda))
         loader.save_engine(path, data)
         self._runtime, engine = loader.engine_from_bytes(trt, logger, data)
         if engine is None:
