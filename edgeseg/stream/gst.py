@@ -80,9 +80,10 @@ HARDWARE_DECODERS = (("nvv4l2decoder", True), ("nvjpegdec", True), ("nvh264dec",
 
 
 #: hardware decoders that failed in this process (a container without NVDEC, a driver refusing a profile):
-#: ranked NONE from then on, so decodebin takes the software decoder (:func:`disable_decoders`), and the ranks
-#: they had; the lock keeps one source's disabling and another's raising (:func:`prefer_hardware_decoders`) apart
-_failed_decoders: dict[str, int] = {}
+#: ranked NONE from then on, so decodebin takes the next decoder (:func:`disable_decoders`): the rank each had
+#: and how many sources blame it; the lock keeps one source's disabling and another's raising
+#: (:func:`prefer_hardware_decoders`) apart
+_failed_decoders: dict[str, list[int]] = {}
 _ranks_lock = threading.Lock()
 
 
@@ -113,29 +114,39 @@ def hardware_decoder_names() -> frozenset[str]:
 
 
 def disable_decoders(names: Iterable[str]) -> list[str]:
-    """Rank ``names`` NONE for the rest of this process (decodebin then takes the next decoder, the software
-    one); returns those not disabled before (:func:`restore_decoders` undoes it for them)."""
+    """Rank ``names`` NONE for the rest of this process (decodebin then takes the next decoder) and count one
+    more source blaming each; returns those not disabled before."""
     Gst = gst()
+    new = []
     with _ranks_lock:
-        new = sorted(set(names) - set(_failed_decoders))
-        for name in new:
+        for name in sorted(set(names)):
+            if name in _failed_decoders:
+                _failed_decoders[name][1] += 1
+                continue
             f = Gst.ElementFactory.find(name)
-            _failed_decoders[name] = f.get_rank() if f is not None else 0
+            _failed_decoders[name] = [f.get_rank() if f is not None else 0, 1]
             if f is not None:
                 f.set_rank(Gst.Rank.NONE)
+            new.append(name)
     return new
 
 
 def restore_decoders(names: Iterable[str]) -> None:
-    """Undo :func:`disable_decoders` for ``names`` (the software decoder failed as well: the hardware one was
-    not to blame)."""
+    """Withdraw one source's blame from ``names`` (its next decoder failed as well: these were not to blame);
+    a decoder no source blames any more gets its rank back."""
     Gst = gst()
     with _ranks_lock:
-        for name in names:
-            rank = _failed_decoders.pop(name, None)
+        for name in set(names):
+            entry = _failed_decoders.get(name)
+            if entry is None:
+                continue
+            entry[1] -= 1
+            if entry[1] > 0:
+                continue
+            del _failed_decoders[name]
             f = Gst.ElementFactory.find(name)
-            if rank is not None and f is not None:
-                f.set_rank(rank)
+            if f is not None:
+                f.set_rank(entry[0])
 
 
 def failed_decoders() -> frozenset[str]:

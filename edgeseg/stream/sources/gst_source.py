@@ -366,6 +366,7 @@ class GstSource(Source):
         self._last_pts = -1
         self._resume: tuple[int, int] | None = None  # after a software restart: (last pts, frames) to skip
         self._retried: set[str] = set()  # hardware decoders this source replaced (each once)
+        self._outputs = 0  # frames the current pipeline's decoder gave (delivered, or skipped after a restart)
         self._unconfirmed: list[str] = []  # decoders it disabled whose software replacement gave no frame yet
         #: the hardware decoders this source stopped using, and why (None: none failed)
         self.decoder_fallback: str | None = None
@@ -547,7 +548,7 @@ class GstSource(Source):
             if event is None and self.live and self.reconnect and quiet > self.stall_timeout_s:
                 event, self._error_from = ("error", f"no frame for {self.stall_timeout_s:.1f} s"), None
             waiting_since = waiting_since or time.perf_counter()
-            if event is None and self._hardware and not (self.live or self.realtime) \
+            if event is None and self._hardware and self.spec.scheme == "file" and not self.realtime \
                     and time.perf_counter() - waiting_since > HARDWARE_STALL_S:
                 self._error_from = next(iter(dict(self._hardware)), None)
                 event = ("error", f"no frame and no error from the decoder for {HARDWARE_STALL_S:g} s")
@@ -556,6 +557,7 @@ class GstSource(Source):
             yield from self._drain()
             kind, text = event
             if kind == "error" and self._replace_hardware_decoder(text):
+                waiting_since = None  # the new pipeline's wait starts now
                 continue
             if not self.reconnect or self._stopping:
                 if kind == "eos":
@@ -580,6 +582,7 @@ class GstSource(Source):
                                       "check that the file is complete and not corrupt (e.g. play it with gst-play-1.0)"))
             lost_at = lost_at or time.perf_counter()
             self._reconnect(kind, text, lost_at)
+            waiting_since = None
 
     def _count_coded(self) -> None:
         self._coded += 1
@@ -605,7 +608,7 @@ class GstSource(Source):
             return False
         period_ns = 1e9 / self.fps
         reached_end = self._pts_span[1] - self._pts_span[0] + (slack + 1) * period_ns >= self._duration_ns
-        if self._index >= self._coded - slack and reached_end:
+        if self._outputs >= self._coded - slack and reached_end:  # this pipeline's (the same as _index without restarts)
             log.info("%s: %d frames, not the %d that duration x frame rate suggests: a variable frame rate",
                      self.spec.target, self._index, self.expected_frames)
             return True
@@ -623,7 +626,8 @@ class GstSource(Source):
 
     def _frame(self, image: Any, pts: int) -> Frame | None:
         """The next frame, or None for one a software restart decodes again (:meth:`_replace_hardware_decoder`)."""
-        self._unconfirmed = []  # the software decoder gives frames: the hardware one stays disabled
+        self._unconfirmed = []  # the next decoder gives frames: the failed one stays disabled
+        self._outputs += 1
         if self._resume is not None:
             last_pts, left = self._resume
             again = pts <= last_pts if pts >= 0 and last_pts >= 0 else left > 0
@@ -642,23 +646,25 @@ class GstSource(Source):
         lost or repeated. Sources that reconnect (rtsp, http) do so as usual, now in software; standard input
         cannot be read again. True when it restarted the source; each decoder is replaced once per source,
         and one whose replacement fails before its first frame is ranked as before (it was not to blame)."""
-        if self._unconfirmed:  # the software decoder failed too
+        if self._unconfirmed and not self._hardware:  # the software decoder failed too
             _gst.restore_decoders(self._unconfirmed)
             self._unconfirmed = []
         blamed = [n for n in blamed_decoders(dict(self._hardware), self._error_from, text) if n not in self._retried]
-        if self._stopping or not blamed or self.spec.target == STDIN_LAUNCH:
+        # standard input cannot be read again; a launch string's frames cannot be resumed once some were delivered
+        if self._stopping or not blamed or self.spec.target == STDIN_LAUNCH or (
+                self.spec.scheme == "launch" and self._index):
             return False
         self._retried.update(blamed)
-        disabled = _gst.disable_decoders(blamed)  # [] where another source did it first: restarted all the same
+        _gst.disable_decoders(blamed)  # already disabled by another source: restarted all the same
         self.decoder_fallback = (f"{', '.join(blamed)} failed after {self._index} frames ({text.split('; debug:')[0]});"
-                                 " decoded in software")
+                                 " decoding again without it")
         log.warning("%s: hardware decoder %s", self.uri, self.decoder_fallback)
         if self.reconnect:
             return False
         self._teardown()
         replay = self.spec.scheme == "file" and self._index > 0
         self._resume = (self._last_pts, self._index) if replay else None
-        self._coded, self._unconfirmed = 0, disabled
+        self._coded, self._outputs, self._unconfirmed = 0, 0, blamed
         self._start(seek_ns=self._last_pts if replay and self._last_pts >= 0 else None)
         return True
 
