@@ -18,15 +18,18 @@ from .._timing import usable_cores
 
 #: CPU features that change which kernels a runtime picks (INT8 VNNI/AMX, bf16, fp16)
 ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_fp16",
-             "amx_tile", "amx_int8", "amx_bf16", "amx_fp16")
+             "amx_tile", "amx_int8", "amx_bf16", "amx_fp16",
+             # aarch64 (Jetson, Graviton, Raspberry Pi): NEON, its int8 dot products and matrix multiply, SVE
+             "asimd", "asimddp", "i8mm", "sve", "sve2")
 RUNTIMES = ("onnxruntime", "openvino", "tensorrt", "torch")
-#: ISA flags with an INT8 dot product that accumulates u8*s8 pairs in 32 bits (no int16 saturation)
-VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
+#: ISA flags with an INT8 dot product that accumulates u8*s8 pairs in 32 bits (no int16 saturation); on
+#: aarch64 every INT8 kernel does (widening NEON multiply-adds, or the dot-product instructions)
+VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8", "asimd")
 
 
 def int8_arithmetic(isa) -> str:
     """How ONNX Runtime's U8S8 kernels add INT8 products on a CPU with these ISA flags: ``vnni``
-    (``vpdpbusd``/AMX, exact int32 sums) or ``saturating`` (x86 without VNNI: ``vpmaddubsw`` adds
+    (``vpdpbusd``/AMX, or any aarch64 CPU: exact int32 sums) or ``saturating`` (x86 without VNNI: ``vpmaddubsw`` adds
     pairs of u8*s8 products in int16 and saturates, so full-range INT8 weights can lose accuracy; see
     ONNX Runtime's quantization docs). ``unknown`` when no flags were recorded."""
     isa = tuple(isa or ())
@@ -67,19 +70,35 @@ class DeviceInfo:
         return {**asdict(self), "key": self.key}
 
 
-def cpu_model_and_flags(cpuinfo: str) -> tuple[str, tuple[str, ...]]:
-    """(model name, ISA flags of :data:`ISA_FLAGS` present) from the text of ``/proc/cpuinfo``."""
-    name, flags = "", set()
+def cpu_model_and_flags(cpuinfo: str, board: str = "") -> tuple[str, tuple[str, ...]]:
+    """(model name, ISA flags of :data:`ISA_FLAGS` present) from the text of ``/proc/cpuinfo``. An aarch64
+    kernel writes no x86 ``model name`` worth the name (``ARMv8 Processor rev 1 (v8l)`` on every Jetson, or
+    none): the board (``board``, from the device tree, or cpuinfo's ``Model`` line on a Raspberry Pi) and the
+    core's implementer and part numbers (``0x41:0xd42``, Arm's Cortex-A78AE) tell ARM CPUs apart instead."""
+    name, flags, fields = "", set(), {}
     for line in cpuinfo.splitlines():
         key, _, value = line.partition(":")
-        key = key.strip()
+        key, value = key.strip(), value.strip()
         if key == "model name" and not name:
-            name = value.strip()
+            name = value
         elif key in ("flags", "Features") and not flags:
             flags = set(value.split())
-        if name and flags:
-            break
-    return name, tuple(f for f in ISA_FLAGS if f in flags)
+        elif key in ("Model", "CPU implementer", "CPU part"):
+            fields.setdefault(key, value)
+    if "CPU part" in fields:
+        board = board or fields.get("Model", "")
+        core = f"{fields.get('CPU implementer', '?')}:{fields['CPU part']}"
+        name = " / ".join(x for x in (board, name) if x) + f" (core {core})"
+    return name.strip(), tuple(f for f in ISA_FLAGS if f in flags)
+
+
+def device_tree_model(path: str = "/proc/device-tree/model") -> str:
+    """The board's name where the kernel has a device tree (Jetsons, Raspberry Pis), else ``""``."""
+    try:
+        with open(path, "rb") as f:
+            return f.read().decode("utf-8", "replace").strip("\x00 \n")
+    except OSError:
+        return ""
 
 
 @functools.lru_cache(maxsize=1)
@@ -87,7 +106,7 @@ def device_info() -> DeviceInfo:
     """This machine's :class:`DeviceInfo` (read once per process)."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            name, isa = cpu_model_and_flags(f.read())
+            name, isa = cpu_model_and_flags(f.read(), device_tree_model())
     except OSError:
         name, isa = "", ()
     runtimes = []

@@ -150,6 +150,48 @@ def test_cpu_flags_and_device_identity():
     assert a.key != b.key and not a.same_cpu(b.to_dict()) and a.same_cpu(a.to_dict())
 
 
+JETSON_ORIN = """processor\t: 0
+model name\t: ARMv8 Processor rev 1 (v8l)
+BogoMIPS\t: 62.50
+Features\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm lrcpc dcpop asimddp uscat ilrcpc flagm paca pacg
+CPU implementer\t: 0x41
+CPU architecture: 8
+CPU variant\t: 0x0
+CPU part\t: 0xd42
+CPU revision\t: 1
+"""
+RASPBERRY_PI_4 = """processor\t: 0
+BogoMIPS\t: 108.00
+Features\t: fp asimd evtstrm crc32 cpuid
+CPU implementer\t: 0x41
+CPU architecture: 8
+CPU variant\t: 0x0
+CPU part\t: 0xd08
+CPU revision\t: 3
+
+Hardware\t: BCM2835
+Revision\t: c03111
+Model\t\t: Raspberry Pi 4 Model B Rev 1.1
+"""
+
+
+def test_arm_cpus_are_named_by_board_and_core_and_their_int8_sums_are_exact(tmp_path):
+    """An aarch64 /proc/cpuinfo (as a Jetson Orin and a Raspberry Pi 4 write it): the same "ARMv8 Processor"
+    name on every Jetson, no model name at all on a Pi; the board and core tell them apart, and ONNX Runtime's
+    INT8 kernels there accumulate in 32 bits (not the int16 saturation of x86 without VNNI)."""
+    from edgeseg.backends.device import device_tree_model, int8_arithmetic
+
+    dt = tmp_path / "model"
+    dt.write_bytes(b"NVIDIA Jetson Orin Nano Developer Kit\x00")
+    orin = cpu_model_and_flags(JETSON_ORIN, device_tree_model(str(dt)))
+    assert orin == ("NVIDIA Jetson Orin Nano Developer Kit / ARMv8 Processor rev 1 (v8l) (core 0x41:0xd42)",
+                    ("asimd", "asimddp"))
+    pi = cpu_model_and_flags(RASPBERRY_PI_4, device_tree_model(str(tmp_path / "absent")))
+    assert pi == ("Raspberry Pi 4 Model B Rev 1.1 (core 0x41:0xd08)", ("asimd",))
+    assert int8_arithmetic(orin[1]) == int8_arithmetic(pi[1]) == "vnni" != int8_arithmetic(("avx2", "fma"))
+    assert DeviceInfo(*orin, 6, "aarch64", ()).key != DeviceInfo(*pi, 4, "aarch64", ()).key
+
+
 # ---- for real, on the shipped road bundle --------------------------------------------------------------
 @pytest.fixture
 def road(tmp_path):
