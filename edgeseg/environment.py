@@ -1,0 +1,195 @@
+"""What this machine offers edgeseg, as one report: ``edgeseg doctor`` prints it, :func:`report` returns it.
+
+Deploying to a new machine (a Jetson image, a container, a CPU of another kind) goes wrong in ways the
+first stream only half says: no H.264 decoder, an NVENC that exists and cannot start, OpenVINO missing so
+the INT8 model runs on ONNX Runtime, GStreamer imported before edgeseg. The report gathers, without
+running a model: the CPU as the backend choice keys it (model, ISA flags, INT8 arithmetic), each runtime
+with its version or why it cannot run, the GPU TensorRT would build for, GStreamer's decoders per codec in
+the order ``decodebin`` tries them (hardware ones marked), the H.264 encoders the sinks can use, RTSP,
+OpenCV's video I/O and the cache; and a list of problems, each with its fix. Every section is gathered on
+its own and never raises: a broken part is reported, not fatal.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from importlib import metadata
+from typing import Any, Callable
+
+#: codecs and the caps a decoder for them takes (what ``decodebin`` autoplugs for a camera or file)
+CODECS = (("H.264", "video/x-h264"), ("H.265", "video/x-h265"), ("VP8", "video/x-vp8, codec-alpha=(boolean)false"),
+          ("VP9", "video/x-vp9, codec-alpha=(boolean)false"),
+          ("AV1", "video/x-av1"), ("MJPEG", "image/jpeg"), ("MPEG-4", "video/mpeg, mpegversion=(int)4"))
+#: Debian's package for what a stream needs and this machine lacks
+PACKAGES = {"H.264": "gstreamer1.0-libav", "H.265": "gstreamer1.0-libav", "x264enc": "gstreamer1.0-plugins-ugly",
+            "rtsp": "gir1.2-gst-rtsp-server-1.0 gstreamer1.0-rtsp",
+            "gstreamer": "gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good gir1.2-gstreamer-1.0 "
+                         "and pip install 'edgeseg[gst]' (PyGObject)"}
+
+
+def _section(name: str, gather: Callable[[], dict], problems: list[dict]) -> dict:
+    try:
+        return gather()
+    except Exception as e:  # noqa: BLE001 - a report of a broken part, never a crash
+        problems.append({"what": f"{name}: cannot be inspected ({type(e).__name__}: {e})",
+                         "fix": "edgeseg -v doctor shows where"})
+        return {"error": f"{type(e).__name__}: {e}"}
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _edgeseg() -> dict:
+    from . import __version__
+
+    return {"version": __version__, "python": platform.python_version(), "executable": sys.executable,
+            "platform": platform.platform()}
+
+
+def _cpu() -> dict:
+    from .backends.device import device_info
+
+    d = device_info()
+    return {"model": d.cpu, "machine": d.machine, "cores": d.cores, "isa": list(d.isa),
+            "int8_arithmetic": d.int8_arithmetic}
+
+
+def _runtimes(problems: list[dict]) -> dict:
+    from .backends.auto import availability
+
+    dists = {"onnxruntime": ("onnxruntime", "onnxruntime-gpu"), "openvino": ("openvino",),
+             "tensorrt": ("tensorrt", "tensorrt-cu12", "tensorrt-cu11"), "torch": ("torch",)}
+    out = {}
+    for name, (ok, why) in availability().items():
+        version = next((v for v in map(_version, dists.get(name, (name,))) if v), None)
+        out[name] = {"available": ok, "version": version, "why_not": None if ok else why}
+    if "onnxruntime" in out and not out["onnxruntime"]["available"]:
+        problems.append({"what": "ONNX Runtime cannot run here: no bundle can run on the CPU",
+                         "fix": "pip install onnxruntime"})
+    if out.get("openvino", {}).get("available"):
+        from .backends.openvino.settings import precisions_here
+
+        out["openvino"]["precisions"] = sorted(precisions_here())
+    elif "openvino" in out:
+        problems.append({"what": "OpenVINO is not available: INT8 and bf16 models run on ONNX Runtime, often slower",
+                         "fix": "pip install 'edgeseg[openvino]'"})
+    return out
+
+
+def _gpu() -> dict:
+    from .backends import BACKENDS
+
+    ok, why = BACKENDS.get("tensorrt").is_available()
+    if not ok:
+        return {"available": False, "why_not": why}
+    from .backends.tensorrt.plan import profile_limits
+    from .backends.tensorrt.runner import _cudart, current_gpu
+
+    gpu = current_gpu(_cudart())
+    batch, side = profile_limits(gpu)
+    return {"available": True, "name": gpu.name, "compute_capability": gpu.compute_capability,
+            "memory_gib": round(gpu.memory_bytes / 2**30, 1), "integrated": gpu.integrated,
+            "dynamic_profile": {"max_batch": batch, "max_side": side}}
+
+
+def _decoders(Gst: Any, caps_text: str) -> list[dict]:
+    from .stream import gst as _gst
+
+    caps = Gst.Caps.from_string(caps_text)
+    kinds = Gst.ELEMENT_FACTORY_TYPE_DECODER | Gst.ELEMENT_FACTORY_TYPE_MEDIA_VIDEO | Gst.ELEMENT_FACTORY_TYPE_MEDIA_IMAGE
+    found = [f for f in Gst.ElementFactory.list_get_elements(kinds, Gst.Rank.NONE) if f.can_sink_any_caps(caps)]
+    hardware, failed = _gst.hardware_decoder_names(), _gst.failed_decoders()
+    found.sort(key=lambda f: (-f.get_rank(), f.get_name()))
+    return [{"name": f.get_name(), "rank": int(f.get_rank()), "hardware": f.get_name() in hardware,
+             "used": f.get_rank() >= Gst.Rank.MARGINAL and f.get_name() not in failed} for f in found]
+
+
+def _gstreamer(problems: list[dict]) -> dict:
+    from .stream import gst as _gst
+
+    ok, why = _gst.available()
+    if not ok:
+        problems.append({"what": f"GStreamer does not work from Python ({why}): the OpenCV reader and writer are "
+                                 "used (no RTSP output, no hardware decoders or encoders)",
+                         "fix": f"apt-get install {PACKAGES['gstreamer']}"})
+        return {"available": False, "why_not": why}
+    Gst = _gst.gst()
+    import gi
+
+    _gst.prefer_hardware_decoders()  # the ranks a file source runs with
+    decoders = {name: _decoders(Gst, caps) for name, caps in CODECS}
+    for codec in ("H.264", "H.265"):
+        if not any(d["used"] for d in decoders[codec]):
+            problems.append({"what": f"no {codec} decoder GStreamer would use", "fix": f"apt-get install {PACKAGES[codec]}"})
+    from .stream.sinks.video import ENCODERS, encoder_problem
+
+    encoders = {}
+    for name in ENCODERS:
+        if name.endswith("-live"):
+            continue
+        problem = encoder_problem(ENCODERS.get(name))
+        encoders[name] = {"usable": problem is None, "why_not": problem}
+    if not encoders.get("x264enc", {}).get("usable"):
+        problems.append({"what": "x264enc cannot run: MP4 and RTSP sinks have no software H.264 encoder",
+                         "fix": f"apt-get install {PACKAGES['x264enc']}"})
+    try:
+        _gst.gst_module("GstRtspServer")
+        rtsp = {"server": True, "why_not": None}
+    except Exception as e:  # noqa: BLE001 - reported
+        rtsp = {"server": False, "why_not": str(e)}
+        problems.append({"what": "no RTSP server bindings: --rtsp-port cannot serve", "fix": f"apt-get install {PACKAGES['rtsp']}"})
+    return {"available": True, "version": Gst.version_string(), "pygobject": getattr(gi, "__version__", None),
+            "decoders": decoders, "encoders": encoders, "rtsp": rtsp,
+            "nvidia_converter": next((n for n in ("nvvidconv", "nvvideoconvert") if _gst.has_element(n)), None)}
+
+
+def _opencv() -> dict:
+    import cv2
+
+    info = cv2.getBuildInformation()
+
+    def says(name: str) -> bool:
+        line = next((ln for ln in info.splitlines() if ln.strip().startswith(f"{name}:")), "")
+        return line.split(":", 1)[-1].strip().upper().startswith("YES")
+
+    return {"version": cv2.__version__, "ffmpeg": says("FFMPEG"), "gstreamer": says("GStreamer"),
+            "threads": cv2.getNumThreads()}
+
+
+def _process(problems: list[dict]) -> dict:
+    from ._unwind import unwinder_hazard
+
+    hazard = unwinder_hazard()
+    if hazard:
+        problems.append({"what": hazard, "fix": "import edgeseg before gi/GStreamer, or LD_PRELOAD=libgcc_s.so.1"})
+    return {"unwinder_hazard": hazard}
+
+
+def _cache() -> dict:
+    from .paths import cache_dir
+
+    path = cache_dir()
+    probe = path if path.exists() else next((p for p in path.parents if p.exists()), path)
+    return {"dir": str(path), "writable": os.access(probe, os.W_OK), "exists": path.exists()}
+
+
+def report() -> dict:
+    """This machine as edgeseg sees it (module doc); ``problems`` lists what is missing with its fix."""
+    problems: list[dict] = []
+    out = {
+        "edgeseg": _section("edgeseg", _edgeseg, problems),
+        "cpu": _section("cpu", _cpu, problems),
+        "runtimes": _section("runtimes", lambda: _runtimes(problems), problems),
+        "gpu": _section("gpu", _gpu, problems),
+        "gstreamer": _section("gstreamer", lambda: _gstreamer(problems), problems),
+        "opencv": _section("opencv", _opencv, problems),
+        "process": _section("process", lambda: _process(problems), problems),
+        "cache": _section("cache", _cache, problems),
+    }
+    out["problems"] = problems
+    return out

@@ -1,0 +1,97 @@
+"""``edgeseg doctor`` / ``edgeseg.environment.report``: this machine as edgeseg sees it, against the components
+themselves (GStreamer's registry and ranks, the runtimes' package versions, OpenCV's build), and the problems
+a machine lacking a part gets, each with its fix."""
+from __future__ import annotations
+
+import json
+from importlib import metadata
+
+import pytest
+
+from edgeseg import environment
+from edgeseg.backends.device import device_info
+
+
+@pytest.fixture
+def gst():
+    from edgeseg.stream import gst as gst_mod
+
+    ok, why = gst_mod.available()
+    if not ok:
+        pytest.skip(why)
+    return gst_mod.gst()
+
+
+def test_the_report_says_what_the_components_say(gst):
+    import cv2
+
+    r = environment.report()
+    d = device_info()
+    assert r["cpu"] == {"model": d.cpu, "machine": d.machine, "cores": d.cores, "isa": list(d.isa),
+                        "int8_arithmetic": d.int8_arithmetic}
+    assert r["runtimes"]["onnxruntime"] == {"available": True, "version": metadata.version("onnxruntime"), "why_not": None}
+    assert r["gstreamer"]["version"] == gst.version_string()
+    for codec, decoders in r["gstreamer"]["decoders"].items():  # in the order decodebin tries them: by rank
+        ranks = [gst.ElementFactory.find(x["name"]).get_rank() for x in decoders]
+        assert ranks == sorted(ranks, reverse=True) and [x["rank"] for x in decoders] == ranks, codec
+    h264 = [x["name"] for x in r["gstreamer"]["decoders"]["H.264"]]
+    assert "avdec_h264" in h264
+    assert "vp8alphadecodebin" not in [x["name"] for x in r["gstreamer"]["decoders"]["VP8"]]  # alpha streams only
+    assert r["gstreamer"]["encoders"]["x264enc"] == {"usable": True, "why_not": None}
+    assert r["gstreamer"]["encoders"]["nvh264enc"]["why_not"] == "this machine has no nvh264enc element"
+    assert r["opencv"]["version"] == cv2.__version__
+    ffmpeg = next(ln for ln in cv2.getBuildInformation().splitlines() if ln.strip().startswith("FFMPEG:"))
+    assert r["opencv"]["ffmpeg"] == ffmpeg.split(":", 1)[1].strip().startswith("YES")
+    assert r["problems"] == []  # tools/setup.sh installs every part
+    json.dumps(r)  # plain data
+
+
+def test_hardware_decoders_are_marked_and_a_failed_one_is_not_used(gst, monkeypatch):
+    from edgeseg.stream import gst as gst_mod
+
+    rank = gst.ElementFactory.find("vp8dec").get_rank()
+    monkeypatch.setattr(gst_mod, "HARDWARE_DECODERS", (("vp8dec", False),))
+    monkeypatch.setattr(gst_mod, "_failed_decoders", {})
+    try:
+        vp8 = {x["name"]: x for x in environment.report()["gstreamer"]["decoders"]["VP8"]}
+        assert vp8["vp8dec"]["hardware"] and vp8["vp8dec"]["used"] and vp8["vp8dec"]["rank"] > rank  # raised
+        gst_mod.disable_decoders(["vp8dec"])
+        vp8 = {x["name"]: x for x in environment.report()["gstreamer"]["decoders"]["VP8"]}
+        assert not vp8["vp8dec"]["used"] and vp8["avdec_vp8"]["used"]
+    finally:
+        gst.ElementFactory.find("vp8dec").set_rank(rank)
+
+
+def test_a_machine_without_a_part_gets_the_fix(monkeypatch):
+    from edgeseg.backends import auto
+    from edgeseg.stream import gst as gst_mod
+
+    monkeypatch.setattr(gst_mod, "available", lambda: (False, "no module named gi"))
+    real = auto.availability()
+    monkeypatch.setattr(auto, "availability", lambda: {**real, "openvino": (False, "no openvino module")})
+
+    def broken():
+        raise OSError("cpuinfo unreadable")
+
+    monkeypatch.setattr(environment, "_opencv", broken)
+    r = environment.report()
+    assert r["gstreamer"] == {"available": False, "why_not": "no module named gi"}
+    assert r["runtimes"]["openvino"] == {"available": False, "version": metadata.version("openvino"),
+                                         "why_not": "no openvino module"}
+    assert r["opencv"] == {"error": "OSError: cpuinfo unreadable"} and r["cpu"]["cores"] >= 1  # the rest still there
+    fixes = {p["fix"] for p in r["problems"]}
+    assert any(f.startswith("apt-get install gstreamer1.0-tools") for f in fixes)
+    assert "pip install 'edgeseg[openvino]'" in fixes
+    assert any(p["what"].startswith("opencv: cannot be inspected (OSError") for p in r["problems"])
+
+
+def test_doctor_command_prints_and_writes_the_report(gst, tmp_path, capsys):
+    from edgeseg.cli import main
+
+    out = tmp_path / "machine.json"
+    assert main(["doctor", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    data = json.loads(out.read_text())
+    assert data["gstreamer"]["version"] == gst.version_string() and data["problems"] == []
+    assert f"runtime   onnxruntime  {metadata.version('onnxruntime')}" in text
+    assert "  encode  x264enc       yes" in text and text.rstrip().endswith("problems  none")
