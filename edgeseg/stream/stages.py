@@ -43,7 +43,9 @@ class InferenceStage(Stage):
     ``max_batch > 1`` batches frames (from one or several sources) like DeepStream's stream muxer:
     up to ``max_batch`` frames, waiting at most ``batch_timeout_s`` after the first; feeds of equal
     shape are concatenated along the batch axis when the model's batch axis is dynamic, else run one
-    by one. ``batch_sizes`` counts the batches actually run."""
+    by one, and in runs of at most the runner's own largest batch (``runner.max_batch``: a TensorRT
+    engine's profile, which a Jetson's memory keeps small) when it has one. ``batch_sizes`` counts the
+    batches actually run."""
 
     name = "inference"
 
@@ -57,12 +59,15 @@ class InferenceStage(Stage):
         self.batch_sizes: collections.Counter = collections.Counter()
         self._activated = False
         self._can_batch = False
+        self._runner_batch: int | None = None
 
     def open(self) -> None:
         if hasattr(self.runner, "is_active") and not self.runner.is_active:
             self.runner.activate()
             self._activated = True
         self._can_batch = self._batchable()  # input specs are known once active; fixed for the run
+        most = getattr(self.runner, "max_batch", None)
+        self._runner_batch = most if isinstance(most, int) and most >= 1 else None
 
     def process(self, packet: Packet) -> Packet:
         feed: Mapping[str, np.ndarray] = packet.feed
@@ -76,9 +81,11 @@ class InferenceStage(Stage):
 
     def process_batch(self, packets: list[Packet]) -> None:
         groups: list[list[Packet]] = []
-        for p in packets:  # consecutive packets with the same feed shapes run together
+        most = self._runner_batch or len(packets)
+        for p in packets:  # consecutive packets with the same feed shapes run together, up to the runner's batch
             key = {k: v.shape for k, v in p.feed.items()}
-            if groups and self._can_batch and {k: v.shape for k, v in groups[-1][0].feed.items()} == key:
+            if groups and self._can_batch and len(groups[-1]) < most \
+                    and {k: v.shape for k, v in groups[-1][0].feed.items()} == key:
                 groups[-1].append(p)
             else:
                 groups.append([p])

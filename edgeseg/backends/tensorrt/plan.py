@@ -180,6 +180,13 @@ def engine_options(input_spec: InputSpec | None, gpu: GpuInfo,
     return (("max_batch", str(batch)), ("max_side", str(side)))
 
 
+def profile_max_batch(profiles: Sequence[Sequence[Sequence[int]] | None]) -> int | None:
+    """The largest batch every input's (min, opt, max) profile takes (``get_tensor_profile_shape(name, 0)``
+    per input; None for a static input); None when no input has a profile (a static engine)."""
+    most = [int(p[2][0]) for p in profiles if p and len(p) == 3 and len(p[2])]
+    return min(most) if most else None
+
+
 def profile_shapes(inputs: Sequence[TensorSpec], input_spec: InputSpec, *, max_batch: int = 8,
                    opt_batch: int = 1, max_side: int = 2048) -> tuple[ProfileShape, ...]:
     """One optimization profile's shapes for the model's inputs; empty when every axis is static.

@@ -20,8 +20,8 @@ from ...errors import BackendUnavailable, BundleError, EdgesegError
 from ..base import BACKENDS, Runner
 from .._util import warm_up
 from .plan import (
-    DeviceBuffers, EngineKey, GpuInfo, builder_plan, engine_cache_path, engine_options, io_plan, shape_outside_profile,
-    timing_cache_path,
+    DeviceBuffers, EngineKey, GpuInfo, builder_plan, engine_cache_path, engine_options, io_plan, profile_max_batch,
+    shape_outside_profile, timing_cache_path,
 )
 from ..._compat import is_relative_to
 
@@ -196,6 +196,8 @@ class TensorRTRunner(Runner):
         ])
         self.input_specs = tuple(b.spec for b in self.bindings if b.is_input)
         self.output_specs = tuple(b.spec for b in self.bindings if not b.is_input)
+        # the largest batch the engine's profile takes (the stream's batching stays within it); None: static
+        self.max_batch = profile_max_batch([self._profile(b.name) for b in self.bindings if b.is_input])
         self._stream = _call(self._cudart, self._cudart.cudaStreamCreate(), "cudaStreamCreate")
         cudart = self._cudart
         self._buffers = DeviceBuffers(lambda n: _call(cudart, cudart.cudaMalloc(n), f"cudaMalloc of {n} bytes"),
