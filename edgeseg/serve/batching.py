@@ -2,7 +2,7 @@
 
 The replica gathers frames from many clients (``@serve.batch``) and hands them here. A bundle whose
 model takes a dynamic batch gets one stacked ``runner.infer`` call per batch (frames of equal
-preprocessed shape); a fixed batch-1 model (the shipped ones) gets one call per frame, which still
+preprocessed shape; in runs of at most the runner's ``max_batch``, a TensorRT engine's profile, when it has one); a fixed batch-1 model (the shipped ones) gets one call per frame, which still
 amortises the request hops and keeps results bit-identical to local inference.
 """
 from __future__ import annotations
@@ -19,8 +19,13 @@ def infer_batch(predictor: Any, frames: Sequence[np.ndarray]) -> list[Any]:
     spec = predictor.manifest.input
     feeds = [feed for feed, _ in prepared]
     if len(feeds) > 1 and spec.dynamic_batch and len({feed[spec.name].shape for feed in feeds}) == 1:
-        stacked = predictor.runner.infer({spec.name: np.concatenate([feed[spec.name] for feed in feeds])})
-        outputs = [{k: v[i:i + 1] for k, v in stacked.items()} for i in range(len(feeds))]
+        most = getattr(predictor.runner, "max_batch", None)  # a TensorRT engine's profile: runs of at most that
+        step = most if isinstance(most, int) and most >= 1 else len(feeds)
+        outputs = []
+        for at in range(0, len(feeds), step):
+            part = feeds[at:at + step]
+            stacked = predictor.runner.infer({spec.name: np.concatenate([feed[spec.name] for feed in part])})
+            outputs += [{k: v[i:i + 1] for k, v in stacked.items()} for i in range(len(part))]
     else:
         outputs = [predictor.runner.infer(feed) for feed in feeds]
     return [predictor.postprocess(out, meta, image=rgb) for out, (_, meta), rgb in zip(outputs, prepared, frames)]

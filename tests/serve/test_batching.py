@@ -45,6 +45,21 @@ def test_batches_stack_only_on_a_dynamic_batch_axis(tmp_path, dynamic, calls):
         np.testing.assert_array_equal(g.labels, w.labels)
 
 
+def test_a_batch_larger_than_the_runners_runs_in_parts(tmp_path):
+    """A TensorRT engine whose profile takes two frames (its runner's ``max_batch``), five frames at once."""
+    spec = InputSpec(size=ImageShape(16, 24), dynamic_batch=True)
+    bundle = conv_bundle(tmp_path, 4, input_spec=spec, name="parts")
+    frames = _frames([(16, 24)] * 5)
+    with edgeseg.load(bundle, backend="onnxruntime", precision="fp32") as p:
+        want = [p(rgb) for rgb in frames]
+        p.runner.max_batch = 2
+        p.runner = CountingRunner(p.runner)
+        got = infer_batch(p, frames)
+    assert p.runner.calls == [2, 2, 1]
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g.labels, w.labels)
+
+
 def test_unequal_shapes_run_one_by_one(tmp_path):
     spec = InputSpec(size=None, size_rule="multiple", multiple=4, dynamic_batch=True)
     bundle = conv_bundle(tmp_path, 3, input_spec=spec, name="anysize")
