@@ -482,3 +482,38 @@ def test_timing_caches_of_two_builds_are_merged_not_overwritten(tmp_path):
     c = _Config()  # no cache on the config: nothing written, no error
     save_timing_cache(c, tmp_path / "none.cache")
     assert not (tmp_path / "none.cache").exists()
+
+
+@pytest.mark.parametrize("version,precision,problem", [
+    ("8.5.2.2", "fp16", None),  # JetPack 5
+    ("10.3.0", "fp16", None),  # JetPack 6
+    ("10.3.0", "int8", "explicitly quantized"),  # edgeseg's INT8 models are Q/DQ graphs
+    ("8.5", "fp32", "is FP32"),
+    ("10.8", "fp16", "no DLA in 10.8-11.3"),
+    ("11.4.1", "fp16", "FP16-typed network"),
+])
+def test_dla_builds_fp16_on_the_tensorrt_versions_that_have_it(version, precision, problem):
+    from edgeseg.backends.tensorrt.plan import dla_problem
+
+    why = dla_problem(precision, version)
+    assert (why is None) if problem is None else (problem in why)
+    if problem is None:
+        plan = builder_plan(precision, trt_version=version, dla=1)
+        assert (plan.dla_core, plan.flags, plan.strongly_typed) == (1, ("FP16", "GPU_FALLBACK"), False)
+        assert plan.network_flags == builder_plan(precision, trt_version=version).network_flags
+    else:
+        with pytest.raises(UnsupportedError, match="EDGESEG_TRT_DLA_CORE=1") as e:
+            builder_plan(precision, trt_version=version, dla=1)
+        assert "unset EDGESEG_TRT_DLA_CORE" in e.value.fix
+
+
+def test_the_dla_core_is_read_checked_and_part_of_the_engine_key():
+    from edgeseg.backends.tensorrt.plan import dla_core, engine_options
+
+    assert dla_core({}) is None and dla_core({"EDGESEG_TRT_DLA_CORE": " "}) is None
+    assert dla_core({"EDGESEG_TRT_DLA_CORE": "1"}) == 1
+    with pytest.raises(InputError, match="'dla0' is not a DLA core number"):
+        dla_core({"EDGESEG_TRT_DLA_CORE": "dla0"})
+    static = InputSpec(size=ImageShape(8, 12))
+    assert engine_options(static, ORIN, {}) == (("max_batch", "8"),)
+    assert engine_options(static, ORIN, {"EDGESEG_TRT_DLA_CORE": "0"}) == (("max_batch", "8"), ("dla_core", "0"))

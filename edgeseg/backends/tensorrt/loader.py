@@ -14,7 +14,9 @@ from typing import Any, Callable
 from ...errors import EdgesegError
 from ...structures import InputSpec
 from .._util import dims
-from .plan import TRT_TO_NUMPY, BuildProgress, BuilderPlan, describe_parser_errors, profile_shapes, progress_monitor
+from .plan import (
+    DLA_ENV, TRT_TO_NUMPY, BuildProgress, BuilderPlan, describe_parser_errors, profile_shapes, progress_monitor,
+)
 from ..base import TensorSpec
 
 log = logging.getLogger("edgeseg.backends")
@@ -66,6 +68,13 @@ def build_serialized_engine(onnx_path: Path, plan: BuilderPlan, input_spec: Inpu
     network, _parser = network_from_onnx(trt, builder, logger, onnx_path, plan)
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, plan.workspace_bytes)
+    if plan.dla_core is not None:
+        cores = int(getattr(builder, "num_DLA_cores", 0))
+        if plan.dla_core >= cores:
+            raise EdgesegError(f"DLA core {plan.dla_core} asked for ({DLA_ENV}), this device has {cores}",
+                               fix=f"{DLA_ENV}=0{' or 1' if cores > 1 else ''}" if cores else f"unset {DLA_ENV}: no DLA here")
+        config.default_device_type = trt.DeviceType.DLA
+        config.DLA_core = plan.dla_core
     for flag in plan.flags:
         config.set_flag(getattr(trt.BuilderFlag, flag))
     shapes = profile_shapes(network_input_specs(network), input_spec, max_batch=max_batch, max_side=max_side)
@@ -119,9 +128,12 @@ def run_cancellable(build: Callable[[], Any], progress: BuildProgress, poll_s: f
     return out.get("value")
 
 
-def engine_from_bytes(trt: Any, logger: Any, data: bytes):
-    """Deserialize an engine; None when it was built by another TensorRT version or for another GPU."""
+def engine_from_bytes(trt: Any, logger: Any, data: bytes, dla: int | None = None):
+    """Deserialize an engine; None when it was built by another TensorRT version or for another GPU. ``dla``:
+    the DLA core an engine built for one runs on (the runtime must name it before deserializing)."""
     runtime = trt.Runtime(logger)
+    if dla is not None:
+        runtime.DLA_core = dla
     engine = runtime.deserialize_cuda_engine(data)
     return runtime, engine
 

@@ -49,6 +49,7 @@ class BuilderPlan:
     strongly_typed: tensor types follow the ONNX graph (``STRONGLY_TYPED`` in 10.x, always in 11.x);
     builder precision flags are then not allowed.
     flags: names of ``trt.BuilderFlag`` members to set.
+    dla_core: the Jetson DLA core the layers it takes run on (the rest on the GPU), or None (:func:`dla_core`).
     """
 
     precision: str
@@ -56,6 +57,7 @@ class BuilderPlan:
     flags: tuple[str, ...]
     workspace_bytes: int
     network_flags: tuple[str, ...] = ()
+    dla_core: int | None = None
 
 
 # precision -> builder flags of a weakly typed network. fp32: no flag (TensorRT may still use TF32
@@ -72,7 +74,38 @@ def trt_version_tuple(version: str) -> tuple[int, int]:
     return int(m.group(1)), int(m.group(2) or 0)
 
 
-def builder_plan(precision: str, workspace_mib: int = 1024, trt_version: str = "10.3") -> BuilderPlan:
+#: the Jetson DLA core to build engines for (Xavier, Orin AGX and NX have two; Orin Nano none), as DeepStream's
+#: ``use-dla-core``; unset: the GPU
+DLA_ENV = "EDGESEG_TRT_DLA_CORE"
+
+
+def dla_core(env: Mapping[str, str] | None = None) -> int | None:
+    """The DLA core :data:`DLA_ENV` asks for, or None (unset or empty: the GPU)."""
+    text = (os.environ if env is None else env).get(DLA_ENV, "").strip()
+    if not text:
+        return None
+    if not text.isdigit():
+        raise InputError(f"{DLA_ENV}={text!r} is not a DLA core number", fix=f"{DLA_ENV}=0 or 1, or unset it for the GPU")
+    return int(text)
+
+
+def dla_problem(precision: str, trt_version: str) -> str | None:
+    """Why an engine of ``precision`` cannot be built for the DLA on TensorRT ``trt_version``, else None.
+    The DLA computes in FP16 and INT8 only, and takes INT8 from calibration (implicit quantization), not
+    from the Q/DQ graphs edgeseg's INT8 models are; TensorRT 10.8-11.3 have no DLA and 11.4+ wants an
+    FP16-typed network (strong typing, no FP16 flag)."""
+    if precision != "fp16":
+        return (f"the DLA runs this bundle in fp16 only (its {precision} model " + (
+            "is explicitly quantized, Q/DQ, which the DLA does not take)" if precision == "int8" else "is FP32)"))
+    version = trt_version_tuple(trt_version)
+    if version >= (10, 8):
+        return (f"TensorRT {version[0]}.{version[1]} builds no DLA engine from an FP32 ONNX graph (no DLA in "
+                "10.8-11.3; 11.4+ wants an FP16-typed network)")
+    return None
+
+
+def builder_plan(precision: str, workspace_mib: int = 1024, trt_version: str = "10.3",
+                 dla: int | None = None) -> BuilderPlan:
     """The network and builder flags for ``precision`` on TensorRT ``trt_version``:
 
     - before 10 (8.5/8.6: JetPack 5 and 6.0; 9.x): ``EXPLICIT_BATCH`` (the ONNX parser refuses an
@@ -85,6 +118,13 @@ def builder_plan(precision: str, workspace_mib: int = 1024, trt_version: str = "
         raise UnsupportedError(f"TensorRT backend: unknown precision {precision!r}", fix=f"use one of {', '.join(_WEAK_FLAGS)}")
     if workspace_mib <= 0:
         raise UnsupportedError(f"TensorRT workspace must be positive, got {workspace_mib} MiB")
+    if dla is not None:  # fp16 on TensorRT 8.5-10.7: weakly typed with FP16, the DLA's layers there, the rest on the GPU
+        why = dla_problem(precision, trt_version)
+        if why:
+            raise UnsupportedError(f"{DLA_ENV}={dla}: {why}",
+                                   fix=f"--precision fp16 on TensorRT 8.5-10.7 (JetPack 5, 6), or unset {DLA_ENV}")
+        plan = builder_plan(precision, workspace_mib, trt_version)
+        return BuilderPlan(precision, False, ("FP16", "GPU_FALLBACK"), plan.workspace_bytes, plan.network_flags, dla)
     major, minor = trt_version_tuple(trt_version)
     ws = int(workspace_mib) << 20
     if major < 10:
@@ -174,10 +214,12 @@ def engine_options(input_spec: InputSpec | None, gpu: GpuInfo,
     cached then are found again, whatever the limits are set to."""
     static = (input_spec is not None and input_spec.size is not None and input_spec.size_rule == "fixed"
               and not input_spec.dynamic_batch)
+    dla = dla_core(env)
+    on_dla = () if dla is None else (("dla_core", str(dla)),)  # another device: another engine
     if static:
-        return (("max_batch", str(PROFILE_DEFAULT[0])),)
+        return (("max_batch", str(PROFILE_DEFAULT[0])),) + on_dla
     batch, side = profile_limits(gpu, env)
-    return (("max_batch", str(batch)), ("max_side", str(side)))
+    return (("max_batch", str(batch)), ("max_side", str(side))) + on_dla
 
 
 def profile_max_batch(profiles: Sequence[Sequence[Sequence[int]] | None]) -> int | None:

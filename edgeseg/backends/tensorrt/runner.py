@@ -20,8 +20,8 @@ from ...errors import BackendUnavailable, BundleError, EdgesegError
 from ..base import BACKENDS, Runner
 from .._util import warm_up
 from .plan import (
-    DeviceBuffers, EngineKey, GpuInfo, builder_plan, engine_cache_path, engine_options, io_plan, profile_max_batch,
-    shape_outside_profile, timing_cache_path,
+    DeviceBuffers, EngineKey, GpuInfo, builder_plan, dla_core, engine_cache_path, engine_options, io_plan,
+    profile_max_batch, shape_outside_profile, timing_cache_path,
 )
 from ..._compat import is_relative_to
 
@@ -144,7 +144,7 @@ class TensorRTRunner(Runner):
         path = self.engine_path = engine_cache_path(root, key)
         data = path.read_bytes() if path.is_file() else None
         if data is not None:
-            self._runtime, engine = loader.engine_from_bytes(trt, logger, data)
+            self._runtime, engine = loader.engine_from_bytes(trt, logger, data, dla_core())
             if engine is not None:
                 return engine
         spec = self._input_spec()
@@ -155,12 +155,13 @@ class TensorRTRunner(Runner):
         limits = dict(key.options)
         cudart = self._cudart
         cuda = _call(cudart, cudart.cudaRuntimeGetVersion(), "cudaRuntimeGetVersion")
-        data = loader.build_serialized_engine(self.model_path, builder_plan(self.precision, trt_version=trt.__version__),
+        plan = builder_plan(self.precision, trt_version=trt.__version__, dla=dla_core())
+        data = loader.build_serialized_engine(self.model_path, plan,
                                               spec, max_batch=int(limits["max_batch"]),
                                               max_side=int(limits.get("max_side", 2048)), logger=logger,
                                               timing_cache=timing_cache_path(key.gpu, key.trt_version, cuda))
         loader.save_engine(path, data)
-        self._runtime, engine = loader.engine_from_bytes(trt, logger, data)
+        self._runtime, engine = loader.engine_from_bytes(trt, logger, data, plan.dla_core)
         if engine is None:
             raise EdgesegError(f"{path}: TensorRT built an engine it cannot deserialize")
         return engine
@@ -181,7 +182,7 @@ class TensorRTRunner(Runner):
         logger = trt.Logger(trt.Logger.WARNING)
         if self.device == "cpu":
             raise BackendUnavailable("the tensorrt backend runs on a CUDA GPU, not device 'cpu'")
-        builder_plan(self.precision, trt_version=trt.__version__)  # refuses what this version cannot build, up front
+        builder_plan(self.precision, trt_version=trt.__version__, dla=dla_core())  # refuses what cannot be built, up front
         # the standard plugins (EfficientNMS_TRT, ROIAlign_TRT, the deformable convolution's): the ONNX parser
         # registers them while it parses, but a cached engine is deserialized without parsing anything
         trt.init_libnvinfer_plugins(logger, "")
