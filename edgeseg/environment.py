@@ -11,11 +11,15 @@ its own and never raises: a broken part is reported, not fatal.
 """
 from __future__ import annotations
 
+import importlib.util
+import logging
 import os
 import platform
 import sys
 from importlib import metadata
 from typing import Any, Callable
+
+log = logging.getLogger("edgeseg")
 
 #: codecs and the caps a decoder for them takes (what ``decodebin`` autoplugs for a camera or file)
 CODECS = (("H.264", "video/x-h264"), ("H.265", "video/x-h265"), ("VP8", "video/x-vp8, codec-alpha=(boolean)false"),
@@ -28,12 +32,18 @@ PACKAGES = {"H.264": "gstreamer1.0-libav", "H.265": "gstreamer1.0-libav", "x264e
                          "and pip install 'edgeseg[gst]' (PyGObject)"}
 
 
+#: what to do when a section cannot be gathered at all (its part is missing or broken)
+SECTION_FIXES = {"opencv": "pip install opencv-python-headless (edgeseg's own dependency: reinstall edgeseg)",
+                 "cpu": "edgeseg -v doctor shows the traceback", "gpu": "edgeseg -v doctor shows the traceback"}
+
+
 def _section(name: str, gather: Callable[[], dict], problems: list[dict]) -> dict:
     try:
         return gather()
     except Exception as e:  # noqa: BLE001 - a report of a broken part, never a crash
+        log.debug("doctor: %s section failed", name, exc_info=True)
         problems.append({"what": f"{name}: cannot be inspected ({type(e).__name__}: {e})",
-                         "fix": "edgeseg -v doctor shows where"})
+                         "fix": SECTION_FIXES.get(name, "edgeseg -v doctor shows the traceback")})
         return {"error": f"{type(e).__name__}: {e}"}
 
 
@@ -71,11 +81,15 @@ def _runtimes(problems: list[dict]) -> dict:
     if "onnxruntime" in out and not out["onnxruntime"]["available"]:
         problems.append({"what": "ONNX Runtime cannot run here: no bundle can run on the CPU",
                          "fix": "pip install onnxruntime"})
+    trt = out.get("tensorrt", {})
+    if not trt.get("available") and importlib.util.find_spec("tensorrt") is not None:  # JetPack's, in a venv
+        problems.append({"what": f"TensorRT is installed but cannot run: {trt.get('why_not')}",
+                         "fix": "pip install 'cuda-python==12.*' (the CUDA major of the driver; JetPack 5: 'cuda-python==11.8.*')"})
     if out.get("openvino", {}).get("available"):
         from .backends.openvino.settings import precisions_here
 
         out["openvino"]["precisions"] = sorted(precisions_here())
-    elif "openvino" in out:
+    elif "openvino" in out and platform.machine().lower() in ("x86_64", "amd64") and not trt.get("available"):
         problems.append({"what": "OpenVINO is not available: INT8 and bf16 models run on ONNX Runtime, often slower",
                          "fix": "pip install 'edgeseg[openvino]'"})
     return out
@@ -97,16 +111,18 @@ def _gpu() -> dict:
             "dynamic_profile": {"max_batch": batch, "max_side": side}}
 
 
-def _decoders(Gst: Any, caps_text: str) -> list[dict]:
+def _decoders(Gst: Any, caps_text: str, ranks: dict[str, int]) -> list[dict]:
+    """The decoders for ``caps_text`` in the order a file source's ``decodebin`` tries them (``ranks``: those a
+    file source gives the hardware ones, :func:`edgeseg.stream.gst.file_decoder_ranks`; nothing is changed)."""
     from .stream import gst as _gst
 
     caps = Gst.Caps.from_string(caps_text)
     kinds = Gst.ELEMENT_FACTORY_TYPE_DECODER | Gst.ELEMENT_FACTORY_TYPE_MEDIA_VIDEO | Gst.ELEMENT_FACTORY_TYPE_MEDIA_IMAGE
     found = [f for f in Gst.ElementFactory.list_get_elements(kinds, Gst.Rank.NONE) if f.can_sink_any_caps(caps)]
-    hardware, failed = _gst.hardware_decoder_names(), _gst.failed_decoders()
-    found.sort(key=lambda f: (-f.get_rank(), f.get_name()))
-    return [{"name": f.get_name(), "rank": int(f.get_rank()), "hardware": f.get_name() in hardware,
-             "used": f.get_rank() >= Gst.Rank.MARGINAL and f.get_name() not in failed} for f in found]
+    rank = {f.get_name(): ranks.get(f.get_name(), int(f.get_rank())) for f in found}
+    found.sort(key=lambda f: (-rank[f.get_name()], f.get_name()))
+    return [{"name": f.get_name(), "rank": rank[f.get_name()], "hardware": _gst.is_hardware_decoder(f),
+             "used": rank[f.get_name()] >= int(Gst.Rank.MARGINAL)} for f in found]
 
 
 def _gstreamer(problems: list[dict]) -> dict:
@@ -121,8 +137,8 @@ def _gstreamer(problems: list[dict]) -> dict:
     Gst = _gst.gst()
     import gi
 
-    _gst.prefer_hardware_decoders()  # the ranks a file source runs with
-    decoders = {name: _decoders(Gst, caps) for name, caps in CODECS}
+    ranks = _gst.file_decoder_ranks()
+    decoders = {name: _decoders(Gst, caps, ranks) for name, caps in CODECS}
     for codec in ("H.264", "H.265"):
         if not any(d["used"] for d in decoders[codec]):
             problems.append({"what": f"no {codec} decoder GStreamer would use", "fix": f"apt-get install {PACKAGES[codec]}"})

@@ -54,7 +54,8 @@ def test_hardware_decoders_are_marked_and_a_failed_one_is_not_used(gst, monkeypa
     monkeypatch.setattr(gst_mod, "_failed_decoders", {})
     try:
         vp8 = {x["name"]: x for x in environment.report()["gstreamer"]["decoders"]["VP8"]}
-        assert vp8["vp8dec"]["hardware"] and vp8["vp8dec"]["used"] and vp8["vp8dec"]["rank"] > rank  # raised
+        assert vp8["vp8dec"]["hardware"] and vp8["vp8dec"]["used"] and vp8["vp8dec"]["rank"] > rank  # as a file raises it
+        assert gst.ElementFactory.find("vp8dec").get_rank() == rank  # the report changed nothing
         gst_mod.disable_decoders(["vp8dec"])
         vp8 = {x["name"]: x for x in environment.report()["gstreamer"]["decoders"]["VP8"]}
         assert not vp8["vp8dec"]["used"] and vp8["avdec_vp8"]["used"]
@@ -83,6 +84,20 @@ def test_a_machine_without_a_part_gets_the_fix(monkeypatch):
     assert any(f.startswith("apt-get install gstreamer1.0-tools") for f in fixes)
     assert "pip install 'edgeseg[openvino]'" in fixes
     assert any(p["what"].startswith("opencv: cannot be inspected (OSError") for p in r["problems"])
+
+
+def test_tensorrt_installed_without_cuda_python_is_a_problem(monkeypatch):
+    """JetPack's TensorRT in a venv made with --system-site-packages, cuda-python not installed."""
+    import importlib.util
+
+    from edgeseg.backends import auto
+
+    real_find, real = importlib.util.find_spec, auto.availability()
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "tensorrt" else real_find(name, *a))
+    monkeypatch.setattr(auto, "availability", lambda: {**real, "tensorrt": (False, "no cuda-python module; pip install cuda-python")})
+    problems = environment.report()["problems"]
+    assert {"what": "TensorRT is installed but cannot run: no cuda-python module; pip install cuda-python",
+            "fix": "pip install 'cuda-python==12.*' (the CUDA major of the driver; JetPack 5: 'cuda-python==11.8.*')"} in problems
 
 
 def test_doctor_command_prints_and_writes_the_report(gst, tmp_path, capsys):

@@ -23,13 +23,14 @@ ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "a
              "asimd", "asimddp", "i8mm", "sve", "sve2")
 RUNTIMES = ("onnxruntime", "openvino", "tensorrt", "torch")
 #: ISA flags with an INT8 dot product that accumulates u8*s8 pairs in 32 bits (no int16 saturation); on
-#: aarch64 every INT8 kernel does (widening NEON multiply-adds, or the dot-product instructions)
-VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8", "asimd")
+#: aarch64 the dot-product and matrix instructions (without them, ONNX Runtime's s8s8 NEON kernels add two
+#: products in 16 bits, which wraps for a -128 weight: treated as x86 without VNNI is)
+VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm")
 
 
 def int8_arithmetic(isa) -> str:
     """How ONNX Runtime's U8S8 kernels add INT8 products on a CPU with these ISA flags: ``vnni``
-    (``vpdpbusd``/AMX, or any aarch64 CPU: exact int32 sums) or ``saturating`` (x86 without VNNI: ``vpmaddubsw`` adds
+    (``vpdpbusd``/AMX, aarch64's ``sdot``/``udot``/``smmla``: exact int32 sums) or ``saturating`` (x86 without VNNI: ``vpmaddubsw`` adds
     pairs of u8*s8 products in int16 and saturates, so full-range INT8 weights can lose accuracy; see
     ONNX Runtime's quantization docs). ``unknown`` when no flags were recorded."""
     isa = tuple(isa or ())

@@ -287,6 +287,9 @@ def int8_arithmetic_risk(bundle: "Bundle", target: str | None, dev: DeviceInfo, 
     if not isinstance(made_on, dict):
         return None
     gated, here = int8_arithmetic(made_on.get("isa")), dev.int8_arithmetic
+    if backend == "openvino" and made_on.get("machine") and made_on.get("machine") != dev.machine:
+        return (f"its accuracy gate ran on {made_on.get('cpu')} ({made_on.get('machine')}); OpenVINO runs other INT8 "
+                f"kernels on {dev.machine}: re-quantize on such a CPU to gate it here")
     if "unknown" in (gated, here) or gated == here:
         return None
     where = f"its accuracy gate ran on {made_on.get('cpu')} ({gated} INT8 sums); this CPU's are {here}"

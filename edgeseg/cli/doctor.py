@@ -43,6 +43,7 @@ def _print(r: dict) -> None:
     if s.get("available"):
         print(f"gstreamer {s['version']}, PyGObject {s['pygobject']}"
               + (f", NVIDIA converter {s['nvidia_converter']}" if s["nvidia_converter"] else ""))
+        print("  (decoders in the order a file source's decodebin tries them)")
         for codec, decs in s["decoders"].items():
             names = [d["name"] + (" [hardware]" if d["hardware"] else "") + ("" if d["used"] else " (not used)")
                      for d in decs]

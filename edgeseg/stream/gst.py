@@ -87,30 +87,46 @@ _failed_decoders: dict[str, list[int]] = {}
 _ranks_lock = threading.Lock()
 
 
-def prefer_hardware_decoders() -> list[str]:
-    """Raise the rank of the hardware decoders that exist here (:data:`HARDWARE_DECODERS`) so decodebin picks
-    them (an NVMM one only where a converter reads its output, and none that failed in this process; else its
-    rank is set to NONE, so decodebin never picks it); returns the names raised."""
+def file_decoder_ranks() -> dict[str, int]:
+    """The ranks :func:`prefer_hardware_decoders` gives the hardware decoders that exist here (nothing is
+    changed): PRIMARY + 100 - i for the i-th of :data:`HARDWARE_DECODERS`, NONE for an NVMM one without a
+    converter that reads its output (its own rank, nvv4l2decoder's PRIMARY + 11, would still beat the
+    software decoders) and for one that failed in this process."""
     Gst = gst()
     nvmm_ok = has_element("nvvidconv") or has_element("nvvideoconvert")
-    picked = []
+    ranks = {}
+    for i, (name, nvmm) in enumerate(HARDWARE_DECODERS):
+        if Gst.ElementFactory.find(name) is not None:
+            bad = (nvmm and not nvmm_ok) or name in _failed_decoders
+            ranks[name] = int(Gst.Rank.NONE) if bad else int(Gst.Rank.PRIMARY) + 100 - i
+    return ranks
+
+
+def prefer_hardware_decoders() -> list[str]:
+    """Give the hardware decoders that exist here their :func:`file_decoder_ranks` so decodebin picks them;
+    returns the names raised."""
+    Gst = gst()
     with _ranks_lock:
-        for i, (name, nvmm) in enumerate(HARDWARE_DECODERS):
-            f = Gst.ElementFactory.find(name)
-            if f is None:
-                continue
-            # its own rank (nvv4l2decoder: PRIMARY + 11) would still beat the software decoders
-            if (nvmm and not nvmm_ok) or name in _failed_decoders:
-                f.set_rank(Gst.Rank.NONE)
-                continue
-            f.set_rank(Gst.Rank.PRIMARY + 100 - i)
-            picked.append(name)
-    return picked
+        ranks = file_decoder_ranks()
+        for name, rank in ranks.items():
+            Gst.ElementFactory.find(name).set_rank(rank)
+    return [name for name, rank in ranks.items() if rank > int(Gst.Rank.NONE)]
 
 
 def hardware_decoder_names() -> frozenset[str]:
     """The factory names of :data:`HARDWARE_DECODERS`."""
     return frozenset(name for name, _ in HARDWARE_DECODERS)
+
+
+def is_hardware_decoder(factory: Any) -> bool:
+    """A decoder on a GPU, VPU or codec block: one of :data:`HARDWARE_DECODERS`, one whose class says so
+    (GStreamer's VA, V4L2 stateless and D3D11 decoders: ``Codec/Decoder/Video/Hardware``), a V4L2 memory-to-memory
+    decoder (``v4l2h264dec``: a Raspberry Pi's) or NVIDIA's (``nv*dec``)."""
+    if factory is None:
+        return False
+    name, klass = factory.get_name(), factory.get_metadata("klass") or ""
+    return (name in hardware_decoder_names() or ("Decoder" in klass and "Hardware" in klass)
+            or (name.endswith("dec") and name.startswith(("v4l2", "nv"))))
 
 
 def disable_decoders(names: Iterable[str]) -> list[str]:

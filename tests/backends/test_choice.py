@@ -53,15 +53,20 @@ def test_int8_whose_gate_does_not_hold_here_is_left_out():
     assert dict((c.label, w) for c, w in excluded)["openvino/int8:cpu"] == "gated on other INT8 sums"
 
 
-@pytest.mark.parametrize("gated_isa, here_isa, weights_max, risky, risky_ov", [
-    (["avx2", "avx512_vnni"], ("avx2", "fma"), 127, True, True),  # gated exact, run saturating, 8-bit weights
-    (["avx2", "avx512_vnni"], ("avx2", "fma"), 64, False, True),  # 7-bit weights: ORT sums cannot saturate
-    (["avx2", "avx512_vnni"], ("avx2", "fma"), 65, True, True),
-    (["avx2", "fma"], ("avx2", "avx512_vnni"), 127, False, True),  # gated saturating, run exact: ORT holds
-    (["avx2", "amx_int8"], ("avx2", "avx_vnni"), 127, False, False),  # same arithmetic
-    (None, ("avx2",), 127, False, False),  # no device recorded (older bundles): trusted as before
+@pytest.mark.parametrize("gated_isa, here_isa, weights_max, risky, risky_ov, machine", [
+    (["avx2", "avx512_vnni"], ("avx2", "fma"), 127, True, True, "x86_64"),  # gated exact, run saturating, 8-bit weights
+    (["avx2", "avx512_vnni"], ("avx2", "fma"), 64, False, True, "x86_64"),  # 7-bit weights: ORT sums cannot saturate
+    (["avx2", "avx512_vnni"], ("avx2", "fma"), 65, True, True, "x86_64"),
+    (["avx2", "fma"], ("avx2", "avx512_vnni"), 127, False, True, "x86_64"),  # gated saturating, run exact: ORT holds
+    (["avx2", "amx_int8"], ("avx2", "avx_vnni"), 127, False, False, "x86_64"),  # same arithmetic
+    (None, ("avx2",), 127, False, False, "x86_64"),  # no device recorded (older bundles): trusted as before
+    # a Jetson Orin (dot products: exact sums as VNNI) running a gate made on an AVX-512 VNNI EPYC: ONNX Runtime
+    # holds; OpenVINO's ARM kernels are others
+    (["avx2", "avx512_vnni"], ("asimd", "asimddp"), 127, False, True, "aarch64"),
+    # a Raspberry Pi 4 (no dot product: s8s8 NEON kernels add two products in 16 bits) with 8-bit weights
+    (["avx2", "avx512_vnni"], ("asimd",), 127, True, True, "aarch64"),
 ])
-def test_int8_arithmetic_risk(tmp_path, gated_isa, here_isa, weights_max, risky, risky_ov):
+def test_int8_arithmetic_risk(tmp_path, gated_isa, here_isa, weights_max, risky, risky_ov, machine):
     import numpy as np
     import onnx
     from onnx import helper, numpy_helper
@@ -77,13 +82,14 @@ def test_int8_arithmetic_risk(tmp_path, gated_isa, here_isa, weights_max, risky,
     assert ch.weights_fit_7bit(path) == (weights_max <= 64)
 
     class FakeBundle:
-        report = {"int8": {"cpu": {"met_budget": True, **({"device": {"cpu": "X", "isa": gated_isa}} if gated_isa else {})}}}
+        report = {"int8": {"cpu": {"met_budget": True, **({"device": {"cpu": "X", "isa": gated_isa, "machine": "x86_64"}}
+                                                          if gated_isa else {})}}}
 
         @staticmethod
         def model_path(precision, target):
             return path
 
-    here = DeviceInfo("Y", here_isa, 2, "x86_64", ())
+    here = DeviceInfo("Y", here_isa, 2, machine, ())
     assert (ch.int8_arithmetic_risk(FakeBundle(), "cpu", here) is not None) == risky
     assert (ch.int8_arithmetic_risk(FakeBundle(), "cpu", here, "openvino") is not None) == risky_ov
 
@@ -177,8 +183,9 @@ Model\t\t: Raspberry Pi 4 Model B Rev 1.1
 
 def test_arm_cpus_are_named_by_board_and_core_and_their_int8_sums_are_exact(tmp_path):
     """An aarch64 /proc/cpuinfo (as a Jetson Orin and a Raspberry Pi 4 write it): the same "ARMv8 Processor"
-    name on every Jetson, no model name at all on a Pi; the board and core tell them apart, and ONNX Runtime's
-    INT8 kernels there accumulate in 32 bits (not the int16 saturation of x86 without VNNI)."""
+    name on every Orin, no model name at all on a Pi; the board and core tell them apart. ONNX Runtime's INT8
+    kernels accumulate exactly in 32 bits with the dot-product instructions (Orin); without them (Pi 4, Xavier)
+    its s8s8 NEON kernels add two products in 16 bits, which wraps for a -128 weight: gated like x86 without VNNI."""
     from edgeseg.backends.device import device_tree_model, int8_arithmetic
 
     dt = tmp_path / "model"
@@ -188,7 +195,7 @@ def test_arm_cpus_are_named_by_board_and_core_and_their_int8_sums_are_exact(tmp_
                     ("asimd", "asimddp"))
     pi = cpu_model_and_flags(RASPBERRY_PI_4, device_tree_model(str(tmp_path / "absent")))
     assert pi == ("Raspberry Pi 4 Model B Rev 1.1 (core 0x41:0xd08)", ("asimd",))
-    assert int8_arithmetic(orin[1]) == int8_arithmetic(pi[1]) == "vnni" != int8_arithmetic(("avx2", "fma"))
+    assert int8_arithmetic(orin[1]) == "vnni" and int8_arithmetic(pi[1]) == "saturating" == int8_arithmetic(("avx2", "fma"))
     assert DeviceInfo(*orin, 6, "aarch64", ()).key != DeviceInfo(*pi, 4, "aarch64", ()).key
 
 

@@ -489,8 +489,8 @@ def test_timing_caches_of_two_builds_are_merged_not_overwritten(tmp_path):
     ("10.3.0", "fp16", None),  # JetPack 6
     ("10.3.0", "int8", "explicitly quantized"),  # edgeseg's INT8 models are Q/DQ graphs
     ("8.5", "fp32", "is FP32"),
-    ("10.8", "fp16", "no DLA in 10.8-11.3"),
-    ("11.4.1", "fp16", "FP16-typed network"),
+    ("10.8", "fp16", "no DLA from 10.8"),
+    ("11.4.1", "fp16", "strongly typed FP16 networks only"),
 ])
 def test_dla_builds_fp16_on_the_tensorrt_versions_that_have_it(version, precision, problem):
     from edgeseg.backends.tensorrt.plan import dla_problem
@@ -505,6 +505,18 @@ def test_dla_builds_fp16_on_the_tensorrt_versions_that_have_it(version, precisio
         with pytest.raises(UnsupportedError, match="EDGESEG_TRT_DLA_CORE=1") as e:
             builder_plan(precision, trt_version=version, dla=1)
         assert "unset EDGESEG_TRT_DLA_CORE" in e.value.fix
+
+
+def test_the_dla_takes_static_shapes_only():
+    """A dynamic batch or size would put every layer back on the GPU (GPU fallback), silently."""
+    from edgeseg.backends.tensorrt.plan import dla_problem
+
+    assert dla_problem("fp16", "10.3", InputSpec(size=ImageShape(360, 480))) is None
+    for spec in (InputSpec(size=ImageShape(360, 480), dynamic_batch=True), InputSpec(size_rule="any")):
+        assert "no dynamic dimensions" in dla_problem("fp16", "10.3", spec)
+        with pytest.raises(UnsupportedError, match="no dynamic dimensions") as e:
+            builder_plan("fp16", trt_version="10.3", dla=0, input_spec=spec)
+        assert "fixed-size bundle" in e.value.fix
 
 
 def test_the_dla_core_is_read_checked_and_part_of_the_engine_key():

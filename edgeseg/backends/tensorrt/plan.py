@@ -89,23 +89,32 @@ def dla_core(env: Mapping[str, str] | None = None) -> int | None:
     return int(text)
 
 
-def dla_problem(precision: str, trt_version: str) -> str | None:
-    """Why an engine of ``precision`` cannot be built for the DLA on TensorRT ``trt_version``, else None.
-    The DLA computes in FP16 and INT8 only, and takes INT8 from calibration (implicit quantization), not
-    from the Q/DQ graphs edgeseg's INT8 models are; TensorRT 10.8-11.3 have no DLA and 11.4+ wants an
-    FP16-typed network (strong typing, no FP16 flag)."""
+def dla_problem(precision: str, trt_version: str, input_spec: InputSpec | None = None) -> str | None:
+    """Why an engine of ``precision`` for a model of ``input_spec`` cannot be built for the DLA on TensorRT
+    ``trt_version``, else None. The DLA computes in FP16 and INT8 only, takes INT8 from calibration (implicit
+    quantization; NVIDIA's qdq-translator turns a Q/DQ model into such a cache), not from the Q/DQ graphs
+    edgeseg's INT8 models are, and has no dynamic dimensions (a dynamic batch or size would put every layer
+    back on the GPU). TensorRT 10.7 was the last with DLA until 11.4.1, which runs strongly typed networks
+    only (an FP16-typed ONNX; no FP16 flag) and on JetPack 7.2.2 only."""
     if precision != "fp16":
         return (f"the DLA runs this bundle in fp16 only (its {precision} model " + (
-            "is explicitly quantized, Q/DQ, which the DLA does not take)" if precision == "int8" else "is FP32)"))
+            "is explicitly quantized, Q/DQ, which the DLA takes only as a calibration cache: NVIDIA's qdq-translator "
+            "makes one)" if precision == "int8" else "is FP32)"))
     version = trt_version_tuple(trt_version)
     if version >= (10, 8):
-        return (f"TensorRT {version[0]}.{version[1]} builds no DLA engine from an FP32 ONNX graph (no DLA in "
-                "10.8-11.3; 11.4+ wants an FP16-typed network)")
+        return (f"TensorRT {version[0]}.{version[1]} builds no DLA engine from an FP32 ONNX graph (no DLA from 10.8 "
+                "to 11.4.0; 11.4.1 on JetPack 7.2.2 takes strongly typed FP16 networks only)")
+    if input_spec is not None and not _static(input_spec):
+        return "the DLA has no dynamic dimensions and this bundle's batch or size is dynamic (every layer would run on the GPU)"
     return None
 
 
+def _static(spec: InputSpec) -> bool:
+    return spec.size is not None and spec.size_rule == "fixed" and not spec.dynamic_batch
+
+
 def builder_plan(precision: str, workspace_mib: int = 1024, trt_version: str = "10.3",
-                 dla: int | None = None) -> BuilderPlan:
+                 dla: int | None = None, input_spec: InputSpec | None = None) -> BuilderPlan:
     """The network and builder flags for ``precision`` on TensorRT ``trt_version``:
 
     - before 10 (8.5/8.6: JetPack 5 and 6.0; 9.x): ``EXPLICIT_BATCH`` (the ONNX parser refuses an
@@ -119,10 +128,11 @@ def builder_plan(precision: str, workspace_mib: int = 1024, trt_version: str = "
     if workspace_mib <= 0:
         raise UnsupportedError(f"TensorRT workspace must be positive, got {workspace_mib} MiB")
     if dla is not None:  # fp16 on TensorRT 8.5-10.7: weakly typed with FP16, the DLA's layers there, the rest on the GPU
-        why = dla_problem(precision, trt_version)
+        why = dla_problem(precision, trt_version, input_spec)
         if why:
             raise UnsupportedError(f"{DLA_ENV}={dla}: {why}",
-                                   fix=f"--precision fp16 on TensorRT 8.5-10.7 (JetPack 5, 6), or unset {DLA_ENV}")
+                                   fix=f"--precision fp16 on TensorRT 8.5-10.7 (JetPack 5, 6) with a fixed-size bundle, "
+                                       f"or unset {DLA_ENV}")
         plan = builder_plan(precision, workspace_mib, trt_version)
         return BuilderPlan(precision, False, ("FP16", "GPU_FALLBACK"), plan.workspace_bytes, plan.network_flags, dla)
     major, minor = trt_version_tuple(trt_version)
@@ -212,8 +222,7 @@ def engine_options(input_spec: InputSpec | None, gpu: GpuInfo,
     with a dynamic batch or size (``input_spec`` None: not known, taken as dynamic); a static model's engine
     has no profile, so its key stays what it was before the limits existed (``max_batch`` 8) and engines
     cached then are found again, whatever the limits are set to."""
-    static = (input_spec is not None and input_spec.size is not None and input_spec.size_rule == "fixed"
-              and not input_spec.dynamic_batch)
+    static = input_spec is not None and _static(input_spec)
     dla = dla_core(env)
     on_dla = () if dla is None else (("dla_core", str(dla)),)  # another device: another engine
     if static:
@@ -223,8 +232,9 @@ def engine_options(input_spec: InputSpec | None, gpu: GpuInfo,
 
 
 def profile_max_batch(profiles: Sequence[Sequence[Sequence[int]] | None]) -> int | None:
-    """The largest batch every input's (min, opt, max) profile takes (``get_tensor_profile_shape(name, 0)``
-    per input; None for a static input); None when no input has a profile (a static engine)."""
+    """The largest batch every dynamic-batch input's (min, opt, max) profile takes (``get_tensor_profile_shape
+    (name, 0)`` of each input whose engine shape is -1 on axis 0; None for one without); None when none has a
+    profile (a static engine)."""
     most = [int(p[2][0]) for p in profiles if p and len(p) == 3 and len(p[2])]
     return min(most) if most else None
 

@@ -155,7 +155,7 @@ class TensorRTRunner(Runner):
         limits = dict(key.options)
         cudart = self._cudart
         cuda = _call(cudart, cudart.cudaRuntimeGetVersion(), "cudaRuntimeGetVersion")
-        plan = builder_plan(self.precision, trt_version=trt.__version__, dla=dla_core())
+        plan = builder_plan(self.precision, trt_version=trt.__version__, dla=dla_core(), input_spec=self._input_spec())
         data = loader.build_serialized_engine(self.model_path, plan,
                                               spec, max_batch=int(limits["max_batch"]),
                                               max_side=int(limits.get("max_side", 2048)), logger=logger,
@@ -182,7 +182,8 @@ class TensorRTRunner(Runner):
         logger = trt.Logger(trt.Logger.WARNING)
         if self.device == "cpu":
             raise BackendUnavailable("the tensorrt backend runs on a CUDA GPU, not device 'cpu'")
-        builder_plan(self.precision, trt_version=trt.__version__, dla=dla_core())  # refuses what cannot be built, up front
+        # refuses what cannot be built, up front
+        builder_plan(self.precision, trt_version=trt.__version__, dla=dla_core(), input_spec=self._input_spec())
         # the standard plugins (EfficientNMS_TRT, ROIAlign_TRT, the deformable convolution's): the ONNX parser
         # registers them while it parses, but a cached engine is deserialized without parsing anything
         trt.init_libnvinfer_plugins(logger, "")
@@ -198,7 +199,8 @@ class TensorRTRunner(Runner):
         self.input_specs = tuple(b.spec for b in self.bindings if b.is_input)
         self.output_specs = tuple(b.spec for b in self.bindings if not b.is_input)
         # the largest batch the engine's profile takes (the stream's batching stays within it); None: static
-        self.max_batch = profile_max_batch([self._profile(b.name) for b in self.bindings if b.is_input])
+        self.max_batch = profile_max_batch([self._profile(b.name) for b in self.bindings
+                                            if b.is_input and b.shape and b.shape[0] < 0])
         self._stream = _call(self._cudart, self._cudart.cudaStreamCreate(), "cudaStreamCreate")
         cudart = self._cudart
         self._buffers = DeviceBuffers(lambda n: _call(cudart, cudart.cudaMalloc(n), f"cudaMalloc of {n} bytes"),

@@ -255,14 +255,12 @@ def decoder_input_counter(count: Callable[[], None]) -> Callable[[Any, Any, Any]
 
 def hardware_decoder_watch(decoders: dict[str, str]) -> tuple[Callable[[Any, Any, Any], None], ...]:
     """``deep-element-added`` and ``deep-element-removed`` handlers keeping ``decoders`` (element name ->
-    factory name) to the hardware decoders (:data:`edgeseg.stream.gst.HARDWARE_DECODERS`) in the pipeline:
+    factory name) to the hardware decoders (:func:`edgeseg.stream.gst.is_hardware_decoder`) in the pipeline:
     ``decodebin`` adds each it tries and removes one that cannot start or refuses the caps (it then tries
     the next decoder itself)."""
-    names = _gst.hardware_decoder_names()
-
     def added(_bin: Any, _parent: Any, element: Any) -> None:
         factory = element.get_factory()
-        if factory is not None and factory.get_name() in names:
+        if _gst.is_hardware_decoder(factory):
             decoders[element.get_name()] = factory.get_name()
 
     def removed(_bin: Any, _parent: Any, element: Any) -> None:
