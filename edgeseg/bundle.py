@@ -261,15 +261,17 @@ class Bundle:
                 return cls._open_folder(cls._extract(p), source, verify)
             except _CacheUnwritable:
                 raise
-            except BundleError as first:
-                if not verify:
+            except (BundleError, FileNotFoundError, NotADirectoryError) as first:
+                # FileNotFoundError: read without the lock while another process swapped a repaired copy in
+                if not verify and isinstance(first, BundleError):
                     raise
-                # the cached copy may be damaged (a crash, a disk): unpack anew once; a bad zip fails again as before
+                # the cached copy may be damaged (a crash, a disk): unpack anew once, under the cache's lock, where
+                # an entry another process has just repaired is found whole and used; a bad zip fails again as before
                 try:
                     return cls._open_folder(cls._extract(p, fresh=True), source, verify)
                 except (OSError, _CacheUnwritable) as e:  # a read-only cache: its damaged copy cannot be replaced
                     why = e.strerror if isinstance(e, OSError) and e.strerror else str(e).splitlines()[0]
-                    raise BundleError(f"{first.args[0].splitlines()[0]} (the unpacked copy of {p} in the cache, which "
+                    raise BundleError(f"{str(first).splitlines()[0]} (the unpacked copy of {p} in the cache, which "
                                       f"cannot be replaced: {why})",
                                       fix="set EDGESEG_CACHE_DIR to a folder you can write to, or unzip the bundle "
                                           "and give its folder") from None

@@ -39,6 +39,8 @@ ALLOWED: dict[str, set[str]] = {
     "demo": {"structures", "bundle", "data", "eval", "predictor", "stream", "paths"},
     # the Ray Serve side of scale-out; nothing imports it but the CLI
     "serve": {"structures", "bundle", "backends", "predictor", "decode", "stream", "remote", "wire"},
+    # `edgeseg doctor`: what the runtimes and the stream's GStreamer offer here; nothing imports it but the CLI
+    "environment": {"backends", "stream"},
 }
 TOP_ONLY = {"cli", "<root>", "__main__"}  # the CLI and edgeseg/__init__ may import anything
 # applications of the SDK that live inside the package (loaded by GStreamer, not imported by it)
