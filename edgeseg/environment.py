@@ -186,12 +186,18 @@ def _process(problems: list[dict]) -> dict:
     return {"unwinder_hazard": hazard}
 
 
+#: the environment variables edgeseg reads (their values are shown when set: they change what runs)
+SETTINGS = ("EDGESEG_CACHE_DIR", "EDGESEG_CACHE", "EDGESEG_DATA", "EDGESEG_TRT_MAX_BATCH", "EDGESEG_TRT_MAX_SIDE",
+            "EDGESEG_TRT_DLA_CORE", "EDGESEG_NNCF", "EDGESEG_OPS_CUDA", "OMP_NUM_THREADS", "LD_PRELOAD")
+
+
 def _cache() -> dict:
     from .paths import cache_dir
 
     path = cache_dir()
     probe = path if path.exists() else next((p for p in path.parents if p.exists()), path)
-    return {"dir": str(path), "writable": os.access(probe, os.W_OK), "exists": path.exists()}
+    return {"dir": str(path), "writable": os.access(probe, os.W_OK), "exists": path.exists(),
+            "settings": {k: os.environ[k] for k in SETTINGS if os.environ.get(k)}}
 
 
 def report() -> dict:

@@ -100,9 +100,10 @@ def test_tensorrt_installed_without_cuda_python_is_a_problem(monkeypatch):
             "fix": "pip install 'cuda-python==12.*' (the CUDA major of the driver; JetPack 5: 'cuda-python==11.8.*')"} in problems
 
 
-def test_doctor_command_prints_and_writes_the_report(gst, tmp_path, capsys):
+def test_doctor_command_prints_and_writes_the_report(gst, tmp_path, capsys, monkeypatch):
     from edgeseg.cli import main
 
+    monkeypatch.setenv("EDGESEG_TRT_MAX_SIDE", "1280")  # a setting that changes what runs is shown
     out = tmp_path / "machine.json"
     assert main(["doctor", "--json", str(out)]) == 0
     text = capsys.readouterr().out
@@ -110,3 +111,4 @@ def test_doctor_command_prints_and_writes_the_report(gst, tmp_path, capsys):
     assert data["gstreamer"]["version"] == gst.version_string() and data["problems"] == []
     assert f"runtime   onnxruntime  {metadata.version('onnxruntime')}" in text
     assert "  encode  x264enc       yes" in text and text.rstrip().endswith("problems  none")
+    assert "setting   EDGESEG_TRT_MAX_SIDE=1280" in text and data["cache"]["settings"]["EDGESEG_TRT_MAX_SIDE"] == "1280"

@@ -59,6 +59,8 @@ def _print(r: dict) -> None:
     k = r["cache"]
     if "error" not in k:
         print(f"cache     {k['dir']} ({'writable' if k['writable'] else 'NOT writable'})")
+        for name, value in k.get("settings", {}).items():
+            print(f"setting   {name}={value}")
     if not r["problems"]:
         print("problems  none")
         return
