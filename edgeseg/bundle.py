@@ -265,6 +265,9 @@ class Bundle:
                 # FileNotFoundError: read without the lock while another process swapped a repaired copy in
                 if not verify and isinstance(first, BundleError):
                     raise
+                if not p.is_file():
+                    raise BundleError(f"{p}: the .zip was removed or replaced while it was being opened",
+                                      fix="open it again once whatever writes it has finished") from None
                 # the cached copy may be damaged (a crash, a disk): unpack anew once, under the cache's lock, where
                 # an entry another process has just repaired is found whole and used; a bad zip fails again as before
                 try:

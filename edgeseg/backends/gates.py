@@ -287,15 +287,21 @@ def int8_arithmetic_risk(bundle: "Bundle", target: str | None, dev: DeviceInfo, 
     if not isinstance(made_on, dict):
         return None
     gated, here = int8_arithmetic(made_on.get("isa")), dev.int8_arithmetic
-    if backend == "openvino" and made_on.get("machine") and made_on.get("machine") != dev.machine:
-        return (f"its accuracy gate ran on {made_on.get('cpu')} ({made_on.get('machine')}); OpenVINO runs other INT8 "
-                f"kernels on {dev.machine}: re-quantize on such a CPU to gate it here")
-    if "unknown" in (gated, here) or gated == here:
+    arch = _arch(made_on.get("machine"))
+    same_arch = arch in ("", _arch(dev.machine))
+    if backend == "openvino" and not same_arch:
+        return (f"its accuracy gate ran on {made_on.get('cpu')} ({arch}); OpenVINO runs other INT8 kernels on "
+                f"{_arch(dev.machine)}: re-quantize on such a CPU to gate it here")
+    # exact int32 sums are the same sums on any CPU; 16-bit ones (x86 without VNNI saturates, aarch64 without dot
+    # products wraps) are the same only on the same architecture
+    if "unknown" in (gated, here) or (gated == here and (same_arch or gated == "vnni")):
         return None
-    where = f"its accuracy gate ran on {made_on.get('cpu')} ({gated} INT8 sums); this CPU's are {here}"
+    where = (f"its accuracy gate ran on {made_on.get('cpu')} ({gated} INT8 sums); this CPU's are {here}" if same_arch else
+             f"its accuracy gate ran on {made_on.get('cpu')} ({arch}, {gated} INT8 sums); this CPU's are {here} "
+             f"({_arch(dev.machine)})")
     if backend == "openvino":
         return f"{where}, and OpenVINO's INT8 results differ between the two: re-quantize on such a CPU to gate it here"
-    if gated == "saturating":
+    if gated == "saturating" and here == "vnni":
         return None  # exact sums here: what the INT8 model means (see above)
     try:
         path = bundle.model_path("int8", target)
@@ -303,8 +309,15 @@ def int8_arithmetic_risk(bundle: "Bundle", target: str | None, dev: DeviceInfo, 
         return None
     if weights_fit_7bit(path):
         return None
-    return (f"{where}, and with 8-bit weights ONNX Runtime's int16 sums saturate here, so that accuracy does not "
-            "hold: re-quantize (edgeseg quantize --target cpu, whose weights fit 7 bits) to make it valid on every CPU")
+    return (f"{where}, and with 8-bit weights ONNX Runtime's 16-bit INT8 sums overflow here where the gate's did not, "
+            "so that accuracy does not hold: re-quantize (edgeseg quantize --target cpu, whose weights fit 7 bits) to "
+            "make it valid on every CPU")
+
+
+def _arch(machine: str | None) -> str:
+    """``platform.machine()`` as one name per architecture (Windows' ``AMD64``, macOS's ``arm64``)."""
+    m = (machine or "").lower()
+    return {"amd64": "x86_64", "x64": "x86_64", "arm64": "aarch64"}.get(m, m)
 
 
 @functools.lru_cache(maxsize=32)

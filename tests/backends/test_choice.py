@@ -65,6 +65,9 @@ def test_int8_whose_gate_does_not_hold_here_is_left_out():
     (["avx2", "avx512_vnni"], ("asimd", "asimddp"), 127, False, True, "aarch64"),
     # a Raspberry Pi 4 (no dot product: s8s8 NEON kernels add two products in 16 bits) with 8-bit weights
     (["avx2", "avx512_vnni"], ("asimd",), 127, True, True, "aarch64"),
+    # both 16-bit, but x86 saturates where aarch64 wraps: not the same sums
+    (["avx2", "fma"], ("asimd",), 127, True, True, "aarch64"),
+    (["avx2", "fma"], ("avx2", "fma"), 127, False, False, "AMD64"),  # Windows' name for x86_64
 ])
 def test_int8_arithmetic_risk(tmp_path, gated_isa, here_isa, weights_max, risky, risky_ov, machine):
     import numpy as np

@@ -164,7 +164,8 @@ GiB = 2**30
 
 @pytest.mark.parametrize("gpu,limits", [
     (GpuInfo("NVIDIA H100 80GB HBM3", 9, 0, 80 * GiB), (8, 2048)),
-    (GpuInfo("NVIDIA GeForce RTX 4060", 8, 9, 8 * GiB), (2, 1920)),
+    (GpuInfo("NVIDIA GeForce RTX 4060", 8, 9, 8 * GiB), (2, 2048)),  # discrete: the side stays (2048-wide frames)
+    (GpuInfo("Tesla T4", 7, 5, 15 * GiB), (4, 2048)),
     (GpuInfo("Orin", 8, 7, int(3.3 * GiB), integrated=True), (1, 1280)),  # Orin Nano 4GB
     (GpuInfo("Orin", 8, 7, int(7.4 * GiB), integrated=True), (2, 1920)),  # Orin Nano 8GB reports ~7.4 GiB
     (GpuInfo("Orin", 8, 7, int(15.3 * GiB), integrated=True), (4, 1920)),  # Orin NX 16GB
@@ -202,12 +203,14 @@ def test_only_a_dynamic_engines_key_names_its_profile(tmp_path, monkeypatch, spe
     bundle = conv_bundle(tmp_path, input_spec=spec or InputSpec(size=ImageShape(8, 12)))
     runner = TensorRTRunner(bundle.model_path(), bundle=None if spec is None else bundle)
     jetson = GpuInfo("Orin", 8, 7, 8 * GiB, integrated=True)
-    a = runner.engine_key(jetson, "10.3.0")
+    a, big = runner.engine_key(jetson, "10.3.0"), runner.engine_key(H100, "10.3.0")
     monkeypatch.setenv("EDGESEG_TRT_MAX_SIDE", "1280")
     b = runner.engine_key(jetson, "10.3.0")
     if dynamic:
         assert a.options == (("max_batch", "2"), ("max_side", "1920")) and b.options[1] == ("max_side", "1280")
         assert a.filename != b.filename
+        # the default limits (a large GPU): the key such engines had before the limits, so they are found again
+        assert big.options == (("max_batch", "8"),)
     else:
         assert a.options == b.options == (("max_batch", "8"),)
 
@@ -371,44 +374,45 @@ def test_a_failing_progress_report_never_cancels_the_build(caplog):
     assert caplog.text.count("TensorRT build progress not shown: log file gone") == 1
 
 
-def test_ctrl_c_while_waiting_cancels_the_build_and_is_raised_once_it_stopped():
+@pytest.mark.parametrize("monitored", [True, False])
+def test_ctrl_c_while_waiting_cancels_the_build_and_is_raised_once_it_stopped(monkeypatch, caplog, monitored):
     """The build runs in a worker thread; the interrupt reaches the waiting thread, cancels the build (its next
-    step_complete says False) and is raised when the build has returned."""
+    step_complete says False, where TensorRT calls it back) and is raised when the build has returned. Without a
+    monitor (TensorRT 8.5/8.6) the build runs to its end, and the log says so."""
     import threading
 
+    import edgeseg.backends.tensorrt.loader as loader_mod
     from edgeseg.backends.tensorrt.loader import run_cancellable
     from edgeseg.backends.tensorrt.plan import BuildProgress
 
     p = BuildProgress(lambda line: None)
-    steps, started = [], threading.Event()
+    p.monitored = monitored
+    steps, stepped = [], threading.Event()
 
     def build():  # a stand-in for build_serialized_network: steps until a step says stop
-        started.set()
-        for i in range(10_000):
-            if not p.step_complete("Building engine", i):
+        for i in range(300):
+            if monitored and not p.step_complete("Building engine", i):
                 return None
             steps.append(i)
+            stepped.set()
             threading.Event().wait(0.001)
         return b"engine"
 
     interrupts = iter([KeyboardInterrupt("SIGINT")])
 
     class Worker(threading.Thread):
-        def join(self, timeout=None):  # the interrupt arriving while the main thread waits in join
-            started.wait(5)
+        def join(self, timeout=None):  # the interrupt arriving while the waiting thread is in join
+            stepped.wait(10)
             super().join(timeout)
             for e in interrupts:
                 raise e
 
-    import edgeseg.backends.tensorrt.loader as loader_mod
-
-    real = loader_mod.threading.Thread
-    loader_mod.threading.Thread = Worker
-    try:
-        assert run_cancellable(build, p, poll_s=0.01) is None
-    finally:
-        loader_mod.threading.Thread = real
-    assert p.cancelled and str(p.interrupt) == "SIGINT" and 0 < len(steps) < 10_000
+    monkeypatch.setattr(loader_mod, "_Thread", Worker)
+    assert run_cancellable(build, p, poll_s=0.01) == (None if monitored else b"engine")
+    assert p.cancelled and str(p.interrupt) == "SIGINT"
+    assert (0 < len(steps) < 300) if monitored else len(steps) == 300
+    assert ("at its next step" if monitored else "cannot cancel a build") in caplog.text
+    monkeypatch.undo()
     assert run_cancellable(lambda: b"engine", BuildProgress(lambda line: None)) == b"engine"
     with pytest.raises(ValueError, match="parser"):
         run_cancellable(lambda: (_ for _ in ()).throw(ValueError("parser")), BuildProgress(lambda line: None))

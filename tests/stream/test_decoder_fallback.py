@@ -169,12 +169,12 @@ def test_a_failing_hardware_decoder_is_replaced_and_the_file_resumes(gst, vp8_cl
 def test_a_hardware_decoder_that_hangs_is_replaced(gst, vp8_clip, vp8dec_as_hardware, monkeypatch):
     """No frame, no error, no end: the reader would wait for ever."""
     ref_pts, ref_images, _ = _decode(vp8_clip)
-    monkeypatch.setattr(gst_source, "HARDWARE_STALL_S", 1.0)
+    monkeypatch.setattr(gst_source, "HARDWARE_STALL_S", 3.0)
     made = _fail(monkeypatch, gst, after=10, blame="silent")
     pts, images, src = _decode(vp8_clip)
     _same_frames((pts, images), (ref_pts, ref_images))
     assert made["decoders"] == ["vp8dec", "avdec_vp8"]
-    assert src.decoder_fallback.startswith("vp8dec failed after 10 frames (no frame and no error from the decoder for 1 s")
+    assert src.decoder_fallback.startswith("vp8dec failed after 10 frames (no frame and no error from the decoder for 3 s")
 
 
 @within(60)
@@ -200,7 +200,7 @@ def test_the_next_hardware_decoder_gets_its_own_wait_after_one_hung(gst, vp8_cli
     that hung stays disabled."""
     ref_pts, ref_images, _ = _decode(vp8_clip)
     monkeypatch.setattr(gst_mod, "HARDWARE_DECODERS", (("vp8dec", False), ("avdec_vp8", False)))
-    monkeypatch.setattr(gst_source, "HARDWARE_STALL_S", 1.0)
+    monkeypatch.setattr(gst_source, "HARDWARE_STALL_S", 3.0)
     made = _fail(monkeypatch, gst, after=10, blame="silent")
     original = gst_source.hardware_decoder_watch
 
@@ -211,7 +211,7 @@ def test_the_next_hardware_decoder_gets_its_own_wait_after_one_hung(gst, vp8_cli
             added(bin_, parent, element)
             if element.get_factory() is not None and element.get_factory().get_name() == "avdec_vp8":
                 def slow(_pad, _info):
-                    threading.Event().wait(0.2)
+                    threading.Event().wait(0.1)
                     return gst.PadProbeReturn.OK
 
                 element.get_static_pad("sink").add_probe(gst.PadProbeType.BUFFER, slow)

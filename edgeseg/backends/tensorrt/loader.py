@@ -88,6 +88,7 @@ def build_serialized_engine(onnx_path: Path, plan: BuilderPlan, input_spec: Inpu
     if hasattr(trt, "IProgressMonitor"):  # the Python API's since 9.x; before, the log's own lines are all there is
         try:
             config.progress_monitor = progress_monitor(trt, progress)  # the config keeps it alive
+            progress.monitored = True
         except (AttributeError, TypeError) as e:
             log.debug("no TensorRT build progress: %s", e)
     log.info("building a TensorRT %s engine for %s (once for this GPU and TensorRT version; minutes on a Jetson)",
@@ -103,6 +104,9 @@ def build_serialized_engine(onnx_path: Path, plan: BuilderPlan, input_spec: Inpu
     return bytes(serialized)
 
 
+_Thread = threading.Thread  # the build's thread (tests give it a stand-in)
+
+
 def run_cancellable(build: Callable[[], Any], progress: BuildProgress, poll_s: float = 0.25) -> Any:
     """``build()`` in a worker thread; a ``KeyboardInterrupt`` reaching this thread meanwhile cancels it
     (:meth:`BuildProgress.cancel`) and the wait goes on until the build has returned (TensorRT is still
@@ -115,14 +119,15 @@ def run_cancellable(build: Callable[[], Any], progress: BuildProgress, poll_s: f
         except BaseException as e:  # noqa: BLE001 - handed to the waiting thread
             out["error"] = e
 
-    worker = threading.Thread(target=work, name="edgeseg-trt-build", daemon=True)
+    worker = _Thread(target=work, name="edgeseg-trt-build", daemon=True)
     worker.start()
     while worker.is_alive():
         try:
             worker.join(poll_s)
         except KeyboardInterrupt as e:
             progress.cancel(e)
-            log.warning("stopping the TensorRT engine build at its next step")
+            log.warning("stopping the TensorRT engine build at its next step" if progress.monitored else
+                        "this TensorRT cannot cancel a build (no IProgressMonitor): it stops when the build ends")
     if "error" in out:
         raise out["error"]
     return out.get("value")
@@ -180,9 +185,12 @@ def save_timing_cache(config: Any, path: Path) -> None:
             except (ImportError, OSError):  # no POSIX locks: the last writer wins
                 pass
             if path.is_file():
-                on_disk = config.create_timing_cache(path.read_bytes())
-                if on_disk is not None:
-                    cache.combine(on_disk, False)
+                try:
+                    on_disk = config.create_timing_cache(path.read_bytes())
+                    if on_disk is not None:
+                        cache.combine(on_disk, False)
+                except Exception as e:  # noqa: BLE001 - a damaged file: replaced by this build's cache
+                    log.debug("%s: not merged (%s)", path, e)
             atomic_write_bytes(path, bytes(memoryview(cache.serialize())))
     except Exception as e:  # noqa: BLE001 - see the docstring
         log.warning("%s: TensorRT timing cache not saved (%s)", path, e)

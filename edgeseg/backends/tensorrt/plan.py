@@ -181,7 +181,8 @@ def _spatial_range(spec: InputSpec, axis_hw: int, max_side: int) -> tuple[int, i
 
 #: the largest frames a dynamic engine's profile takes: TensorRT sizes an execution context's activation memory
 #: for the profile's largest shape, and 8 x 3 x 2048 x 2048 does not fit a Jetson's 4-16 GB shared with the CPU.
-#: (max batch, max side) for GPUs with at most that much memory (or integrated, at most that much), first match
+#: (max batch, max side) for GPUs with at most that much memory, first match; a discrete card keeps the side
+#: (2048-wide frames, Cityscapes', ran on it before) and takes the tier's batch (the stream splits larger ones)
 PROFILE_TIERS = ((4 * 2**30, 1, 1280), (8 * 2**30, 2, 1920), (16 * 2**30, 4, 1920))
 PROFILE_DEFAULT = (8, 2048)
 PROFILE_ENV = ("EDGESEG_TRT_MAX_BATCH", "EDGESEG_TRT_MAX_SIDE")
@@ -189,15 +190,15 @@ PROFILE_ENV = ("EDGESEG_TRT_MAX_BATCH", "EDGESEG_TRT_MAX_SIDE")
 
 def profile_limits(gpu: GpuInfo, env: Mapping[str, str] | None = None) -> tuple[int, int]:
     """(max batch, max side) of the optimization profile of an engine with dynamic axes built for ``gpu``:
-    :data:`PROFILE_DEFAULT` on a large discrete GPU, less on a Jetson or a small card (:data:`PROFILE_TIERS`;
-    a 1920 side still takes 1080p frames whole); ``EDGESEG_TRT_MAX_BATCH`` / ``EDGESEG_TRT_MAX_SIDE``
+    :data:`PROFILE_DEFAULT` on a large discrete GPU, a smaller batch on a small card, and a smaller batch and
+    side on a Jetson (:data:`PROFILE_TIERS`; a 1920 side still takes 1080p frames whole); ``EDGESEG_TRT_MAX_BATCH`` / ``EDGESEG_TRT_MAX_SIDE``
     override either (a multi-camera batch, 4K frames). Static engines (the shipped bundles) have no profile."""
     env = os.environ if env is None else env
     batch, side = PROFILE_DEFAULT
-    memory = gpu.memory_bytes or (8 * 2**30 if gpu.integrated else 0)  # a Jetson of unknown memory: the smallest
+    memory = gpu.memory_bytes or (8 * 2**30 if gpu.integrated else 0)  # a Jetson of unknown memory: the 8 GB tier
     for most, b, s in PROFILE_TIERS:
         if memory and memory <= most:
-            batch, side = b, s
+            batch, side = b, (s if gpu.integrated else side)
             break
     out = []
     for var, default, least in zip(PROFILE_ENV, (batch, side), (1, 32)):
@@ -225,9 +226,9 @@ def engine_options(input_spec: InputSpec | None, gpu: GpuInfo,
     static = input_spec is not None and _static(input_spec)
     dla = dla_core(env)
     on_dla = () if dla is None else (("dla_core", str(dla)),)  # another device: another engine
-    if static:
-        return (("max_batch", str(PROFILE_DEFAULT[0])),) + on_dla
     batch, side = profile_limits(gpu, env)
+    if static or (batch, side) == PROFILE_DEFAULT:  # the key engines had before the limits existed: found again
+        return (("max_batch", str(PROFILE_DEFAULT[0])),) + on_dla
     return (("max_batch", str(batch)), ("max_side", str(side))) + on_dla
 
 
@@ -361,6 +362,7 @@ class BuildProgress:
         self.report, self.every, self.clock = report, float(every), clock
         self.phases: dict[str, list] = {}  # name -> [parent, steps, done], in the order they started
         self.interrupt: BaseException | None = None
+        self.monitored = False  # TensorRT calls it back (IProgressMonitor), so cancel() stops the build
         self.t0 = self.last = clock()
         self._lock = threading.Lock()
 

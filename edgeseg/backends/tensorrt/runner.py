@@ -154,12 +154,17 @@ class TensorRTRunner(Runner):
             spec = InputSpec(size_rule="any")
         limits = dict(key.options)
         cudart = self._cudart
-        cuda = _call(cudart, cudart.cudaRuntimeGetVersion(), "cudaRuntimeGetVersion")
+        try:
+            cuda = _call(cudart, cudart.cudaRuntimeGetVersion(), "cudaRuntimeGetVersion")
+            cache = timing_cache_path(key.gpu, key.trt_version, cuda)
+        except Exception as e:  # noqa: BLE001 - only a later build's speed depends on the cache
+            log.debug("no TensorRT timing cache: %s", e)
+            cache = None
         plan = builder_plan(self.precision, trt_version=trt.__version__, dla=dla_core(), input_spec=self._input_spec())
         data = loader.build_serialized_engine(self.model_path, plan,
                                               spec, max_batch=int(limits["max_batch"]),
                                               max_side=int(limits.get("max_side", 2048)), logger=logger,
-                                              timing_cache=timing_cache_path(key.gpu, key.trt_version, cuda))
+                                              timing_cache=cache)
         loader.save_engine(path, data)
         self._runtime, engine = loader.engine_from_bytes(trt, logger, data, plan.dla_core)
         if engine is None:

@@ -606,7 +606,9 @@ class GstSource(Source):
             return False
         period_ns = 1e9 / self.fps
         reached_end = self._pts_span[1] - self._pts_span[0] + (slack + 1) * period_ns >= self._duration_ns
-        if self._outputs >= self._coded - slack and reached_end:  # this pipeline's (the same as _index without restarts)
+        # this pipeline's counts (the same as _index without restarts); after a seek restart the decoder's input also
+        # holds the preroll before the seek and the frames from the keyframe it drops: only the end is checked then
+        if (self._retried or self._outputs >= self._coded - slack) and reached_end:
             log.info("%s: %d frames, not the %d that duration x frame rate suggests: a variable frame rate",
                      self.spec.target, self._index, self.expected_frames)
             return True
