@@ -54,11 +54,32 @@ def _version(dist: str) -> str | None:
         return None
 
 
+#: L4T release major -> JetPack major (the L4T release is what a Jetson's /etc/nv_tegra_release says)
+JETPACK = {32: "4", 35: "5", 36: "6", 38: "7"}
+
+
+def jetson_release(path: str = "/etc/nv_tegra_release") -> dict | None:
+    """A Jetson's L4T release (``# R35 (release), REVISION: 4.1, ...`` -> ``R35.4.1``) and its JetPack major, or
+    None off a Jetson (no such file, or one that does not read as a release)."""
+    import re
+
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            text = f.readline()
+    except OSError:
+        return None
+    m = re.match(r"#\s*R(\d+)\s*\(release\),\s*REVISION:\s*([\d.]+)", text)
+    if m is None:
+        return None
+    major = int(m.group(1))
+    return {"l4t": f"R{major}.{m.group(2)}", "jetpack": JETPACK.get(major)}
+
+
 def _edgeseg() -> dict:
     from . import __version__
 
     return {"version": __version__, "python": platform.python_version(), "executable": sys.executable,
-            "platform": platform.platform()}
+            "platform": platform.platform(), "jetson": jetson_release()}
 
 
 def _cpu() -> dict:
@@ -83,8 +104,11 @@ def _runtimes(problems: list[dict]) -> dict:
                          "fix": "pip install onnxruntime"})
     trt = out.get("tensorrt", {})
     if not trt.get("available") and importlib.util.find_spec("tensorrt") is not None:  # JetPack's, in a venv
-        problems.append({"what": f"TensorRT is installed but cannot run: {trt.get('why_not')}",
-                         "fix": "pip install 'cuda-python==12.*' (the CUDA major of the driver; JetPack 5: 'cuda-python==11.8.*')"})
+        jetpack = (jetson_release() or {}).get("jetpack")
+        pin = {"5": "pip install 'cuda-python==11.8.*' (JetPack 5's CUDA 11)",
+               "6": "pip install 'cuda-python==12.*' (JetPack 6's CUDA 12)"}.get(
+            jetpack, "pip install 'cuda-python==12.*' (the CUDA major of the driver; JetPack 5: 'cuda-python==11.8.*')")
+        problems.append({"what": f"TensorRT is installed but cannot run: {trt.get('why_not')}", "fix": pin})
     if out.get("openvino", {}).get("available"):
         from .backends.openvino.settings import precisions_here
 

@@ -100,6 +100,19 @@ def test_tensorrt_installed_without_cuda_python_is_a_problem(monkeypatch):
             "fix": "pip install 'cuda-python==12.*' (the CUDA major of the driver; JetPack 5: 'cuda-python==11.8.*')"} in problems
 
 
+def test_a_jetson_is_named_by_its_l4t_release(tmp_path):
+    """/etc/nv_tegra_release as JetPack 5.1.2 and 6.0 write it; anything else is no Jetson."""
+    rel = tmp_path / "nv_tegra_release"
+    rel.write_text("# R35 (release), REVISION: 4.1, GCID: 33958178, BOARD: t186ref, EABI: aarch64, DATE: Tue Aug  1 "
+                   "19:57:35 UTC 2023\n# KERNEL_VARIANT: oot\n")
+    assert environment.jetson_release(str(rel)) == {"l4t": "R35.4.1", "jetpack": "5"}
+    rel.write_text("# R36 (release), REVISION: 3.0, GCID: 36923193, BOARD: generic, EABI: aarch64, DATE: Fri Jul 19\n")
+    assert environment.jetson_release(str(rel)) == {"l4t": "R36.3.0", "jetpack": "6"}
+    rel.write_text("hello\n")
+    assert environment.jetson_release(str(rel)) is None
+    assert environment.jetson_release(str(tmp_path / "absent")) is None
+
+
 def test_doctor_command_prints_and_writes_the_report(gst, tmp_path, capsys, monkeypatch):
     from edgeseg.cli import main
 

@@ -25,6 +25,8 @@ def _print(r: dict) -> None:
     e = r["edgeseg"]
     if "error" not in e:
         print(f"edgeseg   {e['version']} on Python {e['python']} ({e['executable']}), {e['platform']}")
+        if e.get("jetson"):
+            print(f"jetson    L4T {e['jetson']['l4t']}" + (f" (JetPack {e['jetson']['jetpack']})" if e["jetson"]["jetpack"] else ""))
     c = r["cpu"]
     if "error" not in c:
         print(f"cpu       {c['model']}, {c['machine']}, {c['cores']} cores; {' '.join(c['isa']) or 'no listed ISA flags'}; "
