@@ -92,6 +92,7 @@ def _cpu() -> dict:
 
 def _runtimes(problems: list[dict]) -> dict:
     from .backends.auto import availability
+    from .backends.device import architecture
 
     dists = {"onnxruntime": ("onnxruntime", "onnxruntime-gpu"), "openvino": ("openvino",),
              "tensorrt": ("tensorrt", "tensorrt-cu12", "tensorrt-cu11"), "torch": ("torch",)}
@@ -113,7 +114,7 @@ def _runtimes(problems: list[dict]) -> dict:
         from .backends.openvino.settings import precisions_here
 
         out["openvino"]["precisions"] = sorted(precisions_here())
-    elif "openvino" in out and platform.machine().lower() in ("x86_64", "amd64") and not trt.get("available"):
+    elif "openvino" in out and architecture(platform.machine()) == "x86_64" and not trt.get("available"):
         problems.append({"what": "OpenVINO is not available: INT8 and bf16 models run on ONNX Runtime, often slower",
                          "fix": "pip install 'edgeseg[openvino]'"})
     return out
@@ -161,6 +162,8 @@ def _gstreamer(problems: list[dict]) -> dict:
     Gst = _gst.gst()
     import gi
 
+    from .stream.sources.gst_source import NVMM_CONVERTERS
+
     ranks = _gst.file_decoder_ranks()
     decoders = {name: _decoders(Gst, caps, ranks) for name, caps in CODECS}
     for codec in ("H.264", "H.265"):
@@ -185,7 +188,7 @@ def _gstreamer(problems: list[dict]) -> dict:
         problems.append({"what": "no RTSP server bindings: --rtsp-port cannot serve", "fix": f"apt-get install {PACKAGES['rtsp']}"})
     return {"available": True, "version": Gst.version_string(), "pygobject": getattr(gi, "__version__", None),
             "decoders": decoders, "encoders": encoders, "rtsp": rtsp,
-            "nvidia_converter": next((n for n in ("nvvidconv", "nvvideoconvert") if _gst.has_element(n)), None)}
+            "nvidia_converter": next((n for n, _ in NVMM_CONVERTERS if _gst.has_element(n)), None)}
 
 
 def _opencv() -> dict:

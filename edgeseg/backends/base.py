@@ -18,7 +18,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 
 import numpy as np
 
@@ -49,6 +49,13 @@ class TensorSpec:
         return None
 
 
+def batch_limit(runner: Any) -> int | None:
+    """``runner.max_batch`` when it is a batch size (callers split larger batches), else None (no limit; a runner
+    made elsewhere need not have the attribute)."""
+    most = getattr(runner, "max_batch", None)
+    return most if isinstance(most, int) and most >= 1 else None
+
+
 class Runner(abc.ABC):
     """Base of every backend runner. Subclasses set ``name`` and implement the ``_impl`` methods."""
 
@@ -71,6 +78,8 @@ class Runner(abc.ABC):
         self.input_specs: tuple[TensorSpec, ...] = ()
         self.output_specs: tuple[TensorSpec, ...] = ()
         self.last_latency_s: float = float("nan")
+        #: the largest batch one ``infer`` call takes (a TensorRT engine's profile, set at activation); None: any
+        self.max_batch: int | None = None
         self._active = False
         self._turns = threading.RLock()  # activation, and inference when not ``concurrent``
 

@@ -71,6 +71,12 @@ class DeviceInfo:
         return {**asdict(self), "key": self.key}
 
 
+def architecture(machine: str | None) -> str:
+    """``platform.machine()`` as one name per architecture (Windows' ``AMD64``, macOS's ``arm64``)."""
+    m = (machine or "").lower()
+    return {"amd64": "x86_64", "x64": "x86_64", "arm64": "aarch64"}.get(m, m)
+
+
 def cpu_model_and_flags(cpuinfo: str, board: str = "") -> tuple[str, tuple[str, ...]]:
     """(model name, ISA flags of :data:`ISA_FLAGS` present) from the text of ``/proc/cpuinfo``. An aarch64
     kernel writes no x86 ``model name`` worth the name (``ARMv8 Processor rev 1 (v8l)`` on every Jetson, or

@@ -277,7 +277,7 @@ def int8_arithmetic_risk(bundle: "Bundle", target: str | None, dev: DeviceInfo, 
     * OpenVINO: a gate holds only on the INT8 arithmetic it was measured on.
 
     A gate with no recorded device is trusted as before (bundles made before edgeseg recorded it)."""
-    from .device import int8_arithmetic
+    from .device import architecture, int8_arithmetic
 
     if backend not in ("onnxruntime", "openvino"):  # a GPU runtime: the host CPU's arithmetic does not matter
         return None
@@ -287,18 +287,18 @@ def int8_arithmetic_risk(bundle: "Bundle", target: str | None, dev: DeviceInfo, 
     if not isinstance(made_on, dict):
         return None
     gated, here = int8_arithmetic(made_on.get("isa")), dev.int8_arithmetic
-    arch = _arch(made_on.get("machine"))
-    same_arch = arch in ("", _arch(dev.machine))
+    arch = architecture(made_on.get("machine"))
+    same_arch = arch in ("", architecture(dev.machine))
     if backend == "openvino" and not same_arch:
         return (f"its accuracy gate ran on {made_on.get('cpu')} ({arch}); OpenVINO runs other INT8 kernels on "
-                f"{_arch(dev.machine)}: re-quantize on such a CPU to gate it here")
+                f"{architecture(dev.machine)}: re-quantize on such a CPU to gate it here")
     # exact int32 sums are the same sums on any CPU; 16-bit ones (x86 without VNNI saturates, aarch64 without dot
     # products wraps) are the same only on the same architecture
     if "unknown" in (gated, here) or (gated == here and (same_arch or gated == "vnni")):
         return None
     where = (f"its accuracy gate ran on {made_on.get('cpu')} ({gated} INT8 sums); this CPU's are {here}" if same_arch else
              f"its accuracy gate ran on {made_on.get('cpu')} ({arch}, {gated} INT8 sums); this CPU's are {here} "
-             f"({_arch(dev.machine)})")
+             f"({architecture(dev.machine)})")
     if backend == "openvino":
         return f"{where}, and OpenVINO's INT8 results differ between the two: re-quantize on such a CPU to gate it here"
     if gated == "saturating" and here == "vnni":
@@ -312,12 +312,6 @@ def int8_arithmetic_risk(bundle: "Bundle", target: str | None, dev: DeviceInfo, 
     return (f"{where}, and with 8-bit weights ONNX Runtime's 16-bit INT8 sums overflow here where the gate's did not, "
             "so that accuracy does not hold: re-quantize (edgeseg quantize --target cpu, whose weights fit 7 bits) to "
             "make it valid on every CPU")
-
-
-def _arch(machine: str | None) -> str:
-    """``platform.machine()`` as one name per architecture (Windows' ``AMD64``, macOS's ``arm64``)."""
-    m = (machine or "").lower()
-    return {"amd64": "x86_64", "x64": "x86_64", "arm64": "aarch64"}.get(m, m)
 
 
 @functools.lru_cache(maxsize=32)

@@ -2,8 +2,9 @@
 
 The replica gathers frames from many clients (``@serve.batch``) and hands them here. A bundle whose
 model takes a dynamic batch gets one stacked ``runner.infer`` call per batch (frames of equal
-preprocessed shape; in runs of at most the runner's ``max_batch``, a TensorRT engine's profile, when it has one); a fixed batch-1 model (the shipped ones) gets one call per frame, which still
-amortises the request hops and keeps results bit-identical to local inference.
+preprocessed shape; in runs of at most the runner's ``max_batch``, a TensorRT engine's profile, when it has
+one); a fixed batch-1 model (the shipped ones) gets one call per frame, which still amortises the request
+hops and keeps results bit-identical to local inference.
 """
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..backends.base import batch_limit
+
 
 def infer_batch(predictor: Any, frames: Sequence[np.ndarray]) -> list[Any]:
     """RGB ``uint8 [H, W, 3]`` frames -> one task result per frame, in order (same steps as ``predictor(rgb)``)."""
@@ -19,8 +22,7 @@ def infer_batch(predictor: Any, frames: Sequence[np.ndarray]) -> list[Any]:
     spec = predictor.manifest.input
     feeds = [feed for feed, _ in prepared]
     if len(feeds) > 1 and spec.dynamic_batch and len({feed[spec.name].shape for feed in feeds}) == 1:
-        most = getattr(predictor.runner, "max_batch", None)  # a TensorRT engine's profile: runs of at most that
-        step = most if isinstance(most, int) and most >= 1 else len(feeds)
+        step = batch_limit(predictor.runner) or len(feeds)  # a TensorRT engine's profile: runs of at most that
         outputs = []
         for at in range(0, len(feeds), step):
             part = feeds[at:at + step]

@@ -15,6 +15,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from ..backends.base import batch_limit
 from ..decode import decode
 from ..errors import InputError
 from .base import STAGES, Packet, Stage
@@ -66,8 +67,7 @@ class InferenceStage(Stage):
             self.runner.activate()
             self._activated = True
         self._can_batch = self._batchable()  # input specs are known once active; fixed for the run
-        most = getattr(self.runner, "max_batch", None)
-        self._runner_batch = most if isinstance(most, int) and most >= 1 else None
+        self._runner_batch = batch_limit(self.runner)
 
     def process(self, packet: Packet) -> Packet:
         feed: Mapping[str, np.ndarray] = packet.feed

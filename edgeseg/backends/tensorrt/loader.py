@@ -182,8 +182,8 @@ def save_timing_cache(config: Any, path: Path) -> None:
                 import fcntl
 
                 fcntl.flock(lock, fcntl.LOCK_EX)
-            except (ImportError, OSError):  # no POSIX locks: the last writer wins
-                pass
+            except (ImportError, OSError) as e:  # no POSIX locks here: the last writer wins
+                log.debug("%s: written unlocked (%s)", path, e)
             if path.is_file():
                 try:
                     on_disk = config.create_timing_cache(path.read_bytes())

@@ -397,7 +397,7 @@ class BuildProgress:
 
     def describe(self) -> str:
         """The newest phase under way and its parents, outermost first, with their steps."""
-        chain, name = [], next(reversed(self.phases), None) if self.phases else None
+        chain, name = [], next(reversed(self.phases), None)
         while name is not None and name in self.phases and len(chain) < 8:
             parent, steps, done = self.phases[name]
             chain.append(f"{name} {done}/{steps}")
