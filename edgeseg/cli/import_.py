@@ -23,6 +23,9 @@ EXAMPLES = (
     "edgeseg import panoptic_deeplab.onnx --task panoptic --names cityscapes.txt --things person,rider,car,truck,bus,"
     "train,motorcycle,bicycle --size 1024x512 --out pdl.edgeseg",
     "edgeseg import torchvision_maskrcnn.onnx --task instance --names coco91.txt --out tv.edgeseg  # [3, H, W] input",
+    "edgeseg import segformer/model.onnx --size 512x512 --out segformer.edgeseg  # names, mean/std from its config files",
+    "edgeseg import mask2former/model.onnx --task panoptic --things person,rider,car,truck,bus,train,motorcycle,bicycle "
+    "--out m2f.edgeseg  # one MaskFormer/Mask2Former export serves all three tasks",
 )
 
 
@@ -35,10 +38,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "exports) and box-and-mask models after their own NMS (Mask R-CNN, RTMDet-Ins, SOLO as MMDeploy "
                         "exports them: dets/labels/masks; torchvision's boxes/labels/scores/masks), recognised from "
                         "their output shapes; panoptic: Panoptic-DeepLab's semantic logits, centre heatmap and offsets "
-                        "(with --things)")
+                        "(with --things); MaskFormer/Mask2Former/OneFormer exports (class and mask logits per "
+                        "query) for any of the three")
     p.add_argument("--classes", default=None,
                    help="number of classes, 'camvid', or a file with one name per line (required for semantic; "
-                        "instance models exported by Ultralytics carry their names)")
+                        "instance models exported by Ultralytics carry their names; a Hugging Face export's "
+                        "config.json beside the ONNX file gives them, and its preprocessor_config.json the "
+                        "mean/std/scale/size)")
     p.add_argument("--names", default=None, metavar="FILE|A,B,...",
                    help="class names: a file with one name per line, or a comma-separated list (instead of --classes; "
                         "for models without Ultralytics' names metadata)")
@@ -120,6 +126,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..bundle import check_target
     from ..errors import InputError
+    from ..export.hf_config import huggingface_config
     from ..export.importer import import_onnx, onnx_input_size
     from ..structures import ImageShape, InputSpec
 
@@ -129,9 +136,20 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(f"--classes {args.classes} and --names {args.names}: give the classes once",
                              fix="--names for their names, or --classes N for a count")
         args.classes = args.names
-    if args.classes is None and args.task in ("semantic", "panoptic"):
+    given_input = {k for k, v in (("mean", args.mean), ("std", args.std), ("scale", args.scale), ("size", args.size))
+                   if v is not None}
+    try:
+        hf = huggingface_config(args.onnx) if args.classes is None or len(given_input) < 4 else None
+    except InputError as e:  # a broken config.json beside the file matters only when its names are needed
+        if args.classes is None:
+            raise
+        logging.getLogger("edgeseg.import").warning("%s (not used)", e)
+        hf = None
+    hf_names = hf.names if hf is not None and args.classes is None else None
+    if args.classes is None and hf_names is None and args.task in ("semantic", "panoptic"):
         raise InputError(f"--classes is required for a {args.task} model",
-                         fix="e.g. --classes 21, --classes camvid, --classes names.txt or --names road,car,...")
+                         fix="e.g. --classes 21, --classes camvid, --classes names.txt or --names road,car,... "
+                             "(a Hugging Face export's config.json beside the ONNX file gives them too)")
     if args.task == "panoptic" and not (args.things or "").replace(",", "").strip():
         raise InputError("--things is required for a panoptic model", fix="name its thing classes, e.g. --things person,car")
     panoptic_only = [f for f, v in (("--things", args.things), ("--center-threshold", getattr(args, "center_threshold", None)),
@@ -141,20 +159,31 @@ def run(args: argparse.Namespace) -> int:
                                     ("--offset-scale", getattr(args, "offset_scale", 1.0) != 1.0 or None)) if v]
     if panoptic_only and args.task != "panoptic":
         raise InputError(f"{', '.join(panoptic_only)} apply to --task panoptic", fix=f"drop {panoptic_only[0]}")
-    classes, palette = (None, None) if args.classes is None else (
+    classes, palette = (hf_names, None) if args.classes is None else (
         _names(args.classes, list_only=True) if names_given else
         (int(args.classes), None) if args.classes.isdigit() else _names(args.classes))
     norm = {k: _triple(v, k) for k, v in (("mean", args.mean), ("std", args.std)) if v is not None}
     explicit = {k: v for k, v in (("scale", args.scale), ("resize", args.resize), ("pad_value", args.pad_value)) if v is not None}
+    from_hf = {k: v for k, v in (hf.input if hf is not None else {}).items() if k not in given_input}
+    if hf is not None and (hf_names or from_hf):
+        logging.getLogger("edgeseg.import").warning(
+            "%s: from %s: %s", args.onnx, " and ".join(Path(f).name for f in hf.files),
+            ", ".join(([f"{len(hf_names)} class names"] if hf_names else []) +
+                      [f"{k} {v}" for k, v in from_hf.items()]))
+    norm.update({k: v for k, v in from_hf.items() if k in ("mean", "std")})
+    explicit.update({k: v for k, v in from_hf.items() if k == "scale"})
     spec, overrides = None, None
     if args.preprocess and args.task != "instance":
         raise InputError("--preprocess applies to --task instance", fix="give a semantic model's --mean/--std/--scale/--resize")
     if args.task == "instance":  # the import recognises the exporter's conventions; what was given replaces them
-        overrides = {**norm, **explicit, **({"size": ImageShape.parse(args.size)} if args.size else {}),
+        hf_size = "size" in from_hf and onnx_input_size(args.onnx, args.layout or "NCHW") is None  # a fixed size wins
+        overrides = {**norm, **explicit, **({"size": ImageShape.parse(args.size)} if args.size else
+                                            {"size": from_hf["size"]} if hf_size else {}),
                      **({"layout": args.layout} if args.layout else {}),
                      **({"color": args.color} if args.color else {})}
     else:
-        size = ImageShape.parse(args.size) if args.size else onnx_input_size(args.onnx, args.layout or "NCHW")
+        size = ImageShape.parse(args.size) if args.size else \
+            onnx_input_size(args.onnx, args.layout or "NCHW") or from_hf.get("size")
         if size is None:
             raise InputError(f"{args.onnx}: the model's input size is dynamic", fix="pass --size WxH")
         spec = InputSpec(layout=args.layout or "NCHW", color=args.color or "RGB", size=size, **norm, **explicit)

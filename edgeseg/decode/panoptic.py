@@ -75,6 +75,7 @@ if TYPE_CHECKING:
 LAYOUT_OUTPUTS = {
     "center": {"semantic": "[1, C, h, w]", "center": "[1, 1, h, w]", "offset": "[1, 2, h, w]"},
     "paste": {"semantic": "[1, C, h, w]", "boxes": "[1, K, 4]", "scores": "[1, K]", "classes": "[1, K]"},
+    "query": {"class_logits": "[1, Q, C+1]", "mask_logits": "[1, Q, h, w]"},
 }
 GRAPH_OUTPUTS = {"centers": "[1, K, 3]", "instance": "[1, h, w]"}
 _ALIASES = {"semantic": ("semantic", "logits")}
@@ -212,22 +213,28 @@ def _class_tables(manifest: "Manifest", opts: PanopticOptions) -> tuple[np.ndarr
 def _finish(temp: np.ndarray, gm: GridMap, things: Sequence[tuple[int, float]], stuff: np.ndarray,
             opts: PanopticOptions, names: Sequence[str]) -> PanopticResult:
     """Window map of provisional ids (0 void, ``1..n`` the ``things`` (class, score) in order,
-    ``n+1..n+S`` the ``stuff`` classes) -> the final result: image areas from the grid weights, small
-    stuff and empty segments to void, ids renumbered ``1..``, the map sampled to the image."""
-    n = len(things)
-    total = n + len(stuff) + 1
+    ``n+1..n+S`` the ``stuff`` classes) -> the final result (:func:`finish_segments`)."""
+    segs = [(int(c), float(s), True) for c, s in things] + [(int(c), 1.0, False) for c in stuff]
+    return finish_segments(temp, gm, segs, opts, names)
+
+
+def finish_segments(temp: np.ndarray, gm: GridMap, segs: Sequence[tuple[int, float, bool]], opts: PanopticOptions,
+                    names: Sequence[str]) -> PanopticResult:
+    """Window map of provisional ids (0 void, ``t`` the segment ``segs[t - 1]`` = (class, score, is_thing))
+    -> the final result: image areas from the grid weights, small stuff and empty segments to void, ids
+    renumbered ``1..`` in provisional order, the map sampled to the image."""
+    total = len(segs) + 1
     areas = np.rint(np.bincount(temp.ravel(), weights=gm.weights.ravel(), minlength=total)).astype(np.int64)
     cats = opts.category_ids
     lut = np.zeros(total, np.int32)
     segments: list[Segment] = []
     for t in range(1, total):
-        is_thing = t <= n
-        cls, score = things[t - 1] if is_thing else (int(stuff[t - n - 1]), 1.0)
+        cls, score, is_thing = segs[t - 1]
         if areas[t] == 0 or (not is_thing and areas[t] < opts.stuff_area):
             continue
         lut[t] = len(segments) + 1
-        segments.append(Segment(len(segments) + 1, int(cats[cls]) if cats else int(cls), is_thing, int(areas[t]),
-                                float(score)))
+        segments.append(Segment(len(segments) + 1, int(cats[cls]) if cats else int(cls), bool(is_thing),
+                                int(areas[t]), float(score)))
     return PanopticResult(gm.to_image(lut[temp]), tuple(segments), tuple(names), tuple(opts.category_ids))
 
 
@@ -533,7 +540,13 @@ def _decode_fusion(outputs, meta, manifest, opts):
     return decode_fusion(outputs, meta, manifest, opts)
 
 
-_LAYOUTS = {"center": decode_center, "paste": decode_paste, "fusion": _decode_fusion}
+def _decode_query(outputs, meta, manifest, opts):
+    from .panoptic_query import decode_query
+
+    return decode_query(outputs, meta, manifest, opts)
+
+
+_LAYOUTS = {"center": decode_center, "paste": decode_paste, "query": _decode_query, "fusion": _decode_fusion}
 
 
 @DECODERS.register("panoptic")

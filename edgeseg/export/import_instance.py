@@ -227,6 +227,11 @@ def import_instance_onnx(onnx_path: str | os.PathLike, out: str | os.PathLike, *
     from .graph import default_opset
     from .import_boxmask import (DETECTRON2_INPUT, MMDET_INPUT, PLACEHOLDER_CLASSES, TORCHVISION_INPUT,
                                  batch_image_input, boxmask_to_layout, detect_boxmask_layout, mmdeploy_ops_error)
+    from onnx import TensorProto
+    from onnx import helper as onnx_helper
+
+    from .graph import Appender
+    from .import_query import QUERY_INPUT, detect_query_outputs, prepare, query_to_dense
     from .importer import (_reconcile_spec, _session_for, _smoke_feed, load_onnx_checked, model_input_size,
                            upgrade_opset, write_imported)
 
@@ -278,11 +283,33 @@ def import_instance_onnx(onnx_path: str | os.PathLike, out: str | os.PathLike, *
                               "torchvision to export it") from None
     arrays = {o.name: y for o, y in zip(session.get_outputs(), ys)}
     shapes = {k: tuple(y.shape) for k, y in arrays.items()}
-    boxmask = detect_boxmask_layout(arrays, fed, str(path), roi_align=any(n.op_type == "RoiAlign" for n in model.graph.node))
-    yolact = None if boxmask is not None else \
+    query = detect_query_outputs(arrays, None if names is None else len(names), str(path))
+    boxmask = None if query is not None else \
+        detect_boxmask_layout(arrays, fed, str(path), roi_align=any(n.op_type == "RoiAlign" for n in model.graph.node))
+    yolact = None if boxmask is not None or query is not None else \
         detect_yolact_layout(shapes, lambda why: _layout_fail(shapes, str(path), why))
     report: dict = {}
-    if boxmask is not None:  # after their own NMS: boxes, scores, labels, masks
+    if query is not None:  # MaskFormer / Mask2Former: their instance inference, inside the graph
+        if defaulted:
+            convention = preset or QUERY_INPUT
+            spec = dataclasses.replace(spec, **{**convention, **{k: v for k, v in given.items() if k in convention}})
+            if preset is None:
+                _assumed(path, "mask-classification outputs", "Mask2Former (transformers, Detectron2)", spec, given)
+        original = {"class_logits": query.classes, "mask_logits": query.masks}
+        query, dtypes = prepare(model, query, ("scores", "classes", "masks"))
+        app = Appender(model.graph, "edgeseg_query_")
+        written = query_to_dense(app, query, dtypes)
+        for kind, x in written.items():
+            app.node("Identity", [x], out=kind)
+        app.flush()
+        del model.graph.output[:]
+        model.graph.output.extend([onnx_helper.make_tensor_value_info(k, TensorProto.INT64 if k == "classes" else
+                                                                      TensorProto.FLOAT, None) for k in written])
+        renames = {}
+        layout, fmt, nc, kinds = "dense", None, query.num_classes, ("scores", "classes", "masks")
+        report = {"source_layout": "mask-classification", "queries": query.num_queries,
+                  "mask_size": list(query.mask_hw)}
+    elif boxmask is not None:  # after their own NMS: boxes, scores, labels, masks
         if names is None:
             raise InputError(f"{path}: a box-and-mask model ({boxmask.labels!r} holds class indices) carries no class "
                              "names", fix="pass --names with one name per class index the model outputs (--classes N "

@@ -116,6 +116,70 @@ def _thing_indices(things: Sequence[str | int], names: Sequence[str], where: str
 REFERENCE_OPTIONS = dict(center_threshold=0.1, nms_kernel=7, top_k=200, stuff_area=2048)
 
 
+#: Mask-classification models' panoptic inference defaults: Mask2Former's configs (``OBJECT_MASK_THRESHOLD``
+#: 0.8, ``OVERLAP_THRESHOLD`` 0.8) and transformers' ``post_process_panoptic_segmentation`` (threshold 0.5,
+#: overlap_mask_area_threshold 0.8); neither drops small stuff segments. The convention follows the output
+#: names: transformers' ``class_queries_logits``/``masks_queries_logits``, else Detectron2's.
+QUERY_OPTIONS = {"detectron2": dict(score_threshold=0.8, mask_threshold=0.5, mask_area_ratio=0.8, stuff_area=0,
+                                    query_convention="detectron2"),
+                 "transformers": dict(score_threshold=0.5, mask_threshold=0.5, mask_area_ratio=0.8, stuff_area=0,
+                                      query_convention="transformers")}
+
+
+def _import_query(model, query, arrays: dict, path: Path, out, *, names, thing_idx, spec: InputSpec, feed, in_name: str,
+                  opset: int, original_opset: int, note, palette, name, overwrite: bool, options: dict | None) -> Bundle:
+    """The ``query`` layout: the class and mask logits renamed ``class_logits`` and ``mask_logits`` (float32)."""
+    from onnx import TensorProto, helper
+
+    from ..decode.panoptic import decode_panoptic
+    from .bundle_export import _palette
+    from .import_instance import _rename_io
+    from .import_query import prepare
+    from .importer import _session_for, write_imported
+
+    convention = "transformers" if "queries" in query.classes.lower() else "detectron2"
+    center_only = {k for k in (options or {}) if k in REFERENCE_OPTIONS and k != "stuff_area"}
+    if center_only:
+        log.warning("%s: %s apply to Panoptic-DeepLab's centre layout, not to a mask-classification model; ignored",
+                    path, ", ".join(sorted(center_only)))
+    opts = PanopticOptions().replace(**{**QUERY_OPTIONS[convention], **{k: v for k, v in (options or {}).items()
+                                                                          if k not in center_only}},
+                                     layout="query", thing_classes=thing_idx)
+    original = {"class_logits": query.classes, "mask_logits": query.masks}
+    query, dtypes = prepare(model, query, ("class_logits", "mask_logits"))
+    app = Appender(model.graph, "edgeseg_query_")
+    for role, src, dt in (("class_logits", query.classes, dtypes["classes"]), ("mask_logits", query.masks, dtypes["masks"])):
+        x = src if dt == TensorProto.FLOAT else app.node("Cast", [src], to=TensorProto.FLOAT)
+        app.node("Identity", [x], out=role)
+    app.flush()
+    g = model.graph
+    del g.output[:]
+    g.output.extend([helper.make_tensor_value_info(r, TensorProto.FLOAT, None) for r in original])
+    _rename_io(model, {}, in_name)
+    model = clean_graph(model)
+    session = _session_for(model, path)
+    y = dict(zip([o.name for o in session.get_outputs()], session.run(None, {"images": feed})))
+    batch = "batch" if spec.dynamic_batch else 1
+    manifest = Manifest(
+        name=name or path.stem, task="panoptic", classes=tuple(names), input=spec,
+        outputs=(OutputSpec("class_logits", "class_logits", "float32", (batch, *y["class_logits"].shape[1:])),
+                 OutputSpec("mask_logits", "mask_logits", "float32",
+                            (batch, y["mask_logits"].shape[1], *(y["mask_logits"].shape[2:] if spec.size_rule == "fixed"
+                                                                 else ("height", "width"))))),
+        palette=_palette(palette, len(names)), decoder=opts.to_dict(),
+        provenance={"source": "onnx", "file": path.name, "original_opset": original_opset, "opset": opset,
+                    "original_input": in_name, "original_outputs": original,
+                    "producer": f"{model.producer_name} {model.producer_version}".strip()},
+    )
+    fed = ImageShape(*(feed.shape[2:4] if spec.layout == "NCHW" else feed.shape[1:3]))
+    _, pmeta = spec.preprocess(np.zeros((fed.height, fed.width, 3), np.uint8))
+    smoke = decode_panoptic(y, pmeta, manifest)  # the decoder runs on the real outputs before anything is written
+    report = {"layout": "query", "query_convention": convention, "queries": query.num_queries,
+              "mask_size": list(query.mask_hw), "outputs": {k: list(v.shape) for k, v in arrays.items()},
+              "opset_note": note, "smoke_segments": len(smoke.segments)}
+    return write_imported(model, out, manifest, opset, report, overwrite)
+
+
 def import_panoptic_onnx(onnx_path: str | os.PathLike, out: str | os.PathLike, *, classes: int | Sequence[str],
                          things: Sequence[str | int], input_spec: InputSpec, offset_order: str = "yx",
                          offset_scale: float = 1.0, palette=None, name: str | None = None, overwrite: bool = False,
@@ -129,6 +193,7 @@ def import_panoptic_onnx(onnx_path: str | os.PathLike, out: str | os.PathLike, *
     from ..decode.panoptic import decode_panoptic
     from .bundle_export import _palette, normalize_classes
     from .import_instance import _rename_io
+    from .import_query import detect_query_outputs
     from .importer import _session_for, prepared, write_imported
 
     path = Path(onnx_path)
@@ -147,6 +212,8 @@ def import_panoptic_onnx(onnx_path: str | os.PathLike, out: str | os.PathLike, *
     # the decoder options are checked before any model work (an even --nms-kernel is refused at once)
     opts = PanopticOptions().replace(**{**REFERENCE_OPTIONS, **(options or {})}, layout="center",
                                      thing_classes=thing_idx)
+    PanopticOptions().replace(**{**QUERY_OPTIONS["detectron2"], **(options or {})}, layout="query",
+                              thing_classes=thing_idx)
     model, original_opset, opset, note, spec, in_name, session, feed = prepared(path, input_spec)
     fed = ImageShape(*(feed.shape[2:4] if spec.layout == "NCHW" else feed.shape[1:3]))
     try:
@@ -156,6 +223,11 @@ def import_panoptic_onnx(onnx_path: str | os.PathLike, out: str | os.PathLike, *
         raise ExportError(f"{path}: the model failed on a {fed.width}x{fed.height} test frame: {first}",
                           fix="check --size: a dynamic-size export runs at sizes its network divides") from None
     arrays = {o.name: y for o, y in zip(session.get_outputs(), ys)}
+    query = detect_query_outputs(arrays, len(names), str(path))
+    if query is not None:
+        return _import_query(model, query, arrays, path, out, names=names, thing_idx=thing_idx, spec=spec, feed=feed,
+                             in_name=in_name, opset=opset, original_opset=original_opset, note=note, palette=palette,
+                             name=name, overwrite=overwrite, options=options)
     roles, channels_last = detect_center_outputs(arrays, len(names), str(path))
     original = dict(roles)
     heat = arrays[roles["center"]]

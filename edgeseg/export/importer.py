@@ -319,14 +319,28 @@ def import_onnx(onnx_path: str | os.PathLike, out: str | os.PathLike, *, task: s
     if classes is None or input_spec is None:
         raise InputError(f"import of {path}: a semantic model needs its classes and input spec",
                          fix="pass --classes N (or a names file) and --size WxH")
+    from .graph import Appender
+    from .import_query import detect_query_outputs, prepare, query_to_semantic
+
     names = normalize_classes(classes, None, f"import of {path}")
     model, original_opset, opset, note, spec, in_name, session, feed = prepared(path, input_spec)
     outputs = session.run(None, {in_name: feed})
-    pick = _main_output([o.name for o in session.get_outputs()], path)
-    out_name = session.get_outputs()[pick].name
-    kind, appended = _detect_output(outputs[pick], out_name, len(names), path)
-    shape = _out_shape(outputs[pick], kind, appended, spec)
-    _rewire(model, in_name, out_name, kind, appended, _out_elem(session, pick), shape, opset)
+    query = detect_query_outputs({o.name: y for o, y in zip(session.get_outputs(), outputs)}, len(names), str(path))
+    if query is not None:  # MaskFormer / Mask2Former: their semantic inference appended (import_query)
+        original_output: object = {"class_logits": query.classes, "mask_logits": query.masks}
+        query, dtypes = prepare(model, query, ("logits",))
+        app = Appender(model.graph, "edgeseg_query_")
+        out_name = app.node("Identity", [query_to_semantic(app, query, dtypes)])
+        app.flush()
+        kind, appended = "logits", []
+        shape = _out_shape(np.zeros((1, len(names), *query.mask_hw), np.float32), kind, appended, spec)
+        _rewire(model, in_name, out_name, kind, appended, 1, shape, opset)  # 1: onnx.TensorProto.FLOAT
+    else:
+        pick = _main_output([o.name for o in session.get_outputs()], path)
+        out_name = original_output = session.get_outputs()[pick].name
+        kind, appended = _detect_output(outputs[pick], out_name, len(names), path)
+        shape = _out_shape(outputs[pick], kind, appended, spec)
+        _rewire(model, in_name, out_name, kind, appended, _out_elem(session, pick), shape, opset)
     model = clean_graph(model)
     session = _session_for(model, path)
     y = session.run(None, {"images": feed})[0]
@@ -336,11 +350,14 @@ def import_onnx(onnx_path: str | os.PathLike, out: str | os.PathLike, *, task: s
         name=name or path.stem, task=task, classes=names, input=spec,
         outputs=(OutputSpec(kind, kind, str(y.dtype), (batch, *y.shape[1:])),), palette=_palette(palette, len(names)),
         provenance={"source": "onnx", "file": path.name, "original_opset": original_opset, "opset": opset,
-                    "original_input": in_name, "original_output": out_name,
+                    "original_input": in_name, "original_output": original_output,
                     "producer": f"{model.producer_name} {model.producer_version}".strip()},
     )
     return write_imported(model, out, manifest, opset, {"smoke": smoke, "opset_note": note,
-                                                        "appended_nodes": [op for op, _ in appended]}, overwrite)
+                                                        "appended_nodes": [op for op, _ in appended],
+                                                        **({"source_layout": "mask-classification",
+                                                            "queries": query.num_queries} if query else {})},
+                          overwrite)
 
 
 def write_imported(model, out: str | os.PathLike, manifest: Manifest, opset: int, report: dict,

@@ -213,7 +213,8 @@ class InstanceOptions(DecoderOptions):
                 raise InputError(f"decoder option {name} must be a positive integer, got {v!r}")
 
 
-PANOPTIC_LAYOUTS = ("center", "paste", "fusion")
+PANOPTIC_LAYOUTS = ("center", "paste", "query", "fusion")
+QUERY_CONVENTIONS = ("detectron2", "transformers")
 
 
 def _int_tuple(name: str, value: Any) -> tuple[int, ...]:
@@ -250,16 +251,25 @@ class PanopticOptions(DecoderOptions):
       grouping ``centers [1, K, 3]`` (score, y, x) and ``instance`` int64 ``[1, h, w]``.
       ``paste`` (LPSNet): ``semantic`` logits plus ``boxes [1, K, 4]`` (xyxy network pixels),
       ``scores [1, K]``, ``classes [1, K]``, optionally ``masks [1, K, M, M]`` probabilities per box.
+      ``query`` (mask classification: MaskFormer, Mask2Former, OneFormer): ``class_logits [1, Q, C+1]``
+      (the last class is "no object") and ``mask_logits [1, Q, h, w]``; see
+      :mod:`edgeseg.decode.panoptic_query`.
     thing_classes: class indices (into the manifest's classes) that are things; all others are stuff.
     category_ids: the dataset category id of each class, written into ``Segment.category_id``
       (empty: the class index). Segment id 0 is void.
     center_threshold: a centre peak counts when its score is above it (Panoptic-DeepLab's ``>``).
     nms_kernel: odd max-pool window of the centre NMS (output pixels). top_k: most centres kept.
     stuff_area: smallest stuff segment, in pixels of the **original image** (smaller ones become void).
-    score_threshold: boxes (paste) scoring at or below it are dropped.
+    score_threshold: boxes (paste) and queries (query) scoring at or below it are dropped.
     overlap_threshold: a box (paste) or instance (fusion) is dropped when more than this share of
       its pixels is already taken by better ones.
-    mask_threshold: probability above which a pixel of a paste layout's optional per-box mask counts.
+    mask_threshold: probability above which a pixel of a paste layout's optional per-box mask counts
+      (query: at or above which a query's mask covers a pixel).
+    mask_area_ratio: (query) a segment is kept when the pixels it wins are more than (``transformers``)
+      or at least (``detectron2``) this share of its own mask's area (Mask2Former's ``overlap_threshold``,
+      transformers' ``overlap_mask_area_threshold``).
+    query_convention: (query) whose post-processing to reproduce, ``detectron2`` (Mask2Former's reference
+      code) or ``transformers`` (Hugging Face's image processors); :mod:`edgeseg.decode.panoptic_query`.
     ``fusion`` (``edgeseg fuse``: a semantic and an instance model in one graph, outputs ``sem/...``
     and ``inst/...``): ``branches`` holds each branch's manifest (``semantic``, ``instance``),
     ``fusion_semantic`` maps each semantic class to a class of this bundle (-1: not kept) and
@@ -270,7 +280,7 @@ class PanopticOptions(DecoderOptions):
     """
 
     task: ClassVar[str] = "panoptic"
-    layout: Literal["center", "paste"] = "center"
+    layout: Literal["center", "paste", "query"] = "center"
     thing_classes: tuple[int, ...] = ()
     category_ids: tuple[int, ...] = ()
     center_threshold: float = 0.1
@@ -280,6 +290,8 @@ class PanopticOptions(DecoderOptions):
     score_threshold: float = 0.3
     overlap_threshold: float = 0.5
     mask_threshold: float = 0.5
+    mask_area_ratio: float = 0.8
+    query_convention: Literal["detectron2", "transformers"] = "detectron2"
     fusion_semantic: tuple[int, ...] = ()
     fusion_instance: tuple[int, ...] = ()
     branches: dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -310,8 +322,11 @@ class PanopticOptions(DecoderOptions):
         if len(set(self.category_ids)) != len(self.category_ids):
             raise InputError(f"decoder option category_ids repeats an id: {list(self.category_ids)}",
                              fix="give each class its own dataset category id")
-        for name in ("center_threshold", "score_threshold", "overlap_threshold", "mask_threshold"):
+        for name in ("center_threshold", "score_threshold", "overlap_threshold", "mask_threshold", "mask_area_ratio"):
             _in_range(name, getattr(self, name), 0.0, 1.0)
+        if self.query_convention not in QUERY_CONVENTIONS:
+            raise InputError(f"decoder option query_convention must be one of {', '.join(QUERY_CONVENTIONS)}, "
+                             f"got {self.query_convention!r}")
         for name, value in self.class_score_thresholds.items():
             _in_range(f"class_score_thresholds[{name!r}]", value, 0.0, 1.0)
         _positive_int("nms_kernel", self.nms_kernel)

@@ -1,0 +1,166 @@
+"""Mask-classification models made elsewhere (MaskFormer, Mask2Former, OneFormer) for any task.
+
+These models end in ``Q`` queries: class logits ``[1, Q, C+1]`` (the last class is "no object") and
+mask logits ``[1, Q, h, w]`` (Hugging Face transformers: ``class_queries_logits`` and
+``masks_queries_logits``; Detectron2's Mask2Former: ``pred_logits`` and ``pred_masks``). One model
+serves the three tasks through its post-processing, which the import writes as the task needs it:
+
+* ``semantic``: appended to the graph as Mask2Former's semantic inference (its reference code and
+  transformers' ``post_process_semantic_segmentation``): ``einsum("qc,qhw->chw", softmax(class)[:, :C],
+  sigmoid(mask))``, written as ``logits [1, C, h, w]``; edgeseg's semantic decoder resizes those
+  bilinearly to the image and takes the argmax, as the references do.
+* ``instance``: appended to the graph as Mask2Former's instance inference (``instance_inference``, and
+  transformers' ``post_process_instance_segmentation``): the best ``top_k`` (query, class) pairs of the
+  ``Q x C`` class probabilities (``Q`` of them, as both references), each pair's mask ``sigmoid(mask)``,
+  its score the class probability times the mask's mean probability over its pixels above 0.5
+  (``1e-6`` added to the count), written as the ``dense`` layout (``scores``, ``classes``, ``masks``:
+  probabilities); edgeseg's dense decoder thresholds and pastes them.
+* ``panoptic``: the two outputs renamed ``class_logits`` and ``mask_logits``; the ``query`` layout of
+  :mod:`edgeseg.decode.panoptic_query` decodes them, with the thing classes the user names.
+
+Recognised from one run on a test frame: a float ``[1, Q, K]`` and a float ``[1, Q, h, w]`` output with
+the same ``Q``, ``K`` the number of classes plus one; names with ``class``/``logit`` and ``mask`` settle
+ties (a full transformers export also writes hidden states ``[1, Q, D]``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import ExportError
+
+#: Mask2Former's pre-processing, in transformers' image processors and Detectron2's configs alike: RGB,
+#: ImageNet mean/std (Detectron2's 0-255 values are the same), the frame resized to the network size.
+QUERY_INPUT = dict(resize="resize", pad_value=0, color="RGB", mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
+                   scale=1.0 / 255.0)
+_CLASS_HINTS = ("class", "logit", "cls")
+_MASK_HINTS = ("mask",)
+
+
+@dataclass(frozen=True)
+class QueryOutputs:
+    """The two outputs of a mask-classification model: names, ``Q``, ``C`` (without no-object), mask size."""
+
+    classes: str
+    masks: str
+    num_queries: int
+    num_classes: int
+    mask_hw: tuple[int, int]
+
+
+def _listing(arrays: dict[str, np.ndarray]) -> str:
+    return ", ".join(f"{k} {np.asarray(v).dtype} {list(np.shape(v))}" for k, v in arrays.items())
+
+
+def detect_query_outputs(arrays: dict[str, np.ndarray], nc: int | None, where: str) -> QueryOutputs | None:
+    """The class and mask outputs of a mask-classification model among one run's ``arrays``, or None when
+    no float ``[1, Q, K]`` and ``[1, Q, h, w]`` pair shares ``Q``. ``nc``: the classes the user gave
+    (``K`` must be ``nc + 1``: an :class:`ExportError` naming the outputs otherwise)."""
+    floats = {k: np.asarray(v) for k, v in arrays.items()
+              if np.asarray(v).dtype.kind == "f" and np.asarray(v).shape[:1] == (1,)}
+    cls = [k for k, v in floats.items() if v.ndim == 3 and v.shape[1] >= 1 and v.shape[2] >= 2]
+    msk = [k for k, v in floats.items() if v.ndim == 4 and v.shape[1] >= 1]
+    pairs = [(c, m) for c in cls for m in msk if floats[c].shape[1] == floats[m].shape[1]]
+    if not pairs:
+        return None
+    if len(pairs) > 1:
+        named = [(c, m) for c, m in pairs if any(h in c.lower() for h in _CLASS_HINTS)
+                 and any(h in m.lower() for h in _MASK_HINTS)]
+        fits = [(c, m) for c, m in pairs if nc is not None and floats[c].shape[2] == nc + 1]
+        pairs = ([p for p in named if p in fits] or named or fits) if (named or fits) else pairs
+        if len(pairs) > 1:
+            raise ExportError(f"{where}: several output pairs fit a mask-classification model's class logits "
+                              f"[1, Q, C+1] and mask logits [1, Q, h, w] ({_listing(arrays)})",
+                              fix="export only the two (class_queries_logits and masks_queries_logits), or name "
+                                  "them with 'class' and 'mask'")
+    c, m = pairs[0]
+    k = floats[c].shape[2]
+    if nc is not None and k != nc + 1:
+        raise ExportError(f"{where}: output {c!r} {list(floats[c].shape)} scores {k - 1} classes plus no-object, "
+                          f"but {nc} classes were given ({_listing(arrays)})",
+                          fix=f"give the model's {k - 1} class names (its config.json id2label), without the "
+                              "no-object class")
+    return QueryOutputs(c, m, int(floats[c].shape[1]), int(k - 1), tuple(int(s) for s in floats[m].shape[2:4]))
+
+
+def output_dtypes(model) -> dict[str, int]:
+    """The ONNX element type of each graph output."""
+    return {o.name: o.type.tensor_type.elem_type for o in model.graph.output}
+
+
+def free_names(model, names, prefix: str) -> None:
+    """Tensors of the graph already called like one of ``names`` (other than its outputs' own) are renamed
+    ``prefix + name`` first, so that the appended nodes can write those names."""
+    from .graph import rename_tensor
+
+    g = model.graph
+    taken = {o for n in g.node for o in n.output} | {t.name for t in g.initializer}
+    for name in names:
+        if name in taken:
+            rename_tensor(g, name, prefix + name)
+
+
+def prepare(model, q: QueryOutputs, kinds) -> tuple[QueryOutputs, dict[str, int]]:
+    """Before appending: the graph's tensors called like edgeseg's output ``kinds`` renamed out of the way
+    (the query outputs' names follow), and each query output's ONNX element type, by role."""
+    import dataclasses
+
+    dt = output_dtypes(model)
+    dtypes = {"classes": dt.get(q.classes, 1), "masks": dt.get(q.masks, 1)}
+    free_names(model, kinds, "edgeseg_query_")
+    q = dataclasses.replace(q, **{role: "edgeseg_query_" + name for role, name in (("classes", q.classes),
+                                                                                    ("masks", q.masks)) if name in kinds})
+    return q, dtypes
+
+
+def _class_probs(app, q: QueryOutputs, dtype: int) -> str:
+    """softmax over the ``C + 1`` classes, no-object dropped: ``[1, Q, C]`` float32."""
+    from onnx import TensorProto
+
+    x = q.classes if dtype == TensorProto.FLOAT else app.node("Cast", [q.classes], to=TensorProto.FLOAT)
+    p = app.node("Softmax", [x], axis=-1)
+    return app.node("Slice", [p, app.const(np.array([0], np.int64)), app.const(np.array([q.num_classes], np.int64)),
+                              app.const(np.array([2], np.int64))])
+
+
+def _mask_probs(app, q: QueryOutputs, dtype: int) -> str:
+    from onnx import TensorProto
+
+    x = q.masks if dtype == TensorProto.FLOAT else app.node("Cast", [q.masks], to=TensorProto.FLOAT)
+    return app.node("Sigmoid", [x])
+
+
+def query_to_semantic(app, q: QueryOutputs, dtypes: dict[str, int]) -> str:
+    """Append Mask2Former's semantic inference; returns the ``[1, C, h, w]`` tensor (module doc)."""
+    cls = _class_probs(app, q, dtypes["classes"])
+    masks = _mask_probs(app, q, dtypes["masks"])
+    return app.node("Einsum", [cls, masks], equation="bqc,bqhw->bchw")
+
+
+def query_to_dense(app, q: QueryOutputs, dtypes: dict[str, int], top_k: int | None = None) -> dict[str, str]:
+    """Append Mask2Former's instance inference (module doc); returns ``{"scores", "classes", "masks"}``."""
+    from onnx import TensorProto
+
+    c = q.num_classes
+    k = min(top_k or q.num_queries, q.num_queries * c)
+    cls = _class_probs(app, q, dtypes["classes"])
+    flat = app.node("Reshape", [cls, app.const(np.array([1, -1], np.int64))])  # [1, Q*C], query-major
+    top = app.node("TopK", [flat, app.const(np.array([k], np.int64))], axis=-1, largest=1, sorted=1)
+    idx = top + "_i"
+    app.nodes[-1].output.append(idx)
+    query = app.node("Div", [idx, app.const(np.array(c, np.int64))])
+    label = app.node("Mod", [idx, app.const(np.array(c, np.int64))])
+    picked = app.node("Gather", [q.masks, app.node("Squeeze", [query, app.const(np.array([0], np.int64))])], axis=1)
+    if dtypes["masks"] != TensorProto.FLOAT:
+        picked = app.node("Cast", [picked], to=TensorProto.FLOAT)
+    on = app.node("Cast", [app.node("Greater", [picked, app.const(np.array(0, np.float32))])], to=TensorProto.FLOAT)
+    prob = app.node("Sigmoid", [picked])
+    axes = app.const(np.array([2, 3], np.int64))
+    inside = app.node("ReduceSum", [app.node("Mul", [prob, on]), axes], keepdims=0)
+    count = app.node("Add", [app.node("ReduceSum", [on, axes], keepdims=0), app.const(np.array(1e-6, np.float32))])
+    score = app.node("Mul", [top, app.node("Div", [inside, count])])
+    return {"scores": score, "classes": label, "masks": prob}
+
+
+__all__ = ["QUERY_INPUT", "QueryOutputs", "free_names", "output_dtypes", "prepare", "detect_query_outputs", "query_to_dense", "query_to_semantic"]

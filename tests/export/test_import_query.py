@@ -1,0 +1,239 @@
+"""Importing mask-classification models (MaskFormer, Mask2Former) for the three tasks.
+
+Each import's predictions are compared with transformers' own post-processing (MaskFormer's image
+processor: it decides at the masks' size or the target size it is given, without Mask2Former's
+intermediate 384x384 resize) run on the raw outputs of the same ONNX file in ONNX Runtime.
+"""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+import edgeseg
+from edgeseg.errors import ExportError
+from edgeseg.export.import_query import detect_query_outputs
+from edgeseg.export.importer import import_onnx
+from edgeseg.structures import InputSpec
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+NAMES = ("road", "sky", "person", "car")
+
+
+def query_onnx(path, *, q=8, c=4, size=64, stride=4, names=("class_queries_logits", "masks_queries_logits"),
+               hidden: int = 0, seed=0):
+    """A model with a mask-classification model's two outputs, both computed from the image: masks by a
+    strided convolution, class logits by a 1x1 convolution pooled over the image. ``hidden``: also a
+    ``[1, Q, hidden]`` output, as a full transformers export writes its decoder's hidden state."""
+    import onnx
+    from onnx import TensorProto as T
+    from onnx import helper as h
+    from onnx import numpy_helper as nh
+
+    rng = np.random.default_rng(seed)
+    k = stride
+    inits = [nh.from_array((rng.normal(0, 1.5, (q, 3, k, k)) / k).astype(np.float32), "wm"),
+             nh.from_array(rng.normal(0, 3, (q * (c + 1), 3, 1, 1)).astype(np.float32), "wc"),
+             nh.from_array(rng.normal(0, 3, (q * (c + 1),)).astype(np.float32), "bc"),
+             nh.from_array(np.array([1, q, c + 1], np.int64), "shape")]
+    nodes = [h.make_node("Conv", ["pixel_values", "wm"], [names[1]], strides=[k, k]),
+             h.make_node("Conv", ["pixel_values", "wc", "bc"], ["c1"]),
+             h.make_node("GlobalAveragePool", ["c1"], ["c2"]),
+             h.make_node("Reshape", ["c2", "shape"], [names[0]])]
+    outs = [h.make_tensor_value_info(names[0], T.FLOAT, [1, q, c + 1]),
+            h.make_tensor_value_info(names[1], T.FLOAT, [1, q, size // k, size // k])]
+    if hidden:
+        inits.append(nh.from_array(rng.normal(0, 1, (c + 1, hidden)).astype(np.float32), "wh"))
+        nodes.append(h.make_node("MatMul", [names[0], "wh"], ["last_hidden_state"]))
+        outs.insert(0, h.make_tensor_value_info("last_hidden_state", T.FLOAT, [1, q, hidden]))
+    g = h.make_graph(nodes, "query", [h.make_tensor_value_info("pixel_values", T.FLOAT, [1, 3, size, size])], outs, inits)
+    m = h.make_model(g, opset_imports=[h.make_opsetid("", 17)])
+    m.ir_version = 8
+    onnx.save(m, str(path))
+    return path
+
+
+def _raw(path, image: np.ndarray, spec: InputSpec) -> dict[str, np.ndarray]:
+    import onnxruntime as ort
+
+    x, _ = spec.preprocess(image)
+    s = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return {o.name: y for o, y in zip(s.get_outputs(), s.run(None, {"pixel_values": x}))}
+
+
+def _hf(raw: dict[str, np.ndarray]):
+    from transformers.models.maskformer.image_processing_pil_maskformer import MaskFormerImageProcessorPil
+
+    out = SimpleNamespace(class_queries_logits=torch.from_numpy(raw["class_queries_logits"]),
+                          masks_queries_logits=torch.from_numpy(raw["masks_queries_logits"]))
+    return MaskFormerImageProcessorPil(), out
+
+
+def _image(seed: int, h: int, w: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    import cv2
+
+    return cv2.resize(rng.integers(0, 256, (h // 8, w // 8, 3), dtype=np.uint8), (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+SPEC = InputSpec(size=(64, 64))
+
+
+def test_semantic_equals_transformers(tmp_path):
+    src = query_onnx(tmp_path / "m.onnx")
+    b = import_onnx(src, tmp_path / "sem", task="semantic", classes=NAMES, input_spec=SPEC)
+    assert b.report["import"]["source_layout"] == "mask-classification"
+    assert [o.kind for o in b.manifest.outputs] == ["logits"]
+    pred = edgeseg.load(b.root)
+    for seed in range(3):
+        img = _image(seed, 64, 64)  # the network size: the resize is the identity, the rest is the decode
+        proc, out = _hf(_raw(src, img, SPEC))
+        ref = proc.post_process_semantic_segmentation(out, target_sizes=[(64, 64)])[0].numpy()
+        got = pred(img).labels
+        assert (got == ref).mean() >= 0.999, seed  # the bilinear resize of the same sums; float ties aside
+        assert len(np.unique(ref)) >= 2
+
+
+def test_instance_equals_transformers(tmp_path):
+    src = query_onnx(tmp_path / "m.onnx", seed=3)
+    b = import_onnx(src, tmp_path / "inst", task="instance", classes=NAMES, input_spec=None)
+    m = b.manifest
+    assert m.decoder_options.layout == "dense" and m.input.resize == "resize" and m.input.mean == pytest.approx((0.485, 0.456, 0.406))
+    pred = edgeseg.load(b.root)
+    pred.set_options(score_threshold=0.05)
+    compared = 0
+    for seed in range(3):
+        img = _image(seed, 64, 64)
+        proc, out = _hf(_raw(src, img, m.input))
+        ref = proc.post_process_instance_segmentation(out, threshold=0.05, target_sizes=[(64, 64)],
+                                                      return_binary_maps=True)[0]
+        res = pred(img)
+        # the same detections: class and score (transformers keeps score >= 0.05 with a non-empty mask; edgeseg > 0.05)
+        want = sorted((s["label_id"], round(s["score"], 4)) for s in ref["segments_info"])
+        got = sorted((int(c), round(float(s), 4)) for c, s in zip(res.classes, res.scores))
+        assert got == want, seed
+        # and the same masks up to the resampling: transformers thresholds at 16x16 and resizes nearest, edgeseg
+        # resizes the probabilities bilinearly and thresholds (boundary pixels differ)
+        maps = ref["segmentation"].numpy().astype(bool)
+        for s, ref_mask in zip(ref["segments_info"], maps):
+            k = next(i for i, (c, sc) in enumerate(zip(res.classes, res.scores))
+                     if int(c) == s["label_id"] and round(float(sc), 4) == round(s["score"], 4))
+            mine = res.masks[k]
+            iou = (mine & ref_mask).sum() / max(1, (mine | ref_mask).sum())
+            assert iou >= 0.6, (seed, iou)
+            compared += 1
+    assert compared >= 3
+
+
+def test_panoptic_equals_transformers_at_one_to_one(tmp_path):
+    """Masks at the input's size (stride 1) and an image of the network size: every step is the reference's."""
+    src = query_onnx(tmp_path / "m.onnx", q=10, stride=1, seed=5)
+    b = import_onnx(src, tmp_path / "pan", task="panoptic", classes=NAMES, things=["person", "car"], input_spec=SPEC)
+    opts = b.manifest.decoder_options
+    assert (opts.layout, opts.query_convention, opts.score_threshold, opts.stuff_area) == ("query", "transformers", 0.5, 0)
+    pred = edgeseg.load(b.root)
+    segments = 0
+    for seed in range(4):
+        img = _image(seed, 64, 64)
+        proc, out = _hf(_raw(src, img, SPEC))
+        r = proc.post_process_panoptic_segmentation(out, threshold=0.5, label_ids_to_fuse={0, 1})[0]
+        ref = r["segmentation"].numpy()
+        res = pred(img)
+        label = {s["id"]: s["label_id"] for s in r["segments_info"]}
+        ref_cls = np.vectorize(lambda i: label.get(int(i), -1))(ref)
+        cls = {s.id: s.category_id for s in res.segments}
+        got_cls = np.vectorize(lambda i: cls.get(int(i), -1))(res.segment_ids)
+        assert (ref_cls == got_cls).all(), seed
+        pairs = np.unique(np.stack([ref.ravel(), res.segment_ids.ravel()]), axis=1)  # one segment for one segment
+        assert len(set(pairs[0])) == len(set(pairs[1])) == pairs.shape[1]
+        segments += len(res.segments)
+    assert segments >= 4
+
+
+def test_detectron2_names_take_its_convention_and_hidden_states_are_left_out(tmp_path):
+    src = query_onnx(tmp_path / "d2.onnx", names=("pred_logits", "pred_masks"), hidden=32)
+    b = import_onnx(src, tmp_path / "pan", task="panoptic", classes=NAMES, things=["car"], input_spec=SPEC)
+    opts = b.manifest.decoder_options
+    assert (opts.query_convention, opts.score_threshold, opts.mask_area_ratio) == ("detectron2", 0.8, 0.8)
+    assert b.manifest.provenance["original_outputs"] == {"class_logits": "pred_logits", "mask_logits": "pred_masks"}
+    res = edgeseg.load(b.root)(_image(0, 80, 120))  # another size and aspect: resized, decoded, mapped back
+    assert res.segment_ids.shape == (80, 120)
+
+
+def test_outputs_that_do_not_fit_are_named(tmp_path):
+    src = query_onnx(tmp_path / "m.onnx")
+    with pytest.raises(ExportError, match=r"scores 4 classes plus no-object, but 3 classes were given.*class_queries_logits"):
+        import_onnx(src, tmp_path / "x", task="semantic", classes=("a", "b", "c"), input_spec=SPEC)
+    assert not (tmp_path / "x").exists()
+    two = {"a_class": np.zeros((1, 8, 5), np.float32), "b_class": np.zeros((1, 8, 5), np.float32),
+           "m": np.zeros((1, 8, 4, 4), np.float32)}
+    with pytest.raises(ExportError, match="several output pairs"):
+        detect_query_outputs(two, 4, "m.onnx")
+    assert detect_query_outputs({"logits": np.zeros((1, 4, 8, 8), np.float32)}, 4, "m.onnx") is None
+
+
+def _hf_folder(tmp_path, **pre):
+    """An export folder as optimum or save_pretrained leave it: model.onnx, config.json, preprocessor_config.json."""
+    import json
+
+    folder = tmp_path / "export"
+    folder.mkdir()
+    query_onnx(folder / "model.onnx", size=64)
+    (folder / "config.json").write_text(json.dumps({"model_type": "mask2former", "id2label": {
+        str(i): n for i, n in enumerate(NAMES)}, "label2id": {n: i for i, n in enumerate(NAMES)}}))
+    (folder / "preprocessor_config.json").write_text(json.dumps({
+        "do_normalize": True, "do_rescale": True, "do_resize": True, "image_mean": [0.5, 0.5, 0.5],
+        "image_std": [0.25, 0.25, 0.25], "rescale_factor": 0.00392156862745098, "size": {"height": 64, "width": 64},
+        "image_processor_type": "Mask2FormerImageProcessor", **pre}))
+    return folder
+
+
+def test_cli_reads_a_hugging_face_exports_names_and_preprocessing(tmp_path, capsys, caplog):
+    import json
+
+    from edgeseg.bundle import Bundle
+    from edgeseg.cli import main
+
+    folder = _hf_folder(tmp_path)
+    out = tmp_path / "pan.edgeseg"
+    assert main(["import", str(folder / "model.onnx"), "--task", "panoptic", "--things", "person,car", "--out", str(out)]) == 0
+    m = Bundle.open(out).manifest
+    assert m.classes == NAMES and m.decoder_options.thing_classes == (2, 3)
+    assert (m.input.mean, m.input.std, m.input.scale) == ((0.5, 0.5, 0.5), (0.25, 0.25, 0.25), pytest.approx(1 / 255))
+    assert "4 class names" in caplog.text and "preprocessor_config.json" in caplog.text
+    # what the command line gives wins, field by field
+    assert main(["import", str(folder / "model.onnx"), "--names", "a,b,c,d", "--std", "1,1,1", "--out",
+                 str(tmp_path / "sem.edgeseg")]) == 0
+    m = Bundle.open(tmp_path / "sem.edgeseg").manifest
+    assert m.classes == ("a", "b", "c", "d") and m.input.std == (1.0, 1.0, 1.0) and m.input.mean == (0.5, 0.5, 0.5)
+    # instance imports too (the exporter's convention replaced by the processor's fields)
+    assert main(["import", str(folder / "model.onnx"), "--task", "instance", "--out", str(tmp_path / "i.edgeseg")]) == 0
+    m = Bundle.open(tmp_path / "i.edgeseg").manifest
+    assert m.classes == NAMES and m.input.mean == (0.5, 0.5, 0.5) and m.input.resize == "resize"
+    # a broken id2label is named when the names are needed, and only then
+    (folder / "config.json").write_text(json.dumps({"id2label": {"0": "road", "2": "car"}}))
+    capsys.readouterr()
+    assert main(["import", str(folder / "model.onnx"), "--out", str(tmp_path / "x.edgeseg")]) != 0
+    err = capsys.readouterr().err
+    assert "config.json: id2label does not name classes 0..n-1" in err and not (tmp_path / "x.edgeseg").exists()
+    assert main(["import", str(folder / "model.onnx"), "--classes", "4", "--out", str(tmp_path / "y.edgeseg")]) == 0
+    (folder / "preprocessor_config.json").write_text("{not json")
+    assert main(["import", str(folder / "model.onnx"), "--out", str(tmp_path / "z.edgeseg")]) != 0
+    assert "preprocessor_config.json: not a readable JSON file" in capsys.readouterr().err
+
+
+def test_hugging_face_config_fields(tmp_path):
+    from edgeseg.export.hf_config import huggingface_config
+    from edgeseg.structures import ImageShape
+
+    assert huggingface_config(query_onnx(tmp_path / "alone.onnx")) is None
+    folder = _hf_folder(tmp_path, do_normalize=False, do_rescale=False, size={"shortest_edge": 800})
+    hf = huggingface_config(folder / "model.onnx")
+    assert hf.names == NAMES and hf.model_type == "mask2former"
+    assert hf.input == {"mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0), "scale": 1.0}  # no fixed size to take
+    (folder / "preprocessor_config.json").write_text('{"size": {"height": 512, "width": 1024}, "image_mean": 0.5}')
+    hf = huggingface_config(folder / "model.onnx")
+    assert hf.input["size"] == ImageShape(512, 1024) and hf.input["mean"] == (0.5, 0.5, 0.5)
