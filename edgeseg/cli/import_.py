@@ -136,8 +136,7 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(f"--classes {args.classes} and --names {args.names}: give the classes once",
                              fix="--names for their names, or --classes N for a count")
         args.classes = args.names
-    given_input = {k for k, v in (("mean", args.mean), ("std", args.std), ("scale", args.scale), ("size", args.size))
-                   if v is not None}
+    given_input = {k for k in ("mean", "std", "scale", "size") if getattr(args, k, None) is not None}
     try:
         hf = huggingface_config(args.onnx) if args.classes is None or len(given_input) < 4 else None
     except InputError as e:  # a broken config.json beside the file matters only when its names are needed

@@ -64,8 +64,13 @@ def query_scores(class_logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
-    x = np.clip(np.nan_to_num(np.asarray(x, np.float32), nan=-88.0), -88.0, 88.0)
-    return (1.0 / (1.0 + np.exp(-x))).astype(np.float32)
+    """float32 ``1 / (1 + exp(-x))`` in one buffer (NaN as a very negative logit)."""
+    p = np.nan_to_num(np.asarray(x, np.float32), nan=-88.0)  # a copy: the caller's outputs stay as they are
+    np.clip(p, -88.0, 88.0, out=p)
+    np.negative(p, out=p)
+    np.exp(p, out=p)
+    p += 1.0
+    return np.reciprocal(p, out=p)
 
 
 def query_panoptic(class_logits: np.ndarray, mask_logits: np.ndarray, is_thing: np.ndarray, *,
@@ -75,46 +80,60 @@ def query_panoptic(class_logits: np.ndarray, mask_logits: np.ndarray, is_thing: 
     """Mask-classification panoptic inference (module doc) on one image's ``class_logits [Q, C+1]`` and
     ``mask_logits [Q, h, w]``. ``is_thing``: bool ``[C]``; ``weights``: ``[h, w]`` image pixels per cell
     (areas; default 1 each). Returns the ``int32 [h, w]`` map of provisional ids (0 void, ``t`` the
-    segment ``segments[t - 1]`` = (class, score, is_thing)) in query order."""
+    segment ``segments[t - 1]`` = (class, score, is_thing)) in query order. Only per-query numbers are
+    looped over: the maps are decided in whole-array steps (the argmax, the areas by ``bincount`` and one
+    matrix-vector product, the ids by a lookup)."""
     if convention not in ("detectron2", "transformers"):
         raise ValueError(f"convention must be detectron2 or transformers, got {convention!r}")
-    q, c1 = class_logits.shape
+    c1 = class_logits.shape[1]
     h, w = mask_logits.shape[1:]
     scores, labels = query_scores(class_logits)
     keep = np.flatnonzero((labels != c1 - 1) & (scores > score_threshold))
-    ids = np.zeros((h, w), np.int32)
     segments: list[tuple[int, float, bool]] = []
     if len(keep) == 0:
-        return ids, segments
-    weights = np.ones((h, w)) if weights is None else weights
-    probs = _sigmoid(mask_logits[keep])  # [K, h, w]
-    scaled = probs * scores[keep][:, None, None]
+        return np.zeros((h, w), np.int32), segments
+    n = len(keep)
+    weights = np.ones((h, w), np.float32) if weights is None else np.asarray(weights, np.float32)
+    scaled = _sigmoid(mask_logits[keep])  # [K, h, w]
+    if convention == "detectron2":  # its own mask on sigmoid(mask) >= t, before the scores scale it
+        mine = scaled >= np.float32(mask_threshold)
+    scaled *= scores[keep][:, None, None]
     winner = scaled.argmax(axis=0)  # ties: the first query, as torch's argmax
-    won_area = np.bincount(winner.ravel(), weights=weights.ravel(), minlength=len(keep))
-    own = scaled if convention == "transformers" else probs
+    if convention == "transformers":  # its own mask on score * sigmoid(mask) >= t
+        mine = scaled >= np.float32(mask_threshold)
+    del scaled
+    flat_w = weights.ravel()
+    won_area = np.bincount(winner.ravel(), weights=flat_w, minlength=n)
+    own_area = mine.reshape(n, -1).astype(np.float32) @ flat_w
+    if convention == "detectron2":  # the pixels assigned: the won ones inside the winner's own mask
+        inside = np.take_along_axis(mine, winner[None], axis=0)[0]
+        final_cells = np.bincount(winner[inside], minlength=n)
+    else:  # every won pixel
+        inside = None
+        final_cells = np.bincount(winner.ravel(), minlength=n)
+    lut = np.zeros(n, np.int32)
     stuff_ids: dict[int, int] = {}
-    for j, k in enumerate(keep):
-        won = winner == j
-        mine = own[j] >= mask_threshold
-        area = float(weights[mine].sum())
-        final = won if convention == "transformers" else won & mine
-        if won_area[j] <= 0 or area <= 0 or not final.any():
+    for j, k in enumerate(keep.tolist()):
+        if won_area[j] <= 0 or own_area[j] <= 0 or final_cells[j] == 0:
             continue
         if convention == "transformers":  # torch divides the two pixel counts in float32
-            keep_it = float(np.float32(won_area[j]) / np.float32(area)) > mask_area_ratio
+            kept = float(np.float32(won_area[j]) / np.float32(own_area[j])) > mask_area_ratio
         else:  # Detectron2 divides Python ints: a double
-            keep_it = won_area[j] / area >= mask_area_ratio
-        if not keep_it:
+            kept = won_area[j] / own_area[j] >= mask_area_ratio
+        if not kept:
             continue
         cls = int(labels[k])
         thing = bool(is_thing[cls])
         if not thing and cls in stuff_ids:
-            ids[final] = stuff_ids[cls]
+            lut[j] = stuff_ids[cls]
             continue
         segments.append((cls, float(scores[k]), thing))
-        ids[final] = len(segments)
+        lut[j] = len(segments)
         if not thing:
             stuff_ids[cls] = len(segments)
+    ids = lut[winner]
+    if inside is not None:
+        ids[~inside] = 0
     return ids, segments
 
 

@@ -330,10 +330,11 @@ def import_onnx(onnx_path: str | os.PathLike, out: str | os.PathLike, *, task: s
         original_output: object = {"class_logits": query.classes, "mask_logits": query.masks}
         query, dtypes = prepare(model, query, ("logits",))
         app = Appender(model.graph, "edgeseg_query_")
-        out_name = app.node("Identity", [query_to_semantic(app, query, dtypes)])
+        out_name = app.node("Identity", [query_to_semantic(app, query, dtypes, in_name, spec.layout)])
         app.flush()
         kind, appended = "logits", []
-        shape = _out_shape(np.zeros((1, len(names), *query.mask_hw), np.float32), kind, appended, spec)
+        hw = feed.shape[2:4] if spec.layout == "NCHW" else feed.shape[1:3]
+        shape = _out_shape(np.zeros((1, len(names), *hw), np.float32), kind, appended, spec)
         _rewire(model, in_name, out_name, kind, appended, 1, shape, opset)  # 1: onnx.TensorProto.FLOAT
     else:
         pick = _main_output([o.name for o in session.get_outputs()], path)
