@@ -38,7 +38,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "exports) and box-and-mask models after their own NMS (Mask R-CNN, RTMDet-Ins, SOLO as MMDeploy "
                         "exports them: dets/labels/masks; torchvision's boxes/labels/scores/masks), recognised from "
                         "their output shapes; panoptic: Panoptic-DeepLab's semantic logits, centre heatmap and offsets "
-                        "(with --things); MaskFormer/Mask2Former/OneFormer exports (class and mask logits per "
+                        "(with --things); MaskFormer/Mask2Former exports (class and mask logits per "
                         "query) for any of the three")
     p.add_argument("--classes", default=None,
                    help="number of classes, 'camvid', or a file with one name per line (required for semantic; "
@@ -50,7 +50,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "for models without Ultralytics' names metadata)")
     pan = p.add_argument_group("panoptic imports (--task panoptic)")
     pan.add_argument("--things", default=None, metavar="NAME,...",
-                     help="the thing classes (names or indices, comma-separated); the others are stuff (required)")
+                     help="the thing classes (names or indices, comma-separated); the others are stuff (required; "
+                          "--task instance of a MaskFormer/Mask2Former trained for panoptic output: the classes "
+                          "kept as instances, as its authors' code keeps them)")
     pan.add_argument("--offset-order", default="yx", choices=["yx", "xy"],
                      help="the order of the offset channels (default yx, Panoptic-DeepLab's)")
     pan.add_argument("--offset-scale", type=float, default=1.0,
@@ -61,7 +63,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                              ("--top-k", int, "most centres kept (default 200"),
                              ("--stuff-area", int, "stuff segments smaller than this many pixels of the original "
                                                    "frame become void (default 2048")):
-        pan.add_argument(flag, type=kind, default=None, help=f"{what}, Panoptic-DeepLab's)")
+        pan.add_argument(flag, type=kind, default=None, help=f"{what}, Panoptic-DeepLab's; 0 for MaskFormer/Mask2Former)"
+                         if flag == "--stuff-area" else f"{what}, Panoptic-DeepLab's)")
+    q = p.add_argument_group("mask-classification imports (MaskFormer, Mask2Former: --task panoptic or instance)")
+    q.add_argument("--query-convention", default=None, choices=["mask2former", "maskformer", "transformers"],
+                   help="whose post-processing to reproduce (default: transformers for outputs named "
+                        "class_queries_logits, else mask2former: the authors' Detectron2 code)")
+    q.add_argument("--score-threshold", type=float, default=None,
+                   help="queries (panoptic) or detections (instance) scoring at or below it are dropped (default: "
+                        "0.8 panoptic / none instance for the authors' code, 0.5 for transformers)")
     pre = p.add_argument_group("pre-processing (instance imports: the exporter's conventions, each option replacing "
                                "its own field)")
     pre.add_argument("--preprocess", default=None,
@@ -151,7 +161,13 @@ def run(args: argparse.Namespace) -> int:
                              "(a Hugging Face export's config.json beside the ONNX file gives them too)")
     if args.task == "panoptic" and not (args.things or "").replace(",", "").strip():
         raise InputError("--things is required for a panoptic model", fix="name its thing classes, e.g. --things person,car")
-    panoptic_only = [f for f, v in (("--things", args.things), ("--center-threshold", getattr(args, "center_threshold", None)),
+    query_options = {k: v for k, v in (("query_convention", getattr(args, "query_convention", None)),
+                                       ("score_threshold", getattr(args, "score_threshold", None))) if v is not None}
+    if query_options and args.task == "semantic":
+        raise InputError("--query-convention and --score-threshold apply to --task panoptic or instance",
+                         fix="drop them for a semantic import")
+    panoptic_only = [f for f, v in (("--things", args.things and args.task != "instance"),
+                                    ("--center-threshold", getattr(args, "center_threshold", None)),
                                     ("--nms-kernel", getattr(args, "nms_kernel", None)), ("--top-k", getattr(args, "top_k", None)),
                                     ("--stuff-area", getattr(args, "stuff_area", None)),
                                     ("--offset-order", getattr(args, "offset_order", "yx") != "yx" or None),
@@ -195,7 +211,8 @@ def run(args: argparse.Namespace) -> int:
                          offset_order=args.offset_order, offset_scale=args.offset_scale,
                          panoptic_options={k: v for k, v in (("center_threshold", args.center_threshold),
                                                              ("nms_kernel", args.nms_kernel), ("top_k", args.top_k),
-                                                             ("stuff_area", args.stuff_area)) if v is not None})
+                                                             ("stuff_area", args.stuff_area)) if v is not None},
+                         query_options=query_options or None)
     m = bundle.manifest
     if m.input.dtype == "uint8" and norm:
         logging.getLogger("edgeseg.import").warning(

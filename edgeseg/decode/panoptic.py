@@ -1,6 +1,6 @@
 """Panoptic decoding: raw outputs -> :class:`PanopticResult` at the original image size.
 
-Two output layouts (:class:`~edgeseg.structures.PanopticOptions` ``layout``) and one fusion:
+Three output layouts (:class:`~edgeseg.structures.PanopticOptions` ``layout``) and one fusion:
 
 * ``center`` (Panoptic-DeepLab: Cheng et al., "Panoptic-DeepLab: A Simple, Strong, and Fast
   Baseline for Bottom-Up Panoptic Segmentation", CVPR 2020). Outputs ``semantic [1, C, h, w]``
@@ -23,6 +23,8 @@ Two output layouts (:class:`~edgeseg.structures.PanopticOptions` ``layout``) and
   Optional ``masks [1, K, M, M]`` probabilities covering each box (as Mask R-CNN's) narrow the box
   to ``mask > mask_threshold``. Thing pixels no box claims are void; the stuff classes fill the
   remaining pixels.
+* ``query`` (mask classification: MaskFormer, Mask2Former). Outputs ``class_logits
+  [1, Q, C+1]`` and ``mask_logits [1, Q, h, w]``; decoded by :mod:`edgeseg.decode.panoptic_query`.
 * :func:`fuse_panoptic`: a semantic model's labels and an instance model's masks, both at image
   size, combined as COCO panopticapi's ``combine_semantic_and_instance_predictions`` does (Kirillov
   et al., "Panoptic Segmentation", CVPR 2019, section 7): instances by score, best first, those

@@ -1,27 +1,35 @@
 """Panoptic decoding of mask-classification models: the ``query`` layout.
 
-MaskFormer, Mask2Former and OneFormer (Cheng et al., "Masked-attention Mask Transformer for Universal
-Image Segmentation", CVPR 2022) end in ``Q`` queries, each a class distribution ``class_logits [1, Q,
-C+1]`` (the last class is "no object") and a mask ``mask_logits [1, Q, h, w]`` (1/4 of the input for
-Mask2Former). Their panoptic inference, as Mask2Former's reference code (Detectron2's
-``MaskFormer.panoptic_inference``) and Hugging Face's image processors
-(``post_process_panoptic_segmentation``) give it:
+MaskFormer and Mask2Former (Cheng et al., "Per-Pixel Classification is Not All You Need for Semantic
+Segmentation", NeurIPS 2021; "Masked-attention Mask Transformer for Universal Image Segmentation", CVPR
+2022) end in ``Q`` queries, each a class distribution ``class_logits [1, Q, C+1]`` (the last class is "no
+object") and a mask ``mask_logits [1, Q, h, w]`` (1/4 of the input). Their panoptic inference, as their
+authors' code (Detectron2 projects: ``MaskFormer.panoptic_inference`` of each) and Hugging Face's image
+processors (``post_process_panoptic_segmentation``) give it:
 
 1. each query's score and class: the softmax's maximum over the ``C + 1`` classes; queries whose best
    class is "no object" or whose score is at or below ``score_threshold`` are dropped (0.8 in
-   Mask2Former's configs, 0.5 transformers' default);
+   the authors' configs, 0.5 transformers' default);
 2. each pixel goes to the kept query whose ``score * sigmoid(mask)`` is largest (ties: the first);
 3. a query becomes a segment when it wins pixels and its own mask (``sigmoid >= mask_threshold``) is
-   not empty, and the pixels it wins are at least (``detectron2``; more than: ``transformers``)
-   ``mask_area_ratio`` of that mask's area (0.8): a query that lost most of its mask to better ones is
-   dropped; its pixels stay void;
+   not empty, and the pixels it wins are at least (more than: ``transformers``) ``mask_area_ratio`` of
+   that mask's area (0.8): a query that lost most of its mask to better ones is dropped; its pixels stay
+   void;
 4. the stuff classes' segments are merged into one per class (the first one's id and score).
 
-The two conventions differ in three details, each reproduced: Detectron2 measures the mask's own area
-on ``sigmoid(mask)`` and assigns only the won pixels inside it; transformers measures it on ``score *
-sigmoid(mask)`` and assigns every won pixel (``query_convention``). Transformers merges only the
-``label_ids_to_fuse`` a caller passes (the stuff classes here) and can give two segments one id after a
-merge (its ``current_segment_id`` restarts from the merged id); edgeseg's ids stay distinct.
+Three conventions (``query_convention``), each reproduced where its code differs:
+
+=============  ==============================  ==================================  ==================
+convention     its own mask's area             pixels a segment gets               ratio test
+=============  ==============================  ==================================  ==================
+mask2former    ``sigmoid(mask) >= t``          the won ones inside its own mask    ``>=`` (double)
+maskformer     ``sigmoid(mask) >= t``          every won one                       ``>=`` (double)
+transformers   ``score * sigmoid(mask) >= t``  every won one                       ``>`` (float32)
+=============  ==============================  ==================================  ==================
+
+transformers merges only the ``label_ids_to_fuse`` a caller passes (the stuff classes here) and can give
+two segments one id after a merge (its ``current_segment_id`` restarts from the merged id); edgeseg's ids
+stay distinct.
 
 Resolution: as the other layouts (:mod:`edgeseg.decode.panoptic`), the decision is made on the mask
 grid and the id map sampled to the image (nearest, through the letterbox/resize geometry); areas
@@ -42,6 +50,8 @@ import numpy as np
 
 from ..structures import ImageShape, PanopticOptions, PanopticResult
 from .panoptic import _class_tables, _get, _layout_error, finish_segments, grid_map
+
+CONVENTIONS = ("mask2former", "maskformer", "transformers")
 
 if TYPE_CHECKING:
     from ..bundle import Manifest
@@ -75,7 +85,7 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 
 def query_panoptic(class_logits: np.ndarray, mask_logits: np.ndarray, is_thing: np.ndarray, *,
                    score_threshold: float = 0.8, mask_threshold: float = 0.5, mask_area_ratio: float = 0.8,
-                   convention: str = "detectron2", weights: np.ndarray | None = None
+                   convention: str = "mask2former", weights: np.ndarray | None = None
                    ) -> tuple[np.ndarray, list[tuple[int, float, bool]]]:
     """Mask-classification panoptic inference (module doc) on one image's ``class_logits [Q, C+1]`` and
     ``mask_logits [Q, h, w]``. ``is_thing``: bool ``[C]``; ``weights``: ``[h, w]`` image pixels per cell
@@ -83,8 +93,9 @@ def query_panoptic(class_logits: np.ndarray, mask_logits: np.ndarray, is_thing: 
     segment ``segments[t - 1]`` = (class, score, is_thing)) in query order. Only per-query numbers are
     looped over: the maps are decided in whole-array steps (the argmax, the areas by ``bincount`` and one
     matrix-vector product, the ids by a lookup)."""
-    if convention not in ("detectron2", "transformers"):
-        raise ValueError(f"convention must be detectron2 or transformers, got {convention!r}")
+    if convention not in CONVENTIONS:
+        raise ValueError(f"convention must be one of {', '.join(CONVENTIONS)}, got {convention!r}")
+    scaled_area = convention == "transformers"
     c1 = class_logits.shape[1]
     h, w = mask_logits.shape[1:]
     scores, labels = query_scores(class_logits)
@@ -95,17 +106,17 @@ def query_panoptic(class_logits: np.ndarray, mask_logits: np.ndarray, is_thing: 
     n = len(keep)
     weights = np.ones((h, w), np.float32) if weights is None else np.asarray(weights, np.float32)
     scaled = _sigmoid(mask_logits[keep])  # [K, h, w]
-    if convention == "detectron2":  # its own mask on sigmoid(mask) >= t, before the scores scale it
+    if not scaled_area:  # the authors' code: its own mask on sigmoid(mask) >= t, before the scores scale it
         mine = scaled >= np.float32(mask_threshold)
     scaled *= scores[keep][:, None, None]
     winner = scaled.argmax(axis=0)  # ties: the first query, as torch's argmax
-    if convention == "transformers":  # its own mask on score * sigmoid(mask) >= t
+    if scaled_area:  # transformers: its own mask on score * sigmoid(mask) >= t
         mine = scaled >= np.float32(mask_threshold)
     del scaled
     flat_w = weights.ravel()
     won_area = np.bincount(winner.ravel(), weights=flat_w, minlength=n)
     own_area = mine.reshape(n, -1).astype(np.float32) @ flat_w
-    if convention == "detectron2":  # the pixels assigned: the won ones inside the winner's own mask
+    if convention == "mask2former":  # the pixels assigned: the won ones inside the winner's own mask
         inside = np.take_along_axis(mine, winner[None], axis=0)[0]
         final_cells = np.bincount(winner[inside], minlength=n)
     else:  # every won pixel
@@ -118,7 +129,7 @@ def query_panoptic(class_logits: np.ndarray, mask_logits: np.ndarray, is_thing: 
             continue
         if convention == "transformers":  # torch divides the two pixel counts in float32
             kept = float(np.float32(won_area[j]) / np.float32(own_area[j])) > mask_area_ratio
-        else:  # Detectron2 divides Python ints: a double
+        else:  # the authors' code divides Python ints: a double
             kept = won_area[j] / own_area[j] >= mask_area_ratio
         if not kept:
             continue
@@ -157,4 +168,4 @@ def decode_query(outputs: Mapping[str, np.ndarray], meta: "PreprocessMeta", mani
     return finish_segments(ids, gm, segs, opts, manifest.classes)
 
 
-__all__ = ["decode_query", "query_panoptic", "query_scores"]
+__all__ = ["CONVENTIONS", "decode_query", "query_panoptic", "query_scores"]

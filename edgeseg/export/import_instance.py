@@ -216,12 +216,16 @@ PREPROCESS = ("ultralytics", "yolact", "mmdet", "rtmdet", "torchvision", "detect
 def import_instance_onnx(onnx_path: str | os.PathLike, out: str | os.PathLike, *, classes: int | Sequence[str] | None,
                          input_spec: InputSpec | None, palette=None, name: str | None = None,
                          overwrite: bool = False, options: InstanceOptions | None = None,
-                         input_overrides: dict | None = None, preprocess: str | None = None) -> Bundle:
+                         input_overrides: dict | None = None, preprocess: str | None = None,
+                         things: Sequence[str | int] | None = None, query_options: dict | None = None) -> Bundle:
     """Import an instance model made elsewhere: the prototype-mask family (module doc) or the
     box-and-mask one (:mod:`edgeseg.export.import_boxmask`). ``input_spec`` None: the exporter's
     conventions (Ultralytics: letterbox 114, /255, the metadata's ``imgsz``; YOLACT, MMDetection,
     torchvision: theirs; ``preprocess``, one of :data:`PREPROCESS`, names them instead of the outputs),
-    with ``input_overrides`` (``InputSpec`` fields: ``size``, ``mean``, ...) replacing single fields."""
+    with ``input_overrides`` (``InputSpec`` fields: ``size``, ``mean``, ...) replacing single fields.
+    Mask-classification models (:mod:`edgeseg.export.import_query`) also take ``things`` (a panoptic
+    model's thing classes: the only ones kept as instances) and ``query_options`` (``query_convention``,
+    ``score_threshold``); other models refuse them."""
     from ..decode.instance import decode_instance
     from .bundle_export import _palette, normalize_classes
     from .graph import default_opset
@@ -231,7 +235,7 @@ def import_instance_onnx(onnx_path: str | os.PathLike, out: str | os.PathLike, *
     from onnx import helper as onnx_helper
 
     from .graph import Appender
-    from .import_query import QUERY_INPUT, detect_query_outputs, prepare, query_to_dense
+    from .import_query import DETECTRON2_TOPK, QUERY_INPUT, detect_query_outputs, prepare, query_to_dense, require_opset
     from .importer import (_reconcile_spec, _session_for, _smoke_feed, load_onnx_checked, model_input_size,
                            upgrade_opset, write_imported)
 
@@ -289,16 +293,37 @@ def import_instance_onnx(onnx_path: str | os.PathLike, out: str | os.PathLike, *
     yolact = None if boxmask is not None or query is not None else \
         detect_yolact_layout(shapes, lambda why: _layout_fail(shapes, str(path), why))
     report: dict = {}
+    if (things or query_options) and query is None:
+        raise InputError(f"{path}: --things, --query-convention and --score-threshold at import apply to "
+                         "mask-classification models (MaskFormer, Mask2Former); this one's outputs are "
+                         + ", ".join(f"{k} {list(v)}" for k, v in shapes.items()),
+                         fix="drop them (edgeseg run and predict take --score-threshold)")
     if query is not None:  # MaskFormer / Mask2Former: their instance inference, inside the graph
+        from .import_panoptic import _thing_indices, query_convention
+
+        require_opset(opset, path)
+        qopts = dict(query_options or {})
+        qconv = query_convention(query.classes, qopts.pop("query_convention", None))
+        if qopts.keys() - {"score_threshold"}:
+            raise InputError(f"unknown query options {sorted(qopts.keys() - {'score_threshold'})}",
+                             fix="query_convention and score_threshold")
+        if isinstance(things, str):
+            things = [t.strip() for t in things.split(",") if t.strip()]
+        thing_idx = _thing_indices(things, names or tuple(f"class{i}" for i in range(query.num_classes)), str(path)) \
+            if things else None
+        # transformers keeps Q pairs and those scoring >= 0.5; the authors' code the best 100, no threshold
+        top_k, threshold = (None, 0.5) if qconv == "transformers" else (DETECTRON2_TOPK, 0.0)
+        options = (options or InstanceOptions()).replace(score_threshold=qopts.get("score_threshold", threshold),
+                                                         max_detections=top_k or query.num_queries)
         if defaulted:
             convention = preset or QUERY_INPUT
             spec = dataclasses.replace(spec, **{**convention, **{k: v for k, v in given.items() if k in convention}})
             if preset is None:
-                _assumed(path, "mask-classification outputs", "Mask2Former (transformers, Detectron2)", spec, given)
+                _assumed(path, "mask-classification outputs", "Mask2Former", spec, given)
         original = {"class_logits": query.classes, "mask_logits": query.masks}
         query, dtypes = prepare(model, query, ("scores", "classes", "masks"))
         app = Appender(model.graph, "edgeseg_query_")
-        written = query_to_dense(app, query, dtypes)
+        written = query_to_dense(app, query, dtypes, top_k=top_k, things=thing_idx)
         for kind, x in written.items():
             app.node("Identity", [x], out=kind)
         app.flush()
@@ -307,8 +332,8 @@ def import_instance_onnx(onnx_path: str | os.PathLike, out: str | os.PathLike, *
                                                                       TensorProto.FLOAT, None) for k in written])
         renames = {}
         layout, fmt, nc, kinds = "dense", None, query.num_classes, ("scores", "classes", "masks")
-        report = {"source_layout": "mask-classification", "queries": query.num_queries,
-                  "mask_size": list(query.mask_hw)}
+        report = {"source_layout": "mask-classification", "queries": query.num_queries, "query_convention": qconv,
+                  "mask_size": list(query.mask_hw), **({"things": list(thing_idx)} if thing_idx else {})}
     elif boxmask is not None:  # after their own NMS: boxes, scores, labels, masks
         if names is None:
             raise InputError(f"{path}: a box-and-mask model ({boxmask.labels!r} holds class indices) carries no class "

@@ -116,14 +116,23 @@ def _thing_indices(things: Sequence[str | int], names: Sequence[str], where: str
 REFERENCE_OPTIONS = dict(center_threshold=0.1, nms_kernel=7, top_k=200, stuff_area=2048)
 
 
-#: Mask-classification models' panoptic inference defaults: Mask2Former's configs (``OBJECT_MASK_THRESHOLD``
-#: 0.8, ``OVERLAP_THRESHOLD`` 0.8) and transformers' ``post_process_panoptic_segmentation`` (threshold 0.5,
-#: overlap_mask_area_threshold 0.8); neither drops small stuff segments. The convention follows the output
-#: names: transformers' ``class_queries_logits``/``masks_queries_logits``, else Detectron2's.
-QUERY_OPTIONS = {"detectron2": dict(score_threshold=0.8, mask_threshold=0.5, mask_area_ratio=0.8, stuff_area=0,
-                                    query_convention="detectron2"),
-                 "transformers": dict(score_threshold=0.5, mask_threshold=0.5, mask_area_ratio=0.8, stuff_area=0,
-                                      query_convention="transformers")}
+#: Mask-classification models' panoptic inference defaults, per convention (:mod:`edgeseg.decode.panoptic_query`):
+#: the authors' configs (``OBJECT_MASK_THRESHOLD`` 0.8, ``OVERLAP_THRESHOLD`` 0.8; MaskFormer's COCO panoptic
+#: config has 0.7: ``--score-threshold``) and transformers' ``post_process_panoptic_segmentation`` (threshold
+#: 0.5, overlap_mask_area_threshold 0.8); none drops small stuff segments. Without ``query_convention`` it
+#: follows the output names: transformers' ``class_queries_logits``/``masks_queries_logits``, else Mask2Former's.
+QUERY_OPTIONS = {"mask2former": dict(score_threshold=0.8, mask_threshold=0.5, mask_area_ratio=0.8, stuff_area=0),
+                 "maskformer": dict(score_threshold=0.8, mask_threshold=0.5, mask_area_ratio=0.8, stuff_area=0),
+                 "transformers": dict(score_threshold=0.5, mask_threshold=0.5, mask_area_ratio=0.8, stuff_area=0)}
+
+
+def query_convention(class_output: str, given: str | None = None) -> str:
+    """The post-processing a mask-classification export expects: ``given``, else from its class output's name."""
+    if given is not None:
+        if given not in QUERY_OPTIONS:
+            raise InputError(f"unknown query convention {given!r}", fix=f"one of {', '.join(QUERY_OPTIONS)}")
+        return given
+    return "transformers" if "queries" in class_output.lower() else "mask2former"
 
 
 def _import_query(model, query, arrays: dict, path: Path, out, *, names, thing_idx, spec: InputSpec, feed, in_name: str,
@@ -137,14 +146,15 @@ def _import_query(model, query, arrays: dict, path: Path, out, *, names, thing_i
     from .import_query import prepare
     from .importer import _session_for, write_imported
 
-    convention = "transformers" if "queries" in query.classes.lower() else "detectron2"
-    center_only = {k for k in (options or {}) if k in REFERENCE_OPTIONS and k != "stuff_area"}
+    options = dict(options or {})
+    convention = query_convention(query.classes, options.pop("query_convention", None))
+    center_only = {k for k in options if k in REFERENCE_OPTIONS and k != "stuff_area"}
     if center_only:
         log.warning("%s: %s apply to Panoptic-DeepLab's centre layout, not to a mask-classification model; ignored",
                     path, ", ".join(sorted(center_only)))
-    opts = PanopticOptions().replace(**{**QUERY_OPTIONS[convention], **{k: v for k, v in (options or {}).items()
+    opts = PanopticOptions().replace(**{**QUERY_OPTIONS[convention], **{k: v for k, v in options.items()
                                                                           if k not in center_only}},
-                                     layout="query", thing_classes=thing_idx)
+                                     layout="query", thing_classes=thing_idx, query_convention=convention)
     original = {"class_logits": query.classes, "mask_logits": query.masks}
     query, dtypes = prepare(model, query, ("class_logits", "mask_logits"))
     app = Appender(model.graph, "edgeseg_query_")
@@ -212,7 +222,7 @@ def import_panoptic_onnx(onnx_path: str | os.PathLike, out: str | os.PathLike, *
     # the decoder options are checked before any model work (an even --nms-kernel is refused at once)
     opts = PanopticOptions().replace(**{**REFERENCE_OPTIONS, **(options or {})}, layout="center",
                                      thing_classes=thing_idx)
-    PanopticOptions().replace(**{**QUERY_OPTIONS["detectron2"], **(options or {})}, layout="query",
+    PanopticOptions().replace(**{**QUERY_OPTIONS["mask2former"], **(options or {})}, layout="query",
                               thing_classes=thing_idx)
     model, original_opset, opset, note, spec, in_name, session, feed = prepared(path, input_spec)
     fed = ImageShape(*(feed.shape[2:4] if spec.layout == "NCHW" else feed.shape[1:3]))

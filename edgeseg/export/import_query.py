@@ -1,4 +1,4 @@
-"""Mask-classification models made elsewhere (MaskFormer, Mask2Former, OneFormer) for any task.
+"""Mask-classification models made elsewhere (MaskFormer, Mask2Former) for any task.
 
 These models end in ``Q`` queries: class logits ``[1, Q, C+1]`` (the last class is "no object") and
 mask logits ``[1, Q, h, w]`` (Hugging Face transformers: ``class_queries_logits`` and
@@ -7,43 +7,63 @@ serves the three tasks through its post-processing, which the import writes as t
 
 * ``semantic``: appended to the graph as MaskFormer's and Mask2Former's semantic inference in their authors'
   code (Detectron2's ``semantic_inference``): the mask logits resized bilinearly to the network input,
-  then ``einsum("qc,qhw->chw", softmax(class)[:, :C], sigmoid(mask))``, written as ``logits [1, C, H, W]``;
-  edgeseg's semantic decoder resizes those bilinearly to the image and takes the argmax, as the authors'
-  code does. The order matters for masks with sharp logits: the sigmoid of an interpolated logit is not
-  the interpolated sigmoid. transformers' image processors take the sigmoid of MaskFormer's masks at their
-  own 1/4 size, and of Mask2Former's after resizing them to 384x384 (nearer the authors' order): on the
-  tiny Mask2Former export of the tests, edgeseg's labels equal transformers' on 99-99.8 % of the pixels,
-  and the sigmoid taken first would have agreed on 80-96 %.
+  then ``einsum("qc,qhw->chw", softmax(class)[:, :C], sigmoid(mask))``, written as ``logits [1, C, H, W]``
+  holding ``log`` of those sums (so that the decoder's softmax confidence is the sums normalised: the
+  argmax is the sums'); edgeseg's semantic decoder resizes them bilinearly to the image and takes the
+  argmax. The order matters for masks with sharp logits: the sigmoid of an interpolated logit is not the
+  interpolated sigmoid. transformers' image processors take the sigmoid of MaskFormer's masks at their own
+  1/4 size, and of Mask2Former's after resizing them to 384x384 (nearer the authors' order): on the tiny
+  Mask2Former export of the tests, edgeseg's labels equal transformers' on 99-99.8 % of the pixels, and the
+  sigmoid taken first would have agreed on 80-96 %. ``Q x H x W`` values are held twice at the input's size:
+  above :data:`SEMANTIC_MAX_VALUES` (200 queries at 1024x2048 would be 1.7 GB) the masks are resized to the
+  largest size under it instead (logged), and the decoder's bilinear resize does the rest.
 * ``instance``: appended to the graph as Mask2Former's instance inference (``instance_inference``, and
-  transformers' ``post_process_instance_segmentation``): the best ``top_k`` (query, class) pairs of the
-  ``Q x C`` class probabilities (``Q`` of them, as both references), each pair's mask ``sigmoid(mask)``,
-  its score the class probability times the mask's mean probability over its pixels above 0.5
-  (``1e-6`` added to the count), written as the ``dense`` layout (``scores``, ``classes``, ``masks``:
-  probabilities); edgeseg's dense decoder thresholds and pastes them.
+  transformers' ``post_process_instance_segmentation``): the best ``k`` (query, class) pairs of the
+  ``Q x C`` class probabilities (transformers: ``k = Q``; Detectron2: ``TEST.DETECTIONS_PER_IMAGE``, 100),
+  each pair's mask ``sigmoid(mask)``, its score the class probability times the mask's mean probability
+  over its pixels above 0.5 (``1e-6`` added to the count), written as the ``dense`` layout (``scores``,
+  ``classes``, ``masks``: probabilities); edgeseg's dense decoder thresholds and pastes them. The mask score
+  is taken on the mask grid (the references take it at the image's size, Detectron2, or at 384x384,
+  transformers: a few hundredths apart on sharp masks). ``things`` (a model trained for panoptic output,
+  ``MODEL.MASK_FORMER.TEST.PANOPTIC_ON``): the pairs of other classes score 0, as Detectron2 drops them.
 * ``panoptic``: the two outputs renamed ``class_logits`` and ``mask_logits``; the ``query`` layout of
   :mod:`edgeseg.decode.panoptic_query` decodes them, with the thing classes the user names.
 
 Recognised from one run on a test frame: a float ``[1, Q, K]`` and a float ``[1, Q, h, w]`` output with
 the same ``Q``, named like class logits (``class``, ``logit``) and masks (``mask``), or with ``K`` the
 number of classes given plus one; no integer output (class indices mean a box-and-mask model after its
-own NMS, :mod:`edgeseg.export.import_boxmask`). Names also settle ties (a full transformers export writes
-hidden states ``[1, Q, D]`` too). Named outputs whose ``K`` is not the classes given plus one are an error
-naming every output.
+own NMS, :mod:`edgeseg.export.import_boxmask`). transformers' and Detectron2's exact names win; outputs
+named like auxiliary ones (``aux``, ``auxiliary``, ``intermediate``: a transformers export with
+``output_auxiliary_logits``, a Detectron2 wrapper returning ``aux_outputs``) and hidden states ``[1, Q, D]``
+are left out. Named outputs whose ``K`` is not the classes given plus one are an error naming every
+output. Not supported: OneFormer (its network takes a task token as a second input), and models that
+score classes with a sigmoid and no no-object class (MaskDINO).
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..errors import ExportError
 
-#: Mask2Former's pre-processing, in transformers' image processors and Detectron2's configs alike: RGB,
-#: ImageNet mean/std (Detectron2's 0-255 values are the same), the frame resized to the network size.
+#: Mask2Former's normalisation (transformers' image processors and Detectron2's configs: RGB, ImageNet mean/std,
+#: Detectron2's 0-255 values being the same), the frame resized to the export's fixed size: what transformers'
+#: processor does with a ``{"height", "width"}`` size. Detectron2 and a ``shortest_edge`` processor keep the
+#: aspect ratio and pad the bottom and right after normalising: export at the frames' aspect, or pass
+#: ``--resize letterbox`` (edgeseg's letterbox is centred).
 QUERY_INPUT = dict(resize="resize", pad_value=0, color="RGB", mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
                    scale=1.0 / 255.0)
 _CLASS_HINTS = ("class", "logit", "cls")
 _MASK_HINTS = ("mask",)
+_AUX_HINTS = ("aux", "intermediate")
+#: the exporters' own names for the two outputs: a pair of these wins over any other
+KNOWN_PAIRS = (("class_queries_logits", "masks_queries_logits"), ("pred_logits", "pred_masks"))
+#: the most ``Q x H x W`` values the semantic graph holds at once (float32: 256 MiB per tensor)
+SEMANTIC_MAX_VALUES = 1 << 26
+#: Detectron2's ``TEST.DETECTIONS_PER_IMAGE``: Mask2Former's instance inference keeps that many pairs
+DETECTRON2_TOPK = 100
 
 
 @dataclass(frozen=True)
@@ -81,9 +101,11 @@ def detect_query_outputs(arrays: dict[str, np.ndarray], nc: int | None, where: s
     if not pairs:
         return None
     if len(pairs) > 1:
-        hinted = [p for p in pairs if named(*p)]
-        fits = [(c, m) for c, m in pairs if nc is not None and floats[c].shape[2] == nc + 1]
-        pairs = [p for p in hinted if p in fits] or hinted or fits
+        known = [p for p in pairs if p in KNOWN_PAIRS]
+        main = [p for p in pairs if not any(h in (p[0] + p[1]).lower() for h in _AUX_HINTS)]
+        hinted = [p for p in main if named(*p)]
+        fits = [(c, m) for c, m in main if nc is not None and floats[c].shape[2] == nc + 1]
+        pairs = known or [p for p in hinted if p in fits] or hinted or fits or main
         if len(pairs) > 1:
             raise ExportError(f"{where}: several output pairs fit a mask-classification model's class logits "
                               f"[1, Q, C+1] and mask logits [1, Q, h, w] ({_listing(arrays)})",
@@ -95,8 +117,17 @@ def detect_query_outputs(arrays: dict[str, np.ndarray], nc: int | None, where: s
         raise ExportError(f"{where}: output {c!r} {list(floats[c].shape)} scores {k - 1} classes plus no-object, "
                           f"but {nc} classes were given ({_listing(arrays)})",
                           fix=f"give the model's {k - 1} class names (its config.json id2label), without the "
-                              "no-object class")
+                              "no-object class; a model that scores its classes with a sigmoid and has no "
+                              "no-object class (MaskDINO) is not supported")
     return QueryOutputs(c, m, int(floats[c].shape[1]), int(k - 1), tuple(int(s) for s in floats[m].shape[2:4]))
+
+
+def require_opset(opset: int, path) -> None:
+    """The appended post-processing takes its axes as inputs (``Squeeze``, ``ReduceSum``: opset 13)."""
+    if opset < 13:
+        raise ExportError(f"{path}: a mask-classification model's post-processing needs opset 13 or newer; the file "
+                          f"has opset {opset} and the converter could not upgrade it",
+                          fix="re-export the model with opset_version=13 or later (Mask2Former's GridSample needs 16)")
 
 
 def output_dtypes(model) -> dict[str, int]:
@@ -139,24 +170,44 @@ def _class_probs(app, q: QueryOutputs, dtype: int) -> str:
                               app.const(np.array([2], np.int64))])
 
 
-def query_to_semantic(app, q: QueryOutputs, dtypes: dict[str, int], image: str, layout: str = "NCHW") -> str:
-    """Append Mask2Former's semantic inference; returns the ``[1, C, H, W]`` tensor at the size of the graph
-    input ``image`` (module doc)."""
+def semantic_size(q: QueryOutputs, size) -> tuple[int, int] | None:
+    """The size the semantic graph resizes the masks to: the network input's ``size`` (an
+    :class:`ImageShape`, None when dynamic: the input's own), shrunk (aspect kept) until ``Q x H x W`` fits
+    :data:`SEMANTIC_MAX_VALUES`; None: the input's size, read in the graph."""
+    if size is None:
+        return None
+    h, w = size.height, size.width
+    if q.num_queries * h * w <= SEMANTIC_MAX_VALUES:
+        return None
+    f = (SEMANTIC_MAX_VALUES / (q.num_queries * h * w)) ** 0.5
+    return max(q.mask_hw[0], int(h * f)), max(q.mask_hw[1], int(w * f))
+
+
+def query_to_semantic(app, q: QueryOutputs, dtypes: dict[str, int], image: str, layout: str = "NCHW",
+                      size: tuple[int, int] | None = None) -> str:
+    """Append MaskFormer's/Mask2Former's semantic inference; returns ``log`` of the class sums ``[1, C, H, W]``
+    at the size of the graph input ``image`` (or ``size``, :func:`semantic_size`) (module doc)."""
     from onnx import TensorProto
 
     cls = _class_probs(app, q, dtypes["classes"])
     x = q.masks if dtypes["masks"] == TensorProto.FLOAT else app.node("Cast", [q.masks], to=TensorProto.FLOAT)
-    lo, hi = (2, 4) if layout == "NCHW" else (1, 3)
-    hw = app.node("Slice", [app.node("Shape", [image]), app.const(np.array([lo], np.int64)),
-                            app.const(np.array([hi], np.int64))])
+    if size is None:
+        lo, hi = (2, 4) if layout == "NCHW" else (1, 3)
+        hw = app.node("Slice", [app.node("Shape", [image]), app.const(np.array([lo], np.int64)),
+                                app.const(np.array([hi], np.int64))])
+    else:
+        hw = app.const(np.array(size, np.int64))
     nq = app.node("Slice", [app.node("Shape", [x]), app.const(np.array([0], np.int64)), app.const(np.array([2], np.int64))])
     up = app.node("Resize", [x, "", "", app.node("Concat", [nq, hw], axis=0)], mode="linear",
                   coordinate_transformation_mode="half_pixel")
-    return app.node("Einsum", [cls, app.node("Sigmoid", [up])], equation="bqc,bqhw->bchw")
+    sums = app.node("Einsum", [cls, app.node("Sigmoid", [up])], equation="bqc,bqhw->bchw")
+    return app.node("Log", [app.node("Add", [sums, app.const(np.array(1e-12, np.float32))])])
 
 
-def query_to_dense(app, q: QueryOutputs, dtypes: dict[str, int], top_k: int | None = None) -> dict[str, str]:
-    """Append Mask2Former's instance inference (module doc); returns ``{"scores", "classes", "masks"}``."""
+def query_to_dense(app, q: QueryOutputs, dtypes: dict[str, int], top_k: int | None = None,
+                   things: Sequence[int] | None = None) -> dict[str, str]:
+    """Append Mask2Former's instance inference (module doc); returns ``{"scores", "classes", "masks"}``.
+    ``top_k``: pairs kept (default ``Q``); ``things``: the classes that may be instances (others score 0)."""
     from onnx import TensorProto
 
     c = q.num_classes
@@ -177,7 +228,13 @@ def query_to_dense(app, q: QueryOutputs, dtypes: dict[str, int], top_k: int | No
     inside = app.node("ReduceSum", [app.node("Mul", [prob, on]), axes], keepdims=0)
     count = app.node("Add", [app.node("ReduceSum", [on, axes], keepdims=0), app.const(np.array(1e-6, np.float32))])
     score = app.node("Mul", [top, app.node("Div", [inside, count])])
+    if things is not None:  # a panoptic model's stuff classes are no instances (Detectron2: panoptic_on)
+        keep = np.zeros(c, np.float32)
+        keep[list(things)] = 1.0
+        score = app.node("Mul", [score, app.node("Gather", [app.const(keep), label], axis=0)])
     return {"scores": score, "classes": label, "masks": prob}
 
 
-__all__ = ["QUERY_INPUT", "QueryOutputs", "free_names", "output_dtypes", "prepare", "detect_query_outputs", "query_to_dense", "query_to_semantic"]
+__all__ = ["DETECTRON2_TOPK", "KNOWN_PAIRS", "QUERY_INPUT", "SEMANTIC_MAX_VALUES", "QueryOutputs", "detect_query_outputs",
+           "free_names", "output_dtypes", "prepare", "query_to_dense", "query_to_semantic", "require_opset",
+           "semantic_size"]

@@ -287,12 +287,14 @@ def import_onnx(onnx_path: str | os.PathLike, out: str | os.PathLike, *, task: s
                 classes: int | Sequence[str] | None, input_spec: InputSpec | None, palette=None, name: str | None = None,
                 overwrite: bool = False, input_overrides: dict | None = None, preprocess: str | None = None,
                 things: Sequence[str | int] | None = None, offset_order: str = "yx", offset_scale: float = 1.0,
-                panoptic_options: dict | None = None) -> Bundle:
+                panoptic_options: dict | None = None, query_options: dict | None = None) -> Bundle:
     """Turn an ONNX segmentation model made elsewhere into a bundle (see the module docstring;
     ``task="instance"``: :func:`edgeseg.export.import_instance.import_instance_onnx`, where
     ``preprocess`` names an exporter's conventions and ``input_overrides`` change single fields of them;
     ``task="panoptic"``: :func:`edgeseg.export.import_panoptic.import_panoptic_onnx`, with ``things``, the
-    thing classes, ``offset_order``, ``offset_scale`` and ``panoptic_options``)."""
+    thing classes, ``offset_order``, ``offset_scale`` and ``panoptic_options``). ``query_options``
+    (mask-classification models, :mod:`edgeseg.export.import_query`): ``query_convention`` and
+    ``score_threshold`` for the instance and panoptic tasks; an instance import also takes ``things``."""
     from .bundle_export import _palette, normalize_classes
 
     path = Path(onnx_path)
@@ -300,7 +302,8 @@ def import_onnx(onnx_path: str | os.PathLike, out: str | os.PathLike, *, task: s
         from .import_instance import import_instance_onnx
 
         return import_instance_onnx(path, out, classes=classes, input_spec=input_spec, palette=palette, name=name,
-                                    overwrite=overwrite, input_overrides=input_overrides, preprocess=preprocess)
+                                    overwrite=overwrite, input_overrides=input_overrides, preprocess=preprocess,
+                                    things=things, query_options=query_options)
     if task == "panoptic":
         from .import_panoptic import import_panoptic_onnx
 
@@ -309,10 +312,13 @@ def import_onnx(onnx_path: str | os.PathLike, out: str | os.PathLike, *, task: s
                              fix="pass --classes (or --names), --things NAME,... and --size WxH")
         return import_panoptic_onnx(path, out, classes=classes, things=things, input_spec=input_spec,
                                     offset_order=offset_order, offset_scale=offset_scale, palette=palette, name=name,
-                                    overwrite=overwrite, options=panoptic_options)
+                                    overwrite=overwrite, options={**(panoptic_options or {}), **(query_options or {})})
     if input_overrides or preprocess:
         raise InputError("input_overrides and preprocess apply to instance imports; a semantic import takes a whole "
                          "input_spec", fix="pass --mean/--std/--scale/--resize/--size for a semantic model")
+    if query_options or things:
+        raise InputError("things and query_options apply to instance and panoptic imports",
+                         fix="drop --things, --query-convention and --score-threshold for a semantic model")
     if task != "semantic":
         raise UnsupportedError(f"import of {task!r} models is not supported yet",
                                fix="use --task semantic, instance or panoptic")
@@ -320,20 +326,26 @@ def import_onnx(onnx_path: str | os.PathLike, out: str | os.PathLike, *, task: s
         raise InputError(f"import of {path}: a semantic model needs its classes and input spec",
                          fix="pass --classes N (or a names file) and --size WxH")
     from .graph import Appender
-    from .import_query import detect_query_outputs, prepare, query_to_semantic
+    from .import_query import detect_query_outputs, prepare, query_to_semantic, require_opset, semantic_size
 
     names = normalize_classes(classes, None, f"import of {path}")
     model, original_opset, opset, note, spec, in_name, session, feed = prepared(path, input_spec)
     outputs = session.run(None, {in_name: feed})
     query = detect_query_outputs({o.name: y for o, y in zip(session.get_outputs(), outputs)}, len(names), str(path))
     if query is not None:  # MaskFormer / Mask2Former: their semantic inference appended (import_query)
+        require_opset(opset, path)
         original_output: object = {"class_logits": query.classes, "mask_logits": query.masks}
         query, dtypes = prepare(model, query, ("logits",))
         app = Appender(model.graph, "edgeseg_query_")
-        out_name = app.node("Identity", [query_to_semantic(app, query, dtypes, in_name, spec.layout)])
+        hw = semantic_size(query, spec.size)
+        if hw is not None:
+            log.warning("%s: %d queries at %s would hold %.1f GiB per tensor: the masks are resized to %dx%d instead "
+                        "of the input's size, then the labels to the image", path, query.num_queries, spec.size,
+                        query.num_queries * spec.size.height * spec.size.width * 4 / 2 ** 30, hw[1], hw[0])
+        out_name = app.node("Identity", [query_to_semantic(app, query, dtypes, in_name, spec.layout, hw)])
         app.flush()
         kind, appended = "logits", []
-        hw = feed.shape[2:4] if spec.layout == "NCHW" else feed.shape[1:3]
+        hw = hw or (feed.shape[2:4] if spec.layout == "NCHW" else feed.shape[1:3])
         shape = _out_shape(np.zeros((1, len(names), *hw), np.float32), kind, appended, spec)
         _rewire(model, in_name, out_name, kind, appended, 1, shape, opset)  # 1: onnx.TensorProto.FLOAT
     else:

@@ -240,7 +240,8 @@ def _int8_model(layer: _Layer):
     ins = ["xf", "wf"]
     if layer.bias is not None:
         b_scale = (w_scale * x_scale).astype(np.float32)
-        bq = np.round(layer.bias / b_scale).astype(np.int32)
+        # a zero weight channel gives a tiny scale: clip (this model only times the layer) instead of overflowing
+        bq = np.clip(np.round(layer.bias / b_scale), -2 ** 31, 2 ** 31 - 1).astype(np.int32)
         inits += [numpy_helper.from_array(bq, "bq"), numpy_helper.from_array(b_scale, "bs"),
                   numpy_helper.from_array(np.zeros_like(bq), "bz")]
         nodes.append(helper.make_node("DequantizeLinear", ["bq", "bs", "bz"], ["bf"], name="dq_b", axis=0))

@@ -14,6 +14,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterable, Mapping
 
+import numpy as np
+
 from ..errors import QuantizationError
 from .profiles import QuantProfile
 from .ranges import CalibrationTable, quiet
@@ -59,16 +61,38 @@ def conv_macs_per_pixel(model, node) -> int | None:
     return None
 
 
-def plan_float_nodes(model, profile: QuantProfile, keep_float: Mapping[str, str] | None = None) -> list[FloatNode]:
+def nonfinite_nodes(model, tensors: Iterable[str] = ()) -> dict[str, str]:
+    """Nodes that read or write NaN/inf (node name -> reason): a constant holding them (masked attention's
+    ``-inf`` mask), or a tensor the calibration frames found holding them (``tensors``). INT8 has no
+    infinity: Q/DQ would turn a masked ``-inf`` into the smallest finite value seen, and attention would
+    look where it must not (or the constant's scale would be NaN)."""
+    from onnx import numpy_helper
+
+    bad = set(tensors)
+    for init in model.graph.initializer:
+        if init.data_type in (1, 10, 11, 16):  # float, float16, double, bfloat16
+            arr = numpy_helper.to_array(init)
+            if arr.size and not np.isfinite(arr.astype(np.float32, copy=False)).all():
+                bad.add(init.name)
+    return {n.name: "reads or writes NaN/inf (masked attention's -inf): INT8 would make it finite"
+            for n in model.graph.node if bad.intersection(n.input) or bad.intersection(n.output)}
+
+
+def plan_float_nodes(model, profile: QuantProfile, keep_float: Mapping[str, str] | None = None,
+                     nonfinite: Iterable[str] = ()) -> list[FloatNode]:
     """Which nodes stay in float for ``profile``: its float op types, convs too cheap for INT8 to pay
     off (profile threshold), grouped ConvTranspose (no per-channel axis that TensorRT and ONNX Runtime
-    agree on), plus ``keep_float`` (node name -> reason, e.g. from mixed precision)."""
+    agree on), nodes touching NaN/inf (:func:`nonfinite_nodes`; ``nonfinite``: the tensors calibration
+    found holding them), plus ``keep_float`` (node name -> reason, e.g. from mixed precision)."""
     keep_float = dict(keep_float or {})
     out: list[FloatNode] = []
     transformer_adds = transformer_float_adds(model)
     post = postprocess_float_nodes(model)
+    infinite = nonfinite_nodes(model, nonfinite)
     for node in model.graph.node:
         reason = keep_float.pop(node.name, None)
+        if reason is None:
+            reason = infinite.get(node.name)
         if reason is None:
             reason = profile.float_ops.get(node.op_type)
         if reason is None and node.name in transformer_adds:
@@ -182,7 +206,8 @@ def quantize_model(prepared: str | Path, out: str | Path, profile: QuantProfile,
     n_compute = len(compute_nodes(model, profile))
     with tempfile.TemporaryDirectory(prefix="edgeseg-quant-") as tmp:
         src, table, rewrites, kept = _rewrite_prelu(model, Path(prepared), profile, table, Path(tmp), keep_float or {})
-        float_nodes = plan_float_nodes(model, profile, {**kept, **dict(keep_float or {})})
+        float_nodes = plan_float_nodes(model, profile, {**kept, **dict(keep_float or {})},
+                                       nonfinite=table.options.get("nonfinite_tensors", ()))
         excluded = {f.name for f in float_nodes}
         kwargs = profile.ort_kwargs()
         cache = table.write_ort_cache(Path(tmp) / "ranges.json")

@@ -98,6 +98,12 @@ def calibrate(model_path: str | Path, reader: FeedReader, method: str = "entropy
     used = {"percentile": percentile} if method == "percentile" else {}
     if method == "mse":
         used["symmetric"] = symmetric
+    if opts.get("nonfinite"):  # masked attention's -inf: those tensors' nodes stay in float (quantize.plan_float_nodes)
+        used["nonfinite_tensors"] = sorted(opts["nonfinite"])
+        logging.getLogger(__name__).warning(
+            "%s: %d tensor(s) hold NaN/inf on the calibration frames (e.g. %s: masked attention); calibrated on their "
+            "finite values, the nodes that read or write them stay in float", Path(model_path).name,
+            len(opts["nonfinite"]), sorted(opts["nonfinite"])[0])
     return CalibrationTable(method, ranges, len(reader), used)
 
 
@@ -178,11 +184,61 @@ def _run_chunks(calibrator: Any, reader: FeedReader, chunk: int) -> None:
     reader.rewind()
 
 
+def finite_tensor(a: np.ndarray) -> np.ndarray:
+    """``a`` with NaN and +/-inf replaced by its finite extremes (a copy only when some are there)."""
+    if a.dtype.kind != "f" or np.isfinite(a).all():
+        return a
+    ok = np.isfinite(a)
+    lo, hi = (a[ok].min(), a[ok].max()) if ok.any() else (0.0, 0.0)
+    return np.nan_to_num(a, nan=0.0 if lo <= 0.0 <= hi else lo, posinf=hi, neginf=lo)
+
+
+class _FiniteOutputs:
+    """The calibrator's session, with its intermediate outputs made finite (:func:`finite_tensor`).
+
+    Masked attention writes ``-inf`` where a query may not look (Mask2Former, exported from transformers),
+    and ONNX Runtime's histogram calibrators then fail (``np.histogram``: "supplied range of [-inf, inf] is not
+    finite") and its min-max one gives an infinite scale. Those tensors are calibrated on their finite values
+    (an INT8 ``-inf`` becomes the smallest value seen: a masked logit stays far below the others); their
+    names are kept in ``nonfinite`` for the report."""
+
+    def __init__(self, session: Any):
+        self._session = session
+        self.nonfinite: set[str] = set()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._session, name)
+
+    def run(self, names, feed, *args, **kwargs):
+        outs = self._session.run(names, feed, *args, **kwargs)
+        out_names = names or [o.name for o in self._session.get_outputs()]
+        fixed = []
+        for name, y in zip(out_names, outs):
+            z = finite_tensor(y) if isinstance(y, np.ndarray) else y
+            if z is not y:
+                self.nonfinite.add(name)
+            fixed.append(z)
+        return fixed
+
+
 def _calibrator(model_path: Path, ort_method: str, tmp: str, extra: dict[str, Any]) -> Any:
     from onnxruntime.quantization.calibrate import CalibrationMethod, create_calibrator
 
-    return create_calibrator(model_path, None, augmented_model_path=str(Path(tmp) / "augmented.onnx"),
-                             calibrate_method=CalibrationMethod[ort_method], extra_options=extra)
+    cal = create_calibrator(model_path, None, augmented_model_path=str(Path(tmp) / "augmented.onnx"),
+                            calibrate_method=CalibrationMethod[ort_method], extra_options=extra)
+    cal.infer_session = _FiniteOutputs(cal.infer_session)
+    return cal
+
+
+def _collect(cal: Any, reader: FeedReader, opts: dict[str, Any]) -> None:
+    """Run the frames through the calibrator; the tensors found holding NaN/inf go to ``opts["nonfinite"]``
+    (by tensor name: min-max calibration augments the graph with ``<tensor>_ReduceMin``/``_ReduceMax``)."""
+    _run_chunks(cal, reader, opts["chunk"])
+    names = opts.setdefault("nonfinite", set())
+    for name in getattr(cal.infer_session, "nonfinite", ()):
+        for suffix in ("_ReduceMin", "_ReduceMax"):
+            name = name[: -len(suffix)] if name.endswith(suffix) else name
+        names.add(name)
 
 
 def _to_ranges(tensors_data: Any) -> dict[str, TensorRange]:
@@ -197,7 +253,7 @@ def _to_ranges(tensors_data: Any) -> dict[str, TensorRange]:
 def _minmax(model_path: Path, reader: FeedReader, opts: dict[str, Any]) -> dict[str, TensorRange]:
     with tempfile.TemporaryDirectory(prefix="edgeseg-calib-") as tmp:
         cal = _calibrator(model_path, "MinMax", tmp, {"symmetric": False})
-        _run_chunks(cal, reader, opts["chunk"])
+        _collect(cal, reader, opts)
         return _to_ranges(cal.compute_data())
 
 
@@ -205,7 +261,7 @@ def _minmax(model_path: Path, reader: FeedReader, opts: dict[str, Any]) -> dict[
 def _entropy(model_path: Path, reader: FeedReader, opts: dict[str, Any]) -> dict[str, TensorRange]:
     with tempfile.TemporaryDirectory(prefix="edgeseg-calib-") as tmp:
         cal = _calibrator(model_path, "Entropy", tmp, {"symmetric": False, "num_bins": ENTROPY_BINS, "num_quantized_bins": 128})
-        _run_chunks(cal, reader, opts["chunk"])
+        _collect(cal, reader, opts)
         return _to_ranges(cal.compute_data())
 
 
@@ -214,7 +270,7 @@ def _percentile(model_path: Path, reader: FeedReader, opts: dict[str, Any]) -> d
     with tempfile.TemporaryDirectory(prefix="edgeseg-calib-") as tmp:
         cal = _calibrator(model_path, "Percentile", tmp,
                           {"symmetric": False, "num_bins": 2048, "percentile": opts["percentile"]})
-        _run_chunks(cal, reader, opts["chunk"])
+        _collect(cal, reader, opts)
         return _to_ranges(cal.compute_data())
 
 
@@ -223,7 +279,7 @@ def _mse(model_path: Path, reader: FeedReader, opts: dict[str, Any]) -> dict[str
     with tempfile.TemporaryDirectory(prefix="edgeseg-calib-") as tmp:
         # the Entropy calibrator collects real-value histograms; we only use them, not its threshold
         cal = _calibrator(model_path, "Entropy", tmp, {"symmetric": False, "num_bins": 2048})
-        _run_chunks(cal, reader, opts["chunk"])
+        _collect(cal, reader, opts)
         hists = cal.collector.histogram_dict
         out = {}
         for name, (hist, edges, lo, hi, *_) in hists.items():

@@ -214,7 +214,7 @@ class InstanceOptions(DecoderOptions):
 
 
 PANOPTIC_LAYOUTS = ("center", "paste", "query", "fusion")
-QUERY_CONVENTIONS = ("detectron2", "transformers")
+QUERY_CONVENTIONS = ("mask2former", "maskformer", "transformers")
 
 
 def _int_tuple(name: str, value: Any) -> tuple[int, ...]:
@@ -251,7 +251,7 @@ class PanopticOptions(DecoderOptions):
       grouping ``centers [1, K, 3]`` (score, y, x) and ``instance`` int64 ``[1, h, w]``.
       ``paste`` (LPSNet): ``semantic`` logits plus ``boxes [1, K, 4]`` (xyxy network pixels),
       ``scores [1, K]``, ``classes [1, K]``, optionally ``masks [1, K, M, M]`` probabilities per box.
-      ``query`` (mask classification: MaskFormer, Mask2Former, OneFormer): ``class_logits [1, Q, C+1]``
+      ``query`` (mask classification: MaskFormer, Mask2Former): ``class_logits [1, Q, C+1]``
       (the last class is "no object") and ``mask_logits [1, Q, h, w]``; see
       :mod:`edgeseg.decode.panoptic_query`.
     thing_classes: class indices (into the manifest's classes) that are things; all others are stuff.
@@ -266,10 +266,11 @@ class PanopticOptions(DecoderOptions):
     mask_threshold: probability above which a pixel of a paste layout's optional per-box mask counts
       (query: at or above which a query's mask covers a pixel).
     mask_area_ratio: (query) a segment is kept when the pixels it wins are more than (``transformers``)
-      or at least (``detectron2``) this share of its own mask's area (Mask2Former's ``overlap_threshold``,
+      or at least (the authors' code) this share of its own mask's area (their ``overlap_threshold``,
       transformers' ``overlap_mask_area_threshold``).
-    query_convention: (query) whose post-processing to reproduce, ``detectron2`` (Mask2Former's reference
-      code) or ``transformers`` (Hugging Face's image processors); :mod:`edgeseg.decode.panoptic_query`.
+    query_convention: (query) whose post-processing to reproduce: ``mask2former`` or ``maskformer`` (their
+      authors' code, Detectron2 projects) or ``transformers`` (Hugging Face's image processors);
+      :mod:`edgeseg.decode.panoptic_query`.
     ``fusion`` (``edgeseg fuse``: a semantic and an instance model in one graph, outputs ``sem/...``
     and ``inst/...``): ``branches`` holds each branch's manifest (``semantic``, ``instance``),
     ``fusion_semantic`` maps each semantic class to a class of this bundle (-1: not kept) and
@@ -291,7 +292,7 @@ class PanopticOptions(DecoderOptions):
     overlap_threshold: float = 0.5
     mask_threshold: float = 0.5
     mask_area_ratio: float = 0.8
-    query_convention: Literal["detectron2", "transformers"] = "detectron2"
+    query_convention: Literal["mask2former", "maskformer", "transformers"] = "mask2former"
     fusion_semantic: tuple[int, ...] = ()
     fusion_instance: tuple[int, ...] = ()
     branches: dict[str, Any] = dataclasses.field(default_factory=dict)

@@ -2,8 +2,9 @@
 
 The reference is transformers' ``MaskFormerImageProcessor.post_process_panoptic_segmentation`` (its
 Mask2Former twin first resizes every mask to 384x384; MaskFormer's decides at the masks' own size,
-which is what a 1:1 grid compares exactly). Detectron2's Mask2Former cannot be installed here: its
-convention is checked on hand-computed cases that separate it from transformers'.
+which is what a 1:1 grid compares exactly). The authors' MaskFormer and Mask2Former code (Detectron2
+projects) cannot be installed here: their conventions are checked on hand-computed cases that separate
+them from transformers' and from each other.
 """
 from __future__ import annotations
 
@@ -110,28 +111,28 @@ def test_conventions_differ_where_their_reference_codes_do():
     assert labels.tolist() == [4, 4, 0] and 0.8 < scores[1] < 0.9
     # q1's only pixel has probability 0.55: Detectron2 measures its own mask on sigmoid (0.55 >= 0.5: area 1),
     # transformers on score * sigmoid (0.47 < 0.5: area 0, no segment); the pixel stays void there
-    ids, segs = query_panoptic(cls, masks, THING, score_threshold=0.5, convention="detectron2")
+    ids, segs = query_panoptic(cls, masks, THING, score_threshold=0.5, convention="mask2former")
     assert ids.tolist() == [[1, 1, 2, 3]] and [s[0] for s in segs] == [4, 4, 0]
     ids, segs = query_panoptic(cls, masks, THING, score_threshold=0.5, convention="transformers")
     assert ids.tolist() == [[1, 1, 0, 2]] and [s[0] for s in segs] == [4, 0]
     ref, info = _reference(cls, masks)
     assert ref.tolist() == [[1, 1, 0, 2]] and [s["label_id"] for s in info] == [4, 0]
     # the score threshold drops q1 in both (Mask2Former's configs: 0.8 < 0.86 keeps it; 0.9 does not)
-    ids, segs = query_panoptic(cls, masks, THING, score_threshold=0.9, convention="detectron2")
+    ids, segs = query_panoptic(cls, masks, THING, score_threshold=0.9, convention="mask2former")
     assert ids.tolist() == [[1, 1, 0, 2]]
 
 
-def test_area_ratio_is_at_least_for_detectron2_and_more_than_for_transformers():
-    """q0 wins 1 of the 4 pixels of its own mask (ratio 0.25, exact in float32): kept by Detectron2 (``< 0.25``
-    drops), dropped by transformers (``> 0.25`` keeps); q1 also wins pixels outside its own mask, which
-    transformers assigns to it and Detectron2 leaves void."""
+def test_area_ratio_is_at_least_for_the_authors_code_and_more_than_for_transformers():
+    """q0 wins 1 of the 4 pixels of its own mask (ratio 0.25, exact in float32): kept by the authors' code
+    (``< 0.25`` drops), dropped by transformers (``> 0.25`` keeps); q1 also wins pixels outside its own mask,
+    which transformers and MaskFormer assign to it and Mask2Former leaves void."""
     cls = np.full((2, 3), -20.0, np.float32)
     cls[:, 1] = 10.0  # two confident queries of the thing class 1
     masks = np.full((2, 1, 10), -9.0, np.float32)
     masks[0, 0, :4] = 8.0
     masks[1, 0, :3], masks[1, 0, 4:] = 9.0, -8.0
     thing = np.array([False, True])
-    ids, segs = query_panoptic(cls, masks, thing, score_threshold=0.5, mask_area_ratio=0.25, convention="detectron2")
+    ids, segs = query_panoptic(cls, masks, thing, score_threshold=0.5, mask_area_ratio=0.25, convention="mask2former")
     assert ids.tolist() == [[2, 2, 2, 1, 0, 0, 0, 0, 0, 0]] and len(segs) == 2
     ids, segs = query_panoptic(cls, masks, thing, score_threshold=0.5, mask_area_ratio=0.25, convention="transformers")
     assert ids.tolist() == [[1, 1, 1, 0, 1, 1, 1, 1, 1, 1]] and len(segs) == 1
@@ -139,6 +140,9 @@ def test_area_ratio_is_at_least_for_detectron2_and_more_than_for_transformers():
     ref = _processor().post_process_panoptic_segmentation(out, threshold=0.5, overlap_mask_area_threshold=0.25,
                                                           label_ids_to_fuse={0})[0]
     assert ref["segmentation"].numpy().tolist() == ids.tolist()
+    # MaskFormer's own code: Mask2Former's area test (unscaled, >=), transformers' pixels (every won one)
+    ids, segs = query_panoptic(cls, masks, thing, score_threshold=0.5, mask_area_ratio=0.25, convention="maskformer")
+    assert ids.tolist() == [[2, 2, 2, 1, 2, 2, 2, 2, 2, 2]] and len(segs) == 2
 
 
 def test_stuff_merges_into_one_segment_things_do_not():
@@ -149,7 +153,7 @@ def test_stuff_merges_into_one_segment_things_do_not():
     for q in range(4):
         masks[q, 0, 2 * q:2 * q + 2] = 9.0
     thing = np.array([False, True])
-    for conv in ("detectron2", "transformers"):
+    for conv in ("mask2former", "maskformer", "transformers"):
         ids, segs = query_panoptic(cls, masks, thing, score_threshold=0.5, convention=conv)
         assert ids.tolist() == [[1, 1, 1, 1, 2, 2, 3, 3]]
         assert [(s[0], s[2]) for s in segs] == [(0, False), (1, True), (1, True)]
@@ -159,7 +163,7 @@ def test_broken_outputs():
     cls, masks = _hand_case()
     cls[0, 2] = np.nan  # a query whose class logits hold NaN is dropped
     masks[2, 0, 3] = np.nan  # a NaN mask logit is "no mask" there
-    ids, segs = query_panoptic(cls, masks, THING, score_threshold=0.5, convention="detectron2")
+    ids, segs = query_panoptic(cls, masks, THING, score_threshold=0.5, convention="mask2former")
     assert ids.tolist() == [[0, 0, 1, 0]] and [s[0] for s in segs] == [4]
     inf = np.full((1, 3), -np.inf, np.float32)
     inf[0, 0] = np.inf  # +/-inf: the softmax's limits

@@ -343,3 +343,18 @@ def test_single_field_overrides_keep_the_recognised_conventions(tmp_path, caplog
     with pytest.raises(InputError, match="input_spec is the whole pre-processing"):
         import_onnx(src, tmp_path / "x.edgeseg", task="instance", classes=None,
                     input_spec=InputSpec(size=ImageShape(96, 128)), preprocess="yolact")
+
+
+def test_query_options_are_refused_for_other_instance_models(tmp_path, capsys):
+    """--things, --query-convention and --score-threshold at import are for MaskFormer/Mask2Former exports
+    (tests/export/test_import_query.py); a YOLACT's import names its outputs instead of ignoring them."""
+    from edgeseg.cli import main
+
+    src = tmp_path / "yolact.onnx"
+    _TinyYolact.export(src, False)
+    for extra in (["--things", "car"], ["--score-threshold", "0.4"], ["--query-convention", "maskformer"]):
+        assert main(["import", str(src), "--task", "instance", "--names", "car,person,bicycle", *extra,
+                     "--out", str(tmp_path / "y.edgeseg")]) == 2
+        err = capsys.readouterr().err
+        assert "apply to mask-classification models" in err and "this one's outputs are" in err
+    assert not (tmp_path / "y.edgeseg").exists()

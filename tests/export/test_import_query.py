@@ -103,7 +103,10 @@ def test_semantic_equals_the_authors_inference(tmp_path):
     for seed, hw in ((0, (64, 64)), (1, (48, 80)), (2, (120, 90))):
         img = _image(seed, *hw)
         ref = authors_semantic(_raw(src, img, SPEC), (64, 64), hw)
-        assert (pred(img).labels == ref).mean() >= 0.999, seed  # the same bilinear resizes; float ties aside
+        agree = (pred(img).labels == ref).mean()
+        # at the network's size the labels are the authors'; resized to another size, the bilinear resize of
+        # log-sums (the bundle's "logits") instead of the sums moves a few boundary pixels
+        assert agree == 1.0 if hw == (64, 64) else agree >= 0.998, (seed, agree)
         assert len(np.unique(ref)) >= 2
 
 
@@ -167,10 +170,88 @@ def test_detectron2_names_take_its_convention_and_hidden_states_are_left_out(tmp
     src = query_onnx(tmp_path / "d2.onnx", names=("pred_logits", "pred_masks"), hidden=32)
     b = import_onnx(src, tmp_path / "pan", task="panoptic", classes=NAMES, things=["car"], input_spec=SPEC)
     opts = b.manifest.decoder_options
-    assert (opts.query_convention, opts.score_threshold, opts.mask_area_ratio) == ("detectron2", 0.8, 0.8)
+    assert (opts.query_convention, opts.score_threshold, opts.mask_area_ratio) == ("mask2former", 0.8, 0.8)
     assert b.manifest.provenance["original_outputs"] == {"class_logits": "pred_logits", "mask_logits": "pred_masks"}
     res = edgeseg.load(b.root)(_image(0, 80, 120))  # another size and aspect: resized, decoded, mapped back
     assert res.segment_ids.shape == (80, 120)
+
+
+def test_instance_options_follow_the_convention_and_things_drop_stuff(tmp_path):
+    src = query_onnx(tmp_path / "m.onnx", q=12, seed=3)
+    b = import_onnx(src, tmp_path / "hf", task="instance", classes=NAMES, input_spec=None)
+    o = b.manifest.decoder_options
+    assert (o.score_threshold, o.max_detections, b.report["import"]["query_convention"]) == (0.5, 12, "transformers")
+    b = import_onnx(src, tmp_path / "d2", task="instance", classes=NAMES, input_spec=None,
+                    query_options={"query_convention": "mask2former"})
+    o = b.manifest.decoder_options
+    assert (o.score_threshold, o.max_detections) == (0.0, 100)  # the best 100 pairs (12 x 4 = 48 here), no threshold
+    assert [o.shape for o in b.manifest.outputs][0] == (1, 48)
+    every = edgeseg.load(b.root, backend="onnxruntime")(_image(0, 64, 64))
+    assert set(every.classes.tolist()) == {0, 1, 2, 3} and len(every) == 48
+    things = import_onnx(src, tmp_path / "th", task="instance", classes=NAMES, input_spec=None, things=["person", "car"],
+                         query_options={"query_convention": "mask2former", "score_threshold": 0.0})
+    kept = edgeseg.load(things.root, backend="onnxruntime")(_image(0, 64, 64))
+    # the same pairs, those of stuff classes dropped: the authors' panoptic_on filter after the top-k
+    assert set(kept.classes.tolist()) == {2, 3}
+    want = sorted(float(s) for s, c in zip(every.scores, every.classes) if c in (2, 3))
+    assert np.allclose(sorted(kept.scores.tolist()), want)
+
+
+def test_auxiliary_outputs_and_known_names(tmp_path):
+    from edgeseg.export.import_query import semantic_size
+
+    arrays = {"class_queries_logits": np.zeros((1, 8, 5), np.float32), "masks_queries_logits": np.zeros((1, 8, 4, 4), np.float32),
+              "auxiliary_logits.0.class_queries_logits": np.zeros((1, 8, 5), np.float32),
+              "auxiliary_logits.0.masks_queries_logits": np.zeros((1, 8, 4, 4), np.float32),
+              "transformer_decoder_last_hidden_state": np.zeros((1, 8, 5), np.float32)}
+    q = detect_query_outputs(arrays, None, "m.onnx")
+    assert (q.classes, q.masks, q.num_classes) == ("class_queries_logits", "masks_queries_logits", 4)
+    arrays = {"aux_cls": np.zeros((1, 8, 5), np.float32), "aux_mask": np.zeros((1, 8, 4, 4), np.float32),
+              "cls": np.zeros((1, 8, 5), np.float32), "seg_mask": np.zeros((1, 8, 4, 4), np.float32)}
+    q = detect_query_outputs(arrays, 4, "m.onnx")
+    assert (q.classes, q.masks) == ("cls", "seg_mask")
+    # 200 queries at 1024x2048 would hold 1.7 GB per tensor: the semantic graph resizes to less
+    big = detect_query_outputs({"pred_logits": np.zeros((1, 200, 20), np.float32),
+                                "pred_masks": np.zeros((1, 200, 256, 512), np.float32)}, 19, "m.onnx")
+    h, w = semantic_size(big, edgeseg.structures.ImageShape(1024, 2048))
+    assert 200 * h * w <= 1 << 26 and abs(w / h - 2) < 0.01 and h >= 256
+    assert semantic_size(big, edgeseg.structures.ImageShape(256, 512)) is None
+
+
+def test_semantic_masks_resized_below_the_input_when_it_is_too_big(tmp_path, monkeypatch):
+    import edgeseg.export.import_query as iq
+
+    monkeypatch.setattr(iq, "SEMANTIC_MAX_VALUES", 8 * 32 * 32)  # 8 queries: at most 32x32 instead of 64x64
+    src = query_onnx(tmp_path / "m.onnx")
+    b = import_onnx(src, tmp_path / "sem", task="semantic", classes=NAMES, input_spec=SPEC)
+    assert b.manifest.outputs[0].shape == (1, 4, 32, 32)
+    img = _image(0, 64, 64)
+    ref = authors_semantic(_raw(src, img, SPEC), (64, 64), (64, 64))
+    assert (edgeseg.load(b.root, backend="onnxruntime")(img).labels == ref).mean() >= 0.95
+
+
+def test_cli_query_options(tmp_path, capsys):
+    from edgeseg.bundle import Bundle
+    from edgeseg.cli import main
+
+    src = query_onnx(tmp_path / "m.onnx")
+    base = ["import", str(src), "--names", ",".join(NAMES), "--size", "64x64"]
+    assert main(base + ["--task", "panoptic", "--things", "car", "--query-convention", "maskformer", "--score-threshold",
+                        "0.7", "--out", str(tmp_path / "p")]) == 0
+    o = Bundle.open(tmp_path / "p").manifest.decoder_options
+    assert (o.query_convention, o.score_threshold, o.thing_classes) == ("maskformer", 0.7, (3,))
+    assert main(base + ["--query-convention", "maskformer", "--out", str(tmp_path / "s")]) != 0
+    assert "apply to --task panoptic or instance" in capsys.readouterr().err
+    assert main(base + ["--task", "instance", "--things", "car,person", "--out", str(tmp_path / "i")]) == 0
+    assert Bundle.open(tmp_path / "i").report["import"]["things"] == [2, 3]
+    from edgeseg.errors import InputError
+    from edgeseg.export.import_query import require_opset
+
+    with pytest.raises(ExportError, match="needs opset 13 or newer"):
+        require_opset(12, src)
+    with pytest.raises(InputError, match="query_convention must be one of"):
+        import_onnx(src, tmp_path / "x", task="panoptic", classes=NAMES, things=["car"], input_spec=SPEC,
+                    query_options={"query_convention": "detectron3"})
 
 
 def test_outputs_that_do_not_fit_are_named(tmp_path):
