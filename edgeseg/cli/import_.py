@@ -147,20 +147,19 @@ def run(args: argparse.Namespace) -> int:
                              fix="--names for their names, or --classes N for a count")
         args.classes = args.names
     given_input = {k for k in ("mean", "std", "scale", "size") if getattr(args, k, None) is not None}
-    try:
-        hf = huggingface_config(args.onnx) if args.classes is None or len(given_input) < 4 else None
-    except InputError as e:  # a broken config.json beside the file matters only when its names are needed
-        if args.classes is None:
-            raise
-        logging.getLogger("edgeseg.import").warning("%s (not used)", e)
-        hf = None
+    hf = huggingface_config(args.onnx) if args.classes is None or len(given_input) < 4 else None
     hf_names = hf.names if hf is not None and args.classes is None else None
+    if hf is not None:
+        for problem in hf.problems:
+            logging.getLogger("edgeseg.import").warning("%s", problem)
     if args.classes is None and hf_names is None and args.task in ("semantic", "panoptic"):
+        if hf is not None and hf.names_error:
+            raise InputError(hf.names_error, fix="repair it, or give the names with --names / --classes FILE")
         raise InputError(f"--classes is required for a {args.task} model",
                          fix="e.g. --classes 21, --classes camvid, --classes names.txt or --names road,car,... "
                              "(a Hugging Face export's config.json beside the ONNX file gives them too)")
-    if args.task == "panoptic" and not (args.things or "").replace(",", "").strip():
-        raise InputError("--things is required for a panoptic model", fix="name its thing classes, e.g. --things person,car")
+    if args.classes is None and hf is not None and hf.names_error and hf_names is None:
+        logging.getLogger("edgeseg.import").warning("%s (not used)", hf.names_error)
     query_options = {k: v for k, v in (("query_convention", getattr(args, "query_convention", None)),
                                        ("score_threshold", getattr(args, "score_threshold", None))) if v is not None}
     if query_options and args.task == "semantic":

@@ -240,8 +240,12 @@ def _label_dtype(num: int) -> np.dtype:
     return np.dtype(np.uint8) if num <= 256 else np.dtype(np.int32)
 
 
-def _confidence(x: np.ndarray, axis: int, mx: np.ndarray | None = None) -> np.ndarray:
+def _confidence(x: np.ndarray, axis: int, mx: np.ndarray | None = None, probabilities: bool = False) -> np.ndarray:
+    """The chosen class's softmax probability; for ``probabilities`` scores, the chosen score over their sum."""
     m = x.max(axis=axis, keepdims=True) if mx is None else np.expand_dims(mx, axis)
+    if probabilities:
+        total = np.maximum(x, 0).sum(axis=axis)
+        return np.divide(np.squeeze(m, axis), total, out=np.zeros_like(total), where=total > 0).astype(np.float32)
     return (1.0 / np.exp(x - m).sum(axis=axis)).astype(np.float32)
 
 
@@ -257,9 +261,11 @@ def _upsample_mode(manifest: "Manifest", upsample: str | None) -> str:
 
 def logits_to_labels(logits: np.ndarray, meta: "PreprocessMeta", manifest: "Manifest",
                      confidence: bool = False, upsample: str | None = None,
-                     layout: str | None = None, name: str = "logits") -> tuple[np.ndarray, np.ndarray | None]:
+                     layout: str | None = None, name: str = "logits",
+                     probabilities: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
     """Labels (and the confidence) at ``meta.original`` (module doc). Logits holding NaN are an error
-    naming output ``name``; ``+/-inf`` are clamped (:func:`finite_logits`)."""
+    naming output ``name``; ``+/-inf`` are clamped (:func:`finite_logits`). ``probabilities``: the scores
+    are non-negative class scores, not logits (the confidence is the chosen one's share)."""
     x, caxis = _logits_3d(logits, manifest, layout)
     hw = x.shape[1:] if caxis == 0 else x.shape[:2]
     y0, y1, x0, x1 = content_box(meta, ImageShape(*hw))
@@ -274,20 +280,20 @@ def logits_to_labels(logits: np.ndarray, meta: "PreprocessMeta", manifest: "Mani
             return labels, None
         planes = _resize_planes(chw, size)
         labels, mx = _argmax_chw(planes, dtype)
-        return labels, (_confidence(planes, 0, mx) if confidence else None)
+        return labels, (_confidence(planes, 0, mx, probabilities) if confidence else None)
     if caxis == 0:
         labels, mx = _argmax_chw(x, dtype)
         if not np.isfinite(mx).all():  # NaN and +inf reach the running maximum (so does a pixel all -inf)
             x = finite_logits(x, manifest, name)
             labels, mx = _argmax_chw(x, dtype)
-        conf = _confidence(x, 0, mx) if confidence else None
+        conf = _confidence(x, 0, mx, probabilities) if confidence else None
     else:
         at = x.argmax(axis=2)  # NaN wins numpy's argmax: the chosen values show it, as +inf
         if not np.isfinite(np.take_along_axis(x, at[..., None], 2)).all():
             x = finite_logits(x, manifest, name)
             at = x.argmax(axis=2)
         labels = at.astype(dtype)
-        conf = _confidence(x, 2) if confidence else None
+        conf = _confidence(x, 2, None, probabilities) if confidence else None
     if crop != size:
         labels = resize_labels(labels, size)
         if conf is not None:
@@ -380,6 +386,8 @@ def class_logits(outputs: Mapping[str, np.ndarray], meta: "PreprocessMeta", mani
         raise UnsupportedError(f"bundle {manifest.name!r} outputs labels, not logits: it has no class scores to give",
                                fix="export the model without the argmax in the graph")
     layout = opts.logits_layout if isinstance(opts, SemanticOptions) else None
+    if isinstance(opts, SemanticOptions) and opts.scores == "probabilities":  # logits to bias, average or distil
+        arr = np.log(np.maximum(np.asarray(arr, np.float32), 1e-12))
     if isinstance(opts, SemanticOptions) and opts.class_bias:
         arr, layout = _biased(arr, manifest, opts.class_bias, layout)
     x, caxis = _logits_3d(arr, manifest, layout)
@@ -404,13 +412,17 @@ def decode_semantic(outputs: Mapping[str, np.ndarray], meta: "PreprocessMeta", m
     name, kind, arr = semantic_output(outputs, manifest)
     want_conf = opts.confidence if confidence is None else confidence
     layout = opts.logits_layout
+    probabilities = kind == "logits" and opts.scores == "probabilities"
+    if probabilities and (opts.class_bias or opts.crf_iterations > 0):  # both read logits: take the scores' log
+        arr, probabilities = np.log(np.maximum(np.asarray(arr, np.float32), 1e-12)), False
     if kind == "logits" and opts.class_bias:
         arr, layout = _biased(arr, manifest, opts.class_bias, layout)
     if kind == "logits" and opts.crf_iterations > 0:
         arr, meta = crf_logits(arr, meta, manifest, opts, image, layout, name)
         layout = "NCHW"
     if kind == "logits":
-        labels, conf = logits_to_labels(arr, meta, manifest, want_conf, upsample or opts.upsample, layout, name)
+        labels, conf = logits_to_labels(arr, meta, manifest, want_conf, upsample or opts.upsample, layout, name,
+                                        probabilities)
     else:
         labels, conf = labels_to_labels(arr, meta, manifest, name), None
     return SemanticResult(labels=np.ascontiguousarray(labels), classes=tuple(manifest.classes), confidence=conf)

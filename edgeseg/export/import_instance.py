@@ -287,9 +287,8 @@ def import_instance_onnx(onnx_path: str | os.PathLike, out: str | os.PathLike, *
                               "torchvision to export it") from None
     arrays = {o.name: y for o, y in zip(session.get_outputs(), ys)}
     shapes = {k: tuple(y.shape) for k, y in arrays.items()}
-    query = detect_query_outputs(arrays, None if names is None else len(names), str(path))
-    boxmask = None if query is not None else \
-        detect_boxmask_layout(arrays, fed, str(path), roi_align=any(n.op_type == "RoiAlign" for n in model.graph.node))
+    boxmask = detect_boxmask_layout(arrays, fed, str(path), roi_align=any(n.op_type == "RoiAlign" for n in model.graph.node))
+    query = None if boxmask is not None else detect_query_outputs(arrays, None if names is None else len(names), str(path))
     yolact = None if boxmask is not None or query is not None else \
         detect_yolact_layout(shapes, lambda why: _layout_fail(shapes, str(path), why))
     report: dict = {}
@@ -327,9 +326,15 @@ def import_instance_onnx(onnx_path: str | os.PathLike, out: str | os.PathLike, *
         for kind, x in written.items():
             app.node("Identity", [x], out=kind)
         app.flush()
-        del model.graph.output[:]
+        del model.graph.output[:]  # rank-only shapes: shape inference may not reach them (contrib ops)
         model.graph.output.extend([onnx_helper.make_tensor_value_info(k, TensorProto.INT64 if k == "classes" else
-                                                                      TensorProto.FLOAT, None) for k in written])
+                                                                      TensorProto.FLOAT, [1] + [None] * (3 if k == "masks" else 1))
+                                   for k in written])
+        # one frame at a time: the top-k runs over the flattened [1, Q*C] scores
+        spec = dataclasses.replace(spec, dynamic_batch=False)
+        dim0 = next(i for i in model.graph.input if i.name == in_name).type.tensor_type.shape.dim[0]
+        dim0.Clear()
+        dim0.dim_value = 1
         renames = {}
         layout, fmt, nc, kinds = "dense", None, query.num_classes, ("scores", "classes", "masks")
         report = {"source_layout": "mask-classification", "queries": query.num_queries, "query_convention": qconv,

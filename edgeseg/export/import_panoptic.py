@@ -164,7 +164,8 @@ def _import_query(model, query, arrays: dict, path: Path, out, *, names, thing_i
     app.flush()
     g = model.graph
     del g.output[:]
-    g.output.extend([helper.make_tensor_value_info(r, TensorProto.FLOAT, None) for r in original])
+    g.output.extend([helper.make_tensor_value_info(r, TensorProto.FLOAT, [None] * (3 if r == "class_logits" else 4))
+                     for r in original])  # rank-only shapes: shape inference may not reach them (contrib ops)
     _rename_io(model, {}, in_name)
     model = clean_graph(model)
     session = _session_for(model, path)
@@ -238,6 +239,12 @@ def import_panoptic_onnx(onnx_path: str | os.PathLike, out: str | os.PathLike, *
         return _import_query(model, query, arrays, path, out, names=names, thing_idx=thing_idx, spec=spec, feed=feed,
                              in_name=in_name, opset=opset, original_opset=original_opset, note=note, palette=palette,
                              name=name, overwrite=overwrite, options=options)
+    given_query = sorted(k for k in (options or {}) if k in ("query_convention", "score_threshold", "mask_area_ratio"))
+    if given_query:
+        raise InputError(f"{path}: {', '.join(given_query)} apply to mask-classification models (MaskFormer, "
+                         "Mask2Former); this one's outputs are "
+                         + ", ".join(f"{k} {list(np.shape(v))}" for k, v in arrays.items()),
+                         fix="drop them for a Panoptic-DeepLab model")
     roles, channels_last = detect_center_outputs(arrays, len(names), str(path))
     original = dict(roles)
     heat = arrays[roles["center"]]

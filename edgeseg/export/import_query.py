@@ -8,9 +8,9 @@ serves the three tasks through its post-processing, which the import writes as t
 * ``semantic``: appended to the graph as MaskFormer's and Mask2Former's semantic inference in their authors'
   code (Detectron2's ``semantic_inference``): the mask logits resized bilinearly to the network input,
   then ``einsum("qc,qhw->chw", softmax(class)[:, :C], sigmoid(mask))``, written as ``logits [1, C, H, W]``
-  holding ``log`` of those sums (so that the decoder's softmax confidence is the sums normalised: the
-  argmax is the sums'); edgeseg's semantic decoder resizes them bilinearly to the image and takes the
-  argmax. The order matters for masks with sharp logits: the sigmoid of an interpolated logit is not the
+  holding those sums (``SemanticOptions.scores = "probabilities"``: the decoder's confidence is the sums
+  normalised, and the class bias and the CRF read their ``log``); edgeseg's semantic decoder resizes them
+  bilinearly to the image and takes the argmax, as the authors' code does. The order matters for masks with sharp logits: the sigmoid of an interpolated logit is not the
   interpolated sigmoid. transformers' image processors take the sigmoid of MaskFormer's masks at their own
   1/4 size, and of Mask2Former's after resizing them to 384x384 (nearer the authors' order): on the tiny
   Mask2Former export of the tests, edgeseg's labels equal transformers' on 99-99.8 % of the pixels, and the
@@ -96,8 +96,11 @@ def detect_query_outputs(arrays: dict[str, np.ndarray], nc: int | None, where: s
         return any(h in c.lower() for h in _CLASS_HINTS) and any(h in m.lower() for h in _MASK_HINTS)
 
     # a pair counts when its names say so, or when its class axis is the given classes plus no-object
+    # (a class output shaped like the mask output's leading axes is a squeezed map beside a channels-last one:
+    # DeepLab2's heatmap [1, h, w] and semantic logits [1, h, w, C], not queries)
     pairs = [(c, m) for c in cls for m in msk if floats[c].shape[1] == floats[m].shape[1]
-             and (named(c, m) or (nc is not None and floats[c].shape[2] == nc + 1))]
+             and (named(c, m) or (nc is not None and floats[c].shape[2] == nc + 1
+                                  and floats[c].shape[1:3] != floats[m].shape[1:3]))]
     if not pairs:
         return None
     if len(pairs) > 1:
@@ -185,8 +188,8 @@ def semantic_size(q: QueryOutputs, size) -> tuple[int, int] | None:
 
 def query_to_semantic(app, q: QueryOutputs, dtypes: dict[str, int], image: str, layout: str = "NCHW",
                       size: tuple[int, int] | None = None) -> str:
-    """Append MaskFormer's/Mask2Former's semantic inference; returns ``log`` of the class sums ``[1, C, H, W]``
-    at the size of the graph input ``image`` (or ``size``, :func:`semantic_size`) (module doc)."""
+    """Append MaskFormer's/Mask2Former's semantic inference; returns the class sums ``[1, C, H, W]`` at the
+    size of the graph input ``image`` (or ``size``, :func:`semantic_size`) (module doc)."""
     from onnx import TensorProto
 
     cls = _class_probs(app, q, dtypes["classes"])
@@ -200,8 +203,7 @@ def query_to_semantic(app, q: QueryOutputs, dtypes: dict[str, int], image: str, 
     nq = app.node("Slice", [app.node("Shape", [x]), app.const(np.array([0], np.int64)), app.const(np.array([2], np.int64))])
     up = app.node("Resize", [x, "", "", app.node("Concat", [nq, hw], axis=0)], mode="linear",
                   coordinate_transformation_mode="half_pixel")
-    sums = app.node("Einsum", [cls, app.node("Sigmoid", [up])], equation="bqc,bqhw->bchw")
-    return app.node("Log", [app.node("Add", [sums, app.const(np.array(1e-12, np.float32))])])
+    return app.node("Einsum", [cls, app.node("Sigmoid", [up])], equation="bqc,bqhw->bchw")
 
 
 def query_to_dense(app, q: QueryOutputs, dtypes: dict[str, int], top_k: int | None = None,

@@ -28,7 +28,7 @@ import numpy as np
 from .._ort import ir_version_limit, make_session
 from ..bundle import Bundle, Manifest, ModelFile, OutputSpec
 from ..errors import ExportError, InputError, UnsupportedError
-from ..structures import ImageShape, InputSpec
+from ..structures import ImageShape, InputSpec, SemanticOptions
 from .graph import clean_graph, default_opset, dims, elem_dtype, graph_inputs, save_single_file
 
 log = logging.getLogger(__name__)
@@ -362,6 +362,7 @@ def import_onnx(onnx_path: str | os.PathLike, out: str | os.PathLike, *, task: s
     manifest = Manifest(
         name=name or path.stem, task=task, classes=names, input=spec,
         outputs=(OutputSpec(kind, kind, str(y.dtype), (batch, *y.shape[1:])),), palette=_palette(palette, len(names)),
+        decoder=SemanticOptions(scores="probabilities").to_dict() if query is not None else {},
         provenance={"source": "onnx", "file": path.name, "original_opset": original_opset, "opset": opset,
                     "original_input": in_name, "original_output": original_output,
                     "producer": f"{model.producer_name} {model.producer_version}".strip()},

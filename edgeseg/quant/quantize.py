@@ -99,6 +99,9 @@ def plan_float_nodes(model, profile: QuantProfile, keep_float: Mapping[str, str]
             reason = transformer_adds[node.name]
         if reason is None and node.name in post:
             reason = post[node.name]
+        if reason is None and node.name.startswith(IMPORT_POSTPROCESS_PREFIXES):
+            reason = ("post-processing appended at import (a mask-classification model's class sums, "
+                      "Panoptic-DeepLab's offset scaling): kept in float, as the model's own code runs it")
         if reason is None and node.op_type == "ConvTranspose" and _attr(node, "group", 1) != 1:
             reason = "grouped ConvTranspose: per-channel weight scales would not follow its output channels"
         if reason is None and profile.min_conv_macs_per_pixel:
@@ -115,6 +118,9 @@ def plan_float_nodes(model, profile: QuantProfile, keep_float: Mapping[str, str]
 
 
 SELECTION_OPS = ("TopK", "NonMaxSuppression", "EfficientNMS_TRT", "NonZero")
+#: name prefixes of the nodes ``edgeseg import`` appends after a model's own outputs (export/import_query.py,
+#: import_panoptic.py): its post-processing, never INT8 (a sum of small probabilities rounds to 0)
+IMPORT_POSTPROCESS_PREFIXES = ("edgeseg_query_", "edgeseg_panoptic_")
 NETWORK_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
 
 

@@ -117,6 +117,9 @@ class SemanticOptions(DecoderOptions):
     (:class:`~edgeseg.decode.crf.CRFParams`' defaults) lowered it. Protocol and the held-out figures:
     ``tools/bench/crf.py``.
 
+    ``scores``: what the ``logits`` output holds: ``logits`` (the confidence is their softmax) or
+    ``probabilities`` (non-negative class scores, e.g. an imported MaskFormer's class sums: the confidence is
+    the chosen score over their sum; the class bias and the CRF read their ``log``).
     ``class_bias``: one number per class added to the logits before the argmax (and the CRF): a prior
     correction, e.g. of the lean towards rare classes that class-weighted training leaves (``road``'s,
     chosen on training frames by ``tools/bench/class_bias.py``); empty (default): none. Its length must
@@ -127,6 +130,7 @@ class SemanticOptions(DecoderOptions):
     upsample: Literal["logits", "labels"] = "logits"
     confidence: bool = False
     logits_layout: Literal["NCHW", "NHWC"] | None = None
+    scores: Literal["logits", "probabilities"] = "logits"
     crf_iterations: int = 0
     crf_method: Literal["lattice", "exact", "fast"] = "lattice"
     crf_fast_size: int = 128
@@ -151,6 +155,8 @@ class SemanticOptions(DecoderOptions):
             raise InputError(f"decoder option upsample must be logits or labels, got {self.upsample!r}")
         if self.logits_layout not in (None, "NCHW", "NHWC"):
             raise InputError(f"decoder option logits_layout must be NCHW or NHWC, got {self.logits_layout!r}")
+        if self.scores not in ("logits", "probabilities"):
+            raise InputError(f"decoder option scores must be logits or probabilities, got {self.scores!r}")
         _positive_int("crf_iterations", self.crf_iterations, lo=0)
         if self.crf_method not in ("lattice", "exact", "fast"):
             raise InputError(f"decoder option crf_method must be lattice, exact or fast, got {self.crf_method!r}")

@@ -26,10 +26,12 @@ NAMES = ("road", "sky", "person", "car")
 
 
 def query_onnx(path, *, q=8, c=4, size=64, stride=4, names=("class_queries_logits", "masks_queries_logits"),
-               hidden: int = 0, seed=0):
+               hidden: int = 0, seed=0, batch: int | str = 1, contrib: bool = False):
     """A model with a mask-classification model's two outputs, both computed from the image: masks by a
     strided convolution, class logits by a 1x1 convolution pooled over the image. ``hidden``: also a
-    ``[1, Q, hidden]`` output, as a full transformers export writes its decoder's hidden state."""
+    ``[1, Q, hidden]`` output, as a full transformers export writes its decoder's hidden state. ``batch``: the
+    input's batch axis (a name: symbolic); ``contrib``: the masks pass through ONNX Runtime's com.microsoft
+    ``Gelu``, which ONNX shape inference cannot see through (ORT-optimised exports are full of such ops)."""
     import onnx
     from onnx import TensorProto as T
     from onnx import helper as h
@@ -40,19 +42,22 @@ def query_onnx(path, *, q=8, c=4, size=64, stride=4, names=("class_queries_logit
     inits = [nh.from_array((rng.normal(0, 1.5, (q, 3, k, k)) / k).astype(np.float32), "wm"),
              nh.from_array(rng.normal(0, 3, (q * (c + 1), 3, 1, 1)).astype(np.float32), "wc"),
              nh.from_array(rng.normal(0, 3, (q * (c + 1),)).astype(np.float32), "bc"),
-             nh.from_array(np.array([1, q, c + 1], np.int64), "shape")]
-    nodes = [h.make_node("Conv", ["pixel_values", "wm"], [names[1]], strides=[k, k]),
+             nh.from_array(np.array([-1, q, c + 1], np.int64), "shape")]
+    nodes = [h.make_node("Conv", ["pixel_values", "wm"], ["m0" if contrib else names[1]], strides=[k, k]),
              h.make_node("Conv", ["pixel_values", "wc", "bc"], ["c1"]),
              h.make_node("GlobalAveragePool", ["c1"], ["c2"]),
              h.make_node("Reshape", ["c2", "shape"], [names[0]])]
     outs = [h.make_tensor_value_info(names[0], T.FLOAT, [1, q, c + 1]),
             h.make_tensor_value_info(names[1], T.FLOAT, [1, q, size // k, size // k])]
+    if contrib:
+        nodes.insert(1, h.make_node("Gelu", ["m0"], [names[1]], domain="com.microsoft"))
     if hidden:
         inits.append(nh.from_array(rng.normal(0, 1, (c + 1, hidden)).astype(np.float32), "wh"))
         nodes.append(h.make_node("MatMul", [names[0], "wh"], ["last_hidden_state"]))
         outs.insert(0, h.make_tensor_value_info("last_hidden_state", T.FLOAT, [1, q, hidden]))
-    g = h.make_graph(nodes, "query", [h.make_tensor_value_info("pixel_values", T.FLOAT, [1, 3, size, size])], outs, inits)
-    m = h.make_model(g, opset_imports=[h.make_opsetid("", 17)])
+    g = h.make_graph(nodes, "query", [h.make_tensor_value_info("pixel_values", T.FLOAT, [batch, 3, size, size])], outs,
+                     inits)
+    m = h.make_model(g, opset_imports=[h.make_opsetid("", 17)] + ([h.make_opsetid("com.microsoft", 1)] if contrib else []))
     m.ir_version = 8
     onnx.save(m, str(path))
     return path
@@ -104,9 +109,7 @@ def test_semantic_equals_the_authors_inference(tmp_path):
         img = _image(seed, *hw)
         ref = authors_semantic(_raw(src, img, SPEC), (64, 64), hw)
         agree = (pred(img).labels == ref).mean()
-        # at the network's size the labels are the authors'; resized to another size, the bilinear resize of
-        # log-sums (the bundle's "logits") instead of the sums moves a few boundary pixels
-        assert agree == 1.0 if hw == (64, 64) else agree >= 0.998, (seed, agree)
+        assert agree >= 0.999, (seed, agree)  # the same bilinear resizes of the same sums; float ties aside
         assert len(np.unique(ref)) >= 2
 
 
@@ -254,6 +257,67 @@ def test_cli_query_options(tmp_path, capsys):
                     query_options={"query_convention": "detectron3"})
 
 
+def test_review_cases(tmp_path):
+    """What a review of the first version found: INT8 of the appended semantic head, a dynamic batch, outputs
+    shape inference cannot reach, other families' outputs taken for queries, the confidence of class sums."""
+    import onnx
+
+    from edgeseg.quant.profiles import get_profile
+    from edgeseg.quant.quantize import plan_float_nodes
+    from edgeseg.serve.batching import infer_batch
+
+    # the appended post-processing stays float (INT8 rounded small class sums to 0)
+    sem = import_onnx(query_onnx(tmp_path / "m.onnx"), tmp_path / "sem", task="semantic", classes=NAMES, input_spec=SPEC)
+    model = onnx.load(str(sem.root / "model.onnx"))
+    appended = {n.name for n in model.graph.node if n.name.startswith("edgeseg_query_")}
+    floats = {f.name for f in plan_float_nodes(model, get_profile("cpu"))}
+    assert {"Einsum", "Sigmoid", "Resize"} <= {n.op_type for n in model.graph.node if n.name in appended}
+    assert appended <= floats
+    # the confidence of class sums is the chosen class's share of them
+    assert sem.manifest.decoder_options.scores == "probabilities"
+    res = edgeseg.load(sem.root, backend="onnxruntime").set_options(confidence=True)(_image(0, 64, 64))
+    assert 0.25 <= res.confidence.min() and res.confidence.max() <= 1.0
+
+    # a dynamic batch: instance bundles take one frame at a time (the top-k flattens [1, Q*C]); batching splits
+    dyn = query_onnx(tmp_path / "dyn.onnx", batch="N", seed=3)
+    inst = import_onnx(dyn, tmp_path / "inst", task="instance", classes=NAMES, input_spec=None)
+    assert not inst.manifest.input.dynamic_batch
+    with edgeseg.load(inst.root, backend="onnxruntime") as pred:
+        one = pred(_image(1, 64, 64))
+        both = infer_batch(pred, [_image(1, 64, 64), _image(1, 64, 64)])
+    assert [len(r) for r in both] == [len(one)] * 2 and np.allclose(both[1].scores, one.scores)
+    pan = import_onnx(dyn, tmp_path / "pan", task="panoptic", classes=NAMES, things=["car"], input_spec=SPEC)
+    with edgeseg.load(pan.root, backend="onnxruntime") as pred:
+        assert len(infer_batch(pred, [_image(1, 64, 64)] * 3)) == 3
+
+    # a com.microsoft op before the outputs: no shapes for them, the bundle is written all the same
+    contrib = query_onnx(tmp_path / "contrib.onnx", contrib=True)
+    for task in ("instance", "panoptic", "semantic"):
+        b = import_onnx(contrib, tmp_path / f"c-{task}", task=task, classes=NAMES, things=["car"] if task == "panoptic" else None,
+                        input_spec=None if task == "instance" else SPEC)
+        assert b.report["import"].get("source_layout", b.report["import"].get("layout")) in ("mask-classification", "query")
+
+    # DeepLab2's squeezed heatmap beside channels-last logits is no query pair
+    maps = {"semantic": np.zeros((1, 128, 20, 19), np.float32), "center": np.zeros((1, 128, 20), np.float32),
+            "offset": np.zeros((1, 128, 20, 2), np.float32)}
+    assert detect_query_outputs(maps, 19, "pdl.onnx") is None
+
+
+def test_query_options_on_a_panoptic_deeplab_are_refused(tmp_path):
+    from edgeseg.bundle import Bundle
+    from edgeseg.errors import InputError
+
+    from .test_import_panoptic import _foreign
+
+    shipped = Bundle.open("shapes-panoptic")
+    src = tmp_path / "pdl.onnx"
+    _foreign(shipped.root / "model.onnx", src, False, False)
+    with pytest.raises(InputError, match="score_threshold apply to mask-classification models"):
+        import_onnx(src, tmp_path / "p", task="panoptic", classes=shipped.manifest.classes, things=["circle"],
+                    input_spec=InputSpec(size=(120, 160)), query_options={"score_threshold": 0.5})
+    assert not (tmp_path / "p").exists()
+
+
 def test_outputs_that_do_not_fit_are_named(tmp_path):
     src = query_onnx(tmp_path / "m.onnx")
     with pytest.raises(ExportError, match=r"scores 4 classes plus no-object, but 3 classes were given.*class_queries_logits"):
@@ -311,9 +375,12 @@ def test_cli_reads_a_hugging_face_exports_names_and_preprocessing(tmp_path, caps
     err = capsys.readouterr().err
     assert "config.json: id2label does not name classes 0..n-1" in err and not (tmp_path / "x.edgeseg").exists()
     assert main(["import", str(folder / "model.onnx"), "--classes", "4", "--out", str(tmp_path / "y.edgeseg")]) == 0
+    # an instance import does not need them (placeholders, with a warning); a broken processor file is a warning
     (folder / "preprocessor_config.json").write_text("{not json")
-    assert main(["import", str(folder / "model.onnx"), "--out", str(tmp_path / "z.edgeseg")]) != 0
-    assert "preprocessor_config.json: not a readable JSON file" in capsys.readouterr().err
+    caplog.clear()
+    assert main(["import", str(folder / "model.onnx"), "--task", "instance", "--out", str(tmp_path / "z.edgeseg")]) == 0
+    assert "preprocessor_config.json: not a readable JSON file" in caplog.text and "(not used)" in caplog.text
+    assert Bundle.open(tmp_path / "z.edgeseg").manifest.classes == ("class0", "class1", "class2", "class3")
 
 
 def test_hugging_face_config_fields(tmp_path):
@@ -328,6 +395,18 @@ def test_hugging_face_config_fields(tmp_path):
     (folder / "preprocessor_config.json").write_text('{"size": {"height": 512, "width": 1024}, "image_mean": 0.5}')
     hf = huggingface_config(folder / "model.onnx")
     assert hf.input["size"] == ImageShape(512, 1024) and hf.input["mean"] == (0.5, 0.5, 0.5)
+    # what transformers would not write is left out, with the reason; names as a list are names
+    (folder / "preprocessor_config.json").write_text('{"image_mean": [0.5, 0.5], "image_std": [0.2], "do_rescale": "false",'
+                                                     ' "do_normalize": "maybe", "size": {"height": 0, "width": 9}}')
+    (folder / "config.json").write_text('{"id2label": ["road", "sky"]}')
+    hf = huggingface_config(folder / "model.onnx")
+    assert hf.names == ("road", "sky") and hf.names_error is None
+    assert hf.input == {"std": (0.2, 0.2, 0.2), "scale": 1.0}
+    assert any("image_mean" in p for p in hf.problems) and any("do_normalize" in p for p in hf.problems)
+    assert any("size" in p for p in hf.problems)
+    (folder / "config.json").write_text('[1, 2]')
+    hf = huggingface_config(folder / "model.onnx")
+    assert hf.names is None and "a JSON object was expected" in hf.names_error
 
 
 # ---- real transformers exports (tools/fixtures/make_query_models.py: tiny seeded models, torch.onnx.export) ----
@@ -438,3 +517,18 @@ def test_mask2former_export_imports_for_the_three_tasks(tmp_path):
     assert sorted(int(c) for c in got.classes) == sorted(c for c, _ in want)
     diff = np.abs(np.sort(got.scores) - np.sort([s for _, s in want]))
     assert diff.max() <= 0.06 and np.median(diff) <= 0.02, diff
+
+
+def test_box_and_mask_outputs_with_float_labels_stay_box_and_mask():
+    """MMDeploy's dets [1, K, 5] with float labels and masks [1, K, h, w] fit the query pattern when the model has 4
+    classes: the box-and-mask detection, which recognises them, runs first (import_instance_onnx)."""
+    from edgeseg.export.import_boxmask import detect_boxmask_layout
+    from edgeseg.structures import ImageShape
+
+    rng = np.random.default_rng(0)
+    dets = np.concatenate([rng.uniform(0, 30, (1, 6, 4)), rng.uniform(0, 1, (1, 6, 1))], axis=2).astype(np.float32)
+    dets[..., 2:4] += 30
+    arrays = {"dets": dets, "labels": np.array([[0, 1, 2, 3, 0, 1]], np.float32),
+              "masks": rng.uniform(0, 1, (1, 6, 28, 28)).astype(np.float32)}
+    assert detect_query_outputs(arrays, 4, "m.onnx") is not None  # the shapes alone would be a query model's
+    assert detect_boxmask_layout(arrays, ImageShape(64, 64), "m.onnx") is not None
