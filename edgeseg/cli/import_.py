@@ -160,6 +160,8 @@ def run(args: argparse.Namespace) -> int:
                              "(a Hugging Face export's config.json beside the ONNX file gives them too)")
     if args.classes is None and hf is not None and hf.names_error and hf_names is None:
         logging.getLogger("edgeseg.import").warning("%s (not used)", hf.names_error)
+    if args.task == "panoptic" and not (args.things or "").replace(",", "").strip():
+        raise InputError("--things is required for a panoptic model", fix="name its thing classes, e.g. --things person,car")
     query_options = {k: v for k, v in (("query_convention", getattr(args, "query_convention", None)),
                                        ("score_threshold", getattr(args, "score_threshold", None))) if v is not None}
     if query_options and args.task == "semantic":

@@ -108,7 +108,7 @@ def detect_query_outputs(arrays: dict[str, np.ndarray], nc: int | None, where: s
         main = [p for p in pairs if not any(h in (p[0] + p[1]).lower() for h in _AUX_HINTS)]
         hinted = [p for p in main if named(*p)]
         fits = [(c, m) for c, m in main if nc is not None and floats[c].shape[2] == nc + 1]
-        pairs = known or [p for p in hinted if p in fits] or hinted or fits or main
+        pairs = known or [p for p in hinted if p in fits] or hinted or fits or main or pairs
         if len(pairs) > 1:
             raise ExportError(f"{where}: several output pairs fit a mask-classification model's class logits "
                               f"[1, Q, C+1] and mask logits [1, Q, h, w] ({_listing(arrays)})",
