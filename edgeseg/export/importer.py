@@ -13,6 +13,10 @@ What happens:
    logits (a Transpose is appended), or integer labels ``[N, H, W]`` / ``[N, 1, H, W]`` (Squeeze and
    Cast to uint8 are appended). The bundle's graph always reads ``images`` and writes ``logits`` or
    ``labels`` (Identity nodes keep the original names inside); the original names go to provenance.
+   Logits written by a final ``Softmax`` are probabilities: the manifest's decoder says so
+   (``SemanticOptions.scores``), so that the confidence is the chosen probability. A MaskFormer or
+   Mask2Former (class and mask logits per query) gets its semantic inference appended instead
+   (:mod:`edgeseg.export.import_query`).
 """
 from __future__ import annotations
 
@@ -332,6 +336,7 @@ def import_onnx(onnx_path: str | os.PathLike, out: str | os.PathLike, *, task: s
     model, original_opset, opset, note, spec, in_name, session, feed = prepared(path, input_spec)
     outputs = session.run(None, {in_name: feed})
     query = detect_query_outputs({o.name: y for o, y in zip(session.get_outputs(), outputs)}, len(names), str(path))
+    probabilities = False
     if query is not None:  # MaskFormer / Mask2Former: their semantic inference appended (import_query)
         require_opset(opset, path)
         original_output: object = {"class_logits": query.classes, "mask_logits": query.masks}
@@ -352,6 +357,9 @@ def import_onnx(onnx_path: str | os.PathLike, out: str | os.PathLike, *, task: s
         pick = _main_output([o.name for o in session.get_outputs()], path)
         out_name = original_output = session.get_outputs()[pick].name
         kind, appended = _detect_output(outputs[pick], out_name, len(names), path)
+        # a model ending in a Softmax gives probabilities: the decoder's confidence is then the chosen one itself
+        producer = next((n for n in model.graph.node if out_name in n.output), None)
+        probabilities = kind == "logits" and producer is not None and producer.op_type == "Softmax"
         shape = _out_shape(outputs[pick], kind, appended, spec)
         _rewire(model, in_name, out_name, kind, appended, _out_elem(session, pick), shape, opset)
     model = clean_graph(model)
@@ -362,7 +370,7 @@ def import_onnx(onnx_path: str | os.PathLike, out: str | os.PathLike, *, task: s
     manifest = Manifest(
         name=name or path.stem, task=task, classes=names, input=spec,
         outputs=(OutputSpec(kind, kind, str(y.dtype), (batch, *y.shape[1:])),), palette=_palette(palette, len(names)),
-        decoder=SemanticOptions(scores="probabilities").to_dict() if query is not None else {},
+        decoder=SemanticOptions(scores="probabilities").to_dict() if query is not None or probabilities else {},
         provenance={"source": "onnx", "file": path.name, "original_opset": original_opset, "opset": opset,
                     "original_input": in_name, "original_output": original_output,
                     "producer": f"{model.producer_name} {model.producer_version}".strip()},

@@ -206,3 +206,26 @@ def test_auxiliary_head_listed_first_is_not_taken(tmp_path, caplog):
     x, _ = spec.preprocess(rgb)
     want = make_session(src.read_bytes()).run(["out"], {"input": x})[0][0].argmax(0)
     assert np.array_equal(edgeseg.load(bundle.root, backend="onnxruntime")(rgb).labels, want)
+
+
+def test_a_model_ending_in_softmax_gives_probabilities_as_its_confidence(tmp_path):
+    """Its outputs are probabilities: the confidence is the chosen class's own (before session 41 it was the
+    softmax of the probabilities, about 1/C whatever the model said)."""
+    import edgeseg
+
+    m = _model([helper.make_node("MatMul", ["input_1", "w"], ["scores"]),
+                helper.make_node("Softmax", ["scores"], ["probs"], axis=3)],
+               [helper.make_tensor_value_info("input_1", TensorProto.FLOAT, [1, H, W, 3])],
+               [helper.make_tensor_value_info("probs", TensorProto.FLOAT, [1, H, W, C])],
+               [numpy_helper.from_array(WEIGHTS * 20, "w")], opset=13)
+    onnx.save(m, tmp_path / "p.onnx")
+    b = import_onnx(tmp_path / "p.onnx", tmp_path / "b", classes=C, input_spec=InputSpec(layout="NHWC", size=(H, W)))
+    assert b.manifest.decoder_options.scores == "probabilities"
+    img = _image()
+    probs = _run(b, img)[0]  # [C, H, W] after the import's transpose
+    res = edgeseg.load(b.root, backend="onnxruntime").set_options(confidence=True)(img)
+    np.testing.assert_allclose(res.confidence, probs.max(axis=0), rtol=1e-5)
+    np.testing.assert_array_equal(res.labels, probs.argmax(axis=0))
+    plain = import_onnx(_nhwc_logits_model(tmp_path / "l.onnx", opset=13), tmp_path / "l", classes=C,
+                        input_spec=InputSpec(layout="NHWC", size=(H, W)))
+    assert plain.manifest.decoder_options.scores == "logits"
