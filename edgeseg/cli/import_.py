@@ -175,31 +175,32 @@ def run(args: argparse.Namespace) -> int:
                                     ("--offset-scale", getattr(args, "offset_scale", 1.0) != 1.0 or None)) if v]
     if panoptic_only and args.task != "panoptic":
         raise InputError(f"{', '.join(panoptic_only)} apply to --task panoptic", fix=f"drop {panoptic_only[0]}")
-    classes, palette = (hf_names, None) if args.classes is None else (
+    instance = args.task == "instance"  # the instance import takes the files' names and fields for query models only
+    classes, palette = (None if instance else hf_names, None) if args.classes is None else (
         _names(args.classes, list_only=True) if names_given else
         (int(args.classes), None) if args.classes.isdigit() else _names(args.classes))
     norm = {k: _triple(v, k) for k, v in (("mean", args.mean), ("std", args.std)) if v is not None}
+    given_norm = set(norm)  # the uint8 warning names what the command line gave
     explicit = {k: v for k, v in (("scale", args.scale), ("resize", args.resize), ("pad_value", args.pad_value)) if v is not None}
-    from_hf = {k: v for k, v in (hf.input if hf is not None else {}).items() if k not in given_input}
-    if hf is not None and (hf_names or from_hf):
+    fixed = None if instance or args.size else onnx_input_size(args.onnx, args.layout or "NCHW")
+    from_hf = {k: v for k, v in (hf.input if hf is not None else {}).items()
+               if k not in given_input and not (k == "size" and fixed is not None)}  # a fixed size wins
+    if hf is not None and not instance and (hf_names or from_hf):
         logging.getLogger("edgeseg.import").warning(
             "%s: from %s: %s", args.onnx, " and ".join(Path(f).name for f in hf.files),
             ", ".join(([f"{len(hf_names)} class names"] if hf_names else []) +
                       [f"{k} {v}" for k, v in from_hf.items()]))
-    norm.update({k: v for k, v in from_hf.items() if k in ("mean", "std")})
-    explicit.update({k: v for k, v in from_hf.items() if k == "scale"})
     spec, overrides = None, None
-    if args.preprocess and args.task != "instance":
+    if args.preprocess and not instance:
         raise InputError("--preprocess applies to --task instance", fix="give a semantic model's --mean/--std/--scale/--resize")
-    if args.task == "instance":  # the import recognises the exporter's conventions; what was given replaces them
-        hf_size = "size" in from_hf and onnx_input_size(args.onnx, args.layout or "NCHW") is None  # a fixed size wins
-        overrides = {**norm, **explicit, **({"size": ImageShape.parse(args.size)} if args.size else
-                                            {"size": from_hf["size"]} if hf_size else {}),
+    if instance:  # the import recognises the exporter's conventions; what was given replaces them
+        overrides = {**norm, **explicit, **({"size": ImageShape.parse(args.size)} if args.size else {}),
                      **({"layout": args.layout} if args.layout else {}),
                      **({"color": args.color} if args.color else {})}
     else:
-        size = ImageShape.parse(args.size) if args.size else \
-            onnx_input_size(args.onnx, args.layout or "NCHW") or from_hf.get("size")
+        norm.update({k: v for k, v in from_hf.items() if k in ("mean", "std")})
+        explicit.update({k: v for k, v in from_hf.items() if k == "scale"})
+        size = ImageShape.parse(args.size) if args.size else fixed or from_hf.get("size")
         if size is None:
             raise InputError(f"{args.onnx}: the model's input size is dynamic", fix="pass --size WxH")
         spec = InputSpec(layout=args.layout or "NCHW", color=args.color or "RGB", size=size, **norm, **explicit)
@@ -213,12 +214,14 @@ def run(args: argparse.Namespace) -> int:
                          panoptic_options={k: v for k, v in (("center_threshold", args.center_threshold),
                                                              ("nms_kernel", args.nms_kernel), ("top_k", args.top_k),
                                                              ("stuff_area", args.stuff_area)) if v is not None},
-                         query_options=query_options or None)
+                         query_options=query_options or None,
+                         hf_config=hf if instance else None)
     m = bundle.manifest
-    if m.input.dtype == "uint8" and norm:
+    if m.input.dtype == "uint8" and given_norm:
         logging.getLogger("edgeseg.import").warning(
             "%s: the model takes uint8 pixels, so --%s %s ignored: edgeseg feeds raw 0-255 pixels and the model "
-            "normalises them itself", args.onnx, " and --".join(norm), "are" if len(norm) > 1 else "is")
+            "normalises them itself", args.onnx, " and --".join(sorted(given_norm)),
+            "are" if len(given_norm) > 1 else "is")
     outs = ", ".join(f"{o.kind} {list(o.shape)}" for o in m.outputs)
     print(f"wrote {bundle.source}: {m.task}, {m.num_classes} classes, input {m.input.layout} {m.input.color} {m.input.dtype} "
           f"{f'{m.input.size} ({m.input.resize})' if m.input.size else 'any size (frames fed as they are)'}, outputs {outs}, "

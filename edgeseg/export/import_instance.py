@@ -217,7 +217,8 @@ def import_instance_onnx(onnx_path: str | os.PathLike, out: str | os.PathLike, *
                          input_spec: InputSpec | None, palette=None, name: str | None = None,
                          overwrite: bool = False, options: InstanceOptions | None = None,
                          input_overrides: dict | None = None, preprocess: str | None = None,
-                         things: Sequence[str | int] | None = None, query_options: dict | None = None) -> Bundle:
+                         things: Sequence[str | int] | None = None, query_options: dict | None = None,
+                         hf_config=None) -> Bundle:
     """Import an instance model made elsewhere: the prototype-mask family (module doc) or the
     box-and-mask one (:mod:`edgeseg.export.import_boxmask`). ``input_spec`` None: the exporter's
     conventions (Ultralytics: letterbox 114, /255, the metadata's ``imgsz``; YOLACT, MMDetection,
@@ -225,7 +226,9 @@ def import_instance_onnx(onnx_path: str | os.PathLike, out: str | os.PathLike, *
     with ``input_overrides`` (``InputSpec`` fields: ``size``, ``mean``, ...) replacing single fields.
     Mask-classification models (:mod:`edgeseg.export.import_query`) also take ``things`` (a panoptic
     model's thing classes: the only ones kept as instances) and ``query_options`` (``query_convention``,
-    ``score_threshold``); other models refuse them."""
+    ``score_threshold``); other models refuse them. ``hf_config``: a Hugging Face export's names and
+    normalisation (:mod:`edgeseg.export.hf_config`), taken for a mask-classification model only, where
+    ``classes``, a ``preprocess`` preset and ``input_overrides`` are not given."""
     from ..decode.instance import decode_instance
     from .bundle_export import _palette, normalize_classes
     from .graph import default_opset
@@ -264,7 +267,8 @@ def import_instance_onnx(onnx_path: str | os.PathLike, out: str | os.PathLike, *
                          "conventions, which a given input_spec replaces", fix="pass input_spec alone, or leave it None")
     static = model_input_size(model, given.get("layout", "NCHW"))
     if defaulted:
-        size = given.get("size") or static or ultralytics_imgsz(meta)
+        size = given.get("size") or static or ultralytics_imgsz(meta) or \
+            (hf_config.input.get("size") if hf_config is not None else None)
         any_size = size is None and unbatched_input is not None  # torchvision resizes inside the graph: feed frames as they are
         if size is None and not any_size:
             raise InputError(f"{path}: the model's input size is dynamic and its metadata has no imgsz", fix="pass --size WxH")
@@ -306,19 +310,32 @@ def import_instance_onnx(onnx_path: str | os.PathLike, out: str | os.PathLike, *
         if qopts.keys() - {"score_threshold"}:
             raise InputError(f"unknown query options {sorted(qopts.keys() - {'score_threshold'})}",
                              fix="query_convention and score_threshold")
+        hf_used = []
+        if names is None and hf_config is not None and hf_config.names:
+            if len(hf_config.names) == query.num_classes:
+                names = hf_config.names
+                hf_used.append(f"{query.num_classes} class names")
+            else:
+                log.warning("%s: config.json names %d classes, the model scores %d: not used", path,
+                            len(hf_config.names), query.num_classes)
         if isinstance(things, str):
             things = [t.strip() for t in things.split(",") if t.strip()]
         thing_idx = _thing_indices(things, names or tuple(f"class{i}" for i in range(query.num_classes)), str(path)) \
             if things else None
-        # transformers keeps Q pairs and those scoring >= 0.5; the authors' code the best 100, no threshold
+        # transformers keeps Q pairs and those scoring at least 0.5 (edgeseg: above it); the authors' code the best 100
         top_k, threshold = (None, 0.5) if qconv == "transformers" else (DETECTRON2_TOPK, 0.0)
         options = (options or InstanceOptions()).replace(score_threshold=qopts.get("score_threshold", threshold),
                                                          max_detections=top_k or query.num_queries)
         if defaulted:
-            convention = preset or QUERY_INPUT
+            hf_norm = {k: v for k, v in (hf_config.input if hf_config is not None and preset is None else {}).items()
+                       if k in ("mean", "std", "scale") and k not in given}
+            hf_used += [f"{k} {v}" for k, v in hf_norm.items()]
+            convention = preset or {**QUERY_INPUT, **hf_norm}
             spec = dataclasses.replace(spec, **{**convention, **{k: v for k, v in given.items() if k in convention}})
-            if preset is None:
+            if preset is None and not hf_norm:
                 _assumed(path, "mask-classification outputs", "Mask2Former", spec, given)
+        if hf_used:
+            log.warning("%s: from %s: %s", path, " and ".join(Path(f).name for f in hf_config.files), ", ".join(hf_used))
         original = {"class_logits": query.classes, "mask_logits": query.masks}
         query, dtypes = prepare(model, query, ("scores", "classes", "masks"))
         app = Appender(model.graph, "edgeseg_query_")

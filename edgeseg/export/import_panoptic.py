@@ -236,6 +236,9 @@ def import_panoptic_onnx(onnx_path: str | os.PathLike, out: str | os.PathLike, *
     arrays = {o.name: y for o, y in zip(session.get_outputs(), ys)}
     query = detect_query_outputs(arrays, len(names), str(path))
     if query is not None:
+        if offset_order != "yx" or offset_scale != 1.0:
+            log.warning("%s: --offset-order and --offset-scale apply to Panoptic-DeepLab's offsets, not to a "
+                        "mask-classification model; ignored", path)
         return _import_query(model, query, arrays, path, out, names=names, thing_idx=thing_idx, spec=spec, feed=feed,
                              in_name=in_name, opset=opset, original_opset=original_opset, note=note, palette=palette,
                              name=name, overwrite=overwrite, options=options)

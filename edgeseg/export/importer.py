@@ -291,14 +291,17 @@ def import_onnx(onnx_path: str | os.PathLike, out: str | os.PathLike, *, task: s
                 classes: int | Sequence[str] | None, input_spec: InputSpec | None, palette=None, name: str | None = None,
                 overwrite: bool = False, input_overrides: dict | None = None, preprocess: str | None = None,
                 things: Sequence[str | int] | None = None, offset_order: str = "yx", offset_scale: float = 1.0,
-                panoptic_options: dict | None = None, query_options: dict | None = None) -> Bundle:
+                panoptic_options: dict | None = None, query_options: dict | None = None,
+                hf_config=None) -> Bundle:
     """Turn an ONNX segmentation model made elsewhere into a bundle (see the module docstring;
     ``task="instance"``: :func:`edgeseg.export.import_instance.import_instance_onnx`, where
     ``preprocess`` names an exporter's conventions and ``input_overrides`` change single fields of them;
     ``task="panoptic"``: :func:`edgeseg.export.import_panoptic.import_panoptic_onnx`, with ``things``, the
     thing classes, ``offset_order``, ``offset_scale`` and ``panoptic_options``). ``query_options``
     (mask-classification models, :mod:`edgeseg.export.import_query`): ``query_convention`` and
-    ``score_threshold`` for the instance and panoptic tasks; an instance import also takes ``things``."""
+    ``score_threshold`` for the instance and panoptic tasks; an instance import also takes ``things``, and
+    ``hf_config`` (:func:`edgeseg.export.hf_config.huggingface_config`), whose names and normalisation it uses
+    for a mask-classification model only."""
     from .bundle_export import _palette, normalize_classes
 
     path = Path(onnx_path)
@@ -307,7 +310,7 @@ def import_onnx(onnx_path: str | os.PathLike, out: str | os.PathLike, *, task: s
 
         return import_instance_onnx(path, out, classes=classes, input_spec=input_spec, palette=palette, name=name,
                                     overwrite=overwrite, input_overrides=input_overrides, preprocess=preprocess,
-                                    things=things, query_options=query_options)
+                                    things=things, query_options=query_options, hf_config=hf_config)
     if task == "panoptic":
         from .import_panoptic import import_panoptic_onnx
 

@@ -37,7 +37,8 @@ import numpy as np
 
 from ..errors import BackendUnavailable, QuantizationError
 from .profiles import QuantProfile
-from .quantize import COMPUTE_OPS, FloatNode, QuantizedModel, compute_nodes, postprocess_float_nodes
+from .quantize import COMPUTE_OPS, FloatNode, QuantizedModel, compute_nodes, forced_float_nodes, postprocess_float_nodes
+from .ranges import nonfinite_tensors
 
 #: layer types of OpenVINO's CPU runtime graph that carry the arithmetic
 OV_COMPUTE_LAYERS = ("Convolution", "GroupConvolution", "Deconvolution", "FullyConnected", "MatMul")
@@ -89,7 +90,7 @@ def nncf_quantize_onnx(prepared: str | Path, out: str | Path, feeds: Sequence[Ma
                        options: NncfOptions = EDGESEG_NNCF) -> QuantizedModel:
     """Quantize the prepared ONNX model with NNCF into Q/DQ ONNX at ``out``.
 
-    feeds: ``{input name: tensor}`` per calibration frame. keep_float: node name -> reason (mixed
+    feeds: ``{input name: tensor}`` per calibration frame (a list, or a :class:`FeedReader`). keep_float: node name -> reason (mixed
     precision); the profile's ``float_ops`` are ignored by type. Raises :class:`QuantizationError`
     when NNCF fails or OpenVINO cannot compile the result.
     """
@@ -100,7 +101,11 @@ def nncf_quantize_onnx(prepared: str | Path, out: str | Path, feeds: Sequence[Ma
     model = onnx.load(str(prepared))
     keep = dict(keep_float or {})
     unknown = sorted(set(keep) - {n.name for n in model.graph.node})
-    keep = {**postprocess_float_nodes(model), **keep}  # NMS, scores and box arithmetic stay in float here too
+    # NMS, scores and box arithmetic stay in float here too, and so do nodes touching NaN/inf (masked attention's
+    # -inf, found on the first calibration frames) and the post-processing an import appended
+    first = [feeds.feed(i) for i in range(min(2, len(feeds)))] if hasattr(feeds, "feed") else list(feeds)[:2]
+    forced = forced_float_nodes(model, nonfinite_tensors(prepared, first))
+    keep = {**postprocess_float_nodes(model), **forced, **keep}
     if unknown:
         raise QuantizationError(f"cannot keep unknown node(s) in float: {', '.join(unknown)}",
                                 fix="use node names from the sensitivity table (edgeseg quantize --sensitivity)")

@@ -78,6 +78,18 @@ def nonfinite_nodes(model, tensors: Iterable[str] = ()) -> dict[str, str]:
             for n in model.graph.node if bad.intersection(n.input) or bad.intersection(n.output)}
 
 
+def forced_float_nodes(model, nonfinite: Iterable[str] = ()) -> dict[str, str]:
+    """Nodes no target quantizes (node name -> reason), whichever engine places the Q/DQ: those touching
+    NaN/inf (:func:`nonfinite_nodes`) and the post-processing ``edgeseg import`` appended (names starting
+    with :data:`IMPORT_POSTPROCESS_PREFIXES`, also under the ``sem/``/``inst/`` scopes of a fused bundle)."""
+    out = nonfinite_nodes(model, nonfinite)
+    for node in model.graph.node:
+        if node.name not in out and node.name.rsplit("/", 1)[-1].startswith(IMPORT_POSTPROCESS_PREFIXES):
+            out[node.name] = ("post-processing appended at import (a mask-classification model's class sums, "
+                              "Panoptic-DeepLab's offset scaling): kept in float, as the model's own code runs it")
+    return out
+
+
 def plan_float_nodes(model, profile: QuantProfile, keep_float: Mapping[str, str] | None = None,
                      nonfinite: Iterable[str] = ()) -> list[FloatNode]:
     """Which nodes stay in float for ``profile``: its float op types, convs too cheap for INT8 to pay
@@ -88,20 +100,17 @@ def plan_float_nodes(model, profile: QuantProfile, keep_float: Mapping[str, str]
     out: list[FloatNode] = []
     transformer_adds = transformer_float_adds(model)
     post = postprocess_float_nodes(model)
-    infinite = nonfinite_nodes(model, nonfinite)
+    forced = forced_float_nodes(model, nonfinite)
     for node in model.graph.node:
         reason = keep_float.pop(node.name, None)
         if reason is None:
-            reason = infinite.get(node.name)
+            reason = forced.get(node.name)
         if reason is None:
             reason = profile.float_ops.get(node.op_type)
         if reason is None and node.name in transformer_adds:
             reason = transformer_adds[node.name]
         if reason is None and node.name in post:
             reason = post[node.name]
-        if reason is None and node.name.startswith(IMPORT_POSTPROCESS_PREFIXES):
-            reason = ("post-processing appended at import (a mask-classification model's class sums, "
-                      "Panoptic-DeepLab's offset scaling): kept in float, as the model's own code runs it")
         if reason is None and node.op_type == "ConvTranspose" and _attr(node, "group", 1) != 1:
             reason = "grouped ConvTranspose: per-channel weight scales would not follow its output channels"
         if reason is None and profile.min_conv_macs_per_pixel:

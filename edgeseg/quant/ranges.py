@@ -24,7 +24,7 @@ import logging
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict
+from typing import Any, Callable, Dict, Mapping, Sequence
 
 import numpy as np
 
@@ -234,11 +234,39 @@ def _collect(cal: Any, reader: FeedReader, opts: dict[str, Any]) -> None:
     """Run the frames through the calibrator; the tensors found holding NaN/inf go to ``opts["nonfinite"]``
     (by tensor name: min-max calibration augments the graph with ``<tensor>_ReduceMin``/``_ReduceMax``)."""
     _run_chunks(cal, reader, opts["chunk"])
+    _record_nonfinite(cal, opts)
+
+
+def _record_nonfinite(cal: Any, opts: dict[str, Any]) -> None:
     names = opts.setdefault("nonfinite", set())
     for name in getattr(cal.infer_session, "nonfinite", ()):
         for suffix in ("_ReduceMin", "_ReduceMax"):
             name = name[: -len(suffix)] if name.endswith(suffix) else name
         names.add(name)
+
+
+class _Feeds:
+    """An ONNX Runtime calibration data reader over ready feeds."""
+
+    def __init__(self, feeds: Sequence[Mapping[str, np.ndarray]]):
+        self._it = iter(list(feeds))
+
+    def get_next(self):
+        return next(self._it, None)
+
+
+def nonfinite_tensors(model_path: str | Path, feeds: Sequence[Mapping[str, np.ndarray]]) -> set[str]:
+    """The float tensors of ``model_path`` that hold NaN/inf on ``feeds`` (one ONNX Runtime run each with
+    every tensor's min and max exposed): for engines that calibrate on their own (NNCF), so that the nodes
+    touching them stay float (:func:`edgeseg.quant.quantize.forced_float_nodes`)."""
+    if not feeds:
+        return set()
+    opts: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="edgeseg-nonfinite-") as tmp, quiet():
+        cal = _calibrator(Path(model_path), "MinMax", tmp, {"symmetric": False})
+        cal.collect_data(_Feeds(feeds))
+        _record_nonfinite(cal, opts)
+    return opts.get("nonfinite", set())
 
 
 def _to_ranges(tensors_data: Any) -> dict[str, TensorRange]:
@@ -254,7 +282,8 @@ def _minmax(model_path: Path, reader: FeedReader, opts: dict[str, Any]) -> dict[
     with tempfile.TemporaryDirectory(prefix="edgeseg-calib-") as tmp:
         cal = _calibrator(model_path, "MinMax", tmp, {"symmetric": False})
         _collect(cal, reader, opts)
-        return _to_ranges(cal.compute_data())
+        # a tensor's ReduceMin of -inf has no finite value left to take: no range (its nodes stay float)
+        return {k: r for k, r in _to_ranges(cal.compute_data()).items() if k not in opts["nonfinite"]}
 
 
 @RANGE_METHODS.register("entropy")

@@ -16,7 +16,7 @@ import pytest
 from edgeseg.decode.panoptic_query import query_panoptic, query_scores
 
 torch = pytest.importorskip("torch")
-pytest.importorskip("transformers")
+pytest.importorskip("transformers.models.maskformer.image_processing_pil_maskformer")  # transformers 5
 
 THING = np.array([False, False, False, True, True, True])  # road, sky, building | person, car, bicycle
 STUFF = {0, 1, 2}
@@ -78,7 +78,8 @@ def test_equals_transformers_panoptic_post_processing():
         for r, e in pairs.T:
             if e:
                 assert label_of[r] == segs[e - 1][0]
-                assert round(segs[e - 1][1], 6) == next(s["score"] for s in info if s["id"] == r)
+                # transformers rounds to 6 decimals; numpy's and torch's softmax differ in the last bit
+                assert segs[e - 1][1] == pytest.approx(next(s["score"] for s in info if s["id"] == r), abs=2e-6)
                 assert segs[e - 1][2] == bool(THING[segs[e - 1][0]])
     assert compared >= 30 and segments >= 60  # the scenes exercise it: most frames, several segments each
 

@@ -44,7 +44,11 @@ def test_every_method_calibrates_a_masked_attention(tmp_path, method):
     frames = [np.random.default_rng(i).integers(0, 256, (8, 8, 3), dtype=np.uint8) for i in range(4)]
     table = calibrate(tmp_path / "m.onnx", FeedReader(frames, SPEC), method)
     assert all(np.isfinite([r.low, r.high]).all() for r in table.ranges.values())
-    assert table.ranges["masked"].high > table.ranges["masked"].low  # the finite part's range
+    assert table.options["nonfinite_tensors"] == ["masked"]
+    if method == "minmax":  # its ReduceMin of -inf keeps no finite value: no range (the nodes around stay float)
+        assert "masked" not in table.ranges
+    else:  # the histograms' finite part
+        assert table.ranges["masked"].high > table.ranges["masked"].low
     if method == "minmax":  # the INT8 model still masks: the second half of the keys gets (almost) no weight
         out = quantize_model(tmp_path / "m.onnx", tmp_path / "q.onnx", get_profile("cpu"), table)
         x, _ = SPEC.preprocess(frames[0])
@@ -60,3 +64,27 @@ def test_finite_tensor():
     b = np.ones(3, np.float32)
     assert finite_tensor(b) is b
     assert finite_tensor(np.full(2, np.nan, np.float32)).tolist() == [0.0, 0.0]
+
+
+def test_every_engine_keeps_masked_attention_and_appended_nodes_in_float(tmp_path):
+    """NNCF calibrates on its own: the tensors holding -inf are found on the first calibration frames, and the
+    post-processing an import appended stays float there too, under a fused bundle's scope as well."""
+    from edgeseg.quant.openvino import nncf_available, nncf_quantize_onnx
+    from edgeseg.quant.quantize import forced_float_nodes
+    from edgeseg.quant.ranges import nonfinite_tensors
+
+    _masked_attention(tmp_path / "m.onnx")
+    frames = [np.random.default_rng(i).integers(0, 256, (8, 8, 3), dtype=np.uint8) for i in range(4)]
+    feeds = [{"x": SPEC.preprocess(f)[0]} for f in frames]
+    assert nonfinite_tensors(tmp_path / "m.onnx", feeds[:1]) == {"masked"}
+    model = onnx.load(str(tmp_path / "m.onnx"))
+    for i, n in enumerate(model.graph.node):
+        n.name = ["conv", "sem/edgeseg_query_reshape", "add", "softmax", "edgeseg_panoptic_matmul"][i]
+    forced = forced_float_nodes(model, {"masked"})
+    assert set(forced) == {"sem/edgeseg_query_reshape", "add", "softmax", "edgeseg_panoptic_matmul"}
+    if not nncf_available()[0]:
+        pytest.skip("NNCF/OpenVINO not installed")
+    onnx.save(model, str(tmp_path / "named.onnx"))
+    q = nncf_quantize_onnx(tmp_path / "named.onnx", tmp_path / "q.onnx", feeds, get_profile("openvino"))
+    reasons = {f.name: f.reason for f in q.float_nodes}
+    assert "NaN/inf" in reasons.get("add", "") and "appended at import" in reasons.get("edgeseg_panoptic_matmul", "")
