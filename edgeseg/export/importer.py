@@ -121,7 +121,14 @@ def model_input_size(model, layout: str) -> ImageShape | None:
 def _reconcile_spec(model, spec: InputSpec, path: Path) -> tuple[InputSpec, str]:
     inputs = graph_inputs(model)
     if len(inputs) != 1:
-        raise ExportError(f"{path}: a segmentation model takes one image input, this one takes {[i.name for i in inputs]}",
+        names = [i.name for i in inputs]
+        if any("task" in n.lower() for n in names):  # OneFormer conditions its queries on a tokenised task text
+            raise ExportError(f"{path}: a segmentation model takes one image input, this one takes {names}: a task "
+                              "token input (OneFormer) is not supported",
+                              fix="export OneFormer with its task fixed inside the graph (a wrapper module passing "
+                                  "the processor's task_inputs for 'the task is panoptic' as a constant), then import "
+                                  "the image-only model")
+        raise ExportError(f"{path}: a segmentation model takes one image input, this one takes {names}",
                           fix="export the model with the image as its only input (other inputs as constants or "
                               "initializers)")
     inp = inputs[0]

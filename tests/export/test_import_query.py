@@ -555,3 +555,19 @@ def test_box_and_mask_outputs_with_float_labels_stay_box_and_mask():
               "masks": rng.uniform(0, 1, (1, 6, 28, 28)).astype(np.float32)}
     assert detect_query_outputs(arrays, 4, "m.onnx") is not None  # the shapes alone would be a query model's
     assert detect_boxmask_layout(arrays, ImageShape(64, 64), "m.onnx") is not None
+
+
+def test_a_task_token_input_is_named_as_oneformer_s(tmp_path):
+    """OneFormer's network takes a tokenised task text beside the image: refused with how to fix the task."""
+    import onnx
+    from onnx import TensorProto as T
+    from onnx import helper as h
+
+    src = query_onnx(tmp_path / "m.onnx")
+    m = onnx.load(str(src))
+    m.graph.input.append(h.make_tensor_value_info("task_inputs", T.INT64, [1, 77]))
+    onnx.save(m, str(tmp_path / "oneformer.onnx"))
+    with pytest.raises(ExportError, match="task token input \\(OneFormer\\) is not supported") as e:
+        import_onnx(tmp_path / "oneformer.onnx", tmp_path / "x", task="panoptic", classes=NAMES, things=["car"],
+                    input_spec=SPEC)
+    assert "task fixed inside the graph" in e.value.fix
