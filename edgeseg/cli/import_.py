@@ -65,8 +65,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                                    "frame become void (default 2048")):
         pan.add_argument(flag, type=kind, default=None, help=f"{what}, Panoptic-DeepLab's; 0 for MaskFormer/Mask2Former)"
                          if flag == "--stuff-area" else f"{what}, Panoptic-DeepLab's)")
+    from ..structures.decoder_options import QUERY_CONVENTIONS
+
     q = p.add_argument_group("mask-classification imports (MaskFormer, Mask2Former: --task panoptic or instance)")
-    q.add_argument("--query-convention", default=None, choices=["mask2former", "maskformer", "transformers"],
+    q.add_argument("--query-convention", default=None, choices=QUERY_CONVENTIONS,
                    help="whose post-processing to reproduce (default: transformers for outputs named "
                         "class_queries_logits, else mask2former: the authors' Detectron2 code)")
     q.add_argument("--score-threshold", type=float, default=None,

@@ -49,9 +49,11 @@ from typing import TYPE_CHECKING, Mapping
 import numpy as np
 
 from ..structures import ImageShape, PanopticOptions, PanopticResult
+from ..structures.decoder_options import QUERY_CONVENTIONS
+from .crf import softmax
 from .panoptic import _class_tables, _get, _layout_error, finish_segments, grid_map
 
-CONVENTIONS = ("mask2former", "maskformer", "transformers")
+CONVENTIONS = QUERY_CONVENTIONS  # mask2former, maskformer, transformers (the options' own list)
 
 if TYPE_CHECKING:
     from ..bundle import Manifest
@@ -64,9 +66,7 @@ def query_scores(class_logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     x = np.asarray(class_logits, np.float32)
     bad = np.isnan(x).any(axis=1)
     x = np.where(np.isnan(x), 0.0, x)
-    x = np.clip(x, -1e30, 1e30)  # +/-inf as huge finite logits: the softmax's limits, no inf - inf
-    e = np.exp(x - x.max(axis=1, keepdims=True))
-    p = e / e.sum(axis=1, keepdims=True)
+    p = softmax(np.clip(x, -1e30, 1e30), axis=1)  # +/-inf as huge finite logits: the softmax's limits, no inf - inf
     labels = p.argmax(axis=1)
     scores = p[np.arange(len(p)), labels].astype(np.float32)
     scores[bad] = 0.0
@@ -116,12 +116,9 @@ def query_panoptic(class_logits: np.ndarray, mask_logits: np.ndarray, is_thing: 
     flat_w = weights.ravel()
     won_area = np.bincount(winner.ravel(), weights=flat_w, minlength=n)
     own_area = mine.reshape(n, -1).astype(np.float32) @ flat_w
-    if convention == "mask2former":  # the pixels assigned: the won ones inside the winner's own mask
-        inside = np.take_along_axis(mine, winner[None], axis=0)[0]
-        final_cells = np.bincount(winner[inside], minlength=n)
-    else:  # every won pixel
-        inside = None
-        final_cells = np.bincount(winner.ravel(), minlength=n)
+    # the pixels assigned: Mask2Former's, the won ones inside the winner's own mask; the others', every won one
+    inside = np.take_along_axis(mine, winner[None], axis=0)[0] if convention == "mask2former" else None
+    final_cells = np.bincount(winner[inside] if inside is not None else winner.ravel(), minlength=n)
     lut = np.zeros(n, np.int32)
     stuff_ids: dict[int, int] = {}
     for j, k in enumerate(keep.tolist()):

@@ -90,6 +90,26 @@ class Appender:
         self.nodes.append(helper.make_node(op, inputs, [out], name=self._fresh(op.lower()), **attrs))
         return out
 
+    def node_outputs(self, op: str, inputs: list[str], count: int, **attrs) -> list[str]:
+        """A node with ``count`` outputs (TopK's values and indices), their fresh names."""
+        from onnx import helper
+
+        outs = [self._fresh("t") for _ in range(count)]
+        self.nodes.append(helper.make_node(op, inputs, outs, name=self._fresh(op.lower()), **attrs))
+        return outs
+
+    def set_outputs(self, written: dict[str, str], types: dict[str, tuple[int, int]]) -> None:
+        """Flush, and make the tensors ``written`` (kind -> tensor) the graph's only outputs, named by kind and
+        declared by element type and rank only (``types``: kind -> (ONNX element type, rank)): shape inference
+        may not reach them through a runtime's contrib ops."""
+        from onnx import helper
+
+        for kind, x in written.items():
+            self.node("Identity", [x], out=kind)
+        self.flush()
+        del self.graph.output[:]
+        self.graph.output.extend([helper.make_tensor_value_info(k, types[k][0], [None] * types[k][1]) for k in written])
+
     def write_as(self, x: str, target: str) -> None:
         """``target`` is written in place of ``x``: by the appended node that writes ``x``, or, for a tensor
         of the original graph, by renaming it everywhere (:func:`rename_tensor`)."""

@@ -235,7 +235,6 @@ def import_instance_onnx(onnx_path: str | os.PathLike, out: str | os.PathLike, *
     from .import_boxmask import (DETECTRON2_INPUT, MMDET_INPUT, PLACEHOLDER_CLASSES, TORCHVISION_INPUT,
                                  batch_image_input, boxmask_to_layout, detect_boxmask_layout, mmdeploy_ops_error)
     from onnx import TensorProto
-    from onnx import helper as onnx_helper
 
     from .graph import Appender
     from .import_query import DETECTRON2_TOPK, QUERY_INPUT, detect_query_outputs, prepare, query_to_dense, require_opset
@@ -339,14 +338,8 @@ def import_instance_onnx(onnx_path: str | os.PathLike, out: str | os.PathLike, *
         original = {"class_logits": query.classes, "mask_logits": query.masks}
         query, dtypes = prepare(model, query, ("scores", "classes", "masks"))
         app = Appender(model.graph, "edgeseg_query_")
-        written = query_to_dense(app, query, dtypes, top_k=top_k, things=thing_idx)
-        for kind, x in written.items():
-            app.node("Identity", [x], out=kind)
-        app.flush()
-        del model.graph.output[:]  # rank-only shapes: shape inference may not reach them (contrib ops)
-        model.graph.output.extend([onnx_helper.make_tensor_value_info(k, TensorProto.INT64 if k == "classes" else
-                                                                      TensorProto.FLOAT, [1] + [None] * (3 if k == "masks" else 1))
-                                   for k in written])
+        app.set_outputs(query_to_dense(app, query, dtypes, top_k=top_k, things=thing_idx),
+                        {"scores": (TensorProto.FLOAT, 2), "classes": (TensorProto.INT64, 2), "masks": (TensorProto.FLOAT, 4)})
         # one frame at a time: the top-k runs over the flattened [1, Q*C] scores
         spec = dataclasses.replace(spec, dynamic_batch=False)
         dim0 = next(i for i in model.graph.input if i.name == in_name).type.tensor_type.shape.dim[0]

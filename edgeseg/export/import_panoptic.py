@@ -121,9 +121,8 @@ REFERENCE_OPTIONS = dict(center_threshold=0.1, nms_kernel=7, top_k=200, stuff_ar
 #: config has 0.7: ``--score-threshold``) and transformers' ``post_process_panoptic_segmentation`` (threshold
 #: 0.5, overlap_mask_area_threshold 0.8); none drops small stuff segments. Without ``query_convention`` it
 #: follows the output names: transformers' ``class_queries_logits``/``masks_queries_logits``, else Mask2Former's.
-QUERY_OPTIONS = {"mask2former": dict(score_threshold=0.8, mask_threshold=0.5, mask_area_ratio=0.8, stuff_area=0),
-                 "maskformer": dict(score_threshold=0.8, mask_threshold=0.5, mask_area_ratio=0.8, stuff_area=0),
-                 "transformers": dict(score_threshold=0.5, mask_threshold=0.5, mask_area_ratio=0.8, stuff_area=0)}
+_AUTHORS = dict(score_threshold=0.8, mask_threshold=0.5, mask_area_ratio=0.8, stuff_area=0)
+QUERY_OPTIONS = {"mask2former": _AUTHORS, "maskformer": _AUTHORS, "transformers": {**_AUTHORS, "score_threshold": 0.5}}
 
 
 def query_convention(class_output: str, given: str | None = None) -> str:
@@ -138,7 +137,7 @@ def query_convention(class_output: str, given: str | None = None) -> str:
 def _import_query(model, query, arrays: dict, path: Path, out, *, names, thing_idx, spec: InputSpec, feed, in_name: str,
                   opset: int, original_opset: int, note, palette, name, overwrite: bool, options: dict | None) -> Bundle:
     """The ``query`` layout: the class and mask logits renamed ``class_logits`` and ``mask_logits`` (float32)."""
-    from onnx import TensorProto, helper
+    from onnx import TensorProto
 
     from ..decode.panoptic import decode_panoptic
     from .bundle_export import _palette
@@ -158,14 +157,10 @@ def _import_query(model, query, arrays: dict, path: Path, out, *, names, thing_i
     original = {"class_logits": query.classes, "mask_logits": query.masks}
     query, dtypes = prepare(model, query, ("class_logits", "mask_logits"))
     app = Appender(model.graph, "edgeseg_query_")
-    for role, src, dt in (("class_logits", query.classes, dtypes["classes"]), ("mask_logits", query.masks, dtypes["masks"])):
-        x = src if dt == TensorProto.FLOAT else app.node("Cast", [src], to=TensorProto.FLOAT)
-        app.node("Identity", [x], out=role)
-    app.flush()
-    g = model.graph
-    del g.output[:]
-    g.output.extend([helper.make_tensor_value_info(r, TensorProto.FLOAT, [None] * (3 if r == "class_logits" else 4))
-                     for r in original])  # rank-only shapes: shape inference may not reach them (contrib ops)
+    app.set_outputs({role: src if dt == TensorProto.FLOAT else app.node("Cast", [src], to=TensorProto.FLOAT)
+                     for role, src, dt in (("class_logits", query.classes, dtypes["classes"]),
+                                           ("mask_logits", query.masks, dtypes["masks"]))},
+                    {"class_logits": (TensorProto.FLOAT, 3), "mask_logits": (TensorProto.FLOAT, 4)})
     _rename_io(model, {}, in_name)
     model = clean_graph(model)
     session = _session_for(model, path)
@@ -221,10 +216,9 @@ def import_panoptic_onnx(onnx_path: str | os.PathLike, out: str | os.PathLike, *
     names = normalize_classes(classes, None, f"import of {path}")
     thing_idx = _thing_indices(things, names, str(path))
     # the decoder options are checked before any model work (an even --nms-kernel is refused at once)
+    # (the query layout's fields are checked by the same dataclass)
     opts = PanopticOptions().replace(**{**REFERENCE_OPTIONS, **(options or {})}, layout="center",
                                      thing_classes=thing_idx)
-    PanopticOptions().replace(**{**QUERY_OPTIONS["mask2former"], **(options or {})}, layout="query",
-                              thing_classes=thing_idx)
     model, original_opset, opset, note, spec, in_name, session, feed = prepared(path, input_spec)
     fed = ImageShape(*(feed.shape[2:4] if spec.layout == "NCHW" else feed.shape[1:3]))
     try:

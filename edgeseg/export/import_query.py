@@ -41,12 +41,15 @@ score classes with a sigmoid and no no-object class (MaskDINO).
 """
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..errors import ExportError
+
+log = logging.getLogger(__name__)
 
 #: Mask2Former's normalisation (transformers' image processors and Detectron2's configs: RGB, ImageNet mean/std,
 #: Detectron2's 0-255 values being the same), the frame resized to the export's fixed size: what transformers'
@@ -173,17 +176,21 @@ def _class_probs(app, q: QueryOutputs, dtype: int) -> str:
                               app.const(np.array([2], np.int64))])
 
 
-def semantic_size(q: QueryOutputs, size) -> tuple[int, int] | None:
+def semantic_size(q: QueryOutputs, size, where: str = "") -> tuple[int, int] | None:
     """The size the semantic graph resizes the masks to: the network input's ``size`` (an
     :class:`ImageShape`, None when dynamic: the input's own), shrunk (aspect kept) until ``Q x H x W`` fits
-    :data:`SEMANTIC_MAX_VALUES`; None: the input's size, read in the graph."""
+    :data:`SEMANTIC_MAX_VALUES` (logged, naming ``where``); None: the input's size, read in the graph."""
     if size is None:
         return None
     h, w = size.height, size.width
     if q.num_queries * h * w <= SEMANTIC_MAX_VALUES:
         return None
     f = (SEMANTIC_MAX_VALUES / (q.num_queries * h * w)) ** 0.5
-    return max(q.mask_hw[0], int(h * f)), max(q.mask_hw[1], int(w * f))
+    hw = max(q.mask_hw[0], int(h * f)), max(q.mask_hw[1], int(w * f))
+    log.warning("%s: %d queries at %s would hold %.1f GiB per tensor: the masks are resized to %dx%d instead of the "
+                "input's size, then the labels to the image", where, q.num_queries, size,
+                q.num_queries * h * w * 4 / 2 ** 30, hw[1], hw[0])
+    return hw
 
 
 def query_to_semantic(app, q: QueryOutputs, dtypes: dict[str, int], image: str, layout: str = "NCHW",
@@ -216,9 +223,7 @@ def query_to_dense(app, q: QueryOutputs, dtypes: dict[str, int], top_k: int | No
     k = min(top_k or q.num_queries, q.num_queries * c)
     cls = _class_probs(app, q, dtypes["classes"])
     flat = app.node("Reshape", [cls, app.const(np.array([1, -1], np.int64))])  # [1, Q*C], query-major
-    top = app.node("TopK", [flat, app.const(np.array([k], np.int64))], axis=-1, largest=1, sorted=1)
-    idx = top + "_i"
-    app.nodes[-1].output.append(idx)
+    top, idx = app.node_outputs("TopK", [flat, app.const(np.array([k], np.int64))], 2, axis=-1, largest=1, sorted=1)
     query = app.node("Div", [idx, app.const(np.array(c, np.int64))])
     label = app.node("Mod", [idx, app.const(np.array(c, np.int64))])
     picked = app.node("Gather", [q.masks, app.node("Squeeze", [query, app.const(np.array([0], np.int64))])], axis=1)

@@ -352,11 +352,7 @@ def import_onnx(onnx_path: str | os.PathLike, out: str | os.PathLike, *, task: s
         original_output: object = {"class_logits": query.classes, "mask_logits": query.masks}
         query, dtypes = prepare(model, query, ("logits",))
         app = Appender(model.graph, "edgeseg_query_")
-        hw = semantic_size(query, spec.size)
-        if hw is not None:
-            log.warning("%s: %d queries at %s would hold %.1f GiB per tensor: the masks are resized to %dx%d instead "
-                        "of the input's size, then the labels to the image", path, query.num_queries, spec.size,
-                        query.num_queries * spec.size.height * spec.size.width * 4 / 2 ** 30, hw[1], hw[0])
+        hw = semantic_size(query, spec.size, str(path))
         out_name = app.node("Identity", [query_to_semantic(app, query, dtypes, in_name, spec.layout, hw)])
         app.flush()
         kind, appended = "logits", []

@@ -291,12 +291,32 @@ def test_review_cases(tmp_path):
     with edgeseg.load(pan.root, backend="onnxruntime") as pred:
         assert len(infer_batch(pred, [_image(1, 64, 64)] * 3)) == 3
 
-    # a com.microsoft op before the outputs: no shapes for them, the bundle is written all the same
+    # a com.microsoft op before the outputs: no shapes for them, the bundle is written all the same and decodes
+    # the file's own outputs (its raw outputs in ONNX Runtime, decoded with the bundle's manifest)
+    from edgeseg.decode import decode
+
     contrib = query_onnx(tmp_path / "contrib.onnx", contrib=True)
+    img = _image(2, 64, 64)
+    raw = _raw(contrib, img, SPEC)
     for task in ("instance", "panoptic", "semantic"):
         b = import_onnx(contrib, tmp_path / f"c-{task}", task=task, classes=NAMES, things=["car"] if task == "panoptic" else None,
                         input_spec=None if task == "instance" else SPEC)
-        assert b.report["import"].get("source_layout", b.report["import"].get("layout")) in ("mask-classification", "query")
+        got = edgeseg.load(b.root, backend="onnxruntime")(img)
+        if task == "panoptic":
+            _, meta = b.manifest.input.preprocess(img)
+            want = decode({"class_logits": raw["class_queries_logits"], "mask_logits": raw["masks_queries_logits"]},
+                          meta, b.manifest)
+            np.testing.assert_array_equal(got.segment_ids, want.segment_ids)
+            assert [(s.category_id, s.score) for s in got.segments] == [(s.category_id, s.score) for s in want.segments]
+        elif task == "semantic":
+            np.testing.assert_array_equal(got.labels, authors_semantic(raw, (64, 64), (64, 64)))
+        else:  # transformers' instance post-processing of the same outputs (threshold 0.5, its default)
+            proc, out = _hf(raw)
+            ref = proc.post_process_instance_segmentation(out, threshold=0.5, target_sizes=[(64, 64)])[0]
+            want = sorted((s["label_id"], s["score"]) for s in ref["segments_info"])
+            mine = sorted((int(c), float(v)) for c, v in zip(got.classes, got.scores))
+            assert want and [c for c, _ in mine] == [c for c, _ in want]
+            assert np.allclose([v for _, v in mine], [v for _, v in want], atol=1e-4)
 
     # DeepLab2's squeezed heatmap beside channels-last logits is no query pair
     maps = {"semantic": np.zeros((1, 128, 20, 19), np.float32), "center": np.zeros((1, 128, 20), np.float32),
