@@ -2,6 +2,8 @@
 
 Steps, in order (each recorded in :class:`PrepareReport`):
 
+0. half precision: a float16 or bfloat16 model is made float32 inside (:mod:`edgeseg.quant.upcast`), its
+   inputs and outputs keeping their types through Casts; the quantizers work on float32 graphs.
 1. opset upgrade: models below opset 13 (common from other exporters: 9-12) are converted with
    ``onnx.version_converter`` to 13, the first opset with per-channel QuantizeLinear/DequantizeLinear.
 2. node names: unnamed nodes get ``<OpType>_<index>`` so they can be excluded / reported by name.
@@ -33,6 +35,7 @@ import numpy as np
 
 from .._ort import make_session
 from ..errors import EdgesegError, QuantizationError
+from .upcast import upcast_half
 
 MIN_QDQ_OPSET = 13
 
@@ -73,6 +76,9 @@ def prepare_model(src, dst: str | Path, *, optimize: bool = True) -> PrepareRepo
     steps = []
     opset_before = model_opset(model)
     nodes_before = len(model.graph.node)
+    halves = upcast_half(model)
+    if halves:
+        steps.append(f"half precision -> float32 ({halves} tensors; inputs and outputs keep their types through Casts)")
     if opset_before < MIN_QDQ_OPSET:
         model = upgrade_opset(model, MIN_QDQ_OPSET)
         steps.append(f"opset {opset_before} -> {MIN_QDQ_OPSET}")

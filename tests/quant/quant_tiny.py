@@ -83,10 +83,13 @@ def train_tiny(steps: int = 150, seed: int = 0, width: int = 16):
     return net.eval()
 
 
-def export_bundle(net, out: Path, opset: int = 17, spec: InputSpec = SPEC, stride: int = 1) -> Path:
+def export_bundle(net, out: Path, opset: int = 17, spec: InputSpec = SPEC, stride: int = 1, half: bool = False) -> Path:
     """Write ``net`` as an FP32 bundle (legacy exporter: fast, keeps BN folded by torch). ``stride``
     > 1 exports logits average-pooled to 1/stride of the input (as models whose head runs at stride
-    4 or 8 output them; the decoder upsamples)."""
+    4 or 8 output them; the decoder upsamples). ``half``: exported as Ultralytics' ``half=True`` does
+    (``model.half()`` and a float16 input: float16 weights, input and output)."""
+    import copy
+    import dataclasses
     import warnings
 
     import torch
@@ -95,13 +98,17 @@ def export_bundle(net, out: Path, opset: int = 17, spec: InputSpec = SPEC, strid
 
     if stride > 1:
         net = torch.nn.Sequential(net, torch.nn.AvgPool2d(stride)).eval()
+    dtype = torch.float16 if half else torch.float32
+    if half:
+        net, spec = copy.deepcopy(net).half(), dataclasses.replace(spec, dtype="float16")
     onnx_path = out.with_suffix(".onnx")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(net, torch.zeros(1, 3, SIZE, SIZE), str(onnx_path), dynamo=False, opset_version=opset,
-                          input_names=["images"], output_names=["logits"])
+        torch.onnx.export(net, torch.zeros(1, 3, SIZE, SIZE, dtype=dtype), str(onnx_path), dynamo=False,
+                          opset_version=opset, input_names=["images"], output_names=["logits"])
     manifest = Manifest(name="tiny", task="semantic", classes=CLASSES, input=spec,
-                        outputs=(OutputSpec("logits", "logits", "float32", (1, len(COLOURS), SIZE // stride, SIZE // stride)),))
+                        outputs=(OutputSpec("logits", "logits", str(dtype).split(".")[1],
+                                            (1, len(COLOURS), SIZE // stride, SIZE // stride)),))
     b = Bundle.create(out, manifest, overwrite=True)
     b.add_model(ModelFile("model.onnx", "fp32", opset=opset), onnx_path)
     return out
