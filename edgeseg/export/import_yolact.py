@@ -24,6 +24,7 @@ the network size (no letterbox), RGB, ImageNet mean and std in 0-255 units.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Callable
 
@@ -115,6 +116,7 @@ def yolact_to_prototype(model, roles: YolactOutputs, size: ImageShape) -> tuple[
 
     g = model.graph
     pre = "edgeseg_yolact_"
+    conf_output = roles.conf
 
     def const(name: str, value) -> str:
         g.initializer.append(numpy_helper.from_array(np.asarray(value), pre + name))
@@ -126,6 +128,17 @@ def yolact_to_prototype(model, roles: YolactOutputs, size: ImageShape) -> tuple[
         nodes.append(helper.make_node(op, inputs, [pre + out], **attrs))
         return pre + out
 
+    types = {o.name: o.type.tensor_type.elem_type for o in g.output}
+    types.update({t.name: t.data_type for t in g.initializer if t.name in types})  # declared float, stored float16
+
+    def as_float(name: str) -> str:
+        """float16 exports (a .half() model, onnxconverter-common's, with float16 or float32 edges): the
+        appended arithmetic runs in float32, as the decoder does"""
+        return name if types.get(name) == TensorProto.FLOAT else node("Cast", [name], f"f32_{name}", to=TensorProto.FLOAT)
+
+    roles = dataclasses.replace(roles, **{k: as_float(getattr(roles, k)) for k in ("conf", "boxes", "coefficients",
+                                                                                      "prototypes", "priors")
+                                          if getattr(roles, k) is not None})
     wh = const("wh", np.array([size.width, size.height], np.float32))
     box_split = const("split22", np.array([2, 2], np.int64))
     lo, hi = pre + "a", pre + "b"
@@ -151,7 +164,7 @@ def yolact_to_prototype(model, roles: YolactOutputs, size: ImageShape) -> tuple[
     g.node.extend(nodes)
     n = None
     for o in g.output:
-        if o.name == roles.conf:
+        if o.name == conf_output:
             dims = o.type.tensor_type.shape.dim
             n = dims[1].dim_value if len(dims) == 3 and dims[1].HasField("dim_value") else None
     del g.output[:]

@@ -141,7 +141,8 @@ class _TinyYolact:
     ``mask`` (tanh coefficients) and ``proto`` (channels last)."""
 
     @staticmethod
-    def export(path, priors: bool, size=(96, 128), nc: int = 3, nm: int = 8) -> None:
+    def export(path, priors: bool, size=(96, 128), nc: int = 3, nm: int = 8, half: bool = False) -> None:
+        """``half``: as Ultralytics' ``half=True`` exports (``model.half()``, a float16 input)."""
         import torch
         import torch.nn as nn
 
@@ -175,9 +176,10 @@ class _TinyYolact:
 
         torch.manual_seed(3)
         net = Net().eval()
+        dtype = torch.float16 if half else torch.float32
         names = ["loc", "conf", "mask", "priors", "proto"] if priors else ["conf", "boxes", "mask", "proto"]
-        torch.onnx.export(net, torch.zeros(1, 3, *size), str(path), input_names=["input.1"], output_names=names,
-                          opset_version=17, dynamo=False)
+        torch.onnx.export(net.to(dtype), torch.zeros(1, 3, *size, dtype=dtype), str(path), input_names=["input.1"],
+                          output_names=names, opset_version=17, dynamo=False)
 
 
 @pytest.mark.parametrize("priors", [False, True], ids=["decoded-boxes", "prior-offsets"])
@@ -210,6 +212,47 @@ def test_yolact_import_matches_an_independent_decode(tmp_path, priors):
             ref = yolact_reference(session, rgb, priors=priors)
             total += assert_same_detections(predictor(rgb), ref, f"scene {seed}", 0.95, min_mask_area=50)
     assert total >= 3
+
+
+@pytest.mark.parametrize("priors", [False, True], ids=["decoded-boxes", "prior-offsets"])
+def test_half_precision_yolact_detects_as_its_float32_export(tmp_path, priors):
+    """float16 YOLACT exports (a ``.half()`` model; onnxconverter-common's with float32 edges, which leaves the
+    priors initializer float16 under a float32 output): the appended box arithmetic ran on float16 tensors
+    with float32 constants and ONNX Runtime refused the graph. Each now imports and detects as the float32
+    export does (which the test above checks against YOLACT's post-processing)."""
+    import onnx
+
+    import edgeseg
+    from edgeseg.data.synthetic import SceneGenerator
+    from edgeseg.export.importer import import_onnx
+
+    _TinyYolact.export(tmp_path / "f32.onnx", priors)
+    _TinyYolact.export(tmp_path / "f16.onnx", priors, half=True)
+    variants = ["f16"]
+    float16 = pytest.importorskip("onnxconverter_common.float16")
+    onnx.save(float16.convert_float_to_float16(onnx.load(str(tmp_path / "f32.onnx")), keep_io_types=True),
+              str(tmp_path / "f16io32.onnx"))
+    variants.append("f16io32")
+    opts = dict(score_threshold=0.25, iou_threshold=0.5, max_detections=100)
+    ref = edgeseg.load(import_onnx(tmp_path / "f32.onnx", tmp_path / "f32.edgeseg", task="instance", classes=None,
+                                   input_spec=None), backend="onnxruntime", precision="fp32").set_options(**opts)
+    scenes = [SceneGenerator(ImageShape(150, 200), seed=seed).render(0).image for seed in range(2)]
+    expected = [ref(rgb) for rgb in scenes]
+    assert sum(len(e) for e in expected) >= 3
+    for v in variants:
+        bundle = import_onnx(tmp_path / f"{v}.onnx", tmp_path / f"{v}.edgeseg", task="instance", classes=None,
+                             input_spec=None)
+        assert bundle.manifest.input.dtype == ("float16" if v == "f16" else "float32")
+        p = edgeseg.load(bundle, backend="onnxruntime", precision="fp32").set_options(**opts)
+        for rgb, want in zip(scenes, expected):
+            got = p(rgb)
+            assert len(got) == len(want) and sorted(got.classes) == sorted(want.classes), v
+            np.testing.assert_allclose(got.scores, want.scores, atol=2e-3)
+            # each detection matches one of the same class and score (float16 ties may swap equal scores)
+            for k in range(len(got)):
+                same = (want.classes == got.classes[k]) & (np.abs(want.scores - got.scores[k]) <= 2e-3)
+                iou = (want.masks[same] & got.masks[k]).sum((1, 2)) / np.maximum((want.masks[same] | got.masks[k]).sum((1, 2)), 1)
+                assert iou.max() > 0.95, (v, k)
 
 
 def test_yolact_layout_detection_from_shapes_and_names():
