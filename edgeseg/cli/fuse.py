@@ -99,7 +99,9 @@ def run(args: argparse.Namespace) -> int:
     stuff = [c for i, c in enumerate(m.classes) if i not in m.decoder_options.thing_classes]
     print(f"wrote {b.source} (panoptic, fusion layout, input {m.input.size}): stuff {', '.join(stuff) or '-'}; "
           f"things {', '.join(things)}")
+    limits = parity.get("thresholds", {})
+    relaxed = f" (at least {limits['pixel_agreement']:.1%}: {', '.join(limits['relaxed_for'])})" if limits.get("relaxed_for") else ""
     print(f"parity with the two bundles run apart on {parity['images']} frames: "
-          f"pixel agreement {parity['min_pixel_agreement']:.4%}")
+          f"pixel agreement {parity['min_pixel_agreement']:.4%}{relaxed}")
     write_json(args.json, {"bundle": str(b.root), "parity": parity})
     return 0

@@ -312,3 +312,35 @@ def test_sweep_class_thresholds_start_from_the_bundles_own(tmp_path):
         chosen = panoptic_sweep._class_thresholds(pred, cached, cats, {}, [1.0], start, rounds=1)
         assert chosen == {"circle": 1.0}  # holding every other class back too only loses
         assert panoptic_sweep._pq(pred, cached, cats, {"class_score_thresholds": chosen})["PQ"] == pytest.approx(start)
+
+
+def test_a_float16_branch_fuses_and_the_report_says_why_its_threshold_is_relaxed(tmp_path):
+    """A float16 instance model (Ultralytics' half=True and the like): apart, its frames are rounded to
+    float16 on the host; in the fused graph the runtimes drop the adapter's Cast pair, so the branch sees
+    unrounded values. The fused bundle still equals the two apart within the relaxed threshold, which the
+    parity report names."""
+    import dataclasses
+
+    import onnx
+    from onnx import TensorProto, helper
+
+    from edgeseg.bundle import Bundle, ModelFile
+    from edgeseg.export.fuse import FAIL_PIXELS_HALF, fuse_bundles
+
+    src = Bundle.open("shapes-instance")
+    m = onnx.load(str(src.model_path("fp32")))
+    x = m.graph.input[0]  # float16 in, as a half=True export takes it; the rest of the model unchanged
+    x.type.tensor_type.elem_type = TensorProto.FLOAT16
+    for n in m.graph.node:
+        n.input[:] = [f"{x.name}_f32" if i == x.name else i for i in n.input]
+    m.graph.node.insert(0, helper.make_node("Cast", [x.name], [f"{x.name}_f32"], to=TensorProto.FLOAT))
+    onnx.save(m, str(tmp_path / "half.onnx"))
+    man = dataclasses.replace(src.manifest, input=dataclasses.replace(src.manifest.input, dtype="float16"), models=(),
+                              files={})
+    half = Bundle.create(tmp_path / "half.edgeseg", man)
+    half.add_model(ModelFile("model.onnx", "fp32", opset=src.model_entry("fp32").opset), tmp_path / "half.onnx")
+    fused = fuse_bundles("shapes", tmp_path / "half.edgeseg", tmp_path / "fused.edgeseg")
+    parity = fused.report["parity"]
+    assert parity["passed"] and parity["min_pixel_agreement"] >= FAIL_PIXELS_HALF
+    assert parity["thresholds"] == {"pixel_agreement": FAIL_PIXELS_HALF,
+                                    "relaxed_for": ["float16 instance input", "resize"]}
