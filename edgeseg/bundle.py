@@ -77,9 +77,13 @@ class ModelFile:
     precision: str = "fp32"
     target: str | None = None
     opset: int | None = None
+    #: the float model's weights when they are half precision (``float16``, ``bfloat16``: a ``half=True``
+    #: export imported as it is); None for float32. Its precision stays ``fp32``: the float model of the bundle
+    weights: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"file": self.file, "precision": self.precision, "target": self.target, "opset": self.opset}
+        return {"file": self.file, "precision": self.precision, "target": self.target, "opset": self.opset,
+                **({"weights": self.weights} if self.weights else {})}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], where: str = MANIFEST) -> "ModelFile":
@@ -90,7 +94,10 @@ class ModelFile:
         target = d.get("target")
         if target is not None and not isinstance(target, str):
             raise BundleError(f"{where}: model {d.get('file')!r} has a non-string target {target!r}")
-        return cls(check_relpath(d["file"], "models", where), d.get("precision", "fp32"), target, d.get("opset"))
+        weights = d.get("weights")
+        if weights not in (None, "float16", "bfloat16"):
+            raise BundleError(f"{where}: model {d.get('file')!r} has unknown weights {weights!r} (float16, bfloat16 or none)")
+        return cls(check_relpath(d["file"], "models", where), d.get("precision", "fp32"), target, d.get("opset"), weights)
 
 
 @dataclass(frozen=True)
@@ -532,8 +539,12 @@ class Bundle:
         else:
             cands = [m for m in cands if m.target is None] + [m for m in cands if m.target is not None]
         if not cands:
-            have = ", ".join(f"{m.precision}" + (f"/{m.target}" if m.target else "") for m in self.manifest.models) or "none"
+            have = ", ".join(f"{m.precision}" + (f"/{m.target}" if m.target else "") + (f" ({m.weights} weights)" if m.weights else "")
+                             for m in self.manifest.models) or "none"
             fix = "run 'edgeseg quantize' to add an INT8 model" if precision == "int8" else None
+            if precision == "fp16":
+                fix = ("fp16 is TensorRT's precision (--backend tensorrt builds it from the float model); ONNX Runtime "
+                       "and OpenVINO run the float model as it is stored: --precision fp32 (or auto)")
             raise BundleError(
                 f"bundle {self.root} has no {precision}{'/' + target if target else ''} model (it has: {have})", fix=fix
             )

@@ -56,6 +56,7 @@ def _print(info: dict) -> None:
         print(f"output   {o['name']}: {o['kind']} {o['dtype']} {o['shape']}")
     for mf in info["models"]:
         extra = "".join(f", {k} {mf[k]}" for k in ("target", "opset") if mf[k] is not None)
+        extra += f", {mf['weights']} weights" if mf.get("weights") else ""
         print(f"model    {mf['file']}: {mf['precision']}{extra}")
     print("files")
     for rel, f in info["files"].items():

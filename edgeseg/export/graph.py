@@ -10,6 +10,23 @@ ONNX_DTYPES = {1: "float32", 2: "uint8", 3: "int8", 5: "int16", 6: "int32", 7: "
 log = logging.getLogger(__name__)
 
 
+#: ``TensorProto.FLOAT16``, ``TensorProto.BFLOAT16``: the half-precision element types
+HALF_TYPES = (10, 16)
+
+
+def half_weights(model) -> str | None:
+    """``"float16"`` or ``"bfloat16"`` when most of ``model``'s float weights (initializers, by element count) are
+    stored in that type (a ``half=True`` export, onnxconverter-common's conversion); ``None`` for float32 ones."""
+    import math
+
+    counts: dict[int, int] = {}
+    for t in model.graph.initializer:
+        if t.data_type in (1, *HALF_TYPES):
+            counts[t.data_type] = counts.get(t.data_type, 0) + math.prod(t.dims)
+    kind = max(counts, key=counts.get, default=1)
+    return {10: "float16", 16: "bfloat16"}.get(kind)
+
+
 def default_opset(model) -> int:
     """The version of the default ONNX domain the model imports (0 if none)."""
     for imp in model.opset_import:

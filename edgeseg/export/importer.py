@@ -33,7 +33,7 @@ from .._ort import ir_version_limit, make_session
 from ..bundle import Bundle, Manifest, ModelFile, OutputSpec
 from ..errors import ExportError, InputError, UnsupportedError
 from ..structures import ImageShape, InputSpec, SemanticOptions
-from .graph import clean_graph, default_opset, dims, elem_dtype, graph_inputs, save_single_file
+from .graph import clean_graph, default_opset, dims, elem_dtype, graph_inputs, half_weights, save_single_file
 
 log = logging.getLogger(__name__)
 MIN_OPSET = 9
@@ -398,7 +398,7 @@ def write_imported(model, out: str | os.PathLike, manifest: Manifest, opset: int
         saved = save_single_file(model, Path(tmp) / "model.onnx")
         onnx.checker.check_model(str(saved))
         with Bundle.writing(out, manifest, overwrite=overwrite) as bundle:
-            bundle.add_model(ModelFile("model.onnx", "fp32", opset=opset), saved)
+            bundle.add_model(ModelFile("model.onnx", "fp32", opset=opset, weights=half_weights(model)), saved)
             bundle.update_report("import", report)
     return bundle
 

@@ -16,8 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-#: ``TensorProto.FLOAT16``, ``TensorProto.BFLOAT16``
-HALF_TYPES = (10, 16)
+from ..export.graph import HALF_TYPES
 _FLOAT = 1
 #: node attributes that hold an element type (``RandomNormal``, ``EyeLike``, ``Cast``, ...)
 _TYPE_ATTRS = ("to", "dtype")

@@ -229,3 +229,44 @@ def test_a_model_ending_in_softmax_gives_probabilities_as_its_confidence(tmp_pat
     plain = import_onnx(_nhwc_logits_model(tmp_path / "l.onnx", opset=13), tmp_path / "l", classes=C,
                         input_spec=InputSpec(layout="NHWC", size=(H, W)))
     assert plain.manifest.decoder_options.scores == "logits"
+
+
+def test_a_half_precision_export_imports_as_it_is_and_its_weights_are_named(tmp_path):
+    """A ``.half()`` export (float16 weights, input and output, as Ultralytics' ``half=True`` writes): imported
+    as it is (float16 feed), its manifest entry naming the float16 weights (its precision stays the bundle's
+    float model, fp32), its labels those of the float32 export, and ``--precision fp16`` on ONNX Runtime
+    refused with what fp16 means here."""
+    import edgeseg
+    from edgeseg.errors import BundleError
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 4, 1))
+
+        def forward(self, x):
+            return self.body(x)
+
+    torch.manual_seed(0)
+    net = Net().eval()
+    spec = InputSpec(size=ImageShape(48, 64))
+    bundles = {}
+    for dtype in (torch.float32, torch.float16):
+        path = tmp_path / f"{dtype}.onnx"
+        torch.onnx.export(net.to(dtype), torch.zeros(1, 3, 48, 64, dtype=dtype), str(path), dynamo=False,
+                          opset_version=17, input_names=["x"], output_names=["y"])
+        bundles[dtype] = import_onnx(path, tmp_path / f"{dtype}.edgeseg", classes=4, input_spec=spec)
+    half, full = bundles[torch.float16], bundles[torch.float32]
+    assert half.manifest.input.dtype == "float16" and full.manifest.input.dtype == "float32"
+    assert half.model_entry("fp32").weights == "float16" and full.model_entry("fp32").weights is None
+    assert "weights" not in full.manifest.to_dict()["models"][0]  # float32 manifests unchanged
+    assert Bundle.open(half.root).model_entry("fp32").weights == "float16"  # read back
+    image = _image()
+    assert np.mean(_run(half, image).argmax(1) == _run(full, image).argmax(1)) > 0.99
+    with pytest.raises(BundleError, match="fp16 is TensorRT's precision") as err:
+        edgeseg.load(half, backend="onnxruntime", precision="fp16")(image)
+    assert "float16 weights" in str(err.value)
+    from edgeseg.bundle import ModelFile
+
+    with pytest.raises(BundleError, match="unknown weights 'int4'"):
+        ModelFile.from_dict({"file": "model.onnx", "weights": "int4"})
