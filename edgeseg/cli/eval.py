@@ -19,6 +19,8 @@ HELP = ("score a bundle on a labelled dataset: mIoU, mAcc, pixel accuracy, bound
 EXAMPLES = (
     "edgeseg eval road.edgeseg --data camvid:../shared/data/camvid --split val",
     "edgeseg eval road.edgeseg --data folder:images/,masks/,classes=classes.txt --json scores.json",
+    "edgeseg eval city.edgeseg --data cityscapes:/data/cityscapes --split val   # as downloaded: leftImg8bit/, gtFine/",
+    "edgeseg eval road --data cityscapes:/data/cityscapes,classes=camvid,cities=frankfurt+lindau",
     "edgeseg eval shapes --data synthetic:50 --limit 20 --backend onnxruntime --threads 2",
     "edgeseg eval inst.edgeseg --data coco:../shared/data/cityscapes_panoptic/instances_val.json --json ap.json  # mask and box AP",
     "edgeseg eval inst.edgeseg --data yolo-seg:datasets/mine --class-map rider=person --save-predictions dets.json",
@@ -31,7 +33,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("bundle", help="a bundle path or the name of a bundle shipped with the package")
     p.add_argument(
         "--data", required=True, metavar="SPEC",
-        help="camvid:ROOT | folder:IMAGES_DIR,MASKS_DIR[,classes=FILE][,void=ID] | synthetic:N[,seed=S,size=WxH] | "
+        help="camvid:ROOT | cityscapes:ROOT[,classes=camvid][,cities=A+B] (leftImg8bit/ + gtFine/ as downloaded) | "
+             "folder:IMAGES_DIR,MASKS_DIR[,classes=FILE][,void=ID] | synthetic:N[,seed=S,size=WxH] | "
              "coco:INSTANCES_JSON[,images=DIR] (also coco-instance:) | yolo-seg:ROOT_OR_DATA_YAML[,names=FILE] | "
              "coco-panoptic:PANOPTIC_JSON[,images=DIR] (PNGs in the folder named like the JSON without .json)",
     )

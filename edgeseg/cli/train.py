@@ -50,7 +50,8 @@ def _init_path(value: str):
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="a registered model name (see 'edgeseg models')")
     p.add_argument("--data", required=True, metavar="SPEC",
-                   help="camvid:ROOT[,exclude=SEQ] | cityscapes-camvid:DIR | panoptic-semantic:DIR (a COCO-panoptic "
+                   help="camvid:ROOT[,exclude=SEQ] | cityscapes:ROOT[,classes=camvid] (as downloaded) | "
+                        "cityscapes-camvid:DIR | panoptic-semantic:DIR (a COCO-panoptic "
                         "dataset's label maps, all categories) | folder:IMAGES_DIR,MASKS_DIR[,...] | "
                         "synthetic:N[,seed=S,size=WxH]; several joined with ';', K* repeats one (4*camvid:R;cityscapes-camvid:D)")
     p.add_argument("--val-data", default=None, metavar="SPEC", help="validation dataset spec (default: --data)")

