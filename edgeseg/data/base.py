@@ -165,6 +165,36 @@ def keep_cities(items: list, file_name, cities: str, kind: str, where: str) -> l
     return [it for it in items if city(it) in names]
 
 
+class ImageLookup:
+    """The image a COCO-style JSON names (``file_name``) in ``root``: ``root/file_name``, else the one file of that
+    name one folder down. Cityscapes keeps its frames in city folders (``leftImg8bit/val/CITY/...``) while the
+    JSONs its converters write (cityscapesScripts' ``createPanopticImgs``, Detectron2's) name them without the
+    city, so ``images=ROOT/leftImg8bit/val`` finds them as they were unpacked. ``createPanopticImgs`` also names
+    each frame ``CITY_SEQ_FRAME_gtFine_leftImg8bit.png`` (its label file's name with the suffix swapped), which no
+    frame is called: the frame's real name (without ``_gtFine``) is looked for too."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self._below: dict[str, list[Path]] | None = None
+
+    def __call__(self, file_name: str) -> Path | None:
+        names = [file_name] + ([file_name.replace("_gtFine_leftImg8bit", "_leftImg8bit")]
+                               if "_gtFine_leftImg8bit" in file_name else [])
+        for name in names:
+            if (self.root / name).is_file():
+                return self.root / name
+        if self._below is None:
+            self._below = {}
+            for p in sorted(self.root.glob("*/*")):
+                if p.is_file():
+                    self._below.setdefault(p.name, []).append(p)
+        for name in names:
+            hits = self._below.get(Path(name).name, [])
+            if len(hits) == 1:
+                return hits[0]
+        return None
+
+
 def coco_image_dir(kind: str, prefix: str, path: Path, options: dict[str, str]) -> Path:
     """The image folder for the annotation JSON ``path``: ``images=DIR``, else the folder named after
     the split beside the JSON (or beside its ``annotations/`` folder, as COCO lays them out)."""

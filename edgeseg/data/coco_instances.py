@@ -36,7 +36,7 @@ import numpy as np
 from ..errors import DataError, EdgesegError
 from ..structures import ImageShape
 from ..structures.rle import rle_decode
-from .base import DATASETS, coco_image_dir, coco_spec_json, keep_cities
+from .base import DATASETS, ImageLookup, coco_image_dir, coco_spec_json, keep_cities
 from .io import read_image
 
 
@@ -250,6 +250,7 @@ class CocoInstances(InstanceDataset):
     def __init__(self, json_path: str | Path, image_dir: str | Path | None = None, *, check_images: bool = False):
         self.json_path = Path(json_path)
         self.image_dir = Path(image_dir) if image_dir is not None else None
+        self._find = ImageLookup(self.image_dir) if image_dir is not None else None
         data = self._read_json()
         where = str(self.json_path)
         for key in ("images", "annotations", "categories"):
@@ -324,7 +325,7 @@ class CocoInstances(InstanceDataset):
                             fix=f"known categories: {', '.join(map(str, self.category_ids))}")
 
     def _check_images(self) -> None:
-        missing = [im.file_name for im in self.images if not (self.image_dir / im.file_name).is_file()]
+        missing = [im.file_name for im in self.images if self._find(im.file_name) is None]
         if missing:
             raise DataError(
                 f"{len(missing)} of {len(self.images)} images listed in {self.json_path} are not in {self.image_dir}: "
@@ -350,7 +351,7 @@ class CocoInstances(InstanceDataset):
             raise IndexError(f"CocoInstances index {index} out of range (len {n})")
         im = self.images[i]
         truth = self._truth(im)
-        path = self.image_dir / im.file_name if self.image_dir is not None else None
+        path = (self._find(im.file_name) or self.image_dir / im.file_name) if self._find is not None else None
         return InstanceSample(Path(im.file_name).stem, im.id, path, truth)
 
     def _truth(self, im: _Image) -> InstanceTruth:

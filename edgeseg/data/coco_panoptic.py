@@ -24,7 +24,7 @@ import numpy as np
 
 from ..errors import DataError, InputError
 from ..structures import PanopticResult, Segment
-from .base import DATASETS, coco_image_dir, coco_spec_json, keep_cities
+from .base import DATASETS, ImageLookup, coco_image_dir, coco_spec_json, keep_cities
 from .io import IMAGE_SUFFIXES, read_image
 
 
@@ -132,6 +132,7 @@ class CocoPanoptic(Sequence):
         self.json_path = Path(json_path)
         self.png_dir = Path(png_dir) if png_dir is not None else self.json_path.with_suffix("")
         self.image_dir = Path(image_dir) if image_dir is not None else None
+        self._find = ImageLookup(self.image_dir) if image_dir is not None else None
         data = self._read_json()
         where = str(self.json_path)
         self.categories = read_categories(data, where)
@@ -186,14 +187,13 @@ class CocoPanoptic(Sequence):
                      "give the folder that holds them with images=DIR (edgeseg eval: --images DIR)")
 
     def _image_path(self, ann: dict) -> Path | None:
-        if self.image_dir is None:
+        if self._find is None:
             return None
         name = self._images.get(ann.get("image_id"))
         if name is not None:
-            p = self.image_dir / name
-            return p if p.is_file() else None
+            return self._find(name)
         stem = Path(ann["file_name"]).stem
-        return next((p for p in (self.image_dir / f"{stem}{s}" for s in IMAGE_SUFFIXES) if p.is_file()), None)
+        return next((p for p in (self._find(f"{stem}{s}") for s in IMAGE_SUFFIXES) if p is not None), None)
 
     def __len__(self) -> int:
         return len(self.annotations)

@@ -19,13 +19,21 @@ FRAMES = {"val": [("lindau", "000000_000019"), ("lindau", "000001_000019"), ("mu
           "train": [("aachen", "000000_000019")]}
 
 
-def _label_ids(rng, h=64, w=128) -> np.ndarray:
-    """Blocks of random Cityscapes label ids (0-33: evaluated and void ones alike) on a void background."""
-    ids = np.zeros((h, w), np.uint8)
-    for _ in range(14):
+THINGS = (24, 25, 26, 27, 28, 31, 32, 33)
+
+
+def _label_ids(rng, h=64, w=128) -> tuple[np.ndarray, np.ndarray]:
+    """Blocks of random Cityscapes label ids (0-33: evaluated and void ones alike) on a void background, and the
+    instance ids as the download has them (``label * 1000 + k`` for an object, the label id for stuff and for a
+    crowd of things)."""
+    ids, inst = np.zeros((h, w), np.uint8), np.zeros((h, w), np.uint16)
+    for k in range(14):
         y, x = rng.integers(0, h - 8), rng.integers(0, w - 8)
-        ids[y:y + rng.integers(6, 30), x:x + rng.integers(6, 50)] = rng.integers(0, 34)
-    return ids
+        label = int(rng.choice(THINGS)) if k % 2 else int(rng.integers(0, 34))
+        block = np.s_[y:y + rng.integers(6, 30), x:x + rng.integers(6, 50)]
+        ids[block] = label
+        inst[block] = label * 1000 + k if label in THINGS and k % 3 else label
+    return ids, inst
 
 
 @pytest.fixture(scope="module")
@@ -44,10 +52,11 @@ def root(tmp_path_factory):
             (r / "gtFine" / split / city).mkdir(parents=True, exist_ok=True)
             cv2.imwrite(str(r / "leftImg8bit" / split / city / f"{stem}_leftImg8bit.png"),
                         rng.integers(0, 256, (64, 128, 3), dtype=np.uint8))
-            ids = _label_ids(rng)
+            ids, inst = _label_ids(rng)
             gt = r / "gtFine" / split / city
             if split == "val":
                 cv2.imwrite(str(gt / f"{stem}_gtFine_labelIds.png"), ids)
+                cv2.imwrite(str(gt / f"{stem}_gtFine_instanceIds.png"), inst)
                 cv2.imwrite(str(gt / f"{stem}_gtFine_color.png"), np.zeros((64, 128, 3), np.uint8))
             else:
                 cv2.imwrite(str(gt / f"{stem}_gtFine_labelTrainIds.png"), to_train[ids])
@@ -156,3 +165,36 @@ def test_edgeseg_eval_scores_a_camvid_model_on_cityscapes_in_camvid_classes(root
     want = evaluate(edgeseg.load("road", backend="onnxruntime", precision="fp32", threads=1),
                     open_dataset(f"cityscapes:{root},classes=camvid", split="val"), progress=False)
     assert got["miou"] == pytest.approx(want.miou, abs=1e-9)
+
+
+def test_cityscapes_own_panoptic_conversion_opens_with_the_frames_in_their_city_folders(root, tmp_path):
+    """cityscapesScripts' createPanopticImgs (what Detectron2's and most Cityscapes panoptic setups run) names the
+    frames without their city folder: ``coco-panoptic:...,images=ROOT/leftImg8bit/val`` finds them one folder down
+    (before: every image was missing)."""
+    from cityscapesscripts.preparation.createPanopticImgs import convert2panoptic
+
+    convert2panoptic(str(root / "gtFine"), str(tmp_path), setNames=["val"])
+    ds = open_dataset(f"coco-panoptic:{tmp_path}/cityscapes_panoptic_val.json,images={root}/leftImg8bit/val")
+    assert len(ds) == 3
+    for s in ds:
+        city = s.name.split("_")[0]
+        assert s.image_path == root / "leftImg8bit" / "val" / city / f"{s.name.replace('_gtFine_panoptic', '')}_leftImg8bit.png"
+        assert s.image().shape == (64, 128, 3)
+        inst = cv2.imread(str(root / "gtFine" / "val" / city / f"{s.name.replace('_panoptic', '_instanceIds')}.png"),
+                          cv2.IMREAD_UNCHANGED)
+        kept = [int(v) for v in np.unique(inst) if not labels_mod.id2label[int(v) if v < 1000 else int(v) // 1000].ignoreInEval]
+        assert sorted(seg.id for seg in s.panoptic.segments) == kept  # the converter's segments, read back
+        assert s.crowd_ids == frozenset(v for v in kept if v in THINGS)  # a crowd of things: id < 1000
+
+
+def test_coco_instance_json_naming_frames_without_their_city_folder(root, tmp_path):
+    import json
+
+    frame = "lindau_000000_000019_leftImg8bit.png"
+    data = {"images": [{"id": 1, "file_name": frame, "height": 64, "width": 128}],
+            "annotations": [{"id": 1, "image_id": 1, "category_id": 26, "bbox": [0, 0, 4, 4], "area": 16, "iscrowd": 0,
+                             "segmentation": [[0, 0, 4, 0, 4, 4, 0, 4]]}],
+            "categories": [{"id": 26, "name": "car"}]}
+    (tmp_path / "instances_val.json").write_text(json.dumps(data))
+    ds = open_dataset(f"coco-instance:{tmp_path}/instances_val.json,images={root}/leftImg8bit/val")
+    assert ds[0].image_path == root / "leftImg8bit" / "val" / "lindau" / frame and ds[0].image().shape == (64, 128, 3)
