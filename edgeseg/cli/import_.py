@@ -14,6 +14,7 @@ EXAMPLES = (
     "edgeseg import tf_deeplab.onnx --classes labels.txt --layout NHWC --color BGR "
     "--mean 103.94,116.78,123.68 --std 1,1,1 --scale 1 --size 513x513 --out tf.edgeseg",
     "edgeseg import yolov8n-seg.onnx --task instance --out yolo.edgeseg   # names, size, letterbox from its metadata",
+    "edgeseg import yolo26n-sem.onnx --out sem.edgeseg   # Ultralytics semantic: names, size, letterbox from its metadata",
     "edgeseg import yolo26n-seg.onnx --task instance --out yolo26.edgeseg  # end-to-end [1, 300, 38] output: no NMS",
     "edgeseg import yolact_resnet50.onnx --task instance --classes coco.txt --out yolact.edgeseg  # conf/boxes/mask/proto",
     "edgeseg import custom-seg.onnx --task instance --names names.txt --size 640x384 --out custom.edgeseg  # no metadata",
@@ -42,7 +43,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "query) for any of the three")
     p.add_argument("--classes", default=None,
                    help="number of classes, 'camvid', or a file with one name per line (required for semantic; "
-                        "instance models exported by Ultralytics carry their names; a Hugging Face export's "
+                        "models exported by Ultralytics carry their names; a Hugging Face export's "
                         "config.json beside the ONNX file gives them, and its preprocessor_config.json the "
                         "mean/std/scale/size)")
     p.add_argument("--names", default=None, metavar="FILE|A,B,...",
@@ -154,6 +155,13 @@ def run(args: argparse.Namespace) -> int:
     if hf is not None:
         for problem in hf.problems:
             logging.getLogger("edgeseg.import").warning("%s", problem)
+    ultra = None
+    if args.task == "semantic":  # an Ultralytics semantic export (YOLO26-sem) carries its names, size and conventions
+        from ..export.import_instance import ultralytics_semantic
+
+        ultra = ultralytics_semantic(args.onnx)
+        if ultra is not None and args.classes is None and ultra["names"]:
+            hf_names = ultra["names"]
     if args.classes is None and hf_names is None and args.task in ("semantic", "panoptic"):
         if hf is not None and hf.names_error:
             raise InputError(hf.names_error, fix="repair it, or give the names with --names / --classes FILE")
@@ -202,7 +210,18 @@ def run(args: argparse.Namespace) -> int:
     else:
         norm.update({k: v for k, v in from_hf.items() if k in ("mean", "std")})
         explicit.update({k: v for k, v in from_hf.items() if k == "scale"})
-        size = ImageShape.parse(args.size) if args.size else fixed or from_hf.get("size")
+        if ultra is not None:  # each option given replaces its own field of Ultralytics' conventions
+            applied = {k: v for k, v in ultra["input"].items()
+                       if k not in norm and k not in explicit and not (k == "color" and args.color)}
+            norm.update({k: v for k, v in applied.items() if k in ("mean", "std")})
+            explicit.update({k: v for k, v in applied.items() if k in ("scale", "resize", "pad_value")})
+            args.color = args.color or applied.get("color")
+            found = ([f"{len(classes)} class names"] if ultra["names"] and classes == ultra["names"] else []) + \
+                ([f"size {ultra['size']}"] if ultra["size"] and not args.size and fixed is None else [])
+            logging.getLogger("edgeseg.import").warning("%s: an Ultralytics semantic model: %s", args.onnx, ", ".join(
+                found + [f"{k} {v}" for k, v in applied.items()]))
+        size = (ImageShape.parse(args.size) if args.size else fixed or from_hf.get("size")
+                or (ultra["size"] if ultra is not None else None))
         if size is None:
             raise InputError(f"{args.onnx}: the model's input size is dynamic", fix="pass --size WxH")
         spec = InputSpec(layout=args.layout or "NCHW", color=args.color or "RGB", size=size, **norm, **explicit)

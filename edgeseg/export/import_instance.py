@@ -83,6 +83,31 @@ def is_ultralytics(meta: dict[str, str]) -> bool:
     return meta.get("author", "").lower().startswith("ultralytics") or meta.get("task") == "segment"
 
 
+#: what each Ultralytics task is in edgeseg's terms (the ``task`` metadata of an Ultralytics export)
+ULTRALYTICS_TASKS = {"semantic": "semantic", "segment": "instance"}
+
+
+def ultralytics_semantic(path) -> dict | None:
+    """For an Ultralytics semantic segmentation export (YOLO26-sem: ``task`` metadata ``semantic``): its class
+    names, network size and pre-processing (letterbox, centred, grey 114, RGB, /255, as its predictor does), as
+    ``{"names", "size", "input"}``; None for a file without Ultralytics' metadata (or one that cannot be read:
+    the import says why). An Ultralytics export of another task is refused with the task to import it as."""
+    import onnx
+
+    try:
+        meta = onnx_metadata(onnx.load(str(path), load_external_data=False))
+    except Exception:  # noqa: BLE001 - unreadable files are the import's to report, with its own message
+        return None
+    if not is_ultralytics(meta) or not meta.get("task"):
+        return None
+    task = meta["task"]
+    if task != "semantic":
+        fix = (f"import it with --task {ULTRALYTICS_TASKS[task]}" if task in ULTRALYTICS_TASKS else
+               "edgeseg imports Ultralytics' segment (instance) and semantic models")
+        raise InputError(f"{path} is an Ultralytics {task} model, not a semantic segmentation one", fix=fix)
+    return {"names": ultralytics_names(meta), "size": ultralytics_imgsz(meta), "input": dict(ULTRALYTICS_INPUT)}
+
+
 def anchor_count(size: ImageShape, strides: Sequence[int] = (8, 16, 32), per_cell: int = 1) -> int:
     return per_cell * sum(-(-size.height // s) * -(-size.width // s) for s in strides)
 
@@ -433,4 +458,5 @@ def import_instance_onnx(onnx_path: str | os.PathLike, out: str | os.PathLike, *
                            "opset_note": note, "smoke_detections": len(smoke)}, overwrite)
 
 
-__all__ = ["import_instance_onnx", "detect_prototype_layout", "ultralytics_names", "PREPROCESS", "ULTRALYTICS_INPUT"]
+__all__ = ["import_instance_onnx", "detect_prototype_layout", "ultralytics_names", "ultralytics_semantic", "PREPROCESS",
+           "ULTRALYTICS_INPUT"]

@@ -336,6 +336,15 @@ def import_onnx(onnx_path: str | os.PathLike, out: str | os.PathLike, *, task: s
     if task != "semantic":
         raise UnsupportedError(f"import of {task!r} models is not supported yet",
                                fix="use --task semantic, instance or panoptic")
+    if classes is None or input_spec is None:  # an Ultralytics semantic export carries both
+        from .import_instance import ultralytics_semantic
+
+        ultra = ultralytics_semantic(path)
+        if ultra is not None:
+            classes = classes if classes is not None else ultra["names"]
+            size = onnx_input_size(path, "NCHW") or ultra["size"]
+            if input_spec is None and size is not None:
+                input_spec = InputSpec(**ultra["input"], size=size)
     if classes is None or input_spec is None:
         raise InputError(f"import of {path}: a semantic model needs its classes and input spec",
                          fix="pass --classes N (or a names file) and --size WxH")

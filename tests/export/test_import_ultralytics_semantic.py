@@ -1,0 +1,141 @@
+"""Ultralytics' semantic segmentation exports (YOLO26-sem: ``task`` metadata ``semantic``) imported with no options:
+names, size and pre-processing from the metadata, decoded as Ultralytics' ``SemanticSegmentationPredictor`` does
+(letterbox, then ``scale_masks``: the padding cut from the logits, bilinear to the image, argmax), written here
+independently in torch from its documented steps."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from edgeseg.errors import InputError
+from edgeseg.structures import ImageShape
+
+NAMES = ("road", "car", "sky")
+H, W = 256, 512  # imgsz [h, w]
+
+
+class _TinySem(torch.nn.Module):
+    """Smooth colour-to-class logits at 1/4 of the input (as a stride-4 head gives them); ``argmax``: the class map
+    baked into the graph, int64 [1, H, W] at the input's size (the other form Ultralytics' predictor takes)."""
+
+    def __init__(self, argmax: bool = False):
+        super().__init__()
+        self.pool = torch.nn.AvgPool2d(4)
+        self.head = torch.nn.Conv2d(3, 3, 1)
+        with torch.no_grad():
+            self.head.weight.copy_(torch.tensor([[[[4.0]], [[-2.0]], [[-2.0]]], [[[-2.0]], [[4.0]], [[-2.0]]],
+                                                 [[[-2.0]], [[-2.0]], [[4.0]]]]))
+            self.head.bias.zero_()
+        self.argmax = argmax
+
+    def forward(self, x):
+        y = self.head(self.pool(x) - 0.5)
+        if self.argmax:
+            return torch.nn.functional.interpolate(y, scale_factor=4, mode="bilinear").argmax(1)
+        return y
+
+
+def _export(path, argmax=False, task="semantic"):
+    import onnx
+
+    torch.onnx.export(_TinySem(argmax).eval(), torch.zeros(1, 3, H, W), str(path), input_names=["images"],
+                      output_names=["output0"], opset_version=17, dynamo=False)
+    m = onnx.load(str(path))
+    meta = {"description": "Ultralytics YOLO26n-sem model trained on cityscapes.yaml", "author": "Ultralytics",
+            "version": "8.4.1", "task": task, "stride": "32", "batch": "1", "imgsz": f"[{H}, {W}]",
+            "names": str(dict(enumerate(NAMES))), "channels": "3"}
+    for k, v in meta.items():
+        p = m.metadata_props.add()
+        p.key, p.value = k, v
+    onnx.save(m, str(path))
+    return path
+
+
+def _reference(session, rgb: np.ndarray) -> np.ndarray:
+    """Ultralytics' steps: LetterBox(auto=False, center=True, pad 114), /255, the model, then scale_masks (padding
+    cut at the mask's own scale, bilinear to the image, align_corners False) and argmax."""
+    from instance_ref import letterbox
+
+    canvas, _, _ = letterbox(rgb, (H, W))
+    x = torch.from_numpy(canvas).permute(2, 0, 1)[None].float() / 255.0
+    pred = torch.from_numpy(session.run(None, {"images": x.numpy()})[0])
+    h0, w0 = rgb.shape[:2]
+    if pred.is_floating_point():
+        mh, mw = pred.shape[2:]
+        gain = min(mh / h0, mw / w0)
+        pad_w, pad_h = (mw - w0 * gain) / 2, (mh - h0 * gain) / 2
+        top, left = round(pad_h - 0.1), round(pad_w - 0.1)
+        bottom, right = mh - round(pad_h + 0.1), mw - round(pad_w + 0.1)
+        pred = torch.nn.functional.interpolate(pred[:, :, top:bottom, left:right], (h0, w0), mode="bilinear",
+                                               align_corners=False)
+        return pred[0].argmax(0).numpy()
+    mh, mw = pred.shape[1:]
+    gain = min(mh / h0, mw / w0)
+    pad_w, pad_h = (mw - w0 * gain) / 2, (mh - h0 * gain) / 2
+    top, left = round(pad_h - 0.1), round(pad_w - 0.1)
+    bottom, right = mh - round(pad_h + 0.1), mw - round(pad_w + 0.1)
+    cut = pred[None, :, top:bottom, left:right].float()
+    return torch.nn.functional.interpolate(cut, (h0, w0), mode="nearest")[0, 0].long().numpy()
+
+
+def _near_border(labels: np.ndarray, radius: int) -> np.ndarray:
+    """Pixels within ``radius`` of a pixel of another class."""
+    import cv2
+
+    kernel = np.ones((2 * radius + 1, 2 * radius + 1), np.uint8)
+    lab = labels.astype(np.uint8)
+    return cv2.dilate(lab, kernel) != cv2.erode(lab, kernel)
+
+
+@pytest.mark.parametrize("argmax", [False, True], ids=["logits-at-1/4", "class-map-in-graph"])
+def test_ultralytics_semantic_export_imports_with_no_options_and_decodes_as_its_predictor(tmp_path, argmax, capsys,
+                                                                                        caplog):
+    import onnxruntime as ort
+
+    import edgeseg
+    from edgeseg.bundle import Bundle
+    from edgeseg.cli import main
+    from edgeseg.data.synthetic import SceneGenerator
+
+    src = _export(tmp_path / "yolo26n-sem.onnx", argmax)
+    assert main(["import", str(src), "--out", str(tmp_path / "sem.edgeseg")]) == 0
+    b = Bundle.open(tmp_path / "sem.edgeseg")
+    m = b.manifest
+    assert m.classes == NAMES and m.input.size == ImageShape(H, W)
+    assert (m.input.resize, m.input.pad_value, m.input.scale, m.input.mean, m.input.std, m.input.color) == \
+        ("letterbox", 114, 1 / 255, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), "RGB")
+    session = ort.InferenceSession(str(src), providers=["CPUExecutionProvider"])
+    p = edgeseg.load(b, backend="onnxruntime", precision="fp32", threads=1)
+    for seed, shape in ((0, ImageShape(300, 400)), (1, ImageShape(200, 640))):  # letterboxed both ways
+        rgb = SceneGenerator(shape, seed=seed).render(0).image
+        ours = p(rgb).labels
+        ref = _reference(session, rgb)
+        assert ours.shape == ref.shape == (shape.height, shape.width)
+        # equal away from class borders; at them the two round the letterbox's padding differently at the
+        # output's own scale (edgeseg crops the content box, Ultralytics the padding computed there) and
+        # resize a class map nearest-exact against torch's legacy nearest: at most one output cell apart
+        cell = int(np.ceil(max(shape.height / (H / 4), shape.width / (W / 4)))) if not argmax else 2
+        border = _near_border(ref, cell)
+        assert np.mean(ours == ref) > 0.98 and (ours == ref)[~border].all(), seed
+    # the Python API takes the same defaults
+    api = edgeseg.export.import_onnx(src, tmp_path / "api.edgeseg", classes=None, input_spec=None)
+    assert api.manifest.input == m.input and api.manifest.classes == NAMES
+
+
+def test_options_replace_single_fields_and_other_ultralytics_tasks_are_named(tmp_path, capsys):
+    from edgeseg.bundle import Bundle
+    from edgeseg.cli import main
+
+    src = _export(tmp_path / "m.onnx")
+    assert main(["import", str(src), "--names", "a,b,c", "--pad-value", "0", "--out", str(tmp_path / "o.edgeseg")]) == 0
+    m = Bundle.open(tmp_path / "o.edgeseg").manifest
+    assert m.classes == ("a", "b", "c") and m.input.pad_value == 0 and m.input.resize == "letterbox"
+    seg = _export(tmp_path / "seg.onnx", task="segment")
+    assert main(["import", str(seg), "--out", str(tmp_path / "s.edgeseg")]) == 2
+    err = capsys.readouterr().err
+    assert "is an Ultralytics segment model, not a semantic segmentation one" in err and "--task instance" in err
+    with pytest.raises(InputError, match="Ultralytics pose model"):
+        from edgeseg.export import import_onnx
+
+        import_onnx(_export(tmp_path / "pose.onnx", task="pose"), tmp_path / "p.edgeseg", classes=None, input_spec=None)
