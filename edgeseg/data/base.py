@@ -224,6 +224,7 @@ def open_dataset(spec: str, split: str = "val") -> SegmentationDataset:
     ``coco-instance:JSON|DIR[,images=DIR][,cities=A+B]``  COCO instance masks (RLE/polygons): an instance dataset
                                                        (``coco:`` is the same)
     ``yolo-seg:ROOT|data.yaml[,names=FILE]``           Ultralytics YOLO-seg polygon labels: an instance dataset
+    ``yolo-semantic:DATA.yaml``                         Ultralytics semantic datasets (images/ + masks_dir, label_mapping)
     ``synthetic-instance:N[,seed=S][,size=WxH]``       synthetic scenes' exact instance masks: an instance dataset
     ``coco-panoptic:JSON|DIR[,images=DIR][,cities=A+B]``  COCO-panoptic PNGs + JSON: a panoptic dataset
                                                        (``cities``: frames named ``A_...``, Cityscapes' cities;
@@ -235,7 +236,7 @@ def open_dataset(spec: str, split: str = "val") -> SegmentationDataset:
                                                        (:mod:`edgeseg.data.mixture`)
     """
     from . import (  # noqa: F401  (registers)
-        camvid, cityscapes, cityscapes_camvid, coco_instances, coco_panoptic, folder, panoptic_semantic, synthetic, synthetic_instances, synthetic_panoptic, yolo_seg,
+        camvid, cityscapes, cityscapes_camvid, coco_instances, coco_panoptic, folder, panoptic_semantic, synthetic, synthetic_instances, synthetic_panoptic, yolo_seg, yolo_semantic,
     )
 
     from .mixture import is_mixture, open_mixture
