@@ -15,6 +15,7 @@ not scoring.
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +39,7 @@ CITYSCAPES_PALETTE = np.array([
     (0, 0, 70), (0, 60, 100), (0, 80, 100), (0, 0, 230), (119, 11, 32)], np.uint8)
 GT_FOLDERS = ("gtFine", "gtCoarse")
 SUFFIXES = ("labelIds", "labelTrainIds")
+log = logging.getLogger(__name__)
 
 
 def _lut(from_ids: bool, classes: str) -> np.ndarray:
@@ -95,6 +97,9 @@ class Cityscapes(SegmentationDataset):
             raise DataError(f"cityscapes: {len(missing)} frame(s) have no label file, e.g. {missing[0]}",
                             fix=f"unpack {gt}_trainvaltest.zip into the same folder (or run cityscapesScripts' "
                                 "createTrainIdLabelImgs for _labelTrainIds.png)")
+        if split == "test":
+            log.warning("cityscapes: the test split's labels are not public (every pixel void): its frames serve "
+                        "calibration; scores on it are n/a (score on val)")
         self.split, self.classes_kind = split, classes
         self.classes = CITYSCAPES_CLASSES if classes == "cityscapes" else CAMVID_CLASSES
         self.palette = CITYSCAPES_PALETTE if classes == "cityscapes" else CAMVID_PALETTE

@@ -34,6 +34,7 @@ from ..bundle import Bundle, Manifest, ModelFile, OutputSpec
 from ..errors import ExportError, InputError
 from ..structures import InputSpec, PanopticOptions
 from .._compat import removesuffix
+from .graph import half_weights
 
 FAIL_PIXELS = 0.999
 FAIL_PIXELS_RESIZED = 0.98  # one in-graph resize instead of cv2's from the frame: edges move by a pixel
@@ -252,7 +253,7 @@ def semantic_head(panoptic: Bundle | str | os.PathLike, out: str | os.PathLike, 
         onnx.save(head, str(path))
         opset = next(o.version for o in head.opset_import if o.domain in ("", "ai.onnx"))
         with Bundle.writing(out, manifest, overwrite=overwrite) as bundle:
-            bundle.add_model(ModelFile("model.onnx", "fp32", opset=opset), path)
+            bundle.add_model(ModelFile("model.onnx", "fp32", opset=opset, weights=half_weights(model)), path)
     return bundle
 
 
@@ -322,7 +323,7 @@ def _fuse(sem: Bundle, inst: Bundle, out, *, name, stuff, things, overwrite, opt
             raise ExportError(f"the fused graph disagrees with the two bundles run apart: pixel agreement "
                               f"{parity['min_pixel_agreement']:.4%}", fix="report this with both bundles")
         with Bundle.writing(out, manifest, overwrite=overwrite) as bundle:
-            bundle.add_model(ModelFile("model.onnx", "fp32", opset=opset), path)
+            bundle.add_model(ModelFile("model.onnx", "fp32", opset=opset, weights=half_weights(model)), path)
             bundle.update_report("parity", parity)
     return bundle
 

@@ -78,7 +78,8 @@ def prepare_model(src, dst: str | Path, *, optimize: bool = True) -> PrepareRepo
     nodes_before = len(model.graph.node)
     halves = upcast_half(model)
     if halves:
-        steps.append(f"half precision -> float32 ({halves} tensors; inputs and outputs keep their types through Casts)")
+        steps.append(f"half precision -> float32 ({halves} tensors, types and attributes; inputs and outputs keep "
+                     "their types through Casts)")
     if opset_before < MIN_QDQ_OPSET:
         model = upgrade_opset(model, MIN_QDQ_OPSET)
         steps.append(f"opset {opset_before} -> {MIN_QDQ_OPSET}")

