@@ -150,18 +150,19 @@ def run(args: argparse.Namespace) -> int:
                              fix="--names for their names, or --classes N for a count")
         args.classes = args.names
     given_input = {k for k in ("mean", "std", "scale", "size") if getattr(args, k, None) is not None}
-    hf = huggingface_config(args.onnx) if args.classes is None or len(given_input) < 4 else None
-    hf_names = hf.names if hf is not None and args.classes is None else None
-    if hf is not None:
-        for problem in hf.problems:
-            logging.getLogger("edgeseg.import").warning("%s", problem)
     ultra = None
     if args.task == "semantic":  # an Ultralytics semantic export (YOLO26-sem) carries its names, size and conventions
         from ..export.import_instance import ultralytics_semantic
 
         ultra = ultralytics_semantic(args.onnx)
-        if ultra is not None and args.classes is None and ultra["names"]:
-            hf_names = ultra["names"]
+    # the file's own Ultralytics metadata wins over Hugging Face files that happen to lie beside it
+    hf = huggingface_config(args.onnx) if ultra is None and (args.classes is None or len(given_input) < 4) else None
+    hf_names = hf.names if hf is not None and args.classes is None else None
+    if hf is not None:
+        for problem in hf.problems:
+            logging.getLogger("edgeseg.import").warning("%s", problem)
+    if ultra is not None and args.classes is None and ultra["names"]:
+        hf_names = ultra["names"]
     if args.classes is None and hf_names is None and args.task in ("semantic", "panoptic"):
         if hf is not None and hf.names_error:
             raise InputError(hf.names_error, fix="repair it, or give the names with --names / --classes FILE")

@@ -5,7 +5,8 @@ The data.yaml names the split's image folder (``val: images/val``), ``names`` an
 ``masks_dir``), a single-channel mask of class ids, 255 void. An optional ``label_mapping`` (source id -> class id,
 or ``ignore_label`` for void; Ultralytics' cityscapes.yaml maps Cityscapes' label ids with it) is applied as
 Ultralytics applies it; ids it does not name stay as they are, and ids at or above the class count are void.
-``path`` is taken as written, else beside the YAML, else the YAML's own folder. A YAML without ``masks_dir`` has
+Split entries are image folders (searched recursively), ``.txt`` image lists, or lists of either, as Ultralytics
+takes them. ``path`` is taken beside the YAML, else from the working folder, else the YAML's own folder. A YAML without ``masks_dir`` has
 YOLO polygon labels: Ultralytics rasterises those with an extra background class; read them as instances with
 ``yolo-seg:`` instead.
 """
@@ -29,11 +30,24 @@ def _root(data: dict, yaml_path: Path) -> Path:
     if not raw:
         return yaml_path.parent
     p = Path(str(raw)).expanduser()
-    for cand in ((p,) if p.is_absolute() else (yaml_path.parent / p, yaml_path.parent)):
+    for cand in ((p,) if p.is_absolute() else (yaml_path.parent / p, p, yaml_path.parent)):
         if cand.is_dir():
             return cand
     raise DataError(f"{yaml_path}: its path {raw!r} is not a folder (looked beside the YAML and in its folder)",
                     fix="write the dataset's root folder as path: (absolute, or relative to the YAML)")
+
+
+def _images(where: Path) -> list[Path]:
+    """The images of one split entry: a folder (searched recursively, as Ultralytics does) or a ``.txt`` list of
+    image paths (relative ones against the list's folder)."""
+    if where.suffix == ".txt":
+        if not where.is_file():
+            raise DataError(f"yolo-semantic: image list {where} not found")
+        lines = [ln.strip() for ln in where.read_text().splitlines() if ln.strip()]
+        return [Path(ln) if Path(ln).is_absolute() else where.parent / ln for ln in lines]
+    if not where.is_dir():
+        raise DataError(f"yolo-semantic: image folder {where} not found", fix="check the split's folder in the data.yaml")
+    return sorted(p for p in where.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 def _mapping(raw, nc: int, where: Path) -> np.ndarray:
@@ -74,28 +88,25 @@ class YoloSemantic(SegmentationDataset):
             raise DataError(f"{self.yaml_path} has no masks_dir: its labels are YOLO polygons",
                             fix="read them as instances with yolo-seg:, or add masks_dir: with single-channel PNG masks")
         rel = data.get(split)
-        if not isinstance(rel, str):
-            raise DataError(f"{self.yaml_path} has no {split!r} image folder" if rel is None else
-                            f"{self.yaml_path}: {split!r} must be one image folder",
-                            fix=f"add '{split}: images/{split}' or pick another --split")
-        images = _root(data, self.yaml_path) / rel
-        if "images" not in images.parts:
-            raise DataError(f"{self.yaml_path}: {images} has no 'images' folder for masks_dir to replace",
-                            fix="Ultralytics finds masks by replacing the 'images' path component with masks_dir")
-        at = len(images.parts) - 1 - images.parts[::-1].index("images")
-        masks = Path(*images.parts[:at], str(masks_dir), *images.parts[at + 1:])
-        for folder, what in ((images, "image"), (masks, "mask")):
-            if not folder.is_dir():
-                raise DataError(f"yolo-semantic: {what} folder {folder} not found", fix=f"check {self.yaml_path}")
+        if rel is None:
+            raise DataError(f"{self.yaml_path} has no {split!r} split", fix=f"add '{split}: images/{split}' or pick --split")
+        root = _root(data, self.yaml_path)
+        images = [img for part in (rel if isinstance(rel, (list, tuple)) else [rel]) for img in _images(root / str(part))]
         self.pairs, lonely = [], []
-        for img in sorted(p for p in images.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES):
-            mask = next((m for m in (masks / f"{img.stem}{s}" for s in MASK_SUFFIXES) if m.is_file()), None)
-            (lonely.append(img.name) if mask is None else self.pairs.append((img, mask)))
+        for img in images:
+            if "images" not in img.parts:
+                raise DataError(f"{self.yaml_path}: {img} has no 'images' folder for masks_dir to replace",
+                                fix="Ultralytics finds masks by replacing the 'images' path component with masks_dir")
+            at = len(img.parts) - 1 - img.parts[::-1].index("images")
+            stem = Path(*img.parts[:at], str(masks_dir), *img.parts[at + 1:]).with_suffix("")
+            mask = next((m for m in (stem.with_name(stem.name + s) for s in MASK_SUFFIXES) if m.is_file()), None)
+            (lonely.append(img) if mask is None else self.pairs.append((img, mask)))
         if lonely:
-            raise DataError(f"yolo-semantic: {len(lonely)} image(s) in {images} have no mask in {masks}, e.g. {lonely[0]}",
-                            fix="each image needs a mask of the same stem (abc.jpg -> abc.png)")
+            raise DataError(f"yolo-semantic: {len(lonely)} image(s) of {split!r} have no mask under {masks_dir}/, "
+                            f"e.g. {lonely[0]}", fix="each image needs a mask of the same stem (images/.../abc.jpg -> "
+                                                     f"{masks_dir}/.../abc.png)")
         if not self.pairs:
-            raise DataError(f"yolo-semantic: no images in {images}")
+            raise DataError(f"yolo-semantic: no images for {split!r} in {rel}")
         self.palette = default_palette(len(self.classes))
         self._lut = _mapping(data.get("label_mapping"), len(self.classes), self.yaml_path)
 

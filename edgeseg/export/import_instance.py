@@ -90,7 +90,8 @@ ULTRALYTICS_TASKS = {"semantic": "semantic", "segment": "instance"}
 def ultralytics_semantic(path) -> dict | None:
     """For an Ultralytics semantic segmentation export (YOLO26-sem: ``task`` metadata ``semantic``): its class
     names, network size and pre-processing (letterbox, centred, grey 114, RGB, /255, as its predictor does), as
-    ``{"names", "size", "input"}``; None for a file without Ultralytics' metadata (or one that cannot be read:
+    ``{"names", "size", "input"}`` (one name: a binary model, whose predictor labels the class where its one logit is
+    above 0, the rest background); None for a file without Ultralytics' metadata (or one that cannot be read:
     the import says why). An Ultralytics export of another task is refused with the task to import it as."""
     import onnx
 
@@ -98,7 +99,7 @@ def ultralytics_semantic(path) -> dict | None:
         meta = onnx_metadata(onnx.load(str(path), load_external_data=False))
     except Exception:  # noqa: BLE001 - unreadable files are the import's to report, with its own message
         return None
-    if not is_ultralytics(meta) or not meta.get("task"):
+    if not meta.get("author", "").lower().startswith("ultralytics") or not meta.get("task"):
         return None
     task = meta["task"]
     if task != "semantic":

@@ -336,10 +336,10 @@ def import_onnx(onnx_path: str | os.PathLike, out: str | os.PathLike, *, task: s
     if task != "semantic":
         raise UnsupportedError(f"import of {task!r} models is not supported yet",
                                fix="use --task semantic, instance or panoptic")
-    if classes is None or input_spec is None:  # an Ultralytics semantic export carries both
-        from .import_instance import ultralytics_semantic
+    from .import_instance import ultralytics_semantic
 
-        ultra = ultralytics_semantic(path)
+    ultra = ultralytics_semantic(path)
+    if classes is None or input_spec is None:  # an Ultralytics semantic export carries both
         if ultra is not None:
             classes = classes if classes is not None else ultra["names"]
             size = onnx_input_size(path, "NCHW") or ultra["size"]
@@ -352,6 +352,10 @@ def import_onnx(onnx_path: str | os.PathLike, out: str | os.PathLike, *, task: s
     from .import_query import detect_query_outputs, prepare, query_to_semantic, require_opset, semantic_size
 
     names = normalize_classes(classes, None, f"import of {path}")
+    binary = ultra is not None and len(names) == 1  # Ultralytics' predictor: the class where the logit is above 0
+    if binary:
+        names = ("background", *names)
+        palette = None  # the default palette for the two classes
     model, original_opset, opset, note, spec, in_name, session, feed = prepared(path, input_spec)
     outputs = session.run(None, {in_name: feed})
     query = detect_query_outputs({o.name: y for o, y in zip(session.get_outputs(), outputs)}, len(names), str(path))
@@ -371,6 +375,15 @@ def import_onnx(onnx_path: str | os.PathLike, out: str | os.PathLike, *, task: s
     else:
         pick = _main_output([o.name for o in session.get_outputs()], path)
         out_name = original_output = session.get_outputs()[pick].name
+        y = outputs[pick]
+        if binary and y.dtype.kind == "f" and y.ndim == 4 and y.shape[1] == 1:
+            # one logit: as two channels [-x, x] the argmax is the class exactly where x > 0 (ties: background)
+            from onnx import helper
+
+            neg, both = f"{out_name}_edgeseg_background", f"{out_name}_edgeseg_binary"
+            model.graph.node.extend([helper.make_node("Neg", [out_name], [neg], name="edgeseg_binary_neg"),
+                                     helper.make_node("Concat", [neg, out_name], [both], name="edgeseg_binary", axis=1)])
+            out_name, outputs[pick] = both, np.concatenate([-y, y], axis=1)
         kind, appended = _detect_output(outputs[pick], out_name, len(names), path)
         # a model ending in a Softmax gives probabilities: the decoder's confidence is then the chosen one itself
         producer = next((n for n in model.graph.node if out_name in n.output), None)

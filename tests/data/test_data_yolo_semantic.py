@@ -68,8 +68,26 @@ def test_mistakes_are_named(tmp_path):
     (tmp_path / "ds/masks/val/f1.png").unlink()
     with pytest.raises(DataError, match="1 image\\(s\\) .* have no mask"):
         open_dataset(f"yolo-semantic:{y}", split="val")
-    with pytest.raises(DataError, match="no 'test' image folder"):
+    with pytest.raises(DataError, match="has no 'test' split"):
         open_dataset(f"yolo-semantic:{y}", split="test")
     y.write_text(y.read_text().replace("23: 2", "23: road"))
     with pytest.raises(DataError, match="label_mapping 23: road"):
         open_dataset(f"yolo-semantic:{y}", split="train")
+
+
+def test_nested_folders_image_lists_and_lists_of_entries(tmp_path):
+    """(found by the review) Ultralytics searches a split's folder recursively and takes .txt image lists and lists of
+    entries: city subfolders were skipped silently."""
+    y = _make(tmp_path)
+    sub = tmp_path / "ds/images/val/ulm"
+    sub.mkdir()
+    (tmp_path / "ds/masks/val/ulm").mkdir()
+    cv2.imwrite(str(sub / "c0.jpg"), np.zeros((16, 24, 3), np.uint8))
+    cv2.imwrite(str(tmp_path / "ds/masks/val/ulm/c0.png"), np.full((16, 24), 7, np.uint8))
+    ds = open_dataset(f"yolo-semantic:{y}", split="val")
+    assert [s.name for s in ds] == ["f0", "f1", "c0"] and (ds[2].labels == 0).all()
+    (tmp_path / "ds/val.txt").write_text("./images/val/f1.jpg\n./images/val/ulm/c0.jpg\n")
+    y.write_text(y.read_text().replace("val: images/val", "val: val.txt").replace("train: images/train",
+                                                                                   "train: [images/train, val.txt]"))
+    assert [s.name for s in open_dataset(f"yolo-semantic:{y}", split="val")] == ["f1", "c0"]
+    assert len(open_dataset(f"yolo-semantic:{y}", split="train")) == 4

@@ -36,15 +36,23 @@ class _TinySem(torch.nn.Module):
         return y
 
 
-def _export(path, argmax=False, task="semantic"):
+class _Binary(torch.nn.Module):
+    """One logit per pixel (a one-class model): red minus the other channels."""
+
+    def forward(self, x):
+        return torch.nn.functional.avg_pool2d(2 * x[:, :1] - x[:, 1:].sum(1, keepdim=True), 4)
+
+
+def _export(path, argmax=False, task="semantic", binary=False):
     import onnx
 
-    torch.onnx.export(_TinySem(argmax).eval(), torch.zeros(1, 3, H, W), str(path), input_names=["images"],
+    net = _Binary() if binary else _TinySem(argmax)
+    torch.onnx.export(net.eval(), torch.zeros(1, 3, H, W), str(path), input_names=["images"],
                       output_names=["output0"], opset_version=17, dynamo=False)
     m = onnx.load(str(path))
     meta = {"description": "Ultralytics YOLO26n-sem model trained on cityscapes.yaml", "author": "Ultralytics",
             "version": "8.4.1", "task": task, "stride": "32", "batch": "1", "imgsz": f"[{H}, {W}]",
-            "names": str(dict(enumerate(NAMES))), "channels": "3"}
+            "names": str({0: "crack"} if binary else dict(enumerate(NAMES))), "channels": "3"}
     for k, v in meta.items():
         p = m.metadata_props.add()
         p.key, p.value = k, v
@@ -139,3 +147,44 @@ def test_options_replace_single_fields_and_other_ultralytics_tasks_are_named(tmp
         from edgeseg.export import import_onnx
 
         import_onnx(_export(tmp_path / "pose.onnx", task="pose"), tmp_path / "p.edgeseg", classes=None, input_spec=None)
+
+
+def test_a_one_class_model_is_background_and_its_class_where_the_logit_is_above_zero(tmp_path):
+    """(found by the review) Ultralytics' predictor labels a one-channel model's class where its logit is above 0
+    (``pred.gt(0)``) and its validator counts background and the class: such a model was refused."""
+    import onnxruntime as ort
+
+    import edgeseg
+    from edgeseg.data.synthetic import SceneGenerator
+
+    src = _export(tmp_path / "bin.onnx", binary=True)
+    b = edgeseg.export.import_onnx(src, tmp_path / "bin.edgeseg", classes=None, input_spec=None)
+    assert b.manifest.classes == ("background", "crack")
+    rgb = SceneGenerator(ImageShape(300, 400), seed=3).render(0).image
+    from instance_ref import letterbox
+
+    canvas, _, _ = letterbox(rgb, (H, W))
+    x = (torch.from_numpy(canvas).permute(2, 0, 1)[None].float() / 255.0).numpy()
+    logit = ort.InferenceSession(str(src), providers=["CPUExecutionProvider"]).run(None, {"images": x})[0]
+    ours = edgeseg.load(b, backend="onnxruntime", precision="fp32", threads=1)(canvas).labels  # the letterboxed frame
+    ref = torch.nn.functional.interpolate(torch.from_numpy(logit), (H, W), mode="bilinear")[0, 0].gt(0).numpy()
+    assert 0.05 < ref.mean() < 0.95 and np.mean(ours == ref) > 0.995
+
+
+def test_hugging_face_files_beside_an_ultralytics_export_do_not_replace_its_conventions(tmp_path):
+    """(found by the review) a config.json and preprocessor_config.json lying in the same folder gave the
+    Ultralytics model ImageNet normalisation under its letterbox."""
+    import json
+
+    from edgeseg.bundle import Bundle
+    from edgeseg.cli import main
+
+    src = _export(tmp_path / "m.onnx")
+    (tmp_path / "config.json").write_text(json.dumps({"id2label": {"0": "a", "1": "b", "2": "c"}}))
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps({"image_mean": [0.485, 0.456, 0.406],
+                                                                    "image_std": [0.229, 0.224, 0.225],
+                                                                    "rescale_factor": 1 / 255, "do_normalize": True}))
+    assert main(["import", str(src), "--out", str(tmp_path / "o.edgeseg")]) == 0
+    m = Bundle.open(tmp_path / "o.edgeseg").manifest
+    assert m.classes == NAMES and (m.input.mean, m.input.std, m.input.resize) == ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0),
+                                                                                  "letterbox")
