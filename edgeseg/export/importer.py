@@ -352,12 +352,10 @@ def import_onnx(onnx_path: str | os.PathLike, out: str | os.PathLike, *, task: s
     from .import_query import detect_query_outputs, prepare, query_to_semantic, require_opset, semantic_size
 
     names = normalize_classes(classes, None, f"import of {path}")
-    binary = ultra is not None and len(names) == 1  # Ultralytics' predictor: the class where the logit is above 0
-    if binary:
-        names = ("background", *names)
-        palette = None  # the default palette for the two classes
     model, original_opset, opset, note, spec, in_name, session, feed = prepared(path, input_spec)
     outputs = session.run(None, {in_name: feed})
+    if ultra is not None and len(names) == 1:  # a one-class model: Ultralytics' predictor labels background and the class
+        names, palette = ("background", *names), None
     query = detect_query_outputs({o.name: y for o, y in zip(session.get_outputs(), outputs)}, len(names), str(path))
     probabilities = False
     if query is not None:  # MaskFormer / Mask2Former: their semantic inference appended (import_query)
@@ -376,7 +374,7 @@ def import_onnx(onnx_path: str | os.PathLike, out: str | os.PathLike, *, task: s
         pick = _main_output([o.name for o in session.get_outputs()], path)
         out_name = original_output = session.get_outputs()[pick].name
         y = outputs[pick]
-        if binary and y.dtype.kind == "f" and y.ndim == 4 and y.shape[1] == 1:
+        if ultra is not None and len(names) == 2 and y.dtype.kind == "f" and y.ndim == 4 and y.shape[1] == 1:
             # one logit: as two channels [-x, x] the argmax is the class exactly where x > 0 (ties: background)
             from onnx import helper
 

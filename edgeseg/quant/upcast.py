@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..export.graph import HALF_TYPES
+
 _FLOAT = 1
 #: node attributes that hold an element type (``RandomNormal``, ``EyeLike``, ``Cast``, ...)
 _TYPE_ATTRS = ("to", "dtype")

@@ -127,7 +127,9 @@ def test_ultralytics_semantic_export_imports_with_no_options_and_decodes_as_its_
         border = _near_border(ref, cell)
         assert np.mean(ours == ref) > 0.98 and (ours == ref)[~border].all(), seed
     # the Python API takes the same defaults
-    api = edgeseg.export.import_onnx(src, tmp_path / "api.edgeseg", classes=None, input_spec=None)
+    from edgeseg.export import import_onnx
+
+    api = import_onnx(src, tmp_path / "api.edgeseg", classes=None, input_spec=None)
     assert api.manifest.input == m.input and api.manifest.classes == NAMES
 
 
@@ -157,8 +159,10 @@ def test_a_one_class_model_is_background_and_its_class_where_the_logit_is_above_
     import edgeseg
     from edgeseg.data.synthetic import SceneGenerator
 
+    from edgeseg.export import import_onnx
+
     src = _export(tmp_path / "bin.onnx", binary=True)
-    b = edgeseg.export.import_onnx(src, tmp_path / "bin.edgeseg", classes=None, input_spec=None)
+    b = import_onnx(src, tmp_path / "bin.edgeseg", classes=None, input_spec=None)
     assert b.manifest.classes == ("background", "crack")
     rgb = SceneGenerator(ImageShape(300, 400), seed=3).render(0).image
     from instance_ref import letterbox
@@ -169,6 +173,9 @@ def test_a_one_class_model_is_background_and_its_class_where_the_logit_is_above_
     ours = edgeseg.load(b, backend="onnxruntime", precision="fp32", threads=1)(canvas).labels  # the letterboxed frame
     ref = torch.nn.functional.interpolate(torch.from_numpy(logit), (H, W), mode="bilinear")[0, 0].gt(0).numpy()
     assert 0.05 < ref.mean() < 0.95 and np.mean(ours == ref) > 0.995
+    named = import_onnx(src, tmp_path / "named.edgeseg", classes=("road", "crack"), input_spec=None)
+    assert named.manifest.classes == ("road", "crack")  # two names given: the same two channels
+    assert (edgeseg.load(named, backend="onnxruntime", precision="fp32", threads=1)(canvas).labels == ours).all()
 
 
 def test_hugging_face_files_beside_an_ultralytics_export_do_not_replace_its_conventions(tmp_path):
