@@ -195,3 +195,41 @@ def test_hugging_face_files_beside_an_ultralytics_export_do_not_replace_its_conv
     m = Bundle.open(tmp_path / "o.edgeseg").manifest
     assert m.classes == NAMES and (m.input.mean, m.input.std, m.input.resize) == ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0),
                                                                                   "letterbox")
+
+
+def test_three_commands_on_an_ultralytics_semantic_model_and_its_dataset(tmp_path, capsys):
+    """Import (no options), INT8 gated by mIoU on an Ultralytics semantic dataset (``yolo-semantic:``), then predict:
+    the path a YOLO26-sem user takes. The dataset's masks are the float model's own labels by Ultralytics' steps
+    (edgeseg's differ at class borders only, so its FP32 mIoU is about 97) and the gate compares INT8 with it."""
+    import json
+
+    import cv2
+    import onnxruntime as ort
+
+    from edgeseg.cli import main
+    from edgeseg.data.synthetic import SceneGenerator
+
+    src = _export(tmp_path / "yolo26n-sem.onnx")
+    session = ort.InferenceSession(str(src), providers=["CPUExecutionProvider"])
+    ds = tmp_path / "ds"
+    for split in ("train", "val"):
+        (ds / "images" / split).mkdir(parents=True)
+        (ds / "masks" / split).mkdir(parents=True)
+        for k in range(6):
+            rgb = SceneGenerator(ImageShape(240, 320), seed=100 * (split == "val") + k).render(0).image
+            cv2.imwrite(str(ds / "images" / split / f"{k}.png"), rgb[..., ::-1])
+            cv2.imwrite(str(ds / "masks" / split / f"{k}.png"), _reference(session, rgb).astype(np.uint8))
+    (ds / "data.yaml").write_text("path: .\ntrain: images/train\nval: images/val\nmasks_dir: masks\n"
+                                  "names:\n  0: road\n  1: car\n  2: sky\n")
+    bundle = tmp_path / "sem.edgeseg"
+    assert main(["import", str(src), "--out", str(bundle)]) == 0
+    report = tmp_path / "q.json"
+    assert main(["quantize", str(bundle), "--calib", str(ds / "images" / "train"), "--target", "cpu", "--eval",
+                 f"yolo-semantic:{ds / 'data.yaml'}", "--max-drop", "1.0", "--no-progress", "--json", str(report)]) == 0
+    q = json.loads(report.read_text())
+    assert q["metric"] == "mIoU" and q["fp32"] > 95 and q["fp32"] - q["int8"] <= 1.0
+    out = tmp_path / "pred.json"
+    assert main(["predict", str(bundle), str(ds / "images" / "val" / "0.png"), "--precision", "int8", "--backend",
+                 "onnxruntime", "--json", str(out)]) == 0
+    got = json.loads(out.read_text())["images"][0]
+    assert got["image"].endswith("0.png") and sum(got["class_pixels"].values()) == 320 * 240
