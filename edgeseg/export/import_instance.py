@@ -90,7 +90,7 @@ ULTRALYTICS_TASKS = {"semantic": "semantic", "segment": "instance"}
 def ultralytics_semantic(path) -> dict | None:
     """For an Ultralytics semantic segmentation export (YOLO26-sem: ``task`` metadata ``semantic``): its class
     names, network size and pre-processing (letterbox, centred, grey 114, RGB, /255, as its predictor does), as
-    ``{"names", "size", "input"}`` (one name: a binary model, whose predictor labels the class where its one logit is
+    ``{"names", "size", "input", "exporter"}`` (one name: a binary model, whose predictor labels the class where its one logit is
     above 0, the rest background); None for a file without Ultralytics' metadata (or one that cannot be read:
     the import says why). An Ultralytics export of another task is refused with the task to import it as."""
     import onnx
@@ -106,7 +106,8 @@ def ultralytics_semantic(path) -> dict | None:
         fix = (f"import it with --task {ULTRALYTICS_TASKS[task]}" if task in ULTRALYTICS_TASKS else
                "edgeseg imports Ultralytics' segment (instance) and semantic models")
         raise InputError(f"{path} is an Ultralytics {task} model, not a semantic segmentation one", fix=fix)
-    return {"names": ultralytics_names(meta), "size": ultralytics_imgsz(meta), "input": dict(ULTRALYTICS_INPUT)}
+    return {"names": ultralytics_names(meta), "size": ultralytics_imgsz(meta), "input": dict(ULTRALYTICS_INPUT),
+            "exporter": {k: meta[k] for k in ("author", "version", "task", "imgsz", "stride") if k in meta}}
 
 
 def anchor_count(size: ImageShape, strides: Sequence[int] = (8, 16, 32), per_cell: int = 1) -> int:

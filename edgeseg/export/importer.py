@@ -399,6 +399,7 @@ def import_onnx(onnx_path: str | os.PathLike, out: str | os.PathLike, *, task: s
         decoder=SemanticOptions(scores="probabilities").to_dict() if query is not None or probabilities else {},
         provenance={"source": "onnx", "file": path.name, "original_opset": original_opset, "opset": opset,
                     "original_input": in_name, "original_output": original_output,
+                    **({"exporter": ultra["exporter"]} if ultra is not None else {}),
                     "producer": f"{model.producer_name} {model.producer_version}".strip()},
     )
     return write_imported(model, out, manifest, opset, {"smoke": smoke, "opset_note": note,

@@ -111,6 +111,8 @@ def test_ultralytics_semantic_export_imports_with_no_options_and_decodes_as_its_
     b = Bundle.open(tmp_path / "sem.edgeseg")
     m = b.manifest
     assert m.classes == NAMES and m.input.size == ImageShape(H, W)
+    assert m.provenance["exporter"] == {"author": "Ultralytics", "version": "8.4.1", "task": "semantic",
+                                        "imgsz": f"[{H}, {W}]", "stride": "32"}  # which export the bundle came from
     assert (m.input.resize, m.input.pad_value, m.input.scale, m.input.mean, m.input.std, m.input.color) == \
         ("letterbox", 114, 1 / 255, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), "RGB")
     session = ort.InferenceSession(str(src), providers=["CPUExecutionProvider"])
