@@ -23,7 +23,7 @@ import numpy as np
 from ..errors import DataError
 from ..structures import CAMVID_CLASSES, CAMVID_PALETTE
 from .base import DATASETS, IGNORE, Sample, SegmentationDataset, check_options, keep_cities
-from .cityscapes_camvid import CITYSCAPES_TO_CAMVID
+from .cityscapes_camvid import camvid_lut
 from .io import read_image, read_label
 
 #: Cityscapes label id -> training id (the 19 evaluated classes); every other id (0-6, 9, 10, 14-16, 18, 29, 30)
@@ -52,10 +52,8 @@ def _lut(from_ids: bool, classes: str) -> np.ndarray:
         lut[:len(CITYSCAPES_CLASSES)] = np.arange(len(CITYSCAPES_CLASSES))
     if classes == "camvid":
         to_camvid = np.full(256, IGNORE, np.uint8)
-        for k, name in enumerate(CITYSCAPES_CLASSES):
-            target = CITYSCAPES_TO_CAMVID.get(name)
-            if target is not None:
-                to_camvid[k] = CAMVID_CLASSES.index(target)
+        for train_id, camvid in camvid_lut(dict(enumerate(CITYSCAPES_CLASSES))).items():
+            to_camvid[train_id] = camvid
         lut = to_camvid[lut]
     return lut
 

@@ -41,10 +41,11 @@ CITYSCAPES_TO_CAMVID: dict[str, str | None] = {
 
 
 def camvid_lut(categories: dict) -> dict[int, int]:
-    """Category id -> CamVid class index for the categories of a panoptic JSON (void ones left out)."""
+    """Category id -> CamVid class index for the categories of a panoptic JSON, or for ids mapped to Cityscapes
+    class names (``cityscapes:``'s training ids), void ones left out."""
     out = {}
     for cid, cat in categories.items():
-        target = CITYSCAPES_TO_CAMVID.get(cat.name)
+        target = CITYSCAPES_TO_CAMVID.get(getattr(cat, "name", cat))
         if target is not None:
             out[int(cid)] = CAMVID_CLASSES.index(target)
     return out

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import functools
 import logging
 import os
 from collections.abc import Sequence
@@ -87,19 +88,34 @@ def is_ultralytics(meta: dict[str, str]) -> bool:
 ULTRALYTICS_TASKS = {"semantic": "semantic", "segment": "instance"}
 
 
+def _file_metadata(path: str) -> dict[str, str] | None:
+    """An ONNX file's metadata, parsed once per file version (the CLI and the import both ask; a large export takes
+    a second to parse); None when the file cannot be read (the import reports that with its own message)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return _metadata_of(path, st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=8)
+def _metadata_of(path: str, mtime_ns: int, size: int) -> dict[str, str] | None:
+    import onnx
+
+    try:
+        return onnx_metadata(onnx.load(path, load_external_data=False))
+    except Exception:  # noqa: BLE001 - unreadable files are the import's to report, with its own message
+        return None
+
+
 def ultralytics_semantic(path) -> dict | None:
     """For an Ultralytics semantic segmentation export (YOLO26-sem: ``task`` metadata ``semantic``): its class
     names, network size and pre-processing (letterbox, centred, grey 114, RGB, /255, as its predictor does), as
     ``{"names", "size", "input", "exporter"}`` (one name: a binary model, whose predictor labels the class where its one logit is
     above 0, the rest background); None for a file without Ultralytics' metadata (or one that cannot be read:
     the import says why). An Ultralytics export of another task is refused with the task to import it as."""
-    import onnx
-
-    try:
-        meta = onnx_metadata(onnx.load(str(path), load_external_data=False))
-    except Exception:  # noqa: BLE001 - unreadable files are the import's to report, with its own message
-        return None
-    if not meta.get("author", "").lower().startswith("ultralytics") or not meta.get("task"):
+    meta = _file_metadata(str(path))
+    if meta is None or not meta.get("author", "").lower().startswith("ultralytics") or not meta.get("task"):
         return None
     task = meta["task"]
     if task != "semantic":
