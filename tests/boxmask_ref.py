@@ -104,8 +104,9 @@ def reference(session, image: np.ndarray, form: str, size: tuple[int, int] | Non
               max_det: int = 100, letterbox: bool = False) -> dict[str, np.ndarray]:
     """Detections of a ``form`` export on ``image`` (RGB uint8) as MMDetection / torchvision users
     decode them: ``size`` the static network size ``(h, w)``, the image resized to it (``letterbox``:
-    keeping its aspect ratio, centred, zero padding), boxes mapped back by the scale factor (and the
-    padding), whole-input masks cut to the image's part and resized to it; None feeds the image as it
+    keeping its aspect ratio, sizes rounded half up, the image at the top-left corner and the mean pixel
+    below and to the right, as their batching pads with 0 after normalising), boxes mapped back by the
+    scale factor, whole-input masks cut to the image's part and resized to it; None feeds the image as it
     is (torchvision's dynamic exports). Classes as the model gives them."""
     import cv2
 
@@ -115,9 +116,8 @@ def reference(session, image: np.ndarray, form: str, size: tuple[int, int] | Non
     ch, cw = h, w  # the part of the network input the image covers
     if letterbox and (h, w) != (ih, iw):
         r = min(h / ih, w / iw)
-        ch, cw = max(1, round(ih * r)), max(1, round(iw * r))
-        top, left = (h - ch) // 2, (w - cw) // 2
-        resized = np.full((h, w, 3), 114 if form == "detectron2" else 0, np.uint8)
+        ch, cw = min(h, int(ih * r + 0.5)), min(w, int(iw * r + 0.5))  # MMCV's rescale_size, Detectron2's resize
+        resized = np.full((h, w, 3), (124, 116, 104), np.uint8)  # RGB mean pixel: 0 once normalised
         resized[top:top + ch, left:left + cw] = cv2.resize(image, (cw, ch), interpolation=cv2.INTER_LINEAR)
     else:
         resized = image if (h, w) == (ih, iw) else cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR)

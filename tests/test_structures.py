@@ -82,6 +82,61 @@ def test_preprocess_letterbox_geometry_and_padding():
     assert np.all(x[0, :, :2] == 0) and np.all(x[0, :, 6:] == 0) and np.all(x[0, :, 2:6] == 200)
 
 
+def _mmdeploy_letterbox(img: np.ndarray, h: int, w: int, pad) -> np.ndarray:
+    """MMDeploy's SDK ``Resize`` (``keep_ratio``: MMCV's long/short edge rule, ``int(x * scale + 0.5)``) then
+    ``Pad`` to ``[h, w]`` (``padding = {0, 0, w - width, h - height}``: below and to the right), as its
+    ``resize.cpp`` and ``pad.cpp`` do, for a frame whose long side lies along the canvas's."""
+    import cv2
+
+    ih, iw = img.shape[:2]
+    long_edge, short_edge = max(h, w), min(h, w)
+    s = min(long_edge / max(ih, iw), short_edge / min(ih, iw))
+    dh, dw = int(ih * s + 0.5), int(iw * s + 0.5)
+    out = np.empty((h, w, 3), np.uint8)
+    out[...] = pad
+    out[:dh, :dw] = cv2.resize(img, (dw, dh), interpolation=cv2.INTER_LINEAR)
+    return out
+
+
+@pytest.mark.parametrize("hw", [(1080, 1920), (375, 500), (333, 1000), (480, 640), (101, 303)])
+def test_preprocess_top_left_letterbox_is_mmdeploys(hw):
+    """``anchor="top-left"``: the image where MMDetection's and MMDeploy's ``Pad`` leaves it, sized as their
+    ``Resize`` sizes it (rounded half up: 333x1000 into 640x640 is 213.12 -> 213; 101x303 is 213.33),
+    the padding the given RGB levels."""
+    rng = np.random.default_rng(1)
+    img = rng.integers(0, 256, (*hw, 3), np.uint8)
+    for net in ((640, 640), (512, 1024)):
+        spec = InputSpec(size=ImageShape(*net), resize="letterbox", anchor="top-left", pad_value=(124, 116, 104),
+                         color="RGB", dtype="uint8", layout="NHWC")
+        x, meta = spec.preprocess(img)
+        ref = _mmdeploy_letterbox(img, *net, (124, 116, 104))
+        assert np.array_equal(x[0], ref), (hw, net)
+        assert (meta.pad_top, meta.pad_left) == (0, 0)
+        assert ref[meta.content.height:, :].size == 0 or (ref[meta.content.height:, :] == (124, 116, 104)).all()
+    # the half-up rounding differs from the centred letterbox's half-to-even: 2.5 -> 3 against 2
+    spec = InputSpec(size=ImageShape(8, 8), resize="letterbox", anchor="top-left", mean=(0, 0, 0), std=(1, 1, 1))
+    centred = InputSpec(size=ImageShape(8, 8), resize="letterbox", mean=(0, 0, 0), std=(1, 1, 1))
+    tall = ImageShape(16, 5)  # scale 0.5: 2.5 columns
+    assert spec.letterbox_box(tall, ImageShape(8, 8)) == (ImageShape(8, 3), 0, 0)
+    assert centred.letterbox_box(tall, ImageShape(8, 8)) == (ImageShape(8, 2), 0, 3)
+
+
+def test_letterbox_anchor_and_pad_value_round_trip_and_validation():
+    spec = InputSpec(size=ImageShape(64, 64), resize="letterbox", anchor="top-left", pad_value=[124, 116, 104])
+    assert spec.pad_value == (124, 116, 104)
+    d = spec.to_dict()
+    assert d["anchor"] == "top-left" and d["pad_value"] == [124, 116, 104]
+    assert InputSpec.from_dict(d) == spec
+    plain = InputSpec(size=ImageShape(64, 64), resize="letterbox", pad_value=(114, 114, 114))
+    assert "anchor" not in plain.to_dict() and plain.pad_value == 114  # a manifest older readers read unchanged
+    assert InputSpec.from_dict({**plain.to_dict()}).anchor == "center"
+    for bad in ((1, 2), 256, -1, 1.5, "grey", (0, 0, 300)):
+        with pytest.raises(InputError, match="pad value"):
+            InputSpec(size_rule="any", pad_value=bad)
+    with pytest.raises(InputError, match="anchor must be center or top-left"):
+        InputSpec(size_rule="any", anchor="bottom")
+
+
 def test_preprocess_multiple_rule_rounds_to_multiple():
     spec = InputSpec(size_rule="multiple", multiple=32)
     assert spec.network_shape(ImageShape(360, 480)) == ImageShape(352, 480)

@@ -95,8 +95,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     pre.add_argument("--resize", default=None, choices=["resize", "letterbox"],
                    help="how images reach the network size (default: resize; instance imports: the exporter's, "
                         "letterbox for Ultralytics models, resize for YOLACT, MMDeploy and torchvision ones)")
-    pre.add_argument("--pad-value", type=int, default=None,
-                   help="letterbox padding grey level (default 0; Ultralytics models: 114)")
+    pre.add_argument("--pad-value", default=None,
+                   help="letterbox padding: a grey level, or R,G,B levels (default 0; Ultralytics and RTMDet models: 114; "
+                        "MMDetection, Detectron2 and torchvision ones: the mean pixel 124,116,104)")
+    pre.add_argument("--anchor", default=None, choices=["center", "top-left"],
+                   help="where a letterboxed image sits: center (Ultralytics, the default) or top-left, padded below and "
+                        "to the right (MMDetection, MMSegmentation, MMDeploy, Detectron2, transformers)")
     pre.add_argument("--size", default=None, help="network input size WxH (default: the model's fixed size)")
     p.add_argument("--name", default=None, help="bundle name (default: from --out)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing bundle at --out")
@@ -120,6 +124,22 @@ def _names(value: str, list_only: bool = False) -> tuple[tuple[str, ...], object
             raise InputError(f"class names {value!r}: an empty name", fix="e.g. --names car,person,bicycle")
         return names, None
     return read_classes(value)
+
+
+def _pad(text: str | None) -> int | tuple[int, ...] | None:
+    """``--pad-value``: ``114`` or ``124,116,104`` (range checked by :class:`InputSpec`)."""
+    from ..errors import InputError
+
+    if text is None:
+        return None
+    try:
+        vals = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        vals = ()
+    if len(vals) not in (1, 3):
+        raise InputError(f"--pad-value needs a grey level or three comma-separated levels, got {text!r}",
+                         fix="e.g. --pad-value 114 or --pad-value 124,116,104")
+    return vals[0] if len(vals) == 1 else vals
 
 
 def _triple(text: str, what: str) -> tuple[float, float, float]:
@@ -192,7 +212,8 @@ def run(args: argparse.Namespace) -> int:
         (int(args.classes), None) if args.classes.isdigit() else _names(args.classes))
     norm = {k: _triple(v, k) for k, v in (("mean", args.mean), ("std", args.std)) if v is not None}
     given_norm = set(norm)  # the uint8 warning names what the command line gave
-    explicit = {k: v for k, v in (("scale", args.scale), ("resize", args.resize), ("pad_value", args.pad_value)) if v is not None}
+    explicit = {k: v for k, v in (("scale", args.scale), ("resize", args.resize), ("pad_value", _pad(args.pad_value)),
+                                  ("anchor", args.anchor)) if v is not None}
     fixed = None if instance or args.size else onnx_input_size(args.onnx, args.layout or "NCHW")
     from_hf = {k: v for k, v in (hf.input if hf is not None else {}).items()
                if k not in given_input and not (k == "size" and fixed is not None)}  # a fixed size wins
@@ -215,7 +236,7 @@ def run(args: argparse.Namespace) -> int:
             applied = {k: v for k, v in ultra["input"].items()
                        if k not in norm and k not in explicit and not (k == "color" and args.color)}
             norm.update({k: v for k, v in applied.items() if k in ("mean", "std")})
-            explicit.update({k: v for k, v in applied.items() if k in ("scale", "resize", "pad_value")})
+            explicit.update({k: v for k, v in applied.items() if k in ("scale", "resize", "pad_value", "anchor")})
             args.color = args.color or applied.get("color")
             found = ([f"{len(classes)} class names"] if ultra["names"] and classes == ultra["names"] else []) + \
                 ([f"size {ultra['size']}"] if ultra["size"] and not args.size and fixed is None else [])

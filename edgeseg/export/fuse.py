@@ -58,11 +58,12 @@ def _check_geometry(sem: InputSpec, inst: InputSpec) -> bool:
     """True when the semantic branch needs an in-graph resize from the instance model's size to its own."""
     if sem.size_rule != "fixed" or inst.size_rule != "fixed":
         raise InputError("fusing needs fixed-size models", fix="export both models with --size WxH")
-    if sem.size == inst.size and sem.resize == inst.resize:
+    if sem.size == inst.size and sem.resize == inst.resize and (sem.resize == "resize" or sem.anchor == inst.anchor):
         return False
     if sem.resize == inst.resize == "resize":
         return True
-    raise InputError(f"the semantic model takes {sem.size} ({sem.resize}) and the instance model {inst.size} ({inst.resize}): "
+    how = {m: f"{m.resize}{', ' + m.anchor if m.resize == 'letterbox' else ''}" for m in (sem, inst)}
+    raise InputError(f"the semantic model takes {sem.size} ({how[sem]}) and the instance model {inst.size} ({how[inst]}): "
                      "a letterboxed model fuses only with a model of the same size and geometry",
                      fix=f"export the semantic model at the instance model's size (--size {inst.size.width}x{inst.size.height})")
 

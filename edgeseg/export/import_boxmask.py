@@ -41,19 +41,25 @@ from ..errors import ExportError
 from ..structures import ImageShape
 from .graph import Appender, rename_tensor
 
+#: The ImageNet mean pixel (RGB, 0-255, rounded): what padding with 0 after normalising (MMDetection's and
+#: torchvision's batching, Detectron2's ``ImageList``) holds before it.
+MEAN_PIXEL = (124, 116, 104)
 #: MMDetection's pre-processing (its detectors' ``data_preprocessor``): RGB, ImageNet mean and std in
 #: 0-255 units. MMDeploy's static-shape exports resize to the input size without keeping the aspect
-#: ratio (its ``Resize`` gets ``keep_ratio=False`` for them), which ``resize`` reproduces.
-MMDET_INPUT = dict(resize="resize", pad_value=0, color="RGB", mean=(123.675, 116.28, 103.53), std=(58.395, 57.12, 57.375),
-                   scale=1.0)
+#: ratio (its ``Resize`` gets ``keep_ratio=False`` for them), which ``resize`` reproduces; a dynamic one
+#: keeps it and pads the bottom and right after normalising (``top-left``, the mean pixel).
+MMDET_INPUT = dict(resize="resize", pad_value=MEAN_PIXEL, anchor="top-left", color="RGB", mean=(123.675, 116.28, 103.53),
+                   std=(58.395, 57.12, 57.375), scale=1.0)
 #: Detectron2's tracing exports (``tools/deploy/export_model.py --export-method tracing --format onnx``) take
 #: one ``[3, H, W]`` float image in 0-255, BGR (``cfg.INPUT.FORMAT``), normalise it inside the graph, and
-#: expect the shortest-edge resize done outside: letterboxed here, padded with a grey near the mean pixel.
-DETECTRON2_INPUT = dict(resize="letterbox", pad_value=114, color="BGR", mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0),
-                        scale=1.0)
-#: torchvision's detection models normalise and resize inside the graph: they take RGB in 0..1.
-TORCHVISION_INPUT = dict(resize="resize", pad_value=0, color="RGB", mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0),
-                         scale=1.0 / 255.0)
+#: expect the shortest-edge resize done outside: letterboxed here as its ``ImageList`` pads (bottom and
+#: right, 0 after normalising: the mean pixel before).
+DETECTRON2_INPUT = dict(resize="letterbox", pad_value=MEAN_PIXEL, anchor="top-left", color="BGR", mean=(0.0, 0.0, 0.0),
+                        std=(1.0, 1.0, 1.0), scale=1.0)
+#: torchvision's detection models normalise and resize inside the graph: they take RGB in 0..1 (letterboxed
+#: to a fixed export size as their own batching pads: bottom and right, the mean pixel).
+TORCHVISION_INPUT = dict(resize="resize", pad_value=MEAN_PIXEL, anchor="top-left", color="RGB", mean=(0.0, 0.0, 0.0),
+                         std=(1.0, 1.0, 1.0), scale=1.0 / 255.0)
 
 #: Class names that name no class: the background torchvision's detectors count as label 0 and the ``N/A``
 #: gaps of their 91-entry COCO list (lower case).
@@ -177,9 +183,8 @@ def whole_input_masks(hw: tuple[int, int], net: ImageShape, roi_align: bool | No
 
 
 #: RTMDet-Ins (MMDetection's ``configs/rtmdet``): BGR in (``bgr_to_rgb=False``), the mean and std in BGR
-#: order, keep-ratio resize and padding with 114. MMDetection pads bottom-right; edgeseg's letterbox
-#: centres the image (the same scale, shifted; boxes and masks map back exactly either way).
-RTMDET_INPUT = dict(resize="letterbox", pad_value=114, color="BGR", mean=(103.53, 116.28, 123.675),
+#: order, keep-ratio resize and its ``Pad`` with 114 at the bottom and right (``top-left``).
+RTMDET_INPUT = dict(resize="letterbox", pad_value=114, anchor="top-left", color="BGR", mean=(103.53, 116.28, 123.675),
                     std=(57.375, 57.12, 58.395), scale=1.0)
 
 _MMDEPLOY_OP_FIXES = {
@@ -302,5 +307,5 @@ def batch_image_input(model) -> str | None:
     return original
 
 
-__all__ = ["BoxMaskOutputs", "DETECTRON2_INPUT", "MMDET_INPUT", "PLACEHOLDER_CLASSES", "RTMDET_INPUT", "TORCHVISION_INPUT", "batch_image_input",
+__all__ = ["BoxMaskOutputs", "DETECTRON2_INPUT", "MEAN_PIXEL", "MMDET_INPUT", "PLACEHOLDER_CLASSES", "RTMDET_INPUT", "TORCHVISION_INPUT", "batch_image_input",
            "boxmask_to_layout", "detect_boxmask_layout", "mmdeploy_ops_error", "whole_input_masks"]

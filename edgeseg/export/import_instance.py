@@ -44,7 +44,7 @@ from .import_yolact import YOLACT_INPUT, detect_yolact_layout, yolact_to_prototy
 log = logging.getLogger(__name__)
 
 #: Ultralytics' pre-processing: letterbox (centred, grey 114), RGB, pixel / 255.
-ULTRALYTICS_INPUT = dict(resize="letterbox", pad_value=114, color="RGB", mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0),
+ULTRALYTICS_INPUT = dict(resize="letterbox", pad_value=114, anchor="center", color="RGB", mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0),
                          scale=1.0 / 255.0)
 
 
@@ -228,7 +228,7 @@ def _assumed(path: Path, what: str, whose: str, spec: InputSpec, given: dict, hi
     if told:
         log.warning("%s: %s; assuming %s's pre-processing (%s%s, %s, mean %s, std %s, scale %g) - pass --preprocess "
                     "NAME (%s) or %s to override%s", path, what, whose, spec.resize,
-                    f" {spec.pad_value}" if spec.resize == "letterbox" else "", spec.color,
+                    f" {spec.pad_value}, {spec.anchor}" if spec.resize == "letterbox" else "", spec.color,
                     ",".join(f"{v:g}" for v in spec.mean), ",".join(f"{v:g}" for v in spec.std), spec.scale,
                     ", ".join(PREPROCESS), ", ".join(told), hint)
 

@@ -55,8 +55,8 @@ log = logging.getLogger(__name__)
 #: Detectron2's 0-255 values being the same), the frame resized to the export's fixed size: what transformers'
 #: processor does with a ``{"height", "width"}`` size. Detectron2 and a ``shortest_edge`` processor keep the
 #: aspect ratio and pad the bottom and right after normalising: export at the frames' aspect, or pass
-#: ``--resize letterbox`` (edgeseg's letterbox is centred).
-QUERY_INPUT = dict(resize="resize", pad_value=0, color="RGB", mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
+#: ``--resize letterbox``, which pads as they do (``top-left``, the mean pixel).
+QUERY_INPUT = dict(resize="resize", pad_value=(124, 116, 104), anchor="top-left", color="RGB", mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
                    scale=1.0 / 255.0)
 _CLASS_HINTS = ("class", "logit", "cls")
 _MASK_HINTS = ("mask",)

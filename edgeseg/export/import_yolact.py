@@ -32,7 +32,7 @@ from ..errors import ExportError
 from ..structures import ImageShape
 
 #: YOLACT's FastBaseTransform: resize (aspect ratio not kept), RGB, (pixel - mean) / std.
-YOLACT_INPUT = dict(resize="resize", pad_value=0, color="RGB", mean=(123.68, 116.78, 103.94), std=(58.40, 57.12, 57.38),
+YOLACT_INPUT = dict(resize="resize", pad_value=0, anchor="center", color="RGB", mean=(123.68, 116.78, 103.94), std=(58.40, 57.12, 57.38),
                     scale=1.0)
 VARIANCES = (0.1, 0.2)
 

@@ -19,6 +19,12 @@ Layout = Literal["NCHW", "NHWC"]
 Color = Literal["RGB", "BGR"]
 SizeRule = Literal["fixed", "multiple", "any"]
 ResizeMode = Literal["resize", "letterbox"]
+#: Where a letterboxed image sits on the padded canvas: centred (Ultralytics' ``LetterBox``, YOLOv5-7,
+#: MMYOLO's ``LetterResize``) or at the top-left corner, the padding below and to the right (MMDetection,
+#: MMSegmentation and MMDeploy's ``Pad``, Detectron2's ``ImageList``, transformers' ``pad``, DeepStream's
+#: ``maintain-aspect-ratio`` without ``symmetric-padding``).
+Anchor = Literal["center", "top-left"]
+ANCHORS = ("center", "top-left")
 _DTYPES = ("float32", "float16", "uint8")
 
 
@@ -30,6 +36,18 @@ def _affine(mean: tuple[float, ...], std: tuple[float, ...], scale: float) -> tu
     mul.setflags(write=False)
     add.setflags(write=False)
     return mul, add
+
+
+def _pad_value(v: Any) -> int | tuple[int, int, int]:
+    """A letterbox fill: one grey level, or three levels (RGB), each an integer 0-255."""
+    vals = tuple(v) if isinstance(v, (list, tuple)) else (v,)
+    if len(vals) not in (1, 3) or not all(isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool)
+                                          and float(x).is_integer() and 0 <= x <= 255 for x in vals):
+        raise InputError(f"letterbox pad value must be a grey level 0-255 or three of them (RGB), got {v!r}",
+                         fix="e.g. --pad-value 114, or --pad-value 124,116,104")
+    if len(vals) == 1 or len(set(vals)) == 1:
+        return int(vals[0])
+    return tuple(int(x) for x in vals)  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
@@ -55,6 +73,10 @@ class InputSpec:
     Pixel normalisation is ``(pixel * scale - mean) / std`` per channel, in ``color`` order.
     ``size`` is the network size for ``size_rule="fixed"``; with ``"multiple"`` the image is
     resized to the nearest multiple of ``multiple`` on each side; with ``"any"`` it is fed as is.
+    ``resize="letterbox"`` keeps the aspect ratio, scaling the image to fit the network size and filling
+    the rest with ``pad_value`` (a grey level, or one level per channel in RGB order); ``anchor`` places
+    the image in the middle (``"center"``, the content size rounded half to even as Ultralytics does) or
+    at the top-left corner (``"top-left"``, rounded half up as MMCV, MMDeploy and Detectron2 do).
     """
 
     name: str = "images"
@@ -65,7 +87,8 @@ class InputSpec:
     size_rule: SizeRule = "fixed"
     multiple: int = 32
     resize: ResizeMode = "resize"
-    pad_value: int = 0
+    pad_value: int | tuple[int, int, int] = 0
+    anchor: Anchor = "center"
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     scale: float = 1.0 / 255.0
@@ -82,6 +105,9 @@ class InputSpec:
             raise InputError(f"size rule must be fixed, multiple or any, got {self.size_rule!r}")
         if self.resize not in ("resize", "letterbox"):
             raise InputError(f"resize mode must be resize or letterbox, got {self.resize!r}")
+        if self.anchor not in ANCHORS:
+            raise InputError(f"letterbox anchor must be center or top-left, got {self.anchor!r}")
+        object.__setattr__(self, "pad_value", _pad_value(self.pad_value))
         if self.size_rule == "fixed" and self.size is None:
             raise InputError("a fixed-size input spec needs a size", fix="pass size=ImageShape(h, w)")
         for key in ("mean", "std"):
@@ -130,9 +156,7 @@ class InputSpec:
         original = ImageShape.of(image)
         net = self.network_shape(original)
         if self.resize == "letterbox" and net != original:
-            r = min(net.height / original.height, net.width / original.width)
-            content = ImageShape(max(1, round(original.height * r)), max(1, round(original.width * r)))
-            top, left = (net.height - content.height) // 2, (net.width - content.width) // 2
+            content, top, left = self.letterbox_box(original, net)
             canvas = np.full((net.height, net.width, 3), self.pad_value, np.uint8)
             canvas[top : top + content.height, left : left + content.width] = cv2.resize(
                 image, content.wh, interpolation=cv2.INTER_LINEAR
@@ -155,6 +179,19 @@ class InputSpec:
             x = x.transpose(2, 0, 1)
         x = np.ascontiguousarray(x[None])
         return x, PreprocessMeta(original, net, content, top, left)
+
+    def letterbox_box(self, original: ImageShape, net: ImageShape) -> tuple[ImageShape, int, int]:
+        """``(content, top, left)``: the size the image is scaled to inside a ``net`` canvas (its aspect kept)
+        and where its top-left corner sits. ``center``: Ultralytics' ``LetterBox`` (``round``: half to even);
+        ``top-left``: MMCV's ``rescale_size`` / MMDeploy's ``Resize`` (``int(x * scale + 0.5)``), capped at
+        the canvas (their ``Pad`` then fills the bottom and right)."""
+        r = min(net.height / original.height, net.width / original.width)
+        if self.anchor == "top-left":
+            content = ImageShape(min(net.height, max(1, int(original.height * r + 0.5))),
+                                 min(net.width, max(1, int(original.width * r + 0.5))))
+            return content, 0, 0
+        content = ImageShape(max(1, round(original.height * r)), max(1, round(original.width * r)))
+        return content, (net.height - content.height) // 2, (net.width - content.width) // 2
 
     def normalize(self, image: np.ndarray) -> np.ndarray:
         """RGB ``uint8 [H, W, 3]`` -> ``float32 [H, W, 3]`` in the spec's colour order, each channel
@@ -190,6 +227,10 @@ class InputSpec:
         d = asdict(self)
         d["size"] = None if self.size is None else {"height": self.size.height, "width": self.size.width}
         d["mean"], d["std"] = list(self.mean), list(self.std)
+        if isinstance(self.pad_value, tuple):
+            d["pad_value"] = list(self.pad_value)
+        if self.anchor == "center":  # the default: manifests written before the field existed read the same
+            del d["anchor"]
         return d
 
     @classmethod

@@ -61,8 +61,8 @@ def test_import_matches_an_independent_decode(foreign, form, tmp_path):
     # MMDeploy's static exports stretch (keep_ratio=False); torchvision's and Detectron2's models keep the ratio
     letterbox = form in ("torchvision", "detectron2")
     assert m.input.size == ImageShape(*NET) and m.input.color == ("BGR" if form == "detectron2" else "RGB")
-    assert (m.input.resize, m.input.pad_value) == (("letterbox", 114 if form == "detectron2" else 0) if letterbox
-                                                   else ("resize", 0))
+    assert (m.input.resize, m.input.pad_value, m.input.anchor) == (
+        ("letterbox" if letterbox else "resize", (124, 116, 104), "top-left"))  # padded as their batching pads
     if form == "torchvision":  # normalised inside torchvision's graph: 0..1 in
         assert (m.input.mean, m.input.std, m.input.scale) == ((0.0,) * 3, (1.0,) * 3, 1 / 255)
         assert m.provenance["original_input"] == "image [3, H, W]"
