@@ -20,7 +20,9 @@ EXAMPLES = (
     "edgeseg import custom-seg.onnx --task instance --names names.txt --size 640x384 --out custom.edgeseg  # no metadata",
     "edgeseg import custom-seg.onnx --task instance --names car,person,bicycle --out custom.edgeseg",
     "edgeseg import mmdeploy_mask_rcnn/end2end.onnx --task instance --names coco.txt --out mrcnn.edgeseg  # dets/labels/masks",
-    "edgeseg import rtmdet_ins/end2end.onnx --task instance --names coco.txt --preprocess rtmdet --out rtmdet.edgeseg",
+    "edgeseg import rtmdet_ins/end2end.onnx --task instance --names coco.txt --out rtmdet.edgeseg  # with MMDeploy's "
+    "pipeline.json beside it (--dump-info): its Resize/Pad/Normalize; without: add --preprocess rtmdet",
+    "edgeseg import mmseg_work_dir/end2end.onnx --names cityscapes.txt --out seg.edgeseg  # MMSegmentation via MMDeploy",
     "edgeseg import panoptic_deeplab.onnx --task panoptic --names cityscapes.txt --things person,rider,car,truck,bus,"
     "train,motorcycle,bicycle --size 1024x512 --out pdl.edgeseg",
     "edgeseg import torchvision_maskrcnn.onnx --task instance --names coco91.txt --out tv.edgeseg  # [3, H, W] input",
@@ -154,6 +156,35 @@ def _triple(text: str, what: str) -> tuple[float, float, float]:
     return vals  # type: ignore[return-value]
 
 
+def _mmdeploy_input(args: argparse.Namespace) -> dict:
+    """The pre-processing fields of the MMDeploy work directory the model lies in (its ``pipeline.json``) that
+    the command line leaves open; {} without one, or with ``--preprocess`` (the user's choice wins)."""
+    from pathlib import Path
+
+    from ..export.mmdeploy_config import mmdeploy_config
+
+    cfg = mmdeploy_config(args.onnx)
+    if cfg is None:
+        return {}
+    log = logging.getLogger("edgeseg.import")
+    for problem in cfg.problems:
+        log.warning("%s", problem)
+    if args.preprocess:
+        log.warning("%s: --preprocess %s given: the pre-processing in %s is not used", args.onnx, args.preprocess,
+                    Path(cfg.files[0]).name if cfg.files else "pipeline.json")
+        return {}
+    if cfg.task and cfg.task != args.task:
+        log.warning("%s: MMDeploy's pipeline.json describes a%s %s model, imported as --task %s", args.onnx,
+                    "n" if cfg.task[0] in "aeiou" else "", cfg.task, args.task)
+    given = {"mean": args.mean, "std": args.std, "scale": args.scale, "resize": args.resize,
+             "pad_value": args.pad_value, "anchor": args.anchor, "color": args.color}
+    fields = {k: v for k, v in cfg.input.items() if given.get(k) is None}
+    if fields:
+        log.warning("%s: from MMDeploy's %s: %s", args.onnx, " and ".join(Path(f).name for f in cfg.files),
+                    ", ".join(f"{k} {v}" for k, v in fields.items()))
+    return fields
+
+
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -177,6 +208,7 @@ def run(args: argparse.Namespace) -> int:
         ultra = ultralytics_semantic(args.onnx)
     # the file's own Ultralytics metadata wins over Hugging Face files that happen to lie beside it
     hf = huggingface_config(args.onnx) if ultra is None and (args.classes is None or len(given_input) < 4) else None
+    mmd = _mmdeploy_input(args) if ultra is None else {}
     hf_names = hf.names if hf is not None and args.classes is None else None
     if hf is not None:
         for problem in hf.problems:
@@ -226,12 +258,15 @@ def run(args: argparse.Namespace) -> int:
     if args.preprocess and not instance:
         raise InputError("--preprocess applies to --task instance", fix="give a semantic model's --mean/--std/--scale/--resize")
     if instance:  # the import recognises the exporter's conventions; what was given replaces them
-        overrides = {**norm, **explicit, **({"size": ImageShape.parse(args.size)} if args.size else {}),
+        overrides = {**mmd, **norm, **explicit, **({"size": ImageShape.parse(args.size)} if args.size else {}),
                      **({"layout": args.layout} if args.layout else {}),
                      **({"color": args.color} if args.color else {})}
     else:
         norm.update({k: v for k, v in from_hf.items() if k in ("mean", "std")})
         explicit.update({k: v for k, v in from_hf.items() if k == "scale"})
+        norm.update({k: v for k, v in mmd.items() if k in ("mean", "std")})  # MMDeploy's SDK pipeline, where given
+        explicit.update({k: v for k, v in mmd.items() if k in ("scale", "resize", "pad_value", "anchor")})
+        args.color = args.color or mmd.get("color")
         if ultra is not None:  # each option given replaces its own field of Ultralytics' conventions
             applied = {k: v for k, v in ultra["input"].items()
                        if k not in norm and k not in explicit and not (k == "color" and args.color)}
