@@ -137,6 +137,18 @@ def test_letterbox_anchor_and_pad_value_round_trip_and_validation():
         InputSpec(size_rule="any", anchor="bottom")
 
 
+def test_fit_rule_round_trip_and_validation():
+    spec = InputSpec(size=ImageShape(800, 1333), size_rule="fit", multiple=32, resize="letterbox", anchor="top-left")
+    assert InputSpec.from_dict(spec.to_dict()) == spec
+    # either way round: a portrait frame's long side is bounded by the longer side of the size
+    assert spec.network_shape(ImageShape(1920, 1080)) == ImageShape(1344, 768)
+    assert spec.network_shape(ImageShape(1080, 1920)) == ImageShape(768, 1344)
+    with pytest.raises(InputError, match="a fit-size input spec needs a size"):
+        InputSpec(size_rule="fit")
+    with pytest.raises(InputError, match="size multiple must be a positive integer"):
+        InputSpec(size=ImageShape(8, 8), size_rule="fit", multiple=0)
+
+
 def test_preprocess_multiple_rule_rounds_to_multiple():
     spec = InputSpec(size_rule="multiple", multiple=32)
     assert spec.network_shape(ImageShape(360, 480)) == ImageShape(352, 480)

@@ -45,10 +45,12 @@ def warmup_feed(specs: Sequence[TensorSpec], hw: tuple[int, int] | None, layout:
 
 
 def spatial_hw(bundle) -> tuple[int, int] | None:
-    """The bundle's fixed network size as (height, width), if it has one."""
+    """The bundle's network size as (height, width) for a frame of its declared size, if it declares one (a
+    ``fit`` rule's size bounds the frame: the network takes it scaled and padded to its multiple)."""
     if bundle is None or bundle.manifest.input.size is None:
         return None
-    return bundle.manifest.input.size.hw
+    spec = bundle.manifest.input
+    return spec.network_shape(spec.size).hw
 
 
 def by_name(names: Sequence[str], values: Sequence[np.ndarray]) -> dict[str, np.ndarray]:

@@ -179,6 +179,13 @@ def _mmdeploy_input(args: argparse.Namespace) -> dict:
     given = {"mean": args.mean, "std": args.std, "scale": args.scale, "resize": args.resize,
              "pad_value": args.pad_value, "anchor": args.anchor, "color": args.color}
     fields = {k: v for k, v in cfg.input.items() if given.get(k) is None}
+    if cfg.sizes and not args.size:
+        from ..export.importer import onnx_input_size
+
+        if onnx_input_size(args.onnx, args.layout or "NCHW") is None:  # a dynamic export: the pipeline's sizes
+            fields.update(cfg.sizes)
+            if cfg.sizes["size_rule"] == "fit":  # keep-ratio, padded below and to the right (if at all)
+                fields.update({k: v for k, v in (("resize", "letterbox"), ("anchor", "top-left")) if given[k] is None})
     if fields:
         log.warning("%s: from MMDeploy's %s: %s", args.onnx, " and ".join(Path(f).name for f in cfg.files),
                     ", ".join(f"{k} {v}" for k, v in fields.items()))
@@ -278,10 +285,11 @@ def run(args: argparse.Namespace) -> int:
             logging.getLogger("edgeseg.import").warning("%s: an Ultralytics semantic model: %s", args.onnx, ", ".join(
                 found + [f"{k} {v}" for k, v in applied.items()]))
         size = (ImageShape.parse(args.size) if args.size else fixed or from_hf.get("size")
-                or (ultra["size"] if ultra is not None else None))
+                or (ultra["size"] if ultra is not None else None) or mmd.get("size"))
         if size is None:
             raise InputError(f"{args.onnx}: the model's input size is dynamic", fix="pass --size WxH")
-        spec = InputSpec(layout=args.layout or "NCHW", color=args.color or "RGB", size=size, **norm, **explicit)
+        rule = {k: mmd[k] for k in ("size_rule", "multiple") if k in mmd and size == mmd.get("size")}
+        spec = InputSpec(layout=args.layout or "NCHW", color=args.color or "RGB", size=size, **rule, **norm, **explicit)
     out = Path(args.out)
     check_target(args.out, "--out", overwrite=args.overwrite)
     bundle = import_onnx(args.onnx, out, task=args.task, classes=classes, input_spec=spec, palette=palette,

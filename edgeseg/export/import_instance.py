@@ -315,7 +315,7 @@ def import_instance_onnx(onnx_path: str | os.PathLike, out: str | os.PathLike, *
         if size is None and not any_size:
             raise InputError(f"{path}: the model's input size is dynamic and its metadata has no imgsz", fix="pass --size WxH")
         input_spec = InputSpec(**{**(preset or ULTRALYTICS_INPUT), **given, "size": size,
-                                  "size_rule": "any" if any_size else "fixed"})
+                                  "size_rule": given.get("size_rule") or ("any" if any_size else "fixed")})
     spec, in_name = _reconcile_spec(model, input_spec, path)
     custom = mmdeploy_ops_error(model, str(path))
     if custom is not None:

@@ -29,6 +29,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..structures import ImageShape
 from .hf_config import _read
 
 #: transforms that move no pixel: the SDK's bookkeeping
@@ -48,6 +49,9 @@ class MMDeployConfig:
     task: str | None = None
     files: tuple[str, ...] = ()
     problems: tuple[str, ...] = ()
+    #: for a dynamic-size export: ``size``, ``size_rule`` and ``multiple`` (``fit`` for a keep-ratio ``Resize``,
+    #: ``fixed`` at a ``Pad``'s own size), or {} when the pipeline sets no size
+    sizes: dict = field(default_factory=dict)
 
 
 def _numbers(value, n: int | None = None) -> tuple[float, ...] | None:
@@ -61,6 +65,19 @@ def _numbers(value, n: int | None = None) -> tuple[float, ...] | None:
     if not vals or not all(math.isfinite(v) for v in vals) or (n is not None and len(vals) != n):
         return None
     return tuple(vals)
+
+
+def _set(sizes: dict, **fields) -> None:
+    """The pipeline's latest word on the network size replaces what came before."""
+    sizes.clear()
+    sizes.update(fields)
+
+
+def _flag(value) -> bool:
+    """A JSON boolean as MMDeploy writes it (``true``); a string ``"false"`` is false."""
+    if isinstance(value, str):
+        return value.strip().lower() in ("true", "1", "yes")
+    return bool(value)
 
 
 def _pad_level(value) -> float | None:
@@ -89,7 +106,21 @@ def _task(pipeline: dict) -> str | None:
     return None
 
 
-def _input(transforms: list, path: Path, problems: list[str]) -> dict:
+def _shape(value) -> ImageShape | None:
+    """A transform's ``size``/``scale``: one side, or two (MMDeploy's SDK reads ``[h, w]``); None when absent or
+    not positive integers (``-1``: a short-edge resize, not reproduced)."""
+    vals = _numbers(value)
+    if vals is None or len(vals) not in (1, 2) or not all(v >= 1 and v.is_integer() for v in vals):
+        return None
+    return ImageShape(int(vals[0]), int(vals[-1]))
+
+
+def _int(value, default: int) -> int | None:
+    vals = _numbers(value if value is not None else default, 1)
+    return int(vals[0]) if vals and vals[0] >= 1 and vals[0].is_integer() else None
+
+
+def _input(transforms: list, path: Path, problems: list[str], sizes: dict) -> dict:
     keep_ratio = letter = padded = normalised = False
     pad_raw, pad_normalised = None, False
     mean, std, to_rgb = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), False
@@ -101,17 +132,38 @@ def _input(transforms: list, path: Path, problems: list[str]) -> dict:
         if kind in _BOOKKEEPING or kind.startswith("Pack"):
             continue
         if kind == "Resize":
-            keep_ratio = bool(t.get("keep_ratio", False))
+            keep_ratio = _flag(t.get("keep_ratio", False))
             if t.get("interpolation", "bilinear") != "bilinear":
                 problems.append(f"{path}: Resize interpolation {t['interpolation']!r}: edgeseg resizes bilinearly")
+            size = _shape(t.get("size", t.get("scale")))
+            if size is not None and keep_ratio:
+                _set(sizes, size=size, size_rule="fit", multiple=1)
+            elif size is not None:
+                _set(sizes, size=size, size_rule="fixed")
+            elif "size" in t or "scale" in t:
+                problems.append(f"{path}: Resize size {t.get('size', t.get('scale'))!r} is not one or two positive "
+                                "integers (left out: pass --size)")
         elif kind == "LetterResize":
             letter = True
             level = _pad_level(t.get("pad_val", 114))
             pad_raw, pad_normalised = (114.0 if level is None else level), normalised
+            size = _shape(t.get("scale", t.get("size")))
+            if size is not None:  # MMYOLO's scale is (w, h)
+                _set(sizes, size=ImageShape(size.width, size.height), size_rule="fixed")
         elif kind == "Pad":
-            if not t.get("pad_to_square") and not t.get("size") and int(t.get("size_divisor", 1) or 1) == 1:
+            divisor, size = _int(t.get("size_divisor"), 1), _shape(t.get("size"))
+            if divisor is None:
+                problems.append(f"{path}: Pad size_divisor {t.get('size_divisor')!r} is not a positive integer (read as 1)")
+                divisor = 1
+            if not _flag(t.get("pad_to_square", False)) and size is None and divisor == 1:
                 continue  # pads nothing
             padded = True
+            if _flag(t.get("pad_to_square", False)):
+                problems.append(f"{path}: Pad pad_to_square is not reproduced (left out: pass --size)")
+            elif size is not None and not letter:
+                _set(sizes, size=size, size_rule="fixed")
+            elif divisor > 1 and sizes.get("size_rule") == "fit":
+                sizes["multiple"] = divisor
             level = _pad_level(t.get("pad_val", 0))
             if level is None:
                 problems.append(f"{path}: Pad pad_val {t.get('pad_val')!r} is not a number (read as 0)")
@@ -125,7 +177,7 @@ def _input(transforms: list, path: Path, problems: list[str]) -> dict:
                                 "numbers each (left out)")
             else:
                 mean, std = m, s
-            to_rgb, normalised = bool(t.get("to_rgb", True)), True
+            to_rgb, normalised = _flag(t.get("to_rgb", True)), True
         else:
             problems.append(f"{path}: transform {kind!r} is not reproduced by edgeseg (left out)")
     color = "RGB" if to_rgb else "BGR"
@@ -167,7 +219,9 @@ def mmdeploy_config(onnx_path: str | os.PathLike) -> MMDeployConfig | None:
         problems.append(f"{pipe_path}: no Transform task with a transforms list: not MMDeploy's SDK pipeline (left out)")
         return MMDeployConfig(files=(str(pipe_path),), problems=tuple(problems))
     files = tuple(str(p) for p, d in ((pipe_path, pipeline), (deploy_path, deploy)) if d is not None)
-    return MMDeployConfig(_input(transforms, pipe_path, problems), _task(pipeline), files, tuple(problems))
+    sizes: dict = {}
+    fields = _input(transforms, pipe_path, problems, sizes)
+    return MMDeployConfig(fields, _task(pipeline), files, tuple(problems), sizes)
 
 
 __all__ = ["MMDeployConfig", "mmdeploy_config"]

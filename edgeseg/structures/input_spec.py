@@ -17,7 +17,7 @@ from .shapes import ImageShape
 
 Layout = Literal["NCHW", "NHWC"]
 Color = Literal["RGB", "BGR"]
-SizeRule = Literal["fixed", "multiple", "any"]
+SizeRule = Literal["fixed", "multiple", "any", "fit"]
 ResizeMode = Literal["resize", "letterbox"]
 #: Where a letterboxed image sits on the padded canvas: centred (Ultralytics' ``LetterBox``, YOLOv5-7,
 #: MMYOLO's ``LetterResize``) or at the top-left corner, the padding below and to the right (MMDetection,
@@ -72,7 +72,11 @@ class InputSpec:
 
     Pixel normalisation is ``(pixel * scale - mean) / std`` per channel, in ``color`` order.
     ``size`` is the network size for ``size_rule="fixed"``; with ``"multiple"`` the image is
-    resized to the nearest multiple of ``multiple`` on each side; with ``"any"`` it is fed as is.
+    resized to the nearest multiple of ``multiple`` on each side; with ``"any"`` it is fed as is;
+    with ``"fit"`` (MMDeploy's dynamic MMDetection and MMSegmentation pipelines) it is scaled, its aspect
+    kept, until its long side is at most the longer side of ``size`` and its short side at most the
+    shorter (MMCV's ``keep_ratio`` rule, sizes rounded half up), then padded up to a multiple of
+    ``multiple`` (1: not padded) with ``pad_value``, placed by ``anchor``.
     ``resize="letterbox"`` keeps the aspect ratio, scaling the image to fit the network size and filling
     the rest with ``pad_value`` (a grey level, or one level per channel in RGB order); ``anchor`` places
     the image in the middle (``"center"``, the content size rounded half to even as Ultralytics does) or
@@ -101,15 +105,17 @@ class InputSpec:
             raise InputError(f"input colour order must be RGB or BGR, got {self.color!r}")
         if self.dtype not in _DTYPES:
             raise InputError(f"input dtype must be one of {', '.join(_DTYPES)}, got {self.dtype!r}")
-        if self.size_rule not in ("fixed", "multiple", "any"):
-            raise InputError(f"size rule must be fixed, multiple or any, got {self.size_rule!r}")
+        if self.size_rule not in ("fixed", "multiple", "any", "fit"):
+            raise InputError(f"size rule must be fixed, multiple, any or fit, got {self.size_rule!r}")
         if self.resize not in ("resize", "letterbox"):
             raise InputError(f"resize mode must be resize or letterbox, got {self.resize!r}")
         if self.anchor not in ANCHORS:
             raise InputError(f"letterbox anchor must be center or top-left, got {self.anchor!r}")
         object.__setattr__(self, "pad_value", _pad_value(self.pad_value))
-        if self.size_rule == "fixed" and self.size is None:
-            raise InputError("a fixed-size input spec needs a size", fix="pass size=ImageShape(h, w)")
+        if self.size_rule in ("fixed", "fit") and self.size is None:
+            raise InputError(f"a {self.size_rule}-size input spec needs a size", fix="pass size=ImageShape(h, w)")
+        if self.size_rule in ("multiple", "fit") and (not isinstance(self.multiple, int) or self.multiple < 1):
+            raise InputError(f"size multiple must be a positive integer, got {self.multiple!r}")
         for key in ("mean", "std"):
             v = tuple(float(x) for x in getattr(self, key))
             if len(v) != 3:
@@ -136,7 +142,18 @@ class InputSpec:
         if self.size_rule == "multiple":
             m = self.multiple
             return ImageShape(max(m, int(round(image.height / m)) * m), max(m, int(round(image.width / m)) * m))
+        if self.size_rule == "fit":
+            c, m = self.fit_shape(image), self.multiple
+            return ImageShape(-(-c.height // m) * m, -(-c.width // m) * m)
         return image
+
+    def fit_shape(self, image: ImageShape) -> ImageShape:
+        """The size ``"fit"`` scales an image to: MMCV's ``rescale_size`` with ``keep_ratio`` (MMDeploy's SDK
+        ``Resize``): the long side within the longer of ``size``'s sides, the short within the shorter."""
+        assert self.size is not None
+        long_side, short_side = max(self.size.hw), min(self.size.hw)
+        r = min(long_side / max(image.hw), short_side / min(image.hw))
+        return ImageShape(max(1, int(image.height * r + 0.5)), max(1, int(image.width * r + 0.5)))
 
     def tensor_shape(self, image: ImageShape, batch: int = 1) -> tuple[int, ...]:
         s = self.network_shape(image)
@@ -155,12 +172,16 @@ class InputSpec:
             raise InputError(f"expected a uint8 image, got {image.dtype}", fix="convert with image.astype(np.uint8)")
         original = ImageShape.of(image)
         net = self.network_shape(original)
-        if self.resize == "letterbox" and net != original:
-            content, top, left = self.letterbox_box(original, net)
+        if self.size_rule == "fit" or (self.resize == "letterbox" and net != original):
+            if self.size_rule == "fit":
+                content = self.fit_shape(original)
+                top, left = (0, 0) if self.anchor == "top-left" else \
+                    ((net.height - content.height) // 2, (net.width - content.width) // 2)
+            else:
+                content, top, left = self.letterbox_box(original, net)
             canvas = np.full((net.height, net.width, 3), self.pad_value, np.uint8)
-            canvas[top : top + content.height, left : left + content.width] = cv2.resize(
-                image, content.wh, interpolation=cv2.INTER_LINEAR
-            )
+            canvas[top : top + content.height, left : left + content.width] = image if content == original else \
+                cv2.resize(image, content.wh, interpolation=cv2.INTER_LINEAR)
             resized = canvas
         else:
             content, top, left = net, 0, 0

@@ -12,6 +12,7 @@ import pytest
 
 from boxmask_ref import MMDET_MEAN, MMDET_STD, export_foreign, reference
 from edgeseg.export.mmdeploy_config import mmdeploy_config
+from edgeseg.structures import ImageShape, InputSpec
 from instance_ref import assert_same_detections
 
 NET = (96, 128)
@@ -60,20 +61,24 @@ def _work_dir(root, transforms, component="ResizeInstanceMask", net="end2end.onn
     return root / "end2end.onnx"
 
 
-@pytest.mark.parametrize("transforms, expected", [
+@pytest.mark.parametrize("transforms, expected, sizes", [
     (RTMDET, dict(resize="letterbox", anchor="top-left", pad_value=114, color="BGR", mean=tuple(RTMDET_MEAN),
-                  std=tuple(RTMDET_STD), scale=1.0)),
-    # the pad after Normalize holds 0: the mean pixel, rounded (123.675, 116.28, 103.53)
+                  std=tuple(RTMDET_STD), scale=1.0), dict(size=ImageShape(640, 640), size_rule="fixed")),
+    # the pad after Normalize holds 0: the mean pixel, rounded (123.675, 116.28, 103.53); a dynamic export is fed
+    # each frame scaled into 1333x800 (either way round) and padded to a multiple of 32
     (MASK_RCNN, dict(resize="letterbox", anchor="top-left", pad_value=(124, 116, 104), color="RGB", mean=MMDET_MEAN,
-                     std=MMDET_STD, scale=1.0)),
-    (MASK_RCNN_STATIC, dict(resize="resize", color="RGB", mean=MMDET_MEAN, std=MMDET_STD, scale=1.0)),
-    (MMSEG, dict(resize="resize", color="RGB", mean=MMDET_MEAN, std=MMDET_STD, scale=1.0)),
+                     std=MMDET_STD, scale=1.0), dict(size=ImageShape(1333, 800), size_rule="fit", multiple=32)),
+    (MASK_RCNN_STATIC, dict(resize="resize", color="RGB", mean=MMDET_MEAN, std=MMDET_STD, scale=1.0),
+     dict(size=ImageShape(128, 96), size_rule="fixed")),
+    (MMSEG, dict(resize="resize", color="RGB", mean=MMDET_MEAN, std=MMDET_STD, scale=1.0),
+     dict(size=ImageShape(512, 1024), size_rule="fit", multiple=1)),
     (MMYOLO, dict(resize="letterbox", anchor="center", pad_value=114, color="RGB", mean=(0.0,) * 3, std=(255.0,) * 3,
-                  scale=1.0)),
+                  scale=1.0), dict(size=ImageShape(640, 640), size_rule="fixed")),
 ], ids=["rtmdet-ins", "mask-rcnn-dynamic", "mask-rcnn-static", "mmseg", "mmyolo"])
-def test_pipeline_json_gives_the_sdks_preprocessing(tmp_path, transforms, expected):
+def test_pipeline_json_gives_the_sdks_preprocessing(tmp_path, transforms, expected, sizes):
     cfg = mmdeploy_config(_work_dir(tmp_path / "w", transforms))
     assert cfg.input == expected and cfg.problems == () and cfg.task == "instance"
+    assert cfg.sizes == sizes
     assert {p.rsplit("/", 1)[-1] for p in cfg.files} == {"pipeline.json", "deploy.json"}
 
 
@@ -94,6 +99,13 @@ def test_files_that_are_not_this_models_or_not_mmdeploys(tmp_path):
     assert any("'CenterCrop' is not reproduced" in p for p in cfg.problems)
     assert any("are not three numbers" in p for p in cfg.problems)
     assert cfg.input["resize"] == "letterbox" and cfg.input["pad_value"] == 114
+    # entries of the wrong type are named or read as MMDeploy's SDK would read them, never a traceback
+    broken = ["Resize", {"type": "Resize", "keep_ratio": "false", "size": "big"},
+              {"type": "Pad", "size_divisor": "x", "pad_val": {"img": "grey"}}, {"type": 7},
+              {"type": "Normalize", "mean": [0, 0, 0], "std": [0, 1, 1]}]
+    cfg = mmdeploy_config(_work_dir(tmp_path / "d", broken))
+    assert cfg.input["resize"] == "resize" and cfg.sizes == {}  # keep_ratio "false" is false
+    assert len(cfg.problems) == 5, cfg.problems
 
 
 @pytest.fixture(scope="module")
@@ -178,3 +190,61 @@ def test_an_mmsegmentation_work_directory_imports_with_its_normalisation(tmp_pat
     caplog.clear()
     main(["import", str(path), "--task", "instance", "--names", "b,g,r", "--out", str(tmp_path / "x.edgeseg")])
     assert "describes a semantic model, imported as --task instance" in caplog.text
+
+
+@pytest.mark.parametrize("hw", [(1080, 1920), (1920, 1080), (427, 640), (30, 50), (800, 1333)])
+def test_fit_rule_is_the_sdks_keep_ratio_resize_and_divisor_pad(hw):
+    """A dynamic MMDetection export: MMDeploy's SDK scales each frame into 1333x800 either way round (MMCV's
+    long/short edge rule, rounded half up) and pads it below and to the right to a multiple of 32, with 0 after
+    normalising. ``size_rule="fit"`` feeds the same tensor (the padding: the mean pixel, rounded)."""
+    import cv2
+
+    rng = np.random.default_rng(2)
+    img = rng.integers(0, 256, (*hw, 3), np.uint8)
+    spec = InputSpec(size=ImageShape(1333, 800), size_rule="fit", multiple=32, resize="letterbox", anchor="top-left",
+                     pad_value=(124, 116, 104), mean=MMDET_MEAN, std=MMDET_STD, scale=1.0)
+    x, meta = spec.preprocess(img)
+    s = min(1333 / max(hw), 800 / min(hw))
+    dh, dw = int(hw[0] * s + 0.5), int(hw[1] * s + 0.5)
+    ph, pw = -(-dh // 32) * 32, -(-dw // 32) * 32
+    resized = cv2.resize(img, (dw, dh), interpolation=cv2.INTER_LINEAR) if (dh, dw) != hw else img
+    ref = np.zeros((3, ph, pw), np.float32)  # Normalize, then Pad with 0
+    ref[:, :dh, :dw] = ((resized.astype(np.float32) - MMDET_MEAN) / MMDET_STD).transpose(2, 0, 1)
+    assert x.shape == (1, 3, ph, pw) and (meta.content, meta.pad_top, meta.pad_left) == (ImageShape(dh, dw), 0, 0)
+    np.testing.assert_allclose(x[0, :, :dh, :dw], ref[:, :dh, :dw], atol=1e-4)
+    assert np.abs(x[0] - ref).max() < 0.01  # the padding: the mean pixel rounded to whole levels
+    if hw == (1080, 1920):
+        assert (dh, dw, ph, pw) == (750, 1333, 768, 1344)
+
+
+def test_a_dynamic_mmsegmentation_export_runs_at_the_pipelines_scale(tmp_path, caplog):
+    """MMDeploy's default MMSegmentation config is dynamic: its SDK scales each frame into the test pipeline's
+    scale (here 128x64) keeping the aspect ratio and feeds it unpadded. Imported without --size, the bundle does
+    the same; with --size it letterboxes to that size."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    import edgeseg
+    from edgeseg.bundle import Bundle
+    from edgeseg.cli import main
+
+    keep = [{"type": "Resize", "keep_ratio": True, "size": [64, 128]},
+            {"type": "Normalize", "mean": [100.0, 120.0, 140.0], "std": [50.0, 60.0, 70.0], "to_rgb": True}]
+    path = _work_dir(tmp_path / "seg", keep, component="ResizeMask")
+    g = helper.make_graph([helper.make_node("ArgMax", ["input"], ["am"], axis=1, keepdims=1),
+                           helper.make_node("Cast", ["am"], ["output"], to=TensorProto.INT64)], "seg",
+                          [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, "h", "w"])],
+                          [helper.make_tensor_value_info("output", TensorProto.INT64, [1, 1, "h", "w"])])
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    assert main(["import", str(path), "--names", "r,g,b", "--out", str(tmp_path / "s.edgeseg")]) == 0
+    i = Bundle.open(tmp_path / "s.edgeseg").manifest.input
+    assert (i.size_rule, i.size, i.multiple, i.resize, i.anchor) == ("fit", ImageShape(64, 128), 1, "letterbox",
+                                                                      "top-left")
+    rgb = np.random.default_rng(4).integers(0, 255, (30, 50, 3), np.uint8)
+    x, meta = i.preprocess(rgb)
+    assert x.shape == (1, 3, 64, 107) and meta.content == ImageShape(64, 107)  # 50 * 64/30 = 106.7 -> 107
+    labels = edgeseg.load(tmp_path / "s.edgeseg", backend="onnxruntime")(rgb).labels
+    assert labels.shape == (30, 50) and set(np.unique(labels)) <= {0, 1, 2}
+    assert main(["import", str(path), "--names", "r,g,b", "--size", "96x96", "--out", str(tmp_path / "f.edgeseg")]) == 0
+    i = Bundle.open(tmp_path / "f.edgeseg").manifest.input
+    assert (i.size_rule, i.size, i.resize) == ("fixed", ImageShape(96, 96), "resize")

@@ -171,7 +171,7 @@ def _spatial_range(spec: InputSpec, axis_hw: int, max_side: int) -> tuple[int, i
     if spec.size is not None and spec.size_rule == "fixed":
         v = spec.size.hw[axis_hw]
         return v, v, v
-    step = spec.multiple if spec.size_rule == "multiple" else 1
+    step = spec.multiple if spec.size_rule in ("multiple", "fit") else 1
     lo = max(step, 32 if step == 1 else step)
     opt = spec.size.hw[axis_hw] if spec.size is not None else 512
     opt = max(lo, (opt // step) * step)
