@@ -50,7 +50,10 @@ def _print(info: dict) -> None:
     print(f"bundle   {info['name']}  ({info['path']})")
     print(f"task     {info['task']}, {len(info['classes'])} classes: {', '.join(info['classes'])}")
     print(f"input    {spec['name']}: {spec['layout']} {spec['color']} {spec['dtype']}, size {size_text} "
-          f"({spec['size_rule']}, {spec['resize']}), mean {spec['mean']}, std {spec['std']}, scale {spec['scale']:.6g}"
+          f"({spec['size_rule']}, {spec['resize']}"
+          + (f" {spec.get('anchor', 'center')}, pad {spec['pad_value']}" if spec["resize"] == "letterbox" else "")
+          + (f", multiple {spec['multiple']}" if spec["size_rule"] in ("multiple", "fit") else "")
+          + f"), mean {spec['mean']}, std {spec['std']}, scale {spec['scale']:.6g}"
           + (", dynamic batch" if spec["dynamic_batch"] else ""))
     for o in info["outputs"]:
         print(f"output   {o['name']}: {o['kind']} {o['dtype']} {o['shape']}")

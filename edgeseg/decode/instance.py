@@ -38,8 +38,8 @@ Broken outputs (a faulty export, fp16 overflow): a detection whose score or box 
 roi layouts; NaN in ``end2end``) drop their detection, while a finite ``end2end`` class id outside the
 classes is an error naming the outputs (the bundle's class count is wrong). Boxes are clamped to
 :data:`BOX_LIMIT` network sizes before NMS, so a 1e30 box neither overflows the IoU nor disturbs the
-per-class offsets; every box is clipped to the image, and a box-and-mask (``roi``) detection whose box
-lies wholly in the letterbox padding (a line once clipped) is dropped, as MMDetection's users drop it.
+per-class offsets; every box is clipped to the image, and a box-and-mask (``roi``) detection whose box,
+clipped, covers no pixel of the image (it lies wholly in the letterbox padding or off the frame) is dropped.
 """
 from __future__ import annotations
 
@@ -603,7 +603,7 @@ def decode_roi(outputs: Mapping[str, np.ndarray], meta: "PreprocessMeta", manife
     image = meta.original
     img_boxes = boxes_to_image(_clamped(np.asarray(boxes[keep], np.float32), meta), meta)
     on_image = (img_boxes[:, 2] > img_boxes[:, 0]) & (img_boxes[:, 3] > img_boxes[:, 1])
-    if not on_image.all():  # wholly in the letterbox padding: clipped to a line, it covers no pixel of the frame
+    if not on_image.all():  # wholly in the letterbox padding or off the frame: clipped to a line, it covers no pixel
         keep, img_boxes = keep[on_image], img_boxes[on_image]
     out = _Crops(len(keep))
     (r0, r1), (c0, c1), aff = _roi_geometry(img_boxes, roi.shape[1:], image)  # paste_roi_mask's, for all at once

@@ -62,10 +62,14 @@ def _check_geometry(sem: InputSpec, inst: InputSpec) -> bool:
         return False
     if sem.resize == inst.resize == "resize":
         return True
-    how = {m: f"{m.resize}{', ' + m.anchor if m.resize == 'letterbox' else ''}" for m in (sem, inst)}
-    raise InputError(f"the semantic model takes {sem.size} ({how[sem]}) and the instance model {inst.size} ({how[inst]}): "
-                     "a letterboxed model fuses only with a model of the same size and geometry",
-                     fix=f"export the semantic model at the instance model's size (--size {inst.size.width}x{inst.size.height})")
+    def how(m: InputSpec) -> str:
+        return f"{m.resize}{', ' + m.anchor if m.resize == 'letterbox' else ''}"
+
+    fix = f"export the semantic model at the instance model's size (--size {inst.size.width}x{inst.size.height})" \
+        if sem.size != inst.size or sem.resize != inst.resize else \
+        f"import the semantic model again with --anchor {inst.anchor}, as the instance model letterboxes"
+    raise InputError(f"the semantic model takes {sem.size} ({how(sem)}) and the instance model {inst.size} ({how(inst)}): "
+                     "a letterboxed model fuses only with a model of the same size and geometry", fix=fix)
 
 
 def _adapter(spec: InputSpec, src: str, dst: str, prefix: str, resize: bool) -> tuple[list, list]:

@@ -10,7 +10,8 @@ a ``Net`` task, a post-processing task whose ``component`` says the task: ``Resi
   ``keep_ratio: true`` keeps its aspect ratio (MMCV's rule, sizes rounded half up), followed by a ``Pad``
   (fixed ``size`` or ``size_divisor``) that fills the bottom and right: ``letterbox``, ``anchor="top-left"``.
   A ``keep_ratio`` resize without a pad feeds frames of the network's aspect unchanged: ``resize``.
-* ``LetterResize`` (MMYOLO): the image centred, the padding ``pad_val`` (114).
+* ``LetterResize`` (MMYOLO): the image centred, the padding ``pad_val`` (its configs: 114); ``allow_scale_up:
+  false`` (small frames padded, not scaled up), ``use_mini_pad`` and ``stretch_only`` are named, not reproduced.
 * ``Pad``: ``pad_val`` (a number, or ``{"img": [...]}`` of which the SDK takes the first value); one after
   ``Normalize`` pads in normalised units (MMDetection's ``data_preprocessor``: 0, the mean pixel).
 * ``Normalize``: ``mean``/``std`` in 0-255 units, ``to_rgb`` (the SDK decodes frames as BGR; default true).
@@ -20,7 +21,8 @@ MMDeploy's MMDetection exporter); a dynamic export still needs ``--size``. Class
 (``--names``). Transforms that change pixels and are not listed here are named in a warning (``problems``);
 bookkeeping ones (``LoadImageFromFile``, ``DefaultFormatBundle``, ``ImageToTensor``, ``Collect``, ``Pack*``)
 are ignored. Files that are not MMDeploy's (no ``pipeline.json``, or a ``deploy.json`` naming another
-model file) give None: nothing is assumed.
+model file: the TensorRT, OpenVINO and ncnn directories name their engine, ``end2end.engine``, beside
+``end2end.onnx``, which counts as the same) give None: nothing is assumed.
 """
 from __future__ import annotations
 
@@ -82,8 +84,8 @@ def _flag(value) -> bool:
 
 def _pad_level(value) -> float | None:
     """The SDK's ``pad_val``: a number, or ``{"img": [v, ...]}`` of which it takes the first."""
-    if isinstance(value, dict):
-        value = value.get("img", value.get("seg"))
+    if isinstance(value, dict):  # the SDK reads the image's level only (a {"seg": ...} alone is an error to it)
+        value = value.get("img")
     vals = _numbers(value)
     return vals[0] if vals else None
 
@@ -129,6 +131,7 @@ def _input(transforms: list, path: Path, problems: list[str], sizes: dict) -> di
         if not isinstance(kind, str):
             problems.append(f"{path}: a transform without a type ({str(t)[:80]}) (left out)")
             continue
+        kind = kind.rsplit(".", 1)[-1]  # MMYOLO's pipelines keep a scope: mmdet.LoadAnnotations
         if kind in _BOOKKEEPING or kind.startswith("Pack"):
             continue
         if kind == "Resize":
@@ -136,17 +139,24 @@ def _input(transforms: list, path: Path, problems: list[str], sizes: dict) -> di
             if t.get("interpolation", "bilinear") != "bilinear":
                 problems.append(f"{path}: Resize interpolation {t['interpolation']!r}: edgeseg resizes bilinearly")
             size = _shape(t.get("size", t.get("scale")))
-            if size is not None and keep_ratio:
+            if size is not None and keep_ratio:  # either way round: the long and short edge bound the frame
                 _set(sizes, size=size, size_rule="fit", multiple=1)
-            elif size is not None:
-                _set(sizes, size=size, size_rule="fixed")
+            elif size is not None:  # its order differs between MMDeploy's versions: a dynamic export needs --size
+                sizes.clear()
             elif "size" in t or "scale" in t:
                 problems.append(f"{path}: Resize size {t.get('size', t.get('scale'))!r} is not one or two positive "
                                 "integers (left out: pass --size)")
         elif kind == "LetterResize":
             letter = True
-            level = _pad_level(t.get("pad_val", 114))
-            pad_raw, pad_normalised = (114.0 if level is None else level), normalised
+            level = _pad_level(t.get("pad_val", 0))  # MMYOLO's default and the SDK's: 0 (its configs give 114)
+            if level is None:
+                problems.append(f"{path}: LetterResize pad_val {t.get('pad_val')!r} is not a number (read as 0)")
+            pad_raw, pad_normalised = (0.0 if level is None else level), normalised
+            for key, value, what in (("allow_scale_up", True, "frames smaller than its scale are scaled up by edgeseg"),
+                                     ("use_mini_pad", False, "edgeseg pads to the whole scale"),
+                                     ("stretch_only", False, "edgeseg keeps the aspect ratio")):
+                if _flag(t.get(key, value)) != value:
+                    problems.append(f"{path}: LetterResize {key} {t[key]!r} is not reproduced ({what})")
             size = _shape(t.get("scale", t.get("size")))
             if size is not None:  # MMYOLO's scale is (w, h)
                 _set(sizes, size=ImageShape(size.width, size.height), size_rule="fixed")
@@ -155,6 +165,10 @@ def _input(transforms: list, path: Path, problems: list[str], sizes: dict) -> di
             if divisor is None:
                 problems.append(f"{path}: Pad size_divisor {t.get('size_divisor')!r} is not a positive integer (read as 1)")
                 divisor = 1
+            if "logical_or_val" in t:
+                problems.append(f"{path}: a Pad with logical_or_val (CenterNet's centred padding) is not reproduced "
+                                "(left out)")
+                continue
             if not _flag(t.get("pad_to_square", False)) and size is None and divisor == 1:
                 continue  # pads nothing
             padded = True
@@ -208,8 +222,10 @@ def mmdeploy_config(onnx_path: str | os.PathLike) -> MMDeployConfig | None:
     problems: list[str] = []
     deploy = _read(deploy_path, problems)
     models = deploy.get("models") if isinstance(deploy, dict) else None
-    nets = {m.get("net") for m in models if isinstance(m, dict)} if isinstance(models, list) else set()
-    if nets and Path(onnx_path).name not in nets:
+    # a TensorRT, OpenVINO or ncnn work directory names its engine (end2end.engine/.xml/.param) beside end2end.onnx
+    stems = {Path(m["net"]).stem for m in models if isinstance(m, dict) and isinstance(m.get("net"), str)} \
+        if isinstance(models, list) else set()
+    if stems and Path(onnx_path).stem not in stems:
         return None  # the work directory of another model file
     pipeline = _read(pipe_path, problems)
     if pipeline is None:

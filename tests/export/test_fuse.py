@@ -169,6 +169,27 @@ def test_fuse_refuses_bad_pairs(tmp_path):
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists() and not (tmp_path / "z").exists()
 
 
+def test_letterboxed_models_fuse_only_with_the_same_anchor():
+    """One frame is letterboxed once for both branches: a centred and a top-left letterbox of the same size
+    put the image in different places, so they are refused, and the fix names the anchor (not the size)."""
+    from edgeseg.errors import InputError
+    from edgeseg.export.fuse import _check_geometry
+    from edgeseg.structures import ImageShape, InputSpec
+
+    centred = InputSpec(size=ImageShape(64, 64), resize="letterbox", pad_value=114)
+    corner = InputSpec(size=ImageShape(64, 64), resize="letterbox", anchor="top-left", pad_value=114)
+    assert _check_geometry(corner, corner) is False and _check_geometry(centred, centred) is False
+    with pytest.raises(InputError, match="same size and geometry") as e:
+        _check_geometry(centred, corner)
+    assert "letterbox, center" in str(e.value) and "--anchor top-left" in e.value.fix
+    with pytest.raises(InputError) as e:
+        _check_geometry(InputSpec(size=ImageShape(32, 32), resize="letterbox"), corner)
+    assert "--size 64x64" in e.value.fix
+    # plain resizes ignore the anchor
+    plain = InputSpec(size=ImageShape(64, 64))
+    assert _check_geometry(plain, InputSpec(size=ImageShape(64, 64), anchor="top-left")) is False
+
+
 def test_fuse_cli(tmp_path, capsys):
     from edgeseg.bundle import Bundle
     from edgeseg.cli import main

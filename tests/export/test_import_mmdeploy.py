@@ -46,8 +46,9 @@ MASK_RCNN_STATIC = [{"type": "Resize", "keep_ratio": False, "size": [128, 96]}, 
 MMSEG = [{"type": "Resize", "keep_ratio": True, "size": [512, 1024]},
          {"type": "Normalize", "mean": [123.675, 116.28, 103.53], "std": [58.395, 57.12, 57.375], "to_rgb": True},
          {"type": "ImageToTensor", "keys": ["img"]}, {**COLLECT, "type": "PackSegInputs"}]
-#: MMYOLO: its LetterResize (centred, 114) before the data_preprocessor's normalisation
-MMYOLO = [{"type": "LetterResize", "scale": [640, 640], "allow_scale_up": False, "pad_val": {"img": 114}},
+#: MMYOLO: its LetterResize (centred, 114) before the data_preprocessor's normalisation; its pipelines keep scopes
+MMYOLO = [{"type": "mmdet.LoadAnnotations", "with_bbox": True}, {"type": "LetterResize", "scale": [640, 640],
+                                                                 "allow_scale_up": False, "pad_val": {"img": 114}},
           {"type": "Normalize", "to_rgb": True, "mean": [0, 0, 0], "std": [255, 255, 255]},
           {"type": "Pad", "size_divisor": 1}, COLLECT]
 
@@ -68,8 +69,8 @@ def _work_dir(root, transforms, component="ResizeInstanceMask", net="end2end.onn
     # each frame scaled into 1333x800 (either way round) and padded to a multiple of 32
     (MASK_RCNN, dict(resize="letterbox", anchor="top-left", pad_value=(124, 116, 104), color="RGB", mean=MMDET_MEAN,
                      std=MMDET_STD, scale=1.0), dict(size=ImageShape(1333, 800), size_rule="fit", multiple=32)),
-    (MASK_RCNN_STATIC, dict(resize="resize", color="RGB", mean=MMDET_MEAN, std=MMDET_STD, scale=1.0),
-     dict(size=ImageShape(128, 96), size_rule="fixed")),
+    # MMDeploy's versions read a plain Resize's size in different orders: a dynamic export needs --size
+    (MASK_RCNN_STATIC, dict(resize="resize", color="RGB", mean=MMDET_MEAN, std=MMDET_STD, scale=1.0), {}),
     (MMSEG, dict(resize="resize", color="RGB", mean=MMDET_MEAN, std=MMDET_STD, scale=1.0),
      dict(size=ImageShape(512, 1024), size_rule="fit", multiple=1)),
     (MMYOLO, dict(resize="letterbox", anchor="center", pad_value=114, color="RGB", mean=(0.0,) * 3, std=(255.0,) * 3,
@@ -77,8 +78,11 @@ def _work_dir(root, transforms, component="ResizeInstanceMask", net="end2end.onn
 ], ids=["rtmdet-ins", "mask-rcnn-dynamic", "mask-rcnn-static", "mmseg", "mmyolo"])
 def test_pipeline_json_gives_the_sdks_preprocessing(tmp_path, transforms, expected, sizes):
     cfg = mmdeploy_config(_work_dir(tmp_path / "w", transforms))
-    assert cfg.input == expected and cfg.problems == () and cfg.task == "instance"
+    assert cfg.input == expected and cfg.task == "instance"
     assert cfg.sizes == sizes
+    # MMYOLO's test configs pad frames smaller than the scale instead of scaling them up: named, not reproduced
+    assert [p.split(": ", 1)[1] for p in cfg.problems] == ([] if transforms is not MMYOLO else [
+        "LetterResize allow_scale_up False is not reproduced (frames smaller than its scale are scaled up by edgeseg)"])
     assert {p.rsplit("/", 1)[-1] for p in cfg.files} == {"pipeline.json", "deploy.json"}
 
 
@@ -106,6 +110,17 @@ def test_files_that_are_not_this_models_or_not_mmdeploys(tmp_path):
     cfg = mmdeploy_config(_work_dir(tmp_path / "d", broken))
     assert cfg.input["resize"] == "resize" and cfg.sizes == {}  # keep_ratio "false" is false
     assert len(cfg.problems) == 5, cfg.problems
+    # a segmentation map's pad level is not the image's (the SDK refuses it); a centred CenterNet pad is named
+    odd = [RTMDET[0], {"type": "Pad", "size": [640, 640], "pad_val": {"seg": 255}},
+           {"type": "Pad", "logical_or_val": 127, "add_pix_val": 1}]
+    cfg = mmdeploy_config(_work_dir(tmp_path / "e", odd))
+    assert cfg.input["pad_value"] == 0 and len(cfg.problems) == 2, cfg.problems
+    # a TensorRT work directory names its engine beside end2end.onnx: the same model
+    assert mmdeploy_config(_work_dir(tmp_path / "f", RTMDET, net="end2end.engine")).input["pad_value"] == 114
+    # a deploy.json whose net is no file name: read as naming none
+    w = _work_dir(tmp_path / "g", RTMDET)
+    (tmp_path / "g" / "deploy.json").write_text(json.dumps({"models": [{"net": ["a", "b"]}, "x"]}))
+    assert mmdeploy_config(w).input["pad_value"] == 114
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +135,7 @@ def mmdeploy_full(tmp_path_factory):
     return path
 
 
-def test_a_work_directory_imports_with_its_pipeline_and_decodes_as_mmdetection(mmdeploy_full, tmp_path, caplog):
+def test_a_work_directory_imports_with_its_pipeline_and_decodes_as_mmdetection(mmdeploy_full, tmp_path, caplog, capsys):
     """Without pipeline.json this static export is stretched to 128x96 (MMDeploy's static configs); with the
     dynamic pipeline's keep-ratio Resize and bottom-right Pad beside it, frames are letterboxed as the SDK
     pads them, and the detections equal MMDetection's decode of the same letterboxed input."""
@@ -136,6 +151,14 @@ def test_a_work_directory_imports_with_its_pipeline_and_decodes_as_mmdetection(m
     i = Bundle.open(tmp_path / "m.edgeseg").manifest.input
     assert (i.resize, i.anchor, i.pad_value, i.color, i.mean, i.std, i.scale) == \
         ("letterbox", "top-left", (124, 116, 104), "RGB", MMDET_MEAN, MMDET_STD, 1.0)
+    capsys.readouterr()
+    assert main(["info", str(tmp_path / "m.edgeseg")]) == 0
+    assert "(fixed, letterbox top-left, pad [124, 116, 104])" in capsys.readouterr().out
+    for bad in ("1,2", "300", "grey"):  # --pad-value: a grey level or three
+        assert main(["import", str(mmdeploy_full), "--task", "instance", "--names", "a,b,c", "--pad-value", bad,
+                     "--out", str(tmp_path / "bad.edgeseg")]) != 0
+        err = capsys.readouterr().err
+        assert "pad value" in err.replace("-", " ") and "fix: e.g." in err, err
     session = make_session(mmdeploy_full.read_bytes())
     predictor = edgeseg.load(tmp_path / "m.edgeseg", backend="onnxruntime")
     rng = np.random.default_rng(3)

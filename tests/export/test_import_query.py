@@ -389,6 +389,11 @@ def test_cli_reads_a_hugging_face_exports_names_and_preprocessing(tmp_path, caps
     assert main(["import", str(folder / "model.onnx"), "--task", "instance", "--out", str(tmp_path / "i.edgeseg")]) == 0
     m = Bundle.open(tmp_path / "i.edgeseg").manifest
     assert m.classes == NAMES and m.input.mean == (0.5, 0.5, 0.5) and m.input.resize == "resize"
+    # letterboxed, it pads as transformers' processor pads (0 after normalising): the processor's mean pixel
+    assert main(["import", str(folder / "model.onnx"), "--task", "instance", "--resize", "letterbox",
+                 "--out", str(tmp_path / "l.edgeseg")]) == 0
+    i = Bundle.open(tmp_path / "l.edgeseg").manifest.input
+    assert (i.resize, i.anchor, i.pad_value) == ("letterbox", "top-left", 128)  # 0.5 * 255 = 127.5 -> 128
     # a broken id2label is named when the names are needed, and only then
     (folder / "config.json").write_text(json.dumps({"id2label": {"0": "road", "2": "car"}}))
     capsys.readouterr()
