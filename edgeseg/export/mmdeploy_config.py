@@ -16,9 +16,12 @@ a ``Net`` task, a post-processing task whose ``component`` says the task: ``Resi
   ``Normalize`` pads in normalised units (MMDetection's ``data_preprocessor``: 0, the mean pixel).
 * ``Normalize``: ``mean``/``std`` in 0-255 units, ``to_rgb`` (the SDK decodes frames as BGR; default true).
 
-The frame size comes from the ONNX file when fixed (a static ``Resize`` size may be written width first by
-MMDeploy's MMDetection exporter); a dynamic export still needs ``--size``. Class names are not in these files
-(``--names``). Transforms that change pixels and are not listed here are named in a warning (``problems``);
+The network size comes from the ONNX file when fixed (a static ``Resize`` size may be written width first by
+MMDeploy's MMDetection exporter, and its versions read it in different orders). A dynamic export is fed as the
+SDK feeds it (``sizes``): each frame scaled into a ``keep_ratio`` ``Resize``'s size by MMCV's long/short edge
+rule and padded up to the ``Pad``'s ``size_divisor`` (:class:`InputSpec` ``size_rule="fit"``), or letterboxed
+to a ``Pad``'s or ``LetterResize``'s fixed size; a plain ``Resize`` gives none (``--size``). Class names are not
+in these files (``--names``). Transforms that change pixels and are not listed here are named in a warning (``problems``);
 bookkeeping ones (``LoadImageFromFile``, ``DefaultFormatBundle``, ``ImageToTensor``, ``Collect``, ``Pack*``)
 are ignored. Files that are not MMDeploy's (no ``pipeline.json``, or a ``deploy.json`` naming another
 model file: the TensorRT, OpenVINO and ncnn directories name their engine, ``end2end.engine``, beside
