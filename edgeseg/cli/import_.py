@@ -23,6 +23,7 @@ EXAMPLES = (
     "edgeseg import rtmdet_ins/end2end.onnx --task instance --names coco.txt --out rtmdet.edgeseg  # with MMDeploy's "
     "pipeline.json beside it (--dump-info): its Resize/Pad/Normalize; without: add --preprocess rtmdet",
     "edgeseg import mmseg_work_dir/end2end.onnx --names cityscapes.txt --out seg.edgeseg  # MMSegmentation via MMDeploy",
+    "edgeseg import pp_humanseg/model.onnx --names background,person --out human.edgeseg  # PaddleSeg: its deploy.yaml",
     "edgeseg import panoptic_deeplab.onnx --task panoptic --names cityscapes.txt --things person,rider,car,truck,bus,"
     "train,motorcycle,bicycle --size 1024x512 --out pdl.edgeseg",
     "edgeseg import torchvision_maskrcnn.onnx --task instance --names coco91.txt --out tv.edgeseg  # [3, H, W] input",
@@ -156,25 +157,29 @@ def _triple(text: str, what: str) -> tuple[float, float, float]:
     return vals  # type: ignore[return-value]
 
 
-def _mmdeploy_input(args: argparse.Namespace) -> dict:
-    """The pre-processing fields of the MMDeploy work directory the model lies in (its ``pipeline.json``) that
-    the command line leaves open; {} without one, or with ``--preprocess`` (the user's choice wins)."""
+def _pipeline_input(args: argparse.Namespace) -> dict:
+    """The pre-processing fields of the export the model lies in (MMDeploy's work directory, its
+    ``pipeline.json``; PaddleSeg's, its ``deploy.yaml``) that the command line leaves open; {} without one, or
+    with ``--preprocess`` (the user's choice wins)."""
     from pathlib import Path
 
     from ..export.mmdeploy_config import mmdeploy_config
+    from ..export.paddleseg_config import paddleseg_config
 
-    cfg = mmdeploy_config(args.onnx)
+    cfg, who = mmdeploy_config(args.onnx), "MMDeploy's"
+    if cfg is None:
+        cfg, who = paddleseg_config(args.onnx), "PaddleSeg's"
     if cfg is None:
         return {}
     log = logging.getLogger("edgeseg.import")
     for problem in cfg.problems:
         log.warning("%s", problem)
+    read = " and ".join(Path(f).name for f in cfg.files) or "files"
     if args.preprocess:
-        log.warning("%s: --preprocess %s given: the pre-processing in %s is not used", args.onnx, args.preprocess,
-                    Path(cfg.files[0]).name if cfg.files else "pipeline.json")
+        log.warning("%s: --preprocess %s given: the pre-processing in %s is not used", args.onnx, args.preprocess, read)
         return {}
     if cfg.task and cfg.task != args.task:
-        log.warning("%s: MMDeploy's pipeline.json describes a%s %s model, imported as --task %s", args.onnx,
+        log.warning("%s: %s %s describes a%s %s model, imported as --task %s", args.onnx, who, read,
                     "n" if cfg.task[0] in "aeiou" else "", cfg.task, args.task)
     given = {"mean": args.mean, "std": args.std, "scale": args.scale, "resize": args.resize,
              "pad_value": args.pad_value, "anchor": args.anchor, "color": args.color}
@@ -187,8 +192,7 @@ def _mmdeploy_input(args: argparse.Namespace) -> dict:
             if cfg.sizes["size_rule"] == "fit":  # keep-ratio, padded below and to the right (if at all)
                 fields.update({k: v for k, v in (("resize", "letterbox"), ("anchor", "top-left")) if given[k] is None})
     if fields:
-        log.warning("%s: from MMDeploy's %s: %s", args.onnx, " and ".join(Path(f).name for f in cfg.files),
-                    ", ".join(f"{k} {v}" for k, v in fields.items()))
+        log.warning("%s: from %s %s: %s", args.onnx, who, read, ", ".join(f"{k} {v}" for k, v in fields.items()))
     return fields
 
 
@@ -215,7 +219,7 @@ def run(args: argparse.Namespace) -> int:
         ultra = ultralytics_semantic(args.onnx)
     # the file's own Ultralytics metadata wins over Hugging Face files that happen to lie beside it
     hf = huggingface_config(args.onnx) if ultra is None and (args.classes is None or len(given_input) < 4) else None
-    mmd = _mmdeploy_input(args) if ultra is None else {}
+    mmd = _pipeline_input(args) if ultra is None else {}
     hf_names = hf.names if hf is not None and args.classes is None else None
     if hf is not None:
         for problem in hf.problems:

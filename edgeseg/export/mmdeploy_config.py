@@ -45,10 +45,11 @@ _TASKS = {"ResizeMask": "semantic", "ResizeInstanceMask": "instance"}
 
 
 @dataclass(frozen=True)
-class MMDeployConfig:
-    """``input``: :class:`InputSpec` fields (``resize``, ``anchor``, ``pad_value``, ``color``, ``mean``, ``std``,
-    ``scale``) the pipeline fixes; ``task``: edgeseg's name for its post-processing component (or None);
-    ``files``: what was read; ``problems``: what was left out, and why."""
+class PipelineConfig:
+    """An exporter's pre-processing files, read (MMDeploy's here, PaddleSeg's in :mod:`.paddleseg_config`).
+    ``input``: :class:`InputSpec` fields (``resize``, ``anchor``, ``pad_value``, ``color``, ``mean``, ``std``,
+    ``scale``) the pipeline fixes; ``task``: edgeseg's name for its post-processing (or None); ``files``: what
+    was read; ``problems``: what was left out, and why."""
 
     input: dict = field(default_factory=dict)
     task: str | None = None
@@ -57,6 +58,10 @@ class MMDeployConfig:
     #: for a dynamic-size export: ``size``, ``size_rule`` and ``multiple`` (``fit`` for a keep-ratio ``Resize``,
     #: ``fixed`` at a ``Pad``'s own size), or {} when the pipeline sets no size
     sizes: dict = field(default_factory=dict)
+
+
+#: the name its first users knew it by
+MMDeployConfig = PipelineConfig
 
 
 def _numbers(value, n: int | None = None) -> tuple[float, ...] | None:
@@ -243,4 +248,4 @@ def mmdeploy_config(onnx_path: str | os.PathLike) -> MMDeployConfig | None:
     return MMDeployConfig(fields, _task(pipeline), files, tuple(problems), sizes)
 
 
-__all__ = ["MMDeployConfig", "mmdeploy_config"]
+__all__ = ["MMDeployConfig", "PipelineConfig", "mmdeploy_config"]

@@ -176,7 +176,7 @@ def test_a_work_directory_imports_with_its_pipeline_and_decodes_as_mmdetection(m
     assert (i.resize, i.anchor, i.pad_value, i.mean) == ("letterbox", "center", 0, MMDET_MEAN)
     assert main(["import", str(mmdeploy_full), "--task", "instance", "--names", "a,b,c", "--preprocess", "rtmdet",
                  "--out", str(tmp_path / "r.edgeseg")]) == 0
-    assert "--preprocess rtmdet given: the pre-processing in pipeline.json is not used" in caplog.text
+    assert "--preprocess rtmdet given: the pre-processing in pipeline.json and deploy.json is not used" in caplog.text
     i = Bundle.open(tmp_path / "r.edgeseg").manifest.input
     assert (i.color, i.pad_value, i.anchor) == ("BGR", 114, "top-left")
 
@@ -271,3 +271,63 @@ def test_a_dynamic_mmsegmentation_export_runs_at_the_pipelines_scale(tmp_path, c
     assert main(["import", str(path), "--names", "r,g,b", "--size", "96x96", "--out", str(tmp_path / "f.edgeseg")]) == 0
     i = Bundle.open(tmp_path / "f.edgeseg").manifest.input
     assert (i.size_rule, i.size, i.resize) == ("fixed", ImageShape(96, 96), "resize")
+
+
+# ---- PaddleSeg: deploy.yaml beside a paddle2onnx export -------------------------------------------------------
+#: PP-HumanSegV2-Lite's deploy.yaml as PaddleSeg's export writes it (published beside the model)
+HUMANSEG = "Deploy:\n  model: model.pdmodel\n  params: model.pdiparams\n  transforms:\n  - target_size:\n    - 256\n" \
+           "    - 144\n    type: Resize\n  - type: Normalize\n"
+
+
+def test_paddleseg_deploy_yaml_gives_its_preprocessing(tmp_path):
+    from edgeseg.export.paddleseg_config import paddleseg_config
+
+    (tmp_path / "deploy.yaml").write_text(HUMANSEG)
+    cfg = paddleseg_config(tmp_path / "model.onnx")
+    # Compose converts to RGB; Normalize: (pixel / 255 - 0.5) / 0.5; Resize's target_size is [w, h]
+    assert cfg.input == dict(color="RGB", mean=(0.5,) * 3, std=(0.5,) * 3, scale=1 / 255, resize="resize")
+    assert cfg.sizes == dict(size=ImageShape(144, 256), size_rule="fixed") and cfg.problems == ()
+    (tmp_path / "deploy.yaml").write_text("Deploy:\n  transforms:\n  - type: ResizeByLong\n    long_size: 512\n"
+                                          "  - type: Normalize\n    mean: [0.485, 0.456, 0.406]\n"
+                                          "    std: [0.229, 0.224, 0.225]\n  - type: Padding\n    target_size: [512, 512]\n")
+    cfg = paddleseg_config(tmp_path / "model.onnx")
+    assert cfg.sizes == dict(size=ImageShape(512, 512), size_rule="fit", multiple=1)
+    assert cfg.input["mean"] == (0.485, 0.456, 0.406) and cfg.input["resize"] == "letterbox"
+    assert len(cfg.problems) == 1 and "'Padding' is not reproduced" in cfg.problems[0]
+    # no Normalize: raw 0-255 pixels, as PaddleSeg feeds them
+    (tmp_path / "deploy.yaml").write_text("Deploy:\n  transforms:\n  - type: Resize\n    target_size: [8, 4]\n")
+    assert paddleseg_config(tmp_path / "model.onnx").input["scale"] == 1.0
+    # another tool's deploy.yaml, and a broken one
+    (tmp_path / "deploy.yaml").write_text("model: yolo.pt\nstages: [a, b]\n")
+    assert paddleseg_config(tmp_path / "model.onnx") is None
+    (tmp_path / "deploy.yaml").write_text("Deploy: [\n")
+    assert "not a readable YAML file" in paddleseg_config(tmp_path / "model.onnx").problems[0]
+
+
+def test_a_paddleseg_export_imports_with_no_options_and_labels_as_paddleseg(tmp_path, caplog):
+    """paddle2onnx's export of a PaddleSeg model with ``--output_op argmax``: input ``x`` [-1, 3, -1, -1], an
+    int32 class map out. Imported with only its names, it is fed at the deploy.yaml's size, RGB, normalised as
+    PaddleSeg normalises, and labels every pixel as the model labels PaddleSeg's input."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    import edgeseg
+    from edgeseg.bundle import Bundle
+    from edgeseg.cli import main
+
+    (tmp_path / "deploy.yaml").write_text("Deploy:\n  model: model.pdmodel\n  transforms:\n  - type: Resize\n"
+                                          "    target_size: [64, 48]\n  - type: Normalize\n    mean: [0.5, 0.4, 0.3]\n"
+                                          "    std: [0.2, 0.25, 0.3]\n")
+    g = helper.make_graph([helper.make_node("ArgMax", ["x"], ["am"], axis=1, keepdims=0),
+                           helper.make_node("Cast", ["am"], ["argmax_0.tmp_0"], to=TensorProto.INT32)], "pp",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, "h", "w"])],
+                          [helper.make_tensor_value_info("argmax_0.tmp_0", TensorProto.INT32, ["n", "h", "w"])])
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 11)]), str(tmp_path / "model.onnx"))
+    assert main(["import", str(tmp_path / "model.onnx"), "--names", "r,g,b", "--out", str(tmp_path / "p.edgeseg")]) == 0
+    assert "from PaddleSeg's deploy.yaml" in caplog.text
+    i = Bundle.open(tmp_path / "p.edgeseg").manifest.input
+    assert (i.size, i.size_rule, i.resize, i.color, i.mean, i.std) == (ImageShape(48, 64), "fixed", "resize", "RGB",
+                                                                         (0.5, 0.4, 0.3), (0.2, 0.25, 0.3))
+    rgb = np.random.default_rng(6).integers(0, 255, (48, 64, 3), np.uint8)
+    ref = np.argmax((rgb.astype(np.float32) / 255 - [0.5, 0.4, 0.3]) / [0.2, 0.25, 0.3], axis=2)
+    assert np.array_equal(edgeseg.load(tmp_path / "p.edgeseg", backend="onnxruntime")(rgb).labels, ref)
