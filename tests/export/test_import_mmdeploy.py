@@ -86,6 +86,30 @@ def test_pipeline_json_gives_the_sdks_preprocessing(tmp_path, transforms, expect
     assert {p.rsplit("/", 1)[-1] for p in cfg.files} == {"pipeline.json", "deploy.json"}
 
 
+def test_an_mmdeploy_0x_pipeline_is_read_too(tmp_path):
+    """MMDeploy 0.x's SDK files (its demo's retinanet_ort): the Resize size as [h, w], ImageToTensor, and a
+    post-processing module without a component. Read the same way; its task is not named."""
+    old = {"pipeline": {"input": ["img"], "output": ["bboxes"], "tasks": [
+        {"name": "preprocess", "type": "Task", "module": "Transform", "input": ["img"], "output": ["prep_res"],
+         "transforms": [{"type": "LoadImageFromFile"}, {"type": "Resize", "size": [800, 1333], "keep_ratio": True},
+                        {"type": "Normalize", "mean": list(MMDET_MEAN), "std": list(MMDET_STD), "to_rgb": True},
+                        {"type": "Pad", "size_divisor": 32}, {"type": "ImageToTensor", "keys": ["img"]},
+                        {"type": "Collect", "keys": ["img"], "meta_keys": ["ori_shape", "img_shape", "scale_factor"]}]},
+        {"name": "retinanet", "type": "Task", "module": "Net", "input": ["prep_res"], "output": ["infer_res"],
+         "input_map": {"img": "input"}},
+        {"name": "retinanet_post", "type": "Task", "module": "MMDetPostprocess", "postprocess_type": "SingleStagePost",
+         "input": ["prep_res", "infer_res"], "output": ["bboxes"], "score_thr": 0.3}]}}
+    (tmp_path / "pipeline.json").write_text(json.dumps(old))
+    (tmp_path / "deploy.json").write_text(json.dumps({"version": "0.1.0", "models": [
+        {"name": "retinanet", "net": "end2end.onnx", "weights": "", "backend": "onnxruntime", "precision": "FP32",
+         "batch_size": 1, "dynamic_shape": True}], "customs": []}))
+    cfg = mmdeploy_config(tmp_path / "end2end.onnx")
+    assert cfg.task is None and cfg.problems == ()
+    assert cfg.input == dict(resize="letterbox", anchor="top-left", pad_value=(124, 116, 104), color="RGB",
+                             mean=MMDET_MEAN, std=MMDET_STD, scale=1.0)
+    assert cfg.sizes == dict(size=ImageShape(800, 1333), size_rule="fit", multiple=32)
+
+
 def test_files_that_are_not_this_models_or_not_mmdeploys(tmp_path):
     assert mmdeploy_config(tmp_path / "model.onnx") is None  # no pipeline.json
     # a deploy.json naming another model file: the work directory of another export
