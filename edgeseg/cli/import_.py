@@ -24,6 +24,7 @@ EXAMPLES = (
     "pipeline.json beside it (--dump-info): its Resize/Pad/Normalize; without: add --preprocess rtmdet",
     "edgeseg import mmseg_work_dir/end2end.onnx --names cityscapes.txt --out seg.edgeseg  # MMSegmentation via MMDeploy",
     "edgeseg import pp_humanseg/model.onnx --names background,person --out human.edgeseg  # PaddleSeg: its deploy.yaml",
+    "edgeseg import config_infer_primary_seg.txt --out seg.edgeseg  # DeepStream's nvinfer file: model, labels, scaling",
     "edgeseg import panoptic_deeplab.onnx --task panoptic --names cityscapes.txt --things person,rider,car,truck,bus,"
     "train,motorcycle,bicycle --size 1024x512 --out pdl.edgeseg",
     "edgeseg import torchvision_maskrcnn.onnx --task instance --names coco91.txt --out tv.edgeseg  # [3, H, W] input",
@@ -34,10 +35,11 @@ EXAMPLES = (
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("onnx", metavar="MODEL.onnx", help="the ONNX file")
+    p.add_argument("onnx", metavar="MODEL.onnx", help="the ONNX file, or a DeepStream nvinfer configuration file "
+                                                     "(config_infer_*.txt) naming it")
     p.add_argument("--out", required=True, help="bundle directory to create")
-    p.add_argument("--task", default="semantic", choices=["semantic", "instance", "panoptic"],
-                   help="what the model does (default semantic); instance: prototype-mask models (YOLACT's conf/boxes/mask/"
+    p.add_argument("--task", default=None, choices=["semantic", "instance", "panoptic"],
+                   help="what the model does (default semantic, or an nvinfer file's network-type); instance: prototype-mask models (YOLACT's conf/boxes/mask/"
                         "proto outputs, Ultralytics YOLOv5/v8/v11-seg, and YOLO26-seg's or nms=True end-to-end "
                         "exports) and box-and-mask models after their own NMS (Mask R-CNN, RTMDet-Ins, SOLO as MMDeploy "
                         "exports them: dets/labels/masks; torchvision's boxes/labels/scores/masks), recognised from "
@@ -157,16 +159,19 @@ def _triple(text: str, what: str) -> tuple[float, float, float]:
     return vals  # type: ignore[return-value]
 
 
-def _pipeline_input(args: argparse.Namespace) -> dict:
+def _pipeline_input(args: argparse.Namespace, nvinfer=None) -> dict:
     """The pre-processing fields of the export the model lies in (MMDeploy's work directory, its
-    ``pipeline.json``; PaddleSeg's, its ``deploy.yaml``) that the command line leaves open; {} without one, or
-    with ``--preprocess`` (the user's choice wins)."""
+    ``pipeline.json``; PaddleSeg's, its ``deploy.yaml``) or of the DeepStream configuration ``nvinfer`` (a
+    :class:`PipelineConfig`) that the command line leaves open; {} without one, or with ``--preprocess`` (the
+    user's choice wins)."""
     from pathlib import Path
 
     from ..export.mmdeploy_config import mmdeploy_config
     from ..export.paddleseg_config import paddleseg_config
 
-    cfg, who = mmdeploy_config(args.onnx), "MMDeploy's"
+    cfg, who = nvinfer, "DeepStream's"
+    if cfg is None:
+        cfg, who = mmdeploy_config(args.onnx), "MMDeploy's"
     if cfg is None:
         cfg, who = paddleseg_config(args.onnx), "PaddleSeg's"
     if cfg is None:
@@ -205,6 +210,24 @@ def run(args: argparse.Namespace) -> int:
     from ..export.importer import import_onnx, onnx_input_size
     from ..structures import ImageShape, InputSpec
 
+    nvinfer, nv_names = None, None
+    from ..export.nvinfer_config import looks_like_nvinfer_config, read_nvinfer_config
+
+    if looks_like_nvinfer_config(args.onnx):  # DeepStream's config_infer_*.txt: the model, its labels and conventions
+        from ..export.mmdeploy_config import PipelineConfig
+
+        nv = read_nvinfer_config(args.onnx)
+        if args.task is not None and args.task != nv.task:
+            logging.getLogger("edgeseg.import").warning("%s: network-type says %s, imported as --task %s", args.onnx,
+                                                        nv.task, args.task)
+        args.task, args.onnx, args.layout = args.task or nv.task, str(nv.onnx), args.layout or nv.layout
+        nv_names = nv.names if args.classes is None and args.names is None else None
+        nvinfer = PipelineConfig(nv.input, nv.task, nv.files, nv.problems,
+                                 {"size": nv.size, "size_rule": "fixed"} if nv.size else {})
+        logging.getLogger("edgeseg.import").warning(
+            "%s: imports %s as a %s model%s", nv.path, nv.onnx, nv.task,
+            f" named by {Path(nv.files[1]).name} ({len(nv.names)} classes)" if nv.names and nv_names else "")
+    args.task = args.task or "semantic"
     names_given = args.names is not None
     if names_given:
         if args.classes is not None:
@@ -219,14 +242,14 @@ def run(args: argparse.Namespace) -> int:
         ultra = ultralytics_semantic(args.onnx)
     # the file's own Ultralytics metadata wins over Hugging Face files that happen to lie beside it
     hf = huggingface_config(args.onnx) if ultra is None and (args.classes is None or len(given_input) < 4) else None
-    mmd = _pipeline_input(args) if ultra is None else {}
+    mmd = _pipeline_input(args, nvinfer) if ultra is None else {}
     hf_names = hf.names if hf is not None and args.classes is None else None
     if hf is not None:
         for problem in hf.problems:
             logging.getLogger("edgeseg.import").warning("%s", problem)
     if ultra is not None and args.classes is None and ultra["names"]:
         hf_names = ultra["names"]
-    if args.classes is None and hf_names is None and args.task in ("semantic", "panoptic"):
+    if args.classes is None and hf_names is None and nv_names is None and args.task in ("semantic", "panoptic"):
         if hf is not None and hf.names_error:
             raise InputError(hf.names_error, fix="repair it, or give the names with --names / --classes FILE")
         raise InputError(f"--classes is required for a {args.task} model",
@@ -253,6 +276,8 @@ def run(args: argparse.Namespace) -> int:
     classes, palette = (None if instance else hf_names, None) if args.classes is None else (
         _names(args.classes, list_only=True) if names_given else
         (int(args.classes), None) if args.classes.isdigit() else _names(args.classes))
+    if nv_names is not None:  # the nvinfer file's label file
+        classes = nv_names
     norm = {k: _triple(v, k) for k, v in (("mean", args.mean), ("std", args.std)) if v is not None}
     given_norm = set(norm)  # the uint8 warning names what the command line gave
     explicit = {k: v for k, v in (("scale", args.scale), ("resize", args.resize), ("pad_value", _pad(args.pad_value)),

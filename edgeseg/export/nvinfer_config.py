@@ -1,0 +1,199 @@
+"""A DeepStream ``nvinfer`` configuration file, read: the model, its classes and its pre-processing.
+
+DeepStream users keep what a segmentation model needs in the ``[property]`` group of the ``config_infer_*.txt``
+their ``nvinfer`` element loads (Gst-nvinfer's "File Configuration Specifications"); ``edgeseg import
+config_infer_primary.txt --out seg.edgeseg`` reads it:
+
+* ``onnx-file`` (the model; paths are relative to the file's folder, as nvinfer resolves them), ``labelfile-path``
+  (one name per line; the older one-line ``a;b;c`` form too), ``network-type`` (2 semantic segmentation,
+  3 instance segmentation; detectors and classifiers are refused).
+* ``y = net-scale-factor * (x - offsets[c])``: :class:`InputSpec` ``scale = net-scale-factor``,
+  ``mean = offsets * net-scale-factor``, ``std = 1``; ``model-color-format`` 0 RGB, 1 BGR (2, grey, is refused:
+  edgeseg feeds three channels); ``network-input-order`` (or the old ``input-dims``' fourth field) 0 NCHW, 1 NHWC;
+  ``infer-dims`` ``C;H;W`` (the size when the ONNX input is dynamic).
+* ``maintain-aspect-ratio=1``: a letterbox, black padding, at the top-left corner (padding right and bottom) unless
+  ``symmetric-padding=1`` centres it. nvinfer truncates the scaled size where edgeseg rounds it: at most one
+  pixel of difference along the shorter side.
+
+Not reproduced, and named in a warning (``problems``): ``mean-file``, a non-zero ``segmentation-threshold``,
+and ``scaling-filter``: nvinfer scales with nearest-neighbour sampling unless it is set (its default, 0), edgeseg
+bilinearly (``scaling-filter=1`` in DeepStream gives the frames edgeseg feeds). A file that is not a key file with
+a ``[property]`` group, or names no ONNX model (an engine, UFF, Caffe or TAO file only), is an :class:`InputError`
+naming what is missing.
+"""
+from __future__ import annotations
+
+import configparser
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import InputError
+from ..structures import ImageShape
+
+#: nvinfer's network-type values edgeseg imports
+TASKS = {2: "semantic", 3: "instance"}
+_OTHER_TYPES = {0: "a detector", 1: "a classifier", 100: "a network whose outputs nvinfer leaves to the application"}
+#: model keys nvinfer reads besides onnx-file: what the error names
+_NON_ONNX = ("model-engine-file", "tlt-encoded-model", "uff-file", "model-file", "proto-file", "custom-network-config")
+
+
+@dataclass(frozen=True)
+class NvinferConfig:
+    """``onnx``: the model file; ``task``: edgeseg's task; ``names``: from the label file (None without one);
+    ``input``: :class:`InputSpec` fields; ``size``: ``infer-dims``' height and width (None without it);
+    ``layout``; ``files``: what was read; ``problems``: what is not reproduced, and why."""
+
+    path: Path
+    onnx: Path
+    task: str
+    names: tuple[str, ...] | None = None
+    input: dict = field(default_factory=dict)
+    size: ImageShape | None = None
+    layout: str = "NCHW"
+    files: tuple[str, ...] = ()
+    problems: tuple[str, ...] = ()
+
+
+def _parser(path: Path) -> configparser.ConfigParser:
+    cp = configparser.ConfigParser(interpolation=None, strict=False, comment_prefixes=("#",),
+                                   inline_comment_prefixes=None, delimiters=("=",))
+    cp.optionxform = str  # keys keep their case
+    try:
+        cp.read_string(path.read_text(encoding="utf-8", errors="replace"), source=str(path))
+    except (OSError, configparser.Error) as e:
+        raise InputError(f"{path}: not a DeepStream nvinfer configuration file ({str(e).splitlines()[0][:200]})",
+                         fix="give the config_infer_*.txt with a [property] group, or the .onnx model itself") from None
+    return cp
+
+
+def looks_like_nvinfer_config(path: str | os.PathLike) -> bool:
+    """True for a text file (not an ONNX model) whose first group is ``[property]``: what ``edgeseg import`` reads
+    as an nvinfer configuration rather than as a model."""
+    p = Path(path)
+    if not p.is_file() or p.suffix.lower() == ".onnx":
+        return False
+    try:
+        head = p.read_bytes()[:4096]
+    except OSError:
+        return False
+    if b"\x00" in head:  # a binary (ONNX protobuf) file, whatever its name
+        return False
+    lines = [ln.strip() for ln in head.decode("utf-8", "replace").splitlines()]
+    return next((ln for ln in lines if ln and not ln.startswith("#")), "") == "[property]"
+
+
+def _number(prop, key: str, default: float, path: Path) -> float:
+    raw = prop.get(key)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        v = float(raw.strip().rstrip(";"))
+    except ValueError:
+        raise InputError(f"{path}: {key}={raw!r} is not a number", fix=f"e.g. {key}={default:g}") from None
+    if not math.isfinite(v):
+        raise InputError(f"{path}: {key}={raw!r} is not a finite number", fix=f"e.g. {key}={default:g}")
+    return v
+
+
+def _list(raw: str | None) -> list[str]:
+    return [v.strip() for v in (raw or "").split(";") if v.strip()]
+
+
+def _labels(path: Path) -> tuple[str, ...]:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError as e:
+        raise InputError(f"cannot read the label file {path}: {e.strerror or e}",
+                         fix="fix labelfile-path, or give the names with --names") from None
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    if len(lines) == 1 and ";" in lines[0]:  # the older one-line form
+        lines = [v.strip() for v in lines[0].split(";") if v.strip()]
+    if not lines:
+        raise InputError(f"the label file {path} names no class", fix="one class name per line, or pass --names")
+    return tuple(lines)
+
+
+def read_nvinfer_config(path: str | os.PathLike) -> NvinferConfig:
+    """The model, classes and pre-processing an nvinfer configuration file gives (module doc)."""
+    path = Path(path)
+    cp = _parser(path)
+    if not cp.has_section("property"):
+        raise InputError(f"{path}: no [property] group: not a DeepStream nvinfer configuration file",
+                         fix="give the config_infer_*.txt that nvinfer's config-file-path names, or the .onnx model")
+    prop = cp["property"]
+    folder, problems = path.parent, []
+    onnx_name = (prop.get("onnx-file") or "").strip()
+    if not onnx_name:
+        others = [k for k in _NON_ONNX if (prop.get(k) or "").strip()]
+        raise InputError(f"{path}: names no onnx-file" + (f" (only {', '.join(others)})" if others else ""),
+                         fix="export the model to ONNX and add onnx-file=MODEL.onnx (an engine cannot be imported)")
+    onnx = (folder / onnx_name) if not Path(onnx_name).is_absolute() else Path(onnx_name)
+    kind = int(_number(prop, "network-type", 0, path))
+    if kind not in TASKS:
+        what = _OTHER_TYPES.get(kind, f"network-type {kind}")
+        raise InputError(f"{path}: network-type={kind} is {what}, not a segmentation model",
+                         fix="edgeseg imports network-type=2 (semantic segmentation) and 3 (instance segmentation)")
+    color = int(_number(prop, "model-color-format", 0, path))
+    if color not in (0, 1):
+        raise InputError(f"{path}: model-color-format={color} (grey): edgeseg feeds three colour channels",
+                         fix="use a model that takes RGB (0) or BGR (1) input")
+    scale = _number(prop, "net-scale-factor", 1.0, path)
+    if scale <= 0:
+        raise InputError(f"{path}: net-scale-factor={scale:g} must be positive", fix="e.g. net-scale-factor=0.0039215697")
+    try:
+        offsets = [float(v) for v in _list(prop.get("offsets"))] or [0.0, 0.0, 0.0]
+    except ValueError:
+        raise InputError(f"{path}: offsets={prop.get('offsets')!r} are not numbers",
+                         fix="three means separated by ';', e.g. offsets=123.675;116.28;103.53") from None
+    if len(offsets) == 1:
+        offsets *= 3
+    if len(offsets) != 3:
+        raise InputError(f"{path}: offsets={prop.get('offsets')!r} gives {len(offsets)} values, not 3",
+                         fix="one mean per colour channel, separated by ';'")
+    dims = _list(prop.get("infer-dims")) or _list(prop.get("input-dims"))
+    size, order = None, int(_number(prop, "network-input-order", 0, path))
+    if dims:
+        try:
+            c, h, w, *rest = (int(float(v)) for v in dims)
+        except ValueError:
+            raise InputError(f"{path}: infer-dims={';'.join(dims)!r} is not C;H;W", fix="e.g. infer-dims=3;544;960") from None
+        if h < 1 or w < 1 or c not in (1, 3):
+            raise InputError(f"{path}: infer-dims={';'.join(dims)!r} is not C;H;W", fix="e.g. infer-dims=3;544;960")
+        size = ImageShape(h, w)
+        if rest and not (prop.get("network-input-order") or "").strip():  # input-dims=c;h;w;order (deprecated)
+            order = rest[0]
+    if order not in (0, 1):
+        raise InputError(f"{path}: network-input-order={order} is neither 0 (NCHW) nor 1 (NHWC)", fix="0 or 1")
+    fields: dict = {"color": "RGB" if color == 0 else "BGR", "scale": scale,
+                    "mean": tuple(o * scale for o in offsets), "std": (1.0, 1.0, 1.0)}
+    if _number(prop, "maintain-aspect-ratio", 0, path):
+        fields.update(resize="letterbox", pad_value=0,
+                      anchor="center" if _number(prop, "symmetric-padding", 0, path) else "top-left")
+    else:
+        fields["resize"] = "resize"
+    if (prop.get("mean-file") or "").strip():
+        problems.append(f"{path}: mean-file is not reproduced (offsets are): subtract its mean with offsets instead")
+    if _number(prop, "segmentation-threshold", 0.0, path) > 0:
+        problems.append(f"{path}: segmentation-threshold={prop.get('segmentation-threshold')} is not reproduced "
+                        "(edgeseg labels every pixel with its most likely class)")
+    if int(_number(prop, "scaling-filter", 0, path)) != 1:
+        problems.append(f"{path}: nvinfer scales frames with scaling-filter={int(_number(prop, 'scaling-filter', 0, path))}"
+                        " (0, its default, is nearest-neighbour); edgeseg resizes bilinearly: set scaling-filter=1 in "
+                        "DeepStream for the same network input")
+    names, files = None, [str(path)]
+    label_file = (prop.get("labelfile-path") or "").strip()
+    if label_file:
+        lp = (folder / label_file) if not Path(label_file).is_absolute() else Path(label_file)
+        names = _labels(lp)
+        files.append(str(lp))
+    count = prop.get("num-detected-classes")
+    if names is not None and count and count.strip().isdigit() and int(count) != len(names):
+        problems.append(f"{path}: num-detected-classes={count.strip()} but {label_file} names {len(names)} classes "
+                        "(the label file's names are used)")
+    return NvinferConfig(path, onnx, TASKS[kind], names, fields, size, "NHWC" if order == 1 else "NCHW",
+                         tuple(files), tuple(problems))
+
+
+__all__ = ["NvinferConfig", "TASKS", "looks_like_nvinfer_config", "read_nvinfer_config"]

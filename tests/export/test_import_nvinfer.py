@@ -1,0 +1,129 @@
+"""``edgeseg import config_infer_primary.txt``: a DeepStream nvinfer configuration file gives the model, its labels
+and its pre-processing (``y = net-scale-factor * (x - offsets)``, ``model-color-format``, ``maintain-aspect-ratio``
+and ``symmetric-padding``), as Gst-nvinfer's configuration specification defines them."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgeseg.errors import InputError
+from edgeseg.export.nvinfer_config import looks_like_nvinfer_config, read_nvinfer_config
+from edgeseg.structures import ImageShape
+
+#: a semantic segmentation config in the form DeepStream's segmentation samples use
+CONFIG = """[property]
+gpu-id=0
+net-scale-factor=0.007843
+model-color-format=1
+offsets=127.5;127.5;127.5
+onnx-file=seg.onnx
+model-engine-file=seg.onnx_b1_gpu0_fp32.engine
+labelfile-path=labels.txt
+infer-dims=3;48;64
+batch-size=1
+## 0=FP32, 1=INT8, 2=FP16 mode
+network-mode=0
+num-detected-classes=3
+interval=0
+gie-unique-id=1
+network-type=2
+output-blob-names=logits
+segmentation-threshold=0.0
+maintain-aspect-ratio=1
+symmetric-padding=0
+scaling-filter=1
+"""
+
+
+def _write(tmp_path, config=CONFIG, labels="red\ngreen\nblue\n"):
+    import onnx
+    from onnx import TensorProto, helper
+
+    (tmp_path / "config_infer_primary_seg.txt").write_text(config)
+    if labels is not None:
+        (tmp_path / "labels.txt").write_text(labels)
+    # logits = the network input itself: each pixel's class is its largest normalised channel
+    g = helper.make_graph([helper.make_node("Identity", ["input_1"], ["logits"])], "seg",
+                          [helper.make_tensor_value_info("input_1", TensorProto.FLOAT, [1, 3, "h", "w"])],
+                          [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 3, "h", "w"])])
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "seg.onnx"))
+    return tmp_path / "config_infer_primary_seg.txt"
+
+
+def test_the_config_gives_model_labels_and_preprocessing(tmp_path):
+    path = _write(tmp_path)
+    assert looks_like_nvinfer_config(path) and not looks_like_nvinfer_config(tmp_path / "seg.onnx")
+    cfg = read_nvinfer_config(path)
+    assert cfg.onnx == tmp_path / "seg.onnx" and cfg.task == "semantic" and cfg.names == ("red", "green", "blue")
+    # y = 0.007843 * (x - 127.5): scale 0.007843, mean 127.5 * 0.007843, std 1; BGR; top-left black padding
+    assert cfg.input == dict(color="BGR", scale=0.007843, mean=(127.5 * 0.007843,) * 3, std=(1.0, 1.0, 1.0),
+                             resize="letterbox", pad_value=0, anchor="top-left")
+    assert cfg.size == ImageShape(48, 64) and cfg.layout == "NCHW" and cfg.problems == ()
+    # defaults: RGB, no scaling, a stretch; nvinfer's default nearest-neighbour scaling is named
+    path.write_text("[property]\nonnx-file=seg.onnx\nnetwork-type=3\nsymmetric-padding=1\n")
+    cfg = read_nvinfer_config(path)
+    assert cfg.task == "instance" and cfg.names is None and cfg.size is None
+    assert cfg.input == dict(color="RGB", scale=1.0, mean=(0.0,) * 3, std=(1.0,) * 3, resize="resize")
+    assert len(cfg.problems) == 1 and "scaling-filter=0" in cfg.problems[0]
+    # the old forms: input-dims with the order as its fourth field, labels on one line separated by ';'
+    path.write_text("[property]\nonnx-file=seg.onnx\nnetwork-type=2\ninput-dims=3;32;40;1\nlabelfile-path=l.txt\n"
+                    "maintain-aspect-ratio=1\nsymmetric-padding=1\nscaling-filter=1\n")
+    (tmp_path / "l.txt").write_text("road;car;sky\n")
+    cfg = read_nvinfer_config(path)
+    assert (cfg.size, cfg.layout, cfg.names, cfg.input["anchor"]) == (ImageShape(32, 40), "NHWC", ("road", "car", "sky"),
+                                                                       "center")
+
+
+@pytest.mark.parametrize("text, match", [
+    ("[property]\nmodel-engine-file=a.engine\nnetwork-type=2\n", r"names no onnx-file \(only model-engine-file\)"),
+    ("[property]\nonnx-file=seg.onnx\nnetwork-type=0\n", "is a detector, not a segmentation model"),
+    ("[property]\nonnx-file=seg.onnx\n", "network-type=0 is a detector"),  # nvinfer's default type
+    ("[property]\nonnx-file=seg.onnx\nnetwork-type=2\nmodel-color-format=2\n", "grey"),
+    ("[property]\nonnx-file=seg.onnx\nnetwork-type=2\noffsets=1;2\n", "gives 2 values, not 3"),
+    ("[property]\nonnx-file=seg.onnx\nnetwork-type=2\nnet-scale-factor=abc\n", "is not a number"),
+    ("[property]\nonnx-file=seg.onnx\nnetwork-type=2\ninfer-dims=3;x;64\n", "is not C;H;W"),
+    ("[property]\nonnx-file=seg.onnx\nnetwork-type=2\nlabelfile-path=missing.txt\n", "cannot read the label file"),
+    ("[application]\nenable-perf-measurement=1\n", "no \\[property\\] group"),
+])
+def test_bad_configs_are_named(tmp_path, text, match):
+    path = tmp_path / "c.txt"
+    path.write_text(text)
+    with pytest.raises(InputError, match=match):
+        read_nvinfer_config(path)
+
+
+def test_import_from_the_config_labels_pixels_as_nvinfer_feeds_them(tmp_path, caplog, capsys):
+    import edgeseg
+    from edgeseg.bundle import Bundle
+    from edgeseg.cli import main
+
+    path = _write(tmp_path)
+    assert main(["import", str(path), "--out", str(tmp_path / "s.edgeseg")]) == 0
+    assert "imports" in caplog.text and "named by labels.txt (3 classes)" in caplog.text
+    m = Bundle.open(tmp_path / "s.edgeseg").manifest
+    assert m.classes == ("red", "green", "blue") and m.task == "semantic"
+    i = m.input
+    assert (i.size, i.color, i.scale, i.resize, i.anchor, i.pad_value) == (ImageShape(48, 64), "BGR", 0.007843,
+                                                                           "letterbox", "top-left", 0)
+    # a 24x64 frame fills the top half of the 48x64 input (black below); the model's classes over the frame are
+    # the largest of 0.007843 * (x - 127.5) per BGR channel
+    rgb = np.random.default_rng(8).integers(0, 255, (24, 64, 3), np.uint8)
+    x, meta = i.preprocess(rgb)
+    bgr = rgb[..., ::-1].astype(np.float32)
+    np.testing.assert_allclose(x[0, :, :24], (0.007843 * (bgr - 127.5)).transpose(2, 0, 1), atol=1e-5)
+    np.testing.assert_allclose(x[0, :, 24:], 0.007843 * (0 - 127.5), atol=1e-5)  # black, normalised
+    labels = edgeseg.load(tmp_path / "s.edgeseg", backend="onnxruntime")(rgb).labels
+    assert np.array_equal(labels, np.argmax(bgr, axis=2))  # the same scale and offset on every channel
+    # the command line still wins, field by field; --task against network-type is named
+    caplog.clear()
+    assert main(["import", str(path), "--names", "a,b,c", "--anchor", "center", "--out", str(tmp_path / "c.edgeseg")]) == 0
+    m = Bundle.open(tmp_path / "c.edgeseg").manifest
+    assert m.classes == ("a", "b", "c") and m.input.anchor == "center" and m.input.color == "BGR"
+    main(["import", str(path), "--task", "instance", "--out", str(tmp_path / "i.edgeseg")])
+    assert "network-type says semantic, imported as --task instance" in caplog.text
+    # an engine-only config: the error names what to give
+    path.write_text("[property]\nmodel-engine-file=seg.engine\nnetwork-type=2\n")
+    capsys.readouterr()
+    assert main(["import", str(path), "--out", str(tmp_path / "e.edgeseg")]) != 0
+    assert "names no onnx-file (only model-engine-file)" in capsys.readouterr().err
+    assert not (tmp_path / "e.edgeseg").exists()
