@@ -216,7 +216,7 @@ def run(args: argparse.Namespace) -> int:
     if looks_like_nvinfer_config(args.onnx):  # DeepStream's config_infer_*.txt: the model, its labels and conventions
         from ..export.mmdeploy_config import PipelineConfig
 
-        nv = read_nvinfer_config(args.onnx)
+        nv = read_nvinfer_config(args.onnx, read_labels=args.classes is None and args.names is None)
         if args.task is not None and args.task != nv.task:
             logging.getLogger("edgeseg.import").warning("%s: network-type says %s, imported as --task %s", args.onnx,
                                                         nv.task, args.task)
@@ -243,6 +243,9 @@ def run(args: argparse.Namespace) -> int:
     # the file's own Ultralytics metadata wins over Hugging Face files that happen to lie beside it
     hf = huggingface_config(args.onnx) if ultra is None and (args.classes is None or len(given_input) < 4) else None
     mmd = _pipeline_input(args, nvinfer) if ultra is None else {}
+    if ultra is not None and nvinfer is not None:
+        logging.getLogger("edgeseg.import").warning("%s: an Ultralytics export: its own metadata's pre-processing is "
+                                                    "used, not the nvinfer file's", args.onnx)
     hf_names = hf.names if hf is not None and args.classes is None else None
     if hf is not None:
         for problem in hf.problems:

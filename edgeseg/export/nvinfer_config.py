@@ -7,17 +7,19 @@ config_infer_primary.txt --out seg.edgeseg`` reads it:
 * ``onnx-file`` (the model; paths are relative to the file's folder, as nvinfer resolves them), ``labelfile-path``
   (one name per line; the older one-line ``a;b;c`` form too), ``network-type`` (2 semantic segmentation,
   3 instance segmentation; detectors and classifiers are refused).
-* ``y = net-scale-factor * (x - offsets[c])``: :class:`InputSpec` ``scale = net-scale-factor``,
-  ``mean = offsets * net-scale-factor``, ``std = 1``; ``model-color-format`` 0 RGB, 1 BGR (2, grey, is refused:
-  edgeseg feeds three channels); ``network-input-order`` (or the old ``input-dims``' fourth field) 0 NCHW, 1 NHWC;
-  ``infer-dims`` ``C;H;W`` (the size when the ONNX input is dynamic).
+* ``y = net-scale-factor * (x - offsets[c])``: :class:`InputSpec` ``scale = 1``, ``mean = offsets``,
+  ``std = 1 / net-scale-factor``; ``model-color-format`` 0 RGB, 1 BGR (2, grey, is refused: edgeseg feeds three
+  channels); ``network-input-order`` 0 NCHW, 1 NHWC; ``infer-dims`` (or the older ``input-dims``) ``C;H;W`` (the
+  size when the ONNX input is dynamic). Keys are read as GKeyFile reads them: integers up to the first space
+  (``network-type=2 # segmentation``), ``true``/``false`` booleans, indented lines.
 * ``maintain-aspect-ratio=1``: a letterbox, black padding, at the top-left corner (padding right and bottom) unless
   ``symmetric-padding=1`` centres it. nvinfer truncates the scaled size where edgeseg rounds it: at most one
   pixel of difference along the shorter side.
 
 Not reproduced, and named in a warning (``problems``): ``mean-file``, a non-zero ``segmentation-threshold``,
-and ``scaling-filter``: nvinfer scales with nearest-neighbour sampling unless it is set (its default, 0), edgeseg
-bilinearly (``scaling-filter=1`` in DeepStream gives the frames edgeseg feeds). A file that is not a key file with
+``process-mode=2`` (object crops), custom parsers, and ``scaling-filter``: nvinfer scales
+with nearest-neighbour sampling unless it is set, edgeseg bilinearly (``scaling-filter=1`` in DeepStream gives the
+frames edgeseg feeds). YAML nvinfer configurations are not read. A file that is not a key file with
 a ``[property]`` group, or names no ONNX model (an engine, UFF, Caffe or TAO file only), is an :class:`InputError`
 naming what is missing.
 """
@@ -60,8 +62,9 @@ def _parser(path: Path) -> configparser.ConfigParser:
     cp = configparser.ConfigParser(interpolation=None, strict=False, comment_prefixes=("#",),
                                    inline_comment_prefixes=None, delimiters=("=",))
     cp.optionxform = str  # keys keep their case
-    try:
-        cp.read_string(path.read_text(encoding="utf-8", errors="replace"), source=str(path))
+    try:  # GKeyFile strips each line's leading whitespace (configparser would join an indented line to the last key)
+        text = "\n".join(ln.lstrip() for ln in path.read_text(encoding="utf-8", errors="replace").splitlines())
+        cp.read_string(text, source=str(path))
     except (OSError, configparser.Error) as e:
         raise InputError(f"{path}: not a DeepStream nvinfer configuration file ({str(e).splitlines()[0][:200]})",
                          fix="give the config_infer_*.txt with a [property] group, or the .onnx model itself") from None
@@ -82,6 +85,32 @@ def looks_like_nvinfer_config(path: str | os.PathLike) -> bool:
         return False
     lines = [ln.strip() for ln in head.decode("utf-8", "replace").splitlines()]
     return next((ln for ln in lines if ln and not ln.startswith("#")), "") == "[property]"
+
+
+def _int(prop, key: str, default: int, path: Path) -> int:
+    """An integer key as GKeyFile's ``g_key_file_get_integer`` reads it: the leading integer, anything after a
+    space ignored (``network-type=2 # segmentation``)."""
+    raw = (prop.get(key) or "").strip()
+    if not raw:
+        return default
+    head = raw.split()[0]
+    try:
+        return int(head)
+    except ValueError:
+        raise InputError(f"{path}: {key}={raw!r} is not an integer", fix=f"e.g. {key}={default}") from None
+
+
+def _bool(prop, key: str, path: Path) -> bool:
+    """A boolean key as ``g_key_file_get_boolean`` reads it (``true``/``false``, ``1``/``0``)."""
+    raw = (prop.get(key) or "").strip()
+    if not raw:
+        return False
+    head = raw.split()[0].lower()
+    if head in ("true", "1"):
+        return True
+    if head in ("false", "0"):
+        return False
+    raise InputError(f"{path}: {key}={raw!r} is neither true nor false", fix=f"{key}=1 or {key}=0")
 
 
 def _number(prop, key: str, default: float, path: Path) -> float:
@@ -115,8 +144,9 @@ def _labels(path: Path) -> tuple[str, ...]:
     return tuple(lines)
 
 
-def read_nvinfer_config(path: str | os.PathLike) -> NvinferConfig:
-    """The model, classes and pre-processing an nvinfer configuration file gives (module doc)."""
+def read_nvinfer_config(path: str | os.PathLike, read_labels: bool = True) -> NvinferConfig:
+    """The model, classes and pre-processing an nvinfer configuration file gives (module doc); ``read_labels=False``:
+    the label file is not read (the caller has the names)."""
     path = Path(path)
     cp = _parser(path)
     if not cp.has_section("property"):
@@ -130,12 +160,12 @@ def read_nvinfer_config(path: str | os.PathLike) -> NvinferConfig:
         raise InputError(f"{path}: names no onnx-file" + (f" (only {', '.join(others)})" if others else ""),
                          fix="export the model to ONNX and add onnx-file=MODEL.onnx (an engine cannot be imported)")
     onnx = (folder / onnx_name) if not Path(onnx_name).is_absolute() else Path(onnx_name)
-    kind = int(_number(prop, "network-type", 0, path))
+    kind = _int(prop, "network-type", 1 if _bool(prop, "is-classifier", path) else 0, path)
     if kind not in TASKS:
         what = _OTHER_TYPES.get(kind, f"network-type {kind}")
         raise InputError(f"{path}: network-type={kind} is {what}, not a segmentation model",
                          fix="edgeseg imports network-type=2 (semantic segmentation) and 3 (instance segmentation)")
-    color = int(_number(prop, "model-color-format", 0, path))
+    color = _int(prop, "model-color-format", 0, path)
     if color not in (0, 1):
         raise InputError(f"{path}: model-color-format={color} (grey): edgeseg feeds three colour channels",
                          fix="use a model that takes RGB (0) or BGR (1) input")
@@ -153,24 +183,23 @@ def read_nvinfer_config(path: str | os.PathLike) -> NvinferConfig:
         raise InputError(f"{path}: offsets={prop.get('offsets')!r} gives {len(offsets)} values, not 3",
                          fix="one mean per colour channel, separated by ';'")
     dims = _list(prop.get("infer-dims")) or _list(prop.get("input-dims"))
-    size, order = None, int(_number(prop, "network-input-order", 0, path))
+    size, order = None, _int(prop, "network-input-order", 0, path)
     if dims:
         try:
-            c, h, w, *rest = (int(float(v)) for v in dims)
+            c, h, w, *_ = (int(float(v)) for v in dims)
         except ValueError:
             raise InputError(f"{path}: infer-dims={';'.join(dims)!r} is not C;H;W", fix="e.g. infer-dims=3;544;960") from None
         if h < 1 or w < 1 or c not in (1, 3):
             raise InputError(f"{path}: infer-dims={';'.join(dims)!r} is not C;H;W", fix="e.g. infer-dims=3;544;960")
-        size = ImageShape(h, w)
-        if rest and not (prop.get("network-input-order") or "").strip():  # input-dims=c;h;w;order (deprecated)
-            order = rest[0]
+        size = ImageShape(h, w)  # (input-dims' fourth field orders a UFF model's input only)
     if order not in (0, 1):
         raise InputError(f"{path}: network-input-order={order} is neither 0 (NCHW) nor 1 (NHWC)", fix="0 or 1")
-    fields: dict = {"color": "RGB" if color == 0 else "BGR", "scale": scale,
-                    "mean": tuple(o * scale for o in offsets), "std": (1.0, 1.0, 1.0)}
-    if _number(prop, "maintain-aspect-ratio", 0, path):
+    # y = nsf * (x - offset) = (x * 1 - offset) / (1 / nsf): the offsets stay in 0-255 units
+    fields: dict = {"color": "RGB" if color == 0 else "BGR", "scale": 1.0, "mean": tuple(offsets),
+                    "std": (1.0 / scale,) * 3}
+    if _bool(prop, "maintain-aspect-ratio", path):
         fields.update(resize="letterbox", pad_value=0,
-                      anchor="center" if _number(prop, "symmetric-padding", 0, path) else "top-left")
+                      anchor="center" if _bool(prop, "symmetric-padding", path) else "top-left")
     else:
         fields["resize"] = "resize"
     if (prop.get("mean-file") or "").strip():
@@ -178,13 +207,20 @@ def read_nvinfer_config(path: str | os.PathLike) -> NvinferConfig:
     if _number(prop, "segmentation-threshold", 0.0, path) > 0:
         problems.append(f"{path}: segmentation-threshold={prop.get('segmentation-threshold')} is not reproduced "
                         "(edgeseg labels every pixel with its most likely class)")
-    if int(_number(prop, "scaling-filter", 0, path)) != 1:
-        problems.append(f"{path}: nvinfer scales frames with scaling-filter={int(_number(prop, 'scaling-filter', 0, path))}"
-                        " (0, its default, is nearest-neighbour); edgeseg resizes bilinearly: set scaling-filter=1 in "
-                        "DeepStream for the same network input")
+    filt = (prop.get("scaling-filter") or "").strip()
+    if _int(prop, "scaling-filter", -1, path) != 1:
+        problems.append(f"{path}: nvinfer scales frames " + (f"with scaling-filter={filt}" if filt else
+                        "with its default filter (nearest-neighbour)") + "; edgeseg resizes bilinearly: set "
+                        "scaling-filter=1 in DeepStream for the same network input")
+    if _int(prop, "process-mode", 1, path) == 2:
+        problems.append(f"{path}: process-mode=2 runs the model on object crops; edgeseg runs it on whole frames")
+    for key in ("custom-lib-path", "parse-bbox-instance-mask-func-name"):
+        if (prop.get(key) or "").strip():
+            problems.append(f"{path}: {key}={prop.get(key).strip()} is not used (edgeseg recognises the outputs "
+                            "from their shapes and decodes them itself)")
     names, files = None, [str(path)]
     label_file = (prop.get("labelfile-path") or "").strip()
-    if label_file:
+    if label_file and read_labels:
         lp = (folder / label_file) if not Path(label_file).is_absolute() else Path(label_file)
         names = _labels(lp)
         files.append(str(lp))

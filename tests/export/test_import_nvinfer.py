@@ -55,8 +55,8 @@ def test_the_config_gives_model_labels_and_preprocessing(tmp_path):
     assert looks_like_nvinfer_config(path) and not looks_like_nvinfer_config(tmp_path / "seg.onnx")
     cfg = read_nvinfer_config(path)
     assert cfg.onnx == tmp_path / "seg.onnx" and cfg.task == "semantic" and cfg.names == ("red", "green", "blue")
-    # y = 0.007843 * (x - 127.5): scale 0.007843, mean 127.5 * 0.007843, std 1; BGR; top-left black padding
-    assert cfg.input == dict(color="BGR", scale=0.007843, mean=(127.5 * 0.007843,) * 3, std=(1.0, 1.0, 1.0),
+    # y = 0.007843 * (x - 127.5) = (x - 127.5) / (1 / 0.007843); BGR; top-left black padding
+    assert cfg.input == dict(color="BGR", scale=1.0, mean=(127.5,) * 3, std=(1 / 0.007843,) * 3,
                              resize="letterbox", pad_value=0, anchor="top-left")
     assert cfg.size == ImageShape(48, 64) and cfg.layout == "NCHW" and cfg.problems == ()
     # defaults: RGB, no scaling, a stretch; nvinfer's default nearest-neighbour scaling is named
@@ -64,14 +64,31 @@ def test_the_config_gives_model_labels_and_preprocessing(tmp_path):
     cfg = read_nvinfer_config(path)
     assert cfg.task == "instance" and cfg.names is None and cfg.size is None
     assert cfg.input == dict(color="RGB", scale=1.0, mean=(0.0,) * 3, std=(1.0,) * 3, resize="resize")
-    assert len(cfg.problems) == 1 and "scaling-filter=0" in cfg.problems[0]
-    # the old forms: input-dims with the order as its fourth field, labels on one line separated by ';'
+    assert len(cfg.problems) == 1 and "its default filter (nearest-neighbour)" in cfg.problems[0]
+    # the old forms: input-dims (its fourth field orders a UFF input only), labels on one line separated by ';'
     path.write_text("[property]\nonnx-file=seg.onnx\nnetwork-type=2\ninput-dims=3;32;40;1\nlabelfile-path=l.txt\n"
                     "maintain-aspect-ratio=1\nsymmetric-padding=1\nscaling-filter=1\n")
     (tmp_path / "l.txt").write_text("road;car;sky\n")
     cfg = read_nvinfer_config(path)
-    assert (cfg.size, cfg.layout, cfg.names, cfg.input["anchor"]) == (ImageShape(32, 40), "NHWC", ("road", "car", "sky"),
+    assert (cfg.size, cfg.layout, cfg.names, cfg.input["anchor"]) == (ImageShape(32, 40), "NCHW", ("road", "car", "sky"),
                                                                        "center")
+    # as GKeyFile reads keys: integers up to a space (comments after them), true/false, indented lines
+    path.write_text("[property]\n  onnx-file=seg.onnx\nnetwork-type=2 # segmentation\n"
+                    "model-color-format=1 # 0: RGB # 1: BGR\n  maintain-aspect-ratio=true\n  symmetric-padding=false\n"
+                    "scaling-filter=1\nnet-scale-factor=0.01735207357279195\noffsets=123.675;116.28;103.53;\n"
+                    "process-mode=2\n")
+    cfg = read_nvinfer_config(path)
+    assert cfg.onnx == tmp_path / "seg.onnx" and cfg.task == "semantic" and cfg.input["color"] == "BGR"
+    assert (cfg.input["resize"], cfg.input["anchor"]) == ("letterbox", "top-left")
+    assert cfg.input["mean"] == (123.675, 116.28, 103.53) and cfg.input["std"] == (1 / 0.01735207357279195,) * 3
+    assert len(cfg.problems) == 1 and "object crops" in cfg.problems[0]
+    from edgeseg.structures import InputSpec  # ImageNet's offsets with a small factor make a valid spec
+
+    InputSpec(size=ImageShape(8, 8), **cfg.input)
+    # a classifier written the old way
+    path.write_text("[property]\nonnx-file=seg.onnx\nis-classifier=1\n")
+    with pytest.raises(InputError, match="is a classifier"):
+        read_nvinfer_config(path)
 
 
 @pytest.mark.parametrize("text, match", [
@@ -81,6 +98,8 @@ def test_the_config_gives_model_labels_and_preprocessing(tmp_path):
     ("[property]\nonnx-file=seg.onnx\nnetwork-type=2\nmodel-color-format=2\n", "grey"),
     ("[property]\nonnx-file=seg.onnx\nnetwork-type=2\noffsets=1;2\n", "gives 2 values, not 3"),
     ("[property]\nonnx-file=seg.onnx\nnetwork-type=2\nnet-scale-factor=abc\n", "is not a number"),
+    ("[property]\nonnx-file=seg.onnx\nnetwork-type=two\n", "is not an integer"),
+    ("[property]\nonnx-file=seg.onnx\nnetwork-type=2\nmaintain-aspect-ratio=yes\n", "neither true nor false"),
     ("[property]\nonnx-file=seg.onnx\nnetwork-type=2\ninfer-dims=3;x;64\n", "is not C;H;W"),
     ("[property]\nonnx-file=seg.onnx\nnetwork-type=2\nlabelfile-path=missing.txt\n", "cannot read the label file"),
     ("[application]\nenable-perf-measurement=1\n", "no \\[property\\] group"),
@@ -103,8 +122,8 @@ def test_import_from_the_config_labels_pixels_as_nvinfer_feeds_them(tmp_path, ca
     m = Bundle.open(tmp_path / "s.edgeseg").manifest
     assert m.classes == ("red", "green", "blue") and m.task == "semantic"
     i = m.input
-    assert (i.size, i.color, i.scale, i.resize, i.anchor, i.pad_value) == (ImageShape(48, 64), "BGR", 0.007843,
-                                                                           "letterbox", "top-left", 0)
+    assert (i.size, i.color, i.std, i.resize, i.anchor, i.pad_value) == (ImageShape(48, 64), "BGR", (1 / 0.007843,) * 3,
+                                                                         "letterbox", "top-left", 0)
     # a 24x64 frame fills the top half of the 48x64 input (black below); the model's classes over the frame are
     # the largest of 0.007843 * (x - 127.5) per BGR channel
     rgb = np.random.default_rng(8).integers(0, 255, (24, 64, 3), np.uint8)
@@ -114,6 +133,18 @@ def test_import_from_the_config_labels_pixels_as_nvinfer_feeds_them(tmp_path, ca
     np.testing.assert_allclose(x[0, :, 24:], 0.007843 * (0 - 127.5), atol=1e-5)  # black, normalised
     labels = edgeseg.load(tmp_path / "s.edgeseg", backend="onnxruntime")(rgb).labels
     assert np.array_equal(labels, np.argmax(bgr, axis=2))  # the same scale and offset on every channel
+    # offsets differ per channel (in the model's BGR order), and a 12x32 frame is scaled 2x into the top half
+    (tmp_path / "config_infer_primary_seg.txt").write_text(CONFIG.replace("offsets=127.5;127.5;127.5",
+                                                                          "offsets=10;120;240"))
+    assert main(["import", str(path), "--out", str(tmp_path / "o.edgeseg"), "--overwrite"]) == 0
+    i = Bundle.open(tmp_path / "o.edgeseg").manifest.input
+    small = rgb[::2, ::2].copy()
+    x, meta = i.preprocess(small)
+    assert (meta.content, meta.pad_top, meta.pad_left) == (ImageShape(24, 64), 0, 0)
+    import cv2
+
+    up = cv2.resize(small, (64, 24), interpolation=cv2.INTER_LINEAR)[..., ::-1].astype(np.float32)  # BGR
+    np.testing.assert_allclose(x[0, :, :24], (0.007843 * (up - [10, 120, 240])).transpose(2, 0, 1), atol=1e-4)
     # the command line still wins, field by field; --task against network-type is named
     caplog.clear()
     assert main(["import", str(path), "--names", "a,b,c", "--anchor", "center", "--out", str(tmp_path / "c.edgeseg")]) == 0
@@ -121,6 +152,9 @@ def test_import_from_the_config_labels_pixels_as_nvinfer_feeds_them(tmp_path, ca
     assert m.classes == ("a", "b", "c") and m.input.anchor == "center" and m.input.color == "BGR"
     main(["import", str(path), "--task", "instance", "--out", str(tmp_path / "i.edgeseg")])
     assert "network-type says semantic, imported as --task instance" in caplog.text
+    # with --names the label file is not needed
+    (tmp_path / "labels.txt").unlink()
+    assert main(["import", str(path), "--names", "a,b,c", "--out", str(tmp_path / "n.edgeseg")]) == 0
     # an engine-only config: the error names what to give
     path.write_text("[property]\nmodel-engine-file=seg.engine\nnetwork-type=2\n")
     capsys.readouterr()
