@@ -24,7 +24,7 @@ import numpy as np
 from .._recipes import expand_path, expand_vars, load_toml_recipe
 from .._registry import Registry
 from ..errors import DataError, InputError
-from ..structures import InputSpec
+from ..structures import ImageShape, InputSpec
 
 log = logging.getLogger(__name__)
 
@@ -358,13 +358,32 @@ def split_holdout(frames: Sequence[np.ndarray], fraction: float) -> tuple[list[n
 
 
 # ---- the reader --------------------------------------------------------------------------------
+def one_network_shape(frames: Sequence[np.ndarray], spec: InputSpec) -> list[np.ndarray]:
+    """``frames``, those of a size rule that feeds each frame at its own network shape (``fit``, ``multiple``,
+    ``any``) resized to the most common frame size when they would give several shapes: ONNX Runtime's histogram
+    calibrators stack every frame's tensors, which must share a shape (mixed sizes were a numpy traceback)."""
+    frames = list(frames)
+    if spec.size_rule == "fixed" or len({spec.network_shape(ImageShape(*f.shape[:2])) for f in frames}) < 2:
+        return frames
+    import cv2
+    from collections import Counter
+
+    h, w = Counter(f.shape[:2] for f in frames).most_common(1)[0][0]
+    changed = sum(f.shape[:2] != (h, w) for f in frames)
+    log.warning(
+        "calibration frames of several sizes for a %s-size model: %d of %d resized to %dx%d (the most common size) "
+        "so that every frame reaches the network at one shape", spec.size_rule, changed, len(frames), w, h)
+    return [f if f.shape[:2] == (h, w) else cv2.resize(f, (w, h), interpolation=cv2.INTER_AREA) for f in frames]
+
+
 class FeedReader:
     """ONNX Runtime ``CalibrationDataReader`` over RGB frames: yields ``{input_name: tensor}``,
-    each made by the bundle's ``InputSpec.preprocess``. Iterate again after :meth:`rewind`."""
+    each made by the bundle's ``InputSpec.preprocess``, all of one network shape (:func:`one_network_shape`).
+    Iterate again after :meth:`rewind`."""
 
     def __init__(self, frames: Sequence[np.ndarray], spec: InputSpec, *, input_name: str | None = None,
                  progress: bool = False, desc: str = "calibrating"):
-        self.frames = list(frames)
+        self.frames = one_network_shape(frames, spec)
         self.spec = spec
         self.input_name = input_name or spec.name
         self.progress = progress

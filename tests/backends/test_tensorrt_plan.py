@@ -107,6 +107,18 @@ def test_profile_multiple_rule_nhwc():
     assert p.min == (1, 32, 32, 3) and p.opt == (1, 352, 480, 3) and p.max == (1, 992, 992, 3)
 
 
+def test_profile_fit_rule_covers_every_frame_it_can_make():
+    """A fit rule's inputs are bounded exactly: 1333x800 padded to 32 is at most 1344 on either side (a portrait
+    frame too), whatever the device's side limit; the optimum is a landscape frame of the bounds' own aspect."""
+    specs = [TensorSpec("input", "float32", (1, 3, "h", "w"))]
+    spec = InputSpec(size=ImageShape(1333, 800), size_rule="fit", multiple=32)
+    (p,) = profile_shapes(specs, spec, max_side=1280)  # a 4 GB Jetson's limit: the fit rule's own bound wins
+    assert p.min == (1, 3, 32, 32) and p.opt == (1, 3, 800, 1344) and p.max == (1, 3, 1344, 1344)
+    for hw in ((1080, 1920), (1920, 1080), (480, 640), (7, 300)):
+        net = spec.network_shape(ImageShape(*hw))
+        assert all(lo <= v <= hi for lo, v, hi in zip(p.min[2:], net.hw, p.max[2:])), (hw, net)
+
+
 def test_profile_any_rule_without_size():
     specs = [TensorSpec("images", "float32", (1, 3, "H", "W"))]
     (p,) = profile_shapes(specs, InputSpec(size_rule="any"), max_side=1024)

@@ -355,3 +355,40 @@ def test_a_paddleseg_export_imports_with_no_options_and_labels_as_paddleseg(tmp_
     rgb = np.random.default_rng(6).integers(0, 255, (48, 64, 3), np.uint8)
     ref = np.argmax((rgb.astype(np.float32) / 255 - [0.5, 0.4, 0.3]) / [0.2, 0.25, 0.3], axis=2)
     assert np.array_equal(edgeseg.load(tmp_path / "p.edgeseg", backend="onnxruntime")(rgb).labels, ref)
+
+
+def test_a_fit_bundle_quantizes_on_frames_of_several_sizes(tmp_path, caplog):
+    """A dynamic export fed at each frame's own shape: ONNX Runtime's histogram calibrators stack every frame's
+    tensors, so frames of several sizes were a numpy traceback ("inhomogeneous shape"); they are brought to the
+    most common size, and said so."""
+    import cv2
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgeseg.cli import main
+    from edgeseg.quant.calibration import one_network_shape
+
+    keep = [{"type": "Resize", "keep_ratio": True, "size": [64, 128]},
+            {"type": "Normalize", "mean": [100.0, 120.0, 140.0], "std": [50.0, 60.0, 70.0], "to_rgb": True},
+            {"type": "Pad", "size_divisor": 32}]
+    path = _work_dir(tmp_path / "seg", keep, component="ResizeMask")
+    w = numpy_helper.from_array(np.random.default_rng(0).normal(size=(3, 3, 3, 3)).astype(np.float32), "w")
+    g = helper.make_graph([helper.make_node("Conv", ["input", "w"], ["output"], pads=[1, 1, 1, 1])], "seg",
+                          [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["n", 3, "h", "w"])],
+                          [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["n", 3, "h", "w"])], [w])
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    assert main(["import", str(path), "--names", "a,b,c", "--out", str(tmp_path / "q.edgeseg")]) == 0
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    rng = np.random.default_rng(1)
+    sizes = [(48, 64), (48, 64), (64, 48), (30, 50)]
+    for k, hw in enumerate(sizes):
+        cv2.imwrite(str(calib / f"{k}.png"), rng.integers(0, 255, (*hw, 3), np.uint8))
+    from edgeseg.bundle import Bundle
+
+    spec = Bundle.open(tmp_path / "q.edgeseg").manifest.input
+    frames = one_network_shape([rng.integers(0, 255, (*hw, 3), np.uint8) for hw in sizes], spec)
+    assert [f.shape[:2] for f in frames] == [(48, 64)] * 4
+    assert main(["quantize", str(tmp_path / "q.edgeseg"), "--calib", str(calib), "--target", "cpu"]) == 0
+    assert "2 of 4 resized to 64x48 (the most common size)" in caplog.text
+    assert (tmp_path / "q.edgeseg" / "model.int8.cpu.onnx").is_file()

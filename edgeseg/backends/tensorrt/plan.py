@@ -35,7 +35,7 @@ import numpy as np
 
 from ..._timing import format_remaining
 from ...errors import InputError, UnsupportedError
-from ...structures import InputSpec
+from ...structures import ImageShape, InputSpec
 from ..base import TensorSpec
 
 # ---- builder configuration ---------------------------------------------------------------------
@@ -171,7 +171,12 @@ def _spatial_range(spec: InputSpec, axis_hw: int, max_side: int) -> tuple[int, i
     if spec.size is not None and spec.size_rule == "fixed":
         v = spec.size.hw[axis_hw]
         return v, v, v
-    step = spec.multiple if spec.size_rule in ("multiple", "fit") else 1
+    if spec.size is not None and spec.size_rule == "fit":  # the largest input is known: the long side, padded up
+        m = spec.multiple
+        hi = -(-max(spec.size.hw) // m) * m
+        landscape = spec.network_shape(ImageShape(min(spec.size.hw), max(spec.size.hw)))  # most cameras' frames
+        return m, min(hi, landscape.hw[axis_hw]), hi
+    step = spec.multiple if spec.size_rule == "multiple" else 1
     lo = max(step, 32 if step == 1 else step)
     opt = spec.size.hw[axis_hw] if spec.size is not None else 512
     opt = max(lo, (opt // step) * step)
