@@ -11,12 +11,16 @@ PP-MobileSeg: the edge models of that family). Its predictor reads each frame wi
   by a pixel only where ``side * scale`` ends in exactly .5).
 * ``Normalize``: ``(pixel / 255 - mean) / std``, ``mean``/``std`` in 0-1 units (default 0.5 each).
 
-A static ONNX input size wins over ``target_size``. Other transforms (``Padding``, ``ResizeByShort``,
-``LimitLong``, ...) are named in a warning (``problems``), not reproduced. Class names are not in the file
+* ``Padding`` after ``ResizeByLong``: the frame at the top-left of a ``target_size`` canvas filled with
+  ``im_padding_value`` (127.5: 128), as its ``copyMakeBorder`` pads the bottom and right.
+
+A static ONNX input size wins over ``target_size``. Other transforms (``ResizeByShort``, ``LimitLong``, ...) are
+named in a warning (``problems``), not reproduced. Class names are not in the file
 (``--names``). A ``deploy.yaml`` without a ``Deploy`` mapping listing ``transforms`` is not PaddleSeg's: None.
 """
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -58,10 +62,13 @@ def paddleseg_config(onnx_path: str | os.PathLike) -> PipelineConfig | None:
         return PipelineConfig(problems=tuple(problems)) if problems else None
     deploy = data.get("Deploy")
     transforms = deploy.get("transforms") if isinstance(deploy, dict) else None
+    if transforms is None and isinstance(deploy, dict) and "model" in deploy:
+        transforms = []  # PaddleSeg's own, with no transform: raw RGB pixels at the frame's size
     if not isinstance(transforms, list):
         return None  # a deploy.yaml of another tool
     out: dict = {"color": "RGB", "mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0), "scale": 1.0, "resize": "resize"}
     sizes: dict = {}
+    fit = normalised = False
     for t in transforms:
         kind = t.get("type") if isinstance(t, dict) else None
         if not isinstance(kind, str):
@@ -84,15 +91,29 @@ def paddleseg_config(onnx_path: str | os.PathLike) -> PipelineConfig | None:
                 problems.append(f"{path}: ResizeByLong long_size {t.get('long_size')!r} is not a positive integer "
                                 "(left out: pass --size)")
             else:
-                sizes = {"size": ImageShape(side[0], side[0]), "size_rule": "fit", "multiple": 1}
+                sizes, fit = {"size": ImageShape(side[0], side[0]), "size_rule": "fit", "multiple": 1}, True
                 out.update(resize="letterbox", anchor="top-left")
-        elif kind == "Normalize":
-            mean, std = _numbers(t.get("mean", _HALF), 3), _numbers(t.get("std", _HALF), 3)
-            if mean is None or std is None or min(std) <= 0:
+        elif kind == "Padding" and fit:  # after ResizeByLong: the frame at the top-left of a fixed canvas
+            wh = _positive_ints(t.get("target_size"), 2) or (_positive_ints(t.get("target_size"), 1) or (0,)) * 2
+            level = _numbers(t.get("im_padding_value", 127.5))
+            if min(wh) < 1 or level is None or len(level) not in (1, 3):
+                problems.append(f"{path}: Padding {t!r} is not a target size and padding value (left out)")
+                continue
+            level = level * 3 if len(level) == 1 else level
+            if normalised:  # a pad after Normalize is in its units
+                level = tuple((v * s + m) * 255 for v, m, s in zip(level, out["mean"], out["std"]))
+            levels = tuple(int(min(255, max(0, math.floor(v + 0.5)))) for v in level)
+            sizes = {"size": ImageShape(wh[1], wh[0]), "size_rule": "fixed"}
+            out.update(pad_value=levels[0] if len(set(levels)) == 1 else levels)
+        elif kind == "Normalize":  # one value or three
+            mean, std = (_numbers(t.get(k, _HALF)) for k in ("mean", "std"))
+            mean, std = ((v * 3 if v is not None and len(v) == 1 else v) for v in (mean, std))
+            if mean is None or std is None or len(mean) != 3 or len(std) != 3 or min(std) <= 0:
                 problems.append(f"{path}: Normalize mean {t.get('mean')!r} / std {t.get('std')!r} are not three "
                                 "numbers each (left out)")
             else:
                 out.update(mean=mean, std=std, scale=1.0 / 255.0)
+                normalised = True
         else:
             problems.append(f"{path}: transform {kind!r} is not reproduced by edgeseg (left out)")
     return PipelineConfig(out, "semantic", (str(path),), tuple(problems), sizes)

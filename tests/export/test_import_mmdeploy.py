@@ -313,11 +313,23 @@ def test_paddleseg_deploy_yaml_gives_its_preprocessing(tmp_path):
     assert cfg.sizes == dict(size=ImageShape(144, 256), size_rule="fixed") and cfg.problems == ()
     (tmp_path / "deploy.yaml").write_text("Deploy:\n  transforms:\n  - type: ResizeByLong\n    long_size: 512\n"
                                           "  - type: Normalize\n    mean: [0.485, 0.456, 0.406]\n"
-                                          "    std: [0.229, 0.224, 0.225]\n  - type: Padding\n    target_size: [512, 512]\n")
+                                          "    std: [0.229, 0.224, 0.225]\n  - type: ResizeByShort\n    short_size: 9\n")
     cfg = paddleseg_config(tmp_path / "model.onnx")
     assert cfg.sizes == dict(size=ImageShape(512, 512), size_rule="fit", multiple=1)
     assert cfg.input["mean"] == (0.485, 0.456, 0.406) and cfg.input["resize"] == "letterbox"
-    assert len(cfg.problems) == 1 and "'Padding' is not reproduced" in cfg.problems[0]
+    assert len(cfg.problems) == 1 and "'ResizeByShort' is not reproduced" in cfg.problems[0]
+    # ResizeByLong then Padding (PaddleSeg pads the bottom and right with 127.5): a top-left letterbox
+    (tmp_path / "deploy.yaml").write_text("Deploy:\n  transforms:\n  - type: ResizeByLong\n    long_size: 512\n"
+                                          "  - type: Padding\n    target_size: [512, 384]\n  - type: Normalize\n"
+                                          "    mean: [0.5]\n    std: [0.5]\n")
+    cfg = paddleseg_config(tmp_path / "model.onnx")
+    assert cfg.sizes == dict(size=ImageShape(384, 512), size_rule="fixed") and cfg.problems == ()
+    assert (cfg.input["resize"], cfg.input["anchor"], cfg.input["pad_value"]) == ("letterbox", "top-left", 128)
+    assert cfg.input["mean"] == (0.5,) * 3 and cfg.input["std"] == (0.5,) * 3  # one value: every channel
+    # no transforms at all: raw RGB pixels
+    (tmp_path / "deploy.yaml").write_text("Deploy:\n  model: model.pdmodel\n  transforms: null\n")
+    assert paddleseg_config(tmp_path / "model.onnx").input == dict(color="RGB", mean=(0.0,) * 3, std=(1.0,) * 3,
+                                                                   scale=1.0, resize="resize")
     # no Normalize: raw 0-255 pixels, as PaddleSeg feeds them
     (tmp_path / "deploy.yaml").write_text("Deploy:\n  transforms:\n  - type: Resize\n    target_size: [8, 4]\n")
     assert paddleseg_config(tmp_path / "model.onnx").input["scale"] == 1.0
