@@ -25,6 +25,7 @@ EXAMPLES = (
     "edgeseg import mmseg_work_dir/end2end.onnx --names cityscapes.txt --out seg.edgeseg  # MMSegmentation via MMDeploy",
     "edgeseg import pp_humanseg/model.onnx --names background,person --out human.edgeseg  # PaddleSeg: its deploy.yaml",
     "edgeseg import config_infer_primary_seg.txt --out seg.edgeseg  # DeepStream's nvinfer file: model, labels, scaling",
+    "edgeseg import FCN-ResNet18-Cityscapes-512x256/fcn_resnet18.onnx --out city.edgeseg  # jetson-inference: classes.txt",
     "edgeseg import panoptic_deeplab.onnx --task panoptic --names cityscapes.txt --things person,rider,car,truck,bus,"
     "train,motorcycle,bicycle --size 1024x512 --out pdl.edgeseg",
     "edgeseg import torchvision_maskrcnn.onnx --task instance --names coco91.txt --out tv.edgeseg  # [3, H, W] input",
@@ -252,12 +253,24 @@ def run(args: argparse.Namespace) -> int:
             logging.getLogger("edgeseg.import").warning("%s", problem)
     if ultra is not None and args.classes is None and ultra["names"]:
         hf_names = ultra["names"]
+    side = None  # jetson-inference's classes.txt/colors.txt, DeepStream's labels.txt beside the model
+    if args.classes is None and hf_names is None and nv_names is None and args.task in ("semantic", "panoptic"):
+        from ..export.label_files import labels_beside
+
+        side = labels_beside(args.onnx)
+        if side is not None:
+            for problem in side.problems:
+                logging.getLogger("edgeseg.import").warning("%s", problem)
+            logging.getLogger("edgeseg.import").warning("%s: %d class names from %s", args.onnx, len(side.names),
+                                                        " and colours from ".join(Path(f).name for f in side.files))
+            nv_names = side.names
     if args.classes is None and hf_names is None and nv_names is None and args.task in ("semantic", "panoptic"):
         if hf is not None and hf.names_error:
             raise InputError(hf.names_error, fix="repair it, or give the names with --names / --classes FILE")
         raise InputError(f"--classes is required for a {args.task} model",
                          fix="e.g. --classes 21, --classes camvid, --classes names.txt or --names road,car,... "
-                             "(a Hugging Face export's config.json beside the ONNX file gives them too)")
+                             "(a Hugging Face export's config.json, or a classes.txt or labels.txt beside the ONNX "
+                             "file gives them too)")
     if args.classes is None and hf is not None and hf.names_error and hf_names is None:
         logging.getLogger("edgeseg.import").warning("%s (not used)", hf.names_error)
     if args.task == "panoptic" and not (args.things or "").replace(",", "").strip():
@@ -279,8 +292,8 @@ def run(args: argparse.Namespace) -> int:
     classes, palette = (None if instance else hf_names, None) if args.classes is None else (
         _names(args.classes, list_only=True) if names_given else
         (int(args.classes), None) if args.classes.isdigit() else _names(args.classes))
-    if nv_names is not None:  # the nvinfer file's label file
-        classes = nv_names
+    if nv_names is not None:  # the nvinfer file's label file, or the name files beside the model
+        classes, palette = nv_names, (side.palette if side is not None else None)
     norm = {k: _triple(v, k) for k, v in (("mean", args.mean), ("std", args.std)) if v is not None}
     given_norm = set(norm)  # the uint8 warning names what the command line gave
     explicit = {k: v for k, v in (("scale", args.scale), ("resize", args.resize), ("pad_value", _pad(args.pad_value)),
