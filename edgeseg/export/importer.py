@@ -213,10 +213,18 @@ def _rewire(model, in_name: str, out_name: str, kind: str, appended: list[tuple[
     import onnx
     from onnx import helper
 
+    from .graph import rename_tensor
+
     taken = {o for n in model.graph.node for o in n.output} | {i.name for i in model.graph.initializer}
     for new in ("images", kind):
-        if new in taken and new not in (in_name, out_name):
-            raise ExportError(f"the graph already has an internal tensor named {new!r}; cannot rename its IO to edgeseg's")
+        if new in taken and new not in (in_name, out_name):  # an inner tensor of that name moves aside
+            inner = next(f"edgeseg_inner_{new}{k or ''}" for k in range(len(taken) + 1)
+                         if f"edgeseg_inner_{new}{k or ''}" not in taken)
+            rename_tensor(model.graph, new, inner)
+            for vi in model.graph.value_info:
+                if vi.name == new:
+                    vi.name = inner
+            taken.add(inner)
     if in_name != "images":
         inp = next(i for i in model.graph.input if i.name == in_name)
         inp.name = "images"

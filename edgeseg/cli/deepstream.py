@@ -1,0 +1,35 @@
+"""``edgeseg deepstream BUNDLE --out DIR``: a semantic bundle as DeepStream's nvinfer takes it."""
+from __future__ import annotations
+
+import argparse
+
+NAME = "deepstream"
+HELP = "write a semantic bundle for DeepStream's nvinfer: model.onnx (normalisation baked in), labels, config file"
+EXAMPLES = (
+    "edgeseg deepstream road --out ds_road/                  # FP32; nvinfer builds its engine at first run",
+    "edgeseg deepstream road --out ds_road/ --precision fp16",
+    "edgeseg deepstream road --out ds_road/ --precision int8 --trt-version 8.5.2   # JetPack 5.1: its calibration cache",
+    "deepstream-app ... [primary-gie] config-file=ds_road/config_infer_primary_road.txt",
+)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("bundle", help="a semantic bundle (directory, .zip or shipped name)")
+    p.add_argument("--out", required=True, help="folder to write model.onnx, labels.txt and config_infer_primary_*.txt")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"],
+                   help="nvinfer's network-mode (int8: the bundle's TensorRT calibration cache, from edgeseg quantize "
+                        "--target tensorrt)")
+    p.add_argument("--trt-version", default="10.3", help="TensorRT version that builds the engine, for --precision int8 "
+                                                          "(default 10.3, JetPack 6; 8.5.2 for JetPack 5.1)")
+    p.add_argument("--overwrite", action="store_true", help="replace the files in an existing --out folder")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..bundle import Bundle
+    from ..quant.deepstream import write_deepstream
+
+    config = write_deepstream(Bundle.open(args.bundle), args.out, precision=args.precision,
+                              trt_version=args.trt_version, overwrite=args.overwrite)
+    print(f"wrote {config} (with model.onnx and labels.txt beside it): in a deepstream-app configuration, "
+          f"[primary-gie] config-file={config}")
+    return 0

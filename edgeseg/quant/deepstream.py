@@ -1,0 +1,268 @@
+"""A semantic bundle as DeepStream's ``nvinfer`` takes it: ONNX model, label file and ``config_infer`` file.
+
+``edgeseg deepstream BUNDLE --out DIR`` writes:
+
+* ``model.onnx``: the bundle's float model with its normalisation in front, so that nvinfer feeds it plain pixels
+  (``net-scale-factor=1``, ``offsets=0;0;0``). nvinfer's own normalisation has one scale for every channel
+  (``y = net-scale-factor * (x - offset)``), which cannot hold a per-channel std such as ImageNet's; baked into
+  the graph it is exact. The input keeps the bundle's size, layout (``network-input-order``) and colour order
+  (``model-color-format``); a model that takes uint8 pixels gets a Cast.
+* the decoder's own steps before its argmax, appended to the logits: the class bias (``road``'s prior
+  correction; on the log of probabilities for a bundle whose scores are probabilities) and a transpose of
+  channels-last logits, so nvinfer's argmax labels pixels as edgeseg's decoder does (a CRF is not reproduced:
+  warned).
+* ``labels.txt``: one class name per line, and ``config_infer_primary_<name>.txt`` with ``network-type=2``
+  (semantic segmentation), ``infer-dims``, ``output-blob-names`` (the logits), ``maintain-aspect-ratio`` and
+  ``symmetric-padding`` from the bundle's letterbox (``center`` -> symmetric), and ``scaling-filter=1``
+  (bilinear, as edgeseg resizes; nvinfer's default is nearest-neighbour).
+* ``--precision int8``: ``network-mode=1`` with ``int8-calib-file`` the bundle's TensorRT calibration cache (made
+  by ``edgeseg quantize --target tensorrt``) for the TensorRT version given (``--trt-version``, default 10.3,
+  JetPack 6), retargeted if the bundle has none for it. The baked normalisation writes the tensor the cache
+  names as the model's input, so the cache's scales apply unchanged. TensorRT 11 has no implicit INT8.
+
+Checked here, as plain logic: the written model fed raw pixels gives the bundle model's logits on its own
+pre-processing (ONNX Runtime, a parity check before anything is kept), and ``edgeseg import`` of the written
+configuration file reproduces the bundle's pre-processing and labels (``tests/quant/test_deepstream.py``).
+DeepStream itself does not run here: not run on a Jetson. Not taken: instance and panoptic bundles (nvinfer needs a
+custom parser library for their outputs), bundles whose graph ends in the class map (nvinfer reads scores), and
+size rules other than ``fixed`` (nvinfer scales every frame to one network size); a letterbox padded with another
+grey than black is written with a warning (nvinfer pads with black).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ExportError, InputError
+
+log = logging.getLogger(__name__)
+
+#: nvinfer's network-mode values
+NETWORK_MODES = {"fp32": 0, "int8": 1, "fp16": 2}
+RAW_INPUT = "input"
+
+
+def _baked_model(model, spec):
+    """``model`` with a raw-pixel input ``RAW_INPUT`` (float32, the spec's layout and colour order) whose
+    ``(pixel * scale - mean) / std`` feeds the original input."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from ..export.graph import graph_inputs
+
+    inp = graph_inputs(model)[0]
+    name = inp.name
+    mul = np.float32(spec.scale) / np.asarray(spec.std, np.float32)
+    add = -np.asarray(spec.mean, np.float32) / np.asarray(spec.std, np.float32)
+    shape = (1, 3, 1, 1) if spec.layout == "NCHW" else (1, 1, 1, 3)
+    g = model.graph
+    taken = {t.name for t in g.initializer} | {o for n in g.node for o in n.output} | {i.name for i in g.input}
+    raw = RAW_INPUT if RAW_INPUT not in taken else f"edgeseg_{RAW_INPUT}"
+    nodes, inits = [], []
+    if spec.dtype == "uint8":  # the model normalises itself: plain pixels, cast back
+        nodes.append(helper.make_node("Cast", [raw], [name], to=TensorProto.UINT8, name="edgeseg_ds_cast"))
+    else:
+        inits += [numpy_helper.from_array(mul.reshape(shape), "edgeseg_ds_mul"),
+                  numpy_helper.from_array(add.reshape(shape), "edgeseg_ds_add")]
+        last = name if spec.dtype == "float32" else "edgeseg_ds_norm"
+        nodes += [helper.make_node("Mul", [raw, "edgeseg_ds_mul"], ["edgeseg_ds_scaled"], name="edgeseg_ds_scale"),
+                  helper.make_node("Add", ["edgeseg_ds_scaled", "edgeseg_ds_add"], [last], name="edgeseg_ds_normalise")]
+        if spec.dtype == "float16":
+            nodes.append(helper.make_node("Cast", [last], [name], to=TensorProto.FLOAT16, name="edgeseg_ds_cast"))
+    h, w = spec.size.hw  # nvinfer builds for batch 1 at infer-dims
+    new_inp = helper.make_tensor_value_info(raw, TensorProto.FLOAT, [1, 3, h, w] if spec.layout == "NCHW" else [1, h, w, 3])
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    keep = [i for i in out.graph.input if i.name != name]
+    del out.graph.input[:]
+    out.graph.input.extend([new_inp, *keep])
+    for n in reversed(nodes):
+        out.graph.node.insert(0, n)
+    out.graph.initializer.extend(inits)
+    return out, raw
+
+
+def _baked_output(model, output: str, opts, num_classes: int):
+    """``model`` with the semantic decoder's own steps before nvinfer's argmax appended to ``output``: the class
+    bias (added to the logits, or to the log of probabilities, as edgeseg's decoder adds it) and a transpose of
+    channels-last logits to the ``[C, H, W]`` nvinfer reads. The output keeps its name."""
+    from onnx import helper, numpy_helper
+
+    from ..export.graph import rename_tensor
+
+    out_vi = next(o for o in model.graph.output if o.name == output)
+    dims = [d.dim_value for d in out_vi.type.tensor_type.shape.dim]
+    nhwc = opts.logits_layout == "NHWC" or (opts.logits_layout is None and len(dims) == 4 and dims[1] != num_classes
+                                            and dims[3] == num_classes)
+    bias = np.asarray(opts.class_bias, np.float32)
+    steps = ([("Transpose", {"perm": [0, 3, 1, 2]})] if nhwc else []) + \
+        ([("Log", {})] if bias.size and opts.scores == "probabilities" else []) + ([("Add", {})] if bias.size else [])
+    if not steps:
+        return model, {}
+    raw = "edgeseg_ds_raw_" + output
+    rename_tensor(model.graph, output, raw)
+    out_vi.name = output
+    cur = raw
+    for k, (op, attrs) in enumerate(steps):
+        dst = output if k == len(steps) - 1 else f"edgeseg_ds_{op.lower()}"
+        inputs = [cur]
+        if op == "Add":
+            model.graph.initializer.append(numpy_helper.from_array(bias.reshape(1, -1, 1, 1), "edgeseg_ds_class_bias"))
+            inputs.append("edgeseg_ds_class_bias")
+        model.graph.node.append(helper.make_node(op, inputs, [dst], name=f"edgeseg_ds_{op.lower()}", **attrs))
+        cur = dst
+    if nhwc:  # the declared output shape follows
+        d = out_vi.type.tensor_type.shape.dim
+        vals = [x.dim_value if x.HasField("dim_value") else x.dim_param for x in d]
+        for x, v in zip(d, [vals[0], vals[3], vals[1], vals[2]]):
+            x.Clear()
+            if isinstance(v, int) and v > 0:
+                x.dim_value = v
+            else:
+                x.dim_param = str(v or "d")
+    return model, {output: raw}
+
+
+def _cache(bundle, version: str, out: Path, renamed: dict[str, str]) -> Path:
+    """The bundle's calibration cache for TensorRT ``version`` at ``out``, its scales following the tensors
+    ``renamed`` (the raw logits keep theirs; the biased output, a new tensor, has none)."""
+    from .trt_cache import CalibrationCache, read_cache, retarget_cache, trt_version_code
+
+    code = trt_version_code(version)  # refuses TensorRT 11 with the fix
+    caches = sorted(bundle.root.glob("calibration.tensorrt-*.cache"))
+    if not caches:
+        raise InputError(f"bundle {bundle.manifest.name!r} has no TensorRT calibration cache for INT8",
+                         fix=f"edgeseg quantize {bundle.source} --target tensorrt --calib FRAMES, or --precision fp16")
+    same = [c for c in caches if read_cache(c).version_code == code]
+    if same:
+        shutil.copyfile(same[0], out)
+    else:
+        retarget_cache(caches[-1], version, out)
+    if renamed:
+        cache = read_cache(out)
+        out.write_text(CalibrationCache(cache.version_code, cache.algorithm,
+                                        {renamed.get(k, k): v for k, v in cache.scales.items()}).to_text())
+    return out
+
+
+def _config(name: str, spec, output: str, num_classes: int, precision: str, color: int, raw: str,
+            cache: str | None) -> str:
+    letterbox = spec.resize == "letterbox"
+    lines = [
+        "# written by edgeseg deepstream: a semantic segmentation model for Gst-nvinfer",
+        "[property]",
+        "gpu-id=0",
+        "# the model normalises its own input (baked in): nvinfer feeds plain 0-255 pixels",
+        "net-scale-factor=1.0",
+        "offsets=0;0;0",
+        f"model-color-format={color}",
+        "onnx-file=model.onnx",
+        "labelfile-path=labels.txt",
+        f"infer-dims=3;{spec.size.height};{spec.size.width}",
+        f"network-input-order={0 if spec.layout == 'NCHW' else 1}",
+        "batch-size=1",
+        f"network-mode={NETWORK_MODES[precision]}",
+        *([f"int8-calib-file={cache}"] if cache else []),
+        f"num-detected-classes={num_classes}",
+        "network-type=2",
+        f"output-blob-names={output}",
+        "segmentation-threshold=0.0",
+        f"maintain-aspect-ratio={int(letterbox)}",
+        f"symmetric-padding={int(letterbox and spec.anchor == 'center')}",
+        "# bilinear scaling, as edgeseg resizes (nvinfer's default is nearest-neighbour)",
+        "scaling-filter=1",
+        "gie-unique-id=1",
+        f"# edgeseg bundle: {name}; input tensor: {raw}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write_deepstream(bundle, out: str | os.PathLike, *, precision: str = "fp32", trt_version: str = "10.3",
+                     overwrite: bool = False) -> Path:
+    """Write ``bundle`` (a semantic :class:`~edgeseg.bundle.Bundle`) for DeepStream's nvinfer into the folder
+    ``out`` (module doc); returns the configuration file. The folder is written whole or not at all."""
+    import onnx
+
+    from .._ort import make_session
+    from ..data.synthetic import SceneGenerator
+    from ..export.fuse import _fp32_onnx
+
+    m = bundle.manifest
+    if precision not in NETWORK_MODES:
+        raise InputError(f"precision {precision!r}", fix=f"one of {', '.join(NETWORK_MODES)}")
+    if m.task != "semantic":
+        raise InputError(f"bundle {m.name!r} is a {m.task} model: nvinfer reads {m.task} outputs only through a "
+                         "custom parser library", fix="give a semantic bundle (its logits are nvinfer's network-type=2)")
+    sem = next((o for o in m.outputs if o.kind == "logits"), None)
+    if sem is None:
+        raise InputError(f"bundle {m.name!r} ends in the class map ({', '.join(o.name for o in m.outputs)}): nvinfer "
+                         "takes class scores and picks the class itself",
+                         fix="export the model without the argmax in its graph")
+    spec = m.input
+    if spec.size_rule != "fixed" or spec.size is None:
+        raise InputError(f"bundle {m.name!r} takes frames at their own size ({spec.size_rule}): nvinfer scales every "
+                         "frame to one network size", fix="import or export the model with --size WxH")
+    if spec.resize == "letterbox" and spec.pad_value != 0:
+        log.warning("bundle %r letterboxes with %s; nvinfer pads with black: expect small differences along the "
+                    "padding", m.name, spec.pad_value)
+    target = Path(out)
+    if target.exists():
+        if not target.is_dir():
+            raise InputError(f"--out {target} is a file", fix="give a folder to write the DeepStream files into")
+        if not overwrite and any(target.iterdir()):
+            raise InputError(f"--out {target} already holds files", fix="choose another --out, or pass --overwrite")
+        if any(p.is_dir() for p in target.iterdir()):
+            raise InputError(f"--out {target} holds folders: not one this command wrote; refusing to replace it",
+                             fix="choose another --out")
+    opts = m.decoder_options
+    if opts.crf_iterations:
+        log.warning("bundle %r refines its labels with a CRF (crf_iterations=%d): nvinfer takes the argmax alone",
+                    m.name, opts.crf_iterations)
+    model, raw = _baked_model(_fp32_onnx(bundle, "the"), spec)
+    model, renamed = _baked_output(model, sem.name, opts, len(m.classes))
+    # parity: the baked model on raw pixels against the bundle's model on its own pre-processing
+    frames = [SceneGenerator(spec.size, seed=s).render_semantic(0)[0] for s in (1, 2)]
+    ref = make_session(_fp32_onnx(bundle, "the").SerializeToString(), name="bundle")
+    new = make_session(model.SerializeToString(), name="deepstream")
+    worst = 0.0
+    for f in frames:
+        x, _ = spec.preprocess(f)
+        pixels = f[..., ::-1] if spec.color == "BGR" else f
+        pixels = pixels.transpose(2, 0, 1) if spec.layout == "NCHW" else pixels
+        a = ref.run([sem.name], {ref.get_inputs()[0].name: x})[0].astype(np.float32)
+        b = new.run([sem.name], {raw: np.ascontiguousarray(pixels[None], np.float32)})[0].astype(np.float32)
+        if b.shape != a.shape:  # channels-last logits, transposed for nvinfer
+            a = a.transpose(0, 3, 1, 2)
+        if opts.class_bias:  # the decoder's bias, as the graph now adds it
+            bias = np.asarray(opts.class_bias, np.float32).reshape(1, -1, 1, 1)
+            a = (np.log(np.maximum(a, 1e-30)) if opts.scores == "probabilities" else a) + bias
+        worst = max(worst, float(np.abs(a - b).max()))
+    if worst > 1e-3 * max(1.0, float(np.abs(a).max())):
+        raise ExportError(f"the model with its normalisation baked in differs from the bundle's by {worst:.3g}",
+                          fix="report this: the bundle's input spec could not be written into the graph")
+    stage = target.with_name(f".{target.name}.partial")
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir(parents=True)
+    try:
+        onnx.save(model, str(stage / "model.onnx"))
+        (stage / "labels.txt").write_text("".join(f"{c}\n" for c in m.classes))
+        cache = _cache(bundle, trt_version, stage / f"calibration.tensorrt-{trt_version}.cache", renamed).name \
+            if precision == "int8" else None
+        config = f"config_infer_primary_{m.name}.txt"
+        (stage / config).write_text(_config(m.name, spec, sem.name, len(m.classes), precision,
+                                            0 if spec.color == "RGB" else 1, raw, cache))
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(stage, target)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    log.info("parity of the baked normalisation: max |logit difference| %.2g", worst)
+    return target / config
+
+
+__all__ = ["NETWORK_MODES", "write_deepstream"]
