@@ -7,17 +7,19 @@
   (``y = net-scale-factor * (x - offset)``), which cannot hold a per-channel std such as ImageNet's; baked into
   the graph it is exact. The input keeps the bundle's size, layout (``network-input-order``) and colour order
   (``model-color-format``); a model that takes uint8 pixels gets a Cast.
-* the decoder's own steps before its argmax, appended to the logits: the class bias (``road``'s prior
-  correction; on the log of probabilities for a bundle whose scores are probabilities) and a transpose of
-  channels-last logits, so nvinfer's argmax labels pixels as edgeseg's decoder does (a CRF is not reproduced:
-  warned).
+* the decoder's own steps before its argmax, appended to the logits: a transpose of channels-last logits, a Cast
+  of float16 scores, the class bias (``road``'s prior correction; on the log of probabilities for a bundle whose
+  scores are probabilities) and a Softmax, so that nvinfer's rule (a pixel takes its best class only where that
+  score is above ``segmentation-threshold``, 0 at least) labels every pixel as edgeseg's decoder does (a CRF is
+  not reproduced: warned).
 * ``labels.txt``: one class name per line, and ``config_infer_primary_<name>.txt`` with ``network-type=2``
   (semantic segmentation), ``infer-dims``, ``output-blob-names`` (the logits), ``maintain-aspect-ratio`` and
   ``symmetric-padding`` from the bundle's letterbox (``center`` -> symmetric), and ``scaling-filter=1``
   (bilinear, as edgeseg resizes; nvinfer's default is nearest-neighbour).
 * ``--precision int8``: ``network-mode=1`` with ``int8-calib-file`` the bundle's TensorRT calibration cache (made
   by ``edgeseg quantize --target tensorrt``) for the TensorRT version given (``--trt-version``, default 10.3,
-  JetPack 6), retargeted if the bundle has none for it. The baked normalisation writes the tensor the cache
+  JetPack 6 / DeepStream 7.1; 8.5.2 for JetPack 5.1 / DeepStream 6.2, 8.6 for DeepStream 6.3-7.0: TensorRT skips a
+  cache whose header names another version), retargeted if the bundle has none for it. The baked normalisation writes the tensor the cache
   names as the model's input, so the cache's scales apply unchanged. TensorRT 11 has no implicit INT8.
 
 Checked here, as plain logic: the written model fed raw pixels gives the bundle model's logits on its own
@@ -63,8 +65,17 @@ def _baked_model(model, spec):
     taken = {t.name for t in g.initializer} | {o for n in g.node for o in n.output} | {i.name for i in g.input}
     raw = RAW_INPUT if RAW_INPUT not in taken else f"edgeseg_{RAW_INPUT}"
     nodes, inits = [], []
-    if spec.dtype == "uint8":  # the model normalises itself: plain pixels, cast back
-        nodes.append(helper.make_node("Cast", [raw], [name], to=TensorProto.UINT8, name="edgeseg_ds_cast"))
+    aliases = {name}  # the input and Identity copies of it (edgeseg's import names its input through one)
+    for n in g.node:
+        if n.op_type == "Identity" and n.input[0] in aliases:
+            aliases.add(n.output[0])
+    if spec.dtype == "uint8":  # the model normalises itself: its Casts to float read the float pixels directly
+        readers = [n for n in g.node if set(n.input) & aliases and n.op_type != "Identity"]
+        if not readers or not all(n.op_type == "Cast" and any(a.name == "to" and a.i == TensorProto.FLOAT
+                                                                for a in n.attribute) for n in readers):
+            raise InputError("the model takes uint8 pixels and reads them other than through a Cast to float: "
+                             "TensorRT takes no uint8 tensor inside a network",
+                             fix="export the model with a float32 input")
     else:
         inits += [numpy_helper.from_array(mul.reshape(shape), "edgeseg_ds_mul"),
                   numpy_helper.from_array(add.reshape(shape), "edgeseg_ds_add")]
@@ -77,6 +88,15 @@ def _baked_model(model, spec):
     new_inp = helper.make_tensor_value_info(raw, TensorProto.FLOAT, [1, 3, h, w] if spec.layout == "NCHW" else [1, h, w, 3])
     out = onnx.ModelProto()
     out.CopyFrom(model)
+    if spec.dtype == "uint8":  # (TensorRT takes no uint8 tensor inside a network)
+        kept = [n for n in out.graph.node if not (n.op_type == "Identity" and n.input[0] in aliases)]
+        del out.graph.node[:]
+        out.graph.node.extend(kept)
+        for n in out.graph.node:
+            n.input[:] = [raw if i in aliases else i for i in n.input]
+        vis = [v for v in out.graph.value_info if v.name not in aliases]
+        del out.graph.value_info[:]
+        out.graph.value_info.extend(vis)
     keep = [i for i in out.graph.input if i.name != name]
     del out.graph.input[:]
     out.graph.input.extend([new_inp, *keep])
@@ -87,10 +107,14 @@ def _baked_model(model, spec):
 
 
 def _baked_output(model, output: str, opts, num_classes: int):
-    """``model`` with the semantic decoder's own steps before nvinfer's argmax appended to ``output``: the class
-    bias (added to the logits, or to the log of probabilities, as edgeseg's decoder adds it) and a transpose of
-    channels-last logits to the ``[C, H, W]`` nvinfer reads. The output keeps its name."""
-    from onnx import helper, numpy_helper
+    """``model`` with the semantic decoder's own steps before nvinfer's argmax appended to ``output``, which keeps
+    its name: a transpose of channels-last logits to the ``[C, H, W]`` nvinfer reads, a Cast of float16 scores to
+    the float32 nvinfer reads them as, the class bias (added to the logits, or to the log of probabilities, as
+    edgeseg's decoder adds it), and a Softmax: nvinfer labels a pixel only where its best score is above
+    ``segmentation-threshold`` (0 at least), which raw logits or log-probabilities often are not; probabilities
+    keep the argmax and are always above 0 (the best of C is at least 1/C). Returns the model and the tensors
+    renamed (``{output: raw}``)."""
+    from onnx import TensorProto, helper, numpy_helper
 
     from ..export.graph import rename_tensor
 
@@ -98,22 +122,32 @@ def _baked_output(model, output: str, opts, num_classes: int):
     dims = [d.dim_value for d in out_vi.type.tensor_type.shape.dim]
     nhwc = opts.logits_layout == "NHWC" or (opts.logits_layout is None and len(dims) == 4 and dims[1] != num_classes
                                             and dims[3] == num_classes)
+    half = out_vi.type.tensor_type.elem_type != TensorProto.FLOAT
     bias = np.asarray(opts.class_bias, np.float32)
+    log_first = opts.scores == "probabilities" and bias.size
     steps = ([("Transpose", {"perm": [0, 3, 1, 2]})] if nhwc else []) + \
-        ([("Log", {})] if bias.size and opts.scores == "probabilities" else []) + ([("Add", {})] if bias.size else [])
-    if not steps:
+        ([("Cast", {"to": TensorProto.FLOAT})] if half else []) + ([("Log", {})] if log_first else []) + \
+        ([("Add", {})] if bias.size else []) + \
+        ([("Softmax", {"axis": 1})] if opts.scores == "logits" or bias.size else [])
+    if not steps:  # probabilities without a bias: nvinfer's rule holds already
         return model, {}
     raw = "edgeseg_ds_raw_" + output
     rename_tensor(model.graph, output, raw)
     out_vi.name = output
+    out_vi.type.tensor_type.elem_type = TensorProto.FLOAT
     cur = raw
     for k, (op, attrs) in enumerate(steps):
-        dst = output if k == len(steps) - 1 else f"edgeseg_ds_{op.lower()}"
+        dst = output if k == len(steps) - 1 else f"edgeseg_ds_out_{op.lower()}"
         inputs = [cur]
+        if op == "Log":  # probabilities of 0 would be -inf: a floor far below any other class's
+            model.graph.initializer.append(numpy_helper.from_array(np.array(1e-30, np.float32), "edgeseg_ds_floor"))
+            model.graph.node.append(helper.make_node("Max", [cur, "edgeseg_ds_floor"], ["edgeseg_ds_floored"],
+                                                     name="edgeseg_ds_floor"))
+            inputs = ["edgeseg_ds_floored"]
         if op == "Add":
             model.graph.initializer.append(numpy_helper.from_array(bias.reshape(1, -1, 1, 1), "edgeseg_ds_class_bias"))
             inputs.append("edgeseg_ds_class_bias")
-        model.graph.node.append(helper.make_node(op, inputs, [dst], name=f"edgeseg_ds_{op.lower()}", **attrs))
+        model.graph.node.append(helper.make_node(op, inputs, [dst], name=f"edgeseg_ds_out_{op.lower()}", **attrs))
         cur = dst
     if nhwc:  # the declared output shape follows
         d = out_vi.type.tensor_type.shape.dim
@@ -127,6 +161,18 @@ def _baked_output(model, output: str, opts, num_classes: int):
     return model, {output: raw}
 
 
+def nvinfer_labels(scores: np.ndarray, threshold: float = 0.0) -> np.ndarray:
+    """The class map nvinfer's segmentation parser makes of ``scores [C, H, W]`` (``fillSegmentationOutput``:
+    each pixel starts at class -1 with score -1 and takes class c where its score is above both the best so far
+    and ``segmentation-threshold``): what a DeepStream pipeline shows."""
+    best = np.full(scores.shape[1:], -1.0, np.float32)
+    cls = np.full(scores.shape[1:], -1, np.int32)
+    for c in range(scores.shape[0]):
+        take = (scores[c] > best) & (scores[c] > threshold)
+        cls[take], best[take] = c, scores[c][take]
+    return cls
+
+
 def _cache(bundle, version: str, out: Path, renamed: dict[str, str]) -> Path:
     """The bundle's calibration cache for TensorRT ``version`` at ``out``, its scales following the tensors
     ``renamed`` (the raw logits keep theirs; the biased output, a new tensor, has none)."""
@@ -137,11 +183,12 @@ def _cache(bundle, version: str, out: Path, renamed: dict[str, str]) -> Path:
     if not caches:
         raise InputError(f"bundle {bundle.manifest.name!r} has no TensorRT calibration cache for INT8",
                          fix=f"edgeseg quantize {bundle.source} --target tensorrt --calib FRAMES, or --precision fp16")
-    same = [c for c in caches if read_cache(c).version_code == code]
+    by_code = sorted((read_cache(c).version_code, c) for c in caches)
+    same = [c for v, c in by_code if v == code]
     if same:
         shutil.copyfile(same[0], out)
-    else:
-        retarget_cache(caches[-1], version, out)
+    else:  # the newest: every version's scales are the same, only the header differs
+        retarget_cache(by_code[-1][1], version, out)
     if renamed:
         cache = read_cache(out)
         out.write_text(CalibrationCache(cache.version_code, cache.algorithm,
@@ -166,6 +213,8 @@ def _config(name: str, spec, output: str, num_classes: int, precision: str, colo
         f"network-input-order={0 if spec.layout == 'NCHW' else 1}",
         "batch-size=1",
         f"network-mode={NETWORK_MODES[precision]}",
+        "# nvinfer builds this engine at the first run if it is missing, then loads it",
+        f"model-engine-file=model.onnx_b1_gpu0_{precision}.engine",
         *([f"int8-calib-file={cache}"] if cache else []),
         f"num-detected-classes={num_classes}",
         "network-type=2",
@@ -187,15 +236,14 @@ def write_deepstream(bundle, out: str | os.PathLike, *, precision: str = "fp32",
     ``out`` (module doc); returns the configuration file. The folder is written whole or not at all."""
     import onnx
 
-    from .._ort import make_session
-    from ..data.synthetic import SceneGenerator
     from ..export.fuse import _fp32_onnx
 
     m = bundle.manifest
     if precision not in NETWORK_MODES:
         raise InputError(f"precision {precision!r}", fix=f"one of {', '.join(NETWORK_MODES)}")
     if m.task != "semantic":
-        raise InputError(f"bundle {m.name!r} is a {m.task} model: nvinfer reads {m.task} outputs only through a "
+        raise InputError(f"bundle {m.name!r} is {'an' if m.task[0] in 'aeiou' else 'a'} {m.task} model: nvinfer "
+                         f"reads {m.task} outputs only through a "
                          "custom parser library", fix="give a semantic bundle (its logits are nvinfer's network-type=2)")
     sem = next((o for o in m.outputs if o.kind == "logits"), None)
     if sem is None:
@@ -209,60 +257,85 @@ def write_deepstream(bundle, out: str | os.PathLike, *, precision: str = "fp32",
     if spec.resize == "letterbox" and spec.pad_value != 0:
         log.warning("bundle %r letterboxes with %s; nvinfer pads with black: expect small differences along the "
                     "padding", m.name, spec.pad_value)
-    target = Path(out)
+    target = Path(out).resolve()  # '--out .' too
     if target.exists():
         if not target.is_dir():
             raise InputError(f"--out {target} is a file", fix="give a folder to write the DeepStream files into")
         if not overwrite and any(target.iterdir()):
-            raise InputError(f"--out {target} already holds files", fix="choose another --out, or pass --overwrite")
-        if any(p.is_dir() for p in target.iterdir()):
-            raise InputError(f"--out {target} holds folders: not one this command wrote; refusing to replace it",
-                             fix="choose another --out")
+            raise InputError(f"--out {target} already holds files",
+                             fix="choose another --out, or pass --overwrite (only the files this command writes are "
+                                 "replaced)")
     opts = m.decoder_options
     if opts.crf_iterations:
         log.warning("bundle %r refines its labels with a CRF (crf_iterations=%d): nvinfer takes the argmax alone",
                     m.name, opts.crf_iterations)
     model, raw = _baked_model(_fp32_onnx(bundle, "the"), spec)
     model, renamed = _baked_output(model, sem.name, opts, len(m.classes))
-    # parity: the baked model on raw pixels against the bundle's model on its own pre-processing
-    frames = [SceneGenerator(spec.size, seed=s).render_semantic(0)[0] for s in (1, 2)]
-    ref = make_session(_fp32_onnx(bundle, "the").SerializeToString(), name="bundle")
-    new = make_session(model.SerializeToString(), name="deepstream")
-    worst = 0.0
-    for f in frames:
-        x, _ = spec.preprocess(f)
-        pixels = f[..., ::-1] if spec.color == "BGR" else f
-        pixels = pixels.transpose(2, 0, 1) if spec.layout == "NCHW" else pixels
-        a = ref.run([sem.name], {ref.get_inputs()[0].name: x})[0].astype(np.float32)
-        b = new.run([sem.name], {raw: np.ascontiguousarray(pixels[None], np.float32)})[0].astype(np.float32)
-        if b.shape != a.shape:  # channels-last logits, transposed for nvinfer
-            a = a.transpose(0, 3, 1, 2)
-        if opts.class_bias:  # the decoder's bias, as the graph now adds it
-            bias = np.asarray(opts.class_bias, np.float32).reshape(1, -1, 1, 1)
-            a = (np.log(np.maximum(a, 1e-30)) if opts.scores == "probabilities" else a) + bias
-        worst = max(worst, float(np.abs(a - b).max()))
-    if worst > 1e-3 * max(1.0, float(np.abs(a).max())):
-        raise ExportError(f"the model with its normalisation baked in differs from the bundle's by {worst:.3g}",
-                          fix="report this: the bundle's input spec could not be written into the graph")
+    worst = _parity(bundle, model, raw, sem.name, opts)
     stage = target.with_name(f".{target.name}.partial")
     shutil.rmtree(stage, ignore_errors=True)
     stage.mkdir(parents=True)
+    config = f"config_infer_primary_{m.name}.txt"
     try:
         onnx.save(model, str(stage / "model.onnx"))
         (stage / "labels.txt").write_text("".join(f"{c}\n" for c in m.classes))
         cache = _cache(bundle, trt_version, stage / f"calibration.tensorrt-{trt_version}.cache", renamed).name \
             if precision == "int8" else None
-        config = f"config_infer_primary_{m.name}.txt"
         (stage / config).write_text(_config(m.name, spec, sem.name, len(m.classes), precision,
                                             0 if spec.color == "RGB" else 1, raw, cache))
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(stage, target)
+        if not target.exists():
+            os.replace(stage, target)
+        else:  # only this command's files are replaced; an engine nvinfer built from the old model goes
+            for old in target.glob("model.onnx_b*_gpu*.engine"):
+                old.unlink()
+            for f in sorted(stage.iterdir()):
+                os.replace(f, target / f.name)
+            shutil.rmtree(stage, ignore_errors=True)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
-    log.info("parity of the baked normalisation: max |logit difference| %.2g", worst)
+    log.info("parity of the baked pre- and post-processing: max |score difference| %.2g", worst)
     return target / config
+
+
+def _parity(bundle, model, raw: str, output: str, opts) -> float:
+    """The largest difference between the written model on raw pixels and the bundle's model on its own
+    pre-processing followed by the steps :func:`_baked_output` appended; and nvinfer's labels of the written
+    model's scores (:func:`nvinfer_labels`) must equal the argmax: an :class:`ExportError` otherwise."""
+    from .._ort import make_session
+    from ..data.synthetic import SceneGenerator
+    from ..export.fuse import _fp32_onnx
+
+    spec = bundle.manifest.input
+    ref = make_session(_fp32_onnx(bundle, "the").SerializeToString(), name="bundle")
+    new = make_session(model.SerializeToString(), name="deepstream")
+    worst = 0.0
+    for seed in (1, 2):
+        f = SceneGenerator(spec.size, seed=seed).render_semantic(0)[0]
+        x, _ = spec.preprocess(f)
+        pixels = f[..., ::-1] if spec.color == "BGR" else f
+        pixels = pixels.transpose(2, 0, 1) if spec.layout == "NCHW" else pixels
+        a = ref.run([output], {ref.get_inputs()[0].name: x})[0].astype(np.float32)
+        b = new.run([output], {raw: np.ascontiguousarray(pixels[None], np.float32)})[0].astype(np.float32)
+        if b.shape != a.shape:  # channels-last logits, transposed for nvinfer
+            a = a.transpose(0, 3, 1, 2)
+        bias = np.asarray(opts.class_bias, np.float32).reshape(1, -1, 1, 1) if opts.class_bias else None
+        if bias is not None:  # the decoder's bias, as the graph now adds it
+            a = (np.log(np.maximum(a, 1e-30)) if opts.scores == "probabilities" else a) + bias
+        if opts.scores == "logits" or bias is not None:
+            e = np.exp(a - a.max(axis=1, keepdims=True))
+            a = e / e.sum(axis=1, keepdims=True)
+        worst = max(worst, float(np.abs(a - b).max()))
+        labels = nvinfer_labels(b[0])
+        if (labels != a[0].argmax(axis=0)).mean() > 1e-3:
+            raise ExportError(f"nvinfer would label {(labels < 0).mean():.1%} of pixels as no class and differ from "
+                              "the bundle's argmax elsewhere", fix="report this: the scores were not written as "
+                                                                   "probabilities")
+    half = "float16" in (spec.dtype, getattr(bundle.manifest.outputs[0], "dtype", ""))  # rounded inputs differ more
+    if worst > (1e-2 if half else 1e-3) * max(1.0, float(np.abs(a).max())):
+        raise ExportError(f"the model with its pre- and post-processing baked in differs from the bundle's by "
+                          f"{worst:.3g}", fix="report this: the bundle's input spec could not be written into the graph")
+    return worst
 
 
 __all__ = ["NETWORK_MODES", "write_deepstream"]

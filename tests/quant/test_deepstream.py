@@ -79,3 +79,98 @@ def test_bundles_nvinfer_cannot_take_are_refused(tmp_path):
     with pytest.raises(InputError, match="is a file"):
         write_deepstream(Bundle.open("road"), tmp_path / "file")
     assert not (tmp_path / "i").exists()
+
+
+def _graph(path, kind: str):
+    """Small models of the forms users import: probabilities out, channels-last in and out, uint8 in, float16."""
+    import onnx
+    from onnx import TensorProto as T, helper as h, numpy_helper as nh
+
+    rng = np.random.default_rng(0)
+    w = rng.normal(0, 0.5, (4, 3, 3, 3)).astype(np.float32)
+    b = np.array([0.1, -0.2, 0.3, 0.0], np.float32)
+    half = kind == "float16"
+    inits = [nh.from_array(w.astype(np.float16) if half else w, "w"), nh.from_array(b.astype(np.float16) if half else b, "b")]
+    conv = h.make_node("Conv", ["x", "w", "b"], ["out"], pads=[1, 1, 1, 1])
+    f, shape_in, shape_out = (T.FLOAT16 if half else T.FLOAT), [1, 3, 32, 48], [1, 4, 32, 48]
+    nodes, in_type = [conv], f
+    if kind == "probabilities":
+        nodes = [h.make_node("Conv", ["x", "w", "b"], ["z"], pads=[1, 1, 1, 1]), h.make_node("Softmax", ["z"], ["out"], axis=1)]
+    elif kind == "nhwc":
+        shape_in, shape_out = [1, 32, 48, 3], [1, 32, 48, 4]
+        nodes = [h.make_node("Transpose", ["x"], ["xt"], perm=[0, 3, 1, 2]),
+                 h.make_node("Conv", ["xt", "w", "b"], ["z"], pads=[1, 1, 1, 1]),
+                 h.make_node("Transpose", ["z"], ["out"], perm=[0, 2, 3, 1])]
+    elif kind == "uint8":
+        in_type = T.UINT8
+        inits.append(nh.from_array(np.array(1 / 255, np.float32), "s"))
+        nodes = [h.make_node("Cast", ["x"], ["xf"], to=T.FLOAT), h.make_node("Mul", ["xf", "s"], ["xs"]),
+                 h.make_node("Conv", ["xs", "w", "b"], ["out"], pads=[1, 1, 1, 1])]
+    g = h.make_graph(nodes, "g", [h.make_tensor_value_info("x", in_type, shape_in)],
+                     [h.make_tensor_value_info("out", f, shape_out)], inits)
+    onnx.save(h.make_model(g, opset_imports=[h.make_opsetid("", 17)]), str(path))
+
+
+@pytest.mark.parametrize("kind, bias", [("probabilities", False), ("probabilities", True), ("nhwc", True),
+                                        ("uint8", False), ("float16", False), ("float16", True), ("logits", True)])
+def test_what_nvinfer_shows_is_the_bundles_labels(tmp_path, kind, bias):
+    """nvinfer labels a pixel with its best class only where that score is above segmentation-threshold (0 at
+    least; its fillSegmentationOutput starts each pixel at -1): raw logits or log-probabilities below 0 were left
+    unlabelled. Every written model ends in probabilities, float32, channels first, with no uint8 tensor inside
+    (TensorRT takes none), and nvinfer's rule applied to its scores gives the bundle's labels."""
+    import onnx
+
+    import edgeseg
+    from edgeseg.bundle import Bundle
+    from edgeseg.cli import main
+    from edgeseg.quant.deepstream import nvinfer_labels, write_deepstream
+    from edgeseg.structures import ImageShape
+    from edgeseg._ort import make_session
+
+    _graph(tmp_path / "m.onnx", kind)
+    args = ["--layout", "NHWC"] if kind == "nhwc" else []
+    assert main(["import", str(tmp_path / "m.onnx"), "--names", "a,b,c,d", *args, "--out", str(tmp_path / "m.edgeseg")]) == 0
+    bundle = Bundle.open(tmp_path / "m.edgeseg")
+    if bias:
+        with bundle.editing():
+            bundle.update(decoder={**(bundle.manifest.decoder or {}), "class_bias": [1.5, -0.5, 0.0, 0.25]})
+    write_deepstream(bundle, tmp_path / "ds")
+    model = onnx.load(str(tmp_path / "ds" / "model.onnx"))
+    assert [o.type.tensor_type.elem_type for o in model.graph.output] == [onnx.TensorProto.FLOAT]
+    inferred = onnx.shape_inference.infer_shapes(model).graph.value_info
+    assert not [v.name for v in inferred if v.type.tensor_type.elem_type == onnx.TensorProto.UINT8]
+    session = make_session(model.SerializeToString())
+    predictor = edgeseg.load(tmp_path / "m.edgeseg", backend="onnxruntime")
+    rng = np.random.default_rng(2)
+    for _ in range(2):
+        rgb = rng.integers(0, 255, (32, 48, 3), np.uint8)
+        x = rgb.astype(np.float32)
+        x = x[None] if kind == "nhwc" else x.transpose(2, 0, 1)[None]
+        scores = session.run(None, {session.get_inputs()[0].name: np.ascontiguousarray(x)})[0][0]
+        assert scores.shape == (4, 32, 48)
+        np.testing.assert_allclose(scores.sum(axis=0), 1.0, atol=1e-3)  # probabilities: every pixel labelled
+        labels = nvinfer_labels(scores)
+        assert (labels >= 0).all()
+        assert np.mean(labels == predictor(rgb).labels) > 0.995
+    assert bundle.manifest.input.size == ImageShape(32, 48)
+
+
+def test_overwrite_replaces_only_its_own_files_and_out_dot_works(tmp_path, monkeypatch):
+    from edgeseg.bundle import Bundle
+    from edgeseg.quant.deepstream import write_deepstream
+
+    road = Bundle.open("road")
+    out = tmp_path / "app"
+    out.mkdir()
+    (out / "deepstream_app.txt").write_text("[application]\n")
+    (out / "model.onnx_b1_gpu0_fp32.engine").write_bytes(b"old engine")
+    with pytest.raises(InputError, match="already holds files"):
+        write_deepstream(road, out)
+    write_deepstream(road, out, overwrite=True)
+    assert (out / "deepstream_app.txt").read_text() == "[application]\n"  # the user's file stays
+    assert not (out / "model.onnx_b1_gpu0_fp32.engine").exists()  # an engine of the old model goes
+    assert (out / "model.onnx").is_file() and not list(tmp_path.glob(".*partial"))
+    empty = tmp_path / "here"
+    empty.mkdir()
+    monkeypatch.chdir(empty)
+    assert write_deepstream(road, ".") == empty / "config_infer_primary_road.txt"
