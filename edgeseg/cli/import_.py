@@ -206,7 +206,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ..bundle import check_target
-    from ..errors import InputError
+    from ..errors import EdgesegError, InputError
     from ..export.hf_config import huggingface_config
     from ..export.importer import import_onnx, onnx_input_size
     from ..structures import ImageShape, InputSpec
@@ -337,16 +337,23 @@ def run(args: argparse.Namespace) -> int:
         spec = InputSpec(layout=args.layout or "NCHW", color=args.color or "RGB", size=size, **rule, **norm, **explicit)
     out = Path(args.out)
     check_target(args.out, "--out", overwrite=args.overwrite)
-    bundle = import_onnx(args.onnx, out, task=args.task, classes=classes, input_spec=spec, palette=palette,
-                         name=args.name or removesuffix(out.name, ".edgeseg"), overwrite=args.overwrite,
-                         input_overrides=overrides, preprocess=args.preprocess,
-                         things=[t.strip() for t in args.things.split(",") if t.strip()] if args.things else None,
-                         offset_order=args.offset_order, offset_scale=args.offset_scale,
-                         panoptic_options={k: v for k, v in (("center_threshold", args.center_threshold),
-                                                             ("nms_kernel", args.nms_kernel), ("top_k", args.top_k),
-                                                             ("stuff_area", args.stuff_area)) if v is not None},
-                         query_options=query_options or None,
-                         hf_config=hf if instance else None)
+    try:
+        bundle = import_onnx(args.onnx, out, task=args.task, classes=classes, input_spec=spec, palette=palette,
+                             name=args.name or removesuffix(out.name, ".edgeseg"), overwrite=args.overwrite,
+                             input_overrides=overrides, preprocess=args.preprocess,
+                             things=[t.strip() for t in args.things.split(",") if t.strip()] if args.things else None,
+                             offset_order=args.offset_order, offset_scale=args.offset_scale,
+                             panoptic_options={k: v for k, v in (("center_threshold", args.center_threshold),
+                                                                 ("nms_kernel", args.nms_kernel), ("top_k", args.top_k),
+                                                                 ("stuff_area", args.stuff_area)) if v is not None},
+                             query_options=query_options or None,
+                             hf_config=hf if instance else None)
+    except EdgesegError as e:
+        if nv_names is None or classes is not nv_names:
+            raise
+        src = (side or nvinfer).files[0]  # the names were not the user's: say where they came from
+        raise type(e)(f"{e.args[0].splitlines()[0]} (the {len(nv_names)} class names came from {src})",
+                      fix=f"{e.fix + '; or ' if e.fix else ''}give the model's own names with --names") from None
     m = bundle.manifest
     if m.input.dtype == "uint8" and given_norm:
         logging.getLogger("edgeseg.import").warning(

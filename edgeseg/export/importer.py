@@ -215,16 +215,24 @@ def _rewire(model, in_name: str, out_name: str, kind: str, appended: list[tuple[
 
     from .graph import rename_tensor
 
-    taken = {o for n in model.graph.node for o in n.output} | {i.name for i in model.graph.initializer}
+    g = model.graph
+    taken = {o for n in g.node for o in n.output} | {i.name for i in g.initializer} | {i.name for i in g.input}
+
+    def aside(old: str) -> str:  # a tensor of a name edgeseg's IO takes moves aside, wherever it is defined
+        inner = next(f"edgeseg_inner_{old}{k or ''}" for k in range(len(taken) + 1)
+                     if f"edgeseg_inner_{old}{k or ''}" not in taken)
+        rename_tensor(g, old, inner)
+        for vi in [*g.value_info, *g.input]:  # type records, and old IR's initializers listed as inputs
+            if vi.name == old:
+                vi.name = inner
+        taken.add(inner)
+        return inner
+
     for new in ("images", kind):
-        if new in taken and new not in (in_name, out_name):  # an inner tensor of that name moves aside
-            inner = next(f"edgeseg_inner_{new}{k or ''}" for k in range(len(taken) + 1)
-                         if f"edgeseg_inner_{new}{k or ''}" not in taken)
-            rename_tensor(model.graph, new, inner)
-            for vi in model.graph.value_info:
-                if vi.name == new:
-                    vi.name = inner
-            taken.add(inner)
+        if new in taken and new != (in_name if new == "images" else out_name):
+            moved = aside(new)
+            in_name = moved if in_name == new else in_name
+            out_name = moved if out_name == new else out_name
     if in_name != "images":
         inp = next(i for i in model.graph.input if i.name == in_name)
         inp.name = "images"

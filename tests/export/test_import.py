@@ -270,3 +270,42 @@ def test_a_half_precision_export_imports_as_it_is_and_its_weights_are_named(tmp_
 
     with pytest.raises(BundleError, match="unknown weights 'int4'"):
         ModelFile.from_dict({"file": "model.onnx", "weights": "int4"})
+
+
+@pytest.mark.parametrize("form", ["inner images and logits", "output named images", "input named logits",
+                                  "initializer named images listed as an input"])
+def test_tensors_named_like_edgesegs_io_move_aside(tmp_path, form):
+    """edgeseg's bundles read ``images`` and write ``logits``; a model that already uses those names inside, for
+    its output or its input, or (old IR) for an initializer listed among its inputs, was refused or broken: the
+    tensor is renamed, and the bundle gives the model's own logits."""
+    import onnx
+    from onnx import TensorProto as T, helper as h, numpy_helper as nh
+
+    import edgeseg
+    from edgeseg._ort import make_session
+    from edgeseg.export.importer import import_onnx
+    from edgeseg.structures import ImageShape, InputSpec
+
+    rng = np.random.default_rng(0)
+    w = nh.from_array(rng.normal(0, 0.5, (4, 3, 3, 3)).astype(np.float32), "w")
+    bias_name = "images" if form.startswith("initializer") else "b"
+    b = nh.from_array(np.array([0.1, -0.2, 0.3, 0.0], np.float32), bias_name)
+    x, out = ("logits", "out") if form == "input named logits" else ("x", "images" if form == "output named images" else "out")
+    if form == "inner images and logits":
+        nodes = [h.make_node("Relu", [x], ["images"]), h.make_node("Conv", ["images", "w", "b"], ["logits"], pads=[1] * 4),
+                 h.make_node("Identity", ["logits"], [out])]
+    else:
+        nodes = [h.make_node("Conv", [x, "w", bias_name], [out], pads=[1] * 4)]
+    inputs = [h.make_tensor_value_info(x, T.FLOAT, [1, 3, 16, 24])]
+    if form.startswith("initializer"):  # IR 3: initializers are listed among the inputs
+        inputs += [h.make_tensor_value_info("w", T.FLOAT, [4, 3, 3, 3]), h.make_tensor_value_info("images", T.FLOAT, [4])]
+    m = h.make_model(h.make_graph(nodes, "g", inputs, [h.make_tensor_value_info(out, T.FLOAT, [1, 4, 16, 24])], [w, b]),
+                     opset_imports=[h.make_opsetid("", 11 if form.startswith("initializer") else 17)])
+    m.ir_version = 3 if form.startswith("initializer") else 8
+    onnx.save(m, str(tmp_path / "m.onnx"))
+    spec = InputSpec(size=ImageShape(16, 24))
+    import_onnx(tmp_path / "m.onnx", tmp_path / "m.edgeseg", classes=("a", "b", "c", "d"), input_spec=spec)
+    rgb = rng.integers(0, 255, (16, 24, 3), np.uint8)
+    ref = make_session((tmp_path / "m.onnx").read_bytes()).run(None, {x: spec.preprocess(rgb)[0]})[0]
+    ours = edgeseg.load(tmp_path / "m.edgeseg", backend="onnxruntime")(rgb).labels
+    assert np.array_equal(ours, ref[0].argmax(axis=0))

@@ -34,12 +34,16 @@ def test_names_and_colours_beside_the_model(tmp_path):
     side = labels_beside(onnx_path)
     assert side.names == ("void", "ego_vehicle", "ground", "road")
     assert side.palette == ((0, 0, 0), (128, 64, 128), (81, 0, 81), (128, 64, 128)) and side.problems == ()
-    # colours that do not fit the classes are named and left out; the names stay
-    (tmp_path / "net" / "colors.txt").write_text("0 0 0\n1 2\n")
+    # read as segNet's loadClassColors reads them (sscanf "%i %i %i %i"): a value it cannot read is 255, an
+    # octal 064 is 52, classes past the file's end keep segNet's red, a transparent class is named
+    (tmp_path / "net" / "colors.txt").write_text("0 0 0 0\n1 2\n064 0 0\n")
     side = labels_beside(onnx_path)
-    assert side.palette is None and "line 2" in side.problems[0]
-    (tmp_path / "net" / "colors.txt").write_text("0 0 0\n")
-    assert "1 colours for 4 classes" in labels_beside(onnx_path).problems[0]
+    assert side.palette == ((0, 0, 0), (1, 2, 255), (52, 0, 0), (255, 0, 0))
+    assert "3 colours for 4 classes" in side.problems[0] and "classes 0 are transparent" in side.problems[1]
+    # a blank line is a class, as segNet counts it; closing blank lines are not
+    (tmp_path / "net" / "classes.txt").write_text("void\n\nground\nroad\n\n\n")
+    assert labels_beside(onnx_path).names == ("void", "class_1", "ground", "road")
+    (tmp_path / "net" / "classes.txt").write_text(CLASSES)
     # DeepStream's labels.txt, the one-line form too; no name file: None
     (tmp_path / "net" / "classes.txt").unlink()
     (tmp_path / "net" / "colors.txt").unlink()
@@ -67,6 +71,12 @@ def test_a_jetson_inference_model_imports_with_no_options(tmp_path, caplog, caps
     caplog.clear()
     assert main(["import", str(onnx_path), "--names", "a,b,c,d", "--out", str(tmp_path / "n.edgeseg")]) == 0
     assert "class names from" not in caplog.text and Bundle.open(tmp_path / "n.edgeseg").manifest.palette != m.palette
+    # names that do not fit the model: the error says where they came from
+    (tmp_path / "net" / "classes.txt").write_text("a\nb\nc\n")
+    capsys.readouterr()
+    assert main(["import", str(onnx_path), "--out", str(tmp_path / "w.edgeseg")]) != 0
+    err = capsys.readouterr().err
+    assert "the 3 class names came from" in err and "classes.txt" in err and "--names" in err
     # without any name file the error says where names can come from
     (tmp_path / "net" / "classes.txt").unlink()
     capsys.readouterr()
