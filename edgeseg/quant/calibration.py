@@ -358,12 +358,13 @@ def split_holdout(frames: Sequence[np.ndarray], fraction: float) -> tuple[list[n
 
 
 # ---- the reader --------------------------------------------------------------------------------
-def one_network_shape(frames: Sequence[np.ndarray], spec: InputSpec) -> list[np.ndarray]:
+def one_network_shape(frames: Sequence[np.ndarray], spec: InputSpec | None) -> list[np.ndarray]:
     """``frames``, those of a size rule that feeds each frame at its own network shape (``fit``, ``multiple``,
     ``any``) resized to the most common frame size when they would give several shapes: ONNX Runtime's histogram
     calibrators stack every frame's tensors, which must share a shape (mixed sizes were a numpy traceback)."""
     frames = list(frames)
-    if spec.size_rule == "fixed" or len({spec.network_shape(ImageShape(*f.shape[:2])) for f in frames}) < 2:
+    if spec is None or spec.size_rule == "fixed" or any(np.ndim(f) != 3 for f in frames) or \
+            len({spec.network_shape(ImageShape(*f.shape[:2])) for f in frames}) < 2:  # (volumes: fed as made)
         return frames
     import cv2
     from collections import Counter
