@@ -38,12 +38,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import ExportError
-from ..structures import ImageShape
+from ..structures import ImageShape, pad_levels
 from .graph import Appender, rename_tensor
 
-#: The ImageNet mean pixel (RGB, 0-255, rounded): what padding with 0 after normalising (MMDetection's and
-#: torchvision's batching, Detectron2's ``ImageList``) holds before it.
-MEAN_PIXEL = (124, 116, 104)
+#: The ImageNet mean pixel (RGB, 0-255, rounded: 124, 116, 104): what padding with 0 after normalising
+#: (MMDetection's and torchvision's batching, Detectron2's ``ImageList``) holds before it.
+MEAN_PIXEL = pad_levels((123.675, 116.28, 103.53))
 #: MMDetection's pre-processing (its detectors' ``data_preprocessor``): RGB, ImageNet mean and std in
 #: 0-255 units. MMDeploy's static-shape exports resize to the input size without keeping the aspect
 #: ratio (its ``Resize`` gets ``keep_ratio=False`` for them), which ``resize`` reproduces; a dynamic one

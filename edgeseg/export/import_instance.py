@@ -37,7 +37,7 @@ import numpy as np
 
 from ..bundle import Bundle, Manifest, OutputSpec
 from ..errors import ExportError, InputError
-from ..structures import ImageShape, InputSpec, InstanceOptions
+from ..structures import ImageShape, InputSpec, InstanceOptions, pad_levels
 from .graph import clean_graph
 from .import_yolact import YOLACT_INPUT, detect_yolact_layout, yolact_to_prototype
 
@@ -221,14 +221,6 @@ def _rename_io(model, renames: dict[str, str], in_name: str) -> None:
             out.name = new
 
 
-def mean_pixel(mean, scale: float, color: str = "RGB") -> int | tuple[int, int, int]:
-    """The RGB pixel that normalises to 0 (``pixel * scale == mean``), rounded to whole levels: what a
-    framework that pads after normalising (Detectron2, transformers, MMDetection) pads with."""
-    levels = [int(min(255, max(0, round(m / scale)))) for m in mean]
-    rgb = tuple(levels if color == "RGB" else levels[::-1])
-    return rgb[0] if len(set(rgb)) == 1 else rgb  # type: ignore[return-value]
-
-
 def _assumed(path: Path, what: str, whose: str, spec: InputSpec, given: dict, hint: str = "") -> None:
     """Warn which pre-processing the bundle got (``spec``'s, the user's fields included) unless the
     user gave every field that decides it."""
@@ -382,7 +374,8 @@ def import_instance_onnx(onnx_path: str | os.PathLike, out: str | os.PathLike, *
             hf_used += [f"{k} {v}" for k, v in hf_norm.items()]
             convention = preset or {**QUERY_INPUT, **hf_norm}
             if preset is None and ("mean" in hf_norm or "scale" in hf_norm):  # their pad is 0 after normalising
-                convention["pad_value"] = mean_pixel(convention["mean"], convention["scale"], convention["color"])
+                convention["pad_value"] = pad_levels([m / convention["scale"] for m in convention["mean"]],
+                                                     convention["color"])  # the pixel that normalises to 0
             spec = dataclasses.replace(spec, **{**convention, **{k: v for k, v in given.items() if k in convention}})
             if preset is None and not hf_norm:
                 _assumed(path, "mask-classification outputs", "Mask2Former", spec, given)

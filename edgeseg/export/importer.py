@@ -20,6 +20,7 @@ What happens:
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import tempfile
@@ -105,7 +106,15 @@ def upgrade_opset(model, path: Path) -> tuple[object, int, str | None]:
 
 
 def onnx_input_size(path: str | os.PathLike, layout: str) -> ImageShape | None:
-    """The static (height, width) of a model's image input for ``layout``, or None when dynamic."""
+    """The static (height, width) of a model's image input for ``layout``, or None when dynamic (the file is
+    read once per version: the import's steps each ask)."""
+    p = Path(path)
+    st = p.stat() if p.is_file() else None
+    return _input_size(str(p), st.st_mtime_ns if st else 0, st.st_size if st else 0, layout)
+
+
+@functools.lru_cache(maxsize=8)
+def _input_size(path: str, mtime_ns: int, size: int, layout: str) -> ImageShape | None:
     return model_input_size(load_onnx_checked(Path(path)), layout)
 
 

@@ -34,7 +34,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..structures import ImageShape
+from ..structures import ImageShape, pad_levels
 from .hf_config import _read
 
 #: transforms that move no pixel: the SDK's bookkeeping
@@ -214,9 +214,7 @@ def _input(transforms: list, path: Path, problems: list[str], sizes: dict) -> di
         level = 0.0 if pad_raw is None else pad_raw
         # a pad after Normalize holds level * std + mean in pixels, per channel of the model's order
         pixel = [level * s + m for m, s in zip(mean, std)] if pad_normalised else [level] * 3
-        rgb = pixel if color == "RGB" else pixel[::-1]
-        levels = tuple(int(min(255, max(0, math.floor(v + 0.5)))) for v in rgb)
-        out["pad_value"] = levels[0] if len(set(levels)) == 1 else levels
+        out["pad_value"] = pad_levels(pixel, color)
     return out
 
 

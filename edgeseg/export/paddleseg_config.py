@@ -20,11 +20,10 @@ named in a warning (``problems``), not reproduced. Class names are not in the fi
 """
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 
-from ..structures import ImageShape
+from ..structures import ImageShape, pad_levels
 from .mmdeploy_config import PipelineConfig, _numbers
 
 #: PaddleSeg's Normalize defaults
@@ -102,9 +101,8 @@ def paddleseg_config(onnx_path: str | os.PathLike) -> PipelineConfig | None:
             level = level * 3 if len(level) == 1 else level
             if normalised:  # a pad after Normalize is in its units
                 level = tuple((v * s + m) * 255 for v, m, s in zip(level, out["mean"], out["std"]))
-            levels = tuple(int(min(255, max(0, math.floor(v + 0.5)))) for v in level)
             sizes = {"size": ImageShape(wh[1], wh[0]), "size_rule": "fixed"}
-            out.update(pad_value=levels[0] if len(set(levels)) == 1 else levels)
+            out.update(pad_value=pad_levels(level))
         elif kind == "Normalize":  # one value or three
             mean, std = (_numbers(t.get(k, _HALF)) for k in ("mean", "std"))
             mean, std = ((v * 3 if v is not None and len(v) == 1 else v) for v in (mean, std))

@@ -269,9 +269,10 @@ def write_deepstream(bundle, out: str | os.PathLike, *, precision: str = "fp32",
     if opts.crf_iterations:
         log.warning("bundle %r refines its labels with a CRF (crf_iterations=%d): nvinfer takes the argmax alone",
                     m.name, opts.crf_iterations)
-    model, raw = _baked_model(_fp32_onnx(bundle, "the"), spec)
+    original = _fp32_onnx(bundle, "the")
+    model, raw = _baked_model(original, spec)  # (a copy: the original stays the parity's reference)
     model, renamed = _baked_output(model, sem.name, opts, len(m.classes))
-    worst = _parity(bundle, model, raw, sem.name, opts)
+    worst = _parity(bundle, original, model, raw, sem.name, opts)
     stage = target.with_name(f".{target.name}.partial")
     shutil.rmtree(stage, ignore_errors=True)
     stage.mkdir(parents=True)
@@ -298,16 +299,15 @@ def write_deepstream(bundle, out: str | os.PathLike, *, precision: str = "fp32",
     return target / config
 
 
-def _parity(bundle, model, raw: str, output: str, opts) -> float:
-    """The largest difference between the written model on raw pixels and the bundle's model on its own
+def _parity(bundle, original, model, raw: str, output: str, opts) -> float:
+    """The largest difference between the written model on raw pixels and the bundle's model ``original`` on its own
     pre-processing followed by the steps :func:`_baked_output` appended; and nvinfer's labels of the written
     model's scores (:func:`nvinfer_labels`) must equal the argmax: an :class:`ExportError` otherwise."""
     from .._ort import make_session
     from ..data.synthetic import SceneGenerator
-    from ..export.fuse import _fp32_onnx
 
     spec = bundle.manifest.input
-    ref = make_session(_fp32_onnx(bundle, "the").SerializeToString(), name="bundle")
+    ref = make_session(original.SerializeToString(), name="bundle")
     new = make_session(model.SerializeToString(), name="deepstream")
     worst = 0.0
     for seed in (1, 2):

@@ -1,7 +1,7 @@
 """Plain data types shared by every part of edgeseg (numpy only)."""
 from .decoder_options import DECODER_OPTIONS, DecoderOptions, InstanceOptions, PanopticOptions, SemanticOptions, decoder_options
 from .frame import Frame
-from .input_spec import InputSpec, PreprocessMeta
+from .input_spec import InputSpec, PreprocessMeta, pad_levels
 from .palette import CAMVID_CLASSES, CAMVID_PALETTE, colorize, default_palette
 from .results import InstanceResult, PanopticResult, PromptedResult, Segment, SemanticResult, TrackResult
 from .rle import rle_area, rle_decode, rle_encode

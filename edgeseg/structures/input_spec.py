@@ -50,6 +50,17 @@ def _pad_value(v: Any) -> int | tuple[int, int, int]:
     return tuple(int(x) for x in vals)  # type: ignore[return-value]
 
 
+def pad_levels(values, color: str = "RGB") -> int | tuple[int, int, int]:
+    """A letterbox ``pad_value`` from three channel levels in ``color`` order (e.g. the pixel that normalises to
+    0, what frameworks padding after normalising pad with): rounded half up, clipped to 0-255, in RGB order, one
+    grey level when the three agree."""
+    import math
+
+    vals = [float(v) for v in values]
+    rgb = [int(min(255, max(0, math.floor(v + 0.5)))) for v in (vals if color == "RGB" else vals[::-1])]
+    return rgb[0] if len(set(rgb)) == 1 else tuple(rgb)  # type: ignore[return-value]
+
+
 @dataclass(frozen=True)
 class PreprocessMeta:
     """How an image became a network input, so outputs can be mapped back.
