@@ -11,12 +11,13 @@ EXAMPLES = (
     "edgeseg deepstream road --out ds_road/ --precision fp16",
     "edgeseg deepstream road --out ds_road/ --precision int8 --trt-version 8.5.2   # JetPack 5.1: its calibration cache",
     "deepstream-app ... [primary-gie] config-file=ds_road/config_infer_primary_road.txt",
+    "# YAML pipelines (Service Maker, deepstream-app -c app.yml): config-file-path: ds_road/config_infer_primary_road.yml",
 )
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("bundle", help="a semantic bundle (directory, .zip or shipped name)")
-    p.add_argument("--out", required=True, help="folder to write model.onnx, labels.txt and config_infer_primary_*.txt")
+    p.add_argument("--out", required=True, help="folder to write model.onnx, labels.txt and config_infer_primary_*.txt (and its .yml form)")
     p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"],
                    help="nvinfer's network-mode (int8: the bundle's TensorRT calibration cache, from edgeseg quantize "
                         "--target tensorrt)")
@@ -36,6 +37,6 @@ def run(args: argparse.Namespace) -> int:
                                                         "calibration cache); ignored", args.trt_version)
     config = write_deepstream(Bundle.open(args.bundle), args.out, precision=args.precision,
                               trt_version=args.trt_version or "10.3", overwrite=args.overwrite)
-    print(f"wrote {config} (with model.onnx and labels.txt beside it): in a deepstream-app configuration, "
-          f"[primary-gie] config-file={config.resolve()}")
+    print(f"wrote {config} (with model.onnx, labels.txt and the same in YAML, {config.with_suffix('.yml').name}, "
+          f"beside it): in a deepstream-app configuration, [primary-gie] config-file={config.resolve()}")
     return 0

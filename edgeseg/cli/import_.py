@@ -25,6 +25,7 @@ EXAMPLES = (
     "edgeseg import mmseg_work_dir/end2end.onnx --names cityscapes.txt --out seg.edgeseg  # MMSegmentation via MMDeploy",
     "edgeseg import pp_humanseg/model.onnx --names background,person --out human.edgeseg  # PaddleSeg: its deploy.yaml",
     "edgeseg import config_infer_primary_seg.txt --out seg.edgeseg  # DeepStream's nvinfer file: model, labels, scaling",
+    "edgeseg import config_infer_primary_seg.yml --out seg.edgeseg  # its YAML form",
     "edgeseg import FCN-ResNet18-Cityscapes-512x256/fcn_resnet18.onnx --out city.edgeseg  # jetson-inference: classes.txt",
     "edgeseg import panoptic_deeplab.onnx --task panoptic --names cityscapes.txt --things person,rider,car,truck,bus,"
     "train,motorcycle,bicycle --size 1024x512 --out pdl.edgeseg",
@@ -37,7 +38,7 @@ EXAMPLES = (
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("onnx", metavar="MODEL.onnx", help="the ONNX file, or a DeepStream nvinfer configuration file "
-                                                     "(config_infer_*.txt) naming it")
+                                                     "(config_infer_*.txt or .yml) naming it")
     p.add_argument("--out", required=True, help="bundle directory to create")
     p.add_argument("--task", default=None, choices=["semantic", "instance", "panoptic"],
                    help="what the model does (default semantic, or an nvinfer file's network-type); instance: prototype-mask models (YOLACT's conf/boxes/mask/"

@@ -19,9 +19,14 @@ config_infer_primary.txt --out seg.edgeseg`` reads it:
 Not reproduced, and named in a warning (``problems``): ``mean-file``, a non-zero ``segmentation-threshold``,
 ``process-mode=2`` (object crops), custom parsers, and ``scaling-filter``: nvinfer scales
 with nearest-neighbour sampling unless it is set, edgeseg bilinearly (``scaling-filter=1`` in DeepStream gives the
-frames edgeseg feeds). YAML nvinfer configurations are not read. A file that is not a key file with
-a ``[property]`` group, or names no ONNX model (an engine, UFF, Caffe or TAO file only), is an :class:`InputError`
-naming what is missing.
+frames edgeseg feeds). A file that is not a key file with a ``[property]`` group, or names no ONNX model (an engine,
+UFF, Caffe or TAO file only), is an :class:`InputError` naming what is missing.
+
+The YAML form (``config_infer_primary.yml``; its parser, ``gstnvinfer_yaml_parser``, is in DeepStream 6.3's sources
+and later; nvinfer picks its YAML parser by the
+``.yml``/``.yaml`` suffix, as here) holds the same keys in a ``property:`` mapping. Its values are read as the key
+file's: numbers and booleans as written (``true`` is 1), a YAML list as the ``;``-separated list
+(``offsets: [123.675, 116.28, 103.53]`` and ``offsets: 123.675;116.28;103.53`` are the same).
 """
 from __future__ import annotations
 
@@ -71,9 +76,47 @@ def _parser(path: Path) -> configparser.ConfigParser:
     return cp
 
 
+#: suffixes nvinfer reads as YAML (``gst_nvinfer_parse_config_file_yaml``); any other is a key file
+YAML_SUFFIXES = (".yml", ".yaml")
+
+
+def _yaml_scalar(value) -> str:
+    """A YAML value as the key file would spell it: booleans 1/0, numbers as written, lists joined by ``;``."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, (list, tuple)):
+        return ";".join(_yaml_scalar(v) for v in value)
+    if isinstance(value, dict):
+        return ""  # no nvinfer property is a mapping; an empty value reads as the key's default
+    return str(value)
+
+
+def _yaml_property(path: Path) -> dict[str, str] | None:
+    """The ``property`` mapping of a YAML nvinfer configuration, values spelled as in the key file; None without
+    one."""
+    try:
+        import yaml
+    except ImportError:  # pragma: no cover - PyYAML comes with the training and import extras
+        raise InputError(f"{path}: reading a YAML nvinfer configuration needs PyYAML",
+                         fix="pip install pyyaml, or give the config_infer_*.txt form") from None
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8", errors="replace"))
+    except (OSError, yaml.YAMLError) as e:
+        raise InputError(f"{path}: not a DeepStream nvinfer configuration file ({str(e).splitlines()[0][:200]})",
+                         fix="give the config_infer_*.yml with a property: mapping, or the .onnx model "
+                             "itself") from None
+    prop = data.get("property") if isinstance(data, dict) else None
+    if not isinstance(prop, dict):
+        return None
+    return {str(k): _yaml_scalar(v) for k, v in prop.items()}
+
+
 def looks_like_nvinfer_config(path: str | os.PathLike) -> bool:
-    """True for a text file (not an ONNX model) whose first group is ``[property]``: what ``edgeseg import`` reads
-    as an nvinfer configuration rather than as a model."""
+    """True for a text file (not an ONNX model) whose first group is ``[property]``, or a ``.yml``/``.yaml`` file
+    with a ``property:`` mapping at its top level: what ``edgeseg import`` reads as an nvinfer configuration rather
+    than as a model."""
     p = Path(path)
     if not p.is_file() or p.suffix.lower() == ".onnx":
         return False
@@ -83,6 +126,8 @@ def looks_like_nvinfer_config(path: str | os.PathLike) -> bool:
         return False
     if b"\x00" in head:  # a binary (ONNX protobuf) file, whatever its name
         return False
+    if p.suffix.lower() in YAML_SUFFIXES:
+        return any(ln.split("#")[0].rstrip() == "property:" for ln in head.decode("utf-8", "replace").splitlines())
     lines = [ln.strip() for ln in head.decode("utf-8", "replace").splitlines()]
     return next((ln for ln in lines if ln and not ln.startswith("#")), "") == "[property]"
 
@@ -148,11 +193,19 @@ def read_nvinfer_config(path: str | os.PathLike, read_labels: bool = True) -> Nv
     """The model, classes and pre-processing an nvinfer configuration file gives (module doc); ``read_labels=False``:
     the label file is not read (the caller has the names)."""
     path = Path(path)
-    cp = _parser(path)
-    if not cp.has_section("property"):
-        raise InputError(f"{path}: no [property] group: not a DeepStream nvinfer configuration file",
-                         fix="give the config_infer_*.txt that nvinfer's config-file-path names, or the .onnx model")
-    prop = cp["property"]
+    if path.suffix.lower() in YAML_SUFFIXES:
+        prop = _yaml_property(path)
+        if prop is None:
+            raise InputError(f"{path}: no property: mapping at the top level: not a DeepStream nvinfer configuration "
+                             "file", fix="give the config_infer_*.yml that nvinfer's config-file-path names, or the "
+                                         ".onnx model")
+    else:
+        cp = _parser(path)
+        if not cp.has_section("property"):
+            raise InputError(f"{path}: no [property] group: not a DeepStream nvinfer configuration file",
+                             fix="give the config_infer_*.txt that nvinfer's config-file-path names, or the .onnx "
+                                 "model")
+        prop = cp["property"]
     folder, problems = path.parent, []
     onnx_name = (prop.get("onnx-file") or "").strip()
     if not onnx_name:
@@ -232,4 +285,4 @@ def read_nvinfer_config(path: str | os.PathLike, read_labels: bool = True) -> Nv
                          tuple(files), tuple(problems))
 
 
-__all__ = ["NvinferConfig", "TASKS", "looks_like_nvinfer_config", "read_nvinfer_config"]
+__all__ = ["NvinferConfig", "TASKS", "YAML_SUFFIXES", "looks_like_nvinfer_config", "read_nvinfer_config"]

@@ -15,7 +15,8 @@
 * ``labels.txt``: one class name per line, and ``config_infer_primary_<name>.txt`` with ``network-type=2``
   (semantic segmentation), ``infer-dims``, ``output-blob-names`` (the logits), ``maintain-aspect-ratio`` and
   ``symmetric-padding`` from the bundle's letterbox (``center`` -> symmetric), and ``scaling-filter=1``
-  (bilinear, as edgeseg resizes; nvinfer's default is nearest-neighbour).
+  (bilinear, as edgeseg resizes; nvinfer's default is nearest-neighbour); the same keys in
+  ``config_infer_primary_<name>.yml``, the YAML form newer DeepStream releases read (Service Maker's pipelines).
 * ``--precision int8``: ``network-mode=1`` with ``int8-calib-file`` the bundle's TensorRT calibration cache (made
   by ``edgeseg quantize --target tensorrt``) for the TensorRT version given (``--trt-version``, default 10.3,
   JetPack 6 / DeepStream 7.1; 8.5.2 for JetPack 5.1 / DeepStream 6.2, 8.6 for DeepStream 6.3-7.0: TensorRT skips a
@@ -197,37 +198,42 @@ def _cache(bundle, version: str, out: Path, renamed: dict[str, str]) -> Path:
 
 
 def _config(name: str, spec, output: str, num_classes: int, precision: str, color: int, raw: str,
-            cache: str | None) -> str:
+            cache: str | None, yaml: bool = False) -> str:
+    """The ``[property]`` group as a GKeyFile (``yaml=False``) or as the YAML form nvinfer reads from a ``.yml``
+    file (DeepStream 6.3 and later): the same keys and values either way."""
     letterbox = spec.resize == "letterbox"
-    lines = [
-        "# written by edgeseg deepstream: a semantic segmentation model for Gst-nvinfer",
-        "[property]",
-        "gpu-id=0",
-        "# the model normalises its own input (baked in): nvinfer feeds plain 0-255 pixels",
-        "net-scale-factor=1.0",
-        "offsets=0;0;0",
-        f"model-color-format={color}",
-        "onnx-file=model.onnx",
-        "labelfile-path=labels.txt",
-        f"infer-dims=3;{spec.size.height};{spec.size.width}",
-        f"network-input-order={0 if spec.layout == 'NCHW' else 1}",
-        "batch-size=1",
-        f"network-mode={NETWORK_MODES[precision]}",
-        "# nvinfer builds this engine at the first run if it is missing, then loads it",
-        f"model-engine-file=model.onnx_b1_gpu0_{precision}.engine",
-        *([f"int8-calib-file={cache}"] if cache else []),
-        f"num-detected-classes={num_classes}",
-        "network-type=2",
-        f"output-blob-names={output}",
-        "segmentation-threshold=0.0",
-        f"maintain-aspect-ratio={int(letterbox)}",
-        f"symmetric-padding={int(letterbox and spec.anchor == 'center')}",
-        "# bilinear scaling, as edgeseg resizes (nvinfer's default is nearest-neighbour)",
-        "scaling-filter=1",
-        "gie-unique-id=1",
-        f"# edgeseg bundle: {name}; input tensor: {raw}",
+    entries = [  # (key, value) or (None, comment)
+        (None, "the model normalises its own input (baked in): nvinfer feeds plain 0-255 pixels"),
+        ("gpu-id", 0),
+        ("net-scale-factor", "1.0"),
+        ("offsets", "0;0;0"),
+        ("model-color-format", color),
+        ("onnx-file", "model.onnx"),
+        ("labelfile-path", "labels.txt"),
+        ("infer-dims", f"3;{spec.size.height};{spec.size.width}"),
+        ("network-input-order", 0 if spec.layout == "NCHW" else 1),
+        ("batch-size", 1),
+        ("network-mode", NETWORK_MODES[precision]),
+        (None, "nvinfer builds this engine at the first run if it is missing, then loads it"),
+        ("model-engine-file", f"model.onnx_b1_gpu0_{precision}.engine"),
+        *([("int8-calib-file", cache)] if cache else []),
+        ("num-detected-classes", num_classes),
+        ("network-type", 2),
+        ("output-blob-names", output),
+        ("segmentation-threshold", "0.0"),
+        ("maintain-aspect-ratio", int(letterbox)),
+        ("symmetric-padding", int(letterbox and spec.anchor == "center")),
+        (None, "bilinear scaling, as edgeseg resizes (nvinfer's default is nearest-neighbour)"),
+        ("scaling-filter", 1),
+        ("gie-unique-id", 1),
+        (None, f"edgeseg bundle: {name}; input tensor: {raw}"),
     ]
-    return "\n".join(lines) + "\n"
+    head = "# written by edgeseg deepstream: a semantic segmentation model for Gst-nvinfer"
+    if yaml:  # every value is a plain scalar: names are the bundle's own tensor names and fixed file names
+        body = [f"  # {v}" if k is None else f"  {k}: {v}" for k, v in entries]
+        return "\n".join([head, "property:", *body]) + "\n"
+    body = [f"# {v}" if k is None else f"{k}={v}" for k, v in entries]
+    return "\n".join([head, "[property]", *body]) + "\n"
 
 
 def write_deepstream(bundle, out: str | os.PathLike, *, precision: str = "fp32", trt_version: str = "10.3",
@@ -282,8 +288,10 @@ def write_deepstream(bundle, out: str | os.PathLike, *, precision: str = "fp32",
         (stage / "labels.txt").write_text("".join(f"{c}\n" for c in m.classes))
         cache = _cache(bundle, trt_version, stage / f"calibration.tensorrt-{trt_version}.cache", renamed).name \
             if precision == "int8" else None
-        (stage / config).write_text(_config(m.name, spec, sem.name, len(m.classes), precision,
-                                            0 if spec.color == "RGB" else 1, raw, cache))
+        for yaml in (False, True):  # the key file, and the YAML form DeepStream 6.3+ also reads
+            (stage / (config if not yaml else config[:-4] + ".yml")).write_text(
+                _config(m.name, spec, sem.name, len(m.classes), precision, 0 if spec.color == "RGB" else 1, raw,
+                        cache, yaml=yaml))
         if not target.exists():
             os.replace(stage, target)
         else:  # only this command's files are replaced; an engine nvinfer built from the old model goes

@@ -91,6 +91,69 @@ def test_the_config_gives_model_labels_and_preprocessing(tmp_path):
         read_nvinfer_config(path)
 
 
+#: CONFIG in DeepStream's YAML form: the same keys under property:, offsets as a YAML list, booleans as YAML's
+YAML_CONFIG = """# the segmentation sample's configuration, as a .yml file
+property:
+  gpu-id: 0
+  net-scale-factor: 0.007843
+  model-color-format: 1   # BGR
+  offsets: [127.5, 127.5, 127.5]
+  onnx-file: seg.onnx
+  labelfile-path: labels.txt
+  infer-dims: 3;48;64
+  network-mode: 0
+  num-detected-classes: 3
+  network-type: 2
+  output-blob-names: logits
+  segmentation-threshold: 0.0
+  maintain-aspect-ratio: true
+  symmetric-padding: false
+  scaling-filter: 1
+class-attrs-all:
+  pre-cluster-threshold: 0.2
+"""
+
+
+def test_the_yaml_form_gives_what_the_key_file_gives(tmp_path, caplog):
+    from edgeseg.bundle import Bundle
+    from edgeseg.cli import main
+
+    key_file = read_nvinfer_config(_write(tmp_path))
+    path = tmp_path / "config_infer_primary_seg.yml"
+    path.write_text(YAML_CONFIG)
+    assert looks_like_nvinfer_config(path)
+    cfg = read_nvinfer_config(path)
+    assert (cfg.onnx, cfg.task, cfg.names, cfg.input, cfg.size, cfg.layout, cfg.problems) == \
+        (key_file.onnx, key_file.task, key_file.names, key_file.input, key_file.size, key_file.layout, ())
+    # ';'-separated offsets and 1/0 booleans, as the key file writes them, read the same in YAML
+    path.write_text(YAML_CONFIG.replace("[127.5, 127.5, 127.5]", "127.5;127.5;127.5")
+                    .replace("true", "1").replace("false", "0"))
+    assert read_nvinfer_config(path).input == key_file.input
+    # the .yaml suffix too, imported by the CLI
+    (tmp_path / "seg.yaml").write_text(YAML_CONFIG)
+    assert main(["import", str(tmp_path / "seg.yaml"), "--out", str(tmp_path / "y.edgeseg")]) == 0
+    m = Bundle.open(tmp_path / "y.edgeseg").manifest
+    assert m.classes == ("red", "green", "blue") and m.input.color == "BGR" and m.input.anchor == "top-left"
+    # a YAML file that is not an nvinfer configuration (PaddleSeg's deploy.yaml) is not taken for one
+    (tmp_path / "deploy.yaml").write_text("Deploy:\n  model: model.pdmodel\n")
+    assert not looks_like_nvinfer_config(tmp_path / "deploy.yaml")
+
+
+@pytest.mark.parametrize("text, match", [
+    ("Deploy:\n  model: m.pdmodel\n", "no property: mapping"),
+    ("property: [1, 2]\n", "no property: mapping"),
+    ("property:\n  onnx-file: seg.onnx\n  network-type: 2\n offsets: 1\n", "not a DeepStream nvinfer configuration"),
+    ("property:\n  onnx-file: seg.onnx\n  network-type: 2\n  offsets: [1, 2]\n", "gives 2 values, not 3"),
+    ("property:\n  model-engine-file: a.engine\n  network-type: 2\n", "names no onnx-file"),
+    ("property:\n  onnx-file: seg.onnx\n  network-type: 0\n", "is a detector"),
+])
+def test_bad_yaml_configs_are_named(tmp_path, text, match):
+    path = tmp_path / "c.yml"
+    path.write_text(text)
+    with pytest.raises(InputError, match=match):
+        read_nvinfer_config(path)
+
+
 @pytest.mark.parametrize("text, match", [
     ("[property]\nmodel-engine-file=a.engine\nnetwork-type=2\n", r"names no onnx-file \(only model-engine-file\)"),
     ("[property]\nonnx-file=seg.onnx\nnetwork-type=0\n", "is a detector, not a segmentation model"),

@@ -27,6 +27,10 @@ def test_road_for_deepstream_reads_back_as_the_same_model(tmp_path, caplog):
     road = Bundle.open("road")
     cfg = read_nvinfer_config(cfg_path)
     assert cfg.names == road.manifest.classes and cfg.size == road.manifest.input.size and cfg.problems == ()
+    # the YAML form beside it says the same (read as nvinfer picks its parser: by the .yml suffix)
+    yml = read_nvinfer_config(cfg_path.with_suffix(".yml"))
+    assert (yml.onnx, yml.task, yml.names, yml.input, yml.size, yml.layout, yml.problems) == \
+        (cfg.onnx, cfg.task, cfg.names, cfg.input, cfg.size, cfg.layout, cfg.problems)
     # imported back from the configuration file: the same labels as the bundle, frame for frame
     assert main(["import", str(cfg_path), "--out", str(tmp_path / "back.edgeseg")]) == 0
     back = edgeseg.load(tmp_path / "back.edgeseg", backend="onnxruntime")
