@@ -404,3 +404,83 @@ def test_a_fit_bundle_quantizes_on_frames_of_several_sizes(tmp_path, caplog):
     assert main(["quantize", str(tmp_path / "q.edgeseg"), "--calib", str(calib), "--target", "cpu"]) == 0
     assert "2 of 4 resized to 64x48 (the most common size)" in caplog.text
     assert (tmp_path / "q.edgeseg" / "model.int8.cpu.onnx").is_file()
+
+
+@pytest.mark.parametrize("masks", ["roi", "full"])
+def test_a_dynamic_instance_export_maps_its_detections_back_through_the_fit_rule(tmp_path, masks):
+    """MMDeploy's dynamic Mask R-CNN configs: the SDK scales each frame into the pipeline's scale (here 160x96, the
+    long and short edge), pads it below and to the right to a multiple of 32, and divides the detections by the
+    scale factor. A hand-made graph of that output form with one fixed detection in network pixels (the box
+    ``[32, 16, 96, 64]``; its mask the whole box: 28x28 ones, or the box's pixels of a whole-input mask) must come
+    back as that box divided by the frame's scale factor, with its mask the box's pixels, at every frame size."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    import edgeseg
+    from edgeseg.bundle import Bundle
+    from edgeseg.cli import main
+
+    keep = [{"type": "Resize", "keep_ratio": True, "size": [160, 96]},
+            {"type": "Normalize", "to_rgb": True, "mean": list(MMDET_MEAN), "std": list(MMDET_STD)},
+            {"type": "Pad", "size_divisor": 32}, {"type": "DefaultFormatBundle"}, COLLECT]
+    path = _work_dir(tmp_path / "mask_rcnn", keep)
+    box = np.array([32.0, 16.0, 96.0, 64.0], np.float32)
+    dets = numpy_helper.from_array(np.array([[[*box, 0.9]]], np.float32), "dets_c")
+    labels = numpy_helper.from_array(np.array([[1]], np.int64), "labels_c")
+    nodes = [helper.make_node("Identity", ["dets_c"], ["dets"]), helper.make_node("Identity", ["labels_c"], ["labels"])]
+    if masks == "roi":
+        init = [dets, labels, numpy_helper.from_array(np.ones((1, 1, 28, 28), np.float32), "masks_c")]
+        nodes.append(helper.make_node("Identity", ["masks_c"], ["masks"]))
+        mask_info = helper.make_tensor_value_info("masks", TensorProto.FLOAT, [1, "n", 28, 28])
+    else:  # a boolean whole-input mask: the input's own height and width, the box's pixels on:
+        # rows y in [16, 64) and columns x in [32, 96): a Range over the input's own size compared with the box
+        nodes += [
+            helper.make_node("ReduceMean", ["input"], ["plane"], axes=[1], keepdims=0),         # [1, H, W]
+            helper.make_node("Shape", ["plane"], ["shp"]),
+            helper.make_node("Gather", ["shp", "one"], ["H"]), helper.make_node("Gather", ["shp", "two"], ["W"]),
+            helper.make_node("Range", ["zero_i", "H", "one_i"], ["ry"]),
+            helper.make_node("Range", ["zero_i", "W", "one_i"], ["rx"]),
+            helper.make_node("GreaterOrEqual", ["ry", "y0"], ["ya"]), helper.make_node("Less", ["ry", "y1"], ["yb"]),
+            helper.make_node("And", ["ya", "yb"], ["yin"]),
+            helper.make_node("GreaterOrEqual", ["rx", "x0"], ["xa"]), helper.make_node("Less", ["rx", "x1"], ["xb"]),
+            helper.make_node("And", ["xa", "xb"], ["xin"]),
+            helper.make_node("Unsqueeze", ["yin", "ax1"], ["ycol"]),                             # [H, 1]
+            helper.make_node("And", ["ycol", "xin"], ["inbox"]),                                 # [H, W]
+            helper.make_node("Unsqueeze", ["inbox", "ax01"], ["masks"]),                         # [1, 1, H, W]
+        ]
+        scalar = lambda n, v: numpy_helper.from_array(np.array(v, np.int64), n)  # noqa: E731
+        init = [dets, labels, scalar("one", 1), scalar("two", 2), scalar("zero_i", 0), scalar("one_i", 1),
+                scalar("y0", 16), scalar("y1", 64), scalar("x0", 32), scalar("x1", 96),
+                numpy_helper.from_array(np.array([1], np.int64), "ax1"),
+                numpy_helper.from_array(np.array([0, 1], np.int64), "ax01")]
+        mask_info = helper.make_tensor_value_info("masks", TensorProto.BOOL, [1, "n", "h", "w"])
+    g = helper.make_graph(nodes, "mask_rcnn", [helper.make_tensor_value_info("input", TensorProto.FLOAT,
+                                                                             [1, 3, "h", "w"])],
+                          [helper.make_tensor_value_info("dets", TensorProto.FLOAT, [1, "n", 5]),
+                           helper.make_tensor_value_info("labels", TensorProto.INT64, [1, "n"]), mask_info], init)
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    assert main(["import", str(path), "--task", "instance", "--names", "a,b,c", "--out", str(tmp_path / "m.edgeseg")]) == 0
+    i = Bundle.open(tmp_path / "m.edgeseg").manifest.input
+    assert (i.size_rule, i.size, i.multiple, i.anchor) == ("fit", ImageShape(160, 96), 32, "top-left")
+    predictor = edgeseg.load(tmp_path / "m.edgeseg", backend="onnxruntime")
+    rng = np.random.default_rng(5)
+    for hw in ((48, 80), (96, 160), (120, 100), (300, 500)):
+        rgb = rng.integers(0, 255, (*hw, 3), np.uint8)
+        x, meta = i.preprocess(rgb)
+        s = min(160 / max(hw), 96 / min(hw))  # MMCV's rescale factor; the SDK divides the boxes by it
+        dh, dw = int(hw[0] * s + 0.5), int(hw[1] * s + 0.5)
+        assert x.shape == (1, 3, -(-dh // 32) * 32, -(-dw // 32) * 32)
+        r = predictor(rgb)
+        assert len(r) == 1 and r.class_names[r.classes[0]] == "b" and r.scores[0] == pytest.approx(0.9)
+        # the box over the frame: the network box divided by each axis' own scale (the rounded size over the frame's)
+        sy, sx = dh / hw[0], dw / hw[1]
+        want = np.minimum(box / [sx, sy, sx, sy], [hw[1], hw[0], hw[1], hw[0]])
+        np.testing.assert_allclose(r.boxes[0], want, atol=1e-3)
+        x0, y0, x1, y1 = want
+        ys, xs = np.nonzero(r.masks[0])
+        assert r.masks[0].shape == hw and ys.size > 0
+        # the mask covers the box, to a pixel at its edges (resampling of the mask to the frame)
+        assert ys.min() >= np.floor(y0) - 1 and ys.max() <= np.ceil(y1) and xs.min() >= np.floor(x0) - 1
+        assert xs.max() <= np.ceil(x1)
+        inner = r.masks[0][int(np.ceil(y0)) + 1:int(y1) - 1, int(np.ceil(x0)) + 1:int(x1) - 1]
+        assert inner.size > 0 and inner.all()
