@@ -99,8 +99,11 @@ class Predictor:
 
     def set_options(self, **overrides: Any) -> "Predictor":
         """Change decoder options for this predictor only (``score_threshold=0.5`` for instance
-        bundles, ``upsample="labels"`` for semantic ones); ``None`` values are ignored."""
-        options = self.options.replace(**overrides)
+        bundles, ``upsample="labels"`` for semantic ones); ``None`` values are ignored. A Panoptic-DeepLab's
+        ``score_threshold`` is its centre score's (``center_threshold``: its things' scores)."""
+        from .structures.decoder_options import score_overrides
+
+        options = self.options.replace(**score_overrides(self.options, overrides))
         layout = getattr(options, "layout", None)
         if overrides.get("class_score_thresholds") and layout != "fusion":  # only the fused decoder reads them
             one = "center_threshold" if layout == "center" else "score_threshold"

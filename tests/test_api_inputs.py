@@ -187,6 +187,29 @@ def test_class_score_thresholds_on_a_plain_panoptic_bundle_are_refused(panoptic)
     assert "center_threshold" in e.value.fix
 
 
+def test_a_score_threshold_on_a_panoptic_deeplab_is_its_centre_threshold(panoptic):
+    """A Panoptic-DeepLab scores its things by their centre peak: --score-threshold (predict, run) set the unread
+    score_threshold field and changed nothing. It sets center_threshold now, on the predictor and in the stream."""
+    from edgeseg.data.synthetic_panoptic import SyntheticPanoptic
+    from edgeseg.stream.stages import predictor_stages
+
+    frame = SyntheticPanoptic(1, panoptic.manifest.input.size, seed=4)[0].preloaded
+    base = panoptic.options
+    try:
+        scores = [s.score for s in panoptic(frame).segments if s.isthing]
+        cut = 0.96  # (centre peaks are regressed, not probabilities: some score above 1)
+        assert sum(x > cut for x in scores) >= 2 and sum(x <= cut for x in scores) >= 2, scores  # not vacuous
+        o = panoptic.set_options(score_threshold=cut).options
+        assert (o.center_threshold, o.score_threshold) == (cut, base.score_threshold)
+        kept = [s.score for s in panoptic(frame).segments if s.isthing]
+        assert kept == [s for s in scores if s > cut]
+        panoptic.options = base
+        decode = predictor_stages(panoptic, score_threshold=cut)[2]
+        assert decode._fn.keywords["options"].center_threshold == cut
+    finally:
+        panoptic.options = base
+
+
 # ---- COCO RLE ------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("rle,match", [
     ({"size": [2, 2], "counts": 4}, "'counts' must be a string .* or a list of integers, got 4"),

@@ -37,7 +37,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, metavar="DIR", help="output folder for PNGs (created if needed)")
     p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity of the class colours (default 0.5)")
     p.add_argument("--score-threshold", type=float, default=None, metavar="T",
-                   help="instance and panoptic bundles: drop detections scoring below T (default: the bundle's)")
+                   help="instance and panoptic bundles: drop detections scoring below T (a Panoptic-DeepLab: centres scoring "
+                        "at or below T, its center_threshold; default: the bundle's)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (shown on a terminal for 2+ images)")
     add_runtime_options(p)
     add_json_option(p)

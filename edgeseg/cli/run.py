@@ -84,7 +84,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--upsample", choices=["logits", "labels"], default=None,
                    help="semantic decode: upsample logits then argmax (exact, default) or argmax then upsample labels (fast)")
     g.add_argument("--score-threshold", type=float, default=None, metavar="T",
-                   help="instance decode: drop detections scoring below T (default: the bundle's)")
+                   help="instance and panoptic decode: drop detections scoring below T (a Panoptic-DeepLab: centres "
+                        "scoring at or below T, its center_threshold; default: the bundle's)")
     g2 = p.add_argument_group("pipeline")
     g2.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
     g2.add_argument("--on-error", choices=["skip", "stop"], default=None,

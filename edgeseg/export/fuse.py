@@ -179,13 +179,16 @@ def class_plan(sem_classes: Sequence[str], inst_classes: Sequence[str], stuff: S
                things: Sequence[str] | None = None) -> tuple[tuple[str, ...], tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
     """``(fused classes, thing class indices, semantic class -> fused class or -1, instance class ->
     fused class or -1)``. Defaults: things = every instance class but placeholders (torchvision's
-    ``__background__`` and ``N/A`` entries); stuff = semantic classes not named like an instance class
-    (a placeholder does not count: a semantic ``background`` stays stuff)."""
+    ``__background__`` and ``N/A`` entries); stuff = semantic classes not named like a thing class
+    (a placeholder, or an instance class left out of ``things``, does not count: a semantic ``background``
+    stays stuff)."""
     from .import_boxmask import PLACEHOLDER_CLASSES
 
     thing_idx = _names(things, inst_classes, "thing") if things else \
         [k for k, c in enumerate(inst_classes) if c.lower() not in PLACEHOLDER_CLASSES]
-    inst_lower = {c.lower() for c in inst_classes if c.lower() not in PLACEHOLDER_CLASSES}
+    # a semantic class named like an instance class that is not a chosen thing stays stuff (its pixels would
+    # otherwise belong to no class: a COCO model's 'traffic light' fused with --things person,car)
+    inst_lower = {inst_classes[k].lower() for k in thing_idx}
     stuff_idx = _names(stuff, sem_classes, "stuff") if stuff else [k for k, c in enumerate(sem_classes) if c.lower() not in inst_lower]
     if not thing_idx:
         raise InputError("no thing classes to fuse", fix="name at least one instance class with --things")

@@ -166,6 +166,9 @@ def predictor_stages(predictor: Any, render: Renderer | None = None, max_batch: 
         if manifest is None or options is None:
             raise InputError(f"{', '.join(overrides)} cannot be changed for this predictor (a remote one decodes on the server)",
                              fix="set them on the server's bundle, or leave them unset")
+        from ..structures.decoder_options import score_overrides
+
+        overrides = score_overrides(options, overrides)  # a Panoptic-DeepLab's things: their centre scores
         fields = set(options.to_dict())
         wrong = [k for k in overrides if k not in fields]
         if wrong:

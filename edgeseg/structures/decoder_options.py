@@ -347,6 +347,17 @@ class PanopticOptions(DecoderOptions):
                              fix="create fused bundles with 'edgeseg fuse SEMANTIC INSTANCE --out OUT'")
 
 
+def score_overrides(options: DecoderOptions, overrides: dict[str, Any]) -> dict[str, Any]:
+    """``overrides`` with a user's minimum score (``score_threshold``: ``--score-threshold``) on the field that
+    holds it for ``options``: a Panoptic-DeepLab (``center`` layout) scores its things by their centre peak, so
+    ``center_threshold`` there (its ``score_threshold`` is read by no decoder); unchanged otherwise."""
+    if overrides.get("score_threshold") is not None and isinstance(options, PanopticOptions) \
+            and options.layout == "center":
+        overrides = dict(overrides)
+        overrides["center_threshold"] = overrides.pop("score_threshold")
+    return overrides
+
+
 def decoder_options(task: str, d: dict[str, Any] | None = None) -> DecoderOptions:
     """The typed options of ``task`` from a manifest's ``decoder`` dictionary (validated)."""
     if task not in DECODER_OPTIONS:

@@ -40,6 +40,12 @@ def test_class_plan_defaults_and_names():
     # a semantic "background" class stays stuff beside such a detector (it was left out as "an instance class")
     classes, _, sem_map, _ = class_plan(("background", "road"), ("__background__", "background", "car"))
     assert classes == ("background", "road", "car") and sem_map == (0, 1)
+    # --things leaving out an instance class named like a semantic one: that semantic class stays stuff (a COCO
+    # detector's 'traffic light' with --things person,car; it was dropped, its pixels void)
+    classes, things, sem_map, inst_map = class_plan(("road", "traffic light", "person", "car"),
+                                                    ("person", "traffic light", "car"), things=["person", "car"])
+    assert classes == ("road", "traffic light", "person", "car") and things == (2, 3)
+    assert sem_map == (0, 1, -1, -1) and inst_map == (2, -1, 3)
 
 
 def test_fused_bundle_equals_the_two_bundles_apart(fused):
