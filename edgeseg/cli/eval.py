@@ -271,27 +271,44 @@ def _run_panoptic(args: argparse.Namespace, dataset) -> int:
 
 
 def _check_panoptic_categories(bundle, predictor, dataset) -> None:
-    """Refuse a bundle whose classes map to category ids the dataset does not list (panopticapi
-    refuses such predictions); note classes whose thing/stuff kind differs from the dataset's."""
-    classes = predictor.classes
-    ids = tuple(getattr(predictor.options, "category_ids", ()) or ())
-    if not ids:  # no ids of its own (an imported model): the dataset's, matched by class name, when every name is one
-        from ..eval.panoptic import category_ids_by_name
+    """Match the bundle's classes to the dataset's category ids. Its own ids are used when each names the
+    class's category in this dataset; otherwise (an imported model without ids, or ids that name other
+    categories here: another numbering of the same classes) the categories of the same names, when every class
+    has one. Ids the dataset does not list are refused (panopticapi refuses such predictions); ids naming other
+    categories with no match by name are warned about, naming them. Classes whose thing/stuff kind differs from
+    the dataset's are noted."""
+    from ..eval.panoptic import category_ids_by_name
 
-        ids = category_ids_by_name(classes, dataset.categories)
-        if ids is not None:
-            predictor.set_options(category_ids=ids)
+    classes, cats = predictor.classes, dataset.categories
+    own = tuple(getattr(predictor.options, "category_ids", ()) or ())
+    ids = own or tuple(range(len(classes)))
+    by_name = category_ids_by_name(classes, cats)
+
+    def same(name: str, c: int) -> bool:
+        return cats[c].name.lower() == name.lower()
+
+    unknown = [f"{n}={c}" for n, c in zip(classes, ids) if c not in cats]
+    other = [f"{n}={c} ({cats[c].name!r} here)" for n, c in zip(classes, ids) if c in cats and not same(n, c)]
+    if by_name is not None and by_name != ids and (not own or unknown or other):
+        predictor.set_options(category_ids=by_name)
+        if own:
+            print(f"warning: {bundle}'s category ids name other categories in this dataset "
+                  f"({', '.join((unknown + other)[:6])}{', ...' if len(unknown + other) > 6 else ''}); its classes are "
+                  "scored as the dataset's categories of the same names")
+        else:
             print(f"note: {bundle} has no category ids; its classes are the dataset's categories of the same names")
-        else:  # some name is not a category, or names repeat: the class indices, which the check below names
-            ids = tuple(range(len(classes)))
-    unknown = [f"{n}={c}" for n, c in zip(classes, ids) if c not in dataset.categories]
+        ids, unknown, other = by_name, [], []
     if unknown:
-        known = ", ".join(f"{c.id} {c.name}" for c in dataset.categories.values())
-        raise InputError(f"{bundle} writes category ids the dataset does not list: {', '.join(unknown)}",
+        known = ", ".join(f"{c.id} {c.name}" for c in cats.values())
+        raise InputError(f"{bundle} writes category ids the dataset does not list: {', '.join(unknown)}"
+                         + (f"; and ids naming other categories: {', '.join(other)}" if other else ""),
                          fix=f"name the bundle's classes as the dataset's categories (edgeseg import --names), or set its "
                              f"decoder option category_ids to the dataset's ids ({known})")
+    if other:
+        print(f"warning: {bundle}'s classes and the dataset's categories of the same ids have other names: "
+              f"{', '.join(other)}; scored by id (name the classes as the dataset's categories to match them by name)")
     things = set(getattr(predictor.options, "thing_classes", ()))
-    differ = [n for k, (n, c) in enumerate(zip(classes, ids)) if (k in things) != dataset.categories[c].isthing]
+    differ = [n for k, (n, c) in enumerate(zip(classes, ids)) if (k in things) != cats[c].isthing]
     if differ:
         print(f"note: thing/stuff differs from the dataset for {', '.join(differ)}; PQ uses the dataset's")
 

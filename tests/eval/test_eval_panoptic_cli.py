@@ -135,8 +135,9 @@ def test_eval_panoptic_refuses_foreign_categories_and_bundles(tmp_path, capsys):
     from handmade_bundles import conv_bundle
 
     gt_json = dataset(tmp_path)
-    rc, _, err = _eval([center_bundle(tmp_path / "c99.edgeseg", (7, 23, 99)), "--data", f"coco-panoptic:{gt_json}"], capsys)
-    assert rc == 2 and "writes category ids the dataset does not list: car=99" in err and "7 road" in err
+    rc, _, err = _eval([center_bundle(tmp_path / "c99.edgeseg", (7, 23, 99), ("road", "sky", "truck")), "--data",
+                        f"coco-panoptic:{gt_json}"], capsys)
+    assert rc == 2 and "writes category ids the dataset does not list: truck=99" in err and "7 road" in err
     semantic = conv_bundle(tmp_path / "sem", 3).root
     rc, _, err = _eval([semantic, "--data", f"coco-panoptic:{gt_json}"], capsys)
     assert rc == 2 and "is a semantic bundle" in err and "holds panoptic segments" in err
@@ -196,6 +197,26 @@ def test_a_bundle_without_category_ids_is_matched_by_class_name(tmp_path, capsys
     rc, _, err = _eval([center_bundle(tmp_path / "dup.edgeseg", (), ("road", "car", "Car")), "--data",
                         f"coco-panoptic:{gt_json}"], capsys)
     assert rc == 2 and "writes category ids the dataset does not list" in err and "--names" in err
+
+
+def test_ids_that_name_other_categories_are_matched_by_name_or_named(tmp_path, capsys):
+    """A bundle's own ids from another numbering of the same classes (ids swapped, or one the dataset does not
+    list) were scored by id without a word: cars as 'sky'. Its classes are the dataset's categories of the same
+    names now, with a warning; ids naming other categories that no name matches are scored by id, named."""
+    gt_json = dataset(tmp_path)
+    results = {}
+    for name, ids in (("right", (7, 23, 26)), ("swapped", (7, 26, 23)), ("unlisted", (7, 23, 99))):
+        rc, out, err = _eval([center_bundle(tmp_path / f"{name}.edgeseg", ids, ("road", "sky", "car")), "--data",
+                              f"coco-panoptic:{gt_json}", "--json", tmp_path / f"{name}.json"], capsys)
+        assert rc == 0, out + err
+        results[name] = json.loads((tmp_path / f"{name}.json").read_text())
+        assert ("name other categories in this dataset" in out) == (name != "right"), out
+    assert "sky=26 ('car' here)" in out or "car=99" in out
+    assert results["swapped"]["per_class"] == results["right"]["per_class"] == results["unlisted"]["per_class"]
+    rc, out, err = _eval([center_bundle(tmp_path / "auto.edgeseg", (7, 23, 26), ("road", "sky", "automobile")),
+                          "--data", f"coco-panoptic:{gt_json}", "--json", tmp_path / "auto.json"], capsys)
+    assert rc == 0 and "have other names: automobile=26 ('car' here); scored by id" in out, out + err
+    assert json.loads((tmp_path / "auto.json").read_text())["per_class"] == results["right"]["per_class"]
 
 
 def test_category_ids_by_name_in_python():
