@@ -426,7 +426,11 @@ class Propagator:
                 o = self._objects[k]
                 if o.lost and (cut or o.id not in lost) and self._redetect(o, ycc, gray):
                     found.append(o.id)
-        self._resolve_overlaps([self._objects[k] for k in only])
+        for o in self._resolve_overlaps([self._objects[k] for k in only]):
+            if o.id in found:  # re-detected on top of a better object: still lost
+                found.remove(o.id)
+            elif o.id not in lost:
+                lost.append(o.id)
         missing = tuple(k for k in sorted(only) if self._objects[k].lost)
         return StepInfo(self._index, cut, tuple(sorted(lost)), tuple(sorted(found)), missing), ycc, small
 
@@ -719,14 +723,16 @@ class Propagator:
         x0, y0, x1, y1 = o.seen_box
         return (cx + vx * dt, cy + vy * dt), math.hypot(x1 - x0, y1 - y0) * (1.0 + reach * dt)
 
-    def _resolve_overlaps(self, objects: list[_Object]) -> None:
-        """A pixel claimed by several objects goes to the one with the highest probability."""
+    def _resolve_overlaps(self, objects: list[_Object]) -> list[_Object]:
+        """A pixel claimed by several objects goes to the one with the highest probability. Returns the objects
+        this left with fewer than ``min_area_px`` pixels: lost (a live object without a box crashed the next
+        frame's tracking: a lost object re-detected on top of another one, which kept the pixels)."""
         live = [o for o in objects if not o.lost and o.area]
         if len(live) < 2:
-            return
+            return []
         claims = np.sum([o.mask for o in live], axis=0)
         if claims.max() < 2:
-            return
+            return []
         contested = claims > 1
         best = np.argmax(np.stack([np.where(o.mask, o.prob, -1.0)[contested] for o in live]), axis=0)
         for i, o in enumerate(live):
@@ -735,3 +741,7 @@ class Propagator:
             o.mask &= ~lose
             o.prob = np.where(lose, np.minimum(o.prob, 0.49), o.prob).astype(np.float32)
             self._update_area(o)
+        gone = [o for o in live if o.area < self.config.min_area_px]
+        for o in gone:
+            self._lose(o)
+        return gone
