@@ -236,7 +236,8 @@ class Propagator:
 
     def start(self, frame: Any, prompt: Any) -> TrackResult:
         """Begin on ``frame`` with ``prompt`` (object ids, see :func:`~edgeseg.video.prompt.prompt_ids`);
-        returns the prompt frame's result (the prompt itself)."""
+        returns the prompt frame's result: the prompt itself, pixel for pixel (an object too small to track is
+        left out)."""
         import cv2
 
         self.reset()
@@ -260,7 +261,7 @@ class Propagator:
         ycc = self._add_objects(rgb, ids)
         self._remember(ycc, self._flow.small_gray(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)))
         self.last_info = StepInfo(0)
-        return self.result()
+        return self._prompted(self.result(), ids)
 
     def add_prompt(self, frame: Any, prompt: Any) -> TrackResult:
         """Prompt objects on ``frame`` mid-stream: an id already tracked is replaced, a new id is added;
@@ -268,7 +269,8 @@ class Propagator:
         if not self.started:
             return self.start(frame, prompt)
         rgb = self._check(frame)
-        ids = self._ids_to_work(prompt_ids(prompt, self._frame_shape))
+        full = prompt_ids(prompt, self._frame_shape)
+        ids = self._ids_to_work(full)
         keep = [k for k in self._objects if k not in set(np.unique(ids).tolist())]
         info, ycc, small = self._propagate(rgb, only=keep)
         self._add_objects(rgb, ids, ycc)
@@ -279,7 +281,18 @@ class Propagator:
             self._update_area(o)
         self._remember(ycc, small)
         self.last_info = info
-        return self.result()
+        return self._prompted(self.result(), full)
+
+    def _prompted(self, result: TrackResult, ids: np.ndarray) -> TrackResult:
+        """``result`` with each prompted object's mask the prompt's own pixels at the frame's size (the working
+        size's mask, upsampled, moved its edges by a pixel or two: the first frame a user reuses was not their
+        prompt), and the prompted pixels taken from every other object."""
+        prompted = ids > 0
+        masks = result.masks.copy()
+        for i, k in enumerate(result.object_ids.tolist()):
+            mine = ids == k
+            masks[i] = mine if mine.any() else masks[i] & ~prompted
+        return TrackResult(masks=masks, object_ids=result.object_ids, scores=result.scores)
 
     def step(self, frame: Any) -> TrackResult:
         """Propagate every object onto the next ``frame`` and return its masks."""

@@ -262,6 +262,31 @@ def test_an_object_the_overlaps_take_every_pixel_from_is_lost_not_left_without_a
     assert r.object_ids.tolist() == [1, 2] and r.masks[0].any()
 
 
+def test_the_prompt_frame_comes_back_as_the_prompt_at_any_frame_size():
+    """At a frame larger than the working size, the first result was the working-size mask upsampled: hundreds of
+    pixels off along the edges (a 1-px line object doubled). start() and add_prompt() give the prompt itself."""
+    frame = texture(5, shape=(480, 854))
+    ids = np.zeros((480, 854), np.uint8)
+    yy, xx = np.mgrid[0:480, 0:854]
+    ids[(xx - 300) ** 2 + ((yy - 200) / 0.7) ** 2 < 90 ** 2] = 1
+    ids[100:300, 600] = 2  # a one-pixel line
+    ids[350:420, 500:700] = 3
+    prop = Propagator()
+    r = prop.start(frame, ids)
+    assert prop._shape != (480, 854)  # tracked at a reduced size
+    assert r.object_ids.tolist() == [1, 2, 3]
+    for i, k in enumerate(r.object_ids.tolist()):
+        assert np.array_equal(r.masks[i], ids == k), k
+    prop.step(frame)
+    again = np.zeros_like(ids)
+    again[50:120, 100:180] = 4  # a new object mid-stream; the others propagated, off its pixels
+    again[360:400, 520:600] = 3
+    r = prop.add_prompt(frame, again)
+    assert r.object_ids.tolist() == [1, 2, 3, 4]
+    assert np.array_equal(r.masks[3], again == 4) and np.array_equal(r.masks[2], again == 3)
+    assert not (r.masks[0] & (again > 0)).any() and r.masks[0].any()
+
+
 @pytest.mark.data
 def test_random_multi_object_prompts_on_davis_never_crash(data_root):
     """A robustness audit's fuzz case: random rectangles as a prompt of 8 objects on dance-twirl (the 6th draw
