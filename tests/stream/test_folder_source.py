@@ -43,6 +43,14 @@ def test_dir_uri_default_fps_and_fps_option(tmp_path):
     assert [f.pts_ns for f in src] == [0, 40_000_000, 80_000_000]
     assert open_source(f"dir://{tmp_path}?fps=50").fps == 50.0
     assert not src.live
+    # a file:// URL naming a folder is the folder (was "video file ... does not exist", suggesting the same path)
+    src = open_source(f"file://{tmp_path}?fps=50")
+    assert isinstance(src, FolderSource) and src.fps == 50.0 and len(list(src)) == 3
+    from edgeseg.stream.sources.uri import video_file
+
+    with pytest.raises(InputError, match="is a folder") as e:
+        video_file(str(tmp_path))
+    assert f"--source {tmp_path}" in e.value.fix
 
 
 def test_unreadable_image_in_the_middle_is_an_error_frame(tmp_path):

@@ -77,8 +77,9 @@ def parse_source(text: str | os.PathLike) -> SourceURI:
     parts = urlsplit(s)
     scheme = parts.scheme.lower()
     opts = dict(parse_qsl(parts.query, keep_blank_values=True))
-    if scheme == "file":
-        return SourceURI(s, "file", unquote(parts.netloc + parts.path), opts)
+    if scheme == "file":  # file:///frames/ names a folder of frames as the plain path does
+        path = unquote(parts.netloc + parts.path)
+        return SourceURI(s, "folder" if path and Path(path).is_dir() else "file", path, opts)
     if scheme == "dir":
         return SourceURI(s, "folder", str(Path(unquote(parts.netloc + parts.path)).expanduser()), opts)
     if scheme in ("rtsp", "rtsps", "http", "https"):
@@ -148,6 +149,8 @@ def video_file(target: str) -> Path:
     """``target`` as a video file a reader can open: refused, naming it, when it is missing, not a file or
     empty (an empty file otherwise fails inside the decoder with a message about 'no data')."""
     p = Path(target)
+    if p.is_dir():
+        raise InputError(f"video file {p} is a folder", fix=f"give it as a folder of frames: --source {p} (or dir://{p})")
     if not p.is_file():
         raise InputError(f"video file {p} does not exist", fix=_missing_file_fix(p, str(target)))
     if p.stat().st_size == 0:
