@@ -288,6 +288,22 @@ def _check_pred_folders(pred_root: Path, names: list[str]) -> None:
                     f"({', '.join(absent[:5])}{' ...' if len(absent) > 5 else ''})", fix=fix)
 
 
+def _prediction_files(folder: Path, frame_names) -> list:
+    """Each frame's prediction in ``folder``: ``NAME.png``, or for a numbered frame the PNG of the same number
+    however many digits it has (``edgeseg run --png-dir`` numbers frames with six, DAVIS and ``edgeseg vos``
+    with five); None where there is none."""
+    numbered: dict[int, Path] = {}
+    if folder.is_dir():
+        for f in sorted(folder.glob("*.png")):
+            if f.stem.isdigit():
+                numbered.setdefault(int(f.stem), f)
+    out = []
+    for n in frame_names:
+        exact = folder / f"{n}.png"
+        out.append(exact if exact.is_file() else numbered.get(int(n)) if n.isdigit() else None)
+    return out
+
+
 def run_eval(args: argparse.Namespace) -> int:
     import sys
 
@@ -311,11 +327,13 @@ def run_eval(args: argparse.Namespace) -> int:
     metric = VOSMetric()
     for seq in davis:
         folder = pred_root / seq.name
-        missing = [n for n in seq.frame_names if not (folder / f"{n}.png").is_file()]
+        files = _prediction_files(folder, seq.frame_names)
+        missing = [n for n, f in zip(seq.frame_names, files) if f is None]
         if missing:
             raise DataError(f"{folder}: no prediction for {len(missing)} of {len(seq)} frames ({', '.join(missing[:3])} ...)",
-                            fix="predict every frame of the sequence (the first is the prompt)")
-        pred = [read_id_mask(folder / f"{n}.png") for n in seq.frame_names]
+                            fix="predict every frame of the sequence (the first is the prompt); a prediction is "
+                                "FRAME.png, the frame's name or its number (00005.png or 000005.png)")
+        pred = [read_id_mask(f) for f in files]
         if not metric.update(seq.name, seq.masks(), pred, seq.frame_names):
             print(f"edgeseg eval-vos: warning: sequence {seq.name}: its first annotation holds no object, so nothing of it "
                   "is scored (as in the DAVIS evaluation)", file=sys.stderr)

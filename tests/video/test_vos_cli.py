@@ -79,6 +79,13 @@ def test_eval_vos_selects_sequences_and_reports_missing_frames(clip, tmp_path, c
     assert main(["eval-vos", str(tmp_path / "p"), "--data", f"davis:{root}", "--sequences", "disc"]) == 0
     assert "100.0" in capsys.readouterr().out  # the ground truth itself scores 100
     assert main(["eval-vos", str(tmp_path / "p"), "--data", f"davis:{root}", "--sequences", "nope"]) == 2
+    # `edgeseg run --png-dir` numbers frames with six digits: matched to DAVIS's five by number
+    six = tmp_path / "six" / "disc"
+    for i, m in enumerate(masks):
+        write_label(six / f"{i:06d}.png", m)
+    capsys.readouterr()
+    assert main(["eval-vos", str(tmp_path / "six"), "--data", f"davis:{root}", "--sequences", "disc"]) == 0
+    assert "100.0" in capsys.readouterr().out
 
 
 def test_vos_errors_speak(tmp_path, capsys):
