@@ -95,6 +95,10 @@ class VosStage(Stage):
                 f"{frame.source_id or 'the source'}: frames are {frame.shape.width}x{frame.shape.height} after a "
                 f"discontinuity, the prompt was used on {first.width}x{first.height} frames: its objects are lost",
                 fix="run again with a prompt drawn on the new frames")
+        if first is None and frame.index > 0:  # the first frames failed to decode (or were dropped)
+            log.warning("%s: the prompt %s starts the objects on frame %d, the first frame that reached the tracker; "
+                        "it is meant for frame 0: expect its objects to be off by what moved since",
+                        frame.source_id or "source", self.prompt_name, frame.index)
         packet.result = prop.start(frame.image, prompt_ids(self.prompt, frame.shape, what=self.prompt_name))
         self._shapes.setdefault(frame.source_id, frame.shape)
         self.starts[frame.source_id] += 1

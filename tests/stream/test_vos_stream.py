@@ -213,6 +213,27 @@ def test_vos_stage_keeps_one_propagator_per_source(scene):
         np.testing.assert_array_equal(ra.masks, rb.masks)
 
 
+def test_a_prompt_started_on_a_later_frame_is_warned_about(scene, tmp_path, caplog):
+    """A first frame that failed to decode: the prompt drawn on frame 0 started the objects on frame 1, without a
+    word. It is said now (the objects still start there: a stream has no other frame to use)."""
+    import logging
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    (frames / "00000.png").write_bytes(b"not a png")
+    for t in range(1, 4):
+        write_image(frames / f"{t:05d}.png", scene["images"][t])
+    with caplog.at_level(logging.WARNING, logger="edgeseg"):
+        assert main(["run", "--source", str(frames), "--prompt", str(scene["prompt"]), "--json-out",
+                     str(tmp_path / "o.jsonl")]) == 0
+    assert "starts the objects on frame 1" in caplog.text and "meant for frame 0" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="edgeseg"):
+        assert main(["run", "--source", str(scene["dir"]), "--prompt", str(scene["prompt"]), "--max-frames", "2",
+                     "--json-out", str(tmp_path / "p.jsonl")]) == 0
+    assert "starts the objects on frame" not in caplog.text
+
+
 def test_recipe_prompt_is_relative_to_the_recipe(scene, tmp_path):
     from edgeseg.stream import load_recipe
 
