@@ -45,7 +45,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("recipe", nargs="?", help="a pipeline recipe (pipelines/NAME.toml); options below override it")
     p.add_argument("--bundle", help="bundle directory, .zip, or shipped name")
     p.add_argument("--prompt", metavar="MASK.png",
-                   help="propagate the objects of this id mask (0 background, k object k; drawn on the first frame) "
+                   help="propagate the objects of this id mask (0 background, k object k, 1..254; 255 is DAVIS's void; "
+                        "drawn on the first frame) "
                         "through the stream; alone, or next to a --bundle/--remote's results (JSON lines: 'objects', "
                         "overlay: both); after a reconnect or seek the objects restart from this prompt")
     p.add_argument("--track", action="store_true", default=None,

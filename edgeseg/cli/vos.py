@@ -31,8 +31,8 @@ METHODS = ("propagator", "flow-warp", "copy-first")
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("source", help="a video file (anything OpenCV decodes) or a folder of frames (sorted by file name)")
     p.add_argument("--prompt", required=True, metavar="MASK.png",
-                   help="object ids on the first frame: 0 background, k object k (DAVIS palette PNGs, 0/255 masks and "
-                        "colour drawings on black, one colour per object, work)")
+                   help="object ids on the first frame: 0 background, k object k, 1..254 (255 is DAVIS's void, not an "
+                        "object; DAVIS palette PNGs, 0/255 masks and colour drawings on black, one colour per object, work)")
     p.add_argument("--out", required=True, metavar="DIR",
                    help="folder for one id PNG per frame (created if needed; one that already holds PNGs needs --overwrite)")
     p.add_argument("--overwrite", action="store_true",

@@ -51,7 +51,7 @@ def read_id_mask(path: str | Path) -> np.ndarray:
     data = _read_bytes(p, DataError, "mask")
     palette = _png_palette(data.tobytes())
     if palette is None:
-        ids = read_label(p)
+        ids = read_label(p, kind="object")
         if ids.size and ids.max() == 255 and not np.any((ids != 0) & (ids != 255)):
             ids = (ids == 255).astype(np.uint8)  # DAVIS-2016: binary 0/255
         return ids

@@ -106,8 +106,9 @@ def read_image(path: str | Path) -> np.ndarray:
     return np.ascontiguousarray(img[..., ::-1])
 
 
-def read_label(path: str | Path) -> np.ndarray:
-    """Read a single-channel label mask as ``uint8 [H, W]`` class ids.
+def read_label(path: str | Path, kind: str = "class") -> np.ndarray:
+    """Read a single-channel label mask as ``uint8 [H, W]`` class ids (``kind="object"``: object ids, as a VOS
+    mask holds them; the messages say so).
 
     A 3-channel mask whose channels are equal (grey saved as RGB) is accepted; a colour-coded mask
     is refused (convert it to class ids first). Values above 255 (16-bit masks) are refused. An
@@ -135,14 +136,16 @@ def read_label(path: str | Path) -> np.ndarray:
             lab = lab[..., :3]
         if not (np.array_equal(lab[..., 0], lab[..., 1]) and np.array_equal(lab[..., 0], lab[..., 2])):
             raise DataError(
-                f"label mask {p} is a colour image; masks must hold one class id per pixel",
-                fix="convert colour-coded masks to single-channel PNGs of class ids",
+                f"{'label' if kind == 'class' else kind} mask {p} is a colour image; masks must hold one {kind} id per "
+                "pixel", fix=f"convert colour-coded masks to single-channel (or palette) PNGs of {kind} ids",
             )
         lab = lab[..., 0]
     if lab.dtype != np.uint8:
         if lab.size and (lab.min() < 0 or lab.max() > 255):
-            raise DataError(f"label mask {p} has class ids outside 0..255 (max {lab.max()})",
-                            fix="label masks hold one class id per pixel in 0..254 (255: ignored), saved as 8-bit PNGs")
+            noun = "label" if kind == "class" else kind
+            raise DataError(f"{noun} mask {p} has {kind} ids outside 0..255 (max {lab.max()})",
+                            fix=f"{noun} masks hold one {kind} id per pixel in 0..254 (255: ignored), saved as 8-bit PNGs"
+                            + ("; objects are 1..254, 0 is the background" if kind == "object" else ""))
         lab = lab.astype(np.uint8)
     return np.ascontiguousarray(lab)
 

@@ -52,7 +52,11 @@ def prompt_ids(mask: Any, shape: ImageShape, what: str = "prompt") -> np.ndarray
     if set(values.tolist()) <= {0, 255}:
         m = (m == 255).astype(np.int32)  # binary 0/255 mask: one object
     else:
-        m[m == 255] = 0  # DAVIS void
+        void = m == 255
+        if void.any():  # DAVIS void: not an object (said, as an object drawn in 255 would vanish silently)
+            log.warning("%s: %d pixels of value 255 read as DAVIS's void (not an object); objects are ids 1..254",
+                        what, int(void.sum()))
+        m[void] = 0
     if not m.any():
         raise InputError(f"{what} has no object pixels (every pixel is 0)",
                          fix="draw at least one object: pixel value 1..K marks object K, 0 is background")

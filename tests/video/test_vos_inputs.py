@@ -128,6 +128,25 @@ def test_colour_prompt_and_non_contiguous_ids_and_void_give_the_right_ids(frames
     assert np.array_equal(read_label(tmp_path / "ov" / "00000.png"), ids)  # void is background, never an object
 
 
+def test_an_object_drawn_in_255_is_said_to_be_void_and_ids_over_255_are_object_ids(frames_dir, tmp_path, capsys,
+                                                                                   caplog):
+    """An object of id 255 beside others vanished without a word (255 is DAVIS's void); a 16-bit prompt with id
+    300 was refused in terms of 'class ids' of a 'label mask'."""
+    import cv2
+
+    ids = _ids()
+    ids[ids == 2] = 255
+    write_label(tmp_path / "v.png", ids)
+    assert _vos(frames_dir, tmp_path / "v.png", tmp_path / "o", "--method", "copy-first") == 0
+    assert f"{int((ids == 255).sum())} pixels of value 255 read as DAVIS's void" in caplog.text
+    wide = _ids().astype(np.uint16) * 150  # ids 150 and 300
+    cv2.imwrite(str(tmp_path / "w.png"), wide)
+    capsys.readouterr()
+    assert _vos(frames_dir, tmp_path / "w.png", tmp_path / "o2") == 2
+    err = capsys.readouterr().err
+    assert "object mask" in err and "object ids outside 0..255" in err and "objects are 1..254" in err, err
+
+
 def test_smoothed_jpeg_corrupt_and_empty_prompts_are_refused_naming_the_file(frames_dir, tmp_path, capsys):
     import cv2
 
@@ -378,6 +397,12 @@ def test_eval_vos_refuses_predictions_that_do_not_fit(tmp_path, capsys):
     assert "names no sequence" in capsys.readouterr().err
     assert _eval(tmp_path / "ok", root, "--json", tmp_path / "ok") == 2  # before: a traceback after the scoring
     assert "--json: cannot write" in capsys.readouterr().err
+    rgb = tmp_path / "rgb" / "seq"
+    _preds(rgb, masks)
+    write_image(rgb / "00002.png", np.stack([masks[2] * 100, masks[2] * 50, masks[2]], -1).astype(np.uint8))
+    assert _eval(tmp_path / "rgb", root) == 2
+    err = capsys.readouterr().err
+    assert "object mask" in err and "one object id per pixel" in err and "label mask" not in err, err
 
 
 def test_eval_vos_with_two_sequences_one_predicted_points_at_sequences(tmp_path, capsys):
