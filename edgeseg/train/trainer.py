@@ -262,6 +262,9 @@ class Trainer(CpuStepLevers):
             raise InputError("Trainer: cannot tell the number of classes", fix="pass num_classes=")
         names = tuple(str(c) for c in getattr(train_data, "classes", ()))
         self.classes = names if len(names) == self.num_classes else ()
+        palette = getattr(train_data, "palette", None)
+        self.palette = None if palette is None or len(palette) != self.num_classes else \
+            [[int(v) for v in c] for c in palette]
         self.spec = input_spec or InputSpec(size=config.size)
         self.val_data = val_data
         # one pass over the training labels, for the class weights, the rare-class sampler and copy-paste alike
@@ -593,7 +596,14 @@ class Trainer(CpuStepLevers):
         from ..models.checkpoint import save_checkpoint
 
         path = self.out_dir / f"{stem}.{self.config.weights_format}"
-        extra = {"epoch": self.epoch, "step": self.step, "loss_spec": self.config.loss}
+        # the class names, palette and input spec: `edgeseg export` of these weights makes the bundle `--export`
+        # makes (it gave class_0.. at 480x360 without them)
+        extra = {"epoch": self.epoch, "step": self.step, "loss_spec": self.config.loss, "task": "semantic",
+                 "input_spec": self.spec.to_dict()}
+        if self.classes:
+            extra["classes"] = list(self.classes)
+        if self.palette is not None:
+            extra["palette"] = self.palette
         if miou is None and self.history:
             miou = self.history[-1].miou
         if miou is not None:

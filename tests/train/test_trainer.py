@@ -67,6 +67,27 @@ def test_weights_round_trip_bit_exact(data, tmp_path):
         assert torch.equal(v, own[k]), k
 
 
+def test_exporting_the_run_weights_gives_the_classes_palette_and_size_trained(data, tmp_path):
+    """`edgeseg export runs/x/best.safetensors` (export --help's own example) made class_0.. at 480x360: the
+    semantic trainer's weights did not carry the class names, palette and input size (the instance and panoptic
+    trainers' did)."""
+    from edgeseg.bundle import Bundle
+    from edgeseg.cli import main
+
+    class Painted(list):  # the training set with a palette, as folder datasets carry one
+        pass
+
+    train = Painted(data[0])
+    train.classes = data[0].classes
+    train.palette = [[10 * k, 255 - 10 * k, 7] for k in range(len(train.classes))]
+    trainer = Trainer(_model(), train, _config(epochs=1), out_dir=tmp_path / "run", model_name=MODEL)
+    weights = trainer.fit().weights
+    assert main(["export", str(weights), "--out", str(tmp_path / "b.edgeseg")]) == 0
+    m = Bundle.open(tmp_path / "b.edgeseg").manifest
+    assert m.classes == tuple(train.classes) and m.input.size == SIZE
+    assert [list(c) for c in m.palette] == train.palette
+
+
 def test_resume_reproduces_uninterrupted_run(data, tmp_path):
     train, _ = data
     cfg = _config(epochs=3)
