@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from ..errors import InputError
-from .precision import autocast_for, to_memory_format
+from .precision import autocast_for, to_memory_format, train_forward
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -97,7 +97,7 @@ def train_one_epoch(
         images = to_memory_format(images.to(device, non_blocking=True), channels_last)
         target = target.to(device, non_blocking=True)
         with autocast_for(device, amp, cpu_bf16):
-            output = model(images)
+            output = train_forward(model, images)
             logits = logits_of(output, tuple(target.shape[-2:]))
         loss = loss_fn(logits.float(), target) + auxiliary_loss(model, output, loss_fn, target)
         if distill is not None and soft is not None:

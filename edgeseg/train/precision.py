@@ -140,6 +140,20 @@ def float_outputs(out: Any) -> Any:
     return out
 
 
+def train_forward(model, images):
+    """``model(images)`` in training mode; a batch too small for a BatchNorm after global pooling (one image per
+    batch: ``--batch 1``, or a one-image dataset) is an :class:`InputError` saying so, not torch's ValueError."""
+    try:
+        return model(images)
+    except ValueError as e:
+        if "more than 1 value per channel" not in str(e):
+            raise
+        raise InputError(f"a batch of {images.shape[0]} image cannot train this model: a BatchNorm after its global "
+                         "pooling (the ASPP's image-level branch) needs 2 or more images per batch",
+                         fix="train with --batch 2 or more on at least 2 images (a one-image dataset cannot train it)"
+                         ) from None
+
+
 def step_seconds(model, images, target, loss_fn: Callable, cpu_bf16: bool, steps: int = 3) -> float:
     """The fastest of ``steps`` forward + backward passes of ``model`` (after one warm-up), in s."""
     from .loop import logits_of
@@ -148,7 +162,7 @@ def step_seconds(model, images, target, loss_fn: Callable, cpu_bf16: bool, steps
 
     def once() -> None:
         with autocast_for(device, False, cpu_bf16):
-            logits = logits_of(model(images), tuple(target.shape[-2:]))
+            logits = logits_of(train_forward(model, images), tuple(target.shape[-2:]))
         loss_fn(logits.float(), target).backward()
         model.zero_grad(set_to_none=True)
 
@@ -250,7 +264,7 @@ class CpuStepLevers:
         bf16 = bool(p.get("bf16")) if bf16 is None else bf16
         channels_last = bool(p.get("channels_last")) if channels_last is None else channels_last
         with autocast_for(x.device, False, bf16):
-            out = model(to_memory_format(x, channels_last))
+            out = train_forward(model, to_memory_format(x, channels_last))
         return float_outputs(out)
 
     def decide_precision(self, x, loss_of: Callable[[Any], Any]) -> dict[str, Any]:

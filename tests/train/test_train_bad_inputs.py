@@ -127,6 +127,18 @@ def test_bad_learning_rate_is_refused_before_training(tmp_path, capsys, lr):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("batch, n", [(1, 4), (4, 1)])
+def test_a_batch_of_one_image_for_a_pooled_batchnorm_is_a_clear_error(tmp_path, capsys, batch, n):
+    """--batch 1, or a one-image dataset: torch's 'Expected more than 1 value per channel when training' from the
+    ASPP's pooled branch, with a traceback."""
+    data = folder_data(tmp_path / "d", n=n)
+    argv = [*BASE, "--data", data, "--out", str(tmp_path / "run")]
+    argv[1], argv[argv.index("--batch") + 1] = "test_deeplabv3", str(batch)
+    rc, err = run(argv, capsys)
+    assert rc == 2 and "cannot train this model: a BatchNorm after its global pooling" in err, err
+    assert "--batch 2 or more" in err and "Traceback" not in err
+
+
 def test_class_name_file_one_line_short_warns_that_a_class_becomes_void(tmp_path, caplog):
     data = folder_data(tmp_path / "d")  # ids 0, 1, 2
     (tmp_path / "names.txt").write_text("road\nsky\n")
