@@ -57,11 +57,12 @@ def read_classes(value: str) -> tuple[tuple[str, ...], object]:
     path = Path(value)
     if not path.is_file():
         raise InputError(f"class file {path} not found", fix="give 'camvid', a number (import) or a text file with one name per line")
+    from ..data.folder import class_names_from_lines
+
     try:
-        lines = [ln.split("#", 1)[0].strip() for ln in path.read_text().splitlines()]
+        names = class_names_from_lines(path.read_text().splitlines(), path)
     except UnicodeDecodeError:
         raise InputError(f"class file {path} is not text") from None
-    names = tuple(ln for ln in lines if ln)
     if not names:
         raise InputError(f"class file {path} lists no classes")
     return names, None

@@ -21,12 +21,33 @@ log = logging.getLogger(__name__)
 _WARNED: set[tuple[str, int]] = set()  # (masks folder, class count) already warned about (train and val open it twice)
 
 
+def class_names_from_lines(lines: list[str], p: Path) -> tuple[str, ...]:
+    """The names of a class-name file's lines (``#`` starts a comment; blank lines are skipped, said when they lie
+    between names, as every later class id moves up by one); a name listed twice (case aside) is a
+    :class:`DataError` naming its lines: two classes of one name lose one's scores in every table."""
+    stripped = [line.split("#", 1)[0].strip() for line in lines]
+    names = tuple(n for n in stripped if n)
+    filled = [i for i, n in enumerate(stripped) if n]
+    inner = [i + 1 for i in range(filled[0], filled[-1]) if not stripped[i]] if filled else []
+    if inner:
+        log.warning("class-name file %s: blank line(s) %s between names are skipped: class ids follow the named lines "
+                    "(a class without a name needs one, e.g. 'unlabelled')", p, ", ".join(map(str, inner[:5])))
+    seen: dict[str, int] = {}
+    for i, n in enumerate(stripped):
+        if n and n.lower() in seen:
+            raise DataError(f"class-name file {p} lists {n!r} twice (lines {seen[n.lower()]} and {i + 1})",
+                            fix="give every class its own name, one per line (line order = class id)")
+        if n:
+            seen[n.lower()] = i + 1
+    return names
+
+
 def read_class_names(path: str | Path) -> tuple[str, ...]:
-    """One class name per non-empty line; ``#`` starts a comment."""
+    """One class name per non-empty line; ``#`` starts a comment (:func:`class_names_from_lines`)."""
     p = Path(path)
     if not p.is_file():
         raise DataError(f"class-name file not found: {p}", fix="one class name per line, line order = class id")
-    names = tuple(n for n in (line.split("#", 1)[0].strip() for line in p.read_text().splitlines()) if n)
+    names = class_names_from_lines(p.read_text().splitlines(), p)
     if not names:
         raise DataError(f"class-name file {p} lists no classes")
     if len(names) > 255:

@@ -147,6 +147,20 @@ def test_class_name_file_one_line_short_warns_that_a_class_becomes_void(tmp_path
     assert "holds class id(s) 2, at or above its 2 classes (road, sky): those pixels are void" in caplog.text
 
 
+def test_a_class_named_twice_is_refused_and_blank_lines_between_names_said(tmp_path, capsys, caplog):
+    """A duplicate name trained 3 classes but kept 2 in history.json's per-class scores (one overwritten)."""
+    data = folder_data(tmp_path / "d")  # ids 0, 1, 2
+    (tmp_path / "dup.txt").write_text("road\nsky\nRoad\n")
+    rc, err = run([*BASE, "--data", f"{data},classes={tmp_path / 'dup.txt'}", "--out", str(tmp_path / "run")], capsys)
+    assert rc == 2 and "lists 'Road' twice (lines 1 and 3)" in err and not (tmp_path / "run" / "last.pt").exists()
+    rc, err = run(["export", "test_fcn8s", "--classes", str(tmp_path / "dup.txt"), "--out", str(tmp_path / "b")], capsys)
+    assert rc == 2 and "lists 'Road' twice" in err
+    (tmp_path / "gap.txt").write_text("# names\nroad\n\nsky\ncar\n\n")
+    with caplog.at_level("WARNING", logger="edgeseg.data.folder"):
+        assert main([*BASE, "--data", f"{data},classes={tmp_path / 'gap.txt'}", "--out", str(tmp_path / "run2")]) == 0
+    assert "blank line(s) 3 between names are skipped" in caplog.text
+
+
 @pytest.mark.parametrize("size", [["--size", "2x2"], ["--size", "64x48", "--crop", "2x2"]])
 def test_a_size_the_model_cannot_run_at_is_a_clear_error(tmp_path, capsys, size):
     """Before: RuntimeError 'Output size is too small' from max_pool2d, with a traceback, at the first step."""
