@@ -73,14 +73,16 @@ def _umask() -> int:
 
 def commit_file(tmp: str | os.PathLike, path: str | os.PathLike) -> Path:
     """Flush ``tmp`` (a file another library wrote: ``torch.save``, safetensors) to disk and rename it over
-    ``path``: after a power loss ``path`` is the old file or the new one, never an empty one. ``tmp`` is
-    removed if this fails."""
+    ``path``: after a power loss ``path`` is the old file or the new one, never an empty one. It gets the
+    permissions a file written at ``path`` gets (:func:`_mode_for`: safetensors writes through a 0600 temporary
+    file). ``tmp`` is removed if this fails."""
     try:
         fd = os.open(tmp, os.O_RDONLY)
         try:
             os.fsync(fd)
         finally:
             os.close(fd)
+        os.chmod(tmp, _mode_for(Path(path)))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

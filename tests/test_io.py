@@ -96,6 +96,10 @@ def test_files_written_atomically_are_readable_as_open_makes_them(tmp_path, monk
     os.chmod(new, 0o640)
     _io.atomic_write_text(new, "{}")
     assert stat.S_IMODE(new.stat().st_mode) == 0o640
+    # a file another library wrote through a 0600 temporary file (safetensors' save_file): committed as written here
+    fd, tmp = tempfile.mkstemp(dir=tmp_path)
+    os.close(fd)
+    assert stat.S_IMODE(_io.commit_file(tmp, tmp_path / "w.safetensors").stat().st_mode) == 0o644
     if os.geteuid() == 0:
         shared = Path(tempfile.mkdtemp())
         try:
