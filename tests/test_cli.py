@@ -29,6 +29,19 @@ def test_info(bundle, tmp_path, capsys):
     assert info["report"]["parity"]["argmax_agreement"] == 1.0 and info["input"]["size"] == {"height": 8, "width": 12}
 
 
+def test_info_shows_the_int8_and_accuracy_entries(tmp_path, capsys):
+    """`report int8:` and `report accuracy:` printed empty (their entries are mappings per target), and --json
+    left their scores out."""
+    assert main(["info", "road", "--json", str(tmp_path / "i.json")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    line = next(ln for ln in lines if ln.startswith("report   int8.openvino:"))
+    assert "metric=mIoU" in line and "drop=" in line and "met_budget=True" in line
+    assert any(ln.startswith("report   accuracy.fp32:") and "miou=" in ln for ln in lines)
+    assert not any(ln.rstrip().endswith(":") for ln in lines if ln.startswith("report"))
+    info = json.loads((tmp_path / "i.json").read_text())
+    assert info["report"]["int8"]["cpu"]["met_budget"] is True and "sensitivity" not in info["report"]["int8"]["cpu"]
+
+
 def test_info_bad_bundle(tmp_path, capsys):
     assert main(["info", str(tmp_path / "nope")]) == 2
     assert "edgeseg info: error: bundle" in capsys.readouterr().err

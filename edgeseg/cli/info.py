@@ -37,10 +37,24 @@ def describe(bundle) -> dict:
     }
 
 
+def _scalar(v) -> bool:
+    return isinstance(v, (int, float, str, bool)) or v is None
+
+
 def _summary(section):
+    """A report section's plain values, and one level down those of each entry that is a mapping (``int8``'s
+    targets, ``accuracy``'s precisions: their scores were left out, and the lines printed empty)."""
     if isinstance(section, dict):
-        return {k: v for k, v in section.items() if isinstance(v, (int, float, str, bool)) or v is None}
-    return section if isinstance(section, (int, float, str, bool)) else None
+        out = {k: v for k, v in section.items() if _scalar(v)}
+        for k, v in section.items():
+            if isinstance(v, dict) and any(_scalar(x) for x in v.values()):
+                out[k] = {a: x for a, x in v.items() if _scalar(x)}
+        return out
+    return section if _scalar(section) else None
+
+
+def _values(data: dict) -> str:
+    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in data.items())
 
 
 def _print(info: dict) -> None:
@@ -65,9 +79,15 @@ def _print(info: dict) -> None:
     for rel, f in info["files"].items():
         print(f"  {rel:<28} {f['bytes']:>12,d} B  sha256 {f['sha256'][:16]}")
     for section, data in info["report"].items():
-        text = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in (data or {}).items()) \
-            if isinstance(data, dict) else str(data)
-        print(f"report   {section}: {text}")
+        if not isinstance(data, dict):
+            print(f"report   {section}: {data}")
+            continue
+        flat = {k: v for k, v in data.items() if not isinstance(v, dict)}
+        if flat or not data:
+            print(f"report   {section}: {_values(flat)}")
+        for k, v in data.items():
+            if isinstance(v, dict):
+                print(f"report   {section}.{k}: {_values(v)}")
 
 
 def run(args: argparse.Namespace) -> int:
