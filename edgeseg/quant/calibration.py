@@ -227,9 +227,29 @@ def _folder_frames(source: str, recipe: CalibrationRecipe) -> Iterator[np.ndarra
         raise DataError(f"calibration folder {source} holds no images ({', '.join(IMAGE_SUFFIXES)})",
                         fix="put representative frames from the deployment in it (e.g. 100-500), or pass a video, "
                             "a dataset spec (camvid:ROOT) or a recipe name")
-    pick = range(min(recipe.frames, len(files))) if recipe.sampling == "first" else _spread(len(files), recipe.frames)
-    for i in pick:
-        yield read_image(files[i])
+    pick = list(range(min(recipe.frames, len(files))) if recipe.sampling == "first" else _spread(len(files), recipe.frames))
+    # an image that does not decode is skipped (said), and another of the folder's takes its place: one bad file
+    # among hundreds of a user's frames stopped the whole calibration
+    spare = [i for i in range(len(files)) if i not in set(pick)]
+    bad: list[str] = []
+    given = 0
+    while pick and given < recipe.frames:
+        i = pick.pop(0)
+        try:
+            img = read_image(files[i])
+        except (DataError, InputError) as e:  # read_image: InputError (corrupt), DataError (unreadable file)
+            bad.append(f"{files[i].name} ({str(e).splitlines()[0]})")
+            if len(bad) <= 5:  # said as it happens: the reader stops this generator once it has its frames
+                log.warning("calibration folder %s: skipping an image that cannot be read: %s%s", source, bad[-1],
+                            "" if spare else " (no other image to take its place)")
+            if spare:
+                pick.append(spare.pop(0))
+            continue
+        given += 1
+        yield img
+    if bad and not given:
+        raise DataError(f"calibration folder {source}: none of its images could be read ({'; '.join(bad[:3])}"
+                        f"{' ...' if len(bad) > 3 else ''})", fix="give a folder of readable images (PNG, JPEG, ...)")
 
 
 @FRAME_SOURCES.register("dataset")

@@ -44,6 +44,23 @@ def test_folder_reader_feeds_exactly_what_inference_sees(tmp_path):
     assert reader.get_next() is not None
 
 
+def test_an_image_that_does_not_decode_is_skipped_and_replaced(tmp_path, caplog):
+    """One bad file in a user's folder of frames stopped `edgeseg quantize` ('cannot decode image'): it is
+    skipped, said, and another image of the folder takes its place; a folder of nothing readable is refused."""
+    d, imgs = _png_folder(tmp_path)
+    (d / "02.png").write_bytes(b"not a png")
+    with caplog.at_level("WARNING", logger="edgeseg.quant.calibration"):
+        frames = collect_frames(CalibrationRecipe(source=str(d), frames=3), progress=False)
+    assert "skipping an image that cannot be read: 02.png" in caplog.text
+    assert len(frames) == 3  # 0 and 5 as picked, then the first image not picked (1) in 2's place
+    for got, want in zip(frames, [imgs[0], imgs[5], imgs[1]]):
+        np.testing.assert_array_equal(got, want)
+    for f in d.glob("*.png"):
+        f.write_bytes(b"junk")
+    with pytest.raises(DataError, match="none of its images could be read"):
+        collect_frames(CalibrationRecipe(source=str(d), frames=3), progress=False)
+
+
 def _video(tmp_path, scenes=(40, 200, 120), per_scene=5):
     import cv2
 
