@@ -111,13 +111,18 @@ def read_checkpoint_meta(path: str | Path) -> CheckpointMeta:
                              "an interrupted run writes them when it is resumed to its end (edgeseg train ... --resume)")
     if not side.is_file():
         raise ModelError(f"{path}: no metadata file {side.name} next to it (it names the model and its classes)",
-                         fix="save with edgeseg.models.save_checkpoint, or write that JSON (see edgeseg/models/checkpoint.py)")
+                         fix=f"write {side} holding " + '{"model_name": "deeplabv3plus_mobilenetv3_small", '
+                             '"num_classes": 11} with your model\'s registered name (edgeseg models lists them) and '
+                             'class count (optional: "model_kwargs": {...}, its create_model arguments; "extra": '
+                             '{"classes": [names...]}), or save with edgeseg.models.save_checkpoint')
     try:
         data = json.loads(side.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ModelError(f"{side}: not valid JSON ({e})") from None
     if not isinstance(data, dict):
         raise ModelError(f"{side}: expected a JSON object")
+    # a sidecar is edgeseg's by its name: one written by hand may leave out the format fields (were refused)
+    data = {"format": FORMAT, "format_version": str(FORMAT_VERSION), **data}
     return CheckpointMeta.from_strings(data, str(side))
 
 

@@ -37,6 +37,27 @@ def test_a_runs_last_pt_is_named_a_training_checkpoint(tmp_path, capsys):
     assert main(["export", str(run / "model.safetensors"), "--out", str(out)]) == 0  # what the fix says works
 
 
+def test_a_plain_state_dict_exports_with_the_sidecar_the_error_shows(tmp_path, capsys):
+    """A user's torch.save(model.state_dict()) .pt: the error pointed at edgeseg's source for the sidecar's form,
+    and a hand-written one without the 'format' fields was refused. The JSON the fix shows works as written."""
+    import json
+
+    import torch
+
+    from edgeseg.bundle import Bundle
+    from edgeseg.models import create_model
+
+    sd = tmp_path / "mine.pt"
+    torch.save(create_model("test_fcn8s", num_classes=5).state_dict(), sd)
+    assert main(["export", str(sd), "--out", str(tmp_path / "b.edgeseg")]) == 2
+    err = capsys.readouterr().err
+    assert f"write {sd}.json holding" in err and '"model_name":' in err and "edgeseg models lists them" in err
+    (tmp_path / "mine.pt.json").write_text(json.dumps({"model_name": "test_fcn8s", "num_classes": 5,
+                                                      "extra": {"classes": list("abcde")}}))
+    assert main(["export", str(sd), "--size", "64x48", "--out", str(tmp_path / "b.edgeseg")]) == 0
+    assert Bundle.open(tmp_path / "b.edgeseg").manifest.classes == tuple("abcde")
+
+
 def test_a_garbage_safetensors_file_has_a_fix(tmp_path, capsys):
     bad = tmp_path / "model.safetensors"
     bad.write_bytes(np.random.default_rng(0).integers(0, 255, 500, dtype=np.uint8).tobytes())
