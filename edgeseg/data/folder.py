@@ -55,6 +55,18 @@ def read_class_names(path: str | Path) -> tuple[str, ...]:
     return names
 
 
+def _ranges(ids: list[int]) -> str:
+    """``[6, 7, 8, 12]`` -> ``"6-8, 12"``."""
+    out, start = [], None
+    for i, k in enumerate(ids):
+        if start is None:
+            start = k
+        if i + 1 == len(ids) or ids[i + 1] != k + 1:
+            out.append(str(start) if start == k else f"{start}-{k}")
+            start = None
+    return ", ".join(out)
+
+
 def _by_stem(folder: Path, what: str) -> dict[str, Path]:
     if not folder.is_dir():
         raise DataError(f"{what} folder not found: {folder}", fix=f"check the {what}s folder of folder:IMAGES_DIR,MASKS_DIR")
@@ -113,15 +125,24 @@ class FolderDataset(SegmentationDataset):
         self._warned_void = False
 
     def _scan_num_classes(self) -> int:
-        top = -1
+        """The class count as the largest id found plus one. Ids that no mask holds below it are said (a stray id,
+        40 in a mask of 0..5, made a 41-class model whose classes 6..39 never appear)."""
+        seen: set[int] = set()
         for _, m in self.pairs:
             lab = read_label(m)
             vals = np.unique(lab)
             vals = vals[(vals != IGNORE) & (vals != (self.void if self.void is not None else IGNORE))]
-            if vals.size:
-                top = max(top, int(vals.max()))
-        if top < 0:
+            seen.update(int(v) for v in vals)
+        if not seen:
             raise DataError(f"masks in {self.masks_dir} hold no class ids", fix="pass classes=FILE or num_classes=K")
+        top = max(seen)
+        unused = [k for k in range(top) if k not in seen]
+        key = (str(self.masks_dir), -top - 1)
+        if unused and key not in _WARNED:
+            _WARNED.add(key)
+            log.warning("masks in %s hold class ids up to %d but never %s: a %d-class model, %d of its classes with no "
+                        "pixel (a stray id in a mask?); name the classes with classes=FILE, or mark the stray id void=K",
+                        self.masks_dir, top, _ranges(unused), top + 1, len(unused))
         return top + 1
 
     def __len__(self) -> int:

@@ -147,6 +147,19 @@ def test_class_name_file_one_line_short_warns_that_a_class_becomes_void(tmp_path
     assert "holds class id(s) 2, at or above its 2 classes (road, sky): those pixels are void" in caplog.text
 
 
+def test_a_stray_id_that_makes_classes_no_mask_holds_is_said(tmp_path, caplog):
+    """Masks of ids 0..2 with one pixel of 40: a 41-class model, without a word."""
+    from edgeseg.data import open_dataset
+
+    spec = folder_data(tmp_path / "d")
+    lab = cv2.imread(str(tmp_path / "d" / "lab" / "f0.png"), cv2.IMREAD_UNCHANGED)
+    lab[0, 0] = 40
+    cv2.imwrite(str(tmp_path / "d" / "lab" / "f0.png"), lab)
+    with caplog.at_level("WARNING", logger="edgeseg.data.folder"):
+        assert len(open_dataset(spec).classes) == 41
+    assert "hold class ids up to 40 but never 3-39: a 41-class model, 37 of its classes with no pixel" in caplog.text
+
+
 def test_a_class_named_twice_is_refused_and_blank_lines_between_names_said(tmp_path, capsys, caplog):
     """A duplicate name trained 3 classes but kept 2 in history.json's per-class scores (one overwritten)."""
     data = folder_data(tmp_path / "d")  # ids 0, 1, 2
