@@ -87,6 +87,13 @@ def run(args: argparse.Namespace) -> int:
     if r.speedup:
         runtime = "OpenVINO CPU" if r.latency_ms.get("runtime") == "openvino-cpu" else "ONNX Runtime CPU"
         print(f"speed-up {r.speedup:.2f}x ({runtime})")
+        if r.speedup < 1 and r.target == "tensorrt":
+            print("note: a tensorrt model's speed is TensorRT's on the GPU; this CPU timing of its Q/DQ graph says "
+                  "nothing of it")
+        elif r.speedup < 1:
+            print(f"note: INT8 ran slower than FP32 on this CPU ({r.speedup:.2f}x): the model is kept (other CPUs, "
+                  "with VNNI or AMX, may run it faster), and edgeseg run / edgeseg.load time both here and take the "
+                  "faster, FP32 on this one")
     if r.execution:
         print(f"OpenVINO runs {r.execution['int8_layers']} compute layers in INT8 (others: {r.execution['other_layers']})")
     if r.layer_latency.get("decision"):

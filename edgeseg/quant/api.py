@@ -186,7 +186,7 @@ def quantize_bundle(bundle, calib: str | CalibrationRecipe | Sequence, target: s
             float_nodes=gate.float_nodes, sensitivity=gate.sensitivity, curve=gate.curve, latency_ms=lat,
             size_bytes={"fp32": os.path.getsize(fp32), "int8": os.path.getsize(gate.model)}, prepare=prep.to_dict(),
             engine=profile.engine, execution=_execution(gate.model, runtime), layer_latency=guard,
-            calibration={**_recipe_record(recipe), **({"method_fallback": fallback} if fallback else {})},
+            calibration={**_recipe_record(recipe, len(cal_frames)), **({"method_fallback": fallback} if fallback else {})},
             gate_data=_gate_data(scorer, eval_dataset, eval_spec, eval_split, held))
         return _write(b, report, gate.model, table, recipe, fp32, work)
     finally:
@@ -392,9 +392,12 @@ def _execution(model: Path, runtime: str) -> dict[str, Any]:
     return {"runtime": "openvino-cpu", **int8_execution(model).to_dict()}
 
 
-def _recipe_record(recipe: CalibrationRecipe) -> dict[str, Any]:
-    """What the report says about the calibration frames: the recipe without its folder, sources resolved."""
+def _recipe_record(recipe: CalibrationRecipe, used: int | None = None) -> dict[str, Any]:
+    """What the report says about the calibration frames: the recipe without its folder, sources resolved;
+    ``frames`` the number that calibrated (``used``), with ``frames_asked`` the recipe's when it gave fewer."""
     d = {k: v for k, v in recipe.to_dict().items() if k != "base_dir"}
+    if used is not None and used != d.get("frames"):
+        d["frames_asked"], d["frames"] = d.get("frames"), used
     try:
         d["resolved"] = recipe.resolved_sources()
     except InputError as e:  # an unset ${VAR}: the sources stay as written, with the reason

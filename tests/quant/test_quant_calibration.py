@@ -252,3 +252,17 @@ def test_calibration_chunk_fits_the_memory_available(tmp_path):
     assert fitting_chunk(path, 8, available=4 * per_frame) == 1
     with pytest.raises(QuantizationError, match="per frame, more than 25% of the"):
         fitting_chunk(path, 8, available=3 * per_frame)
+
+
+def test_the_report_records_the_frames_that_calibrated_not_only_those_asked(tmp_path):
+    """report.json said calibration.frames 200 (the recipe's) beside frames 7 (what calibrated): both kept now,
+    named apart; and a table cell never measured prints n/a, not None."""
+    from edgeseg.cli._common import _fmt
+    from edgeseg.quant.api import _recipe_record
+
+    d, _ = _png_folder(tmp_path)
+    recipe = CalibrationRecipe(source=str(d), frames=200)
+    rec = _recipe_record(recipe, len(collect_frames(recipe, progress=False)))
+    assert (rec["frames"], rec["frames_asked"]) == (6, 200)
+    assert "frames_asked" not in _recipe_record(CalibrationRecipe(source=str(d), frames=6), 6)
+    assert (_fmt(None), _fmt(0.5), _fmt(3)) == ("n/a", "0.5", "3")
