@@ -54,3 +54,34 @@ def test_predict_rejects_score_threshold_for_semantic_and_needs_an_output(tmp_pa
     assert main(["predict", str(b.root), str(tmp_path / "a.png"), "--json", str(tmp_path / "x.json"),
                  "--score-threshold", "0.5"]) != 0
     assert main(["predict", str(b.root), str(tmp_path / "a.png")]) != 0
+
+
+def test_predict_never_writes_over_its_images_or_its_bundle(tmp_path, capsys):
+    """`--json victim.jpg` replaced the image with JSON, `--json BUNDLE/manifest.json` destroyed the bundle, and a
+    rerun with --out the images' own folder wrote a_overlay.png over an input of that name."""
+    import hashlib
+
+    from edgeseg.cli import main
+    from edgeseg.data.io import write_image
+    from handmade_bundles import conv_bundle
+
+    b = conv_bundle(tmp_path / "b")
+    imgs = tmp_path / "imgs"
+    write_image(imgs / "a.png", red_square_image())
+
+    def digest():
+        return {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(tmp_path.rglob("*")) if p.is_file()}
+
+    assert main(["predict", str(b.root), str(imgs / "a.png"), "--out", str(imgs)]) == 0  # a_labels/a_overlay beside
+    before = digest()
+    cases = [(["--json", str(imgs / "a.png")], "is one of the images to predict"),
+             (["--json", str(b.root / "manifest.json")], "is in the bundle"),
+             (["--out", str(b.root)], "is in the bundle"),
+             (["--out", str(imgs)], "would write over images this run predicts")]
+    for extra, words in cases:
+        capsys.readouterr()
+        images = [str(p) for p in sorted(imgs.glob("*.png"))]  # the earlier run's PNGs given again as images
+        assert main(["predict", str(b.root), *images, *extra]) == 2, extra
+        err = capsys.readouterr().err
+        assert words in err and "fix:" in err, (extra, err)
+        assert digest() == before

@@ -95,6 +95,52 @@ def _panoptic_row(path: Path, result, out: Path | None, rgb, alpha: float, palet
     return row
 
 
+#: what --out writes per image, whatever the task: <stem><suffix>
+OUT_SUFFIXES = ("_labels.png", "_instances.png", "_panoptic.png", "_overlay.png")
+
+
+def _refuse_overwriting_inputs(args: argparse.Namespace, images: list[str]) -> None:
+    """Refuse a ``--json`` that names an input image or a file of the bundle, an ``--out`` inside the bundle,
+    and ``--out`` PNGs (``<stem>_overlay.png``, ...) that are input images (a rerun into the images' own folder
+    replaced ``a_overlay.png`` and read it back as an input). Only paths are compared; nothing is read."""
+    import os
+
+    from ..errors import InputError
+    from ..paths import shipped_bundle
+
+    def key(p) -> str:
+        return os.path.realpath(p)
+
+    inputs = {key(p): p for p in images}
+    bundle = Path(args.bundle)
+    if not bundle.exists() and os.sep not in str(args.bundle):
+        bundle = shipped_bundle(str(args.bundle)) or bundle
+    root = key(bundle) if bundle.is_dir() else None
+
+    def in_bundle(p) -> bool:
+        k = key(p)
+        return k == key(bundle) or (root is not None and (k + os.sep).startswith(root + os.sep))
+
+    if args.json is not None:
+        if key(args.json) in inputs:
+            raise InputError(f"--json {args.json} is one of the images to predict: writing it would replace the image",
+                             fix="give --json another path, e.g. ./predictions.json")
+        if in_bundle(args.json):
+            raise InputError(f"--json {args.json} is in the bundle {args.bundle}: writing it would change the bundle",
+                             fix=f"give --json a path outside the bundle, e.g. ./{Path(args.json).name}")
+    if args.out is not None:
+        if in_bundle(args.out):
+            raise InputError(f"--out {args.out} is in the bundle {args.bundle}: the PNGs would change the bundle",
+                             fix="give --out a folder outside the bundle, e.g. ./preds")
+        hits = [str(Path(args.out) / f"{Path(p).stem}{sfx}") for p in images for sfx in OUT_SUFFIXES
+                if key(Path(args.out) / f"{Path(p).stem}{sfx}") in inputs]
+        if hits:
+            raise InputError(f"--out {args.out} would write over images this run predicts: {', '.join(hits[:3])}"
+                             f"{' ...' if len(hits) > 3 else ''} (an earlier run's PNGs, given again as images?)",
+                             fix="write into another --out folder, or leave *_overlay.png / *_labels.png / "
+                                 "*_instances.png / *_panoptic.png out of the images")
+
+
 def run(args: argparse.Namespace) -> int:
     import time
 
@@ -118,6 +164,7 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(f"images with the same name would write the same PNGs in {args.out}: "
                              + "; ".join(", ".join(v) for v in clash[:3]),
                              fix="predict them into different --out folders, or rename them")
+    _refuse_overwriting_inputs(args, images)
     if args.json is not None:
         check_output(args.json, "--json")  # before any work: found at the end, the results would be lost
     if args.out is not None:
