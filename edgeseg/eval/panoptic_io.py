@@ -46,6 +46,7 @@ from typing import Any
 
 import numpy as np
 
+from .._compat import is_relative_to
 from .._io import atomic_write_bytes, atomic_write_text
 from ..data.coco_panoptic import Category, CocoPanoptic, id_to_rgb, read_categories, read_panoptic_png
 from ..errors import DataError, InputError
@@ -165,13 +166,28 @@ class PanopticWriter:
                                   for c in self.categories.values()]
         text = json.dumps(data)
         if self._stage is not None:
+            earlier = self._earlier_pngs()
             self.json_path.unlink(missing_ok=True)  # an earlier run's JSON must not describe the PNGs replaced below
             for src in sorted(f for f in self._stage.rglob("*") if f.is_file()):
                 dst = self.png_dir / src.relative_to(self._stage)
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(src, dst)
             self.discard()
+            # the earlier run's PNGs this run did not write again (a rerun with --limit): gone, so that the folder
+            # holds what the new JSON lists (only the PNGs that JSON listed: other files are not ours)
+            for name in sorted(earlier - {a["file_name"] for a in self.annotations}):
+                (self.png_dir / name).unlink(missing_ok=True)
         return atomic_write_text(self.json_path, text)
+
+    def _earlier_pngs(self) -> set[str]:
+        """The PNG names the JSON already at ``json_path`` lists inside the PNG folder (none when unreadable)."""
+        try:
+            anns = json.loads(self.json_path.read_text()).get("annotations", [])
+            names = {str(a["file_name"]) for a in anns if isinstance(a, dict) and isinstance(a.get("file_name"), str)}
+        except (OSError, ValueError, AttributeError):
+            return set()
+        root = self.png_dir.resolve()
+        return {n for n in names if n.endswith(".png") and is_relative_to((self.png_dir / n).resolve(), root)}
 
     def discard(self) -> None:
         """Drop the PNGs added so far (a failed run): the PNG folder and the JSON stay as they were."""

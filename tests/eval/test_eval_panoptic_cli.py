@@ -181,6 +181,22 @@ def test_a_failed_rerun_keeps_the_earlier_predictions(tmp_path, capsys):
     assert sorted(p.name for p in preds.iterdir()) == ["panoptic_val_pred", "panoptic_val_pred.json"]  # no staging left
 
 
+def test_a_rerun_with_fewer_images_leaves_only_its_own_pngs(tmp_path, capsys):
+    """`--save-predictions P --limit 1` after a run over both images kept the other image's PNG beside a JSON that
+    no longer listed it. A file the earlier JSON did not list is not ours: kept."""
+    bundle = center_bundle(tmp_path / "center.edgeseg")
+    gt_json = dataset(tmp_path)
+    preds = tmp_path / "preds"
+    assert _eval([bundle, "--data", f"coco-panoptic:{gt_json}", "--save-predictions", preds], capsys)[0] == 0
+    png_dir = preds / "panoptic_val_pred"
+    (png_dir / "notes.txt").write_text("mine")
+    assert sorted(p.name for p in png_dir.iterdir()) == ["im1_gt.png", "im2_gt.png", "notes.txt"]
+    assert _eval([bundle, "--data", f"coco-panoptic:{gt_json}", "--save-predictions", preds, "--limit", "1"],
+                 capsys)[0] == 0
+    listed = [a["file_name"] for a in json.loads((preds / "panoptic_val_pred.json").read_text())["annotations"]]
+    assert listed == ["im1_gt.png"] and sorted(p.name for p in png_dir.iterdir()) == ["im1_gt.png", "notes.txt"]
+
+
 def test_a_bundle_without_category_ids_is_matched_by_class_name(tmp_path, capsys):
     """An imported panoptic model has no dataset ids: its classes are the dataset's categories of the same
     names (case aside), and the scores are those of the bundle that carries the ids. Names that repeat,
