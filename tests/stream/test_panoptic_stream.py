@@ -135,3 +135,28 @@ def test_png_sink_panoptic_json_is_never_stale_and_survives_a_cut_line(tmp_path)
         {"id": 1, "category_id": 0, "iscrowd": 0, "area": 24, "bbox": [0, 0, 8, 3]},
         {"id": 7, "category_id": 1, "iscrowd": 0, "area": 6, "bbox": [2, 4, 3, 2]}]
     assert saved["categories"] == [{"id": 0, "name": "sky", "isthing": 0}, {"id": 1, "name": "car", "isthing": 1}]
+
+
+def test_png_sink_into_an_earlier_runs_folder_says_its_other_pngs_stay(tmp_path, caplog):
+    """A rerun into an earlier, longer run's --png-dir left that run's other PNGs beside the new ones without a word
+    (the new panoptic.json does not list them)."""
+    import logging
+
+    import numpy as np
+
+    from edgeseg.stream.sinks.files import LabelPngSink
+
+    out = tmp_path / "out"
+    out.mkdir()
+    for i in range(3):
+        (out / f"{i:06d}.png").write_bytes(b"x")
+    (out / "panoptic.json").write_text('{"annotations": []}')
+    with caplog.at_level(logging.WARNING, logger="edgeseg.stream"):
+        LabelPngSink(out).open()
+    assert "already holds 3 PNG(s)" in caplog.text and "unlisted in the new panoptic.json" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="edgeseg.stream"):
+        LabelPngSink(tmp_path / "fresh").open()
+    assert "already holds" not in caplog.text
+    assert np.array_equal(sorted(p.name for p in out.iterdir()), ["000000.png", "000001.png", "000002.png",
+                                                                  "panoptic.json"])  # nothing removed

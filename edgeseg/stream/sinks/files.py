@@ -19,6 +19,7 @@ annotations one line per frame as they come (a killed run keeps them).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 from pathlib import Path
@@ -34,6 +35,8 @@ from ...structures.frame import Frame
 from ...structures.rle import rle_encode_crops, rle_encode_labels
 from ..base import SINKS, Packet, Sink, refuse_input
 from ..._io import commit_file, writable_file, writable_folder
+
+log = logging.getLogger("edgeseg.stream")
 
 RECORDS: Registry[Callable[[Any], dict]] = Registry("JSON record", error=StreamError)
 
@@ -248,6 +251,13 @@ class LabelPngSink(Sink):
     def open(self) -> None:
         refuse_input(self.directory, self._source, "the label PNG folder")
         writable_folder(self.directory, self.directory)
+        earlier = sum(1 for _ in self.directory.glob(f"{self.prefix}*.png")) + \
+            sum(1 for _ in self.directory.glob(f"*/{self.prefix}*.png"))
+        if earlier:  # a stream replaces the PNGs of the frames it writes; an earlier, longer run's others stay
+            log.warning("--png-dir %s already holds %d PNG(s): this run replaces those of the frames it writes, the "
+                        "others stay beside them%s (write into an empty folder to keep runs apart)", self.directory,
+                        earlier, ", unlisted in the new panoptic.json" if
+                        (self.directory / f"{self.prefix}panoptic.json").is_file() else "")
 
     def _folder(self, source_id: str) -> Path:
         if not self.per_source:
