@@ -55,7 +55,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "whole precision/recall curve, so the bundle's display threshold would cut it short)")
     g.add_argument("--save-predictions", metavar="FILE|DIR", default=None,
                    help="instance: write the detections as a COCO results JSON (image_id, category_id, RLE "
-                        "segmentation, score, bbox xywh) that pycocotools' loadRes reads; panoptic: a folder that "
+                        "segmentation, score, bbox xywh) that pycocotools' loadRes reads (mask APs/APm/APl sort "
+                        "detections by mask area, as Detectron2 and MMDetection do: pop 'bbox' for COCOeval segm to "
+                        "get the same; loadRes would take the box area); panoptic: a folder that "
                         "gets <gt json stem>_pred.json and the PNGs in <gt json stem>_pred/ (COCO panoptic results) "
                         "that panopticapi's pq_compute and cityscapesScripts' evaluatePanoptic read (with --limit, "
                         "only the images scored)")
@@ -168,6 +170,11 @@ def _run_instance(args: argparse.Namespace, dataset) -> int:
                   "mapping by class index")
         if cmap.dropped:
             print(f"note: model classes without a dataset category are dropped: {', '.join(cmap.dropped)}")
+        missing = [c for c in cmap.missing if dataset_has_instances(dataset, c)]
+        if missing:
+            print(f"warning: dataset categories no model class maps to (each of their instances is a miss): "
+                  f"{', '.join(missing)}; if the model calls them otherwise, pair them with --class-map MODEL=DATASET "
+                  f"(e.g. --class-map {cmap.dropped[0] if cmap.dropped else 'person'}={missing[0]})")
         records: list[dict] | None = [] if args.save_predictions else None
         scores = evaluate_instances(predictor, dataset, cmap.to_category, progress=not args.no_progress,
                                     limit=args.limit, results=records)
@@ -193,8 +200,17 @@ def _run_instance(args: argparse.Namespace, dataset) -> int:
     return 0
 
 
+def dataset_has_instances(dataset, name: str) -> bool:
+    """Whether the instance dataset holds any instance of the category ``name`` (True when it cannot tell)."""
+    counts = getattr(dataset, "category_counts", None)
+    if not callable(counts):
+        return True
+    return counts().get(name, 0) > 0
+
+
 def _run_panoptic(args: argparse.Namespace, dataset) -> int:
     import time
+    from pathlib import Path
 
     from .._timing import Latency
     from ..eval.panoptic import evaluate_panoptic
@@ -211,6 +227,12 @@ def _run_panoptic(args: argparse.Namespace, dataset) -> int:
             raise InputError(f"--save-predictions {args.save_predictions}: {args.data} has no ground-truth JSON to name "
                              "the predictions after and to score them against (COCO-panoptic results pair with one)",
                              fix="leave --save-predictions out, or score coco-panoptic: data")
+        if Path(args.save_predictions).suffix.lower() == ".json" and not Path(args.save_predictions).is_dir():
+            raise InputError(f"--save-predictions {args.save_predictions}: panoptic predictions are a folder (a JSON and "
+                             "its PNGs), not one JSON file",
+                             fix=f"give a folder, e.g. --save-predictions {Path(args.save_predictions).with_suffix('')}: "
+                                 f"it gets {Path(dataset.json_path).stem}_pred.json and {Path(dataset.json_path).stem}"
+                                 "_pred/ with the PNGs")
         json_path, png_dir = prediction_paths(args.save_predictions, dataset.json_path)
         outputs += [("--save-predictions", json_path), ("--save-predictions", png_dir)]
         check_output(args.save_predictions, "--save-predictions", "folder")

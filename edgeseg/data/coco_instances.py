@@ -26,6 +26,7 @@ folder, COCO's ``annotations/`` layout) unless ``images=DIR`` is given.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +39,8 @@ from ..structures import ImageShape
 from ..structures.rle import rle_decode
 from .base import DATASETS, ImageLookup, coco_image_dir, coco_spec_json, keep_cities
 from .io import read_image
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -286,8 +289,26 @@ class CocoInstances(InstanceDataset):
         for n, ann in enumerate(anns):
             self._check_annotation(ann, n, known)
             self._anns[int(ann["image_id"])].append(ann)
+        names = [n.lower() for n in self.classes]
+        twice = sorted({self.classes[i] for i, n in enumerate(names) if names.count(n) > 1})
+        if twice:  # matched by name, a model class goes to the first category of that name only
+            log.warning("%s: category name(s) %s are used by more than one category id (%s): a model class of that "
+                        "name is scored as the first", where, ", ".join(twice), ", ".join(
+                            f"{n}={c}" for c, n in zip(self.category_ids, self.classes) if n in twice))
+        if self.images and not anns:
+            log.warning("%s lists %d images but no annotation: every AP is undefined (n/a), and any detection a "
+                        "false positive", where, len(self.images))
         if self.image_dir is not None and check_images:
             self._check_images()
+
+    def category_counts(self) -> dict[str, int]:
+        """Category name -> how many annotations (crowds aside) it has."""
+        out = {n: 0 for n in self.classes}
+        for anns in self._anns.values():
+            for a in anns:
+                if not a.get("iscrowd", 0):
+                    out[self.classes[self._index[int(a["category_id"])]]] += 1
+        return out
 
     def _read_json(self) -> dict:
         if not self.json_path.is_file():

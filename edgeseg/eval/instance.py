@@ -532,12 +532,14 @@ class CategoryMap:
     by: ``"name"`` (names compared case-insensitively, plus any explicit pairs) or ``"index"``
     (no name is shared: model class i -> the i-th category in id order).
     pairs: ``(model class, category name or None)`` per model class. dropped: unmatched model classes.
+    missing: dataset categories no model class maps to (their instances are all misses).
     """
 
     to_category: tuple[int, ...]
     by: str
     pairs: tuple[tuple[str, str | None], ...]
     dropped: tuple[str, ...]
+    missing: tuple[str, ...] = ()
 
 
 def _key(name: str) -> str:
@@ -567,12 +569,21 @@ def category_map(model_classes: Sequence[str], categories: Mapping[int, str],
     matched = {i: by_name[_key(n)] for i, n in enumerate(model) if i not in chosen and _key(n) in by_name}
     by = "name"
     if not matched and not chosen:
-        by, matched = "index", {i: ids[i] for i in range(min(len(model), len(ids)))}
+        if len(model) != len(ids):  # by index a 80-class model's 'bicycle' was scored as an 8-class set's 'rider'
+            show = lambda names: ", ".join(names[:8]) + (" ..." if len(names) > 8 else "")  # noqa: E731
+            raise InputError(f"no class name is shared between the model ({len(model)} classes: {show(list(model))}) "
+                             f"and the dataset ({len(ids)} categories: {show([categories[c] for c in ids])}), and "
+                             "their counts differ: matching them by position would score one class as another",
+                             fix="name the pairs with --class-map MODEL=DATASET,... (e.g. person=pedestrian), or "
+                                 "import the model with the dataset's names (--names)")
+        by, matched = "index", {i: ids[i] for i in range(len(model))}
     chosen.update(matched)
     lut = tuple(chosen.get(i, -1) for i in range(len(model)))
+    used = set(lut)
     return CategoryMap(
         to_category=lut,
         by=by,
         pairs=tuple((n, categories[c] if c >= 0 else None) for n, c in zip(model, lut)),
         dropped=tuple(n for n, c in zip(model, lut) if c < 0),
+        missing=tuple(categories[c] for c in ids if c not in used),
     )

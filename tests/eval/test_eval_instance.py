@@ -370,8 +370,14 @@ def test_category_map_by_name_explicit_and_index():
     assert m.to_category == (24, 26, -1) and m.by == "name" and m.dropped == ("dog",)
     m = category_map(["person", "cyclist", "car"], cats, {"cyclist": "rider"})
     assert m.to_category == (24, 25, 26) and m.pairs[1] == ("cyclist", "rider")
-    m = category_map(["a", "b"], cats)
-    assert m.by == "index" and m.to_category == (24, 25)
+    m = category_map(["a", "b", "c"], cats)
+    assert m.by == "index" and m.to_category == (24, 25, 26) and m.missing == ()
+    # no name shared and the counts differ: by position, one class would be scored as another
+    with pytest.raises(InputError, match="their counts differ") as e:
+        category_map(["a", "b"], cats)
+    assert "--class-map" in e.value.fix
+    m = category_map(["person", "bike"], cats)  # matched by name: the categories left are named
+    assert m.missing == ("rider", "car") and m.dropped == ("bike",)
     with pytest.raises(InputError, match="no class"):
         category_map(["person"], cats, {"bike": "rider"})
     with pytest.raises(InputError, match="no category"):
@@ -514,6 +520,33 @@ def test_eval_command_on_coco_instances(tiny_coco, tmp_path, monkeypatch, capsys
         ev.evaluate(), ev.accumulate(), ev.summarize()
     np.testing.assert_allclose([data["box"]["stats"][n] for n in STAT_NAMES], ev.stats, rtol=0, atol=1e-12)
     assert set(data["box"]["per_class"]) == {"Person", "car"} and "box AP %" in out
+
+
+def test_eval_command_names_categories_no_model_class_maps_to(tiny_coco, tmp_path, monkeypatch, capsys, caplog):
+    """A dataset calling persons 'pedestrian': its instances all missed with no word but a 'dropped' note. And a
+    JSON with no annotation, or two categories of one name, are said."""
+    import edgeseg.predictor
+    from edgeseg.cli import main
+
+    data = json.loads(tiny_coco.read_text())
+    data["categories"][0]["name"] = "pedestrian"
+    renamed = tiny_coco.with_name("instances_renamed.json")
+    renamed.write_text(json.dumps(data))
+    ds = CocoInstances(tiny_coco, tiny_coco.parent / "val")
+    monkeypatch.setattr(edgeseg.predictor, "load", lambda *a, **k: _FakeBundle(ds))
+    assert main(["eval", "fake.edgeseg", "--data", f"coco-instance:{renamed},images={tiny_coco.parent / 'val'}",
+                 "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "dataset categories no model class maps to (each of their instances is a miss): pedestrian" in out
+    assert "--class-map person=pedestrian" in out
+    data["annotations"] = []
+    data["categories"].append({"id": 11, "name": "Car"})
+    empty = tiny_coco.with_name("instances_empty.json")
+    empty.write_text(json.dumps(data))
+    with caplog.at_level("WARNING", logger="edgeseg.data.coco_instances"):
+        CocoInstances(empty, tiny_coco.parent / "val")
+    assert "lists 3 images but no annotation" in caplog.text
+    assert "category name(s) Car, car are used by more than one category id (car=9, Car=11)" in caplog.text
 
 
 def test_eval_command_refuses_semantic_bundle_on_instance_data(tiny_coco, monkeypatch, capsys):

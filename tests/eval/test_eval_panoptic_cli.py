@@ -159,6 +159,15 @@ def test_unwritable_save_predictions_is_refused_before_the_model_runs(tmp_path, 
     assert (tmp_path / "a-file").read_text() == "x"
 
 
+def test_save_predictions_named_like_a_json_file_is_refused_for_panoptic_data(tmp_path, capsys):
+    """It made a folder named preds.json."""
+    gt_json = dataset(tmp_path)
+    rc, _, err = _eval([center_bundle(tmp_path / "c.edgeseg"), "--data", f"coco-panoptic:{gt_json}",
+                        "--save-predictions", tmp_path / "preds.json"], capsys)
+    assert rc == 2 and "panoptic predictions are a folder" in err and "panoptic_val_pred.json" in err, err
+    assert not (tmp_path / "preds.json").exists()
+
+
 def test_a_failed_rerun_keeps_the_earlier_predictions(tmp_path, capsys):
     """The first image's PNG used to be replaced before the second image failed, leaving the earlier
     run's JSON beside a PNG it does not describe."""
