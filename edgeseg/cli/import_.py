@@ -230,6 +230,16 @@ def run(args: argparse.Namespace) -> int:
             "%s: imports %s as a %s model%s", nv.path, nv.onnx, nv.task,
             f" named by {Path(nv.files[1]).name} ({len(nv.names)} classes)" if nv.names and nv_names else "")
     args.task = args.task or "semantic"
+    if args.task == "panoptic":  # an Ultralytics model is never panoptic: say what it is, not which option is missing
+        from ..export.import_instance import ULTRALYTICS_TASKS, ultralytics_task
+
+        kind = ultralytics_task(args.onnx)
+        if kind is not None:
+            how = {"instance": "import it with --task instance, then fuse it with a semantic bundle for panoptic "
+                               "output: edgeseg fuse SEMANTIC INSTANCE --out panoptic.edgeseg",
+                   "semantic": "import it with --task semantic"}.get(ULTRALYTICS_TASKS.get(kind, ""),
+                                                                      "edgeseg imports Ultralytics' segment and semantic models")
+            raise InputError(f"{args.onnx} is an Ultralytics {kind} model, not a panoptic one", fix=how)
     names_given = args.names is not None
     if names_given:
         if args.classes is not None:

@@ -42,6 +42,9 @@ CHECKPOINT_MAX_REL_DIFF = 1e-5   # the rebuilt checkpoint vs the source model (b
 
 def normalize_classes(classes: int | Sequence[str], num_classes: int | None, where: str) -> tuple[str, ...]:
     """An int N means ``class_0 .. class_{N-1}``; names must match the model's class count."""
+    if isinstance(classes, int) and classes < 1:
+        raise ExportError(f"{where}: --classes {classes}: a model has one class or more",
+                          fix="give the number of classes the model outputs, or their names")
     names = tuple(f"class_{i}" for i in range(classes)) if isinstance(classes, int) else tuple(str(c) for c in classes)
     if not names:
         raise ExportError(f"{where}: no classes given")

@@ -65,7 +65,10 @@ def _check_geometry(sem: InputSpec, inst: InputSpec) -> bool:
     def how(m: InputSpec) -> str:
         return f"{m.resize}{', ' + m.anchor if m.resize == 'letterbox' else ''}"
 
-    fix = f"export the semantic model at the instance model's size (--size {inst.size.width}x{inst.size.height})" \
+    fix = (f"either bring the semantic model to the instance model's size and letterbox (from its training weights: "
+           f"edgeseg export WEIGHTS --size {inst.size.width}x{inst.size.height}, then import or export it with the same "
+           f"--resize/--anchor), or import the instance model again with --resize resize so that both stretch frames "
+           f"(a model trained on letterboxed frames may lose accuracy stretched)") \
         if sem.size != inst.size or sem.resize != inst.resize else \
         f"import the semantic model again with --anchor {inst.anchor}, as the instance model letterboxes"
     raise InputError(f"the semantic model takes {sem.size} ({how(sem)}) and the instance model {inst.size} ({how(inst)}): "

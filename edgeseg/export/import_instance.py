@@ -108,6 +108,15 @@ def _metadata_of(path: str, mtime_ns: int, size: int) -> dict[str, str] | None:
         return None
 
 
+def ultralytics_task(path) -> str | None:
+    """The Ultralytics task (``segment``, ``semantic``, ``detect``, ...) an export's metadata names; None for a file
+    without Ultralytics' metadata."""
+    meta = _file_metadata(str(path))
+    if meta is None or not meta.get("author", "").lower().startswith("ultralytics"):
+        return None
+    return meta.get("task") or None
+
+
 def ultralytics_semantic(path) -> dict | None:
     """For an Ultralytics semantic segmentation export (YOLO26-sem: ``task`` metadata ``semantic``): its class
     names, network size and pre-processing (letterbox, centred, grey 114, RGB, /255, as its predictor does), as
@@ -295,8 +304,9 @@ def import_instance_onnx(onnx_path: str | os.PathLike, out: str | os.PathLike, *
     if classes is not None:
         names = normalize_classes(classes, None, f"import of {path}")
         if meta_names is not None and len(meta_names) != len(names):
-            raise InputError(f"{path}: the model's metadata names {len(meta_names)} classes, --classes gives {len(names)}",
-                             fix="drop --classes to use the model's own names, or give the right count")
+            raise InputError(f"{path}: the model's metadata names {len(meta_names)} classes, but {len(names)} were given "
+                             "(--classes/--names)", fix="drop --classes/--names to use the model's own names, or give "
+                                                        "one per class")
     elif meta_names is not None:
         names = meta_names
     original_opset = default_opset(model)
@@ -423,7 +433,8 @@ def import_instance_onnx(onnx_path: str | os.PathLike, out: str | os.PathLike, *
                   family.lower() if not boxmask.batched else "boxes-scores"}
     elif yolact is not None:  # YOLACT's separate outputs -> the yolov8 layout, inside the graph
         if names is not None and len(names) != yolact.nc:
-            raise InputError(f"{path}: the model has {yolact.nc} object classes (+ background), --classes gives {len(names)}",
+            raise InputError(f"{path}: the model has {yolact.nc} object classes (+ background), but {len(names)} were "
+                             "given (--classes/--names)",
                              fix="give one name per object class, without the background")
         if defaulted:  # keeps what _reconcile_spec read from the graph
             convention = preset or YOLACT_INPUT

@@ -204,7 +204,9 @@ def test_fuse_cli(tmp_path, capsys):
     assert main(["fuse", "shapes", "shapes-instance", "--things", "circle,triangle", "--stuff-area", "50",
                  "--out", str(out), "--json", str(tmp_path / "p.json")]) == 0
     m = Bundle.open(out).manifest
-    assert m.classes == ("sky", "ground", "road", "circle", "triangle") and m.decoder_options.stuff_area == 50
+    # the semantic model's rectangle, not a chosen thing, stays stuff
+    assert m.classes == ("sky", "ground", "road", "rectangle", "circle", "triangle")
+    assert m.decoder_options.stuff_area == 50
     assert "things circle, triangle" in capsys.readouterr().out
     assert main(["fuse", "shapes", "shapes-instance", "--things", "hexagon", "--out", str(tmp_path / "g")]) != 0
     assert np.isfinite(Bundle.open(out).report["parity"]["min_pixel_agreement"])

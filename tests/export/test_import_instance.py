@@ -28,7 +28,7 @@ def test_layout_detection_from_shapes():
 
 
 @pytest.mark.data
-def test_yolov8_seg_import_matches_an_independent_decode(data_root, tmp_path):
+def test_yolov8_seg_import_matches_an_independent_decode(data_root, tmp_path, capsys):
     import edgeseg
     from edgeseg._ort import make_session
     from edgeseg.data.io import read_image
@@ -43,8 +43,17 @@ def test_yolov8_seg_import_matches_an_independent_decode(data_root, tmp_path):
         ("letterbox", 114, 1 / 255, (0.0, 0.0, 0.0), ImageShape(320, 320))
     opts = m.decoder_options
     assert (opts.layout, opts.prototype_format, opts.num_masks) == ("prototype", "yolov8", 32)
-    with pytest.raises(InputError, match="metadata names 80 classes"):
+    with pytest.raises(InputError, match="metadata names 80 classes, but 20 were given"):
         import_onnx(src, tmp_path / "bad", task="instance", classes=20, input_spec=None)
+    from edgeseg.cli import main
+
+    # the command line: an Ultralytics segment model asked for as panoptic is named for what it is
+    capsys.readouterr()
+    assert main(["import", str(src), "--task", "panoptic", "--out", str(tmp_path / "p")]) == 2
+    err = capsys.readouterr().err
+    assert "is an Ultralytics segment model, not a panoptic one" in err and "edgeseg fuse SEMANTIC INSTANCE" in err
+    assert main(["import", str(src), "--task", "instance", "--classes", "0", "--out", str(tmp_path / "z")]) == 2
+    assert "--classes 0: a model has one class or more" in capsys.readouterr().err
 
     session = make_session(str(src))
     images = sorted((data_root / "cityscapes_panoptic" / "val").glob("*.jpg"))[:4]
