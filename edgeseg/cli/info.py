@@ -71,10 +71,14 @@ def _print(info: dict) -> None:
           + (", dynamic batch" if spec["dynamic_batch"] else ""))
     for o in info["outputs"]:
         print(f"output   {o['name']}: {o['kind']} {o['dtype']} {o['shape']}")
+    quantized = (info["report"].get("import") or {}).get("quantized")
     for mf in info["models"]:
         extra = "".join(f", {k} {mf[k]}" for k in ("target", "opset") if mf[k] is not None)
         extra += f", {mf['weights']} weights" if mf.get("weights") else ""
-        print(f"model    {mf['file']}: {mf['precision']}{extra}")
+        precision = mf["precision"]
+        if quantized and mf["file"] == "model.onnx":  # an imported INT8 model in the float slot: not FP32
+            precision += f" slot ({quantized.split(':')[0]}: quantized already)"
+        print(f"model    {mf['file']}: {precision}{extra}")
     print("files")
     for rel, f in info["files"].items():
         print(f"  {rel:<28} {f['bytes']:>12,d} B  sha256 {f['sha256'][:16]}")

@@ -27,6 +27,16 @@ def half_weights(model) -> str | None:
     return {10: "float16", 16: "bfloat16"}.get(kind)
 
 
+#: ops of a model that is quantized already (Q/DQ, QOperator or integer-arithmetic form)
+QUANTIZED_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearConv", "QLinearMatMul",
+                           "ConvInteger", "MatMulInteger", "QLinearAdd", "QLinearMul", "QGemm"})
+
+
+def quantized_ops(model) -> list[str]:
+    """The :data:`QUANTIZED_OPS` ``model``'s graph holds, sorted (empty for a float model)."""
+    return sorted({n.op_type for n in model.graph.node if n.op_type in QUANTIZED_OPS})
+
+
 def default_opset(model) -> int:
     """The version of the default ONNX domain the model imports (0 if none)."""
     for imp in model.opset_import:

@@ -34,7 +34,7 @@ from .._ort import ir_version_limit, make_session
 from ..bundle import Bundle, Manifest, ModelFile, OutputSpec
 from ..errors import ExportError, InputError, UnsupportedError
 from ..structures import ImageShape, InputSpec, SemanticOptions
-from .graph import clean_graph, default_opset, dims, elem_dtype, graph_inputs, half_weights, save_single_file
+from .graph import clean_graph, default_opset, dims, elem_dtype, graph_inputs, half_weights, quantized_ops, save_single_file
 
 log = logging.getLogger(__name__)
 MIN_OPSET = 9
@@ -440,6 +440,11 @@ def write_imported(model, out: str | os.PathLike, manifest: Manifest, opset: int
     (every import task ends here)."""
     import onnx
 
+    ops = quantized_ops(model)
+    if ops:  # runs as given; `edgeseg quantize` refuses it (it needs the float model), and info says so
+        report = {**report, "quantized": f"{', '.join(ops)}: quantized already (INT8 weights), not a float model"}
+        log.warning("%s: the model is quantized already (%s): it runs as given; edgeseg quantize needs the float "
+                    "model to calibrate", manifest.name, ", ".join(ops))
     with tempfile.TemporaryDirectory(prefix="edgeseg-import-") as tmp:
         saved = save_single_file(model, Path(tmp) / "model.onnx")
         onnx.checker.check_model(str(saved))

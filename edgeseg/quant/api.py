@@ -132,6 +132,7 @@ def quantize_bundle(bundle, calib: str | CalibrationRecipe | Sequence, target: s
         raise InputError(f"--max-drop must be a number >= 0 (the largest metric drop from FP32 allowed), got {max_drop}",
                          fix="e.g. --max-drop 1.0 (one mIoU point); 0 asks INT8 to score at least what FP32 scores")
     b = bundle if isinstance(bundle, Bundle) else Bundle.open(bundle)
+    _check_float_bundle(b)  # before the calibration frames are read: a model quantized already is refused anyway
     profile = _engine_profile(get_profile(target), engine, method)
     if profile.name == "openvino" and _has_openvino():  # before any calibration: OpenVINO must read the graph
         _check_openvino_reads(b)
@@ -390,6 +391,16 @@ def _execution(model: Path, runtime: str) -> dict[str, Any]:
     from .openvino import int8_execution
 
     return {"runtime": "openvino-cpu", **int8_execution(model).to_dict()}
+
+
+def _check_float_bundle(b) -> None:
+    """The bundle's FP32 model must be a float one (:func:`~edgeseg.quant.prepare.check_float_model`)."""
+    import onnx
+
+    from .prepare import check_float_model
+
+    path = b.model_path("fp32")
+    check_float_model(onnx.load(str(path), load_external_data=False), str(path))
 
 
 def _recipe_record(recipe: CalibrationRecipe, used: int | None = None) -> dict[str, Any]:

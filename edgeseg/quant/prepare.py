@@ -103,9 +103,9 @@ def prepare_model(src, dst: str | Path, *, optimize: bool = True) -> PrepareRepo
     return PrepareReport(opset_before, model_opset(model), tuple(folded), renamed, nodes_before, len(model.graph.node), tuple(steps))
 
 
-#: ops of a model that is quantized already (Q/DQ, QOperator or integer-arithmetic form)
-QUANTIZED_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearConv", "QLinearMatMul",
-                           "ConvInteger", "MatMulInteger", "QLinearAdd", "QLinearMul", "QGemm"})
+
+
+from ..export.graph import QUANTIZED_OPS  # noqa: E402  (ops of a model that is quantized already)
 
 
 def check_float_model(model, where: str) -> None:

@@ -119,7 +119,22 @@ def test_a_model_that_is_quantized_already_is_refused(bundle, tmp_path):
         with pytest.raises(QuantizationError, match="quantized already") as e:
             quantize_bundle(imported, GOOD, target=target, progress=False, latency=False)
         assert "float model" in str(e.value) and "fix:" in str(e.value)
+    # refused before the calibration frames are read: a source that does not exist is never opened
+    with pytest.raises(QuantizationError, match="quantized already"):
+        quantize_bundle(imported, str(tmp_path / "no-such-folder"), target="cpu", progress=False, latency=False)
     assert hashes(imported) == before
+    from edgeseg.bundle import Bundle
+
+    # and the import said so, as does edgeseg info (it listed the model as fp32)
+    assert "QuantizeLinear" in Bundle.open(imported).report["import"]["quantized"]
+    import contextlib
+    import io
+
+    from edgeseg.cli import main
+
+    with contextlib.redirect_stdout(io.StringIO()) as out:
+        assert main(["info", str(imported)]) == 0
+    assert "model    model.onnx: fp32 slot (" in out.getvalue() and "quantized already)" in out.getvalue()
 
 
 def test_eval_set_with_other_classes_warns_how_they_were_matched(bundle, caplog):
