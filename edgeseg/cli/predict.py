@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import sys
 from pathlib import Path
 
@@ -79,11 +80,13 @@ def _instance_row(path: Path, result, out: Path | None, rgb, alpha: float, palet
     return row
 
 
-def _panoptic_row(path: Path, result, out: Path | None, rgb, alpha: float, palette) -> dict:
-    """One image's JSON entry (the stream's record: id, class, category id, isthing, area, RLE) and its PNGs."""
+def _panoptic_row(path: Path, result, out: Path | None, rgb, alpha: float, palette, coco: dict | None = None) -> dict:
+    """One image's JSON entry (the stream's record: id, class, category id, isthing, area, RLE) and its PNGs;
+    ``coco`` collects the COCO-panoptic annotation and categories of ``--out``'s ``panoptic.json``."""
     from ..data.io import write_image
     from ..stream.overlay import Renderer
     from ..stream.sinks.files import label_image, panoptic_record
+    from ..structures.coco_panoptic import segments_info
 
     row = {"file": str(path), "height": result.shape.height, "width": result.shape.width,
            "segments": panoptic_record(result)["segments"]}
@@ -92,7 +95,26 @@ def _panoptic_row(path: Path, result, out: Path | None, rgb, alpha: float, palet
         write_image(ids_png, label_image(result))
         write_image(overlay_png, Renderer(palette, result.class_names, alpha=alpha, hud=False)(rgb, result))
         row.update(panoptic_png=str(ids_png), overlay=str(overlay_png))
+        if coco is not None:  # image id: the file's stem, as the stream's PNG sink and Cityscapes name them
+            coco["annotations"].append({"image_id": path.stem, "file_name": ids_png.name,
+                                        "segments_info": segments_info(result, where=f" of {path}")})
+            for seg in result.segments:
+                k = result.class_index(seg.category_id)
+                coco["categories"].setdefault(int(seg.category_id), {
+                    "id": int(seg.category_id), "isthing": int(bool(seg.isthing)),
+                    "name": result.class_names[k] if 0 <= k < len(result.class_names) else str(seg.category_id)})
     return row
+
+
+def _write_panoptic_json(out: Path | None, coco: dict) -> None:
+    """``--out``'s ``panoptic.json`` (COCO-panoptic predictions that panopticapi reads, as the stream's PNG sink
+    writes), for the images done."""
+    if out is None or not coco["annotations"]:
+        return
+    from .._io import atomic_write_text
+
+    doc = {"annotations": coco["annotations"], "categories": [coco["categories"][c] for c in sorted(coco["categories"])]}
+    atomic_write_text(out / "panoptic.json", json.dumps(doc))
 
 
 #: what --out writes per image, whatever the task: <stem><suffix>
@@ -182,7 +204,8 @@ def run(args: argparse.Namespace) -> int:
 
     bar = tqdm(total=len(images), unit="image", leave=False, dynamic_ncols=True,
                disable=args.no_progress or len(images) < 2 or not sys.stderr.isatty())
-    with predictor, bar, _results_kept_on_interrupt(args, predictor, task, rows, failed):
+    coco: dict = {"annotations": [], "categories": {}}  # --out's panoptic.json (panoptic bundles)
+    with predictor, bar, _results_kept_on_interrupt(args, predictor, task, rows, failed, lambda: _write_panoptic_json(out, coco)):
         for path in map(Path, images):
             bar.update(1)
             try:
@@ -203,7 +226,7 @@ def run(args: argparse.Namespace) -> int:
                 rows.append(row)
                 continue
             if task == "panoptic":
-                row = _panoptic_row(path, result, out, rgb, args.alpha, predictor.palette)
+                row = _panoptic_row(path, result, out, rgb, args.alpha, predictor.palette, coco)
                 names = [d["class"] for d in row["segments"] if d["isthing"]]
                 table.append({"image": str(path), "size": size, "ms": 1e3 * dt, "segments": len(row["segments"]),
                               "instances": len(names), "classes": ", ".join(sorted(set(names)))[:60]})
@@ -227,6 +250,7 @@ def run(args: argparse.Namespace) -> int:
                "panoptic": ["image", "size", "ms", "segments", "instances", "classes"]}
     print_table(table, columns.get(task, ["image", "size", "ms", "top class", "labels"]))
     _write_results(args, predictor, task, rows, failed)
+    _write_panoptic_json(out, coco)
     if failed:
         raise InputError(f"{len(failed)} of {len(images)} image(s) could not be read: "
                          f"{', '.join(f['image'] for f in failed[:5])}{' ...' if len(failed) > 5 else ''}"
@@ -267,11 +291,14 @@ def _write_results(args, predictor, task: str, rows: list, failed: list, interru
 
 
 @contextlib.contextmanager
-def _results_kept_on_interrupt(args, predictor, task: str, rows: list, failed: list):
-    """Ctrl-C (or SIGTERM) halfway through a long list still writes ``--json`` for the images done."""
+def _results_kept_on_interrupt(args, predictor, task: str, rows: list, failed: list, also=None):
+    """Ctrl-C (or SIGTERM) halfway through a long list still writes ``--json`` (and ``also()``: ``--out``'s
+    ``panoptic.json``) for the images done."""
     try:
         yield
     except KeyboardInterrupt:
+        if also is not None:
+            also()
         if args.json and (rows or failed):
             _write_results(args, predictor, task, rows, failed, interrupted=True)
             print(f"edgeseg predict: {len(rows)} image(s) done before the interruption: results in {args.json}",

@@ -68,6 +68,15 @@ def test_predict_panoptic_json_and_pngs(scene, tmp_path, capsys):
     overlay = read_image(out / "f001_overlay.png")
     assert overlay.shape == (120, 160, 3) and not np.array_equal(overlay, read_image(frame))
     assert "segments" in capsys.readouterr().out
+    # panoptic.json beside the PNGs, as the stream's PNG sink writes it (the docs said so; predict wrote none)
+    doc = json.loads((out / "panoptic.json").read_text())
+    (ann,) = doc["annotations"]
+    assert (ann["image_id"], ann["file_name"]) == ("f001", "f001_panoptic.png")
+    assert {s["id"] for s in ann["segments_info"]} == set(np.unique(ids)) - {0}
+    by_id = {s["id"]: s for s in row["segments"]}
+    for s in ann["segments_info"]:
+        assert s["category_id"] == by_id[s["id"]]["class_id"] and s["area"] == int((ids == s["id"]).sum())
+    assert {c["id"] for c in doc["categories"]} == {s["category_id"] for s in ann["segments_info"]}
 
 
 def test_png_sink_writes_coco_panoptic_that_scores_like_edgeseg_eval(tmp_path, capsys):
