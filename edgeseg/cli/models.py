@@ -13,6 +13,7 @@ EXAMPLES = (
     "edgeseg models --task semantic --json models.json",
     "edgeseg models --encoders            # the encoders any decoder can be built on",
     "edgeseg models --encoder hrnetv2_w18_small   # every model that can be built on HRNetV2, its size there",
+    "edgeseg models --bundles             # the trained bundles shipped with edgeseg (road, street-instance, ...)",
 )
 
 
@@ -24,20 +25,50 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "model's own default, e.g. COCO's for instance and panoptic variants)")
     p.add_argument("--tiny", action="store_true", help="also list the tiny test_* variants")
     p.add_argument("--encoders", action="store_true", help="list the registered encoders instead of the models")
+    p.add_argument("--bundles", action="store_true",
+                   help="list the trained bundles shipped with edgeseg (usable by name: edgeseg run --bundle road) "
+                        "instead of the architectures; needs no torch")
     p.add_argument("--encoder", default=None, metavar="NAME",
                    help="build each listed model on this encoder (as 'edgeseg train --encoder' does); models "
                         "whose backbone is part of the architecture are named below the table")
     add_json_option(p)
 
 
+def _list_bundles(args: argparse.Namespace) -> int:
+    """The shipped bundles matching the pattern (and ``--task``): task, classes, input size, models."""
+    import fnmatch
+
+    from ..bundle import Bundle
+    from ..paths import shipped_bundle_names
+
+    rows = []
+    for name in shipped_bundle_names():
+        if not fnmatch.fnmatch(name, args.pattern):
+            continue
+        m = Bundle.open(name).manifest
+        if args.task and m.task != args.task:
+            continue
+        size = m.input.size
+        rows.append({"name": name, "task": m.task, "classes": len(m.classes),
+                     "input": f"{size.width}x{size.height}" if size else "any",
+                     "models": ", ".join(f"{mf.precision}" + (f"/{mf.target}" if mf.target else "") for mf in m.models)})
+    if not rows:
+        raise _no_match("bundle", args.pattern, shipped_bundle_names(), f" of task {args.task}" if args.task else "")
+    print_table(rows)
+    write_json(args.json, {"bundles": rows})
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.json:
+        check_output(args.json, "--json")
+    if args.bundles:  # before torch: a device with the runtime alone lists them too
+        return _list_bundles(args)
     import torch
 
     from ..errors import ModelError
     from ..models import create_model, list_models, model_info
 
-    if args.json:
-        check_output(args.json, "--json")
     if args.encoders:
         return _list_encoders(args)
     _check_filters(args)
@@ -87,7 +118,7 @@ def _no_match(what: str, pattern: str, names: list[str], where: str, listing: st
     from ..errors import InputError
 
     close = difflib.get_close_matches(pattern.strip("*?"), names, n=3, cutoff=0.5)
-    return InputError(f"no registered {what}{where} matches {pattern!r}",
+    return InputError(f"no {'shipped' if what == 'bundle' else 'registered'} {what}{where} matches {pattern!r}",
                       fix=f"did you mean {', '.join(close)}?" if close else f"'{listing}' lists them all")
 
 

@@ -189,6 +189,21 @@ def test_models_filters_that_match_nothing_say_so(capsys, argv, words, fix):
     assert f"edgeseg models: error: {words}" in err and fix in err
 
 
+def test_models_bundles_lists_the_shipped_bundles(capsys, tmp_path):
+    """No command listed the bundles usable by name (edgeseg models lists architectures)."""
+    from edgeseg.paths import shipped_bundle_names
+
+    rc, out, _ = _run(capsys, "models", "--bundles", "--json", str(tmp_path / "b.json"))
+    rows = json.loads((tmp_path / "b.json").read_text())["bundles"]
+    assert rc == 0 and [r["name"] for r in rows] == shipped_bundle_names() and "road" in out
+    road = next(r for r in rows if r["name"] == "road")
+    assert (road["task"], road["classes"], road["input"]) == ("semantic", 11, "480x360") and "int8/cpu" in road["models"]
+    rc, _, _ = _run(capsys, "models", "--bundles", "street*", "--task", "instance", "--json", str(tmp_path / "i.json"))
+    assert rc == 0 and [r["name"] for r in json.loads((tmp_path / "i.json").read_text())["bundles"]] == ["street-instance"]
+    rc, _, err = _run(capsys, "models", "--bundles", "rood")
+    assert rc == 2 and "no shipped bundle matches 'rood'" in err and "did you mean road" in err
+
+
 def test_models_with_a_known_task_and_encoder_still_lists(capsys, tmp_path):
     rc, _, _ = _run(capsys, "models", "segnet*", "--task", "semantic", "--json", str(tmp_path / "m.json"))
     rows = json.loads((tmp_path / "m.json").read_text())["models"]
