@@ -71,17 +71,43 @@ def _frame_files(source: Path) -> list[Path]:
     return files
 
 
+def source_path(text: str) -> Path:
+    """``--source`` as the file or folder it names: a path, or a ``file://`` / ``dir://`` URL as ``edgeseg run``
+    reads them (a live source is refused: it has no first frame to prompt on, nor frames to name masks after)."""
+    from ..errors import InputError
+    from ..stream.sources.uri import parse_source
+
+    if "://" in str(text):
+        spec = parse_source(text)
+        if spec.scheme not in ("file", "folder"):
+            raise InputError(f"source {text}: edgeseg vos reads a video file or a folder of frames, not a {spec.scheme} "
+                             "source", fix=f"track objects on a live source with: edgeseg run --source {text} "
+                                           "--prompt MASK.png --png-dir DIR")
+        return Path(spec.target)
+    return Path(text)
+
+
 def _frames(source: Path) -> tuple[Iterator[tuple[str, Any]], int | None]:
-    """(name, RGB image) pairs of a folder of frames or a video file, and their count if known."""
+    """(name, RGB image) pairs of a folder of frames or a video file, and their count if known. A folder's image
+    that cannot be read comes as ``(name, InputError)``: the caller goes on without it (as ``edgeseg run``)."""
     from ..data.io import read_image
     from ..data.video import VideoReader
-    from ..errors import InputError
+    from ..errors import DataError, InputError
+    from ..stream.sources.uri import _missing_file_fix
 
     if source.is_dir():
         files = _frame_files(source)
-        return ((p.stem, read_image(p)) for p in files), len(files)
+
+        def read(p: Path):
+            try:
+                return read_image(p)
+            except (InputError, DataError) as e:
+                return e
+
+        return ((p.stem, read(p)) for p in files), len(files)
     if not source.exists():
-        raise InputError(f"source not found: {source}", fix="give a video file or a folder of frames")
+        raise InputError(f"source not found: {source}", fix=_missing_file_fix(source, str(source)) if any(
+            c in source.name for c in "*?[") else "give a video file or a folder of frames")
     if source.stat().st_size == 0:
         raise InputError(f"video file {source} is empty (0 bytes)", fix="re-copy or re-record the file")
     reader = VideoReader(source, error=InputError, name=f"video {source}")
@@ -146,14 +172,29 @@ def _check_out(out: Path, overwrite: bool, source: Path | None = None, prompt: P
 def _propagate(prop, frames, prompt, prompt_path: str, out: Path, bar, written: set[str] | None = None,
                source: str = "the source") -> tuple[int, float, list[dict]]:
     """Run ``prop`` over ``frames`` writing one id PNG per frame: (frames, seconds in steps, events)."""
+    import logging
     import time
 
     from ..errors import InputError
     from ..structures import ImageShape
     from ..video import prompt_ids
 
-    step_s, events, n, first = 0.0, [], 0, None
+    step_s, events, n, first, ids = 0.0, [], 0, None, None
     for name, rgb in frames:
+        if isinstance(rgb, Exception):  # an unreadable image in a folder: its mask is the last frame's
+            reason = str(rgb).splitlines()[0]
+            if ids is None:
+                raise InputError(f"the first frame {name} of {source} cannot be read ({reason}): the prompt is drawn "
+                                 "on it", fix="replace the file, or start the folder at a frame that reads")
+            logging.getLogger(__name__).warning("frame %s cannot be read (%s): its mask repeats the last frame's, and "
+                                                "propagation goes on from the next one", name, reason)
+            events.append({"frame": name, "index": n, "unreadable": reason})
+            _write_ids(out / f"{name}.png", ids)
+            n += 1
+            if written is not None:
+                written.add(f"{name}.png")
+            bar.update(1)
+            continue
         shape = ImageShape.of(rgb)
         if n == 0:
             first = shape
@@ -170,7 +211,8 @@ def _propagate(prop, frames, prompt, prompt_path: str, out: Path, bar, written: 
             if info is not None and (info.cut or info.lost or info.redetected):
                 events.append({"frame": name, "index": info.index, "cut": info.cut, "lost": list(info.lost),
                                "redetected": list(info.redetected)})
-        _write_ids(out / f"{name}.png", _ids(result, rgb.shape[:2]))
+        ids = _ids(result, rgb.shape[:2])
+        _write_ids(out / f"{name}.png", ids)
         n += 1
         if written is not None:
             written.add(f"{name}.png")
@@ -212,18 +254,25 @@ def run(args: argparse.Namespace) -> int:
     if args.stats_json:
         check_output(args.stats_json, "--stats-json")
     prompt = read_prompt_mask(args.prompt)
-    frames, total = _frames(Path(args.source))
+    args.source = source_path(args.source)
+    frames, total = _frames(args.source)
     out = Path(args.out)
-    _check_out(out, args.overwrite, Path(args.source), Path(args.prompt))
+    _check_out(out, args.overwrite, args.source, Path(args.prompt))
     prop = _make(args.method)
     t_all = time.perf_counter()
     written: set[str] = set()  # the mask files this run has written
     try:
         with tqdm(total=total, unit="frame", disable=args.no_progress or not sys.stderr.isatty(), dynamic_ncols=True) as bar:
             n, step_s, events = _propagate(prop, frames, prompt, args.prompt, out, bar, written, str(args.source))
-    except (EdgesegError, KeyboardInterrupt):
+    except (EdgesegError, KeyboardInterrupt) as e:
         if written:
             print(f"edgeseg vos: stopped after {len(written)} frame(s); their masks in {out}/ are complete", file=sys.stderr)
+            if args.stats_json:  # what was done, and why it stopped (as edgeseg run's stats say)
+                write_json(args.stats_json, {
+                    "source": str(args.source), "prompt": str(args.prompt), "out": str(out), "method": args.method,
+                    "frames": len(written), "wall_s": time.perf_counter() - t_all, "threads": args.threads,
+                    "stopped_by": (str(e) or "SIGINT") if isinstance(e, KeyboardInterrupt) else "error",
+                    "error": None if isinstance(e, KeyboardInterrupt) else str(e).splitlines()[0]})
         raise
     if n == 0:
         raise InputError(f"{args.source} holds no decodable frame", fix="re-copy or re-record the file, or convert it "
@@ -237,6 +286,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"{n} frames, {len(ids)} object(s) -> {out}/  propagation {speed} fps ({args.method}, "
           f"{args.threads or 'default'} threads), {wall:.1f} s with I/O, peak RSS {peak_mb:.0f} MB")
     for e in events:
+        if "unreadable" in e:
+            print(f"  frame {e['frame']}: unreadable, its mask the last frame's ({e['unreadable']})")
+            continue
         what = ", ".join(x for x in ("cut" if e["cut"] else "", f"lost {e['lost']}" if e["lost"] else "",
                                      f"found again {e['redetected']}" if e["redetected"] else "") if x)
         print(f"  frame {e['frame']}: {what}")

@@ -252,10 +252,10 @@ def test_frame_folder_order_gaps_duplicates_and_mixed_sizes(tmp_path, capsys, ca
     assert "stopped after 3 frame(s)" in err
     assert _pngs(tmp_path / "om") == ["00000.png", "00001.png", "00002.png"] and _all_valid(tmp_path / "om")
 
-    (mixed / "00003.png").write_bytes(b"garbage")  # a corrupt frame mid-folder
-    assert _vos(mixed, tmp_path / "p.png", tmp_path / "ob") == 2
+    (mixed / "00003.png").write_bytes(b"garbage")  # a corrupt frame mid-folder: gone over (its mask the last
+    assert _vos(mixed, tmp_path / "p.png", tmp_path / "ob") == 2  # frame's), then the next frame's size stops it
     err = capsys.readouterr().err
-    assert "cannot decode image" in err and "00003.png" in err and "stopped after 3 frame(s)" in err
+    assert "frame 00003 cannot be read" in caplog.text and "stopped after 4 frame(s)" in err
     assert _all_valid(tmp_path / "ob")
 
 
@@ -323,9 +323,10 @@ def test_sigint_mid_run_leaves_only_complete_masks(tmp_path):
     prompt = tmp_path / "p.png"
     write_label(prompt, _ids(96, 128))
     out = tmp_path / "o"
+    stats = tmp_path / "stats.json"
     proc = subprocess.Popen([sys.executable, "-m", "edgeseg", "vos", str(video), "--prompt", str(prompt), "--out", str(out),
-                             "--threads", "1", "--no-progress"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                             preexec_fn=_interactive)
+                             "--threads", "1", "--no-progress", "--stats-json", str(stats)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, preexec_fn=_interactive)
     t0 = time.monotonic()
     while (not out.is_dir() or len(list(out.glob("*.png"))) < 5) and time.monotonic() - t0 < 60 and proc.poll() is None:
         time.sleep(0.01)
@@ -338,6 +339,33 @@ def test_sigint_mid_run_leaves_only_complete_masks(tmp_path):
     assert 5 <= len(names) < n
     assert names == [f"{i:05d}.png" for i in range(len(names))]  # no hidden temporary file left, no gap
     assert _all_valid(out, (96, 128))
+    s = json.loads(stats.read_text())  # was never written for an interrupted run
+    assert s["stopped_by"] == "SIGINT" and s["frames"] == len(names)
+
+
+def test_unreadable_frames_urls_and_patterns(frames_dir, tmp_path, capsys, caplog):
+    """A corrupt image in the middle of a folder stopped vos (exit 2, later frames lost); file:// URLs and
+    patterns were 'source not found'; a live source is named."""
+    write_label(tmp_path / "p.png", _ids())
+    (frames_dir / "00003.png").write_bytes(b"broken")
+    assert _vos(frames_dir, tmp_path / "p.png", tmp_path / "o", "--method", "copy-first",
+                "--stats-json", tmp_path / "s.json") == 0
+    assert _pngs(tmp_path / "o") == [f"{i:05d}.png" for i in range(6)]
+    assert np.array_equal(read_label(tmp_path / "o" / "00003.png"), read_label(tmp_path / "o" / "00002.png"))
+    assert "frame 00003 cannot be read" in caplog.text
+    assert any(e.get("unreadable") for e in json.loads((tmp_path / "s.json").read_text())["events"])
+    (frames_dir / "00000.png").write_bytes(b"broken")
+    assert _vos(frames_dir, tmp_path / "p.png", tmp_path / "o2") == 2
+    assert "the first frame 00000" in capsys.readouterr().err
+    write_image(frames_dir / "00000.png", _frames(1)[0])
+    assert _vos(f"file://{frames_dir}", tmp_path / "p.png", tmp_path / "o3", "--method", "copy-first") == 0
+    assert _pngs(tmp_path / "o3") == [f"{i:05d}.png" for i in range(6)]
+    capsys.readouterr()
+    assert _vos(f"{frames_dir}/*.png", tmp_path / "p.png", tmp_path / "o4") == 2
+    assert "file patterns are not sources" in capsys.readouterr().err
+    assert _vos("rtsp://127.0.0.1:9/cam", tmp_path / "p.png", tmp_path / "o5") == 2
+    err = capsys.readouterr().err
+    assert "not a rtsp source" in err and "edgeseg run --source rtsp://127.0.0.1:9/cam --prompt" in err
 
 
 # -- eval-vos -----------------------------------------------------------------------------------------------------
