@@ -319,6 +319,8 @@ class Pipeline:
         """
         opened: list[Any] = []
         restore = self._install_signals()
+        t_open = time.perf_counter()
+        self._open_s = 0.0
         try:
             # the source first: a bad URI or a missing file fails before the model is activated and warmed up,
             # and a file's frame rate is known when the sinks are bound to it
@@ -336,9 +338,12 @@ class Pipeline:
                         raise
                 opened.append(el)
             self._rec = Recorder()
+            self._open_s = time.perf_counter() - t_open  # the source connected, the model loaded and warmed up
             with _opencv_pool(self.cv_threads):
                 self._run_threads()
         except BaseException as e:  # e.g. a sink that cannot open: raised before any frame is read, stats say so
+            if not self._open_s:
+                self._open_s = time.perf_counter() - t_open  # a source that never connected: how long it was tried
             self._stopped_by = "error"
             self.stats = self._stats(e)
             raise
@@ -354,7 +359,8 @@ class Pipeline:
 
     def _stats(self, fatal: BaseException | None) -> Stats:
         return self._rec.stats(drops=self.source.dropped, gaps=tuple(self.source.reconnect_gaps_s),
-                               stopped_by=self._stopped_by, fatal=None if fatal is None else str(fatal))
+                               stopped_by=self._stopped_by, fatal=None if fatal is None else str(fatal),
+                               open_s=getattr(self, "_open_s", 0.0))
 
     def _run_threads(self) -> None:
         queues = [queue.Queue(self.queue_size) for _ in range(len(self.stages) + 1)]

@@ -254,3 +254,22 @@ def test_a_stream_on_few_cores_leaves_a_core_to_its_other_stages(monkeypatch):
     assert predictor.runner.threads == 1
     predictor = load_predictor("shapes", StreamOptions(backend="onnxruntime", precision="fp32", threads=2))
     assert predictor.runner.threads == 2
+
+
+def test_stats_say_how_long_the_source_took_to_open():
+    """A camera that took 3 s to (not) connect was reported as '0 frames in 0.1s': the wait went unsaid."""
+    import time as _time
+
+    from edgeseg.stream import CallbackSink, Pipeline
+    from stream_helpers import ListSource, make_images
+
+    class SlowToOpen(ListSource):
+        def open(self) -> None:
+            _time.sleep(1.2)
+            super().open()
+
+    stats = Pipeline([SlowToOpen(make_images(2, shape=(8, 8))), CallbackSink(lambda f, r: None)],
+                     handle_signals=False).run()
+    assert stats.processed == 2 and 1.2 <= stats.open_s < 5 and stats.wall_s < stats.open_s
+    assert f"(after {stats.open_s:.1f}s opening the source and the model)" in stats.summary()
+    assert stats.to_dict()["open_s"] == stats.open_s
