@@ -60,6 +60,11 @@ def prompt_ids(mask: Any, shape: ImageShape, what: str = "prompt") -> np.ndarray
     if not m.any():
         raise InputError(f"{what} has no object pixels (every pixel is 0)",
                          fix="draw at least one object: pixel value 1..K marks object K, 0 is background")
+    counts = np.bincount(m.ravel())
+    if counts[0] < 0.25 * m.size:  # the objects cover more than 3/4 of the frame: most likely an inverted mask
+        log.warning("%s: its objects cover %.0f%% of the frame (object %d alone %.0f%%): is the mask inverted (white "
+                    "background, black object)? 0 is the background", what, 100 * (1 - counts[0] / m.size),
+                    int(counts[1:].argmax()) + 1, 100 * counts[1:].max() / m.size)
     got = ImageShape.of(m)
     if got != shape:
         ar_got, ar_want = got.width / got.height, shape.width / shape.height

@@ -128,6 +128,17 @@ def test_colour_prompt_and_non_contiguous_ids_and_void_give_the_right_ids(frames
     assert np.array_equal(read_label(tmp_path / "ov" / "00000.png"), ids)  # void is background, never an object
 
 
+def test_an_inverted_prompt_is_questioned(frames_dir, tmp_path, caplog):
+    """White background, black object: one object over 3/4 of the frame, without a word."""
+    write_label(tmp_path / "inv.png", np.where(_ids() > 0, 0, 255).astype(np.uint8))
+    assert _vos(frames_dir, tmp_path / "inv.png", tmp_path / "o", "--method", "copy-first") == 0
+    assert "is the mask inverted (white background, black object)?" in caplog.text
+    caplog.clear()
+    write_label(tmp_path / "ok.png", _ids())
+    assert _vos(frames_dir, tmp_path / "ok.png", tmp_path / "o2", "--method", "copy-first") == 0
+    assert "inverted" not in caplog.text
+
+
 def test_an_object_drawn_in_255_is_said_to_be_void_and_ids_over_255_are_object_ids(frames_dir, tmp_path, capsys,
                                                                                    caplog):
     """An object of id 255 beside others vanished without a word (255 is DAVIS's void); a 16-bit prompt with id
