@@ -12,7 +12,8 @@ EXAMPLES = (
     "edgeseg quantize road.edgeseg --calib synthetic:64 --target cpu --sensitivity --json int8.json",
     "edgeseg quantize big.edgeseg --calib camvid --target cpu --eval camvid:../shared/data/camvid --max-drop 0.5 --ranking error",
     "edgeseg quantize road.edgeseg --calib calibration/camvid.toml --target openvino --eval camvid:../shared/data/camvid",
-    "edgeseg quantize road.edgeseg --calib street --target openvino --keep-float node_conv2d,node_conv2d_1 --eval ... --max-drop 0.5",
+    "edgeseg quantize road.edgeseg --calib street --target openvino --keep-float node_conv2d,node_conv2d_1 "
+    "--eval cityscapes-camvid:../shared/data/cityscapes_panoptic --split val --max-drop 0.5",
 )
 
 
@@ -21,7 +22,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("bundle", help="bundle directory (or .zip / shipped name)")
     p.add_argument("--calib", required=True, metavar="RECIPE_OR_SOURCE",
-                   help="calibration/*.toml recipe, a recipe name (camvid, dashcam, synthetic), an image folder, a video, or a dataset spec")
+                   help="calibration/*.toml recipe, a recipe name (camvid, dashcam, street, synthetic), an image folder, a video, or a dataset spec")
     p.add_argument("--target", default="tensorrt", help="tensorrt | cpu | openvino (default tensorrt)")
     p.add_argument("--method", default=None, choices=["entropy", "percentile", "minmax", "mse"], help="range algorithm (default: the recipe's)")
     p.add_argument("--engine", default=None, choices=["ort", "nncf"],

@@ -249,8 +249,10 @@ def import_panoptic_onnx(onnx_path: str | os.PathLike, out: str | os.PathLike, *
     stride = fed.height / map_hw[0]
     if stride > 1.01 and offset_scale == 1.0:
         log.warning("%s: the maps are 1/%g of the input (%dx%d): edgeseg reads the offsets in input pixels, as "
-                    "Panoptic-DeepLab's inference scales them; heads exported before that upsampling give grid "
-                    "units: pass --offset-scale %g", path, stride, map_hw[1], map_hw[0], stride)
+                    "Panoptic-DeepLab's inference scales them and edgeseg's own exports give them at this size; only "
+                    "if this model's offsets are in grid units (a head exported before its scaling) pass "
+                    "--offset-scale %g (compare both with edgeseg eval --limit 8)", path, stride, map_hw[1], map_hw[0],
+                    stride)
     g = model.graph
     pre = "edgeseg_panoptic_"
     taken = {o for n in g.node for o in n.output} | {t.name for t in g.initializer}
