@@ -265,7 +265,7 @@ class RemotePredictor:
     def _request(self, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None,
                  attempts: int | None = None) -> dict[str, Any]:
         attempts = self.retries + 1 if attempts is None else attempts
-        why = ""
+        why, kind = "", "down"
         for attempt in range(attempts):
             if attempt:
                 time.sleep(min(2.0, self.backoff_s * 2 ** (attempt - 1)))
@@ -275,14 +275,26 @@ class RemotePredictor:
                 self._drop()
                 why = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
                 log.debug("%s %s%s: %s (attempt %d/%d)", method, self.endpoint.base, path, why, attempt + 1, attempts)
+                if isinstance(e, TimeoutError):
+                    kind = "slow"
+                    if method == "POST":  # the server may still be working on it: sent again, it works twice
+                        break
                 continue
             if status in _RETRY_STATUS or (status == 500 and not _edgeseg_error(data)):
-                why = f"HTTP {status} {data[:200].decode('utf-8', 'replace')}"
+                why, kind = f"HTTP {status} {data[:200].decode('utf-8', 'replace')}", "down"
+                continue
+            if status == 404 and not _edgeseg_error(data):  # Ray Serve's proxy before the apps are deployed
+                why, kind = f"HTTP 404 {_excerpt(data.decode('utf-8', 'replace'))}", "starting"
                 continue
             return self._answer(status, ctype, data, path)
+        fix = {"slow": f"the server did not finish within timeout_s={self.timeout_s:g} s: it is busy or the frame is "
+                       "large; give a longer timeout (edgeseg.remote.RemotePredictor(url, timeout_s=...)) or send smaller frames",
+               "starting": f"the server answers but serves no bundle routes yet (starting, or redeploying), or it is "
+                           f"not `edgeseg serve`: wait until curl {self.endpoint.base}/readyz says ready"}.get(
+            kind, f"check that `edgeseg serve` runs there and the port is reachable (curl {self.endpoint.base}/readyz)")
         raise ServerUnavailable(
-            f"edgeseg server {self.endpoint.base} did not answer {method} {path} after {attempts} attempt(s): {why}",
-            fix=f"check that `edgeseg serve` runs there and the port is reachable (curl {self.endpoint.base}/readyz)")
+            f"edgeseg server {self.endpoint.base} did not answer {method} {path} after {attempt + 1} attempt(s): {why}",
+            fix=fix)
 
     def _exchange(self, method: str, path: str, body: bytes | None, headers: dict[str, str] | None) -> tuple[int, str, bytes]:
         """One request: (status, content type, body). The connection is made within ``timeout_s``, then the
@@ -291,7 +303,10 @@ class RemotePredictor:
         body) would hold the caller for ever; the watchdog closes the connection at the deadline."""
         conn = self._conn()
         if conn.sock is None:
-            conn.connect()
+            try:
+                conn.connect()
+            except OSError as e:  # nothing was sent: safe to send again, whatever the method (a timeout here too)
+                raise CannotConnect(f"{type(e).__name__}: {e}" if str(e) else type(e).__name__) from e
         expired = threading.Event()
         token = _WATCHDOG.arm(conn.sock, time.monotonic() + self.timeout_s, expired)
         try:
@@ -391,6 +406,10 @@ class _Watchdog:
 _WATCHDOG = _Watchdog()
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_WATCHDOG._reset)
+
+
+class CannotConnect(ConnectionError):
+    """The connection could not be made (refused, unreachable, or not within the timeout): no request was sent."""
 
 
 def _excerpt(text: str, n: int = 120) -> str:

@@ -123,6 +123,12 @@ def run(args: argparse.Namespace) -> int:
     if args.remote:
         if args.bundle:
             raise InputError("pass --bundle (run here) or --remote URL (run on a server), not both")
+        from ..predictor import is_remote
+
+        if not is_remote(args.remote):  # it was looked for as a bundle path: 'bundle ... not found'
+            guess = args.remote.split("://", 1)[-1]
+            raise InputError(f"--remote {args.remote}: an edgeseg serve server is an http(s):// URL",
+                             fix=f"e.g. --remote http://{guess} (http://HOST:PORT/BUNDLE); a bundle here is --bundle")
         opts = opts.replace(bundle=args.remote)  # predictor.load(URL) returns a RemotePredictor
     if not opts.source:
         raise InputError("no source", fix="pass --source URI or a recipe (edgeseg run pipelines/file_semantic.toml)")

@@ -119,8 +119,9 @@ class BundleReplica:
         t0 = time.perf_counter()
         results = await asyncio.to_thread(self._run, frames)  # keeps the replica's event loop free to gather the next batch
         seconds = time.perf_counter() - t0
-        if self.board is not None:  # not awaited: counting never delays an answer
-            self.board.record.remote(self.name, self.replica, len(frames), seconds)
+        if self.board is not None:  # not awaited: counting never delays an answer; answered errors counted apart
+            failed = sum(1 for r in results if isinstance(r, dict) and "error" in r and r.get("status", 200) >= 400)
+            self.board.record.remote(self.name, self.replica, len(frames), seconds, failed)
         return results
 
     def _run(self, frames: list[np.ndarray]) -> list[dict[str, Any]]:
@@ -163,8 +164,8 @@ class StatsBoard:
     def __init__(self):
         self.boards: dict[tuple[str, str], BatchStats] = {}
 
-    def record(self, bundle: str, replica: str, size: int, seconds: float) -> None:
-        self.boards.setdefault((bundle, replica), BatchStats()).record(size, seconds)
+    def record(self, bundle: str, replica: str, size: int, seconds: float, errors: int = 0) -> None:
+        self.boards.setdefault((bundle, replica), BatchStats()).record(size, seconds, errors)
 
     def get(self, bundle: str) -> dict[str, Any]:
         mine = {r: s for (b, r), s in self.boards.items() if b == bundle}

@@ -35,16 +35,19 @@ def infer_batch(predictor: Any, frames: Sequence[np.ndarray]) -> list[Any]:
 
 @dataclass
 class BatchStats:
-    """What one replica has done: frames, batches, the largest batch and a histogram of batch sizes."""
+    """What one replica has done: frames answered with a result, frames answered with an error (a bad image,
+    a model failure), batches, the largest batch and a histogram of batch sizes."""
 
     frames: int = 0
     batches: int = 0
     max_batch: int = 0
     sizes: dict[int, int] = field(default_factory=dict)
     busy_s: float = 0.0
+    errors: int = 0
 
-    def record(self, size: int, seconds: float) -> None:
-        self.frames += size
+    def record(self, size: int, seconds: float, errors: int = 0) -> None:
+        self.frames += size - errors
+        self.errors += errors
         self.batches += 1
         self.max_batch = max(self.max_batch, size)
         self.sizes[size] = self.sizes.get(size, 0) + 1
@@ -52,6 +55,7 @@ class BatchStats:
 
     def merge(self, other: "BatchStats") -> None:
         self.frames += other.frames
+        self.errors += other.errors
         self.batches += other.batches
         self.max_batch = max(self.max_batch, other.max_batch)
         for k, v in other.sizes.items():
@@ -59,6 +63,6 @@ class BatchStats:
         self.busy_s += other.busy_s
 
     def to_dict(self) -> dict[str, Any]:
-        return {"frames": self.frames, "batches": self.batches, "max_batch": self.max_batch,
-                "mean_batch": self.frames / self.batches if self.batches else 0.0,
+        return {"frames": self.frames, "errors": self.errors, "batches": self.batches, "max_batch": self.max_batch,
+                "mean_batch": (self.frames + self.errors) / self.batches if self.batches else 0.0,
                 "batch_sizes": {str(k): v for k, v in sorted(self.sizes.items())}, "busy_s": self.busy_s}

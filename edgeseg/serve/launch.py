@@ -90,9 +90,14 @@ def serve(bundles: Sequence[str | os.PathLike], address: str = LOOPBACK, port: i
     ``"ray://head:10001"``); None starts a local Ray instance (``num_cpus`` logical CPUs) that
     :meth:`Server.shutdown` stops again.
     """
-    if replicas < 1 or max_batch < 1 or batch_wait_s < 0 or not 0 < port < 65536:
-        raise InputError(f"need replicas >= 1, max_batch >= 1, batch_wait_s >= 0 and a port in 1..65535 "
-                         f"(got {replicas}, {max_batch}, {batch_wait_s}, {port})")
+    if replicas < 1 or max_batch < 1 or not 0 <= batch_wait_s < 60 or not 0 < port < 65536:  # NaN fails too
+        raise InputError(f"need replicas >= 1, max_batch >= 1, batch_wait_s in 0..60 s and a port in 1..65535 "
+                         f"(got {replicas}, {max_batch}, {batch_wait_s}, {port})",
+                         fix="an infinite or NaN batch wait never answers a request: e.g. --batch-wait-ms 10")
+    for name, v in (("cpus_per_replica", cpus_per_replica), ("gpus_per_replica", gpus_per_replica)):
+        if v is not None and not 0 <= float(v) < 1e6:  # Ray's traceback, after it started, named neither (NaN too)
+            raise InputError(f"{name} must be a number >= 0, got {v}",
+                             fix=f"--{name.replace('_', '-')} 1 (a replica's share of the machine)")
     backend, precision, device = _check_runtime(backend, precision, threads, device)
     names = _names(bundles)
     ray, rs = _ray()

@@ -62,12 +62,34 @@ def resolve_bundle(text: str, recipe: Path) -> str:
     return text
 
 
+def _recipe_dirs() -> list[Path]:
+    """Where a recipe given by name is looked for: ``./pipelines`` and the repository's ``pipelines/``."""
+    from ..paths import PACKAGE_DIR
+
+    return [d for d in (Path.cwd() / "pipelines", PACKAGE_DIR.parent / "pipelines") if d.is_dir()]
+
+
+def named_recipe(path: str | Path) -> Path:
+    """``path``, or for a bare name that is no file (``file_semantic``) the recipe of that name in
+    :func:`_recipe_dirs` (``edgeseg run file_semantic`` said 'does not exist' beside ``pipelines/file_semantic.toml``)."""
+    p = Path(path)
+    if p.exists() or len(p.parts) != 1:
+        return p
+    for d in _recipe_dirs():
+        cand = d / (p.name if p.suffix == ".toml" else f"{p.name}.toml")
+        if cand.is_file():
+            return cand
+    return p
+
+
 def load_recipe(path: str | Path) -> Any:
     """A TOML recipe -> :class:`~edgeseg.stream.api.StreamOptions`, paths resolved (module doc)."""
     from .api import StreamOptions
 
-    p = Path(path)
-    data, _ = _recipes.load_toml_recipe(p, kind="pipeline recipe", fix="see pipelines/ for examples")
+    p = named_recipe(path)
+    known = ", ".join(sorted({f.stem for d in _recipe_dirs() for f in d.glob("*.toml")})) or "none found"
+    data, _ = _recipes.load_toml_recipe(p, kind="pipeline recipe",
+                                        fix=f"give a recipe file, or a name from pipelines/ ({known})")
     values: dict[str, Any] = {}
     for section, table in data.items():
         keys = RECIPE_KEYS.get(section)

@@ -77,3 +77,10 @@ def test_batch_stats():
     d = s.to_dict()
     assert (d["frames"], d["batches"], d["max_batch"], d["batch_sizes"]) == (11, 4, 4, {"1": 1, "2": 1, "4": 2})
     assert d["mean_batch"] == pytest.approx(11 / 4)
+    # frames answered with an error (a bad image: 400) are counted apart, not as served frames
+    s.record(3, 0.01, errors=2)
+    other = BatchStats()
+    other.record(2, 0.01, errors=2)
+    s.merge(other)
+    d = s.to_dict()
+    assert (d["frames"], d["errors"], d["batches"]) == (12, 4, 6) and d["mean_batch"] == pytest.approx(16 / 6)

@@ -128,6 +128,12 @@ class _Scripted:
                 if status is None:  # the server goes away mid-request: the connection closes unanswered
                     self.close_connection = True
                     return
+                if status == "slow":  # still working when the client gives up
+                    import time
+
+                    time.sleep(float(body))
+                    self.close_connection = True
+                    return
                 self.send_response(status)
                 self.send_header("Content-Type", ctype)
                 self.send_header("Content-Length", str(len(body)))
@@ -176,6 +182,44 @@ def test_a_proxy_500_is_retried_but_an_edgeseg_500_is_not():
         dead.close()
 
 
+def test_a_server_still_deploying_is_waited_for_and_a_slow_answer_is_not_sent_twice():
+    """While `edgeseg serve` starts (or redeploys), Ray Serve's proxy answers a plain-text 404: the client took it
+    for a foreign server and failed each frame ('is this an edgeseg serve server?'). It is retried as 'not ready',
+    and named so when it lasts. A POST that timed out is not sent again (the server may still be working on it: a
+    heavy frame was run four times), and the fix says to give a longer timeout."""
+    import json
+
+    ok = json.dumps(encode_result(SemanticResult(labels=np.zeros((37, 53), np.uint8), classes=("a",)))).encode()
+    starting = _Scripted([(404, "text/plain", b"Path '/v1/bundles/shapes/predict' not found. Ping http://x/-/routes"),
+                          (200, "application/json", ok)])
+    try:
+        r = RemotePredictor(starting.url, timeout_s=2.0, retries=2, backoff_s=0.0)(_rgb())
+        assert starting.posts == 2 and r.labels.shape == (37, 53)
+    finally:
+        starting.close()
+    never = _Scripted([(404, "text/plain", b"Path '/v1/bundles/shapes/predict' not found.")])
+    try:
+        with pytest.raises(ServerUnavailable, match="3 attempt.*HTTP 404") as info:
+            RemotePredictor(never.url, timeout_s=2.0, retries=2, backoff_s=0.0)(_rgb())
+        assert "serves no bundle routes yet" in info.value.fix and never.posts == 3
+    finally:
+        never.close()
+    unknown = _Scripted([(404, "application/json", b'{"error": "no bundle \'shapes\'"}')])  # edgeseg's own 404
+    try:
+        with pytest.raises(InputError, match="refused the request .HTTP 404"):
+            RemotePredictor(unknown.url, timeout_s=2.0, retries=2, backoff_s=0.0)(_rgb())
+        assert unknown.posts == 1
+    finally:
+        unknown.close()
+    slow = _Scripted([("slow", "", b"1.0")])
+    try:
+        with pytest.raises(ServerUnavailable, match="POST .* after 1 attempt.*TimeoutError") as info:
+            RemotePredictor(slow.url, timeout_s=0.3, retries=3, backoff_s=0.0)(_rgb())
+        assert "longer timeout" in info.value.fix and slow.posts == 1
+    finally:
+        slow.close()
+
+
 def test_bad_arguments():
     with pytest.raises(InputError):
         RemotePredictor("http://127.0.0.1:1", timeout_s=0)
@@ -190,6 +234,10 @@ def test_run_takes_a_bundle_or_a_remote_not_both(capsys):
 
     assert main(["run", "--bundle", "shapes", "--remote", "http://127.0.0.1:9", "--source", "synthetic://?frames=1"]) == 2
     assert "not both" in capsys.readouterr().err
+    for url in ("127.0.0.1:9/shapes", "ftp://127.0.0.1:9/shapes"):  # were 'bundle ... not found'
+        assert main(["run", "--remote", url, "--source", "synthetic://?frames=1"]) == 2
+        err = capsys.readouterr().err
+        assert "an edgeseg serve server is an http(s):// URL" in err and "--remote http://127.0.0.1:9/shapes" in err
 
 
 def test_a_stream_against_a_lost_server_counts_errors_and_ends(tmp_path):  # like a lost camera: nothing crashes

@@ -8,10 +8,16 @@ from edgeseg.serve import serve
 from edgeseg.serve.launch import _names
 
 
-@pytest.mark.parametrize("kw", [{"replicas": 0}, {"max_batch": 0}, {"port": 0}, {"batch_wait_s": -1}])
+@pytest.mark.parametrize("kw", [{"replicas": 0}, {"max_batch": 0}, {"port": 0}, {"batch_wait_s": -1},
+                                {"batch_wait_s": float("inf")}, {"batch_wait_s": float("nan")},  # every request hung
+                                {"cpus_per_replica": -1}, {"cpus_per_replica": float("nan")},  # Ray's traceback later
+                                {"gpus_per_replica": -0.5}])
 def test_bad_settings_fail_before_ray_starts(kw):
+    import sys
+
     with pytest.raises(InputError):
         serve(["shapes"], **kw)
+    assert "ray" not in sys.modules or not sys.modules["ray"].is_initialized()
 
 
 def test_bundles_are_served_by_manifest_name_and_paths_become_absolute(tmp_path):

@@ -61,3 +61,20 @@ def test_shipped_file_recipe_points_at_the_real_clip(data_root, monkeypatch):
     monkeypatch.setenv("EDGESEG_DATA", str(data_root))
     monkeypatch.chdir(Path("/"))
     assert Path(load_recipe(REPO / "pipelines" / "file_semantic.toml").source).is_file()
+
+
+def test_a_recipe_given_by_name_is_found_in_pipelines(tmp_path, monkeypatch, capsys):
+    """`edgeseg run file_semantic` said 'pipeline recipe file_semantic does not exist' beside pipelines/."""
+    from edgeseg.cli import main
+    from edgeseg.stream.recipe import named_recipe
+
+    monkeypatch.chdir(tmp_path)
+    assert named_recipe("file_semantic") == REPO / "pipelines" / "file_semantic.toml"
+    assert named_recipe("file_semantic.toml") == REPO / "pipelines" / "file_semantic.toml"
+    assert load_recipe("camera_semantic").bundle == load_recipe(REPO / "pipelines" / "camera_semantic.toml").bundle
+    (tmp_path / "pipelines").mkdir()
+    (tmp_path / "pipelines" / "file_semantic.toml").write_text('[source]\nuri = "test://ball?frames=2"\n')
+    assert named_recipe("file_semantic") == tmp_path / "pipelines" / "file_semantic.toml"  # the user's own first
+    assert main(["run", "nosuch_recipe"]) == 2
+    err = capsys.readouterr().err
+    assert "nosuch_recipe" in err and "file_semantic" in err and "camera_semantic" in err
