@@ -187,7 +187,7 @@ def test_class_score_thresholds_on_a_plain_panoptic_bundle_are_refused(panoptic)
     assert "center_threshold" in e.value.fix
 
 
-def test_a_score_threshold_on_a_panoptic_deeplab_is_its_centre_threshold(panoptic):
+def test_a_score_threshold_on_a_panoptic_deeplab_is_its_centre_threshold(panoptic, capsys):
     """A Panoptic-DeepLab scores its things by their centre peak: --score-threshold (predict, run) set the unread
     score_threshold field and changed nothing. It sets center_threshold now, on the predictor and in the stream."""
     from edgeseg.data.synthetic_panoptic import SyntheticPanoptic
@@ -206,6 +206,16 @@ def test_a_score_threshold_on_a_panoptic_deeplab_is_its_centre_threshold(panopti
         panoptic.options = base
         decode = predictor_stages(panoptic, score_threshold=cut)[2]
         assert decode._fn.keywords["options"].center_threshold == cut
+        # a centre threshold given with it wins; out of range, the user's option is named, not the field
+        assert panoptic.set_options(score_threshold=0.5, center_threshold=0.2).options.center_threshold == 0.2
+        from edgeseg.cli import main
+
+        capsys.readouterr()
+        assert main(["predict", "shapes-panoptic", "x.png", "--json", "x.json", "--score-threshold", "1.5"]) == 2
+        assert "--score-threshold must be within 0..1" in capsys.readouterr().err
+        assert main(["run", "--bundle", "shapes-panoptic", "--source", "test://ball?frames=1", "--json-out", "x.jsonl",
+                     "--score-threshold", "1.5"]) == 2
+        assert "stream option score_threshold must be a score from 0 to 1" in capsys.readouterr().err
     finally:
         panoptic.options = base
 

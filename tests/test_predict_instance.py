@@ -77,7 +77,8 @@ def test_predict_never_writes_over_its_images_or_its_bundle(tmp_path, capsys):
     cases = [(["--json", str(imgs / "a.png")], "is one of the images to predict"),
              (["--json", str(b.root / "manifest.json")], "is in the bundle"),
              (["--out", str(b.root)], "is in the bundle"),
-             (["--out", str(imgs)], "would write over images this run predicts")]
+             (["--out", str(imgs)], "would write over images this run predicts"),
+             (["--out", str(tmp_path / "o"), "--json", str(tmp_path / "o" / "panoptic.json")], "one would replace the other")]
     for extra, words in cases:
         capsys.readouterr()
         images = [str(p) for p in sorted(imgs.glob("*.png"))]  # the earlier run's PNGs given again as images

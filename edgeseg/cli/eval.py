@@ -170,11 +170,13 @@ def _run_instance(args: argparse.Namespace, dataset) -> int:
                   "mapping by class index")
         if cmap.dropped:
             print(f"note: model classes without a dataset category are dropped: {', '.join(cmap.dropped)}")
-        missing = [c for c in cmap.missing if dataset_has_instances(dataset, c)]
-        if missing:
+        counts = instance_counts(dataset)
+        names = [c.lower() for c in dataset.classes]
+        missing = [c for c in cmap.missing if counts.get(c, 1) > 0 and names.count(c.lower()) == 1]  # (a repeated
+        if missing:  # name is warned about by the reader: a --class-map to it would go to its first category)
             print(f"warning: dataset categories no model class maps to (each of their instances is a miss): "
                   f"{', '.join(missing)}; if the model calls them otherwise, pair them with --class-map MODEL=DATASET "
-                  f"(e.g. --class-map {cmap.dropped[0] if cmap.dropped else 'person'}={missing[0]})")
+                  f"(e.g. --class-map '{cmap.dropped[0] if cmap.dropped else 'person'}={missing[0]}')")
         records: list[dict] | None = [] if args.save_predictions else None
         scores = evaluate_instances(predictor, dataset, cmap.to_category, progress=not args.no_progress,
                                     limit=args.limit, results=records)
@@ -200,12 +202,11 @@ def _run_instance(args: argparse.Namespace, dataset) -> int:
     return 0
 
 
-def dataset_has_instances(dataset, name: str) -> bool:
-    """Whether the instance dataset holds any instance of the category ``name`` (True when it cannot tell)."""
+def instance_counts(dataset) -> dict[str, int]:
+    """Category name -> instances of an instance dataset (empty when the reader cannot tell: every category then
+    counts as having some)."""
     counts = getattr(dataset, "category_counts", None)
-    if not callable(counts):
-        return True
-    return counts().get(name, 0) > 0
+    return counts() if callable(counts) else {}
 
 
 def _run_panoptic(args: argparse.Namespace, dataset) -> int:

@@ -38,13 +38,19 @@ def _list_bundles(args: argparse.Namespace) -> int:
     """The shipped bundles matching the pattern (and ``--task``): task, classes, input size, models."""
     import fnmatch
 
-    from ..bundle import Bundle
+    from ..bundle import TASKS, Bundle
+    from ..errors import InputError
     from ..paths import shipped_bundle_names
 
-    rows = []
-    for name in shipped_bundle_names():
-        if not fnmatch.fnmatch(name, args.pattern):
-            continue
+    given = [o for o, v in (("--encoders", args.encoders), ("--encoder", args.encoder), ("--tiny", args.tiny),
+                            ("--num-classes", args.num_classes)) if v]
+    if given:
+        raise InputError(f"--bundles lists the shipped bundles; {', '.join(given)} describe architectures",
+                         fix="drop " + ", ".join(given))
+    if args.task is not None and args.task not in TASKS:
+        raise InputError(f"unknown task {args.task!r}", fix=f"use one of {', '.join(TASKS)}")
+    rows, matched = [], [n for n in shipped_bundle_names() if fnmatch.fnmatch(n, args.pattern)]
+    for name in matched:
         m = Bundle.open(name).manifest
         if args.task and m.task != args.task:
             continue
@@ -52,8 +58,12 @@ def _list_bundles(args: argparse.Namespace) -> int:
         rows.append({"name": name, "task": m.task, "classes": len(m.classes),
                      "input": f"{size.width}x{size.height}" if size else "any",
                      "models": ", ".join(f"{mf.precision}" + (f"/{mf.target}" if mf.target else "") for mf in m.models)})
+    if not rows and matched:  # the pattern matched: the task filtered them all out
+        raise InputError(f"no shipped bundle of task {args.task} matches {args.pattern!r} ({', '.join(matched)} "
+                         f"{'is' if len(matched) == 1 else 'are'} not {args.task})",
+                         fix="'edgeseg models --bundles' lists them all with their tasks")
     if not rows:
-        raise _no_match("bundle", args.pattern, shipped_bundle_names(), f" of task {args.task}" if args.task else "")
+        raise _no_match("bundle", args.pattern, shipped_bundle_names(), "", listing="edgeseg models --bundles")
     print_table(rows)
     write_json(args.json, {"bundles": rows})
     return 0

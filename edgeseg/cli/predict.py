@@ -150,6 +150,9 @@ def _refuse_overwriting_inputs(args: argparse.Namespace, images: list[str]) -> N
         if in_bundle(args.json):
             raise InputError(f"--json {args.json} is in the bundle {args.bundle}: writing it would change the bundle",
                              fix=f"give --json a path outside the bundle, e.g. ./{Path(args.json).name}")
+    if args.out is not None and args.json is not None and key(args.json) == key(Path(args.out) / "panoptic.json"):
+        raise InputError(f"--json {args.json} is the panoptic.json --out writes for a panoptic bundle: one would "
+                         "replace the other", fix="give --json another name, e.g. ./predictions.json")
     if args.out is not None:
         if in_bundle(args.out):
             raise InputError(f"--out {args.out} is in the bundle {args.bundle}: the PNGs would change the bundle",
@@ -174,6 +177,9 @@ def run(args: argparse.Namespace) -> int:
 
     if not 0.0 <= args.alpha <= 1.0:
         raise InputError(f"--alpha must be within 0..1, got {args.alpha}")
+    if args.score_threshold is not None and not 0.0 <= args.score_threshold <= 1.0:  # NaN too
+        raise InputError(f"--score-threshold must be within 0..1, got {args.score_threshold}",
+                         fix="detections score 0..1: e.g. --score-threshold 0.4")
     if args.out is None and args.json is None:
         raise InputError("nothing to write", fix="pass --out DIR (PNGs), --json OUT (results), or both")
     images = _image_paths(args.images)

@@ -550,7 +550,9 @@ def category_map(model_classes: Sequence[str], categories: Mapping[int, str],
                  explicit: Mapping[str, str] | None = None) -> CategoryMap:
     """Map model classes onto dataset categories: ``explicit`` pairs first (model class name ->
     category name; several model classes may share a category), the rest by equal name; when no
-    name matches at all and nothing is explicit, by index. Unmatched model classes are dropped."""
+    name matches at all and nothing is explicit, by index if the counts are equal (else an
+    :class:`InputError` naming both lists). Unmatched model classes are dropped; categories no class maps to
+    are ``missing``."""
     model = tuple(str(c) for c in model_classes)
     ids = sorted(int(c) for c in categories)
     by_name: dict[str, int] = {}

@@ -183,11 +183,14 @@ class PanopticWriter:
         """The PNG names the JSON already at ``json_path`` lists inside the PNG folder (none when unreadable)."""
         try:
             anns = json.loads(self.json_path.read_text()).get("annotations", [])
-            names = {str(a["file_name"]) for a in anns if isinstance(a, dict) and isinstance(a.get("file_name"), str)}
         except (OSError, ValueError, AttributeError):
             return set()
+        if not isinstance(anns, list):  # not a predictions file of ours: nothing of it is removed
+            return set()
+        names = {a["file_name"] for a in anns if isinstance(a, dict) and isinstance(a.get("file_name"), str)}
         root = self.png_dir.resolve()
-        return {n for n in names if n.endswith(".png") and is_relative_to((self.png_dir / n).resolve(), root)}
+        return {n for n in names if n.endswith(".png") and (self.png_dir / n).is_file()
+                and is_relative_to((self.png_dir / n).resolve(), root)}
 
     def discard(self) -> None:
         """Drop the PNGs added so far (a failed run): the PNG folder and the JSON stay as they were."""

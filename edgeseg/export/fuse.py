@@ -65,12 +65,17 @@ def _check_geometry(sem: InputSpec, inst: InputSpec) -> bool:
     def how(m: InputSpec) -> str:
         return f"{m.resize}{', ' + m.anchor if m.resize == 'letterbox' else ''}"
 
-    fix = (f"either bring the semantic model to the instance model's size and letterbox (from its training weights: "
-           f"edgeseg export WEIGHTS --size {inst.size.width}x{inst.size.height}, then import or export it with the same "
-           f"--resize/--anchor), or import the instance model again with --resize resize so that both stretch frames "
-           f"(a model trained on letterboxed frames may lose accuracy stretched)") \
-        if sem.size != inst.size or sem.resize != inst.resize else \
-        f"import the semantic model again with --anchor {inst.anchor}, as the instance model letterboxes"
+    w, h = inst.size.width, inst.size.height
+    stretch = ("stretch frames (a model trained on letterboxed frames may lose accuracy so)")
+    if sem.resize == inst.resize == "letterbox" and sem.size != inst.size:
+        fix = (f"export the semantic model at {w}x{h} from its weights (edgeseg export WEIGHTS --size {w}x{h}) and import "
+               f"that ONNX with --resize letterbox --anchor {inst.anchor}; or import both models again with --resize "
+               f"resize, so that both {stretch}")
+    elif sem.resize != inst.resize:
+        which = "instance" if inst.resize == "letterbox" else "semantic"
+        fix = f"import the {which} model again with --resize resize, so that both {stretch}"
+    else:
+        fix = f"import the semantic model again with --anchor {inst.anchor}, as the instance model letterboxes"
     raise InputError(f"the semantic model takes {sem.size} ({how(sem)}) and the instance model {inst.size} ({how(inst)}): "
                      "a letterboxed model fuses only with a model of the same size and geometry", fix=fix)
 

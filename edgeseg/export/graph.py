@@ -33,8 +33,20 @@ QUANTIZED_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantiz
 
 
 def quantized_ops(model) -> list[str]:
-    """The :data:`QUANTIZED_OPS` ``model``'s graph holds, sorted (empty for a float model)."""
-    return sorted({n.op_type for n in model.graph.node if n.op_type in QUANTIZED_OPS})
+    """The :data:`QUANTIZED_OPS` ``model``'s graph holds, its ``If``/``Loop``/``Scan`` bodies included, sorted
+    (empty for a float model)."""
+    found: set[str] = set()
+
+    def walk(graph) -> None:
+        for n in graph.node:
+            if n.op_type in QUANTIZED_OPS:
+                found.add(n.op_type)
+            for a in n.attribute:
+                for g in ([a.g] if a.HasField("g") else []) + list(a.graphs):
+                    walk(g)
+
+    walk(model.graph)
+    return sorted(found)
 
 
 def default_opset(model) -> int:

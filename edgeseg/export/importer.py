@@ -442,7 +442,7 @@ def write_imported(model, out: str | os.PathLike, manifest: Manifest, opset: int
 
     ops = quantized_ops(model)
     if ops:  # runs as given; `edgeseg quantize` refuses it (it needs the float model), and info says so
-        report = {**report, "quantized": f"{', '.join(ops)}: quantized already (INT8 weights), not a float model"}
+        report = {**report, "quantized": f"{', '.join(ops)}: quantized already (Q/DQ or integer ops), not a float model"}
         log.warning("%s: the model is quantized already (%s): it runs as given; edgeseg quantize needs the float "
                     "model to calibrate", manifest.name, ", ".join(ops))
     with tempfile.TemporaryDirectory(prefix="edgeseg-import-") as tmp:

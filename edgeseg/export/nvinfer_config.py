@@ -22,11 +22,12 @@ with nearest-neighbour sampling unless it is set, edgeseg bilinearly (``scaling-
 frames edgeseg feeds). A file that is not a key file with a ``[property]`` group, or names no ONNX model (an engine,
 UFF, Caffe or TAO file only), is an :class:`InputError` naming what is missing.
 
-The YAML form (``config_infer_primary.yml``; its parser, ``gstnvinfer_yaml_parser``, is in DeepStream 6.3's sources
-and later; nvinfer picks its YAML parser by the
-``.yml``/``.yaml`` suffix, as here) holds the same keys in a ``property:`` mapping. Its values are read as the key
-file's: numbers and booleans as written (``true`` is 1), a YAML list as the ``;``-separated list
-(``offsets: [123.675, 116.28, 103.53]`` and ``offsets: 123.675;116.28;103.53`` are the same).
+The YAML form (``config_infer_primary.yml``; the parser, ``gstnvinfer_yaml_parser``, is in the newer DeepStream
+releases' sources, dated 2022) holds the same keys in a ``property:`` mapping; nvinfer picks it by the ``.yml`` /
+``.yaml`` suffix (edgeseg also takes ``.YML``). DeepStream's parser reads ``offsets``, ``infer-dims`` and
+``output-blob-names`` as ``;``-separated strings and the 0/1 switches as integers; edgeseg reads those, and is
+lenient beyond them (a YAML list for a ``;`` list, ``true``/``false`` for 1/0: said in ``problems``, as nvinfer
+would refuse the file), so the model imports either way.
 """
 from __future__ import annotations
 
@@ -93,23 +94,32 @@ def _yaml_scalar(value) -> str:
     return str(value)
 
 
-def _yaml_property(path: Path) -> dict[str, str] | None:
-    """The ``property`` mapping of a YAML nvinfer configuration, values spelled as in the key file; None without
-    one."""
+def _load_yaml(path: Path):
+    """The YAML document of ``path`` (a UTF-8 byte-order mark is dropped), or an :class:`InputError`."""
     try:
         import yaml
-    except ImportError:  # pragma: no cover - PyYAML comes with the training and import extras
+    except ImportError:  # pragma: no cover - PyYAML is one of edgeseg's dependencies
         raise InputError(f"{path}: reading a YAML nvinfer configuration needs PyYAML",
                          fix="pip install pyyaml, or give the config_infer_*.txt form") from None
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8", errors="replace"))
+        return yaml.safe_load(path.read_text(encoding="utf-8-sig", errors="replace"))
     except (OSError, yaml.YAMLError) as e:
         raise InputError(f"{path}: not a DeepStream nvinfer configuration file ({str(e).splitlines()[0][:200]})",
                          fix="give the config_infer_*.yml with a property: mapping, or the .onnx model "
                              "itself") from None
+
+
+def _yaml_property(path: Path, problems: list[str] | None = None) -> dict[str, str] | None:
+    """The ``property`` mapping of a YAML nvinfer configuration, values spelled as in the key file; None without
+    one. Values nvinfer's own YAML parser would refuse (a list, a boolean) are named in ``problems``."""
+    data = _load_yaml(path)
     prop = data.get("property") if isinstance(data, dict) else None
     if not isinstance(prop, dict):
         return None
+    lenient = [f"{k}: {v!r}" for k, v in prop.items() if isinstance(v, (bool, list, tuple))]
+    if lenient and problems is not None:
+        problems.append(f"{path}: {', '.join(lenient)}: DeepStream's YAML parser takes ';'-separated strings and 0/1 "
+                        "(read here as such; nvinfer itself would refuse these values)")
     return {str(k): _yaml_scalar(v) for k, v in prop.items()}
 
 
@@ -126,8 +136,12 @@ def looks_like_nvinfer_config(path: str | os.PathLike) -> bool:
         return False
     if b"\x00" in head:  # a binary (ONNX protobuf) file, whatever its name
         return False
-    if p.suffix.lower() in YAML_SUFFIXES:
-        return any(ln.split("#")[0].rstrip() == "property:" for ln in head.decode("utf-8", "replace").splitlines())
+    if p.suffix.lower() in YAML_SUFFIXES:  # block or flow style, a byte-order mark: what YAML itself reads
+        try:
+            data = _load_yaml(p)
+        except InputError:
+            return False
+        return isinstance(data, dict) and isinstance(data.get("property"), dict)
     lines = [ln.strip() for ln in head.decode("utf-8", "replace").splitlines()]
     return next((ln for ln in lines if ln and not ln.startswith("#")), "") == "[property]"
 
@@ -193,8 +207,9 @@ def read_nvinfer_config(path: str | os.PathLike, read_labels: bool = True) -> Nv
     """The model, classes and pre-processing an nvinfer configuration file gives (module doc); ``read_labels=False``:
     the label file is not read (the caller has the names)."""
     path = Path(path)
+    problems: list[str] = []
     if path.suffix.lower() in YAML_SUFFIXES:
-        prop = _yaml_property(path)
+        prop = _yaml_property(path, problems)
         if prop is None:
             raise InputError(f"{path}: no property: mapping at the top level: not a DeepStream nvinfer configuration "
                              "file", fix="give the config_infer_*.yml that nvinfer's config-file-path names, or the "
@@ -206,7 +221,7 @@ def read_nvinfer_config(path: str | os.PathLike, read_labels: bool = True) -> Nv
                              fix="give the config_infer_*.txt that nvinfer's config-file-path names, or the .onnx "
                                  "model")
         prop = cp["property"]
-    folder, problems = path.parent, []
+    folder = path.parent
     onnx_name = (prop.get("onnx-file") or "").strip()
     if not onnx_name:
         others = [k for k in _NON_ONNX if (prop.get(k) or "").strip()]

@@ -187,7 +187,8 @@ def quantize_bundle(bundle, calib: str | CalibrationRecipe | Sequence, target: s
             float_nodes=gate.float_nodes, sensitivity=gate.sensitivity, curve=gate.curve, latency_ms=lat,
             size_bytes={"fp32": os.path.getsize(fp32), "int8": os.path.getsize(gate.model)}, prepare=prep.to_dict(),
             engine=profile.engine, execution=_execution(gate.model, runtime), layer_latency=guard,
-            calibration={**_recipe_record(recipe, len(cal_frames)), **({"method_fallback": fallback} if fallback else {})},
+            calibration={**_recipe_record(recipe, len(calib_frames), len(held)),
+                         **({"method_fallback": fallback} if fallback else {})},
             gate_data=_gate_data(scorer, eval_dataset, eval_spec, eval_split, held))
         return _write(b, report, gate.model, table, recipe, fp32, work)
     finally:
@@ -403,12 +404,15 @@ def _check_float_bundle(b) -> None:
     check_float_model(onnx.load(str(path), load_external_data=False), str(path))
 
 
-def _recipe_record(recipe: CalibrationRecipe, used: int | None = None) -> dict[str, Any]:
+def _recipe_record(recipe: CalibrationRecipe, given: int | None = None, held: int = 0) -> dict[str, Any]:
     """What the report says about the calibration frames: the recipe without its folder, sources resolved;
-    ``frames`` the number that calibrated (``used``), with ``frames_asked`` the recipe's when it gave fewer."""
+    ``frames`` the number the sources gave (``given``), with ``frames_asked`` the recipe's when they gave fewer,
+    and ``held_out`` those of them kept aside to rank layers (not calibrated on)."""
     d = {k: v for k, v in recipe.to_dict().items() if k != "base_dir"}
-    if used is not None and used != d.get("frames"):
-        d["frames_asked"], d["frames"] = d.get("frames"), used
+    if given is not None and given != d.get("frames"):
+        d["frames_asked"], d["frames"] = d.get("frames"), given
+    if held:
+        d["held_out"] = held
     try:
         d["resolved"] = recipe.resolved_sources()
     except InputError as e:  # an unset ${VAR}: the sources stay as written, with the reason

@@ -12,6 +12,9 @@ range algorithm; :func:`load_recipe` parses it into a :class:`CalibrationRecipe`
 """
 from __future__ import annotations
 
+import bisect
+import collections
+
 import logging
 import os
 import re
@@ -228,22 +231,28 @@ def _folder_frames(source: str, recipe: CalibrationRecipe) -> Iterator[np.ndarra
                         fix="put representative frames from the deployment in it (e.g. 100-500), or pass a video, "
                             "a dataset spec (camvid:ROOT) or a recipe name")
     pick = list(range(min(recipe.frames, len(files))) if recipe.sampling == "first" else _spread(len(files), recipe.frames))
-    # an image that does not decode is skipped (said), and another of the folder's takes its place: one bad file
-    # among hundreds of a user's frames stopped the whole calibration
-    spare = [i for i in range(len(files)) if i not in set(pick)]
+    # an image that does not decode is skipped (said), and the nearest image not picked takes its place (the
+    # sampling stays spread): one bad file among hundreds of a user's frames stopped the whole calibration
+    free: list[int] | None = None  # the images not picked, in order: made at the first failure only
     bad: list[str] = []
-    given = 0
-    while pick and given < recipe.frames:
-        i = pick.pop(0)
+    given, queue = 0, collections.deque(pick)
+    while queue and given < recipe.frames:
+        i = queue.popleft()
         try:
             img = read_image(files[i])
         except (DataError, InputError) as e:  # read_image: InputError (corrupt), DataError (unreadable file)
             bad.append(f"{files[i].name} ({str(e).splitlines()[0]})")
+            if free is None:
+                picked = set(pick)
+                free = [k for k in range(len(files)) if k not in picked]
+            replaced = bool(free)
+            if free:
+                at = bisect.bisect_left(free, i)
+                near = min((c for c in (at - 1, at) if 0 <= c < len(free)), key=lambda c: abs(free[c] - i))
+                queue.append(free.pop(near))
             if len(bad) <= 5:  # said as it happens: the reader stops this generator once it has its frames
                 log.warning("calibration folder %s: skipping an image that cannot be read: %s%s", source, bad[-1],
-                            "" if spare else " (no other image to take its place)")
-            if spare:
-                pick.append(spare.pop(0))
+                            "" if replaced else " (no other image to take its place)")
             continue
         given += 1
         yield img

@@ -105,16 +105,16 @@ def prepare_model(src, dst: str | Path, *, optimize: bool = True) -> PrepareRepo
 
 
 
-from ..export.graph import QUANTIZED_OPS  # noqa: E402  (ops of a model that is quantized already)
+from ..export.graph import QUANTIZED_OPS, quantized_ops  # noqa: E402  (ops of a model quantized already)
 
 
 def check_float_model(model, where: str) -> None:
     """Refuse a model that is quantized already: calibrating it again stacks a second Q/DQ pair on each
     (ONNX Runtime then refuses the graph, or TensorRT gets twice the rounding)."""
-    found = sorted({n.op_type for n in model.graph.node if n.op_type in QUANTIZED_OPS})
+    found = quantized_ops(model)  # subgraphs too
     if found:
         count = sum(n.op_type in QUANTIZED_OPS for n in model.graph.node)
-        raise QuantizationError(f"{where}: the model is quantized already ({count} {', '.join(found)} nodes); "
+        raise QuantizationError(f"{where}: the model is quantized already ({count or 'some'} {', '.join(found)} nodes); "
                                 "INT8 calibration needs the float model",
                                 fix="quantize a bundle made from the FP32 ONNX model (edgeseg export / edgeseg import of "
                                     "the float file); a bundle's own INT8 models are its model.int8.<target>.onnx")

@@ -128,6 +128,8 @@ def check_options(opts: StreamOptions) -> None:
         refuse("queue_size", "an integer >= 1")
     if not (_number(opts.alpha) and 0 <= opts.alpha <= 1):
         refuse("alpha", "a number from 0 (no overlay) to 1 (opaque)")
+    if opts.score_threshold is not None and not (_number(opts.score_threshold) and 0 <= opts.score_threshold <= 1):
+        refuse("score_threshold", "a score from 0 to 1 (or None: the bundle's)")  # under its own name, whatever field
     if opts.fps is not None and not (_number(opts.fps) and opts.fps > 0):
         refuse("fps", "a number > 0 (or None: the source's)")
     if not (_number(opts.batch_timeout_ms) and opts.batch_timeout_ms >= 0):  # inf hung a batching thread

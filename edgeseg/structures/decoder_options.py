@@ -352,7 +352,7 @@ def score_overrides(options: DecoderOptions, overrides: dict[str, Any]) -> dict[
     holds it for ``options``: a Panoptic-DeepLab (``center`` layout) scores its things by their centre peak, so
     ``center_threshold`` there (its ``score_threshold`` is read by no decoder); unchanged otherwise."""
     if overrides.get("score_threshold") is not None and isinstance(options, PanopticOptions) \
-            and options.layout == "center":
+            and options.layout == "center" and overrides.get("center_threshold") is None:  # an explicit one wins
         overrides = dict(overrides)
         overrides["center_threshold"] = overrides.pop("score_threshold")
     return overrides

@@ -202,6 +202,12 @@ def test_models_bundles_lists_the_shipped_bundles(capsys, tmp_path):
     assert rc == 0 and [r["name"] for r in json.loads((tmp_path / "i.json").read_text())["bundles"]] == ["street-instance"]
     rc, _, err = _run(capsys, "models", "--bundles", "rood")
     assert rc == 2 and "no shipped bundle matches 'rood'" in err and "did you mean road" in err
+    rc, _, err = _run(capsys, "models", "--bundles", "road*", "--task", "instance")
+    assert rc == 2 and "(road, road-camvid are not instance)" in err and "models --bundles' lists them" in err
+    for argv, words in ((["--task", "bogus"], "unknown task 'bogus'"), (["--encoders"], "--encoders describe"),
+                        (["--tiny"], "drop --tiny")):
+        rc, _, err = _run(capsys, "models", "--bundles", *argv)
+        assert rc == 2 and words in err, err
 
 
 def test_models_with_a_known_task_and_encoder_still_lists(capsys, tmp_path):

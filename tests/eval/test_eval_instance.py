@@ -538,7 +538,7 @@ def test_eval_command_names_categories_no_model_class_maps_to(tiny_coco, tmp_pat
                  "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "dataset categories no model class maps to (each of their instances is a miss): pedestrian" in out
-    assert "--class-map person=pedestrian" in out
+    assert "--class-map 'person=pedestrian'" in out
     data["annotations"] = []
     data["categories"].append({"id": 11, "name": "Car"})
     empty = tiny_coco.with_name("instances_empty.json")

@@ -190,7 +190,14 @@ def test_letterboxed_models_fuse_only_with_the_same_anchor():
     assert "letterbox, center" in str(e.value) and "--anchor top-left" in e.value.fix
     with pytest.raises(InputError) as e:
         _check_geometry(InputSpec(size=ImageShape(32, 32), resize="letterbox"), corner)
-    assert "--size 64x64" in e.value.fix
+    assert "edgeseg export WEIGHTS --size 64x64" in e.value.fix and "--anchor top-left" in e.value.fix
+    # one letterboxes, the other stretches: the letterboxing one is named (a shipped semantic bundle + a YOLO import)
+    with pytest.raises(InputError) as e:
+        _check_geometry(InputSpec(size=ImageShape(360, 480)), InputSpec(size=ImageShape(320, 320), resize="letterbox"))
+    assert "import the instance model again with --resize resize" in e.value.fix
+    with pytest.raises(InputError) as e:
+        _check_geometry(InputSpec(size=ImageShape(320, 320), resize="letterbox"), InputSpec(size=ImageShape(360, 480)))
+    assert "import the semantic model again with --resize resize" in e.value.fix
     # plain resizes ignore the anchor
     plain = InputSpec(size=ImageShape(64, 64))
     assert _check_geometry(plain, InputSpec(size=ImageShape(64, 64), anchor="top-left")) is False

@@ -91,13 +91,14 @@ def test_the_config_gives_model_labels_and_preprocessing(tmp_path):
         read_nvinfer_config(path)
 
 
-#: CONFIG in DeepStream's YAML form: the same keys under property:, offsets as a YAML list, booleans as YAML's
+#: CONFIG in DeepStream's YAML form, as its parser reads it: the same keys under property:, lists as ';' strings,
+#: switches as 0/1 integers
 YAML_CONFIG = """# the segmentation sample's configuration, as a .yml file
 property:
   gpu-id: 0
   net-scale-factor: 0.007843
   model-color-format: 1   # BGR
-  offsets: [127.5, 127.5, 127.5]
+  offsets: 127.5;127.5;127.5
   onnx-file: seg.onnx
   labelfile-path: labels.txt
   infer-dims: 3;48;64
@@ -106,8 +107,8 @@ property:
   network-type: 2
   output-blob-names: logits
   segmentation-threshold: 0.0
-  maintain-aspect-ratio: true
-  symmetric-padding: false
+  maintain-aspect-ratio: 1
+  symmetric-padding: 0
   scaling-filter: 1
 class-attrs-all:
   pre-cluster-threshold: 0.2
@@ -125,10 +126,17 @@ def test_the_yaml_form_gives_what_the_key_file_gives(tmp_path, caplog):
     cfg = read_nvinfer_config(path)
     assert (cfg.onnx, cfg.task, cfg.names, cfg.input, cfg.size, cfg.layout, cfg.problems) == \
         (key_file.onnx, key_file.task, key_file.names, key_file.input, key_file.size, key_file.layout, ())
-    # ';'-separated offsets and 1/0 booleans, as the key file writes them, read the same in YAML
-    path.write_text(YAML_CONFIG.replace("[127.5, 127.5, 127.5]", "127.5;127.5;127.5")
-                    .replace("true", "1").replace("false", "0"))
-    assert read_nvinfer_config(path).input == key_file.input
+    # lenient: a YAML list and true/false read the same, and are named (DeepStream's own parser would refuse them)
+    path.write_text(YAML_CONFIG.replace("127.5;127.5;127.5", "[127.5, 127.5, 127.5]")
+                    .replace("aspect-ratio: 1", "aspect-ratio: true").replace("padding: 0", "padding: false"))
+    lenient = read_nvinfer_config(path)
+    assert lenient.input == key_file.input and len(lenient.problems) == 1
+    assert "offsets: [127.5, 127.5, 127.5]" in lenient.problems[0] and "nvinfer itself would refuse" in lenient.problems[0]
+    # a byte-order mark, and the flow style, are YAML too
+    path.write_text("\ufeff" + YAML_CONFIG)
+    assert looks_like_nvinfer_config(path) and read_nvinfer_config(path).input == key_file.input
+    path.write_text("property: {onnx-file: seg.onnx, network-type: 2, model-color-format: 1}\n")
+    assert looks_like_nvinfer_config(path) and read_nvinfer_config(path).input["color"] == "BGR"
     # the .yaml suffix too, imported by the CLI
     (tmp_path / "seg.yaml").write_text(YAML_CONFIG)
     assert main(["import", str(tmp_path / "seg.yaml"), "--out", str(tmp_path / "y.edgeseg")]) == 0

@@ -52,8 +52,12 @@ def test_an_image_that_does_not_decode_is_skipped_and_replaced(tmp_path, caplog)
     with caplog.at_level("WARNING", logger="edgeseg.quant.calibration"):
         frames = collect_frames(CalibrationRecipe(source=str(d), frames=3), progress=False)
     assert "skipping an image that cannot be read: 02.png" in caplog.text
-    assert len(frames) == 3  # 0 and 5 as picked, then the first image not picked (1) in 2's place
+    assert len(frames) == 3  # 0 and 5 as picked, then the nearest image not picked (1, before 3) in 2's place
     for got, want in zip(frames, [imgs[0], imgs[5], imgs[1]]):
+        np.testing.assert_array_equal(got, want)
+    (d / "05.png").write_bytes(b"not a png")  # a bad image at the end is replaced from the end (spread kept)
+    frames = collect_frames(CalibrationRecipe(source=str(d), frames=3), progress=False)
+    for got, want in zip(frames, [imgs[0], imgs[1], imgs[4]]):
         np.testing.assert_array_equal(got, want)
     for f in d.glob("*.png"):
         f.write_bytes(b"junk")
@@ -265,4 +269,6 @@ def test_the_report_records_the_frames_that_calibrated_not_only_those_asked(tmp_
     rec = _recipe_record(recipe, len(collect_frames(recipe, progress=False)))
     assert (rec["frames"], rec["frames_asked"]) == (6, 200)
     assert "frames_asked" not in _recipe_record(CalibrationRecipe(source=str(d), frames=6), 6)
+    rec = _recipe_record(CalibrationRecipe(source=str(d), frames=6), 6, held=1)  # 1 of the 6 kept to rank layers
+    assert rec["frames"] == 6 and rec["held_out"] == 1 and "frames_asked" not in rec
     assert (_fmt(None), _fmt(0.5), _fmt(3)) == ("n/a", "0.5", "3")
