@@ -16,6 +16,7 @@ needs converting.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -34,7 +35,8 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     dst.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
     try:
-        os.fchmod(fd, _mode_for(dst))
+        with contextlib.suppress(OSError):  # a file system without Unix modes (vfat, exFAT, CIFS): as it is
+            os.fchmod(fd, _mode_for(dst))
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -82,7 +84,8 @@ def commit_file(tmp: str | os.PathLike, path: str | os.PathLike) -> Path:
             os.fsync(fd)
         finally:
             os.close(fd)
-        os.chmod(tmp, _mode_for(Path(path)))
+        with contextlib.suppress(OSError):  # a file system without Unix modes (vfat, exFAT, CIFS): as it is
+            os.chmod(tmp, _mode_for(Path(path)))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

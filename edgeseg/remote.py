@@ -97,8 +97,9 @@ class RemotePredictor:
     :class:`SemanticResult`, :class:`InstanceResult` or :class:`PanopticResult`, equal to local inference.
 
     timeout_s: per request (to connect, then for the whole exchange). retries: further attempts after a connection error,
-    a timeout, a 502/503/504 or a 500 that is not edgeseg's own error (Ray Serve's proxy when the
-    replica's node died mid-request), waiting ``backoff_s * 2**attempt`` (capped at 2 s) between them; then
+    a timeout (not of a predict POST that was sent: the server may still be working on it), a 502/503/504, a 500
+    that is not edgeseg's own error (Ray Serve's proxy when the replica's node died mid-request) or the proxy's 404
+    for routes not deployed yet, waiting ``backoff_s * 2**attempt`` (capped at 2 s) between them; then
     :class:`ServerUnavailable` names the URL and the fix. encoding: how frames travel (``raw``,
     ``png``, ``jpeg``; JPEG is lossy, so results then match local inference on the decoded frame).
     Thread-safe: each thread keeps its own keep-alive connection; :meth:`close` closes every thread's.
@@ -275,15 +276,15 @@ class RemotePredictor:
                 self._drop()
                 why = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
                 log.debug("%s %s%s: %s (attempt %d/%d)", method, self.endpoint.base, path, why, attempt + 1, attempts)
-                if isinstance(e, TimeoutError):
-                    kind = "slow"
-                    if method == "POST":  # the server may still be working on it: sent again, it works twice
-                        break
+                # (socket.timeout is TimeoutError from Python 3.10 on; on JetPack 5's 3.8 it is not)
+                kind = "slow" if isinstance(e, (TimeoutError, socket.timeout)) else "down"
+                if kind == "slow" and method == "POST":  # the server may still be working on it: sent again, it
+                    break  # works twice (a connect that timed out is CannotConnect: nothing was sent, retried)
                 continue
             if status in _RETRY_STATUS or (status == 500 and not _edgeseg_error(data)):
                 why, kind = f"HTTP {status} {data[:200].decode('utf-8', 'replace')}", "down"
                 continue
-            if status == 404 and not _edgeseg_error(data):  # Ray Serve's proxy before the apps are deployed
+            if status == 404 and _serve_proxy_404(ctype, data):  # Ray Serve's proxy before the apps are deployed
                 why, kind = f"HTTP 404 {_excerpt(data.decode('utf-8', 'replace'))}", "starting"
                 continue
             return self._answer(status, ctype, data, path)
@@ -406,6 +407,14 @@ class _Watchdog:
 _WATCHDOG = _Watchdog()
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_WATCHDOG._reset)
+
+
+def _serve_proxy_404(ctype: str, data: bytes) -> bool:
+    """Ray Serve's proxy answering for a route no application serves yet (``Path '/v1/...' not found. Ping
+    http://.../-/routes``): a server that is starting or redeploying. Any other 404 that is not edgeseg's JSON is a
+    foreign server (``python -m http.server``), named as such at once."""
+    return ctype.split(";")[0].strip().lower() in ("text/plain", "") and (
+        b"/-/routes" in data or (data.startswith(b"Path '") and b"not found" in data))
 
 
 class CannotConnect(ConnectionError):

@@ -10,6 +10,7 @@ listed in ``EXTRA_COMMANDS``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Iterator
@@ -208,8 +209,8 @@ def _propagate(prop, frames, prompt, prompt_path: str, out: Path, bar, written: 
             result = prop.step(rgb)
             step_s += time.perf_counter() - t0
             info = prop.last_info
-            if info is not None and (info.cut or info.lost or info.redetected):
-                events.append({"frame": name, "index": info.index, "cut": info.cut, "lost": list(info.lost),
+            if info is not None and (info.cut or info.lost or info.redetected):  # index: the frame's in the source
+                events.append({"frame": name, "index": n, "cut": info.cut, "lost": list(info.lost),
                                "redetected": list(info.redetected)})
         ids = _ids(result, rgb.shape[:2])
         _write_ids(out / f"{name}.png", ids)
@@ -267,19 +268,22 @@ def run(args: argparse.Namespace) -> int:
     except (EdgesegError, KeyboardInterrupt) as e:
         if written:
             print(f"edgeseg vos: stopped after {len(written)} frame(s); their masks in {out}/ are complete", file=sys.stderr)
-            if args.stats_json:  # what was done, and why it stopped (as edgeseg run's stats say)
-                write_json(args.stats_json, {
+            if args.stats_json:  # what was done, and why it stopped (as edgeseg run's stats say); a failure to
+                stats = {  # write them must not hide why the run stopped
                     "source": str(args.source), "prompt": str(args.prompt), "out": str(out), "method": args.method,
                     "frames": len(written), "wall_s": time.perf_counter() - t_all, "threads": args.threads,
                     "stopped_by": (str(e) or "SIGINT") if isinstance(e, KeyboardInterrupt) else "error",
-                    "error": None if isinstance(e, KeyboardInterrupt) else str(e).splitlines()[0]})
+                    "error": None if isinstance(e, KeyboardInterrupt) else str(e).splitlines()[0]}
+                with contextlib.suppress(OSError, EdgesegError):
+                    write_json(args.stats_json, stats)
         raise
     if n == 0:
         raise InputError(f"{args.source} holds no decodable frame", fix="re-copy or re-record the file, or convert it "
                                                                        "(e.g. to H.264 MP4)")
     _warn_incomplete(Path(args.source), total, out, written)
     wall = time.perf_counter() - t_all
-    fps = (n - 1) / step_s if step_s > 0 else None  # None: one frame, nothing propagated
+    stepped = n - 1 - sum(1 for e in events if "unreadable" in e)  # unreadable frames took no step
+    fps = stepped / step_s if step_s > 0 and stepped > 0 else None  # None: one frame, nothing propagated
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     ids = [int(k) for k in prop.result().object_ids]
     speed = "n/a" if fps is None else f"{fps:.1f}"

@@ -21,24 +21,31 @@ log = logging.getLogger(__name__)
 _WARNED: set[tuple[str, int]] = set()  # (masks folder, class count) already warned about (train and val open it twice)
 
 
+#: names a class list may repeat (torchvision's COCO list repeats "N/A"): classes no one scores by name
+PLACEHOLDER_NAMES = frozenset({"n/a", "__background__", "background", "unlabelled", "unlabeled", "void", "ignore"})
+
+
 def class_names_from_lines(lines: list[str], p: Path) -> tuple[str, ...]:
     """The names of a class-name file's lines (``#`` starts a comment; blank lines are skipped, said when they lie
-    between names, as every later class id moves up by one); a name listed twice (case aside) is a
-    :class:`DataError` naming its lines: two classes of one name lose one's scores in every table."""
+    between names, as every later class id moves up by one; a comment-only line is not blank); a name listed twice
+    (case aside) is a :class:`DataError` naming its lines, as two classes of one name lose one's scores in every
+    table (placeholders such as ``N/A``, :data:`PLACEHOLDER_NAMES`, may repeat)."""
     stripped = [line.split("#", 1)[0].strip() for line in lines]
     names = tuple(n for n in stripped if n)
     filled = [i for i, n in enumerate(stripped) if n]
-    inner = [i + 1 for i in range(filled[0], filled[-1]) if not stripped[i]] if filled else []
+    inner = [i + 1 for i in range(filled[0], filled[-1]) if not lines[i].strip()] if filled else []
     if inner:
         log.warning("class-name file %s: blank line(s) %s between names are skipped: class ids follow the named lines "
-                    "(a class without a name needs one, e.g. 'unlabelled')", p, ", ".join(map(str, inner[:5])))
+                    "(a class without a name needs one of its own, e.g. 'class_%d')", p,
+                    ", ".join(map(str, inner[:5])), len([n for n in stripped[:inner[0]] if n]))
     seen: dict[str, int] = {}
     for i, n in enumerate(stripped):
-        if n and n.lower() in seen:
+        if not n or n.lower() in PLACEHOLDER_NAMES:
+            continue
+        if n.lower() in seen:
             raise DataError(f"class-name file {p} lists {n!r} twice (lines {seen[n.lower()]} and {i + 1})",
                             fix="give every class its own name, one per line (line order = class id)")
-        if n:
-            seen[n.lower()] = i + 1
+        seen[n.lower()] = i + 1
     return names
 
 

@@ -35,8 +35,9 @@ def infer_batch(predictor: Any, frames: Sequence[np.ndarray]) -> list[Any]:
 
 @dataclass
 class BatchStats:
-    """What one replica has done: frames answered with a result, frames answered with an error (a bad image,
-    a model failure), batches, the largest batch and a histogram of batch sizes."""
+    """What one replica has done: frames answered with a result, frames of a batch answered with an error (the
+    model or the decoder failed on them; an image that does not decode is refused by the HTTP route before any
+    batch, and not counted here), batches, the largest batch and a histogram of batch sizes."""
 
     frames: int = 0
     batches: int = 0

@@ -342,8 +342,9 @@ class Pipeline:
             with _opencv_pool(self.cv_threads):
                 self._run_threads()
         except BaseException as e:  # e.g. a sink that cannot open: raised before any frame is read, stats say so
-            if not self._open_s:
-                self._open_s = time.perf_counter() - t_open  # a source that never connected: how long it was tried
+            if not self._open_s:  # a source that never connected: how long it was tried, not also as frame time
+                self._open_s = time.perf_counter() - t_open
+                self._rec = Recorder()
             self._stopped_by = "error"
             self.stats = self._stats(e)
             raise

@@ -11,6 +11,8 @@ from ..structures import ImageShape
 
 log = logging.getLogger(__name__)
 
+_SAID: set = set()  # (what, shape, checksum) of prompts warned about: one prompt passes here several times a run
+
 ASPECT_TOLERANCE = 0.01
 """A prompt of another size is rescaled when its aspect ratio is within 1 % of the frame's."""
 
@@ -23,6 +25,20 @@ def frame_image(frame: Any) -> np.ndarray:
         desc = f"{type(img).__name__} {getattr(img, 'shape', '')} {getattr(img, 'dtype', '')}".strip()
         raise InputError(f"a video frame must be a uint8 [H, W, 3] RGB image, got {desc}")
     return np.ascontiguousarray(img)
+
+
+def _first_time(kind: str, what: str, m: np.ndarray) -> bool:
+    """Whether a warning of ``kind`` about this prompt is new (the CLI, the stream stage and the propagator each
+    check the same prompt: it was said two or three times a run)."""
+    import zlib
+
+    key = (kind, what, m.shape, zlib.crc32(np.ascontiguousarray(m).tobytes()))
+    if key in _SAID:
+        return False
+    if len(_SAID) > 256:
+        _SAID.clear()
+    _SAID.add(key)
+    return True
 
 
 def prompt_ids(mask: Any, shape: ImageShape, what: str = "prompt") -> np.ndarray:
@@ -53,7 +69,7 @@ def prompt_ids(mask: Any, shape: ImageShape, what: str = "prompt") -> np.ndarray
         m = (m == 255).astype(np.int32)  # binary 0/255 mask: one object
     else:
         void = m == 255
-        if void.any():  # DAVIS void: not an object (said, as an object drawn in 255 would vanish silently)
+        if void.any() and _first_time("void", what, m):  # DAVIS void: not an object (said: one drawn in 255 vanished)
             log.warning("%s: %d pixels of value 255 read as DAVIS's void (not an object); objects are ids 1..254",
                         what, int(void.sum()))
         m[void] = 0
@@ -61,7 +77,7 @@ def prompt_ids(mask: Any, shape: ImageShape, what: str = "prompt") -> np.ndarray
         raise InputError(f"{what} has no object pixels (every pixel is 0)",
                          fix="draw at least one object: pixel value 1..K marks object K, 0 is background")
     counts = np.bincount(m.ravel())
-    if counts[0] < 0.25 * m.size:  # the objects cover more than 3/4 of the frame: most likely an inverted mask
+    if counts[0] < 0.25 * m.size and _first_time("inverted", what, m):  # objects over 3/4 of the frame: inverted?
         log.warning("%s: its objects cover %.0f%% of the frame (object %d alone %.0f%%): is the mask inverted (white "
                     "background, black object)? 0 is the background", what, 100 * (1 - counts[0] / m.size),
                     int(counts[1:].argmax()) + 1, 100 * counts[1:].max() / m.size)

@@ -50,6 +50,8 @@ frames' (within 1 %), and refused otherwise (:func:`~edgeseg.video.prompt.prompt
 """
 from __future__ import annotations
 
+import dataclasses
+
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -236,8 +238,8 @@ class Propagator:
 
     def start(self, frame: Any, prompt: Any) -> TrackResult:
         """Begin on ``frame`` with ``prompt`` (object ids, see :func:`~edgeseg.video.prompt.prompt_ids`);
-        returns the prompt frame's result: the prompt itself, pixel for pixel (an object too small to track is
-        left out)."""
+        returns the prompt frame's result: the prompt itself, pixel for pixel (an object too small to track
+        keeps its pixels here, and is lost on the next frame)."""
         import cv2
 
         self.reset()
@@ -274,11 +276,20 @@ class Propagator:
         keep = [k for k in self._objects if k not in set(np.unique(ids).tolist())]
         info, ycc, small = self._propagate(rgb, only=keep)
         self._add_objects(rgb, ids, ycc)
+        covered = []
         for k in keep:  # prompted pixels belong to the prompted objects
             o = self._objects[k]
+            if o.lost:
+                continue
             o.mask &= ids == 0
             o.prob = np.where(ids == 0, o.prob, 0.0).astype(np.float32)
             self._update_area(o)
+            if o.box is None or o.area < max(1, self.config.min_area_px):  # drawn over by the new prompt: lost
+                self._lose(o)  # (left live without a box, it crashed the next frame's tracking)
+                covered.append(o.id)
+        if covered:
+            info = dataclasses.replace(info, lost=tuple(sorted({*info.lost, *covered})),
+                                       missing=tuple(sorted({*info.missing, *covered})))
         self._remember(ycc, small)
         self.last_info = info
         return self._prompted(self.result(), full)
@@ -754,7 +765,7 @@ class Propagator:
             o.mask &= ~lose
             o.prob = np.where(lose, np.minimum(o.prob, 0.49), o.prob).astype(np.float32)
             self._update_area(o)
-        gone = [o for o in live if o.area < self.config.min_area_px]
+        gone = [o for o in live if o.box is None or o.area < max(1, self.config.min_area_px)]
         for o in gone:
             self._lose(o)
         return gone

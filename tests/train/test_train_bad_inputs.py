@@ -168,10 +168,13 @@ def test_a_class_named_twice_is_refused_and_blank_lines_between_names_said(tmp_p
     assert rc == 2 and "lists 'Road' twice (lines 1 and 3)" in err and not (tmp_path / "run" / "last.pt").exists()
     rc, err = run(["export", "test_fcn8s", "--classes", str(tmp_path / "dup.txt"), "--out", str(tmp_path / "b")], capsys)
     assert rc == 2 and "lists 'Road' twice" in err
-    (tmp_path / "gap.txt").write_text("# names\nroad\n\nsky\ncar\n\n")
+    (tmp_path / "gap.txt").write_text("# names\nroad\n\nsky\n# vehicles\ncar\n\n")
     with caplog.at_level("WARNING", logger="edgeseg.data.folder"):
         assert main([*BASE, "--data", f"{data},classes={tmp_path / 'gap.txt'}", "--out", str(tmp_path / "run2")]) == 0
-    assert "blank line(s) 3 between names are skipped" in caplog.text
+    assert "blank line(s) 3 between names are skipped" in caplog.text and "'class_1'" in caplog.text  # not line 5
+    from edgeseg.data.folder import class_names_from_lines  # placeholders may repeat (torchvision's COCO list)
+
+    assert class_names_from_lines(["person", "N/A", "car", "N/A"], tmp_path / "x") == ("person", "N/A", "car", "N/A")
 
 
 @pytest.mark.parametrize("size", [["--size", "2x2"], ["--size", "64x48", "--crop", "2x2"]])

@@ -287,6 +287,23 @@ def test_the_prompt_frame_comes_back_as_the_prompt_at_any_frame_size():
     assert not (r.masks[0] & (again > 0)).any() and r.masks[0].any()
 
 
+def test_an_object_a_new_prompt_is_drawn_over_is_lost():
+    """add_prompt trimmed the kept objects off the new prompt's pixels: one drawn over entirely stayed live without
+    a box and the next step crashed (as _resolve_overlaps had; a review found this second path)."""
+    objs = [((220, 40, 40), (50, 60), (1.0, 0.0), 12), ((40, 60, 220), (120, 60), (-1.0, 0.0), 12)]
+    frames, masks = scene(4, objs, seed=2)
+    prop = Propagator()
+    prop.start(frames[0], masks[0])
+    prop.step(frames[1])
+    over = np.zeros_like(masks[0])
+    ys, xs = np.nonzero(prop._objects[1].mask)
+    over[max(0, ys.min() - 3):ys.max() + 4, max(0, xs.min() - 3):xs.max() + 4] = 3  # object 3 over all of object 1
+    r = prop.add_prompt(frames[2], over)
+    assert 1 in prop.last_info.lost and prop._objects[1].lost and prop._objects[1].box is None
+    assert r.object_ids.tolist() == [1, 2, 3] and not r.masks[0].any() and np.array_equal(r.masks[2], over == 3)
+    prop.step(frames[3])  # crashed here
+
+
 @pytest.mark.data
 def test_random_multi_object_prompts_on_davis_never_crash(data_root):
     """A robustness audit's fuzz case: random rectangles as a prompt of 8 objects on dance-twirl (the 6th draw

@@ -78,7 +78,7 @@ def parse_source(text: str | os.PathLike) -> SourceURI:
     scheme = parts.scheme.lower()
     opts = dict(parse_qsl(parts.query, keep_blank_values=True))
     if scheme == "file":  # file:///frames/ names a folder of frames as the plain path does
-        path = unquote(parts.netloc + parts.path)
+        path = str(Path(unquote(parts.netloc + parts.path)).expanduser()) if parts.netloc + parts.path else ""
         return SourceURI(s, "folder" if path and Path(path).is_dir() else "file", path, opts)
     if scheme == "dir":
         return SourceURI(s, "folder", str(Path(unquote(parts.netloc + parts.path)).expanduser()), opts)
