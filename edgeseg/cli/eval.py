@@ -77,7 +77,10 @@ def run(args: argparse.Namespace) -> int:
     _check_numbers(args)
     if args.json:
         check_output(args.json, "--json")  # before any work: a path that cannot be written loses the scores
-    dataset = open_dataset(_spec(args), split=args.split)
+    from ..data.base import first_images_checked
+
+    with first_images_checked(args.limit):  # --limit N: a partial download scores the images it has
+        dataset = open_dataset(_spec(args), split=args.split)
     task = getattr(dataset, "task", "semantic")
     if len(dataset) == 0:  # nothing to score: n/a (or panopticapi's 0 PQ) would read as a result
         raise InputError(f"--data {args.data} holds no image in split {args.split!r}",

@@ -8,8 +8,9 @@ Datasets are opened from a one-line spec (``"camvid:ROOT"``, ``"folder:IMAGES,MA
 from __future__ import annotations
 
 import abc
-
 from collections.abc import Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterator, List, overload
@@ -23,6 +24,20 @@ from .._compat import removeprefix
 
 IGNORE = 255
 """Label value of void / unlabelled pixels; metrics and losses skip it."""
+
+#: how many of a dataset's images its reader checks for up front (None: all); set by :func:`first_images_checked`
+IMAGE_CHECK_LIMIT: "ContextVar[int | None]" = ContextVar("edgeseg_image_check_limit", default=None)
+
+
+@contextmanager
+def first_images_checked(n: int | None):
+    """Inside, readers that check their images exist before any work (COCO instance JSONs) check only the first
+    ``n`` (``edgeseg eval --limit N``: a partial download scores the images it has)."""
+    token = IMAGE_CHECK_LIMIT.set(n)
+    try:
+        yield
+    finally:
+        IMAGE_CHECK_LIMIT.reset(token)
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ import numpy as np
 from ..errors import DataError, EdgesegError
 from ..structures import ImageShape
 from ..structures.rle import rle_decode
-from .base import DATASETS, ImageLookup, coco_image_dir, coco_spec_json, keep_cities
+from .base import DATASETS, IMAGE_CHECK_LIMIT, ImageLookup, coco_image_dir, coco_spec_json, keep_cities
 from .io import read_image
 
 log = logging.getLogger(__name__)
@@ -345,11 +345,13 @@ class CocoInstances(InstanceDataset):
             raise DataError(f"{what} has category {cat}, which 'categories' does not list",
                             fix=f"known categories: {', '.join(map(str, self.category_ids))}")
 
-    def _check_images(self) -> None:
-        missing = [im.file_name for im in self.images if self._find(im.file_name) is None]
+    def _check_images(self, limit: int | None = None) -> None:
+        """Every listed image (the first ``limit``) is in the image folder, else a :class:`DataError` naming them."""
+        images = self.images if limit is None else self.images[:limit]
+        missing = [im.file_name for im in images if self._find(im.file_name) is None]
         if missing:
             raise DataError(
-                f"{len(missing)} of {len(self.images)} images listed in {self.json_path} are not in {self.image_dir}: "
+                f"{len(missing)} of {len(images)} images listed in {self.json_path} are not in {self.image_dir}: "
                 f"{', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}",
                 fix="give the folder that holds them with images=DIR (--images DIR)",
             )
@@ -417,7 +419,9 @@ def _open_coco_instance(args: list[str], options: dict[str, str], split: str) ->
     cities = options.pop("cities", None)  # Cityscapes' cities by file name (base.keep_cities)
     path = coco_spec_json("coco-instance", "instances", args, options, split)
     image_dir = coco_image_dir("coco-instance", "instances", path, options)
-    ds = CocoInstances(path, image_dir, check_images=True)
+    ds = CocoInstances(path, image_dir)
     if cities is not None:
         ds.images = keep_cities(ds.images, lambda im: im.file_name, cities, "coco-instance", path.name)
+    if image_dir is not None:  # after the city filter (the other cities' images need not be here), up to a limit
+        ds._check_images(IMAGE_CHECK_LIMIT.get())
     return ds

@@ -549,6 +549,21 @@ def test_eval_command_names_categories_no_model_class_maps_to(tiny_coco, tmp_pat
     assert "category name(s) Car, car are used by more than one category id (car=9, Car=11)" in caplog.text
 
 
+def test_eval_limit_needs_only_the_images_it_scores(tiny_coco, monkeypatch, capsys):
+    """A partial download: `--limit 2` refused because the third image was missing (every listed image was
+    checked up front). Without --limit the check still names it before any work."""
+    import edgeseg.predictor
+    from edgeseg.cli import main
+
+    fake = _FakeBundle(CocoInstances(tiny_coco, tiny_coco.parent / "val"))  # (the stand-in reads every image now)
+    (tiny_coco.parent / "val" / "im3.png").unlink()
+    monkeypatch.setattr(edgeseg.predictor, "load", lambda *a, **k: fake)
+    assert main(["eval", "fake.edgeseg", "--data", f"coco-instance:{tiny_coco}", "--no-progress"]) == 2
+    assert "1 of 3 images listed" in capsys.readouterr().err
+    assert main(["eval", "fake.edgeseg", "--data", f"coco-instance:{tiny_coco}", "--no-progress", "--limit", "2"]) == 0
+    assert ", 2 images," in capsys.readouterr().out
+
+
 def test_eval_command_refuses_semantic_bundle_on_instance_data(tiny_coco, monkeypatch, capsys):
     import edgeseg.predictor
     from edgeseg.cli import main
