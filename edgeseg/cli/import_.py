@@ -248,16 +248,13 @@ def run(args: argparse.Namespace) -> int:
         args.classes = args.names
     given_input = {k for k in ("mean", "std", "scale", "size") if getattr(args, k, None) is not None}
     ultra = None
-    if args.task == "semantic":  # an Ultralytics semantic export (YOLO26-sem) carries its names, size and conventions
-        from ..export.import_instance import ultralytics_semantic
-
+    if args.task == "semantic" and nvinfer is None:  # an Ultralytics semantic export (YOLO26-sem) carries its names,
+        from ..export.import_instance import ultralytics_semantic  # size and conventions (an nvinfer file given
+        # explicitly says how DeepStream feeds the model: its pre-processing wins)
         ultra = ultralytics_semantic(args.onnx)
     # the file's own Ultralytics metadata wins over Hugging Face files that happen to lie beside it
     hf = huggingface_config(args.onnx) if ultra is None and (args.classes is None or len(given_input) < 4) else None
     mmd = _pipeline_input(args, nvinfer) if ultra is None else {}
-    if ultra is not None and nvinfer is not None:
-        logging.getLogger("edgeseg.import").warning("%s: an Ultralytics export: its own metadata's pre-processing is "
-                                                    "used, not the nvinfer file's", args.onnx)
     hf_names = hf.names if hf is not None and args.classes is None else None
     if hf is not None:
         for problem in hf.problems:

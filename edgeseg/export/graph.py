@@ -32,6 +32,18 @@ QUANTIZED_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantiz
                            "ConvInteger", "MatMulInteger", "QLinearAdd", "QLinearMul", "QGemm"})
 
 
+def fresh_node_name(graph, base: str) -> str:
+    """``base``, or ``base_2``, ``base_3``, ... : a node name ``graph`` does not use yet (a model edgeseg wrote
+    before, imported again, already holds edgeseg's node names: ONNX Runtime refuses a repeated one)."""
+    used = {n.name for n in graph.node}
+    k = 1
+    name = base
+    while name in used:
+        k += 1
+        name = f"{base}_{k}"
+    return name
+
+
 def quantized_ops(model) -> list[str]:
     """The :data:`QUANTIZED_OPS` ``model``'s graph holds, its ``If``/``Loop``/``Scan`` bodies included, sorted
     (empty for a float model)."""

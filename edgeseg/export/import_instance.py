@@ -38,7 +38,7 @@ import numpy as np
 from ..bundle import Bundle, Manifest, OutputSpec
 from ..errors import ExportError, InputError
 from ..structures import ImageShape, InputSpec, InstanceOptions, pad_levels
-from .graph import clean_graph
+from .graph import clean_graph, fresh_node_name
 from .import_yolact import YOLACT_INPUT, detect_yolact_layout, yolact_to_prototype
 
 log = logging.getLogger(__name__)
@@ -222,11 +222,13 @@ def _rename_io(model, renames: dict[str, str], in_name: str) -> None:
     if in_name != "images":
         inp = next(i for i in model.graph.input if i.name == in_name)
         inp.name = "images"
-        model.graph.node.insert(0, helper.make_node("Identity", ["images"], [in_name], name="edgeseg_input"))
+        model.graph.node.insert(0, helper.make_node("Identity", ["images"], [in_name],
+                                                    name=fresh_node_name(model.graph, "edgeseg_input")))
     for out in model.graph.output:
         new = renames.get(out.name)
         if new and new != out.name:
-            model.graph.node.append(helper.make_node("Identity", [out.name], [new], name=f"edgeseg_{new}"))
+            model.graph.node.append(helper.make_node("Identity", [out.name], [new],
+                                                     name=fresh_node_name(model.graph, f"edgeseg_{new}")))
             out.name = new
 
 

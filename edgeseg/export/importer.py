@@ -242,24 +242,34 @@ def _rewire(model, in_name: str, out_name: str, kind: str, appended: list[tuple[
             moved = aside(new)
             in_name = moved if in_name == new else in_name
             out_name = moved if out_name == new else out_name
+    # names of nodes and tensors added here are fresh ones: a model edgeseg wrote before (`edgeseg deepstream`'s,
+    # imported again) already holds edgeseg_input, edgeseg_output, ... (ONNX Runtime refused the repeated node name)
+    used = taken | {n.name for n in g.node if n.name}
+
+    def fresh(base: str) -> str:
+        name = next(f"{base}{'' if k == 0 else f'_{k + 1}'}" for k in range(len(used) + 1)
+                    if f"{base}{'' if k == 0 else f'_{k + 1}'}" not in used)
+        used.add(name)
+        return name
+
     if in_name != "images":
         inp = next(i for i in model.graph.input if i.name == in_name)
         inp.name = "images"
-        model.graph.node.insert(0, helper.make_node("Identity", ["images"], [in_name], name="edgeseg_input"))
+        model.graph.node.insert(0, helper.make_node("Identity", ["images"], [in_name], name=fresh("edgeseg_input")))
     current = out_name
     for i, (op, attrs) in enumerate(appended):
-        target = kind if i == len(appended) - 1 else f"edgeseg_{op.lower()}_{i}"
+        target = kind if i == len(appended) - 1 else fresh(f"edgeseg_{op.lower()}_{i}")
         inputs = [current]
         if op == "Squeeze" and opset < 13:
             attrs = {"axes": [attrs["axes"]]}
         elif op == "Squeeze":  # opset >= 13 takes axes as an input
-            axes = f"edgeseg_squeeze_axes_{i}"
+            axes = fresh(f"edgeseg_squeeze_axes_{i}")
             model.graph.initializer.append(onnx.numpy_helper.from_array(np.array([attrs["axes"]], np.int64), axes))
             inputs, attrs = [current, axes], {}
-        model.graph.node.append(helper.make_node(op, inputs, [target], name=f"edgeseg_{op.lower()}_{i}", **attrs))
+        model.graph.node.append(helper.make_node(op, inputs, [target], name=fresh(f"edgeseg_{op.lower()}_{i}"), **attrs))
         current = target
     if current != kind:
-        model.graph.node.append(helper.make_node("Identity", [current], [kind], name="edgeseg_output"))
+        model.graph.node.append(helper.make_node("Identity", [current], [kind], name=fresh("edgeseg_output")))
     del model.graph.output[:]
     model.graph.output.append(helper.make_tensor_value_info(kind, onnx.TensorProto.UINT8 if kind == "labels" else elem, shape))
 

@@ -277,6 +277,10 @@ def write_deepstream(bundle, out: str | os.PathLike, *, precision: str = "fp32",
                     m.name, opts.crf_iterations)
     original = _fp32_onnx(bundle, "the")
     model, raw = _baked_model(original, spec)  # (a copy: the original stays the parity's reference)
+    # the exporter's metadata (Ultralytics' names, imgsz and conventions) describes the original model's input, not
+    # this one's raw pixels: an import of the written config took it for the pre-processing (4 % of labels right)
+    del model.metadata_props[:]
+    model.metadata_props.add(key="edgeseg", value=f"edgeseg deepstream of bundle {m.name}: raw 0-255 pixels in")
     model, renamed = _baked_output(model, sem.name, opts, len(m.classes))
     worst = _parity(bundle, original, model, raw, sem.name, opts)
     stage = target.with_name(f".{target.name}.partial")
