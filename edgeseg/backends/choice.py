@@ -23,6 +23,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -418,12 +419,19 @@ def _store(path: Path | None, key: str, entry: Mapping[str, Any], what: str) -> 
         return
     from .._io import write_json
 
-    data = _read_cache(path)
-    data[key] = {**entry, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    try:
-        write_json(path, data)
-    except OSError as e:
-        log.warning("cannot write the choice cache %s (%s); the %s is not remembered", path, e, what)
+    try:  # read, add, write under a lock: processes starting at once lost each other's entries (25 of 80 kept)
+        from ..bundle import _locked
+
+        lock: Any = _locked(path.parent / ".choices.lock")
+    except OSError:
+        lock = contextlib.nullcontext()
+    with lock:
+        data = _read_cache(path)
+        data[key] = {**entry, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        try:
+            write_json(path, data)
+        except OSError as e:
+            log.warning("cannot write the choice cache %s (%s); the %s is not remembered", path, e, what)
 
 
 def remembered_verdict(bundle: "Bundle", gate: str, args: Sequence[Any], measure: Any, use_cache: bool = True) -> Any:
@@ -438,7 +446,12 @@ def remembered_verdict(bundle: "Bundle", gate: str, args: Sequence[Any], measure
     hit = _read_cache(path).get(key)
     if isinstance(hit, dict) and hit.get("verdict") is not None:
         v = hit["verdict"]
-        return tuple(v) if isinstance(v, list) else v
+        if isinstance(v, list) and len(v) == 2 and isinstance(v[0], bool) and isinstance(v[1], str):
+            return tuple(v)
+        if isinstance(v, str):
+            return v
+        # anything else (a hand-edited or foreign file) counted as a passed gate ("nonsense"[0] is true): measured
+        log.warning("ignoring a malformed %s verdict in the choice cache %s: measuring again", gate, path)
     verdict = measure()
     if verdict is not None:
         _store(path, key, {"gate": gate, "verdict": list(verdict) if isinstance(verdict, tuple) else verdict}, "check")
@@ -459,7 +472,7 @@ def choose(bundle: "Bundle", backend: str = "auto", precision: str = "auto", tar
     request = {"backend": backend, "precision": precision, "target": target, "device": device, "threads": threads}
     path = cache_path() if use_cache else None
     key = cache_key(bundle, dev, request)
-    cached = _cached_choice(_read_cache(path).get(key), path, dev)
+    cached = _cached_choice(_read_cache(path).get(key), path, dev, bundle, request)
     if cached is not None:
         log.info("backend choice for %s: %s (cached for this device: %s)", bundle.name, cached.candidate.label, cached.reason)
         return cached, None
@@ -505,16 +518,31 @@ def choose(bundle: "Bundle", backend: str = "auto", precision: str = "auto", tar
     return _log(bundle, choice), runners[best]
 
 
-def _cached_choice(hit: Any, path: Path | None, dev: DeviceInfo) -> Choice | None:
-    """The cache entry as a :class:`Choice`, or None when there is none, it is malformed, or its backend
-    cannot run in this process (availability changes between processes on one device: the GStreamer
-    import order, a GPU driver)."""
+def _cached_choice(hit: Any, path: Path | None, dev: DeviceInfo, bundle: "Bundle | None" = None,
+                   request: Mapping[str, Any] | None = None) -> Choice | None:
+    """The cache entry as a :class:`Choice`, or None when there is none, it is malformed (a precision the bundle
+    has no model of, or that the request rules out: a hand-edited file ran a TensorRT-targeted model on the CPU),
+    or its backend cannot run in this process (availability changes between processes on one device: the
+    GStreamer import order, a GPU driver)."""
     if not isinstance(hit, dict):
         return None
     try:
         choice = Choice.from_dict(hit)
     except (KeyError, TypeError, ValueError):
         log.warning("ignoring a malformed entry in the choice cache %s", path)
+        return None
+    c, req = choice.candidate, dict(request or {})
+    fits = c.precision in PRECISIONS and all(req.get(k, "auto") in ("auto", None, getattr(c, k))
+                                             for k in ("backend", "precision"))
+    if fits and bundle is not None:
+        file_precision = "fp32" if c.precision == "bf16" else c.precision  # bf16 runs the FP32 file
+        try:
+            bundle.model_entry(file_precision, c.target if c.precision == "int8" else None)
+        except Exception:  # noqa: BLE001 - no such model: the entry is not this bundle's
+            fits = False
+    if not fits:
+        log.warning("ignoring a cached choice %s that does not fit %s or this request in %s: choosing again",
+                    c.label, getattr(bundle, "name", "the bundle"), path)
         return None
     ok, why = _still_usable(choice.candidate)
     if not ok:

@@ -258,6 +258,41 @@ def test_a_corrupt_cache_is_ignored_and_rewritten(road, cache, caplog):
     assert c.candidate.precision == "fp32" and json.loads(cache.read_text())
 
 
+def test_malformed_cache_entries_are_measured_again_and_writers_keep_each_others(road, cache, caplog):
+    """Audit: a gate verdict of 5 crashed the choice (TypeError), one of "nonsense" passed the bf16 gate; a cached
+    fp64 choice failed with 'has no fp64 model' (the cache unnamed); four processes writing at once kept 25 of 80
+    entries."""
+    import subprocess
+    import sys
+
+    calls = []
+
+    def measure():
+        calls.append(1)
+        return (True, "measured")
+
+    cache.parent.mkdir(parents=True)
+    key = "gate:" + ch.cache_key(road, ch.device_info(), {"gate": "bf16", "args": []})
+    for bad in (5, ["yes"], {"a": 1}, [1, "why"]):
+        cache.write_text(json.dumps({key: {"gate": "bf16", "verdict": bad}}))
+        with caplog.at_level(logging.WARNING, logger="edgeseg.backends"):
+            assert ch.remembered_verdict(road, "bf16", [], measure) == (True, "measured")
+    assert len(calls) == 4 and "malformed bf16 verdict" in caplog.text
+    cache.write_text(json.dumps({key: {"gate": "bf16", "verdict": [False, "bf16 scored lower"]}}))
+    assert ch.remembered_verdict(road, "bf16", [], measure) == (False, "bf16 scored lower") and len(calls) == 4
+    entry = ch.Choice(ch.Candidate("onnxruntime", "fp64"), "x", "measured", device=ch.device_info()).to_dict()
+    assert ch._cached_choice(entry, cache, ch.device_info(), road, {"backend": "auto", "precision": "auto"}) is None
+    pinned = ch.Choice(ch.Candidate("onnxruntime", "fp32"), "x", "measured", device=ch.device_info()).to_dict()
+    assert ch._cached_choice(pinned, cache, ch.device_info(), road, {"precision": "int8"}) is None  # not this request
+    assert ch._cached_choice(pinned, cache, ch.device_info(), road, {}).candidate.precision == "fp32"
+    cache.unlink()
+    script = ("import sys; from edgeseg.backends import choice as ch\n"
+              "for k in range(20): ch._store(ch.cache_path(), f'k{sys.argv[1]}-{k}', {'v': k}, 'test')\n")
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(i)]) for i in range(4)]
+    assert all(p.wait(timeout=120) == 0 for p in procs)
+    assert len(json.loads(cache.read_text())) == 80
+
+
 def test_int8_gate_and_decisions_made_on_another_cpu_are_retimed(road, tmp_path):
     import shutil
 
