@@ -139,6 +139,8 @@ def list_candidates(facts: Facts, backend: str = "auto", precision: str = "auto"
             return why
         if c.backend == "tensorrt" and device == "cpu":
             return "device 'cpu' asked"
+        if c.backend != "tensorrt" and device not in ("auto", "cpu"):  # --device cuda ran on the CPU, unsaid
+            return f"device {device!r} asked: {c.backend} runs on the CPU here"
         if c.backend == "openvino" and backend == "auto" and facts.machine.lower() not in X86:
             return f"chosen automatically only on x86 (this is {facts.machine})"
         if c.backend == "openvino" and c.precision in ("fp32", "bf16") and not facts.openvino_graph[0]:
@@ -483,9 +485,12 @@ def choose(bundle: "Bundle", backend: str = "auto", precision: str = "auto", tar
             log.warning("not using %s: %s", c.label, why)
     notes = tuple(_device_notes(bundle, dev))
     if not cands:
-        raise BackendUnavailable(f"nothing can run {bundle.name} here (backend {backend}, precision {precision}):\n    "
+        raise BackendUnavailable(f"nothing can run {bundle.name} here (backend {backend}, precision {precision}"
+                                 + (f", device {device}" if device not in ("auto", "cpu") else "") + "):\n    "
                                  + "\n    ".join(f"{c.label}: {why}" for c, why in excluded),
-                                 fix="pip install onnxruntime, or ask for another precision")
+                                 fix="on the GPU edgeseg runs TensorRT: install it (NVIDIA's tensorrt wheel; JetPack "
+                                     "ships it), or leave the device to auto / cpu" if device not in ("auto", "cpu")
+                                 else "pip install onnxruntime, or ask for another precision")
     if len(cands) == 1:
         choice = Choice(cands[0], "the only candidate", "only candidate", excluded=tuple(excluded), device=dev, notes=notes)
         return _log(bundle, choice), None

@@ -111,11 +111,15 @@ def _input(pre: dict, path: Path, problems: list[str]) -> dict:
     else:
         out["scale"] = 1.0
     size = pre.get("size") if _flag(pre, "do_resize", True, path, problems) else None
+    if isinstance(size, int) and not isinstance(size, bool):  # older feature extractors: "size": 512, a square
+        size = {"height": size, "width": size}
     if isinstance(size, dict) and {"height", "width"} <= set(size):
         try:
             out["size"] = ImageShape(int(size["height"]), int(size["width"]))
         except (TypeError, ValueError, InputError):
             problems.append(f"{path}: size {size!r} is not two positive integers (left out)")
+    elif size is not None:  # shortest_edge / longest_edge: a resize edgeseg does not reproduce
+        problems.append(f"{path}: size {size!r} is not a fixed height and width; give the network size with --size")
     return out
 
 

@@ -228,6 +228,9 @@ def read_nvinfer_config(path: str | os.PathLike, read_labels: bool = True) -> Nv
         raise InputError(f"{path}: names no onnx-file" + (f" (only {', '.join(others)})" if others else ""),
                          fix="export the model to ONNX and add onnx-file=MODEL.onnx (an engine cannot be imported)")
     onnx = (folder / onnx_name) if not Path(onnx_name).is_absolute() else Path(onnx_name)
+    if not onnx.is_file():  # (before the labels: its absence was reported as "--classes is required")
+        raise InputError(f"{path}: onnx-file={onnx_name} names {onnx}, which does not exist",
+                         fix="fix onnx-file (relative paths are from the configuration file's folder)")
     kind = _int(prop, "network-type", 1 if _bool(prop, "is-classifier", path) else 0, path)
     if kind not in TASKS:
         what = _OTHER_TYPES.get(kind, f"network-type {kind}")

@@ -293,6 +293,15 @@ def test_malformed_cache_entries_are_measured_again_and_writers_keep_each_others
     assert len(json.loads(cache.read_text())) == 80
 
 
+def test_a_gpu_asked_for_where_only_the_cpu_runs_is_refused(road, cache):
+    """--device cuda ran on the CPU without a word (only 'cpu' filtered candidates)."""
+    from edgeseg.backends.choice import BackendUnavailable as Unavailable
+
+    with pytest.raises(Unavailable, match="device cuda") as e:
+        ch.choose(road, device="cuda", threads=1)
+    assert "runs on the CPU here" in str(e.value) and "TensorRT" in e.value.fix
+
+
 def test_int8_gate_and_decisions_made_on_another_cpu_are_retimed(road, tmp_path):
     import shutil
 

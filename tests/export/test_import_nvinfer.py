@@ -158,6 +158,7 @@ def test_the_yaml_form_gives_what_the_key_file_gives(tmp_path, caplog):
 def test_bad_yaml_configs_are_named(tmp_path, text, match):
     path = tmp_path / "c.yml"
     path.write_text(text)
+    (tmp_path / "seg.onnx").write_bytes(b"")  # named by the configs (only its existence is checked here)
     with pytest.raises(InputError, match=match):
         read_nvinfer_config(path)
 
@@ -174,10 +175,13 @@ def test_bad_yaml_configs_are_named(tmp_path, text, match):
     ("[property]\nonnx-file=seg.onnx\nnetwork-type=2\ninfer-dims=3;x;64\n", "is not C;H;W"),
     ("[property]\nonnx-file=seg.onnx\nnetwork-type=2\nlabelfile-path=missing.txt\n", "cannot read the label file"),
     ("[application]\nenable-perf-measurement=1\n", "no \\[property\\] group"),
+    ("[property]\nonnx-file=missing.onnx\nnetwork-type=2\n", "onnx-file=missing.onnx names .* which does not exist"),
 ])
 def test_bad_configs_are_named(tmp_path, text, match):
     path = tmp_path / "c.txt"
     path.write_text(text)
+    if "missing.onnx" not in text:
+        (tmp_path / "seg.onnx").write_bytes(b"")  # named by the configs (only its existence is checked here)
     with pytest.raises(InputError, match=match):
         read_nvinfer_config(path)
 
