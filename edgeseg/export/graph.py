@@ -6,7 +6,8 @@ from pathlib import Path
 
 from ..errors import ExportError
 
-ONNX_DTYPES = {1: "float32", 2: "uint8", 3: "int8", 5: "int16", 6: "int32", 7: "int64", 9: "bool", 10: "float16", 11: "float64"}
+ONNX_DTYPES = {1: "float32", 2: "uint8", 3: "int8", 5: "int16", 6: "int32", 7: "int64", 9: "bool", 10: "float16", 11: "float64",
+               16: "bfloat16"}
 log = logging.getLogger(__name__)
 
 

@@ -143,12 +143,20 @@ def _reconcile_spec(model, spec: InputSpec, path: Path) -> tuple[InputSpec, str]
     inp = inputs[0]
     shape, dtype = dims(inp), elem_dtype(inp)
     if dtype not in _INPUT_DTYPES:
-        raise ExportError(f"{path}: input {inp.name!r} is {dtype}; edgeseg feeds {', '.join(_INPUT_DTYPES)}")
+        raise ExportError(f"{path}: input {inp.name!r} is {dtype}; edgeseg feeds {', '.join(_INPUT_DTYPES)}",
+                          fix="re-export with a float32 (or float16, uint8) image input; bfloat16 weights inside the "
+                              "graph are fine behind a Cast" if dtype == "bfloat16" else
+                          "re-export with a float32, float16 or uint8 image input")
     if len(shape) != 4:
         raise ExportError(f"{path}: input {inp.name!r} has shape {list(shape)}; expected a 4-D image batch ({spec.layout})")
     c, (h, w) = (shape[1], shape[2:]) if spec.layout == "NCHW" else (shape[3], shape[1:3])
     if isinstance(c, int) and c != 3:
         other = "NHWC" if spec.layout == "NCHW" else "NCHW"
+        oc = shape[3] if spec.layout == "NCHW" else shape[1]
+        if c == 1 and oc != 3:  # a grey model: not a layout mix-up
+            raise InputError(f"{path}: input {inp.name!r} {list(shape)} takes one (grey) channel; edgeseg feeds colour "
+                             "frames (3 channels)", fix="re-export the model with a 3-channel input (e.g. the grey "
+                                                         "channel repeated: torch's x.mean(1, keepdim=True) at its start)")
         raise InputError(f"{path}: input {inp.name!r} {list(shape)} does not have 3 channels in {spec.layout} layout",
                          fix=f"is it {other}? pass --layout {other}")
     fixed = [isinstance(v, int) and v > 0 for v in (h, w)]

@@ -309,3 +309,21 @@ def test_tensors_named_like_edgesegs_io_move_aside(tmp_path, form):
     ref = make_session((tmp_path / "m.onnx").read_bytes()).run(None, {x: spec.preprocess(rgb)[0]})[0]
     ours = edgeseg.load(tmp_path / "m.edgeseg", backend="onnxruntime")(rgb).labels
     assert np.array_equal(ours, ref[0].argmax(axis=0))
+
+
+@pytest.mark.parametrize("elem, shape, words", [
+    (1, [1, 1, 32, 32], ["takes one (grey) channel", "3-channel input"]),        # was "is it NHWC? pass --layout NHWC"
+    (16, [1, 3, 32, 32], ["is bfloat16", "float32 (or float16, uint8) image input"]),  # was "onnx-type-16", no fix
+])
+def test_grey_and_bfloat16_inputs_are_named_for_what_they_are(tmp_path, capsys, elem, shape, words):
+    import onnx
+    from onnx import helper
+
+    from edgeseg.cli import main
+
+    g = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", elem, shape)], [helper.make_tensor_value_info("y", elem, shape)])
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "m.onnx"))
+    assert main(["import", str(tmp_path / "m.onnx"), "--classes", "3", "--out", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err
+    assert all(w in err for w in words), err
