@@ -196,8 +196,8 @@ def _detect_output(y: np.ndarray, name: str, num_classes: int, path: Path) -> tu
     if dt.startswith("float") and y.ndim == 4 and num_classes == 1 and 1 in (y.shape[1], y.shape[3]):
         raise ExportError(f"{path}: output {name!r} ({dt} {list(y.shape)}) has one score channel: a binary (sigmoid) "
                           "model, whose argmax would label every pixel class 0",
-                          fix="export it with two channels, background and foreground (e.g. torch.cat([-x, x], dim=1), "
-                              "whose argmax is sigmoid(x) > 0.5), and pass --classes 2")
+                          fix="pass --classes 2 (or --names background,NAME): edgeseg reads the channel as background "
+                              "and foreground (a logit above 0, or a Sigmoid's probability above 0.5, is the class)")
     if dt.startswith("float") and y.ndim == 4:
         if y.shape[1] == num_classes:
             return "logits", []
@@ -417,18 +417,39 @@ def import_onnx(onnx_path: str | os.PathLike, out: str | os.PathLike, *, task: s
         pick = _main_output([o.name for o in session.get_outputs()], path)
         out_name = original_output = session.get_outputs()[pick].name
         y = outputs[pick]
-        if ultra is not None and len(names) == 2 and y.dtype.kind == "f" and y.ndim == 4 and y.shape[1] == 1:
-            # one logit: as two channels [-x, x] the argmax is the class exactly where x > 0 (ties: background)
+        axis = 1 if y.ndim == 4 and y.shape[1] == 1 else 3 if y.ndim == 4 and y.shape[3] == 1 else None
+        sigmoid = False
+        if len(names) == 2 and y.dtype.kind == "f" and axis is not None:
+            # a binary model's one channel, given two classes (Ultralytics' one-class models, anyone's sigmoid head):
+            # a logit x becomes [-x, x], whose argmax is the class exactly where x > 0 (ties: background); a
+            # probability p (a graph ending in Sigmoid) becomes [1 - p, p], the class where p > 0.5
             from onnx import helper
 
+            from .graph import fresh_node_name
+
+            producer = next((n for n in model.graph.node if out_name in n.output), None)
+            sigmoid = producer is not None and producer.op_type == "Sigmoid"
             neg, both = f"{out_name}_edgeseg_background", f"{out_name}_edgeseg_binary"
-            model.graph.node.extend([helper.make_node("Neg", [out_name], [neg], name="edgeseg_binary_neg"),
-                                     helper.make_node("Concat", [neg, out_name], [both], name="edgeseg_binary", axis=1)])
-            out_name, outputs[pick] = both, np.concatenate([-y, y], axis=1)
+            if sigmoid:
+                from onnx import numpy_helper
+
+                one = f"{out_name}_edgeseg_one"
+                model.graph.initializer.append(numpy_helper.from_array(np.ones((), y.dtype), one))
+                first = helper.make_node("Sub", [one, out_name], [neg], name=fresh_node_name(model.graph, "edgeseg_binary_bg"))
+            else:
+                first = helper.make_node("Neg", [out_name], [neg], name=fresh_node_name(model.graph, "edgeseg_binary_neg"))
+            model.graph.node.append(first)
+            model.graph.node.append(helper.make_node("Concat", [neg, out_name], [both], axis=axis,
+                                                     name=fresh_node_name(model.graph, "edgeseg_binary")))
+            out_name = both
+            outputs[pick] = np.concatenate([1 - y if sigmoid else -y, y], axis=axis)
+            log.warning("%s: one score channel read as two classes, %s and %s: %s", path, names[0], names[1],
+                        "1 - p and p (the graph ends in a Sigmoid: the class where p > 0.5)" if sigmoid else
+                        "-x and x (the class where the logit is above 0)")
         kind, appended = _detect_output(outputs[pick], out_name, len(names), path)
         # a model ending in a Softmax gives probabilities: the decoder's confidence is then the chosen one itself
         producer = next((n for n in model.graph.node if out_name in n.output), None)
-        probabilities = kind == "logits" and producer is not None and producer.op_type == "Softmax"
+        probabilities = kind == "logits" and (sigmoid or (producer is not None and producer.op_type == "Softmax"))
         shape = _out_shape(outputs[pick], kind, appended, spec)
         _rewire(model, in_name, out_name, kind, appended, _out_elem(session, pick), shape, opset)
     model = clean_graph(model)

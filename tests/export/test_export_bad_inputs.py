@@ -95,6 +95,38 @@ def test_import_of_a_one_channel_sigmoid_model_is_refused_with_the_fix(tmp_path,
     assert not out.exists()
 
 
+@pytest.mark.parametrize("sigmoid", [False, True])
+def test_a_one_channel_model_given_two_classes_labels_where_its_score_says(tmp_path, sigmoid):
+    """Following the fix ('--classes 2') gave the generic 'check --classes' error; only Ultralytics' one-class models
+    were read as two channels. Now any: a logit x as [-x, x] (the class where x > 0), a Sigmoid's p as [1 - p, p]
+    (the class where p > 0.5), the same labels either way."""
+    import onnx
+    from onnx import helper
+
+    import edgeseg
+    from edgeseg.bundle import Bundle
+
+    src = _conv_onnx(tmp_path / "binary.onnx", 1)
+    if sigmoid:
+        m = onnx.load(str(src))
+        last = m.graph.output[0].name
+        m.graph.node.append(helper.make_node("Sigmoid", [last], ["prob"]))
+        m.graph.output[0].name = "prob"
+        onnx.save(m, str(src))
+    out = tmp_path / "b.edgeseg"
+    assert main(["import", str(src), "--names", "background,person", "--size", "64x48", "--out", str(out)]) == 0
+    assert Bundle.open(out).manifest.decoder_options.scores == ("probabilities" if sigmoid else "logits")
+    rgb = np.random.default_rng(2).integers(0, 255, (48, 64, 3), np.uint8)
+    from edgeseg._ort import make_session
+
+    m = onnx.load(str(src))
+    raw = make_session(m.SerializeToString()).run(None, {m.graph.input[0].name: Bundle.open(out).manifest.input
+                                                         .preprocess(rgb)[0]})[0][0, 0]
+    want = (raw > 0.5) if sigmoid else (raw > 0)
+    labels = edgeseg.load(out, backend="onnxruntime")(rgb).labels
+    assert labels.shape == (48, 64) and np.array_equal(labels == 1, want)
+
+
 def test_import_of_a_model_with_two_inputs_has_a_fix(tmp_path, capsys):
     src = _conv_onnx(tmp_path / "two.onnx", 3, extra_input=True)
     assert main(["import", str(src), "--classes", "3", "--out", str(tmp_path / "b.edgeseg")]) == 2
