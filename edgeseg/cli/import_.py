@@ -357,10 +357,15 @@ def run(args: argparse.Namespace) -> int:
                              query_options=query_options or None,
                              hf_config=hf if instance else None)
     except EdgesegError as e:
-        if nv_names is None or classes is not nv_names or "class" not in str(e).splitlines()[0].lower():
+        if "class" not in str(e).lower():
             raise  # (a failure that is not about the classes: their source would mislead)
-        src = (side or nvinfer).files[0]  # the names were not the user's: say where they came from
-        raise type(e)(f"{e.args[0].splitlines()[0]} (the {len(nv_names)} class names came from {src})",
+        if nv_names is not None and classes is nv_names:
+            src = (side or nvinfer).files[0]  # the names were not the user's: say where they came from
+        elif hf is not None and hf_names is not None and classes is hf_names and hf.files:
+            src = next((f for f in hf.files if f.endswith("config.json") and "preprocessor" not in f), hf.files[0])
+        else:
+            raise
+        raise type(e)(f"{e.args[0].splitlines()[0]} (the {len(classes)} class names came from {src})",
                       fix=f"{e.fix + '; or ' if e.fix else ''}give the model's own names with --names") from None
     m = bundle.manifest
     if m.input.dtype == "uint8" and given_norm:

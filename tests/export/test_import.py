@@ -327,3 +327,23 @@ def test_grey_and_bfloat16_inputs_are_named_for_what_they_are(tmp_path, capsys, 
     assert main(["import", str(tmp_path / "m.onnx"), "--classes", "3", "--out", str(tmp_path / "b")]) == 2
     err = capsys.readouterr().err
     assert all(w in err for w in words), err
+
+
+def test_names_from_a_hugging_face_config_that_do_not_fit_are_traced_to_it(tmp_path, capsys):
+    """id2label with 2 names for a 3-class model said only 'check --classes'."""
+    import json
+
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgeseg.cli import main
+
+    w = numpy_helper.from_array(np.zeros((3, 3, 1, 1), np.float32), "w")
+    g = helper.make_graph([helper.make_node("Conv", ["pixel_values", "w"], ["logits"])], "g",
+                          [helper.make_tensor_value_info("pixel_values", TensorProto.FLOAT, [1, 3, 32, 32])],
+                          [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 3, 32, 32])], [w])
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "model.onnx"))
+    (tmp_path / "config.json").write_text(json.dumps({"id2label": {"0": "road", "1": "sky"}}))
+    assert main(["import", str(tmp_path / "model.onnx"), "--out", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err
+    assert "class names came from" in err and "config.json" in err, err
