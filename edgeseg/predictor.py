@@ -22,7 +22,7 @@ import numpy as np
 from .backends import BACKENDS, Runner, select_backend
 from .bundle import Bundle, Manifest
 from .decode import decode
-from .errors import InputError
+from .errors import EdgesegError, InputError
 from .structures import DecoderOptions, PreprocessMeta
 
 
@@ -146,7 +146,17 @@ class Predictor:
         if not self.runner.is_active:
             self.runner.activate()  # stays active until close() / the end of a with-block
         feed, meta = self.preprocess(rgb)
-        return self.postprocess(self.runner.infer(feed), meta, image=rgb)
+        for attempt in range(3):
+            try:
+                out = self.runner.infer(feed)
+                break
+            except EdgesegError:
+                if self.runner.is_active or attempt == 2:
+                    raise
+                # close() from another thread during this call: run it as a call after close() runs (activated
+                # again), not "runner ... is not active, use it inside 'with runner:'" (the caller has no runner)
+                self.runner.activate()
+        return self.postprocess(out, meta, image=rgb)
 
     # ---- lifecycle ---------------------------------------------------------------------------
     def __enter__(self) -> "Predictor":

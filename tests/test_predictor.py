@@ -117,3 +117,33 @@ def test_bad_images_are_explained(bundle, image, match):
         p(image)
     if isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[2] == 4:
         assert "img[..., :3]" in str(e.value)
+
+
+def test_a_predictor_closed_while_other_threads_call_it_keeps_answering():
+    """close() from one thread while others call the predictor: the calls in flight failed with 'runner ... is not
+    active; use it inside with runner:' (the caller has no runner). They run as calls after close() do."""
+    import threading
+
+    import edgeseg
+
+    p = edgeseg.load("shapes", backend="onnxruntime", precision="fp32")
+    img = np.zeros((60, 80, 3), np.uint8)
+    errors, stop = [], threading.Event()
+
+    def call():
+        while not stop.is_set():
+            try:
+                p(img)
+            except Exception as e:  # noqa: BLE001 - collected, asserted below
+                errors.append(e)
+
+    threads = [threading.Thread(target=call) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for _ in range(30):
+        p.close()
+    stop.set()
+    for t in threads:
+        t.join(timeout=30)
+    p.close()
+    assert errors == []
