@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+from pathlib import Path
 import platform
 import sys
 from importlib import metadata
@@ -218,13 +219,45 @@ SETTINGS = ("EDGESEG_CACHE_DIR", "EDGESEG_CACHE", "EDGESEG_DATA", "EDGESEG_TRT_M
             "EDGESEG_TRT_DLA_CORE", "EDGESEG_NNCF", "EDGESEG_OPS_CUDA", "OMP_NUM_THREADS", "LD_PRELOAD")
 
 
-def _cache() -> dict:
+def _cache(problems: list[dict] | None = None) -> dict:
     from .paths import cache_dir
 
     path = cache_dir()
     probe = path if path.exists() else next((p for p in path.parents if p.exists()), path)
-    return {"dir": str(path), "writable": os.access(probe, os.W_OK), "exists": path.exists(),
+    writable = os.access(probe, os.W_OK)
+    if problems is not None:
+        _settings_problems(path, writable, problems)
+    return {"dir": str(path), "writable": writable, "exists": path.exists(),
             "settings": {k: os.environ[k] for k in SETTINGS if os.environ.get(k)}}
+
+
+def _settings_problems(cache: Path, writable: bool, problems: list[dict]) -> None:
+    """Settings that fail later, where they are used (a .zip bundle, a TensorRT engine build), said here: doctor
+    printed "problems none" beside a cache it had itself marked NOT writable."""
+    from .errors import EdgesegError
+
+    if not writable:
+        problems.append({"what": f"the cache {cache} is not writable: .zip bundles cannot be unpacked and backend "
+                                 "choices are not remembered (timed again each run)",
+                         "fix": "set EDGESEG_CACHE_DIR to a writable folder"})
+    data = os.environ.get("EDGESEG_DATA", "").strip()
+    if data and not Path(data).expanduser().is_dir():
+        problems.append({"what": f"EDGESEG_DATA={data} is not a folder", "fix": "point it at the data folder, or unset it"})
+    omp = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if omp and not (omp.isdigit() and int(omp) > 0):
+        problems.append({"what": f"OMP_NUM_THREADS={omp!r} is not a positive whole number",
+                         "fix": "e.g. OMP_NUM_THREADS=2, or unset it"})
+    try:  # the TensorRT settings' own checks, which otherwise run only when an engine is built
+        from .backends.tensorrt.plan import GpuInfo, dla_core, profile_limits
+    except Exception:  # noqa: BLE001 - the checks cannot run here: nothing to say about the settings
+        return
+    for check in (dla_core, lambda: profile_limits(GpuInfo(name="any", major=0, minor=0))):
+        try:
+            check()
+        except EdgesegError as e:
+            problems.append({"what": str(e).splitlines()[0], "fix": getattr(e, "fix", None) or "unset it"})
+        except Exception:  # noqa: BLE001 - a check that cannot run here says nothing about the settings
+            pass
 
 
 def report() -> dict:
@@ -238,7 +271,7 @@ def report() -> dict:
         "gstreamer": _section("gstreamer", lambda: _gstreamer(problems), problems),
         "opencv": _section("opencv", _opencv, problems),
         "process": _section("process", lambda: _process(problems), problems),
-        "cache": _section("cache", _cache, problems),
+        "cache": _section("cache", lambda: _cache(problems), problems),
     }
     out["problems"] = problems
     return out

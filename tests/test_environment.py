@@ -125,3 +125,32 @@ def test_doctor_command_prints_and_writes_the_report(gst, tmp_path, capsys, monk
     assert f"runtime   onnxruntime  {metadata.version('onnxruntime')}" in text
     assert "  encode  x264enc       yes" in text and text.rstrip().endswith("problems  none")
     assert "setting   EDGESEG_TRT_MAX_SIDE=1280" in text and data["cache"]["settings"]["EDGESEG_TRT_MAX_SIDE"] == "1280"
+    monkeypatch.chdir(tmp_path)  # --json -: the report on standard output (it wrote a file named '-')
+    assert main(["doctor", "--json", "-"]) == 0
+    text = capsys.readouterr().out
+    assert json.loads(text[text.index("\n{") + 1:])["problems"] == [] and not (tmp_path / "-").exists()
+
+
+def test_settings_that_fail_later_are_problems_now(tmp_path, monkeypatch):
+    """doctor said "problems none" beside a cache it had itself marked NOT writable, and echoed TensorRT settings
+    that fail only when an engine is built."""
+    import os
+
+    from edgeseg.environment import report
+
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    monkeypatch.setenv("EDGESEG_CACHE_DIR", str(ro / "cache"))
+    monkeypatch.setenv("EDGESEG_DATA", str(tmp_path / "nowhere"))
+    monkeypatch.setenv("EDGESEG_TRT_DLA_CORE", "x")
+    monkeypatch.setenv("EDGESEG_TRT_MAX_BATCH", "abc")
+    monkeypatch.setenv("OMP_NUM_THREADS", "-3")
+    try:
+        what = " | ".join(p["what"] for p in report()["problems"])
+    finally:
+        ro.chmod(0o700)
+    assert "EDGESEG_DATA=" in what and "OMP_NUM_THREADS='-3'" in what and "EDGESEG_TRT_DLA_CORE='x'" in what
+    assert "EDGESEG_TRT_MAX_BATCH='abc'" in what
+    if os.geteuid() != 0:  # root writes anywhere: the cache check is for other users
+        assert "is not writable" in what

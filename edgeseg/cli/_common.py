@@ -1,13 +1,28 @@
 """Options and helpers shared by the commands (standard library only at import time).
 
-``write_json`` is :func:`edgeseg._io.write_json` (atomic; ``None`` writes nothing), re-exported here."""
+``write_json`` is :func:`edgeseg._io.write_json` (atomic; ``None`` writes nothing), or standard output for ``-``."""
 from __future__ import annotations
 
 import argparse
 import sys
 from typing import Any
 
-from .._io import write_json  # noqa: F401  (re-exported: commands write --json through it)
+from .._io import write_json as _write_json
+
+
+def write_json(path, data) -> None:
+    """``--json PATH``: :func:`edgeseg._io.write_json` (atomic; None writes nothing); ``-`` prints it to standard
+    output (``edgeseg doctor --json -`` for a bug report wrote a file named ``-``)."""
+    if path is not None and str(path) == "-":
+        import json
+        import sys
+
+        from .._io import json_default
+
+        sys.stdout.write(json.dumps(data, indent=2, default=json_default) + "\n")
+        sys.stdout.flush()
+        return
+    _write_json(path, data)
 
 
 def add_runtime_options(p: argparse.ArgumentParser, multi_backend: bool = False, precision: str = "auto") -> None:
@@ -35,7 +50,7 @@ def _lower(text: str) -> str:
 
 
 def add_json_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--json", metavar="PATH", default=None, help="also write the numbers to this JSON file")
+    p.add_argument("--json", metavar="PATH", default=None, help="also write the numbers to this JSON file (- : standard output)")
 
 
 def print_table(rows: list[dict[str, Any]], columns: list[str] | None = None) -> None:
@@ -81,6 +96,8 @@ def check_output(path: str, option: str, kind: str = "file") -> None:
     from .._io import writable_file, writable_folder
     from ..errors import InputError
 
+    if kind == "file" and str(path) == "-":  # standard output (write_json)
+        return
     try:
         if kind == "file":
             writable_file(path)
