@@ -574,7 +574,7 @@ class GstSource(Source):
                                           "is missing or refused the decoder's output: check that install "
                                           "(gst-inspect-1.0 nvvidconv)")
                 raise StreamError(f"source {self.uri!r} failed after {self._index} frames: {text}",
-                                  fix="frames before the failure were processed; " + (
+                                  fix=("frames before the failure were processed; " if self._index else "") + (
                                       "check that the camera or server is reachable and the URL is right"
                                       if self.spec.scheme in _RECONNECT_SCHEMES else
                                       "check that the file is complete and not corrupt (e.g. play it with gst-play-1.0)"))

@@ -65,8 +65,10 @@ class MultiSource(Source):
                 if not self._buf.put_from(frame, live=source.live):
                     return
                 n += 1
-        except Exception as e:
-            log.error("source %s failed after %d frames: %s", _name(source), n, e)
+        except Exception as e:  # raised to the caller when the stream ends (_failure); said now only while other
+            text = str(e).splitlines()[0] if str(e) else type(e).__name__  # sources go on (alone, it was logged and
+            log.log(logging.WARNING if len(self.sources) > 1 else logging.DEBUG,  # raised with its prefix twice)
+                    "source %s stopped after %d frames (the others go on): %s", _name(source), n, text)
             self._errors.append((source, n, e))
         finally:
             if not source.live:
