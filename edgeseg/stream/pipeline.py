@@ -182,7 +182,9 @@ class Pipeline:
                 if self.max_frames is not None and n >= self.max_frames:
                     self.stop("max_frames")
         except Exception as e:  # StreamError from a broken stream, or anything a source raises
-            log.error("source %s failed after %d frames: %s", self.source.uri or type(self.source).__name__, n, e)
+            text = str(e).splitlines()[0] if str(e) else type(e).__name__
+            log.error("%s", text if text.startswith("source ") else  # (a source's own error names it already)
+                      f"source {self.source.uri or type(self.source).__name__} failed after {n} frames: {text}")
             self._fail(e if isinstance(e, StreamError) else StreamError(f"source {self.source.uri!r} failed: {e}"))
         finally:
             out.put(_END)
