@@ -418,8 +418,8 @@ def test_stream_options_that_cannot_mean_anything_fail_before_the_source_opens(s
     """Before: max_frames 0 and -1 stopped after one frame, 1.5 after two; queue_size 0 (Python's 'unbounded')
     was silently 1; alpha 2, fps 0 and source_backend 'ffmpeg' were taken; '8554x' and 5 raised
     ValueError/TypeError."""
-    with pytest.raises(InputError, match=match):
-        list(edgeseg.stream(SRC, semantic, threads=1, **{option: value}))
+    with pytest.raises(InputError, match=match):  # at the call itself, not at the loop's first next()
+        edgeseg.stream(SRC, semantic, threads=1, **{option: value})
 
 
 def test_stream_with_good_options_still_runs(semantic):

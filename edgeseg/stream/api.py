@@ -300,6 +300,12 @@ def stream(source: Any, bundle: Any = None, **options: Any) -> Iterator[tuple[An
         raise InputError(f"edgeseg.stream: unknown option(s) {', '.join(unknown)}{''.join(close)}",
                          fix=f"options are the fields of StreamOptions: {', '.join(known)}")
     opts = StreamOptions(source=source, **options)
+    check_options(opts)  # here, not at the first next(): a mistyped option failed only once the loop began
+    return _stream(opts, bundle)
+
+
+def _stream(opts: StreamOptions, bundle: Any) -> Iterator[tuple[Any, Any]]:
+    """:func:`stream`'s generator: the pipeline runs from the first ``next()`` to the loop's end."""
     out: queue.Queue = queue.Queue(maxsize=max(2, opts.queue_size))
     done = object()
     pipe = build_pipeline(opts, predictor=bundle, extra_sinks=(CallbackSink(lambda f, r: out.put((f, r))),),
