@@ -539,10 +539,9 @@ def _cached_choice(hit: Any, path: Path | None, dev: DeviceInfo, bundle: "Bundle
     c, req = choice.candidate, dict(request or {})
     fits = c.precision in PRECISIONS and all(req.get(k, "auto") in ("auto", None, getattr(c, k))
                                              for k in ("backend", "precision"))
-    if fits and bundle is not None:
-        file_precision = "fp32" if c.precision == "bf16" else c.precision  # bf16 runs the FP32 file
+    if fits and bundle is not None and c.precision == "int8":  # (bf16 and fp16 run the FP32 file)
         try:
-            bundle.model_entry(file_precision, c.target if c.precision == "int8" else None)
+            bundle.model_entry("int8", c.target)
         except Exception:  # noqa: BLE001 - no such model: the entry is not this bundle's
             fits = False
     if not fits:
