@@ -255,9 +255,9 @@ def _settings_problems(cache: Path, writable: bool, problems: list[dict]) -> Non
         try:
             check()
         except EdgesegError as e:
-            problems.append({"what": str(e).splitlines()[0], "fix": getattr(e, "fix", None) or "unset it"})
-        except Exception:  # noqa: BLE001 - a check that cannot run here says nothing about the settings
-            pass
+            problems.append({"what": str(e).splitlines()[0], "fix": e.fix or "unset it"})
+        except Exception as e:  # noqa: BLE001 - a check that cannot run here says nothing about the settings
+            log.debug("doctor: a TensorRT settings check could not run (%s: %s)", type(e).__name__, e)
 
 
 def report() -> dict:
