@@ -13,7 +13,7 @@ the output-channel axis: Conv 0, ConvTranspose 1, no INT32 bias DQ), opset range
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, List
 
@@ -139,15 +139,33 @@ def check_bundle(bundle, target: str, precision: str = "fp32", model_target: str
     elif want is None and target.startswith("tensorrt") and "tensorrt" in targeted:
         want = "tensorrt"  # the graph TensorRT runs: a detector's model.trt.onnx (EfficientNMS_TRT), as its runner picks
     cands = [m for m in b.manifest.models if m.precision == precision and m.target == want]
+    note: list[Finding] = []
     if not cands and precision == "int8":
-        cands = [m for m in b.manifest.models if m.precision == "int8"]
+        # none made for this target: the one this target's runtime would load instead, as its backend picks
+        order = _INT8_STANDINS.get(want, ())
+        int8 = sorted((m for m in b.manifest.models if m.precision == "int8"),
+                      key=lambda m: order.index(m.target) if m.target in order else len(order))
+        cands = int8[:1]
+        if cands:
+            note.append(Finding(
+                "info" if cands[0].target in order else "warning", "stand-in-model",
+                f"bundle has no INT8 model made for {want}; checked the one made for {cands[0].target or 'no target'} "
+                f"({cands[0].file}){', which the ' + want + ' backend runs in its place' if cands[0].target in order else ''}",
+                fix=f"run 'edgeseg quantize {b.root} --target {want}' for a model made for it"))
     if not cands:  # an FP32 graph for every target
         cands = [m for m in b.manifest.models if m.precision == precision]
     if not cands:
         fix = f"run 'edgeseg quantize {b.root} --target {want}'" if precision == "int8" else None
         return CheckReport(target, str(b.root), precision, (Finding(
             "error", "no-model", f"bundle has no {precision} model{' for ' + want if want else ''}", fix or ""),))
-    return check_model(b.root / cands[0].file, target, precision)
+    report = check_model(b.root / cands[0].file, target, precision)
+    return replace(report, findings=tuple(note) + report.findings) if note else report
+
+
+# the INT8 models a runtime loads when the bundle has none made for it, in the order its backend takes them
+# (backends' ``model_targets``: OpenVINO runs the ONNX Runtime model, and ONNX Runtime OpenVINO's; TensorRT needs
+# its own symmetric Q/DQ and takes none in its place)
+_INT8_STANDINS = {"openvino": ("cpu", None), "cpu": (None, "openvino")}
 
 
 # ---- TensorRT ------------------------------------------------------------------------------------

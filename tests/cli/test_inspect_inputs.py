@@ -231,3 +231,14 @@ def test_an_unwritable_json_path_is_refused_before_any_work(fp32_only, tmp_path,
     assert rc == 2 and out == ""
     assert "--json: cannot write" in err and "afile is a file, not a folder" in err
     assert "fix: give --json a file path in a folder you can write to" in err
+
+
+def test_check_int8_without_a_model_for_the_target_checks_what_that_runtime_loads(capsys):
+    # before: shapes has INT8 models for cpu and tensorrt; `--target openvino --precision int8` checked the TensorRT
+    # model (the first INT8 one listed), which OpenVINO never runs, and said nothing of the substitution
+    rc, out, _ = _run(capsys, "check", "shapes", "--target", "openvino", "--precision", "int8")
+    assert rc == 0 and out.startswith("model.int8.cpu.onnx on openvino (int8): OK")  # the OpenVINO backend's stand-in
+    assert "stand-in-model: bundle has no INT8 model made for openvino; checked the one made for cpu" in out
+    assert "--target openvino' for a model made for it" in out
+    rc, out, _ = _run(capsys, "check", "shapes", "--target", "openvino", "--precision", "int8", "--model-target", "cpu")
+    assert "stand-in-model" not in out  # asked for by name: no substitution to speak of
