@@ -21,7 +21,7 @@ import numpy as np
 from ..errors import InputError, StreamError
 from .base import Packet, Sink, Source
 from .overlay import Renderer
-from .pipeline import Pipeline, decoder_threads, inference_threads, opencv_threads
+from .pipeline import ON_ERROR, Pipeline, decoder_threads, inference_threads, opencv_threads
 from .recipe import RECIPE_KEYS, load_recipe  # noqa: F401  (re-exported: edgeseg.stream.load_recipe)
 from .sinks import CallbackSink, DisplaySink, JsonLinesSink, LabelPngSink, Mp4Sink, RtspServerSink
 from .sources import MultiSource, open_source
@@ -108,6 +108,7 @@ def build_sinks(opts: StreamOptions, fps: float | None = None) -> list[Sink]:
 
 
 SOURCE_BACKENDS = ("auto", "gstreamer", "opencv")
+NO_CLI_FLAG = ("log_interval_s",)  # options a recipe or the Python API sets, `edgeseg run` not
 
 
 def _number(value: Any) -> bool:
@@ -118,8 +119,9 @@ def check_options(opts: StreamOptions) -> None:
     """An :class:`InputError` for settings that cannot mean anything, before a source opens or a bundle
     loads (a negative ``max_frames`` used to stop after one frame, a string port to fail as a ValueError)."""
     def refuse(name: str, want: str) -> None:
+        cli = "" if name in NO_CLI_FLAG else f"--{name.replace('_', '-')} in the CLI, "
         raise InputError(f"stream option {name} must be {want}, got {getattr(opts, name)!r}",
-                         fix=f"--{name.replace('_', '-')} in the CLI, {_recipe_key(name)} in a recipe")
+                         fix=f"{cli}{_recipe_key(name)} in a recipe")
 
     if opts.max_frames is not None and (isinstance(opts.max_frames, bool) or not isinstance(opts.max_frames, int)
                                         or opts.max_frames < 1):
@@ -136,6 +138,12 @@ def check_options(opts: StreamOptions) -> None:
         refuse("batch_timeout_ms", "a number of milliseconds >= 0")
     if opts.source_backend not in SOURCE_BACKENDS:
         refuse("source_backend", " or ".join(SOURCE_BACKENDS))
+    if opts.on_error not in ON_ERROR:  # was refused by the pipeline, after the bundle had loaded
+        refuse("on_error", " or ".join(repr(v) for v in ON_ERROR))
+    if isinstance(opts.max_batch, bool) or not isinstance(opts.max_batch, int) or opts.max_batch < 1:
+        refuse("max_batch", "an integer >= 1")
+    if not (_number(opts.log_interval_s) and opts.log_interval_s >= 0):
+        refuse("log_interval_s", "a number of seconds >= 0 (0: no periodic log)")
     if opts.rtsp_port is not None and (isinstance(opts.rtsp_port, bool) or not isinstance(opts.rtsp_port, int)
                                        or not 1 <= opts.rtsp_port <= 65535):
         refuse("rtsp_port", "a port number 1..65535 (or None: no RTSP server)")
@@ -193,8 +201,6 @@ def build_pipeline(opts: StreamOptions, predictor: Any = None, extra_sinks: tupl
     (:class:`~edgeseg.stream.vos_stage.VosStage`) (-> render) -> sinks. A prompt with a bundle adds the
     prompt's objects to the bundle's results (:class:`~edgeseg.structures.PromptedResult`)."""
     check_options(opts)
-    if opts.max_batch < 1 or opts.batch_timeout_ms < 0:
-        raise InputError(f"max_batch must be >= 1 and batch_timeout_ms >= 0, got {opts.max_batch} and {opts.batch_timeout_ms}")
     opencv_threads(opts.cv_threads)  # bad settings fail before the source opens and the bundle loads
     decoder_threads(opts.decoder_threads)
     inference_threads(opts.threads)

@@ -42,6 +42,24 @@ def test_recipe_errors_name_the_file_and_key(tmp_path):
     assert StreamOptions(source="a").replace(sink=None, max_frames=3).max_frames == 3
 
 
+
+@pytest.mark.parametrize("line,words", [
+    ('on_error = "ignore"', "stream option on_error must be 'skip' or 'stop', got 'ignore'\n  fix: --on-error in the CLI, "
+                            "[pipeline] on_error in a recipe"),
+    ("max_batch = 2.5", "stream option max_batch must be an integer >= 1, got 2.5"),
+    ("log_interval_s = -1", "stream option log_interval_s must be a number of seconds >= 0 (0: no periodic log), got -1"
+                            "\n  fix: [pipeline] log_interval_s in a recipe"),  # no such CLI flag to name
+])
+def test_recipe_pipeline_settings_are_refused_before_the_bundle_loads(tmp_path, capsys, line, words):
+    # before: a bad on_error was refused by the pipeline, after the bundle had loaded and its backend been chosen
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(f'[source]\nuri = "synthetic://?frames=2"\n[model]\nbundle = "no-such-bundle"\n'
+                      f'[sinks]\njson = "{tmp_path / "r.jsonl"}"\n[pipeline]\n{line}\n')
+    assert main(["run", str(recipe)]) == 2
+    err = capsys.readouterr().err
+    assert words in err and "no-such-bundle" not in err  # refused before the bundle was looked for
+    assert not (tmp_path / "r.jsonl").exists()
+
 @pytest.mark.gst
 def test_cli_recipe_with_overrides(gst, bundle, tmp_path, capsys):
     recipe = tmp_path / "r.toml"
