@@ -296,7 +296,7 @@ def test_results_with_zero_instances_work_everywhere(kind):
     """Before: r[[]] raised numpy's 'arrays used as indices must be of integer (or boolean) type', and a
     decoded wire result compared to the original raised 'truth value of an empty array is ambiguous'."""
     from edgeseg.stream.overlay import Renderer
-    from edgeseg.stream.sinks.files import instance_record
+    from edgeseg.structures.records import instance_record
     from edgeseg.wire import decode_result, encode_result
 
     r = _empties()[kind]

@@ -279,7 +279,7 @@ def test_a_hand_built_semantic_result_with_negative_ids_is_refused_where_it_is_m
     """-1 for void (a common convention) used to reach the JSON-lines sink, which failed there with numpy's
     "'list' argument must have no negative elements", far from the code that made it; the PNG sink wrapped
     -1 to 255 silently. Now the result names the id and the fix; non-negative signed labels still work."""
-    from edgeseg.stream.sinks.files import semantic_record
+    from edgeseg.structures.records import semantic_record
 
     labels = np.zeros((3, 4), np.int32)
     labels[1, 2] = -1
@@ -326,3 +326,45 @@ def test_lookup_colours_equals_fancy_indexing(shape, dtype):
         lut = np.zeros((max(int(labels.max(initial=0)) + 1, 11), 3), np.uint8)
         lut[:11] = pal
         np.testing.assert_array_equal(colorize(labels, pal), lut[np.clip(labels, 0, len(lut) - 1)])
+
+
+def test_every_result_type_has_to_dict_the_json_lines_record_with_masks_pycocotools_decodes():
+    """before: results had no to_dict(); an application had to import the stream's sink module to serialise one."""
+    import json
+
+    from pycocotools import mask as coco_mask
+
+    from edgeseg.structures import PanopticResult, PromptedResult, Segment, TrackResult
+
+    labels = np.zeros((6, 7), np.uint8)
+    labels[2:5, 1:4] = 2
+    sem = json.loads(json.dumps(SemanticResult(labels, classes=("sky", "road", "car")).to_dict()))
+    assert sem["task"] == "semantic" and [(s["class"], s["area"]) for s in sem["segments"]] == [("sky", 33), ("car", 9)]
+    car = sem["segments"][1]["rle"]
+    assert np.array_equal(coco_mask.decode({"size": car["size"], "counts": car["counts"].encode()}), labels == 2)
+
+    masks = np.zeros((2, 6, 7), bool)
+    masks[0, 0:2, 0:3] = True
+    masks[1, 3:6, 5:7] = True
+    inst = InstanceResult(boxes=np.array([[0, 0, 3, 2], [5, 3, 7, 6]], np.float32), scores=np.array([0.9, 0.5], np.float32),
+                          classes=np.array([1, 0]), image_shape=ImageShape(6, 7), masks=masks,
+                          class_names=("person", "car"))
+    d = json.loads(json.dumps(inst.to_dict()))
+    assert [(s["class"], s["area"], s["box"]) for s in d["segments"]] == [("car", 6, [0, 0, 3, 2]), ("person", 6, [5, 3, 7, 6])]
+    assert d["segments"][0]["score"] == pytest.approx(0.9)
+    for s, m in zip(d["segments"], masks):
+        assert np.array_equal(coco_mask.decode({"size": s["rle"]["size"], "counts": s["rle"]["counts"].encode()}), m)
+
+    ids = np.zeros((6, 7), np.int32)
+    ids[:3] = 1
+    ids[4:, 2:5] = 2
+    pan = PanopticResult(ids, (Segment(1, 0, False), Segment(2, 1, True, 0.8)), class_names=("road", "car"))
+    d = json.loads(json.dumps(pan.to_dict()))
+    assert [(s["id"], s["class"], s["isthing"], s["area"]) for s in d["segments"]] == [(1, "road", False, 21), (2, "car", True, 6)]
+
+    track = TrackResult(masks[:1], np.array([7]), np.array([0.75], np.float32))
+    assert track.to_dict() == {"task": "vos", "segments": [
+        {"object_id": 7, "score": 0.75, "area": 6, "rle": rle_encode(masks[0])}]}
+    prompted = PromptedResult(pan, track).to_dict()
+    assert prompted["task"] == "panoptic" and prompted["objects"] == track.to_dict()["segments"]
+    assert InstanceResult.empty(ImageShape(6, 7)).to_dict() == {"task": "instance", "segments": []}

@@ -85,7 +85,8 @@ def _panoptic_row(path: Path, result, out: Path | None, rgb, alpha: float, palet
     ``coco`` collects the COCO-panoptic annotation and categories of ``--out``'s ``panoptic.json``."""
     from ..data.io import write_image
     from ..stream.overlay import Renderer
-    from ..stream.sinks.files import label_image, panoptic_record
+    from ..stream.sinks.files import label_image
+    from ..structures.records import panoptic_record
     from ..structures.coco_panoptic import segments_info
 
     row = {"file": str(path), "height": result.shape.height, "width": result.shape.width,

@@ -73,6 +73,13 @@ class SemanticResult:
 
     __eq__ = _results_equal
 
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: the record ``edgeseg run --json-out`` writes per frame, masks as COCO RLE
+        (:mod:`edgeseg.structures.records`)."""
+        from .records import result_record
+
+        return result_record(self)
+
     @property
     def shape(self) -> ImageShape:
         return ImageShape.of(self.labels)
@@ -172,6 +179,13 @@ class InstanceResult:
                    "InstanceResult.mask_crops[i] must be [y1 - y0, x1 - x0] of mask_boxes[i], inside the image")
 
     __eq__ = _results_equal
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: the record ``edgeseg run --json-out`` writes per frame, masks as COCO RLE
+        (:mod:`edgeseg.structures.records`)."""
+        from .records import result_record
+
+        return result_record(self)
 
     @property
     def _masks_cache(self) -> np.ndarray | None:
@@ -360,6 +374,13 @@ class PanopticResult:
 
     __eq__ = _results_equal
 
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: the record ``edgeseg run --json-out`` writes per frame, masks as COCO RLE
+        (:mod:`edgeseg.structures.records`)."""
+        from .records import result_record
+
+        return result_record(self)
+
     def semantic(self, void: int = 255) -> np.ndarray:
         """``int32 [H, W]`` category id per pixel (``void`` where unassigned)."""
         top = int(self.segment_ids.max(initial=0))
@@ -402,6 +423,13 @@ class TrackResult:
 
     __eq__ = _results_equal
 
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: the record ``edgeseg run --json-out`` writes per frame, masks as COCO RLE
+        (:mod:`edgeseg.structures.records`)."""
+        from .records import result_record
+
+        return result_record(self)
+
     @property
     def shape(self) -> ImageShape:
         return ImageShape(int(self.masks.shape[1]), int(self.masks.shape[2]))
@@ -420,3 +448,10 @@ class PromptedResult:
         _check(isinstance(self.objects, TrackResult), "PromptedResult.objects must be a TrackResult")
 
     __eq__ = _results_equal
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: the record ``edgeseg run --json-out`` writes per frame, masks as COCO RLE
+        (:mod:`edgeseg.structures.records`)."""
+        from .records import result_record
+
+        return result_record(self)

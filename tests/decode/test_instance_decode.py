@@ -274,7 +274,7 @@ def test_roi_paste_fills_the_box_and_nothing_else():
 def test_decoders_give_compact_results_that_sinks_use_without_materialising():
     from edgeseg.stream.overlay import render_instance
     from edgeseg.stream.sinks import label_image
-    from edgeseg.stream.sinks.files import instance_record
+    from edgeseg.structures.records import instance_record
     from edgeseg.structures import rle_decode
 
     rng = np.random.default_rng(3)

@@ -12,7 +12,7 @@ import pytest
 from edgeseg.errors import InputError
 from edgeseg.stream.overlay import _draw_crops, _draw_masks, instance_colours, render_instance
 from edgeseg.stream.sinks import label_image
-from edgeseg.stream.sinks.files import instance_record
+from edgeseg.structures.records import instance_record
 from edgeseg.structures import ImageShape, InstanceResult, rle_decode, rle_encode
 from edgeseg.structures.rle import rle_encode_crops
 

@@ -29,84 +29,14 @@ import numpy as np
 
 from ..._registry import Registry
 from ...errors import InputError, StreamError
-from ...structures import InstanceResult, PanopticResult, PromptedResult, SemanticResult, TrackResult, rle_encode
+from ...structures import InstanceResult, PanopticResult, PromptedResult, SemanticResult, TrackResult
+from ...structures.records import result_record
 from ...structures.coco_panoptic import segments_info
 from ...structures.frame import Frame
-from ...structures.rle import rle_encode_crops, rle_encode_labels
 from ..base import SINKS, Packet, Sink, refuse_input
 from ..._io import commit_file, writable_file, writable_folder
 
 log = logging.getLogger("edgeseg.stream")
-
-RECORDS: Registry[Callable[[Any], dict]] = Registry("JSON record", error=StreamError)
-
-
-def _name(names: tuple[str, ...], i: int) -> str:
-    return names[i] if 0 <= i < len(names) else str(i)
-
-
-@RECORDS.register("SemanticResult")
-def semantic_record(r: SemanticResult) -> dict:
-    """One segment per class present: area and mean confidence from one ``bincount`` each, every
-    class's RLE from one column-major pass over the label map (:func:`rle_encode_labels`)."""
-    flat = r.labels.ravel()
-    counts = np.bincount(flat)
-    present = np.flatnonzero(counts)
-    rles = rle_encode_labels(r.labels, present)
-    scores = np.ones(len(counts))
-    if r.confidence is not None:
-        sums = np.bincount(flat, weights=r.confidence.ravel(), minlength=len(counts))
-        scores[present] = sums[present] / counts[present]
-    segs = [{"class_id": int(c), "class": _name(r.classes, int(c)), "area": int(counts[c]),
-             "score": float(scores[c]), "rle": rles[int(c)]} for c in present]
-    return {"task": "semantic", "segments": segs}
-
-
-@RECORDS.register("InstanceResult")
-def instance_record(r: InstanceResult) -> dict:
-    """Masks from their crops (``InstanceResult.mask_crop``): the RLEs and areas of all instances in
-    one vectorised pass (:func:`rle_encode_crops`), never ``N x H x W``."""
-    names = [_name(r.class_names, c) for c in r.classes.tolist()]
-    segs = [{"class_id": c, "class": name, "score": sc, "box": box}
-            for c, name, sc, box in zip(r.classes.tolist(), names, r.scores.astype(np.float64).tolist(),
-                                        r.boxes.astype(np.float64).tolist())]
-    if r.has_masks:
-        rles, areas = rle_encode_crops(r.iter_mask_crops(), r.image_shape.hw)
-        for d, rle, area in zip(segs, rles, areas.tolist()):
-            d["area"] = area
-            d["rle"] = rle
-    if r.track_ids is not None:
-        for d, t in zip(segs, r.track_ids.tolist()):
-            d["track_id"] = int(t)
-    return {"task": "instance", "segments": segs}
-
-
-@RECORDS.register("PanopticResult")
-def panoptic_record(r: PanopticResult) -> dict:
-    ids = np.array([s.id for s in r.segments], np.int64)
-    rles = rle_encode_labels(r.segment_ids, ids)
-    present, areas = np.unique(r.segment_ids, return_counts=True)
-    area = dict(zip(present.tolist(), areas.tolist()))
-    segs = [{"id": s.id, "class_id": s.category_id, "class": r.class_name(s.category_id),
-             "isthing": s.isthing, "area": int(area.get(s.id, 0)), "score": float(s.score), "rle": rles[s.id]}
-            for s in r.segments]
-    return {"task": "panoptic", "segments": segs}
-
-
-@RECORDS.register("TrackResult")
-def track_record(r: TrackResult) -> dict:
-    segs = [{"object_id": int(o), "score": float(r.scores[i]) if i < len(r.scores) else 1.0,
-             "area": int(m.sum()), "rle": rle_encode(m)} for i, (o, m) in enumerate(zip(r.object_ids, r.masks))]
-    return {"task": "vos", "segments": segs}
-
-
-@RECORDS.register("PromptedResult")
-def prompted_record(r: PromptedResult) -> dict:
-    objects = track_record(r.objects)["segments"]
-    if r.result is None:
-        return {"task": "vos", "error": "the bundle gave no result", "segments": [], "objects": objects}
-    return {**RECORDS.get(type(r.result).__name__)(r.result), "objects": objects}
-
 
 def frame_record(frame: Frame, result: Any, packet: Packet | None = None) -> dict:
     """The JSON object for one frame (see the module docstring)."""
@@ -116,7 +46,7 @@ def frame_record(frame: Frame, result: Any, packet: Packet | None = None) -> dic
         d["error"] = packet.error if packet is not None and packet.error else "no result"
         d["segments"] = []
         return d
-    d.update(RECORDS.get(type(result).__name__)(result))
+    d.update(result_record(result))
     return d
 
 
