@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
@@ -141,6 +142,32 @@ def contended_share(others_busy: float, wall: float, cpus: int, demand: int) -> 
     return min(1.0, max(0.0, (others_busy / wall - free) / min(demand, cpus)))
 
 
+# this process's own inference (other predictors' calls, other threads): /proc/stat cannot tell it from the timing
+_INFER_LOCK = threading.Lock()
+_INFER = [0, time.monotonic(), 0.0]  # calls in flight, when that last changed, call-seconds integrated so far
+
+
+def inference_seconds(delta: int = 0) -> float:
+    """Seconds of this process's counted inference calls so far, summed over concurrent calls (two calls
+    for one second: 2.0); ``delta`` +1 / -1 as a call starts / ends (:func:`counted_inference`)."""
+    with _INFER_LOCK:
+        now = time.monotonic()
+        n, t, total = _INFER
+        total += n * (now - t)
+        _INFER[:] = [n + delta, now, total]
+        return total
+
+
+@contextlib.contextmanager
+def counted_inference():
+    """Around one inference call (``Runner.infer``): seen by :meth:`LoadProbe.own_inference`."""
+    inference_seconds(+1)
+    try:
+        yield
+    finally:
+        inference_seconds(-1)
+
+
 @dataclass
 class LoadProbe:
     """How much of the CPUs a timing asked for other processes took between :meth:`start` and
@@ -149,6 +176,7 @@ class LoadProbe:
     on each other by design."""
 
     _t0: tuple[float, float, float] | None = None
+    _infer0: tuple[float, float] = (0.0, 0.0)
 
     @staticmethod
     def _now() -> tuple[float, float, float] | None:
@@ -162,7 +190,16 @@ class LoadProbe:
 
     def start(self) -> "LoadProbe":
         self._t0 = self._now()
+        self._infer0 = (inference_seconds(), time.monotonic())
         return self
+
+    def own_inference(self) -> float:
+        """Share of the time since :meth:`start` that counted inference calls of this process ran (another
+        predictor's calls in other threads, which :meth:`contended` counts as this process's own); in [0, 1].
+        The calls being timed are not counted (``Runner.counted`` off while they are timed)."""
+        s0, w0 = self._infer0
+        wall = time.monotonic() - w0
+        return 0.0 if wall <= 0 else min(1.0, max(0.0, (inference_seconds() - s0) / wall))
 
     def contended(self, demand: int) -> float:
         """:func:`contended_share` since :meth:`start`, for a timing that used ``demand`` threads."""

@@ -14,6 +14,7 @@ Runtimes are imported inside the ``_impl`` methods, never at module import.
 from __future__ import annotations
 
 import abc
+import contextlib
 import threading
 import time
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 import numpy as np
 
 from .._registry import Registry
+from .._timing import counted_inference
 from ..errors import BackendUnavailable, BundleError, EdgesegError, InputError
 
 if TYPE_CHECKING:
@@ -67,6 +69,8 @@ class Runner(abc.ABC):
     #: request per call in flight, torch modules); when not (one TensorRT execution context and its device
     #: buffers), :meth:`infer` runs one call at a time, so a predictor shared by threads stays correct
     concurrent: ClassVar[bool] = True
+    #: whether calls count as this process's inference load (off while the backend choice times this runner)
+    counted: bool = True
 
     def __init__(self, model_path: Path, *, precision: str = "fp32", device: str = "auto", threads: int = 0,
                  bundle: "Bundle | None" = None):
@@ -155,12 +159,11 @@ class Runner(abc.ABC):
             raise EdgesegError(f"{self.name} runner for {self.model_path.name} is not active", fix="use it inside 'with runner:'")
         if check:
             self._check_feed(feed)
-        if self.concurrent:
-            t0 = time.perf_counter()
-            out = self._infer_impl(feed)
-            self.last_latency_s = time.perf_counter() - t0
-            return out
-        with self._turns:
+        with contextlib.ExitStack() as stack:
+            if not self.concurrent:
+                stack.enter_context(self._turns)
+            if self.counted:  # seen by a backend choice timed meanwhile in another thread (LoadProbe.own_inference)
+                stack.enter_context(counted_inference())
             t0 = time.perf_counter()
             out = self._infer_impl(feed)
             self.last_latency_s = time.perf_counter() - t0

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 
+import numpy as np
 import pytest
 
 from edgeseg.backends import choice as ch
@@ -683,6 +684,65 @@ def test_a_choice_timed_on_a_busy_machine_is_used_but_not_cached(cache, caplog):
     assert calm.how == "measured" and not any("not remembered" in n for n in calm.notes)
     assert len(choices()) == 1
 
+
+def test_a_choice_timed_while_another_predictor_of_the_process_infers_is_not_cached(cache, caplog, monkeypatch):
+    """before: /proc/stat less this process's CPU time hid another predictor's calls in this process's own threads,
+    so a choice timed beside them was cached as if the machine had been idle. Real calls of a pinned predictor run
+    in a thread while the choice is timed; the candidates' own timed calls do not count."""
+    import threading
+
+    import edgeseg
+    from edgeseg._timing import LoadProbe, inference_seconds
+    from edgeseg.bundle import Bundle
+
+    pytest.importorskip("onnxruntime")
+    monkeypatch.setattr(LoadProbe, "contended", lambda self, demand: 0.0)  # only this process's own load is tested
+    shapes = Bundle.open("shapes")
+    other = edgeseg.load("road", backend="onnxruntime", precision="fp32", threads=1)
+    frame = np.zeros((360, 480, 3), np.uint8)
+    stop = threading.Event()
+
+    def infer():
+        while not stop.is_set():
+            other(frame)
+
+    worker = threading.Thread(target=infer)
+    worker.start()
+    try:
+        with caplog.at_level(logging.INFO, logger="edgeseg.backends"):
+            busy, runner = ch.choose(shapes, threads=1)
+    finally:
+        stop.set()
+        worker.join()
+        other.close()
+    runner.deactivate()
+    assert busy.how == "measured"
+    assert any("other inference in this process" in n and "not remembered" in n for n in busy.notes)
+    assert not [k for k in json.loads(cache.read_text()) if not k.startswith("gate:")] if cache.exists() else True
+
+    before = inference_seconds()
+    calm, runner = ch.choose(shapes, threads=1)  # alone: its own timed calls are not load, and it is remembered
+    runner.deactivate()
+    assert inference_seconds() == pytest.approx(before, abs=0.05)  # the candidates' timed calls were not counted
+    assert calm.how == "measured" and not any("not remembered" in n for n in calm.notes)
+    assert len([k for k in json.loads(cache.read_text()) if not k.startswith("gate:")]) == 1
+
+
+def test_inference_seconds_integrate_concurrent_calls(monkeypatch):
+    """Two calls in flight for 2 s and one for 1 s more: 5 call-seconds (hand-computed on a fake clock)."""
+    from edgeseg import _timing
+
+    now = [100.0]
+    monkeypatch.setattr(_timing.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(_timing, "_INFER", [0, 100.0, 0.0])
+    _timing.inference_seconds(+1)
+    _timing.inference_seconds(+1)
+    now[0] = 102.0
+    _timing.inference_seconds(-1)
+    now[0] = 103.0
+    assert _timing.inference_seconds(-1) == pytest.approx(5.0)
+    now[0] = 110.0
+    assert _timing.inference_seconds() == pytest.approx(5.0)  # nothing in flight: nothing added
 
 def test_gate_verdicts_are_remembered_per_device_and_model(cache, tmp_path):
     """A gate's verdict is measured once per device and model and read back afterwards, also when the
