@@ -66,3 +66,26 @@ def test_recipe_lists_sources_and_batching(tmp_path):
     recipe.write_text(f'[source]\nuri = ["{A}", "{B}"]\n[pipeline]\nmax_batch = 2\nbatch_timeout_ms = 5\n')
     opts = load_recipe(recipe)
     assert (opts.source, opts.max_batch, opts.batch_timeout_ms) == ([A, B], 2, 5)
+
+
+def test_a_video_sink_writes_one_file_per_source_at_its_own_rate(bundle, tmp_path):
+    """before: several sources' rendered frames went into one MP4, interleaved, at the fastest source's rate
+    (two cameras flickered frame by frame, each playing at the wrong speed). Now each source has its own file."""
+    import cv2
+
+    fast, slow = "synthetic://?seed=1&size=64x48&frames=9&fps=30", "synthetic://?seed=2&size=80x60&frames=5&fps=10"
+    out = tmp_path / "out.mp4"
+    assert main(["run", "--bundle", str(bundle.root), "--backend", "onnxruntime", "--threads", "1",
+                 "--source", fast, "--source", slow, "--source", fast, "--sink", str(out)]) == 0
+    assert not out.exists() and not list(tmp_path.glob("*.part.*"))
+    got = {}
+    for f in sorted(tmp_path.glob("out.*.mp4")):
+        cap = cv2.VideoCapture(str(f))
+        n = 0
+        while cap.read()[0]:
+            n += 1
+        got[f.name] = (n, round(cap.get(cv2.CAP_PROP_FPS)), int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)))
+        cap.release()
+    assert got == {"out.synthetic_seed_1_size_64x48_frames_9_fps_30.mp4": (9, 30, 64),
+                   "out.synthetic_seed_1_size_64x48_frames_9_fps_30_2.mp4": (9, 30, 64),  # the repeated URI's "#2"
+                   "out.synthetic_seed_2_size_80x60_frames_5_fps_10.mp4": (5, 10, 80)}

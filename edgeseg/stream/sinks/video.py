@@ -265,7 +265,11 @@ class Mp4Sink(Sink):
     """An MP4 file of the rendered frames. ``backend``: ``auto`` (GStreamer when present), ``gstreamer``
     or ``opencv`` (``mp4v``, since OpenCV wheels cannot write H.264). ``encoder``: a name in :data:`ENCODERS`.
     The suffix picks the container (:data:`MUXERS`: ``.mp4``, ``.m4v``, ``.mov``, ``.mkv``, ``.avi``); other names,
-    and the source's own file, are refused when the sink opens (:func:`check_video_path`)."""
+    and the source's own file, are refused when the sink opens (:func:`check_video_path`).
+
+    With several sources (a :class:`~edgeseg.stream.MultiSource`) each source gets a file of its own beside
+    ``path``, ``<stem>.<source>.<suffix>`` (:func:`~edgeseg.stream.sinks.files.source_folder` names it), at that
+    source's frame rate: one file of the cameras' frames interleaved played them at the fastest one's rate."""
 
     name = "mp4"
 
@@ -281,9 +285,12 @@ class Mp4Sink(Sink):
         self._writer: Any = None
         self._fix = _FixedSize(str(self.path))
         self._source: Any = None
+        self.per_source: dict[str, "Mp4Sink"] = {}  # several sources: source_id -> its own file's sink
+        self._parts: dict[str, Any] = {}
 
     def bind_source(self, source: Any) -> None:
         self._source = source
+        self._parts = {getattr(s, "source_id", None) or s.uri or "": s for s in getattr(source, "parts", ()) or ()}
 
     @property
     def part(self) -> Path:
@@ -321,7 +328,33 @@ class Mp4Sink(Sink):
                 raise StreamError(f"OpenCV cannot write {self.path}")
             self._writer = w
 
+    @property
+    def paths(self) -> list[Path]:
+        """The files this sink writes: ``path``, or one per source that gave a frame."""
+        return [c.path for c in self.per_source.values()] if len(self._parts) > 1 else [self.path]
+
+    def _source_sink(self, source_id: str) -> "Mp4Sink":
+        from .files import source_folder
+
+        sink = self.per_source.get(source_id)
+        if sink is None:
+            name = source_folder(source_id, {c.path.stem for c in self.per_source.values()})
+            sink = Mp4Sink(self.path.with_name(f"{self.path.stem}.{name}{self.path.suffix}"), fps=self.fps,
+                           encoder=self.encoder_name, backend=self.backend)
+            sink.bind_source(self._parts.get(source_id))
+            sink.open()
+            if self._source is not None:
+                refuse_input(sink.path, self._source, "the video sink's file")
+            self.per_source[source_id] = sink
+            log.info("source %s -> %s", source_id, sink.path)
+        return sink
+
     def write(self, frame: Frame, result: Any, packet: Packet | None = None) -> None:
+        if len(self._parts) > 1:
+            sink = self._source_sink(frame.source_id)
+            sink.write(frame, result, packet)
+            self.frames += 1
+            return
         image = encodable(self._fix(image_of(frame, packet)), self.encoder_name)
         if self._writer is None:
             self._start(image.shape[:2])
@@ -338,6 +371,16 @@ class Mp4Sink(Sink):
         self.frames += 1
 
     def close(self) -> None:
+        sinks, self.per_source = dict(self.per_source), {}
+        failure: BaseException | None = None
+        for sink in sinks.values():  # every source's file is finished even when one fails; the first failure after
+            try:
+                sink.close()
+            except Exception as e:
+                failure = failure or e
+        self.per_source = sinks
+        if failure is not None:
+            raise failure
         w, self._writer = self._writer, None
         if w is None:
             return
