@@ -49,3 +49,28 @@ def test_no_typing_backport_shadows_the_standard_library():
 
     shadows = [p for p in site.getsitepackages() if (Path(p) / "typing.py").exists()]
     assert not shadows, f"typing.py in {shadows}: pip uninstall typing (make setup does)"
+
+
+def _without_torch(argv: list[str], cwd) -> subprocess.CompletedProcess:
+    """``edgeseg ARGV`` in a process where ``import torch`` fails, as on a device installed without it."""
+    code = f"import sys; sys.modules['torch'] = None\nfrom edgeseg.cli import main\nsys.exit(main({argv!r}))"
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=cwd)
+
+
+def test_import_and_fuse_run_without_torch_and_export_names_the_install(tmp_path):
+    """before: `edgeseg import` and `edgeseg fuse` (ONNX only) failed with torch's ModuleNotFoundError traceback on a
+    torch-less device (their helpers lived in modules that import torch); `export` showed the same traceback."""
+    from edgeseg.bundle import Bundle
+
+    shapes = Bundle.open("shapes")
+    out = _without_torch(["import", str(shapes.root / "model.onnx"), "--task", "semantic", "--classes", "6",
+                          "--out", "imp.edgeseg"], tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert Bundle.open(tmp_path / "imp.edgeseg").manifest.classes == tuple(f"class_{i}" for i in range(6))
+    out = _without_torch(["fuse", "shapes", "shapes-instance", "--out", "fused.edgeseg"], tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert Bundle.open(tmp_path / "fused.edgeseg").manifest.task == "panoptic"
+    out = _without_torch(["export", "fcn8s_mobilenetv2", "--num-classes", "3", "--out", "x.edgeseg"], tmp_path)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.startswith("edgeseg export: error: this needs torch, which is not installed here\n  fix: pip install torch==")
+    assert not (tmp_path / "x.edgeseg").exists()

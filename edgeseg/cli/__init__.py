@@ -90,6 +90,13 @@ def main(argv: list[str] | None = None) -> int:
         name = str(e) or "SIGINT"
         print(f"edgeseg {args.command}: interrupted ({name})", file=sys.stderr)
         return 143 if name == "SIGTERM" else 130
+    except ModuleNotFoundError as e:  # a part a device install leaves out (torch on a Jetson): name it and the fix
+        fix = missing_module_fix(e.name or "")
+        if args.verbose or fix is None:
+            raise
+        print(f"edgeseg {args.command}: error: this needs {e.name}, which is not installed here\n  fix: {fix}",
+              file=sys.stderr)
+        return 2
     except BrokenPipeError:  # output piped into `head` and closed early
         import os
 
@@ -103,6 +110,32 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+#: top-level module -> how to install it (the extras of pyproject.toml; the runtime core has no torch)
+INSTALL = {
+    "torch": "pip install torch==2.13.0 'edgeseg[torch]' (the CPU wheel: add --index-url "
+             "https://download.pytorch.org/whl/cpu where PyPI would pull the CUDA build); export and train need it, "
+             "running a bundle does not",
+    "safetensors": "pip install 'edgeseg[torch]'",
+    "onnxscript": "pip install 'edgeseg[torch]'",
+    "openvino": "pip install 'edgeseg[openvino]'",
+    "nncf": "pip install 'edgeseg[openvino]'",
+    "gi": "pip install 'edgeseg[gst]' (PyGObject) and apt-get install gir1.2-gstreamer-1.0 gstreamer1.0-plugins-good "
+          "(Python 3.8 / JetPack 5: apt-get install python3-gi and a venv made with --system-site-packages)",
+    "ray": "pip install 'edgeseg[serve]'",
+    "tensorrt": "use JetPack's or NVIDIA's TensorRT Python package (pip install 'edgeseg[tensorrt]' on a desktop)",
+    "cupy": "pip install 'edgeseg[cuda]' (JetPack 5: cupy-cuda11x)",
+    "pycocotools": "pip install pycocotools",
+    "onnxruntime": "pip install onnxruntime (onnxruntime-gpu, or Jetson Zoo's wheel, on a GPU device)",
+    "cv2": "pip install opencv-python-headless (or keep the system OpenCV on a Jetson)",
+    "onnx": "pip install onnx", "tqdm": "pip install tqdm", "yaml": "pip install pyyaml", "numpy": "pip install numpy",
+}
+
+
+def missing_module_fix(name: str) -> str | None:
+    """How to install the module ``name`` (``torch.nn`` -> torch's), or None when it is none edgeseg relies on."""
+    return INSTALL.get(name.split(".")[0])
 
 
 def _os_error(e: OSError) -> str:

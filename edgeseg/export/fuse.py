@@ -369,7 +369,7 @@ def fusion_parity(session, manifest: Manifest, sem: Bundle, inst: Bundle, images
     """The fused graph + fusion decoder vs the two bundles run apart + :func:`fuse_results`."""
     from ..decode import decode
     from ..decode.panoptic_fusion import fuse_results
-    from .panoptic_export import panoptic_agreement
+    from .parity import panoptic_agreement
 
     names = [o.name for o in session.get_outputs()]
     agreement, ious, segments = [], [], []

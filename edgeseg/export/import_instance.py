@@ -284,7 +284,7 @@ def import_instance_onnx(onnx_path: str | os.PathLike, out: str | os.PathLike, *
     normalisation (:mod:`edgeseg.export.hf_config`), taken for a mask-classification model only, where
     ``classes``, a ``preprocess`` preset and ``input_overrides`` are not given."""
     from ..decode.instance import decode_instance
-    from .bundle_export import _palette, normalize_classes
+    from .names import _palette, normalize_classes
     from .graph import default_opset
     from .import_boxmask import (DETECTRON2_INPUT, MMDET_INPUT, PLACEHOLDER_CLASSES, TORCHVISION_INPUT,
                                  batch_image_input, boxmask_to_layout, detect_boxmask_layout, mmdeploy_ops_error)

@@ -140,7 +140,7 @@ def _import_query(model, query, arrays: dict, path: Path, out, *, names, thing_i
     from onnx import TensorProto
 
     from ..decode.panoptic import decode_panoptic
-    from .bundle_export import _palette
+    from .names import _palette
     from .import_instance import _rename_io
     from .import_query import prepare
     from .importer import _session_for, write_imported
@@ -197,7 +197,7 @@ def import_panoptic_onnx(onnx_path: str | os.PathLike, out: str | os.PathLike, *
     from onnx import TensorProto, helper
 
     from ..decode.panoptic import decode_panoptic
-    from .bundle_export import _palette, normalize_classes
+    from .names import _palette, normalize_classes
     from .import_instance import _rename_io
     from .import_query import detect_query_outputs
     from .importer import _session_for, prepared, write_imported

@@ -352,7 +352,7 @@ def import_onnx(onnx_path: str | os.PathLike, out: str | os.PathLike, *, task: s
     ``score_threshold`` for the instance and panoptic tasks; an instance import also takes ``things``, and
     ``hf_config`` (:func:`edgeseg.export.hf_config.huggingface_config`), whose names and normalisation it uses
     for a mask-classification model only."""
-    from .bundle_export import _palette, normalize_classes
+    from .names import _palette, normalize_classes
 
     path = Path(onnx_path)
     if task == "instance":

@@ -28,7 +28,8 @@ from .._ort import make_session
 from ..bundle import Bundle, Manifest, ModelFile, OutputSpec
 from ..errors import ExportError
 from ..structures import InputSpec, InstanceOptions
-from .bundle_export import CHECKPOINT_FILE, _palette, normalize_classes, write_checkpoint
+from .bundle_export import CHECKPOINT_FILE, write_checkpoint
+from .names import _palette, normalize_classes
 from .fold import fold_conv_bn
 from .onnx_export import OPSET, export_onnx
 from .parity import parity_images

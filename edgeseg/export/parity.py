@@ -142,3 +142,23 @@ def check_parity(model, onnx_path: Path, input_spec: InputSpec, *, kind: str = "
                     "fail_agreement": FAIL_AGREEMENT, "fail_rel_error": FAIL_REL_ERROR},
         index_routed=routed,
     )
+
+
+def panoptic_agreement(a, b, min_area: int = 64) -> tuple[float, float]:
+    """``(share of pixels with the same category, smallest IoU of a segment of a with its best
+    match of the same category in b)`` for two :class:`PanopticResult` of one frame; segments of
+    ``a`` smaller than ``min_area`` pixels are not held to the IoU (a one-pixel sliver may vanish)."""
+    pixels = float(np.mean(a.semantic(void=-1) == b.semantic(void=-1)))
+    ga, gb = a.segment_ids.astype(np.int64).ravel(), b.segment_ids.astype(np.int64).ravel()
+    pairs, inter = np.unique(ga * (1 << 32) + gb, return_counts=True)
+    ia, ib = pairs >> 32, pairs & ((1 << 32) - 1)
+    area_a = dict(zip(*np.unique(ga, return_counts=True)))
+    area_b = dict(zip(*np.unique(gb, return_counts=True)))
+    cat_a = {s.id: s.category_id for s in a.segments}
+    cat_b = {s.id: s.category_id for s in b.segments}
+    best: dict[int, float] = {}
+    for x, y, n in zip(ia.tolist(), ib.tolist(), inter.tolist()):
+        if x in cat_a and cat_b.get(y) == cat_a[x]:
+            best[x] = max(best.get(x, 0.0), n / (area_a[x] + area_b[y] - n))
+    ious = [best.get(x, 0.0) for x in cat_a if area_a.get(x, 0) >= min_area]
+    return pixels, min(ious, default=1.0)

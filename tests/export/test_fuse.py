@@ -52,7 +52,7 @@ def test_fused_bundle_equals_the_two_bundles_apart(fused):
     import edgeseg
     from edgeseg.data import SceneGenerator
     from edgeseg.decode.panoptic_fusion import fuse_results
-    from edgeseg.export.panoptic_export import panoptic_agreement
+    from edgeseg.export.parity import panoptic_agreement
     from edgeseg.structures import ImageShape
 
     m = fused.manifest
@@ -81,7 +81,7 @@ def test_the_fused_score_threshold_reaches_the_instance_branch(fused):
     import edgeseg
     from edgeseg.data import SceneGenerator
     from edgeseg.decode.panoptic_fusion import fuse_results
-    from edgeseg.export.panoptic_export import panoptic_agreement
+    from edgeseg.export.parity import panoptic_agreement
     from edgeseg.structures import ImageShape
 
     img = SceneGenerator(ImageShape(240, 320), seed=5).render(80).image
