@@ -205,3 +205,24 @@ def test_quantizing_a_zipped_bundle_writes_the_zip(bundle, tmp_path, monkeypatch
     assert again.model_entry("int8", "tensorrt").file == "model.int8.tensorrt.onnx"
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
     assert not [p for p in (tmp_path / "cache" / "bundles").iterdir() if p.name.startswith(".")]
+
+
+def test_an_onnxruntime_too_old_to_quantize_is_named_before_any_calibration(bundle, monkeypatch, tmp_path, capsys):
+    """before: on onnxruntime 1.19-1.26 (Python 3.8's last wheel, JetPack's builds) quantize calibrated for minutes, then
+    failed with `ImportError: cannot import name 'save_tensors_data'` (added in 1.27)."""
+    import onnxruntime
+
+    from edgeseg.cli import main
+
+    monkeypatch.setattr(onnxruntime, "__version__", "1.19.2")
+    write_images(tmp_path / "good", GOOD[:4])
+    before = hashes(bundle)
+    rc = main(["quantize", str(bundle), "--calib", str(tmp_path / "good"), "--target", "cpu", "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "INT8 quantization needs onnxruntime >= 1.27" in err and "this is onnxruntime 1.19.2" in err
+    assert "quantize on a desktop and copy the bundle" in err and hashes(bundle) == before
+    monkeypatch.setattr(onnxruntime, "__version__", "1.27.0")
+    from edgeseg.quant.api import require_ort_quantizer
+
+    require_ort_quantizer()  # the first release with save_tensors_data passes
+    from onnxruntime.quantization.calibrate import save_tensors_data  # noqa: F401  (and this one has it)
