@@ -114,7 +114,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..errors import InputError
-    from ..stream.api import StreamOptions, build_pipeline, load_recipe
+    from ..stream.api import StreamOptions, batch_sizes, build_pipeline, keyframe_counts, load_recipe, stats_record
 
     opts = load_recipe(args.recipe) if args.recipe else StreamOptions()
     opts = opts.replace(**{f: getattr(args, f, None) for f in _FIELDS})
@@ -147,13 +147,7 @@ def run(args: argparse.Namespace) -> int:
         stats = pipe.run()
     finally:
         if pipe.stats is not None:
-            choice = getattr(pipe, "choice", None)
-            write_json(opts.stats_json, {"source": opts.source, "bundle": None if opts.bundle is None else str(opts.bundle),
-                                         "prompt": opts.prompt if isinstance(opts.prompt, str) else None,
-                                         **pipe.stats.to_dict(),
-                                         "batch_sizes": _batch_sizes(pipe),
-                                         "keyframes": _keyframes(pipe),
-                                         "choice": choice.to_dict() if choice is not None else None})
+            write_json(opts.stats_json, stats_record(pipe, opts))
     rows = [{"stage": k, "count": v.count, "p50_ms": v.p50_ms, "p95_ms": v.p95_ms, "p99_ms": v.p99_ms}
             for k, v in {**stats.stages, "end_to_end": stats.end_to_end}.items()]
     print_table(rows)
@@ -161,12 +155,12 @@ def run(args: argparse.Namespace) -> int:
     if choice is not None:
         print(f"model: {choice.candidate.label} ({choice.how}: {choice.reason})")
     print(stats.summary())
-    kf = _keyframes(pipe)
+    kf = keyframe_counts(pipe)
     if kf:
         print(f"keyframes: {kf['keyframes']} of {kf['frames']} frames ({100 * kf['key_fraction']:.0f} %; "
               f"{kf['by_interval']} by interval, {kf['by_motion']} by motion, the rest first frames)")
     if opts.max_batch > 1:
-        print("inference batches (size: count):", ", ".join(f"{k}: {v}" for k, v in sorted(_batch_sizes(pipe).items())))
+        print("inference batches (size: count):", ", ".join(f"{k}: {v}" for k, v in sorted(batch_sizes(pipe).items())))
     return 0
 
 
@@ -244,15 +238,3 @@ def _warn_unused(args: argparse.Namespace, opts) -> None:
             "--json-out %s: the file holds JSON lines (one object per frame, written as they come, so that a stopped "
             "run keeps its frames), not one JSON document: read it line by line (json.loads per line, pandas "
             "read_json(lines=True), jq -c); name it .jsonl to say so", opts.json_out)
-
-
-def _keyframes(pipe) -> dict | None:
-    """The keyframe stage's counts, or None when every frame ran the bundle."""
-    stage = next((s for s in pipe.stages if getattr(s, "name", "") == "keyframe"), None)
-    return stage.summary() if stage is not None else None
-
-
-def _batch_sizes(pipe) -> dict[int, int]:
-    """How many inference batches of each size ran (``{1: n}`` without batching)."""
-    counts = next((getattr(s, "batch_sizes", None) for s in pipe.stages if getattr(s, "name", "") == "inference"), None)
-    return {int(k): int(v) for k, v in sorted(counts.items())} if counts else {}

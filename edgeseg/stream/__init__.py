@@ -9,7 +9,7 @@
 Importing this package does not import GStreamer (``gi``); sources and sinks load it when opened.
 See docs/streaming.md.
 """
-from .api import StreamOptions, build_pipeline, load_recipe, stream
+from .api import Stream, StreamOptions, build_pipeline, load_recipe, stream
 from .base import SINKS, SOURCES, STAGES, FrameBuffer, Packet, Sink, Source, Stage
 from .metrics import Latency, Stats
 from .overlay import Renderer
@@ -19,7 +19,7 @@ from .sources import GstSource, MultiSource, OpenCVSource, open_source, parse_so
 from .stages import DecodeStage, InferenceStage, PreprocessStage, RenderStage, predictor_stages
 
 __all__ = [
-    "stream", "Pipeline", "StreamOptions", "build_pipeline", "load_recipe", "Stats", "Latency",
+    "stream", "Stream", "Pipeline", "StreamOptions", "build_pipeline", "load_recipe", "Stats", "Latency",
     "Source", "Stage", "Sink", "Packet", "FrameBuffer", "SOURCES", "SINKS", "STAGES",
     "GstSource", "MultiSource", "OpenCVSource", "open_source", "parse_source",
     "PreprocessStage", "InferenceStage", "DecodeStage", "RenderStage", "predictor_stages", "Renderer",

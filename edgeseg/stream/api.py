@@ -3,21 +3,25 @@ the ``for frame, result in edgeseg.stream(source, bundle)`` generator.
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
 
 import dataclasses
 import difflib
+import logging
 import math
 import numbers
 import os
 import queue
 import threading
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 
+from .._io import write_json
 from ..errors import InputError, StreamError
 from .base import Packet, Sink, Source
 from .overlay import Renderer
@@ -287,14 +291,15 @@ def _vos_pipeline(opts: StreamOptions, extra_sinks: tuple[Sink, ...], handle_sig
     return pipe
 
 
-def stream(source: Any, bundle: Any = None, **options: Any) -> Iterator[tuple[Any, Any]]:
+def stream(source: Any, bundle: Any = None, **options: Any) -> "Stream":
     """``for frame, result in edgeseg.stream("rtsp://cam/1", "road.edgeseg"): ...``
 
     Runs the whole pipeline (decode, preprocess, inference, decode, sinks) in background threads and
     yields ``(Frame, result)`` in source order; ``result`` is None for a frame a stage failed on
     (``on_error="skip"``). ``bundle`` is a bundle path/name or a loaded Predictor. ``options`` are
     :class:`StreamOptions` fields (``sink="out.mp4"``, ``json_out=...``, ``realtime=True``, ``max_frames``,
-    ``backend``, ...). Breaking out of the loop stops the stream and finalizes every sink. With
+    ``backend``, ...). Breaking out of the loop stops the stream and finalizes every sink (or ``with
+    edgeseg.stream(...) as s:``; ``s.stats`` once it has ended; a stream left open is closed at exit). With
     ``prompt=MASK`` (a path or an id array) and no bundle, results are the propagated
     :class:`~edgeseg.structures.TrackResult` of the prompt's objects; with a bundle too,
     :class:`~edgeseg.structures.PromptedResult` (``.result`` the bundle's, ``.objects`` the prompt's).
@@ -307,11 +312,100 @@ def stream(source: Any, bundle: Any = None, **options: Any) -> Iterator[tuple[An
                          fix=f"options are the fields of StreamOptions: {', '.join(known)}")
     opts = StreamOptions(source=source, **options)
     check_options(opts)  # here, not at the first next(): a mistyped option failed only once the loop began
-    return _stream(opts, bundle)
+    return Stream(opts, bundle)
 
 
-def _stream(opts: StreamOptions, bundle: Any) -> Iterator[tuple[Any, Any]]:
-    """:func:`stream`'s generator: the pipeline runs from the first ``next()`` to the loop's end."""
+def keyframe_counts(pipe: Pipeline) -> dict | None:
+    """The keyframe stage's counts, or None when every frame ran the bundle."""
+    stage = next((s for s in pipe.stages if getattr(s, "name", "") == "keyframe"), None)
+    return stage.summary() if stage is not None else None
+
+
+def batch_sizes(pipe: Pipeline) -> dict[int, int]:
+    """How many inference batches of each size ran (``{1: n}`` without batching)."""
+    counts = next((getattr(s, "batch_sizes", None) for s in pipe.stages if getattr(s, "name", "") == "inference"), None)
+    return {int(k): int(v) for k, v in sorted(counts.items())} if counts else {}
+
+
+def stats_record(pipe: Pipeline, opts: StreamOptions, bundle: Any = None) -> dict[str, Any]:
+    """What ``stats_json`` holds (``edgeseg run --stats-json``, ``edgeseg.stream(..., stats_json=)``): the run's
+    frames, drops, errors and latencies, its batches and keyframes, and the backend chosen."""
+    choice = getattr(pipe, "choice", None)
+    bundle = opts.bundle if bundle is None else bundle
+    if _is_predictor(bundle):  # a loaded predictor: its bundle's name
+        bundle = getattr(getattr(bundle, "bundle", None), "name", None)
+    return {"source": opts.source, "bundle": None if bundle is None else str(bundle),
+            "prompt": opts.prompt if isinstance(opts.prompt, str) else None,
+            **(pipe.stats.to_dict() if pipe.stats is not None else {}),
+            "batch_sizes": batch_sizes(pipe), "keyframes": keyframe_counts(pipe),
+            "choice": choice.to_dict() if choice is not None else None}
+
+
+class Stream:
+    """What :func:`stream` returns: an iterator of ``(Frame, result)``, and a context manager.
+
+    ``close()`` (or leaving the ``with`` block, or breaking out of the loop and dropping the object) stops the
+    source and finalizes every sink; ``stats`` holds the run's :class:`~edgeseg.stream.metrics.StreamStats`
+    once it has ended (also when closed early), and ``stats_json`` is written then. A stream still open when
+    the program exits is closed first (before, the interpreter's exit killed its threads inside the runtimes:
+    the process aborted and the MP4 stayed a ``.part`` file)."""
+
+    def __init__(self, opts: StreamOptions, bundle: Any):
+        self.options = opts
+        self._ended: dict[str, Any] = {}  # the generator fills it; it holds no reference back to this object (a
+        self._gen = _stream(opts, bundle, self._ended)  # cycle left the generator to the cyclic GC, which finalized
+        _OPEN_STREAMS.add(self)  # it in whatever thread it ran in, there waiting on the stream's own threads)
+
+    @property
+    def stats(self) -> Any:
+        """The run's :class:`~edgeseg.stream.metrics.StreamStats` once it has ended, else None."""
+        return self._ended.get("stats")
+
+    def __iter__(self) -> "Stream":
+        return self
+
+    def __next__(self) -> tuple[Any, Any]:
+        return next(self._gen)
+
+    def close(self) -> None:
+        with contextlib.suppress(ValueError):  # "generator already executing": its own thread closes it
+            self._gen.close()
+        _OPEN_STREAMS.discard(self)
+
+    def __enter__(self) -> "Stream":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+_OPEN_STREAMS: "weakref.WeakSet[Stream]" = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_streams(timeout_s: float = 30.0) -> None:
+    """At exit, before the interpreter stops the streams' daemon threads mid-call: stop and finalize them (in a
+    thread of its own, given ``timeout_s``: a source that never answers cannot keep the program from exiting)."""
+    streams = list(_OPEN_STREAMS)
+    if not streams:
+        return
+
+    def close_all() -> None:
+        for s in streams:
+            with contextlib.suppress(Exception):
+                s.close()
+
+    closer = threading.Thread(target=close_all, name="edgeseg-exit", daemon=True)
+    closer.start()
+    closer.join(timeout_s)
+    if closer.is_alive():
+        logging.getLogger("edgeseg.stream").warning(
+            "%d stream(s) still open at exit did not stop within %.0f s: their sinks may be unfinished (close a "
+            "stream, or use 'with edgeseg.stream(...) as s:', before the program ends)", len(streams), timeout_s)
+
+
+def _stream(opts: StreamOptions, bundle: Any, ended: dict[str, Any]) -> Iterator[tuple[Any, Any]]:
+    """:class:`Stream`'s generator: the pipeline runs from the first ``next()`` to the loop's end."""
     out: queue.Queue = queue.Queue(maxsize=max(2, opts.queue_size))
     done = object()
     pipe = build_pipeline(opts, predictor=bundle, extra_sinks=(CallbackSink(lambda f, r: out.put((f, r))),),
@@ -340,5 +434,8 @@ def _stream(opts: StreamOptions, bundle: Any) -> Iterator[tuple[Any, Any]]:
             with contextlib.suppress(queue.Empty):
                 out.get(timeout=0.05)
         thread.join()
+        ended["stats"] = pipe.stats
+        if pipe.stats is not None and opts.stats_json:
+            write_json(opts.stats_json, stats_record(pipe, opts, bundle))
     if failure:
         raise failure[0]

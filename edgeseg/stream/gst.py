@@ -193,13 +193,18 @@ def sample_to_rgb(sample: Any) -> np.ndarray:
         buf.unmap(info)
 
 
+#: a frame rate above this is a demuxer's placeholder, not a rate (qtdemux says 1000000000/1 for a variable-rate
+#: MP4 whose header rate is 0/1): treated as unknown, so no frame total is made of it and sinks write at 25 fps
+MAX_FPS = 1000.0
+
+
 def caps_fps(sample: Any) -> float | None:
     """The frame rate in a sample's caps (``framerate=30/1``), or None when absent or variable (0/1)."""
     try:
         ok, num, den = sample.get_caps().get_structure(0).get_fraction("framerate")
     except Exception:  # no caps
         return None
-    return num / den if ok and num > 0 and den > 0 else None
+    return num / den if ok and num > 0 and den > 0 and num / den <= MAX_FPS else None
 
 
 def pts_ns(buffer: Any) -> int:

@@ -194,7 +194,7 @@ def file_frame_total(pipeline: Any, sink_name: str = "edgeseg_sink") -> tuple[in
     fps = None
     if caps is not None and caps.get_size() > 0:
         ok, num, den = caps.get_structure(0).get_fraction("framerate")
-        fps = num / den if ok and num > 0 and den > 0 else None
+        fps = num / den if ok and num > 0 and den > 0 and num / den <= _gst.MAX_FPS else None
     ok, duration_ns = pipeline.query_duration(Gst.Format.TIME)
     if not ok or duration_ns <= 0 or fps is None:
         return None, fps
@@ -557,6 +557,8 @@ class GstSource(Source):
             if kind == "error" and self._replace_hardware_decoder(text):
                 waiting_since = None  # the new pipeline's wait starts now
                 continue
+            if kind == "eos" and self.spec.scheme == "http" and not self._stopping and self._has_duration():
+                return  # a video file served over HTTP ends at its end; a live HTTP stream (no duration) is reconnected
             if not self.reconnect or self._stopping:
                 if kind == "eos":
                     self._check_complete()
@@ -582,6 +584,14 @@ class GstSource(Source):
             self._reconnect(kind, text, lost_at)
             waiting_since = None
 
+    def _has_duration(self) -> bool:
+        """Whether the stream announced a duration (a file, wherever it is read from; a camera's stream has none)."""
+        try:
+            ok, duration_ns = self._pipeline.query_duration(_gst.gst().Format.TIME)
+        except Exception:  # noqa: BLE001 - no pipeline, or no answer: treat it as live
+            return False
+        return bool(ok and duration_ns > 0)
+
     def _count_coded(self) -> None:
         self._coded += 1
 
@@ -591,8 +601,8 @@ class GstSource(Source):
         screen recorders, Matroska/WebM) whose every coded frame decoded and whose timestamps reach the
         end of its duration is complete."""
         want = self.expected_frames
-        if self.spec.scheme != "file" or self._stopping or not want:
-            return
+        if self.spec.scheme != "file" or self._stopping or not want or self.realtime:
+            return  # realtime: frames a slow pipeline could not take were dropped on purpose, as a camera's are
         slack = max(2, want // 100)
         if self._index < want - slack and not self._variable_rate_complete(slack):
             raise StreamError(f"video file {self.spec.target} decoded {self._index} of the {want} frames its "
