@@ -277,7 +277,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--init", default=None, help="weights a later stage starts from (default: the previous stage's model.safetensors)")
     p.add_argument("--resume", action="store_true", help="continue the stage's run folder from its last.pt")
     p.add_argument("--overwrite", action="store_true",
-                   help="start the stage afresh in a run folder that holds an earlier run (without it that is refused)")
+                   help="start the stage afresh in a run folder that holds an earlier run, and replace the exported "
+                        "bundle (edgeseg/zoo/<name>.edgeseg by default); without it either is refused")
     p.add_argument("--epochs", type=int, default=None, help="override the schedule's epochs (fresh runs only)")
     p.add_argument("--class-weighting", default=None, choices=("enet", "median"),
                    help="override the stage's class weighting (for A/B runs; record the winner in the recipe)")

@@ -109,8 +109,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint-minutes", type=float, default=10.0, metavar="M",
                    help="also write last.pt inside an epoch every M minutes (default 10; 0: at epoch ends only)")
     p.add_argument("--overwrite", action="store_true",
-                   help="start afresh in an --out that holds another run (its last.pt, weights and history are replaced); "
-                        "without it such a run is refused")
+                   help="start afresh in an --out that holds another run (its last.pt, weights and history are removed "
+                        "first), and let --export replace an existing bundle; without it either is refused")
     p.add_argument("--device", default="cpu", help="cpu | cuda | auto (default cpu); mixed precision on cuda")
     p.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
     add_precision_options(p)

@@ -134,8 +134,21 @@ def check_outputs(job: TrainJob, resume: bool) -> None:
         raise InputError(f"--out {job.out} already holds a training run ({LAST}); a fresh run would replace its "
                          "checkpoints and history",
                          fix="add --resume to continue that run, give another --out, or add --overwrite to start afresh there")
-    if job.export is not None:
-        check_target(job.export, "--export")
+    if job.export is not None:  # a bundle there is replaced only when asked (as edgeseg export): before, silently
+        check_target(job.export, "--export", overwrite=job.overwrite)
+
+
+def clear_replaced_run(out: Path) -> list[str]:
+    """With ``--overwrite``, once the new run is about to train: remove the earlier run's checkpoint, history and
+    weights (before, an interrupted new run left the old model's best/model weights beside its own last.pt, where
+    ``edgeseg export`` took them for the new one's). Returns the names removed."""
+    gone = sorted(p.name for p in out.iterdir() if p.is_file() and (p.name in (LAST, "history.json") or (
+        p.stem in ("best", "model") and p.suffix in (".safetensors", ".pt")))) if out.is_dir() else []
+    for name in gone:
+        (out / name).unlink()
+    if gone:
+        log.info("--overwrite: removed the earlier run's %s from %s", ", ".join(gone), out)
+    return gone
 
 
 def run_job(job: TrainJob, resume: bool = False) -> JobResult:
@@ -183,6 +196,8 @@ def run_job(job: TrainJob, resume: bool = False) -> JobResult:
         start = job.out
     log.info("training %s on %s (%d images) for %d epochs at %s on %s", job.model, job.data, len(train),
              job.config.epochs, job.config.size, trainer.device)
+    if start is None and job.overwrite:  # the data and model are good: the earlier run goes now
+        clear_replaced_run(job.out)
     result = trainer.fit(resume=start)
     record = training_record(job, trainer, result, len(train), len(val))
     if fresh:

@@ -204,3 +204,28 @@ def test_a_device_that_is_not_one_is_refused_before_the_data_is_read(tmp_path, c
     rc, err = run([*BASE, "--data", str(tmp_path / "no-such-data"), "--device", device, "--out", str(tmp_path / "r")], capsys)
     assert rc == 2 and words in err and "fix:" in err and "Traceback" not in err, err
     assert not (tmp_path / "r").exists()
+
+
+def test_export_onto_an_existing_bundle_needs_overwrite_and_overwrite_clears_the_old_weights(tmp_path, capsys,
+                                                                                              monkeypatch):
+    """before: `--export X.edgeseg` silently replaced an existing bundle after training (`edgeseg export` refuses
+    without --overwrite; tools/train_default.py exports to edgeseg/zoo/ by default), and an --overwrite run stopped
+    early left the earlier run's best/model weights beside its own last.pt."""
+    from edgeseg.train import trainer as trainer_mod
+
+    data = folder_data(tmp_path / "d")
+    out, bundle = tmp_path / "run", tmp_path / "x.edgeseg"
+    assert main([*BASE, "--data", data, "--out", str(out), "--export", str(bundle)]) == 0
+    kept = hashes(bundle)
+    rc, err = run([*BASE, "--data", data, "--out", str(tmp_path / "run2"), "--export", str(bundle)], capsys)
+    assert rc == 2 and f"{bundle} already exists" in err and "--overwrite" in err
+    assert hashes(bundle) == kept and not (tmp_path / "run2" / "last.pt").exists()  # refused before any training
+    assert {"best.safetensors", "model.safetensors", "last.pt"} <= set(hashes(out))
+
+    def stopped(self, resume=None):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer_mod.Trainer, "fit", stopped)
+    rc = main([*BASE, "--data", data, "--out", str(out), "--overwrite"])
+    assert rc == 130
+    assert not {"best.safetensors", "model.safetensors", "last.pt", "history.json"} & set(hashes(out))
