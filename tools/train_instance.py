@@ -53,7 +53,7 @@ log = logging.getLogger("train_instance")
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="solov2_resnet18", help="a registered instance model (edgeseg models --task instance)")
+    p.add_argument("--model", default="solov2_resnet18", help="a registered SOLOv2 model (edgeseg models 'solov2_*')")
     p.add_argument("--size", default="320x240", help="network input WIDTHxHEIGHT (default 320x240)")
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--steps-per-epoch", type=int, default=50)
@@ -131,10 +131,16 @@ def build(s: dict, classes: tuple[str, ...], device: str = "cpu", workers: int =
     import torch
 
     from edgeseg.models import create_model
+    from edgeseg.models.registry import list_models, model_info
     from edgeseg.structures import InputSpec
     from edgeseg.train.instance import InstanceTrainConfig
 
     size = ImageShape.parse(s["size"])
+    info = model_info(s["model"])
+    if info.task != "instance" or info.arch != "solov2":  # before: an AttributeError ('num_grids') for Mask R-CNN
+        solos = ", ".join(list_models("solov2_*"))
+        raise InputError(f"{s['model']} is {'a' if info.task != 'instance' else 'an instance model but not a'} SOLOv2 "
+                         "model: this trainer trains SOLOv2 (Mask R-CNN has no trainer here)", fix=f"--model one of {solos}")
     torch.manual_seed(s["seed"])
     model = create_model(s["model"], num_classes=len(classes), thing_classes=list(classes))
     if getattr(model, "task", "") != "instance":
@@ -177,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
                             handlers=[logging.StreamHandler(sys.stdout), logging.FileHandler(out / "train.log")])
         classes, stream = training_data(s)
         model, cfg, spec = build(s, classes, args.device, args.workers)
+        if s.get("val_data") and args.eval_frames > 0:  # read now: a bad spec was found only after the training
+            open_instances(s["val_data"], "val")
         trainer = InstanceTrainer(model, cfg, input_spec=spec, out_dir=out, model_name=s["model"])
         if s.get("init") and not args.resume:
             from edgeseg.models.folded import init_model_weights

@@ -151,11 +151,33 @@ def clear_replaced_run(out: Path) -> list[str]:
     return gone
 
 
+#: the trainer of each task that is not edgeseg train's (semantic) one
+TASK_TRAINERS = {
+    "instance": "python tools/train_instance.py --model solov2_mobilenetv3_small --data coco-instance:PATH/instances_train.json "
+                "(SOLOv2; Mask R-CNN has no trainer here: docs/instance.md)",
+    "panoptic": "python tools/train_panoptic.py --model panoptic_deeplab_mobilenetv3_small --data FOLDER "
+                "(Panoptic-DeepLab and LPSNet on a COCO-panoptic folder: docs/panoptic.md)",
+    "volumetric": "python tools/train_vnet.py (V-Net on volumes)",
+}
+
+
+def check_semantic_model(name: str) -> None:
+    """Refuse, before any data is read, a registered model of another task (before: a traceback from the semantic
+    loss, ``KeyError: 'logits'``, or Mask R-CNN's message for programmers, once the data had been read)."""
+    from ..models.registry import model_info
+
+    task = getattr(model_info(name), "task", "semantic")
+    if task != "semantic":
+        raise InputError(f"{name} is {'an' if task[0] in 'aeiou' else 'a'} {task} model; edgeseg train trains semantic models",
+                         fix=f"train it with {TASK_TRAINERS.get(task, 'its own trainer')}")
+
+
 def run_job(job: TrainJob, resume: bool = False) -> JobResult:
     """Train (resuming from ``out/last.pt`` when ``resume``), then export and record."""
     from ..models import check_runs_at, create_model
 
     check_outputs(job, resume)
+    check_semantic_model(job.model)
     train, val = open_datasets(job)
     if job.num_classes is not None and job.num_classes < len(train.classes):
         raise InputError(f"--num-classes {job.num_classes} is fewer than the {len(train.classes)} classes of "

@@ -229,3 +229,30 @@ def test_export_onto_an_existing_bundle_needs_overwrite_and_overwrite_clears_the
     rc = main([*BASE, "--data", data, "--out", str(out), "--overwrite"])
     assert rc == 130
     assert not {"best.safetensors", "model.safetensors", "last.pt", "history.json"} & set(hashes(out))
+
+
+@pytest.mark.parametrize("model,task,tool", [("test_solov2", "an instance", "tools/train_instance.py"),
+                                             ("test_mask_rcnn", "an instance", "Mask R-CNN has no trainer here"),
+                                             ("test_panoptic_deeplab", "a panoptic", "tools/train_panoptic.py")])
+def test_a_model_of_another_task_is_sent_to_its_trainer_before_any_data_is_read(tmp_path, capsys, model, task, tool):
+    """before: `KeyError: 'logits'` with a traceback (SOLOv2, Panoptic-DeepLab) or Mask R-CNN's message for programmers,
+    once the data had been read and the model built."""
+    rc, err = run([*BASE[:1], model, *BASE[2:], "--data", "folder:/no/such/images,/no/such/masks",
+                   "--out", str(tmp_path / "run")], capsys)
+    assert rc == 2 and f"error: {model} is {task} model; edgeseg train trains semantic models" in err
+    assert tool in err and "Traceback" not in err and "/no/such" not in err
+
+
+def test_the_instance_tool_trains_solov2_and_names_the_others_before_training(tmp_path, capsys):
+    """before: tools/train_instance.py --model mask_rcnn_* (its --help listed them) failed with
+    AttributeError 'num_grids'; a bad --val-data was found only after the training."""
+    from tool_loader import load_tool
+
+    tool = load_tool("train_instance")
+    common = ["--scenes", "4", "--size", "64x48", "--epochs", "1", "--steps-per-epoch", "1", "--batch", "2", "--threads", "1"]
+    assert tool.main(["--model", "test_mask_rcnn", *common, "--out", str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err
+    assert "test_mask_rcnn is an instance model but not a SOLOv2 model" in err and "solov2_mobilenetv3_small" in err
+    assert tool.main(["--model", "test_solov2", *common, "--val-data", f"coco-instance:{tmp_path}/none.json",
+                      "--out", str(tmp_path / "b")]) == 2
+    assert "annotations not found" in capsys.readouterr().err and not (tmp_path / "b" / "last.pt").exists()
