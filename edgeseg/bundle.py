@@ -597,15 +597,15 @@ def check_target(path: str | os.PathLike, option: str = "--out", *, overwrite: b
     back first (:func:`_restore_killed_swap`)."""
     root = Path(path)
     _restore_killed_swap(root)
-    if root.exists():
-        if not overwrite:
-            raise BundleError(f"{root} already exists", fix=f"choose another {option}, or pass --overwrite")
+    if root.exists():  # what is not a bundle first: --overwrite would not help there
         if root.is_dir() and not (root / MANIFEST).exists() and any(root.iterdir()):
             raise BundleError(f"{option} {root} is a non-empty folder that is not a bundle; refusing to overwrite it",
                               fix=f"choose another {option}, or move the folder away")
         if not root.is_dir() and not _is_zipped_bundle(root):
             raise BundleError(f"{option} {root} is a file that is not a bundle; refusing to overwrite it",
                               fix=f"choose another {option}, or move the file away")
+        if not overwrite:
+            raise BundleError(f"{root} already exists", fix=f"choose another {option}, or pass --overwrite")
     if writable:
         try:
             writable_folder(root.parent, root)
