@@ -84,12 +84,26 @@ def open_datasets(job: TrainJob):
         raise InputError(f"the training set {job.data!r} [{job.train_split}] is empty")
     if tuple(val.classes) != tuple(train.classes):
         raise InputError(f"validation classes {tuple(val.classes)} differ from training classes {tuple(train.classes)}")
+    shared = shared_images(train, val)
+    if shared:  # a folder: spec has no splits, so the same spec twice is the same images (before: unsaid)
+        log.warning("%d of the %d validation images are training images (%s): the epochs' mIoU, the best weights and the "
+                    "reported accuracy are measured on data the model trained on; give --val-data with held-out images "
+                    "(e.g. folder:VAL_IMAGES,VAL_MASKS)", shared, len(val), job.val_data or job.data)
     if job.cache:
         from ..data.mixture import Mixture
 
         train, val = ((d.with_parts(InMemory) if isinstance(d, Mixture) else InMemory(d)) for d in (train, val))
     return train, val
 
+
+
+def shared_images(train: Sequence, val: Sequence) -> int:
+    """How many of ``val``'s image files are also ``train``'s (datasets that list their files as ``pairs``; 0 for
+    others: their splits are folders or lists of their own)."""
+    def files(d: Sequence) -> set[str]:
+        return {str(Path(p[0]).resolve()) for p in getattr(d, "pairs", ()) or ()}
+
+    return len(files(train) & files(val))
 
 
 def init_target(model, path: Path):

@@ -145,6 +145,23 @@ class TrainConfig:
         return d
 
 
+#: TrainConfig fields a resumed run may change: the schedule's length and how this machine runs it
+RESUMABLE_CHANGES = frozenset({"epochs", "workers", "device", "amp", "threads", "progress", "weights_format",
+                               "checkpoint_minutes", "eval_every", "eval_size", "cpu_precision", "memory_format"})
+
+
+def changed_settings(then: dict[str, Any], now: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """``(field, then, now)`` for every training setting a resumed run gives otherwise than the run it resumes
+    (fields one side lacks, from another edgeseg version, are not compared)."""
+    import json
+
+    def same(a: Any, b: Any) -> bool:
+        return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
+
+    return [(k, then[k], now[k]) for k in sorted(set(then) & set(now))
+            if k not in RESUMABLE_CHANGES and not same(then[k], now[k])]
+
+
 @dataclass(frozen=True)
 class EpochRecord:
     """One epoch of history. ``miou`` (0..1) and ``scores`` are set on evaluated epochs."""
@@ -525,6 +542,13 @@ class Trainer(CpuStepLevers):
                              f"trains {ours[0]!r} with {ours[1]} classes",
                              fix=f"resume with model {theirs[0]} and its data/--num-classes, or give a new --out "
                                  "to start this run")
+        changed = changed_settings(state.get("config") or {}, self.config.to_dict())
+        if changed:  # before: the restored optimizer kept the run's lr while the records showed the new one
+            raise ModelError(f"{where}: this run was started with other settings than this command gives: "
+                             + "; ".join(f"{k} {a!r} then, {b!r} now" for k, a, b in changed),
+                             fix="resume with the run's own settings (only --epochs and the machine's settings, such as "
+                                 "--threads or --workers, may change), or train anew: --init with its weights for "
+                                 "other settings")
         try:
             self.model.load_state_dict(state["model"])
         except (RuntimeError, KeyError, TypeError) as e:

@@ -256,3 +256,35 @@ def test_the_instance_tool_trains_solov2_and_names_the_others_before_training(tm
     assert tool.main(["--model", "test_solov2", *common, "--val-data", f"coco-instance:{tmp_path}/none.json",
                       "--out", str(tmp_path / "b")]) == 2
     assert "annotations not found" in capsys.readouterr().err and not (tmp_path / "b" / "last.pt").exists()
+
+
+def test_validation_on_the_training_images_is_said(tmp_path, capsys, caplog):
+    """before: a folder: spec has no splits, so without --val-data the run validated, chose its best weights and
+    reported its accuracy on its own training images, unsaid."""
+    import logging
+
+    data = folder_data(tmp_path / "d")
+    with caplog.at_level(logging.WARNING, logger="edgeseg.train"):
+        assert main([*BASE, "--data", data, "--out", str(tmp_path / "run")]) == 0
+    assert "4 of the 4 validation images are training images" in caplog.text and "--val-data" in caplog.text
+    caplog.clear()
+    val = folder_data(tmp_path / "v")
+    with caplog.at_level(logging.WARNING, logger="edgeseg.train"):
+        assert main([*BASE, "--data", data, "--val-data", val, "--out", str(tmp_path / "run2")]) == 0
+    assert "validation images are training images" not in caplog.text  # held-out images: nothing to say
+
+
+def test_resume_with_other_training_settings_is_refused_and_epochs_may_grow(tmp_path, capsys):
+    """before: `--resume` with another --lr and --batch went on silently: the restored optimizer kept the run's lr while
+    history.json and the report recorded the new one, and the batch changed mid-epoch."""
+    data = folder_data(tmp_path / "d")
+    out = tmp_path / "run"
+    assert main([*BASE, "--data", data, "--out", str(out), "--lr", "0.01"]) == 0
+    before = hashes(out)
+    rc, err = run([*BASE, "--data", data, "--out", str(out), "--lr", "0.5", "--batch", "4", "--resume"], capsys)
+    assert rc == 2 and "this run was started with other settings than this command gives" in err
+    assert "batch_size 2 then, 4 now" in err and "lr 0.01 then, 0.5 now" in err and "fix:" in err
+    assert hashes(out) == before
+    more = [*BASE, "--data", data, "--out", str(out), "--lr", "0.01", "--resume"]
+    more[more.index("--epochs") + 1] = "2"
+    assert main(more) == 0  # a longer schedule is what --resume is for
