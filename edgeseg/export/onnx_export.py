@@ -109,6 +109,15 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, input_spec: InputSpec
             log.debug("torch.onnx.export:\n%s", progress.getvalue())
         graph = onnx.load(str(raw), load_external_data=True)
     graph = clean_graph(graph)
+    batch_dim = graph.graph.input[0].type.tensor_type.shape.dim[0] if graph.graph.input else None
+    if dynamic_batch and batch_dim is not None and not batch_dim.dim_param:
+        # the model's code turned the batch into a number (int(x.shape[0])): the graph takes batch 2 only, and the
+        # parity check, run at the example's batch 2, would pass it (before: SETR and Lawin bundles failed on 1 image)
+        name = getattr(model, "model_name", type(model).__name__)
+        raise ExportError(f"--dynamic-batch: model {name!r} fixes the batch size in its code (the exported graph takes "
+                          f"batch {batch_dim.dim_value} only)",
+                          fix="export without --dynamic-batch (one frame per call), or keep the batch symbolic in "
+                              "the model (no int() on x.shape[0])")
     if opset < 19 and any(n.op_type == "DeformConv" for n in graph.graph.node):
         raise ExportError(f"the model has a deformable convolution; ONNX DeformConv needs opset 19, not {opset}",
                           fix="export with --deform-conv decomposed (GridSample + Conv), which runs at opset 17")

@@ -68,16 +68,16 @@ def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
 def window_tokens(x: torch.Tensor, window: int) -> torch.Tensor:
     """``[N, C, H, W]`` (H, W multiples of ``window``) -> ``[N * nh * nw, window^2, C]``, windows in
     row-major order, pixels row-major inside each."""
-    n, c, h, w = (int(s) for s in x.shape)
-    x = x.reshape(n, c, h // window, window, w // window, window).permute(0, 2, 4, 3, 5, 1)
-    return x.reshape(n * (h // window) * (w // window), window * window, c)
+    c, h, w = (int(s) for s in x.shape[1:])  # not the batch: int() on it would bake the export's example into the graph
+    x = x.reshape(-1, c, h // window, window, w // window, window).permute(0, 2, 4, 3, 5, 1)
+    return x.reshape(-1, window * window, c)
 
 
-def window_map(tokens: torch.Tensor, window: int, n: int, h: int, w: int) -> torch.Tensor:
+def window_map(tokens: torch.Tensor, window: int, h: int, w: int) -> torch.Tensor:
     """Inverse of :func:`window_tokens`: ``[N * nh * nw, window^2, C]`` -> ``[N, C, H, W]``."""
     c = int(tokens.shape[-1])
-    x = tokens.reshape(n, h // window, w // window, window, window, c).permute(0, 5, 1, 3, 2, 4)
-    return x.reshape(n, c, h, w)
+    x = tokens.reshape(-1, h // window, w // window, window, window, c).permute(0, 5, 1, 3, 2, 4)
+    return x.reshape(-1, c, h, w)  # -1: the batch, which a --dynamic-batch export keeps symbolic
 
 
 def context_index(h: int, w: int, window: int, ratio: int, device: torch.device) -> torch.Tensor:
@@ -118,36 +118,36 @@ class LargeWindowAttention(nn.Module):
     def pooled_context(self, x: torch.Tensor) -> torch.Tensor:
         """``[N * nh * nw, C, P^2]``: every window's zero-padded R*P context, pooled to P x P
         (``(max + mean) / 2`` over R x R cells) and LayerNorm-ed over channels."""
-        n, c, h, w = (int(s) for s in x.shape)
+        c, h, w = (int(s) for s in x.shape[1:])
         pad = (self.ratio - 1) * self.window // 2
         xp = zero_pad(x, pad, pad, pad, pad)
         pooled = 0.5 * (F.max_pool2d(xp, self.ratio) + F.avg_pool2d(xp, self.ratio))
         pooled = self.norm(pooled).flatten(2)  # [N, C, Hp * Wp]
         crops = pooled.index_select(2, context_index(h, w, self.window, self.ratio, x.device))
         nwin = (h // self.window) * (w // self.window)
-        crops = crops.reshape(n, c, nwin, self.window ** 2).permute(0, 2, 1, 3)
-        return crops.reshape(n * nwin, c, self.window ** 2)
+        crops = crops.reshape(-1, c, nwin, self.window ** 2).permute(0, 2, 1, 3)
+        return crops.reshape(-1, c, self.window ** 2)
 
     def position_mixing(self, ctx: torch.Tensor) -> torch.Tensor:
         """``ctx + Linear_head(ctx)`` per head's channel group, mixing the P^2 positions."""
-        b, c, length = (int(s) for s in ctx.shape)
-        grouped = ctx.reshape(b, self.heads, c // self.heads, length)
+        c, length = (int(s) for s in ctx.shape[1:])
+        grouped = ctx.reshape(-1, self.heads, c // self.heads, length)
         mixed = torch.matmul(grouped, self.mix_weight.transpose(1, 2)) + self.mix_bias
-        return ctx + mixed.reshape(b, c, length)
+        return ctx + mixed.reshape(-1, c, length)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n, _, h, w = (int(s) for s in x.shape)
+        h, w = int(x.shape[-2]), int(x.shape[-1])
         ctx = self.position_mixing(self.pooled_context(x)).transpose(1, 2)  # [B, P^2, C]
         q = window_tokens(self.theta(x), self.window)  # [B, P^2, inter]
-        b, length, inter = (int(s) for s in q.shape)
+        length, inter = int(q.shape[1]), int(q.shape[2])
         d = inter // self.heads
 
         def split(t: torch.Tensor) -> torch.Tensor:
-            return t.reshape(b, length, self.heads, d).transpose(1, 2)  # [B, heads, P^2, d]
+            return t.reshape(-1, length, self.heads, d).transpose(1, 2)  # [B, heads, P^2, d]
 
         attn = torch.matmul(split(q) * self.scale, split(self.phi(ctx)).transpose(-2, -1)).softmax(dim=-1)
-        y = torch.matmul(attn, split(self.g(ctx))).transpose(1, 2).reshape(b, length, inter)
-        return x + self.out(window_map(y, self.window, n, h, w))
+        y = torch.matmul(attn, split(self.g(ctx))).transpose(1, 2).reshape(-1, length, inter)
+        return x + self.out(window_map(y, self.window, h, w))
 
 
 class LawinASPP(nn.Module):

@@ -110,11 +110,11 @@ def zero_pad(x: torch.Tensor, left: int, right: int, top: int, bottom: int) -> t
     blocks: the ONNX exporter cannot write ``Pad`` at opset 17 (its version converter has no Pad
     adapter from 18), which TensorRT 8.5 needs; Concat exports at every opset."""
     if left or right:
-        n, c, h, _ = (int(s) for s in x.shape)
+        n, c, h = x.shape[0], int(x.shape[1]), int(x.shape[2])  # n stays symbolic under a dynamic-batch export
         parts = [x.new_zeros(n, c, h, left)] if left else []
         x = torch.cat(parts + [x] + ([x.new_zeros(n, c, h, right)] if right else []), dim=3)
     if top or bottom:
-        n, c, _, w = (int(s) for s in x.shape)
+        n, c, w = x.shape[0], int(x.shape[1]), int(x.shape[3])
         parts = [x.new_zeros(n, c, top, w)] if top else []
         x = torch.cat(parts + [x] + ([x.new_zeros(n, c, bottom, w)] if bottom else []), dim=2)
     return x
@@ -197,19 +197,19 @@ class VisionTransformer(Encoder):
             raise ModelError(f"ViT: input {tuple(x.shape[-2:])} is not a multiple of the patch size {p}",
                              fix="pad the images to a multiple of the patch size (SETR does)")
         x = self.patch_embed(x)
-        n, c, gh, gw = (int(s) for s in x.shape)
+        gh, gw = int(x.shape[-2]), int(x.shape[-1])  # not the batch: int() would bake the export's example into the graph
         x = x.flatten(2).transpose(1, 2) + self.position_embedding((gh, gw))
         skip = 0
         if self.cls_token is not None:
             cls = self.cls_token + self.pos_embed[:, :1]
-            x = torch.cat([cls.expand(n, -1, -1), x], dim=1)
+            x = torch.cat([cls.expand(x.shape[0], -1, -1), x], dim=1)
             skip = 1
         feats = []
         for i, block in enumerate(self.blocks):
             x = block(x)
             if i in self.out_indices:
                 y = self.norm(x) if i == self.cfg.depth - 1 else x
-                feats.append(y[:, skip:].transpose(1, 2).reshape(n, c, gh, gw))
+                feats.append(y[:, skip:].transpose(1, 2).reshape(y.shape[0], -1, gh, gw))
         return feats
 
 

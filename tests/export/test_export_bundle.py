@@ -79,6 +79,44 @@ def test_dynamic_batch(model, tmp_path):
     assert np.abs(got - ref).max() <= 1e-4 * np.abs(ref).max()
 
 
+
+@pytest.mark.parametrize("name", ["test_setr_naive", "test_lawin"])
+def test_dynamic_batch_transformers_take_any_batch(name, tmp_path):
+    """before: SETR and Lawin turned the batch into a number (int(x.shape[0])): a --dynamic-batch export took batch 2
+    only (the example's, where parity was checked) and failed on one image."""
+    from edgeseg.models import create_model
+
+    torch.manual_seed(0)
+    m = create_model(name, num_classes=3).eval()
+    b = export_bundle(m, tmp_path / "dyn", name=name, classes=3, input_spec=InputSpec(size=SIZE), dynamic_batch=True)
+    frames = _frames(3)
+    session = _session(b.model_path())
+    for n in (1, 3):
+        x = np.concatenate([b.manifest.input.preprocess(f)[0] for f in frames[:n]])
+        got = session.run(None, {"images": x})[0]
+        with torch.no_grad():
+            ref = m(torch.from_numpy(x))["logits"].numpy()
+        assert got.shape == (n, 3, 48, 64) and np.abs(got - ref).max() <= 1e-4 * np.abs(ref).max()
+
+
+def test_a_model_that_fixes_its_batch_is_refused_a_dynamic_batch_export(tmp_path):
+    class FixedBatch(nn.Module):
+        num_classes, model_name = 2, "fixed"
+
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 2, 1)
+
+        def forward(self, x):
+            n = int(x.shape[0])  # the pattern SETR and Lawin had
+            return {"logits": self.conv(x).reshape(n, 2, *x.shape[-2:])}
+
+    with pytest.raises(ExportError, match=r"--dynamic-batch: model 'fixed' fixes the batch size in its code \(the "
+                                          r"exported graph takes batch 2 only\)"):
+        export_bundle(FixedBatch().eval(), tmp_path / "f", name="fixed", classes=2, input_spec=InputSpec(size=SIZE),
+                      dynamic_batch=True, include_checkpoint=False)
+    assert not (tmp_path / "f").exists()
+
 class _ExportsSomethingElse(nn.Module):
     """A model whose exported graph differs from its eager behaviour (sign flip under export)."""
 
