@@ -338,7 +338,9 @@ class Mp4Sink(Sink):
 
         sink = self.per_source.get(source_id)
         if sink is None:
-            name = source_folder(source_id, {c.path.stem for c in self.per_source.values()})
+            base = source_id.split("#")[0]  # a file source's own suffix is not repeated (out.dash.mp4.mp4)
+            bare = base[: -len(Path(base).suffix)] + source_id[len(base):] if Path(base).suffix else source_id
+            name = source_folder(bare, {c.path.stem.split(".", 1)[-1] for c in self.per_source.values()})
             sink = Mp4Sink(self.path.with_name(f"{self.path.stem}.{name}{self.path.suffix}"), fps=self.fps,
                            encoder=self.encoder_name, backend=self.backend)
             sink.bind_source(self._parts.get(source_id))
