@@ -106,6 +106,13 @@ def run(args: argparse.Namespace) -> int:
         spec = InputSpec.from_dict({**spec.to_dict(), "size": ImageShape.parse(args.size).hw, "size_rule": "fixed"})
     out = Path(args.out)
     task = extra.get("task") or getattr(model, "task", None) or _registered_task(model)
+    if task in (None, "semantic") and model.num_classes == 1:  # before: exported, and every pixel came out class 0
+        from ..errors import InputError
+
+        raise InputError(f"{args.model} with one class: a semantic model's label is the argmax over its class channels, "
+                         "so one channel labels every pixel class 0",
+                         fix="export with --num-classes 2 (background and the class); a one-channel sigmoid model made "
+                             "elsewhere enters with edgeseg import --classes 2")
     if task == "instance":
         return _run_instance(args, model, names, palette, spec, out, provenance)
     if task == "panoptic":

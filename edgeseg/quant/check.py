@@ -115,12 +115,25 @@ def check_model(path: str | Path, target: str, precision: str = "fp32") -> Check
     return CheckReport(target, p.name, precision, tuple(findings))
 
 
+def check_target_name(target: str) -> str:
+    """``target`` as ``edgeseg check`` names runtimes: quantize's ``cpu`` is ``onnxruntime``; a bare ``tensorrt`` is
+    refused with the versions to choose from (what TensorRT accepts depends on its version)."""
+    target = target.strip().lower()
+    if target == "cpu":
+        return "onnxruntime"
+    if target == "tensorrt":
+        raise InputError("--target tensorrt: which TensorRT version? what it takes differs between versions",
+                         fix="e.g. --target tensorrt-8.5 (JetPack 5), tensorrt-10.3 (JetPack 6), tensorrt-X.Y for a "
+                             "desktop's (python -c 'import tensorrt; print(tensorrt.__version__)' there)")
+    return target
+
+
 def check_bundle(bundle, target: str, precision: str = "fp32", model_target: str | None = None) -> CheckReport:
     """Check the bundle's model for ``precision`` that suits ``target`` (INT8: its Q/DQ variant)."""
     from ..bundle import Bundle
 
     b = bundle if isinstance(bundle, Bundle) else Bundle.open(bundle)
-    target = target.strip().lower()
+    target = check_target_name(target)
     if parse_trt_version(target) is None:
         TARGETS.get(target)  # an unknown target is refused before any model is read
     targeted = sorted({m.target for m in b.manifest.models if m.precision == precision and m.target})
@@ -140,18 +153,19 @@ def check_bundle(bundle, target: str, precision: str = "fp32", model_target: str
         want = "tensorrt"  # the graph TensorRT runs: a detector's model.trt.onnx (EfficientNMS_TRT), as its runner picks
     cands = [m for m in b.manifest.models if m.precision == precision and m.target == want]
     note: list[Finding] = []
-    if not cands and precision == "int8":
-        # none made for this target: the one this target's runtime would load instead, as its backend picks
-        order = _INT8_STANDINS.get(want, ())
-        int8 = sorted((m for m in b.manifest.models if m.precision == "int8"),
-                      key=lambda m: order.index(m.target) if m.target in order else len(order))
-        cands = int8[:1]
+    if not cands and precision == "int8" and want in _INT8_STANDINS:
+        # none made for this target: the one this target's runtime loads instead, as its backend picks
+        order = _INT8_STANDINS[want]
+        cands = [m for t in order for m in b.manifest.models if m.precision == "int8" and m.target == t][:1]
         if cands:
             note.append(Finding(
-                "info" if cands[0].target in order else "warning", "stand-in-model",
+                "info", "stand-in-model",
                 f"bundle has no INT8 model made for {want}; checked the one made for {cands[0].target or 'no target'} "
-                f"({cands[0].file}){', which the ' + want + ' backend runs in its place' if cands[0].target in order else ''}",
+                f"({cands[0].file}), which the {want} backend runs in its place",
                 fix=f"run 'edgeseg quantize {b.root} --target {want}' for a model made for it"))
+    if not cands and precision == "int8":  # TensorRT takes no other target's Q/DQ model in its place
+        return CheckReport(target, str(b.root), precision, (Finding(
+            "error", "no-model", f"bundle has no INT8 model for {want}", f"run 'edgeseg quantize {b.root} --target {want}'"),))
     if not cands:  # an FP32 graph for every target
         cands = [m for m in b.manifest.models if m.precision == precision]
     if not cands:

@@ -242,3 +242,26 @@ def test_check_int8_without_a_model_for_the_target_checks_what_that_runtime_load
     assert "--target openvino' for a model made for it" in out
     rc, out, _ = _run(capsys, "check", "shapes", "--target", "openvino", "--precision", "int8", "--model-target", "cpu")
     assert "stand-in-model" not in out  # asked for by name: no substitution to speak of
+
+
+def test_check_takes_quantizes_target_names(capsys, tmp_path):
+    """before: `check --target cpu` was an unknown target and `--target tensorrt` a 'did you mean' list; and with no
+    TensorRT INT8 model the cpu one (asymmetric UINT8, which TensorRT never runs) was checked in its place."""
+    import shutil
+
+    rc, out, _ = _run(capsys, "check", "shapes", "--target", "cpu", "--precision", "int8")
+    assert rc == 0 and out.startswith("model.int8.cpu.onnx on onnxruntime (int8): OK")
+    rc, out, err = _run(capsys, "check", "shapes", "--target", "tensorrt")
+    assert rc == 2 and "--target tensorrt: which TensorRT version?" in err and "tensorrt-8.5 (JetPack 5)" in err
+    from edgeseg.bundle import Bundle
+
+    b = Bundle.open("shapes")
+    cpu_only = tmp_path / "s.edgeseg"
+    shutil.copytree(b.root, cpu_only)
+    import json
+
+    m = json.loads((cpu_only / "manifest.json").read_text())
+    m["models"] = [x for x in m["models"] if x.get("target") != "tensorrt"]
+    (cpu_only / "manifest.json").write_text(json.dumps(m))
+    rc, out, _ = _run(capsys, "check", str(cpu_only), "--target", "tensorrt-10.3", "--precision", "int8")
+    assert rc == 1 and "no-model: bundle has no INT8 model for tensorrt" in out and "--target tensorrt'" in out

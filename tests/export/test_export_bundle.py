@@ -176,3 +176,13 @@ def test_predictor_on_exported_bundle_matches_torch(model, tmp_path):
         ref = model(torch.from_numpy(x))["logits"].argmax(1)[0].numpy()
     result = edgeseg.load(tmp_path / "p", backend="onnxruntime")(frame)
     assert (result.labels == ref).mean() >= 0.999
+
+
+def test_a_one_class_semantic_export_is_refused_with_the_fix(tmp_path, capsys):
+    """before: exported; every pixel came out class 0 (argmax over one channel) and the INT8 gate could not fail."""
+    from edgeseg.cli import main
+
+    assert main(["export", "test_fcn8s", "--num-classes", "1", "--size", "64x48", "--out", str(tmp_path / "u")]) == 2
+    err = capsys.readouterr().err
+    assert "test_fcn8s with one class" in err and "--num-classes 2" in err and "edgeseg import --classes 2" in err
+    assert not (tmp_path / "u").exists()
