@@ -41,6 +41,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-checkpoint", dest="checkpoint", action="store_false",
                    help="leave the PyTorch weights (model.safetensors) out of the bundle: smaller, but "
                         "'--backend torch' cannot run it")
+    p.add_argument("--things", default=None, metavar="I,J,...",
+                   help="panoptic models (Panoptic-DeepLab, LPSNet) built by name: the class indices that are things "
+                        "(default: Cityscapes' 11-18 with 19 classes); a checkpoint carries its own")
     p.add_argument("--overwrite", action="store_true", help="replace an existing bundle at --out")
     add_json_option(p)
 
@@ -81,7 +84,17 @@ def _source(args: argparse.Namespace, num_classes: int | None):
     import logging
 
     logging.getLogger("edgeseg.export").warning("exporting %s with random weights (no checkpoint given)", args.model)
-    return create_model(args.model, num_classes=num_classes), {}, {"weights": "random"}
+    kwargs = {"thing_classes": _things(args.things)} if getattr(args, "things", None) else {}
+    return create_model(args.model, num_classes=num_classes, **kwargs), {}, {"weights": "random"}
+
+
+def _things(text: str) -> tuple[int, ...]:
+    from ..errors import InputError
+
+    try:
+        return tuple(int(t) for t in text.replace(" ", "").split(",") if t)
+    except ValueError:
+        raise InputError(f"--things {text!r}: give the thing classes' indices, e.g. --things 11,12,13", ) from None
 
 
 def run(args: argparse.Namespace) -> int:

@@ -104,7 +104,7 @@ def export_panoptic_bundle(model: nn.Module, out: str | os.PathLike, *, name: st
     things = tuple(int(t) for t in getattr(model, "thing_classes", ()))
     if not things or min(things) < 0 or max(things) >= len(names):
         raise ExportError(f"{model_name}: thing classes {list(things)} are not indices into its {len(names)} classes",
-                          fix="build the model with thing_classes=(indices of the thing classes)")
+                          fix="build the model with thing_classes=(indices of the thing classes); edgeseg export NAME --things I,J,...")
     spec = replace(input_spec, name="images", dynamic_batch=False)
     model = model.eval()
     folded = fold_conv_bn(model)

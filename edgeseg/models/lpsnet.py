@@ -252,7 +252,7 @@ def _check_classes(num_classes: int, names: tuple[str, ...], things: tuple[int, 
                          fix="give one name per class (class_names=...) or leave them out")
     if not things:
         raise ModelError("LPSNet: no thing classes; the box head needs at least one",
-                         fix="pass thing_classes=(indices of the thing classes among all classes)")
+                         fix="pass thing_classes=(indices of the thing classes among all classes); edgeseg export NAME --things I,J,...")
     bad = [c for c in things if not 0 <= c < num_classes]
     if bad or len(set(things)) != len(things):
         raise ModelError(f"LPSNet: thing_classes {list(things)} must be distinct indices in 0..{num_classes - 1}",

@@ -185,7 +185,13 @@ def load_encoder_weights(model: nn.Module, path: str | Path) -> int:
 
 
 # ---- variants -----------------------------------------------------------------------------------
+CITYSCAPES_CLASSES = 19
+CITYSCAPES_THINGS = tuple(range(11, 19))  # person, rider, car, truck, bus, train, motorcycle, bicycle
+
+
 def _pdl(encoder: str, num_classes: int, output_stride: int = 16, encoder_kwargs: dict | None = None, **kw) -> PanopticDeepLab:
+    if "thing_classes" not in kw and num_classes == CITYSCAPES_CLASSES:  # the variants' default: Cityscapes' classes
+        kw["thing_classes"] = CITYSCAPES_THINGS  # (before: none, and `edgeseg export NAME` could not build the model)
     return PanopticDeepLab(create_encoder(encoder, output_stride=output_stride, **(encoder_kwargs or {})), num_classes, **kw)
 
 

@@ -186,3 +186,22 @@ def test_a_one_class_semantic_export_is_refused_with_the_fix(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "test_fcn8s with one class" in err and "--num-classes 2" in err and "edgeseg import --classes 2" in err
     assert not (tmp_path / "u").exists()
+
+
+def test_panoptic_models_export_by_name_with_their_things(tmp_path, capsys):
+    """before: `edgeseg export panoptic_deeplab_mobilenetv3_small` failed ('thing classes [] ...', its fix not doable from
+    the CLI) and LPSNet exported only at its default class count; now 19 classes default to Cityscapes' things and
+    --things gives others."""
+    import json
+
+    from edgeseg.cli import main
+    from edgeseg.models.panoptic_deeplab import CITYSCAPES_THINGS, panoptic_deeplab_mobilenetv3_small
+
+    assert panoptic_deeplab_mobilenetv3_small().thing_classes == CITYSCAPES_THINGS == tuple(range(11, 19))
+    out = tmp_path / "pdl.edgeseg"
+    assert main(["export", "test_panoptic_deeplab", "--num-classes", "5", "--things", "3,4", "--size", "64x48",
+                 "--out", str(out), "--no-checkpoint"]) == 0
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["task"] == "panoptic" and m["decoder"]["thing_classes"] == [3, 4]
+    assert main(["export", "test_panoptic_deeplab", "--things", "a,b", "--out", str(tmp_path / "x")]) == 2
+    assert "--things 'a,b': give the thing classes' indices" in capsys.readouterr().err
