@@ -338,7 +338,9 @@ def stats_record(pipe: Pipeline, opts: StreamOptions, bundle: Any = None) -> dic
             "prompt": opts.prompt if isinstance(opts.prompt, str) else None,
             **(pipe.stats.to_dict() if pipe.stats is not None else {}),
             "batch_sizes": batch_sizes(pipe), "keyframes": keyframe_counts(pipe),
-            "choice": choice.to_dict() if choice is not None else None}
+            "choice": choice.to_dict() if choice is not None else None,
+            # several sources: each one's drops, gaps and failure (before: a source that died was only logged)
+            **({"sources": pipe.source.source_records()} if isinstance(pipe.source, MultiSource) else {})}
 
 
 class Stream:

@@ -89,3 +89,17 @@ def test_a_video_sink_writes_one_file_per_source_at_its_own_rate(bundle, tmp_pat
     assert got == {"out.synthetic_seed_1_size_64x48_frames_9_fps_30.mp4": (9, 30, 64),
                    "out.synthetic_seed_1_size_64x48_frames_9_fps_30_2.mp4": (9, 30, 64),  # the repeated URI's "#2"
                    "out.synthetic_seed_2_size_80x60_frames_5_fps_10.mp4": (5, 10, 80)}
+
+
+def test_stats_json_names_the_source_that_failed(bundle, tmp_path):
+    """before: with several sources, one that died was only logged; --stats-json said nothing of it."""
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"not a video")
+    stats = tmp_path / "s.json"
+    main(["run", "--bundle", str(bundle.root), "--backend", "onnxruntime", "--threads", "1", "--source", A,
+          "--source", str(bad), "--json-out", str(tmp_path / "r.jsonl"), "--stats-json", str(stats)])
+    d = json.loads(stats.read_text())
+    by = {s["source"]: s for s in d["sources"]}
+    assert set(by) == {A, str(bad)} and "failed" not in by[A] and by[A]["dropped"] == 0
+    assert by[str(bad)]["frames_before_failure"] == 0 and str(bad) in by[str(bad)]["failed"]
+    assert len((tmp_path / "r.jsonl").read_text().splitlines()) == 11  # the other source's frames are all kept

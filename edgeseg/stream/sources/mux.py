@@ -52,6 +52,18 @@ class MultiSource(Source):
         """The merged sources: ``dropped`` and ``reconnect_gaps_s`` (from :class:`Source`) add theirs."""
         return getattr(self, "sources", ())
 
+    def source_records(self) -> list[dict[str, Any]]:
+        """Each source's part of a run's stats: its id, drops, reconnection gaps, and why it stopped if it failed."""
+        failed = {id(src): (n, e) for src, n, e in self._errors}
+        out = []
+        for src in self.sources:
+            rec: dict[str, Any] = {"source": _name(src), "dropped": src.dropped, "reconnect_gaps_s": src.reconnect_gaps_s}
+            if id(src) in failed:
+                n, e = failed[id(src)]
+                rec.update(failed=str(e).splitlines()[0] if str(e) else type(e).__name__, frames_before_failure=n)
+            out.append(rec)
+        return out
+
     def open(self) -> "MultiSource":
         for s in self.sources:
             s.open()
