@@ -368,3 +368,15 @@ def test_every_result_type_has_to_dict_the_json_lines_record_with_masks_pycocoto
     prompted = PromptedResult(pan, track).to_dict()
     assert prompted["task"] == "panoptic" and prompted["objects"] == track.to_dict()["segments"]
     assert InstanceResult.empty(ImageShape(6, 7)).to_dict() == {"task": "instance", "segments": []}
+
+
+def test_results_compare_by_value_and_say_they_are_unhashable():
+    """before: hash(result) raised numpy's 'unhashable type: numpy.ndarray' (a hash generated over array fields)."""
+    from edgeseg.structures import PanopticResult, TrackResult
+
+    a, b = SemanticResult(np.zeros((2, 3), np.uint8)), SemanticResult(np.zeros((2, 3), np.uint8))
+    assert a == b and a != SemanticResult(np.ones((2, 3), np.uint8))
+    for r in (a, InstanceResult.empty(ImageShape(2, 3)), PanopticResult(np.zeros((2, 3), np.int32)),
+              TrackResult(np.zeros((0, 2, 3), bool), np.zeros(0, np.int64))):
+        with pytest.raises(TypeError, match=f"unhashable type: '{type(r).__name__}'"):
+            hash(r)

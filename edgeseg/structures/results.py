@@ -47,7 +47,7 @@ def _results_equal(a: Any, b: Any) -> Any:
     return all(_same(getattr(a, f.name), getattr(b, f.name)) for f in dataclasses.fields(a) if f.compare)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # its own __eq__ (arrays): unhashable, as a mutable value would be
 class SemanticResult:
     """Per-pixel classes.
 
@@ -115,7 +115,7 @@ def _crop_shapes_ok(crops: tuple, bounds: np.ndarray, image: ImageShape) -> bool
     return bool(np.array_equal(got, want))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # its own __eq__ (arrays): unhashable, as a mutable value would be
 class InstanceResult:
     """Detected object instances, supporting boolean/integer indexing: ``r[r.scores > 0.5]``.
 
@@ -329,7 +329,7 @@ class Segment:
     score: float = 1.0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # its own __eq__ (arrays): unhashable, as a mutable value would be
 class PanopticResult:
     """Panoptic segmentation: every pixel belongs to one segment (0 = void / unassigned).
 
@@ -403,7 +403,7 @@ class PanopticResult:
         return np.where(hit, cats[pos] if len(ids) else void, void).astype(np.int32)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # its own __eq__ (arrays): unhashable, as a mutable value would be
 class TrackResult:
     """Video object masks propagated across frames.
 
@@ -435,7 +435,7 @@ class TrackResult:
         return ImageShape(int(self.masks.shape[1]), int(self.masks.shape[2]))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # its own __eq__ (arrays): unhashable, as a mutable value would be
 class PromptedResult:
     """A bundle's result and a prompt's propagated objects on the same frame (``edgeseg run --bundle B
     --prompt MASK.png``): ``result`` is what the bundle decoded (semantic, instance or panoptic; None
