@@ -182,6 +182,9 @@ def is_remote(bundle: Any) -> bool:
 MAX_THREADS_PER_CORE = 8
 
 
+PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
+
+
 def _check_load_args(bundle: Any, backend: Any, precision: Any, device: Any, threads: Any) -> None:
     """An :class:`InputError` for arguments of :func:`load` that cannot mean anything (before any work)."""
     if not isinstance(bundle, (Bundle, str, os.PathLike)):
@@ -195,6 +198,10 @@ def _check_load_args(bundle: Any, backend: Any, precision: Any, device: Any, thr
         if not isinstance(value, str):
             raise InputError(f"edgeseg.load: {name} must be a string, got {value!r}",
                              fix=f"{name}='auto' chooses it here")
+    if precision.strip().lower() not in PRECISIONS:  # before: "bundle has no fp8 model" (a BundleError, no fix)
+        raise InputError(f"edgeseg.load: unknown precision {precision!r}",
+                         fix=f"one of {', '.join(PRECISIONS)} ('auto' chooses here among what the bundle and this "
+                             "machine support; bf16 runs on OpenVINO, fp16 on TensorRT)")
     import re
 
     if not isinstance(device, str) or not re.fullmatch(r"auto|cpu|cuda", device.strip().lower()):

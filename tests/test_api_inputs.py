@@ -441,3 +441,12 @@ def test_backend_and_precision_in_any_case_and_targets_the_bundle_lacks(caplog):
     with pytest.raises(BundleError, match="has no int8/nope model"):  # int8 asks for that very model
         edgeseg.load("shapes", backend="onnxruntime", precision="int8", target="nope", threads=1)
     assert edgeseg.load("shapes", precision="fp32", target="nope", threads=1).runner.precision == "fp32"  # fp32: no INT8 target
+
+
+def test_an_unknown_precision_is_named_with_the_ones_there_are():
+    """before: precision='fp8' gave `BundleError: bundle has no fp8 model` with no fix."""
+    import edgeseg
+
+    with pytest.raises(InputError, match="unknown precision 'fp8'") as e:
+        edgeseg.load("shapes", backend="onnxruntime", precision="fp8")
+    assert "auto, fp32, bf16, fp16, int8" in e.value.fix
