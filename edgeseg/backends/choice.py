@@ -490,7 +490,9 @@ def choose(bundle: "Bundle", backend: str = "auto", precision: str = "auto", tar
                                  + "\n    ".join(f"{c.label}: {why}" for c, why in excluded),
                                  fix="on the GPU edgeseg runs TensorRT: install it (NVIDIA's tensorrt wheel; JetPack "
                                      "ships it), or leave the device to auto / cpu" if device not in ("auto", "cpu")
-                                 else "pip install onnxruntime, or ask for another precision")
+                                 else (f"install what the line above says {backend} needs, or use backend auto "
+                                       "(--backend auto)" if backend != "auto" else
+                                       "pip install onnxruntime, or ask for another precision"))
     if len(cands) == 1:
         choice = Choice(cands[0], "the only candidate", "only candidate", excluded=tuple(excluded), device=dev, notes=notes)
         return _log(bundle, choice), None

@@ -139,3 +139,22 @@ def test_label_pngs_of_two_files_with_one_stem_are_both_kept(tmp_path):
                    SemanticResult(np.full((3, 4), lab, np.uint8)))
     assert sorted(p.name for p in (tmp_path / "png").iterdir()) == ["a-000001.png", "a.png"]
     assert cv2.imread(str(tmp_path / "png" / "a.png"), cv2.IMREAD_UNCHANGED).max() == 1
+
+
+def test_an_mp4_sink_without_gstreamer_says_it_writes_mp4v_and_ignores_the_encoder(tmp_path, monkeypatch, caplog):
+    """before: --encoder nvv4l2h264enc on a machine without GStreamer wrote OpenCV's mp4v unsaid."""
+    import logging
+
+    from edgeseg.stream import Mp4Sink
+    from edgeseg.stream import gst as _gst
+
+    monkeypatch.setattr(_gst, "available", lambda: (False, "no module named gi"))
+    sink = Mp4Sink(tmp_path / "o.mp4", fps=10, encoder="nvv4l2h264enc")
+    with caplog.at_level(logging.WARNING, logger="edgeseg.stream"):
+        sink.open()
+    assert sink.backend == "opencv"
+    assert "o.mp4: GStreamer is not usable here (no module named gi), so OpenCV writes it as MPEG-4 Part 2 (mp4v)" in caplog.text
+    assert "--encoder nvv4l2h264enc is not used" in caplog.text
+    sink.write(Frame(np.zeros((16, 16, 3), np.uint8)), None)
+    sink.close()
+    assert (tmp_path / "o.mp4").stat().st_size > 0

@@ -287,6 +287,7 @@ class Mp4Sink(Sink):
         self._source: Any = None
         self.per_source: dict[str, "Mp4Sink"] = {}  # several sources: source_id -> its own file's sink
         self._parts: dict[str, Any] = {}
+        self._source_sink_child = False  # one of a multi-source sink's files (its parent has said what it had to)
 
     def bind_source(self, source: Any) -> None:
         self._source = source
@@ -298,7 +299,12 @@ class Mp4Sink(Sink):
 
     def open(self) -> None:
         if self.backend == "auto":
-            self.backend = "gstreamer" if _gst.available()[0] else "opencv"
+            ok, why = _gst.available()
+            self.backend = "gstreamer" if ok else "opencv"
+            if not ok and not self._source_sink_child:
+                log.warning("%s: GStreamer is not usable here (%s), so OpenCV writes it as MPEG-4 Part 2 (mp4v), not "
+                            "H.264%s", self.path.name, str(why).splitlines()[0],
+                            f"; --encoder {self.encoder_name} is not used" if self.encoder_name != "x264enc" else "")
         check_video_path(self._name)  # before the first frame is read: a bad path loses nothing
         writable_file(self.path)
         if self.backend == "gstreamer":  # a hardware encoder that cannot start here: found now, not at the first frame
@@ -344,6 +350,7 @@ class Mp4Sink(Sink):
             sink = Mp4Sink(self.path.with_name(f"{self.path.stem}.{name}{self.path.suffix}"), fps=self.fps,
                            encoder=self.encoder_name, backend=self.backend)
             sink.bind_source(self._parts.get(source_id))
+            sink._source_sink_child = True
             sink.open()
             if self._source is not None:
                 refuse_input(sink.path, self._source, "the video sink's file")
