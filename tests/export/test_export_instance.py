@@ -129,3 +129,38 @@ def test_decomposed_forms_reach_panoptic_and_instance_exports(tmp_path, model, o
     assert main(["export", model, "--size", "128x96", option, "decomposed", "--out", str(out), "--no-checkpoint"]) == 0
     ops = {n.op_type for n in onnx.load(str(out / "model.onnx")).graph.node}
     assert op not in ops
+
+
+def test_raw_output_difference_ignores_order_and_sees_other_values():
+    """Hand-made outputs: the same detections in another order agree (0); a changed value is its share of the range."""
+    from edgeseg.export.instance_export import _raw_difference
+
+    ref = {"scores": np.array([[0.9, 0.5, 0.2]], np.float32), "classes": np.array([[1, 0, 2]]),
+           "masks": np.zeros((1, 3, 2, 2), np.float32)}
+    assert _raw_difference(ref, {"scores": np.array([[0.2, 0.9, 0.5]], np.float32), "classes": np.array([[0, 0, 0]]),
+                                 "masks": np.ones((1, 3, 2, 2), np.float32)}) == 0  # scores only: masks follow ranking
+    assert _raw_difference({"logits": np.array([1.0, 2.0], np.float32)}, {"logits": np.array([1.0, 3.0], np.float32)}) \
+        == pytest.approx(0.5)  # no score output: every float output
+    assert _raw_difference(ref, {"scores": np.array([[0.9, 0.5, 0.29]], np.float32)}) == pytest.approx(0.1, rel=1e-4)
+    assert _raw_difference(ref, {"scores": np.zeros((1, 2), np.float32)}) == 1.0  # another shape
+
+
+def test_a_model_that_decodes_nothing_is_held_to_its_raw_outputs(tmp_path, caplog):
+    """before: an untrained SOLOv2 decoding no instance on the parity frames 'passed' with nothing compared
+    (instances [[0, 0], ...], smallest mask IoU 1.0)."""
+    import logging
+
+    from edgeseg.export.instance_export import export_instance_bundle
+    from edgeseg.models import create_model
+    from edgeseg.structures import ImageShape, InputSpec
+
+    torch.manual_seed(0)
+    model = create_model("test_solov2", num_classes=3).eval()
+    with torch.no_grad():
+        model.head.cate_out.bias.fill_(-20.0)  # no grid cell is confident: nothing decodes
+    with caplog.at_level(logging.WARNING, logger="edgeseg.export"):
+        b = export_instance_bundle(model, tmp_path / "s.edgeseg", name="s", input_spec=InputSpec(size=ImageShape(64, 96)),
+                                   classes=("a", "b", "c"), include_checkpoint=False)
+    parity = b.report["parity"]
+    assert parity["instances_torch_onnx"] == [[0, 0]] * 3 and parity["compared"] == "raw outputs (no instance decoded)"
+    assert parity["passed"] and parity["max_raw_difference"] < 1e-3 and "raw outputs only" in caplog.text
