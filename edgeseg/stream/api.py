@@ -22,7 +22,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from .._io import write_json
-from ..errors import InputError, StreamError
+from ..errors import EdgesegError, InputError, StreamError
 from .base import Packet, Sink, Source
 from .overlay import Renderer
 from .pipeline import ON_ERROR, Pipeline, decoder_threads, inference_threads, opencv_threads
@@ -347,32 +347,46 @@ class Stream:
     """What :func:`stream` returns: an iterator of ``(Frame, result)``, and a context manager.
 
     ``close()`` (or leaving the ``with`` block, or breaking out of the loop and dropping the object) stops the
-    source and finalizes every sink; ``stats`` holds the run's :class:`~edgeseg.stream.metrics.StreamStats`
+    source and finalizes every sink; from another thread than the one iterating it, ``close()`` stops the stream
+    and waits for that thread's loop to end it. ``stats`` holds the run's :class:`~edgeseg.stream.metrics.Stats`
     once it has ended (also when closed early), and ``stats_json`` is written then. A stream still open when
     the program exits is closed first (before, the interpreter's exit killed its threads inside the runtimes:
     the process aborted and the MP4 stayed a ``.part`` file)."""
 
     def __init__(self, opts: StreamOptions, bundle: Any):
         self.options = opts
-        self._ended: dict[str, Any] = {}  # the generator fills it; it holds no reference back to this object (a
-        self._gen = _stream(opts, bundle, self._ended)  # cycle left the generator to the cyclic GC, which finalized
-        _OPEN_STREAMS.add(self)  # it in whatever thread it ran in, there waiting on the stream's own threads)
+        # what the generator and this object share; it holds no reference back to this object: a cycle left the
+        # generator to the cyclic GC, which finalized it in whatever thread it ran in (see _stream's finally)
+        self._ended: dict[str, Any] = {"finished": threading.Event()}
+        self._gen = _stream(opts, bundle, self._ended)
+        _OPEN_STREAMS.add(self)
 
     @property
     def stats(self) -> Any:
-        """The run's :class:`~edgeseg.stream.metrics.StreamStats` once it has ended, else None."""
+        """The run's :class:`~edgeseg.stream.metrics.Stats` once it has ended, else None."""
         return self._ended.get("stats")
 
     def __iter__(self) -> "Stream":
         return self
 
     def __next__(self) -> tuple[Any, Any]:
+        self._ended["consumer"] = weakref.ref(threading.current_thread())
         return next(self._gen)
 
-    def close(self) -> None:
-        with contextlib.suppress(ValueError):  # "generator already executing": its own thread closes it
+    def close(self, timeout_s: float | None = None) -> bool:
+        """Stop the stream and finalize its sinks; True once it has ended (False: ``timeout_s`` passed first)."""
+        self._ended["closer"] = threading.get_ident()
+        try:
             self._gen.close()
-        _OPEN_STREAMS.discard(self)
+        except ValueError:  # "generator already executing": another thread is inside next(); stop the pipeline and
+            stop = self._ended.get("stop")  # that thread's loop ends the stream (before: nothing happened)
+            if stop is not None:
+                stop()
+            self._ended["finished"].wait(timeout_s)
+        ended = self._ended["finished"].is_set() or "stop" not in self._ended  # never started: nothing to end
+        if ended:
+            _OPEN_STREAMS.discard(self)
+        return ended
 
     def __enter__(self) -> "Stream":
         return self
@@ -384,21 +398,31 @@ class Stream:
 _OPEN_STREAMS: "weakref.WeakSet[Stream]" = weakref.WeakSet()
 
 
-@atexit.register
 def _close_open_streams(timeout_s: float = 30.0) -> None:
     """At exit, before the interpreter stops the streams' daemon threads mid-call: stop and finalize them (in a
-    thread of its own, given ``timeout_s``: a source that never answers cannot keep the program from exiting)."""
-    streams = list(_OPEN_STREAMS)
+    thread of its own, given ``timeout_s``: a source that never answers cannot keep the program from exiting).
+    A stream iterated by a live non-daemon thread is left to it: the interpreter waits for that thread."""
+    def left_to_its_thread(s: Stream) -> bool:
+        ref = s._ended.get("consumer")
+        t = ref() if ref is not None else None
+        return t is not None and t is not threading.current_thread() and t.is_alive() and not t.daemon \
+            and t is not threading.main_thread()
+
+    streams = [s for s in list(_OPEN_STREAMS) if not left_to_its_thread(s)]
     if not streams:
         return
 
     def close_all() -> None:
         for s in streams:
             with contextlib.suppress(Exception):
-                s.close()
+                s.close(timeout_s)
 
-    closer = threading.Thread(target=close_all, name="edgeseg-exit", daemon=True)
-    closer.start()
+    try:
+        closer = threading.Thread(target=close_all, name="edgeseg-exit", daemon=True)
+        closer.start()
+    except RuntimeError:  # no new thread at this point of the interpreter's shutdown: close here
+        close_all()
+        return
     closer.join(timeout_s)
     if closer.is_alive():
         logging.getLogger("edgeseg.stream").warning(
@@ -406,12 +430,22 @@ def _close_open_streams(timeout_s: float = 30.0) -> None:
             "stream, or use 'with edgeseg.stream(...) as s:', before the program ends)", len(streams), timeout_s)
 
 
+# threading's exit hooks run before the interpreter joins its threads and still allow new ones (Python 3.9+; on
+# 3.12 an atexit function cannot start a thread); Python 3.8: atexit
+getattr(threading, "_register_atexit", atexit.register)(_close_open_streams)
+
+
 def _stream(opts: StreamOptions, bundle: Any, ended: dict[str, Any]) -> Iterator[tuple[Any, Any]]:
     """:class:`Stream`'s generator: the pipeline runs from the first ``next()`` to the loop's end."""
     out: queue.Queue = queue.Queue(maxsize=max(2, opts.queue_size))
     done = object()
-    pipe = build_pipeline(opts, predictor=bundle, extra_sinks=(CallbackSink(lambda f, r: out.put((f, r))),),
-                          handle_signals=False)
+    try:
+        pipe = build_pipeline(opts, predictor=bundle, extra_sinks=(CallbackSink(lambda f, r: out.put((f, r))),),
+                              handle_signals=False)
+    except BaseException:
+        ended["finished"].set()
+        raise
+    ended["stop"] = pipe.stop
     failure: list[BaseException] = []
 
     def run() -> None:
@@ -424,6 +458,22 @@ def _stream(opts: StreamOptions, bundle: Any, ended: dict[str, Any]) -> Iterator
 
     thread = threading.Thread(target=run, name="edgeseg-stream", daemon=True)
     thread.start()
+
+    def finish() -> None:
+        try:
+            while thread.is_alive():  # let the sink thread finish: drain what it still hands over
+                with contextlib.suppress(queue.Empty):
+                    out.get(timeout=0.05)
+            thread.join()
+            ended["stats"] = pipe.stats
+            if pipe.stats is not None and opts.stats_json:
+                try:
+                    write_json(opts.stats_json, stats_record(pipe, opts, bundle))
+                except (OSError, EdgesegError) as e:  # not in place of the run's own error, not from inside close()
+                    logging.getLogger("edgeseg.stream").warning("could not write stats_json %s: %s", opts.stats_json, e)
+        finally:
+            ended["finished"].set()
+
     try:
         while True:
             item = out.get()
@@ -432,12 +482,10 @@ def _stream(opts: StreamOptions, bundle: Any, ended: dict[str, Any]) -> Iterator
             yield item
     finally:
         pipe.stop()
-        while thread.is_alive():  # let the sink thread finish: drain what it still hands over
-            with contextlib.suppress(queue.Empty):
-                out.get(timeout=0.05)
-        thread.join()
-        ended["stats"] = pipe.stats
-        if pipe.stats is not None and opts.stats_json:
-            write_json(opts.stats_json, stats_record(pipe, opts, bundle))
+        consumer = ended.get("consumer")
+        if threading.get_ident() == ended.get("closer") or (consumer is not None and consumer() is threading.current_thread()):
+            finish()
+        else:  # finalized by the garbage collector in another thread, perhaps one of this pipeline's own: finishing
+            threading.Thread(target=finish, name="edgeseg-stream-close", daemon=True).start()  # there would wait on it
     if failure:
         raise failure[0]

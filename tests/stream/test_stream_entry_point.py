@@ -72,3 +72,77 @@ def test_a_stream_is_a_context_manager_with_its_stats(tmp_path):
     with edgeseg.stream("synthetic://?frames=50&size=64x48", "shapes", backend="onnxruntime", precision="fp32") as s:
         next(s)
     assert s.stats is not None and s.stats.frames < 50  # left the block after one frame: stopped there
+
+
+WORKER = """
+import threading, time
+import edgeseg
+p = edgeseg.load("shapes", backend="onnxruntime", precision="fp32", threads=1)
+s = edgeseg.stream("synthetic://?frames=100000&size=96x72&fps=20", p, realtime=True, sink={mp4!r}, stats_json={stats!r})
+def consume():
+    for f, r in s:
+        pass
+threading.Thread(target=consume, daemon=True).start()
+time.sleep(1.0)
+print("main ends")  # the consumer (a daemon thread) is still iterating
+"""
+
+CYCLE = """
+import gc, threading, time
+import edgeseg
+p = edgeseg.load("shapes", backend="onnxruntime", precision="fp32", threads=1)
+class App:
+    def __init__(self):
+        self.s = edgeseg.stream("synthetic://?frames=100000&size=96x72", p, sink={mp4!r})
+        self.handler = self.on_frame  # App <-> bound method: an ordinary cycle of an application's
+    def on_frame(self, f, r):
+        pass
+gc.disable()
+app = App()
+next(app.s)
+del app
+gc.enable()
+gc.set_threshold(50, 1, 1)  # the next collection runs in whichever thread allocates: a pipeline thread, often
+deadline = time.time() + 20
+while time.time() < deadline and any(t.name.startswith("edgeseg-") for t in threading.enumerate()):
+    time.sleep(0.1)
+print("left:", sorted(t.name for t in threading.enumerate() if t.name.startswith("edgeseg-")))
+"""
+
+
+def test_a_stream_iterated_by_a_daemon_thread_is_finalized_at_exit(tmp_path):
+    """before (review): close() from the exit hook did nothing while another thread was inside next(): the MP4 stayed
+    a .part file and stats_json was never written."""
+    import json
+
+    mp4, stats = tmp_path / "w.mp4", tmp_path / "w.json"
+    out = subprocess.run([sys.executable, "-c", WORKER.format(mp4=str(mp4), stats=str(stats))],
+                         capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0 and "main ends" in out.stdout, out.stderr[-2000:]
+    assert mp4.is_file() and not list(tmp_path.glob("*.part.*")) and json.loads(stats.read_text())["frames"] >= 1
+
+
+def test_close_from_another_thread_stops_the_stream_that_thread_iterates():
+    import threading
+    import time
+
+    import edgeseg
+
+    s = edgeseg.stream("synthetic://?frames=100000&size=64x48&fps=20", "shapes", backend="onnxruntime",
+                       precision="fp32", realtime=True)
+    got = []
+    worker = threading.Thread(target=lambda: got.extend(f.index for f, _ in s), daemon=True)
+    worker.start()
+    time.sleep(1.0)
+    assert s.close(timeout_s=30) is True  # before: returned at once, and frames kept coming
+    worker.join(10)
+    assert not worker.is_alive() and s.stats is not None and s.stats.frames == len(got) >= 1
+
+
+def test_a_stream_in_an_applications_reference_cycle_is_finalized_not_deadlocked(tmp_path):
+    """before (review): the cyclic GC finalized the generator in a pipeline thread, whose finally waited on the
+    pipeline's own threads: the stream hung for good and the MP4 stayed a .part file."""
+    mp4 = tmp_path / "c.mp4"
+    out = subprocess.run([sys.executable, "-c", CYCLE.format(mp4=str(mp4))], capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0 and "left: []" in out.stdout, (out.stdout, out.stderr[-2000:])
+    assert mp4.is_file() and not list(tmp_path.glob("*.part.*"))
