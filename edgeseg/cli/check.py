@@ -16,7 +16,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from ._common import add_json_option
 
     p.add_argument("bundle", help="bundle directory (or .zip / shipped name)")
-    p.add_argument("--target", required=True, help="tensorrt-8.5 | tensorrt-10.3 | tensorrt-11 | tensorrt-X.Y | onnxruntime | openvino")
+    p.add_argument("--target", required=True, help="tensorrt-8.5 | tensorrt-10.3 | tensorrt-11 | tensorrt-X.Y | onnxruntime (or cpu) | openvino")
     p.add_argument("--precision", default="fp32", type=str.lower, choices=["fp32", "fp16", "int8"], help="which model of the bundle (default fp32)")
     p.add_argument("--model-target", default=None, help="which INT8 model when the bundle has several (tensorrt, cpu, openvino)")
     add_json_option(p)

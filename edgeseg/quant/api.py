@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import re
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -27,7 +26,7 @@ from . import accuracy as acc
 from .calibration import CalibrationRecipe, FeedReader, collect_frames, resolve_calibration, split_holdout
 from .prepare import model_opset, prepare_model
 from .profiles import ENGINES, QuantProfile, get_profile
-from .quantize import FloatNode, QuantizedModel, compute_nodes, quantize_model
+from .quantize import FloatNode, QuantizedModel, compute_nodes, quantize_model, require_ort_quantizer
 from .ranges import CalibrationTable, calibrate
 
 if TYPE_CHECKING:
@@ -377,34 +376,12 @@ def _engine_profile(profile: QuantProfile, engine: str | None, method: str | Non
             chosen = "ort"
             log.warning("target openvino: NNCF is not usable here (%s), so edgeseg's own Q/DQ placement (the ort engine) "
                         "quantizes instead; for NNCF's: pip install 'edgeseg[openvino]'", why)
-    if chosen == "ort":
-        require_ort_quantizer()
         if method is not None and chosen == "nncf":
             raise InputError(f"--method {method} sets edgeseg's range algorithm; the nncf engine uses NNCF's statistics",
                              fix="drop --method, or add --engine ort to use edgeseg's ranges")
+    if chosen == "ort":
+        require_ort_quantizer()
     return replace(profile, engine=chosen) if chosen != profile.engine else profile
-
-
-#: the ONNX Runtime release whose quantizer takes calibrated ranges from a file (save_tensors_data, 1.27.0)
-ORT_QUANTIZER = (1, 27)
-
-
-def require_ort_quantizer() -> None:
-    """A :class:`QuantizationError` before any calibration work where ONNX Runtime's quantizer is too old to take
-    edgeseg's ranges (1.20-1.26 lack ``save_tensors_data``; JetPack's builds and Python 3.8's last wheel, 1.19)."""
-    try:
-        import onnxruntime
-    except ImportError:
-        raise QuantizationError("INT8 quantization needs onnxruntime", fix="pip install onnxruntime") from None
-    version = getattr(onnxruntime, "__version__", "0")
-    parts = tuple(int(p) for p in re.findall(r"\d+", version)[:2])
-    if parts < ORT_QUANTIZER:
-        need = ".".join(map(str, ORT_QUANTIZER))
-        raise QuantizationError(
-            f"INT8 quantization needs onnxruntime >= {need} (its quantizer takes edgeseg's calibrated ranges from a "
-            f"file); this is onnxruntime {version}",
-            fix=f"pip install -U 'onnxruntime>={need}' (Python 3.10+), or quantize on a desktop and copy the bundle: "
-                "its INT8 models run on older ONNX Runtime releases too")
 
 
 def _has_openvino() -> bool:

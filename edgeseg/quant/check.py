@@ -179,7 +179,7 @@ def check_bundle(bundle, target: str, precision: str = "fp32", model_target: str
 # the INT8 models a runtime loads when the bundle has none made for it, in the order its backend takes them
 # (backends' ``model_targets``: OpenVINO runs the ONNX Runtime model, and ONNX Runtime OpenVINO's; TensorRT needs
 # its own symmetric Q/DQ and takes none in its place)
-_INT8_STANDINS = {"openvino": ("cpu", None), "cpu": (None, "openvino")}
+_INT8_STANDINS = {"openvino": ("cpu", None), "cpu": (None, "openvino", "tensorrt")}
 
 
 # ---- TensorRT ------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ float. Every node left in float is returned with the reason, for the report. Pro
 """
 from __future__ import annotations
 
+import re
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -297,3 +298,25 @@ def _feed_float(path: Path, names: set[str]) -> None:
 
 def float_node_names(nodes: Iterable[FloatNode]) -> list[str]:
     return [f.name for f in nodes]
+
+
+#: the ONNX Runtime release whose quantizer takes calibrated ranges from a file (save_tensors_data, 1.27.0)
+ORT_QUANTIZER = (1, 27)
+
+
+def require_ort_quantizer() -> None:
+    """A :class:`QuantizationError` before any calibration work where ONNX Runtime's quantizer is too old to take
+    edgeseg's ranges (1.20-1.26 lack ``save_tensors_data``; JetPack's builds and Python 3.8's last wheel, 1.19)."""
+    try:
+        import onnxruntime
+    except ImportError:
+        raise QuantizationError("INT8 quantization needs onnxruntime", fix="pip install onnxruntime") from None
+    version = getattr(onnxruntime, "__version__", "0")
+    parts = tuple(int(p) for p in re.findall(r"\d+", version)[:2])
+    if parts < ORT_QUANTIZER:
+        need = ".".join(map(str, ORT_QUANTIZER))
+        raise QuantizationError(
+            f"INT8 quantization needs onnxruntime >= {need} (its quantizer takes edgeseg's calibrated ranges from a "
+            f"file); this is onnxruntime {version}",
+            fix=f"pip install -U 'onnxruntime>={need}' (Python 3.10+), or quantize on a desktop and copy the bundle: "
+                "its INT8 models run on older ONNX Runtime releases too")

@@ -107,9 +107,10 @@ def quantize_volumetric(model: str | Path, out: str | Path, calib: np.ndarray, v
     from .error_ranking import error_ranking
     from .prepare import prepare_model
     from .profiles import get_profile
-    from .quantize import compute_nodes, quantize_model
+    from .quantize import compute_nodes, quantize_model, require_ort_quantizer
     from .ranges import calibrate
 
+    require_ort_quantizer()  # before any calibration
     model, out = Path(model), Path(out)
     if not model.is_file():
         raise InputError(f"volumetric model {model} not found", fix="export it first: edgeseg.export.volumetric.export_volumetric(model, path, (D, H, W))")

@@ -222,7 +222,27 @@ def test_an_onnxruntime_too_old_to_quantize_is_named_before_any_calibration(bund
     assert rc == 2 and "INT8 quantization needs onnxruntime >= 1.27" in err and "this is onnxruntime 1.19.2" in err
     assert "quantize on a desktop and copy the bundle" in err and hashes(bundle) == before
     monkeypatch.setattr(onnxruntime, "__version__", "1.27.0")
-    from edgeseg.quant.api import require_ort_quantizer
+    from edgeseg.quant.quantize import require_ort_quantizer
 
     require_ort_quantizer()  # the first release with save_tensors_data passes
     from onnxruntime.quantization.calibrate import save_tensors_data  # noqa: F401  (and this one has it)
+
+
+def test_a_range_method_with_the_nncf_engine_is_refused_and_a_missing_nncf_is_said(monkeypatch, caplog):
+    """--method sets edgeseg's ranges; NNCF uses its own statistics (a review caught this refusal lost in session 45);
+    target openvino without NNCF says the ort engine quantizes instead."""
+    import logging
+
+    from edgeseg.quant import openvino as qov
+    from edgeseg.quant.api import _engine_profile
+    from edgeseg.quant.profiles import get_profile
+
+    pytest.importorskip("nncf")
+    with pytest.raises(InputError, match="--method percentile sets edgeseg's range algorithm"):
+        _engine_profile(get_profile("openvino"), "nncf", "percentile")
+    with pytest.raises(InputError, match="--method percentile sets edgeseg's range algorithm"):
+        _engine_profile(get_profile("openvino"), None, "percentile")  # nncf is this target's engine here
+    monkeypatch.setattr(qov, "nncf_available", lambda: (False, "no module named nncf"))
+    with caplog.at_level(logging.WARNING):
+        assert _engine_profile(get_profile("openvino"), None, "percentile").engine == "ort"
+    assert "NNCF is not usable here (no module named nncf)" in caplog.text
