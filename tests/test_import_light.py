@@ -74,3 +74,12 @@ def test_import_and_fuse_run_without_torch_and_export_names_the_install(tmp_path
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert out.stderr.startswith("edgeseg export: error: this needs torch, which is not installed here\n  fix: pip install torch==")
     assert not (tmp_path / "x.edgeseg").exists()
+
+
+def test_a_missing_submodule_of_an_installed_package_is_not_called_a_missing_install():
+    """A review: `import onnx.no_such_submodule` (a version skew or a bug) was reported as 'pip install onnx' with no
+    traceback; only a package that is really absent gets the install line."""
+    from edgeseg.cli import missing_module_fix
+
+    assert missing_module_fix("onnx.no_such_submodule") is None and missing_module_fix("edgeseg.foo") is None
+    assert missing_module_fix("onnx") == "pip install onnx" and missing_module_fix("gi").startswith("pip install 'edgeseg[gst]'")

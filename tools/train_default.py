@@ -264,6 +264,9 @@ def build_job(recipe: Recipe, args: argparse.Namespace):
         val_data=fill(val_data) if val_data else None, export=export, bundle_name=recipe.name,
         cache=recipe.cache, init=init, command="python tools/train_default.py " + shlex.join(sys.argv[1:]),
         overwrite=getattr(args, "overwrite", False),
+        # a resumed run and a recipe's later stages write the bundle the earlier run or stage wrote: by design, not
+        # by accident; a fresh main stage replaces an existing bundle (the shipped one by default) only with --overwrite
+        replace_export=bool(getattr(args, "resume", False) or args.stage != "main"),
     )
 
 
@@ -277,8 +280,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--init", default=None, help="weights a later stage starts from (default: the previous stage's model.safetensors)")
     p.add_argument("--resume", action="store_true", help="continue the stage's run folder from its last.pt")
     p.add_argument("--overwrite", action="store_true",
-                   help="start the stage afresh in a run folder that holds an earlier run, and replace the exported "
-                        "bundle (edgeseg/zoo/<name>.edgeseg by default); without it either is refused")
+                   help="start the stage afresh in a run folder that holds an earlier run (refused without it); a "
+                        "fresh main stage also needs it to replace an existing bundle (edgeseg/zoo/<name>.edgeseg by "
+                        "default); --resume and later stages replace the bundle their run wrote")
     p.add_argument("--epochs", type=int, default=None, help="override the schedule's epochs (fresh runs only)")
     p.add_argument("--class-weighting", default=None, choices=("enet", "median"),
                    help="override the stage's class weighting (for A/B runs; record the winner in the recipe)")

@@ -139,8 +139,9 @@ def build(s: dict, classes: tuple[str, ...], device: str = "cpu", workers: int =
     info = model_info(s["model"])
     if info.task != "instance" or info.arch != "solov2":  # before: an AttributeError ('num_grids') for Mask R-CNN
         solos = ", ".join(list_models("solov2_*"))
-        raise InputError(f"{s['model']} is {'a' if info.task != 'instance' else 'an instance model but not a'} SOLOv2 "
-                         "model: this trainer trains SOLOv2 (Mask R-CNN has no trainer here)", fix=f"--model one of {solos}")
+        what = "an instance model but not a SOLOv2 model" if info.task == "instance" else f"a {info.task} model"
+        raise InputError(f"{s['model']} is {what}: this trainer trains SOLOv2 (Mask R-CNN has no trainer here)",
+                         fix=f"--model one of {solos}")
     torch.manual_seed(s["seed"])
     model = create_model(s["model"], num_classes=len(classes), thing_classes=list(classes))
     if getattr(model, "task", "") != "instance":

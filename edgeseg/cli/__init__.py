@@ -134,8 +134,20 @@ INSTALL = {
 
 
 def missing_module_fix(name: str) -> str | None:
-    """How to install the module ``name`` (``torch.nn`` -> torch's), or None when it is none edgeseg relies on."""
-    return INSTALL.get(name.split(".")[0])
+    """How to install the module ``name`` (``torch.nn`` -> torch's, when torch itself is missing), or None when it is
+    none edgeseg relies on, or a submodule an installed package lacks (a version skew, or a bug: its traceback)."""
+    import importlib.util
+
+    top = name.split(".")[0]
+    if top not in INSTALL:
+        return None
+    if name != top:
+        try:
+            if importlib.util.find_spec(top) is not None:
+                return None
+        except (ImportError, ValueError):  # sys.modules[top] = None: not importable, so missing
+            pass
+    return INSTALL[top]
 
 
 def _os_error(e: OSError) -> str:

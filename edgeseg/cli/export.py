@@ -78,6 +78,16 @@ def _source(args: argparse.Namespace, num_classes: int | None):
     from ..models import create_model, load_checkpoint
 
     looks_like_file = "/" in args.model or Path(args.model).suffix in (".safetensors", ".pt", ".pth")
+    if getattr(args, "things", None):  # only where it means thing-class indices: a panoptic model built by name
+        from ..errors import InputError
+        from ..models.registry import model_info
+
+        if Path(args.model).is_file() or looks_like_file:
+            raise InputError("--things: a checkpoint carries its model's thing classes", fix="drop --things")
+        task = model_info(args.model).task
+        if task != "panoptic":
+            raise InputError(f"--things applies to panoptic models; {args.model} is {'an' if task[0] in 'aeiou' else 'a'} "
+                             f"{task} model", fix="drop --things")
     if Path(args.model).is_file() or looks_like_file:
         model = load_checkpoint(args.model)  # raises "checkpoint ... not found" for a missing file
         return model, dict(model.checkpoint_meta.extra), {"checkpoint": Path(args.model).name}
@@ -94,7 +104,7 @@ def _things(text: str) -> tuple[int, ...]:
     try:
         return tuple(int(t) for t in text.replace(" ", "").split(",") if t)
     except ValueError:
-        raise InputError(f"--things {text!r}: give the thing classes' indices, e.g. --things 11,12,13", ) from None
+        raise InputError(f"--things {text!r}: give the thing classes' indices", fix="e.g. --things 11,12,13") from None
 
 
 def run(args: argparse.Namespace) -> int:

@@ -54,6 +54,7 @@ class TrainJob:
     init_batches: int = 16
     command: str = ""
     overwrite: bool = False
+    replace_export: bool = False  # an existing bundle at ``export`` may be replaced (also with ``overwrite``)
 
 
 @dataclass(frozen=True)
@@ -149,15 +150,31 @@ def check_outputs(job: TrainJob, resume: bool) -> None:
                          "checkpoints and history",
                          fix="add --resume to continue that run, give another --out, or add --overwrite to start afresh there")
     if job.export is not None:  # a bundle there is replaced only when asked (as edgeseg export): before, silently
-        check_target(job.export, "--export", overwrite=job.overwrite)
+        check_target(job.export, "--export", overwrite=job.overwrite or job.replace_export)
+    if not resume and job.overwrite and last.is_file() and job.init is not None and \
+            Path(job.init).resolve().parent == job.out.resolve():
+        raise InputError(f"--init {job.init} is in --out {job.out}, whose earlier run --overwrite removes",
+                         fix=f"give the new run another --out (e.g. {job.out}-2), starting from --init {job.init}")
+    if resume and (job.out / "history.json").is_file():  # before the data is read (the trainer checks it too)
+        from .trainer import changed_settings, settings_refusal
+
+        try:
+            import json
+
+            then = json.loads((job.out / "history.json").read_text()).get("config") or {}
+        except (OSError, ValueError):
+            then = {}
+        changed = changed_settings(then, job.config.to_dict())
+        if changed:
+            raise settings_refusal(f"--resume of {job.out}", changed)
 
 
 def clear_replaced_run(out: Path) -> list[str]:
     """With ``--overwrite``, once the new run is about to train: remove the earlier run's checkpoint, history and
     weights (before, an interrupted new run left the old model's best/model weights beside its own last.pt, where
     ``edgeseg export`` took them for the new one's). Returns the names removed."""
-    gone = sorted(p.name for p in out.iterdir() if p.is_file() and (p.name in (LAST, "history.json") or (
-        p.stem in ("best", "model") and p.suffix in (".safetensors", ".pt")))) if out.is_dir() else []
+    gone = sorted(p.name for p in out.iterdir() if p.is_file() and (p.name in (LAST, "history.json") or p.name in {
+        f"{w}{x}" for w in ("best", "model") for x in (".safetensors", ".pt", ".pt.json")})) if out.is_dir() else []
     for name in gone:
         (out / name).unlink()
     if gone:

@@ -162,6 +162,15 @@ def changed_settings(then: dict[str, Any], now: dict[str, Any]) -> list[tuple[st
             if k not in RESUMABLE_CHANGES and not same(then[k], now[k])]
 
 
+def settings_refusal(where: str, changed: list[tuple[str, Any, Any]]) -> ModelError:
+    """The error for resuming a run with other training settings than it was started with."""
+    return ModelError(f"{where}: this run was started with other settings than this command gives: "
+                      + "; ".join(f"{k} {a!r} then, {b!r} now" for k, a, b in changed),
+                      fix="resume with the run's own settings (only --epochs and the machine's settings, such as "
+                          "--threads or --workers, may change), or train anew with them in another --out, starting "
+                          "from this run's weights: --init RUN/model.safetensors --out NEW_RUN")
+
+
 @dataclass(frozen=True)
 class EpochRecord:
     """One epoch of history. ``miou`` (0..1) and ``scores`` are set on evaluated epochs."""
@@ -544,11 +553,7 @@ class Trainer(CpuStepLevers):
                                  "to start this run")
         changed = changed_settings(state.get("config") or {}, self.config.to_dict())
         if changed:  # before: the restored optimizer kept the run's lr while the records showed the new one
-            raise ModelError(f"{where}: this run was started with other settings than this command gives: "
-                             + "; ".join(f"{k} {a!r} then, {b!r} now" for k, a, b in changed),
-                             fix="resume with the run's own settings (only --epochs and the machine's settings, such as "
-                                 "--threads or --workers, may change), or train anew: --init with its weights for "
-                                 "other settings")
+            raise settings_refusal(where, changed)
         try:
             self.model.load_state_dict(state["model"])
         except (RuntimeError, KeyError, TypeError) as e:

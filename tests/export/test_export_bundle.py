@@ -205,3 +205,8 @@ def test_panoptic_models_export_by_name_with_their_things(tmp_path, capsys):
     assert m["task"] == "panoptic" and m["decoder"]["thing_classes"] == [3, 4]
     assert main(["export", "test_panoptic_deeplab", "--things", "a,b", "--out", str(tmp_path / "x")]) == 2
     assert "--things 'a,b': give the thing classes' indices" in capsys.readouterr().err
+    assert main(["export", "test_fcn8s", "--things", "1", "--out", str(tmp_path / "y")]) == 2  # not a panoptic model
+    assert "--things applies to panoptic models; test_fcn8s is a semantic model" in capsys.readouterr().err
+    (tmp_path / "w.safetensors").write_bytes(b"x")
+    assert main(["export", str(tmp_path / "w.safetensors"), "--things", "1", "--out", str(tmp_path / "z")]) == 2
+    assert "--things: a checkpoint carries its model's thing classes" in capsys.readouterr().err

@@ -253,6 +253,8 @@ def test_the_instance_tool_trains_solov2_and_names_the_others_before_training(tm
     assert tool.main(["--model", "test_mask_rcnn", *common, "--out", str(tmp_path / "a")]) == 2
     err = capsys.readouterr().err
     assert "test_mask_rcnn is an instance model but not a SOLOv2 model" in err and "solov2_mobilenetv3_small" in err
+    assert tool.main(["--model", "test_fcn8s", *common, "--out", str(tmp_path / "c")]) == 2
+    assert "test_fcn8s is a semantic model: this trainer trains SOLOv2" in capsys.readouterr().err
     assert tool.main(["--model", "test_solov2", *common, "--val-data", f"coco-instance:{tmp_path}/none.json",
                       "--out", str(tmp_path / "b")]) == 2
     assert "annotations not found" in capsys.readouterr().err and not (tmp_path / "b" / "last.pt").exists()
@@ -281,10 +283,15 @@ def test_resume_with_other_training_settings_is_refused_and_epochs_may_grow(tmp_
     out = tmp_path / "run"
     assert main([*BASE, "--data", data, "--out", str(out), "--lr", "0.01"]) == 0
     before = hashes(out)
-    rc, err = run([*BASE, "--data", data, "--out", str(out), "--lr", "0.5", "--batch", "4", "--resume"], capsys)
+    rc, err = run([*BASE, "--data", "folder:/no/such/images,/no/such/masks", "--out", str(out), "--lr", "0.5",
+                   "--batch", "4", "--resume"], capsys)
     assert rc == 2 and "this run was started with other settings than this command gives" in err
-    assert "batch_size 2 then, 4 now" in err and "lr 0.01 then, 0.5 now" in err and "fix:" in err
-    assert hashes(out) == before
-    more = [*BASE, "--data", data, "--out", str(out), "--lr", "0.01", "--resume"]
+    assert "batch_size 2 then, 4 now" in err and "lr 0.01 then, 0.5 now" in err and "--out NEW_RUN" in err
+    assert "/no/such" not in err and hashes(out) == before  # refused before any data was read
+    rc, err = run([*BASE, "--data", data, "--out", str(out), "--lr", "0.5", "--init", str(out / "model.safetensors"),
+                   "--overwrite"], capsys)  # the advice half-followed: --init from the run --overwrite would empty
+    assert rc == 2 and "whose earlier run --overwrite removes" in err and hashes(out) == before
+    more = [*BASE, "--data", data, "--out", str(out), "--lr", "0.01", "--resume", "--checkpoint-minutes", "5"]
     more[more.index("--epochs") + 1] = "2"
+    more[more.index("--threads") + 1] = "2"  # how this machine runs it may change too
     assert main(more) == 0  # a longer schedule is what --resume is for
