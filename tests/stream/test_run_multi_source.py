@@ -103,3 +103,20 @@ def test_stats_json_names_the_source_that_failed(bundle, tmp_path):
     assert set(by) == {A, str(bad)} and "failed" not in by[A] and by[A]["dropped"] == 0
     assert by[str(bad)]["frames_before_failure"] == 0 and str(bad) in by[str(bad)]["failed"]
     assert len((tmp_path / "r.jsonl").read_text().splitlines()) == 11  # the other source's frames are all kept
+
+
+def test_per_source_file_names_are_fixed_by_the_source_order_and_unique(tmp_path):
+    """A review: a dotted --sink stem (out.v2.mp4) let two sources share one file, an address's '.10' was taken for a
+    suffix, and names followed which source gave the first frame."""
+    from edgeseg.stream.sinks.video import per_source_names
+
+    (tmp_path / "clip.mp4").write_bytes(b"")
+    (tmp_path / "clip.mkv").write_bytes(b"")
+    a, b = str(tmp_path / "clip.mp4"), str(tmp_path / "clip.mkv")
+    names = per_source_names([a, b, "rtsp://192.168.1.10", "rtsp://192.168.1.11", a + "#2"])
+    from edgeseg.stream.sinks.files import source_folder
+
+    base = source_folder(a[:-len(".mp4")], set())
+    assert names == {a: base, b: base + "-2", "rtsp://192.168.1.10": "rtsp_192.168.1.10",
+                     "rtsp://192.168.1.11": "rtsp_192.168.1.11", a + "#2": base + "_2"}
+    assert per_source_names(["rtsp://192.168.1.11", "rtsp://192.168.1.10"])["rtsp://192.168.1.10"] == "rtsp_192.168.1.10"

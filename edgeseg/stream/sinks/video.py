@@ -287,11 +287,13 @@ class Mp4Sink(Sink):
         self._source: Any = None
         self.per_source: dict[str, "Mp4Sink"] = {}  # several sources: source_id -> its own file's sink
         self._parts: dict[str, Any] = {}
+        self._names: dict[str, str] = {}  # source_id -> its part of its file's name
         self._source_sink_child = False  # one of a multi-source sink's files (its parent has said what it had to)
 
     def bind_source(self, source: Any) -> None:
         self._source = source
         self._parts = {getattr(s, "source_id", None) or s.uri or "": s for s in getattr(source, "parts", ()) or ()}
+        self._names = per_source_names(list(self._parts)) if len(self._parts) > 1 else {}
 
     @property
     def part(self) -> Path:
@@ -344,9 +346,7 @@ class Mp4Sink(Sink):
 
         sink = self.per_source.get(source_id)
         if sink is None:
-            base = source_id.split("#")[0]  # a file source's own suffix is not repeated (out.dash.mp4.mp4)
-            bare = base[: -len(Path(base).suffix)] + source_id[len(base):] if Path(base).suffix else source_id
-            name = source_folder(bare, {c.path.stem.split(".", 1)[-1] for c in self.per_source.values()})
+            name = self._names.get(source_id) or source_folder(source_id, set(self._names.values()))
             sink = Mp4Sink(self.path.with_name(f"{self.path.stem}.{name}{self.path.suffix}"), fps=self.fps,
                            encoder=self.encoder_name, backend=self.backend)
             sink.bind_source(self._parts.get(source_id))
@@ -399,6 +399,21 @@ class Mp4Sink(Sink):
             w.release()
         os.replace(self.part, self.path)
         log.info("wrote %s (%d frames)", self.path, self.frames)
+
+
+def per_source_names(source_ids: list[str]) -> dict[str, str]:
+    """Each source's part of its own file's name, in the sources' order (so a source's file is named the same on every
+    run, whichever source gives the first frame): :func:`~edgeseg.stream.sinks.files.source_folder` of its id, a local
+    file's suffix left out (``out.clip.mp4``, not ``out.clip.mp4.mp4``; an address's ``.10`` stays), unique."""
+    from .files import source_folder
+
+    names: dict[str, str] = {}
+    for sid in source_ids:
+        base, _, rest = sid.partition("#")  # a repeated source's "#2"
+        p = Path(base)
+        bare = str(p.with_suffix("")) + (f"#{rest}" if rest else "") if p.suffix and p.is_file() else sid
+        names[sid] = source_folder(bare, set(names.values()))
+    return names
 
 
 def output_fps(fps: float | None, source: Any = None, default: float = 25.0) -> float:
