@@ -264,6 +264,16 @@ def test_a_realtime_replay_slower_than_the_file_drops_frames_and_is_not_called_t
     assert stats.drops > 5 and stats.frames + stats.drops <= 30 and stats.errors == 0
 
 
+@pytest.mark.data
+def test_a_truncated_file_replayed_in_realtime_is_still_called_truncated(gst, data_root, tmp_path):
+    """The realtime drops count as frames read, not the frames the file lacks (a review: skipping the check for
+    realtime let a truncated file pass)."""
+    bad = tmp_path / "cut.mp4"
+    bad.write_bytes((data_root / "video" / "dashcam_960x540.mp4").read_bytes()[:1_300_000])
+    with pytest.raises(StreamError, match="truncated"):
+        Pipeline([GstSource(str(bad), realtime=True), Sleep(0.0)], handle_signals=False).run()
+
+
 def test_a_placeholder_frame_rate_is_unknown(gst):
     """qtdemux gives 1000000000/1 for a variable-rate MP4 whose header rate is 0/1: before, that made a frame total of
     4231000000 ('the file is truncated') and an output video at 1e9 fps; now the rate is unknown."""

@@ -601,10 +601,12 @@ class GstSource(Source):
         screen recorders, Matroska/WebM) whose every coded frame decoded and whose timestamps reach the
         end of its duration is complete."""
         want = self.expected_frames
-        if self.spec.scheme != "file" or self._stopping or not want or self.realtime:
-            return  # realtime: frames a slow pipeline could not take were dropped on purpose, as a camera's are
+        if self.spec.scheme != "file" or self._stopping or not want:
+            return
         slack = max(2, want // 100)
-        if self._index < want - slack and not self._variable_rate_complete(slack):
+        # realtime: frames a slow pipeline could not take were dropped on purpose, as a camera's are: they count
+        got = self._index + (self.dropped if self.realtime else 0)
+        if got < want - slack and not self._variable_rate_complete(slack):
             raise StreamError(f"video file {self.spec.target} decoded {self._index} of the {want} frames its "
                               "container announces: the file is truncated or corrupt",
                               fix="every frame that decoded was processed; re-copy or re-record the file")
