@@ -120,3 +120,16 @@ def test_per_source_file_names_are_fixed_by_the_source_order_and_unique(tmp_path
     assert names == {a: base, b: base + "-2", "rtsp://192.168.1.10": "rtsp_192.168.1.10",
                      "rtsp://192.168.1.11": "rtsp_192.168.1.11", a + "#2": base + "_2"}
     assert per_source_names(["rtsp://192.168.1.11", "rtsp://192.168.1.10"])["rtsp://192.168.1.10"] == "rtsp_192.168.1.10"
+
+
+def test_per_source_records_count_the_frames_the_mux_dropped():
+    """A review: a camera's frames the shared buffer dropped while a file was read counted in the total only
+    (the per-source records said 0)."""
+    import time
+
+    live, file_ = "synthetic://?live=1&fps=100&frames=300&size=32x24", "synthetic://?frames=40&size=32x24"
+    m = MultiSource([live, file_], buffer_size=4)
+    for _ in m:
+        time.sleep(0.03)
+    by = {r["source"]: r["dropped"] for r in m.source_records()}
+    assert by[file_] == 0 and by[live] > 0 and sum(by.values()) == m.dropped  # a file loses no frame

@@ -57,7 +57,8 @@ class MultiSource(Source):
         failed = {id(src): (n, e) for src, n, e in self._errors}
         out = []
         for src in self.sources:
-            rec: dict[str, Any] = {"source": _name(src), "dropped": src.dropped, "reconnect_gaps_s": src.reconnect_gaps_s}
+            rec: dict[str, Any] = {"source": _name(src), "reconnect_gaps_s": src.reconnect_gaps_s,
+                                   "dropped": src.dropped + self._buf.dropped_by.get(_name(src), 0)}  # its and the mux's
             if id(src) in failed:
                 n, e = failed[id(src)]
                 rec.update(failed=str(e).splitlines()[0] if str(e) else type(e).__name__, frames_before_failure=n)
@@ -149,6 +150,7 @@ class _MuxBuffer(FrameBuffer):
         self.live_slots = live
         self.files_active = files  # file-like sources not yet finished (MultiSource counts them down)
         self._live_ids: set[str] = set()  # source ids of the frames live sources put here
+        self.dropped_by: dict[str | None, int] = {}  # source id -> frames of it this buffer dropped
 
     def file_done(self) -> None:
         with self._cond:
@@ -176,14 +178,20 @@ class _MuxBuffer(FrameBuffer):
         mine = [i for i, f in enumerate(self._items) if getattr(f, "source_id", None) == sid]
         if self.files_active and mine:  # files still reading: this camera keeps one slot, its newest frame, in place
             self._items[mine[0]] = frame  # (appended, it went behind the file's frames every time: starved)
-            self.dropped += 1
+            self._drop(sid)
             self._cond.notify_all()
             return False
         if len(self._items) < self.capacity:
             return True
-        self.dropped += 1
         lives = mine or [i for i, f in enumerate(self._items) if getattr(f, "source_id", None) in self._live_ids]
         if not lives:  # (files leave the live slots free) the new frame is the one dropped
+            self._drop(sid)
             return False
+        self._drop(getattr(self._items[lives[0]], "source_id", None))
         del self._items[lives[0]]
         return True
+
+    def _drop(self, source_id: str | None) -> None:
+        """Count a dropped frame, in all and for its source (the stats' per-source records)."""
+        self.dropped += 1
+        self.dropped_by[source_id] = self.dropped_by.get(source_id, 0) + 1
