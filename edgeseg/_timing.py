@@ -144,12 +144,12 @@ def contended_share(others_busy: float, wall: float, cpus: int, demand: int) -> 
 
 # this process's own inference (other predictors' calls, other threads): /proc/stat cannot tell it from the timing
 _INFER_LOCK = threading.Lock()
-_INFER = [0, time.monotonic(), 0.0]  # calls in flight, when that last changed, call-seconds integrated so far
+_INFER = [0.0, time.monotonic(), 0.0]  # CPU threads of the calls in flight, when that last changed, CPU-seconds so far
 
 
-def inference_seconds(delta: int = 0) -> float:
-    """Seconds of this process's counted inference calls so far, summed over concurrent calls (two calls
-    for one second: 2.0); ``delta`` +1 / -1 as a call starts / ends (:func:`counted_inference`)."""
+def inference_seconds(delta: float = 0.0) -> float:
+    """CPU-seconds of this process's inference calls so far: each call's wall time times the CPU threads it runs on,
+    summed over concurrent calls; ``delta`` a call's threads as it starts (+) and ends (-) (:func:`counted_inference`)."""
     with _INFER_LOCK:
         now = time.monotonic()
         n, t, total = _INFER
@@ -159,13 +159,13 @@ def inference_seconds(delta: int = 0) -> float:
 
 
 @contextlib.contextmanager
-def counted_inference():
-    """Around one inference call (``Runner.infer``): seen by :meth:`LoadProbe.own_inference`."""
-    inference_seconds(+1)
+def counted_inference(threads: float = 1.0):
+    """Around one inference call on ``threads`` CPU threads (``Runner.infer``; 0 for one on a GPU)."""
+    inference_seconds(threads)
     try:
         yield
     finally:
-        inference_seconds(-1)
+        inference_seconds(-threads)
 
 
 @dataclass
@@ -176,7 +176,7 @@ class LoadProbe:
     on each other by design."""
 
     _t0: tuple[float, float, float] | None = None
-    _infer0: tuple[float, float] = (0.0, 0.0)
+    _infer0: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
     @staticmethod
     def _now() -> tuple[float, float, float] | None:
@@ -188,18 +188,19 @@ class LoadProbe:
         t = os.times()
         return busy, t.user + t.system, time.monotonic()
 
-    def start(self) -> "LoadProbe":
+    def start(self, runners: Sequence[Any] = ()) -> "LoadProbe":
+        """``runners``: the ones being timed, whose own calls :meth:`own_inference` leaves out."""
         self._t0 = self._now()
-        self._infer0 = (inference_seconds(), time.monotonic())
+        self._infer0 = (inference_seconds(), sum(getattr(r, "cpu_seconds", 0.0) for r in runners), time.monotonic())
         return self
 
-    def own_inference(self) -> float:
-        """Share of the time since :meth:`start` that counted inference calls of this process ran (another
-        predictor's calls in other threads, which :meth:`contended` counts as this process's own); in [0, 1].
-        The calls being timed are not counted (``Runner.counted`` off while they are timed)."""
-        s0, w0 = self._infer0
-        wall = time.monotonic() - w0
-        return 0.0 if wall <= 0 else min(1.0, max(0.0, (inference_seconds() - s0) / wall))
+    def own_inference(self, demand: int, runners: Sequence[Any] = ()) -> float:
+        """:func:`contended_share` of the CPUs that other inference calls of this process took since :meth:`start`
+        (another predictor's, in other threads, which :meth:`contended` counts as this process's own): the
+        process's CPU-seconds of inference less those of ``runners`` (the ones timed), for ``demand`` threads."""
+        s0, r0, w0 = self._infer0
+        others = (inference_seconds() - s0) - (sum(getattr(r, "cpu_seconds", 0.0) for r in runners) - r0)
+        return contended_share(max(0.0, others), time.monotonic() - w0, usable_cores(), demand)
 
     def contended(self, demand: int) -> float:
         """:func:`contended_share` since :meth:`start`, for a timing that used ``demand`` threads."""

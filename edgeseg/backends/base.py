@@ -69,8 +69,6 @@ class Runner(abc.ABC):
     #: request per call in flight, torch modules); when not (one TensorRT execution context and its device
     #: buffers), :meth:`infer` runs one call at a time, so a predictor shared by threads stays correct
     concurrent: ClassVar[bool] = True
-    #: whether calls count as this process's inference load (off while the backend choice times this runner)
-    counted: bool = True
 
     def __init__(self, model_path: Path, *, precision: str = "fp32", device: str = "auto", threads: int = 0,
                  bundle: "Bundle | None" = None):
@@ -82,6 +80,7 @@ class Runner(abc.ABC):
         self.input_specs: tuple[TensorSpec, ...] = ()
         self.output_specs: tuple[TensorSpec, ...] = ()
         self.last_latency_s: float = float("nan")
+        self.cpu_seconds = 0.0  # this runner's calls' wall time x cpu_threads, summed (LoadProbe leaves them out)
         #: the largest batch one ``infer`` call takes (a TensorRT engine's profile, set at activation); None: any
         self.max_batch: int | None = None
         self._active = False
@@ -162,12 +161,25 @@ class Runner(abc.ABC):
         with contextlib.ExitStack() as stack:
             if not self.concurrent:
                 stack.enter_context(self._turns)
-            if self.counted:  # seen by a backend choice timed meanwhile in another thread (LoadProbe.own_inference)
-                stack.enter_context(counted_inference())
+            threads = self.cpu_threads  # seen by a backend choice timed meanwhile (LoadProbe.own_inference)
+            stack.enter_context(counted_inference(threads))
             t0 = time.perf_counter()
             out = self._infer_impl(feed)
             self.last_latency_s = time.perf_counter() - t0
+            self.cpu_seconds += self.last_latency_s * threads
             return out
+
+    @property
+    def cpu_threads(self) -> float:
+        """CPU threads a call of this runner keeps busy: its thread count (0: the runtime's, all usable cores);
+        0 on a GPU. Found once (usable_cores reads the affinity and the cgroup quota)."""
+        n = self.__dict__.get("_cpu_threads")
+        if n is None:
+            from .._timing import usable_cores
+
+            gpu = self.device == "cuda" or self.name == "tensorrt"
+            n = self._cpu_threads = 0.0 if gpu else float(self.threads if self.threads and self.threads > 0 else usable_cores())
+        return n
 
     def _check_feed(self, feed: Mapping[str, np.ndarray]) -> None:
         names = {s.name for s in self.input_specs}

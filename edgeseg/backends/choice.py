@@ -504,14 +504,13 @@ def choose(bundle: "Bundle", backend: str = "auto", precision: str = "auto", tar
     best, busy, own = None, 0.0, 0.0
     try:
         if len(runners) > 1:
-            for r in runners.values():
-                r.counted = False  # the timed calls are not load on the timing
-            probe = LoadProbe().start()
+            timed_runners = list(runners.values())
+            probe = LoadProbe().start(timed_runners)
             timings = timed(runners, timing_feed(bundle), excluded=excluded)
-            busy = probe.contended(threads if threads > 0 else usable_cores())
-            own = probe.own_inference()  # another predictor of this process inferring meanwhile: load /proc/stat hides
-            for r in runners.values():
-                r.counted = True
+            demand = threads if threads > 0 else usable_cores()
+            busy = probe.contended(demand)
+            # another predictor of this process inferring meanwhile (load /proc/stat cannot tell from the timing's)
+            own = probe.own_inference(demand, timed_runners)
             best, reason = decide(timings)
         else:
             timings, best = {next(iter(runners)): float("nan")}, next(iter(runners))
@@ -524,8 +523,8 @@ def choose(bundle: "Bundle", backend: str = "auto", precision: str = "auto", tar
         notes += (f"other processes took {busy:.0%} of the CPUs the candidates were timed on: this choice is "
                   "used for this run but not remembered; the next run times again",)
     elif own > BUSY_LIMIT:
-        notes += (f"other inference in this process (another predictor's calls) ran for {own:.0%} of the time the "
-                  "candidates were timed: this choice is used for this run but not remembered; the next run times again",)
+        notes += (f"other inference in this process (another predictor's calls) took {own:.0%} of the CPUs the "
+                  "candidates were timed on: this choice is used for this run but not remembered; the next run times again",)
     choice = Choice(best, reason + " (measured here, side by side)", "measured", tuple(sorted(timings.items(), key=lambda kv: kv[1])),
                     tuple(excluded), dev, notes)
     if busy <= BUSY_LIMIT and own <= BUSY_LIMIT:  # else the note says why it is not remembered (logged with the choice)

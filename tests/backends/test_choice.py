@@ -687,18 +687,18 @@ def test_a_choice_timed_on_a_busy_machine_is_used_but_not_cached(cache, caplog):
 
 def test_a_choice_timed_while_another_predictor_of_the_process_infers_is_not_cached(cache, caplog, monkeypatch):
     """before: /proc/stat less this process's CPU time hid another predictor's calls in this process's own threads,
-    so a choice timed beside them was cached as if the machine had been idle. Real calls of a pinned predictor run
-    in a thread while the choice is timed; the candidates' own timed calls do not count."""
+    so a choice timed beside them was cached as if the machine had been idle. Real calls of a pinned predictor on
+    every core run in a thread while the choice is timed on every core; the candidates' own timed calls do not count."""
     import threading
 
     import edgeseg
-    from edgeseg._timing import LoadProbe, inference_seconds
+    from edgeseg._timing import LoadProbe, usable_cores
     from edgeseg.bundle import Bundle
 
     pytest.importorskip("onnxruntime")
     monkeypatch.setattr(LoadProbe, "contended", lambda self, demand: 0.0)  # only this process's own load is tested
-    shapes = Bundle.open("shapes")
-    other = edgeseg.load("road", backend="onnxruntime", precision="fp32", threads=1)
+    shapes, cores = Bundle.open("shapes"), usable_cores()
+    other = edgeseg.load("road", backend="onnxruntime", precision="fp32", threads=cores)
     frame = np.zeros((360, 480, 3), np.uint8)
     stop = threading.Event()
 
@@ -710,7 +710,7 @@ def test_a_choice_timed_while_another_predictor_of_the_process_infers_is_not_cac
     worker.start()
     try:
         with caplog.at_level(logging.INFO, logger="edgeseg.backends"):
-            busy, runner = ch.choose(shapes, threads=1)
+            busy, runner = ch.choose(shapes, threads=cores)
     finally:
         stop.set()
         worker.join()
@@ -720,12 +720,38 @@ def test_a_choice_timed_while_another_predictor_of_the_process_infers_is_not_cac
     assert any("other inference in this process" in n and "not remembered" in n for n in busy.notes)
     assert not [k for k in json.loads(cache.read_text()) if not k.startswith("gate:")] if cache.exists() else True
 
-    before = inference_seconds()
-    calm, runner = ch.choose(shapes, threads=1)  # alone: its own timed calls are not load, and it is remembered
+    calm, runner = ch.choose(shapes, threads=cores)  # alone: its own timed calls are not load, and it is remembered
+    assert runner.cpu_seconds > 0  # they were counted, as the runner's own
     runner.deactivate()
-    assert inference_seconds() == pytest.approx(before, abs=0.05)  # the candidates' timed calls were not counted
     assert calm.how == "measured" and not any("not remembered" in n for n in calm.notes)
     assert len([k for k in json.loads(cache.read_text()) if not k.startswith("gate:")]) == 1
+
+
+def test_own_inference_is_a_share_of_the_cpus_the_timing_asked_for(monkeypatch):
+    """A review: one 1-thread predictor running on a 16-core machine read as 100 % load (call-seconds over wall time),
+    so an application that always runs one predictor never cached a choice. Now its CPU-seconds are weighed as the
+    other processes' are (contended_share): hand-computed on a fake clock."""
+    from edgeseg import _timing
+
+    now = [100.0]
+    monkeypatch.setattr(_timing.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(_timing, "_INFER", [0.0, 100.0, 0.0])
+    monkeypatch.setattr(_timing, "usable_cores", lambda: 16)
+    monkeypatch.setattr(_timing.LoadProbe, "_now", staticmethod(lambda: None))
+
+    class Timed:
+        cpu_seconds = 0.0
+
+    probe = _timing.LoadProbe().start([Timed])
+    _timing.inference_seconds(+1)  # another predictor: 1 thread, busy all the time
+    now[0] = 110.0
+    assert probe.own_inference(4, [Timed]) == 0.0  # 16 cores, the timing asked for 4: the other one had its own
+    assert probe.own_inference(16, [Timed]) == pytest.approx(1 / 16)  # every core asked for: it took one of 16
+    _timing.inference_seconds(+15)  # now 16 threads' worth of other calls
+    Timed.cpu_seconds = 40.0  # and the timed runner's own calls, which are left out
+    now[0] = 120.0
+    _timing.inference_seconds(-16)
+    assert probe.own_inference(16, [Timed]) == pytest.approx(((10 * 1 + 10 * 16) - 40) / 20 / 16)
 
 
 def test_inference_seconds_integrate_concurrent_calls(monkeypatch):
