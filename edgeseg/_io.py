@@ -26,7 +26,7 @@ from typing import Any
 __all__ = ["atomic_copy_file", "atomic_write_bytes", "atomic_write_text", "commit_file", "dumps_json", "json_default", "writable_file",
            "writable_folder", "write_json"]
 
-_FIX = "choose a path in a folder you can write to, e.g. ./out/result.mp4"
+_FIX = "choose a path in a folder you can write to, e.g. under ./out/"
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:

@@ -144,7 +144,7 @@ def check_options(opts: StreamOptions) -> None:
         refuse("source_backend", " or ".join(SOURCE_BACKENDS))
     if opts.on_error not in ON_ERROR:  # was refused by the pipeline, after the bundle had loaded
         refuse("on_error", " or ".join(repr(v) for v in ON_ERROR))
-    if isinstance(opts.max_batch, bool) or not isinstance(opts.max_batch, int) or opts.max_batch < 1:
+    if isinstance(opts.max_batch, bool) or not isinstance(opts.max_batch, numbers.Integral) or opts.max_batch < 1:
         refuse("max_batch", "an integer >= 1")
     if not (_number(opts.log_interval_s) and opts.log_interval_s >= 0):
         refuse("log_interval_s", "a number of seconds >= 0 (0: no periodic log)")

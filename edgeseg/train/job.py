@@ -84,7 +84,9 @@ def open_datasets(job: TrainJob):
     if len(train) == 0:
         raise InputError(f"the training set {job.data!r} [{job.train_split}] is empty")
     if tuple(val.classes) != tuple(train.classes):
-        raise InputError(f"validation classes {tuple(val.classes)} differ from training classes {tuple(train.classes)}")
+        raise InputError(f"validation classes {tuple(val.classes)} differ from training classes {tuple(train.classes)}",
+                         fix="name the classes the same way in both specs: classes=FILE (one name per line) in each "
+                             "folder: spec, or num_classes=K in both when the masks' highest ids differ")
     shared = shared_images(train, val)
     if shared:  # a folder: spec has no splits, so the same spec twice is the same images (before: unsaid)
         log.warning("%d of the %d validation images are training images (%s): the epochs' mIoU, the best weights and the "

@@ -93,8 +93,8 @@ class KeyframeConfig:
             raise InputError(f"keyframe interval must be an integer >= 1, got {self.interval!r}",
                              fix="use 1 (every frame) or more, e.g. --keyframe-interval 4")
         if self.motion is not None and not 0.0 < float(self.motion) <= 1.0:
-            raise InputError(f"keyframe motion threshold must be in (0, 1], got {self.motion!r}",
-                             fix="a fraction of the frame, e.g. 0.08, or leave it unset")
+            raise InputError(f"keyframe motion threshold must be in (0, 1] (or 0: off), got {self.motion!r}",
+                             fix="a fraction of the frame, e.g. 0.08, or 0 for keyframes by interval only")
         if not 0.0 < float(self.residual) < 255.0:
             raise InputError(f"keyframe residual must be a grey level in (0, 255), got {self.residual!r}")
         if not 0.05 <= float(self.flow_scale) <= 1.0:
