@@ -211,7 +211,9 @@ def main(argv: list[str] | None = None) -> int:
         trainer.fit(lambda start: data.stream(s["seed"], start), resume=out if args.resume else None)
         log.info("trained in %.0fs (step: %s); weights %s", time.perf_counter() - t0, step_summary(trainer.precision),
                  out / "model.safetensors")
-        if args.eval_frames > 0:
+        if args.eval_frames > 0 and data.train is not None and data.val is None:  # before: "PQ 0.000" on 0 frames
+            log.info("no held-out check: %s has no panoptic_val.json (its PQ would be of nothing)", s["data"])
+        elif args.eval_frames > 0:
             categories = {c: i in model.thing_classes for i, c in enumerate(data.category_ids)}
             report = quick_pq(model, data.held_out(s["seed"], args.eval_frames), spec, data.category_ids, categories)
             (out / "eval.json").write_text(json.dumps(report, indent=2))
