@@ -199,7 +199,7 @@ def test_stop_request_outside_the_main_thread_installs_nothing():
 
 
 def test_bad_checkpoint_interval_and_partial_records_are_refused(data, tmp_path):
-    train, _ = data
+    train, smaller = data
     with pytest.raises(InputError, match="checkpoint interval"):
         _config(checkpoint_minutes=float("nan"))
     with pytest.raises(InputError, match="checkpoint interval"):
@@ -208,8 +208,11 @@ def test_bad_checkpoint_interval_and_partial_records_are_refused(data, tmp_path)
     with pytest.raises(TrainingStopped):
         t.fit()
     bigger = Trainer(_model(), train, _config(batch_size=12), loss=SignalAt(None), out_dir=tmp_path)
-    with pytest.raises(ModelError, match="3 steps done inside epoch 1, which has 2"):
+    with pytest.raises(ModelError, match="batch_size 4 then, 12 now"):  # another setting: refused first (session 45)
         bigger.fit(resume=tmp_path)
+    fewer = Trainer(_model(), smaller, _config(), loss=SignalAt(None), out_dir=tmp_path)  # 8 images: 2 steps an epoch
+    with pytest.raises(ModelError, match="3 steps done inside epoch 1, which has 2"):
+        fewer.fit(resume=tmp_path)
 
 
 def test_cli_ctrl_c_mid_epoch_then_resume(tmp_path):
