@@ -29,8 +29,9 @@ CODECS = (("H.264", "video/x-h264"), ("H.265", "video/x-h265"), ("VP8", "video/x
 #: Debian's package for what a stream needs and this machine lacks
 PACKAGES = {"H.264": "gstreamer1.0-libav", "H.265": "gstreamer1.0-libav", "x264enc": "gstreamer1.0-plugins-ugly",
             "rtsp": "gir1.2-gst-rtsp-server-1.0 gstreamer1.0-rtsp",
-            "gstreamer": "gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good gir1.2-gstreamer-1.0 "
-                         "and pip install 'edgeseg[gst]' (PyGObject)"}
+            "gstreamer": "gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad "
+                         "gstreamer1.0-libav gir1.2-gstreamer-1.0 and pip install 'edgeseg[gst]' (PyGObject; on Python "
+                         "3.8 / JetPack 5: apt install python3-gi and a venv made with --system-site-packages)"}
 
 
 #: what to do when a section cannot be gathered at all (its part is missing or broken)
