@@ -15,7 +15,7 @@ import numpy as np
 from ..errors import DataError
 from ..structures import default_palette
 from .base import DATASETS, IGNORE, Sample, SegmentationDataset, check_options
-from .io import IMAGE_SUFFIXES, read_image, read_label
+from .io import IMAGE_SUFFIXES, mask_size_error, read_image, read_label
 
 log = logging.getLogger(__name__)
 _WARNED: set[tuple[str, int]] = set()  # (masks folder, class count) already warned about (train and val open it twice)
@@ -160,10 +160,7 @@ class FolderDataset(SegmentationDataset):
         image = read_image(img_path)
         raw = read_label(mask_path)
         if raw.shape != image.shape[:2]:
-            raise DataError(
-                f"mask {mask_path} is {list(raw.shape)} but its image {img_path} is {list(image.shape[:2])}",
-                fix="masks must have the image's height and width",
-            )
+            raise mask_size_error(mask_path, raw.shape, img_path, image.shape[:2])
         if not self._warned_void:
             self._warn_voided(raw, mask_path)
         return Sample(image, self._lut[raw], img_path.stem)

@@ -106,6 +106,17 @@ def read_image(path: str | Path) -> np.ndarray:
     return np.ascontiguousarray(img[..., ::-1])
 
 
+def mask_size_error(mask_path: Path, mask_hw: tuple[int, ...], img_path: Path, image_hw: tuple[int, ...]) -> DataError:
+    """A mask whose size is not its image's; a transposed one names EXIF orientation (OpenCV turns a photo its file
+    says is rotated; the mask, a label image, stays as stored)."""
+    turned = tuple(mask_hw) == tuple(image_hw)[::-1] and mask_hw[0] != mask_hw[1]
+    return DataError(f"mask {mask_path} is {list(mask_hw)} but its image {img_path} is {list(image_hw)}",
+                     fix="masks must have the image's height and width" + (
+                         "; height and width swapped: the image's file most likely carries an EXIF orientation, which "
+                         "the reader applies: re-save the images without it (e.g. exiftool -Orientation= or any "
+                         "editor's export), so image and mask agree" if turned else ""))
+
+
 def read_label(path: str | Path, kind: str = "class") -> np.ndarray:
     """Read a single-channel label mask as ``uint8 [H, W]`` class ids (``kind="object"``: object ids, as a VOS
     mask holds them; the messages say so).

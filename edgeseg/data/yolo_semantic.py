@@ -19,7 +19,7 @@ import numpy as np
 from ..errors import DataError
 from ..structures import default_palette
 from .base import DATASETS, IGNORE, Sample, SegmentationDataset, check_options
-from .io import IMAGE_SUFFIXES, read_image, read_label
+from .io import IMAGE_SUFFIXES, mask_size_error, read_image, read_label
 from .yolo_seg import _names, read_data_yaml
 
 MASK_SUFFIXES = (".png", ".PNG", ".bmp", ".tif", ".tiff")
@@ -117,8 +117,7 @@ class YoloSemantic(SegmentationDataset):
         img_path, mask_path = self.pairs[index]
         image, raw = read_image(img_path), read_label(mask_path)
         if raw.shape != image.shape[:2]:
-            raise DataError(f"mask {mask_path} is {list(raw.shape)} but its image {img_path} is {list(image.shape[:2])}",
-                            fix="masks must have the image's height and width")
+            raise mask_size_error(mask_path, raw.shape, img_path, image.shape[:2])
         return Sample(image, self._lut[raw], img_path.stem)
 
 

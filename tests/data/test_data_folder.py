@@ -64,8 +64,13 @@ def test_folder_unreadable_and_mismatched(folder):
     with pytest.raises(DataError, match=r"cannot decode label mask .*b\.png"):
         ds[1]
     write_label(root / "masks" / "b.png", np.zeros((4, 4), np.uint8))
-    with pytest.raises(DataError, match=r"mask .*b\.png is \[4, 4\] but its image .*b\.png is \[5, 6\]"):
+    with pytest.raises(DataError, match=r"mask .*b\.png is \[4, 4\] but its image .*b\.png is \[5, 6\]") as e:
         ds[1]
+    assert "EXIF" not in e.value.fix
+    write_label(root / "masks" / "b.png", np.zeros((6, 5), np.uint8))  # height and width swapped: a turned photo
+    with pytest.raises(DataError, match=r"is \[6, 5\] but its image .*b\.png is \[5, 6\]") as e:
+        ds[1]
+    assert "EXIF orientation" in e.value.fix  # (a review: the swap looked impossible, the files being 6x5 and 5x6)
 
 
 def test_spec_parsing_and_errors(tmp_path):
