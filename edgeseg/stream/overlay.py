@@ -232,6 +232,10 @@ class Renderer:
             super().__setattr__("_lut", _lut(np.asarray(value, np.uint8).reshape(-1, 3)))
 
     def __call__(self, image: np.ndarray, result: Any, hud_text: str | None = None) -> np.ndarray:
+        if not (isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3):
+            from ..predictor import check_image  # the predictor's message and fix (before: OpenCV's putText error)
+
+            check_image(image)
         if result is None:
             out = image.copy()
         else:

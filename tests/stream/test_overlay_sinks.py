@@ -5,6 +5,7 @@ import json
 
 import cv2
 import numpy as np
+import pytest
 
 from edgeseg.stream import JsonLinesSink, LabelPngSink, Packet, Renderer
 from edgeseg.stream.overlay import blend, render_instance, render_panoptic, render_semantic
@@ -158,3 +159,15 @@ def test_an_mp4_sink_without_gstreamer_says_it_writes_mp4v_and_ignores_the_encod
     sink.write(Frame(np.zeros((16, 16, 3), np.uint8)), None)
     sink.close()
     assert (tmp_path / "o.mp4").stat().st_size > 0
+
+
+def test_the_renderer_names_an_image_it_cannot_draw_on():
+    """An application's float image reached OpenCV's putText: a bare cv2.error (an API audit, session 45)."""
+    from edgeseg.errors import InputError
+    from edgeseg.stream import Renderer
+    from edgeseg.structures import SemanticResult
+
+    r = Renderer(np.array([[0, 0, 0], [255, 0, 0]], np.uint8), ("a", "b"))
+    with pytest.raises(InputError, match="expected a uint8 image"):
+        r(np.zeros((8, 8, 3), np.float32), SemanticResult(np.zeros((8, 8), np.uint8), ("a", "b")))
+    assert r(np.zeros((8, 8, 3), np.uint8), SemanticResult(np.ones((8, 8), np.uint8), ("a", "b"))).shape == (8, 8, 3)
