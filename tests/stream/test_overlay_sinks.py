@@ -171,3 +171,22 @@ def test_the_renderer_names_an_image_it_cannot_draw_on():
     with pytest.raises(InputError, match="expected a uint8 image"):
         r(np.zeros((8, 8, 3), np.float32), SemanticResult(np.zeros((8, 8), np.uint8), ("a", "b")))
     assert r(np.zeros((8, 8, 3), np.uint8), SemanticResult(np.ones((8, 8), np.uint8), ("a", "b"))).shape == (8, 8, 3)
+
+
+def test_a_results_file_an_earlier_run_wrote_is_said_to_be_replaced(tmp_path, caplog):
+    """A stream audit: --json-out and --sink replaced an earlier run's file unsaid (--png-dir warned, vos refused)."""
+    import logging
+
+    out = tmp_path / "r.jsonl"
+    out.write_text('{"index": 0}\n')
+    with caplog.at_level(logging.WARNING, logger="edgeseg.stream"):
+        sink = JsonLinesSink(out)
+        sink.open()
+        sink.close()
+    assert f"{out} exists: this run replaces its lines" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="edgeseg.stream"):
+        sink = JsonLinesSink(tmp_path / "new.jsonl")
+        sink.open()
+        sink.close()
+    assert "exists" not in caplog.text

@@ -70,6 +70,9 @@ class JsonLinesSink(Sink):
                              fix=f"name the file, e.g. {self.path / 'results.jsonl'}")
         writable_file(self.path)
         refuse_input(self.path, self._source, "the JSON lines file", example=f"{self.path.stem}.jsonl")
+        if self.path.is_file() and self.path.stat().st_size:
+            log.warning("%s exists: this run replaces its lines (an earlier run's results; give another path to keep "
+                        "them)", self.path)
         try:
             self._f = open(self.path, "w", buffering=1)
         except OSError as e:

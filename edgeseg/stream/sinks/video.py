@@ -321,6 +321,8 @@ class Mp4Sink(Sink):
                 self.backend = "opencv"
         for p in (self.path, self.part):
             refuse_input(p, self._source, "the video sink's file")
+        if self.path.is_file() and not self._source_sink_child and len(self._parts) <= 1:
+            log.warning("%s exists: this run replaces it when it ends (give another --sink to keep it)", self.path)
 
     def _start(self, shape: tuple[int, int]) -> None:
         fps = output_fps(self.fps, self._source)
