@@ -113,6 +113,14 @@ class Predictor:
         self.options = options
         return self
 
+    def __reduce__(self):
+        """Pickled as what loads it again (multiprocessing with spawn, Ray tasks): the bundle's path, the backend,
+        precision, INT8 target, device and threads it runs with, and its decoder options; never the session itself
+        (before: ``cannot pickle '_thread.RLock' object``)."""
+        target = getattr(getattr(self.choice, "candidate", None), "target", None)
+        return (_unpickle, (str(self.bundle.root), self.runner.name, self.runner.precision, target, self.runner.device,
+                            self.runner.threads, self.options.to_dict()))
+
     @property
     def manifest(self) -> Manifest:
         return self.bundle.manifest
@@ -235,6 +243,16 @@ def _check_target(b: Bundle, target: Any, precision: str) -> Any:
     logging.getLogger("edgeseg").warning("bundle %r has no INT8 model for target %r (it has: %s); choosing among "
                                          "its other models", b.name, target, ", ".join(have) or "none")
     return None
+
+
+def _unpickle(root: str, backend: str, precision: str, target: str | None, device: str, threads: int,
+              options: dict[str, Any]) -> "Predictor":
+    """:meth:`Predictor.__reduce__`'s other half: the same bundle on the same backend and precision, its options."""
+    from .structures import decoder_options
+
+    p = load(root, backend=backend, precision=precision, target=target, device=device, threads=threads)
+    p.options = decoder_options(p.manifest.task, options)
+    return p
 
 
 def load(bundle: Bundle | str | os.PathLike, backend: str = "auto", precision: str = "auto", target: str | None = None,

@@ -147,3 +147,20 @@ def test_a_predictor_closed_while_other_threads_call_it_keeps_answering():
         t.join(timeout=30)
     p.close()
     assert errors == []
+
+
+def test_a_predictor_pickles_as_what_loads_it_again():
+    """An API audit: pickle.dumps(predictor) raised `cannot pickle '_thread.RLock' object` (multiprocessing with spawn,
+    Ray tasks). Now it travels as its bundle, backend, precision and decoder options, and gives the same results."""
+    import pickle
+
+    import edgeseg
+
+    p = edgeseg.load("shapes-instance", backend="onnxruntime", precision="fp32", threads=1).set_options(score_threshold=0.7)
+    q = pickle.loads(pickle.dumps(p))
+    assert (q.backend, q.runner.precision, q.runner.threads) == ("onnxruntime", "fp32", 1)
+    assert q.options.score_threshold == 0.7 and q.manifest.name == p.manifest.name
+    img = (np.random.default_rng(0).random((144, 192, 3)) * 255).astype(np.uint8)
+    assert p(img) == q(img)
+    p.close()
+    q.close()
