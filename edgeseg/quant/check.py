@@ -115,6 +115,10 @@ def check_model(path: str | Path, target: str, precision: str = "fp32") -> Check
     return CheckReport(target, p.name, precision, tuple(findings))
 
 
+#: the oldest opset ``edgeseg export`` writes (its dynamo exporter: 18, down-converted to 17)
+EXPORT_MIN_OPSET = 17
+
+
 def check_target_name(target: str) -> str:
     """``target`` as ``edgeseg check`` names runtimes: quantize's ``cpu`` is ``onnxruntime``; a bare ``tensorrt`` is
     refused with the versions to choose from (what TensorRT accepts depends on its version)."""
@@ -209,9 +213,12 @@ def check_tensorrt(model, version: tuple[int, int]) -> list[Finding]:
         sure = lo == hi or (hi is not None and opset > hi)  # else: between the caps of the tables read
         out.append(Finding("error" if sure else "warning", "opset", f"opset {opset} is newer than {vtxt} parses "
                            f"(<= {lo}{'' if sure else ', unconfirmed above'})",
-                           fix=f"export with opset {lo} (edgeseg export --opset {lo}; a model made elsewhere: "
-                               f"torch.onnx.export(..., opset_version={lo}), or MMDeploy's onnx_config "
-                               f"opset_version={lo}, then edgeseg import again)"))
+                           fix=(f"export with opset {lo} (edgeseg export --opset {lo}; a model made elsewhere: "
+                                f"torch.onnx.export(..., opset_version={lo}), or MMDeploy's onnx_config "
+                                f"opset_version={lo}, then edgeseg import again)") if lo >= EXPORT_MIN_OPSET else
+                               (f"TensorRT 8.5 or newer (edgeseg export writes opset {EXPORT_MIN_OPSET} at the oldest: "
+                                f"--opset {EXPORT_MIN_OPSET}); or a model exported at opset {lo} elsewhere "
+                                f"(torch.onnx.export(..., opset_version={lo})), then edgeseg import")))
     elif opset < trt_ops.MIN_OPSET:
         out.append(Finding("error", "opset", f"opset {opset} is older than TensorRT parses (>= {trt_ops.MIN_OPSET})",
                            fix="upgrade the model's opset (edgeseg import does it)"))

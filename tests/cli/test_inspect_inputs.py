@@ -265,3 +265,12 @@ def test_check_takes_quantizes_target_names(capsys, tmp_path):
     (cpu_only / "manifest.json").write_text(json.dumps(m))
     rc, out, _ = _run(capsys, "check", str(cpu_only), "--target", "tensorrt-10.3", "--precision", "int8")
     assert rc == 1 and "no-model: bundle has no INT8 model for tensorrt" in out and "--target tensorrt'" in out
+
+
+def test_check_for_a_tensorrt_older_than_export_can_serve_says_what_can_be_done(capsys):
+    """A family audit: for TensorRT 8.4 the fix said 'edgeseg export --opset 13', which export refuses (17-19)."""
+    rc, out, _ = _run(capsys, "check", "shapes", "--target", "tensorrt-8.4")
+    assert rc == 1 and "opset 19 is newer than TensorRT 8.4 parses (<= 13)" in out
+    assert "TensorRT 8.5 or newer (edgeseg export writes opset 17 at the oldest" in out and "--opset 13" not in out
+    rc, out, _ = _run(capsys, "check", "shapes", "--target", "tensorrt-8.5")
+    assert "edgeseg export --opset 17" in out
