@@ -207,7 +207,8 @@ def check_tensorrt(model, version: tuple[int, int]) -> list[Finding]:
         elif op in trt_ops.MAX_PRECISION:
             out.append(Finding("info", "precision-cap", f"{op} runs in {trt_ops.MAX_PRECISION[op].upper()} at most on {vtxt}",
                                nodes=tuple(nodes)))
-    out += [Finding(h.level, "op-restriction", h.message, nodes=h.nodes) for h in trt_ops.restriction_hits(model.graph.node, version)]
+    out += [Finding(h.level, "op-restriction", h.message, fix=h.fix, nodes=h.nodes)
+            for h in trt_ops.restriction_hits(model.graph.node, version)]
     opset, (lo, hi) = model_opset(model), trt_ops.opset_bounds(version)
     if opset > lo:
         sure = lo == hi or (hi is not None and opset > hi)  # else: between the caps of the tables read

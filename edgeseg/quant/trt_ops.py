@@ -215,6 +215,7 @@ class Restriction:
     source: str
     level: str = "error"  # "error": every source read states it; "warning": only the 10.15 table does
     until: Version | None = None  # lifted in this version (None: still in force at the latest read)
+    fix: str = ""
 
 
 @dataclass(frozen=True)
@@ -223,6 +224,7 @@ class RestrictionHit:
     op: str
     message: str
     nodes: tuple[str, ...]
+    fix: str = ""
 
 
 def _attr(node, name: str, default=None):
@@ -270,7 +272,10 @@ RESTRICTIONS: dict[str, tuple[Restriction, ...]] = {
                            "operators.md 8.4/8.5 restriction; Changelog 10.12 GA added them", until=(10, 12)),),
     "MaxPool": (
         Restriction("MaxPool", "the `Indices` output is unsupported", lambda n: len(n.output) > 1 and bool(n.output[1]),
-                    "operators.md 8.4, 8.5, 9.2, 10.15"),
+                    "operators.md 8.4, 8.5, 9.2, 10.15",
+                    fix="index unpooling (SegNet's) cannot run on TensorRT: deploy this model with ONNX Runtime or "
+                        "OpenVINO, or choose a model that unpools without indices (deconvnet_vgg16, or any of the "
+                        "family's bilinear decoders)"),
         Restriction("MaxPool", *_POOL_DIL, "operators.md 10.15", "warning"),
     ),
     "AveragePool": (Restriction("AveragePool", *_POOL_DIL, "operators.md 10.15", "warning"),),
@@ -290,4 +295,4 @@ def restriction_hits(nodes, version: Version) -> list[RestrictionHit]:
             if (r.until is None or version < r.until) and r.violated(n):
                 found.setdefault(r, []).append(n.name or n.op_type)
     return [RestrictionHit(r.level, r.op, f"{r.op}: {r.text} (TensorRT {version[0]}.{version[1]}; {r.source})",
-                           tuple(names)) for r, names in found.items()]
+                           tuple(names), r.fix) for r, names in found.items()]

@@ -147,6 +147,7 @@ def test_maxpool_indices_output_blocked(tmp_path):
     node = h.make_node("MaxPool", ["x"], ["y", "idx"], name="mp", kernel_shape=[2, 2], strides=[2, 2])
     r = check_model(_save(tmp_path, [node], [], 17), "tensorrt-10.3")
     assert [(f.code, f.nodes) for f in r.errors] == [("op-restriction", ("mp",))]
+    assert "deploy this model with ONNX Runtime or OpenVINO" in r.errors[0].fix  # (a family audit: SegNet got no fix)
 
 
 def test_unconfirmed_findings_are_warnings(tmp_path):
