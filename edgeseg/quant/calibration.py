@@ -352,8 +352,8 @@ def collect_frames(recipe: CalibrationRecipe, *, progress: bool = True) -> list[
         got = take_frames(fn(source, replace(recipe, frames=share)), share, progress=progress,
                           desc=f"calibration frames ({recipe.name or source}{f' {i + 1}/{len(sources)}' if len(sources) > 1 else ''})")
         if len(got) < share:
-            log.warning("calibration source %s gave %d of the %d frames asked for: calibrating on %d", source, len(got),
-                        share, len(got))
+            log.warning("calibration source %s gave %d of the %d frames asked for (--frames, or the recipe's frames; "
+                        "default 200): calibrating on %d", source, len(got), share, len(got))
         out += got
     return out
 
