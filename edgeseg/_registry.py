@@ -47,7 +47,9 @@ class Registry(Generic[T]):
             return self._entries[name]
         except KeyError:
             by_lower = {k.lower(): k for k in self._entries}  # ONNXRuntime -> onnxruntime
-            close = [by_lower[c] for c in difflib.get_close_matches(str(name).lower(), list(by_lower), n=3)]
+            users = [k for k in by_lower if not k.startswith("test_")]  # the tiny test variants only when nothing else fits
+            close = [by_lower[c] for c in (difflib.get_close_matches(str(name).lower(), users, n=3)
+                                           or difflib.get_close_matches(str(name).lower(), list(by_lower), n=3))]
             hint = f"did you mean {', '.join(close)}?" if close else f"known: {', '.join(sorted(self._entries)) or 'none'}"
             raise self._error(f"unknown {self.kind} {name!r}", fix=hint) from None
 

@@ -88,11 +88,19 @@ def _source(args: argparse.Namespace, num_classes: int | None):
         if task != "panoptic":
             raise InputError(f"--things applies to panoptic models; {args.model} is {'an' if task[0] in 'aeiou' else 'a'} "
                              f"{task} model", fix="drop --things")
+    if Path(args.model).suffix.lower() == ".onnx":  # before: asked for a checkpoint's metadata file beside it
+        from ..errors import InputError
+
+        raise InputError(f"{args.model} is an ONNX model: edgeseg export takes a registered model or PyTorch weights",
+                         fix=f"edgeseg import {args.model} --task semantic|instance|panoptic --out MODEL.edgeseg")
     if Path(args.model).is_file() or looks_like_file:
         model = load_checkpoint(args.model)  # raises "checkpoint ... not found" for a missing file
         return model, dict(model.checkpoint_meta.extra), {"checkpoint": Path(args.model).name}
     import logging
 
+    from ..models.registry import model_info
+
+    model_info(args.model)  # an unknown name is refused before the random-weights warning
     logging.getLogger("edgeseg.export").warning("exporting %s with random weights (no checkpoint given)", args.model)
     kwargs = {"thing_classes": _things(args.things)} if getattr(args, "things", None) else {}
     return create_model(args.model, num_classes=num_classes, **kwargs), {}, {"weights": "random"}

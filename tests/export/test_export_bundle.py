@@ -210,3 +210,15 @@ def test_panoptic_models_export_by_name_with_their_things(tmp_path, capsys):
     (tmp_path / "w.safetensors").write_bytes(b"x")
     assert main(["export", str(tmp_path / "w.safetensors"), "--things", "1", "--out", str(tmp_path / "z")]) == 2
     assert "--things: a checkpoint carries its model's thing classes" in capsys.readouterr().err
+
+
+def test_export_names_the_right_command_for_an_onnx_file_and_suggests_users_models(tmp_path, capsys):
+    """A family audit: `edgeseg export model.onnx` asked for a checkpoint's metadata file; an unknown name logged
+    'exporting with random weights' first and suggested the tiny test variants."""
+    from edgeseg.cli import main
+
+    assert main(["export", str(tmp_path / "m.onnx"), "--out", str(tmp_path / "x")]) == 2
+    assert f"edgeseg import {tmp_path / 'm.onnx'} --task" in capsys.readouterr().err
+    assert main(["export", "deeplab_v3", "--out", str(tmp_path / "y")]) == 2
+    err = capsys.readouterr().err
+    assert "random weights" not in err and "unknown model 'deeplab_v3'" in err and "test_" not in err
