@@ -14,6 +14,7 @@ import numbers
 import os
 import queue
 import threading
+import time
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -348,10 +349,11 @@ class Stream:
 
     ``close()`` (or leaving the ``with`` block, or breaking out of the loop and dropping the object) stops the
     source and finalizes every sink; from another thread than the one iterating it, ``close()`` stops the stream
-    and waits for that thread's loop to end it. ``stats`` holds the run's :class:`~edgeseg.stream.metrics.Stats`
-    once it has ended (also when closed early), and ``stats_json`` is written then. A stream still open when
-    the program exits is closed first (before, the interpreter's exit killed its threads inside the runtimes:
-    the process aborted and the MP4 stayed a ``.part`` file)."""
+    and waits for it to end (from the iterating thread itself, a signal handler say, it stops it and returns: the
+    loop then ends). ``stats`` holds the run's :class:`~edgeseg.stream.metrics.Stats` once it has ended (also when
+    closed early), and ``stats_json`` is written then. A stream still open when the program exits is closed first
+    (before, the interpreter's exit killed its threads inside the runtimes: the process aborted and the MP4 stayed
+    a ``.part`` file)."""
 
     def __init__(self, opts: StreamOptions, bundle: Any):
         self.options = opts
@@ -371,22 +373,35 @@ class Stream:
 
     def __next__(self) -> tuple[Any, Any]:
         self._ended["consumer"] = weakref.ref(threading.current_thread())
-        return next(self._gen)
+        try:
+            return next(self._gen)
+        except ValueError:  # "generator already executing": another thread's close() is finishing it
+            if not self._ended.get("closing"):
+                raise
+            self._ended["finished"].wait()
+            raise StopIteration from None
 
     def close(self, timeout_s: float | None = None) -> bool:
-        """Stop the stream and finalize its sinks; True once it has ended (False: ``timeout_s`` passed first)."""
-        self._ended["closer"] = threading.get_ident()
+        """Stop the stream and finalize its sinks; True once it has ended (False: ``timeout_s`` passed first, or
+        called from the thread inside ``next()``, which ends the stream when it gets back to its loop)."""
+        ended = self._ended
+        ended["closing"] = True  # a stream still building its pipeline stops as soon as it is built
+        ended["closer"] = threading.get_ident()
         try:
             self._gen.close()
-        except ValueError:  # "generator already executing": another thread is inside next(); stop the pipeline and
-            stop = self._ended.get("stop")  # that thread's loop ends the stream (before: nothing happened)
+        except ValueError:  # "generator already executing": a thread is inside next(); stop the pipeline, and that
+            stop = ended.get("stop")  # thread's loop ends the stream (before: nothing happened)
             if stop is not None:
                 stop()
-            self._ended["finished"].wait(timeout_s)
-        ended = self._ended["finished"].is_set() or "stop" not in self._ended  # never started: nothing to end
-        if ended:
+            consumer = ended.get("consumer")
+            if consumer is not None and consumer() is threading.current_thread():
+                return False  # that thread is this one (a signal handler): waiting here would wait on itself
+        if "started" in ended and not _own_thread():  # (from a pipeline's thread, a callback: its finish needs it)
+            ended["finished"].wait(timeout_s)
+        done = ended["finished"].is_set() or "started" not in ended  # never started: nothing to end
+        if done:
             _OPEN_STREAMS.discard(self)
-        return ended
+        return done
 
     def __enter__(self) -> "Stream":
         return self
@@ -396,12 +411,16 @@ class Stream:
 
 
 _OPEN_STREAMS: "weakref.WeakSet[Stream]" = weakref.WeakSet()
+_FINISHING: "set[threading.Thread]" = set()  # finishes handed to threads of their own (see _stream's finally)
 
 
 def _close_open_streams(timeout_s: float = 30.0) -> None:
-    """At exit, before the interpreter stops the streams' daemon threads mid-call: stop and finalize them (in a
-    thread of its own, given ``timeout_s``: a source that never answers cannot keep the program from exiting).
-    A stream iterated by a live non-daemon thread is left to it: the interpreter waits for that thread."""
+    """At exit, before the interpreter stops the streams' daemon threads mid-call: stop and finalize them, within
+    ``timeout_s`` (a source that never answers cannot keep the program from exiting). Registered twice: with
+    threading's exit hooks (before non-daemon threads are joined; a live non-daemon consumer's stream is left to
+    it) and with atexit (after they are joined: what they left open)."""
+    deadline = time.monotonic() + timeout_s
+
     def left_to_its_thread(s: Stream) -> bool:
         ref = s._ended.get("consumer")
         t = ref() if ref is not None else None
@@ -409,36 +428,52 @@ def _close_open_streams(timeout_s: float = 30.0) -> None:
             and t is not threading.main_thread()
 
     streams = [s for s in list(_OPEN_STREAMS) if not left_to_its_thread(s)]
-    if not streams:
-        return
 
     def close_all() -> None:
         for s in streams:
             with contextlib.suppress(Exception):
-                s.close(timeout_s)
+                s._ended["closing"] = True
+                stop = s._ended.get("stop")
+                if stop is not None:  # stopped first, so a close that must wait is bounded by the deadline
+                    stop()
+                s.close(max(0.0, deadline - time.monotonic()))
 
-    try:
-        closer = threading.Thread(target=close_all, name="edgeseg-exit", daemon=True)
-        closer.start()
-    except RuntimeError:  # no new thread at this point of the interpreter's shutdown: close here
-        close_all()
-        return
-    closer.join(timeout_s)
-    if closer.is_alive():
-        logging.getLogger("edgeseg.stream").warning(
-            "%d stream(s) still open at exit did not stop within %.0f s: their sinks may be unfinished (close a "
-            "stream, or use 'with edgeseg.stream(...) as s:', before the program ends)", len(streams), timeout_s)
+    if streams:
+        try:
+            closer = threading.Thread(target=close_all, name="edgeseg exit", daemon=True)  # not "edgeseg-": it waits
+            closer.start()
+            closer.join(timeout_s)
+            hung = closer.is_alive()
+        except RuntimeError:  # no new thread at this point of shutdown (Python 3.12.0-3.12.1): close here
+            close_all()
+            hung = False
+        if hung:
+            logging.getLogger("edgeseg.stream").warning(
+                "%d stream(s) still open at exit did not stop within %.0f s: their sinks may be unfinished (close a "
+                "stream, or use 'with edgeseg.stream(...) as s:', before the program ends)", len(streams), timeout_s)
+    for t in list(_FINISHING):  # finishes handed to threads of their own (a stream dropped in a pipeline thread)
+        t.join(max(0.0, deadline - time.monotonic()))
 
 
-# threading's exit hooks run before the interpreter joins its threads and still allow new ones (Python 3.9+; on
-# 3.12 an atexit function cannot start a thread); Python 3.8: atexit
-getattr(threading, "_register_atexit", atexit.register)(_close_open_streams)
+# first pass: threading's exit hooks (Python 3.9+), before the interpreter joins non-daemon threads; second pass:
+# atexit, after it has joined them (what they left open; Python 3.8's only hook)
+if hasattr(threading, "_register_atexit"):
+    threading._register_atexit(_close_open_streams)
+atexit.register(_close_open_streams)
+
+
+def _own_thread() -> bool:
+    """Whether this thread is one a pipeline runs (edgeseg's, or a GStreamer streaming thread calling into Python):
+    a stream finalized there must not wait for its pipeline, which may be waiting for this very thread."""
+    t = threading.current_thread()
+    return t.name.startswith("edgeseg-") or isinstance(t, threading._DummyThread)
 
 
 def _stream(opts: StreamOptions, bundle: Any, ended: dict[str, Any]) -> Iterator[tuple[Any, Any]]:
     """:class:`Stream`'s generator: the pipeline runs from the first ``next()`` to the loop's end."""
     out: queue.Queue = queue.Queue(maxsize=max(2, opts.queue_size))
     done = object()
+    ended["started"] = True
     try:
         pipe = build_pipeline(opts, predictor=bundle, extra_sinks=(CallbackSink(lambda f, r: out.put((f, r))),),
                               handle_signals=False)
@@ -446,6 +481,8 @@ def _stream(opts: StreamOptions, bundle: Any, ended: dict[str, Any]) -> Iterator
         ended["finished"].set()
         raise
     ended["stop"] = pipe.stop
+    if ended.get("closing"):  # closed while the pipeline was being built (a slow model load): stop before a frame
+        pipe.stop()
     failure: list[BaseException] = []
 
     def run() -> None:
@@ -472,7 +509,9 @@ def _stream(opts: StreamOptions, bundle: Any, ended: dict[str, Any]) -> Iterator
                 except (OSError, EdgesegError) as e:  # not in place of the run's own error, not from inside close()
                     logging.getLogger("edgeseg.stream").warning("could not write stats_json %s: %s", opts.stats_json, e)
         finally:
+            ended.pop("stop", None)  # the pipeline (predictor, sinks) is not kept alive by the Stream
             ended["finished"].set()
+            _FINISHING.discard(threading.current_thread())
 
     try:
         while True:
@@ -482,10 +521,14 @@ def _stream(opts: StreamOptions, bundle: Any, ended: dict[str, Any]) -> Iterator
             yield item
     finally:
         pipe.stop()
-        consumer = ended.get("consumer")
-        if threading.get_ident() == ended.get("closer") or (consumer is not None and consumer() is threading.current_thread()):
+        if not _own_thread():
             finish()
-        else:  # finalized by the garbage collector in another thread, perhaps one of this pipeline's own: finishing
-            threading.Thread(target=finish, name="edgeseg-stream-close", daemon=True).start()  # there would wait on it
+        else:  # finalized by the garbage collector in one of a pipeline's threads: finishing there would wait on it
+            t = threading.Thread(target=finish, name="edgeseg-stream-close", daemon=True)
+            _FINISHING.add(t)
+            try:
+                t.start()
+            except RuntimeError:  # at shutdown on 3.12: no new thread; the pipeline was told to stop
+                _FINISHING.discard(t)
     if failure:
         raise failure[0]

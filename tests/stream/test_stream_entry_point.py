@@ -90,23 +90,58 @@ print("main ends")  # the consumer (a daemon thread) is still iterating
 CYCLE = """
 import gc, threading, time
 import edgeseg
+from edgeseg.stream.sinks import files
+collect_now = threading.Event()
+write = files.CallbackSink.write
+def collecting_write(self, frame, result, packet=None):  # the cyclic GC runs in the pipeline's sink thread
+    if collect_now.is_set() and threading.current_thread().name == "edgeseg-sinks":
+        collect_now.clear()
+        gc.collect()
+    return write(self, frame, result, packet)
+files.CallbackSink.write = collecting_write
 p = edgeseg.load("shapes", backend="onnxruntime", precision="fp32", threads=1)
 class App:
     def __init__(self):
         self.s = edgeseg.stream("synthetic://?frames=100000&size=96x72", p, sink={mp4!r})
-        self.handler = self.on_frame  # App <-> bound method: an ordinary cycle of an application's
-    def on_frame(self, f, r):
-        pass
+        self.me = self  # an ordinary cycle of an application's
 gc.disable()
 app = App()
 next(app.s)
 del app
-gc.enable()
-gc.set_threshold(50, 1, 1)  # the next collection runs in whichever thread allocates: a pipeline thread, often
+collect_now.set()
 deadline = time.time() + 20
 while time.time() < deadline and any(t.name.startswith("edgeseg-") for t in threading.enumerate()):
     time.sleep(0.1)
 print("left:", sorted(t.name for t in threading.enumerate() if t.name.startswith("edgeseg-")))
+"""
+
+DROPPED = """
+import threading
+import edgeseg
+s = edgeseg.stream("synthetic://?frames=100000&size=96x72", "shapes", backend="onnxruntime", precision="fp32",
+                   sink={mp4!r})
+def worker():
+    for i, _ in enumerate(s):
+        if i == 10:
+            break
+t = threading.Thread(target=worker)
+t.start()
+t.join()
+del s  # the last reference dropped in the main thread, not the one that iterated it; then the program ends
+print("main ends")
+"""
+
+SIGNALLED = """
+import os, signal, threading
+import edgeseg
+s = edgeseg.stream("synthetic://?frames=100000&size=64x48&fps=20", "shapes", backend="onnxruntime", precision="fp32",
+                   realtime=True)
+def on_term(*a):
+    print("close:", s.close())  # in the thread that is inside next(): it must not wait on itself
+signal.signal(signal.SIGTERM, on_term)
+threading.Timer(2.0, lambda: os.kill(os.getpid(), signal.SIGTERM)).start()
+n = sum(1 for _ in s)
+print("loop ended", n >= 1, s.stats is not None)
 """
 
 
@@ -146,3 +181,45 @@ def test_a_stream_in_an_applications_reference_cycle_is_finalized_not_deadlocked
     out = subprocess.run([sys.executable, "-c", CYCLE.format(mp4=str(mp4))], capture_output=True, text=True, timeout=180)
     assert out.returncode == 0 and "left: []" in out.stdout, (out.stdout, out.stderr[-2000:])
     assert mp4.is_file() and not list(tmp_path.glob("*.part.*"))
+
+
+def test_a_stream_dropped_by_another_thread_than_its_consumer_is_finalized_at_exit(tmp_path):
+    """A second review: a stream iterated in a worker and dropped by the main thread just before exit was finished in
+    a daemon thread the exit killed (abort, .part left)."""
+    mp4 = tmp_path / "d.mp4"
+    out = subprocess.run([sys.executable, "-c", DROPPED.format(mp4=str(mp4))], capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0 and "main ends" in out.stdout, out.stderr[-2000:]
+    assert mp4.is_file() and not list(tmp_path.glob("*.part.*"))
+
+
+def test_close_from_a_signal_handler_in_the_iterating_thread_stops_the_loop():
+    """A second review: close() inside a signal handler of the thread blocked in next() waited on itself forever."""
+    out = subprocess.run([sys.executable, "-c", SIGNALLED], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "close: False" in out.stdout and "loop ended True True" in out.stdout, \
+        (out.stdout, out.stderr[-2000:])
+
+
+def test_close_while_the_pipeline_is_being_built_stops_it_before_a_frame(monkeypatch):
+    """A second review: close() from another thread during the first next() (a slow model load) found nothing to stop
+    and waited; the stream then ran on."""
+    import threading
+    import time
+
+    import edgeseg
+    from edgeseg.stream import api
+
+    build = api.build_pipeline
+
+    def slow_build(*a, **k):
+        time.sleep(1.0)
+        return build(*a, **k)
+
+    monkeypatch.setattr(api, "build_pipeline", slow_build)
+    s = edgeseg.stream("synthetic://?frames=100000&size=64x48", "shapes", backend="onnxruntime", precision="fp32")
+    got = []
+    worker = threading.Thread(target=lambda: got.extend(f.index for f, _ in s), daemon=True)
+    worker.start()
+    time.sleep(0.3)  # inside build_pipeline
+    assert s.close(timeout_s=30) is True
+    worker.join(10)
+    assert not worker.is_alive() and len(got) <= 2 * api.StreamOptions(source="x").queue_size + 4
