@@ -134,6 +134,7 @@ class Runner(abc.ABC):
             if not self._active:
                 self._activate_impl()
                 self._active = True
+                self.__dict__.pop("_cpu_threads", None)  # where the new session runs decides what its calls load
         return self
 
     def deactivate(self) -> None:
@@ -177,9 +178,20 @@ class Runner(abc.ABC):
         if n is None:
             from .._timing import usable_cores
 
-            gpu = self.device == "cuda" or self.name == "tensorrt"
-            n = self._cpu_threads = 0.0 if gpu else float(self.threads if self.threads and self.threads > 0 else usable_cores())
+            n = self._cpu_threads = 0.0 if self.on_gpu() else float(
+                self.threads if self.threads and self.threads > 0 else usable_cores())
         return n
+
+    def on_gpu(self) -> bool:
+        """Whether this runner's calls run on a GPU: TensorRT, ``device="cuda"``, or an active session or module
+        placed there (ONNX Runtime's CUDA/TensorRT providers, torch on CUDA, ``device="auto"`` included)."""
+        if self.device == "cuda" or self.name == "tensorrt":
+            return True
+        providers = getattr(self, "active_providers", None) or []
+        if providers and providers[0] in ("CUDAExecutionProvider", "TensorrtExecutionProvider", "ROCMExecutionProvider"):
+            return True
+        device = getattr(self, "_device", None)
+        return getattr(device, "type", None) == "cuda"
 
     def _check_feed(self, feed: Mapping[str, np.ndarray]) -> None:
         names = {s.name for s in self.input_specs}

@@ -819,3 +819,21 @@ def test_a_candidate_timed_only_in_the_first_period_is_scaled_with_the_machine(m
     got = ch.timed({c: object() for c in first}, {})
     assert calls[1] == ["onnxruntime/fp32", "openvino/int8:cpu"]  # 11.8 is beyond 15% of 10
     assert got[I_ORT] == pytest.approx(11.8 * 1.3) and decide(got)[0] == I_OV
+
+
+def test_a_runner_on_a_gpu_is_no_cpu_load_whatever_its_device_argument_says(monkeypatch):
+    """A second review: ONNX Runtime on CUDA with device='auto' weighed as every CPU core, so a GPU predictor beside a
+    choice made every choice 'not remembered'."""
+    import edgeseg
+    from edgeseg import _timing
+    from edgeseg.backends.onnxrt.runner import OnnxRuntimeRunner
+
+    p = edgeseg.load("shapes", backend="onnxruntime", precision="fp32", threads=1)
+    p(np.zeros((8, 8, 3), np.uint8))
+    assert p.runner.cpu_threads == 1.0 and not p.runner.on_gpu()
+    monkeypatch.setattr(OnnxRuntimeRunner, "active_providers", property(lambda self: ["CUDAExecutionProvider"]))
+    p.runner.deactivate()
+    p.runner.activate()  # a new session: where it runs is found again
+    assert p.runner.on_gpu() and p.runner.cpu_threads == 0.0
+    monkeypatch.setattr(_timing, "usable_cores", lambda: 16)
+    p.close()
