@@ -78,6 +78,11 @@ def _source(args: argparse.Namespace, num_classes: int | None):
     from ..models import create_model, load_checkpoint
 
     looks_like_file = "/" in args.model or Path(args.model).suffix in (".safetensors", ".pt", ".pth")
+    if Path(args.model).suffix.lower() == ".onnx":  # before: asked for a checkpoint's metadata file beside it
+        from ..errors import InputError
+
+        raise InputError(f"{args.model} is an ONNX model: edgeseg export takes a registered model or PyTorch weights",
+                         fix=f"edgeseg import {args.model} --task semantic|instance|panoptic --out MODEL.edgeseg")
     if getattr(args, "things", None):  # only where it means thing-class indices: a panoptic model built by name
         from ..errors import InputError
         from ..models.registry import model_info
@@ -88,11 +93,6 @@ def _source(args: argparse.Namespace, num_classes: int | None):
         if task != "panoptic":
             raise InputError(f"--things applies to panoptic models; {args.model} is {'an' if task[0] in 'aeiou' else 'a'} "
                              f"{task} model", fix="drop --things")
-    if Path(args.model).suffix.lower() == ".onnx":  # before: asked for a checkpoint's metadata file beside it
-        from ..errors import InputError
-
-        raise InputError(f"{args.model} is an ONNX model: edgeseg export takes a registered model or PyTorch weights",
-                         fix=f"edgeseg import {args.model} --task semantic|instance|panoptic --out MODEL.edgeseg")
     if Path(args.model).is_file() or looks_like_file:
         model = load_checkpoint(args.model)  # raises "checkpoint ... not found" for a missing file
         return model, dict(model.checkpoint_meta.extra), {"checkpoint": Path(args.model).name}

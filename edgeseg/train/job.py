@@ -154,7 +154,7 @@ def check_outputs(job: TrainJob, resume: bool) -> None:
     if job.export is not None:  # a bundle there is replaced only when asked (as edgeseg export): before, silently
         check_target(job.export, "--export", overwrite=job.overwrite or job.replace_export)
     if not resume and job.overwrite and last.is_file() and job.init is not None and \
-            Path(job.init).resolve().parent == job.out.resolve():
+            Path(job.init).resolve().parent == job.out.resolve() and Path(job.init).name in REPLACED_FILES:
         raise InputError(f"--init {job.init} is in --out {job.out}, whose earlier run --overwrite removes",
                          fix=f"give the new run another --out (e.g. {job.out}-2), starting from --init {job.init}")
     if resume and (job.out / "history.json").is_file():  # before the data is read (the trainer checks it too)
@@ -171,12 +171,15 @@ def check_outputs(job: TrainJob, resume: bool) -> None:
             raise settings_refusal(f"--resume of {job.out}", changed)
 
 
+#: what --overwrite removes from a run folder: the earlier run's checkpoint, history and weights
+REPLACED_FILES = frozenset({LAST, "history.json"} | {f"{w}{x}" for w in ("best", "model") for x in (".safetensors", ".pt", ".pt.json")})
+
+
 def clear_replaced_run(out: Path) -> list[str]:
     """With ``--overwrite``, once the new run is about to train: remove the earlier run's checkpoint, history and
     weights (before, an interrupted new run left the old model's best/model weights beside its own last.pt, where
     ``edgeseg export`` took them for the new one's). Returns the names removed."""
-    gone = sorted(p.name for p in out.iterdir() if p.is_file() and (p.name in (LAST, "history.json") or p.name in {
-        f"{w}{x}" for w in ("best", "model") for x in (".safetensors", ".pt", ".pt.json")})) if out.is_dir() else []
+    gone = sorted(p.name for p in out.iterdir() if p.is_file() and p.name in REPLACED_FILES) if out.is_dir() else []
     for name in gone:
         (out / name).unlink()
     if gone:

@@ -348,7 +348,9 @@ class Mp4Sink(Sink):
 
         sink = self.per_source.get(source_id)
         if sink is None:
-            name = self._names.get(source_id) or source_folder(source_id, set(self._names.values()))
+            name = self._names.get(source_id)
+            if name is None:  # an id no part announced: named now, and remembered, so no two share a file
+                name = self._names[source_id] = source_folder(source_id, set(self._names.values()))
             sink = Mp4Sink(self.path.with_name(f"{self.path.stem}.{name}{self.path.suffix}"), fps=self.fps,
                            encoder=self.encoder_name, backend=self.backend)
             sink.bind_source(self._parts.get(source_id))
@@ -411,7 +413,9 @@ def per_source_names(source_ids: list[str]) -> dict[str, str]:
 
     names: dict[str, str] = {}
     for sid in source_ids:
-        base, _, rest = sid.partition("#")  # a repeated source's "#2"
+        base, sep, rest = sid.rpartition("#")  # a repeated source's "#2" (not a file named take#1.mp4)
+        if not (sep and rest.isdigit()):
+            base, rest = sid, ""
         p = Path(base)
         bare = str(p.with_suffix("")) + (f"#{rest}" if rest else "") if p.suffix and p.is_file() else sid
         names[sid] = source_folder(bare, set(names.values()))

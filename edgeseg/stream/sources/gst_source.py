@@ -607,7 +607,8 @@ class GstSource(Source):
         # realtime: frames a slow pipeline could not take were dropped on purpose, as a camera's are: they count
         got = self._index + (self.dropped if self.realtime else 0)
         if got < want - slack and not self._variable_rate_complete(slack):
-            raise StreamError(f"video file {self.spec.target} decoded {self._index} of the {want} frames its "
+            dropped = f" (and {got - self._index} dropped to keep real time)" if got != self._index else ""
+            raise StreamError(f"video file {self.spec.target} decoded {self._index}{dropped} of the {want} frames its "
                               "container announces: the file is truncated or corrupt",
                               fix="every frame that decoded was processed; re-copy or re-record the file")
 
