@@ -62,11 +62,23 @@ def resolve_bundle(text: str, recipe: Path) -> str:
     return text
 
 
+#: the copies of the repository's ``pipelines/`` shipped inside the package (an installed wheel has no repository)
+SHIPPED = Path(__file__).resolve().parent / "recipes"
+
+
 def _recipe_dirs() -> list[Path]:
-    """Where a recipe given by name is looked for: ``./pipelines`` and the repository's ``pipelines/``."""
+    """Where a recipe given by name is looked for: ``./pipelines``, the repository's ``pipelines/``, then the copies
+    shipped in the package (:data:`SHIPPED`)."""
     from ..paths import PACKAGE_DIR
 
-    return [d for d in (Path.cwd() / "pipelines", PACKAGE_DIR.parent / "pipelines") if d.is_dir()]
+    return [d for d in (Path.cwd() / "pipelines", PACKAGE_DIR.parent / "pipelines", SHIPPED) if d.is_dir()]
+
+
+def _base(recipe: Path) -> Path:
+    """The file relative paths of ``recipe`` resolve against: itself, or for a copy shipped in the package (found by
+    name where no ``pipelines/`` exists) ``./pipelines/NAME.toml``, as if copied there (its ``../out/`` outputs then
+    land in ``./out/``, never inside the installed package)."""
+    return Path.cwd() / "pipelines" / recipe.name if recipe.parent == SHIPPED else recipe
 
 
 def named_recipe(path: str | Path) -> Path:
@@ -101,7 +113,7 @@ def load_recipe(path: str | Path) -> Any:
             values[keys[key]] = value
     if not values.get("source"):
         raise InputError(f"{p}: the recipe needs [source] uri = \"...\"")
-    recipe = p.resolve()
+    recipe = _base(p.resolve())
     src = values["source"]
     values["source"] = [resolve_source(str(u), recipe) for u in src] if isinstance(src, list) else \
         resolve_source(str(src), recipe)  # a list: several sources batched together
@@ -110,4 +122,6 @@ def load_recipe(path: str | Path) -> Any:
     for key in PATH_FIELDS:
         if isinstance(values.get(key), str):
             values[key] = resolve_path(values[key], recipe)
+            if recipe.parent != p.resolve().parent:  # a shipped copy: ./pipelines need not exist for ../out/ to work
+                values[key] = os.path.normpath(values[key])
     return StreamOptions(**values)

@@ -78,3 +78,21 @@ def test_a_recipe_given_by_name_is_found_in_pipelines(tmp_path, monkeypatch, cap
     assert main(["run", "nosuch_recipe"]) == 2
     err = capsys.readouterr().err
     assert "nosuch_recipe" in err and "file_semantic" in err and "camera_semantic" in err
+
+
+def test_an_installed_package_finds_its_shipped_recipes_and_writes_outputs_in_the_working_directory(tmp_path, monkeypatch):
+    """A device-install audit: `edgeseg run jetson_csi` from an installed wheel said 'does not exist' (pipelines/ is
+    not in the wheel). The package ships copies; found by name there, their relative outputs land in ./out/, not in
+    site-packages."""
+    import edgeseg.paths
+    from edgeseg.stream.recipe import SHIPPED
+
+    repo = Path(edgeseg.paths.PACKAGE_DIR).parent / "pipelines"
+    assert sorted(p.name for p in SHIPPED.glob("*.toml")) == sorted(p.name for p in repo.glob("*.toml"))
+    for p in repo.glob("*.toml"):  # the copies are the repository's recipes
+        assert (SHIPPED / p.name).read_text() == p.read_text(), p.name
+    monkeypatch.setattr(edgeseg.paths, "PACKAGE_DIR", tmp_path / "site-packages" / "edgeseg")
+    monkeypatch.chdir(tmp_path)
+    opts = load_recipe("jetson_csi")
+    assert opts.source.startswith("csi://") and opts.bundle == "road"
+    assert Path(opts.sink) == tmp_path / "out" / "csi_semantic.mp4"
