@@ -142,11 +142,9 @@ def missing_module_fix(name: str) -> str | None:
     if top not in INSTALL:
         return None
     if name != top:
-        try:
+        with contextlib.suppress(ImportError, ValueError):  # sys.modules[top] = None: not importable, so missing
             if importlib.util.find_spec(top) is not None:
                 return None
-        except (ImportError, ValueError):  # sys.modules[top] = None: not importable, so missing
-            pass
     return INSTALL[top]
 
 
