@@ -152,6 +152,19 @@ def test_realtime_replay_paces_a_file(gst, tmp_path):
     assert stats.wall_s >= 0.3  # 10 frames at 25 fps take 0.36 s of pts
 
 
+def test_a_realtime_file_starts_its_clock_at_the_first_read_not_at_open(gst, tmp_path):
+    """before: the file played from open(), which comes before the bundle loads; frames of the load's second were
+    dropped as late (a 1 s load lost the first 25 frames of a 25 fps file)."""
+    import time
+
+    src = GstSource(str(_clip(tmp_path / "clip.mp4", 20, fps=25.0)), realtime=True)
+    src.open()
+    time.sleep(1.0)  # the bundle loading
+    stats = Pipeline([src, Sleep(0.0)], handle_signals=False).run()
+    assert stats.frames == 20 and stats.drops == 0
+    assert stats.wall_s >= 0.7  # still paced: 20 frames at 25 fps are 0.76 s of pts
+
+
 def test_unknown_element_in_launch_string(gst):
     with pytest.raises(StreamError, match="nosuchelement"):
         GstSource("nosuchelement ! videoconvert").open()

@@ -350,6 +350,7 @@ class GstSource(Source):
             connect_timeout_s = CONNECT_TIMEOUT_S.get(self.spec.scheme)
         self.connect_timeout_s = _timeout_opt(self.spec, connect_timeout_s)
         self._opened_at: float | None = None
+        self._held = False  # prerolled, waiting for the first read to play (a real-time file)
         self._buf = FrameBuffer(buffer_size, drop_oldest=self.live)
         self._pipeline: Any = None
         self._stopping = False
@@ -412,7 +413,11 @@ class GstSource(Source):
         self._buf.reopen()
         self._pipeline = pipe
         self._started_at = time.perf_counter()
-        if pipe.set_state(Gst.State.PLAYING if seek_ns is None else Gst.State.PAUSED) == Gst.StateChangeReturn.FAILURE:
+        # a file replayed in real time waits, prerolled, for its reader: its clock starts with the first read, not
+        # while the bundle loads after open() (the first second of the file was dropped as if late)
+        self._held = seek_ns is None and self.realtime and self.spec.scheme == "file"
+        playing = seek_ns is None and not self._held
+        if pipe.set_state(Gst.State.PLAYING if playing else Gst.State.PAUSED) == Gst.StateChangeReturn.FAILURE:
             err = self._pop_error(timeout_ns=0)
             self._teardown()
             raise StreamError(f"cannot start source {self.uri!r}: {err or 'state change failed'}")
@@ -516,8 +521,16 @@ class GstSource(Source):
         self._error_from = msg.src.get_name() if msg.src is not None else None
         return ("error", _gst.bus_error_text(msg))
 
+    def _release(self) -> None:
+        """Start a held (prerolled, real-time) file playing: its clock starts now."""
+        if self._held and self._pipeline is not None:
+            self._held = False
+            self._started_at = time.perf_counter()
+            self._pipeline.set_state(_gst.gst().State.PLAYING)
+
     def __iter__(self) -> Iterator[Frame]:
         self.open()
+        self._release()
         last_frame = time.perf_counter()
         lost_at: float | None = None
         waiting_since: float | None = None  # the reader has found no frame since
