@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import time
 
 from ._common import add_runtime_options, print_table, write_json
 
@@ -114,7 +115,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..errors import InputError
-    from ..stream.api import StreamOptions, batch_sizes, build_pipeline, keyframe_counts, load_recipe, stats_record
+    from ..stream.api import (StreamOptions, batch_sizes, build_pipeline, keyframe_counts, load_recipe, stats_record,
+                              unstarted_record)
 
     opts = load_recipe(args.recipe) if args.recipe else StreamOptions()
     opts = opts.replace(**{f: getattr(args, f, None) for f in _FIELDS})
@@ -142,7 +144,13 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("no bundle", fix="pass --bundle PATH (or a shipped name such as 'road'), or --prompt MASK.png")
     _check_paths(opts)
     _warn_unused(args, opts)
-    pipe = build_pipeline(opts)
+    started = time.perf_counter()
+    try:
+        pipe = build_pipeline(opts)
+    except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM while the bundle loads: the stats say so (0 frames)
+        write_json(opts.stats_json, unstarted_record(opts, f"interrupted ({str(e) or 'SIGINT'}) before the first frame",
+                                                     time.perf_counter() - started))
+        raise
     try:
         stats = pipe.run()
     finally:

@@ -344,6 +344,17 @@ def stats_record(pipe: Pipeline, opts: StreamOptions, bundle: Any = None) -> dic
             **({"sources": pipe.source.source_records()} if isinstance(pipe.source, MultiSource) else {})}
 
 
+def unstarted_record(opts: StreamOptions, reason: str, open_s: float) -> dict[str, Any]:
+    """``stats_json`` of a run stopped before its first frame (Ctrl-C or SIGTERM while the bundle loaded): no
+    frames, ``stopped_by`` ``signal``, the reason, and how long the start-up had taken."""
+    from .metrics import Recorder
+
+    stats = Recorder().stats(stopped_by="signal", fatal=reason, open_s=open_s)
+    return {"source": opts.source, "bundle": None if opts.bundle is None else str(opts.bundle),
+            "prompt": opts.prompt if isinstance(opts.prompt, str) else None, **stats.to_dict(),
+            "batch_sizes": {}, "keyframes": None, "choice": None}
+
+
 class Stream:
     """What :func:`stream` returns: an iterator of ``(Frame, result)``, and a context manager.
 

@@ -459,3 +459,28 @@ def test_runtime_choices_are_taken_in_any_case(capsys, tmp_path):
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert "onnxruntime/fp32" in captured.out and len(out.read_text().splitlines()) == 3
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_while_the_bundle_loads_still_writes_the_stats(media, capsys, monkeypatch, tmp_path, sig, code):
+    """before: Ctrl-C or SIGTERM before the first frame (the bundle loading, the backend being chosen) wrote no
+    --stats-json, which a supervisor reading it after every run took for a crash. The real signal, sent to this
+    process from inside the load."""
+    import edgeseg.stream.api as api
+
+    real = api.load_predictor
+
+    def slow_load(*args, **kwargs):
+        predictor = real(*args, **kwargs)
+        os.kill(os.getpid(), sig)
+        time.sleep(5)  # the signal lands here
+        return predictor
+
+    monkeypatch.setattr(api, "load_predictor", slow_load)
+    stats, out = tmp_path / "stats.json", tmp_path / "out.mp4"
+    got, err = run(capsys, "--source", media / "clip.mp4", "--sink", out, "--stats-json", stats)
+    assert got == code and f"interrupted ({sig.name})" in err
+    record = json.loads(stats.read_text())
+    assert record["frames"] == 0 and record["processed"] == 0 and record["stopped_by"] == "signal"
+    assert sig.name in record["fatal_error"] and record["open_s"] > 0 and record["bundle"] == "shapes"
+    assert not out.exists() and not list(tmp_path.glob("*.part*"))
