@@ -16,6 +16,7 @@ EXAMPLES = (
     "edgeseg export pspnet_mobilenetv2 --num-classes 11 --opset 17 --out jp5.edgeseg   # TensorRT 8.5 (JetPack 5)",
     "edgeseg export runs/solo/model.safetensors --size 320x240 --out shapes-instance.edgeseg   # an instance model",
     "edgeseg export mask_rcnn_r18_fpn --num-classes 8 --size 640x320 --nms tensorrt --out street.edgeseg",
+    "edgeseg export runs/segnet/best.safetensors --unpool switches --out segnet-trt.edgeseg   # SegNet for TensorRT",
     "edgeseg export runs/panoptic/model.safetensors --out street-panoptic.edgeseg   # a panoptic model",
 )
 
@@ -33,6 +34,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dynamic-batch", action="store_true", help="make the batch axis dynamic")
     p.add_argument("--deform-conv", choices=["onnx", "decomposed"], default="onnx", help="ONNX form of deformable convs")
     p.add_argument("--roi-align", choices=["onnx", "decomposed"], default="onnx", help="ONNX form of RoIAlign")
+    p.add_argument("--unpool", choices=["indices", "switches"], default=None,
+                   help="SegNet's unpooling: indices (MaxPool indices + MaxUnpool, the default) or switches "
+                        "(index-free: Slice/Max/Equal/DepthToSpace, which TensorRT parses)")
     p.add_argument("--nms", choices=["onnx", "tensorrt"], default="onnx",
                    help="detectors (Mask R-CNN): tensorrt also writes model.trt.onnx with TensorRT's EfficientNMS_TRT "
                         "plugin next to the ONNX NonMaxSuppression graph (CPU runtimes); both need TensorRT >= 8.5")
@@ -124,6 +128,8 @@ def run(args: argparse.Namespace) -> int:
     names, palette = read_classes(args.classes) if args.classes else (None, None)
     num_classes = len(names) if names else args.num_classes
     model, extra, provenance = _source(args, num_classes)
+    if args.unpool is not None:
+        _set_unpool(model, args.unpool)
     if num_classes is not None and num_classes != model.num_classes:
         from ..errors import InputError
 
@@ -177,6 +183,16 @@ def run(args: argparse.Namespace) -> int:
     write_json(args.json, {"bundle": str(bundle.root), "model": model.model_name, "parity": parity,
                            "checkpoint": checkpoint})
     return 0
+
+
+def _set_unpool(model, unpool: str) -> None:
+    """``--unpool``: a SegNet's form of max-unpooling (the same weights either way)."""
+    if not hasattr(model, "UNPOOL"):
+        from ..errors import InputError
+
+        raise InputError(f"--unpool applies to SegNet (max-unpooling with pooling indices); {model.model_name} does not "
+                         "unpool with indices", fix="drop --unpool")
+    model.unpool = unpool
 
 
 def _registered_task(model) -> str | None:

@@ -7,6 +7,13 @@ stage (to the exact pre-pooling size, so odd sizes work), then applies conv-BN-R
 last of which reduces channels to the next stage's; a final 3x3 conv predicts classes (no BN/ReLU).
 Pooling with indices exports to ONNX ``MaxPool`` with its indices output; unpooling to a scatter of
 the pooled values (checked against ONNX Runtime in the tests).
+
+TensorRT parses neither ``MaxPool``'s indices nor ``MaxUnpool``: ``unpool="switches"`` (``edgeseg export
+--unpool switches``) pools and unpools as DeconvNet does (:func:`~edgeseg.models.deconvnet.max_pool_with_switches`:
+Slice, Max, Equal, DepthToSpace) with the same weights. Unlike DeconvNet's, its ties are exact (``rtol=0``), the
+first position winning as in PyTorch's indices: in PyTorch the two forms give the same numbers (the tests), so a
+SegNet trained with indices exports as switches unchanged. A runtime that rounds a conv differently can still move a
+near-tie's value by a pixel, as it can with indices: parity is judged on the labels (``index_routed``).
 """
 from __future__ import annotations
 
@@ -16,6 +23,7 @@ from torch import nn
 
 from ..errors import ModelError
 from .base import SemanticModel
+from .deconvnet import max_pool_with_switches, unpool_with_switches
 from .encoders import create_encoder
 from .encoders.vgg import VGGEncoder
 from .layers import ConvBNAct, init_weights
@@ -35,8 +43,15 @@ def _decoder_stage(widths: tuple[int, ...], cout: int | None) -> nn.Sequential:
 class SegNet(SemanticModel):
     index_routed = True  # values travel by pooling indices: parity is judged on arg-max (export.parity)
 
-    def __init__(self, encoder: VGGEncoder, num_classes: int):
+    #: how values travel back up: "indices" (MaxPool's indices output + MaxUnpool; ONNX Runtime, OpenVINO) or
+    #: "switches" (index-free, for TensorRT; set by ``edgeseg export --unpool switches``)
+    UNPOOL = ("indices", "switches")
+
+    def __init__(self, encoder: VGGEncoder, num_classes: int, unpool: str = "indices"):
         super().__init__(num_classes)
+        if unpool not in self.UNPOOL:
+            raise ModelError(f"SegNet unpool must be one of {', '.join(self.UNPOOL)}, got {unpool!r}")
+        self.unpool = unpool
         if not isinstance(encoder, VGGEncoder) or not all(encoder.pool_flags):
             raise ModelError("SegNet needs a VGG encoder with output stride 32 (it unpools with VGG's pooling indices)",
                              fix="build it with create_encoder('vgg16_bn') (output_stride=32)")
@@ -49,15 +64,16 @@ class SegNet(SemanticModel):
         init_weights(self.decoder, self.classifier)
 
     def forward_logits(self, images: torch.Tensor) -> torch.Tensor:
+        switches = self.unpool == "switches"
         x, pools = images, []
         for stage in self.encoder.stages:
             x = stage(x)
             size = x.shape[-2:]
-            x, idx = F.max_pool2d(x, 2, 2, return_indices=True)
+            x, idx = max_pool_with_switches(x, rtol=0.0) if switches else F.max_pool2d(x, 2, 2, return_indices=True)
             pools.append((idx, size))
         for stage in self.decoder:
             idx, size = pools.pop()
-            x = stage(F.max_unpool2d(x, idx, 2, 2, output_size=size))
+            x = stage(unpool_with_switches(x, idx, size) if switches else F.max_unpool2d(x, idx, 2, 2, output_size=size))
         return self.classifier(x)
 
 

@@ -273,9 +273,9 @@ RESTRICTIONS: dict[str, tuple[Restriction, ...]] = {
     "MaxPool": (
         Restriction("MaxPool", "the `Indices` output is unsupported", lambda n: len(n.output) > 1 and bool(n.output[1]),
                     "operators.md 8.4, 8.5, 9.2, 10.15",
-                    fix="index unpooling (SegNet's) cannot run on TensorRT: deploy this model with ONNX Runtime or "
-                        "OpenVINO, or choose a model that unpools without indices (deconvnet_vgg16, or any of the "
-                        "family's bilinear decoders)"),
+                    fix="TensorRT cannot unpool with indices: export a SegNet with --unpool switches (index-free, "
+                        "the same weights), deploy this model with ONNX Runtime or OpenVINO, or choose a model that "
+                        "unpools without indices (deconvnet_vgg16, or any of the family's bilinear decoders)"),
         Restriction("MaxPool", *_POOL_DIL, "operators.md 10.15", "warning"),
     ),
     "AveragePool": (Restriction("AveragePool", *_POOL_DIL, "operators.md 10.15", "warning"),),

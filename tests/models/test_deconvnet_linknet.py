@@ -210,3 +210,43 @@ def test_deconvnet_export_parses_in_tensorrt(tmp_path):
     with torch.no_grad():
         ref = fold_conv_bn(model)(x)["logits"].numpy()
     assert abs(got - ref).max() <= 1e-4 * abs(ref).max()
+
+
+# ---- SegNet with the same index-free unpooling (edgeseg export --unpool switches) -----------------------------
+def test_segnet_switches_give_the_indices_numbers_and_parse_in_tensorrt(tmp_path, capsys):
+    """before: a SegNet could not be deployed on TensorRT at all (MaxPool indices, MaxUnpool: `check` said so and had
+    no export to offer). Now --unpool switches writes an index-free graph with the same weights: both TensorRT versions
+    parse it, and in PyTorch it computes exactly what the indices model computes."""
+    onnx = pytest.importorskip("onnx")
+    from edgeseg.cli import main
+    from edgeseg.models import save_checkpoint
+    from edgeseg.quant.check import check_model
+
+    torch.manual_seed(0)
+    model = randomize_batchnorm(create_model("test_segnet", num_classes=3)).eval()
+    for size in ((60, 84), (61, 83)):  # odd sizes: the dropped row/column comes back as zeros in both forms
+        x = torch.randn(2, 3, *size, generator=torch.Generator().manual_seed(3))
+        with torch.no_grad():
+            model.unpool = "indices"
+            ref = model(x)["logits"]
+            model.unpool = "switches"
+            got = model(x)["logits"]
+        assert torch.equal(got, ref)  # exact ties to the first position, as PyTorch's indices: the same numbers
+    model.unpool = "indices"
+    ckpt = save_checkpoint(model, tmp_path / "segnet.safetensors", model_name="test_segnet", num_classes=3,
+                           extra={"input_spec": InputSpec(size=ImageShape(60, 84)).to_dict()})
+    out = tmp_path / "trt.edgeseg"
+    assert main(["export", str(ckpt), "--unpool", "switches", "--opset", "17", "--out", str(out)]) == 0
+    graph = onnx.load(str(out / "model.onnx")).graph
+    assert not {n.op_type for n in graph.node} & {"MaxUnpool", "ScatterElements"}
+    assert all(len(n.output) == 1 for n in graph.node if n.op_type == "MaxPool")
+    for target in ("tensorrt-8.5", "tensorrt-10.3"):
+        report = check_model(out / "model.onnx", target)
+        assert report.ok, report.format()
+    plain = tmp_path / "plain.edgeseg"
+    assert main(["export", str(ckpt), "--out", str(plain)]) == 0  # the default keeps the indices, which check names
+    report = check_model(plain / "model.onnx", "tensorrt-10.3")
+    assert not report.ok and "--unpool switches" in report.format()
+    assert main(["export", "test_deconvnet", "--num-classes", "3", "--unpool", "switches", "--out",
+                 str(tmp_path / "x.edgeseg")]) == 2
+    assert "--unpool applies to SegNet" in capsys.readouterr().err
