@@ -30,10 +30,21 @@ _FIX = "choose a path in a folder you can write to, e.g. under ./out/"
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically (parent folders are created). Returns the path."""
+    """Write ``data`` to ``path`` atomically (parent folders are created). Returns the path.
+
+    An existing ``path`` that is not a regular file (``/dev/null``, ``/dev/stdout``, a FIFO, a shell's
+    ``>(jq .)``) is written into as it is: renaming over it replaced the device or pipe with a plain file (as root,
+    ``--json /dev/null`` deleted the system's ``/dev/null``). A failed write names ``path``, not the temporary."""
     dst = Path(path)
+    if _special_file(dst):
+        try:
+            with open(dst, "wb") as f:
+                f.write(data)
+        except OSError as e:
+            raise _naming(e, dst) from None
+        return dst
     dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(dst), suffix=".tmp", dir=dst.parent)
     try:
         with contextlib.suppress(OSError):  # a file system without Unix modes (vfat, exFAT, CIFS): as it is
             os.fchmod(fd, _mode_for(dst))
@@ -42,10 +53,37 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, dst)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError):  # a full disk: the file being written, not its temporary (or no name at all)
+            raise _naming(e, dst) from None
         raise
     return dst
+
+
+def _special_file(path: Path) -> bool:
+    """Whether ``path`` exists and is not a regular file or a folder: a device, a FIFO, a socket."""
+    import stat
+
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+
+
+def _temp_prefix(dst: Path) -> str:
+    """The temporary's name prefix beside ``dst``: at most 100 bytes of its name (a 250-byte name, legal itself,
+    made the temporary's name longer than the 255 bytes a file system takes)."""
+    name = dst.name.encode("utf-8", "surrogateescape")[:100].decode("utf-8", "ignore")
+    return f".{name}."
+
+
+def _naming(e: OSError, dst: Path) -> OSError:
+    """``e`` as an error about ``dst`` (its errno and reason kept)."""
+    if e.errno is None:
+        return e
+    return OSError(e.errno, e.strerror, str(dst))
 
 
 def _mode_for(dst: Path) -> int:
@@ -134,14 +172,16 @@ def atomic_copy_file(src: str | os.PathLike, path: str | os.PathLike) -> Path:
 
     dst = Path(path)
     dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(dst), suffix=".tmp", dir=dst.parent)
     os.close(fd)
     try:
         shutil.copyfile(src, tmp)
         os.chmod(tmp, _mode_for(dst))
         os.replace(tmp, dst)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError) and os.fspath(tmp) in (e.filename, e.filename2):
+            raise _naming(e, dst) from None  # the copy's destination: name the file being written
         raise
     return dst
 
@@ -181,6 +221,10 @@ def writable_file(path: str | os.PathLike) -> Path:
 
     path = Path(path)
     example = f"./out/{path.name or 'result'}"
+    if _special_file(path):  # /dev/null, a FIFO, >(jq .): written into, not replaced
+        if not os.access(path, os.W_OK):
+            raise InputError(f"cannot write {path}: no permission", fix=f"choose a path you can write to, e.g. {example}")
+        return path
     if path.is_dir():
         raise InputError(f"cannot write {path}: it is a folder", fix=f"name a file in it, e.g. {path / 'result'}"
                                                                      f"{'.json' if not path.suffix else path.suffix}")

@@ -266,8 +266,8 @@ class Bundle:
                                   fix="give a bundle folder (NAME.edgeseg), a .zip of one, or a shipped name")
             try:
                 return cls._open_folder(cls._extract(p), source, verify)
-            except _CacheUnwritable:
-                raise
+            except _CacheUnwritable as e:  # a read-only home: unpacked for this process only, as writing a zip does
+                return cls._open_folder(_private_copy(p, e), source, verify)
             except (BundleError, FileNotFoundError, NotADirectoryError) as first:
                 # FileNotFoundError: read without the lock while another process swapped a repaired copy in
                 if not verify and isinstance(first, BundleError):
@@ -310,9 +310,9 @@ class Bundle:
         each see a whole folder and never remove one another's; ``fresh``: replace the entry (found damaged),
         once the new copy is unpacked."""
         cache = _cache_entry(zpath)
-        if not fresh and (cache / MANIFEST).is_file():
-            return cache
         try:
+            if not fresh and (cache / MANIFEST).is_file():
+                return cache
             cache.parent.mkdir(parents=True, exist_ok=True)
             lock = _locked(cache.parent.parent / ".bundles.lock")  # one for the cache: unpacking is rare
         except OSError as e:
@@ -744,6 +744,25 @@ def _alive(pid: int) -> bool:
     except OSError:  # another user's process
         return True
     return True
+
+
+_PRIVATE_COPIES: dict[str, Path] = {}
+
+
+def _private_copy(zpath: Path, why: BaseException) -> Path:
+    """``zpath`` unpacked into a temporary folder of this process (removed at exit), when the bundle cache takes
+    no new folder (a read-only home, a cache folder without permissions): before, loading the zip was refused."""
+    key = sha256_file(zpath)
+    if key in _PRIVATE_COPIES and (_PRIVATE_COPIES[key] / MANIFEST).is_file():
+        return _PRIVATE_COPIES[key]
+    import atexit
+
+    folder = Path(tempfile.mkdtemp(prefix="edgeseg-bundle-"))
+    atexit.register(shutil.rmtree, folder, True)
+    log.warning("%s; unpacked for this process only (set EDGESEG_CACHE_DIR to a writable folder to keep the "
+                "unpacked copy)", str(why).splitlines()[0])
+    _PRIVATE_COPIES[key] = Bundle._unpack(zpath, folder / zpath.stem, False)
+    return _PRIVATE_COPIES[key]
 
 
 def _cache_entry(zpath: Path) -> Path:

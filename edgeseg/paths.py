@@ -31,7 +31,24 @@ def cache_dir() -> Path:
         env = os.environ.get(var, "").strip()
         if env and env.lower() not in ("off", "0", "none"):
             return Path(env).expanduser()
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "edgeseg"
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    if xdg:
+        return Path(xdg) / "edgeseg"
+    try:
+        return Path.home() / ".cache" / "edgeseg"
+    except (RuntimeError, KeyError):  # no $HOME and a user id without a passwd entry (a container's arbitrary uid)
+        import logging
+        import tempfile
+
+        fallback = Path(tempfile.gettempdir()) / f"edgeseg-cache-{os.getuid() if hasattr(os, 'getuid') else 'user'}"
+        if fallback not in _WARNED:
+            _WARNED.add(fallback)
+            logging.getLogger("edgeseg").warning("no home folder ($HOME unset, no passwd entry for this user): the "
+                                                 "cache is %s (set EDGESEG_CACHE_DIR to choose it)", fallback)
+        return fallback
+
+
+_WARNED: set[Path] = set()
 
 
 def shipped_bundle(name: str) -> Path | None:

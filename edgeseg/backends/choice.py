@@ -400,9 +400,9 @@ def cache_key(bundle: "Bundle", dev: DeviceInfo, request: Mapping[str, Any]) -> 
 
 
 def _read_cache(path: Path | None) -> dict[str, Any]:
-    if path is None or not path.is_file():
-        return {}
     try:
+        if path is None or not path.is_file():  # is_file() raises PermissionError in a folder that cannot be searched
+            return {}
         data = json.loads(path.read_text())
         return data if isinstance(data, dict) else {}
     except (OSError, ValueError) as e:
@@ -432,8 +432,14 @@ def _store(path: Path | None, key: str, entry: Mapping[str, Any], what: str) -> 
         data[key] = {**entry, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         try:
             write_json(path, data)
-        except OSError as e:
-            log.warning("cannot write the choice cache %s (%s); the %s is not remembered", path, e, what)
+        except OSError as e:  # once per process and cache: a predict of five images said it five times
+            level = logging.DEBUG if str(path) in _UNWRITABLE else logging.WARNING
+            _UNWRITABLE.add(str(path))
+            log.log(level, "cannot write the choice cache %s (%s); the %s is not remembered (set EDGESEG_CACHE_DIR "
+                    "to a writable folder, or EDGESEG_CACHE_DIR=off)", path, e, what)
+
+
+_UNWRITABLE: set[str] = set()  # choice caches found unwritable in this process (warned about once)
 
 
 def remembered_verdict(bundle: "Bundle", gate: str, args: Sequence[Any], measure: Any, use_cache: bool = True) -> Any:

@@ -151,7 +151,10 @@ def missing_module_fix(name: str) -> str | None:
 def _os_error(e: OSError) -> str:
     import errno
 
-    what = f"{e.strerror or e}" + (f": {e.filename}" if e.filename else "")
+    # a copy or a move (shutil, os.replace) names its source first and its destination second: a full disk or a
+    # read-only file system is the destination's (before: "No space left on device: /tmp/...", a disk with room)
+    where = e.filename2 if e.filename2 and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS) else e.filename
+    what = f"{e.strerror or e}" + (f": {where}" if where else "")
     fix = {errno.ENOSPC: "free space on that disk, or write to another one",
            errno.EDQUOT: "free space on that disk, or write to another one",
            errno.EACCES: "check the permissions of that path, or write elsewhere",

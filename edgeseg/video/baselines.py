@@ -14,7 +14,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..structures import ImageShape, TrackResult
-from .flow import dis_preset
+from .flow import MIN_FLOW_SIDE, dis_preset
 from .prompt import frame_image, prompt_ids
 from .propagate import StepInfo
 
@@ -110,10 +110,10 @@ class FlowWarp(_Baseline):
     def _small(self, gray: np.ndarray) -> np.ndarray:
         import cv2
 
-        if self.scale == 1.0:
+        size = (max(MIN_FLOW_SIDE, round(gray.shape[1] * self.scale)), max(MIN_FLOW_SIDE, round(gray.shape[0] * self.scale)))
+        if size == (gray.shape[1], gray.shape[0]):
             return gray
-        size = (round(gray.shape[1] * self.scale), round(gray.shape[0] * self.scale))
-        return cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
+        return cv2.resize(gray, size, interpolation=cv2.INTER_AREA if size[0] < gray.shape[1] else cv2.INTER_LINEAR)
 
     def _advance(self, rgb: np.ndarray) -> None:
         import cv2

@@ -31,6 +31,9 @@ def dis_preset(name: str) -> int:
             "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM}[name]
 
 
+MIN_FLOW_SIDE = 16  # DIS flow needs at least 12 pixels a side; tinier frames are upsampled to this for the flow
+
+
 @dataclass(frozen=True)
 class FlowField:
     """Backward flow of one frame pair, kept at the computing resolution.
@@ -100,13 +103,15 @@ class BackwardFlow:
         """The grey frame at the flow's resolution (kept by the caller as the next 'previous')."""
         import cv2
 
-        if self.scale == 1.0:
+        size = self.small_size(*gray.shape[:2])
+        if size == (gray.shape[1], gray.shape[0]):
             return gray
-        return cv2.resize(gray, self.small_size(*gray.shape[:2]), interpolation=cv2.INTER_AREA)
+        return cv2.resize(gray, size, interpolation=cv2.INTER_AREA if size[0] < gray.shape[1] else cv2.INTER_LINEAR)
 
     def small_size(self, h: int, w: int) -> tuple[int, int]:
-        """``(width, height)`` of a frame of ``h`` x ``w`` at the flow's resolution (at least 8 x 8)."""
-        return max(8, round(w * self.scale)), max(8, round(h * self.scale))
+        """``(width, height)`` of a frame of ``h`` x ``w`` at the flow's resolution, at least :data:`MIN_FLOW_SIDE`
+        on each side (OpenCV's DIS flow refuses frames under 12 pixels: a 2x2 video's propagation crashed)."""
+        return max(MIN_FLOW_SIDE, round(w * self.scale)), max(MIN_FLOW_SIDE, round(h * self.scale))
 
     def __call__(self, cur_small: np.ndarray, prev_small: np.ndarray, full_shape: tuple[int, int]) -> FlowField:
         return FlowField(self._dis.calc(cur_small, prev_small, None), (int(full_shape[0]), int(full_shape[1])))

@@ -85,3 +85,59 @@ def test_a_clip_with_a_rotation_tag_is_read_upright_by_both_readers(gst, tmp_pat
             src.close()
     assert got["gstreamer"].shape == got["opencv"].shape == (6, 320, 240, 3)
     assert np.abs(got["gstreamer"] - got["opencv"]).mean() < 4  # turned the same way (the other way: > 100)
+
+
+# ---- session 46: standard input as a phone clip, audio longer than the picture -------------------------------------
+def _read_stdin(stdin, timeout=120) -> subprocess.CompletedProcess:
+    code = ("import logging, sys; logging.basicConfig(); from edgeseg.stream import GstSource\n"
+            "src = GstSource('-'); frames = list(src); src.close()\n"
+            "print(len(frames), *frames[0].image.shape[:2])")
+    return subprocess.run([sys.executable, "-c", code], stdin=stdin, capture_output=True, text=True, timeout=timeout)
+
+
+def test_standard_input_is_turned_upright_and_a_redirected_file_is_read_whole(gst, tmp_path):
+    """before: `--source -` skipped the rotation a file's path honours (a phone clip came out sideways), and read even a
+    redirected file (< clip.mp4) through a pipe, where GStreamer's MP4 demuxer cannot seek: this clip (its index at
+    the end, as mp4mux writes it) gave 1 of its 6 frames, without a word."""
+    clip = tmp_path / "phone.mp4"
+    _rotated_clip(gst, clip)
+    with open(clip, "rb") as f:
+        r = _read_stdin(f)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["6", "320", "240"]  # every frame, upright
+    piped = subprocess.Popen(["cat", str(clip)], stdout=subprocess.PIPE)
+    r = _read_stdin(piped.stdout)
+    piped.wait()
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split()[1:] == ["320", "240"]  # upright
+    assert "an MP4/MOV read from a pipe" in r.stderr and "--source - < FILE" in r.stderr  # what is lost is said
+
+
+@pytest.mark.data
+def test_a_dash_cam_file_redirected_into_standard_input_gives_every_frame(gst, data_root):
+    with open(data_root / "video" / "dashcam_960x540.mp4", "rb") as f:
+        r = _read_stdin(f)
+    assert r.returncode == 0 and r.stdout.split() == ["221", "540", "960"], r.stderr  # through a pipe: 175
+
+
+def test_a_clip_whose_audio_outlasts_its_picture_is_not_called_truncated(gst, tmp_path):
+    """before: GStreamer's duration is the container's (its longest track, the audio): 10 frames of 0.4 s with 1.5 s
+    of audio were 'decoded 10 of the 38 frames its container announces: the file is truncated', exit 2. The video
+    track's own duration (tkhd) now sets the count."""
+    from edgeseg.stream import gst as _gst
+    from edgeseg.stream.sources.gst_source import mp4_video_duration_ns
+
+    if not _gst.has_element("avenc_aac"):
+        pytest.skip("no AAC encoder in this GStreamer")
+    clip = tmp_path / "av.mp4"
+    subprocess.run(["gst-launch-1.0", "-q", "videotestsrc", "num-buffers=10", "!",
+                    "video/x-raw,width=64,height=48,framerate=25/1", "!", "x264enc", "!", "h264parse", "!", "mux.",
+                    "audiotestsrc", "num-buffers=70", "samplesperbuffer=1024", "!", "audio/x-raw,rate=48000", "!",
+                    "audioconvert", "!", "avenc_aac", "!", "aacparse", "!", "mux.", "mp4mux", "name=mux", "!",
+                    "filesink", f"location={clip}"], check=True, timeout=60)
+    assert mp4_video_duration_ns(str(clip)) == 400_000_000  # 10 frames at 25 fps; the file lasts 1.5 s
+    src = GstSource(str(clip))
+    frames = list(src)
+    src.close()
+    assert len(frames) == 10 and src.expected_frames == 10
+    assert mp4_video_duration_ns(str(tmp_path / "nothing.mp4")) is None  # (cut files: test_gst_io.py, test_odd_files.py)

@@ -503,3 +503,24 @@ def test_eval_vos_names_a_sequence_whose_first_annotation_is_empty(tmp_path, cap
     cap = capsys.readouterr()
     assert "0 object(s)" in cap.out and "n/a" in cap.out
     assert "sequence seq: its first annotation holds no object" in cap.err
+
+
+@pytest.mark.parametrize("method", ["propagator", "flow-warp"])
+@pytest.mark.parametrize("h, w", [(2, 2), (6, 14)])
+def test_frames_smaller_than_the_flow_takes_are_propagated(tmp_path, method, h, w):
+    """before: OpenCV's DIS flow refuses frames under 12 pixels a side: `edgeseg vos` on a 2x2 video ended in a cv2
+    traceback (and `edgeseg run --prompt` failed every frame after the first, exit 0). A still scene keeps its object."""
+    d = tmp_path / "frames"
+    rng = np.random.default_rng(0)
+    still = (rng.random((h, w, 3)) * 255).astype(np.uint8)
+    for i in range(4):
+        write_image(d / f"{i:05d}.png", still)
+    ids = np.zeros((h, w), np.uint8)
+    ids[: max(1, h // 2), : max(1, w // 2)] = 1
+    write_label(tmp_path / "p.png", ids)
+    assert _vos(d, tmp_path / "p.png", tmp_path / "out", "--method", method) == 0
+    masks = [read_label(p) for p in sorted((tmp_path / "out").glob("*.png"))]
+    assert len(masks) == 4 and all(m.shape == (h, w) for m in masks)
+    assert np.array_equal(masks[0], ids)  # the prompt itself
+    if h * w >= 64:  # a still scene keeps its object (a one-pixel object of a 2x2 frame may be called lost)
+        assert all((m == 1).sum() > 0 for m in masks)

@@ -18,6 +18,7 @@ annotations one line per frame as they come (a killed run keeps them).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -37,6 +38,54 @@ from ..base import SINKS, Packet, Sink, refuse_input
 from ..._io import commit_file, writable_file, writable_folder
 
 log = logging.getLogger("edgeseg.stream")
+
+
+def _write_fix(e: OSError, option: str) -> str:
+    import errno
+
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"free space on that disk, or give {option} a path on another one"
+    return f"check that the path can still be written, or give {option} another path"
+
+
+class _Lines:
+    """A file of lines (JSON lines) written line by line, each whole or not at all: a write that fails (a full
+    disk) cuts the file back to its last whole line and raises a :class:`StreamError` naming the file and the fix
+    (before: the file ended in half a line, and the error named neither)."""
+
+    def __init__(self, path: Path, option: str):
+        self.path, self.option = path, option
+        self._f = open(path, "wb", buffering=0)  # unbuffered: every line is on disk when write() returns
+        self._end = 0
+
+    def write(self, text: str) -> None:
+        data = memoryview(text.encode("utf-8"))
+        try:
+            while data:
+                data = data[self._f.write(data):]
+        except OSError as e:
+            with contextlib.suppress(OSError):  # a FIFO or a device cannot be cut back
+                self._f.truncate(self._end)
+            raise StreamError(f"cannot write {self.path}: {e.strerror or e} (the lines before are kept, each whole)",
+                              fix=_write_fix(e, self.option)) from None
+        self._end = self._f.tell() if self._f.seekable() else self._end
+
+    def close(self) -> None:
+        self._f.close()
+
+
+def _write_whole(path: Path, data: bytes, option: str) -> None:
+    """``data`` to ``path`` through a temporary beside it renamed into place (no fsync: one per frame of a stream):
+    a full disk leaves no truncated PNG under the frame's name."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise StreamError(f"cannot write {path}: {e.strerror or e} (the frames before it are kept)",
+                          fix=_write_fix(e, option)) from None
 
 def frame_record(frame: Frame, result: Any, packet: Packet | None = None) -> dict:
     """The JSON object for one frame (see the module docstring)."""
@@ -74,7 +123,7 @@ class JsonLinesSink(Sink):
             log.warning("%s exists: this run replaces its lines (an earlier run's results; give another path to keep "
                         "them)", self.path)
         try:
-            self._f = open(self.path, "w", buffering=1)
+            self._f = _Lines(self.path, "--json-out")
         except OSError as e:
             raise InputError(f"cannot write {self.path}: {e.strerror or e}") from None
 
@@ -219,8 +268,10 @@ class LabelPngSink(Sink):
         else:  # cameras and videos: index names, nothing kept per frame
             name = f"{frame.index:06d}"
         path = folder / f"{self.prefix}{name}.png"
-        if not cv2.imwrite(str(path), np.ascontiguousarray(img)):
-            raise StreamError(f"cannot write {path}")
+        ok, png = cv2.imencode(".png", np.ascontiguousarray(img))
+        if not ok:
+            raise StreamError(f"cannot encode {path} as PNG ({img.dtype}, {list(img.shape)})")
+        _write_whole(path, png.tobytes(), "--png-dir")
         self.written += 1
         if isinstance(result, PanopticResult):  # image id: the file's stem (as Cityscapes' ids), else the index
             self._annotate(folder, name if isinstance(stem, str) and stem else frame.index, path.name, result)
@@ -230,7 +281,7 @@ class LabelPngSink(Sink):
         f = self._panoptic.get(folder)
         if f is None:  # an earlier run's panoptic.json would describe other PNGs if this run is killed
             (folder / f"{self.prefix}panoptic.json").unlink(missing_ok=True)
-            f = self._panoptic[folder] = open(folder / f"{self.prefix}panoptic.jsonl", "w", encoding="utf-8")
+            f = self._panoptic[folder] = _Lines(folder / f"{self.prefix}panoptic.jsonl", "--png-dir")
         seen = self._categories.setdefault(folder, {})
         for seg in result.segments:
             if seg.category_id not in seen:
@@ -239,7 +290,6 @@ class LabelPngSink(Sink):
                 seen[seg.category_id] = {"id": int(seg.category_id), "name": name, "isthing": int(bool(seg.isthing))}
         f.write(json.dumps({"image_id": image_id, "file_name": file_name,
                             "segments_info": segments_info(result, where=f" of frame {image_id}")}) + "\n")
-        f.flush()
 
     def close(self) -> None:
         """Each folder's ``panoptic.json`` from its lines, streamed (a long run's lines are not held in memory)

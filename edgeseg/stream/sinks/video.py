@@ -211,11 +211,15 @@ class GstAppSrcWriter:
             raise StreamError(f"{what}: cannot build the GStreamer pipeline: {e}", fix=f"launch string: {launch}") from None
         self.src = self.pipeline.get_by_name("edgeseg_src")
         self._failure: str | None = None
-        bus = self.pipeline.get_bus()
-        bus.enable_sync_message_emission()
-        bus.connect("sync-message::error", self._on_error)  # runs in the failing element's thread
+        self._bus = self.pipeline.get_bus()
+        self._bus.enable_sync_message_emission()
+        # runs in the failing element's thread; disconnected in _release (bus -> handler -> self -> pipeline -> bus is a
+        # cycle the GC cannot break: every writer closed kept its bus's two sockets open, ~1.4 MB and 2 fds per stream)
+        self._handler = self._bus.connect("sync-message::error", self._on_error)
         if self.pipeline.set_state(Gst.State.PLAYING) == Gst.StateChangeReturn.FAILURE:
-            raise StreamError(f"{what}: the GStreamer pipeline does not start ({self._error(0) or 'state change failed'})")
+            why = self._error(0) or "state change failed"
+            self._release()
+            raise StreamError(f"{what}: the GStreamer pipeline does not start ({why})")
 
     def _on_error(self, _bus: Any, msg: Any) -> None:
         if self._failure is None:
@@ -224,7 +228,7 @@ class GstAppSrcWriter:
 
     def _error(self, timeout_ns: int) -> str | None:
         Gst = _gst.gst()
-        msg = self.pipeline.get_bus().timed_pop_filtered(timeout_ns, Gst.MessageType.ERROR)
+        msg = self._bus.timed_pop_filtered(timeout_ns, Gst.MessageType.ERROR)
         return self._failure if msg is None else _gst.bus_error_text(msg)
 
     def push(self, image: np.ndarray) -> None:
@@ -240,17 +244,30 @@ class GstAppSrcWriter:
 
     def close(self, timeout_s: float = 60.0) -> None:
         Gst = _gst.gst()
+        if self.pipeline is None:  # closed (or never started)
+            return
         try:
             if self._failure is not None:  # the pipeline already stopped: no EOS will come
                 raise StreamError(f"{self.what}: {self._failure}")
             self.src.emit("end-of-stream")
-            msg = self.pipeline.get_bus().timed_pop_filtered(int(timeout_s * 1e9), Gst.MessageType.EOS | Gst.MessageType.ERROR)
+            msg = self._bus.timed_pop_filtered(int(timeout_s * 1e9), Gst.MessageType.EOS | Gst.MessageType.ERROR)
             if msg is None:
                 raise StreamError(f"{self.what}: the encoder did not finish within {timeout_s:.0f} s")
             if msg.type == Gst.MessageType.ERROR:
                 raise StreamError(f"{self.what}: {_gst.bus_error_text(msg)}")
         finally:
-            self.pipeline.set_state(Gst.State.NULL)
+            self._release()
+
+    def _release(self) -> None:
+        """Stop the pipeline and drop the bus handler and the sync emission that tie it to this writer."""
+        pipeline, self.pipeline = self.pipeline, None
+        if pipeline is None:
+            return
+        pipeline.set_state(_gst.gst().State.NULL)
+        if self._handler is not None:
+            self._bus.disconnect(self._handler)
+            self._handler = None
+        self._bus.disable_sync_message_emission()
 
 
 def _fraction(fps: float) -> tuple[int, int]:

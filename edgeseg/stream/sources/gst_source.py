@@ -12,6 +12,7 @@ import itertools
 import logging
 import math
 import os
+import sys
 import time
 from typing import Any, Callable, Iterator
 
@@ -169,9 +170,33 @@ def _test(u: SourceURI) -> str:
 
 @LAUNCHERS.register("launch")
 def _launch(u: SourceURI) -> str:
-    if u.target == STDIN_LAUNCH:  # ``--source -``: decoded as a file is
-        return f"fdsrc fd=0 ! {decoded()} ! {APPSINK}"
+    if u.target == STDIN_LAUNCH:  # ``--source -``: decoded as a file is (a phone's rotation tag too)
+        # a file redirected in (< clip.mp4) is read as a file: a pipe is read in push mode, where GStreamer's MP4
+        # demuxer drops the end of files whose audio and video are not interleaved (a dash-cam's: 175 of 221 frames)
+        src = "filesrc location=/proc/self/fd/0" if _stdin_is_a_file() else "fdsrc fd=0"
+        return f"{src} ! {decoded()} ! {UPRIGHT} ! {APPSINK}"
     return u.target if "edgeseg_sink" in u.target else f"{u.target} ! {APPSINK}"
+
+
+def _warn_mp4_in_a_pipe(_bin: Any, _sub: Any, element: Any) -> None:
+    """A ``deep-element-added`` handler: an MP4/MOV demuxer reading a pipe is warned about (it cannot seek there)."""
+    factory = element.get_factory()
+    if factory is not None and factory.get_name() == "qtdemux":
+        log.warning("standard input is an MP4/MOV read from a pipe: GStreamer's demuxer cannot seek there and loses "
+                    "frames of files whose index is at the end or whose audio and video are not interleaved (a "
+                    "dash-cam's MP4 gave 175 of its 221 frames; one with its index at the end, 1 frame), without an "
+                    "error. "
+                    "Give the file (--source FILE, or '--source - < FILE'), or pipe MPEG-TS or Matroska")
+
+
+def _stdin_is_a_file() -> bool:
+    """Whether standard input is a regular file (a shell's ``< clip.mp4``), not a pipe or a terminal."""
+    import stat
+
+    try:
+        return sys.platform.startswith("linux") and stat.S_ISREG(os.fstat(0).st_mode)
+    except OSError:
+        return False
 
 
 #: a file whose hardware decoder gives no frame (and no error, no end) for this long has hung (NVIDIA's forums
@@ -223,6 +248,90 @@ def avi_header_frames(path: str) -> int | None:
         return None
     total = struct.unpack_from("<I", head, at + 8 + 16)[0]  # after dwMicroSecPerFrame, MaxBytesPerSec, Padding, Flags
     return total or None
+
+
+def _boxes(data: bytes, start: int = 0, end: int | None = None) -> Iterator[tuple[bytes, int, int]]:
+    """``(type, payload start, box end)`` of the ISO-BMFF boxes in ``data[start:end]``."""
+    import struct
+
+    end = len(data) if end is None else end
+    at = start
+    while at + 8 <= end:
+        size, kind = struct.unpack_from(">I4s", data, at)
+        head = 8
+        if size == 1 and at + 16 <= end:
+            size, head = struct.unpack_from(">Q", data, at + 8)[0], 16
+        elif size == 0:
+            size = end - at
+        if size < head or at + size > end:
+            return
+        yield kind, at + head, at + size
+        at += size
+
+
+def _moov(path: str) -> bytes | None:
+    """The ``moov`` box of an MP4/MOV file (wherever it is: first or last), read by box headers; None when absent."""
+    import struct
+
+    try:
+        with open(path, "rb") as f:
+            size_left = os.fstat(f.fileno()).st_size
+            at = 0
+            while at + 8 <= size_left:
+                f.seek(at)
+                head = f.read(16)
+                if len(head) < 8:
+                    return None
+                size, kind = struct.unpack_from(">I4s", head)
+                header = 8
+                if size == 1 and len(head) == 16:
+                    size, header = struct.unpack_from(">Q", head, 8)[0], 16
+                elif size == 0:
+                    size = size_left - at
+                if size < header:
+                    return None
+                if kind == b"moov":
+                    f.seek(at + header)
+                    return f.read(size - header) if size <= 64 << 20 else None  # an index over 64 MiB: not read
+                at += size
+    except OSError:
+        return None
+    return None
+
+
+def mp4_video_duration_ns(path: str) -> int | None:
+    """The presentation duration of an MP4/MOV file's one video track (its ``tkhd`` duration, edits included, in the
+    movie's timescale), or None (not an MP4, fragmented, no or several video tracks, unreadable). GStreamer reports the
+    container's duration, which is its longest track's: a clip whose audio runs on past the picture was called
+    truncated (25 frames decoded 'of the 75 its container announces')."""
+    import struct
+
+    moov = _moov(path)
+    if not moov:
+        return None
+    timescale, videos = None, []
+    for kind, start, end in _boxes(moov):
+        if kind == b"mvex":  # fragmented: the samples (and the track's length) are in the fragments
+            return None
+        if kind == b"mvhd" and end - start >= 24:
+            version = moov[start]
+            timescale = struct.unpack_from(">I", moov, start + (20 if version == 1 else 12))[0]
+        if kind == b"trak":
+            tkhd_duration, handler = None, None
+            for sub, s0, s1 in _boxes(moov, start, end):
+                if sub == b"tkhd" and s1 - s0 >= 32:
+                    version = moov[s0]
+                    tkhd_duration = (struct.unpack_from(">Q", moov, s0 + 28)[0] if version == 1
+                                     else struct.unpack_from(">I", moov, s0 + 20)[0])
+                if sub == b"mdia":
+                    for leaf, l0, l1 in _boxes(moov, s0, s1):
+                        if leaf == b"hdlr" and l1 - l0 >= 12:
+                            handler = moov[l0 + 8:l0 + 12]
+            if handler == b"vide":
+                videos.append(tkhd_duration)
+    if len(videos) != 1 or not videos[0] or not timescale or videos[0] in (0xFFFFFFFF, 0xFFFFFFFFFFFFFFFF):
+        return None
+    return int(videos[0] * 1_000_000_000 // timescale)
 
 
 _LIVE_SCHEMES = {"rtsp", "v4l2", "csi"}
@@ -341,6 +450,9 @@ class GstSource(Source):
         self.live = realtime or live_test or self.spec.scheme in _LIVE_SCHEMES or (
             self.spec.scheme == "launch" and "is-live=true" in self.spec.target)
         self.realtime = realtime
+        #: a file read whole: a path, or a video piped into standard input (its frame count is checked at the end)
+        self.piped = self.spec.scheme == "launch" and self.spec.target == STDIN_LAUNCH
+        self._whole_file = self.spec.scheme == "file" or self.piped
         self.reconnect = self.spec.bool_opt("reconnect", self.spec.scheme in _RECONNECT_SCHEMES) \
             if reconnect is None else reconnect
         self.backoff_s = backoff_s
@@ -404,8 +516,10 @@ class GstSource(Source):
             cam.connect("autoplug-select", skip_nvmm_decoders)
         if self.decoder_threads:
             pipe.connect("deep-element-added", decoder_threads_setter(self.decoder_threads))
-        if self.spec.scheme == "file":
+        if self._whole_file:
             pipe.connect("deep-element-added", decoder_input_counter(self._count_coded))
+        if self.piped and not _stdin_is_a_file():
+            pipe.connect("deep-element-added", _warn_mp4_in_a_pipe)
         self._hardware, self._error_from = {}, None
         added, removed = hardware_decoder_watch(self._hardware)
         pipe.connect("deep-element-added", added)
@@ -454,7 +568,7 @@ class GstSource(Source):
         """For a file: its frame total (the progress bar, the truncation check) and frame rate, from
         GStreamer itself once the pipeline has prerolled: the duration query (the container's
         duration) times the negotiated frame rate. No total when either is unknown; never fatal."""
-        if self.spec.scheme != "file" or self.expected_frames is not None:
+        if not self._whole_file or self.expected_frames is not None:
             return
         Gst = _gst.gst()
         try:
@@ -467,6 +581,12 @@ class GstSource(Source):
         except Exception as e:  # noqa: BLE001 - the count only feeds the progress bar
             log.debug("%s: no frame count for the progress bar (%s)", self.spec.target, e)
             return
+        if self.piped:  # no file to read the tracks or the header of
+            self.expected_frames, self.fps = total, fps or self.fps
+            return
+        video_ns = mp4_video_duration_ns(self.spec.target)
+        if video_ns and fps and self._duration_ns and video_ns < self._duration_ns:  # audio runs on past the picture
+            self._duration_ns, total = video_ns, int(round(video_ns * fps / 1e9)) or None
         announced = avi_header_frames(self.spec.target)
         if announced is not None and (total is None or announced > total):
             total, self._exact_total = announced, True  # a count, not duration x rate: no variable-rate excuse
@@ -486,7 +606,7 @@ class GstSource(Source):
         if self.fps is None:  # rtsp, http, launch strings: the negotiated caps say
             self.fps = _gst.caps_fps(sample)
         pts = _gst.pts_ns(sample.get_buffer())
-        if self.spec.scheme == "file" and pts >= 0:
+        if self._whole_file and pts >= 0:
             self._pts_span = (pts, pts) if self._pts_span is None else (self._pts_span[0], pts)
         return Gst.FlowReturn.OK if self._buf.put((image, pts)) else Gst.FlowReturn.FLUSHING
 
@@ -614,11 +734,19 @@ class GstSource(Source):
         screen recorders, Matroska/WebM) whose every coded frame decoded and whose timestamps reach the
         end of its duration is complete."""
         want = self.expected_frames
-        if self.spec.scheme != "file" or self._stopping or not want:
+        if not self._whole_file or self._stopping or not want:
             return
         slack = max(2, want // 100)
         # realtime: frames a slow pipeline could not take were dropped on purpose, as a camera's are: they count
         got = self._index + (self.dropped if self.realtime else 0)
+        if got < want - slack and self.piped and not self._variable_rate_complete(slack):
+            # a warning: a pipe's tracks cannot be read (a longer audio track makes the count too high), and GStreamer's
+            # MP4 demuxer, which cannot seek in a pipe, drops the end of files whose audio and video are not
+            # interleaved (a dash-cam's MP4: 175 of its 221 frames, no error)
+            log.warning("standard input ended after %d frames; its container announces %d: the input was cut short, or "
+                        "GStreamer could not read all of this file from a pipe (an MP4 whose audio and video are not "
+                        "interleaved). Give the file's path (--source FILE) to read every frame", self._index, want)
+            return
         if got < want - slack and not self._variable_rate_complete(slack):
             dropped = f" (and {got - self._index} dropped to keep real time)" if got != self._index else ""
             raise StreamError(f"video file {self.spec.target} decoded {self._index}{dropped} of the {want} frames its "

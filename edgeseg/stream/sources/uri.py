@@ -58,7 +58,7 @@ def parse_source(text: str | os.PathLike) -> SourceURI:
     s = str(text).strip()
     if not s:
         raise InputError("empty source", fix="give a file path, a URI (file://, rtsp://, test://ball, ...) or a launch string")
-    if "!" in s:
+    if "!" in s and not Path(s).expanduser().exists():  # an existing file or folder named 'a ! b.mp4' is a path
         return SourceURI(s, "launch", s)
     if s == "-":
         import sys
