@@ -216,6 +216,19 @@ def pts_ns(buffer: Any) -> int:
     return -1 if pts == Gst.CLOCK_TIME_NONE else int(pts)
 
 
+def stream_time_ns(sample: Any, pts: int) -> int:
+    """``pts`` (a buffer's, in the sample's segment) as stream time: the position in the file, as players, FFmpeg and
+    OpenCV give it. A file with an edit list (x264's B-frames; every MP4 FFmpeg or mp4mux writes) has its first buffer
+    at the edit's offset (80 ms at 25 fps): its frame 0 was at 0.08 s in the JSON lines and 0 in the MP4 written.
+    ``pts`` itself where the segment cannot map it."""
+    Gst = gst()
+    segment = sample.get_segment()
+    if pts < 0 or segment is None or segment.format != Gst.Format.TIME:
+        return pts
+    shown = segment.to_stream_time(Gst.Format.TIME, pts)
+    return pts if shown in (Gst.CLOCK_TIME_NONE, -1) or shown < 0 else int(shown)
+
+
 def bus_error_text(message: Any) -> str:
     err, debug = message.parse_error()
     src = message.src.get_name() if message.src is not None else "?"

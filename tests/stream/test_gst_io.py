@@ -321,3 +321,18 @@ def test_closed_mp4_writers_leave_no_file_descriptor_open(gst, tmp_path):
         _clip(tmp_path / f"c{i}.mp4", 2)
     assert fds() - before <= 2  # was +40
     assert len(decode_mp4_frames(tmp_path / "c19.mp4")) == 2
+
+
+def test_a_file_s_frames_are_timed_as_the_file_shows_them(gst, tmp_path):
+    """before: the buffers' own timestamps, which an edit list offsets (x264's B-frames: every MP4 mp4mux or FFmpeg
+    writes): frame 0 was at 0.08 s in the JSON lines, 0 in the MP4 written and in OpenCV's reader."""
+    from edgeseg.stream import OpenCVSource
+
+    clip = _clip(tmp_path / "clip.mp4", 10)
+    got = {}
+    for cls in (GstSource, OpenCVSource):
+        src = cls(str(clip))
+        got[cls.__name__] = [f.pts_ns for f in src]
+        src.close()
+    assert got["GstSource"] == [i * 40_000_000 for i in range(10)]
+    assert got["GstSource"] == got["OpenCVSource"]

@@ -606,9 +606,11 @@ class GstSource(Source):
         if self.fps is None:  # rtsp, http, launch strings: the negotiated caps say
             self.fps = _gst.caps_fps(sample)
         pts = _gst.pts_ns(sample.get_buffer())
+        shown = pts
         if self._whole_file and pts >= 0:
             self._pts_span = (pts, pts) if self._pts_span is None else (self._pts_span[0], pts)
-        return Gst.FlowReturn.OK if self._buf.put((image, pts)) else Gst.FlowReturn.FLUSHING
+            shown = _gst.stream_time_ns(sample, pts)
+        return Gst.FlowReturn.OK if self._buf.put((image, pts, shown)) else Gst.FlowReturn.FLUSHING
 
     def _teardown(self) -> None:
         pipe, self._pipeline = self._pipeline, None
@@ -656,14 +658,14 @@ class GstSource(Source):
         waiting_since: float | None = None  # the reader has found no frame since
         while not self._stopping:
             try:
-                image, pts = self._buf.get(timeout=0.05)
+                image, pts, shown = self._buf.get(timeout=0.05)
             except EOFError:
                 return
             except TimeoutError:
                 image = None
             if image is not None:
                 waiting_since = None
-                frame = self._frame(image, pts)
+                frame = self._frame(image, pts, shown)
                 if frame is None:  # delivered before a software restart
                     continue
                 now = time.perf_counter()
@@ -771,15 +773,17 @@ class GstSource(Source):
     def _drain(self) -> Iterator[Frame]:
         while True:
             try:
-                image, pts = self._buf.get(timeout=0)
+                image, pts, shown = self._buf.get(timeout=0)
             except (TimeoutError, EOFError):
                 return
-            frame = self._frame(image, pts)
+            frame = self._frame(image, pts, shown)
             if frame is not None:
                 yield frame
 
-    def _frame(self, image: Any, pts: int) -> Frame | None:
-        """The next frame, or None for one a software restart decodes again (:meth:`_replace_hardware_decoder`)."""
+    def _frame(self, image: Any, pts: int, shown: int | None = None) -> Frame | None:
+        """The next frame, or None for one a software restart decodes again (:meth:`_replace_hardware_decoder`).
+        ``pts``: the buffer's (restarts seek and skip by it); ``shown``: the frame's time in the file (its stream
+        time: the frame's ``pts_ns``), which an edit list makes differ (x264's B-frames: the first frame at 80 ms)."""
         self._unconfirmed = []  # the next decoder gives frames: the failed one stays disabled
         self._outputs += 1
         if self._resume is not None:
@@ -788,7 +792,7 @@ class GstSource(Source):
             self._resume = (last_pts, left - 1) if again else None
             if again:
                 return None
-        f = Frame(image, pts, self._index, self.source_id)
+        f = Frame(image, pts if shown is None else shown, self._index, self.source_id)
         self._index += 1
         self._last_pts = pts
         return f
