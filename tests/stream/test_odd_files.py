@@ -158,3 +158,90 @@ def test_mp4_sink_and_file_source_take_paths_with_quotes_and_backslashes(gst, tm
         assert [f.image.shape for f in src] == [(32, 48, 3)] * 3
     finally:
         src.close()
+
+
+def _plain_mp4(path, frames: int = 5):
+    """mp4mux's own file: the pictures first, the index (moov) at the end."""
+    import subprocess
+
+    subprocess.run(["gst-launch-1.0", "-q", "videotestsrc", f"num-buffers={frames}", "!",
+                    "video/x-raw,width=64,height=48,framerate=25/1", "!", "x264enc", "!", "mp4mux", "!", "filesink",
+                    f"location={path}"], check=True, timeout=60)
+    return path
+
+
+@pytest.mark.parametrize("kind, words", [
+    ("text", "is not a video file GStreamer recognises"),
+    ("no index", "its index (an MP4's moov) is missing"),
+    # GStreamer's first moov: either; its start-up race (1 start in ~20 of this file) ends as 'did not start'
+    ("index only", "gave no frame: it is truncated|holds no playable video|did not start decoding"),
+    ("audio only", "holds no video stream"),
+])
+def test_files_without_playable_video_are_named_for_what_they_are(gst, tmp_path, kind, words):
+    """before: GStreamer's internals ('Internal data stream error ... reason not-linked', a typefind element's source
+    path), and an MP4 cut after its index ran as '0 frames' with exit 0."""
+    import subprocess
+
+    from edgeseg.stream import gst as _gst
+
+    path = tmp_path / "clip.mp4"
+    if kind == "text":
+        path.write_text("not a video\n")
+    elif kind == "no index":  # a recording cut before it was finalised
+        data = _plain_mp4(tmp_path / "whole.mp4").read_bytes()
+        path.write_bytes(data[:data.find(b"moov") - 4])
+    elif kind == "index only":  # the index first, then cut: the pictures are gone
+        whole = tmp_path / "whole.mp4"
+        sink = Mp4Sink(whole, fps=25, backend="gstreamer")  # first-moov-then-finalise: the index first
+        sink.open()
+        for i in range(5):
+            sink.write(Frame(np.full((48, 64, 3), 40 * i, np.uint8), index=i), None)
+        sink.close()
+        data = whole.read_bytes()
+        path.write_bytes(data[:data.find(b"mdat") + 8])
+    else:
+        if not _gst.has_element("avenc_aac"):
+            pytest.skip("no AAC encoder in this GStreamer")
+        subprocess.run(["gst-launch-1.0", "-q", "audiotestsrc", "num-buffers=20", "!", "audioconvert", "!", "avenc_aac",
+                        "!", "aacparse", "!", "mp4mux", "!", "filesink", f"location={path}"], check=True, timeout=60)
+    src = GstSource(str(path))
+    with pytest.raises(StreamError) as e:
+        list(src)
+    src.close()
+    assert any(w in str(e.value) for w in words.split("|")) and "debug:" not in str(e.value) and "fix:" in str(e.value)
+
+
+@pytest.mark.data
+def test_an_mp4_cut_after_its_index_is_not_a_run_of_no_frames(gst, data_root, tmp_path):
+    """The dash-cam file's first 20 KB: its index (moov first) and no picture ran as '0 frames', exit 0."""
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes((data_root / "video" / "dashcam_960x540.mp4").read_bytes()[:20_000])
+    src = GstSource(str(cut))
+    with pytest.raises(StreamError, match="gave no frame: it is truncated"):
+        list(src)
+    src.close()
+
+
+def test_gstreamer_s_start_up_race_ends_in_an_error_not_a_wait_for_ever(gst, tmp_path, monkeypatch):
+    """before: about 1 start in 40 of a cut MP4 stayed in GStreamer's READY -> PLAYING change for ever, with no
+    frame and no error on the bus: the reader waited for good (it hung a test run). Now such a start is tried again,
+    then named. The wait is shortened here (10 s by default) so the race is met a few times in a few seconds."""
+    from edgeseg.stream.sources import gst_source
+
+    monkeypatch.setattr(gst_source, "START_STALL_S", 0.5)
+    whole = tmp_path / "whole.mp4"
+    sink = Mp4Sink(whole, fps=25, backend="gstreamer")
+    sink.open()
+    for i in range(5):
+        sink.write(Frame(np.full((48, 64, 3), 40 * i, np.uint8), index=i), None)
+    sink.close()
+    data = whole.read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[:data.find(b"mdat") + 8])
+    t0 = time.monotonic()
+    for _ in range(40):
+        src = GstSource(str(cut))
+        with pytest.raises(StreamError):
+            list(src)
+        src.close()
+    assert time.monotonic() - t0 < 40 * 1.5  # each start ends (a hung one waited for ever)

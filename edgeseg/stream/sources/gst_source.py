@@ -178,6 +178,22 @@ def _launch(u: SourceURI) -> str:
     return u.target if "edgeseg_sink" in u.target else f"{u.target} ! {APPSINK}"
 
 
+def _unusable_file(text: str) -> tuple[str, str] | None:
+    """``(what, fix)`` for the errors GStreamer gives a file that holds no playable video, before any frame (its
+    own words were internal: 'Internal data stream error ... reason not-linked', a typefind source path)."""
+    if "reason not-linked" in text:
+        return ("holds no video stream GStreamer can link (an audio-only file?)",
+                "give a file with a video track; gst-discoverer-1.0 on it lists its streams")
+    if "no playable streams" in text or "no known streams found" in text:
+        return ("holds no playable video: its index (an MP4's moov) is missing, as in a recording cut before it was "
+                "finalised, or it has no video track", "re-copy the file; a cut MP4 can sometimes be rebuilt with a "
+                "repair tool (e.g. untrunc) from a whole file of the same camera")
+    if "Could not determine type of stream" in text:
+        return ("is not a video file GStreamer recognises (its first bytes match no container)",
+                "check that it is the video (not a text, playlist or partial download); file(1) shows what it is")
+    return None
+
+
 def _warn_mp4_in_a_pipe(_bin: Any, _sub: Any, element: Any) -> None:
     """A ``deep-element-added`` handler: an MP4/MOV demuxer reading a pipe is warned about (it cannot seek there)."""
     factory = element.get_factory()
@@ -202,6 +218,9 @@ def _stdin_is_a_file() -> bool:
 #: a file whose hardware decoder gives no frame (and no error, no end) for this long has hung (NVIDIA's forums
 #: report nvv4l2decoder doing so on some streams): it is replaced as if it had failed
 HARDWARE_STALL_S = 10.0
+#: a file whose pipeline is still starting (no frame, no error, its state change pending) after this long has hit
+#: GStreamer's start-up race (about 1 start in 40 of a cut MP4 waited for ever): it is started again, once
+START_STALL_S = 10.0
 PREROLL_TIMEOUT_S = 3.0  # how long opening a file waits for GStreamer to preroll before giving up on its total
 #: how long a network source that never gave a frame keeps trying before the run stops, by scheme: a camera
 #: (rtsp) for ever (a service started before its camera), saying why at every attempt; a file over http 10 s
@@ -463,6 +482,7 @@ class GstSource(Source):
         self.connect_timeout_s = _timeout_opt(self.spec, connect_timeout_s)
         self._opened_at: float | None = None
         self._held = False  # prerolled, waiting for the first read to play (a real-time file)
+        self._restarted_stuck = False  # started again after GStreamer's start-up race (START_STALL_S)
         self._buf = FrameBuffer(buffer_size, drop_oldest=self.live)
         self._pipeline: Any = None
         self._stopping = False
@@ -681,6 +701,18 @@ class GstSource(Source):
             if event is None and self.live and self.reconnect and quiet > self.stall_timeout_s:
                 event, self._error_from = ("error", f"no frame for {self.stall_timeout_s:.1f} s"), None
             waiting_since = waiting_since or time.perf_counter()
+            if event is None and self.spec.scheme == "file" and not self._index \
+                    and time.perf_counter() - waiting_since > START_STALL_S and self._start_stuck():
+                if not self._restarted_stuck:  # GStreamer's own race: started again once, as nothing was delivered
+                    self._restarted_stuck = True
+                    log.warning("%s: GStreamer did not start the file within %g s (no frame, no error): starting it "
+                                "again", self.uri, START_STALL_S)
+                    self._teardown()
+                    self._start()
+                    waiting_since = None
+                    continue
+                event, self._error_from = ("error", f"GStreamer did not start decoding the file within "
+                                                    f"{START_STALL_S:g} s, twice (no frame and no error)"), None
             if event is None and self._hardware and self.spec.scheme == "file" and not self.realtime \
                     and time.perf_counter() - waiting_since > HARDWARE_STALL_S:
                 self._error_from = next(iter(dict(self._hardware)), None)
@@ -710,6 +742,9 @@ class GstSource(Source):
                                       fix="the NVIDIA converter (nvvidconv on JetPack, nvvideoconvert with DeepStream) "
                                           "is missing or refused the decoder's output: check that install "
                                           "(gst-inspect-1.0 nvvidconv)")
+                unusable = _unusable_file(text) if self.spec.scheme == "file" and not self._index else None
+                if unusable is not None:
+                    raise StreamError(f"video file {self.spec.target} {unusable[0]}", fix=unusable[1])
                 raise StreamError(f"source {self.uri!r} failed after {self._index} frames: {text}",
                                   fix=("frames before the failure were processed; " if self._index else "") + (
                                       "check that the camera or server is reachable and the URL is right"
@@ -718,6 +753,15 @@ class GstSource(Source):
             lost_at = lost_at or time.perf_counter()
             self._reconnect(kind, text, lost_at)
             waiting_since = None
+
+    def _start_stuck(self) -> bool:
+        """Whether the pipeline is still changing state towards playing (an asynchronous change that has not ended)."""
+        Gst = _gst.gst()
+        try:
+            ret, _, pending = self._pipeline.get_state(0)
+        except Exception:  # noqa: BLE001 - no pipeline: not stuck
+            return False
+        return ret == Gst.StateChangeReturn.ASYNC and pending != Gst.State.VOID_PENDING
 
     def _has_duration(self) -> bool:
         """Whether the stream announced a duration (a file, wherever it is read from; a camera's stream has none)."""
@@ -734,7 +778,12 @@ class GstSource(Source):
         """A file that ends well before the frame count its container announces is truncated or corrupt,
         unless the count was only an estimate (duration x frame rate): a variable-frame-rate file (phones,
         screen recorders, Matroska/WebM) whose every coded frame decoded and whose timestamps reach the
-        end of its duration is complete."""
+        end of its duration is complete. A file that gave no frame at all is never complete (before: the first
+        20 KB of an MP4, its index and no picture, ran as '0 frames', exit 0)."""
+        if self.spec.scheme == "file" and not self._stopping and not self._index:
+            raise StreamError(f"video file {self.spec.target} gave no frame: it is truncated (its index without the "
+                              "pictures), empty, or holds no video", fix="re-copy or re-record the file; "
+                              "gst-discoverer-1.0 on it shows what it holds")
         want = self.expected_frames
         if not self._whole_file or self._stopping or not want:
             return
