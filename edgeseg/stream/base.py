@@ -89,6 +89,27 @@ class Source(abc.ABC):
         return (buf.dropped if buf is not None else 0) + sum(s.dropped for s in self.parts)
 
     @property
+    def skipped_at_start(self) -> int:
+        """Frames a live source (a camera) sent before its first read, while the bundle loaded, that could not wait
+        in its buffer: not ``dropped`` (before, a robot's overload monitor read ~30 s of start-up as drops)."""
+        return getattr(self, "_skipped_at_start", 0) + sum(s.skipped_at_start for s in self.parts)
+
+    def _begin_reading(self) -> None:
+        """At the first read: the drops counted so far become :attr:`skipped_at_start`."""
+        buf = getattr(self, "_buf", None)
+        if buf is None or getattr(self, "_reading", False):
+            return
+        self._reading = True
+        with buf._cond:
+            self._skipped_at_start, buf.dropped = buf.dropped, 0
+        if self._skipped_at_start:
+            import logging
+
+            logging.getLogger("edgeseg.stream").info(
+                "%s: %d frames sent while the bundle loaded were skipped (not counted as drops)", self.uri or "source",
+                self._skipped_at_start)
+
+    @property
     def reconnect_gaps_s(self) -> list[float]:
         """Seconds without frames around each reconnection, this source's and then its parts'."""
         return list(getattr(self, "_reconnect_gaps", ())) + [g for s in self.parts for g in s.reconnect_gaps_s]

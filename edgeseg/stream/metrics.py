@@ -42,6 +42,7 @@ class Stats:
     stopped_by: str = "eos"  # eos | stop | max_frames | error
     fatal_error: str | None = None
     open_s: float = 0.0  # before the first frame: the source opened (connected), the model loaded and warmed up
+    skipped_at_start: int = 0  # frames a live source sent while the model loaded (Source.skipped_at_start): not drops
 
     @property
     def reconnects(self) -> int:
@@ -55,6 +56,8 @@ class Stats:
     def summary(self) -> str:
         e = self.end_to_end
         opened = f" (after {self.open_s:.1f}s opening the source and the model)" if self.open_s >= 1.0 else ""
+        if self.skipped_at_start:
+            opened += f" ({self.skipped_at_start} live frames skipped meanwhile)"
         return (f"{self.processed} frames in {self.wall_s:.1f}s{opened} = {self.fps:.1f} fps, end-to-end p50 {e.p50_ms:.1f} ms "
                 f"p99 {e.p99_ms:.1f} ms, drops {self.drops}, errors {self.errors}, reconnects {self.reconnects}")
 
@@ -115,7 +118,7 @@ class Recorder:
                 self.messages.append(message)
 
     def stats(self, *, drops: int = 0, gaps: tuple[float, ...] = (), stopped_by: str = "eos",
-              fatal: str | None = None, open_s: float = 0.0) -> Stats:
+              fatal: str | None = None, open_s: float = 0.0, skipped: int = 0) -> Stats:
         with self._lock:
             wall = time.perf_counter() - self.t_start
             stages = {k: Latency.of(v.snapshot()) for k, v in self._stages.items()}
@@ -124,5 +127,5 @@ class Recorder:
                 fps=self.processed / wall if wall > 0 else 0.0, stages=stages,
                 end_to_end=Latency.of(self._e2e.snapshot()), drops=drops, errors=self.errors,
                 error_messages=tuple(self.messages), reconnect_gaps_s=tuple(gaps), stopped_by=stopped_by,
-                fatal_error=fatal, open_s=open_s,
+                fatal_error=fatal, open_s=open_s, skipped_at_start=skipped,
             )

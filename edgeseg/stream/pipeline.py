@@ -363,7 +363,7 @@ class Pipeline:
     def _stats(self, fatal: BaseException | None) -> Stats:
         return self._rec.stats(drops=self.source.dropped, gaps=tuple(self.source.reconnect_gaps_s),
                                stopped_by=self._stopped_by, fatal=None if fatal is None else str(fatal),
-                               open_s=getattr(self, "_open_s", 0.0))
+                               open_s=getattr(self, "_open_s", 0.0), skipped=self.source.skipped_at_start)
 
     def _run_threads(self) -> None:
         queues = [queue.Queue(self.queue_size) for _ in range(len(self.stages) + 1)]

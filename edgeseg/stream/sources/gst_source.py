@@ -673,6 +673,7 @@ class GstSource(Source):
     def __iter__(self) -> Iterator[Frame]:
         self.open()
         self._release()
+        self._begin_reading()
         last_frame = time.perf_counter()
         lost_at: float | None = None
         waiting_since: float | None = None  # the reader has found no frame since
@@ -789,7 +790,7 @@ class GstSource(Source):
             return
         slack = max(2, want // 100)
         # realtime: frames a slow pipeline could not take were dropped on purpose, as a camera's are: they count
-        got = self._index + (self.dropped if self.realtime else 0)
+        got = self._index + (self.dropped + self.skipped_at_start if self.realtime else 0)
         if got < want - slack and self.piped and not self._variable_rate_complete(slack):
             # a warning: a pipe's tracks cannot be read (a longer audio track makes the count too high), and GStreamer's
             # MP4 demuxer, which cannot seek in a pipe, drops the end of files whose audio and video are not
