@@ -377,15 +377,19 @@ class Pipeline:
         for t in threads:
             t.start()
         bar = self._progress_bar()
-        last_log = time.perf_counter()
+        last_log, last_processed = time.perf_counter(), 0
         try:
             while threads[-1].is_alive():
                 threads[-1].join(0.1)
                 if bar is not None:
                     bar.update(self._rec.processed - bar.n)
-                if self.log_interval_s and time.perf_counter() - last_log >= self.log_interval_s:
-                    last_log = time.perf_counter()
-                    log.info("stream: %s", self._rec.stats(drops=self.source.dropped).summary())
+                now = time.perf_counter()
+                if self.log_interval_s and now - last_log >= self.log_interval_s:
+                    # the rate of the last interval beside the run's average (which hides a slow-down hours in)
+                    current = (self._rec.processed - last_processed) / (now - last_log)
+                    last_log, last_processed = now, self._rec.processed
+                    log.info("stream: %s; last %g s: %.1f fps", self._rec.stats(drops=self.source.dropped).summary(),
+                             self.log_interval_s, current)
         finally:
             if bar is not None:
                 bar.close()

@@ -91,3 +91,40 @@ def test_empty_missing_and_all_broken_folders_are_clear_errors(tmp_path):
     (broken / "a.png").write_bytes(b"x")
     with pytest.raises(InputError, match="none of its 1 images can be decoded"):
         FolderSource(str(broken)).open()
+
+
+def test_json_lines_of_a_folder_name_each_frame_s_file(tmp_path):
+    """before: every record's source was the folder: which image a record described was left to counting lines."""
+    import json
+
+    from edgeseg.stream import JsonLinesSink
+
+    frames_dir = tmp_path / "frames"
+    _folder(frames_dir, n=3, names=["b", "a", "c"])
+    out = tmp_path / "r.jsonl"
+    Pipeline([open_source(str(frames_dir)), JsonLinesSink(out)], handle_signals=False).run()
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["file"] for r in records] == [str(frames_dir / f"{n}.png") for n in "abc"]
+
+
+def test_the_periodic_log_gives_the_last_interval_s_rate(tmp_path, caplog):
+    """Audit (a 10-minute soak): the log line's fps was the run's average, which hides a slow-down hours in."""
+    import logging
+    import time
+
+    from edgeseg.stream import Packet, Stage
+
+    class Slow(Stage):
+        name = "slow"
+
+        def process(self, packet: Packet) -> Packet:
+            time.sleep(0.05)
+            return packet
+
+    _folder(tmp_path, n=12)
+    with caplog.at_level(logging.INFO, logger="edgeseg.stream"):
+        Pipeline([open_source(str(tmp_path)), Slow()], handle_signals=False, log_interval_s=0.2).run()
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("stream: ")]
+    assert lines and all("; last 0.2 s: " in line and line.endswith(" fps") for line in lines)
+    rates = [float(line.rsplit(": ", 1)[1].split()[0]) for line in lines]
+    assert all(0 < r < 25 for r in rates)  # 20 fps at most through a 50 ms stage

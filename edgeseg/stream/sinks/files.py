@@ -91,6 +91,8 @@ def frame_record(frame: Frame, result: Any, packet: Packet | None = None) -> dic
     """The JSON object for one frame (see the module docstring)."""
     d: dict[str, Any] = {"source": frame.source_id, "index": frame.index, "pts_ns": frame.pts_ns,
                          "height": frame.shape.height, "width": frame.shape.width}
+    if isinstance(frame.meta.get("path"), str):  # a folder of images: which one (the source is the folder)
+        d["file"] = frame.meta["path"]
     if result is None:
         d["error"] = packet.error if packet is not None and packet.error else "no result"
         d["segments"] = []
