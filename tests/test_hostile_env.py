@@ -216,3 +216,18 @@ def test_an_existing_file_whose_name_holds_a_bang_is_a_path(tmp_path):
     clip.write_bytes(b"")
     assert parse_source(str(clip)).scheme == "file" and parse_source(str(clip)).target == str(clip)
     assert parse_source("videotestsrc ! videoconvert").scheme == "launch"
+
+
+def test_the_demo_in_a_read_only_working_folder_is_refused_before_the_model_loads(tmp_path):
+    """before: refused only when its MP4 sink opened (after the model loaded), with 'e.g. ./out/demo.mp4' as the fix:
+    the same read-only place, and a file where demo takes a folder. Without root's permission override (setpriv)."""
+    if os.geteuid() != 0 or not shutil.which("setpriv"):
+        pytest.skip("needs root and setpriv to run a process without the permission override")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    run = subprocess.run(["setpriv", "--bounding-set=-dac_override,-dac_read_search,-fowner", "--inh-caps=-all",
+                          sys.executable, "-m", "edgeseg", "demo"], cwd=ro, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2, run.stderr
+    assert "--out: cannot write out/demo" in run.stderr and "e.g. --out /" in run.stderr
+    assert "backend choice" not in run.stderr  # refused before the bundle was loaded

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Any
 
@@ -106,4 +107,8 @@ def check_output(path: str, option: str, kind: str = "file") -> None:
     except InputError as e:
         fix = (f"give {option} a file path in a folder you can write to" if kind == "file"
                else f"give {option} a folder you can write to (it is created if missing)")
+        if not os.path.isabs(path) and not os.access(os.getcwd(), os.W_OK):  # a read-only working folder
+            import tempfile
+
+            fix += f", e.g. {option} {os.path.join(tempfile.gettempdir(), 'edgeseg-out', os.path.basename(path) or 'out')}"
         raise InputError(f"{option}: {e.args[0].splitlines()[0]}", fix=fix) from None

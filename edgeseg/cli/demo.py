@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import add_json_option, add_runtime_options, write_json
+from ._common import add_json_option, add_runtime_options, check_output, write_json
 
 NAME = "demo"
 HELP = ("run the main job on an embedded default: INT8 'shapes' model on a generated stream -> annotated MP4, "
@@ -45,6 +45,9 @@ def run(args: argparse.Namespace) -> int:
     from ..demo import DemoOptions, format_report, run_demo
     from ..structures import ImageShape
 
+    check_output(args.out, "--out", "folder")  # before the model loads (an unwritable working folder: a container's)
+    if args.json is not None:
+        check_output(args.json, "--json")
     opts = DemoOptions(
         bundle=args.bundle, precision=args.precision, source=args.source, frames=args.frames,
         size=ImageShape.parse(args.size) if args.size else None, fps=args.fps, seed=args.seed, out=args.out,
