@@ -170,6 +170,20 @@ def _plain_mp4(path, frames: int = 5):
     return path
 
 
+def _cut_after_its_index(tmp_path):
+    """The sink's own MP4 (first-moov-then-finalise: an index first) cut right after it: no picture left."""
+    whole = tmp_path / "whole.mp4"
+    sink = Mp4Sink(whole, fps=25, backend="gstreamer")
+    sink.open()
+    for i in range(5):
+        sink.write(Frame(np.full((48, 64, 3), 40 * i, np.uint8), index=i), None)
+    sink.close()
+    data = whole.read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[:data.find(b"mdat") + 8])
+    return cut
+
+
 @pytest.mark.parametrize("kind, words", [
     ("text", "is not a video file GStreamer recognises"),
     ("no index", "its index (an MP4's moov) is missing"),
@@ -191,14 +205,7 @@ def test_files_without_playable_video_are_named_for_what_they_are(gst, tmp_path,
         data = _plain_mp4(tmp_path / "whole.mp4").read_bytes()
         path.write_bytes(data[:data.find(b"moov") - 4])
     elif kind == "index only":  # the index first, then cut: the pictures are gone
-        whole = tmp_path / "whole.mp4"
-        sink = Mp4Sink(whole, fps=25, backend="gstreamer")  # first-moov-then-finalise: the index first
-        sink.open()
-        for i in range(5):
-            sink.write(Frame(np.full((48, 64, 3), 40 * i, np.uint8), index=i), None)
-        sink.close()
-        data = whole.read_bytes()
-        path.write_bytes(data[:data.find(b"mdat") + 8])
+        path = _cut_after_its_index(tmp_path)
     else:
         if not _gst.has_element("avenc_aac"):
             pytest.skip("no AAC encoder in this GStreamer")
@@ -229,15 +236,7 @@ def test_gstreamer_s_start_up_race_ends_in_an_error_not_a_wait_for_ever(gst, tmp
     from edgeseg.stream.sources import gst_source
 
     monkeypatch.setattr(gst_source, "START_STALL_S", 0.5)
-    whole = tmp_path / "whole.mp4"
-    sink = Mp4Sink(whole, fps=25, backend="gstreamer")
-    sink.open()
-    for i in range(5):
-        sink.write(Frame(np.full((48, 64, 3), 40 * i, np.uint8), index=i), None)
-    sink.close()
-    data = whole.read_bytes()
-    cut = tmp_path / "cut.mp4"
-    cut.write_bytes(data[:data.find(b"mdat") + 8])
+    cut = _cut_after_its_index(tmp_path)
     t0 = time.monotonic()
     for _ in range(40):
         src = GstSource(str(cut))
