@@ -80,6 +80,7 @@ def _source(args: argparse.Namespace, num_classes: int | None):
     from pathlib import Path
 
     from ..models import create_model, load_checkpoint
+    from ..models.checkpoint import read_checkpoint_meta
 
     looks_like_file = "/" in args.model or Path(args.model).suffix in (".safetensors", ".pt", ".pth")
     if Path(args.model).suffix.lower() == ".onnx":  # before: asked for a checkpoint's metadata file beside it
@@ -98,7 +99,8 @@ def _source(args: argparse.Namespace, num_classes: int | None):
             raise InputError(f"--things applies to panoptic models; {args.model} is {'an' if task[0] in 'aeiou' else 'a'} "
                              f"{task} model", fix="drop --things")
     if Path(args.model).is_file() or looks_like_file:
-        model = load_checkpoint(args.model)  # raises "checkpoint ... not found" for a missing file
+        build = _unpool_build(args, lambda: read_checkpoint_meta(args.model).model_name)
+        model = load_checkpoint(args.model, **build)  # raises "checkpoint ... not found" for a missing file
         return model, dict(model.checkpoint_meta.extra), {"checkpoint": Path(args.model).name}
     import logging
 
@@ -107,7 +109,22 @@ def _source(args: argparse.Namespace, num_classes: int | None):
     model_info(args.model)  # an unknown name is refused before the random-weights warning
     logging.getLogger("edgeseg.export").warning("exporting %s with random weights (no checkpoint given)", args.model)
     kwargs = {"thing_classes": _things(args.things)} if getattr(args, "things", None) else {}
+    kwargs.update(_unpool_build(args, lambda: args.model))
     return create_model(args.model, num_classes=num_classes, **kwargs), {}, {"weights": "random"}
+
+
+def _unpool_build(args: argparse.Namespace, model_name) -> dict:
+    """``--unpool``: SegNet's form of max-unpooling, chosen while the model is built (the same weights either way)."""
+    if getattr(args, "unpool", None) is None:
+        return {}
+    from ..errors import InputError
+    from ..models.registry import model_info
+
+    name = model_name()
+    if model_info(name).arch != "segnet":
+        raise InputError(f"--unpool applies to SegNet (max-unpooling with pooling indices); {name} does not unpool "
+                         "with indices", fix="drop --unpool")
+    return {"unpool": args.unpool}
 
 
 def _things(text: str) -> tuple[int, ...]:
@@ -128,8 +145,6 @@ def run(args: argparse.Namespace) -> int:
     names, palette = read_classes(args.classes) if args.classes else (None, None)
     num_classes = len(names) if names else args.num_classes
     model, extra, provenance = _source(args, num_classes)
-    if args.unpool is not None:
-        _set_unpool(model, args.unpool)
     if num_classes is not None and num_classes != model.num_classes:
         from ..errors import InputError
 
@@ -183,16 +198,6 @@ def run(args: argparse.Namespace) -> int:
     write_json(args.json, {"bundle": str(bundle.root), "model": model.model_name, "parity": parity,
                            "checkpoint": checkpoint})
     return 0
-
-
-def _set_unpool(model, unpool: str) -> None:
-    """``--unpool``: a SegNet's form of max-unpooling (the same weights either way)."""
-    if not hasattr(model, "UNPOOL"):
-        from ..errors import InputError
-
-        raise InputError(f"--unpool applies to SegNet (max-unpooling with pooling indices); {model.model_name} does not "
-                         "unpool with indices", fix="drop --unpool")
-    model.unpool = unpool
 
 
 def _registered_task(model) -> str | None:

@@ -145,14 +145,15 @@ def _read_state(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def load_checkpoint(path: str | Path) -> nn.Module:
+def load_checkpoint(path: str | Path, **build: Any) -> nn.Module:
     """Rebuild the model a checkpoint names and load its weights (eval mode, CPU). The model gets
-    ``model_name`` and ``checkpoint_meta`` attributes."""
+    ``model_name`` and ``checkpoint_meta`` attributes. ``build``: arguments of its builder that change how it is
+    built, not its weights (an export form: SegNet's ``unpool="switches"``), over those the checkpoint recorded."""
     from .registry import create_model
 
     path = _existing(path)
     meta = read_checkpoint_meta(path)
-    model = create_model(meta.model_name, num_classes=meta.num_classes, **meta.model_kwargs)
+    model = create_model(meta.model_name, num_classes=meta.num_classes, **{**meta.model_kwargs, **build})
     load_weights(model, path, what=f"model {meta.model_name!r} with {meta.num_classes} classes")
     model.eval()
     model.checkpoint_meta = meta

@@ -44,7 +44,7 @@ class SegNet(SemanticModel):
     index_routed = True  # values travel by pooling indices: parity is judged on arg-max (export.parity)
 
     #: how values travel back up: "indices" (MaxPool's indices output + MaxUnpool; ONNX Runtime, OpenVINO) or
-    #: "switches" (index-free, for TensorRT; set by ``edgeseg export --unpool switches``)
+    #: "switches" (index-free, for TensorRT; built so by ``edgeseg export --unpool switches``)
     UNPOOL = ("indices", "switches")
 
     def __init__(self, encoder: VGGEncoder, num_classes: int, unpool: str = "indices"):
@@ -78,12 +78,12 @@ class SegNet(SemanticModel):
 
 
 @register_model(arch="segnet", encoder="vgg16_bn")
-def segnet_vgg16(num_classes: int = 12, **kw) -> SegNet:
+def segnet_vgg16(num_classes: int = 12, unpool: str = "indices", **kw) -> SegNet:
     """SegNet (VGG-16-BN encoder, mirrored decoder, max-unpooling with indices)."""
-    return SegNet(create_encoder("vgg16_bn", **kw), num_classes)
+    return SegNet(create_encoder("vgg16_bn", **kw), num_classes, unpool=unpool)
 
 
 @register_model(arch="segnet", encoder="test_vgg_bn")
-def test_segnet(num_classes: int = 5, **kw) -> SegNet:
+def test_segnet(num_classes: int = 5, unpool: str = "indices", **kw) -> SegNet:
     """Tiny SegNet for tests."""
-    return SegNet(create_encoder("test_vgg_bn", **kw), num_classes)
+    return SegNet(create_encoder("test_vgg_bn", **kw), num_classes, unpool=unpool)
