@@ -23,7 +23,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_copy_file", "atomic_write_bytes", "atomic_write_text", "commit_file", "dumps_json", "json_default", "writable_file",
+__all__ = ["atomic_copy_file", "atomic_write_bytes", "atomic_write_text", "commit_file", "dumps_json", "json_default",
+           "temp_name_prefix", "writable_file",
            "writable_folder", "write_json"]
 
 _FIX = "choose a path in a folder you can write to, e.g. under ./out/"
@@ -37,14 +38,12 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     ``--json /dev/null`` deleted the system's ``/dev/null``). A failed write names ``path``, not the temporary."""
     dst = Path(path)
     if _special_file(dst):
-        try:
-            with open(dst, "wb") as f:
-                f.write(data)
-        except OSError as e:
-            raise _naming(e, dst) from None
-        return dst
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(dst), suffix=".tmp", dir=dst.parent)
+        return _write_into(dst, data)
+    try:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=temp_name_prefix(dst), suffix=".tmp", dir=dst.parent)
+    except OSError as e:  # a read-only or full file system: the file being written, not the temporary
+        raise _naming(e, dst) from None
     try:
         with contextlib.suppress(OSError):  # a file system without Unix modes (vfat, exFAT, CIFS): as it is
             os.fchmod(fd, _mode_for(dst))
@@ -62,17 +61,38 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 
 
 def _special_file(path: Path) -> bool:
-    """Whether ``path`` exists and is not a regular file or a folder: a device, a FIFO, a socket."""
+    """Whether ``path`` exists and is not a regular file or a folder (a device, a FIFO, a socket), or is one of the
+    system's names for an open file (``/dev/stdout``, ``/dev/fd/N``, ``/proc/self/fd/N``: with standard output
+    redirected to a file they lead to a regular file, and renaming over them replaced the link itself)."""
     import stat
 
     try:
         mode = path.stat().st_mode
     except OSError:
         return False
-    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        return True
+    name = os.path.abspath(path)
+    return not stat.S_ISDIR(mode) and (name in ("/dev/stdout", "/dev/stderr") or name.startswith(("/dev/fd/", "/proc/")))
 
 
-def _temp_prefix(dst: Path) -> str:
+def _write_into(dst: Path, data: bytes | None = None, src: str | os.PathLike | None = None) -> Path:
+    """``data`` (or the file ``src``'s bytes) written into the special file ``dst`` as it is (:func:`_special_file`)."""
+    import shutil
+
+    try:
+        with open(dst, "wb") as f:
+            if src is None:
+                f.write(data or b"")
+            else:
+                with open(src, "rb") as g:
+                    shutil.copyfileobj(g, f)
+    except OSError as e:
+        raise _naming(e, dst) from None
+    return dst
+
+
+def temp_name_prefix(dst: Path) -> str:
     """The temporary's name prefix beside ``dst``: at most 100 bytes of its name (a 250-byte name, legal itself,
     made the temporary's name longer than the 255 bytes a file system takes)."""
     name = dst.name.encode("utf-8", "surrogateescape")[:100].decode("utf-8", "ignore")
@@ -116,6 +136,11 @@ def commit_file(tmp: str | os.PathLike, path: str | os.PathLike) -> Path:
     ``path``: after a power loss ``path`` is the old file or the new one, never an empty one. It gets the
     permissions a file written at ``path`` gets (:func:`_mode_for`: safetensors writes through a 0600 temporary
     file). ``tmp`` is removed if this fails."""
+    if _special_file(Path(path)):  # a device or a pipe (--json /dev/stdout): written into, the temporary removed
+        try:
+            return _write_into(Path(path), src=tmp)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
     try:
         fd = os.open(tmp, os.O_RDONLY)
         try:
@@ -171,8 +196,10 @@ def atomic_copy_file(src: str | os.PathLike, path: str | os.PathLike) -> Path:
     import shutil
 
     dst = Path(path)
+    if _special_file(dst):
+        return _write_into(dst, src=src)
     dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(dst), suffix=".tmp", dir=dst.parent)
+    fd, tmp = tempfile.mkstemp(prefix=temp_name_prefix(dst), suffix=".tmp", dir=dst.parent)
     os.close(fd)
     try:
         shutil.copyfile(src, tmp)

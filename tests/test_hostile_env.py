@@ -231,3 +231,36 @@ def test_the_demo_in_a_read_only_working_folder_is_refused_before_the_model_load
     assert run.returncode == 2, run.stderr
     assert "--out: cannot write out/demo" in run.stderr and "e.g. --out /" in run.stderr
     assert "backend choice" not in run.stderr  # refused before the bundle was loaded
+
+
+def test_the_system_s_names_for_standard_output_are_written_into(tmp_path):
+    """A review: `--json /dev/stdout > out.json` (standard output a regular file) took the rename path: as root it
+    would replace the /dev/stdout link itself. The process's own names for an open file are written into."""
+    out = tmp_path / "out.json"
+    code = ("import sys; from pathlib import Path; from edgeseg._io import _special_file, write_json; "
+            "assert _special_file(Path('/dev/stdout')) and _special_file(Path('/dev/fd/1')); "
+            "write_json('/dev/fd/1', {'frames': 3})")
+    with open(out, "w") as f:
+        run = subprocess.run([sys.executable, "-c", code], stdout=f, stderr=subprocess.PIPE, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert json.loads(out.read_text()) == {"frames": 3}
+    assert Path("/dev/stdout").is_symlink()
+
+
+def test_a_long_launch_string_and_a_long_frame_name_are_not_taken_for_paths(tmp_path):
+    """A review: `Path(s).exists()` raised ENAMETOOLONG for a launch string with a 255-byte run between slashes; the
+    PNG sink's temporary of a 245-byte stem passed the file system's limit (and its clean-up raised again)."""
+    import cv2
+
+    from edgeseg.stream import LabelPngSink
+    from edgeseg.stream.sources.uri import parse_source
+
+    text = "videotestsrc num-buffers=1 ! " + "identity silent=true ! " * 12 + "videoconvert"
+    assert parse_source(text).scheme == "launch"
+    sink = LabelPngSink(tmp_path / "pngs")
+    sink.open()
+    frame = Frame(np.zeros((8, 8, 3), np.uint8), index=0, meta={"stem": "x" * 245})
+    sink.write(frame, SemanticResult(labels=np.ones((8, 8), np.uint8), classes=("a", "b")))
+    sink.close()
+    (png,) = (tmp_path / "pngs").iterdir()
+    assert png.name == "x" * 245 + ".png" and cv2.imread(str(png), cv2.IMREAD_UNCHANGED).max() == 1

@@ -147,7 +147,8 @@ def _same_frames(got, ref) -> None:
 @within(60)
 @pytest.mark.parametrize("after,blame,realtime", [(10, "decoder", False), (0, "decoder", False),
                                                   (10, "refused", False), (1, "refused", False),
-                                                  (12, "decoder", True)])
+                                                  (12, "decoder", True),
+                                                  (0, "decoder", True)])  # a real-time restart is not left paused
 def test_a_failing_hardware_decoder_is_replaced_and_the_file_resumes(gst, vp8_clip, vp8dec_as_hardware,
                                                                      monkeypatch, caplog, after, blame, realtime):
     ref_pts, ref_images, _ = _decode(vp8_clip)  # vp8dec, raised as a hardware decoder, with no failure
@@ -175,6 +176,21 @@ def test_a_hardware_decoder_that_hangs_is_replaced(gst, vp8_clip, vp8dec_as_hard
     _same_frames((pts, images), (ref_pts, ref_images))
     assert made["decoders"] == ["vp8dec", "avdec_vp8"]
     assert src.decoder_fallback.startswith("vp8dec failed after 10 frames (no frame and no error from the decoder for 3 s")
+
+
+@within(60)
+def test_a_hardware_decoder_that_hangs_before_its_first_frame_is_replaced_not_restarted(gst, vp8_clip,
+                                                                                       vp8dec_as_hardware, monkeypatch):
+    """A review of the start-up watchdog (START_STALL_S): checked first with the same wait, it restarted the hung
+    hardware decoder itself, then failed the run ('did not start decoding ... twice'), blaming no decoder."""
+    ref_pts, ref_images, _ = _decode(vp8_clip)
+    monkeypatch.setattr(gst_source, "HARDWARE_STALL_S", 3.0)
+    monkeypatch.setattr(gst_source, "START_STALL_S", 3.0)
+    made = _fail(monkeypatch, gst, after=0, blame="silent")
+    pts, images, src = _decode(vp8_clip)
+    _same_frames((pts, images), (ref_pts, ref_images))
+    assert made["decoders"] == ["vp8dec", "avdec_vp8"]
+    assert src.decoder_fallback.startswith("vp8dec failed after 0 frames (no frame and no error from the decoder")
 
 
 @within(60)

@@ -117,7 +117,7 @@ def test_truncated_avi_is_reported_by_both_readers(gst, tmp_path, reader):
                     "filesink", f"location={whole}"], check=True, timeout=60)
     cut = tmp_path / "cut.avi"
     cut.write_bytes(whole.read_bytes()[: whole.stat().st_size * 55 // 100])
-    from edgeseg.stream.sources.gst_source import avi_header_frames
+    from edgeseg.stream.sources.containers import avi_header_frames
 
     # the header's count is used only for a file shorter than its RIFF size: a whole AVI is left to the demuxer
     # (a variable-frame-rate writer's empty chunks count in that header)
@@ -244,3 +244,32 @@ def test_gstreamer_s_start_up_race_ends_in_an_error_not_a_wait_for_ever(gst, tmp
             list(src)
         src.close()
     assert time.monotonic() - t0 < 40 * 1.5  # each start ends (a hung one waited for ever)
+
+
+@pytest.mark.parametrize("audio", [False, True])
+def test_a_video_codec_without_a_decoder_is_named_not_called_audio_only(gst, tmp_path, audio):
+    """A review: beside an audio track, a video codec with no installed decoder failed with 'reason not-linked' only,
+    which read as 'an audio-only file?'. Every H.264 decoder is ranked out of use for the child process (GStreamer's
+    own GST_PLUGIN_FEATURE_RANK), as on a machine without gstreamer1.0-libav."""
+    import os
+    import subprocess
+    import sys
+
+    from edgeseg.stream import gst as _gst
+
+    clip = tmp_path / "clip.mp4"
+    video = ["videotestsrc", "num-buffers=5", "!", "video/x-raw,width=64,height=48,framerate=25/1", "!", "x264enc",
+             "!", "h264parse", "!", "mux."]
+    sound = ["audiotestsrc", "num-buffers=30", "!", "audioconvert", "!", "avenc_aac", "!", "aacparse", "!", "mux."]
+    if audio and not _gst.has_element("avenc_aac"):
+        pytest.skip("no AAC encoder in this GStreamer")
+    subprocess.run(["gst-launch-1.0", "-q", *video, *(sound if audio else []), "mp4mux", "name=mux", "!", "filesink",
+                    f"location={clip}"], check=True, timeout=60)
+    ranks = ",".join(f"{d}:NONE" for d in ("avdec_h264", "openh264dec", "nvh264dec", "nvv4l2decoder", "vah264dec",
+                                             "vaapih264dec", "v4l2h264dec"))
+    code = ("from edgeseg.stream import GstSource\nsrc = GstSource(%r)\ntry:\n    list(src)\nexcept Exception as e:\n"
+            "    print(e)\nsrc.close()" % str(clip))
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "GST_PLUGIN_FEATURE_RANK": ranks})
+    assert "holds H.264" in run.stdout and "which no installed GStreamer decoder plays" in run.stdout, run.stdout
+    assert "audio-only" not in run.stdout and "fix: install the decoder" in run.stdout

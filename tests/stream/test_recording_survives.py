@@ -125,7 +125,7 @@ def test_a_clip_whose_audio_outlasts_its_picture_is_not_called_truncated(gst, tm
     of audio were 'decoded 10 of the 38 frames its container announces: the file is truncated', exit 2. The video
     track's own duration (tkhd) now sets the count."""
     from edgeseg.stream import gst as _gst
-    from edgeseg.stream.sources.gst_source import mp4_video_duration_ns
+    from edgeseg.stream.sources.containers import mp4_video_duration_ns
 
     if not _gst.has_element("avenc_aac"):
         pytest.skip("no AAC encoder in this GStreamer")
@@ -141,3 +141,7 @@ def test_a_clip_whose_audio_outlasts_its_picture_is_not_called_truncated(gst, tm
     src.close()
     assert len(frames) == 10 and src.expected_frames == 10
     assert mp4_video_duration_ns(str(tmp_path / "nothing.mp4")) is None  # (cut files: test_gst_io.py, test_odd_files.py)
+    with open(clip, "rb") as f:  # redirected into standard input: read as that file, its tracks too (a review)
+        r = _read_stdin(f)
+    assert r.returncode == 0 and r.stdout.split() == ["10", "48", "64"], r.stderr
+    assert "container announces" not in r.stderr and "truncated" not in r.stderr

@@ -35,7 +35,7 @@ from ...structures.records import result_record
 from ...structures.coco_panoptic import segments_info
 from ...structures.frame import Frame
 from ..base import SINKS, Packet, Sink, refuse_input
-from ..._io import commit_file, writable_file, writable_folder
+from ..._io import commit_file, temp_name_prefix, writable_file, writable_folder
 
 log = logging.getLogger("edgeseg.stream")
 
@@ -44,8 +44,8 @@ def _write_fix(e: OSError, option: str) -> str:
     import errno
 
     if e.errno in (errno.ENOSPC, errno.EDQUOT):
-        return f"free space on that disk, or give {option} a path on another one"
-    return f"check that the path can still be written, or give {option} another path"
+        return f"free space on that disk, or write {option} to another one"
+    return f"check that the path can still be written, or write {option} elsewhere"
 
 
 class _Lines:
@@ -77,13 +77,14 @@ class _Lines:
 def _write_whole(path: Path, data: bytes, option: str) -> None:
     """``data`` to ``path`` through a temporary beside it renamed into place (no fsync: one per frame of a stream):
     a full disk leaves no truncated PNG under the frame's name."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f"{temp_name_prefix(path)}{os.getpid()}.tmp")  # a long stem's temporary stays under 255 bytes
     try:
         with open(tmp, "wb") as f:
             f.write(data)
         os.replace(tmp, path)
     except OSError as e:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
         raise StreamError(f"cannot write {path}: {e.strerror or e} (the frames before it are kept)",
                           fix=_write_fix(e, option)) from None
 
@@ -125,7 +126,7 @@ class JsonLinesSink(Sink):
             log.warning("%s exists: this run replaces its lines (an earlier run's results; give another path to keep "
                         "them)", self.path)
         try:
-            self._f = _Lines(self.path, "--json-out")
+            self._f = _Lines(self.path, "the JSON lines (--json-out)")
         except OSError as e:
             raise InputError(f"cannot write {self.path}: {e.strerror or e}") from None
 
@@ -273,7 +274,7 @@ class LabelPngSink(Sink):
         ok, png = cv2.imencode(".png", np.ascontiguousarray(img))
         if not ok:
             raise StreamError(f"cannot encode {path} as PNG ({img.dtype}, {list(img.shape)})")
-        _write_whole(path, png.tobytes(), "--png-dir")
+        _write_whole(path, png.tobytes(), "the PNGs (--png-dir)")
         self.written += 1
         if isinstance(result, PanopticResult):  # image id: the file's stem (as Cityscapes' ids), else the index
             self._annotate(folder, name if isinstance(stem, str) and stem else frame.index, path.name, result)
@@ -283,7 +284,7 @@ class LabelPngSink(Sink):
         f = self._panoptic.get(folder)
         if f is None:  # an earlier run's panoptic.json would describe other PNGs if this run is killed
             (folder / f"{self.prefix}panoptic.json").unlink(missing_ok=True)
-            f = self._panoptic[folder] = _Lines(folder / f"{self.prefix}panoptic.jsonl", "--png-dir")
+            f = self._panoptic[folder] = _Lines(folder / f"{self.prefix}panoptic.jsonl", "the PNGs (--png-dir)")
         seen = self._categories.setdefault(folder, {})
         for seg in result.segments:
             if seg.category_id not in seen:

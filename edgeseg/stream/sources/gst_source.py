@@ -12,15 +12,17 @@ import itertools
 import logging
 import math
 import os
+import re
 import sys
 import time
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 from ..._registry import Registry
 from ...errors import InputError, StreamError
 from ...structures.frame import Frame
 from ..base import SOURCES, FrameBuffer, Source
 from .. import gst as _gst
+from .containers import avi_header_frames, mp4_video_duration_ns
 from .uri import STDIN_LAUNCH, SourceURI, camera_device, parse_source, video_file
 
 log = logging.getLogger("edgeseg.stream")
@@ -178,9 +180,16 @@ def _launch(u: SourceURI) -> str:
     return u.target if "edgeseg_sink" in u.target else f"{u.target} ! {APPSINK}"
 
 
-def _unusable_file(text: str) -> tuple[str, str] | None:
+def _unusable_file(text: str, undecodable: Sequence[str] = ()) -> tuple[str, str] | None:
     """``(what, fix)`` for the errors GStreamer gives a file that holds no playable video, before any frame (its
-    own words were internal: 'Internal data stream error ... reason not-linked', a typefind source path)."""
+    own words were internal: 'Internal data stream error ... reason not-linked', a typefind source path);
+    ``undecodable``: the video codecs no decoder was found for (:func:`undecodable_watch`)."""
+    missing = re.search(r"Missing decoder: (.+?) \(video/", text)
+    if undecodable or missing:
+        codec = undecodable[0] if undecodable else missing.group(1)
+        return (f"holds {codec} video, which no installed GStreamer decoder plays",
+                "install the decoder (gstreamer1.0-libav for most codecs; -plugins-bad for AV1 (dav1d), -plugins-ugly; "
+                "gst-inspect-1.0 | grep -i dec lists those here), or re-encode it to a codec this machine decodes")
     if "reason not-linked" in text:
         return ("holds no video stream GStreamer can link (an audio-only file?)",
                 "give a file with a video track; gst-discoverer-1.0 on it lists its streams")
@@ -218,9 +227,10 @@ def _stdin_is_a_file() -> bool:
 #: a file whose hardware decoder gives no frame (and no error, no end) for this long has hung (NVIDIA's forums
 #: report nvv4l2decoder doing so on some streams): it is replaced as if it had failed
 HARDWARE_STALL_S = 10.0
-#: a file whose pipeline is still starting (no frame, no error, its state change pending) after this long has hit
-#: GStreamer's start-up race (about 1 start in 40 of a cut MP4 waited for ever): it is started again, once
-START_STALL_S = 10.0
+#: a file whose pipeline is still starting after this long (no frame, not one coded frame into the decoder, no error, its
+#: state change pending) has hit GStreamer's start-up race (about 1 start in 40 of a cut MP4 waited for ever): it is
+#: started again, once. Slow storage is not mistaken for it: its coded frames reach the decoder first
+START_STALL_S = 20.0
 PREROLL_TIMEOUT_S = 3.0  # how long opening a file waits for GStreamer to preroll before giving up on its total
 #: how long a network source that never gave a frame keeps trying before the run stops, by scheme: a camera
 #: (rtsp) for ever (a service started before its camera), saying why at every attempt; a file over http 10 s
@@ -244,113 +254,6 @@ def file_frame_total(pipeline: Any, sink_name: str = "edgeseg_sink") -> tuple[in
         return None, fps
     frames = int(round(duration_ns * fps / 1e9))
     return (frames if frames > 0 else None), fps
-
-
-def avi_header_frames(path: str) -> int | None:
-    """The frame count an AVI's main header (``avih`` ``dwTotalFrames``) announces, for a file cut short (shorter
-    than its RIFF header says it is), else None (not an AVI, a whole file, a recording never finalised).
-    GStreamer's ``avidemux`` does not report it: on a cut file (no index) it scans what is there, and its
-    duration is that of the frames left, so the cut went unnoticed. A whole file is left to the demuxer: its
-    header count may include the empty chunks a variable-frame-rate writer puts where frames were dropped."""
-    import struct
-
-    try:
-        with open(path, "rb") as f:
-            head = f.read(4096)
-        size = os.path.getsize(path)
-    except OSError:
-        return None
-    if head[:4] != b"RIFF" or head[8:12] != b"AVI " or size >= struct.unpack_from("<I", head, 4)[0] + 8:
-        return None
-    at = head.find(b"avih", 12)
-    if at < 0 or len(head) < at + 8 + 20:
-        return None
-    total = struct.unpack_from("<I", head, at + 8 + 16)[0]  # after dwMicroSecPerFrame, MaxBytesPerSec, Padding, Flags
-    return total or None
-
-
-def _boxes(data: bytes, start: int = 0, end: int | None = None) -> Iterator[tuple[bytes, int, int]]:
-    """``(type, payload start, box end)`` of the ISO-BMFF boxes in ``data[start:end]``."""
-    import struct
-
-    end = len(data) if end is None else end
-    at = start
-    while at + 8 <= end:
-        size, kind = struct.unpack_from(">I4s", data, at)
-        head = 8
-        if size == 1 and at + 16 <= end:
-            size, head = struct.unpack_from(">Q", data, at + 8)[0], 16
-        elif size == 0:
-            size = end - at
-        if size < head or at + size > end:
-            return
-        yield kind, at + head, at + size
-        at += size
-
-
-def _moov(path: str) -> bytes | None:
-    """The ``moov`` box of an MP4/MOV file (wherever it is: first or last), read by box headers; None when absent."""
-    import struct
-
-    try:
-        with open(path, "rb") as f:
-            size_left = os.fstat(f.fileno()).st_size
-            at = 0
-            while at + 8 <= size_left:
-                f.seek(at)
-                head = f.read(16)
-                if len(head) < 8:
-                    return None
-                size, kind = struct.unpack_from(">I4s", head)
-                header = 8
-                if size == 1 and len(head) == 16:
-                    size, header = struct.unpack_from(">Q", head, 8)[0], 16
-                elif size == 0:
-                    size = size_left - at
-                if size < header:
-                    return None
-                if kind == b"moov":
-                    f.seek(at + header)
-                    return f.read(size - header) if size <= 64 << 20 else None  # an index over 64 MiB: not read
-                at += size
-    except OSError:
-        return None
-    return None
-
-
-def mp4_video_duration_ns(path: str) -> int | None:
-    """The presentation duration of an MP4/MOV file's one video track (its ``tkhd`` duration, edits included, in the
-    movie's timescale), or None (not an MP4, fragmented, no or several video tracks, unreadable). GStreamer reports the
-    container's duration, which is its longest track's: a clip whose audio runs on past the picture was called
-    truncated (25 frames decoded 'of the 75 its container announces')."""
-    import struct
-
-    moov = _moov(path)
-    if not moov:
-        return None
-    timescale, videos = None, []
-    for kind, start, end in _boxes(moov):
-        if kind == b"mvex":  # fragmented: the samples (and the track's length) are in the fragments
-            return None
-        if kind == b"mvhd" and end - start >= 24:
-            version = moov[start]
-            timescale = struct.unpack_from(">I", moov, start + (20 if version == 1 else 12))[0]
-        if kind == b"trak":
-            tkhd_duration, handler = None, None
-            for sub, s0, s1 in _boxes(moov, start, end):
-                if sub == b"tkhd" and s1 - s0 >= 32:
-                    version = moov[s0]
-                    tkhd_duration = (struct.unpack_from(">Q", moov, s0 + 28)[0] if version == 1
-                                     else struct.unpack_from(">I", moov, s0 + 20)[0])
-                if sub == b"mdia":
-                    for leaf, l0, l1 in _boxes(moov, s0, s1):
-                        if leaf == b"hdlr" and l1 - l0 >= 12:
-                            handler = moov[l0 + 8:l0 + 12]
-            if handler == b"vide":
-                videos.append(tkhd_duration)
-    if len(videos) != 1 or not videos[0] or not timescale or videos[0] in (0xFFFFFFFF, 0xFFFFFFFFFFFFFFFF):
-        return None
-    return int(videos[0] * 1_000_000_000 // timescale)
 
 
 _LIVE_SCHEMES = {"rtsp", "v4l2", "csi"}
@@ -379,6 +282,32 @@ def decoder_input_counter(count: Callable[[], None]) -> Callable[[Any, Any, Any]
             pad.add_probe(Gst.PadProbeType.BUFFER, probe)
 
     return on_element
+
+
+def undecodable_watch(found: list[str]) -> Callable[[Any, Any, Any], None]:
+    """A ``deep-element-added`` handler: the video streams a ``decodebin`` finds no decoder for, appended to ``found``
+    as the codec's name (a clip whose video codec has no decoder installed, beside an audio track, failed with
+    'reason not-linked' only, which read as an audio-only file)."""
+    def on_element(_bin: Any, _parent: Any, element: Any) -> None:
+        factory = element.get_factory()
+        if factory is not None and factory.get_name() in ("decodebin", "decodebin3", "uridecodebin"):
+            element.connect("unknown-type", lambda _db, _pad, caps: found.append(_codec_name(caps))
+                            if caps.get_size() and caps.get_structure(0).get_name().startswith("video/") else None)
+
+    return on_element
+
+
+def _codec_name(caps: Any) -> str:
+    try:
+        import gi
+
+        gi.require_version("GstPbutils", "1.0")
+        from gi.repository import GstPbutils
+
+        GstPbutils.pb_utils_init()
+        return GstPbutils.pb_utils_get_codec_description(caps) or caps.get_structure(0).get_name()
+    except (ImportError, ValueError):
+        return caps.get_structure(0).get_name()
 
 
 def hardware_decoder_watch(decoders: dict[str, str]) -> tuple[Callable[[Any, Any, Any], None], ...]:
@@ -470,8 +399,11 @@ class GstSource(Source):
             self.spec.scheme == "launch" and "is-live=true" in self.spec.target)
         self.realtime = realtime
         #: a file read whole: a path, or a video piped into standard input (its frame count is checked at the end)
-        self.piped = self.spec.scheme == "launch" and self.spec.target == STDIN_LAUNCH
-        self._whole_file = self.spec.scheme == "file" or self.piped
+        stdin = self.spec.scheme == "launch" and self.spec.target == STDIN_LAUNCH
+        self.piped = stdin and not _stdin_is_a_file()  # a pipe: its container cannot be read, nor read again
+        #: a regular file redirected into standard input (< clip.mp4): read as that file is
+        self._stdin_file = "/proc/self/fd/0" if stdin and not self.piped else None
+        self._whole_file = self.spec.scheme == "file" or stdin
         self.reconnect = self.spec.bool_opt("reconnect", self.spec.scheme in _RECONNECT_SCHEMES) \
             if reconnect is None else reconnect
         self.backoff_s = backoff_s
@@ -495,6 +427,7 @@ class GstSource(Source):
         self._hardware: dict[str, str] = {}  # this pipeline's hardware decoders: element name -> factory name
         self._error_from: str | None = None  # the element that posted the last error read from the bus
         self._last_pts = -1
+        self._last_shown = -1  # the last delivered frame's stream time (where a restart seeks)
         self._resume: tuple[int, int] | None = None  # after a software restart: (last pts, frames) to skip
         self._retried: set[str] = set()  # hardware decoders this source replaced (each once)
         self._outputs = 0  # frames the current pipeline's decoder gave (delivered, or skipped after a restart)
@@ -510,11 +443,13 @@ class GstSource(Source):
     def open(self) -> "GstSource":
         if self._pipeline is None:
             self._opened_at = self._opened_at or time.perf_counter()
-            self._start()
+            self._start(hold=True)
         return self
 
-    def _start(self, seek_ns: int | None = None) -> None:
-        """Build and start the pipeline; ``seek_ns``: first preroll and seek there (a software restart)."""
+    def _start(self, seek_ns: int | None = None, hold: bool = False) -> None:
+        """Build and start the pipeline; ``seek_ns``: first preroll and seek there (a software restart). ``hold``: the
+        first start (:meth:`open`) of a real-time file waits prerolled for the first read; a restart never does (it
+        was left paused for ever)."""
         Gst = _gst.gst()
         if self.spec.scheme in ("file", "http"):
             _gst.prefer_hardware_decoders()
@@ -538,8 +473,13 @@ class GstSource(Source):
             pipe.connect("deep-element-added", decoder_threads_setter(self.decoder_threads))
         if self._whole_file:
             pipe.connect("deep-element-added", decoder_input_counter(self._count_coded))
-        if self.piped and not _stdin_is_a_file():
+        if self.piped:
             pipe.connect("deep-element-added", _warn_mp4_in_a_pipe)
+        self._undecodable: list[str] = []
+        watch = undecodable_watch(self._undecodable)
+        pipe.connect("deep-element-added", watch)
+        for element in list(pipe.children):  # the launch string's own decodebin (a child, not a deep one)
+            watch(pipe, pipe, element)
         self._hardware, self._error_from = {}, None
         added, removed = hardware_decoder_watch(self._hardware)
         pipe.connect("deep-element-added", added)
@@ -549,7 +489,7 @@ class GstSource(Source):
         self._started_at = time.perf_counter()
         # a file replayed in real time waits, prerolled, for its reader: its clock starts with the first read, not
         # while the bundle loads after open() (the first second of the file was dropped as if late)
-        self._held = seek_ns is None and self.realtime and self.spec.scheme == "file"
+        self._held = hold and seek_ns is None and self.realtime and self.spec.scheme == "file"
         playing = seek_ns is None and not self._held
         if pipe.set_state(Gst.State.PLAYING if playing else Gst.State.PAUSED) == Gst.StateChangeReturn.FAILURE:
             err = self._pop_error(timeout_ns=0)
@@ -604,10 +544,11 @@ class GstSource(Source):
         if self.piped:  # no file to read the tracks or the header of
             self.expected_frames, self.fps = total, fps or self.fps
             return
-        video_ns = mp4_video_duration_ns(self.spec.target)
+        path = self._stdin_file or self.spec.target
+        video_ns = mp4_video_duration_ns(path)
         if video_ns and fps and self._duration_ns and video_ns < self._duration_ns:  # audio runs on past the picture
             self._duration_ns, total = video_ns, int(round(video_ns * fps / 1e9)) or None
-        announced = avi_header_frames(self.spec.target)
+        announced = avi_header_frames(path)
         if announced is not None and (total is None or announced > total):
             total, self._exact_total = announced, True  # a count, not duration x rate: no variable-rate excuse
         self.expected_frames = total
@@ -702,8 +643,9 @@ class GstSource(Source):
             if event is None and self.live and self.reconnect and quiet > self.stall_timeout_s:
                 event, self._error_from = ("error", f"no frame for {self.stall_timeout_s:.1f} s"), None
             waiting_since = waiting_since or time.perf_counter()
-            if event is None and self.spec.scheme == "file" and not self._index \
-                    and time.perf_counter() - waiting_since > START_STALL_S and self._start_stuck():
+            if event is None and self.spec.scheme == "file" and not self._index and not self._coded \
+                    and not self._hardware and time.perf_counter() - waiting_since > START_STALL_S \
+                    and self._start_stuck():  # (a hardware decoder that hangs: HARDWARE_STALL_S replaces it)
                 if not self._restarted_stuck:  # GStreamer's own race: started again once, as nothing was delivered
                     self._restarted_stuck = True
                     log.warning("%s: GStreamer did not start the file within %g s (no frame, no error): starting it "
@@ -743,7 +685,8 @@ class GstSource(Source):
                                       fix="the NVIDIA converter (nvvidconv on JetPack, nvvideoconvert with DeepStream) "
                                           "is missing or refused the decoder's output: check that install "
                                           "(gst-inspect-1.0 nvvidconv)")
-                unusable = _unusable_file(text) if self.spec.scheme == "file" and not self._index else None
+                unusable = _unusable_file(text, self._undecodable) if self.spec.scheme == "file" and not self._index \
+                    else None
                 if unusable is not None:
                     raise StreamError(f"video file {self.spec.target} {unusable[0]}", fix=unusable[1])
                 raise StreamError(f"source {self.uri!r} failed after {self._index} frames: {text}",
@@ -801,7 +744,8 @@ class GstSource(Source):
             return
         if got < want - slack and not self._variable_rate_complete(slack):
             dropped = f" (and {got - self._index} dropped to keep real time)" if got != self._index else ""
-            raise StreamError(f"video file {self.spec.target} decoded {self._index}{dropped} of the {want} frames its "
+            name = "the file redirected into standard input" if self._stdin_file else f"video file {self.spec.target}"
+            raise StreamError(f"{name} decoded {self._index}{dropped} of the {want} frames its "
                               "container announces: the file is truncated or corrupt",
                               fix="every frame that decoded was processed; re-copy or re-record the file")
 
@@ -845,6 +789,7 @@ class GstSource(Source):
         f = Frame(image, pts if shown is None else shown, self._index, self.source_id)
         self._index += 1
         self._last_pts = pts
+        self._last_shown = pts if shown is None else shown
         return f
 
     def _replace_hardware_decoder(self, text: str) -> bool:
@@ -873,7 +818,8 @@ class GstSource(Source):
         replay = self.spec.scheme == "file" and self._index > 0
         self._resume = (self._last_pts, self._index) if replay else None
         self._coded, self._outputs, self._unconfirmed = 0, 0, blamed
-        self._start(seek_ns=self._last_pts if replay and self._last_pts >= 0 else None)
+        # a seek is in stream time (the raw pts of an edit-listed file landed a frame late: one frame lost)
+        self._start(seek_ns=self._last_shown if replay and self._last_pts >= 0 else None)
         return True
 
     def _reconnect(self, kind: str, text: str, lost_at: float) -> None:

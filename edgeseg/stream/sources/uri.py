@@ -58,7 +58,8 @@ def parse_source(text: str | os.PathLike) -> SourceURI:
     s = str(text).strip()
     if not s:
         raise InputError("empty source", fix="give a file path, a URI (file://, rtsp://, test://ball, ...) or a launch string")
-    if "!" in s and not Path(s).expanduser().exists():  # an existing file or folder named 'a ! b.mp4' is a path
+    # an existing file or folder named 'a ! b.mp4' is a path (os.path.exists: a long launch string is no file name)
+    if "!" in s and not os.path.exists(os.path.expanduser(s)):
         return SourceURI(s, "launch", s)
     if s == "-":
         import sys
