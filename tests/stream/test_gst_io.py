@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 
 import numpy as np
 import pytest
@@ -13,7 +12,7 @@ from edgeseg.errors import StreamError
 from edgeseg.stream import (CallbackSink, GstSource, JsonLinesSink, Mp4Sink, Packet, Pipeline, Stage,
                             predictor_stages)
 from edgeseg.structures import Frame
-from stream_helpers import ListSource, decode_mp4_frames
+from stream_helpers import decode_mp4_frames
 
 pytestmark = pytest.mark.gst
 
