@@ -478,7 +478,13 @@ def test_a_signal_while_the_bundle_loads_still_writes_the_stats(media, capsys, m
 
     monkeypatch.setattr(api, "load_predictor", slow_load)
     stats, out = tmp_path / "stats.json", tmp_path / "out.mp4"
-    got, err = run(capsys, "--source", media / "clip.mp4", "--sink", out, "--stats-json", stats)
+    # Python's own Ctrl-C handler, as a terminal gives it (a suite started in the background, e.g. under nohup, runs
+    # with SIGINT ignored)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        got, err = run(capsys, "--source", media / "clip.mp4", "--sink", out, "--stats-json", stats)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert got == code and f"interrupted ({sig.name})" in err
     record = json.loads(stats.read_text())
     assert record["frames"] == 0 and record["processed"] == 0 and record["stopped_by"] == "signal"

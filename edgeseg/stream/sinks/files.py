@@ -88,6 +88,7 @@ def _write_whole(path: Path, data: bytes, option: str) -> None:
         raise StreamError(f"cannot write {path}: {e.strerror or e} (the frames before it are kept)",
                           fix=_write_fix(e, option)) from None
 
+
 def frame_record(frame: Frame, result: Any, packet: Packet | None = None) -> dict:
     """The JSON object for one frame (see the module docstring)."""
     d: dict[str, Any] = {"source": frame.source_id, "index": frame.index, "pts_ns": frame.pts_ns,

@@ -306,7 +306,7 @@ def _codec_name(caps: Any) -> str:
 
         GstPbutils.pb_utils_init()
         return GstPbutils.pb_utils_get_codec_description(caps) or caps.get_structure(0).get_name()
-    except (ImportError, ValueError):
+    except Exception:  # noqa: BLE001 - no GstPbutils typelib (gir1.2-gst-plugins-base-1.0): the caps' own name
         return caps.get_structure(0).get_name()
 
 
