@@ -100,8 +100,7 @@ class Source(abc.ABC):
         if buf is None or getattr(self, "_reading", False):
             return
         self._reading = True
-        with buf._cond:
-            self._skipped_at_start, buf.dropped = buf.dropped, 0
+        self._skipped_at_start = buf.take_dropped()
         if self._skipped_at_start:
             import logging
 
@@ -275,6 +274,12 @@ class FrameBuffer:
             item = self._items.popleft()
             self._cond.notify_all()
             return item
+
+    def take_dropped(self) -> int:
+        """The frames dropped so far, the count starting again from 0."""
+        with self._cond:
+            dropped, self.dropped = self.dropped, 0
+            return dropped
 
     def close(self) -> None:
         with self._cond:

@@ -40,3 +40,15 @@ def decode_mp4_frames(path: Path) -> list[np.ndarray]:
     from video_ref import decode_video_rgb
 
     return decode_video_rgb(path)
+
+
+def write_mp4(path: Path, images, fps: float = 25.0, backend: str = "gstreamer") -> Path:
+    """``images`` (RGB) written by edgeseg's own MP4 sink."""
+    from edgeseg.stream import Mp4Sink
+
+    sink = Mp4Sink(path, fps=fps, backend=backend)
+    sink.open()
+    for i, image in enumerate(images):
+        sink.write(Frame(image, index=i), None)
+    sink.close()
+    return path

@@ -11,6 +11,7 @@ from edgeseg.errors import StreamError
 from edgeseg.stream import GstSource, Mp4Sink, OpenCVSource
 from edgeseg.stream.sinks.video import ENCODERS, GstAppSrcWriter
 from edgeseg.structures import Frame
+from stream_helpers import write_mp4
 
 
 def _decode(path) -> list[np.ndarray]:
@@ -172,12 +173,7 @@ def _plain_mp4(path, frames: int = 5):
 
 def _cut_after_its_index(tmp_path):
     """The sink's own MP4 (first-moov-then-finalise: an index first) cut right after it: no picture left."""
-    whole = tmp_path / "whole.mp4"
-    sink = Mp4Sink(whole, fps=25, backend="gstreamer")
-    sink.open()
-    for i in range(5):
-        sink.write(Frame(np.full((48, 64, 3), 40 * i, np.uint8), index=i), None)
-    sink.close()
+    whole = write_mp4(tmp_path / "whole.mp4", [np.full((48, 64, 3), 40 * i, np.uint8) for i in range(5)])
     data = whole.read_bytes()
     cut = tmp_path / "cut.mp4"
     cut.write_bytes(data[:data.find(b"mdat") + 8])

@@ -6,9 +6,8 @@ import numpy as np
 import pytest
 
 from edgeseg.errors import InputError
-from edgeseg.stream import CallbackSink, Mp4Sink, OpenCVSource, Pipeline, open_source
-from edgeseg.structures import Frame
-from stream_helpers import make_images
+from edgeseg.stream import CallbackSink, OpenCVSource, Pipeline, open_source
+from stream_helpers import make_images, write_mp4
 
 
 def test_image_folder_in_name_order(tmp_path):
@@ -27,12 +26,8 @@ def test_image_folder_in_name_order(tmp_path):
 
 
 def test_video_file_with_opencv_and_realtime_pacing(tmp_path):
-    path = tmp_path / "v.mp4"
-    sink = Mp4Sink(path, fps=50, backend="opencv")
-    sink.open()
-    for i in range(10):
-        sink.write(Frame(np.full((32, 48, 3), 20 * i, np.uint8), index=i), None)
-    sink.close()
+    path = write_mp4(tmp_path / "v.mp4", [np.full((32, 48, 3), 20 * i, np.uint8) for i in range(10)], fps=50,
+                     backend="opencv")
     frames = list(OpenCVSource(str(path)))
     assert len(frames) == 10
     assert [round(f.pts_ns / 1e6) for f in frames] == [20 * i for i in range(10)]
