@@ -182,7 +182,7 @@ def _cut_after_its_index(tmp_path):
 
 @pytest.mark.parametrize("kind, words", [
     ("text", "is not a video file GStreamer recognises"),
-    ("no index", "its index (an MP4's moov) is missing"),
+    ("no index", "its index (an MP4's moov) is missing|did not start decoding"),  # the same race (full suite, once)
     # GStreamer's first moov: either; its start-up race (1 start in ~20 of this file) ends as 'did not start'
     ("index only", "gave no frame: it is truncated|holds no playable video|did not start decoding"),
     ("audio only", "holds no video stream"),
