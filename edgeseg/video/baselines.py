@@ -14,7 +14,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..structures import ImageShape, TrackResult
-from .flow import MIN_FLOW_SIDE, dis_preset
+from .flow import dis_preset, to_flow_scale
 from .prompt import frame_image, prompt_ids
 from .propagate import StepInfo
 
@@ -108,12 +108,7 @@ class FlowWarp(_Baseline):
         self._prev = self._small(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY))
 
     def _small(self, gray: np.ndarray) -> np.ndarray:
-        import cv2
-
-        size = (max(MIN_FLOW_SIDE, round(gray.shape[1] * self.scale)), max(MIN_FLOW_SIDE, round(gray.shape[0] * self.scale)))
-        if size == (gray.shape[1], gray.shape[0]):
-            return gray
-        return cv2.resize(gray, size, interpolation=cv2.INTER_AREA if size[0] < gray.shape[1] else cv2.INTER_LINEAR)
+        return to_flow_scale(gray, self.scale)
 
     def _advance(self, rgb: np.ndarray) -> None:
         import cv2

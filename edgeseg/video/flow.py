@@ -34,6 +34,23 @@ def dis_preset(name: str) -> int:
 MIN_FLOW_SIDE = 16  # DIS flow needs at least 12 pixels a side; tinier frames are upsampled to this for the flow
 
 
+def flow_size(h: int, w: int, scale: float) -> tuple[int, int]:
+    """``(width, height)`` of a frame of ``h`` x ``w`` at the flow's ``scale``, at least :data:`MIN_FLOW_SIDE`
+    on each side (OpenCV's DIS flow refuses frames under 12 pixels: a 2x2 video's propagation crashed)."""
+    return max(MIN_FLOW_SIDE, round(w * scale)), max(MIN_FLOW_SIDE, round(h * scale))
+
+
+def to_flow_scale(image: np.ndarray, scale: float) -> np.ndarray:
+    """``image`` (grey or colour) at :func:`flow_size`: shrunk with ``INTER_AREA``, enlarged with
+    ``INTER_LINEAR``, itself when the size is already right."""
+    import cv2
+
+    size = flow_size(image.shape[0], image.shape[1], scale)
+    if size == (image.shape[1], image.shape[0]):
+        return image
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA if size[0] < image.shape[1] else cv2.INTER_LINEAR)
+
+
 @dataclass(frozen=True)
 class FlowField:
     """Backward flow of one frame pair, kept at the computing resolution.
@@ -101,17 +118,11 @@ class BackwardFlow:
 
     def small_gray(self, gray: np.ndarray) -> np.ndarray:
         """The grey frame at the flow's resolution (kept by the caller as the next 'previous')."""
-        import cv2
-
-        size = self.small_size(*gray.shape[:2])
-        if size == (gray.shape[1], gray.shape[0]):
-            return gray
-        return cv2.resize(gray, size, interpolation=cv2.INTER_AREA if size[0] < gray.shape[1] else cv2.INTER_LINEAR)
+        return to_flow_scale(gray, self.scale)
 
     def small_size(self, h: int, w: int) -> tuple[int, int]:
-        """``(width, height)`` of a frame of ``h`` x ``w`` at the flow's resolution, at least :data:`MIN_FLOW_SIDE`
-        on each side (OpenCV's DIS flow refuses frames under 12 pixels: a 2x2 video's propagation crashed)."""
-        return max(MIN_FLOW_SIDE, round(w * self.scale)), max(MIN_FLOW_SIDE, round(h * self.scale))
+        """``(width, height)`` of a frame of ``h`` x ``w`` at the flow's resolution (:func:`flow_size`)."""
+        return flow_size(h, w, self.scale)
 
     def __call__(self, cur_small: np.ndarray, prev_small: np.ndarray, full_shape: tuple[int, int]) -> FlowField:
         return FlowField(self._dis.calc(cur_small, prev_small, None), (int(full_shape[0]), int(full_shape[1])))

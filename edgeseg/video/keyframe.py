@@ -52,7 +52,7 @@ import numpy as np
 
 from ..errors import InputError, StreamError
 from ..structures import InstanceResult, PanopticResult, SemanticResult
-from .flow import PRESETS, BackwardFlow
+from .flow import PRESETS, BackwardFlow, to_flow_scale
 
 
 @dataclass(frozen=True)
@@ -312,9 +312,7 @@ class KeyframeFlow(BackwardFlow):
         frame and then shrinking it, in 0.48 instead of 0.76 ms at 960x540)."""
         import cv2
 
-        size = self.small_size(*rgb.shape[:2])
-        if size != (rgb.shape[1], rgb.shape[0]):  # the flow's scale, or up to DIS's smallest frame
-            rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA if size[0] < rgb.shape[1] else cv2.INTER_LINEAR)
+        rgb = to_flow_scale(rgb, self.scale)  # the flow's scale, or up to DIS's smallest frame
         return self._to_grid(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY))
 
     def small_gray(self, gray: np.ndarray) -> np.ndarray:

@@ -233,13 +233,15 @@ def test_gstreamer_s_start_up_race_ends_in_an_error_not_a_wait_for_ever(gst, tmp
 
     monkeypatch.setattr(gst_source, "START_STALL_S", 0.5)
     cut = _cut_after_its_index(tmp_path)
-    t0 = time.monotonic()
     for _ in range(40):
+        t0 = time.monotonic()
         src = GstSource(str(cut))
         with pytest.raises(StreamError):
             list(src)
         src.close()
-    assert time.monotonic() - t0 < 40 * 1.5  # each start ends (a hung one waited for ever)
+        # each start ends (a hung one waited for ever); the bound is loose: on a loaded machine an ordinary start
+        # outlasts the shortened wait too, and is started again (40 starts took 90 s beside other work)
+        assert time.monotonic() - t0 < 30
 
 
 @pytest.mark.parametrize("audio", [False, True])

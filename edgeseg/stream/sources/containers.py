@@ -32,53 +32,54 @@ def avi_header_frames(path: str) -> int | None:
     return total or None
 
 
-def _boxes(data: bytes, start: int = 0, end: int | None = None) -> Iterator[tuple[bytes, int, int]]:
-    """``(type, payload start, box end)`` of the ISO-BMFF boxes in ``data[start:end]``."""
+def _header(buf: bytes, at: int, room: int) -> tuple[bytes, int, int] | None:
+    """``(type, header length, box size)`` of the ISO-BMFF box header at ``buf[at:]``, ``room`` bytes being left in
+    its parent (a size of 0 runs to its end); None when the header or the box does not fit."""
     import struct
 
+    if room < 8 or len(buf) < at + 8:
+        return None
+    size, kind = struct.unpack_from(">I4s", buf, at)
+    head = 8
+    if size == 1:
+        if room < 16 or len(buf) < at + 16:
+            return None
+        size, head = struct.unpack_from(">Q", buf, at + 8)[0], 16
+    elif size == 0:
+        size = room
+    if size < head or size > room:
+        return None
+    return kind, head, size
+
+
+def _boxes(data: bytes, start: int = 0, end: int | None = None) -> Iterator[tuple[bytes, int, int]]:
+    """``(type, payload start, box end)`` of the ISO-BMFF boxes in ``data[start:end]``."""
     end = len(data) if end is None else end
     at = start
-    while at + 8 <= end:
-        size, kind = struct.unpack_from(">I4s", data, at)
-        head = 8
-        if size == 1 and at + 16 <= end:
-            size, head = struct.unpack_from(">Q", data, at + 8)[0], 16
-        elif size == 0:
-            size = end - at
-        if size < head or at + size > end:
-            return
+    while (box := _header(data, at, end - at)) is not None:
+        kind, head, size = box
         yield kind, at + head, at + size
         at += size
 
 
 def _moov(path: str) -> bytes | None:
     """The ``moov`` box of an MP4/MOV file (wherever it is: first or last), read by box headers; None when absent."""
-    import struct
-
     try:
         with open(path, "rb") as f:
             size_left = os.fstat(f.fileno()).st_size
             at = 0
-            while at + 8 <= size_left:
+            while True:
                 f.seek(at)
-                head = f.read(16)
-                if len(head) < 8:
+                box = _header(f.read(16), 0, size_left - at)
+                if box is None:
                     return None
-                size, kind = struct.unpack_from(">I4s", head)
-                header = 8
-                if size == 1 and len(head) == 16:
-                    size, header = struct.unpack_from(">Q", head, 8)[0], 16
-                elif size == 0:
-                    size = size_left - at
-                if size < header:
-                    return None
+                kind, head, size = box
                 if kind == b"moov":
-                    f.seek(at + header)
-                    return f.read(size - header) if size <= 64 << 20 else None  # an index over 64 MiB: not read
+                    f.seek(at + head)
+                    return f.read(size - head) if size <= 64 << 20 else None  # an index over 64 MiB: not read
                 at += size
     except OSError:
         return None
-    return None
 
 
 def mp4_video_duration_ns(path: str) -> int | None:
