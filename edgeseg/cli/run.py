@@ -20,10 +20,11 @@ EXAMPLES = (
     "edgeseg run --bundle road --source dashcam.mp4 --prompt car_mask.png --json-out r.jsonl --sink out.mp4  # both",
     "edgeseg run --bundle shapes-instance --source 'synthetic://?frames=100' --track --json-out ids.jsonl  # ids across frames",
     "edgeseg run --bundle road --source ../shared/data/video/dashcam_960x540.mp4 --keyframe-interval 3 --sink out.mp4  # faster",
+    "edgeseg run --bundle road --source rtsp://camera/stream --sink rec.mp4 --segment-s 600 --keep-segments 144  # a day in 10-min files",
 )
 
 # CLI option -> StreamOptions field (None means: keep the recipe's value / the default)
-_FIELDS = ("bundle", "source", "sink", "rtsp_port", "rtsp_address", "show", "json_out", "png_dir", "stats_json",
+_FIELDS = ("bundle", "source", "sink", "segment_s", "keep_segments", "rtsp_port", "rtsp_address", "show", "json_out", "png_dir", "stats_json",
            "realtime", "max_frames", "on_error", "backend", "precision", "target", "threads", "device",
            "queue_size", "fps", "encoder", "source_backend", "alpha", "max_batch", "batch_timeout_ms", "upsample",
            "score_threshold", "prompt", "track", "keyframe_interval", "keyframe_motion", "cv_threads",
@@ -72,6 +73,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("sinks")
     g.add_argument("--sink", metavar="OUT.mp4", action=_Once,
                    help="write the annotated video (H.264; .mp4, .m4v, .mov, .mkv or .avi by the name's suffix)")
+    g.add_argument("--segment-s", type=float, default=None, metavar="SECONDS",
+                   help="with --sink: a new file every SECONDS of video, OUT.00000.mp4, OUT.00001.mp4, ... (each "
+                        "finished, playable, while the next records; numbering goes on after an earlier run's files)")
+    g.add_argument("--keep-segments", type=int, default=None, metavar="N",
+                   help="with --segment-s: keep only the newest N files of the run, removing older ones (loop "
+                        "recording for runs of days)")
     g.add_argument("--encoder", default=None,
                    help="H.264 encoder of --sink and --rtsp-port: x264enc (default; the RTSP sink's low-latency "
                         "x264enc-live), nvv4l2h264enc (Jetson), nvh264enc; one that cannot start here falls back to x264")
@@ -235,6 +242,8 @@ def _warn_unused(args: argparse.Namespace, opts) -> None:
 
     video = bool(opts.sink or opts.rtsp_port or opts.show)
     for option, needs, applies in (("--encoder", "--sink or --rtsp-port", bool(opts.sink or opts.rtsp_port)),
+                                   ("--segment-s", "--sink", bool(opts.sink)),
+                                   ("--keep-segments", "--segment-s", bool(opts.segment_s)),
                                    ("--rtsp-address", "--rtsp-port", bool(opts.rtsp_port)),
                                    ("--alpha", "a video output (--sink, --rtsp-port or --show)", video),
                                    ("--keyframe-motion", "--keyframe-interval N (N > 1)", opts.keyframe_interval != 1),

@@ -54,6 +54,8 @@ class StreamOptions:
     source_backend: str = "auto"  # auto | gstreamer | opencv
     realtime: bool = False
     sink: str | None = None  # MP4 path
+    segment_s: float | None = None  # with sink: a new file every this many seconds of video (NAME.00000.mp4, ...)
+    keep_segments: int | None = None  # with segment_s: keep only the newest this many files (loop recording)
     encoder: str = "x264enc"
     rtsp_port: int | None = None
     rtsp_address: str = "127.0.0.1"
@@ -98,7 +100,8 @@ def build_sinks(opts: StreamOptions, fps: float | None = None) -> list[Sink]:
     sinks: list[Sink] = []
     fps = opts.fps or fps
     if opts.sink:
-        sinks.append(Mp4Sink(opts.sink, fps=fps, encoder=opts.encoder))
+        sinks.append(Mp4Sink(opts.sink, fps=fps, encoder=opts.encoder, segment_s=opts.segment_s,
+                             keep_segments=opts.keep_segments))
     if opts.rtsp_port:
         rtsp_encoder = "x264enc-live" if opts.encoder == "x264enc" else opts.encoder  # a hardware one for both sinks
         sinks.append(RtspServerSink(opts.rtsp_port, opts.rtsp_mount, fps=fps, address=opts.rtsp_address,
@@ -149,6 +152,11 @@ def check_options(opts: StreamOptions) -> None:
         refuse("max_batch", "an integer >= 1")
     if not (_number(opts.log_interval_s) and opts.log_interval_s >= 0):
         refuse("log_interval_s", "a number of seconds >= 0 (0: no periodic log)")
+    if opts.segment_s is not None and not (_number(opts.segment_s) and opts.segment_s > 0):
+        refuse("segment_s", "a number of seconds > 0 (or None: one file)")
+    if opts.keep_segments is not None and (isinstance(opts.keep_segments, bool) or not isinstance(opts.keep_segments, int)
+                                           or opts.keep_segments < 1):
+        refuse("keep_segments", "an integer >= 1 (or None: keep every segment)")
     if opts.rtsp_port is not None and (isinstance(opts.rtsp_port, bool) or not isinstance(opts.rtsp_port, int)
                                        or not 1 <= opts.rtsp_port <= 65535):
         refuse("rtsp_port", "a port number 1..65535 (or None: no RTSP server)")
@@ -332,6 +340,7 @@ def stats_record(pipe: Pipeline, opts: StreamOptions, bundle: Any = None) -> dic
     """What ``stats_json`` holds (``edgeseg run --stats-json``, ``edgeseg.stream(..., stats_json=)``): the run's
     frames, drops, errors and latencies, its batches and keyframes, and the backend chosen."""
     choice = getattr(pipe, "choice", None)
+    segmented = [s for s in pipe.sinks if isinstance(s, Mp4Sink) and s.segment_s]
     bundle = opts.bundle if bundle is None else bundle
     if _is_predictor(bundle):  # a loaded predictor: its bundle's name
         bundle = getattr(getattr(bundle, "bundle", None), "name", None)
@@ -341,7 +350,8 @@ def stats_record(pipe: Pipeline, opts: StreamOptions, bundle: Any = None) -> dic
             "batch_sizes": batch_sizes(pipe), "keyframes": keyframe_counts(pipe),
             "choice": choice.to_dict() if choice is not None else None,
             # several sources: each one's drops, gaps and failure (before: a source that died was only logged)
-            **({"sources": pipe.source.source_records()} if isinstance(pipe.source, MultiSource) else {})}
+            **({"sources": pipe.source.source_records()} if isinstance(pipe.source, MultiSource) else {}),
+            **({"segments": [r for s in segmented for r in s.segment_records()]} if segmented else {})}
 
 
 def unstarted_record(opts: StreamOptions, reason: str, open_s: float) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from ...structures.frame import Frame
 from .. import gst as _gst
 from ..base import SINKS, Packet, Sink, refuse_input
 from ..._io import writable_file
+from .segments import Finisher, Segment, next_free_index, now_iso, segment_frames, segment_path
 
 log = logging.getLogger("edgeseg.stream")
 
@@ -286,12 +287,23 @@ class Mp4Sink(Sink):
 
     With several sources (a :class:`~edgeseg.stream.MultiSource`) each source gets a file of its own beside
     ``path``, ``<stem>.<source>.<suffix>`` (:func:`~edgeseg.stream.sinks.files.source_folder` names it), at that
-    source's frame rate: one file of the cameras' frames interleaved played them at the fastest one's rate."""
+    source's frame rate: one file of the cameras' frames interleaved played them at the fastest one's rate.
+
+    ``segment_s``: a new file every that many seconds of video, ``<stem>.00000.<suffix>``, ... each finished while
+    the next records; ``keep_segments``: only the newest that many are kept (:mod:`~edgeseg.stream.sinks.segments`)."""
 
     name = "mp4"
 
-    def __init__(self, path: str | os.PathLike, fps: float | None = None, encoder: str = "x264enc", backend: str = "auto"):
+    def __init__(self, path: str | os.PathLike, fps: float | None = None, encoder: str = "x264enc", backend: str = "auto",
+                 segment_s: float | None = None, keep_segments: int | None = None):
         self.path = Path(path)
+        self.segment_s = segment_s or None
+        self.keep_segments = keep_segments if self.segment_s else None
+        self.segments: list[Segment] = []  # with segment_s: every file of the run, finished, failed or removed
+        self._file = self.path  # the file being written (a segment's with segment_s)
+        self._next_index = 0
+        self._segment_len = 0
+        self._finisher = Finisher(keep=self.keep_segments)
         self._name = os.fspath(path)  # as given: a trailing "/" says a folder was meant
         self.fps = fps
         self.encoder_name = encoder
@@ -314,7 +326,7 @@ class Mp4Sink(Sink):
 
     @property
     def part(self) -> Path:
-        return self.path.with_name(f"{self.path.stem}.part{self.path.suffix or '.mp4'}")
+        return self._file.with_name(f"{self._file.stem}.part{self._file.suffix or '.mp4'}")
 
     def open(self) -> None:
         if self.backend == "auto":
@@ -336,14 +348,22 @@ class Mp4Sink(Sink):
                 log.warning("%s; writing %s with OpenCV's mp4v instead (%s)", str(e).splitlines()[0], self.path.name,
                             e.fix)
                 self.backend = "opencv"
-        for p in (self.path, self.part):
+        if self.segment_s:  # numbered after an earlier run's segments: none is replaced
+            self._next_index = next_free_index(self.path)
+            self._file = segment_path(self.path, self._next_index)
+        for p in (self._file, self.part):
             refuse_input(p, self._source, "the video sink's file")
-        if self.path.is_file() and not self._source_sink_child and len(self._parts) <= 1:
+        if self.path.is_file() and not self.segment_s and not self._source_sink_child and len(self._parts) <= 1:
             log.warning("%s exists: this run replaces it when it ends (give another --sink to keep it)", self.path)
 
     def _start(self, shape: tuple[int, int]) -> None:
         fps = output_fps(self.fps, self._source)
         self.fps = fps
+        if self.segment_s:
+            self._file = segment_path(self.path, self._next_index)
+            self._next_index += 1
+            self._segment_len = segment_frames(self.segment_s, fps)
+            self.segments.append(Segment(str(self._file), self.frames, now_iso()))
         if self.backend == "gstreamer":
             tail = f"{self.encoder} ! {muxer(self.path.suffix)} ! filesink location={_gst.quote(str(self.part))}"
             self._writer = GstAppSrcWriter(tail, shape, fps, str(self.path))
@@ -357,8 +377,19 @@ class Mp4Sink(Sink):
 
     @property
     def paths(self) -> list[Path]:
-        """The files this sink writes: ``path``, or one per source that gave a frame."""
-        return [c.path for c in self.per_source.values()] if len(self._parts) > 1 else [self.path]
+        """The files this sink writes: ``path``, or one per source that gave a frame (with ``segment_s``: the
+        segments it keeps)."""
+        if len(self._parts) > 1:
+            return [p for c in self.per_source.values() for p in c.paths]
+        if self.segment_s:
+            return [Path(s.file) for s in self.segments if s.state != "removed"]
+        return [self.path]
+
+    def segment_records(self) -> list[dict[str, Any]]:
+        """With ``segment_s``: every file of the run (``stats_json``'s ``segments``), each source's named."""
+        if len(self._parts) > 1:
+            return [{"source": sid, **r} for sid, c in self.per_source.items() for r in c.segment_records()]
+        return [s.to_dict() for s in self.segments]
 
     def _source_sink(self, source_id: str) -> "Mp4Sink":
         from .files import source_folder
@@ -369,7 +400,8 @@ class Mp4Sink(Sink):
             if name is None:  # an id no part announced: named now, and remembered, so no two share a file
                 name = self._names[source_id] = source_folder(source_id, set(self._names.values()))
             sink = Mp4Sink(self.path.with_name(f"{self.path.stem}.{name}{self.path.suffix}"), fps=self.fps,
-                           encoder=self.encoder_name, backend=self.backend)
+                           encoder=self.encoder_name, backend=self.backend, segment_s=self.segment_s,
+                           keep_segments=self.keep_segments)
             sink.bind_source(self._parts.get(source_id))
             sink._source_sink_child = True
             sink.open()
@@ -386,19 +418,42 @@ class Mp4Sink(Sink):
             self.frames += 1
             return
         image = encodable(self._fix(image_of(frame, packet)), self.encoder_name)
+        if self.segment_s:
+            self._finisher.check()  # a segment finished in the background failed (a full disk): said now
+            if self._writer is not None and self.segments[-1].frames >= self._segment_len:
+                self._finisher.submit(self._finishing(), self.segments[-1])
         if self._writer is None:
             self._start(image.shape[:2])
         if self.backend == "gstreamer":
             try:
                 self._writer.push(image)
             except StreamError as e:  # a full disk, a write error: the fragments written so far stay playable
-                kept = (f"the {self.frames} frames written before are in {self.part}, playable up to its last "
-                        f"second (rename it to keep them); " if self.frames else "")
+                n = self.segments[-1].frames if self.segment_s else self.frames
+                kept = (f"the {n} frames written before are in {self.part}, playable up to its last "
+                        f"second (rename it to keep them); " if n else "")
                 raise StreamError(str(e).split("\n  fix:")[0], fix=kept + "free space on that disk or choose "
                                   "another --sink") from None
         else:
             self._writer.write(np.ascontiguousarray(image[..., ::-1]))
         self.frames += 1
+        if self.segment_s:
+            self.segments[-1].frames += 1
+
+    def _finishing(self) -> Any:
+        """Hand the current writer over: a function that finishes its file (EOS, the index, the rename into place);
+        the next frame starts the next file."""
+        w, self._writer = self._writer, None
+        part, file, gst = self.part, self._file, self.backend == "gstreamer"
+
+        def finish() -> None:
+            if gst:
+                w.close()
+            else:
+                w.release()
+            os.replace(part, file)
+            log.info("wrote %s", file)
+
+        return finish
 
     def close(self) -> None:
         sinks, self.per_source = dict(self.per_source), {}
@@ -411,6 +466,15 @@ class Mp4Sink(Sink):
         self.per_source = sinks
         if failure is not None:
             raise failure
+        if self.segment_s:  # the segments in flight, then the last one
+            if self._writer is None:
+                self._finisher.join()
+            else:
+                self._finisher.finish_now(self._finishing(), self.segments[-1])
+            if self.segments:
+                log.info("wrote %d frames in %d segment(s), %s to %s", self.frames, len(self.segments),
+                         Path(self.segments[0].file).name, Path(self.segments[-1].file).name)
+            return
         w, self._writer = self._writer, None
         if w is None:
             return

@@ -1,0 +1,134 @@
+"""A video sink in segments, for runs of days: ``--sink out.mp4 --segment-s 600`` writes ``out.00000.mp4``,
+``out.00001.mp4``, ... each ``segment_s`` seconds of video long. Each file is finished (its index written, renamed from
+its ``.part`` name) while the next one records, so a long run is a series of whole, playable files rather than one
+that grows for ever (and a kill loses at most the segment being written's last second, as before). With
+``keep_segments`` only the newest that many of the run's files are kept (a dash cam's loop recording); files the run
+did not write are never touched, and a run continues the numbering of an earlier one's files instead of replacing
+them. Standard library only; the writers are :class:`~edgeseg.stream.sinks.video.Mp4Sink`'s."""
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from ...errors import StreamError
+
+log = logging.getLogger("edgeseg.stream")
+
+DIGITS = 5  # out.00000.mp4: ten thousand 10-minute segments are 69 days; more get a sixth digit
+
+
+def segment_path(path: Path, index: int) -> Path:
+    """The file of segment ``index`` of a sink named ``path``: ``<stem>.<index, 5 digits>.<suffix>``."""
+    return path.with_name(f"{path.stem}.{index:0{DIGITS}d}{path.suffix}")
+
+
+def next_free_index(path: Path) -> int:
+    """The first segment number after every segment file (or its ``.part``) of ``path`` already in its folder: a
+    second run beside an earlier one's files goes on from them instead of replacing them."""
+    pattern = re.compile(rf"{re.escape(path.stem)}\.(\d{{{DIGITS},}})(?:\.part)?{re.escape(path.suffix)}")
+    try:
+        names = os.listdir(path.parent if str(path.parent) else ".")
+    except OSError:
+        return 0
+    found = [int(m.group(1)) for n in names if (m := pattern.fullmatch(n))]
+    return max(found) + 1 if found else 0
+
+
+def segment_frames(segment_s: float, fps: float) -> int:
+    """Frames in a segment of ``segment_s`` seconds at ``fps`` (the file's timestamps are ``index / fps``)."""
+    return max(1, round(segment_s * fps))
+
+
+@dataclass
+class Segment:
+    """One file of a segmented sink: what ``stats_json`` lists under ``segments``."""
+
+    file: str
+    first_frame: int  # of the sink's frames, 0-based
+    started: str  # local wall-clock time its first frame was written, ISO 8601
+    frames: int = 0
+    state: str = "recording"  # recording -> finished (renamed into place) | failed | removed (keep_segments)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"file": self.file, "first_frame": self.first_frame, "frames": self.frames, "started": self.started,
+                "state": self.state}
+
+
+def now_iso() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+@dataclass
+class Finisher:
+    """Finishes segments in a thread of its own, one after the other, so the sink thread records the next segment
+    meanwhile (closing an MP4 waits for the encoder to drain and the muxer to write the index: a frame-time's worth
+    or more). A failure is kept and raised by :meth:`check` (the next frame's write) or :meth:`join` (the close)."""
+
+    keep: int | None = None  # keep_segments: the newest this many finished files stay
+    failure: StreamError | None = None
+    finished: list[Segment] = field(default_factory=list)
+    _thread: threading.Thread | None = None
+
+    def submit(self, finish: Callable[[], None], segment: Segment) -> None:
+        """Run ``finish()`` (close the writer, rename the file) for ``segment`` after the one before it is done."""
+        before = self._thread
+
+        def run() -> None:
+            if before is not None:
+                before.join()
+            self._finish(finish, segment)
+
+        self._thread = threading.Thread(target=run, name=f"edgeseg-segment-{segment.first_frame}", daemon=True)
+        self._thread.start()
+
+    def finish_now(self, finish: Callable[[], None], segment: Segment) -> None:
+        """The last segment, finished in the caller's thread (after those in flight)."""
+        self.join(raise_failure=False)
+        self._finish(finish, segment)
+        self.check()
+
+    def _finish(self, finish: Callable[[], None], segment: Segment) -> None:
+        try:
+            finish()
+        except Exception as e:  # a full disk, an encoder error: that file stays a .part file, playable to its last second
+            segment.state = "failed"
+            if self.failure is None:
+                self.failure = e if isinstance(e, StreamError) else StreamError(f"{segment.file}: {e}")
+            return
+        segment.state = "finished"
+        self.finished.append(segment)
+        self._prune()
+
+    def _prune(self) -> None:
+        if not self.keep:
+            return
+        while len(self.finished) > self.keep:
+            old = self.finished.pop(0)
+            try:
+                os.remove(old.file)
+                old.state = "removed"
+                log.debug("removed %s (--keep-segments %d)", old.file, self.keep)
+            except FileNotFoundError:  # removed by someone else already
+                old.state = "removed"
+            except OSError as e:  # left in place, said: the loop goes on
+                log.warning("%s: cannot remove it (%s); --keep-segments %d keeps it", old.file,
+                            e.strerror or e, self.keep)
+
+    def check(self) -> None:
+        """Raise the failure of a segment finished in the background, once."""
+        failure, self.failure = self.failure, None
+        if failure is not None:
+            raise failure
+
+    def join(self, raise_failure: bool = True) -> None:
+        thread = self._thread
+        if thread is not None:
+            thread.join()
+        if raise_failure:
+            self.check()

@@ -1,0 +1,133 @@
+"""A video sink in segments (``--segment-s``, ``--keep-segments``): before, a run of days was one MP4 growing for
+ever (finished, and indexed, only when the run ended). Each segment is checked frame by frame: the frames are flat
+grey levels 8 apart, which H.264 and mp4v keep to within 3, so a decoded frame says which input frame it is."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from edgeseg.errors import InputError, StreamError
+from edgeseg.stream import Mp4Sink
+from edgeseg.stream.api import StreamOptions, check_options
+from edgeseg.stream.sinks.segments import next_free_index, segment_frames, segment_path
+from edgeseg.structures import Frame
+from stream_helpers import decode_mp4_frames
+
+
+def _levels(n: int) -> list[np.ndarray]:
+    return [np.full((48, 64, 3), 20 + 8 * i, np.uint8) for i in range(n)]
+
+
+def _decoded_levels(path) -> list[int]:
+    return [int(round((float(f.mean()) - 20) / 8)) for f in decode_mp4_frames(path)]
+
+
+def _record(sink: Mp4Sink, images) -> None:
+    sink.open()
+    for i, image in enumerate(images):
+        sink.write(Frame(image, index=i), None)
+    sink.close()
+
+
+@pytest.mark.parametrize("backend", ["gstreamer", "opencv"])
+def test_each_segment_is_a_whole_file_of_its_frames(tmp_path, backend):
+    if backend == "gstreamer":
+        pytest.importorskip("gi")
+    sink = Mp4Sink(tmp_path / "out.mp4", fps=10, backend=backend, segment_s=1)
+    _record(sink, _levels(23))
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["out.00000.mp4", "out.00001.mp4", "out.00002.mp4"]  # no .part left, no out.mp4
+    assert [_decoded_levels(tmp_path / n) for n in names] == [list(range(0, 10)), list(range(10, 20)), [20, 21, 22]]
+    records = sink.segment_records()
+    assert [(r["first_frame"], r["frames"], r["state"]) for r in records] == [(0, 10, "finished"), (10, 10, "finished"),
+                                                                              (20, 3, "finished")]
+    assert sink.paths == [tmp_path / n for n in names]
+
+
+def test_keep_segments_removes_only_the_run_s_oldest_and_numbering_goes_on(tmp_path):
+    pytest.importorskip("gi")
+    (tmp_path / "out.mp4").write_bytes(b"the user's own file")
+    (tmp_path / "out.00004.mp4").write_bytes(b"an earlier run's segment")
+    sink = Mp4Sink(tmp_path / "out.mp4", fps=10, backend="gstreamer", segment_s=1, keep_segments=2)
+    _record(sink, _levels(23))
+    assert (tmp_path / "out.mp4").read_bytes() == b"the user's own file"  # neither replaced nor counted
+    assert (tmp_path / "out.00004.mp4").read_bytes() == b"an earlier run's segment"
+    assert not (tmp_path / "out.00005.mp4").exists()  # the run's oldest of three
+    assert _decoded_levels(tmp_path / "out.00006.mp4") == list(range(10, 20))
+    assert _decoded_levels(tmp_path / "out.00007.mp4") == [20, 21, 22]
+    assert [r["state"] for r in sink.segment_records()] == ["removed", "finished", "finished"]
+    assert sink.paths == [tmp_path / "out.00006.mp4", tmp_path / "out.00007.mp4"]
+
+
+def test_a_segment_that_cannot_be_finished_is_named_and_the_others_are_whole(tmp_path):
+    """The first segment's .part file removed while it records (a clean-up script, a user): its rename fails in the
+    background; the error names it, and the segments after it are still finished."""
+    pytest.importorskip("gi")
+    sink = Mp4Sink(tmp_path / "out.mp4", fps=10, backend="gstreamer", segment_s=1)
+    sink.open()
+    images = _levels(23)
+    for i, image in enumerate(images[:10]):
+        sink.write(Frame(image, index=i), None)
+    os.remove(tmp_path / "out.00000.part.mp4")
+    failed = None
+    for i, image in enumerate(images[10:], 10):  # the failure is said at a write after it happened, or at the close
+        try:
+            sink.write(Frame(image, index=i), None)
+        except StreamError as e:
+            failed = e
+            break
+    if failed is None:
+        with pytest.raises(StreamError) as e:
+            sink.close()
+        failed = e.value
+    else:
+        sink.close()
+    assert "out.00000" in str(failed)
+    assert sink.segment_records()[0]["state"] == "failed"
+    assert _decoded_levels(tmp_path / "out.00001.mp4")[:1] == [10]
+
+
+def test_segment_names_and_lengths():
+    from pathlib import Path
+
+    assert segment_path(Path("/v/cam.front.mkv"), 12) == Path("/v/cam.front.00012.mkv")
+    assert segment_path(Path("out.mp4"), 123456).name == "out.123456.mp4"  # a sixth digit, not a wrap
+    assert segment_frames(600, 30) == 18000 and segment_frames(0.01, 25) == 1 and segment_frames(1, 29.97) == 30
+
+
+def test_next_free_index_skips_parts_and_other_names(tmp_path):
+    from pathlib import Path
+
+    for name in ("out.00002.part.mp4", "out.00001.mp4", "out.0003.mp4", "outx.00009.mp4", "out.00007.mkv", "out.mp4"):
+        (tmp_path / name).write_bytes(b"")
+    assert next_free_index(tmp_path / "out.mp4") == 3
+    assert next_free_index(tmp_path / "none.mp4") == 0
+    assert next_free_index(Path("/no/such/folder/out.mp4")) == 0
+
+
+@pytest.mark.parametrize("field,value", [("segment_s", 0), ("segment_s", -5), ("segment_s", float("nan")),
+                                         ("keep_segments", 0), ("keep_segments", True), ("keep_segments", 2.5)])
+def test_bad_segment_settings_are_refused_by_name(field, value):
+    with pytest.raises(InputError, match=f"stream option {field} must be"):
+        check_options(StreamOptions(source="synthetic://", sink="out.mp4", **{field: value}))
+
+
+def test_run_cli_writes_segments_and_lists_them_in_its_stats(tmp_path):
+    pytest.importorskip("gi")
+    cmd = [sys.executable, "-m", "edgeseg", "run", "--bundle", "shapes", "--source", "synthetic://?frames=60",
+           "--fps", "20", "--sink", "out.mp4", "--segment-s", "1", "--keep-segments", "2", "--stats-json", "s.json"]
+    r = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    stats = json.loads((tmp_path / "s.json").read_text())
+    assert [(s["file"], s["first_frame"], s["frames"], s["state"]) for s in stats["segments"]] == [
+        ("out.00000.mp4", 0, 20, "removed"), ("out.00001.mp4", 20, 20, "finished"), ("out.00002.mp4", 40, 20, "finished")]
+    assert sorted(p.name for p in tmp_path.glob("out*")) == ["out.00001.mp4", "out.00002.mp4"]
+    assert len(decode_mp4_frames(tmp_path / "out.00002.mp4")) == 20
+    r = subprocess.run([sys.executable, "-m", "edgeseg", "run", "--bundle", "shapes", "--source", "synthetic://?frames=2",
+                        "--keep-segments", "2"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "--keep-segments has no effect without --segment-s" in r.stderr
