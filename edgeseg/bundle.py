@@ -90,7 +90,9 @@ class ModelFile:
         if not isinstance(d, dict):
             raise BundleError(f"{where}: each 'models' entry must be an object with a 'file', got {d!r}")
         if d.get("precision", "fp32") not in PRECISIONS:
-            raise BundleError(f"model {d.get('file')!r} has unknown precision {d.get('precision')!r}")
+            raise BundleError(f"{where}: model {d.get('file')!r} has unknown precision {d.get('precision')!r} (this "
+                              f"edgeseg reads {', '.join(PRECISIONS)})",
+                              fix="a bundle made by a newer edgeseg: upgrade edgeseg; else correct the entry")
         target = d.get("target")
         if target is not None and not isinstance(target, str):
             raise BundleError(f"{where}: model {d.get('file')!r} has a non-string target {target!r}")
@@ -115,6 +117,8 @@ class Manifest:
     files: dict[str, str] = field(default_factory=dict)  # relative path -> sha256
     provenance: dict[str, Any] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
+    #: top-level fields this edgeseg does not know (a newer one's, a user's own): kept when the manifest is rewritten
+    extra: dict[str, Any] = field(default_factory=dict)
     decoder_options: DecoderOptions = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -137,6 +141,7 @@ class Manifest:
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            **self.extra,
             "schema_version": self.schema_version,
             "name": self.name,
             "task": self.task,
@@ -156,6 +161,9 @@ class Manifest:
             raise BundleError(f"{where}: expected a JSON object at the top level")
         version = d.get("schema_version")
         if version != SCHEMA_VERSION:
+            if isinstance(version, str) and version.strip() == str(SCHEMA_VERSION):  # "1" was "unknown ... reads 1"
+                raise BundleError(f"{where}: schema_version is the string {version!r}; it must be the number "
+                                  f"{SCHEMA_VERSION}", fix=f'write "schema_version": {SCHEMA_VERSION} (no quotes)')
             raise BundleError(
                 f"{where}: unknown schema_version {version!r} (this edgeseg reads {SCHEMA_VERSION})",
                 fix="re-export the bundle with this edgeseg version, or upgrade edgeseg",
@@ -168,16 +176,21 @@ class Manifest:
                 input=InputSpec.from_dict(d["input"]),
                 outputs=tuple(OutputSpec.from_dict(o) for o in _list(d, "outputs", where)),
                 models=tuple(ModelFile.from_dict(m, where) for m in _list(d, "models", where, [])),
-                palette=tuple(tuple(int(v) for v in c) for c in d.get("palette", [])),
+                palette=_palette(d.get("palette", []), where),
                 decoder=dict(d.get("decoder", {})),
                 files=_files(d.get("files", {}), where),
                 provenance=dict(d.get("provenance", {})),
                 schema_version=int(version),
+                extra={k: v for k, v in d.items() if k not in _MANIFEST_FIELDS},
             )
         except KeyError as e:
             raise BundleError(f"{where}: missing field {e.args[0]!r}") from None
         except (TypeError, ValueError, InputError) as e:
             raise BundleError(f"{where}: invalid content: {e}") from None
+
+
+_MANIFEST_FIELDS = ("schema_version", "name", "task", "classes", "palette", "input", "outputs", "models", "decoder",
+                    "files", "provenance")
 
 
 def check_relpath(rel: Any, section: str, where: str = MANIFEST) -> str:
@@ -204,6 +217,28 @@ def _list(d: dict[str, Any], key: str, where: str, default: Any = KeyError) -> l
     return v
 
 
+def _starts_like_a_zip(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(4) == b"PK\x03\x04"
+    except OSError:
+        return False
+
+
+def _palette(palette: Any, where: str) -> tuple[tuple[int, int, int], ...]:
+    """The manifest's palette: RGB triples of 0..255 (before, ``[[1, 2]]`` or ``300`` passed ``info`` and raised a
+    traceback when an overlay was drawn)."""
+    import numbers
+
+    if not isinstance(palette, (list, tuple)) or not all(
+            isinstance(c, (list, tuple)) and len(c) == 3 and all(
+                isinstance(v, numbers.Integral) and not isinstance(v, bool) and 0 <= v <= 255 for v in c)
+            for c in palette):
+        raise BundleError(f"{where}: 'palette' must be a list of [R, G, B] colours of integers 0..255, got "
+                          f"{str(palette)[:80]}", fix="correct it, or remove 'palette' (edgeseg then picks colours)")
+    return tuple((int(c[0]), int(c[1]), int(c[2])) for c in palette)
+
+
 def _files(files: Any, where: str) -> dict[str, str]:
     if not isinstance(files, dict):
         raise BundleError(f"{where}: 'files' must be an object mapping file name -> sha256, got {type(files).__name__}",
@@ -223,6 +258,10 @@ def sha256_file(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+#: report.json sections that are JSON objects when edgeseg writes them
+REPORT_OBJECTS = ("parity", "accuracy", "int8", "training", "import", "fuse")
 
 
 class _CacheUnwritable(BundleError):
@@ -259,7 +298,7 @@ class Bundle:
         source = p
         if p.is_file():
             if not zipfile.is_zipfile(p):
-                if p.suffix.lower() == ".zip":
+                if p.suffix.lower() == ".zip" or _starts_like_a_zip(p):  # a cut download renamed NAME.edgeseg too
                     raise BundleError(f"{p}: not a readable .zip (its zip directory is missing: the file is truncated "
                                       "or corrupt)", fix="copy or download the bundle again, or zip its folder anew")
                 raise BundleError(f"{p}: not a bundle (neither a directory nor a .zip)",
@@ -293,7 +332,7 @@ class Bundle:
         if not mpath.is_file():
             raise BundleError(f"{p}: no {MANIFEST}; this is not an edgeseg bundle", fix="create one with 'edgeseg export' or 'edgeseg import'")
         try:
-            data = json.loads(mpath.read_text())
+            data = json.loads(mpath.read_text(encoding="utf-8-sig"))  # a BOM (an editor's UTF-8 with BOM) is fine
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise BundleError(f"{mpath}: not valid JSON ({e})",
                               fix="the manifest is truncated or was edited: restore it from a copy of the bundle, or "
@@ -344,7 +383,14 @@ class Bundle:
                         raise BundleError(f"{zpath}: unsafe path {member!r} in zip")
                 zf.extractall(tmp)
             inner = [d for d in tmp.iterdir() if d.is_dir() and (d / MANIFEST).is_file()]
-            root = tmp if (tmp / MANIFEST).is_file() else (inner[0] if len(inner) == 1 else tmp)
+            if not (tmp / MANIFEST).is_file() and len(inner) != 1:  # before: named the cache folder, left it there
+                raise BundleError(
+                    f"{zpath}: " + (f"holds {len(inner)} bundles ({', '.join(sorted(d.name for d in inner))}), not one"
+                                    if inner else f"no {MANIFEST} at its top or in a folder at its top: not an edgeseg "
+                                                  "bundle"),
+                    fix="zip one bundle folder: zip -r NAME.zip NAME.edgeseg" if inner else
+                        "zip a bundle made by 'edgeseg export' or 'edgeseg import' (zip -r NAME.zip NAME.edgeseg)")
+            root = tmp if (tmp / MANIFEST).is_file() else inner[0]
             os.chmod(root, 0o777 & ~_umask())  # mkdtemp's 0700 would keep other users out of a shared cache
             if fresh and cache.exists():
                 _swap_in(root, cache)
@@ -415,11 +461,12 @@ class Bundle:
         try:
             bundle = cls._new(stage, manifest)
             yield bundle
-            if root.suffix.lower() == ".zip":  # --out model.zip: a .zip file, not a folder named like one
-                bundle.source, bundle.root = root, _zip_into(bundle, root)
-            else:
-                _swap_in(stage, root)
-                bundle.root = bundle.source = root
+            with _folder_lock(root):  # not in the middle of another command's edit of the bundle there
+                if root.suffix.lower() == ".zip":  # --out model.zip: a .zip file, not a folder named like one
+                    bundle.source, bundle.root = root, _zip_into(bundle, root)
+                else:
+                    _swap_in(stage, root)
+                    bundle.root = bundle.source = root
         except BaseException:
             shutil.rmtree(stage, ignore_errors=True)
             raise
@@ -430,26 +477,38 @@ class Bundle:
         system allows; every write replaces a file, so the originals are never touched), swapped in when the
         ``with`` block ends without an error. An error, Ctrl-C or full disk inside leaves the bundle as it
         was (``edgeseg quantize`` writes a model, its ranges, caches and report: never half of them)."""
-        real = self.root.resolve()  # a link (current.edgeseg -> releases/v3.edgeseg) stays a link to the edited bundle
-        stage = _stage_path(real)
-        try:
-            shutil.copytree(real, stage, symlinks=True, copy_function=_link_or_copy)
-        except OSError as e:
-            shutil.rmtree(stage, ignore_errors=True)
-            raise BundleError(f"cannot edit {self.root}: its folder {self.root.parent} takes no new folder "
-                              f"({e.strerror or e})", fix="copy the bundle to a folder you can write to") from None
         zipped = self.source != self.root and self.source.is_file()  # opened from a .zip: root is its unpacked copy
-        try:
-            edit = type(self)(stage, self.manifest, source=self.source)
-            yield edit
-            if zipped:  # the user's bundle is the .zip: written anew (atomically), the unpacked copy filed under it
-                root = _zip_into(edit, self.source.resolve())  # through a link: the zip it points to
-            else:
-                _swap_in(stage, real)
-                root = self.root
-        except BaseException:
-            shutil.rmtree(stage, ignore_errors=True)
-            raise
+        # one writer at a time per folder (a lock on the folder holding the bundle, which every swap leaves in place),
+        # and the edit starts from the bundle as it is now: two quantize runs at once each read the manifest when
+        # they started, and the second swapped in a manifest without the first's model beside the first's report
+        # and calibration (a sha256 mismatch: the bundle no longer opened)
+        with _folder_lock(self.source.resolve() if zipped else self.root.resolve()):
+            now = Bundle.open(self.source, verify=False) if zipped else Bundle._open_folder(self.root.resolve(),
+                                                                                             self.source, False)
+            changed = _changed_between(self.manifest, now.manifest)
+            if changed:
+                raise BundleError(f"{self.source}: {', '.join(changed)} changed while this command ran (another "
+                                  "command or an edit by hand); nothing was written",
+                                  fix="run the command again (commands editing one bundle run one after the other)")
+            real = now.root.resolve()  # a link (current.edgeseg -> releases/v3.edgeseg) stays a link to the edited bundle
+            stage = _stage_path(real)
+            try:
+                shutil.copytree(real, stage, symlinks=True, copy_function=_link_or_copy)
+            except OSError as e:
+                shutil.rmtree(stage, ignore_errors=True)
+                raise BundleError(f"cannot edit {self.root}: its folder {real.parent} takes no new folder "
+                                  f"({e.strerror or e})", fix="copy the bundle to a folder you can write to") from None
+            try:
+                edit = type(self)(stage, now.manifest, source=self.source)
+                yield edit
+                if zipped:  # the user's bundle is the .zip: written anew (atomically), the unpacked copy filed under it
+                    root = _zip_into(edit, self.source.resolve())  # through a link: the zip it points to
+                else:
+                    _swap_in(stage, real)
+                    root = self.root
+            except BaseException:
+                shutil.rmtree(stage, ignore_errors=True)
+                raise
         self.manifest, self.root = edit.manifest, root
         edit.root = root
 
@@ -517,7 +576,17 @@ class Bundle:
 
     @property
     def report(self) -> dict[str, Any]:
-        return self.read_json(REPORT, {}) or {}
+        """``report.json``; a file that is no JSON object, or a section of it that must be one and is not (edited by
+        hand), reads as absent, said (before: an ``AttributeError`` traceback when a backend was chosen)."""
+        report = self.read_json(REPORT, {}) or {}
+        bad = ([REPORT] if not isinstance(report, dict) else
+               [k for k in REPORT_OBJECTS if k in report and not isinstance(report[k], dict)])
+        if not bad:
+            return report
+        log.warning("%s: %s %s no JSON object: read as absent (restore the file from a copy of the bundle)",
+                    self.root / REPORT, "the file" if bad == [REPORT] else "section(s) " + ", ".join(bad),
+                    "is" if len(bad) == 1 else "are")
+        return {} if bad == [REPORT] else {k: v for k, v in report.items() if k not in bad}
 
     def update_report(self, section: str, data: Any) -> None:
         """Set one top-level section of ``report.json`` (``parity``, ``accuracy``, ``int8``, ...)."""
@@ -674,10 +743,13 @@ class _locked:
     """An exclusive ``flock`` on ``path`` for a ``with`` block. The file is opened (created if missing, 0666
     less the umask) when this object is made, so an unusable cache fails there, where the caller turns it into
     its error: for writing where it can be (NFS emulates flock with write locks), else read-only (a lock file
-    another user of a shared cache made). A file system that takes no lock at all leaves the block unlocked
-    (the lock only orders processes unpacking one zip at once), never failed."""
+    another user of a shared cache made); ``folder``: the folder ``path`` itself. A file system that takes no lock at all leaves the block
+    unlocked (the lock only orders processes unpacking one zip, or editing one bundle, at once), never failed."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, folder: bool = False):
+        if folder:  # a folder's own lock (the folder holding a bundle that is being replaced)
+            self.fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+            return
         try:
             self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
         except PermissionError:
@@ -693,6 +765,28 @@ class _locked:
 
     def __exit__(self, *exc: Any) -> None:
         os.close(self.fd)  # releases the lock
+
+
+def _folder_lock(bundle: Path) -> Any:
+    """What a writer of ``bundle`` (a folder or a .zip) holds while it replaces it: a lock on the folder holding it,
+    which the swap of a new copy into place leaves where it is (a lock on the bundle's own folder would stay with the
+    copy set aside). A folder that cannot be opened is not locked (the write itself then says why it fails)."""
+    import contextlib
+
+    try:
+        return _locked(bundle.parent, folder=True)
+    except OSError:
+        return contextlib.nullcontext()
+
+
+def _changed_between(read: Manifest, now: Manifest) -> list[str]:
+    """What another writer changed in a bundle since a command read ``read`` that the command's work rests on (its
+    float model, classes, input, outputs, decoder); other models and files a concurrent command added are kept."""
+    def floats(m: Manifest) -> list[tuple[str, str | None]]:
+        return sorted((x.file, m.files.get(x.file)) for x in m.models if x.precision == "fp32")
+
+    changed = [f for f in ("task", "classes", "input", "outputs", "decoder") if getattr(read, f) != getattr(now, f)]
+    return changed + (["its float model"] if floats(read) != floats(now) else [])
 
 
 def _set_aside_copies(root: Path) -> list[Path]:

@@ -96,7 +96,9 @@ def test_empty_calibration_folder_from_the_cli(tmp_path, monkeypatch, capsys):
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "frames").mkdir()
-    code = main(["quantize", "shapes", "--calib", "frames", "--target", "cpu", "--no-progress"])
+    from edgeseg.paths import shipped_bundle
+
+    code = main(["quantize", str(shipped_bundle("shapes")), "--calib", "frames", "--target", "cpu", "--no-progress"])
     assert code == 2 and "calibration folder frames holds no images" in capsys.readouterr().err
 
 

@@ -391,11 +391,15 @@ def cache_path() -> Path | None:
 
 
 def cache_key(bundle: "Bundle", dev: DeviceInfo, request: Mapping[str, Any]) -> str:
-    """Device, model sha256s and the request (backend, precision, target, device, threads)."""
-    models = sorted((m.file, bundle.manifest.files.get(m.file, "")) for m in bundle.manifest.models)
-    report = bundle.manifest.files.get("report.json", "")
+    """Device, model sha256s, the manifest's input, decoder and classes (an edit of the normalisation or the decoder
+    changes what the gates compared: before, their cached verdicts outlived it) and the request (backend, precision,
+    target, device, threads)."""
+    m = bundle.manifest
+    models = sorted((x.file, m.files.get(x.file, "")) for x in m.models)
+    report = m.files.get("report.json", "")
+    spec = {"input": m.input.to_dict(), "decoder": m.decoder, "classes": list(m.classes)}
     blob = json.dumps({"device": dev.key, "models": models, "report": report, "request": dict(request),
-                       "rules": RULES_VERSION}, sort_keys=True)
+                       "rules": RULES_VERSION, "manifest": spec}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 

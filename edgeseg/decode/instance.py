@@ -43,6 +43,7 @@ clipped, covers no pixel of the image (it lies wholly in the letterbox padding o
 """
 from __future__ import annotations
 
+import logging
 import math
 from typing import TYPE_CHECKING, Mapping
 
@@ -52,6 +53,8 @@ from ..errors import UnsupportedError
 from ..structures import ImageShape, InstanceOptions, InstanceResult
 from . import DECODERS
 from .geometry import boxes_to_image, image_affine
+
+log = logging.getLogger("edgeseg.decode")
 
 if TYPE_CHECKING:
     from ..bundle import Manifest
@@ -522,10 +525,35 @@ def _class_ids(raw: np.ndarray, num_classes: int) -> np.ndarray:
     return np.where(ok, raw, -1).astype(np.int32)
 
 
+_UNLISTED_SAID: set[str] = set()
+
+
+def _say_unlisted(raw: np.ndarray, dropped: np.ndarray, manifest) -> None:
+    """Detections scoring above the threshold whose class id the manifest does not list (its classes shortened by
+    hand, a model of more classes) are dropped, as ids out of range must be: said once per bundle (they went
+    silently: 4 instances of 6 on a frame)."""
+    if manifest.name in _UNLISTED_SAID or not dropped.any():
+        return
+    ids = np.asarray(raw)[dropped]
+    ids = ids[np.isfinite(ids)] if np.issubdtype(ids.dtype, np.floating) else ids
+    ids = sorted({int(v) for v in ids.tolist() if v >= manifest.num_classes})
+    if not ids:
+        return
+    _UNLISTED_SAID.add(manifest.name)
+    log.warning("bundle %r: the model detects class id(s) %s, but its manifest lists %d classes (ids 0..%d): those "
+                "detections are dropped; the manifest's classes must name every class the model detects (restore it "
+                "from a copy, or re-import the model with --classes/--names)", manifest.name,
+                ", ".join(map(str, ids[:5])) + (", ..." if len(ids) > 5 else ""), manifest.num_classes,
+                manifest.num_classes - 1)
+
+
 def _dense_common(outputs, manifest, opts, boxes: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     scores = _one(_named(outputs, manifest, "scores"), "scores", 1).astype(np.float32)
-    classes = _class_ids(_one(_named(outputs, manifest, "classes"), "classes", 1), max(1, manifest.num_classes))
+    raw = _one(_named(outputs, manifest, "classes"), "classes", 1)
+    classes = _class_ids(raw, max(1, manifest.num_classes))
     masks = _one(_named(outputs, manifest, "masks"), "masks", 3)
+    if len(scores) == len(classes):
+        _say_unlisted(raw, (scores > opts.score_threshold) & (classes < 0), manifest)
     if not (len(scores) == len(classes) == len(masks)) or (boxes is not None and len(boxes) != len(scores)):
         raise _layout_error(manifest, outputs, "dense/roi layout: scores, classes, masks (and boxes) must have the same K")
     cand = (scores > opts.score_threshold) & (classes >= 0)

@@ -40,6 +40,7 @@ pass as void, as before (a model's own ignore id: drawn black, named by number).
 from __future__ import annotations
 
 import functools
+import logging
 from typing import TYPE_CHECKING, Mapping
 
 import numpy as np
@@ -48,6 +49,8 @@ from ..errors import InputError, UnsupportedError
 from ..structures import ImageShape, SemanticOptions, SemanticResult
 from . import DECODERS
 from .geometry import content_box
+
+log = logging.getLogger("edgeseg.decode")
 
 if TYPE_CHECKING:
     from ..bundle import Manifest
@@ -73,6 +76,9 @@ def semantic_output(outputs: Mapping[str, np.ndarray], manifest: "Manifest") -> 
     )
 
 
+_MISMATCH_SAID: set[tuple[str, int, int]] = set()
+
+
 def _logits_3d(arr: np.ndarray, manifest: "Manifest", layout: str | None = None) -> tuple[np.ndarray, int]:
     """``[1, C, h, w]`` / ``[1, h, w, C]`` / ``[C, h, w]`` -> (a 3-D view, its channel axis: 0 or 2)."""
     if arr.ndim == 4:
@@ -81,10 +87,19 @@ def _logits_3d(arr: np.ndarray, manifest: "Manifest", layout: str | None = None)
         arr = arr[0]
     if arr.ndim != 3:
         raise UnsupportedError(f"logits must be [1, C, h, w], got shape {list(arr.shape)}")
+    c = manifest.num_classes
     if layout is None:  # infer: channels are the axis that matches the class count (NCHW on ties)
-        c = manifest.num_classes
         layout = "NHWC" if arr.shape[0] != c and arr.shape[2] == c else "NCHW"
-    return arr, (2 if layout == "NHWC" else 0)
+    axis = 2 if layout == "NHWC" else 0
+    if arr.shape[axis] != c and (manifest.name, arr.shape[axis], c) not in _MISMATCH_SAID:
+        _MISMATCH_SAID.add((manifest.name, arr.shape[axis], c))  # once per bundle: said, not repeated per frame
+        log.warning("bundle %r: the model scores %d classes (%s logits %s) but its manifest lists %d (%s%s): %s; the "
+                    "manifest's classes must name every class the model scores, in its order (restore the manifest "
+                    "from a copy, or re-import the model with --classes/--names)", manifest.name, arr.shape[axis],
+                    layout, list(arr.shape), c, ", ".join(manifest.classes[:4]), ", ..." if c > 4 else "",
+                    "the classes past the list are reported by number" if arr.shape[axis] > c
+                    else "the classes past the model's never occur")
+    return arr, axis
 
 
 #: ``+/-inf`` logits (an fp16 overflow) are clamped to ``+/-LOGIT_LIMIT`` before decoding: the same

@@ -131,6 +131,8 @@ def quantize_bundle(bundle, calib: str | CalibrationRecipe | Sequence, target: s
     if max_drop is not None and not (float(max_drop) >= 0 and math.isfinite(float(max_drop))):
         raise InputError(f"--max-drop must be a number >= 0 (the largest metric drop from FP32 allowed), got {max_drop}",
                          fix="e.g. --max-drop 1.0 (one mIoU point); 0 asks INT8 to score at least what FP32 scores")
+    if not isinstance(bundle, Bundle):
+        _refuse_shipped_name(bundle)
     b = bundle if isinstance(bundle, Bundle) else Bundle.open(bundle)
     _check_float_bundle(b)  # before the calibration frames are read: a model quantized already is refused anyway
     profile = _engine_profile(get_profile(target), engine, method)
@@ -485,6 +487,24 @@ def _latency(fp32: Path, int8: Path, feed: dict, threads: int, runtime: str = "o
     return {"fp32": f, "int8": q, "threads": threads, "runtime": "onnxruntime-cpu"}
 
 
+def _refuse_shipped_name(bundle: Any) -> None:
+    """``quantize shapes`` (a shipped bundle's name, no such path here) rewrote the bundle inside the installed package:
+    every user of that installation, and ``edgeseg demo``, then ran the new model, its gate unmeasured when no
+    ``--eval`` was given. Refused, naming the copy to make; its path given explicitly still edits it (a maintainer's
+    rebuild of the shipped bundles)."""
+    from ..paths import shipped_bundle
+
+    text = os.fspath(bundle)
+    if os.path.exists(text) or os.sep in text or (os.altsep and os.altsep in text):
+        return
+    shipped = shipped_bundle(text)
+    if shipped is not None:
+        raise InputError(f"{text!r} names the bundle shipped with edgeseg ({shipped}): quantizing it would change it "
+                         "for every user of this installation",
+                         fix=f"quantize a copy: cp -r {shipped} ./{text}.edgeseg, then edgeseg quantize {text}.edgeseg "
+                             "...; to change the shipped bundle itself, give its path")
+
+
 def _check_openvino_reads(bundle) -> None:
     """An INT8 model for OpenVINO of a graph OpenVINO cannot read would fail after the whole calibration
     (before: a RuntimeError traceback from the compile check, e.g. "No conversion rule found for operations:
@@ -518,7 +538,15 @@ def _write(bundle, report: QuantReport, model: Path, table, recipe: CalibrationR
         if report.met_budget:
             name = f"model.int8.{report.target}.onnx"
             if any(m.file == name for m in b.manifest.models):
-                log.info("replacing the bundle's %s with the new INT8 model", name)
+                before = (b.report.get("int8") or {}).get(report.target)
+                if isinstance(before, dict) and before.get("metric") and isinstance(before.get("int8"), (int, float)) \
+                        and not report.metric:  # an audit: a gated model replaced by an unmeasured one, said at INFO
+                    log.warning("replacing the bundle's %s, gated on %s (%s %.2f), with an INT8 model whose accuracy "
+                                "was not measured (no --eval): backend auto no longer prefers INT8 for it; give --eval "
+                                "DATA to gate the new one", name, (before.get("gate_data") or {}).get("dataset", "data"),
+                                before["metric"], before["int8"])
+                else:
+                    log.info("replacing the bundle's %s with the new INT8 model", name)
             opset = model_opset(onnx.load(str(model), load_external_data=False))
             b.add_model(ModelFile(name, "int8", target=report.target, opset=opset), model)
             files.append(name)

@@ -7,7 +7,8 @@ exporter's conventions here (NHWC, BGR, 0-255 means, ...).
 from __future__ import annotations
 
 import functools
-from dataclasses import asdict, dataclass, field
+import numbers
+from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -274,8 +275,15 @@ class InputSpec:
         d = dict(d)
         if d.get("size") is not None:
             s = d["size"]
+            if not (isinstance(s, dict) and {"height", "width"} <= set(s)) and not (
+                    isinstance(s, (list, tuple)) and len(s) == 2):  # "160x120" was "takes 3 positional arguments"
+                raise InputError(f"input size must be {{\"height\": H, \"width\": W}} or [H, W], got {s!r}")
             d["size"] = ImageShape(int(s["height"]), int(s["width"])) if isinstance(s, dict) else ImageShape(*s)
         for key in ("mean", "std"):
             if key in d:
-                d[key] = tuple(d[key])
+                v = d[key]
+                if not isinstance(v, (list, tuple)) or not all(isinstance(x, numbers.Real) and not isinstance(x, bool)
+                                                               for x in v):  # "0.5" was read character by character
+                    raise InputError(f"input {key} must be a list of numbers, one per channel, got {v!r}")
+                d[key] = tuple(v)
         return cls(**d)

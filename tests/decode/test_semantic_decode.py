@@ -103,12 +103,17 @@ def test_nhwc_logits():
     assert np.array_equal(forced.labels, r.labels)
 
 
-def test_extra_output_channels_keep_their_ids():
-    # a model with a void class (4 channels) in a 3-class bundle: channel 3 wins where it is largest
+def test_extra_output_channels_keep_their_ids(caplog):
+    # a model with a void class (4 channels) in a 3-class bundle: channel 3 wins where it is largest; said once (an
+    # audit: a class name removed from a manifest by hand was reported by number without a word)
     logits = np.zeros((1, 4, 1, 2), np.float32)
     logits[0, 3, 0, 1] = 5
-    r = decode_semantic({"logits": logits}, meta((1, 2)), manifest())
+    with caplog.at_level("WARNING", logger="edgeseg.decode"):
+        for _ in range(3):
+            r = decode_semantic({"logits": logits}, meta((1, 2)), replace(manifest(), name="extra-channel"))
     assert r.labels.tolist() == [[0, 3]]
+    said = [rec.getMessage() for rec in caplog.records if "extra-channel" in rec.getMessage()]
+    assert len(said) == 1 and "scores 4 classes" in said[0] and "lists 3" in said[0] and "by number" in said[0]
 
 
 def test_labels_output_int64_with_letterbox():
