@@ -64,6 +64,22 @@ def test_predict_writes_labels_and_overlay(bundle, tmp_path, capsys):
     assert rep["backend"] == "onnxruntime" and sum(rep["images"][0]["class_pixels"].values()) == 96
 
 
+def test_predict_draws_the_stream_s_overlay(bundle, tmp_path):
+    """An audit: predict's semantic overlay was its own blend without the class legend; the stream, the GStreamer
+    element and predict's instance/panoptic overlays draw with the Renderer (a level apart on half the pixels)."""
+    from edgeseg.stream.overlay import Renderer
+    from edgeseg.structures import SemanticResult
+
+    img = np.random.default_rng(1).integers(0, 256, (120, 160, 3), dtype=np.uint8)
+    write_image(tmp_path / "street.png", img)
+    assert main(["predict", str(bundle.root), str(tmp_path / "street.png"), "--out", str(tmp_path / "o"),
+                 "--backend", "onnxruntime", "--threads", "1"]) == 0
+    labels = read_label(tmp_path / "o" / "street_labels.png")
+    want = Renderer(bundle.manifest.palette_array, bundle.manifest.classes, alpha=0.5, hud=False)(
+        img, SemanticResult(labels=labels))
+    assert np.array_equal(read_image(tmp_path / "o" / "street_overlay.png"), want)
+
+
 def test_predict_bad_inputs(bundle, tmp_path, capsys):
     (tmp_path / "notes.png").write_text("this is not an image")
     (tmp_path / "empty.png").write_bytes(b"")

@@ -45,16 +45,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_json_option(p)
 
 
-def overlay(rgb, labels, palette, alpha: float):
-    """Alpha-blend the class colours over the image: ``(1 - alpha) * image + alpha * colour``."""
-    import numpy as np
-
-    from ..structures import colorize
-
-    colour = colorize(labels, palette).astype(np.float32)
-    return np.clip((1.0 - alpha) * rgb.astype(np.float32) + alpha * colour + 0.5, 0, 255).astype(np.uint8)
-
-
 def _instance_row(path: Path, result, out: Path | None, rgb, alpha: float, palette) -> dict:
     """One image's JSON entry (issue format: class, score, box xyxy, COCO RLE mask) and its PNGs."""
     from ..data.io import write_image, write_label
@@ -209,6 +199,8 @@ def run(args: argparse.Namespace) -> int:
     rows, table, failed = [], [], []
     from tqdm import tqdm
 
+    from ..stream.overlay import Renderer
+
     bar = tqdm(total=len(images), unit="image", leave=False, dynamic_ncols=True,
                disable=args.no_progress or len(images) < 2 or not sys.stderr.isatty())
     coco: dict = {"annotations": [], "categories": {}}  # --out's panoptic.json (panoptic bundles)
@@ -248,7 +240,10 @@ def run(args: argparse.Namespace) -> int:
             if out is not None:
                 labels_png, overlay_png = out / f"{path.stem}_labels.png", out / f"{path.stem}_overlay.png"
                 write_label(labels_png, result.labels.astype(np.uint8))
-                write_image(overlay_png, overlay(rgb, result.labels, predictor.palette, args.alpha))
+                # the stream's renderer, as the instance and panoptic overlays (an audit: predict's own blend, without
+                # the legend, differed from the stream's and the element's frames by a level on half the pixels)
+                write_image(overlay_png, Renderer(predictor.palette, predictor.classes, alpha=args.alpha,
+                                                  hud=False)(rgb, result))
                 row.update(labels=str(labels_png), overlay=str(overlay_png))
             rows.append(row)
             table.append(row)

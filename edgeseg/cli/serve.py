@@ -13,6 +13,7 @@ EXAMPLES = (
     "edgeseg serve road.edgeseg --replicas 2 --max-batch 8 --backend onnxruntime --precision fp32",
     "edgeseg serve road --address 0.0.0.0 --port 8080       # reachable from the LAN: firewall it (docs/deployment.md)",
     "edgeseg serve road --ray-address auto                  # join a running cluster (ray start --head ...)",
+    "edgeseg serve street-instance --score-threshold 0.4   # the server decodes: every client gets this threshold",
     "curl http://127.0.0.1:8000/readyz; curl --data-binary @street.png -H 'Content-Type: image/png' "
     "http://127.0.0.1:8000/v1/bundles/road/predict",
 )
@@ -30,6 +31,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ray-address", default=None,
                    help="an existing Ray cluster ('auto', 'ray://head:10001'); default: start a local one on this machine")
     add_runtime_options(p)
+    g = p.add_argument_group("decoding (the server decodes: remote clients cannot change these)")
+    g.add_argument("--score-threshold", type=float, default=None, metavar="T",
+                   help="instance and panoptic bundles: drop detections scoring below T (a Panoptic-DeepLab: centres "
+                        "scoring at or below T); default: each bundle's")
+    g.add_argument("--upsample", choices=["logits", "labels"], default=None,
+                   help="semantic bundles: upsample logits then argmax (exact, default) or labels (fast)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -40,8 +47,8 @@ def run(args: argparse.Namespace) -> int:
     server = serve(args.bundles, address=args.address, port=args.port, replicas=args.replicas, max_batch=args.max_batch,
                    batch_wait_s=args.batch_wait_ms / 1e3, backend=args.backend, precision=args.precision,
                    threads=args.threads, target=args.target, device=args.device, cpus_per_replica=args.cpus_per_replica,
-                   gpus_per_replica=args.gpus_per_replica,
-                   ray_address=args.ray_address)
+                   gpus_per_replica=args.gpus_per_replica, ray_address=args.ray_address,
+                   decoder={"score_threshold": args.score_threshold, "upsample": args.upsample})
     # Ctrl-C (exit 130) and SIGTERM (exit 143; serve() hands it back from Ray's abort handler) stop the
     # applications and the local Ray instance cleanly
     print(f"serving {', '.join(server.bundles)} at {server.url}  (ready: {server.url}/readyz; Ctrl-C or SIGTERM stops)", flush=True)

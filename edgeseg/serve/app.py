@@ -78,11 +78,16 @@ class BundleReplica:
     side of ``/v1/bundles/NAME/predict`` and ``/v1/bundles/NAME/stats``."""
 
     def __init__(self, name: str, bundle: str, backend: str, precision: str, threads: int, max_batch: int,
-                 batch_wait_s: float, board: Any = None, target: str | None = None, device: str = "auto"):
+                 batch_wait_s: float, board: Any = None, target: str | None = None, device: str = "auto",
+                 decoder: dict[str, Any] | None = None):
         from ..predictor import load
+        from ..structures.decoder_options import overridden
 
         self.name = name
         self.predictor = load(bundle, backend=backend, precision=precision, target=target, device=device, threads=threads)
+        if decoder:  # edgeseg serve --score-threshold / --upsample: checked by serve() before Ray started
+            m = self.predictor.manifest
+            self.predictor.options = overridden(self.predictor.options, decoder, m.task, m.name)
         self.predictor.runner.activate()
         self.predict_batch.set_max_batch_size(max_batch)
         self.predict_batch.set_batch_wait_timeout_s(batch_wait_s)
@@ -220,13 +225,14 @@ def stats_app():
 
 def bundle_apps(bundles: dict[str, str], board: Any, *, replicas: int, max_batch: int, batch_wait_s: float,
                 backend: str, precision: str, threads: int, cpus_per_replica: float,
-                gpus_per_replica: float, target: str | None = None, device: str = "auto") -> dict[str, Any]:
+                gpus_per_replica: float, target: str | None = None, device: str = "auto",
+                decoder: dict[str, Any] | None = None) -> dict[str, Any]:
     """Served name -> the bound application of its replicas (``bundles`` maps each name to what
     ``predictor.load`` opens; ``board``: the StatsBoard's handle)."""
     return {name: BundleReplica.options(
         name="bundle", num_replicas=replicas, max_ongoing_requests=max(4 * max_batch, 16),
         ray_actor_options={"num_cpus": cpus_per_replica, "num_gpus": gpus_per_replica},
-    ).bind(name, source, backend, precision, threads, max_batch, batch_wait_s, board, target, device)
+    ).bind(name, source, backend, precision, threads, max_batch, batch_wait_s, board, target, device, decoder)
         for name, source in bundles.items()}
 
 

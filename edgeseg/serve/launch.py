@@ -15,7 +15,7 @@ import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from ..bundle import Bundle
 from ..errors import BackendUnavailable, EdgesegError, InputError
@@ -79,14 +79,17 @@ def _names(bundles: Sequence[str | os.PathLike]) -> dict[str, str]:
 def serve(bundles: Sequence[str | os.PathLike], address: str = LOOPBACK, port: int = 8000, replicas: int = 1,
           max_batch: int = 8, *, batch_wait_s: float = 0.005, backend: str = "auto", precision: str = "auto",
           threads: int = 0, target: str | None = None, device: str = "auto", cpus_per_replica: float = 1.0,
-          gpus_per_replica: float = 0.0, ray_address: str | None = None, num_cpus: int | None = None) -> Server:
+          gpus_per_replica: float = 0.0, ray_address: str | None = None, num_cpus: int | None = None,
+          decoder: dict[str, Any] | None = None) -> Server:
     """Deploy ``bundles`` on Ray Serve and return once every replica is ready.
 
     address/port: where the HTTP ingress listens (loopback by default; ``0.0.0.0`` exposes it, see
     docs/deployment.md). replicas: per bundle. max_batch: the most frames one replica runs at once
     (``@serve.batch``), waiting at most ``batch_wait_s`` to fill a batch. backend/precision/threads/
     target/device: as :func:`edgeseg.load`, resolved in each replica; a replica that cannot load its
-    bundle so is an :class:`EdgesegError` naming the bundle and the replica's reason. ray_address: an existing cluster (``"auto"``,
+    bundle so is an :class:`EdgesegError` naming the bundle and the replica's reason. decoder: decoder options every
+    replica applies (``{"score_threshold": 0.4}``, ``{"upsample": "labels"}``: ``--score-threshold``, ``--upsample``;
+    a remote client cannot set them), checked against each bundle's task before Ray starts. ray_address: an existing cluster (``"auto"``,
     ``"ray://head:10001"``); None starts a local Ray instance (``num_cpus`` logical CPUs) that
     :meth:`Server.shutdown` stops again.
     """
@@ -100,6 +103,8 @@ def serve(bundles: Sequence[str | os.PathLike], address: str = LOOPBACK, port: i
                              fix=f"--{name.replace('_', '-')} 1 (a replica's share of the machine)")
     backend, precision, device = _check_runtime(backend, precision, threads, device)
     names = _names(bundles)
+    decoder = {k: v for k, v in (decoder or {}).items() if v is not None}
+    _check_decoder(names, decoder)
     ray, rs = _ray()
     from .app import APP_NAME, STATS_APP, bundle_app, bundle_apps, bundle_route, ingress_app, stats_app
 
@@ -129,7 +134,7 @@ def serve(bundles: Sequence[str | os.PathLike], address: str = LOOPBACK, port: i
         board = rs.run(stats_app(), name=STATS_APP, route_prefix=None)
         apps = bundle_apps(names, board, replicas=replicas, max_batch=max_batch, batch_wait_s=batch_wait_s,
                            backend=backend, precision=precision, threads=threads, target=target, device=device,
-                           cpus_per_replica=cpus_per_replica, gpus_per_replica=gpus_per_replica)
+                           cpus_per_replica=cpus_per_replica, gpus_per_replica=gpus_per_replica, decoder=decoder)
         handles = _run_all(rs, [(bundle_app(n), bundle_route(n), app) for n, app in apps.items()])
         rs.run(ingress_app(dict(zip(apps, handles))), name=APP_NAME, route_prefix="/")
     except Exception as e:  # a replica that cannot load its bundle, a proxy that cannot bind: say which and why
@@ -143,6 +148,23 @@ def serve(bundles: Sequence[str | os.PathLike], address: str = LOOPBACK, port: i
     log.info("serving %s at %s (%d replica(s) each, batches up to %d) after %.1f s", ", ".join(names), server.url,
              replicas, max_batch, time.monotonic() - t0)
     return server
+
+
+def _check_decoder(names: dict[str, str], decoder: dict[str, Any]) -> None:
+    """Each bundle takes the decoder options asked for (a semantic bundle has no score threshold), before Ray starts."""
+    if not decoder:
+        return
+    from ..bundle import Bundle
+    from ..structures.decoder_options import overridden
+
+    for name, source in names.items():
+        m = Bundle.open(source, verify=False).manifest
+        try:
+            overridden(m.decoder_options, decoder, m.task, m.name)
+        except InputError as e:
+            raise InputError(f"{name}: {str(e).splitlines()[0]}",
+                             fix="serve bundles that take it, or start one server per setting"
+                             if "does not apply" in str(e) else e.fix) from None
 
 
 def _check_runtime(backend: str, precision: str, threads: int, device: str) -> tuple[str, str, str]:

@@ -165,16 +165,11 @@ def predictor_stages(predictor: Any, render: Renderer | None = None, max_batch: 
         options = getattr(predictor, "options", None)
         if manifest is None or options is None:
             raise InputError(f"{', '.join(overrides)} cannot be changed for this predictor (a remote one decodes on the server)",
-                             fix="set them on the server's bundle, or leave them unset")
-        from ..structures.decoder_options import score_overrides
+                             fix="start the server with them: edgeseg serve BUNDLE --score-threshold T / --upsample "
+                                 "labels; or leave them unset")
+        from ..structures.decoder_options import overridden
 
-        overrides = score_overrides(options, overrides)  # a Panoptic-DeepLab's things: their centre scores
-        fields = set(options.to_dict())
-        wrong = [k for k in overrides if k not in fields]
-        if wrong:
-            raise InputError(f"{', '.join(wrong)} does not apply to {manifest.task} bundles",
-                             fix=f"leave it unset for {manifest.name!r}")
-        opts = options.replace(**overrides)
+        opts = overridden(options, overrides, manifest.task, manifest.name)
         postprocess = functools.partial(decode, manifest=manifest, options=opts)
     stages: list[Stage] = [PreprocessStage(predictor.preprocess), InferenceStage(predictor.runner, max_batch, batch_timeout_s),
                            DecodeStage(postprocess)]

@@ -358,6 +358,18 @@ def score_overrides(options: DecoderOptions, overrides: dict[str, Any]) -> dict[
     return overrides
 
 
+def overridden(options: DecoderOptions, overrides: dict[str, Any], task: str, name: str) -> DecoderOptions:
+    """``options`` with a run's ``upsample``/``score_threshold`` (``None`` values ignored), each on the field that
+    holds it for this decoder; one the task's decoder does not have is an :class:`InputError` naming the task (used by
+    the stream and by ``edgeseg serve``, which checks them before any replica starts)."""
+    overrides = score_overrides(options, {k: v for k, v in overrides.items() if v is not None})
+    fields = set(options.to_dict())
+    wrong = [k for k in overrides if k not in fields]
+    if wrong:
+        raise InputError(f"{', '.join(wrong)} does not apply to {task} bundles", fix=f"leave it unset for {name!r}")
+    return options.replace(**overrides)
+
+
 def decoder_options(task: str, d: dict[str, Any] | None = None) -> DecoderOptions:
     """The typed options of ``task`` from a manifest's ``decoder`` dictionary (validated)."""
     if task not in DECODER_OPTIONS:

@@ -20,6 +20,22 @@ def test_bad_settings_fail_before_ray_starts(kw):
     assert "ray" not in sys.modules or not sys.modules["ray"].is_initialized()
 
 
+@pytest.mark.parametrize("bundle,decoder,words", [
+    ("shapes", {"score_threshold": 0.5}, "shapes: score_threshold does not apply to semantic bundles"),
+    ("shapes-instance", {"upsample": "labels"}, "shapes-instance: upsample does not apply to instance bundles"),
+    ("shapes-instance", {"score_threshold": 1.5}, "score_threshold must be within 0..1, got 1.5"),
+    ("shapes", {"upsample": "bogus"}, "upsample must be logits or labels"),
+])
+def test_decoder_settings_a_bundle_does_not_take_fail_before_ray_starts(bundle, decoder, words):
+    """An audit: a remote client cannot change the decoding (the server decodes), and the refusal said to set it on
+    the server, which had no option for it: `edgeseg serve --score-threshold / --upsample` now, checked first."""
+    import sys
+
+    with pytest.raises(InputError, match=words):
+        serve([bundle], decoder=decoder)
+    assert "ray" not in sys.modules or not sys.modules["ray"].is_initialized()
+
+
 def test_bundles_are_served_by_manifest_name_and_paths_become_absolute(tmp_path):
     from handmade_bundles import conv_bundle
 

@@ -215,3 +215,24 @@ def test_a_stopped_server_is_a_clear_error(server):  # last: stops the module's 
     with pytest.raises(ServerUnavailable) as info:
         remote(rgb)
     assert server.url in str(info.value) and "edgeseg serve" in info.value.fix
+
+
+def test_a_server_started_with_a_score_threshold_decodes_with_it():
+    """After the module's server stopped: one started with --score-threshold answers every client with that
+    threshold's instances (the client cannot set it), equal to a local predictor set so."""
+    from edgeseg.serve import serve
+
+    frames = _frames(4)
+    mine = edgeseg.load("shapes-instance", backend="onnxruntime", precision="fp32", threads=1)
+    default = [len(mine(f)) for f in frames]
+    mine.set_options(score_threshold=0.9)
+    want = [mine(f) for f in frames]
+    assert sum(len(w) for w in want) < sum(default)  # the threshold matters on these frames
+    s = serve(["shapes-instance"], port=_free_port(), backend="onnxruntime", precision="fp32", threads=1,
+              cpus_per_replica=0.25, num_cpus=2, decoder={"score_threshold": 0.9, "upsample": None})
+    try:
+        remote = RemotePredictor(s.url + "/shapes-instance", timeout_s=60.0)
+        for f, w in zip(frames, want):
+            assert_results_equal(remote(f), w)
+    finally:
+        s.shutdown()
