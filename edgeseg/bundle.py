@@ -785,7 +785,10 @@ def _changed_between(read: Manifest, now: Manifest) -> list[str]:
     def floats(m: Manifest) -> list[tuple[str, str | None]]:
         return sorted((x.file, m.files.get(x.file)) for x in m.models if x.precision == "fp32")
 
-    changed = [f for f in ("task", "classes", "input", "outputs", "decoder") if getattr(read, f) != getattr(now, f)]
+    def as_stored(m: Manifest, f: str) -> str:  # as the manifest file holds it: a tuple in memory is a list there
+        return json.dumps(m.to_dict()[f], sort_keys=True, default=str)
+
+    changed = [f for f in ("task", "classes", "input", "outputs", "decoder") if as_stored(read, f) != as_stored(now, f)]
     return changed + (["its float model"] if floats(read) != floats(now) else [])
 
 

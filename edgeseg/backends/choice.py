@@ -16,9 +16,11 @@
 4. The decision is cached per device (:class:`~edgeseg.backends.device.DeviceInfo`: CPU model, ISA
    flags, runtime versions) and model sha256s in ``$EDGESEG_CACHE_DIR/choices.json`` (default
    ``~/.cache/edgeseg``; ``EDGESEG_CACHE_DIR=off`` disables it), like TensorRT's timing cache, and
-   logged with its reason, unless other processes took more than :data:`BUSY_LIMIT` of the CPUs the
-   timing used (:class:`~edgeseg._timing.LoadProbe`): a decision measured on a busy machine
-   is used for that run only, and the next run times again. Passing both a backend and a
+   logged with its reason. When other processes (or other inference of this process) took more than
+   :data:`BUSY_LIMIT` of the CPUs the timing used (:class:`~edgeseg._timing.LoadProbe`), the decision is
+   remembered as measured under load (``under_load``): a later start uses it while the machine is still busy
+   (before, every start of a machine that is always busy timed again, a few seconds, and its choice could
+   differ from run to run) and times again once a short look finds it idle. Passing both a backend and a
    precision pins the choice (nothing is timed).
 """
 from __future__ import annotations
@@ -104,18 +106,21 @@ class Choice:
     excluded: tuple[tuple[Candidate, str], ...] = ()
     device: DeviceInfo | None = None
     notes: tuple[str, ...] = ()
+    under_load: float = 0.0  # the share of the timed CPUs others took, when above BUSY_LIMIT (0: timed on an idle one)
 
     def to_dict(self) -> dict[str, Any]:
         return {"choice": self.candidate.to_dict(), "label": self.candidate.label, "reason": self.reason,
                 "how": self.how, "timings_ms": [{**c.to_dict(), "median_ms": ms} for c, ms in self.timings_ms],
                 "excluded": [{**c.to_dict(), "why": why} for c, why in self.excluded],
-                "device": self.device.to_dict() if self.device else None, "notes": list(self.notes)}
+                "device": self.device.to_dict() if self.device else None, "notes": list(self.notes),
+                **({"under_load": round(self.under_load, 3)} if self.under_load else {})}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], how: str = "cached") -> "Choice":
         return cls(Candidate.from_dict(d["choice"]), d["reason"], how,
                    tuple((Candidate.from_dict(t), float(t["median_ms"])) for t in d.get("timings_ms", ())),
-                   tuple((Candidate.from_dict(t), t["why"]) for t in d.get("excluded", ())), notes=tuple(d.get("notes", ())))
+                   tuple((Candidate.from_dict(t), t["why"]) for t in d.get("excluded", ())), notes=tuple(d.get("notes", ())),
+                   under_load=float(d.get("under_load") or 0.0))
 
 
 # ---- 1. candidates (pure) ---------------------------------------------------------------------------
@@ -485,8 +490,13 @@ def choose(bundle: "Bundle", backend: str = "auto", precision: str = "auto", tar
     path = cache_path() if use_cache else None
     key = cache_key(bundle, dev, request)
     cached = _cached_choice(_read_cache(path).get(key), path, dev, bundle, request)
-    if cached is not None:
-        log.info("backend choice for %s: %s (cached for this device: %s)", bundle.name, cached.candidate.label, cached.reason)
+    if cached is not None and cached.under_load and idle_now(threads):
+        log.info("backend choice for %s: timing again (the cached one was measured while the machine was busy; it is "
+                 "idle now)", bundle.name)
+    elif cached is not None:
+        log.info("backend choice for %s: %s (cached for this device: %s%s)", bundle.name, cached.candidate.label,
+                 cached.reason, "; measured while the machine was busy, kept until a start finds it idle"
+                 if cached.under_load else "")
         return cached, None
     facts = facts or gather_facts(bundle, backend, precision, threads, use_cache)
     cands, excluded = list_candidates(facts, backend, precision, target, device)
@@ -529,17 +539,27 @@ def choose(bundle: "Bundle", backend: str = "auto", precision: str = "auto", tar
         for c, r in runners.items():
             if c != best:
                 r.deactivate()
+    kept = ("remembered as measured under load: later starts use it while the machine stays busy, and time again "
+            "once it is idle")
     if busy > BUSY_LIMIT:
-        notes += (f"other processes took {busy:.0%} of the CPUs the candidates were timed on: this choice is "
-                  "used for this run but not remembered; the next run times again",)
+        notes += (f"other processes took {busy:.0%} of the CPUs the candidates were timed on: this choice is {kept}",)
     elif own > BUSY_LIMIT:
         notes += (f"other inference in this process (another predictor's calls) took {own:.0%} of the CPUs the "
-                  "candidates were timed on: this choice is used for this run but not remembered; the next run times again",)
+                  f"candidates were timed on: this choice is {kept}",)
+    load = max(busy, own) if max(busy, own) > BUSY_LIMIT else 0.0
     choice = Choice(best, reason + " (measured here, side by side)", "measured", tuple(sorted(timings.items(), key=lambda kv: kv[1])),
-                    tuple(excluded), dev, notes)
-    if busy <= BUSY_LIMIT and own <= BUSY_LIMIT:  # else the note says why it is not remembered (logged with the choice)
-        _write_cache(path, key, choice)
+                    tuple(excluded), dev, notes, under_load=load)
+    _write_cache(path, key, choice)
     return _log(bundle, choice), runners[best]
+
+
+def idle_now(threads: int = 0, look_s: float = 0.25) -> bool:
+    """Whether other processes, and other inference of this process, leave the CPUs a timing of ``threads`` would use
+    free now (a look of ``look_s``): a choice cached as measured under load is timed again only then."""
+    probe = LoadProbe().start()
+    time.sleep(look_s)
+    demand = threads if threads > 0 else usable_cores()
+    return probe.contended(demand) <= BUSY_LIMIT and probe.own_inference(demand) <= BUSY_LIMIT
 
 
 def _cached_choice(hit: Any, path: Path | None, dev: DeviceInfo, bundle: "Bundle | None" = None,
@@ -571,7 +591,8 @@ def _cached_choice(hit: Any, path: Path | None, dev: DeviceInfo, bundle: "Bundle
     if not ok:
         log.warning("the cached choice %s cannot run in this process (%s): choosing again", choice.candidate.label, why)
         return None
-    return Choice(choice.candidate, choice.reason, "cached", choice.timings_ms, choice.excluded, dev, choice.notes)
+    return Choice(choice.candidate, choice.reason, "cached", choice.timings_ms, choice.excluded, dev, choice.notes,
+                  under_load=choice.under_load)
 
 
 def _still_usable(c: Candidate) -> tuple[bool, str]:

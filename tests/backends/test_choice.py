@@ -645,9 +645,11 @@ def _spinners(n: int):
     return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
 
 
-def test_a_choice_timed_on_a_busy_machine_is_used_but_not_cached(cache, caplog):
-    """Real load: one spinning process per CPU while the candidates are timed. The probe sees it, the
-    choice is made and used, and it is not remembered; without the spinners the next one is."""
+def test_a_choice_timed_on_a_busy_machine_is_kept_while_it_stays_busy_and_timed_again_once_idle(cache, caplog):
+    """Real load: spinning processes on every CPU while the candidates are timed. The probe sees it, the choice is
+    made, used and remembered as measured under load; a second start while the spinners run uses it (before: every
+    start of an always-busy machine timed again, and its choice could differ run to run); without the spinners the
+    next start times again and remembers a clean timing."""
     import os
     import time
 
@@ -666,26 +668,30 @@ def test_a_choice_timed_on_a_busy_machine_is_used_but_not_cached(cache, caplog):
         assert probe.contended(1) > 0.6  # the spinners took the CPU a one-thread timing needs
         with caplog.at_level(logging.INFO, logger="edgeseg.backends"):
             busy, runner = ch.choose(shapes, threads=1)
+            runner.deactivate()
+            again, runner = ch.choose(shapes, threads=1)
     finally:
         for p in procs:
             p.kill()
             p.wait()
-    assert busy.how == "measured" and runner is not None
-    runner.deactivate()
-    assert any("not remembered" in n for n in busy.notes) and "not remembered" in caplog.text
+    assert busy.how == "measured" and busy.under_load > 0.3
+    assert any("remembered as measured under load" in n for n in busy.notes) and "under load" in caplog.text
+    assert again.how == "cached" and runner is None and again.candidate == busy.candidate and again.under_load > 0.3
 
     def choices():  # the cache's decisions (the gates' verdicts are kept beside them, load or not)
-        return [k for k in (json.loads(cache.read_text()) if cache.exists() else {}) if not k.startswith("gate:")]
+        return {k: v for k, v in (json.loads(cache.read_text()) if cache.exists() else {}).items()
+                if not k.startswith("gate:")}
 
-    assert choices() == []
-    calm, runner = ch.choose(shapes, threads=1)
+    assert [v.get("under_load", 0) > 0.3 for v in choices().values()] == [True]
+    calm, runner = ch.choose(shapes, threads=1)  # idle now: timed again
     if runner is not None:
         runner.deactivate()
-    assert calm.how == "measured" and not any("not remembered" in n for n in calm.notes)
-    assert len(choices()) == 1
+    assert calm.how == "measured" and calm.under_load == 0 and not any("under load" in n for n in calm.notes)
+    assert [v.get("under_load", 0) for v in choices().values()] == [0]
+    assert ch.choose(shapes, threads=1)[0].how == "cached"
 
 
-def test_a_choice_timed_while_another_predictor_of_the_process_infers_is_not_cached(cache, caplog, monkeypatch):
+def test_a_choice_timed_while_another_predictor_of_the_process_infers_is_cached_as_under_load(cache, caplog, monkeypatch):
     """before: /proc/stat less this process's CPU time hid another predictor's calls in this process's own threads,
     so a choice timed beside them was cached as if the machine had been idle. Real calls of a pinned predictor on
     every core run in a thread while the choice is timed on every core; the candidates' own timed calls do not count."""
@@ -716,15 +722,17 @@ def test_a_choice_timed_while_another_predictor_of_the_process_infers_is_not_cac
         worker.join()
         other.close()
     runner.deactivate()
-    assert busy.how == "measured"
-    assert any("other inference in this process" in n and "not remembered" in n for n in busy.notes)
-    assert not [k for k in json.loads(cache.read_text()) if not k.startswith("gate:")] if cache.exists() else True
+    assert busy.how == "measured" and busy.under_load > 0
+    assert any("other inference in this process" in n and "under load" in n for n in busy.notes)
+    entries = {k: v for k, v in json.loads(cache.read_text()).items() if not k.startswith("gate:")}
+    assert [v.get("under_load", 0) > 0 for v in entries.values()] == [True]
 
-    calm, runner = ch.choose(shapes, threads=cores)  # alone: its own timed calls are not load, and it is remembered
+    calm, runner = ch.choose(shapes, threads=cores)  # alone (idle now): timed again; its own calls are not load
     assert runner.cpu_seconds > 0  # they were counted, as the runner's own
     runner.deactivate()
-    assert calm.how == "measured" and not any("not remembered" in n for n in calm.notes)
-    assert len([k for k in json.loads(cache.read_text()) if not k.startswith("gate:")]) == 1
+    assert calm.how == "measured" and calm.under_load == 0 and not any("under load" in n for n in calm.notes)
+    entries = {k: v for k, v in json.loads(cache.read_text()).items() if not k.startswith("gate:")}
+    assert [v.get("under_load", 0) for v in entries.values()] == [0]
 
 
 def test_own_inference_is_a_share_of_the_cpus_the_timing_asked_for(monkeypatch):
