@@ -22,12 +22,15 @@ class Entry(Generic[T]):
 
 
 class Registry(Generic[T]):
-    """Named objects of one kind. ``get`` fails with the closest names when a name is unknown."""
+    """Named objects of one kind. ``get`` fails with the closest names when a name is unknown; ``meanings`` maps
+    words users give for what an entry means (``gpu`` for the ``tensorrt`` target) to the suggestion, before
+    spelling does (``gpu`` was "did you mean cpu?")."""
 
-    def __init__(self, kind: str, error: type[EdgesegError] = EdgesegError):
+    def __init__(self, kind: str, error: type[EdgesegError] = EdgesegError, meanings: dict[str, str] | None = None):
         self.kind = kind
         self._error = error
         self._entries: dict[str, Entry[T]] = {}
+        self._meanings = {k.lower(): v for k, v in (meanings or {}).items()}
 
     def register(self, name: str | None = None, **meta: Any) -> Callable[[T], T]:
         def deco(obj: T) -> T:
@@ -51,6 +54,8 @@ class Registry(Generic[T]):
             close = [by_lower[c] for c in (difflib.get_close_matches(str(name).lower(), users, n=3)
                                            or difflib.get_close_matches(str(name).lower(), list(by_lower), n=3))]
             hint = f"did you mean {', '.join(close)}?" if close else f"known: {', '.join(sorted(self._entries)) or 'none'}"
+            if str(name).lower() in self._meanings:
+                hint = f"did you mean {self._meanings[str(name).lower()]}?"
             raise self._error(f"unknown {self.kind} {name!r}", fix=hint) from None
 
     def get(self, name: str) -> T:

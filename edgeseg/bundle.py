@@ -610,7 +610,11 @@ class Bundle:
         if not cands:
             have = ", ".join(f"{m.precision}" + (f"/{m.target}" if m.target else "") + (f" ({m.weights} weights)" if m.weights else "")
                              for m in self.manifest.models) or "none"
-            fix = "run 'edgeseg quantize' to add an INT8 model" if precision == "int8" else None
+            fix = (f"run 'edgeseg quantize {self.root} --calib RECIPE' to add an INT8 model (RECIPE: camvid, street, "
+                   "dashcam, synthetic:64, or your frames' folder)" if precision == "int8" else None)
+            if precision == "bf16":
+                fix = ("bf16 is OpenVINO's precision (it runs the float model in bf16 where the CPU has it): "
+                       "--backend openvino --precision bf16, or --precision fp32 here")
             if precision == "fp16":
                 fix = ("fp16 is TensorRT's precision (--backend tensorrt builds it from the float model); ONNX Runtime "
                        "and OpenVINO run the float model as it is stored: --precision fp32 (or auto)")

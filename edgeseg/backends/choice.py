@@ -512,6 +512,10 @@ def choose(bundle: "Bundle", backend: str = "auto", precision: str = "auto", tar
                                      "ships it), or leave the device to auto / cpu" if device not in ("auto", "cpu")
                                  else (f"install what the line above says {backend} needs, or use backend auto "
                                        "(--backend auto)" if backend != "auto" else
+                                       f"no runtime here runs {precision}"
+                                       + (" (TensorRT's precision: an NVIDIA GPU)" if precision == "fp16" else "")
+                                       + ": leave the precision to auto (--precision auto), which picks among what "
+                                         "runs here" if precision != "auto" else
                                        "pip install onnxruntime, or ask for another precision"))
     if len(cands) == 1:
         choice = Choice(cands[0], "the only candidate", "only candidate", excluded=tuple(excluded), device=dev, notes=notes)

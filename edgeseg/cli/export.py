@@ -26,7 +26,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="a registered model name (random weights; see 'edgeseg models') or a checkpoint file")
     p.add_argument("--out", required=True, help="bundle directory to create")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--num-classes", type=int, default=None, help="number of classes (names class_0..)")
+    g.add_argument("--num-classes", type=int, default=None, help="number of classes (names class_0..; default: the model's own, 21 for most, said)")
     g.add_argument("--classes", default=None, help="'camvid', or a file with one class name per line")
     p.add_argument("--size", default=None, help="network input size WxH (default: the checkpoint's, else 480x360)")
     p.add_argument("--name", default=None, help="bundle name (default: from --out)")
@@ -110,7 +110,12 @@ def _source(args: argparse.Namespace, num_classes: int | None):
     logging.getLogger("edgeseg.export").warning("exporting %s with random weights (no checkpoint given)", args.model)
     kwargs = {"thing_classes": _things(args.things)} if getattr(args, "things", None) else {}
     kwargs.update(_unpool_build(args, lambda: args.model))
-    return create_model(args.model, num_classes=num_classes, **kwargs), {}, {"weights": "random"}
+    model = create_model(args.model, num_classes=num_classes, **kwargs)
+    if num_classes is None:  # an audit: 21 classes (the model's default) came out without a word
+        logging.getLogger("edgeseg.export").warning(
+            "no --num-classes or --classes: %s is built with its default %d classes (class_0..); give --num-classes N "
+            "or --classes FILE for your dataset's", args.model, model.num_classes)
+    return model, {}, {"weights": "random"}
 
 
 def _unpool_build(args: argparse.Namespace, model_name) -> dict:

@@ -6,12 +6,12 @@ import argparse
 NAME = "quantize"
 HELP = "compress a bundle to INT8 (Q/DQ ONNX per target), gated by the task metric"
 EXAMPLES = (
-    "edgeseg quantize road.edgeseg --calib calibration/camvid.toml --target tensorrt",
+    "edgeseg quantize road.edgeseg --calib camvid --target tensorrt",
     "edgeseg quantize road.edgeseg --calib camvid --target cpu --eval camvid:../shared/data/camvid --split val --max-drop 1.0",
     "edgeseg quantize road.edgeseg --calib ../shared/data/video/dashcam_960x540.mp4 --frames 100 --method percentile --target tensorrt",
     "edgeseg quantize road.edgeseg --calib synthetic:64 --target cpu --sensitivity --json int8.json",
     "edgeseg quantize big.edgeseg --calib camvid --target cpu --eval camvid:../shared/data/camvid --max-drop 0.5 --ranking error",
-    "edgeseg quantize road.edgeseg --calib calibration/camvid.toml --target openvino --eval camvid:../shared/data/camvid",
+    "edgeseg quantize road.edgeseg --calib camvid --target openvino --eval camvid:../shared/data/camvid",
     "edgeseg quantize road.edgeseg --calib street --target openvino --keep-float node_conv2d,node_conv2d_1 "
     "--eval cityscapes-camvid:../shared/data/cityscapes_panoptic --split val --max-drop 0.5",
 )

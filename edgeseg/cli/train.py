@@ -21,7 +21,7 @@ EXAMPLES = (
     "edgeseg train deeplabv3plus_mobilenetv2 --data camvid:../shared/data/camvid --epochs 30 --lr 0.01 "
     "--init runs/road/model.safetensors --crop 384x288 --out runs/road-ft   # fine-tune",
     "edgeseg train deeplabv3plus_mobilenetv3_small --data camvid:MY_FRAMES --epochs 10 --lr 0.005 "
-    "--init edgeseg/zoo/road.edgeseg --crop 256x192 --out runs/my-road   # fine-tune a shipped bundle",
+    "--init road --crop 256x192 --out runs/my-road   # fine-tune a shipped bundle",
     "edgeseg train pspnet_resnet18 --encoder hrnetv2_w18_small --data camvid:../shared/data/camvid --epochs 30 "
     "--out runs/psp-hrnet   # any decoder on HRNetV2 (edgeseg models --encoders)",
     "edgeseg train deeplabv3plus_mobilenetv3_small --data camvid:MY_FRAMES --epochs 1 --lr 0.001 --rare-sampling 0.01 "
@@ -32,7 +32,7 @@ EXAMPLES = (
     "../shared/data/cityscapes_panoptic' --epochs 1 --lr 0.001 --init road --teacher 'none;road+street-semantic' "
     "--teacher-flip --out runs/road-kd   # distil an ensemble into road on the Cityscapes frames",
     "edgeseg train deeplabv3plus_mobilenetv3_small --data panoptic-semantic:../shared/data/cityscapes_panoptic "
-    "--size 640x320 --epochs 3 --lr 0.005 --init edgeseg/zoo/road.edgeseg --out runs/street-sem   "
+    "--size 640x320 --epochs 3 --lr 0.005 --init road --out runs/street-sem   "
     "# 19 new classes from road's body (then: edgeseg fuse it with an instance model)",
 )
 

@@ -24,7 +24,7 @@ EXAMPLES = (
     "edgeseg vos ../shared/data/davis2016/JPEGImages/480p/blackswan "
     "--prompt ../shared/data/davis2016/Annotations/480p/blackswan/00000.png --out preds/blackswan --stats-json stats.json",
     "edgeseg vos frames/ --prompt ids.png --out masks/ --method flow-warp --threads 2   # the plain-flow baseline",
-    "edgeseg eval-vos preds/ --data davis:../shared/data/davis2016 --json jf.json",
+    "edgeseg eval-vos preds/ --data davis:../shared/data/davis2016 --sequences blackswan --json jf.json",
 )
 METHODS = ("propagator", "flow-warp", "copy-first")
 
@@ -333,7 +333,7 @@ def _check_pred_folders(pred_root: Path, names: list[str]) -> None:
         return
     have = [n for n in names if n not in absent]
     flat = any(p.suffix.lower() == ".png" for p in pred_root.iterdir())
-    if flat:
+    if flat and not have:  # some sequences' folders exist: the PNGs beside them are something else's
         fix = (f"the PNGs sit in {pred_root} itself: predictions go in one folder per sequence, "
                f"{pred_root}/SEQUENCE/FRAME.png (`edgeseg vos ... --out {pred_root}/{absent[0]}`)")
     elif have:

@@ -114,9 +114,14 @@ class CamVid(SegmentationDataset):
                 raise DataError(f"CamVid {ann_dir} lacks labels for {len(missing)} image(s): {', '.join(missing[:5])}")
             return [(p, ann_dir / p.name) for p in imgs]
         known = sorted(p.stem for p in self.root.glob("*.txt"))
+        other = ""
+        if not known:  # not a CamVid root at all: say what one holds, and the kind a COCO-panoptic folder is
+            other = (f"; a CamVid root holds {self.split}/ + {self.split}annot/ (or {self.split}.txt)" +
+                     ("; this folder holds COCO-panoptic files: cityscapes-camvid:ROOT (Cityscapes' classes mapped onto "
+                      "CamVid's) or panoptic-semantic:ROOT" if any(self.root.glob("panoptic_*.json")) else ""))
         raise DataError(
             f"CamVid split {self.split!r} not found in {self.root}: no {list_file.name} and no {img_dir.name}/ + {ann_dir.name}/",
-            fix=f"available splits: {', '.join(known) or 'none'}",
+            fix=f"available splits: {', '.join(known) or 'none'}{other}",
         )
 
     def _pairs_from_list(self, list_file: Path) -> list[tuple[Path, Path]]:

@@ -181,7 +181,8 @@ def load_model_weights(model: nn.Module, path: str | Path, what: str = "the mode
 
     path = Path(path)
     if not path.exists():
-        raise ModelError(f"weights {path} not found", fix="give a checkpoint, a model.onnx or an .edgeseg bundle")
+        raise ModelError(f"weights {path} not found", fix="give a checkpoint, a model.onnx, an .edgeseg bundle or a shipped bundle's name (road, "
+                                                           "street-semantic, ...)")
     state, folded = read_weights_source(path)
     left = class_layer_names(model.state_dict(), state, new_classes) if new_classes else []
     done, unfolded = load_folded_state(model, {k: v for k, v in state.items() if k not in left}, folded)

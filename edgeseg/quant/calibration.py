@@ -124,7 +124,8 @@ def load_recipe(path: str | os.PathLike) -> CalibrationRecipe:
     """Parse a ``calibration/*.toml`` recipe (a ``[calibration]`` table, or the keys at the top)."""
     p = Path(path)
     data, base_dir = load_toml_recipe(p, kind="calibration recipe", error=DataError,
-                                      fix="see calibration/README.md for the recipes")
+                                      fix="a recipe is a TOML file with a [calibration] table (docs/quantization.md), or give a shipped "
+                                          "recipe's name: camvid, street, dashcam, synthetic")
     table = data.get("calibration", data)
     known = {f.name for f in fields(CalibrationRecipe)} - {"base_dir", "name"}
     unknown = sorted(set(table) - known - {"description"})

@@ -149,7 +149,8 @@ def check_bundle(bundle, target: str, precision: str = "fp32", model_target: str
                                  "graph a detector exports for TensorRT)", fix="add --precision int8, or drop --model-target")
             raise InputError(f"bundle {b.name} has no INT8 model for target {model_target!r} "
                              f"(it has: {', '.join(targeted) or 'no INT8 model'})",
-                             fix=f"use --model-target {targeted[0]}" if targeted else f"run 'edgeseg quantize {b.root}' first")
+                             fix=f"use --model-target {targeted[0]}" if targeted else f"run 'edgeseg quantize {b.root} --calib RECIPE' first (RECIPE: camvid, street, "
+                                                                    "dashcam, synthetic:64, or your frames' folder)")
     want = model_target
     if precision == "int8" and want is None:
         want = "tensorrt" if target.startswith("tensorrt") else {"onnxruntime": "cpu"}.get(target, target)
@@ -166,14 +167,16 @@ def check_bundle(bundle, target: str, precision: str = "fp32", model_target: str
                 "info", "stand-in-model",
                 f"bundle has no INT8 model made for {want}; checked the one made for {cands[0].target or 'no target'} "
                 f"({cands[0].file}), which the {want} backend runs in its place",
-                fix=f"run 'edgeseg quantize {b.root} --target {want}' for a model made for it"))
+                fix=f"run 'edgeseg quantize {b.root} --target {want} --calib RECIPE' for a model made for it"))
     if not cands and precision == "int8":  # TensorRT takes no other target's Q/DQ model in its place
         return CheckReport(target, str(b.root), precision, (Finding(
-            "error", "no-model", f"bundle has no INT8 model for {want}", f"run 'edgeseg quantize {b.root} --target {want}'"),))
+            "error", "no-model", f"bundle has no INT8 model for {want}", f"run 'edgeseg quantize {b.root} --target {want} --calib RECIPE' (RECIPE: camvid, street, dashcam, "
+            "synthetic:64, or your frames' folder)"),))
     if not cands:  # an FP32 graph for every target
         cands = [m for m in b.manifest.models if m.precision == precision]
     if not cands:
-        fix = f"run 'edgeseg quantize {b.root} --target {want}'" if precision == "int8" else None
+        fix = (f"run 'edgeseg quantize {b.root} --target {want} --calib RECIPE' (RECIPE: camvid, street, dashcam, "
+               "synthetic:64, or your frames' folder)" if precision == "int8" else None)
         return CheckReport(target, str(b.root), precision, (Finding(
             "error", "no-model", f"bundle has no {precision} model{' for ' + want if want else ''}", fix or ""),))
     report = check_model(b.root / cands[0].file, target, precision)

@@ -37,6 +37,7 @@ import logging
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -236,6 +237,31 @@ def _config(name: str, spec, output: str, num_classes: int, precision: str, colo
     return "\n".join([head, "[property]", *body]) + "\n"
 
 
+def _check_opset(model: Any, trt_version: str, name: str) -> None:
+    """The model's opset against what ``trt_version``'s ONNX parser takes (:func:`~edgeseg.quant.trt_ops.opset_bounds`):
+    an audit's ``--trt-version 8.5.2`` (JetPack 5.1) wrote an opset-19 model that nvinfer there refuses to parse."""
+    from .trt_ops import opset_bounds
+
+    try:
+        version = tuple(int(x) for x in str(trt_version).split(".")[:2])
+    except ValueError:
+        return  # the calibration cache's version check names a malformed one
+    if len(version) < 2:
+        version = (version[0], 0)
+    opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
+    lo, hi = opset_bounds(version)
+    if opset <= lo:
+        return
+    if lo == hi or (hi is not None and opset > hi):
+        raise InputError(f"bundle {name!r} is ONNX opset {opset}; TensorRT {trt_version} parses opsets up to {lo}",
+                         fix=f"export the model from its checkpoint with --opset {lo} (edgeseg export CHECKPOINT "
+                             f"--opset {lo} ...; edgeseg check --target tensorrt-{version[0]}.{version[1]} checks it) and "
+                             "write that bundle; the shipped bundles are opset 19, which TensorRT 9.2 and 10.x (JetPack "
+                             "6.1, DeepStream 7.1) parse")
+    log.warning("bundle %r is ONNX opset %d; TensorRT %s parses opsets up to %d or %s (not known exactly): check it with "
+                "edgeseg check --target tensorrt-%d.%d", name, opset, trt_version, lo, hi, version[0], version[1])
+
+
 def write_deepstream(bundle, out: str | os.PathLike, *, precision: str = "fp32", trt_version: str = "10.3",
                      overwrite: bool = False) -> Path:
     """Write ``bundle`` (a semantic :class:`~edgeseg.bundle.Bundle`) for DeepStream's nvinfer into the folder
@@ -276,6 +302,7 @@ def write_deepstream(bundle, out: str | os.PathLike, *, precision: str = "fp32",
         log.warning("bundle %r refines its labels with a CRF (crf_iterations=%d): nvinfer takes the argmax alone",
                     m.name, opts.crf_iterations)
     original = _fp32_onnx(bundle, "the")
+    _check_opset(original, trt_version, m.name)
     model, raw = _baked_model(original, spec)  # (a copy: the original stays the parity's reference)
     # the exporter's metadata (Ultralytics' names, imgsz and conventions) describes the original model's input, not
     # this one's raw pixels: an import of the written config took it for the pre-processing (4 % of labels right)

@@ -88,7 +88,10 @@ class QuantProfile:
         }
 
 
-PROFILES: Registry[QuantProfile] = Registry("quantization target", UnsupportedError)
+PROFILES: Registry[QuantProfile] = Registry("quantization target", UnsupportedError, meanings={
+    **dict.fromkeys(("gpu", "cuda", "nvidia", "jetson", "trt"), "tensorrt (NVIDIA GPUs and Jetson)"),
+    **dict.fromkeys(("onnxruntime", "ort", "x86", "arm"), "cpu (ONNX Runtime on the CPU)"),
+    **dict.fromkeys(("ov", "intel"), "openvino")})
 
 _TRT_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm", "Add")
 PROFILES.add("tensorrt", QuantProfile(

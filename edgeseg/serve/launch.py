@@ -93,10 +93,13 @@ def serve(bundles: Sequence[str | os.PathLike], address: str = LOOPBACK, port: i
     ``"ray://head:10001"``); None starts a local Ray instance (``num_cpus`` logical CPUs) that
     :meth:`Server.shutdown` stops again.
     """
-    if replicas < 1 or max_batch < 1 or not 0 <= batch_wait_s < 60 or not 0 < port < 65536:  # NaN fails too
-        raise InputError(f"need replicas >= 1, max_batch >= 1, batch_wait_s in 0..60 s and a port in 1..65535 "
-                         f"(got {replicas}, {max_batch}, {batch_wait_s}, {port})",
-                         fix="an infinite or NaN batch wait never answers a request: e.g. --batch-wait-ms 10")
+    for bad, what, fix in ((replicas < 1, f"--replicas must be >= 1, got {replicas}", "e.g. --replicas 1"),
+                           (max_batch < 1, f"--max-batch must be >= 1, got {max_batch}", "e.g. --max-batch 8"),
+                           (not 0 <= batch_wait_s < 60, f"--batch-wait-ms must be 0 to 60000, got {batch_wait_s * 1e3}",
+                            "an infinite or NaN batch wait never answers a request: e.g. --batch-wait-ms 10"),
+                           (not 0 < port < 65536, f"--port must be 1..65535, got {port}", "e.g. --port 8000")):
+        if bad:  # one message per value, its own fix (a bad port's fix was about the batch wait); NaN fails too
+            raise InputError(what, fix=fix)
     for name, v in (("cpus_per_replica", cpus_per_replica), ("gpus_per_replica", gpus_per_replica)):
         if v is not None and not 0 <= float(v) < 1e6:  # Ray's traceback, after it started, named neither (NaN too)
             raise InputError(f"{name} must be a number >= 0, got {v}",
@@ -291,7 +294,12 @@ def _check_reachable(ray_address: str, timeout_s: float = 5.0) -> None:
         from ray._private.services import canonicalize_bootstrap_address
 
         dialled = canonicalize_bootstrap_address(ray_address)  # "auto": the address `ray start` recorded here
-    except Exception:  # noqa: BLE001  (another Ray version, or no recorded cluster: ray.init says why)
+    except ConnectionError as e:  # "auto" with no cluster: Ray's text says "--address", edgeseg's HTTP bind address
+        raise BackendUnavailable(f"no Ray cluster is running on this machine (--ray-address {ray_address}): "
+                                 f"{str(e).splitlines()[0][:120]}",
+                                 fix="start one with 'ray start --head', give its address (--ray-address HEAD:6379), "
+                                     "or leave out --ray-address to start a local one") from None
+    except Exception:  # noqa: BLE001  (another Ray version: ray.init says why)
         return
     host, _, port = (dialled or "").rpartition(":")
     if not host or not port.isdigit():

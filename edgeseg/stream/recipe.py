@@ -74,11 +74,14 @@ def _recipe_dirs() -> list[Path]:
     return [d for d in (Path.cwd() / "pipelines", PACKAGE_DIR.parent / "pipelines", SHIPPED) if d.is_dir()]
 
 
-def _base(recipe: Path) -> Path:
-    """The file relative paths of ``recipe`` resolve against: itself, or for a copy shipped in the package (found by
-    name where no ``pipelines/`` exists) ``./pipelines/NAME.toml``, as if copied there (its ``../out/`` outputs then
-    land in ``./out/``, never inside the installed package)."""
-    return Path.cwd() / "pipelines" / recipe.name if recipe.parent == SHIPPED else recipe
+def _base(recipe: Path, by_name: bool = False) -> Path:
+    """The file relative paths of ``recipe`` resolve against: itself, or for a recipe given by name and found outside
+    ``./pipelines`` (the package's copies, a source checkout's ``pipelines/``) ``./pipelines/NAME.toml``, as if
+    copied there: its ``../out/`` outputs land in ``./out/``, never inside the installed package or another folder's
+    checkout (an audit: ``edgeseg run file_semantic`` run from elsewhere wrote into the checkout's ``out/``)."""
+    if recipe.parent == SHIPPED or (by_name and recipe.parent != (Path.cwd() / "pipelines").resolve()):
+        return Path.cwd() / "pipelines" / recipe.name
+    return recipe
 
 
 def named_recipe(path: str | Path) -> Path:
@@ -113,7 +116,7 @@ def load_recipe(path: str | Path) -> Any:
             values[keys[key]] = value
     if not values.get("source"):
         raise InputError(f"{p}: the recipe needs [source] uri = \"...\"")
-    recipe = _base(p.resolve())
+    recipe = _base(p.resolve(), by_name=p != Path(path))
     src = values["source"]
     values["source"] = [resolve_source(str(u), recipe) for u in src] if isinstance(src, list) else \
         resolve_source(str(src), recipe)  # a list: several sources batched together

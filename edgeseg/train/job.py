@@ -205,7 +205,8 @@ def check_semantic_model(name: str) -> None:
     task = getattr(model_info(name), "task", "semantic")
     if task != "semantic":
         raise InputError(f"{name} is {'an' if task[0] in 'aeiou' else 'a'} {task} model; edgeseg train trains semantic models",
-                         fix=f"train it with {TASK_TRAINERS.get(task, 'its own trainer')}")
+                         fix=f"train it with {TASK_TRAINERS.get(task, 'its own trainer')}; tools/ is in edgeseg's source tree "
+                             "(a clone of its repository), not in the installed package")
 
 
 def run_job(job: TrainJob, resume: bool = False) -> JobResult:

@@ -52,11 +52,11 @@ def test_int8_takes_the_bundles_calibration_cache_for_the_trt_version(tmp_path):
     from edgeseg.quant.trt_cache import read_cache
 
     road = Bundle.open("road")
-    cfg = write_deepstream(road, tmp_path / "j5", precision="int8", trt_version="8.5.2")
-    assert "network-mode=1" in cfg.read_text() and "int8-calib-file=calibration.tensorrt-8.5.2.cache" in cfg.read_text()
-    shipped = read_cache(road.root / "calibration.tensorrt-8.5.cache")
-    written = read_cache(tmp_path / "j5" / "calibration.tensorrt-8.5.2.cache")
-    assert written.version_code == 8502
+    cfg = write_deepstream(road, tmp_path / "j61", precision="int8", trt_version="10.3")
+    assert "network-mode=1" in cfg.read_text() and "int8-calib-file=calibration.tensorrt-10.3.cache" in cfg.read_text()
+    shipped = read_cache(road.root / "calibration.tensorrt-10.3.cache")
+    written = read_cache(tmp_path / "j61" / "calibration.tensorrt-10.3.cache")
+    assert written.version_code == 100300
     # the raw logits keep their scale under their new name; the class bias is added after them
     assert written.scales == {("edgeseg_ds_raw_logits" if k == "logits" else k): v for k, v in shipped.scales.items()}
     # a version the bundle has no cache for: retargeted, the scales unchanged
@@ -71,6 +71,17 @@ def test_int8_takes_the_bundles_calibration_cache_for_the_trt_version(tmp_path):
     with pytest.raises(Exception, match="TensorRT 11"):
         write_deepstream(road, tmp_path / "t11", precision="int8", trt_version="11.0")
     assert not (tmp_path / "t11").exists()
+
+
+def test_a_model_newer_than_the_trt_version_parses_is_refused_before_anything_is_written(tmp_path):
+    """An audit: `--trt-version 8.5.2` (JetPack 5.1, its own help example) wrote the shipped opset-19 model, which
+    TensorRT 8.5's parser (opsets up to 17; ReduceMean's axes became an input in 18) refuses on the device."""
+    from edgeseg.bundle import Bundle
+    from edgeseg.quant.deepstream import write_deepstream
+
+    with pytest.raises(InputError, match="is ONNX opset 19; TensorRT 8.5.2 parses opsets up to 17") as e:
+        write_deepstream(Bundle.open("road"), tmp_path / "j5", precision="int8", trt_version="8.5.2")
+    assert "--opset 17" in e.value.fix and not (tmp_path / "j5").exists()
 
 
 def test_bundles_nvinfer_cannot_take_are_refused(tmp_path):

@@ -72,6 +72,9 @@ def test_a_recipe_given_by_name_is_found_in_pipelines(tmp_path, monkeypatch, cap
     assert named_recipe("file_semantic") == REPO / "pipelines" / "file_semantic.toml"
     assert named_recipe("file_semantic.toml") == REPO / "pipelines" / "file_semantic.toml"
     assert load_recipe("camera_semantic").bundle == load_recipe(REPO / "pipelines" / "camera_semantic.toml").bundle
+    # found by name in the checkout from another folder: its outputs land in ./out/, not in the checkout's (an audit)
+    assert Path(load_recipe("file_semantic").sink) == tmp_path / "out" / "dashcam_semantic.mp4"
+    assert Path(load_recipe(REPO / "pipelines" / "file_semantic.toml").sink).resolve() == REPO / "out" / "dashcam_semantic.mp4"
     (tmp_path / "pipelines").mkdir()
     (tmp_path / "pipelines" / "file_semantic.toml").write_text('[source]\nuri = "test://ball?frames=2"\n')
     assert named_recipe("file_semantic") == tmp_path / "pipelines" / "file_semantic.toml"  # the user's own first
