@@ -217,6 +217,23 @@ def _list(d: dict[str, Any], key: str, where: str, default: Any = KeyError) -> l
     return v
 
 
+def _close_bundles(p: Path) -> list[str]:
+    """Shipped names and bundles beside ``p`` spelled like it (``raod`` -> ``road``, ``road.edgesg`` ->
+    ``road.edgeseg``)."""
+    import difflib
+
+    from .paths import shipped_bundle_names
+
+    names = shipped_bundle_names() if len(p.parts) == 1 else []
+    try:
+        folder = p.parent if str(p.parent) else Path(".")
+        here = [c.name for c in folder.iterdir() if c.suffix.lower() in (".edgeseg", ".zip")][:500]
+    except OSError:
+        here = []
+    found = difflib.get_close_matches(p.name, names + here, n=2, cutoff=0.75)
+    return [n if n in names or len(p.parts) == 1 else str(p.parent / n) for n in found]
+
+
 def _starts_like_a_zip(path: Path) -> bool:
     try:
         with open(path, "rb") as f:
@@ -288,11 +305,13 @@ class Bundle:
             if shipped is None:
                 names = ", ".join(shipped_bundle_names()) or "none installed"
                 kept = _set_aside_copies(p)
+                close = _close_bundles(p)
                 raise BundleError(
                     f"bundle {str(path_or_name)!r} not found",
                     fix=(f"a process replacing this bundle has set the old one aside at {kept[-1]}: try again in a "
                          f"moment; if no process is replacing it, rename that folder back to {p}" if kept else
-                         f"give the path of a bundle directory or .zip, or a shipped name ({names})"),
+                         (f"did you mean {' or '.join(close)}? " if close else "")
+                         + f"give the path of a bundle directory or .zip, or a shipped name ({names})"),
                 )
             p = shipped
         source = p
@@ -301,8 +320,12 @@ class Bundle:
                 if p.suffix.lower() == ".zip" or _starts_like_a_zip(p):  # a cut download renamed NAME.edgeseg too
                     raise BundleError(f"{p}: not a readable .zip (its zip directory is missing: the file is truncated "
                                       "or corrupt)", fix="copy or download the bundle again, or zip its folder anew")
-                raise BundleError(f"{p}: not a bundle (neither a directory nor a .zip)",
-                                  fix="give a bundle folder (NAME.edgeseg), a .zip of one, or a shipped name")
+                onnx = p.suffix.lower() == ".onnx"  # a model made elsewhere: imported first
+                raise BundleError(f"{p}: not a bundle (neither a directory nor a .zip)"
+                                  + (": an ONNX model" if onnx else ""),
+                                  fix=(f"make a bundle of it first: edgeseg import {p} --out "
+                                       f"{p.with_suffix('.edgeseg').name}" if onnx else
+                                       "give a bundle folder (NAME.edgeseg), a .zip of one, or a shipped name"))
             try:
                 return cls._open_folder(cls._extract(p), source, verify)
             except _CacheUnwritable as e:  # a read-only home: unpacked for this process only, as writing a zip does

@@ -114,3 +114,22 @@ def test_an_edit_of_the_normalisation_or_decoder_is_a_new_backend_choice(bundle)
     before = ch.cache_key(Bundle.open(bundle.root), ch.device_info(), request)
     _edit(bundle, lambda d: d["input"].update(mean=[0.5, 0.5, 0.5]))
     assert ch.cache_key(Bundle.open(bundle.root), ch.device_info(), request) != before
+
+
+def test_a_mistyped_bundle_gets_the_close_names_and_an_onnx_file_the_import(tmp_path, monkeypatch):
+    import shutil
+
+    from edgeseg.paths import shipped_bundle
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(BundleError) as e:
+        Bundle.open("raod")
+    assert "did you mean road?" in e.value.fix
+    shutil.copytree(shipped_bundle("shapes"), tmp_path / "mine.edgeseg")
+    with pytest.raises(BundleError) as e:
+        Bundle.open(str(tmp_path / "mine.edgesg"))
+    assert f"did you mean {tmp_path / 'mine.edgeseg'}?" in e.value.fix
+    (tmp_path / "seg.onnx").write_bytes(b"\x08\x07")
+    with pytest.raises(BundleError, match="an ONNX model") as e:
+        Bundle.open(str(tmp_path / "seg.onnx"))
+    assert "edgeseg import" in e.value.fix and "seg.edgeseg" in e.value.fix

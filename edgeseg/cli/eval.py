@@ -223,8 +223,9 @@ def _run_panoptic(args: argparse.Namespace, dataset) -> int:
 
     if args.class_map:
         raise InputError("--class-map applies to instance datasets",
-                         fix="a panoptic bundle maps its classes to the dataset's categories with its decoder option "
-                             "category_ids")
+                         fix="a panoptic bundle's classes are matched to the dataset's categories by name when every "
+                             "class has one, else by id; another mapping is set from Python: "
+                             "predictor.set_options(category_ids=[one dataset id per class])")
     outputs = [("--json", args.json)]
     if args.save_predictions:  # a folder: <gt stem>_pred.json and the PNGs in <gt stem>_pred/
         if getattr(dataset, "json_path", None) is None:
@@ -325,11 +326,15 @@ def _check_panoptic_categories(bundle, predictor, dataset) -> None:
             print(f"note: {bundle} has no category ids; its classes are the dataset's categories of the same names")
         ids, unknown, other = by_name, [], []
     if unknown:
-        known = ", ".join(f"{c.id} {c.name}" for c in cats.values())
-        raise InputError(f"{bundle} writes category ids the dataset does not list: {', '.join(unknown)}"
-                         + (f"; and ids naming other categories: {', '.join(other)}" if other else ""),
-                         fix=f"name the bundle's classes as the dataset's categories (edgeseg import --names), or set its "
-                             f"decoder option category_ids to the dataset's ids ({known})")
+        listed = list(cats.values())
+        known = ", ".join(f"{c.id} {c.name}" for c in listed[:10]) + (f", ... ({len(listed)} in all)" if len(listed) > 10
+                                                                         else "")
+        raise InputError(f"{bundle} writes category ids the dataset does not list: {', '.join(unknown[:10])}"
+                         f"{' ...' if len(unknown) > 10 else ''}"
+                         + (f"; and ids naming other categories: {', '.join(other[:10])}" if other else ""),
+                         fix=f"score the bundle on a dataset of its own categories (the one it was trained on); to "
+                             f"score it on this one, map each class to one of its ids from Python: "
+                             f"predictor.set_options(category_ids=[...]) (the dataset's: {known})")
     if other:
         print(f"warning: {bundle}'s classes and the dataset's categories of the same ids have other names: "
               f"{', '.join(other)}; scored by id (name the classes as the dataset's categories to match them by name)")

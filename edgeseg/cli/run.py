@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 from ._common import add_runtime_options, print_table, write_json
@@ -176,6 +177,11 @@ def run(args: argparse.Namespace) -> int:
               f"{kf['by_interval']} by interval, {kf['by_motion']} by motion, the rest first frames)")
     if opts.max_batch > 1:
         print("inference batches (size: count):", ", ".join(f"{k}: {v}" for k, v in sorted(batch_sizes(pipe).items())))
+    if stats.frames and stats.errors >= stats.frames:  # an audit: a server down for the whole run exited 0
+        first = (stats.error_messages or ["?"])[0].splitlines()[0]
+        print(f"edgeseg run: error: every one of the {stats.frames} frames failed (the first: {first}); the outputs hold "
+              "the frames without results", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -490,3 +490,24 @@ def test_a_signal_while_the_bundle_loads_still_writes_the_stats(media, capsys, m
     assert record["frames"] == 0 and record["processed"] == 0 and record["stopped_by"] == "signal"
     assert sig.name in record["fatal_error"] and record["open_s"] > 0 and record["bundle"] == "shapes"
     assert not out.exists() and not list(tmp_path.glob("*.part*"))
+
+
+def test_a_run_whose_every_frame_failed_exits_2(capsys, tmp_path):
+    """An audit: `run --remote` to a server that is down counted every frame as an error and exited 0."""
+    from edgeseg.cli import main
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    stats = tmp_path / "s.json"
+    code = main(["run", "--remote", f"http://127.0.0.1:{port}/shapes", "--source", "synthetic://?frames=2",
+                 "--stats-json", str(stats)])
+    err = capsys.readouterr().err
+    assert code == 2 and "every one of the 2 frames failed" in err and "did not answer" in err
+    assert json.loads(stats.read_text())["errors"] == 2
+
+
+def test_an_unknown_test_pattern_lists_videotestsrc_s(capsys):
+    pytest.importorskip("gi")
+    code, err = run(capsys, "--source", "test://bal?frames=2")
+    assert code == 2 and "test pattern 'bal' is not one of videotestsrc's" in err and "ball" in err and "snow" in err

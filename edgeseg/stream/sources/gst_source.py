@@ -162,6 +162,12 @@ def _csi(u: SourceURI) -> str:
     return (f"nvarguscamerasrc sensor-id={int(u.target)} ! {caps} ! nvvidconv ! video/x-raw,format=BGRx ! {APPSINK}")
 
 
+#: videotestsrc's patterns (GStreamer 1.22), named when test://PATTERN is not one
+TEST_PATTERNS = ("smpte", "snow", "black", "white", "red", "green", "blue", "checkers-1", "checkers-2", "checkers-4",
+                 "checkers-8", "circular", "blink", "smpte75", "zone-plate", "gamut", "chroma-zone-plate",
+                 "solid-color", "ball", "smpte100", "bar", "pinwheel", "spokes", "gradient", "colors", "smpte-rp-219")
+
+
 @LAUNCHERS.register("test")
 def _test(u: SourceURI) -> str:
     frames = u.int_opt("frames", -1)
@@ -456,6 +462,9 @@ class GstSource(Source):
         try:
             pipe = Gst.parse_launch(self.launch)
         except Exception as e:  # GLib.Error: no such element, bad syntax
+            if self.spec.scheme == "test" and '"pattern"' in str(e):  # test://bal: GStreamer's enum, unlisted
+                raise StreamError(f"test pattern {self.spec.target!r} is not one of videotestsrc's",
+                                  fix=f"test://PATTERN with PATTERN one of {', '.join(TEST_PATTERNS)}") from None
             raise StreamError(f"cannot build a GStreamer pipeline for {self.uri!r}: {e}",
                               fix=f"check the source; the launch string was: {self.launch}") from None
         sink = pipe.get_by_name("edgeseg_sink")
