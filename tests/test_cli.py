@@ -214,3 +214,14 @@ def test_predict_explains_unsupported_op_and_bad_bundle(tmp_path, capsys):
     assert "com.example:FancyOp" in err and "fix:" in err
     assert main(["predict", str(tmp_path / "nope.edgeseg"), str(tmp_path / "a.png"), "--out", str(tmp_path / "o")]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+def test_bench_of_several_backends_leaves_out_one_that_cannot_run_the_bundle(tmp_path, capsys):
+    """An audit: `bench --backend onnxruntime --backend torch` (its help's example) stopped at torch on a bundle
+    without a checkpoint, after timing onnxruntime: torch is left out, said, and listed in the JSON."""
+    rc = main(["bench", "shapes", "--backend", "onnxruntime", "--backend", "torch", "--precision", "fp32", "--runs", "3",
+               "--warmup", "1", "--json", str(tmp_path / "b.json")])
+    out = json.loads((tmp_path / "b.json").read_text())
+    assert rc == 0 and [r["backend"] for r in out["results"]] == ["onnxruntime"]
+    assert out["left_out"][0]["backend"] == "torch" and "no PyTorch checkpoint" in out["left_out"][0]["why"]
+    assert "torch left out" in capsys.readouterr().err

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from ._common import add_json_option, add_runtime_options, check_output, print_table, write_json
 
@@ -103,11 +104,26 @@ def run(args: argparse.Namespace) -> int:
     image = np.random.default_rng(0).integers(0, 256, (size.height, size.width, 3), dtype=np.uint8)
     if args.all:
         return run_matrix(bundle, args)
-    rows = [bench_one(bundle, b, args, image) for b in backends_of(args.backend)]
+    from ..errors import EdgesegError
+
+    asked, rows, left = backends_of(args.backend), [], []
+    for b in asked:  # several backends: one that cannot run this bundle is left out, as --all does (an audit: the
+        try:         # bench stopped at torch on a bundle without a checkpoint, after timing onnxruntime)
+            rows.append(bench_one(bundle, b, args, image))
+        except EdgesegError as e:
+            if len(asked) == 1:
+                raise
+            left.append({"backend": b, "why": str(e).splitlines()[0]})
+            print(f"edgeseg bench: {b} left out: {left[-1]['why']}", file=sys.stderr)
+    if not rows:
+        raise InputError("no backend asked for can run this bundle here: " + "; ".join(f"{x['backend']}: {x['why']}"
+                                                                                    for x in left),
+                         fix="'edgeseg bench BUNDLE --all' lists every candidate and why each is left out")
     print(f"{bundle.name}: image {size}, {args.runs} warm runs after {args.warmup} warm-up, threads {args.threads or 'default'}")
     print_table(rows, ["backend", "precision", "target", "how", "input", "median_ms", "p90_ms", "fps", "e2e_median_ms"])
     write_json(args.json, {"bundle": str(bundle.source), "image": str(size), "runs": args.runs,
-                           "warmup": args.warmup, "threads": args.threads, "results": rows})
+                           "warmup": args.warmup, "threads": args.threads, "results": rows,
+                           **({"left_out": left} if left else {})})
     return 0
 
 

@@ -215,6 +215,10 @@ def run(args: argparse.Namespace) -> int:
     nvinfer, nv_names = None, None
     from ..export.nvinfer_config import looks_like_nvinfer_config, read_nvinfer_config
 
+    if not Path(args.onnx).exists():  # an audit: "--classes is required" came first for a file that is not there
+        raise InputError(f"{args.onnx}: no such file", fix="give the path of an ONNX model (or a DeepStream nvinfer "
+                                                           "configuration file naming one)")
+
     if looks_like_nvinfer_config(args.onnx):  # DeepStream's config_infer_*.txt: the model, its labels and conventions
         from ..export.mmdeploy_config import PipelineConfig
 

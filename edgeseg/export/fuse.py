@@ -293,6 +293,13 @@ def _fuse(sem: Bundle, inst: Bundle, out, *, name, stuff, things, overwrite, opt
                          fix=order)
     resized = _check_geometry(sem.manifest.input, inst.manifest.input)
     classes, thing_classes, sem_map, inst_map = class_plan(sem.manifest.classes, inst.manifest.classes, stuff, things)
+    if not stuff and not ({c.lower() for c in sem.manifest.classes} & {c.lower() for c in inst.manifest.classes}):
+        import logging  # an audit: a street semantic model fused with a shapes instance model, unsaid
+
+        logging.getLogger("edgeseg.export").warning(
+            "%s and %s share no class name: every class of %s stays stuff and the things are %s's (%s); fuse models "
+            "of one domain (a street semantic model with a street instance model), or name the stuff with --stuff",
+            sem.name, inst.name, sem.name, inst.name, ", ".join(inst.manifest.classes[:5]))
     model = fuse_graphs(_fp32_onnx(sem, "semantic"), sem.manifest.input, _fp32_onnx(inst, "instance"), inst.manifest.input)
     base = options or PanopticOptions()
     absent = [c for c in classes if c.lower() not in (category_ids or {})]

@@ -390,3 +390,17 @@ def test_a_float16_branch_fuses_and_the_report_says_why_its_threshold_is_relaxed
     assert parity["thresholds"] == {"pixel_agreement": FAIL_PIXELS_HALF, "relaxed_for": ["float16 instance input"]}
     full = fuse_bundles(tmp_path / "sem.edgeseg", "shapes-instance", tmp_path / "full.edgeseg")
     assert "relaxed_for" not in full.report["parity"]["thresholds"]  # float32 pairs of one size keep 99.9 %
+
+
+def test_bundles_of_two_domains_are_fused_with_a_warning(tmp_path, caplog):
+    """An audit: `fuse street-semantic shapes-instance` (no class in common) was written without a word: person and
+    car stuff, circle a thing."""
+    from edgeseg.export.fuse import fuse_bundles
+
+    with caplog.at_level("WARNING", logger="edgeseg.export"):
+        fuse_bundles("street-semantic", "shapes-instance", tmp_path / "f.edgeseg", parity_frames=1)
+    assert "share no class name" in caplog.text and "circle" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="edgeseg.export"):
+        fuse_bundles("shapes", "shapes-instance", tmp_path / "g.edgeseg", parity_frames=1)
+    assert "share no class name" not in caplog.text
