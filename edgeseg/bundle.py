@@ -24,6 +24,7 @@ import os
 import secrets
 import shutil
 import tempfile
+import threading
 import time
 import zipfile
 import zlib
@@ -292,6 +293,7 @@ class Bundle:
         self.root = Path(root)
         self.manifest = manifest
         self.source = source or self.root  # the .zip it came from, if any
+        self._loaded = manifest  # as on disk when read or last written: what other writers are told apart from
 
     # ---- opening -----------------------------------------------------------------------------
     @classmethod
@@ -484,7 +486,7 @@ class Bundle:
         try:
             bundle = cls._new(stage, manifest)
             yield bundle
-            with _folder_lock(root):  # not in the middle of another command's edit of the bundle there
+            with _bundle_lock(root):  # not in the middle of another command's edit of the bundle there
                 if root.suffix.lower() == ".zip":  # --out model.zip: a .zip file, not a folder named like one
                     bundle.source, bundle.root = root, _zip_into(bundle, root)
                 else:
@@ -501,18 +503,19 @@ class Bundle:
         ``with`` block ends without an error. An error, Ctrl-C or full disk inside leaves the bundle as it
         was (``edgeseg quantize`` writes a model, its ranges, caches and report: never half of them)."""
         zipped = self.source != self.root and self.source.is_file()  # opened from a .zip: root is its unpacked copy
-        # one writer at a time per folder (a lock on the folder holding the bundle, which every swap leaves in place),
-        # and the edit starts from the bundle as it is now: two quantize runs at once each read the manifest when
-        # they started, and the second swapped in a manifest without the first's model beside the first's report
-        # and calibration (a sha256 mismatch: the bundle no longer opened)
-        with _folder_lock(self.source.resolve() if zipped else self.root.resolve()):
+        # one writer at a time per bundle (a lock file beside it, which every swap leaves in place), and the edit starts
+        # from the bundle as it is now: two quantize runs at once each read the manifest when they started, and the
+        # second swapped in a manifest without the first's model beside the first's report and calibration (a sha256
+        # mismatch: the bundle no longer opened). Changes made to this object's manifest in memory are kept on top.
+        with _bundle_lock(self.source.resolve() if zipped else self.root.resolve()):
             now = Bundle.open(self.source, verify=False) if zipped else Bundle._open_folder(self.root.resolve(),
                                                                                              self.source, False)
-            changed = _changed_between(self.manifest, now.manifest)
+            changed = _changed_between(self._loaded, now.manifest)
             if changed:
                 raise BundleError(f"{self.source}: {', '.join(changed)} changed while this command ran (another "
                                   "command or an edit by hand); nothing was written",
                                   fix="run the command again (commands editing one bundle run one after the other)")
+            start = _with_changes(now.manifest, self._loaded, self.manifest, self.source)
             real = now.root.resolve()  # a link (current.edgeseg -> releases/v3.edgeseg) stays a link to the edited bundle
             stage = _stage_path(real)
             try:
@@ -522,7 +525,9 @@ class Bundle:
                 raise BundleError(f"cannot edit {self.root}: its folder {real.parent} takes no new folder "
                                   f"({e.strerror or e})", fix="copy the bundle to a folder you can write to") from None
             try:
-                edit = type(self)(stage, now.manifest, source=self.source)
+                edit = type(self)(stage, start, source=self.source)
+                if start != now.manifest:
+                    edit._write_manifest()  # this object's own changes in memory, on the copy
                 yield edit
                 if zipped:  # the user's bundle is the .zip: written anew (atomically), the unpacked copy filed under it
                     root = _zip_into(edit, self.source.resolve())  # through a link: the zip it points to
@@ -533,6 +538,7 @@ class Bundle:
                 shutil.rmtree(stage, ignore_errors=True)
                 raise
         self.manifest, self.root = edit.manifest, root
+        self._loaded = edit.manifest
         edit.root = root
 
     @classmethod
@@ -593,8 +599,8 @@ class Bundle:
         if not f.is_file():
             return default
         try:
-            return json.loads(f.read_text())
-        except json.JSONDecodeError as e:
+            return json.loads(f.read_text(encoding="utf-8-sig"))  # a BOM (an editor's UTF-8 with BOM) is fine
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise BundleError(f"{f}: not valid JSON ({e})") from None
 
     @property
@@ -619,6 +625,7 @@ class Bundle:
 
     def _write_manifest(self) -> None:
         atomic_write_text(self.root / MANIFEST, dumps_json(self.manifest.to_dict()))
+        self._loaded = self.manifest
 
     # ---- reading ----------------------------------------------------------------------------
     def model_entry(self, precision: str = "fp32", target: str | None = None) -> ModelFile:
@@ -770,13 +777,10 @@ class _locked:
     """An exclusive ``flock`` on ``path`` for a ``with`` block. The file is opened (created if missing, 0666
     less the umask) when this object is made, so an unusable cache fails there, where the caller turns it into
     its error: for writing where it can be (NFS emulates flock with write locks), else read-only (a lock file
-    another user of a shared cache made); ``folder``: the folder ``path`` itself. A file system that takes no lock at all leaves the block
-    unlocked (the lock only orders processes unpacking one zip, or editing one bundle, at once), never failed."""
+    another user of a shared cache made). A file system that takes no lock at all leaves the block
+    unlocked (the lock only orders processes unpacking one zip at once), never failed."""
 
-    def __init__(self, path: Path, folder: bool = False):
-        if folder:  # a folder's own lock (the folder holding a bundle that is being replaced)
-            self.fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-            return
+    def __init__(self, path: Path):
         try:
             self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
         except PermissionError:
@@ -794,16 +798,83 @@ class _locked:
         os.close(self.fd)  # releases the lock
 
 
-def _folder_lock(bundle: Path) -> Any:
-    """What a writer of ``bundle`` (a folder or a .zip) holds while it replaces it: a lock on the folder holding it,
-    which the swap of a new copy into place leaves where it is (a lock on the bundle's own folder would stay with the
-    copy set aside). A folder that cannot be opened is not locked (the write itself then says why it fails)."""
-    import contextlib
+_HELD: dict[str, list[Any]] = {}  # lock file -> [RLock, holders in this process, open fd or None]
+_HELD_GUARD = threading.Lock()
 
+
+@contextmanager
+def _bundle_lock(bundle: Path) -> Iterator[None]:
+    """Held by a writer of ``bundle`` (a folder or a .zip) while it replaces it: an exclusive ``flock`` on
+    ``.NAME.lock`` beside it (a file the swap of a new copy into place leaves where it is; removed again by the holder,
+    so nothing is left beside the bundle), so that two processes writing one bundle go one after the other, said when
+    one waits. Within a process the lock is re-entrant and its threads take turns (``flock`` locks two opens of one
+    file against each other even in one process: nested writers hung). A folder that takes no lock file, or a file
+    system without locks, leaves the write unlocked (the write itself then says why it fails, if it does)."""
+    path = bundle.parent / f".{bundle.name}.lock"
+    with _HELD_GUARD:
+        entry = _HELD.setdefault(str(path), [threading.RLock(), 0, None])
+    entry[0].acquire()
     try:
-        return _locked(bundle.parent, folder=True)
-    except OSError:
-        return contextlib.nullcontext()
+        entry[1] += 1
+        if entry[1] == 1:
+            entry[2] = _lock_file(path, bundle)
+        yield
+    finally:
+        entry[1] -= 1
+        if entry[1] == 0 and entry[2] is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(path)  # while still held: a process waiting on this file finds it gone and opens a new one
+            os.close(entry[2])
+            entry[2] = None
+        entry[0].release()
+
+
+def _lock_file(path: Path, bundle: Path) -> int | None:
+    """An open descriptor of ``path`` holding its exclusive ``flock`` (None: no lock could be had here). The file a
+    holder removes on release is not the one a waiter then holds: the waiter opens the path anew until the file it
+    locked is the one at the path."""
+    import fcntl
+
+    said = False
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError:
+            return None
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if not said:
+                    log.warning("%s: another command is writing it; waiting for it to finish", bundle)
+                    said = True
+                fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError as e:  # no locks on this file system (some network ones)
+            os.close(fd)
+            log.debug("no lock on %s (%s): writing unlocked", path, e.strerror or e)
+            return None
+        try:
+            if os.fstat(fd).st_ino == os.stat(path).st_ino:
+                return fd
+        except OSError:
+            pass  # removed by the holder that just released it
+        os.close(fd)
+
+
+def _with_changes(now: Manifest, loaded: Manifest, mine: Manifest, where: Path) -> Manifest:
+    """``now`` (the manifest on disk) with the fields this object changed in memory since it was read (``mine`` against
+    ``loaded``); a field both changed is refused, naming it."""
+    if mine is loaded:
+        return now
+    changes: dict[str, Any] = {}
+    for f in ("name", "task", "classes", "input", "outputs", "models", "palette", "decoder", "files", "provenance",
+              "extra"):
+        if getattr(mine, f) != getattr(loaded, f):
+            if getattr(now, f) != getattr(loaded, f):
+                raise BundleError(f"{where}: its {f} was changed both by this command and by another while it ran; "
+                                  "nothing was written", fix="run the command again")
+            changes[f] = getattr(mine, f)
+    return replace(now, **changes) if changes else now
 
 
 def _changed_between(read: Manifest, now: Manifest) -> list[str]:

@@ -95,3 +95,40 @@ def test_the_cli_refuses_it_before_reading_calibration_frames(tmp_path, capsys, 
     assert main(["quantize", "shapes", "--calib", "no-such-folder/", "--target", "cpu", "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "names the bundle shipped with edgeseg" in err and "no-such-folder" not in err
+
+
+def test_nested_writers_in_one_process_do_not_wait_on_themselves(copy, tmp_path):
+    """A review: the first lock was a folder's, opened anew by each writer; flock locks two opens against each other
+    even in one process, so an edit of one bundle inside the edit of another in the same folder hung for ever."""
+    import threading
+
+    other = tmp_path / "c.edgeseg"
+    shutil.copytree(copy, other)
+    done = threading.Event()
+
+    def nested():
+        with Bundle.open(copy).editing() as a:
+            with Bundle.open(other).editing() as b:
+                b.write_json("b.json", {})
+                with Bundle.open(copy).editing() as again:  # the same bundle, re-entered by the same thread
+                    again.write_json("inner.json", {})
+            a.write_json("a.json", {})
+        done.set()
+
+    t = threading.Thread(target=nested, daemon=True)
+    t.start()
+    t.join(60)
+    assert done.is_set()
+    assert "b.json" in Bundle.open(other).manifest.files and "a.json" in Bundle.open(copy).manifest.files
+    assert not list(tmp_path.glob(".*.lock"))  # nothing left beside the bundles
+
+
+def test_changes_made_in_memory_before_the_edit_are_kept(copy):
+    """A review: the edit started from the manifest on disk and dropped a palette changed on the object first."""
+    from dataclasses import replace
+
+    b = Bundle.open(copy)
+    b.manifest = replace(b.manifest, palette=((1, 2, 3),) * len(b.manifest.classes))
+    with b.editing() as e:
+        e.write_json("x.json", {})
+    assert Bundle.open(copy).manifest.palette[0] == (1, 2, 3)

@@ -78,8 +78,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="with --sink: a new file every SECONDS of video, OUT.00000.mp4, OUT.00001.mp4, ... (each "
                         "finished, playable, while the next records; numbering goes on after an earlier run's files)")
     g.add_argument("--keep-segments", type=int, default=None, metavar="N",
-                   help="with --segment-s: keep only the newest N files of the run, removing older ones (loop "
-                        "recording for runs of days)")
+                   help="with --segment-s: keep only the newest N files this run wrote, removing its older ones (loop "
+                        "recording for runs of days; an earlier run's files are never removed)")
     g.add_argument("--encoder", default=None,
                    help="H.264 encoder of --sink and --rtsp-port: x264enc (default; the RTSP sink's low-latency "
                         "x264enc-live), nvv4l2h264enc (Jetson), nvh264enc; one that cannot start here falls back to x264")

@@ -525,21 +525,21 @@ def _class_ids(raw: np.ndarray, num_classes: int) -> np.ndarray:
     return np.where(ok, raw, -1).astype(np.int32)
 
 
-_UNLISTED_SAID: set[str] = set()
+_UNLISTED_SAID: set[tuple[str, int]] = set()
 
 
 def _say_unlisted(raw: np.ndarray, dropped: np.ndarray, manifest) -> None:
     """Detections scoring above the threshold whose class id the manifest does not list (its classes shortened by
     hand, a model of more classes) are dropped, as ids out of range must be: said once per bundle (they went
     silently: 4 instances of 6 on a frame)."""
-    if manifest.name in _UNLISTED_SAID or not dropped.any():
+    if (manifest.name, manifest.num_classes) in _UNLISTED_SAID or not dropped.any():
         return
     ids = np.asarray(raw)[dropped]
     ids = ids[np.isfinite(ids)] if np.issubdtype(ids.dtype, np.floating) else ids
     ids = sorted({int(v) for v in ids.tolist() if v >= manifest.num_classes})
     if not ids:
         return
-    _UNLISTED_SAID.add(manifest.name)
+    _UNLISTED_SAID.add((manifest.name, manifest.num_classes))  # a copy shortened by hand keeps the name
     log.warning("bundle %r: the model detects class id(s) %s, but its manifest lists %d classes (ids 0..%d): those "
                 "detections are dropped; the manifest's classes must name every class the model detects (restore it "
                 "from a copy, or re-import the model with --classes/--names)", manifest.name,

@@ -88,17 +88,19 @@ def _logits_3d(arr: np.ndarray, manifest: "Manifest", layout: str | None = None)
     if arr.ndim != 3:
         raise UnsupportedError(f"logits must be [1, C, h, w], got shape {list(arr.shape)}")
     c = manifest.num_classes
+    guessed = layout is None
     if layout is None:  # infer: channels are the axis that matches the class count (NCHW on ties)
         layout = "NHWC" if arr.shape[0] != c and arr.shape[2] == c else "NCHW"
     axis = 2 if layout == "NHWC" else 0
     if arr.shape[axis] != c and (manifest.name, arr.shape[axis], c) not in _MISMATCH_SAID:
         _MISMATCH_SAID.add((manifest.name, arr.shape[axis], c))  # once per bundle: said, not repeated per frame
-        log.warning("bundle %r: the model scores %d classes (%s logits %s) but its manifest lists %d (%s%s): %s; the "
+        log.warning("bundle %r: the model scores %d classes (%s logits %s%s) but its manifest lists %d (%s%s): %s; the "
                     "manifest's classes must name every class the model scores, in its order (restore the manifest "
                     "from a copy, or re-import the model with --classes/--names)", manifest.name, arr.shape[axis],
-                    layout, list(arr.shape), c, ", ".join(manifest.classes[:4]), ", ..." if c > 4 else "",
-                    "the classes past the list are reported by number" if arr.shape[axis] > c
-                    else "the classes past the model's never occur")
+                    layout, list(arr.shape), "; the layout guessed: the decoder option logits_layout sets it"
+                    if guessed and arr.shape[2] != c else "", c, ", ".join(manifest.classes[:4]),
+                    ", ..." if c > 4 else "", "the classes past the list are reported by number"
+                    if arr.shape[axis] > c else "the classes past the model's never occur")
     return arr, axis
 
 

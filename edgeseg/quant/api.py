@@ -501,7 +501,7 @@ def _refuse_shipped_name(bundle: Any) -> None:
     if shipped is not None:
         raise InputError(f"{text!r} names the bundle shipped with edgeseg ({shipped}): quantizing it would change it "
                          "for every user of this installation",
-                         fix=f"quantize a copy: cp -r {shipped} ./{text}.edgeseg, then edgeseg quantize {text}.edgeseg "
+                         fix=f"quantize a copy: cp -r {shipped} ./{shipped.name}, then edgeseg quantize {shipped.name} "
                              "...; to change the shipped bundle itself, give its path")
 
 

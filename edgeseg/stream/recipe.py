@@ -116,15 +116,16 @@ def load_recipe(path: str | Path) -> Any:
             values[keys[key]] = value
     if not values.get("source"):
         raise InputError(f"{p}: the recipe needs [source] uri = \"...\"")
-    recipe = _base(p.resolve(), by_name=p != Path(path))
+    recipe = _base(p.resolve(), by_name=p != Path(path))  # where its outputs resolve
+    inputs = recipe if p.resolve().parent == SHIPPED else p.resolve()  # a checkout's recipe reads beside itself
     src = values["source"]
-    values["source"] = [resolve_source(str(u), recipe) for u in src] if isinstance(src, list) else \
-        resolve_source(str(src), recipe)  # a list: several sources batched together
+    values["source"] = [resolve_source(str(u), inputs) for u in src] if isinstance(src, list) else \
+        resolve_source(str(src), inputs)  # a list: several sources batched together
     if isinstance(values.get("bundle"), str):
-        values["bundle"] = resolve_bundle(values["bundle"], recipe)
+        values["bundle"] = resolve_bundle(values["bundle"], inputs)
     for key in PATH_FIELDS:
         if isinstance(values.get(key), str):
-            values[key] = resolve_path(values[key], recipe)
+            values[key] = resolve_path(values[key], inputs if key == "prompt" else recipe)
             if recipe.parent != p.resolve().parent:  # a shipped copy: ./pipelines need not exist for ../out/ to work
                 values[key] = os.path.normpath(values[key])
     return StreamOptions(**values)

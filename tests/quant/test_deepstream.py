@@ -147,8 +147,9 @@ def test_what_nvinfer_shows_is_the_bundles_labels(tmp_path, kind, bias):
     assert main(["import", str(tmp_path / "m.onnx"), "--names", "a,b,c,d", *args, "--out", str(tmp_path / "m.edgeseg")]) == 0
     bundle = Bundle.open(tmp_path / "m.edgeseg")
     if bias:
-        with bundle.editing():
-            bundle.update(decoder={**(bundle.manifest.decoder or {}), "class_bias": [1.5, -0.5, 0.0, 0.25]})
+        with bundle.editing() as edit:  # (a review: bundle.update here wrote the original, then the swap undid it)
+            edit.update(decoder={**(bundle.manifest.decoder or {}), "class_bias": [1.5, -0.5, 0.0, 0.25]})
+        assert bundle.manifest.decoder["class_bias"] == [1.5, -0.5, 0.0, 0.25]
     write_deepstream(bundle, tmp_path / "ds")
     model = onnx.load(str(tmp_path / "ds" / "model.onnx"))
     assert [o.type.tensor_type.elem_type for o in model.graph.output] == [onnx.TensorProto.FLOAT]

@@ -131,3 +131,26 @@ def test_run_cli_writes_segments_and_lists_them_in_its_stats(tmp_path):
     r = subprocess.run([sys.executable, "-m", "edgeseg", "run", "--bundle", "shapes", "--source", "synthetic://?frames=2",
                         "--keep-segments", "2"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and "--keep-segments has no effect without --segment-s" in r.stderr
+
+
+def test_two_runs_with_one_sink_never_write_into_each_other_s_segments(tmp_path):
+    """A review: the numbers were counted from the first, so a second run started beside a first (a restart while the
+    old one finishes) and the first's next segment took the same file. Each segment's .part is claimed when it starts."""
+    pytest.importorskip("gi")
+    first = Mp4Sink(tmp_path / "rec.mp4", fps=10, backend="gstreamer", segment_s=1)
+    second = Mp4Sink(tmp_path / "rec.mp4", fps=10, backend="gstreamer", segment_s=1)
+    a, b = _levels(23)[:12], _levels(23)[12:]
+    first.open()
+    for i, image in enumerate(a[:10]):
+        first.write(Frame(image, index=i), None)  # rec.00000
+    second.open()
+    second.write(Frame(b[0], index=0), None)  # rec.00001, while the first still records
+    for i, image in enumerate(a[10:], 10):
+        first.write(Frame(image, index=i), None)  # its second segment: rec.00002, not the second run's 00001
+    second.close()
+    first.close()
+    assert [r["file"].rsplit("/", 1)[-1] for r in first.segment_records()] == ["rec.00000.mp4", "rec.00002.mp4"]
+    assert [r["file"].rsplit("/", 1)[-1] for r in second.segment_records()] == ["rec.00001.mp4"]
+    assert _decoded_levels(tmp_path / "rec.00000.mp4") == list(range(10))
+    assert _decoded_levels(tmp_path / "rec.00001.mp4") == [12]
+    assert _decoded_levels(tmp_path / "rec.00002.mp4") == [10, 11]

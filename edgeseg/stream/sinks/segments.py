@@ -40,6 +40,25 @@ def next_free_index(path: Path) -> int:
     return max(found) + 1 if found else 0
 
 
+def claim_segment(path: Path, index: int) -> int:
+    """The first segment number from ``index`` on whose file and ``.part`` do not exist, its ``.part`` created (empty)
+    so that no other run takes it: two runs with one ``--sink`` (a restart while the old run finishes) otherwise
+    counted into each other's files. Where the file cannot be created, the number is used as it is (the writer then
+    says why it cannot write)."""
+    while True:
+        seg = segment_path(path, index)
+        part = seg.with_name(f"{seg.stem}.part{seg.suffix}")
+        if not seg.exists():
+            try:
+                os.close(os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+                return index
+            except FileExistsError:
+                pass
+            except OSError:
+                return index
+        index += 1
+
+
 def segment_frames(segment_s: float, fps: float) -> int:
     """Frames in a segment of ``segment_s`` seconds at ``fps`` (the file's timestamps are ``index / fps``)."""
     return max(1, round(segment_s * fps))
@@ -74,6 +93,7 @@ class Finisher:
     failure: StreamError | None = None
     finished: list[Segment] = field(default_factory=list)
     _thread: threading.Thread | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)  # failure: set by the finishing thread, taken by check
 
     def submit(self, finish: Callable[[], None], segment: Segment) -> None:
         """Run ``finish()`` (close the writer, rename the file) for ``segment`` after the one before it is done."""
@@ -98,8 +118,9 @@ class Finisher:
             finish()
         except Exception as e:  # a full disk, an encoder error: that file stays a .part file, playable to its last second
             segment.state = "failed"
-            if self.failure is None:
-                self.failure = e if isinstance(e, StreamError) else StreamError(f"{segment.file}: {e}")
+            with self._lock:
+                if self.failure is None:
+                    self.failure = e if isinstance(e, StreamError) else StreamError(f"{segment.file}: {e}")
             return
         segment.state = "finished"
         self.finished.append(segment)
@@ -122,7 +143,8 @@ class Finisher:
 
     def check(self) -> None:
         """Raise the failure of a segment finished in the background, once."""
-        failure, self.failure = self.failure, None
+        with self._lock:
+            failure, self.failure = self.failure, None
         if failure is not None:
             raise failure
 

@@ -27,7 +27,7 @@ from ...structures.frame import Frame
 from .. import gst as _gst
 from ..base import SINKS, Packet, Sink, refuse_input
 from ..._io import writable_file
-from .segments import Finisher, Segment, next_free_index, now_iso, segment_frames, segment_path
+from .segments import Finisher, Segment, claim_segment, next_free_index, now_iso, segment_frames, segment_path
 
 log = logging.getLogger("edgeseg.stream")
 
@@ -360,10 +360,20 @@ class Mp4Sink(Sink):
         fps = output_fps(self.fps, self._source)
         self.fps = fps
         if self.segment_s:
+            self._next_index = claim_segment(self.path, self._next_index)
             self._file = segment_path(self.path, self._next_index)
             self._next_index += 1
             self._segment_len = segment_frames(self.segment_s, fps)
             self.segments.append(Segment(str(self._file), self.frames, now_iso()))
+            try:
+                self._open_writer(shape, fps)
+            except BaseException:
+                self.segments[-1].state = "failed"
+                raise
+            return
+        self._open_writer(shape, fps)
+
+    def _open_writer(self, shape: tuple[int, int], fps: float) -> None:
         if self.backend == "gstreamer":
             tail = f"{self.encoder} ! {muxer(self.path.suffix)} ! filesink location={_gst.quote(str(self.part))}"
             self._writer = GstAppSrcWriter(tail, shape, fps, str(self.path))
@@ -381,8 +391,9 @@ class Mp4Sink(Sink):
         segments it keeps)."""
         if len(self._parts) > 1:
             return [p for c in self.per_source.values() for p in c.paths]
-        if self.segment_s:
-            return [Path(s.file) for s in self.segments if s.state != "removed"]
+        if self.segment_s:  # a failed segment's frames are in its .part file
+            return [Path(s.file) if s.state != "failed" else Path(s.file).with_name(
+                f"{Path(s.file).stem}.part{Path(s.file).suffix}") for s in self.segments if s.state != "removed"]
         return [self.path]
 
     def segment_records(self) -> list[dict[str, Any]]:
