@@ -332,9 +332,10 @@ def _check_panoptic_categories(bundle, predictor, dataset) -> None:
         raise InputError(f"{bundle} writes category ids the dataset does not list: {', '.join(unknown[:10])}"
                          f"{' ...' if len(unknown) > 10 else ''}"
                          + (f"; and ids naming other categories: {', '.join(other[:10])}" if other else ""),
-                         fix=f"score the bundle on a dataset of its own categories (the one it was trained on); to "
-                             f"score it on this one, map each class to one of its ids from Python: "
-                             f"predictor.set_options(category_ids=[...]) (the dataset's: {known})")
+                         fix=f"name the bundle's classes as the dataset's categories (an imported bundle: import its "
+                             f"ONNX again with --names), score it on a dataset of its own categories, or map each "
+                             f"class to one of this dataset's ids from Python: predictor.set_options(category_ids="
+                             f"[...]) (the dataset's: {known})")
     if other:
         print(f"warning: {bundle}'s classes and the dataset's categories of the same ids have other names: "
               f"{', '.join(other)}; scored by id (name the classes as the dataset's categories to match them by name)")

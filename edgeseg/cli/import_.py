@@ -215,10 +215,6 @@ def run(args: argparse.Namespace) -> int:
     nvinfer, nv_names = None, None
     from ..export.nvinfer_config import looks_like_nvinfer_config, read_nvinfer_config
 
-    if not Path(args.onnx).exists():  # an audit: "--classes is required" came first for a file that is not there
-        raise InputError(f"{args.onnx}: no such file", fix="give the path of an ONNX model (or a DeepStream nvinfer "
-                                                           "configuration file naming one)")
-
     if looks_like_nvinfer_config(args.onnx):  # DeepStream's config_infer_*.txt: the model, its labels and conventions
         from ..export.mmdeploy_config import PipelineConfig
 
@@ -277,6 +273,9 @@ def run(args: argparse.Namespace) -> int:
                                                         " and colours from ".join(Path(f).name for f in side.files))
             nv_names = side.names
     if args.classes is None and hf_names is None and nv_names is None and args.task in ("semantic", "panoptic"):
+        if not Path(args.onnx).exists():  # an audit: "--classes is required" came first for a file that is not there
+            raise InputError(f"ONNX file {args.onnx} not found", fix="give the path of an ONNX model (or a DeepStream "
+                                                                     "nvinfer configuration file naming one)")
         if hf is not None and hf.names_error:
             raise InputError(hf.names_error, fix="repair it, or give the names with --names / --classes FILE")
         raise InputError(f"--classes is required for a {args.task} model",

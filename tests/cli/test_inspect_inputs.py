@@ -239,7 +239,7 @@ def test_check_int8_without_a_model_for_the_target_checks_what_that_runtime_load
     rc, out, _ = _run(capsys, "check", "shapes", "--target", "openvino", "--precision", "int8")
     assert rc == 0 and out.startswith("model.int8.cpu.onnx on openvino (int8): OK")  # the OpenVINO backend's stand-in
     assert "stand-in-model: bundle has no INT8 model made for openvino; checked the one made for cpu" in out
-    assert "--target openvino' for a model made for it" in out
+    assert "--target openvino --calib RECIPE' for a model made for it" in out
     rc, out, _ = _run(capsys, "check", "shapes", "--target", "openvino", "--precision", "int8", "--model-target", "cpu")
     assert "stand-in-model" not in out  # asked for by name: no substitution to speak of
 
@@ -264,7 +264,7 @@ def test_check_takes_quantizes_target_names(capsys, tmp_path):
     m["models"] = [x for x in m["models"] if x.get("target") != "tensorrt"]
     (cpu_only / "manifest.json").write_text(json.dumps(m))
     rc, out, _ = _run(capsys, "check", str(cpu_only), "--target", "tensorrt-10.3", "--precision", "int8")
-    assert rc == 1 and "no-model: bundle has no INT8 model for tensorrt" in out and "--target tensorrt'" in out
+    assert rc == 1 and "no-model: bundle has no INT8 model for tensorrt" in out and "--target tensorrt --calib RECIPE'" in out
 
 
 def test_check_for_a_tensorrt_older_than_export_can_serve_says_what_can_be_done(capsys):

@@ -248,7 +248,8 @@ def test_a_stream_against_a_lost_server_counts_errors_and_ends(tmp_path):  # lik
     stats = tmp_path / "stats.json"
     url = f"http://127.0.0.1:{_free_port()}/shapes"
     client = ["--remote", url, "--source", "synthetic://?size=32x24&frames=3", "--stats-json", str(stats)]
-    assert main(["run", *client]) == 0  # each frame: 4 refused attempts, counted, then on
+    # each frame: 4 refused attempts, counted, then on; every frame failed: exit 2, said (session 47: it was 0)
+    assert main(["run", *client]) == 2
     s = json.loads(stats.read_text())
     assert (s["processed"], s["errors"]) == (3, 3), s
 
