@@ -84,7 +84,7 @@ def test_quantize_refuses_a_shipped_bundle_by_name_and_says_how_to_copy_it():
     manifest = (shipped / "manifest.json").read_bytes()
     with pytest.raises(InputError, match="names the bundle shipped with edgeseg") as err:
         quantize_bundle("shapes", calib="synthetic:4", target="cpu")
-    assert f"cp -r {shipped} ./shapes.edgeseg" in err.value.fix and "give its path" in err.value.fix
+    assert f"cp -rT {shipped} ./my-shapes.edgeseg" in err.value.fix and "give its path" in err.value.fix
     assert (shipped / "manifest.json").read_bytes() == manifest
 
 

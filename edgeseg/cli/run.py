@@ -248,8 +248,6 @@ def _warn_unused(args: argparse.Namespace, opts) -> None:
 
     video = bool(opts.sink or opts.rtsp_port or opts.show)
     for option, needs, applies in (("--encoder", "--sink or --rtsp-port", bool(opts.sink or opts.rtsp_port)),
-                                   ("--segment-s", "--sink", bool(opts.sink)),
-                                   ("--keep-segments", "--segment-s", bool(opts.segment_s)),
                                    ("--rtsp-address", "--rtsp-port", bool(opts.rtsp_port)),
                                    ("--alpha", "a video output (--sink, --rtsp-port or --show)", video),
                                    ("--keyframe-motion", "--keyframe-interval N (N > 1)", opts.keyframe_interval != 1),

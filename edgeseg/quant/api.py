@@ -492,6 +492,8 @@ def _refuse_shipped_name(bundle: Any) -> None:
     every user of that installation, and ``edgeseg demo``, then ran the new model, its gate unmeasured when no
     ``--eval`` was given. Refused, naming the copy to make; its path given explicitly still edits it (a maintainer's
     rebuild of the shipped bundles)."""
+    import shlex
+
     from ..paths import shipped_bundle
 
     text = os.fspath(bundle)
@@ -501,8 +503,8 @@ def _refuse_shipped_name(bundle: Any) -> None:
     if shipped is not None:
         raise InputError(f"{text!r} names the bundle shipped with edgeseg ({shipped}): quantizing it would change it "
                          "for every user of this installation",
-                         fix=f"quantize a copy: cp -r {shipped} ./{shipped.name}, then edgeseg quantize {shipped.name} "
-                             "...; to change the shipped bundle itself, give its path")
+                         fix=f"quantize a copy: cp -rT {shlex.quote(str(shipped))} ./my-{shipped.name}, then edgeseg "
+                             f"quantize my-{shipped.name} ...; to change the shipped bundle itself, give its path")
 
 
 def _check_openvino_reads(bundle) -> None:

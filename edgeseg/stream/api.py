@@ -99,6 +99,10 @@ def build_sinks(opts: StreamOptions, fps: float | None = None) -> list[Sink]:
     video sinks use the source's, read once it is open (:meth:`Sink.bind_source`)."""
     sinks: list[Sink] = []
     fps = opts.fps or fps
+    for given, needs, applies in (("segment_s (--segment-s)", "sink (--sink)", opts.sink),
+                                  ("keep_segments (--keep-segments)", "segment_s (--segment-s)", opts.segment_s)):
+        if getattr(opts, given.split()[0]) is not None and not applies:  # the Python API too (an audit)
+            logging.getLogger("edgeseg.stream").warning("%s has no effect without %s", given, needs)
     if opts.sink:
         sinks.append(Mp4Sink(opts.sink, fps=fps, encoder=opts.encoder, segment_s=opts.segment_s,
                              keep_segments=opts.keep_segments))

@@ -130,7 +130,7 @@ def test_run_cli_writes_segments_and_lists_them_in_its_stats(tmp_path):
     assert len(decode_mp4_frames(tmp_path / "out.00002.mp4")) == 20
     r = subprocess.run([sys.executable, "-m", "edgeseg", "run", "--bundle", "shapes", "--source", "synthetic://?frames=2",
                         "--keep-segments", "2"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0 and "--keep-segments has no effect without --segment-s" in r.stderr
+    assert r.returncode == 0 and "keep_segments (--keep-segments) has no effect without segment_s (--segment-s)" in r.stderr
 
 
 def test_two_runs_with_one_sink_never_write_into_each_other_s_segments(tmp_path):
@@ -154,3 +154,22 @@ def test_two_runs_with_one_sink_never_write_into_each_other_s_segments(tmp_path)
     assert _decoded_levels(tmp_path / "rec.00000.mp4") == list(range(10))
     assert _decoded_levels(tmp_path / "rec.00001.mp4") == [12]
     assert _decoded_levels(tmp_path / "rec.00002.mp4") == [10, 11]
+
+
+def test_a_huge_segment_length_is_one_file_and_no_claimed_part_is_left(tmp_path):
+    """An audit: --segment-s 1e308 (or --fps 1e308) raised 'cannot convert float infinity to integer' after claiming
+    rec.00000.part.mp4, which stayed (empty, unlisted) and made every later run skip that number."""
+    pytest.importorskip("gi")
+    sink = Mp4Sink(tmp_path / "rec.mp4", fps=10, backend="gstreamer", segment_s=1e308)
+    _record(sink, _levels(5))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rec.00000.mp4"]
+    assert _decoded_levels(tmp_path / "rec.00000.mp4") == [0, 1, 2, 3, 4]
+    assert segment_frames(1e308, 1e308) > 10 ** 15 and segment_frames(2, float("inf")) > 10 ** 15
+
+
+def test_segment_options_without_what_they_need_are_said_in_the_python_api_too(caplog):
+    from edgeseg.stream.api import build_sinks
+
+    with caplog.at_level("WARNING", logger="edgeseg.stream"):
+        build_sinks(StreamOptions(source="synthetic://", segment_s=5))
+    assert "segment_s (--segment-s) has no effect without sink (--sink)" in caplog.text

@@ -8,8 +8,10 @@ them. Standard library only; the writers are :class:`~edgeseg.stream.sinks.video
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -60,8 +62,10 @@ def claim_segment(path: Path, index: int) -> int:
 
 
 def segment_frames(segment_s: float, fps: float) -> int:
-    """Frames in a segment of ``segment_s`` seconds at ``fps`` (the file's timestamps are ``index / fps``)."""
-    return max(1, round(segment_s * fps))
+    """Frames in a segment of ``segment_s`` seconds at ``fps`` (the file's timestamps are ``index / fps``); a length
+    past any count (``1e308`` s) is one file."""
+    n = segment_s * fps
+    return max(1, round(n)) if math.isfinite(n) and n < sys.maxsize else sys.maxsize
 
 
 @dataclass

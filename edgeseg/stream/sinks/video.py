@@ -13,6 +13,7 @@ frame written.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -360,15 +361,18 @@ class Mp4Sink(Sink):
         fps = output_fps(self.fps, self._source)
         self.fps = fps
         if self.segment_s:
+            self._segment_len = segment_frames(self.segment_s, fps)  # before the claim: nothing to undo if it fails
             self._next_index = claim_segment(self.path, self._next_index)
             self._file = segment_path(self.path, self._next_index)
             self._next_index += 1
-            self._segment_len = segment_frames(self.segment_s, fps)
             self.segments.append(Segment(str(self._file), self.frames, now_iso()))
             try:
                 self._open_writer(shape, fps)
             except BaseException:
                 self.segments[-1].state = "failed"
+                with contextlib.suppress(OSError):  # the claimed .part, if nothing was written into it
+                    if self.part.stat().st_size == 0:
+                        self.part.unlink()
                 raise
             return
         self._open_writer(shape, fps)
@@ -482,9 +486,12 @@ class Mp4Sink(Sink):
                 self._finisher.join()
             else:
                 self._finisher.finish_now(self._finishing(), self.segments[-1])
-            if self.segments:
-                log.info("wrote %d frames in %d segment(s), %s to %s", self.frames, len(self.segments),
-                         Path(self.segments[0].file).name, Path(self.segments[-1].file).name)
+            done = [x for x in self.segments if x.state in ("finished", "removed")]
+            if done:  # only what was written whole (a failed segment's frames are in its .part)
+                log.info("wrote %d frames in %d segment(s), %s to %s%s", sum(x.frames for x in done), len(done),
+                         Path(done[0].file).name, Path(done[-1].file).name,
+                         "" if len(done) == len(self.segments) else
+                         f" ({len(self.segments) - len(done)} failed)")
             return
         w, self._writer = self._writer, None
         if w is None:
