@@ -853,12 +853,17 @@ def _lock_file(path: Path, bundle: Path) -> int | None:
             os.close(fd)
             log.debug("no lock on %s (%s): writing unlocked", path, e.strerror or e)
             return None
-        try:
-            if os.fstat(fd).st_ino == os.stat(path).st_ino:
-                return fd
-        except OSError:
-            pass  # removed by the holder that just released it
-        os.close(fd)
+        if _same_file(fd, path):
+            return fd
+        os.close(fd)  # the holder that just released it removed this one: open the path anew
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    """Whether the open file ``fd`` is the file now at ``path`` (False when ``path`` is gone)."""
+    try:
+        return os.fstat(fd).st_ino == os.stat(path).st_ino
+    except OSError:
+        return False
 
 
 def _with_changes(now: Manifest, loaded: Manifest, mine: Manifest, where: Path) -> Manifest:

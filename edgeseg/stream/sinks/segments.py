@@ -54,8 +54,9 @@ def claim_segment(path: Path, index: int) -> int:
             try:
                 os.close(os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
                 return index
-            except FileExistsError:
-                pass
+            except FileExistsError:  # another run's: the next number
+                index += 1
+                continue
             except OSError:
                 return index
         index += 1
