@@ -376,6 +376,7 @@ class Bundle:
         cache = _cache_entry(zpath)
         try:
             if not fresh and (cache / MANIFEST).is_file():
+                _touch(cache)
                 return cache
             cache.parent.mkdir(parents=True, exist_ok=True)
             lock = _locked(cache.parent.parent / ".bundles.lock")  # one for the cache: unpacking is rare
@@ -390,7 +391,9 @@ class Bundle:
                 with contextlib.suppress(BundleError):
                     Bundle._open_folder(cache, zpath, verify=True)
                     return cache
-            return Bundle._unpack(zpath, cache, fresh)
+            cache = Bundle._unpack(zpath, cache, fresh)
+            _evict_unused(cache.parent, keep=cache)
+            return cache
 
     @staticmethod
     def _unpack(zpath: Path, cache: Path, fresh: bool) -> Path:
@@ -970,6 +973,52 @@ def _cache_entry(zpath: Path) -> Path:
     from .paths import cache_dir
 
     return cache_dir() / "bundles" / sha256_file(zpath)[:16]
+
+
+_WARNED_ONCE: set[str] = set()
+
+
+def _touch(entry: Path) -> None:
+    """Mark an unpacked bundle as used now (its folder's mtime: what :func:`_evict_unused` reads); a read-only
+    cache keeps the time it has."""
+    with contextlib.suppress(OSError):
+        os.utime(entry)
+
+
+def _evict_unused(bundles: Path, keep: Path, now: float | None = None) -> list[Path]:
+    """Remove the unpacked bundles in ``bundles`` (the cache's folder) not opened for
+    :func:`~edgeseg.paths.cache_days`, except ``keep``; called under the cache's lock when a zip is unpacked. Returns what was removed. A process that still
+    holds one keeps the files it has open; a later open of its zip unpacks it again."""
+    from .paths import cache_days
+
+    try:
+        days = cache_days()
+    except InputError as e:  # said by edgeseg doctor too; an open never fails for it, and nothing is removed
+        if "days" not in _WARNED_ONCE:
+            _WARNED_ONCE.add("days")
+            log.warning("%s: no unpacked bundle is removed (fix: %s)", str(e).splitlines()[0], e.fix)
+        return []
+    if days is None:
+        return []
+    now = time.time() if now is None else now
+    limit = now - days * 86400.0
+    removed = []
+    for entry in bundles.iterdir():
+        try:
+            if entry.name.startswith("."):  # an unpack or a removal a killed process left (a day is long enough)
+                if entry.name.endswith((".extract", ".old")) and entry.stat().st_mtime < now - 86400.0:
+                    shutil.rmtree(entry, ignore_errors=True)
+                continue
+            if entry == keep or not entry.is_dir() or entry.stat().st_mtime >= limit:
+                continue
+        except OSError:
+            continue
+        size = sum(f.stat().st_size for f in entry.rglob("*") if f.is_file())
+        _set_aside(entry)
+        removed.append(entry)
+        log.info("removed %s from the bundle cache (%.1f MB; no bundle opened it for %g days)", entry,
+                 size / 1e6, days)
+    return removed
 
 
 def _set_aside(path: Path) -> None:

@@ -216,7 +216,7 @@ def _process(problems: list[dict]) -> dict:
 
 
 #: the environment variables edgeseg reads (their values are shown when set: they change what runs)
-SETTINGS = ("EDGESEG_CACHE_DIR", "EDGESEG_CACHE", "EDGESEG_DATA", "EDGESEG_TRT_MAX_BATCH", "EDGESEG_TRT_MAX_SIDE",
+SETTINGS = ("EDGESEG_CACHE_DIR", "EDGESEG_CACHE", "EDGESEG_BUNDLE_CACHE_DAYS", "EDGESEG_DATA", "EDGESEG_TRT_MAX_BATCH", "EDGESEG_TRT_MAX_SIDE",
             "EDGESEG_TRT_DLA_CORE", "EDGESEG_NNCF", "EDGESEG_OPS_CUDA", "OMP_NUM_THREADS", "LD_PRELOAD")
 
 
@@ -228,8 +228,24 @@ def _cache(problems: list[dict] | None = None) -> dict:
     writable = os.access(probe, os.W_OK)
     if problems is not None:
         _settings_problems(path, writable, problems)
-    return {"dir": str(path), "writable": writable, "exists": path.exists(),
+    return {"dir": str(path), "writable": writable, "exists": path.exists(), "bundles": _unpacked(path, problems),
             "settings": {k: os.environ[k] for k in SETTINGS if os.environ.get(k)}}
+
+
+def _unpacked(cache: Path, problems: list[dict] | None) -> dict:
+    """The unpacked ``.zip`` bundles in the cache: how many, their size, and how long an unused one is kept."""
+    from .paths import cache_days
+    from .errors import EdgesegError
+
+    entries = [p for p in (cache / "bundles").glob("[!.]*") if p.is_dir()]
+    size = sum(f.stat().st_size for p in entries for f in p.rglob("*") if f.is_file())
+    try:
+        days = cache_days()
+    except EdgesegError as e:
+        days = None
+        if problems is not None:
+            problems.append({"what": str(e).splitlines()[0], "fix": e.fix})
+    return {"count": len(entries), "mb": round(size / 1e6, 1), "kept_unused_days": days}
 
 
 def _settings_problems(cache: Path, writable: bool, problems: list[dict]) -> None:

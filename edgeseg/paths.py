@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from ._compat import removesuffix
+from .errors import InputError
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 ZOO_DIR = PACKAGE_DIR / "zoo"  # bundles shipped with the package: zoo/<name>.edgeseg/
@@ -49,6 +50,30 @@ def cache_dir() -> Path:
 
 
 _WARNED: set[Path] = set()
+
+
+#: unpacked ``.zip`` bundles not opened for this many days are removed when another zip is unpacked (a device that
+#: takes a new model version every week would otherwise keep every version it ever ran);
+#: ``EDGESEG_BUNDLE_CACHE_DAYS`` sets it, ``0`` or ``off`` keeps them all
+CACHE_DAYS = 30.0
+
+
+def cache_days() -> float | None:
+    """:data:`CACHE_DAYS`, or ``$EDGESEG_BUNDLE_CACHE_DAYS`` (None: keep every unpacked bundle)."""
+    text = os.environ.get("EDGESEG_BUNDLE_CACHE_DAYS", "").strip().lower()
+    if not text:
+        return CACHE_DAYS
+    if text in ("0", "off", "none", "never"):
+        return None
+    try:
+        days = float(text)
+    except ValueError:
+        days = -1.0
+    if not days > 0 or days == float("inf"):
+        raise InputError(f"EDGESEG_BUNDLE_CACHE_DAYS={text!r} is no number of days",
+                          fix="set it to the days an unpacked .zip bundle may go unused (30 by default), or 0 to "
+                              "keep them all")
+    return days
 
 
 def shipped_bundle(name: str) -> Path | None:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from edgeseg.bundle import Bundle, ModelFile
-from edgeseg.errors import BundleError
+from edgeseg.errors import BundleError, InputError
 from edgeseg.structures import ImageShape, InputSpec
 from handmade_bundles import conv_bundle
 
@@ -657,3 +657,59 @@ def test_an_unwritable_cache_with_no_copy_is_named_once(bundle, tmp_path, monkey
         assert Bundle.open(bundle.zip(tmp_path / "b.zip")).model_path().is_file()
         assert Bundle.open(tmp_path / "b.zip").model_path().is_file()  # the same private copy again
     assert caplog.text.count("is not writable") == 1 and "cannot be replaced" not in caplog.text
+
+
+def test_unpacked_zips_unused_for_the_kept_days_are_removed_when_another_is_unpacked(tmp_path, monkeypatch, caplog):
+    """A device taking a new model version each week kept every version's unpacked copy for ever. Now an unpacked
+    zip not opened for EDGESEG_BUNDLE_CACHE_DAYS (30) goes when another zip is unpacked; opening one marks it used."""
+    from handmade_bundles import conv_bundle
+
+    monkeypatch.setenv("EDGESEG_CACHE_DIR", str(tmp_path / "cache"))
+    zips = [conv_bundle(tmp_path / f"v{i}", seed=i, name=f"v{i}").zip(tmp_path / f"v{i}.zip") for i in range(4)]
+    old, used, kept = (Bundle.open(z).root for z in zips[:3])
+    month_ago = time.time() - 31 * 86400
+    for entry in (old, used, kept):
+        os.utime(entry, (month_ago, month_ago))
+    os.utime(kept, (time.time() - 29 * 86400,) * 2)  # inside the 30 days
+    assert Bundle.open(zips[1]).root == used  # opened again: used now
+    leftovers = [old.parent / ".abc.extract", old.parent / ".def.1234abcd.old", old.parent / ".new.extract"]
+    for path in leftovers:
+        path.mkdir()
+    for path in leftovers[:2]:  # killed processes' unpack and removal, two days ago
+        os.utime(path, (time.time() - 2 * 86400,) * 2)
+    with caplog.at_level("INFO", logger="edgeseg"):
+        newest = Bundle.open(zips[3]).root
+    assert not old.exists() and used.is_dir() and kept.is_dir() and newest.is_dir()
+    assert [p.exists() for p in leftovers] == [False, False, True]
+    assert any(str(old) in r.getMessage() and "30 days" in r.getMessage() for r in caplog.records)
+    again = Bundle.open(zips[0])  # its zip opens as before: unpacked anew
+    assert again.root == old and (old / "manifest.json").is_file()
+
+
+def test_the_kept_days_setting(tmp_path, monkeypatch, caplog):
+    from edgeseg import bundle as bundle_module
+    from edgeseg.bundle import _evict_unused
+    from edgeseg.paths import cache_days
+    from edgeseg.environment import report
+
+    monkeypatch.setattr(bundle_module, "_WARNED_ONCE", set())
+
+    (tmp_path / "a").mkdir()
+    os.utime(tmp_path / "a", (0, 0))
+    for off in ("0", "off"):
+        monkeypatch.setenv("EDGESEG_BUNDLE_CACHE_DAYS", off)
+        assert cache_days() is None and _evict_unused(tmp_path, keep=tmp_path / "b") == []
+    monkeypatch.setenv("EDGESEG_BUNDLE_CACHE_DAYS", "2.5")
+    assert cache_days() == 2.5
+    for bad in ("abc", "-3", "inf", "nan"):
+        monkeypatch.setenv("EDGESEG_BUNDLE_CACHE_DAYS", bad)
+        with pytest.raises(InputError, match="EDGESEG_BUNDLE_CACHE_DAYS") as e:
+            cache_days()
+        assert "0 to keep them all" in e.value.fix
+    with caplog.at_level("WARNING", logger="edgeseg"):
+        assert _evict_unused(tmp_path, keep=tmp_path / "b") == [] and (tmp_path / "a").is_dir()  # kept, said
+    assert any("no unpacked bundle is removed" in r.getMessage() for r in caplog.records)
+    monkeypatch.setenv("EDGESEG_CACHE_DIR", str(tmp_path / "cache"))
+    r = report()
+    assert r["cache"]["bundles"] == {"count": 0, "mb": 0.0, "kept_unused_days": None}
+    assert any("EDGESEG_BUNDLE_CACHE_DAYS" in p["what"] for p in r["problems"])

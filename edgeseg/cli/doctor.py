@@ -61,6 +61,10 @@ def _print(r: dict) -> None:
     k = r["cache"]
     if "error" not in k:
         print(f"cache     {k['dir']} ({'writable' if k['writable'] else 'NOT writable'})")
+        b = k.get("bundles", {})
+        if b:
+            kept = (f"removed after {b['kept_unused_days']:g} days unused" if b["kept_unused_days"] else "kept for ever")
+            print(f"  bundles {b['count']} unpacked .zip bundles, {b['mb']:g} MB ({kept}; EDGESEG_BUNDLE_CACHE_DAYS)")
         for name, value in k.get("settings", {}).items():
             print(f"setting   {name}={value}")
     if not r["problems"]:

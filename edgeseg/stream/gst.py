@@ -174,12 +174,32 @@ def failed_decoders() -> frozenset[str]:
         return frozenset(_failed_decoders)
 
 
+#: what a GStreamer source's ``appsink`` takes (:func:`sample_to_rgb` reads each): progressive 4:2:0 frames as the
+#: decoder gives them, converted by :mod:`.yuv` (exact, where ``videoconvert`` is up to 3.7 levels dark), and
+#: everything else as RGB from ``videoconvert`` (4:2:2 and 4:4:4 would lose chroma as 4:2:0; interlaced 4:2:0
+#: has its chroma lines per field)
+SOURCE_CAPS = ("video/x-raw,format=I420,interlace-mode=progressive; "
+               "video/x-raw,format=NV12,interlace-mode=progressive; video/x-raw,format=RGB")
+#: GStreamer's colour matrices (``GstVideoColorMatrix`` nicks) that :mod:`.yuv` converts
+_MATRICES = ("bt601", "bt709", "bt2020", "smpte240m", "fcc")
+
+
 def sample_to_rgb(sample: Any) -> np.ndarray:
-    """An RGB ``GstSample`` -> ``uint8 [H, W, 3]`` (a copy; GStreamer pads RGB rows to 4 bytes)."""
+    """A ``GstSample`` of :data:`SOURCE_CAPS` -> ``uint8 [H, W, 3]`` RGB (a new array). I420 and NV12 are
+    converted with the colour matrix and range their caps state (GStreamer's defaults when they say none); RGB
+    rows are unpadded (GStreamer pads them to 4 bytes). Another format raises :class:`StreamError` naming it."""
     Gst = gst()
-    caps = sample.get_caps().get_structure(0)
-    ok_w, w = caps.get_int("width")
-    ok_h, h = caps.get_int("height")
+    caps = sample.get_caps()
+    structure = caps.get_structure(0) if caps is not None and caps.get_size() else None
+    if structure is None:
+        raise StreamError("GStreamer sample without caps")
+    fmt = structure.get_value("format") if structure.has_field("format") else "RGB"
+    if fmt not in ("RGB", "I420", "NV12"):
+        raise StreamError(f"the source's appsink got {fmt} frames, not RGB, I420 or NV12 ({caps.to_string()})",
+                          fix=f"end the pipeline with 'videoconvert ! {SOURCE_CAPS.rsplit('; ', 1)[1]} ! appsink "
+                              "name=edgeseg_sink', or leave edgeseg_sink out and edgeseg adds it")
+    ok_w, w = structure.get_int("width")
+    ok_h, h = structure.get_int("height")
     if not (ok_w and ok_h):
         raise StreamError(f"GStreamer sample without a frame size: {caps.to_string()}")
     buf = sample.get_buffer()
@@ -187,6 +207,8 @@ def sample_to_rgb(sample: Any) -> np.ndarray:
     if not ok:
         raise StreamError("cannot map a GStreamer buffer for reading")
     try:
+        if fmt != "RGB":
+            return _yuv_to_rgb(caps, buf, info.data, fmt, w, h)
         stride = info.size // h if h else 0
         if stride < w * 3:
             raise StreamError(f"GStreamer buffer of {info.size} bytes is too small for {w}x{h} RGB")
@@ -194,6 +216,33 @@ def sample_to_rgb(sample: Any) -> np.ndarray:
         return np.ascontiguousarray(arr.reshape(h, w, 3))
     finally:
         buf.unmap(info)
+
+
+def _yuv_to_rgb(caps: Any, buf: Any, data: Any, fmt: str, w: int, h: int) -> np.ndarray:
+    from . import yuv
+
+    GstVideo = gst_module("GstVideo")
+    vinfo = GstVideo.VideoInfo.new_from_caps(caps)
+    if vinfo is None:
+        raise StreamError(f"GStreamer caps that are no video layout: {caps.to_string()}")
+    meta = GstVideo.buffer_get_video_meta(buf)  # a decoder's own plane layout (padded planes), when it says one
+    layout = meta if meta is not None else vinfo
+    rows, cols = (h + 1) // 2, (w + 1) // 2
+    shapes = [(h, w, 1), (rows, cols, 2)] if fmt == "NV12" else [(h, w, 1), (rows, cols, 1), (rows, cols, 1)]
+    planes = []
+    for i, (r, c, n) in enumerate(shapes):
+        stride, offset = int(layout.stride[i]), int(layout.offset[i])
+        try:
+            planes.append(np.ndarray((r, c, n), np.uint8, buffer=data, offset=offset, strides=(stride, n, 1)))
+        except (TypeError, ValueError):
+            raise StreamError(f"a GStreamer {fmt} buffer too small for {w}x{h} (plane {i}: stride {stride}, "
+                              f"offset {offset})") from None
+    nick = vinfo.colorimetry.matrix.value_nick  # unknown (and rgb, meaningless for YUV): what GStreamer assumes
+    matrix = nick if nick in _MATRICES else yuv.default_matrix(h)
+    full = vinfo.colorimetry.range.value_nick == "0-255"  # unknown is video range, as videoconvert reads it
+    if fmt == "NV12":
+        return yuv.nv12_to_rgb(planes[0][..., 0], planes[1], matrix, full)
+    return yuv.i420_to_rgb(planes[0][..., 0], planes[1][..., 0], planes[2][..., 0], matrix, full)
 
 
 #: a frame rate above this is a demuxer's placeholder, not a rate (qtdemux says 1000000000/1 for a variable-rate

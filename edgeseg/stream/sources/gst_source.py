@@ -26,7 +26,10 @@ from .containers import avi_header_frames, mp4_video_duration_ns
 from .uri import STDIN_LAUNCH, SourceURI, camera_device, parse_source, video_file
 
 log = logging.getLogger("edgeseg.stream")
-APPSINK = "videoconvert ! video/x-raw,format=RGB ! appsink name=edgeseg_sink emit-signals=true max-buffers=2"
+#: frames reach the appsink as the decoder made them where edgeseg converts them exactly (progressive 4:2:0), else as
+#: RGB from videoconvert (:data:`..gst.SOURCE_CAPS`)
+APPSINK = (f"videoconvert ! capsfilter caps={_gst.quote(_gst.SOURCE_CAPS)} "
+           "! appsink name=edgeseg_sink emit-signals=true max-buffers=2")
 #: decoded video turned as its orientation tag says (phone clips are stored sideways with a rotation in the
 #: container; OpenCV's reader applies it, decodebin does not): a pass-through when there is no tag
 UPRIGHT = "videoconvert ! videoflip video-direction=auto"  # videoflip takes fewer formats than decoders give (4:2:2)
@@ -438,6 +441,7 @@ class GstSource(Source):
         self._retried: set[str] = set()  # hardware decoders this source replaced (each once)
         self._outputs = 0  # frames the current pipeline's decoder gave (delivered, or skipped after a restart)
         self._unconfirmed: list[str] = []  # decoders it disabled whose software replacement gave no frame yet
+        self._unreadable: set[str] = set()  # why samples were skipped, each said once
         #: the hardware decoders this source stopped using, and why (None: none failed)
         self.decoder_fallback: str | None = None
         if self.spec.scheme == "test" and self.spec.int_opt("frames", -1) > 0:
@@ -571,7 +575,10 @@ class GstSource(Source):
         try:
             image = _gst.sample_to_rgb(sample)
         except StreamError as e:
-            log.warning("%s: skipping an unreadable sample: %s", self.uri, e)
+            said = str(e)  # once per kind: a pipeline of the wrong format would say it for every frame
+            if said not in self._unreadable:
+                self._unreadable.add(said)
+                log.warning("%s: skipping an unreadable sample: %s", self.uri, e)
             return Gst.FlowReturn.OK
         if self.fps is None:  # rtsp, http, launch strings: the negotiated caps say
             self.fps = _gst.caps_fps(sample)
