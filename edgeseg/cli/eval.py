@@ -26,6 +26,7 @@ EXAMPLES = (
     "edgeseg eval inst.edgeseg --data yolo-seg:datasets/mine --class-map rider=person --save-predictions dets.json",
     "edgeseg eval pan.edgeseg --data coco-panoptic:../shared/data/cityscapes_panoptic/panoptic_val.json "
     "--save-predictions preds/ --json pq.json",
+    "edgeseg eval coco-pan.edgeseg --data coco-panoptic:city/panoptic_val.json --class-map rider=person,terrain=void",
 )
 
 
@@ -49,7 +50,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "beside the JSON: instances_val.json or panoptic_val.json -> val/)")
     g.add_argument("--class-map", metavar="MODEL=DATASET,...", default=None,
                    help="map model classes to dataset categories by name, e.g. person=person,rider=person; "
-                        "other classes match by equal name, unmatched ones are dropped")
+                        "other classes match by equal name. Instance data: unmatched classes are dropped; panoptic "
+                        "data: CLASS=void leaves a class's segments out, stuff classes mapped onto one category "
+                        "become one segment, and an unmatched class is refused, naming it")
     g.add_argument("--score-threshold", type=float, default=0.001, metavar="T",
                    help="keep detections scoring above T (default 0.001, as Ultralytics' val does: AP integrates the "
                         "whole precision/recall curve, so the bundle's display threshold would cut it short)")
@@ -95,8 +98,8 @@ def run(args: argparse.Namespace) -> int:
                          fix="leave --save-predictions out; edgeseg predict BUNDLE IMAGES --out DIR writes label maps")
     if args.class_map:
         raise InputError(f"--class-map {args.class_map}: {args.data} is semantic data, whose classes are matched to "
-                         "the model's by name (else by id)", fix="leave --class-map out: it maps instance categories "
-                                                                 "(coco-instance:, yolo-seg:)")
+                         "the model's by name (else by id)", fix="leave --class-map out: it maps instance and panoptic "
+                                                                 "categories (coco-instance:, yolo-seg:, coco-panoptic:)")
     _check_overwrites(args, dataset, [("--json", args.json)])
     predictor = load(
         args.bundle, backend=args.backend, precision=args.precision, target=args.target,
@@ -217,15 +220,11 @@ def _run_panoptic(args: argparse.Namespace, dataset) -> int:
     from pathlib import Path
 
     from .._timing import Latency
-    from ..eval.panoptic import evaluate_panoptic
+    from ..eval.panoptic import evaluate_panoptic, panoptic_class_map, remap_categories
     from ..eval.panoptic_io import PanopticWriter, prediction_paths
     from ..predictor import load
 
-    if args.class_map:
-        raise InputError("--class-map applies to instance datasets",
-                         fix="a panoptic bundle's classes are matched to the dataset's categories by name when every "
-                             "class has one, else by id; another mapping is set from Python: "
-                             "predictor.set_options(category_ids=[one dataset id per class])")
+    pairs = parse_class_map(args.class_map)
     outputs = [("--json", args.json)]
     if args.save_predictions:  # a folder: <gt stem>_pred.json and the PNGs in <gt stem>_pred/
         if getattr(dataset, "json_path", None) is None:
@@ -249,12 +248,14 @@ def _run_panoptic(args: argparse.Namespace, dataset) -> int:
     predictor = load(args.bundle, backend=args.backend, precision=args.precision, target=args.target,
                      device=args.device, threads=args.threads)
     seconds: list[float] = []
+    lut: dict[int, int | None] | None = None
+    isthing = {c.id: c.isthing for c in dataset.categories.values()}
 
     def timed(rgb):
         start = time.perf_counter()
         result = predictor(rgb)
         seconds.append(time.perf_counter() - start)
-        return result
+        return result if lut is None else remap_categories(result, lut, isthing)
 
     with predictor:
         if predictor.manifest.task != "panoptic":
@@ -263,7 +264,14 @@ def _run_panoptic(args: argparse.Namespace, dataset) -> int:
                 if predictor.manifest.task == "semantic" and getattr(dataset, "json_path", None) else "")
             raise InputError(f"{args.bundle} is {_a(predictor.manifest.task)} bundle; "
                              f"{args.data} holds panoptic segments", fix=fix)
-        _check_panoptic_categories(args.bundle, predictor, dataset)
+        if pairs:  # the user's map, the rest by name; the bundle's own ids are only what its segments carry
+            own = tuple(getattr(predictor.options, "category_ids", ()) or ())
+            lut = panoptic_class_map(predictor.classes, own, dataset.categories, pairs)
+            voided = [n for k, n in enumerate(predictor.classes) if lut[own[k] if own else k] is None]
+            print("note: classes scored as categories by --class-map and by name"
+                  + (f"; left out as void: {', '.join(voided)}" if voided else ""))
+        else:
+            _check_panoptic_categories(args.bundle, predictor, dataset)
         writer = None
         if args.save_predictions:
             writer = PanopticWriter(json_path, png_dir, categories=dataset.categories)
@@ -332,13 +340,12 @@ def _check_panoptic_categories(bundle, predictor, dataset) -> None:
         raise InputError(f"{bundle} writes category ids the dataset does not list: {', '.join(unknown[:10])}"
                          f"{' ...' if len(unknown) > 10 else ''}"
                          + (f"; and ids naming other categories: {', '.join(other[:10])}" if other else ""),
-                         fix=f"name the bundle's classes as the dataset's categories (an imported bundle: import its "
-                             f"ONNX again with --names), score it on a dataset of its own categories, or map each "
-                             f"class to one of this dataset's ids from Python: predictor.set_options(category_ids="
-                             f"[...]) (the dataset's: {known})")
+                         fix=f"map the bundle's classes onto this dataset's categories with --class-map "
+                             f"CLASS=CATEGORY,... (CLASS=void leaves one out; classes left out match by name), or "
+                             f"score it on a dataset of its own categories (the dataset's: {known})")
     if other:
         print(f"warning: {bundle}'s classes and the dataset's categories of the same ids have other names: "
-              f"{', '.join(other)}; scored by id (name the classes as the dataset's categories to match them by name)")
+              f"{', '.join(other)}; scored by id (--class-map CLASS=CATEGORY,... maps them by name)")
     things = set(getattr(predictor.options, "thing_classes", ()))
     differ = [n for k, (n, c) in enumerate(zip(classes, ids)) if (k in things) != cats[c].isthing]
     if differ:

@@ -50,7 +50,7 @@ import logging
 import sys
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 import numpy as np
@@ -248,6 +248,84 @@ def category_ids_by_name(classes: Sequence[str], categories: Mapping[int, Any]) 
     if len(by_name) != len(categories) or len(set(named)) != len(named) or not all(n in by_name for n in named):
         return None
     return tuple(by_name[n] for n in named)
+
+
+#: what a class map sends a class to when its segments are to be void (neither scored nor false positives)
+VOID = "void"
+
+
+def panoptic_class_map(classes: Sequence[str], own_ids: Sequence[int], categories: Mapping[int, Any],
+                       pairs: Mapping[str, str]) -> dict[int, int | None]:
+    """The category id a model writes for each class (``own_ids``, else the class index) -> the dataset category
+    id its segments are scored as (None: void), from ``pairs`` (model class -> dataset category name, or
+    :data:`VOID`), the classes left out matching categories of the same name (case aside). Names that are no class
+    or category, and classes left unmatched, raise :class:`InputError` naming them and the fix."""
+    by_name = {c.name.lower(): c.id for c in categories.values()}
+    lower = {n.lower(): n for n in classes}
+    listed = ", ".join(c.name for c in categories.values())
+    unknown = [m for m in pairs if m.lower() not in lower]
+    if unknown:
+        raise InputError(f"--class-map names {', '.join(map(repr, unknown))}, which the model's classes "
+                         f"({', '.join(classes)}) do not include", fix="write MODEL_CLASS=DATASET_CATEGORY with the "
+                                                                       "bundle's class names (edgeseg info BUNDLE)")
+    wanted = {lower[m.lower()]: d for m, d in pairs.items()}
+    bad = [d for d in wanted.values() if d.lower() != VOID and d.lower() not in by_name]
+    if bad:
+        raise InputError(f"--class-map maps to {', '.join(map(repr, bad))}, which the dataset's categories do not "
+                         f"include", fix=f"map each class to one of: {listed}; or to {VOID} to leave its segments out")
+    out: dict[int, int | None] = {}
+    unmatched = []
+    for k, name in enumerate(classes):
+        target = wanted.get(name, name)
+        written = int(own_ids[k]) if own_ids else k
+        if target.lower() == VOID:
+            out[written] = None
+        elif target.lower() in by_name:
+            out[written] = by_name[target.lower()]
+        else:
+            unmatched.append(name)
+    if unmatched:
+        raise InputError(f"model classes with no dataset category of their name: {', '.join(unmatched)}",
+                         fix=f"add them to --class-map as CLASS=CATEGORY (one of: {listed}) or CLASS={VOID} "
+                             f"(e.g. --class-map '{unmatched[0]}={VOID}')")
+    return out
+
+
+def remap_categories(result: PanopticResult, lut: Mapping[int, int | None],
+                     isthing: Mapping[int, bool]) -> PanopticResult:
+    """``result`` with each segment's category sent through ``lut`` (written id -> dataset id, None: void): a
+    voided segment's pixels become 0, and the segments of one stuff category (two classes mapped onto it) become
+    one, as a panoptic prediction has one segment per stuff category; ``isthing`` is the dataset's. Categories
+    ``lut`` does not list are kept as they are."""
+    ids = np.asarray(result.segment_ids)
+    old, new, segments = [], [], []
+    stuff_seen: dict[int, int] = {}
+    areas: dict[int, int] = {}
+    for seg in result.segments:
+        cat = lut.get(int(seg.category_id), int(seg.category_id))
+        if cat is None:
+            old.append(seg.id), new.append(0)
+            continue
+        thing = bool(isthing.get(cat, seg.isthing))
+        if not thing and cat in stuff_seen:
+            old.append(seg.id), new.append(stuff_seen[cat])
+            areas[stuff_seen[cat]] += int(seg.area)
+            continue
+        if not thing:
+            stuff_seen[cat] = seg.id
+        areas[seg.id] = int(seg.area)
+        segments.append(seg)
+        old.append(seg.id), new.append(seg.id)
+    out = ids
+    if any(o != n for o, n in zip(old, new)):
+        order = np.argsort(old)
+        keys, values = np.asarray(old, ids.dtype)[order], np.asarray(new, ids.dtype)[order]
+        pos = np.clip(np.searchsorted(keys, ids), 0, len(keys) - 1)
+        out = np.where(keys[pos] == ids, values[pos], ids).astype(ids.dtype)
+    kept = tuple(replace(s, category_id=lut.get(int(s.category_id), int(s.category_id)),
+                         isthing=bool(isthing.get(lut.get(int(s.category_id), int(s.category_id)), s.isthing)),
+                         area=areas[s.id]) for s in segments)
+    return replace(result, segment_ids=out, segments=kept)
 
 
 def evaluate_panoptic(

@@ -225,7 +225,7 @@ def test_a_bundle_without_category_ids_is_matched_by_class_name(tmp_path, capsys
     assert results[0]["per_class"] == results[1]["per_class"] and results[0]["all"] == results[1]["all"]
     rc, _, err = _eval([center_bundle(tmp_path / "dup.edgeseg", (), ("road", "car", "Car")), "--data",
                         f"coco-panoptic:{gt_json}"], capsys)
-    assert rc == 2 and "writes category ids the dataset does not list" in err and "--names" in err
+    assert rc == 2 and "writes category ids the dataset does not list" in err and "--class-map" in err
 
 
 def test_ids_that_name_other_categories_are_matched_by_name_or_named(tmp_path, capsys):
@@ -257,3 +257,68 @@ def test_category_ids_by_name_in_python():
     assert category_ids_by_name(("road", "Road"), CATEGORIES) is None         # names repeat
     twice = {**CATEGORIES, 99: Category(99, "car", True)}
     assert category_ids_by_name(("road", "car"), twice) is None              # the dataset's names repeat
+
+
+def _reference(gt_json, tmp_path):
+    ref = pytest.importorskip("cityscapesscripts.evaluation.evalPanopticSemanticLabeling")
+    with contextlib.redirect_stdout(io.StringIO()):
+        return ref.evaluatePanoptic(str(gt_json), str(tmp_path / "panoptic_val"),
+                                    str(tmp_path / "preds" / "panoptic_val_pred.json"),
+                                    str(tmp_path / "preds" / "panoptic_val_pred"), str(tmp_path / "ref.json"))
+
+
+def test_class_map_scores_a_bundle_of_other_categories(tmp_path, capsys):
+    """Before: refused ('--class-map applies to instance datasets'); a bundle of other names and ids could only be
+    mapped from Python. Now --class-map maps classes by name (the rest by equal name), CLASS=void leaves one out,
+    and stuff classes sent to one category become one segment. Scores by hand and equal to the reference."""
+    gt_json = dataset(tmp_path)
+    foreign = center_bundle(tmp_path / "f.edgeseg", (3, 4, 99), ("road", "heaven", "auto"))
+    common = ["--data", f"coco-panoptic:{gt_json}", "--save-predictions", tmp_path / "preds", "--json", tmp_path / "pq.json"]
+    rc, out, err = _eval([foreign, *common, "--class-map", "heaven=sky,auto=car"], capsys)
+    assert rc == 0, out + err
+    data = json.loads((tmp_path / "pq.json").read_text())
+    assert data["all"]["pq"] == pytest.approx((1 + 1 + 0.6) / 3, abs=1e-12)  # as the bundle of the dataset's ids
+    assert "note: classes scored as categories by --class-map" in out
+
+    rc, out, err = _eval([foreign, *common, "--class-map", "heaven=sky,auto=void"], capsys)
+    assert rc == 0, out + err
+    data = json.loads((tmp_path / "pq.json").read_text())
+    assert data["per_class"]["26"]["tp"] == 0 and data["per_class"]["26"]["fp"] == 0 and data["per_class"]["26"]["fn"] == 2
+    assert "left out as void: auto" in out
+    anns = json.loads((tmp_path / "preds" / "panoptic_val_pred.json").read_text())["annotations"]
+    assert all(s["category_id"] in (7, 23) for a in anns for s in a["segments_info"])
+    want = _reference(gt_json, tmp_path)
+    assert abs(data["all"]["pq"] - want["All"]["pq"]) <= 1e-12
+
+    rc, out, err = _eval([foreign, *common, "--class-map", "road=sky,heaven=sky,auto=car"], capsys)
+    assert rc == 0, out + err
+    anns = json.loads((tmp_path / "preds" / "panoptic_val_pred.json").read_text())["annotations"]
+    assert [(s["category_id"], s["area"]) for s in anns[1]["segments_info"]] == [(23, S * S)]  # one sky segment
+    data, want = json.loads((tmp_path / "pq.json").read_text()), _reference(gt_json, tmp_path)
+    for group, name in (("all", "All"), ("things", "Things"), ("stuff", "Stuff")):
+        assert abs(data[group]["pq"] - want[name]["pq"]) <= 1e-12 and data[group]["n"] == want[name]["n"]
+
+
+def test_class_map_mistakes_are_named(tmp_path, capsys):
+    gt_json = dataset(tmp_path)
+    foreign = center_bundle(tmp_path / "f.edgeseg", (3, 4, 99), ("road", "heaven", "auto"))
+    for cmap, said in (("lorry=car", "names 'lorry', which the model's classes (road, heaven, auto) do not include"),
+                       ("heaven=heaven", "maps to 'heaven', which the dataset's categories do not include"),
+                       ("heaven=sky", "model classes with no dataset category of their name: auto")):
+        rc, _, err = _eval([foreign, "--data", f"coco-panoptic:{gt_json}", "--class-map", cmap], capsys)
+        assert rc == 2 and said in err, err
+    assert "auto=void" in err and "road, sky, person, car" in err
+    rc, _, err = _eval([foreign, "--data", f"coco-panoptic:{gt_json}"], capsys)  # no map: the fix names it
+    assert rc == 2 and "--class-map CLASS=CATEGORY" in err, err
+
+
+def test_remap_categories_by_hand():
+    from edgeseg.eval.panoptic import remap_categories
+
+    ids = np.array([[1, 1, 2, 5], [3, 3, 4, 0]], np.int32)
+    segs = (Segment(1, 10, False, 2), Segment(2, 11, False, 1), Segment(3, 12, True, 2), Segment(4, 12, True, 1),
+            Segment(5, 13, True, 1))
+    out = remap_categories(PanopticResult(ids, segs), {10: 23, 11: 23, 12: 26, 13: None}, {23: False, 26: True})
+    assert out.segment_ids.tolist() == [[1, 1, 1, 0], [3, 3, 4, 0]]
+    assert [(s.id, s.category_id, s.isthing, s.area) for s in out.segments] == [(1, 23, False, 3), (3, 26, True, 2),
+                                                                               (4, 26, True, 1)]
