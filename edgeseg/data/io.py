@@ -15,7 +15,7 @@ from .._io import atomic_write_bytes
 from ..errors import DataError, EdgesegError, InputError
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".gif")
 
 
 def _read_bytes(path: Path, error: type[EdgesegError], what: str) -> np.ndarray:

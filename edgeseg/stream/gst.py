@@ -174,30 +174,39 @@ def failed_decoders() -> frozenset[str]:
         return frozenset(_failed_decoders)
 
 
-#: what a GStreamer source's ``appsink`` takes (:func:`sample_to_rgb` reads each): progressive 4:2:0 frames as the
-#: decoder gives them, converted by :mod:`.yuv` (exact, where ``videoconvert`` is up to 3.7 levels dark), and
-#: everything else as RGB from ``videoconvert`` (4:2:2 and 4:4:4 would lose chroma as 4:2:0; interlaced 4:2:0
-#: has its chroma lines per field)
-SOURCE_CAPS = ("video/x-raw,format=I420,interlace-mode=progressive; "
-               "video/x-raw,format=NV12,interlace-mode=progressive; video/x-raw,format=RGB")
+#: the layouts of decoded frames edgeseg converts itself (:mod:`.yuv`: exact, where ``videoconvert`` is up to 3.7
+#: levels dark): planes (count, ``yuv`` subsampling) or ``"packed"``
+YUV_FORMATS = {"I420": (3, "420"), "NV12": (2, "420"), "Y42B": (3, "422"), "Y444": (3, "444"), "YUY2": "packed"}
+#: what a GStreamer source's ``appsink`` takes (:func:`sample_to_rgb` reads each): progressive 8-bit YUV frames of
+#: :data:`YUV_FORMATS` as the decoder or camera gives them, and everything else as RGB from ``videoconvert``
+#: (interlaced YUV has its chroma lines per field; 10-bit 4:2:0 comes as I420, converted to 8 bits by videoconvert)
+SOURCE_CAPS = (f"video/x-raw,format=(string){{ {', '.join(YUV_FORMATS)} }},interlace-mode=progressive; "
+               "video/x-raw,format=RGB")
 #: GStreamer's colour matrices (``GstVideoColorMatrix`` nicks) that :mod:`.yuv` converts
 _MATRICES = ("bt601", "bt709", "bt2020", "smpte240m", "fcc")
 
 
-def sample_to_rgb(sample: Any) -> np.ndarray:
-    """A ``GstSample`` of :data:`SOURCE_CAPS` -> ``uint8 [H, W, 3]`` RGB (a new array). I420 and NV12 are
-    converted with the colour matrix and range their caps state (GStreamer's defaults when they say none); RGB
-    rows are unpadded (GStreamer pads them to 4 bytes). Another format raises :class:`StreamError` naming it."""
+class FrameFormatError(StreamError):
+    """Frames of a format :func:`sample_to_rgb` does not read (a user's own ``edgeseg_sink`` caps): every frame
+    would fail alike, so a source stops on it."""
+
+
+def sample_to_rgb(sample: Any, full_range: bool | None = None) -> np.ndarray:
+    """A ``GstSample`` of :data:`SOURCE_CAPS` -> ``uint8 [H, W, 3]`` RGB (a new array). YUV frames are converted with
+    the colour matrix and range their caps state (GStreamer's defaults when they say none; ``full_range`` overrides
+    the range, as the file's container states it where GStreamer misreads it); RGB rows are unpadded (GStreamer
+    pads them to 4 bytes). Another format raises :class:`FrameFormatError` naming it."""
     Gst = gst()
     caps = sample.get_caps()
     structure = caps.get_structure(0) if caps is not None and caps.get_size() else None
     if structure is None:
         raise StreamError("GStreamer sample without caps")
     fmt = structure.get_value("format") if structure.has_field("format") else "RGB"
-    if fmt not in ("RGB", "I420", "NV12"):
-        raise StreamError(f"the source's appsink got {fmt} frames, not RGB, I420 or NV12 ({caps.to_string()})",
-                          fix=f"end the pipeline with 'videoconvert ! {SOURCE_CAPS.rsplit('; ', 1)[1]} ! appsink "
-                              "name=edgeseg_sink', or leave edgeseg_sink out and edgeseg adds it")
+    if fmt != "RGB" and fmt not in YUV_FORMATS:
+        raise FrameFormatError(f"the source's appsink got {fmt} frames, not RGB or {', '.join(YUV_FORMATS)} "
+                               f"({caps.to_string()})",
+                               fix="end the pipeline with 'videoconvert ! video/x-raw,format=RGB ! appsink "
+                                   "name=edgeseg_sink', or leave edgeseg_sink out and edgeseg adds it")
     ok_w, w = structure.get_int("width")
     ok_h, h = structure.get_int("height")
     if not (ok_w and ok_h):
@@ -208,7 +217,7 @@ def sample_to_rgb(sample: Any) -> np.ndarray:
         raise StreamError("cannot map a GStreamer buffer for reading")
     try:
         if fmt != "RGB":
-            return _yuv_to_rgb(caps, buf, info.data, fmt, w, h)
+            return _yuv_to_rgb(caps, buf, info.data, fmt, w, h, full_range)
         stride = info.size // h if h else 0
         if stride < w * 3:
             raise StreamError(f"GStreamer buffer of {info.size} bytes is too small for {w}x{h} RGB")
@@ -218,7 +227,7 @@ def sample_to_rgb(sample: Any) -> np.ndarray:
         buf.unmap(info)
 
 
-def _yuv_to_rgb(caps: Any, buf: Any, data: Any, fmt: str, w: int, h: int) -> np.ndarray:
+def _yuv_to_rgb(caps: Any, buf: Any, data: Any, fmt: str, w: int, h: int, full_range: bool | None) -> np.ndarray:
     from . import yuv
 
     GstVideo = gst_module("GstVideo")
@@ -227,22 +236,30 @@ def _yuv_to_rgb(caps: Any, buf: Any, data: Any, fmt: str, w: int, h: int) -> np.
         raise StreamError(f"GStreamer caps that are no video layout: {caps.to_string()}")
     meta = GstVideo.buffer_get_video_meta(buf)  # a decoder's own plane layout (padded planes), when it says one
     layout = meta if meta is not None else vinfo
-    rows, cols = (h + 1) // 2, (w + 1) // 2
-    shapes = [(h, w, 1), (rows, cols, 2)] if fmt == "NV12" else [(h, w, 1), (rows, cols, 1), (rows, cols, 1)]
-    planes = []
+    layout_kind = YUV_FORMATS[fmt]
+    if layout_kind == "packed":
+        shapes = [(h, -(-w // 2), 4)]
+    else:
+        planes, sub = layout_kind
+        fy, fx = yuv.SUBSAMPLING[sub]
+        rows, cols = -(-h // fy), -(-w // fx)
+        shapes = [(h, w, 1), (rows, cols, 2)] if planes == 2 else [(h, w, 1), (rows, cols, 1), (rows, cols, 1)]
+    views = []
     for i, (r, c, n) in enumerate(shapes):
         stride, offset = int(layout.stride[i]), int(layout.offset[i])
         try:
-            planes.append(np.ndarray((r, c, n), np.uint8, buffer=data, offset=offset, strides=(stride, n, 1)))
+            views.append(np.ndarray((r, c, n), np.uint8, buffer=data, offset=offset, strides=(stride, n, 1)))
         except (TypeError, ValueError):
             raise StreamError(f"a GStreamer {fmt} buffer too small for {w}x{h} (plane {i}: stride {stride}, "
                               f"offset {offset})") from None
     nick = vinfo.colorimetry.matrix.value_nick  # unknown (and rgb, meaningless for YUV): what GStreamer assumes
     matrix = nick if nick in _MATRICES else yuv.default_matrix(h)
-    full = vinfo.colorimetry.range.value_nick == "0-255"  # unknown is video range, as videoconvert reads it
-    if fmt == "NV12":
-        return yuv.nv12_to_rgb(planes[0][..., 0], planes[1], matrix, full)
-    return yuv.i420_to_rgb(planes[0][..., 0], planes[1][..., 0], planes[2][..., 0], matrix, full)
+    full = vinfo.colorimetry.range.value_nick == "0-255" if full_range is None else full_range
+    if layout_kind == "packed":
+        return yuv.yuy2_to_rgb(views[0], w, matrix, full)
+    if len(views) == 2:
+        return yuv.nv12_to_rgb(views[0][..., 0], views[1], matrix, full)
+    return yuv.planar_to_rgb(views[0][..., 0], views[1][..., 0], views[2][..., 0], layout_kind[1], matrix, full)
 
 
 #: a frame rate above this is a demuxer's placeholder, not a rate (qtdemux says 1000000000/1 for a variable-rate

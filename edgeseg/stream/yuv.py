@@ -1,13 +1,13 @@
-"""4:2:0 YUV frames (I420, NV12) to RGB with the frame's own colour matrix and range.
+"""8-bit YUV frames (I420, NV12, Y42B, Y444, YUY2) to RGB with the frame's own colour matrix and range.
 
-The GStreamer source takes decoded 4:2:0 frames as they are and converts them here: GStreamer 1.22's
+The GStreamer source takes decoded frames of these layouts as they are and converts them here: GStreamer 1.22's
 ``videoconvert`` is 1.7 / 3.7 / 2.2 levels (R/G/B) darker than the exact conversion on average (its 8-bit
 fixed-point matrices), where this is within one level of it everywhere (``cv2.transform`` of a 3x4 matrix).
 Chroma is upsampled by repetition, as OpenCV's ``cvtColor`` and most decoders' RGB outputs do.
 
 :func:`yuv_matrix` is the matrix for one of :data:`KR_KB`'s standards, limited (``16-235``, video) or full
-(``0-255``, JPEG and many cameras) range; :func:`i420_to_rgb` and :func:`nv12_to_rgb` convert planes, as
-arrays or strided views of a mapped buffer (rows may be padded).
+(``0-255``, JPEG and many cameras) range; :func:`planar_to_rgb`, :func:`nv12_to_rgb` and :func:`yuy2_to_rgb`
+convert planes, as arrays or strided views of a mapped buffer (rows may be padded).
 """
 from __future__ import annotations
 
@@ -46,35 +46,58 @@ def yuv_matrix(matrix: str = "bt601", full_range: bool = False) -> np.ndarray:
     return out
 
 
-def _check(y: np.ndarray, *chroma: np.ndarray) -> tuple[int, int]:
+#: chroma subsampling (rows, columns) of the planar layouts: 4:2:0, 4:2:2, 4:4:4
+SUBSAMPLING = {"420": (2, 2), "422": (1, 2), "444": (1, 1)}
+
+
+def _check(y: np.ndarray, chroma: tuple[np.ndarray, ...], sub: tuple[int, int]) -> None:
     h, w = y.shape[:2]
-    half = ((h + 1) // 2, (w + 1) // 2)
+    want = (-(-h // sub[0]), -(-w // sub[1]))
     for c in chroma:
-        if c.shape[:2] != half or c.dtype != np.uint8 or y.dtype != np.uint8:
-            raise StreamError(f"4:2:0 planes do not fit: luma {y.shape} {y.dtype}, chroma {c.shape} {c.dtype} "
-                              f"(expected {half} uint8)")
-    return h, w
+        if c.shape[:2] != want or c.dtype != np.uint8 or y.dtype != np.uint8:
+            raise StreamError(f"YUV planes do not fit: luma {y.shape} {y.dtype}, chroma {c.shape} {c.dtype} "
+                              f"(expected {want} uint8 for {sub[0]}x{sub[1]} subsampling)")
 
 
-def _convert(y: np.ndarray, u: np.ndarray, v: np.ndarray, matrix: str, full_range: bool) -> np.ndarray:
+def _convert(y: np.ndarray, u: np.ndarray, v: np.ndarray, sub: tuple[int, int], matrix: str,
+             full_range: bool) -> np.ndarray:
     import cv2
 
     h, w = y.shape
-    size = (2 * u.shape[1], 2 * u.shape[0])  # exactly twice, then cut: an odd size keeps sample i at 2i, 2i+1
-    up = [cv2.resize(np.ascontiguousarray(c), size, interpolation=cv2.INTER_NEAREST)[:h, :w] for c in (u, v)]
-    return cv2.transform(cv2.merge([np.ascontiguousarray(y), *up]), yuv_matrix(matrix, full_range))
+    if sub != (1, 1):  # exactly the factor, then cut: an odd size keeps sample i at 2i, 2i+1
+        size = (sub[1] * u.shape[1], sub[0] * u.shape[0])
+        u, v = (cv2.resize(np.ascontiguousarray(c), size, interpolation=cv2.INTER_NEAREST)[:h, :w] for c in (u, v))
+    return cv2.transform(cv2.merge([np.ascontiguousarray(p) for p in (y, u, v)]), yuv_matrix(matrix, full_range))
+
+
+def planar_to_rgb(y: np.ndarray, u: np.ndarray, v: np.ndarray, subsampling: str = "420", matrix: str = "bt601",
+                  full_range: bool = False) -> np.ndarray:
+    """Planar YUV (``Y [H, W]``; ``U``, ``V`` at the size :data:`SUBSAMPLING` gives, rounded up; uint8; I420, Y42B,
+    Y444) -> ``uint8 [H, W, 3]`` RGB."""
+    sub = SUBSAMPLING[subsampling]
+    _check(y, (u, v), sub)
+    return _convert(y, u, v, sub, matrix, full_range)
 
 
 def i420_to_rgb(y: np.ndarray, u: np.ndarray, v: np.ndarray, matrix: str = "bt601",
                 full_range: bool = False) -> np.ndarray:
     """Planar 4:2:0 (``Y [H, W]``, ``U`` and ``V [ceil(H/2), ceil(W/2)]``, uint8) -> ``uint8 [H, W, 3]`` RGB."""
-    _check(y, u, v)
-    return _convert(y, u, v, matrix, full_range)
+    return planar_to_rgb(y, u, v, "420", matrix, full_range)
 
 
 def nv12_to_rgb(y: np.ndarray, uv: np.ndarray, matrix: str = "bt601", full_range: bool = False) -> np.ndarray:
     """Semi-planar 4:2:0 (``Y [H, W]``, interleaved ``UV [ceil(H/2), ceil(W/2), 2]``, uint8) -> RGB."""
     if uv.ndim != 3 or uv.shape[2] != 2:
         raise StreamError(f"NV12 chroma must be [H/2, W/2, 2], not {uv.shape}")
-    _check(y, uv)
-    return _convert(y, uv[..., 0], uv[..., 1], matrix, full_range)
+    _check(y, (uv,), (2, 2))
+    return _convert(y, uv[..., 0], uv[..., 1], (2, 2), matrix, full_range)
+
+
+def yuy2_to_rgb(packed: np.ndarray, width: int, matrix: str = "bt601", full_range: bool = False) -> np.ndarray:
+    """Packed 4:2:2 (``YUY2``/``YUYV``, what USB cameras send raw: ``[H, ceil(W/2), 4]`` of Y0 U Y1 V) -> RGB
+    ``[H, width, 3]``."""
+    if packed.ndim != 3 or packed.shape[2] != 4 or packed.shape[1] != -(-width // 2) or packed.dtype != np.uint8:
+        raise StreamError(f"YUY2 frame of {width} columns must be uint8 [H, {-(-width // 2)}, 4], not "
+                          f"{packed.dtype} {list(packed.shape)}")
+    y = packed[..., [0, 2]].reshape(packed.shape[0], -1)[:, :width]
+    return _convert(y, packed[..., 1], packed[..., 3], (1, 2), matrix, full_range)

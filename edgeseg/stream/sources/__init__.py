@@ -11,7 +11,7 @@ from .gst_source import LAUNCHERS, GstSource
 from .mux import MultiSource
 from .opencv_source import OpenCVSource
 from .synthetic import SyntheticSource
-from .uri import SourceURI, parse_source
+from .uri import SourceURI, is_gif, parse_source
 
 SOURCES.add("gstreamer", GstSource, schemes=tuple(LAUNCHERS))
 SOURCES.add("opencv", OpenCVSource, schemes=("file", "folder", "v4l2"))
@@ -49,7 +49,7 @@ def open_source(uri: str | Source, *, backend: str = "auto", **options: Any) -> 
         from ..gst import available
 
         ok, why = available()
-        backend = "gstreamer" if ok else "opencv"
+        backend = "gstreamer" if ok and not (spec.scheme == "file" and is_gif(spec.target)) else "opencv"
         if not ok and spec.scheme not in SOURCES.entry("opencv").meta["schemes"]:
             raise StreamError(f"source {uri!r} needs GStreamer, which is not available: {why}")
     cls = SOURCES.get(backend)

@@ -1,12 +1,12 @@
-"""What a video file's container says about its frames, read from the file itself (GStreamer does not report it):
-an AVI's announced frame count (a file cut short) and an MP4/MOV video track's own duration (a clip whose audio
-runs on past the picture). Standard library only."""
+"""What a video file's container says about its frames, read from the file itself (GStreamer does not report it,
+or not right): an AVI's announced frame count (a file cut short), an MP4/MOV video track's own duration (a clip whose
+audio runs on past the picture) and its colour range. Standard library only."""
 from __future__ import annotations
 
 import os
 from typing import Iterator
 
-__all__ = ["avi_header_frames", "mp4_video_duration_ns"]
+__all__ = ["avi_header_frames", "mp4_full_range", "mp4_video_duration_ns"]
 
 
 def avi_header_frames(path: str) -> int | None:
@@ -115,3 +115,55 @@ def mp4_video_duration_ns(path: str) -> int | None:
     if len(videos) != 1 or not videos[0] or not timescale or videos[0] in (0xFFFFFFFF, 0xFFFFFFFFFFFFFFFF):
         return None
     return int(videos[0] * 1_000_000_000 // timescale)
+
+
+#: the sample entries of video tracks whose ``colr`` box :func:`mp4_full_range` reads (visual sample entries: 78
+#: bytes of fields before their child boxes)
+_VISUAL_ENTRY_FIELDS = 78
+
+
+def mp4_full_range(path: str) -> bool | None:
+    """Whether an MP4/MOV file's one video track says, in its ``colr`` box (``nclx``), that its samples are full
+    range (0-255, as phones, many dash-cams and IP cameras record): True or False as the box says, None when there
+    is no such box (QuickTime's ``nclc`` has no range), several video tracks, or the file is no MP4. GStreamer
+    1.22's MP4 demuxer reports such files as limited range: their pictures came out washed out (7 levels on
+    average, 20 at most)."""
+    moov = _moov(path)
+    if not moov:
+        return None
+    found = []
+    for kind, start, end in _boxes(moov):
+        if kind != b"trak":
+            continue
+        entries = _stsd_entries(moov, start, end)
+        if entries is None:
+            continue
+        flags = [_nclx_full_range(moov, s0 + _VISUAL_ENTRY_FIELDS, s1) for s0, s1 in entries]
+        found.append(next((f for f in flags if f is not None), None))
+    return found[0] if len(found) == 1 else None
+
+
+def _stsd_entries(moov: bytes, start: int, end: int) -> list[tuple[int, int]] | None:
+    """The sample entries (payload start, end) of a ``trak`` whose handler is video, else None."""
+    for sub, s0, s1 in _boxes(moov, start, end):
+        if sub != b"mdia":
+            continue
+        kids = {leaf: (l0, l1) for leaf, l0, l1 in _boxes(moov, s0, s1)}
+        if b"hdlr" not in kids or moov[kids[b"hdlr"][0] + 8:kids[b"hdlr"][0] + 12] != b"vide":
+            return None
+        box: tuple[int, int] | None = kids.get(b"minf")
+        for name in (b"stbl", b"stsd"):
+            if box is None:
+                return None
+            box = next(((b0, b1) for leaf, b0, b1 in _boxes(moov, *box) if leaf == name), None)
+        if box is None or box[1] - box[0] < 8:
+            return None
+        return [(e0, e1) for _, e0, e1 in _boxes(moov, box[0] + 8, box[1])]  # after version, flags, entry count
+    return None
+
+
+def _nclx_full_range(moov: bytes, start: int, end: int) -> bool | None:
+    for kind, s0, s1 in _boxes(moov, start, end):
+        if kind == b"colr" and s1 - s0 >= 11 and moov[s0:s0 + 4] == b"nclx":
+            return bool(moov[s0 + 10] & 0x80)  # after the type and three 16-bit code points
+    return None

@@ -22,8 +22,8 @@ from ...errors import InputError, StreamError
 from ...structures.frame import Frame
 from ..base import SOURCES, FrameBuffer, Source
 from .. import gst as _gst
-from .containers import avi_header_frames, mp4_video_duration_ns
-from .uri import STDIN_LAUNCH, SourceURI, camera_device, parse_source, video_file
+from .containers import avi_header_frames, mp4_full_range, mp4_video_duration_ns
+from .uri import STDIN_LAUNCH, SourceURI, camera_device, is_gif, parse_source, video_file
 
 log = logging.getLogger("edgeseg.stream")
 #: frames reach the appsink as the decoder made them where edgeseg converts them exactly (progressive 4:2:0), else as
@@ -121,6 +121,11 @@ def _caps(u: SourceURI, kind: str = "video/x-raw") -> str:
 
 @LAUNCHERS.register("file")
 def _file(u: SourceURI) -> str:
+    if is_gif(str(video_file(u.target))):
+        raise StreamError(f"{u.target} is a GIF: GStreamer 1.22 decodes its frames but never ends the stream (the "
+                          "run would wait for ever after the last frame)",
+                          fix="read it with OpenCV: --source-backend opencv (auto does), or open_source(..., "
+                              "backend='opencv')")
     return f"filesrc location={_gst.quote(str(video_file(u.target)))} ! {decoded()} ! {UPRIGHT} ! {APPSINK}"
 
 
@@ -175,7 +180,8 @@ TEST_PATTERNS = ("smpte", "snow", "black", "white", "red", "green", "blue", "che
 def _test(u: SourceURI) -> str:
     frames = u.int_opt("frames", -1)
     live = "true" if u.bool_opt("live") else "false"
-    caps = _caps(SourceURI(u.text, u.scheme, u.target, {"width": "320", "height": "240", "fps": "30", **u.options}))
+    caps = _caps(SourceURI(u.text, u.scheme, u.target, {"width": "320", "height": "240", "fps": "30", **u.options}),
+                 "video/x-raw,format=RGB")  # the patterns as drawn: in 4:2:0 'colors' and smpte's bottom row change
     return f"videotestsrc pattern={u.target} is-live={live} num-buffers={frames} ! {caps} ! {APPSINK}"
 
 
@@ -442,6 +448,9 @@ class GstSource(Source):
         self._outputs = 0  # frames the current pipeline's decoder gave (delivered, or skipped after a restart)
         self._unconfirmed: list[str] = []  # decoders it disabled whose software replacement gave no frame yet
         self._unreadable: set[str] = set()  # why samples were skipped, each said once
+        self._fatal: StreamError | None = None  # frames of a format edgeseg does not read: raised by the reader
+        #: an MP4/MOV's full-range flag, which GStreamer 1.22's demuxer misreads (None: the caps' range)
+        self._full_range = mp4_full_range(str(video_file(self.spec.target))) if self.spec.scheme == "file" else None
         #: the hardware decoders this source stopped using, and why (None: none failed)
         self.decoder_fallback: str | None = None
         if self.spec.scheme == "test" and self.spec.int_opt("frames", -1) > 0:
@@ -475,6 +484,7 @@ class GstSource(Source):
         if sink is None:
             raise StreamError(f"launch string for {self.uri!r} has no appsink named edgeseg_sink")
         sink.set_property("sync", self.realtime or self.live)
+        sink.set_property("emit-signals", True)  # a user's own appsink without it never called back: a silent hang
         sink.connect("new-sample", self._on_sample)
         dec = pipe.get_by_name(DECODE_NAME)
         if dec is not None:  # an NVIDIA machine: the decoder's pad is linked when it appears (decoded())
@@ -573,7 +583,11 @@ class GstSource(Source):
         if sample is None:
             return Gst.FlowReturn.EOS
         try:
-            image = _gst.sample_to_rgb(sample)
+            image = _gst.sample_to_rgb(sample, self._full_range)
+        except _gst.FrameFormatError as e:  # every frame alike: the source stops, saying why
+            self._fatal = e
+            self._buf.close()
+            return Gst.FlowReturn.EOS
         except StreamError as e:
             said = str(e)  # once per kind: a pipeline of the wrong format would say it for every frame
             if said not in self._unreadable:
@@ -638,6 +652,8 @@ class GstSource(Source):
             try:
                 image, pts, shown = self._buf.get(timeout=0.05)
             except EOFError:
+                if self._fatal is not None and not self._stopping:
+                    raise self._fatal from None
                 return
             except TimeoutError:
                 image = None

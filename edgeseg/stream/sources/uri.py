@@ -159,6 +159,17 @@ def video_file(target: str) -> Path:
     return p
 
 
+def is_gif(target: str) -> bool:
+    """Whether ``target`` is a GIF file (by its first bytes, whatever its suffix). GStreamer 1.22 decodes an
+    animated GIF's frames but never ends the stream (its pipeline waits for ever after the last frame), so GIFs are
+    read by OpenCV's FFmpeg reader."""
+    try:
+        with open(target, "rb") as f:
+            return f.read(6) in (b"GIF87a", b"GIF89a")
+    except OSError:
+        return False
+
+
 def camera_device(target: str) -> str:
     """``target`` as a V4L2 device that exists: refused, naming the cameras this machine has, when it does not
     (GStreamer's own 'Cannot identify device' says neither)."""
