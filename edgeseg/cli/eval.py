@@ -38,7 +38,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
              "folder:IMAGES_DIR,MASKS_DIR[,classes=FILE][,void=ID] | synthetic:N[,seed=S,size=WxH] | "
              "yolo-semantic:DATA_YAML (Ultralytics semantic: images/ + masks/) | "
              "coco:INSTANCES_JSON[,images=DIR] (also coco-instance:) | yolo-seg:ROOT_OR_DATA_YAML[,names=FILE] | "
-             "coco-panoptic:PANOPTIC_JSON[,images=DIR] (PNGs in the folder named like the JSON without .json)",
+             "coco-panoptic:PANOPTIC_JSON[,images=DIR] (PNGs in the folder named like the JSON without .json) | "
+             "panoptic-semantic:PANOPTIC_JSON (its segments as label maps, for semantic bundles) | "
+             "cityscapes-camvid:PANOPTIC_JSON (Cityscapes panoptic truth in CamVid's 11 classes) | "
+             "synthetic-instance:N[,seed=S,size=WxH] | synthetic-panoptic:N[,seed=S,size=WxH]",
     )
     p.add_argument("--split", default="val", help="dataset split (default val)")
     p.add_argument("--limit", type=int, default=None, metavar="N", help="score only the first N images")

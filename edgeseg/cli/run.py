@@ -76,7 +76,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="write the annotated video (H.264; .mp4, .m4v, .mov, .mkv or .avi by the name's suffix)")
     g.add_argument("--segment-s", type=float, default=None, metavar="SECONDS",
                    help="with --sink: a new file every SECONDS of video, OUT.00000.mp4, OUT.00001.mp4, ... (each "
-                        "finished, playable, while the next records; numbering goes on after an earlier run's files)")
+                        "finished, playable, while the next records; numbering goes on after an earlier run's files); "
+                        "with --json-out the same for the JSON lines, RESULTS.00000.jsonl, ...")
     g.add_argument("--keep-segments", type=int, default=None, metavar="N",
                    help="with --segment-s: keep only the newest N files this run wrote, removing its older ones (loop "
                         "recording for runs of days; an earlier run's files are never removed)")

@@ -54,7 +54,7 @@ class StreamOptions:
     source_backend: str = "auto"  # auto | gstreamer | opencv
     realtime: bool = False
     sink: str | None = None  # MP4 path
-    segment_s: float | None = None  # with sink: a new file every this many seconds of video (NAME.00000.mp4, ...)
+    segment_s: float | None = None  # with sink / json_out: a new file every this many seconds (NAME.00000.mp4, ...)
     keep_segments: int | None = None  # with segment_s: keep only the newest this many files (loop recording)
     encoder: str = "x264enc"
     rtsp_port: int | None = None
@@ -99,7 +99,8 @@ def build_sinks(opts: StreamOptions, fps: float | None = None) -> list[Sink]:
     video sinks use the source's, read once it is open (:meth:`Sink.bind_source`)."""
     sinks: list[Sink] = []
     fps = opts.fps or fps
-    for given, needs, applies in (("segment_s (--segment-s)", "sink (--sink)", opts.sink),
+    for given, needs, applies in (("segment_s (--segment-s)", "sink (--sink) or json_out (--json-out)",
+                                   opts.sink or opts.json_out),
                                   ("keep_segments (--keep-segments)", "segment_s (--segment-s)", opts.segment_s)):
         if getattr(opts, given.split()[0]) is not None and not applies:  # the Python API too (an audit)
             logging.getLogger("edgeseg.stream").warning("%s has no effect without %s", given, needs)
@@ -113,7 +114,7 @@ def build_sinks(opts: StreamOptions, fps: float | None = None) -> list[Sink]:
     if opts.show:
         sinks.append(DisplaySink(fps=fps))
     if opts.json_out:
-        sinks.append(JsonLinesSink(opts.json_out))
+        sinks.append(JsonLinesSink(opts.json_out, segment_s=opts.segment_s, keep_segments=opts.keep_segments, fps=fps))
     if opts.png_dir:
         sinks.append(LabelPngSink(opts.png_dir))
     return sinks
@@ -344,7 +345,7 @@ def stats_record(pipe: Pipeline, opts: StreamOptions, bundle: Any = None) -> dic
     """What ``stats_json`` holds (``edgeseg run --stats-json``, ``edgeseg.stream(..., stats_json=)``): the run's
     frames, drops, errors and latencies, its batches and keyframes, and the backend chosen."""
     choice = getattr(pipe, "choice", None)
-    segmented = [s for s in pipe.sinks if isinstance(s, Mp4Sink) and s.segment_s]
+    segmented = [s for s in pipe.sinks if isinstance(s, (Mp4Sink, JsonLinesSink)) and s.segment_s]
     bundle = opts.bundle if bundle is None else bundle
     if _is_predictor(bundle):  # a loaded predictor: its bundle's name
         bundle = getattr(getattr(bundle, "bundle", None), "name", None)

@@ -173,3 +173,57 @@ def test_segment_options_without_what_they_need_are_said_in_the_python_api_too(c
     with caplog.at_level("WARNING", logger="edgeseg.stream"):
         build_sinks(StreamOptions(source="synthetic://", segment_s=5))
     assert "segment_s (--segment-s) has no effect without sink (--sink)" in caplog.text
+
+
+def _json_record(sink, n: int) -> None:
+    sink.open()
+    for i in range(n):
+        sink.write(Frame(np.zeros((4, 6, 3), np.uint8), index=i, pts_ns=i * 100_000_000), None)
+    sink.close()
+
+
+def test_json_lines_in_segments(tmp_path):
+    """Session 47 left the JSON lines one file for ever (a day of 25 fps semantic records is ~0.4 GB; instance RLEs
+    more). With segment_s they are cut as the MP4 is: the same frames per file, .part while written, keep_segments."""
+    from edgeseg.stream import JsonLinesSink
+
+    (tmp_path / "res.00000.jsonl").write_text("an earlier run's\n")
+    sink = JsonLinesSink(tmp_path / "res.jsonl", segment_s=1, keep_segments=2, fps=10)
+    _json_record(sink, 23)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["res.00000.jsonl", "res.00002.jsonl", "res.00003.jsonl"]
+    assert (tmp_path / "res.00000.jsonl").read_text() == "an earlier run's\n"  # never the run's to remove
+    lines = [[json.loads(x)["index"] for x in (tmp_path / f"res.0000{k}.jsonl").read_text().splitlines()] for k in (2, 3)]
+    assert lines == [list(range(10, 20)), [20, 21, 22]]
+    assert [(r["file"].rsplit("/", 1)[-1], r["first_frame"], r["frames"], r["state"]) for r in sink.segment_records()] \
+        == [("res.00001.jsonl", 0, 10, "removed"), ("res.00002.jsonl", 10, 10, "finished"),
+            ("res.00003.jsonl", 20, 3, "finished")]
+    assert sink.paths == [tmp_path / "res.00002.jsonl", tmp_path / "res.00003.jsonl"]
+    # while a segment is written it is a .part, its lines already on disk (a kill keeps them)
+    live = JsonLinesSink(tmp_path / "live.jsonl", segment_s=1, fps=10)
+    live.open()
+    for i in range(12):
+        live.write(Frame(np.zeros((4, 6, 3), np.uint8), index=i), None)
+    assert sorted(p.name for p in tmp_path.glob("live*")) == ["live.00000.jsonl", "live.00001.part.jsonl"]
+    assert len((tmp_path / "live.00001.part.jsonl").read_text().splitlines()) == 2
+    live.close()
+    assert sorted(p.name for p in tmp_path.glob("live*")) == ["live.00000.jsonl", "live.00001.jsonl"]
+
+
+def test_run_cli_cuts_video_and_json_lines_alike(tmp_path):
+    pytest.importorskip("gi")
+    cmd = [sys.executable, "-m", "edgeseg", "run", "--bundle", "shapes", "--source", "synthetic://?frames=50",
+           "--fps", "20", "--sink", "out.mp4", "--json-out", "res.jsonl", "--segment-s", "1", "--stats-json", "s.json"]
+    r = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    stats = json.loads((tmp_path / "s.json").read_text())
+    got = sorted((s["file"], s["first_frame"], s["frames"]) for s in stats["segments"])
+    assert got == sorted((f"{stem}.0000{k}.{ext}", 20 * k, min(20, 50 - 20 * k)) for stem, ext in
+                         (("out", "mp4"), ("res", "jsonl")) for k in range(3))
+    for k in range(3):
+        lines = (tmp_path / f"res.0000{k}.jsonl").read_text().splitlines()
+        assert [json.loads(x)["index"] for x in lines] == list(range(20 * k, min(20 * k + 20, 50)))
+        assert len(decode_mp4_frames(tmp_path / f"out.0000{k}.mp4")) == len(lines)
+    r = subprocess.run([sys.executable, "-m", "edgeseg", "run", "--bundle", "shapes", "--source", "synthetic://?frames=2",
+                        "--json-out", "one.jsonl", "--segment-s", "5"], cwd=tmp_path, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0 and "has no effect" not in r.stderr and (tmp_path / "one.00000.jsonl").is_file()

@@ -105,40 +105,112 @@ def frame_record(frame: Frame, result: Any, packet: Packet | None = None) -> dic
 
 @SINKS.register("jsonl")
 class JsonLinesSink(Sink):
+    """One JSON line per frame (module doc). ``segment_s``: a new file every that many seconds of frames at the
+    source's rate (``fps`` when given), ``<stem>.00000.jsonl``, ... each written as ``.part`` and renamed when the
+    next begins, as :class:`~edgeseg.stream.sinks.video.Mp4Sink`'s segments (the same frames in the same-numbered
+    files when both start in a fresh folder); ``keep_segments``: only the newest that many stay
+    (:mod:`~edgeseg.stream.sinks.segments`)."""
+
     name = "jsonl"
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, segment_s: float | None = None, keep_segments: int | None = None,
+                 fps: float | None = None):
+        from .segments import Finisher
+
         self.path = Path(path)
         self._name = os.fspath(path)  # as given: a trailing "/" says a folder was meant
         self._f: Any = None
         self.lines = 0
         self._source: Any = None
+        self.segment_s = segment_s or None
+        self.keep_segments = keep_segments if self.segment_s else None
+        self.fps = fps
+        self.segments: list[Any] = []  # with segment_s: every file of the run (Segment), finished or removed
+        self._segment_len = 0
+        self._next_index = 0
+        self._finisher = Finisher(keep=self.keep_segments)
 
     def bind_source(self, source: Any) -> None:
         self._source = source
 
     def open(self) -> None:
+        from .segments import next_free_index
+
         if self._name.endswith(("/", os.sep)):
             raise InputError(f"cannot write JSON lines to {self._name}: it names a folder; JSON lines go to one file",
                              fix=f"name the file, e.g. {self.path / 'results.jsonl'}")
         writable_file(self.path)
         refuse_input(self.path, self._source, "the JSON lines file", example=f"{self.path.stem}.jsonl")
+        if self.segment_s:  # numbered after an earlier run's segments: none is replaced; opened at the first frame
+            self._next_index = next_free_index(self.path)
+            return
         if self.path.is_file() and self.path.stat().st_size:
             log.warning("%s exists: this run replaces its lines (an earlier run's results; give another path to keep "
                         "them)", self.path)
+        self._f = self._open(self.path)
+
+    def _open(self, path: Path) -> "_Lines":
         try:
-            self._f = _Lines(self.path, "the JSON lines (--json-out)")
+            return _Lines(path, "the JSON lines (--json-out)")
         except OSError as e:
-            raise InputError(f"cannot write {self.path}: {e.strerror or e}") from None
+            raise InputError(f"cannot write {path}: {e.strerror or e}") from None
+
+    def _begin_segment(self) -> None:
+        from .video import output_fps
+        from .segments import Segment, claim_segment, now_iso, segment_frames, segment_path
+
+        if not self._segment_len:
+            self._segment_len = segment_frames(self.segment_s, output_fps(self.fps, self._source, 25.0))
+        self._next_index = claim_segment(self.path, self._next_index)
+        final = segment_path(self.path, self._next_index)
+        self._next_index += 1
+        self.segments.append(Segment(str(final), self.lines, now_iso()))
+        self._f = self._open(_part(final))
+
+    def _finishing(self, f: "_Lines", segment: Any) -> Callable[[], None]:
+        def finish() -> None:
+            f.close()
+            os.replace(_part(Path(segment.file)), segment.file)
+
+        return finish
 
     def write(self, frame: Frame, result: Any, packet: Packet | None = None) -> None:
+        if self.segment_s:
+            if self._f is not None and self.segments[-1].frames >= self._segment_len:
+                f, self._f = self._f, None
+                self._finisher.finish_now(self._finishing(f, self.segments[-1]), self.segments[-1])
+            if self._f is None:
+                self._begin_segment()
         self._f.write(json.dumps(frame_record(frame, result, packet), separators=(",", ":")) + "\n")
         self.lines += 1
+        if self.segment_s:
+            self.segments[-1].frames += 1
+
+    @property
+    def paths(self) -> list[Path]:
+        """The files this sink wrote (with ``segment_s``: the segments it keeps)."""
+        if self.segment_s:
+            return [Path(s.file) if s.state != "recording" else _part(Path(s.file)) for s in self.segments
+                    if s.state != "removed"]
+        return [self.path]
+
+    def segment_records(self) -> list[dict[str, Any]]:
+        """With ``segment_s``: every file of the run (``stats_json``'s ``segments``)."""
+        return [s.to_dict() for s in self.segments]
 
     def close(self) -> None:
         f, self._f = self._f, None
-        if f is not None:
+        if f is None:
+            return
+        if self.segment_s and self.segments:
+            self._finisher.finish_now(self._finishing(f, self.segments[-1]), self.segments[-1])
+        else:
             f.close()
+
+
+def _part(path: Path) -> Path:
+    """A segment's name while it is written (``out.00003.part.jsonl``, as the MP4 segments' ``.part``)."""
+    return path.with_name(f"{path.stem}.part{path.suffix}")
 
 
 LABEL_IMAGES: Registry[Callable[[Any], np.ndarray]] = Registry("label image", error=StreamError)

@@ -4,7 +4,8 @@ its ``.part`` name) while the next one records, so a long run is a series of who
 that grows for ever (and a kill loses at most the segment being written's last second, as before). With
 ``keep_segments`` only the newest that many of the run's files are kept (a dash cam's loop recording); files the run
 did not write are never touched, and a run continues the numbering of an earlier one's files instead of replacing
-them. Standard library only; the writers are :class:`~edgeseg.stream.sinks.video.Mp4Sink`'s."""
+them. Standard library only; the writers are :class:`~edgeseg.stream.sinks.video.Mp4Sink`'s and
+:class:`~edgeseg.stream.sinks.files.JsonLinesSink`'s (``--json-out res.jsonl``: ``res.00000.jsonl``, ...)."""
 from __future__ import annotations
 
 import logging
