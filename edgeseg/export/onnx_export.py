@@ -96,7 +96,7 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, input_spec: InputSpec
         try:
             with torch.no_grad(), contextlib.redirect_stdout(progress), _quiet_exporter_logs():
                 torch.onnx.export(
-                    head, (example,), str(raw), dynamo=True, opset_version=opset, input_names=[INPUT_NAME],
+                    head, (example,), str(raw), dynamo=True, opset_version=max(opset, 18), input_names=[INPUT_NAME],
                     output_names=list(outputs) if outputs else [output_name(argmax_in_graph)], dynamic_shapes=dynamic,
                     custom_translation_table=table, optimize=True, verbose=False, report=False,
                 )
@@ -137,7 +137,8 @@ def default_opset(model) -> int:
 def to_opset(model, opset: int):
     """``model`` at exactly ``opset`` of the default domain, valid for it.
 
-    The dynamo exporter writes opset 18 at the least, and its own down-conversion leaves some graphs at
+    The dynamo exporter writes opset 18 at the least (so edgeseg asks it for 18 and converts here: asked for 17,
+    it warned, tried its own conversion and warned again), and its own down-conversion leaves some graphs at
     18 (the Reduce ops of MobileNetV3's squeeze-excite: their ``axes`` became an input in 18), which
     TensorRT 8.5 then refuses. ONNX's version converter moves them down; attributes the target opset's
     schemas do not define (``noop_with_empty_axes`` on ReduceMean before 18, Cast's ``saturate`` from

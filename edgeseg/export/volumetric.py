@@ -39,7 +39,7 @@ def export_volumetric(model: nn.Module, path: str | os.PathLike, shape: tuple[in
         raw = Path(tmp) / "raw.onnx"
         try:
             with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()), _quiet_exporter_logs():
-                torch.onnx.export(head, (example,), str(raw), dynamo=True, opset_version=opset, input_names=[INPUT_NAME],
+                torch.onnx.export(head, (example,), str(raw), dynamo=True, opset_version=max(opset, 18), input_names=[INPUT_NAME],
                                   output_names=["logits"], optimize=True, verbose=False, report=False)
             graph = onnx.load(str(raw), load_external_data=True)
         except Exception as e:  # the exporter raises many types
