@@ -51,9 +51,15 @@ class Registry(Generic[T]):
         except KeyError:
             by_lower = {k.lower(): k for k in self._entries}  # ONNXRuntime -> onnxruntime
             users = [k for k in by_lower if not k.startswith("test_")]  # the tiny test variants only when nothing else fits
-            close = [by_lower[c] for c in (difflib.get_close_matches(str(name).lower(), users, n=3)
-                                           or difflib.get_close_matches(str(name).lower(), list(by_lower), n=3))]
-            hint = f"did you mean {', '.join(close)}?" if close else f"known: {', '.join(sorted(self._entries)) or 'none'}"
+            said = str(name).lower()
+            # a family's name (fcn, deeplab, hrnet): its members; else the closest spellings
+            family = sorted((c for c in users if len(said) >= 2 and (c.startswith(said) or f"_{said}" in c)),
+                            key=lambda c: (not c.startswith(said), c))
+            close = [by_lower[c] for c in (family or difflib.get_close_matches(said, users, n=3)
+                                           or difflib.get_close_matches(said, list(by_lower), n=3))]
+            more = f" (and {len(close) - 8} more)" if len(close) > 8 else ""
+            hint = (f"did you mean {', '.join(close[:8])}{more}?" if close
+                    else f"known: {', '.join(sorted(self._entries)) or 'none'}")
             if str(name).lower() in self._meanings:
                 hint = f"did you mean {self._meanings[str(name).lower()]}?"
             raise self._error(f"unknown {self.kind} {name!r}", fix=hint) from None

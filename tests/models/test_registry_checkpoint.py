@@ -24,6 +24,12 @@ def test_list_models_patterns_and_task():
 def test_unknown_model_name_suggests_close_ones():
     with pytest.raises(ModelError, match="(?s)unknown model .pspnet_resnet5.*did you mean pspnet_resnet50"):
         create_model("pspnet_resnet5")
+    with pytest.raises(ModelError) as e:  # a family's name: its members (it listed all 130 models)
+        create_model("hrnet")
+    assert e.value.fix == "did you mean hrnetv2_w18, hrnetv2_w18_small, hrnetv2_w48, fpn_hrnetv2_w18_small?"
+    with pytest.raises(ModelError) as e:
+        create_model("deeplab")
+    assert e.value.fix.startswith("did you mean deeplabv1_vgg16, ") and "more)?" in e.value.fix
 
 
 def test_bad_num_classes():
