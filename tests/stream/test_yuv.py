@@ -312,3 +312,39 @@ def test_an_animated_gif_is_read_whole_and_ends(gst, tmp_path):
         assert [int(f.image.mean()) for f in folder] == [0, 40, 80]
     finally:
         folder.close()
+
+
+@pytest.mark.gst
+@pytest.mark.parametrize("size", [(48, 64), (50, 66)])  # 66: rows of Y (68) and chroma (36) padded to 4 bytes
+def test_mp4_sink_writes_colours_that_read_back_unbiased(gst, tmp_path, size):
+    """The sink's videoconvert (RGB -> I420 before x264enc) was 1.5-3 levels off; edgeseg converts (OpenCV, BT.601,
+    video range, tagged so) and the file reads back, through the source's exact conversion, without a bias."""
+    import cv2
+
+    from edgeseg.stream import Mp4Sink
+    from edgeseg.stream.sinks.video import i420_bytes
+    from edgeseg.structures import Frame
+
+    h, w = size
+    rng = np.random.default_rng(1)
+    image = cv2.GaussianBlur(rng.integers(0, 256, (h, w, 3), np.uint8), (9, 9), 3)  # smooth: the codec keeps it
+    data = np.frombuffer(i420_bytes(image), np.uint8)
+    ys, cs = (w + 3) // 4 * 4, (w // 2 + 3) // 4 * 4
+    assert data.size == ys * h + 2 * cs * (h // 2)
+    y = data[:ys * h].reshape(h, ys)[:, :w]
+    u, v = (data[ys * h + k * cs * (h // 2):ys * h + (k + 1) * cs * (h // 2)].reshape(h // 2, cs)[:, :w // 2]
+            for k in range(2))
+    assert np.abs(yuv.i420_to_rgb(y, u, v).astype(int) - image).mean() < 2  # the planes are where GStreamer reads them
+    sink = Mp4Sink(tmp_path / "out.mp4", fps=10, backend="gstreamer")
+    sink.open()
+    for i in range(5):
+        sink.write(Frame(image, index=i), None)
+    sink.close()
+    src = GstSource(str(tmp_path / "out.mp4"))
+    try:
+        back = [f.image for f in src]
+    finally:
+        src.close()
+    assert len(back) == 5
+    bias = (back[-1].astype(np.float64) - image).reshape(-1, 3).mean(0)
+    assert np.abs(bias).max() < 0.6, bias

@@ -42,6 +42,9 @@ ENCODERS.add("x264enc-live", "videoconvert ! video/x-raw,format=I420 ! x264enc t
 ENCODERS.add("nvv4l2h264enc", "videoconvert ! video/x-raw,format=RGBA ! nvvidconv ! video/x-raw(memory:NVMM),format=I420 "
              "! nvv4l2h264enc insert-sps-pps=true idrinterval=30 ! h264parse")
 ENCODERS.add("nvh264enc", "videoconvert ! video/x-raw,format=NV12 ! nvh264enc ! h264parse")
+#: how the software encoders' fragments begin: the MP4 sink gives them I420 it converted itself (:func:`i420_bytes`),
+#: which videoconvert passes on as it is
+I420_ENCODER = "videoconvert ! video/x-raw,format=I420 !"
 #: an encoder's smallest frame (height, width) where it is larger than mp4mux's 16x16: NVENC's sink caps
 ENCODER_MIN_SIZE = {"nvh264enc": (49, 145)}
 #: what a sink falls back to when its hardware encoder cannot start here
@@ -176,6 +179,26 @@ def encodable(image: np.ndarray, encoder: str | None = None) -> np.ndarray:
     return np.pad(image, ((0, ph), (0, pw), (0, 0)), mode="edge")
 
 
+def i420_bytes(image: np.ndarray) -> bytes:
+    """An RGB ``uint8 [H, W, 3]`` image of even size as the bytes of a GStreamer ``video/x-raw,format=I420`` buffer
+    (BT.601, video range: OpenCV's conversion, within a level of the standard's; rows padded to 4 bytes as GStreamer
+    lays them out). ``videoconvert`` before a 4:2:0 encoder was 1.5-3 levels off (its 8-bit matrices), and slower."""
+    import cv2
+
+    h, w = image.shape[:2]
+    planar = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2YUV_I420)  # Y, U, V planes, rows unpadded
+    ys, cs = (w + 3) // 4 * 4, (w // 2 + 3) // 4 * 4
+    if ys == w and cs == w // 2:
+        return planar.tobytes()
+    out = np.zeros(ys * h + 2 * cs * (h // 2), np.uint8)
+    out[:ys * h].reshape(h, ys)[:, :w] = planar[:h]
+    chroma = planar[h:].reshape(2, h // 2, w // 2)
+    for k in range(2):
+        start = ys * h + k * cs * (h // 2)
+        out[start:start + cs * (h // 2)].reshape(h // 2, cs)[:, :w // 2] = chroma[k]
+    return out.tobytes()
+
+
 def rgb_bytes(image: np.ndarray) -> bytes:
     """An RGB ``uint8 [H, W, 3]`` image as the bytes of a GStreamer ``video/x-raw,format=RGB`` buffer, whose
     rows are padded to a multiple of 4 bytes (a width that is not a multiple of 4 otherwise shears the
@@ -197,11 +220,14 @@ class GstAppSrcWriter:
     so a ``push`` blocked on a full queue returns and raises :class:`StreamError` with GStreamer's message
     instead of waiting forever."""
 
-    def __init__(self, tail: str, shape: tuple[int, int], fps: float, what: str, live: bool = False):
+    def __init__(self, tail: str, shape: tuple[int, int], fps: float, what: str, live: bool = False,
+                 i420: bool = False):
         Gst = _gst.gst()
         h, w = shape
         num, den = _fraction(fps)
-        caps = f"video/x-raw,format=RGB,width={w},height={h},framerate={num}/{den}"
+        self.i420 = i420 and h % 2 == 0 and w % 2 == 0  # frames converted here (:func:`i420_bytes`): a 4:2:0 encoder's
+        caps = (f"video/x-raw,format=I420,colorimetry=bt601,width={w},height={h},framerate={num}/{den}" if self.i420
+                else f"video/x-raw,format=RGB,width={w},height={h},framerate={num}/{den}")
         launch = (f"appsrc name=edgeseg_src format=time is-live={'true' if live else 'false'} block=true "
                   f"max-bytes={4 * h * ((w * 3 + 3) // 4 * 4)} caps={caps} ! {tail}")
         self.what = what
@@ -235,7 +261,7 @@ class GstAppSrcWriter:
 
     def push(self, image: np.ndarray) -> None:
         Gst = _gst.gst()
-        buf = Gst.Buffer.new_wrapped(rgb_bytes(image))
+        buf = Gst.Buffer.new_wrapped(i420_bytes(image) if self.i420 else rgb_bytes(image))
         dur = int(round(1e9 / self.fps))
         buf.pts = buf.dts = self._n * dur
         buf.duration = dur
@@ -380,7 +406,7 @@ class Mp4Sink(Sink):
     def _open_writer(self, shape: tuple[int, int], fps: float) -> None:
         if self.backend == "gstreamer":
             tail = f"{self.encoder} ! {muxer(self.path.suffix)} ! filesink location={_gst.quote(str(self.part))}"
-            self._writer = GstAppSrcWriter(tail, shape, fps, str(self.path))
+            self._writer = GstAppSrcWriter(tail, shape, fps, str(self.path), i420=self.encoder.startswith(I420_ENCODER))
         else:
             import cv2
 
