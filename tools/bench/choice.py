@@ -6,9 +6,12 @@ model on each runtime that runs it) is timed again, side by side in interleaved 
 *separate* measurement, and the chosen one is compared with the fastest FP32 runtime of that
 measurement. Goal (issue 10): chosen <= 1.05 x fastest FP32, and INT8 where chosen faster than it.
 
-    python tools/bench/choice.py road shapes /tmp/espnet_import.edgeseg --threads 0 --rounds 30 --json out.json
+    bash tools/bench/espnet_import.sh /tmp/ext      # makes /tmp/ext/espnet.edgeseg (minutes)
+    python tools/bench/choice.py road shapes /tmp/ext/espnet.edgeseg --threads 0 --rounds 30 --json out.json
 
-Prints a table and writes JSON (with the machine). ``--threads 0`` is each runtime's default, as a
+Run from the repository root. Every bundle is opened before any timing starts; one that does not
+open stops the script at once (exit 2) with its name and how to make it. Prints a table and writes
+JSON (with the machine). ``--threads 0`` is each runtime's default, as a
 user runs it; ``--threads 1`` pins one thread.
 """
 from __future__ import annotations
@@ -50,6 +53,24 @@ def bench_bundle(name: str, threads: int, rounds: int) -> dict:
     }
 
 
+def check_bundles(names: list[str]) -> list[str]:
+    """Why each bundle of ``names`` that does not open fails (empty: all open). Run before any timing,
+    so that a missing bundle stops the script in seconds, not after the first bundles' rounds."""
+    from edgeseg.bundle import Bundle
+    from edgeseg.errors import EdgesegError
+
+    problems = []
+    for name in names:
+        try:
+            Bundle.open(name)
+        except (EdgesegError, OSError, ValueError) as e:
+            how = ("make it first: bash tools/bench/espnet_import.sh " + str(Path(name).parent)
+                   if "espnet" in Path(name).name else
+                   "give a bundle directory or .zip, or a shipped name (edgeseg models --bundles)")
+            problems.append(f"bundle {name!r} does not open: {str(e).splitlines()[0]}\n    {how}")
+    return problems
+
+
 def main(argv: list[str] | None = None) -> int:
     from edgeseg.backends.device import device_info
 
@@ -59,6 +80,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=30, help="interleaved timing rounds of the check (default 30)")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
+    problems = check_bundles(args.bundles)
+    if problems:
+        print("\n".join(problems), file=sys.stderr)
+        return 2
     rows = [bench_bundle(b, t, args.rounds) for t in (args.threads or [0]) for b in args.bundles]
     dev = device_info()
     print(f"machine: {dev.describe()}")

@@ -27,6 +27,13 @@ bundle nor the CRF settings ever saw; frames whose size is not the network's are
 logits' resolution with the frame resized to it (as the decode option does) and the labels are
 scaled back (nearest) to score.
 
+The bundle's decoder ``class_bias`` (e.g. ``road``'s since session 30), if it has one, is added to the
+logits before the argmax and the CRF, as the decoder adds it (``edgeseg.decode.semantic``), so ``none``
+scores what ``edgeseg eval`` scores up to the upsampling: this script takes the argmax at the logits'
+size and scales the labels (nearest), ``edgeseg eval`` resizes the logits (bilinear) first.
+``--no-class-bias`` scores the raw logits (what this script did before; bundles without a bias, such as
+``road-camvid``, score the same either way).
+
 CRF settings: the decode option's defaults (:class:`edgeseg.structures.SemanticOptions`), overridable.
 Timings: the CRF alone (features, kernels, inference, the fast method's resizing; not the network or
 the argmax); ``ms`` the median wall time, ``cpu ms`` the median process CPU time (the two differ on a
@@ -123,6 +130,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                     help="score these frames instead of CamVid val (e.g. cityscapes-camvid: for unseen cities)")
     ap.add_argument("--data-split", default="val", help="split of --data (default val)")
     ap.add_argument("--bundle", default="road", help="bundle whose logits are refined (default road)")
+    ap.add_argument("--no-class-bias", action="store_true", help="ignore the bundle's decoder class_bias (module doc)")
     ap.add_argument("--lattice-frames", type=int, default=5, help="frames for the numpy lattice (0: skip)")
     ap.add_argument("--repeats", type=int, default=5, help="timed calls of the fast method per frame")
     ap.add_argument("--iterations", type=int, default=5)
@@ -165,6 +173,10 @@ def main(argv: list[str] | None = None) -> int:
     times: dict[str, list[tuple[float, float]]] = {n: [] for n in names + sub}
     lattice_vs_pyd = {"max_abs_dq": 0.0, "argmax_agreement": []}
     predictor = edgeseg.load(args.bundle, backend="onnxruntime", precision="fp32", threads=1)
+    opts = predictor.manifest.decoder_options
+    probabilities = isinstance(opts, SemanticOptions) and opts.scores == "probabilities"
+    bias = (np.asarray(opts.class_bias, np.float32)[:, None, None]
+            if isinstance(opts, SemanticOptions) and opts.class_bias and not args.no_class_bias else None)
     with predictor:
         for k, item in enumerate(pairs):
             if dataset is not None:
@@ -176,6 +188,10 @@ def main(argv: list[str] | None = None) -> int:
             if meta.content != meta.network:
                 raise SystemExit(f"bundle {args.bundle!r} letterboxes; this bench expects a plain resize")
             logits = predictor.runner.infer(feed)["logits"][0].astype(np.float32)
+            if probabilities:  # the decoder takes the scores' log before the bias and the CRF
+                logits = np.log(np.maximum(logits, 1e-12))
+            if bias is not None:
+                logits = logits + bias
             if logits.shape[1:] != rgb.shape[:2]:  # refine at the logits' size, score at the labels' (nearest)
                 rgb = cv2.resize(rgb, logits.shape[:0:-1], interpolation=cv2.INTER_AREA)
             plain = logits.argmax(0)
@@ -212,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
               f"min {min(lattice_vs_pyd['argmax_agreement']):.6f}")
     write_json(args.json, {"rows": rows, "params": params.__dict__, "fast_size": args.fast_size,
                            "split": args.split if not args.data else f"{args.data} ({args.data_split})", "bundle": args.bundle,
+                           "class_bias": None if bias is None else bias.ravel().tolist(),
                            "lattice_vs_pydensecrf": lattice_vs_pyd, "repeats": args.repeats,
                            "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
                            "load_average": os.getloadavg(), "threads": 1,

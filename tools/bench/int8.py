@@ -1,5 +1,9 @@
 """FP32 vs INT8: latency (ONNX Runtime CPU; OpenVINO when installed) and mIoU on CamVid val.
 
+Run from the repository root (the examples use ../shared/data and calibration/ relative paths).
+Prints a table (one row per bundle and target; the ``--cpu-variants`` rows after it) and each
+bundle's figures as JSON as they come; ``--json`` writes them all.
+
     python tools/bench/int8.py BUNDLE [BUNDLE ...] --calib calibration/camvid.toml \
         --eval camvid:../shared/data/camvid --threads 1 --json int8_bench.json
     python tools/bench/int8.py --make deeplabv3plus_resnet18,pspnet_resnet18,fcn8s_vgg16,unet --size 480x360 \
@@ -11,6 +15,8 @@ evaluation for bundles given by path too. mIoU is scored as ``edgeseg eval`` sco
 --cpu-variants also times the CPU quantization choices (U8S8, S8S8, U8S8 with reduced-range
 weights) against FP32 and reports their output agreement with FP32.
 --make exports untrained models from the registry (latency work before the trained models exist).
+Bundles given by path are quantized in a temporary copy, so a shipped bundle (edgeseg/zoo/...) is
+left as it is; --in-place writes the INT8 models into the given bundles instead.
 
 --openvino-compare: on the same model, calibration frames and evaluation set, OpenVINO/NNCF's own
 default INT8 flow (OpenVINO reads the ONNX, ``nncf.quantize(ov_model, dataset)`` with default
@@ -18,7 +24,7 @@ parameters) against edgeseg's ``openvino`` target (NNCF with edgeseg's options a
 preparation) and edgeseg's own Q/DQ (``--engine ort``); mIoU measured in OpenVINO, latency in
 OpenVINO interleaved over rounds (min and median of per-round medians: the VM is shared):
 
-    python tools/bench/int8.py /tmp/shapes.edgeseg --calib calibration/synthetic.toml \
+    python tools/bench/int8.py edgeseg/zoo/shapes.edgeseg --calib calibration/synthetic.toml \
         --eval synthetic:100,size=160x120,seed=0 --openvino-compare --threads 1 --json ov.json
 """
 from __future__ import annotations
@@ -159,6 +165,14 @@ def bench_one(path: Path, args, made: bool = False) -> dict:
     from edgeseg.quant.calibration import collect_frames, resolve_calibration
 
     b = Bundle.open(path)
+    if not made and not args.in_place and not args.openvino_compare:  # --openvino-compare copies the bundle itself
+        import atexit
+        import shutil
+
+        tmp = tempfile.mkdtemp(prefix="edgeseg-int8-")
+        atexit.register(shutil.rmtree, tmp, ignore_errors=True)
+        path = Path(shutil.copytree(b.root, Path(tmp) / b.root.name))
+        b = Bundle.open(path)
     eval_ds = None
     if args.eval and not args.latency_only and not made:
         from edgeseg.data import open_dataset
@@ -187,6 +201,34 @@ def bench_one(path: Path, args, made: bool = False) -> dict:
     return row
 
 
+def _f(v, fmt: str = "{:.2f}") -> str:
+    return "-" if v is None else fmt.format(v)
+
+
+def print_table(rows: list[dict], targets: list[str]) -> None:
+    """The FP32-vs-INT8 rows of ``bench_one`` as a plain table (mIoU "-" where not measured)."""
+    head = (f"{'bundle':24s} {'target':9s} {'FP32 mIoU':>9s} {'INT8 mIoU':>9s} {'drop':>6s} {'FP32 ms':>8s} "
+            f"{'INT8 ms':>8s} {'speed-up':>8s} {'float nodes':>11s} {'OV FP32 ms':>10s} {'OV INT8 ms':>10s}")
+    print(head)
+    print("-" * len(head))
+    for row in rows:
+        for t in targets:
+            r = row.get(t)
+            if r is None:
+                continue
+            drop = r["fp32_miou"] - r["int8_miou"] if r["fp32_miou"] is not None and r["int8_miou"] is not None else None
+            print(f"{row['bundle'][:24]:24s} {t:9s} {_f(r['fp32_miou']):>9s} {_f(r['int8_miou']):>9s} {_f(drop):>6s} "
+                  f"{_f(r['fp32_ms']):>8s} {_f(r['int8_ms']):>8s} {_f(r['speedup'], '{:.2f}x'):>8s} "
+                  f"{r['float_nodes']:>11d} {_f(r.get('openvino_fp32_ms')):>10s} {_f(r.get('openvino_int8_ms')):>10s}")
+    variants = [(row["bundle"], v) for row in rows for v in row.get("cpu_variants", [])]
+    if variants:
+        print(f"\n{'bundle':24s} {'cpu variant':12s} {'ORT ms':>8s} {'rel err':>8s} {'argmax agree %':>14s}")
+        for name, v in variants:
+            print(f"{name[:24]:24s} {v['variant']:12s} {_f(v['latency_ms']):>8s} {_f(v.get('rel_err'), '{:.4f}'):>8s} "
+                  f"{_f(v.get('argmax_agree_%')):>14s}")
+    print(f"(weights: {', '.join(sorted({r['bundle'] + ' ' + r['weights'] for r in rows}))})")
+
+
 def print_compare(rows: list[dict]) -> None:
     print(f"{'flow':34s} {'min ms':>8s} {'median ms':>10s} {'mIoU':>7s}  INT8 layers in OpenVINO")
     for r in rows:
@@ -212,6 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--latency-only", action="store_true", help="skip the accuracy evaluation: report latency only")
     p.add_argument("--cpu-variants", action="store_true")
     p.add_argument("--openvino-compare", action="store_true", help="NNCF default flow vs edgeseg's openvino target")
+    p.add_argument("--in-place", action="store_true",
+                   help="write the INT8 models into the given bundles (default: quantize a temporary copy)")
     p.add_argument("--rounds", type=int, default=15, help="interleaved latency rounds (--openvino-compare)")
     p.add_argument("--json", default=None)
     return p
@@ -231,6 +275,9 @@ def main(argv=None) -> int:
         row = bench_one(path, args, made)
         rows.append(row)
         print(json.dumps(row, indent=1, default=float), flush=True)
+    if not args.openvino_compare:  # --openvino-compare printed its own table per bundle
+        print()
+        print_table(rows, args.targets.split(","))
     if args.json:
         Path(args.json).write_text(json.dumps({"argv": sys.argv[1:], "rows": rows}, indent=2, default=float) + "\n")
     return 0

@@ -9,6 +9,10 @@ host-side panoptic post-processing taking 4x the network time). Each configurati
 same frames, one after another, after two warm-up frames; medians per step, and the decode share
 of the frame's total. ``fps`` is 1000 / total ms of one frame (no overlap of steps: the stream
 overlaps decode with the next frame's inference, so it is a floor).
+
+Run from the repository root. A bundle that does not open stops the script before any frame is read
+(exit 2, the reason on stderr). A configuration this machine cannot run (bf16 without BF16, say) is
+a row with its error, printed under the table; if no configuration ran, the exit code is 1.
 """
 from __future__ import annotations
 
@@ -69,6 +73,14 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     import cv2
 
+    from edgeseg.bundle import Bundle
+    from edgeseg.errors import EdgesegError
+
+    try:
+        Bundle.open(args.bundle)
+    except (EdgesegError, OSError, ValueError) as e:
+        print(f"panoptic.py: bundle {args.bundle!r} does not open: {e}", file=sys.stderr)
+        return 2
     cv2.setNumThreads(1)
     frames = _frames(Path(args.images), args.frames)
     rows = []
@@ -80,10 +92,13 @@ def main(argv: list[str] | None = None) -> int:
             rows.append({"backend": backend, "precision": precision, "error": str(e).splitlines()[0]})
     table = [{k: (f"{v:.2f}" if isinstance(v, float) else v) for k, v in r.items() if k != "runner"} for r in rows]
     print_table(table, ["backend", "precision", "preprocess_ms", "network_ms", "decode_ms", "total_ms", "decode_share", "fps"])
+    for r in rows:
+        if "error" in r:
+            print(f"{r['backend']}:{r['precision'] or 'fp32'} not run: {r['error']}", file=sys.stderr)
     write_json(args.json, {"bundle": args.bundle, "frames": len(frames), "size": list(frames[0].shape[:2]),
                            "threads": args.threads, "cpu": platform.processor() or platform.machine(),
                            "cpu_count": os.cpu_count(), "runs": rows})
-    return 0
+    return 0 if any("error" not in r for r in rows) else 1
 
 
 if __name__ == "__main__":

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Train the CamVid models of the INT8 benchmark table (docs/benchmarks.md, issue 4) with edgeseg's own
 # trainer, from scratch, on short CPU schedules (these models exist to measure what INT8 costs on
-# *trained* weights, not to be shipped; the shipped `road` model has its own recipe in
+# *trained* weights, not to be shipped; the table's `road` row is `road-camvid` now, with its own recipe in
 # tools/train_default.py). One thread each, so it can run next to other work; resumable (re-run it:
 # a finished model is skipped, an interrupted one continues from its last.pt).
 #
 #   bash tools/bench/train_int8_models.sh [RUNS_DIR]      # default runs/int8-bench
 #
-# Then: python tools/bench/int8.py edgeseg/zoo/road.edgeseg RUNS_DIR/*.edgeseg --calib camvid \
+# Then: python tools/bench/int8.py edgeseg/zoo/road-camvid.edgeseg RUNS_DIR/*.edgeseg --calib camvid \
 #           --eval camvid:../shared/data/camvid --targets cpu,tensorrt --threads 1 --json int8.json
 set -euo pipefail
 cd "$(dirname "$0")/../.."
