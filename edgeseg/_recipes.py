@@ -41,6 +41,10 @@ def load_toml_recipe(path: str | os.PathLike, *, kind: str = "recipe", error: ty
         raise error(f"{kind} {p} does not exist", fix=fix) from None
     except tomllib.TOMLDecodeError as e:
         raise error(f"{kind} {p} is not valid TOML: {e}") from None
+    except UnicodeDecodeError:  # a video or an image given where the recipe goes
+        raise error(f"{kind} {p} is not a text file (a recipe is TOML text)", fix=fix) from None
+    except IsADirectoryError:
+        raise error(f"{kind} {p} is a folder, not a TOML file", fix=fix) from None
     return data, p.resolve().parent
 
 

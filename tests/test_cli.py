@@ -225,3 +225,38 @@ def test_bench_of_several_backends_leaves_out_one_that_cannot_run_the_bundle(tmp
     assert rc == 0 and [r["backend"] for r in out["results"]] == ["onnxruntime"]
     assert out["left_out"][0]["backend"] == "torch" and "no PyTorch checkpoint" in out["left_out"][0]["why"]
     assert "torch left out" in capsys.readouterr().err
+
+
+# ---- session 48: users of other tools (an audit) -------------------------------------------------------------------
+def test_json_dash_makes_standard_output_the_json_alone(tmp_path, capsys):
+    """`--json -` was documented as standard output, but the command's tables came first: no JSON parser read it."""
+    bundle = conv_bundle(tmp_path / "b", 3).root
+    image = np.random.default_rng(0).integers(0, 256, (8, 12, 3), np.uint8)
+    write_image(tmp_path / "a.png", image)
+    assert main(["predict", str(bundle), str(tmp_path / "a.png"), "--json", "-", "--backend", "onnxruntime"]) == 0
+    out = capsys.readouterr()
+    data = json.loads(out.out)
+    assert data["images"][0]["image"].endswith("a.png") and "a.png" in out.err  # the table went to stderr
+    assert main(["doctor", "--json", "-"]) == 0
+    assert "edgeseg" in json.loads(capsys.readouterr().out)
+
+
+def test_a_video_where_the_recipe_goes_and_other_tools_options_are_named(capsys):
+    """`edgeseg run --bundle B in.mp4` (jetson-inference's `segnet in.mp4 out.mp4`) was a UnicodeDecodeError traceback
+    (the video read as TOML); Ultralytics' `--conf` got the top-level usage and no pointer."""
+    rc = main(["run", "--bundle", "road", "/work/nowhere/in.mp4"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "looks like a source" in err and "--source /work/nowhere/in.mp4 --sink out.mp4" in err
+    for argv, said in ((["run", "in.mp4", "out.mp4"], "out.mp4: the annotated video is --sink out.mp4"),
+                       (["predict", "road", "a.png", "--conf", "0.4"], "--conf: in edgeseg, --score-threshold T"),
+                       (["eval", "road", "--data", "camvid:x", "--splitt", "val"], "--splitt: did you mean --split?")):
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and said in err and f"usage: edgeseg {argv[0]}" in err, err
+
+
+def test_a_recipe_that_is_no_text_is_named(tmp_path, capsys):
+    (tmp_path / "r.toml").write_bytes(bytes(range(128, 256)))
+    assert main(["run", str(tmp_path / "r.toml")]) == 2
+    assert "is not a text file (a recipe is TOML text)" in capsys.readouterr().err

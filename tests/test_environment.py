@@ -127,8 +127,8 @@ def test_doctor_command_prints_and_writes_the_report(gst, tmp_path, capsys, monk
     assert "setting   EDGESEG_TRT_MAX_SIDE=1280" in text and data["cache"]["settings"]["EDGESEG_TRT_MAX_SIDE"] == "1280"
     monkeypatch.chdir(tmp_path)  # --json -: the report on standard output (it wrote a file named '-')
     assert main(["doctor", "--json", "-"]) == 0
-    text = capsys.readouterr().out
-    assert json.loads(text[text.index("\n{") + 1:])["problems"] == [] and not (tmp_path / "-").exists()
+    said = capsys.readouterr()  # standard output is the JSON alone, the report went to stderr (session 48)
+    assert json.loads(said.out)["problems"] == [] and "problems  none" in said.err and not (tmp_path / "-").exists()
 
 
 def test_settings_that_fail_later_are_problems_now(tmp_path, monkeypatch):

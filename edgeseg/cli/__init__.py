@@ -49,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"edgeseg {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="show tracebacks and debug logs")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser.set_defaults(_commands={})
     for mod in _command_modules():
         p = sub.add_parser(
             mod.NAME,
@@ -59,12 +60,55 @@ def build_parser() -> argparse.ArgumentParser:
         )
         mod.add_arguments(p)
         p.set_defaults(_run=mod.run)
+        parser.get_default("_commands")[mod.NAME] = p
     return parser
+
+
+#: options users of other tools type, and edgeseg's way (Ultralytics, jetson-inference, mmdeploy)
+ALIASES = {
+    "--conf": "--score-threshold T", "--confidence": "--score-threshold T", "--threshold": "--score-threshold T",
+    "--iou": "the bundle's NMS threshold (edgeseg.load(B).set_options(iou_threshold=...) from Python)",
+    "--imgsz": "the input size is the bundle's, set at export (edgeseg export ... --size WxH; edgeseg import ... --size)",
+    "--source": "--source URI (edgeseg run) or the image paths (edgeseg predict B IMAGE...)",
+    "--save-txt": "--json FILE (predict) or --json-out FILE (run)", "--save": "--out DIR (predict) or --sink OUT.mp4 (run)",
+    "--model": "the bundle (edgeseg predict BUNDLE ...; edgeseg run --bundle BUNDLE)",
+    "--network": "--bundle BUNDLE (a shipped name: edgeseg list)", "--visualize": "--alpha A (0..1) and --png-dir DIR",
+    "--input": "--source URI", "--output": "--sink OUT.mp4 (run) or --out DIR (predict)",
+    "--device": "--backend / --device (edgeseg COMMAND --help)", "--work-dir": "--out DIR",
+}
+
+
+def _unknown_arguments(parser: argparse.ArgumentParser, argv: list[str] | None, unknown: list[str]) -> None:
+    """Unrecognised arguments, said by the command's own parser (its usage, not the top level's) with the nearest
+    option it has, or edgeseg's way for another tool's option (:data:`ALIASES`); exits 2 as argparse does."""
+    import difflib
+
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in args_list if a in parser.get_default("_commands")), None)
+    target = parser.get_default("_commands").get(command, parser)
+    options = [o for o in target._option_string_actions if o.startswith("--")]
+    hints = []
+    for item in unknown:
+        key = item.split("=", 1)[0]
+        if key.startswith("-"):
+            if key in ALIASES:
+                hints.append(f"{key}: in edgeseg, {ALIASES[key]}")
+                continue
+            close = difflib.get_close_matches(key, options, n=2, cutoff=0.75)
+            if close:
+                hints.append(f"{key}: did you mean {' or '.join(close)}?")
+        elif "=" in item and command is not None:  # Ultralytics' key=value form
+            hints.append(f"{item}: options are written --name value (edgeseg {command} --help)")
+        elif command == "run" and item.lower().endswith((".mp4", ".mkv", ".avi", ".mov")):
+            hints.append(f"{item}: the annotated video is --sink {item}")
+    target.error(f"unrecognized arguments: {' '.join(unknown)}" + "".join(f"\n  {h}" for h in hints))
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        _unknown_arguments(parser, argv, unknown)
     if not getattr(args, "_run", None):
         parser.print_help()
         return 0
@@ -79,8 +123,11 @@ def main(argv: list[str] | None = None) -> int:
     previous = None
     with contextlib.suppress(ValueError, OSError):  # not the main thread: the embedding program owns signals
         previous = signal.signal(signal.SIGTERM, terminated)
+    from ._common import json_to_stdout
+
     try:
-        return int(args._run(args) or 0)
+        with json_to_stdout(args):  # --json -: standard output holds the JSON only, the tables go to stderr
+            return int(args._run(args) or 0)
     except EdgesegError as e:
         if args.verbose:
             raise

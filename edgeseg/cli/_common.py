@@ -11,17 +11,36 @@ from typing import Any
 from .._io import write_json as _write_json
 
 
+_JSON_STDOUT: list[Any] = []  # the real standard output while json_to_stdout() sends the rest to stderr
+
+
+def json_to_stdout(args: argparse.Namespace) -> Any:
+    """A context in which, when an option of ``args`` that :func:`write_json` writes is ``-``, everything else a
+    command prints goes to standard error, so standard output is the JSON alone (``| jq``; before, the tables came
+    first and no JSON parser read it)."""
+    import contextlib
+
+    if not any(str(getattr(args, name, None)) == "-" for name in ("json", "stats_json")):
+        return contextlib.nullcontext()
+    stack = contextlib.ExitStack()
+    _JSON_STDOUT.append(sys.stdout)
+    stack.callback(_JSON_STDOUT.pop)
+    stack.enter_context(contextlib.redirect_stdout(sys.stderr))
+    return stack
+
+
 def write_json(path, data) -> None:
     """``--json PATH``: :func:`edgeseg._io.write_json` (atomic; None writes nothing); ``-`` prints it to standard
-    output (``edgeseg doctor --json -`` for a bug report wrote a file named ``-``)."""
+    output (``edgeseg doctor --json -`` for a bug report wrote a file named ``-``), the only thing there
+    (:func:`json_to_stdout`)."""
     if path is not None and str(path) == "-":
         import json
-        import sys
 
         from .._io import json_default
 
-        sys.stdout.write(json.dumps(data, indent=2, default=json_default) + "\n")
-        sys.stdout.flush()
+        out = _JSON_STDOUT[-1] if _JSON_STDOUT else sys.stdout
+        out.write(json.dumps(data, indent=2, default=json_default) + "\n")
+        out.flush()
         return
     _write_json(path, data)
 

@@ -122,11 +122,34 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                            "the stream's other stages keep the rest busy; the runtime's own default above)")
 
 
+def _check_recipe_is_no_source(args: argparse.Namespace) -> None:
+    """``edgeseg run [--bundle B] in.mp4`` (jetson-inference's ``segnet in.mp4 out.mp4``): the positional argument is
+    the recipe; a video, an image folder or a URL there was read as TOML (a UnicodeDecodeError traceback)."""
+    from pathlib import Path
+
+    from ..data.io import IMAGE_SUFFIXES
+    from ..errors import InputError
+    from ..stream.sources.uri import VIDEO_SUFFIXES
+
+    text = str(args.recipe)
+    p = Path(text)
+    media = p.suffix.lower() in (*VIDEO_SUFFIXES, *IMAGE_SUFFIXES) or "://" in text or p.is_dir() or text == "-" \
+        or text.isdigit() or text.startswith("/dev/video")
+    if not media:
+        return
+    sink = " --sink out.mp4" if not (args.sink or args.json_out or args.png_dir or args.show or args.rtsp_port) else ""
+    raise InputError(f"{text} is given where a pipeline recipe (a .toml file) goes; it looks like a source",
+                     fix=f"edgeseg run --bundle {args.bundle or 'BUNDLE'} --source {text}{sink} (the input is --source, "
+                         "the annotated video --sink, results --json-out)")
+
+
 def run(args: argparse.Namespace) -> int:
     from ..errors import InputError
     from ..stream.api import (StreamOptions, batch_sizes, build_pipeline, keyframe_counts, load_recipe, stats_record,
                               unstarted_record)
 
+    if args.recipe:
+        _check_recipe_is_no_source(args)
     opts = load_recipe(args.recipe) if args.recipe else StreamOptions()
     opts = opts.replace(**{f: getattr(args, f, None) for f in _FIELDS})
     if isinstance(opts.source, list) and len(opts.source) == 1:
