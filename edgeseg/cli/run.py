@@ -25,7 +25,7 @@ EXAMPLES = (
 )
 
 # CLI option -> StreamOptions field (None means: keep the recipe's value / the default)
-_FIELDS = ("bundle", "source", "sink", "segment_s", "keep_segments", "rtsp_port", "rtsp_address", "show", "json_out", "png_dir", "stats_json",
+_FIELDS = ("bundle", "source", "sink", "segment_s", "keep_segments", "json_segments", "rtsp_port", "rtsp_address", "show", "json_out", "png_dir", "stats_json",
            "realtime", "max_frames", "on_error", "backend", "precision", "target", "threads", "device",
            "queue_size", "fps", "encoder", "source_backend", "alpha", "max_batch", "batch_timeout_ms", "upsample",
            "score_threshold", "prompt", "track", "keyframe_interval", "keyframe_motion", "cv_threads",
@@ -76,11 +76,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="write the annotated video (H.264; .mp4, .m4v, .mov, .mkv or .avi by the name's suffix)")
     g.add_argument("--segment-s", type=float, default=None, metavar="SECONDS",
                    help="with --sink: a new file every SECONDS of video, OUT.00000.mp4, OUT.00001.mp4, ... (each "
-                        "finished, playable, while the next records; numbering goes on after an earlier run's files); "
-                        "with --json-out the same for the JSON lines, RESULTS.00000.jsonl, ...")
+                        "finished, playable, while the next records; numbering goes on after an earlier run's files)")
     g.add_argument("--keep-segments", type=int, default=None, metavar="N",
                    help="with --segment-s: keep only the newest N files this run wrote, removing its older ones (loop "
                         "recording for runs of days; an earlier run's files are never removed)")
+    g.add_argument("--json-segments", action="store_true", default=None,
+                   help="with --segment-s and --json-out: cut the JSON lines alike, RESULTS.00000.jsonl, ... (and "
+                        "--keep-segments keeps the newest N of them too); without it the JSON lines stay one file")
     g.add_argument("--encoder", default=None,
                    help="H.264 encoder of --sink and --rtsp-port: x264enc (default; the RTSP sink's low-latency "
                         "x264enc-live), nvv4l2h264enc (Jetson), nvh264enc; one that cannot start here falls back to x264")

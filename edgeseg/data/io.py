@@ -6,6 +6,8 @@ that into an :class:`~edgeseg.errors.InputError` (images) or :class:`~edgeseg.er
 """
 from __future__ import annotations
 
+import functools
+
 import struct
 from pathlib import Path
 
@@ -15,7 +17,7 @@ from .._io import atomic_write_bytes
 from ..errors import DataError, EdgesegError, InputError
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".gif")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
 
 def _read_bytes(path: Path, error: type[EdgesegError], what: str) -> np.ndarray:
@@ -85,10 +87,31 @@ def natural_key(path: Path) -> tuple:
     return tuple((0, int(t), t) if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", path.name))
 
 
+def frame_suffixes() -> tuple[str, ...]:
+    """The suffixes of a frame folder's files (a stream's, a video's for VOS): :data:`IMAGE_SUFFIXES`, and ``.gif``
+    (its first frame) where this OpenCV decodes GIFs (4.12 on; label masks and datasets stay without: a palette
+    GIF mask would read as colours, not class ids)."""
+    return IMAGE_SUFFIXES + ((".gif",) if _opencv_reads_gif() else ())
+
+
+@functools.lru_cache(maxsize=None)
+def _opencv_reads_gif() -> bool:
+    """Whether this OpenCV decodes GIFs (a one-pixel GIF, decoded once per process)."""
+    import cv2
+
+    one_pixel = bytes.fromhex("47494638396101000100800000000000ffffff21f90401000000002c00000000010001000002024401003b")
+    try:
+        return cv2.imdecode(np.frombuffer(one_pixel, np.uint8), cv2.IMREAD_COLOR) is not None
+    except cv2.error:
+        return False
+
+
 def frame_files(folder: str | Path) -> list[Path]:
     """The image files of a frame folder in playing order (:func:`natural_key`: frames named ``1.png``,
-    ``2.png``, ..., ``10.png`` by a camera or ffmpeg without zero padding play in number order)."""
-    return sorted(image_files(folder), key=natural_key)
+    ``2.png``, ..., ``10.png`` by a camera or ffmpeg without zero padding play in number order); GIFs too
+    (:func:`frame_suffixes`)."""
+    suffixes = frame_suffixes()
+    return sorted((p for p in Path(folder).iterdir() if p.suffix.lower() in suffixes and p.is_file()), key=natural_key)
 
 
 def read_image(path: str | Path) -> np.ndarray:

@@ -54,8 +54,9 @@ class StreamOptions:
     source_backend: str = "auto"  # auto | gstreamer | opencv
     realtime: bool = False
     sink: str | None = None  # MP4 path
-    segment_s: float | None = None  # with sink / json_out: a new file every this many seconds (NAME.00000.mp4, ...)
+    segment_s: float | None = None  # with sink: a new file every this many seconds of video (NAME.00000.mp4, ...)
     keep_segments: int | None = None  # with segment_s: keep only the newest this many files (loop recording)
+    json_segments: bool = False  # with segment_s and json_out: the JSON lines cut into the same segments too
     encoder: str = "x264enc"
     rtsp_port: int | None = None
     rtsp_address: str = "127.0.0.1"
@@ -99,10 +100,11 @@ def build_sinks(opts: StreamOptions, fps: float | None = None) -> list[Sink]:
     video sinks use the source's, read once it is open (:meth:`Sink.bind_source`)."""
     sinks: list[Sink] = []
     fps = opts.fps or fps
-    for given, needs, applies in (("segment_s (--segment-s)", "sink (--sink) or json_out (--json-out)",
-                                   opts.sink or opts.json_out),
-                                  ("keep_segments (--keep-segments)", "segment_s (--segment-s)", opts.segment_s)):
-        if getattr(opts, given.split()[0]) is not None and not applies:  # the Python API too (an audit)
+    for given, needs, applies in (("segment_s (--segment-s)", "sink (--sink)", opts.sink or opts.json_segments),
+                                  ("keep_segments (--keep-segments)", "segment_s (--segment-s)", opts.segment_s),
+                                  ("json_segments (--json-segments)", "segment_s (--segment-s) and json_out (--json-out)",
+                                   opts.segment_s and opts.json_out)):
+        if getattr(opts, given.split()[0]) not in (None, False) and not applies:  # the Python API too (an audit)
             logging.getLogger("edgeseg.stream").warning("%s has no effect without %s", given, needs)
     if opts.sink:
         sinks.append(Mp4Sink(opts.sink, fps=fps, encoder=opts.encoder, segment_s=opts.segment_s,
@@ -114,7 +116,9 @@ def build_sinks(opts: StreamOptions, fps: float | None = None) -> list[Sink]:
     if opts.show:
         sinks.append(DisplaySink(fps=fps))
     if opts.json_out:
-        sinks.append(JsonLinesSink(opts.json_out, segment_s=opts.segment_s, keep_segments=opts.keep_segments, fps=fps))
+        cut = bool(opts.json_segments)  # opt-in: a command line that kept every result still does
+        sinks.append(JsonLinesSink(opts.json_out, segment_s=opts.segment_s if cut else None,
+                                   keep_segments=opts.keep_segments if cut else None, fps=fps))
     if opts.png_dir:
         sinks.append(LabelPngSink(opts.png_dir))
     return sinks
@@ -159,6 +163,8 @@ def check_options(opts: StreamOptions) -> None:
         refuse("log_interval_s", "a number of seconds >= 0 (0: no periodic log)")
     if opts.segment_s is not None and not (_number(opts.segment_s) and opts.segment_s > 0):
         refuse("segment_s", "a number of seconds > 0 (or None: one file)")
+    if not isinstance(opts.json_segments, bool):
+        refuse("json_segments", "True or False")
     if opts.keep_segments is not None and (isinstance(opts.keep_segments, bool) or not isinstance(opts.keep_segments, int)
                                            or opts.keep_segments < 1):
         refuse("keep_segments", "an integer >= 1 (or None: keep every segment)")
@@ -356,7 +362,8 @@ def stats_record(pipe: Pipeline, opts: StreamOptions, bundle: Any = None) -> dic
             "choice": choice.to_dict() if choice is not None else None,
             # several sources: each one's drops, gaps and failure (before: a source that died was only logged)
             **({"sources": pipe.source.source_records()} if isinstance(pipe.source, MultiSource) else {}),
-            **({"segments": [r for s in segmented for r in s.segment_records()]} if segmented else {})}
+            **({"segments": [{"kind": "json" if isinstance(s, JsonLinesSink) else "video", **r} for s in segmented
+                             for r in s.segment_records()]} if segmented else {})}
 
 
 def unstarted_record(opts: StreamOptions, reason: str, open_s: float) -> dict[str, Any]:

@@ -25,7 +25,7 @@ RECIPE_KEYS: dict[str, dict[str, str]] = {
               "device": "device", "threads": "threads", "upsample": "upsample",
               "score_threshold": "score_threshold", "prompt": "prompt", "track": "track",
               "keyframe_interval": "keyframe_interval", "keyframe_motion": "keyframe_motion"},
-    "sinks": {"mp4": "sink", "segment_s": "segment_s", "keep_segments": "keep_segments", "encoder": "encoder", "rtsp_port": "rtsp_port", "rtsp_address": "rtsp_address",
+    "sinks": {"mp4": "sink", "segment_s": "segment_s", "keep_segments": "keep_segments", "json_segments": "json_segments", "encoder": "encoder", "rtsp_port": "rtsp_port", "rtsp_address": "rtsp_address",
               "rtsp_mount": "rtsp_mount", "show": "show", "json": "json_out", "png_dir": "png_dir",
               "stats_json": "stats_json", "fps": "fps", "alpha": "alpha"},
     "pipeline": {"max_frames": "max_frames", "on_error": "on_error", "queue_size": "queue_size",

@@ -212,18 +212,25 @@ def test_json_lines_in_segments(tmp_path):
 def test_run_cli_cuts_video_and_json_lines_alike(tmp_path):
     pytest.importorskip("gi")
     cmd = [sys.executable, "-m", "edgeseg", "run", "--bundle", "shapes", "--source", "synthetic://?frames=50",
-           "--fps", "20", "--sink", "out.mp4", "--json-out", "res.jsonl", "--segment-s", "1", "--stats-json", "s.json"]
+           "--fps", "20", "--sink", "out.mp4", "--json-out", "res.jsonl", "--segment-s", "1", "--json-segments",
+           "--stats-json", "s.json"]
     r = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     stats = json.loads((tmp_path / "s.json").read_text())
-    got = sorted((s["file"], s["first_frame"], s["frames"]) for s in stats["segments"])
-    assert got == sorted((f"{stem}.0000{k}.{ext}", 20 * k, min(20, 50 - 20 * k)) for stem, ext in
-                         (("out", "mp4"), ("res", "jsonl")) for k in range(3))
+    got = sorted((s["kind"], s["file"], s["first_frame"], s["frames"]) for s in stats["segments"])
+    assert got == sorted((kind, f"{stem}.0000{k}.{ext}", 20 * k, min(20, 50 - 20 * k)) for kind, stem, ext in
+                         (("video", "out", "mp4"), ("json", "res", "jsonl")) for k in range(3))
     for k in range(3):
         lines = (tmp_path / f"res.0000{k}.jsonl").read_text().splitlines()
         assert [json.loads(x)["index"] for x in lines] == list(range(20 * k, min(20 * k + 20, 50)))
         assert len(decode_mp4_frames(tmp_path / f"out.0000{k}.mp4")) == len(lines)
+    # opt-in (a review): --segment-s and --keep-segments alone leave the JSON lines one file, all of it kept
+    r = subprocess.run([sys.executable, "-m", "edgeseg", "run", "--bundle", "shapes", "--source", "synthetic://?frames=45",
+                        "--fps", "20", "--sink", "v.mp4", "--json-out", "one.jsonl", "--segment-s", "1",
+                        "--keep-segments", "1"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert len((tmp_path / "one.jsonl").read_text().splitlines()) == 45 and not list(tmp_path.glob("one.0*"))
     r = subprocess.run([sys.executable, "-m", "edgeseg", "run", "--bundle", "shapes", "--source", "synthetic://?frames=2",
-                        "--json-out", "one.jsonl", "--segment-s", "5"], cwd=tmp_path, capture_output=True, text=True,
+                        "--json-out", "two.jsonl", "--json-segments"], cwd=tmp_path, capture_output=True, text=True,
                        timeout=300)
-    assert r.returncode == 0 and "has no effect" not in r.stderr and (tmp_path / "one.00000.jsonl").is_file()
+    assert r.returncode == 0 and "json_segments (--json-segments) has no effect without segment_s" in r.stderr

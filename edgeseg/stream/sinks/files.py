@@ -107,9 +107,10 @@ def frame_record(frame: Frame, result: Any, packet: Packet | None = None) -> dic
 class JsonLinesSink(Sink):
     """One JSON line per frame (module doc). ``segment_s``: a new file every that many seconds of frames at the
     source's rate (``fps`` when given), ``<stem>.00000.jsonl``, ... each written as ``.part`` and renamed when the
-    next begins, as :class:`~edgeseg.stream.sinks.video.Mp4Sink`'s segments (the same frames in the same-numbered
-    files when both start in a fresh folder); ``keep_segments``: only the newest that many stay
-    (:mod:`~edgeseg.stream.sinks.segments`)."""
+    next begins, as :class:`~edgeseg.stream.sinks.video.Mp4Sink`'s segments (for one source, the same frames in the
+    same-numbered files when both start in a fresh folder; several sources' frames are counted together here, per
+    source in the MP4s); ``keep_segments``: only the newest that many stay (:mod:`~edgeseg.stream.sinks.segments`).
+    ``edgeseg run --json-segments`` (opt-in: ``--segment-s`` alone leaves the JSON lines one file)."""
 
     name = "jsonl"
 
@@ -189,8 +190,8 @@ class JsonLinesSink(Sink):
     @property
     def paths(self) -> list[Path]:
         """The files this sink wrote (with ``segment_s``: the segments it keeps)."""
-        if self.segment_s:
-            return [Path(s.file) if s.state != "recording" else _part(Path(s.file)) for s in self.segments
+        if self.segment_s:  # one being written, or whose finish failed, is still its .part
+            return [Path(s.file) if s.state == "finished" else _part(Path(s.file)) for s in self.segments
                     if s.state != "removed"]
         return [self.path]
 

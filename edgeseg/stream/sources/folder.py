@@ -1,6 +1,7 @@
 """A folder of image files as a stream: ``edgeseg run --source frames/`` (or ``dir://frames``).
 
-Files with an image suffix (PNG, JPEG, BMP, TIFF, WebP, PPM/PGM, GIF: its first frame) are frames, sorted by file name. A
+Files with an image suffix (PNG, JPEG, BMP, TIFF, WebP, PPM/PGM; GIF, its first frame, where OpenCV reads GIFs) are
+frames, sorted by file name. A
 frame's ``index`` is its position in that order, its ``pts_ns`` is ``index / fps`` (``fps``: the
 constructor's, else ``?fps=`` in the URI, else 25), ``meta["stem"]`` is the file stem and
 ``meta["path"]`` the file. The first frame carries ``meta["discontinuity"] = True``.
