@@ -374,6 +374,7 @@ class Bundle:
         each see a whole folder and never remove one another's; ``fresh``: replace the entry (found damaged),
         once the new copy is unpacked."""
         cache = _cache_entry(zpath)
+        _hold(cache)  # before the check: an eviction cannot take it from here on
         try:
             if not fresh and (cache / MANIFEST).is_file():
                 _touch(cache)
@@ -392,6 +393,7 @@ class Bundle:
                     Bundle._open_folder(cache, zpath, verify=True)
                     return cache
             cache = Bundle._unpack(zpath, cache, fresh)
+            _hold(cache)
             _evict_unused(cache.parent, keep=cache)
             return cache
 
@@ -976,6 +978,57 @@ def _cache_entry(zpath: Path) -> Path:
 
 
 _WARNED_ONCE: set[str] = set()
+#: unpacked bundles this process uses: entry path -> the descriptor of its in-use file, on which the process
+#: holds a shared ``flock`` until it ends (:func:`_hold`); eviction takes an entry only when it gets an exclusive one
+_IN_USE: dict[str, int] = {}
+_IN_USE_LOCK = threading.Lock()
+
+
+def _inuse_path(entry: Path) -> Path:
+    """``<cache>/bundles-in-use/<entry>`` (beside the entries, not among them): never removed, as a process waiting on
+    one would otherwise hold a lock on a file no longer there."""
+    folder = entry.parent.parent / "bundles-in-use"
+    folder.mkdir(exist_ok=True)
+    return folder / entry.name
+
+
+def _hold(entry: Path) -> None:
+    """Mark the unpacked bundle ``entry`` as used by this process for as long as it runs (a shared ``flock``; it waits
+    while an eviction holds the exclusive one, which it does only while it moves the entry away). A cache where the
+    file cannot be made or locked is used unmarked (nothing can be evicted from a cache one cannot write)."""
+    import fcntl
+
+    key = str(entry)
+    with _IN_USE_LOCK:
+        if key in _IN_USE or not entry.parent.is_dir():
+            return
+        try:  # read-only: a file open for writing for the process's life would keep its disk from a read-only remount
+            fd = os.open(_inuse_path(entry), os.O_RDONLY | os.O_CREAT, 0o666)
+        except OSError:
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+        except OSError:
+            os.close(fd)
+            return
+        _IN_USE[key] = fd
+
+
+def _claim_unused(entry: Path) -> int | None:
+    """An exclusive, non-blocking ``flock`` on ``entry``'s in-use file (its descriptor), or None when a process (this
+    one included) holds it: the entry is in use."""
+    import fcntl
+
+    try:
+        fd = os.open(_inuse_path(entry), os.O_RDONLY | os.O_CREAT, 0o666)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
 
 
 def _touch(entry: Path) -> None:
@@ -987,8 +1040,9 @@ def _touch(entry: Path) -> None:
 
 def _evict_unused(bundles: Path, keep: Path, now: float | None = None) -> list[Path]:
     """Remove the unpacked bundles in ``bundles`` (the cache's folder) not opened for
-    :func:`~edgeseg.paths.cache_days`, except ``keep``; called under the cache's lock when a zip is unpacked. Returns what was removed. A process that still
-    holds one keeps the files it has open; a later open of its zip unpacks it again."""
+    :func:`~edgeseg.paths.cache_days` and used by no running process (:func:`_hold`), except ``keep``; called under
+    the cache's lock when a zip is unpacked. Returns what was removed. A later open of a removed one's zip unpacks
+    it again."""
     from .paths import cache_days
 
     try:
@@ -1003,18 +1057,28 @@ def _evict_unused(bundles: Path, keep: Path, now: float | None = None) -> list[P
     now = time.time() if now is None else now
     limit = now - days * 86400.0
     removed = []
-    for entry in bundles.iterdir():
-        try:
+    try:
+        entries = list(bundles.iterdir())
+    except OSError:
+        return []
+    for entry in entries:
+        try:  # housekeeping never fails an open
             if entry.name.startswith("."):  # an unpack or a removal a killed process left (a day is long enough)
                 if entry.name.endswith((".extract", ".old")) and entry.stat().st_mtime < now - 86400.0:
                     shutil.rmtree(entry, ignore_errors=True)
                 continue
             if entry == keep or not entry.is_dir() or entry.stat().st_mtime >= limit:
                 continue
+            claim = _claim_unused(entry)
+            if claim is None:  # a process still uses it (a service running for longer than the days)
+                continue
+            try:
+                size = sum(f.stat().st_size for f in entry.rglob("*") if f.is_file())
+                _set_aside(entry)
+            finally:
+                os.close(claim)
         except OSError:
             continue
-        size = sum(f.stat().st_size for f in entry.rglob("*") if f.is_file())
-        _set_aside(entry)
         removed.append(entry)
         log.info("removed %s from the bundle cache (%.1f MB; no bundle opened it for %g days)", entry,
                  size / 1e6, days)

@@ -5,6 +5,7 @@ import json
 import shutil
 import time
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -666,7 +667,11 @@ def test_unpacked_zips_unused_for_the_kept_days_are_removed_when_another_is_unpa
 
     monkeypatch.setenv("EDGESEG_CACHE_DIR", str(tmp_path / "cache"))
     zips = [conv_bundle(tmp_path / f"v{i}", seed=i, name=f"v{i}").zip(tmp_path / f"v{i}.zip") for i in range(4)]
+    from edgeseg import bundle as bundle_module
+
     old, used, kept = (Bundle.open(z).root for z in zips[:3])
+    for entry in (old, used):  # as if the processes that opened them had ended (each holds its entries while it runs)
+        os.close(bundle_module._IN_USE.pop(str(entry)))
     month_ago = time.time() - 31 * 86400
     for entry in (old, used, kept):
         os.utime(entry, (month_ago, month_ago))
@@ -684,6 +689,34 @@ def test_unpacked_zips_unused_for_the_kept_days_are_removed_when_another_is_unpa
     assert any(str(old) in r.getMessage() and "30 days" in r.getMessage() for r in caplog.records)
     again = Bundle.open(zips[0])  # its zip opens as before: unpacked anew
     assert again.root == old and (old / "manifest.json").is_file()
+
+
+def test_an_unpacked_zip_a_running_process_uses_is_never_evicted(tmp_path, monkeypatch):
+    """A review: a service running for longer than the kept days had its bundle's folder removed under it when
+    another zip was unpacked. A process holds a shared lock on each entry it opened until it ends."""
+    import subprocess
+    import sys
+
+    from handmade_bundles import conv_bundle
+
+    monkeypatch.setenv("EDGESEG_CACHE_DIR", str(tmp_path / "cache"))
+    zips = [conv_bundle(tmp_path / f"v{i}", seed=i, name=f"v{i}").zip(tmp_path / f"v{i}.zip") for i in range(3)]
+    service = subprocess.Popen([sys.executable, "-c", "import sys, edgeseg; b = edgeseg.Bundle.open(sys.argv[1]); "
+                                "print(b.root, flush=True); sys.stdin.read()", str(zips[0])],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=dict(os.environ))
+    try:
+        entry = Path(service.stdout.readline().strip())
+        month_ago = time.time() - 31 * 86400
+        os.utime(entry, (month_ago, month_ago))
+        mine = Bundle.open(zips[1]).root  # this process: held too
+        os.utime(mine, (month_ago, month_ago))
+        Bundle.open(zips[2])  # unpacks: the aged entries are in use
+        assert (entry / "manifest.json").is_file() and (mine / "manifest.json").is_file()
+    finally:
+        service.communicate("", timeout=60)
+    from edgeseg.bundle import _evict_unused
+
+    assert _evict_unused(entry.parent, keep=entry.parent / "none") == [entry]  # the service ended: now it goes
 
 
 def test_the_kept_days_setting(tmp_path, monkeypatch, caplog):
