@@ -63,12 +63,14 @@ def cache_days() -> float | None:
     text = os.environ.get("EDGESEG_BUNDLE_CACHE_DAYS", "").strip().lower()
     if not text:
         return CACHE_DAYS
-    if text in ("0", "off", "none", "never"):
+    if text in ("off", "none", "never"):
         return None
     try:
         days = float(text)
     except ValueError:
         days = -1.0
+    if days == 0:  # 0, 0.0, 00
+        return None
     if not days > 0 or days == float("inf"):
         raise InputError(f"EDGESEG_BUNDLE_CACHE_DAYS={text!r} is no number of days",
                           fix="set it to the days an unpacked .zip bundle may go unused (30 by default), or 0 to "

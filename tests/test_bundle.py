@@ -746,3 +746,11 @@ def test_the_kept_days_setting(tmp_path, monkeypatch, caplog):
     r = report()
     assert r["cache"]["bundles"] == {"count": 0, "mb": 0.0, "kept_unused_days": None}
     assert any("EDGESEG_BUNDLE_CACHE_DAYS" in p["what"] for p in r["problems"])
+
+
+def test_kept_days_zero_in_any_spelling_keeps_everything(monkeypatch):
+    from edgeseg.paths import cache_days
+
+    for zero in ("0", "0.0", "00", " 0 "):
+        monkeypatch.setenv("EDGESEG_BUNDLE_CACHE_DAYS", zero)
+        assert cache_days() is None

@@ -202,6 +202,14 @@ def sample_to_rgb(sample: Any, full_range: bool | None = None) -> np.ndarray:
     if structure is None:
         raise StreamError("GStreamer sample without caps")
     fmt = structure.get_value("format") if structure.has_field("format") else "RGB"
+    features = caps.get_features(0)
+    memory = [features.get_nth(i) for i in range(features.get_size())] if features is not None else []
+    if any(m != "memory:SystemMemory" for m in memory):  # NVMM, CUDA, DMA-buf: mapping gives a handle, not pixels
+        raise FrameFormatError(f"the source's appsink got frames in {', '.join(memory)}, not system memory "
+                               f"({caps.to_string()})",
+                               fix="convert them to system memory before the appsink: nvvidconv ! "
+                                   "video/x-raw,format=BGRx ! videoconvert (Jetson), nvvideoconvert (DeepStream), or "
+                                   "leave edgeseg_sink out and edgeseg adds it")
     if fmt != "RGB" and fmt not in YUV_FORMATS:
         raise FrameFormatError(f"the source's appsink got {fmt} frames, not RGB or {', '.join(YUV_FORMATS)} "
                                f"({caps.to_string()})",

@@ -181,21 +181,21 @@ def encodable(image: np.ndarray, encoder: str | None = None) -> np.ndarray:
 
 def i420_bytes(image: np.ndarray) -> bytes:
     """An RGB ``uint8 [H, W, 3]`` image of even size as the bytes of a GStreamer ``video/x-raw,format=I420`` buffer
-    (BT.601, video range: OpenCV's conversion, within a level of the standard's; rows padded to 4 bytes as GStreamer
-    lays them out). ``videoconvert`` before a 4:2:0 encoder was 1.5-3 levels off (its 8-bit matrices), and slower."""
-    import cv2
+    (BT.601, video range, each chroma sample its 2x2 block's mean: :func:`~edgeseg.stream.yuv.rgb_to_i420_planes`;
+    rows padded to 4 bytes as GStreamer lays them out). ``videoconvert`` before a 4:2:0 encoder was 1.5-3 levels
+    off (its 8-bit matrices), and slower."""
+    from ..yuv import rgb_to_i420_planes
 
     h, w = image.shape[:2]
-    planar = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2YUV_I420)  # Y, U, V planes, rows unpadded
+    y, u, v = rgb_to_i420_planes(image)
     ys, cs = (w + 3) // 4 * 4, (w // 2 + 3) // 4 * 4
     if ys == w and cs == w // 2:
-        return planar.tobytes()
+        return b"".join((y.tobytes(), u.tobytes(), v.tobytes()))
     out = np.zeros(ys * h + 2 * cs * (h // 2), np.uint8)
-    out[:ys * h].reshape(h, ys)[:, :w] = planar[:h]
-    chroma = planar[h:].reshape(2, h // 2, w // 2)
-    for k in range(2):
+    out[:ys * h].reshape(h, ys)[:, :w] = y
+    for k, plane in enumerate((u, v)):
         start = ys * h + k * cs * (h // 2)
-        out[start:start + cs * (h // 2)].reshape(h // 2, cs)[:, :w // 2] = chroma[k]
+        out[start:start + cs * (h // 2)].reshape(h // 2, cs)[:, :w // 2] = plane
     return out.tobytes()
 
 

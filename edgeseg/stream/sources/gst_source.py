@@ -26,8 +26,8 @@ from .containers import avi_header_frames, mp4_full_range, mp4_video_duration_ns
 from .uri import STDIN_LAUNCH, SourceURI, camera_device, is_gif, parse_source, video_file
 
 log = logging.getLogger("edgeseg.stream")
-#: frames reach the appsink as the decoder made them where edgeseg converts them exactly (progressive 4:2:0), else as
-#: RGB from videoconvert (:data:`..gst.SOURCE_CAPS`)
+#: frames reach the appsink as the decoder made them where edgeseg converts them exactly (progressive 8-bit I420, NV12,
+#: Y42B, Y444, YUY2), else as RGB from videoconvert (:data:`..gst.SOURCE_CAPS`)
 APPSINK = (f"videoconvert ! capsfilter caps={_gst.quote(_gst.SOURCE_CAPS)} "
            "! appsink name=edgeseg_sink emit-signals=true max-buffers=2")
 #: decoded video turned as its orientation tag says (phone clips are stored sideways with a rotation in the
@@ -450,7 +450,8 @@ class GstSource(Source):
         self._unreadable: set[str] = set()  # why samples were skipped, each said once
         self._fatal: StreamError | None = None  # frames of a format edgeseg does not read: raised by the reader
         #: an MP4/MOV's full-range flag, which GStreamer 1.22's demuxer misreads (None: the caps' range)
-        self._full_range = mp4_full_range(str(video_file(self.spec.target))) if self.spec.scheme == "file" else None
+        self._full_range = (mp4_full_range(self._stdin_file) if self._stdin_file else
+                            mp4_full_range(str(video_file(self.spec.target))) if self.spec.scheme == "file" else None)
         #: the hardware decoders this source stopped using, and why (None: none failed)
         self.decoder_fallback: str | None = None
         if self.spec.scheme == "test" and self.spec.int_opt("frames", -1) > 0:
