@@ -125,3 +125,23 @@ def test_commit_file_replaces_the_target_or_leaves_it_and_removes_the_temporary(
     with pytest.raises(OSError):  # the target's folder is gone: the rename fails
         commit_file(tmp_path / "x.tmp", tmp_path / "no-such-folder" / "last.pt")
     assert dst.read_bytes() == b"new" and not (tmp_path / "x.tmp").exists()
+
+
+def test_label_pngs_keep_ids_above_255(tmp_path):
+    """An audit: predict's instance PNG (documented uint16) was cast to 8 bits: instance 256 became 0, the background."""
+    import cv2
+
+    from edgeseg.data.io import write_label
+    from edgeseg.errors import DataError
+
+    ids = np.zeros((3, 5), np.uint16)
+    ids[1, 2], ids[2, 4] = 256, 3
+    write_label(tmp_path / "i.png", ids)
+    back = cv2.imread(str(tmp_path / "i.png"), cv2.IMREAD_UNCHANGED)
+    assert back.dtype == np.uint16 and np.array_equal(back, ids)
+    write_label(tmp_path / "s.png", np.full((2, 2), 300, np.int64))  # a semantic map of more than 256 classes
+    assert cv2.imread(str(tmp_path / "s.png"), cv2.IMREAD_UNCHANGED).dtype == np.uint16
+    write_label(tmp_path / "c.png", np.full((2, 2), 7, np.int64))
+    assert cv2.imread(str(tmp_path / "c.png"), cv2.IMREAD_UNCHANGED).dtype == np.uint8
+    with pytest.raises(DataError, match="do not fit"):
+        write_label(tmp_path / "x.png", np.full((2, 2), -1))

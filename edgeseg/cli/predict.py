@@ -239,7 +239,7 @@ def run(args: argparse.Namespace) -> int:
                                     for i, c in enumerate(counts) if c}}
             if out is not None:
                 labels_png, overlay_png = out / f"{path.stem}_labels.png", out / f"{path.stem}_overlay.png"
-                write_label(labels_png, result.labels.astype(np.uint8))
+                write_label(labels_png, result.labels)
                 # the stream's renderer, as the instance and panoptic overlays (an audit: predict's own blend, without
                 # the legend, differed from the stream's and the element's frames by a level on half the pixels)
                 write_image(overlay_png, Renderer(predictor.palette, predictor.classes, alpha=args.alpha,

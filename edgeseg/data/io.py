@@ -185,11 +185,17 @@ def read_label(path: str | Path, kind: str = "class") -> np.ndarray:
 
 
 def write_label(path: str | Path, labels: np.ndarray) -> None:
-    """Write ``uint8 [H, W]`` class ids as a single-channel PNG (lossless)."""
+    """Write ``[H, W]`` ids as a single-channel PNG (lossless): 8-bit, or 16-bit for a ``uint16`` map (instance ids)
+    or ids above 255 (before, every map was cast to 8 bits: instance 256 became 0, the background)."""
     import cv2
 
     p = Path(path)
-    ok, buf = cv2.imencode(".png", np.ascontiguousarray(labels, np.uint8))
+    arr = np.asarray(labels)
+    top = int(arr.max()) if arr.size else 0
+    if arr.size and (int(arr.min()) < 0 or top > 65535):
+        raise DataError(f"cannot write {p}: ids from {int(arr.min())} to {top} do not fit a PNG of ids (0..65535)")
+    wide = arr.dtype == np.uint16 or top > 255
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(arr, np.uint16 if wide else np.uint8))
     if not ok:  # pragma: no cover - cv2 only fails here on absurd input
         raise DataError(f"cannot encode label mask for {p}")
     p.parent.mkdir(parents=True, exist_ok=True)
