@@ -129,8 +129,10 @@ class Manifest:
             object.__setattr__(self, "decoder_options", decoder_options(self.task, self.decoder))
         except InputError as e:
             raise BundleError(f"manifest of {self.name!r}: {e.args[0].splitlines()[0]}", fix=e.fix) from None
-        if not self.palette:
-            object.__setattr__(self, "palette", tuple(map(tuple, default_palette(len(self.classes)).tolist())))
+        if not self.palette:  # VOC's, whose first colour is black: an instance or panoptic model's first class
+            skip = 0 if self.task == "semantic" else 1  # (COCO's person, a city's road) was drawn black
+            colours = default_palette(len(self.classes) + skip)[skip:]
+            object.__setattr__(self, "palette", tuple(map(tuple, colours.tolist())))
 
     @property
     def num_classes(self) -> int:

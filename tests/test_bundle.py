@@ -754,3 +754,17 @@ def test_kept_days_zero_in_any_spelling_keeps_everything(monkeypatch):
     for zero in ("0", "0.0", "00", " 0 "):
         monkeypatch.setenv("EDGESEG_BUNDLE_CACHE_DAYS", zero)
         assert cache_days() is None
+
+
+def test_default_palettes_draw_no_class_black_in_instance_and_panoptic_bundles():
+    """An audit: an imported COCO detector drew person (class 0) black, masks, boxes and labels; a panoptic city model
+    its road. Semantic bundles keep VOC's colours (class 0, the background, black)."""
+    from edgeseg.bundle import Manifest
+
+    def palette(task):
+        return Manifest(name="m", task=task, classes=("person", "car", "bus"), input=InputSpec(size=ImageShape(8, 8)),
+                        outputs=()).palette
+
+    assert palette("semantic")[0] == (0, 0, 0)
+    for task in ("instance", "panoptic"):
+        assert (0, 0, 0) not in palette(task) and len(set(palette(task))) == 3

@@ -260,3 +260,14 @@ def test_a_recipe_that_is_no_text_is_named(tmp_path, capsys):
     (tmp_path / "r.toml").write_bytes(bytes(range(128, 256)))
     assert main(["run", str(tmp_path / "r.toml")]) == 2
     assert "is not a text file (a recipe is TOML text)" in capsys.readouterr().err
+
+
+def test_predict_on_a_video_points_to_run_and_run_without_outputs_says_so(tmp_path, capsys):
+    rc = main(["predict", "road", "/work/nowhere/clip.mp4", "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "is a video or a stream" in err and "edgeseg run --bundle road --source /work/nowhere/clip.mp4" in err
+    assert not (tmp_path / "o").exists()
+    rc = main(["predict", "road", "x.png", "--out", str(tmp_path / "o"), "--alpha", "150"])
+    assert rc == 2 and "--alpha 0.59" in capsys.readouterr().err
+    assert main(["run", "--bundle", "shapes", "--source", "synthetic://?frames=2"]) == 0
+    assert "note: no output asked for" in capsys.readouterr().err

@@ -167,13 +167,15 @@ def run(args: argparse.Namespace) -> int:
     from ..predictor import load
 
     if not 0.0 <= args.alpha <= 1.0:
-        raise InputError(f"--alpha must be within 0..1, got {args.alpha}")
+        raise InputError(f"--alpha must be within 0..1, got {args.alpha}",
+                         fix=f"--alpha {args.alpha / 255:.2f} (0..255 as jetson-inference counts it, divided by 255)"
+                         if 1 < args.alpha <= 255 else "0 draws no overlay, 1 paints the classes opaque")
     if args.score_threshold is not None and not 0.0 <= args.score_threshold <= 1.0:  # NaN too
         raise InputError(f"--score-threshold must be within 0..1, got {args.score_threshold}",
                          fix="detections score 0..1: e.g. --score-threshold 0.4")
     if args.out is None and args.json is None:
         raise InputError("nothing to write", fix="pass --out DIR (PNGs), --json OUT (results), or both")
-    images = _image_paths(args.images)
+    images = _image_paths(args.images, args.bundle)
     if args.out is not None:  # <stem>_*.png: two images of one stem would overwrite each other's PNGs
         stems: dict[str, list[str]] = {}
         for p in images:
@@ -261,11 +263,18 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _image_paths(given: list[str]) -> list[str]:
+def _image_paths(given: list[str], bundle: str = "BUNDLE") -> list[str]:
     """The image arguments with each folder replaced by the images in it (sorted by name)."""
     from ..data.io import IMAGE_SUFFIXES, image_files
     from ..errors import InputError
 
+    from ..stream.sources.uri import VIDEO_SUFFIXES
+
+    videos = [p for p in given if Path(p).suffix.lower() in VIDEO_SUFFIXES or "://" in p]
+    if videos:  # Ultralytics' `predict source=video.mp4`: here a video is a stream (before: "cannot decode image")
+        raise InputError(f"{videos[0]} is a video or a stream; predict segments images",
+                         fix=f"edgeseg run --bundle {bundle} --source {videos[0]} --sink out.mp4 --json-out results.jsonl "
+                             "(--png-dir DIR for label maps)")
     missing = [p for p in given if not Path(p).exists()]
     if len(missing) == len(given):  # nothing to segment: say so before the bundle is loaded
         raise InputError(f"image not found: {', '.join(missing)}", fix="check the paths")

@@ -178,6 +178,9 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("no bundle", fix="pass --bundle PATH (or a shipped name such as 'road'), or --prompt MASK.png")
     _check_paths(opts)
     _warn_unused(args, opts)
+    if not (opts.sink or opts.json_out or opts.png_dir or opts.show or opts.rtsp_port):  # predict refuses; a speed run
+        print("note: no output asked for (--sink OUT.mp4, --json-out FILE, --png-dir DIR, --show, --rtsp-port): the "
+              "frames are segmented and timed, nothing is written", file=sys.stderr)
     started = time.perf_counter()
     try:
         pipe = build_pipeline(opts)

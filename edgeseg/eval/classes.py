@@ -57,7 +57,11 @@ class ClassMap:
         if self.unmatched:
             out.append(("note", f"model classes the dataset does not have count as misses: {', '.join(self.unmatched)}"))
         if self.unpredictable:
-            out.append(("warning", f"dataset classes the model cannot predict score 0: {', '.join(self.unpredictable)}"))
+            first = self.unpredictable[0]
+            number = first.rsplit("_", 1)[-1] if first.rsplit("_", 1)[-1].isdigit() else "ID"
+            out.append(("warning", f"dataset classes the model cannot predict score 0: {', '.join(self.unpredictable)}"
+                                   f" (if {first} is the dataset's void/ignore label, say so: folder data takes "
+                                   f",void={number} in --data, and its pixels are not scored)"))
         return out
 
 

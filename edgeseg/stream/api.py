@@ -146,7 +146,9 @@ def check_options(opts: StreamOptions) -> None:
     if isinstance(opts.queue_size, bool) or not isinstance(opts.queue_size, int) or opts.queue_size < 1:
         refuse("queue_size", "an integer >= 1")
     if not (_number(opts.alpha) and 0 <= opts.alpha <= 1):
-        refuse("alpha", "a number from 0 (no overlay) to 1 (opaque)")
+        refuse("alpha", "a number from 0 (no overlay) to 1 (opaque)" + (
+            f" (jetson-inference's 0..255 {opts.alpha:g} is {opts.alpha / 255:.2f} here)"
+            if _number(opts.alpha) and 1 < opts.alpha <= 255 else ""))
     if opts.score_threshold is not None and not (_number(opts.score_threshold) and 0 <= opts.score_threshold <= 1):
         refuse("score_threshold", "a score from 0 to 1 (or None: the bundle's)")  # under its own name, whatever field
     if opts.fps is not None and not (_number(opts.fps) and opts.fps > 0):
