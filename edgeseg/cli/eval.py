@@ -185,13 +185,14 @@ def _run_instance(args: argparse.Namespace, dataset) -> int:
         if missing:  # name is warned about by the reader: a --class-map to it would go to its first category)
             import difflib
 
-            # an example only where a dropped class is like a missing category (before: the first of each, paired
-            # whatever they were: 'airplane=rider')
+            # the example pairs names that are alike when there are some, and says it is a question (before: the
+            # first of each, paired whatever they were, as an answer: 'airplane=rider')
             pair = next(((d[0], m) for m in missing if (d := difflib.get_close_matches(m, list(cmap.dropped), 1, 0.6))),
-                        None)
+                        (cmap.dropped[0], missing[0]) if cmap.dropped else None)
             print(f"warning: dataset categories no model class maps to (each of their instances is a miss): "
                   f"{', '.join(missing)}; if the model calls them otherwise, pair them with --class-map MODEL=DATASET"
-                  + (f" (e.g. --class-map '{pair[0]}={pair[1]}')" if pair else ""))
+                  + (f" (e.g. --class-map '{pair[0]}={pair[1]}' if the model's {pair[0]} is the dataset's {pair[1]})"
+                     if pair else ""))
         records: list[dict] | None = [] if args.save_predictions else None
         scores = evaluate_instances(predictor, dataset, cmap.to_category, progress=not args.no_progress,
                                     limit=args.limit, results=records)
