@@ -40,6 +40,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--score-threshold", type=float, default=None, metavar="T",
                    help="instance and panoptic bundles: drop detections scoring below T (a Panoptic-DeepLab: centres scoring "
                         "at or below T, its center_threshold; default: the bundle's)")
+    p.add_argument("--classes", default=None, metavar="NAMES|IDS",
+                   help="instance and panoptic bundles: keep only these classes, e.g. person,car or 0,2 (Ultralytics' "
+                        "classes=); the others' detections are dropped, their panoptic pixels void")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (shown on a terminal for 2+ images)")
     add_runtime_options(p)
     add_json_option(p)
@@ -198,6 +201,14 @@ def run(args: argparse.Namespace) -> int:
         if task not in ("instance", "panoptic"):
             raise InputError(f"--score-threshold applies to instance and panoptic bundles; {args.bundle} is a {task} bundle")
         predictor.set_options(score_threshold=args.score_threshold)
+    keep = None
+    if args.classes is not None:
+        from ..structures.filters import class_ids
+
+        if task not in ("instance", "panoptic"):
+            raise InputError(f"--classes keeps detections or segments of some classes; {args.bundle} is a {task} bundle "
+                             "(its label maps give every pixel a class)", fix="leave --classes out")
+        keep = class_ids(args.classes, predictor.classes)
     rows, table, failed = [], [], []
     from tqdm import tqdm
 
@@ -217,6 +228,10 @@ def run(args: argparse.Namespace) -> int:
                 continue
             t0 = time.perf_counter()
             result = predictor(rgb)
+            if keep is not None:
+                from ..structures.filters import keep_classes
+
+                result = keep_classes(result, keep)
             dt = time.perf_counter() - t0
             size = f"{rgb.shape[1]}x{rgb.shape[0]}"
             if task == "instance":

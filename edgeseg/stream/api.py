@@ -47,6 +47,7 @@ class StreamOptions:
     threads: int = 0  # inference threads (0: automatic, one fewer than the cores on <= 4 cores, else the runtime's)
     upsample: str | None = None  # semantic decoder: None (the bundle's), "logits" (accurate) or "labels" (fast)
     score_threshold: float | None = None  # instance decoder: None (the bundle's) or the minimum detection score
+    classes: Any = None  # instance/panoptic: keep only these classes ("person,car", "0,2" or a list); None: all
     prompt: Any = None  # video object propagation (alone, or next to the bundle): an id mask PNG path or array (VosStage)
     track: bool = False  # stable ids across frames for instance/panoptic results (TrackStage after decode)
     keyframe_interval: int = 1  # > 1: run the bundle on keyframes only, flow-propagate between (KeyframeStage)
@@ -165,6 +166,9 @@ def check_options(opts: StreamOptions) -> None:
         refuse("log_interval_s", "a number of seconds >= 0 (0: no periodic log)")
     if opts.segment_s is not None and not (_number(opts.segment_s) and opts.segment_s > 0):
         refuse("segment_s", "a number of seconds > 0 (or None: one file)")
+    if opts.classes is not None and not (isinstance(opts.classes, str) or (
+            isinstance(opts.classes, (list, tuple)) and all(isinstance(c, (str, int)) for c in opts.classes))):
+        refuse("classes", "class names or indices: 'person,car', '0,2' or a list (or None: every class)")
     if not isinstance(opts.json_segments, bool):
         refuse("json_segments", "True or False")
     if opts.keep_segments is not None and (isinstance(opts.keep_segments, bool) or not isinstance(opts.keep_segments, int)
@@ -257,7 +261,7 @@ def build_pipeline(opts: StreamOptions, predictor: Any = None, extra_sinks: tupl
     late = opts.track or vos is not None  # stages after decode: the overlay comes after them
     stages = predictor_stages(predictor, None if late else renderer, max_batch=opts.max_batch,
                               batch_timeout_s=opts.batch_timeout_ms / 1e3, upsample=opts.upsample,
-                              score_threshold=opts.score_threshold)
+                              score_threshold=opts.score_threshold, classes=opts.classes)
     if keyframes is not None:  # keyframe-flow first; preprocess, inference, decode on keyframes only; then carry
         from .keyframe_stage import keyframe_stages
 

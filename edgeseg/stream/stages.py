@@ -151,13 +151,34 @@ class RenderStage(Stage):
         return packet
 
 
+def _keeping(postprocess: Callable[..., Any], predictor: Any, classes: Any) -> Callable[..., Any]:
+    """``postprocess`` followed by :func:`~edgeseg.structures.filters.keep_classes` (the class list read once, here:
+    a name the bundle does not have is refused before the first frame)."""
+    from ..structures.filters import class_ids, keep_classes
+
+    manifest = getattr(predictor, "manifest", None)
+    if manifest is None:
+        raise InputError("--classes needs the bundle's classes; a remote predictor decodes on the server",
+                         fix="filter the results on the client, or leave --classes out")
+    if manifest.task not in ("instance", "panoptic"):
+        raise InputError(f"--classes keeps detections or segments of some classes; {manifest.name} is a "
+                         f"{manifest.task} bundle (its label maps give every pixel a class)", fix="leave --classes out")
+    keep = class_ids(classes, manifest.classes)
+
+    def decode_and_keep(*args: Any, **kwargs: Any) -> Any:
+        return keep_classes(postprocess(*args, **kwargs), keep)
+
+    return decode_and_keep
+
+
 def predictor_stages(predictor: Any, render: Renderer | None = None, max_batch: int = 1,
                      batch_timeout_s: float = 0.01, upsample: str | None = None,
-                     score_threshold: float | None = None) -> list[Stage]:
+                     score_threshold: float | None = None, classes: Any = None) -> list[Stage]:
     """preprocess -> inference -> decode (-> render) for a predictor. ``upsample`` overrides a semantic
     bundle's decoder upsampling (``"logits"``: bilinear logits, accurate; ``"labels"``: nearest labels, fast);
     ``score_threshold`` an instance bundle's. Each is a field of the task's decoder options: asking for
-    one the bundle's task does not have is an error naming the task."""
+    one the bundle's task does not have is an error naming the task. ``classes``: only these classes' detections
+    or segments are kept (:mod:`~edgeseg.structures.filters`; refused for a semantic bundle)."""
     postprocess = predictor.postprocess
     overrides = {k: v for k, v in (("upsample", upsample), ("score_threshold", score_threshold)) if v is not None}
     if overrides:
@@ -171,6 +192,8 @@ def predictor_stages(predictor: Any, render: Renderer | None = None, max_batch: 
 
         opts = overridden(options, overrides, manifest.task, manifest.name)
         postprocess = functools.partial(decode, manifest=manifest, options=opts)
+    if classes is not None:
+        postprocess = _keeping(postprocess, predictor, classes)
     stages: list[Stage] = [PreprocessStage(predictor.preprocess), InferenceStage(predictor.runner, max_batch, batch_timeout_s),
                            DecodeStage(postprocess)]
     if render is not None:

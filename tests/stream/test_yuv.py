@@ -11,20 +11,13 @@ from edgeseg.stream import yuv
 
 
 def reference(y, u, v, kr, kb, full):
-    """The conversion as ITU-R BT.601/709/2020 write it (float64, chroma repeated 2x2, rounded, clipped)."""
+    """The conversion as ITU-R BT.601/709/2020 write it (float64, 4:2:0 chroma repeated 2x2, rounded, clipped)."""
     h, w = y.shape
-    up = [np.repeat(np.repeat(c.astype(np.float64), 2, 0), 2, 1)[:h, :w] - 128.0 for c in (u, v)]
-    luma = y.astype(np.float64)
-    cb, cr = up
-    if not full:
-        luma, cb, cr = (luma - 16.0) * 255.0 / 219.0, cb * 255.0 / 224.0, cr * 255.0 / 224.0
-    kg = 1.0 - kr - kb
-    rgb = np.stack([luma + 2 * (1 - kr) * cr, luma - 2 * kb * (1 - kb) / kg * cb - 2 * kr * (1 - kr) / kg * cr,
-                    luma + 2 * (1 - kb) * cb], -1)
-    return np.clip(np.rint(rgb), 0, 255)
+    return _direct(y, *(np.repeat(np.repeat(c, 2, 0), 2, 1)[:h, :w] for c in (u, v)), kr, kb, full)
 
 
 def _direct(y, u, v, kr, kb, full):
+    """The equations for chroma at the luma's size."""
     luma, cb, cr = y.astype(np.float64), u.astype(np.float64) - 128.0, v.astype(np.float64) - 128.0
     if not full:
         luma, cb, cr = (luma - 16.0) * 255.0 / 219.0, cb * 255.0 / 224.0, cr * 255.0 / 224.0

@@ -1,0 +1,61 @@
+"""Keeping some classes of a result: ``edgeseg predict/run --classes person,car`` (Ultralytics' ``classes=0,2``,
+jetson-inference's ``--ignore-class`` the other way round).
+
+:func:`class_ids` reads a list of class names (any case) or indices against a bundle's classes; :func:`keep_classes`
+keeps an instance result's detections of those classes, or a panoptic result's segments of them (the others'
+pixels become void, 0). A semantic label map gives every pixel a class, so it is refused, naming why.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+
+from ..errors import InputError
+from .results import InstanceResult, PanopticResult
+
+
+def class_ids(spec: str | Iterable[Any], classes: Sequence[str]) -> tuple[int, ...]:
+    """``"person,car"``, ``"0,2"`` or a list of names/indices -> the class indices, sorted; a name or index the
+    bundle does not have raises :class:`InputError` listing its classes."""
+    items = [p.strip() for p in spec.split(",")] if isinstance(spec, str) else [str(p).strip() for p in spec]
+    items = [p for p in items if p]
+    if not items:
+        raise InputError("--classes is empty", fix="give class names or indices, e.g. --classes person,car or 0,2")
+    lower = {c.lower(): k for k, c in enumerate(classes)}
+    out, bad = set(), []
+    for item in items:
+        if item.lower() in lower:
+            out.add(lower[item.lower()])
+        elif item.lstrip("-").isdigit() and 0 <= int(item) < len(classes):
+            out.add(int(item))
+        else:
+            bad.append(item)
+    if bad:
+        listed = ", ".join(f"{k} {c}" for k, c in enumerate(classes[:40])) + (" ..." if len(classes) > 40 else "")
+        raise InputError(f"--classes: {', '.join(map(repr, bad))} is no class of the bundle",
+                         fix=f"give names or indices of its classes: {listed}")
+    return tuple(sorted(out))
+
+
+def keep_classes(result: Any, keep: Iterable[int]) -> Any:
+    """``result`` with only the classes ``keep`` (indices): an :class:`InstanceResult`'s detections, a
+    :class:`PanopticResult`'s segments (the others' pixels void). Other results raise :class:`InputError`."""
+    keep = np.asarray(sorted(set(int(k) for k in keep)), np.int64)
+    if isinstance(result, InstanceResult):
+        return result[np.isin(np.asarray(result.classes), keep)]
+    if isinstance(result, PanopticResult):
+        dropped = [s.id for s in result.segments if result.class_index(s.category_id) not in set(keep.tolist())]
+        if not dropped:
+            return result
+        ids = np.asarray(result.segment_ids)
+        segment_ids = np.where(np.isin(ids, np.asarray(dropped, ids.dtype)), 0, ids).astype(ids.dtype)
+        return replace(result, segment_ids=segment_ids, segments=tuple(s for s in result.segments if s.id not in
+                                                                        set(dropped)))
+    kind = type(result).__name__
+    raise InputError(f"--classes keeps detections or segments of some classes; a {kind} has neither (a semantic "
+                     "label map gives every pixel a class)",
+                     fix="leave --classes out for semantic bundles (the overlay's --alpha, or --png-dir label maps "
+                         "you mask yourself)")

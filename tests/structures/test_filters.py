@@ -1,0 +1,70 @@
+"""``--classes``: keeping some classes of instance and panoptic results (Ultralytics' ``classes=0,2``), by hand and
+through ``edgeseg predict`` / ``edgeseg run``."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from edgeseg.errors import InputError
+from edgeseg.structures import ImageShape, InstanceResult, PanopticResult, Segment
+from edgeseg.structures.filters import class_ids, keep_classes
+
+CLASSES = ("person", "car", "bus")
+
+
+def test_class_ids_read_names_and_indices_and_name_the_bundle_s_classes():
+    assert class_ids("Person, bus", CLASSES) == (0, 2) and class_ids("1,0", CLASSES) == (0, 1)
+    assert class_ids(["car", 2], CLASSES) == (1, 2)
+    with pytest.raises(InputError, match="'truck', '7' is no class") as e:
+        class_ids("truck,7", CLASSES)
+    assert "0 person, 1 car, 2 bus" in e.value.fix
+    with pytest.raises(InputError, match="empty"):
+        class_ids(" , ", CLASSES)
+
+
+def test_keep_classes_of_instances_and_panoptic_segments_by_hand():
+    masks = np.zeros((3, 4, 5), bool)
+    masks[0, 0, 0] = masks[1, 1, 1] = masks[2, 2, 2] = True
+    inst = InstanceResult(boxes=np.zeros((3, 4), np.float32), scores=np.array([0.9, 0.8, 0.7], np.float32),
+                          classes=np.array([0, 1, 2], np.int32), masks=masks, image_shape=ImageShape(4, 5))
+    kept = keep_classes(inst, (0, 2))
+    assert kept.classes.tolist() == [0, 2] and kept.scores.tolist() == pytest.approx([0.9, 0.7])
+    assert len(keep_classes(inst, (1,))) == 1
+    ids = np.array([[1, 1, 2], [3, 3, 2]], np.int32)
+    pan = PanopticResult(ids, (Segment(1, 7, False, 2), Segment(2, 26, True, 2), Segment(3, 24, True, 2)),
+                         class_names=("road", "car", "person"), category_ids=(7, 26, 24))
+    out = keep_classes(pan, (0, 2))  # road and person: the car's pixels become void
+    assert out.segment_ids.tolist() == [[1, 1, 0], [3, 3, 0]] and [s.id for s in out.segments] == [1, 3]
+    assert keep_classes(pan, (0, 1, 2)) is pan
+
+
+def test_predict_and_run_keep_the_classes_asked_for(tmp_path):
+    """The shipped shapes-instance model on generated scenes of circles, rectangles and triangles."""
+    run = [sys.executable, "-m", "edgeseg", "run", "--bundle", "shapes-instance", "--source",
+           "synthetic://?frames=4&size=320x240", "--backend", "onnxruntime"]
+    r = subprocess.run([*run, "--json-out", "all.jsonl"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run([*run, "--json-out", "circles.jsonl", "--classes", "circle"], cwd=tmp_path, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    every = [json.loads(line)["segments"] for line in (tmp_path / "all.jsonl").read_text().splitlines()]
+    circles = [json.loads(line)["segments"] for line in (tmp_path / "circles.jsonl").read_text().splitlines()]
+    assert {s["class"] for f in every for s in f} == {"circle", "rectangle", "triangle"}
+    assert circles == [[s for s in f if s["class"] == "circle"] for f in every] and any(circles)
+    r = subprocess.run([*run[:5], "road", *run[6:], "--classes", "car"], cwd=tmp_path, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 2 and "road is a semantic bundle" in r.stderr
+    from edgeseg.cli import main
+    from edgeseg.data.io import write_image
+    from edgeseg.data.synthetic_instances import SyntheticInstances
+
+    write_image(tmp_path / "a.png", SyntheticInstances(1, ImageShape(240, 320), seed=3)[0].image())
+    for name, extra in (("all", []), ("tri", ["--classes", "2"])):
+        assert main(["predict", "shapes-instance", str(tmp_path / "a.png"), "--json", str(tmp_path / f"{name}.json"),
+                     "--backend", "onnxruntime", *extra]) == 0
+    got = {n: json.loads((tmp_path / f"{n}.json").read_text())["images"][0]["instances"] for n in ("all", "tri")}
+    assert got["tri"] == [d for d in got["all"] if d["class"] == "triangle"]
