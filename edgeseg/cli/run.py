@@ -25,7 +25,7 @@ EXAMPLES = (
 )
 
 # CLI option -> StreamOptions field (None means: keep the recipe's value / the default)
-_FIELDS = ("bundle", "source", "sink", "segment_s", "keep_segments", "json_segments", "rtsp_port", "rtsp_address", "show", "json_out", "png_dir", "stats_json",
+_FIELDS = ("hud", "bundle", "source", "sink", "segment_s", "keep_segments", "json_segments", "rtsp_port", "rtsp_address", "show", "json_out", "png_dir", "stats_json",
            "realtime", "max_frames", "on_error", "backend", "precision", "target", "threads", "device",
            "queue_size", "fps", "encoder", "source_backend", "alpha", "max_batch", "batch_timeout_ms", "upsample",
            "score_threshold", "classes", "prompt", "track", "keyframe_interval", "keyframe_motion", "cv_threads",
@@ -94,6 +94,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--stats-json", metavar="F", action=_Once, help="write the run's Stats (fps, latency percentiles, drops, errors)")
     g.add_argument("--fps", type=float, default=None, help="output frame rate (default: the source's, else 25)")
     g.add_argument("--alpha", type=float, default=None, help="overlay opacity (default 0.5)")
+    g.add_argument("--no-hud", dest="hud", action="store_false", default=None,
+                   help="draw neither the fps/latency line nor the class legend on the video (a clean overlay)")
     g.add_argument("--upsample", choices=["logits", "labels"], default=None,
                    help="semantic decode: upsample logits then argmax (exact, default) or argmax then upsample labels (fast)")
     g.add_argument("--score-threshold", type=float, default=None, metavar="T",

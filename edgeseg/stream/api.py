@@ -68,6 +68,7 @@ class StreamOptions:
     stats_json: str | None = None
     fps: float | None = None  # output frame rate (default: the source's, else 25)
     alpha: float = 0.5
+    hud: bool = True  # the fps/latency line and the class legend drawn on the video (False: a clean overlay)
     max_frames: int | None = None
     on_error: str = "skip"
     queue_size: int = 4
@@ -169,6 +170,8 @@ def check_options(opts: StreamOptions) -> None:
     if opts.classes is not None and not (isinstance(opts.classes, str) or (
             isinstance(opts.classes, (list, tuple)) and all(isinstance(c, (str, int)) for c in opts.classes))):
         refuse("classes", "class names or indices: 'person,car', '0,2' or a list (or None: every class)")
+    if not isinstance(opts.hud, bool):
+        refuse("hud", "True or False")
     if not isinstance(opts.json_segments, bool):
         refuse("json_segments", "True or False")
     if opts.keep_segments is not None and (isinstance(opts.keep_segments, bool) or not isinstance(opts.keep_segments, int)
@@ -257,7 +260,7 @@ def build_pipeline(opts: StreamOptions, predictor: Any = None, extra_sinks: tupl
     video = any(isinstance(s, (Mp4Sink, RtspServerSink, DisplaySink)) for s in sinks)
     manifest = getattr(predictor, "manifest", None)
     renderer = Renderer(manifest.palette_array if manifest else None, manifest.classes if manifest else (),
-                        alpha=opts.alpha) if video else None
+                        alpha=opts.alpha, legend=opts.hud, hud=opts.hud) if video else None
     late = opts.track or vos is not None  # stages after decode: the overlay comes after them
     stages = predictor_stages(predictor, None if late else renderer, max_batch=opts.max_batch,
                               batch_timeout_s=opts.batch_timeout_ms / 1e3, upsample=opts.upsample,
@@ -309,7 +312,7 @@ def _vos_pipeline(opts: StreamOptions, extra_sinks: tuple[Sink, ...], handle_sig
     sinks = build_sinks(opts)
     stages: list[Any] = [stage]
     if any(isinstance(s, (Mp4Sink, RtspServerSink, DisplaySink)) for s in sinks):
-        stages.append(RenderStage(Renderer(alpha=opts.alpha)))  # per-object colours (render_track)
+        stages.append(RenderStage(Renderer(alpha=opts.alpha, legend=opts.hud, hud=opts.hud)))  # per-object colours
     pipe = Pipeline([source, *stages, *sinks, *extra_sinks], queue_size=opts.queue_size, on_error=opts.on_error,
                     max_frames=opts.max_frames, log_interval_s=opts.log_interval_s, handle_signals=handle_signals,
                     cv_threads=opts.cv_threads)

@@ -27,7 +27,7 @@ RECIPE_KEYS: dict[str, dict[str, str]] = {
               "keyframe_interval": "keyframe_interval", "keyframe_motion": "keyframe_motion"},
     "sinks": {"mp4": "sink", "segment_s": "segment_s", "keep_segments": "keep_segments", "json_segments": "json_segments", "encoder": "encoder", "rtsp_port": "rtsp_port", "rtsp_address": "rtsp_address",
               "rtsp_mount": "rtsp_mount", "show": "show", "json": "json_out", "png_dir": "png_dir",
-              "stats_json": "stats_json", "fps": "fps", "alpha": "alpha"},
+              "stats_json": "stats_json", "fps": "fps", "alpha": "alpha", "hud": "hud"},
     "pipeline": {"max_frames": "max_frames", "on_error": "on_error", "queue_size": "queue_size",
                  "log_interval_s": "log_interval_s", "max_batch": "max_batch", "batch_timeout_ms": "batch_timeout_ms",
                  "cv_threads": "cv_threads", "decoder_threads": "decoder_threads"},
