@@ -69,25 +69,3 @@ def test_predict_and_run_keep_the_classes_asked_for(tmp_path):
     got = {n: json.loads((tmp_path / f"{n}.json").read_text())["images"][0]["instances"] for n in ("all", "tri")}
     assert got["tri"] == [d for d in got["all"] if d["class"] == "triangle"]
 
-
-def test_no_hud_draws_a_clean_overlay(tmp_path):
-    """An audit (jetson-inference users): the fps/latency line and the class legend were always burned into the
-    video. --no-hud (recipe [sinks] hud = false, Python hud=False) draws neither."""
-    from edgeseg.stream.api import StreamOptions, build_pipeline
-    from edgeseg.stream.stages import RenderStage
-
-    def renderers(**kw):
-        pipe = build_pipeline(StreamOptions(source="synthetic://?frames=1", bundle="shapes", sink=str(tmp_path / "o.mp4"),
-                                            backend="onnxruntime", **kw))
-        try:
-            return [(s.renderer.hud, s.renderer.legend) for s in pipe.stages if isinstance(s, RenderStage)]
-        finally:
-            pipe.source.close()
-
-    assert renderers() == [(True, True)] and renderers(hud=False) == [(False, False)]
-    from edgeseg.cli.run import add_arguments
-    import argparse
-
-    p = argparse.ArgumentParser()
-    add_arguments(p)
-    assert p.parse_args(["--no-hud"]).hud is False and p.parse_args([]).hud is None  # None: the recipe's or True
