@@ -43,17 +43,17 @@ def class_ids(spec: str | Iterable[Any], classes: Sequence[str]) -> tuple[int, .
 def keep_classes(result: Any, keep: Iterable[int]) -> Any:
     """``result`` with only the classes ``keep`` (indices): an :class:`InstanceResult`'s detections, a
     :class:`PanopticResult`'s segments (the others' pixels void). Other results raise :class:`InputError`."""
-    keep = np.asarray(sorted(set(int(k) for k in keep)), np.int64)
+    wanted = {int(k) for k in keep}
     if isinstance(result, InstanceResult):
-        return result[np.isin(np.asarray(result.classes), keep)]
+        return result[np.isin(np.asarray(result.classes), sorted(wanted))]
     if isinstance(result, PanopticResult):
-        dropped = [s.id for s in result.segments if result.class_index(s.category_id) not in set(keep.tolist())]
-        if not dropped:
+        kept = tuple(s for s in result.segments if result.class_index(s.category_id) in wanted)
+        if len(kept) == len(result.segments):
             return result
         ids = np.asarray(result.segment_ids)
-        segment_ids = np.where(np.isin(ids, np.asarray(dropped, ids.dtype)), 0, ids).astype(ids.dtype)
-        return replace(result, segment_ids=segment_ids, segments=tuple(s for s in result.segments if s.id not in
-                                                                        set(dropped)))
+        kept_ids = {s.id for s in kept}
+        dropped = np.asarray([s.id for s in result.segments if s.id not in kept_ids], ids.dtype)
+        return replace(result, segment_ids=np.where(np.isin(ids, dropped), 0, ids).astype(ids.dtype), segments=kept)
     kind = type(result).__name__
     raise InputError(f"--classes keeps detections or segments of some classes; a {kind} has neither (a semantic "
                      "label map gives every pixel a class)",
