@@ -42,7 +42,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "at or below T, its center_threshold; default: the bundle's)")
     p.add_argument("--classes", default=None, metavar="NAMES|IDS",
                    help="instance and panoptic bundles: keep only these classes, e.g. person,car or 0,2 (Ultralytics' "
-                        "classes=); the others' detections are dropped, their panoptic pixels void")
+                        "classes=); the others' detections are dropped, their panoptic pixels void; semantic bundles: "
+                        "the overlay draws only these classes (label PNGs and JSON keep every class)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (shown on a terminal for 2+ images)")
     add_runtime_options(p)
     add_json_option(p)
@@ -201,14 +202,20 @@ def run(args: argparse.Namespace) -> int:
         if task not in ("instance", "panoptic"):
             raise InputError(f"--score-threshold applies to instance and panoptic bundles; {args.bundle} is a {task} bundle")
         predictor.set_options(score_threshold=args.score_threshold)
-    keep = None
+    keep = drawn = None  # instance/panoptic: the classes kept; semantic: the classes the overlays draw
     if args.classes is not None:
         from ..structures.filters import class_ids
 
-        if task not in ("instance", "panoptic"):
-            raise InputError(f"--classes keeps detections or segments of some classes; {args.bundle} is a {task} bundle "
-                             "(its label maps give every pixel a class)", fix="leave --classes out")
-        keep = class_ids(args.classes, predictor.classes)
+        if task == "semantic":
+            drawn = class_ids(args.classes, predictor.classes)
+            if args.out is None:
+                print("edgeseg predict: note: --classes of a semantic bundle limits the classes its overlays draw; "
+                      "without --out there is none (the JSON keeps every class)", file=sys.stderr)
+        elif task in ("instance", "panoptic"):
+            keep = class_ids(args.classes, predictor.classes)
+        else:
+            raise InputError(f"--classes keeps some classes of instance and panoptic results or draws some of a "
+                             f"semantic label map; {args.bundle} is a {task} bundle", fix="leave --classes out")
     rows, table, failed = [], [], []
     from tqdm import tqdm
 
@@ -260,7 +267,7 @@ def run(args: argparse.Namespace) -> int:
                 # the stream's renderer, as the instance and panoptic overlays (an audit: predict's own blend, without
                 # the legend, differed from the stream's and the element's frames by a level on half the pixels)
                 write_image(overlay_png, Renderer(predictor.palette, predictor.classes, alpha=args.alpha,
-                                                  hud=False)(rgb, result))
+                                                  hud=False, only=drawn)(rgb, result))
                 row.update(labels=str(labels_png), overlay=str(overlay_png))
             rows.append(row)
             table.append(row)

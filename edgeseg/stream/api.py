@@ -47,7 +47,7 @@ class StreamOptions:
     threads: int = 0  # inference threads (0: automatic, one fewer than the cores on <= 4 cores, else the runtime's)
     upsample: str | None = None  # semantic decoder: None (the bundle's), "logits" (accurate) or "labels" (fast)
     score_threshold: float | None = None  # instance decoder: None (the bundle's) or the minimum detection score
-    classes: Any = None  # instance/panoptic: keep only these classes ("person,car", "0,2" or a list); None: all
+    classes: Any = None  # instance/panoptic: keep only these classes ("person,car", "0,2" or a list); semantic: draw only these; None: all
     prompt: Any = None  # video object propagation (alone, or next to the bundle): an id mask PNG path or array (VosStage)
     track: bool = False  # stable ids across frames for instance/panoptic results (TrackStage after decode)
     keyframe_interval: int = 1  # > 1: run the bundle on keyframes only, flow-propagate between (KeyframeStage)
@@ -227,6 +227,17 @@ def open_sources(opts: StreamOptions) -> Any:
                         for s, n in zip(many, names)])
 
 
+def _semantic_classes(opts: StreamOptions, predictor: Any) -> tuple[Any, tuple[int, ...] | None]:
+    """``opts.classes`` split by task: (the classes whose results are kept, for instance and panoptic bundles;
+    the classes the overlay draws, for a semantic bundle, whose label maps give every pixel a class)."""
+    manifest = getattr(predictor, "manifest", None)
+    if opts.classes is None or manifest is None or manifest.task != "semantic":
+        return opts.classes, None
+    from ..structures.filters import class_ids
+
+    return None, class_ids(opts.classes, manifest.classes)
+
+
 def build_pipeline(opts: StreamOptions, predictor: Any = None, extra_sinks: tuple[Sink, ...] = (),
                    handle_signals: bool = True) -> Pipeline:
     """Source -> preprocess -> inference -> decode (-> track with ``opts.track``) (-> vos with ``opts.prompt``)
@@ -253,6 +264,7 @@ def build_pipeline(opts: StreamOptions, predictor: Any = None, extra_sinks: tupl
             from .track_stage import check_trackable
 
             check_trackable(predictor)
+        classes, only = _semantic_classes(opts, predictor)
     except BaseException:
         source.close()
         raise
@@ -260,11 +272,15 @@ def build_pipeline(opts: StreamOptions, predictor: Any = None, extra_sinks: tupl
     video = any(isinstance(s, (Mp4Sink, RtspServerSink, DisplaySink)) for s in sinks)
     manifest = getattr(predictor, "manifest", None)
     renderer = Renderer(manifest.palette_array if manifest else None, manifest.classes if manifest else (),
-                        alpha=opts.alpha, legend=opts.hud, hud=opts.hud) if video else None
+                        alpha=opts.alpha, legend=opts.hud, hud=opts.hud, only=only) if video else None
+    if only is not None and not video:
+        logging.getLogger("edgeseg.stream").warning(
+            "--classes of a semantic bundle limits the classes the overlay draws; without a video sink (--sink, "
+            "--rtsp-out, --display) it changes nothing (label maps and JSON keep every pixel's class)")
     late = opts.track or vos is not None  # stages after decode: the overlay comes after them
     stages = predictor_stages(predictor, None if late else renderer, max_batch=opts.max_batch,
                               batch_timeout_s=opts.batch_timeout_ms / 1e3, upsample=opts.upsample,
-                              score_threshold=opts.score_threshold, classes=opts.classes)
+                              score_threshold=opts.score_threshold, classes=classes)
     if keyframes is not None:  # keyframe-flow first; preprocess, inference, decode on keyframes only; then carry
         from .keyframe_stage import keyframe_stages
 

@@ -1,6 +1,8 @@
 """Overlay rendering: results drawn onto the frame (RGB ``uint8 [H, W, 3]``), a copy each time.
 
-* semantic: the class colour alpha-blended over every pixel (``out = (1 - a) * image + a * colour``);
+* semantic: the class colour alpha-blended over every pixel (``out = (1 - a) * image + a * colour``), or over the
+  pixels of some classes only (``Renderer(only=...)``: ``--classes`` of a semantic bundle, jetson-inference's
+  ``--ignore-class`` the other way round);
 * instance: each mask blended in its class colour, its contour, box and ``class score`` label;
 * panoptic: stuff segments in their class colour, thing segments in a shade of it, contours between;
 * a prompt's propagated objects: each in its object colour (a palette of its own), outlined; with a
@@ -48,8 +50,9 @@ def blend(image: np.ndarray, colour: np.ndarray, alpha: float, where: np.ndarray
 
 @RENDERERS.register("SemanticResult")
 def render_semantic(image: np.ndarray, result: SemanticResult, palette: np.ndarray, alpha: float,
-                    lut: np.ndarray | None = None, **_: Any) -> np.ndarray:
-    """``lut``: :func:`_lut` of ``palette``, when the caller keeps one (the :class:`Renderer` does)."""
+                    lut: np.ndarray | None = None, only: tuple[int, ...] | None = None, **_: Any) -> np.ndarray:
+    """``lut``: :func:`_lut` of ``palette``, when the caller keeps one (the :class:`Renderer` does); ``only``: the
+    classes drawn (the other pixels keep the image), ``None`` every class."""
     labels = result.labels
     if labels.shape != image.shape[:2]:
         raise StreamError(f"semantic labels {list(labels.shape)} do not match the frame {list(image.shape[:2])}")
@@ -57,7 +60,16 @@ def render_semantic(image: np.ndarray, result: SemanticResult, palette: np.ndarr
         colour = lookup_colours(_lut(palette) if lut is None else lut, labels)
     else:
         colour = lookup_colours(np.asarray(palette, np.uint8), np.clip(labels, 0, len(palette) - 1))
-    return blend(image, colour, alpha)
+    return blend(image, colour, alpha, None if only is None else drawn_pixels(labels, only))
+
+
+def drawn_pixels(labels: np.ndarray, only: tuple[int, ...]) -> np.ndarray:
+    """``bool [H, W]``: the pixels whose class is in ``only`` (a table lookup for uint8 labels)."""
+    if labels.dtype == np.uint8:
+        table = np.zeros(256, bool)
+        table[[c for c in only if 0 <= c < 256]] = True
+        return table[labels]
+    return np.isin(labels, only)
 
 
 def _text(img: np.ndarray, text: str, org: tuple[int, int], colour=(255, 255, 255)) -> None:
@@ -196,12 +208,13 @@ def render_prompted(image: np.ndarray, result: PromptedResult, palette: np.ndarr
     return render_track(out, result.objects, OBJECT_PALETTE, alpha)
 
 
-def present_classes(result: Any) -> list[int]:
+def present_classes(result: Any, only: tuple[int, ...] | None = None) -> list[int]:
+    """The classes a result shows, for the legend; ``only`` limits a semantic result's (as it is drawn)."""
     if isinstance(result, PromptedResult):
-        return [] if result.result is None else present_classes(result.result)
+        return [] if result.result is None else present_classes(result.result, only)
     if isinstance(result, SemanticResult):
         counts = np.bincount(result.labels.ravel().astype(np.int64), minlength=1)
-        return [int(i) for i in np.flatnonzero(counts)]
+        return [int(i) for i in np.flatnonzero(counts) if only is None or int(i) in only]
     if isinstance(result, InstanceResult):
         return sorted({int(c) for c in result.classes})
     if isinstance(result, PanopticResult):
@@ -212,13 +225,15 @@ def present_classes(result: Any) -> list[int]:
 @dataclass
 class Renderer:
     """Draws any result type on a frame. ``alpha`` is the overlay opacity; ``legend``/``hud`` toggle the
-    class legend and the fps/latency line."""
+    class legend and the fps/latency line; ``only``: a semantic result's classes drawn (and in the legend), the
+    other pixels left as the image (``None``: every class)."""
 
     palette: np.ndarray | None = None
     classes: tuple[str, ...] = ()
     alpha: float = 0.5
     legend: bool = True
     hud: bool = True
+    only: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.palette is None:
@@ -240,9 +255,10 @@ class Renderer:
             out = image.copy()
         else:
             fn = RENDERERS.get(type(result).__name__)
-            out = fn(image, result, palette=self.palette, alpha=self.alpha, classes=self.classes, lut=self._lut)
+            out = fn(image, result, palette=self.palette, alpha=self.alpha, classes=self.classes, lut=self._lut,
+                     only=self.only)
         if self.legend and result is not None:
-            self._legend(out, present_classes(result))
+            self._legend(out, present_classes(result, self.only))
         if self.hud and hud_text:
             _text(out, hud_text, (4, 16), (255, 255, 0))
         return out

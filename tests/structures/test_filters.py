@@ -1,5 +1,6 @@
-"""``--classes``: keeping some classes of instance and panoptic results (Ultralytics' ``classes=0,2``), by hand and
-through ``edgeseg predict`` / ``edgeseg run``."""
+"""``--classes``: keeping some classes of instance and panoptic results (Ultralytics' ``classes=0,2``), drawing some
+classes of a semantic label map (jetson-inference's ``--ignore-class`` the other way round), by hand and through
+``edgeseg predict`` / ``edgeseg run``."""
 from __future__ import annotations
 
 import json
@@ -55,9 +56,9 @@ def test_predict_and_run_keep_the_classes_asked_for(tmp_path):
     circles = [json.loads(line)["segments"] for line in (tmp_path / "circles.jsonl").read_text().splitlines()]
     assert {s["class"] for f in every for s in f} == {"circle", "rectangle", "triangle"}
     assert circles == [[s for s in f if s["class"] == "circle"] for f in every] and any(circles)
-    r = subprocess.run([*run[:5], "road", *run[6:], "--classes", "car"], cwd=tmp_path, capture_output=True, text=True,
-                       timeout=300)
-    assert r.returncode == 2 and "road is a semantic bundle" in r.stderr
+    r = subprocess.run([*run[:5], "shapes", *run[6:], "--classes", "circle"], cwd=tmp_path, capture_output=True,
+                       text=True, timeout=300)  # a semantic bundle without a video sink: said, nothing changes
+    assert r.returncode == 0 and "without a video sink (--sink" in r.stderr, r.stderr
     from edgeseg.cli import main
     from edgeseg.data.io import write_image
     from edgeseg.data.synthetic_instances import SyntheticInstances
@@ -69,3 +70,44 @@ def test_predict_and_run_keep_the_classes_asked_for(tmp_path):
     got = {n: json.loads((tmp_path / f"{n}.json").read_text())["images"][0]["instances"] for n in ("all", "tri")}
     assert got["tri"] == [d for d in got["all"] if d["class"] == "triangle"]
 
+
+
+def test_a_semantic_overlay_draws_only_the_classes_asked_for_and_the_label_maps_keep_every_class(tmp_path):
+    """Before: ``--classes`` refused semantic bundles (jetson-inference users hide a class with ``--ignore-class``).
+    Now the kept classes' pixels are drawn exactly as without it, every other pixel is the image's own, and the
+    legend lists only them; the label PNG and the JSON are unchanged."""
+    from edgeseg.cli import main
+    from edgeseg.data.io import read_image, read_label, write_image
+    from edgeseg.data.synthetic import SceneGenerator
+    from edgeseg.stream.overlay import Renderer
+    from edgeseg.structures import SemanticResult
+
+    labels = np.zeros((40, 60), np.uint8)
+    labels[:, 20:40], labels[:, 40:] = 1, 2
+    image = np.full((40, 60, 3), 90, np.uint8)
+    palette = np.array([[200, 0, 0], [0, 200, 0], [0, 0, 200]], np.uint8)
+    full = Renderer(palette, ("a", "b", "c"), alpha=0.5, legend=False, hud=False)(image, SemanticResult(labels))
+    some = Renderer(palette, ("a", "b", "c"), alpha=0.5, legend=False, hud=False, only=(2,))(image, SemanticResult(labels))
+    assert (some[:, 40:] == full[:, 40:]).all() and (some[:, 40:] == [45, 45, 145]).all()  # (90 + 200) / 2, by hand
+    assert (some[:, :40] == 90).all()
+    wide = SemanticResult(np.where(labels == 2, 300, labels).astype(np.int32))  # int32 labels: np.isin, same pixels
+    assert (Renderer(np.zeros((301, 3), np.uint8), alpha=1.0, legend=False, hud=False, only=(300,))(image, wide)[:, :40]
+            == 90).all()
+
+    from edgeseg.stream.overlay import present_classes
+
+    assert present_classes(SemanticResult(labels), (2, 5)) == [2] and present_classes(SemanticResult(labels)) == [0, 1, 2]
+    write_image(tmp_path / "a.png", next(iter(SceneGenerator(ImageShape(120, 160), seed=4).frames(1))).image)
+    for name, extra in (("all", []), ("circles", ["--classes", "circle"])):
+        assert main(["predict", "shapes", str(tmp_path / "a.png"), "--out", str(tmp_path / name), "--json",
+                     str(tmp_path / f"{name}.json"), "--backend", "onnxruntime", *extra]) == 0
+    got = {n: json.loads((tmp_path / f"{n}.json").read_text()) for n in ("all", "circles")}
+    assert got["all"]["images"][0]["class_pixels"] == got["circles"]["images"][0]["class_pixels"]
+    lab = read_label(tmp_path / "all" / "a_labels.png")
+    assert (read_label(tmp_path / "circles" / "a_labels.png") == lab).all() and (lab == 3).any()
+    src, every, circles = (read_image(p) for p in (tmp_path / "a.png", tmp_path / "all" / "a_overlay.png",
+                                                   tmp_path / "circles" / "a_overlay.png"))
+    body = np.zeros(lab.shape, bool)
+    body[:, 70:] = True  # right of the legend
+    assert (circles[(lab == 3) & body] == every[(lab == 3) & body]).all()
+    assert (circles[(lab != 3) & body] == src[(lab != 3) & body]).all()
