@@ -299,6 +299,25 @@ def decoder_input_counter(count: Callable[[], None]) -> Callable[[Any, Any, Any]
     return on_element
 
 
+def gif_watch(found: list[str]) -> Callable[[Any, Any, Any], None]:
+    """A ``deep-element-added`` handler: every ``decodebin`` skips GStreamer 1.22's GIF demuxer (``avdemux_gif``),
+    each skip appended to ``found``: it errors on a stream, or decodes a short GIF and then spins at 100 % CPU without
+    ending, and a pipeline it spins in cannot even be stopped (SIGTERM hung in ``set_state(NULL)``). The source then
+    refuses the GIF, naming it; a GIF file goes to OpenCV before any pipeline."""
+    def skip_gif(_bin: Any, _pad: Any, _caps: Any, factory: Any) -> int:
+        if factory.get_name() == "avdemux_gif":
+            found.append(factory.get_name())
+            return 2  # GST_AUTOPLUG_SELECT_SKIP
+        return 0  # TRY
+
+    def on_element(_bin: Any, _parent: Any, element: Any) -> None:
+        factory = element.get_factory()
+        if factory is not None and factory.get_name() in ("decodebin", "uridecodebin"):
+            element.connect("autoplug-select", skip_gif)
+
+    return on_element
+
+
 def undecodable_watch(found: list[str]) -> Callable[[Any, Any, Any], None]:
     """A ``deep-element-added`` handler: the video streams a ``decodebin`` finds no decoder for, appended to ``found``
     as the codec's name (a clip whose video codec has no decoder installed, beside an audio track, failed with
@@ -424,6 +443,7 @@ class GstSource(Source):
         self.backoff_s = backoff_s
         self.reconnect_timeout_s = reconnect_timeout_s
         self.stall_timeout_s = stall_timeout_s
+        self._gif: list[str] = []  # the GIF demuxers of the pipeline (gif_watch): refused
         if connect_timeout_s == "auto":
             connect_timeout_s = CONNECT_TIMEOUT_S.get(self.spec.scheme)
         self.connect_timeout_s = _timeout_opt(self.spec, connect_timeout_s)
@@ -499,11 +519,13 @@ class GstSource(Source):
             pipe.connect("deep-element-added", decoder_input_counter(self._count_coded))
         if self.piped:
             pipe.connect("deep-element-added", _warn_mp4_in_a_pipe)
+        self._gif.clear()
         self._undecodable: list[str] = []
-        watch = undecodable_watch(self._undecodable)
-        pipe.connect("deep-element-added", watch)
-        for element in list(pipe.children):  # the launch string's own decodebin (a child, not a deep one)
-            watch(pipe, pipe, element)
+        watches = (undecodable_watch(self._undecodable), gif_watch(self._gif))
+        for watch in watches:
+            pipe.connect("deep-element-added", watch)
+            for element in list(pipe.children):  # the launch string's own decodebin (a child, not a deep one)
+                watch(pipe, pipe, element)
         self._hardware, self._error_from = {}, None
         added, removed = hardware_decoder_watch(self._hardware)
         pipe.connect("deep-element-added", added)
@@ -658,6 +680,11 @@ class GstSource(Source):
                 return
             except TimeoutError:
                 image = None
+            if self._gif:
+                raise StreamError(f"source {self.uri!r} is a GIF, which GStreamer 1.22 cannot read to its end (its GIF "
+                                  "demuxer, avdemux_gif, fails on a stream or a pipe, or spins for ever after the last "
+                                  "frame)", fix="give the GIF as a file (--source clip.gif: read by OpenCV), or "
+                                                "convert it: ffmpeg -i clip.gif clip.mp4")
             if image is not None:
                 waiting_since = None
                 frame = self._frame(image, pts, shown)
