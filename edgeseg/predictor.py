@@ -39,7 +39,8 @@ def check_image(image: Any) -> np.ndarray:
     if image.dtype != np.uint8:
         raise InputError(f"expected a uint8 image (0..255), got {image.dtype}", fix=_dtype_fix(image))
     if image.shape[0] == 0 or image.shape[1] == 0:
-        raise InputError(f"the image is empty: shape {list(image.shape)}")
+        raise InputError(f"the image is empty: shape {list(image.shape)}",
+                         fix="check where it comes from (a crop outside the frame, a failed decode): skip empty images")
     return image
 
 
@@ -53,6 +54,8 @@ def _not_an_array_fix(image: Any) -> str | None:
         return "img.cpu().numpy() ([H, W, 3] uint8; a CHW 0..1 tensor: (t.permute(1, 2, 0) * 255).round().byte())"
     if isinstance(image, (list, tuple)):
         return "np.asarray(img, np.uint8) for one [H, W, 3] image; call the predictor once per image"
+    if image is None:
+        return "a frame reader that failed returns None (OpenCV: ok, frame = cap.read(); check ok, and imread's result)"
     return None
 
 
@@ -150,7 +153,14 @@ class Predictor:
         decoders that look at it: the semantic CRF)."""
         return decode(outputs, meta, self.manifest, self.options, image=image)
 
-    def __call__(self, rgb: np.ndarray):
+    def __call__(self, rgb: np.ndarray, *, bgr: bool = False):
+        """``rgb``: ``uint8 [H, W, 3]`` in RGB order; ``bgr=True`` for a frame in OpenCV's order (``cv2.imread``,
+        ``cv2.VideoCapture.read``), converted here (before: a BGR frame passed as RGB ran silently, road agreeing with
+        its RGB result on 40 % of the pixels)."""
+        if bgr:
+            import cv2
+
+            rgb = cv2.cvtColor(check_image(rgb), cv2.COLOR_BGR2RGB)
         if not self.runner.is_active:
             self.runner.activate()  # stays active until close() / the end of a with-block
         feed, meta = self.preprocess(rgb)

@@ -177,7 +177,12 @@ class RemotePredictor:
                              f"(got {_excerpt(json.dumps(bundles))}): is this an `edgeseg serve` server?", fix=self._url_fix())
         return bundles
 
-    def __call__(self, rgb: np.ndarray) -> Result:
+    def __call__(self, rgb: np.ndarray, *, bgr: bool = False) -> Result:
+        """As :meth:`edgeseg.predictor.Predictor.__call__` (``bgr=True``: an OpenCV frame, converted here)."""
+        if bgr:
+            import cv2
+
+            rgb = cv2.cvtColor(_check(rgb), cv2.COLOR_BGR2RGB)
         body, headers = encode_frame(_check(rgb), self.encoding)
         t0 = time.perf_counter()
         result = decode_result(self._request("POST", f"/v1/bundles/{self.bundle_name}/predict", body, headers))

@@ -74,6 +74,20 @@ def test_following_the_fix_for_floats_gives_the_uint8_answer(semantic):
         assert np.array_equal(semantic(fixed).labels, want)
 
 
+def test_an_opencv_frame_is_said_to_be_bgr_and_gives_the_rgb_answer(semantic, instance):
+    """An audit: OpenCV's BGR frames passed as RGB ran silently (road agreed with the RGB result on 40 % of the
+    pixels) and nothing offered to say what they are. ``bgr=True`` converts; None (a failed ``cap.read()``) and an
+    empty crop now name their fix."""
+    bgr = np.ascontiguousarray(IMG[..., ::-1])
+    assert semantic(bgr, bgr=True) == semantic(IMG) and instance(bgr, bgr=True) == instance(IMG)
+    with pytest.raises(InputError, match="got NoneType") as e:
+        semantic(None, bgr=True)
+    assert "cap.read()" in e.value.fix
+    with pytest.raises(InputError, match="empty") as e:
+        semantic(IMG[:0])
+    assert "skip empty images" in e.value.fix
+
+
 def test_pil_and_torch_images_get_their_conversion(semantic):
     pil = pytest.importorskip("PIL.Image")
     with pytest.raises(InputError, match="got Image") as e:
