@@ -37,7 +37,9 @@ __all__ = ["BoxCoder", "grid_anchors", "box_iou", "clip_boxes", "match_boxes", "
            "nms_reference", "efficient_nms", "efficient_nms_reference", "detection_translation_table",
            "finalize_plugin_nodes", "EFFICIENT_NMS_CANDIDATES", "PLUGIN_EXPORT_DOMAIN"]
 
-EFFICIENT_NMS_CANDIDATES = 4096  # README: "the highest 4096 scores are processed by the EfficientNMS kernel"
+# the candidates the plugin ranks: EfficientNMSPlugin::initialize() sets numSelectedBoxes to 5000 on devices with
+# 64 K registers per block (Xavier, Orin, desktop GPUs; 2000 on a TX1/TX2); its README's "4096" is the older default
+EFFICIENT_NMS_CANDIDATES = 5000
 PLUGIN_EXPORT_DOMAIN = "edgeseg.tensorrt_plugin"  # where the plugin node waits until finalize_plugin_nodes
 
 

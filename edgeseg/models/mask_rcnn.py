@@ -263,8 +263,10 @@ class MaskRCNN(nn.Module):
         K <= ``limit``."""
         c = scores.shape[1]
         if self.cfg.nms == "tensorrt":  # [1, N, 4] boxes shared by the classes when there is one class
-            num, b, s, cl = efficient_nms((boxes[:, 0] if c == 1 else boxes)[None], scores[None], score_threshold,
-                                         iou, limit)
+            # the plugin's creator refuses a negative score_threshold (PLUGIN_VALIDATE(scoreThreshold >= 0)): the RPN's
+            # rank-everything -1 is 0 here, the same set (the plugin keeps score >= threshold; probabilities are >= 0)
+            num, b, s, cl = efficient_nms((boxes[:, 0] if c == 1 else boxes)[None], scores[None],
+                                         max(0.0, score_threshold), iou, limit)
             # the valid rows through NonZero, the data-dependent shape TensorRT (>= 8.5) already builds for
             # multi-level RoIAlign, rather than a Slice whose end is read from the plugin's output
             keep = torch.nonzero(torch.arange(limit, device=num.device) < num[0, 0]).flatten()

@@ -234,6 +234,8 @@ def _attr(node, name: str, default=None):
                 return a.s.decode()
             if a.type == 7:  # INTS
                 return list(a.ints)
+            if a.type == 1:  # FLOAT
+                return a.f
             return a.i if a.type == 2 else default  # INT
     return default
 
@@ -247,6 +249,19 @@ def _einsum_unsupported(node) -> bool:
 def _pads_asymmetric(node) -> bool:
     p = _attr(node, "pads", [])
     return p[: len(p) // 2] != p[len(p) // 2:]
+
+
+_ENMS_ATTRS = ("score_threshold", "iou_threshold", "max_output_boxes", "background_class", "score_activation",
+               "box_coding")
+
+
+def _efficient_nms_refused(node) -> bool:
+    """What ``EfficientNMSPluginCreator::createPlugin`` validates (a failed check: no plugin, no engine)."""
+    if any(_attr(node, k) is None for k in _ENMS_ATTRS):
+        return True
+    return (_attr(node, "score_threshold") < 0 or _attr(node, "iou_threshold") <= 0
+            or _attr(node, "max_output_boxes") <= 0 or _attr(node, "score_activation") not in (0, 1)
+            or _attr(node, "box_coding") not in (0, 1))
 
 
 _RESIZE_CTM = {"half_pixel", "pytorch_half_pixel", "tf_half_pixel_for_nn", "asymmetric", "align_corners"}
@@ -282,6 +297,13 @@ RESTRICTIONS: dict[str, tuple[Restriction, ...]] = {
     "LpPool": (Restriction("LpPool", *_POOL_DIL, "operators.md 10.15", "warning"),),
     "DeformConv": (Restriction("DeformConv", "pads at the beginning and end of each spatial axis must be equal",
                                _pads_asymmetric, "operators.md 10.15", "warning"),),
+    "EfficientNMS_TRT": (Restriction("EfficientNMS_TRT", "the plugin takes score_threshold >= 0, iou_threshold > 0, "
+                                     "max_output_boxes > 0, score_activation and box_coding 0 or 1, each of "
+                                     f"{', '.join(_ENMS_ATTRS)} given; its creator refuses the node otherwise",
+                                     _efficient_nms_refused, "NVIDIA/TensorRT plugin/efficientNMSPlugin/"
+                                     "efficientNMSPlugin.cpp, createPlugin (PLUGIN_VALIDATE)",
+                                     fix="export the model again with this edgeseg (edgeseg export ... --nms tensorrt), "
+                                         "or set the node's attributes within those bounds"),),
     "LayerNormalization": (Restriction("LayerNormalization", "only the first output `Y` is supported",
                                        lambda n: any(bool(o) for o in n.output[1:]), "operators.md 10.15", "warning"),),
 }

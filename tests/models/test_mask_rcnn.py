@@ -310,7 +310,23 @@ def test_tensorrt_graph_uses_the_efficient_nms_plugin(exported_trt):
                         "max_output_boxes": 20, "background_class": -1, "score_activation": 0, "box_coding": 0,
                         "plugin_version": b"1"}
     rpn = [a for a in attrs if a["max_output_boxes"] == model.cfg.rpn_post_nms][0]
-    assert rpn["iou_threshold"] == pytest.approx(0.7)
+    # a reviewer, against efficientNMSPlugin.cpp: the creator validates scoreThreshold >= 0; the RPN's -1 made the
+    # parser fail on newer TensorRT (JetPack 6), and `edgeseg check` said OK
+    assert rpn["iou_threshold"] == pytest.approx(0.7) and rpn["score_threshold"] == 0.0
+    from edgeseg.quant.trt_ops import restriction_hits
+
+    assert not restriction_hits(plugins, (10, 3))
+    bad = onnx.helper.make_node("EfficientNMS_TRT", ["b", "s"], ["n", "x", "y", "z"], score_threshold=-1.0,
+                                iou_threshold=0.7, max_output_boxes=50, background_class=-1, score_activation=0,
+                                box_coding=0, plugin_version="1")
+    hits = restriction_hits([bad], (10, 3))
+    assert len(hits) == 1 and hits[0].level == "error" and "score_threshold >= 0" in hits[0].message
+    good = onnx.helper.make_node("EfficientNMS_TRT", ["b", "s"], ["n", "x", "y", "z"], score_threshold=0.0,
+                                 iou_threshold=0.7, max_output_boxes=50, background_class=-1, score_activation=0,
+                                 box_coding=0)
+    assert not restriction_hits([good], (8, 5))
+    del good.attribute[-1]  # box_coding left out: the creator needs all six
+    assert restriction_hits([good], (8, 5)) and "--nms tensorrt" in restriction_hits([good], (8, 5))[0].fix
     # four outputs: num_detections, boxes, scores, classes; the graph outputs stay the roi layout
     assert all(len(n.output) == 4 and len(n.input) == 2 for n in plugins)
     shapes = {o.name: [d.dim_param or d.dim_value for d in o.type.tensor_type.shape.dim] for o in g.graph.output}
