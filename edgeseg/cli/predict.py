@@ -42,7 +42,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "at or below T, its center_threshold; default: the bundle's)")
     p.add_argument("--classes", default=None, metavar="NAMES|IDS",
                    help="instance and panoptic bundles: keep only these classes, e.g. person,car or 0,2 (Ultralytics' "
-                        "classes=); the others' detections are dropped, their panoptic pixels void; semantic bundles: "
+                        "classes=); the others' detections are dropped, their panoptic pixels void (numbers of a panoptic "
+                        "bundle: its category ids, its records' class_id); semantic bundles: "
                         "the overlay draws only these classes (label PNGs and JSON keep every class)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (shown on a terminal for 2+ images)")
     add_runtime_options(p)
@@ -211,8 +212,8 @@ def run(args: argparse.Namespace) -> int:
             if args.out is None:
                 print("edgeseg predict: note: --classes of a semantic bundle limits the classes its overlays draw; "
                       "without --out there is none (the JSON keeps every class)", file=sys.stderr)
-        elif task in ("instance", "panoptic"):
-            keep = class_ids(args.classes, predictor.classes)
+        elif task in ("instance", "panoptic"):  # numbers: a panoptic bundle's category ids, as its records say
+            keep = class_ids(args.classes, predictor.classes, getattr(predictor.options, "category_ids", ()))
         else:
             raise InputError(f"--classes keeps some classes of instance and panoptic results or draws some of a "
                              f"semantic label map; {args.bundle} is a {task} bundle", fix="leave --classes out")

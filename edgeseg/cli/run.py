@@ -103,7 +103,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "scoring at or below T, its center_threshold; default: the bundle's)")
     g.add_argument("--classes", default=None, metavar="NAMES|IDS",
                    help="instance and panoptic bundles: keep only these classes, e.g. person,car or 0,2 (drawn, written "
-                        "and tracked; the others' detections are dropped, their panoptic pixels void); semantic "
+                        "and tracked; the others' detections are dropped, their panoptic pixels void; numbers of a panoptic "
+                        "bundle are its category ids, its records' class_id); semantic "
                         "bundles: the overlay draws only these classes (label maps and JSON keep every class)")
     g2 = p.add_argument_group("pipeline")
     g2.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")

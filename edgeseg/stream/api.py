@@ -426,6 +426,12 @@ class Stream:
         """The run's :class:`~edgeseg.stream.metrics.Stats` once it has ended, else None."""
         return self._ended.get("stats")
 
+    @property
+    def skipped(self) -> int:
+        """A live source's results the loop never saw: a newer one was ready before it asked for the next (it always
+        gets the freshest; ``stats_json``'s ``consumer_skipped``). A file's results all wait for the loop: 0."""
+        return self._ended.get("skipped", 0)
+
     def __iter__(self) -> "Stream":
         return self
 
@@ -532,12 +538,33 @@ def _stream(opts: StreamOptions, bundle: Any, ended: dict[str, Any]) -> Iterator
     out: queue.Queue = queue.Queue(maxsize=max(2, opts.queue_size))
     done = object()
     ended["started"] = True
+    ended["skipped"] = 0
+    live: list[bool] = [False]
+
+    def hand_over(frame: Any, result: Any) -> None:
+        """A file's results wait for the consumer (nothing is lost); a live source's never do: the consumer gets the
+        freshest result, the one still waiting for it skipped (before: a 5 Hz consumer of a 25 fps camera got
+        results 1.8-2.5 s old, every stage queue full behind it)."""
+        if not live[0]:
+            out.put((frame, result))
+            return
+        while True:
+            try:
+                out.put_nowait((frame, result))
+                return
+            except queue.Full:
+                with contextlib.suppress(queue.Empty):
+                    out.get_nowait()
+                    ended["skipped"] += 1
+
     try:
-        pipe = build_pipeline(opts, predictor=bundle, extra_sinks=(CallbackSink(lambda f, r: out.put((f, r))),),
-                              handle_signals=False)
+        pipe = build_pipeline(opts, predictor=bundle, extra_sinks=(CallbackSink(hand_over),), handle_signals=False)
     except BaseException:
         ended["finished"].set()
         raise
+    if pipe.source.live:
+        live[0] = True
+        out = queue.Queue(maxsize=1)  # (before the first frame: the sink thread starts with pipe.run below)
     ended["stop"] = pipe.stop
     if ended.get("closing"):  # closed while the pipeline was being built (a slow model load): stop before a frame
         pipe.stop()
@@ -561,9 +588,14 @@ def _stream(opts: StreamOptions, bundle: Any, ended: dict[str, Any]) -> Iterator
                     out.get(timeout=0.05)
             thread.join()
             ended["stats"] = pipe.stats
+            if ended["skipped"]:
+                logging.getLogger("edgeseg.stream").info(
+                    "the loop was slower than the live source: %d results skipped (it got the freshest each time)",
+                    ended["skipped"])
             if pipe.stats is not None and opts.stats_json:
                 try:
-                    write_json(opts.stats_json, stats_record(pipe, opts, bundle))
+                    write_json(opts.stats_json, {**stats_record(pipe, opts, bundle),
+                                                 "consumer_skipped": ended["skipped"]})
                 except (OSError, EdgesegError) as e:  # not in place of the run's own error, not from inside close()
                     logging.getLogger("edgeseg.stream").warning("could not write stats_json %s: %s", opts.stats_json, e)
         finally:

@@ -163,7 +163,7 @@ def _keeping(postprocess: Callable[..., Any], predictor: Any, classes: Any) -> C
     if manifest.task not in ("instance", "panoptic"):
         raise InputError(f"--classes keeps detections or segments of some classes; {manifest.name} is a "
                          f"{manifest.task} bundle (its label maps give every pixel a class)", fix="leave --classes out")
-    keep = class_ids(classes, manifest.classes)
+    keep = class_ids(classes, manifest.classes, getattr(getattr(predictor, "options", None), "category_ids", ()))
 
     def decode_and_keep(*args: Any, **kwargs: Any) -> Any:
         return keep_classes(postprocess(*args, **kwargs), keep)

@@ -17,26 +17,31 @@ from ..errors import InputError
 from .results import InstanceResult, PanopticResult
 
 
-def class_ids(spec: str | Iterable[Any], classes: Sequence[str]) -> tuple[int, ...]:
-    """``"person,car"``, ``"0,2"`` or a list of names/indices -> the class indices, sorted; a name or index the
-    bundle does not have raises :class:`InputError` listing its classes."""
+def class_ids(spec: str | Iterable[Any], classes: Sequence[str], category_ids: Sequence[int] = ()) -> tuple[int, ...]:
+    """``"person,car"``, ``"0,2"`` or a list of names/numbers -> the class indices, sorted; a name or number the
+    bundle does not have raises :class:`InputError` listing its classes. Numbers are class indices, or, given a
+    panoptic bundle's ``category_ids``, its category ids: the ``class_id`` its records carry (an audit: ``--classes
+    7`` of a Cityscapes panoptic bundle kept index 7, traffic sign, where its JSON calls road 7)."""
     items = [p.strip() for p in spec.split(",")] if isinstance(spec, str) else [str(p).strip() for p in spec]
     items = [p for p in items if p]
     if not items:
-        raise InputError("--classes is empty", fix="give class names or indices, e.g. --classes person,car or 0,2")
+        raise InputError("--classes is empty", fix="give class names or numbers, e.g. --classes person,car or 0,2")
     lower = {c.lower(): k for k, c in enumerate(classes)}
+    numbers = {int(c): k for k, c in enumerate(category_ids)} if category_ids else {k: k for k in range(len(classes))}
     out, bad = set(), []
     for item in items:
         if item.lower() in lower:
             out.add(lower[item.lower()])
-        elif item.lstrip("-").isdigit() and 0 <= int(item) < len(classes):
-            out.add(int(item))
+        elif item.lstrip("-").isdigit() and int(item) in numbers:
+            out.add(numbers[int(item)])
         else:
             bad.append(item)
     if bad:
-        listed = ", ".join(f"{k} {c}" for k, c in enumerate(classes[:40])) + (" ..." if len(classes) > 40 else "")
+        names = [(n, classes[k] if k < len(classes) else str(k)) for n, k in numbers.items()]
+        listed = ", ".join(f"{n} {c}" for n, c in names[:40]) + (" ..." if len(names) > 40 else "")
+        kind = "category ids (the class_id of its records)" if category_ids else "indices"
         raise InputError(f"--classes: {', '.join(map(repr, bad))} is no class of the bundle",
-                         fix=f"give names or indices of its classes: {listed}")
+                         fix=f"give names or {kind} of its classes: {listed}")
     return tuple(sorted(out))
 
 

@@ -15,7 +15,8 @@ class Frame:
 
     image:     ``uint8 [H, W, 3]``, **RGB** order, C-contiguous. Sources convert to RGB.
     pts_ns:    presentation timestamp in nanoseconds (from the container/camera; -1 if unknown).
-    index:     0-based frame number within its source.
+    index:     0-based frame number within its source; a live source's frames dropped under back-pressure leave
+               gaps (it counts every frame the source delivered from the first read on).
     source_id: which source produced it (a URI or a user-given name).
     """
 

@@ -2,6 +2,8 @@
 import subprocess
 import sys
 
+import pytest
+
 CODE = """
 import numpy as np
 {pre}
@@ -223,3 +225,27 @@ def test_close_while_the_pipeline_is_being_built_stops_it_before_a_frame(monkeyp
     assert s.close(timeout_s=30) is True
     worker.join(10)
     assert not worker.is_alive() and len(got) <= 2 * api.StreamOptions(source="x").queue_size + 4
+
+
+@pytest.mark.gst
+def test_a_slow_loop_over_a_live_source_gets_fresh_results_and_sees_the_gaps():
+    """An audit (a robot's 5 Hz control loop over a 25 fps camera): every result waited for the loop, every stage
+    queue filled behind it, and the loop got frames 1.8-2.5 s old (4.7 s after 60 frames here), numbered without
+    gaps. Now a live source's results never wait: the loop gets the freshest (the others counted in
+    ``Stream.skipped``), and ``index`` counts the frames the source dropped, as ``pts_ns`` does."""
+    import time
+
+    import edgeseg
+
+    p = edgeseg.load("edgeseg/zoo/shapes.edgeseg", backend="onnxruntime", precision="fp32", threads=1)
+    seen = []
+    with edgeseg.stream("test://ball?width=160&height=120&fps=50&live=1", p, max_frames=60) as s:
+        for f, _ in s:
+            seen.append((time.monotonic(), f.pts_ns, f.index))
+            time.sleep(0.1)  # a loop at 10 Hz, a source at 50
+    assert s.skipped > 0 and len(seen) + s.skipped == s.stats.frames == 60
+    t0, p0, _ = seen[0]
+    ages_ms = [(t - t0) * 1e3 - (pts - p0) / 1e6 for t, pts, _ in seen]
+    assert max(ages_ms) < 1000, ages_ms  # before: growing by ~80 ms a frame seen (over 2 s by the tenth)
+    steps = [(i2 - i1, round((q2 - q1) / 20e6)) for (_, q1, i1), (_, q2, i2) in zip(seen, seen[1:])]
+    assert all(di == dp for di, dp in steps) and any(di > 1 for di, _ in steps), steps

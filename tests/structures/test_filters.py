@@ -27,6 +27,16 @@ def test_class_ids_read_names_and_indices_and_name_the_bundle_s_classes():
         class_ids(" , ", CLASSES)
 
 
+def test_numbers_of_a_panoptic_bundle_are_its_category_ids_as_its_records_say():
+    """An audit: ``--classes 7`` of street-panoptic (Cityscapes ids) kept index 7, traffic sign, where its JSON calls
+    road 7; ``--classes 26`` (car's class_id in the JSON) was refused."""
+    names, ids = ("road", "car", "person"), (7, 26, 24)
+    assert class_ids("7,26", names, ids) == (0, 1) and class_ids("Person,7", names, ids) == (0, 2)
+    with pytest.raises(InputError, match="'1' is no class") as e:
+        class_ids("1", names, ids)
+    assert "category ids (the class_id of its records) of its classes: 7 road, 26 car, 24 person" in e.value.fix
+
+
 def test_keep_classes_of_instances_and_panoptic_segments_by_hand():
     masks = np.zeros((3, 4, 5), bool)
     masks[0, 0, 0] = masks[1, 1, 1] = masks[2, 2, 2] = True

@@ -846,7 +846,9 @@ class GstSource(Source):
             self._resume = (last_pts, left - 1) if again else None
             if again:
                 return None
-        f = Frame(image, pts if shown is None else shown, self._index, self.source_id)
+        # a live source's number counts the frames its buffer dropped (all older than this one): gaps show them
+        f = Frame(image, pts if shown is None else shown, self._index + (self._buf.dropped if self.live else 0),
+                  self.source_id)
         self._index += 1
         self._last_pts = pts
         self._last_shown = pts if shown is None else shown

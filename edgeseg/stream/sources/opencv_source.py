@@ -161,7 +161,7 @@ class OpenCVSource(Source):
                 image, pts = self._buf.get()
             except EOFError:
                 break
-            yield Frame(image, pts, index, self.source_id)
+            yield Frame(image, pts, index + self._buf.dropped, self.source_id)  # drops (older frames) leave gaps
             index += 1
         if self._error is not None:
             raise self._error
