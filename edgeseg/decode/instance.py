@@ -647,6 +647,38 @@ def decode_roi(outputs: Mapping[str, np.ndarray], meta: "PreprocessMeta", manife
                           class_names=tuple(manifest.classes), mask_boxes=out.bounds, mask_crops=out.crops)
 
 
+def across_classes(result: InstanceResult, iou_threshold: float) -> InstanceResult:
+    """``class_agnostic`` for the layouts whose NMS ran per class inside the graph (SOLO's Matrix NMS, Mask R-CNN's):
+    a detection whose mask overlaps a better-scoring one's, of any class, by more than ``iou_threshold`` (mask IoU;
+    box IoU without masks) is dropped (an audit: street-instance gave one car as car 0.34, bus 0.28 and truck 0.25,
+    one mask, and the option was silently ignored)."""
+    n = len(result)
+    if n < 2:
+        return result
+    order = np.argsort(-result.scores, kind="stable").tolist()
+    if result.mask_crops is None or result.mask_boxes is None:
+        keep = nms(result.boxes, result.scores, iou_threshold, None, max_out=n)
+        return result[np.sort(keep)]
+    bounds, crops = result.mask_boxes.tolist(), result.mask_crops
+    areas = [int(c.sum()) for c in crops]
+    kept: list[int] = []
+    for i in order:
+        x0, y0, x1, y1 = bounds[i]
+        for j in kept:
+            u0, v0, u1, v1 = bounds[j]
+            a0, b0, a1, b1 = max(x0, u0), max(y0, v0), min(x1, u1), min(y1, v1)
+            if a1 <= a0 or b1 <= b0:
+                continue
+            inter = int(np.count_nonzero(crops[i][b0 - y0:b1 - y0, a0 - x0:a1 - x0]
+                                         & crops[j][b0 - v0:b1 - v0, a0 - u0:a1 - u0]))
+            union = areas[i] + areas[j] - inter
+            if union and inter > iou_threshold * union:
+                break
+        else:
+            kept.append(i)
+    return result if len(kept) == n else result[np.sort(np.asarray(kept, np.int64))]
+
+
 _LAYOUTS = {"prototype": decode_prototype, "dense": decode_dense, "roi": decode_roi}
 
 
@@ -661,4 +693,7 @@ def decode_instance(outputs: Mapping[str, np.ndarray], meta: "PreprocessMeta", m
         raise UnsupportedError(f"bundle {manifest.name!r} is a {manifest.task} bundle, not an instance one")
     opts = opts.replace(**overrides)
     with np.errstate(invalid="ignore", over="ignore"):  # NaN/inf outputs are dropped on purpose, not warned per frame
-        return _LAYOUTS[opts.layout](outputs, meta, manifest, opts)
+        result = _LAYOUTS[opts.layout](outputs, meta, manifest, opts)
+    if opts.class_agnostic and opts.layout != "prototype":  # the prototype layout's own NMS took it
+        result = across_classes(result, opts.iou_threshold)
+    return result

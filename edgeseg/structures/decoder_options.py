@@ -190,7 +190,8 @@ class InstanceOptions(DecoderOptions):
     score_threshold: detections below it are dropped. iou_threshold: NMS IoU (prototype layout;
     dense/roi models and ``end2end`` prototype outputs ran theirs in the graph). max_detections: cap after NMS.
     mask_threshold: probability above which a pixel belongs to the mask. class_agnostic: NMS
-    across classes. pre_nms_top_k: candidates kept (by score) before NMS.
+    across classes (dense/roi: after the graph's per-class NMS, a mask overlapping a better one's of any class by
+    more than ``iou_threshold`` is dropped). pre_nms_top_k: candidates kept (by score) before NMS.
     """
 
     task: ClassVar[str] = "instance"
