@@ -258,7 +258,8 @@ def run(args: argparse.Namespace) -> int:
                 continue
             counts = np.bincount(result.labels.ravel(), minlength=len(predictor.classes))
             top = int(counts.argmax())
-            row = {"image": str(path), "size": size, "ms": 1e3 * dt,
+            row = {"file": str(path), "height": rgb.shape[0], "width": rgb.shape[1],  # as instance and panoptic rows
+                   "image": str(path), "size": size, "ms": 1e3 * dt,
                    "top class": predictor.classes[top] if top < len(predictor.classes) else str(top),
                    "class_pixels": {predictor.classes[i] if i < len(predictor.classes) else str(i): int(c)
                                     for i, c in enumerate(counts) if c}}

@@ -113,6 +113,8 @@ def test_a_semantic_overlay_draws_only_the_classes_asked_for_and_the_label_maps_
                      str(tmp_path / f"{name}.json"), "--backend", "onnxruntime", *extra]) == 0
     got = {n: json.loads((tmp_path / f"{n}.json").read_text()) for n in ("all", "circles")}
     assert got["all"]["images"][0]["class_pixels"] == got["circles"]["images"][0]["class_pixels"]
+    row = got["all"]["images"][0]  # the keys instance and panoptic rows have (an audit: only the table's before)
+    assert (row["file"], row["height"], row["width"]) == (str(tmp_path / "a.png"), 120, 160)
     lab = read_label(tmp_path / "all" / "a_labels.png")
     assert (read_label(tmp_path / "circles" / "a_labels.png") == lab).all() and (lab == 3).any()
     src, every, circles = (read_image(p) for p in (tmp_path / "a.png", tmp_path / "all" / "a_overlay.png",
