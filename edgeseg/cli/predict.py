@@ -29,6 +29,7 @@ EXAMPLES = (
     "edgeseg predict road.edgeseg img.png --out preds/ --alpha 0.6",
     "edgeseg predict street-instance frames/ --json instances.json   # every image in the folder, sorted by name",
     "edgeseg predict street-panoptic frame.jpg --out preds/ --json segments.json   # COCO-panoptic PNG + segments",
+    "edgeseg predict street-instance images/ --out preds/ --save-txt   # + preds/labels/*.txt, YOLO-seg polygons",
 )
 
 
@@ -45,13 +46,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "classes=); the others' detections are dropped, their panoptic pixels void (numbers of a panoptic "
                         "bundle: its category ids, its records' class_id); semantic bundles: "
                         "the overlay draws only these classes (label PNGs and JSON keep every class)")
+    p.add_argument("--save-txt", action="store_true",
+                   help="instance bundles: also write YOLO-seg polygon labels, DIR/labels/<stem>.txt (Ultralytics' "
+                        "save_txt: 'class x1 y1 ...' normalised), a dataset Ultralytics and eval --data yolo-seg: read")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (shown on a terminal for 2+ images)")
     add_runtime_options(p)
     add_json_option(p)
 
 
-def _instance_row(path: Path, result, out: Path | None, rgb, alpha: float, palette) -> dict:
-    """One image's JSON entry (issue format: class, score, box xyxy, COCO RLE mask) and its PNGs."""
+def _instance_row(path: Path, result, out: Path | None, rgb, alpha: float, palette, save_txt: bool = False) -> dict:
+    """One image's JSON entry (issue format: class, score, box xyxy, COCO RLE mask) and its PNGs (and, with
+    ``save_txt``, its YOLO-seg label file: :mod:`~edgeseg.structures.polygons`)."""
     from ..data.io import write_image, write_label
     from ..stream.overlay import Renderer
     from ..stream.sinks.files import label_image
@@ -72,6 +77,16 @@ def _instance_row(path: Path, result, out: Path | None, rgb, alpha: float, palet
         write_label(ids_png, label_image(result))
         write_image(overlay_png, Renderer(palette, result.class_names, alpha=alpha, hud=False)(rgb, result))
         row.update(instances_png=str(ids_png), overlay=str(overlay_png))
+    if out is not None and save_txt:
+        from .._io import atomic_write_text
+        from ..structures.polygons import mask_polygon, yolo_lines
+
+        polys = [mask_polygon(c, x0, y0) for x0, y0, _, _, c in result.iter_mask_crops()] if result.has_masks else []
+        txt = out / "labels" / f"{path.stem}.txt"
+        txt.parent.mkdir(parents=True, exist_ok=True)
+        lines = yolo_lines(result.classes.tolist(), polys, result.image_shape.width, result.image_shape.height)
+        atomic_write_text(txt, "".join(f"{line}\n" for line in lines))  # empty: looked, found nothing
+        row["labels_txt"] = str(txt)
     return row
 
 
@@ -217,6 +232,11 @@ def run(args: argparse.Namespace) -> int:
         else:
             raise InputError(f"--classes keeps some classes of instance and panoptic results or draws some of a "
                              f"semantic label map; {args.bundle} is a {task} bundle", fix="leave --classes out")
+    if args.save_txt and task != "instance":
+        raise InputError(f"--save-txt writes instance polygons; {args.bundle} is a {task} bundle",
+                         fix="leave --save-txt out (label PNGs: --out DIR)")
+    if args.save_txt and args.out is None:
+        raise InputError("--save-txt writes DIR/labels/<stem>.txt: it needs --out DIR", fix="add --out DIR")
     rows, table, failed = [], [], []
     from tqdm import tqdm
 
@@ -243,7 +263,7 @@ def run(args: argparse.Namespace) -> int:
             dt = time.perf_counter() - t0
             size = f"{rgb.shape[1]}x{rgb.shape[0]}"
             if task == "instance":
-                row = _instance_row(path, result, out, rgb, args.alpha, predictor.palette)
+                row = _instance_row(path, result, out, rgb, args.alpha, predictor.palette, args.save_txt)
                 names = [d["class"] for d in row["instances"]]
                 table.append({"image": str(path), "size": size, "ms": 1e3 * dt, "instances": len(names),
                               "classes": ", ".join(sorted(set(names)))[:60]})

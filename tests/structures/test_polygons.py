@@ -1,0 +1,62 @@
+"""``edgeseg predict --save-txt``: instance masks as YOLO-seg polygon labels (Ultralytics' ``save_txt``), read back
+by edgeseg's YOLO-seg reader (pycocotools' polygon fill) as the masks they came from."""
+from __future__ import annotations
+
+import numpy as np
+
+from edgeseg.data.coco_instances import polygon_to_mask
+from edgeseg.structures.polygons import mask_polygon, yolo_lines
+
+
+def test_a_mask_in_two_parts_is_one_polygon_that_fills_both_by_hand():
+    """Two 10x10 squares 20 pixels apart: one polygon, bridged at their closest corners; filled even-odd the bridge
+    is empty and each square comes back as its boundary pixels' centres enclose it, 9x9 (a 10x10 block's outline
+    through pixel centres 0..9), and nothing between them."""
+    m = np.zeros((40, 60), bool)
+    m[5:15, 5:15] = True
+    m[5:15, 35:45] = True
+    poly = mask_polygon(m[2:30, 1:50], 1, 2)  # a crop at image pixel (1, 2): the offset added back
+    assert poly.shape[1] == 2 and len(poly) == 4 + 4 + 2  # two rings of 4 corners, the bridge's point repeated
+    back = polygon_to_mask(poly.reshape(-1), 40, 60)
+    assert back[5:14, 5:14].all() and back[5:14, 35:44].all() and back.sum() == 2 * 81
+    assert not back[:, 15:35].any()
+    assert mask_polygon(np.zeros((4, 4), bool)).shape == (0, 2)
+
+
+def test_yolo_lines_are_ultralytics_save_txt():
+    poly = np.array([[0, 0], [64, 0], [64, 32], [0, 32]], np.float64)
+    assert yolo_lines([2, 1], [poly, poly[:2]], 128, 64) == ["2 0 0 0.5 0 0.5 0.5 0 0.5"]  # 2 points: no polygon
+    assert yolo_lines([0], [poly], 128, 64, scores=[0.87654]) == ["0 0 0 0.5 0 0.5 0.5 0 0.5 0.87654"]
+
+
+def test_predict_save_txt_gives_a_dataset_that_reads_back_as_the_predictions(tmp_path, capsys):
+    from edgeseg.cli import main
+    from edgeseg.data.io import write_image
+    from edgeseg.data.synthetic_instances import SyntheticInstances
+    from edgeseg.data.yolo_seg import YoloSeg
+    from edgeseg.structures import ImageShape
+    import edgeseg
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for i, sample in enumerate(SyntheticInstances(3, ImageShape(240, 320), seed=5)):
+        write_image(images / f"s{i}.png", sample.image())
+    assert main(["predict", "shapes-instance", str(images), "--out", str(tmp_path / "pred"), "--save-txt",
+                 "--backend", "onnxruntime", "--precision", "fp32"]) == 0
+    (tmp_path / "labels").mkdir()
+    for f in (tmp_path / "pred" / "labels").iterdir():  # Ultralytics' layout: images/ beside labels/
+        (tmp_path / "labels" / f.name).write_text(f.read_text())
+    p = edgeseg.load("shapes-instance", backend="onnxruntime", precision="fp32")
+    ds = YoloSeg(images, names=p.classes)
+    checked = 0
+    for sample in ds:
+        r = p(sample.image())
+        truth = sample.truth
+        assert truth.classes.tolist() == r.classes.tolist()
+        for a, b in zip(r.masks, truth.masks):
+            iou = (a & b).sum() / (a | b).sum()
+            assert iou > (0.85 if a.sum() > 400 else 0.6), iou  # the outline through boundary pixels' centres
+            checked += 1
+    assert checked >= 5
+    assert main(["predict", "shapes-instance", str(images), "--json", str(tmp_path / "x.json"), "--save-txt"]) == 2
+    assert "it needs --out DIR" in capsys.readouterr().err
