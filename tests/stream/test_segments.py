@@ -207,6 +207,13 @@ def test_json_lines_in_segments(tmp_path):
     assert len((tmp_path / "live.00001.part.jsonl").read_text().splitlines()) == 2
     live.close()
     assert sorted(p.name for p in tmp_path.glob("live*")) == ["live.00000.jsonl", "live.00001.jsonl"]
+    # two cameras interleaved: a segment holds 1 s of each (session 48 cut them at 0.5 s: frames were counted together)
+    two = JsonLinesSink(tmp_path / "two.jsonl", segment_s=1, fps=10)
+    two.open()
+    for i in range(25):
+        two.write(Frame(np.zeros((4, 6, 3), np.uint8), index=i // 2, source_id="ab"[i % 2]), None)
+    two.close()
+    assert [r["frames"] for r in two.segment_records()] == [20, 5]
 
 
 def test_run_cli_cuts_video_and_json_lines_alike(tmp_path):

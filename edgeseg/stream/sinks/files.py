@@ -128,6 +128,7 @@ class JsonLinesSink(Sink):
         self.fps = fps
         self.segments: list[Any] = []  # with segment_s: every file of the run (Segment), finished or removed
         self._segment_len = 0
+        self._per_source: dict[str, int] = {}  # frames of each source in the segment being written
         self._next_index = 0
         self._finisher = Finisher(keep=self.keep_segments)
 
@@ -177,15 +178,19 @@ class JsonLinesSink(Sink):
 
     def write(self, frame: Frame, result: Any, packet: Packet | None = None) -> None:
         if self.segment_s:
-            if self._f is not None and self.segments[-1].frames >= self._segment_len:
+            # a segment holds segment_s seconds of each source (frames counted per source: with several sources
+            # interleaved, a count of all frames cut 60 s segments of two cameras at 30 s)
+            if self._f is not None and self._per_source.get(frame.source_id, 0) >= self._segment_len:
                 f, self._f = self._f, None
                 self._finisher.finish_now(self._finishing(f, self.segments[-1]), self.segments[-1])
             if self._f is None:
                 self._begin_segment()
+                self._per_source = {}
         self._f.write(json.dumps(frame_record(frame, result, packet), separators=(",", ":")) + "\n")
         self.lines += 1
         if self.segment_s:
             self.segments[-1].frames += 1
+            self._per_source[frame.source_id] = self._per_source.get(frame.source_id, 0) + 1
 
     @property
     def paths(self) -> list[Path]:
