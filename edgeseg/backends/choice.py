@@ -144,6 +144,9 @@ def list_candidates(facts: Facts, backend: str = "auto", precision: str = "auto"
             return why
         if c.backend == "tensorrt" and device == "cpu":
             return "device 'cpu' asked"
+        if c.backend == "onnxruntime" and device == "cuda":  # onnxruntime-gpu runs it on CUDA (its runner asks)
+            return None if _ort_cuda() else "device 'cuda' asked: this onnxruntime has no CUDA provider " \
+                                            "(pip install onnxruntime-gpu)"
         if c.backend != "tensorrt" and device not in ("auto", "cpu"):  # --device cuda ran on the CPU, unsaid
             return f"device {device!r} asked: {c.backend} runs on the CPU here"
         if c.backend == "openvino" and backend == "auto" and facts.machine.lower() not in X86:
@@ -393,6 +396,16 @@ def cache_path() -> Path | None:
     if env is not None and env.strip().lower() in ("", "off", "0", "none"):
         return None
     return cache_dir() / "choices.json"
+
+
+def _ort_cuda() -> bool:
+    """Whether this onnxruntime has its CUDA execution provider (onnxruntime-gpu)."""
+    try:
+        import onnxruntime as ort
+
+        return "CUDAExecutionProvider" in ort.get_available_providers()
+    except Exception:  # noqa: BLE001 - no onnxruntime: no provider
+        return False
 
 
 def cache_key(bundle: "Bundle", dev: DeviceInfo, request: Mapping[str, Any]) -> str:

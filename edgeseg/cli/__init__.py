@@ -72,7 +72,7 @@ ALIASES = {
     "--source": "--source URI (edgeseg run) or the image paths (edgeseg predict B IMAGE...)",
     "--save-txt": "--json FILE (predict) or --json-out FILE (run)", "--save": "--out DIR (predict) or --sink OUT.mp4 (run)",
     "--model": "the bundle (edgeseg predict BUNDLE ...; edgeseg run --bundle BUNDLE)",
-    "--network": "--bundle BUNDLE (a shipped name: edgeseg list)", "--visualize": "--alpha A (0..1) and --png-dir DIR",
+    "--network": "--bundle BUNDLE (the shipped names: edgeseg models --bundles)", "--visualize": "--alpha A (0..1) and --png-dir DIR",
     "--input": "--source URI", "--output": "--sink OUT.mp4 (run) or --out DIR (predict)",
     "--device": "--backend / --device (edgeseg COMMAND --help)", "--work-dir": "--out DIR",
 }

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 
 NAME = "deepstream"
 HELP = "write a semantic bundle for DeepStream's nvinfer: model.onnx (normalisation baked in), labels, config file"
@@ -22,9 +21,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="nvinfer's network-mode (int8: the bundle's TensorRT calibration cache, from edgeseg quantize "
                         "--target tensorrt)")
     p.add_argument("--trt-version", default=None,
-                   help="TensorRT version that builds the engine, for --precision int8 (default 10.3: JetPack 6, "
-                        "DeepStream 7.1; 8.5.2: JetPack 5.1, DeepStream 6.2; 8.6: DeepStream 6.3-7.0). TensorRT skips a "
-                        "calibration cache written for another version")
+                   help="TensorRT version that builds the engine (default 10.3: JetPack 6, DeepStream 7.1; 8.5.2: "
+                        "JetPack 5.1, DeepStream 6.2; 8.6: DeepStream 6.3-7.0): the model's opset is checked against "
+                        "its parser, and with --precision int8 the calibration cache is the one written for it "
+                        "(TensorRT skips a cache written for another version)")
     p.add_argument("--overwrite", action="store_true", help="replace the files in an existing --out folder")
 
 
@@ -32,9 +32,6 @@ def run(args: argparse.Namespace) -> int:
     from ..bundle import Bundle
     from ..quant.deepstream import write_deepstream
 
-    if args.trt_version and args.precision != "int8":
-        logging.getLogger("edgeseg.deepstream").warning("--trt-version %s is used with --precision int8 only (its "
-                                                        "calibration cache); ignored", args.trt_version)
     config = write_deepstream(Bundle.open(args.bundle), args.out, precision=args.precision,
                               trt_version=args.trt_version or "10.3", overwrite=args.overwrite)
     print(f"wrote {config} (with model.onnx, labels.txt and the same in YAML, {config.with_suffix('.yml').name}, "

@@ -185,6 +185,12 @@ def _cache(bundle, version: str, out: Path, renamed: dict[str, str]) -> Path:
     if not caches:
         raise InputError(f"bundle {bundle.manifest.name!r} has no TensorRT calibration cache for INT8",
                          fix=f"edgeseg quantize {bundle.source} --target tensorrt --calib FRAMES, or --precision fp16")
+    gate = (bundle.report.get("int8") or {}).get("tensorrt")
+    if isinstance(gate, dict) and gate.get("met_budget") is False:  # a quantize that failed its gate still wrote them
+        log.warning("bundle %r: its TensorRT calibration cache comes from an INT8 run that failed its accuracy gate "
+                    "(%s drop %s > %s): nvinfer's INT8 engine may score that much worse; --precision fp16, or "
+                    "edgeseg quantize %s --target tensorrt again until it passes", bundle.manifest.name,
+                    gate.get("metric") or "metric", gate.get("drop"), gate.get("max_drop"), bundle.source)
     by_code = sorted((read_cache(c).version_code, c) for c in caches)
     same = [c for v, c in by_code if v == code]
     if same:

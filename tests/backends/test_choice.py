@@ -301,6 +301,8 @@ def test_a_gpu_asked_for_where_only_the_cpu_runs_is_refused(road, cache):
     with pytest.raises(Unavailable, match="device cuda") as e:
         ch.choose(road, device="cuda", threads=1)
     assert "runs on the CPU here" in str(e.value) and "TensorRT" in e.value.fix
+    # ONNX Runtime is refused for what it lacks here (a reviewer: onnxruntime-gpu's runner does run on CUDA)
+    assert "this onnxruntime has no CUDA provider (pip install onnxruntime-gpu)" in str(e.value)
 
 
 def test_int8_gate_and_decisions_made_on_another_cpu_are_retimed(road, tmp_path):

@@ -73,6 +73,33 @@ def test_int8_takes_the_bundles_calibration_cache_for_the_trt_version(tmp_path):
     assert not (tmp_path / "t11").exists()
 
 
+def test_a_cache_from_a_failed_gate_is_said_and_trt_version_is_not_called_ignored(tmp_path, caplog):
+    """A reviewer: a TensorRT quantize that failed its gate (no earlier INT8 model) still wrote its calibration caches,
+    and `edgeseg deepstream --precision int8` used them without a word; `--trt-version 8.5.2 --precision fp16` said
+    'ignored' and then refused the opset for that very version."""
+    import json
+    import shutil
+
+    from edgeseg.bundle import Bundle
+    from edgeseg.cli import main
+    from edgeseg.quant.deepstream import write_deepstream
+
+    shutil.copytree(Bundle.open("road").root, tmp_path / "road.edgeseg")
+    report = json.loads((tmp_path / "road.edgeseg" / "report.json").read_text())
+    report["int8"]["tensorrt"].update(met_budget=False, drop=1.7, max_drop=1.0)
+    (tmp_path / "road.edgeseg" / "report.json").write_text(json.dumps(report))
+    manifest = json.loads((tmp_path / "road.edgeseg" / "manifest.json").read_text())
+    manifest["files"].pop("report.json", None)  # edited by hand: its checksum no longer listed
+    (tmp_path / "road.edgeseg" / "manifest.json").write_text(json.dumps(manifest))
+    with caplog.at_level("WARNING", logger="edgeseg.quant.deepstream"):
+        write_deepstream(Bundle.open(tmp_path / "road.edgeseg"), tmp_path / "ds", precision="int8")
+    assert "failed its accuracy gate (mIoU drop 1.7 > 1.0)" in caplog.text
+    caplog.clear()
+    assert main(["deepstream", "road", "--out", str(tmp_path / "j5"), "--precision", "fp16", "--trt-version",
+                 "8.5.2"]) == 2
+    assert "ignored" not in caplog.text
+
+
 def test_a_model_newer_than_the_trt_version_parses_is_refused_before_anything_is_written(tmp_path):
     """An audit: `--trt-version 8.5.2` (JetPack 5.1, its own help example) wrote the shipped opset-19 model, which
     TensorRT 8.5's parser (opsets up to 17; ReduceMean's axes became an input in 18) refuses on the device."""
