@@ -41,6 +41,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--score-threshold", type=float, default=None, metavar="T",
                    help="instance and panoptic bundles: drop detections scoring below T (a Panoptic-DeepLab: centres scoring "
                         "at or below T, its center_threshold; default: the bundle's)")
+    p.add_argument("--class-agnostic", action="store_true",
+                   help="instance bundles: NMS across classes (Ultralytics' agnostic_nms): one object no longer also "
+                        "given under a second class")
     p.add_argument("--classes", default=None, metavar="NAMES|IDS",
                    help="instance and panoptic bundles: keep only these classes, e.g. person,car or 0,2 (Ultralytics' "
                         "classes=); the others' detections are dropped, their panoptic pixels void (numbers of a panoptic "
@@ -218,6 +221,11 @@ def run(args: argparse.Namespace) -> int:
         if task not in ("instance", "panoptic"):
             raise InputError(f"--score-threshold applies to instance and panoptic bundles; {args.bundle} is a {task} bundle")
         predictor.set_options(score_threshold=args.score_threshold)
+    if args.class_agnostic:
+        if task != "instance":
+            raise InputError(f"--class-agnostic applies to instance bundles; {args.bundle} is a {task} bundle",
+                             fix="leave --class-agnostic out")
+        predictor.set_options(class_agnostic=True)
     keep = drawn = None  # instance/panoptic: the classes kept; semantic: the classes the overlays draw
     if args.classes is not None:
         from ..structures.filters import class_ids

@@ -28,7 +28,7 @@ EXAMPLES = (
 _FIELDS = ("hud", "bundle", "source", "sink", "segment_s", "keep_segments", "json_segments", "rtsp_port", "rtsp_address", "show", "json_out", "png_dir", "stats_json",
            "realtime", "max_frames", "on_error", "backend", "precision", "target", "threads", "device",
            "queue_size", "fps", "encoder", "source_backend", "alpha", "max_batch", "batch_timeout_ms", "upsample",
-           "score_threshold", "classes", "prompt", "track", "keyframe_interval", "keyframe_motion", "cv_threads",
+           "score_threshold", "class_agnostic", "classes", "prompt", "track", "keyframe_interval", "keyframe_motion", "cv_threads",
            "decoder_threads")
 
 
@@ -101,6 +101,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--score-threshold", type=float, default=None, metavar="T",
                    help="instance and panoptic decode: drop detections scoring below T (a Panoptic-DeepLab: centres "
                         "scoring at or below T, its center_threshold; default: the bundle's)")
+    g.add_argument("--class-agnostic", action="store_true", default=None,
+                   help="instance bundles: NMS across classes (Ultralytics' agnostic_nms): one object no longer also "
+                        "given under a second class")
     g.add_argument("--classes", default=None, metavar="NAMES|IDS",
                    help="instance and panoptic bundles: keep only these classes, e.g. person,car or 0,2 (drawn, written "
                         "and tracked; the others' detections are dropped, their panoptic pixels void; numbers of a panoptic "

@@ -47,6 +47,7 @@ class StreamOptions:
     threads: int = 0  # inference threads (0: automatic, one fewer than the cores on <= 4 cores, else the runtime's)
     upsample: str | None = None  # semantic decoder: None (the bundle's), "logits" (accurate) or "labels" (fast)
     score_threshold: float | None = None  # instance decoder: None (the bundle's) or the minimum detection score
+    class_agnostic: bool | None = None  # instance decoder: True: NMS across classes (None: the bundle's)
     classes: Any = None  # instance/panoptic: keep only these classes ("person,car", "0,2" or a list); semantic: draw only these; None: all
     prompt: Any = None  # video object propagation (alone, or next to the bundle): an id mask PNG path or array (VosStage)
     track: bool = False  # stable ids across frames for instance/panoptic results (TrackStage after decode)
@@ -153,6 +154,8 @@ def check_options(opts: StreamOptions) -> None:
             if _number(opts.alpha) and 1 < opts.alpha <= 255 else ""))
     if opts.score_threshold is not None and not (_number(opts.score_threshold) and 0 <= opts.score_threshold <= 1):
         refuse("score_threshold", "a score from 0 to 1 (or None: the bundle's)")  # under its own name, whatever field
+    if opts.class_agnostic is not None and not isinstance(opts.class_agnostic, bool):  # 'no' switched it on
+        refuse("class_agnostic", "true or false (or None: the bundle's)")
     if opts.fps is not None and not (_number(opts.fps) and opts.fps > 0):
         refuse("fps", "a number > 0 (or None: the source's)")
     if not (_number(opts.batch_timeout_ms) and opts.batch_timeout_ms >= 0):  # inf hung a batching thread
@@ -280,7 +283,8 @@ def build_pipeline(opts: StreamOptions, predictor: Any = None, extra_sinks: tupl
     late = opts.track or vos is not None  # stages after decode: the overlay comes after them
     stages = predictor_stages(predictor, None if late else renderer, max_batch=opts.max_batch,
                               batch_timeout_s=opts.batch_timeout_ms / 1e3, upsample=opts.upsample,
-                              score_threshold=opts.score_threshold, classes=classes)
+                              score_threshold=opts.score_threshold, classes=classes,
+                              class_agnostic=opts.class_agnostic)
     if keyframes is not None:  # keyframe-flow first; preprocess, inference, decode on keyframes only; then carry
         from .keyframe_stage import keyframe_stages
 

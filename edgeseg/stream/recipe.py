@@ -23,7 +23,7 @@ RECIPE_KEYS: dict[str, dict[str, str]] = {
     "source": {"uri": "source", "realtime": "realtime", "backend": "source_backend"},
     "model": {"bundle": "bundle", "backend": "backend", "precision": "precision", "target": "target",
               "device": "device", "threads": "threads", "upsample": "upsample",
-              "score_threshold": "score_threshold", "classes": "classes", "prompt": "prompt", "track": "track",
+              "score_threshold": "score_threshold", "class_agnostic": "class_agnostic", "classes": "classes", "prompt": "prompt", "track": "track",
               "keyframe_interval": "keyframe_interval", "keyframe_motion": "keyframe_motion"},
     "sinks": {"mp4": "sink", "segment_s": "segment_s", "keep_segments": "keep_segments", "json_segments": "json_segments", "encoder": "encoder", "rtsp_port": "rtsp_port", "rtsp_address": "rtsp_address",
               "rtsp_mount": "rtsp_mount", "show": "show", "json": "json_out", "png_dir": "png_dir",

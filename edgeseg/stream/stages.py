@@ -173,14 +173,16 @@ def _keeping(postprocess: Callable[..., Any], predictor: Any, classes: Any) -> C
 
 def predictor_stages(predictor: Any, render: Renderer | None = None, max_batch: int = 1,
                      batch_timeout_s: float = 0.01, upsample: str | None = None,
-                     score_threshold: float | None = None, classes: Any = None) -> list[Stage]:
+                     score_threshold: float | None = None, classes: Any = None,
+                     class_agnostic: bool | None = None) -> list[Stage]:
     """preprocess -> inference -> decode (-> render) for a predictor. ``upsample`` overrides a semantic
     bundle's decoder upsampling (``"logits"``: bilinear logits, accurate; ``"labels"``: nearest labels, fast);
     ``score_threshold`` an instance bundle's. Each is a field of the task's decoder options: asking for
     one the bundle's task does not have is an error naming the task. ``classes``: only these classes' detections
     or segments are kept (:mod:`~edgeseg.structures.filters`; refused for a semantic bundle)."""
     postprocess = predictor.postprocess
-    overrides = {k: v for k, v in (("upsample", upsample), ("score_threshold", score_threshold)) if v is not None}
+    overrides = {k: v for k, v in (("upsample", upsample), ("score_threshold", score_threshold),
+                                   ("class_agnostic", class_agnostic)) if v is not None}
     if overrides:
         manifest = getattr(predictor, "manifest", None)
         options = getattr(predictor, "options", None)
