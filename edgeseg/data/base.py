@@ -234,7 +234,9 @@ def open_dataset(spec: str, split: str = "val") -> SegmentationDataset:
                                                        (``camvid:`` alone: the data folder's ``camvid/``)
     ``cityscapes:ROOT[,classes=camvid][,cities=A+B][,gt=gtCoarse]``  Cityscapes as downloaded (leftImg8bit/, gtFine/):
                                                        its 19 training classes, or CamVid's 11
-    ``folder:IMAGES_DIR,MASKS_DIR[,classes=FILE][,void=ID][,num_classes=K]``  image+mask pairs by file stem
+    ``folder:IMAGES_DIR,MASKS_DIR[,classes=FILE][,void=ID][,num_classes=K][,list=FILE]``  image+mask pairs by
+                                                       file stem (``list``: only the stems it lists, ``{split}``
+                                                       replaced: Pascal VOC's ``ImageSets/Segmentation/{split}.txt``)
     ``synthetic:N[,seed=S][,size=WxH]``                N independent synthetic scenes (``split`` picks the seed stream)
     ``coco-instance:JSON|DIR[,images=DIR][,cities=A+B]``  COCO instance masks (RLE/polygons): an instance dataset
                                                        (``coco:`` is the same)
@@ -268,8 +270,14 @@ def open_semantic_dataset(spec: str, split: str = "val", purpose: str = "this") 
     (calibration with labels, semantic training and evaluation read label maps)."""
     ds = open_dataset(spec, split)
     if not isinstance(ds, SegmentationDataset):
-        raise DataError(f"{spec} is an instance dataset ({type(ds).__name__}); {purpose} needs semantic label maps",
-                        fix="use a semantic dataset spec (camvid:, folder:, synthetic:) here")
+        kind = DatasetSpec.parse(spec).kind
+        panoptic = "panoptic" in kind
+        fix = ("its semantic view: panoptic-semantic:" + spec.split(":", 1)[-1] + " (the same files, every pixel's "
+               "class); a panoptic model trains with tools/train_panoptic.py") if panoptic else \
+            "an instance model trains with tools/train_instance.py; here, a semantic dataset spec (camvid:, folder:, " \
+            "cityscapes:, yolo-semantic:, synthetic:)"
+        raise DataError(f"{spec} is {'a panoptic' if panoptic else 'an instance'} dataset ({type(ds).__name__}); "
+                        f"{purpose} needs semantic label maps", fix=fix)
     return ds
 
 

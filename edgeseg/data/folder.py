@@ -97,9 +97,18 @@ class FolderDataset(SegmentationDataset):
         classes: tuple[str, ...] | None = None,
         num_classes: int | None = None,
         void: int | None = None,
+        stems: list[str] | None = None,
     ):
         self.images_dir, self.masks_dir = Path(images), Path(masks)
         imgs, msks = _by_stem(self.images_dir, "image"), _by_stem(self.masks_dir, "mask")
+        if stems is not None:  # a list file (Pascal VOC's ImageSets): those pairs only, the other files left alone
+            missing = [s for s in stems if s not in imgs or s not in msks]
+            if missing:
+                raise DataError(f"{len(missing)} of the {len(stems)} listed names have no image or no mask in "
+                                f"{self.images_dir} / {self.masks_dir}: {', '.join(missing[:5])}",
+                                fix="list file stems (abc for abc.jpg and abc.png), one per line, of files both "
+                                    "folders hold")
+            imgs, msks = {s: imgs[s] for s in stems}, {s: msks[s] for s in stems}
         lonely_i, lonely_m = sorted(set(imgs) - set(msks)), sorted(set(msks) - set(imgs))
         if lonely_i or lonely_m:
             parts = []
@@ -109,7 +118,8 @@ class FolderDataset(SegmentationDataset):
                 parts.append(f"masks without an image: {', '.join(msks[s].name for s in lonely_m[:5])}")
             raise DataError(
                 f"unmatched files in {self.images_dir} / {self.masks_dir}: " + "; ".join(parts),
-                fix="every image needs a mask with the same file stem (abc.jpg <-> abc.png)",
+                fix="every image needs a mask with the same file stem (abc.jpg <-> abc.png), or list the pairs to "
+                    "use, one stem per line, with list=FILE (Pascal VOC: list=ImageSets/Segmentation/{split}.txt)",
             )
         if not imgs:
             raise DataError(f"no images found in {self.images_dir}", fix=f"supported: {', '.join(IMAGE_SUFFIXES)}")
@@ -184,7 +194,7 @@ class FolderDataset(SegmentationDataset):
 
 @DATASETS.register("folder")
 def _open_folder(args: list[str], options: dict[str, str], split: str) -> FolderDataset:
-    check_options("folder", options, ("classes", "void", "num_classes"))
+    check_options("folder", options, ("classes", "void", "num_classes", "list"))
     if len(args) != 2:
         raise DataError("folder spec takes an images folder and a masks folder", fix="write folder:IMAGES_DIR,MASKS_DIR")
     try:
@@ -193,4 +203,13 @@ def _open_folder(args: list[str], options: dict[str, str], split: str) -> Folder
     except ValueError as e:
         raise DataError(f"folder dataset: void and num_classes must be integers ({e})") from None
     classes = read_class_names(options["classes"]) if "classes" in options else None
-    return FolderDataset(args[0], args[1], classes=classes, num_classes=k, void=void)
+    stems = None
+    if "list" in options:  # {split} becomes the split read: Pascal VOC's train.txt / val.txt
+        listed = Path(options["list"].replace("{split}", split))
+        if not listed.is_file():
+            raise DataError(f"folder dataset: list file {listed} not found",
+                            fix="one file stem per line (Pascal VOC: ImageSets/Segmentation/train.txt)")
+        stems = [Path(line.split()[0]).stem for line in listed.read_text().splitlines() if line.strip()]
+        if not stems:
+            raise DataError(f"folder dataset: list file {listed} names no file", fix="one file stem per line")
+    return FolderDataset(args[0], args[1], classes=classes, num_classes=k, void=void, stems=stems)

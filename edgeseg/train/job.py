@@ -223,6 +223,9 @@ def run_job(job: TrainJob, resume: bool = False) -> JobResult:
                          fix=f"leave --num-classes out (or give at least {len(train.classes)}); to train on fewer "
                              "classes, relabel the masks or name the classes with classes=FILE in the folder spec")
     n = job.num_classes or len(train.classes)
+    if job.config.batch_size > len(train):
+        log.warning("--batch %d is more than the %d training images: one batch of %d an epoch", job.config.batch_size,
+                    len(train), len(train))
     seed_everything(job.config.seed)
     model = create_model(job.model, num_classes=n, **job.model_kwargs)
     unfolded: list[str] = []
@@ -243,8 +246,13 @@ def run_job(job: TrainJob, resume: bool = False) -> JobResult:
                         "for the %d classes of %s (%s)", job.init, len(fresh), n, job.data, ", ".join(fresh))
     check_runs_at(model, job.config.crop or job.config.size, InputError, name=job.model)
     spec = InputSpec(size=job.config.size)
+    kind = lambda spec: str(spec).split(":", 1)[0] if ":" in str(spec) else "path"  # noqa: E731
+    settings = {"data": kind(job.data), "val_data": kind(job.val_data or job.data), "train_images": len(train),
+                "val_images": len(val) if val is not None else 0, "data_classes": list(train.classes),
+                "train_split": job.train_split, "val_split": job.val_split,
+                "init": None if job.init is None else Path(job.init).name, "model_kwargs": dict(job.model_kwargs)}
     trainer = Trainer(model, train, job.config, val_data=val, input_spec=spec, num_classes=n, out_dir=job.out,
-                      model_name=job.model)
+                      model_name=job.model, job_settings=settings)
     if unfolded:
         seen = recalibrate_from_training_data(trainer, unfolded, job.init_batches)
         log.info("re-estimated %d folded BatchNorms on %d training crops", len(unfolded), seen)

@@ -94,6 +94,16 @@ class TrainConfig:
                              fix="give --epochs and --batch of at least 1")
         if not math.isfinite(self.lr) or self.lr <= 0:  # before the data is read, not at the optimizer
             raise InputError(f"learning rate must be a positive number, got {self.lr}", fix="e.g. --lr 0.01")
+        if not (math.isfinite(self.momentum) and 0 <= self.momentum < 1):  # an audit: 2 trained without a word
+            raise InputError(f"momentum must be in [0, 1), got {self.momentum}", fix="e.g. --momentum 0.9")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise InputError(f"weight decay must be >= 0, got {self.weight_decay}", fix="e.g. --weight-decay 1e-4")
+        if not (math.isfinite(self.warmup_epochs) and self.warmup_epochs >= 0):
+            raise InputError(f"warm-up must be a number of epochs >= 0, got {self.warmup_epochs}",
+                             fix="e.g. --warmup 1; 0 starts at the full learning rate")
+        if self.warmup_epochs > self.epochs:
+            log.warning("the warm-up (%g epochs) is longer than the run (%d): the learning rate never reaches --lr %g",
+                        self.warmup_epochs, self.epochs, self.lr)
         if not isinstance(self.size, ImageShape):
             raise InputError(f"TrainConfig.size must be an ImageShape, got {self.size!r}")
         if self.crop is not None and (self.crop.height > self.size.height or self.crop.width > self.size.width):
@@ -275,8 +285,11 @@ class Trainer(CpuStepLevers):
         loss: Callable | None = None,
         out_dir: str | os.PathLike | None = None,
         model_name: str | None = None,
+        job_settings: dict[str, Any] | None = None,
     ):
         import torch
+
+        self.job_settings = dict(job_settings or {})  # what a resume must find unchanged beside the config
 
         self.config = config
         self.device = resolve_device(config.device)
@@ -287,8 +300,16 @@ class Trainer(CpuStepLevers):
         if self.num_classes <= 0:
             raise InputError("Trainer: cannot tell the number of classes", fix="pass num_classes=")
         names = tuple(str(c) for c in getattr(train_data, "classes", ()))
-        self.classes = names if len(names) == self.num_classes else ()
         palette = getattr(train_data, "palette", None)
+        if names and len(names) < self.num_classes:  # --num-classes above the data's: its names kept, the rest named
+            log.warning("%d model outputs for the %d classes of the data: outputs %d..%d are named class_%d.. and no "
+                        "label teaches them", self.num_classes, len(names), len(names), self.num_classes - 1, len(names))
+            names += tuple(f"class_{k}" for k in range(len(names), self.num_classes))
+            if palette is not None and len(palette) < self.num_classes:
+                from ..structures.palette import default_palette
+
+                palette = [*palette, *default_palette(self.num_classes)[len(palette):]]
+        self.classes = names if len(names) == self.num_classes else ()
         self.palette = None if palette is None or len(palette) != self.num_classes else \
             [[int(v) for v in c] for c in palette]
         self.spec = input_spec or InputSpec(size=config.size)
@@ -476,6 +497,9 @@ class Trainer(CpuStepLevers):
         the first SIGINT/SIGTERM stops it after the step in progress, saved (:class:`TrainingStopped`)."""
         if resume is not None:
             self.load(resume)
+            done = self.partial[0] if self.partial else 0
+            log.info("resuming %s at epoch %d%s (of %d)", resume, self.epoch + 1,
+                     f", after its step {done}" if done else "", self.config.epochs)
         stop = min(self.config.epochs, epochs or self.config.epochs)
         t0 = time.perf_counter()
         with StopRequest() as request:
@@ -533,6 +557,7 @@ class Trainer(CpuStepLevers):
             "history": [asdict(r) for r in self.history],
             "best": None if self.best is None else list(self.best),
             "config": self.config.to_dict(),
+            "job": dict(self.job_settings),
             "model_name": self.model_name,
             "num_classes": self.num_classes,
             "precision": self.precision,
@@ -552,6 +577,10 @@ class Trainer(CpuStepLevers):
                              fix=f"resume with model {theirs[0]} and its data/--num-classes, or give a new --out "
                                  "to start this run")
         changed = changed_settings(state.get("config") or {}, self.config.to_dict())
+        # the data as the job read it (kind, image counts, classes, splits, init), not its path: a dataset moved to
+        # another folder or machine resumes; another dataset does not (an audit: a resume on an 8-image set went on
+        # from a 101-image run's best, comparing mIoU across two validation sets)
+        changed += changed_settings(state.get("job") or {}, dict(self.job_settings))
         if changed:  # before: the restored optimizer kept the run's lr while the records showed the new one
             raise settings_refusal(where, changed)
         try:

@@ -86,3 +86,30 @@ def test_spec_parsing_and_errors(tmp_path):
         open_dataset(f"folder:{tmp_path},{tmp_path},colour=1")
     with pytest.raises(DataError, match="class-name file not found"):
         open_dataset(f"folder:{tmp_path},{tmp_path},classes={tmp_path / 'no.txt'}")
+
+
+def test_a_pascal_voc_layout_reads_the_pairs_its_list_names(tmp_path):
+    """An audit: VOC2012 has 17k JPEGImages and 2.9k SegmentationClass masks; folder: refused the unmatched images and
+    nothing read ImageSets/Segmentation/{train,val}.txt. ``list=FILE`` keeps the listed stems, ``{split}`` replaced."""
+    voc = tmp_path / "VOC2012"
+    for d in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
+        (voc / d).mkdir(parents=True)
+    for i in range(5):  # five images, three masks (VOC's palette PNG: 255 is the border, void)
+        write_image(voc / "JPEGImages" / f"2007_{i:06d}.jpg", np.full((8, 10, 3), 40 * i, np.uint8))
+    for i in (0, 2, 3):
+        lab = np.full((8, 10), i, np.uint8)
+        lab[0] = 255
+        write_label(voc / "SegmentationClass" / f"2007_{i:06d}.png", lab)
+    (voc / "ImageSets/Segmentation/train.txt").write_text("2007_000000\n2007_000002\n")
+    (voc / "ImageSets/Segmentation/val.txt").write_text("2007_000003\n")
+    spec = f"folder:{voc}/JPEGImages,{voc}/SegmentationClass,num_classes=21,list={voc}/ImageSets/Segmentation/{{split}}.txt"
+    train, val = open_dataset(spec, "train"), open_dataset(spec, "val")
+    assert [s.name for s in train] == ["2007_000000", "2007_000002"] and [s.name for s in val] == ["2007_000003"]
+    assert (train[1].labels[1:] == 2).all() and (train[1].labels[0] == IGNORE).all() and len(train.classes) == 21
+    (voc / "ImageSets/Segmentation/val.txt").write_text("2007_000001\n")  # an image without a mask
+    with pytest.raises(DataError, match="1 of the 1 listed names have no image or no mask") as e:
+        open_dataset(spec, "val")
+    assert "2007_000001" in str(e.value)
+    with pytest.raises(DataError, match="images without a mask") as e:
+        open_dataset(f"folder:{voc}/JPEGImages,{voc}/SegmentationClass", "train")
+    assert "list=ImageSets/Segmentation/{split}.txt" in e.value.fix

@@ -26,6 +26,34 @@ def test_cli_trains_and_resumes(tmp_path):
     assert b["history"] == a["history"]
 
 
+def test_cli_resume_on_other_data_or_settings_out_of_range_are_refused(tmp_path, capsys, caplog):
+    """An audit: `--resume` with another --data at an epoch end went on (a 101-image run's best compared with an
+    8-image set's mIoU); --momentum 2 and --weight-decay -1 trained without a word; --num-classes above the data's
+    dropped the data's class names; a resume said nothing of where it went on."""
+    out = tmp_path / "run"
+    assert main([*BASE, "--epochs", "1", "--out", str(out)]) == 0
+    other = [*BASE[:3], "synthetic:8,size=64x48,seed=1", *BASE[4:]]
+    assert main([*other, "--epochs", "2", "--out", str(out), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "other settings than this command gives" in err and "train_images 16 then, 8 now" in err
+    with caplog.at_level("INFO", logger="edgeseg.train.trainer"):
+        assert main([*BASE, "--epochs", "2", "--out", str(out), "--resume"]) == 0  # the same data: goes on
+    assert "at epoch 2 (of 2)" in caplog.text
+    for flag, value, words in (("--momentum", "2", "momentum must be in [0, 1)"),
+                               ("--weight-decay", "-1", "weight decay must be >= 0")):
+        assert main([*BASE, "--epochs", "1", "--out", str(tmp_path / "x"), flag, value]) == 2
+        assert words in capsys.readouterr().err
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        assert main([*BASE, "--epochs", "1", "--out", str(tmp_path / "wide"), "--num-classes", "8", "--json",
+                     str(tmp_path / "w.json")]) == 0
+    from edgeseg.data.synthetic import CLASSES
+
+    assert "outputs 6..7 are named class_6" in caplog.text
+    per_class = json.loads((tmp_path / "w.json").read_text())["training"]["final"]["per_class_iou"]
+    assert list(per_class) == [*CLASSES, "class_6", "class_7"]  # before: '0'..'7'
+
+
 def test_cli_resume_without_checkpoint_is_a_clear_error(tmp_path, capsys):
     assert main([*BASE, "--epochs", "1", "--out", str(tmp_path / "none"), "--resume"]) == 2
     err = capsys.readouterr().err
@@ -125,3 +153,16 @@ def test_cli_init_of_a_wrapper_loads_its_backbone(tmp_path, caplog):
     whole = [*crf]
     whole[whole.index(str(init))] = str(tmp_path / "crf" / "model.safetensors")
     assert main([*whole, "--out", str(tmp_path / "crf2")]) == 0
+
+
+@pytest.mark.data
+def test_panoptic_data_given_to_the_semantic_trainer_names_its_semantic_view(data_root):
+    """An audit: "...is an instance dataset (CocoPanoptic)", the fix listing camvid:, folder:, synthetic: only."""
+    from edgeseg.data.base import open_semantic_dataset
+    from edgeseg.errors import DataError
+
+    spec = f"coco-panoptic:{data_root}/cityscapes_panoptic/panoptic_val.json"
+    with pytest.raises(DataError, match="is a panoptic dataset") as e:
+        open_semantic_dataset(spec, "val", purpose="semantic training")
+    assert e.value.fix.startswith(f"its semantic view: panoptic-semantic:{data_root}/cityscapes_panoptic/panoptic_val")
+    assert len(open_semantic_dataset(e.value.fix.split()[3], "val")) == 224
