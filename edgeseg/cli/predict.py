@@ -81,6 +81,11 @@ def _instance_row(path: Path, result, out: Path | None, rgb, alpha: float, palet
         write_image(overlay_png, Renderer(palette, result.class_names, alpha=alpha, hud=False)(rgb, result))
         row.update(instances_png=str(ids_png), overlay=str(overlay_png))
     if out is not None and save_txt:
+        if len(result) and not result.has_masks:
+            from ..errors import InputError
+
+            raise InputError(f"--save-txt writes mask polygons; this bundle's results are boxes only ({path.name})",
+                             fix="leave --save-txt out (--json has the boxes)")
         from .._io import atomic_write_text
         from ..structures.polygons import mask_polygon, yolo_lines
 

@@ -192,6 +192,14 @@ class FolderDataset(SegmentationDataset):
                         len(self.classes), ", ".join(self.classes[:8]) + (" ..." if len(self.classes) > 8 else ""))
 
 
+def _listed_stem(line: str) -> str:
+    """A list file's line -> the stem it names: its first field (VOC's lines are stems; other lists give file names
+    or paths), an image or mask suffix dropped, any other dot kept (``a.v1`` is the stem of ``a.v1.png``)."""
+    name = Path(line.split()[0]).name
+    stem, dot, suffix = name.rpartition(".")
+    return stem if dot and f".{suffix.lower()}" in IMAGE_SUFFIXES else name
+
+
 @DATASETS.register("folder")
 def _open_folder(args: list[str], options: dict[str, str], split: str) -> FolderDataset:
     check_options("folder", options, ("classes", "void", "num_classes", "list"))
@@ -209,7 +217,8 @@ def _open_folder(args: list[str], options: dict[str, str], split: str) -> Folder
         if not listed.is_file():
             raise DataError(f"folder dataset: list file {listed} not found",
                             fix="one file stem per line (Pascal VOC: ImageSets/Segmentation/train.txt)")
-        stems = [Path(line.split()[0]).stem for line in listed.read_text().splitlines() if line.strip()]
+        stems = [_listed_stem(line) for line in listed.read_text(encoding="utf-8-sig").splitlines()
+                 if line.strip() and not line.lstrip().startswith("#")]
         if not stems:
             raise DataError(f"folder dataset: list file {listed} names no file", fix="one file stem per line")
     return FolderDataset(args[0], args[1], classes=classes, num_classes=k, void=void, stems=stems)

@@ -694,6 +694,7 @@ def decode_instance(outputs: Mapping[str, np.ndarray], meta: "PreprocessMeta", m
     opts = opts.replace(**overrides)
     with np.errstate(invalid="ignore", over="ignore"):  # NaN/inf outputs are dropped on purpose, not warned per frame
         result = _LAYOUTS[opts.layout](outputs, meta, manifest, opts)
-    if opts.class_agnostic and opts.layout != "prototype":  # the prototype layout's own NMS took it
+    if opts.class_agnostic and (opts.layout != "prototype" or opts.prototype_format == "end2end"):  # (the prototype
+        # layout's own NMS took it; an end-to-end export's graph ran its NMS per class)
         result = across_classes(result, opts.iou_threshold)
     return result

@@ -301,7 +301,8 @@ RESTRICTIONS: dict[str, tuple[Restriction, ...]] = {
                                      "max_output_boxes > 0, score_activation and box_coding 0 or 1, each of "
                                      f"{', '.join(_ENMS_ATTRS)} given; its creator refuses the node otherwise",
                                      _efficient_nms_refused, "NVIDIA/TensorRT plugin/efficientNMSPlugin/"
-                                     "efficientNMSPlugin.cpp, createPlugin (PLUGIN_VALIDATE)",
+                                     "efficientNMSPlugin.cpp, createPlugin (PLUGIN_VALIDATE; older creators took any "
+                                     "value: the release that added the checks is not known here)", "warning",
                                      fix="export the model again with this edgeseg (edgeseg export ... --nms tensorrt), "
                                          "or set the node's attributes within those bounds"),),
     "LayerNormalization": (Restriction("LayerNormalization", "only the first output `Y` is supported",

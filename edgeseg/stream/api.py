@@ -18,7 +18,7 @@ import time
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -48,7 +48,8 @@ class StreamOptions:
     upsample: str | None = None  # semantic decoder: None (the bundle's), "logits" (accurate) or "labels" (fast)
     score_threshold: float | None = None  # instance decoder: None (the bundle's) or the minimum detection score
     class_agnostic: bool | None = None  # instance decoder: True: NMS across classes (None: the bundle's)
-    classes: Any = None  # instance/panoptic: keep only these classes ("person,car", "0,2" or a list); semantic: draw only these; None: all
+    classes: Any = None  # instance/panoptic: keep only these classes ("person,car", "0,2" or a list; a panoptic bundle's
+    # numbers: its category ids); semantic: draw only these; None: all
     prompt: Any = None  # video object propagation (alone, or next to the bundle): an id mask PNG path or array (VosStage)
     track: bool = False  # stable ids across frames for instance/panoptic results (TrackStage after decode)
     keyframe_interval: int = 1  # > 1: run the bundle on keyframes only, flow-propagate between (KeyframeStage)
@@ -268,6 +269,10 @@ def build_pipeline(opts: StreamOptions, predictor: Any = None, extra_sinks: tupl
 
             check_trackable(predictor)
         classes, only = _semantic_classes(opts, predictor)
+        task = getattr(getattr(predictor, "manifest", None), "task", "instance")
+        if opts.class_agnostic is not None and task != "instance":  # here, not after: the source is closed on it
+            raise InputError(f"--class-agnostic applies to instance bundles; this is a {task} bundle",
+                             fix="leave --class-agnostic out")
     except BaseException:
         source.close()
         raise
@@ -432,9 +437,11 @@ class Stream:
 
     @property
     def skipped(self) -> int:
-        """A live source's results the loop never saw: a newer one was ready before it asked for the next (it always
-        gets the freshest; ``stats_json``'s ``consumer_skipped``). A file's results all wait for the loop: 0."""
-        return self._ended.get("skipped", 0)
+        """A live source's results the loop never saw (a camera, a ``realtime`` replay): a newer one of the same source
+        was ready before the loop asked for it (:mod:`~edgeseg.stream.handover`; ``stats_json``'s
+        ``consumer_skipped``). A file's results all wait for the loop."""
+        handover = self._ended.get("handover")
+        return 0 if handover is None else handover.skipped
 
     def __iter__(self) -> "Stream":
         return self
@@ -537,38 +544,35 @@ def _own_thread() -> bool:
     return t.name.startswith("edgeseg-") or isinstance(t, threading._DummyThread)
 
 
+def _live_sources(source: Any) -> Callable[[Any], bool]:
+    """Whether a frame's ``source_id`` is a live source's (each part of a :class:`MultiSource` on its own)."""
+    parts = getattr(source, "sources", None)
+    if parts:
+        from .sources.mux import _name
+
+        ids = {_name(s) for s in parts if s.live}
+        return lambda sid: sid in ids
+    live = bool(source.live)
+    return lambda _sid: live
+
+
 def _stream(opts: StreamOptions, bundle: Any, ended: dict[str, Any]) -> Iterator[tuple[Any, Any]]:
     """:class:`Stream`'s generator: the pipeline runs from the first ``next()`` to the loop's end."""
-    out: queue.Queue = queue.Queue(maxsize=max(2, opts.queue_size))
+    from .handover import HandOver
+
     done = object()
     ended["started"] = True
-    ended["skipped"] = 0
-    live: list[bool] = [False]
-
-    def hand_over(frame: Any, result: Any) -> None:
-        """A file's results wait for the consumer (nothing is lost); a live source's never do: the consumer gets the
-        freshest result, the one still waiting for it skipped (before: a 5 Hz consumer of a 25 fps camera got
-        results 1.8-2.5 s old, every stage queue full behind it)."""
-        if not live[0]:
-            out.put((frame, result))
-            return
-        while True:
-            try:
-                out.put_nowait((frame, result))
-                return
-            except queue.Full:
-                with contextlib.suppress(queue.Empty):
-                    out.get_nowait()
-                    ended["skipped"] += 1
-
+    live_ids: list[Callable[[Any], bool]] = [lambda _sid: False]
+    # the loop's hand-over (handover.py): a file's results wait for the loop, a live source's never do
+    out = HandOver(max(2, opts.queue_size), lambda sid: live_ids[0](sid))
     try:
-        pipe = build_pipeline(opts, predictor=bundle, extra_sinks=(CallbackSink(hand_over),), handle_signals=False)
+        to_loop = CallbackSink(lambda f, r: out.put(f.source_id, (f, r)))
+        pipe = build_pipeline(opts, predictor=bundle, extra_sinks=(to_loop,), handle_signals=False)
     except BaseException:
         ended["finished"].set()
         raise
-    if pipe.source.live:
-        live[0] = True
-        out = queue.Queue(maxsize=1)  # (before the first frame: the sink thread starts with pipe.run below)
+    live_ids[0] = _live_sources(pipe.source)  # (before the first frame: the sink thread starts with pipe.run below)
+    ended["handover"] = out
     ended["stop"] = pipe.stop
     if ended.get("closing"):  # closed while the pipeline was being built (a slow model load): stop before a frame
         pipe.stop()
@@ -580,7 +584,7 @@ def _stream(opts: StreamOptions, bundle: Any, ended: dict[str, Any]) -> Iterator
         except BaseException as e:  # handed to the consumer below
             failure.append(e)
         finally:
-            out.put(done)
+            out.put_end(done)
 
     thread = threading.Thread(target=run, name="edgeseg-stream", daemon=True)
     thread.start()
@@ -592,14 +596,13 @@ def _stream(opts: StreamOptions, bundle: Any, ended: dict[str, Any]) -> Iterator
                     out.get(timeout=0.05)
             thread.join()
             ended["stats"] = pipe.stats
-            if ended["skipped"]:
+            if out.skipped:
                 logging.getLogger("edgeseg.stream").info(
                     "the loop was slower than the live source: %d results skipped (it got the freshest each time)",
-                    ended["skipped"])
+                    out.skipped)
             if pipe.stats is not None and opts.stats_json:
                 try:
-                    write_json(opts.stats_json, {**stats_record(pipe, opts, bundle),
-                                                 "consumer_skipped": ended["skipped"]})
+                    write_json(opts.stats_json, {**stats_record(pipe, opts, bundle), "consumer_skipped": out.skipped})
                 except (OSError, EdgesegError) as e:  # not in place of the run's own error, not from inside close()
                     logging.getLogger("edgeseg.stream").warning("could not write stats_json %s: %s", opts.stats_json, e)
         finally:

@@ -262,6 +262,11 @@ class FrameBuffer:
 
     def get(self, timeout: float | None = None) -> Any:
         """The oldest item, or raise ``TimeoutError`` (nothing within ``timeout``) / ``EOFError`` (closed and empty)."""
+        return self.get_counted(timeout)[0]
+
+    def get_counted(self, timeout: float | None = None) -> tuple[Any, int]:
+        """:meth:`get`, and ``dropped`` as it was when the item was taken (under the lock: every frame dropped by then
+        was older than this one, so the count is exact for numbering it)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             while not self._items:
@@ -273,7 +278,7 @@ class FrameBuffer:
                 self._cond.wait(left if left is not None else 0.1)
             item = self._items.popleft()
             self._cond.notify_all()
-            return item
+            return item, self.dropped
 
     def take_dropped(self) -> int:
         """The frames dropped so far, the count starting again from 0."""

@@ -11,10 +11,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from typing import Any
 
+import logging
+
 import numpy as np
 
 from ..errors import InputError
 from .results import InstanceResult, PanopticResult
+
+log = logging.getLogger(__name__)
 
 
 def class_ids(spec: str | Iterable[Any], classes: Sequence[str], category_ids: Sequence[int] = ()) -> tuple[int, ...]:
@@ -28,14 +32,20 @@ def class_ids(spec: str | Iterable[Any], classes: Sequence[str], category_ids: S
         raise InputError("--classes is empty", fix="give class names or numbers, e.g. --classes person,car or 0,2")
     lower = {c.lower(): k for k, c in enumerate(classes)}
     numbers = {int(c): k for k, c in enumerate(category_ids)} if category_ids else {k: k for k in range(len(classes))}
-    out, bad = set(), []
+    out, bad, moved = set(), [], []
     for item in items:
         if item.lower() in lower:
             out.add(lower[item.lower()])
         elif item.lstrip("-").isdigit() and int(item) in numbers:
             out.add(numbers[int(item)])
+            if category_ids and int(item) < len(classes) and numbers[int(item)] != int(item):
+                moved.append(f"{item} is {classes[numbers[int(item)]]}, not the class at index {item} "
+                             f"({classes[int(item)]})")
         else:
             bad.append(item)
+    if moved:  # a number that was an index before session 49: said, so a recipe's old --classes is noticed
+        log.warning("--classes of a panoptic bundle reads numbers as its category ids (its records' class_id): %s; "
+                    "names say it either way", "; ".join(moved))
     if bad:
         names = [(n, classes[k] if k < len(classes) else str(k)) for n, k in numbers.items()]
         listed = ", ".join(f"{n} {c}" for n, c in names[:40]) + (" ..." if len(names) > 40 else "")

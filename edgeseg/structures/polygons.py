@@ -21,7 +21,7 @@ def mask_polygon(crop: np.ndarray, x0: int = 0, y0: int = 0) -> np.ndarray:
     import cv2
 
     contours, _ = cv2.findContours(np.ascontiguousarray(crop, np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    parts = [c.reshape(-1, 2).astype(np.float64) for c in contours if len(c)]
+    parts = [_outline(c.reshape(-1, 2).astype(np.float64)) for c in contours if len(c)]
     if not parts:
         return np.zeros((0, 2))
     parts.sort(key=lambda c: -abs(cv2.contourArea(c.astype(np.float32))) - len(c) * 1e-9)
@@ -32,6 +32,17 @@ def mask_polygon(crop: np.ndarray, x0: int = 0, y0: int = 0) -> np.ndarray:
         detour = np.concatenate([np.roll(part, -j, axis=0), part[j:j + 1]])  # around the part, back to its point
         ring = np.concatenate([ring[: i + 1], detour, ring[i:]])
     return ring + (x0, y0)
+
+
+def _outline(contour: np.ndarray) -> np.ndarray:
+    """A contour of 3+ points as it is; a part one or two pixels thin (a dot, a line: fewer than 3 corners, which no
+    polygon encloses) as the square outline of its pixels' edges (before: left out of the labels)."""
+    if len(contour) >= 3 and len(np.unique(contour, axis=0)) >= 3:
+        uniq_x, uniq_y = np.unique(contour[:, 0]), np.unique(contour[:, 1])
+        if len(uniq_x) > 1 and len(uniq_y) > 1:
+            return contour
+    (x0, y0), (x1, y1) = contour.min(0), contour.max(0) + 1
+    return np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], np.float64)
 
 
 def yolo_lines(classes: Iterable[int], polygons: Iterable[np.ndarray], width: int, height: int,

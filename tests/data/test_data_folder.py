@@ -106,6 +106,8 @@ def test_a_pascal_voc_layout_reads_the_pairs_its_list_names(tmp_path):
     train, val = open_dataset(spec, "train"), open_dataset(spec, "val")
     assert [s.name for s in train] == ["2007_000000", "2007_000002"] and [s.name for s in val] == ["2007_000003"]
     assert (train[1].labels[1:] == 2).all() and (train[1].labels[0] == IGNORE).all() and len(train.classes) == 21
+    (voc / "ImageSets/Segmentation/val.txt").write_text("\ufeff# the validation list\r\n2007_000003.jpg\r\n")
+    assert [s.name for s in open_dataset(spec, "val")] == ["2007_000003"]  # a BOM, a comment, CRLF, a suffix
     (voc / "ImageSets/Segmentation/val.txt").write_text("2007_000001\n")  # an image without a mask
     with pytest.raises(DataError, match="1 of the 1 listed names have no image or no mask") as e:
         open_dataset(spec, "val")

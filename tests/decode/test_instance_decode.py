@@ -274,6 +274,20 @@ def test_class_agnostic_drops_a_dense_mask_repeated_under_another_class():
     assert 0 < inter / (one.masks[0] | one.masks[1]).sum() < 0.5  # the neighbour kept: below the threshold
 
 
+def test_class_agnostic_of_an_end_to_end_prototype_export():
+    """A review: NMS-free (end-to-end) exports skip the decoder's NMS, and class_agnostic was still ignored for them."""
+    nm = 2
+    protos = np.ones((nm, 16, 16), np.float32)
+    row = [10, 10, 40, 30, 0.9, 0, 1, 1]  # x1 y1 x2 y2 score class coefficients (network pixels)
+    det = np.array([row, [10, 10, 40, 30, 0.7, 2, 1, 1], [50, 30, 60, 40, 0.6, 1, 1, 1]], np.float32)
+    out = {"detections": det[None], "prototypes": protos[None]}
+    m = meta_for(48, 64)
+    every = decode(out, m, manifest("prototype", 3, num_masks=nm, prototype_format="end2end", score_threshold=0.25))
+    one = decode(out, m, manifest("prototype", 3, num_masks=nm, prototype_format="end2end", score_threshold=0.25,
+                                  iou_threshold=0.5, class_agnostic=True))
+    assert every.classes.tolist() == [0, 2, 1] and one.classes.tolist() == [0, 1]
+
+
 def test_detections_of_a_class_the_manifest_does_not_list_are_dropped_and_said_once(caplog):
     """An audit: a bundle whose classes were shortened by hand (2 names, 3 classes detected) lost every detection of
     the third class without a word (4 instances of 6)."""

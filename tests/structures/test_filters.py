@@ -32,6 +32,17 @@ def test_numbers_of_a_panoptic_bundle_are_its_category_ids_as_its_records_say():
     road 7; ``--classes 26`` (car's class_id in the JSON) was refused."""
     names, ids = ("road", "car", "person"), (7, 26, 24)
     assert class_ids("7,26", names, ids) == (0, 1) and class_ids("Person,7", names, ids) == (0, 2)
+    import logging
+
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logging.getLogger("edgeseg.structures.filters").addHandler(handler)
+    try:  # a number that was an index before (a review: recipes would change meaning without a word)
+        assert class_ids("2", ("a", "b", "c"), (2, 0, 1)) == (0,)
+    finally:
+        logging.getLogger("edgeseg.structures.filters").removeHandler(handler)
+    assert "2 is a, not the class at index 2 (c)" in records[0].getMessage()
     with pytest.raises(InputError, match="'1' is no class") as e:
         class_ids("1", names, ids)
     assert "category ids (the class_id of its records) of its classes: 7 road, 26 car, 24 person" in e.value.fix

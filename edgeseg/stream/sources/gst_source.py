@@ -444,6 +444,7 @@ class GstSource(Source):
         self.reconnect_timeout_s = reconnect_timeout_s
         self.stall_timeout_s = stall_timeout_s
         self._gif: list[str] = []  # the GIF demuxers of the pipeline (gif_watch): refused
+        self._dropped_before = 0  # the buffer's drops when the frame being numbered was taken (all older than it)
         if connect_timeout_s == "auto":
             connect_timeout_s = CONNECT_TIMEOUT_S.get(self.spec.scheme)
         self.connect_timeout_s = _timeout_opt(self.spec, connect_timeout_s)
@@ -673,7 +674,7 @@ class GstSource(Source):
         waiting_since: float | None = None  # the reader has found no frame since
         while not self._stopping:
             try:
-                image, pts, shown = self._buf.get(timeout=0.05)
+                (image, pts, shown), self._dropped_before = self._buf.get_counted(timeout=0.05)
             except EOFError:
                 if self._fatal is not None and not self._stopping:
                     raise self._fatal from None
@@ -827,7 +828,7 @@ class GstSource(Source):
     def _drain(self) -> Iterator[Frame]:
         while True:
             try:
-                image, pts, shown = self._buf.get(timeout=0)
+                (image, pts, shown), self._dropped_before = self._buf.get_counted(timeout=0)
             except (TimeoutError, EOFError):
                 return
             frame = self._frame(image, pts, shown)
@@ -847,7 +848,7 @@ class GstSource(Source):
             if again:
                 return None
         # a live source's number counts the frames its buffer dropped (all older than this one): gaps show them
-        f = Frame(image, pts if shown is None else shown, self._index + (self._buf.dropped if self.live else 0),
+        f = Frame(image, pts if shown is None else shown, self._index + (self._dropped_before if self.live else 0),
                   self.source_id)
         self._index += 1
         self._last_pts = pts

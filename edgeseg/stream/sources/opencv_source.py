@@ -158,10 +158,10 @@ class OpenCVSource(Source):
         self._thread.start()
         while True:
             try:
-                image, pts = self._buf.get()
+                (image, pts), dropped = self._buf.get_counted()
             except EOFError:
                 break
-            yield Frame(image, pts, index + self._buf.dropped, self.source_id)  # drops (older frames) leave gaps
+            yield Frame(image, pts, index + dropped, self.source_id)  # drops (older frames) leave gaps
             index += 1
         if self._error is not None:
             raise self._error
