@@ -284,7 +284,7 @@ def build_pipeline(opts: StreamOptions, predictor: Any = None, extra_sinks: tupl
     if only is not None and not video:
         logging.getLogger("edgeseg.stream").warning(
             "--classes of a semantic bundle limits the classes the overlay draws; without a video sink (--sink, "
-            "--rtsp-out, --display) it changes nothing (label maps and JSON keep every pixel's class)")
+            "--rtsp-port, --show) it changes nothing (label maps and JSON keep every pixel's class)")
     late = opts.track or vos is not None  # stages after decode: the overlay comes after them
     stages = predictor_stages(predictor, None if late else renderer, max_batch=opts.max_batch,
                               batch_timeout_s=opts.batch_timeout_ms / 1e3, upsample=opts.upsample,
