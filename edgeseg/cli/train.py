@@ -185,6 +185,9 @@ def run(args: argparse.Namespace) -> int:
         if (job.out / LAST).is_file():  # the last finished epoch is kept: say how to go on from it
             print(f"edgeseg train: {job.out / LAST} holds the run up to its last checkpoint; continue with the same command "
                   "plus --resume", file=sys.stderr)
+        else:  # an audit: a second Ctrl-C before any checkpoint, and the user tried --resume to learn there was none
+            print(f"edgeseg train: stopped before its first checkpoint: nothing was saved in {job.out} (run the command "
+                  "again, without --resume)", file=sys.stderr)
         raise
     rec = res.training_record
     final = rec["final"]

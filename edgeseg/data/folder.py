@@ -74,6 +74,22 @@ def _ranges(ids: list[int]) -> str:
     return ", ".join(out)
 
 
+def _mask_palette(mask: Path, n: int) -> np.ndarray:
+    """The class colours: an indexed mask's own (PASCAL VOC's, an annotation tool's), when its palette has a colour
+    for every class and is not all grey, else :func:`default_palette` (an audit: a palette PNG's colours never
+    reached the trained bundle)."""
+    from .io import _png_palette
+
+    try:
+        with open(mask, "rb") as f:
+            palette = _png_palette(f.read(1 << 20))  # PLTE precedes the pixel data
+    except OSError:
+        palette = None
+    if palette is None or len(palette) < n or bool((palette == palette[:, :1]).all()):
+        return default_palette(n)
+    return np.ascontiguousarray(palette[:n], np.uint8)
+
+
 def _by_stem(folder: Path, what: str) -> dict[str, Path]:
     if not folder.is_dir():
         raise DataError(f"{what} folder not found: {folder}", fix=f"check the {what}s folder of folder:IMAGES_DIR,MASKS_DIR")
@@ -131,7 +147,7 @@ class FolderDataset(SegmentationDataset):
         if not 0 < len(classes) <= 255:
             raise DataError(f"folder dataset needs 1..255 classes, got {len(classes)}")
         self.classes = tuple(classes)
-        self.palette = default_palette(len(self.classes))
+        self.palette = _mask_palette(self.pairs[0][1], len(self.classes))
         lut = np.arange(256, dtype=np.uint8)
         lut[len(self.classes):] = IGNORE
         if void is not None:

@@ -115,3 +115,26 @@ def test_a_pascal_voc_layout_reads_the_pairs_its_list_names(tmp_path):
     with pytest.raises(DataError, match="images without a mask") as e:
         open_dataset(f"folder:{voc}/JPEGImages,{voc}/SegmentationClass", "train")
     assert "list=ImageSets/Segmentation/{split}.txt" in e.value.fix
+
+
+def test_an_indexed_masks_colours_are_the_classes_colours(tmp_path):
+    """An audit: palette PNG masks (VOC, annotation tools) gave their indices but the trained bundle got the default
+    colours. Now the first mask's palette is the dataset's, when it colours every class; grey masks keep the default."""
+    from PIL import Image
+
+    from edgeseg.structures import default_palette
+
+    (tmp_path / "img").mkdir()
+    (tmp_path / "pal").mkdir()
+    (tmp_path / "grey").mkdir()
+    colours = [[10, 20, 30], [200, 0, 0], [0, 180, 40]]
+    for i in range(2):
+        write_image(tmp_path / "img" / f"{i}.png", np.full((6, 8, 3), 50, np.uint8))
+        m = Image.fromarray(np.full((6, 8), i + 1, np.uint8), mode="P")
+        m.putpalette([v for c in colours for v in c] + [0] * (768 - 9))
+        m.save(tmp_path / "pal" / f"{i}.png")
+        write_label(tmp_path / "grey" / f"{i}.png", np.full((6, 8), i + 1, np.uint8))
+    ds = open_dataset(f"folder:{tmp_path}/img,{tmp_path}/pal,num_classes=3", "train")
+    assert ds.palette.tolist() == colours and ds[1].labels[0, 0] == 2
+    grey = open_dataset(f"folder:{tmp_path}/img,{tmp_path}/grey,num_classes=3", "train")
+    assert grey.palette.tolist() == default_palette(3).tolist()

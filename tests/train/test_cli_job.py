@@ -166,3 +166,17 @@ def test_panoptic_data_given_to_the_semantic_trainer_names_its_semantic_view(dat
         open_semantic_dataset(spec, "val", purpose="semantic training")
     assert e.value.fix.startswith(f"its semantic view: panoptic-semantic:{data_root}/cityscapes_panoptic/panoptic_val")
     assert len(open_semantic_dataset(e.value.fix.split()[3], "val")) == 224
+
+
+def test_a_second_ctrl_c_before_any_checkpoint_says_nothing_was_saved(tmp_path, capsys, monkeypatch):
+    """An audit: a double Ctrl-C before the first checkpoint printed only 'interrupted (SIGINT)'; the user tried
+    --resume to learn there was no last.pt."""
+    import edgeseg.train.job as job
+
+    def stopped_at_once(*_a, **_k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(job, "run_job", stopped_at_once)
+    assert main([*BASE, "--epochs", "1", "--out", str(tmp_path / "r")]) == 130
+    err = capsys.readouterr().err
+    assert "stopped before its first checkpoint: nothing was saved" in err and "without --resume" in err
