@@ -69,6 +69,23 @@ def _lower(text: str) -> str:
     return text.strip().lower()
 
 
+def add_result_filters(g: Any, defaults_unset: bool = False) -> None:
+    """``--score-threshold``, ``--class-agnostic`` and ``--classes`` of ``edgeseg predict`` and ``edgeseg run`` (``g``: a
+    parser or an argument group). ``defaults_unset``: ``--class-agnostic`` defaults to None, so that a recipe's value
+    stands when it is not given."""
+    g.add_argument("--score-threshold", type=float, default=None, metavar="T",
+                   help="instance and panoptic bundles: drop detections scoring below T (a Panoptic-DeepLab: centres "
+                        "scoring at or below T, its center_threshold; default: the bundle's)")
+    g.add_argument("--class-agnostic", action="store_true", default=None if defaults_unset else False,
+                   help="instance bundles: NMS across classes (Ultralytics' agnostic_nms): one object no longer also "
+                        "given under a second class")
+    g.add_argument("--classes", default=None, metavar="NAMES|IDS",
+                   help="instance and panoptic bundles: keep only these classes, e.g. person,car or 0,2 (Ultralytics' "
+                        "classes=; drawn, written and tracked; the others' detections are dropped, their panoptic "
+                        "pixels void; a panoptic bundle's numbers are its category ids, its records' class_id); "
+                        "semantic bundles: the overlay draws only these classes (label maps and JSON keep every class)")
+
+
 def add_json_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", metavar="PATH", default=None, help="also write the numbers to this JSON file (- : standard output)")
 

@@ -18,7 +18,7 @@ import json
 import sys
 from pathlib import Path
 
-from ._common import add_json_option, add_runtime_options, check_output, print_table, write_json
+from ._common import add_json_option, add_result_filters, add_runtime_options, check_output, print_table, write_json
 
 NAME = "predict"
 HELP = "segment images: label or instance PNGs and overlays per image, and/or a JSON of the results"
@@ -38,17 +38,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("images", nargs="+", help="image files (PNG, JPEG, BMP, TIFF, WebP) or folders of them")
     p.add_argument("--out", default=None, metavar="DIR", help="output folder for PNGs (created if needed)")
     p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity of the class colours (default 0.5)")
-    p.add_argument("--score-threshold", type=float, default=None, metavar="T",
-                   help="instance and panoptic bundles: drop detections scoring below T (a Panoptic-DeepLab: centres scoring "
-                        "at or below T, its center_threshold; default: the bundle's)")
-    p.add_argument("--class-agnostic", action="store_true",
-                   help="instance bundles: NMS across classes (Ultralytics' agnostic_nms): one object no longer also "
-                        "given under a second class")
-    p.add_argument("--classes", default=None, metavar="NAMES|IDS",
-                   help="instance and panoptic bundles: keep only these classes, e.g. person,car or 0,2 (Ultralytics' "
-                        "classes=); the others' detections are dropped, their panoptic pixels void (numbers of a panoptic "
-                        "bundle: its category ids, its records' class_id); semantic bundles: "
-                        "the overlay draws only these classes (label PNGs and JSON keep every class)")
+    add_result_filters(p)
     p.add_argument("--save-txt", action="store_true",
                    help="instance bundles: also write YOLO-seg polygon labels, DIR/labels/<stem>.txt (Ultralytics' "
                         "save_txt: 'class x1 y1 ...' normalised), a dataset Ultralytics and eval --data yolo-seg: read")

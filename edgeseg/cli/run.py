@@ -5,7 +5,7 @@ import argparse
 import sys
 import time
 
-from ._common import add_runtime_options, print_table, write_json
+from ._common import add_result_filters, add_runtime_options, print_table, write_json
 
 NAME = "run"
 HELP = "run a bundle on a video stream: file, camera, RTSP or test pattern -> MP4, RTSP, screen, JSON, PNG"
@@ -98,17 +98,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="draw neither the fps/latency line nor the class legend on the video (a clean overlay)")
     g.add_argument("--upsample", choices=["logits", "labels"], default=None,
                    help="semantic decode: upsample logits then argmax (exact, default) or argmax then upsample labels (fast)")
-    g.add_argument("--score-threshold", type=float, default=None, metavar="T",
-                   help="instance and panoptic decode: drop detections scoring below T (a Panoptic-DeepLab: centres "
-                        "scoring at or below T, its center_threshold; default: the bundle's)")
-    g.add_argument("--class-agnostic", action="store_true", default=None,
-                   help="instance bundles: NMS across classes (Ultralytics' agnostic_nms): one object no longer also "
-                        "given under a second class")
-    g.add_argument("--classes", default=None, metavar="NAMES|IDS",
-                   help="instance and panoptic bundles: keep only these classes, e.g. person,car or 0,2 (drawn, written "
-                        "and tracked; the others' detections are dropped, their panoptic pixels void; numbers of a panoptic "
-                        "bundle are its category ids, its records' class_id); semantic "
-                        "bundles: the overlay draws only these classes (label maps and JSON keep every class)")
+    add_result_filters(g, defaults_unset=True)
     g2 = p.add_argument_group("pipeline")
     g2.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
     g2.add_argument("--on-error", choices=["skip", "stop"], default=None,

@@ -562,16 +562,14 @@ def _stream(opts: StreamOptions, bundle: Any, ended: dict[str, Any]) -> Iterator
 
     done = object()
     ended["started"] = True
-    live_ids: list[Callable[[Any], bool]] = [lambda _sid: False]
-    # the loop's hand-over (handover.py): a file's results wait for the loop, a live source's never do
-    out = HandOver(max(2, opts.queue_size), lambda sid: live_ids[0](sid))
+    out = HandOver(max(2, opts.queue_size))  # a file's results wait for the loop, a live source's never do
     try:
         to_loop = CallbackSink(lambda f, r: out.put(f.source_id, (f, r)))
         pipe = build_pipeline(opts, predictor=bundle, extra_sinks=(to_loop,), handle_signals=False)
     except BaseException:
         ended["finished"].set()
         raise
-    live_ids[0] = _live_sources(pipe.source)  # (before the first frame: the sink thread starts with pipe.run below)
+    out.is_live = _live_sources(pipe.source)  # (before the first frame: the sink thread starts with pipe.run below)
     ended["handover"] = out
     ended["stop"] = pipe.stop
     if ended.get("closing"):  # closed while the pipeline was being built (a slow model load): stop before a frame

@@ -19,11 +19,12 @@ from typing import Any, Callable
 
 class HandOver:
     """``put(source_id, item)`` from the pipeline's sink thread, ``get()`` from the loop; ``is_live(source_id)`` says
-    whether a source's results may be skipped."""
+    whether a source's results may be skipped (settable: the sources are known once the pipeline is built, after
+    its sinks, this one's among them)."""
 
-    def __init__(self, capacity: int, is_live: Callable[[Any], bool]):
+    def __init__(self, capacity: int, is_live: Callable[[Any], bool] = lambda _sid: False):
         self.capacity = max(1, int(capacity))
-        self._is_live = is_live
+        self.is_live = is_live
         self._items: collections.deque = collections.deque()  # (source id, live, item), oldest first
         self._waiting_files = 0
         self._served: dict[Any, int] = {}  # source id -> when the loop last took one of its items
@@ -32,7 +33,7 @@ class HandOver:
         self.skipped = 0
 
     def put(self, source_id: Any, item: Any) -> None:
-        live = bool(self._is_live(source_id))
+        live = bool(self.is_live(source_id))
         with self._cond:
             if live:
                 for k, (sid, was_live, _) in enumerate(self._items):
