@@ -360,6 +360,39 @@ def test_a_gif_over_http_or_a_pipe_is_named_at_once(gst, tmp_path):
 
 
 @pytest.mark.gst
+def test_launch_strings_with_decodebin3_read_videos_and_refuse_gifs(gst, tmp_path):
+    """decodebin3 has no ``unknown-type``/``autoplug-select`` signal: connecting the watches raised TypeError, so every
+    launch string with decodebin3 failed at once; and its parsebin, made with it, was not watched: a GIF spun at
+    100 % CPU for ever. Now the watches connect the signals an element has, to every element already in the launch
+    string's bins too: an MP4 reads whole through decodebin3, a GIF is named at once."""
+    import time
+
+    from PIL import Image
+
+    from stream_helpers import write_mp4
+
+    images = [np.full((48, 64, 3), 20 * i, np.uint8) for i in range(6)]
+    mp4 = write_mp4(tmp_path / "clip.mp4", images)
+    frames = [Image.fromarray(im[:16, :24]) for im in images[:3]]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:], duration=100)
+    tail = "videoconvert ! video/x-raw,format=RGB ! appsink name=edgeseg_sink"
+    for decoder in ("decodebin3", "parsebin ! decodebin3"):
+        src = GstSource(f"filesrc location={mp4} ! {decoder} ! {tail}")
+        try:
+            assert len(list(src)) == 6
+        finally:
+            src.close()
+        src = GstSource(f"filesrc location={tmp_path / 'anim.gif'} ! {decoder} ! {tail}")
+        started = time.monotonic()
+        try:
+            with pytest.raises(StreamError, match="is a GIF"):
+                list(src)
+        finally:
+            src.close()
+        assert time.monotonic() - started < 10
+
+
+@pytest.mark.gst
 @pytest.mark.parametrize("size", [(48, 64), (50, 66)])  # 66: rows of Y (68) and chroma (36) padded to 4 bytes
 def test_mp4_sink_writes_colours_that_read_back_unbiased(gst, tmp_path, size):
     """The sink's videoconvert (RGB -> I420 before x264enc) was 1.5-3 levels off; edgeseg converts (OpenCV, BT.601,

@@ -312,10 +312,29 @@ def gif_watch(found: list[str]) -> Callable[[Any, Any, Any], None]:
 
     def on_element(_bin: Any, _parent: Any, element: Any) -> None:
         factory = element.get_factory()
-        if factory is not None and factory.get_name() in ("decodebin", "uridecodebin"):
-            element.connect("autoplug-select", skip_gif)
+        if factory is not None and factory.get_name() in ("decodebin", "uridecodebin", "parsebin"):
+            _connect_if_any(element, "autoplug-select", skip_gif)  # parsebin: the demuxing inside decodebin3
 
     return on_element
+
+
+def _all_elements(bin_: Any) -> list[Any]:
+    """Every element inside ``bin_``, bins recursed into, outermost first."""
+    found = []
+    for element in list(bin_.children):
+        found.append(element)
+        if hasattr(element, "children"):
+            found.extend(_all_elements(element))
+    return found
+
+
+def _connect_if_any(element: Any, signal: str, handler: Callable[..., Any]) -> None:
+    """``element.connect(signal, handler)`` when the element's class has that signal (``decodebin3`` has neither
+    ``unknown-type`` nor ``autoplug-select``: connecting raised ``TypeError`` and every launch string with it failed)."""
+    from gi.repository import GObject
+
+    if GObject.signal_lookup(signal, element.__gtype__):
+        element.connect(signal, handler)
 
 
 def undecodable_watch(found: list[str]) -> Callable[[Any, Any, Any], None]:
@@ -325,7 +344,7 @@ def undecodable_watch(found: list[str]) -> Callable[[Any, Any, Any], None]:
     def on_element(_bin: Any, _parent: Any, element: Any) -> None:
         factory = element.get_factory()
         if factory is not None and factory.get_name() in ("decodebin", "decodebin3", "uridecodebin"):
-            element.connect("unknown-type", lambda _db, _pad, caps: found.append(_codec_name(caps))
+            _connect_if_any(element, "unknown-type", lambda _db, _pad, caps: found.append(_codec_name(caps))
                             if caps.get_size() and caps.get_structure(0).get_name().startswith("video/") else None)
 
     return on_element
@@ -525,8 +544,8 @@ class GstSource(Source):
         watches = (undecodable_watch(self._undecodable), gif_watch(self._gif))
         for watch in watches:
             pipe.connect("deep-element-added", watch)
-            for element in list(pipe.children):  # the launch string's own decodebin (a child, not a deep one)
-                watch(pipe, pipe, element)
+            for element in _all_elements(pipe):  # the launch string's own decodebin and what it holds already
+                watch(pipe, element.get_parent(), element)  # (decodebin3's parsebin): not deep-element-added
         self._hardware, self._error_from = {}, None
         added, removed = hardware_decoder_watch(self._hardware)
         pipe.connect("deep-element-added", added)
