@@ -17,15 +17,16 @@ needs converting.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 __all__ = ["atomic_copy_file", "atomic_write_bytes", "atomic_write_text", "commit_file", "dumps_json", "json_default",
            "temp_name_prefix", "writable_file",
-           "writable_folder", "write_json"]
+           "writable_folder", "write_json", "write_with"]
 
 _FIX = "choose a path in a folder you can write to, e.g. under ./out/"
 
@@ -154,6 +155,41 @@ def commit_file(tmp: str | os.PathLike, path: str | os.PathLike) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return Path(path)
+
+
+def write_with(path: str | os.PathLike, write: Callable[[Path], Any]) -> Path:
+    """``write(tmp)`` (a library's own writer: ``torch.save``, safetensors' ``save_file``) to ``path + ".tmp"``, then
+    :func:`commit_file`. A failed write removes the temporary and names ``path``; a full disk is said as one
+    (``OSError`` ENOSPC): torch reports it as ``RuntimeError: [enforce fail at inline_container.cc] unexpected pos``,
+    which reached users as a traceback with ``last.pt.tmp`` left filling the disk."""
+    dst = Path(path)
+    try:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise _naming(e, dst) from None
+    tmp = dst.with_name(dst.name + ".tmp")
+    try:
+        write(tmp)
+    except BaseException as e:
+        full = isinstance(e, Exception) and not isinstance(e, OSError) and _disk_full(dst.parent)
+        tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise _naming(e, dst) from None
+        if not full:
+            raise
+    else:
+        return commit_file(tmp, dst)
+    # raised outside the handler: no __context__ keeps torch's writer (and the deleted file's space) alive
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(dst))
+
+
+def _disk_full(folder: Path, margin: int = 1 << 20) -> bool:
+    """Whether the file system holding ``folder`` has less than ``margin`` bytes left for this user."""
+    try:
+        st = os.statvfs(folder)
+    except (OSError, AttributeError):  # no statvfs (Windows)
+        return False
+    return st.f_bavail * st.f_frsize < margin
 
 
 def atomic_write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8") -> Path:

@@ -145,3 +145,35 @@ def test_label_pngs_keep_ids_above_255(tmp_path):
     assert cv2.imread(str(tmp_path / "c.png"), cv2.IMREAD_UNCHANGED).dtype == np.uint8
     with pytest.raises(DataError, match="do not fit"):
         write_label(tmp_path / "x.png", np.full((2, 2), -1))
+
+
+def test_a_checkpoint_that_fills_the_disk_is_named_and_the_previous_one_kept(small_disk):
+    """torch.save on a full disk raised ``RuntimeError: [enforce fail at inline_container.cc] unexpected pos``: `edgeseg
+    train` ended in a traceback at the epoch's end with ``last.pt.tmp`` left filling the disk. Now ``write_with`` names
+    the checkpoint and the full disk (the CLI's OSError path: one line and the fix), removes the temporary, and the
+    previous checkpoint is the one on disk."""
+    import errno
+    import subprocess
+    import sys
+
+    import torch
+
+    from edgeseg._io import write_with
+
+    disk = small_disk(3)
+    last = write_with(disk / "last.pt", lambda tmp: torch.save({"w": torch.ones(1000)}, tmp))
+    before = last.read_bytes()
+    with pytest.raises(OSError) as e:
+        write_with(last, lambda tmp: torch.save({"w": torch.zeros(2_000_000)}, tmp))
+    assert e.value.errno == errno.ENOSPC and e.value.filename == str(last)
+    assert sorted(p.name for p in disk.iterdir()) == ["last.pt"] and last.read_bytes() == before
+    with pytest.raises(ZeroDivisionError):  # not a full disk: the writer's own error, the temporary removed
+        write_with(disk / "b.pt", lambda tmp: (tmp.write_bytes(b"x"), 1 / 0))
+    assert sorted(p.name for p in disk.iterdir()) == ["last.pt"]
+    last.unlink()
+    r = subprocess.run([sys.executable, "-m", "edgeseg", "train", "deeplabv3plus_mobilenetv3_small", "--data",
+                        "synthetic:16,size=64x48", "--size", "64x48", "--epochs", "1", "--batch", "4", "--out",
+                        str(disk / "run")], capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr
+    assert f"No space left on device: {disk / 'run' / 'last.pt'}" in r.stderr
+    assert not list((disk / "run").glob("*.tmp"))

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._io import commit_file, write_json
+from .._io import write_json, write_with
 from ..errors import ModelError
 
 FORMAT = "edgeseg.checkpoint"
@@ -77,17 +77,16 @@ def save_checkpoint(model: nn.Module, path: str | Path, *, model_name: str, num_
     except TypeError as e:
         raise ModelError(f"checkpoint {path}: extra/model_kwargs must be JSON-serialisable ({e})") from None
     state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import save_file
+    def write(tmp: Path) -> None:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import save_file
 
-        save_file(state, str(tmp), metadata=strings)
-    else:
-        torch.save(state, tmp)
-        write_json(sidecar_path(path), {**strings, "model_kwargs": meta.model_kwargs, "extra": meta.extra})
-    commit_file(tmp, path)
-    return path
+            save_file(state, str(tmp), metadata=strings)
+        else:
+            torch.save(state, tmp)
+            write_json(sidecar_path(path), {**strings, "model_kwargs": meta.model_kwargs, "extra": meta.extra})
+
+    return write_with(path, write)
 
 
 def read_checkpoint_meta(path: str | Path) -> CheckpointMeta:

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from .._io import commit_file, write_json
+from .._io import write_json, write_with
 from ..errors import InputError, ModelError
 
 LAST = "last.pt"
@@ -21,10 +21,7 @@ def write_state(state: dict[str, Any], path: str | os.PathLike | None, out_dir: 
     if path is None and out_dir is None:
         return None
     p = Path(path) if path is not None else out_dir / LAST
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(p.name + ".tmp")
-    torch.save(state, tmp)
-    commit_file(tmp, p)
+    write_with(p, lambda tmp: torch.save(state, tmp))
     if out_dir is not None:
         write_json(out_dir / "history.json", {"config": state["config"], "history": state["history"]})
     return p

@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .._io import commit_file, write_json
+from .._io import write_json, write_with
 from ..errors import InputError, ModelError
 from ..structures import ImageShape, InputSpec
 from .augment import AugmentConfig
@@ -612,11 +612,7 @@ class Trainer(CpuStepLevers):
             if self.out_dir is None:
                 return None
             path = self.out_dir / LAST
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(self.state_dict(), tmp)
-        commit_file(tmp, path)
+        path = write_with(path, lambda tmp: torch.save(self.state_dict(), tmp))
         self._saved_at = time.monotonic()
         if self.out_dir is not None:
             hist = {"config": self.config.to_dict(), "history": [asdict(r) for r in self.history]}
