@@ -14,10 +14,11 @@ which is exact for box corners and for the half-pixel-centre sampling of OpenCV'
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..errors import InputError
 from ..structures import ImageShape
 
 if TYPE_CHECKING:
@@ -34,11 +35,23 @@ def image_affine(meta: "PreprocessMeta", out: ImageShape | None = None) -> tuple
     return kx * rx, ky * ry, -meta.pad_left * rx, -meta.pad_top * ry
 
 
+def _boxes(boxes: Any) -> np.ndarray:
+    """``float32 [N, 4]`` from ``[N, 4]`` boxes or one ``[4]`` box; anything else an :class:`InputError` (an ``[N, 5]``
+    array with scores was reshaped into garbage boxes)."""
+    b = np.asarray(boxes, np.float32)
+    if b.shape == (4,):
+        return b.reshape(1, 4)
+    if b.ndim != 2 or b.shape[1] != 4:
+        raise InputError(f"boxes must be [N, 4] (x1, y1, x2, y2), got shape {list(b.shape)}",
+                         fix="boxes[:, :4] when each row also holds a score or a class")
+    return b
+
+
 def boxes_to_image(boxes: np.ndarray, meta: "PreprocessMeta", out: ImageShape | None = None,
                    clip: bool = True) -> np.ndarray:
     """``[N, 4]`` xyxy boxes in network (or ``out``) pixels -> ``float32`` xyxy in original-image
     pixels, clipped to the image when ``clip``."""
-    b = np.asarray(boxes, np.float32).reshape(-1, 4)
+    b = _boxes(boxes)
     sx, sy, tx, ty = image_affine(meta, out)
     res = np.empty_like(b)
     res[:, 0::2] = b[:, 0::2] * np.float32(sx) + np.float32(tx)
@@ -51,7 +64,7 @@ def boxes_to_image(boxes: np.ndarray, meta: "PreprocessMeta", out: ImageShape | 
 
 def boxes_to_network(boxes: np.ndarray, meta: "PreprocessMeta", out: ImageShape | None = None) -> np.ndarray:
     """The inverse of :func:`boxes_to_image` (without clipping): image pixels -> ``out`` pixels."""
-    b = np.asarray(boxes, np.float32).reshape(-1, 4)
+    b = _boxes(boxes)
     sx, sy, tx, ty = image_affine(meta, out)
     res = np.empty_like(b)
     res[:, 0::2] = (b[:, 0::2] - np.float32(tx)) / np.float32(sx)

@@ -134,6 +134,14 @@ class PanopticMetric:
                name: str = "") -> None:
         """Add one image; ``name`` names it in error messages."""
         where = f" of {name}" if name else ""
+        for what, r in (("prediction", pred), ("ground truth", gt)):
+            if not isinstance(r, PanopticResult):
+                raise InputError(f"PanopticMetric.update: the {what}{where} must be a PanopticResult, got "
+                                 f"{type(r).__name__}", fix="PanopticResult(segment_ids, segments) (an id map alone "
+                                 "does not say each segment's category)")
+        if isinstance(gt_crowd_ids, (str, bytes)) or not isinstance(gt_crowd_ids, Iterable):
+            raise InputError(f"PanopticMetric.update: gt_crowd_ids{where} must be a collection of segment ids, got "
+                             f"{gt_crowd_ids!r}", fix="e.g. gt_crowd_ids=[12] or a set of ids")
         if pred.segment_ids.shape != gt.segment_ids.shape:
             raise InputError(f"panoptic prediction{where} is {list(pred.segment_ids.shape)} and its ground truth "
                              f"{list(gt.segment_ids.shape)}: they differ in size",

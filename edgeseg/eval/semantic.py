@@ -13,6 +13,7 @@ counts as a miss (FN) for the ground-truth class and as nobody's TP or FP.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -98,8 +99,22 @@ class SemanticMetric:
         boundary_tolerance_px: float | None = None,
         classes: tuple[str, ...] = (),
     ):
-        if num_classes < 1:
-            raise InputError(f"SemanticMetric needs at least one class, got {num_classes}")
+        def integer(v: Any) -> bool:
+            return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+        if not integer(num_classes) or num_classes < 1:
+            raise InputError(f"SemanticMetric needs a whole number of classes, at least one, got {num_classes!r}",
+                             fix="SemanticMetric(len(classes))")
+        if not integer(ignore_index):
+            raise InputError(f"SemanticMetric ignore_index must be an integer label, got {ignore_index!r}",
+                             fix="e.g. 255 (the default) or -1; a label no class has when nothing is ignored")
+        for what, v in (("boundary_tolerance", boundary_tolerance), ("boundary_tolerance_px", boundary_tolerance_px)):
+            if v is None and what.endswith("px"):
+                continue
+            if not (isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v) and v >= 0):
+                raise InputError(f"SemanticMetric {what} must be a finite number >= 0, got {v!r}",
+                                 fix="boundary_tolerance: a fraction of the image diagonal (0.0075, the default); "
+                                     "boundary_tolerance_px: pixels")
         if classes and len(classes) != num_classes:
             raise InputError(f"SemanticMetric got {len(classes)} class names for {num_classes} classes")
         self.num_classes, self.ignore_index, self.boundary = int(num_classes), int(ignore_index), boundary

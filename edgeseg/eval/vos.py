@@ -82,13 +82,20 @@ def seg2bmap(seg: np.ndarray) -> np.ndarray:
 
 def bound_pixels(shape: tuple[int, int], bound_th: float = BOUND_TH) -> float:
     """The F tolerance in pixels for a ``(height, width)`` frame (``bound_th >= 1`` is already pixels)."""
-    return float(bound_th) if bound_th >= 1 else float(np.ceil(bound_th * math.hypot(shape[0], shape[1])))
+    if isinstance(bound_th, bool) or not isinstance(bound_th, (int, float, np.number)) or not math.isfinite(bound_th) \
+            or bound_th < 0:
+        raise InputError(f"the J&F boundary tolerance must be a finite number >= 0, got {bound_th!r}",
+                         fix=f"a fraction of the frame's diagonal below 1 ({BOUND_TH}, DAVIS's) or pixels from 1 up")
+    diagonal = math.hypot(shape[0], shape[1])
+    # a radius past the diagonal reaches every pixel already (1e6 asked numpy for a 58 TiB disk)
+    return float(min(bound_th, np.ceil(diagonal))) if bound_th >= 1 else float(np.ceil(bound_th * diagonal))
 
 
 def _pair(gt: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     g, p = np.asarray(gt).astype(bool), np.asarray(pred).astype(bool)
-    if g.shape != p.shape or g.ndim != 2:
-        raise InputError(f"J&F compares two 2-D masks of one size: ground truth {list(g.shape)}, prediction {list(p.shape)}")
+    if g.shape != p.shape or g.ndim != 2 or not g.size:
+        raise InputError(f"J&F compares two 2-D masks of one size: ground truth {list(g.shape)}, prediction {list(p.shape)}"
+                         + (" (empty)" if g.shape == p.shape and g.ndim == 2 else ""))
     return g, p
 
 

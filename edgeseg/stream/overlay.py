@@ -13,15 +13,17 @@ One renderer per result type in :data:`RENDERERS`; :class:`Renderer` dispatches 
 """
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
 
 from .._registry import Registry
-from ..errors import StreamError
-from ..structures import InstanceResult, PanopticResult, PromptedResult, SemanticResult, TrackResult
-from ..structures.palette import default_palette, lookup_colours
+from ..errors import InputError, StreamError
+from ..structures import ImageShape, InstanceResult, PanopticResult, PromptedResult, SemanticResult, TrackResult
+from ..structures.palette import check_palette, colorize, default_palette, lookup_colours
 
 RENDERERS: Registry[Callable[..., np.ndarray]] = Registry("overlay renderer", error=StreamError)
 _FONT_SCALE = 0.45
@@ -58,8 +60,8 @@ def render_semantic(image: np.ndarray, result: SemanticResult, palette: np.ndarr
         raise StreamError(f"semantic labels {list(labels.shape)} do not match the frame {list(image.shape[:2])}")
     if labels.dtype == np.uint8:
         colour = lookup_colours(_lut(palette) if lut is None else lut, labels)
-    else:
-        colour = lookup_colours(np.asarray(palette, np.uint8), np.clip(labels, 0, len(palette) - 1))
+    else:  # void beyond the palette, as uint8 labels (an ignore index of 255 or -1 drew in a class's colour)
+        colour = colorize(labels, palette)
     return blend(image, colour, alpha, None if only is None else drawn_pixels(labels, only))
 
 
@@ -147,7 +149,9 @@ def render_instance(image: np.ndarray, result: InstanceResult, palette: np.ndarr
         out = _draw_crops(out, result.iter_mask_crops(), colours, alpha)
     names = result.class_names or classes
     for i, (box, cls, score, c) in enumerate(zip(result.boxes, result.classes, result.scores, colours)):
-        x1, y1, x2, y2 = (int(round(v)) for v in box)
+        if not np.isfinite(box).all():  # a user's NaN box: nothing to draw (int(nan) raised)
+            continue
+        x1, y1, x2, y2 = (int(round(v)) for v in np.clip(box, -(1 << 15), 1 << 15))  # OpenCV's coordinates are int
         cv2.rectangle(out, (x1, y1), (x2, y2), tuple(int(v) for v in c), 1)
         name = names[int(cls)] if 0 <= int(cls) < len(names) else str(int(cls))
         tid = f"#{int(result.track_ids[i])} " if result.track_ids is not None and result.track_ids[i] >= 0 else ""
@@ -217,9 +221,22 @@ def present_classes(result: Any, only: tuple[int, ...] | None = None) -> list[in
         return [int(i) for i in np.flatnonzero(counts) if only is None or int(i) in only]
     if isinstance(result, InstanceResult):
         return sorted({int(c) for c in result.classes})
-    if isinstance(result, PanopticResult):
-        return sorted({s.category_id for s in result.segments})
+    if isinstance(result, PanopticResult):  # class indices, as the legend's names and colours (not category ids)
+        return sorted({result.class_index(s.category_id) for s in result.segments} - {-1})
     return []
+
+
+def _check_size(result: Any, image: np.ndarray) -> None:
+    """A :class:`StreamError` when ``result`` describes another image size than ``image`` has (an instance result
+    drew in a corner of a larger frame, a panoptic one raised OpenCV's 'inputs not broadcast-compatible')."""
+    for part in (result.result, result.objects) if isinstance(result, PromptedResult) else (result,):
+        shape = part.image_shape if isinstance(part, InstanceResult) else getattr(part, "shape", None)
+        if part is None or not isinstance(shape, ImageShape):
+            continue
+        if (shape.height, shape.width) != image.shape[:2]:
+            raise StreamError(f"{type(part).__name__} of an image {shape.height}x{shape.width} (HxW) does not match the "
+                              f"frame it is drawn on, {image.shape[0]}x{image.shape[1]}",
+                              fix="draw a result on the image it was predicted from (results are at the input's size)")
 
 
 @dataclass
@@ -238,13 +255,20 @@ class Renderer:
     def __post_init__(self) -> None:
         if self.palette is None:
             self.palette = default_palette(max(1, len(self.classes) or 256))
-        self.palette = np.asarray(self.palette, np.uint8).reshape(-1, 3)
+        a = self.alpha
+        if not (isinstance(a, numbers.Real) and not isinstance(a, bool) and math.isfinite(a) and 0 <= a <= 1):
+            raise InputError(f"Renderer alpha must be a number from 0 (no overlay) to 1 (opaque), got {a!r}",
+                             fix="e.g. Renderer(alpha=0.5)")  # nan drew a white frame, 2 inverted colours
         self._lut = _lut(self.palette)
 
     def __setattr__(self, name: str, value: Any) -> None:
+        if name == "palette" and value is not None:  # checked, and a new palette: a new table
+            if not np.size(value):  # a manifest without colours: the default ones, as for None
+                value = default_palette(max(1, len(self.__dict__.get("classes", ())) or 256))
+            value = check_palette(value, "Renderer palette")
+            if "_lut" in self.__dict__:
+                super().__setattr__("_lut", _lut(value))
         super().__setattr__(name, value)
-        if name == "palette" and value is not None and "_lut" in self.__dict__:  # a new palette: a new table
-            super().__setattr__("_lut", _lut(np.asarray(value, np.uint8).reshape(-1, 3)))
 
     def __call__(self, image: np.ndarray, result: Any, hud_text: str | None = None) -> np.ndarray:
         if not (isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3):
@@ -254,6 +278,7 @@ class Renderer:
         if result is None:
             out = image.copy()
         else:
+            _check_size(result, image)
             fn = RENDERERS.get(type(result).__name__)
             out = fn(image, result, palette=self.palette, alpha=self.alpha, classes=self.classes, lut=self._lut,
                      only=self.only)

