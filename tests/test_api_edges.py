@@ -115,3 +115,16 @@ def test_box_helpers_take_n_by_4_boxes_only_and_bounds_check_the_index():
     r = InstanceResult(np.zeros((2, 4), np.float32), np.ones(2, np.float32), np.zeros(2, np.int32), ImageShape(4, 4))
     with pytest.raises(IndexError, match="out of range for 2"):  # (0, 0, 0, 0) for any index before
         r.mask_bounds(99)
+
+
+def test_j_and_f_says_why_a_short_sequence_or_a_nan_mask_has_no_score():
+    """evaluate_sequence of 1-2 frames returned NaN scores without a word (DAVIS skips the first and last frame);
+    NaN mask pixels counted as foreground."""
+    from edgeseg.eval.vos import evaluate_sequence, region_similarity
+
+    gt = [np.pad(np.ones((2, 2), np.uint8), 1)] * 2
+    with pytest.raises(InputError, match="has 2 frame\\(s\\).*needs at least 3"):
+        evaluate_sequence("s", gt, gt)
+    assert [s.j.tolist() for s in evaluate_sequence("s", gt * 2, gt * 2)] == [[1.0, 1.0]]
+    with pytest.raises(InputError, match="NaN"):
+        region_similarity(np.ones((2, 2), bool), np.full((2, 2), np.nan))

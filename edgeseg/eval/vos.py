@@ -92,6 +92,10 @@ def bound_pixels(shape: tuple[int, int], bound_th: float = BOUND_TH) -> float:
 
 
 def _pair(gt: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    for what, m in (("ground truth", gt), ("prediction", pred)):
+        m = np.asarray(m)
+        if m.dtype.kind in "fc" and not np.isfinite(m).all():  # NaN read as foreground
+            raise InputError(f"J&F: the {what} mask holds NaN or infinite values", fix="give binary masks (bool or 0/1)")
     g, p = np.asarray(gt).astype(bool), np.asarray(pred).astype(bool)
     if g.shape != p.shape or g.ndim != 2 or not g.size:
         raise InputError(f"J&F compares two 2-D masks of one size: ground truth {list(g.shape)}, prediction {list(p.shape)}"
@@ -221,6 +225,10 @@ def evaluate_sequence(
             f"sequence {name}: the prediction holds object id {top} but the first annotation has {n_obj} object(s)",
             fix="write object ids 1..K as in the prompt (0 background)",
         )
+    if len(gt) < 3:  # DAVIS scores neither the first frame (the prompt) nor the last: nothing left (NaN before)
+        raise InputError(f"sequence {name} has {len(gt)} frame(s): J&F scores the frames between the first (the "
+                         "prompt) and the last, as the DAVIS evaluation does, so it needs at least 3",
+                         fix="score sequences of 3 frames or more")
     keep = range(1, len(gt) - 1)
     scores = []
     for k in range(1, n_obj + 1):

@@ -26,6 +26,8 @@ def class_ids(spec: str | Iterable[Any], classes: Sequence[str], category_ids: S
     bundle does not have raises :class:`InputError` listing its classes. Numbers are class indices, or, given a
     panoptic bundle's ``category_ids``, its category ids: the ``class_id`` its records carry (an audit: ``--classes
     7`` of a Cityscapes panoptic bundle kept index 7, traffic sign, where its JSON calls road 7)."""
+    if isinstance(spec, (int, np.integer)) and not isinstance(spec, bool):  # one class: classes=2 ('int' not iterable)
+        spec = [spec]
     items = [p.strip() for p in spec.split(",")] if isinstance(spec, str) else [str(p).strip() for p in spec]
     items = [p for p in items if p]
     if not items:

@@ -134,3 +134,8 @@ def test_a_semantic_overlay_draws_only_the_classes_asked_for_and_the_label_maps_
     body[:, 70:] = True  # right of the legend
     assert (circles[(lab == 3) & body] == every[(lab == 3) & body]).all()
     assert (circles[(lab != 3) & body] == src[(lab != 3) & body]).all()
+
+
+def test_one_class_number_is_taken_as_a_list_of_one():
+    """``keep_classes(result, 2)`` in Python raised "'int' object is not iterable"."""
+    assert class_ids(2, ("a", "b", "c")) == (2,) == class_ids("c", ("a", "b", "c"))
