@@ -569,6 +569,11 @@ class Propagator:
         x0, y0, x1, y1 = o.box
         step = max(1, min(x1 - x0, y1 - y0) // 16)
         py, px = np.nonzero(o.mask[y0:y1:step, x0:x1:step])
+        if not len(py):  # scattered pixels the sampling grid misses (their mean flow was NaN: a crash): every one
+            step = 1
+            py, px = np.nonzero(o.mask[y0:y1, x0:x1])
+        if not len(py):
+            return _grow((x0, y0, x1, y1), self.config.margin_px + 0.1 * max(x1 - x0, y1 - y0), shape)
         sh, sw = flow.small.shape[:2]
         sy, sx = sh / shape.height, sw / shape.width
         shift = flow.small[np.minimum(((py * step + y0) * sy).astype(int), sh - 1),

@@ -524,3 +524,18 @@ def test_frames_smaller_than_the_flow_takes_are_propagated(tmp_path, method, h, 
     assert np.array_equal(masks[0], ids)  # the prompt itself
     if h * w >= 64:  # a still scene keeps its object (a one-pixel object of a 2x2 frame may be called lost)
         assert all((m == 1).sum() > 0 for m in masks)
+
+
+def test_a_prompt_of_scattered_pixels_is_followed_without_a_crash(tmp_path, capsys):
+    """An object of scattered single pixels (a noisy mask): the flow was sampled on a grid over its box that missed
+    every pixel, their mean was NaN and `edgeseg vos` ended in 'cannot convert float NaN to integer' with one mask
+    written. Now every pixel is sampled when the grid misses them: a mask per frame."""
+    h, w = 480, 854  # worked at 240x427: 200 pixels over the frame, the grid every 14 px (1 in 196) misses them
+    d = tmp_path / "frames"
+    for i, f in enumerate(_frames(5, h, w)):
+        write_image(d / f"{i:05d}.png", f)
+    ids = np.zeros((h, w), np.uint8)
+    ids.flat[np.random.default_rng(1).integers(0, h * w, 200)] = 1
+    write_label(tmp_path / "p.png", ids)
+    assert _vos(d, tmp_path / "p.png", tmp_path / "out") == 0, capsys.readouterr().err
+    assert _pngs(tmp_path / "out") == [f"{i:05d}.png" for i in range(5)] and _all_valid(tmp_path / "out", (h, w))
