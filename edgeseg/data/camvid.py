@@ -32,7 +32,7 @@ import numpy as np
 from ..errors import DataError
 from ..structures import CAMVID_CLASSES, CAMVID_PALETTE
 from .base import DATASETS, IGNORE, Sample, SegmentationDataset, check_options
-from .io import IMAGE_SUFFIXES, image_files, read_image, read_label
+from .io import IMAGE_SUFFIXES, image_files, read_image, read_label, read_text
 
 CAMVID_VOID = 11
 log = logging.getLogger(__name__)
@@ -94,7 +94,7 @@ class CamVid(SegmentationDataset):
         """Sequences named by any split's list file or image folder under the root."""
         names = set()
         for list_file in self.root.glob("*.txt"):
-            for line in list_file.read_text().splitlines():
+            for line in read_text(list_file, "image list").splitlines():
                 if line.split():
                     names.add(sequence_of(Path(line.split()[0]).stem))
         for folder in self.root.iterdir():
@@ -126,7 +126,8 @@ class CamVid(SegmentationDataset):
 
     def _pairs_from_list(self, list_file: Path) -> list[tuple[Path, Path]]:
         pairs = []
-        for n, line in enumerate(list_file.read_text().splitlines(), 1):
+        text = read_text(list_file, "image list", "one 'IMAGE LABEL' pair per line")
+        for n, line in enumerate(text.splitlines(), 1):
             parts = line.split()
             if not parts:
                 continue

@@ -339,6 +339,9 @@ class CocoInstances(InstanceDataset):
             image_id, cat = int(ann["image_id"]), int(ann["category_id"])
         except (TypeError, ValueError):
             raise DataError(f"{what}: image_id and category_id must be integers") from None
+        if "id" in ann and (isinstance(ann["id"], bool) or not isinstance(ann["id"], (int, float))
+                            or ann["id"] != ann["id"] or ann["id"] in (float("inf"), float("-inf"))):
+            raise DataError(f"{what}: its id is {ann['id']!r}, not an integer", fix="give each annotation an integer id")
         if image_id not in known:
             raise DataError(f"{what} refers to image {image_id}, which 'images' does not list")
         if cat not in self._index:

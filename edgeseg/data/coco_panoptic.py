@@ -156,6 +156,9 @@ class CocoPanoptic(Sequence):
         what = f"{self.json_path}: annotation #{n}"
         if not isinstance(ann, dict) or not {"file_name", "segments_info"} <= set(ann):
             raise DataError(f"{what} is malformed", fix="each annotation needs image_id, file_name and segments_info")
+        if not isinstance(ann["file_name"], str) or not ann["file_name"].strip():
+            raise DataError(f"{what}: its file_name is {ann['file_name']!r}, not a PNG's name",
+                            fix="file_name names the annotation's PNG in the folder named like the JSON")
         if not isinstance(ann["segments_info"], list):
             raise DataError(f"{what} ({ann['file_name']}): segments_info is a {type(ann['segments_info']).__name__}, "
                             "not a list", fix="segments_info lists the image's segments ([] for a void-only image)")

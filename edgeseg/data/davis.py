@@ -39,7 +39,7 @@ from ..errors import DataError
 from ..structures import ImageShape
 from ..structures.palette import default_palette
 from .base import DatasetSpec, check_options
-from .io import _png_palette, _read_bytes, natural_key, png_palette_indices, read_image, read_label
+from .io import _png_palette, _read_bytes, natural_key, png_palette_indices, read_image, read_label, read_text
 
 MAX_PROMPT_COLOURS = 255
 log = logging.getLogger(__name__)
@@ -304,10 +304,10 @@ class Davis:
         list17 = self.root / "ImageSets" / "2017" / f"{subset}.txt"
         list16 = self.root / "ImageSets" / self.resolution / f"{subset}.txt"
         if list17.is_file():
-            return [ln.strip() for ln in list17.read_text().splitlines() if ln.strip()]
+            return [ln.strip() for ln in read_text(list17, "DAVIS subset list").splitlines() if ln.strip()]
         if list16.is_file():
             names: list[str] = []
-            for ln in list16.read_text().splitlines():
+            for ln in read_text(list16, "DAVIS subset list").splitlines():
                 parts = Path(ln.split()[0]).parts if ln.strip() else ()
                 if len(parts) >= 2 and parts[-2] not in names:
                     names.append(parts[-2])

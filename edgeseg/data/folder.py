@@ -15,7 +15,7 @@ import numpy as np
 from ..errors import DataError
 from ..structures import default_palette
 from .base import DATASETS, IGNORE, Sample, SegmentationDataset, check_options
-from .io import IMAGE_SUFFIXES, mask_size_error, read_image, read_label
+from .io import IMAGE_SUFFIXES, mask_size_error, read_image, read_label, read_text
 
 log = logging.getLogger(__name__)
 _WARNED: set[tuple[str, int]] = set()  # (masks folder, class count) already warned about (train and val open it twice)
@@ -54,7 +54,7 @@ def read_class_names(path: str | Path) -> tuple[str, ...]:
     p = Path(path)
     if not p.is_file():
         raise DataError(f"class-name file not found: {p}", fix="one class name per line, line order = class id")
-    names = class_names_from_lines(p.read_text().splitlines(), p)
+    names = class_names_from_lines(read_text(p, "class-name file", "one class name per line").splitlines(), p)
     if not names:
         raise DataError(f"class-name file {p} lists no classes")
     if len(names) > 255:
@@ -233,7 +233,7 @@ def _open_folder(args: list[str], options: dict[str, str], split: str) -> Folder
         if not listed.is_file():
             raise DataError(f"folder dataset: list file {listed} not found",
                             fix="one file stem per line (Pascal VOC: ImageSets/Segmentation/train.txt)")
-        stems = [_listed_stem(line) for line in listed.read_text(encoding="utf-8-sig").splitlines()
+        stems = [_listed_stem(line) for line in read_text(listed, "list file", "one file stem per line").splitlines()
                  if line.strip() and not line.lstrip().startswith("#")]
         if not stems:
             raise DataError(f"folder dataset: list file {listed} names no file", fix="one file stem per line")

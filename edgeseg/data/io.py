@@ -34,6 +34,18 @@ def _read_bytes(path: Path, error: type[EdgesegError], what: str) -> np.ndarray:
     return data
 
 
+def read_text(path: Path, what: str, fix: str | None = None) -> str:
+    """A text file the data readers take (label lists, YOLO labels, class names, data.yaml) as ``str``; a file that
+    cannot be read or is not UTF-8 text a :class:`DataError` naming it (``UnicodeDecodeError`` escaped as a
+    traceback). A leading BOM is dropped (Windows' Notepad writes one)."""
+    try:
+        return Path(path).read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{what} {path} is not text (the byte at offset {e.start} is not UTF-8)", fix=fix) from None
+    except OSError as e:
+        raise DataError(f"cannot read {what} {path}: {e.strerror or e}", fix=fix) from None
+
+
 def _png_palette(data: bytes) -> np.ndarray | None:
     """``uint8 [N, 3]`` palette of an indexed-colour PNG (colour type 3), else None."""
     if data[:8] != _PNG_SIGNATURE or len(data) < 33 or data[12:16] != b"IHDR" or data[25] != 3:

@@ -30,7 +30,7 @@ from ..errors import DataError
 from ..structures import ImageShape
 from .base import DATASETS, check_options
 from .coco_instances import InstanceDataset, InstanceSample, InstanceTruth, mask_boxes, polygon_to_mask
-from .io import IMAGE_SUFFIXES, read_image
+from .io import IMAGE_SUFFIXES, read_image, read_text
 
 
 def _scalar(text: str) -> str:
@@ -76,10 +76,7 @@ def parse_simple_yaml(text: str) -> dict[str, Any]:
 
 def read_data_yaml(path: Path) -> dict[str, Any]:
     """A ``data.yaml`` as a dict (PyYAML when installed, else :func:`parse_simple_yaml`)."""
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise DataError(f"cannot read {path}: {e}") from None
+    text = read_text(path, "data file", "a YAML file naming the splits' folders and the class names (Ultralytics')")
     try:
         import yaml
     except ImportError:
@@ -129,7 +126,8 @@ def _is_number(text: str) -> bool:
 def read_polygons(path: Path, num_classes: int | None) -> list[tuple[int, np.ndarray]]:
     """``(class id, float64 [K, 2] normalised xy)`` per line of a label file."""
     out = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
+    text = read_text(path, "YOLO label file", "one polygon per line: CLASS x1 y1 x2 y2 ... (normalised coordinates)")
+    for n, line in enumerate(text.splitlines(), 1):
         fields = line.split()
         if not fields:
             continue

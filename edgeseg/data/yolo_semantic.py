@@ -19,7 +19,7 @@ import numpy as np
 from ..errors import DataError
 from ..structures import default_palette
 from .base import DATASETS, IGNORE, Sample, SegmentationDataset, check_options
-from .io import IMAGE_SUFFIXES, mask_size_error, read_image, read_label
+from .io import IMAGE_SUFFIXES, mask_size_error, read_image, read_label, read_text
 from .yolo_seg import _names, read_data_yaml
 
 MASK_SUFFIXES = (".png", ".PNG", ".bmp", ".tif", ".tiff")
@@ -43,7 +43,7 @@ def _images(where: Path) -> list[Path]:
     if where.suffix == ".txt":
         if not where.is_file():
             raise DataError(f"yolo-semantic: image list {where} not found")
-        lines = [ln.strip() for ln in where.read_text().splitlines() if ln.strip()]
+        lines = [ln.strip() for ln in read_text(where, "image list", "one image path per line").splitlines() if ln.strip()]
         return [Path(ln) if Path(ln).is_absolute() else where.parent / ln for ln in lines]
     if not where.is_dir():
         raise DataError(f"yolo-semantic: image folder {where} not found", fix="check the split's folder in the data.yaml")

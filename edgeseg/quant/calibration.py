@@ -16,6 +16,7 @@ import bisect
 import collections
 
 import logging
+import math
 import os
 import re
 from dataclasses import dataclass, fields, replace
@@ -71,6 +72,7 @@ class CalibrationRecipe:
     def __post_init__(self) -> None:
         if isinstance(self.source, list):
             object.__setattr__(self, "source", tuple(self.source))
+        self._check_types()
         if isinstance(self.source, tuple) and (not self.source or not all(isinstance(s, str) and s for s in self.source)):
             raise InputError(f"calibration recipe {self.name!r}: source must be a path or spec, or a non-empty list of them",
                              fix='e.g. source = ["camvid:${EDGESEG_DATA}/camvid,exclude=0006R0", "FOLDER_OF_FRAMES"]')
@@ -84,6 +86,26 @@ class CalibrationRecipe:
             raise InputError(f"calibration holdout must be in [0, 1), got {self.holdout}")
         if not 0.0 < self.percentile <= 100.0:
             raise InputError(f"calibration percentile must be in (0, 100], got {self.percentile}")
+
+    def _check_types(self) -> None:
+        """Each setting of its type (a recipe's ``frames = 2.5``, ``split = 0`` or ``source = 5`` reached the
+        readers as a TypeError or AttributeError traceback)."""
+        def refuse(key: str, want: str) -> None:
+            raise InputError(f"calibration recipe {self.name or '(given)'!r}: {key} must be {want}, got "
+                             f"{getattr(self, key)!r}", fix=f"give {key} as {want} in the [calibration] table")
+
+        if not (isinstance(self.source, str) and self.source.strip() or isinstance(self.source, tuple)):
+            refuse("source", 'a path or dataset spec (a string, e.g. "camvid:${EDGESEG_DATA}/camvid") or a list of them')
+        for key in ("frames", "seed"):
+            if isinstance(getattr(self, key), bool) or not isinstance(getattr(self, key), int):
+                refuse(key, "a whole number")
+        for key in ("split", "sampling", "method"):
+            if not isinstance(getattr(self, key), str):
+                refuse(key, "a string")
+        for key in ("percentile", "scene_threshold", "holdout"):
+            v = getattr(self, key)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                refuse(key, "a finite number")
 
     @property
     def sources(self) -> tuple[str, ...]:
@@ -127,6 +149,9 @@ def load_recipe(path: str | os.PathLike) -> CalibrationRecipe:
                                       fix="a recipe is a TOML file with a [calibration] table (docs/quantization.md), or give a shipped "
                                           "recipe's name: camvid, street, dashcam, synthetic")
     table = data.get("calibration", data)
+    if not isinstance(table, dict):
+        raise DataError(f"{p}: calibration is a {type(table).__name__}, not a table",
+                        fix="the settings go under a [calibration] heading (or at the top of the file)")
     known = {f.name for f in fields(CalibrationRecipe)} - {"base_dir", "name"}
     unknown = sorted(set(table) - known - {"description"})
     if unknown:

@@ -144,6 +144,10 @@ def test_images_option_and_coco_annotations_layout(tmp_path):
     ([{"id": 7, "image_id": 5, "category_id": 24}], "annotation 7 has no segmentation"),
     ([{"id": 7, "image_id": 5, "category_id": 99, "segmentation": []}], "category 99"),
     ([{"id": 7, "image_id": 6, "category_id": 24, "segmentation": []}], "image 6"),
+    # session 50's fuzzing: a ValueError/TypeError traceback when the masks were read
+    ([{"id": "abc", "image_id": 5, "category_id": 24, "segmentation": []}], "its id is 'abc', not an integer"),
+    ([{"id": None, "image_id": 5, "category_id": 24, "segmentation": []}], "its id is None"),
+    ([{"id": [1], "image_id": 5, "category_id": 24, "segmentation": []}], r"its id is \[1\]"),
 ])
 def test_malformed_annotations_fail_at_open(tmp_path, annotations, match):
     path = _write_coco(tmp_path, annotations)

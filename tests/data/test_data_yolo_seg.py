@@ -124,6 +124,17 @@ def test_bad_label_lines_name_file_and_line(flat, line, match):
     assert "b.txt:2" in str(e.value)
 
 
+def test_a_label_file_that_is_not_text_is_named(flat):
+    """A stray non-UTF-8 byte: UnicodeDecodeError escaped as a traceback (session 50's fuzzing)."""
+    (flat / "data.yaml").write_text("val: images\nnames: [a, b]\n")
+    (flat / "labels" / "b.txt").write_bytes(f"1 {_norm(RECT)} \xc7\n".encode("latin-1"))
+    with pytest.raises(DataError, match=r"b\.txt is not text \(the byte at offset \d+ is not UTF-8\)") as e:
+        open_dataset(f"yolo-seg:{flat}")[1]
+    assert "CLASS x1 y1" in e.value.fix
+    (flat / "labels" / "b.txt").write_bytes(b"\xef\xbb\xbf" + f"1 {_norm(RECT)}\n".encode())  # a BOM: read
+    assert len(open_dataset(f"yolo-seg:{flat}")[1].truth.masks) == 1
+
+
 def test_folder_errors(tmp_path):
     with pytest.raises(DataError, match="not found"):
         open_dataset(f"yolo-seg:{tmp_path / 'nothing'}")

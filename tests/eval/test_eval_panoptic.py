@@ -276,6 +276,8 @@ def _edit_json(path, edit):
 @pytest.mark.parametrize("edit, match", [
     (lambda d: d["annotations"][1].update(segments_info=None), r"annotation #1 \(im2\.png\): segments_info is a NoneType"),
     (lambda d: d["annotations"][1]["segments_info"][1].update(id=1), r"\(im2\.png\): segment id 1 is listed twice"),
+    (lambda d: d["annotations"][0].update(file_name=7), r"annotation #0: its file_name is 7"),  # a TypeError before
+    (lambda d: d["annotations"][0].update(file_name=""), r"annotation #0: its file_name is ''"),
 ])
 def test_malformed_segments_info_is_refused_at_open(tmp_path, edit, match):
     from edgeseg.data import open_dataset

@@ -136,6 +136,28 @@ def test_recipe_toml_and_resolution(tmp_path):
         CalibrationRecipe(source="x", method="kl")
 
 
+@pytest.mark.parametrize("line, match", [  # session 50's fuzzing: each a TypeError/AttributeError traceback
+    ("frames = 2.5", "frames must be a whole number, got 2.5"),
+    ("split = 0", "split must be a string, got 0"),
+    ("split = true", "split must be a string, got True"),
+    ("source = 5", "source must be a path or dataset spec"),
+    ("seed = \"1\"", "seed must be a whole number"),
+    ("holdout = nan", "holdout must be a finite number"),
+    ("percentile = \"99\"", "percentile must be a finite number"),
+])
+def test_recipe_values_of_the_wrong_type_are_named(tmp_path, line, match):
+    rec = tmp_path / "r.toml"
+    keys = {"source": 'source = "synthetic:8"', "frames": "frames = 8"}
+    keys[line.split()[0]] = line
+    rec.write_text("[calibration]\n" + "\n".join(keys.values()) + "\n")
+    with pytest.raises(InputError, match=match) as e:
+        load_recipe(rec)
+    assert "[calibration] table" in e.value.fix
+    rec.write_text('calibration = "synthetic:8"\n')
+    with pytest.raises(DataError, match="calibration is a str, not a table"):
+        load_recipe(rec)
+
+
 def test_shipped_recipes_parse():
     for name in ("camvid", "dashcam", "street", "synthetic"):
         r = resolve_calibration(name)
