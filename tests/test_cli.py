@@ -137,6 +137,14 @@ def test_predict_keeps_the_readable_images_results(bundle, tmp_path, capsys, mon
     assert rep["errors"] == [{"image": paths[1], "error": f"cannot decode image {paths[1]}: not an image or a corrupt file"}]
     assert (out / "a_labels.png").is_file() and (out / "c_labels.png").is_file()
 
+    # every image unreadable (session 50's fuzzing): an earlier run's --json kept, a new one lists the failures
+    before = js.read_bytes()
+    assert main(["predict", str(bundle.root), paths[1], "--backend", "onnxruntime", "--json", str(js)]) == 2
+    assert js.read_bytes() == before and f"no image was segmented, so {js} keeps the results it held" in \
+        capsys.readouterr().err
+    assert main(["predict", str(bundle.root), paths[1], "--backend", "onnxruntime", "--json", str(tmp_path / "n.json")]) == 2
+    assert json.loads((tmp_path / "n.json").read_text())["errors"][0]["image"] == paths[1]
+
     # Ctrl-C after the first image: the JSON still holds it, marked interrupted; exit 130
     from edgeseg.predictor import Predictor
 

@@ -339,6 +339,13 @@ def _image_paths(given: list[str], bundle: str = "BUNDLE") -> list[str]:
 
 
 def _write_results(args, predictor, task: str, rows: list, failed: list, interrupted: bool = False) -> None:
+    """``--json`` with the results (and the failures); when every image failed, an earlier file at that path is kept
+    as it was (session 50's fuzzing: one unreadable image replaced an earlier run's results with none)."""
+    if not args.json:
+        return
+    if not rows and str(args.json) != "-" and Path(args.json).is_file() and Path(args.json).stat().st_size:
+        print(f"edgeseg predict: no image was segmented, so {args.json} keeps the results it held", file=sys.stderr)
+        return
     doc = {"bundle": args.bundle, "task": task, "backend": predictor.backend,
            "precision": predictor.runner.precision, "images": rows}
     if failed:

@@ -209,6 +209,19 @@ def check_semantic_model(name: str) -> None:
                              "(a clone of its repository), not in the installed package")
 
 
+def files_fingerprint(dataset: Any) -> str | None:
+    """A short hash of the image file names a dataset reads (readers with ``pairs``: folder, CamVid), names only, so
+    that a moved dataset still resumes; None for other readers. A resume on another list of as many images (Pascal
+    VOC's ``list=`` files, a CamVid split file edited) went on silently, where the counts alone were compared."""
+    import hashlib
+
+    pairs = getattr(dataset, "pairs", None)
+    if not isinstance(pairs, list) or not pairs:
+        return None
+    names = sorted(Path(p[0]).name for p in pairs)
+    return f"{len(names)} files, sha1 {hashlib.sha1(chr(10).join(names).encode()).hexdigest()[:12]}"
+
+
 def run_job(job: TrainJob, resume: bool = False) -> JobResult:
     """Train (resuming from ``out/last.pt`` when ``resume``), then export and record."""
     from ..models import check_runs_at, create_model
@@ -251,6 +264,9 @@ def run_job(job: TrainJob, resume: bool = False) -> JobResult:
                 "val_images": len(val) if val is not None else 0, "data_classes": list(train.classes),
                 "train_split": job.train_split, "val_split": job.val_split,
                 "init": None if job.init is None else Path(job.init).name, "model_kwargs": dict(job.model_kwargs)}
+    for key, ds in (("train_files", train), ("val_files", val)):  # another list of as many images (an audit)
+        if files_fingerprint(ds) is not None:
+            settings[key] = files_fingerprint(ds)
     trainer = Trainer(model, train, job.config, val_data=val, input_spec=spec, num_classes=n, out_dir=job.out,
                       model_name=job.model, job_settings=settings)
     if unfolded:

@@ -184,12 +184,19 @@ def test_a_results_file_an_earlier_run_wrote_is_said_to_be_replaced(tmp_path, ca
         sink.open()
         sink.close()
     assert f"{out} exists: this run replaces its lines" in caplog.text
+    # no frame came (session 50's fuzzing: a cut MP4 emptied the earlier run's results): the file as it was
+    assert out.read_text() == '{"index": 0}\n' and "no frame came, so the file is left as it was" in caplog.text
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="edgeseg.stream"):
         sink = JsonLinesSink(tmp_path / "new.jsonl")
         sink.open()
         sink.close()
-    assert "exists" not in caplog.text
+    assert "exists" not in caplog.text and (tmp_path / "new.jsonl").read_bytes() == b""  # none before: an empty one
+    sink = JsonLinesSink(out)
+    sink.open()
+    sink.write(Frame(np.zeros((4, 4, 3), np.uint8), index=3, pts_ns=0), SemanticResult(np.zeros((4, 4), np.uint8)))
+    sink.close()
+    assert [json.loads(line)["index"] for line in out.read_text().splitlines()] == [3]  # the earlier line replaced
 
 
 def test_no_hud_draws_a_clean_overlay(tmp_path):

@@ -180,3 +180,31 @@ def test_a_second_ctrl_c_before_any_checkpoint_says_nothing_was_saved(tmp_path, 
     assert main([*BASE, "--epochs", "1", "--out", str(tmp_path / "r")]) == 130
     err = capsys.readouterr().err
     assert "stopped before its first checkpoint: nothing was saved" in err and "without --resume" in err
+
+
+def test_cli_resume_on_another_list_of_as_many_images_is_refused(tmp_path, capsys):
+    """An audit (session 50): `--resume` with `list=` files naming other images, as many as before, went on silently
+    (only the counts were compared); the image names' fingerprint is compared now, names only (a moved dataset
+    still resumes)."""
+    import numpy as np
+
+    from edgeseg.data.io import write_image, write_label
+
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        write_image(tmp_path / "ds" / "img" / f"f{i}.png", rng.integers(0, 256, (48, 64, 3), np.uint8))
+        write_label(tmp_path / "ds" / "mask" / f"f{i}.png", rng.integers(0, 3, (48, 64)).astype(np.uint8))
+    for prefix, train in (("", "f0 f1 f2 f3"), ("b_", "f0 f1 f4 f5")):
+        (tmp_path / "ds" / f"{prefix}train.txt").write_text(train.replace(" ", "\n") + "\n")
+        (tmp_path / "ds" / f"{prefix}val.txt").write_text("f4\nf5\n")
+
+    def args(prefix: str, root=tmp_path / "ds") -> list[str]:
+        return ["train", "test_fcn8s", "--data", f"folder:{root}/img,{root}/mask,list={root}/{prefix}{{split}}.txt",
+                "--size", "64x48", "--batch", "2", "--threads", "1", "--no-progress", "--out", str(tmp_path / "run")]
+
+    assert main([*args(""), "--epochs", "1"]) == 0
+    assert main([*args("b_"), "--epochs", "2", "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "train_files '4 files, sha1" in err and "other settings than this command gives" in err
+    (tmp_path / "ds").rename(tmp_path / "moved")
+    assert main([*args("", tmp_path / "moved"), "--epochs", "2", "--resume"]) == 0

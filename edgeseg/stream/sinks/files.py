@@ -29,7 +29,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..._registry import Registry
-from ...errors import InputError, StreamError
+from ...errors import EdgesegError, InputError, StreamError
 from ...structures import InstanceResult, PanopticResult, PromptedResult, SemanticResult, TrackResult
 from ...structures.records import result_record
 from ...structures.coco_panoptic import segments_info
@@ -131,6 +131,8 @@ class JsonLinesSink(Sink):
         self._per_source: dict[str, int] = {}  # frames of each source in the segment being written
         self._next_index = 0
         self._finisher = Finisher(keep=self.keep_segments)
+        self._opened = False  # the (single) file opened: at the first frame
+        self._ready = False  # open() ran: close() then leaves an empty file when no frame came and none was there
 
     def bind_source(self, source: Any) -> None:
         self._source = source
@@ -143,13 +145,19 @@ class JsonLinesSink(Sink):
                              fix=f"name the file, e.g. {self.path / 'results.jsonl'}")
         writable_file(self.path)
         refuse_input(self.path, self._source, "the JSON lines file", example=f"{self.path.stem}.jsonl")
+        self._ready, self._opened = True, False
         if self.segment_s:  # numbered after an earlier run's segments: none is replaced; opened at the first frame
             self._next_index = next_free_index(self.path)
             return
         if self.path.is_file() and self.path.stat().st_size:
-            log.warning("%s exists: this run replaces its lines (an earlier run's results; give another path to keep "
-                        "them)", self.path)
+            log.warning("%s exists: this run replaces its lines at its first frame (an earlier run's results; give "
+                        "another path to keep them)", self.path)
+        # opened at the first frame: a run that gets none (a source that fails to open or holds no frame) left an
+        # earlier run's file emptied
+
+    def _first_line(self) -> None:
         self._f = self._open(self.path)
+        self._opened = True
 
     def _open(self, path: Path) -> "_Lines":
         try:
@@ -186,6 +194,8 @@ class JsonLinesSink(Sink):
             if self._f is None:
                 self._begin_segment()
                 self._per_source = {}
+        elif self._f is None:
+            self._first_line()
         self._f.write(json.dumps(frame_record(frame, result, packet), separators=(",", ":")) + "\n")
         self.lines += 1
         if self.segment_s:
@@ -207,10 +217,24 @@ class JsonLinesSink(Sink):
     def close(self) -> None:
         f, self._f = self._f, None
         if f is None:
+            if self._ready and not self.segment_s and not self._opened:
+                self._no_frame()
             return
         if self.segment_s and self.segments:
             self._finisher.finish_now(self._finishing(f, self.segments[-1]), self.segments[-1])
         else:
+            f.close()
+
+
+    def _no_frame(self) -> None:
+        """Closed before any frame: an empty file where there was none, an earlier run's file left as it was."""
+        self._ready = False
+        if self.path.exists():
+            log.warning("%s: no frame came, so the file is left as it was", self.path)
+            return
+        with contextlib.suppress(OSError, EdgesegError):
+            self._first_line()
+            self._f, f = None, self._f
             f.close()
 
 
