@@ -6,7 +6,9 @@ yolo-seg:`` read (auto-labelling).
 A mask's outline is its external contours (OpenCV, pixel coordinates of the boundary pixels), as Ultralytics'
 ``masks2segments``; a mask in several parts (a car behind a pole) becomes one polygon, as Ultralytics' ``"all"``
 strategy makes it: each other part joined to the largest by a zero-width bridge between their closest points, which
-an even-odd fill (pycocotools', the reader's) leaves empty. Holes are not kept (external contours only).
+an even-odd fill (pycocotools', the reader's) leaves empty. Holes are not kept (external contours only). A part one
+pixel thin, whose centre outline encloses nothing, is outlined along its pixels' edges (:func:`_pixel_squares`);
+docs/instance.md says what each reader then gets back.
 """
 from __future__ import annotations
 
@@ -20,8 +22,19 @@ def mask_polygon(crop: np.ndarray, x0: int = 0, y0: int = 0) -> np.ndarray:
     at image pixel ``(x0, y0)``); ``[0, 2]`` for an empty mask."""
     import cv2
 
-    contours, _ = cv2.findContours(np.ascontiguousarray(crop, np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    parts = [_outline(c.reshape(-1, 2).astype(np.float64)) for c in contours if len(c)]
+    m8 = np.ascontiguousarray(crop, np.uint8)
+    contours, _ = cv2.findContours(m8, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    parts = []
+    labels = cv2.connectedComponents(m8, connectivity=8)[1] if contours else None
+    for c in contours:
+        c = c.reshape(-1, 2).astype(np.float64)
+        x, y = c[0].astype(int)
+        part = labels == labels[y, x]
+        # no pixel with all 8 neighbours in the part (a dot, a line, an L, a 2-pixel stripe): the pixel-centre
+        # contour encloses next to nothing, so the outline of the pixels' squares (below); else the contour
+        thin = not cv2.erode(part.view(np.uint8), np.ones((3, 3), np.uint8), borderType=cv2.BORDER_CONSTANT,
+                             borderValue=0).any()
+        parts.append(_pixel_squares(part) if thin else c)
     if not parts:
         return np.zeros((0, 2))
     parts.sort(key=lambda c: -abs(cv2.contourArea(c.astype(np.float32))) - len(c) * 1e-9)
@@ -34,15 +47,22 @@ def mask_polygon(crop: np.ndarray, x0: int = 0, y0: int = 0) -> np.ndarray:
     return ring + (x0, y0)
 
 
-def _outline(contour: np.ndarray) -> np.ndarray:
-    """A contour of 3+ points as it is; a part one or two pixels thin (a dot, a line: fewer than 3 corners, which no
-    polygon encloses) as the square outline of its pixels' edges (before: left out of the labels)."""
-    if len(contour) >= 3 and len(np.unique(contour, axis=0)) >= 3:
-        uniq_x, uniq_y = np.unique(contour[:, 0]), np.unique(contour[:, 1])
-        if len(uniq_x) > 1 and len(uniq_y) > 1:
-            return contour
-    (x0, y0), (x1, y1) = contour.min(0), contour.max(0) + 1
-    return np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], np.float64)
+def _pixel_squares(part: np.ndarray) -> np.ndarray:
+    """The outline of the union of the squares of a thin part's pixels (``part``: ``bool``, pixel ``(x, y)`` spanning
+    ``[x, x+1] x [y, y+1]``). Its pixel-centre contour encloses nothing (a dot, a straight or diagonal line, an L), and
+    an even-odd fill reads it back empty: before session 49 such parts were left out of the labels, in session 49 a
+    part became its bounding box (a 10-pixel diagonal read back as 100 pixels). The part is traced at twice its size
+    and each doubled coordinate ``c`` mapped to the edge it lies on (even: a pixel's near side ``c / 2``; odd: its far
+    side ``(c + 1) / 2``)."""
+    import cv2
+
+    ys, xs = np.nonzero(part)
+    top, left = int(ys.min()), int(xs.min())
+    sub = part[top: int(ys.max()) + 1, left: int(xs.max()) + 1].astype(np.uint8)
+    double = np.pad(np.repeat(np.repeat(sub, 2, axis=0), 2, axis=1), 1)  # padded: a contour never meets the edge
+    traced, _ = cv2.findContours(double, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    c = max(traced, key=len).reshape(-1, 2).astype(np.int64) - 1
+    return ((c + (c & 1)) // 2 + (left, top)).astype(np.float64)
 
 
 def yolo_lines(classes: Iterable[int], polygons: Iterable[np.ndarray], width: int, height: int,

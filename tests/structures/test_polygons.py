@@ -27,6 +27,27 @@ def test_a_mask_in_two_parts_is_one_polygon_that_fills_both_by_hand():
         assert (polygon_to_mask(mask_polygon(thin).reshape(-1), 12, 12) == thin).all()
 
 
+def test_thin_parts_of_any_shape_read_back_pixel_for_pixel():
+    """A part with no pixel whose 8 neighbours are all in it (a diagonal, an L, a kinked line, a 2-pixel stripe):
+    the outline of its pixels' squares, which the reader's even-odd fill gives back exactly (an audit, session 50: a
+    10-pixel diagonal was written as its 10x10 bounding box, read back as 100 pixels, IoU 0.10)."""
+    shapes = {"diagonal": [(2 + i, 2 + i) for i in range(10)],
+              "L": [(y, 4) for y in range(3, 12)] + [(11, x) for x in range(4, 10)],
+              "kink": [(5, 5), (6, 6), (6, 7), (5, 8)],
+              "stripe": [(y, x) for y in (2, 3) for x in range(1, 19)],
+              "anti-diagonal at the border": [(i, 19 - i) for i in range(6)]}
+    for name, pixels in shapes.items():
+        m = np.zeros((20, 20), bool)
+        m[tuple(np.array(pixels).T)] = True
+        back = polygon_to_mask(mask_polygon(m).reshape(-1), 20, 20)
+        assert (back == m).all(), name
+    m = np.zeros((20, 20), bool)  # beside a block (outlined through its boundary pixels' centres, as before)
+    m[4:10, 4:10] = True
+    m[15, 3:9] = True
+    back = polygon_to_mask(mask_polygon(m).reshape(-1), 20, 20)
+    assert (back[15] == m[15]).all() and back[4:9, 4:9].all() and back.sum() == 25 + 6
+
+
 def test_yolo_lines_are_ultralytics_save_txt():
     poly = np.array([[0, 0], [64, 0], [64, 32], [0, 32]], np.float64)
     assert yolo_lines([2, 1], [poly, poly[:2]], 128, 64) == ["2 0 0 0.5 0 0.5 0.5 0 0.5"]  # 2 points: no polygon
