@@ -35,6 +35,12 @@ def _edit(bundle, change) -> None:
     (lambda d: d["input"].update(size="12x8"), "input size must be", None),
     (lambda d: d["input"].update(mean="0.5"), "input mean must be a list of numbers", None),
     (lambda d: d["models"][0].update(precision="int4"), "has unknown precision 'int4'", "upgrade edgeseg"),
+    # session 50's fuzzing: each read, and every prediction the same nonsense or of unnamed classes
+    (lambda d: d["input"]["mean"].__setitem__(2, float("nan")), "must be finite numbers", "mean 0.485"),
+    (lambda d: d["input"].update(scale=float("nan")), "input scale must be a finite number > 0", "1/255"),
+    (lambda d: d["input"].update(scale=0), "input scale must be a finite number > 0", None),
+    (lambda d: d.update(classes=d["classes"][:3]), "3 class name(s) for the 4 score channels of output 'logits'",
+     "one class name per channel"),
 ])
 def test_a_hand_edit_is_refused_naming_the_manifest(bundle, change, words, fix):
     _edit(bundle, change)

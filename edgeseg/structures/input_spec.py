@@ -7,6 +7,7 @@ exporter's conventions here (NHWC, BGR, 0-255 means, ...).
 from __future__ import annotations
 
 import functools
+import math
 import numbers
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
@@ -135,6 +136,13 @@ class InputSpec:
             object.__setattr__(self, key, v)
         if any(s == 0 for s in self.std):
             raise InputError(f"input std has a zero: {self.std}")
+        if isinstance(self.scale, bool) or not isinstance(self.scale, numbers.Real) or not math.isfinite(self.scale) \
+                or self.scale <= 0:
+            raise InputError(f"input scale must be a finite number > 0, got {self.scale!r}",
+                             fix="1/255 for models fed 0-1 pixels, 1 for 0-255 ones")
+        if not all(math.isfinite(v) for v in (*self.mean, *self.std)):  # NaN: every prediction the same nonsense
+            raise InputError(f"input mean {list(self.mean)} and std {list(self.std)} must be finite numbers",
+                             fix="the exporter's normalisation, e.g. mean 0.485,0.456,0.406 std 0.229,0.224,0.225")
         if max(self.mean) > 1.5 and float(self.scale) < 0.1:
             raise InputError(
                 f"input mean {self.mean} is in 0-255 units but scale is {self.scale:g}: pixels would be scaled to "
