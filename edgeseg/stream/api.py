@@ -570,6 +570,8 @@ def _stream(opts: StreamOptions, bundle: Any, ended: dict[str, Any]) -> Iterator
         ended["finished"].set()
         raise
     out.is_live = _live_sources(pipe.source)  # (before the first frame: the sink thread starts with pipe.run below)
+    if hasattr(pipe.source, "gate") and any(s.live for s in getattr(pipe.source, "sources", ())):
+        pipe.source.gate, out.gated = out.wait_for_room, True  # a file beside a camera waits at its source
     ended["handover"] = out
     ended["stop"] = pipe.stop
     if ended.get("closing"):  # closed while the pipeline was being built (a slow model load): stop before a frame
@@ -616,6 +618,7 @@ def _stream(opts: StreamOptions, bundle: Any, ended: dict[str, Any]) -> Iterator
             yield item
     finally:
         pipe.stop()
+        out.close()
         if not _own_thread():
             finish()
         else:  # finalized by the garbage collector in one of a pipeline's threads: finishing there would wait on it

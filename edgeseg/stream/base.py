@@ -291,6 +291,10 @@ class FrameBuffer:
             self._closed = True
             self._cond.notify_all()
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def reopen(self) -> None:
         with self._cond:
             self._closed = False

@@ -7,6 +7,11 @@ per source waits for the loop, the newest replacing its older one in its place i
 slower than a camera gets fresh results instead of the stage queues' backlog (session 49: a 5 Hz loop over a 25 fps
 camera got frames 1.8-2.5 s old), a file read beside a camera loses none of its results, and one camera's results
 never push out another's (each has its slot), and the loop takes the sources in turn.
+
+Beside a camera, a file waits at its own source (:meth:`HandOver.wait_for_room`, the gate of a
+:class:`~edgeseg.stream.sources.mux.MultiSource`'s reader) instead of in :meth:`HandOver.put`: waiting there held
+the pipeline's one sink thread, and with it every camera result behind the file's (session 50's audit: a camera
+beside a file reached the loop 8 times for the file's 40, up to 6 s old).
 """
 from __future__ import annotations
 
@@ -31,6 +36,9 @@ class HandOver:
         self._tick = 0
         self._cond = threading.Condition()
         self.skipped = 0
+        self.gated = False  # the files' readers wait for room (wait_for_room): put never waits for them
+        self._waiting_of: dict[Any, int] = {}  # a file's results waiting for the loop, per source
+        self._closed = False
 
     def put(self, source_id: Any, item: Any) -> None:
         live = bool(self.is_live(source_id))
@@ -43,10 +51,24 @@ class HandOver:
                         self._cond.notify_all()
                         return
             else:
-                while self._waiting_files >= self.capacity:
+                while not self.gated and not self._closed and self._waiting_files >= self.capacity:
                     self._cond.wait(0.1)
                 self._waiting_files += 1
+                self._waiting_of[source_id] = self._waiting_of.get(source_id, 0) + 1
             self._items.append((source_id, live, item))
+            self._cond.notify_all()
+
+    def wait_for_room(self, source_id: Any, stopped: Callable[[], bool] = lambda: False) -> None:
+        """In a file's reader, before it reads on: wait while ``capacity`` of its results wait for the loop (until the
+        hand-over closes or ``stopped()``), so that the file is held back at its source, not in the sink thread."""
+        with self._cond:
+            while self._waiting_of.get(source_id, 0) >= self.capacity and not self._closed and not stopped():
+                self._cond.wait(0.1)
+
+    def close(self) -> None:
+        """The loop has ended: nothing waits for it any more."""
+        with self._cond:
+            self._closed = True
             self._cond.notify_all()
 
     def _turn(self, i: int) -> tuple[float, int]:
@@ -79,5 +101,6 @@ class HandOver:
                 self._served[sid] = self._tick
             if not live:
                 self._waiting_files -= 1
+                self._waiting_of[sid] -= 1
             self._cond.notify_all()
             return item

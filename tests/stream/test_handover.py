@@ -42,3 +42,30 @@ def test_two_cameras_are_taken_in_turn_and_a_batch_does_not_push_one_out():
         h.put("b", ("b", k))
         seen.append(h.get(timeout=1)[0])
     assert seen.count("a") == seen.count("b") == 10
+
+
+def test_a_gated_file_waits_at_its_source_not_in_put():
+    """Beside a camera the file's reader waits (``wait_for_room``) while ``capacity`` of its results wait for the loop,
+    and ``put`` never blocks: waiting there held the one sink thread and every camera result behind it (session 50's
+    audit: 8 camera results reached a slow loop for the file's 40, up to 6 s old). Closing releases the reader."""
+    h = HandOver(2, lambda sid: sid == "cam")
+    h.gated = True
+    h.put("file", ("file", 0))
+    h.put("file", ("file", 1))
+    h.put("file", ("file", 2))  # a frame already in the pipeline when the gate closed: taken, not waited for
+    reader = threading.Thread(target=h.wait_for_room, args=("file",))
+    reader.start()
+    time.sleep(0.3)
+    assert reader.is_alive()  # three of its results wait: the file's reader waits
+    h.put("cam", ("cam", 0))  # and the camera's result is in line at once
+    assert [h.get(timeout=1) for _ in range(2)] == [("file", 0), ("cam", 0)]
+    assert reader.is_alive()  # two still wait
+    assert h.get(timeout=1) == ("file", 1)
+    reader.join(2)
+    assert not reader.is_alive()  # room for one more
+    stopped = threading.Thread(target=h.wait_for_room, args=("file",))
+    h.put("file", ("file", 3))
+    stopped.start()
+    h.close()  # the loop ended: nothing waits for it any more
+    stopped.join(2)
+    assert not stopped.is_alive()

@@ -249,3 +249,33 @@ def test_a_slow_loop_over_a_live_source_gets_fresh_results_and_sees_the_gaps():
     assert max(ages_ms) < 1000, ages_ms  # before: growing by ~80 ms a frame seen (over 2 s by the tenth)
     steps = [(i2 - i1, round((q2 - q1) / 20e6)) for (_, q1, i1), (_, q2, i2) in zip(seen, seen[1:])]
     assert all(di == dp for di, dp in steps) and any(di > 1 for di, _ in steps), steps
+
+
+@pytest.mark.gst
+def test_a_slow_loop_over_a_file_beside_a_camera_gets_every_file_result_and_fresh_camera_ones(tmp_path):
+    """Session 50's audit: a file beside a camera held the pipeline's sink thread while its results waited for the
+    loop, so the camera's results queued behind the file's (8 against the file's 40, up to 6 s old). Now the file
+    waits at its source: the loop takes the two in turn, every file frame and camera results as fresh as alone."""
+    import time
+
+    import numpy as np
+
+    import edgeseg
+    from stream_helpers import write_mp4
+
+    clip = write_mp4(tmp_path / "clip.mp4", [np.full((120, 160, 3), 10 * i, np.uint8) for i in range(20)])
+    p = edgeseg.load("edgeseg/zoo/shapes.edgeseg", backend="onnxruntime", precision="fp32", threads=1)
+    seen = []
+    with edgeseg.stream([str(clip), "test://ball?width=160&height=120&fps=25&live=1"], p) as s:
+        for f, _ in s:
+            seen.append((time.monotonic(), f.pts_ns, f.source_id, f.index))
+            if sum(1 for x in seen if x[2] == str(clip)) == 20:
+                break
+            time.sleep(0.1)  # a 10 Hz loop
+    files = [x for x in seen if x[2] == str(clip)]
+    cams = [x for x in seen if x[2] != str(clip)]
+    assert [x[3] for x in files] == list(range(20))  # none lost
+    assert len(cams) >= 15, "".join("F" if x[2] == str(clip) else "C" for x in seen)  # in turn (before: 1 in 5)
+    t0, p0 = cams[0][0], cams[0][1]
+    ages_ms = [(t - t0) * 1e3 - (pts - p0) / 1e6 for t, pts, _, _ in cams]
+    assert max(ages_ms) < 1000, ages_ms

@@ -43,6 +43,9 @@ class MultiSource(Source):
         self._buf = _MuxBuffer(buffer_size, sum(1 for s in self.sources if s.live),
                                files=sum(1 for s in self.sources if not s.live))
         self._threads: list[threading.Thread] = []
+        #: ``gate(source_id, stopped)``, called in a file's reader before each frame is put: it waits for room
+        #: downstream (``edgeseg.stream``'s hand-over to a Python loop); None: the buffer's room alone
+        self.gate: Any = None
         self._errors: list[tuple[Source, int, BaseException]] = []  # (source, frames it gave, error)
         counts = [s.expected_frames for s in self.sources]
         self.expected_frames = sum(counts) if all(c is not None for c in counts) else None  # type: ignore[arg-type]
@@ -75,6 +78,8 @@ class MultiSource(Source):
         n = 0
         try:
             for frame in source:
+                if self.gate is not None and not source.live:
+                    self.gate(_name(source), lambda: self._buf.closed)
                 if not self._buf.put_from(frame, live=source.live):
                     return
                 n += 1
