@@ -322,6 +322,9 @@ def _check_openvino(model, path: str) -> list[Finding]:
     if not OpenVinoRunner.is_available()[0]:
         return [Finding("warning", "not-installed", "OpenVINO is not installed: op support not checked",
                         fix="pip install 'edgeseg[openvino]'")]
+    from .._openvino import decline_telemetry
+
+    decline_telemetry()
     import openvino as ov
 
     try:

@@ -55,6 +55,9 @@ class NncfOptions:
     subset_size: int | None = None  # None: every calibration frame
 
     def kwargs(self, frames: int) -> dict[str, Any]:
+        from .._openvino import decline_telemetry
+
+        decline_telemetry()
         import nncf
 
         return {"preset": nncf.QuantizationPreset(self.preset), "target_device": nncf.TargetDevice(self.target_device),
@@ -95,6 +98,9 @@ def nncf_quantize_onnx(prepared: str | Path, out: str | Path, feeds: Sequence[Ma
     when NNCF fails or OpenVINO cannot compile the result.
     """
     _require()
+    from .._openvino import decline_telemetry
+
+    decline_telemetry()
     import nncf
     import onnx
 
@@ -153,6 +159,9 @@ def nncf_default_openvino(prepared: str | Path, feeds: Sequence[Mapping[str, np.
     """OpenVINO's own default INT8 flow (the baseline): read the ONNX into OpenVINO and run
     ``nncf.quantize(ov_model, dataset)`` with default parameters. Returns an ``openvino.Model``."""
     _require()
+    from .._openvino import decline_telemetry
+
+    decline_telemetry()
     import nncf
 
     _quiet_nncf()

@@ -49,6 +49,9 @@ def core() -> Any:
     """The process's one ``openvino.Core``: models are read, queried and compiled by the same Core,
     which outlives them (a model kept after the Core that read it is gone has crashed the process
     at a later fork)."""
+    from ..._openvino import decline_telemetry
+
+    decline_telemetry()
     import openvino as ov
 
     return ov.Core()
