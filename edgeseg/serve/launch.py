@@ -117,6 +117,8 @@ def serve(bundles: Sequence[str | os.PathLike], address: str = LOOPBACK, port: i
             _check_reachable(ray_address)
         else:  # a fresh local Serve binds this port itself (joining a cluster: its proxy may already hold it)
             _check_port(address, port)
+        if ray_address is None:
+            _decline_usage_stats()
         sigterm = _sigterm_handler()
         try:
             ray.init(address=ray_address or "local", include_dashboard=False, num_cpus=num_cpus,
@@ -280,6 +282,22 @@ def _restore_sigterm(handler) -> None:
 
     if handler is not None:
         signal.signal(signal.SIGTERM, handler)
+
+
+def _decline_usage_stats() -> None:
+    """A Ray this process starts sends no usage stats unless the user chose to: Ray collects them by default (a
+    report to Anyscale from the head); ``RAY_USAGE_STATS_ENABLED=0`` for this process and the Ray processes it starts,
+    unless the variable is set or ``~/.ray/config.json`` holds a choice (``ray enable-usage-stats``)."""
+    import json
+
+    if os.environ.get("RAY_USAGE_STATS_ENABLED") is not None:
+        return
+    try:
+        chosen = "usage_stats" in json.loads((Path.home() / ".ray" / "config.json").read_text())
+    except (OSError, ValueError, RuntimeError, TypeError):
+        chosen = False
+    if not chosen:
+        os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
 
 
 def _check_reachable(ray_address: str, timeout_s: float = 5.0) -> None:

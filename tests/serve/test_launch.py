@@ -80,3 +80,25 @@ def test_replicas_that_cannot_all_be_placed_on_a_local_ray_are_refused():
     assert small.stopped and "--cpus-per-replica" in info.value.fix
     with pytest.raises(InputError, match="GPU"):
         _check_fits(_FakeRay({"CPU": 8.0}), 1, 1.0, 1.0)
+
+
+def test_a_ray_this_process_starts_sends_no_usage_stats_unless_chosen(tmp_path, monkeypatch):
+    """Ray collects usage stats by default (a report to Anyscale from the head node): a local Ray `edgeseg serve`
+    starts declines them unless the user chose (the variable set, or `ray enable-usage-stats`'s config file)."""
+    import json
+    import os
+
+    from edgeseg.serve.launch import _decline_usage_stats
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("RAY_USAGE_STATS_ENABLED", raising=False)
+    _decline_usage_stats()
+    assert os.environ["RAY_USAGE_STATS_ENABLED"] == "0"
+    monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "1")  # the user's choice stands
+    _decline_usage_stats()
+    assert os.environ["RAY_USAGE_STATS_ENABLED"] == "1"
+    monkeypatch.delenv("RAY_USAGE_STATS_ENABLED")
+    (tmp_path / ".ray").mkdir()
+    (tmp_path / ".ray" / "config.json").write_text(json.dumps({"usage_stats": True}))
+    _decline_usage_stats()
+    assert "RAY_USAGE_STATS_ENABLED" not in os.environ
