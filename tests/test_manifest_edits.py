@@ -39,6 +39,8 @@ def _edit(bundle, change) -> None:
     (lambda d: d["input"]["mean"].__setitem__(2, float("nan")), "must be finite numbers", "mean 0.485"),
     (lambda d: d["input"].update(scale=float("nan")), "input scale must be a finite number > 0", "1/255"),
     (lambda d: d["input"].update(scale=0), "input scale must be a finite number > 0", None),
+    (lambda d: d["input"]["size"].update(height=float("nan")), "input size must be whole numbers of pixels", '"height"'),
+    (lambda d: d["input"]["size"].update(height=[8]), "input size must be whole numbers of pixels", None),
     (lambda d: d.update(classes=d["classes"][:3]), "3 class name(s) for the 4 score channels of output 'logits'",
      "one class name per channel"),
 ])

@@ -286,7 +286,12 @@ class InputSpec:
             if not (isinstance(s, dict) and {"height", "width"} <= set(s)) and not (
                     isinstance(s, (list, tuple)) and len(s) == 2):  # "160x120" was "takes 3 positional arguments"
                 raise InputError(f"input size must be {{\"height\": H, \"width\": W}} or [H, W], got {s!r}")
-            d["size"] = ImageShape(int(s["height"]), int(s["width"])) if isinstance(s, dict) else ImageShape(*s)
+            hw = (s["height"], s["width"]) if isinstance(s, dict) else tuple(s)
+            if not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) or isinstance(v, float)
+                       and v.is_integer() for v in hw):  # NaN or [320] gave Python's own words
+                raise InputError(f"input size must be whole numbers of pixels, got {s!r}",
+                                 fix='e.g. "size": {"height": 320, "width": 640}')
+            d["size"] = ImageShape(int(hw[0]), int(hw[1]))
         for key in ("mean", "std"):
             if key in d:
                 v = d[key]
