@@ -129,14 +129,6 @@ class Manifest:
             object.__setattr__(self, "decoder_options", decoder_options(self.task, self.decoder))
         except InputError as e:
             raise BundleError(f"manifest of {self.name!r}: {e.args[0].splitlines()[0]}", fix=e.fix) from None
-        if self.task == "semantic":  # classes cut from a manifest: predictions of unnamed classes "3", "4", "5"
-            for o in self.outputs:
-                c = o.shape[1] if o.kind == "logits" and len(o.shape) == 4 else None
-                if isinstance(c, int) and not isinstance(c, bool) and c != len(self.classes):
-                    raise BundleError(f"manifest of {self.name!r}: {len(self.classes)} class name(s) for the "
-                                      f"{c} score channels of output {o.name!r}",
-                                      fix="one class name per channel, in the model's order (re-export or re-import "
-                                          "with the class names)")
         if not self.palette:  # VOC's, whose first colour is black: an instance or panoptic model's first class
             skip = 0 if self.task == "semantic" else 1  # (COCO's person, a city's road) was drawn black
             colours = default_palette(len(self.classes) + skip)[skip:]
