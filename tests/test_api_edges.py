@@ -64,8 +64,13 @@ def test_the_renderer_refuses_settings_and_sizes_it_cannot_draw():
                              np.ones(2, np.int32), ImageShape(40, 40))
     out = Renderer(legend=False)(frame, nan_box)  # int(nan) raised; 1e30 raised in cv2.rectangle
     assert out[30, 0].any() and not out[30, 1:].any()  # the huge box's outline, clipped: its left edge
-    with pytest.raises(InputError, match="segment ids must be positive"):
-        PanopticResult(np.full((2, 2), -1, np.int32), ())
+    with pytest.raises(InputError, match="segments' ids must be positive"):
+        PanopticResult(np.ones((2, 2), np.int32), (Segment(-1, 0, False),))
+    ids = np.kron(np.array([[-1, 2**40], [3, 0]], np.int64), np.ones((16, 16), np.int64))  # void below 0; a huge id
+    huge = PanopticResult(ids, (Segment(3, 1, False), Segment(2**40, 2, True)))  # (a table of every id: 8 TiB)
+    drawn = Renderer(palette=[[0, 0, 0], [200, 0, 0], [0, 200, 0]], alpha=1.0, legend=False)(
+        np.zeros((32, 32, 3), np.uint8), huge)  # (the thing's label is drawn over its block: not looked at)
+    assert drawn[8, 8].tolist() == drawn[24, 24].tolist() == [0, 0, 0] and drawn[24, 8].tolist() == [200, 0, 0]
 
 
 def test_metric_settings_that_cannot_mean_anything_are_refused():

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 import numpy as np
@@ -164,6 +164,17 @@ def render_panoptic(image: np.ndarray, result: PanopticResult, palette: np.ndarr
     import cv2
 
     ids = result.segment_ids
+    shown: dict[int, int] = {}  # a renumbered segment's own id, for its label
+    if int(ids.min(initial=0)) < 0 or int(ids.max(initial=0)) >= 1 << 20:  # void below 0; ids up to 2**40 (a table
+        segments = {s.id: s for s in result.segments}  # of every id up to the largest asked for terabytes): renumbered
+        present = np.unique(ids)
+        keep = [int(v) for v in present if int(v) in segments]
+        table = np.zeros(len(present), np.int64)
+        table[np.searchsorted(present, keep)] = np.arange(1, len(keep) + 1)
+        ids = table[np.searchsorted(present, ids)]
+        result = replace(result, segment_ids=ids, segments=tuple(replace(segments[v], id=k)
+                                                                 for k, v in enumerate(keep, start=1)))
+        shown = dict(enumerate(keep, start=1))
     lut = np.zeros((int(ids.max(initial=0)) + 1, 3), np.uint8)
     pal = np.asarray(palette, np.int32)
     things = []
@@ -191,7 +202,7 @@ def render_panoptic(image: np.ndarray, result: PanopticResult, palette: np.ndarr
         for s in things:
             if s.id in where:
                 y, x = divmod(where[s.id], w)
-                _text(out, f"{result.class_name(s.category_id)} {s.id}", (4 * x, max(12, 4 * y + 12)))
+                _text(out, f"{result.class_name(s.category_id)} {shown.get(s.id, s.id)}", (4 * x, max(12, 4 * y + 12)))
     return out
 
 

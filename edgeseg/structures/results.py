@@ -369,8 +369,8 @@ class PanopticResult:
         ids = [s.id for s in self.segments]
         _check(len(ids) == len(set(ids)), "PanopticResult.segments has duplicate ids")
         _check(0 not in ids, "segment id 0 is reserved for void")
-        _check(all(i > 0 for i in ids) and int(self.segment_ids.min(initial=0)) >= 0,
-               "PanopticResult segment ids must be positive (0: void)", fix="number the segments 1, 2, ...")
+        _check(all(i > 0 for i in ids), "PanopticResult segments' ids must be positive (0 and below: void pixels)",
+               fix="number the segments 1, 2, ...")
 
     @property
     def shape(self) -> ImageShape:
