@@ -33,7 +33,8 @@ def check_image(image: Any) -> np.ndarray:
                          fix=_not_an_array_fix(image))
     if image.ndim == 2:
         raise InputError(f"expected an RGB image [H, W, 3], got a single-channel image {list(image.shape)}",
-                         fix="convert it: np.repeat(img[..., None], 3, axis=2)")
+                         fix="grey pixels: np.repeat(img[..., None], 3, axis=2); the indices of a palette ('P') "
+                             "image: Image.open(path).convert('RGB'), or edgeseg.data.read_image(path)")
     if image.ndim != 3 or image.shape[2] not in (3,):
         raise InputError(f"expected an RGB image [H, W, 3], got shape {list(image.shape)}", fix=_shape_fix(image.shape))
     if image.dtype != np.uint8:
@@ -48,8 +49,9 @@ def _not_an_array_fix(image: Any) -> str | None:
     module = type(image).__module__.split(".")[0]
     if isinstance(image, (str, os.PathLike)):
         return "read it first: edgeseg.data.io.read_image(path)"
-    if module == "PIL":
-        return "np.asarray(img.convert('RGB'))"
+    if module == "PIL":  # as edgeseg reads files: the EXIF orientation applied (a phone photo held sideways)
+        return "np.asarray(ImageOps.exif_transpose(img).convert('RGB')) (from PIL import ImageOps), or " \
+               "edgeseg.data.read_image(path)"
     if module == "torch":
         return "img.cpu().numpy() ([H, W, 3] uint8; a CHW 0..1 tensor: (t.permute(1, 2, 0) * 255).round().byte())"
     if isinstance(image, (list, tuple)):
@@ -62,7 +64,8 @@ def _not_an_array_fix(image: Any) -> str | None:
 def _shape_fix(shape: tuple[int, ...]) -> str | None:
     """The fix for a wrong shape (only on the error path)."""
     if len(shape) == 3 and shape[2] == 4:
-        return "drop the alpha channel: img[..., :3]"
+        return "RGBA: drop the alpha channel, img[..., :3]; a CMYK JPEG read by PIL: Image.open(path).convert('RGB'), " \
+               "or edgeseg.data.read_image(path)"
     if len(shape) == 3 and shape[2] == 1:
         return "np.repeat(img, 3, axis=2)"
     if len(shape) == 3 and shape[0] in (1, 3, 4):

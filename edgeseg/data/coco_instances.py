@@ -38,7 +38,7 @@ from ..errors import DataError, EdgesegError
 from ..structures import ImageShape
 from ..structures.rle import rle_decode
 from .base import DATASETS, IMAGE_CHECK_LIMIT, ImageLookup, coco_image_dir, coco_spec_json, keep_cities
-from .io import read_image
+from .io import EXIF_TURNS, exif_orientation, read_image
 
 log = logging.getLogger(__name__)
 
@@ -105,10 +105,15 @@ class InstanceSample:
             raise DataError(f"image {self.image_path} of {self.name!r} not found", fix="check the images=DIR folder")
         img = read_image(self.image_path)
         if img.shape[:2] != self.truth.masks.shape[1:]:
+            turn = exif_orientation(self.image_path)
             raise DataError(
                 f"image {self.image_path} is {img.shape[1]}x{img.shape[0]} but its annotations say "
-                f"{self.truth.image_shape.width}x{self.truth.image_shape.height}",
-                fix="use the images the annotations were made for (same size)",
+                f"{self.truth.image_shape.width}x{self.truth.image_shape.height}"
+                + (f" (it carries an EXIF orientation, {turn}: {EXIF_TURNS[turn]} when shown, as edgeseg reads it)"
+                   if turn != 1 else ""),
+                fix="use the images the annotations were made for (same size)" + (
+                    "; annotations made on the stored pixels: re-save the image without the tag (exiftool "
+                    "-Orientation= -n)" if turn != 1 else ""),
             )
         return img
 

@@ -15,7 +15,7 @@ import numpy as np
 from ..errors import DataError
 from ..structures import default_palette
 from .base import DATASETS, IGNORE, Sample, SegmentationDataset, check_options
-from .io import IMAGE_SUFFIXES, mask_size_error, read_image, read_label, read_text
+from .io import EXIF_TURNS, IMAGE_SUFFIXES, exif_orientation, mask_size_error, read_image, read_label, read_text
 
 log = logging.getLogger(__name__)
 _WARNED: set[tuple[str, int]] = set()  # (masks folder, class count) already warned about (train and val open it twice)
@@ -156,6 +156,7 @@ class FolderDataset(SegmentationDataset):
         # ids made void only because they are past the class count (not 255, not the void id): warned about once
         self._stray = (lut == IGNORE) & (np.arange(256) != IGNORE) & (np.arange(256) != (IGNORE if void is None else int(void)))
         self._warned_void = False
+        self._warned_exif = False
 
     def _scan_num_classes(self) -> int:
         """The class count as the largest id found plus one. Ids that no mask holds below it are said (a stray id,
@@ -187,9 +188,23 @@ class FolderDataset(SegmentationDataset):
         raw = read_label(mask_path)
         if raw.shape != image.shape[:2]:
             raise mask_size_error(mask_path, raw.shape, img_path, image.shape[:2])
+        if not self._warned_exif:
+            self._warn_exif(img_path)
         if not self._warned_void:
             self._warn_voided(raw, mask_path)
         return Sample(image, self._lut[raw], img_path.stem)
+
+    def _warn_exif(self, img_path: Path) -> None:
+        """Say once when an image carries an EXIF orientation: it is read turned, as shown, and its mask must be drawn
+        on the picture as shown. A mirrored or upside-down photo keeps its size, so a mask drawn on the stored pixels
+        trained silently against a turned picture (an audit: 2.5 % of its labels right)."""
+        turn = exif_orientation(img_path)
+        if turn != 1:
+            self._warned_exif = True
+            log.warning("%s carries an EXIF orientation (%d: %s when shown): edgeseg reads it as shown, so its mask "
+                        "%s must be drawn on the picture as shown, not on the stored pixels (re-save such images "
+                        "without the tag, e.g. exiftool -Orientation= -n, if the masks follow the stored pixels); said "
+                        "once for this dataset", img_path, turn, EXIF_TURNS[turn], self.pairs[0][1].parent)
 
     def _warn_voided(self, raw: np.ndarray, mask_path: Path) -> None:
         """Say once when a mask holds ids at or above the class count (they become void, as documented): a

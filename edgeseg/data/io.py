@@ -141,6 +141,57 @@ def read_image(path: str | Path) -> np.ndarray:
     return np.ascontiguousarray(img[..., ::-1])
 
 
+#: what each EXIF orientation other than 1 does to the stored pixels when the picture is shown (and read)
+EXIF_TURNS = {2: "mirrored", 3: "turned 180 degrees", 4: "flipped upside down", 5: "mirrored and turned",
+              6: "turned 90 degrees clockwise", 7: "mirrored and turned", 8: "turned 90 degrees anticlockwise"}
+
+
+def exif_orientation(path: str | Path) -> int:
+    """The EXIF orientation of a JPEG (APP1) or PNG (``eXIf``) file, 1 when it has none or cannot be read: the turn
+    :func:`read_image` (OpenCV) applies. Reads the file's first 256 KB; standard library only."""
+    import struct
+
+    try:
+        with open(path, "rb") as f:
+            head = f.read(1 << 18)
+    except OSError:
+        return 1
+    tiff = None
+    if head[:2] == b"\xff\xd8":
+        i = 2
+        while i + 4 <= len(head) and head[i] == 0xFF:
+            marker, size = head[i + 1], struct.unpack(">H", head[i + 2:i + 4])[0]
+            if marker == 0xE1 and head[i + 4:i + 10] == b"Exif\x00\x00":
+                tiff = head[i + 10:i + 2 + size]
+                break
+            if marker in (0xDA, 0xD9):  # the picture's data: no metadata after it
+                break
+            i += 2 + size
+    elif head[:8] == b"\x89PNG\r\n\x1a\n":
+        i = 8
+        while i + 8 <= len(head):
+            size, kind = struct.unpack(">I", head[i:i + 4])[0], head[i + 4:i + 8]
+            if kind == b"eXIf":
+                tiff = head[i + 8:i + 8 + size]
+                break
+            if kind in (b"IDAT", b"IEND"):
+                break
+            i += 12 + size
+    if not tiff or tiff[:2] not in (b"II", b"MM"):
+        return 1
+    order = "<" if tiff[:2] == b"II" else ">"
+    try:
+        ifd = struct.unpack(order + "I", tiff[4:8])[0]
+        for k in range(struct.unpack(order + "H", tiff[ifd:ifd + 2])[0]):
+            entry = tiff[ifd + 2 + 12 * k: ifd + 14 + 12 * k]
+            if struct.unpack(order + "H", entry[:2])[0] == 0x0112:
+                value = struct.unpack(order + "H", entry[8:10])[0]
+                return value if value in EXIF_TURNS else 1
+    except struct.error:
+        pass
+    return 1
+
+
 def mask_size_error(mask_path: Path, mask_hw: tuple[int, ...], img_path: Path, image_hw: tuple[int, ...]) -> DataError:
     """A mask whose size is not its image's; a transposed one names EXIF orientation (OpenCV turns a photo its file
     says is rotated; the mask, a label image, stays as stored)."""

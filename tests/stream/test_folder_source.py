@@ -128,3 +128,35 @@ def test_the_periodic_log_gives_the_last_interval_s_rate(tmp_path, caplog):
     assert lines and all("; last 0.2 s: " in line and line.endswith(" fps") for line in lines)
     rates = [float(line.rsplit(": ", 1)[1].split()[0]) for line in lines]
     assert all(0 < r < 25 for r in rates)  # 20 fps at most through a 50 ms stage
+
+
+@pytest.mark.parametrize("backend", ["auto", "gstreamer", "opencv"])
+def test_one_image_file_is_a_stream_of_one_frame_read_as_every_image_is(tmp_path, backend):
+    """`edgeseg run --source photo.jpg` went through a video decoder: a phone photo's EXIF orientation was ignored
+    (the labels 480x360 where `predict` gave 360x480, 14 % alike for an upside-down photo) and GStreamer read a
+    16-bit RGB PNG with its channels shifted (a red picture). Now one image file is a one-frame FolderSource, read by
+    read_image on any backend: as `predict` reads it (session 50's audit of images as users have them)."""
+    from PIL import Image
+
+    from edgeseg.data.io import read_image
+
+    rng = np.random.default_rng(3)
+    pixels = rng.integers(0, 256, (12, 20, 3), np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored as is, shown turned 90 degrees clockwise
+    Image.fromarray(pixels).save(tmp_path / "phone.jpg", exif=exif, quality=95)
+    wide = (rng.integers(0, 65536, (8, 10, 3))).astype(np.uint16)
+    import cv2
+
+    cv2.imwrite(str(tmp_path / "deep.png"), wide[..., ::-1])  # 16-bit RGB
+    for name in ("phone.jpg", "deep.png"):
+        src = open_source(str(tmp_path / name), backend=backend)
+        assert isinstance(src, FolderSource)
+        frames = list(src)
+        assert len(frames) == 1 and frames[0].index == 0 and frames[0].meta["path"] == str(tmp_path / name)
+        np.testing.assert_array_equal(frames[0].image, read_image(tmp_path / name))
+    assert frames[0].image.shape == (8, 10, 3)
+    assert open_source(str(tmp_path / "phone.jpg")).__iter__().__next__().image.shape == (20, 12, 3)  # as shown
+    (tmp_path / "bad.png").write_bytes(b"not a png")
+    with pytest.raises(InputError, match="bad.png"):
+        list(open_source(str(tmp_path / "bad.png")))

@@ -6,7 +6,7 @@ from typing import Any
 
 from ...errors import StreamError
 from ..base import SOURCES, Source
-from .folder import FolderSource
+from .folder import FolderSource, is_image_file
 from .gst_source import LAUNCHERS, GstSource
 from .mux import MultiSource
 from .opencv_source import OpenCVSource
@@ -42,7 +42,7 @@ def open_source(uri: str | Source, *, backend: str = "auto", **options: Any) -> 
     if standalone is not None:
         return standalone(str(uri), **options)
     spec = parse_source(uri)
-    if spec.scheme == "folder":
+    if spec.scheme == "folder" or spec.scheme == "file" and is_image_file(spec.target):  # any backend: read_image's
         return FolderSource(str(uri), fps=fps, **options)
     options["decoder_threads"] = decoder_threads
     if backend == "auto":

@@ -1,4 +1,5 @@
-"""A folder of image files as a stream: ``edgeseg run --source frames/`` (or ``dir://frames``).
+"""A folder of image files as a stream: ``edgeseg run --source frames/`` (or ``dir://frames``); one image file
+(``--source photo.jpg``) is a stream of one frame, read the same way.
 
 Files with an image suffix (PNG, JPEG, BMP, TIFF, WebP, PPM/PGM; GIF, its first frame, where OpenCV reads GIFs) are
 frames, sorted by file name. A
@@ -31,6 +32,12 @@ log = logging.getLogger(__name__)
 DEFAULT_FPS = 25.0
 
 
+def is_image_file(path: str | Path) -> bool:
+    """Whether ``path`` is an existing file with a still-image suffix (:data:`IMAGE_SUFFIXES`)."""
+    p = Path(path)
+    return p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+
+
 class FolderSource(Source):
     """``FolderSource("frames/")``, ``FolderSource("dir://frames?fps=30")``."""
 
@@ -40,8 +47,11 @@ class FolderSource(Source):
                  **_: object):
         super().__init__()
         self.spec = parse_source(uri)
-        if self.spec.scheme != "folder":
-            raise InputError(f"FolderSource reads a folder of images, not {self.spec.scheme!r} ({uri})")
+        #: one image file (``--source photo.jpg``): one frame, read as every other image is (EXIF orientation, 16-bit,
+        #: CMYK); through a video decoder it kept the stored orientation and GStreamer read 16-bit RGB shifted
+        self.single = self.spec.scheme == "file" and is_image_file(self.spec.target)
+        if self.spec.scheme != "folder" and not self.single:
+            raise InputError(f"FolderSource reads a folder of images or one image, not {self.spec.scheme!r} ({uri})")
         self.uri = str(uri)
         self.source_id = name or self.uri
         self.root = Path(self.spec.target)
@@ -59,6 +69,10 @@ class FolderSource(Source):
 
     def open(self) -> "FolderSource":
         if self.files:
+            return self
+        if self.single:
+            self.files, self.expected_frames = [self.root], 1
+            self._first = (0, read_image(self.root))  # an unreadable image: its error, now (a stream of one)
             return self
         if not self.root.is_dir():
             raise InputError(f"image folder {self.root} does not exist", fix="check the path")
