@@ -312,7 +312,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _image_paths(given: list[str], bundle: str = "BUNDLE") -> list[str]:
     """The image arguments with each folder replaced by the images in it (sorted by name)."""
-    from ..data.io import IMAGE_SUFFIXES, image_files
+    from ..data.io import IMAGE_SUFFIXES, image_files, left_out
     from ..errors import InputError
 
     from ..stream.sources.uri import VIDEO_SUFFIXES
@@ -331,6 +331,9 @@ def _image_paths(given: list[str], bundle: str = "BUNDLE") -> list[str]:
             paths.append(str(p))
             continue
         files = image_files(p)
+        note = left_out(p, files)
+        if note:
+            print(f"edgeseg predict: {note} (images: {', '.join(IMAGE_SUFFIXES)})", file=sys.stderr)
         if not files:
             raise InputError(f"folder {p} holds no images", fix=f"give image files ({', '.join(IMAGE_SUFFIXES)}) "
                              "or folders of them")

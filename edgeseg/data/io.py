@@ -118,6 +118,19 @@ def _opencv_reads_gif() -> bool:
         return False
 
 
+def left_out(folder: str | Path, taken: list[Path]) -> str | None:
+    """A note naming the files of ``folder`` that are not in ``taken`` (suffixes that are not images': an AVIF, a
+    GIF where frames are stills, a sidecar), hidden files aside; None when there are none. A folder's other images
+    were skipped without a word."""
+    keep = {p.name for p in taken}
+    other = sorted((p.name for p in Path(folder).iterdir() if p.is_file() and not p.name.startswith(".")
+                    and p.name not in keep), key=lambda n: natural_key(Path(n)))
+    if not other:
+        return None
+    shown = ", ".join(other[:5]) + (f" and {len(other) - 5} more" if len(other) > 5 else "")
+    return f"{len(other)} file(s) of {folder} left out, not read as images by their suffix: {shown}"
+
+
 def frame_files(folder: str | Path) -> list[Path]:
     """The image files of a frame folder in playing order (:func:`natural_key`: frames named ``1.png``,
     ``2.png``, ..., ``10.png`` by a camera or ffmpeg without zero padding play in number order); GIFs too

@@ -160,3 +160,20 @@ def test_one_image_file_is_a_stream_of_one_frame_read_as_every_image_is(tmp_path
     (tmp_path / "bad.png").write_bytes(b"not a png")
     with pytest.raises(InputError, match="bad.png"):
         list(open_source(str(tmp_path / "bad.png")))
+
+
+def test_files_a_folder_source_or_predict_leaves_out_are_named(tmp_path, caplog, capsys):
+    """A folder's AVIF (and a GIF where frames are stills) were skipped without a word by `predict FOLDER` and the
+    stream's folder source (session 50's audit): the files left out are named."""
+    from edgeseg.cli import main
+
+    write_image(tmp_path / "f" / "a.png", np.zeros((8, 8, 3), np.uint8))
+    (tmp_path / "f" / "b.avif").write_bytes(b"\x00")
+    (tmp_path / "f" / "notes.txt").write_text("x")
+    (tmp_path / "f" / ".hidden").write_text("x")
+    with caplog.at_level("WARNING"):
+        assert len(list(FolderSource(str(tmp_path / "f")))) == 1
+    assert "2 file(s) of" in caplog.text and "left out, not read as images by their suffix: b.avif, notes.txt" in caplog.text
+    assert main(["predict", "shapes", str(tmp_path / "f"), "--json", str(tmp_path / "p.json"), "--backend",
+                 "onnxruntime"]) == 0
+    assert "left out, not read as images by their suffix: b.avif, notes.txt" in capsys.readouterr().err

@@ -22,7 +22,7 @@ from typing import Iterator
 
 import numpy as np
 
-from ...data.io import IMAGE_SUFFIXES, frame_files, read_image
+from ...data.io import IMAGE_SUFFIXES, frame_files, frame_suffixes, left_out, read_image
 from ...errors import EdgesegError, InputError
 from ...structures.frame import Frame
 from ..base import Source
@@ -96,6 +96,9 @@ class FolderSource(Source):
         if self._first is None:
             raise InputError(f"image folder {self.root}: none of its {len(files)} images can be decoded",
                              fix="check that the files are images (not truncated or renamed files)")
+        note = left_out(self.root, files)
+        if note:
+            log.warning("%s (frames: %s)", note, ", ".join(frame_suffixes()))
         self.files = files
         self.expected_frames = len(files)
         return self
