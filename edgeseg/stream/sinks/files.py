@@ -225,12 +225,12 @@ class JsonLinesSink(Sink):
         else:
             f.close()
 
-
     def _no_frame(self) -> None:
         """Closed before any frame: an empty file where there was none, an earlier run's file left as it was."""
         self._ready = False
         if self.path.exists():
-            log.warning("%s: no frame came, so the file is left as it was", self.path)
+            if self.path.is_file() and self.path.stat().st_size:
+                log.warning("%s: no frame came, so the file is left as it was", self.path)
             return
         with contextlib.suppress(OSError, EdgesegError):
             self._first_line()
