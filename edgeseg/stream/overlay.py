@@ -228,8 +228,10 @@ def present_classes(result: Any, only: tuple[int, ...] | None = None) -> list[in
     if isinstance(result, PromptedResult):
         return [] if result.result is None else present_classes(result.result, only)
     if isinstance(result, SemanticResult):
-        counts = np.bincount(result.labels.ravel().astype(np.int64), minlength=1)
-        return [int(i) for i in np.flatnonzero(counts) if only is None or int(i) in only]
+        labels = result.labels
+        present = np.flatnonzero(np.bincount(labels.ravel(), minlength=1)) if labels.dtype == np.uint8 else \
+            np.unique(labels[labels >= 0])  # an ignore index of -1: not a class (bincount refused negatives)
+        return [int(i) for i in present if only is None or int(i) in only]
     if isinstance(result, InstanceResult):
         return sorted({int(c) for c in result.classes})
     if isinstance(result, PanopticResult):  # class indices, as the legend's names and colours (not category ids)
