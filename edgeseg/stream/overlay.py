@@ -230,7 +230,7 @@ def present_classes(result: Any, only: tuple[int, ...] | None = None) -> list[in
     if isinstance(result, SemanticResult):
         labels = result.labels
         present = np.flatnonzero(np.bincount(labels.ravel(), minlength=1)) if labels.dtype == np.uint8 else \
-            np.unique(labels[labels >= 0])  # an ignore index of -1: not a class (bincount refused negatives)
+            np.unique(labels)  # wide labels: bincount made a table up to the largest (2**31 - 1: 8 GB)
         return [int(i) for i in present if only is None or int(i) in only]
     if isinstance(result, InstanceResult):
         return sorted({int(c) for c in result.classes})
