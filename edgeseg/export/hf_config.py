@@ -43,8 +43,8 @@ def _read(path: Path, problems: list[str]) -> dict | None:
     if not path.is_file():
         return None
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        data = json.loads(path.read_text(encoding="utf-8-sig"))  # a BOM (Windows' Notepad) read, not refused
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:  # RecursionError: nested 100000 deep
         problems.append(f"{path}: not a readable JSON file ({e})")
         return None
     if not isinstance(data, dict):

@@ -59,9 +59,11 @@ def ultralytics_names(meta: dict[str, str]) -> tuple[str, ...] | None:
         return None
     try:
         names = ast.literal_eval(text)
-    except (ValueError, SyntaxError):
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
         return None
     if isinstance(names, dict):
+        if not all(isinstance(k, int) and not isinstance(k, bool) for k in names):  # {0: 'a', 'x': 'b'}: unsortable
+            return None
         return tuple(str(names[k]) for k in sorted(names))
     if isinstance(names, (list, tuple)):
         return tuple(str(n) for n in names)
@@ -71,13 +73,12 @@ def ultralytics_names(meta: dict[str, str]) -> tuple[str, ...] | None:
 def ultralytics_imgsz(meta: dict[str, str]) -> ImageShape | None:
     try:
         v = ast.literal_eval(meta.get("imgsz", ""))
-    except (ValueError, SyntaxError):
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
         return None
-    if isinstance(v, int):
-        return ImageShape(v, v)
-    if isinstance(v, (list, tuple)) and len(v) == 2:
-        return ImageShape(int(v[0]), int(v[1]))
-    return None
+    hw = (v, v) if isinstance(v, int) else tuple(v) if isinstance(v, (list, tuple)) and len(v) == 2 else None
+    if hw is None or not all(isinstance(x, int) and not isinstance(x, bool) and 0 < x <= 1 << 16 for x in hw):
+        return None  # [None, None] (a dynamic export), [0, 0], ['a', 'b']: no size from the metadata
+    return ImageShape(*hw)
 
 
 def is_ultralytics(meta: dict[str, str]) -> bool:
@@ -144,7 +145,7 @@ def head_strides(meta: dict[str, str]) -> tuple[int, ...]:
     P6 variants), doubling from 8; (8, 16, 32) when it is absent or unreadable."""
     try:
         top = int(float(str(meta.get("stride", "32")).strip("[]() ").split(",")[-1]))
-    except ValueError:
+    except (ValueError, OverflowError):  # "inf", "1e400"
         return (8, 16, 32)
     if top < 16 or top > 256 or top & (top - 1):  # not a power of two: not a stride Ultralytics writes
         return (8, 16, 32)

@@ -76,10 +76,15 @@ def load_onnx_checked(path: Path):
                           fix="check the file was copied completely; re-export it") from None
     if not model.graph.node:
         raise ExportError(f"{path}: the ONNX graph is empty (not a model, or a corrupt file)")
+    if not model.graph.output:  # ONNX Runtime's "At least one output should be requested" escaped as a traceback
+        raise ExportError(f"{path}: the ONNX graph declares no outputs", fix="re-export it with its outputs named "
+                          "(torch.onnx.export(..., output_names=[...])); a graph cut by hand needs graph.output set")
     try:
         onnx.checker.check_model(model)
     except Exception as e:  # onnx.checker.ValidationError
-        raise ExportError(f"{path}: the ONNX model is invalid: {str(e).splitlines()[0][:300]}") from None
+        raise ExportError(f"{path}: the ONNX model is invalid: {str(e).splitlines()[0][:300]}",
+                          fix="re-export it with a current exporter (torch.onnx.export, opset 13 or newer), or repair it "
+                              "with onnx.checker.check_model's message") from None
     return model
 
 

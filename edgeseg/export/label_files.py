@@ -34,7 +34,7 @@ def _lines(path: Path) -> list[str] | None:
     """The file's lines as jetson-inference's ``fgets`` loop reads them: every line, blank ones too, up to the
     last non-blank one (a file's closing newlines make no class)."""
     try:
-        lines = [ln.strip() for ln in path.read_text(encoding="utf-8", errors="replace").splitlines()]
+        lines = [ln.strip() for ln in path.read_text(encoding="utf-8-sig", errors="replace").splitlines()]
     except OSError:
         return None
     while lines and not lines[-1]:

@@ -69,7 +69,7 @@ def _parser(path: Path) -> configparser.ConfigParser:
                                    inline_comment_prefixes=None, delimiters=("=",))
     cp.optionxform = str  # keys keep their case
     try:  # GKeyFile strips each line's leading whitespace (configparser would join an indented line to the last key)
-        text = "\n".join(ln.lstrip() for ln in path.read_text(encoding="utf-8", errors="replace").splitlines())
+        text = "\n".join(ln.lstrip() for ln in path.read_text(encoding="utf-8-sig", errors="replace").splitlines())
         cp.read_string(text, source=str(path))
     except (OSError, configparser.Error) as e:
         raise InputError(f"{path}: not a DeepStream nvinfer configuration file ({str(e).splitlines()[0][:200]})",
@@ -139,10 +139,10 @@ def looks_like_nvinfer_config(path: str | os.PathLike) -> bool:
     if p.suffix.lower() in YAML_SUFFIXES:  # block or flow style, a byte-order mark: what YAML itself reads
         try:
             data = _load_yaml(p)
-        except InputError:
-            return False
+        except InputError:  # a YAML file is no ONNX model either: the nvinfer reader says what is wrong with it
+            return True
         return isinstance(data, dict) and isinstance(data.get("property"), dict)
-    lines = [ln.strip() for ln in head.decode("utf-8", "replace").splitlines()]
+    lines = [ln.strip() for ln in head.decode("utf-8-sig", "replace").splitlines()]  # a BOM: still [property]
     return next((ln for ln in lines if ln and not ln.startswith("#")), "") == "[property]"
 
 
@@ -191,7 +191,7 @@ def _list(raw: str | None) -> list[str]:
 
 def _labels(path: Path) -> tuple[str, ...]:
     try:
-        text = path.read_text(encoding="utf-8", errors="replace")
+        text = path.read_text(encoding="utf-8-sig", errors="replace")
     except OSError as e:
         raise InputError(f"cannot read the label file {path}: {e.strerror or e}",
                          fix="fix labelfile-path, or give the names with --names") from None
@@ -248,6 +248,9 @@ def read_nvinfer_config(path: str | os.PathLike, read_labels: bool = True) -> Nv
     except ValueError:
         raise InputError(f"{path}: offsets={prop.get('offsets')!r} are not numbers",
                          fix="three means separated by ';', e.g. offsets=123.675;116.28;103.53") from None
+    if not all(math.isfinite(v) and abs(v) < 1e6 for v in offsets):  # nan was blamed on --mean, 1e300 on the model
+        raise InputError(f"{path}: offsets={prop.get('offsets')!r} are not pixel means",
+                         fix="three means in 0..255 units separated by ';', e.g. offsets=123.675;116.28;103.53")
     if len(offsets) == 1:
         offsets *= 3
     if len(offsets) != 3:
@@ -258,7 +261,7 @@ def read_nvinfer_config(path: str | os.PathLike, read_labels: bool = True) -> Nv
     if dims:
         try:
             c, h, w, *_ = (int(float(v)) for v in dims)
-        except ValueError:
+        except (ValueError, OverflowError):  # inf, 1e400
             raise InputError(f"{path}: infer-dims={';'.join(dims)!r} is not C;H;W", fix="e.g. infer-dims=3;544;960") from None
         if h < 1 or w < 1 or c not in (1, 3):
             raise InputError(f"{path}: infer-dims={';'.join(dims)!r} is not C;H;W", fix="e.g. infer-dims=3;544;960")

@@ -42,7 +42,7 @@ def _read_yaml(path: Path, problems: list[str]) -> dict | None:
         problems.append(f"{path}: PyYAML is not installed, so the file was not read (pip install pyyaml)")
         return None
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.safe_load(path.read_text(encoding="utf-8-sig"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
         problems.append(f"{path}: not a readable YAML file ({str(e).splitlines()[0][:200]})")
         return None

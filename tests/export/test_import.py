@@ -347,3 +347,30 @@ def test_names_from_a_hugging_face_config_that_do_not_fit_are_traced_to_it(tmp_p
     assert main(["import", str(tmp_path / "model.onnx"), "--out", str(tmp_path / "b")]) == 2
     err = capsys.readouterr().err
     assert "class names came from" in err and "config.json" in err, err
+
+
+def test_sidecar_json_with_a_bom_is_read_and_one_nested_too_deep_is_named(tmp_path):
+    """Session 50's fuzzing: a preprocessor_config.json saved with a byte-order mark was refused (ImageNet's mean and
+    std taken instead of the file's); one nested 100,000 deep ended in a RecursionError traceback; a graph without
+    outputs in ONNX Runtime's own error."""
+    import json
+
+    from edgeseg.export.hf_config import huggingface_config
+    from edgeseg.export.importer import load_onnx_checked
+
+    model = tmp_path / "model.onnx"
+    g = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "m",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4, 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 4, 4])])
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(model))
+    pre = {"image_mean": [0.5, 0.5, 0.5], "image_std": [0.25, 0.25, 0.25], "do_normalize": True}
+    (tmp_path / "preprocessor_config.json").write_bytes(b"\xef\xbb\xbf" + json.dumps(pre).encode())
+    cfg = huggingface_config(model)
+    assert cfg.input["mean"] == (0.5, 0.5, 0.5) and not cfg.problems
+    (tmp_path / "preprocessor_config.json").write_text("[" * 100000 + "]" * 100000)
+    cfg = huggingface_config(model)
+    assert any("not a readable JSON file" in p for p in cfg.problems)
+    del g.output[:]
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "none.onnx"))
+    with pytest.raises(ExportError, match="declares no outputs"):
+        load_onnx_checked(tmp_path / "none.onnx")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from edgeseg.errors import ExportError, InputError
-from edgeseg.export.import_instance import anchor_count, detect_prototype_layout
+from edgeseg.export.import_instance import anchor_count, detect_prototype_layout, head_strides
 from edgeseg.structures import ImageShape
 from instance_ref import assert_same_detections
 
@@ -352,8 +352,6 @@ def test_metadata_stride_gives_the_head_strides_of_p6_models():
     """Ultralytics' ``stride`` metadata (64 for the P6 seg variants) was copied into the provenance but never
     used: the anchor count of a P6 head (8,500 at 640x640) matched no stride set, and without names the
     YOLOv8/YOLOv5 split of its features was ambiguous. Now the strides come from it."""
-    from edgeseg.export.import_instance import head_strides
-
     assert head_strides({"stride": "64"}) == (8, 16, 32, 64) and head_strides({"stride": "32"}) == (8, 16, 32)
     assert head_strides({}) == head_strides({"stride": "abc"}) == head_strides({"stride": "48"}) == (8, 16, 32)
     shapes, net = {"o0": (1, 116, 8500), "o1": (1, 32, 160, 160)}, ImageShape(640, 640)
@@ -361,6 +359,20 @@ def test_metadata_stride_gives_the_head_strides_of_p6_models():
         detect_prototype_layout(shapes, None, net, "m")
     assert detect_prototype_layout(shapes, None, net, "m", strides=head_strides({"stride": "64"})) == \
         ("o0", "o1", "yolov8", 80, 32)
+
+
+def test_metadata_values_of_the_wrong_kind_read_as_absent():
+    """Session 50's fuzzing: `names` with mixed keys, `imgsz` of [None, None] or [0, 0], `stride` inf ended in
+    TypeError/ValueError/OverflowError tracebacks; they now read as absent (the model's own shapes decide)."""
+    from edgeseg.export.import_instance import ultralytics_imgsz, ultralytics_names
+
+    assert ultralytics_names({"names": "{0: 'a', 'x': 'b'}"}) is None
+    assert ultralytics_names({"names": "{1: 'b', 0: 'a'}"}) == ("a", "b")
+    for text in ("[None, None]", "[0, 0]", "['a', 'b']", "[1e9, 2]", "-3", "[" * 200 + "]" * 200):
+        assert ultralytics_imgsz({"imgsz": text}) is None, text
+    assert ultralytics_imgsz({"imgsz": "[320, 640]"}) == ImageShape(320, 640)
+    assert ultralytics_imgsz({"imgsz": "640"}) == ImageShape(640, 640)
+    assert head_strides({"stride": "inf"}) == head_strides({"stride": "1e400"}) == (8, 16, 32)
 
 
 def test_single_field_overrides_keep_the_recognised_conventions(tmp_path, caplog):

@@ -82,3 +82,11 @@ def test_a_jetson_inference_model_imports_with_no_options(tmp_path, caplog, caps
     capsys.readouterr()
     assert main(["import", str(onnx_path), "--out", str(tmp_path / "x.edgeseg")]) != 0
     assert "classes.txt or labels.txt beside the ONNX" in capsys.readouterr().err
+
+
+def test_a_classes_file_saved_with_a_bom_names_its_first_class_without_it(tmp_path):
+    """Session 50's fuzzing: the byte-order mark of a classes.txt saved by Windows' Notepad became part of the first
+    class name ('\\ufeffvoid')."""
+    onnx_path = _jetson_folder(tmp_path / "net")
+    (tmp_path / "net" / "classes.txt").write_bytes(b"\xef\xbb\xbf" + CLASSES.encode())
+    assert labels_beside(onnx_path).names == ("void", "ego_vehicle", "ground", "road")

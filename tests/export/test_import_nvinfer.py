@@ -173,6 +173,9 @@ def test_bad_yaml_configs_are_named(tmp_path, text, match):
     ("[property]\nonnx-file=seg.onnx\nnetwork-type=two\n", "is not an integer"),
     ("[property]\nonnx-file=seg.onnx\nnetwork-type=2\nmaintain-aspect-ratio=yes\n", "neither true nor false"),
     ("[property]\nonnx-file=seg.onnx\nnetwork-type=2\ninfer-dims=3;x;64\n", "is not C;H;W"),
+    ("[property]\nonnx-file=seg.onnx\nnetwork-type=2\ninfer-dims=3;inf;64\n", "is not C;H;W"),  # OverflowError
+    ("[property]\nonnx-file=seg.onnx\nnetwork-type=2\noffsets=nan;1;2\n", "are not pixel means"),  # blamed on --mean
+    ("[property]\nonnx-file=seg.onnx\nnetwork-type=2\noffsets=1e300;1;2\n", "are not pixel means"),  # on the model
     ("[property]\nonnx-file=seg.onnx\nnetwork-type=2\nlabelfile-path=missing.txt\n", "cannot read the label file"),
     ("[application]\nenable-perf-measurement=1\n", "no \\[property\\] group"),
     ("[property]\nonnx-file=missing.onnx\nnetwork-type=2\n", "onnx-file=missing.onnx names .* which does not exist"),
@@ -184,6 +187,21 @@ def test_bad_configs_are_named(tmp_path, text, match):
         (tmp_path / "seg.onnx").write_bytes(b"")  # named by the configs (only its existence is checked here)
     with pytest.raises(InputError, match=match):
         read_nvinfer_config(path)
+
+
+def test_a_config_and_labels_saved_with_a_bom_and_a_broken_yml_are_read_as_configs(tmp_path):
+    """Session 50's fuzzing: a config saved with a byte-order mark (Windows' Notepad) was taken for an ONNX file
+    ("not a valid ONNX file ... re-export it"), a .yml that is not YAML too, and a labels file's BOM became part of
+    the first class name."""
+    path = _write(tmp_path, labels=None)
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    (tmp_path / "labels.txt").write_bytes(b"\xef\xbb\xbfred\ngreen\nblue\n")
+    assert looks_like_nvinfer_config(path)
+    assert read_nvinfer_config(path).names == ("red", "green", "blue")
+    (tmp_path / "bad.yml").write_text("property:\n  onnx-file: [seg.onnx\n")
+    assert looks_like_nvinfer_config(tmp_path / "bad.yml")
+    with pytest.raises(InputError, match="bad.yml"):
+        read_nvinfer_config(tmp_path / "bad.yml")
 
 
 def test_import_from_the_config_labels_pixels_as_nvinfer_feeds_them(tmp_path, caplog, capsys):
