@@ -251,7 +251,9 @@ def _rewire(model, in_name: str, out_name: str, kind: str, appended: list[tuple[
         return inner
 
     for new in ("images", kind):
-        if new in taken and new != (in_name if new == "images" else out_name):
+        # the output already named `kind` moves aside too when nodes are appended after it (a Cast, a Squeeze, an NHWC
+        # Transpose), which write `kind`: ONNX Runtime refused the graph, "Duplicate definition of name (labels)"
+        if new in taken and (new != (in_name if new == "images" else out_name) or new == kind and appended):
             moved = aside(new)
             in_name = moved if in_name == new else in_name
             out_name = moved if out_name == new else out_name

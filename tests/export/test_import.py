@@ -374,3 +374,29 @@ def test_sidecar_json_with_a_bom_is_read_and_one_nested_too_deep_is_named(tmp_pa
     onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "none.onnx"))
     with pytest.raises(ExportError, match="declares no outputs"):
         load_onnx_checked(tmp_path / "none.onnx")
+
+
+@pytest.mark.parametrize("out_name", ["logits", "labels"])
+def test_an_output_already_named_as_edgeseg_names_it_survives_appended_nodes(tmp_path, out_name):
+    """Session 50's fuzzing: an NHWC output named `logits` (a Transpose appended) or an int64 argmax named `labels` (a
+    Cast appended) was refused: "Duplicate definition of name (logits)" from ONNX Runtime. The output moves aside."""
+    if out_name == "logits":
+        m = _model([helper.make_node("MatMul", ["input_1", "w"], ["logits"])],
+                   [helper.make_tensor_value_info("input_1", TensorProto.FLOAT, ["N", H, W, 3])],
+                   [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", H, W, C])],
+                   [numpy_helper.from_array(WEIGHTS, "w")])
+    else:
+        m = _model([helper.make_node("MatMul", ["input_1", "w"], ["scores"]),
+                    helper.make_node("ArgMax", ["scores"], ["labels"], axis=3, keepdims=0)],
+                   [helper.make_tensor_value_info("input_1", TensorProto.FLOAT, ["N", H, W, 3])],
+                   [helper.make_tensor_value_info("labels", TensorProto.INT64, ["N", H, W])],
+                   [numpy_helper.from_array(WEIGHTS, "w")])
+    onnx.save(m, tmp_path / "m.onnx")
+    spec = InputSpec(layout="NHWC", color="BGR", mean=BGR_MEAN, std=(1, 1, 1), scale=1.0, size=ImageShape(H, W))
+    b = import_onnx(tmp_path / "m.onnx", tmp_path / "m.edgeseg", classes=C, input_spec=spec)
+    image = _image()
+    x = (image[..., ::-1].astype(np.float32) - np.array(BGR_MEAN, np.float32))[None]
+    want = (x @ WEIGHTS).argmax(-1)[0]
+    out = _run(b, image)
+    got = out[0] if out_name == "labels" else out[0].argmax(0)
+    assert (got == want).all()
