@@ -206,6 +206,14 @@ def detect_prototype_layout(shapes: dict[str, tuple[int, ...]], nc: int | None, 
         raise fail(f"no split of the features into box + {nc if nc is not None else 'nc'} classes + {nm} coefficients{hint}")
     candidates.sort(key=lambda c: (-c[0], c[1] != "yolov8"))
     best = candidates[0]
+    if nc is not None and best[0] < 2:  # the given class count splits the features, but not at the anchor count
+        fits = sorted({int(d[f_axis]) - head - nm for f_axis, n_axis in ((1, 2), (2, 1)) for head, per_cell in
+                       ((4, 1), (5, 3)) if int(d[f_axis]) - head - nm >= 1
+                       and int(d[n_axis]) == anchor_count(net, strides, per_cell=per_cell)})
+        if fits:  # 79 names for an 80-class YOLOv8 head read it as a YOLOv5 one: 0 detections, said nowhere
+            raise fail(f"{nc} classes split the features only into a layout whose anchor count is not the head's; "
+                       f"the head fits {' or '.join(map(str, fits))} classes (--classes, --names or the model's "
+                       "names metadata must give that many)")
     if nc is None and len({c[2] for c in candidates if c[0] == best[0]}) > 1:
         raise fail("the class count is ambiguous")
     return dets[0], protos[0], best[1], best[2], nm

@@ -361,6 +361,16 @@ def test_metadata_stride_gives_the_head_strides_of_p6_models():
         ("o0", "o1", "yolov8", 80, 32)
 
 
+def test_a_class_count_one_off_is_refused_not_read_as_another_layout():
+    """Session 50's fuzzing: 79 names for an 80-class YOLOv8 head ([1, 116, 2100] at 320x320) split its features as a
+    YOLOv5 head's (116 = 5 + 79 + 32) although the anchor count is not YOLOv5's: imported, then 0 detections."""
+    shapes, net = {"o0": (1, 116, 2100), "o1": (1, 32, 80, 80)}, ImageShape(320, 320)
+    assert detect_prototype_layout(shapes, 80, net, "m") == ("o0", "o1", "yolov8", 80, 32)
+    with pytest.raises(ExportError, match="79 classes split the features only into a layout whose anchor count is not "
+                                          "the head's; the head fits 80 classes"):
+        detect_prototype_layout(shapes, 79, net, "m")
+
+
 def test_metadata_values_of_the_wrong_kind_read_as_absent():
     """Session 50's fuzzing: `names` with mixed keys, `imgsz` of [None, None] or [0, 0], `stride` inf ended in
     TypeError/ValueError/OverflowError tracebacks; they now read as absent (the model's own shapes decide)."""
