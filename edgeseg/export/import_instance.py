@@ -481,6 +481,16 @@ def import_instance_onnx(onnx_path: str | os.PathLike, out: str | os.PathLike, *
     session = _session_for(model, path)
     feed = _smoke_feed(spec)
     y = dict(zip([o.name for o in session.get_outputs()], session.run(None, {"images": feed})))
+    nan = [k for k, v in y.items() if np.issubdtype(v.dtype, np.floating) and np.isnan(v).any()]
+    if nan:  # imported, it found nothing (NaN scores) or empty masks (NaN prototypes), said nowhere
+        raise ExportError(f"{path}: the model's output(s) {', '.join(nan)} hold NaN on a test frame",
+                          fix="check the export (a float16 overflow, an uninitialised weight): run the ONNX file on an "
+                              "image with onnxruntime and look at its outputs")
+    flat = [k for k in kinds if k in y and y[k].size > 1 and np.issubdtype(y[k].dtype, np.floating)
+            and float(y[k].min()) == float(y[k].max())]
+    if layout == "prototype" and flat:
+        log.warning("%s: output(s) %s are one constant value on a test frame: the model may be broken (it will find "
+                    "nothing, or the same everywhere)", path, ", ".join(flat))
     manifest = Manifest(
         name=name or path.stem, task="instance", classes=tuple(names), input=spec,
         outputs=tuple(OutputSpec(k, k, str(y[k].dtype), _declared_shape(k, y[k].shape, boxmask is not None, spec))

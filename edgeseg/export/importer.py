@@ -463,6 +463,7 @@ def import_onnx(onnx_path: str | os.PathLike, out: str | os.PathLike, *, task: s
     session = _session_for(model, path)
     y = session.run(None, {"images": feed})[0]
     smoke = _smoke_report(y, kind, len(names), path)
+    _check_output_geometry(y, kind, feed, spec, path)
     batch: int | str = "batch" if spec.dynamic_batch else 1
     manifest = Manifest(
         name=name or path.stem, task=task, classes=names, input=spec,
@@ -498,6 +499,25 @@ def write_imported(model, out: str | os.PathLike, manifest: Manifest, opset: int
             bundle.add_model(ModelFile("model.onnx", "fp32", opset=opset, weights=half_weights(model)), saved)
             bundle.update_report("import", report)
     return bundle
+
+
+def _check_output_geometry(y: np.ndarray, kind: str, feed: np.ndarray, spec: InputSpec, path: Path) -> None:
+    """What a semantic output's shape and values say about the import, on the test frame (session 50's fuzzing): a
+    batch other than the input's is refused (imported, every frame failed "got a batch of 2"); an output whose height
+    and width are the input's swapped, on a non-square input, and scores that do not vary over the frame (a constant
+    model: one class everywhere) are said."""
+    fed = feed.shape[2:4] if spec.layout == "NCHW" else feed.shape[1:3]
+    if y.shape[0] != feed.shape[0]:
+        raise ExportError(f"{path}: the model gives {y.shape[0]} outputs for the {feed.shape[0]} image it was fed "
+                          f"(output {list(y.shape)})", fix="export the model with batch 1 (or a dynamic batch) in and out")
+    hw = tuple(y.shape[2:4]) if kind == "logits" else tuple(y.shape[1:3])
+    aspect, shown = fed[0] / fed[1], (hw[0] / hw[1] if len(hw) == 2 and hw[1] else 0.0)
+    if abs(aspect - 1) > 0.1 and abs(shown * aspect - 1) < 0.05 and abs(shown / aspect - 1) > 0.1:  # (any stride)
+        log.warning("%s: the output is %dx%d (HxW) for a %dx%d input: height and width look swapped (a transposed "
+                    "output is decoded turned: check the export's axes)", path, hw[0], hw[1], fed[0], fed[1])
+    if kind == "logits" and y.size and bool((y.max(axis=(2, 3)) == y.min(axis=(2, 3))).all()):
+        log.warning("%s: the model's scores are the same at every pixel of the test frame: it gives one class "
+                    "everywhere (a broken or untrained export?)", path)
 
 
 def _smoke_report(y: np.ndarray, kind: str, num_classes: int, path: Path) -> dict:

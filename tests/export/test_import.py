@@ -400,3 +400,29 @@ def test_an_output_already_named_as_edgeseg_names_it_survives_appended_nodes(tmp
     out = _run(b, image)
     got = out[0] if out_name == "labels" else out[0].argmax(0)
     assert (got == want).all()
+
+
+def test_an_output_batch_other_than_the_inputs_swapped_axes_and_constant_scores(tmp_path, caplog):
+    """Session 50's fuzzing: an output of batch 2 for one image imported (then every frame failed, "got a batch of
+    2"); an output with height and width swapped, and a model whose scores are one value everywhere, imported
+    without a word (labels turned; one class everywhere)."""
+    spec = InputSpec(size=ImageShape(H, W))
+
+    def model(name, nodes, out_shape, inits=()):
+        m = _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, H, W])],
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)], inits)
+        onnx.save(m, tmp_path / f"{name}.onnx")
+        return tmp_path / f"{name}.onnx"
+
+    twice = model("b2", [helper.make_node("Concat", ["x", "x"], ["y"], axis=0)], [2, 3, H, W])
+    with pytest.raises(ExportError, match=r"gives 2 outputs for the 1 image it was fed \(output \[2, 3, 24, 32\]\)"):
+        import_onnx(twice, tmp_path / "b2.edgeseg", classes=3, input_spec=spec)
+    swapped = model("sw", [helper.make_node("Transpose", ["x"], ["y"], perm=[0, 1, 3, 2])], [1, 3, W, H])
+    flat = model("flat", [helper.make_node("Mul", ["x", "zero"], ["y"])], [1, 3, H, W],
+                 [numpy_helper.from_array(np.zeros((), np.float32), "zero")])
+    with caplog.at_level("WARNING", logger="edgeseg.export.importer"):
+        import_onnx(swapped, tmp_path / "sw.edgeseg", classes=3, input_spec=spec)
+        import_onnx(flat, tmp_path / "flat.edgeseg", classes=3, input_spec=spec)
+    assert "the output is 32x24 (HxW) for a 24x32 input: height and width look swapped" in caplog.text
+    assert "scores are the same at every pixel of the test frame" in caplog.text
+    assert caplog.text.count("swapped") == 1 and caplog.text.count("same at every pixel") == 1

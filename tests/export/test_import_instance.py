@@ -432,3 +432,34 @@ def test_query_options_are_refused_for_other_instance_models(tmp_path, capsys):
         err = capsys.readouterr().err
         assert "apply to mask-classification models" in err and "this one's outputs are" in err
     assert not (tmp_path / "y.edgeseg").exists()
+
+
+def test_nan_outputs_are_refused_and_a_constant_head_is_said(tmp_path, caplog):
+    """Session 50's fuzzing: an instance export whose detections or prototypes are NaN imported and then found nothing
+    (or 8 empty masks), and one whose detections are all zero imported without a word."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgeseg.export import import_onnx
+
+    def model(name, scale):
+        # detections [1, 4 + 2 + 4, 2100] and prototypes [1, 4, 80, 80] at 320x320, from the image's mean
+        g = helper.make_graph(
+            [helper.make_node("ReduceMean", ["x"], ["m"], keepdims=0),
+             helper.make_node("Mul", ["m", "s"], ["ms"]),
+             helper.make_node("Expand", ["ms", "dshape"], ["detections"]),
+             helper.make_node("Expand", ["ms", "pshape"], ["prototypes"])], "y",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 320, 320])],
+            [helper.make_tensor_value_info("detections", TensorProto.FLOAT, [1, 10, 2100]),
+             helper.make_tensor_value_info("prototypes", TensorProto.FLOAT, [1, 4, 80, 80])],
+            [numpy_helper.from_array(np.array(scale, np.float32), "s"),
+             numpy_helper.from_array(np.array([1, 10, 2100], np.int64), "dshape"),
+             numpy_helper.from_array(np.array([1, 4, 80, 80], np.int64), "pshape")])
+        onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / f"{name}.onnx"))
+        return tmp_path / f"{name}.onnx"
+
+    with pytest.raises(ExportError, match="hold NaN on a test frame"):
+        import_onnx(model("nan", np.nan), tmp_path / "nan.edgeseg", task="instance", classes=2, input_spec=None)
+    with caplog.at_level("WARNING"):
+        import_onnx(model("zero", 0.0), tmp_path / "zero.edgeseg", task="instance", classes=2, input_spec=None)
+    assert "are one constant value on a test frame" in caplog.text
