@@ -30,7 +30,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from ..errors import EdgesegError, InputError
-from ..wire import RAW, SHAPE_HEADER, decode_frame, encode_result
+from ..wire import MAX_IMAGE_PIXELS, RAW, SHAPE_HEADER, decode_frame, encode_result
 from .batching import BatchStats, infer_batch
 
 READY_TIMEOUT_S = 5.0
@@ -54,6 +54,8 @@ async def _answer(request: Request, route: Callable[[], Awaitable[Response]]) ->
     """Run a route; edgeseg errors become 400 (bad input) or 500 answers, anything else a logged 500."""
     try:
         return await route()
+    except _HttpError as e:
+        return JSONResponse({"error": str(e)}, e.status)
     except InputError as e:
         return JSONResponse({"error": str(e)}, 400)
     except EdgesegError as e:
@@ -61,6 +63,48 @@ async def _answer(request: Request, route: Callable[[], Awaitable[Response]]) ->
     except Exception as e:  # noqa: BLE001  (a replica's failure, wrapped by Ray: answer it, keep serving)
         log.exception("%s %s failed", request.method, request.url.path)
         return JSONResponse({"error": f"{type(e).__name__}: {e}"}, 500)
+
+
+#: the largest request body a frame can need: raw RGB at :data:`~edgeseg.wire.MAX_IMAGE_PIXELS`, and some slack
+MAX_BODY_BYTES = 3 * MAX_IMAGE_PIXELS + (1 << 20)
+#: a body's time to arrive: this much, plus its length at :data:`BODY_MIN_RATE` bytes a second
+BODY_GRACE_S, BODY_MIN_RATE = 5.0, 256 * 1024
+
+
+class _HttpError(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+async def _read_body(request: Request) -> bytes:
+    """The request body, or a 413 (longer than any frame can be) / 408 (not sent in time). A replica holds a request's
+    slot while its body arrives: 32 clients sending 10 bytes and then nothing held every slot, and the server answered
+    no one, ``/readyz`` included, until they hung up (session 50's fuzzing); a 150 MB body was read whole before it was
+    refused."""
+    length = request.headers.get("content-length")
+    try:
+        declared = int(length) if length is not None else None
+    except ValueError:
+        declared = None
+    if declared is not None and declared > MAX_BODY_BYTES:
+        raise _HttpError(413, f"the request body is {declared:,} bytes; a frame needs at most {MAX_BODY_BYTES:,} "
+                              f"(raw RGB at {MAX_IMAGE_PIXELS:,} pixels)")
+    deadline = BODY_GRACE_S + (declared or MAX_BODY_BYTES // 4) / BODY_MIN_RATE
+
+    async def gather() -> bytes:
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > MAX_BODY_BYTES:
+                raise _HttpError(413, f"the request body is over {MAX_BODY_BYTES:,} bytes, more than a frame needs")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    try:
+        return await asyncio.wait_for(gather(), deadline)
+    except asyncio.TimeoutError:
+        raise _HttpError(408, f"the request body did not arrive within {deadline:.0f} s") from None
 
 
 def _frame_error(e: Exception, bundle: str) -> dict[str, Any]:
@@ -110,7 +154,7 @@ class BundleReplica:
                                 404)
         if request.method != "POST":
             return JSONResponse({"error": "predict takes POST with an image body"}, 405)
-        body, ctype = await request.body(), request.headers.get("content-type", "")
+        body, ctype = await _read_body(request), request.headers.get("content-type", "")
         shape = request.headers.get(SHAPE_HEADER)
         if ctype.split(";")[0].strip().lower() in ("", RAW):  # a view of the body: no work to move off the loop
             rgb = decode_frame(body, ctype, shape)

@@ -523,3 +523,38 @@ def test_a_replica_that_cannot_load_its_bundle_names_it_and_why(server):  # last
     assert "edgeseg quantize" in info.value.fix
     print(f"refused after {time.monotonic() - t0:.1f} s")
 
+
+
+@pytest.mark.serve
+def test_clients_that_send_their_bodies_slowly_or_too_long_ones_cannot_hold_the_server(server, local):
+    """Session 50's fuzzing: 32 clients sending a request's headers and 10 bytes of its body, then nothing, held every
+    slot of the replica: no one was answered, /readyz included, until they hung up; a 150 MB body was read whole
+    before it was refused. Now a body has a few seconds plus its length at 256 KB/s to arrive (408 after), and one
+    longer than any frame can be is refused from its Content-Length (413)."""
+    import socket
+
+    rgb = _rgb(120, 160, seed=5)
+    png = _png(rgb[..., ::-1])
+    host, port = server.url.rsplit("/", 1)[-1].split(":")
+    slow = []
+    for _ in range(24):  # more than the replica's 16 slots
+        s = socket.create_connection((host, int(port)), timeout=30)
+        s.sendall(f"POST /v1/bundles/shapes/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+                  f"Content-Length: {len(png)}\r\n\r\n".encode() + png[:10])
+        slow.append(s)
+    try:
+        time.sleep(0.5)
+        t0 = time.monotonic()
+        status, answer = _post(server.url + "/v1/bundles/shapes/predict", png, {"Content-Type": "image/png"})
+        assert status == 200 and time.monotonic() - t0 < 20, answer
+        np.testing.assert_array_equal(decode_result(answer).labels, local(rgb).labels)
+        slow[0].settimeout(20)
+        assert b" 408 " in slow[0].recv(4096).split(b"\r\n")[0]  # told, not left waiting
+    finally:
+        for s in slow:
+            s.close()
+    req = urllib.request.Request(server.url + "/v1/bundles/shapes/predict", data=b"x", method="POST",
+                                 headers={"Content-Type": "image/png", "Content-Length": str(10**11)})
+    with pytest.raises(urllib.error.HTTPError) as e:  # refused before a byte of the body is read
+        urllib.request.urlopen(req, timeout=30)
+    assert e.value.code == 413 and "a frame needs at most" in json.loads(e.value.read())["error"]
