@@ -510,22 +510,6 @@ def test_a_frame_wider_than_png_allows_is_answered(server, local):
 
 
 @pytest.mark.serve
-def test_a_replica_that_cannot_load_its_bundle_names_it_and_why(server):  # last: replaces the module's bundle
-    # before: Ray's "RuntimeError: Deploying application edgeseg-bundle-shapes failed: Failed to update the
-    # deployments ['bundle']." with a traceback and no reason; and serve() took no target (the CLI's
-    # --target and --device were ignored)
-    t0 = time.monotonic()
-    with pytest.raises(BundleError) as info:
-        serve(["shapes"], port=int(server.url.rsplit(":", 1)[1]), backend="onnxruntime", precision="int8",
-                            target="nope", threads=1, cpus_per_replica=0.25)
-    text = str(info.value)
-    assert "the replicas of bundle 'shapes' cannot load it" in text and "has no int8/nope model" in text
-    assert "edgeseg quantize" in info.value.fix
-    print(f"refused after {time.monotonic() - t0:.1f} s")
-
-
-
-@pytest.mark.serve
 def test_clients_that_send_their_bodies_slowly_or_too_long_ones_cannot_hold_the_server(server, local):
     """Session 50's fuzzing: 32 clients sending a request's headers and 10 bytes of its body, then nothing, held every
     slot of the replica: no one was answered, /readyz included, until they hung up; a 150 MB body was read whole
@@ -558,3 +542,20 @@ def test_clients_that_send_their_bodies_slowly_or_too_long_ones_cannot_hold_the_
     with pytest.raises(urllib.error.HTTPError) as e:  # refused before a byte of the body is read
         urllib.request.urlopen(req, timeout=30)
     assert e.value.code == 413 and "a frame needs at most" in json.loads(e.value.read())["error"]
+
+
+@pytest.mark.serve
+def test_a_replica_that_cannot_load_its_bundle_names_it_and_why(server):  # last: replaces the module's bundle
+    # before: Ray's "RuntimeError: Deploying application edgeseg-bundle-shapes failed: Failed to update the
+    # deployments ['bundle']." with a traceback and no reason; and serve() took no target (the CLI's
+    # --target and --device were ignored)
+    t0 = time.monotonic()
+    with pytest.raises(BundleError) as info:
+        serve(["shapes"], port=int(server.url.rsplit(":", 1)[1]), backend="onnxruntime", precision="int8",
+                            target="nope", threads=1, cpus_per_replica=0.25)
+    text = str(info.value)
+    assert "the replicas of bundle 'shapes' cannot load it" in text and "has no int8/nope model" in text
+    assert "edgeseg quantize" in info.value.fix
+    print(f"refused after {time.monotonic() - t0:.1f} s")
+
+
