@@ -523,7 +523,10 @@ def _check_output_geometry(y: np.ndarray, kind: str, feed: np.ndarray, spec: Inp
 def _smoke_report(y: np.ndarray, kind: str, num_classes: int, path: Path) -> dict:
     if kind == "logits":
         if not np.isfinite(y).all():
-            raise ExportError(f"{path}: the model produced non-finite logits on a test frame")
+            raise ExportError(f"{path}: the model produced non-finite logits on a test frame",
+                              fix="check the pre-processing it was given (--mean/--std/--scale, or a config's "
+                                  "net-scale-factor/offsets or rescale_factor: a huge factor overflows), then the "
+                                  "export itself (a float16 overflow)")
         labels = y.argmax(1)
     else:
         labels = y

@@ -557,5 +557,3 @@ def test_a_replica_that_cannot_load_its_bundle_names_it_and_why(server):  # last
     assert "the replicas of bundle 'shapes' cannot load it" in text and "has no int8/nope model" in text
     assert "edgeseg quantize" in info.value.fix
     print(f"refused after {time.monotonic() - t0:.1f} s")
-
-
