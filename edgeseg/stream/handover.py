@@ -11,7 +11,10 @@ never push out another's (each has its slot), and the loop takes the sources in 
 Beside a camera, a file waits at its own source (:meth:`HandOver.wait_for_room`, the gate of a
 :class:`~edgeseg.stream.sources.mux.MultiSource`'s reader) instead of in :meth:`HandOver.put`: waiting there held
 the pipeline's one sink thread, and with it every camera result behind the file's (session 50's audit: a camera
-beside a file reached the loop 8 times for the file's 40, up to 6 s old).
+beside a file reached the loop 8 times for the file's 40, up to 6 s old). The gate admits a file's frame while fewer
+than ``2 * capacity`` of its frames are between the gate and the loop (in the pipeline or waiting here), so that is
+what a file holds in memory, however long it is; ``put`` still waits past ``4 * capacity`` of a file's results, a
+backstop for frames that passed no gate.
 """
 from __future__ import annotations
 
@@ -36,8 +39,9 @@ class HandOver:
         self._tick = 0
         self._cond = threading.Condition()
         self.skipped = 0
-        self.gated = False  # the files' readers wait for room (wait_for_room): put never waits for them
+        self.gated = False  # the files' readers wait for room (wait_for_room): put waits only past the backstop
         self._waiting_of: dict[Any, int] = {}  # a file's results waiting for the loop, per source
+        self._admitted: dict[Any, int] = {}  # a file's frames the gate let through that the loop has not taken
         self._closed = False
 
     def put(self, source_id: Any, item: Any) -> None:
@@ -51,7 +55,9 @@ class HandOver:
                         self._cond.notify_all()
                         return
             else:
-                while not self.gated and not self._closed and self._waiting_files >= self.capacity:
+                room = 4 * self.capacity if self.gated else self.capacity
+                while not self._closed and (self._waiting_of.get(source_id, 0) if self.gated else
+                                            self._waiting_files) >= room:
                     self._cond.wait(0.1)
                 self._waiting_files += 1
                 self._waiting_of[source_id] = self._waiting_of.get(source_id, 0) + 1
@@ -59,11 +65,13 @@ class HandOver:
             self._cond.notify_all()
 
     def wait_for_room(self, source_id: Any, stopped: Callable[[], bool] = lambda: False) -> None:
-        """In a file's reader, before it reads on: wait while ``capacity`` of its results wait for the loop (until the
-        hand-over closes or ``stopped()``), so that the file is held back at its source, not in the sink thread."""
+        """In a file's reader, before a frame goes on (``source_id``: the frame's own, as ``put`` gets it): wait while
+        ``2 * capacity`` of its frames are between here and the loop (until the hand-over closes or ``stopped()``),
+        then count this one in: the file is held back at its source, not in the sink thread."""
         with self._cond:
-            while self._waiting_of.get(source_id, 0) >= self.capacity and not self._closed and not stopped():
+            while self._admitted.get(source_id, 0) >= 2 * self.capacity and not self._closed and not stopped():
                 self._cond.wait(0.1)
+            self._admitted[source_id] = self._admitted.get(source_id, 0) + 1
 
     def close(self) -> None:
         """The loop has ended: nothing waits for it any more."""
@@ -102,5 +110,7 @@ class HandOver:
             if not live:
                 self._waiting_files -= 1
                 self._waiting_of[sid] -= 1
+                if self._admitted.get(sid, 0) > 0:
+                    self._admitted[sid] -= 1
             self._cond.notify_all()
             return item

@@ -45,27 +45,33 @@ def test_two_cameras_are_taken_in_turn_and_a_batch_does_not_push_one_out():
 
 
 def test_a_gated_file_waits_at_its_source_not_in_put():
-    """Beside a camera the file's reader waits (``wait_for_room``) while ``capacity`` of its results wait for the loop,
-    and ``put`` never blocks: waiting there held the one sink thread and every camera result behind it (session 50's
-    audit: 8 camera results reached a slow loop for the file's 40, up to 6 s old). Closing releases the reader."""
+    """Beside a camera the file's reader waits (``wait_for_room``) while ``2 * capacity`` of its frames are between the
+    gate and the loop, and ``put`` does not block below its ``4 * capacity`` backstop: waiting there held the one sink
+    thread and every camera result behind it (session 50's audit: 8 camera results reached a slow loop for the file's
+    40, up to 6 s old). The gate counts a frame from its admission (a review: counting only the results already
+    waiting let the pipeline's queues hold 5 times as many). Closing releases the reader."""
     h = HandOver(2, lambda sid: sid == "cam")
     h.gated = True
-    h.put("file", ("file", 0))
-    h.put("file", ("file", 1))
-    h.put("file", ("file", 2))  # a frame already in the pipeline when the gate closed: taken, not waited for
+    for k in range(4):  # admitted at once: 2 * capacity
+        h.wait_for_room("file")
+        h.put("file", ("file", k))
     reader = threading.Thread(target=h.wait_for_room, args=("file",))
     reader.start()
     time.sleep(0.3)
-    assert reader.is_alive()  # three of its results wait: the file's reader waits
+    assert reader.is_alive()  # four of its frames are on their way to the loop: the fifth waits at the source
     h.put("cam", ("cam", 0))  # and the camera's result is in line at once
     assert [h.get(timeout=1) for _ in range(2)] == [("file", 0), ("cam", 0)]
-    assert reader.is_alive()  # two still wait
-    assert h.get(timeout=1) == ("file", 1)
     reader.join(2)
-    assert not reader.is_alive()  # room for one more
-    stopped = threading.Thread(target=h.wait_for_room, args=("file",))
-    h.put("file", ("file", 3))
-    stopped.start()
+    assert not reader.is_alive()  # the loop took one: room for one more
+    for k in range(8):  # frames that passed no gate (another reader's): put takes them up to the backstop
+        h.put("other", ("other", k))
+    fourth = threading.Thread(target=h.put, args=("other", ("other", 8)))
+    fourth.start()
+    time.sleep(0.3)
+    assert fourth.is_alive()  # 4 * capacity of one file's results wait: the backstop holds the sink
     h.close()  # the loop ended: nothing waits for it any more
+    fourth.join(2)
+    stopped = threading.Thread(target=h.wait_for_room, args=("file",))
+    stopped.start()
     stopped.join(2)
-    assert not stopped.is_alive()
+    assert not fourth.is_alive() and not stopped.is_alive()

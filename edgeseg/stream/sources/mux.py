@@ -78,8 +78,8 @@ class MultiSource(Source):
         n = 0
         try:
             for frame in source:
-                if self.gate is not None and not source.live:
-                    self.gate(_name(source), lambda: self._buf.closed)
+                if self.gate is not None and not source.live:  # keyed as the hand-over's put sees the frame
+                    self.gate(frame.source_id, lambda: self._buf.closed)
                 if not self._buf.put_from(frame, live=source.live):
                     return
                 n += 1
