@@ -25,16 +25,21 @@ def mask_polygon(crop: np.ndarray, x0: int = 0, y0: int = 0) -> np.ndarray:
     m8 = np.ascontiguousarray(crop, np.uint8)
     contours, _ = cv2.findContours(m8, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     parts = []
-    labels = cv2.connectedComponents(m8, connectivity=8)[1] if contours else None
+    if contours:  # one labelling and one erosion for every part (per part, a mask of 1,000 specks took 4 s)
+        _, labels, stats, _ = cv2.connectedComponentsWithStats(m8, connectivity=8)
+        eroded = cv2.erode(m8, np.ones((3, 3), np.uint8), borderType=cv2.BORDER_CONSTANT, borderValue=0)
+        thick = set(np.unique(labels[eroded > 0]).tolist())  # an eroded pixel's 8 neighbours are all its part's
     for c in contours:
         c = c.reshape(-1, 2).astype(np.float64)
         x, y = c[0].astype(int)
-        part = labels == labels[y, x]
-        # no pixel with all 8 neighbours in the part (a dot, a line, an L, a 2-pixel stripe): the pixel-centre
-        # contour encloses next to nothing, so the outline of the pixels' squares (below); else the contour
-        thin = not cv2.erode(part.view(np.uint8), np.ones((3, 3), np.uint8), borderType=cv2.BORDER_CONSTANT,
-                             borderValue=0).any()
-        parts.append(_pixel_squares(part) if thin else c)
+        k = int(labels[y, x])
+        if k in thick:  # a pixel with all 8 neighbours in the part: its contour encloses an area
+            parts.append(c)
+            continue
+        # a dot, a line, an L, a 2-pixel stripe: the pixel-centre contour encloses next to nothing, so the outline
+        # of the pixels' squares (below), from the part's own box
+        left, top, w, h = (int(v) for v in stats[k, :4])
+        parts.append(_pixel_squares(labels[top:top + h, left:left + w] == k) + (left, top))
     if not parts:
         return np.zeros((0, 2))
     parts.sort(key=lambda c: -abs(cv2.contourArea(c.astype(np.float32))) - len(c) * 1e-9)
