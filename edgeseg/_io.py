@@ -171,7 +171,7 @@ def write_with(path: str | os.PathLike, write: Callable[[Path], Any]) -> Path:
     try:
         write(tmp)
     except BaseException as e:
-        full = isinstance(e, Exception) and not isinstance(e, OSError) and _disk_full(dst.parent)
+        full = isinstance(e, Exception) and not isinstance(e, OSError) and _failed_write(e) and _disk_full(dst.parent)
         tmp.unlink(missing_ok=True)
         if isinstance(e, OSError):
             raise _naming(e, dst) from None
@@ -181,6 +181,21 @@ def write_with(path: str | os.PathLike, write: Callable[[Path], Any]) -> Path:
         return commit_file(tmp, dst)
     # raised outside the handler: no __context__ keeps torch's writer (and the deleted file's space) alive
     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(dst))
+
+
+#: how the writers edgeseg calls report a write the disk refused (torch's zip writer, safetensors' Rust writer)
+_WRITE_FAILURES = ("unexpected pos", "failed writing", "basic_ios::clear", "iostream error", "os error 28",
+                   "no space left", "storagefull", "file write failed")
+
+
+def _failed_write(e: BaseException) -> bool:
+    """Whether ``e`` (or an exception it was raised from) reads as a write that failed, not another writer error."""
+    seen = 0
+    while e is not None and seen < 5:
+        if any(w in str(e).lower() for w in _WRITE_FAILURES):
+            return True
+        e, seen = e.__cause__ or e.__context__, seen + 1
+    return False
 
 
 def _disk_full(folder: Path, margin: int = 1 << 20) -> bool:

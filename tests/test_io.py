@@ -1,6 +1,7 @@
 """edgeseg._io: the one atomic writer (bundle manifest, --json files, checkpoint sidecars, histories)."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -170,6 +171,13 @@ def test_a_checkpoint_that_fills_the_disk_is_named_and_the_previous_one_kept(sma
     with pytest.raises(ZeroDivisionError):  # not a full disk: the writer's own error, the temporary removed
         write_with(disk / "b.pt", lambda tmp: (tmp.write_bytes(b"x"), 1 / 0))
     assert sorted(p.name for p in disk.iterdir()) == ["last.pt"]
+    filler = disk / "filler"
+    with contextlib.suppress(OSError):
+        with open(filler, "wb") as f:
+            f.write(b"\0" * (4 << 20))
+    with pytest.raises(ValueError, match="a bug of the writer"):  # a full disk, but not the write's failure (a review)
+        write_with(disk / "c.pt", lambda tmp: (_ for _ in ()).throw(ValueError("a bug of the writer")))
+    filler.unlink()
     last.unlink()
     r = subprocess.run([sys.executable, "-m", "edgeseg", "train", "deeplabv3plus_mobilenetv3_small", "--data",
                         "synthetic:16,size=64x48", "--size", "64x48", "--epochs", "1", "--batch", "4", "--out",

@@ -62,6 +62,8 @@ def ultralytics_names(meta: dict[str, str]) -> tuple[str, ...] | None:
     except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
         return None
     if isinstance(names, dict):
+        if all(isinstance(k, str) and k.strip().isdigit() for k in names):  # {'0': 'a', '10': 'k'}: by number
+            names = {int(k): v for k, v in names.items()}
         if not all(isinstance(k, int) and not isinstance(k, bool) for k in names):  # {0: 'a', 'x': 'b'}: unsortable
             return None
         return tuple(str(names[k]) for k in sorted(names))

@@ -65,10 +65,12 @@ async def _answer(request: Request, route: Callable[[], Awaitable[Response]]) ->
         return JSONResponse({"error": f"{type(e).__name__}: {e}"}, 500)
 
 
-#: the largest request body a frame can need: raw RGB at :data:`~edgeseg.wire.MAX_IMAGE_PIXELS`, and some slack
-MAX_BODY_BYTES = 3 * MAX_IMAGE_PIXELS + (1 << 20)
-#: a body's time to arrive: this much, plus its length at :data:`BODY_MIN_RATE` bytes a second
-BODY_GRACE_S, BODY_MIN_RATE = 5.0, 256 * 1024
+#: the largest request body a frame can need: a 16-bit RGB PNG at :data:`~edgeseg.wire.MAX_IMAGE_PIXELS` (twice raw
+#: RGB at the cap), and some slack
+MAX_BODY_BYTES = 6 * MAX_IMAGE_PIXELS + (1 << 20)
+#: a body may pause this long between its bytes, and after :data:`BODY_GRACE_S` must have come at least this fast on
+#: average (16 KB/s: a tenth of a slow cellular uplink; the remote client's own timeout_s bounds the whole request)
+BODY_IDLE_S, BODY_GRACE_S, BODY_MIN_RATE = 5.0, 10.0, 16 * 1024
 
 
 class _HttpError(Exception):
@@ -78,9 +80,10 @@ class _HttpError(Exception):
 
 
 async def _read_body(request: Request) -> bytes:
-    """The request body, or a 413 (longer than any frame can be) / 408 (not sent in time). A replica holds a request's
-    slot while its body arrives: 32 clients sending 10 bytes and then nothing held every slot, and the server answered
-    no one, ``/readyz`` included, until they hung up (session 50's fuzzing); a 150 MB body was read whole before it was
+    """The request body, or a 413 (longer than any frame can be) / 408 (stalled: no byte for :data:`BODY_IDLE_S`, or
+    slower than :data:`BODY_MIN_RATE` once :data:`BODY_GRACE_S` have passed). A replica holds a request's slot while
+    its body arrives: 32 clients sending 10 bytes and then nothing held every slot, and the server answered no one,
+    ``/readyz`` included, until they hung up (session 50's fuzzing); a 150 MB body was read whole before it was
     refused."""
     length = request.headers.get("content-length")
     try:
@@ -89,22 +92,26 @@ async def _read_body(request: Request) -> bytes:
         declared = None
     if declared is not None and declared > MAX_BODY_BYTES:
         raise _HttpError(413, f"the request body is {declared:,} bytes; a frame needs at most {MAX_BODY_BYTES:,} "
-                              f"(raw RGB at {MAX_IMAGE_PIXELS:,} pixels)")
-    deadline = BODY_GRACE_S + (declared or MAX_BODY_BYTES // 4) / BODY_MIN_RATE
-
-    async def gather() -> bytes:
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > MAX_BODY_BYTES:
-                raise _HttpError(413, f"the request body is over {MAX_BODY_BYTES:,} bytes, more than a frame needs")
-            chunks.append(chunk)
-        return b"".join(chunks)
-
-    try:
-        return await asyncio.wait_for(gather(), deadline)
-    except asyncio.TimeoutError:
-        raise _HttpError(408, f"the request body did not arrive within {deadline:.0f} s") from None
+                              f"(a 16-bit PNG at {MAX_IMAGE_PIXELS:,} pixels)")
+    chunks, size = [], 0
+    stream = request.stream().__aiter__()
+    started = time.monotonic()
+    while True:
+        try:
+            chunk = await asyncio.wait_for(stream.__anext__(), BODY_IDLE_S)
+        except StopAsyncIteration:
+            return b"".join(chunks)
+        except asyncio.TimeoutError:
+            raise _HttpError(408, f"the request body stalled: no byte for {BODY_IDLE_S:g} s after {size:,} of "
+                                  f"{declared if declared is not None else '?'} bytes") from None
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise _HttpError(413, f"the request body is over {MAX_BODY_BYTES:,} bytes, more than a frame needs")
+        chunks.append(chunk)
+        elapsed = time.monotonic() - started
+        if elapsed > BODY_GRACE_S and size < BODY_MIN_RATE * elapsed:
+            raise _HttpError(408, f"the request body is arriving at {size / elapsed / 1024:.1f} KB/s, below the "
+                                  f"{BODY_MIN_RATE // 1024} KB/s a frame's upload needs")
 
 
 def _frame_error(e: Exception, bundle: str) -> dict[str, Any]:

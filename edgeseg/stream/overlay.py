@@ -229,8 +229,9 @@ def present_classes(result: Any, only: tuple[int, ...] | None = None) -> list[in
         return [] if result.result is None else present_classes(result.result, only)
     if isinstance(result, SemanticResult):
         labels = result.labels
-        present = np.flatnonzero(np.bincount(labels.ravel(), minlength=1)) if labels.dtype == np.uint8 else \
-            np.unique(labels)  # wide labels: bincount made a table up to the largest (2**31 - 1: 8 GB)
+        small = labels.dtype == np.uint8 or int(labels.max(initial=0)) < 1 << 16
+        present = np.flatnonzero(np.bincount(labels.ravel(), minlength=1)) if small else \
+            np.unique(labels)  # wider labels: bincount made a table up to the largest (2**31 - 1: 8 GB)
         return [int(i) for i in present if only is None or int(i) in only]
     if isinstance(result, InstanceResult):
         return sorted({int(c) for c in result.classes})

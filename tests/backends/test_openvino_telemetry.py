@@ -47,6 +47,7 @@ def test_no_consent_file_means_declined_and_a_users_choice_stands(tmp_path, monk
     from openvino_telemetry.utils.opt_in_checker import ConsentCheckResult, OptInChecker
 
     monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setattr(OptInChecker, "check", OptInChecker.check)  # this process's checker as it was, after the test
     assert decline_telemetry()
     assert OptInChecker().check(False, False) == ConsentCheckResult.ACCEPTED
     (tmp_path / "intel" / "openvino_telemetry").unlink()

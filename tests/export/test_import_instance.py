@@ -378,6 +378,7 @@ def test_metadata_values_of_the_wrong_kind_read_as_absent():
 
     assert ultralytics_names({"names": "{0: 'a', 'x': 'b'}"}) is None
     assert ultralytics_names({"names": "{1: 'b', 0: 'a'}"}) == ("a", "b")
+    assert ultralytics_names({"names": "{'10': 'k', '2': 'c', '0': 'a'}"}) == ("a", "c", "k")  # string keys: by number
     for text in ("[None, None]", "[0, 0]", "['a', 'b']", "[1e9, 2]", "-3", "[" * 200 + "]" * 200):
         assert ultralytics_imgsz({"imgsz": text}) is None, text
     assert ultralytics_imgsz({"imgsz": "[320, 640]"}) == ImageShape(320, 640)

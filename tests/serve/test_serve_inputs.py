@@ -513,7 +513,7 @@ def test_a_frame_wider_than_png_allows_is_answered(server, local):
 def test_clients_that_send_their_bodies_slowly_or_too_long_ones_cannot_hold_the_server(server, local):
     """Session 50's fuzzing: 32 clients sending a request's headers and 10 bytes of its body, then nothing, held every
     slot of the replica: no one was answered, /readyz included, until they hung up; a 150 MB body was read whole
-    before it was refused. Now a body has a few seconds plus its length at 256 KB/s to arrive (408 after), and one
+    before it was refused. Now a body that stalls for 5 s (or arrives below 16 KB/s after 10 s) gets a 408, and one
     longer than any frame can be is refused from its Content-Length (413)."""
     import socket
 

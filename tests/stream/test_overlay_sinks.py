@@ -197,6 +197,19 @@ def test_a_results_file_an_earlier_run_wrote_is_said_to_be_replaced(tmp_path, ca
     sink.write(Frame(np.zeros((4, 4, 3), np.uint8), index=3, pts_ns=0), SemanticResult(np.zeros((4, 4), np.uint8)))
     sink.close()
     assert [json.loads(line)["index"] for line in out.read_text().splitlines()] == [3]  # the earlier line replaced
+    import os
+    import threading
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)  # a FIFO is opened at once: a reader of the pipe gets its end even when no frame came (a review)
+    got: list[str] = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_text()))
+    reader.start()
+    sink = JsonLinesSink(fifo)
+    sink.open()
+    sink.close()
+    reader.join(10)
+    assert not reader.is_alive() and got == [""]
 
 
 def test_no_hud_draws_a_clean_overlay(tmp_path):

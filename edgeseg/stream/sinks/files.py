@@ -35,7 +35,7 @@ from ...structures.records import result_record
 from ...structures.coco_panoptic import segments_info
 from ...structures.frame import Frame
 from ..base import SINKS, Packet, Sink, refuse_input
-from ..._io import commit_file, temp_name_prefix, writable_file, writable_folder
+from ..._io import _special_file, commit_file, temp_name_prefix, writable_file, writable_folder
 
 log = logging.getLogger("edgeseg.stream")
 
@@ -153,7 +153,9 @@ class JsonLinesSink(Sink):
             log.warning("%s exists: this run replaces its lines at its first frame (an earlier run's results; give "
                         "another path to keep them)", self.path)
         # opened at the first frame: a run that gets none (a source that fails to open or holds no frame) left an
-        # earlier run's file emptied
+        # earlier run's file emptied; a FIFO or a device now (a reader of the pipe gets its end even without a frame)
+        if _special_file(self.path):
+            self._first_line()
 
     def _first_line(self) -> None:
         self._f = self._open(self.path)
