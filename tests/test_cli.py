@@ -163,6 +163,14 @@ def test_predict_keeps_the_readable_images_results(bundle, tmp_path, capsys, mon
     rep = json.loads(js.read_text())
     assert rep["interrupted"] is True and [r["image"] for r in rep["images"]] == [paths[0]]
     assert "1 image(s) done before the interruption" in capsys.readouterr().err
+    # interrupted after an unreadable image only: the earlier file is kept and not called this run's results (a review)
+    before = js.read_bytes()
+    calls.clear()
+    calls.append(1)  # the next call (a.png's, after the unreadable b.png) is the second: interrupted
+    assert main(["predict", str(bundle.root), paths[1], paths[0], "--backend", "onnxruntime", "--threads", "1",
+                 "--json", str(js)]) == 130
+    err = capsys.readouterr().err
+    assert js.read_bytes() == before and "keeps the results it held" in err and "results in" not in err
 
 
 def test_predict_takes_folders_and_refuses_clashing_names(bundle, tmp_path, capsys):

@@ -368,7 +368,9 @@ def _results_kept_on_interrupt(args, predictor, task: str, rows: list, failed: l
         if also is not None:
             also()
         if args.json and (rows or failed):
+            kept = not rows and str(args.json) != "-" and Path(args.json).is_file() and Path(args.json).stat().st_size
             _write_results(args, predictor, task, rows, failed, interrupted=True)
-            print(f"edgeseg predict: {len(rows)} image(s) done before the interruption: results in {args.json}",
-                  file=sys.stderr)
+            if not kept:  # (an earlier run's file kept is said by _write_results, not called this run's results)
+                print(f"edgeseg predict: {len(rows)} image(s) done before the interruption: results in {args.json}",
+                      file=sys.stderr)
         raise
