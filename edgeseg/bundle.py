@@ -67,7 +67,12 @@ class OutputSpec:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "OutputSpec":
-        return cls(d["name"], d["kind"], d.get("dtype", "float32"), tuple(d.get("shape", ())))
+        shape = d.get("shape", ())
+        if not isinstance(shape, (list, tuple)) or not all(
+                isinstance(v, str) and v or isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in shape):
+            raise InputError(f"output {d.get('name')!r}: shape must list sizes (whole numbers) or axis names, got "
+                             f"{shape!r}", fix='e.g. "shape": ["batch", 19, 320, 640]')
+        return cls(d["name"], d["kind"], d.get("dtype", "float32"), tuple(shape))
 
 
 @dataclass(frozen=True)

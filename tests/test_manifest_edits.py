@@ -41,6 +41,7 @@ def _edit(bundle, change) -> None:
     (lambda d: d["input"].update(scale=0), "input scale must be a finite number > 0", None),
     (lambda d: d["input"]["size"].update(height=float("nan")), "input size must be whole numbers of pixels", '"height"'),
     (lambda d: d["input"]["size"].update(height=[8]), "input size must be whole numbers of pixels", None),
+    (lambda d: d["outputs"][0].update(shape=[1, True, -4, None]), "shape must list sizes", '"shape": ["batch"'),
 ])
 def test_a_hand_edit_is_refused_naming_the_manifest(bundle, change, words, fix):
     _edit(bundle, change)
