@@ -17,6 +17,7 @@ import collections
 
 import logging
 import math
+import numbers
 import os
 import re
 from dataclasses import dataclass, fields, replace
@@ -96,15 +97,16 @@ class CalibrationRecipe:
 
         if not (isinstance(self.source, str) and self.source.strip() or isinstance(self.source, tuple)):
             refuse("source", 'a path or dataset spec (a string, e.g. "camvid:${EDGESEG_DATA}/camvid") or a list of them')
-        for key in ("frames", "seed"):
-            if isinstance(getattr(self, key), bool) or not isinstance(getattr(self, key), int):
+        for key in ("frames", "seed"):  # numpy's integers too (a program's own counts)
+            if isinstance(getattr(self, key), bool) or not isinstance(getattr(self, key), numbers.Integral):
                 refuse(key, "a whole number")
+            object.__setattr__(self, key, int(getattr(self, key)))
         for key in ("split", "sampling", "method"):
             if not isinstance(getattr(self, key), str):
                 refuse(key, "a string")
         for key in ("percentile", "scene_threshold", "holdout"):
             v = getattr(self, key)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v):
                 refuse(key, "a finite number")
 
     @property
