@@ -226,6 +226,11 @@ def _rename_io(model, renames: dict[str, str], in_name: str) -> None:
     the original names inside)."""
     from onnx import helper
 
+    seen: set[str] = set()
+    for out in list(model.graph.output):  # an output listed twice: once (ONNX Runtime refused the renamed graph,
+        if out.name in seen:  # "Duplicate definition of name (prototypes)")
+            model.graph.output.remove(out)
+        seen.add(out.name)
     taken = {o for n in model.graph.node for o in n.output} | {i.name for i in model.graph.initializer}
     for new in ("images", *renames.values()):
         if new in taken and new not in (in_name, *renames):

@@ -464,3 +464,8 @@ def test_nan_outputs_are_refused_and_a_constant_head_is_said(tmp_path, caplog):
     with caplog.at_level("WARNING"):
         import_onnx(model("zero", 0.0), tmp_path / "zero.edgeseg", task="instance", classes=2, input_spec=None)
     assert "are one constant value on a test frame" in caplog.text
+    twice = onnx.load(str(model("twice", 1.0)))  # an output listed twice: ONNX Runtime refused the renamed graph
+    twice.graph.output.append(twice.graph.output[1])
+    onnx.save(twice, str(tmp_path / "twice.onnx"))
+    b = import_onnx(tmp_path / "twice.onnx", tmp_path / "twice.edgeseg", task="instance", classes=2, input_spec=None)
+    assert [o.name for o in b.manifest.outputs] == ["detections", "prototypes"]
