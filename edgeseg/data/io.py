@@ -146,6 +146,8 @@ def read_image(path: str | Path) -> np.ndarray:
     p = Path(path)
     data = _read_bytes(p, InputError, "image")
     img = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    if img is not None and data[:8].tobytes() == b"\x89PNG\r\n\x1a\n" and len(data) > 24 and data[24] == 16:
+        _warn_narrow_16bit(p, data)
     if img is None:
         raise InputError(
             f"cannot decode image {p}: not an image or a corrupt file",
@@ -203,6 +205,27 @@ def exif_orientation(path: str | Path) -> int:
     except struct.error:
         pass
     return 1
+
+
+_NARROW_WARNED: set[str] = set()
+
+
+def _warn_narrow_16bit(path: Path, data: np.ndarray) -> None:
+    """Say once per folder when a 16-bit PNG holds only 12 (or fewer) bits: read as 8 bits by its top byte (OpenCV's
+    conversion, as every reader here), a 12-bit camera's picture comes out nearly black (values 0..15)."""
+    import cv2
+
+    if str(path.parent) in _NARROW_WARNED:
+        return
+    raw = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    if raw is not None and raw.dtype == np.uint16 and 0 < int(raw.max()) < 4096:
+        _NARROW_WARNED.add(str(path.parent))
+        import logging
+
+        logging.getLogger(__name__).warning(
+            "%s is a 16-bit PNG whose values stop at %d (12-bit data?): it is read as 8 bits from its top byte, nearly "
+            "black; scale such images to the 16-bit range (x16) or to 8 bits before (said once for %s)",
+            path, int(raw.max()), path.parent)
 
 
 def mask_size_error(mask_path: Path, mask_hw: tuple[int, ...], img_path: Path, image_hw: tuple[int, ...]) -> DataError:

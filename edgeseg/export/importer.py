@@ -515,7 +515,8 @@ def _check_output_geometry(y: np.ndarray, kind: str, feed: np.ndarray, spec: Inp
     if abs(aspect - 1) > 0.1 and abs(shown * aspect - 1) < 0.05 and abs(shown / aspect - 1) > 0.1:  # (any stride)
         log.warning("%s: the output is %dx%d (HxW) for a %dx%d input: height and width look swapped (a transposed "
                     "output is decoded turned: check the export's axes)", path, hw[0], hw[1], fed[0], fed[1])
-    if kind == "logits" and y.size and bool((y.max(axis=(2, 3)) == y.min(axis=(2, 3))).all()):
+    if kind == "logits" and y.ndim == 4 and y.shape[2] * y.shape[3] > 1 and \
+            bool((y.max(axis=(2, 3)) == y.min(axis=(2, 3))).all()):
         log.warning("%s: the model's scores are the same at every pixel of the test frame: it gives one class "
                     "everywhere (a broken or untrained export?)", path)
 

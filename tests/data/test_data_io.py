@@ -142,3 +142,24 @@ def test_exif_orientation_of_jpeg_and_png_files_and_a_training_folder_says_it(tm
         ds[0], ds[1]
     said = [r.getMessage() for r in caplog.records if "EXIF orientation" in r.getMessage()]
     assert len(said) == 1 and "(3: turned 180 degrees when shown)" in said[0] and "drawn on the picture as shown" in said[0]
+
+
+def test_a_16_bit_png_holding_12_bits_is_said_once_per_folder(tmp_path, caplog):
+    """An audit of images as users have them (session 50): a 12-bit camera's frames in 16-bit PNGs (values 0..4095)
+    read as 8 bits from their top byte, nearly black (0..15), without a word."""
+    import cv2
+
+    from edgeseg.data.io import read_image
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "narrow").mkdir()
+    (tmp_path / "wide").mkdir()
+    for name in ("a", "b"):
+        cv2.imwrite(str(tmp_path / "narrow" / f"{name}.png"), rng.integers(0, 4096, (6, 8, 3)).astype(np.uint16))
+    cv2.imwrite(str(tmp_path / "wide" / "c.png"), rng.integers(0, 65536, (6, 8)).astype(np.uint16))
+    with caplog.at_level("WARNING", logger="edgeseg.data.io"):
+        assert read_image(tmp_path / "narrow" / "a.png").max() <= 15
+        read_image(tmp_path / "narrow" / "b.png")
+        assert read_image(tmp_path / "wide" / "c.png").max() > 200
+    said = [r.getMessage() for r in caplog.records if "12-bit data?" in r.getMessage()]
+    assert len(said) == 1 and "a.png is a 16-bit PNG whose values stop at" in said[0]
