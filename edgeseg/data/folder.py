@@ -156,7 +156,7 @@ class FolderDataset(SegmentationDataset):
         # ids made void only because they are past the class count (not 255, not the void id): warned about once
         self._stray = (lut == IGNORE) & (np.arange(256) != IGNORE) & (np.arange(256) != (IGNORE if void is None else int(void)))
         self._warned_void = False
-        self._warned_exif = False
+        self._exif_checks = 0  # images whose EXIF orientation was read (16 at most; 16 once one was said)
 
     def _scan_num_classes(self) -> int:
         """The class count as the largest id found plus one. Ids that no mask holds below it are said (a stray id,
@@ -188,7 +188,7 @@ class FolderDataset(SegmentationDataset):
         raw = read_label(mask_path)
         if raw.shape != image.shape[:2]:
             raise mask_size_error(mask_path, raw.shape, img_path, image.shape[:2])
-        if not self._warned_exif:
+        if self._exif_checks < 16:  # a folder's first images say whether its camera tags orientation (not per sample)
             self._warn_exif(img_path)
         if not self._warned_void:
             self._warn_voided(raw, mask_path)
@@ -198,9 +198,10 @@ class FolderDataset(SegmentationDataset):
         """Say once when an image carries an EXIF orientation: it is read turned, as shown, and its mask must be drawn
         on the picture as shown. A mirrored or upside-down photo keeps its size, so a mask drawn on the stored pixels
         trained silently against a turned picture (an audit: 2.5 % of its labels right)."""
+        self._exif_checks += 1
         turn = exif_orientation(img_path)
         if turn != 1:
-            self._warned_exif = True
+            self._exif_checks = 16
             log.warning("%s carries an EXIF orientation (%d: %s when shown): edgeseg reads it as shown, so its mask "
                         "%s must be drawn on the picture as shown, not on the stored pixels (re-save such images "
                         "without the tag, e.g. exiftool -Orientation= -n, if the masks follow the stored pixels); said "

@@ -163,12 +163,12 @@ EXIF_TURNS = {2: "mirrored", 3: "turned 180 degrees", 4: "flipped upside down", 
 
 def exif_orientation(path: str | Path) -> int:
     """The EXIF orientation of a JPEG (APP1) or PNG (``eXIf``) file, 1 when it has none or cannot be read: the turn
-    :func:`read_image` (OpenCV) applies. Reads the file's first 256 KB; standard library only."""
+    :func:`read_image` (OpenCV) applies. Reads the file's first 128 KB; standard library only."""
     import struct
 
     try:
         with open(path, "rb") as f:
-            head = f.read(1 << 18)
+            head = f.read(1 << 17)  # JPEG's APP1 is at most 64 KB; PNG's eXIf precedes the pixel data
     except OSError:
         return 1
     tiff = None
@@ -202,12 +202,12 @@ def exif_orientation(path: str | Path) -> int:
             if struct.unpack(order + "H", entry[:2])[0] == 0x0112:
                 value = struct.unpack(order + "H", entry[8:10])[0]
                 return value if value in EXIF_TURNS else 1
-    except struct.error:
-        pass
+    except struct.error:  # a cut or malformed header: no orientation to apply
+        return 1
     return 1
 
 
-_NARROW_WARNED: set[str] = set()
+_NARROW_WARNED: set[str] = set()  # folders whose first 16-bit PNG was looked at
 
 
 def _warn_narrow_16bit(path: Path, data: np.ndarray) -> None:
@@ -215,11 +215,11 @@ def _warn_narrow_16bit(path: Path, data: np.ndarray) -> None:
     conversion, as every reader here), a 12-bit camera's picture comes out nearly black (values 0..15)."""
     import cv2
 
-    if str(path.parent) in _NARROW_WARNED:
+    if str(path.parent) in _NARROW_WARNED:  # looked at once per folder: a second decode of every frame otherwise
         return
+    _NARROW_WARNED.add(str(path.parent))
     raw = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     if raw is not None and raw.dtype == np.uint16 and 0 < int(raw.max()) < 4096:
-        _NARROW_WARNED.add(str(path.parent))
         import logging
 
         logging.getLogger(__name__).warning(
