@@ -85,6 +85,11 @@ class Runner(abc.ABC):
         self.max_batch: int | None = None
         self._active = False
         self._turns = threading.RLock()  # activation, and inference when not ``concurrent``
+        #: calls of a ``concurrent`` runner in flight: deactivate() waits for them (it set the session to None
+        #: under a call that had passed the active check: "'NoneType' object has no attribute 'run'")
+        self._in_flight = 0
+        self._closing = False  # deactivate() waits for those calls: new calls and activations wait for it
+        self._calls_done = threading.Condition(self._turns)
 
     # ---- construction ------------------------------------------------------------------------
     @classmethod
@@ -131,6 +136,7 @@ class Runner(abc.ABC):
     # ---- lifecycle ---------------------------------------------------------------------------
     def activate(self) -> "Runner":
         with self._turns:  # two threads' first calls build one session
+            self._wait_closed()
             if not self._active:
                 self._activate_impl()
                 self._active = True
@@ -139,9 +145,23 @@ class Runner(abc.ABC):
 
     def deactivate(self) -> None:
         with self._turns:
-            if self._active:
+            self._wait_closed()
+            if not self._active:
+                return
+            self._closing = True
+            try:
+                while self._in_flight:  # calls of a concurrent runner that passed the active check end first
+                    self._calls_done.wait()
                 self._deactivate_impl()
                 self._active = False
+            finally:
+                self._closing = False
+                self._calls_done.notify_all()
+
+    def _wait_closed(self) -> None:
+        """(Holding ``_turns``) until a deactivation waiting for calls in flight has ended."""
+        while self._closing:
+            self._calls_done.wait()
 
     def __enter__(self) -> "Runner":
         return self.activate()
@@ -155,13 +175,12 @@ class Runner(abc.ABC):
 
     # ---- inference ---------------------------------------------------------------------------
     def infer(self, feed: Mapping[str, np.ndarray], check: bool = True) -> dict[str, np.ndarray]:
-        if not self._active:
-            raise EdgesegError(f"{self.name} runner for {self.model_path.name} is not active", fix="use it inside 'with runner:'")
         if check:
+            self._check_active()
             self._check_feed(feed)
         with contextlib.ExitStack() as stack:
-            if not self.concurrent:
-                stack.enter_context(self._turns)
+            stack.enter_context(self._turns if not self.concurrent else self._counted_call())
+            self._check_active()  # again, where deactivate() cannot run meanwhile
             threads = self.cpu_threads  # seen by a backend choice timed meanwhile (LoadProbe.own_inference)
             stack.enter_context(counted_inference(threads))
             t0 = time.perf_counter()
@@ -169,6 +188,24 @@ class Runner(abc.ABC):
             self.last_latency_s = time.perf_counter() - t0
             self.cpu_seconds += self.last_latency_s * threads
             return out
+
+    def _check_active(self) -> None:
+        if not self._active:
+            raise EdgesegError(f"{self.name} runner for {self.model_path.name} is not active", fix="use it inside 'with runner:'")
+
+    @contextlib.contextmanager
+    def _counted_call(self):
+        """One call of a concurrent runner: counted while it runs, so deactivate() waits for it."""
+        with self._turns:
+            self._wait_closed()
+            self._in_flight += 1
+        try:
+            yield
+        finally:
+            with self._turns:
+                self._in_flight -= 1
+                if not self._in_flight:
+                    self._calls_done.notify_all()
 
     @property
     def cpu_threads(self) -> float:

@@ -168,3 +168,57 @@ def test_a_runner_that_is_not_concurrent_runs_one_call_at_a_time(tmp_path):
     assert overlaps(OneAtATime(conv_bundle(tmp_path).root / "model.onnx").activate()) == 0
     OneAtATime.concurrent = True  # the same runner without the rule overlaps: the test can see it
     assert overlaps(OneAtATime(conv_bundle(tmp_path / "b").root / "model.onnx").activate()) > 0
+
+
+def test_deactivating_a_concurrent_runner_waits_for_its_calls_in_flight(tmp_path):
+    """CI failed once on a predictor closed while three threads called it: ONNX Runtime's runner set its session to
+    None under a call that had passed the active check ("'NoneType' object has no attribute 'run'"). Made certain
+    here: a call holds inside inference until deactivate() has started; deactivate() now waits for it, and a call
+    arriving meanwhile waits for the deactivation and then finds the runner inactive (a named error, no crash)."""
+    import threading
+
+    import numpy as np
+
+    from edgeseg.backends.base import Runner
+    from edgeseg.errors import EdgesegError
+    from handmade_bundles import conv_bundle
+
+    inside, release = threading.Event(), threading.Event()
+
+    class Sessioned(Runner):
+        name = "sessioned"
+
+        def _activate_impl(self):
+            self.session = lambda x: x + 1
+
+        def _infer_impl(self, feed):
+            inside.set()
+            release.wait(10)
+            return {"y": self.session(feed["x"])}
+
+        def _deactivate_impl(self):
+            self.session = None
+
+    runner = Sessioned(conv_bundle(tmp_path).root / "model.onnx").activate()
+    got, errors = [], []
+
+    def call():
+        try:
+            got.append(runner.infer({"x": np.zeros(1)}, check=False)["y"][0])
+        except Exception as e:  # noqa: BLE001 - asserted below
+            errors.append(e)
+
+    first = threading.Thread(target=call)
+    first.start()
+    assert inside.wait(10)
+    closer = threading.Thread(target=runner.deactivate)
+    closer.start()
+    closer.join(0.3)
+    assert closer.is_alive() and runner.is_active  # waiting for the call in flight
+    late = threading.Thread(target=call)
+    late.start()
+    release.set()
+    for t in (first, closer, late):
+        t.join(10)
+    assert got == [1.0] and not runner.is_active
+    assert [type(e) for e in errors] == [EdgesegError] and "not active" in str(errors[0])
