@@ -272,6 +272,18 @@ def test_a_video_where_the_recipe_goes_and_other_tools_options_are_named(capsys)
         assert e.value.code == 2 and said in err and f"usage: edgeseg {argv[0]}" in err, err
 
 
+def test_an_image_whose_name_starts_with_a_dash_gets_the_way_to_pass_it(tmp_path, capsys, monkeypatch):
+    """`edgeseg predict road -x.png` said only "the following arguments are required: images" (and with another
+    image first, "unrecognized arguments: -x.png"): argparse reads the file name as an option. Both now say how."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "-x.png").write_bytes(b"")
+    for argv in (["predict", "road", "-x.png"], ["predict", "road", "a.png", "-x.png"]):
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and "-x.png: a file of that name is read as an option; write ./-x.png" in err, err
+
+
 def test_a_recipe_that_is_no_text_is_named(tmp_path, capsys):
     (tmp_path / "r.toml").write_bytes(bytes(range(128, 256)))
     assert main(["run", str(tmp_path / "r.toml")]) == 2

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import os
 import pkgutil
 import sys
 from types import ModuleType
@@ -90,7 +91,9 @@ def _unknown_arguments(parser: argparse.ArgumentParser, argv: list[str] | None, 
     hints = []
     for item in unknown:
         key = item.split("=", 1)[0]
-        if key.startswith("-"):
+        if key.startswith("-") and os.path.exists(item):  # a file whose name starts with a dash
+            hints.append(_dash_file_hint(item))
+        elif key.startswith("-"):
             if key in ALIASES:
                 hints.append(f"{key}: in edgeseg, {ALIASES[key]}")
                 continue
@@ -104,9 +107,20 @@ def _unknown_arguments(parser: argparse.ArgumentParser, argv: list[str] | None, 
     target.error(f"unrecognized arguments: {' '.join(unknown)}" + "".join(f"\n  {h}" for h in hints))
 
 
+def _dash_file_hint(item: str) -> str:
+    return f"{item}: a file of that name is read as an option; write ./{item} (or put -- before the file names)"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args, unknown = parser.parse_known_args(argv)
+    try:
+        args, unknown = parser.parse_known_args(argv)
+    except SystemExit as e:  # argparse's own error ("the following arguments are required: images"): add why
+        dashed = [a for a in (sys.argv[1:] if argv is None else argv)
+                  if isinstance(a, str) and a.startswith("-") and a != "-" and os.path.exists(a)]
+        if e.code == 2 and dashed:
+            print("".join(f"  {_dash_file_hint(a)}\n" for a in dashed), end="", file=sys.stderr)
+        raise
     if unknown:
         _unknown_arguments(parser, argv, unknown)
     if not getattr(args, "_run", None):
@@ -145,8 +159,6 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     except BrokenPipeError:  # output piped into `head` and closed early
-        import os
-
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except OSError as e:  # a full disk, a folder made read-only mid-run: the system's reason, not a traceback
