@@ -22,7 +22,7 @@ import numpy as np
 from .backends import BACKENDS, Runner, select_backend
 from .bundle import Bundle, Manifest
 from .decode import decode
-from .errors import EdgesegError, InputError
+from .errors import InputError
 from .structures import DecoderOptions, PreprocessMeta
 
 
@@ -164,30 +164,24 @@ class Predictor:
             import cv2
 
             rgb = cv2.cvtColor(check_image(rgb), cv2.COLOR_BGR2RGB)
-        if not self.runner.is_active:
-            self.runner.activate()  # stays active until close() / the end of a with-block
         feed, meta = self.preprocess(rgb)
-        for attempt in range(3):
-            try:
-                out = self.runner.infer(feed)
-                break
-            except EdgesegError:
-                if self.runner.is_active or attempt == 2:
-                    raise
-                # close() from another thread during this call: run it as a call after close() runs (activated
-                # again), not "runner ... is not active, use it inside 'with runner:'" (the caller has no runner)
-                self.runner.activate()
+        # opened on the first call, kept until close() / the end of a with-block; opened in one step with the call,
+        # so close() from another thread (waiting for calls in flight) never comes between the two
+        out = self.runner.infer(feed, activate=True)
         return self.postprocess(out, meta, image=rgb)
 
     # ---- lifecycle ---------------------------------------------------------------------------
     def __enter__(self) -> "Predictor":
-        self.runner.activate()
+        self.runner.hold()
         return self
 
     def __exit__(self, *exc) -> None:
+        self.runner.release()
         self.close()
 
     def close(self) -> None:
+        """Free the model's session (after the calls in flight); a later call opens it again. A stream running
+        with this predictor keeps it until the stream ends."""
         self.runner.deactivate()
 
     def __repr__(self) -> str:

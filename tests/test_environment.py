@@ -154,3 +154,18 @@ def test_settings_that_fail_later_are_problems_now(tmp_path, monkeypatch):
     assert "EDGESEG_TRT_MAX_BATCH='abc'" in what
     if os.geteuid() != 0:  # root writes anywhere: the cache check is for other users
         assert "is not writable" in what
+
+
+def test_doctor_shows_every_edgeseg_variable_the_code_reads():
+    """A docs audit: `doctor`'s list of the variables edgeseg reads held EDGESEG_NNCF (a Python constant, read from no
+    environment) and lacked EDGESEG_OPENVINO_TELEMETRY (read, and documented). The list is checked against the
+    source now: every "EDGESEG_*" string of the package that names a variable it reads."""
+    import re
+    from pathlib import Path
+
+    import edgeseg
+    from edgeseg.environment import SETTINGS
+
+    pkg = Path(edgeseg.__file__).parent
+    read = {m for f in pkg.rglob("*.py") for m in re.findall(r'"(EDGESEG_[A-Z0-9_]+)"', f.read_text(encoding="utf-8"))}
+    assert {s for s in SETTINGS if s.startswith("EDGESEG_")} == read

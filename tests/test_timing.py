@@ -61,23 +61,29 @@ def test_time_runs_sync_hook_order():
 
 
 def test_time_runs_sync_covers_asynchronous_work():
-    """Work queued by fn (a thread here, a CUDA stream on a GPU) counts only when sync waits for it."""
+    """Work queued by fn (a worker thread here, a CUDA stream on a GPU) counts only when sync waits for it. The
+    launch is a put on a queue that a thread started beforehand works off (starting a thread per launch measured up
+    to 33 ms on a loaded 2-core machine: Thread.start() waits for the new thread to be scheduled)."""
+    import queue
     import threading
     import time
 
-    pending: list[threading.Thread] = []
+    work: queue.Queue = queue.Queue()
+
+    def worker():
+        while work.get() is not None:
+            time.sleep(0.03)
+            work.task_done()
+        work.task_done()
+
+    threading.Thread(target=worker, daemon=True).start()
 
     def launch():  # returns at once, like a CUDA kernel launch
-        t = threading.Thread(target=time.sleep, args=(0.03,))
-        t.start()
-        pending.append(t)
-
-    def sync():
-        while pending:
-            pending.pop().join()
+        work.put(1)
 
     unsynced = time_runs(launch, runs=3)
-    sync()
-    synced = time_runs(launch, runs=3, sync=sync)
+    work.join()
+    synced = time_runs(launch, runs=3, sync=work.join)
+    work.put(None)
     assert unsynced.max_ms < 25.0  # the launch alone
     assert 30.0 <= synced.min_ms < 300.0  # the 30 ms of work, every sample

@@ -90,6 +90,11 @@ class Runner(abc.ABC):
         self._in_flight = 0
         self._closing = False  # deactivate() waits for those calls: new calls and activations wait for it
         self._calls_done = threading.Condition(self._turns)
+        #: who keeps the session: ``activate()`` until ``deactivate()`` (a predictor's lazy first call and its
+        #: close()), and each holder (a with-block, a stream's inference stage) until it releases; the session is
+        #: freed when neither remains (before: a user's with-block or close() freed it under a running stream)
+        self._standing = False
+        self._holders = 0
 
     # ---- construction ------------------------------------------------------------------------
     @classmethod
@@ -135,28 +140,56 @@ class Runner(abc.ABC):
 
     # ---- lifecycle ---------------------------------------------------------------------------
     def activate(self) -> "Runner":
+        """Open the session (if not open) and keep it until :meth:`deactivate`."""
         with self._turns:  # two threads' first calls build one session
-            self._wait_closed()
-            if not self._active:
-                self._activate_impl()
-                self._active = True
-                self.__dict__.pop("_cpu_threads", None)  # where the new session runs decides what its calls load
+            self._open_session()
+            self._standing = True
         return self
 
     def deactivate(self) -> None:
+        """End what :meth:`activate` keeps: the session is freed (after the calls in flight) unless a holder
+        (:meth:`hold`: a with-block, a running stream) still keeps it; then it is freed when the last one leaves."""
         with self._turns:
-            self._wait_closed()
-            if not self._active:
-                return
-            self._closing = True
-            try:
-                while self._in_flight:  # calls of a concurrent runner that passed the active check end first
-                    self._calls_done.wait()
-                self._deactivate_impl()
-                self._active = False
-            finally:
-                self._closing = False
-                self._calls_done.notify_all()
+            self._standing = False
+            if not self._holders:
+                self._close_session()
+
+    def hold(self) -> "Runner":
+        """Open the session (if not open) and keep it until a matching :meth:`release`."""
+        with self._turns:
+            self._open_session()
+            self._holders += 1
+        return self
+
+    def release(self) -> None:
+        with self._turns:
+            self._holders = max(0, self._holders - 1)
+            if not self._holders and not self._standing:
+                self._close_session()
+
+    def _open_session(self) -> None:
+        """(Holding ``_turns``.)"""
+        self._wait_closed()
+        if not self._active:
+            self._activate_impl()
+            self._active = True
+            self.__dict__.pop("_cpu_threads", None)  # where the new session runs decides what its calls load
+
+    def _close_session(self) -> None:
+        """(Holding ``_turns``.) Free the session once the calls in flight have ended; calls and activations
+        arriving meanwhile wait for it."""
+        self._wait_closed()
+        if not self._active:
+            return
+        self._closing = True
+        try:
+            while self._in_flight:  # calls of a concurrent runner that passed the active check end first
+                self._calls_done.wait()
+            self._deactivate_impl()
+            self._active = False
+        finally:
+            self._closing = False
+            self._calls_done.notify_all()
 
     def _wait_closed(self) -> None:
         """(Holding ``_turns``) until a deactivation waiting for calls in flight has ended."""
@@ -164,29 +197,33 @@ class Runner(abc.ABC):
             self._calls_done.wait()
 
     def __enter__(self) -> "Runner":
-        return self.activate()
+        return self.hold()
 
     def __exit__(self, *exc) -> None:
-        self.deactivate()
+        self.release()
 
     @property
     def is_active(self) -> bool:
         return self._active
 
     # ---- inference ---------------------------------------------------------------------------
-    def infer(self, feed: Mapping[str, np.ndarray], check: bool = True) -> dict[str, np.ndarray]:
-        if check:
+    def infer(self, feed: Mapping[str, np.ndarray], check: bool = True, *, activate: bool = False) -> dict[str, np.ndarray]:
+        """``activate``: open the session first when it is not (as :meth:`activate`; a predictor's calls), in one
+        step with the call, so that a deactivation from another thread cannot come between the two."""
+        with (self._turns if not self.concurrent else self._counted_call(activate)):
+            if activate and not self._active:  # not concurrent: this thread holds _turns
+                self.activate()
             self._check_active()
-            self._check_feed(feed)
-        with contextlib.ExitStack() as stack:
-            stack.enter_context(self._turns if not self.concurrent else self._counted_call())
-            self._check_active()  # again, where deactivate() cannot run meanwhile
+            if check:
+                self._check_feed(feed)
             threads = self.cpu_threads  # seen by a backend choice timed meanwhile (LoadProbe.own_inference)
-            stack.enter_context(counted_inference(threads))
-            t0 = time.perf_counter()
-            out = self._infer_impl(feed)
-            self.last_latency_s = time.perf_counter() - t0
-            self.cpu_seconds += self.last_latency_s * threads
+            with counted_inference(threads):
+                t0 = time.perf_counter()
+                out = self._infer_impl(feed)
+                latency = time.perf_counter() - t0
+            with self._turns:  # calls of a concurrent runner finish together: no update lost
+                self.last_latency_s = latency
+                self.cpu_seconds += latency * threads
             return out
 
     def _check_active(self) -> None:
@@ -194,10 +231,12 @@ class Runner(abc.ABC):
             raise EdgesegError(f"{self.name} runner for {self.model_path.name} is not active", fix="use it inside 'with runner:'")
 
     @contextlib.contextmanager
-    def _counted_call(self):
-        """One call of a concurrent runner: counted while it runs, so deactivate() waits for it."""
+    def _counted_call(self, activate: bool = False):
+        """One call of a concurrent runner: counted while it runs, so a deactivation waits for it."""
         with self._turns:
             self._wait_closed()
+            if activate and not self._active:
+                self.activate()
             self._in_flight += 1
         try:
             yield

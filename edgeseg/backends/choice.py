@@ -32,6 +32,7 @@ import logging
 import os
 import platform
 import statistics
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -502,6 +503,25 @@ def choose(bundle: "Bundle", backend: str = "auto", precision: str = "auto", tar
     request = {"backend": backend, "precision": precision, "target": target, "device": device, "threads": threads}
     path = cache_path() if use_cache else None
     key = cache_key(bundle, dev, request)
+    # one choice at a time per key in this process: four threads loading one bundle at once each timed the candidates
+    # against the others' timing (two got openvino int8, two bf16, with different labels); now the first times and
+    # the others wait and take what it stored
+    with _key_lock(key):
+        return _choose(bundle, backend, precision, target, device, threads, use_cache, facts, dev, request, path, key)
+
+
+_KEY_LOCKS: dict[str, threading.Lock] = {}
+_KEY_LOCKS_GUARD = threading.Lock()
+
+
+def _key_lock(key: str) -> threading.Lock:
+    with _KEY_LOCKS_GUARD:
+        return _KEY_LOCKS.setdefault(key, threading.Lock())
+
+
+def _choose(bundle: "Bundle", backend: str, precision: str, target: str | None, device: str, threads: int,
+            use_cache: bool, facts: Facts | None, dev: DeviceInfo, request: Mapping[str, Any], path: Path | None,
+            key: str) -> tuple[Choice, "Runner | None"]:
     cached = _cached_choice(_read_cache(path).get(key), path, dev, bundle, request)
     if cached is not None and cached.under_load and idle_now(threads):
         log.info("backend choice for %s: timing again (the cached one was measured while the machine was busy; it is "

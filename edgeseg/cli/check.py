@@ -6,7 +6,7 @@ import argparse
 NAME = "check"
 HELP = "check a bundle against a runtime: op support by version, Q/DQ conformance, opset, shapes"
 EXAMPLES = (
-    "edgeseg check road.edgeseg --target tensorrt-8.5",
+    "edgeseg check road17.edgeseg --target tensorrt-8.5      # JetPack 5.1: a bundle exported with --opset 17",
     "edgeseg check road.edgeseg --target tensorrt-10.3 --precision int8 --json check.json",
     "edgeseg check road.edgeseg --target onnxruntime",
 )

@@ -7,8 +7,9 @@ NAME = "deepstream"
 HELP = "write a semantic bundle for DeepStream's nvinfer: model.onnx (normalisation baked in), labels, config file"
 EXAMPLES = (
     "edgeseg deepstream road --out ds_road/                  # FP32; nvinfer builds its engine at first run",
-    "edgeseg deepstream road --out ds_road/ --precision fp16",
-    "edgeseg deepstream road17.edgeseg --out ds_jp5/ --precision int8 --trt-version 8.5.2   # JetPack 5.1: a bundle exported with --opset 17",
+    "edgeseg deepstream road --out ds_road_fp16/ --precision fp16",
+    "edgeseg deepstream road17.edgeseg --out ds_jp5/ --precision int8 --trt-version 8.5.2   # JetPack 5.1: a bundle "
+    "exported with --opset 17, then edgeseg quantize ... --target tensorrt",
     "deepstream-app ... [primary-gie] config-file=ds_road/config_infer_primary_road.txt",
     "# YAML pipelines (Service Maker, deepstream-app -c app.yml): config-file-path: ds_road/config_infer_primary_road.yml",
 )

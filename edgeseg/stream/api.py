@@ -489,6 +489,17 @@ _OPEN_STREAMS: "weakref.WeakSet[Stream]" = weakref.WeakSet()
 _FINISHING: "set[threading.Thread]" = set()  # finishes handed to threads of their own (see _stream's finally)
 
 
+def _open_streams() -> "list[Stream]":
+    """The open streams, read while other threads may open more (a WeakSet iterated while it grows raises
+    "Set changed size during iteration")."""
+    for _ in range(100):
+        try:
+            return list(_OPEN_STREAMS)
+        except RuntimeError:
+            time.sleep(0.001)
+    return []
+
+
 def _close_open_streams(timeout_s: float = 30.0) -> None:
     """At exit, before the interpreter stops the streams' daemon threads mid-call: stop and finalize them, within
     ``timeout_s`` (a source that never answers cannot keep the program from exiting). Registered twice: with
@@ -502,7 +513,7 @@ def _close_open_streams(timeout_s: float = 30.0) -> None:
         return t is not None and t is not threading.current_thread() and t.is_alive() and not t.daemon \
             and t is not threading.main_thread()
 
-    streams = [s for s in list(_OPEN_STREAMS) if not left_to_its_thread(s)]
+    streams = [s for s in _open_streams() if not left_to_its_thread(s)]
 
     def close_all() -> None:
         for s in streams:

@@ -501,10 +501,11 @@ def _opencv_pool(threads: int | None):
 
 def _runner_stage(el: Any) -> Any:
     """The inference stage inside ``el`` (itself, or the ``inner`` stage a keyframe stage wraps), or None: a stage
-    that activates its ``runner`` in ``open()`` when it is not active and deactivates it in ``close()``."""
+    that activates its ``runner`` in ``open()`` when it is not active and deactivates it in ``close()``. Not for an
+    edgeseg :class:`~edgeseg.backends.base.Runner`: it counts its holders itself (``hold``/``release``)."""
     for _ in range(4):
         if hasattr(el, "runner") and hasattr(el, "_activated") and hasattr(getattr(el, "runner"), "deactivate"):
-            return el
+            return None if hasattr(el.runner, "hold") else el
         el = getattr(el, "inner", None)
         if el is None:
             return None

@@ -58,12 +58,16 @@ class InferenceStage(Stage):
                              fix="--batch-timeout-ms T with T a number >= 0 (e.g. 10)")
         self.batch_timeout_s = float(batch_timeout_s)
         self.batch_sizes: collections.Counter = collections.Counter()
-        self._activated = False
+        self._activated = False  # a runner of another kind (duck-typed): activated here, deactivated at close
+        self._held = False
         self._can_batch = False
         self._runner_batch: int | None = None
 
     def open(self) -> None:
-        if hasattr(self.runner, "is_active") and not self.runner.is_active:
+        if hasattr(self.runner, "hold"):  # an edgeseg runner counts its holders: freed when the last one leaves
+            self.runner.hold()
+            self._held = True
+        elif hasattr(self.runner, "is_active") and not self.runner.is_active:
             self.runner.activate()
             self._activated = True
         self._can_batch = self._batchable()  # input specs are known once active; fixed for the run
@@ -101,6 +105,9 @@ class InferenceStage(Stage):
                              for k, v in outputs.items()}
 
     def close(self) -> None:
+        if self._held:
+            self._held = False
+            self.runner.release()
         if self._activated:
             self.runner.deactivate()
             self._activated = False

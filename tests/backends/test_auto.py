@@ -222,3 +222,41 @@ def test_deactivating_a_concurrent_runner_waits_for_its_calls_in_flight(tmp_path
         t.join(10)
     assert got == [1.0] and not runner.is_active
     assert [type(e) for e in errors] == [EdgesegError] and "not active" in str(errors[0])
+
+
+def test_a_runner_is_freed_when_the_last_of_its_holders_and_its_activation_end(tmp_path):
+    """Holders (with-blocks, a stream's inference stage) and activate()/deactivate() keep one session: it opens once
+    and is freed when none of them remains, whatever the order (a with-block's end freed it under a stream before)."""
+    from edgeseg.backends.base import Runner
+    from handmade_bundles import conv_bundle
+
+    class Counted(Runner):
+        name = "counted"
+        opened = closed = 0
+
+        def _activate_impl(self):
+            Counted.opened += 1
+
+        def _infer_impl(self, feed):
+            return {}
+
+        def _deactivate_impl(self):
+            Counted.closed += 1
+
+    r = Counted(conv_bundle(tmp_path).root / "model.onnx")
+    with r:
+        r.activate()
+        with r:
+            pass
+        r.deactivate()
+        assert r.is_active  # the outer with-block still holds it
+    assert not r.is_active and (Counted.opened, Counted.closed) == (1, 1)
+    r.hold()
+    r.activate()
+    r.release()
+    assert r.is_active  # activate() keeps it until deactivate()
+    r.deactivate()
+    assert not r.is_active and (Counted.opened, Counted.closed) == (2, 2)
+    assert r.infer({}, check=False, activate=True) == {} and r.is_active  # a predictor's call keeps it open
+    r.deactivate()
+    assert (Counted.opened, Counted.closed) == (3, 3)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 
 import numpy as np
 import pytest
@@ -216,6 +217,41 @@ def road(tmp_path):
 def cache(tmp_path, monkeypatch):
     monkeypatch.setenv("EDGESEG_CACHE_DIR", str(tmp_path / "cache"))
     return tmp_path / "cache" / "choices.json"
+
+
+def test_threads_loading_one_bundle_at_once_time_it_once_and_share_the_choice(road, cache, monkeypatch):
+    """A race audit: four threads loading `road` at once each timed the candidates against the others' timing, and
+    the last to write won (two predictors on openvino int8, two on bf16, with different labels). Now one choice at a
+    time per key in a process: the first times, the others wait and take the stored choice."""
+    import threading
+
+    from edgeseg._timing import LoadProbe
+
+    monkeypatch.setattr(LoadProbe, "contended", lambda self, demand: 0.0)
+    rounds = []
+
+    def timed(runners, feed, excluded=None):  # the real candidates, activated; a fixed ranking, slowly
+        rounds.append(len(runners))
+        time.sleep(0.3)
+        return {c: float(i) for i, c in enumerate(runners)}
+
+    monkeypatch.setattr(ch, "timed", timed)
+    got = []
+
+    def load():
+        choice, runner = ch.choose(road, threads=1)
+        got.append((choice.how, choice.candidate))
+        if runner is not None:
+            runner.deactivate()
+
+    threads = [threading.Thread(target=load) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert len(rounds) == 1 and len(got) == 3
+    assert sorted(how for how, _ in got) == ["cached", "cached", "measured"]
+    assert len({c for _, c in got}) == 1
 
 
 def test_measured_choice_is_cached_per_device_and_pinned_choices_time_nothing(road, cache, monkeypatch, caplog):

@@ -131,6 +131,8 @@ def _graph(path, kind: str):
     rng = np.random.default_rng(0)
     w = rng.normal(0, 0.5, (4, 3, 3, 3)).astype(np.float32)
     b = np.array([0.1, -0.2, 0.3, 0.0], np.float32)
+    if kind == "ties":  # classes 0 and 1 a rounding apart, as an untrained model's near-uniform scores are
+        w[1], b[1] = w[0] * np.float32(1 + 1e-6), b[0]
     half = kind == "float16"
     inits = [nh.from_array(w.astype(np.float16) if half else w, "w"), nh.from_array(b.astype(np.float16) if half else b, "b")]
     conv = h.make_node("Conv", ["x", "w", "b"], ["out"], pads=[1, 1, 1, 1])
@@ -196,6 +198,20 @@ def test_what_nvinfer_shows_is_the_bundles_labels(tmp_path, kind, bias):
         assert (labels >= 0).all()
         assert np.mean(labels == predictor(rgb).labels) > 0.995
     assert bundle.manifest.input.size == ImageShape(32, 48)
+
+
+def test_scores_a_rounding_apart_are_not_taken_for_a_broken_graph(tmp_path):
+    """A docs audit: `edgeseg deepstream` of a freshly exported (untrained) PSPNet failed with "nvinfer would label
+    0.0% of pixels as no class and differ from the bundle's argmax elsewhere; fix: report this": near-uniform scores,
+    whose best class flips on the baked graph's rounding. Pixels whose two best scores are closer than that rounding
+    are not counted now; the others still must agree."""
+    from edgeseg.bundle import Bundle
+    from edgeseg.cli import main
+    from edgeseg.quant.deepstream import write_deepstream
+
+    _graph(tmp_path / "m.onnx", "ties")
+    assert main(["import", str(tmp_path / "m.onnx"), "--names", "a,b,c,d", "--out", str(tmp_path / "m.edgeseg")]) == 0
+    assert write_deepstream(Bundle.open(tmp_path / "m.edgeseg"), tmp_path / "ds").is_file()
 
 
 def test_overwrite_replaces_only_its_own_files_and_out_dot_works(tmp_path, monkeypatch):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -48,6 +49,26 @@ def test_environment_takes_virtualenv_bins_off_path(tmp_path):
     (venv / "pyvenv.cfg").write_text("home = /usr/bin\n")
     env = environment(path=f"{venv / 'bin'}:/usr/local/bin:/usr/bin")
     assert env["PATH"] == "/usr/local/bin:/usr/bin"
+
+
+def test_the_exports_say_on_stderr_that_an_active_venv_breaks_the_loader(tmp_path):
+    """A docs audit: with the venv activated (README: `source .venv/bin/activate`), streaming.md's commands failed
+    (`no element "edgeseg"`) and the printed hint was a comment inside the exports, which `eval "$(...)"` swallows.
+    It is on standard error now, and the exports stay what eval runs."""
+    import os
+    import sys
+
+    venv = Path(sys.prefix)
+    env = {**os.environ, "PATH": f"{venv / 'bin'}:/usr/bin:/bin"}
+    done = subprocess.run([sys.executable, "-m", "edgeseg.stream.gst_plugin"], env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0
+    if not (venv / "pyvenv.cfg").is_file():
+        pytest.skip("the tests run outside a virtual environment")
+    assert "a virtual environment is active: run gst-launch-1.0 after 'deactivate'" in done.stderr
+    assert "env PATH=/usr/bin:/bin gst-launch-1.0" in done.stderr and "registry" in done.stderr
+    assert [ln.split("=")[0] for ln in done.stdout.splitlines() if not ln.startswith("#")] == [
+        "export GST_PLUGIN_PATH", "export PYTHONPATH", "export LD_PRELOAD"]
 
 
 @pytest.mark.openvino

@@ -107,6 +107,31 @@ def test_two_streams_sharing_one_predictor_both_keep_every_result(local):
 
 
 @within(120)
+def test_a_with_block_or_close_of_the_predictor_a_stream_runs_does_not_stop_the_stream(local):
+    """A race audit: user code calling `with p: p(img)` (the documented pattern) or `p.close()` beside a stream that
+    runs the same predictor deactivated the runner under the stream: 109 of 120 frames without a result ("runner ...
+    is not active"). The runner now counts its holders (the stream's inference stage, each with-block) and frees the
+    session when the last one leaves; close() ends only the predictor's own activation."""
+    p = edgeseg.load("shapes", **RUNTIME)
+    img = np.zeros((120, 160, 3), np.uint8)
+    same = []
+    with edgeseg.stream(U.format(3, 40), p) as s:  # more frames than the queues hold
+        for k, (f, r) in enumerate(s):
+            same.append(r is not None and np.array_equal(r.labels, local(f.image).labels))
+            if k == 2:
+                with p:
+                    p(img)
+            if k == 5:
+                p(img)
+                p.close()
+    assert (sum(same), len(same)) == (40, 40)
+    assert not p.runner.is_active  # the stream, the last holder, freed it
+    with p:
+        assert p(img).labels.shape == (120, 160)
+    assert not p.runner.is_active
+
+
+@within(120)
 def test_overlapping_streams_give_opencv_its_thread_setting_back():
     # before: each run restored the value it found: A set 1 (found 3), B set 1 (found 1), A restored 3 under
     # B, B restored 1: OpenCV kept 1 thread for the rest of the process

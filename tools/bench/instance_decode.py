@@ -158,7 +158,7 @@ def main(argv=None) -> int:
     import cv2
 
     from edgeseg.stream.overlay import Renderer
-    from edgeseg.stream.sinks.files import instance_record
+    from edgeseg.structures.records import instance_record
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--instances", type=int, default=100)

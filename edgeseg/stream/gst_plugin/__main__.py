@@ -15,5 +15,10 @@ else:
     print(f"export LD_PRELOAD='{env['LD_PRELOAD']}'   # GCC's C++ unwinder before GStreamer's libunwind")
     print(f"# the plugin loader's libpython must be CPython {env['PYTHON_VERSION_NEEDED']} (Debian 12: 3.11.2)")
     if env["PATH"] != os.environ.get("PATH", ""):
-        print("# a virtual environment is active: run gst-launch-1.0 after 'deactivate', or as")
-        print(f"#   env PATH={env['PATH']} gst-launch-1.0 ...")
+        # on standard error: under eval "$(...)" a comment in the exports is never seen. With the venv first in PATH
+        # the loader's embedded interpreter takes the venv's prefix ("gi.repository.Gst is no dict", no element
+        # "edgeseg"), and GStreamer's registry remembers the failed scan for later runs
+        print("edgeseg gst_plugin: a virtual environment is active: run gst-launch-1.0 after 'deactivate', or as\n"
+              f"  env PATH={env['PATH']} gst-launch-1.0 ...\n"
+              "  (a run that already failed with 'no element \"edgeseg\"' left that in GStreamer's registry: "
+              "rm ~/.cache/gstreamer-1.0/registry.*.bin)", file=sys.stderr)
