@@ -95,6 +95,7 @@ class Runner(abc.ABC):
         #: freed when neither remains (before: a user's with-block or close() freed it under a running stream)
         self._standing = False
         self._holders = 0
+        self._calling = threading.local()  # .depth: this thread's calls in progress (a close inside one refused)
 
     # ---- construction ------------------------------------------------------------------------
     @classmethod
@@ -178,8 +179,12 @@ class Runner(abc.ABC):
     def _close_session(self) -> None:
         """(Holding ``_turns``.) Free the session once the calls in flight have ended; calls and activations
         arriving meanwhile wait for it."""
+        if getattr(self._calling, "depth", 0):  # it would wait for its own call, or free the session under it
+            raise EdgesegError(f"{self.name} runner for {self.model_path.name}: closed from inside one of its own calls",
+                               fix="close the predictor or runner after the call returns")
         self._wait_closed()
-        if not self._active:
+        # a close that waited behind another one: a holder or an activation may have opened the session meanwhile
+        if not self._active or self._holders or self._standing:
             return
         self._closing = True
         try:
@@ -217,10 +222,14 @@ class Runner(abc.ABC):
             if check:
                 self._check_feed(feed)
             threads = self.cpu_threads  # seen by a backend choice timed meanwhile (LoadProbe.own_inference)
-            with counted_inference(threads):
-                t0 = time.perf_counter()
-                out = self._infer_impl(feed)
-                latency = time.perf_counter() - t0
+            self._calling.depth = getattr(self._calling, "depth", 0) + 1
+            try:
+                with counted_inference(threads):
+                    t0 = time.perf_counter()
+                    out = self._infer_impl(feed)
+                    latency = time.perf_counter() - t0
+            finally:
+                self._calling.depth -= 1
             with self._turns:  # calls of a concurrent runner finish together: no update lost
                 self.last_latency_s = latency
                 self.cpu_seconds += latency * threads

@@ -260,3 +260,122 @@ def test_a_runner_is_freed_when_the_last_of_its_holders_and_its_activation_end(t
     assert r.infer({}, check=False, activate=True) == {} and r.is_active  # a predictor's call keeps it open
     r.deactivate()
     assert (Counted.opened, Counted.closed) == (3, 3)
+
+
+def _gated_runner(tmp_path, concurrent: bool = True):
+    """A runner whose calls can be held inside inference (``inside`` set, until ``release`` is), and whose session
+    is a callable that closing sets to None (as ONNX Runtime's runner does)."""
+    import threading
+
+    from edgeseg.backends.base import Runner
+    from handmade_bundles import conv_bundle
+
+    class Gated(Runner):
+        name = "gated"
+        inside, gate = threading.Event(), threading.Event()
+
+        def _activate_impl(self):
+            self.session = lambda x: x + 1
+
+        def _infer_impl(self, feed):
+            Gated.inside.set()
+            Gated.gate.wait(10)
+            return {"y": self.session(feed["x"])}
+
+        def _deactivate_impl(self):
+            self.session = None
+
+    Gated.concurrent = concurrent
+    Gated.gate.set()
+    return Gated(conv_bundle(tmp_path).root / "model.onnx")
+
+
+def test_a_close_that_waited_behind_another_keeps_what_a_holder_opened_meanwhile(tmp_path):
+    """Review of the holder count: a second close, waiting while the first waited for a call in flight, freed the
+    session that a with-block opened after the first close ("runner ... is not active" inside the with-block)."""
+    import threading
+    import time
+
+    import numpy as np
+
+    r = _gated_runner(tmp_path)
+    r.activate()
+    r.gate.clear()
+    call = threading.Thread(target=r.infer, args=({"x": np.zeros(1)},), kwargs={"check": False})
+    call.start()
+    assert r.inside.wait(10)
+    first = threading.Thread(target=r.deactivate)  # waits for the call
+    first.start()
+    time.sleep(0.1)
+    second = threading.Thread(target=r.deactivate)  # waits for the first close
+    second.start()
+    got = []
+
+    def holder():
+        with r:  # waits for the first close, then opens a new session
+            time.sleep(0.3)  # the second close runs meanwhile
+            got.append(r.infer({"x": np.zeros(1)}, check=False)["y"][0])
+
+    h = threading.Thread(target=holder)
+    h.start()
+    time.sleep(0.1)
+    r.gate.set()
+    for t in (call, first, second, h):
+        t.join(10)
+    assert got == [1.0] and not r.is_active and (r._holders, r._standing, r._closing, r._in_flight) == (0, False, False, 0)
+    # which waiter takes the lock first is the scheduler's choice: the rule itself, where the close re-checks
+    with r:
+        with r._turns:
+            r._close_session()  # a close decided before this holder came, run after it
+        assert r.is_active
+    r.activate()
+    with r._turns:
+        r._close_session()  # before an activation that came meanwhile
+    assert r.is_active
+    r.deactivate()
+    assert not r.is_active
+
+
+@pytest.mark.parametrize("concurrent", [True, False])
+def test_closing_a_runner_from_inside_its_own_call_is_refused_not_a_hang(tmp_path, concurrent):
+    """Review: deactivate() from inside a call on the same thread (a hook in a backend) waited for its own call for
+    ever (a concurrent runner), or freed the session under it (TensorRT's kind). Now a named error; the runner works on."""
+    import numpy as np
+
+    from edgeseg.errors import EdgesegError
+
+    r = _gated_runner(tmp_path, concurrent).activate()
+    session_call = r._infer_impl
+    errors = []
+
+    def closing_inside(feed):
+        try:
+            r.deactivate()
+        except EdgesegError as e:
+            errors.append(str(e))
+        return session_call(feed)
+
+    r._infer_impl = closing_inside
+    assert r.infer({"x": np.zeros(1)}, check=False)["y"][0] == 1.0
+    assert errors and "closed from inside one of its own calls" in errors[0]
+    r._infer_impl = session_call
+    assert r.is_active and r.infer({"x": np.zeros(1)}, check=False)["y"][0] == 1.0
+    r.deactivate()
+    assert not r.is_active
+
+
+def test_a_stream_stage_whose_open_fails_after_the_hold_gives_the_hold_back(tmp_path, monkeypatch):
+    """Review: a Ctrl-C in an inference stage's open() after it took its hold left the holder counted for ever (the
+    pipeline never closes an element whose open() failed), so the predictor's close() could not free the session."""
+    from edgeseg.stream.stages import InferenceStage
+
+    r = _gated_runner(tmp_path)
+    stage = InferenceStage(r)
+
+    def interrupted(self):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(InferenceStage, "_batchable", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        stage.open()
+    assert (r._holders, r.is_active) == (0, False)
