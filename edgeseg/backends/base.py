@@ -215,7 +215,8 @@ class Runner(abc.ABC):
     def infer(self, feed: Mapping[str, np.ndarray], check: bool = True, *, activate: bool = False) -> dict[str, np.ndarray]:
         """``activate``: open the session first when it is not (as :meth:`activate`; a predictor's calls), in one
         step with the call, so that a deactivation from another thread cannot come between the two."""
-        with (self._turns if not self.concurrent else self._counted_call(activate)):
+        turn = self._turns if not self.concurrent else self._counted_call(activate)
+        with turn:
             if activate and not self._active:  # not concurrent: this thread holds _turns
                 self.activate()
             self._check_active()
