@@ -119,6 +119,7 @@ def serve(bundles: Sequence[str | os.PathLike], address: str = LOOPBACK, port: i
             _check_port(address, port)
         if ray_address is None:
             _decline_usage_stats()
+            _patient_proxy()
         sigterm = _sigterm_handler()
         try:
             ray.init(address=ray_address or "local", include_dashboard=False, num_cpus=num_cpus,
@@ -298,6 +299,17 @@ def _decline_usage_stats() -> None:
         chosen = False
     if not chosen:
         os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+
+
+#: how long the Ray this process starts gives Serve's HTTP proxy to come up (Ray's default, 5 s, killed it on a loaded
+#: 2-core machine, where Ray's own start-up took 46-136 s: `serve` failed with "ProxyActor ... killed by ray.kill")
+PROXY_READY_S = "60"
+
+
+def _patient_proxy() -> None:
+    """Give the proxy of a Ray this process starts :data:`PROXY_READY_S` to come up, unless the user set it (the
+    controller reads the variable in a process the local Ray starts, which inherits this environment)."""
+    os.environ.setdefault("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", PROXY_READY_S)
 
 
 def _check_reachable(ray_address: str, timeout_s: float = 5.0) -> None:
