@@ -428,7 +428,8 @@ class Stream:
         # generator to the cyclic GC, which finalized it in whatever thread it ran in (see _stream's finally)
         self._ended: dict[str, Any] = {"finished": threading.Event()}
         self._gen = _stream(opts, bundle, self._ended)
-        _OPEN_STREAMS.add(self)
+        with _OPEN_LOCK:
+            _OPEN_STREAMS.add(self)
 
     @property
     def stats(self) -> Any:
@@ -475,7 +476,8 @@ class Stream:
             ended["finished"].wait(timeout_s)
         done = ended["finished"].is_set() or "started" not in ended  # never started: nothing to end
         if done:
-            _OPEN_STREAMS.discard(self)
+            with _OPEN_LOCK:
+                _OPEN_STREAMS.discard(self)
         return done
 
     def __enter__(self) -> "Stream":
@@ -486,18 +488,15 @@ class Stream:
 
 
 _OPEN_STREAMS: "weakref.WeakSet[Stream]" = weakref.WeakSet()
+_OPEN_LOCK = threading.RLock()  # adds, discards and the exit's snapshot (a close from a signal handler may nest)
 _FINISHING: "set[threading.Thread]" = set()  # finishes handed to threads of their own (see _stream's finally)
 
 
 def _open_streams() -> "list[Stream]":
-    """The open streams, read while other threads may open more (a WeakSet iterated while it grows raises
-    "Set changed size during iteration")."""
-    for _ in range(100):
-        try:
-            return list(_OPEN_STREAMS)
-        except RuntimeError:
-            time.sleep(0.001)
-    return []
+    """The open streams, read while other threads may open or end some (a WeakSet iterated while another thread adds
+    or discards raises "Set changed size during iteration"; collected streams leave it safely meanwhile)."""
+    with _OPEN_LOCK:
+        return list(_OPEN_STREAMS)
 
 
 def _close_open_streams(timeout_s: float = 30.0) -> None:

@@ -66,20 +66,16 @@ class InferenceStage(Stage):
     def open(self) -> None:
         if hasattr(self.runner, "hold"):  # an edgeseg runner counts its holders: freed when the last one leaves
             self.runner.hold()
-            try:
-                self._held = True
-                self._can_batch = self._batchable()  # input specs are known once active; fixed for the run
-                self._runner_batch = batch_limit(self.runner)
-            except BaseException:  # the pipeline does not close an element whose open() failed (a Ctrl-C here)
-                self._held = False
-                self.runner.release()
-                raise
-            return
-        if hasattr(self.runner, "is_active") and not self.runner.is_active:
+            self._held = True
+        elif hasattr(self.runner, "is_active") and not self.runner.is_active:
             self.runner.activate()
             self._activated = True
-        self._can_batch = self._batchable()
-        self._runner_batch = batch_limit(self.runner)
+        try:
+            self._can_batch = self._batchable()  # input specs are known once active; fixed for the run
+            self._runner_batch = batch_limit(self.runner)
+        except BaseException:  # the pipeline does not close an element whose open() failed (a Ctrl-C here)
+            self.close()
+            raise
 
     def process(self, packet: Packet) -> Packet:
         feed: Mapping[str, np.ndarray] = packet.feed

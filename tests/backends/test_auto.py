@@ -247,7 +247,7 @@ def test_a_runner_is_freed_when_the_last_of_its_holders_and_its_activation_end(t
     with r:
         r.activate()
         with r:
-            pass
+            assert r._holders == 2 and r._standing
         r.deactivate()
         assert r.is_active  # the outer with-block still holds it
     assert not r.is_active and (Counted.opened, Counted.closed) == (1, 1)
