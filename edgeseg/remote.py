@@ -118,6 +118,7 @@ class RemotePredictor:
         # every thread's connection, for close(); weak, so a finished thread's goes with its thread-local storage
         self._conns: weakref.WeakSet = weakref.WeakSet()
         self._conns_pid = os.getpid()  # a forked child starts a set (and lock) of its own
+        self._busy: set = set()  # ids of the connections in a request now (close() shuts them down, not closes them)
         self._info: dict[str, Any] | None = None
         self.runner = RemoteRunner(self)
 
@@ -220,27 +221,32 @@ class RemotePredictor:
     def close(self) -> None:
         """Close the keep-alive connection of every thread that used this predictor (before: only the calling
         thread's; a predictor shared by 8 worker threads kept 8 sockets, and the server 8 connections, open).
-        The predictor stays usable: a later call connects again."""
+        The predictor stays usable: a later call connects again. A connection in the middle of another thread's
+        request is shut down, not closed: that thread gets a connection error (and retries as for any dropped
+        connection) and closes it itself, so its socket's file descriptor is never freed, and perhaps reused by
+        another file, under a call still using it."""
         if getattr(self._local, "pid", None) == os.getpid():  # not a forked child's copy of the parent's
             self._drop()
-        lock, registered = self._registry()
-        with lock:
-            conns = list(registered)
-        for conn in conns:  # other threads' (their HTTPConnection objects are theirs: only the sockets are closed here)
-            sock = conn.sock
-            if sock is None:
-                continue
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)  # a thread reading an answer on it gets a connection error and retries
-            with contextlib.suppress(OSError):
-                sock.close()  # an idle one finds it closed at its next call and connects again (_conn)
+        lock, registered, busy = self._registry()
+        with lock:  # held while closing: a thread starting a request marks its connection busy under it first
+            for conn in list(registered):  # other threads' (their HTTPConnection objects are theirs: only sockets here)
+                sock = conn.sock
+                if sock is None:
+                    continue
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)  # a thread reading an answer on it gets a connection error
+                if id(conn) not in busy:
+                    with contextlib.suppress(OSError):
+                        sock.close()  # an idle one finds it closed at its next call and connects again (_exchange)
 
-    def _registry(self) -> tuple[threading.Lock, weakref.WeakSet]:
-        """The lock and the set of this process's connections; a forked child starts its own (a parent's
-        thread may have held the lock at the fork, and the parent's connections are not the child's to close)."""
+    def _registry(self) -> tuple[threading.Lock, weakref.WeakSet, set]:
+        """The lock, the set of this process's connections and the ids of those in a request now; a forked child
+        starts its own (a parent's thread may have held the lock at the fork, and the parent's connections are
+        not the child's to close)."""
         if self._conns_pid != os.getpid():
             self._conns_lock, self._conns, self._conns_pid = threading.Lock(), weakref.WeakSet(), os.getpid()
-        return self._conns_lock, self._conns
+            self._busy = set()
+        return self._conns_lock, self._conns, self._busy
 
     def _drop(self) -> None:
         """Close this thread's connection only (after an error on it: the other threads' requests go on)."""
@@ -255,15 +261,13 @@ class RemotePredictor:
     # ---- HTTP ----------------------------------------------------------------------------------
     def _conn(self) -> http.client.HTTPConnection:
         conn = getattr(self._local, "conn", None)
-        if conn is not None and conn.sock is not None and conn.sock.fileno() == -1:  # closed by close() from another thread
-            conn.close()  # (its next exchange connects again)
         if conn is None or getattr(self._local, "pid", None) != os.getpid():
             # a forked child must not share the parent's keep-alive socket: each could read the other's answer
             # (dropped, not closed: closing it would end the parent's connection too)
             cls = http.client.HTTPSConnection if self.endpoint.scheme == "https" else http.client.HTTPConnection
             conn = self._local.conn = cls(self.endpoint.host, self.endpoint.port, timeout=self.timeout_s)
             self._local.pid = os.getpid()
-            lock, registered = self._registry()
+            lock, registered, _ = self._registry()
             with lock:
                 registered.add(conn)
         return conn
@@ -308,6 +312,19 @@ class RemotePredictor:
         socket's timeout bounds each read only, so a server that sends a byte now and then (or an endless
         body) would hold the caller for ever; the watchdog closes the connection at the deadline."""
         conn = self._conn()
+        lock, _, busy = self._registry()
+        with lock:  # from here close() from another thread shuts this connection down but leaves closing it to us
+            busy.add(id(conn))
+            if conn.sock is not None and conn.sock.fileno() == -1:  # closed by close() from another thread while idle
+                conn.close()  # (connects again below)
+        try:
+            return self._exchange_on(conn, method, path, body, headers)
+        finally:
+            with lock:
+                busy.discard(id(conn))
+
+    def _exchange_on(self, conn: http.client.HTTPConnection, method: str, path: str, body: bytes | None,
+                     headers: dict[str, str] | None) -> tuple[int, str, bytes]:
         if conn.sock is None:
             try:
                 conn.connect()

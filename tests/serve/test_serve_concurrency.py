@@ -78,6 +78,9 @@ class _KeepAliveServer:
         owner = self
         self.open = 0
         self.lock = threading.Lock()
+        self.entered = threading.Event()  # a POST arrived
+        self.release = threading.Event()  # POSTs answer once it is set (cleared: they wait for it)
+        self.release.set()
         result = encode_result(SemanticResult(labels=np.zeros((2, 2), np.uint8), classes=("a", "b")))
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -108,6 +111,8 @@ class _KeepAliveServer:
 
             def do_POST(self):
                 self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                owner.entered.set()
+                owner.release.wait(30)
                 time.sleep(0.01)
                 self._send(result)
 
@@ -155,6 +160,35 @@ def test_close_closes_the_connection_of_every_thread_that_used_the_predictor():
                 assert p(rgb).labels.shape == (2, 2)
             assert server.wait_open(0) == 0
     finally:
+        server.stop()
+
+
+@within(60)
+def test_close_from_another_thread_shuts_down_a_connection_in_a_request_but_leaves_closing_it_to_its_thread():
+    # before: close() closed every thread's socket, also one another thread was reading its answer on: that
+    # thread's file descriptor was freed under it (and could be reused by another file before its next read)
+    server = _KeepAliveServer()
+    try:
+        p = RemotePredictor(server.url, retries=2, backoff_s=0)
+        rgb = np.zeros((8, 8, 3), np.uint8)
+        with ThreadPoolExecutor(1) as pool:
+            assert pool.submit(p, rgb).result().labels.shape == (2, 2)  # the worker's connection exists, idle
+            server.release.clear()
+            server.entered.clear()
+            call = pool.submit(p, rgb)
+            assert server.entered.wait(10)  # the worker is waiting for its answer now
+            (conn,) = list(p._conns)
+            sock = conn.sock
+            p.close()
+            assert sock.fileno() != -1, "close() freed the socket of a request in flight"
+            server.release.set()
+            assert call.result(20).labels.shape == (2, 2)  # the worker saw the shutdown, connected again, answered
+            assert sock.fileno() == -1  # and closed the one that was shut down itself
+            p.close()  # idle now: closed at once
+            assert all(c.sock is None or c.sock.fileno() == -1 for c in p._conns)
+            assert server.wait_open(0) == 0
+    finally:
+        server.release.set()
         server.stop()
 
 
