@@ -310,7 +310,8 @@ def run(args: argparse.Namespace) -> int:
 
 # -- eval-vos -----------------------------------------------------------------------------------------------------
 def add_eval_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("pred_dir", help="predictions: PRED_DIR/SEQUENCE/FRAME.png, object ids (the DAVIS results layout)")
+    p.add_argument("pred_dir", help="predictions: PRED_DIR/SEQUENCE/FRAME.png, object ids (the DAVIS results layout; a 0/255 "
+                        "mask is object 1, in single-object sequences only)")
     p.add_argument("--data", required=True, metavar="SPEC",
                    help="davis:ROOT[,resolution=480p][,subset=val] (ROOT holds JPEGImages/ and Annotations/)")
     p.add_argument("--sequences", default=None, metavar="A,B", help="score only these sequences (comma-separated)")
@@ -360,6 +361,29 @@ def _prediction_files(folder: Path, frame_names) -> list:
     return out
 
 
+def _binary_predictions(pred: list, files: list, gt: list, name: str) -> list:
+    """A 0/255 prediction (DAVIS-2016's binary masks, all 255 included: the object fills the frame) is object 1
+    of a single-object sequence. In a sequence of several objects it is refused naming the file: which object its
+    255 stands for cannot be known (before, it was read as object 1, and scored as such, whatever was meant)."""
+    import numpy as np
+
+    from ..data.davis import is_binary_255
+    from ..errors import InputError
+
+    first = gt[0] if gt else None
+    n_obj = 0 if first is None else int(np.where(first == 255, 0, first).max())
+    out = []
+    for f, p in zip(files, pred):
+        if is_binary_255(p):
+            if n_obj > 1:
+                raise InputError(f"{f}: a 0/255 mask, but sequence {name} has {n_obj} objects: 255 names none of them",
+                                 fix=f"write object ids 1..{n_obj} (0 background), as the prompt numbers them; a 0/255 "
+                                     "mask is read as object 1 only in single-object sequences (DAVIS-2016)")
+            p = (p == 255).astype(np.uint8)
+        out.append(p)
+    return out
+
+
 def run_eval(args: argparse.Namespace) -> int:
     import sys
 
@@ -389,8 +413,9 @@ def run_eval(args: argparse.Namespace) -> int:
             raise DataError(f"{folder}: no prediction for {len(missing)} of {len(seq)} frames ({', '.join(missing[:3])} ...)",
                             fix="predict every frame of the sequence (the first is the prompt); a prediction is "
                                 "FRAME.png, the frame's name or its number (00005.png or 000005.png)")
-        pred = [read_id_mask(f) for f in files]
-        if not metric.update(seq.name, seq.masks(), pred, seq.frame_names):
+        gt = seq.masks()
+        pred = _binary_predictions([read_id_mask(f, binary=False) for f in files], files, gt, seq.name)
+        if not metric.update(seq.name, gt, pred, seq.frame_names):
             print(f"edgeseg eval-vos: warning: sequence {seq.name}: its first annotation holds no object, so nothing of it "
                   "is scored (as in the DAVIS evaluation)", file=sys.stderr)
     scores = metric.compute()

@@ -45,17 +45,23 @@ MAX_PROMPT_COLOURS = 255
 log = logging.getLogger(__name__)
 
 
-def read_id_mask(path: str | Path) -> np.ndarray:
-    """Read a DAVIS annotation (or a prediction) as ``uint8 [H, W]`` object ids (see the module docstring)."""
+def read_id_mask(path: str | Path, *, binary: bool = True) -> np.ndarray:
+    """Read a DAVIS annotation (or a prediction) as ``uint8 [H, W]`` object ids (see the module docstring).
+    ``binary=False`` keeps a greyscale 0/255 mask's values as they are (the caller decides what 255 means)."""
     p = Path(path)
     data = _read_bytes(p, DataError, "mask")
     palette = _png_palette(data.tobytes())
     if palette is None:
         ids = read_label(p, kind="object")
-        if ids.size and ids.max() == 255 and not np.any((ids != 0) & (ids != 255)):
+        if binary and is_binary_255(ids):
             ids = (ids == 255).astype(np.uint8)  # DAVIS-2016: binary 0/255
         return ids
     return png_palette_indices(data.tobytes(), p)  # the indices themselves (a palette may repeat colours)
+
+
+def is_binary_255(ids: np.ndarray) -> bool:
+    """A DAVIS-2016 mask: only 0 and 255, and some 255."""
+    return bool(ids.size) and int(ids.max()) == 255 and not np.any((ids != 0) & (ids != 255))
 
 
 def _colour_keys(rgb: np.ndarray) -> np.ndarray:

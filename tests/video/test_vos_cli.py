@@ -88,6 +88,31 @@ def test_eval_vos_selects_sequences_and_reports_missing_frames(clip, tmp_path, c
     assert "100.0" in capsys.readouterr().out
 
 
+def test_eval_vos_reads_0_255_predictions_as_object_1_only_in_single_object_sequences(clip, tmp_path, capsys):
+    root, frames, masks = clip
+    # single object (DAVIS-2016): 0/255 predictions are object 1, a frame all 255 (the object fills it) too
+    pred = tmp_path / "p" / "disc"
+    for i, m in enumerate(masks):
+        write_label(pred / f"{i:05d}.png", np.full_like(m, 255) if i == 5 else m * 255)
+    js = tmp_path / "jf.json"
+    assert main(["eval-vos", str(tmp_path / "p"), "--data", f"davis:{root}", "--json", str(js)]) == 0
+    d = json.loads(js.read_text())
+    want = (masks[5] == 1).sum() / masks[5].size  # J of frame 5: the object's area over the whole frame
+    assert d["per_object"][0]["J-Mean"] == pytest.approx((9 + want) / 10, abs=1e-9)
+    # two objects: a 0/255 prediction names none of them; before, it was scored as object 1
+    two = tmp_path / "two"
+    for i, m in enumerate(masks):
+        ids = m.copy()
+        ids[:4, :4] = 2  # a second object in a corner
+        write_label(two / "Annotations" / "480p" / "disc" / f"{i:05d}.png", ids)
+        write_image(two / "JPEGImages" / "480p" / "disc" / f"{i:05d}.png", frames[i])
+        write_label(tmp_path / "q" / "disc" / f"{i:05d}.png", m * 255 if i == 3 else ids)
+    capsys.readouterr()
+    assert main(["eval-vos", str(tmp_path / "q"), "--data", f"davis:{two}"]) == 2
+    err = capsys.readouterr().err
+    assert "00003.png: a 0/255 mask, but sequence disc has 2 objects" in err and "write object ids 1..2" in err
+
+
 def test_vos_errors_speak(tmp_path, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()
