@@ -41,12 +41,41 @@ def cache_dir() -> Path:
         import logging
         import tempfile
 
-        fallback = Path(tempfile.gettempdir()) / f"edgeseg-cache-{os.getuid() if hasattr(os, 'getuid') else 'user'}"
+        fallback = _private_folder(Path(tempfile.gettempdir()) / f"edgeseg-cache-{os.getuid() if hasattr(os, 'getuid') else 'user'}")
         if fallback not in _WARNED:
             _WARNED.add(fallback)
             logging.getLogger("edgeseg").warning("no home folder ($HOME unset, no passwd entry for this user): the "
                                                  "cache is %s (set EDGESEG_CACHE_DIR to choose it)", fallback)
         return fallback
+
+
+def _private_folder(path: Path) -> Path:
+    """``path`` made 0700 when missing, if it is this user's own folder that no one else can write; else a fresh
+    private folder beside it. A shared temporary folder's predictable name could be made first by another user, who
+    would then plant choices or unpacked bundles (a bundle's checks compare its files with its own manifest)."""
+    import stat
+    import tempfile
+
+    if not hasattr(os, "getuid"):
+        return path
+    try:
+        path.mkdir(mode=0o700, exist_ok=True)
+        st = path.lstat()
+        if stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() and not st.st_mode & 0o022:
+            return path
+    except OSError:
+        pass
+    if path not in _FOREIGN:
+        _FOREIGN[path] = Path(tempfile.mkdtemp(prefix=f"{path.name}-"))
+        import logging
+
+        logging.getLogger("edgeseg").warning("%s is not this user's own private folder (another user's, writable by "
+                                             "others, or a link): using %s instead (set EDGESEG_CACHE_DIR to choose "
+                                             "the cache)", path, _FOREIGN[path])
+    return _FOREIGN[path]
+
+
+_FOREIGN: dict[Path, Path] = {}
 
 
 _WARNED: set[Path] = set()

@@ -455,6 +455,9 @@ def test_the_cache_folder_comes_from_either_variable(monkeypatch, tmp_path):
     assert cache_dir() == tmp_path / "new"
     monkeypatch.setenv("EDGESEG_CACHE_DIR", "off")  # the choice cache off; bundles still unpack somewhere
     assert cache_path() is None and cache_dir() == tmp_path / "old"
+    monkeypatch.delenv("EDGESEG_CACHE_DIR")  # the older name's off too (it chose the folder but not the choice cache)
+    monkeypatch.setenv("EDGESEG_CACHE", "off")
+    assert cache_path() is None
 
 
 def test_overwrite_on_a_disk_too_small_for_two_copies_keeps_the_old_bundle(small_disk, capsys):

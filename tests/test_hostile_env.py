@@ -193,6 +193,38 @@ def test_no_home_folder_and_no_passwd_entry_falls_back_to_a_temporary_cache(monk
     assert cache_dir() == Path(tempfile.gettempdir()) / f"edgeseg-cache-{os.getuid()}"
 
 
+def test_the_fallback_cache_folder_is_private_or_not_used(tmp_path, monkeypatch, caplog):
+    """The no-home fallback's name in the shared temporary folder is predictable: another user could make it first and
+    plant choices or unpacked bundles there. It is used only when it is this user's own and no one else can write it."""
+    import pwd
+    import stat
+    import tempfile
+
+    from edgeseg import paths
+
+    for var in ("HOME", "XDG_CACHE_HOME", "EDGESEG_CACHE_DIR", "EDGESEG_CACHE"):
+        monkeypatch.delenv(var, raising=False)
+
+    def no_entry(uid):
+        raise KeyError(f"getpwuid(): uid not found: {uid}")
+
+    monkeypatch.setattr(pwd, "getpwuid", no_entry)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(paths, "_FOREIGN", {})
+    mine = tmp_path / f"edgeseg-cache-{os.getuid()}"
+    assert paths.cache_dir() == mine and stat.S_IMODE(mine.stat().st_mode) == 0o700  # made private
+    mine.chmod(0o777)  # writable by anyone (as a planted one would be)
+    with caplog.at_level("WARNING", logger="edgeseg"):
+        other = paths.cache_dir()
+    assert other != mine and other.parent == tmp_path and stat.S_IMODE(other.stat().st_mode) == 0o700
+    assert "not this user's own private folder" in caplog.text
+    if os.getuid() == 0:  # root can make it another user's: not used either
+        monkeypatch.setattr(paths, "_FOREIGN", {})
+        mine.chmod(0o700)
+        os.chown(mine, 12345, -1)
+        assert paths.cache_dir() != mine
+
+
 def test_a_zip_bundle_loads_when_the_cache_takes_no_folder(tmp_path, monkeypatch, caplog):
     """before: refused ('set EDGESEG_CACHE_DIR...'), though writing a zip in the same place fell back to a
     temporary folder. Now unpacked for the process, with a warning."""

@@ -393,9 +393,12 @@ def cache_path() -> Path | None:
     """``$EDGESEG_CACHE_DIR/choices.json`` (default ``~/.cache/edgeseg``); None when set to ``off``/empty."""
     from ..paths import cache_dir
 
-    env = os.environ.get("EDGESEG_CACHE_DIR")
-    if env is not None and env.strip().lower() in ("", "off", "0", "none"):
-        return None
+    for var in ("EDGESEG_CACHE_DIR", "EDGESEG_CACHE"):  # the first one set decides, as for cache_dir()
+        env = os.environ.get(var)
+        if env is not None:
+            if env.strip().lower() in ("", "off", "0", "none"):
+                return None
+            break
     return cache_dir() / "choices.json"
 
 
@@ -447,6 +450,7 @@ def _store(path: Path | None, key: str, entry: Mapping[str, Any], what: str) -> 
     try:  # read, add, write under a lock: processes starting at once lost each other's entries (25 of 80 kept)
         from ..bundle import _locked
 
+        path.parent.mkdir(parents=True, exist_ok=True)  # before the lock file (a first run's: no folder, no lock)
         lock: Any = _locked(path.parent / ".choices.lock")
     except OSError:
         lock = contextlib.nullcontext()
@@ -474,6 +478,11 @@ def remembered_verdict(bundle: "Bundle", gate: str, args: Sequence[Any], measure
     on this machine (yet), and for the others it is a cheap pass."""
     path = cache_path() if use_cache else None
     key = "gate:" + cache_key(bundle, device_info(), {"gate": gate, "args": list(args)})
+    with _across_processes(path, key, f"the {gate} check of {bundle.name}"):  # one measures, the others read it
+        return _remembered_verdict(path, key, gate, measure)
+
+
+def _remembered_verdict(path: Path | None, key: str, gate: str, measure: Any) -> Any:
     hit = _read_cache(path).get(key)
     if isinstance(hit, dict) and hit.get("verdict") is not None:
         v = hit["verdict"]
@@ -506,8 +515,56 @@ def choose(bundle: "Bundle", backend: str = "auto", precision: str = "auto", tar
     # one choice at a time per key in this process: four threads loading one bundle at once each timed the candidates
     # against the others' timing (two got openvino int8, two bf16, with different labels); now the first times and
     # the others wait and take what it stored
-    with _key_lock(key):
+    # and one at a time per key on this machine: four processes starting at once each timed the candidates against
+    # the others' timing (12 s alone, 21-31 s each together; round one picked bf16, fp32, bf16 and int8); now the first
+    # times and the others wait for it and read its choice from the cache
+    with _key_lock(key), _across_processes(path, key, f"the backend choice for {bundle.name}"):
         return _choose(bundle, backend, precision, target, device, threads, use_cache, facts, dev, request, path, key)
+
+
+#: the longest a process waits for another one's choice or check of the same model (then it measures itself, said)
+CHOICE_WAIT_S = 300.0
+
+
+@contextlib.contextmanager
+def _across_processes(path: Path | None, key: str, what: str, wait_s: float | None = None) -> Any:
+    """An exclusive ``flock`` on ``.choice-<hash of key>.lock`` in the cache folder for the block, so that processes
+    of this machine choosing (or checking) the same thing go one after the other; the lock files stay (a cache's
+    files, a few bytes each). No cache (off, unwritable) or no locks on its file system: the block runs unlocked.
+    A holder that takes over ``wait_s`` (:data:`CHOICE_WAIT_S`) is not waited for further."""
+    import fcntl
+
+    fd = None
+    if path is not None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            name = f".choice-{hashlib.sha256(key.encode()).hexdigest()[:16]}.lock"
+            fd = os.open(path.parent / name, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as e:
+            log.debug("no lock for %s (%s): unlocked", what, e)
+    try:
+        if fd is not None:
+            deadline, said = time.monotonic() + (CHOICE_WAIT_S if wait_s is None else wait_s), False
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if not said:
+                        log.info("%s: another process is measuring it now; waiting for its result", what)
+                        said = True
+                    if time.monotonic() > deadline:
+                        log.warning("%s: another process has measured it for over %.0f s; measuring here too", what,
+                                    CHOICE_WAIT_S if wait_s is None else wait_s)
+                        break
+                    time.sleep(0.05)
+                except OSError as e:  # a file system without locks
+                    log.debug("no lock for %s (%s): unlocked", what, e)
+                    break
+        yield
+    finally:
+        if fd is not None:
+            os.close(fd)  # releases the lock
 
 
 _KEY_LOCKS: dict[str, threading.Lock] = {}
