@@ -45,6 +45,37 @@ def test_a_killed_recording_keeps_its_frames_up_to_the_last_second(gst, tmp_path
     assert not out.exists() and _readable_frames(part) >= 25  # a second or more; before (.mp4, .mov): 0
 
 
+def test_a_second_run_writing_the_same_files_is_refused_and_the_first_keeps_them_whole(gst, tmp_path):
+    """A cross-process audit: two `edgeseg run --sink same.mp4 --json-out same.jsonl` at once wrote one .part file
+    together (one failed at its end, the other said "wrote" of an MP4 with the first's frame size that did not
+    decode) and interleaved the JSON lines (7 of them broken). Now the second is refused before any work."""
+    import json
+
+    out, lines = tmp_path / "same.mp4", tmp_path / "same.jsonl"
+    first = subprocess.Popen(_run(out) + ["--json-out", str(lines)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and first.poll() is None and not (
+                out.with_name("same.part.mp4").exists() and lines.exists() and lines.stat().st_size > 10_000):
+            time.sleep(0.05)
+        assert first.poll() is None, "the first run ended before the second started"
+        for extra in ([], ["--json-out", str(lines)]):  # the video; the JSON lines to a fresh video
+            sink = out if not extra else tmp_path / "other.mp4"
+            second = subprocess.run(_run(sink, frames=30) + extra, capture_output=True, text=True, timeout=120)
+            assert second.returncode == 2, second.stderr[-2000:]
+            written = f"{out.with_name('same.part.mp4') if not extra else lines}: another process is writing it now"
+            assert written in second.stderr and "give this run another path" in second.stderr, second.stderr[-2000:]
+        assert not (tmp_path / "other.mp4").exists()
+    finally:
+        first.send_signal(signal.SIGINT)  # the first run drains and finishes its files
+        _, err = first.communicate(timeout=120)
+    assert first.returncode == 0, err[-2000:]
+    records = [json.loads(line) for line in lines.read_text().splitlines()]  # every line whole, all the first run's
+    assert [r["index"] for r in records] == list(range(len(records))) and {r["width"] for r in records} == {320}
+    assert _readable_frames(out) == len(records)
+
+
 def test_a_full_disk_stops_the_run_naming_the_frames_kept(gst, small_disk):
     full_disk = small_disk(2)
     out = full_disk / "out.mp4"

@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import re
+import stat
 from pathlib import Path
 from typing import Any, Callable
 
@@ -48,14 +49,61 @@ def _write_fix(e: OSError, option: str) -> str:
     return f"check that the path can still be written, or write {option} elsewhere"
 
 
+def claim_output(path: Path, option: str, *, probe: bool = False) -> int | None:
+    """An exclusive ``flock`` on the regular file ``path`` for a writer's life (an open descriptor to close when done;
+    created if missing, not truncated), so that a second process writing the same output is refused naming it (two
+    ``edgeseg run --sink same.mp4`` wrote one ``.part`` file together: one run failed at its end, the other said
+    "wrote" of a file with the first's frame size that did not decode; two ``--json-out`` interleaved broken lines).
+    ``probe``: only whether another process holds it now (nothing created; None). A FIFO, a device, a file system
+    without locks: not claimed (None)."""
+    import fcntl
+
+    try:
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):
+            return None
+    except FileNotFoundError:
+        if probe:
+            return None
+    except OSError:
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY if probe else os.O_WRONLY | os.O_CREAT, 0o666)
+    except OSError:  # the writer's own open says why
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise StreamError(f"{path}: another process is writing it now", fix=f"give this run another path for {option}, or "
+                          "wait for the other run to end") from None
+    except OSError:  # no locks here
+        os.close(fd)
+        return None
+    if probe:
+        os.close(fd)
+        return None
+    return fd
+
+
 class _Lines:
     """A file of lines (JSON lines) written line by line, each whole or not at all: a write that fails (a full
     disk) cuts the file back to its last whole line and raises a :class:`StreamError` naming the file and the fix
-    (before: the file ended in half a line, and the error named neither)."""
+    (before: the file ended in half a line, and the error named neither). A regular file is claimed
+    (:func:`claim_output`) before it is emptied: another process writing it refuses this one."""
 
     def __init__(self, path: Path, option: str):
         self.path, self.option = path, option
-        self._f = open(path, "wb", buffering=0)  # unbuffered: every line is on disk when write() returns
+        fd = claim_output(path, option)
+        if fd is None:
+            self._f = open(path, "wb", buffering=0)  # unbuffered: every line is on disk when write() returns
+        else:
+            try:
+                os.ftruncate(fd, 0)
+            except OSError:
+                os.close(fd)
+                raise
+            self._f = os.fdopen(fd, "wb", buffering=0)  # closing it releases the claim
         self._end = 0
 
     def write(self, text: str) -> None:
@@ -149,6 +197,7 @@ class JsonLinesSink(Sink):
         if self.segment_s:  # numbered after an earlier run's segments: none is replaced; opened at the first frame
             self._next_index = next_free_index(self.path)
             return
+        claim_output(self.path, "the JSON lines (--json-out)", probe=True)  # another run writing it now: refused before any work
         if self.path.is_file() and self.path.stat().st_size:
             log.warning("%s exists: this run replaces its lines at its first frame (an earlier run's results; give "
                         "another path to keep them)", self.path)

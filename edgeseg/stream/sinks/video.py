@@ -28,6 +28,7 @@ from ...structures.frame import Frame
 from .. import gst as _gst
 from ..base import SINKS, Packet, Sink, refuse_input
 from ..._io import writable_file
+from .files import claim_output
 from .segments import Finisher, Segment, claim_segment, next_free_index, now_iso, segment_frames, segment_path
 
 log = logging.getLogger("edgeseg.stream")
@@ -345,6 +346,7 @@ class Mp4Sink(Sink):
         self._parts: dict[str, Any] = {}
         self._names: dict[str, str] = {}  # source_id -> its part of its file's name
         self._source_sink_child = False  # one of a multi-source sink's files (its parent has said what it had to)
+        self._claim: int | None = None  # the flock on the .part file while this run writes it (claim_output)
 
     def bind_source(self, source: Any) -> None:
         self._source = source
@@ -380,6 +382,8 @@ class Mp4Sink(Sink):
             self._file = segment_path(self.path, self._next_index)
         for p in (self._file, self.part):
             refuse_input(p, self._source, "the video sink's file")
+        if not self.segment_s:  # another run writing this file now: refused before any work (its .part is claimed)
+            claim_output(self.part, "the video (--sink)", probe=True)
         if self.path.is_file() and not self.segment_s and not self._source_sink_child and len(self._parts) <= 1:
             log.warning("%s exists: this run replaces it when it ends (give another --sink to keep it)", self.path)
 
@@ -401,7 +405,20 @@ class Mp4Sink(Sink):
                         self.part.unlink()
                 raise
             return
-        self._open_writer(shape, fps)
+        self._claim = claim_output(self.part, "the video (--sink)")  # held until the file is in place (close)
+        try:
+            self._open_writer(shape, fps)
+        except BaseException:
+            with contextlib.suppress(OSError):  # the claimed .part, if nothing was written into it
+                if self.part.stat().st_size == 0:
+                    self.part.unlink()
+            self._release_claim()
+            raise
+
+    def _release_claim(self) -> None:
+        fd, self._claim = self._claim, None
+        if fd is not None:
+            os.close(fd)
 
     def _open_writer(self, shape: tuple[int, int], fps: float) -> None:
         if self.backend == "gstreamer":
@@ -519,15 +536,18 @@ class Mp4Sink(Sink):
                          "" if len(done) == len(self.segments) else
                          f" ({len(self.segments) - len(done)} failed)")
             return
-        w, self._writer = self._writer, None
-        if w is None:
-            return
-        if self.backend == "gstreamer":
-            w.close()
-        else:
-            w.release()
-        os.replace(self.part, self.path)
-        log.info("wrote %s (%d frames)", self.path, self.frames)
+        try:
+            w, self._writer = self._writer, None
+            if w is None:
+                return
+            if self.backend == "gstreamer":
+                w.close()
+            else:
+                w.release()
+            os.replace(self.part, self.path)
+            log.info("wrote %s (%d frames)", self.path, self.frames)
+        finally:
+            self._release_claim()
 
 
 def per_source_names(source_ids: list[str]) -> dict[str, str]:
