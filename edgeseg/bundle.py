@@ -312,7 +312,29 @@ class Bundle:
     # ---- opening -----------------------------------------------------------------------------
     @classmethod
     def open(cls, path_or_name: str | os.PathLike, verify: bool = True) -> "Bundle":
-        """Open a bundle directory, a ``.zip`` of one, or the name of a bundle shipped with edgeseg."""
+        """Open a bundle directory, a ``.zip`` of one, or the name of a bundle shipped with edgeseg. One that another
+        process replaces meanwhile (``edgeseg quantize`` adding a model, an export with ``--overwrite``) is read
+        again, for up to :data:`REPLACED_WAIT_S`: the reader gets the old bundle or the new one, whole (before: one
+        open in seven failed during a loop of edits, "sha256 mismatch ... corrupt", "missing", "not found")."""
+        p = Path(path_or_name)
+        deadline, delay = time.monotonic() + REPLACED_WAIT_S, 0.02
+        while True:
+            before = _identity(p)
+            try:
+                return cls._open_once(path_or_name, verify)
+            except (BundleError, FileNotFoundError) as e:
+                if not _being_replaced(p, before):
+                    raise
+                if time.monotonic() > deadline:
+                    if isinstance(e, BundleError):
+                        raise
+                    raise BundleError(f"{p}: {e.filename or 'a file'} went missing while it was read: another process "
+                                      "was replacing the bundle", fix="open it again once that process has finished") from None
+                time.sleep(delay)
+                delay = min(0.25, 2 * delay)
+
+    @classmethod
+    def _open_once(cls, path_or_name: str | os.PathLike, verify: bool) -> "Bundle":
         from .paths import shipped_bundle, shipped_bundle_names
 
         p = Path(path_or_name)
@@ -506,6 +528,10 @@ class Bundle:
             bundle = cls._new(stage, manifest)
             yield bundle
             with _bundle_lock(root):  # not in the middle of another command's edit of the bundle there
+                if not overwrite and os.path.lexists(root):  # checked before the work; another process made it since
+                    raise BundleError(f"{root} was made by another process while this one wrote it; it is kept as "
+                                      "that process wrote it", fix="write this one to another path, or give "
+                                                                   "--overwrite (overwrite=True) to replace it")
                 if root.suffix.lower() == ".zip":  # --out model.zip: a .zip file, not a folder named like one
                     bundle.source, bundle.root = root, _zip_into(bundle, root)
                 else:
@@ -912,6 +938,61 @@ def _changed_between(read: Manifest, now: Manifest) -> list[str]:
 
     changed = [f for f in ("task", "classes", "input", "outputs", "decoder") if as_stored(read, f) != as_stored(now, f)]
     return changed + (["its float model"] if floats(read) != floats(now) else [])
+
+
+#: how long :meth:`Bundle.open` keeps reading a bundle another process is replacing before it gives up
+REPLACED_WAIT_S = 5.0
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """The file or folder at ``path`` (device and inode), None when nothing is there."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _being_replaced(root: Path, before: tuple[int, int] | None) -> bool:
+    """Whether another writer replaced ``root`` while it was read (another folder or file is there now), or is
+    replacing it: a live process of this machine holds its lock file, or has a staged or set-aside copy beside it
+    (what killed writers left is not waited for)."""
+    if _identity(root) != before:
+        return True
+    host, name = _host(), glob.escape(root.name)
+    try:
+        for pattern in (f".{name}.*.old", f".{name}.*.partial"):
+            for f in root.parent.glob(pattern):
+                pid, _, rest = f.name[len(root.name) + 2:].partition("@")
+                if pid.isdigit() and rest.startswith(f"{host}-") and _alive(int(pid)):
+                    return True
+    except OSError:
+        return False
+    return _held_by_another(root.parent / f".{root.name}.lock")
+
+
+def _held_by_another(path: Path) -> bool:
+    """Whether a writer holds the lock file ``path`` now (one a killed writer left is not held); this process's own
+    writers are not another's."""
+    import fcntl
+
+    with _HELD_GUARD:
+        entry = _HELD.get(str(path))
+        if entry is not None and entry[1] > 0:
+            return False
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
 
 
 def _set_aside_copies(root: Path) -> list[Path]:

@@ -200,6 +200,21 @@ def test_overwrite_replaces_bundles_but_never_another_file(bundle, tmp_path):
     assert e.value.fix and blocker.read_text() == "x"
 
 
+def test_a_bundle_another_process_made_at_the_path_meanwhile_is_kept_without_overwrite(bundle, tmp_path):
+    """A cross-process audit: two `edgeseg export --out same.edgeseg` at once both said "wrote"; the later one replaced
+    the first's bundle, which a second export run after it would have refused (no --overwrite)."""
+    from dataclasses import replace
+
+    target = tmp_path / "same.edgeseg"
+    with pytest.raises(BundleError, match="made by another process while this one wrote it") as e:
+        with Bundle.writing(target, replace(bundle.manifest, name="second"), overwrite=False) as b:
+            b.add_file("model.onnx", (bundle.root / "model.onnx").read_bytes())
+            Bundle.create(target, replace(bundle.manifest, name="first"))  # the other process, finishing first
+    assert "--overwrite" in e.value.fix
+    assert Bundle.open(target, verify=False).manifest.name == "first"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".same")] == []  # no staging folder left
+
+
 def _corrupt_member(z, name: str) -> None:
     """Flip bytes in the middle of one member's stored data (its local header and the zip directory intact)."""
     import zipfile
@@ -355,6 +370,38 @@ def test_processes_opening_one_zip_at_once_all_get_a_whole_bundle(bundle, tmp_pa
     assert len({g for g in map(str, got)}) == 1
     entries = list((tmp_path / "cache" / "bundles").iterdir())
     assert [e.name for e in entries] == [got[0][0]]  # one entry; no half-unpacked or set-aside folder left
+
+
+_EDITOR = """
+import os, sys
+from edgeseg.bundle import Bundle
+for i in range(int(sys.argv[2])):  # the commit quantize makes: a model file added, the report updated, swapped in
+    with Bundle.open(sys.argv[1], verify=False).editing() as e:
+        e.add_file("extra.bin", os.urandom(200_000))
+        e.update_report("int8", {"cpu": {"i": i}})
+"""
+
+
+def test_a_bundle_another_process_edits_meanwhile_opens_whole_every_time(bundle, tmp_path):
+    """A cross-process audit: a loop of Bundle.open beside a loop of edits (quantize's commit) failed 415 of 2,900
+    opens ("sha256 mismatch ... corrupt", "missing", "not found", a raw FileNotFoundError): the reader read the old
+    manifest, then the swap put the new folder under it. Now such an open is read again."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "editor.py"
+    script.write_text(_EDITOR)
+    editor = subprocess.Popen([sys.executable, str(script), str(bundle.root), "60"], stderr=subprocess.PIPE, text=True)
+    opened, failed = 0, []
+    while editor.poll() is None:
+        try:
+            Bundle.open(bundle.root)  # verified: every listed file there, with its sha256
+            opened += 1
+        except Exception as e:  # noqa: BLE001 - counted: none may fail
+            failed.append(f"{type(e).__name__}: {e}")
+    assert editor.wait(60) == 0, editor.stderr.read()[-2000:]
+    assert opened > 20 and not failed, (opened, failed[:3])
+    assert Bundle.open(bundle.root).report["int8"]["cpu"]["i"] == 59
 
 
 def test_a_damaged_cache_entry_is_unpacked_anew(bundle, tmp_path, monkeypatch):
