@@ -138,3 +138,19 @@ def test_j_and_f_says_why_a_short_sequence_or_a_nan_mask_has_no_score():
     assert [s.j.tolist() for s in evaluate_sequence("s", gt * 2, gt * 2)] == [[1.0, 1.0]]
     with pytest.raises(InputError, match="NaN"):
         region_similarity(np.ones((2, 2), bool), np.full((2, 2), np.nan))
+
+
+def test_the_legend_lists_the_classes_a_label_map_holds_as_a_histogram_counts_them():
+    """present_classes runs on every frame of a stream (0.76 ms at 960x540 with bincount's cast to intp; OpenCV's
+    histogram since): the same classes on edge cases and random maps, views included."""
+    from edgeseg.stream.overlay import present_classes
+    from edgeseg.structures import SemanticResult
+
+    rng = np.random.default_rng(0)
+    cases = [np.zeros((3, 4), np.uint8), np.full((5, 5), 255, np.uint8), np.array([[0, 7], [200, 7]], np.uint8),
+             rng.integers(0, 256, (540, 960)).astype(np.uint8), rng.integers(0, 19, (37, 53)).astype(np.uint8)[:, ::2],
+             np.zeros((0, 4), np.uint8)]
+    for labels in cases:
+        want = sorted(int(v) for v in np.unique(labels))
+        assert present_classes(SemanticResult(labels)) == want
+    assert present_classes(SemanticResult(cases[2]), (7, 9)) == [7]

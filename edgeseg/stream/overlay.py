@@ -229,9 +229,14 @@ def present_classes(result: Any, only: tuple[int, ...] | None = None) -> list[in
         return [] if result.result is None else present_classes(result.result, only)
     if isinstance(result, SemanticResult):
         labels = result.labels
-        small = labels.dtype == np.uint8 or int(labels.max(initial=0)) < 1 << 16
-        present = np.flatnonzero(np.bincount(labels.ravel(), minlength=1)) if small else \
-            np.unique(labels)  # wider labels: bincount made a table up to the largest (2**31 - 1: 8 GB)
+        if labels.dtype == np.uint8 and labels.ndim == 2 and labels.size:  # every frame of a stream's legend: OpenCV's
+            import cv2  # histogram takes 0.2 ms at 960x540 where bincount's cast to intp took 0.76 (a helper's profile)
+
+            present = np.flatnonzero(cv2.calcHist([np.ascontiguousarray(labels)], [0], None, [256], [0, 256]).ravel())
+        elif labels.dtype == np.uint8 or int(labels.max(initial=0)) < 1 << 16:
+            present = np.flatnonzero(np.bincount(labels.ravel(), minlength=1))
+        else:  # wider labels: bincount made a table up to the largest (2**31 - 1: 8 GB)
+            present = np.unique(labels)
         return [int(i) for i in present if only is None or int(i) in only]
     if isinstance(result, InstanceResult):
         return sorted({int(c) for c in result.classes})
