@@ -35,7 +35,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--data", required=True, metavar="SPEC",
         help="camvid:ROOT | cityscapes:ROOT[,classes=camvid][,cities=A+B] (leftImg8bit/ + gtFine/ as downloaded) | "
-             "folder:IMAGES_DIR,MASKS_DIR[,classes=FILE][,void=ID] | synthetic:N[,seed=S,size=WxH] | "
+             "folder:IMAGES_DIR,MASKS_DIR[,classes=FILE][,void=ID][,reduce_zero_label=1] | synthetic:N[,seed=S,size=WxH] | "
              "yolo-semantic:DATA_YAML (Ultralytics semantic: images/ + masks/) | "
              "coco:INSTANCES_JSON[,images=DIR] (also coco-instance:) | yolo-seg:ROOT_OR_DATA_YAML[,names=FILE] | "
              "coco-panoptic:PANOPTIC_JSON[,images=DIR] (PNGs in the folder named like the JSON without .json) | "

@@ -234,7 +234,7 @@ def open_dataset(spec: str, split: str = "val") -> SegmentationDataset:
                                                        (``camvid:`` alone: the data folder's ``camvid/``)
     ``cityscapes:ROOT[,classes=camvid][,cities=A+B][,gt=gtCoarse]``  Cityscapes as downloaded (leftImg8bit/, gtFine/):
                                                        its 19 training classes, or CamVid's 11
-    ``folder:IMAGES_DIR,MASKS_DIR[,classes=FILE][,void=ID][,num_classes=K][,list=FILE]``  image+mask pairs by
+    ``folder:IMAGES_DIR,MASKS_DIR[,classes=FILE][,void=ID][,num_classes=K][,list=FILE][,reduce_zero_label=1]``  image+mask pairs by
                                                        file stem (``list``: only the stems it lists, ``{split}``
                                                        replaced: Pascal VOC's ``ImageSets/Segmentation/{split}.txt``)
     ``synthetic:N[,seed=S][,size=WxH]``                N independent synthetic scenes (``split`` picks the seed stream)

@@ -3,7 +3,9 @@
 ``IMAGES_DIR/abc.jpg`` pairs with ``MASKS_DIR/abc.png``. Class names come from a text file (one
 name per line, line order = class id), from ``num_classes``, or else from the largest id found in
 the masks. An optional ``void`` id is mapped to :data:`~edgeseg.data.IGNORE`; ids at or above the
-class count are void too (documented, so a stray value never becomes a class).
+class count are void too (documented, so a stray value never becomes a class). ``reduce_zero_label=1``
+reads ADE20K-style masks as MMSegmentation's option of that name does: 0 is void and id ``k`` is class
+``k - 1`` (ADE20K's 150 classes are ids 1..150; a model trained on them outputs 0..149).
 """
 from __future__ import annotations
 
@@ -114,6 +116,7 @@ class FolderDataset(SegmentationDataset):
         num_classes: int | None = None,
         void: int | None = None,
         stems: list[str] | None = None,
+        reduce_zero_label: bool = False,
     ):
         self.images_dir, self.masks_dir = Path(images), Path(masks)
         imgs, msks = _by_stem(self.images_dir, "image"), _by_stem(self.masks_dir, "mask")
@@ -141,6 +144,7 @@ class FolderDataset(SegmentationDataset):
             raise DataError(f"no images found in {self.images_dir}", fix=f"supported: {', '.join(IMAGE_SUFFIXES)}")
         self.pairs = [(imgs[s], msks[s]) for s in sorted(imgs)]
         self.void = void
+        self.reduce_zero_label = bool(reduce_zero_label)  # ADE20K's masks: 0 void, id k is class k - 1
         if classes is None:
             k = num_classes if num_classes is not None else self._scan_num_classes()
             classes = tuple(f"class_{i}" for i in range(k))
@@ -148,13 +152,17 @@ class FolderDataset(SegmentationDataset):
             raise DataError(f"folder dataset needs 1..255 classes, got {len(classes)}")
         self.classes = tuple(classes)
         self.palette = _mask_palette(self.pairs[0][1], len(self.classes))
-        lut = np.arange(256, dtype=np.uint8)
-        lut[len(self.classes):] = IGNORE
+        ids = np.arange(256)
+        cls = ids - 1 if self.reduce_zero_label else ids  # a mask's id -> its class
+        lut = np.where((cls >= 0) & (cls < len(self.classes)), cls, IGNORE).astype(np.uint8)
+        lut[IGNORE] = IGNORE  # 255 stays void (MMSegmentation's reduce_zero_label too)
         if void is not None:
             lut[int(void)] = IGNORE
         self._lut = lut
-        # ids made void only because they are past the class count (not 255, not the void id): warned about once
-        self._stray = (lut == IGNORE) & (np.arange(256) != IGNORE) & (np.arange(256) != (IGNORE if void is None else int(void)))
+        # ids made void only because they are past the class count (not 255, not the void id, not a reduced 0):
+        # warned about once
+        self._stray = ((lut == IGNORE) & (ids != IGNORE) & (ids != (IGNORE if void is None else int(void)))
+                       & ~((ids == 0) & self.reduce_zero_label))
         self._warned_void = False
         self._exif_checks = 0  # images whose EXIF orientation was read (16 at most; 16 once one was said)
 
@@ -166,18 +174,21 @@ class FolderDataset(SegmentationDataset):
             lab = read_label(m)
             vals = np.unique(lab)
             vals = vals[(vals != IGNORE) & (vals != (self.void if self.void is not None else IGNORE))]
+            if self.reduce_zero_label:
+                vals = vals[vals != 0]
             seen.update(int(v) for v in vals)
         if not seen:
             raise DataError(f"masks in {self.masks_dir} hold no class ids", fix="pass classes=FILE or num_classes=K")
         top = max(seen)
-        unused = [k for k in range(top) if k not in seen]
+        first = 1 if self.reduce_zero_label else 0
+        unused = [k for k in range(first, top) if k not in seen]
         key = (str(self.masks_dir), -top - 1)
         if unused and key not in _WARNED:
             _WARNED.add(key)
             log.warning("masks in %s hold class ids up to %d but never %s: a %d-class model, %d of its classes with no "
                         "pixel (a stray id in a mask?); name the classes with classes=FILE, or mark the stray id void=K",
-                        self.masks_dir, top, _ranges(unused), top + 1, len(unused))
-        return top + 1
+                        self.masks_dir, top, _ranges(unused), top + 1 - first, len(unused))
+        return top + 1 - first
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -234,7 +245,7 @@ def _listed_stem(line: str) -> str:
 
 @DATASETS.register("folder")
 def _open_folder(args: list[str], options: dict[str, str], split: str) -> FolderDataset:
-    check_options("folder", options, ("classes", "void", "num_classes", "list"))
+    check_options("folder", options, ("classes", "void", "num_classes", "list", "reduce_zero_label"))
     if len(args) != 2:
         raise DataError("folder spec takes an images folder and a masks folder", fix="write folder:IMAGES_DIR,MASKS_DIR")
     try:
@@ -242,6 +253,10 @@ def _open_folder(args: list[str], options: dict[str, str], split: str) -> Folder
         k = int(options["num_classes"]) if "num_classes" in options else None
     except ValueError as e:
         raise DataError(f"folder dataset: void and num_classes must be integers ({e})") from None
+    reduce = options.get("reduce_zero_label", "0").strip().lower()
+    if reduce not in ("0", "1", "true", "false", "yes", "no"):
+        raise DataError(f"folder dataset: reduce_zero_label={options['reduce_zero_label']!r} is neither 1 nor 0",
+                        fix="reduce_zero_label=1 for ADE20K-style masks (0 void, id k is class k - 1)")
     classes = read_class_names(options["classes"]) if "classes" in options else None
     stems = None
     if "list" in options:  # {split} becomes the split read: Pascal VOC's train.txt / val.txt
@@ -253,4 +268,5 @@ def _open_folder(args: list[str], options: dict[str, str], split: str) -> Folder
                  if line.strip() and not line.lstrip().startswith("#")]
         if not stems:
             raise DataError(f"folder dataset: list file {listed} names no file", fix="one file stem per line")
-    return FolderDataset(args[0], args[1], classes=classes, num_classes=k, void=void, stems=stems)
+    return FolderDataset(args[0], args[1], classes=classes, num_classes=k, void=void, stems=stems,
+                         reduce_zero_label=reduce in ("1", "true", "yes"))

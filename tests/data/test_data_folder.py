@@ -138,3 +138,23 @@ def test_an_indexed_masks_colours_are_the_classes_colours(tmp_path):
     assert ds.palette.tolist() == colours and ds[1].labels[0, 0] == 2
     grey = open_dataset(f"folder:{tmp_path}/img,{tmp_path}/grey,num_classes=3", "train")
     assert grey.palette.tolist() == default_palette(3).tolist()
+
+
+def test_ade20k_style_masks_read_with_reduce_zero_label(tmp_path, caplog):
+    """ADE20K's masks hold 0 for 'other' (void) and its 150 classes as 1..150, while models trained on them (as
+    MMSegmentation's reduce_zero_label trains them) output 0..149: read plainly, every pixel was scored against the
+    class one above its own. reduce_zero_label=1 reads them as MMSegmentation does (0 -> void, k -> k - 1, 255 void)."""
+    imgs, masks = tmp_path / "images", tmp_path / "masks"
+    lab = np.array([[0, 1, 2], [3, 150, 255]], np.uint8)
+    write_image(imgs / "ADE_val_00000001.jpg", np.zeros((2, 3, 3), np.uint8))
+    write_label(masks / "ADE_val_00000001.png", lab)
+    with caplog.at_level("WARNING"):  # ids 4..149 unseen below 150: said, as for any folder (not the reduced 0)
+        ds = open_dataset(f"folder:{imgs},{masks},reduce_zero_label=1")
+    assert "up to 150 but never 4-149: a 150-class model" in caplog.text
+    assert ds.num_classes == 150  # ids 1..150 -> classes 0..149, counted from the masks
+    assert ds[0].labels.tolist() == [[IGNORE, 0, 1], [2, 149, IGNORE]]
+    small = FolderDataset(imgs, masks, num_classes=2, reduce_zero_label=True)  # ids past the classes: void
+    assert small[0].labels.tolist() == [[IGNORE, 0, 1], [IGNORE, IGNORE, IGNORE]]
+    assert FolderDataset(imgs, masks, num_classes=151)[0].labels.tolist() == lab.tolist()  # plainly: unchanged
+    with pytest.raises(DataError, match="reduce_zero_label='maybe' is neither 1 nor 0"):
+        open_dataset(f"folder:{imgs},{masks},reduce_zero_label=maybe")
