@@ -14,6 +14,7 @@ The pieces are public so streams and benchmarks can overlap them:
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -102,6 +103,7 @@ class Predictor:
         self.runner = runner
         self.choice = None  # set by load(): edgeseg.backends.choice.Choice (what was chosen, how and why)
         self.options: DecoderOptions = bundle.manifest.decoder_options  # the task's decoder options
+        self._blocks = threading.local()  # .depth: this thread's with-blocks of this predictor in progress
 
     def set_options(self, **overrides: Any) -> "Predictor":
         """Change decoder options for this predictor only (``score_threshold=0.5`` for instance
@@ -165,19 +167,25 @@ class Predictor:
 
             rgb = cv2.cvtColor(check_image(rgb), cv2.COLOR_BGR2RGB)
         feed, meta = self.preprocess(rgb)
-        # opened on the first call, kept until close() / the end of a with-block; opened in one step with the call,
-        # so close() from another thread (waiting for calls in flight) never comes between the two
-        out = self.runner.infer(feed, activate=True)
+        # a call outside this thread's with-blocks keeps the session until close() (opened here if it is not, in one
+        # step with the call, so that close() from another thread never comes between the two); one inside a block
+        # leaves it to the block
+        out = self.runner.infer(feed, activate=not getattr(self._blocks, "depth", 0))
         return self.postprocess(out, meta, image=rgb)
 
     # ---- lifecycle ---------------------------------------------------------------------------
     def __enter__(self) -> "Predictor":
         self.runner.hold()
+        self._blocks.depth = getattr(self._blocks, "depth", 0) + 1
         return self
 
     def __exit__(self, *exc) -> None:
+        # the block's own hold only (README): calls made outside blocks, before it or by another thread meanwhile,
+        # keep the session until close(); before, the end of a block closed it, so a thread looping `with p:` beside
+        # another thread's plain calls closed and reopened the session at every block (an engine deserialised each
+        # time on TensorRT)
+        self._blocks.depth -= 1
         self.runner.release()
-        self.close()
 
     def close(self) -> None:
         """Free the model's session (after the calls in flight); a later call opens it again. A stream running
@@ -296,6 +304,8 @@ def load(bundle: Bundle | str | os.PathLike, backend: str = "auto", precision: s
         if choice.how == "pinned":  # validated as before: unknown or unusable backends are clear errors
             select_backend(b, c.backend, c.precision, c.target, device)
         runner = BACKENDS.get(c.backend).load(b, precision=c.precision, device=device, threads=threads, target=c.target)
+    if runner.is_active:  # timed just now: open for the first call, but kept by nothing (a with-block frees it)
+        runner.leave_open()
     predictor = Predictor(b, runner)
     predictor.choice = choice
     return predictor

@@ -164,3 +164,63 @@ def test_a_predictor_pickles_as_what_loads_it_again():
     assert p(img) == q(img)
     p.close()
     q.close()
+
+
+def test_the_end_of_a_with_block_releases_only_its_own_hold(bundle):
+    """README: the model stays open while anything holds it (a with-block, a stream, or calls since the last close());
+    the end of a block releases only its hold. Before, it closed the session, so a thread looping `with p:` beside
+    another's plain calls closed and reopened it at every block."""
+    import threading
+
+    p = load(bundle, backend="onnxruntime")
+    opened = []
+    impl = p.runner._activate_impl
+
+    def counted():
+        opened.append(1)
+        impl()
+
+    p.runner._activate_impl = counted
+    with p:  # a block alone opens and frees the session
+        p(_img(8, 12))
+    assert not p.runner.is_active and len(opened) == 1
+    p(_img(8, 12))  # calls since the last close() keep it ...
+    stop = threading.Event()
+
+    def plain_calls():
+        while not stop.is_set():
+            p(_img(8, 12))
+
+    t = threading.Thread(target=plain_calls)
+    t.start()
+    try:
+        for _ in range(20):  # ... through another thread's with-blocks
+            with p:
+                p(_img(9, 9))
+    finally:
+        stop.set()
+        t.join(30)
+    assert p.runner.is_active and len(opened) == 2  # before: reopened at (nearly) every block
+    p.close()
+    assert not p.runner.is_active
+
+
+def test_a_predictor_loaded_with_a_timed_choice_is_freed_by_its_with_block(tmp_path, monkeypatch):
+    """edgeseg.load times the candidates and hands the fastest, already open, to the predictor: that opening keeps
+    nothing, so `with edgeseg.load(...) as p:` frees the model at its end; a plain call keeps it until close()."""
+    import edgeseg
+    from edgeseg._timing import LoadProbe
+
+    monkeypatch.setenv("EDGESEG_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(LoadProbe, "contended", lambda self, demand: 0.0)
+    with edgeseg.load("shapes", threads=1) as p:
+        assert p.choice.how == "measured" and p.runner.is_active  # the timed runner, open
+        p(np.zeros((120, 160, 3), np.uint8))
+    assert not p.runner.is_active
+    q = edgeseg.load("shapes", threads=1)  # cached: opened lazily by its first call, which keeps it
+    q(np.zeros((120, 160, 3), np.uint8))
+    with q:
+        pass
+    assert q.runner.is_active
+    q.close()
+    assert not q.runner.is_active

@@ -155,6 +155,12 @@ class Runner(abc.ABC):
             if not self._holders:
                 self._close_session()
 
+    def leave_open(self) -> None:
+        """End what :meth:`activate` keeps but leave the session open: the next :meth:`release` or
+        :meth:`deactivate` with no holder left frees it (a runner activated to be timed, handed to a predictor)."""
+        with self._turns:
+            self._standing = False
+
     def hold(self) -> "Runner":
         """Open the session (if not open) and keep it until a matching :meth:`release`."""
         with self._turns:
@@ -213,12 +219,13 @@ class Runner(abc.ABC):
 
     # ---- inference ---------------------------------------------------------------------------
     def infer(self, feed: Mapping[str, np.ndarray], check: bool = True, *, activate: bool = False) -> dict[str, np.ndarray]:
-        """``activate``: open the session first when it is not (as :meth:`activate`; a predictor's calls), in one
-        step with the call, so that a deactivation from another thread cannot come between the two."""
+        """``activate``: :meth:`activate` first (open the session if it is not, and keep it until :meth:`deactivate`:
+        a predictor's calls outside with-blocks), in one step with the call, so that a deactivation from another
+        thread cannot come between the two."""
         turn = self._turns if not self.concurrent else self._counted_call(activate)
         with turn:
-            if activate and not self._active:  # not concurrent: this thread holds _turns
-                self.activate()
+            if activate and not (self._active and self._standing):  # not concurrent: this thread holds _turns
+                self.activate()  # kept until deactivate(), also when a holder opened it
             self._check_active()
             if check:
                 self._check_feed(feed)
@@ -245,7 +252,7 @@ class Runner(abc.ABC):
         """One call of a concurrent runner: counted while it runs, so a deactivation waits for it."""
         with self._turns:
             self._wait_closed()
-            if activate and not self._active:
+            if activate and not (self._active and self._standing):
                 self.activate()
             self._in_flight += 1
         try:
