@@ -955,20 +955,9 @@ def _identity(path: Path) -> tuple[int, int] | None:
 
 def _being_replaced(root: Path, before: tuple[int, int] | None) -> bool:
     """Whether another writer replaced ``root`` while it was read (another folder or file is there now), or is
-    replacing it: a live process of this machine holds its lock file, or has a staged or set-aside copy beside it
-    (what killed writers left is not waited for)."""
-    if _identity(root) != before:
-        return True
-    host, name = _host(), glob.escape(root.name)
-    try:
-        for pattern in (f".{name}.*.old", f".{name}.*.partial"):
-            for f in root.parent.glob(pattern):
-                pid, _, rest = f.name[len(root.name) + 2:].partition("@")
-                if pid.isdigit() and rest.startswith(f"{host}-") and _alive(int(pid)):
-                    return True
-    except OSError:
-        return False
-    return _held_by_another(root.parent / f".{root.name}.lock")
+    replacing it (another process holds its lock file, as every swap does). What killed writers left is not waited
+    for, nor is this process's own writer."""
+    return _identity(root) != before or _held_by_another(root.parent / f".{root.name}.lock")
 
 
 def _held_by_another(path: Path) -> bool:

@@ -50,8 +50,8 @@ def cache_dir() -> Path:
 
 
 def _private_folder(path: Path) -> Path:
-    """``path`` made 0700 when missing, if it is this user's own folder that no one else can write; else a fresh
-    private folder beside it. A shared temporary folder's predictable name could be made first by another user, who
+    """``path`` (made 0700, or set to 0700) if it is this user's own folder; else a fresh private folder beside it,
+    removed when the process ends. A shared temporary folder's predictable name could be made first by another user, who
     would then plant choices or unpacked bundles (a bundle's checks compare its files with its own manifest)."""
     import stat
     import tempfile
@@ -61,12 +61,18 @@ def _private_folder(path: Path) -> Path:
     try:
         path.mkdir(mode=0o700, exist_ok=True)
         st = path.lstat()
-        if stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() and not st.st_mode & 0o022:
+        if stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid():  # this user's own folder, not a link
+            if st.st_mode & 0o077:  # made by an older edgeseg under umask 002: made private
+                os.chmod(path, 0o700)
             return path
     except OSError:
         pass
     if path not in _FOREIGN:
+        import atexit
+        import shutil
+
         _FOREIGN[path] = Path(tempfile.mkdtemp(prefix=f"{path.name}-"))
+        atexit.register(shutil.rmtree, str(_FOREIGN[path]), True)  # one per process: not left behind
         import logging
 
         logging.getLogger("edgeseg").warning("%s is not this user's own private folder (another user's, writable by "

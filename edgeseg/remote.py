@@ -119,6 +119,7 @@ class RemotePredictor:
         self._conns: weakref.WeakSet = weakref.WeakSet()
         self._conns_pid = os.getpid()  # a forked child starts a set (and lock) of its own
         self._busy: set = set()  # ids of the connections in a request now (close() shuts them down, not closes them)
+        self._shut: set = set()  # ids of those close() shut down in a request: closed by their thread at its end
         self._info: dict[str, Any] | None = None
         self.runner = RemoteRunner(self)
 
@@ -235,7 +236,9 @@ class RemotePredictor:
                     continue
                 with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)  # a thread reading an answer on it gets a connection error
-                if id(conn) not in busy:
+                if id(conn) in busy:
+                    self._shut.add(id(conn))  # its thread closes it when its request ends (_exchange)
+                else:
                     with contextlib.suppress(OSError):
                         sock.close()  # an idle one finds it closed at its next call and connects again (_exchange)
 
@@ -245,7 +248,7 @@ class RemotePredictor:
         not the child's to close)."""
         if self._conns_pid != os.getpid():
             self._conns_lock, self._conns, self._conns_pid = threading.Lock(), weakref.WeakSet(), os.getpid()
-            self._busy = set()
+            self._busy, self._shut = set(), set()
         return self._conns_lock, self._conns, self._busy
 
     def _drop(self) -> None:
@@ -322,6 +325,9 @@ class RemotePredictor:
         finally:
             with lock:
                 busy.discard(id(conn))
+                if id(conn) in self._shut:  # shut down by close() after its answer was read: closed, so that the
+                    self._shut.discard(id(conn))  # next call connects again rather than send on a dead socket
+                    conn.close()
 
     def _exchange_on(self, conn: http.client.HTTPConnection, method: str, path: str, body: bytes | None,
                      headers: dict[str, str] | None) -> tuple[int, str, bytes]:

@@ -200,6 +200,23 @@ def test_overwrite_replaces_bundles_but_never_another_file(bundle, tmp_path):
     assert e.value.fix and blocker.read_text() == "x"
 
 
+def test_a_corrupt_bundle_is_refused_at_once_whatever_killed_writers_left_beside_it(bundle):
+    """The review of the retry above: a staged copy named after a live pid (pid 1 in a container, reused after a kill)
+    or this process's own writer made every failing open of the bundle wait 5 s. Only another process holding the
+    bundle's lock, or a bundle replaced under the reader, is waited for."""
+    import time
+
+    from edgeseg.bundle import _host
+
+    (bundle.root / "model.onnx").write_bytes(b"not the model")
+    (bundle.root.parent / f".{bundle.root.name}.1@{_host()}-abcd.partial").mkdir()  # pid 1: alive
+    (bundle.root.parent / f".{bundle.root.name}.lock").touch()  # a killed writer's lock file: held by no one
+    t = time.monotonic()
+    with pytest.raises(BundleError, match="sha256 mismatch"):
+        Bundle.open(bundle.root)
+    assert time.monotonic() - t < 1.0
+
+
 def test_a_bundle_another_process_made_at_the_path_meanwhile_is_kept_without_overwrite(bundle, tmp_path):
     """A cross-process audit: two `edgeseg export --out same.edgeseg` at once both said "wrote"; the later one replaced
     the first's bundle, which a second export run after it would have refused (no --overwrite)."""

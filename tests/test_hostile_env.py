@@ -213,14 +213,20 @@ def test_the_fallback_cache_folder_is_private_or_not_used(tmp_path, monkeypatch,
     monkeypatch.setattr(paths, "_FOREIGN", {})
     mine = tmp_path / f"edgeseg-cache-{os.getuid()}"
     assert paths.cache_dir() == mine and stat.S_IMODE(mine.stat().st_mode) == 0o700  # made private
-    mine.chmod(0o777)  # writable by anyone (as a planted one would be)
+    mine.chmod(0o775)  # this user's, as an older edgeseg made it under umask 002: made private again, and used
+    assert paths.cache_dir() == mine and stat.S_IMODE(mine.stat().st_mode) == 0o700
+    link = tmp_path / "elsewhere"
+    mine.rename(link)
+    mine.symlink_to(link)  # a link (planted by anyone): not used
     with caplog.at_level("WARNING", logger="edgeseg"):
         other = paths.cache_dir()
     assert other != mine and other.parent == tmp_path and stat.S_IMODE(other.stat().st_mode) == 0o700
     assert "not this user's own private folder" in caplog.text
+    assert paths.cache_dir() == other  # one per process (removed when it ends)
     if os.getuid() == 0:  # root can make it another user's: not used either
         monkeypatch.setattr(paths, "_FOREIGN", {})
-        mine.chmod(0o700)
+        mine.unlink()
+        mine.mkdir(mode=0o700)
         os.chown(mine, 12345, -1)
         assert paths.cache_dir() != mine
 

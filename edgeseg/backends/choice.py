@@ -538,8 +538,11 @@ def _across_processes(path: Path | None, key: str, what: str, wait_s: float | No
     if path is not None:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            name = f".choice-{hashlib.sha256(key.encode()).hexdigest()[:16]}.lock"
-            fd = os.open(path.parent / name, os.O_RDWR | os.O_CREAT, 0o666)
+            name = path.parent / f".choice-{hashlib.sha256(key.encode()).hexdigest()[:16]}.lock"
+            try:
+                fd = os.open(name, os.O_RDWR | os.O_CREAT, 0o666)
+            except PermissionError:  # a shared cache's lock file another user made: flock takes a read-only one
+                fd = os.open(name, os.O_RDONLY)
         except OSError as e:
             log.debug("no lock for %s (%s): unlocked", what, e)
     try:
@@ -551,7 +554,7 @@ def _across_processes(path: Path | None, key: str, what: str, wait_s: float | No
                     break
                 except BlockingIOError:
                     if not said:
-                        log.info("%s: another process is measuring it now; waiting for its result", what)
+                        log.info("%s: another process (or thread) is measuring it now; waiting for its result", what)
                         said = True
                     if time.monotonic() > deadline:
                         log.warning("%s: another process has measured it for over %.0f s; measuring here too", what,

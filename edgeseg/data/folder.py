@@ -76,10 +76,10 @@ def _ranges(ids: list[int]) -> str:
     return ", ".join(out)
 
 
-def _mask_palette(mask: Path, n: int) -> np.ndarray:
+def _mask_palette(mask: Path, n: int, first: int = 0) -> np.ndarray:
     """The class colours: an indexed mask's own (PASCAL VOC's, an annotation tool's), when its palette has a colour
     for every class and is not all grey, else :func:`default_palette` (an audit: a palette PNG's colours never
-    reached the trained bundle)."""
+    reached the trained bundle). ``first``: the mask id of class 0 (1 with ``reduce_zero_label``)."""
     from .io import _png_palette
 
     try:
@@ -87,9 +87,9 @@ def _mask_palette(mask: Path, n: int) -> np.ndarray:
             palette = _png_palette(f.read(1 << 20))  # PLTE precedes the pixel data
     except OSError:
         palette = None
-    if palette is None or len(palette) < n or bool((palette == palette[:, :1]).all()):
+    if palette is None or len(palette) < n + first or bool((palette == palette[:, :1]).all()):
         return default_palette(n)
-    return np.ascontiguousarray(palette[:n], np.uint8)
+    return np.ascontiguousarray(palette[first:first + n], np.uint8)
 
 
 def _by_stem(folder: Path, what: str) -> dict[str, Path]:
@@ -151,7 +151,7 @@ class FolderDataset(SegmentationDataset):
         if not 0 < len(classes) <= 255:
             raise DataError(f"folder dataset needs 1..255 classes, got {len(classes)}")
         self.classes = tuple(classes)
-        self.palette = _mask_palette(self.pairs[0][1], len(self.classes))
+        self.palette = _mask_palette(self.pairs[0][1], len(self.classes), int(self.reduce_zero_label))
         ids = np.arange(256)
         cls = ids - 1 if self.reduce_zero_label else ids  # a mask's id -> its class
         lut = np.where((cls >= 0) & (cls < len(self.classes)), cls, IGNORE).astype(np.uint8)

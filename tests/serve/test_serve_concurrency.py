@@ -164,9 +164,17 @@ def test_close_closes_the_connection_of_every_thread_that_used_the_predictor():
 
 
 @within(60)
-def test_close_from_another_thread_shuts_down_a_connection_in_a_request_but_leaves_closing_it_to_its_thread():
+def test_close_from_another_thread_shuts_down_a_connection_in_a_request_but_leaves_closing_it_to_its_thread(monkeypatch):
     # before: close() closed every thread's socket, also one another thread was reading its answer on: that
     # thread's file descriptor was freed under it (and could be reused by another file before its next read)
+    closed_by: dict[int, list[str]] = {}
+    real_close = socket.socket.close
+
+    def recorded_close(sock):
+        closed_by.setdefault(id(sock), []).append(threading.current_thread().name)
+        real_close(sock)
+
+    monkeypatch.setattr(socket.socket, "close", recorded_close)
     server = _KeepAliveServer()
     try:
         p = RemotePredictor(server.url, retries=2, backoff_s=0)
@@ -180,15 +188,48 @@ def test_close_from_another_thread_shuts_down_a_connection_in_a_request_but_leav
             (conn,) = list(p._conns)
             sock = conn.sock
             p.close()
-            assert sock.fileno() != -1, "close() freed the socket of a request in flight"
             server.release.set()
             assert call.result(20).labels.shape == (2, 2)  # the worker saw the shutdown, connected again, answered
-            assert sock.fileno() == -1  # and closed the one that was shut down itself
+            here = threading.current_thread().name
+            assert here not in closed_by.get(id(sock), []), "close() freed the socket of a request in flight"
+            assert sock.fileno() == -1  # the worker closed the one that was shut down itself
             p.close()  # idle now: closed at once
             assert all(c.sock is None or c.sock.fileno() == -1 for c in p._conns)
             assert server.wait_open(0) == 0
     finally:
         server.release.set()
+        server.stop()
+
+
+@within(60)
+def test_a_connection_shut_down_after_its_answer_was_read_is_not_used_again():
+    """The review of the change above: close() landing after a worker read its whole answer but before its request
+    ended shut the socket down and left it to the worker, whose call returned fine; its next call went out on the dead
+    socket (BrokenPipeError: with retries=0 a failed call, and ready() said False). Now the worker closes it at the
+    end of that request and the next call connects again."""
+    server = _KeepAliveServer()
+    try:
+        p = RemotePredictor(server.url, retries=0)
+        rgb = np.zeros((8, 8, 3), np.uint8)
+        read, go_on = threading.Event(), threading.Event()
+        real = p._exchange_on
+
+        def answer_read_then_wait(*args, **kwargs):
+            out = real(*args, **kwargs)
+            if not read.is_set():
+                read.set()
+                go_on.wait(10)  # close() comes here: the answer is read, the request not yet over
+            return out
+
+        p._exchange_on = answer_read_then_wait
+        with ThreadPoolExecutor(1) as pool:
+            call = pool.submit(p, rgb)
+            assert read.wait(10)
+            p.close()
+            go_on.set()
+            assert call.result(20).labels.shape == (2, 2)
+            assert pool.submit(p, rgb).result(20).labels.shape == (2, 2)  # first attempt, on a new connection
+    finally:
         server.stop()
 
 

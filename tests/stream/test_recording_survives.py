@@ -52,8 +52,8 @@ def test_a_second_run_writing_the_same_files_is_refused_and_the_first_keeps_them
     import json
 
     out, lines = tmp_path / "same.mp4", tmp_path / "same.jsonl"
-    first = subprocess.Popen(_run(out) + ["--json-out", str(lines)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                             text=True)
+    first = subprocess.Popen(_run(out, frames=100_000) + ["--json-out", str(lines)], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)  # ended by SIGINT below
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and first.poll() is None and not (
@@ -64,7 +64,7 @@ def test_a_second_run_writing_the_same_files_is_refused_and_the_first_keeps_them
             sink = out if not extra else tmp_path / "other.mp4"
             second = subprocess.run(_run(sink, frames=30) + extra, capture_output=True, text=True, timeout=120)
             assert second.returncode == 2, second.stderr[-2000:]
-            written = f"{out.with_name('same.part.mp4') if not extra else lines}: another process is writing it now"
+            written = f"{out.with_name('same.part.mp4') if not extra else lines}: another run is writing it now"
             assert written in second.stderr and "give this run another path" in second.stderr, second.stderr[-2000:]
         assert not (tmp_path / "other.mp4").exists()
     finally:

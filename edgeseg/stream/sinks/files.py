@@ -24,6 +24,7 @@ import logging
 import os
 import re
 import stat
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -71,15 +72,20 @@ def claim_output(path: Path, option: str, *, probe: bool = False) -> int | None:
         fd = os.open(path, os.O_RDONLY if probe else os.O_WRONLY | os.O_CREAT, 0o666)
     except OSError:  # the writer's own open says why
         return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise StreamError(f"{path}: another process is writing it now", fix=f"give this run another path for {option}, or "
-                          "wait for the other run to end") from None
-    except OSError:  # no locks here
-        os.close(fd)
-        return None
+    for attempt in range(11):  # a probe of another starting run holds it for a moment: tried for 100 ms
+        try:
+            fcntl.flock(fd, (fcntl.LOCK_SH if probe else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if attempt < 10:
+                time.sleep(0.01)
+                continue
+            os.close(fd)
+            raise StreamError(f"{path}: another run is writing it now", fix=f"give this run another path for {option}, "
+                              "or wait for the other run to end") from None
+        except OSError:  # no locks here
+            os.close(fd)
+            return None
     if probe:
         os.close(fd)
         return None
