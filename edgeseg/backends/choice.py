@@ -361,20 +361,45 @@ def timed(runners: Mapping[Candidate, "Runner"], feed: Mapping[str, Any], rounds
 
 def activate_candidates(bundle: "Bundle", cands: Iterable[Candidate], device: str, threads: int
                         ) -> tuple[dict[Candidate, "Runner"], list[tuple[Candidate, str]]]:
-    """Active runners for the candidates; one that fails to load or compile is left out with the reason."""
+    """Active runners for the candidates; one that fails to load or compile is left out with the reason. They are
+    timed side by side, so all are open at once: where memory (a container's limit included) would not hold one more
+    beside those open (:data:`MEMORY_MARGIN` times the most one took, plus :data:`MEMORY_RESERVE` for the stream), the
+    rest are left out, said (a 600 MiB container ran `street-instance` in 324 MiB, but was killed at every start while
+    the candidates were loaded together, before any choice was cached)."""
+    from .._memory import available_bytes, mib, rss_bytes
     from .base import BACKENDS
 
     runners, failed = {}, []
-    for c in cands:
+    cands, largest = list(cands), 0
+    for i, c in enumerate(cands):
+        room = available_bytes() if runners and largest else None
+        if room is not None and room < MEMORY_MARGIN * largest + MEMORY_RESERVE:
+            why = (f"not loaded beside the {len(runners)} open: {mib(room)} of memory left here and a model took up to "
+                   f"{mib(largest)} (pin it with --backend/--precision to run it)")
+            failed.extend((rest, why) for rest in cands[i:])
+            log.warning("backend choice for %s: %s left here, so %d of %d candidates are timed (%s left out)",
+                        bundle.name, mib(room), len(runners), len(cands), ", ".join(r.label for r in cands[i:]))
+            break
+        before = rss_bytes()
         try:
             r = BACKENDS.get(c.backend).load(bundle, precision=c.precision, device=device, threads=threads, target=c.target)
-            r.activate()
+            r.activate()  # with a warm-up call: what it holds to run
             runners[c] = r
+            after = rss_bytes()
+            if before is not None and after is not None:
+                largest = max(largest, after - before)
         except EdgesegError as e:
             failed.append((c, f"failed to load here: {e}"))
         except Exception as e:  # a runtime's own error while compiling: leave it out, never crash
             failed.append((c, f"failed to load here: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"))
     return runners, failed
+
+
+#: memory a candidate needs free before it is loaded beside those open: this many times the most one took (the timing
+#: rounds grow the runtimes' arenas past the warm-up's) ...
+MEMORY_MARGIN = 2.0
+#: ... plus this, for what the stream holds beside the model (decoder, frames in the queues, the encoder)
+MEMORY_RESERVE = 128 << 20
 
 
 def timing_feed(bundle: "Bundle") -> dict[str, Any]:

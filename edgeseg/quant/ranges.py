@@ -128,24 +128,14 @@ def activation_bytes(model_path: str | Path) -> int:
     return total
 
 
-def available_bytes() -> int | None:
-    """Memory available now (``MemAvailable`` of ``/proc/meminfo``), or None where it cannot be read."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):  # not Linux: keep the requested chunk
-        return None
-    return None
-
-
 def fitting_chunk(model_path: str | Path, chunk: int, available: int | None = None) -> int:
     """The number of frames calibrated at once so that their tensors fit :data:`CALIB_MEMORY_SHARE` of
     the available memory (at most ``chunk``, at least 1). FC-DenseNet56 at 480x360 produces 3.4 GiB of
     float tensors a frame: 8 frames at once were killed by the kernel (24 GB) on a 24 GB machine.
     Raises :class:`QuantizationError` before any work when one frame alone does not fit."""
     per_frame = activation_bytes(model_path)
+    from .._memory import available_bytes  # a container's limit too: MemAvailable alone said the host's 22 GB
+
     available = available_bytes() if available is None else available
     if not per_frame or available is None:
         return chunk

@@ -969,3 +969,60 @@ def test_a_runner_on_a_gpu_is_no_cpu_load_whatever_its_device_argument_says(monk
     assert p.runner.on_gpu() and p.runner.cpu_threads == 0.0
     monkeypatch.setattr(_timing, "usable_cores", lambda: 16)
     p.close()
+
+
+def test_candidates_memory_would_not_hold_beside_the_open_ones_are_left_out(monkeypatch, caplog):
+    """A memory audit: a 600 MiB container ran street-instance in 324 MiB, but the choice loaded every candidate at
+    once to time them side by side (789 MiB) and the kernel killed it at every start, before a choice was cached. Now a
+    candidate is loaded beside the open ones only while memory (a container's limit included) holds it."""
+    from edgeseg import _memory
+    from edgeseg.bundle import Bundle
+
+    b = Bundle.open("shapes")
+    cands = [Candidate("onnxruntime", "fp32"), Candidate("openvino", "fp32")]
+    reads = iter(range(0, 1 << 40, 100 << 20))  # each activation seen to take 100 MiB
+    monkeypatch.setattr(_memory, "rss_bytes", lambda: next(reads))
+    monkeypatch.setattr(_memory, "available_bytes", lambda: 300 << 20)  # under 2 x 100 + 128 MiB
+    with caplog.at_level(logging.WARNING, logger="edgeseg.backends"):
+        runners, failed = ch.activate_candidates(b, cands, "cpu", 1)
+    try:
+        assert list(runners) == cands[:1]
+        assert [c for c, _ in failed] == cands[1:] and "300 MiB of memory left here" in failed[0][1]
+        assert "1 of 2 candidates are timed (openvino/fp32 left out)" in caplog.text
+    finally:
+        for r in runners.values():
+            r.deactivate()
+    monkeypatch.setattr(_memory, "available_bytes", lambda: 400 << 20)  # room for one more: both timed
+    runners, failed = ch.activate_candidates(b, cands, "cpu", 1)
+    try:
+        assert list(runners) == cands and not failed
+    finally:
+        for r in runners.values():
+            r.deactivate()
+
+
+def test_the_memory_left_counts_a_containers_limit(tmp_path):
+    """MemAvailable says the host's memory; a cgroup's limit (v1 or v2, on the process's group or an ancestor) less its
+    usage, its reclaimable file cache counted as free, is what the kernel enforces."""
+    from edgeseg import _memory
+
+    v1 = tmp_path / "memory" / "kube" / "pod"
+    v1.mkdir(parents=True)
+    (v1 / "memory.limit_in_bytes").write_text(str(1 << 30))
+    (v1 / "memory.usage_in_bytes").write_text(str(700 << 20))
+    (v1 / "memory.stat").write_text(f"cache 5\ntotal_inactive_file {100 << 20}\n")
+    (tmp_path / "memory" / "memory.limit_in_bytes").write_text("9223372036854771712")  # the root: no limit
+    (tmp_path / "memory" / "memory.usage_in_bytes").write_text(str(5 << 30))
+    cg = tmp_path / "cgroup"
+    cg.write_text("4:memory:/kube/pod\n1:cpu:/\n")
+    assert _memory.cgroup_headroom(str(cg), tmp_path) == (1 << 30) - (700 << 20) + (100 << 20)
+    v2 = tmp_path / "app.slice"  # v2: the limit on the parent of the process's group
+    (v2 / "svc").mkdir(parents=True)
+    (v2 / "memory.max").write_text(str(512 << 20))
+    (v2 / "memory.current").write_text(str(500 << 20))
+    (v2 / "svc" / "memory.max").write_text("max\n")
+    (v2 / "svc" / "memory.current").write_text(str(400 << 20))
+    cg.write_text("0::/app.slice/svc\n")
+    assert _memory.cgroup_headroom(str(cg), tmp_path) == 12 << 20
+    cg.write_text("0::/\n")  # no memory files: nothing known
+    assert _memory.cgroup_headroom(str(cg), tmp_path / "none") is None
