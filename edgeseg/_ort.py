@@ -20,7 +20,7 @@ import re
 from pathlib import Path
 from typing import Sequence, Union
 
-from .errors import EdgesegError, InputError, UnsupportedError
+from .errors import EdgesegError, InputError, UnsupportedError, memory_error, out_of_memory
 
 ModelSource = Union[str, "os.PathLike[str]", bytes]
 
@@ -132,6 +132,8 @@ def explain_session_error(exc: BaseException | str, model_name: str) -> EdgesegE
             f"{model_name}: the model's opset is newer than this ONNX Runtime supports ({m.group(1)} up to {m.group(2)})",
             fix="upgrade onnxruntime, or export with an older opset (edgeseg uses 19)",
         )
+    if out_of_memory(message):
+        return memory_error(f"{model_name}: ONNX Runtime could not load the model", message)
     first = message.strip().splitlines()[0] if message.strip() else "unknown error"
     if "INVALID_PROTOBUF" in message or "Protobuf parsing failed" in message:
         return EdgesegError(f"{model_name}: not a valid ONNX file (ONNX Runtime: {first})",

@@ -52,3 +52,37 @@ class QuantizationError(EdgesegError):
 
 class ServerUnavailable(BackendUnavailable, StreamError):
     """An ``edgeseg serve`` server did not answer (refused, timed out, overloaded) after the retries."""
+
+
+class OutOfMemory(EdgesegError, MemoryError):
+    """The machine (or the container's limit) had no memory left for what was asked. Also a ``MemoryError``."""
+
+
+#: what runtimes and the system say when an allocation fails (ONNX Runtime's ``std::bad_alloc``, OpenVINO's
+#: ``can't alloc``, numpy's ``Unable to allocate``, the dynamic loader's ``failed to map segment``, ``ENOMEM``)
+MEMORY_WORDS = ("bad_alloc", "can't alloc", "cannot allocate memory", "unable to allocate", "failed to map segment",
+                "out of memory", "failed to allocate memory")
+
+#: the fix an out-of-memory error names
+MEMORY_FIX = ("free memory (other programs), or give the container more (its memory limit); on a small device: "
+              "--threads 1, an INT8 model (--precision int8), a smaller input; for quantize, fewer --frames")
+
+
+def out_of_memory(exc: BaseException | str | None) -> bool:
+    """Whether ``exc`` (or its text, or the error it came from) says an allocation failed."""
+    seen = 0
+    while exc is not None and seen < 5:
+        if isinstance(exc, MemoryError):
+            return True
+        text = str(exc).lower()
+        if any(w in text for w in MEMORY_WORDS):
+            return True
+        exc = None if isinstance(exc, str) else (exc.__cause__ or exc.__context__)
+        seen += 1
+    return False
+
+
+def memory_error(what: str, exc: BaseException | str) -> OutOfMemory:
+    """An :class:`OutOfMemory` naming ``what`` ran out and the runtime's own line."""
+    line = next((ln.strip() for ln in reversed(str(exc).splitlines()) if ln.strip()), type(exc).__name__)
+    return OutOfMemory(f"{what}: out of memory ({line[:200]})", fix=MEMORY_FIX)

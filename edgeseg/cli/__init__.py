@@ -14,7 +14,7 @@ import pkgutil
 import sys
 from types import ModuleType
 
-from ..errors import EdgesegError
+from ..errors import MEMORY_FIX, EdgesegError, memory_error, out_of_memory
 
 _EPILOG = """examples:
   edgeseg demo                                   # the whole product on a generated stream
@@ -166,6 +166,11 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"edgeseg {args.command}: error: {_os_error(e)}", file=sys.stderr)
         return 2
+    except Exception as e:  # out of memory in a runtime or a library (MemoryError, std::bad_alloc, a library not mapped)
+        if args.verbose or not out_of_memory(e):
+            raise
+        print(f"edgeseg {args.command}: error: {memory_error('the command', e)}", file=sys.stderr)
+        return 2
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
@@ -218,7 +223,8 @@ def _os_error(e: OSError) -> str:
            errno.EDQUOT: "free space on that disk, or write to another one",
            errno.EACCES: "check the permissions of that path, or write elsewhere",
            errno.EPERM: "check the permissions of that path, or write elsewhere",
-           errno.EROFS: "the file system is read-only: write elsewhere"}.get(e.errno or -1, "run again with --verbose for the details")
+           errno.EROFS: "the file system is read-only: write elsewhere",
+           errno.ENOMEM: MEMORY_FIX}.get(e.errno or -1, "run again with --verbose for the details")
     return f"{what}\n  fix: {fix}"
 
 

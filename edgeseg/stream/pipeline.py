@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import queue
 import signal
 import sys
@@ -39,7 +40,7 @@ import threading
 import time
 from typing import Any, Callable, Iterable, Sequence
 
-from ..errors import InputError, StreamError
+from ..errors import InputError, StreamError, memory_error, out_of_memory
 from .base import DISCONTINUITY, FRAME_ERROR, Packet, Sink, Source, Stage
 from .metrics import Recorder, Stats
 from .._compat import removeprefix
@@ -134,6 +135,8 @@ class Pipeline:
         self.cv_threads = opencv_threads(cv_threads)
         self.stats: Stats | None = None
         self._stop = threading.Event()
+        self._hard = threading.Event()  # a second signal: the frames in flight are dropped, the sinks finish now
+        self._signals = 0
         self._stopped_by = "eos"
         self._fatal: BaseException | None = None
         self._lock = threading.Lock()
@@ -185,7 +188,8 @@ class Pipeline:
             text = str(e).splitlines()[0] if str(e) else type(e).__name__
             log.error("%s", text if text.startswith("source ") else  # (a source's own error names it already)
                       f"source {self.source.uri or type(self.source).__name__} failed after {n} frames: {text}")
-            self._fail(e if isinstance(e, StreamError) else StreamError(f"source {self.source.uri!r} failed: {e}"))
+            self._fail(e if isinstance(e, StreamError) else memory_error(f"source {self.source.uri!r}", e)
+                       if out_of_memory(e) else StreamError(f"source {self.source.uri!r} failed: {e}"))
         finally:
             out.put(_END)
 
@@ -289,7 +293,9 @@ class Pipeline:
         packet.result = None
         self._rec.error(msg)
         log.warning("%s", msg)
-        if self.on_error == "stop":
+        if out_of_memory(exc):  # every later frame would fail the same way (a memory audit: 0 fps, then a hang)
+            self._fail(memory_error(f"{name} on frame {packet.frame.index}", exc))
+        elif self.on_error == "stop":
             self._fail(StreamError(msg, fix="pass on_error='skip' (--on-error skip) to count such frames and go on"))
 
     def _sink_loop(self, inq: queue.Queue) -> None:
@@ -378,9 +384,15 @@ class Pipeline:
             t.start()
         bar = self._progress_bar()
         last_log, last_processed = time.perf_counter(), 0
+        unended = list(queues)
         try:
             while threads[-1].is_alive():
                 threads[-1].join(0.1)
+                if self._hard.is_set():  # every thread gets the end behind what its queue holds now
+                    for q in list(unended):
+                        with contextlib.suppress(queue.Full):
+                            q.put_nowait(_END)
+                            unended.remove(q)
                 if bar is not None:
                     bar.update(self._rec.processed - bar.n)
                 now = time.perf_counter()
@@ -393,8 +405,8 @@ class Pipeline:
         finally:
             if bar is not None:
                 bar.close()
-        for t in threads:
-            t.join(5.0)
+        for t in threads:  # (after a hard stop a thread may be stuck in a source or a stage: not waited for long)
+            t.join(0.5 if self._hard.is_set() else 5.0)
 
     def _progress_bar(self):
         total = self.source.expected_frames
@@ -426,10 +438,19 @@ class Pipeline:
 
         def handler(signum, _frame):
             name = signal.Signals(signum).name
+            self._signals += 1
+            if self._signals >= 3 or (self._signals == 2 and self._hard.is_set()):  # stuck even so: out at once
+                log.error("%s a third time: exiting now (a recording keeps what it wrote in its .part file, up to its "
+                          "last second)", name)
+                os._exit(143 if signum == signal.SIGTERM else 130)
             if self._stop.is_set():
-                log.warning("%s again: still draining (frames in flight are being finished)", name)
+                # a drain that does not end (a source stuck in its decoder, a stage that never returns: a memory audit
+                # saw 0 fps and two Ctrl-C that only said "still draining"): the sinks finish with what they have
+                log.warning("%s again: stopping now; the frames in flight are dropped and the outputs finished with "
+                            "what was written (a third %s exits at once)", name, name)
+                self._hard.set()
                 return
-            log.warning("%s: stopping the source and draining the pipeline", name)
+            log.warning("%s: stopping the source and draining the pipeline (again to stop at once)", name)
             self.stop("signal")
 
         for sig in (signal.SIGINT, signal.SIGTERM):

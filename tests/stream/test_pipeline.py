@@ -273,3 +273,98 @@ def test_stats_say_how_long_the_source_took_to_open():
     assert stats.processed == 2 and 1.2 <= stats.open_s < 5 and stats.wall_s < stats.open_s
     assert f"(after {stats.open_s:.1f}s opening the source and the model)" in stats.summary()
     assert stats.to_dict()["open_s"] == stats.open_s
+
+
+class StuckFrom(Stage):
+    """Hangs on every frame from ``index`` on, until ``release`` is set (a stage that never returns)."""
+
+    name = "inference"
+
+    def __init__(self, index: int):
+        self.index, self.release = index, threading.Event()
+
+    def process(self, packet: Packet) -> Packet:
+        if packet.frame.index >= self.index:
+            self.release.wait(60)
+        return packet
+
+
+def test_a_second_signal_stops_a_drain_that_does_not_end():
+    """A memory audit: a stream whose source or stage was stuck ran at 0 fps, and SIGTERM and two SIGINTs only said
+    "still draining" (SIGKILL alone ended it). Now a second signal finishes the sinks with what reached them, a third
+    exits at once; the first still drains every frame read."""
+    import os
+    import signal
+
+    stuck = StuckFrom(5)
+    seen = []
+    pipe = Pipeline([ListSource(make_images(50)), stuck, CallbackSink(lambda f, r, p=None: seen.append(f.index))],
+                    handle_signals=True, queue_size=2)
+
+    def signals():
+        deadline = time.monotonic() + 20
+        while len(seen) < 5 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        for _ in range(2):
+            time.sleep(0.3)
+            os.kill(os.getpid(), signal.SIGINT)
+
+    t = threading.Thread(target=signals)
+    t.start()
+    try:
+        t0 = time.monotonic()
+        stats = pipe.run(raise_on_error=False)
+        assert time.monotonic() - t0 < 15
+    finally:
+        stuck.release.set()
+        t.join(10)
+    assert seen == list(range(5)) and stats.stopped_by == "signal"  # what reached the sink, in order
+
+
+def test_out_of_memory_in_a_stage_stops_the_stream_naming_it():
+    """A memory audit: every frame failed on MemoryError and was counted as a skipped frame (on_error skip), the
+    stream going on at 0 fps. Out of memory now stops it with an edgeseg error naming memory and the fix."""
+    from edgeseg.errors import OutOfMemory
+
+    class NoMemory(Stage):
+        name = "inference"
+
+        def process(self, packet: Packet) -> Packet:
+            if packet.frame.index >= 3:
+                raise RuntimeError("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : ... std::bad_alloc")
+            return packet
+
+    seen = []
+    pipe = Pipeline([ListSource(make_images(40)), NoMemory(), CallbackSink(lambda f, r, p=None: seen.append(r is None))],
+                    queue_size=2)
+    with pytest.raises(OutOfMemory, match="inference on frame 3: out of memory") as e:
+        pipe.run()
+    assert "--threads 1" in e.value.fix and pipe.stats.processed < 40
+
+
+def test_a_command_out_of_memory_says_so_with_the_fix(monkeypatch, capsys):
+    """MemoryError, ONNX Runtime's std::bad_alloc and a library the loader could not map were tracebacks (exit 1)."""
+    from edgeseg import bundle as bundle_module
+    from edgeseg.backends.openvino.runner import explain_read_error
+    from edgeseg.cli import main
+
+    for exc in (MemoryError("Unable to allocate 7.25 MiB for an array with shape (1, 11, 360, 480)"),
+                RuntimeError("Conv node 'node_conv2d_56' ... std::bad_alloc"),
+                ImportError("libopenblasp-r0.so: failed to map segment from shared object")):
+        def no_memory(*a, _exc=exc, **k):
+            raise _exc
+
+        monkeypatch.setattr(bundle_module.Bundle, "open", no_memory)
+        assert main(["info", "road"]) == 2
+        err = capsys.readouterr().err
+        assert "edgeseg info: error: the command: out of memory (" in err and "fix: free memory" in err
+    monkeypatch.undo()
+    monkeypatch.setattr(bundle_module.Bundle, "open", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("other")))
+    with pytest.raises(RuntimeError, match="other"):  # anything else is not called memory
+        main(["info", "road"])
+    # OpenVINO's reason follows the lines that say where it threw: kept, and named as memory
+    e = explain_read_error("m.onnx", "Exception from src/inference/src/cpp/core.cpp:117:\n"
+                                     "Exception from src/inference/src/dev/plugin.cpp:54:\ncan't alloc\n")
+    assert "out of memory (can't alloc)" in str(e)
+    e = explain_read_error("m.onnx", "Exception from src/inference/src/cpp/core.cpp:117:\nUnsupported thing X\n")
+    assert str(e) == "m.onnx: OpenVINO cannot load the model: Unsupported thing X"

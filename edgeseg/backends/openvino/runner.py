@@ -24,7 +24,7 @@ import numpy as np
 
 from ..._unwind import FIX as UNWIND_FIX
 from ..._unwind import unwinder_hazard
-from ...errors import EdgesegError, UnsupportedError
+from ...errors import EdgesegError, UnsupportedError, memory_error, out_of_memory
 from ..base import BACKENDS, Runner, TensorSpec
 from .._util import dims, warm_up
 from .settings import compile_config, precisions_here
@@ -40,7 +40,13 @@ def explain_read_error(model: str, message: str) -> EdgesegError:
             f"{model}: OpenVINO cannot convert op(s) {m.group(1).strip()}",
             fix="use --backend onnxruntime, or export with standard ONNX ops",
         )
-    first = next((ln for ln in message.splitlines() if ln.strip()), "unknown error")
+    if out_of_memory(message):
+        return memory_error(f"{model}: OpenVINO could not load the model", message)
+    # OpenVINO's first lines are where it threw ("Exception from src/inference/src/cpp/core.cpp:117:"): its reason
+    # follows them (before, only the first line was kept: "can't alloc" was lost)
+    lines = [ln.strip() for ln in message.splitlines() if ln.strip()]
+    said = [ln for ln in lines if not ln.startswith("Exception from") and not re.match(r"^[\w/.-]+:\d+:?$", ln)]
+    first = said[0] if said else lines[0] if lines else "unknown error"
     return EdgesegError(f"{model}: OpenVINO cannot load the model: {first}")
 
 

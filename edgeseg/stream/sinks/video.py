@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..._registry import Registry
-from ...errors import InputError, StreamError
+from ...errors import MEMORY_FIX, InputError, StreamError
 from ...structures.frame import Frame
 from .. import gst as _gst
 from ..base import SINKS, Packet, Sink, refuse_input
@@ -489,8 +489,11 @@ class Mp4Sink(Sink):
                 n = self.segments[-1].frames if self.segment_s else self.frames
                 kept = (f"the {n} frames written before are in {self.part}, playable up to its last "
                         f"second (rename it to keep them); " if n else "")
-                raise StreamError(str(e).split("\n  fix:")[0], fix=kept + "free space on that disk or choose "
-                                  "another --sink") from None
+                said = str(e).split("\n  fix:")[0]
+                disk = any(w in said.lower() for w in ("no space", "quota", "write", "disk"))
+                raise StreamError(said, fix=kept + ("free space on that disk or choose another --sink" if disk else
+                                                    "the encoder or muxer stopped: out of memory is one cause ("
+                                                    + MEMORY_FIX + "); or choose another --encoder")) from None
         else:
             self._writer.write(np.ascontiguousarray(image[..., ::-1]))
         self.frames += 1
