@@ -501,8 +501,11 @@ class GstSource(Source):
 
     # ---- lifecycle ---------------------------------------------------------------------------
     def open(self) -> "GstSource":
-        import cv2  # noqa: F401 - loaded here, not first inside GStreamer's streaming thread (the colour conversion):
-        # where the loader failed to map it (out of memory) that thread died with a segmentation fault, nothing said
+        import importlib
+
+        # OpenCV loaded here, not first inside GStreamer's streaming thread (the colour conversion): where the loader
+        # failed to map it (out of memory) that thread died with a segmentation fault, nothing said
+        importlib.import_module("cv2")
         if self._pipeline is None:
             self._opened_at = self._opened_at or time.perf_counter()
             self._start(hold=True)
