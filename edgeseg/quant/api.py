@@ -138,12 +138,13 @@ def quantize_bundle(bundle, calib: str | CalibrationRecipe | Sequence, target: s
     profile = _engine_profile(get_profile(target), engine, method)
     if profile.name == "openvino" and _has_openvino():  # before any calibration: OpenVINO must read the graph
         _check_openvino_reads(b)
-    recipe, calib_frames = _calibration_frames(calib, frames, method, progress)
+    spec = b.manifest.input
+    recipe, calib_frames = _calibration_frames(calib, frames, method, progress,
+                                               spec.size if spec.size_rule in ("fixed", "fit") else None)
     method = "nncf" if profile.engine == "nncf" else method or recipe.method
     runtime = "openvino" if profile.name == "openvino" and _has_openvino() else "onnxruntime"
     need_holdout = sensitivity or (max_drop is not None and eval_dataset is None)
     cal_frames, held = split_holdout(calib_frames, recipe.holdout or (0.2 if need_holdout else 0.0))
-    spec = b.manifest.input
     work = Path(tempfile.mkdtemp(prefix="edgeseg-int8-"))
     try:
         fp32 = b.model_path("fp32")
@@ -426,15 +427,15 @@ def _recipe_record(recipe: CalibrationRecipe, given: int | None = None, held: in
     return d
 
 
-def _calibration_frames(calib, frames: int | None, method: str | None, progress: bool):
+def _calibration_frames(calib, frames: int | None, method: str | None, progress: bool, network: Any = None):
     if isinstance(calib, (str, os.PathLike)):
         recipe = resolve_calibration(str(calib), frames=frames, method=method)
-        return recipe, collect_frames(recipe, progress=progress)
+        return recipe, collect_frames(recipe, progress=progress, network=network)
     if isinstance(calib, CalibrationRecipe):
-        return calib, collect_frames(calib, progress=progress)
+        return calib, collect_frames(calib, progress=progress, network=network)
     from .calibration import take_frames
 
-    got = take_frames(iter(calib), frames or 10**9)
+    got = take_frames(iter(calib), frames or 10**9, network=network)
     return CalibrationRecipe(source="frames", frames=len(got), name="frames", method=method or "entropy"), got
 
 

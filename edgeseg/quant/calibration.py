@@ -366,10 +366,11 @@ def scene_change_indices(path: str, n: int, threshold: float = 12.0) -> list[int
     return sorted(idx)
 
 
-def collect_frames(recipe: CalibrationRecipe, *, progress: bool = True) -> list[np.ndarray]:
+def collect_frames(recipe: CalibrationRecipe, *, progress: bool = True, network: Any = None) -> list[np.ndarray]:
     """The recipe's RGB ``uint8 [H, W, 3]`` frames, read once (with a progress bar). With several
     sources each gives ``frames // k`` (the first ones one more for the remainder), sampled as the
-    recipe says within that source."""
+    recipe says within that source. ``network``: the model's fixed input size (an ``ImageShape``), to keep frames
+    far larger than it smaller (:func:`kept_size`)."""
     sources = recipe.resolved_sources()
     out: list[np.ndarray] = []
     for i, source in enumerate(sources):
@@ -377,7 +378,7 @@ def collect_frames(recipe: CalibrationRecipe, *, progress: bool = True) -> list[
         if share == 0:
             continue
         fn = FRAME_SOURCES.get(source_kind(source))
-        got = take_frames(fn(source, replace(recipe, frames=share)), share, progress=progress,
+        got = take_frames(fn(source, replace(recipe, frames=share)), share, progress=progress, network=network,
                           desc=f"calibration frames ({recipe.name or source}{f' {i + 1}/{len(sources)}' if len(sources) > 1 else ''})")
         if len(got) < share:
             log.warning("calibration source %s gave %d of the %d frames asked for (--frames, or the recipe's frames; "
@@ -386,8 +387,28 @@ def collect_frames(recipe: CalibrationRecipe, *, progress: bool = True) -> list[
     return out
 
 
-def take_frames(frames: Iterable[np.ndarray], n: int, *, progress: bool = False, desc: str = "frames") -> list[np.ndarray]:
-    """Up to ``n`` RGB frames from any iterator (a live source: a camera, a stream of ``Frame``)."""
+#: a calibration frame is kept at no more than this many times the network's input size (each side; its aspect kept)
+KEEP_SCALE = 2
+
+
+def kept_size(shape: tuple[int, int], network: Any) -> tuple[int, int] | None:
+    """``(height, width)`` to keep a calibration frame of ``shape`` at, or None to keep it as it is: a frame over
+    :data:`KEEP_SCALE` times the network's input on both sides is shrunk, its aspect kept, until one side is that
+    (the network's own resize then still shrinks it, so what it sees barely changes; 200 frames of a 4K clip held
+    4.6 GiB for a 480x360 model, and a small device was killed calibrating)."""
+    if network is None or not getattr(network, "height", 0) or not getattr(network, "width", 0):
+        return None
+    h, w = shape
+    s = max(KEEP_SCALE * network.height / h, KEEP_SCALE * network.width / w)
+    if s >= 1:
+        return None
+    return max(1, round(h * s)), max(1, round(w * s))
+
+
+def take_frames(frames: Iterable[np.ndarray], n: int, *, progress: bool = False, desc: str = "frames",
+                network: Any = None) -> list[np.ndarray]:
+    """Up to ``n`` RGB frames from any iterator (a live source: a camera, a stream of ``Frame``); ``network``: see
+    :func:`kept_size`."""
     from tqdm import tqdm
 
     out: list[np.ndarray] = []
@@ -396,6 +417,11 @@ def take_frames(frames: Iterable[np.ndarray], n: int, *, progress: bool = False,
             img = getattr(f, "image", f)
             if not isinstance(img, np.ndarray) or img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
                 raise DataError(f"calibration frame {len(out)} is not an RGB uint8 [H, W, 3] array: {getattr(img, 'shape', type(img).__name__)}")
+            size = kept_size(img.shape[:2], network)
+            if size is not None:
+                import cv2
+
+                img = cv2.resize(img, (size[1], size[0]), interpolation=cv2.INTER_AREA)
             out.append(img)
             bar.update(1)
             if len(out) >= n:

@@ -294,3 +294,20 @@ def test_the_report_records_the_frames_that_calibrated_not_only_those_asked(tmp_
     rec = _recipe_record(CalibrationRecipe(source=str(d), frames=6), 6, held=1)  # 1 of the 6 kept to rank layers
     assert rec["frames"] == 6 and rec["held_out"] == 1 and "frames_asked" not in rec
     assert (_fmt(None), _fmt(0.5), _fmt(3)) == ("n/a", "0.5", "3")
+
+
+def test_frames_far_larger_than_the_network_are_kept_smaller():
+    """A memory audit: calibration held every frame at the source's resolution (200 frames of a 4K clip: 4.6 GiB for a
+    480x360 model). A frame over twice the network's size on both sides is kept at twice it, its aspect kept; frames
+    the network's resize barely shrinks (the dash-cam's 960x540 for 480x360) stay exactly as read."""
+    from edgeseg.quant.calibration import kept_size, take_frames
+
+    net = ImageShape(360, 480)
+    assert kept_size((2160, 3840), net) == (720, 1280)  # one side at twice the network's, aspect kept
+    assert kept_size((540, 960), net) is None and kept_size((100, 100), net) is None
+    assert kept_size((2160, 3840), None) is None  # any size: as read
+    big = np.random.default_rng(0).integers(0, 256, (2160, 3840, 3), dtype=np.uint8)
+    small = np.zeros((540, 960, 3), np.uint8)
+    got = take_frames(iter([big, small]), 2, network=net)
+    assert [g.shape for g in got] == [(720, 1280, 3), (540, 960, 3)] and got[1] is small
+    assert abs(float(got[0].mean()) - float(big.mean())) < 0.5  # an area average of the same picture
