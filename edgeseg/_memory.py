@@ -80,8 +80,8 @@ def _headroom(folder: Path, limit_file: str, usage_file: str, inactive_key: str)
             if key == inactive_key:
                 inactive = int(value)
                 break
-    except (OSError, ValueError):
-        pass
+    except (OSError, ValueError):  # no statistics: the file cache is counted as used (the smaller headroom)
+        inactive = 0
     return max(0, limit - usage + inactive)
 
 

@@ -65,7 +65,7 @@ def _private_folder(path: Path) -> Path:
             if st.st_mode & 0o077:  # made by an older edgeseg under umask 002: made private
                 os.chmod(path, 0o700)
             return path
-    except OSError:
+    except OSError:  # cannot be made, or made private: a private folder of this process's own instead (below)
         pass
     if path not in _FOREIGN:
         import atexit
