@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 
 from ..errors import InputError
 from ._common import add_json_option, add_runtime_options, check_output, print_table, write_json
@@ -117,11 +118,39 @@ def run(args: argparse.Namespace) -> int:
         cmap = class_map(predictor.classes, tuple(dataset.classes))
         for level, text in cmap.notes(predictor.classes, dataset.classes):
             print(f"{level}: {text}")
-        scores = evaluate(
-            lambda rgb: cmap(predictor(rgb).labels), dataset,
-            progress=not args.no_progress, limit=args.limit, boundary=not args.no_boundary,
-        )
-    print(f"{args.bundle} on {args.data} [{args.split}], {scores.num_images} images, {len(dataset.classes)} classes")
+        from ..eval.semantic import SemanticMetric
+
+        metric = SemanticMetric(len(dataset.classes), getattr(dataset, "ignore_index", 255),
+                                boundary=not args.no_boundary, classes=tuple(dataset.classes))
+        skipped: list = []
+        try:
+            scores = evaluate(
+                lambda rgb: cmap(predictor(rgb).labels), dataset,
+                progress=not args.no_progress, limit=args.limit, boundary=not args.no_boundary, metric=metric,
+                skipped=skipped,
+            )
+        except KeyboardInterrupt:  # the scores so far are shown (a batch audit: Ctrl-C at 95% kept nothing); --json
+            if metric.images_scored:  # is not written: an earlier run's complete scores there are kept
+                _print_semantic(args, dataset, cmap, metric.compute(), skipped, interrupted=True)
+                print(f"edgeseg eval: interrupted after {metric.images_scored} image(s): the scores so far are above"
+                      + (f" ({args.json} is left as it was)" if args.json else ""), file=sys.stderr)
+            raise
+    _print_semantic(args, dataset, cmap, scores, skipped)
+    if skipped:
+        from ..errors import DataError
+
+        first = "; ".join(s["error"] for s in skipped[:3])
+        raise DataError(f"{len(skipped)} sample(s) of {args.data} could not be read and are left out of the scores "
+                        f"above ({scores.num_images} scored): {first}{' ...' if len(skipped) > 3 else ''}",
+                        fix="mend or drop those files and score again" + (f" (each is listed in {args.json}, 'skipped')"
+                                                                          if args.json else ""))
+    return 0
+
+
+def _print_semantic(args: argparse.Namespace, dataset, cmap, scores, skipped: list, interrupted: bool = False) -> None:
+    """The scores' table, and ``--json`` (not for an interrupted run)."""
+    print(f"{args.bundle} on {args.data} [{args.split}], {scores.num_images} images, {len(dataset.classes)} classes"
+          + (" (interrupted)" if interrupted else ""))
     print(f"  mIoU        {_pct(scores.miou)}")
     print(f"  mAcc        {_pct(scores.macc)}")
     print(f"  pixel acc   {_pct(scores.pixel_acc)}")
@@ -136,8 +165,10 @@ def run(args: argparse.Namespace) -> int:
     data = scores.to_dict()
     data.update(bundle=str(args.bundle), data=args.data, split=args.split, backend=args.backend, precision=args.precision,
                 score_threshold=args.score_threshold, class_match=cmap.by, unmatched_model_classes=list(cmap.unmatched))
-    write_json(args.json, data)
-    return 0
+    if skipped:
+        data["skipped"] = skipped
+    if not interrupted:
+        write_json(args.json, data)
 
 
 def parse_class_map(text: str | None) -> dict[str, str]:

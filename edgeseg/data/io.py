@@ -283,9 +283,10 @@ def read_label(path: str | Path, kind: str = "class") -> np.ndarray:
     return np.ascontiguousarray(lab)
 
 
-def write_label(path: str | Path, labels: np.ndarray) -> None:
+def write_label(path: str | Path, labels: np.ndarray, *, sync: bool = True) -> None:
     """Write ``[H, W]`` ids as a single-channel PNG (lossless): 8-bit, or 16-bit for a ``uint16`` map (instance ids)
-    or ids above 255 (before, every map was cast to 8 bits: instance 256 became 0, the background)."""
+    or ids above 255 (before, every map was cast to 8 bits: instance 256 became 0, the background). ``sync``: see
+    :func:`edgeseg._io.atomic_write_bytes`."""
     import cv2
 
     p = Path(path)
@@ -298,11 +299,11 @@ def write_label(path: str | Path, labels: np.ndarray) -> None:
     if not ok:  # pragma: no cover - cv2 only fails here on absurd input
         raise DataError(f"cannot encode label mask for {p}")
     p.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(p, buf.tobytes())  # an interrupted writer leaves the old file or none, never half a PNG
+    atomic_write_bytes(p, buf.tobytes(), sync=sync)  # an interrupted writer leaves the old file or none, never half a PNG
 
 
-def write_image(path: str | Path, rgb: np.ndarray) -> None:
-    """Write an RGB ``uint8 [H, W, 3]`` image; the format follows the suffix."""
+def write_image(path: str | Path, rgb: np.ndarray, *, sync: bool = True) -> None:
+    """Write an RGB ``uint8 [H, W, 3]`` image; the format follows the suffix (``sync``: as :func:`write_label`)."""
     import cv2
 
     p = Path(path)
@@ -313,4 +314,4 @@ def write_image(path: str | Path, rgb: np.ndarray) -> None:
     if not ok:
         raise InputError(f"cannot encode image {p}", fix=f"use one of {', '.join(IMAGE_SUFFIXES)}")
     p.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(p, buf.tobytes())  # an interrupted writer leaves the old file or none, never half a PNG
+    atomic_write_bytes(p, buf.tobytes(), sync=sync)  # an interrupted writer leaves the old file or none, never half a PNG

@@ -131,6 +131,11 @@ class SemanticMetric:
         self._images = 0
         self._last_theta: float | None = None
 
+    @property
+    def images_scored(self) -> int:
+        """The images :meth:`update` has taken so far."""
+        return self._images
+
     def update(self, pred: Any, gt: Any) -> None:
         """Add one image: ``pred`` and ``gt`` integer ``[H, W]`` (or SemanticResult / Sample-like)."""
         p, g = _labels_of(pred, "prediction"), _labels_of(gt, "ground truth")

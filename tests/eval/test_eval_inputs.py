@@ -267,8 +267,11 @@ def test_ctrl_c_mid_eval_keeps_the_earlier_json(scenes, tmp_path, capsys, monkey
     monkeypatch.setattr(ev, "evaluate", interrupted)
     earlier = tmp_path / "scores.json"
     earlier.write_text('{"miou": 0.5}')
-    rc, _, err = eval_cli(capsys, "shapes", "--data", spec(scenes), "--json", earlier)
+    rc, out, err = eval_cli(capsys, "shapes", "--data", spec(scenes), "--json", earlier)
     assert rc == 130 and "interrupted (SIGINT)" in err and earlier.read_text() == '{"miou": 0.5}'
+    # the scores of the image done are shown (a batch audit: Ctrl-C at 95% kept nothing), the earlier file kept
+    assert "1 images, 6 classes (interrupted)" in out and "mIoU" in out
+    assert f"interrupted after 1 image(s): the scores so far are above ({earlier} is left as it was)" in err
 
 
 def test_coco_spec_is_coco_instance(tmp_path, capsys):

@@ -1,0 +1,32 @@
+"""Progress of long jobs where no progress bar shows (a log: nohup, cron, CI, a service)."""
+from __future__ import annotations
+
+import sys
+
+
+class LogProgress:
+    """Progress of a long job for a log (stderr not a terminal: nohup, cron, CI, a service): one line every
+    ``every_s`` seconds, ``WHAT: 1200/5000 images, 36.1 a second, about 1m45s left``, where tqdm's bar shows only on
+    a terminal (before, a batch job under nohup said nothing until its end)."""
+
+    def __init__(self, what: str, total: int, unit: str = "image", every_s: float = 30.0, enabled: bool = True):
+        import time
+
+        self.what, self.total, self.unit, self.every_s = what, total, unit, every_s
+        self.enabled = enabled and not sys.stderr.isatty()
+        self.t0 = self.last = time.monotonic()
+        self.n = 0
+
+    def update(self, k: int = 1) -> None:
+        import time
+
+        self.n += k
+        now = time.monotonic()
+        if not self.enabled or now - self.last < self.every_s or self.n >= self.total:
+            return
+        self.last = now
+        rate = self.n / max(now - self.t0, 1e-9)
+        left = (self.total - self.n) / rate if rate > 0 else float("inf")
+        eta = f"about {int(left // 60)}m{int(left % 60):02d}s left" if left < 1e6 else "time left unknown"
+        print(f"{self.what}: {self.n}/{self.total} {self.unit}s, {rate:.1f} a second, {eta}", file=sys.stderr,
+              flush=True)
