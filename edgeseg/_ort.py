@@ -132,7 +132,7 @@ def explain_session_error(exc: BaseException | str, model_name: str) -> EdgesegE
             f"{model_name}: the model's opset is newer than this ONNX Runtime supports ({m.group(1)} up to {m.group(2)})",
             fix="upgrade onnxruntime, or export with an older opset (edgeseg uses 19)",
         )
-    if out_of_memory(message):
+    if out_of_memory(message.replace(str(model_name), "")):  # the runtime's words, not the file's name
         return memory_error(f"{model_name}: ONNX Runtime could not load the model", message)
     first = message.strip().splitlines()[0] if message.strip() else "unknown error"
     if "INVALID_PROTOBUF" in message or "Protobuf parsing failed" in message:

@@ -61,7 +61,7 @@ class OutOfMemory(EdgesegError, MemoryError):
 #: what runtimes and the system say when an allocation fails (ONNX Runtime's ``std::bad_alloc``, OpenVINO's
 #: ``can't alloc``, numpy's ``Unable to allocate``, the dynamic loader's ``failed to map segment``, ``ENOMEM``)
 MEMORY_WORDS = ("bad_alloc", "can't alloc", "cannot allocate memory", "unable to allocate", "failed to map segment",
-                "out of memory", "failed to allocate memory")
+                "out of memory", "failed to allocate", "insufficient memory")
 
 #: the fix an out-of-memory error names
 MEMORY_FIX = ("free memory (other programs), or give the container more (its memory limit); on a small device: "

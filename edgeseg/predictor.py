@@ -103,7 +103,8 @@ class Predictor:
         self.runner = runner
         self.choice = None  # set by load(): edgeseg.backends.choice.Choice (what was chosen, how and why)
         self.options: DecoderOptions = bundle.manifest.decoder_options  # the task's decoder options
-        self._blocks = threading.local()  # .depth: this thread's with-blocks of this predictor in progress
+        self._blocks = 0  # with-blocks of this predictor open now, in any thread
+        self._blocks_lock = threading.Lock()
 
     def set_options(self, **overrides: Any) -> "Predictor":
         """Change decoder options for this predictor only (``score_threshold=0.5`` for instance
@@ -167,16 +168,17 @@ class Predictor:
 
             rgb = cv2.cvtColor(check_image(rgb), cv2.COLOR_BGR2RGB)
         feed, meta = self.preprocess(rgb)
-        # a call outside this thread's with-blocks keeps the session until close() (opened here if it is not, in one
-        # step with the call, so that close() from another thread never comes between the two); one inside a block
-        # leaves it to the block
-        out = self.runner.infer(feed, activate=not getattr(self._blocks, "depth", 0))
+        # a call while no with-block is open keeps the session until close() (opened here if it is not, in one step
+        # with the call, so that close() from another thread never comes between the two); one while a block is open
+        # (in this thread or another: a pool of workers inside the block) leaves it to the block
+        out = self.runner.infer(feed, activate=not self._blocks)
         return self.postprocess(out, meta, image=rgb)
 
     # ---- lifecycle ---------------------------------------------------------------------------
     def __enter__(self) -> "Predictor":
         self.runner.hold()
-        self._blocks.depth = getattr(self._blocks, "depth", 0) + 1
+        with self._blocks_lock:
+            self._blocks += 1
         return self
 
     def __exit__(self, *exc) -> None:
@@ -184,8 +186,11 @@ class Predictor:
         # keep the session until close(); before, the end of a block closed it, so a thread looping `with p:` beside
         # another thread's plain calls closed and reopened the session at every block (an engine deserialised each
         # time on TensorRT)
-        self._blocks.depth -= 1
-        self.runner.release()
+        try:
+            with self._blocks_lock:
+                self._blocks = max(0, self._blocks - 1)
+        finally:
+            self.runner.release()
 
     def close(self) -> None:
         """Free the model's session (after the calls in flight); a later call opens it again. A stream running

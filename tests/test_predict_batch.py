@@ -133,3 +133,65 @@ def test_a_folders_dead_links_fail_as_images_and_its_subfolders_are_named(job, t
     assert "1 subfolder(s) of" in err and "(sub)" in err and "gone.png" in err
     doc = json.loads((tmp_path / "p.json").read_text())
     assert len(doc["images"]) == 6 and [e["image"] for e in doc["errors"]] == [str(folder / "gone.png")]
+
+
+def test_a_panoptic_job_resumed_after_a_kill_gets_every_annotation_back(tmp_path, capsys):
+    """The review: killed before its end, a panoptic job left no panoptic.json; the resumed run wrote one with only the
+    images it did itself. The --jsonl lines keep each image's annotation, and the resumed run writes them all."""
+    from edgeseg.data.synthetic import SceneGenerator
+    from edgeseg.structures import ImageShape
+
+    images = []
+    for i, f in enumerate(SceneGenerator(ImageShape(120, 160), seed=3).frames(4)):
+        write_image(tmp_path / "frames" / f"p{i}.png", f.image)
+        images.append(str(tmp_path / "frames" / f"p{i}.png"))
+    out, lines = tmp_path / "preds", tmp_path / "p.jsonl"
+    assert main(["predict", "shapes-panoptic", *images[:2], "--out", str(out), "--jsonl", str(lines), *RUNTIME]) == 0
+    (out / "panoptic.json").unlink()  # as a kill -9 leaves it: written only at the end
+    assert main(["predict", "shapes-panoptic", *images, "--out", str(out), "--jsonl", str(lines), "--resume",
+                 *RUNTIME]) == 0
+    doc = json.loads((out / "panoptic.json").read_text())
+    assert sorted(a["image_id"] for a in doc["annotations"]) == ["p0", "p1", "p2", "p3"]
+    assert all(a["segments_info"] for a in doc["annotations"]) and doc["categories"]
+    (out / "panoptic.json").unlink()  # and resumed from the PNGs alone: the missing annotations are said
+    capsys.readouterr()
+    assert main(["predict", "shapes-panoptic", *images, "--out", str(out), "--resume", *RUNTIME]) == 0
+    assert "4 image(s) taken as done have no annotation" in capsys.readouterr().err
+
+
+def test_a_job_resumed_from_another_folder_finds_what_it_did(job, tmp_path, monkeypatch, capsys):
+    """The review: --jsonl recorded the paths as given, and a resume run from elsewhere (cron against an interactive
+    shell) matched none and did everything again. Each line keeps the absolute path too."""
+    bundle, images = job
+    monkeypatch.chdir(tmp_path / "frames")
+    assert main(["predict", str(bundle.root), "f0.png", "f1.png", "--jsonl", str(tmp_path / "p.jsonl"), *RUNTIME]) == 0
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+    assert main(["predict", str(bundle.root), *images, "--jsonl", str(tmp_path / "p.jsonl"), "--resume", *RUNTIME]) == 0
+    assert "2 done by an earlier run skipped" in capsys.readouterr().out
+    assert len(_lines(tmp_path / "p.jsonl")) == 6
+
+
+def test_jsonl_to_standard_output_is_the_lines_alone(job, tmp_path, capsys):
+    bundle, images = job
+    assert main(["predict", str(bundle.root), *images[:3], "--jsonl", "-", *RUNTIME]) == 0
+    out = capsys.readouterr().out
+    assert [json.loads(line)["file"] for line in out.splitlines()] == images[:3]  # no table among them
+    assert main(["predict", str(bundle.root), *images[:3], "--jsonl", "-", "--json", "-"]) == 2
+    assert "both write to standard output" in capsys.readouterr().err
+
+
+def test_eval_leaves_a_corrupt_image_out_too(tmp_path, capsys):
+    """The review: only masks that did not fit were left out; a corrupt or empty image still ended the run."""
+    from edgeseg.data.io import write_label
+
+    rng = np.random.default_rng(2)
+    for i in range(4):
+        write_image(tmp_path / "img" / f"s{i}.png", rng.integers(0, 256, (8, 12, 3), dtype=np.uint8))
+        write_label(tmp_path / "lab" / f"s{i}.png", rng.integers(0, 4, (8, 12)).astype(np.uint8))
+    (tmp_path / "img" / "s1.png").write_bytes(b"")
+    bundle = conv_bundle(tmp_path / "b")
+    spec = f"folder:{tmp_path / 'img'},{tmp_path / 'lab'},num_classes=4"
+    assert main(["eval", str(bundle.root), "--data", spec, "--json", str(tmp_path / "e.json"), *RUNTIME]) == 2
+    assert "s1.png is empty (0 bytes)" in capsys.readouterr().err
+    assert json.loads((tmp_path / "e.json").read_text())["num_images"] == 3

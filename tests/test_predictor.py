@@ -224,3 +224,22 @@ def test_a_predictor_loaded_with_a_timed_choice_is_freed_by_its_with_block(tmp_p
     assert q.runner.is_active
     q.close()
     assert not q.runner.is_active
+
+
+def test_a_with_block_whose_workers_call_the_predictor_frees_it_at_its_end(bundle):
+    """The review: calls from a pool of workers inside a with-block kept the session past the block (they were outside
+    their own threads' blocks); and a block left in another thread than it was entered raised before releasing its
+    hold, which nothing could free then."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    p = load(bundle, backend="onnxruntime")
+    with p:
+        with ThreadPoolExecutor(2) as pool:
+            assert len(list(pool.map(p, [_img(8, 12)] * 4))) == 4
+    assert not p.runner.is_active
+    p.__enter__()
+    t = threading.Thread(target=p.__exit__, args=(None, None, None))
+    t.start()
+    t.join(10)
+    assert not p.runner.is_active and p.runner._holders == 0

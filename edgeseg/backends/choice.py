@@ -374,7 +374,7 @@ def activate_candidates(bundle: "Bundle", cands: Iterable[Candidate], device: st
     for i, c in enumerate(cands):
         room = available_bytes() if runners and largest else None
         if room is not None and room < MEMORY_MARGIN * largest + MEMORY_RESERVE:
-            why = (f"not loaded beside the {len(runners)} open: {mib(room)} of memory left here and a model took up to "
+            why = (f"{MEMORY_LEFT_OUT} the {len(runners)} open: {mib(room)} of memory left here and a model took up to "
                    f"{mib(largest)} (pin it with --backend/--precision to run it)")
             failed.extend((rest, why) for rest in cands[i:])
             log.warning("backend choice for %s: %s left here, so %d of %d candidates are timed (%s left out)",
@@ -395,6 +395,8 @@ def activate_candidates(bundle: "Bundle", cands: Iterable[Candidate], device: st
     return runners, failed
 
 
+#: how a candidate left out for lack of memory is said (and recognised: such a choice is not cached)
+MEMORY_LEFT_OUT = "not loaded beside"
 #: memory a candidate needs free before it is loaded beside those open: this many times the most one took (the timing
 #: rounds grow the runtimes' arenas past the warm-up's) ...
 MEMORY_MARGIN = 2.0
@@ -669,9 +671,13 @@ def _choose(bundle: "Bundle", backend: str, precision: str, target: str | None, 
         notes += (f"other inference in this process (another predictor's calls) took {own:.0%} of the CPUs the "
                   f"candidates were timed on: this choice is {kept}",)
     load = max(busy, own) if max(busy, own) > BUSY_LIMIT else 0.0
+    short = [c for c, why in excluded if why.startswith(MEMORY_LEFT_OUT)]
+    if short:  # not remembered: a start with more memory free times them all (one tight moment pinned FP32 for good)
+        notes += (f"{len(short)} candidate(s) not timed for lack of memory: this choice is not cached",)
     choice = Choice(best, reason + " (measured here, side by side)", "measured", tuple(sorted(timings.items(), key=lambda kv: kv[1])),
                     tuple(excluded), dev, notes, under_load=load)
-    _write_cache(path, key, choice)
+    if not short:
+        _write_cache(path, key, choice)
     return _log(bundle, choice), runners[best]
 
 

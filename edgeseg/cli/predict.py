@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -143,7 +144,9 @@ def _write_panoptic_json(out: Path | None, coco: dict) -> None:
         return
     from .._io import atomic_write_text
 
-    doc = {"annotations": coco["annotations"], "categories": [coco["categories"][c] for c in sorted(coco["categories"])]}
+    by_image = {a["image_id"]: a for a in coco["annotations"]}  # one per image, the latest (a resumed image done again)
+    doc = {"annotations": list(by_image.values()),
+           "categories": [coco["categories"][c] for c in sorted(coco["categories"])]}
     atomic_write_text(out / "panoptic.json", json.dumps(doc))
 
 
@@ -221,7 +224,10 @@ def run(args: argparse.Namespace) -> int:
     if args.out is None and args.json is None and args.jsonl is None:
         raise InputError("nothing to write", fix="pass --out DIR (PNGs), --json OUT (results), --jsonl OUT (a line an "
                                                  "image), or several")
-    if args.resume and args.out is None and args.jsonl is None:
+    if args.json is not None and args.jsonl is not None and str(args.json) == str(args.jsonl) == "-":
+        raise InputError("--json - and --jsonl - both write to standard output: the lines and the document would mix",
+                         fix="give one of them a file")
+    if args.resume and args.out is None and (args.jsonl is None or str(args.jsonl) == "-"):
         raise InputError("--resume skips the images an earlier run recorded in --jsonl or wrote into --out: give one",
                          fix="e.g. --jsonl preds.jsonl --resume (the same --jsonl on every run of the job)")
     if args.no_overlay and args.out is None:
@@ -300,7 +306,7 @@ def run(args: argparse.Namespace) -> int:
                 print(f"edgeseg predict: error: {e}", file=sys.stderr)
                 failed.append({"image": str(path), "error": str(e).splitlines()[0]})
                 if lines is not None:
-                    lines.write({"file": str(path), "error": str(e).splitlines()[0]})
+                    lines.write({"file": str(path), "error": str(e).splitlines()[0], "path": os.path.realpath(path)})
                 continue
             t0 = time.perf_counter()
             result = predictor(rgb)
@@ -317,7 +323,7 @@ def run(args: argparse.Namespace) -> int:
                               "classes": ", ".join(sorted(set(names)))[:60]})
                 rows.append(row)
                 if lines is not None:
-                    lines.write(row)
+                    lines.write({**row, "path": os.path.realpath(path)})
                 continue
             if task == "panoptic":
                 row = _panoptic_row(path, result, out, rgb, args.alpha, predictor.palette, coco, overlay)
@@ -325,8 +331,9 @@ def run(args: argparse.Namespace) -> int:
                 table.append({"image": str(path), "size": size, "ms": 1e3 * dt, "segments": len(row["segments"]),
                               "instances": len(names), "classes": ", ".join(sorted(set(names)))[:60]})
                 rows.append(row)
-                if lines is not None:
-                    lines.write(row)
+                if lines is not None:  # with its COCO-panoptic annotation: a resumed run rebuilds panoptic.json from it
+                    lines.write({**row, "path": os.path.realpath(path),
+                                 **({"coco": coco["annotations"][-1]} if out is not None else {})})
                 continue
             counts = np.bincount(result.labels.ravel(), minlength=len(predictor.classes))
             top = int(counts.argmax())
@@ -347,17 +354,17 @@ def run(args: argparse.Namespace) -> int:
             rows.append(row)
             table.append(row)
             if lines is not None:
-                lines.write({k: v for k, v in row.items() if k not in _TABLE_ONLY})
+                lines.write({**{k: v for k, v in row.items() if k not in _TABLE_ONLY}, "path": os.path.realpath(path)})
     print(f"{predictor!r}: {len(rows) - len(earlier)} image(s)" + (f" -> {out}" if out is not None else "")
-          + (f", {len(earlier) if args.jsonl else len(images) - len(todo)} done by an earlier run skipped (--resume)"
+          + (f", {len(images) - len(todo)} done by an earlier run skipped (--resume)"
              if args.resume else ""))
     columns = {"instance": ["image", "size", "ms", "instances", "classes"],
                "panoptic": ["image", "size", "ms", "segments", "instances", "classes"]}
     shown = table if len(table) <= TABLE_ROWS or getattr(args, "verbose", False) else table[:TABLE_ROWS]
     print_table(shown, columns.get(task, ["image", "size", "ms", "top class", "labels"]))
     if len(shown) < len(table):
-        print(f"... and {len(table) - len(shown)} more image(s) (every one in "
-              f"{args.json or args.jsonl or out}; -v prints them all)")
+        where = next((str(w) for w in (args.json, args.jsonl, out) if w is not None and str(w) != "-"), "the output")
+        print(f"... and {len(table) - len(shown)} more image(s) (every one in {where}; -v prints them all)")
     _write_results(args, predictor, task, rows, failed)
     _write_panoptic_json(out, coco)
     if failed:
@@ -380,8 +387,10 @@ class _JsonLines:
 
     def __init__(self, path: str, append: bool):
         self.path = path
-        if str(path) == "-":
-            self._f, self._text = sys.stdout, True
+        if str(path) == "-":  # standard output itself (json_to_stdout sent everything else to standard error)
+            from ._common import _JSON_STDOUT
+
+            self._f, self._text = (_JSON_STDOUT[-1] if _JSON_STDOUT else sys.stdout), True
             return
         p = Path(path)
         if append and p.is_file():
@@ -411,35 +420,64 @@ class _JsonLines:
 
 
 def _resume(args: argparse.Namespace, images: list[str], out: Path | None, task: str, coco: dict) -> tuple[list, list]:
-    """(the earlier run's entries, the images still to do) for ``--resume``: done are the images ``--jsonl`` records
-    without an error (its entries come back for ``--json``), or without ``--jsonl`` those whose label PNG (written
-    after the overlay) is in ``--out``; ``--out``'s ``panoptic.json`` keeps the earlier images' annotations."""
+    """(the earlier runs' entries, the images still to do) for ``--resume``. Done: the images ``--jsonl`` records
+    without an error (matched by the absolute path each line keeps: a job resumed from another folder, or with the
+    folder spelled otherwise, finds them), and those whose label PNG (written after the overlay) is in ``--out``. The
+    ``--jsonl`` entries come back for ``--json`` (the latest per image), and a panoptic bundle's ``panoptic.json`` gets
+    their annotations back (a kill left it unwritten)."""
     import os
 
     key = os.path.realpath
-    earlier: list[dict] = []
-    if args.jsonl is not None and str(args.jsonl) != "-":
-        p = Path(args.jsonl)
-        if p.is_file():
-            for line in p.read_text(encoding="utf-8", errors="replace").splitlines():
-                try:
-                    entry = json.loads(line)
-                except ValueError:  # a line a kill cut off: its image is done again
-                    continue
-                if isinstance(entry, dict) and isinstance(entry.get("file"), str) and "error" not in entry:
-                    earlier.append(entry)
-        done = {key(e["file"]) for e in earlier}
-        wanted = {key(p) for p in images}
-        earlier = [e for e in earlier if key(e["file"]) in wanted]  # (another job's lines: not this one's results)
-    else:
-        marker = {"instance": "_instances.png", "panoptic": "_panoptic.png"}.get(task, "_labels.png")
-        done = {key(p) for p in images if out is not None and (out / f"{Path(p).stem}{marker}").is_file()}
-    if out is not None and task == "panoptic" and (out / "panoptic.json").is_file():
-        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-            doc = json.loads((out / "panoptic.json").read_text(encoding="utf-8"))
-            coco["annotations"].extend(doc["annotations"])
-            coco["categories"].update({int(c["id"]): c for c in doc["categories"]})
-    return earlier, [p for p in images if key(p) not in done]
+    wanted = {key(p): p for p in images}
+    earlier: dict[str, dict] = {}
+    if args.jsonl is not None and str(args.jsonl) != "-" and Path(args.jsonl).is_file():
+        recorded = 0
+        for line in Path(args.jsonl).read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:  # a line a kill cut off: its image is done again
+                continue
+            if not isinstance(entry, dict) or not isinstance(entry.get("file"), str):
+                continue
+            recorded += 1
+            k = entry.get("path") if isinstance(entry.get("path"), str) else key(entry["file"])
+            if k in wanted:
+                if "error" in entry:
+                    earlier.pop(k, None)  # failed last time: tried again
+                else:
+                    earlier[k] = entry
+        if recorded and not earlier:
+            print(f"edgeseg predict: --resume: none of the {recorded} image(s) {args.jsonl} records is among this job's "
+                  "images; all are done", file=sys.stderr)
+    marker = {"instance": "_instances.png", "panoptic": "_panoptic.png"}.get(task, "_labels.png")
+    done = set(earlier) | {k for k, p in wanted.items() if out is not None and (out / f"{Path(p).stem}{marker}").is_file()}
+    if out is not None and task == "panoptic":
+        _resume_panoptic_json(out, coco, earlier.values(), [p for k, p in wanted.items() if k in done])
+    rows = [{k: v for k, v in e.items() if k not in ("path", "coco")} for e in earlier.values()]
+    return rows, [p for p in images if key(p) not in done]
+
+
+def _resume_panoptic_json(out: Path, coco: dict, entries, done: list[str]) -> None:
+    """``coco`` seeded with ``out/panoptic.json``'s annotations and those the ``--jsonl`` entries carry; said when
+    images taken as done have none (resumed from the PNGs alone after a kill: their segments are not known)."""
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        doc = json.loads((out / "panoptic.json").read_text(encoding="utf-8"))
+        coco["annotations"].extend(doc["annotations"])
+        coco["categories"].update({int(c["id"]): c for c in doc["categories"]})
+    for e in entries:
+        if isinstance(e.get("coco"), dict):
+            coco["annotations"].append(e["coco"])
+            for seg in e.get("segments", ()):
+                with contextlib.suppress(KeyError, TypeError, ValueError):
+                    coco["categories"].setdefault(int(seg["category_id"]), {
+                        "id": int(seg["category_id"]), "isthing": int(bool(seg["isthing"])), "name": seg["class"]})
+    have = {str(a.get("image_id")) for a in coco["annotations"] if isinstance(a, dict)}
+    missing = [p for p in done if Path(p).stem not in have]
+    if missing:
+        print(f"edgeseg predict: --resume: {len(missing)} image(s) taken as done have no annotation in "
+              f"{out / 'panoptic.json'} ({', '.join(Path(p).name for p in missing[:3])}{' ...' if len(missing) > 3 else ''}): "
+              "give --jsonl on every run of the job (its lines keep them), or delete their PNGs to do them again",
+              file=sys.stderr)
 
 
 def _image_paths(given: list[str], bundle: str = "BUNDLE") -> list[str]:

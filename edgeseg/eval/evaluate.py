@@ -37,8 +37,9 @@ def evaluate(
     raised as it is (label masks saved as JPEGs: its fix says to save PNGs). ``metric``: the caller's, which holds
     what was scored so far if the run is interrupted.
     """
-    from ..errors import DataError
     from tqdm import tqdm
+
+    from ..errors import DataError
 
     classes = tuple(getattr(dataset, "classes", ()))
     if metric is None:
@@ -61,7 +62,7 @@ def evaluate(
         for i in range(total):  # by index: a sample that cannot be read is left out, the next one read
             try:
                 yield dataset[i]
-            except DataError as e:
+            except (DataError, InputError) as e:  # a mask that does not fit, an empty or corrupt image
                 errors.append(e)
                 skipped.append({"index": i, "error": str(e).splitlines()[0]})
 

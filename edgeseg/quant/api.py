@@ -140,7 +140,7 @@ def quantize_bundle(bundle, calib: str | CalibrationRecipe | Sequence, target: s
         _check_openvino_reads(b)
     spec = b.manifest.input
     recipe, calib_frames = _calibration_frames(calib, frames, method, progress,
-                                               spec.size if spec.size_rule in ("fixed", "fit") else None)
+                                               spec if spec.size_rule in ("fixed", "fit") else None)
     method = "nncf" if profile.engine == "nncf" else method or recipe.method
     runtime = "openvino" if profile.name == "openvino" and _has_openvino() else "onnxruntime"
     need_holdout = sensitivity or (max_drop is not None and eval_dataset is None)

@@ -369,8 +369,8 @@ def scene_change_indices(path: str, n: int, threshold: float = 12.0) -> list[int
 def collect_frames(recipe: CalibrationRecipe, *, progress: bool = True, network: Any = None) -> list[np.ndarray]:
     """The recipe's RGB ``uint8 [H, W, 3]`` frames, read once (with a progress bar). With several
     sources each gives ``frames // k`` (the first ones one more for the remainder), sampled as the
-    recipe says within that source. ``network``: the model's fixed input size (an ``ImageShape``), to keep frames
-    far larger than it smaller (:func:`kept_size`)."""
+    recipe says within that source. ``network``: the model's ``InputSpec`` (or its fixed size), to keep frames far
+    larger than its input smaller (:func:`kept_frame`)."""
     sources = recipe.resolved_sources()
     out: list[np.ndarray] = []
     for i, source in enumerate(sources):
@@ -405,6 +405,22 @@ def kept_size(shape: tuple[int, int], network: Any) -> tuple[int, int] | None:
     return max(1, round(h * s)), max(1, round(w * s))
 
 
+def kept_frame(img: np.ndarray, spec: Any) -> np.ndarray:
+    """The calibration frame to keep for ``img`` (``spec``: the bundle's ``InputSpec``, or only its size): as it is,
+    unless :func:`kept_size` shrinks it. A plain resize to a fixed size keeps what the network's pre-processing
+    makes of it, exactly (its resize, done once now: the same tensor); other geometries keep twice the network's size
+    (an area average, then the network's own resize)."""
+    net = getattr(spec, "size", spec)
+    size = kept_size(img.shape[:2], net)
+    if size is None:
+        return img
+    import cv2
+
+    if getattr(spec, "size_rule", None) == "fixed" and getattr(spec, "resize", None) == "resize":
+        return cv2.resize(img, net.wh, interpolation=cv2.INTER_LINEAR)  # as InputSpec.preprocess resizes it
+    return cv2.resize(img, (size[1], size[0]), interpolation=cv2.INTER_AREA)
+
+
 def take_frames(frames: Iterable[np.ndarray], n: int, *, progress: bool = False, desc: str = "frames",
                 network: Any = None) -> list[np.ndarray]:
     """Up to ``n`` RGB frames from any iterator (a live source: a camera, a stream of ``Frame``); ``network``: see
@@ -417,12 +433,7 @@ def take_frames(frames: Iterable[np.ndarray], n: int, *, progress: bool = False,
             img = getattr(f, "image", f)
             if not isinstance(img, np.ndarray) or img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
                 raise DataError(f"calibration frame {len(out)} is not an RGB uint8 [H, W, 3] array: {getattr(img, 'shape', type(img).__name__)}")
-            size = kept_size(img.shape[:2], network)
-            if size is not None:
-                import cv2
-
-                img = cv2.resize(img, (size[1], size[0]), interpolation=cv2.INTER_AREA)
-            out.append(img)
+            out.append(kept_frame(img, network))
             bar.update(1)
             if len(out) >= n:
                 break

@@ -136,6 +136,7 @@ class Pipeline:
         self.stats: Stats | None = None
         self._stop = threading.Event()
         self._hard = threading.Event()  # a second signal: the frames in flight are dropped, the sinks finish now
+        self._stuck: set[int] = set()  # ids of stages whose threads were still in a call at the end
         self._signals = 0
         self._stopped_by = "eos"
         self._fatal: BaseException | None = None
@@ -407,6 +408,8 @@ class Pipeline:
                 bar.close()
         for t in threads:  # (after a hard stop a thread may be stuck in a source or a stage: not waited for long)
             t.join(0.5 if self._hard.is_set() else 5.0)
+        # a stage whose thread is still in a call (a hard stop): not closed under it (its runner would wait for the call)
+        self._stuck = {id(stage) for stage, t in zip(self.stages, threads[1:-1]) if t.is_alive()}
 
     def _progress_bar(self):
         total = self.source.expected_frames
@@ -420,7 +423,14 @@ class Pipeline:
         return tqdm(total=total, unit="frame", desc=self.source.uri or "stream", leave=False)
 
     def _close_all(self, opened: Iterable[Any]) -> None:
-        for el in [self.source, *self.stages, *self.sinks]:
+        order = [self.source, *self.stages, *self.sinks]
+        if self._hard.is_set():  # the outputs first: a stage or a source may be stuck (what the hard stop is for)
+            order = [*self.sinks, self.source, *(s for s in self.stages if id(s) not in self._stuck)]
+            for s in self.stages:
+                if id(s) in self._stuck:
+                    log.warning("%s is still in a call: left as it is (its thread ends with the process)",
+                                getattr(s, "name", type(s).__name__))
+        for el in order:
             if el in opened or el is self.source:
                 try:
                     if el in opened and _SHARED_RUNNERS.release(el, close=True):

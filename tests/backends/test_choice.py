@@ -1026,3 +1026,31 @@ def test_the_memory_left_counts_a_containers_limit(tmp_path):
     assert _memory.cgroup_headroom(str(cg), tmp_path) == 12 << 20
     cg.write_text("0::/\n")  # no memory files: nothing known
     assert _memory.cgroup_headroom(str(cg), tmp_path / "none") is None
+
+
+def test_a_choice_made_with_candidates_left_out_for_memory_is_not_cached(tmp_path, monkeypatch):
+    """The review: one start at a moment of little memory timed only the first candidate (FP32), and the choice was
+    cached as any other: that device ran FP32 for good where INT8 was 2x faster."""
+    from edgeseg import _memory
+    from edgeseg._timing import LoadProbe
+    from edgeseg.bundle import Bundle
+
+    monkeypatch.setenv("EDGESEG_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(LoadProbe, "contended", lambda self, demand: 0.0)
+    b = Bundle.open("shapes")
+    monkeypatch.setattr(_memory, "available_bytes", lambda: 1 << 20)  # 1 MiB: no room beside the first
+    choice, runner = ch.choose(b, threads=1)
+    if runner is not None:
+        runner.deactivate()
+    assert choice.how == "measured" and any("not cached" in n for n in choice.notes)
+    assert any(why.startswith(ch.MEMORY_LEFT_OUT) for _, why in choice.excluded)
+    cache = tmp_path / "cache" / "choices.json"
+    assert not cache.exists() or not any(not k.startswith("gate:") for k in json.loads(cache.read_text()))
+    monkeypatch.undo()
+    monkeypatch.setenv("EDGESEG_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(LoadProbe, "contended", lambda self, demand: 0.0)
+    again, runner = ch.choose(b, threads=1)  # memory back: every candidate timed, and remembered
+    if runner is not None:
+        runner.deactivate()
+    assert again.how == "measured" and not any(why.startswith(ch.MEMORY_LEFT_OUT) for _, why in again.excluded)
+    assert ch.choose(b, threads=1)[0].how == "cached"

@@ -311,3 +311,7 @@ def test_frames_far_larger_than_the_network_are_kept_smaller():
     got = take_frames(iter([big, small]), 2, network=net)
     assert [g.shape for g in got] == [(720, 1280, 3), (540, 960, 3)] and got[1] is small
     assert abs(float(got[0].mean()) - float(big.mean())) < 0.5  # an area average of the same picture
+    # a plain resize to a fixed size (the shipped bundles'): the very tensor the network gets from the 4K frame
+    spec = InputSpec(size=net)
+    (kept,) = take_frames(iter([big]), 1, network=spec)
+    assert kept.shape == (360, 480, 3) and np.array_equal(spec.preprocess(kept)[0], spec.preprocess(big)[0])

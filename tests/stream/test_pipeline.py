@@ -276,17 +276,22 @@ def test_stats_say_how_long_the_source_took_to_open():
 
 
 class StuckFrom(Stage):
-    """Hangs on every frame from ``index`` on, until ``release`` is set (a stage that never returns)."""
+    """Hangs on every frame from ``index`` on, until ``release`` is set (a stage that never returns); its close()
+    waits for the call in flight, as an inference stage's runner does."""
 
     name = "inference"
 
     def __init__(self, index: int):
-        self.index, self.release = index, threading.Event()
+        self.index, self.release, self.closed = index, threading.Event(), False
 
     def process(self, packet: Packet) -> Packet:
         if packet.frame.index >= self.index:
             self.release.wait(60)
         return packet
+
+    def close(self) -> None:
+        self.release.wait(60)
+        self.closed = True
 
 
 def test_a_second_signal_stops_a_drain_that_does_not_end():
@@ -298,7 +303,14 @@ def test_a_second_signal_stops_a_drain_that_does_not_end():
 
     stuck = StuckFrom(5)
     seen = []
-    pipe = Pipeline([ListSource(make_images(50)), stuck, CallbackSink(lambda f, r, p=None: seen.append(f.index))],
+
+    class Recording(CallbackSink):
+        closed_at = None
+
+        def close(self):
+            Recording.closed_at = time.monotonic()
+
+    pipe = Pipeline([ListSource(make_images(50)), stuck, Recording(lambda f, r, p=None: seen.append(f.index))],
                     handle_signals=True, queue_size=2)
 
     def signals():
@@ -319,6 +331,8 @@ def test_a_second_signal_stops_a_drain_that_does_not_end():
         stuck.release.set()
         t.join(10)
     assert seen == list(range(5)) and stats.stopped_by == "signal"  # what reached the sink, in order
+    assert Recording.closed_at is not None and Recording.closed_at - t0 < 15  # the outputs finished (the review: the
+    assert not stuck.closed  # stuck stage's close waited for its call, and the sinks after it were never closed)
 
 
 def test_out_of_memory_in_a_stage_stops_the_stream_naming_it():

@@ -490,7 +490,8 @@ class Mp4Sink(Sink):
                 kept = (f"the {n} frames written before are in {self.part}, playable up to its last "
                         f"second (rename it to keep them); " if n else "")
                 said = str(e).split("\n  fix:")[0]
-                disk = any(w in said.lower() for w in ("no space", "quota", "write", "disk"))
+                reason = said.replace(str(self.part), "").replace(str(self.path), "").lower()  # not the path's words
+                disk = any(w in reason for w in ("no space", "quota", "could not write", "error while writing"))
                 raise StreamError(said, fix=kept + ("free space on that disk or choose another --sink" if disk else
                                                     "the encoder or muxer stopped: out of memory is one cause ("
                                                     + MEMORY_FIX + "); or choose another --encoder")) from None
