@@ -136,15 +136,26 @@ def run(args: argparse.Namespace) -> int:
                       + (f" ({args.json} is left as it was)" if args.json else ""), file=sys.stderr)
             raise
     _print_semantic(args, dataset, cmap, scores, skipped)
-    if skipped:
-        from ..errors import DataError
-
-        first = "; ".join(s["error"] for s in skipped[:3])
-        raise DataError(f"{len(skipped)} sample(s) of {args.data} could not be read and are left out of the scores "
-                        f"above ({scores.num_images} scored): {first}{' ...' if len(skipped) > 3 else ''}",
-                        fix="mend or drop those files and score again" + (f" (each is listed in {args.json}, 'skipped')"
-                                                                          if args.json else ""))
+    _refuse_left_out(args, skipped, scores.num_images)
     return 0
+
+
+def _refuse_left_out(args: argparse.Namespace, skipped: list, scored: int) -> None:
+    """The samples that could not be read, after the others' scores were printed and written: an error (exit 2)."""
+    if not skipped:
+        return
+    from ..errors import DataError
+
+    first = "; ".join(s["error"] for s in skipped[:3])
+    raise DataError(f"{len(skipped)} sample(s) of {args.data} could not be read and are left out of the scores "
+                    f"above ({scored} scored): {first}{' ...' if len(skipped) > 3 else ''}",
+                    fix="mend or drop those files and score again" + (f" (each is listed in {args.json}, 'skipped')"
+                                                                      if args.json else ""))
+
+
+def _skipped_record(skipped: list) -> list:
+    """``skipped`` as --json keeps it (the exceptions left out)."""
+    return [{k: v for k, v in s.items() if k != "exception"} for s in skipped]
 
 
 def _print_semantic(args: argparse.Namespace, dataset, cmap, scores, skipped: list, interrupted: bool = False) -> None:
@@ -166,7 +177,7 @@ def _print_semantic(args: argparse.Namespace, dataset, cmap, scores, skipped: li
     data.update(bundle=str(args.bundle), data=args.data, split=args.split, backend=args.backend, precision=args.precision,
                 score_threshold=args.score_threshold, class_match=cmap.by, unmatched_model_classes=list(cmap.unmatched))
     if skipped:
-        data["skipped"] = skipped
+        data["skipped"] = _skipped_record(skipped)
     if not interrupted:
         write_json(args.json, data)
 
@@ -225,8 +236,9 @@ def _run_instance(args: argparse.Namespace, dataset) -> int:
                   + (f" (e.g. --class-map '{pair[0]}={pair[1]}' if the model's {pair[0]} is the dataset's {pair[1]})"
                      if pair else ""))
         records: list[dict] | None = [] if args.save_predictions else None
+        skipped: list = []
         scores = evaluate_instances(predictor, dataset, cmap.to_category, progress=not args.no_progress,
-                                    limit=args.limit, results=records)
+                                    limit=args.limit, results=records, skipped=skipped)
     print(f"{args.bundle} on {args.data} [{args.split}], {scores.num_images} images, {len(dataset.classes)} categories")
     box = scores.box.named() if scores.box is not None else {}
     print(f"  {'':<6} {'mask':>6} {'box':>6}")
@@ -245,7 +257,10 @@ def _run_instance(args: argparse.Namespace, dataset) -> int:
     data = scores.to_dict()
     data.update(bundle=str(args.bundle), data=args.data, split=args.split, backend=args.backend, precision=args.precision,
                 score_threshold=args.score_threshold, class_match=cmap.by, class_map={m: c for m, c in cmap.pairs}, dropped_model_classes=list(cmap.dropped))
+    if skipped:
+        data["skipped"] = _skipped_record(skipped)
     write_json(args.json, data)
+    _refuse_left_out(args, skipped, scores.num_images)
     return 0
 
 
@@ -317,9 +332,10 @@ def _run_panoptic(args: argparse.Namespace, dataset) -> int:
         if args.save_predictions:
             writer = PanopticWriter(json_path, png_dir, categories=dataset.categories)
         save = None if writer is None else (lambda s, r: writer.add(s.image_id, s.file_name, r))
+        skipped: list = []
         try:
             scores = evaluate_panoptic(timed, dataset, progress=not args.no_progress, limit=args.limit,
-                                       on_prediction=save)
+                                       on_prediction=save, skipped=skipped)
         except BaseException:
             if writer is not None:
                 writer.discard()  # a failed run: an earlier run's predictions stay as they were
@@ -342,7 +358,10 @@ def _run_panoptic(args: argparse.Namespace, dataset) -> int:
     if writer is not None:
         print(f"wrote {len(writer.annotations)} panoptic predictions to {writer.json_path} (PNGs in {writer.png_dir})")
         data.update(predictions={"json": str(writer.json_path), "png_dir": str(writer.png_dir)})
+    if skipped:
+        data["skipped"] = _skipped_record(skipped)
     write_json(args.json, data)
+    _refuse_left_out(args, skipped, scores.num_images)
     return 0
 
 

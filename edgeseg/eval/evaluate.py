@@ -104,6 +104,7 @@ def evaluate_instances(
     prediction_area: str = "mask",
     results: list[dict] | None = None,
     box: bool = True,
+    skipped: list | None = None,
 ) -> MaskAPScores:
     """COCO mask AP of ``predictor`` (RGB ``uint8 [H, W, 3]`` -> :class:`InstanceResult` at the
     image's size) on an instance dataset (``InstanceSample``s with ``image_id``, ``image()`` and
@@ -111,7 +112,8 @@ def evaluate_instances(
     (-1 drops it; see :func:`~edgeseg.eval.instance.category_map`). ``limit`` scores the first N
     images. When ``results`` is a list, each image's detections are appended to it as COCO result
     records (:func:`~edgeseg.eval.instance.coco_results`). ``box``: the box AP of the same detections as
-    well (``scores.box``, equal to ``COCOeval(iouType="bbox")``)."""
+    well (``scores.box``, equal to ``COCOeval(iouType="bbox")``). ``skipped``: as :func:`evaluate`'s (an image that
+    cannot be read is left out, its truth with it)."""
     from tqdm import tqdm
 
     if limit is not None and limit < 0:
@@ -120,9 +122,13 @@ def evaluate_instances(
     boxes = MaskAPAccumulator(dataset.categories, class_to_category=class_to_category, iou_type="bbox") if box else None
     total = len(dataset) if limit is None else min(limit, len(dataset))
     show = progress and sys.stderr.isatty()
-    for sample in tqdm(itertools.islice(iter(dataset), total), total=total, desc="eval", unit="img", disable=not show,
-                       leave=False):
-        image = sample.image()
+    logged = _log_progress(total, progress)
+    for i, sample in enumerate(tqdm(itertools.islice(iter(dataset), total), total=total, desc="eval", unit="img",
+                                    disable=not show, leave=False)):
+        logged.update(1)
+        image = readable_image(sample, i, skipped)
+        if image is None:
+            continue
         result = predictor(image)
         if not isinstance(result, InstanceResult):
             raise InputError(f"prediction for {sample.name!r} is a {type(result).__name__}, not an InstanceResult",
@@ -138,5 +144,21 @@ def evaluate_instances(
             boxes.add(sample.image_id, result, sample.truth)
         if results is not None:
             results.extend(coco_results(sample.image_id, result, class_to_category))
+    if skipped and len(skipped) == total:  # nothing could be read: the first reason, with its own fix
+        raise skipped[0]["exception"]
     scores = acc.compute()
     return dataclasses.replace(scores, box=boxes.compute()) if boxes is not None else scores
+
+
+def readable_image(sample: Any, index: int, skipped: list | None) -> Any:
+    """``sample.image()``; with a ``skipped`` list, an image that cannot be read (a corrupt or empty file) is added
+    to it (``{"index", "error", "exception"}``) and None returned."""
+    from ..errors import DataError
+
+    if skipped is None:
+        return sample.image()
+    try:
+        return sample.image()
+    except (DataError, InputError) as e:
+        skipped.append({"index": index, "error": str(e).splitlines()[0], "exception": e})
+        return None

@@ -343,13 +343,16 @@ def evaluate_panoptic(
     progress: bool = True,
     limit: int | None = None,
     on_prediction: Callable[[Any, PanopticResult], None] | None = None,
+    skipped: list | None = None,
 ) -> PanopticScores:
     """PQ of ``predictor`` (RGB ``uint8 [H, W, 3]`` -> :class:`PanopticResult` at the image's size,
     segments carrying the dataset's category ids) on a panoptic dataset (``PanopticSample``s with
     ``name``, ``image()``, ``panoptic``, ``crowd_ids``; ``categories`` id -> object with ``id``,
     ``name``, ``isthing``). ``limit`` scores the first N images; ``on_prediction(sample, result)`` is
     called for each scored image (to save it). The tqdm bar shows when ``progress`` and stderr is a
-    terminal."""
+    terminal. ``skipped``: as :func:`~edgeseg.eval.evaluate.evaluate`'s (an image that cannot be read is left out,
+    its truth with it)."""
+    from .evaluate import _log_progress, readable_image
     from tqdm import tqdm
 
     if limit is not None and limit < 0:
@@ -358,13 +361,20 @@ def evaluate_panoptic(
     metric = PanopticMetric({c.id: c.isthing for c in cats}, {c.id: c.name for c in cats})
     total = len(dataset) if limit is None else min(limit, len(dataset))
     show = progress and sys.stderr.isatty()
-    for sample in tqdm(itertools.islice(iter(dataset), total), total=total, desc="eval", unit="img", disable=not show,
-                       leave=False):
-        result = predictor(sample.image())
+    logged = _log_progress(total, progress)
+    for i, sample in enumerate(tqdm(itertools.islice(iter(dataset), total), total=total, desc="eval", unit="img",
+                                    disable=not show, leave=False)):
+        logged.update(1)
+        image = readable_image(sample, i, skipped)
+        if image is None:
+            continue
+        result = predictor(image)
         if not isinstance(result, PanopticResult):
             raise InputError(f"prediction for {sample.name!r} is a {type(result).__name__}, not a PanopticResult",
                              fix="PQ needs a panoptic bundle (manifest task 'panoptic')")
         metric.update(result, sample.panoptic, sample.crowd_ids, name=repr(sample.name))
         if on_prediction is not None:
             on_prediction(sample, result)
+    if skipped and len(skipped) == total:  # nothing could be read: the first reason, with its own fix
+        raise skipped[0]["exception"]
     return metric.compute()

@@ -642,3 +642,33 @@ def test_cityscapes_perturbed_truth_equals_pycocotools(data_root):
         p = ev.eval["precision"][:, :, k, 0, -1]
         assert per_class[ds.categories[c]] == pytest.approx(np.mean(p[p > -1]), abs=1e-12)
     assert 0.1 < got.stats[0] < 0.9 and got.num_images == 224
+
+
+def test_eval_command_leaves_an_unreadable_image_out_of_mask_ap(tiny_coco, tmp_path, monkeypatch, capsys):
+    """A batch audit (semantic eval) and its review: one corrupt image ended the whole run with no score. Instance data
+    too: the image and its truth are left out, named, the others' AP printed and written, exit 2; the AP equals that of
+    the same data without the image."""
+    import edgeseg.predictor
+    from edgeseg.cli import main
+
+    fake = _FakeBundle(CocoInstances(tiny_coco, tiny_coco.parent / "val"))  # (it reads every image)
+    monkeypatch.setattr(edgeseg.predictor, "load", lambda *a, **k: fake)
+    (tiny_coco.parent / "val" / "im3.png").write_bytes(b"")
+    rc = main(["eval", "fake.edgeseg", "--data", f"coco-instance:{tiny_coco}", "--no-progress", "--json",
+               str(tmp_path / "ap.json")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "1 sample(s) of coco-instance:" in err and "im3.png is empty (0 bytes)" in err
+    data = json.loads((tmp_path / "ap.json").read_text())
+    assert data["num_images"] == 2 and data["skipped"] == [{"index": 2, "error": data["skipped"][0]["error"]}]
+    doc = json.loads(tiny_coco.read_text())  # the same data without image 3
+    doc["images"] = [i for i in doc["images"] if i["id"] != 3]
+    doc["annotations"] = [a for a in doc["annotations"] if a["image_id"] != 3]
+    two = tmp_path / "two" / "instances_val.json"
+    two.parent.mkdir()
+    two.write_text(json.dumps(doc))
+    import shutil
+
+    shutil.copytree(tiny_coco.parent / "val", tmp_path / "two" / "val")
+    assert main(["eval", "fake.edgeseg", "--data", f"coco-instance:{two}", "--no-progress", "--json",
+                 str(tmp_path / "two.json")]) == 0
+    assert json.loads((tmp_path / "two.json").read_text())["stats"] == data["stats"]

@@ -322,3 +322,23 @@ def test_remap_categories_by_hand():
     assert out.segment_ids.tolist() == [[1, 1, 1, 0], [3, 3, 4, 0]]
     assert [(s.id, s.category_id, s.isthing, s.area) for s in out.segments] == [(1, 23, False, 3), (3, 26, True, 2),
                                                                                (4, 26, True, 1)]
+
+
+def test_an_unreadable_image_is_left_out_of_pq_and_named(tmp_path, capsys):
+    """A batch audit and its review: one corrupt image ended the whole run with no score. Panoptic data too: the image
+    and its truth are left out, named, the others' PQ printed and written (equal to the one image's own), exit 2; when
+    no image can be read, the first reason with its own fix, as before."""
+    bundle = center_bundle(tmp_path / "center.edgeseg")
+    gt_json = dataset(tmp_path)
+    rc, out, err = _eval([bundle, "--data", f"coco-panoptic:{gt_json}", "--limit", "1", "--json", tmp_path / "one.json"],
+                         capsys)
+    assert rc == 0, err
+    (tmp_path / "val" / "im2.png").write_bytes(b"not a png")
+    rc, out, err = _eval([bundle, "--data", f"coco-panoptic:{gt_json}", "--json", tmp_path / "pq.json"], capsys)
+    assert rc == 2 and "1 sample(s) of coco-panoptic:" in err and "im2.png" in err
+    data = json.loads((tmp_path / "pq.json").read_text())
+    one = json.loads((tmp_path / "one.json").read_text())
+    assert data["num_images"] == 1 and data["skipped"][0]["index"] == 1 and data["all"] == one["all"]
+    (tmp_path / "val" / "im1.png").write_bytes(b"")
+    rc, out, err = _eval([bundle, "--data", f"coco-panoptic:{gt_json}"], capsys)
+    assert rc == 2 and "im1.png is empty (0 bytes)" in err and "sample(s)" not in err
