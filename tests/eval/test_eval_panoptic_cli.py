@@ -178,16 +178,23 @@ def test_a_failed_rerun_keeps_the_earlier_predictions(tmp_path, capsys):
     assert rc == 0, out + err
     before = {p: p.read_bytes() for p in sorted(preds.rglob("*")) if p.is_file()}
     assert len(before) == 3
-    # a second dataset of the same name: image 1 without its cars (another prediction), image 2 the wrong size
+    # a second dataset of the same name whose images are the wrong size: no image scored, the run fails
     other = dataset(tmp_path / "b")
+    for k in (1, 2):
+        write_image(tmp_path / "b" / "val" / f"im{k}.png", np.zeros((S // 2, S, 3), np.uint8))
+    rc, _, err = _eval([bundle, "--data", f"coco-panoptic:{other}", "--save-predictions", preds], capsys)
+    assert rc == 2 and "im1.png is 64x32 but its panoptic PNG is 64x64" in err, err
+    assert {p: p.read_bytes() for p in sorted(preds.rglob("*")) if p.is_file()} == before
+    assert sorted(p.name for p in preds.iterdir()) == ["panoptic_val_pred", "panoptic_val_pred.json"]  # no staging left
+    # only image 2 the wrong size (since session 52): left out and named, image 1's prediction saved with its scores
     img = np.zeros((S, S, 3), np.uint8)
     img[:32], img[32:] = (255, 0, 0), (0, 0, 255)
     write_image(tmp_path / "b" / "val" / "im1.png", img)
-    write_image(tmp_path / "b" / "val" / "im2.png", np.zeros((S // 2, S, 3), np.uint8))
     rc, _, err = _eval([bundle, "--data", f"coco-panoptic:{other}", "--save-predictions", preds], capsys)
-    assert rc == 2 and "im2.png is 64x32 but its panoptic PNG is 64x64" in err, err
-    assert {p: p.read_bytes() for p in sorted(preds.rglob("*")) if p.is_file()} == before
-    assert sorted(p.name for p in preds.iterdir()) == ["panoptic_val_pred", "panoptic_val_pred.json"]  # no staging left
+    assert rc == 2 and "1 sample(s)" in err and "im2.png is 64x32 but its panoptic PNG is 64x64" in err, err
+    anns = json.loads((preds / "panoptic_val_pred.json").read_text())["annotations"]
+    assert [a["image_id"] for a in anns] == [1] and sorted(p.name for p in (preds / "panoptic_val_pred").iterdir()) == \
+        ["im1_gt.png"]
 
 
 def test_a_rerun_with_fewer_images_leaves_only_its_own_pngs(tmp_path, capsys):
