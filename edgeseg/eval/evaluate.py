@@ -114,21 +114,12 @@ def evaluate_instances(
     records (:func:`~edgeseg.eval.instance.coco_results`). ``box``: the box AP of the same detections as
     well (``scores.box``, equal to ``COCOeval(iouType="bbox")``). ``skipped``: as :func:`evaluate`'s (an image that
     cannot be read is left out, its truth with it)."""
-    from tqdm import tqdm
-
     if limit is not None and limit < 0:
         raise InputError(f"limit must be >= 0, got {limit}")
     acc = MaskAPAccumulator(dataset.categories, class_to_category=class_to_category, prediction_area=prediction_area)
     boxes = MaskAPAccumulator(dataset.categories, class_to_category=class_to_category, iou_type="bbox") if box else None
     total = len(dataset) if limit is None else min(limit, len(dataset))
-    show = progress and sys.stderr.isatty()
-    logged = _log_progress(total, progress)
-    for i, sample in enumerate(tqdm(itertools.islice(iter(dataset), total), total=total, desc="eval", unit="img",
-                                    disable=not show, leave=False)):
-        logged.update(1)
-        image = readable_image(sample, i, skipped)
-        if image is None:
-            continue
+    for sample, image in readable_samples(dataset, total, progress, skipped):
         result = predictor(image)
         if not isinstance(result, InstanceResult):
             raise InputError(f"prediction for {sample.name!r} is a {type(result).__name__}, not an InstanceResult",
@@ -150,15 +141,25 @@ def evaluate_instances(
     return dataclasses.replace(scores, box=boxes.compute()) if boxes is not None else scores
 
 
-def readable_image(sample: Any, index: int, skipped: list | None) -> Any:
-    """``sample.image()``; with a ``skipped`` list, an image that cannot be read (a corrupt or empty file) is added
-    to it (``{"index", "error", "exception"}``) and None returned."""
+def readable_samples(dataset: Sequence, total: int, progress: bool, skipped: list | None):
+    """``(sample, sample.image())`` of the first ``total`` samples of an instance or panoptic dataset, with tqdm's
+    bar on a terminal and progress lines elsewhere; with a ``skipped`` list, a sample whose image cannot be read (a
+    corrupt or empty file) is added to it (``{"index", "error", "exception"}``) and passed over."""
+    from tqdm import tqdm
+
     from ..errors import DataError
 
-    if skipped is None:
-        return sample.image()
-    try:
-        return sample.image()
-    except (DataError, InputError) as e:
-        skipped.append({"index": index, "error": str(e).splitlines()[0], "exception": e})
-        return None
+    logged = _log_progress(total, progress)
+    show = progress and sys.stderr.isatty()
+    for i, sample in enumerate(tqdm(itertools.islice(iter(dataset), total), total=total, desc="eval", unit="img",
+                                    disable=not show, leave=False)):
+        logged.update(1)
+        if skipped is None:
+            yield sample, sample.image()
+            continue
+        try:
+            image = sample.image()
+        except (DataError, InputError) as e:
+            skipped.append({"index": i, "error": str(e).splitlines()[0], "exception": e})
+            continue
+        yield sample, image

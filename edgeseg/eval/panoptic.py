@@ -45,9 +45,7 @@ Where this module departs from them, on inputs they do not accept or do not defi
 """
 from __future__ import annotations
 
-import itertools
 import logging
-import sys
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -352,22 +350,14 @@ def evaluate_panoptic(
     called for each scored image (to save it). The tqdm bar shows when ``progress`` and stderr is a
     terminal. ``skipped``: as :func:`~edgeseg.eval.evaluate.evaluate`'s (an image that cannot be read is left out,
     its truth with it)."""
-    from .evaluate import _log_progress, readable_image
-    from tqdm import tqdm
+    from .evaluate import readable_samples
 
     if limit is not None and limit < 0:
         raise InputError(f"limit must be >= 0, got {limit}")
     cats = list(getattr(dataset, "categories", {}).values())
     metric = PanopticMetric({c.id: c.isthing for c in cats}, {c.id: c.name for c in cats})
     total = len(dataset) if limit is None else min(limit, len(dataset))
-    show = progress and sys.stderr.isatty()
-    logged = _log_progress(total, progress)
-    for i, sample in enumerate(tqdm(itertools.islice(iter(dataset), total), total=total, desc="eval", unit="img",
-                                    disable=not show, leave=False)):
-        logged.update(1)
-        image = readable_image(sample, i, skipped)
-        if image is None:
-            continue
+    for sample, image in readable_samples(dataset, total, progress, skipped):
         result = predictor(image)
         if not isinstance(result, PanopticResult):
             raise InputError(f"prediction for {sample.name!r} is a {type(result).__name__}, not a PanopticResult",
