@@ -823,9 +823,11 @@ class _locked:
     less the umask) when this object is made, so an unusable cache fails there, where the caller turns it into
     its error: for writing where it can be (NFS emulates flock with write locks), else read-only (a lock file
     another user of a shared cache made). A file system that takes no lock at all leaves the block
-    unlocked (the lock only orders processes unpacking one zip at once), never failed."""
+    unlocked (the lock only orders processes), never failed. ``wait_s``: a holder that keeps it longer is not waited
+    for (the block then runs unlocked, said); ``waiting``: said once when the lock is held by another."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, wait_s: float | None = None, waiting: str | None = None):
+        self.path, self.wait_s, self.waiting = path, wait_s, waiting
         try:
             self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
         except PermissionError:
@@ -834,10 +836,23 @@ class _locked:
     def __enter__(self) -> None:
         import fcntl
 
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX)
-        except OSError as e:
-            log.debug("no lock on the bundle cache (%s): unpacking unlocked", e.strerror or e)
+        deadline = None if self.wait_s is None else time.monotonic() + self.wait_s
+        said = False
+        while True:
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | (fcntl.LOCK_NB if deadline is not None or self.waiting else 0))
+                return
+            except BlockingIOError:
+                if self.waiting and not said:
+                    log.info("%s", self.waiting)
+                    said = True
+                if deadline is not None and time.monotonic() > deadline:
+                    log.warning("another process has held %s for over %g s: going on without it", self.path, self.wait_s)
+                    return
+                time.sleep(0.05)
+            except OSError as e:
+                log.debug("no lock (%s): unlocked", e.strerror or e)
+                return
 
     def __exit__(self, *exc: Any) -> None:
         os.close(self.fd)  # releases the lock

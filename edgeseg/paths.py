@@ -53,21 +53,13 @@ def _private_folder(path: Path) -> Path:
     """``path`` (made 0700, or set to 0700) if it is this user's own folder; else a fresh private folder beside it,
     removed when the process ends. A shared temporary folder's predictable name could be made first by another user, who
     would then plant choices or unpacked bundles (a bundle's checks compare its files with its own manifest)."""
-    import stat
     import tempfile
 
     if not hasattr(os, "getuid"):
         return path
-    try:
-        path.mkdir(mode=0o700, exist_ok=True)
-        st = path.lstat()
-        if stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid():  # this user's own folder, not a link
-            if st.st_mode & 0o077:  # made by an older edgeseg under umask 002: made private
-                os.chmod(path, 0o700)
-            return path
-    except OSError:  # cannot be made, or made private: a private folder of this process's own instead (below)
-        pass
-    if path not in _FOREIGN:
+    if _own_private(path):
+        return path
+    if path not in _FOREIGN:  # a private folder of this process's own instead
         import atexit
         import shutil
 
@@ -75,13 +67,30 @@ def _private_folder(path: Path) -> Path:
         atexit.register(shutil.rmtree, str(_FOREIGN[path]), True)  # one per process: not left behind
         import logging
 
-        logging.getLogger("edgeseg").warning("%s is not this user's own private folder (another user's, writable by "
-                                             "others, or a link): using %s instead (set EDGESEG_CACHE_DIR to choose "
+        logging.getLogger("edgeseg").warning("%s is not this user's own private folder (another user's, a link, or "
+                                             "not to be made): using %s instead (set EDGESEG_CACHE_DIR to choose "
                                              "the cache)", path, _FOREIGN[path])
     return _FOREIGN[path]
 
 
 _FOREIGN: dict[Path, Path] = {}
+
+
+def _own_private(path: Path) -> bool:
+    """Whether ``path`` is (made, if missing) this user's own folder, not a link, and private (made so: a folder an
+    older edgeseg made under umask 002); False when it cannot be made or made private."""
+    import stat
+
+    try:
+        path.mkdir(mode=0o700, exist_ok=True)
+        st = path.lstat()
+        if not (stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid()):
+            return False
+        if st.st_mode & 0o077:
+            os.chmod(path, 0o700)
+        return True
+    except OSError:
+        return False
 
 
 _WARNED: set[Path] = set()

@@ -220,7 +220,7 @@ def test_a_predictor_loaded_with_a_timed_choice_is_freed_by_its_with_block(tmp_p
     q = edgeseg.load("shapes", threads=1)  # cached: opened lazily by its first call, which keeps it
     q(np.zeros((120, 160, 3), np.uint8))
     with q:
-        pass
+        assert q.runner._holders == 1
     assert q.runner.is_active
     q.close()
     assert not q.runner.is_active

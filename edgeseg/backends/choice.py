@@ -553,48 +553,23 @@ def choose(bundle: "Bundle", backend: str = "auto", precision: str = "auto", tar
 CHOICE_WAIT_S = 300.0
 
 
-@contextlib.contextmanager
 def _across_processes(path: Path | None, key: str, what: str, wait_s: float | None = None) -> Any:
-    """An exclusive ``flock`` on ``.choice-<hash of key>.lock`` in the cache folder for the block, so that processes
-    of this machine choosing (or checking) the same thing go one after the other; the lock files stay (a cache's
-    files, a few bytes each). No cache (off, unwritable) or no locks on its file system: the block runs unlocked.
-    A holder that takes over ``wait_s`` (:data:`CHOICE_WAIT_S`) is not waited for further."""
-    import fcntl
+    """An exclusive lock on ``.choice-<hash of key>.lock`` in the cache folder for the block (``bundle._locked``), so
+    that processes of this machine choosing (or checking) the same thing go one after the other; the lock files stay
+    (a cache's files, a few bytes each). No cache (off, unwritable) or no locks on its file system: the block runs
+    unlocked. A holder that takes over ``wait_s`` (:data:`CHOICE_WAIT_S`) is not waited for further."""
+    from ..bundle import _locked
 
-    fd = None
-    if path is not None:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            name = path.parent / f".choice-{hashlib.sha256(key.encode()).hexdigest()[:16]}.lock"
-            try:
-                fd = os.open(name, os.O_RDWR | os.O_CREAT, 0o666)
-            except PermissionError:  # a shared cache's lock file another user made: flock takes a read-only one
-                fd = os.open(name, os.O_RDONLY)
-        except OSError as e:
-            log.debug("no lock for %s (%s): unlocked", what, e)
+    if path is None:
+        return contextlib.nullcontext()
     try:
-        if fd is not None:
-            deadline, said = time.monotonic() + (CHOICE_WAIT_S if wait_s is None else wait_s), False
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if not said:
-                        log.info("%s: another process (or thread) is measuring it now; waiting for its result", what)
-                        said = True
-                    if time.monotonic() > deadline:
-                        log.warning("%s: another process has measured it for over %.0f s; measuring here too", what,
-                                    CHOICE_WAIT_S if wait_s is None else wait_s)
-                        break
-                    time.sleep(0.05)
-                except OSError as e:  # a file system without locks
-                    log.debug("no lock for %s (%s): unlocked", what, e)
-                    break
-        yield
-    finally:
-        if fd is not None:
-            os.close(fd)  # releases the lock
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return _locked(path.parent / f".choice-{hashlib.sha256(key.encode()).hexdigest()[:16]}.lock",
+                       wait_s=CHOICE_WAIT_S if wait_s is None else wait_s,
+                       waiting=f"{what}: another process (or thread) is measuring it now; waiting for its result")
+    except OSError as e:
+        log.debug("no lock for %s (%s): unlocked", what, e)
+        return contextlib.nullcontext()
 
 
 _KEY_LOCKS: dict[str, threading.Lock] = {}

@@ -267,8 +267,10 @@ ch.gather_facts = lambda *a, **k: Facts({"onnxruntime": (True, ""), "openvino": 
                                         "torch": (False, "")}, {})
 
 class Runner:
+    active = True
+
     def deactivate(self):
-        pass
+        self.active = False
 
 ch.activate_candidates = lambda bundle, cands, device, threads: ({c: Runner() for c in cands}, [])
 order = random.Random(int(sys.argv[1])).sample(range(10), 10)  # each process its own ranking, as timings differ
@@ -314,21 +316,21 @@ def test_a_process_waits_for_anothers_choice_no_longer_than_its_limit(tmp_path, 
 
     path = tmp_path / "choices.json"
     with ch._across_processes(path, "k", "the choice"):  # creates the lock file
-        pass
+        assert len(list(tmp_path.glob(".choice-*.lock"))) == 1
     (lock,) = tmp_path.glob(".choice-*.lock")
     fd = os.open(lock, os.O_RDWR)  # another holder (another open file: flock locks it against this process's own)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         t = time.monotonic()
-        with caplog.at_level(logging.INFO, logger="edgeseg.backends"):
+        with caplog.at_level(logging.INFO, logger="edgeseg"):
             with ch._across_processes(path, "k", "the choice", wait_s=0.3):
                 waited = time.monotonic() - t
         assert 0.3 <= waited < 5
-        assert "another process (or thread) is measuring it now" in caplog.text and "measuring here too" in caplog.text
+        assert "another process (or thread) is measuring it now" in caplog.text and "going on without it" in caplog.text
     finally:
         os.close(fd)
-    with ch._across_processes(None, "k", "the choice"):  # no cache: nothing to lock
-        pass
+    with ch._across_processes(None, "k", "the choice"):  # no cache: nothing to lock, nothing made
+        assert len(list(tmp_path.glob(".choice-*.lock"))) == 1
 
 
 def test_measured_choice_is_cached_per_device_and_pinned_choices_time_nothing(road, cache, monkeypatch, caplog):
