@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import sys
+import time
 
 
 class LogProgress:
@@ -10,16 +11,12 @@ class LogProgress:
     a terminal (before, a batch job under nohup said nothing until its end)."""
 
     def __init__(self, what: str, total: int, unit: str = "image", every_s: float = 30.0, enabled: bool = True):
-        import time
-
         self.what, self.total, self.unit, self.every_s = what, total, unit, every_s
         self.enabled = enabled and not sys.stderr.isatty()
         self.t0 = self.last = time.monotonic()
         self.n = 0
 
     def update(self, k: int = 1) -> None:
-        import time
-
         self.n += k
         now = time.monotonic()
         if not self.enabled or now - self.last < self.every_s or self.n >= self.total:

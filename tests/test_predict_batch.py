@@ -195,3 +195,21 @@ def test_eval_leaves_a_corrupt_image_out_too(tmp_path, capsys):
     assert main(["eval", str(bundle.root), "--data", spec, "--json", str(tmp_path / "e.json"), *RUNTIME]) == 2
     assert "s1.png is empty (0 bytes)" in capsys.readouterr().err
     assert json.loads((tmp_path / "e.json").read_text())["num_images"] == 3
+
+
+def test_a_second_job_writing_the_same_jsonl_is_refused(job, tmp_path, capsys):
+    """--jsonl is the stream's JSON-lines file: claimed while written, so two jobs cannot interleave their lines."""
+    import fcntl
+    import os
+
+    bundle, images = job
+    lines = tmp_path / "p.jsonl"
+    lines.write_text('{"file": "x"}\n')
+    fd = os.open(lines, os.O_RDWR)  # another job writing it (another open file: flock locks it against this one)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        assert main(["predict", str(bundle.root), *images, "--jsonl", str(lines), "--resume", *RUNTIME]) == 2
+        assert f"{lines}: another run is writing it now" in capsys.readouterr().err
+    finally:
+        os.close(fd)
+    assert lines.read_text() == '{"file": "x"}\n'  # its lines untouched

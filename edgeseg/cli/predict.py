@@ -22,6 +22,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from ._common import add_json_option, add_result_filters, add_runtime_options, check_output, print_table, write_json
 
@@ -382,41 +383,38 @@ _TABLE_ONLY = ("image", "size", "top class")
 
 
 class _JsonLines:
-    """``--jsonl``: one entry a line, on disk when written (unbuffered); a fresh file, or appended to (``--resume``)
-    after a line a kill cut in half is removed. ``-``: standard output."""
+    """``--jsonl``: one entry a line, each on disk whole when written (the stream's JSON-lines file: a second process
+    writing it is refused, a full disk keeps the lines before); a fresh file, or appended to (``--resume``) after a
+    line a kill cut in half is removed. ``-``: standard output."""
 
     def __init__(self, path: str, append: bool):
-        self.path = path
+        self._lines: Any = None
         if str(path) == "-":  # standard output itself (json_to_stdout sent everything else to standard error)
             from ._common import _JSON_STDOUT
 
-            self._f, self._text = (_JSON_STDOUT[-1] if _JSON_STDOUT else sys.stdout), True
+            self._out = _JSON_STDOUT[-1] if _JSON_STDOUT else sys.stdout
             return
-        p = Path(path)
-        if append and p.is_file():
-            data = p.read_bytes()
-            if data and not data.endswith(b"\n"):  # the line a kill cut off: gone, its image is done again
-                with open(p, "r+b") as f:
-                    f.truncate(data.rfind(b"\n") + 1)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        self._f, self._text = open(p, "ab" if append else "wb", buffering=0), False
+        from ..stream.sinks.files import _Lines
+
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self._lines = _Lines(Path(path), "--jsonl", append=append)
 
     def write(self, entry: dict) -> None:
         from .._io import json_default
 
         text = json.dumps(entry, default=json_default) + "\n"
-        if self._text:
-            self._f.write(text)
-            self._f.flush()
+        if self._lines is not None:
+            self._lines.write(text)
         else:
-            self._f.write(text.encode("utf-8"))
+            self._out.write(text)
+            self._out.flush()
 
     def __enter__(self) -> "_JsonLines":
         return self
 
     def __exit__(self, *exc) -> None:
-        if not self._text:
-            self._f.close()
+        if self._lines is not None:
+            self._lines.close()
 
 
 def _resume(args: argparse.Namespace, images: list[str], out: Path | None, task: str, coco: dict) -> tuple[list, list]:

@@ -69,7 +69,7 @@ def claim_output(path: Path, option: str, *, probe: bool = False) -> int | None:
     except OSError:
         return None
     try:
-        fd = os.open(path, os.O_RDONLY if probe else os.O_WRONLY | os.O_CREAT, 0o666)
+        fd = os.open(path, os.O_RDONLY if probe else os.O_RDWR | os.O_CREAT, 0o666)
     except OSError:  # the writer's own open says why
         return None
     for attempt in range(11):  # a probe of another starting run holds it for a moment: tried for 100 ms
@@ -96,21 +96,24 @@ class _Lines:
     """A file of lines (JSON lines) written line by line, each whole or not at all: a write that fails (a full
     disk) cuts the file back to its last whole line and raises a :class:`StreamError` naming the file and the fix
     (before: the file ended in half a line, and the error named neither). A regular file is claimed
-    (:func:`claim_output`) before it is emptied: another process writing it refuses this one."""
+    (:func:`claim_output`) before it is emptied: another process writing it refuses this one. ``append``: the lines
+    already there are kept and the new ones follow them, after a last line a kill cut in half is removed."""
 
-    def __init__(self, path: Path, option: str):
+    def __init__(self, path: Path, option: str, append: bool = False):
         self.path, self.option = path, option
         fd = claim_output(path, option)
-        if fd is None:
-            self._f = open(path, "wb", buffering=0)  # unbuffered: every line is on disk when write() returns
-        else:
-            try:
-                os.ftruncate(fd, 0)
-            except OSError:
-                os.close(fd)
-                raise
-            self._f = os.fdopen(fd, "wb", buffering=0)  # closing it releases the claim
-        self._end = 0
+        if fd is None:  # a FIFO, a device, no locks here
+            self._f = open(path, "ab" if append else "wb", buffering=0)  # unbuffered: on disk when write() returns
+            self._end = 0
+            return
+        try:
+            self._end = _whole_lines_end(fd) if append else 0
+            os.ftruncate(fd, self._end)
+            os.lseek(fd, self._end, os.SEEK_SET)
+        except OSError:
+            os.close(fd)
+            raise
+        self._f = os.fdopen(fd, "r+b", buffering=0)  # closing it releases the claim
 
     def write(self, text: str) -> None:
         data = memoryview(text.encode("utf-8"))
@@ -126,6 +129,19 @@ class _Lines:
 
     def close(self) -> None:
         self._f.close()
+
+
+def _whole_lines_end(fd: int, block: int = 1 << 16) -> int:
+    """The offset just after the last newline of the open file ``fd`` (0 when it holds none)."""
+    pos = os.lseek(fd, 0, os.SEEK_END)
+    while pos > 0:
+        start = max(0, pos - block)
+        chunk = os.pread(fd, pos - start, start)
+        cut = chunk.rfind(b"\n")
+        if cut >= 0:
+            return start + cut + 1
+        pos = start
+    return 0
 
 
 def _write_whole(path: Path, data: bytes, option: str) -> None:
