@@ -190,10 +190,10 @@ def _propagate(prop, frames, prompt, prompt_path: str, out: Path, bar, written: 
             logging.getLogger(__name__).warning("frame %s cannot be read (%s): its mask repeats the last frame's, and "
                                                 "propagation goes on from the next one", name, reason)
             events.append({"frame": name, "index": n, "unreadable": reason})
+            if written is not None:  # named before the write: an interruption after it still counts it (written is
+                written.add(f"{name}.png")  # checked against the files at the end)
             _write_ids(out / f"{name}.png", ids)
             n += 1
-            if written is not None:
-                written.add(f"{name}.png")
             bar.update(1)
             continue
         shape = ImageShape.of(rgb)
@@ -213,10 +213,10 @@ def _propagate(prop, frames, prompt, prompt_path: str, out: Path, bar, written: 
                 events.append({"frame": name, "index": n, "cut": info.cut, "lost": list(info.lost),
                                "redetected": list(info.redetected)})
         ids = _ids(result, rgb.shape[:2])
+        if written is not None:  # named before the write: a Ctrl-C between the write and the count lost one frame
+            written.add(f"{name}.png")  # from the stats (6 masks, 5 frames said); checked against the files below
         _write_ids(out / f"{name}.png", ids)
         n += 1
-        if written is not None:
-            written.add(f"{name}.png")
         bar.update(1)
     return n, step_s, events
 
@@ -266,6 +266,7 @@ def run(args: argparse.Namespace) -> int:
         with tqdm(total=total, unit="frame", disable=args.no_progress or not sys.stderr.isatty(), dynamic_ncols=True) as bar:
             n, step_s, events = _propagate(prop, frames, prompt, args.prompt, out, bar, written, str(args.source))
     except (EdgesegError, KeyboardInterrupt) as e:
+        written.intersection_update({f for f in written if (out / f).is_file()})  # a write cut short left none
         if written:
             print(f"edgeseg vos: stopped after {len(written)} frame(s); their masks in {out}/ are complete", file=sys.stderr)
             if args.stats_json:  # what was done, and why it stopped (as edgeseg run's stats say); a failure to
