@@ -31,7 +31,7 @@ __all__ = ["atomic_copy_file", "atomic_write_bytes", "atomic_write_text", "commi
 _FIX = "choose a path in a folder you can write to, e.g. under ./out/"
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, sync: bool = True) -> Path:
+def atomic_write_bytes(path: str | os.PathLike, data: bytes | memoryview, *, sync: bool = True) -> Path:
     """Write ``data`` to ``path`` atomically (parent folders are created). Returns the path. ``sync=False`` leaves out
     the ``fsync`` before the rename: the file is still whole or absent if the process dies (the kernel has it), but a
     power cut may lose it (a batch of thousands of images: 1 ms a file saved).

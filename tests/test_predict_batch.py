@@ -213,3 +213,51 @@ def test_a_second_job_writing_the_same_jsonl_is_refused(job, tmp_path, capsys):
     finally:
         os.close(fd)
     assert lines.read_text() == '{"file": "x"}\n'  # its lines untouched
+
+
+def test_recursive_reads_the_subfolders_and_out_mirrors_the_tree(job, tmp_path, capsys):
+    """A batch audit: camera folders of one name layout (cam1/000.jpg, cam2/000.jpg) could be predicted only job by
+    job into separate --out folders; one --out overwrote each other's PNGs. --recursive mirrors the tree."""
+    bundle, images = job
+    tree = tmp_path / "tree"
+    rng = np.random.default_rng(5)
+    for rel in ("top.png", "a/x.png", "b/x.png", "b/deep/y.png", ".hidden/z.png"):
+        write_image(tree / rel, rng.integers(0, 256, (8, 12, 3), dtype=np.uint8))
+    (tree / "b" / "deep" / "up").symlink_to(tree)  # a link back up the tree: walked once
+    out, lines = tmp_path / "preds", tmp_path / "p.jsonl"
+    assert main(["predict", str(bundle.root), str(tree / "a"), str(tree / "b"), "--out", str(out), *RUNTIME]) == 2
+    err = capsys.readouterr().err
+    assert "same name would write the same PNGs" in err and "--recursive" in err and not out.exists()
+    assert main(["predict", str(bundle.root), str(tree), "--json", str(tmp_path / "flat.json"), *RUNTIME]) == 0
+    assert "--recursive reads its subfolders too" in capsys.readouterr().err
+    assert main(["predict", str(bundle.root), str(tree), "-r", "--out", str(out), "--jsonl", str(lines), *RUNTIME]) == 0
+    written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*_labels.png"))
+    assert written == ["a/x_labels.png", "b/deep/y_labels.png", "b/x_labels.png", "top_labels.png"]
+    assert [Path(e["file"]).relative_to(tree).as_posix() for e in _lines(lines)] == \
+        ["top.png", "a/x.png", "b/x.png", "b/deep/y.png"]  # each folder's images, then its subfolders'
+    alone = tmp_path / "alone"
+    assert main(["predict", str(bundle.root), str(tree / "b" / "x.png"), "--out", str(alone), *RUNTIME]) == 0
+    np.testing.assert_array_equal(read_label(out / "b" / "x_labels.png"), read_label(alone / "x_labels.png"))
+    (out / "b" / "x_labels.png").unlink()  # resumed from the mirrored PNGs: only that image again
+    stamp = (out / "a" / "x_labels.png").stat().st_mtime_ns
+    capsys.readouterr()
+    assert main(["predict", str(bundle.root), str(tree), "--recursive", "--out", str(out), "--resume", *RUNTIME]) == 0
+    assert "1 image(s)" in capsys.readouterr().out
+    assert (out / "b" / "x_labels.png").is_file() and (out / "a" / "x_labels.png").stat().st_mtime_ns == stamp
+
+
+def test_a_recursive_panoptic_job_names_each_image_by_its_place_in_the_tree(tmp_path):
+    """panoptic.json's image ids were the stems: two cameras' 000.png would be one image. With --recursive each is its
+    path in the tree and file_name is relative to --out, where panopticapi joins it."""
+    from edgeseg.data.synthetic import SceneGenerator
+    from edgeseg.structures import ImageShape
+
+    frames = list(SceneGenerator(ImageShape(120, 160), seed=4).frames(2))
+    for cam, f in zip(("cam1", "cam2"), frames):
+        write_image(tmp_path / "tree" / cam / "000.png", f.image)
+    out = tmp_path / "preds"
+    assert main(["predict", "shapes-panoptic", str(tmp_path / "tree"), "-r", "--out", str(out), *RUNTIME]) == 0
+    doc = json.loads((out / "panoptic.json").read_text())
+    assert [(a["image_id"], a["file_name"]) for a in doc["annotations"]] == \
+        [("cam1/000", "cam1/000_panoptic.png"), ("cam2/000", "cam2/000_panoptic.png")]
+    assert all((out / a["file_name"]).is_file() for a in doc["annotations"])

@@ -406,3 +406,19 @@ def test_masks_pasted_from_crops_are_read_only_and_pickled_as_crops():
     assert len(wire) < 20_000 < 9 * 320 * 640 // 8  # the crops (5.4 KB of bools), not 1.8 MB of masks
     back = pickle.loads(wire)
     assert back.is_compact and back == r and (back.masks == r.masks).all()
+
+
+def test_label_counts_equal_bincount_past_the_histograms_float32_exactness(monkeypatch):
+    """predict's class pixels of a 12000x12000 photo cast every label to an 8-byte index (1.15 GB); OpenCV's histogram
+    counts in float32, exact to 2**24 a bin, so it goes by bands: 17 million pixels of one class still count exactly."""
+    from edgeseg.structures.results import label_counts
+
+    big = np.zeros((4100, 4100), np.uint8)  # 16,810,000 pixels of class 0: more than float32 counts exactly
+    big[:3, :7] = 9
+    assert label_counts(big).tolist() == np.bincount(big.ravel()).tolist()
+    assert label_counts(big, minlength=12).tolist() == np.bincount(big.ravel(), minlength=12).tolist()
+    small = np.random.default_rng(0).integers(0, 250, (37, 53)).astype(np.uint8)
+    assert label_counts(small[:, ::2], minlength=300).tolist() == np.bincount(small[:, ::2].ravel(), minlength=300).tolist()
+    assert label_counts(np.zeros((0, 5), np.uint8)).tolist() == np.bincount(np.zeros(0, np.uint8)).tolist()
+    wide = small.astype(np.int32) * 300
+    assert label_counts(wide).tolist() == np.bincount(wide.ravel()).tolist()

@@ -37,12 +37,16 @@ EXAMPLES = (
     "edgeseg predict street-panoptic frame.jpg --out preds/ --json segments.json   # COCO-panoptic PNG + segments",
     "edgeseg predict street-instance images/ --out preds/ --save-txt   # + preds/labels/*.txt, YOLO-seg polygons",
     "edgeseg predict road /data/frames/ --out preds/ --no-overlay --jsonl preds.jsonl --resume   # a batch job, rerun to go on",
+    "edgeseg predict road /data/cameras/ --recursive --out preds/   # every subfolder; preds/ mirrors the tree",
 )
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("bundle", help="a bundle path or the name of a bundle shipped with the package")
     p.add_argument("images", nargs="+", help="image files (PNG, JPEG, BMP, TIFF, WebP) or folders of them")
+    p.add_argument("-r", "--recursive", action="store_true",
+                   help="folders: their subfolders' images too; --out mirrors the tree (DIR/sub/a_labels.png for "
+                        "FOLDER/sub/a.jpg), so images of one name in different subfolders keep apart")
     p.add_argument("--out", default=None, metavar="DIR", help="output folder for PNGs (created if needed)")
     p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity of the class colours (default 0.5)")
     add_result_filters(p)
@@ -65,9 +69,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _instance_row(path: Path, result, out: Path | None, rgb, alpha: float, palette, save_txt: bool = False,
-                  overlay: bool = True) -> dict:
+                  overlay: bool = True, name: str | None = None) -> dict:
     """One image's JSON entry (issue format: class, score, box xyxy, COCO RLE mask) and its PNGs (and, with
-    ``save_txt``, its YOLO-seg label file: :mod:`~edgeseg.structures.polygons`)."""
+    ``save_txt``, its YOLO-seg label file: :mod:`~edgeseg.structures.polygons`). ``name``: where its files go in
+    ``out``, without suffix (the stem; ``sub/stem`` for ``--recursive``)."""
     from ..data.io import write_image, write_label
     from ..stream.overlay import Renderer
     from ..stream.sinks.files import label_image
@@ -84,7 +89,8 @@ def _instance_row(path: Path, result, out: Path | None, rgb, alpha: float, palet
         instances.append(d)
     row = {"file": str(path), "height": result.image_shape.height, "width": result.image_shape.width, "instances": instances}
     if out is not None:  # the overlay first: the ids PNG, written last, marks the image done (--resume)
-        ids_png, overlay_png = out / f"{path.stem}_instances.png", out / f"{path.stem}_overlay.png"
+        name = name or path.stem
+        ids_png, overlay_png = out / f"{name}_instances.png", out / f"{name}_overlay.png"
         if overlay:
             write_image(overlay_png, Renderer(palette, result.class_names, alpha=alpha, hud=False)(rgb, result), sync=False)
             row["overlay"] = str(overlay_png)
@@ -100,7 +106,7 @@ def _instance_row(path: Path, result, out: Path | None, rgb, alpha: float, palet
         from ..structures.polygons import mask_polygon, yolo_lines
 
         polys = [mask_polygon(c, x0, y0) for x0, y0, _, _, c in result.iter_mask_crops()] if result.has_masks else []
-        txt = out / "labels" / f"{path.stem}.txt"
+        txt = out / "labels" / f"{name or path.stem}.txt"  # labels/ mirrors the images' tree, as YOLO datasets do
         txt.parent.mkdir(parents=True, exist_ok=True)
         lines = yolo_lines(result.classes.tolist(), polys, result.image_shape.width, result.image_shape.height)
         atomic_write_text(txt, "".join(f"{line}\n" for line in lines))  # empty: looked, found nothing
@@ -109,7 +115,7 @@ def _instance_row(path: Path, result, out: Path | None, rgb, alpha: float, palet
 
 
 def _panoptic_row(path: Path, result, out: Path | None, rgb, alpha: float, palette, coco: dict | None = None,
-                  overlay: bool = True) -> dict:
+                  overlay: bool = True, name: str | None = None) -> dict:
     """One image's JSON entry (the stream's record: id, class, category id, isthing, area, RLE) and its PNGs;
     ``coco`` collects the COCO-panoptic annotation and categories of ``--out``'s ``panoptic.json``."""
     from ..data.io import write_image
@@ -121,14 +127,16 @@ def _panoptic_row(path: Path, result, out: Path | None, rgb, alpha: float, palet
     row = {"file": str(path), "height": result.shape.height, "width": result.shape.width,
            "segments": panoptic_record(result)["segments"]}
     if out is not None:  # the overlay first: the ids PNG, written last, marks the image done (--resume)
-        ids_png, overlay_png = out / f"{path.stem}_panoptic.png", out / f"{path.stem}_overlay.png"
+        name = name or path.stem
+        ids_png, overlay_png = out / f"{name}_panoptic.png", out / f"{name}_overlay.png"
         if overlay:
             write_image(overlay_png, Renderer(palette, result.class_names, alpha=alpha, hud=False)(rgb, result), sync=False)
             row["overlay"] = str(overlay_png)
         write_image(ids_png, label_image(result), sync=False)
         row["panoptic_png"] = str(ids_png)
-        if coco is not None:  # image id: the file's stem, as the stream's PNG sink and Cityscapes name them
-            coco["annotations"].append({"image_id": path.stem, "file_name": ids_png.name,
+        if coco is not None:  # image id: the file's stem, as the stream's PNG sink and Cityscapes name them (with
+            # --recursive its path in the tree: file_name is relative to --out, where panopticapi joins it)
+            coco["annotations"].append({"image_id": name, "file_name": f"{name}_panoptic.png",
                                         "segments_info": segments_info(result, where=f" of {path}")})
             for seg in result.segments:
                 k = result.class_index(seg.category_id)
@@ -155,10 +163,11 @@ def _write_panoptic_json(out: Path | None, coco: dict) -> None:
 OUT_SUFFIXES = ("_labels.png", "_instances.png", "_panoptic.png", "_overlay.png")
 
 
-def _refuse_overwriting_inputs(args: argparse.Namespace, images: list[str]) -> None:
+def _refuse_overwriting_inputs(args: argparse.Namespace, images: list[str], names: dict[str, str] | None = None) -> None:
     """Refuse a ``--json`` that names an input image or a file of the bundle, an ``--out`` inside the bundle,
     and ``--out`` PNGs (``<stem>_overlay.png``, ...) that are input images (a rerun into the images' own folder
-    replaced ``a_overlay.png`` and read it back as an input). Only paths are compared; nothing is read."""
+    replaced ``a_overlay.png`` and read it back as an input). Only paths are compared; nothing is read. ``names``: each
+    image's place in ``--out`` (:func:`_image_paths`; its stem when not given)."""
     import os
 
     from ..errors import InputError
@@ -197,8 +206,9 @@ def _refuse_overwriting_inputs(args: argparse.Namespace, images: list[str]) -> N
         if in_bundle(args.out):
             raise InputError(f"--out {args.out} is in the bundle {args.bundle}: the PNGs would change the bundle",
                              fix="give --out a folder outside the bundle, e.g. ./preds")
-        hits = [str(Path(args.out) / f"{Path(p).stem}{sfx}") for p in images for sfx in OUT_SUFFIXES
-                if key(Path(args.out) / f"{Path(p).stem}{sfx}") in inputs]
+        names = names or {}
+        hits = [str(Path(args.out) / f"{names.get(p, Path(p).stem)}{sfx}") for p in images for sfx in OUT_SUFFIXES
+                if key(Path(args.out) / f"{names.get(p, Path(p).stem)}{sfx}") in inputs]
         if hits:
             raise InputError(f"--out {args.out} would write over images this run predicts: {', '.join(hits[:3])}"
                              f"{' ...' if len(hits) > 3 else ''} (an earlier run's PNGs, given again as images?)",
@@ -214,6 +224,7 @@ def run(args: argparse.Namespace) -> int:
     from ..data.io import read_image, write_image, write_label
     from ..errors import InputError
     from ..predictor import load
+    from ..structures.results import label_counts
 
     if not 0.0 <= args.alpha <= 1.0:
         raise InputError(f"--alpha must be within 0..1, got {args.alpha}",
@@ -233,17 +244,19 @@ def run(args: argparse.Namespace) -> int:
                          fix="e.g. --jsonl preds.jsonl --resume (the same --jsonl on every run of the job)")
     if args.no_overlay and args.out is None:
         raise InputError("--no-overlay leaves the overlay PNGs out of --out: there is no --out", fix="add --out DIR")
-    images = _image_paths(args.images, args.bundle)
-    if args.out is not None:  # <stem>_*.png: two images of one stem would overwrite each other's PNGs
+    images, places = _image_paths(args.images, args.bundle, args.recursive)
+    if args.out is not None:  # <name>_*.png: two images of one name (in one folder of --out) would overwrite each other's
         stems: dict[str, list[str]] = {}
         for p in images:
-            stems.setdefault(Path(p).stem, []).append(p)
+            stems.setdefault(places[p], []).append(p)
         clash = [v for v in stems.values() if len(v) > 1]
         if clash:
             raise InputError(f"images with the same name would write the same PNGs in {args.out}: "
                              + "; ".join(", ".join(v) for v in clash[:3]),
-                             fix="predict them into different --out folders, or rename them")
-    _refuse_overwriting_inputs(args, images)
+                             fix="predict them into different --out folders, or rename them"
+                                 + ("" if args.recursive else "; images in subfolders of one folder: give the folder "
+                                    "with --recursive (--out mirrors its tree)"))
+    _refuse_overwriting_inputs(args, images, places)
     if args.json is not None:
         check_output(args.json, "--json")  # before any work: found at the end, the results would be lost
     if args.jsonl is not None and str(args.jsonl) != "-":
@@ -289,7 +302,7 @@ def run(args: argparse.Namespace) -> int:
     from ..stream.overlay import Renderer
 
     coco: dict = {"annotations": [], "categories": {}}  # --out's panoptic.json (panoptic bundles)
-    earlier, todo = _resume(args, images, out, task, coco) if args.resume else ([], images)
+    earlier, todo = _resume(args, images, out, task, coco, places) if args.resume else ([], images)
     rows.extend(earlier)  # --json lists the earlier run's images too (those --jsonl recorded)
     bar = tqdm(total=len(todo), unit="image", leave=False, dynamic_ncols=True,
                disable=args.no_progress or len(todo) < 2 or not sys.stderr.isatty())
@@ -318,7 +331,8 @@ def run(args: argparse.Namespace) -> int:
             dt = time.perf_counter() - t0
             size = f"{rgb.shape[1]}x{rgb.shape[0]}"
             if task == "instance":
-                row = _instance_row(path, result, out, rgb, args.alpha, predictor.palette, args.save_txt, overlay)
+                row = _instance_row(path, result, out, rgb, args.alpha, predictor.palette, args.save_txt, overlay,
+                                    places[str(path)])
                 names = [d["class"] for d in row["instances"]]
                 table.append({"image": str(path), "size": size, "ms": 1e3 * dt, "instances": len(names),
                               "classes": ", ".join(sorted(set(names)))[:60]})
@@ -327,7 +341,8 @@ def run(args: argparse.Namespace) -> int:
                     lines.write({**row, "path": os.path.realpath(path)})
                 continue
             if task == "panoptic":
-                row = _panoptic_row(path, result, out, rgb, args.alpha, predictor.palette, coco, overlay)
+                row = _panoptic_row(path, result, out, rgb, args.alpha, predictor.palette, coco, overlay,
+                                    places[str(path)])
                 names = [d["class"] for d in row["segments"] if d["isthing"]]
                 table.append({"image": str(path), "size": size, "ms": 1e3 * dt, "segments": len(row["segments"]),
                               "instances": len(names), "classes": ", ".join(sorted(set(names)))[:60]})
@@ -336,7 +351,7 @@ def run(args: argparse.Namespace) -> int:
                     lines.write({**row, "path": os.path.realpath(path),
                                  **({"coco": coco["annotations"][-1]} if out is not None else {})})
                 continue
-            counts = np.bincount(result.labels.ravel(), minlength=len(predictor.classes))
+            counts = label_counts(result.labels, minlength=len(predictor.classes))
             top = int(counts.argmax())
             row = {"file": str(path), "height": rgb.shape[0], "width": rgb.shape[1],  # as instance and panoptic rows
                    "image": str(path), "size": size, "ms": 1e3 * dt,
@@ -344,7 +359,7 @@ def run(args: argparse.Namespace) -> int:
                    "class_pixels": {predictor.classes[i] if i < len(predictor.classes) else str(i): int(c)
                                     for i, c in enumerate(counts) if c}}
             if out is not None:  # the overlay first: the label PNG, written last, marks the image done (--resume)
-                labels_png, overlay_png = out / f"{path.stem}_labels.png", out / f"{path.stem}_overlay.png"
+                labels_png, overlay_png = out / f"{places[str(path)]}_labels.png", out / f"{places[str(path)]}_overlay.png"
                 if overlay:
                     # the stream's renderer, as the instance and panoptic overlays (an audit: predict's own blend, without
                     # the legend, differed from the stream's and the element's frames by a level on half the pixels)
@@ -417,7 +432,8 @@ class _JsonLines:
             self._lines.close()
 
 
-def _resume(args: argparse.Namespace, images: list[str], out: Path | None, task: str, coco: dict) -> tuple[list, list]:
+def _resume(args: argparse.Namespace, images: list[str], out: Path | None, task: str, coco: dict,
+            names: dict[str, str]) -> tuple[list, list]:
     """(the earlier runs' entries, the images still to do) for ``--resume``. Done: the images ``--jsonl`` records
     without an error (matched by the absolute path each line keeps: a job resumed from another folder, or with the
     folder spelled otherwise, finds them), and those whose label PNG (written after the overlay) is in ``--out``. The
@@ -448,14 +464,14 @@ def _resume(args: argparse.Namespace, images: list[str], out: Path | None, task:
             print(f"edgeseg predict: --resume: none of the {recorded} image(s) {args.jsonl} records is among this job's "
                   "images; all are done", file=sys.stderr)
     marker = {"instance": "_instances.png", "panoptic": "_panoptic.png"}.get(task, "_labels.png")
-    done = set(earlier) | {k for k, p in wanted.items() if out is not None and (out / f"{Path(p).stem}{marker}").is_file()}
+    done = set(earlier) | {k for k, p in wanted.items() if out is not None and (out / f"{names[p]}{marker}").is_file()}
     if out is not None and task == "panoptic":
-        _resume_panoptic_json(out, coco, earlier.values(), [p for k, p in wanted.items() if k in done])
+        _resume_panoptic_json(out, coco, earlier.values(), [p for k, p in wanted.items() if k in done], names)
     rows = [{k: v for k, v in e.items() if k not in ("path", "coco")} for e in earlier.values()]
     return rows, [p for p in images if key(p) not in done]
 
 
-def _resume_panoptic_json(out: Path, coco: dict, entries, done: list[str]) -> None:
+def _resume_panoptic_json(out: Path, coco: dict, entries, done: list[str], names: dict[str, str]) -> None:
     """``coco`` seeded with ``out/panoptic.json``'s annotations and those the ``--jsonl`` entries carry; said when
     images taken as done have none (resumed from the PNGs alone after a kill: their segments are not known)."""
     with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
@@ -470,7 +486,7 @@ def _resume_panoptic_json(out: Path, coco: dict, entries, done: list[str]) -> No
                     coco["categories"].setdefault(int(seg["category_id"]), {
                         "id": int(seg["category_id"]), "isthing": int(bool(seg["isthing"])), "name": seg["class"]})
     have = {str(a.get("image_id")) for a in coco["annotations"] if isinstance(a, dict)}
-    missing = [p for p in done if Path(p).stem not in have]
+    missing = [p for p in done if names[p] not in have]
     if missing:
         print(f"edgeseg predict: --resume: {len(missing)} image(s) taken as done have no annotation in "
               f"{out / 'panoptic.json'} ({', '.join(Path(p).name for p in missing[:3])}{' ...' if len(missing) > 3 else ''}): "
@@ -478,9 +494,11 @@ def _resume_panoptic_json(out: Path, coco: dict, entries, done: list[str]) -> No
               file=sys.stderr)
 
 
-def _image_paths(given: list[str], bundle: str = "BUNDLE") -> list[str]:
-    """The image arguments with each folder replaced by the images in it (sorted by name)."""
-    from ..data.io import IMAGE_SUFFIXES, image_files, left_out
+def _image_paths(given: list[str], bundle: str = "BUNDLE", recursive: bool = False) -> tuple[list[str], dict[str, str]]:
+    """The image arguments with each folder replaced by the images in it (sorted by name; ``recursive``: its
+    subfolders' too, folder by folder), and where each image's files go in ``--out``, without suffix: its stem, or
+    with ``recursive`` its path below the folder given (``sub/a`` for ``FOLDER/sub/a.jpg``)."""
+    from ..data.io import IMAGE_SUFFIXES
     from ..errors import InputError
 
     from ..stream.sources.uri import VIDEO_SUFFIXES
@@ -494,26 +512,74 @@ def _image_paths(given: list[str], bundle: str = "BUNDLE") -> list[str]:
     if len(missing) == len(given):  # nothing to segment: say so before the bundle is loaded
         raise InputError(f"image not found: {', '.join(missing)}", fix="check the paths")
     paths: list[str] = []
+    names: dict[str, str] = {}
+    notes: list[str] = []
     for p in map(Path, given):
         if not p.is_dir():  # a missing file among others is reported and skipped like an unreadable one
             paths.append(str(p))
+            names[str(p)] = p.stem
             continue
-        files = image_files(p)
-        note = left_out(p, files)
-        if note:
-            print(f"edgeseg predict: {note} (images: {', '.join(IMAGE_SUFFIXES)})", file=sys.stderr)
-        # links to images that are gone: reported as failures like unreadable images (they were dropped unsaid)
-        dangling = [q for q in p.iterdir() if q.suffix.lower() in IMAGE_SUFFIXES and q.is_symlink() and not q.exists()]
-        subfolders = sorted(q.name for q in p.iterdir() if q.is_dir() and not q.name.startswith("."))
+        folders = _walk(p) if recursive else [p]
+        subfolders: list[str] = []
+        found = 0
+        for folder in folders:
+            files, note, below = _folder_images(folder)
+            if note:
+                notes.append(note)
+            if not recursive:
+                subfolders = below
+            found += len(files)
+            for f in files:
+                paths.append(str(f))
+                names[str(f)] = f.relative_to(p).with_suffix("").as_posix() if recursive else f.stem
         if subfolders:
             shown = ", ".join(subfolders[:5]) + (f" and {len(subfolders) - 5} more" if len(subfolders) > 5 else "")
             print(f"edgeseg predict: {len(subfolders)} subfolder(s) of {p} not read ({shown}): a folder gives the images "
-                  f"directly in it; name the subfolders too (e.g. {p}/*/)", file=sys.stderr)
-        if not files and not dangling:
-            raise InputError(f"folder {p} holds no images", fix=f"give image files ({', '.join(IMAGE_SUFFIXES)}) "
-                             "or folders of them" + (f"; its subfolders hold them? {p}/*/" if subfolders else ""))
-        paths.extend(map(str, sorted(files + dangling)))
-    return paths
+                  f"directly in it; --recursive reads its subfolders too (--out mirrors the tree)", file=sys.stderr)
+        if not found:
+            raise InputError(f"folder {p} holds no images" + (" in it or its subfolders" if recursive else ""),
+                             fix=f"give image files ({', '.join(IMAGE_SUFFIXES)}) or folders of them"
+                                 + ("; its subfolders hold them? add --recursive" if subfolders else ""))
+    for note in notes[:3]:
+        print(f"edgeseg predict: {note} (images: {', '.join(IMAGE_SUFFIXES)})", file=sys.stderr)
+    if len(notes) > 3:
+        print(f"edgeseg predict: ... and files left out in {len(notes) - 3} more folder(s)", file=sys.stderr)
+    return paths, names
+
+
+def _folder_images(folder: Path) -> tuple[list[Path], str | None, list[str]]:
+    """The images directly in ``folder`` (sorted; links to images that are gone too: they fail as unreadable images,
+    not dropped unsaid), the note naming its other files (None: none), and its subfolders' names (hidden aside)."""
+    from ..data.io import IMAGE_SUFFIXES, image_files, left_out
+
+    files = image_files(folder)
+    dangling = [q for q in folder.iterdir() if q.suffix.lower() in IMAGE_SUFFIXES and q.is_symlink() and not q.exists()]
+    subfolders = sorted(q.name for q in folder.iterdir() if q.is_dir() and not q.name.startswith("."))
+    return sorted(files + dangling), left_out(folder, files), subfolders
+
+
+def _walk(root: Path) -> list[Path]:
+    """``root`` and the folders below it, each before its subfolders (sorted by name; hidden ones skipped); a linked
+    folder is followed once (a link back up the tree is not walked again)."""
+    seen: set[str] = set()
+    order: list[Path] = []
+    stack = [root]
+    while stack:
+        folder = stack.pop()
+        real = os.path.realpath(folder)
+        if real in seen:
+            continue
+        seen.add(real)
+        try:
+            below = sorted((q for q in folder.iterdir() if q.is_dir() and not q.name.startswith(".")), key=lambda q: q.name)
+        except OSError as e:  # a subfolder that cannot be listed: said, its images left out (the folder given: an error)
+            if folder == root:
+                raise
+            print(f"edgeseg predict: folder {folder} cannot be read ({e.strerror or e}): its images left out", file=sys.stderr)
+            continue
+        order.append(folder)
+        stack.extend(reversed(below))
+    return order
 
 
 def _write_results(args, predictor, task: str, rows: list, failed: list, interrupted: bool = False) -> None:

@@ -145,6 +145,7 @@ def read_image(path: str | Path) -> np.ndarray:
 
     p = Path(path)
     data = _read_bytes(p, InputError, "image")
+    _check_room(p, data)
     img = cv2.imdecode(data, cv2.IMREAD_COLOR)
     if img is not None and data[:8].tobytes() == b"\x89PNG\r\n\x1a\n" and len(data) > 24 and data[24] == 16:
         _warn_narrow_16bit(p, data)
@@ -153,7 +154,88 @@ def read_image(path: str | Path) -> np.ndarray:
             f"cannot decode image {p}: not an image or a corrupt file",
             fix=f"give a PNG/JPEG/BMP/TIFF/WebP image ({', '.join(IMAGE_SUFFIXES)})",
         )
-    return np.ascontiguousarray(img[..., ::-1])
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB, dst=img)  # in place: a copy doubled a large photo's memory
+
+
+#: memory an image takes, a pixel, from its decoding to its files (an 8000x8000 JPEG through ``predict --out``: the
+#: decoder's 6 bytes a pixel, then the labels, the overlay and its PNG encoding, ~13 bytes a pixel above the model's)
+IMAGE_BYTES_PER_PIXEL = 16
+#: images below this many pixels are not checked against the memory left (a frame's check would cost more than it saves)
+CHECKED_PIXELS = 16_000_000
+#: OpenCV's decoders refuse images above this many pixels (its ``CV_IO_MAX_IMAGE_PIXELS`` default) and say nothing
+OPENCV_MAX_PIXELS = 1 << 30
+
+
+def _check_room(path: Path, data: np.ndarray) -> None:
+    """An :class:`InputError` before decoding an image too large for the memory left (a 12000x12000 photo in a batch
+    took 2.46 GB; in a container the kernel killed the whole job) or for OpenCV's decoders (whose refusal read as a
+    corrupt file). Images whose header this does not read (TIFF) are decoded as they are."""
+    import os
+
+    size = image_dimensions(data[:1 << 17].tobytes())  # a JPEG's APP1 (EXIF, thumbnail) may come first: 64 KB
+    if size is None or size[0] * size[1] < CHECKED_PIXELS:
+        return
+    w, h = size
+    mpx = w * h / 1e6
+    fix = (f"downscale it first (e.g. cv2.resize, or ImageMagick: convert {path.name} -resize 25% small{path.suffix}), "
+           "or cut it into tiles")
+    env = os.environ.get("OPENCV_IO_MAX_IMAGE_PIXELS", "").strip()  # OpenCV's own setting of its limit
+    limit = int(env) if env.isdigit() else OPENCV_MAX_PIXELS
+    if w * h > limit:
+        raise InputError(f"image {path} is {w}x{h} ({mpx:,.0f} megapixels): above the {limit / 1e6:,.0f} megapixels "
+                         "OpenCV decodes (OPENCV_IO_MAX_IMAGE_PIXELS)", fix=fix)
+    from .. import _memory
+
+    free, need = _memory.available_bytes(), w * h * IMAGE_BYTES_PER_PIXEL
+    if free is not None and need > free:
+        raise InputError(f"image {path} is {w}x{h} ({mpx:,.0f} megapixels): segmenting it takes about "
+                         f"{_memory.mib(need)} and {_memory.mib(free)} is free (a container's limit included)",
+                         fix=fix + "; or run where more memory is free")
+
+
+def image_dimensions(head: bytes) -> tuple[int, int] | None:
+    """(width, height) from the first bytes of a PNG, JPEG, BMP, GIF or WebP file, without decoding it; None for other
+    formats or a header that does not read. Standard library only."""
+    import struct
+
+    try:
+        if head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR":
+            return struct.unpack(">II", head[16:24])
+        if head[:2] == b"BM":
+            w, h = struct.unpack("<ii", head[18:26])
+            return w, abs(h)
+        if head[:4] in (b"GIF8",):
+            return struct.unpack("<HH", head[6:10])
+        if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+            kind = head[12:16]
+            if kind == b"VP8X":
+                return 1 + int.from_bytes(head[24:27], "little"), 1 + int.from_bytes(head[27:30], "little")
+            if kind == b"VP8 ":
+                w, h = struct.unpack("<HH", head[26:30])
+                return w & 0x3FFF, h & 0x3FFF
+            if kind == b"VP8L":
+                bits = int.from_bytes(head[21:25], "little")
+                return 1 + (bits & 0x3FFF), 1 + ((bits >> 14) & 0x3FFF)
+            return None
+        if head[:2] == b"\xff\xd8":
+            i = 2
+            while i + 9 <= len(head):
+                if head[i] != 0xFF:
+                    return None
+                marker = head[i + 1]
+                if marker == 0xFF:  # fill bytes before a marker
+                    i += 1
+                    continue
+                if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # a start of frame: its size
+                    h, w = struct.unpack(">HH", head[i + 5:i + 9])
+                    return w, h
+                if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:  # markers without a length
+                    i += 2
+                    continue
+                i += 2 + struct.unpack(">H", head[i + 2:i + 4])[0]
+    except struct.error:
+        return None
+    return None
 
 
 #: what each EXIF orientation other than 1 does to the stored pixels when the picture is shown (and read)
@@ -299,7 +381,7 @@ def write_label(path: str | Path, labels: np.ndarray, *, sync: bool = True) -> N
     if not ok:  # pragma: no cover - cv2 only fails here on absurd input
         raise DataError(f"cannot encode label mask for {p}")
     p.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(p, buf.tobytes(), sync=sync)  # an interrupted writer leaves the old file or none, never half a PNG
+    atomic_write_bytes(p, memoryview(buf), sync=sync)  # an interrupted writer leaves the old file or none, never half a PNG
 
 
 def write_image(path: str | Path, rgb: np.ndarray, *, sync: bool = True) -> None:
@@ -314,4 +396,4 @@ def write_image(path: str | Path, rgb: np.ndarray, *, sync: bool = True) -> None
     if not ok:
         raise InputError(f"cannot encode image {p}", fix=f"use one of {', '.join(IMAGE_SUFFIXES)}")
     p.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(p, buf.tobytes(), sync=sync)  # an interrupted writer leaves the old file or none, never half a PNG
+    atomic_write_bytes(p, memoryview(buf), sync=sync)  # (not a copy of the encoded bytes: a large photo's)

@@ -226,9 +226,16 @@ def _upsampled_argmax(chw: np.ndarray, size: ImageShape, dtype: np.dtype,
     x0, x1, fx = _axis_taps(size.width, w)
     out = np.take(np.take(cell, y0, axis=0), x0, axis=1)
     at = np.flatnonzero(out == mark)
-    if at.size:
-        out.reshape(-1)[at] = _interpolated_argmax(chw, at, size.width, (y0, y1, fy), (x0, x1, fx), dtype)
+    for s in range(0, at.size, INTERPOLATED_CHUNK):  # bounded memory: ~160 bytes a pixel interpolated at once
+        part = at[s:s + INTERPOLATED_CHUNK]
+        out.reshape(-1)[part] = _interpolated_argmax(chw, part, size.width, (y0, y1, fy), (x0, x1, fx), dtype)
     return out
+
+
+#: boundary pixels interpolated at once by :func:`_upsampled_argmax`: its float64 work arrays take ~160 bytes a
+#: pixel, so an 8000x8000 photo's 3 million boundary pixels took 680 MB at once (a batch audit); 1 << 18 keeps them
+#: to ~40 MB, and a 960x540 frame's (~26,000) still go in one piece
+INTERPOLATED_CHUNK = 1 << 18
 
 
 def _interpolated_argmax(chw: np.ndarray, at: np.ndarray, width: int, ytaps, xtaps, dtype: np.dtype) -> np.ndarray:
@@ -318,6 +325,10 @@ def logits_to_labels(logits: np.ndarray, meta: "PreprocessMeta", manifest: "Mani
         if labels is not None:
             return labels, None
         if not confidence and chw.shape[0] * size.height * size.width * 4 > PLANES_BUDGET_BYTES:
+            if size.height * size.width * 9 > PLANES_BUDGET_BYTES:  # even two planes too many: a photo of 30 Mpx and up
+                labels = _upsampled_argmax(chw, size, dtype, max_share=1.0)  # interpolated in chunks, ~2 bytes a pixel
+                if labels is not None:
+                    return labels, None
             return _resized_argmax(chw, size, dtype), None
         planes = _resize_planes(chw, size)
         labels, mx = _argmax_chw(planes, dtype)

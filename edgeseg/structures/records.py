@@ -18,7 +18,7 @@ import numpy as np
 
 from .._registry import Registry
 from ..errors import InputError
-from .results import InstanceResult, PanopticResult, PromptedResult, SemanticResult, TrackResult
+from .results import InstanceResult, PanopticResult, PromptedResult, SemanticResult, TrackResult, label_counts
 from .rle import rle_encode, rle_encode_crops, rle_encode_labels
 
 RECORDS: Registry[Callable[[Any], dict]] = Registry("JSON record", error=InputError)
@@ -33,7 +33,7 @@ def semantic_record(r: SemanticResult) -> dict:
     """One segment per class present: area and mean confidence from one ``bincount`` each, every
     class's RLE from one column-major pass over the label map (:func:`rle_encode_labels`)."""
     flat = r.labels.ravel()
-    counts = np.bincount(flat)
+    counts = label_counts(r.labels)
     present = np.flatnonzero(counts)
     rles = rle_encode_labels(r.labels, present)
     scores = np.ones(len(counts))

@@ -85,6 +85,24 @@ class SemanticResult:
         return ImageShape.of(self.labels)
 
 
+def label_counts(labels: np.ndarray, minlength: int = 0) -> np.ndarray:
+    """Pixels per id of a label map: ``np.bincount(labels.ravel(), minlength)`` (int64), without its cast of every
+    label to an 8-byte index for uint8 maps (1.15 GB for a 12000x12000 photo's; on every frame 0.76 ms at 960x540 where
+    OpenCV's histogram takes 0.2). The histogram counts in float32, exact to 2**24 a bin: it goes by bands of rows."""
+    a = np.asarray(labels)
+    if a.dtype != np.uint8 or a.ndim != 2 or not a.size:
+        return np.bincount(a.ravel(), minlength=minlength)
+    import cv2
+
+    hist = np.zeros(256, np.int64)
+    rows = max(1, (1 << 24) // a.shape[1])
+    for r in range(0, a.shape[0], rows):
+        hist += cv2.calcHist([np.ascontiguousarray(a[r:r + rows])], [0], None, [256], [0, 256]).ravel().astype(np.int64)
+    present = np.flatnonzero(hist)
+    return hist[:max(minlength, int(present[-1]) + 1 if present.size else 1)] if minlength <= 256 else \
+        np.concatenate([hist, np.zeros(minlength - 256, np.int64)])
+
+
 class _LazyMasks:
     """The ``masks`` field of :class:`InstanceResult` (a descriptor-typed dataclass field): what the
     constructor is given is kept as the materialised masks; reading it on a result built from

@@ -163,3 +163,57 @@ def test_a_16_bit_png_holding_12_bits_is_said_once_per_folder(tmp_path, caplog):
         assert read_image(tmp_path / "wide" / "c.png").max() > 200
     said = [r.getMessage() for r in caplog.records if "12-bit data?" in r.getMessage()]
     assert len(said) == 1 and "a.png is a 16-bit PNG whose values stop at" in said[0]
+
+
+@pytest.mark.parametrize("fmt,options", [("PNG", {}), ("JPEG", {}), ("JPEG", {"progressive": True}), ("BMP", {}),
+                                         ("GIF", {}), ("WEBP", {"lossless": True}), ("WEBP", {"quality": 50})])
+def test_image_dimensions_read_the_header_as_pillow_writes_it(fmt, options):
+    import io
+
+    from PIL import Image
+
+    from edgeseg.data.io import image_dimensions
+
+    for w, h in ((37, 19), (640, 321)):
+        buf = io.BytesIO()
+        Image.fromarray(np.random.default_rng(w).integers(0, 256, (h, w, 3), dtype=np.uint8)).save(buf, fmt, **options)
+        assert image_dimensions(buf.getvalue()) == (w, h)
+    assert image_dimensions(b"II*\x00" + bytes(60)) is None  # TIFF: decoded as it is
+    assert image_dimensions(b"\xff\xd8\xff\xe0\x00") is None  # a header cut short
+
+
+def _png_header(w: int, h: int) -> bytes:
+    import struct
+    import zlib
+
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR" + ihdr + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
+
+
+def test_an_image_opencv_will_not_decode_is_named_with_its_size(tmp_path):
+    """Before: a 40000x30000 panorama (above OpenCV's 2**30 pixels) was "not an image or a corrupt file"."""
+    p = tmp_path / "pano.png"
+    p.write_bytes(_png_header(40000, 30000) + bytes(64))
+    with pytest.raises(InputError, match=r"pano.png is 40000x30000 \(1,200 megapixels\): above the 1,074 megapixels "
+                                         r"OpenCV decodes") as e:
+        read_image(p)
+    assert "downscale it first" in e.value.fix
+
+
+def test_an_image_too_large_for_the_memory_left_is_refused_before_decoding(tmp_path, monkeypatch):
+    """A batch audit: a 12000x12000 photo took 2.46 GB; in a container the kernel killed the whole job. An image that
+    would take more than the memory left (the container's limit included) is an error naming it, before decoding."""
+    from edgeseg import _memory
+    from edgeseg.data import io
+
+    p = tmp_path / "big.png"
+    cv2.imwrite(str(p), np.zeros((4000, 4100, 3), np.uint8))  # 16.4 megapixels: 262 MB at 16 bytes a pixel
+    monkeypatch.setattr(_memory, "available_bytes", lambda: 200 << 20)
+    with pytest.raises(InputError, match=r"big.png is 4100x4000 \(16 megapixels\): segmenting it takes about 250 MiB "
+                                         r"and 200 MiB is free"):
+        read_image(p)
+    monkeypatch.setattr(_memory, "available_bytes", lambda: 300 << 20)
+    assert read_image(p).shape == (4000, 4100, 3)
+    monkeypatch.setattr(_memory, "available_bytes", lambda: 1)  # small images are not checked
+    monkeypatch.setattr(io, "CHECKED_PIXELS", 4000 * 4100 + 1)
+    assert read_image(p).shape == (4000, 4100, 3)

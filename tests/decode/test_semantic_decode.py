@@ -383,3 +383,31 @@ def test_rescoring_a_report_after_a_bias(tmp_path):
         assert rec["met_budget"] == (rec["fp32"] - rec["int8"] <= rec["max_drop"])
         assert rec["rescored"]["device"]["cpu"] and rec["latency_ms"] == old["latency_ms"]  # the gate's own kept
     assert [r["record"] for r in rows] == ["accuracy fp32", "int8 cpu (onnxruntime)", "int8 tensorrt (onnxruntime)"]
+
+
+def test_a_photo_too_large_for_two_planes_interpolates_in_chunks(monkeypatch):
+    """A batch audit: an 8000x8000 photo's decode peaked at 680 MB above its labels (every boundary pixel's float64
+    work arrays at once; a noisy map's two full-size planes: 9 bytes a pixel). Above the budget for two planes the
+    labels are interpolated pixel by pixel in chunks: the float64 reference's, exact ties to the lower class."""
+    from edgeseg.decode import semantic
+
+    logits = np.random.default_rng(4).normal(size=(1, 11, 60, 80)).astype(np.float32)
+    logits[0, 3, :10] = logits[0, 2, :10]
+    monkeypatch.setattr(semantic, "PLANES_BUDGET_BYTES", 90 * 160 * 9 - 1)
+    monkeypatch.setattr(semantic, "INTERPOLATED_CHUNK", 1000)
+    chunks = []
+    whole = semantic._interpolated_argmax
+    monkeypatch.setattr(semantic, "_interpolated_argmax", lambda chw, at, *a: chunks.append(at.size) or whole(chw, at, *a))
+    monkeypatch.setattr(semantic, "_resized_argmax", None)  # not taken
+    r = decode_semantic({"logits": logits}, meta((90, 160)), manifest(11))
+    assert np.array_equal(r.labels, bilinear_half_pixel(logits[0].astype(np.float64), 90, 160).argmax(0))
+    assert max(chunks) == 1000 and sum(chunks) > 90 * 160 // 2 and (r.labels == 2).any()
+
+
+def test_boundary_pixels_interpolated_in_chunks_give_the_same_labels(monkeypatch):
+    from edgeseg.decode import semantic
+
+    logits = _blocky_logits(np.random.default_rng(12), 11, 180, 240)
+    whole = decode_semantic({"logits": logits}, meta((270, 480)), manifest(11)).labels
+    monkeypatch.setattr(semantic, "INTERPOLATED_CHUNK", 37)
+    assert np.array_equal(decode_semantic({"logits": logits}, meta((270, 480)), manifest(11)).labels, whole)

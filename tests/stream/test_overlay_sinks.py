@@ -25,6 +25,20 @@ def test_semantic_blend_matches_the_formula():
     assert out[0, 1].tolist() == [139, 75, 75]  # 0.75 * 100 + 0.25 * 255 = 138.75
 
 
+def test_a_large_photos_colours_are_looked_up_in_bands(monkeypatch):
+    """A batch audit: an 8000x8000 photo's overlay took 733 MB above its labels (the colour lookup cast every label
+    to an 8-byte index at once). Past LOOKUP_BAND_PIXELS it goes band by band: the same colours, the formula's blend."""
+    from edgeseg.structures import palette
+
+    labels = np.random.default_rng(1).integers(0, 4, (37, 23)).astype(np.uint8)
+    img = np.random.default_rng(2).integers(0, 256, (37, 23, 3), dtype=np.uint8)
+    monkeypatch.setattr(palette, "LOOKUP_BAND_PIXELS", 50)  # 2 rows a band, the last one shorter
+    np.testing.assert_array_equal(palette.lookup_colours(PALETTE, labels), PALETTE[labels])
+    out = render_semantic(img, SemanticResult(labels), palette=PALETTE, alpha=0.25)
+    want = np.round(0.75 * img + 0.25 * PALETTE[labels].astype(np.float64)).astype(np.uint8)
+    assert np.abs(out.astype(int) - want).max() <= 1  # OpenCV's fixed-point rounding: at most one level
+
+
 def test_instance_masks_contours_and_labels():
     img = np.zeros((40, 60, 3), np.uint8)
     masks = np.zeros((1, 40, 60), bool)
