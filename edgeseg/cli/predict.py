@@ -219,8 +219,6 @@ def _refuse_overwriting_inputs(args: argparse.Namespace, images: list[str], name
 def run(args: argparse.Namespace) -> int:
     import time
 
-    import numpy as np
-
     from ..data.io import read_image, write_image, write_label
     from ..errors import InputError
     from ..predictor import load
