@@ -581,6 +581,24 @@ def _key_lock(key: str) -> threading.Lock:
         return _KEY_LOCKS.setdefault(key, threading.Lock())
 
 
+def _nothing_runs_fix(facts: Facts, backend: str, precision: str, target: str | None, device: str) -> str:
+    """What to do when no candidate runs what was asked: the option that rules out what runs here, named."""
+    if device not in ("auto", "cpu"):
+        return "on the GPU edgeseg runs TensorRT: install it (NVIDIA's tensorrt wheel; JetPack ships it), or leave the " \
+               "device to auto / cpu"
+    if target:  # an option audit: --target tensorrt on a CPU was told "no runtime here runs int8"; the target rules it out
+        here = sorted({c.target for c in list_candidates(facts, backend, precision, None, device)[0] if c.target})
+        if here:
+            return (f"the {target} INT8 model runs on {target}'s runtime, not here; --target {' / '.join(here)} "
+                    f"run{'s' if len(here) == 1 else ''} here, or leave --target out (auto picks among what runs here)")
+    if backend != "auto":
+        return f"install what the line above says {backend} needs, or use backend auto (--backend auto)"
+    if precision != "auto":
+        return (f"no runtime here runs {precision}" + (" (TensorRT's precision: an NVIDIA GPU)" if precision == "fp16" else "")
+                + ": leave the precision to auto (--precision auto), which picks among what runs here")
+    return "pip install onnxruntime, or ask for another precision"
+
+
 def _choose(bundle: "Bundle", backend: str, precision: str, target: str | None, device: str, threads: int,
             use_cache: bool, facts: Facts | None, dev: DeviceInfo, request: Mapping[str, Any], path: Path | None,
             key: str) -> tuple[Choice, "Runner | None"]:
@@ -601,17 +619,10 @@ def _choose(bundle: "Bundle", backend: str, precision: str, target: str | None, 
     notes = tuple(_device_notes(bundle, dev))
     if not cands:
         raise BackendUnavailable(f"nothing can run {bundle.name} here (backend {backend}, precision {precision}"
+                                 + (f", target {target}" if target else "")
                                  + (f", device {device}" if device not in ("auto", "cpu") else "") + "):\n    "
                                  + "\n    ".join(f"{c.label}: {why}" for c, why in excluded),
-                                 fix="on the GPU edgeseg runs TensorRT: install it (NVIDIA's tensorrt wheel; JetPack "
-                                     "ships it), or leave the device to auto / cpu" if device not in ("auto", "cpu")
-                                 else (f"install what the line above says {backend} needs, or use backend auto "
-                                       "(--backend auto)" if backend != "auto" else
-                                       f"no runtime here runs {precision}"
-                                       + (" (TensorRT's precision: an NVIDIA GPU)" if precision == "fp16" else "")
-                                       + ": leave the precision to auto (--precision auto), which picks among what "
-                                         "runs here" if precision != "auto" else
-                                       "pip install onnxruntime, or ask for another precision"))
+                                 fix=_nothing_runs_fix(facts, backend, precision, target, device))
     if len(cands) == 1:
         choice = Choice(cands[0], "the only candidate", "only candidate", excluded=tuple(excluded), device=dev, notes=notes)
         return _log(bundle, choice), None

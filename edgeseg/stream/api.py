@@ -262,20 +262,27 @@ def build_pipeline(opts: StreamOptions, predictor: Any = None, extra_sinks: tupl
         vos = VosStage(opts.prompt, with_bundle=True)
     source = open_sources(opts)
     source.open()  # before the bundle: a bad URI or a missing file fails first (Pipeline.run reopens: a no-op)
-    try:
-        predictor = load_predictor(predictor if predictor is not None else opts.bundle, opts)
-        if opts.track:
-            from .track_stage import check_trackable
-
-            check_trackable(predictor)
-        classes, only = _semantic_classes(opts, predictor)
-        task = getattr(getattr(predictor, "manifest", None), "task", "instance")
-        if opts.class_agnostic is not None and task != "instance":  # here, not after: the source is closed on it
-            raise InputError(f"--class-agnostic applies to instance bundles; this is a {task} bundle",
-                             fix="leave --class-agnostic out")
+    try:  # until the pipeline holds the source, any refusal closes it (before, one after the bundle's load -- an option
+        # its task does not take, a sink's path -- left the decoder thread running: "terminate called", exit 134)
+        return _assemble(opts, source, predictor, vos, keyframes, extra_sinks, handle_signals)
     except BaseException:
         source.close()
         raise
+
+
+def _assemble(opts: StreamOptions, source: Source, predictor: Any, vos: Any, keyframes: Any,
+              extra_sinks: tuple[Sink, ...], handle_signals: bool) -> Pipeline:
+    """:func:`build_pipeline` after the source opened: the bundle, the stages, the sinks."""
+    predictor = load_predictor(predictor if predictor is not None else opts.bundle, opts)
+    if opts.track:
+        from .track_stage import check_trackable
+
+        check_trackable(predictor)
+    classes, only = _semantic_classes(opts, predictor)
+    task = getattr(getattr(predictor, "manifest", None), "task", "instance")
+    if opts.class_agnostic is not None and task != "instance":  # here, not after: the source is closed on it
+        raise InputError(f"--class-agnostic applies to instance bundles; this is a {task} bundle",
+                         fix="leave --class-agnostic out")
     sinks = build_sinks(opts)  # video sinks take the source's frame rate when the pipeline binds them
     video = any(isinstance(s, (Mp4Sink, RtspServerSink, DisplaySink)) for s in sinks)
     manifest = getattr(predictor, "manifest", None)
@@ -332,15 +339,19 @@ def _vos_pipeline(opts: StreamOptions, extra_sinks: tuple[Sink, ...], handle_sig
         raise InputError("track (ids for detected instances) does not apply to a prompt's objects, which keep the "
                          "prompt's ids", fix="drop --track with --prompt, or track an instance bundle's detections")
     stage = VosStage(opts.prompt)  # an empty or unreadable prompt fails before the source opens
-    source = open_sources(opts)
-    source.open()
-    sinks = build_sinks(opts)
+    sinks = build_sinks(opts)  # a bad sink path fails before the source opens
     stages: list[Any] = [stage]
     if any(isinstance(s, (Mp4Sink, RtspServerSink, DisplaySink)) for s in sinks):
         stages.append(RenderStage(Renderer(alpha=opts.alpha, legend=opts.hud, hud=opts.hud)))  # per-object colours
-    pipe = Pipeline([source, *stages, *sinks, *extra_sinks], queue_size=opts.queue_size, on_error=opts.on_error,
-                    max_frames=opts.max_frames, log_interval_s=opts.log_interval_s, handle_signals=handle_signals,
-                    cv_threads=opts.cv_threads)
+    source = open_sources(opts)
+    source.open()
+    try:  # as build_pipeline: the source closed on any refusal until the pipeline holds it
+        pipe = Pipeline([source, *stages, *sinks, *extra_sinks], queue_size=opts.queue_size, on_error=opts.on_error,
+                        max_frames=opts.max_frames, log_interval_s=opts.log_interval_s, handle_signals=handle_signals,
+                        cv_threads=opts.cv_threads)
+    except BaseException:
+        source.close()
+        raise
     pipe.choice = None
     return pipe
 

@@ -32,6 +32,17 @@ def test_candidates_on_a_cpu_without_bf16():
     assert why["tensorrt/int8:tensorrt"] == "no GPU"  # a tensorrt-target model runs on TensorRT only
 
 
+def test_a_target_that_rules_out_every_runtime_here_is_named_in_the_fix():
+    """An option audit: --precision int8 --target tensorrt on a CPU was told "no runtime here runs int8: leave the
+    precision to auto" -- INT8 runs here (the cpu target's model); the target is what rules it out."""
+    facts = Facts(ORT_OV, GATED)
+    assert list_candidates(facts, precision="int8", target="tensorrt")[0] == []
+    fix = ch._nothing_runs_fix(facts, "auto", "int8", "tensorrt", "cpu")
+    assert fix == ("the tensorrt INT8 model runs on tensorrt's runtime, not here; --target cpu runs here, or leave "
+                   "--target out (auto picks among what runs here)")
+    assert ch._nothing_runs_fix(facts, "auto", "fp16", None, "cpu").startswith("no runtime here runs fp16 (TensorRT's")
+
+
 def test_bf16_is_a_candidate_where_the_cpu_has_it_and_it_passed():
     cands, _ = list_candidates(Facts(ORT_OV, {}, bf16=(True, "agree 99.9%")))
     assert labels(cands) == ["onnxruntime/fp32", "openvino/bf16", "openvino/fp32"]
