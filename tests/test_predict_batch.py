@@ -261,3 +261,33 @@ def test_a_recursive_panoptic_job_names_each_image_by_its_place_in_the_tree(tmp_
     assert [(a["image_id"], a["file_name"]) for a in doc["annotations"]] == \
         [("cam1/000", "cam1/000_panoptic.png"), ("cam2/000", "cam2/000_panoptic.png")]
     assert all((out / a["file_name"]).is_file() for a in doc["annotations"])
+
+
+def test_a_resumed_job_given_out_for_the_first_time_does_the_images_without_pngs(job, tmp_path, capsys):
+    """An option audit: a job resumed with --out added wrote the PNGs of the new images only, while --json listed
+    them all. Images --jsonl records as done but without a label PNG in --out are done again, said."""
+    bundle, images = job
+    lines, out = tmp_path / "p.jsonl", tmp_path / "preds"
+    assert main(["predict", str(bundle.root), *images[:4], "--jsonl", str(lines), *RUNTIME]) == 0
+    capsys.readouterr()
+    assert main(["predict", str(bundle.root), *images, "--jsonl", str(lines), "--resume", "--out", str(out),
+                 "--no-overlay", "--json", str(tmp_path / "all.json"), *RUNTIME]) == 0
+    said = capsys.readouterr()
+    assert "4 image(s)" in said.err and "have no PNGs in" in said.err and "6 image(s)" in said.out
+    assert sorted(p.name for p in out.iterdir()) == [f"f{i}_labels.png" for i in range(6)]
+    assert [r["file"] for r in json.loads((tmp_path / "all.json").read_text())["images"]] == images
+
+
+def test_classes_of_a_semantic_bundle_without_overlays_is_said_to_draw_nothing(job, tmp_path, capsys):
+    bundle, images = job
+    assert main(["predict", str(bundle.root), images[0], "--out", str(tmp_path / "o"), "--no-overlay", "--classes",
+                 "1", *RUNTIME]) == 0
+    assert "with --no-overlay there is none" in capsys.readouterr().err
+
+
+def test_an_image_given_twice_is_done_once(job, tmp_path, capsys):
+    bundle, images = job
+    assert main(["predict", str(bundle.root), images[2], str(Path(images[0]).parent), "--out", str(tmp_path / "o"),
+                 "--jsonl", str(tmp_path / "p.jsonl"), *RUNTIME]) == 0
+    assert "1 image(s) given more than once" in capsys.readouterr().err
+    assert [e["file"] for e in _lines(tmp_path / "p.jsonl")] == [images[2], images[0], images[1], *images[3:]]

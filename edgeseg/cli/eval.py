@@ -57,9 +57,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "other classes match by equal name. Instance data: unmatched classes are dropped; panoptic "
                         "data: CLASS=void leaves a class's segments out, stuff classes mapped onto one category "
                         "become one segment, and an unmatched class is refused, naming it")
-    g.add_argument("--score-threshold", type=float, default=0.001, metavar="T",
-                   help="keep detections scoring above T (default 0.001, as Ultralytics' val does: AP integrates the "
-                        "whole precision/recall curve, so the bundle's display threshold would cut it short)")
+    g.add_argument("--score-threshold", type=float, default=None, metavar="T",
+                   help="instance data: keep detections scoring above T (default 0.001, as Ultralytics' val does: AP "
+                        "integrates the whole precision/recall curve, so the bundle's display threshold would cut it "
+                        "short); panoptic data: the bundle's own unless given (PQ counts every false segment)")
     g.add_argument("--save-predictions", metavar="FILE|DIR", default=None,
                    help="instance: write the detections as a COCO results JSON (image_id, category_id, RLE "
                         "segmentation, score, bbox xywh) that pycocotools' loadRes reads (mask APs/APm/APl sort "
@@ -100,6 +101,10 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--save-predictions {args.save_predictions}: {args.data} is semantic data; predictions are "
                          "saved for instance data (a COCO results JSON) and panoptic data (COCO-panoptic PNGs)",
                          fix="leave --save-predictions out; edgeseg predict BUNDLE IMAGES --out DIR writes label maps")
+    if args.score_threshold is not None:  # an option audit: taken, recorded in --json, and used by nothing
+        raise InputError(f"--score-threshold {args.score_threshold}: {args.data} is semantic data, scored from every "
+                         "pixel's class; a score threshold applies to instance and panoptic data",
+                         fix="leave --score-threshold out")
     if args.class_map:
         raise InputError(f"--class-map {args.class_map}: {args.data} is semantic data, whose classes are matched to "
                          "the model's by name (else by id)", fix="leave --class-map out: it maps instance and panoptic "
@@ -131,11 +136,11 @@ def run(args: argparse.Namespace) -> int:
             )
         except KeyboardInterrupt:  # the scores so far are shown (a batch audit: Ctrl-C at 95% kept nothing); --json
             if metric.images_scored:  # is not written: an earlier run's complete scores there are kept
-                _print_semantic(args, dataset, cmap, metric.compute(), skipped, interrupted=True)
+                _print_semantic(args, dataset, cmap, metric.compute(), skipped, _ran(predictor), interrupted=True)
                 print(f"edgeseg eval: interrupted after {metric.images_scored} image(s): the scores so far are above"
                       + (f" ({args.json} is left as it was)" if args.json else ""), file=sys.stderr)
             raise
-    _print_semantic(args, dataset, cmap, scores, skipped)
+    _print_semantic(args, dataset, cmap, scores, skipped, _ran(predictor))
     _refuse_left_out(args, skipped, scores.num_images)
     return 0
 
@@ -158,8 +163,9 @@ def _skipped_record(skipped: list) -> list:
     return [{k: v for k, v in s.items() if k != "exception"} for s in skipped]
 
 
-def _print_semantic(args: argparse.Namespace, dataset, cmap, scores, skipped: list, interrupted: bool = False) -> None:
-    """The scores' table, and ``--json`` (not for an interrupted run)."""
+def _print_semantic(args: argparse.Namespace, dataset, cmap, scores, skipped: list, ran: dict,
+                    interrupted: bool = False) -> None:
+    """The scores' table, and ``--json`` (not for an interrupted run); ``ran``: :func:`_ran`."""
     print(f"{args.bundle} on {args.data} [{args.split}], {scores.num_images} images, {len(dataset.classes)} classes"
           + (" (interrupted)" if interrupted else ""))
     print(f"  mIoU        {_pct(scores.miou)}")
@@ -174,8 +180,8 @@ def _print_semantic(args: argparse.Namespace, dataset, cmap, scores, skipped: li
     print()
     print_table(rows, ["class", "IoU %", "Acc %", "BF1 %"] if not args.no_boundary else ["class", "IoU %", "Acc %"])
     data = scores.to_dict()
-    data.update(bundle=str(args.bundle), data=args.data, split=args.split, backend=args.backend, precision=args.precision,
-                score_threshold=args.score_threshold, class_match=cmap.by, unmatched_model_classes=list(cmap.unmatched))
+    data.update(bundle=str(args.bundle), data=args.data, split=args.split, **ran,
+                class_match=cmap.by, unmatched_model_classes=list(cmap.unmatched))
     if skipped:
         data["skipped"] = _skipped_record(skipped)
     if not interrupted:
@@ -214,6 +220,8 @@ def _run_instance(args: argparse.Namespace, dataset) -> int:
         if task != "instance":
             raise InputError(f"{args.bundle} is {_a(task)} bundle; {args.data} holds instance masks",
                              fix="score an instance bundle on it (or a semantic bundle on a semantic dataset)")
+        if args.score_threshold is None:
+            args.score_threshold = INSTANCE_SCORE_THRESHOLD
         predictor.set_options(score_threshold=args.score_threshold)
         cmap = category_map(predictor.classes, dataset.categories, parse_class_map(args.class_map))
         if cmap.by == "index":
@@ -255,7 +263,7 @@ def _run_instance(args: argparse.Namespace, dataset) -> int:
         atomic_write_text(args.save_predictions, json.dumps(records))  # compact: one record per detection
         print(f"wrote {len(records)} detections to {args.save_predictions}")
     data = scores.to_dict()
-    data.update(bundle=str(args.bundle), data=args.data, split=args.split, backend=args.backend, precision=args.precision,
+    data.update(bundle=str(args.bundle), data=args.data, split=args.split, **_ran(predictor),
                 score_threshold=args.score_threshold, class_match=cmap.by, class_map={m: c for m, c in cmap.pairs}, dropped_model_classes=list(cmap.dropped))
     if skipped:
         data["skipped"] = _skipped_record(skipped)
@@ -328,6 +336,8 @@ def _run_panoptic(args: argparse.Namespace, dataset) -> int:
                   + (f"; left out as void: {', '.join(voided)}" if voided else ""))
         else:
             _check_panoptic_categories(args.bundle, predictor, dataset)
+        if args.score_threshold is not None:  # the bundle's own otherwise (it was taken and used by nothing)
+            predictor.set_options(score_threshold=args.score_threshold)
         writer = None
         if args.save_predictions:
             writer = PanopticWriter(json_path, png_dir, categories=dataset.categories)
@@ -352,8 +362,8 @@ def _run_panoptic(args: argparse.Namespace, dataset) -> int:
     print_table([{"class": c.name, "id": c.category_id, "thing": "yes" if c.isthing else "no", "PQ %": _pct(c.pq),
                   "SQ %": _pct(c.sq), "RQ %": _pct(c.rq), "TP": c.tp, "FP": c.fp, "FN": c.fn} for c in scores.per_class])
     data = scores.to_dict()
-    data.update(bundle=str(args.bundle), data=args.data, split=args.split, backend=args.backend, precision=args.precision,
-                ms_per_frame=latency.mean_ms, latency={"mean_ms": latency.mean_ms, "p50_ms": latency.p50_ms,
+    data.update(bundle=str(args.bundle), data=args.data, split=args.split, **_ran(predictor),
+                score_threshold=args.score_threshold, ms_per_frame=latency.mean_ms, latency={"mean_ms": latency.mean_ms, "p50_ms": latency.p50_ms,
                                                        "p95_ms": latency.p95_ms, "max_ms": latency.max_ms})
     if writer is not None:
         print(f"wrote {len(writer.annotations)} panoptic predictions to {writer.json_path} (PNGs in {writer.png_dir})")
@@ -412,6 +422,15 @@ def _check_panoptic_categories(bundle, predictor, dataset) -> None:
         print(f"note: thing/stuff differs from the dataset for {', '.join(differ)}; PQ uses the dataset's")
 
 
+#: instance data's score threshold unless --score-threshold is given (Ultralytics' val: the whole precision/recall curve)
+INSTANCE_SCORE_THRESHOLD = 0.001
+
+
+def _ran(predictor) -> dict:
+    """The backend and precision that ran (an option audit: --json said "auto", so scores could not be told apart)."""
+    return {"backend": predictor.backend, "precision": predictor.runner.precision}
+
+
 def _a(word: str) -> str:
     return f"{'an' if word[:1] in 'aeiou' else 'a'} {word}"
 
@@ -425,7 +444,7 @@ def _check_numbers(args: argparse.Namespace) -> None:
         raise InputError(f"--threads {args.threads}: must be 0 or more",
                          fix="--threads 0 uses the runtime's default; N >= 1 runs that many CPU threads")
     t = args.score_threshold
-    if not 0.0 <= t <= 1.0:  # NaN too
+    if t is not None and not 0.0 <= t <= 1.0:  # NaN too
         raise InputError(f"--score-threshold {t}: must be within 0..1",
                          fix="detections score 0..1; the default 0.001 keeps nearly all, as AP needs")
 

@@ -243,6 +243,16 @@ def run(args: argparse.Namespace) -> int:
     if args.no_overlay and args.out is None:
         raise InputError("--no-overlay leaves the overlay PNGs out of --out: there is no --out", fix="add --out DIR")
     images, places = _image_paths(args.images, args.bundle, args.recursive)
+    seen: set[str] = set()
+    unique = []  # the first of each file given
+    for p in images:
+        if os.path.realpath(p) not in seen:
+            seen.add(os.path.realpath(p))
+            unique.append(p)
+    if len(unique) < len(images):  # an option audit: `a.jpg DIR/` with DIR/a.jpg was refused as two of one name
+        print(f"edgeseg predict: {len(images) - len(unique)} image(s) given more than once (a file and its folder?): "
+              "each is done once", file=sys.stderr)
+        images = unique
     if args.out is not None:  # <name>_*.png: two images of one name (in one folder of --out) would overwrite each other's
         stems: dict[str, list[str]] = {}
         for p in images:
@@ -280,9 +290,10 @@ def run(args: argparse.Namespace) -> int:
 
         if task == "semantic":
             drawn = class_ids(args.classes, predictor.classes)
-            if args.out is None:
+            if args.out is None or args.no_overlay:
                 print("edgeseg predict: note: --classes of a semantic bundle limits the classes its overlays draw; "
-                      "without --out there is none (the JSON keeps every class)", file=sys.stderr)
+                      f"{'without --out' if args.out is None else 'with --no-overlay'} there is none (the label PNGs "
+                      "and the JSON keep every class)", file=sys.stderr)
         elif task in ("instance", "panoptic"):  # numbers: a panoptic bundle's category ids, as its records say
             keep = class_ids(args.classes, predictor.classes, getattr(predictor.options, "category_ids", ()))
         else:
@@ -462,7 +473,14 @@ def _resume(args: argparse.Namespace, images: list[str], out: Path | None, task:
             print(f"edgeseg predict: --resume: none of the {recorded} image(s) {args.jsonl} records is among this job's "
                   "images; all are done", file=sys.stderr)
     marker = {"instance": "_instances.png", "panoptic": "_panoptic.png"}.get(task, "_labels.png")
-    done = set(earlier) | {k for k, p in wanted.items() if out is not None and (out / f"{names[p]}{marker}").is_file()}
+    pngs = {k for k, p in wanted.items() if out is not None and (out / f"{names[p]}{marker}").is_file()}
+    without = [k for k in earlier if out is not None and k not in pngs]
+    if without:  # an option audit: --out added on a resumed run left those images' PNGs missing, unsaid
+        print(f"edgeseg predict: --resume: {len(without)} image(s) {args.jsonl} records as done have no PNGs in {out}: "
+              "done again", file=sys.stderr)
+        for k in without:
+            del earlier[k]
+    done = set(earlier) | pngs
     if out is not None and task == "panoptic":
         _resume_panoptic_json(out, coco, earlier.values(), [p for k, p in wanted.items() if k in done], names)
     rows = [{k: v for k, v in e.items() if k not in ("path", "coco")} for e in earlier.values()]

@@ -68,6 +68,22 @@ def test_eval_command(tmp_path, dataset_dir, capsys):
     assert data["backend"] == "onnxruntime" and data["split"] == "val"
 
 
+def test_eval_json_says_what_ran_and_a_score_threshold_on_semantic_data_is_refused(tmp_path, dataset_dir, capsys):
+    """An option audit: --json recorded the backend asked for ("auto"), not the one that scored; --score-threshold on
+    semantic data was taken, recorded, and used by nothing."""
+    from edgeseg.cli import main
+
+    bundle = _constant_class_bundle(tmp_path / "const.edgeseg")
+    spec = f"folder:{dataset_dir / 'i'},{dataset_dir / 'm'},classes={dataset_dir / 'classes.txt'}"
+    assert main(["eval", str(bundle), "--data", spec, "--threads", "1", "--json", str(tmp_path / "s.json"),
+                 "--no-progress"]) == 0
+    data = json.loads((tmp_path / "s.json").read_text())
+    assert data["backend"] == "onnxruntime" and data["precision"] == "fp32" and "score_threshold" not in data
+    capsys.readouterr()
+    assert main(["eval", str(bundle), "--data", spec, "--score-threshold", "0.5", "--json", str(tmp_path / "t.json")]) == 2
+    assert "--score-threshold 0.5: " in capsys.readouterr().err and not (tmp_path / "t.json").exists()
+
+
 def test_eval_extra_model_class_counts_as_miss(tmp_path, dataset_dir, capsys):
     from edgeseg.cli import main
 

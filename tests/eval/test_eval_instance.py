@@ -472,6 +472,11 @@ class _FakeBundle:
     class manifest:  # noqa: N801
         task = "instance"
 
+    class runner:  # noqa: N801
+        precision = "fp32"
+
+    backend = "shift"  # what --json records as the backend that ran
+
     def __init__(self, ds):
         self.predict = ShiftPredictor(ds)
         self.classes = ShiftPredictor.classes
