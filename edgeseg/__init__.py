@@ -17,7 +17,7 @@ from ._unwind import pin_gcc_unwinder
 from .errors import EdgesegError
 from .structures import ImageShape, InputSpec
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 # before anything can load GStreamer: GCC's C++ unwinder must precede GStreamer's libunwind in the
 # process's global symbol scope, or OpenVINO / ONNX Runtime abort on their first exception (_unwind.py)

@@ -44,7 +44,14 @@ from ._compat import is_relative_to, removesuffix
 
 log = logging.getLogger("edgeseg.bundle")
 
-SCHEMA_VERSION = 1
+#: the newest manifest schema this edgeseg reads and writes; a manifest is written with the oldest schema that holds
+#: what it uses (:func:`manifest_schema`), so an older edgeseg reads what it can and refuses the rest by its version
+SCHEMA_VERSION = 2
+#: schema 2: what edgeseg readers of schema 1 refuse as an unknown field or value (an upgrade audit: given HEAD's `road`,
+#: an older edgeseg said "unknown semantic decoder option(s): class_bias", its fix inviting the option's removal, which
+#: changes the predictions); a field added to the manifest later joins this list with a new schema version
+SCHEMA_2_KEYS = ("class_bias", "anchor")
+SCHEMA_2_VALUES = (("size_rule", "fit"),)
 MANIFEST = "manifest.json"
 REPORT = "report.json"
 TASKS = ("semantic", "instance", "panoptic", "vos")
@@ -104,7 +111,8 @@ class ModelFile:
             raise BundleError(f"{where}: model {d.get('file')!r} has a non-string target {target!r}")
         weights = d.get("weights")
         if weights not in (None, "float16", "bfloat16"):
-            raise BundleError(f"{where}: model {d.get('file')!r} has unknown weights {weights!r} (float16, bfloat16 or none)")
+            raise BundleError(f"{where}: model {d.get('file')!r} has unknown weights {weights!r} (float16, bfloat16 or none)",
+                              fix="a bundle made by a newer edgeseg: upgrade edgeseg; else correct the entry")
         return cls(check_relpath(d["file"], "models", where), d.get("precision", "fp32"), target, d.get("opset"), weights)
 
 
@@ -122,7 +130,8 @@ class Manifest:
     decoder: dict[str, Any] = field(default_factory=dict)  # task decoder options (thresholds, void id, ...)
     files: dict[str, str] = field(default_factory=dict)  # relative path -> sha256
     provenance: dict[str, Any] = field(default_factory=dict)
-    schema_version: int = SCHEMA_VERSION
+    #: the schema the manifest was read with (written: :func:`manifest_schema`, from what it uses)
+    schema_version: int = field(default=SCHEMA_VERSION, compare=False)
     #: top-level fields this edgeseg does not know (a newer one's, a user's own): kept when the manifest is rewritten
     extra: dict[str, Any] = field(default_factory=dict)
     decoder_options: DecoderOptions = field(init=False, repr=False, compare=False)
@@ -133,7 +142,9 @@ class Manifest:
         try:  # typed and validated once: decoders read manifest.decoder_options, never loose keys
             object.__setattr__(self, "decoder_options", decoder_options(self.task, self.decoder))
         except InputError as e:
-            raise BundleError(f"manifest of {self.name!r}: {e.args[0].splitlines()[0]}", fix=e.fix) from None
+            text = e.args[0].splitlines()[0]
+            raise BundleError(f"manifest of {self.name!r}: {text}", fix=_newer_fix(self.provenance, e.fix)
+                              if text.startswith("unknown") else e.fix) from None
         if not self.palette:  # VOC's, whose first colour is black: an instance or panoptic model's first class
             skip = 0 if self.task == "semantic" else 1  # (COCO's person, a city's road) was drawn black
             colours = default_palette(len(self.classes) + skip)[skip:]
@@ -150,7 +161,7 @@ class Manifest:
     def to_dict(self) -> dict[str, Any]:
         return {
             **self.extra,
-            "schema_version": self.schema_version,
+            "schema_version": manifest_schema(self.input.to_dict(), self.decoder),
             "name": self.name,
             "task": self.task,
             "classes": list(self.classes),
@@ -168,13 +179,13 @@ class Manifest:
         if not isinstance(d, dict):
             raise BundleError(f"{where}: expected a JSON object at the top level")
         version = d.get("schema_version")
-        if version != SCHEMA_VERSION:
-            if isinstance(version, str) and version.strip() == str(SCHEMA_VERSION):  # "1" was "unknown ... reads 1"
+        if isinstance(version, bool) or version not in range(1, SCHEMA_VERSION + 1):
+            if isinstance(version, str) and version.strip().isdigit() and 1 <= int(version) <= SCHEMA_VERSION:
                 raise BundleError(f"{where}: schema_version is the string {version!r}; it must be the number "
-                                  f"{SCHEMA_VERSION}", fix=f'write "schema_version": {SCHEMA_VERSION} (no quotes)')
+                                  f"{version.strip()}", fix=f'write "schema_version": {version.strip()} (no quotes)')
             raise BundleError(
-                f"{where}: unknown schema_version {version!r} (this edgeseg reads {SCHEMA_VERSION})",
-                fix="re-export the bundle with this edgeseg version, or upgrade edgeseg",
+                f"{where}: unknown schema_version {version!r} (this edgeseg {_version()} reads 1 to {SCHEMA_VERSION})",
+                fix=_newer_fix(d.get("provenance"), "re-export the bundle with this edgeseg version"),
             )
         try:
             return cls(
@@ -194,14 +205,48 @@ class Manifest:
         except KeyError as e:
             raise BundleError(f"{where}: missing field {e.args[0]!r}") from None
         except InputError as e:  # its fix kept as the fix (it was folded into the message)
-            raise BundleError(f"{where}: invalid content: {str(e.args[0]).split(chr(10) + '  fix: ')[0]}", fix=e.fix) \
-                from None
+            text = str(e.args[0]).split(chr(10) + '  fix: ')[0]
+            raise BundleError(f"{where}: invalid content: {text}", fix=_newer_fix(d.get("provenance"), e.fix)
+                              if text.startswith("unknown") else e.fix) from None
         except BundleError as e:  # a check of the whole manifest (Manifest.__post_init__): named as the file
             if str(where) in str(e):
                 raise
             raise BundleError(f"{where}: {str(e.args[0]).split(chr(10) + '  fix: ')[0]}", fix=e.fix) from None
         except (TypeError, ValueError) as e:
             raise BundleError(f"{where}: invalid content: {e}") from None
+
+
+def manifest_schema(input_spec: dict[str, Any], decoder: dict[str, Any]) -> int:
+    """The oldest schema that holds a manifest's input spec and decoder options (nested ones too: a fused bundle's
+    branches): 2 where they use what schema 1 readers refuse (:data:`SCHEMA_2_KEYS`, :data:`SCHEMA_2_VALUES`), else 1."""
+    stack: list[Any] = [input_spec, decoder]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            if any(k in node for k in SCHEMA_2_KEYS) or any(node.get(k) == v for k, v in SCHEMA_2_VALUES):
+                return 2
+            stack.extend(node.values())
+        elif isinstance(node, (list, tuple)):
+            stack.extend(node)
+    return 1
+
+
+def _newer_fix(provenance: Any, fix: str | None) -> str:
+    """The fix of a manifest this edgeseg does not read: made by a newer edgeseg (its provenance says which, where
+    it says), an upgrade; editing the manifest by hand would change what the bundle does."""
+    made = provenance.get("edgeseg_version") if isinstance(provenance, dict) else None
+    newer = _version_key(made) > _version_key(_version()) if isinstance(made, str) else True
+    if not newer:
+        return fix or "correct the manifest"
+    return (f"the bundle was made by {'edgeseg ' + made if isinstance(made, str) else 'a newer edgeseg'} "
+            f"(this is {_version()}): upgrade edgeseg (pip install -U edgeseg); editing the manifest by hand would "
+            "change what the bundle does" + (f". Else: {fix}" if fix else ""))
+
+
+def _version_key(v: str) -> tuple[int, ...]:
+    import re
+
+    return tuple(int(x) for x in re.findall(r"\d+", v)[:3])
 
 
 _MANIFEST_FIELDS = ("schema_version", "name", "task", "classes", "palette", "input", "outputs", "models", "decoder",

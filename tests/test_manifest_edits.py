@@ -140,3 +140,46 @@ def test_a_mistyped_bundle_gets_the_close_names_and_an_onnx_file_the_import(tmp_
     with pytest.raises(BundleError, match="an ONNX model") as e:
         Bundle.open(str(tmp_path / "seg.onnx"))
     assert "edgeseg import" in e.value.fix and "seg.edgeseg" in e.value.fix
+
+
+def test_a_manifest_is_written_with_the_oldest_schema_that_holds_it(tmp_path):
+    """An upgrade audit: an older edgeseg given a bundle using a newer field said "unknown semantic decoder option(s):
+    class_bias", its fix inviting the field's removal (which changes the predictions). A manifest using what schema 1
+    readers refuse says schema 2, which they refuse as made by a newer edgeseg; the others stay 1, readable by them."""
+    from edgeseg.bundle import SCHEMA_VERSION, manifest_schema
+
+    plain = conv_bundle(tmp_path / "plain", input_spec=InputSpec(size=ImageShape(8, 12)))
+    assert json.loads((plain.root / "manifest.json").read_text())["schema_version"] == 1
+    anchored = conv_bundle(tmp_path / "anchored", input_spec=InputSpec(size=ImageShape(8, 12), resize="letterbox",
+                                                                       anchor="top-left"))
+    assert json.loads((anchored.root / "manifest.json").read_text())["schema_version"] == 2 == SCHEMA_VERSION
+    assert Bundle.open(anchored.root).manifest.input.anchor == "top-left"
+    assert manifest_schema({"size_rule": "fit"}, {}) == 2 and manifest_schema({"size_rule": "fixed"}, {}) == 1
+    fused = {"branches": {"semantic": {"decoder": {"class_bias": [0.0, 1.0]}}}}  # a fused bundle's nested branch
+    assert manifest_schema({}, fused) == 2 and manifest_schema({}, {"branches": {"semantic": {"decoder": {}}}}) == 1
+
+
+@pytest.mark.parametrize("made,newer", [("9.1.0", True), (None, True), ("0.1.0", False)])
+def test_what_this_edgeseg_does_not_read_is_said_to_need_a_newer_one_when_it_may(bundle, made, newer):
+    """The same audit: this edgeseg refused a later release's fields the same way. An unknown schema, decoder option or
+    input field names the release that made the bundle (provenance) and the upgrade, unless an older one made it."""
+    import edgeseg
+
+    def change(d):
+        d["decoder"]["new_option"] = 1
+        d["provenance"]["edgeseg_version"] = made
+        if made is None:
+            del d["provenance"]["edgeseg_version"]
+
+    _edit(bundle, change)
+    with pytest.raises(BundleError, match="unknown semantic decoder option") as e:
+        Bundle.open(bundle.root)
+    upgrade = f"(this is {edgeseg.__version__}): upgrade edgeseg (pip install -U edgeseg)"
+    assert (upgrade in e.value.fix) == newer and (f"edgeseg {made}" in e.value.fix) == (made is not None and newer)
+    _edit(bundle, lambda d: (d["decoder"].pop("new_option"), d["input"].update(new_field=1)))
+    with pytest.raises(BundleError, match="unknown input spec field") as e:
+        Bundle.open(bundle.root)
+    assert (upgrade in (e.value.fix or "")) == newer
+    _edit(bundle, lambda d: (d["input"].pop("new_field"), d.update(schema_version=3)))
+    with pytest.raises(BundleError, match=f"unknown schema_version 3 \\(this edgeseg {edgeseg.__version__} reads 1 to 2\\)"):
+        Bundle.open(bundle.root)

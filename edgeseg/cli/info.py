@@ -61,7 +61,9 @@ def _print(info: dict) -> None:
     spec = info["input"]
     size = spec["size"]
     size_text = f"{size['width']}x{size['height']}" if size else "any"
-    print(f"bundle   {info['name']}  ({info['path']})")
+    made = (info.get("provenance") or {}).get("edgeseg_version")
+    print(f"bundle   {info['name']}  ({info['path']}; manifest schema {info['schema_version']}"
+          + (f", made by edgeseg {made}" if made else "") + ")")
     print(f"task     {info['task']}, {len(info['classes'])} classes: {', '.join(info['classes'])}")
     print(f"input    {spec['name']}: {spec['layout']} {spec['color']} {spec['dtype']}, size {size_text} "
           f"({spec['size_rule']}, {spec['resize']}"
