@@ -133,3 +133,23 @@ def test_per_source_records_count_the_frames_the_mux_dropped():
         time.sleep(0.03)
     by = {r["source"]: r["dropped"] for r in m.source_records()}
     assert by[file_] == 0 and by[live] > 0 and sum(by.values()) == m.dropped  # a file loses no frame
+
+
+def test_another_run_writing_one_sources_file_is_refused_before_any_frame(bundle, tmp_path, capsys):
+    """A multi-source sink's per-source files were claimed at each source's first frame: a second run writing one of
+    them was found mid-run, the other sources' files already begun. Each is probed when the sink opens."""
+    import fcntl
+    import os
+
+    fast, slow = "synthetic://?seed=1&size=64x48&frames=9&fps=30", "synthetic://?seed=2&size=80x60&frames=5&fps=10"
+    out = tmp_path / "out.mp4"
+    held = tmp_path / "out.synthetic_seed_2_size_80x60_frames_5_fps_10.part.mp4"
+    fd = os.open(held, os.O_RDWR | os.O_CREAT)  # another run writing the second source's file
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        assert main(["run", "--bundle", str(bundle.root), "--backend", "onnxruntime", "--threads", "1",
+                     "--source", fast, "--source", slow, "--sink", str(out)]) == 2
+        assert f"{held}: another run is writing it now" in capsys.readouterr().err
+    finally:
+        os.close(fd)
+    assert sorted(p.name for p in tmp_path.iterdir() if "out" in p.name) == [held.name]  # no other file begun

@@ -384,6 +384,8 @@ class Mp4Sink(Sink):
             refuse_input(p, self._source, "the video sink's file")
         if not self.segment_s:  # another run writing this file now: refused before any work (its .part is claimed)
             claim_output(self.part, "the video (--sink)", probe=True)
+        for source_id in self._parts if len(self._parts) > 1 else ():  # each source's file: checked and probed now
+            self._source_sink(source_id)  # (before, at its first frame: another run writing one was found mid-run)
         if self.path.is_file() and not self.segment_s and not self._source_sink_child and len(self._parts) <= 1:
             log.warning("%s exists: this run replaces it when it ends (give another --sink to keep it)", self.path)
 
@@ -436,8 +438,8 @@ class Mp4Sink(Sink):
     def paths(self) -> list[Path]:
         """The files this sink writes: ``path``, or one per source that gave a frame (with ``segment_s``: the
         segments it keeps)."""
-        if len(self._parts) > 1:
-            return [p for c in self.per_source.values() for p in c.paths]
+        if len(self._parts) > 1:  # (each source's sink is made when the sink opens: those with frames)
+            return [p for c in self.per_source.values() if c.frames or c.segments for p in c.paths]
         if self.segment_s:  # a failed segment's frames are in its .part file
             return [Path(s.file) if s.state != "failed" else Path(s.file).with_name(
                 f"{Path(s.file).stem}.part{Path(s.file).suffix}") for s in self.segments if s.state != "removed"]
