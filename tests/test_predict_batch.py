@@ -291,3 +291,29 @@ def test_an_image_given_twice_is_done_once(job, tmp_path, capsys):
                  "--jsonl", str(tmp_path / "p.jsonl"), *RUNTIME]) == 0
     assert "1 image(s) given more than once" in capsys.readouterr().err
     assert [e["file"] for e in _lines(tmp_path / "p.jsonl")] == [images[2], images[0], images[1], *images[3:]]
+
+
+def test_json_is_written_from_a_spool_and_equals_the_jsonl_lines(tmp_path, capsys):
+    """A batch audit: --json held every image's entry (an instance image's RLE masks: ~8.5 KB) in memory to the end.
+    The entries are spooled beside --json and streamed into it: the same entries as --jsonl, in order, with the
+    failures; standard output gets the same document."""
+    from edgeseg.data.synthetic import SceneGenerator
+    from edgeseg.structures import ImageShape
+
+    images = []
+    for i, f in enumerate(SceneGenerator(ImageShape(96, 128), seed=7).frames(5)):
+        write_image(tmp_path / "frames" / f"s{i}.png", f.image)
+        images.append(str(tmp_path / "frames" / f"s{i}.png"))
+    (tmp_path / "frames" / "bad.png").write_bytes(b"not a png")
+    out_json, lines = tmp_path / "out" / "all.json", tmp_path / "all.jsonl"
+    assert main(["predict", "shapes-instance", str(tmp_path / "frames"), "--json", str(out_json), "--jsonl", str(lines),
+                 *RUNTIME]) == 2
+    doc = json.loads(out_json.read_text())
+    entries = [{k: v for k, v in e.items() if k != "path"} for e in _lines(lines) if "error" not in e]
+    assert doc["images"] == entries and [r["file"] for r in doc["images"]] == images
+    assert sum(len(r["instances"]) for r in doc["images"]) > 5 and doc["task"] == "instance"
+    assert [e["image"] for e in doc["errors"]] == [str(tmp_path / "frames" / "bad.png")]
+    assert sorted(p.name for p in out_json.parent.iterdir()) == ["all.json"]  # the spool left nothing
+    capsys.readouterr()
+    assert main(["predict", "shapes-instance", *images[:2], "--json", "-", *RUNTIME]) == 0
+    assert json.loads(capsys.readouterr().out)["images"] == entries[:2]
