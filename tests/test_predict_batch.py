@@ -79,7 +79,7 @@ def test_batch_options_that_cannot_work_are_refused_before_any_work(job, tmp_pat
 
 def test_a_long_job_logs_its_progress_and_prints_a_bounded_table(job, tmp_path, capsys, monkeypatch):
     from edgeseg import _progress
-    from edgeseg.cli import predict
+    from edgeseg.cli import _predict_batch as predict
 
     bundle, images = job
     monkeypatch.setattr(predict, "TABLE_ROWS", 2)
