@@ -21,6 +21,7 @@ class's F1 over the images where it was scored).
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -44,11 +45,31 @@ def boundary(mask: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
     return m & (near_outside > 0)
 
 
-def _distance_to(b: np.ndarray) -> np.ndarray:
-    """Exact Euclidean distance from every pixel to the nearest True pixel of ``b``."""
+def _within(b: np.ndarray, theta: float) -> np.ndarray:
+    """``bool``: the pixels at Euclidean distance ``<= theta`` from a True pixel of ``b``: ``b`` dilated by the
+    disk ``dx^2 + dy^2 <= theta^2`` (a batch audit: the exact distance transform, two per class and image, was 62 %
+    of boundary F1 and boundary F1 38 % of a CamVid eval; the dilation is 6x cheaper, with integer offsets compared
+    exactly where the transform's float32 distances could round at a tie). Past :data:`DISK_MAX_RADIUS` the
+    transform is cheaper again."""
     import cv2
 
-    return cv2.distanceTransform((~b).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    if theta < 0:
+        return np.zeros(b.shape, bool)
+    if theta > DISK_MAX_RADIUS:
+        return cv2.distanceTransform((~b).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE) <= theta
+    return cv2.dilate(b.astype(np.uint8), _disk(float(theta)), borderType=cv2.BORDER_CONSTANT, borderValue=0) > 0
+
+
+#: the largest tolerance (px) matched by dilation with a disk: the two cost the same at 12 px on this EPYC (0.58 ms at
+#: 480x360, 4.4 against 6.2 ms at 1920x1080); the default tolerance is 4.5 px at 480x360, 5.4 at 640x320, 16.5 at 1080p
+DISK_MAX_RADIUS = 12
+
+
+@functools.lru_cache(maxsize=32)
+def _disk(theta: float) -> np.ndarray:
+    r = int(math.floor(theta))
+    y, x = np.mgrid[-r:r + 1, -r:r + 1]
+    return (x * x + y * y <= theta * theta).astype(np.uint8)
 
 
 def class_boundary_f1(
@@ -69,8 +90,8 @@ def class_boundary_f1(
     rows, cols = np.flatnonzero(both.any(1)), np.flatnonzero(both.any(0))
     box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
     bp, bg = bp[box], bg[box]
-    precision = float((_distance_to(bg)[bp] <= theta).sum()) / n_p
-    recall = float((_distance_to(bp)[bg] <= theta).sum()) / n_g
+    precision = float(np.count_nonzero(_within(bg, theta)[bp])) / n_p
+    recall = float(np.count_nonzero(_within(bp, theta)[bg])) / n_g
     if precision + recall == 0:
         return 0.0
     return 2 * precision * recall / (precision + recall)
