@@ -75,8 +75,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--sink", metavar="OUT.mp4", action=_Once,
                    help="write the annotated video (H.264; .mp4, .m4v, .mov, .mkv or .avi by the name's suffix)")
     g.add_argument("--segment-s", type=float, default=None, metavar="SECONDS",
-                   help="with --sink: a new file every SECONDS of video, OUT.00000.mp4, OUT.00001.mp4, ... (each "
-                        "finished, playable, while the next records; numbering goes on after an earlier run's files)")
+                   help="with --sink (and/or --json-out with --json-segments): a new file every SECONDS of video, "
+                        "OUT.00000.mp4, OUT.00001.mp4, ... (each finished, playable, while the next records; numbering "
+                        "goes on after an earlier run's files)")
     g.add_argument("--keep-segments", type=int, default=None, metavar="N",
                    help="with --segment-s: keep only the newest N files this run wrote, removing its older ones (loop "
                         "recording for runs of days; an earlier run's files are never removed)")

@@ -349,3 +349,19 @@ def test_an_unreadable_image_is_left_out_of_pq_and_named(tmp_path, capsys):
     (tmp_path / "val" / "im1.png").write_bytes(b"")
     rc, out, err = _eval([bundle, "--data", f"coco-panoptic:{gt_json}"], capsys)
     assert rc == 2 and "im1.png is empty (0 bytes)" in err and "sample(s)" not in err
+
+
+def test_a_score_threshold_given_is_the_bundles_centre_threshold(tmp_path, capsys):
+    """An option audit: eval took --score-threshold for panoptic data and used it nowhere. Given, it is the bundle's
+    centre threshold, as in predict and run: above the one centre's 0.9 no car is found; not given, the bundle's own."""
+    bundle = center_bundle(tmp_path / "center.edgeseg")
+    gt_json = dataset(tmp_path)
+    rc, out, err = _eval([bundle, "--data", f"coco-panoptic:{gt_json}", "--score-threshold", "0.95",
+                          "--json", tmp_path / "high.json"], capsys)
+    assert rc == 0, out + err
+    high = json.loads((tmp_path / "high.json").read_text())
+    assert high["score_threshold"] == 0.95 and high["per_class"]["26"]["tp"] == 0
+    rc, out, err = _eval([bundle, "--data", f"coco-panoptic:{gt_json}", "--json", tmp_path / "own.json"], capsys)
+    own = json.loads((tmp_path / "own.json").read_text())
+    assert rc == 0 and own["score_threshold"] is None and own["per_class"]["26"]["tp"] == 1
+    assert own["backend"] == "onnxruntime" and own["precision"] == "fp32"
