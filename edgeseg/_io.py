@@ -39,9 +39,20 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes | memoryview, *, syn
     An existing ``path`` that is not a regular file (``/dev/null``, ``/dev/stdout``, a FIFO, a shell's
     ``>(jq .)``) is written into as it is: renaming over it replaced the device or pipe with a plain file (as root,
     ``--json /dev/null`` deleted the system's ``/dev/null``). A failed write names ``path``, not the temporary."""
+    return atomic_write_with(path, lambda f: f.write(data), sync=sync)
+
+
+def atomic_write_with(path: str | os.PathLike, write: Callable[[Any], Any], *, sync: bool = True) -> Path:
+    """:func:`atomic_write_bytes` of what ``write(f)`` writes into the binary file ``f`` (a document streamed piece
+    by piece, never whole in memory), through a temporary of a unique name beside ``path``."""
     dst = Path(path)
     if _special_file(dst):
-        return _write_into(dst, data)
+        try:
+            with open(dst, "wb") as f:
+                write(f)
+        except OSError as e:
+            raise _naming(e, dst) from None
+        return dst
     try:
         dst.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=temp_name_prefix(dst), suffix=".tmp", dir=dst.parent)
@@ -51,7 +62,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes | memoryview, *, syn
         with contextlib.suppress(OSError):  # a file system without Unix modes (vfat, exFAT, CIFS): as it is
             os.fchmod(fd, _mode_for(dst))
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            write(f)
             f.flush()
             if sync:
                 os.fsync(f.fileno())

@@ -39,19 +39,15 @@ from ._io import _umask, atomic_copy_file, atomic_write_bytes, atomic_write_text
 from .errors import BundleError, InputError
 from .structures.decoder_options import DecoderOptions, decoder_options
 from .structures.input_spec import InputSpec
+from .structures.manifest_schema import manifest_schema
 from .structures.palette import default_palette
 from ._compat import is_relative_to, removesuffix
 
 log = logging.getLogger("edgeseg.bundle")
 
 #: the newest manifest schema this edgeseg reads and writes; a manifest is written with the oldest schema that holds
-#: what it uses (:func:`manifest_schema`), so an older edgeseg reads what it can and refuses the rest by its version
+#: what it uses (:func:`~edgeseg.structures.manifest_schema.manifest_schema`)
 SCHEMA_VERSION = 2
-#: schema 2: what edgeseg readers of schema 1 refuse as an unknown field or value (an upgrade audit: given HEAD's `road`,
-#: an older edgeseg said "unknown semantic decoder option(s): class_bias", its fix inviting the option's removal, which
-#: changes the predictions); a field added to the manifest later joins this list with a new schema version
-SCHEMA_2_KEYS = ("class_bias", "anchor")
-SCHEMA_2_VALUES = (("size_rule", "fit"),)
 MANIFEST = "manifest.json"
 REPORT = "report.json"
 TASKS = ("semantic", "instance", "panoptic", "vos")
@@ -143,7 +139,7 @@ class Manifest:
             object.__setattr__(self, "decoder_options", decoder_options(self.task, self.decoder))
         except InputError as e:
             text = e.args[0].splitlines()[0]
-            raise BundleError(f"manifest of {self.name!r}: {text}", fix=_newer_fix(self.provenance, e.fix)
+            raise BundleError(f"manifest of {self.name!r}: {text}", fix=_newer_fix(self.provenance, e.fix, text)
                               if text.startswith("unknown") else e.fix) from None
         if not self.palette:  # VOC's, whose first colour is black: an instance or panoptic model's first class
             skip = 0 if self.task == "semantic" else 1  # (COCO's person, a city's road) was drawn black
@@ -161,7 +157,7 @@ class Manifest:
     def to_dict(self) -> dict[str, Any]:
         return {
             **self.extra,
-            "schema_version": manifest_schema(self.input.to_dict(), self.decoder),
+            "schema_version": manifest_schema(self.task, self.input.to_dict(), self.decoder),
             "name": self.name,
             "task": self.task,
             "classes": list(self.classes),
@@ -206,7 +202,7 @@ class Manifest:
             raise BundleError(f"{where}: missing field {e.args[0]!r}") from None
         except InputError as e:  # its fix kept as the fix (it was folded into the message)
             text = str(e.args[0]).split(chr(10) + '  fix: ')[0]
-            raise BundleError(f"{where}: invalid content: {text}", fix=_newer_fix(d.get("provenance"), e.fix)
+            raise BundleError(f"{where}: invalid content: {text}", fix=_newer_fix(d.get("provenance"), e.fix, text)
                               if text.startswith("unknown") else e.fix) from None
         except BundleError as e:  # a check of the whole manifest (Manifest.__post_init__): named as the file
             if str(where) in str(e):
@@ -216,31 +212,18 @@ class Manifest:
             raise BundleError(f"{where}: invalid content: {e}") from None
 
 
-def manifest_schema(input_spec: dict[str, Any], decoder: dict[str, Any]) -> int:
-    """The oldest schema that holds a manifest's input spec and decoder options (nested ones too: a fused bundle's
-    branches): 2 where they use what schema 1 readers refuse (:data:`SCHEMA_2_KEYS`, :data:`SCHEMA_2_VALUES`), else 1."""
-    stack: list[Any] = [input_spec, decoder]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, dict):
-            if any(k in node for k in SCHEMA_2_KEYS) or any(node.get(k) == v for k, v in SCHEMA_2_VALUES):
-                return 2
-            stack.extend(node.values())
-        elif isinstance(node, (list, tuple)):
-            stack.extend(node)
-    return 1
-
-
-def _newer_fix(provenance: Any, fix: str | None) -> str:
+def _newer_fix(provenance: Any, fix: str | None, text: str = "") -> str:
     """The fix of a manifest this edgeseg does not read: made by a newer edgeseg (its provenance says which, where
-    it says), an upgrade; editing the manifest by hand would change what the bundle does."""
+    it says), an upgrade; editing the manifest by hand would change what the bundle does. A close name found
+    (``text`` says "did you mean"), or an older release named, keeps ``fix``: a typo, not a newer field."""
     made = provenance.get("edgeseg_version") if isinstance(provenance, dict) else None
-    newer = _version_key(made) > _version_key(_version()) if isinstance(made, str) else True
-    if not newer:
+    if "did you mean" in text or (isinstance(made, str) and _version_key(made) <= _version_key(_version())):
         return fix or "correct the manifest"
-    return (f"the bundle was made by {'edgeseg ' + made if isinstance(made, str) else 'a newer edgeseg'} "
-            f"(this is {_version()}): upgrade edgeseg (pip install -U edgeseg); editing the manifest by hand would "
-            "change what the bundle does" + (f". Else: {fix}" if fix else ""))
+    upgrade = (f"upgrade edgeseg (pip install -U edgeseg; this is {_version()}); editing the manifest by hand would "
+               "change what the bundle does" + (f". Else: {fix}" if fix else ""))
+    if isinstance(made, str):
+        return f"the bundle was made by edgeseg {made}: {upgrade}"
+    return f"if a newer edgeseg made the bundle (its manifest does not say which): {upgrade}"
 
 
 def _version_key(v: str) -> tuple[int, ...]:

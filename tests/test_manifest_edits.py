@@ -146,7 +146,8 @@ def test_a_manifest_is_written_with_the_oldest_schema_that_holds_it(tmp_path):
     """An upgrade audit: an older edgeseg given a bundle using a newer field said "unknown semantic decoder option(s):
     class_bias", its fix inviting the field's removal (which changes the predictions). A manifest using what schema 1
     readers refuse says schema 2, which they refuse as made by a newer edgeseg; the others stay 1, readable by them."""
-    from edgeseg.bundle import SCHEMA_VERSION, manifest_schema
+    from edgeseg.bundle import SCHEMA_VERSION
+    from edgeseg.structures.manifest_schema import manifest_schema
 
     plain = conv_bundle(tmp_path / "plain", input_spec=InputSpec(size=ImageShape(8, 12)))
     assert json.loads((plain.root / "manifest.json").read_text())["schema_version"] == 1
@@ -154,9 +155,17 @@ def test_a_manifest_is_written_with_the_oldest_schema_that_holds_it(tmp_path):
                                                                        anchor="top-left"))
     assert json.loads((anchored.root / "manifest.json").read_text())["schema_version"] == 2 == SCHEMA_VERSION
     assert Bundle.open(anchored.root).manifest.input.anchor == "top-left"
-    assert manifest_schema({"size_rule": "fit"}, {}) == 2 and manifest_schema({"size_rule": "fixed"}, {}) == 1
-    fused = {"branches": {"semantic": {"decoder": {"class_bias": [0.0, 1.0]}}}}  # a fused bundle's nested branch
-    assert manifest_schema({}, fused) == 2 and manifest_schema({}, {"branches": {"semantic": {"decoder": {}}}}) == 1
+    assert manifest_schema("semantic", {"size_rule": "fit"}, {}) == 2
+    assert manifest_schema("semantic", {"size_rule": "fixed", "pad_value": 114}, {"upsample": "labels"}) == 1
+    # the review: options added after schema-1 readers, which they refuse as unknown (an allowlist, not a list of them)
+    for task, decoder in (("semantic", {"scores": "probabilities"}), ("panoptic", {"class_score_thresholds": {}}),
+                          ("panoptic", {"layout": "query"}), ("instance", {"prototype_format": "end2end"})):
+        assert manifest_schema(task, {}, decoder) == 2, decoder
+    assert manifest_schema("semantic", {"pad_value": [114, 114, 114]}, {}) == 2  # per-channel padding came later
+    assert manifest_schema("vos", {}, {"anything": 1}) == 1  # no decoder options: readers ignore them
+    fused = {"branches": {"semantic": {"task": "semantic", "decoder": {"class_bias": [0.0, 1.0]}}}}  # a branch's own
+    assert manifest_schema("panoptic", {}, fused) == 2
+    assert manifest_schema("panoptic", {}, {"branches": {"semantic": {"task": "semantic", "decoder": {}}}}) == 1
 
 
 @pytest.mark.parametrize("made,newer", [("9.1.0", True), (None, True), ("0.1.0", False)])
@@ -174,9 +183,14 @@ def test_what_this_edgeseg_does_not_read_is_said_to_need_a_newer_one_when_it_may
     _edit(bundle, change)
     with pytest.raises(BundleError, match="unknown semantic decoder option") as e:
         Bundle.open(bundle.root)
-    upgrade = f"(this is {edgeseg.__version__}): upgrade edgeseg (pip install -U edgeseg)"
-    assert (upgrade in e.value.fix) == newer and (f"edgeseg {made}" in e.value.fix) == (made is not None and newer)
-    _edit(bundle, lambda d: (d["decoder"].pop("new_option"), d["input"].update(new_field=1)))
+    upgrade = f"upgrade edgeseg (pip install -U edgeseg; this is {edgeseg.__version__})"
+    assert (upgrade in e.value.fix) == newer and (f"made by edgeseg {made}" in e.value.fix) == (made is not None and newer)
+    assert ("its manifest does not say which" in e.value.fix) == (made is None)
+    _edit(bundle, lambda d: (d["decoder"].pop("new_option"), d["decoder"].update(confidense=True)))
+    with pytest.raises(BundleError, match="did you mean confidence") as e:  # a typo: the options, not an upgrade
+        Bundle.open(bundle.root)
+    assert "upgrade" not in e.value.fix and "the semantic decoder takes" in e.value.fix
+    _edit(bundle, lambda d: (d["decoder"].pop("confidense"), d["input"].update(new_field=1)))
     with pytest.raises(BundleError, match="unknown input spec field") as e:
         Bundle.open(bundle.root)
     assert (upgrade in (e.value.fix or "")) == newer

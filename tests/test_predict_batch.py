@@ -317,3 +317,73 @@ def test_json_is_written_from_a_spool_and_equals_the_jsonl_lines(tmp_path, capsy
     capsys.readouterr()
     assert main(["predict", "shapes-instance", *images[:2], "--json", "-", *RUNTIME]) == 0
     assert json.loads(capsys.readouterr().out)["images"] == entries[:2]
+
+
+def test_a_full_disk_under_json_lets_the_job_finish_and_names_the_file(tmp_path, small_disk, capsys):
+    """The review: with the spool beside --json on a disk that filled up, the job stopped at the first entry the spool
+    could not take ("No space left on device", no file named). Entries are then kept in memory, every image is done
+    (the --jsonl lines and PNGs elsewhere), and writing --json at the end names it, as before the spool."""
+    import contextlib
+    import os
+
+    from edgeseg.data.synthetic import SceneGenerator
+    from edgeseg.structures import ImageShape
+
+    images = []
+    for i, f in enumerate(SceneGenerator(ImageShape(96, 128), seed=8).frames(12)):
+        write_image(tmp_path / "frames" / f"s{i:02d}.png", f.image)
+        images.append(str(tmp_path / "frames" / f"s{i:02d}.png"))
+    disk = small_disk(1)
+    fd = os.open(disk / "filler", os.O_WRONLY | os.O_CREAT)
+    try:  # the disk filled, then about 8 KB left: a few entries' worth
+        with contextlib.suppress(OSError):
+            while True:
+                os.write(fd, b"\0" * 4096)
+        os.ftruncate(fd, os.fstat(fd).st_size - 8192)
+    finally:
+        os.close(fd)
+    lines = tmp_path / "p.jsonl"
+    code = main(["predict", "shapes-instance", *images, "--json", str(disk / "all.json"), "--jsonl", str(lines),
+                 "--out", str(tmp_path / "o"), "--score-threshold", "0.01", *RUNTIME])
+    err = capsys.readouterr().err
+    assert code != 0 and f"{disk / 'all.json'}" in err and "No space left" in err, err
+    assert len(_lines(lines)) == 12 and len(list((tmp_path / "o").glob("*_instances.png"))) == 12
+
+
+def test_json_into_a_pipe_whose_folder_takes_no_file(job, tmp_path):
+    """The review: `--json /proc/self/fd/N` (a pipe; /dev/stdout for a user who cannot write /dev) put the spool in
+    that folder and failed before any image. The spool goes to the temporary folder; the pipe gets the document."""
+    import os
+    import threading
+
+    bundle, images = job
+    r, w = os.pipe()
+    got = []
+    reader = threading.Thread(target=lambda: got.append(os.fdopen(r, "rb").read()))
+    reader.start()
+    try:
+        assert main(["predict", str(bundle.root), *images[:3], "--json", f"/proc/self/fd/{w}", *RUNTIME]) == 0
+    finally:
+        os.close(w)
+        reader.join(30)
+    assert [e["file"] for e in json.loads(got[0])["images"]] == images[:3]
+
+
+def test_a_recursive_job_with_out_inside_its_folder_reruns_and_names_stay_first(job, tmp_path, capsys):
+    """The review: `predict imgs -r --out imgs/preds --resume` was refused on its second run (the walk took preds/'s
+    PNGs as images); `predict imgs imgs/a -r` named imgs/a/x.png by the later walk ("x"), a false clash with
+    imgs/x.png."""
+    bundle, _ = job
+    tree = tmp_path / "imgs"
+    rng = np.random.default_rng(6)
+    for rel in ("x.png", "a/x.png"):
+        write_image(tree / rel, rng.integers(0, 256, (8, 12, 3), dtype=np.uint8))
+    for _ in range(2):
+        assert main(["predict", str(bundle.root), str(tree), "-r", "--out", str(tree / "preds"), "--resume",
+                     *RUNTIME]) == 0, capsys.readouterr().err
+    assert sorted(p.relative_to(tree / "preds").as_posix() for p in (tree / "preds").rglob("*_labels.png")) == \
+        ["a/x_labels.png", "x_labels.png"]
+    assert main(["predict", str(bundle.root), str(tree), str(tree / "a"), "-r", "--out", str(tmp_path / "o2"),
+                 *RUNTIME]) == 0
+    assert "given more than once" in capsys.readouterr().err
+    assert (tmp_path / "o2" / "a" / "x_labels.png").is_file() and (tmp_path / "o2" / "x_labels.png").is_file()

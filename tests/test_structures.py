@@ -422,3 +422,18 @@ def test_label_counts_equal_bincount_past_the_histograms_float32_exactness(monke
     assert label_counts(np.zeros((0, 5), np.uint8)).tolist() == np.bincount(np.zeros(0, np.uint8)).tolist()
     wide = small.astype(np.int32) * 300
     assert label_counts(wide).tolist() == np.bincount(wide.ravel()).tolist()
+
+
+def test_very_wide_rows_are_counted_and_coloured_exactly():
+    """The review: a row wider than the colour lookup's band recursed for ever; one wider than 2**24 was counted in one
+    float32 band, inexact (20,000,001 as 20,000,000)."""
+    from edgeseg.structures.palette import lookup_colours
+    from edgeseg.structures.results import label_counts
+
+    row = np.zeros((1, 5_000_000), np.uint8)
+    row[0, :7] = 1
+    table = np.array([[1, 2, 3], [4, 5, 6]], np.uint8)
+    colours = lookup_colours(table, row)
+    assert colours.shape == (1, 5_000_000, 3) and colours[0, 0].tolist() == [4, 5, 6] and colours[0, -1].tolist() == [1, 2, 3]
+    wide = np.zeros((1, (1 << 24) + 5), np.uint8)
+    assert label_counts(wide).tolist() == [(1 << 24) + 5]

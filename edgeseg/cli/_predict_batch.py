@@ -33,24 +33,52 @@ class Table:
 class Rows:
     """``--json``'s entries, spooled to a temporary file as they come and read back once when ``--json`` is written
     (a batch audit: an instance image's entry, RLE masks and all, is ~8.5 KB: 850 MB held to the end for 100,000
-    images). The spool lies beside ``--json`` (a ``/tmp`` in memory would hold it all again), removed when closed."""
+    images). The spool lies beside ``--json`` (a ``/tmp`` in memory would hold it all again), or in the temporary
+    folder where it cannot (``--json /dev/stdout``, a folder that takes no file); it is never visible and goes with
+    the process. Entries the spool cannot take (a full disk) are kept in memory: the job goes on, and writing
+    ``--json`` at the end says the disk is full, naming the file, as before the spool."""
 
     def __init__(self, json_path: str | None):
+        self._spool: Any = None
+        self._good = 0  # bytes of whole entries in the spool
+        self._kept: list[str] = []  # entries the spool could not take
+        self._count = 0
+        self._wanted = json_path is not None
+        if json_path is None:
+            return
         import tempfile
 
-        folder = Path(json_path).parent if json_path is not None and str(json_path) != "-" else None
-        if folder is not None:
-            folder.mkdir(parents=True, exist_ok=True)
-        self._spool = tempfile.TemporaryFile("w+", encoding="utf-8", dir=folder, prefix=".edgeseg-rows-") \
-            if json_path is not None else None
-        self._count = 0
+        from .._io import _special_file
+
+        folder = None if str(json_path) == "-" or _special_file(Path(json_path)) else Path(json_path).parent
+        for where in ([folder] if folder is not None else []) + [None]:
+            try:
+                if where is not None:
+                    where.mkdir(parents=True, exist_ok=True)
+                self._spool = tempfile.TemporaryFile("w+b", buffering=0, dir=where, prefix=".edgeseg-rows-")
+                return
+            except OSError:  # (no spool at all: the entries are kept in memory)
+                continue
 
     def append(self, row: dict) -> None:
         from .._io import json_default
 
-        if self._spool is not None:
-            self._spool.write(json.dumps(row, default=json_default) + "\n")
         self._count += 1
+        if not self._wanted:
+            return
+        text = json.dumps(row, default=json_default)
+        if self._spool is not None and not self._kept:
+            data = (text + "\n").encode("utf-8")
+            try:
+                done = 0
+                while done < len(data):  # a raw file: a write may take part of it
+                    done += self._spool.write(data[done:])
+                self._good += len(data)
+                return
+            except OSError:
+                with contextlib.suppress(OSError):
+                    self._spool.truncate(self._good)
+        self._kept.append(text)
 
     def extend(self, rows) -> None:
         for row in rows:
@@ -60,16 +88,18 @@ class Rows:
         return self._count
 
     def lines(self):
-        """Each entry's JSON text, in order."""
-        if self._spool is None:
-            return
-        self._spool.flush()
-        self._spool.seek(0)
-        try:
-            for line in self._spool:
-                yield line.rstrip("\n")
-        finally:
-            self._spool.seek(0, os.SEEK_END)  # more may be appended (an interrupted run's --json, then the rest)
+        """Each entry's JSON text, in order (the spool read by position: appending can go on after)."""
+        if self._spool is not None:
+            fd, pos, rest = self._spool.fileno(), 0, b""
+            while pos < self._good:
+                chunk = os.pread(fd, min(1 << 20, self._good - pos), pos)
+                if not chunk:
+                    break
+                pos += len(chunk)
+                *whole, rest = (rest + chunk).split(b"\n")
+                for line in whole:
+                    yield line.decode("utf-8")
+        yield from self._kept
 
     def close(self) -> None:
         if self._spool is not None:
@@ -180,10 +210,12 @@ def _resume_panoptic_json(out: Path, coco: dict, entries, done: list[str], names
               file=sys.stderr)
 
 
-def image_paths(given: list[str], bundle: str = "BUNDLE", recursive: bool = False) -> tuple[list[str], dict[str, str]]:
+def image_paths(given: list[str], bundle: str = "BUNDLE", recursive: bool = False,
+                out: str | None = None) -> tuple[list[str], dict[str, str]]:
     """The image arguments with each folder replaced by the images in it (sorted by name; ``recursive``: its
-    subfolders' too, folder by folder), and where each image's files go in ``--out``, without suffix: its stem, or
-    with ``recursive`` its path below the folder given (``sub/a`` for ``FOLDER/sub/a.jpg``)."""
+    subfolders' too, folder by folder, except ``out``, the job's own output), and where each image's files go in
+    ``--out``, without suffix: its stem, or with ``recursive`` its path below the folder given (``sub/a`` for
+    ``FOLDER/sub/a.jpg``; a file given twice keeps its first)."""
     from ..data.io import IMAGE_SUFFIXES
     from ..errors import InputError
 
@@ -203,9 +235,9 @@ def image_paths(given: list[str], bundle: str = "BUNDLE", recursive: bool = Fals
     for p in map(Path, given):
         if not p.is_dir():  # a missing file among others is reported and skipped like an unreadable one
             paths.append(str(p))
-            names[str(p)] = p.stem
+            names.setdefault(str(p), p.stem)
             continue
-        folders = _walk(p) if recursive else [p]
+        folders = _walk(p, os.path.realpath(out) if out is not None else None) if recursive else [p]
         subfolders: list[str] = []
         found = 0
         for folder in folders:
@@ -217,7 +249,7 @@ def image_paths(given: list[str], bundle: str = "BUNDLE", recursive: bool = Fals
             found += len(files)
             for f in files:
                 paths.append(str(f))
-                names[str(f)] = f.relative_to(p).with_suffix("").as_posix() if recursive else f.stem
+                names.setdefault(str(f), f.relative_to(p).with_suffix("").as_posix() if recursive else f.stem)
         if subfolders:
             shown = ", ".join(subfolders[:5]) + (f" and {len(subfolders) - 5} more" if len(subfolders) > 5 else "")
             print(f"edgeseg predict: {len(subfolders)} subfolder(s) of {p} not read ({shown}): a folder gives the images "
@@ -253,16 +285,17 @@ def _folder_images(folder: Path) -> tuple[list[Path], str | None, list[str]]:
     return sorted(files + dangling), left_out(folder, files), subfolders
 
 
-def _walk(root: Path) -> list[Path]:
-    """``root`` and the folders below it, each before its subfolders (sorted by name; hidden ones skipped); a linked
-    folder is followed once (a link back up the tree is not walked again)."""
+def _walk(root: Path, skip: str | None = None) -> list[Path]:
+    """``root`` and the folders below it, each before its subfolders (sorted by name; hidden ones and the real path
+    ``skip`` left out: ``--out`` inside the images' folder, whose PNGs a rerun would take as images); a linked folder
+    is followed once (a link back up the tree is not walked again)."""
     seen: set[str] = set()
     order: list[Path] = []
     stack = [root]
     while stack:
         folder = stack.pop()
         real = os.path.realpath(folder)
-        if real in seen:
+        if real in seen or (real == skip and folder != root):
             continue
         seen.add(real)
         try:
@@ -293,33 +326,28 @@ def write_results(args, predictor, task: str, rows: list, failed: list, interrup
 def _write_document(path: str, head: dict, rows: "Rows", tail: dict) -> None:
     """``{**head, "images": [rows...], **tail}`` written to ``path`` (atomically; ``-``: standard output), the rows
     streamed from their spool, one image a line."""
-    from .._io import _special_file, json_default, write_with
+    from .._io import atomic_write_with, json_default
 
-    def write(f) -> None:
-        f.write(json.dumps(head, default=json_default)[:-1] + ', "images": [')
+    def pieces():
+        yield json.dumps(head, default=json_default)[:-1] + ', "images": ['
         for i, line in enumerate(rows.lines()):
-            f.write(("\n  " if i == 0 else ",\n  ") + line)
-        f.write("\n]" + "".join(f", {json.dumps(k)}: {json.dumps(v, default=json_default)}" for k, v in tail.items())
-                + "}\n")
+            yield ("\n  " if i == 0 else ",\n  ") + line
+        yield "\n]" + "".join(f", {json.dumps(k)}: {json.dumps(v, default=json_default)}" for k, v in tail.items()) + "}\n"
 
     if str(path) == "-":
         from ._common import _JSON_STDOUT
 
         out = _JSON_STDOUT[-1] if _JSON_STDOUT else sys.stdout
-        write(out)
+        for piece in pieces():
+            out.write(piece)
         out.flush()
         return
-    dst = Path(path)
-    if _special_file(dst):  # /dev/stdout, a FIFO: written into as it is (atomic_write_bytes' rule)
-        with open(dst, "w", encoding="utf-8") as f:
-            write(f)
-        return
 
-    def to_file(tmp: Path) -> None:
-        with open(tmp, "w", encoding="utf-8") as f:
-            write(f)
+    def into(f) -> None:
+        for piece in pieces():
+            f.write(piece.encode("utf-8"))
 
-    write_with(dst, to_file)
+    atomic_write_with(path, into)
 
 
 @contextlib.contextmanager

@@ -242,7 +242,7 @@ def run(args: argparse.Namespace) -> int:
                          fix="e.g. --jsonl preds.jsonl --resume (the same --jsonl on every run of the job)")
     if args.no_overlay and args.out is None:
         raise InputError("--no-overlay leaves the overlay PNGs out of --out: there is no --out", fix="add --out DIR")
-    images, places = image_paths(args.images, args.bundle, args.recursive)
+    images, places = image_paths(args.images, args.bundle, args.recursive, args.out)
     if args.out is not None:  # <name>_*.png: two images of one name (in one folder of --out) would overwrite each other's
         stems: dict[str, list[str]] = {}
         for p in images:

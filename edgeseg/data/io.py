@@ -164,6 +164,9 @@ IMAGE_BYTES_PER_PIXEL = 16
 CHECKED_PIXELS = 16_000_000
 #: OpenCV's decoders refuse images above this many pixels (its ``CV_IO_MAX_IMAGE_PIXELS`` default) and say nothing
 OPENCV_MAX_PIXELS = 1 << 30
+#: ... and above this many pixels a side (``CV_IO_MAX_IMAGE_WIDTH``, ``_HEIGHT``); libpng refuses PNGs wider than this
+OPENCV_MAX_SIDE = 1 << 20
+LIBPNG_MAX_WIDTH = 1_000_000
 
 
 def _check_room(path: Path, data: np.ndarray) -> None:
@@ -172,18 +175,28 @@ def _check_room(path: Path, data: np.ndarray) -> None:
     corrupt file). Images whose header this does not read (TIFF) are decoded as they are."""
     import os
 
-    size = image_dimensions(data[:1 << 17].tobytes())  # a JPEG's APP1 (EXIF, thumbnail) may come first: 64 KB
-    if size is None or size[0] * size[1] < CHECKED_PIXELS:
+    size = image_dimensions(memoryview(data))  # the header only is read (a JPEG's APP segments may run long: ICC)
+    if size is None:
         return
     w, h = size
     mpx = w * h / 1e6
     fix = (f"downscale it first (e.g. cv2.resize, or ImageMagick: convert {path.name} -resize 25% small{path.suffix}), "
            "or cut it into tiles")
-    env = os.environ.get("OPENCV_IO_MAX_IMAGE_PIXELS", "").strip()  # OpenCV's own setting of its limit
-    limit = int(env) if env.isdigit() else OPENCV_MAX_PIXELS
-    if w * h > limit:
-        raise InputError(f"image {path} is {w}x{h} ({mpx:,.0f} megapixels): above the {limit / 1e6:,.0f} megapixels "
+
+    def limit(name: str, default: int) -> int:  # OpenCV's own settings of its limits
+        env = os.environ.get(name, "").strip()
+        return int(env) if env.isdigit() else default
+
+    pixels, side = limit("OPENCV_IO_MAX_IMAGE_PIXELS", OPENCV_MAX_PIXELS), \
+        min(limit("OPENCV_IO_MAX_IMAGE_WIDTH", OPENCV_MAX_SIDE), limit("OPENCV_IO_MAX_IMAGE_HEIGHT", OPENCV_MAX_SIDE))
+    if w * h > pixels:
+        raise InputError(f"image {path} is {w}x{h} ({mpx:,.0f} megapixels): above the {pixels / 1e6:,.0f} megapixels "
                          "OpenCV decodes (OPENCV_IO_MAX_IMAGE_PIXELS)", fix=fix)
+    if max(w, h) > side or (bytes(data[:4]) == b"\x89PNG" and w > LIBPNG_MAX_WIDTH):
+        raise InputError(f"image {path} is {w}x{h}: wider or taller than OpenCV decodes ({side:,} pixels a side; "
+                         f"{LIBPNG_MAX_WIDTH:,} wide for a PNG)", fix=fix)
+    if w * h < CHECKED_PIXELS:
+        return
     from .. import _memory
 
     free, need = _memory.available_bytes(), w * h * IMAGE_BYTES_PER_PIXEL
@@ -193,15 +206,17 @@ def _check_room(path: Path, data: np.ndarray) -> None:
                          fix=fix + "; or run where more memory is free")
 
 
-def image_dimensions(head: bytes) -> tuple[int, int] | None:
-    """(width, height) from the first bytes of a PNG, JPEG, BMP, GIF or WebP file, without decoding it; None for other
-    formats or a header that does not read. Standard library only."""
+def image_dimensions(head: bytes | memoryview) -> tuple[int, int] | None:
+    """(width, height) from the first bytes of a PNG, JPEG, BMP, GIF or WebP file (or the whole file: only its header
+    is read), without decoding it; None for other formats or a header that does not read. Standard library only."""
     import struct
 
     try:
         if head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR":
             return struct.unpack(">II", head[16:24])
         if head[:2] == b"BM":
+            if struct.unpack("<I", head[14:18])[0] == 12:  # OS/2's BITMAPCOREHEADER: 16-bit sizes (the review)
+                return struct.unpack("<HH", head[18:22])
             w, h = struct.unpack("<ii", head[18:26])
             return w, abs(h)
         if head[:4] in (b"GIF8",):

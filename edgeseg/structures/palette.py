@@ -83,7 +83,7 @@ def lookup_colours(table: np.ndarray, index: np.ndarray) -> np.ndarray:
     ``np.take``: numpy's fancy indexing of a ``[K, 3]`` table costs ~15x more (18 ms against 1.1 ms
     for a 960x540 frame), which a stream pays on every frame it draws."""
     index = np.asarray(index)
-    if index.ndim == 2 and index.size > LOOKUP_BAND_PIXELS and index.shape[1]:  # a large photo: in bands of rows
+    if index.ndim == 2 and index.size > LOOKUP_BAND_PIXELS and index.shape[0] > 1:  # a large photo: in bands of rows
         out = np.empty((*index.shape, 3), np.uint8)
         rows = max(1, LOOKUP_BAND_PIXELS // index.shape[1])
         for r in range(0, index.shape[0], rows):

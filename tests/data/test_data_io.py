@@ -217,3 +217,34 @@ def test_an_image_too_large_for_the_memory_left_is_refused_before_decoding(tmp_p
     monkeypatch.setattr(_memory, "available_bytes", lambda: 1)  # small images are not checked
     monkeypatch.setattr(io, "CHECKED_PIXELS", 4000 * 4100 + 1)
     assert read_image(p).shape == (4000, 4100, 3)
+
+
+def test_headers_the_review_found_read_right(tmp_path, monkeypatch):
+    """The review: an OS/2 BMP (16-bit sizes) read as 2424885x1572865 and was refused; a JPEG whose ICC profile runs
+    past 128 KB before its frame header was not checked; a 1,100,000-pixel-wide PNG (OpenCV's and libpng's side
+    limits) read as "not an image or a corrupt file"; an OPENCV_IO_MAX_IMAGE_PIXELS below 16 megapixels was not
+    checked."""
+    import io
+    import struct
+
+    from PIL import Image
+
+    from edgeseg.data.io import image_dimensions
+
+    w, h = 53, 37
+    pixels = bytes((w * 3 + 3) // 4 * 4 * h)
+    os2 = b"BM" + struct.pack("<IHHI", 26 + len(pixels), 0, 0, 26) + struct.pack("<IHHHH", 12, w, h, 1, 24) + pixels
+    (tmp_path / "os2.bmp").write_bytes(os2)
+    assert image_dimensions(os2) == (53, 37) and read_image(tmp_path / "os2.bmp").shape == (37, 53, 3)
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((40, 70, 3), np.uint8)).save(buf, "JPEG")
+    jpeg = buf.getvalue()
+    app2 = b"".join(b"\xff\xe2" + struct.pack(">H", 60002) + bytes(60000) for _ in range(4))  # 240 KB of ICC
+    assert image_dimensions(jpeg[:2] + app2 + jpeg[2:]) == (70, 40)
+    (tmp_path / "wide.png").write_bytes(_png_header(1_100_000, 16) + bytes(64))
+    with pytest.raises(InputError, match=r"wide.png is 1100000x16: wider or taller than OpenCV decodes"):
+        read_image(tmp_path / "wide.png")
+    cv2.imwrite(str(tmp_path / "small.png"), np.zeros((30, 40, 3), np.uint8))
+    monkeypatch.setenv("OPENCV_IO_MAX_IMAGE_PIXELS", "1000")
+    with pytest.raises(InputError, match=r"small.png is 40x30 \(0 megapixels\): above the 0 megapixels OpenCV decodes"):
+        read_image(tmp_path / "small.png")
