@@ -60,9 +60,10 @@ def _within(b: np.ndarray, theta: float) -> np.ndarray:
     return cv2.dilate(b.astype(np.uint8), _disk(float(theta)), borderType=cv2.BORDER_CONSTANT, borderValue=0) > 0
 
 
-#: the largest tolerance (px) matched by dilation with a disk: the two cost the same at 12 px on this EPYC (0.58 ms at
-#: 480x360, 4.4 against 6.2 ms at 1920x1080); the default tolerance is 4.5 px at 480x360, 5.4 at 640x320, 16.5 at 1080p
-DISK_MAX_RADIUS = 12
+#: the largest tolerance (px) matched by dilation with a disk (``tools/bench/boundary_f1.py`` on CamVid's and the
+#: street frames' label maps, this EPYC: the disk 0.06x the transform's time at 4.5 px, 0.33-0.37x at 12, 0.62-0.71x at
+#: 16.5, 2.5-2.8x at 33); the default tolerance is 4.5 px at 480x360, 5.4 at 640x320, 16.5 at 1080p, 33 at 4K
+DISK_MAX_RADIUS = 20
 
 
 @functools.lru_cache(maxsize=32)
