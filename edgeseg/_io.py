@@ -47,12 +47,7 @@ def atomic_write_with(path: str | os.PathLike, write: Callable[[Any], Any], *, s
     by piece, never whole in memory), through a temporary of a unique name beside ``path``."""
     dst = Path(path)
     if _special_file(dst):
-        try:
-            with open(dst, "wb") as f:
-                write(f)
-        except OSError as e:
-            raise _naming(e, dst) from None
-        return dst
+        return _write_into(dst, write)
     try:
         dst.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=temp_name_prefix(dst), suffix=".tmp", dir=dst.parent)
@@ -91,20 +86,25 @@ def _special_file(path: Path) -> bool:
     return not stat.S_ISDIR(mode) and (name in ("/dev/stdout", "/dev/stderr") or name.startswith(("/dev/fd/", "/proc/")))
 
 
-def _write_into(dst: Path, data: bytes | None = None, src: str | os.PathLike | None = None) -> Path:
-    """``data`` (or the file ``src``'s bytes) written into the special file ``dst`` as it is (:func:`_special_file`)."""
-    import shutil
-
+def _write_into(dst: Path, write: Callable[[Any], Any]) -> Path:
+    """What ``write(f)`` writes, into the special file ``dst`` as it is (:func:`_special_file`)."""
     try:
         with open(dst, "wb") as f:
-            if src is None:
-                f.write(data or b"")
-            else:
-                with open(src, "rb") as g:
-                    shutil.copyfileobj(g, f)
+            write(f)
     except OSError as e:
         raise _naming(e, dst) from None
     return dst
+
+
+def _copy_of(src: str | os.PathLike) -> Callable[[Any], Any]:
+    """A writer of the file ``src``'s bytes (for :func:`_write_into`)."""
+    import shutil
+
+    def write(f) -> None:
+        with open(src, "rb") as g:
+            shutil.copyfileobj(g, f)
+
+    return write
 
 
 def temp_name_prefix(dst: Path) -> str:
@@ -153,7 +153,7 @@ def commit_file(tmp: str | os.PathLike, path: str | os.PathLike) -> Path:
     file). ``tmp`` is removed if this fails."""
     if _special_file(Path(path)):  # a device or a pipe (--json /dev/stdout): written into, the temporary removed
         try:
-            return _write_into(Path(path), src=tmp)
+            return _write_into(Path(path), _copy_of(tmp))
         finally:
             Path(tmp).unlink(missing_ok=True)
     try:
@@ -262,7 +262,7 @@ def atomic_copy_file(src: str | os.PathLike, path: str | os.PathLike) -> Path:
 
     dst = Path(path)
     if _special_file(dst):
-        return _write_into(dst, src=src)
+        return _write_into(dst, _copy_of(src))
     dst.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=temp_name_prefix(dst), suffix=".tmp", dir=dst.parent)
     os.close(fd)
