@@ -26,6 +26,7 @@ from typing import Any, Callable, Union
 
 import numpy as np
 
+from ._imagefile import image_dimensions
 from .errors import EdgesegError, InputError, UnsupportedError
 from .structures import ImageShape, InstanceResult, PanopticResult, Segment, SemanticResult
 
@@ -64,30 +65,6 @@ def _image_kind(body: bytes) -> str | None:
         if body.startswith(magic) and (kind != "WebP" or body[8:12] == b"WEBP") \
                 and (kind != "BMP" or int.from_bytes(body[2:6], "little") == len(body)):  # "BM" alone is too common
             return kind
-    return None
-
-
-def _encoded_size(body: bytes, kind: str) -> tuple[int, int] | None:
-    """(height, width) from a PNG's IHDR or a JPEG's frame header, without decoding; None when not found."""
-    if kind == "PNG":
-        return (int.from_bytes(body[20:24], "big"), int.from_bytes(body[16:20], "big")) \
-            if len(body) >= 24 and body[12:16] == b"IHDR" else None
-    i = 2  # JPEG: walk the marker segments to the first SOFn
-    while i + 9 < len(body):
-        if body[i] != 0xFF:
-            return None
-        marker = body[i + 1]
-        if marker == 0xFF:  # fill byte
-            i += 1
-            continue
-        if marker in (0x01, *range(0xD0, 0xD8)):  # no length
-            i += 2
-            continue
-        if marker in (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF):
-            return int.from_bytes(body[i + 5:i + 7], "big"), int.from_bytes(body[i + 7:i + 9], "big")
-        if marker in (0xD9, 0xDA):  # end of image or start of scan before any frame header
-            return None
-        i += 2 + int.from_bytes(body[i + 2:i + 4], "big")
     return None
 
 
@@ -136,9 +113,9 @@ def _raw_frame(body: bytes, shape: str | None) -> np.ndarray:
 def _decode_image(body: bytes, kind: str) -> np.ndarray:
     import cv2
 
-    size = _encoded_size(body, kind)
+    size = image_dimensions(body)  # (width, height) from the header, before decoding
     if size is not None and size[0] * size[1] > MAX_IMAGE_PIXELS:
-        raise InputError(f"the {kind} image is {size[1]}x{size[0]} ({size[0] * size[1]:,} pixels); edgeseg serve "
+        raise InputError(f"the {kind} image is {size[0]}x{size[1]} ({size[0] * size[1]:,} pixels); edgeseg serve "
                          f"decodes at most {MAX_IMAGE_PIXELS:,} pixels a frame",
                          fix="resize the frame before sending it (the model runs at its own input size)")
     img = cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_COLOR)

@@ -10,7 +10,7 @@ import ast
 from pathlib import Path
 
 PKG = Path(__file__).resolve().parents[1] / "edgeseg"
-BASE = {"errors", "_registry", "_io", "_lazy", "paths", "__version__", "_ort", "_timing", "_memory", "_progress", "_recipes", "_unwind", "_compat", "_openvino"}  # leaves everyone may use
+BASE = {"errors", "_registry", "_io", "_lazy", "paths", "__version__", "_ort", "_timing", "_memory", "_progress", "_recipes", "_unwind", "_compat", "_openvino", "_imagefile"}  # leaves everyone may use
 
 # package -> packages it may import (besides BASE). Lower layers never import higher ones.
 ALLOWED: dict[str, set[str]] = {
