@@ -122,7 +122,7 @@ def _decode_image(body: bytes, kind: str) -> np.ndarray:
     if img is None:
         raise InputError(f"could not decode the {kind} body ({len(body)} bytes): the image is truncated or corrupt",
                          fix="send the whole file; check it opens in an image viewer")
-    return np.ascontiguousarray(img[..., ::-1])
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB, dst=img)  # in place, as read_image
 
 
 Result = Union[SemanticResult, InstanceResult, PanopticResult]
