@@ -26,10 +26,11 @@ latency and accuracy are compared against keeps its PRelu.
 """
 from __future__ import annotations
 
+import functools
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Collection, Mapping
+from typing import Any, Collection, Mapping
 
 import numpy as np
 
@@ -254,11 +255,30 @@ def infer_shapes(model):
     import onnx
 
     try:
-        from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
-
-        return SymbolicShapeInference.infer_shapes(model, auto_merge=True)
+        return _symbolic_shape_inference().infer_shapes(model, auto_merge=True)
     except Exception:  # symbolic inference does not know every op; ONNX's is the fallback
         return onnx.shape_inference.infer_shapes(model)
+
+
+@functools.lru_cache(maxsize=1)
+def _symbolic_shape_inference() -> Any:
+    """ONNX Runtime's ``SymbolicShapeInference``, its module loaded by file: importing it as
+    ``onnxruntime.tools.symbolic_shape_infer`` runs the ``tools`` package's ``__init__``, which imports torch where
+    it is installed (1.2 s of every ``quantize``, a performance audit); the module itself needs only onnx and numpy."""
+    import importlib.util
+    import os
+
+    import onnxruntime
+
+    path = os.path.join(os.path.dirname(onnxruntime.__file__), "tools", "symbolic_shape_infer.py")
+    spec = importlib.util.spec_from_file_location("_edgeseg_ort_symbolic_shape_infer", path)
+    if spec is None or spec.loader is None or not os.path.isfile(path):
+        from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+        return SymbolicShapeInference
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.SymbolicShapeInference
 
 
 # ---- PRelu for ONNX Runtime's INT8 path ----------------------------------------------------------
