@@ -87,13 +87,34 @@ def _special_file(path: Path) -> bool:
 
 
 def _write_into(dst: Path, write: Callable[[Any], Any]) -> Path:
-    """What ``write(f)`` writes, into the special file ``dst`` as it is (:func:`_special_file`)."""
+    """What ``write(f)`` writes, into the special file ``dst`` as it is (:func:`_special_file`). This process's own
+    names for an open file (``/dev/stdout``, ``/dev/fd/N``, ``/proc/self/fd/N``) are written through that file
+    descriptor, where it stands: reopening the name truncated a regular file behind it (`--json /dev/stdout >> log`
+    wiped the log, a review found)."""
+    fd = _own_descriptor(dst)
+    if fd in (1, 2):  # what Python holds for it goes first (the table before the JSON, in order)
+        import sys
+
+        with contextlib.suppress(Exception):
+            (sys.stdout if fd == 1 else sys.stderr).flush()
     try:
-        with open(dst, "wb") as f:
+        with (os.fdopen(os.dup(fd), "wb") if fd is not None else open(dst, "wb")) as f:
             write(f)
     except OSError as e:
         raise _naming(e, dst) from None
     return dst
+
+
+def _own_descriptor(path: Path) -> int | None:
+    """The file descriptor ``path`` names in this process (``/dev/stdout`` 1, ``/dev/stderr`` 2, ``/dev/fd/N`` and
+    ``/proc/self/fd/N`` N), or None."""
+    name = os.path.abspath(path)
+    if name in ("/dev/stdout", "/dev/stderr"):
+        return 1 if name == "/dev/stdout" else 2
+    for prefix in ("/dev/fd/", "/proc/self/fd/", f"/proc/{os.getpid()}/fd/"):
+        if name.startswith(prefix) and name[len(prefix):].isdigit():
+            return int(name[len(prefix):])
+    return None
 
 
 def _copy_of(src: str | os.PathLike) -> Callable[[Any], Any]:

@@ -139,8 +139,7 @@ class Manifest:
             object.__setattr__(self, "decoder_options", decoder_options(self.task, self.decoder))
         except InputError as e:
             text = e.args[0].splitlines()[0]
-            raise BundleError(f"manifest of {self.name!r}: {text}", fix=_newer_fix(self.provenance, e.fix, text)
-                              if text.startswith("unknown") else e.fix) from None
+            raise BundleError(f"manifest of {self.name!r}: {text}", fix=_newer_fix(self.provenance, e.fix, text)) from None
         if not self.palette:  # VOC's, whose first colour is black: an instance or panoptic model's first class
             skip = 0 if self.task == "semantic" else 1  # (COCO's person, a city's road) was drawn black
             colours = default_palette(len(self.classes) + skip)[skip:]
@@ -181,7 +180,7 @@ class Manifest:
                                   f"{version.strip()}", fix=f'write "schema_version": {version.strip()} (no quotes)')
             raise BundleError(
                 f"{where}: unknown schema_version {version!r} (this edgeseg {_version()} reads 1 to {SCHEMA_VERSION})",
-                fix=_newer_fix(d.get("provenance"), "re-export the bundle with this edgeseg version"),
+                fix=_newer_fix(d.get("provenance"), "re-export the bundle with this edgeseg version", "unknown schema"),
             )
         try:
             return cls(
@@ -202,8 +201,7 @@ class Manifest:
             raise BundleError(f"{where}: missing field {e.args[0]!r}") from None
         except InputError as e:  # its fix kept as the fix (it was folded into the message)
             text = str(e.args[0]).split(chr(10) + '  fix: ')[0]
-            raise BundleError(f"{where}: invalid content: {text}", fix=_newer_fix(d.get("provenance"), e.fix, text)
-                              if text.startswith("unknown") else e.fix) from None
+            raise BundleError(f"{where}: invalid content: {text}", fix=_newer_fix(d.get("provenance"), e.fix, text)) from None
         except BundleError as e:  # a check of the whole manifest (Manifest.__post_init__): named as the file
             if str(where) in str(e):
                 raise
@@ -212,17 +210,18 @@ class Manifest:
             raise BundleError(f"{where}: invalid content: {e}") from None
 
 
-def _newer_fix(provenance: Any, fix: str | None, text: str = "") -> str:
-    """The fix of a manifest this edgeseg does not read: made by a newer edgeseg (its provenance says which, where
-    it says), an upgrade; editing the manifest by hand would change what the bundle does. A close name found
-    (``text`` says "did you mean"), or an older release named, keeps ``fix``: a typo, not a newer field."""
+def _newer_fix(provenance: Any, fix: str | None, text: str = "") -> str | None:
+    """The fix of a manifest this edgeseg does not read. Made by a newer edgeseg (its provenance says so): the
+    upgrade, whatever the field or value (a later option spelled like a known one is not a typo); editing the
+    manifest by hand would change what the bundle does. Made by this or an older one: ``fix``. Not said: for an
+    unknown field that is no close name of a known one (``text``), the upgrade if a newer edgeseg made it."""
     made = provenance.get("edgeseg_version") if isinstance(provenance, dict) else None
-    if "did you mean" in text or (isinstance(made, str) and _version_key(made) <= _version_key(_version())):
-        return fix or "correct the manifest"
     upgrade = (f"upgrade edgeseg (pip install -U edgeseg; this is {_version()}); editing the manifest by hand would "
                "change what the bundle does" + (f". Else: {fix}" if fix else ""))
-    if isinstance(made, str):
+    if isinstance(made, str) and _version_key(made) > _version_key(_version()):
         return f"the bundle was made by edgeseg {made}: {upgrade}"
+    if isinstance(made, str) or "did you mean" in text or not text.startswith("unknown"):
+        return fix
     return f"if a newer edgeseg made the bundle (its manifest does not say which): {upgrade}"
 
 

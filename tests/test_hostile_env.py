@@ -285,6 +285,21 @@ def test_the_system_s_names_for_standard_output_are_written_into(tmp_path):
     assert Path("/dev/stdout").is_symlink()
 
 
+def test_json_to_standard_output_appended_to_a_log_keeps_the_log(tmp_path):
+    """The second review: `edgeseg info shapes --json /dev/stdout >> log` reopened /dev/stdout, which truncated the
+    log behind it (its earlier lines lost), and the table printed before came after the JSON. It is written through
+    the open file descriptor, after what Python held for it."""
+    log = tmp_path / "log.txt"
+    log.write_text("earlier line\n")
+    with open(log, "a") as f:
+        run = subprocess.run([sys.executable, "-m", "edgeseg", "info", "shapes", "--json", "/dev/stdout"], stdout=f,
+                             stderr=subprocess.PIPE, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    text = log.read_text()
+    assert text.startswith("earlier line\nbundle   shapes")
+    assert json.loads(text[text.index("\n{") + 1:])["name"] == "shapes"
+
+
 def test_a_long_launch_string_and_a_long_frame_name_are_not_taken_for_paths(tmp_path):
     """A review: `Path(s).exists()` raised ENAMETOOLONG for a launch string with a 255-byte run between slashes; the
     PNG sink's temporary of a 245-byte stem passed the file system's limit (and its clean-up raised again)."""

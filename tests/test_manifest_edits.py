@@ -187,9 +187,14 @@ def test_what_this_edgeseg_does_not_read_is_said_to_need_a_newer_one_when_it_may
     assert (upgrade in e.value.fix) == newer and (f"made by edgeseg {made}" in e.value.fix) == (made is not None and newer)
     assert ("its manifest does not say which" in e.value.fix) == (made is None)
     _edit(bundle, lambda d: (d["decoder"].pop("new_option"), d["decoder"].update(confidense=True)))
-    with pytest.raises(BundleError, match="did you mean confidence") as e:  # a typo: the options, not an upgrade
+    with pytest.raises(BundleError, match="did you mean confidence") as e:  # a typo, unless a newer release made it
+        Bundle.open(bundle.root)  # (the second review: a later option spelled like a known one is no typo)
+    assert ("upgrade" in e.value.fix) == (made == "9.1.0") and "the semantic decoder takes" in e.value.fix
+    _edit(bundle, lambda d: (d["decoder"].pop("confidense"), d["input"].update(size_rule="crop")))
+    with pytest.raises(BundleError, match="size rule must be") as e:  # a newer value, not a newer field
         Bundle.open(bundle.root)
-    assert "upgrade" not in e.value.fix and "the semantic decoder takes" in e.value.fix
+    assert ("upgrade" in (e.value.fix or "")) == (made == "9.1.0")
+    _edit(bundle, lambda d: (d["input"].update(size_rule="fixed"), d["decoder"].update(confidense=True)))
     _edit(bundle, lambda d: (d["decoder"].pop("confidense"), d["input"].update(new_field=1)))
     with pytest.raises(BundleError, match="unknown input spec field") as e:
         Bundle.open(bundle.root)

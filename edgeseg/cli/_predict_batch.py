@@ -63,8 +63,8 @@ class Rows:
     def append(self, row: dict) -> None:
         from .._io import json_default
 
-        self._count += 1
         if not self._wanted:
+            self._count += 1
             return
         text = json.dumps(row, default=json_default)
         if self._spool is not None and not self._kept:
@@ -74,11 +74,15 @@ class Rows:
                 while done < len(data):  # a raw file: a write may take part of it
                     done += self._spool.write(data[done:])
                 self._good += len(data)
+                self._count += 1  # counted once stored (a Ctrl-C mid-write: neither counted nor half kept)
                 return
-            except OSError:
+            except BaseException as e:
                 with contextlib.suppress(OSError):
                     self._spool.truncate(self._good)
+                if not isinstance(e, OSError):
+                    raise
         self._kept.append(text)
+        self._count += 1
 
     def extend(self, rows) -> None:
         for row in rows:

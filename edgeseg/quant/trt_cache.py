@@ -59,7 +59,7 @@ class CalibrationCache:
 
     def to_text(self) -> str:
         lines = [f"TRT-{self.version_code}-{self.algorithm}"]
-        lines += [f"{name}: {scale_to_hex(s)}" for name, s in self.scales.items()]
+        lines += [f"{name}: {scale_to_hex(s)}" for name, s in sorted(self.scales.items())]  # the same bytes every run
         return "\n".join(lines) + "\n"
 
     @classmethod

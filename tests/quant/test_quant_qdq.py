@@ -128,7 +128,8 @@ def test_trt_cache_format_and_round_trip(tmp_path):
     assert CalibrationCache.parse("TRT-7202-EntropyCalibration2\ndata: 3c008912\n").scales["data"] == struct.unpack(">f", bytes.fromhex("3c008912"))[0]
     table = CalibrationTable("entropy", {"images": TensorRange(-1.0, 1.0), "a/b:0": TensorRange(0.0, 2.54)}, 3)
     text = cache_from_table(table, "8.5.2").to_text()
-    assert text.splitlines()[:2] == ["TRT-8502-EntropyCalibration2", "images: 3c010204"]  # 1/127 in float32 big-endian
+    assert text.splitlines()[0] == "TRT-8502-EntropyCalibration2" and "images: 3c010204" in text.splitlines()  # 1/127
+    assert text.splitlines()[1:] == sorted(text.splitlines()[1:])  # by name: the same bytes on every run (a review)
     p = write_cache(table, tmp_path / "c.cache", "10.3.0")
     back = read_cache(p)
     assert back.version_code == 100300 and back.algorithm == "EntropyCalibration2"
