@@ -6,7 +6,9 @@ Schema 1 is what every edgeseg since typed decoder options takes: the input spec
 release, the semantic and instance decoder options of commit b9cfb0c, the panoptic ones of 7948fca (readers before
 those ignore a task's decoder options, and vos has none). A manifest using any other field or value needs schema 2:
 an allowlist, so a field added later needs schema 2 without anyone remembering to list it. A fused panoptic bundle's
-branches (``decoder.branches``) are manifests of their own, checked alike."""
+branches (``decoder.branches``) are manifests of their own, checked alike; ``edgeseg fuse`` writes options added
+since (``mask_area_ratio``, ``query_convention``, ``class_score_thresholds``), so its bundles are schema 2, and the
+``fusion`` layout is left out of schema 1 on purpose (its decoding changed after readers first took it)."""
 from __future__ import annotations
 
 from typing import Any, Callable, Mapping, Union
