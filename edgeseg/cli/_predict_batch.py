@@ -77,8 +77,9 @@ class Rows:
                 self._count += 1  # counted once stored (a Ctrl-C mid-write: neither counted nor half kept)
                 return
             except BaseException as e:
-                with contextlib.suppress(OSError):
+                with contextlib.suppress(OSError):  # back to the last whole entry
                     self._spool.truncate(self._good)
+                    self._spool.seek(self._good)
                 if not isinstance(e, OSError):
                     raise
         self._kept.append(text)
