@@ -387,3 +387,27 @@ def test_a_recursive_job_with_out_inside_its_folder_reruns_and_names_stay_first(
                  *RUNTIME]) == 0
     assert "given more than once" in capsys.readouterr().err
     assert (tmp_path / "o2" / "a" / "x_labels.png").is_file() and (tmp_path / "o2" / "x_labels.png").is_file()
+
+
+def test_images_are_read_ahead_in_order_with_their_errors(tmp_path):
+    """predict reads the next image on a thread while it segments one (a performance audit: a PNG's decode beside
+    the inference); the order, the unreadable images' errors and any other error are as a plain loop gives them."""
+    import threading
+
+    from edgeseg.cli._predict_batch import read_ahead
+    from edgeseg.errors import InputError
+
+    reads, threads = [], set()
+
+    def read(p):
+        reads.append(p)
+        threads.add(threading.current_thread().name)
+        if p == "bad":
+            raise InputError("cannot decode image bad")
+        return p.upper()
+
+    got = [(p, str(x) if isinstance(x, InputError) else x) for p, x in read_ahead(["a", "bad", "c"], read)]
+    assert got == [("a", "A"), ("bad", "cannot decode image bad"), ("c", "C")] and reads == ["a", "bad", "c"]
+    assert all(name.startswith("edgeseg-read") for name in threads) and list(read_ahead([], read)) == []
+    with pytest.raises(MemoryError):
+        list(read_ahead(["a", "b"], lambda p: (_ for _ in ()).throw(MemoryError())))

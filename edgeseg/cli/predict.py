@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 
 from ._common import add_json_option, add_result_filters, add_runtime_options, check_output, print_table
-from ._predict_batch import JsonLines, Rows, Table, image_paths, kept_on_interrupt, resume, write_results
+from ._predict_batch import JsonLines, Rows, Table, image_paths, kept_on_interrupt, read_ahead, resume, write_results
 
 NAME = "predict"
 HELP = "segment images: label or instance PNGs and overlays per image, and/or a JSON of the results"
@@ -310,12 +310,11 @@ def run(args: argparse.Namespace) -> int:
     overlay = not args.no_overlay
     with predictor, bar, kept_on_interrupt(args, predictor, task, rows, failed, lambda: _write_panoptic_json(out, coco)), \
             (lines or contextlib.nullcontext()):
-        for path in map(Path, todo):
+        for path, rgb in read_ahead(map(Path, todo), read_image):
             bar.update(1)
             logged.update(1)
-            try:
-                rgb = read_image(path)
-            except InputError as e:  # one unreadable image does not cost the others' results
+            if isinstance(rgb, InputError):  # one unreadable image does not cost the others' results
+                e = rgb
                 print(f"edgeseg predict: error: {e}", file=sys.stderr)
                 failed.append({"image": str(path), "error": str(e).splitlines()[0]})
                 if lines is not None:
