@@ -24,9 +24,9 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
-__all__ = ["atomic_copy_file", "atomic_write_bytes", "atomic_write_text", "commit_file", "dumps_json", "json_default",
+__all__ = ["atomic_copy_file", "atomic_write_bytes", "atomic_write_text", "atomic_write_with", "commit_file", "dumps_json", "json_default",
            "temp_name_prefix", "writable_file",
-           "writable_folder", "write_json", "write_with"]
+           "writable_folder", "write_json", "write_whole", "write_with"]
 
 _FIX = "choose a path in a folder you can write to, e.g. under ./out/"
 
@@ -68,6 +68,22 @@ def atomic_write_with(path: str | os.PathLike, write: Callable[[Any], Any], *, s
             raise _naming(e, dst) from None
         raise
     return dst
+
+
+def write_whole(f: Any, data: bytes | memoryview, end: int) -> int:
+    """``data`` written into the unbuffered binary file ``f`` (each partial write continued), whose whole content ends
+    at ``end``; returns the new end. A write that fails (a full disk, an interruption) cuts the file back to ``end``
+    where it can (a FIFO cannot) and raises: the file keeps whole entries only (JSON lines, a spool's entries)."""
+    view = memoryview(data)
+    try:
+        while view:
+            view = view[f.write(view):]
+    except BaseException:
+        with contextlib.suppress(OSError):
+            f.truncate(end)
+            f.seek(end)
+        raise
+    return f.tell() if f.seekable() else end
 
 
 def _special_file(path: Path) -> bool:

@@ -97,20 +97,12 @@ class Rows:
             return
         text = json.dumps(row, default=json_default)
         if self._spool is not None and not self._kept:
-            data = (text + "\n").encode("utf-8")
-            try:
-                done = 0
-                while done < len(data):  # a raw file: a write may take part of it
-                    done += self._spool.write(data[done:])
-                self._good += len(data)
-                self._count += 1  # counted once stored (a Ctrl-C mid-write: neither counted nor half kept)
+            from .._io import write_whole
+
+            with contextlib.suppress(OSError):  # a full disk: this entry and the rest are kept in memory
+                self._good = write_whole(self._spool, (text + "\n").encode("utf-8"), self._good)
+                self._count += 1  # counted once stored (a write a Ctrl-C cut is undone, uncounted)
                 return
-            except BaseException as e:
-                with contextlib.suppress(OSError):  # back to the last whole entry
-                    self._spool.truncate(self._good)
-                    self._spool.seek(self._good)
-                if not isinstance(e, OSError):
-                    raise
         self._kept.append(text)
         self._count += 1
 

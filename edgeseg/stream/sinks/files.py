@@ -37,7 +37,7 @@ from ...structures.records import result_record
 from ...structures.coco_panoptic import segments_info
 from ...structures.frame import Frame
 from ..base import SINKS, Packet, Sink, refuse_input
-from ..._io import _special_file, commit_file, temp_name_prefix, writable_file, writable_folder
+from ..._io import _special_file, commit_file, temp_name_prefix, writable_file, writable_folder, write_whole
 
 log = logging.getLogger("edgeseg.stream")
 
@@ -116,16 +116,11 @@ class _Lines:
         self._f = os.fdopen(fd, "r+b", buffering=0)  # closing it releases the claim
 
     def write(self, text: str) -> None:
-        data = memoryview(text.encode("utf-8"))
         try:
-            while data:
-                data = data[self._f.write(data):]
+            self._end = write_whole(self._f, text.encode("utf-8"), self._end)
         except OSError as e:
-            with contextlib.suppress(OSError):  # a FIFO or a device cannot be cut back
-                self._f.truncate(self._end)
             raise StreamError(f"cannot write {self.path}: {e.strerror or e} (the lines before are kept, each whole)",
                               fix=_write_fix(e, self.option)) from None
-        self._end = self._f.tell() if self._f.seekable() else self._end
 
     def close(self) -> None:
         self._f.close()
