@@ -10,6 +10,8 @@ from pathlib import Path
 #: a cgroup limit at or above this is "no limit" (v1 writes 2**63 rounded down to a page)
 UNLIMITED = 1 << 60
 CGROUP_ROOT = Path("/sys/fs/cgroup")
+#: images below this many pixels are not checked against the memory left (a frame's check would cost more than it saves)
+CHECKED_PIXELS = 16_000_000
 
 
 def available_bytes() -> int | None:
@@ -17,6 +19,15 @@ def available_bytes() -> int | None:
     it is in (limit less usage, its reclaimable file cache counted as free). None where neither can be read."""
     values = [v for v in (meminfo_available(), cgroup_headroom()) if v is not None]
     return min(values) if values else None
+
+
+def shortfall(pixels: int, bytes_per_pixel: float) -> tuple[int, int] | None:
+    """``(need, free)`` when an image of ``pixels`` pixels, taking ``bytes_per_pixel`` each, needs more than the memory
+    left; None when it fits, is below :data:`CHECKED_PIXELS` or the memory left cannot be read."""
+    if pixels < CHECKED_PIXELS:
+        return None
+    free, need = available_bytes(), int(pixels * bytes_per_pixel)
+    return (need, free) if free is not None and need > free else None
 
 
 def meminfo_available(path: str = "/proc/meminfo") -> int | None:

@@ -154,3 +154,55 @@ def test_the_legend_lists_the_classes_a_label_map_holds_as_a_histogram_counts_th
         want = sorted(int(v) for v in np.unique(labels))
         assert present_classes(SemanticResult(labels)) == want
     assert present_classes(SemanticResult(cases[2]), (7, 9)) == [7]
+
+
+def test_an_array_too_large_for_the_memory_left_is_refused_before_any_work(monkeypatch):
+    """Files were checked before decoding (session 53); an array given to the Python API was not: a 12000x12000 frame
+    takes 2.5-4.9 bytes a pixel more (semantic, panoptic) and in a small container the kernel killed the process. Now
+    an array that surely does not fit (the task's least) is an error naming its size, the memory it takes and what is
+    free; below 16 megapixels nothing is checked, and a figure that cannot be read refuses nothing."""
+    from edgeseg import _memory
+    from edgeseg.predictor import TASK_BYTES_PER_PIXEL, check_room
+
+    big = np.broadcast_to(np.zeros(3, np.uint8), (4000, 4100, 3))  # 16.4 megapixels, no memory taken
+    need = int(4000 * 4100 * TASK_BYTES_PER_PIXEL["panoptic"])  # 52.5 MB at 3.2 bytes a pixel
+    monkeypatch.setattr(_memory, "available_bytes", lambda: need - 1)
+    with pytest.raises(InputError, match=r"the image is 4100x4000 \(16 megapixels\): segmenting it takes at least "
+                                         r"50 MiB more and 50 MiB is free") as e:
+        check_room(big, "panoptic")
+    assert "downscale it first" in e.value.fix
+    check_room(big, "instance")  # compact masks: 0.2 bytes a pixel
+    monkeypatch.setattr(_memory, "available_bytes", lambda: need)
+    check_room(big, "panoptic")
+    monkeypatch.setattr(_memory, "available_bytes", lambda: 1)
+    check_room(np.zeros((3000, 4000, 3), np.uint8), "panoptic")  # 12 megapixels: not checked
+    monkeypatch.setattr(_memory, "available_bytes", lambda: None)  # not readable: not refused
+    check_room(big, "panoptic")
+
+
+@pytest.mark.slow
+def test_a_large_array_that_fits_is_segmented_and_one_that_cannot_is_refused(tmp_path):
+    """The figures are lower bounds: in a 1000 MiB memory cgroup a 12000x12000 frame given to `road` segments (peak
+    796 MiB); with its image in memory and too little left (600 MiB in all) it is refused, never killed (before: killed,
+    exit -9). Needs root (cgroup v1)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    group = Path("/sys/fs/cgroup/memory")
+    if os.geteuid() != 0 or not group.is_dir():
+        pytest.skip("needs root and the cgroup v1 memory controller to limit a child's memory")
+    code = ("import numpy as np, edgeseg\np = edgeseg.load('road')\nimg = np.full((12000, 12000, 3), 90, np.uint8)\n"
+            "try:\n    print('labels', p(img).labels.shape)\nexcept edgeseg.errors.InputError as e:\n    print('refused', e)\n")
+    for limit_mib, expect in ((1000, "labels (12000, 12000)"), (600, "refused the image is 12000x12000")):
+        g = group / f"edgeseg_test_{os.getpid()}_{limit_mib}"
+        g.mkdir()
+        try:
+            (g / "memory.limit_in_bytes").write_text(str(limit_mib << 20))
+            run = subprocess.run(["bash", "-c", f"echo $$ > {g}/cgroup.procs; exec {sys.executable} -c \"$0\"", code],
+                                 capture_output=True, text=True, timeout=300,
+                                 env={**os.environ, "EDGESEG_CACHE_DIR": str(tmp_path)})
+        finally:
+            g.rmdir()
+        assert run.returncode == 0 and expect in run.stdout, (limit_mib, run.stdout, run.stderr[-2000:])

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import sys
@@ -221,7 +222,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..data.io import read_image, write_image, write_label
     from ..errors import InputError
-    from ..predictor import load
+    from ..predictor import TASK_BYTES_PER_PIXEL, load
     from ..structures.results import label_counts
 
     if not 0.0 <= args.alpha <= 1.0:
@@ -308,9 +309,12 @@ def run(args: argparse.Namespace) -> int:
     logged = LogProgress("edgeseg predict", len(todo), enabled=not args.no_progress and len(todo) >= 2)
     lines = JsonLines(args.jsonl, append=args.resume) if args.jsonl is not None else None
     overlay = not args.no_overlay
+    # the least an image takes, a pixel: its RGB, the task's decoding, the label PNG and the overlay (a large image
+    # that cannot fit is refused before decoding: its error, the others done)
+    room = 3 + TASK_BYTES_PER_PIXEL.get(task, 0.0) + (0 if out is None else 4 if overlay else 1)
     with predictor, bar, kept_on_interrupt(args, predictor, task, rows, failed, lambda: _write_panoptic_json(out, coco)), \
             (lines or contextlib.nullcontext()):
-        for path, rgb in read_ahead(map(Path, todo), read_image):
+        for path, rgb in read_ahead(map(Path, todo), functools.partial(read_image, bytes_per_pixel=room)):
             bar.update(1)
             logged.update(1)
             if isinstance(rgb, InputError):  # one unreadable image does not cost the others' results

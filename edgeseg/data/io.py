@@ -13,7 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import _memory
 from .._io import atomic_write_bytes
+from .._memory import CHECKED_PIXELS
 from ..errors import DataError, EdgesegError, InputError
 from .._imagefile import image_dimensions
 
@@ -140,13 +142,15 @@ def frame_files(folder: str | Path) -> list[Path]:
     return sorted((p for p in Path(folder).iterdir() if p.suffix.lower() in suffixes and p.is_file()), key=natural_key)
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """Read a colour image as RGB ``uint8 [H, W, 3]`` (grey and 16-bit images are converted)."""
+def read_image(path: str | Path, *, bytes_per_pixel: float = 0.0) -> np.ndarray:
+    """Read a colour image as RGB ``uint8 [H, W, 3]`` (grey and 16-bit images are converted). A large image (16
+    megapixels or more) is refused before decoding when the memory left cannot hold its decoding
+    (:data:`IMAGE_BYTES_PER_PIXEL`) or ``bytes_per_pixel``, what the caller's work on it takes at least."""
     import cv2
 
     p = Path(path)
     data = _read_bytes(p, InputError, "image")
-    _check_room(p, data)
+    _check_room(p, data, max(IMAGE_BYTES_PER_PIXEL, bytes_per_pixel))
     img = cv2.imdecode(data, cv2.IMREAD_COLOR)
     if img is not None and data[:8].tobytes() == b"\x89PNG\r\n\x1a\n" and len(data) > 24 and data[24] == 16:
         _warn_narrow_16bit(p, data)
@@ -158,11 +162,10 @@ def read_image(path: str | Path) -> np.ndarray:
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB, dst=img)  # in place: a copy doubled a large photo's memory
 
 
-#: memory an image takes, a pixel, from its decoding to its files (an 8000x8000 JPEG through ``predict --out``: the
-#: decoder's 6 bytes a pixel, then the labels, the overlay and its PNG encoding, ~13 bytes a pixel above the model's)
-IMAGE_BYTES_PER_PIXEL = 16
-#: images below this many pixels are not checked against the memory left (a frame's check would cost more than it saves)
-CHECKED_PIXELS = 16_000_000
+#: memory decoding an image takes at least, a pixel (a 12000x12000 JPEG or PNG: 6.1-6.4 bytes, the file's bytes and
+#: OpenCV's BGR image beside the RGB one; peak RSS, session 54). What is done with it takes more: ``read_image``'s
+#: ``bytes_per_pixel`` (``edgeseg predict``: the task's and its outputs' least)
+IMAGE_BYTES_PER_PIXEL = 6
 #: OpenCV's decoders refuse images above this many pixels (its ``CV_IO_MAX_IMAGE_PIXELS`` default) and say nothing
 OPENCV_MAX_PIXELS = 1 << 30
 #: ... and above this many pixels a side (``CV_IO_MAX_IMAGE_WIDTH``, ``_HEIGHT``); libpng refuses PNGs wider than this
@@ -170,10 +173,11 @@ OPENCV_MAX_SIDE = 1 << 20
 LIBPNG_MAX_WIDTH = 1_000_000
 
 
-def _check_room(path: Path, data: np.ndarray) -> None:
+def _check_room(path: Path, data: np.ndarray, bytes_per_pixel: float) -> None:
     """An :class:`InputError` before decoding an image too large for the memory left (a 12000x12000 photo in a batch
     took 2.46 GB; in a container the kernel killed the whole job) or for OpenCV's decoders (whose refusal read as a
-    corrupt file). Images whose header this does not read (TIFF) are decoded as they are."""
+    corrupt file). ``bytes_per_pixel``: the least the image will take, so that nothing that would fit is refused.
+    Images whose header this does not read (TIFF) are decoded as they are."""
     import os
 
     size = image_dimensions(memoryview(data))  # the header only is read (a JPEG's APP segments may run long: ICC)
@@ -198,11 +202,10 @@ def _check_room(path: Path, data: np.ndarray) -> None:
                          f"{LIBPNG_MAX_WIDTH:,} wide for a PNG)", fix=fix)
     if w * h < CHECKED_PIXELS:
         return
-    from .. import _memory
-
-    free, need = _memory.available_bytes(), w * h * IMAGE_BYTES_PER_PIXEL
-    if free is not None and need > free:
-        raise InputError(f"image {path} is {w}x{h} ({mpx:,.0f} megapixels): segmenting it takes about "
+    short = _memory.shortfall(w * h, bytes_per_pixel)
+    if short is not None:
+        need, free = short
+        raise InputError(f"image {path} is {w}x{h} ({mpx:,.0f} megapixels): it takes at least "
                          f"{_memory.mib(need)} and {_memory.mib(free)} is free (a container's limit included)",
                          fix=fix + "; or run where more memory is free")
 

@@ -202,18 +202,22 @@ def test_an_image_opencv_will_not_decode_is_named_with_its_size(tmp_path):
 
 def test_an_image_too_large_for_the_memory_left_is_refused_before_decoding(tmp_path, monkeypatch):
     """A batch audit: a 12000x12000 photo took 2.46 GB; in a container the kernel killed the whole job. An image that
-    would take more than the memory left (the container's limit included) is an error naming it, before decoding."""
+    would take more than the memory left (the container's limit included) is an error naming it, before decoding.
+    Session 54: the figure is the least it takes (decoding: 6 bytes a pixel; the caller's work when it says), not 16
+    bytes a pixel whatever is done with it, which refused a 12000x12000 JPEG that `predict --json` reads in 1 GB."""
     from edgeseg import _memory
     from edgeseg.data import io
 
     p = tmp_path / "big.png"
-    cv2.imwrite(str(p), np.zeros((4000, 4100, 3), np.uint8))  # 16.4 megapixels: 262 MB at 16 bytes a pixel
-    monkeypatch.setattr(_memory, "available_bytes", lambda: 200 << 20)
-    with pytest.raises(InputError, match=r"big.png is 4100x4000 \(16 megapixels\): segmenting it takes about 250 MiB "
-                                         r"and 200 MiB is free"):
+    cv2.imwrite(str(p), np.zeros((4000, 4100, 3), np.uint8))  # 16.4 megapixels: 98 MB at 6 bytes a pixel
+    monkeypatch.setattr(_memory, "available_bytes", lambda: 90 << 20)
+    with pytest.raises(InputError, match=r"big.png is 4100x4000 \(16 megapixels\): it takes at least 94 MiB "
+                                         r"and 90 MiB is free"):
         read_image(p)
-    monkeypatch.setattr(_memory, "available_bytes", lambda: 300 << 20)
+    monkeypatch.setattr(_memory, "available_bytes", lambda: 200 << 20)
     assert read_image(p).shape == (4000, 4100, 3)
+    with pytest.raises(InputError, match=r"it takes at least 250 MiB and 200 MiB is free"):  # the caller's figure
+        read_image(p, bytes_per_pixel=16)
     monkeypatch.setattr(_memory, "available_bytes", lambda: 1)  # small images are not checked
     monkeypatch.setattr(io, "CHECKED_PIXELS", 4000 * 4100 + 1)
     assert read_image(p).shape == (4000, 4100, 3)
