@@ -1,6 +1,22 @@
 """Image files' sizes from their headers, without decoding them (standard library only): what ``read_image``
-checks against the memory left and OpenCV's limits, and what ``edgeseg serve`` checks a request against."""
+checks against the memory left and OpenCV's limits, and what ``edgeseg serve`` checks a request against; and the
+channel swap every writer through OpenCV makes (:func:`swap_rb`)."""
 from __future__ import annotations
+
+from typing import Any
+
+
+def swap_rb(image: Any) -> Any:
+    """RGB <-> BGR of an ``[H, W, 3]`` array, as a new C-contiguous array (what OpenCV's encoders and writers take).
+    OpenCV's conversion is one vectorised pass: numpy's copy of the reversed axis took 7.0 ms a 1080p frame, this
+    0.12 ms (session 54). Other shapes and dtypes: the reversed copy."""
+    import numpy as np
+
+    if image.ndim == 3 and image.shape[2] == 3 and image.size and image.dtype in (np.uint8, np.uint16, np.float32):
+        import cv2
+
+        return cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2BGR)
+    return np.ascontiguousarray(image[..., ::-1])
 
 
 def image_dimensions(head: bytes | memoryview) -> tuple[int, int] | None:

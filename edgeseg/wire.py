@@ -26,7 +26,7 @@ from typing import Any, Callable, Union
 
 import numpy as np
 
-from ._imagefile import image_dimensions
+from ._imagefile import image_dimensions, swap_rb
 from .errors import EdgesegError, InputError, UnsupportedError
 from .structures import ImageShape, InstanceResult, PanopticResult, Segment, SemanticResult
 
@@ -45,7 +45,7 @@ def encode_frame(rgb: np.ndarray, encoding: str = "raw") -> tuple[bytes, dict[st
         raise InputError(f"unknown frame encoding {encoding!r}", fix="use 'raw' (lossless, default), 'png' or 'jpeg'")
     import cv2
 
-    ok, buf = cv2.imencode(f".{'jpg' if encoding == 'jpeg' else 'png'}", np.ascontiguousarray(rgb[..., ::-1]))
+    ok, buf = cv2.imencode(f".{'jpg' if encoding == 'jpeg' else 'png'}", swap_rb(rgb))
     if not ok:
         raise InputError(f"could not encode a frame of shape {list(rgb.shape)} as {encoding}")
     return buf.tobytes(), {"Content-Type": f"image/{encoding}"}

@@ -73,10 +73,20 @@ def rgb_to_id(rgb: np.ndarray) -> np.ndarray:
     return c[..., 0] + 256 * c[..., 1] + 256 * 256 * c[..., 2]
 
 
-def id_to_rgb(ids: np.ndarray) -> np.ndarray:
-    """``[H, W]`` ids in ``0 .. 256^3 - 1`` -> ``uint8 [H, W, 3]`` RGB (panopticapi's id2rgb)."""
-    u = np.ascontiguousarray(ids, dtype="<u4")  # little-endian bytes: R = id % 256, G, B, then a 4th byte
-    return np.ascontiguousarray(u.view(np.uint8).reshape(*u.shape, 4)[..., :3])
+def id_to_rgb(ids: np.ndarray, *, bgr: bool = False) -> np.ndarray:
+    """``[H, W]`` ids in ``0 .. 256^3 - 1`` -> ``uint8 [H, W, 3]`` RGB (panopticapi's id2rgb; ``bgr``: in OpenCV's
+    order, for its encoders). Ids beyond keep their low three bytes. 0.15 ms a 1080p map (an ``int32`` one is read in
+    place); the three byte planes sliced out by numpy took 10-19 ms (session 54)."""
+    import cv2
+
+    ids = np.asarray(ids)
+    if ids.dtype.byteorder in "=<|" and ids.dtype in (np.int32, np.uint32) and ids.flags.c_contiguous:
+        u = ids.view("<u4")
+    else:
+        u = np.ascontiguousarray(ids, dtype="<u4")  # little-endian bytes: R = id % 256, G, B, then a 4th byte
+    if not u.size:
+        return np.zeros((*u.shape, 3), np.uint8)
+    return cv2.cvtColor(u.view(np.uint8).reshape(*u.shape, 4), cv2.COLOR_RGBA2BGR if bgr else cv2.COLOR_RGBA2RGB)
 
 
 def read_panoptic_png(path: str | Path) -> np.ndarray:

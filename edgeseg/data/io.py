@@ -17,7 +17,7 @@ from .. import _memory
 from .._io import atomic_write_bytes
 from .._memory import CHECKED_PIXELS
 from ..errors import DataError, EdgesegError, InputError
-from .._imagefile import image_dimensions
+from .._imagefile import image_dimensions, swap_rb
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
@@ -364,7 +364,7 @@ def write_image(path: str | Path, rgb: np.ndarray, *, sync: bool = True) -> None
     if np.ndim(rgb) != 3 or np.shape(rgb)[2] != 3:  # reversing a label map's last axis would mirror it
         raise InputError(f"write_image writes RGB images [H, W, 3]; got shape {list(np.shape(rgb))} for {p}",
                          fix="write a label map with edgeseg.data.io.write_label")
-    ok, buf = cv2.imencode(p.suffix or ".png", np.ascontiguousarray(rgb[..., ::-1]))
+    ok, buf = cv2.imencode(p.suffix or ".png", swap_rb(rgb))
     if not ok:
         raise InputError(f"cannot encode image {p}", fix=f"use one of {', '.join(IMAGE_SUFFIXES)}")
     p.parent.mkdir(parents=True, exist_ok=True)

@@ -72,7 +72,7 @@ def encode_panoptic_png(segment_ids: np.ndarray) -> bytes:
         raise InputError(f"a panoptic id map is [H, W], got {list(ids.shape)}")
     if ids.size and (ids.min() < 0 or ids.max() > MAX_ID):
         raise InputError(f"panoptic ids must be within 0..{MAX_ID} to fit an RGB PNG, got {ids.min()}..{ids.max()}")
-    ok, buf = cv2.imencode(".png", np.ascontiguousarray(id_to_rgb(ids)[..., ::-1]))  # cv2 writes BGR
+    ok, buf = cv2.imencode(".png", id_to_rgb(ids, bgr=True))  # cv2 writes BGR
     if not ok:  # pragma: no cover - cv2 fails here only on absurd input
         raise InputError(f"cannot encode a {ids.shape[1]}x{ids.shape[0]} panoptic PNG")
     return buf.tobytes()

@@ -252,3 +252,36 @@ def test_headers_the_review_found_read_right(tmp_path, monkeypatch):
     monkeypatch.setenv("OPENCV_IO_MAX_IMAGE_PIXELS", "1000")
     with pytest.raises(InputError, match=r"small.png is 40x30 \(0 megapixels\): above the 0 megapixels OpenCV decodes"):
         read_image(tmp_path / "small.png")
+
+
+def test_panoptic_ids_to_rgb_invert_the_reference_rgb2id_in_either_channel_order():
+    """Session 54: the ids' bytes are split by OpenCV over an in-place view (0.15 ms a 1080p map; numpy's byte
+    arithmetic in the PNG sink took 19 ms and 18 bytes a pixel). The result is read back by the reference's rgb2id
+    (cityscapesScripts' port of panopticapi) for every id layout a result or a user gives."""
+    from cityscapesscripts.evaluation.evalPanopticSemanticLabeling import rgb2id
+
+    from edgeseg.data.coco_panoptic import id_to_rgb
+
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, 256 ** 3, (37, 53)).astype(np.int32)
+    ids[0, :4] = [0, 255, 256, 256 ** 3 - 1]
+    for given in (ids, ids.astype(np.int64), ids.astype(np.uint32), ids.astype(">i4"), ids[:, ::2], ids.T):
+        rgb = id_to_rgb(given)
+        assert rgb.dtype == np.uint8 and rgb.shape == (*given.shape, 3) and rgb.flags.c_contiguous
+        assert np.array_equal(rgb2id(rgb), np.asarray(given, np.int64))
+        assert np.array_equal(id_to_rgb(given, bgr=True), rgb[..., ::-1])
+    assert id_to_rgb(ids)[0, :4].tolist() == [[0, 0, 0], [255, 0, 0], [0, 1, 0], [255, 255, 255]]
+    assert id_to_rgb(np.zeros((0, 5), np.int32)).shape == (0, 5, 3)
+
+
+def test_swap_rb_is_the_reversed_channels_for_every_array_a_writer_gets():
+    """OpenCV's conversion in place of numpy's reversed copy (7.0 -> 0.12 ms a 1080p frame): the same bytes for the
+    dtypes and layouts the writers get, views included; other shapes keep the reversed copy."""
+    from edgeseg._imagefile import swap_rb
+
+    rng = np.random.default_rng(1)
+    rgb = rng.integers(0, 256, (21, 34, 3), np.uint8)
+    for given in (rgb, rgb[:, ::-1], rgb[::2, 3:], rgb.astype(np.uint16) * 257, rgb.astype(np.float32),
+                  rgb.astype(np.int32), rgb[..., :2], np.zeros((0, 4, 3), np.uint8)):
+        out = swap_rb(given)
+        assert out.flags.c_contiguous and out.dtype == given.dtype and np.array_equal(out, given[..., ::-1])

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from ..._imagefile import swap_rb
 from ..._registry import Registry
 from ...errors import MEMORY_FIX, InputError, StreamError
 from ...structures.frame import Frame
@@ -498,7 +499,7 @@ class Mp4Sink(Sink):
                                                     "the encoder or muxer stopped: out of memory is one cause ("
                                                     + MEMORY_FIX + "); or choose another --encoder")) from None
         else:
-            self._writer.write(np.ascontiguousarray(image[..., ::-1]))
+            self._writer.write(swap_rb(image))  # (numpy's reversed copy: 7 ms a 1080p frame)
         self.frames += 1
         if self.segment_s:
             self.segments[-1].frames += 1
