@@ -26,17 +26,25 @@ Per frame (SORT's recipe with masks in place of Kalman-filtered boxes, and no op
    predicted or where last seen (a mask held at the frame border or at an occluder's edge stays put
    while the object slides in or out); (b) boxes, the track's predicted *extent* (the largest box it
    had recently, hung from the edge that last moved as predicted) against the detection's box: an
-   object that comes out from behind another is not the sliver it was when it went in.
+   object that comes out from behind another is not the sliver it was when it went in; (c) when nothing
+   overlaps at all, the distance between box centres (the track's predicted or last-seen centre,
+   whichever is nearer), within a gate: one object diagonal (``distance_gate``) while a track has no
+   velocity yet, then at most 1.5 x its recent peak speed x the frames since seen + 0.15 of a diagonal;
+   a detection over 3 x the track's extent is not it. An object moving more than about a third of its
+   size a frame, or bouncing, otherwise never overlapped its prediction and took a new id on every frame
+   (session 54's audit on exact truth: 101-111 ID switches on such sequences, 0 now).
 6. **Update.** A matched track takes the detection's mask; its velocity is smoothed (``momentum``)
    from the displacement of whichever box edge moved as predicted (or the centre; edges on the frame
    border do not count): when one side of an object is hidden, the other edge still shows its
-   motion, while the centre of the visible part would not. Unmatched tracks age; a track unseen for
+   motion, while the centre of the visible part would not. A measurement off the velocity by more than
+   half the object's size (a bounce, a sharp turn) replaces it: the average would predict neither. Unmatched tracks age; a track unseen for
    more than ``max_age`` frames (or predicted wholly outside the frame) is dropped, so an object
    hidden for ``max_age`` frames or fewer keeps its id. A detection left over starts a new track
    with the next id. A class never changes within a track: a detection of another class cannot take
    a track's id (a model that flips an object's class between frames gives it two ids).
 
-``motion=False`` and ``partial_views=False`` switch steps 1 (the shift) and 5 off, for ablations; their
+``motion=False``, ``partial_views=False`` and ``distance_gate=0`` switch steps 1 (the shift), 5 and 5c off, for
+ablations; their
 effect on ID switches is measured on :class:`~edgeseg.data.SceneGenerator` truth by ``tools/bench/track.py``.
 
 Ids start at 1 and are never reused by one tracker, not even after :meth:`Tracker.reset`, so a
@@ -248,6 +256,7 @@ class _Track:
     #                                                            -1 the low one, 1 the high one, 0 both
     age: int = 0  # frames since last seen
     hits: int = 1
+    speed: float = 0.0  # px/frame, the largest recent (decays 0.8 per update): a bounce keeps it
 
 
 @dataclass(frozen=True)
@@ -259,6 +268,7 @@ class TrackStats:
     extended: tuple[int, ...] = ()  # then by box cover with their predicted extent
     started: tuple[int, ...] = ()  # new ids
     dropped: tuple[int, ...] = ()  # tracks unseen for more than max_age frames, forgotten
+    near: tuple[int, ...] = ()  # matched by the distance of box centres after the covers (nothing overlapped)
 
 
 class Tracker:
@@ -269,11 +279,14 @@ class Tracker:
     motion: predict by constant velocity (else: where last seen).
     momentum: weight of the newest velocity measurement.
     cover_threshold: least cover for the partial-view matches (step 5; ``partial_views=False``: none).
+    distance_gate: the centre-distance match's gate for a track without a velocity, in object diagonals
+        (step 5c; 0: none).
     thing_offset: panoptic thing segment id = ``thing_offset + track id`` (stuff: ``category_id + 1``).
     """
 
     def __init__(self, iou_threshold: float = 0.3, max_age: int = 15, motion: bool = True, momentum: float = 0.5,
-                 cover_threshold: float = 0.5, partial_views: bool = True, thing_offset: int = 1000):
+                 cover_threshold: float = 0.5, partial_views: bool = True, thing_offset: int = 1000,
+                 distance_gate: float = 1.0):
         if not 0.0 < iou_threshold <= 1.0:
             raise InputError(f"Tracker iou_threshold must be in (0, 1], got {iou_threshold}")
         if max_age < 0:
@@ -284,9 +297,12 @@ class Tracker:
             raise InputError(f"Tracker momentum must be in (0, 1], got {momentum}")
         if thing_offset < 1:
             raise InputError(f"Tracker thing_offset must be >= 1, got {thing_offset}")
+        if not 0.0 <= distance_gate < float("inf"):
+            raise InputError(f"Tracker distance_gate must be >= 0 object diagonals (0: off), got {distance_gate}")
         self.iou_threshold, self.max_age, self.motion = float(iou_threshold), int(max_age), bool(motion)
         self.momentum, self.cover_threshold = float(momentum), float(cover_threshold)
         self.partial_views, self.thing_offset = bool(partial_views), int(thing_offset)
+        self.distance_gate = float(distance_gate)  # 0: off (step 5c)
         self.tracks: list[_Track] = []
         self.last = TrackStats()
         self.frames = 0  # frames seen since the last reset
@@ -334,7 +350,7 @@ class Tracker:
         tracks = self.tracks
         n = len(dets.classes)
         det_of: dict[int, int] = {}  # track index -> detection index
-        matched = covered = extended = ()
+        matched = covered = extended = near = ()
         if tracks and n:
             every = list(range(len(tracks)))
             inter, t_area = self._intersections(pred, every, dets, list(range(n)), shape)
@@ -345,6 +361,9 @@ class Tracker:
             if self.partial_views:
                 covered = self._leftovers(lambda rows, cols: self._cover(pred, rows, dets, cols, shape), det_of, n)
                 extended = self._leftovers(lambda rows, cols: self._extent_cover(pred, rows, dets, cols), det_of, n)
+            if self.distance_gate > 0:  # (c) no overlap at all: fast, turning or bouncing objects, first frames
+                near = self._leftovers(lambda rows, cols: self._nearness(pred, rows, dets, cols), det_of, n,
+                                       minimum=1e-3)
         ids = np.full(n, -1, np.int64)
         for t, d in det_of.items():
             self._update_track(tracks[t], dets, d, shape)
@@ -368,7 +387,7 @@ class Tracker:
             started.append(self._next_id)
             self._next_id += 1
         self.tracks = kept
-        self.last = TrackStats(matched, covered, extended, tuple(started), tuple(dropped))
+        self.last = TrackStats(matched, covered, extended, tuple(started), tuple(dropped), near)
         return ids
 
     def _predict(self) -> np.ndarray:
@@ -426,15 +445,43 @@ class Tracker:
         cover[cls[:, None] != dets.classes[cols][None, :]] = 0.0
         return cover
 
-    def _leftovers(self, weigh: Any, det_of: dict[int, int], n_dets: int) -> tuple[int, ...]:
-        """Match the tracks still unmatched to the detections still free on ``weigh(rows, cols) >=
-        cover_threshold``; adds to ``det_of``, returns the ids matched."""
+    def _nearness(self, pred: np.ndarray, rows: list[int], dets: _Detections, cols: list[int]) -> np.ndarray:
+        """``float [R, C]`` ``1 - d / gate`` (0 beyond the gate or across classes): ``d`` the distance from the
+        detection's box centre to the track's, predicted or where last seen (the nearer), ``gate`` =
+        ``distance_gate`` x the diagonal of the track's extent while it has no velocity (one frame seen), then
+        at most 1.5 x its speed x the frames since seen + 0.15 x that diagonal. A detection much larger than the track's
+        extent (3x the area) is not it."""
+        db = dets.bounds[cols].astype(float)
+        dc = np.stack([(db[:, 0] + db[:, 2]) / 2, (db[:, 1] + db[:, 3]) / 2], 1)
+        dwh = np.stack([db[:, 2] - db[:, 0], db[:, 3] - db[:, 1]], 1)
+        out = np.zeros((len(rows), len(cols)))
+        for k, t in enumerate(rows):
+            tr = self.tracks[t]
+            ex, ey = tr.extent
+            diag = float(np.hypot(ex, ey))
+            gate = self.distance_gate * diag  # no velocity yet: anywhere within one object size
+            if tr.hits >= 2:  # a measured velocity: the miss is bounded by the motion (a bounce, a turn)
+                gate = min(gate, 1.5 * max(float(np.hypot(*tr.vel)), tr.speed) * (tr.age + 1) + 0.15 * diag)
+            if gate <= 0:
+                continue
+            d = np.full(len(cols), np.inf)
+            for b in (pred[t], tr.bounds):
+                c = np.array([(b[0] + b[2]) / 2, (b[1] + b[3]) / 2], float)
+                d = np.minimum(d, np.hypot(*(dc - c).T))
+            ok = (dets.classes[cols] == tr.cls) & (dwh[:, 0] * dwh[:, 1] <= 3 * ex * ey)
+            out[k] = np.where(ok & (d < gate), 1 - d / gate, 0.0)
+        return out
+
+    def _leftovers(self, weigh: Any, det_of: dict[int, int], n_dets: int,
+                   minimum: float | None = None) -> tuple[int, ...]:
+        """Match the tracks still unmatched to the detections still free on ``weigh(rows, cols) >= minimum``
+        (default ``cover_threshold``); adds to ``det_of``, returns the ids matched."""
         taken = set(det_of.values())
         rows = [t for t in range(len(self.tracks)) if t not in det_of]
         cols = [d for d in range(n_dets) if d not in taken]
         if not rows or not cols:
             return ()
-        pairs = assign(weigh(rows, cols), self.cover_threshold)
+        pairs = assign(weigh(rows, cols), self.cover_threshold if minimum is None else minimum)
         for a, b in pairs:
             det_of[rows[a]] = cols[b]
         return tuple(self.tracks[rows[a]].id for a, _ in pairs)
@@ -470,7 +517,10 @@ class Tracker:
             obs[axis] = value / gap
             tr.anchor[axis] = 0 if lo_ok and hi_ok and abs(hi - lo) <= 1 else which
         m = 1.0 if tr.hits < 2 else self.momentum
+        if self.distance_gate > 0 and np.hypot(obs[0] - vel[0], obs[1] - vel[1]) > 0.5 * max(tr.extent):
+            m = 1.0  # the motion changed (a bounce, a sharp turn): averaging would predict neither the old nor the new
         tr.vel = [vel[0] + m * (obs[0] - vel[0]), vel[1] + m * (obs[1] - vel[1])]
+        tr.speed = max(float(np.hypot(*obs)), 0.8 * tr.speed)
         # the largest recent box, slowly forgotten
         tr.extent = [max(new[2] - new[0], tr.extent[0] * 0.97), max(new[3] - new[1], tr.extent[1] * 0.97)]
         tr.bounds, tr.crop, tr.area = new, dets.crops[d].copy(), int(dets.areas[d])

@@ -116,7 +116,8 @@ def test_id_switches_on_the_generator_truth_with_dropped_detections():
     detections dropped, masks jittered: the reference counts of this fixed seed, and motion plus the
     partial-view matches are what keep them low (the tracker without them switches far more)."""
     counts = {}
-    for name, kw in (("tracker", {}), ("no partial views", {"partial_views": False})):
+    for name, kw in (("tracker", {}), ("no partial views", {"partial_views": False}),
+                     ("neither", {"partial_views": False, "distance_gate": 0})):
         gen, rng = SceneGenerator(ImageShape(180, 320), 5, max_objects=6), np.random.default_rng(11)
         tracker, acc = Tracker(**kw), MotAccumulator()
         for t in range(120):
@@ -126,9 +127,34 @@ def test_id_switches_on_the_generator_truth_with_dropped_detections():
     c = counts["tracker"]
     assert (c.frames, c.truth, c.truth_ids) == (120, 643, 12)
     assert (c.matches, c.misses, c.false_positives) == (564, 79, 15)  # 10 % dropped; jitter breaks IoU 0.5 on slivers
-    assert (c.id_switches, c.track_ids) == (1, 15)
+    assert (c.id_switches, c.track_ids) == (1, 13)  # 15 ids before the centre-distance match (session 54)
     assert c.idf1 == pytest.approx(2 * 563 / (643 + 579))
-    assert (counts["no partial views"].id_switches, counts["no partial views"].track_ids) == (9, 29)
+    assert (counts["no partial views"].id_switches, counts["no partial views"].track_ids) == (3, 18)
+    assert (counts["neither"].id_switches, counts["neither"].track_ids) == (9, 29)
+
+
+def test_objects_that_never_overlap_their_prediction_keep_their_ids():
+    """Session 54's audit: an object moving more than its own width a frame never overlapped where it was, so it
+    never got a velocity and took a new id on every frame (101-111 ID switches on such sequences of exact truth);
+    a bounce (the velocity reversed) lost it too. The centre-distance match keeps them; an object that vanishes
+    and another of its class appearing farther than its motion explains still get two ids."""
+    def ids(seq, **kw):
+        tracker = Tracker(**kw)
+        return [tracker.update(rects(objs)).track_ids.tolist() for objs in seq]
+
+    fast = [[(0, 24 * t, 20, 20, 20)] for t in range(8)]  # 24 px a frame, 20 px wide: no overlap, ever
+    assert ids(fast) == [[1]] * 8
+    assert ids(fast, distance_gate=0) == [[t + 1] for t in range(8)]  # as before
+    bounce = [[(1, x, 30, 20, 20)] for x in (0, 24, 48, 72, 96, 120, 144, 168, 180, 156, 132, 108, 84)]
+    assert ids(bounce) == [[1]] * 13
+    two = [[(0, 24 * t, 5, 20, 20), (0, 180 - 24 * t, 35, 20, 20)] for t in range(8)]  # passing each other
+    assert ids(two) == [[1, 2]] * 8
+    swap = [[(0, 20 + 4 * t, 20, 16, 16)] for t in range(6)] + [[(0, 64, 20, 16, 16)]] * 3  # 24 px on, at 4 px a frame
+    assert ids(swap) == [[1]] * 6 + [[2]] * 3
+    too_far = [[(0, 40 * t, 20, 20, 20)] for t in range(4)]  # more than its diagonal a frame: not told apart
+    assert ids(too_far) == [[1], [2], [3], [4]]
+    with pytest.raises(InputError, match="distance_gate must be >= 0"):
+        Tracker(distance_gate=-1)
 
 
 def test_panoptic_things_keep_ids_and_stuff_ids_are_fixed():

@@ -126,6 +126,7 @@ MODEL_RUNS = {  # name -> (least detection score, Tracker options)
     "tracker": (None, {}),
     "no motion": (None, {"motion": False}),
     "no partial views": (None, {"partial_views": False}),
+    "no distance match": (None, {"distance_gate": 0}),
     "tracker, score >= 0.4": (0.4, {}),
 }
 
@@ -189,7 +190,8 @@ def main(argv=None) -> int:
     rows, out = [], {"machine": platform.processor() or platform.machine(), "python": platform.python_version(),
                      "seeds": seeds, "frames": args.frames, "size": [size.width, size.height], "drop": args.drop}
     for name, kw in (("truth, tracker", {}), ("truth, no motion", {"motion": False}),
-                     ("truth, no partial views", {"partial_views": False})):
+                     ("truth, no partial views", {"partial_views": False}),
+                     ("truth, no distance match", {"distance_gate": 0})):
         r = run_truth(seeds, args.frames, size, args.objects, args.drop, **kw)
         out[name] = r
         rows.append({"run": name, **r})
