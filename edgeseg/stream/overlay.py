@@ -198,15 +198,27 @@ def render_panoptic(image: np.ndarray, result: PanopticResult, palette: np.ndarr
     edges[1:, :] |= dy
     cv2.add(out, (255, 255, 255, 0), dst=out, mask=edges)  # saturates: white outlines
     if things:  # class and id near each thing segment's first pixel (raster order, on a 4x coarser grid:
-        coarse = ids[::4, ::4]  # a label needs no exact pixel, and sorting a 1/16 map is 16x cheaper)
-        present, first = np.unique(coarse.ravel(), return_index=True)
-        where = dict(zip(present.tolist(), first.tolist()))
+        coarse = ids[::4, ::4]  # a label needs no exact pixel)
+        where = first_pixels(coarse)
         w = coarse.shape[1]
         for s in things:
             if s.id in where:
                 y, x = divmod(where[s.id], w)
                 _text(out, f"{result.class_name(s.category_id)} {shown.get(s.id, s.id)}", (4 * x, max(12, 4 * y + 12)))
     return out
+
+
+def first_pixels(ids: np.ndarray) -> dict[int, int]:
+    """Each id's first flat index in raster order: the starts of runs of equal ids, then the first run of each
+    (a sort of the run starts only, not of every pixel: 0.94 -> 0.12 ms for a 1080p map's 4x coarser grid; an
+    outline by OpenCV's dilate and erode instead of the shifted compares was tried: equal at 1080p, 1.8x slower at
+    4K, session 54)."""
+    flat = np.ascontiguousarray(ids).ravel()
+    if not flat.size:
+        return {}
+    starts = np.concatenate(([0], np.flatnonzero(flat[1:] != flat[:-1]) + 1))
+    present, first = np.unique(flat[starts], return_index=True)
+    return dict(zip(present.tolist(), starts[first].tolist()))
 
 
 @RENDERERS.register("TrackResult")

@@ -56,6 +56,24 @@ def rgb_matrix(matrix: str = "bt601", full_range: bool = False) -> np.ndarray:
     return out
 
 
+def rgb_to_i420(rgb: np.ndarray) -> np.ndarray:
+    """An RGB ``uint8 [H, W, 3]`` image of even size -> its packed I420 buffer ``uint8 [H * W * 3 / 2]`` (BT.601,
+    video range): :func:`rgb_to_i420_planes`' planes, written into OpenCV's own I420 buffer (its luma kept, its
+    one-pixel-of-four chroma replaced by the 2x2 means) instead of copied out and joined (a 1080p frame: two
+    full-frame copies fewer, session 54)."""
+    import cv2
+
+    h, w = rgb.shape[:2]
+    rgb = np.ascontiguousarray(rgb)
+    buf = cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420).reshape(-1)
+    half = cv2.resize(rgb, (w // 2, h // 2), interpolation=cv2.INTER_AREA)  # each 2x2 block's mean
+    uv = cv2.transform(half, rgb_matrix("bt601", False)[1:])
+    n, q = h * w, (h // 2) * (w // 2)
+    for k in (0, 1):
+        np.copyto(buf[n + k * q:n + (k + 1) * q].reshape(h // 2, w // 2), uv[..., k])
+    return buf
+
+
 def rgb_to_i420_planes(rgb: np.ndarray, matrix: str = "bt601", full_range: bool = False
                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """An RGB ``uint8 [H, W, 3]`` image of even size -> its I420 planes ``Y [H, W]``, ``U``, ``V [H/2, W/2]``, each

@@ -61,6 +61,21 @@ def test_panoptic_stuff_colour_and_boundaries():
     assert out[5, 9].tolist() == [255, 255, 255] and out[5, 10].tolist() == [255, 255, 255]  # boundary
 
 
+def test_panoptic_label_places_equal_the_sort_of_every_pixel():
+    """Session 54: each thing's first pixel (where the panoptic overlay puts its label) from the starts of runs of
+    equal ids instead of a sort of every pixel: the same places for 8-bit, 16-bit, larger and negative ids."""
+    from edgeseg.stream.overlay import first_pixels
+
+    rng = np.random.default_rng(3)
+    for top in (2, 255, 256, 65535, 70000):
+        blocks = rng.integers(0, top + 1, (9, 13))
+        ids = np.repeat(np.repeat(blocks, 7, 0), 5, 1)[:60, :61]
+        for given in (ids.astype(np.int32), ids.astype(np.int64), ids - 1, ids[:1], ids[:, :1], ids[::4, ::4]):
+            present, first = np.unique(given.ravel(), return_index=True)
+            assert first_pixels(given) == dict(zip(present.tolist(), first.tolist())), (top, given.shape)
+    assert first_pixels(np.zeros((0, 3), np.int32)) == {}
+
+
 def test_renderer_passes_frames_without_result_and_draws_hud():
     img = np.full((60, 120, 3), 30, np.uint8)
     r = Renderer(PALETTE, ("a", "b", "c", "d"))

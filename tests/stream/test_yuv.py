@@ -445,6 +445,23 @@ def test_rgb_to_i420_planes_average_each_2x2_block(matrix, full):
     assert back[0] > 60 and back[2] > 60
 
 
+def test_the_packed_i420_buffer_is_the_planes_joined():
+    """Session 54: the MP4 sink's I420 bytes come from OpenCV's own buffer with the 2x2-mean chroma written over its
+    chroma (two full-frame copies fewer a frame): the same bytes as the three planes joined, for the sizes users'
+    cameras give, portrait included."""
+    from edgeseg.stream.sinks.video import i420_bytes
+
+    rng = np.random.default_rng(5)
+    for h, w in ((4, 4), (36, 64), (540, 960), (1080, 1920), (1920, 1080)):
+        rgb = rng.integers(0, 256, (h, w, 3), np.uint8)
+        y, u, v = yuv.rgb_to_i420_planes(rgb)
+        joined = b"".join((y.tobytes(), u.tobytes(), v.tobytes()))
+        assert yuv.rgb_to_i420(rgb).tobytes() == joined, (h, w)
+        if w % 8 == 0:  # rows GStreamer does not pad (the others: the test above)
+            assert i420_bytes(rgb) == joined, (h, w)
+        assert yuv.rgb_to_i420(rgb[:, ::-1]).tobytes() == b"".join(p.tobytes() for p in yuv.rgb_to_i420_planes(rgb[:, ::-1]))
+
+
 @pytest.mark.gst
 def test_frames_outside_system_memory_are_named(gst):
     """A review: NVMM/CUDA/DMA-buf caps passed the format check and mapping gave a handle: 'buffer too small' once,

@@ -186,13 +186,13 @@ def i420_bytes(image: np.ndarray) -> bytes:
     (BT.601, video range, each chroma sample its 2x2 block's mean: :func:`~edgeseg.stream.yuv.rgb_to_i420_planes`;
     rows padded to 4 bytes as GStreamer lays them out). ``videoconvert`` before a 4:2:0 encoder was 1.5-3 levels
     off (its 8-bit matrices), and slower."""
-    from ..yuv import rgb_to_i420_planes
+    from ..yuv import rgb_to_i420, rgb_to_i420_planes
 
     h, w = image.shape[:2]
-    y, u, v = rgb_to_i420_planes(image)
     ys, cs = (w + 3) // 4 * 4, (w // 2 + 3) // 4 * 4
-    if ys == w and cs == w // 2:
-        return b"".join((y.tobytes(), u.tobytes(), v.tobytes()))
+    if ys == w and cs == w // 2:  # no row padding: OpenCV's buffer as it is
+        return rgb_to_i420(image).tobytes()
+    y, u, v = rgb_to_i420_planes(image)
     out = np.zeros(ys * h + 2 * cs * (h // 2), np.uint8)
     out[:ys * h].reshape(h, ys)[:, :w] = y
     for k, plane in enumerate((u, v)):
