@@ -20,8 +20,10 @@
    :data:`BUSY_LIMIT` of the CPUs the timing used (:class:`~edgeseg._timing.LoadProbe`), the decision is
    remembered as measured under load (``under_load``): a later start uses it while the machine is still busy
    (before, every start of a machine that is always busy timed again, a few seconds, and its choice could
-   differ from run to run) and times again once a short look finds it idle. Passing both a backend and a
-   precision pins the choice (nothing is timed).
+   differ from run to run) and times again once a short look finds it idle. A timing again that was itself
+   under load (the look found a quiet moment of a busy machine) is not tried again for
+   :data:`RETIME_BACKOFF_S`: each cost the start 5-13 s (session 54's start-up audit). Passing both a backend
+   and a precision pins the choice (nothing is timed).
 """
 from __future__ import annotations
 
@@ -108,20 +110,24 @@ class Choice:
     device: DeviceInfo | None = None
     notes: tuple[str, ...] = ()
     under_load: float = 0.0  # the share of the timed CPUs others took, when above BUSY_LIMIT (0: timed on an idle one)
+    retime_after: float = 0.0  # epoch seconds: an under-load choice is not timed again before (0: at the next idle look)
 
     def to_dict(self) -> dict[str, Any]:
         return {"choice": self.candidate.to_dict(), "label": self.candidate.label, "reason": self.reason,
                 "how": self.how, "timings_ms": [{**c.to_dict(), "median_ms": ms} for c, ms in self.timings_ms],
                 "excluded": [{**c.to_dict(), "why": why} for c, why in self.excluded],
                 "device": self.device.to_dict() if self.device else None, "notes": list(self.notes),
-                **({"under_load": round(self.under_load, 3)} if self.under_load else {})}
+                **({"under_load": round(self.under_load, 3)} if self.under_load else {}),
+                **({"retime_after": round(self.retime_after, 1)} if self.retime_after else {})}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], how: str = "cached") -> "Choice":
+        again = float(d.get("retime_after") or 0.0)  # a hand-edited far future or NaN: within one back-off from now
+        again = min(again, time.time() + RETIME_BACKOFF_S) if again == again else 0.0
         return cls(Candidate.from_dict(d["choice"]), d["reason"], how,
                    tuple((Candidate.from_dict(t), float(t["median_ms"])) for t in d.get("timings_ms", ())),
                    tuple((Candidate.from_dict(t), t["why"]) for t in d.get("excluded", ())), notes=tuple(d.get("notes", ())),
-                   under_load=float(d.get("under_load") or 0.0))
+                   under_load=float(d.get("under_load") or 0.0), retime_after=again)
 
 
 # ---- 1. candidates (pure) ---------------------------------------------------------------------------
@@ -603,13 +609,15 @@ def _choose(bundle: "Bundle", backend: str, precision: str, target: str | None, 
             use_cache: bool, facts: Facts | None, dev: DeviceInfo, request: Mapping[str, Any], path: Path | None,
             key: str) -> tuple[Choice, "Runner | None"]:
     cached = _cached_choice(_read_cache(path).get(key), path, dev, bundle, request)
-    if cached is not None and cached.under_load and idle_now(threads):
+    retiming = cached is not None and cached.under_load > 0 and time.time() >= cached.retime_after
+    if retiming and idle_now(threads):
         log.info("backend choice for %s: timing again (the cached one was measured while the machine was busy; it is "
                  "idle now)", bundle.name)
     elif cached is not None:
         log.info("backend choice for %s: %s (cached for this device: %s%s)", bundle.name, cached.candidate.label,
-                 cached.reason, "; measured while the machine was busy, kept until a start finds it idle"
-                 if cached.under_load else "")
+                 cached.reason, "" if not cached.under_load else "; measured while the machine was busy, kept until a "
+                 "start finds it idle" + ("" if retiming else time.strftime(
+                     " after %H:%M (timed again under load before)", time.localtime(cached.retime_after))))
         return cached, None
     facts = facts or gather_facts(bundle, backend, precision, threads, use_cache)
     cands, excluded = list_candidates(facts, backend, precision, target, device)
@@ -660,11 +668,17 @@ def _choose(bundle: "Bundle", backend: str, precision: str, target: str | None, 
     short = [c for c, why in excluded if why.startswith(MEMORY_LEFT_OUT)]
     if short:  # not remembered: a start with more memory free times them all (one tight moment pinned FP32 for good)
         notes += (f"{len(short)} candidate(s) not timed for lack of memory: this choice is not cached",)
+    # timed again because a look found it idle, and busy again: not for RETIME_BACKOFF_S (each try costs the start)
+    again = time.time() + RETIME_BACKOFF_S if load and cached is not None and cached.under_load else 0.0
     choice = Choice(best, reason + " (measured here, side by side)", "measured", tuple(sorted(timings.items(), key=lambda kv: kv[1])),
-                    tuple(excluded), dev, notes, under_load=load)
+                    tuple(excluded), dev, notes, under_load=load, retime_after=again)
     if not short:
         _write_cache(path, key, choice)
     return _log(bundle, choice), runners[best]
+
+
+#: seconds a choice that was timed again under load is not timed again (module docstring, step 4)
+RETIME_BACKOFF_S = 3600.0
 
 
 def idle_now(threads: int = 0, look_s: float = 0.25) -> bool:
@@ -706,7 +720,7 @@ def _cached_choice(hit: Any, path: Path | None, dev: DeviceInfo, bundle: "Bundle
         log.warning("the cached choice %s cannot run in this process (%s): choosing again", choice.candidate.label, why)
         return None
     return Choice(choice.candidate, choice.reason, "cached", choice.timings_ms, choice.excluded, dev, choice.notes,
-                  under_load=choice.under_load)
+                  under_load=choice.under_load, retime_after=choice.retime_after)
 
 
 def _still_usable(c: Candidate) -> tuple[bool, str]:

@@ -828,6 +828,41 @@ def test_a_choice_timed_on_a_busy_machine_is_kept_while_it_stays_busy_and_timed_
     assert ch.choose(shapes, threads=1)[0].how == "cached"
 
 
+def test_a_choice_timed_again_under_load_is_not_timed_again_for_the_back_off(cache, caplog, monkeypatch):
+    """Session 54's start-up audit: a choice cached as measured under load was timed again whenever one 0.25 s look
+    found the CPUs idle; on a machine busy most of the time the look hit a quiet moment, the timing again was under
+    load too (5-13 s of the start each time, and the runtime could change between restarts). A timing again that
+    ends under load is not tried again for RETIME_BACKOFF_S: later starts take the cache without a look."""
+    from edgeseg._timing import LoadProbe
+    from edgeseg.bundle import Bundle
+
+    pytest.importorskip("onnxruntime")
+    shapes = Bundle.open("shapes")
+    monkeypatch.setattr(LoadProbe, "contended", lambda self, demand: 0.9)  # every timing is under load
+    looks = []
+    monkeypatch.setattr(ch, "idle_now", lambda threads=0, look_s=0.25: looks.append(threads) or True)
+    first, runner = ch.choose(shapes, threads=1)  # nothing cached: timed, under load, no back-off (not a retry)
+    runner.deactivate()
+    assert first.how == "measured" and first.under_load > 0 and first.retime_after == 0 and looks == []
+    again, runner = ch.choose(shapes, threads=1)  # the look finds it idle: timed again, under load again
+    runner.deactivate()
+    assert again.how == "measured" and looks == [1]
+    assert time.time() + ch.RETIME_BACKOFF_S - 60 < again.retime_after <= time.time() + ch.RETIME_BACKOFF_S
+    with caplog.at_level(logging.INFO, logger="edgeseg.backends"):
+        cached, runner = ch.choose(shapes, threads=1)  # within the back-off: the cache, no look, no timing
+    assert cached.how == "cached" and runner is None and looks == [1] and "timed again under load before" in caplog.text
+    entry = next(v for k, v in json.loads(cache.read_text()).items() if not k.startswith("gate:"))
+    entry["retime_after"] = time.time() - 1  # the back-off is over
+    cache.write_text(json.dumps({**json.loads(cache.read_text()), next(
+        k for k in json.loads(cache.read_text()) if not k.startswith("gate:")): entry}))
+    later, runner = ch.choose(shapes, threads=1)
+    runner.deactivate()
+    assert later.how == "measured" and looks == [1, 1]
+    for bad in ("nan", 1e30):  # a hand-edited entry: within one back-off, never "never"
+        restored = ch.Choice.from_dict({**entry, "retime_after": float(bad)})
+        assert restored.retime_after <= time.time() + ch.RETIME_BACKOFF_S
+
+
 def test_a_choice_timed_while_another_predictor_of_the_process_infers_is_cached_as_under_load(cache, caplog, monkeypatch):
     """before: /proc/stat less this process's CPU time hid another predictor's calls in this process's own threads,
     so a choice timed beside them was cached as if the machine had been idle. Real calls of a pinned predictor on
