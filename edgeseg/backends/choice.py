@@ -619,6 +619,11 @@ def _choose(bundle: "Bundle", backend: str, precision: str, target: str | None, 
                  "start finds it idle" + ("" if retiming else time.strftime(
                      " after %H:%M (timed again under load before)", time.localtime(cached.retime_after))))
         return cached, None
+    if cached is None and facts is None:  # the first start on a device is silent for 20-40 s otherwise (an audit)
+        log.info("backend choice for %s: none cached for this device yet: checking what runs here (and how accurately "
+                 "its reduced-precision models do) and timing the candidates side by side, once (remembered in %s)",
+                 bundle.name,
+                 path if path is not None else "this process only: the choice cache is off")
     facts = facts or gather_facts(bundle, backend, precision, threads, use_cache)
     cands, excluded = list_candidates(facts, backend, precision, target, device)
     for c, why in excluded:

@@ -841,9 +841,13 @@ def test_a_choice_timed_again_under_load_is_not_timed_again_for_the_back_off(cac
     monkeypatch.setattr(LoadProbe, "contended", lambda self, demand: 0.9)  # every timing is under load
     looks = []
     monkeypatch.setattr(ch, "idle_now", lambda threads=0, look_s=0.25: looks.append(threads) or True)
-    first, runner = ch.choose(shapes, threads=1)  # nothing cached: timed, under load, no back-off (not a retry)
+    with caplog.at_level(logging.INFO, logger="edgeseg.backends"):
+        first, runner = ch.choose(shapes, threads=1)  # nothing cached: timed, under load, no back-off (not a retry)
     runner.deactivate()
     assert first.how == "measured" and first.under_load > 0 and first.retime_after == 0 and looks == []
+    # the first start on a device said nothing for its 20-40 s of checks and timing (the start-up audit)
+    assert "none cached for this device yet" in caplog.text and str(cache) in caplog.text
+    caplog.clear()
     again, runner = ch.choose(shapes, threads=1)  # the look finds it idle: timed again, under load again
     runner.deactivate()
     assert again.how == "measured" and looks == [1]
