@@ -28,7 +28,7 @@ EXAMPLES = (
 _FIELDS = ("hud", "bundle", "source", "sink", "segment_s", "keep_segments", "json_segments", "rtsp_port", "rtsp_address", "show", "json_out", "png_dir", "stats_json",
            "realtime", "max_frames", "on_error", "backend", "precision", "target", "threads", "device",
            "queue_size", "fps", "encoder", "source_backend", "alpha", "max_batch", "batch_timeout_ms", "upsample",
-           "score_threshold", "class_agnostic", "classes", "prompt", "track", "keyframe_interval", "keyframe_motion", "cv_threads",
+           "score_threshold", "class_agnostic", "classes", "prompt", "track", "keyframe_interval", "keyframe_motion", "keyframe_local", "cv_threads",
            "decoder_threads")
 
 
@@ -61,6 +61,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--keyframe-motion", type=float, default=None, metavar="F",
                    help="with --keyframe-interval: a keyframe as soon as this fraction of the frame is not explained "
                         "by the flow (new content, a cut, fast motion; default 0.08, 0: interval only)")
+    p.add_argument("--keyframe-local", type=float, default=None, metavar="F",
+                   help="with --keyframe-interval: a keyframe as soon as this fraction of any window an eighth of the "
+                        "frame across is not explained by the flow (a small object moving faster than the flow "
+                        "follows; default 0.4, 0: off)")
     p.add_argument("--remote", metavar="URL", help="send frames to an `edgeseg serve` server instead of running a bundle "
                    "here: http://HOST:PORT[/BUNDLE] (a lost server: frames counted as errors, retried, nothing crashes)")
     p.add_argument("--source", action="append", default=None,
@@ -204,7 +208,8 @@ def run(args: argparse.Namespace) -> int:
     kf = keyframe_counts(pipe)
     if kf:
         print(f"keyframes: {kf['keyframes']} of {kf['frames']} frames ({100 * kf['key_fraction']:.0f} %; "
-              f"{kf['by_interval']} by interval, {kf['by_motion']} by motion, the rest first frames)")
+              f"{kf['by_interval']} by interval, {kf['by_motion']} by motion, "
+              f"{kf.get('by_local', 0)} by local motion, the rest first frames)")
     if opts.max_batch > 1:
         print("inference batches (size: count):", ", ".join(f"{k}: {v}" for k, v in sorted(batch_sizes(pipe).items())))
     if stats.frames and stats.errors >= stats.frames:  # an audit: a server down for the whole run exited 0
@@ -281,6 +286,7 @@ def _warn_unused(args: argparse.Namespace, opts) -> None:
                                    ("--rtsp-address", "--rtsp-port", bool(opts.rtsp_port)),
                                    ("--alpha", "a video output (--sink, --rtsp-port or --show)", video),
                                    ("--keyframe-motion", "--keyframe-interval N (N > 1)", opts.keyframe_interval != 1),
+                                   ("--keyframe-local", "--keyframe-interval N (N > 1)", opts.keyframe_interval != 1),
                                    ("--batch-timeout-ms", "--max-batch N (N > 1)", opts.max_batch > 1)):
         if getattr(args, option[2:].replace("-", "_"), None) is not None and not applies:
             logging.getLogger("edgeseg.cli").warning("%s has no effect without %s", option, needs)

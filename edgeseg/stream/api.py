@@ -54,6 +54,7 @@ class StreamOptions:
     track: bool = False  # stable ids across frames for instance/panoptic results (TrackStage after decode)
     keyframe_interval: int = 1  # > 1: run the bundle on keyframes only, flow-propagate between (KeyframeStage)
     keyframe_motion: float = 0.08  # with keyframes: a keyframe as soon as this fraction of the frame moved unexplained (0: off)
+    keyframe_local: float = 0.4  # with keyframes: ... or this fraction of any window an eighth of the frame across (0: off)
     source_backend: str = "auto"  # auto | gstreamer | opencv
     realtime: bool = False
     sink: str | None = None  # MP4 path
@@ -325,7 +326,8 @@ def keyframe_config(opts: StreamOptions) -> Any:
     if opts.max_batch > 1:
         raise InputError("keyframes run the bundle one frame at a time (each propagated frame needs the one before it); "
                          f"max_batch {opts.max_batch} cannot batch them", fix="drop --max-batch, or drop --keyframe-interval")
-    return KeyframeConfig(interval=opts.keyframe_interval, motion=opts.keyframe_motion or None)
+    return KeyframeConfig(interval=opts.keyframe_interval, motion=opts.keyframe_motion or None,
+                          local=opts.keyframe_local or None)
 
 
 def _vos_pipeline(opts: StreamOptions, extra_sinks: tuple[Sink, ...], handle_signals: bool) -> Pipeline:

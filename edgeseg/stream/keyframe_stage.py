@@ -74,9 +74,10 @@ class KeyframePlanStage(PerSourceStage):
 
     def summary(self) -> dict[str, Any]:
         """Keyframe counts over all sources (also after the pipeline closed the stage), for the run's statistics."""
-        total = collections.Counter(frames=0, keyframes=0, by_interval=0, by_motion=0)
+        total = collections.Counter(frames=0, keyframes=0, by_interval=0, by_motion=0, by_local=0)
         for s in [*self._closed, *(p.stats for p in self.states.values())]:
-            total.update(frames=s.frames, keyframes=s.keyframes, by_interval=s.by_interval, by_motion=s.by_motion)
+            total.update(frames=s.frames, keyframes=s.keyframes, by_interval=s.by_interval, by_motion=s.by_motion,
+                         by_local=s.by_local)
         frames = total["frames"]
         return {**dict(total), "key_fraction": total["keyframes"] / frames if frames else 0.0}
 

@@ -18,7 +18,14 @@ of pixels whose grey level still differs by more than ``residual`` exceeds ``mot
 what propagation cannot know: newly uncovered background, objects entering, a scene cut, motion the
 flow missed, lighting changes. That fraction is the propagation's own uncertainty, measured on every
 frame at the flow's resolution for a fraction of a millisecond; a cut or a fast pan triggers a
-keyframe at once, a static scene runs up to ``interval`` frames on one inference.
+keyframe at once, a static scene runs up to ``interval`` frames on one inference. A small object the
+flow cannot follow (one moving faster than DIS's patches reach) leaves a compact cluster of such pixels
+(where it is now and where it was) that never makes ``motion`` of the whole frame; with ``local`` set,
+the same pixels are also counted in a sliding square window about the size of a small object (side
+``window`` of the frame's size) and the frame is a keyframe when any window is more than ``local``
+unexplained: the object's carried mask would lag it, and the tracker would give it a new id at the next
+keyframe. The frames alone decide (the planner runs ahead of the segmenter in a stream, before the
+keyframe's objects are known), at the cost of one box filter on the flow's grid.
 
 **How results are carried.** The flow is measured frame to frame (consecutive frames give it
 small, reliable displacements): DIS (:class:`KeyframeFlow`, preset ``ultrafast`` at half size by
@@ -62,6 +69,10 @@ class KeyframeConfig:
     interval: at most this many frames from one keyframe to the next (1: every frame is a keyframe).
     motion:   keyframe as soon as this fraction of the frame is not explained by the flow (None: only
               ``interval`` decides).
+    local:    keyframe as soon as this fraction of any square window of side ``window`` is not explained by
+              the flow: a small object the flow lost (None: off; needs no ``motion``).
+    window:   the side of ``local``'s window, a fraction of the frame's size (the side of a square of the
+              frame's area), at least 3 cells of the flow's grid.
     residual: grey-level difference (0-255) above which a warped pixel counts as not explained.
     flow_scale, preset: the DIS flow's resolution (fraction of the frame) and preset.
     flow_cells: the least number of flow cells across the frame, counted as the side of a square of
@@ -83,6 +94,8 @@ class KeyframeConfig:
     interval: int = 4
     motion: float | None = 0.08
     residual: float = 24.0
+    local: float | None = 0.4
+    window: float = 0.12
     flow_scale: float = 0.5
     preset: str = "ultrafast"
     compose: bool = True
@@ -95,6 +108,12 @@ class KeyframeConfig:
         if self.motion is not None and not 0.0 < float(self.motion) <= 1.0:
             raise InputError(f"keyframe motion threshold must be in (0, 1] (or 0: off), got {self.motion!r}",
                              fix="a fraction of the frame, e.g. 0.08, or 0 for keyframes by interval only")
+        if self.local is not None and not 0.0 < float(self.local) <= 1.0:
+            raise InputError(f"keyframe local motion threshold must be in (0, 1] (or 0: off), got {self.local!r}",
+                             fix="a fraction of a window, e.g. 0.5, or 0 to leave small objects to the whole-frame check")
+        if not 0.0 < float(self.window) <= 1.0:
+            raise InputError(f"keyframe local window must be in (0, 1] of the frame's size, got {self.window!r}",
+                             fix="e.g. 0.12: windows an eighth of the frame across")
         if not 0.0 < float(self.residual) < 255.0:
             raise InputError(f"keyframe residual must be a grey level in (0, 255), got {self.residual!r}")
         if not 0.05 <= float(self.flow_scale) <= 1.0:
@@ -114,7 +133,9 @@ class KeyframeStats:
     keyframes: int = 0
     by_interval: int = 0
     by_motion: int = 0
+    by_local: int = 0
     unexplained: float = 0.0  # the last propagated frame's unexplained fraction
+    local: float = 0.0  # the last propagated frame's largest unexplained fraction of a window
 
     @property
     def key_fraction(self) -> float:
@@ -185,11 +206,19 @@ class KeyframePlanner:
             self.stats.by_interval += 1
             return self._key()
         flow = self._flow(small, prev, rgb.shape[:2]).small
-        if self.config.motion is not None:
-            self.stats.unexplained = unexplained_fraction(small, prev, flow, self.config.residual)
-            if self.stats.unexplained > self.config.motion:
-                self.stats.by_motion += 1
-                return self._key()
+        cfg = self.config
+        if cfg.motion is not None or cfg.local is not None:
+            bad = unexplained_mask(small, prev, flow, cfg.residual)
+            if cfg.motion is not None:
+                self.stats.unexplained = float(np.count_nonzero(bad)) / bad.size
+                if self.stats.unexplained > cfg.motion:
+                    self.stats.by_motion += 1
+                    return self._key()
+            if cfg.local is not None:
+                self.stats.local = local_unexplained(bad, cfg.window)
+                if self.stats.local > cfg.local:
+                    self.stats.by_local += 1
+                    return self._key()
         if self.config.compose:
             self._to_key = flow if self._to_key is None else compose_flow(flow, self._to_key)
         self._since_key += 1
@@ -365,6 +394,13 @@ def pixel_grid2(h: int, w: int) -> np.ndarray:
 def unexplained_fraction(cur: np.ndarray, prev: np.ndarray, flow: np.ndarray, residual: float) -> float:
     """The fraction of ``cur``'s pixels (grey, on the flow's grid) whose value differs by more than ``residual``
     from ``prev`` sampled where the backward ``flow`` (same size) says they came from (replicated borders)."""
+    bad = unexplained_mask(cur, prev, flow, residual)
+    return float(np.count_nonzero(bad)) / bad.size
+
+
+def unexplained_mask(cur: np.ndarray, prev: np.ndarray, flow: np.ndarray, residual: float) -> np.ndarray:
+    """``uint8 [h, w]``, 1 where ``cur``'s pixel is not explained by ``prev`` warped through ``flow``
+    (:func:`unexplained_fraction`'s pixels)."""
     import cv2
 
     if flow.shape[:2] != cur.shape or prev.shape != cur.shape:
@@ -372,8 +408,24 @@ def unexplained_fraction(cur: np.ndarray, prev: np.ndarray, flow: np.ndarray, re
                          f"and a flow of {flow.shape[:2]}")
     where = cv2.add(flow, pixel_grid2(*cur.shape))
     warped = cv2.remap(prev, where, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    diff = cv2.absdiff(cur, warped)
-    return float(np.count_nonzero(diff > residual)) / diff.size
+    _, bad = cv2.threshold(cv2.absdiff(cur, warped), residual, 1, cv2.THRESH_BINARY)
+    return bad
+
+
+def local_unexplained(bad: np.ndarray, window: float) -> float:
+    """The largest fraction of unexplained pixels (``bad``: :func:`unexplained_mask`) in a square window of side
+    ``window`` of the frame's size (the side of a square of its area; at least 3 pixels of the grid), over
+    every position of the window inside the grid (the whole-frame fraction when the window does not fit)."""
+    import cv2
+
+    h, w = bad.shape
+    k = max(3, int(round(window * (h * w) ** 0.5)))
+    if k >= min(h, w):
+        return float(np.count_nonzero(bad)) / bad.size
+    # sums over every k x k window inside the grid: the integral image's four corners
+    ii = cv2.integral(bad)
+    sums = ii[k:, k:] - ii[:-k, k:] - ii[k:, :-k] + ii[:-k, :-k]
+    return float(sums.max()) / (k * k)
 
 
 def compose_flow(flow: np.ndarray, earlier: np.ndarray) -> np.ndarray:

@@ -362,10 +362,10 @@ def test_options_that_do_nothing_with_the_others_are_named(media, capsys, caplog
     --keyframe-motion without keyframes and --batch-timeout-ms without batching were dropped silently."""
     code, err = run(capsys, "--source", media / "clip.mp4", "--max-frames", 2, "--json-out", os.devnull,
                     "--encoder", "nvh264enc", "--rtsp-address", "0.0.0.0", "--alpha", 0.3, "--keyframe-motion", 0.2,
-                    "--batch-timeout-ms", 5)
+                    "--keyframe-local", 0.5, "--batch-timeout-ms", 5)
     assert code == 0, err
     said = [r.getMessage() for r in caplog.records if r.name == "edgeseg.cli"]
-    for option in ("--encoder", "--rtsp-address", "--alpha", "--keyframe-motion", "--batch-timeout-ms"):
+    for option in ("--encoder", "--rtsp-address", "--alpha", "--keyframe-motion", "--keyframe-local", "--batch-timeout-ms"):
         assert any(m.startswith(f"{option} has no effect without") for m in said), (option, said)
 
 

@@ -8,8 +8,8 @@ from edgeseg.errors import InputError
 from edgeseg.structures import ImageShape, InstanceResult, PanopticResult, Segment, SemanticResult
 from edgeseg.video.flow import FlowField
 from edgeseg.video.keyframe import (
-    KeyframeConfig, KeyframeFlow, Keyframes, compose_flow, finest_level, full_maps, unexplained_fraction,
-    warp_instances, warp_panoptic, warp_semantic,
+    KeyframeConfig, KeyframeFlow, Keyframes, compose_flow, finest_level, full_maps, local_unexplained,
+    unexplained_fraction, warp_instances, warp_panoptic, warp_semantic,
 )
 
 
@@ -140,6 +140,41 @@ def test_unexplained_fraction_counts_what_the_flow_misses():
     assert frac == pytest.approx(changed)
 
 
+def test_local_unexplained_is_the_densest_window():
+    """Hand-counted: a 4x4 block of unexplained cells in a 20x20 grid fills a 3x3 window (0.15 x 20 = 3 cells);
+    a window of 0.4 (8 cells) holds 16 of 64; one the grid cannot hold is the whole-grid fraction."""
+    bad = np.zeros((20, 20), np.uint8)
+    bad[5:9, 11:15] = 1
+    assert local_unexplained(bad, 0.15) == 1.0
+    assert local_unexplained(bad, 0.4) == 16 / 64
+    assert local_unexplained(bad, 1.0) == 16 / 400
+    assert local_unexplained(np.zeros((20, 20), np.uint8), 0.15) == 0.0
+
+
+def test_a_small_object_the_flow_loses_is_a_keyframe_and_a_pan_is_not():
+    """Session 54's audit: a small object jumping further than the flow follows never made 8 % of the frame, so its
+    carried mask lagged it until the next interval (and the tracker gave it a new id there). The share of unexplained
+    pixels in a window about its size triggers a keyframe; a camera pan (the flow explains it) does not."""
+    background = _texture(120, 320, seed=5)
+
+    def frames(jump: int, pan: int):
+        for t in range(8):
+            f = background[:, 80 - pan * t: 80 - pan * t + 160].copy()
+            x = 10 + jump * t
+            f[50:62, x:x + 12] = (255, 255, 255) if t % 2 else (0, 0, 0)  # a small object, 2x its size a frame
+            yield f
+
+    for local, want in ((0.4, True), (None, False)):
+        kf = Keyframes(_Counter(), KeyframeConfig(interval=30, motion=0.08, local=local))
+        for f in frames(jump=20, pan=0):
+            kf(f)
+        assert (kf.stats.by_local > 0) == want and kf.stats.by_motion == 0, (local, kf.stats)
+    kf = Keyframes(_Counter(), KeyframeConfig(interval=30, motion=0.08))
+    for t in range(8):
+        kf(background[:, 80 - 6 * t: 80 - 6 * t + 160].copy())  # a pan of 6 px a frame, nothing else moving
+    assert kf.stats.keyframes == 1 and kf.stats.by_local == 0
+
+
 class _Counter:
     """A segmenter that labels the frame with its call count (so the test sees which frames ran it)."""
 
@@ -200,7 +235,8 @@ def test_moving_scene_is_propagated_close_to_truth():
 
 def test_bad_configuration_is_refused():
     for bad in (dict(interval=0), dict(interval=2.5), dict(motion=0.0), dict(motion=2), dict(preset="x"), dict(flow_scale=2),
-                dict(flow_cells=-1), dict(flow_cells=2.5), dict(flow_cells=True)):
+                dict(flow_cells=-1), dict(flow_cells=2.5), dict(flow_cells=True), dict(local=0.0), dict(local=1.5),
+                dict(window=0.0), dict(window=2)):
         with pytest.raises(InputError):
             KeyframeConfig(**bad)
     with pytest.raises(InputError, match="uint8 RGB"):
