@@ -411,3 +411,41 @@ def test_images_are_read_ahead_in_order_with_their_errors(tmp_path):
     assert all(name.startswith("edgeseg-read") for name in threads) and list(read_ahead([], read)) == []
     with pytest.raises(MemoryError):
         list(read_ahead(["a", "b"], lambda p: (_ for _ in ()).throw(MemoryError())))
+
+
+def test_a_large_image_is_read_only_after_the_one_before_is_done(tmp_path):
+    """The session 54 review: `predict` reads the next image on a thread while it segments one; with the memory check
+    asking for the least an image takes, two 12000x12000 photos in a 1,500 MiB container were both let through (the
+    second's check ran beside the first's work) and the kernel killed the job. A file whose header says it is large
+    enough to be checked is read only once the caller is done with the image before; small ones are still read ahead."""
+    import struct
+    import zlib
+
+    from edgeseg.cli._predict_batch import checked, read_ahead
+
+    def png(name: str, w: int, h: int) -> Path:
+        ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
+        p = tmp_path / name
+        p.write_bytes(b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR" + ihdr
+                      + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr)))
+        return p
+
+    files = [png("a.png", 64, 48), png("b.png", 64, 48), png("big.png", 5000, 4000), png("c.png", 64, 48)]
+    assert [checked(p) for p in files] == [False, False, True, False] and not checked(tmp_path / "gone.png")
+    import threading
+
+    events, seen = [], {p.stem: threading.Event() for p in files}
+
+    def read(path):
+        events.append(f"read {path.stem}")
+        seen[path.stem].set()
+        return path.stem
+
+    for path, image in read_ahead(files, read):
+        if image == "a":
+            assert seen["b"].wait(10)  # a small next image is read while the caller works on this one
+        if image == "b":
+            assert not seen["big"].wait(0.5)  # the large one is not, whatever the wait
+        events.append(f"done {image}")
+    assert events.index("read big") > events.index("done b")
+    assert [e for e in events if e.startswith("done")] == ["done a", "done b", "done big", "done c"]

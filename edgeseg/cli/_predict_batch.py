@@ -17,8 +17,10 @@ TABLE_ROWS = 50
 def read_ahead(paths, read):
     """``(path, its image or the InputError reading it)`` in order, the next image read on a thread while the caller
     segments this one (OpenCV's decoder lets go of the GIL: a 480x360 PNG's 3.8 ms of 18 beside the inference, a
-    performance audit). At most two images are held at once; a large one's memory check (``read_image``) sees the
-    one held already."""
+    performance audit). At most two images are held at once. An image large enough for ``read_image``'s memory check
+    (:func:`checked`) is read only once the caller is done with the one before: its check, made beside that one's
+    work, let both go on and the kernel killed the job (two 12000x12000 photos in a 1,500 MiB container, the session
+    54 review); the caller drops its image before asking for the next."""
     from concurrent.futures import ThreadPoolExecutor
 
     from ..errors import InputError
@@ -37,10 +39,28 @@ def read_ahead(paths, read):
         pending = pool.submit(load, current)
         for path in it:
             image = pending.result()
-            pending = pool.submit(load, path)  # read while the caller works on the image before it
-            yield current, image
+            if checked(path):
+                yield current, image
+                del image
+                pending = pool.submit(load, path)
+            else:
+                pending = pool.submit(load, path)  # read while the caller works on the image before it
+                yield current, image
             current = path
         yield current, pending.result()
+
+
+def checked(path) -> bool:
+    """Whether ``read_image`` checks this file against the memory left (its header says 16 megapixels or more)."""
+    from .._imagefile import image_dimensions
+    from .._memory import CHECKED_PIXELS
+
+    try:
+        with open(path, "rb") as f:
+            size = image_dimensions(f.read(1 << 16))
+    except OSError:
+        return False
+    return size is not None and size[0] * size[1] >= CHECKED_PIXELS
 
 
 class Table:

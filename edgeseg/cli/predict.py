@@ -312,67 +312,71 @@ def run(args: argparse.Namespace) -> int:
     # the least an image takes, a pixel: its RGB, the task's decoding, the label PNG and the overlay (a large image
     # that cannot fit is refused before decoding: its error, the others done)
     room = 3 + TASK_BYTES_PER_PIXEL.get(task, 0.0) + (0 if out is None else 4 if overlay else 1)
+    result = None
     with predictor, bar, kept_on_interrupt(args, predictor, task, rows, failed, lambda: _write_panoptic_json(out, coco)), \
             (lines or contextlib.nullcontext()):
         for path, rgb in read_ahead(map(Path, todo), functools.partial(read_image, bytes_per_pixel=room)):
-            bar.update(1)
-            logged.update(1)
-            if isinstance(rgb, InputError):  # one unreadable image does not cost the others' results
-                e = rgb
-                print(f"edgeseg predict: error: {e}", file=sys.stderr)
-                failed.append({"image": str(path), "error": str(e).splitlines()[0]})
-                if lines is not None:
-                    lines.write({"file": str(path), "error": str(e).splitlines()[0], "path": os.path.realpath(path)})
-                continue
-            t0 = time.perf_counter()
-            result = predictor(rgb)
-            if keep is not None:
-                from ..structures.filters import keep_classes
+            try:
+                bar.update(1)
+                logged.update(1)
+                if isinstance(rgb, InputError):  # one unreadable image does not cost the others' results
+                    e = rgb
+                    print(f"edgeseg predict: error: {e}", file=sys.stderr)
+                    failed.append({"image": str(path), "error": str(e).splitlines()[0]})
+                    if lines is not None:
+                        lines.write({"file": str(path), "error": str(e).splitlines()[0], "path": os.path.realpath(path)})
+                    continue
+                t0 = time.perf_counter()
+                result = predictor(rgb)
+                if keep is not None:
+                    from ..structures.filters import keep_classes
 
-                result = keep_classes(result, keep)
-            dt = time.perf_counter() - t0
-            size = f"{rgb.shape[1]}x{rgb.shape[0]}"
-            if task == "instance":
-                row = _instance_row(path, result, out, rgb, args.alpha, predictor.palette, args.save_txt, overlay,
-                                    places[str(path)])
-                names = [d["class"] for d in row["instances"]]
-                table.append({"image": str(path), "size": size, "ms": 1e3 * dt, "instances": len(names),
-                              "classes": ", ".join(sorted(set(names)))[:60]})
+                    result = keep_classes(result, keep)
+                dt = time.perf_counter() - t0
+                size = f"{rgb.shape[1]}x{rgb.shape[0]}"
+                if task == "instance":
+                    row = _instance_row(path, result, out, rgb, args.alpha, predictor.palette, args.save_txt, overlay,
+                                        places[str(path)])
+                    names = [d["class"] for d in row["instances"]]
+                    table.append({"image": str(path), "size": size, "ms": 1e3 * dt, "instances": len(names),
+                                  "classes": ", ".join(sorted(set(names)))[:60]})
+                    rows.append(row)
+                    if lines is not None:
+                        lines.write({**row, "path": os.path.realpath(path)})
+                    continue
+                if task == "panoptic":
+                    row = _panoptic_row(path, result, out, rgb, args.alpha, predictor.palette, coco, overlay,
+                                        places[str(path)])
+                    names = [d["class"] for d in row["segments"] if d["isthing"]]
+                    table.append({"image": str(path), "size": size, "ms": 1e3 * dt, "segments": len(row["segments"]),
+                                  "instances": len(names), "classes": ", ".join(sorted(set(names)))[:60]})
+                    rows.append(row)
+                    if lines is not None:  # with its COCO-panoptic annotation: a resumed run rebuilds panoptic.json from it
+                        lines.write({**row, "path": os.path.realpath(path),
+                                     **({"coco": coco["annotations"][-1]} if out is not None else {})})
+                    continue
+                counts = label_counts(result.labels, minlength=len(predictor.classes))
+                top = int(counts.argmax())
+                row = {"file": str(path), "height": rgb.shape[0], "width": rgb.shape[1],  # as instance and panoptic rows
+                       "image": str(path), "size": size, "ms": 1e3 * dt,
+                       "top class": predictor.classes[top] if top < len(predictor.classes) else str(top),
+                       "class_pixels": {predictor.classes[i] if i < len(predictor.classes) else str(i): int(c)
+                                        for i, c in enumerate(counts) if c}}
+                if out is not None:  # the overlay first: the label PNG, written last, marks the image done (--resume)
+                    labels_png, overlay_png = out / f"{places[str(path)]}_labels.png", out / f"{places[str(path)]}_overlay.png"
+                    if overlay:
+                        # the stream's renderer, as the instance and panoptic overlays (an audit: predict's own blend, without
+                        # the legend, differed from the stream's and the element's frames by a level on half the pixels)
+                        write_image(overlay_png, Renderer(predictor.palette, predictor.classes, alpha=args.alpha,
+                                                          hud=False, only=drawn)(rgb, result), sync=False)
+                    write_label(labels_png, result.labels, sync=False)
+                    row.update(labels=str(labels_png), **({"overlay": str(overlay_png)} if overlay else {}))
                 rows.append(row)
+                table.append(row)
                 if lines is not None:
-                    lines.write({**row, "path": os.path.realpath(path)})
-                continue
-            if task == "panoptic":
-                row = _panoptic_row(path, result, out, rgb, args.alpha, predictor.palette, coco, overlay,
-                                    places[str(path)])
-                names = [d["class"] for d in row["segments"] if d["isthing"]]
-                table.append({"image": str(path), "size": size, "ms": 1e3 * dt, "segments": len(row["segments"]),
-                              "instances": len(names), "classes": ", ".join(sorted(set(names)))[:60]})
-                rows.append(row)
-                if lines is not None:  # with its COCO-panoptic annotation: a resumed run rebuilds panoptic.json from it
-                    lines.write({**row, "path": os.path.realpath(path),
-                                 **({"coco": coco["annotations"][-1]} if out is not None else {})})
-                continue
-            counts = label_counts(result.labels, minlength=len(predictor.classes))
-            top = int(counts.argmax())
-            row = {"file": str(path), "height": rgb.shape[0], "width": rgb.shape[1],  # as instance and panoptic rows
-                   "image": str(path), "size": size, "ms": 1e3 * dt,
-                   "top class": predictor.classes[top] if top < len(predictor.classes) else str(top),
-                   "class_pixels": {predictor.classes[i] if i < len(predictor.classes) else str(i): int(c)
-                                    for i, c in enumerate(counts) if c}}
-            if out is not None:  # the overlay first: the label PNG, written last, marks the image done (--resume)
-                labels_png, overlay_png = out / f"{places[str(path)]}_labels.png", out / f"{places[str(path)]}_overlay.png"
-                if overlay:
-                    # the stream's renderer, as the instance and panoptic overlays (an audit: predict's own blend, without
-                    # the legend, differed from the stream's and the element's frames by a level on half the pixels)
-                    write_image(overlay_png, Renderer(predictor.palette, predictor.classes, alpha=args.alpha,
-                                                      hud=False, only=drawn)(rgb, result), sync=False)
-                write_label(labels_png, result.labels, sync=False)
-                row.update(labels=str(labels_png), **({"overlay": str(overlay_png)} if overlay else {}))
-            rows.append(row)
-            table.append(row)
-            if lines is not None:
-                lines.write({**{k: v for k, v in row.items() if k not in _TABLE_ONLY}, "path": os.path.realpath(path)})
+                    lines.write({**{k: v for k, v in row.items() if k not in _TABLE_ONLY}, "path": os.path.realpath(path)})
+            finally:  # the image and its result let go before the next is read: its memory check counts what is held
+                rgb = result = None
     print(f"{predictor!r}: {len(rows) - len(earlier)} image(s)" + (f" -> {out}" if out is not None else "")
           + (f", {len(images) - len(todo)} done by an earlier run skipped (--resume)"
              if args.resume else ""))

@@ -80,13 +80,14 @@ def id_to_rgb(ids: np.ndarray, *, bgr: bool = False) -> np.ndarray:
     import cv2
 
     ids = np.asarray(ids)
-    if ids.dtype.byteorder in "=<|" and ids.dtype in (np.int32, np.uint32) and ids.flags.c_contiguous:
+    if ids.dtype.str in ("<i4", "<u4") and ids.flags.c_contiguous:  # little-endian 32-bit already: read in place
         u = ids.view("<u4")
     else:
         u = np.ascontiguousarray(ids, dtype="<u4")  # little-endian bytes: R = id % 256, G, B, then a 4th byte
-    if not u.size:
-        return np.zeros((*u.shape, 3), np.uint8)
-    return cv2.cvtColor(u.view(np.uint8).reshape(*u.shape, 4), cv2.COLOR_RGBA2BGR if bgr else cv2.COLOR_RGBA2RGB)
+    b = u.view(np.uint8).reshape(*u.shape, 4)
+    if u.ndim != 2 or not u.size:  # OpenCV converts images: other shapes by numpy
+        return np.ascontiguousarray(b[..., 2::-1] if bgr else b[..., :3])
+    return cv2.cvtColor(b, cv2.COLOR_RGBA2BGR if bgr else cv2.COLOR_RGBA2RGB)
 
 
 def read_panoptic_png(path: str | Path) -> np.ndarray:

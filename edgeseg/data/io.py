@@ -15,7 +15,6 @@ import numpy as np
 
 from .. import _memory
 from .._io import atomic_write_bytes
-from .._memory import CHECKED_PIXELS
 from ..errors import DataError, EdgesegError, InputError
 from .._imagefile import image_dimensions, swap_rb
 
@@ -200,8 +199,6 @@ def _check_room(path: Path, data: np.ndarray, bytes_per_pixel: float) -> None:
     if max(w, h) > side or (bytes(data[:4]) == b"\x89PNG" and w > LIBPNG_MAX_WIDTH):
         raise InputError(f"image {path} is {w}x{h}: wider or taller than OpenCV decodes ({side:,} pixels a side; "
                          f"{LIBPNG_MAX_WIDTH:,} wide for a PNG)", fix=fix)
-    if w * h < CHECKED_PIXELS:
-        return
     short = _memory.shortfall(w * h, bytes_per_pixel)
     if short is not None:
         need, free = short

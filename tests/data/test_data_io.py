@@ -219,7 +219,7 @@ def test_an_image_too_large_for_the_memory_left_is_refused_before_decoding(tmp_p
     with pytest.raises(InputError, match=r"it takes at least 250 MiB and 200 MiB is free"):  # the caller's figure
         read_image(p, bytes_per_pixel=16)
     monkeypatch.setattr(_memory, "available_bytes", lambda: 1)  # small images are not checked
-    monkeypatch.setattr(io, "CHECKED_PIXELS", 4000 * 4100 + 1)
+    monkeypatch.setattr(_memory, "CHECKED_PIXELS", 4000 * 4100 + 1)
     assert read_image(p).shape == (4000, 4100, 3)
 
 
@@ -272,6 +272,10 @@ def test_panoptic_ids_to_rgb_invert_the_reference_rgb2id_in_either_channel_order
         assert np.array_equal(id_to_rgb(given, bgr=True), rgb[..., ::-1])
     assert id_to_rgb(ids)[0, :4].tolist() == [[0, 0, 0], [255, 0, 0], [0, 1, 0], [255, 255, 255]]
     assert id_to_rgb(np.zeros((0, 5), np.int32)).shape == (0, 5, 3)
+    for odd in (ids[0], ids[None, :3], ids.astype(np.int64)[None]):  # not a map (the review): numpy's way, the same bytes
+        c = id_to_rgb(odd).astype(np.int64)
+        assert np.array_equal(c[..., 0] + 256 * c[..., 1] + 65536 * c[..., 2], odd) and c.shape == (*odd.shape, 3)
+        assert np.array_equal(id_to_rgb(odd, bgr=True), id_to_rgb(odd)[..., ::-1])
 
 
 def test_swap_rb_is_the_reversed_channels_for_every_array_a_writer_gets():

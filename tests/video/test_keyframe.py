@@ -142,13 +142,17 @@ def test_unexplained_fraction_counts_what_the_flow_misses():
 
 def test_local_unexplained_is_the_densest_window():
     """Hand-counted: a 4x4 block of unexplained cells in a 20x20 grid fills a 3x3 window (0.15 x 20 = 3 cells);
-    a window of 0.4 (8 cells) holds 16 of 64; one the grid cannot hold is the whole-grid fraction."""
+    a window of 0.3 (6 cells) holds 16 of 36; one the grid cannot hold is the whole-grid fraction. A band half a
+    window wide along the edges is left out (2 cells for the 3-cell window, 3 for the 6-cell one)."""
     bad = np.zeros((20, 20), np.uint8)
     bad[5:9, 11:15] = 1
     assert local_unexplained(bad, 0.15) == 1.0
-    assert local_unexplained(bad, 0.4) == 16 / 64
+    assert local_unexplained(bad, 0.3) == 16 / 36
     assert local_unexplained(bad, 1.0) == 16 / 400
     assert local_unexplained(np.zeros((20, 20), np.uint8), 0.15) == 0.0
+    edge = np.zeros((20, 20), np.uint8)
+    edge[:, :2] = 1  # new content along the left edge
+    assert local_unexplained(edge, 0.15) == 0.0 and local_unexplained(edge, 1.0) == 40 / 400
 
 
 def test_a_small_object_the_flow_loses_is_a_keyframe_and_a_pan_is_not():
@@ -173,6 +177,17 @@ def test_a_small_object_the_flow_loses_is_a_keyframe_and_a_pan_is_not():
     for t in range(8):
         kf(background[:, 80 - 6 * t: 80 - 6 * t + 160].copy())  # a pan of 6 px a frame, nothing else moving
     assert kf.stats.keyframes == 1 and kf.stats.by_local == 0
+    # the review: at 640x360 a pan of 24-32 px a frame filled a window at the edge it enters from (new content the
+    # flow never explains); the edges' band is left to the whole-frame check
+    import cv2
+
+    grey = cv2.GaussianBlur(np.random.default_rng(6).integers(0, 256, (360, 1000), dtype=np.uint8), (0, 0), 4)
+    wide = np.repeat(cv2.normalize(grey, None, 0, 255, cv2.NORM_MINMAX)[..., None], 3, axis=2)
+    for pan in (24, 32):
+        kf = Keyframes(_Counter(), KeyframeConfig(interval=30))
+        for t in range(10):
+            kf(np.ascontiguousarray(wide[:, 20 + pan * t: 20 + pan * t + 640]))
+        assert kf.stats.by_local == 0 and kf.stats.local < 0.2, (pan, kf.stats)  # (the whole-frame check may fire)
 
 
 class _Counter:
