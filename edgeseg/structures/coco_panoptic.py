@@ -15,15 +15,30 @@ from .results import PanopticResult
 def segments_info(result: PanopticResult, crowd_ids: Iterable[int] = (), *, where: str = "") -> list[dict[str, Any]]:
     """COCO ``segments_info`` of ``result``: its segments with pixels, in its order, with area and
     bbox ``[x, y, w, h]`` from the id map. Raises :class:`InputError` for an id without a segment."""
-    ids = np.asarray(result.segment_ids)
+    ids = np.ascontiguousarray(result.segment_ids)
     h, w = ids.shape
     n = len(result.segments)
-    index = segment_index(ids, [int(s.id) for s in result.segments], where)  # 0 void, k + 1 for segments[k]
-    area = np.bincount(index.ravel(), minlength=n + 1)
-    rows = np.bincount((index + (n + 1) * np.arange(h)[:, None]).ravel(), minlength=(n + 1) * h).reshape(h, n + 1) > 0
-    cols = np.bincount((index + (n + 1) * np.arange(w)[None, :]).ravel(), minlength=(n + 1) * w).reshape(w, n + 1) > 0
-    y0, y1 = rows.argmax(0), h - 1 - rows[::-1].argmax(0)
-    x0, x1 = cols.argmax(0), w - 1 - cols[::-1].argmax(0)
+    # from the map's row-major runs, not per pixel (a full-resolution int64 lookup and two bincounts of
+    # int64 row/column keys took ~5 ms a 1080p frame): a run inside one row gives its columns and row; one
+    # that wraps onto later rows spans every column from its first row to its last
+    flat = ids.ravel()
+    if flat.size:
+        starts = np.concatenate(([0], np.flatnonzero(flat[1:] != flat[:-1]) + 1))
+        ends = np.concatenate((starts[1:], [flat.size])) - 1  # inclusive
+        index = segment_index(flat[starts][None], [int(s.id) for s in result.segments], where)[0]
+    else:
+        starts = ends = index = np.zeros(0, np.int64)
+    ys, ye = np.divmod(starts, w)[0], ends // w
+    xs, xe = starts % w, ends % w
+    wrap = ys != ye
+    xs[wrap], xe[wrap] = 0, w - 1
+    area = np.zeros(n + 1, np.int64)
+    np.add.at(area, index, ends - starts + 1)
+    y0, y1, x0, x1 = np.full(n + 1, h), np.full(n + 1, -1), np.full(n + 1, w), np.full(n + 1, -1)
+    np.minimum.at(y0, index, ys)
+    np.maximum.at(y1, index, ye)
+    np.minimum.at(x0, index, xs)
+    np.maximum.at(x1, index, xe)
     crowd = {int(c) for c in crowd_ids}
     out = []
     for k, s in enumerate(result.segments, start=1):

@@ -19,7 +19,7 @@ import numpy as np
 from .._registry import Registry
 from ..errors import InputError
 from .results import InstanceResult, PanopticResult, PromptedResult, SemanticResult, TrackResult, label_counts
-from .rle import rle_encode, rle_encode_crops, rle_encode_labels
+from .rle import rle_encode_crops, rle_encode_labels, rle_encode_labels_areas
 
 RECORDS: Registry[Callable[[Any], dict]] = Registry("JSON record", error=InputError)
 
@@ -67,19 +67,31 @@ def instance_record(r: InstanceResult) -> dict:
 @RECORDS.register("PanopticResult")
 def panoptic_record(r: PanopticResult) -> dict:
     ids = np.array([s.id for s in r.segments], np.int64)
-    rles = rle_encode_labels(r.segment_ids, ids)
-    present, areas = np.unique(r.segment_ids, return_counts=True)
-    area = dict(zip(present.tolist(), areas.tolist()))
+    rles, area = rle_encode_labels_areas(r.segment_ids, ids)  # areas from the runs: np.unique sorted the whole map
     segs = [{"id": s.id, "class_id": s.category_id, "class": r.class_name(s.category_id),
              "isthing": s.isthing, "area": int(area.get(s.id, 0)), "score": float(s.score), "rle": rles[s.id]}
             for s in r.segments]
     return {"task": "panoptic", "segments": segs}
 
 
+def _mask_crop(m: np.ndarray) -> tuple[int, int, int, int, np.ndarray]:
+    """``(x0, y0, x1, y1, crop)``: a full-size bool mask's tight bounds and the mask inside them."""
+    rows = np.flatnonzero(m.any(1))
+    if not len(rows):
+        return 0, 0, 0, 0, m[:0, :0]
+    y0, y1 = int(rows[0]), int(rows[-1]) + 1
+    cols = np.flatnonzero(m[y0:y1].any(0))
+    x0, x1 = int(cols[0]), int(cols[-1]) + 1
+    return x0, y0, x1, y1, m[y0:y1, x0:x1]
+
+
 @RECORDS.register("TrackResult")
 def track_record(r: TrackResult) -> dict:
+    """The RLEs and areas from each mask's tight crop (:func:`rle_encode_crops`): a column-major copy of every
+    full-size mask took 3.5 ms an object a 1080p frame."""
+    rles, areas = rle_encode_crops((_mask_crop(m) for m in r.masks), r.masks.shape[1:])
     segs = [{"object_id": int(o), "score": float(r.scores[i]) if i < len(r.scores) else 1.0,
-             "area": int(m.sum()), "rle": rle_encode(m)} for i, (o, m) in enumerate(zip(r.object_ids, r.masks))]
+             "area": int(areas[i]), "rle": rles[i]} for i, o in enumerate(r.object_ids)]
     return {"task": "vos", "segments": segs}
 
 

@@ -137,7 +137,14 @@ def rle_encode(mask: np.ndarray, bounds: tuple[int, int, int, int] | None = None
 def label_runs(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The maximal runs of an integer ``[H, W]`` label map in column-major order:
     ``(starts, lengths, values)``, each ``[R]``."""
-    flat = np.asarray(labels).T.ravel()  # column-major order (the transpose's C order)
+    labels = np.asarray(labels)
+    if labels.ndim == 2 and labels.size and labels.dtype.itemsize in (1, 2, 4) and labels.dtype.kind in "iu":
+        import cv2  # a blocked transpose: numpy's strided copy of a 1080p map took 3-4 ms
+
+        view = {1: np.uint8, 2: np.uint16, 4: np.int32}[labels.dtype.itemsize]
+        flat = cv2.transpose(np.ascontiguousarray(labels).view(view)).view(labels.dtype).ravel()
+    else:
+        flat = labels.T.ravel()  # column-major order (the transpose's C order)
     if flat.size == 0:
         z = np.zeros(0, np.int64)
         return z, z, flat[:0]
@@ -150,6 +157,11 @@ def rle_encode_labels(labels: np.ndarray, classes: np.ndarray | None = None) -> 
     """``{class id: rle_encode(labels == class id)}`` for every id present in an integer ``[H, W]``
     label map (or for ``classes``; absent ones encode as empty masks), from one column-major pass:
     the 1-runs of class ``c``'s mask are the label runs of value ``c``, its 0-runs the gaps between."""
+    return rle_encode_labels_areas(labels, classes)[0]
+
+
+def rle_encode_labels_areas(labels: np.ndarray, classes: np.ndarray | None = None) -> tuple[dict[int, dict], dict[int, int]]:
+    """:func:`rle_encode_labels` and each id's pixel count (the sum of its runs: no sort of the map)."""
     labels = np.asarray(labels)
     if labels.ndim != 2 or not np.issubdtype(labels.dtype, np.integer):
         raise InputError(f"rle_encode_labels takes an integer [H, W] label map, got {labels.dtype} {list(labels.shape)}")
@@ -161,10 +173,13 @@ def rle_encode_labels(labels: np.ndarray, classes: np.ndarray | None = None) -> 
     ids = np.unique(sv) if classes is None else np.asarray(classes)
     lo, hi = np.searchsorted(sv, ids, "left"), np.searchsorted(sv, ids, "right")
     out: dict[int, dict] = {}
+    areas: dict[int, int] = {}
     for c, a, b in zip(ids.tolist(), lo.tolist(), hi.tolist()):
         if a == b:  # absent: one run of 0s
             out[int(c)] = {"size": list(size), "counts": _counts_to_string([total])}
+            areas[int(c)] = 0
             continue
+        areas[int(c)] = int(lengths[order[a:b]].sum())
         s, n = starts[order[a:b]], lengths[order[a:b]]
         end = int(s[-1] + n[-1])
         counts = np.empty(2 * len(s) + (end < total), np.int64)
@@ -174,7 +189,7 @@ def rle_encode_labels(labels: np.ndarray, classes: np.ndarray | None = None) -> 
         if end < total:  # pycocotools ends with the last run: no empty trailing run of 0s
             counts[-1] = total - end
         out[int(c)] = {"size": list(size), "counts": _counts_to_string(counts)}
-    return out
+    return out, areas
 
 
 #: the largest mask :func:`rle_decode` builds (2 GiB as bool, a 46000 x 46000 image): a malformed ``size``

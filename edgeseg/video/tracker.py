@@ -217,25 +217,36 @@ def _instance_detections(r: InstanceResult) -> _Detections:
 def _thing_detections(r: PanopticResult, things: list[Segment]) -> _Detections:
     """The thing segments as detections: one pass over the id map finds every thing's pixels, then a
     radix sort by thing groups them (raster order kept within each) for their bounds."""
-    ids, n = r.segment_ids, len(things)
+    ids, n = np.ascontiguousarray(r.segment_ids), len(things)
     lut = np.full(max(int(ids.max(initial=0)), max((s.id for s in things), default=0)) + 1, -1,
                   np.int16 if n < 2**15 else np.int32)
     lut[[s.id for s in things]] = np.arange(n)
-    index = lut[ids]
-    flat = np.flatnonzero(index >= 0)
-    k = index.ravel()[flat]
-    order = np.argsort(k, kind="stable")  # a radix sort for int16
-    k, flat = k[order], flat[order]
-    ys, xs = np.divmod(flat, ids.shape[1])
-    counts = np.bincount(k, minlength=n)
-    starts = np.cumsum(counts) - counts
+    # from the map's row-major runs (a run inside one row gives its columns; one that wraps onto later rows
+    # spans every column): no full-resolution index map, sort of every thing pixel or divmod per pixel
+    flat, w = ids.ravel(), ids.shape[1]
+    if flat.size:
+        starts = np.concatenate(([0], np.flatnonzero(flat[1:] != flat[:-1]) + 1))
+        ends = np.concatenate((starts[1:], [flat.size])) - 1  # inclusive
+        v = flat[starts]
+        k = np.where(v >= 0, lut[np.maximum(v, 0)], -1)  # a negative id (void) is no thing: lut[-1] was the last one
+        keep = k >= 0
+        k, starts, ends = k[keep], starts[keep], ends[keep]
+    else:
+        k = starts = ends = np.zeros(0, np.int64)
+    counts = np.zeros(n, np.int64)
+    np.add.at(counts, k, ends - starts + 1)
+    ys, ye, xs, xe = starts // w, ends // w, starts % w, ends % w
+    wrap = ys != ye
+    xs[wrap], xe[wrap] = 0, w - 1
     bounds = np.zeros((n, 4), np.int64)
     seen = np.flatnonzero(counts)
     if len(seen):
-        st = starts[seen]
-        bounds[seen] = np.stack([np.minimum.reduceat(xs, st), ys[st], np.maximum.reduceat(xs, st) + 1,
-                                 ys[st + counts[seen] - 1] + 1], axis=1)
-    crops = [index[y0:y1, x0:x1] == i if counts[i] else _EMPTY for i, (x0, y0, x1, y1) in enumerate(bounds.tolist())]
+        lo, hi = np.full((n, 2), np.iinfo(np.int64).max), np.full((n, 2), -1)
+        np.minimum.at(lo, k, np.stack([xs, ys], 1))
+        np.maximum.at(hi, k, np.stack([xe, ye], 1))
+        bounds[seen] = np.concatenate([lo[seen], hi[seen] + 1], axis=1)
+    sid = [s.id for s in things]  # where a thing has pixels its id maps to it: ids == its id is its index's pixels
+    crops = [ids[y0:y1, x0:x1] == sid[i] if counts[i] else _EMPTY for i, (x0, y0, x1, y1) in enumerate(bounds.tolist())]
     return _Detections(np.array([s.category_id for s in things], np.int64), bounds, crops, counts.astype(np.int64),
                        np.array([s.score for s in things], np.float32))
 

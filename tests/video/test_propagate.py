@@ -454,3 +454,47 @@ def test_an_object_that_left_at_the_border_may_come_back_anywhere():
     o.seen_box = (0, 40, 20, 70)  # last seen touching the left border
     assert prop._search_region(o) is None
     assert Propagator()._search_region(o) is None  # the default searches anywhere
+
+
+def _result_by_whole_frames(prop) -> np.ndarray:
+    """``Propagator.result()``'s masks as they were made before session 54: every soft mask resized over the whole
+    frame, then the first most probable object of a ``[K, H, W]`` stack (the reference for the cropped form)."""
+    import cv2
+
+    fs = prop._frame_shape
+    masks = np.zeros((len(prop.object_ids), fs.height, fs.width), bool)
+    probs = []
+    for i, k in enumerate(prop.object_ids):
+        o = prop._objects[k]
+        if o.area:
+            soft = np.where(o.mask, np.maximum(o.prob, 0.501), np.minimum(o.prob, 0.499)).astype(np.float32)
+            probs.append((i, cv2.resize(soft, (fs.width, fs.height), interpolation=cv2.INTER_LINEAR)))
+    if len(probs) == 1:
+        masks[probs[0][0]] = probs[0][1] > 0.5
+    elif probs:
+        best = np.stack([p for _, p in probs]).argmax(0)
+        for j, (i, p) in enumerate(probs):
+            masks[i] = (best == j) & (p > 0.5)
+    return masks
+
+
+@pytest.mark.parametrize("scale", [4, 3])
+def test_results_at_a_multiple_of_the_working_size_equal_the_whole_frame_resize(scale):
+    """Session 54 (an audit of the stream's options): at 1080p and 4K each object's soft mask was resized over the
+    whole frame and a [K, H, W] stack's argmax picked the owner (47 % of a 1080p frame's propagation, 87 % at 4K);
+    at an integer scale it is resized around where it is not zero and the owner kept by a running maximum. The same
+    masks as the whole-frame form on every frame: three objects, overlapping, one leaving the frame."""
+    import cv2
+
+    objs = [((220, 40, 40), (40, 40), (2.0, 1.0), 13), ((40, 60, 220), (70, 60), (-1.0, 0.5), 15),
+            ((40, 220, 60), (130, 90), (4.0, 0.0), 10)]
+    frames, masks = scene(12, objs, seed=2)
+    big = [cv2.resize(f, (W * scale, H * scale), interpolation=cv2.INTER_LINEAR) for f in frames]
+    ids = cv2.resize(masks[0], (W * scale, H * scale), interpolation=cv2.INTER_NEAREST)
+    prop = Propagator(PropagatorConfig(work_long_side=W))
+    first = prop.start(big[0], ids)
+    assert first.masks.shape == (3, H * scale, W * scale) and prop._shape.width * scale == W * scale
+    for f in big[1:]:
+        out = prop.step(f)
+        assert np.array_equal(out.masks, _result_by_whole_frames(prop))
+    assert out.masks.any(axis=(1, 2)).sum() >= 2
