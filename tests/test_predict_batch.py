@@ -432,6 +432,17 @@ def test_a_large_image_is_read_only_after_the_one_before_is_done(tmp_path):
 
     files = [png("a.png", 64, 48), png("b.png", 64, 48), png("big.png", 5000, 4000), png("c.png", 64, 48)]
     assert [checked(p) for p in files] == [False, False, True, False] and not checked(tmp_path / "gone.png")
+    # the second review: a JPEG whose ICC / XMP segments put its size past the first 64 KiB read as not large
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (4000, 4100)).save(buf, "JPEG", quality=10)
+    jpeg = buf.getvalue()
+    app2 = b"".join(b"\xff\xe2" + struct.pack(">H", n + 2) + bytes(n) for n in (60000, 30000))
+    (tmp_path / "icc.jpg").write_bytes(jpeg[:2] + app2 + jpeg[2:])
+    assert checked(tmp_path / "icc.jpg")
     import threading
 
     events, seen = [], {p.stem: threading.Event() for p in files}

@@ -41,7 +41,7 @@ def read_ahead(paths, read):
             image = pending.result()
             if checked(path):
                 yield current, image
-                del image
+                image = pending = None  # the done future holds the image before too
                 pending = pool.submit(load, path)
             else:
                 pending = pool.submit(load, path)  # read while the caller works on the image before it
@@ -57,7 +57,10 @@ def checked(path) -> bool:
 
     try:
         with open(path, "rb") as f:
-            size = image_dimensions(f.read(1 << 16))
+            head = f.read(1 << 16)
+            size = image_dimensions(head)
+            if size is None and head[:2] == b"\xff\xd8":  # a JPEG's APP segments (ICC, XMP) past 64 KiB (the review)
+                size = image_dimensions(head + f.read())  # as read_image's check reads it: the whole file
     except OSError:
         return False
     return size is not None and size[0] * size[1] >= CHECKED_PIXELS

@@ -84,7 +84,7 @@ def id_to_rgb(ids: np.ndarray, *, bgr: bool = False) -> np.ndarray:
         u = ids.view("<u4")
     else:
         u = np.ascontiguousarray(ids, dtype="<u4")  # little-endian bytes: R = id % 256, G, B, then a 4th byte
-    b = u.view(np.uint8).reshape(*u.shape, 4)
+    b = u.reshape(u.shape or (1,)).view(np.uint8).reshape(*u.shape, 4)  # (a 0-d array has no bytes view)
     if u.ndim != 2 or not u.size:  # OpenCV converts images: other shapes by numpy
         return np.ascontiguousarray(b[..., 2::-1] if bgr else b[..., :3])
     return cv2.cvtColor(b, cv2.COLOR_RGBA2BGR if bgr else cv2.COLOR_RGBA2RGB)

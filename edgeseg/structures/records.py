@@ -89,7 +89,9 @@ def _mask_crop(m: np.ndarray) -> tuple[int, int, int, int, np.ndarray]:
 def track_record(r: TrackResult) -> dict:
     """The RLEs and areas from each mask's tight crop (:func:`rle_encode_crops`): a column-major copy of every
     full-size mask took 3.5 ms an object a 1080p frame."""
-    rles, areas = rle_encode_crops((_mask_crop(m) for m in r.masks), r.masks.shape[1:])
+    # one mask at a time: all at once, ten noisy 1080p masks took 1.5 GB of run arrays (the review)
+    pairs = [rle_encode_crops([_mask_crop(m)], r.masks.shape[1:]) for m in r.masks]
+    rles, areas = [p[0][0] for p in pairs], [int(p[1][0]) for p in pairs]
     segs = [{"object_id": int(o), "score": float(r.scores[i]) if i < len(r.scores) else 1.0,
              "area": int(areas[i]), "rle": rles[i]} for i, o in enumerate(r.object_ids)]
     return {"task": "vos", "segments": segs}

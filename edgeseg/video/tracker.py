@@ -67,6 +67,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..structures import ImageShape, InstanceResult, PanopticResult, Segment, TrackResult
+from ..structures.coco_panoptic import RUNS_PER_PIXEL, map_runs, run_spans
 
 _EMPTY = np.zeros((0, 0), bool)
 
@@ -224,27 +225,36 @@ def _thing_detections(r: PanopticResult, things: list[Segment]) -> _Detections:
     # from the map's row-major runs (a run inside one row gives its columns; one that wraps onto later rows
     # spans every column): no full-resolution index map, sort of every thing pixel or divmod per pixel
     flat, w = ids.ravel(), ids.shape[1]
-    if flat.size:
-        starts = np.concatenate(([0], np.flatnonzero(flat[1:] != flat[:-1]) + 1))
-        ends = np.concatenate((starts[1:], [flat.size])) - 1  # inclusive
+    starts, ends = map_runs(flat)
+    bounds = np.zeros((n, 4), np.int64)
+    if len(starts) > flat.size // RUNS_PER_PIXEL:  # runs of a few pixels (noise): per pixel is faster
+        index = np.where(ids >= 0, lut[np.maximum(ids, 0)], -1)  # a negative id (void) is no thing
+        where = np.flatnonzero(index >= 0)
+        k = index.ravel()[where]
+        order = np.argsort(k, kind="stable")  # a radix sort for int16
+        k, where = k[order], where[order]
+        ys, xs = np.divmod(where, w)
+        counts = np.bincount(k, minlength=n)
+        first = np.cumsum(counts) - counts
+        seen = np.flatnonzero(counts)
+        if len(seen):
+            st = first[seen]
+            bounds[seen] = np.stack([np.minimum.reduceat(xs, st), ys[st], np.maximum.reduceat(xs, st) + 1,
+                                     ys[st + counts[seen] - 1] + 1], axis=1)
+    else:
         v = flat[starts]
         k = np.where(v >= 0, lut[np.maximum(v, 0)], -1)  # a negative id (void) is no thing: lut[-1] was the last one
         keep = k >= 0
         k, starts, ends = k[keep], starts[keep], ends[keep]
-    else:
-        k = starts = ends = np.zeros(0, np.int64)
-    counts = np.zeros(n, np.int64)
-    np.add.at(counts, k, ends - starts + 1)
-    ys, ye, xs, xe = starts // w, ends // w, starts % w, ends % w
-    wrap = ys != ye
-    xs[wrap], xe[wrap] = 0, w - 1
-    bounds = np.zeros((n, 4), np.int64)
-    seen = np.flatnonzero(counts)
-    if len(seen):
-        lo, hi = np.full((n, 2), np.iinfo(np.int64).max), np.full((n, 2), -1)
-        np.minimum.at(lo, k, np.stack([xs, ys], 1))
-        np.maximum.at(hi, k, np.stack([xe, ye], 1))
-        bounds[seen] = np.concatenate([lo[seen], hi[seen] + 1], axis=1)
+        counts = np.zeros(n, np.int64)
+        np.add.at(counts, k, ends - starts + 1)
+        ys, ye, xs, xe = run_spans(starts, ends, w)
+        seen = np.flatnonzero(counts)
+        if len(seen):
+            lo, hi = np.full((n, 2), np.iinfo(np.int64).max), np.full((n, 2), -1)
+            np.minimum.at(lo, k, np.stack([xs, ys], 1))
+            np.maximum.at(hi, k, np.stack([xe, ye], 1))
+            bounds[seen] = np.concatenate([lo[seen], hi[seen] + 1], axis=1)
     sid = [s.id for s in things]  # where a thing has pixels its id maps to it: ids == its id is its index's pixels
     crops = [ids[y0:y1, x0:x1] == sid[i] if counts[i] else _EMPTY for i, (x0, y0, x1, y1) in enumerate(bounds.tolist())]
     return _Detections(np.array([s.category_id for s in things], np.int64), bounds, crops, counts.astype(np.int64),

@@ -272,6 +272,7 @@ def test_panoptic_ids_to_rgb_invert_the_reference_rgb2id_in_either_channel_order
         assert np.array_equal(id_to_rgb(given, bgr=True), rgb[..., ::-1])
     assert id_to_rgb(ids)[0, :4].tolist() == [[0, 0, 0], [255, 0, 0], [0, 1, 0], [255, 255, 255]]
     assert id_to_rgb(np.zeros((0, 5), np.int32)).shape == (0, 5, 3)
+    assert id_to_rgb(np.int32(258)).tolist() == [2, 1, 0] and id_to_rgb(np.int32(258), bgr=True).tolist() == [0, 1, 2]
     for odd in (ids[0], ids[None, :3], ids.astype(np.int64)[None]):  # not a map (the review): numpy's way, the same bytes
         c = id_to_rgb(odd).astype(np.int64)
         assert np.array_equal(c[..., 0] + 256 * c[..., 1] + 65536 * c[..., 2], odd) and c.shape == (*odd.shape, 3)

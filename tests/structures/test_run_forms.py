@@ -21,6 +21,8 @@ def _maps(seed: int = 0):
         blocks = rng.integers(0, 6, (max(1, h // 4), max(1, w // 3)))
         ids = np.repeat(np.repeat(blocks, 4, 0), 3, 1)[:h, :w]
         ids = np.pad(ids, ((0, h - ids.shape[0]), (0, w - ids.shape[1])), mode="edge")
+        if rng.random() < 0.3:  # noise: runs of a pixel or two, counted pixel by pixel (RUNS_PER_PIXEL)
+            ids = rng.integers(0, 6, (h, w))
         yield (ids * int(rng.choice([1, 7, 1000, 300_000]))).astype(rng.choice([np.int32, np.int64, np.uint16, np.uint32]))
 
 
