@@ -20,7 +20,7 @@ Per frame (SORT's recipe with masks in place of Kalman-filtered boxes, and no op
 4. **Assignment** maximizes the total IoU over pairs with ``IoU >= iou_threshold`` (Hungarian, the
    Kuhn-Munkres shortest augmenting path, run only on the connected groups of competing pairs; most
    groups are one track and one detection). Pure Python: no SciPy on the device.
-5. **Partial views.** The tracks and detections left over are matched twice more, each time on a
+5. **Partial views.** The tracks and detections left over are matched three more times, twice on a
    *cover* (the share of the smaller of the two inside the other, ``>= cover_threshold``), where IoU
    fails because the visible part of an object grows or shrinks: (a) the masks, the track's where
    predicted or where last seen (a mask held at the frame border or at an occluder's edge stays put
@@ -37,7 +37,8 @@ Per frame (SORT's recipe with masks in place of Kalman-filtered boxes, and no op
    from the displacement of whichever box edge moved as predicted (or the centre; edges on the frame
    border do not count): when one side of an object is hidden, the other edge still shows its
    motion, while the centre of the visible part would not. A measurement off the velocity by more than
-   half the object's size (a bounce, a sharp turn) replaces it: the average would predict neither. Unmatched tracks age; a track unseen for
+   half the object's size (a bounce, a sharp turn) replaces it: the average would predict neither.
+   Unmatched tracks age; a track unseen for
    more than ``max_age`` frames (or predicted wholly outside the frame) is dropped, so an object
    hidden for ``max_age`` frames or fewer keeps its id. A detection left over starts a new track
    with the next id. A class never changes within a track: a detection of another class cannot take
@@ -216,8 +217,9 @@ def _instance_detections(r: InstanceResult) -> _Detections:
 
 
 def _thing_detections(r: PanopticResult, things: list[Segment]) -> _Detections:
-    """The thing segments as detections: one pass over the id map finds every thing's pixels, then a
-    radix sort by thing groups them (raster order kept within each) for their bounds."""
+    """The thing segments as detections: their areas and bounds from the id map's row-major runs (pixel by pixel,
+    with a radix sort by thing, where the runs are short: noise), their crops by comparing the map inside the
+    bounds with their ids."""
     ids, n = np.ascontiguousarray(r.segment_ids), len(things)
     lut = np.full(max(int(ids.max(initial=0)), max((s.id for s in things), default=0)) + 1, -1,
                   np.int16 if n < 2**15 else np.int32)
