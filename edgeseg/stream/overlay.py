@@ -213,10 +213,12 @@ def first_pixels(ids: np.ndarray) -> dict[int, int]:
     (a sort of the run starts only, not of every pixel: 0.94 -> 0.12 ms for a 1080p map's 4x coarser grid; an
     outline by OpenCV's dilate and erode instead of the shifted compares was tried: equal at 1080p, 1.8x slower at
     4K, session 54)."""
+    from ..structures.coco_panoptic import map_runs
+
     flat = np.ascontiguousarray(ids).ravel()
-    if not flat.size:
+    starts, _ = map_runs(flat)
+    if not starts.size:
         return {}
-    starts = np.concatenate(([0], np.flatnonzero(flat[1:] != flat[:-1]) + 1))
     present, first = np.unique(flat[starts], return_index=True)
     return dict(zip(present.tolist(), starts[first].tolist()))
 
