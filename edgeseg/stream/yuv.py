@@ -82,12 +82,12 @@ def rgb_to_i420_planes(rgb: np.ndarray, matrix: str = "bt601", full_range: bool 
     import cv2
 
     h, w = rgb.shape[:2]
+    if matrix == "bt601" and not full_range:  # OpenCV's luma is this one, and 5x faster than a 3x1 transform
+        buf, n, q = rgb_to_i420(rgb), h * w, (h // 2) * (w // 2)
+        return buf[:n].reshape(h, w), buf[n:n + q].reshape(h // 2, w // 2), buf[n + q:].reshape(h // 2, w // 2)
     m = rgb_matrix(matrix, full_range)
     rgb = np.ascontiguousarray(rgb)
-    if matrix == "bt601" and not full_range:  # OpenCV's luma is this one, and 5x faster than a 3x1 transform
-        y = cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420)[:h]
-    else:
-        y = cv2.transform(rgb, m[:1]).reshape(h, w)
+    y = cv2.transform(rgb, m[:1]).reshape(h, w)
     half = cv2.resize(rgb, (w // 2, h // 2), interpolation=cv2.INTER_AREA)  # each 2x2 block's mean
     uv = cv2.transform(half, m[1:])
     return y, np.ascontiguousarray(uv[..., 0]), np.ascontiguousarray(uv[..., 1])

@@ -447,19 +447,26 @@ def test_rgb_to_i420_planes_average_each_2x2_block(matrix, full):
 
 def test_the_packed_i420_buffer_is_the_planes_joined():
     """Session 54: the MP4 sink's I420 bytes come from OpenCV's own buffer with the 2x2-mean chroma written over its
-    chroma (two full-frame copies fewer a frame): the same bytes as the three planes joined, for the sizes users'
-    cameras give, portrait included."""
+    chroma (two full-frame copies fewer a frame): the same bytes as the planes computed apart (OpenCV's BT.601 luma,
+    the general form's 2x2-mean chroma, which the test above checks against the equations), for the sizes users'
+    cameras give, portrait and views included."""
+    import cv2
+
     from edgeseg.stream.sinks.video import i420_bytes
 
     rng = np.random.default_rng(5)
+    m = yuv.rgb_matrix("bt601", False)
     for h, w in ((4, 4), (36, 64), (540, 960), (1080, 1920), (1920, 1080)):
-        rgb = rng.integers(0, 256, (h, w, 3), np.uint8)
-        y, u, v = yuv.rgb_to_i420_planes(rgb)
-        joined = b"".join((y.tobytes(), u.tobytes(), v.tobytes()))
-        assert yuv.rgb_to_i420(rgb).tobytes() == joined, (h, w)
-        if w % 8 == 0:  # rows GStreamer does not pad (the others: the test above)
-            assert i420_bytes(rgb) == joined, (h, w)
-        assert yuv.rgb_to_i420(rgb[:, ::-1]).tobytes() == b"".join(p.tobytes() for p in yuv.rgb_to_i420_planes(rgb[:, ::-1]))
+        img = rng.integers(0, 256, (h, w, 3), np.uint8)
+        for rgb in (img, img[:, ::-1]):
+            c = np.ascontiguousarray(rgb)
+            uv = cv2.transform(cv2.resize(c, (w // 2, h // 2), interpolation=cv2.INTER_AREA), m[1:])
+            joined = b"".join((cv2.cvtColor(c, cv2.COLOR_RGB2YUV_I420)[:h].tobytes(),
+                               np.ascontiguousarray(uv[..., 0]).tobytes(), np.ascontiguousarray(uv[..., 1]).tobytes()))
+            assert yuv.rgb_to_i420(rgb).tobytes() == joined, (h, w)
+            assert b"".join(p.tobytes() for p in yuv.rgb_to_i420_planes(rgb)) == joined, (h, w)
+            if w % 8 == 0:  # rows GStreamer does not pad (the others: the test above)
+                assert i420_bytes(rgb) == joined, (h, w)
 
 
 @pytest.mark.gst
