@@ -43,27 +43,40 @@ def meminfo_available(path: str = "/proc/meminfo") -> int | None:
 
 def cgroup_headroom(proc_cgroup: str = "/proc/self/cgroup", root: Path = CGROUP_ROOT) -> int | None:
     """The least headroom among this process's memory cgroups and their ancestors (None: no limit, or not readable)."""
+    found: list[int] = []
+    for v2, folder in cgroup_folders("memory", proc_cgroup, root):
+        files = ("memory.max", "memory.current", "inactive_file") if v2 else \
+            ("memory.limit_in_bytes", "memory.usage_in_bytes", "total_inactive_file")
+        room = _headroom(folder, *files)
+        if room is not None:
+            found.append(room)
+    return min(found) if found else None
+
+
+def cgroup_folders(controller: str, proc_cgroup: str = "/proc/self/cgroup",
+                   root: Path = CGROUP_ROOT) -> list[tuple[bool, Path]]:
+    """``(v2, folder)`` of every cgroup of this process that may hold a ``controller`` limit (``memory``, ``cpu``): its
+    own and each one above it (a limit may sit on any of them), in the unified hierarchy (v2) and in the v1 hierarchy
+    of that controller (mounted as ``root/controller``, or under its joined name, ``cpu,cpuacct``). Empty where
+    ``proc_cgroup`` cannot be read (not Linux)."""
     try:
         lines = Path(proc_cgroup).read_text().splitlines()
     except OSError:
-        return None
-    found: list[int] = []
+        return []
+    out: list[tuple[bool, Path]] = []
     for line in lines:
         parts = line.split(":", 2)
         if len(parts) != 3:
             continue
         controllers, rel = parts[1].split(","), parts[2].lstrip("/")
         if parts[0] == "0" and parts[1] == "":  # v2: the unified hierarchy
-            base, files = root, ("memory.max", "memory.current", "inactive_file")
-        elif "memory" in controllers:  # v1
-            base, files = root / "memory", ("memory.limit_in_bytes", "memory.usage_in_bytes", "total_inactive_file")
-        else:
-            continue
-        for folder in _with_ancestors(base, rel):
-            room = _headroom(folder, *files)
-            if room is not None:
-                found.append(room)
-    return min(found) if found else None
+            out += [(True, f) for f in _with_ancestors(root, rel)]
+        elif controller in controllers:  # v1
+            base = root / controller
+            if not base.exists() and (root / parts[1]).exists():
+                base = root / parts[1]
+            out += [(False, f) for f in _with_ancestors(base, rel)]
+    return out
 
 
 def _with_ancestors(base: Path, rel: str) -> list[Path]:

@@ -98,18 +98,35 @@ def time_runs(fn: Callable[[], Any], runs: int, warmup: int = 0, *, sync: Callab
 
 # ---- how many CPUs a timing may use -----------------------------------------------------------------------
 def usable_cores() -> int:
-    """CPUs this process may use: its affinity mask (``taskset``), capped by a cgroup v2 CPU quota
-    (containers), which set the runtimes' default thread counts and so which candidate is fastest."""
+    """CPUs this process may use: its affinity mask (``taskset``), capped by a cgroup CPU quota (containers: Docker's
+    ``--cpus``, systemd's ``CPUQuota=``; v1 or v2, this process's cgroup or one above it: :func:`cgroup_cpu_limit`),
+    which set the runtimes' default thread counts and so which candidate is fastest."""
     try:
         n = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         n = os.cpu_count() or 1
-    with contextlib.suppress(OSError, ValueError):  # no cgroup v2 file, or an unlimited/odd quota: no cap
-        with open("/sys/fs/cgroup/cpu.max", encoding="ascii") as f:
-            quota, period = f.read().split()[:2]
-        if quota != "max" and int(period) > 0:
-            n = min(n, max(1, -(-int(quota) // int(period))))
-    return max(1, n)
+    limit = cgroup_cpu_limit()
+    return max(1, n if limit is None else min(n, limit))
+
+
+def cgroup_cpu_limit(proc_cgroup: str = "/proc/self/cgroup", root: Any = None) -> int | None:
+    """The fewest whole CPUs any CPU quota of this process's cgroups (and those above them) allows, rounded up: v2
+    ``cpu.max`` (``QUOTA PERIOD`` or ``max``), v1 ``cpu.cfs_quota_us`` / ``cpu.cfs_period_us`` (``-1``: none). None
+    where there is no quota or none can be read. Before, only ``/sys/fs/cgroup/cpu.max`` was read: a 1-CPU quota of
+    cgroup v1 (Docker ``--cpus 1`` on such hosts) or below the root left 2 cores counted, and a choice timed without
+    the quota was reused under it (an audit)."""
+    from ._memory import CGROUP_ROOT, cgroup_folders
+
+    limits = []
+    for v2, folder in cgroup_folders("cpu", proc_cgroup, CGROUP_ROOT if root is None else root):
+        with contextlib.suppress(OSError, ValueError, IndexError):  # no such file, unlimited or odd: no cap from it
+            if v2:
+                quota, period = (folder / "cpu.max").read_text().split()[:2]
+            else:
+                quota, period = ((folder / name).read_text().strip() for name in ("cpu.cfs_quota_us", "cpu.cfs_period_us"))
+            if quota not in ("max", "-1") and int(quota) > 0 and int(period) > 0:
+                limits.append(max(1, -(-int(quota) // int(period))))
+    return min(limits) if limits else None
 
 
 # ---- how busy the machine was while something was timed ---------------------------------------------

@@ -94,10 +94,8 @@ def _cpu() -> dict:
 
 def _runtimes(problems: list[dict]) -> dict:
     from .backends.auto import availability
-    from .backends.device import architecture
+    from .backends.device import RUNTIME_DISTS as dists, architecture
 
-    dists = {"onnxruntime": ("onnxruntime", "onnxruntime-gpu"), "openvino": ("openvino",),
-             "tensorrt": ("tensorrt", "tensorrt-cu12", "tensorrt-cu11"), "torch": ("torch",)}
     out = {}
     for name, (ok, why) in availability().items():
         version = next((v for v in map(_version, dists.get(name, (name,))) if v), None)

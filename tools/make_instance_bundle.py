@@ -22,6 +22,7 @@ def main(argv=None) -> int:
     import edgeseg
     from edgeseg.bundle import Bundle
     from edgeseg.data import open_dataset
+    from edgeseg.data.base import recordable_spec
     from edgeseg.eval import category_map, evaluate_instances
     from edgeseg.export.instance_export import export_instance_bundle
     from edgeseg.models import load_checkpoint
@@ -60,7 +61,7 @@ def main(argv=None) -> int:
     with predictor:
         scores = evaluate_instances(predictor, dataset, category_map(predictor.classes, dataset.categories).to_category,
                                     progress=False)
-    bundle.update_report("accuracy", {"fp32": {"data": args.eval, "split": "val", "backend": "onnxruntime",
+    bundle.update_report("accuracy", {"fp32": {"data": recordable_spec(args.eval), "split": "val", "backend": "onnxruntime",
                                                "metric": "mask AP", "score_threshold": AP_SCORE_THRESHOLD,
                                                "mask_ap": scores.stats[0], **{"stats": scores.named()}}})
     print(f"{args.name}: FP32 mask AP {100 * scores.stats[0]:.2f} on {args.eval}")

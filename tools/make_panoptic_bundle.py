@@ -22,6 +22,7 @@ def main(argv=None) -> int:
     import edgeseg
     from edgeseg.bundle import Bundle
     from edgeseg.data import open_dataset
+    from edgeseg.data.base import recordable_spec
     from edgeseg.eval import evaluate_panoptic
     from edgeseg.export.panoptic_export import export_panoptic_bundle
     from edgeseg.models import load_checkpoint
@@ -50,7 +51,7 @@ def main(argv=None) -> int:
     dataset = open_dataset(args.eval, split="val")
     with edgeseg.load(bundle, backend="onnxruntime", precision="fp32") as predictor:
         scores = evaluate_panoptic(predictor, dataset, progress=False)
-    bundle.update_report("accuracy", {"fp32": {"data": args.eval, "split": "val", "backend": "onnxruntime",
+    bundle.update_report("accuracy", {"fp32": {"data": recordable_spec(args.eval), "split": "val", "backend": "onnxruntime",
                                                "metric": "PQ", "pq": scores.pq, "scores": scores.to_dict()}})
     print(f"{args.name}: FP32 PQ {100 * scores.pq:.2f} on {args.eval}")
     for target in ("cpu", "tensorrt"):

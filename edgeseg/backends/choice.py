@@ -242,7 +242,8 @@ def gather_facts(bundle: "Bundle", backend: str = "auto", precision: str = "auto
             if measured[0]:
                 del unverified[(t, b)]
                 measured_here[(t, b)] = measured[1]
-                log.info("INT8 %s on %s gated here instead (%s): %s", t, b, why, measured[1])
+                log.info("INT8 %s on %s: scored on this CPU instead of taking its recorded gate (%s): %s", t, b,
+                         why.split(": re-quantize")[0], measured[1])
             else:
                 unverified[(t, b)] = f"{why}; measured here: {measured[1]}"
     return Facts(avail, targets, int8_unverified=unverified, openvino_graph=graph, bf16=bf16, machine=platform.machine(),
@@ -488,7 +489,7 @@ def _store(path: Path | None, key: str, entry: Mapping[str, Any], what: str) -> 
     except OSError:
         lock = contextlib.nullcontext()
     with lock:
-        data = _read_cache(path)
+        data = _read_for_update(path)
         data[key] = {**entry, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         try:
             write_json(path, data)
@@ -497,6 +498,30 @@ def _store(path: Path | None, key: str, entry: Mapping[str, Any], what: str) -> 
             _UNWRITABLE.add(str(path))
             log.log(level, "cannot write the choice cache %s (%s); the %s is not remembered (set EDGESEG_CACHE_DIR "
                     "to a writable folder, or EDGESEG_CACHE_DIR=off)", path, e, what)
+
+
+def _read_for_update(path: Path) -> dict[str, Any]:
+    """The cache's entries before one is added. A file that is not a JSON object (cut short, hand-edited, another
+    program's) is renamed aside, not written over: on a cache shared by several machines (NFS) the rewrite kept one
+    entry and dropped every other machine's (an audit); the aside copy keeps them for whoever can mend it."""
+    try:
+        data = json.loads(path.read_text())
+        if isinstance(data, dict):
+            return data
+        why = f"its top level is a {type(data).__name__}, not an object"
+    except FileNotFoundError:
+        return {}
+    except ValueError as e:
+        why = str(e)
+    except OSError:  # unreadable here (permissions): the write that follows says so
+        return {}
+    aside = path.with_name(f"{path.name}.unreadable-{time.strftime('%Y%m%dT%H%M%S')}")
+    try:
+        path.replace(aside)
+        log.warning("the choice cache %s could not be read (%s): kept as %s, and a new one started", path, why, aside)
+    except OSError as e:
+        log.warning("the choice cache %s could not be read (%s) nor kept aside (%s): it is written anew", path, why, e)
+    return {}
 
 
 _UNWRITABLE: set[str] = set()  # choice caches found unwritable in this process (warned about once)
@@ -542,7 +567,7 @@ def choose(bundle: "Bundle", backend: str = "auto", precision: str = "auto", tar
     if backend != "auto" and precision != "auto":
         c = Candidate(backend, precision, target if precision == "int8" else None)
         return Choice(c, "pinned by the caller", "pinned", device=dev), None
-    request = {"backend": backend, "precision": precision, "target": target, "device": device, "threads": threads}
+    request = choice_request(backend, precision, target, device, threads)
     path = cache_path() if use_cache else None
     key = cache_key(bundle, dev, request)
     # one choice at a time per key in this process: four threads loading one bundle at once each timed the candidates
@@ -553,6 +578,20 @@ def choose(bundle: "Bundle", backend: str = "auto", precision: str = "auto", tar
     # times and the others wait for it and read its choice from the cache
     with _key_lock(key), _across_processes(path, key, f"the backend choice for {bundle.name}"):
         return _choose(bundle, backend, precision, target, device, threads, use_cache, facts, dev, request, path, key)
+
+
+def choice_request(backend: str, precision: str, target: str | None, device: str, threads: int) -> dict[str, Any]:
+    """What was asked, as the cache keys it. ``threads`` 0 leaves ONNX Runtime to ``$OMP_NUM_THREADS`` where it is
+    set (:func:`edgeseg._ort.resolve_threads`; OpenVINO ignores it): that count is part of the request then, since a
+    choice timed with 2 ONNX Runtime threads was reused under ``OMP_NUM_THREADS=1`` (an audit). Unset, the request is
+    what it was before, so caches written then still hold."""
+    from .._ort import resolve_threads
+
+    request: dict[str, Any] = {"backend": backend, "precision": precision, "target": target, "device": device,
+                               "threads": threads}
+    if not threads and resolve_threads(0):
+        request["onnxruntime_threads"] = resolve_threads(0)
+    return request
 
 
 #: the longest a process waits for another one's choice or check of the same model (then it measures itself, said)
@@ -618,6 +657,9 @@ def _choose(bundle: "Bundle", backend: str, precision: str, target: str | None, 
                  cached.reason, "" if not cached.under_load else "; measured while the machine was busy, kept until a "
                  "start finds it idle" + ("" if retiming else time.strftime(
                      " after %H:%M (timed again under load before)", time.localtime(cached.retime_after))))
+        for note in cached.notes:
+            if note.startswith(UNVERIFIED):
+                log.warning("%s", note)
         return cached, None
     if cached is None and facts is None:  # the first start on a device is silent for 20-40 s otherwise (an audit)
         log.info("backend choice for %s: none cached for this device yet: checking what runs here (and how accurately "
@@ -637,7 +679,8 @@ def _choose(bundle: "Bundle", backend: str, precision: str, target: str | None, 
                                  + "\n    ".join(f"{c.label}: {why}" for c, why in excluded),
                                  fix=_nothing_runs_fix(facts, backend, precision, target, device))
     if len(cands) == 1:
-        choice = Choice(cands[0], "the only candidate", "only candidate", excluded=tuple(excluded), device=dev, notes=notes)
+        choice = Choice(cands[0], "the only candidate", "only candidate", excluded=tuple(excluded), device=dev,
+                        notes=notes + _unverified_note(facts, cands[0]))
         return _log(bundle, choice), None
     runners, failed = activate_candidates(bundle, cands, device, threads)
     excluded += failed
@@ -676,7 +719,7 @@ def _choose(bundle: "Bundle", backend: str, precision: str, target: str | None, 
     # timed again because a look found it idle, and busy again: not for RETIME_BACKOFF_S (each try costs the start)
     again = time.time() + RETIME_BACKOFF_S if load and cached is not None and cached.under_load else 0.0
     choice = Choice(best, reason + " (measured here, side by side)", "measured", tuple(sorted(timings.items(), key=lambda kv: kv[1])),
-                    tuple(excluded), dev, notes, under_load=load, retime_after=again)
+                    tuple(excluded), dev, notes + _unverified_note(facts, best), under_load=load, retime_after=again)
     if not short:
         _write_cache(path, key, choice)
     return _log(bundle, choice), runners[best]
@@ -739,25 +782,43 @@ def _still_usable(c: Candidate) -> tuple[bool, str]:
         return False, str(e)
 
 
+#: how a note about an INT8 model run although its accuracy is not known to hold here begins (said as a warning on
+#: every start that uses the choice, cached or not)
+UNVERIFIED = "INT8 accuracy not verified here"
+
+
+def _unverified_note(facts: Facts, c: Candidate) -> tuple[str, ...]:
+    """A note when ``c`` is an INT8 model that runs only because ``--precision int8`` asked for it: its gate failed,
+    or does not carry to this CPU (an audit: the reason was dropped and the model ran without a word)."""
+    if c.precision != "int8":
+        return ()
+    passed, why = facts.int8_models.get(c.target, (False, "no gate recorded"))
+    if passed and (c.target, c.backend) in facts.int8_unverified:
+        passed, why = False, facts.int8_unverified[(c.target, c.backend)]
+    return () if passed else (f"{UNVERIFIED} ({c.label}, run because INT8 was asked for): {why}",)
+
+
 def _log(bundle: "Bundle", choice: Choice) -> Choice:
     log.info("backend choice for %s: %s (%s)", bundle.name, choice.candidate.label, choice.reason)
     for note in choice.notes:
-        log.info("%s", note)
+        log.log(logging.WARNING if note.startswith(UNVERIFIED) else logging.INFO, "%s", note)
     return choice
 
 
 def _device_notes(bundle: "Bundle", dev: DeviceInfo) -> Iterable[str]:
-    """Say when INT8 latency decisions recorded in the bundle were made on another CPU (re-timed here)."""
+    """Say when the INT8 model's per-layer float/INT8 split was timed on another CPU (the model is timed here as it
+    is; only a new ``edgeseg quantize`` would split it for this CPU)."""
     for target, entry in (bundle.report.get("int8") or {}).items():
         if target != "cpu":  # only the cpu target makes per-layer latency decisions (edgeseg quantize)
             continue
         made_on = entry.get("device") if isinstance(entry, dict) else None
         if isinstance(made_on, dict) and not dev.same_cpu(made_on):
-            yield (f"the {target} INT8 model's latency decisions were made on {made_on.get('cpu')} "
-                   f"({', '.join(made_on.get('isa', ()))}); this is {dev.cpu} ({', '.join(dev.isa)}): re-timed here "
-                   "instead of trusted")
+            yield (f"the {target} INT8 model's layers were kept in float or quantized by timings on {made_on.get('cpu')} "
+                   f"({', '.join(made_on.get('isa', ()))}); this is {dev.cpu} ({', '.join(dev.isa)}): the model as it is "
+                   "is timed here against the others (edgeseg quantize on this CPU would split it for this CPU)")
         elif isinstance(entry, dict) and "latency_ms" in entry and made_on is None:
-            yield (f"the {target} INT8 model's latency decisions do not say which CPU made them: re-timed here")
+            yield (f"the {target} INT8 model's layers were kept in float or quantized by timings on an unrecorded CPU: "
+                   "the model as it is is timed here against the others")
 
 
 def describe(choice: Choice) -> Sequence[str]:

@@ -22,6 +22,25 @@ ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "a
              # aarch64 (Jetson, Graviton, Raspberry Pi): NEON, its int8 dot products and matrix multiply, SVE
              "asimd", "asimddp", "i8mm", "sve", "sve2")
 RUNTIMES = ("onnxruntime", "openvino", "tensorrt", "torch")
+#: the packages each runtime installs as (Jetson and CUDA hosts install onnxruntime-gpu, NVIDIA's wheels tensorrt-cu12):
+#: an upgrade of any of them changes what a choice or an INT8 check measured (an audit: only the first names were
+#: looked up, so an onnxruntime-gpu upgrade reused the old choices and verdicts)
+RUNTIME_DISTS = {"onnxruntime": ("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino", "onnxruntime-directml"),
+                 "openvino": ("openvino",), "tensorrt": ("tensorrt", "tensorrt-cu12", "tensorrt-cu11", "tensorrt-cu13"),
+                 "torch": ("torch",)}
+
+
+def runtime_versions() -> tuple[str, ...]:
+    """``name==version`` of each installed runtime package (:data:`RUNTIME_DISTS`), in :data:`RUNTIMES` order."""
+    out = []
+    for runtime in RUNTIMES:
+        for dist in RUNTIME_DISTS[runtime]:
+            try:
+                out.append(f"{dist}=={metadata.version(dist)}")
+                break
+            except metadata.PackageNotFoundError:
+                continue
+    return tuple(out)
 #: ISA flags with an INT8 dot product that accumulates u8*s8 pairs in 32 bits (no int16 saturation); on
 #: aarch64 the dot-product and matrix instructions (without them, ONNX Runtime's s8s8 NEON kernels add two
 #: products in 16 bits, which wraps for a -128 weight: treated as x86 without VNNI is)
@@ -60,7 +79,7 @@ class DeviceInfo:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
 
     def describe(self) -> str:
-        return f"{self.cpu} ({', '.join(self.isa) or 'no AVX2'}; {self.cores} cores; {', '.join(self.runtimes)})"
+        return f"{self.cpu} ({', '.join(self.isa) or 'no AVX2 or CPU flags unknown'}; {self.cores} cores; {', '.join(self.runtimes)})"
 
     def same_cpu(self, other: "DeviceInfo | dict") -> bool:
         """Whether ``other`` (a DeviceInfo or its recorded dict) is the same CPU model with the same ISA flags."""
@@ -116,11 +135,5 @@ def device_info() -> DeviceInfo:
             name, isa = cpu_model_and_flags(f.read(), device_tree_model())
     except OSError:
         name, isa = "", ()
-    runtimes = []
-    for dist in RUNTIMES:
-        try:
-            runtimes.append(f"{dist}=={metadata.version(dist)}")
-        except metadata.PackageNotFoundError:
-            continue
     return DeviceInfo(name or platform.processor() or platform.machine(), isa, usable_cores(),
-                      platform.machine(), tuple(runtimes))
+                      platform.machine(), runtime_versions())

@@ -16,11 +16,14 @@ check's threshold.
 from __future__ import annotations
 
 import functools
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import EdgesegError
 from .device import DeviceInfo
+
+log = logging.getLogger("edgeseg.backends")
 
 if TYPE_CHECKING:
     from ..bundle import Bundle
@@ -153,6 +156,12 @@ def task_metric_gate(bundle: "Bundle", precision: str = "bf16", threads: int = 0
     if not isinstance(spec, str) or not spec:
         return None
     from ..data import open_dataset
+    from ..data.base import relative_paths
+
+    if relative_paths(spec):  # relative to the folder the bundle was made in, not known here: it could open other data
+        log.debug("%s: its accuracy was recorded on %s, a path relative to where it was made: not scored here",
+                  bundle.name, spec)
+        return None
 
     try:
         dataset = open_dataset(spec, split=acc.get("split") or "val")
@@ -276,7 +285,10 @@ def int8_arithmetic_risk(bundle: "Bundle", target: str | None, dev: DeviceInfo, 
       +0.04 against their AVX2 gates, every one inside its budget; ``tests/test_zoo.py``).
     * OpenVINO: a gate holds only on the INT8 arithmetic it was measured on.
 
-    A gate with no recorded device is trusted as before (bundles made before edgeseg recorded it)."""
+    A gate with no recorded device is trusted as before (bundles made before edgeseg recorded it). A gate whose
+    CPU flags were not recorded (``edgeseg quantize`` on Windows or macOS, which have no ``/proc/cpuinfo``), or a CPU
+    here whose flags cannot be read, is not known to add as this CPU does: unless the two are the same CPU, ONNX
+    Runtime keeps it only with 7-bit weights and OpenVINO not (then the task metric is scored here where the data is)."""
     from .device import architecture, int8_arithmetic
 
     if backend not in ("onnxruntime", "openvino"):  # a GPU runtime: the host CPU's arithmetic does not matter
@@ -294,13 +306,20 @@ def int8_arithmetic_risk(bundle: "Bundle", target: str | None, dev: DeviceInfo, 
                 f"{architecture(dev.machine)}: re-quantize on such a CPU to gate it here")
     # exact int32 sums are the same sums on any CPU; 16-bit ones (x86 without VNNI saturates, aarch64 without dot
     # products wraps) are the same only on the same architecture
-    if "unknown" in (gated, here) or (gated == here and (same_arch or gated == "vnni")):
+    if "unknown" in (gated, here):
+        if dev.same_cpu(made_on):  # quantized on this very CPU (one whose flags no one can read)
+            return None
+        where = (f"its accuracy gate ran on {made_on.get('cpu') or 'a CPU'} ({_flags_said(gated, 'that')}); "
+                 f"this CPU: {_flags_said(here, 'this')}")
+    elif gated == here and (same_arch or gated == "vnni"):
         return None
-    where = (f"its accuracy gate ran on {made_on.get('cpu')} ({gated} INT8 sums); this CPU's are {here}" if same_arch else
-             f"its accuracy gate ran on {made_on.get('cpu')} ({arch}, {gated} INT8 sums); this CPU's are {here} "
-             f"({architecture(dev.machine)})")
+    else:
+        where = (f"its accuracy gate ran on {made_on.get('cpu')} ({gated} INT8 sums); this CPU's are {here}" if same_arch
+                 else f"its accuracy gate ran on {made_on.get('cpu')} ({arch}, {gated} INT8 sums); this CPU's are {here} "
+                      f"({architecture(dev.machine)})")
     if backend == "openvino":
-        return f"{where}, and OpenVINO's INT8 results differ between the two: re-quantize on such a CPU to gate it here"
+        return (f"{where}, and OpenVINO's INT8 results {'may ' if 'unknown' in (gated, here) else ''}differ between "
+                "the two: re-quantize on such a CPU to gate it here")
     if gated == "saturating" and here == "vnni":
         return None  # exact sums here: what the INT8 model means (see above)
     try:
@@ -309,9 +328,16 @@ def int8_arithmetic_risk(bundle: "Bundle", target: str | None, dev: DeviceInfo, 
         return None
     if weights_fit_7bit(path):
         return None
-    return (f"{where}, and with 8-bit weights ONNX Runtime's 16-bit INT8 sums overflow here where the gate's did not, "
-            "so that accuracy does not hold: re-quantize (edgeseg quantize --target cpu, whose weights fit 7 bits) to "
+    return (f"{where}, and with 8-bit weights ONNX Runtime's 16-bit INT8 sums can overflow where exact ones do not, "
+            "so that accuracy is not known to hold here: re-quantize (edgeseg quantize --target cpu, whose weights fit 7 bits) to "
             "make it valid on every CPU")
+
+
+def _flags_said(arithmetic: str, which: str) -> str:
+    """``unknown`` INT8 sums said as what they are: flags not recorded / not readable."""
+    if arithmetic != "unknown":
+        return f"{arithmetic} INT8 sums"
+    return "its CPU flags were not recorded" if which == "that" else "INT8 sums not known (its CPU flags cannot be read)"
 
 
 @functools.lru_cache(maxsize=32)

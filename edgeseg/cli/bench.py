@@ -7,9 +7,12 @@ import sys
 from ._common import add_json_option, add_runtime_options, check_output, print_table, write_json
 
 NAME = "bench"
-HELP = "latency of a bundle: what edgeseg run would use here (default), given backends, or the whole matrix (--all)"
+HELP = ("latency of a bundle: what edgeseg predict / edgeseg.load would use here (default), given backends, or the "
+        "whole matrix (--all)")
 EXAMPLES = (
-    "edgeseg bench road.edgeseg                          # times and names what 'edgeseg run' would use here",
+    "edgeseg bench road.edgeseg                          # times and names what 'edgeseg predict' would use here",
+    "edgeseg bench road.edgeseg --threads 1              # what 'edgeseg run' uses on 2 cores (it leaves a core to "
+    "the stream on up to 4: --threads CORES-1), and warms its cached choice",
     "edgeseg bench road.edgeseg --all --json matrix.json # every backend x precision x INT8 target, side by side",
     "edgeseg bench road.edgeseg --backend onnxruntime,openvino --runs 50 --json bench.json",
     "edgeseg bench road.edgeseg --backend onnxruntime --backend torch --threads 2 --size 960x720",

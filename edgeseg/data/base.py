@@ -18,7 +18,7 @@ from typing import Any, Callable, Dict, Iterator, List, overload
 import numpy as np
 
 from .._registry import Registry
-from ..errors import DataError, InputError
+from ..errors import DataError, EdgesegError, InputError
 from ..structures import ImageShape
 from .._compat import removeprefix
 
@@ -224,6 +224,55 @@ def coco_image_dir(kind: str, prefix: str, path: Path, options: dict[str, str]) 
             return cand
     raise DataError(f"{kind}: no image folder {split_name!r} beside {path}",
                     fix="give it with images=DIR (edgeseg eval: --images DIR)")
+
+
+#: dataset spec options that name a file or folder (folder:'s classes and list, COCO's images, YOLO's names)
+PATH_OPTIONS = ("images", "list", "classes", "names")
+
+
+def recordable_spec(spec: str) -> str:
+    """``spec`` with every relative path it names (arguments and :data:`PATH_OPTIONS`) that exists from here made
+    absolute, as a bundle's report should record it: its INT8 checks open that dataset again from wherever the bundle
+    is used (an audit: ``coco-instance:../shared/data/...`` opened from the trainer's folder only, and from another
+    folder could open other data). Synthetic specs, absent paths and specs that do not parse are returned as given."""
+    from .mixture import is_mixture, parse_mixture
+
+    if is_mixture(spec):
+        try:
+            parts = parse_mixture(spec)
+        except EdgesegError:
+            return spec
+        return ";".join((f"{k}*" if k > 1 else "") + recordable_spec(part) for part, k in parts)
+    try:
+        parsed = DatasetSpec.parse(spec)
+    except EdgesegError:
+        return spec
+    if parsed.kind.startswith("synthetic"):
+        return spec
+
+    def absolute(value: str) -> str:
+        p = Path(value).expanduser()
+        return str(p.resolve()) if value and not p.is_absolute() and p.exists() else value
+
+    args = [absolute(a) for a in parsed.args]
+    opts = [f"{k}={absolute(v) if k in PATH_OPTIONS else v}" for k, v in parsed.options]
+    if args == list(parsed.args) and all(absolute(v) == v for k, v in parsed.options if k in PATH_OPTIONS):
+        return spec  # nothing relative: kept exactly as written
+    return f"{parsed.kind}:" + ",".join(args + opts)
+
+
+def relative_paths(spec: str) -> list[str]:
+    """The relative paths a (non-synthetic) dataset spec names: meaningful only from the folder it was written in."""
+    from .mixture import is_mixture, parse_mixture
+
+    try:
+        specs = [p for p, _ in parse_mixture(spec)] if is_mixture(spec) else [spec]
+        parsed = [DatasetSpec.parse(s) for s in specs]
+    except EdgesegError:
+        return []
+    return [v for d in parsed if not d.kind.startswith("synthetic")
+            for v in list(d.args) + [v for k, v in d.options if k in PATH_OPTIONS]
+            if v and not Path(v).expanduser().is_absolute()]
 
 
 def open_dataset(spec: str, split: str = "val") -> SegmentationDataset:

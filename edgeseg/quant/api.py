@@ -445,7 +445,9 @@ def _gate_data(scorer, eval_dataset, spec: str | None, split: str | None, held) 
         return {}
     if eval_dataset is None:
         return {"agreement_frames": len(held)}
-    out: dict[str, Any] = {"dataset": spec if spec is not None else repr(eval_dataset)}
+    from ..data.base import recordable_spec
+
+    out: dict[str, Any] = {"dataset": recordable_spec(spec) if spec is not None else repr(eval_dataset)}
     if split is not None:
         out["split"] = split
     if hasattr(eval_dataset, "__len__"):  # an iterable without a length records no count

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from ..data.base import recordable_spec
 from ..errors import InputError
 from ..structures import InputSpec
 from .trainer import LAST, TrainConfig, Trainer, TrainResult, seed_everything
@@ -303,8 +304,8 @@ def training_record(job: TrainJob, trainer: Trainer, result: TrainResult, n_trai
         "command": job.command,
         "model": job.model,
         "model_kwargs": job.model_kwargs,
-        "data": job.data,
-        "val_data": job.val_data or job.data,
+        "data": recordable_spec(job.data),
+        "val_data": recordable_spec(job.val_data or job.data),
         "init": None if job.init is None else str(job.init),
         "splits": {"train": job.train_split, "val": job.val_split},
         "images": {"train": n_train, "val": n_val},
@@ -351,7 +352,7 @@ def export_and_record(job: TrainJob, model, train, val, spec: InputSpec, record:
     bundle.update_report("training", record)
     with load(str(job.export), backend="onnxruntime", precision="fp32", device="cpu") as predictor:
         scores = evaluate(predictor, val, progress=False, boundary=True)
-    accuracy = {"fp32": {"data": job.val_data or job.data, "split": job.val_split, "backend": "onnxruntime",
+    accuracy = {"fp32": {"data": recordable_spec(job.val_data or job.data), "split": job.val_split, "backend": "onnxruntime",
                          **{k: scores.to_dict()[k] for k in ("miou", "macc", "pixel_acc", "boundary_f1", "num_images")},
                          "per_class_iou": {k: v["iou"] for k, v in scores.to_dict()["per_class"].items()}}}
     report = bundle.report

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -108,6 +109,53 @@ def test_int8_arithmetic_risk(tmp_path, gated_isa, here_isa, weights_max, risky,
     here = DeviceInfo("Y", here_isa, 2, machine, ())
     assert (ch.int8_arithmetic_risk(FakeBundle(), "cpu", here) is not None) == risky
     assert (ch.int8_arithmetic_risk(FakeBundle(), "cpu", here, "openvino") is not None) == risky_ov
+
+
+def _dq_model(path, weights_max):
+    import numpy as np
+    import onnx
+    from onnx import helper, numpy_helper
+
+    w = np.array([[[[weights_max]]], [[[-3]]]], np.int8)
+    graph = helper.make_graph(
+        [helper.make_node("DequantizeLinear", ["w", "s"], ["wf"], axis=0), helper.make_node("Conv", ["x", "wf"], ["y"])],
+        "g", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 1, 2, 2])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 2, 2, 2])],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(np.array([0.1, 0.1], np.float32), "s")])
+    onnx.save(helper.make_model(graph), str(path))
+    return path
+
+
+@pytest.mark.parametrize("gated_cpu, gated_isa, here_cpu, here_isa, weights_max, risky, risky_ov", [
+    # quantized on Windows/macOS (no /proc/cpuinfo: no flags recorded), run on this AVX2 CPU: an audit found it
+    # trusted by both runtimes; now ONNX Runtime needs 7-bit weights and OpenVINO is scored here (or left out)
+    ("Intel64 Family 6", [], "AMD EPYC", ("avx2", "fma"), 127, True, True),
+    ("Intel64 Family 6", [], "AMD EPYC", ("avx2", "fma"), 64, False, True),
+    ("Intel64 Family 6", [], "AMD EPYC", ("avx2", "avx512_vnni"), 127, True, True),
+    # a CPU whose flags cannot be read here, running a gate from a known one
+    ("AMD EPYC", ["avx2", "avx512_vnni"], "Apple M2", (), 127, True, True),
+    # quantized and run on the very same machine whose flags no one can read: its own gate holds
+    ("Intel64 Family 6", [], "Intel64 Family 6", (), 127, False, False),
+])
+def test_int8_gate_from_a_cpu_without_recorded_flags_is_not_trusted_elsewhere(
+        tmp_path, gated_cpu, gated_isa, here_cpu, here_isa, weights_max, risky, risky_ov):
+    path = _dq_model(tmp_path / "m.onnx", weights_max)
+
+    class FakeBundle:
+        report = {"int8": {"cpu": {"met_budget": True, "device": {"cpu": gated_cpu, "isa": gated_isa, "machine": "x86_64"}}}}
+
+        @staticmethod
+        def model_path(precision, target):
+            return path
+
+    here = DeviceInfo(here_cpu, here_isa, 2, "x86_64", ())
+    ort_why = ch.int8_arithmetic_risk(FakeBundle(), "cpu", here)
+    ov_why = ch.int8_arithmetic_risk(FakeBundle(), "cpu", here, "openvino")
+    assert (ort_why is not None, ov_why is not None) == (risky, risky_ov)
+    if risky_ov:
+        assert ("flags were not recorded" in ov_why) == (not gated_isa)
+        assert ("flags cannot be read" in ov_why) == (not here_isa)
+        assert "may differ" in ov_why
 
 
 def test_int8_arithmetic_risk_follows_a_rescoring():
@@ -383,6 +431,28 @@ def test_a_corrupt_cache_is_ignored_and_rewritten(road, cache, caplog):
     runner and runner.deactivate()
     assert "ignoring the unreadable choice cache" in caplog.text
     assert c.candidate.precision == "fp32" and json.loads(cache.read_text())
+    # an audit: on a cache several machines share, the rewrite dropped every other entry; the bad file is kept aside
+    aside = list(cache.parent.glob("choices.json.unreadable-*"))
+    assert len(aside) == 1 and aside[0].read_text() == "{not json" and f"kept as {aside[0]}" in caplog.text
+    cache.write_text("[1, 2]")  # valid JSON, not an object: kept aside too, not overwritten silently
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="edgeseg.backends"):
+        ch._store(cache, "k", {"x": 1}, "check")
+    assert "top level is a list" in caplog.text and json.loads(cache.read_text())["k"]["x"] == 1
+
+
+def test_omp_num_threads_is_part_of_the_choice_key(road, monkeypatch):
+    """An audit: ONNX Runtime takes ``$OMP_NUM_THREADS`` threads when none are asked for, and a choice timed with 2
+    was reused, "cached for this device", under ``OMP_NUM_THREADS=1``. Unset, the key is what it was (caches hold)."""
+    dev = ch.device_info()
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    plain = ch.choice_request("auto", "auto", None, "auto", 0)
+    assert plain == {"backend": "auto", "precision": "auto", "target": None, "device": "auto", "threads": 0}
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    omp = ch.choice_request("auto", "auto", None, "auto", 0)
+    assert omp["onnxruntime_threads"] == 1 and ch.cache_key(road, dev, omp) != ch.cache_key(road, dev, plain)
+    assert ch.choice_request("auto", "auto", None, "auto", 2)["threads"] == 2  # asked threads win over the variable
+    assert "onnxruntime_threads" not in ch.choice_request("auto", "auto", None, "auto", 2)
 
 
 def test_malformed_cache_entries_are_measured_again_and_writers_keep_each_others(road, cache, caplog):
@@ -445,7 +515,8 @@ def test_int8_gate_and_decisions_made_on_another_cpu_are_retimed(road, tmp_path)
     report["int8"]["tensorrt"].pop("met_budget")
     copy.update_report("int8", report["int8"])
     notes = list(ch._device_notes(copy, ch.device_info()))
-    assert notes and "made on Some Other CPU" in notes[0] and "re-timed here" in notes[0]
+    # an audit: it said "re-timed here instead of trusted", but the per-layer split stays the other CPU's
+    assert notes and "quantized by timings on Some Other CPU" in notes[0] and "the model as it is is timed here" in notes[0]
     ok, why = ch.int8_gate(copy, "tensorrt")
     assert not ok and "no accuracy measured" in why
 
@@ -1080,6 +1151,59 @@ def test_the_memory_left_counts_a_containers_limit(tmp_path):
     assert _memory.cgroup_headroom(str(cg), tmp_path / "none") is None
 
 
+def test_a_cpu_quota_is_read_from_cgroup_v1_v2_and_the_groups_above(tmp_path):
+    """An audit: only the root's cgroup v2 ``cpu.max`` was read, so a 1-CPU quota of cgroup v1 (Docker ``--cpus 1`` on
+    such hosts) or on a parent group (systemd ``CPUQuota=``) left every core counted, and a choice timed without the
+    quota was reused under it."""
+    from edgeseg import _timing
+
+    cg = tmp_path / "cgroup"
+    v1 = tmp_path / "cpu,cpuacct" / "docker" / "abc"  # mounted under its joined name (no cpu symlink)
+    v1.mkdir(parents=True)
+    (v1 / "cpu.cfs_quota_us").write_text("150000\n")
+    (v1 / "cpu.cfs_period_us").write_text("100000\n")
+    (tmp_path / "cpu,cpuacct" / "cpu.cfs_quota_us").write_text("-1\n")  # the root: none
+    (tmp_path / "cpu,cpuacct" / "cpu.cfs_period_us").write_text("100000\n")
+    cg.write_text("4:memory:/docker/abc\n2:cpu,cpuacct:/docker/abc\n")
+    assert _timing.cgroup_cpu_limit(str(cg), tmp_path) == 2  # 1.5 CPUs: 2 threads can run
+    (v1 / "cpu.cfs_quota_us").write_text("50000\n")
+    assert _timing.cgroup_cpu_limit(str(cg), tmp_path) == 1
+    v2 = tmp_path / "app.slice"  # v2: the quota on the parent of the process's group
+    (v2 / "svc").mkdir(parents=True)
+    (v2 / "cpu.max").write_text("100000 100000\n")
+    (v2 / "svc" / "cpu.max").write_text("max 100000\n")
+    cg.write_text("0::/app.slice/svc\n")
+    assert _timing.cgroup_cpu_limit(str(cg), tmp_path) == 1
+    (v2 / "cpu.max").write_text("max 100000\n")
+    assert _timing.cgroup_cpu_limit(str(cg), tmp_path) is None
+    assert _timing.cgroup_cpu_limit(str(tmp_path / "absent"), tmp_path) is None
+
+
+def test_a_real_cgroup_v1_cpu_quota_counts_one_core_and_keys_the_choice_apart(tmp_path):
+    """The same on the kernel's own files: a child in a cgroup v1 group with a 1-CPU quota counts 1 usable core (so its
+    device key, and the cached choice, differ from the host's). Needs root and the v1 cpu controller."""
+    import os
+    import subprocess
+    import sys
+
+    group = Path("/sys/fs/cgroup/cpu")
+    if os.geteuid() != 0 or not (group / "cpu.cfs_quota_us").is_file():
+        pytest.skip("needs root and the cgroup v1 cpu controller to give a child a CPU quota")
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs at least 2 CPUs to see a 1-CPU quota")
+    code = "from edgeseg.backends.device import device_info; print(device_info().cores)"
+    g = group / f"edgeseg_test_{os.getpid()}"
+    g.mkdir()
+    try:
+        (g / "cpu.cfs_period_us").write_text("100000")
+        (g / "cpu.cfs_quota_us").write_text("100000")
+        run = subprocess.run(["bash", "-c", f"echo $$ > {g}/cgroup.procs; exec {sys.executable} -c \"$0\"", code],
+                             capture_output=True, text=True, timeout=120)
+    finally:
+        g.rmdir()
+    assert run.returncode == 0 and run.stdout.split()[-1] == "1", (run.stdout, run.stderr[-2000:])
+
+
 def test_a_choice_made_with_candidates_left_out_for_memory_is_not_cached(tmp_path, monkeypatch):
     """The review: one start at a moment of little memory timed only the first candidate (FP32), and the choice was
     cached as any other: that device ran FP32 for good where INT8 was 2x faster."""
@@ -1106,3 +1230,62 @@ def test_a_choice_made_with_candidates_left_out_for_memory_is_not_cached(tmp_pat
         runner.deactivate()
     assert again.how == "measured" and not any(why.startswith(ch.MEMORY_LEFT_OUT) for _, why in again.excluded)
     assert ch.choose(b, threads=1)[0].how == "cached"
+
+
+def test_runtime_versions_name_the_gpu_and_vendor_packages_of_each_runtime(monkeypatch):
+    """An audit: only ``onnxruntime`` and ``tensorrt`` were looked up, so on a Jetson or CUDA host (onnxruntime-gpu,
+    tensorrt-cu12) ONNX Runtime and TensorRT dropped out of the device key, and an upgrade of either reused the
+    choices and INT8 verdicts measured with the old one."""
+    from importlib import metadata
+
+    from edgeseg.backends import device
+
+    installed = {"onnxruntime-gpu": "1.20.1", "tensorrt-cu12": "10.3.0", "torch": "2.5.0"}
+
+    def version(dist):
+        if dist not in installed:
+            raise metadata.PackageNotFoundError(dist)
+        return installed[dist]
+
+    monkeypatch.setattr(device.metadata, "version", version)
+    assert device.runtime_versions() == ("onnxruntime-gpu==1.20.1", "tensorrt-cu12==10.3.0", "torch==2.5.0")
+    before = DeviceInfo("Orin", ("asimd",), 6, "aarch64", device.runtime_versions())
+    installed["onnxruntime-gpu"] = "1.22.0"
+    assert DeviceInfo("Orin", ("asimd",), 6, "aarch64", device.runtime_versions()).key != before.key
+    installed["onnxruntime"] = "1.32.0"  # both installed: the plain package is the one named first
+    assert device.runtime_versions()[0] == "onnxruntime==1.32.0"
+
+
+def test_int8_run_because_it_was_asked_for_says_its_accuracy_is_not_verified(road, cache, monkeypatch, caplog):
+    """An audit: ``--precision int8`` ran an INT8 model whose gate does not carry to this CPU (or failed) and the
+    reason was dropped: nothing said it. Now a warning on the first start and on every start that reads the choice."""
+    from edgeseg._timing import LoadProbe
+
+    monkeypatch.setattr(LoadProbe, "contended", lambda self, demand: 0.0)
+    why = "its accuracy gate ran on AMD EPYC (vnni INT8 sums); this CPU's are saturating"
+    facts = Facts({**ORT_OV, "openvino": (False, "not here")}, GATED, int8_unverified={("cpu", "onnxruntime"): why})
+    with caplog.at_level(logging.INFO, logger="edgeseg.backends"):
+        c, runner = ch.choose(road, precision="int8", target="cpu", threads=1, facts=facts)
+    runner and runner.deactivate()
+    assert c.candidate.label == "onnxruntime/int8:cpu"
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warned == [f"{ch.UNVERIFIED} (onnxruntime/int8:cpu, run because INT8 was asked for): {why}"]
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="edgeseg.backends"):
+        again, _ = ch.choose(road, precision="int8", target="cpu", threads=1, facts=facts)
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING] == warned
+    # several candidates asked for (both runtimes): timed, cached, and the warning said again from the cache
+    monkeypatch.setattr(ch, "_still_usable", lambda c: (True, ""))
+    both = Facts(ORT_OV, GATED, int8_unverified={("cpu", "onnxruntime"): why, ("cpu", "openvino"): why})
+    first, runner = ch.choose(road, precision="int8", target="cpu", threads=1, facts=both)
+    runner and runner.deactivate()
+    assert first.how == "measured" and any(n.startswith(ch.UNVERIFIED) for n in first.notes)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="edgeseg.backends"):
+        cached, _ = ch.choose(road, precision="int8", target="cpu", threads=1, facts=both)
+    assert cached.how == "cached"
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING] == [
+        f"{ch.UNVERIFIED} ({cached.candidate.label}, run because INT8 was asked for): {why}"]
+    ok, _ = ch.choose(road, precision="int8", target="cpu", threads=1,  # a gate that holds: nothing to say
+                      facts=Facts({**ORT_OV, "openvino": (False, "not here")}, GATED), use_cache=False)
+    assert not any(n.startswith(ch.UNVERIFIED) for n in ok.notes)

@@ -70,3 +70,48 @@ def test_camvid_and_cities(data_root):
     mix = open_dataset(f"4*camvid:{data_root / 'camvid'},exclude=0006R0;cityscapes-camvid:", "train")
     assert len(mix) == 4 * 266 + 2074
     assert mix[0].name == mix[266].name and mix[4 * 266].name.startswith("aachen")
+
+
+def test_specs_are_recorded_with_absolute_paths_and_relative_ones_are_not_scored_again(tmp_path, monkeypatch):
+    """An audit: street-instance's report recorded ``coco-instance:../shared/data/...`` (the trainer's folder), and the
+    on-device INT8 check opened it from wherever the bundle was used: from another folder it failed, or opened other
+    data. Reports now record absolute paths; a relative one (older bundles) is not scored again."""
+    from edgeseg.backends.gates import task_metric_gate
+    from edgeseg.data.base import recordable_spec, relative_paths
+
+    (tmp_path / "data" / "camvid").mkdir(parents=True)
+    (tmp_path / "data" / "val").mkdir()
+    (tmp_path / "data" / "instances_val.json").write_text("{}")
+    (tmp_path / "classes.txt").write_text("a\nb\n")
+    monkeypatch.chdir(tmp_path)
+    root = tmp_path.resolve()
+    assert recordable_spec("8*camvid:data/camvid,exclude=0006R0;cityscapes-camvid:data") == (
+        f"8*camvid:{root}/data/camvid,exclude=0006R0;cityscapes-camvid:{root}/data")
+    assert recordable_spec("coco-instance:data/instances_val.json,images=data/val") == (
+        f"coco-instance:{root}/data/instances_val.json,images={root}/data/val")
+    assert recordable_spec("folder:data/val,data/val,classes=classes.txt,void=255") == (
+        f"folder:{root}/data/val,{root}/data/val,classes={root}/classes.txt,void=255")
+    for kept in ("synthetic:100,size=160x120", "camvid:", "camvid:/abs/camvid", "camvid:not/here", "no spec"):
+        assert recordable_spec(kept) == kept  # nothing to resolve (absent paths stay as written, for the error)
+    assert relative_paths("8*camvid:data/camvid;cityscapes-camvid:/abs") == ["data/camvid"]
+    assert relative_paths("coco-instance:/abs/i.json,images=rel/val") == ["rel/val"]
+    assert relative_paths("synthetic:100") == relative_paths("camvid:") == relative_paths("camvid:/a") == []
+
+    import cv2
+
+    for sub in ("img", "mask"):
+        (tmp_path / "data" / sub).mkdir()
+        cv2.imwrite(str(tmp_path / "data" / sub / "a.png"), np.zeros((8, 8) if sub == "mask" else (8, 8, 3), np.uint8))
+    spec = "folder:data/img,data/mask,num_classes=2"
+    assert len(open_dataset(spec)) == 1  # it opens from here, and only from here
+
+    class Old:  # a bundle whose report names it
+        name = "old"
+        report = {"accuracy": {"fp32": {"data": spec, "split": "val"}}}
+        manifest = type("M", (), {"task": "depth"})()  # a task the check does not score: None right after opening
+
+    opened = []
+    monkeypatch.setattr("edgeseg.data.open_dataset", lambda *a, **k: opened.append(a) or [])
+    assert task_metric_gate(Old(), "int8", 1, "cpu", "onnxruntime") is None and not opened
+    Old.report["accuracy"]["fp32"]["data"] = recordable_spec(spec)  # absolute: opened
+    assert task_metric_gate(Old(), "int8", 1, "cpu", "onnxruntime") is None and opened == [(recordable_spec(spec),)]
