@@ -131,8 +131,10 @@ def test_per_source_records_count_the_frames_the_mux_dropped():
     m = MultiSource([live, file_], buffer_size=4)
     for _ in m:
         time.sleep(0.03)
-    by = {r["source"]: r["dropped"] for r in m.source_records()}
+    recs = {r["source"]: r for r in m.source_records()}
+    by = {k: r["dropped"] for k, r in recs.items()}
     assert by[file_] == 0 and by[live] > 0 and sum(by.values()) == m.dropped  # a file loses no frame
+    assert recs[file_]["frames"] == 40 and 0 < recs[live]["frames"] == 300 - by[live]  # the frames each handed on
 
 
 def test_another_run_writing_one_sources_file_is_refused_before_any_frame(bundle, tmp_path, capsys):

@@ -416,6 +416,43 @@ def test_a_camera_faster_than_the_model_does_not_starve_a_file_in_the_mux():
     assert got["file"] == 30 and got["cam"] > 10 and buf.dropped > 0, got
 
 
+@pytest.mark.parametrize("cameras, want", [
+    # four cameras at 15 fps behind a model taking 60 ms a frame (about 17 fps): first in, first out gave 289, 4, 0
+    # and 7 of 300 frames (an audit); in turn, a quarter each
+    ({"A": (67, 0), "B": (67, 1), "C": (67, 2), "D": (67, 3)}, {"A": 250, "B": 250, "C": 250, "D": 250}),
+    # 30 fps and 10 fps sharing 16.7 fps: 8.3 each (FIFO gave the fast one 12 fps against 0.9); a slower camera
+    # (4 fps) gets every frame and the fast one the rest
+    ({"fast": (33, 0), "slow": (100, 5)}, {"fast": 500, "slow": 500}),
+    ({"fast": (33, 0), "slow": (250, 5)}, {"fast": 760, "slow": 240}),
+])
+def test_cameras_faster_than_the_model_share_it_in_turn(cameras, want):
+    """The mux's live frames are taken from each source in turn (round robin, DeepStream's ``nvstreammux``); the
+    buffer on a simulated clock (a frame every ``period`` ms from ``phase``, the model taking one every 60 ms for
+    60 s): each camera gets its share, and its frames stay in its own order."""
+    from types import SimpleNamespace
+
+    from edgeseg.stream.sources.mux import _MuxBuffer
+
+    buf = _MuxBuffer(8, live=len(cameras), files=0)
+    got = dict.fromkeys(cameras, 0)
+    last = dict.fromkeys(cameras, -1)
+    sent = dict.fromkeys(cameras, 0)
+    for ms in range(60000):
+        for cam, (period, phase) in cameras.items():
+            if ms % period == phase:
+                buf.put_from(SimpleNamespace(source_id=cam, index=sent[cam]), live=True)
+                sent[cam] += 1
+        if ms % 60 == 0 and len(buf):
+            f = buf.get(0)
+            assert f.index > last[f.source_id]
+            last[f.source_id] = f.index
+            got[f.source_id] += 1
+    for cam, n in want.items():
+        assert abs(got[cam] - n) <= 0.04 * n, got
+    assert buf.taken_by == got and all(buf.dropped_by.get(c, 0) == sent[c] - got[c] - sum(
+        1 for f in buf._items if f.source_id == c) for c in cameras)
+
+
 def test_a_pipeline_opening_while_the_last_user_closes_the_shared_runner_keeps_it_active():
     """Review of the shared-runner count: pipeline A (the last user) released the runner and deactivated it
     after the lock; pipeline B, opening meanwhile, saw it active, left it, and then every frame of B failed
