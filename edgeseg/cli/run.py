@@ -79,7 +79,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--sink", metavar="OUT.mp4", action=_Once,
                    help="write the annotated video (H.264; .mp4, .m4v, .mov, .mkv or .avi by the name's suffix)")
     g.add_argument("--segment-s", type=float, default=None, metavar="SECONDS",
-                   help="with --sink (and/or --json-out with --json-segments): a new file every SECONDS of video, "
+                   help="with --sink (and/or --json-out with --json-segments): a new file every SECONDS of the source's "
+                        "time (frames the model could not take still count: 600 is 10 minutes of camera), "
                         "OUT.00000.mp4, OUT.00001.mp4, ... (each finished, playable, while the next records; numbering "
                         "goes on after an earlier run's files)")
     g.add_argument("--keep-segments", type=int, default=None, metavar="N",
@@ -97,7 +98,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--json-out", metavar="F.jsonl", action=_Once, help="one JSON line per frame: classes, scores, COCO RLE masks, pts")
     g.add_argument("--png-dir", metavar="DIR", action=_Once, help="one label PNG per frame")
     g.add_argument("--stats-json", metavar="F", action=_Once, help="write the run's Stats (fps, latency percentiles, drops, errors)")
-    g.add_argument("--fps", type=float, default=None, help="output frame rate (default: the source's, else 25)")
+    g.add_argument("--fps", type=float, default=None,
+                   help="output frame rate: the video's frames at index / FPS (default: each frame at its source time, "
+                        "so dropped frames and pauses keep real time; the source's rate, else 25, where it has none)")
     g.add_argument("--alpha", type=float, default=None, help="overlay opacity (default 0.5)")
     g.add_argument("--no-hud", dest="hud", action="store_false", default=None,
                    help="draw neither the fps/latency line nor the class legend on the video (a clean overlay)")

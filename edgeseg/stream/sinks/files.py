@@ -193,8 +193,7 @@ class JsonLinesSink(Sink):
         self.keep_segments = keep_segments if self.segment_s else None
         self.fps = fps
         self.segments: list[Any] = []  # with segment_s: every file of the run (Segment), finished or removed
-        self._segment_len = 0
-        self._per_source: dict[str, int] = {}  # frames of each source in the segment being written
+        self._clock: Any = None  # segments.SegmentClock: when the segment being written is full
         self._next_index = 0
         self._finisher = Finisher(keep=self.keep_segments)
         self._opened = False  # the (single) file opened: at the first frame
@@ -236,10 +235,11 @@ class JsonLinesSink(Sink):
 
     def _begin_segment(self) -> None:
         from .video import output_fps
-        from .segments import Segment, claim_segment, now_iso, segment_frames, segment_path
+        from .segments import Segment, SegmentClock, claim_segment, now_iso, segment_path
 
-        if not self._segment_len:
-            self._segment_len = segment_frames(self.segment_s, output_fps(self.fps, self._source, 25.0))
+        if self._clock is None:
+            self._clock = SegmentClock(self.segment_s, output_fps(self.fps, self._source, 25.0), by_time=not self.fps)
+        self._clock.restart()
         self._next_index = claim_segment(self.path, self._next_index)
         final = segment_path(self.path, self._next_index)
         self._next_index += 1
@@ -255,21 +255,20 @@ class JsonLinesSink(Sink):
 
     def write(self, frame: Frame, result: Any, packet: Packet | None = None) -> None:
         if self.segment_s:
-            # a segment holds segment_s seconds of each source (frames counted per source: with several sources
-            # interleaved, a count of all frames cut 60 s segments of two cameras at 30 s)
-            if self._f is not None and self._per_source.get(frame.source_id, 0) >= self._segment_len:
+            # a segment holds segment_s seconds of each source (its own time: with several sources interleaved, a
+            # count of all frames cut 60 s segments of two cameras at 30 s)
+            if self._f is not None and self._clock.full(frame):
                 f, self._f = self._f, None
                 self._finisher.finish_now(self._finishing(f, self.segments[-1]), self.segments[-1])
             if self._f is None:
                 self._begin_segment()
-                self._per_source = {}
         elif self._f is None:
             self._first_line()
         self._f.write(json.dumps(frame_record(frame, result, packet), separators=(",", ":")) + "\n")
         self.lines += 1
         if self.segment_s:
             self.segments[-1].frames += 1
-            self._per_source[frame.source_id] = self._per_source.get(frame.source_id, 0) + 1
+            self._clock.add(frame)
 
     @property
     def paths(self) -> list[Path]:

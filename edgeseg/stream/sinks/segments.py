@@ -64,10 +64,46 @@ def claim_segment(path: Path, index: int) -> int:
 
 
 def segment_frames(segment_s: float, fps: float) -> int:
-    """Frames in a segment of ``segment_s`` seconds at ``fps`` (the file's timestamps are ``index / fps``); a length
-    past any count (``1e308`` s) is one file."""
+    """Frames in a segment of ``segment_s`` seconds at ``fps`` (for frames without a source time:
+    :class:`SegmentClock`); a length past any count (``1e308`` s) is one file."""
     n = segment_s * fps
     return max(1, round(n)) if math.isfinite(n) and n < sys.maxsize else sys.maxsize
+
+
+class SegmentClock:
+    """Whether a segment is full when ``frame`` comes: ``segment_s`` seconds of its source's time (``Frame.pts_ns``)
+    since that source's first frame in the segment (less half a frame period, so a constant-rate source cuts every
+    ``segment_frames`` frames as before); for a source without times (or whose time went backwards), that many
+    frames of it. Before, segments were always ``round(segment_s x fps)`` frames: a live camera the model took a third
+    of the frames of wrote "2 s" files of 4-6 s (an audit), and ``--segment-s 600`` was not 10 minutes. The MP4 and
+    JSON-lines sinks use the same rule on the same frames, so their segments still begin at the same frame."""
+
+    def __init__(self, segment_s: float, fps: float, by_time: bool = True):
+        self.by_time = by_time  # False: frames only (an output rate given: its files' times are index / fps)
+        self.segment_ns = float(segment_s) * 1e9 - 0.5e9 / fps
+        self.max_frames = segment_frames(segment_s, fps)
+        self._first: dict[Any, int] = {}  # source id -> its first frame's time in this segment (-1: none)
+        self._count: dict[Any, int] = {}
+
+    def full(self, frame: Any) -> bool:
+        sid = getattr(frame, "source_id", None)
+        if not self._count.get(sid):
+            return False
+        first, pts = self._first[sid], getattr(frame, "pts_ns", -1)
+        if self.by_time and first >= 0 and pts is not None and pts >= first:
+            return pts - first >= self.segment_ns
+        return self._count[sid] >= self.max_frames
+
+    def add(self, frame: Any) -> None:
+        sid = getattr(frame, "source_id", None)
+        if sid not in self._first:
+            pts = getattr(frame, "pts_ns", -1)
+            self._first[sid] = pts if pts is not None and pts >= 0 else -1
+        self._count[sid] = self._count.get(sid, 0) + 1
+
+    def restart(self) -> None:
+        self._first.clear()
+        self._count.clear()
 
 
 @dataclass

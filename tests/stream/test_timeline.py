@@ -1,0 +1,127 @@
+"""Recordings keep their sources' time: each frame where its ``pts_ns`` says, segments cut by time.
+
+An audit ("time in the outputs"): every written frame was at ``index / fps``, so 12 s of a 30 fps camera the model
+took 10 fps of became a 4.4 s video, a variable-frame-rate clip with a 2 s pause lost the pause, and ``--segment-s 2``
+wrote files of 4-6 s of real time. The files are read back by FFmpeg (OpenCV), not by the code that wrote them.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from edgeseg.stream import JsonLinesSink, Mp4Sink
+from edgeseg.stream.sinks.segments import SegmentClock
+from edgeseg.stream.sinks.video import Timeline
+from edgeseg.structures.frame import Frame
+
+MS = 1_000_000
+
+
+def read_times_ms(path) -> list[float]:
+    """Each decoded frame's time in the file (FFmpeg's, through OpenCV), in ms."""
+    import cv2
+
+    cap = cv2.VideoCapture(str(path))
+    out = []
+    while True:
+        ok, _ = cap.read()
+        if not ok:
+            break
+        out.append(round(cap.get(cv2.CAP_PROP_POS_MSEC), 1))
+    cap.release()
+    return out
+
+
+def frames_at(times_ms, size=(48, 64), source="cam"):
+    img = np.zeros((*size, 3), np.uint8)
+    return [Frame(img, int(t * MS) if t is not None else -1, i, source) for i, t in enumerate(times_ms)]
+
+
+def test_the_timeline_follows_source_time_and_never_goes_back():
+    tl = Timeline(25.0)
+    # from the first frame; a 2 s pause kept; a frame without a time a period on; a clock that restarted (a camera
+    # that reconnected) goes on a period after the last frame, keeping its own spacing
+    got = [tl.place(t) for t in (5000 * MS, 5040 * MS, 7040 * MS, -1, 100 * MS, 140 * MS, 140 * MS)]
+    assert got == [0, 40 * MS, 2040 * MS, 2080 * MS, 2120 * MS, 2160 * MS, 2200 * MS]
+    assert [Timeline(10.0).place(-1) for _ in range(2)] == [0, 0] and Timeline(30.0).period_ns == 33_333_333
+
+
+@pytest.mark.parametrize("backend", ["gstreamer", "opencv"])
+def test_a_recording_of_dropped_and_paused_frames_plays_in_real_time(backend, tmp_path):
+    if backend == "gstreamer":
+        pytest.importorskip("gi")
+    # a 25 fps camera of which the model took every third frame, then a 2 s pause (the camera away), then every frame
+    times = [0, 120, 240, 360, 2360, 2400, 2440]
+    sink = Mp4Sink(tmp_path / "out.mp4", backend=backend)
+    sink.bind_source(type("S", (), {"fps": 25.0, "parts": ()})())
+    sink.open()
+    for f in frames_at(times):
+        sink.write(f, None)
+    sink.close()
+    got = read_times_ms(tmp_path / "out.mp4")
+    if backend == "gstreamer":  # each frame at its time (before: 0, 40, ... 240 ms: 2.4 s of camera in 0.28 s)
+        assert got == [float(t) for t in times]
+    else:  # OpenCV's writer is constant-rate: gaps are filled with the frame before, so the times still hold
+        assert len(got) == 2440 // 40 + 1 and got[-1] == 2440.0
+    assert sink.frames == len(times)
+
+
+def test_an_output_rate_given_retimes_every_frame(tmp_path):
+    pytest.importorskip("gi")
+    sink = Mp4Sink(tmp_path / "out.mp4", fps=10)  # --fps 10: the user's rate, whatever the source's times
+    sink.open()
+    for f in frames_at([0, 500, 2000]):
+        sink.write(f, None)
+    sink.close()
+    assert read_times_ms(tmp_path / "out.mp4") == [0.0, 100.0, 200.0]
+
+
+def test_segments_are_cut_by_source_time_in_the_video_and_the_json_alike(tmp_path):
+    pytest.importorskip("gi")
+    # 30 fps camera, the model taking about 12 fps, irregularly: "1 s" segments hold 1 s of camera time each
+    rng = np.random.default_rng(0)
+    times = np.cumsum(rng.choice([33.3, 66.7, 100.0], size=60)).round(1).tolist()
+    video = Mp4Sink(tmp_path / "rec.mp4", segment_s=1.0)
+    lines = JsonLinesSink(tmp_path / "rec.jsonl", segment_s=1.0)
+    for sink in (video, lines):
+        sink.bind_source(type("S", (), {"fps": 30.0, "parts": ()})())
+        sink.open()
+    for f in frames_at(times):
+        video.write(f, None)
+        lines.write(f, None)
+    video.close()
+    lines.close()
+    segs = video.segments
+    assert [s.frames for s in segs] == [s.frames for s in lines.segments]  # the same frames in both
+    firsts = [s.first_frame for s in segs]
+    for a, b in zip(firsts, firsts[1:]):  # each spans under a second of the camera's time, and the next starts at 1 s
+        assert times[b - 1] - times[a] < 1000 - 1000 / 60 <= times[b] - times[a]
+    assert len(segs) == int((times[-1] - times[0]) // 1000) + 1  # (a count of 30 frames each: 2 files of 5 s)
+    for s in segs:
+        got = read_times_ms(s.file)
+        want = [round(t - times[s.first_frame], 1) for t in times[s.first_frame:s.first_frame + s.frames]]
+        assert len(got) == s.frames and max(abs(g - w) for g, w in zip(got, want)) < 0.3  # (both rounded to 0.1 ms)
+    json_firsts = [json.loads(open(s.file).readline())["index"] for s in lines.segments]
+    assert json_firsts == firsts
+
+
+def test_segment_clock_counts_frames_without_times_or_with_a_given_rate():
+    no_time = frames_at([None] * 7)
+    clock = SegmentClock(0.2, 10.0)  # 2 frames a segment at 10 fps
+    cuts = []
+    for f in no_time:
+        if clock.full(f):
+            cuts.append(f.index)
+            clock.restart()
+        clock.add(f)
+    assert cuts == [2, 4, 6]
+    timed = frames_at([0, 10, 20, 30, 250, 260])
+    full = {}
+    for by_time in (True, False):  # by time: full from 250 ms; with an output rate given (frames only): from the third
+        clock, full[by_time] = SegmentClock(0.2, 10.0, by_time=by_time), []
+        for f in timed:
+            full[by_time].append(clock.full(f))
+            clock.add(f)
+    assert full == {True: [False] * 4 + [True, True], False: [False, False] + [True] * 4}
