@@ -169,6 +169,28 @@ def step_seconds(model, images, target, loss_fn: Callable, cpu_bf16: bool, steps
     return best_seconds(once, steps)
 
 
+def channels_last_hazard(model) -> str | None:
+    """Why training ``model`` in channels-last is unsafe on this CPU, or None. torch 2.13's oneDNN, on x86 CPUs
+    without AVX-512 (torch's CPU capability ``AVX2``), corrupts memory in the backward pass of a 1x1 convolution with a
+    stride above 1 and 2-7 input channels in channels-last: glibc aborts the process ("corrupted size vs. prev_size")
+    or the weight gradients come out wrong; found by the CI of session 55 on an AVX2 EPYC (a ResNet shortcut of 4
+    channels; 8 or more, stride 1, other kernels, or oneDNN turned off: exact). Such a run trains contiguous."""
+    import platform
+
+    import torch
+
+    if platform.machine().lower() not in ("x86_64", "amd64", "i686", "x86") or model is None:
+        return None
+    if torch.backends.cpu.get_cpu_capability().startswith("AVX512"):
+        return None
+    for name, m in model.named_modules():
+        if isinstance(m, torch.nn.Conv2d) and tuple(m.kernel_size) == (1, 1) and max(m.stride) > 1 \
+                and 2 <= m.in_channels // m.groups <= 7:
+            return (f"on this CPU (no AVX-512) torch's oneDNN corrupts memory in the backward pass of a strided 1x1 "
+                    f"convolution with {m.in_channels // m.groups} input channels in channels-last ({name or 'the model'})")
+    return None
+
+
 def choose_cpu_step(precision: str, memory_format: str, device: Any, model=None, batch: tuple | None = None,
                     loss_fn: Callable | None = None, *,
                     timer: Callable[[Any, bool, bool], float] | None = None) -> dict[str, Any]:
@@ -191,6 +213,9 @@ def choose_cpu_step(precision: str, memory_format: str, device: Any, model=None,
     formats = [False, True] if memory_format == "auto" else [memory_format == "channels_last"]
     if precision == "auto" and not native:
         info["why"] = "no native bf16 on this CPU"
+    if True in formats and (hazard := channels_last_hazard(model)) is not None:
+        formats, info["channels_last_refused"] = [False], hazard
+        log.warning("training contiguous, not channels-last: %s", hazard)
     candidates = list(itertools.product(precisions, formats))
     if len(candidates) == 1:
         return {**info, "bf16": candidates[0][0], "channels_last": candidates[0][1]}
@@ -274,7 +299,7 @@ class CpuStepLevers:
 
         c, cpu = self.config, torch.device("cpu")
         if "auto" not in (c.cpu_precision, c.memory_format):
-            choice = choose_cpu_step(c.cpu_precision, c.memory_format, cpu)
+            choice = choose_cpu_step(c.cpu_precision, c.memory_format, cpu, self.model)
         else:
             def timer(probe, bf16: bool, cl: bool) -> float:
                 def once() -> None:
@@ -291,4 +316,8 @@ class CpuStepLevers:
         if choice is None:
             return
         self.precision = dict(choice)
+        if self.precision.get("channels_last") and (hazard := channels_last_hazard(self.model)) is not None:
+            # (a run decided, or begun, on another CPU: the same computation, contiguous)
+            self.precision.update(channels_last=False, channels_last_refused=hazard)
+            log.warning("training contiguous, not channels-last: %s", hazard)
         self.model = to_memory_format(self.model, bool(self.precision.get("channels_last")))

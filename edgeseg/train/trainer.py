@@ -470,7 +470,7 @@ class Trainer(CpuStepLevers):
         decided by timing the candidates on the first batch."""
         c = self.config
         if "auto" not in (c.cpu_precision, c.memory_format) or self.device.type != "cpu":
-            return choose_cpu_step(c.cpu_precision, c.memory_format, self.device)
+            return choose_cpu_step(c.cpu_precision, c.memory_format, self.device, self.model)
         images, target, *_ = next(iter(train_loader(self.train_set, self.loader_cfg, self.epoch, self._epoch_indices())))
         batch = (images.to(self.device), target.to(self.device))
         return choose_cpu_step(c.cpu_precision, c.memory_format, self.device, self.model, batch, self.loss_fn)

@@ -13,7 +13,8 @@ torch = pytest.importorskip("torch")
 from edgeseg.cli import main  # noqa: E402
 from edgeseg.errors import InputError  # noqa: E402
 from edgeseg.models import create_model  # noqa: E402
-from edgeseg.train.precision import MIN_GAIN, autocast_for, choose_cpu_step, cpu_bf16_supported, to_memory_format  # noqa: E402
+from edgeseg.train.precision import (  # noqa: E402
+    MIN_GAIN, autocast_for, channels_last_hazard, choose_cpu_step, cpu_bf16_supported, to_memory_format)
 
 CPU = torch.device("cpu")
 NATIVE = cpu_bf16_supported()
@@ -69,7 +70,12 @@ def test_auto_times_copies_and_leaves_the_plain_step_only_for_a_real_gain():
     before = {k: v.clone() for k, v in model.state_dict().items()}
     images, target = torch.randn(2, 3, 64, 64), torch.randint(0, 4, (2, 64, 64))
     info = choose_cpu_step("auto", "auto", CPU, model, (images, target), torch.nn.functional.cross_entropy)
-    expected = {"fp32/contiguous", "fp32/channels_last"} | ({"bf16/contiguous", "bf16/channels_last"} if NATIVE else set())
+    cl_ok = channels_last_hazard(model) is None  # (not on an AVX2 CPU: this ResNet's shortcuts have 4-channel inputs)
+    expected = {"fp32/contiguous"} | ({"fp32/channels_last"} if cl_ok else set()) | (
+        {"bf16/contiguous"} | ({"bf16/channels_last"} if cl_ok else set()) if NATIVE else set())
+    if len(expected) == 1:  # nothing left to time
+        assert not info["bf16"] and not info["channels_last"] and info["channels_last_refused"]
+        return
     assert set(info["step_s"]) == expected and all(t > 0 for t in info["step_s"].values())
     chosen = f"{'bf16' if info['bf16'] else 'fp32'}/{'channels_last' if info['channels_last'] else 'contiguous'}"
     plain, fastest = info["step_s"]["fp32/contiguous"], min(info["step_s"].values())
@@ -183,6 +189,11 @@ def _one_step_each(task: str, **variant):
 @pytest.mark.parametrize("task", sorted(TRAINERS))
 def test_a_channels_last_step_is_the_contiguous_step(task):
     plain, cl, a, b = _one_step_each(task, memory_format="channels_last")
+    hazard = channels_last_hazard(cl.model)
+    if hazard is not None:  # (an AVX2 CPU and a strided 1x1 convolution of 2-7 channels: trained contiguous, said)
+        assert not cl.precision["channels_last"] and cl.precision["channels_last_refused"] == hazard
+        assert b["loss"] == a["loss"]
+        return
     assert cl.precision["channels_last"] and not plain.precision["channels_last"]
     convs = [m.weight for m in cl.model.modules() if isinstance(m, torch.nn.Conv2d) and m.weight.shape[-1] > 1]
     assert convs and all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
@@ -200,10 +211,15 @@ def test_auto_is_timed_recorded_and_kept_on_resume(task, tmp_path):
     first = make(tmp_path / "run", cpu_precision="auto", memory_format="auto")
     first.fit(data, epochs=1)
     info = first.precision
-    expected = {"fp32/contiguous", "fp32/channels_last"} | ({"bf16/contiguous", "bf16/channels_last"} if NATIVE else set())
-    assert set(info["step_s"]) == expected and info["speedup"] >= 1.0
-    chosen = f"{'bf16' if info['bf16'] else 'fp32'}/{'channels_last' if info['channels_last'] else 'contiguous'}"
-    assert chosen == "fp32/contiguous" or info["step_s"]["fp32/contiguous"] / info["step_s"][chosen] >= MIN_GAIN
+    cl_ok = channels_last_hazard(first.model) is None
+    expected = {"fp32/contiguous"} | ({"fp32/channels_last"} if cl_ok else set()) | (
+        {"bf16/contiguous"} | ({"bf16/channels_last"} if cl_ok else set()) if NATIVE else set())
+    if len(expected) > 1:
+        assert set(info["step_s"]) == expected and info["speedup"] >= 1.0
+        chosen = f"{'bf16' if info['bf16'] else 'fp32'}/{'channels_last' if info['channels_last'] else 'contiguous'}"
+        assert chosen == "fp32/contiguous" or info["step_s"]["fp32/contiguous"] / info["step_s"][chosen] >= MIN_GAIN
+    else:  # one candidate on this CPU: nothing timed, the refusal recorded
+        assert not info["channels_last"] and info["channels_last_refused"]
     assert torch.load(tmp_path / "run" / "last.pt", weights_only=False)["precision"] == info
     # a resumed run keeps the decision whatever its own config says, and times nothing again
     again = make(tmp_path / "run")
@@ -236,9 +252,10 @@ def test_the_training_tools_take_the_levers(tmp_path):
     assert tool("train_panoptic").main(["--model", "test_panoptic_deeplab", "--data", "synthetic", *common,
                                         "--sigma", "2.5", "--out", str(tmp_path / "p")]) == 0
     assert tool("train_instance").main(["--model", "test_solov2", "--scenes", "4", *common, "--out", str(tmp_path / "i")]) == 0
-    for run in ("p", "i"):
+    for run, model in (("p", "test_panoptic_deeplab"), ("i", "test_solov2")):
         assert json.loads((tmp_path / run / "run.json").read_text())["memory_format"] == "channels_last"
-        assert torch.load(tmp_path / run / "last.pt", weights_only=False)["precision"]["channels_last"] is True
+        cl_ok = channels_last_hazard(create_model(model)) is None  # (an AVX2 CPU and test_solov2's shortcut: refused)
+        assert torch.load(tmp_path / run / "last.pt", weights_only=False)["precision"]["channels_last"] is cl_ok
     assert json.loads((tmp_path / "p" / "run.json").read_text())["sigma"] == 2.5  # the centre Gaussian, recorded
     assert torch.load(tmp_path / "p" / "last.pt", weights_only=False)["config"]["sigma"] == 2.5
 
@@ -302,3 +319,42 @@ def test_candidates_are_timed_in_turns_and_a_shared_timing_is_flagged(monkeypatc
     warn = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warn) == 1 and "other processes took 44% of the CPUs" in warn[0]
     assert "--cpu-precision fp32 --memory-format channels_last" in warn[0]
+
+
+def test_channels_last_is_refused_where_torchs_onednn_corrupts_memory(monkeypatch):
+    """Session 55's CI on an AVX2 EPYC: the channels-last backward of a 1x1 stride-2 convolution with 4 input channels
+    (the test SOLOv2's shortcut) aborted the process ("corrupted size vs. prev_size") or gave wrong weight gradients.
+    On x86 without AVX-512 such a model trains contiguous, said and recorded; elsewhere, or without such a layer, as
+    asked."""
+    import platform
+
+    bad = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.Conv2d(4, 8, 1, stride=2))
+    fine = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.Conv2d(8, 16, 1, stride=2),
+                               torch.nn.Conv2d(4, 8, 1), torch.nn.Conv2d(1, 8, 1, stride=2))
+    monkeypatch.setattr(platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    assert "strided 1x1 convolution with 4 input channels in channels-last (1)" in channels_last_hazard(bad)
+    assert channels_last_hazard(fine) is None
+    choice = choose_cpu_step("fp32", "channels_last", CPU, bad)
+    assert not choice["channels_last"] and "oneDNN" in choice["channels_last_refused"]
+    assert choose_cpu_step("fp32", "channels_last", CPU, fine)["channels_last"]
+    for capability, machine in (("AVX512", "x86_64"), ("DEFAULT", "aarch64")):
+        monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda c=capability: c)
+        monkeypatch.setattr(platform, "machine", lambda m=machine: m)
+        assert channels_last_hazard(bad) is None
+
+
+def test_a_channels_last_instance_run_on_this_cpu_does_not_crash(tmp_path):
+    """The process that crashed (one thread: 3 of 4 runs aborted before the guard), run as a user would, three times."""
+    import subprocess
+    import sys
+
+    code = ("import itertools, sys; sys.path.insert(0, %r)\nimport test_precision as tp\n"
+            "make, data = tp.TRAINERS['instance']\nt = make(memory_format='channels_last')\n"
+            "batch = list(itertools.islice(data(0), 2))\nt.choose_precision(batch, 0)\n"
+            "for i in range(3):\n    t.train_step(batch, i)\nprint('ok', t.precision['channels_last'])\n") % str(
+                __import__("pathlib").Path(__file__).parent)
+    for _ in range(3):
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                           env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+        assert r.returncode == 0 and r.stdout.startswith("ok"), (r.returncode, r.stderr[-1500:])
