@@ -15,7 +15,8 @@ EXAMPLES = (
     "edgeseg run --bundle road --source v4l2:///dev/video0 --show                          # webcam to screen",
     "edgeseg run --bundle road --source 'test://ball?live=1' --max-frames 300 --json-out r.jsonl",
     "edgeseg run pipelines/file_semantic.toml --max-frames 50                             # a recipe (+ overrides)",
-    "edgeseg run --bundle road --source rtsp://cam1/s --source rtsp://cam2/s --max-batch 2 --json-out r.jsonl",
+    "edgeseg run --bundle city.edgeseg --source rtsp://cam1/s --source rtsp://cam2/s --max-batch 2 --json-out r.jsonl"
+    "  # a bundle exported with --dynamic-batch",
     "edgeseg run --remote http://10.0.0.5:8000/road --source rtsp://cam1/s --json-out r.jsonl   # inference on a cluster",
     "edgeseg run --source frames/ --prompt first_mask.png --sink tracks.mp4 --png-dir ids/   # propagate objects, no bundle",
     "edgeseg run --bundle road --source dashcam.mp4 --prompt car_mask.png --json-out r.jsonl --sink out.mp4  # both",

@@ -188,6 +188,12 @@ def check_options(opts: StreamOptions) -> None:
     for name in ("sink", "json_out", "png_dir", "stats_json"):
         if getattr(opts, name) is not None and not isinstance(getattr(opts, name), (str, os.PathLike)):
             refuse(name, "a path (or None)")
+    sources = opts.source if isinstance(opts.source, (list, tuple)) else [opts.source]
+    if opts.prompt is not None and len(sources) > 1:  # an audit: one camera's mask started every camera's objects
+        raise InputError(f"one prompt for {len(sources)} sources: its object masks are one camera's first frame, and "
+                         "every source's objects would start from them",
+                         fix="run each camera with its own prompt in its own command (edgeseg run --source CAM "
+                             "--prompt ITS_MASK.png), or drop --prompt")
 
 
 def _recipe_key(field_name: str) -> str:

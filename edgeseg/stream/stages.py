@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import functools
+import logging
 import math
 import time
 from typing import Any, Callable, Mapping
@@ -20,6 +21,8 @@ from ..decode import decode
 from ..errors import InputError
 from .base import STAGES, Packet, Stage
 from .overlay import Renderer
+
+log = logging.getLogger("edgeseg.stream")
 
 
 @STAGES.register("preprocess")
@@ -73,6 +76,12 @@ class InferenceStage(Stage):
         try:
             self._can_batch = self._batchable()  # input specs are known once active; fixed for the run
             self._runner_batch = batch_limit(self.runner)
+            if self.max_batch > 1 and not self._can_batch and getattr(self.runner, "input_specs", ()):
+                # an audit: every shipped model has a batch of 1, and --max-batch 2 ran frame by frame, each frame
+                # waiting up to the batch timeout for a batch that could never form, with nothing said
+                log.warning("max batch %d has no effect: the model's batch size is fixed at 1, so frames run one by "
+                            "one (edgeseg export --dynamic-batch makes a model that batches frames)", self.max_batch)
+                self.max_batch = 1
         except BaseException:  # the pipeline does not close an element whose open() failed (a Ctrl-C here)
             self.close()
             raise

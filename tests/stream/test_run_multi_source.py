@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from edgeseg.cli import main
 from edgeseg.stream import MultiSource, StreamOptions, build_pipeline
@@ -155,3 +156,19 @@ def test_another_run_writing_one_sources_file_is_refused_before_any_frame(bundle
     finally:
         os.close(fd)
     assert sorted(p.name for p in tmp_path.iterdir() if "out" in p.name) == [held.name]  # no other file begun
+
+
+def test_max_batch_on_a_model_with_a_fixed_batch_is_said_and_runs_frame_by_frame(caplog):
+    """An audit: every shipped bundle has a batch of 1, and --max-batch 2 ran frame by frame with nothing said, each
+    frame waiting up to the batch timeout for a batch that could never form."""
+    import logging
+
+    import edgeseg
+
+    p = edgeseg.load("shapes", backend="onnxruntime", precision="fp32")
+    assert all(isinstance(s.shape[0], int) and s.shape[0] == 1 for s in p.runner.input_specs if s.shape) or \
+        pytest.skip("this shapes bundle batches")
+    with caplog.at_level(logging.WARNING, logger="edgeseg.stream"):
+        got = list(edgeseg.stream(["synthetic://?frames=6&size=64x48", "synthetic://?frames=6&size=64x48&seed=3"], p,
+                                  max_batch=2, batch_timeout_ms=200))
+    assert len(got) == 12 and "max batch 2 has no effect: the model's batch size is fixed at 1" in caplog.text

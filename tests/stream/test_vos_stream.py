@@ -107,6 +107,11 @@ def test_bad_prompts_are_input_errors(scene, tmp_path, capsys):
     assert "--track gives ids to a bundle's detections" in capsys.readouterr().err
     assert main(["run", "--source", str(scene["dir"]), "--prompt", str(scene["prompt"]), "--keyframe-interval", "2"]) != 0
     assert "add the --bundle it should accelerate" in capsys.readouterr().err
+    # an audit: one camera's mask started every camera's objects, said nowhere
+    assert main(["run", "--source", str(scene["dir"]), "--source", str(scene["dir"]), "--prompt", str(scene["prompt"])]) != 0
+    assert "one prompt for 2 sources" in capsys.readouterr().err
+    with pytest.raises(InputError, match="one prompt for 2 sources"):
+        list(edgeseg.stream([str(scene["dir"]), str(scene["dir"])], prompt=str(scene["prompt"])))
     empty = tmp_path / "empty.png"
     write_label(empty, np.zeros(SIZE.hw, np.uint8))
     with pytest.raises(InputError, match=r"prompt .*empty\.png has no object pixels"):
