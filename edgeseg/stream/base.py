@@ -37,6 +37,9 @@ DISCONTINUITY = "discontinuity"
 """``frame.meta`` key: True on the first frame after a jump (new source, reconnect, seek, new file)."""
 FRAME_ERROR = "error"
 """``frame.meta`` key: why the source could not read this frame (its image is a placeholder)."""
+RECEIVED = "received_ns"
+"""``frame.meta`` key: the Unix time (ns) edgeseg took the frame from its source (before any queue: several sources'
+frames are stamped by their reader threads, before the mux's buffer)."""
 
 SOURCES: Registry[type["Source"]] = Registry("stream source", error=StreamError)
 SINKS: Registry[type["Sink"]] = Registry("stream sink", error=StreamError)

@@ -41,7 +41,7 @@ import time
 from typing import Any, Callable, Iterable, Sequence
 
 from ..errors import InputError, StreamError, memory_error, out_of_memory
-from .base import DISCONTINUITY, FRAME_ERROR, Packet, Sink, Source, Stage
+from .base import DISCONTINUITY, FRAME_ERROR, RECEIVED, Packet, Sink, Source, Stage
 from .metrics import Recorder, Stats
 from .._compat import removeprefix
 
@@ -174,6 +174,7 @@ class Pipeline:
                     frame = next(it)
                 except StopIteration:
                     break
+                frame.meta.setdefault(RECEIVED, time.time_ns())
                 marks.mark(frame)
                 packet = Packet(frame)
                 packet.timings["source"] = packet.t_created - t0
@@ -401,7 +402,8 @@ class Pipeline:
                     # the rate of the last interval beside the run's average (which hides a slow-down hours in)
                     current = (self._rec.processed - last_processed) / (now - last_log)
                     last_log, last_processed = now, self._rec.processed
-                    log.info("stream: %s; last %g s: %.1f fps", self._rec.stats(drops=self.source.dropped).summary(),
+                    log.info("stream: %s; last %g s: %.1f fps", self._rec.stats(  # (its reconnects too: an audit)
+                        drops=self.source.dropped, gaps=tuple(self.source.reconnect_gaps_s)).summary(),
                              self.log_interval_s, current)
         finally:
             if bar is not None:

@@ -125,3 +125,24 @@ def test_segment_clock_counts_frames_without_times_or_with_a_given_rate():
             full[by_time].append(clock.full(f))
             clock.add(f)
     assert full == {True: [False] * 4 + [True, True], False: [False, False] + [True] * 4}
+
+
+def test_json_lines_carry_the_wall_clock_time_each_frame_was_received_and_discontinuities(tmp_path):
+    """An audit: nothing in the outputs carried a wall-clock time (a live source's ``pts_ns`` counts from its own
+    pipeline's start), so frames could not be lined up with other sensors; and a reconnect's restarted ``pts_ns`` was
+    not marked in the JSON (the Python API's ``frame.meta`` had it)."""
+    import time
+
+    import edgeseg
+
+    t0 = time.time_ns()
+    list(edgeseg.stream(["synthetic://?frames=5&size=64x48", "synthetic://?frames=5&size=64x48&seed=2"], "shapes",
+                        json_out=str(tmp_path / "r.jsonl")))
+    t1 = time.time_ns()
+    rows = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()]
+    assert len(rows) == 10
+    for source in {r["source"] for r in rows}:
+        mine = [r for r in rows if r["source"] == source]
+        got = [r["received_ns"] for r in mine]
+        assert t0 <= got[0] and got == sorted(got) and got[-1] <= t1
+        assert [r.get("discontinuity", False) for r in mine] == [True, False, False, False, False]  # its first frame

@@ -2,9 +2,14 @@
 
 JSON lines, one object per frame, flushed per line (a killed process keeps every line written)::
 
-    {"source": "...", "index": 7, "pts_ns": 280000000, "task": "semantic", "height": 540, "width": 960,
-     "segments": [{"class_id": 3, "class": "road", "area": 120345, "score": 1.0,
+    {"source": "...", "index": 7, "pts_ns": 280000000, "received_ns": 1796719706123456789, "task": "semantic",
+     "height": 540, "width": 960, "segments": [{"class_id": 3, "class": "road", "area": 120345, "score": 1.0,
                    "rle": {"size": [540, 960], "counts": "..."}}]}
+
+``pts_ns`` is the source's time of the frame (a file's presentation time; a live source's from its pipeline's start);
+``received_ns`` the Unix time (UTC, ns) at which edgeseg took the frame from its source, which lines frames up with
+other sensors' clocks (session 55: before, no output carried a wall-clock time); ``"discontinuity": true`` marks a
+frame after which the source's time does not follow on (a reconnect, a seek, a clock that restarted).
 
 Instances add ``"box": [x1, y1, x2, y2]`` and their score; panoptic segments add ``id`` and
 ``isthing``; a frame a stage failed on has ``"error"`` and no segments. A bundle run with a prompt
@@ -37,7 +42,7 @@ from ...structures import InstanceResult, PanopticResult, PromptedResult, Semant
 from ...structures.records import result_record
 from ...structures.coco_panoptic import segments_info
 from ...structures.frame import Frame
-from ..base import SINKS, Packet, Sink, refuse_input
+from ..base import DISCONTINUITY, RECEIVED, SINKS, Packet, Sink, refuse_input
 from ..._io import _special_file, commit_file, temp_name_prefix, writable_file, writable_folder, write_whole
 
 log = logging.getLogger("edgeseg.stream")
@@ -159,6 +164,10 @@ def frame_record(frame: Frame, result: Any, packet: Packet | None = None) -> dic
     """The JSON object for one frame (see the module docstring)."""
     d: dict[str, Any] = {"source": frame.source_id, "index": frame.index, "pts_ns": frame.pts_ns,
                          "height": frame.shape.height, "width": frame.shape.width}
+    if isinstance(frame.meta.get(RECEIVED), int):
+        d["received_ns"] = frame.meta[RECEIVED]
+    if frame.meta.get(DISCONTINUITY):
+        d["discontinuity"] = True
     if isinstance(frame.meta.get("path"), str):  # a folder of images: which one (the source is the folder)
         d["file"] = frame.meta["path"]
     if result is None:

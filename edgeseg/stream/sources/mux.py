@@ -23,7 +23,7 @@ from typing import Any, Iterator, Sequence
 
 from ...errors import EdgesegError, InputError, StreamError
 from ...structures.frame import Frame
-from ..base import FrameBuffer, Source
+from ..base import RECEIVED, FrameBuffer, Source
 
 log = logging.getLogger("edgeseg.stream")
 
@@ -83,6 +83,7 @@ class MultiSource(Source):
         n = 0
         try:
             for frame in source:
+                frame.meta.setdefault(RECEIVED, time.time_ns())  # before the shared buffer's wait
                 if self.gate is not None and not source.live:  # keyed as the hand-over's put sees the frame
                     self.gate(frame.source_id, lambda: self._buf.closed)
                 if not self._buf.put_from(frame, live=source.live):
