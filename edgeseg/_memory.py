@@ -82,7 +82,7 @@ def cgroup_folders(controller: str, proc_cgroup: str = "/proc/self/cgroup",
 def _with_ancestors(base: Path, rel: str) -> list[Path]:
     """``base/rel`` and each folder above it up to ``base`` (a limit may sit on any of them; inside a container's
     cgroup namespace the path is ``/`` and ``base`` itself is the container's)."""
-    parts = [p for p in rel.split("/") if p]
+    parts = [p for p in rel.split("/") if p and p not in (".", "..")]  # (a process outside its namespace: /../..)
     return [base.joinpath(*parts[:i]) for i in range(len(parts), -1, -1)]
 
 

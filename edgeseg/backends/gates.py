@@ -296,7 +296,7 @@ def int8_arithmetic_risk(bundle: "Bundle", target: str | None, dev: DeviceInfo, 
     entry = (bundle.report.get("int8") or {}).get(target or "cpu")
     # the CPU whose INT8 arithmetic produced the recorded scores: the re-scoring's, where the decoding changed
     made_on = None if not isinstance(entry, dict) else ((entry.get("rescored") or {}).get("device") or entry.get("device"))
-    if not isinstance(made_on, dict):
+    if not isinstance(made_on, dict) or not made_on or "isa" not in made_on:  # nothing recorded: as before
         return None
     gated, here = int8_arithmetic(made_on.get("isa")), dev.int8_arithmetic
     arch = architecture(made_on.get("machine"))
@@ -307,8 +307,8 @@ def int8_arithmetic_risk(bundle: "Bundle", target: str | None, dev: DeviceInfo, 
     # exact int32 sums are the same sums on any CPU; 16-bit ones (x86 without VNNI saturates, aarch64 without dot
     # products wraps) are the same only on the same architecture
     if "unknown" in (gated, here):
-        if dev.same_cpu(made_on):  # quantized on this very CPU (one whose flags no one can read)
-            return None
+        if dev.same_cpu(made_on) or (backend == "onnxruntime" and here == "vnni"):  # the same CPU; exact sums here:
+            return None  # what the INT8 model means, whatever the gate's CPU added (as for a saturating gate below)
         where = (f"its accuracy gate ran on {made_on.get('cpu') or 'a CPU'} ({_flags_said(gated, 'that')}); "
                  f"this CPU: {_flags_said(here, 'this')}")
     elif gated == here and (same_arch or gated == "vnni"):

@@ -8,6 +8,7 @@ Datasets are opened from a one-line spec (``"camvid:ROOT"``, ``"folder:IMAGES,MA
 from __future__ import annotations
 
 import abc
+import os
 from collections.abc import Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -226,8 +227,15 @@ def coco_image_dir(kind: str, prefix: str, path: Path, options: dict[str, str]) 
                     fix="give it with images=DIR (edgeseg eval: --images DIR)")
 
 
-#: dataset spec options that name a file or folder (folder:'s classes and list, COCO's images, YOLO's names)
-PATH_OPTIONS = ("images", "list", "classes", "names")
+#: dataset spec options that name a file or folder, by kind (``cityscapes:``'s ``classes=camvid`` is a name, not a file)
+PATH_OPTIONS = {"folder": ("classes", "list"), "coco": ("images",), "coco-instance": ("images",),
+                "coco-panoptic": ("images",), "cityscapes-camvid": ("images",), "panoptic-semantic": ("images",),
+                "yolo-seg": ("names",)}
+
+
+def _path_like(value: str) -> Path:
+    """The path a spec value names (``list=ImageSets/{split}.txt``: its folder, the split filled in when read)."""
+    return Path(value).expanduser().parent if "{split}" in value else Path(value).expanduser()
 
 
 def recordable_spec(spec: str) -> str:
@@ -250,13 +258,15 @@ def recordable_spec(spec: str) -> str:
     if parsed.kind.startswith("synthetic"):
         return spec
 
+    paths = PATH_OPTIONS.get(parsed.kind, ())
+
     def absolute(value: str) -> str:
         p = Path(value).expanduser()
-        return str(p.resolve()) if value and not p.is_absolute() and p.exists() else value
+        return os.path.abspath(p) if value and not p.is_absolute() and _path_like(value).exists() else value
 
     args = [absolute(a) for a in parsed.args]
-    opts = [f"{k}={absolute(v) if k in PATH_OPTIONS else v}" for k, v in parsed.options]
-    if args == list(parsed.args) and all(absolute(v) == v for k, v in parsed.options if k in PATH_OPTIONS):
+    opts = [f"{k}={absolute(v) if k in paths else v}" for k, v in parsed.options]
+    if args == list(parsed.args) and all(absolute(v) == v for k, v in parsed.options if k in paths):
         return spec  # nothing relative: kept exactly as written
     return f"{parsed.kind}:" + ",".join(args + opts)
 
@@ -271,7 +281,7 @@ def relative_paths(spec: str) -> list[str]:
     except EdgesegError:
         return []
     return [v for d in parsed if not d.kind.startswith("synthetic")
-            for v in list(d.args) + [v for k, v in d.options if k in PATH_OPTIONS]
+            for v in list(d.args) + [v for k, v in d.options if k in PATH_OPTIONS.get(d.kind, ())]
             if v and not Path(v).expanduser().is_absolute()]
 
 

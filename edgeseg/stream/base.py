@@ -38,8 +38,9 @@ DISCONTINUITY = "discontinuity"
 FRAME_ERROR = "error"
 """``frame.meta`` key: why the source could not read this frame (its image is a placeholder)."""
 RECEIVED = "received_ns"
-"""``frame.meta`` key: the Unix time (ns) edgeseg took the frame from its source (before any queue: several sources'
-frames are stamped by their reader threads, before the mux's buffer)."""
+"""``frame.meta`` key: the Unix time (ns) edgeseg received the frame: a GStreamer or OpenCV live source's when its
+decoder handed it over, a synthetic live source's when made (both before the source's own buffer, where a live frame
+waits behind a slow model), several sources' frames in their reader threads, anything else when the stream took it."""
 
 SOURCES: Registry[type["Source"]] = Registry("stream source", error=StreamError)
 SINKS: Registry[type["Sink"]] = Registry("stream sink", error=StreamError)

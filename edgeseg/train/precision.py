@@ -316,7 +316,9 @@ class CpuStepLevers:
         if choice is None:
             return
         self.precision = dict(choice)
-        if self.precision.get("channels_last") and (hazard := channels_last_hazard(self.model)) is not None:
+        on_cpu = str(self.precision.get("device", "cpu")).startswith("cpu") and all(
+            p.device.type == "cpu" for p in self.model.parameters())  # (a GPU's channels-last is cuDNN's: not this)
+        if self.precision.get("channels_last") and on_cpu and (hazard := channels_last_hazard(self.model)) is not None:
             # (a run decided, or begun, on another CPU: the same computation, contiguous)
             self.precision.update(channels_last=False, channels_last_refused=hazard)
             log.warning("training contiguous, not channels-last: %s", hazard)

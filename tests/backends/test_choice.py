@@ -131,7 +131,7 @@ def _dq_model(path, weights_max):
     # trusted by both runtimes; now ONNX Runtime needs 7-bit weights and OpenVINO is scored here (or left out)
     ("Intel64 Family 6", [], "AMD EPYC", ("avx2", "fma"), 127, True, True),
     ("Intel64 Family 6", [], "AMD EPYC", ("avx2", "fma"), 64, False, True),
-    ("Intel64 Family 6", [], "AMD EPYC", ("avx2", "avx512_vnni"), 127, True, True),
+    ("Intel64 Family 6", [], "AMD EPYC", ("avx2", "avx512_vnni"), 127, False, True),  # exact sums here: ONNX Runtime holds
     # a CPU whose flags cannot be read here, running a gate from a known one
     ("AMD EPYC", ["avx2", "avx512_vnni"], "Apple M2", (), 127, True, True),
     # quantized and run on the very same machine whose flags no one can read: its own gate holds
@@ -152,6 +152,9 @@ def test_int8_gate_from_a_cpu_without_recorded_flags_is_not_trusted_elsewhere(
     ort_why = ch.int8_arithmetic_risk(FakeBundle(), "cpu", here)
     ov_why = ch.int8_arithmetic_risk(FakeBundle(), "cpu", here, "openvino")
     assert (ort_why is not None, ov_why is not None) == (risky, risky_ov)
+    for nothing in ({}, {"cpu": gated_cpu}):  # (the review) no flags recorded at all: trusted as before, not "unknown"
+        FakeBundle.report["int8"]["cpu"]["device"] = nothing
+        assert ch.int8_arithmetic_risk(FakeBundle(), "cpu", here, "openvino") is None
     if risky_ov:
         assert ("flags were not recorded" in ov_why) == (not gated_isa)
         assert ("flags cannot be read" in ov_why) == (not here_isa)

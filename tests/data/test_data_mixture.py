@@ -91,6 +91,17 @@ def test_specs_are_recorded_with_absolute_paths_and_relative_ones_are_not_scored
         f"coco-instance:{root}/data/instances_val.json,images={root}/data/val")
     assert recordable_spec("folder:data/val,data/val,classes=classes.txt,void=255") == (
         f"folder:{root}/data/val,{root}/data/val,classes={root}/classes.txt,void=255")
+    (tmp_path / "camvid").mkdir()
+    (tmp_path / "voc" / "ImageSets").mkdir(parents=True)
+    assert recordable_spec("folder:data/val,data/val,list=voc/ImageSets/{split}.txt") == (
+        f"folder:{root}/data/val,{root}/data/val,list={root}/voc/ImageSets/{{split}}.txt")
+    # (the review) a name, not a file, though a folder of that name is here
+    assert recordable_spec("cityscapes:/abs/cs,classes=camvid") == "cityscapes:/abs/cs,classes=camvid"
+    assert relative_paths("cityscapes:/abs/cs,classes=camvid") == []
+    assert recordable_spec("coco-instance:../x/../data/instances_val.json") == "coco-instance:../x/../data/instances_val.json"
+    (tmp_path.parent / "x").mkdir(exist_ok=True)
+    assert recordable_spec("coco-instance:./data/../data/instances_val.json") == (
+        f"coco-instance:{root}/data/instances_val.json")  # normalised, symlinks kept
     for kept in ("synthetic:100,size=160x120", "camvid:", "camvid:/abs/camvid", "camvid:not/here", "no spec"):
         assert recordable_spec(kept) == kept  # nothing to resolve (absent paths stay as written, for the error)
     assert relative_paths("8*camvid:data/camvid;cityscapes-camvid:/abs") == ["data/camvid"]

@@ -34,9 +34,23 @@ def read_times_ms(path) -> list[float]:
     return out
 
 
-def frames_at(times_ms, size=(48, 64), source="cam"):
-    img = np.zeros((*size, 3), np.uint8)
-    return [Frame(img, int(t * MS) if t is not None else -1, i, source) for i, t in enumerate(times_ms)]
+def decode_frames(path) -> list:
+    import cv2
+
+    cap, out = cv2.VideoCapture(str(path)), []
+    while True:
+        ok, f = cap.read()
+        if not ok:
+            break
+        out.append(f)
+    cap.release()
+    return out
+
+
+def frames_at(times_ms, size=(48, 64), source="cam", values=None):
+    values = values or [0] * len(times_ms)
+    return [Frame(np.full((*size, 3), v, np.uint8), int(t * MS) if t is not None else -1, i, source)
+            for i, (t, v) in enumerate(zip(times_ms, values))]
 
 
 def test_the_timeline_follows_source_time_and_never_goes_back():
@@ -54,17 +68,22 @@ def test_a_recording_of_dropped_and_paused_frames_plays_in_real_time(backend, tm
         pytest.importorskip("gi")
     # a 25 fps camera of which the model took every third frame, then a 2 s pause (the camera away), then every frame
     times = [0, 120, 240, 360, 2360, 2400, 2440]
+    values = [0, 40, 80, 120, 160, 200, 240]  # each frame its own grey, to see which one shows when
     sink = Mp4Sink(tmp_path / "out.mp4", backend=backend)
     sink.bind_source(type("S", (), {"fps": 25.0, "parts": ()})())
     sink.open()
-    for f in frames_at(times):
+    for f in frames_at(times, values=values):
         sink.write(f, None)
     sink.close()
     got = read_times_ms(tmp_path / "out.mp4")
+    greys = [int(round(float(np.mean(f)))) for f in decode_frames(tmp_path / "out.mp4")]
     if backend == "gstreamer":  # each frame at its time (before: 0, 40, ... 240 ms: 2.4 s of camera in 0.28 s)
         assert got == [float(t) for t in times]
-    else:  # OpenCV's writer is constant-rate: gaps are filled with the frame before, so the times still hold
+        shown = values
+    else:  # OpenCV's writer is constant-rate: a gap is filled with the frame before it, so the times still hold
         assert len(got) == 2440 // 40 + 1 and got[-1] == 2440.0
+        shown = [values[max(i for i, t in enumerate(times) if t <= 40 * k)] for k in range(len(got))]
+    assert max(abs(g - v) for g, v in zip(greys, shown)) <= 6 and len(greys) == len(shown)
     assert sink.frames == len(times)
 
 
@@ -146,3 +165,38 @@ def test_json_lines_carry_the_wall_clock_time_each_frame_was_received_and_discon
         got = [r["received_ns"] for r in mine]
         assert t0 <= got[0] and got == sorted(got) and got[-1] <= t1
         assert [r.get("discontinuity", False) for r in mine] == [True, False, False, False, False]  # its first frame
+
+
+def test_a_segment_keeps_its_time_when_the_sources_clock_restarts():
+    """The review: after a camera's clock restarted (a reconnect, a looping file) the segment counted frames, then
+    measured from the old first frame again: 10 s segments of a camera the model took 10 fps of were cut after 18 s."""
+    clock = SegmentClock(10.0, 30.0)
+    times = [t * 100 for t in range(31)] + [t * 100 for t in range(100)]  # 3 s, the clock back to 0, on
+    cut = None
+    for i, t in enumerate(frames_at(times)):
+        if clock.full(t):
+            cut = i
+            break
+        clock.add(t)
+    # 3.0 s before the restart + a frame period (33 ms), then the frame at 7.0 s of the new clock (10.03 s in all;
+    # the one at 6.9 s makes 9.93 s, under 10 s less half a frame period)
+    assert cut == 31 + 70 and times[cut] == 7000
+
+
+def test_a_live_sources_frames_are_stamped_when_made_not_when_a_slow_model_takes_them():
+    """The review: one live source's frames were stamped when the stream's source thread took them, after the source's
+    own buffer (4 frames): behind a slow model up to 4 frame periods late. Now when the source made them."""
+    import time
+
+    from edgeseg.stream.base import RECEIVED
+    from edgeseg.stream.sources import open_source
+
+    src = open_source("synthetic://?frames=40&size=64x48&live=1&fps=50")
+    late = []
+    for frame in src:  # a consumer slower than the camera: frames wait in the source's buffer
+        late.append((time.time_ns() - frame.meta[RECEIVED]) / 1e6)
+        time.sleep(0.08)
+        if len(late) == 6:
+            break
+    src.close()
+    assert min(late[1:]) > 20, late  # they waited (stamped when taken, about 0)

@@ -358,3 +358,21 @@ def test_a_channels_last_instance_run_on_this_cpu_does_not_crash(tmp_path):
         r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                            env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
         assert r.returncode == 0 and r.stdout.startswith("ok"), (r.returncode, r.stderr[-1500:])
+
+
+def test_a_resumed_channels_last_run_trains_contiguous_here_and_a_gpu_choice_is_left_alone(monkeypatch):
+    """(The review) a run decided channels-last on another CPU, resumed on one without AVX-512, trains contiguous here,
+    said and recorded; a GPU's channels-last choice is cuDNN's and is kept."""
+    import platform
+
+    from edgeseg.train.precision import CpuStepLevers
+
+    monkeypatch.setattr(platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    run = CpuStepLevers()
+    run.model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.Conv2d(4, 8, 1, stride=2))
+    run.keep_precision({"cpu_precision": "fp32", "memory_format": "channels_last", "bf16": False, "channels_last": True})
+    assert run.precision["channels_last"] is False and "oneDNN" in run.precision["channels_last_refused"]
+    assert all(p.is_contiguous() for p in run.model.parameters())
+    run.keep_precision({"device": "cuda:0", "bf16": True, "channels_last": True})
+    assert run.precision["channels_last"] is True and "channels_last_refused" not in run.precision

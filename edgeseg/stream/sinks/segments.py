@@ -73,36 +73,53 @@ def segment_frames(segment_s: float, fps: float) -> int:
 class SegmentClock:
     """Whether a segment is full when ``frame`` comes: ``segment_s`` seconds of its source's time (``Frame.pts_ns``)
     since that source's first frame in the segment (less half a frame period, so a constant-rate source cuts every
-    ``segment_frames`` frames as before); for a source without times (or whose time went backwards), that many
+    ``segment_frames`` frames as before); a source whose time goes backwards (a camera that reconnected, a looping
+    file) keeps the time it had and counts on from there, a frame period later; a source without times, that many
     frames of it. Before, segments were always ``round(segment_s x fps)`` frames: a live camera the model took a third
     of the frames of wrote "2 s" files of 4-6 s (an audit), and ``--segment-s 600`` was not 10 minutes. The MP4 and
     JSON-lines sinks use the same rule on the same frames, so their segments still begin at the same frame."""
 
     def __init__(self, segment_s: float, fps: float, by_time: bool = True):
         self.by_time = by_time  # False: frames only (an output rate given: its files' times are index / fps)
-        self.segment_ns = float(segment_s) * 1e9 - 0.5e9 / fps
+        self.period_ns = 1e9 / fps
+        self.segment_ns = float(segment_s) * 1e9 - 0.5 * self.period_ns
         self.max_frames = segment_frames(segment_s, fps)
-        self._first: dict[Any, int] = {}  # source id -> its first frame's time in this segment (-1: none)
+        self._run: dict[Any, list[int]] = {}  # source id -> [first pts of its current run, last pts, time before it]
         self._count: dict[Any, int] = {}
+
+    def _elapsed(self, sid: Any, pts: int) -> float | None:
+        """The source's time in this segment at a frame of time ``pts`` (None: it has no times)."""
+        run = self._run.get(sid)
+        if run is None or pts is None or pts < 0:
+            return None
+        first, last, before = run
+        if pts < last:  # its clock went back: on from the last frame
+            return before + (last - first) + self.period_ns
+        return before + (pts - first)
 
     def full(self, frame: Any) -> bool:
         sid = getattr(frame, "source_id", None)
         if not self._count.get(sid):
             return False
-        first, pts = self._first[sid], getattr(frame, "pts_ns", -1)
-        if self.by_time and first >= 0 and pts is not None and pts >= first:
-            return pts - first >= self.segment_ns
-        return self._count[sid] >= self.max_frames
+        elapsed = self._elapsed(sid, getattr(frame, "pts_ns", -1)) if self.by_time else None
+        return elapsed >= self.segment_ns if elapsed is not None else self._count[sid] >= self.max_frames
 
     def add(self, frame: Any) -> None:
         sid = getattr(frame, "source_id", None)
-        if sid not in self._first:
-            pts = getattr(frame, "pts_ns", -1)
-            self._first[sid] = pts if pts is not None and pts >= 0 else -1
+        pts = getattr(frame, "pts_ns", -1)
         self._count[sid] = self._count.get(sid, 0) + 1
+        if pts is None or pts < 0 or (self._count[sid] > 1 and sid not in self._run):
+            return  # (a source whose first frame had no time is counted in frames)
+        run = self._run.get(sid)
+        if run is None:
+            self._run[sid] = [pts, pts, 0.0]
+        elif pts < run[1]:  # restarted: the time so far kept
+            self._run[sid] = [pts, pts, run[2] + (run[1] - run[0]) + self.period_ns]
+        else:
+            run[1] = pts
 
     def restart(self) -> None:
-        self._first.clear()
+        self._run.clear()
         self._count.clear()
 
 

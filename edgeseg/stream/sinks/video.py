@@ -13,7 +13,7 @@ output rate given, ``fps=`` / ``--fps``, at ``index / fps`` instead: the frames 
 recording of a live camera whose frames the model could not all take, a variable-frame-rate phone clip, or a stream
 that lost its camera for a while plays in real time, and its N-th frame is where the JSON line's ``pts_ns`` says
 (before: ``index / fps``, and 12 s of a 30 fps camera processed at 10 fps became a 4.4 s video). Frames without a
-source time (synthetic sources, folders of images) are ``index / fps``; a source time that goes backwards (a camera
+source time (frames an application makes without one) are ``index / fps``; a source time that goes backwards (a camera
 that reconnected and restarted its clock) continues from the last one.
 """
 from __future__ import annotations
@@ -475,7 +475,7 @@ class Mp4Sink(Sink):
             if not w.isOpened():
                 raise StreamError(f"OpenCV cannot write {self.path}")
             self._writer = w
-            self._timeline, self._cv_slots = Timeline(fps), 0
+            self._timeline, self._cv_slots, self._cv_last = Timeline(fps), 0, None
 
     @property
     def paths(self) -> list[Path]:
@@ -548,15 +548,17 @@ class Mp4Sink(Sink):
             self._clock.add(frame)
 
     def _cv_write(self, bgr: np.ndarray, pts_ns: int) -> None:
-        """OpenCV's writer is constant-rate: a frame whose source time is past the next slot is written again until its
-        time is reached (ffmpeg's ``-vsync cfr``), so the file keeps real time too; at most :data:`CV_FILL_S` seconds a
-        gap (a camera away for an hour would stall the sinks' thread on repeated frames)."""
+        """OpenCV's writer is constant-rate: before a frame whose source time is past the next slot, the frame before
+        it is written again until that time (ffmpeg's ``-vsync cfr``), so the file keeps real time too; at most
+        :data:`CV_FILL_S` seconds a gap (a camera away for an hour would stall the sinks' thread on repeated frames;
+        the rest of such a gap is left out)."""
         t = self._timeline.place(pts_ns)
         slot = int(round(t / self._timeline.period_ns))
-        repeat = max(1, min(slot - self._cv_slots + 1, int(CV_FILL_S * 1e9 / self._timeline.period_ns)))
-        for _ in range(repeat):
-            self._writer.write(bgr)
-        self._cv_slots = max(self._cv_slots + repeat, slot + 1)
+        fill = max(0, min(slot - self._cv_slots, int(CV_FILL_S * 1e9 / self._timeline.period_ns)))
+        for _ in range(fill if self._cv_last is not None else 0):
+            self._writer.write(self._cv_last)
+        self._writer.write(bgr)
+        self._cv_slots, self._cv_last = max(self._cv_slots + fill, slot) + 1, bgr
 
     def _finishing(self) -> Any:
         """Hand the current writer over: a function that finishes its file (EOS, the index, the rename into place);

@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterator, Sequence
 from ..._registry import Registry
 from ...errors import InputError, StreamError
 from ...structures.frame import Frame
-from ..base import SOURCES, FrameBuffer, Source
+from ..base import RECEIVED, SOURCES, FrameBuffer, Source
 from .. import gst as _gst
 from .containers import avi_header_frames, mp4_full_range, mp4_video_duration_ns
 from .uri import STDIN_LAUNCH, SourceURI, camera_device, is_gif, parse_source, video_file
@@ -649,7 +649,8 @@ class GstSource(Source):
         if self._whole_file and pts >= 0:
             self._pts_span = (pts, pts) if self._pts_span is None else (self._pts_span[0], pts)
             shown = _gst.stream_time_ns(sample, pts)
-        return Gst.FlowReturn.OK if self._buf.put((image, pts, shown)) else Gst.FlowReturn.FLUSHING
+        # (received: when the decoder handed it over, before this source's own buffer: a live frame waits there)
+        return Gst.FlowReturn.OK if self._buf.put((image, pts, shown, time.time_ns())) else Gst.FlowReturn.FLUSHING
 
     def _teardown(self) -> None:
         pipe, self._pipeline = self._pipeline, None
@@ -698,7 +699,7 @@ class GstSource(Source):
         waiting_since: float | None = None  # the reader has found no frame since
         while not self._stopping:
             try:
-                (image, pts, shown), self._dropped_before = self._buf.get_counted(timeout=0.05)
+                (image, pts, shown, received), self._dropped_before = self._buf.get_counted(timeout=0.05)
             except EOFError:
                 if self._fatal is not None and not self._stopping:
                     raise self._fatal from None
@@ -712,7 +713,7 @@ class GstSource(Source):
                                                 "convert it: ffmpeg -i clip.gif clip.mp4")
             if image is not None:
                 waiting_since = None
-                frame = self._frame(image, pts, shown)
+                frame = self._frame(image, pts, shown, received)
                 if frame is None:  # delivered before a software restart
                     continue
                 now = time.perf_counter()
@@ -852,14 +853,14 @@ class GstSource(Source):
     def _drain(self) -> Iterator[Frame]:
         while True:
             try:
-                (image, pts, shown), self._dropped_before = self._buf.get_counted(timeout=0)
+                (image, pts, shown, received), self._dropped_before = self._buf.get_counted(timeout=0)
             except (TimeoutError, EOFError):
                 return
-            frame = self._frame(image, pts, shown)
+            frame = self._frame(image, pts, shown, received)
             if frame is not None:
                 yield frame
 
-    def _frame(self, image: Any, pts: int, shown: int | None = None) -> Frame | None:
+    def _frame(self, image: Any, pts: int, shown: int | None = None, received: int | None = None) -> Frame | None:
         """The next frame, or None for one a software restart decodes again (:meth:`_replace_hardware_decoder`).
         ``pts``: the buffer's (restarts seek and skip by it); ``shown``: the frame's time in the file (its stream
         time: the frame's ``pts_ns``), which an edit list makes differ (x264's B-frames: the first frame at 80 ms)."""
@@ -874,6 +875,8 @@ class GstSource(Source):
         # a live source's number counts the frames its buffer dropped (all older than this one): gaps show them
         f = Frame(image, pts if shown is None else shown, self._index + (self._dropped_before if self.live else 0),
                   self.source_id)
+        if received is not None:
+            f.meta[RECEIVED] = received
         self._index += 1
         self._last_pts = pts
         self._last_shown = pts if shown is None else shown

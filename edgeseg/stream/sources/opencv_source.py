@@ -18,7 +18,7 @@ from ...data.io import IMAGE_SUFFIXES, frame_files, read_image
 from ...data.video import VideoReader
 from ...errors import InputError, StreamError
 from ...structures.frame import Frame
-from ..base import FrameBuffer, Source
+from ..base import RECEIVED, FrameBuffer, Source
 from .uri import camera_device, parse_source, video_file
 
 log = logging.getLogger("edgeseg.stream")
@@ -137,7 +137,7 @@ class OpenCVSource(Source):
     def _reader(self) -> None:
         try:
             for item in self._pace():
-                if self._stopping.is_set() or not self._buf.put(item):
+                if self._stopping.is_set() or not self._buf.put((*item, time.time_ns())):  # received, before the buffer
                     break
         except BaseException as e:
             self._error = e
@@ -158,10 +158,12 @@ class OpenCVSource(Source):
         self._thread.start()
         while True:
             try:
-                (image, pts), dropped = self._buf.get_counted()
+                (image, pts, received), dropped = self._buf.get_counted()
             except EOFError:
                 break
-            yield Frame(image, pts, index + dropped, self.source_id)  # drops (older frames) leave gaps
+            frame = Frame(image, pts, index + dropped, self.source_id)  # drops (older frames) leave gaps
+            frame.meta[RECEIVED] = received
+            yield frame
             index += 1
         if self._error is not None:
             raise self._error

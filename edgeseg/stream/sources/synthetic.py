@@ -32,7 +32,7 @@ from urllib.parse import parse_qsl, urlsplit
 from ...errors import InputError
 from ...structures import ImageShape
 from ...structures.frame import Frame
-from ..base import FrameBuffer, Source
+from ..base import RECEIVED, FrameBuffer, Source
 
 SCHEME = "synthetic"
 DEFAULT_SIZE = ImageShape(360, 480)
@@ -177,7 +177,9 @@ class SyntheticSource(Source):
                 if wait > 0 and self._stopping.wait(wait):
                     break
                 self._generated += 1
-                if not self._buf.put(self.frame(t)):
+                frame = self.frame(t)
+                frame.meta[RECEIVED] = time.time_ns()  # made now: a slow consumer takes it later
+                if not self._buf.put(frame):
                     break
         finally:
             self._buf.close()
