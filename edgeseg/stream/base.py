@@ -280,9 +280,13 @@ class FrameBuffer:
                 if left is not None and left <= 0:
                     raise TimeoutError
                 self._cond.wait(left if left is not None else 0.1)
-            item = self._items.popleft()
+            item = self._take()
             self._cond.notify_all()
             return item, self.dropped
+
+    def _take(self) -> Any:
+        """The item :meth:`get` hands out (under the lock, the buffer not empty): the oldest."""
+        return self._items.popleft()
 
     def take_dropped(self) -> int:
         """The frames dropped so far, the count starting again from 0."""

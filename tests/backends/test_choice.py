@@ -67,6 +67,21 @@ def test_int8_whose_gate_does_not_hold_here_is_left_out():
     assert dict((c.label, w) for c, w in excluded)["openvino/int8:cpu"] == "gated on other INT8 sums"
 
 
+def _dq_model(path, weights_max):
+    import numpy as np
+    import onnx
+    from onnx import helper, numpy_helper
+
+    w = np.array([[[[weights_max]]], [[[-3]]]], np.int8)
+    graph = helper.make_graph(
+        [helper.make_node("DequantizeLinear", ["w", "s"], ["wf"], axis=0), helper.make_node("Conv", ["x", "wf"], ["y"])],
+        "g", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 1, 2, 2])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 2, 2, 2])],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(np.array([0.1, 0.1], np.float32), "s")])
+    onnx.save(helper.make_model(graph), str(path))
+    return path
+
+
 @pytest.mark.parametrize("gated_isa, here_isa, weights_max, risky, risky_ov, machine", [
     (["avx2", "avx512_vnni"], ("avx2", "fma"), 127, True, True, "x86_64"),  # gated exact, run saturating, 8-bit weights
     (["avx2", "avx512_vnni"], ("avx2", "fma"), 64, False, True, "x86_64"),  # 7-bit weights: ORT sums cannot saturate
@@ -84,18 +99,7 @@ def test_int8_whose_gate_does_not_hold_here_is_left_out():
     (["avx2", "fma"], ("avx2", "fma"), 127, False, False, "AMD64"),  # Windows' name for x86_64
 ])
 def test_int8_arithmetic_risk(tmp_path, gated_isa, here_isa, weights_max, risky, risky_ov, machine):
-    import numpy as np
-    import onnx
-    from onnx import helper, numpy_helper
-
-    w = np.array([[[[weights_max]]], [[[-3]]]], np.int8)
-    graph = helper.make_graph(
-        [helper.make_node("DequantizeLinear", ["w", "s"], ["wf"], axis=0), helper.make_node("Conv", ["x", "wf"], ["y"])],
-        "g", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 1, 2, 2])],
-        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 2, 2, 2])],
-        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(np.array([0.1, 0.1], np.float32), "s")])
-    path = tmp_path / "m.onnx"
-    onnx.save(helper.make_model(graph), str(path))
+    path = _dq_model(tmp_path / "m.onnx", weights_max)
     assert ch.weights_fit_7bit(path) == (weights_max <= 64)
 
     class FakeBundle:
@@ -109,21 +113,6 @@ def test_int8_arithmetic_risk(tmp_path, gated_isa, here_isa, weights_max, risky,
     here = DeviceInfo("Y", here_isa, 2, machine, ())
     assert (ch.int8_arithmetic_risk(FakeBundle(), "cpu", here) is not None) == risky
     assert (ch.int8_arithmetic_risk(FakeBundle(), "cpu", here, "openvino") is not None) == risky_ov
-
-
-def _dq_model(path, weights_max):
-    import numpy as np
-    import onnx
-    from onnx import helper, numpy_helper
-
-    w = np.array([[[[weights_max]]], [[[-3]]]], np.int8)
-    graph = helper.make_graph(
-        [helper.make_node("DequantizeLinear", ["w", "s"], ["wf"], axis=0), helper.make_node("Conv", ["x", "wf"], ["y"])],
-        "g", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 1, 2, 2])],
-        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 2, 2, 2])],
-        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(np.array([0.1, 0.1], np.float32), "s")])
-    onnx.save(helper.make_model(graph), str(path))
-    return path
 
 
 @pytest.mark.parametrize("gated_cpu, gated_isa, here_cpu, here_isa, weights_max, risky, risky_ov", [

@@ -166,36 +166,24 @@ class _MuxBuffer(FrameBuffer):
         self._last: str | None = None  # the source whose frame was taken last
         self.taken_by: dict[str | None, int] = {}  # source id -> frames of it handed on
 
-    def get_counted(self, timeout: float | None = None) -> tuple[Frame, int]:
+    def _take(self) -> Frame:
         """The oldest frame of the next source in turn that has one (round robin, as DeepStream's ``nvstreammux`` takes
         a frame from each source in turn). First in, first out over all sources starved cameras under load: each new
         live frame of a full buffer went to the back and the frames at the front were mostly one camera's (an audit:
         four 15 fps cameras behind a 60 ms model got 289, 4, 0 and 7 of 300 frames; now about a quarter each)."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._cond:
-            while not self._items:
-                if self._closed:
-                    raise EOFError
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    raise TimeoutError
-                self._cond.wait(left if left is not None else 0.1)
-            firsts: dict[str | None, int] = {}
-            for i, f in enumerate(self._items):
-                sid = getattr(f, "source_id", None)
-                firsts.setdefault(sid, i)
-                if sid not in self._turns:
-                    self._turns.append(sid)
-            start = self._turns.index(self._last) + 1 if self._last in self._turns else 0
-            order = self._turns[start:] + self._turns[:start]
-            sid = next(s for s in order if s in firsts)
-            i = firsts[sid]
-            frame = self._items[i]
-            del self._items[i]
-            self._last = sid
-            self.taken_by[sid] = self.taken_by.get(sid, 0) + 1
-            self._cond.notify_all()
-            return frame, self.dropped
+        firsts: dict[str | None, int] = {}
+        for i, f in enumerate(self._items):
+            sid = getattr(f, "source_id", None)
+            firsts.setdefault(sid, i)
+            if sid not in self._turns:
+                self._turns.append(sid)
+        start = self._turns.index(self._last) + 1 if self._last in self._turns else 0
+        sid = next(s for s in self._turns[start:] + self._turns[:start] if s in firsts)
+        frame = self._items[firsts[sid]]
+        del self._items[firsts[sid]]
+        self._last = sid
+        self.taken_by[sid] = self.taken_by.get(sid, 0) + 1
+        return frame
 
     def file_done(self) -> None:
         with self._cond:
