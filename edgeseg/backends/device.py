@@ -28,19 +28,6 @@ RUNTIMES = ("onnxruntime", "openvino", "tensorrt", "torch")
 RUNTIME_DISTS = {"onnxruntime": ("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino", "onnxruntime-directml"),
                  "openvino": ("openvino",), "tensorrt": ("tensorrt", "tensorrt-cu12", "tensorrt-cu11", "tensorrt-cu13"),
                  "torch": ("torch",)}
-
-
-def runtime_versions() -> tuple[str, ...]:
-    """``name==version`` of each installed runtime package (:data:`RUNTIME_DISTS`), in :data:`RUNTIMES` order."""
-    out = []
-    for runtime in RUNTIMES:
-        for dist in RUNTIME_DISTS[runtime]:
-            try:
-                out.append(f"{dist}=={metadata.version(dist)}")
-                break
-            except metadata.PackageNotFoundError:
-                continue
-    return tuple(out)
 #: ISA flags with an INT8 dot product that accumulates u8*s8 pairs in 32 bits (no int16 saturation); on
 #: aarch64 the dot-product and matrix instructions (without them, ONNX Runtime's s8s8 NEON kernels add two
 #: products in 16 bits, which wraps for a -128 weight: treated as x86 without VNNI is)
@@ -56,6 +43,19 @@ def int8_arithmetic(isa) -> str:
     if not isa:
         return "unknown"
     return "vnni" if any(f in isa for f in VNNI_FLAGS) else "saturating"
+
+
+def runtime_versions() -> tuple[str, ...]:
+    """``name==version`` of each installed runtime package (:data:`RUNTIME_DISTS`), in :data:`RUNTIMES` order."""
+    out = []
+    for runtime in RUNTIMES:
+        for dist in RUNTIME_DISTS[runtime]:
+            try:
+                out.append(f"{dist}=={metadata.version(dist)}")
+                break
+            except metadata.PackageNotFoundError:
+                continue
+    return tuple(out)
 
 
 @dataclass(frozen=True)
