@@ -7,8 +7,8 @@ JSON lines, one object per frame, flushed per line (a killed process keeps every
                    "rle": {"size": [540, 960], "counts": "..."}}]}
 
 ``pts_ns`` is the source's time of the frame (a file's presentation time; a live source's from its pipeline's start);
-``received_ns`` the Unix time (UTC, ns) at which edgeseg took the frame from its source, which lines frames up with
-other sensors' clocks (session 55: before, no output carried a wall-clock time); ``"discontinuity": true`` marks a
+``received_ns`` the Unix time (UTC, ns) edgeseg received the frame (a live source's when its decoder handed it over,
+before the source's own buffer: :data:`~edgeseg.stream.base.RECEIVED`), which lines frames up with other sensors' clocks (session 55: before, no output carried a wall-clock time); ``"discontinuity": true`` marks a
 frame after which the source's time does not follow on (a reconnect, a seek, a clock that restarted).
 
 Instances add ``"box": [x1, y1, x2, y2]`` and their score; panoptic segments add ``id`` and
