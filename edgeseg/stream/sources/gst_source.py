@@ -483,6 +483,9 @@ class GstSource(Source):
         self._error_from: str | None = None  # the element that posted the last error read from the bus
         self._last_pts = -1
         self._last_shown = -1  # the last delivered frame's stream time (where a restart seeks)
+        #: a live source's time across reconnects (:meth:`_live_time`): added to the pipeline's pts; the last frame's
+        #: time and arrival; whether the next frame is a new pipeline's first
+        self._live_offset, self._last_out, self._last_received, self._rebase = 0, -1, -1, False
         self._resume: tuple[int, int] | None = None  # after a software restart: (last pts, frames) to skip
         self._retried: set[str] = set()  # hardware decoders this source replaced (each once)
         self._outputs = 0  # frames the current pipeline's decoder gave (delivered, or skipped after a restart)
@@ -556,6 +559,8 @@ class GstSource(Source):
         pipe.connect("deep-element-added", added)
         pipe.connect("deep-element-removed", removed)
         self._buf.reopen()
+        # a camera's reconnect: the new pipeline's clock starts again (a file replayed in real time seeks in its own)
+        self._rebase = self.live and not self._whole_file and self._index > 0
         self._pipeline = pipe
         self._started_at = time.perf_counter()
         # a file replayed in real time waits, prerolled, for its reader: its clock starts with the first read, not
@@ -872,15 +877,35 @@ class GstSource(Source):
             self._resume = (last_pts, left - 1) if again else None
             if again:
                 return None
+        out = pts if shown is None else shown
+        if self.live:
+            out = self._live_time(out, received)
         # a live source's number counts the frames its buffer dropped (all older than this one): gaps show them
-        f = Frame(image, pts if shown is None else shown, self._index + (self._dropped_before if self.live else 0),
-                  self.source_id)
+        f = Frame(image, out, self._index + (self._dropped_before if self.live else 0), self.source_id)
         if received is not None:
             f.meta[RECEIVED] = received
         self._index += 1
         self._last_pts = pts
         self._last_shown = pts if shown is None else shown
         return f
+
+    def _live_time(self, pts: int, received: int | None) -> int:
+        """A live source's frame time (``Frame.pts_ns``): its pipeline's pts, and after a reconnect (whose new
+        pipeline's clock starts again from about 0) the last frame's time plus the wall-clock time between the two
+        frames' arrivals, so that time never runs backwards and an outage keeps its length (session 56: the MP4
+        continued a frame after the last one, so a 20 s outage was not in the file, and the JSON lines' time
+        jumped back to 0)."""
+        if pts < 0:
+            return pts
+        if self._rebase and self._last_out >= 0:
+            gap = received - self._last_received if received is not None and self._last_received >= 0 else 0
+            self._live_offset = self._last_out + max(int(gap), 1) - pts
+        self._rebase = False
+        out = pts + self._live_offset
+        self._last_out = out
+        if received is not None:
+            self._last_received = received
+        return out
 
     def _replace_hardware_decoder(self, text: str) -> bool:
         """A hardware decoder that failed after it started (:func:`blamed_decoders`: its own error, or a stream
