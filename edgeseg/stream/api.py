@@ -414,9 +414,22 @@ def stats_record(pipe: Pipeline, opts: StreamOptions, bundle: Any = None) -> dic
             "batch_sizes": batch_sizes(pipe), "keyframes": keyframe_counts(pipe),
             "choice": choice.to_dict() if choice is not None else None,
             # several sources: each one's drops, gaps and failure (before: a source that died was only logged)
-            **({"sources": pipe.source.source_records()} if isinstance(pipe.source, MultiSource) else {}),
+            **({"sources": _source_records(pipe)} if isinstance(pipe.source, MultiSource) else {}),
             **({"segments": [{"kind": "json" if isinstance(s, JsonLinesSink) else "video", **r} for s in segmented
                              for r in s.segment_records()]} if segmented else {})}
+
+
+def _source_records(pipe: Pipeline) -> list[dict[str, Any]]:
+    """Each source's record (:meth:`MultiSource.source_records`) with its processed frames, fps and end-to-end
+    latency (:class:`~edgeseg.stream.metrics.SourceFigures`, as the run's own ``end_to_end``; 0 frames and no
+    latency for a source none of whose frames came through)."""
+    figures = pipe.stats.by_source if pipe.stats is not None else {}
+    out = []
+    for rec in pipe.source.source_records():
+        fig = figures.get(rec["source"])
+        rec.update(fig.to_dict() if fig is not None else {"processed": 0, "fps": 0.0, "end_to_end": None})
+        out.append(rec)
+    return out
 
 
 def unstarted_record(opts: StreamOptions, reason: str, open_s: float) -> dict[str, Any]:

@@ -15,7 +15,7 @@ import numpy as np
 
 from .._timing import Latency
 
-__all__ = ["Latency", "Recorder", "Stats"]  # Latency lives in edgeseg._timing, shared with the benchmarks
+__all__ = ["Latency", "Recorder", "SourceFigures", "Stats"]  # Latency lives in edgeseg._timing, shared with the benchmarks
 
 
 @dataclass(frozen=True)
@@ -26,7 +26,8 @@ class Stats:
     second of wall time; stages: latency per stage (name -> Latency); end_to_end: from the source
     handing a frame over to the last sink finishing with it; drops: frames a live source discarded
     under back-pressure; errors: frames a stage failed on (they still reach the sinks, without result);
-    reconnect_gaps_s: the time without frames around each reconnection of a live source.
+    reconnect_gaps_s: the time without frames around each reconnection of a live source; by_source: each
+    source's processed frames, fps and end-to-end latency (source id -> :class:`SourceFigures`; one with one source).
     """
 
     frames: int
@@ -43,13 +44,17 @@ class Stats:
     fatal_error: str | None = None
     open_s: float = 0.0  # before the first frame: the source opened (connected), the model loaded and warmed up
     skipped_at_start: int = 0  # frames a live source sent while the model loaded (Source.skipped_at_start): not drops
+    by_source: dict[str, "SourceFigures"] = field(default_factory=dict)
 
     @property
     def reconnects(self) -> int:
         return len(self.reconnect_gaps_s)
 
     def to_dict(self) -> dict[str, Any]:
+        """The figures as JSON types; ``by_source`` is left out (``--stats-json`` puts each source's figures in its
+        ``sources`` record, :func:`edgeseg.stream.api.stats_record`)."""
         d = asdict(self)
+        d.pop("by_source")
         d["reconnects"] = self.reconnects
         return d
 
@@ -60,6 +65,23 @@ class Stats:
             opened += f" ({self.skipped_at_start} live frames skipped meanwhile)"
         return (f"{self.processed} frames in {self.wall_s:.1f}s{opened} = {self.fps:.1f} fps, end-to-end p50 {e.p50_ms:.1f} ms "
                 f"p99 {e.p99_ms:.1f} ms, drops {self.drops}, errors {self.errors}, reconnects {self.reconnects}")
+
+
+MAX_SOURCES = 256  # sources whose own figures a run keeps
+
+
+@dataclass(frozen=True)
+class SourceFigures:
+    """One source's part of a run with several: frames that reached every sink, their rate over the run's wall
+    time, and their end-to-end latency (session 56: only the run's totals were kept, so a camera starved by the
+    others, or one whose frames waited longest, did not show)."""
+
+    processed: int
+    fps: float
+    end_to_end: Latency
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 @dataclass
@@ -87,6 +109,7 @@ class Recorder:
         self._window = window
         self._stages: dict[str, _Ring] = {}
         self._e2e = _Ring(window)
+        self._by_source: dict[str, tuple[list[int], _Ring]] = {}  # source id -> ([processed], latencies)
         self._max_messages = max_messages
         self.frames = 0
         self.processed = 0
@@ -106,10 +129,17 @@ class Recorder:
         with self._lock:
             self.frames += 1
 
-    def frame_out(self, e2e_seconds: float) -> None:
+    def frame_out(self, e2e_seconds: float, source_id: str | None = None) -> None:
         with self._lock:
             self.processed += 1
             self._e2e.add(e2e_seconds)
+            mine = self._by_source.get(source_id) if source_id is not None else None
+            if mine is None and source_id is not None and len(self._by_source) < MAX_SOURCES:
+                # a ring per source, smaller (an application's own source may tag every frame anew: at most 256 kept)
+                mine = self._by_source[source_id] = ([0], _Ring(min(self._window, 2000)))
+            if mine is not None:
+                mine[0][0] += 1
+                mine[1].add(e2e_seconds)
 
     def error(self, message: str) -> None:
         with self._lock:
@@ -128,4 +158,7 @@ class Recorder:
                 end_to_end=Latency.of(self._e2e.snapshot()), drops=drops, errors=self.errors,
                 error_messages=tuple(self.messages), reconnect_gaps_s=tuple(gaps), stopped_by=stopped_by,
                 fatal_error=fatal, open_s=open_s, skipped_at_start=skipped,
+                by_source={
+                    sid: SourceFigures(n[0], n[0] / wall if wall > 0 else 0.0, Latency.of(ring.snapshot()))
+                    for sid, (n, ring) in self._by_source.items()},
             )

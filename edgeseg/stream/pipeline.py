@@ -316,7 +316,7 @@ class Pipeline:
                     break
                 self._rec.stage(f"sink:{getattr(sink, 'name', type(sink).__name__)}", time.perf_counter() - t0)
             else:
-                self._rec.frame_out(time.perf_counter() - packet.t_created)
+                self._rec.frame_out(time.perf_counter() - packet.t_created, packet.frame.source_id)
 
     # ---- run -------------------------------------------------------------------------------------
     def run(self, raise_on_error: bool = True) -> Stats:

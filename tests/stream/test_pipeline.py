@@ -382,3 +382,26 @@ def test_a_command_out_of_memory_says_so_with_the_fix(monkeypatch, capsys):
     assert "out of memory (can't alloc)" in str(e)
     e = explain_read_error("m.onnx", "Exception from src/inference/src/cpp/core.cpp:117:\nUnsupported thing X\n")
     assert str(e) == "m.onnx: OpenVINO cannot load the model: Unsupported thing X"
+
+
+def test_each_source_s_figures_are_kept_apart():
+    """Session 56: a run kept only its totals, so a camera the others starved, or whose frames waited longest, did not
+    show. Each source's processed frames, fps over the run's wall time and end-to-end latency, against hand values."""
+    from edgeseg.stream.metrics import MAX_SOURCES, Latency, Recorder
+
+    rec = Recorder()
+    for s in (0.010, 0.020, 0.030):
+        rec.frame_out(s, "A")
+    rec.frame_out(0.200, "B")
+    rec.frame_out(0.5)  # a frame without a source id: in the totals only
+    stats = rec.stats()
+    assert stats.processed == 5 and set(stats.by_source) == {"A", "B"}
+    a, b = stats.by_source["A"], stats.by_source["B"]
+    assert (a.processed, b.processed) == (3, 1)
+    assert a.fps == pytest.approx(3 / stats.wall_s, rel=0.05) and b.fps == pytest.approx(1 / stats.wall_s, rel=0.05)
+    assert (a.end_to_end.count, a.end_to_end.p50_ms, a.end_to_end.mean_ms) == (3, pytest.approx(20.0), pytest.approx(20.0))
+    assert a.end_to_end == Latency.of([0.010, 0.020, 0.030]) and b.end_to_end.p99_ms == pytest.approx(200.0)
+    assert "by_source" not in stats.to_dict() and stats.to_dict()["processed"] == 5
+    for i in range(MAX_SOURCES + 10):  # an application tagging every frame anew: the figures stay bounded
+        rec.frame_out(0.001, f"frame-{i}")
+    assert len(rec.stats().by_source) == MAX_SOURCES and rec.stats().processed == 5 + MAX_SOURCES + 10

@@ -31,6 +31,12 @@ def test_cli_two_sources_batched(bundle, predictor, tmp_path, capsys):
         A: list(range(11)), B: list(range(7)), A + "#2": list(range(11))}
     d = json.loads(stats.read_text())
     assert d["frames"] == d["processed"] == 29 and d["errors"] == 0 and d["source"] == [A, B, A]
+    # each source's own figures (session 56): its frames, their rate over the run and their latency
+    by = {r["source"]: r for r in d["sources"]}
+    assert {k: r["processed"] for k, r in by.items()} == {A: 11, B: 7, A + "#2": 11}
+    for r in by.values():
+        assert r["fps"] == pytest.approx(r["processed"] / d["wall_s"], rel=0.01)
+        assert r["end_to_end"]["count"] == r["processed"] and 0 < r["end_to_end"]["p50_ms"] <= d["end_to_end"]["max_ms"]
     sizes = {int(k): v for k, v in d["batch_sizes"].items()}
     assert sum(k * v for k, v in sizes.items()) == 29 and max(sizes) > 1  # really batched, nothing lost
     assert "inference batches" in capsys.readouterr().out
@@ -102,6 +108,7 @@ def test_stats_json_names_the_source_that_failed(bundle, tmp_path):
     d = json.loads(stats.read_text())
     by = {s["source"]: s for s in d["sources"]}
     assert set(by) == {A, str(bad)} and "failed" not in by[A] and by[A]["dropped"] == 0
+    assert (by[A]["processed"], by[str(bad)]["processed"], by[str(bad)]["end_to_end"]) == (11, 0, None)
     assert by[str(bad)]["frames_before_failure"] == 0 and str(bad) in by[str(bad)]["failed"]
     assert len((tmp_path / "r.jsonl").read_text().splitlines()) == 11  # the other source's frames are all kept
 
