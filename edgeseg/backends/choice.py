@@ -566,7 +566,8 @@ def choose(bundle: "Bundle", backend: str = "auto", precision: str = "auto", tar
     dev = device_info()
     if backend != "auto" and precision != "auto":
         c = Candidate(backend, precision, target if precision == "int8" else None)
-        return Choice(c, "pinned by the caller", "pinned", device=dev), None
+        return _log(bundle, Choice(c, "pinned by the caller", "pinned", device=dev,
+                                   notes=_pinned_int8_note(bundle, c, dev))), None
     request = choice_request(backend, precision, target, device, threads)
     path = cache_path() if use_cache else None
     key = cache_key(bundle, dev, request)
@@ -796,6 +797,28 @@ def _unverified_note(facts: Facts, c: Candidate) -> tuple[str, ...]:
     if passed and (c.target, c.backend) in facts.int8_unverified:
         passed, why = False, facts.int8_unverified[(c.target, c.backend)]
     return () if passed else (f"{UNVERIFIED} ({c.label}, run because INT8 was asked for): {why}",)
+
+
+def _pinned_int8_note(bundle: "Bundle", c: Candidate, dev: DeviceInfo) -> tuple[str, ...]:
+    """The :data:`UNVERIFIED` note of an INT8 model pinned with its backend (``--backend X --precision int8``), from
+    what costs nothing to read: its recorded gate and whether this CPU adds INT8 sums as the gate's did (session 56:
+    pinned together, the two checked nothing, where ``--precision int8`` alone warned). Nothing is measured here: a
+    pinned choice starts at once."""
+    if c.precision != "int8":
+        return ()
+    from .base import BACKENDS
+
+    try:  # the model that backend's runner will load (without a target: the first of its own targets the bundle has)
+        path = BACKENDS.get(c.backend).select_model(bundle, "int8", c.target)
+    except EdgesegError:
+        return ()  # no INT8 model it runs, or no such backend: the runner says so, with the fix
+    target = next((m.target for m in bundle.manifest.models if m.precision == "int8" and bundle.root / m.file == path),
+                  c.target)
+    passed, why = int8_gate(bundle, target)
+    if passed and (risk := int8_arithmetic_risk(bundle, target, dev, c.backend)) is not None:
+        passed, why = False, risk
+    label = Candidate(c.backend, "int8", target).label
+    return () if passed else (f"{UNVERIFIED} ({label}, pinned with --backend and --precision): {why}",)
 
 
 def _log(bundle: "Bundle", choice: Choice) -> Choice:

@@ -1281,3 +1281,42 @@ def test_int8_run_because_it_was_asked_for_says_its_accuracy_is_not_verified(roa
     ok, _ = ch.choose(road, precision="int8", target="cpu", threads=1,  # a gate that holds: nothing to say
                       facts=Facts({**ORT_OV, "openvino": (False, "not here")}, GATED), use_cache=False)
     assert not any(n.startswith(ch.UNVERIFIED) for n in ok.notes)
+
+
+def test_int8_pinned_with_its_backend_says_when_its_gate_does_not_hold_here(road, cache, monkeypatch, caplog, tmp_path):
+    """Session 56: ``--backend X --precision int8`` checked nothing (``--precision int8`` alone warned). The shipped
+    ``road`` was gated on an AVX-512 VNNI EPYC. On a CPU adding INT8 products in 16 bits (AVX2 without VNNI), its
+    ``cpu`` model (7-bit weights) computes the same sums, but OpenVINO's kernels and ONNX Runtime on the 8-bit
+    ``openvino`` model do not: said, at once, nothing measured."""
+    import shutil
+
+    from edgeseg.bundle import Bundle
+
+    def pinned(bundle, dev, backend="onnxruntime", precision="int8", target=None):
+        monkeypatch.setattr(ch, "device_info", lambda: dev)
+        monkeypatch.setattr(ch, "activate_candidates", lambda *a, **k: pytest.fail("a pinned choice times nothing"))
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="edgeseg.backends"):
+            c, runner = ch.choose(bundle, backend=backend, precision=precision, target=target)
+        assert (c.how, runner) == ("pinned", None)
+        warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert warned == list(c.notes)
+        return warned
+
+    avx2 = DeviceInfo("AMD EPYC", ("avx2", "fma"), 2, "x86_64", ())
+    vnni = DeviceInfo("AMD EPYC", ("avx2", "fma", "avx512f", "avx512_vnni"), 2, "x86_64", ())
+    assert pinned(road, avx2) == []  # ONNX Runtime takes the cpu model: 7-bit weights, the same sums on any CPU
+    warned = pinned(road, avx2, backend="openvino")
+    assert len(warned) == 1 and warned[0].startswith(
+        f"{ch.UNVERIFIED} (openvino/int8:openvino, pinned with --backend and --precision): its accuracy gate ran on "
+        "AMD EPYC (vnni INT8 sums); this CPU's are saturating, and OpenVINO's INT8 results differ")
+    warned = pinned(road, avx2, target="openvino")  # the 8-bit model on ONNX Runtime's 16-bit sums
+    assert len(warned) == 1 and "onnxruntime/int8:openvino" in warned[0] and "can overflow" in warned[0]
+    assert pinned(road, vnni, backend="openvino") == [] and pinned(road, vnni, target="openvino") == []
+    assert pinned(road, avx2, precision="fp32") == []  # float: nothing to verify
+    # a gate that failed: said on any CPU
+    failed = Bundle.open(shutil.copytree(road.root, tmp_path / "failed.edgeseg"))
+    with failed.editing() as b:
+        b.update_report("int8", {**b.report["int8"], "cpu": {**b.report["int8"]["cpu"], "met_budget": False}})
+    warned = pinned(Bundle.open(failed.root), vnni, target="cpu")
+    assert len(warned) == 1 and "the cpu INT8 model failed its accuracy gate" in warned[0]
