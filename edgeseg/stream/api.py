@@ -8,6 +8,7 @@ import contextlib
 
 import dataclasses
 import difflib
+import functools
 import logging
 import math
 import numbers
@@ -30,6 +31,7 @@ from .pipeline import ON_ERROR, Pipeline, decoder_threads, inference_threads, op
 from .recipe import RECIPE_KEYS, load_recipe  # noqa: F401  (re-exported: edgeseg.stream.load_recipe)
 from .sinks import CallbackSink, DisplaySink, JsonLinesSink, LabelPngSink, Mp4Sink, RtspServerSink
 from .sources import MultiSource, open_source
+from .sources.mux import awaited_camera
 from .stages import RenderStage, predictor_stages
 
 
@@ -233,9 +235,24 @@ def open_sources(opts: StreamOptions) -> Any:
         base = s if isinstance(s, str) else getattr(s, "uri", type(s).__name__)
         seen[base] = seen.get(base, 0) + 1
         names.append(base if seen[base] == 1 else f"{base}#{seen[base]}")
-    return MultiSource([s if not isinstance(s, str) else open_source(s, backend=opts.source_backend, realtime=opts.realtime,
-                                                                       name=n, fps=opts.fps, decoder_threads=opts.decoder_threads)
-                        for s, n in zip(many, names)])
+
+    def make(s: Any, n: str) -> Any:
+        return open_source(s, backend=opts.source_backend, realtime=opts.realtime, name=n, fps=opts.fps,
+                           decoder_threads=opts.decoder_threads)
+
+    # a camera whose device is not there yet waits for it while the others run (session 56: it stopped every camera);
+    # alone, or with only such cameras, it is refused as before (a typo must not wait for ever)
+    awaited = [awaited_camera(s, functools.partial(make, s, n), n) if isinstance(s, str) else None
+               for s, n in zip(many, names)]
+    if all(a is not None for a in awaited):
+        raise awaited[0].error
+    for a in awaited:
+        if a is not None:
+            logging.getLogger("edgeseg.stream").warning(
+                "%s (the other sources start; it joins when it appears%s)", str(a.error).split("\n  fix: ")[0],
+                f", for up to {a.timeout_s:g} s" if a.timeout_s else "; ?timeout=S gives up after S s")
+    return MultiSource([a if a is not None else s if not isinstance(s, str) else make(s, n)
+                        for s, n, a in zip(many, names, awaited)])
 
 
 def _semantic_classes(opts: StreamOptions, predictor: Any) -> tuple[Any, tuple[int, ...] | None]:

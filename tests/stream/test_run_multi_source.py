@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from edgeseg.cli import main
+from edgeseg.errors import InputError
 from edgeseg.stream import MultiSource, StreamOptions, build_pipeline
 from edgeseg.stream.sources.synthetic import SyntheticSource
 from edgeseg.structures import rle_decode
@@ -179,3 +180,60 @@ def test_max_batch_on_a_model_with_a_fixed_batch_is_said_and_runs_frame_by_frame
         got = list(edgeseg.stream(["synthetic://?frames=6&size=64x48", "synthetic://?frames=6&size=64x48&seed=3"], p,
                                   max_batch=2, batch_timeout_ms=200))
     assert len(got) == 12 and "max batch 2 has no effect: the model's batch size is fixed at 1" in caplog.text
+
+
+def test_a_camera_missing_at_start_joins_when_it_appears_while_the_others_run(tmp_path):
+    """Session 56: one camera of several missing at start (a USB camera not plugged in yet) stopped every camera. Now
+    the others start, and the missing one's frames join the stream once its device appears (a real file standing in
+    for the device node; a synthetic source standing in for its reader)."""
+    import threading
+
+    from edgeseg.stream import CallbackSink, Pipeline
+    from edgeseg.stream.sources.mux import AwaitedCamera
+
+    device = tmp_path / "video9"
+    late = "synthetic://?seed=3&size=64x48&frames=6"
+    camera = AwaitedCamera("v4l2:///x/video9", str(device), InputError("camera x does not exist", fix="plug it in"),
+                           lambda: SyntheticSource(late, name="cam"), name="cam")
+    other = SyntheticSource("synthetic://?seed=1&size=64x48&frames=45&fps=30&live=1", name="other")
+    got: list[tuple[str, int]] = []
+    timer = threading.Timer(0.4, device.write_bytes, (b"",))
+    timer.start()
+    pipe = Pipeline([MultiSource([other, camera]), CallbackSink(lambda f, r: got.append((f.source_id, f.index)))],
+                    handle_signals=False)
+    stats = pipe.run()
+    timer.join()
+    assert stats.fatal_error is None
+    assert [i for s, i in got if s == "cam"] == list(range(6))  # every frame of the camera that came late
+    first_cam = next(k for k, (s, _) in enumerate(got) if s == "cam")
+    assert first_cam > 0 and got[0][0] == "other"  # the other source ran meanwhile
+
+
+def test_a_camera_that_never_comes_gives_up_with_the_others_or_its_timeout(bundle, tmp_path, capsys):
+    """The missing camera's wait ends when no other source is left (a file's end) or after its ?timeout=S, named with the
+    cameras here; every frame of the others is kept. Alone (or with only missing cameras) it is refused at once, as
+    before: a typo must not wait for ever."""
+    from edgeseg.stream.api import open_sources
+
+    missing = "/dev/video97"
+    jsonl, stats = tmp_path / "r.jsonl", tmp_path / "s.json"
+    assert main(["run", "--bundle", str(bundle.root), "--backend", "onnxruntime", "--threads", "1", "--source", A,
+                 "--source", missing, "--json-out", str(jsonl), "--stats-json", str(stats)]) != 0
+    err = capsys.readouterr().err
+    assert f"camera {missing} does not exist (waited" in err and "until no other source was left" in err
+    assert len(jsonl.read_text().splitlines()) == 11
+    by = {r["source"]: r for r in json.loads(stats.read_text())["sources"]}
+    assert by[A]["processed"] == 11 and by[missing]["frames"] == 0 and "does not exist" in by[missing]["failed"]
+    # a timeout: it gives up while the other (a live, endless source) goes on
+    from edgeseg.stream import CallbackSink, Pipeline
+
+    src = open_sources(StreamOptions(source=["synthetic://?seed=1&size=64x48&fps=30&live=1",
+                                             f"v4l2://{missing}?timeout=0.5"]))
+    got: list[str] = []
+    pipe = Pipeline([src, CallbackSink(lambda f, r: got.append(f.source_id))], max_frames=40, handle_signals=False)
+    pipe.run(raise_on_error=False)
+    rec = {r["source"]: r for r in src.source_records()}[f"v4l2://{missing}?timeout=0.5"]
+    assert "timeout=0.5" in rec["failed"] and len(got) == 40  # it gave up at 0.5 s; the other ran on (40 frames: 1.3 s)
+    for alone in ([missing], [missing, "/dev/video98"]):
+        with pytest.raises(InputError, match=f"camera {missing} does not exist"):
+            open_sources(StreamOptions(source=alone))

@@ -13,13 +13,16 @@ faster than the model share it equally (first in, first out gave one of four cam
 source that fails is
 logged and the others go on; when all have ended, a :class:`StreamError` names every source that failed
 (its id, the frames it gave, its error; a lone failure whose message names its source is raised as it is).
+A camera whose device does not exist when the run starts (:class:`AwaitedCamera`) joins when it appears, the
+others running meanwhile.
 """
 from __future__ import annotations
 
 import logging
 import threading
 import time
-from typing import Any, Iterator, Sequence
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
 
 from ...errors import EdgesegError, InputError, StreamError
 from ...structures.frame import Frame
@@ -31,6 +34,82 @@ log = logging.getLogger("edgeseg.stream")
 def _name(source: Source) -> str:
     """What the frames of ``source`` are tagged with (its ``source_id``), else its URI or class."""
     return getattr(source, "source_id", None) or source.uri or type(source).__name__
+
+
+#: how often an awaited camera looks for its device (seconds)
+AWAIT_POLL_S = 0.2
+
+
+class AwaitedCamera(Source):
+    """One of several sources: a camera (``v4l2``) whose device does not exist when the run starts (a USB camera
+    not plugged in yet, a rig whose cameras enumerate late). The other sources start; this one looks for the device
+    every :data:`AWAIT_POLL_S` and, once it is there, opens ``make()`` and gives its frames. It gives up, raising
+    ``error`` (the missing camera named, with the cameras here), after the URI's ``timeout=S`` or when no other
+    source is left running. Session 56: before, one camera missing at start stopped every camera of the run."""
+
+    live = True
+
+    def __init__(self, uri: str, device: str, error: EdgesegError, make: Callable[[], Source],
+                 name: str | None = None, timeout_s: float | None = None):
+        super().__init__()
+        self.uri = str(uri)
+        self.source_id = name or self.uri
+        self.device, self.error, self.timeout_s = device, error, timeout_s
+        self._make = make
+        self._source: Source | None = None
+        self._stopping = False
+        #: whether any other source of the run still runs (set by :class:`MultiSource`); none left: give up
+        self.others_running: Callable[[], bool] = lambda: True
+
+    @property
+    def parts(self) -> Sequence[Source]:
+        return () if self._source is None else (self._source,)  # its drops, gaps and skipped frames, once opened
+
+    def __iter__(self) -> Iterator[Frame]:
+        t0 = time.monotonic()
+        while not self._stopping:
+            if Path(self.device).exists():
+                self._source = self._make().open()
+                log.warning("camera %s appeared after %.1f s: its frames join the stream", self.device,
+                            time.monotonic() - t0)
+                yield from self._source
+                return
+            waited = time.monotonic() - t0
+            said = str(self.error).split("\n  fix: ")[0]
+            if self.timeout_s is not None and waited >= self.timeout_s:
+                raise StreamError(f"{said} (waited {waited:.1f} s for it, timeout={self.timeout_s:g})", fix=self.error.fix)
+            if not self.others_running():
+                raise StreamError(f"{said} (waited {waited:.1f} s for it, until no other source was left)",
+                                  fix=self.error.fix)
+            time.sleep(AWAIT_POLL_S)
+
+    def stop(self) -> None:
+        self._stopping = True
+        if self._source is not None:
+            self._source.stop()
+
+    def close(self) -> None:
+        self._stopping = True
+        if self._source is not None:
+            self._source.close()
+
+
+def awaited_camera(uri: str, make: Callable[[], Source], name: str | None = None) -> AwaitedCamera | None:
+    """An :class:`AwaitedCamera` for ``uri`` when it names a camera device that does not exist now, else None."""
+    from .gst_source import _timeout_opt
+    from .uri import camera_device, parse_source
+
+    try:
+        spec = parse_source(uri)
+    except EdgesegError:
+        return None  # named as it is where the source is made
+    if spec.scheme != "v4l2" or Path(spec.target).exists():
+        return None
+    try:
+        camera_device(spec.target)
+    except InputError as e:
+        return AwaitedCamera(uri, spec.target, e, make, name=name, timeout_s=_timeout_opt(spec, None))
+    return None
 
 
 class MultiSource(Source):
@@ -50,6 +129,9 @@ class MultiSource(Source):
         #: downstream (``edgeseg.stream``'s hand-over to a Python loop); None: the buffer's room alone
         self.gate: Any = None
         self._errors: list[tuple[Source, int, BaseException]] = []  # (source, frames it gave, error)
+        for s in self.sources:
+            if isinstance(s, AwaitedCamera):
+                s.others_running = self._others_running(s)
         counts = [s.expected_frames for s in self.sources]
         self.expected_frames = sum(counts) if all(c is not None for c in counts) else None  # type: ignore[arg-type]
 
@@ -72,6 +154,15 @@ class MultiSource(Source):
                 rec.update(failed=str(e).splitlines()[0] if str(e) else type(e).__name__, frames_before_failure=n)
             out.append(rec)
         return out
+
+    def _others_running(self, me: Source) -> Callable[[], bool]:
+        """Whether a source other than ``me`` (an awaited camera, or any other such) is still read: before the readers
+        start, all are."""
+        def running() -> bool:
+            threads = self._threads
+            return not threads or any(t.is_alive() for t, s in zip(threads, self.sources)
+                                      if s is not me and not isinstance(s, AwaitedCamera))
+        return running
 
     def open(self) -> "MultiSource":
         for s in self.sources:
