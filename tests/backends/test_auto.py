@@ -87,11 +87,14 @@ def test_shipped_int8_runs_the_cpu_model_on_onnxruntime_here():
     targets = {m.target for m in bundle.manifest.models if m.precision == "int8"}
     assert {"cpu", "tensorrt"} <= targets
     avail = availability()
-    want = choose_int8_backend(avail, targets)
+    assert choose_int8_backend(avail, targets) == ("tensorrt" if avail["tensorrt"][0] else "onnxruntime")
+    # --precision int8 alone: the runtimes that run an INT8 model here are timed side by side, so which wins depends
+    # on the CPU and its load (a helper, session 56: OpenVINO won 4 of 6 starts on a busy AVX2 EPYC, and the test
+    # expecting the static preference failed); whichever it is runs the model of the target it was chosen for
     p = edgeseg.load(bundle, precision="int8")
-    assert p.backend == want
-    if want == "onnxruntime":
-        assert p.runner.model_path.name == "model.int8.cpu.onnx"
+    chosen = p.choice.candidate
+    assert p.backend == chosen.backend and avail[chosen.backend][0] and chosen.target in targets
+    assert p.runner.model_path.name == f"model.int8.{chosen.target}.onnx"
     cpu = edgeseg.load(bundle, precision="int8", target="cpu")
     assert cpu.backend == "onnxruntime" and cpu.runner.model_path.name == "model.int8.cpu.onnx"
 

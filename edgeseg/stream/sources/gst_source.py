@@ -654,8 +654,11 @@ class GstSource(Source):
         if self._whole_file and pts >= 0:
             self._pts_span = (pts, pts) if self._pts_span is None else (self._pts_span[0], pts)
             shown = _gst.stream_time_ns(sample, pts)
-        # (received: when the decoder handed it over, before this source's own buffer: a live frame waits there)
-        return Gst.FlowReturn.OK if self._buf.put((image, pts, shown, time.time_ns())) else Gst.FlowReturn.FLUSHING
+        # (received: when the decoder handed it over, before this source's own buffer: a live frame waits there; in
+        # Unix time for the outputs, and on the monotonic clock for the time across a reconnect, which a wall-clock
+        # step must not stretch)
+        received = (time.time_ns(), time.monotonic_ns())
+        return Gst.FlowReturn.OK if self._buf.put((image, pts, shown, received)) else Gst.FlowReturn.FLUSHING
 
     def _teardown(self) -> None:
         pipe, self._pipeline = self._pipeline, None
@@ -865,7 +868,8 @@ class GstSource(Source):
             if frame is not None:
                 yield frame
 
-    def _frame(self, image: Any, pts: int, shown: int | None = None, received: int | None = None) -> Frame | None:
+    def _frame(self, image: Any, pts: int, shown: int | None = None,
+               received: tuple[int, int] | None = None) -> Frame | None:
         """The next frame, or None for one a software restart decodes again (:meth:`_replace_hardware_decoder`).
         ``pts``: the buffer's (restarts seek and skip by it); ``shown``: the frame's time in the file (its stream
         time: the frame's ``pts_ns``), which an edit list makes differ (x264's B-frames: the first frame at 80 ms)."""
@@ -883,28 +887,28 @@ class GstSource(Source):
         # a live source's number counts the frames its buffer dropped (all older than this one): gaps show them
         f = Frame(image, out, self._index + (self._dropped_before if self.live else 0), self.source_id)
         if received is not None:
-            f.meta[RECEIVED] = received
+            f.meta[RECEIVED] = received[0]
         self._index += 1
         self._last_pts = pts
         self._last_shown = pts if shown is None else shown
         return f
 
-    def _live_time(self, pts: int, received: int | None) -> int:
+    def _live_time(self, pts: int, received: tuple[int, int] | None) -> int:
         """A live source's frame time (``Frame.pts_ns``): its pipeline's pts, and after a reconnect (whose new
         pipeline's clock starts again from about 0) the last frame's time plus the wall-clock time between the two
-        frames' arrivals, so that time never runs backwards and an outage keeps its length (session 56: the MP4
+        frames' arrivals (monotonic), so that time never runs backwards and an outage keeps its length (session 56: the MP4
         continued a frame after the last one, so a 20 s outage was not in the file, and the JSON lines' time
         jumped back to 0)."""
         if pts < 0:
             return pts
         if self._rebase and self._last_out >= 0:
-            gap = received - self._last_received if received is not None and self._last_received >= 0 else 0
+            gap = received[1] - self._last_received if received is not None and self._last_received >= 0 else 0
             self._live_offset = self._last_out + max(int(gap), 1) - pts
         self._rebase = False
         out = pts + self._live_offset
         self._last_out = out
         if received is not None:
-            self._last_received = received
+            self._last_received = received[1]
         return out
 
     def _replace_hardware_decoder(self, text: str) -> bool:
