@@ -22,10 +22,11 @@ import numpy as np
 
 from . import _memory
 from .backends import BACKENDS, Runner, select_backend
-from .bundle import Bundle, Manifest
+from .bundle import Bundle
 from .decode import decode
 from .errors import InputError
 from .structures import DecoderOptions, PreprocessMeta
+from .structures.manifest import Manifest
 
 
 def check_image(image: Any) -> np.ndarray:

@@ -206,7 +206,7 @@ def test_a_corrupt_bundle_is_refused_at_once_whatever_killed_writers_left_beside
     bundle's lock, or a bundle replaced under the reader, is waited for."""
     import time
 
-    from edgeseg.bundle import _host
+    from edgeseg._bundle_write import _host
 
     (bundle.root / "model.onnx").write_bytes(b"not the model")
     (bundle.root.parent / f".{bundle.root.name}.1@{_host()}-abcd.partial").mkdir()  # pid 1: alive
@@ -486,7 +486,7 @@ def test_a_cache_lock_that_cannot_be_taken_is_named_with_the_fix(bundle, tmp_pat
     """Review of the unpack lock: it was opened lazily, outside the code that names an unusable cache, so a
     raw OSError escaped (and a zipped --out crashed after its work). A lock file made by another user is
     opened read-only, which flock allows."""
-    monkeypatch.setattr("edgeseg.bundle._PRIVATE_COPIES", {})  # this process has unpacked no zip privately yet
+    monkeypatch.setattr("edgeseg._bundle_cache._PRIVATE_COPIES", {})  # this process has unpacked no zip privately yet
     monkeypatch.setenv("EDGESEG_CACHE_DIR", str(tmp_path / "cache"))
     (tmp_path / "cache" / ".bundles.lock").mkdir(parents=True)  # a lock that cannot be opened as a file
     with caplog.at_level("WARNING", logger="edgeseg"):  # session 46: unpacked for the process, not refused
@@ -501,7 +501,7 @@ def test_a_cache_lock_that_cannot_be_taken_is_named_with_the_fix(bundle, tmp_pat
 
 def test_an_unwritable_bundle_cache_is_named_with_the_fix(bundle, tmp_path, monkeypatch, caplog):
     (tmp_path / "a-file").write_text("x")
-    monkeypatch.setattr("edgeseg.bundle._PRIVATE_COPIES", {})  # this process has unpacked no zip privately yet
+    monkeypatch.setattr("edgeseg._bundle_cache._PRIVATE_COPIES", {})  # this process has unpacked no zip privately yet
     monkeypatch.setenv("EDGESEG_CACHE_DIR", str(tmp_path / "a-file" / "cache"))
     with caplog.at_level("WARNING", logger="edgeseg"):
         opened = Bundle.open(bundle.zip(tmp_path / "b.zip"))
@@ -665,7 +665,7 @@ def _dead_pid() -> int:
 
 
 def _host_name() -> str:
-    from edgeseg.bundle import _host
+    from edgeseg._bundle_write import _host
 
     return _host()
 
@@ -719,7 +719,7 @@ def test_editing_a_zip_through_a_symlink_writes_the_zip_it_points_to(bundle, tmp
 
 def test_an_unwritable_cache_with_no_copy_is_named_once(bundle, tmp_path, monkeypatch, caplog):
     (tmp_path / "a-file").write_text("x")
-    monkeypatch.setattr("edgeseg.bundle._PRIVATE_COPIES", {})  # this process has unpacked no zip privately yet
+    monkeypatch.setattr("edgeseg._bundle_cache._PRIVATE_COPIES", {})  # this process has unpacked no zip privately yet
     monkeypatch.setenv("EDGESEG_CACHE_DIR", str(tmp_path / "a-file" / "cache"))
     with caplog.at_level("WARNING", logger="edgeseg"):  # session 46: unpacked for this process, said once
         assert Bundle.open(bundle.zip(tmp_path / "b.zip")).model_path().is_file()
@@ -734,11 +734,11 @@ def test_unpacked_zips_unused_for_the_kept_days_are_removed_when_another_is_unpa
 
     monkeypatch.setenv("EDGESEG_CACHE_DIR", str(tmp_path / "cache"))
     zips = [conv_bundle(tmp_path / f"v{i}", seed=i, name=f"v{i}").zip(tmp_path / f"v{i}.zip") for i in range(4)]
-    from edgeseg import bundle as bundle_module
+    from edgeseg import _bundle_cache
 
     old, used, kept = (Bundle.open(z).root for z in zips[:3])
     for entry in (old, used):  # as if the processes that opened them had ended (each holds its entries while it runs)
-        os.close(bundle_module._IN_USE.pop(str(entry)))
+        os.close(_bundle_cache._IN_USE.pop(str(entry)))
     month_ago = time.time() - 31 * 86400
     for entry in (old, used, kept):
         os.utime(entry, (month_ago, month_ago))
@@ -781,18 +781,18 @@ def test_an_unpacked_zip_a_running_process_uses_is_never_evicted(tmp_path, monke
         assert (entry / "manifest.json").is_file() and (mine / "manifest.json").is_file()
     finally:
         service.communicate("", timeout=60)
-    from edgeseg.bundle import _evict_unused
+    from edgeseg._bundle_cache import _evict_unused
 
     assert _evict_unused(entry.parent, keep=entry.parent / "none") == [entry]  # the service ended: now it goes
 
 
 def test_the_kept_days_setting(tmp_path, monkeypatch, caplog):
-    from edgeseg import bundle as bundle_module
-    from edgeseg.bundle import _evict_unused
+    from edgeseg import _bundle_cache
+    from edgeseg._bundle_cache import _evict_unused
     from edgeseg.paths import cache_days
     from edgeseg.environment import report
 
-    monkeypatch.setattr(bundle_module, "_WARNED_ONCE", set())
+    monkeypatch.setattr(_bundle_cache, "_WARNED_ONCE", set())
 
     (tmp_path / "a").mkdir()
     os.utime(tmp_path / "a", (0, 0))

@@ -43,13 +43,17 @@ ALLOWED: dict[str, set[str]] = {
     "environment": {"backends", "stream"},
 }
 TOP_ONLY = {"cli", "<root>", "__main__"}  # the CLI and edgeseg/__init__ may import anything
+# private modules of a package's layer, counted as that package: bundle.py imports them, and they import the Bundle
+# class inside functions (the write machinery, the cache of unpacked zips)
+PARTS = {"_bundle_write": "bundle", "_bundle_cache": "bundle"}
 # applications of the SDK that live inside the package (loaded by GStreamer, not imported by it)
 APPS = ("edgeseg/stream/gst_plugin/",)
 
 
 def _top(dotted: str) -> str:
     parts = dotted.split(".")
-    return parts[1] if len(parts) > 1 else "<root>"
+    top = parts[1] if len(parts) > 1 else "<root>"
+    return PARTS.get(top, top)
 
 
 def _edges():

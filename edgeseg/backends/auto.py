@@ -113,7 +113,7 @@ def availability() -> dict[str, tuple[bool, str]]:
 def openvino_supports(bundle: "Bundle", precision: str = "fp32") -> tuple[bool, str]:
     """Whether OpenVINO takes every op of the model it would run from ``bundle``: asked once per model
     file in this process (keyed by the file's sha256, from the manifest). Never raises."""
-    from ..bundle import sha256_file
+    from ..structures.manifest import sha256_file
 
     ov = BACKENDS.get("openvino")
     try:

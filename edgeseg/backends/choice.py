@@ -482,7 +482,7 @@ def _store(path: Path | None, key: str, entry: Mapping[str, Any], what: str) -> 
     from .._io import write_json
 
     try:  # read, add, write under a lock: processes starting at once lost each other's entries (25 of 80 kept)
-        from ..bundle import _locked
+        from .._bundle_write import _locked
 
         path.parent.mkdir(parents=True, exist_ok=True)  # before the lock file (a first run's: no folder, no lock)
         lock: Any = _locked(path.parent / ".choices.lock")
@@ -600,11 +600,11 @@ CHOICE_WAIT_S = 300.0
 
 
 def _across_processes(path: Path | None, key: str, what: str, wait_s: float | None = None) -> Any:
-    """An exclusive lock on ``.choice-<hash of key>.lock`` in the cache folder for the block (``bundle._locked``), so
+    """An exclusive lock on ``.choice-<hash of key>.lock`` in the cache folder for the block (``_bundle_write._locked``), so
     that processes of this machine choosing (or checking) the same thing go one after the other; the lock files stay
     (a cache's files, a few bytes each). No cache (off, unwritable) or no locks on its file system: the block runs
     unlocked. A holder that takes over ``wait_s`` (:data:`CHOICE_WAIT_S`) is not waited for further."""
-    from ..bundle import _locked
+    from .._bundle_write import _locked
 
     if path is None:
         return contextlib.nullcontext()

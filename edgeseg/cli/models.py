@@ -38,9 +38,10 @@ def _list_bundles(args: argparse.Namespace) -> int:
     """The shipped bundles matching the pattern (and ``--task``): task, classes, input size, models."""
     import fnmatch
 
-    from ..bundle import TASKS, Bundle
+    from ..bundle import Bundle
     from ..errors import InputError
     from ..paths import shipped_bundle_names
+    from ..structures.manifest import TASKS
 
     given = [o for o, v in (("--encoders", args.encoders), ("--encoder", args.encoder), ("--tiny", args.tiny),
                             ("--num-classes", args.num_classes)) if v]

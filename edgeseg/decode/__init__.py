@@ -15,8 +15,8 @@ from .._registry import Registry
 from ..errors import UnsupportedError
 
 if TYPE_CHECKING:
-    from ..bundle import Manifest
     from ..structures import DecoderOptions, PreprocessMeta
+    from ..structures.manifest import Manifest
 
 Decoder = Callable[..., Any]  # (outputs, meta, manifest, options=None) -> result
 DECODERS: Registry[Decoder] = Registry("decoder", error=UnsupportedError)

@@ -57,8 +57,8 @@ from .geometry import boxes_to_image, image_affine
 log = logging.getLogger("edgeseg.decode")
 
 if TYPE_CHECKING:
-    from ..bundle import Manifest
     from ..structures import PreprocessMeta
+    from ..structures.manifest import Manifest
 
 
 # ---- NMS ---------------------------------------------------------------------------------------

@@ -71,8 +71,8 @@ from .instance import _pixel_span, paste_roi_mask
 from .semantic import _argmax_chw, finite_logits
 
 if TYPE_CHECKING:
-    from ..bundle import Manifest
     from ..structures import PreprocessMeta
+    from ..structures.manifest import Manifest
 
 LAYOUT_OUTPUTS = {
     "center": {"semantic": "[1, C, h, w]", "center": "[1, 1, h, w]", "offset": "[1, 2, h, w]"},

@@ -18,8 +18,8 @@ import numpy as np
 from ..errors import InputError, UnsupportedError
 
 if TYPE_CHECKING:
-    from ..bundle import Manifest
     from ..structures import InstanceResult, PanopticOptions, PanopticResult, PreprocessMeta, SemanticResult
+    from ..structures.manifest import Manifest
 
 SEM, INST = "sem/", "inst/"
 
@@ -30,7 +30,7 @@ _BRANCHES: dict[int, tuple["PanopticOptions", tuple["Manifest", "Manifest"]]] = 
 def branch_manifests(options: "PanopticOptions") -> tuple["Manifest", "Manifest"]:
     """(semantic, instance) manifests of a fused bundle's branches, parsed once per options object
     (a predictor keeps its options: no per-frame parsing)."""
-    from ..bundle import SCHEMA_VERSION, Manifest
+    from ..structures.manifest import SCHEMA_VERSION, Manifest
 
     hit = _BRANCHES.get(id(options))
     if hit is not None and hit[0] is options:

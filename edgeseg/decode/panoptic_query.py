@@ -56,8 +56,8 @@ from .panoptic import _class_tables, _get, _layout_error, finish_segments, grid_
 CONVENTIONS = QUERY_CONVENTIONS  # mask2former, maskformer, transformers (the options' own list)
 
 if TYPE_CHECKING:
-    from ..bundle import Manifest
     from ..structures import PreprocessMeta
+    from ..structures.manifest import Manifest
 
 
 def query_scores(class_logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

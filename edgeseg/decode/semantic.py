@@ -53,8 +53,8 @@ from .geometry import content_box
 log = logging.getLogger("edgeseg.decode")
 
 if TYPE_CHECKING:
-    from ..bundle import Manifest
     from ..structures import PreprocessMeta
+    from ..structures.manifest import Manifest
 
 def semantic_output(outputs: Mapping[str, np.ndarray], manifest: "Manifest") -> tuple[str, str, np.ndarray]:
     """(name, kind, array) of the semantic output: by the manifest's specs, then by the names

@@ -28,9 +28,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..bundle import Bundle, Manifest, ModelFile, OutputSpec
+from ..bundle import Bundle
 from ..errors import ExportError
 from ..structures import InputSpec
+from ..structures.manifest import Manifest, ModelFile, OutputSpec
 from .fold import fold_conv_bn
 from .names import _palette, normalize_classes
 from .onnx_export import OPSET, export_onnx, output_name

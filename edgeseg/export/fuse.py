@@ -30,9 +30,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..bundle import Bundle, Manifest, ModelFile, OutputSpec
+from ..bundle import Bundle
 from ..errors import ExportError, InputError
 from ..structures import InputSpec, PanopticOptions
+from ..structures.manifest import Manifest, ModelFile, OutputSpec
 from .._compat import removesuffix
 from .graph import half_weights
 

@@ -35,9 +35,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..bundle import Bundle, Manifest, OutputSpec
+from ..bundle import Bundle
 from ..errors import ExportError, InputError
 from ..structures import ImageShape, InputSpec, InstanceOptions, pad_levels
+from ..structures.manifest import Manifest, OutputSpec
 from .graph import clean_graph, fresh_node_name
 from .import_yolact import YOLACT_INPUT, detect_yolact_layout, yolact_to_prototype
 

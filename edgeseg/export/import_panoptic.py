@@ -24,9 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..bundle import Bundle, Manifest, OutputSpec
+from ..bundle import Bundle
 from ..errors import ExportError, InputError
 from ..structures import ImageShape, InputSpec, PanopticOptions
+from ..structures.manifest import Manifest, OutputSpec
 from .graph import Appender, clean_graph, rename_tensor
 
 log = logging.getLogger(__name__)

@@ -31,9 +31,10 @@ from pathlib import Path
 import numpy as np
 
 from .._ort import ir_version_limit, make_session
-from ..bundle import Bundle, Manifest, ModelFile, OutputSpec
+from ..bundle import Bundle
 from ..errors import ExportError, InputError, UnsupportedError
 from ..structures import ImageShape, InputSpec, SemanticOptions
+from ..structures.manifest import Manifest, ModelFile, OutputSpec
 from .graph import clean_graph, default_opset, dims, elem_dtype, graph_inputs, half_weights, quantized_ops, save_single_file
 
 log = logging.getLogger(__name__)

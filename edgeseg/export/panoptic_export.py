@@ -26,9 +26,10 @@ import torch
 from torch import nn
 
 from .._ort import make_session
-from ..bundle import Bundle, Manifest, ModelFile, OutputSpec
+from ..bundle import Bundle
 from ..errors import ExportError
 from ..structures import InputSpec, PanopticOptions
+from ..structures.manifest import Manifest, ModelFile, OutputSpec
 from .bundle_export import CHECKPOINT_FILE, write_checkpoint
 from .names import _palette, normalize_classes
 from .fold import fold_conv_bn

@@ -29,8 +29,8 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
-    from ..bundle import Manifest
     from ..structures import PreprocessMeta
+    from ..structures.manifest import Manifest
 
 
 class Scorer(Protocol):

@@ -531,7 +531,7 @@ def _check_openvino_reads(bundle) -> None:
 def _write(bundle, report: QuantReport, model: Path, table, recipe: CalibrationRecipe, fp32: Path, work: Path) -> QuantReport:
     import onnx
 
-    from ..bundle import ModelFile
+    from ..structures.manifest import ModelFile
     from .trt_cache import write_cache
 
     if not report.met_budget and any(m.precision == "int8" and m.target == report.target for m in bundle.manifest.models):

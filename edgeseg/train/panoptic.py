@@ -78,7 +78,7 @@ from .interrupt import StopRequest, stop_now
 from .step_batches import check_device_and_workers, worker_batches
 
 if TYPE_CHECKING:
-    from ..bundle import Manifest
+    from ..structures.manifest import Manifest
 
 log = logging.getLogger(__name__)
 STATE_FORMAT = "edgeseg.train.panoptic/1"
@@ -616,8 +616,8 @@ def panoptic_manifest(model: torch.nn.Module, spec: InputSpec, category_ids: Seq
     layout found by one forward pass (:func:`~edgeseg.export.panoptic_export.panoptic_outputs`:
     ``center`` or ``paste``), the model's classes and thing classes, the dataset's ``category_ids``
     and ``options`` (default :class:`PanopticOptions`' thresholds)."""
-    from ..bundle import Manifest, OutputSpec
     from ..export.panoptic_export import panoptic_outputs
+    from ..structures.manifest import Manifest, OutputSpec
 
     layout, names = panoptic_outputs(model, spec)
     opts = (options or PanopticOptions()).replace(layout=layout, thing_classes=tuple(model.thing_classes),

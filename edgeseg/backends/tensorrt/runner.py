@@ -125,7 +125,7 @@ class TensorRTRunner(Runner):
 
     # ---- engine ------------------------------------------------------------------------------
     def engine_key(self, gpu: GpuInfo, trt_version: str) -> EngineKey:
-        from ...bundle import sha256_file
+        from ...structures.manifest import sha256_file
 
         sha = None
         if self.bundle is not None and is_relative_to(self.model_path, self.bundle.root):
