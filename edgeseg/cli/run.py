@@ -73,7 +73,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "rtsp:// or http(s):// (?timeout=S: seconds to the first frame; default: rtsp keeps trying, http 10), "
                         "v4l2:///dev/videoN (or /dev/videoN, or N), csi://N, test://PATTERN?width=&height=&fps=&frames=&live=1, "
                         "synthetic://?seed=&size=&frames=, - (a video piped in), or a GStreamer launch string; repeat for "
-                        "several sources (frames interleaved, batched with --max-batch)")
+                        "several sources (frames taken in turn, batched with --max-batch; a camera of several that is "
+                        "missing at start joins when it appears, ?timeout=S to give up)")
     p.add_argument("--source-backend", choices=["auto", "gstreamer", "opencv"], default=None, help="how to read the source")
     p.add_argument("--realtime", action="store_true", default=None, help="replay a file at its frame rate, like a camera")
     g = p.add_argument_group("sinks")
