@@ -148,7 +148,8 @@ class Recorder:
                 self.messages.append(message)
 
     def stats(self, *, drops: int = 0, gaps: tuple[float, ...] = (), stopped_by: str = "eos",
-              fatal: str | None = None, open_s: float = 0.0, skipped: int = 0) -> Stats:
+              fatal: str | None = None, open_s: float = 0.0, skipped: int = 0, by_source: bool = True) -> Stats:
+        """The figures so far; ``by_source=False`` leaves each source's own out (a periodic log line's look)."""
         with self._lock:
             wall = time.perf_counter() - self.t_start
             stages = {k: Latency.of(v.snapshot()) for k, v in self._stages.items()}
@@ -160,5 +161,5 @@ class Recorder:
                 fatal_error=fatal, open_s=open_s, skipped_at_start=skipped,
                 by_source={
                     sid: SourceFigures(n[0], n[0] / wall if wall > 0 else 0.0, Latency.of(ring.snapshot()))
-                    for sid, (n, ring) in self._by_source.items()},
+                    for sid, (n, ring) in self._by_source.items()} if by_source else {},
             )

@@ -403,7 +403,7 @@ class Pipeline:
                     current = (self._rec.processed - last_processed) / (now - last_log)
                     last_log, last_processed = now, self._rec.processed
                     log.info("stream: %s; last %g s: %.1f fps", self._rec.stats(  # (its reconnects too: an audit)
-                        drops=self.source.dropped, gaps=tuple(self.source.reconnect_gaps_s)).summary(),
+                        drops=self.source.dropped, gaps=tuple(self.source.reconnect_gaps_s), by_source=False).summary(),
                              self.log_interval_s, current)
         finally:
             if bar is not None:

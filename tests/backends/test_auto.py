@@ -79,7 +79,7 @@ def test_int8_without_a_target_prefers_a_usable_accelerated_model():
         choose_backend({**NO_TRT, "onnxruntime": (False, "gone")}, precision="int8", int8_targets=["tensorrt"])
 
 
-def test_shipped_int8_runs_the_cpu_model_on_onnxruntime_here():
+def test_shipped_int8_runs_the_model_of_the_target_it_was_chosen_for():
     import edgeseg
     from edgeseg.backends.auto import availability, choose_int8_backend
 

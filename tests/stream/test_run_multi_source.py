@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 import pytest
@@ -182,31 +183,96 @@ def test_max_batch_on_a_model_with_a_fixed_batch_is_said_and_runs_frame_by_frame
     assert len(got) == 12 and "max batch 2 has no effect: the model's batch size is fixed at 1" in caplog.text
 
 
-def test_a_camera_missing_at_start_joins_when_it_appears_while_the_others_run(tmp_path):
+@pytest.mark.parametrize("camera_first", [True, False])
+def test_a_camera_missing_at_start_joins_when_it_appears_while_the_others_run(tmp_path, camera_first):
     """Session 56: one camera of several missing at start (a USB camera not plugged in yet) stopped every camera. Now
     the others start, and the missing one's frames join the stream once its device appears (a real file standing in
-    for the device node; a synthetic source standing in for its reader)."""
-    import threading
-
+    for the device node, made after the other source's 10th frame; a synthetic source standing in for its reader).
+    The review: listed first, the camera gave up at once (the other readers were not started yet); a device node
+    there before it opens (udev sets its permissions after) is tried again; its rate is the camera's once it joined."""
+    from edgeseg.errors import StreamError
     from edgeseg.stream import CallbackSink, Pipeline
     from edgeseg.stream.sources.mux import AwaitedCamera
 
     device = tmp_path / "video9"
-    late = "synthetic://?seed=3&size=64x48&frames=6"
+    late = "synthetic://?seed=3&size=64x48&frames=6&fps=15"
+    tries = []
+
+    def make():
+        tries.append(1)
+        if len(tries) == 1:
+            raise StreamError("cannot start source 'v4l2:///x/video9': Permission denied")
+        return SyntheticSource(late, name="cam")
+
     camera = AwaitedCamera("v4l2:///x/video9", str(device), InputError("camera x does not exist", fix="plug it in"),
-                           lambda: SyntheticSource(late, name="cam"), name="cam")
-    other = SyntheticSource("synthetic://?seed=1&size=64x48&frames=45&fps=30&live=1", name="other")
+                           make, name="cam")
+    other = SyntheticSource("synthetic://?seed=1&size=64x48&frames=60&fps=30&live=1", name="other")
     got: list[tuple[str, int]] = []
-    timer = threading.Timer(0.4, device.write_bytes, (b"",))
-    timer.start()
-    pipe = Pipeline([MultiSource([other, camera]), CallbackSink(lambda f, r: got.append((f.source_id, f.index)))],
-                    handle_signals=False)
-    stats = pipe.run()
-    timer.join()
-    assert stats.fatal_error is None
+
+    def seen(frame, result):
+        got.append((frame.source_id, frame.index))
+        if len(got) == 10:
+            device.write_bytes(b"")
+
+    assert camera.fps is None
+    mux = MultiSource([camera, other] if camera_first else [other, camera])
+    stats = Pipeline([mux, CallbackSink(seen)], handle_signals=False).run()
+    assert stats.fatal_error is None and len(tries) == 2
     assert [i for s, i in got if s == "cam"] == list(range(6))  # every frame of the camera that came late
-    first_cam = next(k for k, (s, _) in enumerate(got) if s == "cam")
-    assert first_cam > 0 and got[0][0] == "other"  # the other source ran meanwhile
+    assert [s for s, _ in got[:10]] == ["other"] * 10  # the other source ran meanwhile
+    assert camera.fps == 15.0 and camera.dropped == 0
+
+
+def test_an_awaited_camera_stopped_while_it_opens_closes_what_it_opened(tmp_path):
+    """The review: stop() while the camera's device was being opened was lost (the reader went on for seconds)."""
+    import threading
+
+    from edgeseg.stream.sources.mux import AwaitedCamera
+
+    device = tmp_path / "video9"
+    device.write_bytes(b"")
+    opened, closed = threading.Event(), []
+
+    class Slow(SyntheticSource):
+        def open(self):
+            opened.set()
+            time.sleep(0.5)
+            return super().open()
+
+        def close(self):
+            closed.append(1)
+            super().close()
+
+    camera = AwaitedCamera("v4l2:///x/video9", str(device), InputError("camera x does not exist"),
+                           lambda: Slow("synthetic://?seed=3&size=64x48&fps=30&live=1", name="cam"), name="cam")
+    frames = []
+    reader = threading.Thread(target=lambda: frames.extend(camera), daemon=True)
+    reader.start()
+    assert opened.wait(5)
+    camera.stop()
+    reader.join(3)
+    assert not reader.is_alive() and frames == [] and closed
+
+
+def test_a_camera_that_joined_late_counts_among_the_others():
+    """The review: two cameras missing and a file; once one camera had joined, the other still gave up with the file
+    ("until no other source was left") although a camera ran."""
+    from types import SimpleNamespace
+
+    from edgeseg.stream.sources.mux import AwaitedCamera
+
+    err = InputError("camera x does not exist")
+    a, b = (AwaitedCamera(f"v4l2:///x/{n}", f"/nonexistent/{n}", err, lambda: None, name=n) for n in "ab")
+    mux = MultiSource([a, b, SyntheticSource("synthetic://?frames=1", name="file")])
+    alive = SimpleNamespace(ident=1, is_alive=lambda: True)
+    dead = SimpleNamespace(ident=1, is_alive=lambda: False)
+    not_started = SimpleNamespace(ident=None, is_alive=lambda: False)
+    mux._threads = [alive, alive, not_started]
+    assert a.others_running()  # a reader not started yet counts as running
+    mux._threads = [alive, alive, dead]
+    assert not a.others_running()  # b still waits: not counted
+    b._source = SyntheticSource("synthetic://?frames=1")  # b joined
+    assert a.others_running() and not b.others_running()
 
 
 def test_a_camera_that_never_comes_gives_up_with_the_others_or_its_timeout(bundle, tmp_path, capsys):

@@ -7,7 +7,7 @@ JSON lines, one object per frame, flushed per line (a killed process keeps every
                    "rle": {"size": [540, 960], "counts": "..."}}]}
 
 ``pts_ns`` is the source's time of the frame (a file's presentation time; a live source's from its pipeline's start, and
-after a reconnect on from the last frame by the wall-clock time between them: it never runs backwards);
+after a reconnect on from the last frame by the time between their arrivals: it never runs backwards);
 ``received_ns`` the Unix time (UTC, ns) edgeseg received the frame (a live source's when its decoder handed it over,
 before the source's own buffer: :data:`~edgeseg.stream.base.RECEIVED`), which lines frames up with other sensors' clocks (session 55: before, no output carried a wall-clock time); ``"discontinuity": true`` marks a
 frame after which the source's time does not follow on (a reconnect, a seek, a clock that restarted).

@@ -13,8 +13,9 @@ output rate given, ``fps=`` / ``--fps``, at ``index / fps`` instead: the frames 
 recording of a live camera whose frames the model could not all take, a variable-frame-rate phone clip, or a stream
 that lost its camera for a while plays in real time, and its N-th frame is where the JSON line's ``pts_ns`` says
 (before: ``index / fps``, and 12 s of a 30 fps camera processed at 10 fps became a 4.4 s video). Frames without a
-source time (frames an application makes without one) are ``index / fps``; a source time that goes backwards (a camera
-that reconnected and restarted its clock) continues from the last one.
+source time (frames an application makes without one) are ``index / fps``; a source time that goes backwards (a looping
+file, an application's own clock that restarted) continues from the last one. (A GStreamer source that reconnects keeps
+its time running itself, the outage included: :meth:`~edgeseg.stream.GstSource._live_time`.)
 """
 from __future__ import annotations
 

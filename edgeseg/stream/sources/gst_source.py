@@ -559,8 +559,9 @@ class GstSource(Source):
         pipe.connect("deep-element-added", added)
         pipe.connect("deep-element-removed", removed)
         self._buf.reopen()
-        # a camera's reconnect: the new pipeline's clock starts again (a file replayed in real time seeks in its own)
-        self._rebase = self.live and not self._whole_file and self._index > 0
+        # a reconnect (a camera's, a live HTTP stream's): the new pipeline's clock starts again (a file replayed in
+        # real time, or restarted for a hardware decoder's failure, seeks in its own)
+        self._rebase = self._timed_across_restarts and self._index > 0
         self._pipeline = pipe
         self._started_at = time.perf_counter()
         # a file replayed in real time waits, prerolled, for its reader: its clock starts with the first read, not
@@ -882,7 +883,7 @@ class GstSource(Source):
             if again:
                 return None
         out = pts if shown is None else shown
-        if self.live:
+        if self._timed_across_restarts:
             out = self._live_time(out, received)
         # a live source's number counts the frames its buffer dropped (all older than this one): gaps show them
         f = Frame(image, out, self._index + (self._dropped_before if self.live else 0), self.source_id)
@@ -893,12 +894,18 @@ class GstSource(Source):
         self._last_shown = pts if shown is None else shown
         return f
 
+    @property
+    def _timed_across_restarts(self) -> bool:
+        """Whether the frames' time goes on across pipeline restarts (:meth:`_live_time`): live sources and those that
+        reconnect (rtsp, http), not files."""
+        return (self.live or self.reconnect) and not self._whole_file
+
     def _live_time(self, pts: int, received: tuple[int, int] | None) -> int:
-        """A live source's frame time (``Frame.pts_ns``): its pipeline's pts, and after a reconnect (whose new
-        pipeline's clock starts again from about 0) the last frame's time plus the wall-clock time between the two
-        frames' arrivals (monotonic), so that time never runs backwards and an outage keeps its length (session 56: the MP4
-        continued a frame after the last one, so a 20 s outage was not in the file, and the JSON lines' time
-        jumped back to 0)."""
+        """A live or reconnecting source's frame time (``Frame.pts_ns``): its pipeline's pts, and after a reconnect
+        (whose new pipeline's clock starts again from about 0) the last frame's time plus the time between the two
+        frames' arrivals (on the monotonic clock, which a wall-clock step does not move), so that time never runs
+        backwards and an outage keeps its length (session 56: the MP4 continued a frame after the last one, so a 20 s
+        outage was not in the file, and the JSON lines' time jumped back to 0)."""
         if pts < 0:
             return pts
         if self._rebase and self._last_out >= 0:

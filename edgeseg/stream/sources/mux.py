@@ -43,9 +43,11 @@ AWAIT_POLL_S = 0.2
 class AwaitedCamera(Source):
     """One of several sources: a camera (``v4l2``) whose device does not exist when the run starts (a USB camera
     not plugged in yet, a rig whose cameras enumerate late). The other sources start; this one looks for the device
-    every :data:`AWAIT_POLL_S` and, once it is there, opens ``make()`` and gives its frames. It gives up, raising
-    ``error`` (the missing camera named, with the cameras here), after the URI's ``timeout=S`` or when no other
-    source is left running. Session 56: before, one camera missing at start stopped every camera of the run."""
+    every :data:`AWAIT_POLL_S` and, once it is there, opens ``make()`` and gives its frames (a device node that is
+    there before it can be opened, as udev makes it before its permissions and driver are ready, is tried again). It
+    gives up, raising ``error`` (the missing camera named, with the cameras here) or the last failure to open it,
+    after the URI's ``timeout=S`` or when no other source is left running. Session 56: before, one camera missing at
+    start stopped every camera of the run."""
 
     live = True
 
@@ -57,41 +59,74 @@ class AwaitedCamera(Source):
         self.device, self.error, self.timeout_s = device, error, timeout_s
         self._make = make
         self._source: Source | None = None
+        self._lock = threading.Lock()  # stop()/close() against the open that makes _source
         self._stopping = False
         #: whether any other source of the run still runs (set by :class:`MultiSource`); none left: give up
         self.others_running: Callable[[], bool] = lambda: True
 
     @property
+    def waiting(self) -> bool:
+        """Whether its camera has not joined yet."""
+        return self._source is None
+
+    @property
     def parts(self) -> Sequence[Source]:
         return () if self._source is None else (self._source,)  # its drops, gaps and skipped frames, once opened
 
+    @property  # type: ignore[override]
+    def fps(self) -> float | None:
+        """The camera's rate once it has joined (its per-source video file is written at it), else unknown."""
+        return None if self._source is None else self._source.fps
+
+    @fps.setter
+    def fps(self, value: float | None) -> None:  # Source.__init__ sets it
+        pass
+
     def __iter__(self) -> Iterator[Frame]:
         t0 = time.monotonic()
+        last: EdgesegError | None = None  # the last failure to open a device that is there
         while not self._stopping:
             if Path(self.device).exists():
-                self._source = self._make().open()
-                log.warning("camera %s appeared after %.1f s: its frames join the stream", self.device,
-                            time.monotonic() - t0)
-                yield from self._source
-                return
+                try:
+                    source = self._make().open()
+                except EdgesegError as e:  # there, but not ready: tried again
+                    if last is None or str(e) != str(last):
+                        log.warning("camera %s is there but does not open yet (%s): trying again", self.device,
+                                    str(e).split("\n  fix: ")[0])
+                    last = e
+                else:
+                    with self._lock:
+                        self._source = source
+                        stopped = self._stopping
+                    if stopped:  # stop() or close() came while it opened
+                        source.close()
+                        return
+                    log.warning("camera %s appeared after %.1f s: its frames join the stream", self.device,
+                                time.monotonic() - t0)
+                    yield from source
+                    return
             waited = time.monotonic() - t0
-            said = str(self.error).split("\n  fix: ")[0]
+            why = last if last is not None else self.error
+            said = str(why).split("\n  fix: ")[0]
             if self.timeout_s is not None and waited >= self.timeout_s:
-                raise StreamError(f"{said} (waited {waited:.1f} s for it, timeout={self.timeout_s:g})", fix=self.error.fix)
+                raise StreamError(f"{said} (waited {waited:.1f} s for it, timeout={self.timeout_s:g})", fix=why.fix)
             if not self.others_running():
-                raise StreamError(f"{said} (waited {waited:.1f} s for it, until no other source was left)",
-                                  fix=self.error.fix)
+                raise StreamError(f"{said} (waited {waited:.1f} s for it, until no other source was left)", fix=why.fix)
             time.sleep(AWAIT_POLL_S)
 
     def stop(self) -> None:
-        self._stopping = True
-        if self._source is not None:
-            self._source.stop()
+        with self._lock:
+            self._stopping = True
+            source = self._source
+        if source is not None:
+            source.stop()
 
     def close(self) -> None:
-        self._stopping = True
-        if self._source is not None:
-            self._source.close()
+        with self._lock:
+            self._stopping = True
+            source = self._source
+        if source is not None:
+            source.close()
 
 
 def awaited_camera(uri: str, make: Callable[[], Source], name: str | None = None) -> AwaitedCamera | None:
@@ -156,12 +191,12 @@ class MultiSource(Source):
         return out
 
     def _others_running(self, me: Source) -> Callable[[], bool]:
-        """Whether a source other than ``me`` (an awaited camera, or any other such) is still read: before the readers
-        start, all are."""
-        def running() -> bool:
+        """Whether a source other than ``me`` is still read (a camera still waiting for its device does not count):
+        before the readers start, all are."""
+        def running() -> bool:  # (a reader not started yet is running: the readers start one after another)
             threads = self._threads
-            return not threads or any(t.is_alive() for t, s in zip(threads, self.sources)
-                                      if s is not me and not isinstance(s, AwaitedCamera))
+            return not threads or any(t.ident is None or t.is_alive() for t, s in zip(threads, self.sources)
+                                      if s is not me and not (isinstance(s, AwaitedCamera) and s.waiting))
         return running
 
     def open(self) -> "MultiSource":
