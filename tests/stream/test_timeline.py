@@ -171,6 +171,26 @@ def test_a_segment_keeps_its_time_when_the_sources_clock_restarts():
     assert cut == 31 + 70 and times[cut] == 7000
 
 
+def test_each_source_s_json_segments_cut_by_its_own_rate():
+    """Session 56 (the review of session 55): the JSON lines' one clock took the fastest source's rate for every source,
+    where each source's MP4 takes its own: a 10 fps camera beside a 30 fps one, its 20th frame 30 ms early (1.97 s),
+    was cut a frame later in the JSON lines than in its MP4. Hand values: 2 s less half a 10 fps period is 1.95 s."""
+    from types import SimpleNamespace
+
+    def cut(clock):
+        times = [t * 100 for t in range(20)] + [1970, 2070]
+        for i, t in enumerate(times):
+            f = SimpleNamespace(source_id="slow", pts_ns=t * 1_000_000)
+            if clock.full(f):
+                return i
+            clock.add(f)
+
+    own = SegmentClock(2.0, 10.0)  # the slow source's own MP4
+    shared = SegmentClock(2.0, 30.0, rate_of={"slow": 10.0, "fast": 30.0}.get)  # the JSON lines of both sources
+    assert cut(own) == cut(shared) == 20
+    assert cut(SegmentClock(2.0, 30.0)) == 21  # one rate for both, as before: 1.97 s < 2 s less 16.7 ms
+
+
 def test_a_live_sources_frames_are_stamped_when_made_not_when_a_slow_model_takes_them():
     """The review: one live source's frames were stamped when the stream's source thread took them, after the source's
     own buffer (4 frames): behind a slow model up to 4 frame periods late. Now when the source made them."""

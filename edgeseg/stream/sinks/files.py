@@ -248,7 +248,11 @@ class JsonLinesSink(Sink):
         from .segments import Segment, SegmentClock, claim_segment, now_iso, segment_path
 
         if self._clock is None:
-            self._clock = SegmentClock(self.segment_s, output_fps(self.fps, self._source, 25.0), by_time=not self.fps)
+            # several sources: each one's rate, as each one's own MP4 takes it (a camera that joins late: at its frame)
+            parts = {getattr(s, "source_id", None) or s.uri or "": s for s in getattr(self._source, "parts", ()) or ()}
+            self._clock = SegmentClock(self.segment_s, output_fps(self.fps, self._source, 25.0), by_time=not self.fps,
+                                       rate_of=(lambda sid: output_fps(self.fps, parts[sid], 25.0) if sid in parts else
+                                                None) if len(parts) > 1 else None)
         self._clock.restart()
         self._next_index = claim_segment(self.path, self._next_index)
         final = segment_path(self.path, self._next_index)

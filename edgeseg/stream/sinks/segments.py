@@ -77,15 +77,31 @@ class SegmentClock:
     file) keeps the time it had and counts on from there, a frame period later; a source without times, that many
     frames of it. Before, segments were always ``round(segment_s x fps)`` frames: a live camera the model took a third
     of the frames of wrote "2 s" files of 4-6 s (an audit), and ``--segment-s 600`` was not 10 minutes. The MP4 and
-    JSON-lines sinks use the same rule on the same frames, so their segments still begin at the same frame."""
+    JSON-lines sinks use the same rule on the same frames, so their segments still begin at the same frame.
+    ``rate_of(source_id)``: each source's rate where one sink holds several sources' frames (the JSON lines; session
+    56: the fastest source's rate was every source's, where each source's MP4 takes its own)."""
 
-    def __init__(self, segment_s: float, fps: float, by_time: bool = True):
+    def __init__(self, segment_s: float, fps: float, by_time: bool = True,
+                 rate_of: Callable[[Any], float] | None = None):
         self.by_time = by_time  # False: frames only (an output rate given: its files' times are index / fps)
+        self.segment_s = float(segment_s)
         self.period_ns = 1e9 / fps
         self.segment_ns = float(segment_s) * 1e9 - 0.5 * self.period_ns
         self.max_frames = segment_frames(segment_s, fps)
+        self._rate_of = rate_of
+        self._rates: dict[Any, tuple[float, float, int]] = {}  # source id -> (period, segment less half a period, frames)
         self._run: dict[Any, list[int]] = {}  # source id -> [first pts of its current run, last pts, time before it]
         self._count: dict[Any, int] = {}
+
+    def _rate(self, sid: Any) -> tuple[float, float, int]:
+        """(frame period ns, segment length less half a period ns, frames in a segment) of source ``sid``."""
+        got = self._rates.get(sid)
+        if got is None:
+            fps = self._rate_of(sid) if self._rate_of is not None else None
+            got = (self.period_ns, self.segment_ns, self.max_frames) if not fps else (
+                1e9 / fps, self.segment_s * 1e9 - 0.5e9 / fps, segment_frames(self.segment_s, fps))
+            self._rates[sid] = got
+        return got
 
     def _elapsed(self, sid: Any, pts: int) -> float | None:
         """The source's time in this segment at a frame of time ``pts`` (None: it has no times)."""
@@ -94,7 +110,7 @@ class SegmentClock:
             return None
         first, last, before = run
         if pts < last:  # its clock went back: on from the last frame
-            return before + (last - first) + self.period_ns
+            return before + (last - first) + self._rate(sid)[0]
         return before + (pts - first)
 
     def full(self, frame: Any) -> bool:
@@ -102,7 +118,8 @@ class SegmentClock:
         if not self._count.get(sid):
             return False
         elapsed = self._elapsed(sid, getattr(frame, "pts_ns", -1)) if self.by_time else None
-        return elapsed >= self.segment_ns if elapsed is not None else self._count[sid] >= self.max_frames
+        _, segment_ns, max_frames = self._rate(sid)
+        return elapsed >= segment_ns if elapsed is not None else self._count[sid] >= max_frames
 
     def add(self, frame: Any) -> None:
         sid = getattr(frame, "source_id", None)
@@ -114,7 +131,7 @@ class SegmentClock:
         if run is None:
             self._run[sid] = [pts, pts, 0.0]
         elif pts < run[1]:  # restarted: the time so far kept
-            self._run[sid] = [pts, pts, run[2] + (run[1] - run[0]) + self.period_ns]
+            self._run[sid] = [pts, pts, run[2] + (run[1] - run[0]) + self._rate(sid)[0]]
         else:
             run[1] = pts
 
