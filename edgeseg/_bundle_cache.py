@@ -1,5 +1,5 @@
-"""The cache of unpacked ``.zip`` bundles (``$EDGESEG_CACHE_DIR/bundles/<sha256 of the zip>``): where a zip unpacks, the
-shared lock a process holds on each entry it uses while it runs, the removal of entries no bundle opened for the kept
+"""The cache of unpacked ``.zip`` bundles (``$EDGESEG_CACHE_DIR/bundles/<first 16 hex digits of the zip's sha256>``):
+where a zip unpacks, the shared lock a process holds on each entry it uses while it runs, the removal of entries no bundle opened for the kept
 days, and a process's private copy when the cache takes no new folder. Private to :mod:`edgeseg.bundle`, whose
 ``Bundle._extract`` unpacks into it.
 """

@@ -1,8 +1,9 @@
 """How a bundle is written without ever leaving half of one: the checks of a target before the work, the hidden
 staging folder beside it, the lock by which writers of one bundle take turns (and readers see one being replaced),
 an edit's changes merged with what another writer changed meanwhile, the swap of the finished folder into place, and
-the restore of a bundle that a killed swap set aside. Private to :mod:`edgeseg.bundle`, whose
-:meth:`~edgeseg.bundle.Bundle.writing` and :meth:`~edgeseg.bundle.Bundle.editing` use it.
+the restore of a bundle that a killed swap set aside. Used by :mod:`edgeseg.bundle`, whose
+:meth:`~edgeseg.bundle.Bundle.writing` and :meth:`~edgeseg.bundle.Bundle.editing` use it; its file lock
+(:func:`_locked`) also orders the backend choice's processes (:mod:`edgeseg.backends.choice`).
 """
 from __future__ import annotations
 

@@ -52,7 +52,6 @@ __all__ = ["Bundle", "iter_files", "check_target", "Manifest", "ModelFile", "Out
            "STALE_STAGE_S"]
 
 REPORT = "report.json"
-_UNHASHED_DIRS = ("engines",)
 
 
 #: how long :meth:`Bundle.open` keeps reading a bundle another process is replacing before it gives up

@@ -173,6 +173,10 @@ def test_models_and_classes_of_the_wrong_type(bundle):
         Bundle.open(_with(bundle, models={"file": "model.onnx"}))
     with pytest.raises(BundleError, match="each 'models' entry must be an object"):
         Bundle.open(_with(bundle, models=["model.onnx"]))
+    # an audit (session 56): the same for 'outputs' raised AttributeError ('str' object has no attribute 'get')
+    with pytest.raises(BundleError, match="manifest.json: invalid content: each 'outputs' entry must be an object") as e:
+        Bundle.open(_with(bundle, outputs=["logits"]))
+    assert e.value.fix.startswith('e.g. "outputs": [{"name": "logits"')
     with pytest.raises(BundleError, match="'classes' must be a JSON list, got str"):
         Bundle.open(_with(bundle, models=[], classes="c0c1c2c3"))
 

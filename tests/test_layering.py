@@ -20,7 +20,7 @@ ALLOWED: dict[str, set[str]] = {
     "eval": {"structures", "data"},
     "ops": {"structures"},
     "models": {"structures", "ops"},
-    "decode": {"structures", "bundle"},
+    "decode": {"structures"},  # (the manifest types are structures: decoders never open a bundle)
     # models only inside the torch backend, lazily; data for the synthetic frames the bf16 check runs on;
     # decode and eval for the on-device task-metric check of bf16 and INT8 (gates.task_metric_gate)
     "backends": {"structures", "bundle", "models", "data", "decode", "eval"},

@@ -11,7 +11,7 @@ Imports Ray at module level: only :func:`edgeseg.serve.serve` (and Ray's workers
   and a 404 naming the served bundles for any other path (an unknown bundle's predict lands here).
 * ``StatsBoard`` (application ``edgeseg-stats``, no route): the batch counts of every replica.
 
-Routes and wire format: :mod:`edgeseg.remote`. The proxy sends a path to the application with the
+Routes: :mod:`edgeseg.remote` (the client); the wire format: :mod:`edgeseg.wire`. The proxy sends a path to the application with the
 longest matching route prefix, so a predict request goes proxy -> replica, not proxy -> ingress ->
 replica (each Ray hop costs ~10 ms on a small VM; docs/deployment.md).
 """

@@ -41,6 +41,9 @@ class OutputSpec:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "OutputSpec":
+        if not isinstance(d, dict):  # an audit: "outputs": ["logits"] raised AttributeError from the loader
+            raise InputError(f"each 'outputs' entry must be an object with a 'name' and a 'kind', got {d!r}",
+                             fix='e.g. "outputs": [{"name": "logits", "kind": "logits"}]')
         shape = d.get("shape", ())
         if not isinstance(shape, (list, tuple)) or not all(
                 isinstance(v, str) and v or isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in shape):

@@ -99,3 +99,42 @@ def test_an_installed_package_finds_its_shipped_recipes_and_writes_outputs_in_th
     opts = load_recipe("jetson_csi")
     assert opts.source.startswith("csi://") and opts.bundle == "road"
     assert Path(opts.sink) == tmp_path / "out" / "csi_semantic.mp4"
+
+
+@pytest.mark.gst
+def test_the_panoptic_and_vos_recipes_run_as_their_comments_say(tmp_path, monkeypatch):
+    """Session 56 (an audit: DESIGN.md's example recipes rtsp_panoptic.toml and jetson_csi_vos.toml did not exist;
+    every shipped recipe was semantic). Each runs here with its source (and outputs) overridden, as its comment
+    shows: panoptic segments in the JSON lines; the prompted object followed in the VOS one (the Jetson encoder
+    replaced by x264 here, said)."""
+    import json
+    import socket
+
+    import numpy as np
+
+    from edgeseg.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    src = "synthetic://?seed=4&size=160x96&frames=3"
+    out = {k: tmp_path / f"pan.{k}" for k in ("jsonl", "stats.json")}
+    assert main(["run", str(REPO / "pipelines" / "rtsp_panoptic.toml"), "--source", src, "--rtsp-port", str(port),
+                 "--json-out", str(out["jsonl"]), "--stats-json", str(out["stats.json"]), "--threads", "1"]) == 0
+    stats = json.loads(out["stats.json"].read_text())
+    assert stats["processed"] == 3 and [s["file"] for s in stats["segments"]] == [str(tmp_path / "pan.00000.jsonl")]
+    lines = [json.loads(x) for x in (tmp_path / "pan.00000.jsonl").read_text().splitlines()]  # 10-minute files
+    assert len(lines) == 3 and lines[0]["task"] == "panoptic" and all("segments" in r for r in lines)
+    # the VOS recipe: a prompt of one object, the size of the frames
+    import cv2
+
+    mask = np.zeros((96, 160), np.uint8)
+    mask[30:60, 60:100] = 1
+    cv2.imwrite(str(tmp_path / "first_mask.png"), mask)
+    vos = tmp_path / "vos.jsonl"
+    assert main(["run", str(REPO / "pipelines" / "jetson_csi_vos.toml"), "--prompt", "first_mask.png", "--source", src, "--sink",
+                 str(tmp_path / "vos.mp4"), "--json-out", str(vos), "--stats-json", str(tmp_path / "vos.stats.json")]) == 0
+    recs = [json.loads(x) for x in vos.read_text().splitlines()]
+    assert len(recs) == 3 and [o["object_id"] for o in recs[0]["segments"]] == [1] and (tmp_path / "vos.mp4").is_file()
+    assert recs[0]["segments"][0]["area"] == 30 * 40  # the prompt frame's mask is the prompt itself
