@@ -74,7 +74,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "v4l2:///dev/videoN (or /dev/videoN, or N), csi://N, test://PATTERN?width=&height=&fps=&frames=&live=1, "
                         "synthetic://?seed=&size=&frames=, - (a video piped in), or a GStreamer launch string; repeat for "
                         "several sources (frames taken in turn, batched with --max-batch; a camera of several that is "
-                        "missing at start joins when it appears, ?timeout=S to give up)")
+                        "missing at start or unplugged joins when it appears, ?timeout=S to give up)")
     p.add_argument("--source-backend", choices=["auto", "gstreamer", "opencv"], default=None, help="how to read the source")
     p.add_argument("--realtime", action="store_true", default=None, help="replay a file at its frame rate, like a camera")
     g = p.add_argument_group("sinks")

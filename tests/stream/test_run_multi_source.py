@@ -303,3 +303,56 @@ def test_a_camera_that_never_comes_gives_up_with_the_others_or_its_timeout(bundl
     for alone in ([missing], [missing, "/dev/video98"]):
         with pytest.raises(InputError, match=f"camera {missing} does not exist"):
             open_sources(StreamOptions(source=alone))
+
+
+def test_a_camera_unplugged_during_the_run_waits_for_its_device_and_goes_on_numbered_and_timed(tmp_path):
+    """Session 56: a camera of several that was unplugged was lost for the rest of the run. Now it waits for its device
+    while the others go on; back, its frames continue its index and its time (the outage kept), the outage counts as
+    a reconnection and its first frame is marked a discontinuity. A failure with the device still there is a failure."""
+    import threading
+
+    from edgeseg.errors import StreamError
+    from edgeseg.stream import CallbackSink, Pipeline
+    from edgeseg.stream.base import DISCONTINUITY, Source
+    from edgeseg.stream.sources.mux import AwaitedCamera
+    from edgeseg.structures.frame import Frame
+
+    device = tmp_path / "video9"
+    device.write_bytes(b"")
+    image = np.zeros((48, 64, 3), np.uint8)
+
+    class Camera(Source):  # 5 frames at 30 fps from its own clock's 0, then the cable pulled (or a failure)
+        live = True
+
+        def __init__(self, unplug=True):
+            super().__init__()
+            self.uri, self.unplug = "v4l2:///x/video9", unplug
+
+        def __iter__(self):
+            for i in range(5):
+                time.sleep(1 / 30)
+                yield Frame(image, int(i * 1e9 / 30), i, "cam")
+            if self.unplug:
+                device.unlink()
+                threading.Timer(0.6, device.write_bytes, (b"",)).start()  # plugged back 0.6 s later
+            raise StreamError("camera v4l2:///x/video9: Could not read from resource")
+
+    made = []
+
+    def make():
+        made.append(Camera(unplug=len(made) == 0))
+        return made[-1]
+
+    camera = AwaitedCamera("v4l2:///x/video9", str(device), InputError("camera x does not exist"), make, name="cam",
+                           source=make())
+    other = SyntheticSource("synthetic://?seed=1&size=64x48&frames=60&fps=30&live=1", name="other")
+    got = []
+    pipe = Pipeline([MultiSource([camera, other]), CallbackSink(lambda f, r: got.append(f))], handle_signals=False)
+    stats = pipe.run(raise_on_error=False)
+    mine = [f for f in got if f.source_id == "cam"]
+    assert [f.index for f in mine] == list(range(10)) and len(made) == 2  # 5, unplugged, 5, then a failure
+    steps = np.diff([f.pts_ns for f in mine]) / 1e9
+    assert (steps > 0).all() and 0.6 <= steps[4] < 1.5 and steps[4] == pytest.approx(camera.reconnect_gaps_s[0], abs=0.05)
+    assert [i for i, f in enumerate(mine) if f.meta.get(DISCONTINUITY)] == [0, 5]
+    assert len(camera.reconnect_gaps_s) == 1 and "Could not read from resource" in stats.fatal_error
+    assert len([f for f in got if f.source_id == "other"]) > 20  # the other camera went on meanwhile

@@ -13,11 +13,12 @@ faster than the model share it equally (first in, first out gave one of four cam
 source that fails is
 logged and the others go on; when all have ended, a :class:`StreamError` names every source that failed
 (its id, the frames it gave, its error; a lone failure whose message names its source is raised as it is).
-A camera whose device does not exist when the run starts (:class:`AwaitedCamera`) joins when it appears, the
-others running meanwhile.
+A camera whose device does not exist when the run starts, or goes away during it (:class:`AwaitedCamera`), joins
+when it appears, the others running meanwhile.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -41,49 +42,100 @@ AWAIT_POLL_S = 0.2
 
 
 class AwaitedCamera(Source):
-    """One of several sources: a camera (``v4l2``) whose device does not exist when the run starts (a USB camera
-    not plugged in yet, a rig whose cameras enumerate late). The other sources start; this one looks for the device
-    every :data:`AWAIT_POLL_S` and, once it is there, opens ``make()`` and gives its frames (a device node that is
-    there before it can be opened, as udev makes it before its permissions and driver are ready, is tried again). It
+    """One of several sources: a camera (``v4l2``) that may be absent, at the start of the run (a USB camera not
+    plugged in yet, a rig whose cameras enumerate late) or during it (unplugged). The other sources go on; this one
+    looks for its device every :data:`AWAIT_POLL_S` and, once it is there, opens ``make()`` and gives its frames (a
+    device node that is there before it can be opened, as udev makes it before its permissions and driver are ready,
+    is tried again). A camera whose stream fails because its device went away waits for it again; its frames' index
+    and time go on across the outage (the time by the monotonic time between the last frame and the next), and the
+    outage counts as a reconnection (``reconnect_gaps_s``: the pipeline marks the next frame a discontinuity). It
     gives up, raising ``error`` (the missing camera named, with the cameras here) or the last failure to open it,
-    after the URI's ``timeout=S`` or when no other source is left running. Session 56: before, one camera missing at
-    start stopped every camera of the run."""
+    after the URI's ``timeout=S`` (each wait) or when no other source is left running. A failure with the device
+    still there is the camera's failure, as any source's. Session 56: before, one camera missing at start stopped
+    every camera of the run, and one unplugged was lost for the rest of it."""
 
     live = True
 
     def __init__(self, uri: str, device: str, error: EdgesegError, make: Callable[[], Source],
-                 name: str | None = None, timeout_s: float | None = None):
+                 name: str | None = None, timeout_s: float | None = None, source: Source | None = None):
         super().__init__()
         self.uri = str(uri)
         self.source_id = name or self.uri
         self.device, self.error, self.timeout_s = device, error, timeout_s
         self._make = make
-        self._source: Source | None = None
+        self._source: Source | None = source  # the camera's current connection (None: waiting for its device)
+        self._done: list[Source] = []  # its earlier connections (unplugged): their drops and gaps still count
         self._lock = threading.Lock()  # stop()/close() against the open that makes _source
         self._stopping = False
+        self._last: tuple[int, int, int] | None = None  # the last frame given: (index, pts_ns, monotonic ns)
+        self._offsets = (0, 0)  # added to the current connection's (index, pts_ns)
         #: whether any other source of the run still runs (set by :class:`MultiSource`); none left: give up
         self.others_running: Callable[[], bool] = lambda: True
 
     @property
     def waiting(self) -> bool:
-        """Whether its camera has not joined yet."""
+        """Whether its camera is not there now (not joined yet, or unplugged)."""
         return self._source is None
 
     @property
     def parts(self) -> Sequence[Source]:
-        return () if self._source is None else (self._source,)  # its drops, gaps and skipped frames, once opened
+        now = () if self._source is None else (self._source,)
+        return (*self._done, *now)  # its drops, gaps and skipped frames, of every connection
 
     @property  # type: ignore[override]
     def fps(self) -> float | None:
         """The camera's rate once it has joined (its per-source video file is written at it), else unknown."""
-        return None if self._source is None else self._source.fps
+        return next((s.fps for s in reversed(self.parts) if s.fps), None)
 
     @fps.setter
     def fps(self, value: float | None) -> None:  # Source.__init__ sets it
         pass
 
+    def open(self) -> "AwaitedCamera":
+        if self._source is not None:
+            self._source.open()
+        return self
+
     def __iter__(self) -> Iterator[Frame]:
-        t0 = time.monotonic()
+        lost_at = time.monotonic()
+        while not self._stopping:
+            if self._source is None and not self._await(lost_at):
+                return
+            source = self._source
+            rejoined = self._last is not None
+            try:
+                for frame in source:
+                    yield self._continued(frame, rejoined)
+                    rejoined = False
+                return  # the camera's stream ended, as any source's does
+            except EdgesegError as e:
+                if self._stopping or Path(self.device).exists():
+                    raise  # the camera failed, not unplugged
+                lost_at = time.monotonic()
+                log.warning("camera %s unplugged after %d frames (%s): waiting for it; the other sources go on",
+                            self.device, 0 if self._last is None else self._last[0] + 1,
+                            str(e).split("\n  fix: ")[0])
+                with self._lock:
+                    self._done.append(source)
+                    self._source = None
+                source.close()
+
+    def _continued(self, frame: Frame, rejoined: bool) -> Frame:
+        """``frame`` numbered and timed on from the camera's earlier connections."""
+        now = time.monotonic_ns()
+        if rejoined and self._last is not None:
+            index, pts, at = self._last
+            self._reconnect_gaps.append((now - at) / 1e9)
+            self._offsets = (index + 1 - frame.index,
+                             pts + max(now - at, 1) - frame.pts_ns if frame.pts_ns >= 0 and pts >= 0 else 0)
+        if self._offsets != (0, 0):
+            frame = dataclasses.replace(frame, index=frame.index + self._offsets[0],
+                                        pts_ns=frame.pts_ns + self._offsets[1] if frame.pts_ns >= 0 else frame.pts_ns)
+        self._last = (frame.index, frame.pts_ns, now)
+        return frame
+
+    def _await(self, since: float) -> bool:
+        """Wait for the device and open the camera (True), or stop (False); raises when it gives up."""
         last: EdgesegError | None = None  # the last failure to open a device that is there
         while not self._stopping:
             if Path(self.device).exists():
@@ -100,19 +152,20 @@ class AwaitedCamera(Source):
                         stopped = self._stopping
                     if stopped:  # stop() or close() came while it opened
                         source.close()
-                        return
-                    log.warning("camera %s appeared after %.1f s: its frames join the stream", self.device,
-                                time.monotonic() - t0)
-                    yield from source
-                    return
-            waited = time.monotonic() - t0
+                        return False
+                    log.warning("camera %s %s after %.1f s: its frames join the stream", self.device,
+                                "appeared" if self._last is None else "is back", time.monotonic() - since)
+                    return True
+            waited = time.monotonic() - since
             why = last if last is not None else self.error
             said = str(why).split("\n  fix: ")[0]
             if self.timeout_s is not None and waited >= self.timeout_s:
                 raise StreamError(f"{said} (waited {waited:.1f} s for it, timeout={self.timeout_s:g})", fix=why.fix)
             if not self.others_running():
-                raise StreamError(f"{said} (waited {waited:.1f} s for it, until no other source was left)", fix=why.fix)
+                raise StreamError(f"{said} (waited {waited:.1f} s for it, until no other source was left)",
+                                  fix=why.fix)
             time.sleep(AWAIT_POLL_S)
+        return False
 
     def stop(self) -> None:
         with self._lock:
@@ -129,22 +182,44 @@ class AwaitedCamera(Source):
             source.close()
 
 
-def awaited_camera(uri: str, make: Callable[[], Source], name: str | None = None) -> AwaitedCamera | None:
-    """An :class:`AwaitedCamera` for ``uri`` when it names a camera device that does not exist now, else None."""
-    from .gst_source import _timeout_opt
-    from .uri import camera_device, parse_source
+def _camera_spec(uri: str) -> Any:
+    """``uri`` parsed when it names a camera device (``v4l2``), else None."""
+    from .uri import parse_source
 
     try:
         spec = parse_source(uri)
     except EdgesegError:
         return None  # named as it is where the source is made
-    if spec.scheme != "v4l2" or Path(spec.target).exists():
+    return spec if spec.scheme == "v4l2" else None
+
+
+def missing_camera(uri: str) -> InputError | None:
+    """The error naming the camera ``uri`` when its device does not exist now (with the cameras there are), else
+    None (not a camera, or there)."""
+    from .uri import camera_device
+
+    spec = _camera_spec(uri)
+    if spec is None or Path(spec.target).exists():
         return None
     try:
         camera_device(spec.target)
     except InputError as e:
-        return AwaitedCamera(uri, spec.target, e, make, name=name, timeout_s=_timeout_opt(spec, None))
+        return e
     return None
+
+
+def awaited_camera(uri: str, make: Callable[[], Source], name: str | None = None) -> AwaitedCamera | None:
+    """An :class:`AwaitedCamera` for ``uri`` when it names a camera device (``v4l2``), else None: waiting for the
+    device when it does not exist now, else made now (``make()``: a camera that is there but cannot be read is
+    refused at once, as alone)."""
+    from .gst_source import _timeout_opt
+
+    spec = _camera_spec(uri)
+    if spec is None:
+        return None
+    missing = missing_camera(uri)
+    return AwaitedCamera(uri, spec.target, missing or InputError(f"camera {spec.target} does not exist"), make,
+                         name=name, timeout_s=_timeout_opt(spec, None), source=None if missing else make())
 
 
 class MultiSource(Source):
