@@ -167,17 +167,19 @@ class AwaitedCamera(Source):
             time.sleep(AWAIT_POLL_S)
         return False
 
-    def stop(self) -> None:
+    def _halt(self) -> Source | None:
+        """Mark it stopping (an open in progress sees it and closes what it opened); its connection now, if any."""
         with self._lock:
             self._stopping = True
-            source = self._source
+            return self._source
+
+    def stop(self) -> None:
+        source = self._halt()
         if source is not None:
             source.stop()
 
     def close(self) -> None:
-        with self._lock:
-            self._stopping = True
-            source = self._source
+        source = self._halt()
         if source is not None:
             source.close()
 
