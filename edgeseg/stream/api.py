@@ -31,7 +31,7 @@ from .pipeline import ON_ERROR, Pipeline, decoder_threads, inference_threads, op
 from .recipe import RECIPE_KEYS, load_recipe  # noqa: F401  (re-exported: edgeseg.stream.load_recipe)
 from .sinks import CallbackSink, DisplaySink, JsonLinesSink, LabelPngSink, Mp4Sink, RtspServerSink
 from .sources import MultiSource, open_source
-from .sources.mux import awaited_camera, missing_camera
+from .sources.mux import with_cameras
 from .stages import RenderStage, predictor_stages
 
 
@@ -241,23 +241,8 @@ def open_sources(opts: StreamOptions) -> Any:
                            decoder_threads=opts.decoder_threads)
 
     # a camera whose device is not there yet waits for it while the others run, and one unplugged waits for it again
-    # (session 56: one missing at start stopped every camera, one unplugged was lost); alone, or with only missing
-    # cameras, one missing at start is refused as before (a typo must not wait for ever)
-    missing = [missing_camera(s) if isinstance(s, str) else None for s in many]
-    if all(e is not None for e in missing):
-        raise missing[0]
-    sources = []
-    for s, n, e in zip(many, names, missing):
-        if not isinstance(s, str):
-            sources.append(s)
-            continue
-        camera = awaited_camera(s, functools.partial(make, s, n), n)
-        sources.append(camera if camera is not None else make(s, n))
-        if e is not None:
-            logging.getLogger("edgeseg.stream").warning(
-                "%s (the other sources start; it joins when it appears%s)", str(e).split("\n  fix: ")[0],
-                f", for up to {camera.timeout_s:g} s" if camera.timeout_s else "; ?timeout=S gives up after S s")
-    return MultiSource(sources)
+    # (session 56: one missing at start stopped every camera, one unplugged was lost): mux.with_cameras
+    return MultiSource(with_cameras([(s, functools.partial(make, s, n), n) for s, n in zip(many, names)]))
 
 
 def _semantic_classes(opts: StreamOptions, predictor: Any) -> tuple[Any, tuple[int, ...] | None]:

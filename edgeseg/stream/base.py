@@ -74,6 +74,10 @@ class Source(abc.ABC):
 
     live: bool = False
     uri: str = ""
+    #: True for a source that marks its first frame after each reconnection itself (:data:`DISCONTINUITY`): the
+    #: pipeline then marks only its first frame (taken behind a multiplexer's buffer, the frame the stream takes
+    #: after the reconnect count grew may be an older one)
+    marks_reconnects: bool = False
 
     def __init__(self) -> None:
         self._buf: FrameBuffer | None = None  # the hand-over buffer of a threaded source (counts drops)

@@ -480,8 +480,9 @@ class Pipeline:
 
 class _Discontinuities:
     """Sets ``frame.meta["discontinuity"]`` on the first frame of each ``source_id`` and on the first
-    frame after its source's reconnect count (``reconnect_gaps_s``) grew. Sources that know better
-    (a seek, a new file) set the flag themselves; it is never cleared here."""
+    frame after its source's reconnect count (``reconnect_gaps_s``) grew, unless the source marks its reconnections
+    itself (``Source.marks_reconnects``). Sources that know better (a seek, a new file) set the flag themselves; it
+    is never cleared here."""
 
     def __init__(self, source: Source):
         parts = list(getattr(source, "parts", ()) or ()) or [source]
@@ -492,7 +493,7 @@ class _Discontinuities:
         sid = frame.source_id
         src = self._by_id.get(sid)
         reconnects = len(getattr(src, "reconnect_gaps_s", ()) or ()) if src is not None else 0
-        if sid not in self._seen or reconnects > self._seen[sid]:
+        if sid not in self._seen or reconnects > self._seen[sid] and not getattr(src, "marks_reconnects", False):
             frame.meta[DISCONTINUITY] = True
         self._seen[sid] = reconnects
 

@@ -356,3 +356,70 @@ def test_a_camera_unplugged_during_the_run_waits_for_its_device_and_goes_on_numb
     assert [i for i, f in enumerate(mine) if f.meta.get(DISCONTINUITY)] == [0, 5]
     assert len(camera.reconnect_gaps_s) == 1 and "Could not read from resource" in stats.fatal_error
     assert len([f for f in got if f.source_id == "other"]) > 20  # the other camera went on meanwhile
+
+
+@pytest.mark.parametrize("how", ["error, then the node goes", "the stream ends (OpenCV's reader)"])
+def test_an_unplugged_camera_is_told_from_a_failure_by_its_node_going_within_a_grace(tmp_path, how):
+    """The second review: the node was looked at once, at the error; a USB disconnect fails the stream before the
+    kernel removes the node (a busy machine: a plain failure, the camera lost), and OpenCV's reader ends a camera's
+    stream without an error (no wait at all). The first frame after, with no time of its own, kept the time from going
+    back only by luck: time now waits for a frame with one. And the rejoined frame carries the discontinuity itself."""
+    import threading
+
+    from edgeseg.errors import StreamError
+    from edgeseg.stream.base import DISCONTINUITY, Source
+    from edgeseg.stream.sources.mux import AwaitedCamera
+    from edgeseg.structures.frame import Frame
+
+    device = tmp_path / "video9"
+    device.write_bytes(b"")
+    image = np.zeros((8, 8, 3), np.uint8)
+
+    class Camera(Source):
+        live = True
+
+        def __init__(self, first):
+            super().__init__()
+            self.first = first
+
+        def __iter__(self):
+            for i in range(3):
+                yield Frame(image, -1 if not self.first and i == 0 else int(i * 1e9 / 30), i, "cam")
+            if self.first:
+                threading.Timer(0.1, device.unlink).start()  # the node goes 100 ms after the stream fails or ends
+                threading.Timer(0.5, device.write_bytes, (b"",)).start()  # and is back
+                if how.startswith("error"):
+                    raise StreamError("Could not read from resource")
+
+    made = []
+    camera = AwaitedCamera("v4l2:///x/video9", str(device), InputError("camera x does not exist"),
+                           lambda: made.append(Camera(first=not made)) or made[-1], name="cam", timeout_s=3)
+    frames = []
+    for f in camera:
+        frames.append(f)
+        if len(frames) == 6:
+            camera.stop()
+    assert [f.index for f in frames] == list(range(6)) and len(made) == 2
+    assert [f.pts_ns for f in frames][3] == -1 and [bool(f.meta.get(DISCONTINUITY)) for f in frames] == [
+        False, False, False, True, False, False]
+    timed = [f.pts_ns for f in frames if f.pts_ns >= 0]
+    assert all(b > a for a, b in zip(timed, timed[1:])) and timed[3] - timed[2] >= 0.4e9  # the outage kept
+
+
+def test_a_timeout_given_waits_that_long_whatever_the_others_and_the_python_mux_waits_for_cameras_too(tmp_path):
+    """The second review: with ?timeout=S every camera still gave up at once when no other source was left (a hub
+    glitch unplugging all of them); and MultiSource([...]) built by an application did not wait for cameras."""
+    from edgeseg.stream.sources.mux import AwaitedCamera
+
+    device = tmp_path / "video9"
+    camera = AwaitedCamera("v4l2:///x/video9?timeout=0.5", str(device), InputError("camera x does not exist"),
+                           lambda: SyntheticSource("synthetic://?frames=2"), name="cam", timeout_s=0.5)
+    camera.others_running = lambda: False
+    t0 = time.monotonic()
+    with pytest.raises(Exception, match="timeout=0.5"):
+        list(camera)
+    assert time.monotonic() - t0 >= 0.5
+    mux = MultiSource(["/dev/video97", "synthetic://?frames=2"])
+    assert isinstance(mux.sources[0], AwaitedCamera) and mux.sources[0].waiting
+    with pytest.raises(InputError, match="camera /dev/video97 does not exist"):
+        MultiSource(["/dev/video97", "/dev/video98"])

@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterator, Sequence
 from ..._registry import Registry
 from ...errors import InputError, StreamError
 from ...structures.frame import Frame
-from ..base import RECEIVED, SOURCES, FrameBuffer, Source
+from ..base import DISCONTINUITY, RECEIVED, SOURCES, FrameBuffer, Source
 from .. import gst as _gst
 from .containers import avi_header_frames, mp4_full_range, mp4_video_duration_ns
 from .uri import STDIN_LAUNCH, SourceURI, camera_device, is_gif, parse_source, video_file
@@ -435,6 +435,8 @@ class GstSource(Source):
     0 or None: keep trying) raises a :class:`StreamError` naming the URL and the last error; until then every attempt
     logs why it failed and how to give up (a typo in a camera's address was retried in silence)."""
 
+    marks_reconnects = True  # its first frame after a reconnect carries DISCONTINUITY
+
     def __init__(self, uri: str, *, name: str | None = None, realtime: bool = False, buffer_size: int = 4,
                  reconnect: bool | None = None, backoff_s: tuple[float, float] = (0.25, 1.0),
                  reconnect_timeout_s: float | None = None, stall_timeout_s: float = 5.0,
@@ -728,6 +730,7 @@ class GstSource(Source):
                 now = time.perf_counter()
                 if lost_at is not None:
                     self._reconnect_gaps.append(now - last_frame)
+                    frame.meta[DISCONTINUITY] = True  # (marks_reconnects)
                     log.warning("%s: reconnected after a %.2f s gap", self.uri, now - last_frame)
                     lost_at = None
                 last_frame = now

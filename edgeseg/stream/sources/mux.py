@@ -19,6 +19,7 @@ when it appears, the others running meanwhile.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import threading
 import time
@@ -27,7 +28,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 from ...errors import EdgesegError, InputError, StreamError
 from ...structures.frame import Frame
-from ..base import RECEIVED, FrameBuffer, Source
+from ..base import DISCONTINUITY, RECEIVED, FrameBuffer, Source
 
 log = logging.getLogger("edgeseg.stream")
 
@@ -41,20 +42,26 @@ def _name(source: Source) -> str:
 AWAIT_POLL_S = 0.2
 
 
+#: how long a camera whose stream failed or ended is watched for its device node going away (the driver's error comes
+#: before the kernel removes the node: the USB disconnect cancels transfers first) before it counts as a failure or end
+UNPLUG_GRACE_S = 2.0
+
+
 class AwaitedCamera(Source):
     """One of several sources: a camera (``v4l2``) that may be absent, at the start of the run (a USB camera not
     plugged in yet, a rig whose cameras enumerate late) or during it (unplugged). The other sources go on; this one
     looks for its device every :data:`AWAIT_POLL_S` and, once it is there, opens ``make()`` and gives its frames (a
     device node that is there before it can be opened, as udev makes it before its permissions and driver are ready,
-    is tried again). A camera whose stream fails because its device went away waits for it again; its frames' index
-    and time go on across the outage (the time by the monotonic time between the last frame and the next), and the
-    outage counts as a reconnection (``reconnect_gaps_s``: the pipeline marks the next frame a discontinuity). It
-    gives up, raising ``error`` (the missing camera named, with the cameras here) or the last failure to open it,
-    after the URI's ``timeout=S`` (each wait) or when no other source is left running. A failure with the device
-    still there is the camera's failure, as any source's. Session 56: before, one camera missing at start stopped
-    every camera of the run, and one unplugged was lost for the rest of it."""
+    is tried again). A camera whose stream fails or ends and whose device goes away (within :data:`UNPLUG_GRACE_S`)
+    waits for it again; its frames' index and time go on across the outage (the time by the monotonic time between
+    the last frame and the next), the outage counts as a reconnection (``reconnect_gaps_s``) and its next frame is
+    marked a discontinuity. It gives up, raising ``error`` (the missing camera named, with the cameras here) or the
+    last failure to open it, after the URI's ``timeout=S`` (each wait), or without one when no other source is left
+    running. A failure with the device still there is the camera's failure, as any source's. Session 56: before,
+    one camera missing at start stopped every camera of the run, and one unplugged was lost for the rest of it."""
 
     live = True
+    marks_reconnects = True  # its first frame after an outage carries DISCONTINUITY (and its connection's own)
 
     def __init__(self, uri: str, device: str, error: EdgesegError, make: Callable[[], Source],
                  name: str | None = None, timeout_s: float | None = None, source: Source | None = None):
@@ -64,11 +71,14 @@ class AwaitedCamera(Source):
         self.device, self.error, self.timeout_s = device, error, timeout_s
         self._make = make
         self._source: Source | None = source  # the camera's current connection (None: waiting for its device)
-        self._done: list[Source] = []  # its earlier connections (unplugged): their drops and gaps still count
+        self._past = (0, 0, ())  # its earlier connections' drops, skipped frames and gaps
         self._lock = threading.Lock()  # stop()/close() against the open that makes _source
         self._stopping = False
-        self._last: tuple[int, int, int] | None = None  # the last frame given: (index, pts_ns, monotonic ns)
+        self._last: tuple[int, int] | None = None  # the last frame given: (index, monotonic ns)
+        self._last_timed: tuple[int, int] | None = None  # the last frame with a time: (pts_ns, monotonic ns)
         self._offsets = (0, 0)  # added to the current connection's (index, pts_ns)
+        self._retime = False  # the time offset waits for a frame with a time (after a reconnect)
+        self._fps: float | None = None  # the last connection's rate
         #: whether any other source of the run still runs (set by :class:`MultiSource`); none left: give up
         self.others_running: Callable[[], bool] = lambda: True
 
@@ -79,13 +89,25 @@ class AwaitedCamera(Source):
 
     @property
     def parts(self) -> Sequence[Source]:
-        now = () if self._source is None else (self._source,)
-        return (*self._done, *now)  # its drops, gaps and skipped frames, of every connection
+        return () if self._source is None else (self._source,)
+
+    @property
+    def dropped(self) -> int:
+        return self._past[0] + super().dropped
+
+    @property
+    def skipped_at_start(self) -> int:
+        return self._past[1] + super().skipped_at_start
+
+    @property
+    def reconnect_gaps_s(self) -> list[float]:
+        return [*self._past[2], *super().reconnect_gaps_s]
 
     @property  # type: ignore[override]
     def fps(self) -> float | None:
         """The camera's rate once it has joined (its per-source video file is written at it), else unknown."""
-        return next((s.fps for s in reversed(self.parts) if s.fps), None)
+        source = self._source
+        return (source.fps if source is not None else None) or self._fps
 
     @fps.setter
     def fps(self, value: float | None) -> None:  # Source.__init__ sets it
@@ -103,35 +125,56 @@ class AwaitedCamera(Source):
                 return
             source = self._source
             rejoined = self._last is not None
+            why = "its stream ended"
             try:
                 for frame in source:
                     yield self._continued(frame, rejoined)
                     rejoined = False
-                return  # the camera's stream ended, as any source's does
             except EdgesegError as e:
-                if self._stopping or Path(self.device).exists():
+                if self._stopping or not self._gone():
                     raise  # the camera failed, not unplugged
-                lost_at = time.monotonic()
-                log.warning("camera %s unplugged after %d frames (%s): waiting for it; the other sources go on",
-                            self.device, 0 if self._last is None else self._last[0] + 1,
-                            str(e).split("\n  fix: ")[0])
-                with self._lock:
-                    self._done.append(source)
-                    self._source = None
-                source.close()
+                why = str(e).split("\n  fix: ")[0]
+            else:  # (OpenCV's reader ends a camera's stream when the camera goes)
+                if self._stopping or not self._gone():
+                    return  # the camera's stream ended, as any source's does
+            lost_at = time.monotonic()
+            log.warning("camera %s unplugged after %d frames (%s): waiting for it; the other sources go on",
+                        self.device, 0 if self._last is None else self._last[0] + 1, why)
+            with self._lock:
+                self._past = (self._past[0] + source.dropped, self._past[1] + source.skipped_at_start,
+                              (*self._past[2], *source.reconnect_gaps_s))
+                self._fps = source.fps or self._fps
+                self._source = None
+            source.close()
+
+    def _gone(self) -> bool:
+        """Whether the device node is gone, or goes within :data:`UNPLUG_GRACE_S`."""
+        end = time.monotonic() + UNPLUG_GRACE_S
+        while Path(self.device).exists():
+            if self._stopping or time.monotonic() >= end:
+                return False
+            time.sleep(0.05)
+        return True
 
     def _continued(self, frame: Frame, rejoined: bool) -> Frame:
-        """``frame`` numbered and timed on from the camera's earlier connections."""
+        """``frame`` numbered and timed on from the camera's earlier connections; the first after a reconnect marked
+        a discontinuity (here, not where the stream takes it: a frame from before the outage may wait in the buffer)."""
         now = time.monotonic_ns()
         if rejoined and self._last is not None:
-            index, pts, at = self._last
-            self._reconnect_gaps.append((now - at) / 1e9)
-            self._offsets = (index + 1 - frame.index,
-                             pts + max(now - at, 1) - frame.pts_ns if frame.pts_ns >= 0 and pts >= 0 else 0)
+            self._reconnect_gaps.append((now - self._last[1]) / 1e9)
+            self._offsets = (self._last[0] + 1 - frame.index, self._offsets[1])
+            self._retime = True
+            frame.meta[DISCONTINUITY] = True
+        if self._retime and frame.pts_ns >= 0 and self._last_timed is not None:
+            pts, at = self._last_timed  # the first frame with a time after the outage sets the time offset
+            self._offsets = (self._offsets[0], pts + max(now - at, 1) - frame.pts_ns)
+            self._retime = False
         if self._offsets != (0, 0):
             frame = dataclasses.replace(frame, index=frame.index + self._offsets[0],
                                         pts_ns=frame.pts_ns + self._offsets[1] if frame.pts_ns >= 0 else frame.pts_ns)
-        self._last = (frame.index, frame.pts_ns, now)
+        self._last = (frame.index, now)
+        if frame.pts_ns >= 0:
+            self._last_timed = (frame.pts_ns, now)
         return frame
 
     def _await(self, since: float) -> bool:
@@ -161,7 +204,7 @@ class AwaitedCamera(Source):
             said = str(why).split("\n  fix: ")[0]
             if self.timeout_s is not None and waited >= self.timeout_s:
                 raise StreamError(f"{said} (waited {waited:.1f} s for it, timeout={self.timeout_s:g})", fix=why.fix)
-            if not self.others_running():
+            if self.timeout_s is None and not self.others_running():  # (a timeout given: that long, whatever else)
                 raise StreamError(f"{said} (waited {waited:.1f} s for it, until no other source was left)",
                                   fix=why.fix)
             time.sleep(AWAIT_POLL_S)
@@ -224,6 +267,27 @@ def awaited_camera(uri: str, make: Callable[[], Source], name: str | None = None
                          name=name, timeout_s=_timeout_opt(spec, None), source=None if missing else make())
 
 
+def with_cameras(entries: Sequence[tuple[Any, Callable[[], Source], str | None]]) -> list[Source]:
+    """The sources of a multi-source run from ``(given, make, name)`` entries: a :class:`Source` given as it is, a
+    camera URI as an :class:`AwaitedCamera` (waited for while missing, waited for again when unplugged), any other
+    URI ``make()``. A camera missing at start is said; when every entry is such a camera, the first is refused at
+    once (a typo must not wait for ever)."""
+    missing = [missing_camera(given) if isinstance(given, str) else None for given, _, _ in entries]
+    if missing and all(e is not None for e in missing):
+        raise missing[0]  # type: ignore[misc]
+    out: list[Source] = []
+    for (given, make, name), e in zip(entries, missing):
+        if not isinstance(given, str):
+            out.append(given)
+            continue
+        camera = awaited_camera(given, make, name)
+        out.append(camera if camera is not None else make())
+        if e is not None and camera is not None:
+            log.warning("%s (the other sources start; it joins when it appears%s)", str(e).split("\n  fix: ")[0],
+                        f", for up to {camera.timeout_s:g} s" if camera.timeout_s else "; ?timeout=S gives up after S s")
+    return out
+
+
 class MultiSource(Source):
     def __init__(self, sources: Sequence[Source | str], buffer_size: int = 8, **options: Any):
         super().__init__()
@@ -231,7 +295,9 @@ class MultiSource(Source):
 
         if not sources:
             raise InputError("MultiSource needs at least one source")
-        self.sources = [open_source(s, **options) if isinstance(s, str) else s for s in sources]
+        # (each camera's wait for its device: here too for MultiSource([...]) in an application, not only edgeseg run)
+        self.sources = with_cameras([(s, functools.partial(open_source, s, **options), options.get("name"))
+                                     for s in sources])
         self.uri = "mux(" + ", ".join(s.uri or type(s).__name__ for s in self.sources) + ")"
         self.live = any(s.live for s in self.sources)
         self._buf = _MuxBuffer(buffer_size, sum(1 for s in self.sources if s.live),
