@@ -31,7 +31,7 @@ from .pipeline import ON_ERROR, Pipeline, decoder_threads, inference_threads, op
 from .recipe import RECIPE_KEYS, load_recipe  # noqa: F401  (re-exported: edgeseg.stream.load_recipe)
 from .sinks import CallbackSink, DisplaySink, JsonLinesSink, LabelPngSink, Mp4Sink, RtspServerSink
 from .sources import MultiSource, open_source
-from .sources.mux import with_cameras
+from .sources.awaited import with_cameras
 from .stages import RenderStage, predictor_stages
 
 
@@ -241,7 +241,7 @@ def open_sources(opts: StreamOptions) -> Any:
                            decoder_threads=opts.decoder_threads)
 
     # a camera whose device is not there yet waits for it while the others run, and one unplugged waits for it again
-    # (session 56: one missing at start stopped every camera, one unplugged was lost): mux.with_cameras
+    # (session 56: one missing at start stopped every camera, one unplugged was lost): sources.awaited.with_cameras
     return MultiSource(with_cameras([(s, functools.partial(make, s, n), n) for s, n in zip(many, names)]))
 
 

@@ -192,7 +192,7 @@ def test_a_camera_missing_at_start_joins_when_it_appears_while_the_others_run(tm
     there before it opens (udev sets its permissions after) is tried again; its rate is the camera's once it joined."""
     from edgeseg.errors import StreamError
     from edgeseg.stream import CallbackSink, Pipeline
-    from edgeseg.stream.sources.mux import AwaitedCamera
+    from edgeseg.stream.sources.awaited import AwaitedCamera
 
     device = tmp_path / "video9"
     late = "synthetic://?seed=3&size=64x48&frames=6&fps=15"
@@ -227,7 +227,7 @@ def test_an_awaited_camera_stopped_while_it_opens_closes_what_it_opened(tmp_path
     """The review: stop() while the camera's device was being opened was lost (the reader went on for seconds)."""
     import threading
 
-    from edgeseg.stream.sources.mux import AwaitedCamera
+    from edgeseg.stream.sources.awaited import AwaitedCamera
 
     device = tmp_path / "video9"
     device.write_bytes(b"")
@@ -259,7 +259,7 @@ def test_a_camera_that_joined_late_counts_among_the_others():
     ("until no other source was left") although a camera ran."""
     from types import SimpleNamespace
 
-    from edgeseg.stream.sources.mux import AwaitedCamera
+    from edgeseg.stream.sources.awaited import AwaitedCamera
 
     err = InputError("camera x does not exist")
     a, b = (AwaitedCamera(f"v4l2:///x/{n}", f"/nonexistent/{n}", err, lambda: None, name=n) for n in "ab")
@@ -314,7 +314,7 @@ def test_a_camera_unplugged_during_the_run_waits_for_its_device_and_goes_on_numb
     from edgeseg.errors import StreamError
     from edgeseg.stream import CallbackSink, Pipeline
     from edgeseg.stream.base import DISCONTINUITY, Source
-    from edgeseg.stream.sources.mux import AwaitedCamera
+    from edgeseg.stream.sources.awaited import AwaitedCamera
     from edgeseg.structures.frame import Frame
 
     device = tmp_path / "video9"
@@ -368,7 +368,7 @@ def test_an_unplugged_camera_is_told_from_a_failure_by_its_node_going_within_a_g
 
     from edgeseg.errors import StreamError
     from edgeseg.stream.base import DISCONTINUITY, Source
-    from edgeseg.stream.sources.mux import AwaitedCamera
+    from edgeseg.stream.sources.awaited import AwaitedCamera
     from edgeseg.structures.frame import Frame
 
     device = tmp_path / "video9"
@@ -409,7 +409,7 @@ def test_an_unplugged_camera_is_told_from_a_failure_by_its_node_going_within_a_g
 def test_a_timeout_given_waits_that_long_whatever_the_others_and_the_python_mux_waits_for_cameras_too(tmp_path):
     """The second review: with ?timeout=S every camera still gave up at once when no other source was left (a hub
     glitch unplugging all of them); and MultiSource([...]) built by an application did not wait for cameras."""
-    from edgeseg.stream.sources.mux import AwaitedCamera
+    from edgeseg.stream.sources.awaited import AwaitedCamera
 
     device = tmp_path / "video9"
     camera = AwaitedCamera("v4l2:///x/video9?timeout=0.5", str(device), InputError("camera x does not exist"),
