@@ -110,7 +110,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="semantic decode: upsample logits then argmax (exact, default) or argmax then upsample labels (fast)")
     add_result_filters(g, defaults_unset=True)
     g2 = p.add_argument_group("pipeline")
-    g2.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
+    g2.add_argument("--max-frames", type=int, default=None, help="stop after this many frames (of all sources together)")
     g2.add_argument("--on-error", choices=["skip", "stop"], default=None,
                     help="a frame a stage fails on: count it and go on (skip, default) or stop")
     g2.add_argument("--queue-size", type=int, default=None, help="frames buffered between stages (default 4)")

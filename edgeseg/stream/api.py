@@ -32,6 +32,7 @@ from .recipe import RECIPE_KEYS, load_recipe  # noqa: F401  (re-exported: edgese
 from .sinks import CallbackSink, DisplaySink, JsonLinesSink, LabelPngSink, Mp4Sink, RtspServerSink
 from .sources import MultiSource, open_source
 from .sources.awaited import with_cameras
+from .sources.mux import _name, unique_names
 from .stages import RenderStage, predictor_stages
 
 
@@ -229,12 +230,7 @@ def open_sources(opts: StreamOptions) -> Any:
     if len(many) == 1:
         return open_source(many[0], backend=opts.source_backend, realtime=opts.realtime, fps=opts.fps,
                            decoder_threads=opts.decoder_threads)
-    names: list[str] = []
-    seen: dict[str, int] = {}
-    for s in many:
-        base = s if isinstance(s, str) else getattr(s, "uri", type(s).__name__)
-        seen[base] = seen.get(base, 0) + 1
-        names.append(base if seen[base] == 1 else f"{base}#{seen[base]}")
+    names = unique_names([s if isinstance(s, str) else _name(s) for s in many])
 
     def make(s: Any, n: str) -> Any:
         return open_source(s, backend=opts.source_backend, realtime=opts.realtime, name=n, fps=opts.fps,
@@ -415,7 +411,7 @@ def stats_record(pipe: Pipeline, opts: StreamOptions, bundle: Any = None) -> dic
     bundle = opts.bundle if bundle is None else bundle
     if _is_predictor(bundle):  # a loaded predictor: its bundle's name
         bundle = getattr(getattr(bundle, "bundle", None), "name", None)
-    return {"source": opts.source, "bundle": None if bundle is None else str(bundle),
+    return {"source": source_names(opts.source), "bundle": None if bundle is None else str(bundle),
             "prompt": opts.prompt if isinstance(opts.prompt, str) else None,
             **(pipe.stats.to_dict() if pipe.stats is not None else {}),
             "batch_sizes": batch_sizes(pipe), "keyframes": keyframe_counts(pipe),
@@ -439,13 +435,24 @@ def _source_records(pipe: Pipeline) -> list[dict[str, Any]]:
     return out
 
 
+def source_names(source: Any) -> Any:
+    """``opts.source`` as the stats JSON names it: a URI or path as given, a :class:`Source` object by its id (an
+    audit: ``edgeseg.stream(src, ..., stats_json=...)`` with a Source object ended in "not JSON serialisable" and
+    no stats), a list item by item."""
+    if isinstance(source, (list, tuple)):
+        return [source_names(s) for s in source]
+    if isinstance(source, Source):
+        return getattr(source, "source_id", None) or source.uri or type(source).__name__
+    return os.fspath(source) if isinstance(source, os.PathLike) else source
+
+
 def unstarted_record(opts: StreamOptions, reason: str, open_s: float) -> dict[str, Any]:
     """``stats_json`` of a run stopped before its first frame (Ctrl-C or SIGTERM while the bundle loaded): no
     frames, ``stopped_by`` ``signal``, the reason, and how long the start-up had taken."""
     from .metrics import Recorder
 
     stats = Recorder().stats(stopped_by="signal", fatal=reason, open_s=open_s)
-    return {"source": opts.source, "bundle": None if opts.bundle is None else str(opts.bundle),
+    return {"source": source_names(opts.source), "bundle": None if opts.bundle is None else str(opts.bundle),
             "prompt": opts.prompt if isinstance(opts.prompt, str) else None, **stats.to_dict(),
             "batch_sizes": {}, "keyframes": None, "choice": None}
 

@@ -188,7 +188,9 @@ class Pipeline:
                     self.stop("max_frames")
         except Exception as e:  # StreamError from a broken stream, or anything a source raises
             text = str(e).splitlines()[0] if str(e) else type(e).__name__
-            log.error("%s", text if text.startswith("source ") else  # (a source's own error names it already)
+            # (a source's own error names it already; several sources': the mux's names each that failed, with its
+            # frames: "source mux(a, b) failed after 50 frames: camera b ..." named a and b's 50 frames, an audit)
+            log.error("%s", text if text.startswith("source ") or getattr(self.source, "parts", ()) else
                       f"source {self.source.uri or type(self.source).__name__} failed after {n} frames: {text}")
             self._fail(e if isinstance(e, StreamError) else memory_error(f"source {self.source.uri!r}", e)
                        if out_of_memory(e) else StreamError(f"source {self.source.uri!r} failed: {e}"))

@@ -423,3 +423,33 @@ def test_a_timeout_given_waits_that_long_whatever_the_others_and_the_python_mux_
     assert isinstance(mux.sources[0], AwaitedCamera) and mux.sources[0].waiting
     with pytest.raises(InputError, match="camera /dev/video97 does not exist"):
         MultiSource(["/dev/video97", "/dev/video98"])
+
+
+def test_a_multi_camera_audit_s_findings(bundle, tmp_path, monkeypatch):
+    """Session 56's black-box audit of several cameras: (1) ``stats_json`` with a Source object (not a URI) ended the
+    run in "not JSON serialisable" and wrote nothing; (2) ``/dev/video7?timeout=2`` kept its options in the device's
+    path (never found; the timeout ignored), and ``/dev/v4l/by-id/...`` (a rig's stable names) was a file; (3) two
+    sources of one URI were one source in the stats, the JSON lines and the MP4s."""
+    import logging
+
+    import edgeseg
+    from edgeseg.stream import open_source, parse_source
+    from edgeseg.stream.sources import gst_source
+
+    stats = tmp_path / "s.json"
+    for source in (open_source(A), [open_source(A), B]):
+        list(edgeseg.stream(source, str(bundle.root), backend="onnxruntime", threads=1, stats_json=str(stats)))
+        assert json.loads(stats.read_text())["source"] == ([A, B] if isinstance(source, list) else A)
+    spec = parse_source("/dev/video7?timeout=2&width=640")
+    assert (spec.scheme, spec.target, spec.options) == ("v4l2", "/dev/video7", {"timeout": "2", "width": "640"})
+    assert parse_source("/dev/v4l/by-id/usb-Cam_123-video-index0").scheme == "v4l2"
+    assert [s.source_id for s in MultiSource([A, A, B]).sources] == [A, A + "#2", B]
+    twins = MultiSource([SyntheticSource(A), SyntheticSource(A)])
+    assert [s.source_id for s in twins.sources] == [A, A + "#2"]
+    assert {f.source_id for f in twins} == {A, A + "#2"}
+    # (4) an RTSP camera that stays away: its attempts said three times, then every 30 s (was a line a second)
+    src = gst_source.GstSource("test://ball")
+    levels = [src._attempt_level(100.0) for _ in range(6)]
+    assert levels == [logging.WARNING] * 3 + [logging.DEBUG] * 3
+    monkeypatch.setattr(gst_source, "SAID_EVERY_S", 0.0)
+    assert src._attempt_level(100.0) == logging.WARNING and src._attempt_level(200.0) == logging.WARNING  # a new outage

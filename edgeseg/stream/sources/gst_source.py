@@ -421,6 +421,11 @@ def _timeout_opt(u: SourceURI, default: float | None) -> float | None:
     return value or None
 
 
+#: reconnection attempts of one outage said as warnings, then one every SAID_EVERY_S seconds (the rest at debug)
+SAID_ATTEMPTS = 3
+SAID_EVERY_S = 30.0
+
+
 class GstSource(Source):
     """Frames from GStreamer. ``realtime=True`` paces a file at its frame rate and makes it behave like a
     camera (drop oldest). ``reconnect`` (default on for rtsp/http) retries with back-off from
@@ -488,6 +493,7 @@ class GstSource(Source):
         #: a live source's time across reconnects (:meth:`_live_time`): added to the pipeline's pts; the last frame's
         #: time and arrival; whether the next frame is a new pipeline's first
         self._live_offset, self._last_out, self._last_received, self._rebase = 0, -1, -1, False
+        self._attempts: list[float] = [-1.0, 0, 0.0]  # the outage (its start), its attempts, when one was last said
         self._resume: tuple[int, int] | None = None  # after a software restart: (last pts, frames) to skip
         self._retried: set[str] = set()  # hardware decoders this source replaced (each once)
         self._outputs = 0  # frames the current pipeline's decoder gave (delivered, or skipped after a restart)
@@ -951,6 +957,19 @@ class GstSource(Source):
         self._start(seek_ns=self._last_shown if replay and self._last_pts >= 0 else None)
         return True
 
+    def _attempt_level(self, lost_at: float) -> int:
+        """The log level of a reconnection attempt's line: a warning for the first :data:`SAID_ATTEMPTS` of an outage
+        and then one every :data:`SAID_EVERY_S`, the others at debug (an audit: a line a second, 3,600 an hour of a
+        camera that stays away)."""
+        now = time.perf_counter()
+        if self._attempts[0] != lost_at:
+            self._attempts = [lost_at, 0, now]
+        self._attempts[1] += 1
+        if self._attempts[1] <= SAID_ATTEMPTS or now - self._attempts[2] >= SAID_EVERY_S:
+            self._attempts[2] = now
+            return logging.WARNING
+        return logging.DEBUG
+
     def _reconnect(self, kind: str, text: str, lost_at: float) -> None:
         delay = self.backoff_s[0]
         while not self._stopping:
@@ -963,13 +982,15 @@ class GstSource(Source):
             if self.reconnect_timeout_s is not None and waited > self.reconnect_timeout_s:
                 raise StreamError(f"source {self.uri!r} lost ({text}) and not back after {waited:.1f} s",
                                   fix="check the camera/server, or raise reconnect_timeout_s")
+            level = self._attempt_level(lost_at)
             if self._index == 0 and self._opened_at is not None:  # never connected: a typo, or a camera not up yet
-                log.warning("%s: cannot connect (%s); trying again in %.2f s (%.0f s without a frame; %s)", self.uri,
-                            text, delay, time.perf_counter() - self._opened_at,
-                            f"giving up after {self.connect_timeout_s:g} s" if self.connect_timeout_s else
-                            "add ?timeout=S to the URL to give up after S s")
+                log.log(level, "%s: cannot connect (%s); trying again in %.2f s (%.0f s without a frame; %s)", self.uri,
+                        text, delay, time.perf_counter() - self._opened_at,
+                        f"giving up after {self.connect_timeout_s:g} s" if self.connect_timeout_s else
+                        "add ?timeout=S to the URL to give up after S s")
             else:
-                log.warning("%s: stream lost (%s); reconnecting in %.2f s", self.uri, text, delay)
+                log.log(level, "%s: stream lost %.0f s ago (%s); reconnecting in %.2f s", self.uri,
+                        time.perf_counter() - lost_at, text, delay)
             self._teardown()
             end = time.perf_counter() + delay
             while not self._stopping and time.perf_counter() < end:

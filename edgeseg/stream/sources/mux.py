@@ -37,6 +37,17 @@ def _name(source: Source) -> str:
     return getattr(source, "source_id", None) or source.uri or type(source).__name__
 
 
+def unique_names(ids: Sequence[str]) -> list[str]:
+    """Each source's id in a run with several: as given, a repeated one with ``#2``, ``#3``, ... (an audit: two sources
+    of one URI were one source in the stats, the JSON lines and the MP4s)."""
+    seen: dict[str, int] = {}
+    out = []
+    for sid in ids:
+        seen[sid] = seen.get(sid, 0) + 1
+        out.append(sid if seen[sid] == 1 else f"{sid}#{seen[sid]}")
+    return out
+
+
 class MultiSource(Source):
     def __init__(self, sources: Sequence[Source | str], buffer_size: int = 8, **options: Any):
         super().__init__()
@@ -45,8 +56,13 @@ class MultiSource(Source):
         if not sources:
             raise InputError("MultiSource needs at least one source")
         # (each camera's wait for its device: here too for MultiSource([...]) in an application, not only edgeseg run)
-        self.sources = with_cameras([(s, functools.partial(open_source, s, **options), options.get("name"))
-                                     for s in sources])
+        names = unique_names([s if isinstance(s, str) else _name(s) for s in sources])
+        self.sources = with_cameras([(s, functools.partial(open_source, s, **{"name": n, **options}),
+                                      options.get("name", n)) for s, n in zip(sources, names)])
+        for s, n in zip(self.sources, names):  # a Source object given twice under one id: the second one renamed
+            if _name(s) != n and hasattr(s, "source_id"):
+                log.info("source %s given twice: the second one's frames are tagged %s", _name(s), n)
+                s.source_id = n
         self.uri = "mux(" + ", ".join(s.uri or type(s).__name__ for s in self.sources) + ")"
         self.live = any(s.live for s in self.sources)
         self._buf = _MuxBuffer(buffer_size, sum(1 for s in self.sources if s.live),

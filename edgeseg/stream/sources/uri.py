@@ -20,6 +20,10 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 from ...errors import InputError
 
 
+#: paths that name a camera device (V4L2), with the options of ``v4l2://`` after a ``?``
+CAMERA_PATHS = ("/dev/video", "/dev/v4l/")
+
+
 @dataclass(frozen=True)
 class SourceURI:
     """A parsed source. ``scheme`` is one of file, rtsp, http, https, v4l2, csi, test, folder, launch."""
@@ -72,8 +76,9 @@ def parse_source(text: str | os.PathLike) -> SourceURI:
         p = Path(s).expanduser()
         if s.isdigit() and not p.exists():  # OpenCV's camera numbering: 0 is /dev/video0
             return SourceURI(s, "v4l2", f"/dev/video{int(s)}")
-        if s.startswith("/dev/video"):
-            return SourceURI(s, "v4l2", s)
+        if s.startswith(CAMERA_PATHS):  # (a stable name of a rig's camera: /dev/v4l/by-id/..., by-path/...)
+            path, _, query = s.partition("?")  # the options as v4l2:// takes them (an audit: ?timeout=2 was kept in
+            return SourceURI(s, "v4l2", path, dict(parse_qsl(query, keep_blank_values=True)))  # the device's path)
         return SourceURI(s, "folder" if p.is_dir() else "file", str(p))
     parts = urlsplit(s)
     scheme = parts.scheme.lower()
