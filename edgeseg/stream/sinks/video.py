@@ -512,7 +512,8 @@ class Mp4Sink(Sink):
             if self._source is not None:
                 refuse_input(sink.path, self._source, "the video sink's file")
             self.per_source[source_id] = sink
-            log.info("source %s -> %s", source_id, sink.path)
+            log.info("source %s -> %s", source_id, sink.path if not self.segment_s else  # (an audit: a file never written)
+                     sink.path.with_name(f"{sink.path.stem}.NNNNN{sink.path.suffix}"))
         return sink
 
     def write(self, frame: Frame, result: Any, packet: Packet | None = None) -> None:
