@@ -442,7 +442,7 @@ def source_names(source: Any) -> Any:
     if isinstance(source, (list, tuple)):
         return [source_names(s) for s in source]
     if isinstance(source, Source):
-        return getattr(source, "source_id", None) or source.uri or type(source).__name__
+        return _name(source)
     return os.fspath(source) if isinstance(source, os.PathLike) else source
 
 

@@ -249,7 +249,9 @@ class JsonLinesSink(Sink):
 
         if self._clock is None:
             # several sources: each one's rate, as each one's own MP4 takes it (a camera that joins late: at its frame)
-            parts = {getattr(s, "source_id", None) or s.uri or "": s for s in getattr(self._source, "parts", ()) or ()}
+            from ..sources.mux import _name
+
+            parts = {_name(s): s for s in getattr(self._source, "parts", ()) or ()}
             self._clock = SegmentClock(self.segment_s, output_fps(self.fps, self._source, 25.0), by_time=not self.fps,
                                        rate_of=(lambda sid: output_fps(self.fps, parts[sid], 25.0) if sid in parts else
                                                 None) if len(parts) > 1 else None)

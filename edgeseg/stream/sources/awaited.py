@@ -91,8 +91,8 @@ class AwaitedCamera(Source):
         return (source.fps if source is not None else None) or self._fps
 
     @fps.setter
-    def fps(self, value: float | None) -> None:  # Source.__init__ sets it
-        pass
+    def fps(self, value: float | None) -> None:  # (Source.__init__ sets None): the rate when no connection says one
+        self._fps = value
 
     def open(self) -> "AwaitedCamera":
         if self._source is not None:
