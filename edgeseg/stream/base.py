@@ -121,6 +121,15 @@ class Source(abc.ABC):
         """Seconds without frames around each reconnection, this source's and then its parts'."""
         return list(getattr(self, "_reconnect_gaps", ())) + [g for s in self.parts for g in s.reconnect_gaps_s]
 
+    @property
+    def outages_at_stop_s(self) -> list[float]:
+        """Seconds without frames of each outage still under way (a live source lost and not back yet), this
+        source's and then its parts': what :attr:`reconnect_gaps_s` lacks when a run stops during one (session 57:
+        a run stopped while its camera was away reported no outage at all)."""
+        since = getattr(self, "_outage_since", None)  # (time.perf_counter() of the last frame before it)
+        mine = [max(time.perf_counter() - since, 0.0)] if since is not None else []
+        return mine + [g for s in self.parts for g in s.outages_at_stop_s]
+
     def open(self) -> "Source":
         return self
 

@@ -26,7 +26,8 @@ class Stats:
     second of wall time; stages: latency per stage (name -> Latency); end_to_end: from the source
     handing a frame over to the last sink finishing with it; drops: frames a live source discarded
     under back-pressure; errors: frames a stage failed on (they still reach the sinks, without result);
-    reconnect_gaps_s: the time without frames around each reconnection of a live source; by_source: each
+    reconnect_gaps_s: the time without frames around each reconnection of a live source; outages_at_stop_s: the
+    time without frames, at the stop, of each live source lost and not back then (not a reconnection); by_source: each
     source's processed frames, fps and end-to-end latency (source id -> :class:`SourceFigures`; one with one source).
     """
 
@@ -45,6 +46,7 @@ class Stats:
     open_s: float = 0.0  # before the first frame: the source opened (connected), the model loaded and warmed up
     skipped_at_start: int = 0  # frames a live source sent while the model loaded (Source.skipped_at_start): not drops
     by_source: dict[str, "SourceFigures"] = field(default_factory=dict)
+    outages_at_stop_s: tuple[float, ...] = ()
 
     @property
     def reconnects(self) -> int:
@@ -64,7 +66,8 @@ class Stats:
         if self.skipped_at_start:
             opened += f" ({self.skipped_at_start} live frames skipped meanwhile)"
         return (f"{self.processed} frames in {self.wall_s:.1f}s{opened} = {self.fps:.1f} fps, end-to-end p50 {e.p50_ms:.1f} ms "
-                f"p99 {e.p99_ms:.1f} ms, drops {self.drops}, errors {self.errors}, reconnects {self.reconnects}")
+                f"p99 {e.p99_ms:.1f} ms, drops {self.drops}, errors {self.errors}, reconnects {self.reconnects}"
+                + "".join(f", a source without frames for {g:.1f}s at the stop" for g in self.outages_at_stop_s))
 
 
 MAX_SOURCES = 256  # sources whose own figures a run keeps
@@ -148,7 +151,8 @@ class Recorder:
                 self.messages.append(message)
 
     def stats(self, *, drops: int = 0, gaps: tuple[float, ...] = (), stopped_by: str = "eos",
-              fatal: str | None = None, open_s: float = 0.0, skipped: int = 0, by_source: bool = True) -> Stats:
+              fatal: str | None = None, open_s: float = 0.0, skipped: int = 0, by_source: bool = True,
+              outages: tuple[float, ...] = ()) -> Stats:
         """The figures so far; ``by_source=False`` leaves each source's own out (a periodic log line's look)."""
         with self._lock:
             wall = time.perf_counter() - self.t_start
@@ -158,7 +162,7 @@ class Recorder:
                 fps=self.processed / wall if wall > 0 else 0.0, stages=stages,
                 end_to_end=Latency.of(self._e2e.snapshot()), drops=drops, errors=self.errors,
                 error_messages=tuple(self.messages), reconnect_gaps_s=tuple(gaps), stopped_by=stopped_by,
-                fatal_error=fatal, open_s=open_s, skipped_at_start=skipped,
+                fatal_error=fatal, open_s=open_s, skipped_at_start=skipped, outages_at_stop_s=tuple(outages),
                 by_source={
                     sid: SourceFigures(n[0], n[0] / wall if wall > 0 else 0.0, Latency.of(ring.snapshot()))
                     for sid, (n, ring) in self._by_source.items()} if by_source else {},

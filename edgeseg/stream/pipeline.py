@@ -373,7 +373,8 @@ class Pipeline:
     def _stats(self, fatal: BaseException | None) -> Stats:
         return self._rec.stats(drops=self.source.dropped, gaps=tuple(self.source.reconnect_gaps_s),
                                stopped_by=self._stopped_by, fatal=None if fatal is None else str(fatal),
-                               open_s=getattr(self, "_open_s", 0.0), skipped=self.source.skipped_at_start)
+                               open_s=getattr(self, "_open_s", 0.0), skipped=self.source.skipped_at_start,
+                               outages=tuple(getattr(self.source, "outages_at_stop_s", ())))
 
     def _run_threads(self) -> None:
         queues = [queue.Queue(self.queue_size) for _ in range(len(self.stages) + 1)]
@@ -405,7 +406,8 @@ class Pipeline:
                     current = (self._rec.processed - last_processed) / (now - last_log)
                     last_log, last_processed = now, self._rec.processed
                     log.info("stream: %s; last %g s: %.1f fps", self._rec.stats(  # (its reconnects too: an audit)
-                        drops=self.source.dropped, gaps=tuple(self.source.reconnect_gaps_s), by_source=False).summary(),
+                        drops=self.source.dropped, gaps=tuple(self.source.reconnect_gaps_s), by_source=False,
+                        outages=tuple(getattr(self.source, "outages_at_stop_s", ()))).summary(),
                              self.log_interval_s, current)
         finally:
             if bar is not None:

@@ -148,3 +148,31 @@ def test_default_backoff_reconnects_within_a_second_of_the_server_coming_back(gs
     assert run.pipe.stats.reconnects == 1
     # a retry within 1.3 s of it being back, + connect and keyframe (the old 4 s ceiling gave ~3.5 s + that)
     assert run.times[run.n_down] - run.t_back < 3.0
+
+
+def test_an_outage_under_way_when_the_run_stops_is_reported(gst):
+    """Session 57: a run stopped while its camera's server was away reported no outage at all (``reconnect_gaps_s``
+    has only outages that ended); now ``Stats.outages_at_stop_s`` has it, from the last frame to the stop, and the
+    summary says it. A reconnect after it (none here) would not be counted twice: the outage ends there."""
+    port = free_port()
+    server = start_server(port)
+    arrived: list[float] = []
+    src = GstSource(f"rtsp://127.0.0.1:{port}/cam?latency=0", stall_timeout_s=2.0, backoff_s=(0.1, 0.5))
+    pipe = Pipeline([src, CallbackSink(lambda f, r: arrived.append(time.perf_counter()))], handle_signals=False)
+    runner = threading.Thread(target=pipe.run, daemon=True)
+    runner.start()
+    try:
+        assert wait_for(lambda: len(arrived) >= 5, 20), "no frames from the RTSP server"
+        server.kill()
+        server.wait()
+        time.sleep(1.5)
+        stopped = time.perf_counter()
+        pipe.stop()
+        runner.join(10)
+    finally:
+        server.kill()
+        server.wait()
+    stats = pipe.stats
+    assert stats.reconnects == 0 and len(stats.outages_at_stop_s) == 1
+    assert stats.outages_at_stop_s[0] == pytest.approx(stopped - arrived[-1], abs=0.5)  # from its last frame
+    assert "without frames for" in stats.summary() and stats.to_dict()["outages_at_stop_s"]

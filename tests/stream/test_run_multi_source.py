@@ -453,3 +453,41 @@ def test_a_multi_camera_audit_s_findings(bundle, tmp_path, monkeypatch):
     assert levels == [logging.WARNING] * 3 + [logging.DEBUG] * 3
     monkeypatch.setattr(gst_source, "SAID_EVERY_S", 0.0)
     assert src._attempt_level(100.0) == logging.WARNING and src._attempt_level(200.0) == logging.WARNING  # a new outage
+
+
+def test_a_camera_away_when_the_run_stops_is_an_outage_at_the_stop(tmp_path):
+    """Session 57: a camera unplugged and not back when the run stopped left no trace in the stats (its outage had
+    not ended, so it was no reconnection); now the stats and its source record carry ``outages_at_stop_s``."""
+    from edgeseg.errors import StreamError
+    from edgeseg.stream import CallbackSink, Pipeline
+    from edgeseg.stream.base import Source
+    from edgeseg.stream.sources.awaited import AwaitedCamera
+    from edgeseg.structures.frame import Frame
+
+    device = tmp_path / "video9"
+    device.write_bytes(b"")
+    image = np.zeros((48, 64, 3), np.uint8)
+    last: list[float] = []
+
+    class Camera(Source):  # 5 frames, then unplugged for good
+        live = True
+
+        def __iter__(self):
+            for i in range(5):
+                time.sleep(1 / 30)
+                last[:] = [time.perf_counter()]
+                yield Frame(image, int(i * 1e9 / 30), i, "cam")
+            device.unlink()
+            raise StreamError("Could not read from resource")
+
+    camera = AwaitedCamera("v4l2:///x/video9", str(device), InputError("camera x does not exist"), Camera,
+                           name="cam", source=Camera())
+    other = SyntheticSource("synthetic://?seed=1&size=64x48&frames=300&fps=30&live=1", name="other")
+    mux = MultiSource([camera, other])
+    pipe = Pipeline([mux, CallbackSink(lambda f, r: None)], max_frames=45, handle_signals=False)
+    stats = pipe.run(raise_on_error=False)
+    away = time.perf_counter() - last[0]
+    assert stats.reconnects == 0 and len(stats.outages_at_stop_s) == 1 and stats.fatal_error is None
+    assert 0.5 < stats.outages_at_stop_s[0] <= away + 0.05  # its last frame to the stop (~1 s of the other's 40 frames)
+    rec = {r["source"]: r for r in mux.source_records()}
+    assert rec["cam"]["outages_at_stop_s"] and rec["other"]["outages_at_stop_s"] == []

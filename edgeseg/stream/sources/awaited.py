@@ -84,6 +84,13 @@ class AwaitedCamera(Source):
     def reconnect_gaps_s(self) -> list[float]:
         return [*self._past[2], *super().reconnect_gaps_s]
 
+    @property
+    def outages_at_stop_s(self) -> list[float]:
+        last = self._last  # unplugged and not back: its outage runs from its last frame
+        if self._source is None and last is not None:
+            return [max(time.monotonic_ns() - last[1], 0) / 1e9]
+        return super().outages_at_stop_s
+
     @property  # type: ignore[override]
     def fps(self) -> float | None:
         """The camera's rate once it has joined (its per-source video file is written at it), else unknown."""

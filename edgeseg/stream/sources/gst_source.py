@@ -738,7 +738,7 @@ class GstSource(Source):
                     self._reconnect_gaps.append(now - last_frame)
                     frame.meta[DISCONTINUITY] = True  # (marks_reconnects)
                     log.warning("%s: reconnected after a %.2f s gap", self.uri, now - last_frame)
-                    lost_at = None
+                    lost_at = self._outage_since = None
                 last_frame = now
                 yield frame
                 continue
@@ -798,7 +798,8 @@ class GstSource(Source):
                                       "check that the camera or server is reachable and the URL is right"
                                       if self.spec.scheme in _RECONNECT_SCHEMES else
                                       "check that the file is complete and not corrupt (e.g. play it with gst-play-1.0)"))
-            lost_at = lost_at or time.perf_counter()
+            if lost_at is None:
+                lost_at, self._outage_since = time.perf_counter(), last_frame  # (outages_at_stop_s until it is back)
             self._reconnect(kind, text, lost_at)
             waiting_since = None
 

@@ -84,13 +84,14 @@ class MultiSource(Source):
         return getattr(self, "sources", ())
 
     def source_records(self) -> list[dict[str, Any]]:
-        """Each source's part of a run's stats: its id, the frames of it handed on, drops, reconnection gaps, and why it
-        stopped if it failed."""
+        """Each source's part of a run's stats: its id, the frames of it handed on, drops, reconnection gaps, an outage under
+        way at the stop, and why it stopped if it failed."""
         failed = {id(src): (n, e) for src, n, e in self._errors}
         out = []
         for src in self.sources:
             rec: dict[str, Any] = {"source": _name(src), "frames": self._buf.taken_by.get(_name(src), 0),
                                    "reconnect_gaps_s": src.reconnect_gaps_s,
+                                   "outages_at_stop_s": src.outages_at_stop_s,
                                    "dropped": src.dropped + self._buf.dropped_by.get(_name(src), 0)}  # its and the mux's
             if id(src) in failed:
                 n, e = failed[id(src)]
