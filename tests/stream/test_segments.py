@@ -241,3 +241,31 @@ def test_run_cli_cuts_video_and_json_lines_alike(tmp_path):
                         "--json-out", "two.jsonl", "--json-segments"], cwd=tmp_path, capture_output=True, text=True,
                        timeout=300)
     assert r.returncode == 0 and "json_segments (--json-segments) has no effect without segment_s" in r.stderr
+
+
+def test_cuts_stay_on_the_run_s_grid_after_an_outage():
+    """Session 57: each segment was measured from its own first frame, so after an outage (a camera away 5.3 s) every
+    later cut moved by it (6.3, 8.3, 10.3 s). Now cuts fall on the first frame at or past each grid line of the
+    source's time, as ffmpeg's segment muxer cuts: the segment the outage follows ends before it, the next is short,
+    and the cuts after it are at 8 and 10 s again. Hand-computed: 10 fps, 2 s segments (lines at 1.95, 3.95, ... s)."""
+    from edgeseg.stream.sinks.segments import SegmentClock
+
+    times_s = [i / 10 for i in range(11)] + [round(6.3 + i / 10, 1) for i in range(57)]  # 0-1.0 s, away, 6.3-11.9 s
+    clock = SegmentClock(2.0, 10.0)
+    starts = []
+    for t in times_s:
+        f = Frame(np.zeros((2, 2, 3), np.uint8), pts_ns=int(round(t * 1e9)), index=len(starts))
+        if not starts or clock.full(f):
+            clock.restart()
+            starts.append(t)
+        clock.add(f)
+    assert starts == [0.0, 6.3, 8.0, 10.0]
+    # a source without times: whole segments of frames, as before
+    clock, n = SegmentClock(2.0, 10.0), []
+    for i in range(45):
+        f = Frame(np.zeros((2, 2, 3), np.uint8), pts_ns=-1, index=i)
+        if not n or clock.full(f):
+            clock.restart()
+            n.append(i)
+        clock.add(f)
+    assert n == [0, 20, 40]

@@ -103,8 +103,8 @@ def test_segments_are_cut_by_source_time_in_the_video_and_the_json_alike(tmp_pat
     segs = video.segments
     assert [s.frames for s in segs] == [s.frames for s in lines.segments]  # the same frames in both
     firsts = [s.first_frame for s in segs]
-    for a, b in zip(firsts, firsts[1:]):  # each spans under a second of the camera's time, and the next starts at 1 s
-        assert times[b - 1] - times[a] < 1000 - 1000 / 60 <= times[b] - times[a]
+    for j, b in enumerate(firsts[1:], 1):  # cut at the first frame on or past each second of the camera's time (a grid)
+        assert times[b - 1] - times[0] < 1000 * j - 1000 / 60 <= times[b] - times[0]
     assert len(segs) == int((times[-1] - times[0]) // 1000) + 1  # (a count of 30 frames each: 2 files of 5 s)
     for s in segs:
         got = read_times_ms(s.file)

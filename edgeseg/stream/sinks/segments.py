@@ -71,15 +71,19 @@ def segment_frames(segment_s: float, fps: float) -> int:
 
 
 class SegmentClock:
-    """Whether a segment is full when ``frame`` comes: ``segment_s`` seconds of its source's time (``Frame.pts_ns``)
-    since that source's first frame in the segment (less half a frame period, so a constant-rate source cuts every
-    ``segment_frames`` frames as before); a source whose time goes backwards (a camera that reconnected, a looping
-    file) keeps the time it had and counts on from there, a frame period later; a source without times, that many
-    frames of it. Before, segments were always ``round(segment_s x fps)`` frames: a live camera the model took a third
-    of the frames of wrote "2 s" files of 4-6 s (an audit), and ``--segment-s 600`` was not 10 minutes. The MP4 and
-    JSON-lines sinks use the same rule on the same frames, so their segments still begin at the same frame.
-    ``rate_of(source_id)``: each source's rate where one sink holds several sources' frames (the JSON lines; session
-    56: the fastest source's rate was every source's, where each source's MP4 takes its own)."""
+    """Whether a segment is full when ``frame`` comes: cuts fall on a grid of ``segment_s`` seconds of its source's
+    time (``Frame.pts_ns``) from that source's first frame (less half a frame period, so a constant-rate source cuts
+    every ``segment_frames`` frames as before), as ffmpeg's segment muxer cuts: a segment ends at the first frame at or
+    past its grid line, and after an outage (a camera away, a reconnect) the first frame starts a segment that ends at
+    the next line, so later cuts stay on the grid (session 57: before, each segment was measured from its own first
+    frame, so every cut after an outage moved by it). A source whose time goes backwards (a camera that reconnected
+    with its clock anew, a looping file) keeps the time it had and counts on from there, a frame period later; a source
+    without times, ``segment_frames`` frames a segment. Before session 53, segments were always
+    ``round(segment_s x fps)`` frames: a live camera the model took a third of the frames of wrote "2 s" files of 4-6 s
+    (an audit), and ``--segment-s 600`` was not 10 minutes. The MP4 and JSON-lines sinks use the same rule on the same
+    frames, so their segments still begin at the same frame. ``rate_of(source_id)``: each source's rate where one sink
+    holds several sources' frames (the JSON lines; session 56: the fastest source's rate was every source's, where each
+    source's MP4 takes its own)."""
 
     def __init__(self, segment_s: float, fps: float, by_time: bool = True,
                  rate_of: Callable[[Any], float] | None = None):
@@ -90,8 +94,10 @@ class SegmentClock:
         self.max_frames = segment_frames(segment_s, fps)
         self._rate_of = rate_of
         self._rates: dict[Any, tuple[float, float, int]] = {}  # source id -> (period, segment less half a period, frames)
-        self._run: dict[Any, list[int]] = {}  # source id -> [first pts of its current run, last pts, time before it]
-        self._count: dict[Any, int] = {}
+        self._run: dict[Any, list[float]] = {}  # source id -> [first pts of its current run, last pts, time before it]
+        self._begun: dict[Any, float] = {}  # source id -> its time at its first frame of the current segment
+        self._untimed: set[Any] = set()  # sources whose first frame had no time: counted in frames
+        self._count: dict[Any, int] = {}  # source id -> its frames in the current segment
 
     def _rate(self, sid: Any) -> tuple[float, float, int]:
         """(frame period ns, segment length less half a period ns, frames in a segment) of source ``sid``."""
@@ -103,8 +109,9 @@ class SegmentClock:
             self._rates[sid] = got
         return got
 
-    def _elapsed(self, sid: Any, pts: int) -> float | None:
-        """The source's time in this segment at a frame of time ``pts`` (None: it has no times)."""
+    def _time(self, sid: Any, pts: int) -> float | None:
+        """The source's time (ns from its first frame, outages kept, clock restarts bridged) at a frame of time
+        ``pts`` (None: it has no times)."""
         run = self._run.get(sid)
         if run is None or pts is None or pts < 0:
             return None
@@ -117,27 +124,39 @@ class SegmentClock:
         sid = getattr(frame, "source_id", None)
         if not self._count.get(sid):
             return False
-        elapsed = self._elapsed(sid, getattr(frame, "pts_ns", -1)) if self.by_time else None
-        _, segment_ns, max_frames = self._rate(sid)
-        return elapsed >= segment_ns if elapsed is not None else self._count[sid] >= max_frames
+        t = self._time(sid, getattr(frame, "pts_ns", -1)) if self.by_time else None
+        period, segment_ns, max_frames = self._rate(sid)
+        begun = self._begun.get(sid)
+        if t is None or begun is None:
+            return self._count[sid] >= max_frames
+        length = segment_ns + 0.5 * period  # the grid's step
+        return t >= (math.floor((begun + 0.5 * period) / length) + 1) * length - 0.5 * period
 
     def add(self, frame: Any) -> None:
         sid = getattr(frame, "source_id", None)
         pts = getattr(frame, "pts_ns", -1)
         self._count[sid] = self._count.get(sid, 0) + 1
-        if pts is None or pts < 0 or (self._count[sid] > 1 and sid not in self._run):
-            return  # (a source whose first frame had no time is counted in frames)
+        first_of_segment = self._count[sid] == 1
+        if first_of_segment:
+            self._begun.pop(sid, None)  # (a segment whose first frame has no time: counted in frames)
+        if pts is None or pts < 0 or sid in self._untimed:
+            if sid not in self._run:
+                self._untimed.add(sid)
+            return
         run = self._run.get(sid)
         if run is None:
-            self._run[sid] = [pts, pts, 0.0]
+            run = self._run[sid] = [pts, pts, 0.0]
         elif pts < run[1]:  # restarted: the time so far kept
-            self._run[sid] = [pts, pts, run[2] + (run[1] - run[0]) + self._rate(sid)[0]]
+            run = self._run[sid] = [pts, pts, run[2] + (run[1] - run[0]) + self._rate(sid)[0]]
         else:
             run[1] = pts
+        if first_of_segment:
+            self._begun[sid] = run[2] + (pts - run[0])
 
     def restart(self) -> None:
-        self._run.clear()
+        """A new segment begins (each source's time runs on: the grid is the run's)."""
         self._count.clear()
+        self._begun.clear()
 
 
 @dataclass
