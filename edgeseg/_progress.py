@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import sys
 import time
+from typing import Any, Iterable, Iterator, TypeVar
+
+T = TypeVar("T")
 
 
 class LogProgress:
@@ -27,3 +30,33 @@ class LogProgress:
         eta = f"about {int(left // 60)}m{int(left % 60):02d}s left" if left < 1e6 else "time left unknown"
         print(f"{self.what}: {self.n}/{self.total} {self.unit}s, {rate:.1f} a second, {eta}", file=sys.stderr,
               flush=True)
+
+    def __enter__(self) -> "LogProgress":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """No more lines (an update after it stays quiet)."""
+        self.enabled = False
+
+
+def bar(total: int, desc: str, unit: str = "frame", enabled: bool = True, every_s: float = 30.0) -> Any:
+    """A progress display with tqdm's ``update``/``close`` and context interface: tqdm's bar at a terminal,
+    :class:`LogProgress` lines (one every ``every_s``) where stderr is a log, nothing when not ``enabled``
+    (``--no-progress``). Session 57 (an operator's audit): ``quantize`` under nohup or a service wrote its tqdm bars'
+    carriage returns and cursor codes into the log, 51 of them in a 22 s job."""
+    if enabled and not sys.stderr.isatty():
+        return LogProgress(desc, total, unit, every_s)
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, disable=not enabled, leave=False, dynamic_ncols=True)
+
+
+def tracked(items: Iterable[T], desc: str, unit: str, enabled: bool = True, total: int | None = None) -> Iterator[T]:
+    """``items``, counted on :func:`bar` as they are taken."""
+    with bar(len(items) if total is None else total, desc, unit, enabled) as b:  # type: ignore[arg-type]
+        for x in items:
+            yield x
+            b.update(1)

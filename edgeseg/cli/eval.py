@@ -122,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
                                          f"{other.get(predictor.manifest.task, 'data of its task')}")
         cmap = class_map(predictor.classes, tuple(dataset.classes))
         for level, text in cmap.notes(predictor.classes, dataset.classes):
-            print(f"{level}: {text}")
+            print(f"{level}: {text}", file=sys.stderr)
         from ..eval.semantic import SemanticMetric
 
         metric = SemanticMetric(len(dataset.classes), getattr(dataset, "ignore_index", 255),
@@ -226,9 +226,9 @@ def _run_instance(args: argparse.Namespace, dataset) -> int:
         cmap = category_map(predictor.classes, dataset.categories, parse_class_map(args.class_map))
         if cmap.by == "index":
             print(f"warning: no class name is shared: model {list(predictor.classes)} vs dataset {list(dataset.classes)}; "
-                  "mapping by class index")
+                  "mapping by class index", file=sys.stderr)
         if cmap.dropped:
-            print(f"note: model classes without a dataset category are dropped: {', '.join(cmap.dropped)}")
+            print(f"note: model classes without a dataset category are dropped: {', '.join(cmap.dropped)}", file=sys.stderr)
         counts = instance_counts(dataset)
         names = [c.lower() for c in dataset.classes]
         missing = [c for c in cmap.missing if counts.get(c, 1) > 0 and names.count(c.lower()) == 1]  # (a repeated
@@ -242,7 +242,7 @@ def _run_instance(args: argparse.Namespace, dataset) -> int:
             print(f"warning: dataset categories no model class maps to (each of their instances is a miss): "
                   f"{', '.join(missing)}; if the model calls them otherwise, pair them with --class-map MODEL=DATASET"
                   + (f" (e.g. --class-map '{pair[0]}={pair[1]}' if the model's {pair[0]} is the dataset's {pair[1]})"
-                     if pair else ""))
+                     if pair else ""), file=sys.stderr)
         records: list[dict] | None = [] if args.save_predictions else None
         skipped: list = []
         scores = evaluate_instances(predictor, dataset, cmap.to_category, progress=not args.no_progress,
@@ -333,7 +333,7 @@ def _run_panoptic(args: argparse.Namespace, dataset) -> int:
             lut = panoptic_class_map(predictor.classes, own, dataset.categories, pairs)
             voided = [n for k, n in enumerate(predictor.classes) if lut[own[k] if own else k] is None]
             print("note: classes scored as categories by --class-map and by name"
-                  + (f"; left out as void: {', '.join(voided)}" if voided else ""))
+                  + (f"; left out as void: {', '.join(voided)}" if voided else ""), file=sys.stderr)
         else:
             _check_panoptic_categories(args.bundle, predictor, dataset)
         if args.score_threshold is not None:  # the bundle's own otherwise (it was taken and used by nothing)
@@ -399,9 +399,9 @@ def _check_panoptic_categories(bundle, predictor, dataset) -> None:
         if own:
             print(f"warning: {bundle}'s category ids name other categories in this dataset "
                   f"({', '.join((unknown + other)[:6])}{', ...' if len(unknown + other) > 6 else ''}); its classes are "
-                  "scored as the dataset's categories of the same names")
+                  "scored as the dataset's categories of the same names", file=sys.stderr)
         else:
-            print(f"note: {bundle} has no category ids; its classes are the dataset's categories of the same names")
+            print(f"note: {bundle} has no category ids; its classes are the dataset's categories of the same names", file=sys.stderr)
         ids, unknown, other = by_name, [], []
     if unknown:
         listed = list(cats.values())
@@ -415,11 +415,11 @@ def _check_panoptic_categories(bundle, predictor, dataset) -> None:
                              f"score it on a dataset of its own categories (the dataset's: {known})")
     if other:
         print(f"warning: {bundle}'s classes and the dataset's categories of the same ids have other names: "
-              f"{', '.join(other)}; scored by id (--class-map CLASS=CATEGORY,... maps them by name)")
+              f"{', '.join(other)}; scored by id (--class-map CLASS=CATEGORY,... maps them by name)", file=sys.stderr)
     things = set(getattr(predictor.options, "thing_classes", ()))
     differ = [n for k, (n, c) in enumerate(zip(classes, ids)) if (k in things) != cats[c].isthing]
     if differ:
-        print(f"note: thing/stuff differs from the dataset for {', '.join(differ)}; PQ uses the dataset's")
+        print(f"note: thing/stuff differs from the dataset for {', '.join(differ)}; PQ uses the dataset's", file=sys.stderr)
 
 
 #: instance data's score threshold unless --score-threshold is given (Ultralytics' val: the whole precision/recall curve)

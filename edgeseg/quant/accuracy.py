@@ -260,10 +260,10 @@ Quantizer = Callable[[Dict[str, str], Path], Path]  # (keep_float, out path) -> 
 def layer_sensitivity(layers: Sequence[tuple[str, str]], quantize: Quantizer, score: Scorer, base_score: float,
                       work: Path, progress: bool = False) -> list[LayerSensitivity]:
     """Each layer alone in float; ranked most sensitive first."""
-    from tqdm import tqdm
+    from .._progress import tracked
 
     out = []
-    for name, op in tqdm(layers, desc="sensitivity", unit="layer", disable=not progress, leave=False):
+    for name, op in tracked(layers, "sensitivity", "layer", progress):
         path = quantize({name: "sensitivity analysis"}, work / "sens.onnx")
         s = score(path)
         out.append(LayerSensitivity(name, op, s, s - base_score))

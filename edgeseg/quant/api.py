@@ -158,7 +158,7 @@ def quantize_bundle(bundle, calib: str | CalibrationRecipe | Sequence, target: s
             table = None if profile.engine == "nncf" else calibrate(
                 prepared, FeedReader(cal_frames, spec, progress=progress, desc=recipe.name or "calibration"), m,
                 symmetric=profile.activation_symmetric, percentile=recipe.percentile)
-            q = _Quantizer(prepared, profile, table, cal_frames, spec, base_keep=forced)
+            q = _Quantizer(prepared, profile, table, cal_frames, spec, base_keep=forced, progress=progress)
             full = q.model(None, work / name)
             guard: dict[str, Any] = {}
             if latency_guard and profile.name == "cpu" and profile.engine == "ort" and runtime == "onnxruntime":
@@ -209,13 +209,15 @@ class _Quantizer:
     frames: Sequence
     spec: InputSpec
     base_keep: dict[str, str] = field(default_factory=dict)  # always in float (the latency guard's layers)
+    progress: bool = True  # NNCF's own bars (the nncf engine): on standard error, or none (--no-progress)
 
     def model(self, keep: dict[str, str] | None, out: Path) -> QuantizedModel:
         keep = {**self.base_keep, **(keep or {})} or None
         if self.profile.engine == "nncf":
             from .openvino import nncf_quantize_onnx
 
-            return nncf_quantize_onnx(self.prepared, out, FeedReader(self.frames, self.spec), self.profile, keep)
+            return nncf_quantize_onnx(self.prepared, out, FeedReader(self.frames, self.spec), self.profile, keep,
+                                      progress=self.progress)
         return quantize_model(self.prepared, out, self.profile, self.table, keep)
 
     def __call__(self, keep: dict[str, str], out: Path) -> Path:

@@ -425,10 +425,10 @@ def take_frames(frames: Iterable[np.ndarray], n: int, *, progress: bool = False,
                 network: Any = None) -> list[np.ndarray]:
     """Up to ``n`` RGB frames from any iterator (a live source: a camera, a stream of ``Frame``); ``network``: see
     :func:`kept_size`."""
-    from tqdm import tqdm
+    from .._progress import bar as progress_bar
 
     out: list[np.ndarray] = []
-    with tqdm(total=n, desc=desc, unit="frame", disable=not progress, leave=False) as bar:
+    with progress_bar(n, desc, "frame", progress) as bar:
         for f in frames:
             img = getattr(f, "image", f)
             if not isinstance(img, np.ndarray) or img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
@@ -493,9 +493,9 @@ class FeedReader:
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         if self._pos == 0 and self.progress and self._bar is None:
-            from tqdm import tqdm
+            from .._progress import bar
 
-            self._bar = tqdm(total=self._end - self._start, desc=self.desc, unit="frame", leave=False)
+            self._bar = bar(self._end - self._start, self.desc, "frame")
         i = self._start + self._pos
         if i >= self._end:
             if self._bar is not None:

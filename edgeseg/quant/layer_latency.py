@@ -64,7 +64,8 @@ def measure_layers(model, threads: int = 1, *, runs: int = 15, rounds: int = 3, 
     inference will feed; layers whose shapes stay unknown are not timed. ``skip``: node names not to
     time (already kept in float)."""
     import onnx
-    from tqdm import tqdm
+
+    from .._progress import tracked
 
     if input_shapes:
         model = _with_input_shapes(model, input_shapes)
@@ -78,7 +79,7 @@ def measure_layers(model, threads: int = 1, *, runs: int = 15, rounds: int = 3, 
     skip = set(skip)
     todo = [n for n in model.graph.node if n.op_type in TIMED_OPS and n.name not in skip]
     out = []
-    for node in tqdm(todo, desc="per-layer latency", unit="layer", disable=not progress, leave=False):
+    for node in tracked(todo, "per-layer latency", "layer", progress):
         layer = _Layer.of(node, inits, shapes, consumers)
         if layer is not None:
             out.append(_time_layer(layer, threads, runs, rounds))

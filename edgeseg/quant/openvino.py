@@ -90,12 +90,13 @@ def _require() -> None:
 
 def nncf_quantize_onnx(prepared: str | Path, out: str | Path, feeds: Sequence[Mapping[str, np.ndarray]],
                        profile: QuantProfile, keep_float: Mapping[str, str] | None = None,
-                       options: NncfOptions = EDGESEG_NNCF) -> QuantizedModel:
+                       options: NncfOptions = EDGESEG_NNCF, progress: bool = True) -> QuantizedModel:
     """Quantize the prepared ONNX model with NNCF into Q/DQ ONNX at ``out``.
 
     feeds: ``{input name: tensor}`` per calibration frame (a list, or a :class:`FeedReader`). keep_float: node name -> reason (mixed
     precision); the profile's ``float_ops`` are ignored by type. Raises :class:`QuantizationError`
-    when NNCF fails or OpenVINO cannot compile the result.
+    when NNCF fails or OpenVINO cannot compile the result. ``progress``: NNCF's own bars, on standard error
+    (:func:`_nncf_output`).
     """
     _require()
     from .._openvino import decline_telemetry
@@ -119,7 +120,8 @@ def nncf_quantize_onnx(prepared: str | Path, out: str | Path, feeds: Sequence[Ma
     scope = nncf.IgnoredScope(names=sorted(keep), types=types, validate=False) if keep or types else None
     _quiet_nncf()
     try:
-        q = nncf.quantize(model, nncf.Dataset(feeds), ignored_scope=scope, **options.kwargs(len(feeds)))
+        with _nncf_output(progress):
+            q = nncf.quantize(model, nncf.Dataset(feeds), ignored_scope=scope, **options.kwargs(len(feeds)))
     except Exception as e:  # NNCF raises its own and ONNX Runtime's errors
         raise QuantizationError(f"NNCF could not quantize {Path(prepared).name}: {str(e).splitlines()[0] if str(e) else type(e).__name__}",
                                 fix="try --engine ort (edgeseg's own Q/DQ for OpenVINO)") from None
@@ -153,6 +155,21 @@ def _quiet_nncf() -> None:
     import logging
 
     logging.getLogger("nncf").setLevel(logging.WARNING)
+
+
+def _nncf_output(progress: bool) -> Any:
+    """A context for ``nncf.quantize``: its progress bars (rich, written to standard output) go to standard error, or
+    nowhere without ``progress`` (session 57, an operator's audit: they were on standard output, where
+    ``quantize --json -`` users and a service's log parser read results, and ``--no-progress`` did not stop them)."""
+    import contextlib
+    import os
+    import sys
+
+    if progress:
+        return contextlib.redirect_stdout(sys.stderr)
+    stack = contextlib.ExitStack()
+    stack.enter_context(contextlib.redirect_stdout(stack.enter_context(open(os.devnull, "w"))))
+    return stack
 
 
 def nncf_default_openvino(prepared: str | Path, feeds: Sequence[Mapping[str, np.ndarray]]):

@@ -163,10 +163,10 @@ def quiet():
 
 
 def _run_chunks(calibrator: Any, reader: FeedReader, chunk: int) -> None:
-    from tqdm import tqdm
+    from .._progress import bar as progress_bar
 
     n = len(reader)
-    with tqdm(total=n, desc=f"calibrating ({reader.desc})", unit="frame", disable=not reader.progress, leave=False) as bar:
+    with progress_bar(n, f"calibrating ({reader.desc})", "frame", reader.progress) as bar:
         for start in range(0, n, chunk):
             reader.set_range(start, start + chunk)
             calibrator.collect_data(reader)

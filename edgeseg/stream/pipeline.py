@@ -95,6 +95,50 @@ def inference_threads(requested: int) -> int:
                               on_few=lambda cores: max(1, cores - 1))
 
 
+#: a stage that fails frame after frame is said at its first failure, then once every this many seconds with the count,
+#: and once when its frames go through again (:class:`FailureLog`)
+FAILURES_SAID_EVERY_S = 30.0
+
+
+class FailureLog:
+    """The warnings of frames a stage fails on: the first of a run of failures in full (with its fix), then one line
+    every :data:`FAILURES_SAID_EVERY_S` with how many failed since, and one when the stage works again. Session 57 (an
+    operator's audit): each failed frame was a warning and its fix, so a remote server down for ten minutes wrote about
+    30,000 lines at 25 fps. Every failure is still counted (``Stats.errors``) and its message kept (the first 20)."""
+
+    def __init__(self, every_s: float = FAILURES_SAID_EVERY_S, clock: Callable[[], float] = time.monotonic,
+                 logger: logging.Logger | None = None):
+        self.every_s, self._clock, self._log = every_s, clock, logger or log
+        self._lock = threading.Lock()
+        self._runs: dict[str, list] = {}  # stage -> [when last said, failures since, failures in this run]
+
+    def failed(self, stage: str, message: str) -> None:
+        now = self._clock()
+        with self._lock:
+            run = self._runs.get(stage)
+            if run is None:
+                self._runs[stage] = [now, 0, 1]
+                say: str | None = message
+            else:
+                run[1] += 1
+                run[2] += 1
+                say = None
+                if now - run[0] >= self.every_s:
+                    say = (f"{message.splitlines()[0]} (the last of {run[1]} frames {stage} failed on in the last "
+                           f"{now - run[0]:.0f} s; {run[2]} since its failures began)")
+                    run[0], run[1] = now, 0
+        if say is not None:
+            self._log.warning("%s", say)
+
+    def passed(self, stage: str) -> None:
+        if stage not in self._runs:  # (the common case: no lock taken)
+            return
+        with self._lock:
+            run = self._runs.pop(stage, None)
+        if run is not None and run[2] > 1:
+            self._log.warning("%s works again, after %d frames it failed on", stage, run[2])
+
+
 class Pipeline:
     """``Pipeline([source, stage..., sink...]).run() -> Stats``.
 
@@ -142,6 +186,7 @@ class Pipeline:
         self._fatal: BaseException | None = None
         self._lock = threading.Lock()
         self._rec = Recorder()
+        self._failures = FailureLog()
 
     # ---- control ---------------------------------------------------------------------------------
     def stop(self, reason: str = "stop") -> None:
@@ -182,6 +227,8 @@ class Pipeline:
                 self._rec.frame_in()
                 if frame.meta.get(FRAME_ERROR):
                     self._stage_error("source", packet, StreamError(str(frame.meta[FRAME_ERROR])))
+                else:
+                    self._failures.passed("source")
                 out.put(packet)
                 n += 1
                 if self.max_frames is not None and n >= self.max_frames:
@@ -209,6 +256,7 @@ class Pipeline:
                 t0 = time.perf_counter()
                 try:
                     result = stage.process(packet)
+                    self._failures.passed(name)
                 except Exception as e:
                     self._stage_error(name, packet, e)
                     result = packet
@@ -248,6 +296,7 @@ class Pipeline:
                 t0 = time.perf_counter()
                 try:
                     stage.process_batch(good)
+                    self._failures.passed(name)
                 except Exception as e:
                     for p in good:
                         self._stage_error(name, p, e)
@@ -296,7 +345,7 @@ class Pipeline:
         packet.error = msg
         packet.result = None
         self._rec.error(msg)
-        log.warning("%s", msg)
+        self._failures.failed(name, msg)
         if out_of_memory(exc):  # every later frame would fail the same way (a memory audit: 0 fps, then a hang)
             self._fail(memory_error(f"{name} on frame {packet.frame.index}", exc))
         elif self.on_error == "stop":
@@ -349,7 +398,7 @@ class Pipeline:
                         _SHARED_RUNNERS.release(el, close=False)
                         raise
                 opened.append(el)
-            self._rec = Recorder()
+            self._rec, self._failures = Recorder(), FailureLog()
             self._open_s = time.perf_counter() - t_open  # the source connected, the model loaded and warmed up
             with _opencv_pool(self.cv_threads):
                 self._run_threads()

@@ -59,7 +59,8 @@ def test_eval_cli_matches_classes_by_name(tmp_path, capsys):
     spec = f"folder:{tmp_path / 'i'},{tmp_path / 'm'},classes={tmp_path / 'classes.txt'}"
     rc = main(["eval", str(bundle), "--data", spec, "--backend", "onnxruntime", "--threads", "1", "--no-boundary",
                "--no-progress", "--json", str(tmp_path / "s.json")])
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.out + captured.err  # (the class notes on standard error since session 57)
     assert rc == 0, out
     data = json.loads((tmp_path / "s.json").read_text())
     # "thing" predicted everywhere: thing IoU 4/8, background IoU 0 (by id it would be the reverse)

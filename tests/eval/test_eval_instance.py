@@ -541,7 +541,7 @@ def test_eval_command_names_categories_no_model_class_maps_to(tiny_coco, tmp_pat
     monkeypatch.setattr(edgeseg.predictor, "load", lambda *a, **k: _FakeBundle(ds))
     assert main(["eval", "fake.edgeseg", "--data", f"coco-instance:{renamed},images={tiny_coco.parent / 'val'}",
                  "--no-progress"]) == 0
-    out = capsys.readouterr().out
+    out = capsys.readouterr().err  # (warnings on standard error since session 57)
     assert "dataset categories no model class maps to (each of their instances is a miss): pedestrian" in out
     assert "--class-map 'person=pedestrian'" in out
     data["annotations"] = []

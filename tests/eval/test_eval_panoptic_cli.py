@@ -228,7 +228,7 @@ def test_a_bundle_without_category_ids_is_matched_by_class_name(tmp_path, capsys
                               f"coco-panoptic:{gt_json}", "--json", tmp_path / f"{name}.json"], capsys)
         assert rc == 0, out + err
         results.append(json.loads((tmp_path / f"{name}.json").read_text()))
-    assert "same names" in out
+    assert "same names" in err
     assert results[0]["per_class"] == results[1]["per_class"] and results[0]["all"] == results[1]["all"]
     rc, _, err = _eval([center_bundle(tmp_path / "dup.edgeseg", (), ("road", "car", "Car")), "--data",
                         f"coco-panoptic:{gt_json}"], capsys)
@@ -246,13 +246,13 @@ def test_ids_that_name_other_categories_are_matched_by_name_or_named(tmp_path, c
                               f"coco-panoptic:{gt_json}", "--json", tmp_path / f"{name}.json"], capsys)
         assert rc == 0, out + err
         results[name] = json.loads((tmp_path / f"{name}.json").read_text())
-        assert ("name other categories in this dataset" in out) == (name != "right"), out
+        assert ("name other categories in this dataset" in err) == (name != "right"), err
         named = {"swapped": "sky=26 ('car' here)", "unlisted": "car=99"}.get(name)
-        assert named is None or named in out, out
+        assert named is None or named in err, err
     assert results["swapped"]["per_class"] == results["right"]["per_class"] == results["unlisted"]["per_class"]
     rc, out, err = _eval([center_bundle(tmp_path / "auto.edgeseg", (7, 23, 26), ("road", "sky", "automobile")),
                           "--data", f"coco-panoptic:{gt_json}", "--json", tmp_path / "auto.json"], capsys)
-    assert rc == 0 and "have other names: automobile=26 ('car' here); scored by id" in out, out + err
+    assert rc == 0 and "have other names: automobile=26 ('car' here); scored by id" in err, out + err  # (warnings: stderr)
     assert json.loads((tmp_path / "auto.json").read_text())["per_class"] == results["right"]["per_class"]
 
 
@@ -285,13 +285,13 @@ def test_class_map_scores_a_bundle_of_other_categories(tmp_path, capsys):
     assert rc == 0, out + err
     data = json.loads((tmp_path / "pq.json").read_text())
     assert data["all"]["pq"] == pytest.approx((1 + 1 + 0.6) / 3, abs=1e-12)  # as the bundle of the dataset's ids
-    assert "note: classes scored as categories by --class-map" in out
+    assert "note: classes scored as categories by --class-map" in err
 
     rc, out, err = _eval([foreign, *common, "--class-map", "heaven=sky,auto=void"], capsys)
     assert rc == 0, out + err
     data = json.loads((tmp_path / "pq.json").read_text())
     assert data["per_class"]["26"]["tp"] == 0 and data["per_class"]["26"]["fp"] == 0 and data["per_class"]["26"]["fn"] == 2
-    assert "left out as void: auto" in out
+    assert "left out as void: auto" in err
     anns = json.loads((tmp_path / "preds" / "panoptic_val_pred.json").read_text())["annotations"]
     assert all(s["category_id"] in (7, 23) for a in anns for s in a["segments_info"])
     want = _reference(gt_json, tmp_path)

@@ -405,3 +405,39 @@ def test_each_source_s_figures_are_kept_apart():
     for i in range(MAX_SOURCES + 10):  # an application tagging every frame anew: the figures stay bounded
         rec.frame_out(0.001, f"frame-{i}")
     assert len(rec.stats().by_source) == MAX_SOURCES and rec.stats().processed == 5 + MAX_SOURCES + 10
+
+
+def test_a_run_of_failed_frames_is_said_once_then_counted_then_its_end(caplog):
+    """Session 57 (an operator's audit): every failed frame was a warning and its fix (a remote server down ten
+    minutes: ~30,000 lines at 25 fps). Now the first failure of a run is said in full, then one line every 30 s with
+    the count, and one when frames go through again; every failure is still counted in the stats."""
+    import logging
+
+    from edgeseg.stream.pipeline import FailureLog
+
+    bad = set(range(2, 42))  # 40 frames in a row fail, then the stage works again
+    with caplog.at_level(logging.WARNING, logger="edgeseg.stream"):
+        stats = Pipeline([ListSource(make_images(50)), FailOn(bad), CallbackSink(lambda f, r: None)],
+                         handle_signals=False).run()
+    said = [r.getMessage() for r in caplog.records if r.name == "edgeseg.stream"]
+    assert stats.errors == 40 and len(said) == 2, said  # (before: 40 warnings)
+    assert "inference failed on frame 2" in said[0] and "boom on 2" in said[0]
+    assert said[1] == "inference works again, after 40 frames it failed on"
+    # the periodic count, on a clock of its own: frames fail at 0, 10, 20, ... 70 s
+    now = [0.0]
+    lines: list[str] = []
+    sink = logging.getLogger("test.failures")
+    sink.addHandler(handler := logging.Handler())
+    handler.emit = lambda record: lines.append(record.getMessage())  # type: ignore[method-assign]
+    fails = FailureLog(every_s=30.0, clock=lambda: now[0], logger=sink)
+    for t in range(0, 80, 10):
+        now[0] = float(t)
+        fails.failed("inference", f"inference failed on frame {t}: ConnectionError: refused\n  fix: start the server")
+    fails.passed("inference")
+    fails.passed("inference")  # (once)
+    assert lines == ["inference failed on frame 0: ConnectionError: refused\n  fix: start the server",
+                     "inference failed on frame 30: ConnectionError: refused (the last of 3 frames inference failed "
+                     "on in the last 30 s; 4 since its failures began)",
+                     "inference failed on frame 60: ConnectionError: refused (the last of 3 frames inference failed "
+                     "on in the last 30 s; 7 since its failures began)",
+                     "inference works again, after 8 frames it failed on"]
