@@ -273,17 +273,19 @@ def score_deferred(bundle: "Bundle", facts: Facts, c: Candidate, threads: int = 
 
 
 def settle(bundle: "Bundle", facts: Facts, timings_ms: Mapping[Candidate, float], threads: int = 0,
-           use_cache: bool = True, excluded: list | None = None) -> tuple[Facts, Candidate, str, dict[Candidate, float]]:
+           use_cache: bool = True, excluded: list | None = None,
+           asked: bool = False) -> tuple[Facts, Candidate, str, dict[Candidate, float]]:
     """:func:`decide` over ``timings_ms``, a winner whose INT8 accuracy was deferred scored first: one that does not
-    hold leaves the timings (into ``excluded``, with why) and the next is decided. Returns (facts, choice, reason,
-    the timings left)."""
+    hold leaves the timings (into ``excluded``, with why) and the next is decided, unless INT8 was ``asked`` for
+    (``--precision int8``: it runs, with the note that says why, as :func:`list_candidates` keeps such models).
+    Returns (facts, choice, reason, the timings left)."""
     timings = dict(timings_ms)
     while True:
         best, reason = decide(timings)
         if best.precision != "int8" or (best.target, best.backend) not in facts.int8_deferred:
             return facts, best, reason, timings
         facts, why = score_deferred(bundle, facts, best, threads, use_cache)
-        if why is None:
+        if why is None or asked:
             return facts, best, reason, timings
         if excluded is not None:
             excluded.append((best, why))
@@ -741,13 +743,14 @@ def _choose(bundle: "Bundle", backend: str, precision: str, target: str | None, 
             busy = probe.contended(demand)
             # another predictor of this process inferring meanwhile (load /proc/stat cannot tell from the timing's)
             own = probe.own_inference(demand, timed_runners)
-            facts, best, reason, timings = settle(bundle, facts, timings, threads, use_cache, excluded)
+            facts, best, reason, timings = settle(bundle, facts, timings, threads, use_cache, excluded,
+                                                  asked=precision == "int8")
         else:
             timings, best = {next(iter(runners)): float("nan")}, next(iter(runners))
             reason = "the only candidate that loaded"
             if best.precision == "int8" and (best.target, best.backend) in facts.int8_deferred:
                 facts, why = score_deferred(bundle, facts, best, threads, use_cache)
-                if why is not None:
+                if why is not None and precision != "int8":
                     raise BackendUnavailable(f"no candidate could be loaded for {bundle.name} but {best.label}, whose "
                                              f"accuracy does not hold here: {why}\n    " + "\n    ".join(
                                                  f"{c.label}: {w}" for c, w in failed), fix="see the reasons above")

@@ -20,7 +20,7 @@ def json_to_stdout(args: argparse.Namespace) -> Any:
     first and no JSON parser read it)."""
     import contextlib
 
-    if not any(str(getattr(args, name, None)) == "-" for name in ("json", "stats_json", "jsonl")):
+    if not any(str(getattr(args, name, None)) == "-" for name in ("json", "stats_json", "jsonl", "json_out")):
         return contextlib.nullcontext()
     stack = contextlib.ExitStack()
     _JSON_STDOUT.append(sys.stdout)

@@ -97,7 +97,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--rtsp-port", type=int, default=None, help="serve the annotated video at rtsp://ADDRESS:PORT/edgeseg")
     g.add_argument("--rtsp-address", default=None, help="address the RTSP server binds (default 127.0.0.1)")
     g.add_argument("--show", action="store_true", default=None, help="show the annotated video on screen")
-    g.add_argument("--json-out", metavar="F.jsonl", action=_Once, help="one JSON line per frame: classes, scores, COCO RLE masks, pts")
+    g.add_argument("--json-out", metavar="F.jsonl", action=_Once, help="one JSON line per frame: classes, scores, COCO RLE masks, pts; - for standard "
+                   "output (| jq: the tables then go to standard error)")
     g.add_argument("--png-dir", metavar="DIR", action=_Once, help="one label PNG per frame")
     g.add_argument("--stats-json", metavar="F", action=_Once, help="write the run's Stats (fps, latency percentiles, drops, errors)")
     g.add_argument("--fps", type=float, default=None,

@@ -191,6 +191,12 @@ def check_options(opts: StreamOptions) -> None:
     for name in ("sink", "json_out", "png_dir", "stats_json"):
         if getattr(opts, name) is not None and not isinstance(getattr(opts, name), (str, os.PathLike)):
             refuse(name, "a path (or None)")
+    if str(opts.json_out) == "-" and str(opts.stats_json) == "-":
+        raise InputError("json_out (--json-out) and stats_json (--stats-json) are both standard output ('-'): their "
+                         "JSON would be mixed", fix="write one of them to a file, e.g. --stats-json stats.json")
+    if str(opts.json_out) == "-" and opts.json_segments:
+        raise InputError("json_segments (--json-segments) cuts the JSON lines into files; json_out (--json-out) is "
+                         "standard output ('-')", fix="give --json-out a file name, or drop --json-segments")
     sources = opts.source if isinstance(opts.source, (list, tuple)) else [opts.source]
     if opts.prompt is not None and len(sources) > 1:  # an audit: one camera's mask started every camera's objects
         raise InputError(f"one prompt for {len(sources)} sources: its object masks are one camera's first frame, and "

@@ -96,7 +96,9 @@ def test_shipped_int8_runs_the_model_of_the_target_it_was_chosen_for():
     assert p.backend == chosen.backend and avail[chosen.backend][0] and chosen.target in targets
     assert p.runner.model_path.name == f"model.int8.{chosen.target}.onnx"
     cpu = edgeseg.load(bundle, precision="int8", target="cpu")
-    assert cpu.backend == "onnxruntime" and cpu.runner.model_path.name == "model.int8.cpu.onnx"
+    # (either runtime that runs the cpu target's model: OpenVINO won the timing 4.1 ms to 6.7 on this AVX2 EPYC in
+    # session 57, ONNX Runtime on others)
+    assert cpu.backend in ("onnxruntime", "openvino") and cpu.runner.model_path.name == "model.int8.cpu.onnx"
 
 
 def test_openvino_support_is_asked_once_per_model_file(tmp_path, monkeypatch):

@@ -101,3 +101,26 @@ def test_signal_drains_and_finalizes_the_mp4(gst, bundle, tmp_path, sig):
     assert decoded == stats["processed"]  # the file plays and holds every processed frame
     assert not (tmp_path / "live.part.mp4").exists()
     assert signal.Signals(sig).name in done.stderr
+
+
+def test_json_out_dash_is_standard_output_alone(bundle, tmp_path):
+    """Session 57 (an operator's audit): ``--json-out -`` wrote a file named ``-`` and the tables went to standard
+    output, so ``edgeseg run ... --json-out - | jq`` failed. Now the JSON lines are standard output's only content (one
+    per frame, in order), the tables and the summary on standard error; with ``--stats-json -`` too it is refused."""
+    cmd = [sys.executable, "-c", "import sys; from edgeseg.cli import main; sys.exit(main())", "run", "--bundle",
+           str(bundle.root), "--backend", "onnxruntime", "--source", "synthetic://?frames=6&size=64x48",
+           "--json-out", "-"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "EDGESEG_CACHE_DIR": str(tmp_path / "cache")}
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [r["index"] for r in lines] == list(range(6)) and all(r["segments"] for r in lines)
+    assert "6 frames in" in done.stderr and not (tmp_path / "-").exists()
+    both = subprocess.run(cmd + ["--stats-json", "-"], capture_output=True, text=True, cwd=tmp_path, env=env,
+                          timeout=300)
+    assert both.returncode == 2 and "--stats-json both name -" in both.stderr and both.stdout == ""
+    from edgeseg.stream.api import check_options
+
+    for refused in ({"stats_json": "-"}, {"json_segments": True, "segment_s": 5.0, "sink": "a.mp4"}):
+        with pytest.raises(InputError, match="standard output"):  # the Python API's own check
+            check_options(StreamOptions(source="x.mp4", json_out="-", **refused))

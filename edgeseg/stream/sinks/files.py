@@ -99,6 +99,30 @@ def claim_output(path: Path, option: str, *, probe: bool = False) -> int | None:
     return fd
 
 
+class _StdoutLines:
+    """``--json-out -``: the lines on standard output (file descriptor 1, a copy of it: the CLI sends Python's other
+    prints to standard error meanwhile), each line written whole, at once (a reader of the pipe gets each frame's as
+    it is done). Session 57: ``-`` was a file named ``-``."""
+
+    path = Path("-")
+
+    def __init__(self) -> None:
+        self._f = os.fdopen(os.dup(1), "wb", buffering=0)
+
+    def write(self, text: str) -> None:
+        data = text.encode("utf-8")
+        try:
+            while data:
+                data = data[self._f.write(data):]
+        except BrokenPipeError:  # the reader went (| head): the lines are not wanted any more
+            raise StreamError("standard output (--json-out -) was closed by its reader",
+                              fix="keep the reader of the pipe open, or write the lines to a file") from None
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._f.close()
+
+
 class _Lines:
     """A file of lines (JSON lines) written line by line, each whole or not at all: a write that fails (a full
     disk) cuts the file back to its last whole line and raises a :class:`StreamError` naming the file and the fix
@@ -215,6 +239,10 @@ class JsonLinesSink(Sink):
     def open(self) -> None:
         from .segments import next_free_index
 
+        if self._name == "-":  # standard output: the lines for a pipe (| jq), nothing claimed or replaced
+            self._ready = self._opened = True
+            self._f = _StdoutLines()
+            return
         if self._name.endswith(("/", os.sep)):
             raise InputError(f"cannot write JSON lines to {self._name}: it names a folder; JSON lines go to one file",
                              fix=f"name the file, e.g. {self.path / 'results.jsonl'}")
