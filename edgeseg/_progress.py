@@ -13,7 +13,7 @@ class LogProgress:
     ``every_s`` seconds, ``WHAT: 1200/5000 images, 36.1 a second, about 1m45s left``, where tqdm's bar shows only on
     a terminal (before, a batch job under nohup said nothing until its end)."""
 
-    def __init__(self, what: str, total: int, unit: str = "image", every_s: float = 30.0, enabled: bool = True):
+    def __init__(self, what: str, total: int | None, unit: str = "image", every_s: float = 30.0, enabled: bool = True):
         self.what, self.total, self.unit, self.every_s = what, total, unit, every_s
         self.enabled = enabled and not sys.stderr.isatty()
         self.t0 = self.last = time.monotonic()
@@ -22,10 +22,13 @@ class LogProgress:
     def update(self, k: int = 1) -> None:
         self.n += k
         now = time.monotonic()
-        if not self.enabled or now - self.last < self.every_s or self.n >= self.total:
+        if not self.enabled or now - self.last < self.every_s or (self.total and self.n >= self.total):
             return
         self.last = now
         rate = self.n / max(now - self.t0, 1e-9)
+        if not self.total:  # (a count not known: a stream, a video without one)
+            print(f"{self.what}: {self.n} {self.unit}s, {rate:.1f} a second", file=sys.stderr, flush=True)
+            return
         left = (self.total - self.n) / rate if rate > 0 else float("inf")
         eta = f"about {int(left // 60)}m{int(left % 60):02d}s left" if left < 1e6 else "time left unknown"
         print(f"{self.what}: {self.n}/{self.total} {self.unit}s, {rate:.1f} a second, {eta}", file=sys.stderr,
@@ -42,7 +45,7 @@ class LogProgress:
         self.enabled = False
 
 
-def bar(total: int, desc: str, unit: str = "frame", enabled: bool = True, every_s: float = 30.0) -> Any:
+def bar(total: int | None, desc: str, unit: str = "frame", enabled: bool = True, every_s: float = 30.0) -> Any:
     """A progress display with tqdm's ``update``/``close`` and context interface: tqdm's bar at a terminal,
     :class:`LogProgress` lines (one every ``every_s``) where stderr is a log, nothing when not ``enabled``
     (``--no-progress``). Session 57 (an operator's audit): ``quantize`` under nohup or a service wrote its tqdm bars'

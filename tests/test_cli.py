@@ -299,3 +299,28 @@ def test_predict_on_a_video_points_to_run_and_run_without_outputs_says_so(tmp_pa
     assert rc == 2 and "--alpha 0.59" in capsys.readouterr().err
     assert main(["run", "--bundle", "shapes", "--source", "synthetic://?frames=2"]) == 0
     assert "note: no output asked for" in capsys.readouterr().err
+
+
+def test_logging_options_work_before_and_after_the_command_and_from_the_environment(monkeypatch):
+    """Session 57 (an operator's audit): ``-v`` after the command was refused, nothing set the level (no quiet), and
+    log lines carried no time, so a nohup file could not say when the stats or the errors came."""
+    import logging
+
+    from edgeseg.cli import build_parser, log_level, log_time
+
+    parser = build_parser()
+    monkeypatch.delenv("EDGESEG_LOG_LEVEL", raising=False)
+    for argv, want in ((["models"], logging.INFO), (["-v", "models"], logging.DEBUG), (["models", "-v"], logging.DEBUG),
+                       (["models", "-q"], logging.WARNING), (["-q", "models"], logging.WARNING),
+                       (["-v", "models", "--log-level", "ERROR"], logging.ERROR)):
+        args = parser.parse_args(argv)
+        assert log_level(args) == want, argv
+    assert parser.parse_args(["models", "-v"]).verbose is True  # (the tracebacks too)
+    monkeypatch.setenv("EDGESEG_LOG_LEVEL", "warning")
+    assert log_level(parser.parse_args(["models"])) == logging.WARNING
+    assert log_level(parser.parse_args(["models", "-v"])) == logging.DEBUG  # an option wins over the environment
+    for env, journal, want in (("", "", True), ("", "8:123", False), ("0", "", False), ("1", "8:123", True)):
+        monkeypatch.setenv("EDGESEG_LOG_TIME", env)
+        monkeypatch.setenv("JOURNAL_STREAM", journal)
+        assert log_time(None) is want  # (pytest's stderr is no terminal)
+    assert log_time(True) is True and parser.parse_args(["models", "--log-time"]).log_time is True

@@ -13,6 +13,7 @@ import os
 import pkgutil
 import sys
 from types import ModuleType
+from typing import Any
 
 from ..errors import MEMORY_FIX, EdgesegError, memory_error, out_of_memory
 
@@ -38,6 +39,52 @@ def _command_modules() -> list[ModuleType]:
     return sorted(mods, key=lambda m: m.NAME)
 
 
+#: ``--log-level`` (and ``EDGESEG_LOG_LEVEL``) names
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def _add_log_options(p: Any, top: bool) -> None:
+    """The logging options, on the parser (``top``: real defaults) and on each command (not ``top``: defaults
+    suppressed, so ``edgeseg predict -v`` works as ``edgeseg -v predict``; session 57, an operator's audit: ``-v`` after
+    the command was refused and there was no quiet setting)."""
+    kw: dict[str, Any] = {} if top else {"default": argparse.SUPPRESS}
+    p.add_argument("-v", "--verbose", action="store_true", help="show tracebacks and debug logs", **kw)
+    p.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only (no INFO lines)", **kw)
+    p.add_argument("--log-level", type=str.lower, choices=LOG_LEVELS, help="the lowest level logged (default info; "
+                   "-v: debug, -q: warning; env EDGESEG_LOG_LEVEL)", **({"default": None} if top else kw))
+    p.add_argument("--log-time", dest="log_time", action="store_const", const=True,
+                   help="start each log line with its local date and time (default: where standard error is not a "
+                        "terminal, unless systemd's journal stamps it; env EDGESEG_LOG_TIME=1/0)",
+                   **({"default": None} if top else kw))
+
+
+def log_level(args: argparse.Namespace) -> int:
+    """The logging level: ``--log-level``, else ``-v`` (debug) / ``-q`` (warning), else ``EDGESEG_LOG_LEVEL``, else
+    info."""
+    import logging
+
+    name = args.log_level or ("debug" if args.verbose else "warning" if args.quiet else None)
+    env = os.environ.get("EDGESEG_LOG_LEVEL", "").strip().lower()
+    name = name or (env if env in LOG_LEVELS else "info")
+    return getattr(logging, name.upper())
+
+
+def log_time(given: bool | None) -> bool:
+    """Whether log lines carry their time: ``--log-time``, else ``EDGESEG_LOG_TIME`` (1/0), else where standard error
+    is not a terminal (a nohup file, a container's log) and not systemd's journal (``JOURNAL_STREAM``: it stamps its
+    own)."""
+    if given is not None:
+        return given
+    env = os.environ.get("EDGESEG_LOG_TIME", "").strip().lower()
+    if env in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+        return env in ("1", "true", "yes", "on")
+    try:
+        terminal = sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        terminal = False
+    return not terminal and not os.environ.get("JOURNAL_STREAM")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .. import __version__
 
@@ -48,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"edgeseg {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="show tracebacks and debug logs")
+    _add_log_options(parser, top=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     parser.set_defaults(_commands={})
     for mod in _command_modules():
@@ -60,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         mod.add_arguments(p)
+        _add_log_options(p.add_argument_group("logging"), top=False)  # also after the command (edgeseg predict -v ...)
         p.set_defaults(_run=mod.run)
         parser.get_default("_commands")[mod.NAME] = p
     return parser
@@ -129,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     import logging
     import signal
 
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=log_level(args), format=("%(asctime)s " if log_time(args.log_time) else "")
+                        + "%(levelname)s %(name)s: %(message)s")
 
     def terminated(signum, _frame):  # before a stream installs its own draining handler: end cleanly
         raise KeyboardInterrupt(signal.Signals(signum).name)

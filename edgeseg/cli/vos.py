@@ -242,8 +242,8 @@ def run(args: argparse.Namespace) -> int:
     import time
 
     import cv2
-    from tqdm import tqdm
 
+    from .._progress import bar as progress_bar
     from ..data.davis import read_prompt_mask
     from ..errors import EdgesegError, InputError
     from ._common import check_output
@@ -263,7 +263,8 @@ def run(args: argparse.Namespace) -> int:
     t_all = time.perf_counter()
     written: set[str] = set()  # the mask files this run has written
     try:
-        with tqdm(total=total, unit="frame", disable=args.no_progress or not sys.stderr.isatty(), dynamic_ncols=True) as bar:
+        # (a bar at a terminal, a line every 30 s in a log: before session 57, a long video under nohup said nothing)
+        with progress_bar(total, "edgeseg vos", "frame", not args.no_progress) as bar:
             n, step_s, events = _propagate(prop, frames, prompt, args.prompt, out, bar, written, str(args.source))
     except (EdgesegError, KeyboardInterrupt) as e:
         written.intersection_update({f for f in written if (out / f).is_file()})  # a write cut short left none
