@@ -30,7 +30,7 @@ _FIELDS = ("hud", "bundle", "source", "sink", "segment_s", "keep_segments", "jso
            "realtime", "max_frames", "on_error", "backend", "precision", "target", "threads", "device",
            "queue_size", "fps", "encoder", "source_backend", "alpha", "max_batch", "batch_timeout_ms", "upsample",
            "score_threshold", "class_agnostic", "classes", "prompt", "track", "keyframe_interval", "keyframe_motion", "keyframe_local", "cv_threads",
-           "decoder_threads")
+           "decoder_threads", "log_interval_s")
 
 
 class _Once(argparse.Action):
@@ -101,6 +101,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "output (| jq: the tables then go to standard error)")
     g.add_argument("--png-dir", metavar="DIR", action=_Once, help="one label PNG per frame")
     g.add_argument("--stats-json", metavar="F", action=_Once, help="write the run's Stats (fps, latency percentiles, drops, errors)")
+    g.add_argument("--log-interval", dest="log_interval_s", metavar="S", type=float, default=None,
+                   help="log the stream's figures (fps, drops, errors, reconnects) every S seconds (default 10; 0: "
+                        "only at the end)")
     g.add_argument("--fps", type=float, default=None,
                    help="output frame rate: the video's frames at index / FPS (default: each frame at its source time, "
                         "so dropped frames and pauses keep real time; the source's rate, else 25, where it has none)")

@@ -133,7 +133,8 @@ def build_sinks(opts: StreamOptions, fps: float | None = None) -> list[Sink]:
 
 
 SOURCE_BACKENDS = ("auto", "gstreamer", "opencv")
-NO_CLI_FLAG = ("log_interval_s",)  # options a recipe or the Python API sets, `edgeseg run` not
+NO_CLI_FLAG: tuple[str, ...] = ()  # options a recipe or the Python API sets, `edgeseg run` not (since session 57: none)
+CLI_FLAGS = {"log_interval_s": "--log-interval"}  # fields whose flag is not their name with dashes
 
 
 def _number(value: Any) -> bool:
@@ -144,7 +145,7 @@ def check_options(opts: StreamOptions) -> None:
     """An :class:`InputError` for settings that cannot mean anything, before a source opens or a bundle
     loads (a negative ``max_frames`` used to stop after one frame, a string port to fail as a ValueError)."""
     def refuse(name: str, want: str) -> None:
-        cli = "" if name in NO_CLI_FLAG else f"--{name.replace('_', '-')} in the CLI, "
+        cli = "" if name in NO_CLI_FLAG else f"{CLI_FLAGS.get(name) or '--' + name.replace('_', '-')} in the CLI, "
         raise InputError(f"stream option {name} must be {want}, got {getattr(opts, name)!r}",
                          fix=f"{cli}{_recipe_key(name)} in a recipe")
 

@@ -439,6 +439,11 @@ class Pipeline:
         bar = self._progress_bar()
         last_log, last_processed = time.perf_counter(), 0
         unended = list(queues)
+        lines = contextlib.ExitStack()
+        if bar is not None:  # log lines above the bar, not glued to it (an operator's audit, session 57)
+            from tqdm.contrib.logging import logging_redirect_tqdm
+
+            lines.enter_context(logging_redirect_tqdm())
         try:
             while threads[-1].is_alive():
                 threads[-1].join(0.1)
@@ -459,6 +464,7 @@ class Pipeline:
                         outages=tuple(getattr(self.source, "outages_at_stop_s", ()))).summary(),
                              self.log_interval_s, current)
         finally:
+            lines.close()
             if bar is not None:
                 bar.close()
         for t in threads:  # (after a hard stop a thread may be stuck in a source or a stage: not waited for long)

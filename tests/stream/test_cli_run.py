@@ -48,7 +48,7 @@ def test_recipe_errors_name_the_file_and_key(tmp_path):
                             "[pipeline] on_error in a recipe"),
     ("max_batch = 2.5", "stream option max_batch must be an integer >= 1, got 2.5"),
     ("log_interval_s = -1", "stream option log_interval_s must be a number of seconds >= 0 (0: no periodic log), got -1"
-                            "\n  fix: [pipeline] log_interval_s in a recipe"),  # no such CLI flag to name
+                            "\n  fix: --log-interval in the CLI, [pipeline] log_interval_s in a recipe"),  # (since session 57)
 ])
 def test_recipe_pipeline_settings_are_refused_before_the_bundle_loads(tmp_path, capsys, line, words):
     # before: a bad on_error was refused by the pipeline, after the bundle had loaded and its backend been chosen
@@ -124,3 +124,15 @@ def test_json_out_dash_is_standard_output_alone(bundle, tmp_path):
     for refused in ({"stats_json": "-"}, {"json_segments": True, "segment_s": 5.0, "sink": "a.mp4"}):
         with pytest.raises(InputError, match="standard output"):  # the Python API's own check
             check_options(StreamOptions(source="x.mp4", json_out="-", **refused))
+
+
+def test_log_interval_sets_the_periodic_stream_line(bundle, tmp_path, caplog):
+    """Session 57: the periodic figures' interval (10 s) had no flag, only a recipe key; ``--log-interval S`` sets it."""
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="edgeseg.stream"):
+        assert main(["run", "--bundle", str(bundle.root), "--backend", "onnxruntime", "--source",
+                     "synthetic://?frames=30&size=64x48&fps=10&live=1", "--json-out", str(tmp_path / "r.jsonl"),
+                     "--log-interval", "0.5"]) == 0
+    periodic = [r for r in caplog.records if r.getMessage().startswith("stream: ")]
+    assert len(periodic) >= 3 and "last 0.5 s:" in periodic[0].getMessage()  # ~3 s of frames at 10 fps
