@@ -163,6 +163,12 @@ def test_predict_keeps_the_readable_images_results(bundle, tmp_path, capsys, mon
     rep = json.loads(js.read_text())
     assert rep["interrupted"] is True and [r["image"] for r in rep["images"]] == [paths[0]]
     assert "1 image(s) done before the interruption" in capsys.readouterr().err
+    # with --out (or --jsonl): how many of how many, and how to go on (session 57: a SIGTERM said only "interrupted")
+    calls.clear()
+    assert main(["predict", str(bundle.root), paths[0], paths[2], "--backend", "onnxruntime", "--threads", "1",
+                 "--out", str(tmp_path / "o")]) == 130
+    assert ("1 of 2 image(s) done before the interruption (kept in --out " in (err := capsys.readouterr().err)
+            and "run the same command with --resume to do the other 1" in err)
     # interrupted after an unreadable image only: the earlier file is kept and not called this run's results (a review)
     before = js.read_bytes()
     calls.clear()
@@ -324,3 +330,15 @@ def test_logging_options_work_before_and_after_the_command_and_from_the_environm
         monkeypatch.setenv("JOURNAL_STREAM", journal)
         assert log_time(None) is want  # (pytest's stderr is no terminal)
     assert log_time(True) is True and parser.parse_args(["models", "--log-time"]).log_time is True
+
+
+def test_an_interrupt_while_the_commands_load_is_a_line_not_a_traceback(monkeypatch, capsys):
+    """Session 57 (an operator's audit): Ctrl-C in the first fraction of a second (the commands' modules loading)
+    printed a KeyboardInterrupt traceback."""
+    import edgeseg.cli as cli
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "build_parser", interrupted)
+    assert cli.main(["models"]) == 130 and capsys.readouterr().err == "edgeseg: interrupted\n"

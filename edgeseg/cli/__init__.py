@@ -160,6 +160,15 @@ def _dash_file_hint(item: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The ``edgeseg`` command: its exit status (docs/deployment.md "Exit codes and logs")."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # while the commands' modules load or the arguments are read: a line, not a traceback
+        print("edgeseg: interrupted", file=sys.stderr)
+        return 130
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     try:
         args, unknown = parser.parse_known_args(argv)

@@ -400,14 +400,22 @@ def _write_document(path: str, head: dict, rows: "Rows", tail: dict) -> None:
 
 
 @contextlib.contextmanager
-def kept_on_interrupt(args, predictor, task: str, rows: list, failed: list, also=None):
+def kept_on_interrupt(args, predictor, task: str, rows: list, failed: list, also=None, table: Any = None,
+                      total: int | None = None):
     """Ctrl-C (or SIGTERM) halfway through a long list still writes ``--json`` (and ``also()``: ``--out``'s
-    ``panoptic.json``) for the images done."""
+    ``panoptic.json``) for the images done, and says how many of ``total`` were (``table``: the rows done) and how to
+    go on (session 57, an operator's audit: a SIGTERM said only "interrupted")."""
     try:
         yield
     except KeyboardInterrupt:
         if also is not None:
             also()
+        if table is not None and total:
+            kept = [f"{o} {getattr(args, a)}" for o, a in (("--out", "out"), ("--jsonl", "jsonl"))
+                    if getattr(args, a, None) is not None and str(getattr(args, a)) != "-"]
+            print(f"edgeseg predict: {len(table)} of {total} image(s) done before the interruption"
+                  + (f" (kept in {' and '.join(kept)}): run the same command with --resume to do the other "
+                     f"{total - len(table)}" if kept and total > len(table) else ""), file=sys.stderr)
         if args.json and (rows or failed):
             kept = not rows and str(args.json) != "-" and Path(args.json).is_file() and Path(args.json).stat().st_size
             write_results(args, predictor, task, rows, failed, interrupted=True)

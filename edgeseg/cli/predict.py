@@ -313,7 +313,8 @@ def run(args: argparse.Namespace) -> int:
     # that cannot fit is refused before decoding: its error, the others done)
     room = 3 + TASK_BYTES_PER_PIXEL.get(task, 0.0) + (0 if out is None else 4 if overlay else 1)
     result = None
-    with predictor, bar, kept_on_interrupt(args, predictor, task, rows, failed, lambda: _write_panoptic_json(out, coco)), \
+    with predictor, bar, kept_on_interrupt(args, predictor, task, rows, failed, lambda: _write_panoptic_json(out, coco),
+                                           table, len(todo)), \
             (lines or contextlib.nullcontext()):
         for path, rgb in read_ahead(map(Path, todo), functools.partial(read_image, bytes_per_pixel=room)):
             try:

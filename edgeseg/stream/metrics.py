@@ -65,8 +65,11 @@ class Stats:
         opened = f" (after {self.open_s:.1f}s opening the source and the model)" if self.open_s >= 1.0 else ""
         if self.skipped_at_start:
             opened += f" ({self.skipped_at_start} live frames skipped meanwhile)"
-        return (f"{self.processed} frames in {self.wall_s:.1f}s{opened} = {self.fps:.1f} fps, end-to-end p50 {e.p50_ms:.1f} ms "
-                f"p99 {e.p99_ms:.1f} ms, drops {self.drops}, errors {self.errors}, reconnects {self.reconnects}"
+        def ms(v: float) -> str:  # (no frame: no latency, "n/a" rather than "nan ms")
+            return f"{v:.1f} ms" if v == v else "n/a"
+
+        return (f"{self.processed} frames in {self.wall_s:.1f}s{opened} = {self.fps:.1f} fps, end-to-end p50 {ms(e.p50_ms)} "
+                f"p99 {ms(e.p99_ms)}, drops {self.drops}, errors {self.errors}, reconnects {self.reconnects}"
                 + "".join(f", a source without frames for {g:.1f}s at the stop" for g in self.outages_at_stop_s))
 
 

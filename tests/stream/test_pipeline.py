@@ -441,3 +441,9 @@ def test_a_run_of_failed_frames_is_said_once_then_counted_then_its_end(caplog):
                      "inference failed on frame 60: ConnectionError: refused (the last of 3 frames inference failed "
                      "on in the last 30 s; 7 since its failures began)",
                      "inference works again, after 8 frames it failed on"]
+
+
+def test_a_run_without_frames_says_n_a_not_nan():
+    """Session 57: a run that got no frame summed up its latency as 'p50 nan ms p99 nan ms'."""
+    stats = Pipeline([ListSource([]), CallbackSink(lambda f, r: None)], handle_signals=False).run()
+    assert stats.processed == 0 and "end-to-end p50 n/a p99 n/a, drops 0" in stats.summary()
