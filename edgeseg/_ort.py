@@ -99,6 +99,28 @@ def make_session(model: ModelSource, *, threads: int = 0, providers: Sequence[st
         raise explain_session_error(e, label) from e
 
 
+def _standard_op(op: str) -> bool:
+    """Whether ``op`` (``Name`` or ``domain:Name``) is an op of the ONNX standard (not a custom one)."""
+    domain, _, name = op.rpartition(":")
+    if domain not in ("", "ai.onnx"):
+        return False
+    try:
+        import onnx.defs
+
+        return bool(onnx.defs.has(name))
+    except Exception:  # noqa: BLE001 - no onnx here: say nothing of it
+        return False
+
+
+def _ort_version() -> str:
+    try:
+        import onnxruntime
+
+        return str(onnxruntime.__version__)
+    except Exception:  # noqa: BLE001
+        return "(version unknown)"
+
+
 def explain_session_error(exc: BaseException | str, model_name: str) -> EdgesegError:
     """ONNX Runtime's session-creation error (the exception or its text) -> one of ours, naming the
     model, the op (or IR version / opset) and the fix. Unknown errors keep ORT's first line."""
@@ -115,6 +137,14 @@ def explain_session_error(exc: BaseException | str, model_name: str) -> EdgesegE
                     fix="export the model again with an MMDeploy onnxruntime deploy config at opset 16 or newer (e.g. "
                         "configs/mmdet/instance-seg/instance-seg_onnxruntime_static-800x1344.py), whose graph uses "
                         "standard RoiAlign and NonMaxSuppression")
+            if _standard_op(op):  # (a dependency audit, session 57: ConvInteger of int8 weights before ORT 1.24)
+                return UnsupportedError(
+                    f"{model_name}: ONNX Runtime {_ort_version()} has no kernel for op {op}{node} with the input types "
+                    "this model gives it (a standard ONNX op: newer ONNX Runtime releases add kernels, e.g. "
+                    "ConvInteger with int8 weights from 1.24)",
+                    fix="upgrade onnxruntime (pip install -U onnxruntime; on Python 3.8/3.10, where the newest "
+                        "wheels stop earlier, use --backend openvino), or quantize the float model with edgeseg "
+                        "quantize (Q/DQ, which every runtime takes)")
             return UnsupportedError(
                 f"{model_name}: ONNX Runtime has no kernel for op {op}{node}",
                 fix="export with standard ONNX ops (e.g. edgeseg export --deform-conv decomposed), register the "

@@ -90,6 +90,19 @@ def test_missing_op_is_explained_with_the_model_name(tmp_path):
         make_session(path.read_bytes(), name="mine")
 
 
+def test_a_standard_op_without_a_kernel_here_asks_for_a_newer_onnxruntime():
+    """Session 57 (a dependency audit): YOLOv8n-seg's dynamic INT8 (ConvInteger, int8 weights) fails on ONNX Runtime
+    1.18-1.23, and the fix said to export with standard ONNX ops, which ConvInteger is. ORT's message as 1.18 words it."""
+    import onnxruntime
+
+    e = explain_session_error("[ONNXRuntimeError] : 9 : NOT_IMPLEMENTED : Could not find an implementation for "
+                              "ConvInteger(10) node with name '/model.0/conv/Conv_quant'", "yolo.onnx")
+    assert isinstance(e, UnsupportedError) and "a standard ONNX op" in str(e) and onnxruntime.__version__ in str(e)
+    assert "node '/model.0/conv/Conv_quant'" in str(e) and "upgrade onnxruntime" in e.fix
+    custom = explain_session_error("Could not find an implementation for FancyOp(1) node with name 'n'", "c.onnx")
+    assert "a standard ONNX op" not in str(custom) and "custom-op library" in custom.fix
+
+
 def test_ir_version_too_new(tmp_path):
     import onnx
 

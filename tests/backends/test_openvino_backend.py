@@ -131,3 +131,19 @@ def test_a_predictor_shared_by_threads_returns_each_frames_own_result():
         t.join()
     assert errors == [] and wrong == []
     assert 1 <= len(p.runner._requests) <= 4
+
+
+def test_an_openvino_older_than_2024_3_is_not_offered(monkeypatch):
+    """Session 57 (a dependency audit): pyproject allowed openvino 2024.0, whose ONNX reader reduces opset-19
+    ReduceMean over every axis, so every shipped FP32 model failed to load with a channel-count error. Now such a
+    release is not a backend here, and says why and the fix."""
+    import importlib.metadata
+
+    pytest.importorskip("openvino")
+    from edgeseg.backends.openvino import runner
+
+    assert "older than 2024.3" in runner.openvino_too_old("2024.0.0") and runner.openvino_too_old("2024.2.1")
+    assert runner.openvino_too_old("2024.3.0") is None and runner.openvino_too_old("2026.4.1") is None
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: "2024.1.0")
+    ok, why = runner.OpenVinoRunner.is_available()
+    assert not ok and "pip install -U 'openvino>=2024.3'" in why

@@ -98,6 +98,32 @@ def graph_port_names(model: Any, compiled: Any, wanted: tuple[str, ...] = ()) ->
             pick(compiled.outputs, [p.get_any_name() for p in model.outputs]))
 
 
+
+#: the oldest OpenVINO whose ONNX reader takes the graphs edgeseg exports (opset 19)
+MIN_OPENVINO = (2024, 3)
+
+
+def openvino_too_old(version: str | None = None) -> str | None:
+    """Why the installed OpenVINO (``version``: its release, read from the package metadata when not given) cannot
+    run edgeseg's models, or None. Session 57 (a dependency audit): 2024.0-2024.2 read opset-19 ReduceMean (axes an
+    input) as a reduction over every axis, so every shipped FP32 model failed to load (a channel-count error), where
+    pyproject allowed 2024.0."""
+    import re
+
+    if version is None:
+        try:
+            from importlib.metadata import version as installed
+
+            version = installed("openvino")
+        except Exception:  # noqa: BLE001 - no metadata (a source build, JetPack's own): not judged
+            return None
+    m = re.match(r"(\d+)\.(\d+)", version)
+    if m is None or (int(m.group(1)), int(m.group(2))) >= MIN_OPENVINO:
+        return None
+    return (f"openvino {version} is older than {MIN_OPENVINO[0]}.{MIN_OPENVINO[1]}, whose ONNX reader takes opset-19 "
+            "ReduceMean (older ones reduce over every axis: edgeseg's models fail to load); "
+            f"pip install -U 'openvino>={MIN_OPENVINO[0]}.{MIN_OPENVINO[1]}'")
+
 class _ReadModels:
     """Models read by a support check, waiting for the runner that activates them: at most ``size``
     (oldest evicted), keyed by the file's resolved path and stamped with its size and mtime, so a file
@@ -151,6 +177,9 @@ class OpenVinoRunner(Runner):
     def is_available(cls) -> tuple[bool, str]:
         if importlib.util.find_spec("openvino") is None:
             return False, "openvino is not installed; pip install 'edgeseg[openvino]'"
+        too_old = openvino_too_old()
+        if too_old is not None:
+            return False, too_old
         hazard = unwinder_hazard()
         if hazard is not None:  # OpenVINO throws inside every compile_model: it would abort the process
             return False, f"{hazard}; fix: {UNWIND_FIX}"
