@@ -290,6 +290,10 @@ def settle(bundle: "Bundle", facts: Facts, timings_ms: Mapping[Candidate, float]
         if excluded is not None:
             excluded.append((best, why))
         del timings[best]
+        if not timings:
+            raise BackendUnavailable(f"no candidate for {bundle.name} holds its accuracy here: {best.label}: {why}",
+                                     fix="ask for a float precision (--precision fp32), or re-quantize the bundle on "
+                                         "this kind of CPU (edgeseg quantize)")
 
 
 # ---- 2. timing --------------------------------------------------------------------------------------
