@@ -7,6 +7,9 @@ from typing import Any, Iterable, Iterator, TypeVar
 
 T = TypeVar("T")
 
+#: set by the CLI when its log level is above INFO (``-q``): progress lines and notes are left out, as INFO lines are
+QUIET = False
+
 
 class LogProgress:
     """Progress of a long job for a log (stderr not a terminal: nohup, cron, CI, a service): one line every
@@ -15,7 +18,8 @@ class LogProgress:
 
     def __init__(self, what: str, total: int | None, unit: str = "image", every_s: float = 30.0, enabled: bool = True):
         self.what, self.total, self.unit, self.every_s = what, total, unit, every_s
-        self.enabled = enabled and not sys.stderr.isatty()
+        # (QUIET: -q, --log-level warning: no progress lines either; a terminal's bar is tqdm's, not these lines)
+        self.enabled = enabled and not sys.stderr.isatty() and not QUIET
         self.t0 = self.last = time.monotonic()
         self.n = 0
 

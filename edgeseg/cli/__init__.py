@@ -58,6 +58,21 @@ def _add_log_options(p: Any, top: bool) -> None:
                    **({"default": None} if top else kw))
 
 
+def _log_above_bars() -> Any:
+    """At a terminal, the command's log lines are written above its progress bars (tqdm's), not glued to them (an
+    operator's audit, session 57: the stream's 10 s line ran on from the bar). The CLI's own logging only: a library
+    call leaves its application's handlers alone (a review)."""
+    try:
+        terminal = sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        terminal = False
+    if not terminal:
+        return contextlib.nullcontext()
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    return logging_redirect_tqdm()
+
+
 def log_level(args: argparse.Namespace) -> int:
     """The logging level: ``--log-level``, else ``-v`` (debug) / ``-q`` (warning), else ``EDGESEG_LOG_LEVEL``, else
     info."""
@@ -82,7 +97,20 @@ def log_time(given: bool | None) -> bool:
         terminal = sys.stderr.isatty()
     except (AttributeError, ValueError):
         terminal = False
-    return not terminal and not os.environ.get("JOURNAL_STREAM")
+    return not terminal and not _to_journal()
+
+
+def _to_journal() -> bool:
+    """Whether standard error is systemd's journal: ``JOURNAL_STREAM`` (``DEV:INODE``) names the stream it gave the
+    service, and standard error is that stream (systemd.exec(5): the variable is inherited, and a unit may send only
+    standard output there, or a wrapper redirect standard error to a file; a review, session 57)."""
+    given = os.environ.get("JOURNAL_STREAM", "")
+    try:
+        dev, ino = (int(x) for x in given.split(":"))
+        st = os.fstat(2)
+    except (ValueError, OSError):
+        return False
+    return (st.st_dev, st.st_ino) == (dev, ino)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -186,8 +214,12 @@ def _main(argv: list[str] | None) -> int:
     import logging
     import signal
 
-    logging.basicConfig(level=log_level(args), format=("%(asctime)s " if log_time(args.log_time) else "")
+    level = log_level(args)
+    logging.basicConfig(level=level, format=("%(asctime)s " if log_time(args.log_time) else "")
                         + "%(levelname)s %(name)s: %(message)s")
+    from .. import _progress
+
+    _progress.QUIET = level > logging.INFO  # progress lines and notes follow the level too (-q: none)
 
     def terminated(signum, _frame):  # before a stream installs its own draining handler: end cleanly
         raise KeyboardInterrupt(signal.Signals(signum).name)
@@ -198,7 +230,7 @@ def _main(argv: list[str] | None) -> int:
     from ._common import json_to_stdout
 
     try:
-        with json_to_stdout(args):  # --json -: standard output holds the JSON only, the tables go to stderr
+        with json_to_stdout(args), _log_above_bars():  # --json -: standard output holds the JSON only
             return int(args._run(args) or 0)
     except EdgesegError as e:
         if args.verbose:

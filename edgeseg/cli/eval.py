@@ -31,6 +31,14 @@ EXAMPLES = (
 )
 
 
+
+def _note(text: str) -> None:
+    """A note on standard error; ``-q`` leaves notes out (warnings stay)."""
+    from .. import _progress
+
+    if not _progress.QUIET:
+        print(f"note: {text}", file=sys.stderr)
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("bundle", help="a bundle path or the name of a bundle shipped with the package")
     p.add_argument(
@@ -122,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
                                          f"{other.get(predictor.manifest.task, 'data of its task')}")
         cmap = class_map(predictor.classes, tuple(dataset.classes))
         for level, text in cmap.notes(predictor.classes, dataset.classes):
-            print(f"{level}: {text}", file=sys.stderr)
+            _note(text) if level == "note" else print(f"{level}: {text}", file=sys.stderr)
         from ..eval.semantic import SemanticMetric
 
         metric = SemanticMetric(len(dataset.classes), getattr(dataset, "ignore_index", 255),
@@ -228,7 +236,7 @@ def _run_instance(args: argparse.Namespace, dataset) -> int:
             print(f"warning: no class name is shared: model {list(predictor.classes)} vs dataset {list(dataset.classes)}; "
                   "mapping by class index", file=sys.stderr)
         if cmap.dropped:
-            print(f"note: model classes without a dataset category are dropped: {', '.join(cmap.dropped)}", file=sys.stderr)
+            _note(f"model classes without a dataset category are dropped: {', '.join(cmap.dropped)}")
         counts = instance_counts(dataset)
         names = [c.lower() for c in dataset.classes]
         missing = [c for c in cmap.missing if counts.get(c, 1) > 0 and names.count(c.lower()) == 1]  # (a repeated
@@ -332,8 +340,8 @@ def _run_panoptic(args: argparse.Namespace, dataset) -> int:
             own = tuple(getattr(predictor.options, "category_ids", ()) or ())
             lut = panoptic_class_map(predictor.classes, own, dataset.categories, pairs)
             voided = [n for k, n in enumerate(predictor.classes) if lut[own[k] if own else k] is None]
-            print("note: classes scored as categories by --class-map and by name"
-                  + (f"; left out as void: {', '.join(voided)}" if voided else ""), file=sys.stderr)
+            _note("classes scored as categories by --class-map and by name"
+                  + (f"; left out as void: {', '.join(voided)}" if voided else ""))
         else:
             _check_panoptic_categories(args.bundle, predictor, dataset)
         if args.score_threshold is not None:  # the bundle's own otherwise (it was taken and used by nothing)
@@ -401,7 +409,7 @@ def _check_panoptic_categories(bundle, predictor, dataset) -> None:
                   f"({', '.join((unknown + other)[:6])}{', ...' if len(unknown + other) > 6 else ''}); its classes are "
                   "scored as the dataset's categories of the same names", file=sys.stderr)
         else:
-            print(f"note: {bundle} has no category ids; its classes are the dataset's categories of the same names", file=sys.stderr)
+            _note(f"{bundle} has no category ids; its classes are the dataset's categories of the same names")
         ids, unknown, other = by_name, [], []
     if unknown:
         listed = list(cats.values())
@@ -419,7 +427,7 @@ def _check_panoptic_categories(bundle, predictor, dataset) -> None:
     things = set(getattr(predictor.options, "thing_classes", ()))
     differ = [n for k, (n, c) in enumerate(zip(classes, ids)) if (k in things) != cats[c].isthing]
     if differ:
-        print(f"note: thing/stuff differs from the dataset for {', '.join(differ)}; PQ uses the dataset's", file=sys.stderr)
+        _note(f"thing/stuff differs from the dataset for {', '.join(differ)}; PQ uses the dataset's")
 
 
 #: instance data's score threshold unless --score-threshold is given (Ultralytics' val: the whole precision/recall curve)

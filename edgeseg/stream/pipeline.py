@@ -110,14 +110,16 @@ class FailureLog:
                  logger: logging.Logger | None = None):
         self.every_s, self._clock, self._log = every_s, clock, logger or log
         self._lock = threading.Lock()
-        self._runs: dict[str, list] = {}  # stage -> [when last said, failures since, failures in this run]
+        #: (stage, source id) -> [when last said, failures since, failures in this run]: per source, as one camera's
+        #: frames may fail in a stage while another's pass (a review: a run per stage was ended by every other frame)
+        self._runs: dict[tuple[str, Any], list] = {}
 
-    def failed(self, stage: str, message: str) -> None:
+    def failed(self, stage: str, message: str, source: Any = None) -> None:
         now = self._clock()
         with self._lock:
-            run = self._runs.get(stage)
+            run = self._runs.get((stage, source))
             if run is None:
-                self._runs[stage] = [now, 0, 1]
+                self._runs[(stage, source)] = [now, 0, 1]
                 say: str | None = message
             else:
                 run[1] += 1
@@ -130,13 +132,14 @@ class FailureLog:
         if say is not None:
             self._log.warning("%s", say)
 
-    def passed(self, stage: str) -> None:
-        if stage not in self._runs:  # (the common case: no lock taken)
+    def passed(self, stage: str, source: Any = None) -> None:
+        if not self._runs:  # (the common case: no lock taken)
             return
         with self._lock:
-            run = self._runs.pop(stage, None)
+            run = self._runs.pop((stage, source), None)
         if run is not None and run[2] > 1:
-            self._log.warning("%s works again, after %d frames it failed on", stage, run[2])
+            self._log.warning("%s works again%s, after %d frames it failed on", stage,
+                              f" on {source}" if source else "", run[2])
 
 
 class Pipeline:
@@ -228,7 +231,7 @@ class Pipeline:
                 if frame.meta.get(FRAME_ERROR):
                     self._stage_error("source", packet, StreamError(str(frame.meta[FRAME_ERROR])))
                 else:
-                    self._failures.passed("source")
+                    self._failures.passed("source", frame.source_id)
                 out.put(packet)
                 n += 1
                 if self.max_frames is not None and n >= self.max_frames:
@@ -256,7 +259,7 @@ class Pipeline:
                 t0 = time.perf_counter()
                 try:
                     result = stage.process(packet)
-                    self._failures.passed(name)
+                    self._failures.passed(name, packet.frame.source_id)
                 except Exception as e:
                     self._stage_error(name, packet, e)
                     result = packet
@@ -296,7 +299,8 @@ class Pipeline:
                 t0 = time.perf_counter()
                 try:
                     stage.process_batch(good)
-                    self._failures.passed(name)
+                    for p in good:
+                        self._failures.passed(name, p.frame.source_id)
                 except Exception as e:
                     for p in good:
                         self._stage_error(name, p, e)
@@ -345,7 +349,7 @@ class Pipeline:
         packet.error = msg
         packet.result = None
         self._rec.error(msg)
-        self._failures.failed(name, msg)
+        self._failures.failed(name, msg, packet.frame.source_id)
         if out_of_memory(exc):  # every later frame would fail the same way (a memory audit: 0 fps, then a hang)
             self._fail(memory_error(f"{name} on frame {packet.frame.index}", exc))
         elif self.on_error == "stop":
@@ -439,11 +443,6 @@ class Pipeline:
         bar = self._progress_bar()
         last_log, last_processed = time.perf_counter(), 0
         unended = list(queues)
-        lines = contextlib.ExitStack()
-        if bar is not None:  # log lines above the bar, not glued to it (an operator's audit, session 57)
-            from tqdm.contrib.logging import logging_redirect_tqdm
-
-            lines.enter_context(logging_redirect_tqdm())
         try:
             while threads[-1].is_alive():
                 threads[-1].join(0.1)
@@ -464,7 +463,6 @@ class Pipeline:
                         outages=tuple(getattr(self.source, "outages_at_stop_s", ()))).summary(),
                              self.log_interval_s, current)
         finally:
-            lines.close()
             if bar is not None:
                 bar.close()
         for t in threads:  # (after a hard stop a thread may be stuck in a source or a stage: not waited for long)

@@ -269,3 +269,30 @@ def test_cuts_stay_on_the_run_s_grid_after_an_outage():
             n.append(i)
         clock.add(f)
     assert n == [0, 20, 40]
+
+
+def test_the_grid_is_one_source_s_and_a_first_frame_without_time_does_not_untime_the_run():
+    """The review of session 57: one JSON-lines file of several sources cut at every source's grid lines (a camera
+    joining 30 s late: a cut every 30 s of 60 s segments); and a first frame without a time left the source counted in
+    frames for the whole run (a camera declaring 10 fps that gives 5: 20 s files). Hand-computed cuts."""
+    from edgeseg.stream.sinks.segments import SegmentClock
+
+    def cuts(clock, frames):
+        out = []
+        for sid, t in frames:
+            f = Frame(np.zeros((2, 2, 3), np.uint8), pts_ns=-1 if t is None else int(round(t * 1e9)), index=0,
+                      source_id=sid)
+            if out and clock.full(f) or not out:
+                clock.restart()
+                out.append((sid, t))
+            clock.add(f)
+        return out
+
+    a = [("a", i / 2) for i in range(0, 480)]  # 0-239.5 s at 2 fps
+    b = [("b", i / 2) for i in range(0, 420)]  # its own clock from 0, joining 30 s later
+    both = sorted(a + [(sid, t) for sid, t in b], key=lambda st: st[1] + (30 if st[0] == "b" else 0))
+    got = cuts(SegmentClock(60.0, 2.0), both)
+    assert [t + (30 if sid == "b" else 0) for sid, t in got] == [0.0, 60.0, 120.0, 180.0]  # every 60 s, as before
+    # 5 frames a second where 10 were declared, its first frame without a time: 10 s segments of 50 frames
+    camera = [("c", None)] + [("c", i / 5) for i in range(1, 200)]
+    assert [t for _, t in cuts(SegmentClock(10.0, 10.0), camera)] == [None, 20.0, 30.0]

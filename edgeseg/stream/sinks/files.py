@@ -239,6 +239,7 @@ class JsonLinesSink(Sink):
     def open(self) -> None:
         from .segments import next_free_index
 
+        self._clock = None  # a sink opened again (another run): its segments' grid starts anew
         if self._name == "-":  # standard output: the lines for a pipe (| jq), nothing claimed or replaced
             self._ready = self._opened = True
             self._f = _StdoutLines()

@@ -76,7 +76,9 @@ class SegmentClock:
     every ``segment_frames`` frames as before), as ffmpeg's segment muxer cuts: a segment ends at the first frame at or
     past its grid line, and after an outage (a camera away, a reconnect) the first frame starts a segment that ends at
     the next line, so later cuts stay on the grid (session 57: before, each segment was measured from its own first
-    frame, so every cut after an outage moved by it). A source whose time goes backwards (a camera that reconnected
+    frame, so every cut after an outage moved by it). One file of several sources' frames (the JSON lines) has no
+    common grid, their clocks being their own: a segment is full when a source's time since its first frame in it
+    reaches ``segment_s``, as before (a grid per source cut at every source's lines). A source whose time goes backwards (a camera that reconnected
     with its clock anew, a looping file) keeps the time it had and counts on from there, a frame period later; a source
     without times, ``segment_frames`` frames a segment. Before session 53, segments were always
     ``round(segment_s x fps)`` frames: a live camera the model took a third of the frames of wrote "2 s" files of 4-6 s
@@ -96,8 +98,9 @@ class SegmentClock:
         self._rates: dict[Any, tuple[float, float, int]] = {}  # source id -> (period, segment less half a period, frames)
         self._run: dict[Any, list[float]] = {}  # source id -> [first pts of its current run, last pts, time before it]
         self._begun: dict[Any, float] = {}  # source id -> its time at its first frame of the current segment
-        self._untimed: set[Any] = set()  # sources whose first frame had no time: counted in frames
+        self._origin: dict[Any, float] = {}  # source id -> its grid's origin: the first segment's start with a time
         self._count: dict[Any, int] = {}  # source id -> its frames in the current segment
+        self._sources: set[Any] = set()  # every source seen: with several, no common grid (their clocks differ)
 
     def _rate(self, sid: Any) -> tuple[float, float, int]:
         """(frame period ns, segment length less half a period ns, frames in a segment) of source ``sid``."""
@@ -129,19 +132,20 @@ class SegmentClock:
         begun = self._begun.get(sid)
         if t is None or begun is None:
             return self._count[sid] >= max_frames
-        length = segment_ns + 0.5 * period  # the grid's step
-        return t >= (math.floor((begun + 0.5 * period) / length) + 1) * length - 0.5 * period
+        if len(self._sources) > 1:  # one file for several sources (the JSON lines): each one's time in this segment,
+            return t - begun >= segment_ns  # as before (a grid each would cut at every source's lines: a review)
+        length, origin = segment_ns + 0.5 * period, self._origin[sid]  # the grid's step and origin
+        return t >= origin + (math.floor((begun - origin + 0.5 * period) / length) + 1) * length - 0.5 * period
 
     def add(self, frame: Any) -> None:
         sid = getattr(frame, "source_id", None)
         pts = getattr(frame, "pts_ns", -1)
         self._count[sid] = self._count.get(sid, 0) + 1
+        self._sources.add(sid)
         first_of_segment = self._count[sid] == 1
         if first_of_segment:
             self._begun.pop(sid, None)  # (a segment whose first frame has no time: counted in frames)
-        if pts is None or pts < 0 or sid in self._untimed:
-            if sid not in self._run:
-                self._untimed.add(sid)
+        if pts is None or pts < 0:
             return
         run = self._run.get(sid)
         if run is None:
@@ -152,6 +156,7 @@ class SegmentClock:
             run[1] = pts
         if first_of_segment:
             self._begun[sid] = run[2] + (pts - run[0])
+            self._origin.setdefault(sid, self._begun[sid])  # (a first segment counted in frames: the grid from here)
 
     def restart(self) -> None:
         """A new segment begins (each source's time runs on: the grid is the run's)."""

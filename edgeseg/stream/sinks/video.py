@@ -399,6 +399,7 @@ class Mp4Sink(Sink):
         return self._file.with_name(f"{self._file.stem}.part{self._file.suffix or '.mp4'}")
 
     def open(self) -> None:
+        self._clock = None  # a sink opened again (another run): its segments' grid starts anew
         if self.backend == "auto":
             ok, why = _gst.available()
             self.backend = "gstreamer" if ok else "opencv"
