@@ -259,6 +259,8 @@ class Ingress:
             try:
                 await asyncio.wait_for(handle.info.remote(), READY_TIMEOUT_S)
                 return name, None
+            except asyncio.TimeoutError:  # (its text is empty: "TimeoutError: " said nothing, an audit)
+                return name, f"its replicas gave no answer within {READY_TIMEOUT_S:g} s (starting, or restarting)"
             except Exception as e:  # noqa: BLE001  (any failure means: not ready; say which and why)
                 return name, f"{type(e).__name__}: {e}"
 
@@ -274,14 +276,21 @@ def stats_app():
                               ray_actor_options={"num_cpus": 0}).bind()
 
 
+#: requests queued per caller (the HTTP proxy) beyond the ongoing ones, as a multiple of those
+QUEUE_PER_ONGOING = 2
+
+
 def bundle_apps(bundles: dict[str, str], board: Any, *, replicas: int, max_batch: int, batch_wait_s: float,
                 backend: str, precision: str, threads: int, cpus_per_replica: float,
                 gpus_per_replica: float, target: str | None = None, device: str = "auto",
                 decoder: dict[str, Any] | None = None) -> dict[str, Any]:
     """Served name -> the bound application of its replicas (``bundles`` maps each name to what
     ``predictor.load`` opens; ``board``: the StatsBoard's handle)."""
+    ongoing = max(4 * max_batch, 16)
+    # a bound queue (an operator's audit, session 57: 150 requests at once to one replica all waited, p50 11.7 s, past
+    # the client's 10 s): past it the proxy answers 503 at once, which edgeseg's client retries with back-off
     return {name: BundleReplica.options(
-        name="bundle", num_replicas=replicas, max_ongoing_requests=max(4 * max_batch, 16),
+        name="bundle", num_replicas=replicas, max_ongoing_requests=ongoing, max_queued_requests=QUEUE_PER_ONGOING * ongoing,
         ray_actor_options={"num_cpus": cpus_per_replica, "num_gpus": gpus_per_replica},
     ).bind(name, source, backend, precision, threads, max_batch, batch_wait_s, board, target, device, decoder)
         for name, source in bundles.items()}

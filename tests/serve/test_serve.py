@@ -251,3 +251,15 @@ def test_a_server_started_with_a_score_threshold_decodes_with_it():
             assert_results_equal(remote(f), w)
     finally:
         s.shutdown()
+
+
+def test_each_bundle_s_queue_is_bounded_so_overload_is_answered_503_at_once():
+    """Session 57 (an operator's audit): 150 requests at once to one replica all waited in an unbounded queue (p50
+    11.7 s, past the client's 10 s timeout); now each bundle's deployment queues at most QUEUE_PER_ONGOING times its
+    ongoing requests per caller, beyond which Serve's proxy answers 503 (retried by edgeseg's client with back-off)."""
+    from edgeseg.serve.app import QUEUE_PER_ONGOING, bundle_apps
+
+    apps = bundle_apps({"road": "road"}, None, replicas=1, max_batch=8, batch_wait_s=0.01, backend="auto",
+                       precision="auto", threads=1, cpus_per_replica=1, gpus_per_replica=0)
+    config = apps["road"]._bound_deployment._deployment_config  # (Ray Serve's own record of the options)
+    assert config.max_ongoing_requests == 32 and config.max_queued_requests == QUEUE_PER_ONGOING * 32 == 64
