@@ -273,17 +273,21 @@ def score_deferred(bundle: "Bundle", facts: Facts, c: Candidate, threads: int = 
 
 
 def settle(bundle: "Bundle", facts: Facts, timings_ms: Mapping[Candidate, float], threads: int = 0,
-           use_cache: bool = True, excluded: list | None = None,
-           asked: bool = False) -> tuple[Facts, Candidate, str, dict[Candidate, float]]:
+           use_cache: bool = True, excluded: list | None = None, asked: bool = False,
+           release: Any = None) -> tuple[Facts, Candidate, str, dict[Candidate, float]]:
     """:func:`decide` over ``timings_ms``, a winner whose INT8 accuracy was deferred scored first: one that does not
     hold leaves the timings (into ``excluded``, with why) and the next is decided, unless INT8 was ``asked`` for
     (``--precision int8``: it runs, with the note that says why, as :func:`list_candidates` keeps such models).
+    ``release(keep)``: called before a score with the candidates that may still be chosen next (the winner and the
+    runner-up), to free the others' loaded models first (a score loads two sessions of its own; a review, session 57).
     Returns (facts, choice, reason, the timings left)."""
     timings = dict(timings_ms)
     while True:
         best, reason = decide(timings)
         if best.precision != "int8" or (best.target, best.backend) not in facts.int8_deferred:
             return facts, best, reason, timings
+        if release is not None:
+            release(set(sorted(timings, key=timings.__getitem__)[:2]) | {best})
         facts, why = score_deferred(bundle, facts, best, threads, use_cache)
         if why is None or asked:
             return facts, best, reason, timings
@@ -747,8 +751,18 @@ def _choose(bundle: "Bundle", backend: str, precision: str, target: str | None, 
             busy = probe.contended(demand)
             # another predictor of this process inferring meanwhile (load /proc/stat cannot tell from the timing's)
             own = probe.own_inference(demand, timed_runners)
+            def release(keep: set) -> None:  # the models that cannot be chosen next, unloaded before a score
+                for c in [c for c in runners if c not in keep]:
+                    runners.pop(c).deactivate()
+
             facts, best, reason, timings = settle(bundle, facts, timings, threads, use_cache, excluded,
-                                                  asked=precision == "int8")
+                                                  asked=precision == "int8", release=release)
+            if best not in runners:  # (released, then chosen after two INT8 models failed their scores)
+                again, failed_again = activate_candidates(bundle, [best], device, threads)
+                if not again:
+                    raise BackendUnavailable(f"{best.label} could not be loaded again for {bundle.name}: "
+                                             + "; ".join(w for _, w in failed_again))
+                runners.update(again)
         else:
             timings, best = {next(iter(runners)): float("nan")}, next(iter(runners))
             reason = "the only candidate that loaded"

@@ -70,7 +70,7 @@ class Stats:
 
         return (f"{self.processed} frames in {self.wall_s:.1f}s{opened} = {self.fps:.1f} fps, end-to-end p50 {ms(e.p50_ms)} "
                 f"p99 {ms(e.p99_ms)}, drops {self.drops}, errors {self.errors}, reconnects {self.reconnects}"
-                + "".join(f", a source without frames for {g:.1f}s at the stop" for g in self.outages_at_stop_s))
+                + "".join(f", a source without frames for the last {g:.1f}s" for g in self.outages_at_stop_s))
 
 
 MAX_SOURCES = 256  # sources whose own figures a run keeps

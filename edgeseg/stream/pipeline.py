@@ -366,6 +366,10 @@ class Pipeline:
                 t0 = time.perf_counter()
                 try:
                     sink.write(packet.frame, packet.result, packet)
+                except BrokenPipeError:  # `--json-out - | head`: its reader has what it wanted; a stop, not a failure
+                    log.info("%s: its reader closed the pipe: stopping", getattr(sink, "name", type(sink).__name__))
+                    self.stop("output closed")
+                    continue
                 except Exception as e:
                     self._fail(_SinkFailure(f"sink {getattr(sink, 'name', type(sink).__name__)} failed: {e}"))
                     break

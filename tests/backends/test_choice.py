@@ -817,7 +817,12 @@ def test_the_choice_scores_a_moved_int8_model_only_if_it_wins_the_timing(tmp_pat
     _, best, _, _ = ch.settle(moved, facts, {int8: 30.0, fp: 10.0}, 1, False)
     assert best == fp and calls == []  # lost the timing: never scored
     excluded: list = []
-    after, best, reason, left = ch.settle(moved, facts, {int8: 5.0, fp: 10.0}, 1, False, excluded)
+    kept: list = []  # the models left loaded while the winner is scored: it and the runner-up, not the slowest
+    slow = ch.Candidate("openvino", "fp32")
+    after, best, reason, left = ch.settle(moved, facts, {int8: 5.0, fp: 10.0, slow: 30.0}, 1, False, excluded,
+                                         release=kept.append)
+    assert kept == [{int8, fp}] and slow in left
+    del left[slow]
     assert best == fp and len(calls) == 1 and int8 not in left and reason.startswith("onnxruntime/fp32")
     assert excluded[0][0] == int8 and "measured here: mIoU 1.00 vs FP32 50.00" in excluded[0][1]
     assert int8 not in ch.list_candidates(after)[0] and ("cpu", "openvino") not in after.int8_deferred

@@ -119,6 +119,13 @@ def test_json_out_dash_is_standard_output_alone(bundle, tmp_path):
     both = subprocess.run(cmd + ["--stats-json", "-"], capture_output=True, text=True, cwd=tmp_path, env=env,
                           timeout=300)
     assert both.returncode == 2 and "--stats-json both name -" in both.stderr and both.stdout == ""
+    # its reader leaves after a line (| head -n 1): the run stops, exit 0 (a review: a failure, exit 2)
+    endless = [a if a != "synthetic://?frames=6&size=64x48" else "synthetic://?frames=100000&size=64x48" for a in cmd]
+    proc = subprocess.Popen(endless, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path, env=env)
+    assert json.loads(proc.stdout.readline())["index"] == 0
+    proc.stdout.close()
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0 and b"its reader closed the pipe: stopping" in err, err[-2000:]
     from edgeseg.stream.api import check_options
 
     for refused in ({"stats_json": "-"}, {"json_segments": True, "segment_s": 5.0, "sink": "a.mp4"}):

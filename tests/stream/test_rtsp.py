@@ -175,4 +175,4 @@ def test_an_outage_under_way_when_the_run_stops_is_reported(gst):
     stats = pipe.stats
     assert stats.reconnects == 0 and len(stats.outages_at_stop_s) == 1
     assert stats.outages_at_stop_s[0] == pytest.approx(stopped - arrived[-1], abs=0.5)  # from its last frame
-    assert "without frames for" in stats.summary() and stats.to_dict()["outages_at_stop_s"]
+    assert "without frames for the last" in stats.summary() and stats.to_dict()["outages_at_stop_s"]

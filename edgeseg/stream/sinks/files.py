@@ -107,16 +107,24 @@ class _StdoutLines:
     path = Path("-")
 
     def __init__(self) -> None:
-        self._f = os.fdopen(os.dup(1), "wb", buffering=0)
+        try:
+            self._f = os.fdopen(os.dup(1), "wb", buffering=0)
+        except OSError as e:
+            raise InputError(f"cannot write JSON lines to standard output (--json-out -): {e.strerror or e}",
+                             fix="run with standard output open (not closed with >&-), or give --json-out a file "
+                                 "name") from None
+        self.gone = False  # its reader went (| head): no more lines
 
     def write(self, text: str) -> None:
+        if self.gone:
+            return
         data = text.encode("utf-8")
         try:
             while data:
                 data = data[self._f.write(data):]
-        except BrokenPipeError:  # the reader went (| head): the lines are not wanted any more
-            raise StreamError("standard output (--json-out -) was closed by its reader",
-                              fix="keep the reader of the pipe open, or write the lines to a file") from None
+        except BrokenPipeError:  # the reader went (| head -n 5): the run stops, as a pipeline's writer does
+            self.gone = True
+            raise
 
     def close(self) -> None:
         with contextlib.suppress(OSError):

@@ -60,6 +60,7 @@ class AwaitedCamera(Source):
         self._offsets = (0, 0)  # added to the current connection's (index, pts_ns)
         self._retime = False  # the time offset waits for a frame with a time (after a reconnect)
         self._fps: float | None = None  # the last connection's rate
+        self._gave_up = False  # it raised its error (a timeout): no outage running on
         #: whether any other source of the run still runs (set by :class:`MultiSource`); none left: give up
         self.others_running: Callable[[], bool] = lambda: True
 
@@ -86,8 +87,8 @@ class AwaitedCamera(Source):
 
     @property
     def outages_at_stop_s(self) -> list[float]:
-        last = self._last  # unplugged and not back: its outage runs from its last frame
-        if self._source is None and last is not None:
+        last = self._last  # unplugged and not back (and not given up on: a failure then): from its last frame
+        if self._source is None and last is not None and not self._gave_up:
             return [max(time.monotonic_ns() - last[1], 0) / 1e9]
         return super().outages_at_stop_s
 
@@ -190,6 +191,8 @@ class AwaitedCamera(Source):
             waited = time.monotonic() - since
             why = last if last is not None else self.error
             said = str(why).split("\n  fix: ")[0]
+            self._gave_up = (self.timeout_s is not None and waited >= self.timeout_s) or (
+                self.timeout_s is None and not self.others_running())
             if self.timeout_s is not None and waited >= self.timeout_s:
                 raise StreamError(f"{said} (waited {waited:.1f} s for it, timeout={self.timeout_s:g})", fix=why.fix)
             if self.timeout_s is None and not self.others_running():  # (a timeout given: that long, whatever else)

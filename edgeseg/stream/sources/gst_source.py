@@ -800,7 +800,11 @@ class GstSource(Source):
                                       "check that the file is complete and not corrupt (e.g. play it with gst-play-1.0)"))
             if lost_at is None:
                 lost_at, self._outage_since = time.perf_counter(), last_frame  # (outages_at_stop_s until it is back)
-            self._reconnect(kind, text, lost_at)
+            try:
+                self._reconnect(kind, text, lost_at)
+            except BaseException:  # it gave up (a timeout): a failure of its own, not an outage running on (a review)
+                self._outage_since = None
+                raise
             waiting_since = None
 
     def _start_stuck(self) -> bool:
