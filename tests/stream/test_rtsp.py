@@ -41,7 +41,10 @@ def wait_for(cond, timeout: float) -> bool:
     return False
 
 
-def test_rtsp_server_sink_serves_the_frames(gst):
+def test_rtsp_server_sink_serves_the_frames(gst, caplog):
+    import logging
+
+    caplog.set_level(logging.INFO, logger="edgeseg.stream")
     port = free_port()
     sink = RtspServerSink(port, "/out", fps=30)
     sink.open()
@@ -73,6 +76,9 @@ def test_rtsp_server_sink_serves_the_frames(gst):
     assert last.shape == (96, 128, 3)
     assert np.abs(last[:, 8:56] - [255, 0, 0]).mean() < 25  # H.264 round trip keeps the colours
     assert np.abs(last[:, 72:120]).mean() < 25
+    # its viewer's coming and going logged (session 57, an operator's audit: never said)
+    said = [r.getMessage() for r in caplog.records]
+    assert any(m.startswith("RTSP viewer 127.0.0.1 connected to rtsp://") for m in said), said
 
 
 @dataclass
@@ -176,3 +182,17 @@ def test_an_outage_under_way_when_the_run_stops_is_reported(gst):
     assert stats.reconnects == 0 and len(stats.outages_at_stop_s) == 1
     assert stats.outages_at_stop_s[0] == pytest.approx(stopped - arrived[-1], abs=0.5)  # from its last frame
     assert "without frames for the last" in stats.summary() and stats.to_dict()["outages_at_stop_s"]
+
+
+def test_a_taken_rtsp_port_is_refused_before_the_bundle_loads(tmp_path, capsys):
+    """Session 57 (an operator's audit): a second run on a port in use was refused only once its bundle had loaded."""
+    from edgeseg.cli import main
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["run", "--bundle", "no-such-bundle", "--source", "synthetic://?frames=2", "--rtsp-port",
+                     str(port)]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot serve RTSP on 127.0.0.1:{port}" in err and "no-such-bundle" not in err

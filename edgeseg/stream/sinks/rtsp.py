@@ -69,6 +69,7 @@ class RtspServerSink(Sink):
                               "is not an address of this machine",
                               fix="choose another --rtsp-port, or an --rtsp-address of this machine (127.0.0.1, 0.0.0.0)")
         self._bound = server
+        server.connect("client-connected", self._on_client)  # (an operator's audit: clients were never logged)
         self._loop.start()
 
     def _start(self, shape: tuple[int, int]) -> None:
@@ -87,6 +88,15 @@ class RtspServerSink(Sink):
         self._bound.get_mount_points().add_factory(self.mount, factory)
         self._server = self._bound
         log.info("serving the annotated stream at %s", self.url)
+
+    def _on_client(self, _server: Any, client: Any) -> None:
+        """A viewer connected: said, with its address, and again when it leaves (GLib's thread: log only)."""
+        try:
+            who = client.get_connection().get_ip()
+        except Exception:  # noqa: BLE001 - a client without a connection yet: unnamed
+            who = "a client"
+        log.info("RTSP viewer %s connected to %s", who, self.url)
+        client.connect("closed", lambda _c: log.info("RTSP viewer %s left %s", who, self.url))
 
     def _on_media(self, _factory: Any, media: Any) -> None:
         src = media.get_element().get_child_by_name("edgeseg_src")
