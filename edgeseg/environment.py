@@ -215,7 +215,8 @@ def _process(problems: list[dict]) -> dict:
 
 #: the environment variables edgeseg reads (their values are shown when set: they change what runs)
 SETTINGS = ("EDGESEG_CACHE_DIR", "EDGESEG_CACHE", "EDGESEG_BUNDLE_CACHE_DAYS", "EDGESEG_DATA", "EDGESEG_TRT_MAX_BATCH", "EDGESEG_TRT_MAX_SIDE",
-            "EDGESEG_TRT_DLA_CORE", "EDGESEG_OPS_CUDA", "EDGESEG_OPENVINO_TELEMETRY", "OMP_NUM_THREADS", "LD_PRELOAD")
+            "EDGESEG_TRT_DLA_CORE", "EDGESEG_OPS_CUDA", "EDGESEG_OPENVINO_TELEMETRY", "EDGESEG_LOG_LEVEL", "EDGESEG_LOG_TIME",
+            "OMP_NUM_THREADS", "LD_PRELOAD")
 
 
 def _cache(problems: list[dict] | None = None) -> dict:

