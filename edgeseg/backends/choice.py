@@ -28,7 +28,6 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import hashlib
 import json
 import logging
@@ -97,9 +96,6 @@ class Facts:
     machine: str = "x86_64"
     #: (target, backend) -> the task metric measured here that admitted an INT8 model a proxy refused
     int8_measured: Mapping[tuple[str, str], str] = field(default_factory=dict)
-    #: (target, backend) pairs of :attr:`int8_unverified` that can be scored here but are not yet
-    #: (``gather_facts(defer_scoring=True)``): candidates, scored only if one wins the timing (:func:`settle`)
-    int8_deferred: frozenset = frozenset()
 
 
 @dataclass(frozen=True)
@@ -184,7 +180,7 @@ def list_candidates(facts: Facts, backend: str = "auto", precision: str = "auto"
                     if b not in INT8_RUNTIMES.get(t or "cpu", ("onnxruntime",)):
                         continue
                     passed, why = facts.int8_models.get(t, (False, f"the bundle has no INT8 model for target {t!r}"))
-                    if passed and (t, b) in facts.int8_unverified and (t, b) not in facts.int8_deferred:
+                    if passed and (t, b) in facts.int8_unverified:
                         passed, why = False, facts.int8_unverified[(t, b)]
                     asked = precision == "int8" and t in facts.int8_models
                     add(Candidate(b, "int8", t), None if passed or asked else why)
@@ -216,13 +212,10 @@ def decide(timings_ms: Mapping[Candidate, float], margin: float = MARGIN) -> tup
 
 # ---- facts about a bundle ---------------------------------------------------------------------------
 def gather_facts(bundle: "Bundle", backend: str = "auto", precision: str = "auto", threads: int = 0,
-                 use_cache: bool = True, defer_scoring: bool = False) -> Facts:
+                 use_cache: bool = True) -> Facts:
     """:class:`Facts` for this bundle on this machine (the OpenVINO graph and bf16 checks only when
     OpenVINO could be a candidate). The measured verdicts are remembered (:func:`remembered_verdict`);
-    availability is not (it can change between processes). ``defer_scoring``: INT8 models whose recorded gate
-    does not carry to this CPU are not scored here on the task metric (seconds each) but left to :func:`settle`,
-    which scores one only if it wins the timing (session 57: the first start scored every one, 4-15 s of it on
-    models that then lost)."""
+    availability is not (it can change between processes)."""
     from .auto import availability, openvino_supports
 
     avail = availability()
@@ -240,64 +233,21 @@ def gather_facts(bundle: "Bundle", backend: str = "auto", precision: str = "auto
                         bundle, "int8-other-runtime", (t, b, threads), lambda: other_runtime_gate(bundle, t, b, threads),
                         use_cache)) is not None:
                 unverified[(t, b)] = why
-    deferred = frozenset((t, b) for t, b in unverified  # where the bundle's dataset is here, measured, not refused
-                         if targets.get(t, (False, ""))[0] and avail.get(b, (False, ""))[0] and backend in ("auto", b)
-                         and precision in ("auto", "int8"))
-    facts = Facts(avail, targets, int8_unverified=unverified, openvino_graph=graph, bf16=bf16,
-                  machine=platform.machine(), int8_deferred=deferred)
-    for t, b in ([] if defer_scoring else sorted(deferred)):
-        facts, _ = score_deferred(bundle, facts, Candidate(b, "int8", t), threads, use_cache)
-    return facts
-
-
-def score_deferred(bundle: "Bundle", facts: Facts, c: Candidate, threads: int = 0,
-                   use_cache: bool = True) -> tuple[Facts, str | None]:
-    """Score a deferred INT8 candidate (:attr:`Facts.int8_deferred`) on the task metric here, as
-    :func:`gather_facts` does without deferral: (facts updated, None) when it holds, (facts, why) when it does not
-    or cannot be scored here (no dataset: the recorded gate's refusal stands)."""
-    key = (c.target, c.backend)
-    why = facts.int8_unverified[key]
-    measured = remembered_verdict(bundle, "int8-task-metric", (c.target, c.backend, threads),
-                                  lambda: task_metric_gate(bundle, "int8", threads, c.target, c.backend), use_cache)
-    unverified, done = dict(facts.int8_unverified), dict(facts.int8_measured)
-    if measured and measured[0]:
-        del unverified[key]
-        done[key] = measured[1]
-        log.info("INT8 %s on %s: scored on this CPU instead of taking its recorded gate (%s): %s", c.target, c.backend,
-                 why.split(": re-quantize")[0], measured[1])
-        out = None
-    else:
-        out = unverified[key] = f"{why}; measured here: {measured[1]}" if measured else why
-    return dataclasses.replace(facts, int8_unverified=unverified, int8_measured=done,
-                               int8_deferred=facts.int8_deferred - {key}), out
-
-
-def settle(bundle: "Bundle", facts: Facts, timings_ms: Mapping[Candidate, float], threads: int = 0,
-           use_cache: bool = True, excluded: list | None = None, asked: bool = False,
-           release: Any = None) -> tuple[Facts, Candidate, str, dict[Candidate, float]]:
-    """:func:`decide` over ``timings_ms``, a winner whose INT8 accuracy was deferred scored first: one that does not
-    hold leaves the timings (into ``excluded``, with why) and the next is decided, unless INT8 was ``asked`` for
-    (``--precision int8``: it runs, with the note that says why, as :func:`list_candidates` keeps such models).
-    ``release(keep)``: called before a score with the candidates that may still be chosen next (the winner and the
-    runner-up), to free the others' loaded models first (a score loads two sessions of its own; a review, session 57).
-    Returns (facts, choice, reason, the timings left)."""
-    timings = dict(timings_ms)
-    while True:
-        best, reason = decide(timings)
-        if best.precision != "int8" or (best.target, best.backend) not in facts.int8_deferred:
-            return facts, best, reason, timings
-        if release is not None:
-            release(set(sorted(timings, key=timings.__getitem__)[:2]) | {best})
-        facts, why = score_deferred(bundle, facts, best, threads, use_cache)
-        if why is None or asked:
-            return facts, best, reason, timings
-        if excluded is not None:
-            excluded.append((best, why))
-        del timings[best]
-        if not timings:
-            raise BackendUnavailable(f"no candidate for {bundle.name} holds its accuracy here: {best.label}: {why}",
-                                     fix="ask for a float precision (--precision fp32), or re-quantize the bundle on "
-                                         "this kind of CPU (edgeseg quantize)")
+    measured_here: dict[tuple[str, str], str] = {}
+    for (t, b), why in list(unverified.items()):  # where the bundle's dataset is here, measure instead of refusing
+        if targets.get(t, (False, ""))[0] and avail.get(b, (False, ""))[0] and backend in ("auto", b) \
+                and precision in ("auto", "int8") and (measured := remembered_verdict(
+                    bundle, "int8-task-metric", (t, b, threads), lambda: task_metric_gate(bundle, "int8", threads, t, b),
+                    use_cache)):
+            if measured[0]:
+                del unverified[(t, b)]
+                measured_here[(t, b)] = measured[1]
+                log.info("INT8 %s on %s: scored on this CPU instead of taking its recorded gate (%s): %s", t, b,
+                         why.split(": re-quantize")[0], measured[1])
+            else:
+                unverified[(t, b)] = f"{why}; measured here: {measured[1]}"
+    return Facts(avail, targets, int8_unverified=unverified, openvino_graph=graph, bf16=bf16, machine=platform.machine(),
+                 int8_measured=measured_here)
 
 
 # ---- 2. timing --------------------------------------------------------------------------------------
@@ -717,11 +667,8 @@ def _choose(bundle: "Bundle", backend: str, precision: str, target: str | None, 
                  "its reduced-precision models do) and timing the candidates side by side, once (remembered in %s)",
                  bundle.name,
                  path if path is not None else "this process only: the choice cache is off")
-    facts = facts or gather_facts(bundle, backend, precision, threads, use_cache, defer_scoring=True)
+    facts = facts or gather_facts(bundle, backend, precision, threads, use_cache)
     cands, excluded = list_candidates(facts, backend, precision, target, device)
-    if len(cands) == 1 and cands[0].precision == "int8" and (cands[0].target, cands[0].backend) in facts.int8_deferred:
-        facts, why = score_deferred(bundle, facts, cands[0], threads, use_cache)  # nothing to time it against
-        cands, excluded = list_candidates(facts, backend, precision, target, device)
     for c, why in excluded:
         if "_Unwind_Resume" in why:  # edgeseg._unwind: the combination cannot work in this process
             log.warning("not using %s: %s", c.label, why)
@@ -751,27 +698,10 @@ def _choose(bundle: "Bundle", backend: str, precision: str, target: str | None, 
             busy = probe.contended(demand)
             # another predictor of this process inferring meanwhile (load /proc/stat cannot tell from the timing's)
             own = probe.own_inference(demand, timed_runners)
-            def release(keep: set) -> None:  # the models that cannot be chosen next, unloaded before a score
-                for c in [c for c in runners if c not in keep]:
-                    runners.pop(c).deactivate()
-
-            facts, best, reason, timings = settle(bundle, facts, timings, threads, use_cache, excluded,
-                                                  asked=precision == "int8", release=release)
-            if best not in runners:  # (released, then chosen after two INT8 models failed their scores)
-                again, failed_again = activate_candidates(bundle, [best], device, threads)
-                if not again:
-                    raise BackendUnavailable(f"{best.label} could not be loaded again for {bundle.name}: "
-                                             + "; ".join(w for _, w in failed_again))
-                runners.update(again)
+            best, reason = decide(timings)
         else:
             timings, best = {next(iter(runners)): float("nan")}, next(iter(runners))
             reason = "the only candidate that loaded"
-            if best.precision == "int8" and (best.target, best.backend) in facts.int8_deferred:
-                facts, why = score_deferred(bundle, facts, best, threads, use_cache)
-                if why is not None and precision != "int8":
-                    raise BackendUnavailable(f"no candidate could be loaded for {bundle.name} but {best.label}, whose "
-                                             f"accuracy does not hold here: {why}\n    " + "\n    ".join(
-                                                 f"{c.label}: {w}" for c, w in failed), fix="see the reasons above")
     finally:
         for c, r in runners.items():
             if c != best:

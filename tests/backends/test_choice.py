@@ -797,50 +797,6 @@ def test_int8_refused_by_a_proxy_is_measured_where_the_dataset_is_here(tmp_path)
     assert "its accuracy gate ran on another CPU" in facts.int8_unverified[("cpu", "openvino")]
 
 
-def test_the_choice_scores_a_moved_int8_model_only_if_it_wins_the_timing(tmp_path, monkeypatch):
-    """Session 57: the first start on a CPU whose INT8 arithmetic differs from the gates' scored every such INT8 model
-    on the task metric before timing (road: 4-15 s, most of it on models that then lost). Now they are timed as
-    candidates and only a winner is scored: one that loses is never scored; one that wins and does not hold is left
-    out with why and the next is chosen; one that holds is chosen with its score, as before."""
-    pytest.importorskip("openvino")
-    from edgeseg.backends.device import device_info
-    from handmade_bundles import made_elsewhere
-
-    other = ("avx2", "fma") if device_info().int8_arithmetic == "vnni" else ("avx2", "fma", "avx512f", "avx512_vnni")
-    moved = made_elsewhere("shapes", tmp_path / "a.edgeseg", int8_isa=other)
-    calls = []
-    monkeypatch.setattr(ch, "task_metric_gate", lambda *a: calls.append(a) or (False, "mIoU 1.00 vs FP32 50.00"))
-    facts = ch.gather_facts(moved, threads=1, use_cache=False, defer_scoring=True)
-    int8, fp = ch.Candidate("openvino", "int8", "cpu"), ch.Candidate("onnxruntime", "fp32")
-    assert ("cpu", "openvino") in facts.int8_deferred and not facts.int8_measured and calls == []
-    assert int8 in ch.list_candidates(facts)[0]  # timed with the others
-    _, best, _, _ = ch.settle(moved, facts, {int8: 30.0, fp: 10.0}, 1, False)
-    assert best == fp and calls == []  # lost the timing: never scored
-    excluded: list = []
-    kept: list = []  # the models left loaded while the winner is scored: it and the runner-up, not the slowest
-    slow = ch.Candidate("openvino", "fp32")
-    after, best, reason, left = ch.settle(moved, facts, {int8: 5.0, fp: 10.0, slow: 30.0}, 1, False, excluded,
-                                         release=kept.append)
-    assert kept == [{int8, fp}] and slow in left
-    del left[slow]
-    assert best == fp and len(calls) == 1 and int8 not in left and reason.startswith("onnxruntime/fp32")
-    assert excluded[0][0] == int8 and "measured here: mIoU 1.00 vs FP32 50.00" in excluded[0][1]
-    assert int8 not in ch.list_candidates(after)[0] and ("cpu", "openvino") not in after.int8_deferred
-    monkeypatch.setattr(ch, "task_metric_gate", lambda *a: (True, "mIoU 49.90 vs FP32 50.00"))
-    after, best, _, _ = ch.settle(moved, facts, {int8: 5.0, fp: 10.0}, 1, False)
-    assert best == int8 and after.int8_measured[("cpu", "openvino")] == "mIoU 49.90 vs FP32 50.00"
-    assert ("cpu", "openvino") not in after.int8_unverified and ch._unverified_note(after, int8) == ()
-    # --precision int8 asked: it runs whatever its score, with the note that says why (as list_candidates keeps it)
-    monkeypatch.setattr(ch, "task_metric_gate", lambda *a: (False, "mIoU 1.00 vs FP32 50.00"))
-    with pytest.raises(ch.BackendUnavailable, match="no candidate for .* holds its accuracy here"):  # it alone, failing
-        ch.settle(moved, facts, {int8: 5.0}, 1, False)
-    after, best, _, _ = ch.settle(moved, facts, {int8: 5.0, ch.Candidate("onnxruntime", "int8", "cpu"): 9.0}, 1, False,
-                                  asked=True)
-    assert best == int8 and "measured here: mIoU 1.00" in ch._unverified_note(after, int8)[0]
-    # without deferral (edgeseg bench --all, the checks) every one is scored up front, as before
-    assert "measured here: mIoU 1.00" in ch.gather_facts(moved, threads=1, use_cache=False).int8_unverified[("cpu", "openvino")]
-
-
 @pytest.mark.parametrize("name", ["shapes", "shapes-instance", "shapes-panoptic"])
 def test_on_device_task_metric_equals_the_quantizers_scorer(name):
     """The choice's check runs the bundle through the real runtime and decoder; its number equals the
