@@ -31,13 +31,13 @@ EXAMPLES = (
 )
 
 
-
 def _note(text: str) -> None:
     """A note on standard error; ``-q`` leaves notes out (warnings stay)."""
     from .. import _progress
 
     if not _progress.QUIET:
         print(f"note: {text}", file=sys.stderr)
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("bundle", help="a bundle path or the name of a bundle shipped with the package")

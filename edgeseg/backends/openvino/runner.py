@@ -98,7 +98,6 @@ def graph_port_names(model: Any, compiled: Any, wanted: tuple[str, ...] = ()) ->
             pick(compiled.outputs, [p.get_any_name() for p in model.outputs]))
 
 
-
 #: the oldest OpenVINO whose ONNX reader takes the graphs edgeseg exports (opset 19)
 MIN_OPENVINO = (2024, 3)
 
@@ -123,6 +122,7 @@ def openvino_too_old(version: str | None = None) -> str | None:
     return (f"openvino {version} is older than {MIN_OPENVINO[0]}.{MIN_OPENVINO[1]}, whose ONNX reader takes opset-19 "
             "ReduceMean (older ones reduce over every axis: edgeseg's models fail to load); "
             f"pip install -U 'openvino>={MIN_OPENVINO[0]}.{MIN_OPENVINO[1]}'")
+
 
 class _ReadModels:
     """Models read by a support check, waiting for the runner that activates them: at most ``size``

@@ -78,9 +78,9 @@ class SegmentClock:
     the next line, so later cuts stay on the grid (session 57: before, each segment was measured from its own first
     frame, so every cut after an outage moved by it). One file of several sources' frames (the JSON lines) has no
     common grid, their clocks being their own: a segment is full when a source's time since its first frame in it
-    reaches ``segment_s``, as before (a grid per source cut at every source's lines). A source whose time goes backwards (a camera that reconnected
-    with its clock anew, a looping file) keeps the time it had and counts on from there, a frame period later; a source
-    without times, ``segment_frames`` frames a segment. Before session 53, segments were always
+    reaches ``segment_s``, as before (a grid per source cut at every source's lines). A source whose time goes
+    backwards (a camera that reconnected with its clock anew, a looping file) keeps the time it had and counts on from
+    there, a frame period later; a source without times, ``segment_frames`` frames a segment. Before session 53, segments were always
     ``round(segment_s x fps)`` frames: a live camera the model took a third of the frames of wrote "2 s" files of 4-6 s
     (an audit), and ``--segment-s 600`` was not 10 minutes. The MP4 and JSON-lines sinks use the same rule on the same
     frames, so their segments still begin at the same frame. ``rate_of(source_id)``: each source's rate where one sink
