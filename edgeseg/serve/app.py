@@ -21,6 +21,7 @@ import asyncio
 import logging
 import os
 import socket
+import threading
 import time
 from typing import Any, Awaitable, Callable
 
@@ -145,6 +146,12 @@ class BundleReplica:
         self.replica = f"{socket.gethostname()}:{os.getpid()}"
         self.board = board  # StatsBoard handle: counts of every replica, for /v1/bundles/NAME/stats
 
+    def _in_flight(self, k: int) -> None:
+        """A predict request began (+1) or was answered (-1): told to the board, which a stopping server asks how many
+        are still in flight (:meth:`edgeseg.serve.launch.Server.shutdown` drains them). Not awaited."""
+        if self.board is not None:
+            self.board.in_flight.remote(k)
+
     async def __call__(self, request: Request) -> Response:
         return await _answer(request, lambda: self._route(request))
 
@@ -161,6 +168,13 @@ class BundleReplica:
                                 404)
         if request.method != "POST":
             return JSONResponse({"error": "predict takes POST with an image body"}, 405)
+        self._in_flight(1)
+        try:
+            return await self._predict(request)
+        finally:
+            self._in_flight(-1)
+
+    async def _predict(self, request: Request) -> Response:
         body, ctype = await _read_body(request), request.headers.get("content-type", "")
         shape = request.headers.get(SHAPE_HEADER)
         if ctype.split(";")[0].strip().lower() in ("", RAW):  # a view of the body: no work to move off the loop
@@ -219,6 +233,14 @@ class StatsBoard:
 
     def __init__(self):
         self.boards: dict[tuple[str, str], BatchStats] = {}
+        self._requests = 0  # predict requests in flight, every replica's (+1/-1 told in any order: a sum)
+        self._lock = threading.Lock()
+
+    def in_flight(self, k: int | None = None) -> int:
+        """Add ``k`` (a replica's +1 or -1) to the requests in flight; the count (without ``k``: just read it)."""
+        with self._lock:
+            self._requests += k or 0
+            return self._requests
 
     def record(self, bundle: str, replica: str, size: int, seconds: float, errors: int = 0) -> None:
         self.boards.setdefault((bundle, replica), BatchStats()).record(size, seconds, errors)
@@ -237,6 +259,10 @@ class Ingress:
 
     def __init__(self, replicas: dict[str, Any]):
         self.replicas = replicas  # bundle name -> DeploymentHandle of its BundleReplica deployment
+        self.draining = False  # the server is stopping: /readyz answers 503 so that load balancers send no more
+
+    def drain(self) -> None:
+        self.draining = True
 
     async def __call__(self, request: Request) -> Response:
         return await _answer(request, lambda: self._route(request))
@@ -255,6 +281,8 @@ class Ingress:
         return JSONResponse({"error": f"no route {request.url.path!r}"}, 404)
 
     async def _ready(self) -> Response:
+        if self.draining:
+            return JSONResponse({"ready": False, "draining": True}, 503)
         async def ask(name: str, handle: Any) -> tuple[str, str | None]:
             try:
                 await asyncio.wait_for(handle.info.remote(), READY_TIMEOUT_S)

@@ -23,6 +23,9 @@ from ..errors import BackendUnavailable, EdgesegError, InputError
 log = logging.getLogger(__name__)
 
 LOOPBACK = "127.0.0.1"
+#: how long a stopping server waits for the predict requests in flight (Docker's default stop timeout is 10 s, and Ray
+#: takes a few seconds more to stop)
+DRAIN_S = 5.0
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # one URL path segment, as it is: /v1/bundles/NAME/predict
 
 
@@ -34,16 +37,51 @@ class Server:
     bundles: tuple[str, ...]
     started_ray: bool  # shutdown() stops Ray too only when serve() started it
 
-    def shutdown(self) -> None:
-        """Stop the Serve application and proxy (and the local Ray instance serve() started)."""
+    def shutdown(self, drain_s: float = DRAIN_S) -> None:
+        """Stop the Serve application and proxy (and the local Ray instance serve() started), after the predict
+        requests in flight are answered (at most ``drain_s``; ``/readyz`` answers 503 meanwhile)."""
         import ray
         from ray import serve
 
         if not ray.is_initialized():  # already stopped (a second call is a no-op)
             return
+        _drain(drain_s)
         serve.shutdown()
         if self.started_ray:
             ray.shutdown()
+
+
+def _drain(drain_s: float) -> None:
+    """Answer the requests in flight before Serve stops: ``/readyz`` turns 503 (load balancers send no more), then the
+    board's count of predict requests in flight is watched until it has been 0 for 0.2 s, at most ``drain_s``. An
+    operator's audit (session 57): SIGTERM with 12 requests in flight answered 2 of them (40: none), the others cut off
+    (``RemoteDisconnected``). Never raises: a server that cannot be asked stops at once, as before."""
+    from ray import serve
+
+    from .app import APP_NAME, STATS_APP
+
+    if not drain_s or drain_s <= 0:
+        return
+    try:
+        serve.get_app_handle(APP_NAME).drain.remote().result(timeout_s=2.0)
+        board = serve.get_app_handle(STATS_APP)
+        deadline, quiet_since, said = time.monotonic() + drain_s, None, False
+        while time.monotonic() < deadline:
+            n = board.in_flight.remote().result(timeout_s=2.0)
+            now = time.monotonic()
+            if n > 0:
+                quiet_since = None
+                if not said:
+                    log.warning("stopping: %d request(s) in flight, answered first (at most %g s)", n, drain_s)
+                    said = True
+            elif quiet_since is None:
+                quiet_since = now
+            elif now - quiet_since >= 0.2:  # (a request between the proxy and its replica is not counted yet)
+                return
+            time.sleep(0.05)
+        log.warning("stopping: requests still in flight after %g s are cut off", drain_s)
+    except Exception as e:  # noqa: BLE001 - not reachable, or its applications gone: stop now
+        log.warning("stopping without answering the requests in flight first: %s", e)
 
 
 def _ray():
