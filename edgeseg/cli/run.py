@@ -283,31 +283,6 @@ def _check_paths(opts) -> None:
         seen[key] = opt
     if opts.stats_json is not None:
         check_output(str(opts.stats_json), "--stats-json")
-    if opts.rtsp_port:
-        _check_rtsp_port(opts.rtsp_address, opts.rtsp_port)
-
-
-def _check_rtsp_port(address: str, port: int) -> None:
-    """The RTSP port is free now (before the bundle loads: an operator's audit, session 57, found a second run on one
-    port refused only once its model had loaded, and its clients refused for the ~20 s of a first start meanwhile).
-    The sink binds it again when it opens, and says so if another process took it in between."""
-    import socket
-
-    from ..errors import InputError
-
-    try:
-        family, _, _, _, where = socket.getaddrinfo(address, port, type=socket.SOCK_STREAM)[0]
-        probe = socket.socket(family, socket.SOCK_STREAM)
-    except OSError:  # an address not of this machine, no sockets: the sink says it when it binds
-        return
-    try:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # (as GStreamer's server binds)
-        probe.bind(where)
-    except OSError as e:
-        raise InputError(f"cannot serve RTSP on {address}:{port}: {e.strerror or e} (another program, or another "
-                         "edgeseg run, listens there)", fix="choose another --rtsp-port") from None
-    finally:
-        probe.close()
 
 
 def _warn_unused(args: argparse.Namespace, opts) -> None:

@@ -183,16 +183,3 @@ def test_an_outage_under_way_when_the_run_stops_is_reported(gst):
     assert stats.outages_at_stop_s[0] == pytest.approx(stopped - arrived[-1], abs=0.5)  # from its last frame
     assert "without frames for the last" in stats.summary() and stats.to_dict()["outages_at_stop_s"]
 
-
-def test_a_taken_rtsp_port_is_refused_before_the_bundle_loads(tmp_path, capsys):
-    """Session 57 (an operator's audit): a second run on a port in use was refused only once its bundle had loaded."""
-    from edgeseg.cli import main
-
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
-        assert main(["run", "--bundle", "no-such-bundle", "--source", "synthetic://?frames=2", "--rtsp-port",
-                     str(port)]) == 2
-    err = capsys.readouterr().err
-    assert f"cannot serve RTSP on 127.0.0.1:{port}" in err and "no-such-bundle" not in err
