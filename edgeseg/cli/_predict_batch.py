@@ -411,11 +411,11 @@ def kept_on_interrupt(args, predictor, task: str, rows: list, failed: list, also
         if also is not None:
             also()
         if table is not None and total:
-            kept = [f"{o} {getattr(args, a)}" for o, a in (("--out", "out"), ("--jsonl", "jsonl"))
-                    if getattr(args, a, None) is not None and str(getattr(args, a)) != "-"]
+            places = [f"{o} {getattr(args, a)}" for o, a in (("--out", "out"), ("--jsonl", "jsonl"))
+                      if getattr(args, a, None) is not None and str(getattr(args, a)) != "-"]
             print(f"edgeseg predict: {len(table)} of {total} image(s) done before the interruption"
-                  + (f" (kept in {' and '.join(kept)}): run the same command with --resume to do the other "
-                     f"{total - len(table)}" if kept and total > len(table) else ""), file=sys.stderr)
+                  + (f" (kept in {' and '.join(places)}): run the same command with --resume to do the other "
+                     f"{total - len(table)}" if places and total > len(table) else ""), file=sys.stderr)
         if args.json and (rows or failed):
             kept = not rows and str(args.json) != "-" and Path(args.json).is_file() and Path(args.json).stat().st_size
             write_results(args, predictor, task, rows, failed, interrupted=True)

@@ -104,8 +104,6 @@ class _StdoutLines:
     prints to standard error meanwhile), each line written whole, at once (a reader of the pipe gets each frame's as
     it is done). Session 57: ``-`` was a file named ``-``."""
 
-    path = Path("-")
-
     def __init__(self) -> None:
         try:
             self._f = os.fdopen(os.dup(1), "wb", buffering=0)
