@@ -1,9 +1,12 @@
 """Progress of long jobs where no progress bar shows (a log: nohup, cron, CI, a service)."""
 from __future__ import annotations
 
+import logging
 import sys
 import time
-from typing import Any, Iterable, Iterator, TypeVar
+from typing import Any, Callable, Iterable, Iterator, TypeVar
+
+from ._timing import format_remaining
 
 T = TypeVar("T")
 
@@ -12,31 +15,59 @@ QUIET = False
 
 
 class LogProgress:
-    """Progress of a long job for a log (stderr not a terminal: nohup, cron, CI, a service): one line every
-    ``every_s`` seconds, ``WHAT: 1200/5000 images, 36.1 a second, about 1m45s left``, where tqdm's bar shows only on
-    a terminal (before, a batch job under nohup said nothing until its end)."""
+    """Progress of a long job for a log (stderr not a terminal: nohup, cron, CI, a service), with tqdm's ``update`` /
+    ``set_postfix`` / ``close`` interface: one line every ``every_s`` seconds, never for the last step (the job's own
+    summary follows it)::
 
-    def __init__(self, what: str, total: int | None, unit: str = "image", every_s: float = 30.0, enabled: bool = True):
+        edgeseg predict: 1200/5000 images (24%); 36.1 a second, about 105 s left
+        epoch 1/3: 150/626 steps (24%), loss 0.8312, lr 9.10e-04; 4.61 s a step, about 36 min left
+
+    Printed to stderr, or logged at INFO on ``logger`` (the trainers: their lines take the log's timestamps). Before,
+    a batch job under nohup said nothing until its end, and the trainers and the other jobs had two copies of this."""
+
+    def __init__(self, what: str, total: int | None, unit: str = "image", every_s: float = 30.0, enabled: bool = True,
+                 *, logger: logging.Logger | None = None, clock: Callable[[], float] = time.monotonic,
+                 seconds_each: bool = False):
+        self.seconds_each = seconds_each  # the pace as seconds a unit (the trainers' steps), not units a second
         self.what, self.total, self.unit, self.every_s = what, total, unit, every_s
-        # (QUIET: -q, --log-level warning: no progress lines either; a terminal's bar is tqdm's, not these lines)
-        self.enabled = enabled and not sys.stderr.isatty() and not QUIET
-        self.t0 = self.last = time.monotonic()
+        self.logger, self.clock = logger, clock
+        # (QUIET: -q, --log-level warning: no progress lines either; a terminal's bar is tqdm's, not these lines; a
+        # logger's lines follow its own level)
+        self.enabled = enabled and (logger is not None or (not sys.stderr.isatty() and not QUIET))
+        self.t0 = self.last = clock()
         self.n = 0
+        self.postfix = ""
+
+    def set_postfix(self, refresh: bool = True, **values: Any) -> None:
+        """The values the next line shows after the count (set them before ``update``, as the trainers do)."""
+        self.postfix = "".join(f", {k} {v}" for k, v in values.items())
 
     def update(self, k: int = 1) -> None:
         self.n += k
-        now = time.monotonic()
+        now = self.clock()
         if not self.enabled or now - self.last < self.every_s or (self.total and self.n >= self.total):
             return
         self.last = now
-        rate = self.n / max(now - self.t0, 1e-9)
+        self._say(self.line(now - self.t0))
+
+    def line(self, elapsed: float) -> str:
+        """The line for ``n`` done in ``elapsed`` seconds."""
+        rate = self.n / max(elapsed, 1e-9)
+        article = "an" if self.unit[:1] in "aeiou" else "a"
+        pace = (f"{rate:.1f} a second" if rate >= 1.0 and not self.seconds_each
+                else f"{1.0 / max(rate, 1e-9):.2f} s {article} {self.unit}")
         if not self.total:  # (a count not known: a stream, a video without one)
-            print(f"{self.what}: {self.n} {self.unit}s, {rate:.1f} a second", file=sys.stderr, flush=True)
-            return
+            return f"{self.what}: {self.n} {self.unit}s{self.postfix}; {pace}"
         left = (self.total - self.n) / rate if rate > 0 else float("inf")
-        eta = f"about {int(left // 60)}m{int(left % 60):02d}s left" if left < 1e6 else "time left unknown"
-        print(f"{self.what}: {self.n}/{self.total} {self.unit}s, {rate:.1f} a second, {eta}", file=sys.stderr,
-              flush=True)
+        eta = f"about {format_remaining(left)} left" if left < 1e6 else "time left unknown"
+        return (f"{self.what}: {self.n}/{self.total} {self.unit}s ({100.0 * self.n / self.total:.0f}%)"
+                f"{self.postfix}; {pace}, {eta}")
+
+    def _say(self, text: str) -> None:
+        if self.logger is not None:
+            self.logger.info("%s", text)
+        else:
+            print(text, file=sys.stderr, flush=True)
 
     def __enter__(self) -> "LogProgress":
         return self
@@ -45,7 +76,7 @@ class LogProgress:
         self.close()
 
     def close(self) -> None:
-        """No more lines (an update after it stays quiet)."""
+        """No more lines: an update after it (a caller that keeps counting) stays quiet."""
         self.enabled = False
 
 

@@ -91,7 +91,7 @@ def test_a_long_job_logs_its_progress_and_prints_a_bounded_table(job, tmp_path, 
     monkeypatch.setattr(_progress.LogProgress, "__init__", every_time)
     assert main(["predict", str(bundle.root), *images, "--jsonl", str(tmp_path / "p.jsonl"), *RUNTIME]) == 0
     captured = capsys.readouterr()  # stderr is no terminal here, as under nohup: lines instead of a bar
-    assert "edgeseg predict: 3/6 images, " in captured.err and "a second, about " in captured.err
+    assert "edgeseg predict: 3/6 images (50%); " in captured.err and "a second, about " in captured.err
     assert "... and 4 more image(s) (every one in" in captured.out and captured.out.count("f") < 20
 
 

@@ -26,7 +26,8 @@ class FakeClock:
 def test_lines_come_every_interval_with_hand_computed_rates(caplog):
     clock = FakeClock(25.0)  # a step every 25 s, a line at most every 60 s
     caplog.set_level(logging.INFO, logger="edgeseg.train")
-    with LogProgress(10, "epoch 2/5", every=60.0, clock=clock) as bar:
+    train_log = logging.getLogger("edgeseg.train")
+    with LogProgress("epoch 2/5", 10, "step", every_s=60.0, clock=clock, logger=train_log, seconds_each=True) as bar:
         for i in range(10):
             clock.tick()
             bar.set_postfix(loss=f"{1.0 / (i + 1):.4f}")
@@ -42,6 +43,19 @@ def test_lines_come_every_interval_with_hand_computed_rates(caplog):
         "epoch 2/5: 6/10 steps (60%), loss 0.1667; 25.00 s a step, about 100 s left",
         "epoch 2/5: 9/10 steps (90%), loss 0.1111; 25.00 s a step, about 25 s left",
     ]
+
+
+def test_one_line_format_for_every_long_job():
+    """The trainers' lines and the other jobs' (predict, eval, quantize, vos) come from one class (session 58: they
+    were two near-copies with two formats); a pace under one a second reads as seconds each."""
+    bar = LogProgress("edgeseg predict", 5000, "image", clock=lambda: 0.0)
+    bar.n = 1200
+    assert bar.line(1200 / 36.0) == "edgeseg predict: 1200/5000 images (24%); 36.0 a second, about 106 s left"
+    bar.n = 2
+    assert bar.line(5.0) == "edgeseg predict: 2/5000 images (0%); 2.50 s an image, about 3.5 h left"
+    stream = LogProgress("stream", None, "frame", clock=lambda: 0.0)
+    stream.n = 300
+    assert stream.line(10.0) == "stream: 300 frames; 30.0 a second"
 
 
 def test_remaining_time_units():
