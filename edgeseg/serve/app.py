@@ -255,10 +255,16 @@ class StatsBoard:
 
 @serve.deployment
 class Ingress:
-    """``/healthz``, ``/readyz``, ``/v1/bundles``; 404 for the rest (each bundle's own routes go to its replicas)."""
+    """``/healthz``, ``/readyz``, ``/v1/bundles``; 404 for the rest (each bundle's own routes go to its replicas).
 
-    def __init__(self, replicas: dict[str, Any]):
-        self.replicas = replicas  # bundle name -> DeploymentHandle of its BundleReplica deployment
+    Deployed before the bundles (session 58): ``/healthz`` answers 200 while their replicas load (20-50 s on a first
+    start), where the proxy answered 404 to every path until the last application was up (a liveness probe without
+    an initial delay killed the server it was waiting for), ``/readyz`` 503 with each bundle's state, and a predict
+    request to a bundle still starting a 503 (which edgeseg's client retries) instead of "no bundle here"."""
+
+    def __init__(self, names: list[str]):
+        self.names = list(names)  # the served bundles' names, in order
+        self.handles: dict[str, Any] = {}  # name -> its application's handle, once the application exists
         self.draining = False  # the server is stopping: /readyz answers 503 so that load balancers send no more
 
     def drain(self) -> None:
@@ -274,28 +280,78 @@ class Ingress:
         if parts == ["readyz"]:
             return await self._ready()
         if parts == ["v1", "bundles"]:
-            infos = await asyncio.gather(*(h.info.remote() for h in self.replicas.values()))
+            handles = [await self._handle(n) for n in self.names]
+            if None in handles:
+                return _starting([n for n, h in zip(self.names, handles) if h is None])
+            infos = await asyncio.gather(*(h.info.remote() for h in handles))
             return JSONResponse({"bundles": infos})
-        if len(parts) >= 3 and parts[:2] == ["v1", "bundles"] and parts[2] not in self.replicas:
-            return JSONResponse({"error": f"no bundle {parts[2]!r} here; served: {sorted(self.replicas)}"}, 404)
+        if len(parts) >= 3 and parts[:2] == ["v1", "bundles"]:
+            if parts[2] in self.names:  # its own route is not live yet: its application is still being deployed
+                return _starting([parts[2]])
+            return JSONResponse({"error": f"no bundle {parts[2]!r} here; served: {sorted(self.names)}"}, 404)
         return JSONResponse({"error": f"no route {request.url.path!r}"}, 404)
+
+    async def _handle(self, name: str) -> Any | None:
+        """The handle of bundle ``name``'s application; None while it does not exist yet."""
+        handle = self.handles.get(name)
+        if handle is None:
+            try:  # (a controller call: off the event loop)
+                handle = await asyncio.get_running_loop().run_in_executor(None, serve.get_app_handle, bundle_app(name))
+            except Exception:  # noqa: BLE001  (not deployed yet: starting)
+                return None
+            self.handles[name] = handle
+        return handle
 
     async def _ready(self) -> Response:
         if self.draining:
             return JSONResponse({"ready": False, "draining": True}, 503)
-        async def ask(name: str, handle: Any) -> tuple[str, str | None]:
+        states = await asyncio.get_running_loop().run_in_executor(None, _app_states)
+
+        async def ask(name: str) -> tuple[str, str | None]:
+            state, message = states.get(bundle_app(name), ("", "")) if states is not None else ("RUNNING", "")
+            if not state:
+                return name, "starting: its application is not deployed yet"
+            if state == "DEPLOY_FAILED":
+                return name, f"its replicas failed to start: {message}".strip()
+            handle = await self._handle(name)
+            if handle is None:
+                return name, "starting: its application is not deployed yet"
+            timeout = READY_TIMEOUT_S if state != "DEPLOYING" else STARTING_TIMEOUT_S
             try:
-                await asyncio.wait_for(handle.info.remote(), READY_TIMEOUT_S)
+                await asyncio.wait_for(handle.info.remote(), timeout)
                 return name, None
             except asyncio.TimeoutError:  # (its text is empty: "TimeoutError: " said nothing, an audit)
+                if state == "DEPLOYING":
+                    return name, "starting: its replicas are loading the bundle"
                 return name, f"its replicas gave no answer within {READY_TIMEOUT_S:g} s (starting, or restarting)"
             except Exception as e:  # noqa: BLE001  (any failure means: not ready; say which and why)
                 return name, f"{type(e).__name__}: {e}"
 
-        answers = await asyncio.gather(*(ask(n, h) for n, h in self.replicas.items()))
+        answers = await asyncio.gather(*(ask(n) for n in self.names))
         failed = {n: why for n, why in answers if why}
         body = {"ready": not failed, "bundles": {n: why or "ready" for n, why in answers}}
         return JSONResponse(body, 503 if failed else 200)
+
+
+#: how long /readyz waits for a replica of a bundle whose application is still being deployed
+STARTING_TIMEOUT_S = 0.5
+
+
+def _app_states() -> dict[str, tuple[str, str]] | None:
+    """Serve's applications: name -> (status, message); None where the controller cannot be asked (then each bundle
+    is asked as if running)."""
+    try:
+        return {name: (str(getattr(app.status, "value", app.status)), app.message or "")
+                for name, app in serve.status().applications.items()}
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def _starting(names: list[str]) -> Response:
+    """503 for a request that reached the ingress because bundle ``names`` are still starting (retried by the client
+    after ``Retry-After``)."""
+    return JSONResponse({"error": f"bundle(s) {', '.join(names)} still starting: their replicas are loading; try again "
+                                  f"shortly (GET /readyz says when they are ready)"}, 503, headers={"Retry-After": "2"})
 
 
 def stats_app():
@@ -324,6 +380,6 @@ def bundle_apps(bundles: dict[str, str], board: Any, *, replicas: int, max_batch
         for name, source in bundles.items()}
 
 
-def ingress_app(replicas: dict[str, Any]):
-    """The ingress application, given each bundle's replica deployment handle."""
-    return Ingress.options(name="ingress", max_ongoing_requests=1024, ray_actor_options={"num_cpus": 0}).bind(replicas)
+def ingress_app(names: list[str]):
+    """The ingress application of the bundles named ``names`` (it finds their applications by name)."""
+    return Ingress.options(name="ingress", max_ongoing_requests=1024, ray_actor_options={"num_cpus": 0}).bind(names)

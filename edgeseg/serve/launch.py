@@ -176,11 +176,12 @@ def serve(bundles: Sequence[str | os.PathLike], address: str = LOOPBACK, port: i
         # each run returns once its replicas are running; the bundles' replicas get the board's handle,
         # the ingress every bundle's
         board = rs.run(stats_app(), name=STATS_APP, route_prefix=None)
+        # the ingress first: /healthz answers (and /readyz says "starting") while the bundles' replicas load
+        rs.run(ingress_app(list(names)), name=APP_NAME, route_prefix="/")
         apps = bundle_apps(names, board, replicas=replicas, max_batch=max_batch, batch_wait_s=batch_wait_s,
                            backend=backend, precision=precision, threads=threads, target=target, device=device,
                            cpus_per_replica=cpus_per_replica, gpus_per_replica=gpus_per_replica, decoder=decoder)
-        handles = _run_all(rs, [(bundle_app(n), bundle_route(n), app) for n, app in apps.items()])
-        rs.run(ingress_app(dict(zip(apps, handles))), name=APP_NAME, route_prefix="/")
+        _run_all(rs, [(bundle_app(n), bundle_route(n), app) for n, app in apps.items()])
     except Exception as e:  # a replica that cannot load its bundle, a proxy that cannot bind: say which and why
         error = _deploy_error(rs, e, list(names), address, port)
         if started:  # leave no local Ray instance behind (a joined cluster keeps the failed application's status)
@@ -396,7 +397,7 @@ def _check_fits(ray, n: int, cpus: float, gpus: float) -> None:
 
 def _run_all(rs, apps: list[tuple[str, str, object]]) -> list:
     """Deploy (name, route prefix, application) triples together (their replicas start side by side);
-    one after another on a Ray without ``serve.run_many``. Their ingress handles, in order."""
+    one after another on a Ray without ``serve.run_many``. Returns once all run."""
     run_many = getattr(rs, "run_many", None)
     if run_many is None:
         return [rs.run(app, name=name, route_prefix=route) for name, route, app in apps]
