@@ -54,8 +54,12 @@ def run(args: argparse.Namespace) -> int:
     print(f"serving {', '.join(server.bundles)} at {server.url}  (ready: {server.url}/readyz; Ctrl-C or SIGTERM stops)", flush=True)
     for name in server.bundles:
         print(f"  predict: POST {server.url}/v1/bundles/{name}/predict   client: edgeseg.load({server.url + '/' + name!r})")
-    try:
+    from ..serve.health import EVERY_S, HealthWatch
+
+    try:  # a replica that crashes (and Serve restarts) is said in this log, not only in Ray's files
+        watch = HealthWatch()
         while True:
-            time.sleep(3600)
+            watch.poll()
+            time.sleep(EVERY_S)
     finally:
         server.shutdown()
