@@ -105,8 +105,8 @@ def print_table(rows: list[dict[str, Any]], columns: list[str] | None = None) ->
 
 
 def _fmt(v: Any) -> str:
-    if v is None:  # a value not measured (a quantize without --eval has no metric): not Python's None
-        return "n/a"
+    if v is None or (isinstance(v, float) and v != v):  # a value not measured (a quantize without --eval has no
+        return "n/a"  # metric; a latency of no frame, NaN): not Python's None, not "nan"
     if isinstance(v, float):
         return f"{v:.4g}" if abs(v) < 1e4 else f"{v:.0f}"
     return str(v)

@@ -457,3 +457,13 @@ def test_a_run_without_frames_says_n_a_not_nan():
     """Session 57: a run that got no frame summed up its latency as 'p50 nan ms p99 nan ms'."""
     stats = Pipeline([ListSource([]), CallbackSink(lambda f, r: None)], handle_signals=False).run()
     assert stats.processed == 0 and "end-to-end p50 n/a p99 n/a, drops 0" in stats.summary()
+
+
+def test_the_run_table_of_a_run_without_frames_says_n_a_not_nan(capsys):
+    """Session 58: the summary line said n/a since session 57, but `edgeseg run`'s table beside it still printed nan."""
+    from edgeseg.cli._common import print_table
+
+    stats = Pipeline([ListSource([]), CallbackSink(lambda f, r: None)], handle_signals=False).run()
+    e = stats.end_to_end
+    print_table([{"stage": "end_to_end", "count": e.count, "p50_ms": e.p50_ms, "p95_ms": e.p95_ms, "p99_ms": 2.5}])
+    assert capsys.readouterr().out.splitlines()[-1].split() == ["end_to_end", "0", "n/a", "n/a", "2.5"]
