@@ -7,8 +7,9 @@ Imports Ray at module level: only :func:`edgeseg.serve.serve` (and Ray's workers
   the bundle with :func:`edgeseg.predictor.load` (the runner and decoder of local inference), takes
   ``POST .../predict`` itself (decodes the body, gathers frames from all clients with ``@serve.batch``,
   answers JSON) and ``GET .../stats``.
-* ``Ingress`` (application ``edgeseg``, route prefix ``/``): ``/healthz``, ``/readyz``, ``/v1/bundles``,
-  and a 404 naming the served bundles for any other path (an unknown bundle's predict lands here).
+* ``Ingress`` (application ``edgeseg``, route prefix ``/``, deployed before the bundles): ``/healthz``, ``/readyz``,
+  ``/v1/bundles``, a 503 for a bundle still starting (its predict lands here until its own route is live), and a 404
+  naming the served bundles for any other path (an unknown bundle's predict lands here).
 * ``StatsBoard`` (application ``edgeseg-stats``, no route): the batch counts of every replica.
 
 Routes: :mod:`edgeseg.remote` (the client); the wire format: :mod:`edgeseg.wire`. The proxy sends a path to the application with the
