@@ -174,6 +174,10 @@ def run(args: argparse.Namespace) -> int:
     from ..train.job import run_job
 
     job = build_job(args)
+    if args.json:  # found unwritable after the training, the run's record would be lost (an audit: exit 2 at the end)
+        from ._common import check_output
+
+        check_output(args.json, "--json")
     try:
         res = run_job(job, resume=args.resume)
     except KeyboardInterrupt as e:

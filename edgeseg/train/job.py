@@ -6,6 +6,7 @@ Used by ``edgeseg train`` and ``tools/train_default.py``. The bundle's ``report.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import platform
 import time
@@ -170,6 +171,15 @@ def check_outputs(job: TrainJob, resume: bool) -> None:
         changed = changed_settings(then, job.config.to_dict())
         if changed:
             raise settings_refusal(f"--resume of {job.out}", changed)
+    # a folder that cannot take the checkpoint (read-only, /proc, a file in its path): before, found when the first
+    # epoch's checkpoint was written, after that epoch had trained (hours on a CPU), as "No such file or directory"
+    from .._io import writable_folder
+
+    made = [f for f in (job.out, *job.out.parents) if not f.exists()]
+    writable_folder(job.out, job.out / LAST, fix="give --out a folder you can write to, e.g. --out runs/NAME")
+    for folder in made:  # (left as they were: a run refused later, by its data, leaves no empty folders behind)
+        with contextlib.suppress(OSError):
+            folder.rmdir()
 
 
 #: what --overwrite removes from a run folder: the earlier run's checkpoint, history and weights

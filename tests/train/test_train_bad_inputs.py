@@ -118,6 +118,21 @@ def test_export_into_a_folder_that_is_not_a_bundle_is_refused_before_training(tm
     assert not (tmp_path / "run" / "last.pt").exists() and (junk / "notes.txt").read_text() == "mine"
 
 
+@pytest.mark.parametrize("out, words", [("/proc/edgeseg-run", "cannot create the folder /proc/edgeseg-run"),
+                                        ("FILE/run", "is a file, not a folder")])
+def test_an_out_or_json_that_cannot_be_written_is_refused_before_training(tmp_path, capsys, out, words):
+    """An audit (session 58): `--out /proc/x` trained a whole epoch, then failed writing its checkpoint ("No such file
+    or directory: /proc/x/last.pt"); `--json /proc/x.json` failed after the whole training."""
+    data = folder_data(tmp_path / "d")
+    (tmp_path / "FILE").write_text("a file")
+    rc, err = run([*BASE, "--data", data, "--out", out.replace("FILE", str(tmp_path / "FILE"))], capsys)
+    assert rc == 2 and words in err and "--out a folder you can write to" in err, err
+    assert "epoch" not in err
+    rc, err = run([*BASE, "--data", data, "--out", str(tmp_path / "run"), "--json", "/proc/edgeseg.json"], capsys)
+    assert rc == 2 and err.startswith("edgeseg train: error: --json: cannot write /proc/edgeseg.json"), err
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize("lr", ["nan", "-1", "0"])
 def test_bad_learning_rate_is_refused_before_training(tmp_path, capsys, lr):
     data = folder_data(tmp_path / "d")
