@@ -30,8 +30,10 @@ CODECS = (("H.264", "video/x-h264"), ("H.265", "video/x-h265"), ("VP8", "video/x
 PACKAGES = {"H.264": "gstreamer1.0-libav", "H.265": "gstreamer1.0-libav", "x264enc": "gstreamer1.0-plugins-ugly",
             "rtsp": "gir1.2-gst-rtsp-server-1.0 gstreamer1.0-rtsp",
             "gstreamer": "gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad "
-                         "gstreamer1.0-libav gir1.2-gstreamer-1.0 and pip install 'edgeseg[gst]' (PyGObject; on Python "
-                         "3.8 / JetPack 5: apt install python3-gi and a venv made with --system-site-packages)"}
+                         "gstreamer1.0-libav gir1.2-gstreamer-1.0 and pip install 'edgeseg[gst]' (PyGObject, built from source "
+                         "where no wheel fits: first apt-get install libgirepository1.0-dev libcairo2-dev pkg-config "
+                         "gcc; on Python 3.8 / JetPack 5: apt install python3-gi and a venv made with "
+                         "--system-site-packages)"}
 
 
 #: what to do when a section cannot be gathered at all (its part is missing or broken)
@@ -155,6 +157,7 @@ def _gstreamer(problems: list[dict]) -> dict:
 
     ok, why = _gst.available()
     if not ok:
+        why = why.split("\n  fix:")[0]  # (the problem's own fix below: the error's would nest a second one)
         problems.append({"what": f"GStreamer does not work from Python ({why}): the OpenCV reader and writer are "
                                  "used (no RTSP output, no hardware decoders or encoders)",
                          "fix": f"apt-get install {PACKAGES['gstreamer']}"})

@@ -15,6 +15,19 @@ os.environ.setdefault("OMP_NUM_THREADS", "2")
 os.environ.setdefault("EDGESEG_CACHE_DIR", tempfile.mkdtemp(prefix="edgeseg-test-cache-"))
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+    """A test module that needs torch, on a machine without it (a device install: the runtime needs no torch), is
+    skipped with the reason instead of stopping the whole run with a collection error (session 58: 36 errors on a
+    Python 3.12/3.13 venv without torch)."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed and "No module named 'torch'" in str(report.longrepr):
+        report.outcome = "skipped"
+        report.longrepr = (str(collector.path), 0, "Skipped: needs torch, which is not installed here "
+                                                   "(pip install torch==2.13.0 'edgeseg[torch]')")
+
+
 def _data_root():
     from edgeseg.paths import data_root
 

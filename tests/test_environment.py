@@ -67,7 +67,8 @@ def test_a_machine_without_a_part_gets_the_fix(monkeypatch):
     from edgeseg.backends import auto
     from edgeseg.stream import gst as gst_mod
 
-    monkeypatch.setattr(gst_mod, "available", lambda: (False, "no module named gi"))
+    # (as gst.available() says it: the error's own fix after its message; session 58: the problem nested it)
+    monkeypatch.setattr(gst_mod, "available", lambda: (False, "no module named gi\n  fix: install GStreamer"))
     real = auto.availability()
     monkeypatch.setattr(auto, "availability", lambda: {**real, "openvino": (False, "no openvino module")})
 
@@ -77,6 +78,8 @@ def test_a_machine_without_a_part_gets_the_fix(monkeypatch):
     monkeypatch.setattr(environment, "_opencv", broken)
     r = environment.report()
     assert r["gstreamer"] == {"available": False, "why_not": "no module named gi"}
+    gst_problem = next(p for p in r["problems"] if p["what"].startswith("GStreamer does not work from Python"))
+    assert "fix:" not in gst_problem["what"] and "libgirepository1.0-dev" in gst_problem["fix"]
     assert r["runtimes"]["openvino"] == {"available": False, "version": metadata.version("openvino"),
                                          "why_not": "no openvino module"}
     assert r["opencv"] == {"error": "OSError: cpuinfo unreadable"} and r["cpu"]["cores"] >= 1  # the rest still there

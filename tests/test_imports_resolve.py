@@ -6,6 +6,7 @@ Checked from the source (ast), each target module imported for real, in a subpro
 must not change this test process). Targets that need a part this machine lacks (tensorrt, cupy) are skipped."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -47,8 +48,15 @@ for f in sorted((root / "edgeseg").rglob("*.py")) + sorted((root / "tools").rglo
             continue
         except Exception:  # a module that needs what this machine lacks: its own tests say so
             continue
+        try:  # (a lazy attribute imports its module now: one that needs a part this machine lacks is skipped)
+            missing = name and not hasattr(m, name) and not (hasattr(m, "__path__") and
+                                                             importlib.util.find_spec(f"{mod}.{name}"))
+        except ModuleNotFoundError as e:
+            if (e.name or "").split(".")[0] == "edgeseg":
+                bad.append(f"{where}: no module for {mod}.{name}")
+            continue
         checked += 1
-        if name and not hasattr(m, name) and not (hasattr(m, "__path__") and importlib.util.find_spec(f"{mod}.{name}")):
+        if missing:
             bad.append(f"{where}: {mod} has no {name!r}")
 print(json.dumps({"bad": bad, "checked": checked}))
 '''
@@ -58,4 +66,5 @@ def test_every_edgeseg_import_in_the_package_and_tools_resolves():
     r = subprocess.run([sys.executable, "-c", CHECK, str(ROOT)], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     got = json.loads(r.stdout.strip().splitlines()[-1])
-    assert got["checked"] > 1000 and got["bad"] == [], got["bad"]
+    # (without torch, a device install, the modules that need it are left out: fewer imports checked)
+    assert got["checked"] > (1000 if importlib.util.find_spec("torch") else 300) and got["bad"] == [], got["bad"]

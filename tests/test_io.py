@@ -157,8 +157,7 @@ def test_a_checkpoint_that_fills_the_disk_is_named_and_the_previous_one_kept(sma
     import subprocess
     import sys
 
-    import torch
-
+    torch = pytest.importorskip("torch")
     from edgeseg._io import write_with
 
     disk = small_disk(3)

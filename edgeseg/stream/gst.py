@@ -16,7 +16,9 @@ from .._unwind import pin_gcc_unwinder
 from ..errors import StreamError
 
 _FIX = ("install GStreamer with its Python bindings: apt install gir1.2-gstreamer-1.0 gstreamer1.0-plugins-good "
-        "gstreamer1.0-plugins-bad gstreamer1.0-libav, and pip install 'edgeseg[gst]' (PyGObject==3.50.2 on Debian 12)"
+        "gstreamer1.0-plugins-bad gstreamer1.0-libav, and pip install 'edgeseg[gst]' (PyGObject==3.50.2 on Debian 12; "
+        "pip builds it from source where no wheel fits, e.g. Python 3.12/3.13: first apt install libgirepository1.0-dev "
+        "libcairo2-dev pkg-config gcc)"
         + ("; on Python 3.8 (JetPack 5), where that PyGObject has no wheel: apt install python3-gi and a venv made with "
            "--system-site-packages" if sys.version_info < (3, 9) else ""))
 _init_lock = threading.Lock()
