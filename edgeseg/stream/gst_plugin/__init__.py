@@ -12,7 +12,9 @@ environment's ``bin`` off ``PATH`` (``deactivate`` first, or ``env PATH=... gst-
 """
 from __future__ import annotations
 
+import glob
 import os
+import re
 import site
 import sys
 from pathlib import Path
@@ -43,3 +45,37 @@ def _preload() -> str:
 
     have = [p for p in os.environ.get("LD_PRELOAD", "").replace(":", " ").split() if p and p != LIBGCC]
     return " ".join([LIBGCC, *have])
+
+
+def loader_python(system_path: str | None = None) -> tuple[str, str] | None:
+    """(the plugin file, ``"X.Y"``) of GStreamer's Python plugin loader (``libgstpython.so``), read from the libpython
+    it names; None where no loader is found. ``system_path``: ``GST_PLUGIN_SYSTEM_PATH`` (default: the environment's,
+    then the distributions' plugin folders)."""
+    given = os.environ.get("GST_PLUGIN_SYSTEM_PATH", "") if system_path is None else system_path
+    folders = [d for d in given.split(os.pathsep) if d] or [
+        *sorted(glob.glob("/usr/lib/*/gstreamer-1.0")), "/usr/lib/gstreamer-1.0", "/usr/lib64/gstreamer-1.0",
+        *sorted(glob.glob("/usr/local/lib/*/gstreamer-1.0")), "/usr/local/lib/gstreamer-1.0"]
+    for folder in folders:
+        for f in sorted(glob.glob(os.path.join(folder, "libgstpython*.so"))):
+            try:
+                found = re.search(rb"libpython(3\.\d+)", Path(f).read_bytes())
+            except OSError:
+                continue
+            if found:
+                return f, found.group(1).decode()
+    return None
+
+
+def version_problem(system_path: str | None = None) -> str | None:
+    """Why the element cannot load from this Python (the loader embeds another CPython), or None. Session 58 (an
+    audit on Python 3.12/3.13): the exports were printed all the same, and gst-launch-1.0 then said only "can't find
+    gi.repository.Gst" and "no element edgeseg"."""
+    loader = loader_python(system_path)
+    here = f"{sys.version_info.major}.{sys.version_info.minor}"
+    if loader is None or loader[1] == here:
+        return None
+    return (f"GStreamer's Python plugin loader ({loader[0]}) embeds CPython {loader[1]}, and this is Python {here}: "
+            f"the element cannot load edgeseg or its packages from this environment\n"
+            f"  fix: make the virtual environment with python{loader[1]} (e.g. python{loader[1]} -m venv .venv; "
+            f"pip install 'edgeseg[gst]'), and run this again from it; edgeseg run's own GStreamer reader and sinks "
+            f"work from any Python")

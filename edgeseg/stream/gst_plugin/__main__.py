@@ -2,9 +2,13 @@
 import os
 import sys
 
-from . import environment
+from . import environment, version_problem
 
 env = environment()
+problem = version_problem()
+if problem is not None:  # nothing on standard output: eval "$(...)" then exports nothing that cannot work
+    print(f"edgeseg gst_plugin: error: {problem}", file=sys.stderr)
+    sys.exit(2)
 if "--plugin-path" in sys.argv:
     print(env["GST_PLUGIN_PATH"])
 elif "--python-path" in sys.argv:
@@ -13,7 +17,7 @@ else:
     print(f"export GST_PLUGIN_PATH={env['GST_PLUGIN_PATH']}")
     print(f"export PYTHONPATH={env['PYTHONPATH']}")
     print(f"export LD_PRELOAD='{env['LD_PRELOAD']}'   # GCC's C++ unwinder before GStreamer's libunwind")
-    print(f"# the plugin loader's libpython must be CPython {env['PYTHON_VERSION_NEEDED']} (Debian 12: 3.11.2)")
+    print(f"# the plugin loader's libpython must be CPython {env['PYTHON_VERSION_NEEDED']}, this Python's")
     if env["PATH"] != os.environ.get("PATH", ""):
         # on standard error: under eval "$(...)" a comment in the exports is never seen. With the venv first in PATH
         # the loader's embedded interpreter takes the venv's prefix ("gi.repository.Gst is no dict", no element
