@@ -105,6 +105,15 @@ def _runtimes(problems: list[dict]) -> dict:
     if "onnxruntime" in out and not out["onnxruntime"]["available"]:
         problems.append({"what": "ONNX Runtime cannot run here: no bundle can run on the CPU",
                          "fix": "pip install onnxruntime"})
+    ort = [f"{d}=={v}" for d, v in ((d, _version(d)) for d in dists.get("onnxruntime", ())) if v]
+    if len(ort) > 1:  # edgeseg's own dependency pulls `onnxruntime` in beside a GPU build (an audit, session 58)
+        gpu = next((d.split("==")[0] for d in ort if d.split("==")[0] != "onnxruntime"), "onnxruntime-gpu")
+        problems.append({"what": f"{len(ort)} ONNX Runtime packages are installed ({', '.join(ort)}): they share one "
+                                 "onnxruntime module, whose files are those each install left (the GPU's providers may "
+                                 "be missing, or the two builds mixed)",
+                         "fix": f"pip uninstall -y {' '.join(d.split('==')[0] for d in ort)} && pip install {gpu} "
+                                "(keep the one for this machine; pip install edgeseg pulls onnxruntime in again: "
+                                f"afterwards run pip uninstall -y onnxruntime && pip install --force-reinstall {gpu})"})
     trt = out.get("tensorrt", {})
     if not trt.get("available") and importlib.util.find_spec("tensorrt") is not None:  # JetPack's, in a venv
         jetpack = (jetson_release() or {}).get("jetpack")

@@ -172,3 +172,21 @@ def test_doctor_shows_every_edgeseg_variable_the_code_reads():
     pkg = Path(edgeseg.__file__).parent
     read = {m for f in pkg.rglob("*.py") for m in re.findall(r'"(EDGESEG_[A-Z0-9_]+)"', f.read_text(encoding="utf-8"))}
     assert {s for s in SETTINGS if s.startswith("EDGESEG_")} == read
+
+
+def test_two_onnx_runtime_builds_installed_together_are_a_problem(tmp_path, monkeypatch):
+    """An audit (session 58): `onnxruntime` (edgeseg's own dependency) installed beside `onnxruntime-gpu` leaves one
+    module with whichever files each install left; doctor said nothing, and the device key named only the first."""
+    from edgeseg.backends.device import runtime_versions
+
+    info = tmp_path / "onnxruntime_gpu-1.20.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: onnxruntime-gpu\nVersion: 1.20.1\n")
+    before = runtime_versions()
+    monkeypatch.syspath_prepend(str(tmp_path))  # a real distribution's metadata, as pip leaves it
+    assert metadata.version("onnxruntime-gpu") == "1.20.1"
+    ort = f"onnxruntime=={metadata.version('onnxruntime')}"
+    problem = next(p for p in environment.report()["problems"] if "ONNX Runtime packages are installed" in p["what"])
+    assert problem["what"].startswith(f"2 ONNX Runtime packages are installed ({ort}, onnxruntime-gpu==1.20.1)")
+    assert problem["fix"].startswith("pip uninstall -y onnxruntime onnxruntime-gpu && pip install onnxruntime-gpu")
+    assert set(runtime_versions()) == {*before, "onnxruntime-gpu==1.20.1"}  # (the device key names both)

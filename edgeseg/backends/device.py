@@ -46,13 +46,13 @@ def int8_arithmetic(isa) -> str:
 
 
 def runtime_versions() -> tuple[str, ...]:
-    """``name==version`` of each installed runtime package (:data:`RUNTIME_DISTS`), in :data:`RUNTIMES` order."""
+    """``name==version`` of each installed runtime package (:data:`RUNTIME_DISTS`), in :data:`RUNTIMES` order; every
+    one of a runtime's packages that is installed (two ONNX Runtime builds share one module: both are named)."""
     out = []
     for runtime in RUNTIMES:
         for dist in RUNTIME_DISTS[runtime]:
             try:
                 out.append(f"{dist}=={metadata.version(dist)}")
-                break
             except metadata.PackageNotFoundError:
                 continue
     return tuple(out)
