@@ -112,8 +112,8 @@ def _runtimes(problems: list[dict]) -> dict:
                                  "onnxruntime module, whose files are those each install left (the GPU's providers may "
                                  "be missing, or the two builds mixed)",
                          "fix": f"pip uninstall -y {' '.join(d.split('==')[0] for d in ort)} && pip install {gpu} "
-                                "(keep the one for this machine; pip install edgeseg pulls onnxruntime in again: "
-                                f"afterwards run pip uninstall -y onnxruntime && pip install --force-reinstall {gpu})"})
+                                "(the build for this machine); install edgeseg itself with pip install --no-deps, which "
+                                "does not pull onnxruntime in again (docs/jetson.md)"})
     trt = out.get("tensorrt", {})
     if not trt.get("available") and importlib.util.find_spec("tensorrt") is not None:  # JetPack's, in a venv
         jetpack = (jetson_release() or {}).get("jetpack")
