@@ -196,6 +196,16 @@ def run(args: argparse.Namespace) -> int:
         print("note: no output asked for (--sink OUT.mp4, --json-out FILE, --png-dir DIR, --show, --rtsp-port): the "
               "frames are segmented and timed, nothing is written", file=sys.stderr)
     started = time.perf_counter()
+    if opts.rtsp_port:  # a port in use is refused before the bundle loads (its stats written as the sink's refusal)
+        from ..errors import StreamError
+        from ..stream.sinks.rtsp import check_bindable
+
+        try:
+            check_bindable(opts.rtsp_address, opts.rtsp_port)
+        except StreamError as e:
+            write_json(opts.stats_json, unstarted_record(opts, str(e).splitlines()[0], time.perf_counter() - started,
+                                                         stopped_by="error"))
+            raise
     try:
         pipe = build_pipeline(opts)
     except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM while the bundle loads: the stats say so (0 frames)

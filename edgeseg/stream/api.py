@@ -453,12 +453,12 @@ def source_names(source: Any) -> Any:
     return os.fspath(source) if isinstance(source, os.PathLike) else source
 
 
-def unstarted_record(opts: StreamOptions, reason: str, open_s: float) -> dict[str, Any]:
-    """``stats_json`` of a run stopped before its first frame (Ctrl-C or SIGTERM while the bundle loaded): no
-    frames, ``stopped_by`` ``signal``, the reason, and how long the start-up had taken."""
+def unstarted_record(opts: StreamOptions, reason: str, open_s: float, stopped_by: str = "signal") -> dict[str, Any]:
+    """``stats_json`` of a run stopped before its first frame (Ctrl-C or SIGTERM while the bundle loaded; an output
+    that cannot work, ``stopped_by="error"``): no frames, the reason, and how long the start-up had taken."""
     from .metrics import Recorder
 
-    stats = Recorder().stats(stopped_by="signal", fatal=reason, open_s=open_s)
+    stats = Recorder().stats(stopped_by=stopped_by, fatal=reason, open_s=open_s)
     return {"source": source_names(opts.source), "bundle": None if opts.bundle is None else str(opts.bundle),
             "prompt": opts.prompt if isinstance(opts.prompt, str) else None, **stats.to_dict(),
             "batch_sizes": {}, "keyframes": None, "choice": None}

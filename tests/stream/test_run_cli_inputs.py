@@ -317,7 +317,11 @@ def test_rtsp_sink_that_cannot_serve_is_refused_before_a_frame_is_read(media, ca
                         "--json-out", tmp_path / "r.jsonl", "--stats-json", stats)
     assert code == 2 and "cannot serve RTSP on" in err and "is not an address of this machine" in err
     assert "cannot join thread" not in err
-    assert json.loads(stats.read_text())["frames"] == 0
+    record = json.loads(stats.read_text())
+    assert record["frames"] == 0 and record["stopped_by"] == "error" and "cannot serve RTSP on" in record["fatal_error"]
+    # session 58: refused before the bundle loads (the sink bound it after the model's load and backend choice, 25.9 s
+    # on a first start, which a restart loop paid each time)
+    assert record["choice"] is None and "backend choice" not in err and "loading" not in err
 
 
 # ---- numbers ------------------------------------------------------------------------------------------------

@@ -21,6 +21,33 @@ log = logging.getLogger("edgeseg.stream")
 
 
 @SINKS.register("rtsp")
+def cannot_serve(address: str, port: int) -> StreamError:
+    """The error of an RTSP server that cannot bind ``address:port``."""
+    return StreamError(f"cannot serve RTSP on {address}:{port}: the port is in use, or {address} is not an address of "
+                       "this machine",
+                       fix="choose another --rtsp-port, or an --rtsp-address of this machine (127.0.0.1, 0.0.0.0)")
+
+
+def check_bindable(address: str, port: int) -> None:
+    """Raise :func:`cannot_serve`'s error where ``address:port`` cannot be bound now (a port another program listens
+    on, an address not of this machine), before a bundle loads: the sink binds only when it opens, after the model's
+    load and backend choice (25.9 s on a first start, which a service's restart loop paid each time, an audit of
+    session 58). Bound as the server binds it (``SO_REUSEADDR``, as GIO's listener), then closed; an address that is
+    not a numeric one of a known family is left to the server."""
+    import errno
+    import socket
+
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind((address, port))
+    except OSError as e:
+        if e.errno in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES):
+            raise cannot_serve(address, port) from None
+        # anything else (a host name, a family this machine lacks): the server's own bind decides
+
+
 class RtspServerSink(Sink):
     name = "rtsp"
 
@@ -65,9 +92,7 @@ class RtspServerSink(Sink):
         self._source_id = server.attach(self._loop.context)
         if not self._source_id:
             self._loop = None
-            raise StreamError(f"cannot serve RTSP on {self.address}:{self.port}: the port is in use, or {self.address} "
-                              "is not an address of this machine",
-                              fix="choose another --rtsp-port, or an --rtsp-address of this machine (127.0.0.1, 0.0.0.0)")
+            raise cannot_serve(self.address, self.port)
         self._bound = server
         server.connect("client-connected", self._on_client)  # (an operator's audit: clients were never logged)
         self._loop.start()
