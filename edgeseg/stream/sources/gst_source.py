@@ -8,6 +8,7 @@ when the stream errors, ends, or stalls, and record each gap.
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import math
@@ -464,6 +465,10 @@ class GstSource(Source):
         #: a regular file redirected into standard input (< clip.mp4): read as that file is
         self._stdin_file = "/proc/self/fd/0" if stdin and not self.piped else None
         self._whole_file = self.spec.scheme == "file" or stdin
+        #: a piped MP4 copied whole to a file (removed at close); whether the pipe's head was looked at; whether a
+        #: pipe's MP4 needs no warning (fragmented, or copied)
+        self._spooled: str | None = None
+        self._stdin_looked = self._stdin_mp4_ok = False
         self.reconnect = self.spec.bool_opt("reconnect", self.spec.scheme in _RECONNECT_SCHEMES) \
             if reconnect is None else reconnect
         self.backoff_s = backoff_s
@@ -519,8 +524,30 @@ class GstSource(Source):
         importlib.import_module("cv2")
         if self._pipeline is None:
             self._opened_at = self._opened_at or time.perf_counter()
+            if self.piped and not self._stdin_looked:
+                self._read_piped_mp4_whole()
             self._start(hold=True)
         return self
+
+    def _read_piped_mp4_whole(self) -> None:
+        """An MP4/MOV piped into standard input that is not fragmented is copied whole into a temporary file and read
+        as a file (:mod:`.stdin_mp4`: GStreamer's demuxer loses frames of it in a pipe, 175 of the dash-cam's 221);
+        anything else stays the pipe it is, untouched."""
+        from .stdin_mp4 import needs_file, peek, spool
+
+        self._stdin_looked = True
+        looked = peek(0)
+        if looked is None or not needs_file(*looked):
+            self._stdin_mp4_ok = looked is not None  # (looked at: a fragmented MP4 reads whole from a pipe)
+            return
+        t0 = time.perf_counter()
+        path = spool(0)
+        self._spooled, self.piped, self._stdin_file, self._stdin_mp4_ok = path, False, path, True
+        log.info("standard input is an MP4/MOV that is not fragmented: read whole into %s (%.1f MB in %.1f s) and "
+                 "decoded from there (through the pipe GStreamer's demuxer loses frames of such a file)", path,
+                 os.path.getsize(path) / 1e6, time.perf_counter() - t0)
+        self.launch = f'filesrc location="{path}" ! {decoded()} ! {UPRIGHT} ! {APPSINK}'
+        self._full_range = mp4_full_range(path)
 
     def _start(self, seek_ns: int | None = None, hold: bool = False) -> None:
         """Build and start the pipeline; ``seek_ns``: first preroll and seek there (a software restart). ``hold``: the
@@ -553,7 +580,7 @@ class GstSource(Source):
             pipe.connect("deep-element-added", decoder_threads_setter(self.decoder_threads))
         if self._whole_file:
             pipe.connect("deep-element-added", decoder_input_counter(self._count_coded))
-        if self.piped:
+        if self.piped and not self._stdin_mp4_ok:  # (not looked at: tee(2) unusable here)
             pipe.connect("deep-element-added", _warn_mp4_in_a_pipe)
         self._gif.clear()
         self._undecodable: list[str] = []
@@ -682,6 +709,9 @@ class GstSource(Source):
     def close(self) -> None:
         self._stopping = True
         self._teardown()
+        if self._spooled is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self._spooled)
 
     # ---- reading -----------------------------------------------------------------------------
     def _pop_error(self, timeout_ns: int = 0) -> str | None:
@@ -853,7 +883,8 @@ class GstSource(Source):
             return
         if got < want - slack and not self._variable_rate_complete(slack):
             dropped = f" (and {got - self._index} dropped to keep real time)" if got != self._index else ""
-            name = "the file redirected into standard input" if self._stdin_file else f"video file {self.spec.target}"
+            name = ("the MP4 piped into standard input" if self._spooled else "the file redirected into standard input"
+                    if self._stdin_file else f"video file {self.spec.target}")
             raise StreamError(f"{name} decoded {self._index}{dropped} of the {want} frames its "
                               "container announces: the file is truncated or corrupt",
                               fix="every frame that decoded was processed; re-copy or re-record the file")

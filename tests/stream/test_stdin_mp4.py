@@ -1,0 +1,119 @@
+"""An MP4 piped into ``--source -`` (:mod:`edgeseg.stream.sources.stdin_mp4`): the pipe's head is looked at without
+taking it, and only an MP4/MOV that is not fragmented is read whole from a file (GStreamer's demuxer loses its frames
+in a pipe: the dash-cam's 175 of 221, ``mp4mux``'s 1 of 6); a fragmented MP4, MPEG-TS or anything else stays a pipe."""
+from __future__ import annotations
+
+import os
+import struct
+import threading
+
+import pytest
+
+from edgeseg.stream.sources.stdin_mp4 import needs_file, peek, spool
+
+
+def box(kind: bytes, body: bytes = b"") -> bytes:
+    return struct.pack(">I4s", 8 + len(body), kind) + body
+
+
+FTYP = box(b"ftyp", b"isom\x00\x00\x02\x00isomiso2avc1mp41")
+TRAK = box(b"trak", box(b"tkhd", bytes(84)) + box(b"mdia", bytes(200)))
+
+
+@pytest.mark.parametrize("head, complete, want", [
+    (FTYP + box(b"moov", box(b"mvhd", bytes(100)) + TRAK) + box(b"mdat", bytes(64)), False, True),  # faststart
+    (FTYP + box(b"mdat", bytes(5000)), False, True),  # mp4mux's default: the index after the pictures
+    (FTYP + box(b"free", bytes(8)) + box(b"wide") + box(b"mdat", bytes(10)), False, True),
+    (FTYP + box(b"moov", box(b"mvhd", bytes(100)) + TRAK + box(b"mvex", box(b"trex", bytes(24)))) + box(b"moof"), False,
+     False),  # fragmented: what ffmpeg or a camera streams live
+    (b"\x47" + bytes(187) * 2, False, False),  # MPEG-TS
+    (b"\x1a\x45\xdf\xa3" + bytes(60), False, False),  # Matroska
+    (FTYP[:10], False, None), (FTYP[:10], True, False),  # too short to tell: wait, or (all there is) not an MP4
+    (FTYP + struct.pack(">I4s", 50_000, b"moov") + bytes(100), False, None),  # an index longer than the look so far
+    (FTYP + struct.pack(">I4s", 50_000, b"moov") + bytes(100), True, True),  # ... that long: sample tables
+    (struct.pack(">I4sQ", 1, b"ftyp", 24) + b"isom" * 2 + box(b"mdat"), False, True),  # a 64-bit box size
+])
+def test_which_heads_need_a_file(head, complete, want):
+    assert needs_file(head, complete) is want
+
+
+def test_the_pipe_is_looked_at_without_taking_anything():
+    data = FTYP + box(b"mdat", bytes(3000)) + box(b"moov", bytes(500))
+    r, w = os.pipe()
+    try:
+        os.write(w, data)
+        head, _ = peek(r, timeout_s=0.2)
+        assert head == data and needs_file(head, False) is True
+        os.close(w)
+        w = -1
+        assert os.read(r, 1 << 16) == data  # every byte still there for the reader
+    finally:
+        os.close(r)
+        if w >= 0:
+            os.close(w)
+
+
+def test_a_slow_writer_is_waited_for_until_the_head_tells():
+    r, w = os.pipe()
+    first, rest = FTYP[:6], FTYP[6:] + box(b"moov", box(b"mvhd") + box(b"mvex")) + box(b"moof")
+
+    def late():
+        import time
+
+        time.sleep(0.3)
+        os.write(w, rest)
+
+    os.write(w, first)
+    t = threading.Thread(target=late)
+    t.start()
+    try:
+        head, complete = peek(r, timeout_s=5.0)
+        assert needs_file(head, complete) is False and head == first + rest
+    finally:
+        t.join()
+        os.close(w)
+        os.close(r)
+
+
+def test_peek_of_what_is_not_a_pipe_is_none(tmp_path):
+    f = tmp_path / "a.bin"
+    f.write_bytes(FTYP)
+    with open(f, "rb") as fh:
+        assert peek(fh.fileno()) is None
+
+
+def test_spool_copies_everything_and_a_full_disk_is_named(tmp_path, monkeypatch, small_disk):
+    data = FTYP + box(b"mdat", os.urandom(200_000))
+    r, w = os.pipe()
+    writer = threading.Thread(target=lambda: (os.write(w, data), os.close(w)))
+    writer.start()
+    path = spool(r)
+    writer.join()
+    os.close(r)
+    try:
+        assert open(path, "rb").read() == data
+    finally:
+        os.unlink(path)
+    disk = small_disk(1)
+    monkeypatch.setenv("TMPDIR", str(disk))
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", None)  # (TMPDIR is read once per process)
+    r, w = os.pipe()
+    writer = threading.Thread(target=lambda: (_write_all(w, FTYP + bytes(3 << 20)), os.close(w)))
+    writer.start()
+    from edgeseg.errors import StreamError
+
+    with pytest.raises(StreamError, match="copying it to .*edgeseg-stdin-.*failed") as e:
+        spool(r)
+    os.close(r)
+    writer.join()
+    assert "TMPDIR" in str(e.value) and list(disk.iterdir()) == []  # the partial copy removed
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    try:
+        while data:
+            data = data[os.write(fd, data):]
+    except BrokenPipeError:  # the reader gave up (the disk was full)
+        pass
