@@ -81,6 +81,50 @@ def test_rtsp_server_sink_serves_the_frames(gst, caplog):
     assert any(m.startswith("RTSP viewer 127.0.0.1 connected to rtsp://") for m in said), said
 
 
+def test_a_viewer_that_vanishes_leaves_no_session_behind(gst, monkeypatch):
+    """A soak (session 58): a viewer killed without a TEARDOWN (or a network drop) left its session in the server's
+    pool for good, nothing ever removing expired sessions (0.3 KB each, unbounded). The pool is now cleaned on a
+    timer; here with a 2 s session timeout and a 1 s cleanup (60 s and 10 s in a run)."""
+    import shutil
+    import signal
+
+    if shutil.which("gst-launch-1.0") is None:
+        pytest.skip("gst-launch-1.0 is not installed")
+    monkeypatch.setattr(RtspServerSink, "SESSION_TIMEOUT_S", 2)
+    monkeypatch.setattr(RtspServerSink, "CLEANUP_S", 1)
+    port = free_port()
+    sink = RtspServerSink(port, "/v", fps=15)
+    sink.open()
+    stop = threading.Event()
+
+    def feed():
+        i = 0
+        while not stop.is_set():
+            sink.write(Frame(np.zeros((64, 96, 3), np.uint8), index=i), None)
+            i += 1
+            time.sleep(1 / 15)
+
+    feeder = threading.Thread(target=feed, daemon=True)
+    feeder.start()
+    viewer = None
+    try:
+        assert wait_for(lambda: sink._server is not None, 5)
+        pool = sink._bound.get_session_pool()
+        viewer = subprocess.Popen(["gst-launch-1.0", "-q", "rtspsrc", f"location=rtsp://127.0.0.1:{port}/v",
+                                   "latency=0", "!", "fakesink"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        assert wait_for(lambda: pool.get_n_sessions() == 1, 20), "the viewer never got a session"
+        time.sleep(1.0)  # (playing)
+        viewer.send_signal(signal.SIGKILL)  # gone without a word, as a crashed client or a dropped network
+        viewer.wait()
+        assert wait_for(lambda: pool.get_n_sessions() == 0, 10), f"{pool.get_n_sessions()} session(s) left"
+    finally:
+        if viewer is not None and viewer.poll() is None:
+            viewer.kill()
+        stop.set()
+        feeder.join(2)
+        sink.close()
+
+
 @dataclass
 class Outage:
     """A run through a server outage: arrival times of the frames, and when the server went and came back."""

@@ -49,6 +49,11 @@ def check_bindable(address: str, port: int) -> None:
 
 
 class RtspServerSink(Sink):
+    #: a viewer's session that hears nothing from it for this long expires (gst-rtsp-server's default, 60 s); expired
+    #: sessions are removed from the pool every CLEANUP_S
+    SESSION_TIMEOUT_S = 60
+    CLEANUP_S = 10
+
     name = "rtsp"
 
     def __init__(self, port: int = 8554, mount: str = "/edgeseg", fps: float | None = None, address: str = "127.0.0.1",
@@ -63,6 +68,7 @@ class RtspServerSink(Sink):
         self.encoder = ENCODERS.get(encoder)
         self._fix = _FixedSize("rtsp")
         self._loop: Any = None
+        self._cleanup: Any = None  # the GLib timer that removes expired sessions from the server's pool
         self._bound: Any = None  # the RTSPServer, listening from open()
         self._server: Any = None  # the same, once the stream is mounted (the first frame gave its size)
         self._source_id: int | None = None
@@ -95,6 +101,15 @@ class RtspServerSink(Sink):
             raise cannot_serve(self.address, self.port)
         self._bound = server
         server.connect("client-connected", self._on_client)  # (an operator's audit: clients were never logged)
+        # sessions of viewers that vanished without a TEARDOWN (killed, a network drop) expire after SESSION_TIMEOUT_S
+        # but stayed in the pool until something removed them: nothing did (a soak, session 58: every killed viewer's
+        # session was still there at the end). The server's own examples clean the pool on a timer; so does this
+        from gi.repository import GLib
+
+        pool = server.get_session_pool()
+        self._cleanup = GLib.timeout_source_new_seconds(self.CLEANUP_S)
+        self._cleanup.set_callback(lambda *_: pool.cleanup() >= 0)  # (always True: the timer stays)
+        self._cleanup.attach(self._loop.context)
         self._loop.start()
 
     def _start(self, shape: tuple[int, int]) -> None:
@@ -122,6 +137,7 @@ class RtspServerSink(Sink):
             who = "a client"
         log.info("RTSP viewer %s connected to %s", who, self.url)
         client.connect("closed", lambda _c: log.info("RTSP viewer %s left %s", who, self.url))
+        client.connect("new-session", lambda _c, session: session.set_timeout(self.SESSION_TIMEOUT_S))
 
     def _on_media(self, _factory: Any, media: Any) -> None:
         src = media.get_element().get_child_by_name("edgeseg_src")
@@ -152,6 +168,9 @@ class RtspServerSink(Sink):
             src, self._appsrc = self._appsrc, None
         if src is not None:
             src.emit("end-of-stream")
+        if self._cleanup is not None:
+            self._cleanup.destroy()
+            self._cleanup = None
         if self._loop is not None:
             if self._source_id:
                 src_obj = self._loop.context.find_source_by_id(self._source_id)
