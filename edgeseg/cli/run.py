@@ -26,7 +26,7 @@ EXAMPLES = (
 )
 
 # CLI option -> StreamOptions field (None means: keep the recipe's value / the default)
-_FIELDS = ("hud", "bundle", "source", "sink", "segment_s", "keep_segments", "json_segments", "rtsp_port", "rtsp_address", "show", "json_out", "png_dir", "stats_json",
+_FIELDS = ("hud", "bundle", "source", "sink", "segment_s", "keep_segments", "json_segments", "png_segments", "rtsp_port", "rtsp_address", "show", "json_out", "png_dir", "stats_json",
            "realtime", "max_frames", "on_error", "backend", "precision", "target", "threads", "device",
            "queue_size", "fps", "encoder", "source_backend", "alpha", "max_batch", "batch_timeout_ms", "upsample",
            "score_threshold", "class_agnostic", "classes", "prompt", "track", "keyframe_interval", "keyframe_motion", "keyframe_local", "cv_threads",
@@ -81,7 +81,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--sink", metavar="OUT.mp4", action=_Once,
                    help="write the annotated video (H.264; .mp4, .m4v, .mov, .mkv or .avi by the name's suffix)")
     g.add_argument("--segment-s", type=float, default=None, metavar="SECONDS",
-                   help="with --sink (and/or --json-out with --json-segments): a new file every SECONDS of the source's "
+                   help="with --sink (and/or --json-out with --json-segments, --png-dir with --png-segments): a new file every SECONDS of the source's "
                         "time (frames the model could not take still count: 600 is 10 minutes of camera), "
                         "OUT.00000.mp4, OUT.00001.mp4, ... (each finished, playable, while the next records; numbering "
                         "goes on after an earlier run's files)")
@@ -91,6 +91,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--json-segments", action="store_true", default=None,
                    help="with --segment-s and --json-out: cut the JSON lines alike, RESULTS.00000.jsonl, ... (and "
                         "--keep-segments keeps the newest N of them too); without it the JSON lines stay one file")
+    g.add_argument("--png-segments", action="store_true", default=None,
+                   help="with --segment-s and --png-dir: one folder of PNGs a segment, DIR/00000/, DIR/00001/, ... "
+                        "(DIR/NNNNN.part/ while written; --keep-segments keeps the newest N folders: a run of days "
+                        "no longer fills the disk); without it every PNG goes into DIR")
     g.add_argument("--encoder", default=None,
                    help="H.264 encoder of --sink and --rtsp-port: x264enc (default; the RTSP sink's low-latency "
                         "x264enc-live), nvv4l2h264enc (Jetson), nvh264enc; one that cannot start here falls back to x264")

@@ -64,6 +64,7 @@ class StreamOptions:
     segment_s: float | None = None  # with sink: a new file every this many seconds of video (NAME.00000.mp4, ...)
     keep_segments: int | None = None  # with segment_s: keep only the newest this many files (loop recording)
     json_segments: bool = False  # with segment_s and json_out: the JSON lines cut into the same segments too
+    png_segments: bool = False  # with segment_s and png_dir: the PNGs in one folder a segment (DIR/00000/, ...)
     encoder: str = "x264enc"
     rtsp_port: int | None = None
     rtsp_address: str = "127.0.0.1"
@@ -108,10 +109,13 @@ def build_sinks(opts: StreamOptions, fps: float | None = None) -> list[Sink]:
     video sinks use the source's, read once it is open (:meth:`Sink.bind_source`)."""
     sinks: list[Sink] = []
     fps = opts.fps or fps
-    for given, needs, applies in (("segment_s (--segment-s)", "sink (--sink)", opts.sink or opts.json_segments),
+    for given, needs, applies in (("segment_s (--segment-s)", "sink (--sink)",
+                                   opts.sink or opts.json_segments or opts.png_segments),
                                   ("keep_segments (--keep-segments)", "segment_s (--segment-s)", opts.segment_s),
                                   ("json_segments (--json-segments)", "segment_s (--segment-s) and json_out (--json-out)",
-                                   opts.segment_s and opts.json_out)):
+                                   opts.segment_s and opts.json_out),
+                                  ("png_segments (--png-segments)", "segment_s (--segment-s) and png_dir (--png-dir)",
+                                   opts.segment_s and opts.png_dir)):
         if getattr(opts, given.split()[0]) not in (None, False) and not applies:  # the Python API too (an audit)
             logging.getLogger("edgeseg.stream").warning("%s has no effect without %s", given, needs)
     if opts.sink:
@@ -128,7 +132,9 @@ def build_sinks(opts: StreamOptions, fps: float | None = None) -> list[Sink]:
         sinks.append(JsonLinesSink(opts.json_out, segment_s=opts.segment_s if cut else None,
                                    keep_segments=opts.keep_segments if cut else None, fps=fps))
     if opts.png_dir:
-        sinks.append(LabelPngSink(opts.png_dir))
+        cut = bool(opts.png_segments)  # opt-in, as the JSON lines' segments
+        sinks.append(LabelPngSink(opts.png_dir, segment_s=opts.segment_s if cut else None,
+                                  keep_segments=opts.keep_segments if cut else None, fps=fps))
     return sinks
 
 
@@ -181,8 +187,9 @@ def check_options(opts: StreamOptions) -> None:
         refuse("classes", "class names or indices: 'person,car', '0,2' or a list (or None: every class)")
     if not isinstance(opts.hud, bool):
         refuse("hud", "True or False")
-    if not isinstance(opts.json_segments, bool):
-        refuse("json_segments", "True or False")
+    for flag in ("json_segments", "png_segments"):
+        if not isinstance(getattr(opts, flag), bool):
+            refuse(flag, "True or False")
     if opts.keep_segments is not None and (isinstance(opts.keep_segments, bool) or not isinstance(opts.keep_segments, int)
                                            or opts.keep_segments < 1):
         refuse("keep_segments", "an integer >= 1 (or None: keep every segment)")
@@ -414,7 +421,7 @@ def stats_record(pipe: Pipeline, opts: StreamOptions, bundle: Any = None) -> dic
     """What ``stats_json`` holds (``edgeseg run --stats-json``, ``edgeseg.stream(..., stats_json=)``): the run's
     frames, drops, errors and latencies, its batches and keyframes, and the backend chosen."""
     choice = getattr(pipe, "choice", None)
-    segmented = [s for s in pipe.sinks if isinstance(s, (Mp4Sink, JsonLinesSink)) and s.segment_s]
+    segmented = [s for s in pipe.sinks if isinstance(s, (Mp4Sink, JsonLinesSink, LabelPngSink)) and s.segment_s]
     bundle = opts.bundle if bundle is None else bundle
     if _is_predictor(bundle):  # a loaded predictor: its bundle's name
         bundle = getattr(getattr(bundle, "bundle", None), "name", None)
@@ -425,8 +432,8 @@ def stats_record(pipe: Pipeline, opts: StreamOptions, bundle: Any = None) -> dic
             "choice": choice.to_dict() if choice is not None else None,
             # several sources: each one's drops, gaps and failure (before: a source that died was only logged)
             **({"sources": _source_records(pipe)} if isinstance(pipe.source, MultiSource) else {}),
-            **({"segments": [{"kind": "json" if isinstance(s, JsonLinesSink) else "video", **r} for s in segmented
-                             for r in s.segment_records()]} if segmented else {})}
+            **({"segments": [{"kind": "json" if isinstance(s, JsonLinesSink) else "png" if isinstance(s, LabelPngSink)
+                              else "video", **r} for s in segmented for r in s.segment_records()]} if segmented else {})}
 
 
 def _source_records(pipe: Pipeline) -> list[dict[str, Any]]:

@@ -26,7 +26,7 @@ RECIPE_KEYS: dict[str, dict[str, str]] = {
               "score_threshold": "score_threshold", "class_agnostic": "class_agnostic", "classes": "classes", "prompt": "prompt", "track": "track",
               "keyframe_interval": "keyframe_interval", "keyframe_motion": "keyframe_motion",
               "keyframe_local": "keyframe_local"},
-    "sinks": {"mp4": "sink", "segment_s": "segment_s", "keep_segments": "keep_segments", "json_segments": "json_segments", "encoder": "encoder", "rtsp_port": "rtsp_port", "rtsp_address": "rtsp_address",
+    "sinks": {"mp4": "sink", "segment_s": "segment_s", "keep_segments": "keep_segments", "json_segments": "json_segments", "png_segments": "png_segments", "encoder": "encoder", "rtsp_port": "rtsp_port", "rtsp_address": "rtsp_address",
               "rtsp_mount": "rtsp_mount", "show": "show", "json": "json_out", "png_dir": "png_dir",
               "stats_json": "stats_json", "fps": "fps", "alpha": "alpha", "hud": "hud"},
     "pipeline": {"max_frames": "max_frames", "on_error": "on_error", "queue_size": "queue_size",

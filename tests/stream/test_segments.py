@@ -296,3 +296,52 @@ def test_the_grid_is_one_source_s_and_a_first_frame_without_time_does_not_untime
     # 5 frames a second where 10 were declared, its first frame without a time: 10 s segments of 50 frames
     camera = [("c", None)] + [("c", i / 5) for i in range(1, 200)]
     assert [t for _, t in cuts(SegmentClock(10.0, 10.0), camera)] == [None, 20.0, 30.0]
+
+
+def test_png_labels_in_segment_folders(tmp_path):
+    """Session 58 (the left-open pass): --png-dir never rotated, so a days-long run filled the disk (one PNG a frame,
+    ~2.6 million a day at 30 fps). With segment_s: one folder a segment (NNNNN.part while written), the same cuts as
+    the MP4s and JSON lines, keep_segments removing this run's oldest folders, numbering on after an earlier run's."""
+    import cv2
+
+    from edgeseg.stream import LabelPngSink
+    from edgeseg.structures import SemanticResult
+
+    (tmp_path / "00000").mkdir()
+    (tmp_path / "00000" / "mine.png").write_bytes(b"an earlier run's")
+    sink = LabelPngSink(tmp_path, segment_s=1, keep_segments=2, fps=10)
+    sink.open()
+    for i in range(23):
+        labels = np.full((4, 6), i % 7, np.uint8)
+        sink.write(Frame(np.zeros((4, 6, 3), np.uint8), index=i, pts_ns=i * 100_000_000),
+                   SemanticResult(labels))
+        if i == 11:  # while a segment is written it is a .part folder, its PNGs already on disk
+            assert sorted(p.name for p in tmp_path.iterdir()) == ["00000", "00001", "00002.part"]
+            assert sorted(p.name for p in (tmp_path / "00002.part").iterdir()) == ["000010.png", "000011.png"]
+    sink.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["00000", "00002", "00003"]  # 00001 removed (keep 2)
+    assert (tmp_path / "00000" / "mine.png").read_bytes() == b"an earlier run's"  # never the run's to remove
+    assert sorted(p.name for p in (tmp_path / "00003").iterdir()) == ["000020.png", "000021.png", "000022.png"]
+    assert int(cv2.imread(str(tmp_path / "00003" / "000022.png"), cv2.IMREAD_UNCHANGED)[0, 0]) == 22 % 7
+    assert [(r["file"].rsplit("/", 1)[-1], r["first_frame"], r["frames"], r["state"]) for r in sink.segment_records()] \
+        == [("00001", 0, 10, "removed"), ("00002", 10, 10, "finished"), ("00003", 20, 3, "finished")]
+    assert sink.paths == [tmp_path / "00002", tmp_path / "00003"]
+
+
+def test_run_cli_png_segments_with_panoptic_json_per_folder(tmp_path):
+    pytest.importorskip("gi")
+    cmd = [sys.executable, "-m", "edgeseg", "run", "--bundle", "shapes-panoptic", "--source", "synthetic://?frames=50",
+           "--fps", "20", "--png-dir", "pngs", "--segment-s", "1", "--png-segments", "--stats-json", "s.json"]
+    r = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    stats = json.loads((tmp_path / "s.json").read_text())
+    assert [(s["kind"], s["file"], s["frames"]) for s in stats["segments"]] == [
+        ("png", f"pngs/0000{k}", n) for k, n in enumerate((20, 20, 10))]
+    for k, n in enumerate((20, 20, 10)):  # each folder a whole COCO-panoptic set: its PNGs and their annotations
+        folder = tmp_path / "pngs" / f"0000{k}"
+        coco = json.loads((folder / "panoptic.json").read_text())
+        pngs = sorted(p.name for p in folder.glob("*.png"))
+        assert len(pngs) == n and sorted(a["file_name"] for a in coco["annotations"]) == pngs
+    r = subprocess.run([sys.executable, "-m", "edgeseg", "run", "--bundle", "shapes", "--source", "synthetic://?frames=2",
+                        "--png-dir", "p2", "--png-segments"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "png_segments (--png-segments) has no effect without segment_s" in r.stderr

@@ -44,6 +44,7 @@ from ...structures.records import result_record
 from ...structures.coco_panoptic import segments_info
 from ...structures.frame import Frame
 from ..base import DISCONTINUITY, RECEIVED, SINKS, Packet, Sink, refuse_input
+from .segments import DIGITS
 from ..._io import _special_file, commit_file, temp_name_prefix, writable_file, writable_folder, write_whole
 
 log = logging.getLogger("edgeseg.stream")
@@ -357,6 +358,37 @@ class JsonLinesSink(Sink):
             f.close()
 
 
+def next_free_folder(directory: Path) -> int:
+    """The first segment number after every segment folder (``NNNNN`` or ``NNNNN.part``) already in ``directory``."""
+    pattern = re.compile(rf"(\d{{{DIGITS},}})(?:\.part)?")
+    try:
+        found = [int(m.group(1)) for e in os.scandir(directory) if e.is_dir() and (m := pattern.fullmatch(e.name))]
+    except OSError:
+        return 0
+    return max(found) + 1 if found else 0
+
+
+def claim_folder(directory: Path, index: int) -> int:
+    """The first segment number from ``index`` on whose folder and ``.part`` do not exist, its ``.part`` created, so
+    that no other run writes into it (as :func:`~edgeseg.stream.sinks.segments.claim_segment` claims files)."""
+    while True:
+        final = directory / f"{index:0{DIGITS}d}"
+        if not final.exists():
+            try:
+                os.mkdir(final.with_name(f"{final.name}.part"))
+                return index
+            except FileExistsError:
+                pass
+        index += 1
+
+
+def _remove_folder(path: str) -> None:
+    """--keep-segments' removal of a PNG segment's folder."""
+    import shutil
+
+    shutil.rmtree(path)
+
+
 def _part(path: Path) -> Path:
     """A segment's name while it is written (``out.00003.part.jsonl``, as the MP4 segments' ``.part``)."""
     return path.with_name(f"{path.stem}.part{path.suffix}")
@@ -441,7 +473,10 @@ class LabelPngSink(Sink):
 
     name = "png"
 
-    def __init__(self, directory: str | os.PathLike, prefix: str = ""):
+    def __init__(self, directory: str | os.PathLike, prefix: str = "", segment_s: float | None = None,
+                 keep_segments: int | None = None, fps: float | None = None):
+        from .segments import Finisher
+
         self.directory = Path(directory)
         self.prefix = prefix
         self.written = 0
@@ -451,6 +486,17 @@ class LabelPngSink(Sink):
         self._names: dict[tuple[Path, str], int] = {}  # (folder, stem) -> the frame index that took it
         self._panoptic: dict[Path, Any] = {}  # folder -> its panoptic.jsonl, open
         self._categories: dict[Path, dict[int, dict]] = {}  # folder -> the categories its segments named
+        #: segment_s: one folder a segment, DIR/00000/, DIR/00001/, ... (DIR/NNNNN.part/ while written: renamed, with
+        #: its panoptic.json, when the next begins), cut on the MP4s' and JSON lines' grid; keep_segments: the newest
+        #: that many folders of this run stay (a days-long run's PNGs no longer fill the disk)
+        self.segment_s = segment_s or None
+        self.keep_segments = keep_segments if self.segment_s else None
+        self.fps = fps
+        self.segments: list[Any] = []
+        self._clock: Any = None
+        self._next_index = 0
+        self._segment_dir: Path | None = None  # the .part folder being written
+        self._finisher = Finisher(keep=self.keep_segments, remove=_remove_folder)
 
     def bind_source(self, source: Any) -> None:
         self.per_source = len(getattr(source, "parts", ()) or ()) > 1
@@ -459,6 +505,10 @@ class LabelPngSink(Sink):
     def open(self) -> None:
         refuse_input(self.directory, self._source, "the label PNG folder")
         writable_folder(self.directory, self.directory)
+        self._clock, self._segment_dir = None, None  # a sink opened again (another run): its grid starts anew
+        if self.segment_s:  # numbered after an earlier run's folders: none is written into again
+            self._next_index = next_free_folder(self.directory)
+            return
         earlier = sum(1 for _ in self.directory.glob(f"{self.prefix}*.png")) + \
             sum(1 for _ in self.directory.glob(f"*/{self.prefix}*.png"))
         if earlier:  # a stream replaces the PNGs of the frames it writes; an earlier, longer run's others stay
@@ -468,14 +518,47 @@ class LabelPngSink(Sink):
                         (self.directory / f"{self.prefix}panoptic.json").is_file() else "")
 
     def _folder(self, source_id: str) -> Path:
+        base = self._segment_dir if self._segment_dir is not None else self.directory
         if not self.per_source:
-            return self.directory
+            return base
         folder = self.folders.get(source_id)
-        if folder is None:
-            name = source_folder(source_id, {f.name for f in self.folders.values()})
-            folder = self.folders[source_id] = self.directory / name
+        if folder is None or folder.parent != base:  # (a new segment: each source's folder anew in it)
+            taken = {f.name for sid, f in self.folders.items() if sid != source_id}
+            name = folder.name if folder is not None else source_folder(source_id, taken)
+            folder = self.folders[source_id] = base / name
             folder.mkdir(parents=True, exist_ok=True)
         return folder
+
+    def _cut(self, frame: Frame) -> None:
+        """Before ``frame``: finish the segment being written when the grid says it is full, begin one if none is."""
+        from .segments import Segment, SegmentClock, now_iso
+        from .video import output_fps
+
+        if self._segment_dir is not None and self._clock.full(frame):
+            self._finisher.finish_now(self._finishing(self._segment_dir, self.segments[-1]), self.segments[-1])
+            self._segment_dir = None
+        if self._segment_dir is not None:
+            return
+        if self._clock is None:  # as the JSON lines' clock: several sources, each one's rate
+            from ..sources.mux import _name
+
+            parts = {_name(s): s for s in getattr(self._source, "parts", ()) or ()}
+            self._clock = SegmentClock(self.segment_s, output_fps(self.fps, self._source, 25.0), by_time=not self.fps,
+                                       rate_of=(lambda sid: output_fps(self.fps, parts[sid], 25.0) if sid in parts else
+                                                None) if len(parts) > 1 else None)
+        self._clock.restart()
+        self._next_index = claim_folder(self.directory, self._next_index)
+        final = self.directory / f"{self._next_index:0{DIGITS}d}"
+        self._next_index += 1
+        self._segment_dir = final.with_name(f"{final.name}.part")
+        self.segments.append(Segment(str(final), self.written, now_iso()))
+
+    def _finishing(self, part: Path, segment: Any) -> Callable[[], None]:
+        def finish() -> None:
+            self._close_panoptic([f for f in self._panoptic if f == part or part in f.parents])
+            os.replace(part, segment.file)
+
+        return finish
 
     def write(self, frame: Frame, result: Any, packet: Packet | None = None) -> None:
         import cv2
@@ -486,6 +569,8 @@ class LabelPngSink(Sink):
         if img.ndim == 3:
             img = swap_rb(img)  # RGB -> OpenCV's BGR
         stem = frame.meta.get("stem")
+        if self.segment_s:
+            self._cut(frame)
         folder = self._folder(frame.source_id)
         if isinstance(stem, str) and stem:  # a folder of files (finite): remember the stems taken
             name, key = stem, (folder, stem)
@@ -499,6 +584,9 @@ class LabelPngSink(Sink):
             raise StreamError(f"cannot encode {path} as PNG ({img.dtype}, {list(img.shape)})")
         _write_whole(path, png.tobytes(), "the PNGs (--png-dir)")
         self.written += 1
+        if self.segment_s:
+            self.segments[-1].frames += 1
+            self._clock.add(frame)
         if isinstance(result, PanopticResult):  # image id: the file's stem (as Cityscapes' ids), else the index
             self._annotate(folder, name if isinstance(stem, str) and stem else frame.index, path.name, result)
 
@@ -520,8 +608,24 @@ class LabelPngSink(Sink):
     def close(self) -> None:
         """Each folder's ``panoptic.json`` from its lines, streamed (a long run's lines are not held in memory)
         into a temporary file renamed into place; the lines stay beside it. Every folder is done even when one
-        fails; the first failure is raised after."""
-        files, self._panoptic = self._panoptic, {}
+        fails; the first failure is raised after. With ``segment_s``: the last segment's folder finished too."""
+        if self.segment_s and self._segment_dir is not None:
+            part, self._segment_dir = self._segment_dir, None
+            self._finisher.finish_now(self._finishing(part, self.segments[-1]), self.segments[-1])
+        self._close_panoptic(list(self._panoptic))
+
+    @property
+    def paths(self) -> list[Path]:
+        """With ``segment_s``: the segment folders this run keeps (one still being written: its ``.part``)."""
+        return [Path(s.file) if s.state == "finished" else Path(f"{s.file}.part") for s in self.segments
+                if s.state != "removed"]
+
+    def segment_records(self) -> list[dict[str, Any]]:
+        """With ``segment_s``: every folder of the run (``stats_json``'s ``segments``)."""
+        return [s.to_dict() for s in self.segments]
+
+    def _close_panoptic(self, folders: list[Path]) -> None:
+        files = {folder: self._panoptic.pop(folder) for folder in folders}
         failure: BaseException | None = None
         for folder, f in files.items():
             try:

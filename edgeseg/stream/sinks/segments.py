@@ -190,6 +190,7 @@ class Finisher:
     or more). A failure is kept and raised by :meth:`check` (the next frame's write) or :meth:`join` (the close)."""
 
     keep: int | None = None  # keep_segments: the newest this many finished files stay
+    remove: Callable[[str], None] = os.remove  # how an old one goes (a PNG segment is a folder)
     failure: StreamError | None = None
     finished: list[Segment] = field(default_factory=list)
     _thread: threading.Thread | None = None
@@ -232,7 +233,7 @@ class Finisher:
         while len(self.finished) > self.keep:
             old = self.finished.pop(0)
             try:
-                os.remove(old.file)
+                self.remove(old.file)
                 old.state = "removed"
                 log.debug("removed %s (--keep-segments %d)", old.file, self.keep)
             except FileNotFoundError:  # removed by someone else already
