@@ -262,3 +262,24 @@ def test_no_hud_draws_a_clean_overlay(tmp_path):
     p = argparse.ArgumentParser()
     add_arguments(p)
     assert p.parse_args(["--no-hud"]).hud is False and p.parse_args([]).hud is None  # None: the recipe's or True
+
+
+def test_a_frame_of_another_size_is_fitted_into_the_video_not_stretched(tmp_path):
+    """The left-open pass (session 58): a folder of frames of mixed sizes (or a camera that changed its resolution) was
+    stretched to the first frame's size in the MP4 (a portrait frame squashed). Now fitted with its aspect kept,
+    centred on black: a 32x64 (w x h) red frame in a 64x48 video is 24x48 of red at x 20-43."""
+    from edgeseg.stream import Mp4Sink
+    from edgeseg.stream.sinks.video import letterbox_into
+    from stream_helpers import decode_mp4_frames
+
+    out = letterbox_into(np.full((64, 32, 3), 200, np.uint8), (48, 64))
+    assert out.shape == (48, 64, 3) and (out[:, 20:44] == 200).all() and not out[:, :20].any() and not out[:, 44:].any()
+    sink = Mp4Sink(tmp_path / "mixed.mp4", fps=10)
+    sink.open()
+    sink.write(Frame(np.full((48, 64, 3), 90, np.uint8), index=0), None)
+    sink.write(Frame(np.tile(np.array([220, 30, 30], np.uint8), (64, 32, 1)), index=1), None)
+    sink.close()
+    second = decode_mp4_frames(tmp_path / "mixed.mp4")[1].astype(int)
+    assert second.shape == (48, 64, 3)
+    assert np.abs(second[4:44, 24:40] - [220, 30, 30]).mean() < 12  # the frame, not stretched over the width
+    assert second[:, :16].mean() < 12 and second[:, 48:].mean() < 12  # black bars either side

@@ -153,7 +153,9 @@ def image_of(frame: Frame, packet: Packet | None) -> np.ndarray:
 
 
 class _FixedSize:
-    """Resizes frames to the first frame's size (logged once)."""
+    """Fits frames into the first frame's size (logged once): scaled to fit with their aspect ratio kept, centred on
+    black (a folder of frames of mixed sizes, a camera that changed its resolution). Before session 58 they were
+    stretched to that size: a portrait frame in a landscape video came out squashed."""
 
     def __init__(self, what: str):
         self.what = what
@@ -165,13 +167,25 @@ class _FixedSize:
             self.size = image.shape[:2]
         if image.shape[:2] == self.size:
             return image
-        import cv2
-
         if not self._warned:
-            log.warning("%s: frame size changed from %s to %s; resizing to the first size",
-                        self.what, self.size[::-1], image.shape[1::-1])
+            log.warning("%s: frame size changed from %s to %s; such frames are fitted into the first size, their "
+                        "aspect ratio kept (black bars)", self.what, self.size[::-1], image.shape[1::-1])
             self._warned = True
-        return cv2.resize(image, (self.size[1], self.size[0]), interpolation=cv2.INTER_LINEAR)
+        return letterbox_into(image, self.size)
+
+
+def letterbox_into(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``image`` scaled to fit ``size`` (height, width) with its aspect ratio kept, centred on black."""
+    import cv2
+
+    (H, W), (h, w) = size, image.shape[:2]
+    scale = min(H / h, W / w)
+    nh, nw = max(1, min(H, round(h * scale))), max(1, min(W, round(w * scale)))
+    out = np.zeros((H, W) + image.shape[2:], image.dtype)
+    y, x = (H - nh) // 2, (W - nw) // 2
+    out[y:y + nh, x:x + nw] = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA if scale < 1 else
+                                         cv2.INTER_LINEAR).reshape((nh, nw) + image.shape[2:])
+    return out
 
 
 MIN_SIDE = 16  # mp4mux's smallest H.264 width and height
