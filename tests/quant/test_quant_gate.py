@@ -50,8 +50,10 @@ def test_tensorrt_int8_within_budget_and_deployable(bundle):
 
 
 def test_mixed_precision_keeps_the_most_sensitive_layers_in_float(bundle):
+    # sensitivity=True: the ranking is made even where full INT8 meets the budget (session 58's CI: the trained model's
+    # full INT8 came within 0.5 on that run, so no ranking was made and the test's last checks had nothing to check)
     r = quantize_bundle(bundle, GOOD, target="cpu", method="minmax", eval_dataset=VAL, max_drop=0.5, progress=False,
-                        latency=False)
+                        latency=False, sensitivity=True)
     assert r.met_budget and r.fp32_score - r.int8_score <= 0.5
     full_int8 = r.curve[0][1]
     mixed = [f for f in r.float_nodes if f.reason.startswith("mixed precision")]
