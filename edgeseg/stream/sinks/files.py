@@ -633,6 +633,9 @@ class LabelPngSink(Sink):
                 self._write_panoptic_json(folder)
             except Exception as e:  # noqa: BLE001 - the others are still written; raised below
                 failure = failure or e
+            finally:
+                if self.segment_s:  # (a finished segment's folder gets no more lines: its categories go too)
+                    self._categories.pop(folder, None)
         if failure is not None:
             raise StreamError(f"cannot write the COCO-panoptic JSON beside the PNGs: {failure}",
                               fix="the PNGs and panoptic.jsonl (one annotation per line) are kept") from failure
