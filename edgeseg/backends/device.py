@@ -47,7 +47,7 @@ def int8_arithmetic(isa) -> str:
 
 def runtime_versions() -> tuple[str, ...]:
     """``name==version`` of each installed runtime package (:data:`RUNTIME_DISTS`), in :data:`RUNTIMES` order; every
-    one of a runtime's packages that is installed (two ONNX Runtime builds share one module: both are named)."""
+    ONNX Runtime package installed (two of its builds share one module: both are named), the first of the others'."""
     out = []
     for runtime in RUNTIMES:
         for dist in RUNTIME_DISTS[runtime]:
@@ -55,6 +55,8 @@ def runtime_versions() -> tuple[str, ...]:
                 out.append(f"{dist}=={metadata.version(dist)}")
             except metadata.PackageNotFoundError:
                 continue
+            if runtime != "onnxruntime":  # (tensorrt's pip install is always two packages: the key stays as it was)
+                break
     return tuple(out)
 
 

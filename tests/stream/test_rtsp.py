@@ -81,6 +81,13 @@ def test_rtsp_server_sink_serves_the_frames(gst, caplog):
     assert any(m.startswith("RTSP viewer 127.0.0.1 connected to rtsp://") for m in said), said
 
 
+def test_the_rtsp_sink_is_registered_by_name():
+    """A review (session 58): a helper put between the registry's decorator and the class registered the helper."""
+    from edgeseg.stream import SINKS
+
+    assert SINKS.get("rtsp") is RtspServerSink
+
+
 def test_a_viewer_that_vanishes_leaves_no_session_behind(gst, monkeypatch):
     """A soak (session 58): a viewer killed without a TEARDOWN (or a network drop) left its session in the server's
     pool for good, nothing ever removing expired sessions (0.3 KB each, unbounded). The pool is now cleaned on a

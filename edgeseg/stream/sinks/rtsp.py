@@ -20,7 +20,6 @@ from .video import ENCODERS, _FixedSize, _fraction, encodable, image_of, output_
 log = logging.getLogger("edgeseg.stream")
 
 
-@SINKS.register("rtsp")
 def cannot_serve(address: str, port: int) -> StreamError:
     """The error of an RTSP server that cannot bind ``address:port``."""
     return StreamError(f"cannot serve RTSP on {address}:{port}: the port is in use, or {address} is not an address of "
@@ -48,6 +47,7 @@ def check_bindable(address: str, port: int) -> None:
         # anything else (a host name, a family this machine lacks): the server's own bind decides
 
 
+@SINKS.register("rtsp")
 class RtspServerSink(Sink):
     #: a viewer's session that hears nothing from it for this long expires (gst-rtsp-server's default, 60 s); expired
     #: sessions are removed from the pool every CLEANUP_S
