@@ -82,33 +82,53 @@ def test_peek_of_what_is_not_a_pipe_is_none(tmp_path):
         assert peek(fh.fileno()) is None
 
 
-def test_spool_copies_everything_and_a_full_disk_is_named(tmp_path, monkeypatch, small_disk):
+def test_spool_copies_everything_leaves_no_file_and_names_a_full_disk(tmp_path, monkeypatch, small_disk):
+    import tempfile
+
+    from edgeseg.errors import StreamError
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr(tempfile, "tempdir", None)  # (TMPDIR is read once per process)
     data = FTYP + box(b"mdat", os.urandom(200_000))
     r, w = os.pipe()
-    writer = threading.Thread(target=lambda: (os.write(w, data), os.close(w)))
+    os.set_blocking(r, False)  # (a review: a non-blocking stdin failed the copy with EAGAIN)
+    writer = threading.Thread(target=lambda: (_write_all(w, data), os.close(w)))
     writer.start()
-    path = spool(r)
+    fd = spool(r)
     writer.join()
     os.close(r)
     try:
-        assert open(path, "rb").read() == data
+        assert list(tmp_path.iterdir()) == []  # the copy has no name: nothing to leave behind
+        assert open(f"/proc/self/fd/{fd}", "rb").read() == data
     finally:
-        os.unlink(path)
+        os.close(fd)
+    # a stop while the writer is silent ends the copy (a review: only the writer's end did)
+    r, w = os.pipe()
+    os.write(w, FTYP)
+    stop_at = __import__("time").monotonic() + 0.3
+    assert spool(r, stopped=lambda: __import__("time").monotonic() > stop_at) is None
+    os.close(w)
+    os.close(r)
     disk = small_disk(1)
     monkeypatch.setenv("TMPDIR", str(disk))
-    import tempfile
-
-    monkeypatch.setattr(tempfile, "tempdir", None)  # (TMPDIR is read once per process)
+    monkeypatch.setattr(tempfile, "tempdir", None)
     r, w = os.pipe()
     writer = threading.Thread(target=lambda: (_write_all(w, FTYP + bytes(3 << 20)), os.close(w)))
     writer.start()
-    from edgeseg.errors import StreamError
-
-    with pytest.raises(StreamError, match="copying it to .*edgeseg-stdin-.*failed") as e:
+    with pytest.raises(StreamError, match="copying it into .* failed") as e:
         spool(r)
     os.close(r)
     writer.join()
-    assert "TMPDIR" in str(e.value) and list(disk.iterdir()) == []  # the partial copy removed
+    assert "TMPDIR" in str(e.value) and list(disk.iterdir()) == []
+
+
+def test_a_silent_writer_is_not_waited_for_once_stopped():
+    r, w = os.pipe()
+    try:
+        assert peek(r, stopped=lambda: True) is None  # nothing came and the run stopped: nothing known, nothing taken
+    finally:
+        os.close(w)
+        os.close(r)
 
 
 def _write_all(fd: int, data: bytes) -> None:

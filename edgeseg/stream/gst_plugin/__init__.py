@@ -51,7 +51,8 @@ def loader_python(system_path: str | None = None) -> tuple[str, str] | None:
     """(the plugin file, ``"X.Y"``) of GStreamer's Python plugin loader (``libgstpython.so``), read from the libpython
     it names; None where no loader is found. ``system_path``: ``GST_PLUGIN_SYSTEM_PATH`` (default: the environment's,
     then the distributions' plugin folders)."""
-    given = os.environ.get("GST_PLUGIN_SYSTEM_PATH", "") if system_path is None else system_path
+    given = (os.environ.get("GST_PLUGIN_SYSTEM_PATH_1_0") or os.environ.get("GST_PLUGIN_SYSTEM_PATH", "")
+             if system_path is None else system_path)  # (GStreamer reads the _1_0 name first)
     folders = [d for d in given.split(os.pathsep) if d] or [
         *sorted(glob.glob("/usr/lib/*/gstreamer-1.0")), "/usr/lib/gstreamer-1.0", "/usr/lib64/gstreamer-1.0",
         *sorted(glob.glob("/usr/local/lib/*/gstreamer-1.0")), "/usr/local/lib/gstreamer-1.0"]

@@ -467,7 +467,7 @@ class GstSource(Source):
         self._whole_file = self.spec.scheme == "file" or stdin
         #: a piped MP4 copied whole to a file (removed at close); whether the pipe's head was looked at; whether a
         #: pipe's MP4 needs no warning (fragmented, or copied)
-        self._spooled: str | None = None
+        self._spooled: int | None = None
         self._stdin_looked = self._stdin_mp4_ok = False
         self.reconnect = self.spec.bool_opt("reconnect", self.spec.scheme in _RECONNECT_SCHEMES) \
             if reconnect is None else reconnect
@@ -532,21 +532,28 @@ class GstSource(Source):
     def _read_piped_mp4_whole(self) -> None:
         """An MP4/MOV piped into standard input that is not fragmented is copied whole into a temporary file and read
         as a file (:mod:`.stdin_mp4`: GStreamer's demuxer loses frames of it in a pipe, 175 of the dash-cam's 221);
-        anything else stays the pipe it is, untouched."""
+        anything else stays the pipe it is, untouched. A stop meanwhile (Ctrl-C, SIGTERM, ``stop()``) ends the look or
+        the copy: the pipe is then left to GStreamer, which ends at once."""
         from .stdin_mp4 import needs_file, peek, spool
 
         self._stdin_looked = True
-        looked = peek(0)
-        if looked is None or not needs_file(*looked):
-            self._stdin_mp4_ok = looked is not None  # (looked at: a fragmented MP4 reads whole from a pipe)
+        stopped = lambda: self._stopping  # noqa: E731
+        looked = peek(0, stopped=stopped)
+        if looked is None:
+            return
+        if not needs_file(*looked):  # (no warning only where the head said so: MPEG-TS, Matroska, fragments)
+            self._stdin_mp4_ok = needs_file(looked[0], False) is False
             return
         t0 = time.perf_counter()
-        path = spool(0)
-        self._spooled, self.piped, self._stdin_file, self._stdin_mp4_ok = path, False, path, True
-        log.info("standard input is an MP4/MOV that is not fragmented: read whole into %s (%.1f MB in %.1f s) and "
-                 "decoded from there (through the pipe GStreamer's demuxer loses frames of such a file)", path,
-                 os.path.getsize(path) / 1e6, time.perf_counter() - t0)
-        self.launch = f'filesrc location="{path}" ! {decoded()} ! {UPRIGHT} ! {APPSINK}'
+        fd = spool(0, stopped=stopped)
+        if fd is None:
+            return
+        path = f"/proc/self/fd/{fd}"  # (the copy has no name: nothing is left behind, whatever ends the run)
+        self._spooled, self.piped, self._stdin_file, self._stdin_mp4_ok = fd, False, path, True
+        log.info("standard input is an MP4/MOV that is not fragmented: read whole into a temporary file (%.1f MB in "
+                 "%.1f s) and decoded from there (through the pipe GStreamer's demuxer loses frames of such a file)",
+                 os.fstat(fd).st_size / 1e6, time.perf_counter() - t0)
+        self.launch = f"filesrc location={path} ! {decoded()} ! {UPRIGHT} ! {APPSINK}"
         self._full_range = mp4_full_range(path)
 
     def _start(self, seek_ns: int | None = None, hold: bool = False) -> None:
@@ -710,8 +717,9 @@ class GstSource(Source):
         self._stopping = True
         self._teardown()
         if self._spooled is not None:
+            fd, self._spooled = self._spooled, None
             with contextlib.suppress(OSError):
-                os.unlink(self._spooled)
+                os.close(fd)
 
     # ---- reading -----------------------------------------------------------------------------
     def _pop_error(self, timeout_ns: int = 0) -> str | None:
@@ -883,7 +891,7 @@ class GstSource(Source):
             return
         if got < want - slack and not self._variable_rate_complete(slack):
             dropped = f" (and {got - self._index} dropped to keep real time)" if got != self._index else ""
-            name = ("the MP4 piped into standard input" if self._spooled else "the file redirected into standard input"
+            name = ("the MP4 piped into standard input" if self._spooled is not None else "the file redirected into standard input"
                     if self._stdin_file else f"video file {self.spec.target}")
             raise StreamError(f"{name} decoded {self._index}{dropped} of the {want} frames its "
                               "container announces: the file is truncated or corrupt",

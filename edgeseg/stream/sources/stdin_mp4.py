@@ -22,6 +22,7 @@ import struct
 import sys
 import tempfile
 import time
+from typing import Any, Callable
 
 from ...errors import StreamError
 
@@ -39,11 +40,13 @@ def _libc():
     return ctypes.CDLL(name, use_errno=True) if name else None
 
 
-def peek(fd: int = 0, want: int = PEEK_BYTES, timeout_s: float = 5.0) -> tuple[bytes, bool] | None:
+def peek(fd: int = 0, want: int = PEEK_BYTES, timeout_s: float = 5.0,
+         stopped: Callable[[], bool] = lambda: False) -> tuple[bytes, bool] | None:
     """``(head, complete)``: the first bytes waiting in the pipe ``fd``, left there (``tee(2)`` copies them into a pipe
-    of our own), and whether no more will come within this look (the pipe is full, or the writer gave nothing more for
-    ``timeout_s``: the head is all there is to judge by). Waits for the first byte. None where ``fd`` is not a pipe
-    or ``tee`` cannot be used (not Linux): then nothing is known and nothing was taken."""
+    of our own), and whether no more will come within this look (the pipe is full, the writer closed it, or gave
+    nothing more for ``timeout_s``: the head is all there is to judge by). Waits for the first byte, polling, until
+    ``stopped()``. None where ``fd`` is not a pipe, ``tee`` cannot be used (not Linux), or the caller stopped: then
+    nothing is known and nothing was taken. A non-blocking pipe is read as a blocking one is."""
     libc = _libc() if sys.platform.startswith("linux") else None
     if libc is None:
         return None
@@ -51,43 +54,69 @@ def peek(fd: int = 0, want: int = PEEK_BYTES, timeout_s: float = 5.0) -> tuple[b
         capacity = min(fcntl.fcntl(fd, F_GETPIPE_SZ), want)
     except OSError:  # not a pipe
         return None
-    head, grew_at, flags = b"", time.monotonic(), 0
+    if not _wait_readable(fd, stopped):
+        return None
+    head, grew_at = b"", time.monotonic()
     while True:
-        r, w = os.pipe()
-        try:
-            with contextlib.suppress(OSError):
-                fcntl.fcntl(w, F_SETPIPE_SZ, capacity)
-            n = libc.tee(fd, w, ctypes.c_size_t(capacity), ctypes.c_uint(flags))
-            if n < 0:
-                if ctypes.get_errno() != errno.EAGAIN:  # (EAGAIN: nothing waiting) anything else: tee cannot be used
-                    return None
-                n = 0
-            got = b""
-            while len(got) < n:
-                got += os.read(r, n - len(got))
-        finally:
-            os.close(r)
-            os.close(w)
-        flags = SPLICE_F_NONBLOCK  # (the first look waits for data; later ones see what has come since)
+        got = _tee(libc, fd, capacity)
+        if got is None:
+            return None
         now = time.monotonic()
         if len(got) > len(head):
             head, grew_at = got, now
-        if n == 0 and not head:  # the writer closed without writing: an empty input
+        gone = _writer_gone(fd)
+        if not head and gone:  # the writer closed without writing: an empty input
             return head, True
         verdict = needs_file(head, complete=False)
-        if verdict is not None or len(head) >= capacity or now - grew_at >= timeout_s or _writer_gone(fd, head):
+        if verdict is not None or len(head) >= capacity or now - grew_at >= timeout_s or (gone and head) or stopped():
             return head, verdict is None
         time.sleep(0.01)
 
 
-def _writer_gone(fd: int, head: bytes) -> bool:
-    """Whether every byte the writer will send is already in the pipe (its write end closed: a poll for hang-up), so
-    that the head seen is all there is."""
+def _wait_readable(fd: int, stopped: Callable[[], bool]) -> bool:
+    """Until ``fd`` has data or its writer has gone (True), or ``stopped()`` (False); 0.1 s polls."""
+    import select
+
+    p = select.poll()
+    p.register(fd, select.POLLIN | select.POLLHUP)
+    while not p.poll(100):
+        if stopped():
+            return False
+    return True
+
+
+def _tee(libc: Any, fd: int, capacity: int) -> bytes | None:
+    """What is in the pipe now (up to ``capacity``), not taken: ``tee(2)`` into a pipe of our own, never blocking
+    (an interrupted call is tried again). None where tee fails otherwise."""
+    r, w = os.pipe()
+    try:
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(w, F_SETPIPE_SZ, capacity)
+        while True:
+            n = libc.tee(fd, w, ctypes.c_size_t(capacity), ctypes.c_uint(SPLICE_F_NONBLOCK))
+            if n >= 0:
+                break
+            err = ctypes.get_errno()
+            if err == errno.EAGAIN:  # nothing waiting just now
+                return b""
+            if err != errno.EINTR:
+                return None
+        got = b""
+        while len(got) < n:
+            got += os.read(r, n - len(got))
+        return got
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+def _writer_gone(fd: int) -> bool:
+    """Whether the pipe's write end is closed (a poll for hang-up): every byte the writer sent is in the pipe."""
     import select
 
     p = select.poll()
     p.register(fd, select.POLLHUP)
-    return any(ev & select.POLLHUP for _, ev in p.poll(0)) and len(head) > 0
+    return any(ev & select.POLLHUP for _, ev in p.poll(0))
 
 
 def needs_file(head: bytes, complete: bool) -> bool | None:
@@ -132,22 +161,35 @@ def needs_file(head: bytes, complete: bool) -> bool | None:
         at += size
 
 
-def spool(fd: int = 0) -> str:
-    """Copy everything from ``fd`` to its end into a temporary file (``$TMPDIR``); its path. A disk that fills is an
-    error naming the file and the fix (the partial copy removed)."""
+def spool(fd: int = 0, stopped: Callable[[], bool] = lambda: False) -> int | None:
+    """Copy everything from ``fd`` to its end into a temporary file (``$TMPDIR``), removed from its folder at once:
+    the descriptor returned reads it (``/proc/self/fd/N``; nothing is left behind whatever ends the process). None
+    when ``stopped()`` first (the copy dropped, and what it read with it: the run is stopping). A disk that fills is an error naming the folder and the fix; a
+    non-blocking ``fd`` is waited on, not an error."""
     handle, path = tempfile.mkstemp(prefix="edgeseg-stdin-", suffix=".mp4")
+    os.unlink(path)
     try:
-        with os.fdopen(handle, "wb") as out:
-            while True:
+        while True:
+            if not _wait_readable(fd, stopped):
+                os.close(handle)
+                return None
+            try:
                 block = os.read(fd, 1 << 20)
-                if not block:
-                    break
-                out.write(block)
+            except BlockingIOError:  # (a non-blocking pipe between the poll and the read)
+                continue
+            if not block:
+                break
+            view = memoryview(block)
+            while view:
+                view = view[os.write(handle, view):]
     except OSError as e:
-        with contextlib.suppress(OSError):
-            os.unlink(path)
-        raise StreamError(f"standard input is an MP4 that must be read whole, and copying it to {path} failed "
-                          f"({e.strerror or e})",
+        os.close(handle)
+        raise StreamError(f"standard input is an MP4 that must be read whole, and copying it into "
+                          f"{os.path.dirname(path)} failed ({e.strerror or e})",
                           fix="set TMPDIR to a folder with room for the video, or give the file's path "
                               "(--source FILE, or --source - < FILE)") from None
-    return path
+    except BaseException:
+        os.close(handle)
+        raise
+    os.lseek(handle, 0, os.SEEK_SET)
+    return handle
