@@ -280,17 +280,10 @@ class JsonLinesSink(Sink):
             raise InputError(f"cannot write {path}: {e.strerror or e}") from None
 
     def _begin_segment(self) -> None:
-        from .video import output_fps
-        from .segments import Segment, SegmentClock, claim_segment, now_iso, segment_path
+        from .segments import Segment, claim_segment, now_iso, segment_path
 
         if self._clock is None:
-            # several sources: each one's rate, as each one's own MP4 takes it (a camera that joins late: at its frame)
-            from ..sources.mux import _name
-
-            parts = {_name(s): s for s in getattr(self._source, "parts", ()) or ()}
-            self._clock = SegmentClock(self.segment_s, output_fps(self.fps, self._source, 25.0), by_time=not self.fps,
-                                       rate_of=(lambda sid: output_fps(self.fps, parts[sid], 25.0) if sid in parts else
-                                                None) if len(parts) > 1 else None)
+            self._clock = _segment_clock(self.segment_s, self.fps, self._source)
         self._clock.restart()
         self._next_index = claim_segment(self.path, self._next_index)
         final = segment_path(self.path, self._next_index)
@@ -356,6 +349,19 @@ class JsonLinesSink(Sink):
             self._first_line()
             self._f, f = None, self._f
             f.close()
+
+
+def _segment_clock(segment_s: float, fps: float | None, source: Any) -> Any:
+    """The JSON lines' and PNG folders' :class:`~edgeseg.stream.sinks.segments.SegmentClock`: with several sources,
+    each one's rate, as each one's own MP4 takes it (a camera that joins late: at its frame)."""
+    from ..sources.mux import _name
+    from .segments import SegmentClock
+    from .video import output_fps
+
+    parts = {_name(s): s for s in getattr(source, "parts", ()) or ()}
+    return SegmentClock(segment_s, output_fps(fps, source, 25.0), by_time=not fps,
+                        rate_of=(lambda sid: output_fps(fps, parts[sid], 25.0) if sid in parts else None)
+                        if len(parts) > 1 else None)
 
 
 def next_free_folder(directory: Path) -> int:
@@ -531,21 +537,15 @@ class LabelPngSink(Sink):
 
     def _cut(self, frame: Frame) -> None:
         """Before ``frame``: finish the segment being written when the grid says it is full, begin one if none is."""
-        from .segments import Segment, SegmentClock, now_iso
-        from .video import output_fps
+        from .segments import Segment, now_iso
 
         if self._segment_dir is not None and self._clock.full(frame):
             self._finisher.finish_now(self._finishing(self._segment_dir, self.segments[-1]), self.segments[-1])
             self._segment_dir = None
         if self._segment_dir is not None:
             return
-        if self._clock is None:  # as the JSON lines' clock: several sources, each one's rate
-            from ..sources.mux import _name
-
-            parts = {_name(s): s for s in getattr(self._source, "parts", ()) or ()}
-            self._clock = SegmentClock(self.segment_s, output_fps(self.fps, self._source, 25.0), by_time=not self.fps,
-                                       rate_of=(lambda sid: output_fps(self.fps, parts[sid], 25.0) if sid in parts else
-                                                None) if len(parts) > 1 else None)
+        if self._clock is None:
+            self._clock = _segment_clock(self.segment_s, self.fps, self._source)
         self._clock.restart()
         self._next_index = claim_folder(self.directory, self._next_index)
         final = self.directory / f"{self._next_index:0{DIGITS}d}"
