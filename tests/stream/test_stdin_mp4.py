@@ -3,6 +3,7 @@ taking it, and only an MP4/MOV that is not fragmented is read whole from a file 
 in a pipe: the dash-cam's 175 of 221, ``mp4mux``'s 1 of 6); a fragmented MP4, MPEG-TS or anything else stays a pipe."""
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
 import threading
@@ -132,8 +133,6 @@ def test_a_silent_writer_is_not_waited_for_once_stopped():
 
 
 def _write_all(fd: int, data: bytes) -> None:
-    try:
+    with contextlib.suppress(BrokenPipeError):  # the reader gave up (the disk was full)
         while data:
             data = data[os.write(fd, data):]
-    except BrokenPipeError:  # the reader gave up (the disk was full)
-        pass

@@ -380,11 +380,9 @@ def claim_folder(directory: Path, index: int) -> int:
     while True:
         final = directory / f"{index:0{DIGITS}d}"
         if not final.exists():
-            try:
+            with contextlib.suppress(FileExistsError):  # (another run's: the next number)
                 os.mkdir(final.with_name(f"{final.name}.part"))
                 return index
-            except FileExistsError:
-                pass
         index += 1
 
 
